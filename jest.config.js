@@ -1,0 +1,22 @@
+/**
+ * Jest runs in native ESM mode (Nest 12 is ESM-only): scripts/run-jest.mjs starts it with
+ * --experimental-vm-modules, after compiling the project with tsc into .build/. The global setup and
+ * teardown are that compiled JavaScript: jest loads them with Node's own loader, which neither
+ * reads TypeScript nor applies moduleNameMapper.
+ */
+export default {
+  testEnvironment: 'node',
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: {
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^nestjs-dtm$': '<rootDir>/lib/index.ts',
+  },
+  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }] },
+  testMatch: ['<rootDir>/test/**/*.spec.ts'],
+  modulePathIgnorePatterns: ['<rootDir>/.build/', '<rootDir>/dist/'],
+  globalSetup: '<rootDir>/.build/test/support/global-setup.js',
+  globalTeardown: '<rootDir>/.build/test/support/global-teardown.js',
+  reporters: ['default', '<rootDir>/test/support/dtm-log-reporter.js'],
+  testTimeout: 60_000,
+  maxWorkers: 3,
+};
