@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import { expect } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { harness } from './harness.js';
+import { mariadbUrl } from './services/mariadb.js';
+import { postgresUrl } from './services/postgres.js';
+
+/** One test file's own databases on the shared servers, so files can run in parallel. */
+export interface FileDatabases {
+  /** Name shared by the PostgreSQL and MariaDB databases (`t_<file>_<hash>`). */
+  name: string;
+  postgres: { database: string; url: string };
+  mariadb: { database: string; url: string; config: mysql.ConnectionOptions };
+  /** Every Redis key this file uses starts with `keyPrefix`. */
+  redis: { url: string; keyPrefix: string };
+}
+
+/**
+ * Creates (fresh: dropped first if a previous run left it) this test file's PostgreSQL and MariaDB
+ * databases and clears its Redis key prefix. The name comes from the test file's path unless given.
+ */
+export async function fileDatabases(name = nameFromTestPath()): Promise<FileDatabases> {
+  const h = harness();
+  if (!h.postgres || !h.mariadb || !h.redis) throw new Error('the harness was started without the databases');
+  const admin = new pg.Client({ connectionString: h.postgres.adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const my = await mysql.createConnection({ host: h.mariadb.host, port: h.mariadb.port, user: h.mariadb.user, password: h.mariadb.password });
+  try {
+    await my.query(`DROP DATABASE IF EXISTS ${name}`);
+    await my.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await my.end();
+  }
+  const keyPrefix = `${name}:`;
+  const redis = new Redis(h.redis.url);
+  try {
+    const keys = await redis.keys(`${keyPrefix}*`);
+    if (keys.length) await redis.del(...keys);
+  } finally {
+    redis.disconnect();
+  }
+  return {
+    name,
+    postgres: { database: name, url: postgresUrl(h.postgres, name) },
+    mariadb: {
+      database: name,
+      url: mariadbUrl(h.mariadb, name),
+      config: { host: h.mariadb.host, port: h.mariadb.port, user: h.mariadb.user, password: h.mariadb.password, database: name },
+    },
+    redis: { url: h.redis.url, keyPrefix },
+  };
+}
+
+function nameFromTestPath(): string {
+  const testPath = expect.getState().testPath;
+  if (!testPath) throw new Error('fileDatabases() outside a test file: pass a name');
+  const slug = basename(testPath)
+    .replace(/\.(e2e-)?spec\.ts$/, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .slice(0, 30);
+  const hash = createHash('sha256').update(testPath).digest('hex').slice(0, 6);
+  return `t_${slug}_${hash}`;
+}

@@ -1,0 +1,161 @@
+import { readFileSync } from 'node:fs';
+import type { StackInfo } from './services/stack.js';
+import { sleep } from './services/process.js';
+
+export type { StackInfo } from './services/stack.js';
+
+/** Environment variable naming the JSON file in which the global setup describes the running stack. */
+export const HARNESS_ENV = 'NESTJS_DTM_HARNESS';
+
+let cached: StackInfo | undefined;
+
+/** The running stack (DTM server, PostgreSQL, MariaDB, Redis) started once for this test run. */
+export function harness(): StackInfo {
+  if (cached) return cached;
+  const file = process.env[HARNESS_ENV];
+  if (!file) throw new Error(`${HARNESS_ENV} is not set: run the tests with "npm test" (jest's global setup starts the stack)`);
+  cached = JSON.parse(readFileSync(file, 'utf8')) as StackInfo;
+  return cached;
+}
+
+/** Global transaction statuses DTM stores. */
+export type TransStatus = 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
+/** Branch statuses DTM stores. */
+export type BranchStatus = 'prepared' | 'succeed' | 'failed';
+
+/** A global transaction as `/api/dtmsvr/query` returns it (the fields tests look at). */
+export interface DtmTransRecord {
+  gid: string;
+  trans_type: string;
+  status: TransStatus;
+  protocol: string;
+  steps?: Record<string, string>[];
+  payloads?: string[];
+  custom_data?: string;
+  query_prepared?: string;
+  rollback_reason?: string;
+  /** The stored options, as JSON text. */
+  options?: string;
+  timeout_to_fail?: number;
+  request_timeout?: number;
+  retry_interval?: number;
+  retry_limit?: number;
+  retry_count?: number;
+  branch_headers?: Record<string, string>;
+  concurrent?: boolean;
+  next_cron_interval?: number;
+  next_cron_time?: string;
+  create_time: string;
+  update_time: string;
+  finish_time?: string;
+  rollback_time?: string;
+}
+
+/** A branch row as `/api/dtmsvr/query` returns it. */
+export interface DtmBranchRecord {
+  gid: string;
+  branch_id: string;
+  op: string;
+  status: BranchStatus;
+  url?: string;
+  /** The stored request body, base64. */
+  bin_data?: string;
+  create_time: string;
+  update_time: string;
+  finish_time?: string;
+}
+
+/** The answer of `/api/dtmsvr/query`: `transaction` is null for an unknown gid. */
+export interface DtmQueryAnswer {
+  transaction: DtmTransRecord | null;
+  branches: DtmBranchRecord[];
+}
+
+/** A raw HTTP answer from the DTM server. */
+export interface DtmHttpAnswer<T = unknown> {
+  status: number;
+  body: T;
+  text: string;
+}
+
+/** GET `<server_url><path>` on the harness's DTM server; answers status and parsed body. */
+export async function dtmGet<T = unknown>(path: string): Promise<DtmHttpAnswer<T>> {
+  const res = await fetch(`${harness().dtm.serverUrl}${path}`);
+  return toAnswer<T>(res);
+}
+
+/** POST a JSON body to `<server_url><path>` on the harness's DTM server (plain HTTP, no library code). */
+export async function dtmPost<T = unknown>(path: string, body: unknown): Promise<DtmHttpAnswer<T>> {
+  const res = await fetch(`${harness().dtm.serverUrl}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return toAnswer<T>(res);
+}
+
+async function toAnswer<T>(res: Response): Promise<DtmHttpAnswer<T>> {
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: res.status, body: body as T, text };
+}
+
+/** A new gid from the server (`/newGid`). */
+export async function newGid(): Promise<string> {
+  const answer = await dtmGet<{ gid: string }>('/newGid');
+  if (answer.status !== 200) throw new Error(`newGid answered ${answer.status}: ${answer.text}`);
+  return answer.body.gid;
+}
+
+/** What DTM recorded for `gid` (`/api/dtmsvr/query`). */
+export async function queryTrans(gid: string): Promise<DtmQueryAnswer> {
+  const answer = await dtmGet<DtmQueryAnswer>(`/query?gid=${encodeURIComponent(gid)}`);
+  if (answer.status !== 200) throw new Error(`query ${gid} answered ${answer.status}: ${answer.text}`);
+  return answer.body;
+}
+
+/** Branch statuses of `gid` in DTM's storage order (saga: compensate, action per step). */
+export async function branchStatuses(gid: string): Promise<BranchStatus[]> {
+  return (await queryTrans(gid)).branches.map((b) => b.status);
+}
+
+/**
+ * Polls `/query` until the global status of `gid` is `status` (or one of them) and returns that
+ * answer; fails with the last answer when `timeoutMs` runs out.
+ */
+export async function waitForTransStatus(
+  gid: string,
+  status: TransStatus | TransStatus[],
+  timeoutMs = 20_000,
+): Promise<DtmQueryAnswer> {
+  const wanted = Array.isArray(status) ? status : [status];
+  const deadline = Date.now() + timeoutMs;
+  let last: DtmQueryAnswer | undefined;
+  for (;;) {
+    last = await queryTrans(gid);
+    if (last.transaction && wanted.includes(last.transaction.status)) return last;
+    if (Date.now() >= deadline) break;
+    await sleep(100);
+  }
+  const seen = last.transaction
+    ? `status "${last.transaction.status}", branches [${last.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`).join(', ')}]` +
+      (last.transaction.rollback_reason ? `, rollback_reason "${last.transaction.rollback_reason}"` : '')
+    : 'no such transaction';
+  throw new Error(`transaction ${gid} did not reach ${wanted.join(' or ')} within ${timeoutMs} ms: ${seen}`);
+}
+
+/**
+ * Has DTM's cron take every unfinished transaction at its next poll (≤ 1 s with the harness config)
+ * instead of after its retry interval, via `GET /resetCronTime?timeout=0`. This is the only way on
+ * the boltdb and Redis stores: `POST /resetNextCronTime {gid}` changes the stored next_cron_time but
+ * not the index the cron reads, so it has no effect there (pinned in test/e2e/harness.spec.ts).
+ */
+export async function triggerCron(): Promise<void> {
+  const answer = await dtmGet<{ succeed_count: number }>('/resetCronTime?timeout=0&limit=1000');
+  if (answer.status !== 200) throw new Error(`resetCronTime answered ${answer.status}: ${answer.text}`);
+}

@@ -1,0 +1,145 @@
+import 'reflect-metadata';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { All, Controller, Inject, Module, Req, Res, type DynamicModule, type INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { sleep } from './services/process.js';
+
+/** One request a recorder endpoint received. */
+export interface RecordedCall {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  /** The body exactly as received (DTM replays stored payloads verbatim). */
+  body: string;
+  /** The status the recorder answered with. */
+  status: number;
+  /** `Date.now()` when the request arrived. */
+  at: number;
+}
+
+/** What a recorder endpoint answers: a status (with a DTM-style body) or a status and an explicit body. */
+export type ScriptedAnswer = number | { status: number; body: unknown };
+
+/** A running recorder app. */
+export interface Recorder {
+  /** Base URL, e.g. `http://127.0.0.1:41234`. */
+  readonly url: string;
+  /** Every call received, in arrival order. */
+  readonly calls: readonly RecordedCall[];
+  /** Full URL of `path` on this recorder. */
+  urlFor(path: string): string;
+  /** Calls received on `path`, optionally only those of transaction `gid`. */
+  callsTo(path: string, gid?: string): RecordedCall[];
+  /** Calls of transaction `gid` on any path. */
+  callsFor(gid: string): RecordedCall[];
+  /** Answers for the next calls to `path`, in order; the last one repeats. Unscripted paths answer 200. */
+  answer(path: string, ...answers: ScriptedAnswer[]): void;
+  /** Waits until `path` received at least `count` calls (of `gid`, if given); fails after `timeoutMs`. */
+  waitForCalls(path: string, count: number, options?: { gid?: string; timeoutMs?: number }): Promise<RecordedCall[]>;
+  /** Forgets calls and scripts. */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+interface RecorderState {
+  calls: RecordedCall[];
+  scripts: Map<string, ScriptedAnswer[]>;
+}
+
+const STATE = Symbol('RECORDER_STATE');
+
+/** Success body: must never contain the words DTM scans bodies for (FAILURE, ONGOING). */
+const DEFAULT_BODIES: Record<number, unknown> = {
+  200: { result: 'recorded' },
+  409: { dtm_result: 'FAILURE', message: 'recorder answered 409' },
+  425: { dtm_result: 'ONGOING', message: 'recorder answered 425' },
+};
+
+@Controller()
+class RecorderController {
+  constructor(@Inject(STATE) private readonly state: RecorderState) {}
+
+  @All('{*path}')
+  async record(@Req() req: IncomingMessage, @Res() res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://recorder');
+    const body = await readBody(req);
+    const scripted = this.state.scripts.get(url.pathname);
+    const next = scripted && scripted.length > 1 ? scripted.shift()! : (scripted?.[0] ?? 200);
+    const { status, body: answerBody } = typeof next === 'number' ? { status: next, body: DEFAULT_BODIES[next] ?? { message: `recorder answered ${next}` } } : next;
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(req.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : (value ?? '');
+    this.state.calls.push({
+      method: req.method ?? '',
+      path: url.pathname,
+      query: Object.fromEntries(url.searchParams),
+      headers,
+      body,
+      status,
+      at: Date.now(),
+    });
+    res.statusCode = status;
+    res.setHeader('content-type', 'application/json');
+    res.end(typeof answerBody === 'string' ? answerBody : JSON.stringify(answerBody));
+  }
+}
+
+@Module({})
+class RecorderModule {
+  static withState(state: RecorderState): DynamicModule {
+    return { module: RecorderModule, controllers: [RecorderController], providers: [{ provide: STATE, useValue: state }] };
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Starts a small Nest app (Express) on 127.0.0.1 that records every request on any path (method,
+ * path, query, headers, raw body) and answers as scripted per path with {@link Recorder.answer}:
+ * 200 by default, or 409 / 425 / 500 / any status. Body parsing is off, so bodies are kept verbatim.
+ */
+export async function startRecorder(): Promise<Recorder> {
+  const state: RecorderState = { calls: [], scripts: new Map() };
+  const app: INestApplication = await NestFactory.create(RecorderModule.withState(state), { bodyParser: false, logger: false });
+  await app.listen(0, '127.0.0.1');
+  const address = app.getHttpServer().address() as { port: number };
+  const url = `http://127.0.0.1:${address.port}`;
+  const callsTo = (path: string, gid?: string) => state.calls.filter((c) => c.path === path && (gid === undefined || c.query.gid === gid));
+  return {
+    url,
+    get calls() {
+      return state.calls;
+    },
+    urlFor: (path) => `${url}${path}`,
+    callsTo,
+    callsFor: (gid) => state.calls.filter((c) => c.query.gid === gid),
+    answer(path, ...answers) {
+      if (answers.length === 0) throw new Error('answer() needs at least one answer');
+      state.scripts.set(path, [...answers]);
+    },
+    async waitForCalls(path, count, options = {}) {
+      const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+      for (;;) {
+        const calls = callsTo(path, options.gid);
+        if (calls.length >= count) return calls;
+        if (Date.now() >= deadline) {
+          throw new Error(`${path} received ${calls.length} of ${count} expected calls within ${options.timeoutMs ?? 20_000} ms`);
+        }
+        await sleep(50);
+      }
+    },
+    reset() {
+      state.calls.length = 0;
+      state.scripts.clear();
+    },
+    close: () => app.close(),
+  };
+}

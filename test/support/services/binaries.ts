@@ -1,0 +1,47 @@
+import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
+
+/** The DTM server version the harness runs (built by scripts/setup.sh from test/support/dtm-server). */
+export const DTM_VERSION = 'v1.19.0';
+
+/** Path of the DTM server binary: `DTM_BINARY`, else the cache scripts/setup.sh builds into. */
+export function dtmBinaryPath(): string {
+  if (process.env.DTM_BINARY) return process.env.DTM_BINARY;
+  const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(cacheHome, 'nestjs-dtm', `dtm-${DTM_VERSION}`, 'dtm');
+}
+
+/** Directories searched after PATH; scripts/setup.sh searches the same list. */
+function extraDirs(): string[] {
+  const pg = '/usr/lib/postgresql';
+  const pgDirs = existsSync(pg)
+    ? readdirSync(pg)
+        .filter((v) => /^\d+$/.test(v))
+        .sort((a, b) => Number(b) - Number(a))
+        .map((v) => join(pg, v, 'bin'))
+    : [];
+  return [...pgDirs, '/usr/sbin', '/usr/local/sbin', '/usr/local/bin', '/usr/bin'];
+}
+
+/** First of `names` found on PATH or in the usual server directories; throws naming what to install. */
+export function findBinary(names: string[], installHint: string): string {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...extraDirs()];
+  for (const name of names) {
+    for (const dir of dirs) {
+      const candidate = join(dir, name);
+      if (isExecutable(candidate)) return candidate;
+    }
+  }
+  throw new Error(`${names.join(' / ')} not found: ${installHint} (npm test installs it when run as root on Debian)`);
+}
+
+/** Whether `file` exists and may be executed. */
+export function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

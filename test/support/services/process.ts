@@ -1,0 +1,218 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Where a run keeps its temp data: one directory per run, removed by its reaper. */
+export interface RunDir {
+  path: string;
+  /** File the reaper reads: one process-group id per line. */
+  pgidFile: string;
+}
+
+/**
+ * The run's reaper, run with `bash -c`: waits until the owner process has ended (or the harness wrote
+ * "<run dir>/done"), then stops every process group listed in "<run dir>/pgids" (SIGTERM, SIGKILL
+ * after 5 s) and removes the run directory. So nothing the harness started outlives the run, whether
+ * it ended normally, failed, got Ctrl-C or was killed. Embedded (not a file) so compiled copies of
+ * the harness (the demo, benchmarks) find it too.
+ */
+const REAPER_SCRIPT = `
+owner="$1"
+dir="$2"
+trap '' INT HUP
+while kill -0 "$owner" 2>/dev/null && [ ! -e "$dir/done" ]; do sleep 0.3; done
+alive() { kill -0 -- "-$1" 2>/dev/null; }
+if [ -f "$dir/pgids" ]; then
+  pgids=$(cat "$dir/pgids")
+  for pg in $pgids; do alive "$pg" && kill -TERM -- "-$pg" 2>/dev/null; done
+  for _ in $(seq 1 50); do
+    left=0
+    for pg in $pgids; do alive "$pg" && left=1; done
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  for pg in $pgids; do alive "$pg" && kill -KILL -- "-$pg" 2>/dev/null; done
+fi
+rm -rf "$dir"
+`;
+
+/**
+ * Creates the run's temp directory and starts its reaper: a detached shell that waits for
+ * `ownerPid` to end (normal exit, crash, Ctrl-C or kill -9) and then kills every process group
+ * registered in the directory and removes it. So no service can outlive the run.
+ */
+export function createRunDir(ownerPid = process.pid): RunDir {
+  const path = mkdtempSync(join(tmpdir(), 'nestjs-dtm-'));
+  chmodSync(path, 0o755); // services that run as another user (postgres) must reach their sub-directory
+  const pgidFile = join(path, 'pgids');
+  writeFileSync(pgidFile, '');
+  const reaper = spawn('bash', ['-c', REAPER_SCRIPT, 'reaper', String(ownerPid), path], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  reaper.unref();
+  return { path, pgidFile };
+}
+
+/** Tells the run's reaper that everything was stopped: it removes the directory and exits. */
+export function finishRunDir(runDir: RunDir): void {
+  writeFileSync(join(runDir.path, 'done'), '');
+}
+
+/** The run directory named by an existing harness (for processes started from a test). */
+export function runDirFrom(path: string): RunDir {
+  return { path, pgidFile: join(path, 'pgids') };
+}
+
+/** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Options for {@link startProcess}. */
+export interface StartProcessOptions {
+  name: string;
+  command: string;
+  args: string[];
+  runDir: RunDir;
+  logFile: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Run as this user (needs root); used for PostgreSQL, which refuses to run as root. */
+  user?: string;
+  /** Signal that asks the process to shut down (default SIGTERM). */
+  stopSignal?: NodeJS.Signals;
+}
+
+/** A server process started by the harness, in its own process group. */
+export interface ManagedProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly logFile: string;
+  /** Resolves with the exit code (or signal) once the process has ended. */
+  readonly exited: Promise<string>;
+  /** True once the process has ended. */
+  hasExited(): boolean;
+  /** The stop signal to the whole group, then SIGKILL after `graceMs`. Resolves once it has ended. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts a long-running process detached in its own process group (so a terminal's Ctrl-C does not
+ * reach it before the harness can stop it in order), with stdout and stderr appended to `logFile`,
+ * and registers the group with the run's reaper.
+ */
+export function startProcess(options: StartProcessOptions): ManagedProcess {
+  const { command, args } = options.user ? asUser(options.user, options.command, options.args) : options;
+  const fd = openSync(options.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? minimalEnv(),
+      detached: true,
+      stdio: ['ignore', fd, fd],
+    });
+  } finally {
+    closeSync(fd);
+  }
+  if (child.pid === undefined) throw new Error(`could not start ${options.name} (${command})`);
+  const pid = child.pid;
+  appendFileSync(options.runDir.pgidFile, `${pid}\n`);
+  let ended = false;
+  const exited = new Promise<string>((resolve) => {
+    child.on('exit', (code, signal) => {
+      ended = true;
+      resolve(signal ?? String(code));
+    });
+    child.on('error', (err) => {
+      ended = true;
+      resolve(`spawn error: ${err.message}`);
+    });
+  });
+  child.unref();
+  return {
+    name: options.name,
+    pid,
+    logFile: options.logFile,
+    exited,
+    hasExited: () => ended,
+    async stop(graceMs = 5000) {
+      if (ended) return;
+      child.ref(); // keep this process alive until the exit event arrives
+      killGroup(pid, options.stopSignal ?? 'SIGTERM');
+      const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+      killGroup(pid, 'SIGKILL'); // children the leader left behind
+    },
+  };
+}
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** The command line that runs `command` as `user` (via setpriv; needs root). */
+export function asUser(user: string, command: string, args: string[]): { command: string; args: string[] } {
+  return { command: 'setpriv', args: [`--reuid=${user}`, `--regid=${user}`, `--init-groups`, '--', command, ...args] };
+}
+
+/** The environment given to servers: enough to run, nothing that could change their configuration. */
+export function minimalEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: process.env.HOME ?? '/tmp', ...extra };
+}
+
+/** Polls `probe` until it resolves truthy; fails with the process log tail if the process ends or time runs out. */
+export async function waitUntil(
+  what: string,
+  probe: () => Promise<boolean>,
+  options: { timeoutMs: number; process?: ManagedProcess; intervalMs?: number },
+): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (options.process?.hasExited()) {
+      throw new Error(`${what}: the process ended (${await options.process.exited})\n${logTail(options.process.logFile)}`);
+    }
+    try {
+      if (await probe()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(options.intervalMs ?? 100);
+  }
+  const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+  const tail = options.process ? `\n${logTail(options.process.logFile)}` : '';
+  throw new Error(`${what}: not ready after ${options.timeoutMs} ms${detail}${tail}`);
+}
+
+/** The last lines of a log file, for error messages. */
+export function logTail(file: string, lines = 30): string {
+  try {
+    const text = readFileSync(file, 'utf8').trimEnd().split('\n');
+    return `--- last ${Math.min(lines, text.length)} lines of ${file} ---\n${text.slice(-lines).join('\n')}`;
+  } catch {
+    return `(no log at ${file})`;
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

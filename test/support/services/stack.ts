@@ -1,0 +1,96 @@
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { startDtm, type DtmInfo, type DtmStore } from './dtm.js';
+import { startMariadb, type MariadbInfo } from './mariadb.js';
+import { startPostgres, type PostgresInfo } from './postgres.js';
+import { createRunDir, finishRunDir, type ManagedProcess, type RunDir } from './process.js';
+import { startRedis, type RedisInfo } from './redis.js';
+
+/** Everything a started stack offers, as plain data (it is written to a JSON file for test workers). */
+export interface StackInfo {
+  /** The run's temp directory (removed when the run ends). */
+  runDir: string;
+  dtm: DtmInfo;
+  postgres?: PostgresInfo;
+  mariadb?: MariadbInfo;
+  redis?: RedisInfo;
+}
+
+/** Which services {@link startStack} starts besides DTM (default: all). */
+export interface StackOptions {
+  postgres?: boolean;
+  mariadb?: boolean;
+  redis?: boolean;
+  dtmStore?: DtmStore;
+  /** The process whose end makes the reaper stop everything (default: this process). */
+  ownerPid?: number;
+}
+
+/** A running stack and the way to stop it. */
+export interface Stack {
+  info: StackInfo;
+  runDir: RunDir;
+  processes: ManagedProcess[];
+  /**
+   * Stops every service (DTM first, so it does not log errors about its store going away), copies
+   * the server logs to `keepLogsIn` if given, and has the reaper remove the run directory.
+   */
+  stop(options?: { keepLogsIn?: string }): Promise<void>;
+}
+
+/**
+ * Starts the DTM server and the databases in one temp directory, in parallel where they do not
+ * depend on each other. If any fails, the ones already started are stopped before the error is thrown.
+ */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const want = { postgres: true, mariadb: true, redis: true, ...options };
+  const store = options.dtmStore ?? 'boltdb';
+  if (store === 'redis') want.redis = true;
+  const runDir = createRunDir(options.ownerPid);
+  const processes: ManagedProcess[] = [];
+  const started = <T extends { process: ManagedProcess }>(p: Promise<T>): Promise<T> =>
+    p.then((r) => {
+      processes.push(r.process);
+      return r;
+    });
+  const stop = async (stopOptions: { keepLogsIn?: string } = {}) => {
+    try {
+      for (const proc of [...processes].reverse()) await proc.stop();
+      if (stopOptions.keepLogsIn) copyLogs(processes, stopOptions.keepLogsIn);
+    } finally {
+      finishRunDir(runDir);
+    }
+  };
+  try {
+    const settled = await Promise.allSettled([
+      want.redis ? started(startRedis(runDir)) : undefined,
+      want.postgres ? started(startPostgres(runDir)) : undefined,
+      want.mariadb ? started(startMariadb(runDir)) : undefined,
+    ]);
+    const failure = settled.find((r) => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    const [redis, postgres, mariadb] = settled.map((r) => (r.status === 'fulfilled' ? r.value : undefined)) as [
+      Awaited<ReturnType<typeof startRedis>> | undefined,
+      Awaited<ReturnType<typeof startPostgres>> | undefined,
+      Awaited<ReturnType<typeof startMariadb>> | undefined,
+    ];
+    const dtm = await started(startDtm(runDir, { store, redis: redis?.info }));
+    return {
+      info: { runDir: runDir.path, dtm: dtm.info, postgres: postgres?.info, mariadb: mariadb?.info, redis: redis?.info },
+      runDir,
+      processes,
+      stop,
+    };
+  } catch (err) {
+    await Promise.allSettled(processes.map((p) => p.stop()));
+    finishRunDir(runDir);
+    throw err;
+  }
+}
+
+function copyLogs(processes: ManagedProcess[], target: string): void {
+  mkdirSync(target, { recursive: true });
+  for (const proc of processes) {
+    if (existsSync(proc.logFile)) copyFileSync(proc.logFile, join(target, basename(proc.logFile)));
+  }
+}
