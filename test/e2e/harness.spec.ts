@@ -1,0 +1,206 @@
+// Proof that the harness is real: sagas submitted with plain HTTP (no library code) to the real DTM
+// server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+
+let recorder: Recorder;
+let dbs: FileDatabases;
+
+beforeAll(async () => {
+  recorder = await startRecorder();
+  dbs = await fileDatabases();
+});
+afterAll(async () => {
+  await recorder?.close();
+});
+beforeEach(() => recorder.reset());
+
+/** A two-step transfer saga body, as DTM's Go SDK would submit it. */
+function transferSaga(gid: string, extra: Record<string, unknown> = {}) {
+  return {
+    gid,
+    trans_type: 'saga',
+    steps: [
+      { action: recorder.urlFor('/TransOut'), compensate: recorder.urlFor('/TransOutRevert') },
+      { action: recorder.urlFor('/TransIn'), compensate: recorder.urlFor('/TransInRevert') },
+    ],
+    payloads: [JSON.stringify({ amount: 30, step: 1 }), JSON.stringify({ amount: 30, step: 2 })],
+    ...extra,
+  };
+}
+
+describe('the DTM server of the harness', () => {
+  it('is the real v1.19.0 server', async () => {
+    const res = await fetch(`${harness().dtm.serverUrl}/version`);
+    expect(await res.json()).toEqual({ version: 'v1.19.0' });
+  });
+
+  it('answers an unknown gid with a null transaction', async () => {
+    expect(await queryTrans('no-such-gid-anywhere')).toEqual({ transaction: null, branches: [] });
+  });
+});
+
+describe('a two-step saga submitted with plain HTTP', () => {
+  it('succeeds: both actions called once, in order, with DTM query parameters and the payloads verbatim', async () => {
+    const gid = await newGid();
+    const submit = await dtmPost('/submit', transferSaga(gid));
+    expect(submit.status).toBe(200);
+
+    const final = await waitForTransStatus(gid, 'succeed');
+    expect(final.branches.map((b) => b.status)).toEqual(['prepared', 'succeed', 'prepared', 'succeed']);
+    expect(final.branches.map((b) => `${b.branch_id}/${b.op}`)).toEqual(['01/compensate', '01/action', '02/compensate', '02/action']);
+
+    const calls = recorder.callsFor(gid);
+    expect(calls.map((c) => c.path)).toEqual(['/TransOut', '/TransIn']);
+    expect(calls[0]).toMatchObject({
+      method: 'POST',
+      query: { gid, trans_type: 'saga', branch_id: '01', op: 'action' },
+      body: '{"amount":30,"step":1}',
+    });
+    expect(calls[1]).toMatchObject({ query: { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, body: '{"amount":30,"step":2}' });
+    expect(calls[0].headers['content-type']).toBe('application/json');
+  });
+
+  it('rolls back when step 2 answers 409: compensations of step 2 then step 1, reason recorded', async () => {
+    const gid = await newGid();
+    recorder.answer('/TransIn', { status: 409, body: { dtm_result: 'FAILURE', message: 'insufficient funds at bank 2' } });
+    expect((await dtmPost('/submit', transferSaga(gid))).status).toBe(200);
+
+    const final = await waitForTransStatus(gid, 'failed');
+    expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'succeed', 'succeed', 'failed']);
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.op}`)).toEqual([
+      '/TransOut action',
+      '/TransIn action',
+      '/TransInRevert compensate',
+      '/TransOutRevert compensate',
+    ]);
+    // compensations get the step's own payload
+    expect(recorder.callsTo('/TransOutRevert', gid)[0].body).toBe('{"amount":30,"step":1}');
+    expect(final.transaction?.rollback_reason).toContain('insufficient funds at bank 2');
+  });
+
+  it('retries a branch that answers 201: only 200 is success', async () => {
+    const gid = await newGid();
+    recorder.answer('/TransOut', 201, 201, 200);
+    expect((await dtmPost('/submit', transferSaga(gid))).status).toBe(200);
+
+    const firstCall = (await recorder.waitForCalls('/TransOut', 1, { gid }))[0];
+    expect(firstCall.status).toBe(201);
+    const afterFirst = await queryTrans(gid);
+    expect(afterFirst.transaction?.status).toBe('submitted');
+    expect(afterFirst.branches.map((b) => b.status)).toEqual(['prepared', 'prepared', 'prepared', 'prepared']);
+    // DTM retries with backoff (20 s, 40 s, ...); have its cron take the transaction now
+    await triggerCron();
+    await recorder.waitForCalls('/TransOut', 2, { gid });
+    await triggerCron();
+
+    const final = await waitForTransStatus(gid, 'succeed', 30_000);
+    expect(final.branches.map((b) => b.status)).toEqual(['prepared', 'succeed', 'prepared', 'succeed']);
+    const transOut = recorder.callsTo('/TransOut', gid);
+    expect(transOut.map((c) => c.status)).toEqual([201, 201, 200]);
+    // step 2 only ran after step 1 finally answered 200
+    const transIn = recorder.callsTo('/TransIn', gid);
+    expect(transIn).toHaveLength(1);
+    expect(transIn[0].at).toBeGreaterThanOrEqual(transOut[2].at);
+  });
+});
+
+describe('retrying a transaction now', () => {
+  // DTM v1.19.0 behaviour the harness (and later the library) depends on: on the boltdb and Redis
+  // stores, /resetNextCronTime rewrites the transaction's next_cron_time but not the cron's index,
+  // so the cron does not take the transaction any earlier; /resetCronTime moves the index entries.
+  it('/resetNextCronTime does not make the cron retry earlier, /resetCronTime does', async () => {
+    const gid = await newGid();
+    recorder.answer('/TransOut', 500, 200);
+    expect((await dtmPost('/submit', transferSaga(gid))).status).toBe(200);
+    await recorder.waitForCalls('/TransOut', 1, { gid });
+
+    const reset = await dtmPost('/resetNextCronTime', { gid });
+    expect(reset.status).toBe(200);
+    const stored = (await queryTrans(gid)).transaction!;
+    expect(Date.parse(stored.next_cron_time!)).toBeLessThanOrEqual(Date.now());
+    await new Promise((r) => setTimeout(r, 2500)); // the cron polls every second
+    expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
+
+    await triggerCron();
+    await recorder.waitForCalls('/TransOut', 2, { gid, timeoutMs: 5000 });
+    await waitForTransStatus(gid, 'succeed');
+  });
+});
+
+describe('two-phase commit in the private databases', () => {
+  it('PostgreSQL: PREPARE TRANSACTION keeps the work invisible until COMMIT PREPARED', async () => {
+    const a = new pg.Client({ connectionString: dbs.postgres.url });
+    const b = new pg.Client({ connectionString: dbs.postgres.url });
+    await a.connect();
+    await b.connect();
+    try {
+      expect(Number((await a.query('SHOW max_prepared_transactions')).rows[0].max_prepared_transactions)).toBeGreaterThan(0);
+      await a.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+      await a.query('INSERT INTO account VALUES (1, 100)');
+
+      const xid = `${dbs.name}-pg-01`;
+      await a.query('BEGIN');
+      await a.query('UPDATE account SET balance = balance - 30 WHERE id = 1');
+      await a.query(`PREPARE TRANSACTION '${xid}'`);
+      await a.end(); // a prepared transaction survives its session
+
+      const prepared = await b.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()');
+      expect(prepared.rows.map((r) => r.gid)).toEqual([xid]);
+      expect((await b.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance).toBe(100);
+
+      await b.query(`COMMIT PREPARED '${xid}'`);
+      expect((await b.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance).toBe(70);
+      expect((await b.query('SELECT count(*)::int AS n FROM pg_prepared_xacts WHERE database = current_database()')).rows[0].n).toBe(0);
+    } finally {
+      await b.end();
+      await a.end().catch(() => undefined);
+    }
+  });
+
+  it('MariaDB: XA START/END/PREPARE keeps the work invisible until XA COMMIT from another connection', async () => {
+    const a = await mysql.createConnection(dbs.mariadb.config);
+    const b = await mysql.createConnection(dbs.mariadb.config);
+    try {
+      await a.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL) ENGINE=InnoDB');
+      await a.query('INSERT INTO account VALUES (1, 100)');
+
+      const xid = `${dbs.name}-my-01`;
+      await a.query(`XA START '${xid}'`);
+      await a.query('UPDATE account SET balance = balance - 30 WHERE id = 1');
+      await a.query(`XA END '${xid}'`);
+      await a.query(`XA PREPARE '${xid}'`);
+      await a.end(); // a prepared XA branch survives its connection
+
+      const [recovered] = await b.query<mysql.RowDataPacket[]>('XA RECOVER');
+      expect(recovered.map((r) => String(r.data))).toContain(xid);
+      const [before] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
+      expect(before[0].balance).toBe(100);
+
+      await b.query(`XA COMMIT '${xid}'`);
+      const [after] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
+      expect(after[0].balance).toBe(70);
+      const [left] = await b.query<mysql.RowDataPacket[]>('XA RECOVER');
+      expect(left.map((r) => String(r.data))).not.toContain(xid);
+    } finally {
+      await b.end();
+      await a.end().catch(() => undefined);
+    }
+  });
+
+  it('gives each test file its own databases', async () => {
+    const c = new pg.Client({ connectionString: dbs.postgres.url });
+    await c.connect();
+    try {
+      expect((await c.query('SELECT current_database() AS db')).rows[0].db).toBe(dbs.name);
+    } finally {
+      await c.end();
+    }
+    expect(dbs.name).toMatch(/^t_harness_[0-9a-f]{6}$/);
+    expect(await branchStatuses('no-such-gid-anywhere')).toEqual([]);
+  });
+});

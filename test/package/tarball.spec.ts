@@ -1,0 +1,71 @@
+// The published package, as a user gets it: `npm pack` (which builds dist/), installed into a fresh
+// project with its peers, then imported from an ES module and required from a CommonJS module.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+
+const root = resolve(import.meta.dirname, '..', '..');
+let work: string;
+let tarball: string;
+let packedFiles: string[];
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'nestjs-dtm-pack-'));
+  const packed = JSON.parse(
+    execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+  ) as { filename: string; files: { path: string }[] }[];
+  tarball = join(work, packed[0].filename);
+  packedFiles = packed[0].files.map((f) => f.path);
+
+  const app = join(work, 'app');
+  execFileSync('mkdir', ['-p', app]);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+  // peers as a Nest 12 app has them; --prefer-offline reuses what `npm ci` put in the npm cache
+  execFileSync(
+    'npm',
+    ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@nestjs/common@^12', '@nestjs/core@^12', 'reflect-metadata', 'rxjs'],
+    { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+}, 180_000);
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** Runs `code` with node in the consumer project as file `name`; returns what it printed. */
+function runInConsumer(name: string, code: string): string {
+  const file = join(work, 'app', name);
+  writeFileSync(file, code);
+  return execFileSync(process.execPath, [file], { cwd: join(work, 'app'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+describe('the packed tarball', () => {
+  it('holds the build with type declarations and no sources or tests', () => {
+    expect(packedFiles).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts']));
+    expect(packedFiles.filter((f) => !f.startsWith('dist/') && !['package.json', 'README.md', 'LICENSE'].includes(f))).toEqual([]);
+    expect(packedFiles.some((f) => f.endsWith('.spec.js') || f.startsWith('dist/test'))).toBe(false);
+    expect(readdirSync(join(work, 'app', 'node_modules', 'nestjs-dtm', 'dist'))).toContain('index.d.ts');
+  });
+
+  it('is importable from an ES module', () => {
+    const out = runInConsumer(
+      'check.mjs',
+      `import { DtmError } from 'nestjs-dtm';
+       const e = new DtmError('boom', { gid: 'g1', status: 409 });
+       console.log(JSON.stringify({ name: e.name, isError: e instanceof Error, gid: e.gid, status: e.status }));`,
+    );
+    expect(JSON.parse(out)).toEqual({ name: 'DtmError', isError: true, gid: 'g1', status: 409 });
+  });
+
+  it('is requirable from a CommonJS module (Node >= 20.19 loads the ES module through require)', () => {
+    const out = runInConsumer(
+      'check.cjs',
+      `const { DtmError } = require('nestjs-dtm');
+       const e = new DtmError('boom', { branchId: '01' });
+       console.log(JSON.stringify({ name: e.name, isError: e instanceof Error, branchId: e.branchId }));`,
+    );
+    expect(JSON.parse(out)).toEqual({ name: 'DtmError', isError: true, branchId: '01' });
+  });
+});
