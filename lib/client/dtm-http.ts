@@ -1,0 +1,141 @@
+import http from 'node:http';
+import https from 'node:https';
+import axios, { type AxiosInstance, type Method } from 'axios';
+import type { DtmConfig } from '../config/dtm-config.types.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import type { BranchAnswer } from './dtm-client.types.js';
+
+/** Context of one call, carried into errors. */
+export interface CallContext {
+  gid?: string;
+  branchId?: string;
+}
+
+/** A call the module makes to a branch itself (TCC try, XA action, msg back-check). */
+export interface BranchCall extends CallContext {
+  method: 'GET' | 'POST';
+  url: string;
+  query: Record<string, string>;
+  headers?: Record<string, string>;
+  /** Already encoded; omitted for GET. */
+  body?: string;
+  timeoutSeconds: number;
+}
+
+/**
+ * The HTTP conversation with the DTM server and with branches, through one axios instance with
+ * keep-alive agents. Bodies go out and come back as text, so payloads pass verbatim.
+ */
+export class DtmHttp {
+  private readonly httpAgent = new http.Agent({ keepAlive: true });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true });
+  private readonly client: AxiosInstance;
+
+  constructor(private readonly config: DtmConfig) {
+    this.client = axios.create({
+      httpAgent: this.httpAgent,
+      httpsAgent: this.httpsAgent,
+      responseType: 'text',
+      transformRequest: [(data: unknown) => data],
+      transformResponse: [(data: unknown) => data],
+      validateStatus: () => true,
+      maxRedirects: 0,
+    });
+  }
+
+  /**
+   * Calls `<server_url>/<path>` (or `path` itself when it is an absolute URL). 200 → the parsed body; 409 → {@link DtmFailureError}; 425 →
+   * {@link DtmOngoingError}; other statuses → {@link DtmServerError}; no answer within `timeout`
+   * → {@link DtmUnavailableError}. With `scanFailure`, a 200 whose body says FAILURE is a failure too
+   * (DTM's SDKs read operation answers that way).
+   */
+  async server<T>(method: 'GET' | 'POST', path: string, body: unknown, context: CallContext & { scanFailure?: boolean; operation?: string } = {}): Promise<T> {
+    const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
+    const answer = await this.send(method, url, {
+      body: body === undefined ? undefined : JSON.stringify(body),
+      timeoutSeconds: this.config.timeout,
+      context,
+      unavailable: (cause) => MESSAGES.unavailable(url, cause, this.config.timeout),
+    });
+    const operation = context.operation ?? path;
+    if (answer.status === 409 || (context.scanFailure && answer.status === 200 && answer.text.includes('FAILURE'))) {
+      throw new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', messageOf(answer.text)), { ...context, status: answer.status });
+    }
+    if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), { ...context, status: 425 });
+    if (answer.status !== 200) {
+      throw new DtmServerError(MESSAGES.serverStatus(url, answer.status, answer.text), url, answer.text, { ...context, status: answer.status });
+    }
+    return parseBody(answer.text) as T;
+  }
+
+  /**
+   * Calls a branch and reads its answer with DTM's own rules: 425 or a body containing ONGOING →
+   * {@link DtmOngoingError}; 409 or a body containing FAILURE → {@link DtmFailureError} (the body is
+   * the reason); any other status but 200 → {@link DtmServerError}.
+   */
+  async branch(call: BranchCall): Promise<BranchAnswer> {
+    const target = new URL(call.url);
+    for (const [k, v] of Object.entries(call.query)) target.searchParams.set(k, v);
+    const url = target.toString();
+    const answer = await this.send(call.method, url, {
+      body: call.body,
+      headers: call.headers,
+      timeoutSeconds: call.timeoutSeconds,
+      context: call,
+      unavailable: (cause) => MESSAGES.branchUnavailable(call.url, cause, call.timeoutSeconds),
+    });
+    const context = { gid: call.gid, branchId: call.branchId, status: answer.status };
+    if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
+    if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
+    if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(call.url, answer.status, answer.text), call.url, answer.text, context);
+    return { status: answer.status, body: parseBody(answer.text), text: answer.text };
+  }
+
+  /** Closes the keep-alive connections. */
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+
+  private async send(
+    method: Method,
+    url: string,
+    options: { body?: string; headers?: Record<string, string>; timeoutSeconds: number; context: CallContext; unavailable: (cause: string) => string },
+  ): Promise<{ status: number; text: string }> {
+    try {
+      const res = await this.client.request<string>({
+        method,
+        url,
+        data: options.body,
+        timeout: options.timeoutSeconds * 1000,
+        headers: { ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}), ...options.headers },
+      });
+      return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
+    } catch (err) {
+      const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
+      throw new DtmUnavailableError(options.unavailable(cause), url, { gid: options.context.gid, branchId: options.context.branchId, cause: err });
+    }
+  }
+}
+
+function parseBody(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** DTM's error answers are `{"message": "..."}` (plus `dtm_result` on 409/425). */
+function messageOf(text: string): string {
+  const body = parseBody(text);
+  if (body && typeof body === 'object' && 'message' in body && typeof (body as { message: unknown }).message === 'string') {
+    return (body as { message: string }).message;
+  }
+  return text;
+}

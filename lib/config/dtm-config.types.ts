@@ -1,0 +1,30 @@
+/** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
+export interface DtmConfig {
+  /** When false the app boots, and any use of the client throws `DtmDisabledError`. Default true. */
+  enabled: boolean;
+  /** DTM's HTTP API, e.g. `http://localhost:36789/api/dtmsvr`. */
+  serverUrl: string;
+  /** DTM's gRPC API as `host:port` (default `localhost:36790`; kept for the gRPC transport). */
+  grpcServer: string;
+  /** Seconds a call to the DTM server may take before it fails with `DtmUnavailableError`. Default 10. */
+  timeout: number;
+  /** Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each error). Default 10. */
+  retryInterval: number;
+  /** Seconds after which DTM fails (or, for a msg, back-checks) an unfinished transaction (DTM `timeout_to_fail`). Default 60. */
+  transactionTimeout: number;
+  /** Seconds DTM waits for one branch call (DTM `request_timeout`); also the module's own direct branch calls. Default 30. */
+  branchTimeout: number;
+  /** Inbound request headers passed on to every branch (case-insensitive). Default none. */
+  passThroughHeaders: string[];
+}
+
+/** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */
+export type DtmConfigInput = Partial<DtmConfig>;
+
+/** Options of `DtmModule.forRoot()` (and what `forRootAsync()`'s factory returns). */
+export interface DtmModuleOptions {
+  /** YAML file whose `lynx.dtm` section configures the module (relative paths: from the working directory). */
+  configFile?: string;
+  /** Inline settings; they override the file's. */
+  config?: DtmConfigInput;
+}

@@ -1,0 +1,40 @@
+import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { DtmClient } from './client/dtm.client.js';
+import type { DtmModuleOptions } from './config/dtm-config.types.js';
+import { resolveDtmConfig } from './config/resolve-dtm-config.js';
+import { DTM_CONFIG } from './dtm.constants.js';
+import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
+import { TransactionHelper } from './transactions/transaction.helper.js';
+
+const providers: Provider[] = [
+  // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
+  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_MODULE_OPTIONS] },
+  DtmClient,
+  TransactionHelper,
+];
+const exported = [DTM_CONFIG, DtmClient, TransactionHelper];
+
+/**
+ * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`
+ * section (inline `config` overrides it) and provides `DtmClient` and `TransactionHelper`.
+ */
+@Module({})
+export class DtmModule extends DtmConfigurableModule {
+  /** Configures the module from a YAML file (`configFile`) and/or inline `config`. */
+  static forRoot(options: typeof DTM_OPTIONS_TYPE = {}): DynamicModule {
+    return withProviders(super.forRoot(options));
+  }
+
+  /** Configures the module from a factory, e.g. one that reads `@nestjs/config`'s `ConfigService`. */
+  static forRootAsync(options: typeof DTM_ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withProviders(super.forRootAsync(options));
+  }
+}
+
+function withProviders(definition: DynamicModule): DynamicModule {
+  return {
+    ...definition,
+    providers: [...(definition.providers ?? []), ...providers],
+    exports: [...(definition.exports ?? []), ...exported],
+  };
+}

@@ -1,0 +1,132 @@
+import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
+import { encodePayload } from '../client/dtm-wire.js';
+import type { WireTransRequest } from '../client/dtm-wire.types.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmError } from '../errors/dtm-error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { TransactionBuilder } from './transaction-base.js';
+import type { TransactionRuntime } from './transaction-runtime.js';
+
+/** Identity of the local transaction of a two-phase message (what the msg barrier records). */
+export interface MsgLocalTransaction {
+  gid: string;
+  transType: 'msg';
+  /** Always `00`. */
+  branchId: string;
+  /** Always `msg`. */
+  op: string;
+}
+
+/**
+ * A two-phase message: branches DTM calls (at least once) after the local transaction committed.
+ * Made by `DtmClient.newMsg(gid)`.
+ */
+export class Msg extends TransactionBuilder {
+  private readonly steps: { action: string }[] = [];
+  private readonly payloads: string[] = [];
+  private delaySeconds = 0;
+  private concurrent = false;
+  private queryPrepared?: string;
+
+  /** @internal use `DtmClient.newMsg` */
+  constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
+    super(runtime, gid, 'msg', options);
+  }
+
+  /** Adds a branch: DTM POSTs `payload` to `action`. */
+  add(action: string, payload?: Payload): this {
+    this.steps.push({ action });
+    this.payloads.push(encodePayload(payload));
+    return this;
+  }
+
+  /** Adds a branch per subscriber of `topic` (subscribed on the DTM server). */
+  addTopic(topic: string, payload?: Payload): this {
+    return this.add(`topic://${topic}`, payload);
+  }
+
+  /** DTM calls the branches no earlier than `seconds` after the message was created. */
+  setDelay(seconds: number): this {
+    this.delaySeconds = seconds;
+    return this;
+  }
+
+  /** Lets DTM call the branches in parallel. */
+  enableConcurrent(): this {
+    this.concurrent = true;
+    return this;
+  }
+
+  /**
+   * Registers the message as prepared, with the URL DTM calls to ask whether the local transaction
+   * committed (if the message is neither submitted nor aborted before its timeout).
+   */
+  async prepare(queryPrepared: string): Promise<void> {
+    this.queryPrepared = queryPrepared || this.queryPrepared;
+    await this.callDtm('prepare', this.toRequest());
+  }
+
+  toRequest(): WireTransRequest {
+    // custom_data goes with prepare too: DTM stores the steps and custom data of the prepare call
+    const customData = this.delaySeconds > 0 ? JSON.stringify({ delay: this.delaySeconds }) : undefined;
+    return {
+      ...this.requestHead(customData, this.concurrent),
+      steps: this.steps.map((s) => ({ ...s })),
+      payloads: [...this.payloads],
+      ...(this.queryPrepared ? { query_prepared: this.queryPrepared } : {}),
+      protocol: '',
+    };
+  }
+
+  /**
+   * The two-phase message with DTM's exact decision rules (Go SDK `DoAndSubmit`): prepare; run
+   * `business` (the local transaction); if it succeeded, submit. If it threw {@link DtmFailureError},
+   * abort. If it threw anything else, ask `queryPrepared` whether the local transaction committed
+   * anyway: FAILURE → abort; success → submit; no answer → leave the message prepared for DTM's own
+   * back-check. Throws the business error if there was one, else the submit / back-check error.
+   */
+  async doAndSubmit<T>(queryPrepared: string, business: (local: MsgLocalTransaction) => Promise<T>): Promise<T> {
+    await this.prepare(queryPrepared);
+    const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg' };
+    let result: T | undefined;
+    let businessError: unknown;
+    let checkError: unknown;
+    try {
+      result = await business(local);
+    } catch (err) {
+      businessError = err;
+    }
+    if (businessError !== undefined && !(businessError instanceof DtmFailureError)) {
+      checkError = await this.askQueryPrepared(local).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    }
+    if (businessError instanceof DtmFailureError || checkError instanceof DtmFailureError) {
+      await this.callDtm('abort', this.toRequest()).catch(() => undefined);
+    } else if (checkError === undefined) {
+      try {
+        await this.submit();
+      } catch (err) {
+        if (businessError === undefined) throw err;
+      }
+    }
+    if (businessError !== undefined) throw businessError;
+    if (checkError !== undefined) throw checkError;
+    return result as T;
+  }
+
+  private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {
+    if (!this.queryPrepared) throw new DtmError(MESSAGES.msgNotPrepared(this.gid));
+    const options = this.options;
+    await this.runtime.http.branch({
+      method: 'GET',
+      url: this.queryPrepared,
+      query: { dtm: this.runtime.config.serverUrl, gid: this.gid, branch_id: local.branchId, trans_type: 'msg', op: local.op },
+      headers: options.branchHeaders,
+      timeoutSeconds: options.requestTimeout ?? this.runtime.config.branchTimeout,
+      gid: this.gid,
+      branchId: local.branchId,
+    });
+  }
+}

@@ -1,0 +1,132 @@
+import { Injectable } from '@nestjs/common';
+import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
+import { DtmClient } from '../client/dtm.client.js';
+import { DtmError } from '../errors/dtm-error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+
+/** A saga step for {@link TransactionHelper.executeSaga}. */
+export interface SagaBranch {
+  action: string;
+  compensate: string;
+  data?: Payload;
+}
+
+/** A TCC branch for {@link TransactionHelper.executeTcc}. */
+export interface TccBranch {
+  try: string;
+  confirm: string;
+  cancel: string;
+  data?: Payload;
+}
+
+/** An XA branch for {@link TransactionHelper.executeXa}. */
+export interface XaBranch {
+  action: string;
+  data?: Payload;
+}
+
+/** A message branch for {@link TransactionHelper.executeMsg}; `action` may be `topic://<name>`. */
+export interface MsgBranch {
+  action: string;
+  data?: Payload;
+}
+
+/** Options of the helper's `execute*` methods: the transaction options, plus whether to wait for the end. */
+export interface HelperOptions extends TransactionOptions {
+  /** Wait for `succeed` / `failed` (true, or how long) and return it as `final`. */
+  waitForFinal?: boolean | WaitOptions;
+}
+
+/** What an `execute*` call did. */
+export interface ExecutionResult {
+  gid: string;
+  /** What each TCC Try / XA action answered, in order (empty for saga and msg). */
+  answers: BranchAnswer[];
+  /** The final status, when `waitForFinal` was asked for. */
+  final?: FinalResult;
+}
+
+/** One-call transactions from lists of branches, like the Go-Lynx plugin's helper. Injectable. */
+@Injectable()
+export class TransactionHelper {
+  constructor(private readonly client: DtmClient) {}
+
+  /** A new gid from the DTM server; throws if it cannot be had. */
+  async mustGenGid(): Promise<string> {
+    return this.client.generateGid();
+  }
+
+  /** Submits a saga of `branches` in order. */
+  async executeSaga(gid: string, branches: SagaBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
+    assertBranches('executeSaga', branches);
+    const saga = this.client.newSaga(gid, transactionOptions(options));
+    for (const b of branches) saga.add(b.action, b.compensate, b.data);
+    await saga.submit();
+    return this.finish(gid, [], options);
+  }
+
+  /** Runs a TCC transaction: registers and tries each branch in order, then confirms all, or cancels all if a Try fails. */
+  async executeTcc(gid: string, branches: TccBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
+    assertBranches('executeTcc', branches);
+    const answers: BranchAnswer[] = [];
+    return this.settle(gid, answers, options, () =>
+      this.client.tccGlobalTransaction(
+        gid,
+        async (tcc) => {
+          for (const b of branches) answers.push(await tcc.callBranch(b.data, b.try, b.confirm, b.cancel));
+        },
+        transactionOptions(options),
+      ),
+    );
+  }
+
+  /** Runs an XA transaction: calls each branch's action in order, then commits all, or rolls back if one fails. */
+  async executeXa(gid: string, branches: XaBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
+    assertBranches('executeXa', branches);
+    const answers: BranchAnswer[] = [];
+    return this.settle(gid, answers, options, () =>
+      this.client.xaGlobalTransaction(
+        gid,
+        async (xa) => {
+          for (const b of branches) answers.push(await xa.callBranch(b.data, b.action));
+        },
+        transactionOptions(options),
+      ),
+    );
+  }
+
+  /** Prepares a message of `branches` with back-check URL `queryPrepared`, then submits it. */
+  async executeMsg(gid: string, queryPrepared: string, branches: MsgBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
+    assertBranches('executeMsg', branches);
+    const msg = this.client.newMsg(gid, transactionOptions(options));
+    for (const b of branches) msg.add(b.action, b.data);
+    await msg.prepare(queryPrepared);
+    await msg.submit();
+    return this.finish(gid, [], options);
+  }
+
+  /** TCC / XA: a branch's FAILURE is a rollback; with `waitForFinal` that is a result, not an exception. */
+  private async settle(gid: string, answers: BranchAnswer[], options: HelperOptions, run: () => Promise<void>): Promise<ExecutionResult> {
+    try {
+      await run();
+    } catch (err) {
+      if (!(options.waitForFinal && err instanceof DtmFailureError)) throw err;
+    }
+    return this.finish(gid, answers, options);
+  }
+
+  private async finish(gid: string, answers: BranchAnswer[], options: HelperOptions): Promise<ExecutionResult> {
+    if (!options.waitForFinal) return { gid, answers };
+    const wait = options.waitForFinal === true ? {} : options.waitForFinal;
+    return { gid, answers, final: await this.client.waitForFinal(gid, wait) };
+  }
+}
+
+function transactionOptions(options: HelperOptions): TransactionOptions {
+  const { waitForFinal: _wait, ...rest } = options;
+  return rest;
+}
+
+function assertBranches(method: string, branches: unknown[]): void {
+  if (!Array.isArray(branches) || branches.length === 0) throw new DtmError(`${method} needs at least one branch`);
+}

@@ -1,0 +1,20 @@
+import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
+import { GlobalTransaction } from './global-transaction.js';
+import type { TransactionRuntime } from './transaction-runtime.js';
+
+/** An XA global transaction, handed to the callback of `DtmClient.xaGlobalTransaction`. */
+export class Xa extends GlobalTransaction {
+  /** @internal use `DtmClient.xaGlobalTransaction` */
+  constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
+    super(runtime, gid, 'xa', options);
+  }
+
+  /**
+   * Calls an XA branch's action (`op=action`, `phase2_url` = `url`): the branch runs its local XA
+   * transaction, registers itself with DTM and prepares. Resolves with its answer.
+   */
+  async callBranch(payload: Payload, url: string): Promise<BranchAnswer> {
+    const branchId = this.ids.next();
+    return this.requestBranch(url, this.encode(payload), branchId, 'action', { phase2_url: url });
+  }
+}
