@@ -17,16 +17,21 @@ export interface RecordedCall {
   status: number;
   /** `Date.now()` when the request arrived. */
   at: number;
+  /** `Date.now()` when the answer was sent. */
+  answeredAt: number;
 }
 
 /** What a recorder endpoint answers: a status (with a DTM-style body) or a status and an explicit body. */
 export type ScriptedAnswer = number | { status: number; body: unknown };
 
+/** Computes the answer to a call (may wait, call DTM, ...): a test's stand-in for a real branch. */
+export type CallHandler = (call: Omit<RecordedCall, 'status' | 'answeredAt'>) => ScriptedAnswer | Promise<ScriptedAnswer>;
+
 /** A running recorder app. */
 export interface Recorder {
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
   readonly url: string;
-  /** Every call received, in arrival order. */
+  /** Every call received, in the order they were answered. */
   readonly calls: readonly RecordedCall[];
   /** Full URL of `path` on this recorder. */
   urlFor(path: string): string;
@@ -36,6 +41,8 @@ export interface Recorder {
   callsFor(gid: string): RecordedCall[];
   /** Answers for the next calls to `path`, in order; the last one repeats. Unscripted paths answer 200. */
   answer(path: string, ...answers: ScriptedAnswer[]): void;
+  /** Lets `handler` compute every answer of `path`. */
+  handle(path: string, handler: CallHandler): void;
   /** Waits until `path` received at least `count` calls (of `gid`, if given); fails after `timeoutMs`. */
   waitForCalls(path: string, count: number, options?: { gid?: string; timeoutMs?: number }): Promise<RecordedCall[]>;
   /** Forgets calls and scripts. */
@@ -45,7 +52,7 @@ export interface Recorder {
 
 interface RecorderState {
   calls: RecordedCall[];
-  scripts: Map<string, ScriptedAnswer[]>;
+  scripts: Map<string, ScriptedAnswer[] | CallHandler>;
 }
 
 const STATE = Symbol('RECORDER_STATE');
@@ -64,21 +71,22 @@ class RecorderController {
   @All('{*path}')
   async record(@Req() req: IncomingMessage, @Res() res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://recorder');
-    const body = await readBody(req);
-    const scripted = this.state.scripts.get(url.pathname);
-    const next = scripted && scripted.length > 1 ? scripted.shift()! : (scripted?.[0] ?? 200);
-    const { status, body: answerBody } = typeof next === 'number' ? { status: next, body: DEFAULT_BODIES[next] ?? { message: `recorder answered ${next}` } } : next;
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(req.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : (value ?? '');
-    this.state.calls.push({
+    const received = {
       method: req.method ?? '',
       path: url.pathname,
       query: Object.fromEntries(url.searchParams),
       headers,
-      body,
-      status,
+      body: await readBody(req),
       at: Date.now(),
-    });
+    };
+    const script = this.state.scripts.get(url.pathname);
+    let next: ScriptedAnswer;
+    if (typeof script === 'function') next = await script(received);
+    else next = script && script.length > 1 ? script.shift()! : (script?.[0] ?? 200);
+    const { status, body: answerBody } = typeof next === 'number' ? { status: next, body: DEFAULT_BODIES[next] ?? { message: `recorder answered ${next}` } } : next;
+    this.state.calls.push({ ...received, status, answeredAt: Date.now() });
     res.statusCode = status;
     res.setHeader('content-type', 'application/json');
     res.end(typeof answerBody === 'string' ? answerBody : JSON.stringify(answerBody));
@@ -124,6 +132,9 @@ export async function startRecorder(): Promise<Recorder> {
     answer(path, ...answers) {
       if (answers.length === 0) throw new Error('answer() needs at least one answer');
       state.scripts.set(path, [...answers]);
+    },
+    handle(path, handler) {
+      state.scripts.set(path, handler);
     },
     async waitForCalls(path, count, options = {}) {
       const deadline = Date.now() + (options.timeoutMs ?? 20_000);

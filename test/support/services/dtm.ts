@@ -53,6 +53,8 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     HttpPort: httpPort,
     GrpcPort: grpcPort,
     TransCronInterval: options.cronIntervalSeconds ?? 1,
+    // how soon a new topic subscription is seen by msg submits (DTM default 3 s)
+    ConfigUpdateInterval: 1,
     LogLevel: 'info',
     Store: storeConfig(store, options.redis),
     ...options.extraConfig,
