@@ -1,27 +1,24 @@
 // `npm run demo`: starts a DTM server (the test harness's code) unless one is given, starts the
-// sample app, runs a two-step saga transfer against it and prints what DTM recorded.
+// sample app (which uses nestjs-dtm as any app would), runs a saga transfer and prints what DTM recorded.
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
 import { NestFactory } from '@nestjs/core';
+import type { FinalResult } from 'nestjs-dtm';
 import { startStack, type Stack } from '../test/support/services/stack.js';
 import { AppModule } from './src/app.module.js';
 import { BankService } from './src/bank.service.js';
+import { TransferService } from './src/transfer.service.js';
 
 const HELP = `Usage: npm run demo [-- options]
 
-Runs a two-step DTM saga (a bank transfer) against the sample app and prints the gid, the final
-status and the branch statuses DTM recorded.
+Starts a DTM server v1.19.0 and the sample app (sample-app/), runs DTM transactions against it
+and prints, per transaction, the gid, the final status and the branch statuses DTM recorded.
 
 Options:
   --dtm-url <url>   use this running DTM server (its server_url, e.g. http://localhost:36789/api/dtmsvr)
                     instead of starting one; also read from DTM_SERVER_URL
   --help            show this help
 `;
-
-interface QueryAnswer {
-  transaction: { status: string; rollback_reason?: string } | null;
-  branches: { branch_id: string; op: string; status: string }[];
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'dtm-url': { type: 'string' }, help: { type: 'boolean' } } });
@@ -30,69 +27,42 @@ async function main(): Promise<void> {
     return;
   }
   let stack: Stack | undefined;
-  let serverUrl = values['dtm-url'] ?? process.env.DTM_SERVER_URL;
-  if (!serverUrl) {
-    stack = await startStack({ postgres: false, mariadb: false, redis: false });
-    serverUrl = stack.info.dtm.serverUrl;
-    console.log(`DTM server ${stack.info.dtm.version} started at ${serverUrl} (log: ${stack.info.dtm.logFile})`);
+  const given = values['dtm-url'] ?? process.env.DTM_SERVER_URL;
+  if (given) {
+    console.log(`using the DTM server at ${given}`);
   } else {
-    console.log(`using the DTM server at ${serverUrl}`);
+    stack = await startStack({ postgres: false, mariadb: false, redis: false });
+    console.log(`DTM server ${stack.info.dtm.version} started at ${stack.info.dtm.serverUrl} (log: ${stack.info.dtm.logFile})`);
   }
+  process.env.DTM_SERVER_URL = given ?? stack!.info.dtm.serverUrl; // read by sample-app/config.yaml
   const app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
   try {
     await app.listen(0, '127.0.0.1');
     const appUrl = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
     console.log(`sample app listening at ${appUrl}\n`);
     const bank = app.get(BankService);
+    const transfers = app.get(TransferService);
 
-    const before = bank.snapshot();
-    const gid = await newGid(serverUrl);
-    const transfer = JSON.stringify({ from: 'alice', to: 'bob', amount: 30 });
-    await post(`${serverUrl}/submit`, {
-      gid,
-      trans_type: 'saga',
-      steps: [
-        { action: `${appUrl}/bank/trans-out`, compensate: `${appUrl}/bank/trans-out-compensate` },
-        { action: `${appUrl}/bank/trans-in`, compensate: `${appUrl}/bank/trans-in-compensate` },
-      ],
-      payloads: [transfer, transfer],
-    });
-    const final = await waitForFinal(serverUrl, gid, 30_000);
-    printTable([
-      {
+    const rows: Record<string, string>[] = [];
+    const run = async (what: string, action: () => Promise<FinalResult>) => {
+      const before = bank.snapshot();
+      const final = await action();
+      rows.push({
         mode: 'saga',
-        what: 'transfer 30 alice -> bob',
-        gid,
-        status: final.transaction?.status ?? 'unknown',
+        what,
+        gid: final.gid,
+        status: final.status,
         branches: final.branches.map((b) => b.status).join(','),
         balances: `${balances(before)} -> ${balances(bank.snapshot())}`,
-      },
-    ]);
-    if (final.transaction?.status !== 'succeed') process.exitCode = 1;
+      });
+      return final;
+    };
+    const ok = await run('transfer 30 alice -> bob', () => transfers.transfer(appUrl, { from: 'alice', to: 'bob', amount: 30 }));
+    printTable(rows);
+    if (ok.status !== 'succeed') process.exitCode = 1;
   } finally {
     await app.close();
     await stack?.stop();
-  }
-}
-
-async function newGid(serverUrl: string): Promise<string> {
-  const res = await fetch(`${serverUrl}/newGid`);
-  if (!res.ok) throw new Error(`newGid answered ${res.status}: ${await res.text()}`);
-  return ((await res.json()) as { gid: string }).gid;
-}
-
-async function post(url: string, body: unknown): Promise<void> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  if (!res.ok) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
-}
-
-async function waitForFinal(serverUrl: string, gid: string, timeoutMs: number): Promise<QueryAnswer> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const answer = (await (await fetch(`${serverUrl}/query?gid=${gid}`)).json()) as QueryAnswer;
-    const status = answer.transaction?.status;
-    if (status === 'succeed' || status === 'failed' || Date.now() > deadline) return answer;
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -105,7 +75,7 @@ function balances(snapshot: Record<string, number>): string {
 function printTable(rows: Record<string, string>[]): void {
   const columns = Object.keys(rows[0]);
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ');
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd();
   console.log(line(columns));
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const row of rows) console.log(line(columns.map((c) => row[c])));

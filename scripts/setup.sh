@@ -90,11 +90,14 @@ ensure_dtm() {
   version_ge "$gov" "1.24" || die "Go $gov is too old: building the DTM server needs Go 1.24 or newer (or set DTM_BINARY to a dtm $DTM_VERSION binary)."
   say "building the DTM server $DTM_VERSION with go $gov (first time only; downloads modules from the Go module proxy)"
   mkdir -p "$(dirname "$DTM_BINARY")"
+  local log; log="$(mktemp)"
+  (cd "$mod" && go mod download >"$log" 2>&1) || { cat "$log" >&2; die "downloading the DTM server's modules failed (above)."; }
   (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$DTM_BINARY.tmp" github.com/dtm-labs/dtm) \
     || die "building the DTM server failed (see the go output above)."
+  rm -f "$log"
   mv "$DTM_BINARY.tmp" "$DTM_BINARY"
   printf '%s' "$stamp_want" > "$stamp_file"
-  say "dtm server: $DTM_BINARY ($("$DTM_BINARY" -v))"
+  say "dtm server: $DTM_BINARY ($("$DTM_BINARY" -v 2>/dev/null))"
 }
 
 ensure_node_modules() {

@@ -15,6 +15,11 @@ export interface CallContext {
   branchId?: string;
 }
 
+/** Context of a call to the DTM server: `operation` names it in error messages. */
+export interface ServerCallContext extends CallContext {
+  operation?: string;
+}
+
 /** A call the module makes to a branch itself (TCC try, XA action, msg back-check). */
 export interface BranchCall extends CallContext {
   method: 'GET' | 'POST';
@@ -37,6 +42,9 @@ export class DtmHttp {
 
   constructor(private readonly config: DtmConfig) {
     this.client = axios.create({
+      adapter: 'http',
+      timeout: config.timeout * 1000,
+      headers: { 'content-type': 'application/json' },
       httpAgent: this.httpAgent,
       httpsAgent: this.httpsAgent,
       responseType: 'text',
@@ -48,28 +56,36 @@ export class DtmHttp {
   }
 
   /**
-   * Calls `<server_url>/<path>` (or `path` itself when it is an absolute URL). 200 → the parsed body; 409 → {@link DtmFailureError}; 425 →
-   * {@link DtmOngoingError}; other statuses → {@link DtmServerError}; no answer within `timeout`
-   * → {@link DtmUnavailableError}. With `scanFailure`, a 200 whose body says FAILURE is a failure too
-   * (DTM's SDKs read operation answers that way).
+   * Calls `<server_url>/<path>` (or `path` itself when it is an absolute URL) and returns the parsed
+   * body. 200 → the body; 409 → {@link DtmFailureError}; 425 → {@link DtmOngoingError}; other
+   * statuses → {@link DtmServerError}; no answer within `timeout` → {@link DtmUnavailableError}.
    */
-  async server<T>(method: 'GET' | 'POST', path: string, body: unknown, context: CallContext & { scanFailure?: boolean; operation?: string } = {}): Promise<T> {
+  async server<T>(method: 'GET' | 'POST', path: string, body: unknown, context: ServerCallContext = {}): Promise<T> {
+    return parseBody(await this.serverText(method, path, body, context)) as T;
+  }
+
+  /**
+   * An operation on a transaction (prepare, submit, abort, registerBranch, ...): like {@link server},
+   * but a 200 whose body says FAILURE is a failure too (DTM's SDKs read operation answers that way),
+   * and the body is not needed.
+   */
+  async operation(path: string, body: unknown, context: ServerCallContext = {}): Promise<void> {
+    await this.serverText('POST', path, body, { ...context, scanFailure: true });
+  }
+
+  private async serverText(method: 'GET' | 'POST', path: string, body: unknown, context: ServerCallContext & { scanFailure?: boolean }): Promise<string> {
     const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
-    const answer = await this.send(method, url, {
-      body: body === undefined ? undefined : JSON.stringify(body),
-      timeoutSeconds: this.config.timeout,
-      context,
-      unavailable: (cause) => MESSAGES.unavailable(url, cause, this.config.timeout),
-    });
+    const answer = await this.send(method, url, body === undefined ? undefined : JSON.stringify(body), undefined, context, (cause) =>
+      MESSAGES.unavailable(url, cause, this.config.timeout),
+    );
+    if (answer.status === 200 && !(context.scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     const operation = context.operation ?? path;
-    if (answer.status === 409 || (context.scanFailure && answer.status === 200 && answer.text.includes('FAILURE'))) {
-      throw new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', messageOf(answer.text)), { ...context, status: answer.status });
+    const errorContext = { gid: context.gid, branchId: context.branchId, status: answer.status };
+    if (answer.status === 200 || answer.status === 409) {
+      throw new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', messageOf(answer.text)), errorContext);
     }
-    if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), { ...context, status: 425 });
-    if (answer.status !== 200) {
-      throw new DtmServerError(MESSAGES.serverStatus(url, answer.status, answer.text), url, answer.text, { ...context, status: answer.status });
-    }
-    return parseBody(answer.text) as T;
+    if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), errorContext);
+    throw new DtmServerError(MESSAGES.serverStatus(url, answer.status, answer.text), url, answer.text, errorContext);
   }
 
   /**
@@ -81,13 +97,9 @@ export class DtmHttp {
     const target = new URL(call.url);
     for (const [k, v] of Object.entries(call.query)) target.searchParams.set(k, v);
     const url = target.toString();
-    const answer = await this.send(call.method, url, {
-      body: call.body,
-      headers: call.headers,
-      timeoutSeconds: call.timeoutSeconds,
-      context: call,
-      unavailable: (cause) => MESSAGES.branchUnavailable(call.url, cause, call.timeoutSeconds),
-    });
+    const answer = await this.send(call.method, url, call.body, { headers: call.headers, timeoutSeconds: call.timeoutSeconds }, call, (cause) =>
+      MESSAGES.branchUnavailable(call.url, cause, call.timeoutSeconds),
+    );
     const context = { gid: call.gid, branchId: call.branchId, status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
     if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
@@ -101,23 +113,25 @@ export class DtmHttp {
     this.httpsAgent.destroy();
   }
 
+  /** One request; the instance already has the DTM timeout and sends JSON, so most calls pass only method, URL and body. */
   private async send(
     method: Method,
     url: string,
-    options: { body?: string; headers?: Record<string, string>; timeoutSeconds: number; context: CallContext; unavailable: (cause: string) => string },
+    body: string | undefined,
+    branch: { headers?: Record<string, string>; timeoutSeconds: number } | undefined,
+    context: CallContext,
+    unavailable: (cause: string) => string,
   ): Promise<{ status: number; text: string }> {
     try {
-      const res = await this.client.request<string>({
-        method,
-        url,
-        data: options.body,
-        timeout: options.timeoutSeconds * 1000,
-        headers: { ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}), ...options.headers },
-      });
+      const res = await this.client.request<string>(
+        branch
+          ? { method, url, data: body, timeout: branch.timeoutSeconds * 1000, headers: branch.headers }
+          : { method, url, data: body },
+      );
       return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
     } catch (err) {
       const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
-      throw new DtmUnavailableError(options.unavailable(cause), url, { gid: options.context.gid, branchId: options.context.branchId, cause: err });
+      throw new DtmUnavailableError(unavailable(cause), url, { gid: context.gid, branchId: context.branchId, cause: err });
     }
   }
 }

@@ -86,7 +86,7 @@ export class DtmClient implements OnModuleDestroy {
   async forceStop(gid: string): Promise<void> {
     this.assertEnabled('forceStop()');
     assertGid(gid);
-    await this.http.server('POST', 'forceStop', { gid }, { gid, operation: 'forceStop', scanFailure: true });
+    await this.http.operation('forceStop', { gid }, { gid, operation: 'forceStop' });
   }
 
   /** Checks that the DTM server answers (`/api/ping`, then `/version`); changes nothing. */

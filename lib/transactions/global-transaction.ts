@@ -62,7 +62,7 @@ export abstract class GlobalTransaction {
   }
 
   protected async callDtm(operation: 'prepare' | 'submit' | 'abort' | 'registerBranch', body: object): Promise<void> {
-    await this.runtime.http.server('POST', operation, body, { gid: this.gid, operation, scanFailure: true });
+    await this.runtime.http.operation(operation, body, { gid: this.gid, operation });
   }
 
   private request(): WireTransRequest {

@@ -87,7 +87,7 @@ export abstract class TransactionBuilder {
   }
 
   protected async callDtm(operation: 'prepare' | 'submit' | 'abort', body: WireTransRequest): Promise<void> {
-    await this.runtime.http.server('POST', operation, body, { gid: this.gid, operation, scanFailure: true });
+    await this.runtime.http.operation(operation, body, { gid: this.gid, operation });
   }
 
   private async sendSubmit(tolerateFirstRound: boolean): Promise<void> {

@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { ConflictException, Injectable } from '@nestjs/common';
 
 /** Body of every transfer branch. */
 export interface TransferRequest {
@@ -15,13 +15,28 @@ export class BankService {
     ['bob', 0],
   ]);
 
-  adjust(account: string, delta: number): { account: string; balance: number } {
-    const balance = (this.balances.get(account) ?? 0) + delta;
-    this.balances.set(account, balance);
-    return { account, balance };
+  /** Takes `amount` out of `account`; a 409 (DTM's FAILURE) if the balance would go negative. */
+  withdraw(account: string, amount: number): { account: string; balance: number } {
+    const balance = this.balance(account) - amount;
+    if (balance < 0) throw new ConflictException(`insufficient funds in ${account}: ${this.balance(account)} < ${amount}`);
+    return this.set(account, balance);
+  }
+
+  /** Adds `amount` to `account` (a negative amount takes it back). */
+  deposit(account: string, amount: number): { account: string; balance: number } {
+    return this.set(account, this.balance(account) + amount);
   }
 
   snapshot(): Record<string, number> {
     return Object.fromEntries(this.balances);
+  }
+
+  private balance(account: string): number {
+    return this.balances.get(account) ?? 0;
+  }
+
+  private set(account: string, balance: number): { account: string; balance: number } {
+    this.balances.set(account, balance);
+    return { account, balance };
   }
 }

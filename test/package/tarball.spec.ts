@@ -49,23 +49,53 @@ describe('the packed tarball', () => {
     expect(readdirSync(join(work, 'app', 'node_modules', 'nestjs-dtm', 'dist'))).toContain('index.d.ts');
   });
 
-  it('is importable from an ES module', () => {
+  it('is importable from an ES module, and its module boots in a Nest app', () => {
     const out = runInConsumer(
       'check.mjs',
-      `import { DtmError } from 'nestjs-dtm';
+      `import 'reflect-metadata';
+       import { Module } from '@nestjs/common';
+       import { NestFactory } from '@nestjs/core';
+       import { DtmClient, DtmError, DtmModule, TransactionHelper } from 'nestjs-dtm';
+       class AppModule {}
+       Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://dtm.example:36789/api/dtmsvr', timeout: 3 } })] })(AppModule);
+       const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
+       const client = app.get(DtmClient);
        const e = new DtmError('boom', { gid: 'g1', status: 409 });
-       console.log(JSON.stringify({ name: e.name, isError: e instanceof Error, gid: e.gid, status: e.status }));`,
+       console.log(JSON.stringify({
+         serverUrl: client.config.serverUrl, timeout: client.config.timeout,
+         helper: app.get(TransactionHelper) instanceof TransactionHelper,
+         name: e.name, isError: e instanceof Error, gid: e.gid, status: e.status,
+       }));
+       await app.close();`,
     );
-    expect(JSON.parse(out)).toEqual({ name: 'DtmError', isError: true, gid: 'g1', status: 409 });
+    expect(JSON.parse(out)).toEqual({
+      serverUrl: 'http://dtm.example:36789/api/dtmsvr',
+      timeout: 3,
+      helper: true,
+      name: 'DtmError',
+      isError: true,
+      gid: 'g1',
+      status: 409,
+    });
   });
 
-  it('is requirable from a CommonJS module (Node >= 20.19 loads the ES module through require)', () => {
+  it('is requirable from a CommonJS module (Node >= 20.19 loads the ES module through require), DI included', () => {
     const out = runInConsumer(
       'check.cjs',
-      `const { DtmError } = require('nestjs-dtm');
-       const e = new DtmError('boom', { branchId: '01' });
-       console.log(JSON.stringify({ name: e.name, isError: e instanceof Error, branchId: e.branchId }));`,
+      `require('reflect-metadata');
+       const { Module } = require('@nestjs/common');
+       const { NestFactory } = require('@nestjs/core');
+       const { DtmClient, DtmModule, DtmConfigError } = require('nestjs-dtm');
+       class AppModule {}
+       Module({ imports: [DtmModule.forRoot({ config: { retryInterval: 12 } })] })(AppModule);
+       NestFactory.createApplicationContext(AppModule, { logger: false }).then(async (app) => {
+         const client = app.get(DtmClient);
+         let configError;
+         try { require('nestjs-dtm').resolveDtmConfig({ config: { timeout: -1 } }); } catch (e) { configError = e; }
+         console.log(JSON.stringify({ retryInterval: client.config.retryInterval, typed: configError instanceof DtmConfigError }));
+         await app.close();
+       });`,
     );
-    expect(JSON.parse(out)).toEqual({ name: 'DtmError', isError: true, branchId: '01' });
+    expect(JSON.parse(out)).toEqual({ retryInterval: 12, typed: true });
   });
 });

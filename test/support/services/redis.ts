@@ -32,6 +32,7 @@ export async function startRedis(runDir: RunDir): Promise<{ info: RedisInfo; pro
 
 async function ping(info: RedisInfo): Promise<boolean> {
   const client = new Redis({ host: info.host, port: info.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on('error', () => undefined); // refused while the server starts: the caller retries
   try {
     await client.connect();
     return (await client.ping()) === 'PONG';
