@@ -40,6 +40,23 @@ export const MESSAGES = {
   badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
+  branchQueryMissing: (where: string, missing: readonly string[]) =>
+    `${where} is a DTM branch, but this call lacks the query parameter(s) ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op); the handler did not run`,
+  failureCannotRollBack: (where: string, kind: string, op: string) =>
+    `${where} (${kind}, op=${op}) threw DtmFailureError, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
+  successBodyHasResultWord: (where: string, body: string) =>
+    `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
+  successBodyRefused: (where: string) =>
+    `${where} returned a success body containing one of the result words DTM scans bodies for; it was not sent (see the server log)`,
+  unknownBranch: (kind: string, name: string, known: string[]) =>
+    `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
+  noAppUrl: (name: string) =>
+    `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
+  appUrlFromListen: (url: string) =>
+    `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
+  noRegistry: (name: string) =>
+    `"${name}" is not a URL, and branch names need DtmModule's branch registry: use the DtmClient that DtmModule provides, or pass URLs`,
+  notInTccBranch: () => 'tccFromBranch() needs a TCC branch call: call it inside a @TccTry handler, or pass the @BranchContext() of one',
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

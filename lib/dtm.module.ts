@@ -1,4 +1,9 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
+import { DtmBranchBodyParser } from './branches/branch-body.parser.js';
+import { DtmBranchExplorer } from './branches/branch.explorer.js';
+import { DtmBranchRegistry } from './branches/branch.registry.js';
+import { DtmContextInterceptor } from './context/dtm-context.interceptor.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
@@ -11,12 +16,18 @@ const providers: Provider[] = [
   { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_MODULE_OPTIONS] },
   DtmClient,
   TransactionHelper,
+  DtmBranchRegistry,
+  DtmBranchExplorer,
+  DtmBranchBodyParser,
+  // opens the module's AsyncLocalStorage (pass-through headers, branch info) around every HTTP handler
+  { provide: APP_INTERCEPTOR, useClass: DtmContextInterceptor },
 ];
-const exported = [DTM_CONFIG, DtmClient, TransactionHelper];
+const exported = [DTM_CONFIG, DtmClient, TransactionHelper, DtmBranchRegistry];
 
 /**
  * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`
- * section (inline `config` overrides it) and provides `DtmClient` and `TransactionHelper`.
+ * section (inline `config` overrides it), provides `DtmClient` and `TransactionHelper`, and serves
+ * the app's decorated branch handlers (`@SagaAction`, `@TccTry`, ...) with DTM's branch protocol.
  */
 @Module({})
 export class DtmModule extends DtmConfigurableModule {
@@ -34,6 +45,7 @@ export class DtmModule extends DtmConfigurableModule {
 function withProviders(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
+    imports: [...(definition.imports ?? []), DiscoveryModule],
     providers: [...(definition.providers ?? []), ...providers],
     exports: [...(definition.exports ?? []), ...exported],
   };

@@ -33,13 +33,28 @@ export {
   TransactionHelper,
   type ExecutionResult,
   type HelperOptions,
-  type MsgBranch,
   type SagaBranch,
   type TccBranch,
-  type XaBranch,
 } from './transactions/transaction.helper.js';
 
+export {
+  SagaAction,
+  SagaCompensate,
+  TccTry,
+  TccConfirm,
+  TccCancel,
+  XaBranch, // also the type of TransactionHelper.executeXa's branches
+  MsgBranch, // also the type of TransactionHelper.executeMsg's branches
+  MsgQueryPrepared,
+} from './branches/branch.decorators.js';
+export { BranchContext } from './branches/branch-context.decorator.js';
+export type { BranchInfo, BranchKind, SagaActionOptions } from './branches/branch.types.js';
+export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
+export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
+export { DtmBranchInterceptor } from './branches/branch.interceptor.js';
+
 export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
+export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';
 export { DtmUnavailableError } from './errors/dtm-unavailable.error.js';
 export { DtmServerError } from './errors/dtm-server.error.js';
 export { DtmFailureError } from './errors/dtm-failure.error.js';

@@ -1,4 +1,7 @@
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { DtmBranchRegistry } from '../branches/branch.registry.js';
+import type { BranchInfo } from '../branches/branch.types.js';
+import { currentBranch, currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -30,13 +33,21 @@ export class DtmClient implements OnModuleDestroy {
   private readonly http: DtmHttp;
   private readonly runtime: TransactionRuntime;
 
-  constructor(@Inject(DTM_CONFIG) readonly config: DtmConfig) {
+  constructor(
+    @Inject(DTM_CONFIG) readonly config: DtmConfig,
+    @Optional() branches?: DtmBranchRegistry,
+  ) {
     this.http = new DtmHttp(config);
     this.runtime = {
       config,
       http: this.http,
-      passThroughHeaders: () => ({}),
+      passThroughHeaders: currentPassThroughHeaders,
       waitForFinal: (gid, options) => this.waitForFinal(gid, options),
+      branchUrl: (kind, name) => {
+        if (!branches) throw new DtmError(MESSAGES.noRegistry(name));
+        return branches.url(kind, name);
+      },
+      hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
     };
   }
 
@@ -120,6 +131,17 @@ export class DtmClient implements OnModuleDestroy {
   async tccGlobalTransaction<T>(gid: string, body: (tcc: Tcc) => Promise<T>, options?: TransactionOptions): Promise<T> {
     this.assertEnabled('tccGlobalTransaction()');
     return new Tcc(this.runtime, gid, options).run(body);
+  }
+
+  /**
+   * Nested TCC: inside a `@TccTry` handler, the TCC transaction of the branch being served, so that
+   * the handler can register and try sub-branches of its own branch (ids `0101`, `0102`, ... under
+   * branch `01`), as DTM's Go SDK allows. `branch` defaults to the call being served.
+   */
+  tccFromBranch(branch: BranchInfo | undefined = currentBranch(), options?: TransactionOptions): Tcc {
+    this.assertEnabled('tccFromBranch()');
+    if (!branch || branch.transType !== 'tcc') throw new DtmError(MESSAGES.notInTccBranch());
+    return new Tcc(this.runtime, branch.gid, options, branch.branchId, branch.dtm);
   }
 
   /**

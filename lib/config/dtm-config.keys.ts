@@ -3,29 +3,38 @@ import type { DtmConfig } from './dtm-config.types.js';
 /** How a key's value is checked. */
 export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'seconds' | 'whole-seconds' | 'header-list';
 
+/** Headers passed on to branches whatever `pass_through_headers` says: W3C trace context. */
+export const ALWAYS_PASSED_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
+
 /** One `lynx.dtm` key: its YAML name, its TypeScript name, how it is checked and its default. */
 export interface DtmConfigKey<K extends keyof DtmConfig = keyof DtmConfig> {
   yaml: string;
   camel: K;
   kind: DtmConfigKind;
-  default: DtmConfig[K];
+  /** Absent for optional keys without a default. */
+  default?: DtmConfig[K];
+  /** A valid value, shown in error messages. */
+  example?: string;
 }
 
 /** Every `lynx.dtm` key, in documentation order: the one table the loader, the validator and the README follow. */
 export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'enabled', camel: 'enabled', kind: 'boolean', default: true },
-  { yaml: 'server_url', camel: 'serverUrl', kind: 'http-url', default: 'http://localhost:36789/api/dtmsvr' },
+  { yaml: 'server_url', camel: 'serverUrl', kind: 'http-url', default: 'http://localhost:36789/api/dtmsvr', example: 'http://localhost:36789/api/dtmsvr' },
   { yaml: 'grpc_server', camel: 'grpcServer', kind: 'host-port', default: 'localhost:36790' },
   { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10 },
   { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', default: 10 },
   { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60 },
   { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30 },
   { yaml: 'pass_through_headers', camel: 'passThroughHeaders', kind: 'header-list', default: [] },
+  { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },
 ];
 
 /** The configuration with every key at its default. */
 export function defaultDtmConfig(): DtmConfig {
   const config = {} as Record<keyof DtmConfig, unknown>;
-  for (const key of DTM_CONFIG_KEYS) config[key.camel] = Array.isArray(key.default) ? [...key.default] : key.default;
+  for (const key of DTM_CONFIG_KEYS) {
+    if (key.default !== undefined) config[key.camel] = Array.isArray(key.default) ? [...key.default] : key.default;
+  }
   return config as DtmConfig;
 }

@@ -14,8 +14,13 @@ export interface DtmConfig {
   transactionTimeout: number;
   /** Seconds DTM waits for one branch call (DTM `request_timeout`); also the module's own direct branch calls. Default 30. */
   branchTimeout: number;
-  /** Inbound request headers passed on to every branch (case-insensitive). Default none. */
+  /** Inbound request headers passed on to every branch (case-insensitive); `traceparent` and `tracestate` always are. Default none. */
   passThroughHeaders: string[];
+  /**
+   * Base URL at which DTM reaches this app's decorated branches, e.g. `http://orders:3000`. When
+   * unset, the address the app listens on (only reachable by a DTM server on the same host).
+   */
+  appUrl?: string;
 }
 
 /** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */

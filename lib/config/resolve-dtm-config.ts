@@ -117,16 +117,15 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'boolean':
       return typeof raw === 'boolean' ? { value: raw } : { problem: MESSAGES.configWant('true or false', got) };
     case 'http-url': {
-      if (typeof raw !== 'string') return { problem: MESSAGES.configWant('an http(s) URL string', got) };
+      const want = `an http(s) URL such as ${key.example}`;
+      if (typeof raw !== 'string') return { problem: MESSAGES.configWant(want, got) };
       let url: URL;
       try {
         url = new URL(raw);
       } catch {
-        return { problem: MESSAGES.configWant('an http(s) URL such as http://localhost:36789/api/dtmsvr', got) };
+        return { problem: MESSAGES.configWant(want, got) };
       }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-        return { problem: MESSAGES.configWant('an http(s) URL such as http://localhost:36789/api/dtmsvr', got) };
-      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { problem: MESSAGES.configWant(want, got) };
       return { value: raw.replace(/\/+$/, '') };
     }
     case 'host-port': {

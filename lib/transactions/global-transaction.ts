@@ -22,6 +22,8 @@ export abstract class GlobalTransaction {
     readonly transType: 'tcc' | 'xa',
     options: TransactionOptions = {},
     parentBranchId = '',
+    /** The DTM server of the transaction, when it is not the module's (a branch of another app's transaction). */
+    private readonly dtmUrl?: string,
   ) {
     assertGid(gid);
     this.options = effectiveOptions(runtime, options);
@@ -48,7 +50,7 @@ export abstract class GlobalTransaction {
     return this.runtime.http.branch({
       method: 'POST',
       url,
-      query: { dtm: this.runtime.config.serverUrl, gid: this.gid, branch_id: branchId, trans_type: this.transType, op, ...extraQuery },
+      query: { dtm: this.dtmUrl ?? this.runtime.config.serverUrl, gid: this.gid, branch_id: branchId, trans_type: this.transType, op, ...extraQuery },
       headers: this.options.branchHeaders,
       body: payload,
       timeoutSeconds: this.options.requestTimeout ?? this.runtime.config.branchTimeout,
@@ -62,7 +64,7 @@ export abstract class GlobalTransaction {
   }
 
   protected async callDtm(operation: 'prepare' | 'submit' | 'abort' | 'registerBranch', body: object): Promise<void> {
-    await this.runtime.http.operation(operation, body, { gid: this.gid, operation });
+    await this.runtime.http.operation(this.dtmUrl ? `${this.dtmUrl}/${operation}` : operation, body, { gid: this.gid, operation });
   }
 
   private request(): WireTransRequest {

@@ -5,7 +5,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { TransactionBuilder } from './transaction-base.js';
-import type { TransactionRuntime } from './transaction-runtime.js';
+import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
 export interface MsgLocalTransaction {
@@ -33,9 +33,9 @@ export class Msg extends TransactionBuilder {
     super(runtime, gid, 'msg', options);
   }
 
-  /** Adds a branch: DTM POSTs `payload` to `action`. */
+  /** Adds a branch: DTM POSTs `payload` to `action` (a URL, or the name of this app's `@MsgBranch`). */
   add(action: string, payload?: Payload): this {
-    this.steps.push({ action });
+    this.steps.push({ action: isUrl(action) ? action : this.runtime.branchUrl('msg', action) });
     this.payloads.push(encodePayload(payload));
     return this;
   }
@@ -59,10 +59,11 @@ export class Msg extends TransactionBuilder {
 
   /**
    * Registers the message as prepared, with the URL DTM calls to ask whether the local transaction
-   * committed (if the message is neither submitted nor aborted before its timeout).
+   * committed (if the message is neither submitted nor aborted before its timeout): a URL, or the
+   * name of this app's `@MsgQueryPrepared`.
    */
   async prepare(queryPrepared: string): Promise<void> {
-    this.queryPrepared = queryPrepared || this.queryPrepared;
+    if (queryPrepared) this.queryPrepared = isUrl(queryPrepared) ? queryPrepared : this.runtime.branchUrl('msg-query-prepared', queryPrepared);
     await this.callDtm('prepare', this.toRequest());
   }
 

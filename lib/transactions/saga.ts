@@ -4,7 +4,7 @@ import type { WireTransRequest } from '../client/dtm-wire.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from '../errors/dtm-error.js';
 import { TransactionBuilder } from './transaction-base.js';
-import type { TransactionRuntime } from './transaction-runtime.js';
+import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
 
 /**
  * A saga: steps DTM runs in order (or concurrently), each an action with a compensation that DTM
@@ -21,10 +21,19 @@ export class Saga extends TransactionBuilder {
     super(runtime, gid, 'saga', options);
   }
 
+  /** Adds the step of this app's `@SagaAction(name)` (and its `@SagaCompensate(name)`), with `payload`. */
+  add(name: string, payload?: Payload): this;
   /** Adds a step: DTM POSTs `payload` to `action`, and to `compensate` if the saga rolls back. */
-  add(action: string, compensate: string, payload?: Payload): this {
-    this.steps.push({ action, compensate });
-    this.payloads.push(encodePayload(payload));
+  add(action: string, compensate: string, payload?: Payload): this;
+  add(target: string, compensateOrPayload?: string | Payload, payload?: Payload): this {
+    if (isUrl(target)) {
+      this.steps.push({ action: target, compensate: compensateOrPayload as string });
+      this.payloads.push(encodePayload(payload));
+    } else {
+      const compensate = this.runtime.hasBranch('saga-compensate', target) ? this.runtime.branchUrl('saga-compensate', target) : '';
+      this.steps.push({ action: this.runtime.branchUrl('saga-action', target), compensate });
+      this.payloads.push(encodePayload(compensateOrPayload));
+    }
     return this;
   }
 

@@ -4,28 +4,28 @@ import { DtmClient } from '../client/dtm.client.js';
 import { DtmError } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 
-/** A saga step for {@link TransactionHelper.executeSaga}. */
+/** A saga step for {@link TransactionHelper.executeSaga}: URLs, or `action` naming this app's `@SagaAction` (then no `compensate`). */
 export interface SagaBranch {
   action: string;
-  compensate: string;
+  compensate?: string;
   data?: Payload;
 }
 
-/** A TCC branch for {@link TransactionHelper.executeTcc}. */
+/** A TCC branch for {@link TransactionHelper.executeTcc}: three URLs, or `try` naming this app's TCC branch (then no `confirm` / `cancel`). */
 export interface TccBranch {
   try: string;
-  confirm: string;
-  cancel: string;
+  confirm?: string;
+  cancel?: string;
   data?: Payload;
 }
 
-/** An XA branch for {@link TransactionHelper.executeXa}. */
+/** An XA branch for {@link TransactionHelper.executeXa}: a URL or the name of this app's `@XaBranch`. */
 export interface XaBranch {
   action: string;
   data?: Payload;
 }
 
-/** A message branch for {@link TransactionHelper.executeMsg}; `action` may be `topic://<name>`. */
+/** A message branch for {@link TransactionHelper.executeMsg}: a URL (`topic://<name>` too) or the name of this app's `@MsgBranch`. */
 export interface MsgBranch {
   action: string;
   data?: Payload;
@@ -60,7 +60,10 @@ export class TransactionHelper {
   async executeSaga(gid: string, branches: SagaBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeSaga', branches);
     const saga = this.client.newSaga(gid, transactionOptions(options));
-    for (const b of branches) saga.add(b.action, b.compensate, b.data);
+    for (const b of branches) {
+      if (b.compensate === undefined) saga.add(b.action, b.data);
+      else saga.add(b.action, b.compensate, b.data);
+    }
     await saga.submit();
     return this.finish(gid, [], options);
   }
@@ -73,7 +76,9 @@ export class TransactionHelper {
       this.client.tccGlobalTransaction(
         gid,
         async (tcc) => {
-          for (const b of branches) answers.push(await tcc.callBranch(b.data, b.try, b.confirm, b.cancel));
+          for (const b of branches) {
+            answers.push(await (b.confirm === undefined ? tcc.callBranch(b.data, b.try) : tcc.callBranch(b.data, b.try, b.confirm, b.cancel ?? '')));
+          }
         },
         transactionOptions(options),
       ),
@@ -95,7 +100,7 @@ export class TransactionHelper {
     );
   }
 
-  /** Prepares a message of `branches` with back-check URL `queryPrepared`, then submits it. */
+  /** Prepares a message of `branches` with back-check `queryPrepared` (a URL or a `@MsgQueryPrepared` name), then submits it. */
   async executeMsg(gid: string, queryPrepared: string, branches: MsgBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeMsg', branches);
     const msg = this.client.newMsg(gid, transactionOptions(options));

@@ -1,6 +1,6 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
 import { GlobalTransaction } from './global-transaction.js';
-import type { TransactionRuntime } from './transaction-runtime.js';
+import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
 
 /** An XA global transaction, handed to the callback of `DtmClient.xaGlobalTransaction`. */
 export class Xa extends GlobalTransaction {
@@ -10,10 +10,12 @@ export class Xa extends GlobalTransaction {
   }
 
   /**
-   * Calls an XA branch's action (`op=action`, `phase2_url` = `url`): the branch runs its local XA
-   * transaction, registers itself with DTM and prepares. Resolves with its answer.
+   * Calls an XA branch's action (`op=action`, `phase2_url` = its URL): the branch runs its local XA
+   * transaction, registers itself with DTM and prepares. `target` is a URL or the name of this
+   * app's `@XaBranch`. Resolves with its answer.
    */
-  async callBranch(payload: Payload, url: string): Promise<BranchAnswer> {
+  async callBranch(payload: Payload, target: string): Promise<BranchAnswer> {
+    const url = isUrl(target) ? target : this.runtime.branchUrl('xa', target);
     const branchId = this.ids.next();
     return this.requestBranch(url, this.encode(payload), branchId, 'action', { phase2_url: url });
   }

@@ -1,0 +1,133 @@
+import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import type { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { DtmConfig } from '../config/dtm-config.types.js';
+import { DTM_CONFIG } from '../dtm.constants.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
+import type { BranchKind, SagaActionOptions } from './branch.types.js';
+
+/** A decorated handler as the explorer found it. */
+export interface BranchRoute {
+  kind: BranchKind;
+  name: string;
+  options: SagaActionOptions;
+  /** `Controller.method`, for messages. */
+  handler: string;
+  /** HTTP method of the route. */
+  method: string;
+  /** Full path: global prefix, module path, URI version, controller and method paths. */
+  path: string;
+  /** A start-up problem of this route, if any (e.g. path parameters). */
+  problem?: string;
+}
+
+const DECORATOR: Record<BranchKind, string> = {
+  'saga-action': '@SagaAction',
+  'saga-compensate': '@SagaCompensate',
+  'tcc-try': '@TccTry',
+  'tcc-confirm': '@TccConfirm',
+  'tcc-cancel': '@TccCancel',
+  xa: '@XaBranch',
+  msg: '@MsgBranch',
+  'msg-query-prepared': '@MsgQueryPrepared',
+};
+
+/**
+ * The decorated branches of this app, filled once at start-up by the explorer: turns branch names
+ * into the URLs DTM must call (`app_url`, or the address the app listens on, plus the route).
+ */
+@Injectable()
+export class DtmBranchRegistry implements OnApplicationBootstrap {
+  private readonly logger = new Logger('DtmBranch');
+  private readonly routes = new Map<string, BranchRoute>();
+
+  constructor(
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
+    @Optional() private readonly adapterHost?: HttpAdapterHost,
+  ) {}
+
+  /** Every registered branch. */
+  get all(): BranchRoute[] {
+    return [...this.routes.values()];
+  }
+
+  /** Registers the explorer's findings; throws one {@link DtmBranchRegistryError} naming every misfit. */
+  register(routes: BranchRoute[]): void {
+    const problems: string[] = routes.filter((r) => r.problem).map((r) => r.problem!);
+    const byKey = new Map<string, BranchRoute[]>();
+    for (const route of routes) byKey.set(key(route.kind, route.name), [...(byKey.get(key(route.kind, route.name)) ?? []), route]);
+    for (const [, same] of byKey) {
+      if (same.length > 1) problems.push(`${DECORATOR[same[0].kind]}('${same[0].name}') is on ${same.map((r) => r.handler).join(' and ')}: branch names must be unique; rename one`);
+    }
+    const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
+    for (const route of routes) {
+      const decl = `${DECORATOR[route.kind]}('${route.name}') on ${route.handler}`;
+      if (route.kind === 'saga-action') {
+        const wantsCompensation = route.options.compensate !== false;
+        if (wantsCompensation && !has('saga-compensate', route.name)) {
+          problems.push(`${decl} has no @SagaCompensate('${route.name}'); add one, or state @SagaAction('${route.name}', { compensate: false })`);
+        }
+        if (!wantsCompensation && has('saga-compensate', route.name)) {
+          problems.push(`${decl} says { compensate: false }, but @SagaCompensate('${route.name}') exists; remove one of them`);
+        }
+      }
+      if (route.kind === 'saga-compensate' && !has('saga-action', route.name)) {
+        problems.push(`${decl} compensates no @SagaAction('${route.name}'); add the action or fix the name`);
+      }
+      if (route.kind === 'tcc-try') {
+        const missing = (['tcc-confirm', 'tcc-cancel'] as const).filter((k) => !has(k, route.name)).map((k) => `${DECORATOR[k]}('${route.name}')`);
+        if (missing.length > 0) problems.push(`${decl} has no ${missing.join(' and no ')}; a TCC branch needs all three`);
+      }
+      if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) {
+        problems.push(`${decl} belongs to no @TccTry('${route.name}'); add the Try or fix the name`);
+      }
+    }
+    if (problems.length > 0) throw new DtmBranchRegistryError(problems);
+    for (const [k, same] of byKey) this.routes.set(k, same[0]);
+  }
+
+  /** The URL of the branch `name` of `kind`; throws {@link DtmBranchRegistryError} for an unknown name. */
+  url(kind: BranchKind, name: string): string {
+    const route = this.routes.get(key(kind, name));
+    if (!route) {
+      const known = this.all.filter((r) => r.kind === kind).map((r) => r.name);
+      throw new DtmBranchRegistryError([MESSAGES.unknownBranch(DECORATOR[kind], name, known)]);
+    }
+    return `${this.baseUrl(name)}${route.path}`;
+  }
+
+  /** Whether a branch `name` of `kind` exists. */
+  has(kind: BranchKind, name: string): boolean {
+    return this.routes.has(key(kind, name));
+  }
+
+  /** Warns once the app listens, when branch URLs fall back to the listening address. */
+  onApplicationBootstrap(): void {
+    if (this.config.appUrl || this.routes.size === 0 || !this.adapterHost) return;
+    this.adapterHost.listen$.subscribe(() => {
+      const url = this.listenUrl();
+      if (url) this.logger.warn(MESSAGES.appUrlFromListen(url));
+    });
+  }
+
+  private baseUrl(name: string): string {
+    const url = this.config.appUrl ?? this.listenUrl();
+    if (!url) throw new DtmBranchRegistryError([MESSAGES.noAppUrl(name)]);
+    return url;
+  }
+
+  private listenUrl(): string | undefined {
+    const server = this.adapterHost?.httpAdapter?.getHttpServer?.() as (HttpsServer & { address(): AddressInfo | string | null }) | undefined;
+    const address = server?.address?.();
+    if (!address || typeof address === 'string') return undefined;
+    const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
+    return `${scheme}://${host}:${address.port}`;
+  }
+}
+
+function key(kind: BranchKind, name: string): string {
+  return `${kind}:${name}`;
+}

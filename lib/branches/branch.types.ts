@@ -1,0 +1,41 @@
+/** What a decorated handler is in DTM's protocol. */
+export type BranchKind =
+  | 'saga-action'
+  | 'saga-compensate'
+  | 'tcc-try'
+  | 'tcc-confirm'
+  | 'tcc-cancel'
+  | 'xa'
+  | 'msg'
+  | 'msg-query-prepared';
+
+/** Options of `@SagaAction`. */
+export interface SagaActionOptions {
+  /** `false` states that the step has no compensation on purpose (DTM then treats its rollback as done). */
+  compensate?: boolean;
+}
+
+/** What a branch decorator records on its handler (one namespaced metadata key). */
+export interface BranchMetadata {
+  kind: BranchKind;
+  name: string;
+  options: SagaActionOptions;
+}
+
+/** The DTM call a branch handler is serving: from the query DTM (or the app, for TCC try / XA action) sends. */
+export interface BranchInfo {
+  gid: string;
+  transType: string;
+  branchId: string;
+  /** `action`, `compensate`, `try`, `confirm`, `cancel`, `commit`, `rollback` or `msg`. */
+  op: string;
+  /** The DTM server of the transaction, when the caller is an app (TCC try, XA action, msg back-check by the app). */
+  dtm?: string;
+  /** XA: the URL DTM calls for phase 2. */
+  phase2Url?: string;
+  /** The pass-through headers this call carried (lower-case names). */
+  headers: Record<string, string>;
+}
+
+/** The query parameters every DTM branch call carries. */
+export const REQUIRED_BRANCH_QUERY = ['gid', 'trans_type', 'branch_id', 'op'] as const;

@@ -1,0 +1,45 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { BranchInfo } from '../branches/branch.types.js';
+
+/** What the module remembers about the request being served. */
+export interface DtmRequestContext {
+  /** The allow-listed headers of the inbound request (lower-case names). */
+  headers: Record<string, string>;
+  /** Set when the request is a DTM branch call. */
+  branch?: BranchInfo;
+}
+
+/** The module's one AsyncLocalStorage (module-private: not exported from the package). */
+export const dtmContext = new AsyncLocalStorage<DtmRequestContext>();
+
+/** The allow-listed headers of the request being served; none outside a request (a cron job, a script). */
+export function currentPassThroughHeaders(): Record<string, string> {
+  return dtmContext.getStore()?.headers ?? {};
+}
+
+/** The branch call being served, if any. */
+export function currentBranch(): BranchInfo | undefined {
+  return dtmContext.getStore()?.branch;
+}
+
+/** Picks `allowList` (lower-case names) out of Node's inbound headers. */
+export function pickHeaders(headers: Record<string, string | string[] | undefined>, allowList: readonly string[]): Record<string, string> {
+  const picked: Record<string, string> = {};
+  for (const name of allowList) {
+    const value = headers[name];
+    if (value !== undefined) picked[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return picked;
+}
+
+/** The branch info in a DTM branch call's query, or undefined when a required parameter is missing. */
+export function branchInfoFromQuery(query: Record<string, unknown> | undefined, headers: Record<string, string>): BranchInfo | undefined {
+  if (!query) return undefined;
+  const get = (key: string) => (typeof query[key] === 'string' ? (query[key] as string) : undefined);
+  const gid = get('gid');
+  const transType = get('trans_type');
+  const branchId = get('branch_id');
+  const op = get('op');
+  if (!gid || !transType || branchId === undefined || !op) return undefined;
+  return { gid, transType, branchId, op, dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
+}

@@ -1,0 +1,16 @@
+import { DtmError } from './dtm-error.js';
+
+/** Decorated branches that do not fit together (found at start-up), or a branch name no handler has. */
+export class DtmBranchRegistryError extends DtmError {
+  /** Every problem, each naming the handlers involved and the fix. */
+  readonly problems: readonly string[];
+
+  constructor(problems: string[]) {
+    super(
+      problems.length === 1
+        ? problems[0]
+        : `DTM branch declarations have ${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
+    this.problems = problems;
+  }
+}

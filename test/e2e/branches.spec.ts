@@ -1,0 +1,333 @@
+// The participant side against the real DTM server: branches written with the decorators, on
+// Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Controller, Post } from '@nestjs/common';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
+import { dtmPost, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
+
+describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
+  let t: BranchApp;
+  beforeAll(async () => {
+    t = await startBranchApp(adapter);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+  beforeEach(() => t.ledger.reset());
+
+  it('resolves branch names to routes with the global prefix and the URI version', () => {
+    const routes = t.app.get(DtmBranchRegistry).all.map((r) => `${r.kind} ${r.name} ${r.method} ${r.path}`);
+    expect(routes).toEqual(
+      expect.arrayContaining([
+        'saga-action transOut POST /api/v1/bank/trans-out',
+        'tcc-try inventory POST /api/inventory/try',
+        'msg-query-prepared order GET /api/outbox/query-prepared',
+        'xa bank POST /api/outbox/xa',
+      ]),
+    );
+    const saga = t.client.newSaga('resolve-only').add('transOut', { amount: 1 }).add('audit', {});
+    expect(saga.toRequest().steps).toEqual([
+      { action: `${t.url}/api/v1/bank/trans-out`, compensate: `${t.url}/api/v1/bank/trans-out-compensate` },
+      { action: `${t.url}/api/v1/bank/audit`, compensate: '' },
+    ]);
+  });
+
+  it('saga success: DTM calls the decorated actions, which get parsed bodies and their branch info', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+
+    expect(final.status).toBe('succeed');
+    expect(final.branches.map((b) => b.status)).toEqual(['prepared', 'succeed', 'prepared', 'succeed']);
+    const calls = t.ledger.callsOf(gid);
+    expect(calls.map((c) => [c.handler, c.body])).toEqual([
+      ['transOut', { amount: 30 }],
+      ['transIn', { amount: 30 }],
+    ]);
+    expect(calls[0].branch).toMatchObject({ gid, transType: 'saga', branchId: '01', op: 'action' });
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
+  });
+
+  it('saga rollback: a DtmFailureError is a 409 DTM rolls back on, and the failed step\'s compensation runs too', async () => {
+    t.ledger.script('transIn', 'failure');
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('transIn refused: account frozen');
+    expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'succeed', 'succeed', 'failed']);
+    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.op}`)).toEqual([
+      'transOut action',
+      'transIn action',
+      'transInCompensate compensate',
+      'transOutCompensate compensate',
+    ]);
+  });
+
+  it('TCC by name: the Try runs, then DTM confirms', async () => {
+    const gid = await t.client.generateGid();
+    const answer = await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'a', qty: 2 }, 'inventory'));
+    expect(answer.body).toEqual({ reserved: true });
+    const final = await t.client.waitForFinal(gid);
+
+    expect(final.status).toBe('succeed');
+    expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel prepared', 'confirm succeed']);
+    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.branch.op, c.body])).toEqual([
+      ['inventoryTry', 'try', { sku: 'a', qty: 2 }],
+      ['inventoryConfirm', 'confirm', { sku: 'a', qty: 2 }],
+    ]);
+    expect(t.ledger.callsOf(gid)[0].branch.dtm).toBe(t.client.config.serverUrl);
+  });
+
+  it('TCC cancel: a Try answering FAILURE makes DTM cancel the branch', async () => {
+    t.ledger.script('inventoryTry', 'failure');
+    const gid = await t.client.generateGid();
+    await expect(t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'a' }, 'inventory'))).rejects.toBeInstanceOf(DtmFailureError);
+    const final = await t.client.waitForFinal(gid);
+
+    expect(final.status).toBe('failed');
+    expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryCancel']);
+  });
+
+  it('a DtmOngoingError is a 425: DTM asks again at the retry interval, then succeeds', async () => {
+    t.ledger.script('transIn', 'ongoing');
+    const gid = await t.client.generateGid();
+    const final = await t.client
+      .newSaga(gid, { retryInterval: 1 })
+      .add('transOut', { amount: 5 })
+      .add('transIn', { amount: 5 })
+      .submitAndWait({ timeoutMs: 20_000 });
+
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
+  });
+
+  it('any other error is a 500: DTM retries the branch, and a retry succeeds', async () => {
+    t.ledger.script('transIn', 'error');
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid).add('transOut', { amount: 5 }).add('transIn', { amount: 5 }).submit();
+    await waitForCall(t, gid, 'transIn');
+    await triggerCron();
+    const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
+    expect(t.logger.errors.some((e) => e.includes('transIn crashed'))).toBe(true);
+  });
+
+  it('a raw submit whose payloads are null and a JSON string reaches the handler with those values', async () => {
+    const gid = await t.client.generateGid();
+    const submit = await dtmPost('/submit', {
+      gid,
+      trans_type: 'saga',
+      steps: [
+        { action: `${t.url}/api/v1/bank/audit`, compensate: '' },
+        { action: `${t.url}/api/v1/bank/audit`, compensate: '' },
+      ],
+      payloads: ['null', '"just a string"'],
+    });
+    expect(submit.status).toBe(200);
+    await waitForTransStatus(gid, 'succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.body)).toEqual([null, 'just a string']);
+  });
+
+  it('a call without DTM\'s query parameters answers 400 naming them, and the handler does not run', async () => {
+    const res = await fetch(`${t.url}/api/v1/bank/trans-out?gid=g1`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ amount: 50 }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { message: string };
+    expect(body.message).toContain('BankController.transOut is a DTM branch, but this call lacks the query parameter(s) trans_type, branch_id, op');
+    expect(t.ledger.calls).toEqual([]);
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
+  });
+
+  it('answers 200, not Nest\'s 201, and refuses a success body DTM would misread', async () => {
+    const ok = await fetch(`${t.url}/api/v1/bank/audit?gid=g2&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(ok.status).toBe(200);
+    const chatty = await fetch(`${t.url}/api/v1/bank/chatty?gid=g3&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(chatty.status).toBe(500);
+    const text = await chatty.text();
+    expect(text).not.toMatch(/FAILURE|ONGOING/);
+    expect(t.logger.errors.some((e) => e.includes('BankController.chatty answered 200 with a body containing FAILURE or ONGOING'))).toBe(true);
+  });
+
+  it('warns, naming the handler, when a compensation throws DtmFailureError (DTM can only retry it)', async () => {
+    t.ledger.script('transInCompensate', 'failure');
+    t.ledger.script('transIn', 'failure');
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid).add('transOut', { amount: 5 }).add('transIn', { amount: 5 }).submit();
+    await waitForCall(t, gid, 'transInCompensate');
+    await triggerCron();
+    const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+
+    expect(final.status).toBe('failed');
+    expect(t.ledger.callsOf(gid).filter((c) => c.handler === 'transInCompensate')).toHaveLength(2);
+    expect(t.logger.warnings.some((w) => w.includes('BankController.transInCompensate (saga-compensate, op=compensate) threw DtmFailureError'))).toBe(true);
+  });
+
+  it('passes allow-listed headers (and trace context) to every branch, a cron retry included; nothing else', async () => {
+    t.ledger.script('transIn', 'error');
+    const gid = await t.client.generateGid();
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const started = await fetch(`${t.url}/api/start/transfer`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-request-id': 'req-7',
+        traceparent,
+        'x-secret': 'do-not-forward',
+        authorization: 'Bearer token',
+        cookie: 'session=1',
+      },
+      body: JSON.stringify({ gid, amount: 3 }),
+    });
+    expect(started.status).toBe(200);
+    await waitForCall(t, gid, 'transIn');
+    await triggerCron();
+    await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+
+    const calls = t.ledger.callsOf(gid);
+    expect(calls.map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
+    for (const call of calls) {
+      expect(call.headers['x-request-id']).toBe('req-7');
+      expect(call.headers.traceparent).toBe(traceparent);
+      expect(call.headers['x-secret']).toBeUndefined();
+      expect(call.headers.authorization).toBeUndefined();
+      expect(call.headers.cookie).toBeUndefined();
+      expect(call.branch.headers).toEqual({ 'x-request-id': 'req-7', traceparent });
+    }
+    expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ 'x-request-id': 'req-7', traceparent });
+  });
+
+  it('passes them on the module\'s own Try call too', async () => {
+    const gid = await t.client.generateGid();
+    const res = await fetch(`${t.url}/api/start/reserve`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'req-8', 'x-secret': 'no' },
+      body: JSON.stringify({ gid }),
+    });
+    expect(res.status).toBe(200);
+    await waitForTransStatus(gid, 'succeed');
+    const [tryCall, confirmCall] = t.ledger.callsOf(gid);
+    expect(tryCall.handler).toBe('inventoryTry');
+    expect(tryCall.headers['x-request-id']).toBe('req-8');
+    expect(confirmCall.headers['x-request-id']).toBe('req-8');
+    expect(tryCall.headers['x-secret']).toBeUndefined();
+  });
+
+  it('outside a request nothing is captured, and explicit branchHeaders win', async () => {
+    const gid = await t.client.generateGid();
+    const saga = t.client.newSaga(gid, { branchHeaders: { 'x-request-id': 'explicit' } }).add('audit', {});
+    expect(saga.toRequest().branch_headers).toEqual({ 'x-request-id': 'explicit' });
+    expect(t.client.newSaga('other').add('audit', {}).toRequest().branch_headers).toBeUndefined();
+  });
+
+  it('nested TCC: a Try registers sub-branches 0101 and 0102 of its branch, DTM confirms all three', async () => {
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'order'));
+    const final = await t.client.waitForFinal(gid);
+
+    expect(final.status).toBe('succeed');
+    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+      '01 cancel prepared',
+      '01 confirm succeed',
+      '0101 cancel prepared',
+      '0101 confirm succeed',
+      '0102 cancel prepared',
+      '0102 confirm succeed',
+    ]);
+    const tries = t.ledger.callsOf(gid).filter((c) => c.branch.op === 'try');
+    expect(tries.map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['orderTry 01', 'inventoryTry 0101', 'inventoryTry 0102']);
+  });
+
+  it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
+    const msgGid = await t.client.generateGid();
+    await t.client.newMsg(msgGid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', { n: 1 }).prepare('order');
+    const delivered = await t.client.waitForFinal(msgGid, { timeoutMs: 20_000 });
+    expect(delivered.status).toBe('succeed');
+    expect(t.ledger.callsOf(msgGid).map((c) => `${c.handler} ${c.branch.op}`)).toEqual(['queryPrepared msg', 'notify action']);
+
+    // XA by name; the branch registers itself with DTM like DTM's Go SDK does (local XA work: a later issue)
+    const xaGid = await t.client.generateGid();
+    await t.client.xaGlobalTransaction(xaGid, (xa) => xa.callBranch({ amount: 1 }, 'bank'));
+    await waitForTransStatus(xaGid, 'succeed');
+    expect(t.ledger.callsOf(xaGid).map((c) => `${c.handler} ${c.branch.phase2Url ?? '-'}`)).toEqual([
+      `xa-action ${t.url}/api/outbox/xa`,
+      'xa-commit -',
+    ]);
+    expect(t.ledger.callsOf(xaGid)[1].body).toBeUndefined(); // DTM's phase 2 has an empty body
+  });
+});
+
+async function waitForCall(t: BranchApp, gid: string, handler: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!t.ledger.callsOf(gid).some((c) => c.handler === handler)) {
+    if (Date.now() > deadline) throw new Error(`${handler} of ${gid} was not called`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('start-up validation of decorated branches', () => {
+  const failureOf = async (controllers: (new (...args: never[]) => unknown)[]) => {
+    const error = await initWith(controllers).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    return (error as DtmBranchRegistryError).problems;
+  };
+
+  it('names both handlers of a duplicate branch name', async () => {
+    @Controller('a')
+    class A {
+      @Post('x') @SagaAction('pay', { compensate: false }) x() {}
+      @Post('y') @SagaAction('pay', { compensate: false }) y() {}
+    }
+    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is on A.x and A.y: branch names must be unique`)]);
+  });
+
+  it('refuses a saga action without compensation, unless stated, and a compensation without action', async () => {
+    @Controller('b')
+    class B {
+      @Post('x') @SagaAction('ship') x() {}
+      @Post('y') @SagaCompensate('refund') y() {}
+    }
+    const problems = await failureOf([B]);
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaAction('ship') on B.x has no @SagaCompensate('ship'); add one, or state @SagaAction('ship', { compensate: false })`));
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaCompensate('refund') on B.y compensates no @SagaAction('refund')`));
+  });
+
+  it('refuses a TCC Try without Confirm and Cancel', async () => {
+    @Controller('c')
+    class C {
+      @Post('t') @TccTry('stock') t() {}
+      @Post('c') @TccConfirm('stock') c() {}
+    }
+    expect(await failureOf([C])).toEqual([expect.stringContaining(`@TccTry('stock') on C.t has no @TccCancel('stock'); a TCC branch needs all three`)]);
+  });
+
+  it('refuses a decorated method that is not a route, and a route with path parameters', async () => {
+    @Controller('d')
+    class D {
+      @SagaAction('noRoute', { compensate: false }) x() {}
+      @Post(':id') @SagaAction('param', { compensate: false }) y() {}
+    }
+    const problems = await failureOf([D]);
+    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is not a route; add @Post()'));
+    expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
+  });
+
+  it('an unknown name used in a transaction is a typed error listing the known names', async () => {
+    const t = await startBranchApp('express');
+    try {
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmBranchRegistryError);
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, chatty)');
+      await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
+        'no @TccTry branch named "stock" (known: inventory, order)',
+      );
+    } finally {
+      await t.close();
+    }
+  });
+});
