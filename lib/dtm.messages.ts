@@ -56,7 +56,7 @@ export const MESSAGES = {
     `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
   noRegistry: (name: string) =>
     `"${name}" is not a URL, and branch names need DtmModule's branch registry: use the DtmClient that DtmModule provides, or pass URLs`,
-  notInTccBranch: () => 'tccFromBranch() needs a TCC branch call: call it inside a @TccTry handler, or pass the @BranchContext() of one',
+  notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

@@ -1,9 +1,8 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
-import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
-import { DtmBranchBodyParser } from './branches/branch-body.parser.js';
+import { DiscoveryModule } from '@nestjs/core';
 import { DtmBranchExplorer } from './branches/branch.explorer.js';
 import { DtmBranchRegistry } from './branches/branch.registry.js';
-import { DtmContextInterceptor } from './context/dtm-context.interceptor.js';
+import { DtmHttpIntegration } from './branches/dtm-http.integration.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
@@ -18,9 +17,7 @@ const providers: Provider[] = [
   TransactionHelper,
   DtmBranchRegistry,
   DtmBranchExplorer,
-  DtmBranchBodyParser,
-  // opens the module's AsyncLocalStorage (pass-through headers, branch info) around every HTTP handler
-  { provide: APP_INTERCEPTOR, useClass: DtmContextInterceptor },
+  DtmHttpIntegration,
 ];
 const exported = [DTM_CONFIG, DtmClient, TransactionHelper, DtmBranchRegistry];
 

@@ -52,6 +52,7 @@ export type { BranchInfo, BranchKind, SagaActionOptions } from './branches/branc
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
 export { DtmBranchInterceptor } from './branches/branch.interceptor.js';
+export { DtmBranchGuard } from './branches/branch.guard.js';
 
 export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
 export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';

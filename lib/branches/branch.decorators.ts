@@ -1,6 +1,7 @@
-import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseInterceptors } from '@nestjs/common';
+import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInterceptors } from '@nestjs/common';
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
+import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchInterceptor } from './branch.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
 import type { BranchKind, BranchMetadata, SagaActionOptions } from './branch.types.js';
@@ -8,16 +9,18 @@ import type { BranchKind, BranchMetadata, SagaActionOptions } from './branch.typ
 /**
  * Makes a branch decorator. It only writes metadata: the branch record under one namespaced key,
  * and Nest's own route metadata for what every branch needs: status 200 on success (DTM reads
- * anything else, Nest's 201 included, as an error), the interceptor that checks DTM's query
- * parameters, and the filter that answers FAILURE with 409 and ONGOING with 425.
+ * anything else, Nest's 201 included, as an error), the guard that checks DTM's query parameters,
+ * the filter that answers FAILURE with 409 and ONGOING with 425, and outside production the
+ * interceptor that refuses success bodies DTM would misread.
  */
 function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions = {}): MethodDecorator {
   const metadata: BranchMetadata = { kind, name, options };
   return applyDecorators(
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
-    UseInterceptors(DtmBranchInterceptor),
+    UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
+    ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchInterceptor)]),
   );
 }
 

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import type { BranchInfo } from '../branches/branch.types.js';
-import { currentBranch, currentPassThroughHeaders } from '../context/dtm-context.js';
+import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -134,13 +134,13 @@ export class DtmClient implements OnModuleDestroy {
   }
 
   /**
-   * Nested TCC: inside a `@TccTry` handler, the TCC transaction of the branch being served, so that
-   * the handler can register and try sub-branches of its own branch (ids `0101`, `0102`, ... under
-   * branch `01`), as DTM's Go SDK allows. `branch` defaults to the call being served.
+   * Nested TCC: inside a `@TccTry` handler, the TCC transaction of the branch being served (its
+   * `@BranchContext()`), so that the handler can register and try sub-branches of its own branch
+   * (ids `0101`, `0102`, ... under branch `01`), as DTM's Go SDK (`TccFromQuery`) allows.
    */
-  tccFromBranch(branch: BranchInfo | undefined = currentBranch(), options?: TransactionOptions): Tcc {
+  tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
-    if (!branch || branch.transType !== 'tcc') throw new DtmError(MESSAGES.notInTccBranch());
+    if (branch?.transType !== 'tcc') throw new DtmError(MESSAGES.notInTccBranch());
     return new Tcc(this.runtime, branch.gid, options, branch.branchId, branch.dtm);
   }
 

@@ -1,15 +1,19 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { BranchInfo } from '../branches/branch.types.js';
+import { ALWAYS_PASSED_HEADERS } from '../config/dtm-config.keys.js';
+import type { DtmConfig } from '../config/dtm-config.types.js';
 
 /** What the module remembers about the request being served. */
 export interface DtmRequestContext {
   /** The allow-listed headers of the inbound request (lower-case names). */
   headers: Record<string, string>;
-  /** Set when the request is a DTM branch call. */
-  branch?: BranchInfo;
 }
 
-/** The module's one AsyncLocalStorage (module-private: not exported from the package). */
+/**
+ * The module's one AsyncLocalStorage (module-private: not exported from the package). It is only
+ * entered for requests that carry an allow-listed header: with none there is nothing to pass on,
+ * and on Node 20 an active AsyncLocalStorage slows down every promise of the request.
+ */
 export const dtmContext = new AsyncLocalStorage<DtmRequestContext>();
 
 /** The allow-listed headers of the request being served; none outside a request (a cron job, a script). */
@@ -17,17 +21,17 @@ export function currentPassThroughHeaders(): Record<string, string> {
   return dtmContext.getStore()?.headers ?? {};
 }
 
-/** The branch call being served, if any. */
-export function currentBranch(): BranchInfo | undefined {
-  return dtmContext.getStore()?.branch;
+/** The headers passed on: `pass_through_headers` plus W3C trace context, lower case. */
+export function passThroughAllowList(config: DtmConfig): string[] {
+  return [...new Set([...ALWAYS_PASSED_HEADERS, ...config.passThroughHeaders])];
 }
 
-/** Picks `allowList` (lower-case names) out of Node's inbound headers. */
-export function pickHeaders(headers: Record<string, string | string[] | undefined>, allowList: readonly string[]): Record<string, string> {
-  const picked: Record<string, string> = {};
+/** Picks `allowList` (lower-case names) out of Node's inbound headers; undefined when none is there. */
+export function pickHeaders(headers: Record<string, string | string[] | undefined>, allowList: readonly string[]): Record<string, string> | undefined {
+  let picked: Record<string, string> | undefined;
   for (const name of allowList) {
     const value = headers[name];
-    if (value !== undefined) picked[name] = Array.isArray(value) ? value.join(', ') : value;
+    if (value !== undefined) (picked ??= {})[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   return picked;
 }

@@ -159,7 +159,7 @@ class InventoryController {
   @TccTry('order')
   async orderTry(@Body() body: { items: string[] }, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
     this.ledger.enter('orderTry', body, branch, headers);
-    const tcc = this.dtm.tccFromBranch();
+    const tcc = this.dtm.tccFromBranch(branch);
     for (const item of body.items) await tcc.callBranch({ item }, 'inventory');
     return { items: body.items.length };
   }

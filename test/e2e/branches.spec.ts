@@ -33,6 +33,10 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     ]);
   });
 
+  it('warns at start-up that, without app_url, branch URLs use the listening address', () => {
+    expect(t.logger.warnings).toContainEqual(expect.stringContaining(`lynx.dtm.app_url is not set: branch URLs use ${t.url}, the address this app listens on`));
+  });
+
   it('saga success: DTM calls the decorated actions, which get parsed bodies and their branch info', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
@@ -270,6 +274,40 @@ async function waitForCall(t: BranchApp, gid: string, handler: string): Promise<
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+describe('branch URLs and header allow-list settings', () => {
+  it('app_url is the base of every resolved branch URL', async () => {
+    const t = await startBranchApp('express', { appUrl: 'http://orders.internal:8080' });
+    try {
+      expect(t.client.newSaga('g-app-url').add('transOut', {}).toRequest().steps).toEqual([
+        { action: 'http://orders.internal:8080/api/v1/bank/trans-out', compensate: 'http://orders.internal:8080/api/v1/bank/trans-out-compensate' },
+      ]);
+      expect(t.logger.warnings.filter((w) => w.includes('app_url'))).toEqual([]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('Authorization is passed on only when listed', async () => {
+    const t = await startBranchApp('fastify', { passThroughHeaders: ['Authorization'] });
+    try {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/reserve`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer abc', 'x-request-id': 'not-listed-here' },
+        body: JSON.stringify({ gid }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      for (const call of t.ledger.callsOf(gid)) {
+        expect(call.headers.authorization).toBe('Bearer abc');
+        expect(call.headers['x-request-id']).toBeUndefined();
+      }
+    } finally {
+      await t.close();
+    }
+  });
+});
 
 describe('start-up validation of decorated branches', () => {
   const failureOf = async (controllers: (new (...args: never[]) => unknown)[]) => {

@@ -1,0 +1,41 @@
+import { BadRequestException, Injectable, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { REQUIRED_BRANCH_QUERY, type BranchMetadata } from './branch.types.js';
+
+/** Where the guard leaves, on the request, the execution context of the branch handler serving it (for the filter). */
+export const BRANCH_HANDLER = Symbol('nestjs-dtm:branch-handler');
+
+/** `Controller.method` of a handler, for messages. */
+export function handlerName(context: ExecutionContext): string {
+  return `${context.getClass().name}.${context.getHandler().name}`;
+}
+
+/** The branch record of the handler of `context`. */
+export function branchOf(context: ExecutionContext): BranchMetadata | undefined {
+  return Reflect.getMetadata(DTM_BRANCH_METADATA, context.getHandler()) as BranchMetadata | undefined;
+}
+
+/**
+ * Before a decorated handler (HTTP only): a call without DTM's query parameters is answered 400,
+ * naming what is missing, and the handler does not run. A guard, not an interceptor: it costs no
+ * observable pipeline on the hot path.
+ */
+@Injectable()
+export class DtmBranchGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    if (context.getType() !== 'http') return true;
+    const request = context.switchToHttp().getRequest<{ query?: Record<string, unknown>; [BRANCH_HANDLER]?: ExecutionContext }>();
+    const query = request.query ?? {};
+    if (!isPresent(query.gid) || !isPresent(query.trans_type) || typeof query.branch_id !== 'string' || !isPresent(query.op)) {
+      const missing = REQUIRED_BRANCH_QUERY.filter((key) => (key === 'branch_id' ? typeof query[key] !== 'string' : !isPresent(query[key])));
+      throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
+    }
+    request[BRANCH_HANDLER] = context;
+    return true;
+  }
+}
+
+function isPresent(value: unknown): boolean {
+  return typeof value === 'string' && value !== '';
+}
