@@ -4,6 +4,7 @@ import 'reflect-metadata';
 import { parseArgs } from 'node:util';
 import { NestFactory } from '@nestjs/core';
 import type { FinalResult } from 'nestjs-dtm';
+import { freePort } from '../test/support/services/process.js';
 import { startStack, type Stack } from '../test/support/services/stack.js';
 import { AppModule } from './src/app.module.js';
 import { BankService } from './src/bank.service.js';
@@ -34,12 +35,14 @@ async function main(): Promise<void> {
     stack = await startStack({ postgres: false, mariadb: false, redis: false });
     console.log(`DTM server ${stack.info.dtm.version} started at ${stack.info.dtm.serverUrl} (log: ${stack.info.dtm.logFile})`);
   }
-  process.env.DTM_SERVER_URL = given ?? stack!.info.dtm.serverUrl; // read by sample-app/config.yaml
+  // read by sample-app/config.yaml
+  const port = await freePort();
+  process.env.DTM_SERVER_URL = given ?? stack!.info.dtm.serverUrl;
+  process.env.APP_URL = `http://127.0.0.1:${port}`;
   const app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
   try {
-    await app.listen(0, '127.0.0.1');
-    const appUrl = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
-    console.log(`sample app listening at ${appUrl}\n`);
+    await app.listen(port, '127.0.0.1');
+    console.log(`sample app listening at ${process.env.APP_URL}\n`);
     const bank = app.get(BankService);
     const transfers = app.get(TransferService);
 
@@ -57,7 +60,9 @@ async function main(): Promise<void> {
       });
       return final;
     };
-    const ok = await run('transfer 30 alice -> bob', () => transfers.transfer(appUrl, { from: 'alice', to: 'bob', amount: 30 }));
+    const ok = await run('transfer 30 alice -> bob', () => transfers.transfer({ from: 'alice', to: 'bob', amount: 30 }));
+    // (a rolled-back transfer joins the demo with the sub-transaction barrier: without it, DTM's
+    // compensation of the failed step would give back money that was never taken)
     printTable(rows);
     if (ok.status !== 'succeed') process.exitCode = 1;
   } finally {

@@ -1,9 +1,10 @@
-import { Body, Controller, HttpCode, Post } from '@nestjs/common';
+import { Body, Controller, Post } from '@nestjs/common';
+import { DtmFailureError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { BankService, type TransferRequest } from './bank.service.js';
 
 /**
- * The saga branches of a transfer. Every branch answers exactly HTTP 200 on success (DTM retries
- * anything else, and Nest's @Post() default is 201); a 409 is DTM's FAILURE and rolls the saga back.
+ * The saga branches of a transfer, written with nestjs-dtm's decorators: each answers 200 on
+ * success, a thrown DtmFailureError is DTM's FAILURE (409) and rolls the saga back.
  * (The compensations here trust DTM to call them only after their action ran; the sub-transaction
  * barrier, which makes that true, comes with the database-backed banks.)
  */
@@ -12,25 +13,26 @@ export class BankController {
   constructor(private readonly bank: BankService) {}
 
   @Post('trans-out')
-  @HttpCode(200)
+  @SagaAction('transOut')
   transOut(@Body() req: TransferRequest) {
-    return this.bank.withdraw(req.from, req.amount);
+    if (!this.bank.canWithdraw(req.from, req.amount)) throw new DtmFailureError(`insufficient funds in ${req.from}`);
+    return this.bank.deposit(req.from, -req.amount);
   }
 
   @Post('trans-out-compensate')
-  @HttpCode(200)
+  @SagaCompensate('transOut')
   transOutCompensate(@Body() req: TransferRequest) {
     return this.bank.deposit(req.from, req.amount);
   }
 
   @Post('trans-in')
-  @HttpCode(200)
+  @SagaAction('transIn')
   transIn(@Body() req: TransferRequest) {
     return this.bank.deposit(req.to, req.amount);
   }
 
   @Post('trans-in-compensate')
-  @HttpCode(200)
+  @SagaCompensate('transIn')
   transInCompensate(@Body() req: TransferRequest) {
     return this.bank.deposit(req.to, -req.amount);
   }

@@ -1,4 +1,4 @@
-import { ConflictException, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
 
 /** Body of every transfer branch. */
 export interface TransferRequest {
@@ -15,16 +15,16 @@ export class BankService {
     ['bob', 0],
   ]);
 
-  /** Takes `amount` out of `account`; a 409 (DTM's FAILURE) if the balance would go negative. */
-  withdraw(account: string, amount: number): { account: string; balance: number } {
-    const balance = this.balance(account) - amount;
-    if (balance < 0) throw new ConflictException(`insufficient funds in ${account}: ${this.balance(account)} < ${amount}`);
-    return this.set(account, balance);
+  /** Whether `account` holds at least `amount`. */
+  canWithdraw(account: string, amount: number): boolean {
+    return this.balance(account) >= amount;
   }
 
-  /** Adds `amount` to `account` (a negative amount takes it back). */
+  /** Adds `amount` to `account` (a negative amount takes it out). */
   deposit(account: string, amount: number): { account: string; balance: number } {
-    return this.set(account, this.balance(account) + amount);
+    const balance = this.balance(account) + amount;
+    this.balances.set(account, balance);
+    return { account, balance };
   }
 
   snapshot(): Record<string, number> {
@@ -33,10 +33,5 @@ export class BankService {
 
   private balance(account: string): number {
     return this.balances.get(account) ?? 0;
-  }
-
-  private set(account: string, balance: number): { account: string; balance: number } {
-    this.balances.set(account, balance);
-    return { account, balance };
   }
 }

@@ -7,13 +7,9 @@ import type { TransferRequest } from './bank.service.js';
 export class TransferService {
   constructor(private readonly dtm: DtmClient) {}
 
-  /** Runs the transfer saga against the bank at `bankUrl` and waits for DTM's final status. */
-  async transfer(bankUrl: string, req: TransferRequest): Promise<FinalResult> {
+  /** Runs the transfer saga (its steps named by the bank's decorators) and waits for DTM's final status. */
+  async transfer(req: TransferRequest): Promise<FinalResult> {
     const gid = await this.dtm.generateGid();
-    return this.dtm
-      .newSaga(gid)
-      .add(`${bankUrl}/bank/trans-out`, `${bankUrl}/bank/trans-out-compensate`, req)
-      .add(`${bankUrl}/bank/trans-in`, `${bankUrl}/bank/trans-in-compensate`, req)
-      .submitAndWait({ timeoutMs: 30_000 });
+    return this.dtm.newSaga(gid).add('transOut', req).add('transIn', req).submitAndWait({ timeoutMs: 30_000 });
   }
 }
