@@ -132,12 +132,14 @@ describe('DtmClient sagas', () => {
     recorder.answer('/TransIn', 500, 200);
     await transfer(client.newSaga(gid)).submit();
     await recorder.waitForCalls('/TransIn', 1, { gid });
-    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
     await triggerCron();
     const final = await client.waitForFinal(gid, { timeoutMs: 20_000 });
 
     expect(final.status).toBe('succeed');
     expect(recorder.callsTo('/TransIn', gid).map((c) => c.status)).toEqual([500, 200]);
+    // the retry came from DTM's cron, after the first answer
+    const [first, second] = recorder.callsTo('/TransIn', gid);
+    expect(second.at).toBeGreaterThan(first.answeredAt);
   });
 
   it('branchHeaders reach every branch call, the cron retry included', async () => {

@@ -4,7 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { startDtm, type DtmInfo } from '../support/services/dtm.js';
+import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
 let recorder: Recorder;
@@ -113,22 +115,32 @@ describe('retrying a transaction now', () => {
   // DTM v1.19.0 behaviour the harness (and later the library) depends on: on the boltdb and Redis
   // stores, /resetNextCronTime rewrites the transaction's next_cron_time but not the cron's index,
   // so the cron does not take the transaction any earlier; /resetCronTime moves the index entries.
+  // On a DTM server of its own: other test files call /resetCronTime on the shared one.
+  let own: { info: DtmInfo; process: ManagedProcess };
+  beforeAll(async () => {
+    own = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-resetcron' });
+  });
+  afterAll(async () => {
+    await own?.process.stop();
+  });
+
   it('/resetNextCronTime does not make the cron retry earlier, /resetCronTime does', async () => {
-    const gid = await newGid();
+    const server = own.info.serverUrl;
+    const post = (path: string, body: unknown) =>
+      fetch(`${server}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const gid = ((await (await fetch(`${server}/newGid`)).json()) as { gid: string }).gid;
     recorder.answer('/TransOut', 500, 200);
-    expect((await dtmPost('/submit', transferSaga(gid))).status).toBe(200);
+    expect((await post('/submit', transferSaga(gid))).status).toBe(200);
     await recorder.waitForCalls('/TransOut', 1, { gid });
 
-    const reset = await dtmPost('/resetNextCronTime', { gid });
-    expect(reset.status).toBe(200);
-    const stored = (await queryTrans(gid)).transaction!;
+    expect((await post('/resetNextCronTime', { gid })).status).toBe(200);
+    const stored = ((await (await fetch(`${server}/query?gid=${gid}`)).json()) as DtmQueryAnswer).transaction!;
     expect(Date.parse(stored.next_cron_time!)).toBeLessThanOrEqual(Date.now());
     await new Promise((r) => setTimeout(r, 2500)); // the cron polls every second
     expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
 
-    await triggerCron();
+    expect((await fetch(`${server}/resetCronTime?timeout=0`)).status).toBe(200);
     await recorder.waitForCalls('/TransOut', 2, { gid, timeoutMs: 5000 });
-    await waitForTransStatus(gid, 'succeed');
   });
 });
 

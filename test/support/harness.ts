@@ -154,6 +154,8 @@ export async function waitForTransStatus(
  * instead of after its retry interval, via `GET /resetCronTime?timeout=0`. This is the only way on
  * the boltdb and Redis stores: `POST /resetNextCronTime {gid}` changes the stored next_cron_time but
  * not the index the cron reads, so it has no effect there (pinned in test/e2e/harness.spec.ts).
+ * It moves the transactions of every test file: a test asserting that something is NOT retried
+ * must use a DTM server of its own (`startDtm`).
  */
 export async function triggerCron(): Promise<void> {
   const answer = await dtmGet<{ succeed_count: number }>('/resetCronTime?timeout=0&limit=1000');
