@@ -57,6 +57,19 @@ export const MESSAGES = {
   noRegistry: (name: string) =>
     `"${name}" is not a URL, and branch names need DtmModule's branch registry: use the DtmClient that DtmModule provides, or pass URLs`,
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
+  badBarrierTable: (table: string) =>
+    `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
+  typeormNoTransaction: () =>
+    'the TypeORM EntityManager has no query runner: pass the manager of dataSource.transaction(...), or a QueryRunner after startTransaction()',
+  typeormUnsupported: (type: string) => `TypeORM "${type}" has no barrier dialect: the barrier supports postgres, mysql and mariadb`,
+  msgRolledBack: (gid: string) =>
+    `the local transaction of message ${gid} did not commit (the back-check recorded a rollback): DTM fails the message`,
+  redisInsufficient: (key: string, amount: number) => `redis key ${key} is missing, or adding ${amount} would make it negative`,
+  duplicated: (gid: string) =>
+    `message ${gid}: the barrier row of its local transaction already exists: DTM's back-check ran first and rolled the message back, so the business did not run and nothing is sent`,
+  unknownBarrier: (where: string, name: string, known: string[]) =>
+    `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrier: { connections } })`,
+  noBarrierTx: (where: string) => `${where} asks for @BarrierTx(), but runs without a barrier: give its decorator { barrier: '<connection>' } or its controller @UseBarrier()`,
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

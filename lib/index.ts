@@ -2,7 +2,7 @@
 export { DtmModule } from './dtm.module.js';
 export { DTM_CONFIG } from './dtm.constants.js';
 export type { DtmModuleExtras } from './dtm.module-definition.js';
-export type { DtmConfig, DtmConfigInput, DtmModuleOptions } from './config/dtm-config.types.js';
+export type { BarrierConnection, DtmConfig, DtmConfigInput, DtmModuleOptions, RedisBarrierConnection } from './config/dtm-config.types.js';
 export { resolveDtmConfig } from './config/resolve-dtm-config.js';
 
 export { DtmClient } from './client/dtm.client.js';
@@ -46,15 +46,35 @@ export {
   XaBranch, // also the type of TransactionHelper.executeXa's branches
   MsgBranch, // also the type of TransactionHelper.executeMsg's branches
   MsgQueryPrepared,
+  UseBarrier,
 } from './branches/branch.decorators.js';
 export { BranchContext } from './branches/branch-context.decorator.js';
-export type { BranchInfo, BranchKind, SagaActionOptions } from './branches/branch.types.js';
+export type { BranchInfo, BranchKind, BranchOptions, SagaActionOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
 export { DtmBranchInterceptor } from './branches/branch.interceptor.js';
 export { DtmBranchGuard } from './branches/branch.guard.js';
 
+export { BranchBarrier, type BranchBarrierOptions } from './barrier/branch-barrier.js';
+export type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierTransaction } from './barrier/barrier.types.js';
+export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
+export { barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier/barrier.sql.js';
+export { pgBarrierDatabase, pgBarrierTransaction, type PgClientLike, type PgPoolLike } from './barrier/pg-barrier.store.js';
+export { mysqlBarrierDatabase, mysqlBarrierTransaction, type MysqlConnectionLike, type MysqlPoolLike } from './barrier/mysql-barrier.store.js';
+export {
+  typeormBarrierDatabase,
+  typeormBarrierTransaction,
+  type TypeormDataSourceLike,
+  type TypeormEntityManagerLike,
+  type TypeormQueryRunnerLike,
+} from './barrier/typeorm-barrier.store.js';
+export type { RedisLike } from './barrier/redis-barrier.store.js';
+export { redisBarrierConnection } from './barrier/redis-barrier.connection.js';
+export { BarrierTx } from './barrier/barrier-tx.decorator.js';
+export { DtmBarrierInterceptor } from './barrier/barrier.interceptor.js';
+
 export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
+export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';
 export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';
 export { DtmUnavailableError } from './errors/dtm-unavailable.error.js';
 export { DtmServerError } from './errors/dtm-server.error.js';

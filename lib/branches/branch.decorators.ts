@@ -1,17 +1,19 @@
 import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInterceptors } from '@nestjs/common';
-import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { DtmBarrierInterceptor } from '../barrier/barrier.interceptor.js';
+import { DTM_BARRIER_DEFAULT_METADATA, DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchInterceptor } from './branch.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
-import type { BranchKind, BranchMetadata, SagaActionOptions } from './branch.types.js';
+import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions } from './branch.types.js';
 
 /**
  * Makes a branch decorator. It only writes metadata: the branch record under one namespaced key,
  * and Nest's own route metadata for what every branch needs: status 200 on success (DTM reads
  * anything else, Nest's 201 included, as an error), the guard that checks DTM's query parameters,
- * the filter that answers FAILURE with 409 and ONGOING with 425, and outside production the
- * interceptor that refuses success bodies DTM would misread.
+ * the filter that answers FAILURE with 409 and ONGOING with 425, outside production the
+ * interceptor that refuses success bodies DTM would misread, and with a `barrier` option the
+ * interceptor that runs the handler inside a barrier-guarded local transaction.
  */
 function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions = {}): MethodDecorator {
   const metadata: BranchMetadata = { kind, name, options };
@@ -21,26 +23,39 @@ function branchDecorator(kind: BranchKind, name: string, options: SagaActionOpti
     UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
     ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchInterceptor)]),
+    ...(options.barrier ? [UseInterceptors(DtmBarrierInterceptor)] : []),
   );
 }
+
+/**
+ * Controller default: every branch handler of the class runs inside a barrier-guarded local
+ * transaction on `connection` (a key of the module's `barrierConnections`), unless its decorator
+ * says `{ barrier: false }` or names another connection.
+ */
+export const UseBarrier = (connection: string): ClassDecorator =>
+  applyDecorators(SetMetadata(DTM_BARRIER_DEFAULT_METADATA, connection), UseInterceptors(DtmBarrierInterceptor)) as ClassDecorator;
 
 /** A saga step's action, named `name`: `saga.add(name, payload)` resolves its URL. */
 export const SagaAction = (name: string, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
 /** The compensation of the saga step `name`. */
-export const SagaCompensate = (name: string): MethodDecorator => branchDecorator('saga-compensate', name);
+export const SagaCompensate = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
 /** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three URLs. */
-export const TccTry = (name: string): MethodDecorator => branchDecorator('tcc-try', name);
+export const TccTry = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
 /** The Confirm of TCC branch `name`. */
-export const TccConfirm = (name: string): MethodDecorator => branchDecorator('tcc-confirm', name);
+export const TccConfirm = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
-export const TccCancel = (name: string): MethodDecorator => branchDecorator('tcc-cancel', name);
+export const TccCancel = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
 /** XA branch `name`: one route serving `op=action`, `commit` and `rollback`. */
 export const XaBranch = (name: string): MethodDecorator => branchDecorator('xa', name);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
 /** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its URL. */
-export const MsgBranch = (name: string): MethodDecorator => branchDecorator('msg', name);
+export const MsgBranch = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
 /** As a type: a message branch of `TransactionHelper.executeMsg` (`{ action, data }`). */
 export type MsgBranch = MsgBranchSpec;
-/** The back-check (query prepared) endpoint `name` of two-phase messages: `msg.prepare(name)`. */
-export const MsgQueryPrepared = (name: string): MethodDecorator => branchDecorator('msg-query-prepared', name);
+/**
+ * The back-check (query prepared) endpoint `name` of two-phase messages: `msg.prepare(name)`. With
+ * `{ barrier: connection }` the module answers it from the barrier table (409 when the local
+ * transaction never committed) and the handler is not called.
+ */
+export const MsgQueryPrepared = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('msg-query-prepared', name, options);

@@ -2,6 +2,7 @@ import { Injectable, RequestMethod, VersioningType, type OnModuleInit, type Type
 import { ApplicationConfig, DiscoveryService, MetadataScanner, ModulesContainer } from '@nestjs/core';
 import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { barrierConnectionOf } from '../barrier/barrier.interceptor.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import type { BranchMetadata } from './branch.types.js';
 
@@ -43,7 +44,7 @@ export class DtmBranchExplorer implements OnModuleInit {
 
   private route(controller: Type, handler: object, methodName: string, branch: BranchMetadata, hostModule: Type | undefined): BranchRoute {
     const where = `${controller.name}.${methodName}`;
-    const base = { kind: branch.kind, name: branch.name, options: branch.options, handler: where };
+    const base = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: barrierConnectionOf(branch, controller) };
     const requestMethod = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
     const methodPath = Reflect.getMetadata(PATH_METADATA, handler) as string | string[] | undefined;
     if (requestMethod === undefined || methodPath === undefined) {

@@ -2,8 +2,9 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } fro
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_CONFIG } from '../dtm.constants.js';
+import { isRedisConnection } from '../barrier/barrier.interceptor.js';
+import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import type { BranchKind, SagaActionOptions } from './branch.types.js';
@@ -19,6 +20,8 @@ export interface BranchRoute {
   method: string;
   /** Full path: global prefix, module path, URI version, controller and method paths. */
   path: string;
+  /** The barrier connection it runs with, if any. */
+  barrier?: string;
   /** A start-up problem of this route, if any (e.g. path parameters). */
   problem?: string;
 }
@@ -46,6 +49,7 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
     @Optional() private readonly adapterHost?: HttpAdapterHost,
+    @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
   ) {}
 
   /** Every registered branch. */
@@ -64,6 +68,8 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
     for (const route of routes) {
       const decl = `${DECORATOR[route.kind]}('${route.name}') on ${route.handler}`;
+      const barrierProblem = this.barrierProblem(route, decl);
+      if (barrierProblem) problems.push(barrierProblem);
       if (route.kind === 'saga-action') {
         const wantsCompensation = route.options.compensate !== false;
         if (wantsCompensation && !has('saga-compensate', route.name)) {
@@ -86,6 +92,17 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
     for (const [k, same] of byKey) this.routes.set(k, same[0]);
+  }
+
+  private barrierProblem(route: BranchRoute, decl: string): string | undefined {
+    if (!route.barrier) return undefined;
+    const connection = this.barrierConnections?.get(route.barrier);
+    if (!connection) return MESSAGES.unknownBarrier(decl, route.barrier, [...(this.barrierConnections?.keys() ?? [])]);
+    if (route.kind === 'xa') return `${decl}: XA branches do not take a barrier connection; they run their own local XA transaction`;
+    if (isRedisConnection(connection) && route.kind !== 'msg-query-prepared') {
+      return `${decl}: barrier connection "${route.barrier}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`;
+    }
+    return undefined;
   }
 
   /** The URL of the branch `name` of `kind`; throws {@link DtmBranchRegistryError} for an unknown name. */

@@ -9,8 +9,18 @@ export type BranchKind =
   | 'msg'
   | 'msg-query-prepared';
 
+/** Options of every branch decorator. */
+export interface BranchOptions {
+  /**
+   * Run the handler inside a barrier-guarded local transaction on this connection of the module's
+   * `barrierConnections` (the handler gets it with `@BarrierTx()`); `false` opts out of the
+   * controller's `@UseBarrier()`.
+   */
+  barrier?: string | false;
+}
+
 /** Options of `@SagaAction`. */
-export interface SagaActionOptions {
+export interface SagaActionOptions extends BranchOptions {
   /** `false` states that the step has no compensation on purpose (DTM then treats its rollback as done). */
   compensate?: boolean;
 }

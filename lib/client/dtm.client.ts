@@ -1,4 +1,5 @@
 import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import type { BranchInfo } from '../branches/branch.types.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
@@ -131,6 +132,11 @@ export class DtmClient implements OnModuleDestroy {
   async tccGlobalTransaction<T>(gid: string, body: (tcc: Tcc) => Promise<T>, options?: TransactionOptions): Promise<T> {
     this.assertEnabled('tccGlobalTransaction()');
     return new Tcc(this.runtime, gid, options).run(body);
+  }
+
+  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`. */
+  barrier(branch: BranchInfo): BranchBarrier {
+    return BranchBarrier.from(branch, { table: this.config.barrierTable });
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'seconds' | 'whole-seconds' | 'header-list';
+export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table';
 
 /** Headers passed on to branches whatever `pass_through_headers` says: W3C trace context. */
 export const ALWAYS_PASSED_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -28,6 +28,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30 },
   { yaml: 'pass_through_headers', camel: 'passThroughHeaders', kind: 'header-list', default: [] },
   { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },
+  { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },
 ];
 
 /** The configuration with every key at its default. */

@@ -1,3 +1,6 @@
+import type { BarrierDatabase } from '../barrier/barrier.types.js';
+import type { RedisLike } from '../barrier/redis-barrier.store.js';
+
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
 export interface DtmConfig {
   /** When false the app boots, and any use of the client throws `DtmDisabledError`. Default true. */
@@ -21,6 +24,8 @@ export interface DtmConfig {
    * unset, the address the app listens on (only reachable by a DTM server on the same host).
    */
   appUrl?: string;
+  /** Table of the sub-transaction barrier (`name` or `schema.name`). Default `dtm_barrier.barrier`. */
+  barrierTable: string;
 }
 
 /** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */
@@ -32,4 +37,17 @@ export interface DtmModuleOptions {
   configFile?: string;
   /** Inline settings; they override the file's. */
   config?: DtmConfigInput;
+  /**
+   * Databases the branch decorators' `barrier` option names: `{ pg: pgBarrierDatabase(pool) }`;
+   * a Redis client (`redisBarrierConnection(redis)`) serves `@MsgQueryPrepared` back-checks.
+   */
+  barrierConnections?: Record<string, BarrierConnection>;
+}
+
+/** A connection the barrier can use: a SQL database, or Redis (for message back-checks). */
+export type BarrierConnection = BarrierDatabase | RedisBarrierConnection;
+
+/** A Redis client registered for barriers (made by `redisBarrierConnection`). */
+export interface RedisBarrierConnection {
+  readonly redis: RedisLike;
 }

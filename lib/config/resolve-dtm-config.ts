@@ -140,6 +140,10 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       if (key.kind === 'whole-seconds' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeSeconds(raw) };
       return { value: raw };
     }
+    case 'sql-table': {
+      const ok = typeof raw === 'string' && /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(raw);
+      return ok ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
+    }
     case 'header-list': {
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };
       const bad = raw.filter((h) => typeof h !== 'string' || !HEADER_NAME.test(h));

@@ -6,6 +6,8 @@ import { DtmError } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { TransactionBuilder } from './transaction-base.js';
 import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
+import { BranchBarrier } from '../barrier/branch-barrier.js';
+import type { BarrierDatabase } from '../barrier/barrier.types.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
 export interface MsgLocalTransaction {
@@ -115,6 +117,21 @@ export class Msg extends TransactionBuilder {
     if (businessError !== undefined) throw businessError;
     if (checkError !== undefined) throw checkError;
     return result as T;
+  }
+
+  /**
+   * The transactional outbox: {@link doAndSubmit} with the local transaction opened on `db` and
+   * guarded by the message barrier (branch `00`, op `msg`, barrier `01`), whose row commits with your
+   * business. A `@MsgQueryPrepared` back-check on the same database (with `{ barrier }`) then knows
+   * for sure whether the business committed. Throws `DtmDuplicatedError` (and sends nothing) if the
+   * back-check ran first.
+   */
+  async doAndSubmitDb<H, T>(queryPrepared: string, db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<T> {
+    const barrier = new BranchBarrier('msg', this.gid, '00', 'msg', { table: this.runtime.config.barrierTable });
+    return this.doAndSubmit(queryPrepared, async () => {
+      const outcome = await barrier.callWithDb(db, business);
+      return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError
+    });
   }
 
   private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {

@@ -36,6 +36,7 @@ describe('resolveDtmConfig', () => {
       transactionTimeout: 60,
       branchTimeout: 30,
       passThroughHeaders: [],
+      barrierTable: 'dtm_barrier.barrier',
     });
   });
 
@@ -54,6 +55,8 @@ lynx:
     transaction_timeout: 120
     branch_timeout: 7
     pass_through_headers: ["X-Request-ID", "x-user-id"]
+    app_url: "http://orders:3000/"
+    barrier_table: "payments.dtm_barrier"
 `);
     expect(resolveDtmConfig({ configFile: file }, {})).toEqual({
       enabled: true,
@@ -64,6 +67,8 @@ lynx:
       transactionTimeout: 120,
       branchTimeout: 7,
       passThroughHeaders: ['x-request-id', 'x-user-id'],
+      appUrl: 'http://orders:3000',
+      barrierTable: 'payments.dtm_barrier',
     });
     const merged = resolveDtmConfig({ configFile: file, config: { branchTimeout: 3, passThroughHeaders: ['X-Tenant'] } }, {});
     expect(merged.branchTimeout).toBe(3);
@@ -106,6 +111,7 @@ lynx:
     transaction_timeout: "60"
     branch_timeout: 0
     pass_through_headers: "X-Request-ID"
+    barrier_table: "barrier; drop table x"
     serverurl: "http://x"
     retry_intervall: 10
     colour: blue
@@ -127,11 +133,12 @@ lynx:
     expect(byPath['lynx.dtm.transaction_timeout']).toBe('must be a number of seconds, got "60"');
     expect(byPath['lynx.dtm.branch_timeout']).toBe('must be a positive number of seconds, got 0');
     expect(byPath['lynx.dtm.pass_through_headers']).toMatch(/list of header names/);
+    expect(byPath['lynx.dtm.barrier_table']).toMatch(/table name or schema\.name/);
     expect(byPath['lynx.dtm.serverurl']).toMatch(/unknown key; did you mean "server_url"\?/);
     expect(byPath['lynx.dtm.retry_intervall']).toMatch(/did you mean "retry_interval"\?/);
     expect(byPath['lynx.dtm.colour']).toMatch(/^unknown key \(known keys: enabled, server_url, /);
-    expect(problems).toHaveLength(11);
-    expect((error as Error).message).toContain('11 problems');
+    expect(problems).toHaveLength(12);
+    expect((error as Error).message).toContain('12 problems');
     expect((error as Error).message).toContain('  - lynx.dtm.timeout: must be a positive number of seconds, got -1');
   });
 

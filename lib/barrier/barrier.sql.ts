@@ -1,0 +1,73 @@
+import { DtmError } from '../errors/dtm-error.js';
+import { MESSAGES } from '../dtm.messages.js';
+import type { BarrierDialect } from './barrier.types.js';
+
+/** The barrier table DTM's SDKs use unless told otherwise. */
+export const DEFAULT_BARRIER_TABLE = 'dtm_barrier.barrier';
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/;
+
+/** Throws unless `table` is `name` or `schema.name` made of letters, digits and `_`. */
+export function assertBarrierTable(table: string): void {
+  if (!IDENTIFIER.test(table)) throw new DtmError(MESSAGES.badBarrierTable(table));
+}
+
+/** The insert-ignore of one barrier row (`trans_type, gid, branch_id, op, barrier_id, reason`). */
+export function insertBarrierSql(dialect: BarrierDialect, table: string): string {
+  const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
+  return dialect === 'postgres'
+    ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
+    : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
+}
+
+/** The reason of one barrier row. */
+export function selectReasonSql(dialect: BarrierDialect, table: string): string {
+  return dialect === 'postgres'
+    ? `SELECT reason FROM ${table} WHERE gid = $1 AND branch_id = $2 AND op = $3 AND barrier_id = $4`
+    : `SELECT reason FROM ${table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
+}
+
+/**
+ * The barrier table's DDL, idempotent: the columns and unique key DTM's SDKs rely on (PostgreSQL:
+ * the constraint must be named `uniq_barrier`, the insert names it). `sql/` holds these statements
+ * for the default table.
+ */
+export function barrierSchemaSql(dialect: BarrierDialect, table = DEFAULT_BARRIER_TABLE): string[] {
+  assertBarrierTable(table);
+  const [schema, name] = table.includes('.') ? table.split('.') : [undefined, table];
+  if (dialect === 'postgres') {
+    return [
+      ...(schema ? [`CREATE SCHEMA IF NOT EXISTS ${schema}`] : []),
+      `CREATE TABLE IF NOT EXISTS ${table} (
+  id bigserial PRIMARY KEY,
+  trans_type varchar(45) NOT NULL DEFAULT '',
+  gid varchar(128) NOT NULL DEFAULT '',
+  branch_id varchar(128) NOT NULL DEFAULT '',
+  op varchar(45) NOT NULL DEFAULT '',
+  barrier_id varchar(45) NOT NULL DEFAULT '',
+  reason varchar(45) NOT NULL DEFAULT '',
+  create_time timestamptz NOT NULL DEFAULT now(),
+  update_time timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)
+)`,
+      `CREATE INDEX IF NOT EXISTS ${name}_create_time ON ${table} (create_time)`,
+    ];
+  }
+  return [
+    ...(schema ? [`CREATE DATABASE IF NOT EXISTS ${schema}`] : []),
+    `CREATE TABLE IF NOT EXISTS ${table} (
+  id bigint NOT NULL AUTO_INCREMENT,
+  trans_type varchar(45) NOT NULL DEFAULT '',
+  gid varchar(128) NOT NULL DEFAULT '',
+  branch_id varchar(128) NOT NULL DEFAULT '',
+  op varchar(45) NOT NULL DEFAULT '',
+  barrier_id varchar(45) NOT NULL DEFAULT '',
+  reason varchar(45) NOT NULL DEFAULT '',
+  create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  UNIQUE KEY uniq_barrier (gid, branch_id, op, barrier_id),
+  KEY create_time (create_time)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4`,
+  ];
+}

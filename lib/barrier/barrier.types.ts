@@ -1,0 +1,44 @@
+/** SQL dialects the barrier speaks. */
+export type BarrierDialect = 'postgres' | 'mysql';
+
+/** What one statement did: rows it changed (inserted, updated, deleted) and rows it returned. */
+export interface BarrierExecResult {
+  affected: number;
+  rows: Record<string, unknown>[];
+}
+
+/**
+ * The barrier's view of an open local transaction: one way to run a statement in it. nestjs-dtm
+ * ships one for `pg`, `mysql2` and TypeORM; implement it for any other client (Knex, Prisma, Drizzle ...).
+ */
+export interface BarrierTransaction {
+  readonly dialect: BarrierDialect;
+  /** Runs `sql` (placeholders `$1..` for postgres, `?` for mysql) inside the transaction. */
+  execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
+}
+
+/**
+ * A database the barrier can open local transactions on (for `callWithDb`, the decorators' `barrier`
+ * option and the outbox). `Handle` is what your business code gets: a pg client, a mysql2
+ * connection, a TypeORM EntityManager ...
+ */
+export interface BarrierDatabase<Handle = unknown> {
+  readonly dialect: BarrierDialect;
+  /** Runs `work` in a new local transaction: commits if it resolves, rolls back if it rejects. */
+  transaction<T>(work: (handle: Handle, tx: BarrierTransaction) => Promise<T>): Promise<T>;
+  /** Runs one statement on its own (autocommit), for the message back-check. */
+  execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
+}
+
+/** What a barrier-guarded call did. */
+export type BarrierOutcome<T> =
+  | { executed: true; result: T }
+  | {
+      executed: false;
+      /**
+       * `null-compensation`: a compensation / cancel / rollback whose action never ran;
+       * `duplicate`: this call (or, for an action / try, a call that must not run after its
+       * compensation: hanging) was already handled.
+       */
+      reason: 'null-compensation' | 'duplicate';
+    };

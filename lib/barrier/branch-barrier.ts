@@ -1,0 +1,161 @@
+import type { BranchInfo } from '../branches/branch.types.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
+import type { BarrierDatabase, BarrierOutcome, BarrierTransaction } from './barrier.types.js';
+import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
+
+/** The op whose row a compensating op inserts first (null compensation, anti-hanging). */
+const ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action', rollback: 'action' };
+/** On Redis DTM knows no rollback mapping. */
+const REDIS_ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action' };
+
+/** Options of a {@link BranchBarrier}. */
+export interface BranchBarrierOptions {
+  /** Barrier table (`name` or `schema.name`); default `dtm_barrier.barrier`. */
+  table?: string;
+}
+
+/**
+ * DTM's sub-transaction barrier for one branch call: makes a branch effectively-once although DTM
+ * delivers at least once and out of order. Duplicates are skipped, a compensation whose action
+ * never ran does nothing (null compensation), and an action arriving after its compensation does
+ * nothing (anti-hanging). The barrier rows are written in the same local transaction as the
+ * business, so both commit or neither does. Each `call` on one barrier takes the next barrier id
+ * (`01`, `02`, ...), so one handler can run several local transactions.
+ */
+export class BranchBarrier {
+  private barrierCount = 0;
+  /** The table the barrier rows go to. */
+  readonly table: string;
+
+  constructor(
+    readonly transType: string,
+    readonly gid: string,
+    readonly branchId: string,
+    readonly op: string,
+    options: BranchBarrierOptions = {},
+  ) {
+    this.table = options.table ?? DEFAULT_BARRIER_TABLE;
+    assertBarrierTable(this.table);
+  }
+
+  /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
+  static from(branch: Pick<BranchInfo, 'transType' | 'gid' | 'branchId' | 'op'>, options?: BranchBarrierOptions): BranchBarrier {
+    return new BranchBarrier(branch.transType, branch.gid, branch.branchId, branch.op, options);
+  }
+
+  /**
+   * Runs `business` inside your open local transaction `tx`, guarded by the barrier. Resolves with
+   * what it did; a business error propagates (never swallowed): roll your transaction back then,
+   * which removes the barrier rows too. Commit when it resolves, also when the business was skipped
+   * (the rows record that the call was handled).
+   */
+  async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
+    return this.callAs(this.nextBarrierId(), tx, business);
+  }
+
+  /**
+   * {@link call} in a new local transaction on `db`: committed if it resolves, rolled back if it
+   * throws. When the barrier's own inserts deadlock (MySQL / MariaDB can, when the same call arrives
+   * twice at once), the transaction is retried, up to 3 times: the business had not run yet.
+   */
+  async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
+    const barrierId = this.nextBarrierId();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await db.transaction((handle, tx) => this.callAs(barrierId, tx, () => business(handle)));
+      } catch (err) {
+        if (!(err instanceof BarrierDeadlock)) throw err;
+        if (attempt >= 3) throw err.cause;
+      }
+    }
+  }
+
+  private async callAs<T>(barrierId: string, tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
+    const originOp = ORIGIN_OP[this.op] ?? '';
+    const originInserted = originOp ? await this.insert(tx, originOp, barrierId) : false;
+    const currentInserted = await this.insert(tx, this.op, barrierId);
+    if (this.op === 'msg' && !currentInserted) throw new DtmDuplicatedError(this.gid);
+    if (originOp && originInserted) return { executed: false, reason: 'null-compensation' };
+    if (!currentInserted) return { executed: false, reason: 'duplicate' };
+    return { executed: true, result: await business() };
+  }
+
+  /**
+   * The two-phase message back-check (`@MsgQueryPrepared` with a barrier): resolves if the local
+   * transaction committed; throws `DtmFailureError` (answer 409) if it did not, and from then on it
+   * never can (its barrier insert will find this row). Outside any transaction; if the local
+   * transaction is still running, this waits for it on the row lock.
+   */
+  async queryPrepared(db: BarrierDatabase): Promise<void> {
+    const params = ['msg', this.gid, '00', 'msg', '01', 'rollback'];
+    await db.execute(insertBarrierSql(db.dialect, this.table), params);
+    const { rows } = await db.execute(selectReasonSql(db.dialect, this.table), [this.gid, '00', 'msg', '01']);
+    if (rows[0]?.reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
+  }
+
+  /**
+   * DTM's Redis barrier: adds `amount` to the number at `key`, once per branch call. Throws
+   * `DtmFailureError` if the key is missing or the result would be negative (for an action: roll
+   * back); skips duplicates and null compensations; `expireSeconds` keeps the barrier keys that long.
+   */
+  async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
+    const barrierId = this.nextBarrierId();
+    const originOp = REDIS_ORIGIN_OP[this.op] ?? '';
+    const answer = await redis.eval(
+      REDIS_ADJUST_SCRIPT,
+      3,
+      key,
+      this.redisKey(this.op, barrierId),
+      this.redisKey(originOp, barrierId),
+      amount,
+      originOp,
+      expireSeconds,
+    );
+    if (answer === 'FAILURE') throw new DtmFailureError(MESSAGES.redisInsufficient(key, amount), { gid: this.gid, branchId: this.branchId });
+    if (answer === 'DUPLICATE') {
+      if (this.op === 'msg') throw new DtmDuplicatedError(this.gid);
+      return { executed: false, reason: 'duplicate' };
+    }
+    if (answer === 'NULL_COMPENSATION') return { executed: false, reason: 'null-compensation' };
+    return { executed: true, result: undefined };
+  }
+
+  /** The Redis message back-check: like {@link queryPrepared}, on the key `<gid>-00-msg-01`. */
+  async redisQueryPrepared(redis: RedisLike, expireSeconds = 86_400 * 7): Promise<void> {
+    const reason = await redis.eval(REDIS_QUERY_PREPARED_SCRIPT, 1, `${this.gid}-00-msg-01`, expireSeconds);
+    if (reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
+  }
+
+  private nextBarrierId(): string {
+    this.barrierCount += 1;
+    return String(this.barrierCount).padStart(2, '0');
+  }
+
+  private async insert(tx: BarrierTransaction, op: string, barrierId: string): Promise<boolean> {
+    try {
+      const result = await tx.execute(insertBarrierSql(tx.dialect, this.table), [this.transType, this.gid, this.branchId, op, barrierId, this.op]);
+      return result.affected > 0;
+    } catch (err) {
+      throw isDeadlock(err) ? new BarrierDeadlock(err) : err;
+    }
+  }
+
+  private redisKey(op: string, barrierId: string): string {
+    return `${this.gid}-${this.branchId}-${op}-${barrierId}`;
+  }
+}
+
+/** A deadlock on the barrier's own inserts (the business has not run): `callWithDb` retries. */
+class BarrierDeadlock extends Error {
+  constructor(override readonly cause: unknown) {
+    super('deadlock on the barrier inserts', { cause });
+  }
+}
+
+function isDeadlock(err: unknown): boolean {
+  const e = err as { code?: unknown; errno?: unknown; message?: unknown };
+  return e?.code === 'ER_LOCK_DEADLOCK' || e?.errno === 1213 || e?.code === '40P01' || /deadlock/i.test(String(e?.message ?? ''));
+}

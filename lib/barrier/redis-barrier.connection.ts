@@ -1,0 +1,7 @@
+import type { RedisBarrierConnection } from '../config/dtm-config.types.js';
+import type { RedisLike } from './redis-barrier.store.js';
+
+/** Registers an `ioredis` client as a barrier connection (it answers `@MsgQueryPrepared` back-checks). */
+export function redisBarrierConnection(redis: RedisLike): RedisBarrierConnection {
+  return { redis };
+}

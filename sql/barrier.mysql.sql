@@ -1,0 +1,18 @@
+-- The sub-transaction barrier table of nestjs-dtm (mysql), default name dtm_barrier.barrier.
+-- Idempotent. ensureBarrierSchema(db) runs the same statements (test/unit/barrier-sql.spec.ts keeps them equal).
+CREATE DATABASE IF NOT EXISTS dtm_barrier;
+
+CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
+  id bigint NOT NULL AUTO_INCREMENT,
+  trans_type varchar(45) NOT NULL DEFAULT '',
+  gid varchar(128) NOT NULL DEFAULT '',
+  branch_id varchar(128) NOT NULL DEFAULT '',
+  op varchar(45) NOT NULL DEFAULT '',
+  barrier_id varchar(45) NOT NULL DEFAULT '',
+  reason varchar(45) NOT NULL DEFAULT '',
+  create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  UNIQUE KEY uniq_barrier (gid, branch_id, op, barrier_id),
+  KEY create_time (create_time)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

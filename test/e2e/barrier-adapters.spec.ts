@@ -1,0 +1,132 @@
+// The barrier inside the caller's own transaction, through each shipped adapter: a raw pg client,
+// a mysql2 connection, TypeORM (EntityManager and QueryRunner) on PostgreSQL and MariaDB.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DataSource } from 'typeorm';
+import {
+  BranchBarrier,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  mysqlBarrierTransaction,
+  pgBarrierDatabase,
+  pgBarrierTransaction,
+  typeormBarrierDatabase,
+  typeormBarrierTransaction,
+  type BarrierDialect,
+} from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+
+let dbs: FileDatabases;
+let pgPool: pg.Pool;
+let myPool: mysql.Pool;
+const sources: Record<BarrierDialect, DataSource | undefined> = { postgres: undefined, mysql: undefined };
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  pgPool = new pg.Pool({ connectionString: dbs.postgres.url });
+  myPool = mysql.createPool(dbs.mariadb.config);
+  await ensureBarrierSchema(pgBarrierDatabase(pgPool)); // the default table: schema dtm_barrier
+  await ensureBarrierSchema(pgBarrierDatabase(pgPool)); // idempotent
+  await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: `${dbs.name}.dtm_barrier` });
+  await pgPool.query('CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)');
+  await pgPool.query('INSERT INTO counter VALUES (1, 0)');
+  await myPool.query('CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)');
+  await myPool.query('INSERT INTO counter VALUES (1, 0)');
+  sources.postgres = await new DataSource({ type: 'postgres', url: dbs.postgres.url }).initialize();
+  const { host, port, user, password, database } = dbs.mariadb.config;
+  sources.mysql = await new DataSource({ type: 'mariadb', host, port, username: user, password, database }).initialize();
+});
+afterAll(async () => {
+  await Promise.all([pgPool?.end(), myPool?.end(), sources.postgres?.destroy(), sources.mysql?.destroy()]);
+});
+
+const count = async (dialect: BarrierDialect) =>
+  dialect === 'postgres'
+    ? Number((await pgPool.query('SELECT n FROM counter WHERE id = 1')).rows[0].n)
+    : Number(((await myPool.query('SELECT n FROM counter WHERE id = 1'))[0] as { n: number }[])[0].n);
+const tableOf = (dialect: BarrierDialect) => (dialect === 'postgres' ? 'dtm_barrier.barrier' : `${dbs.name}.dtm_barrier`);
+const barrierFor = (dialect: BarrierDialect, gid: string, op = 'action') => new BranchBarrier('saga', gid, '01', op, { table: tableOf(dialect) });
+
+describe('inside your own transaction', () => {
+  it('raw pg client: BEGIN, barrier.call, COMMIT; a second delivery is skipped', async () => {
+    for (const attempt of [1, 2]) {
+      const client = await pgPool.connect();
+      try {
+        await client.query('BEGIN');
+        const outcome = await barrierFor('postgres', 'own-pg').call(pgBarrierTransaction(client), async () => {
+          await client.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+        });
+        await client.query('COMMIT');
+        expect([attempt, outcome.executed]).toEqual([attempt, attempt === 1]);
+      } finally {
+        client.release();
+      }
+    }
+    expect(await count('postgres')).toBe(1);
+  });
+
+  it('mysql2 connection: beginTransaction, barrier.call; the business error propagates and the rollback removes the barrier rows', async () => {
+    const conn = await myPool.getConnection();
+    try {
+      await conn.beginTransaction();
+      const failing = barrierFor('mysql', 'own-my').call(mysqlBarrierTransaction(conn), async () => {
+        await conn.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+        throw new Error('business failed');
+      });
+      await expect(failing).rejects.toThrow('business failed');
+      await conn.rollback();
+      const [rows] = await conn.query(`SELECT count(*) AS c FROM ${tableOf('mysql')} WHERE gid = 'own-my'`);
+      expect(Number((rows as { c: number }[])[0].c)).toBe(0);
+
+      await conn.beginTransaction();
+      const ok = await barrierFor('mysql', 'own-my').call(mysqlBarrierTransaction(conn), async () => {
+        await conn.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+      });
+      await conn.commit();
+      expect(ok.executed).toBe(true);
+    } finally {
+      conn.release();
+    }
+    expect(await count('mysql')).toBe(1);
+  });
+
+  it.each(['postgres', 'mysql'] as const)('TypeORM on %s: EntityManager in dataSource.transaction, and a QueryRunner', async (dialect) => {
+    const source = sources[dialect]!;
+    const before = await count(dialect);
+    const gid = `typeorm-${dialect}`;
+    const bump = (run: (sql: string) => Promise<unknown>) => run('UPDATE counter SET n = n + 1 WHERE id = 1');
+    const first = await source.transaction((manager) =>
+      barrierFor(dialect, gid).call(typeormBarrierTransaction(manager, dialect), () => bump((sql) => manager.query(sql))),
+    );
+    expect(first.executed).toBe(true);
+
+    const runner = source.createQueryRunner();
+    await runner.startTransaction();
+    const again = await barrierFor(dialect, gid).call(typeormBarrierTransaction(runner, dialect), () => bump((sql) => runner.query(sql)));
+    await runner.commitTransaction();
+    await runner.release();
+    expect(again).toEqual({ executed: false, reason: 'duplicate' });
+
+    // and TypeORM as a barrier database: a compensation whose action ran undoes it once
+    const db = typeormBarrierDatabase(source);
+    const compensation = await barrierFor(dialect, gid, 'compensate').callWithDb(db, (manager) => manager.query('UPDATE counter SET n = n - 1 WHERE id = 1'));
+    expect(compensation.executed).toBe(true);
+    expect(await count(dialect)).toBe(before);
+  });
+});
+
+describe('the msg back-check on a barrier database', () => {
+  it('answers FAILURE for a local transaction that never committed, and success for one that did', async () => {
+    const db = pgBarrierDatabase(pgPool);
+    await new BranchBarrier('msg', 'msg-done', '00', 'msg').callWithDb(db, async () => undefined);
+    await expect(new BranchBarrier('msg', 'msg-done', '00', 'msg').queryPrepared(db)).resolves.toBeUndefined();
+    await expect(new BranchBarrier('msg', 'msg-never', '00', 'msg').queryPrepared(db)).rejects.toThrow(/did not commit/);
+    const rows = await pgPool.query("SELECT gid, reason FROM dtm_barrier.barrier WHERE gid LIKE 'msg-%' ORDER BY gid");
+    expect(rows.rows).toEqual([
+      { gid: 'msg-done', reason: 'msg' },
+      { gid: 'msg-never', reason: 'rollback' },
+    ]);
+  });
+});

@@ -1,0 +1,322 @@
+// A Nest app whose branches are guarded by the sub-transaction barrier, for barrier.spec.ts: one
+// bank per store (PostgreSQL, MariaDB: decorated handlers with @UseBarrier; Redis: handlers calling
+// redisCheckAdjustAmount), each with saga, TCC and message branches.
+import 'reflect-metadata';
+import { Body, Controller, Get, Inject, Injectable, Post, type INestApplication, type Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import {
+  BarrierTx,
+  BranchContext,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  MsgBranch,
+  MsgQueryPrepared,
+  SagaAction,
+  SagaCompensate,
+  TccCancel,
+  TccConfirm,
+  TccTry,
+  UseBarrier,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  pgBarrierDatabase,
+  redisBarrierConnection,
+  type BarrierDatabase,
+  type BranchInfo,
+} from 'nestjs-dtm';
+import type { FileDatabases } from '../support/databases.js';
+import { harness } from '../support/harness.js';
+
+/** The SQL stores under test. */
+export const SQL_STORES = ['pg', 'mysql'] as const;
+/** One of {@link SQL_STORES}. */
+export type SqlStore = (typeof SQL_STORES)[number];
+
+/** A transfer step's body; `fail` makes the action fail after its write (which must then roll back). */
+export interface Move {
+  account: number;
+  amount: number;
+  fail?: 'failure' | 'error';
+}
+
+/** What the handlers count, besides balances: business runs per handler. */
+@Injectable()
+export class Runs {
+  counts = new Map<string, number>();
+  /** Errors thrown once per handler key (for "fails, then succeeds on retry"). */
+  errorOnce = new Set<string>();
+  add(key: string): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  }
+  of(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+}
+
+/** A SQL client for one store: `run(sql, params)` with `?` placeholders on both. */
+export interface SqlClient {
+  run(sql: string, params?: unknown[]): Promise<{ affected: number; rows: Record<string, unknown>[] }>;
+}
+
+/** Placeholders: the tests write `?`; PostgreSQL wants `$1, $2, ...`. */
+function numbered(sql: string): string {
+  let i = 0;
+  return sql.replace(/\?/g, () => `$${++i}`);
+}
+
+/** Runs `sql` on a pg client or mysql2 connection (whatever `@BarrierTx()` gave the handler). */
+async function exec(store: SqlStore, handle: unknown, sql: string, params: unknown[]): Promise<number> {
+  if (store === 'pg') return (await (handle as pg.PoolClient).query(numbered(sql), params)).rowCount ?? 0;
+  const [result] = await (handle as mysql.PoolConnection).query(sql, params);
+  return (result as mysql.ResultSetHeader).affectedRows;
+}
+
+/** The bank of one SQL store: saga, TCC and message branches, all behind the barrier. */
+function sqlBank(store: SqlStore): Type {
+  const update = 'UPDATE account SET balance = balance + ? WHERE id = ?';
+  const withdraw = 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?';
+
+  @Controller(`${store}-bank`)
+  @UseBarrier(store)
+  class SqlBank {
+    constructor(
+      private readonly runs: Runs,
+      @Inject(DtmClient) private readonly dtm: DtmClient,
+      @Inject(`${store}-db`) private readonly db: BarrierDatabase,
+    ) {}
+
+    /** Takes the amount out; FAILURE (roll back) when the balance is too low. */
+    @Post('trans-out')
+    @SagaAction(`${store}.transOut`)
+    async transOut(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+      this.runs.add(`${store}.transOut`);
+      if ((await exec(store, tx, withdraw, [m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`account ${m.account}: insufficient balance`);
+      this.failIfAsked(m, b);
+    }
+
+    @Post('trans-out-compensate')
+    @SagaCompensate(`${store}.transOut`)
+    async transOutCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+      this.runs.add(`${store}.transOutCompensate`);
+      await exec(store, tx, update, [m.amount, m.account]);
+    }
+
+    @Post('trans-in')
+    @SagaAction(`${store}.transIn`)
+    async transIn(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+      this.runs.add(`${store}.transIn`);
+      await exec(store, tx, update, [m.amount, m.account]);
+      this.failIfAsked(m, b); // after the write: the write must roll back
+    }
+
+    @Post('trans-in-compensate')
+    @SagaCompensate(`${store}.transIn`)
+    async transInCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+      this.runs.add(`${store}.transInCompensate`);
+      await exec(store, tx, update, [-m.amount, m.account]);
+    }
+
+    @Post('tcc-out-try')
+    @TccTry(`${store}.tccOut`)
+    async tccOutTry(@Body() m: Move, @BarrierTx() tx: unknown) {
+      this.runs.add(`${store}.tccOutTry`);
+      if ((await exec(store, tx, withdraw, [m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`account ${m.account}: insufficient balance`);
+    }
+
+    @Post('tcc-out-confirm')
+    @TccConfirm(`${store}.tccOut`)
+    tccOutConfirm() {
+      this.runs.add(`${store}.tccOutConfirm`);
+    }
+
+    @Post('tcc-out-cancel')
+    @TccCancel(`${store}.tccOut`)
+    async tccOutCancel(@Body() m: Move, @BarrierTx() tx: unknown) {
+      this.runs.add(`${store}.tccOutCancel`);
+      await exec(store, tx, update, [m.amount, m.account]);
+    }
+
+    /** Two local transactions in one handler: barrier ids 01 and 02. */
+    @Post('double')
+    @SagaAction(`${store}.double`, { compensate: false, barrier: false })
+    async double(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      const barrier = this.dtm.barrier(b);
+      for (const part of ['first', 'second']) {
+        await barrier.callWithDb(this.db, async (tx) => {
+          this.runs.add(`${store}.double.${part}`);
+          await exec(store, tx, update, [m.amount, m.account]);
+        });
+      }
+    }
+
+    @Post('deliver')
+    @MsgBranch(`${store}.deliver`)
+    async deliver(@Body() m: Move, @BarrierTx() tx: unknown) {
+      this.runs.add(`${store}.deliver`);
+      await exec(store, tx, update, [m.amount, m.account]);
+    }
+
+    @Get('query-prepared')
+    @MsgQueryPrepared(`${store}.outbox`)
+    queryPrepared() {
+      throw new Error('not called: the barrier answers');
+    }
+
+    private failIfAsked(m: Move, b: BranchInfo): void {
+      const key = `${b.gid}/${b.branchId}`;
+      if (m.fail === 'failure') throw new DtmFailureError(`refused after writing (${key})`);
+      if (m.fail === 'error' && !this.runs.errorOnce.has(key)) {
+        this.runs.errorOnce.add(key);
+        throw new Error(`crashed after writing (${key})`);
+      }
+    }
+  }
+  return SqlBank;
+}
+
+/** The Redis bank: amounts in keys, guarded by redisCheckAdjustAmount (DTM's Redis barrier). */
+function redisBank(keyPrefix: string): Type {
+  @Controller('redis-bank')
+  class RedisBank {
+    constructor(
+      private readonly runs: Runs,
+      @Inject(DtmClient) private readonly dtm: DtmClient,
+      @Inject('redis') private readonly redis: Redis,
+    ) {}
+
+    private adjust(b: BranchInfo, m: Move, sign: 1 | -1, key: string) {
+      this.runs.add(key);
+      return this.dtm.barrier(b).redisCheckAdjustAmount(this.redis, `${keyPrefix}account-${m.account}`, sign * m.amount);
+    }
+
+    @Post('trans-out')
+    @SagaAction('redis.transOut')
+    async transOut(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, -1, 'redis.transOut');
+    }
+
+    @Post('trans-out-compensate')
+    @SagaCompensate('redis.transOut')
+    async transOutCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, 1, 'redis.transOutCompensate');
+    }
+
+    @Post('trans-in')
+    @SagaAction('redis.transIn')
+    async transIn(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, 1, 'redis.transIn');
+    }
+
+    @Post('trans-in-compensate')
+    @SagaCompensate('redis.transIn')
+    async transInCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, -1, 'redis.transInCompensate');
+    }
+
+    @Post('tcc-out-try')
+    @TccTry('redis.tccOut')
+    async tccOutTry(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, -1, 'redis.tccOutTry');
+    }
+
+    @Post('tcc-out-confirm')
+    @TccConfirm('redis.tccOut')
+    tccOutConfirm() {
+      this.runs.add('redis.tccOutConfirm');
+    }
+
+    @Post('tcc-out-cancel')
+    @TccCancel('redis.tccOut')
+    async tccOutCancel(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, 1, 'redis.tccOutCancel');
+    }
+
+    @Post('deliver')
+    @MsgBranch('redis.deliver')
+    async deliver(@Body() m: Move, @BranchContext() b: BranchInfo) {
+      await this.adjust(b, m, 1, 'redis.deliver');
+    }
+
+    @Get('query-prepared')
+    @MsgQueryPrepared('redis.outbox', { barrier: 'redis' })
+    queryPrepared() {
+      throw new Error('not called: the barrier answers');
+    }
+  }
+  return RedisBank;
+}
+
+/** The running barrier test app and its stores. */
+export interface BarrierApp {
+  app: INestApplication;
+  url: string;
+  client: DtmClient;
+  runs: Runs;
+  databases: Record<SqlStore, BarrierDatabase>;
+  sql: Record<SqlStore, SqlClient>;
+  redis: Redis;
+  redisKey(account: number): string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the barrier test app on this test file's databases; creates the `account` table (ids 1..n,
+ * balance 100 each) and the barrier table (`dtm_barrier`, in the file's database) in both.
+ */
+export async function startBarrierApp(dbs: FileDatabases): Promise<BarrierApp> {
+  const pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 20 });
+  const myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 20 });
+  const redis = new Redis(dbs.redis.url);
+  const databases = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
+  const sql: Record<SqlStore, SqlClient> = {
+    pg: {
+      run: async (s, p = []) => {
+        const r = await pgPool.query(numbered(s), p);
+        return { affected: r.rowCount ?? 0, rows: r.rows };
+      },
+    },
+    mysql: {
+      run: async (s, p = []) => {
+        const [r] = await myPool.query(s, p);
+        return Array.isArray(r) ? { affected: 0, rows: r as Record<string, unknown>[] } : { affected: (r as mysql.ResultSetHeader).affectedRows, rows: [] };
+      },
+    },
+  };
+  for (const store of SQL_STORES) {
+    await sql[store].run('DROP TABLE IF EXISTS account');
+    await sql[store].run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await ensureBarrierSchema(databases[store], { table: 'dtm_barrier' });
+  }
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
+        barrierConnections: { pg: databases.pg, mysql: databases.mysql, redis: redisBarrierConnection(redis) },
+      }),
+    ],
+    controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix)],
+    providers: [Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
+  }).compile();
+  const app = moduleRef.createNestApplication({ logger: ['error'] });
+  await app.listen(0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as { port: number };
+  return {
+    app,
+    url: `http://127.0.0.1:${port}`,
+    client: app.get(DtmClient),
+    runs: app.get(Runs),
+    databases,
+    sql,
+    redis,
+    redisKey: (account) => `${dbs.redis.keyPrefix}account-${account}`,
+    async close() {
+      await app.close();
+      await Promise.all([pgPool.end(), myPool.end()]);
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,348 @@
+// The sub-transaction barrier against the real DTM server and real PostgreSQL, MariaDB and Redis:
+// what the databases hold after normal runs, rollbacks, duplicate and out-of-order deliveries,
+// the outbox, and many transfers at once.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Controller, Post } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import {
+  BranchBarrier,
+  DtmBranchRegistryError,
+  DtmDuplicatedError,
+  DtmFailureError,
+  DtmModule,
+  SagaAction,
+  UseBarrier,
+  redisBarrierConnection,
+} from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { dtmPost, harness, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+
+type Store = SqlStore | 'redis';
+const STORES: Store[] = [...SQL_STORES, 'redis'];
+
+let t: BarrierApp;
+beforeAll(async () => {
+  t = await startBarrierApp(await fileDatabases());
+});
+afterAll(async () => {
+  await t?.close();
+});
+beforeEach(() => {
+  t.runs.counts.clear();
+  t.runs.errorOnce.clear();
+});
+
+/** Sets the accounts of `store` to exactly `balances`. */
+async function seed(store: Store, balances: Record<number, number>): Promise<void> {
+  if (store === 'redis') {
+    for (const [id, balance] of Object.entries(balances)) await t.redis.set(t.redisKey(Number(id)), balance);
+    return;
+  }
+  await t.sql[store].run('DELETE FROM account');
+  for (const [id, balance] of Object.entries(balances)) await t.sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [Number(id), balance]);
+}
+
+/** The balances of accounts `ids` in `store`. */
+async function balances(store: Store, ids: number[]): Promise<Record<number, number>> {
+  const result: Record<number, number> = {};
+  for (const id of ids) {
+    if (store === 'redis') result[id] = Number(await t.redis.get(t.redisKey(id)));
+    else result[id] = Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
+  }
+  return result;
+}
+
+/** The barrier rows of `gid` in `store`, as `branch_id/op/barrier_id=reason`. */
+async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
+  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY id', [gid]);
+  return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
+}
+
+/** Calls a branch of `store`'s bank directly, as DTM would. */
+async function callBranch(store: Store, path: string, query: { gid: string; trans_type: string; branch_id: string; op: string }, body: Move) {
+  const res = await fetch(`${t.url}/${store}-bank/${path}?${new URLSearchParams(query)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+const transfer = (store: Store, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
+  t.client.newSaga(gid).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });
+
+describe.each(STORES)('barrier on %s', (store) => {
+  it('normal saga: each step applied once, barrier rows recorded', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const final = await transfer(store, gid, 1, 2, 30).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+    if (store !== 'redis') expect(await barrierRows(store, gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  });
+
+  it('each branch delivered twice concurrently: the business is applied once', async () => {
+    await seed(store, { 1: 100 });
+    const gid = await t.client.generateGid();
+    const query = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
+    const answers = await Promise.all([
+      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
+      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
+      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    expect(await balances(store, [1])).toEqual({ 1: 90 });
+    expect(t.runs.of(`${store}.transOut`)).toBe(store === 'redis' ? 3 : 1); // redis: the script skips, the handler still runs
+  });
+
+  it('a compensation for an action that never ran undoes nothing, and the late action then does nothing', async () => {
+    await seed(store, { 1: 100 });
+    const gid = await t.client.generateGid();
+    const compensate = await callBranch(store, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 10 });
+    expect(compensate.status).toBe(200);
+    expect(await balances(store, [1])).toEqual({ 1: 100 });
+    const lateAction = await callBranch(store, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 10 });
+    expect(lateAction.status).toBe(200);
+    expect(await balances(store, [1])).toEqual({ 1: 100 });
+    if (store !== 'redis') {
+      expect(t.runs.of(`${store}.transOutCompensate`)).toBe(0);
+      expect(t.runs.of(`${store}.transOut`)).toBe(0);
+      expect(await barrierRows(store, gid)).toEqual(['01/action/01=compensate', '01/compensate/01=compensate']);
+    }
+  });
+
+  it('TCC disorder: after the timeout DTM cancels (and two more cancels race), then the late Try does nothing', async () => {
+    await seed(store, { 1: 100 });
+    const gid = await t.client.generateGid();
+    const data = JSON.stringify({ account: 1, amount: 40 });
+    expect((await dtmPost('/prepare', { gid, trans_type: 'tcc', timeout_to_fail: 1, retry_interval: 1 })).status).toBe(200);
+    const registered = await dtmPost('/registerBranch', {
+      gid,
+      trans_type: 'tcc',
+      branch_id: '01',
+      data,
+      confirm: `${t.url}/${store}-bank/tcc-out-confirm`,
+      cancel: `${t.url}/${store}-bank/tcc-out-cancel`,
+    });
+    expect(registered.status).toBe(200);
+    const cancelQuery = { gid, trans_type: 'tcc', branch_id: '01', op: 'cancel' };
+    const raced = await Promise.all([
+      callBranch(store, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
+      callBranch(store, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
+    ]);
+    expect(raced.map((r) => r.status)).toEqual([200, 200]);
+    const final = await waitForTransStatus(gid, 'failed', 20_000); // DTM times it out and cancels too
+    expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
+
+    const lateTry = await callBranch(store, 'tcc-out-try', { gid, trans_type: 'tcc', branch_id: '01', op: 'try' }, { account: 1, amount: 40 });
+    expect(lateTry.status).toBe(200);
+    expect(await balances(store, [1])).toEqual({ 1: 100 });
+    if (store !== 'redis') {
+      expect(t.runs.of(`${store}.tccOutTry`)).toBe(0);
+      expect(t.runs.of(`${store}.tccOutCancel`)).toBe(0);
+      expect(await barrierRows(store, gid)).toEqual(['01/try/01=cancel', '01/cancel/01=cancel']);
+    }
+  });
+
+  it('TCC confirm and cancel through DtmClient: balances follow', async () => {
+    await seed(store, { 1: 100 });
+    const ok = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(ok, (tcc) => tcc.callBranch({ account: 1, amount: 25 }, `${store}.tccOut`));
+    expect((await t.client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await balances(store, [1])).toEqual({ 1: 75 });
+
+    const tooMuch = await t.client.generateGid();
+    await expect(t.client.tccGlobalTransaction(tooMuch, (tcc) => tcc.callBranch({ account: 1, amount: 500 }, `${store}.tccOut`))).rejects.toBeInstanceOf(
+      DtmFailureError,
+    );
+    expect((await t.client.waitForFinal(tooMuch)).status).toBe('failed');
+    expect(await balances(store, [1])).toEqual({ 1: 75 }); // the cancel found no try: null compensation
+  });
+
+  it('rollback: a refused step and its compensation leave every balance as it was', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const final = await transfer(store, gid, 1, 2, 500).submitAndWait(); // transOut refuses: not enough
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain(store === 'redis' ? 'would make it negative' : 'insufficient balance');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+  });
+
+  it('many parallel transfers, some refused, some delivered twice: the sum is unchanged and no balance is negative', async () => {
+    const ids = [1, 2, 3, 4, 5];
+    await seed(store, Object.fromEntries(ids.map((id) => [id, 100])));
+    let seed32 = 7;
+    const random = (n: number) => (seed32 = (seed32 * 1103515245 + 12345) % 2 ** 31) % n;
+    const gids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 30 }, async (_, i) => {
+        const from = ids[random(ids.length)];
+        const to = ids[(ids.indexOf(from) + 1 + random(ids.length - 1)) % ids.length];
+        const amount = 10 + random(80);
+        const gid = await t.client.generateGid();
+        gids.push(gid);
+        await transfer(store, gid, from, to, amount).submit();
+        if (i % 3 === 0) {
+          // a duplicate delivery of the first step, racing DTM's own
+          await callBranch(store, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: from, amount });
+        }
+      }),
+    );
+    const finals = await Promise.all(gids.map((gid) => t.client.waitForFinal(gid, { timeoutMs: 30_000 })));
+    const after = await balances(store, ids);
+    expect(Object.values(after).reduce((a, b) => a + b, 0)).toBe(500);
+    expect(Math.min(...Object.values(after))).toBeGreaterThanOrEqual(0);
+    expect(finals.some((f) => f.status === 'succeed')).toBe(true);
+  });
+});
+
+describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
+  it('a business error after its write rolls the write and the barrier rows back; DTM fails the saga, the compensations undo nothing twice', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const final = await transfer(store, gid, 1, 2, 30, 'failure').submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('refused after writing');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+    expect(t.runs.of(`${store}.transIn`)).toBe(1);
+    expect(t.runs.of(`${store}.transInCompensate`)).toBe(0); // null compensation: its action rolled back
+    expect(await barrierRows(store, gid)).toEqual([
+      '01/action/01=action',
+      '02/action/01=compensate',
+      '02/compensate/01=compensate',
+      '01/compensate/01=compensate',
+    ]);
+  });
+
+  it('a non-FAILURE error rolls back too and DTM retries: applied exactly once in the end', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    await transfer(store, gid, 1, 2, 30, 'error').submit();
+    while (t.runs.of(`${store}.transIn`) < 1) await new Promise((r) => setTimeout(r, 50));
+    await triggerCron();
+    expect((await t.client.waitForFinal(gid, { timeoutMs: 20_000 })).status).toBe('succeed');
+    expect(t.runs.of(`${store}.transIn`)).toBe(2);
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+  });
+
+  it('two barrier calls in one handler (barrier ids 01 and 02) run once each, also when delivered again', async () => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    expect((await t.client.newSaga(gid).add(`${store}.double`, { account: 1, amount: 5 }).submitAndWait()).status).toBe('succeed');
+    const again = await callBranch(store, 'double', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 5 });
+    expect(again.status).toBe(200);
+    expect(await balances(store, [1])).toEqual({ 1: 10 });
+    expect([t.runs.of(`${store}.double.first`), t.runs.of(`${store}.double.second`)]).toEqual([1, 1]);
+    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action', '01/action/02=action']);
+  });
+
+  describe('transactional outbox (msg.doAndSubmitDb)', () => {
+    const outbox = (gid: string) => t.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(`${store}.deliver`, { account: 2, amount: 7 });
+    const saveOrder = (amount: number) => async (tx: unknown) => {
+      if (store === 'pg') await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query('UPDATE account SET balance = balance - $1 WHERE id = 1', [amount]);
+      else await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query('UPDATE account SET balance = balance - ? WHERE id = 1', [amount]);
+    };
+
+    it('success: the local write and the barrier row commit together, then DTM delivers', async () => {
+      await seed(store, { 1: 100, 2: 0 });
+      const gid = await t.client.generateGid();
+      await outbox(gid).doAndSubmitDb(`${store}.outbox`, t.databases[store], saveOrder(7));
+      expect((await t.client.waitForFinal(gid)).status).toBe('succeed');
+      expect(await balances(store, [1, 2])).toEqual({ 1: 93, 2: 7 });
+      expect(await barrierRows(store, gid)).toEqual(['00/msg/01=msg', '01/action/01=action']);
+    });
+
+    it('local failure: rolled back and nothing is submitted (the back-check says so)', async () => {
+      await seed(store, { 1: 100, 2: 0 });
+      const gid = await t.client.generateGid();
+      const crash = async (tx: unknown) => {
+        await saveOrder(7)(tx);
+        throw new Error('disk full');
+      };
+      await expect(outbox(gid).doAndSubmitDb(`${store}.outbox`, t.databases[store], crash)).rejects.toThrow('disk full');
+      expect((await t.client.waitForFinal(gid)).status).toBe('failed');
+      expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+      expect(await barrierRows(store, gid)).toEqual(['00/msg/01=rollback']);
+      expect(t.runs.of(`${store}.deliver`)).toBe(0);
+    });
+
+    it('back-check before the local commit: DtmDuplicatedError, the business never runs, nothing is sent', async () => {
+      await seed(store, { 1: 100, 2: 0 });
+      const gid = await t.client.generateGid();
+      const check = await fetch(`${t.url}/${store}-bank/query-prepared?gid=${gid}&trans_type=msg&branch_id=00&op=msg`);
+      expect(check.status).toBe(409);
+      let ran = false;
+      const error = await outbox(gid)
+        .doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
+          ran = true;
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmDuplicatedError);
+      expect(ran).toBe(false);
+      expect((await t.client.waitForFinal(gid)).status).toBe('failed');
+      expect(t.runs.of(`${store}.deliver`)).toBe(0);
+    });
+
+    it('commit, then a crash before submit: DTM\'s back-check finds the commit and delivers', async () => {
+      await seed(store, { 1: 100, 2: 0 });
+      const gid = await t.client.generateGid();
+      const msg = outbox(gid);
+      await msg.prepare(`${store}.outbox`);
+      const barrier = new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier' });
+      await barrier.callWithDb(t.databases[store], saveOrder(7)); // ...and the process dies before submit
+      const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+      expect(final.status).toBe('succeed');
+      expect(await balances(store, [1, 2])).toEqual({ 1: 93, 2: 7 });
+    });
+  });
+});
+
+describe('Redis outbox: doAndSubmit with redisCheckAdjustAmount as the local work', () => {
+  const business = (amount: number) => async (local: { gid: string; transType: string; branchId: string; op: string }) => {
+    await BranchBarrier.from(local).redisCheckAdjustAmount(t.redis, t.redisKey(1), -amount);
+  };
+
+  it('success, and a back-check that came first makes it a duplicate', async () => {
+    await seed('redis', { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    await t.client.newMsg(gid).add('redis.deliver', { account: 2, amount: 9 }).doAndSubmit('redis.outbox', business(9));
+    expect((await t.client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await balances('redis', [1, 2])).toEqual({ 1: 91, 2: 9 });
+
+    const late = await t.client.generateGid();
+    expect((await fetch(`${t.url}/redis-bank/query-prepared?gid=${late}&trans_type=msg&branch_id=00&op=msg`)).status).toBe(409);
+    const error = await t.client
+      .newMsg(late)
+      .add('redis.deliver', { account: 2, amount: 9 })
+      .doAndSubmit('redis.outbox', business(9))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmDuplicatedError);
+    expect((await t.client.waitForFinal(late)).status).toBe('failed');
+    expect(await balances('redis', [1, 2])).toEqual({ 1: 91, 2: 9 });
+  });
+});
+
+describe('start-up validation of barrier options', () => {
+  it('names the handler of an unknown barrier connection, and of a Redis barrier where a transaction is needed', async () => {
+    @Controller('v')
+    @UseBarrier('orders-db')
+    class V {
+      @Post('a') @SagaAction('va', { compensate: false }) a() {}
+      @Post('b') @SagaAction('vb', { compensate: false, barrier: 'cache' }) b() {}
+      @Post('c') @SagaAction('vc', { compensate: false, barrier: false }) c() {}
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl }, barrierConnections: { cache: redisBarrierConnection(t.redis) } })],
+      controllers: [V],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const error = await app.init().catch((e: unknown) => e);
+    await app.close();
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as DtmBranchRegistryError).problems).toEqual([
+      expect.stringContaining(`@SagaAction('va') on V.a uses barrier connection "orders-db", which the module does not have (known: cache)`),
+      expect.stringContaining(`@SagaAction('vb') on V.b: barrier connection "cache" is Redis, which cannot wrap a handler in a transaction`),
+    ]);
+  });
+});

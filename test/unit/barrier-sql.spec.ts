@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from '@jest/globals';
+import { barrierSchemaSql, BranchBarrier } from 'nestjs-dtm';
+
+const root = resolve(import.meta.dirname, '..', '..');
+
+/** The statements of a .sql file: comment lines dropped, split on `;` at line ends. */
+function statements(file: string): string[] {
+  return readFileSync(join(root, 'sql', file), 'utf8')
+    .split('\n')
+    .filter((line) => !line.startsWith('--'))
+    .join('\n')
+    .split(/;\s*(?:\n|$)/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+describe('the barrier DDL', () => {
+  it('sql/ holds exactly what ensureBarrierSchema runs for the default table', () => {
+    expect(statements('barrier.postgres.sql')).toEqual(barrierSchemaSql('postgres'));
+    expect(statements('barrier.mysql.sql')).toEqual(barrierSchemaSql('mysql'));
+  });
+
+  it('names the PostgreSQL unique constraint uniq_barrier, as the insert requires', () => {
+    expect(barrierSchemaSql('postgres').join('\n')).toContain('CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)');
+    expect(barrierSchemaSql('mysql', 'orders.barrier')).toEqual([expect.stringContaining('CREATE DATABASE IF NOT EXISTS orders'), expect.stringContaining('orders.barrier')]);
+  });
+
+  it('refuses table names that are not plain identifiers', () => {
+    expect(() => barrierSchemaSql('postgres', 'x; drop table y')).toThrow(/must be name or schema.name/);
+    expect(() => new BranchBarrier('saga', 'g', '01', 'action', { table: 'a.b.c' })).toThrow(/must be name or schema.name/);
+  });
+});
