@@ -3,7 +3,6 @@
 CREATE DATABASE IF NOT EXISTS dtm_barrier;
 
 CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
-  id bigint NOT NULL AUTO_INCREMENT,
   trans_type varchar(45) NOT NULL DEFAULT '',
   gid varchar(128) NOT NULL DEFAULT '',
   branch_id varchar(128) NOT NULL DEFAULT '',
@@ -12,7 +11,5 @@ CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
   reason varchar(45) NOT NULL DEFAULT '',
   create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
   update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  PRIMARY KEY (id),
-  UNIQUE KEY uniq_barrier (gid, branch_id, op, barrier_id),
-  KEY create_time (create_time)
+  PRIMARY KEY (gid, branch_id, op, barrier_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

@@ -3,7 +3,6 @@
 CREATE SCHEMA IF NOT EXISTS dtm_barrier;
 
 CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
-  id bigserial PRIMARY KEY,
   trans_type varchar(45) NOT NULL DEFAULT '',
   gid varchar(128) NOT NULL DEFAULT '',
   branch_id varchar(128) NOT NULL DEFAULT '',
@@ -12,7 +11,5 @@ CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
   reason varchar(45) NOT NULL DEFAULT '',
   create_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)
+  CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)
 );
-
-CREATE INDEX IF NOT EXISTS barrier_create_time ON dtm_barrier.barrier (create_time);

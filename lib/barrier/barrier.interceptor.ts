@@ -1,5 +1,5 @@
 import { Inject, Injectable, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
-import { from, lastValueFrom, map, type Observable } from 'rxjs';
+import { from, lastValueFrom, type Observable } from 'rxjs';
 import { branchOf } from '../branches/branch.guard.js';
 import type { BranchMetadata } from '../branches/branch.types.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
@@ -48,13 +48,15 @@ export class DtmBarrierInterceptor implements NestInterceptor {
     const barrier = BranchBarrier.from(info, { table: this.config.barrierTable });
     if (branch.kind === 'msg-query-prepared') {
       const check = isRedisConnection(connection) ? barrier.redisQueryPrepared(connection.redis) : barrier.queryPrepared(connection);
-      return from(check).pipe(map(() => undefined));
+      return from(check.then(() => undefined));
     }
     if (isRedisConnection(connection)) return next.handle(); // refused at start-up
-    const guarded = barrier.callWithDb(connection, (handle) => {
-      request[BARRIER_TX] = handle;
-      return lastValueFrom(next.handle(), { defaultValue: undefined });
-    });
-    return from(guarded).pipe(map((outcome) => (outcome.executed ? outcome.result : undefined)));
+    const guarded = barrier
+      .callWithDb(connection, (handle) => {
+        request[BARRIER_TX] = handle;
+        return lastValueFrom(next.handle(), { defaultValue: undefined });
+      })
+      .then((outcome) => (outcome.executed ? outcome.result : undefined));
+    return from(guarded);
   }
 }

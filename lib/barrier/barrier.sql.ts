@@ -12,12 +12,21 @@ export function assertBarrierTable(table: string): void {
   if (!IDENTIFIER.test(table)) throw new DtmError(MESSAGES.badBarrierTable(table));
 }
 
-/** The insert-ignore of one barrier row (`trans_type, gid, branch_id, op, barrier_id, reason`). */
+const insertCache = new Map<string, string>();
+
+/** The insert-ignore of one barrier row (`trans_type, gid, branch_id, op, barrier_id, reason`); built once per table. */
 export function insertBarrierSql(dialect: BarrierDialect, table: string): string {
-  const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
-  return dialect === 'postgres'
-    ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
-    : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
+  const key = `${dialect}:${table}`;
+  let sql = insertCache.get(key);
+  if (!sql) {
+    const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
+    sql =
+      dialect === 'postgres'
+        ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
+        : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
+    insertCache.set(key, sql);
+  }
+  return sql;
 }
 
 /** The reason of one barrier row. */
@@ -28,46 +37,39 @@ export function selectReasonSql(dialect: BarrierDialect, table: string): string 
 }
 
 /**
- * The barrier table's DDL, idempotent: the columns and unique key DTM's SDKs rely on (PostgreSQL:
- * the constraint must be named `uniq_barrier`, the insert names it). `sql/` holds these statements
- * for the default table.
+ * The barrier table's DDL, idempotent: the columns DTM's SDKs write, and their unique key, which is
+ * the primary key (PostgreSQL: named `uniq_barrier`, as the insert names it). No surrogate id and no
+ * other index, so a barrier insert maintains one B-tree: the table is written on every branch call.
+ * To purge old rows by `create_time`, add an index on it first. `sql/` holds these statements for
+ * the default table.
  */
 export function barrierSchemaSql(dialect: BarrierDialect, table = DEFAULT_BARRIER_TABLE): string[] {
   assertBarrierTable(table);
-  const [schema, name] = table.includes('.') ? table.split('.') : [undefined, table];
-  if (dialect === 'postgres') {
-    return [
-      ...(schema ? [`CREATE SCHEMA IF NOT EXISTS ${schema}`] : []),
-      `CREATE TABLE IF NOT EXISTS ${table} (
-  id bigserial PRIMARY KEY,
-  trans_type varchar(45) NOT NULL DEFAULT '',
+  const schema = table.includes('.') ? table.split('.')[0] : undefined;
+  const columns = `  trans_type varchar(45) NOT NULL DEFAULT '',
   gid varchar(128) NOT NULL DEFAULT '',
   branch_id varchar(128) NOT NULL DEFAULT '',
   op varchar(45) NOT NULL DEFAULT '',
   barrier_id varchar(45) NOT NULL DEFAULT '',
-  reason varchar(45) NOT NULL DEFAULT '',
+  reason varchar(45) NOT NULL DEFAULT '',`;
+  if (dialect === 'postgres') {
+    return [
+      ...(schema ? [`CREATE SCHEMA IF NOT EXISTS ${schema}`] : []),
+      `CREATE TABLE IF NOT EXISTS ${table} (
+${columns}
   create_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)
+  CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)
 )`,
-      `CREATE INDEX IF NOT EXISTS ${name}_create_time ON ${table} (create_time)`,
     ];
   }
   return [
     ...(schema ? [`CREATE DATABASE IF NOT EXISTS ${schema}`] : []),
     `CREATE TABLE IF NOT EXISTS ${table} (
-  id bigint NOT NULL AUTO_INCREMENT,
-  trans_type varchar(45) NOT NULL DEFAULT '',
-  gid varchar(128) NOT NULL DEFAULT '',
-  branch_id varchar(128) NOT NULL DEFAULT '',
-  op varchar(45) NOT NULL DEFAULT '',
-  barrier_id varchar(45) NOT NULL DEFAULT '',
-  reason varchar(45) NOT NULL DEFAULT '',
+${columns}
   create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
   update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  PRIMARY KEY (id),
-  UNIQUE KEY uniq_barrier (gid, branch_id, op, barrier_id),
-  KEY create_time (create_time)
+  PRIMARY KEY (gid, branch_id, op, barrier_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4`,
   ];
 }

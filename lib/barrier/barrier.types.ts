@@ -17,6 +17,12 @@ export interface BarrierTransaction {
   execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
 }
 
+/** One statement with its parameters. */
+export interface BarrierStatement {
+  sql: string;
+  params: unknown[];
+}
+
 /**
  * A database the barrier can open local transactions on (for `callWithDb`, the decorators' `barrier`
  * option and the outbox). `Handle` is what your business code gets: a pg client, a mysql2
@@ -24,8 +30,13 @@ export interface BarrierTransaction {
  */
 export interface BarrierDatabase<Handle = unknown> {
   readonly dialect: BarrierDialect;
-  /** Runs `work` in a new local transaction: commits if it resolves, rolls back if it rejects. */
-  transaction<T>(work: (handle: Handle, tx: BarrierTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` in a new local transaction: commits if it resolves, rolls back if it rejects.
+   * `leading` statements (the barrier's inserts) run first in the transaction, their results passed
+   * to `work` in order; an adapter may send them with the BEGIN in one round trip (the pg adapter
+   * does). An adapter that ignores them passes none, and the barrier runs them itself.
+   */
+  transaction<T>(work: (handle: Handle, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>, leading?: BarrierStatement[]): Promise<T>;
   /** Runs one statement on its own (autocommit), for the message back-check. */
   execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
 }

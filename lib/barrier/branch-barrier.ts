@@ -3,7 +3,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
-import type { BarrierDatabase, BarrierOutcome, BarrierTransaction } from './barrier.types.js';
+import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 
 /** The op whose row a compensating op inserts first (null compensation, anti-hanging). */
@@ -53,34 +53,56 @@ export class BranchBarrier {
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
-    return this.callAs(this.nextBarrierId(), tx, business);
+    const inserts = this.inserts(tx.dialect, this.nextBarrierId());
+    const results: BarrierExecResult[] = [];
+    for (const statement of inserts) results.push(await tx.execute(statement.sql, statement.params));
+    return this.decide(results) ?? { executed: true, result: await business() };
   }
 
   /**
    * {@link call} in a new local transaction on `db`: committed if it resolves, rolled back if it
-   * throws. When the barrier's own inserts deadlock (MySQL / MariaDB can, when the same call arrives
-   * twice at once), the transaction is retried, up to 3 times: the business had not run yet.
+   * throws. The barrier's inserts go to `db` with the BEGIN (in one round trip where the adapter can).
+   * When they deadlock (MySQL / MariaDB can, when the same call arrives twice at once), the
+   * transaction is retried, up to 3 times: the business had not run yet.
    */
   async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
-    const barrierId = this.nextBarrierId();
+    const inserts = this.inserts(db.dialect, this.nextBarrierId());
     for (let attempt = 1; ; attempt++) {
+      let businessStarted = false;
       try {
-        return await db.transaction((handle, tx) => this.callAs(barrierId, tx, () => business(handle)));
+        return await db.transaction(async (handle, tx, leading) => {
+          let results = leading;
+          if (results?.length !== inserts.length) {
+            results = [];
+            for (const statement of inserts) results.push(await tx.execute(statement.sql, statement.params));
+          }
+          const skipped = this.decide(results);
+          if (skipped) return skipped;
+          businessStarted = true;
+          return { executed: true as const, result: await business(handle) };
+        }, inserts);
       } catch (err) {
-        if (!(err instanceof BarrierDeadlock)) throw err;
-        if (attempt >= 3) throw err.cause;
+        if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
       }
     }
   }
 
-  private async callAs<T>(barrierId: string, tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
-    const originOp = ORIGIN_OP[this.op] ?? '';
-    const originInserted = originOp ? await this.insert(tx, originOp, barrierId) : false;
-    const currentInserted = await this.insert(tx, this.op, barrierId);
+  /** The barrier's inserts for one barrier id: the origin op's row (compensating ops only), then this op's. */
+  private inserts(dialect: BarrierDialect, barrierId: string): BarrierStatement[] {
+    const sql = insertBarrierSql(dialect, this.table);
+    const originOp = ORIGIN_OP[this.op];
+    const row = (op: string) => ({ sql, params: [this.transType, this.gid, this.branchId, op, barrierId, this.op] });
+    return originOp ? [row(originOp), row(this.op)] : [row(this.op)];
+  }
+
+  /** DTM's decision from what the inserts did; undefined: run the business. */
+  private decide(results: BarrierExecResult[]): BarrierOutcome<never> | undefined {
+    const originInserted = results.length === 2 && results[0].affected > 0;
+    const currentInserted = results[results.length - 1].affected > 0;
     if (this.op === 'msg' && !currentInserted) throw new DtmDuplicatedError(this.gid);
-    if (originOp && originInserted) return { executed: false, reason: 'null-compensation' };
+    if (originInserted) return { executed: false, reason: 'null-compensation' };
     if (!currentInserted) return { executed: false, reason: 'duplicate' };
-    return { executed: true, result: await business() };
+    return undefined;
   }
 
   /**
@@ -134,24 +156,8 @@ export class BranchBarrier {
     return String(this.barrierCount).padStart(2, '0');
   }
 
-  private async insert(tx: BarrierTransaction, op: string, barrierId: string): Promise<boolean> {
-    try {
-      const result = await tx.execute(insertBarrierSql(tx.dialect, this.table), [this.transType, this.gid, this.branchId, op, barrierId, this.op]);
-      return result.affected > 0;
-    } catch (err) {
-      throw isDeadlock(err) ? new BarrierDeadlock(err) : err;
-    }
-  }
-
   private redisKey(op: string, barrierId: string): string {
     return `${this.gid}-${this.branchId}-${op}-${barrierId}`;
-  }
-}
-
-/** A deadlock on the barrier's own inserts (the business has not run): `callWithDb` retries. */
-class BarrierDeadlock extends Error {
-  constructor(override readonly cause: unknown) {
-    super('deadlock on the barrier inserts', { cause });
   }
 }
 

@@ -40,8 +40,13 @@ export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEn
   const dialect = typeormDialect(dataSource.options.type);
   return {
     dialect,
-    transaction: (work) =>
-      dataSource.transaction((manager: D['manager']) => work(manager, typeormBarrierTransaction(manager, dialect))),
+    transaction: (work, leading = []) =>
+      dataSource.transaction(async (manager: D['manager']) => {
+        const tx = typeormBarrierTransaction(manager, dialect);
+        const leadingResults: BarrierExecResult[] = [];
+        for (const statement of leading) leadingResults.push(await tx.execute(statement.sql, statement.params));
+        return work(manager, tx, leadingResults);
+      }),
     async execute(sql, params) {
       const runner = dataSource.createQueryRunner();
       try {

@@ -14,7 +14,10 @@ import {
   pgBarrierTransaction,
   typeormBarrierDatabase,
   typeormBarrierTransaction,
+  type BarrierDatabase,
   type BarrierDialect,
+  type PgClientLike,
+  type PgPoolLike,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 
@@ -114,6 +117,45 @@ describe('inside your own transaction', () => {
     const compensation = await barrierFor(dialect, gid, 'compensate').callWithDb(db, (manager) => manager.query('UPDATE counter SET n = n - 1 WHERE id = 1'));
     expect(compensation.executed).toBe(true);
     expect(await count(dialect)).toBe(before);
+  });
+});
+
+describe('how the adapters send the barrier inserts', () => {
+  /** A compensation then its late action, on `db`: the compensation undoes nothing, the action is skipped. */
+  async function nullCompensationThenHanging(db: BarrierDatabase, dialect: BarrierDialect, gid: string) {
+    const compensate = await barrierFor(dialect, gid, 'compensate').callWithDb(db, async () => 'ran');
+    const action = await barrierFor(dialect, gid, 'action').callWithDb(db, async () => 'ran');
+    return [compensate, action];
+  }
+
+  it('mysql2 with multipleStatements: START TRANSACTION and the inserts in one query, same decisions', async () => {
+    const pool = mysql.createPool({ ...dbs.mariadb.config, multipleStatements: true });
+    try {
+      const outcomes = await nullCompensationThenHanging(mysqlBarrierDatabase(pool), 'mysql', 'multi-my');
+      expect(outcomes).toEqual([
+        { executed: false, reason: 'null-compensation' },
+        { executed: false, reason: 'duplicate' },
+      ]);
+      const fresh = await barrierFor('mysql', 'multi-my-2').callWithDb(mysqlBarrierDatabase(pool), async () => 'ran');
+      expect(fresh).toEqual({ executed: true, result: 'ran' });
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('pg without literal quoting (another client library): BEGIN, then the inserts one by one, same decisions', async () => {
+    const plain: PgPoolLike<PgClientLike & { release(): void }> = {
+      query: (sql, params) => pgPool.query(sql, params),
+      connect: async () => {
+        const client = await pgPool.connect();
+        return { query: (sql: string, params?: unknown[]) => client.query(sql, params), release: () => client.release() };
+      },
+    };
+    const outcomes = await nullCompensationThenHanging(pgBarrierDatabase(plain), 'postgres', 'plain-pg');
+    expect(outcomes).toEqual([
+      { executed: false, reason: 'null-compensation' },
+      { executed: false, reason: 'duplicate' },
+    ]);
   });
 });
 

@@ -53,9 +53,9 @@ async function balances(store: Store, ids: number[]): Promise<Record<number, num
   return result;
 }
 
-/** The barrier rows of `gid` in `store`, as `branch_id/op/barrier_id=reason`. */
+/** The barrier rows of `gid` in `store`, as `branch_id/op/barrier_id=reason`, in key order. */
 async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
-  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY id', [gid]);
+  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id', [gid]);
   return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
 }
 
@@ -141,7 +141,7 @@ describe.each(STORES)('barrier on %s', (store) => {
     if (store !== 'redis') {
       expect(t.runs.of(`${store}.tccOutTry`)).toBe(0);
       expect(t.runs.of(`${store}.tccOutCancel`)).toBe(0);
-      expect(await barrierRows(store, gid)).toEqual(['01/try/01=cancel', '01/cancel/01=cancel']);
+      expect(await barrierRows(store, gid)).toEqual(['01/cancel/01=cancel', '01/try/01=cancel']);
     }
   });
 
@@ -209,9 +209,9 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
     expect(t.runs.of(`${store}.transInCompensate`)).toBe(0); // null compensation: its action rolled back
     expect(await barrierRows(store, gid)).toEqual([
       '01/action/01=action',
-      '02/action/01=compensate',
-      '02/compensate/01=compensate',
       '01/compensate/01=compensate',
+      '02/action/01=compensate', // the compensation's origin row: the action had rolled back
+      '02/compensate/01=compensate',
     ]);
   });
 

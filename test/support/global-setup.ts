@@ -7,7 +7,7 @@ import { startStack, type Stack } from './services/stack.js';
 /** Jest global setup: starts the DTM server and the databases once per run (see test/support/README.md). */
 export default async function globalSetup(): Promise<void> {
   const store = (process.env.DTM_STORE ?? 'boltdb') as DtmStore;
-  if (store !== 'boltdb' && store !== 'redis') throw new Error(`DTM_STORE must be "boltdb" or "redis", got "${store}"`);
+  if (!['boltdb', 'redis', 'mysql'].includes(store)) throw new Error(`DTM_STORE must be "boltdb", "redis" or "mysql", got "${store}"`);
   const started = Date.now();
   const stack = await startStack({ dtmStore: store });
   const file = join(stack.info.runDir, 'harness.json');

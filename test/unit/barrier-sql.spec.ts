@@ -23,7 +23,7 @@ describe('the barrier DDL', () => {
   });
 
   it('names the PostgreSQL unique constraint uniq_barrier, as the insert requires', () => {
-    expect(barrierSchemaSql('postgres').join('\n')).toContain('CONSTRAINT uniq_barrier UNIQUE (gid, branch_id, op, barrier_id)');
+    expect(barrierSchemaSql('postgres').join('\n')).toContain('CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)');
     expect(barrierSchemaSql('mysql', 'orders.barrier')).toEqual([expect.stringContaining('CREATE DATABASE IF NOT EXISTS orders'), expect.stringContaining('orders.barrier')]);
   });
 

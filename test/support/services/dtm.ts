@@ -1,8 +1,11 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from 'js-yaml';
+import mysql from 'mysql2/promise';
 import { DTM_VERSION, dtmBinaryPath, isExecutable } from './binaries.js';
 import { freePort, startProcess, waitUntil, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
+import type { MariadbInfo } from './mariadb.js';
 import type { RedisInfo } from './redis.js';
 
 /** Where the harness's DTM server listens and what it runs with. */
@@ -22,14 +25,20 @@ export interface DtmInfo {
   logFile: string;
 }
 
-/** Storage engine of the DTM server: boltdb in the temp dir (default) or the harness's Redis. */
-export type DtmStore = 'boltdb' | 'redis';
+/**
+ * Storage engine of the DTM server: boltdb in the temp dir (default), the harness's Redis, or the
+ * harness's MariaDB (database `dtm`, the store of DTM's own benchmark; its schema is created by
+ * DTM's `-r` from the SQL files of its Go module).
+ */
+export type DtmStore = 'boltdb' | 'redis' | 'mysql';
 
 /** Options for {@link startDtm}. */
 export interface StartDtmOptions {
   store?: DtmStore;
   /** Required when `store` is `redis`. */
   redis?: RedisInfo;
+  /** Required when `store` is `mysql`. */
+  mariadb?: MariadbInfo;
   /** Seconds the cron sleeps when no transaction is due (DTM default 3; the harness uses 1). */
   cronIntervalSeconds?: number;
   /** Extra top-level keys of DTM's config file (e.g. `{ RequestTimeout: 5 }`). */
@@ -56,20 +65,27 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     // how soon a new topic subscription is seen by msg submits (DTM default 3 s)
     ConfigUpdateInterval: 1,
     LogLevel: 'info',
-    Store: storeConfig(store, options.redis),
+    Store: storeConfig(store, options),
     ...options.extraConfig,
   };
+  if (store === 'mysql') {
+    // DTM's -r connects to its database before creating the tables in it
+    const conn = await mysql.createConnection({ host: options.mariadb!.host, port: options.mariadb!.port, user: options.mariadb!.user, password: options.mariadb!.password });
+    await conn.query('CREATE DATABASE IF NOT EXISTS dtm');
+    await conn.end();
+  }
   const configFile = join(dir, 'dtm.yml');
   writeFileSync(configFile, dump(config));
   const logFile = join(runDir.path, `${name}.log`);
-  // boltdb keeps its file in the working directory: the server runs in its own temp directory.
+  // boltdb keeps its file in the working directory: the server runs in its own temp directory; for the
+  // mysql store it runs in its Go module's directory, whose sqls/ its -r (create the schema) reads.
   // SIGINT, not SIGTERM: a SIGTERM that arrives before DTM's main has installed its handler is caught
   // by go-zero's (a dependency) graceful-shutdown handler, which only re-raises it 5.5 s later.
   const proc = startProcess({
     name,
     command: binary,
-    args: ['-c', configFile],
-    cwd: dir,
+    args: store === 'mysql' ? ['-c', configFile, '-r'] : ['-c', configFile],
+    cwd: store === 'mysql' ? dtmModuleDir() : dir,
     env: minimalEnv(),
     runDir,
     logFile,
@@ -88,8 +104,24 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   };
 }
 
-function storeConfig(store: DtmStore, redis: RedisInfo | undefined): Record<string, unknown> {
+function storeConfig(store: DtmStore, options: StartDtmOptions): Record<string, unknown> {
   if (store === 'boltdb') return { Driver: 'boltdb' };
+  if (store === 'mysql') {
+    const db = options.mariadb;
+    if (!db) throw new Error('the mysql DTM store needs a running MariaDB (pass options.mariadb)');
+    return { Driver: 'mysql', Host: db.host, Port: db.port, User: db.user, Password: db.password, Db: 'dtm' };
+  }
+  const redis = options.redis;
   if (!redis) throw new Error('the redis DTM store needs a running Redis (pass options.redis)');
   return { Driver: 'redis', Host: redis.host, Port: redis.port, User: '', Password: '', RedisPrefix: '{dtm}' };
+}
+
+/** The directory of DTM's Go module in the module cache (scripts/setup.sh downloaded it). */
+function dtmModuleDir(): string {
+  const cache = execFileSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
+  const dir = join(cache, 'github.com', 'dtm-labs', `dtm@${DTM_VERSION}`);
+  if (!existsSync(join(dir, 'sqls', 'dtmsvr.storage.mysql.sql'))) {
+    throw new Error(`the mysql DTM store needs DTM's SQL files from its Go module, not found at ${dir}: run "bash scripts/setup.sh"`);
+  }
+  return dir;
 }

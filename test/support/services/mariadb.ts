@@ -20,10 +20,10 @@ const TEST_PASSWORD = 'dtm-test-password';
 
 /**
  * Starts a private MariaDB (InnoDB, XA capable) on a free port with its data in the run directory,
- * and creates the test account. Durability is relaxed (flush once a second) for speed; XA PREPARE
- * still survives a client disconnect, which is what XA tests need.
+ * and creates the test account. Durability is relaxed (flush once a second) for speed unless
+ * `durable`; XA PREPARE still survives a client disconnect, which is what XA tests need.
  */
-export async function startMariadb(runDir: RunDir): Promise<{ info: MariadbInfo; process: ManagedProcess }> {
+export async function startMariadb(runDir: RunDir, options: { durable?: boolean } = {}): Promise<{ info: MariadbInfo; process: ManagedProcess }> {
   const hint = 'install MariaDB server binaries (Debian: apt-get install mariadb-server)';
   const server = findBinary(['mariadbd', 'mysqld'], hint);
   const installDb = findBinary(['mariadb-install-db', 'mysql_install_db'], hint);
@@ -54,7 +54,7 @@ export async function startMariadb(runDir: RunDir): Promise<{ info: MariadbInfo;
       '--max-connections=500',
       '--innodb-buffer-pool-size=128M',
       '--innodb-log-file-size=64M',
-      '--innodb-flush-log-at-trx-commit=2',
+      `--innodb-flush-log-at-trx-commit=${options.durable ? 1 : 2}`,
       '--character-set-server=utf8mb4',
       '--collation-server=utf8mb4_general_ci',
     ],

@@ -20,10 +20,11 @@ export const PG_MAX_PREPARED_TRANSACTIONS = 64;
 
 /**
  * Starts a private PostgreSQL on a free port with its data in the run directory, set up for tests:
- * trust authentication on 127.0.0.1 only, `max_prepared_transactions` > 0 for XA, no fsync.
+ * trust authentication on 127.0.0.1 only, `max_prepared_transactions` > 0 for XA, no fsync unless
+ * `durable` (benchmarks compare with figures measured on durable databases).
  * As root it runs as the `postgres` user (or `nobody`), since PostgreSQL refuses to run as root.
  */
-export async function startPostgres(runDir: RunDir): Promise<{ info: PostgresInfo; process: ManagedProcess }> {
+export async function startPostgres(runDir: RunDir, options: { durable?: boolean } = {}): Promise<{ info: PostgresInfo; process: ManagedProcess }> {
   const hint = 'install PostgreSQL server binaries (Debian: apt-get install postgresql)';
   const initdb = findBinary(['initdb'], hint);
   const postgres = findBinary(['postgres'], hint);
@@ -51,10 +52,9 @@ export async function startPostgres(runDir: RunDir): Promise<{ info: PostgresInf
       '-k', dir,
       '-c', `max_prepared_transactions=${PG_MAX_PREPARED_TRANSACTIONS}`,
       '-c', 'max_connections=300',
-      '-c', 'fsync=off',
-      '-c', 'synchronous_commit=off',
-      '-c', 'full_page_writes=off',
       '-c', 'shared_buffers=64MB',
+      // tests: no durability, for speed; benchmarks: PostgreSQL's defaults (fsync at every commit)
+      ...(options.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']),
     ],
     runDir,
     logFile,

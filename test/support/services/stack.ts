@@ -22,6 +22,8 @@ export interface StackOptions {
   mariadb?: boolean;
   redis?: boolean;
   dtmStore?: DtmStore;
+  /** Databases with their default durability (fsync at commit) instead of the fast test settings. */
+  durable?: boolean;
   /** The process whose end makes the reaper stop everything (default: this process). */
   ownerPid?: number;
 }
@@ -46,6 +48,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const want = { postgres: true, mariadb: true, redis: true, ...options };
   const store = options.dtmStore ?? 'boltdb';
   if (store === 'redis') want.redis = true;
+  if (store === 'mysql') want.mariadb = true;
   const runDir = createRunDir(options.ownerPid);
   const processes: ManagedProcess[] = [];
   const started = <T extends { process: ManagedProcess }>(p: Promise<T>): Promise<T> =>
@@ -64,8 +67,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     const settled = await Promise.allSettled([
       want.redis ? started(startRedis(runDir)) : undefined,
-      want.postgres ? started(startPostgres(runDir)) : undefined,
-      want.mariadb ? started(startMariadb(runDir)) : undefined,
+      want.postgres ? started(startPostgres(runDir, { durable: options.durable })) : undefined,
+      want.mariadb ? started(startMariadb(runDir, { durable: options.durable })) : undefined,
     ]);
     const failure = settled.find((r) => r.status === 'rejected');
     if (failure) throw failure.reason;
@@ -74,7 +77,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       Awaited<ReturnType<typeof startPostgres>> | undefined,
       Awaited<ReturnType<typeof startMariadb>> | undefined,
     ];
-    const dtm = await started(startDtm(runDir, { store, redis: redis?.info }));
+    const dtm = await started(startDtm(runDir, { store, redis: redis?.info, mariadb: mariadb?.info }));
     return {
       info: { runDir: runDir.path, dtm: dtm.info, postgres: postgres?.info, mariadb: mariadb?.info, redis: redis?.info },
       runDir,

@@ -1,0 +1,169 @@
+// bench/barrier-overhead: the cost of the sub-transaction barrier on PostgreSQL and MariaDB, two ways.
+//
+// 1. sagas (DTM's own method, the one behind its published 531 vs 575 TPS = 0.92): completed
+//    two-step sagas per second through the real DTM server (by default on a MySQL-family store, as
+//    in DTM's benchmark: the harness's MariaDB), each step a branch doing one UPDATE in a local
+//    transaction, with versus without the barrier. Target: >= 0.92.
+// 2. branch: requests per second of that branch alone, called directly (a new gid each time, so the
+//    barrier really inserts). Harsher: nothing but the branch's own work is left to share the cost.
+//
+// Private database servers from the test harness with their default durability (fsync at every
+// commit, as in DTM's benchmark; --fast: the tests' no-fsync settings), the app in its own process,
+// this process the load generator; every request updates one of 1000 rows. All on one 2-core machine.
+//
+//   npm run bench:barrier -- [--connections 16] [--seconds 5] [--rounds 3] [--fast] [--dtm-store mysql|redis|boltdb]
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, resolveDtmConfig } from 'nestjs-dtm';
+import { mariadbUrl } from '../test/support/services/mariadb.js';
+import { postgresUrl } from '../test/support/services/postgres.js';
+import { startStack } from '../test/support/services/stack.js';
+
+const { values } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '16' },
+    seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
+    fast: { type: 'boolean', default: false },
+    'dtm-store': { type: 'string', default: 'mysql' },
+  },
+});
+const connections = Number(values.connections);
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+const ROWS = 1000;
+const here = dirname(fileURLToPath(import.meta.url));
+
+async function prepare(pgUrl: string, myUrl: string): Promise<void> {
+  const pgPool = new pg.Pool({ connectionString: pgUrl });
+  const myPool = mysql.createPool({ uri: myUrl });
+  try {
+    for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
+      await run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+      await run(`INSERT INTO account (id, balance) VALUES ${Array.from({ length: ROWS }, (_, i) => `(${i + 1}, 0)`).join(', ')}`);
+    }
+    await ensureBarrierSchema(pgBarrierDatabase(pgPool), { table: 'dtm_barrier' });
+    await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
+  } finally {
+    await Promise.all([pgPool.end(), myPool.end()]);
+  }
+}
+
+let sequence = 0;
+/** Loads `path` for `durationSeconds` on `connections` keep-alive connections; answers 200s per second. */
+async function load(port: number, path: string, durationSeconds: number): Promise<number> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+  const deadline = Date.now() + durationSeconds * 1000;
+  let ok = 0;
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const n = ++sequence;
+      const body = JSON.stringify({ id: (n % ROWS) + 1 });
+      const query = `?gid=bench${process.pid}x${n}&trans_type=saga&branch_id=01&op=action`;
+      const req = http.request(
+        { host: '127.0.0.1', port, path: `${path}${query}`, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          res.resume();
+          res.on('end', () => (res.statusCode === 200 ? (ok++, resolve()) : reject(new Error(`${path} answered ${res.statusCode}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (Date.now() < deadline) await one();
+    }),
+  );
+  agent.destroy();
+  return ok / ((Date.now() - started) / 1000);
+}
+
+/** Completed two-step sagas per second on `path` (both steps), `connections` callers, through DTM. */
+async function sagas(client: DtmClient, port: number, path: string, durationSeconds: number): Promise<number> {
+  const deadline = Date.now() + durationSeconds * 1000;
+  let done = 0;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (Date.now() < deadline) {
+        const n = ++sequence;
+        const url = `http://127.0.0.1:${port}${path}`;
+        const gid = await client.generateGid();
+        await client
+          .newSaga(gid, { waitResult: true })
+          .add(url, '', { id: (n % ROWS) + 1 })
+          .add(url, '', { id: ((n + 500) % ROWS) + 1 })
+          .submit();
+        done++;
+      }
+    }),
+  );
+  return done / ((Date.now() - started) / 1000);
+}
+
+const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
+/** Runs `measure` on both paths of `store`, alternating, and prints the medians and their ratio. */
+async function compare(label: string, store: 'pg' | 'mysql', unit: string, measure: (path: string, seconds: number) => Promise<number>): Promise<void> {
+  await measure(`/${store}/with`, 2); // warm-up
+  await measure(`/${store}/without`, 2);
+  const withRates: number[] = [];
+  const withoutRates: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    withRates.push(await measure(`/${store}/with`, seconds));
+    withoutRates.push(await measure(`/${store}/without`, seconds));
+  }
+  const [w, wo] = [median(withRates), median(withoutRates)];
+  const name = store === 'pg' ? 'PostgreSQL' : 'MariaDB';
+  console.log(`  ${label} ${name.padEnd(10)}: with barrier ${w.toFixed(0)} ${unit}, without ${wo.toFixed(0)} ${unit}, with/without = ${(w / wo).toFixed(3)}`);
+}
+
+async function main(): Promise<void> {
+  const dtmStore = values['dtm-store'] as 'mysql' | 'redis' | 'boltdb';
+  const stack = await startStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
+  const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
+  const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
+  await myAdmin.query('CREATE DATABASE bench');
+  await myAdmin.end();
+  const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
+  await prepare(pgUrl, myUrl);
+  const child = spawn(process.execPath, [join(here, 'barrier-overhead.app.js')], {
+    env: { ...process.env, NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        const m = /port (\d+)/.exec(c.toString());
+        if (m) resolve(Number(m[1]));
+      });
+      child.on('exit', (code) => reject(new Error(`app exited with ${code}`)));
+    });
+    console.log(
+      `barrier-overhead: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
+        `${connections} connections/callers, ${rounds} rounds of ${seconds} s, medians, NODE_ENV=production`,
+    );
+    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: stack.info.dtm.serverUrl } }, {}));
+    console.log(`1. completed two-step sagas per second through DTM (${dtmStore} store; target with/without >= 0.92)`);
+    for (const store of ['pg', 'mysql'] as const) await compare('sagas ', store, 'sagas/s', (path, s) => sagas(client, port, path, s));
+    console.log('2. requests per second of the branch alone');
+    for (const store of ['pg', 'mysql'] as const) await compare('branch', store, 'req/s', (path, s) => load(port, path, s));
+    client.onModuleDestroy();
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await stack.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
