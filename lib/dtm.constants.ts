@@ -9,3 +9,6 @@ export const DTM_BARRIER_DEFAULT_METADATA = 'nestjs-dtm:barrier-default';
 
 /** Injection token of the module's barrier connections (`Map<string, BarrierConnection>`). */
 export const DTM_BARRIER_CONNECTIONS = Symbol('DTM_BARRIER_CONNECTIONS');
+
+/** Injection token of the module's XA databases (`Map<string, XaDatabase>`). */
+export const DTM_XA_CONNECTIONS = Symbol('DTM_XA_CONNECTIONS');

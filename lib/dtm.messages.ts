@@ -69,7 +69,16 @@ export const MESSAGES = {
     `message ${gid}: the barrier row of its local transaction already exists: DTM's back-check ran first and rolled the message back, so the business did not run and nothing is sent`,
   unknownBarrier: (where: string, name: string, known: string[]) =>
     `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrier: { connections } })`,
-  noBarrierTx: (where: string) => `${where} asks for @BarrierTx(), but runs without a barrier: give its decorator { barrier: '<connection>' } or its controller @UseBarrier()`,
+  noBarrierTx: (where: string) =>
+    `${where} asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), or @XaBranch(name, { db })`,
+  xidChars: (xid: string) =>
+    `XA id ${JSON.stringify(xid)} has characters XA statements cannot take (they are quoted into the SQL): use gids of letters, digits and . _ : @ = - (DTM's newGid gives such)`,
+  xidTooLong: (xid: string, bytes: number, dialect: string, max: number) =>
+    `XA id "${xid}" (<gid>-<branch_id>) is ${bytes} bytes, over ${dialect === 'mysql' ? "MySQL's" : "PostgreSQL's"} limit of ${max}: use a shorter gid (DTM's newGid gives 22 characters)`,
+  xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
+  xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
+  unknownXaDb: (where: string, name: string, known: string[]) =>
+    `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections })`,
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

@@ -6,13 +6,18 @@ import { DtmHttpIntegration } from './branches/dtm-http.integration.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from './dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
 import { TransactionHelper } from './transactions/transaction.helper.js';
 
 const providers: Provider[] = [
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
   { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_MODULE_OPTIONS] },
+  {
+    provide: DTM_XA_CONNECTIONS,
+    useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.xaConnections ?? {})),
+    inject: [DTM_MODULE_OPTIONS],
+  },
   {
     provide: DTM_BARRIER_CONNECTIONS,
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.barrierConnections ?? {})),
@@ -24,8 +29,8 @@ const providers: Provider[] = [
   DtmBranchExplorer,
   DtmHttpIntegration,
 ];
-// the barrier connections too: the barrier interceptor is instantiated in the modules of the controllers using it
-const exported = [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DtmClient, TransactionHelper, DtmBranchRegistry];
+// the barrier and XA connections too: their interceptors are instantiated in the modules of the controllers using them
+const exported = [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, TransactionHelper, DtmBranchRegistry];
 
 /**
  * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`

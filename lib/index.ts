@@ -49,7 +49,7 @@ export {
   UseBarrier,
 } from './branches/branch.decorators.js';
 export { BranchContext } from './branches/branch-context.decorator.js';
-export type { BranchInfo, BranchKind, BranchOptions, SagaActionOptions } from './branches/branch.types.js';
+export type { BranchInfo, BranchKind, BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
 export { DtmBranchInterceptor } from './branches/branch.interceptor.js';
@@ -72,6 +72,11 @@ export type { RedisLike } from './barrier/redis-barrier.store.js';
 export { redisBarrierConnection } from './barrier/redis-barrier.connection.js';
 export { BarrierTx } from './barrier/barrier-tx.decorator.js';
 export { DtmBarrierInterceptor } from './barrier/barrier.interceptor.js';
+
+export type { XaConnection, XaDatabase } from './xa/xa.types.js';
+export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
+export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
+export { DtmXaInterceptor } from './xa/xa.interceptor.js';
 
 export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
 export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';

@@ -1,5 +1,6 @@
 // Compiles the project with tsc into .build/ (the type check of everything, and the harness's global
-// setup that jest loads as JavaScript), runs jest in native ESM mode, then prints the plain summary "N passed, N failed" as the very last
+// setup that jest loads as JavaScript) and the library into dist/ (what child processes of the
+// tests import as 'nestjs-dtm'), runs jest in native ESM mode, then prints the plain summary "N passed, N failed" as the very last
 // line (from jest's JSON results, after jest and its global teardown have finished) and exits
 // non-zero on any failure. Arguments are passed to jest (e.g. a path pattern).
 import { spawnSync } from 'node:child_process';
@@ -12,14 +13,13 @@ const resultFile = join(root, '.test-results', 'jest.json');
 mkdirSync(dirname(resultFile), { recursive: true });
 rmSync(resultFile, { force: true });
 
-const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], {
-  cwd: root,
-  stdio: 'inherit',
-});
-if (tsc.status !== 0) {
-  console.log('the type check (tsc -p tsconfig.json) failed: see above');
-  console.log('0 passed, 1 failed');
-  process.exit(1);
+for (const project of ['tsconfig.json', 'tsconfig.build.json']) {
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, project)], { cwd: root, stdio: 'inherit' });
+  if (tsc.status !== 0) {
+    console.log(`the type check (tsc -p ${project}) failed: see above`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
 }
 
 const jest = spawnSync(

@@ -5,7 +5,8 @@ import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchInterceptor } from './branch.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
-import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions } from './branch.types.js';
+import { DtmXaInterceptor } from '../xa/xa.interceptor.js';
+import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /**
  * Makes a branch decorator. It only writes metadata: the branch record under one namespaced key,
@@ -15,7 +16,7 @@ import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions } fro
  * interceptor that refuses success bodies DTM would misread, and with a `barrier` option the
  * interceptor that runs the handler inside a barrier-guarded local transaction.
  */
-function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions = {}): MethodDecorator {
+function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const metadata: BranchMetadata = { kind, name, options };
   return applyDecorators(
     SetMetadata(DTM_BRANCH_METADATA, metadata),
@@ -24,6 +25,7 @@ function branchDecorator(kind: BranchKind, name: string, options: SagaActionOpti
     UseFilters(DtmBranchExceptionFilter),
     ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchInterceptor)]),
     ...(options.barrier ? [UseInterceptors(DtmBarrierInterceptor)] : []),
+    ...(options.db ? [UseInterceptors(DtmXaInterceptor)] : []),
   );
 }
 
@@ -45,8 +47,11 @@ export const TccTry = (name: string, options?: BranchOptions): MethodDecorator =
 export const TccConfirm = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
 export const TccCancel = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
-/** XA branch `name`: one route serving `op=action`, `commit` and `rollback`. */
-export const XaBranch = (name: string): MethodDecorator => branchDecorator('xa', name);
+/**
+ * XA branch `name`: one route serving `op=action`, `commit` and `rollback`. With `{ db }` the module
+ * runs the local XA transaction on that database (the handler serves `action`, with `@BarrierTx()`).
+ */
+export const XaBranch = (name: string, options?: XaBranchOptions): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
 /** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its URL. */

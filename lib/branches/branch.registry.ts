@@ -4,16 +4,17 @@ import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { isRedisConnection } from '../barrier/barrier.interceptor.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from '../dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
+import type { XaDatabase } from '../xa/xa.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
-import type { BranchKind, SagaActionOptions } from './branch.types.js';
+import type { BranchKind, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /** A decorated handler as the explorer found it. */
 export interface BranchRoute {
   kind: BranchKind;
   name: string;
-  options: SagaActionOptions;
+  options: SagaActionOptions & XaBranchOptions;
   /** `Controller.method`, for messages. */
   handler: string;
   /** HTTP method of the route. */
@@ -50,6 +51,7 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
     @Optional() private readonly adapterHost?: HttpAdapterHost,
     @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
+    @Optional() @Inject(DTM_XA_CONNECTIONS) private readonly xaConnections?: Map<string, XaDatabase>,
   ) {}
 
   /** Every registered branch. */
@@ -95,6 +97,8 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
   }
 
   private barrierProblem(route: BranchRoute, decl: string): string | undefined {
+    const xaDb = route.options.db;
+    if (xaDb && !this.xaConnections?.has(xaDb)) return MESSAGES.unknownXaDb(decl, xaDb, [...(this.xaConnections?.keys() ?? [])]);
     if (!route.barrier) return undefined;
     const connection = this.barrierConnections?.get(route.barrier);
     if (!connection) return MESSAGES.unknownBarrier(decl, route.barrier, [...(this.barrierConnections?.keys() ?? [])]);

@@ -19,6 +19,17 @@ export interface BranchOptions {
   barrier?: string | false;
 }
 
+/** Options of `@XaBranch`. */
+export interface XaBranchOptions {
+  /**
+   * Run the local XA transaction on this database of the module's `xaConnections`: the module does
+   * XA START / barrier row / your handler / register with DTM / XA END + XA PREPARE for `op=action`,
+   * and XA COMMIT or ROLLBACK for phase 2 (the handler only serves `action`; it gets the
+   * connection with `@BarrierTx()`). Without it the handler serves all three ops itself.
+   */
+  db?: string;
+}
+
 /** Options of `@SagaAction`. */
 export interface SagaActionOptions extends BranchOptions {
   /** `false` states that the step has no compensation on purpose (DTM then treats its rollback as done). */
@@ -29,7 +40,7 @@ export interface SagaActionOptions extends BranchOptions {
 export interface BranchMetadata {
   kind: BranchKind;
   name: string;
-  options: SagaActionOptions;
+  options: SagaActionOptions & XaBranchOptions;
 }
 
 /** The DTM call a branch handler is serving: from the query DTM (or the app, for TCC try / XA action) sends. */

@@ -15,6 +15,8 @@ import { Tcc } from '../transactions/tcc.js';
 import { assertGid } from '../transactions/transaction-base.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { Xa } from '../transactions/xa.js';
+import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
+import type { XaDatabase } from '../xa/xa.types.js';
 import type {
   FinalResult,
   ListFilter,
@@ -137,6 +139,19 @@ export class DtmClient implements OnModuleDestroy {
   /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`. */
   barrier(branch: BranchInfo): BranchBarrier {
     return BranchBarrier.from(branch, { table: this.config.barrierTable });
+  }
+
+  /**
+   * The resource manager's side of an XA branch, for the call `branch` (its `@BranchContext()`):
+   * for `op=action` runs `business` on a dedicated connection of `db` inside XA START ... XA PREPARE
+   * (PostgreSQL: BEGIN ... PREPARE TRANSACTION), registering the branch with DTM before preparing;
+   * for `op=commit|rollback` finishes it (idempotently) without running `business`. Errors roll the
+   * branch back and propagate (a `DtmFailureError` then makes the transaction abort).
+   * `@XaBranch(name, { db })` does this for a handler.
+   */
+  async xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined> {
+    this.assertEnabled('xaLocalTransaction()');
+    return xaLocalTransaction({ http: this.http, config: this.config }, branch, db, business);
   }
 
   /**

@@ -1,5 +1,6 @@
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { RedisLike } from '../barrier/redis-barrier.store.js';
+import type { XaDatabase } from '../xa/xa.types.js';
 
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
 export interface DtmConfig {
@@ -42,6 +43,8 @@ export interface DtmModuleOptions {
    * a Redis client (`redisBarrierConnection(redis)`) serves `@MsgQueryPrepared` back-checks.
    */
   barrierConnections?: Record<string, BarrierConnection>;
+  /** Databases `@XaBranch(name, { db })` runs its local XA transactions on: `{ mysql: mysqlXaDatabase(() => ...) }`. */
+  xaConnections?: Record<string, XaDatabase>;
 }
 
 /** A connection the barrier can use: a SQL database, or Redis (for message back-checks). */

@@ -1,5 +1,7 @@
-// The published package, as a user gets it: `npm pack` (which builds dist/), installed into a fresh
-// project with its peers, then imported from an ES module and required from a CommonJS module.
+// The published package, as a user gets it: `npm pack` of the dist/ that scripts/run-jest.mjs built
+// (--ignore-scripts: prepack's rebuild would pull dist/ away from tests running in parallel),
+// installed into a fresh project with its peers, then imported from an ES module and required from
+// a CommonJS module.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,7 @@ let packedFiles: string[];
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'nestjs-dtm-pack-'));
   const packed = JSON.parse(
-    execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
   ) as { filename: string; files: { path: string }[] }[];
   tarball = join(work, packed[0].filename);
   packedFiles = packed[0].files.map((f) => f.path);

@@ -1,0 +1,29 @@
+import type { XaDatabase } from './xa.types.js';
+
+/** The part of a connected `pg` `Client` an XA branch uses. */
+export interface PgXaClientLike {
+  query(sql: string, params?: unknown[]): Promise<{ rowCount: number | null; rows: Record<string, unknown>[] }>;
+  end(): Promise<void>;
+}
+
+/**
+ * PostgreSQL for XA branches (two-phase commit: PREPARE TRANSACTION; the server needs
+ * `max_prepared_transactions` > 0). `connect` makes a new dedicated, connected client each time,
+ * e.g. `async () => { const c = new pg.Client(config); await c.connect(); return c; }`.
+ */
+export function pgXaDatabase<C extends PgXaClientLike>(connect: () => Promise<C>): XaDatabase<C> {
+  return {
+    dialect: 'postgres',
+    async connect() {
+      const client = await connect();
+      return {
+        handle: client,
+        async execute(sql, params = []) {
+          const result = await client.query(sql, params);
+          return { affected: result.rowCount ?? 0, rows: result.rows ?? [] };
+        },
+        close: () => client.end(),
+      };
+    },
+  };
+}

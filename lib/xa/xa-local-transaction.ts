@@ -1,0 +1,108 @@
+import { insertBarrierSql } from '../barrier/barrier.sql.js';
+import type { BarrierDialect } from '../barrier/barrier.types.js';
+import type { BranchInfo } from '../branches/branch.types.js';
+import type { DtmHttp } from '../client/dtm-http.js';
+import type { DtmConfig } from '../config/dtm-config.types.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmError } from '../errors/dtm-error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import type { XaConnection, XaDatabase } from './xa.types.js';
+
+/** Longest XA id each database takes (MySQL: the gtrid, 64 bytes; PostgreSQL: the GID, 199). */
+const MAX_XID_BYTES: Record<BarrierDialect, number> = { mysql: 64, postgres: 199 };
+/** XA statements take no parameters: the id is quoted into the SQL, so only these characters may be in it. */
+const XID_CHARS = /^[A-Za-z0-9._:@=-]+$/;
+
+/** What the local XA transaction needs from the module (internal). */
+export interface XaRuntime {
+  readonly http: DtmHttp;
+  readonly config: DtmConfig;
+}
+
+/** The XA id of a branch: `<gid>-<branch_id>`, checked against the database's limit. */
+export function xidOf(branch: Pick<BranchInfo, 'gid' | 'branchId'>, dialect: BarrierDialect): string {
+  const xid = `${branch.gid}-${branch.branchId}`;
+  if (!XID_CHARS.test(xid)) throw new DtmFailureError(MESSAGES.xidChars(xid), { gid: branch.gid, branchId: branch.branchId });
+  const bytes = Buffer.byteLength(xid);
+  if (bytes > MAX_XID_BYTES[dialect]) {
+    throw new DtmFailureError(MESSAGES.xidTooLong(xid, bytes, dialect, MAX_XID_BYTES[dialect]), { gid: branch.gid, branchId: branch.branchId });
+  }
+  return xid;
+}
+
+/**
+ * The resource manager's side of an XA branch, as DTM's SDKs run it. For `op=action`: on a
+ * dedicated connection, XA START (PostgreSQL: BEGIN), the barrier row DTM's SDK writes, `business`,
+ * then the branch is registered with DTM (its phase-2 URL) before XA END + XA PREPARE (PREPARE
+ * TRANSACTION); on any error the branch is rolled back and the error rethrown, so the transaction
+ * aborts. For `op=commit|rollback`: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED), idempotent (an
+ * unknown id is success), and after a rollback the barrier row with reason `rollback`; `business`
+ * does not run. The connection is closed on every path.
+ */
+export async function xaLocalTransaction<H, T>(
+  runtime: XaRuntime,
+  branch: BranchInfo,
+  db: XaDatabase<H>,
+  business: (handle: H) => Promise<T>,
+): Promise<T | undefined> {
+  const xid = xidOf(branch, db.dialect);
+  if (branch.op === 'commit' || branch.op === 'rollback') {
+    await phase2(runtime, branch, db, xid);
+    return undefined;
+  }
+  if (branch.op !== 'action') throw new DtmError(MESSAGES.xaBadOp(branch.op), { gid: branch.gid, branchId: branch.branchId });
+  if (!branch.phase2Url) throw new DtmError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
+  const mysql = db.dialect === 'mysql';
+  const conn = await db.connect();
+  try {
+    await conn.execute(mysql ? `XA START '${xid}'` : 'BEGIN');
+    let result: T;
+    try {
+      await conn.execute(insertBarrierSql(db.dialect, runtime.config.barrierTable), ['xa', branch.gid, branch.branchId, 'action', '01', 'action']);
+      result = await business(conn.handle);
+      const dtm = branch.dtm ?? runtime.config.serverUrl;
+      await runtime.http.operation(
+        `${dtm}/registerBranch`,
+        { gid: branch.gid, trans_type: 'xa', branch_id: branch.branchId, url: branch.phase2Url },
+        { gid: branch.gid, branchId: branch.branchId, operation: 'registerBranch' },
+      );
+    } catch (err) {
+      await abandon(conn, mysql, xid);
+      throw err;
+    }
+    if (mysql) {
+      await conn.execute(`XA END '${xid}'`);
+      await conn.execute(`XA PREPARE '${xid}'`);
+    } else {
+      await conn.execute(`PREPARE TRANSACTION '${xid}'`);
+    }
+    return result;
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
+async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<void> {
+  const statements = mysql ? [`XA END '${xid}'`, `XA ROLLBACK '${xid}'`] : ['ROLLBACK'];
+  for (const sql of statements) await conn.execute(sql).catch(() => undefined);
+}
+
+async function phase2(runtime: XaRuntime, branch: BranchInfo, db: XaDatabase, xid: string): Promise<void> {
+  const commit = branch.op === 'commit';
+  const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
+  const conn = await db.connect();
+  try {
+    try {
+      await conn.execute(sql);
+    } catch (err) {
+      // a repeated phase 2 (or a rollback of a branch that never prepared): already done
+      if (!/XAER_NOTA|does not exist/.test(String((err as Error)?.message ?? err))) throw err;
+    }
+    if (!commit) {
+      // marks that the rollback happened after the branch's prepare (or instead of it)
+      await conn.execute(insertBarrierSql(db.dialect, runtime.config.barrierTable), ['xa', branch.gid, branch.branchId, 'action', '01', 'rollback']);
+    }
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}

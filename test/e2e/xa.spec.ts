@@ -1,0 +1,171 @@
+// Local XA branches on MariaDB and PostgreSQL against the real DTM server: the participant runs in
+// its own process (test/e2e/xa-participant.app.ts) so that it can be killed after XA PREPARE.
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, type DtmClient } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { harness, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+
+const root = resolve(import.meta.dirname, '..', '..');
+let dbs: FileDatabases;
+let pgPool: pg.Pool;
+let myPool: mysql.Pool;
+let ap: DtmTestApp;
+let client: DtmClient;
+let port: number;
+let participant: ManagedProcess;
+
+/** Starts the participant process on `port` (again, after a kill). */
+async function startParticipant(): Promise<ManagedProcess> {
+  const runDir = runDirFrom(harness().runDir);
+  const proc = startProcess({
+    name: 'xa-participant',
+    command: process.execPath,
+    args: [join(root, '.build', 'test', 'e2e', 'xa-participant.app.js')],
+    cwd: root,
+    env: minimalEnv({ PORT: String(port), PG_URL: dbs.postgres.url, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl }),
+    runDir,
+    logFile: join(runDir.path, `xa-participant-${process.pid}.log`),
+  });
+  await waitUntil('xa participant', async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 404, { timeoutMs: 20_000, process: proc });
+  return proc;
+}
+
+const url = (store: 'mysql' | 'pg') => `http://127.0.0.1:${port}/xa/${store}`;
+
+async function balances(): Promise<{ mysql: number; pg: number }> {
+  const [rows] = await myPool.query('SELECT balance FROM account WHERE id = 1');
+  return { mysql: Number((rows as { balance: number }[])[0].balance), pg: Number((await pgPool.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance) };
+}
+
+/** Prepared XA branches left in either database. */
+async function pendingXa(): Promise<string[]> {
+  const [recovered] = await myPool.query('XA RECOVER');
+  const pgPrepared = await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()');
+  return [...(recovered as { data: string }[]).map((r) => `mysql:${r.data}`), ...pgPrepared.rows.map((r) => `pg:${r.gid}`)];
+}
+
+async function barrierRows(gid: string): Promise<string[]> {
+  const [my] = await myPool.query('SELECT branch_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id', [gid]);
+  const pgRows = await pgPool.query('SELECT branch_id, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id', [gid]);
+  return [...(my as { branch_id: string; reason: string }[]).map((r) => `mysql ${r.branch_id}=${r.reason}`), ...pgRows.rows.map((r) => `pg ${r.branch_id}=${r.reason}`)];
+}
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  pgPool = new pg.Pool({ connectionString: dbs.postgres.url });
+  myPool = mysql.createPool(dbs.mariadb.config);
+  for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
+    await run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await run('INSERT INTO account VALUES (1, 100)');
+  }
+  await ensureBarrierSchema(pgBarrierDatabase(pgPool), { table: 'dtm_barrier' });
+  await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
+  port = await freePort();
+  participant = await startParticipant();
+  ap = await startDtmApp();
+  client = ap.client;
+});
+afterAll(async () => {
+  await ap?.close();
+  await participant?.stop();
+  await Promise.all([pgPool?.end(), myPool?.end()]);
+});
+
+describe('local XA branches on MariaDB and PostgreSQL', () => {
+  it('commit: both branches prepared, registered, then committed by DTM; nothing left prepared', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    await client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+      await xa.callBranch({ account: 1, amount: 30 }, url('pg'));
+    });
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('succeed');
+    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+      '01 rollback prepared',
+      '01 commit succeed',
+      '02 rollback prepared',
+      '02 commit succeed',
+    ]);
+    expect(await balances()).toEqual({ mysql: before.mysql - 30, pg: before.pg + 30 });
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual(['mysql 01=action', 'pg 02=action']);
+
+    // a repeated phase 2 is harmless: the xid is unknown now, which counts as done
+    for (const store of ['mysql', 'pg'] as const) {
+      const branchId = store === 'mysql' ? '01' : '02';
+      const again = await fetch(`${url(store)}?gid=${gid}&trans_type=xa&branch_id=${branchId}&op=commit`, { method: 'POST' });
+      expect(again.status).toBe(200);
+    }
+    expect(await balances()).toEqual({ mysql: before.mysql - 30, pg: before.pg + 30 });
+  });
+
+  it('rollback: the second branch fails, the first branch\'s prepared work is rolled back, balances unchanged', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    const run = client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+      await xa.callBranch({ account: 1, amount: 30, fail: true }, url('pg'));
+    });
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('pg branch refused');
+    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
+    expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual(['mysql 01=rollback']); // the action's row rolled back; phase 2 wrote this one
+  });
+
+  it('the participant is killed after XA PREPARE; once it is back, DTM\'s retry commits the prepared branch', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    await client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ account: 1, amount: 7 }, url('mysql'));
+      await participant.stop(0); // SIGKILL-fast: the branch stays prepared in MariaDB, nobody to commit it
+    });
+    expect(await pendingXa()).toEqual([`mysql:${gid}-01`]);
+    await new Promise((r) => setTimeout(r, 1500)); // DTM's commit fails: connection refused
+    expect((await client.query(gid))?.branches.map((b) => b.status)).toEqual(['prepared', 'prepared']);
+
+    participant = await startParticipant();
+    await triggerCron();
+    await waitForTransStatus(gid, 'succeed', 20_000);
+    expect(await pendingXa()).toEqual([]);
+    expect((await balances()).mysql).toBe(before.mysql + 7);
+  });
+
+  it('a transaction that timed out before any branch: the branch cannot register, nothing is prepared or changed', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    const run = client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await waitForTransStatus(gid, 'failed', 20_000); // DTM times it out
+        await xa.callBranch({ account: 1, amount: 5 }, url('mysql'));
+      },
+      { timeoutToFail: 1, retryInterval: 1 },
+    );
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toMatch(/Timeout after 1 seconds/);
+    expect(final.branches).toEqual([]);
+    expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('a gid too long for MySQL\'s 64-byte XA id is refused up front with a clear reason', async () => {
+    const before = await balances();
+    const gid = `too-long-${'x'.repeat(60)}`;
+    const run = client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 5 }, url('mysql')));
+    await expect(run).rejects.toThrow(/over MySQL's limit of 64: use a shorter gid/);
+    expect((await client.waitForFinal(gid)).status).toBe('failed');
+    expect(await balances()).toEqual(before);
+  });
+});
