@@ -150,7 +150,7 @@ async function main(): Promise<void> {
       `barrier-overhead: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
         `${connections} connections/callers, ${rounds} rounds of ${seconds} s, medians, NODE_ENV=production`,
     );
-    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: stack.info.dtm.serverUrl } }, {}));
+    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: stack.info.dtm!.serverUrl } }, {}));
     console.log(`1. completed two-step sagas per second through DTM (${dtmStore} store; target with/without >= 0.92)`);
     for (const store of ['pg', 'mysql'] as const) await compare('sagas ', store, 'sagas/s', (path, s) => sagas(client, port, path, s));
     console.log('2. requests per second of the branch alone');

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
   branches.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => branches.listen(0, '127.0.0.1', r));
   const branchUrl = `http://127.0.0.1:${(branches.address() as { port: number }).port}`;
-  const serverUrl = stack.info.dtm.serverUrl;
+  const serverUrl = stack.info.dtm!.serverUrl;
   const payload = { amount: 30 };
 
   const client = new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {}));
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   };
 
   try {
-    console.log(`saga-throughput: DTM ${stack.info.dtm.version} (redis store), ${callers} callers, ${rounds} rounds of ${seconds} s each`);
+    console.log(`saga-throughput: DTM ${stack.info.dtm!.version} (redis store), ${callers} callers, ${rounds} rounds of ${seconds} s each`);
     const drivers = [
       { name: '(a) DtmClient', run: viaLibrary, rates: [] as number[] },
       { name: '(b) by hand, axios', run: byHandAxios, rates: [] as number[] },

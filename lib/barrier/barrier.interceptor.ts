@@ -11,10 +11,14 @@ import { BranchBarrier } from './branch-barrier.js';
 export const BARRIER_TX = Symbol('nestjs-dtm:barrier-tx');
 const BARRIER_ACTIVE = Symbol('nestjs-dtm:barrier-active');
 
-/** The barrier connection a branch handler uses: its decorator's `barrier` option, else its controller's `@UseBarrier()`. */
+/**
+ * The barrier connection a branch handler uses: its decorator's `barrier` option, else its
+ * controller's `@UseBarrier()` (which XA branches, having their own local XA transaction, ignore).
+ */
 export function barrierConnectionOf(branch: BranchMetadata, controller: object): string | undefined {
   if (branch.options.barrier === false) return undefined;
-  return branch.options.barrier ?? (Reflect.getMetadata(DTM_BARRIER_DEFAULT_METADATA, controller) as string | undefined);
+  if (branch.options.barrier) return branch.options.barrier;
+  return branch.kind === 'xa' ? undefined : (Reflect.getMetadata(DTM_BARRIER_DEFAULT_METADATA, controller) as string | undefined);
 }
 
 /** Whether a barrier connection is a Redis client rather than a SQL database. */

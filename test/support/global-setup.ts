@@ -15,7 +15,7 @@ export default async function globalSetup(): Promise<void> {
   process.env[HARNESS_ENV] = file;
   (globalThis as { __NESTJS_DTM_STACK__?: Stack }).__NESTJS_DTM_STACK__ = stack;
   process.stdout.write(
-    `\n[harness] DTM ${stack.info.dtm.version} (${store}) at ${stack.info.dtm.serverUrl}, ` +
+    `\n[harness] DTM ${stack.info.dtm!.version} (${store}) at ${stack.info.dtm!.serverUrl}, ` +
       `postgres :${stack.info.postgres?.port}, mariadb :${stack.info.mariadb?.port}, redis :${stack.info.redis?.port} ` +
       `started in ${Date.now() - started} ms\n`,
   );

@@ -1,20 +1,24 @@
 import { readFileSync } from 'node:fs';
+import type { DtmInfo } from './services/dtm.js';
 import type { StackInfo } from './services/stack.js';
 import { sleep } from './services/process.js';
 
-export type { StackInfo } from './services/stack.js';
+/** The stack of a test run: the global setup always starts a DTM server. */
+export interface HarnessInfo extends StackInfo {
+  dtm: DtmInfo;
+}
 
 /** Environment variable naming the JSON file in which the global setup describes the running stack. */
 export const HARNESS_ENV = 'NESTJS_DTM_HARNESS';
 
-let cached: StackInfo | undefined;
+let cached: HarnessInfo | undefined;
 
 /** The running stack (DTM server, PostgreSQL, MariaDB, Redis) started once for this test run. */
-export function harness(): StackInfo {
+export function harness(): HarnessInfo {
   if (cached) return cached;
   const file = process.env[HARNESS_ENV];
   if (!file) throw new Error(`${HARNESS_ENV} is not set: run the tests with "npm test" (jest's global setup starts the stack)`);
-  cached = JSON.parse(readFileSync(file, 'utf8')) as StackInfo;
+  cached = JSON.parse(readFileSync(file, 'utf8')) as HarnessInfo;
   return cached;
 }
 

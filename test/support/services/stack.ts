@@ -10,14 +10,16 @@ import { startRedis, type RedisInfo } from './redis.js';
 export interface StackInfo {
   /** The run's temp directory (removed when the run ends). */
   runDir: string;
-  dtm: DtmInfo;
+  /** Absent when started with `dtm: false`. */
+  dtm?: DtmInfo;
   postgres?: PostgresInfo;
   mariadb?: MariadbInfo;
   redis?: RedisInfo;
 }
 
-/** Which services {@link startStack} starts besides DTM (default: all). */
+/** Which services {@link startStack} starts (default: all). */
 export interface StackOptions {
+  dtm?: boolean;
   postgres?: boolean;
   mariadb?: boolean;
   redis?: boolean;
@@ -41,11 +43,11 @@ export interface Stack {
 }
 
 /**
- * Starts the DTM server and the databases in one temp directory, in parallel where they do not
+ * Starts the DTM server and the databases (or those asked for) in one temp directory, in parallel where they do not
  * depend on each other. If any fails, the ones already started are stopped before the error is thrown.
  */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const want = { postgres: true, mariadb: true, redis: true, ...options };
+  const want = { dtm: true, postgres: true, mariadb: true, redis: true, ...options };
   const store = options.dtmStore ?? 'boltdb';
   if (store === 'redis') want.redis = true;
   if (store === 'mysql') want.mariadb = true;
@@ -77,9 +79,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       Awaited<ReturnType<typeof startPostgres>> | undefined,
       Awaited<ReturnType<typeof startMariadb>> | undefined,
     ];
-    const dtm = await started(startDtm(runDir, { store, redis: redis?.info, mariadb: mariadb?.info }));
+    const dtm = want.dtm ? await started(startDtm(runDir, { store, redis: redis?.info, mariadb: mariadb?.info })) : undefined;
     return {
-      info: { runDir: runDir.path, dtm: dtm.info, postgres: postgres?.info, mariadb: mariadb?.info, redis: redis?.info },
+      info: { runDir: runDir.path, dtm: dtm?.info, postgres: postgres?.info, mariadb: mariadb?.info, redis: redis?.info },
       runDir,
       processes,
       stop,
