@@ -36,11 +36,11 @@ afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** Runs `code` with node in the consumer project as file `name`; returns what it printed. */
-function runInConsumer(name: string, code: string): string {
-  const file = join(work, 'app', name);
+/** Runs `code` with node in the consumer project `app` as file `name`; returns what it printed. */
+function runInConsumer(name: string, code: string, app = 'app'): string {
+  const file = join(work, app, name);
   writeFileSync(file, code);
-  return execFileSync(process.execPath, [file], { cwd: join(work, 'app'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(process.execPath, [file], { cwd: join(work, app), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 describe('the packed tarball', () => {
@@ -101,4 +101,43 @@ describe('the packed tarball', () => {
     );
     expect(JSON.parse(out)).toEqual({ retryInterval: 12, typed: true });
   });
+
+  it('boots in a Nest 11 app too (peer range ^11 || ^12): DtmModule, a decorated branch route, the client', () => {
+    const app = join(work, 'nest11');
+    execFileSync('mkdir', ['-p', app]);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'nest11-consumer', version: '1.0.0', private: true }));
+    execFileSync(
+      'npm',
+      ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@nestjs/common@^11', '@nestjs/core@^11', '@nestjs/platform-express@^11', 'reflect-metadata', 'rxjs'],
+      { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const out = runInConsumer(
+      'check.cjs',
+      `require('reflect-metadata');
+       const { Controller, Module, Post } = require('@nestjs/common');
+       const { NestFactory } = require('@nestjs/core');
+       const { DtmClient, DtmModule, DtmBranchRegistry, SagaAction } = require('nestjs-dtm');
+       class Bank { pay() { return { paid: true }; } }
+       Post('pay')(Bank.prototype, 'pay', Object.getOwnPropertyDescriptor(Bank.prototype, 'pay'));
+       SagaAction('pay', { compensate: false })(Bank.prototype, 'pay', Object.getOwnPropertyDescriptor(Bank.prototype, 'pay'));
+       Controller('bank')(Bank);
+       class AppModule {}
+       Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://dtm.example/api/dtmsvr', appUrl: 'http://orders' } })], controllers: [Bank] })(AppModule);
+       (async () => {
+         const app = await NestFactory.create(AppModule, { logger: false });
+         await app.listen(0, '127.0.0.1');
+         const port = app.getHttpServer().address().port;
+         const res = await fetch('http://127.0.0.1:' + port + '/bank/pay?gid=g&trans_type=saga&branch_id=01&op=action', { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'null' });
+         console.log(JSON.stringify({
+           nest: require('@nestjs/core/package.json').version.split('.')[0],
+           url: app.get(DtmBranchRegistry).url('saga-action', 'pay'),
+           status: res.status, body: await res.json(),
+           serverUrl: app.get(DtmClient).config.serverUrl,
+         }));
+         await app.close();
+       })();`,
+      'nest11',
+    );
+    expect(JSON.parse(out)).toEqual({ nest: '11', url: 'http://orders/bank/pay', status: 200, body: { paid: true }, serverUrl: 'http://dtm.example/api/dtmsvr' });
+  }, 180_000);
 });
