@@ -1,97 +1,81 @@
 // Two-phase messages through DtmClient against the real DTM server; branches and the back-check
 // endpoint are the recorder app.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, type DtmClient } from 'nestjs-dtm';
-import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { describe, expect, it } from '@jest/globals';
+import { DtmFailureError } from 'nestjs-dtm';
+import { sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, waitForTransStatus } from '../support/harness.js';
-import { startRecorder, type Recorder } from '../support/recorder.js';
 
-let app: DtmTestApp;
-let client: DtmClient;
-let recorder: Recorder;
-
-beforeAll(async () => {
-  recorder = await startRecorder();
-  app = await startDtmApp();
-  client = app.client;
-});
-afterAll(async () => {
-  await app?.close();
-  await recorder?.close();
-});
-beforeEach(() => recorder.reset());
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fx = useDtmAppWithRecorder();
 
 describe('DtmClient messages', () => {
   it('prepare then submit: DTM calls every branch once, in order', async () => {
-    const gid = await client.generateGid();
-    const msg = client.newMsg(gid).add(recorder.urlFor('/TransOut'), { amount: 5 }).add(recorder.urlFor('/TransIn'), { amount: 5 });
-    await msg.prepare(recorder.urlFor('/QueryPrepared'));
-    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', query_prepared: recorder.urlFor('/QueryPrepared') });
+    const gid = await fx.client.generateGid();
+    const msg = fx.client.newMsg(gid).add(fx.recorder.urlFor('/TransOut'), { amount: 5 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 });
+    await msg.prepare(fx.recorder.urlFor('/QueryPrepared'));
+    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', query_prepared: fx.recorder.urlFor('/QueryPrepared') });
     const final = await msg.submitAndWait();
 
     expect(final.status).toBe('succeed');
     expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 action succeed', '02 action succeed']);
-    expect(recorder.callsFor(gid).map((c) => [c.path, c.query.op, c.body])).toEqual([
+    expect(fx.recorder.callsFor(gid).map((c) => [c.path, c.query.op, c.body])).toEqual([
       ['/TransOut', 'action', '{"amount":5}'],
       ['/TransIn', 'action', '{"amount":5}'],
     ]);
   });
 
   it('a prepared message whose back-check answers 409 fails, and no branch is called', async () => {
-    const gid = await client.generateGid();
-    recorder.answer('/QueryPrepared', 409);
-    await client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(recorder.urlFor('/TransIn'), { amount: 5 }).prepare(recorder.urlFor('/QueryPrepared'));
-    const final = await client.waitForFinal(gid, { timeoutMs: 20_000 });
+    const gid = await fx.client.generateGid();
+    fx.recorder.answer('/QueryPrepared', 409);
+    await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 }).prepare(fx.recorder.urlFor('/QueryPrepared'));
+    const final = await fx.client.waitForFinal(gid, { timeoutMs: 20_000 });
 
     expect(final.status).toBe('failed');
     expect(final.branches.map((b) => b.status)).toEqual(['prepared']);
-    const [check] = recorder.callsTo('/QueryPrepared', gid);
+    const [check] = fx.recorder.callsTo('/QueryPrepared', gid);
     expect(check).toMatchObject({ method: 'GET', query: { gid, trans_type: 'msg', branch_id: '00', op: 'msg' } });
-    expect(recorder.callsTo('/TransIn', gid)).toHaveLength(0);
+    expect(fx.recorder.callsTo('/TransIn', gid)).toHaveLength(0);
   });
 
   it('a prepared message whose back-check answers 200 is delivered', async () => {
-    const gid = await client.generateGid();
-    await client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(recorder.urlFor('/TransIn'), { amount: 5 }).prepare(recorder.urlFor('/QueryPrepared'));
-    const final = await client.waitForFinal(gid, { timeoutMs: 20_000 });
+    const gid = await fx.client.generateGid();
+    await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 }).prepare(fx.recorder.urlFor('/QueryPrepared'));
+    const final = await fx.client.waitForFinal(gid, { timeoutMs: 20_000 });
 
     expect(final.status).toBe('succeed');
-    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/QueryPrepared', '/TransIn']);
+    expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/QueryPrepared', '/TransIn']);
   });
 
   it('fans a topic out to every subscriber', async () => {
     const topic = `orders-${Date.now()}`;
     for (const path of ['/SubscriberA', '/SubscriberB']) {
-      const answer = await dtmGet(`/subscribe?topic=${topic}&url=${encodeURIComponent(recorder.urlFor(path))}&remark=test`);
+      const answer = await dtmGet(`/subscribe?topic=${topic}&url=${encodeURIComponent(fx.recorder.urlFor(path))}&remark=test`);
       expect(answer.status).toBe(200);
     }
     await sleep(1500); // the server refreshes its topic map every ConfigUpdateInterval (1 s in the harness)
-    const gid = await client.generateGid();
-    const final = await client.newMsg(gid).addTopic(topic, { order: 1 }).submitAndWait();
+    const gid = await fx.client.generateGid();
+    const final = await fx.client.newMsg(gid).addTopic(topic, { order: 1 }).submitAndWait();
 
     expect(final.status).toBe('succeed');
     expect(final.branches.map((b) => b.branchId).sort()).toEqual(['01-01', '01-02']);
-    expect(recorder.callsFor(gid).map((c) => c.path).sort()).toEqual(['/SubscriberA', '/SubscriberB']);
+    expect(fx.recorder.callsFor(gid).map((c) => c.path).sort()).toEqual(['/SubscriberA', '/SubscriberB']);
   });
 
   it('setDelay: DTM calls no branch before the delay has passed', async () => {
-    const gid = await client.generateGid();
+    const gid = await fx.client.generateGid();
     const submitted = Date.now();
-    const final = await client.newMsg(gid, { retryInterval: 1 }).add(recorder.urlFor('/Later'), {}).setDelay(2).submitAndWait({ timeoutMs: 20_000 });
+    const final = await fx.client.newMsg(gid, { retryInterval: 1 }).add(fx.recorder.urlFor('/Later'), {}).setDelay(2).submitAndWait({ timeoutMs: 20_000 });
 
     expect(final.status).toBe('succeed');
     expect(final.transaction.customData).toEqual({ delay: 2 });
-    expect(recorder.callsTo('/Later', gid)[0].at - submitted).toBeGreaterThanOrEqual(1900);
+    expect(fx.recorder.callsTo('/Later', gid)[0].at - submitted).toBeGreaterThanOrEqual(1900);
   });
 });
 
 describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
   async function doAndSubmit(business: () => Promise<string>) {
-    const gid = await client.generateGid();
-    const msg = client.newMsg(gid).add(recorder.urlFor('/Deliver'), { order: 7 });
-    const outcome = await msg.doAndSubmit(recorder.urlFor('/QueryPrepared'), business).then(
+    const gid = await fx.client.generateGid();
+    const msg = fx.client.newMsg(gid).add(fx.recorder.urlFor('/Deliver'), { order: 7 });
+    const outcome = await msg.doAndSubmit(fx.recorder.urlFor('/QueryPrepared'), business).then(
       (value) => ({ value, error: undefined as unknown }),
       (error: unknown) => ({ value: undefined, error }),
     );
@@ -102,8 +86,8 @@ describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
     const { gid, value } = await doAndSubmit(async () => 'order saved');
     expect(value).toBe('order saved');
     expect((await waitForTransStatus(gid, 'succeed')).branches.map((b) => b.status)).toEqual(['succeed']);
-    expect(recorder.callsTo('/Deliver', gid)).toHaveLength(1);
-    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+    expect(fx.recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   });
 
   it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {
@@ -112,18 +96,18 @@ describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
     });
     expect(error).toBeInstanceOf(DtmFailureError);
     expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
-    expect(recorder.callsFor(gid)).toHaveLength(0);
+    expect(fx.recorder.callsFor(gid)).toHaveLength(0);
   });
 
   it('business threw another error and the back-check says FAILURE: aborted, the error rethrown', async () => {
-    recorder.answer('/QueryPrepared', 409);
+    fx.recorder.answer('/QueryPrepared', 409);
     const { gid, error } = await doAndSubmit(async () => {
       throw new Error('connection reset while committing');
     });
     expect((error as Error).message).toBe('connection reset while committing');
     expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
-    expect(recorder.callsTo('/QueryPrepared', gid)[0].query).toMatchObject({ gid, branch_id: '00', op: 'msg', trans_type: 'msg' });
-    expect(recorder.callsTo('/Deliver', gid)).toHaveLength(0);
+    expect(fx.recorder.callsTo('/QueryPrepared', gid)[0].query).toMatchObject({ gid, branch_id: '00', op: 'msg', trans_type: 'msg' });
+    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
   });
 
   it('business threw another error but the back-check says committed: submitted and delivered, the error still rethrown', async () => {
@@ -132,17 +116,17 @@ describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
     });
     expect((error as Error).message).toBe('timeout after commit');
     await waitForTransStatus(gid, 'succeed');
-    expect(recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
   });
 
   it('business threw another error and the back-check cannot tell (500): left prepared for DTM\'s own back-check', async () => {
-    recorder.answer('/QueryPrepared', 500);
+    fx.recorder.answer('/QueryPrepared', 500);
     const { gid, error } = await doAndSubmit(async () => {
       throw new Error('lost connection');
     });
     expect((error as Error).message).toBe('lost connection');
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
-    expect(recorder.callsTo('/Deliver', gid)).toHaveLength(0);
-    await client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
+    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
+    await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
   });
 });

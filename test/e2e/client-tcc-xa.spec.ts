@@ -1,40 +1,25 @@
 // TCC and XA global transactions through DtmClient and TransactionHelper, against the real DTM
 // server. The XA resource managers are recorder handlers that register their branch with DTM the
 // way DTM's Go SDK does (registerBranch with the phase-2 URL, before answering the action).
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, type DtmClient, type TransactionHelper } from 'nestjs-dtm';
-import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { describe, expect, it } from '@jest/globals';
+import { DtmFailureError } from 'nestjs-dtm';
+import { useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
-import { startRecorder, type Recorder, type RecordedCall } from '../support/recorder.js';
+import type { RecordedCall } from '../support/recorder.js';
 
-let app: DtmTestApp;
-let client: DtmClient;
-let helper: TransactionHelper;
-let recorder: Recorder;
-
-beforeAll(async () => {
-  recorder = await startRecorder();
-  app = await startDtmApp();
-  client = app.client;
-  helper = app.helper;
-});
-afterAll(async () => {
-  await app?.close();
-  await recorder?.close();
-});
-beforeEach(() => recorder.reset());
+const fx = useDtmAppWithRecorder();
 
 describe('TCC', () => {
   it('confirms every branch after the Tries succeeded; Tries get the query DTM SDKs send', async () => {
-    const gid = await client.generateGid();
-    recorder.answer('/InventoryTry', { status: 200, body: { reserved: 2 } });
-    const answers = await client.tccGlobalTransaction(gid, async (tcc) => [
-      await tcc.callBranch({ sku: 'a', qty: 2 }, recorder.urlFor('/InventoryTry'), recorder.urlFor('/InventoryConfirm'), recorder.urlFor('/InventoryCancel')),
-      await tcc.callBranch({ amount: 10 }, recorder.urlFor('/PaymentTry'), recorder.urlFor('/PaymentConfirm'), recorder.urlFor('/PaymentCancel')),
+    const gid = await fx.client.generateGid();
+    fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 2 } });
+    const answers = await fx.client.tccGlobalTransaction(gid, async (tcc) => [
+      await tcc.callBranch({ sku: 'a', qty: 2 }, fx.recorder.urlFor('/InventoryTry'), fx.recorder.urlFor('/InventoryConfirm'), fx.recorder.urlFor('/InventoryCancel')),
+      await tcc.callBranch({ amount: 10 }, fx.recorder.urlFor('/PaymentTry'), fx.recorder.urlFor('/PaymentConfirm'), fx.recorder.urlFor('/PaymentCancel')),
     ]);
     expect(answers[0].body).toEqual({ reserved: 2 });
 
-    const final = await client.waitForFinal(gid);
+    const final = await fx.client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
     expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
       '01 cancel prepared',
@@ -42,52 +27,52 @@ describe('TCC', () => {
       '02 cancel prepared',
       '02 confirm succeed',
     ]);
-    const [tryCall] = recorder.callsTo('/InventoryTry', gid);
+    const [tryCall] = fx.recorder.callsTo('/InventoryTry', gid);
     expect(tryCall).toMatchObject({
       method: 'POST',
       query: { gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: harness().dtm.serverUrl },
       body: '{"sku":"a","qty":2}',
     });
     // DTM confirms from the last branch to the first, with the registered payload as body
-    expect(recorder.callsFor(gid).filter((c) => c.query.op === 'confirm').map((c) => [c.path, c.body])).toEqual([
+    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm').map((c) => [c.path, c.body])).toEqual([
       ['/PaymentConfirm', '{"amount":10}'],
       ['/InventoryConfirm', '{"sku":"a","qty":2}'],
     ]);
   });
 
   it('a Try answering FAILURE aborts: every registered branch is cancelled and the reason recorded', async () => {
-    const gid = await client.generateGid();
-    recorder.answer('/PaymentTry', { status: 409, body: { message: 'card declined' } });
-    const run = client.tccGlobalTransaction(gid, async (tcc) => {
-      await tcc.callBranch({ sku: 'a' }, recorder.urlFor('/InventoryTry'), recorder.urlFor('/InventoryConfirm'), recorder.urlFor('/InventoryCancel'));
-      await tcc.callBranch({ amount: 10 }, recorder.urlFor('/PaymentTry'), recorder.urlFor('/PaymentConfirm'), recorder.urlFor('/PaymentCancel'));
+    const gid = await fx.client.generateGid();
+    fx.recorder.answer('/PaymentTry', { status: 409, body: { message: 'card declined' } });
+    const run = fx.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch({ sku: 'a' }, fx.recorder.urlFor('/InventoryTry'), fx.recorder.urlFor('/InventoryConfirm'), fx.recorder.urlFor('/InventoryCancel'));
+      await tcc.callBranch({ amount: 10 }, fx.recorder.urlFor('/PaymentTry'), fx.recorder.urlFor('/PaymentConfirm'), fx.recorder.urlFor('/PaymentCancel'));
     });
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
 
-    const final = await client.waitForFinal(gid);
+    const final = await fx.client.waitForFinal(gid);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('card declined');
     expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'prepared', 'succeed', 'prepared']);
-    expect(recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/PaymentCancel', '/InventoryCancel']);
-    expect(recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/PaymentCancel', '/InventoryCancel']);
+    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
   });
 
   it('TransactionHelper.executeTcc returns the Try answers, and a rollback as a result with waitForFinal', async () => {
-    const ok = await helper.mustGenGid();
-    recorder.answer('/InventoryTry', { status: 200, body: { reserved: 1 } });
+    const ok = await fx.helper.mustGenGid();
+    fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 1 } });
     const branch = (name: string, data: object) => ({
-      try: recorder.urlFor(`/${name}Try`),
-      confirm: recorder.urlFor(`/${name}Confirm`),
-      cancel: recorder.urlFor(`/${name}Cancel`),
+      try: fx.recorder.urlFor(`/${name}Try`),
+      confirm: fx.recorder.urlFor(`/${name}Confirm`),
+      cancel: fx.recorder.urlFor(`/${name}Cancel`),
       data,
     });
-    const done = await helper.executeTcc(ok, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
+    const done = await fx.helper.executeTcc(ok, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
     expect(done.answers.map((a) => a.body)).toEqual([{ reserved: 1 }, { result: 'recorded' }]);
     expect(done.final?.status).toBe('succeed');
 
-    const bad = await helper.mustGenGid();
-    recorder.answer('/PaymentTry', 409);
-    const rolledBack = await helper.executeTcc(bad, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
+    const bad = await fx.helper.mustGenGid();
+    fx.recorder.answer('/PaymentTry', 409);
+    const rolledBack = await fx.helper.executeTcc(bad, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
     expect(rolledBack.final?.status).toBe('failed');
     expect(rolledBack.final?.rollbackReason).toContain('recorder answered 409');
   });
@@ -110,15 +95,15 @@ function xaResourceManager(outcome: 'prepare' | 'fail') {
 
 describe('XA (application side)', () => {
   it('commits every branch after the actions succeeded', async () => {
-    recorder.handle('/BankA', xaResourceManager('prepare'));
-    recorder.handle('/BankB', xaResourceManager('prepare'));
-    const gid = await client.generateGid();
-    await client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ amount: -30 }, recorder.urlFor('/BankA'));
-      await xa.callBranch({ amount: 30 }, recorder.urlFor('/BankB'));
+    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+    fx.recorder.handle('/BankB', xaResourceManager('prepare'));
+    const gid = await fx.client.generateGid();
+    await fx.client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ amount: -30 }, fx.recorder.urlFor('/BankA'));
+      await xa.callBranch({ amount: 30 }, fx.recorder.urlFor('/BankB'));
     });
 
-    const final = await client.waitForFinal(gid);
+    const final = await fx.client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
     expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
       '01 rollback prepared',
@@ -126,34 +111,34 @@ describe('XA (application side)', () => {
       '02 rollback prepared',
       '02 commit succeed',
     ]);
-    const [action] = recorder.callsTo('/BankA', gid);
-    expect(action.query).toMatchObject({ gid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: recorder.urlFor('/BankA') });
-    expect(recorder.callsFor(gid).filter((c) => c.query.op === 'commit').map((c) => `${c.path} ${c.method} ${c.body}`)).toEqual([
+    const [action] = fx.recorder.callsTo('/BankA', gid);
+    expect(action.query).toMatchObject({ gid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: fx.recorder.urlFor('/BankA') });
+    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit').map((c) => `${c.path} ${c.method} ${c.body}`)).toEqual([
       '/BankA POST ',
       '/BankB POST ',
     ]);
   });
 
   it('rolls back the prepared branch when the second branch fails, with the reason', async () => {
-    recorder.handle('/BankA', xaResourceManager('prepare'));
-    recorder.handle('/BankB', xaResourceManager('fail'));
-    const gid = await client.generateGid();
-    const run = client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ amount: -30 }, recorder.urlFor('/BankA'));
-      await xa.callBranch({ amount: 30 }, recorder.urlFor('/BankB'));
+    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+    fx.recorder.handle('/BankB', xaResourceManager('fail'));
+    const gid = await fx.client.generateGid();
+    const run = fx.client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ amount: -30 }, fx.recorder.urlFor('/BankA'));
+      await xa.callBranch({ amount: 30 }, fx.recorder.urlFor('/BankB'));
     });
     await expect(run).rejects.toThrow(/insufficient balance/);
 
     const final = await waitForTransStatus(gid, 'failed');
     expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
     expect(final.transaction?.rollback_reason).toContain('insufficient balance');
-    expect(recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
+    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
   });
 
   it('TransactionHelper.executeXa commits, waiting for the final status', async () => {
-    recorder.handle('/BankA', xaResourceManager('prepare'));
-    const gid = await helper.mustGenGid();
-    const result = await helper.executeXa(gid, [{ action: recorder.urlFor('/BankA'), data: { amount: 1 } }], { waitForFinal: { timeoutMs: 10_000 } });
+    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+    const gid = await fx.helper.mustGenGid();
+    const result = await fx.helper.executeXa(gid, [{ action: fx.recorder.urlFor('/BankA'), data: { amount: 1 } }], { waitForFinal: { timeoutMs: 10_000 } });
     expect(result.final?.status).toBe('succeed');
     expect((await queryTrans(gid)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
   });
@@ -161,23 +146,23 @@ describe('XA (application side)', () => {
 
 describe('TransactionHelper saga and msg', () => {
   it('executeSaga and executeMsg submit what they are given', async () => {
-    const sagaGid = await helper.mustGenGid();
-    const saga = await helper.executeSaga(
+    const sagaGid = await fx.helper.mustGenGid();
+    const saga = await fx.helper.executeSaga(
       sagaGid,
       [
-        { action: recorder.urlFor('/TransOut'), compensate: recorder.urlFor('/TransOutRevert'), data: { amount: 1 } },
-        { action: recorder.urlFor('/TransIn'), compensate: recorder.urlFor('/TransInRevert'), data: { amount: 1 } },
+        { action: fx.recorder.urlFor('/TransOut'), compensate: fx.recorder.urlFor('/TransOutRevert'), data: { amount: 1 } },
+        { action: fx.recorder.urlFor('/TransIn'), compensate: fx.recorder.urlFor('/TransInRevert'), data: { amount: 1 } },
       ],
       { waitForFinal: true },
     );
     expect(saga.final?.status).toBe('succeed');
 
-    const msgGid = await helper.mustGenGid();
-    const msg = await helper.executeMsg(msgGid, recorder.urlFor('/QueryPrepared'), [{ action: recorder.urlFor('/Notify'), data: { id: 1 } }], {
+    const msgGid = await fx.helper.mustGenGid();
+    const msg = await fx.helper.executeMsg(msgGid, fx.recorder.urlFor('/QueryPrepared'), [{ action: fx.recorder.urlFor('/Notify'), data: { id: 1 } }], {
       waitForFinal: true,
     });
     expect(msg.final?.status).toBe('succeed');
-    expect(recorder.callsTo('/Notify', msgGid)).toHaveLength(1);
-    await expect(helper.executeSaga(sagaGid, [])).rejects.toThrow('executeSaga needs at least one branch');
+    expect(fx.recorder.callsTo('/Notify', msgGid)).toHaveLength(1);
+    await expect(fx.helper.executeSaga(sagaGid, [])).rejects.toThrow('executeSaga needs at least one branch');
   });
 });
