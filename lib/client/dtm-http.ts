@@ -70,15 +70,15 @@ export class DtmHttp {
    * and the body is not needed.
    */
   async operation(path: string, body: unknown, context: ServerCallContext = {}): Promise<void> {
-    await this.serverText('POST', path, body, { ...context, scanFailure: true });
+    await this.serverText('POST', path, body, context, true);
   }
 
-  private async serverText(method: 'GET' | 'POST', path: string, body: unknown, context: ServerCallContext & { scanFailure?: boolean }): Promise<string> {
+  private async serverText(method: 'GET' | 'POST', path: string, body: unknown, context: ServerCallContext, scanFailure = false): Promise<string> {
     const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
     const answer = await this.send(method, url, body === undefined ? undefined : JSON.stringify(body), undefined, context, (cause) =>
       MESSAGES.unavailable(url, cause, this.config.timeout),
     );
-    if (answer.status === 200 && !(context.scanFailure && answer.text.includes('FAILURE'))) return answer.text;
+    if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     const operation = context.operation ?? path;
     const errorContext = { gid: context.gid, branchId: context.branchId, status: answer.status };
     if (answer.status === 200 || answer.status === 409) {

@@ -3,7 +3,7 @@
 import { DtmError } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BranchRecord, Payload, TransactionOptions, TransactionRecord } from './dtm-client.types.js';
-import type { WireTransBranch, WireTransGlobal, WireTransOptions } from './dtm-wire.types.js';
+import type { WireTransBranch, WireTransGlobal, WireTransRequest, WireTransType } from './dtm-wire.types.js';
 
 /**
  * A branch payload as DTM stores it: a string, never empty (DTM would call the branch with GET).
@@ -32,17 +32,39 @@ export function encodePayload(payload: Payload): string {
   return text;
 }
 
-/** The options part of a prepare / submit body, keys in the Go SDK's order; undefined values are left out. */
-export function toWireOptions(options: TransactionOptions, concurrent: boolean): WireTransOptions {
-  return dropUndefined({
-    wait_result: options.waitResult || undefined,
-    timeout_to_fail: options.timeoutToFail,
-    request_timeout: options.requestTimeout,
-    retry_interval: options.retryInterval,
-    branch_headers: options.branchHeaders && Object.keys(options.branchHeaders).length > 0 ? options.branchHeaders : undefined,
-    concurrent,
-    retry_limit: options.retryLimit,
-  });
+/** What a prepare / submit / abort body carries besides the gid, the type and the options. */
+export interface WireRequestParts {
+  customData?: string;
+  concurrent?: boolean;
+  steps?: Record<string, string>[];
+  payloads?: string[];
+  queryPrepared?: string;
+}
+
+/**
+ * A prepare / submit / abort body, keys in the Go SDK's order; unset options are left out. Built key
+ * by key, without spreads: this runs for every transaction sent.
+ */
+export function toWireRequest(gid: string, transType: WireTransType, options: TransactionOptions, parts: WireRequestParts = {}): WireTransRequest {
+  const wire = { gid, trans_type: transType } as WireTransRequest;
+  if (parts.customData !== undefined) wire.custom_data = parts.customData;
+  if (options.waitResult) wire.wait_result = true;
+  if (options.timeoutToFail !== undefined) wire.timeout_to_fail = options.timeoutToFail;
+  if (options.requestTimeout !== undefined) wire.request_timeout = options.requestTimeout;
+  if (options.retryInterval !== undefined) wire.retry_interval = options.retryInterval;
+  if (options.branchHeaders && hasKeys(options.branchHeaders)) wire.branch_headers = options.branchHeaders;
+  wire.concurrent = parts.concurrent ?? false;
+  if (options.retryLimit !== undefined) wire.retry_limit = options.retryLimit;
+  if (parts.steps) wire.steps = parts.steps;
+  if (parts.payloads) wire.payloads = parts.payloads;
+  if (parts.queryPrepared) wire.query_prepared = parts.queryPrepared;
+  wire.protocol = '';
+  return wire;
+}
+
+function hasKeys(value: object): boolean {
+  for (const _ in value) return true;
+  return false;
 }
 
 /** A `/query` or `/all` transaction as the TypeScript API shows it. */
@@ -101,8 +123,4 @@ function parseJson(text: string | undefined): unknown {
   } catch {
     return text;
   }
-}
-
-function dropUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }

@@ -1,5 +1,5 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import { encodePayload, toWireOptions } from '../client/dtm-wire.js';
+import { encodePayload, toWireRequest } from '../client/dtm-wire.js';
 import type { WireTransRequest } from '../client/dtm-wire.types.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import { assertGid, effectiveOptions } from './transaction-base.js';
@@ -68,6 +68,6 @@ export abstract class GlobalTransaction {
   }
 
   private request(): WireTransRequest {
-    return { gid: this.gid, trans_type: this.transType, ...toWireOptions(this.options, false), protocol: '' };
+    return toWireRequest(this.gid, this.transType, this.options);
   }
 }

@@ -72,13 +72,13 @@ export class Msg extends TransactionBuilder {
   toRequest(): WireTransRequest {
     // custom_data goes with prepare too: DTM stores the steps and custom data of the prepare call
     const customData = this.delaySeconds > 0 ? JSON.stringify({ delay: this.delaySeconds }) : undefined;
-    return {
-      ...this.requestHead(customData, this.concurrent),
+    return this.wireRequest({
+      customData,
+      concurrent: this.concurrent,
       steps: this.steps.map((s) => ({ ...s })),
       payloads: [...this.payloads],
-      ...(this.queryPrepared ? { query_prepared: this.queryPrepared } : {}),
-      protocol: '',
-    };
+      queryPrepared: this.queryPrepared,
+    });
   }
 
   /**

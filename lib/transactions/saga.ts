@@ -63,11 +63,6 @@ export class Saga extends TransactionBuilder {
     const customData = this.concurrent
       ? JSON.stringify({ concurrent: true, orders: Object.fromEntries([...this.orders].map(([k, v]) => [String(k), v])) })
       : undefined;
-    return {
-      ...this.requestHead(customData, this.concurrent),
-      steps: this.steps.map((s) => ({ ...s })),
-      payloads: [...this.payloads],
-      protocol: '',
-    };
+    return this.wireRequest({ customData, concurrent: this.concurrent, steps: this.steps.map((s) => ({ ...s })), payloads: [...this.payloads] });
   }
 }

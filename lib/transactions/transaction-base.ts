@@ -1,5 +1,5 @@
 import type { FinalResult, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
-import { toWireOptions } from '../client/dtm-wire.js';
+import { toWireRequest, type WireRequestParts } from '../client/dtm-wire.js';
 import type { WireTransRequest, WireTransType } from '../client/dtm-wire.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from '../errors/dtm-error.js';
@@ -63,8 +63,8 @@ export abstract class TransactionBuilder {
   abstract toRequest(): WireTransRequest;
 
   /** Submits the transaction; DTM then drives it. With `waitResult`, fails unless DTM's first round succeeded. */
-  async submit(): Promise<void> {
-    await this.sendSubmit(false);
+  submit(): Promise<void> {
+    return this.sendSubmit(false);
   }
 
   /**
@@ -76,18 +76,13 @@ export abstract class TransactionBuilder {
     return this.runtime.waitForFinal(this.gid, wait);
   }
 
-  /** The start of every body: gid, type, custom data and options in the Go SDK's key order (`protocol` comes last). */
-  protected requestHead(customData: string | undefined, concurrent: boolean): Omit<WireTransRequest, 'protocol'> {
-    return {
-      gid: this.gid,
-      trans_type: this.transType,
-      ...(customData !== undefined ? { custom_data: customData } : {}),
-      ...toWireOptions(this.options, concurrent),
-    };
+  /** The body of this transaction with `parts` (steps, payloads, ...), as DTM's Go SDK sends it. */
+  protected wireRequest(parts: WireRequestParts): WireTransRequest {
+    return toWireRequest(this.gid, this.transType, this.options, parts);
   }
 
-  protected async callDtm(operation: 'prepare' | 'submit' | 'abort', body: WireTransRequest): Promise<void> {
-    await this.runtime.http.operation(operation, body, { gid: this.gid, operation });
+  protected callDtm(operation: 'prepare' | 'submit' | 'abort', body: WireTransRequest): Promise<void> {
+    return this.runtime.http.operation(operation, body, { gid: this.gid, operation });
   }
 
   private async sendSubmit(tolerateFirstRound: boolean): Promise<void> {
