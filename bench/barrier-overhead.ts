@@ -12,7 +12,6 @@
 // this process the load generator; every request updates one of 1000 rows. All on one 2-core machine.
 //
 //   npm run bench:barrier -- [--connections 16] [--seconds 5] [--rounds 3] [--fast] [--dtm-store mysql|redis|boltdb]
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +22,7 @@ import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { startStack } from '../test/support/services/stack.js';
+import { closedLoop, median, postJson, startAppProcess } from './load.js';
 
 const { values } = parseArgs({
   options: {
@@ -55,60 +55,34 @@ async function prepare(pgUrl: string, myUrl: string): Promise<void> {
 }
 
 let sequence = 0;
-/** Loads `path` for `durationSeconds` on `connections` keep-alive connections; answers 200s per second. */
+/** Loads `path` for `durationSeconds` on `connections` keep-alive connections, a new gid each call; answers 200s per second. */
 async function load(port: number, path: string, durationSeconds: number): Promise<number> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-  const deadline = Date.now() + durationSeconds * 1000;
-  let ok = 0;
-  const one = () =>
-    new Promise<void>((resolve, reject) => {
+  try {
+    return await closedLoop(connections, durationSeconds, async () => {
       const n = ++sequence;
-      const body = JSON.stringify({ id: (n % ROWS) + 1 });
       const query = `?gid=bench${process.pid}x${n}&trans_type=saga&branch_id=01&op=action`;
-      const req = http.request(
-        { host: '127.0.0.1', port, path: `${path}${query}`, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-        (res) => {
-          res.resume();
-          res.on('end', () => (res.statusCode === 200 ? (ok++, resolve()) : reject(new Error(`${path} answered ${res.statusCode}`))));
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
+      const status = await postJson(agent, port, `${path}${query}`, JSON.stringify({ id: (n % ROWS) + 1 }));
+      if (status !== 200) throw new Error(`${path} answered ${status}`);
     });
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (Date.now() < deadline) await one();
-    }),
-  );
-  agent.destroy();
-  return ok / ((Date.now() - started) / 1000);
+  } finally {
+    agent.destroy();
+  }
 }
 
 /** Completed two-step sagas per second on `path` (both steps), `connections` callers, through DTM. */
-async function sagas(client: DtmClient, port: number, path: string, durationSeconds: number): Promise<number> {
-  const deadline = Date.now() + durationSeconds * 1000;
-  let done = 0;
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (Date.now() < deadline) {
-        const n = ++sequence;
-        const url = `http://127.0.0.1:${port}${path}`;
-        const gid = await client.generateGid();
-        await client
-          .newSaga(gid, { waitResult: true })
-          .add(url, '', { id: (n % ROWS) + 1 })
-          .add(url, '', { id: ((n + 500) % ROWS) + 1 })
-          .submit();
-        done++;
-      }
-    }),
-  );
-  return done / ((Date.now() - started) / 1000);
+function sagas(client: DtmClient, port: number, path: string, durationSeconds: number): Promise<number> {
+  const url = `http://127.0.0.1:${port}${path}`;
+  return closedLoop(connections, durationSeconds, async () => {
+    const n = ++sequence;
+    const gid = await client.generateGid();
+    await client
+      .newSaga(gid, { waitResult: true })
+      .add(url, '', { id: (n % ROWS) + 1 })
+      .add(url, '', { id: ((n + 500) % ROWS) + 1 })
+      .submit();
+  });
 }
-
-const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
 /** Runs `measure` on both paths of `store`, alternating, and prints the medians and their ratio. */
 async function compare(label: string, store: 'pg' | 'mysql', unit: string, measure: (path: string, seconds: number) => Promise<number>): Promise<void> {
@@ -128,24 +102,16 @@ async function compare(label: string, store: 'pg' | 'mysql', unit: string, measu
 async function main(): Promise<void> {
   const dtmStore = values['dtm-store'] as 'mysql' | 'redis' | 'boltdb';
   const stack = await startStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
-  const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
-  const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
-  await myAdmin.query('CREATE DATABASE bench');
-  await myAdmin.end();
-  const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
-  await prepare(pgUrl, myUrl);
-  const child = spawn(process.execPath, [join(here, 'barrier-overhead.app.js')], {
-    env: { ...process.env, NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  let app: Awaited<ReturnType<typeof startAppProcess>> | undefined;
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout.on('data', (c: Buffer) => {
-        const m = /port (\d+)/.exec(c.toString());
-        if (m) resolve(Number(m[1]));
-      });
-      child.on('exit', (code) => reject(new Error(`app exited with ${code}`)));
-    });
+    const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
+    const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
+    await myAdmin.query('CREATE DATABASE bench');
+    await myAdmin.end();
+    const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
+    await prepare(pgUrl, myUrl);
+    app = await startAppProcess(join(here, 'barrier-overhead.app.js'), [], { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl });
+    const port = app.port;
     console.log(
       `barrier-overhead: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
         `${connections} connections/callers, ${rounds} rounds of ${seconds} s, medians, NODE_ENV=production`,
@@ -157,8 +123,10 @@ async function main(): Promise<void> {
     for (const store of ['pg', 'mysql'] as const) await compare('branch', store, 'req/s', (path, s) => load(port, path, s));
     client.onModuleDestroy();
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    if (app) {
+      app.child.kill('SIGTERM');
+      await new Promise((r) => app!.child.once('exit', r));
+    }
     await stack.stop();
   }
 }

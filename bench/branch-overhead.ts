@@ -7,11 +7,11 @@
 // enters its AsyncLocalStorage for each request, which on Node 20 slows every promise down.
 //
 //   npm run bench:branch -- [--connections 32] [--seconds 5] [--rounds 3] [--env production] [--trace]
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { closedLoop, median, postJson, startAppProcess } from './load.js';
 
 const { values } = parseArgs({
   options: {
@@ -28,58 +28,20 @@ const rounds = Number(values.rounds);
 const here = dirname(fileURLToPath(import.meta.url));
 const body = JSON.stringify({ lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] });
 const query = '?gid=BenchGid0000000000001&trans_type=saga&branch_id=01&op=action';
-const headers: Record<string, string | number> = {
-  'content-type': 'application/json',
-  'content-length': Buffer.byteLength(body),
-  ...(values.trace ? { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } : {}),
-};
+const headers: Record<string, string> = values.trace ? { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } : {};
 
-async function startApp(mode: 'dtm' | 'plain'): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [join(here, 'branch-overhead.app.js'), mode], {
-    env: { ...process.env, NODE_ENV: values.env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      const match = /port (\d+)/.exec(chunk.toString());
-      if (match) resolve(Number(match[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`${mode} app exited with ${code}`)));
-  });
-  return { child, port };
-}
+const startApp = (mode: 'dtm' | 'plain') => startAppProcess(join(here, 'branch-overhead.app.js'), [mode], { NODE_ENV: values.env! });
 
 /** Sends requests on `connections` keep-alive connections for `durationSeconds`; returns 200-answers per second. */
 async function load(port: number, durationSeconds: number): Promise<number> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-  const deadline = Date.now() + durationSeconds * 1000;
-  let ok = 0;
   let bad = 0;
-  const one = () =>
-    new Promise<void>((resolve, reject) => {
-      const req = http.request(
-        { host: '127.0.0.1', port, path: `/bench/branch${query}`, method: 'POST', agent, headers },
-        (res) => {
-          res.resume();
-          res.on('end', () => {
-            if (res.statusCode === 200) ok++;
-            else bad++;
-            resolve();
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (Date.now() < deadline) await one();
-    }),
-  );
+  const rate = await closedLoop(connections, durationSeconds, async () => {
+    if ((await postJson(agent, port, `/bench/branch${query}`, body, headers)) !== 200) bad++;
+  });
   agent.destroy();
   if (bad > 0) throw new Error(`${bad} answers were not 200`);
-  return ok / ((Date.now() - started) / 1000);
+  return rate;
 }
 
 async function main(): Promise<void> {
@@ -96,7 +58,6 @@ async function main(): Promise<void> {
       rates.plain.push(await load(apps.plain.port, seconds));
       console.log(`  round ${i + 1}: decorated ${rates.dtm[i].toFixed(0)}/s   plain ${rates.plain[i].toFixed(0)}/s`);
     }
-    const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     const [d, p] = [median(rates.dtm), median(rates.plain)];
     console.log(`decorated branch (DtmModule + @SagaAction): ${d.toFixed(0)} requests/s (median)`);
     console.log(`plain Nest endpoint:                        ${p.toFixed(0)} requests/s (median)`);

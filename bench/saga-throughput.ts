@@ -10,35 +10,31 @@
 // A saga counts when submit answered 200: with wait_result DTM answers after its first round, and
 // 200 only if both steps succeeded. The branches are a bare node:http server in this process.
 //
-//   npm run bench:saga -- [--callers 16] [--seconds 8] [--rounds 3]
+//   npm run bench:saga -- [--callers 16] [--seconds 8] [--rounds 6]
 import 'reflect-metadata';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import axios from 'axios';
 import { DtmClient, resolveDtmConfig } from 'nestjs-dtm';
 import { startStack } from '../test/support/services/stack.js';
+import { closedLoop, median } from './load.js';
 
 const { values } = parseArgs({
-  options: { callers: { type: 'string', default: '16' }, seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '3' } },
+  options: { callers: { type: 'string', default: '16' }, seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '6' } },
 });
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 
-/** Runs `oneSaga` from `callers` loops for `seconds`; returns completed sagas per second. */
-async function measure(oneSaga: () => Promise<void>, durationSeconds: number): Promise<number> {
-  const deadline = Date.now() + durationSeconds * 1000;
-  let completed = 0;
-  const started = Date.now();
-  await Promise.all(
-    Array.from({ length: callers }, async () => {
-      while (Date.now() < deadline) {
-        await oneSaga();
-        completed++;
-      }
-    }),
-  );
-  return completed / ((Date.now() - started) / 1000);
+/**
+ * Runs `oneSaga` from `callers` loops for `durationSeconds`; returns completed sagas per second and
+ * this process's CPU time per saga in microseconds (the branches, which also run here, included).
+ */
+async function measure(oneSaga: () => Promise<void>, durationSeconds: number): Promise<{ rate: number; cpuMicros: number }> {
+  const cpu = process.cpuUsage();
+  const rate = await closedLoop(callers, durationSeconds, oneSaga);
+  const used = process.cpuUsage(cpu);
+  return { rate, cpuMicros: (used.user + used.system) / (rate * durationSeconds) };
 }
 
 async function main(): Promise<void> {
@@ -110,18 +106,25 @@ async function main(): Promise<void> {
   try {
     console.log(`saga-throughput: DTM ${stack.info.dtm!.version} (redis store), ${callers} callers, ${rounds} rounds of ${seconds} s each`);
     const drivers = [
-      { name: '(a) DtmClient', run: viaLibrary, rates: [] as number[] },
-      { name: '(b) by hand, axios', run: byHandAxios, rates: [] as number[] },
-      { name: '(c) by hand, node:http', run: byHandHttp, rates: [] as number[] },
+      { name: '(a) DtmClient', run: viaLibrary, rates: [] as number[], cpu: [] as number[] },
+      { name: '(b) by hand, axios', run: byHandAxios, rates: [] as number[], cpu: [] as number[] },
+      { name: '(c) by hand, node:http', run: byHandHttp, rates: [] as number[], cpu: [] as number[] },
     ];
     for (const d of drivers) await measure(d.run, 2); // warm-up: connections, JIT, DTM's Redis scripts
     for (let i = 0; i < rounds; i++) {
-      for (const d of drivers) d.rates.push(await measure(d.run, seconds));
+      // each round starts with another driver, so that none is always measured right after the fastest
+      for (let k = 0; k < drivers.length; k++) {
+        const d = drivers[(i + k) % drivers.length];
+        const { rate, cpuMicros } = await measure(d.run, seconds);
+        d.rates.push(rate);
+        d.cpu.push(cpuMicros);
+      }
       console.log(`  round ${i + 1}: ${drivers.map((d) => `${d.name} ${d.rates[i].toFixed(1)}/s`).join('   ')}`);
     }
-    const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
     const [a, b, c] = drivers.map((d) => median(d.rates));
-    for (const d of drivers) console.log(`${d.name.padEnd(24)} ${median(d.rates).toFixed(1)} completed sagas/s (median)`);
+    for (const d of drivers) {
+      console.log(`${d.name.padEnd(24)} ${median(d.rates).toFixed(1)} completed sagas/s, ${median(d.cpu).toFixed(0)} µs of this process's CPU per saga (medians)`);
+    }
     console.log(`a/b = ${(a / b).toFixed(3)} (target >= 0.95)`);
     console.log(`a/c = ${(a / c).toFixed(3)} (reference: includes axios's own cost per request)`);
   } finally {
