@@ -12,3 +12,6 @@ export const DTM_BARRIER_CONNECTIONS = Symbol('DTM_BARRIER_CONNECTIONS');
 
 /** Injection token of the module's XA databases (`Map<string, XaDatabase>`). */
 export const DTM_XA_CONNECTIONS = Symbol('DTM_XA_CONNECTIONS');
+
+/** Injection token of what handlers wrapped in a local transaction need from the module (`DtmBranchRuntime`). */
+export const DTM_BRANCH_RUNTIME = Symbol('DTM_BRANCH_RUNTIME');

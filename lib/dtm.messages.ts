@@ -68,7 +68,11 @@ export const MESSAGES = {
   duplicated: (gid: string) =>
     `message ${gid}: the barrier row of its local transaction already exists: DTM's back-check ran first and rolled the message back, so the business did not run and nothing is sent`,
   unknownBarrier: (where: string, name: string, known: string[]) =>
-    `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrier: { connections } })`,
+    `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrierConnections: { ${name}: ... } })`,
+  noBranchRuntime: (where: string) =>
+    `${where} runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)`,
+  redisBarrierOnHandler: (where: string, name: string) =>
+    `${where}: barrier connection "${name}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`,
   noBarrierTx: (where: string) =>
     `${where} asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), or @XaBranch(name, { db })`,
   xidChars: (xid: string) =>
@@ -78,7 +82,7 @@ export const MESSAGES = {
   xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>
-    `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections })`,
+    `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections: { ${name}: ... } })`,
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

@@ -4,9 +4,11 @@ import { DtmBranchExplorer } from './branches/branch.explorer.js';
 import { DtmBranchRegistry } from './branches/branch.registry.js';
 import { DtmHttpIntegration } from './branches/dtm-http.integration.js';
 import { DtmClient } from './client/dtm.client.js';
-import type { DtmModuleOptions } from './config/dtm-config.types.js';
+import type { BarrierConnection, DtmConfig, DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import type { DtmBranchRuntime } from './branches/local-transaction.binding.js';
+import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
 import { TransactionHelper } from './transactions/transaction.helper.js';
 
@@ -23,14 +25,24 @@ const providers: Provider[] = [
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.barrierConnections ?? {})),
     inject: [DTM_MODULE_OPTIONS],
   },
+  {
+    provide: DTM_BRANCH_RUNTIME,
+    useFactory: (config: DtmConfig, barrierConnections: Map<string, BarrierConnection>, xaDatabases: Map<string, XaDatabase>, dtm: DtmClient): DtmBranchRuntime => ({
+      config,
+      barrierConnections,
+      xaDatabases,
+      dtm,
+    }),
+    inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient],
+  },
   DtmClient,
   TransactionHelper,
   DtmBranchRegistry,
   DtmBranchExplorer,
   DtmHttpIntegration,
 ];
-// the barrier and XA connections too: their interceptors are instantiated in the modules of the controllers using them
-const exported = [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, TransactionHelper, DtmBranchRegistry];
+// the branch runtime too: the branch guard is instantiated in the modules of the controllers using it
+const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, TransactionHelper, DtmBranchRegistry];
 
 /**
  * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`

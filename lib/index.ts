@@ -71,12 +71,10 @@ export {
 export type { RedisLike } from './barrier/redis-barrier.store.js';
 export { redisBarrierConnection } from './barrier/redis-barrier.connection.js';
 export { BarrierTx } from './barrier/barrier-tx.decorator.js';
-export { DtmBarrierInterceptor } from './barrier/barrier.interceptor.js';
 
 export type { XaConnection, XaDatabase } from './xa/xa.types.js';
 export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
 export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
-export { DtmXaInterceptor } from './xa/xa.interceptor.js';
 
 export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
 export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';

@@ -1,41 +1,44 @@
 import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInterceptors } from '@nestjs/common';
-import { DtmBarrierInterceptor } from '../barrier/barrier.interceptor.js';
 import { DTM_BARRIER_DEFAULT_METADATA, DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchInterceptor } from './branch.interceptor.js';
+import { bindControllerBarrier, bindLocalTransaction } from './local-transaction.binding.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
-import { DtmXaInterceptor } from '../xa/xa.interceptor.js';
 import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /**
- * Makes a branch decorator. It only writes metadata: the branch record under one namespaced key,
- * and Nest's own route metadata for what every branch needs: status 200 on success (DTM reads
- * anything else, Nest's 201 included, as an error), the guard that checks DTM's query parameters,
- * the filter that answers FAILURE with 409 and ONGOING with 425, outside production the
- * interceptor that refuses success bodies DTM would misread, and with a `barrier` option the
- * interceptor that runs the handler inside a barrier-guarded local transaction.
+ * Makes a branch decorator. It writes metadata: the branch record under one namespaced key, and
+ * Nest's own route metadata for what every branch needs: status 200 on success (DTM reads anything
+ * else, Nest's 201 included, as an error), the guard that checks DTM's query parameters, the filter
+ * that answers FAILURE with 409 and ONGOING with 425, and outside production the interceptor that
+ * refuses success bodies DTM would misread. With a `barrier` option (or an XA `db`) it also wraps
+ * the handler so that it runs inside that local transaction (see local-transaction.binding.ts).
  */
 function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const metadata: BranchMetadata = { kind, name, options };
+  const source = options.db ? { xa: options.db } : options.barrier ? { barrier: options.barrier, queryPrepared: kind === 'msg-query-prepared' } : undefined;
   return applyDecorators(
+    ...(source ? [((target, key, descriptor) => bindLocalTransaction(target, key, descriptor, source)) as MethodDecorator] : []),
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
     UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
     ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchInterceptor)]),
-    ...(options.barrier ? [UseInterceptors(DtmBarrierInterceptor)] : []),
-    ...(options.db ? [UseInterceptors(DtmXaInterceptor)] : []),
   );
 }
 
 /**
  * Controller default: every branch handler of the class runs inside a barrier-guarded local
  * transaction on `connection` (a key of the module's `barrierConnections`), unless its decorator
- * says `{ barrier: false }` or names another connection.
+ * says `{ barrier: false }` or names another connection. XA branches ignore it.
  */
-export const UseBarrier = (connection: string): ClassDecorator =>
-  applyDecorators(SetMetadata(DTM_BARRIER_DEFAULT_METADATA, connection), UseInterceptors(DtmBarrierInterceptor)) as ClassDecorator;
+export const UseBarrier =
+  (connection: string): ClassDecorator =>
+  (controller) => {
+    SetMetadata(DTM_BARRIER_DEFAULT_METADATA, connection)(controller);
+    bindControllerBarrier(controller, connection);
+  };
 
 /** A saga step's action, named `name`: `saga.add(name, payload)` resolves its URL. */
 export const SagaAction = (name: string, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);

@@ -2,7 +2,9 @@ import { Injectable, RequestMethod, VersioningType, type OnModuleInit, type Type
 import { ApplicationConfig, DiscoveryService, MetadataScanner, ModulesContainer } from '@nestjs/core';
 import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
-import { barrierConnectionOf } from '../barrier/barrier.interceptor.js';
+import { DtmBranchGuard } from './branch.guard.js';
+import { barrierConnectionOf, localTransactionOf } from './local-transaction.binding.js';
+import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import type { BranchMetadata } from './branch.types.js';
 
@@ -33,10 +35,15 @@ export class DtmBranchExplorer implements OnModuleInit {
       const { instance, metatype } = wrapper;
       if (!instance || !metatype) continue;
       const prototype = Object.getPrototypeOf(instance) as Record<string, unknown>;
+      // the guard, instantiated in the controller's module, carries what wrapped handlers need
+      const guard = wrapper.host?.injectables.get(DtmBranchGuard)?.instance as DtmBranchGuard | undefined;
       for (const methodName of this.scanner.getAllMethodNames(prototype)) {
         const handler = prototype[methodName] as object;
         const branch = Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined;
-        if (branch) routes.push(this.route(metatype as Type, handler, methodName, branch, wrapper.host?.metatype));
+        if (!branch) continue;
+        const route = this.route(metatype as Type, handler, methodName, branch, wrapper.host?.metatype);
+        if (!route.problem && localTransactionOf(handler) && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(route.handler);
+        routes.push(route);
       }
     }
     this.registry.register(routes);

@@ -1,7 +1,8 @@
-import { BadRequestException, Injectable, type CanActivate, type ExecutionContext } from '@nestjs/common';
-import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { DTM_BRANCH_METADATA, DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { REQUIRED_BRANCH_QUERY, type BranchMetadata } from './branch.types.js';
+import { BRANCH_RUNTIME, type DtmBranchRuntime } from './local-transaction.binding.js';
 
 /** Where the guard leaves, on the request, the execution context of the branch handler serving it (for the filter). */
 export const BRANCH_HANDLER = Symbol('nestjs-dtm:branch-handler');
@@ -19,19 +20,26 @@ export function branchOf(context: ExecutionContext): BranchMetadata | undefined 
 /**
  * Before a decorated handler (HTTP only): a call without DTM's query parameters is answered 400,
  * naming what is missing, and the handler does not run. A guard, not an interceptor: it costs no
- * observable pipeline on the hot path.
+ * observable pipeline on the hot path. It also leaves on the request what a handler wrapped in a
+ * local transaction needs from the module (it is instantiated in the controller's module, so it
+ * sees the DtmModule serving that controller).
  */
 @Injectable()
 export class DtmBranchGuard implements CanActivate {
+  constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {}
+
   canActivate(context: ExecutionContext): boolean {
     if (context.getType() !== 'http') return true;
-    const request = context.switchToHttp().getRequest<{ query?: Record<string, unknown>; [BRANCH_HANDLER]?: ExecutionContext }>();
+    const request = context
+      .switchToHttp()
+      .getRequest<{ query?: Record<string, unknown>; [BRANCH_HANDLER]?: ExecutionContext; [BRANCH_RUNTIME]?: DtmBranchRuntime }>();
     const query = request.query ?? {};
     if (!isPresent(query.gid) || !isPresent(query.trans_type) || typeof query.branch_id !== 'string' || !isPresent(query.op)) {
       const missing = REQUIRED_BRANCH_QUERY.filter((key) => (key === 'branch_id' ? typeof query[key] !== 'string' : !isPresent(query[key])));
       throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
     }
     request[BRANCH_HANDLER] = context;
+    request[BRANCH_RUNTIME] = this.runtime;
     return true;
   }
 }

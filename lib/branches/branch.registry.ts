@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } fro
 import { HttpAdapterHost } from '@nestjs/core';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { isRedisConnection } from '../barrier/barrier.interceptor.js';
+import { isRedisConnection } from './local-transaction.binding.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import type { XaDatabase } from '../xa/xa.types.js';
@@ -104,7 +104,7 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     if (!connection) return MESSAGES.unknownBarrier(decl, route.barrier, [...(this.barrierConnections?.keys() ?? [])]);
     if (route.kind === 'xa') return `${decl}: XA branches do not take a barrier connection; they run their own local XA transaction`;
     if (isRedisConnection(connection) && route.kind !== 'msg-query-prepared') {
-      return `${decl}: barrier connection "${route.barrier}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`;
+      return MESSAGES.redisBarrierOnHandler(decl, route.barrier);
     }
     return undefined;
   }

@@ -1,0 +1,271 @@
+// How the barrier is wired into decorated handlers, whatever way a user writes the controller:
+// decorator order, inherited handlers, request-scoped controllers, handlers that never ask for the
+// transaction, @BarrierTx() where there is none, and a DtmModule the controller's module cannot see.
+// Each handler is called twice as DTM would (a redelivery): the business must run once, and the
+// barrier rows must be in PostgreSQL.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Injectable, Module, Post, Query, Scope, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import {
+  BarrierTx,
+  BranchContext,
+  DtmBranchRegistryError,
+  DtmModule,
+  SagaAction,
+  SagaCompensate,
+  UseBarrier,
+  ensureBarrierSchema,
+  pgBarrierDatabase,
+  type BranchInfo,
+} from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { harness } from '../support/harness.js';
+
+/** Business runs per handler, and what each run received. */
+@Injectable()
+class Runs {
+  calls: { handler: string; body: unknown; tx: boolean; note?: unknown }[] = [];
+  of(handler: string): number {
+    return this.calls.filter((c) => c.handler === handler).length;
+  }
+}
+
+/** Inserts a row marking that `handler` ran for `gid`, through the barrier's transaction. */
+async function mark(tx: unknown, gid: string, handler: string): Promise<void> {
+  await (tx as pg.PoolClient).query('INSERT INTO ran (gid, handler) VALUES ($1, $2)', [gid, handler]);
+}
+
+@Controller('order')
+class DecoratorOrder {
+  constructor(private readonly runs: Runs) {}
+
+  /** The branch decorator above the route decorator. */
+  @SagaAction('above', { compensate: false, barrier: 'pg' })
+  @Post('above')
+  async above(@Body() body: unknown, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    this.runs.calls.push({ handler: 'above', body, tx: tx !== undefined });
+    await mark(tx, b.gid, 'above');
+    return { ok: 'above' };
+  }
+
+  /** The route decorator above the branch decorator, the transaction first, a query parameter last. */
+  @Post('below')
+  @SagaAction('below', { compensate: false, barrier: 'pg' })
+  async below(@BarrierTx() tx: unknown, @BranchContext() b: BranchInfo, @Body() body: unknown, @Query('op') op: string) {
+    this.runs.calls.push({ handler: 'below', body, tx: tx !== undefined, note: op });
+    await mark(tx, b.gid, 'below');
+  }
+
+  /** Guarded, but never asks for the transaction (the barrier still makes it run once). */
+  @Post('no-tx')
+  @SagaAction('noTx', { compensate: false, barrier: 'pg' })
+  noTx(@Body() body: unknown) {
+    this.runs.calls.push({ handler: 'noTx', body, tx: false });
+  }
+
+  /** Asks for a transaction it does not have: no barrier on this branch. */
+  @Post('stray-tx')
+  @SagaAction('strayTx', { compensate: false })
+  strayTx(@BarrierTx() tx: unknown) {
+    this.runs.calls.push({ handler: 'strayTx', body: undefined, tx: tx !== undefined });
+  }
+}
+
+/** A base class with decorated handlers; the subclass below supplies the barrier with @UseBarrier. */
+abstract class BaseAccount {
+  constructor(protected readonly runs: Runs) {}
+
+  @Post('debit')
+  @SagaAction('inherited')
+  async debit(@Body() body: unknown, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    this.runs.calls.push({ handler: 'inherited', body, tx: tx !== undefined });
+    await mark(tx, b.gid, 'inherited');
+  }
+
+  @Post('debit-compensate')
+  @SagaCompensate('inherited')
+  async debitCompensate(@BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    this.runs.calls.push({ handler: 'inheritedCompensate', body: undefined, tx: tx !== undefined });
+    await mark(tx, b.gid, 'inheritedCompensate');
+  }
+}
+
+@Controller('derived')
+@UseBarrier('pg')
+class DerivedAccount extends BaseAccount {
+  constructor(runs: Runs) {
+    super(runs);
+  }
+}
+
+/** A new controller instance per request: the wrapped handler must still find the module's connections. */
+@Controller({ path: 'scoped', scope: Scope.REQUEST })
+@UseBarrier('pg')
+class RequestScoped {
+  constructor(private readonly runs: Runs) {}
+
+  @Post('go')
+  @SagaAction('scoped', { compensate: false })
+  async go(@Body() body: unknown, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    this.runs.calls.push({ handler: 'scoped', body, tx: tx !== undefined });
+    await mark(tx, b.gid, 'scoped');
+  }
+}
+
+let pool: pg.Pool;
+let app: INestApplication;
+let url: string;
+let runs: Runs;
+const barrierConnections = () => ({ pg: pgBarrierDatabase(pool) });
+
+beforeAll(async () => {
+  const dbs = await fileDatabases();
+  pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
+  await pool.query('CREATE TABLE ran (gid text NOT NULL, handler text NOT NULL)');
+  await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  const moduleRef = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections() })],
+    controllers: [DecoratorOrder, DerivedAccount, RequestScoped],
+    providers: [Runs],
+  }).compile();
+  app = moduleRef.createNestApplication({ logger: false });
+  await app.listen(0, '127.0.0.1');
+  url = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+  runs = app.get(Runs);
+});
+afterAll(async () => {
+  await app?.close();
+  await pool?.end();
+});
+beforeEach(() => {
+  runs.calls = [];
+});
+
+let counter = 0;
+/** A gid of this file's own (these calls are DTM-shaped but DTM never hears of them). */
+const gid = () => `wiring-${process.pid}-${++counter}`;
+
+/** Posts to `path` as DTM would call branch `01` of a saga with `op`. */
+async function call(path: string, g: string, op = 'action', body: unknown = { amount: 1 }) {
+  const query = new URLSearchParams({ gid: g, trans_type: 'saga', branch_id: '01', op });
+  const res = await fetch(`${url}/${path}?${query}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, text: await res.text() };
+}
+
+/** The handlers that marked a run for `g`, and the barrier rows of `g` as `branch/op/barrier=reason`. */
+async function recorded(g: string) {
+  const ran = (await pool.query('SELECT handler FROM ran WHERE gid = $1 ORDER BY handler', [g])).rows.map((r: { handler: string }) => r.handler);
+  const barrier = (
+    await pool.query('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = $1 ORDER BY op, barrier_id', [g])
+  ).rows.map((r: { branch_id: string; op: string; barrier_id: string; reason: string }) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
+  return { ran, barrier };
+}
+
+describe('barrier wiring', () => {
+  it.each([
+    ['branch decorator above @Post', 'order/above', 'above'],
+    ['branch decorator below @Post, @BarrierTx() first', 'order/below', 'below'],
+  ])('%s: runs once in the barrier transaction, answers 200', async (_title, path, handler) => {
+    const g = gid();
+    const first = await call(path, g, 'action', { amount: 7 });
+    const again = await call(path, g, 'action', { amount: 7 });
+    expect([first.status, again.status]).toEqual([200, 200]);
+    expect(runs.calls).toEqual([{ handler, body: { amount: 7 }, tx: true, ...(handler === 'below' ? { note: 'action' } : {}) }]);
+    expect(await recorded(g)).toEqual({ ran: [handler], barrier: ['01/action/01=action'] });
+  });
+
+  it('the value the handler returns is the response body', async () => {
+    expect(await call('order/above', gid())).toEqual({ status: 200, text: '{"ok":"above"}' });
+  });
+
+  it('a guarded handler without @BarrierTx() still runs once per branch', async () => {
+    const g = gid();
+    await call('order/no-tx', g);
+    await call('order/no-tx', g);
+    expect(runs.of('noTx')).toBe(1);
+    expect((await recorded(g)).barrier).toEqual(['01/action/01=action']);
+  });
+
+  it('an inherited handler gets the barrier of the subclass\'s @UseBarrier, compensation included', async () => {
+    const g = gid();
+    expect((await call('derived/debit', g)).status).toBe(200);
+    expect((await call('derived/debit', g)).status).toBe(200);
+    expect((await call('derived/debit-compensate', g, 'compensate')).status).toBe(200);
+    expect((await call('derived/debit-compensate', g, 'compensate')).status).toBe(200);
+    expect(runs.calls.map((c) => [c.handler, c.tx])).toEqual([
+      ['inherited', true],
+      ['inheritedCompensate', true],
+    ]);
+    expect(await recorded(g)).toEqual({ ran: ['inherited', 'inheritedCompensate'], barrier: ['01/action/01=action', '01/compensate/01=compensate'] });
+  });
+
+  it('a compensation arriving before its action is a null compensation, and the late action is refused', async () => {
+    const g = gid();
+    expect((await call('derived/debit-compensate', g, 'compensate')).status).toBe(200);
+    expect((await call('derived/debit', g)).status).toBe(200);
+    expect(runs.calls).toEqual([]);
+    expect(await recorded(g)).toEqual({ ran: [], barrier: ['01/action/01=compensate', '01/compensate/01=compensate'] });
+  });
+
+  it('a request-scoped controller is guarded like any other', async () => {
+    const g = gid();
+    await call('scoped/go', g);
+    await call('scoped/go', g);
+    expect(runs.calls).toEqual([{ handler: 'scoped', body: { amount: 1 }, tx: true }]);
+    expect(await recorded(g)).toEqual({ ran: ['scoped'], barrier: ['01/action/01=action'] });
+  });
+
+  it('@BarrierTx() on a branch without a barrier answers 500 naming the fix, and the handler does not run', async () => {
+    const g = gid();
+    const res = await call('order/stray-tx', g);
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.text).message).toContain("DecoratorOrder.strayTx asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' }");
+    expect(runs.calls).toEqual([]);
+    expect(await recorded(g)).toEqual({ ran: [], barrier: [] });
+  });
+});
+
+describe('a controller in a feature module', () => {
+  @Controller('feature')
+  class FeatureBank {
+    @Post('in')
+    @SagaAction('feature', { compensate: false, barrier: 'pg' })
+    in() {}
+  }
+  @Module({ controllers: [FeatureBank] })
+  class FeatureModule {}
+
+  const boot = async (isGlobal: boolean) => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections(), isGlobal }), FeatureModule],
+    }).compile();
+    const feature = moduleRef.createNestApplication({ logger: false });
+    const error = await feature.listen(0, '127.0.0.1').then(() => undefined, (e: unknown) => e);
+    return { feature, error };
+  };
+
+  it('fails at start-up when the DtmModule is neither imported there nor global', async () => {
+    const { feature, error } = await boot(false);
+    await feature.close();
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as DtmBranchRegistryError).problems).toEqual([
+      expect.stringContaining('FeatureBank.in runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)'),
+    ]);
+  });
+
+  it('is guarded when the DtmModule is global', async () => {
+    const { feature, error } = await boot(true);
+    try {
+      expect(error).toBeUndefined();
+      const port = (feature.getHttpServer().address() as { port: number }).port;
+      const g = gid();
+      const query = new URLSearchParams({ gid: g, trans_type: 'saga', branch_id: '01', op: 'action' });
+      const res = await fetch(`http://127.0.0.1:${port}/feature/in?${query}`, { method: 'POST' });
+      expect(res.status).toBe(200);
+      expect((await recorded(g)).barrier).toEqual(['01/action/01=action']);
+    } finally {
+      await feature.close();
+    }
+  });
+});
