@@ -10,9 +10,13 @@
 // Private database servers from the test harness with their default durability (fsync at every
 // commit, as in DTM's benchmark; --fast: the tests' no-fsync settings), the app in its own process,
 // this process the load generator; every request updates one of 1000 rows. All on one 2-core machine.
+// With --go the same is then measured for the same branches written with DTM's own Go SDK
+// (bench/go-barrier: dtmcli's BranchBarrier, database/sql), on the same databases and DTM server.
 //
-//   npm run bench:barrier -- [--connections 16] [--seconds 5] [--rounds 3] [--fast] [--dtm-store mysql|redis|boltdb]
+//   npm run bench:barrier -- [--connections 16] [--seconds 5] [--rounds 3] [--fast] [--dtm-store mysql|redis|boltdb] [--go]
+import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -22,7 +26,7 @@ import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { startStack } from '../test/support/services/stack.js';
-import { closedLoop, median, postJson, startAppProcess } from './load.js';
+import { closedLoop, median, postJson, processCpuMicros, startAppProcess } from './load.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +35,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     fast: { type: 'boolean', default: false },
     'dtm-store': { type: 'string', default: 'mysql' },
+    go: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -84,25 +89,42 @@ function sagas(client: DtmClient, port: number, path: string, durationSeconds: n
   });
 }
 
-/** Runs `measure` on both paths of `store`, alternating, and prints the medians and their ratio. */
-async function compare(label: string, store: 'pg' | 'mysql', unit: string, measure: (path: string, seconds: number) => Promise<number>): Promise<void> {
+/**
+ * Runs `measure` on both paths of `store`, alternating, and prints the medians, their ratio and the
+ * participant's CPU time per saga / request (process `pid`).
+ */
+async function compare(label: string, store: 'pg' | 'mysql', unit: string, pid: number, measure: (path: string, seconds: number) => Promise<number>): Promise<void> {
   await measure(`/${store}/with`, 2); // warm-up
   await measure(`/${store}/without`, 2);
-  const withRates: number[] = [];
-  const withoutRates: number[] = [];
+  const runs = { with: { rates: [] as number[], cpu: [] as number[] }, without: { rates: [] as number[], cpu: [] as number[] } };
+  const run = async (path: 'with' | 'without') => {
+    const cpuBefore = processCpuMicros(pid);
+    const rate = await measure(`/${store}/${path}`, seconds);
+    const cpuAfter = processCpuMicros(pid);
+    runs[path].rates.push(rate);
+    if (cpuBefore !== undefined && cpuAfter !== undefined) runs[path].cpu.push((cpuAfter - cpuBefore) / (rate * seconds));
+  };
   for (let i = 0; i < rounds; i++) {
-    withRates.push(await measure(`/${store}/with`, seconds));
-    withoutRates.push(await measure(`/${store}/without`, seconds));
+    // alternate which goes first, so that neither is always measured right after the other
+    for (const path of i % 2 === 0 ? (['with', 'without'] as const) : (['without', 'with'] as const)) await run(path);
   }
-  const [w, wo] = [median(withRates), median(withoutRates)];
+  const [w, wo] = [median(runs.with.rates), median(runs.without.rates)];
   const name = store === 'pg' ? 'PostgreSQL' : 'MariaDB';
-  console.log(`  ${label} ${name.padEnd(10)}: with barrier ${w.toFixed(0)} ${unit}, without ${wo.toFixed(0)} ${unit}, with/without = ${(w / wo).toFixed(3)}`);
+  const cpu = runs.with.cpu.length > 0 ? `; branches' CPU ${median(runs.with.cpu).toFixed(0)} vs ${median(runs.without.cpu).toFixed(0)} µs per ${unit.split('/')[0].replace(/s$/, '')}` : '';
+  console.log(`  ${label} ${name.padEnd(10)}: with barrier ${w.toFixed(0)} ${unit}, without ${wo.toFixed(0)} ${unit}, with/without = ${(w / wo).toFixed(3)}${cpu}`);
 }
 
 async function main(): Promise<void> {
   const dtmStore = values['dtm-store'] as 'mysql' | 'redis' | 'boltdb';
   const stack = await startStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
   let app: Awaited<ReturnType<typeof startAppProcess>> | undefined;
+  const stopApp = async () => {
+    if (!app) return;
+    const { child } = app;
+    app = undefined;
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  };
   try {
     const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
     const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
@@ -110,25 +132,43 @@ async function main(): Promise<void> {
     await myAdmin.end();
     const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
     await prepare(pgUrl, myUrl);
-    app = await startAppProcess(join(here, 'barrier-overhead.app.js'), [], { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl });
-    const port = app.port;
+    const env = { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl };
+    const participants = [
+      { name: 'nestjs-dtm (Nest app, Express)', start: () => startAppProcess([process.execPath, join(here, 'barrier-overhead.app.js')], env) },
+      ...(values.go ? [{ name: "DTM's Go SDK (dtmcli, net/http)", start: async () => startAppProcess([await buildGoParticipant()], env) }] : []),
+    ];
     console.log(
       `barrier-overhead: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
         `${connections} connections/callers, ${rounds} rounds of ${seconds} s, medians, NODE_ENV=production`,
     );
     const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: stack.info.dtm!.serverUrl } }, {}));
-    console.log(`1. completed two-step sagas per second through DTM (${dtmStore} store; target with/without >= 0.92)`);
-    for (const store of ['pg', 'mysql'] as const) await compare('sagas ', store, 'sagas/s', (path, s) => sagas(client, port, path, s));
-    console.log('2. requests per second of the branch alone');
-    for (const store of ['pg', 'mysql'] as const) await compare('branch', store, 'req/s', (path, s) => load(port, path, s));
+    for (const participant of participants) {
+      app = await participant.start();
+      const port = app.port;
+      console.log(`branches: ${participant.name}`);
+      console.log(`1. completed two-step sagas per second through DTM (${dtmStore} store; target with/without >= 0.92)`);
+      for (const store of ['pg', 'mysql'] as const) await compare('sagas ', store, 'sagas/s', app.child.pid!, (path, s) => sagas(client, port, path, s));
+      console.log('2. requests per second of the branch alone');
+      for (const store of ['pg', 'mysql'] as const) await compare('branch', store, 'req/s', app.child.pid!, (path, s) => load(port, path, s));
+      await stopApp();
+    }
     client.onModuleDestroy();
   } finally {
-    if (app) {
-      app.child.kill('SIGTERM');
-      await new Promise((r) => app!.child.once('exit', r));
-    }
+    await stopApp();
     await stack.stop();
   }
+}
+
+/** Builds bench/go-barrier (Go modules from the proxy, cached by Go) and returns the binary's path. */
+async function buildGoParticipant(): Promise<string> {
+  const source = join(here, '..', '..', 'bench', 'go-barrier');
+  const binary = join(tmpdir(), `nestjs-dtm-go-barrier-${process.pid}`);
+  await new Promise<void>((resolve, reject) => {
+    const go = spawn('go', ['build', '-o', binary, '.'], { cwd: source, stdio: ['ignore', 'inherit', 'inherit'] });
+    go.on('error', (err) => reject(new Error(`--go needs Go on the PATH: ${err.message}`)));
+    go.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`go build in ${source} exited with ${code}`))));
+  });
+  return binary;
 }
 
 main().catch((err: unknown) => {

@@ -30,7 +30,7 @@ const body = JSON.stringify({ lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amoun
 const query = '?gid=BenchGid0000000000001&trans_type=saga&branch_id=01&op=action';
 const headers: Record<string, string> = values.trace ? { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } : {};
 
-const startApp = (mode: 'dtm' | 'plain') => startAppProcess(join(here, 'branch-overhead.app.js'), [mode], { NODE_ENV: values.env! });
+const startApp = (mode: 'dtm' | 'plain') => startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode], { NODE_ENV: values.env! });
 
 /** Sends requests on `connections` keep-alive connections for `durationSeconds`; returns 200-answers per second. */
 async function load(port: number, durationSeconds: number): Promise<number> {

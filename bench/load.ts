@@ -1,5 +1,6 @@
 // Shared by the benchmarks: a closed-loop load generator and a keep-alive POST.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
 /** Runs `one` from `workers` concurrent loops until `seconds` have passed; returns completed calls per second. */
@@ -43,14 +44,27 @@ export function postJson(agent: http.Agent, port: number, path: string, body: st
 /** The median of `xs` (the upper one for an even count). */
 export const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
-/** Starts `node script ...args` with `env` added; resolves with the process once it prints `port N`. */
-export function startAppProcess(script: string, args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts `argv` (`[executable, ...args]`) with `env` added; resolves with the process once it prints `port N`. */
+export function startAppProcess(argv: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
+  const [command, ...args] = argv;
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => {
       const match = /port (\d+)/.exec(chunk.toString());
       if (match) resolve({ child, port: Number(match[1]) });
     });
-    child.on('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
+    child.on('exit', (code) => reject(new Error(`${command} exited with ${code}`)));
   });
+}
+
+/** CPU time (user + system) process `pid` has used so far, in microseconds; undefined where /proc is missing (not Linux). */
+export function processCpuMicros(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[11], fields[12]: utime, stime (fields 14 and 15 of proc(5)), in clock ticks of 1/100 s on Linux
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return undefined;
+  }
 }
