@@ -11,18 +11,17 @@
 // commit, as in DTM's benchmark; --fast: the tests' no-fsync settings), the app in its own process,
 // this process the load generator; every request updates one of 1000 rows. All on one 2-core machine.
 // With --go the same is then measured for the same branches written with DTM's own Go SDK
-// (bench/go-barrier: dtmcli's BranchBarrier, database/sql), on the same databases and DTM server.
+// (test/support/go-peer: dtmcli's BranchBarrier, database/sql; scripts/bench.sh builds it), on the same databases and DTM server.
 //
 //   npm run bench:barrier -- [--connections 16] [--seconds 5] [--rounds 3] [--fast] [--dtm-store mysql|redis|boltdb] [--go]
-import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, resolveDtmConfig } from 'nestjs-dtm';
+import { goPeerBinaryPath } from '../test/support/services/binaries.js';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { startStack } from '../test/support/services/stack.js';
@@ -135,7 +134,7 @@ async function main(): Promise<void> {
     const env = { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl };
     const participants = [
       { name: 'nestjs-dtm (Nest app, Express)', start: () => startAppProcess([process.execPath, join(here, 'barrier-overhead.app.js')], env) },
-      ...(values.go ? [{ name: "DTM's Go SDK (dtmcli, net/http)", start: async () => startAppProcess([await buildGoParticipant()], env) }] : []),
+      ...(values.go ? [{ name: "DTM's Go SDK (dtmcli, net/http)", start: () => startAppProcess([goPeerBinaryPath()], env) }] : []),
     ];
     console.log(
       `barrier-overhead: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
@@ -157,18 +156,6 @@ async function main(): Promise<void> {
     await stopApp();
     await stack.stop();
   }
-}
-
-/** Builds bench/go-barrier (Go modules from the proxy, cached by Go) and returns the binary's path. */
-async function buildGoParticipant(): Promise<string> {
-  const source = join(here, '..', '..', 'bench', 'go-barrier');
-  const binary = join(tmpdir(), `nestjs-dtm-go-barrier-${process.pid}`);
-  await new Promise<void>((resolve, reject) => {
-    const go = spawn('go', ['build', '-o', binary, '.'], { cwd: source, stdio: ['ignore', 'inherit', 'inherit'] });
-    go.on('error', (err) => reject(new Error(`--go needs Go on the PATH: ${err.message}`)));
-    go.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`go build in ${source} exited with ${code}`))));
-  });
-  return binary;
 }
 
 main().catch((err: unknown) => {

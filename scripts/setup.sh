@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need, and does nothing that is already done:
 #   - checks Node (>= 20.19) and Go (>= 1.24);
-#   - builds the DTM server v1.19.0 from test/support/dtm-server (cached, see dtm_binary_path);
+#   - builds the DTM server v1.19.0 from test/support/dtm-server (cached, see dtm_binary_path), and
+#     test/support/go-peer (a Go service on DTM's Go SDK, for the wire-compatibility tests);
 #   - installs PostgreSQL, MariaDB and Redis server binaries with apt-get when they are missing
 #     (only as root; the machine's own services are never started or used);
 #   - runs `npm ci` when package-lock.json changed since the last install.
@@ -12,6 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DTM_VERSION="v1.19.0"
 CACHE_HOME="${XDG_CACHE_HOME:-$HOME/.cache}"
 DTM_BINARY="${DTM_BINARY:-$CACHE_HOME/nestjs-dtm/dtm-$DTM_VERSION/dtm}"
+GO_PEER_BINARY="$CACHE_HOME/nestjs-dtm/go-peer/go-peer"
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -100,6 +102,23 @@ ensure_dtm() {
   say "dtm server: $DTM_BINARY ($("$DTM_BINARY" -v 2>/dev/null))"
 }
 
+ensure_go_peer() {
+  local mod="$ROOT/test/support/go-peer"
+  local stamp_want stamp_file="$GO_PEER_BINARY.stamp"
+  stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" "$mod"/*.go | sha256sum | cut -c1-16)"
+  if [ -x "$GO_PEER_BINARY" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp_want" ]; then
+    say "go peer: $GO_PEER_BINARY (cached)"
+    return
+  fi
+  command -v go >/dev/null || die "Go is missing: the wire-compatibility tests run a Go service written with DTM's Go SDK (test/support/go-peer), built with Go 1.24 or newer. Install Go (the official Go binaries) and run this command again."
+  say "building the Go peer (DTM's Go SDK $DTM_VERSION) from test/support/go-peer"
+  mkdir -p "$(dirname "$GO_PEER_BINARY")"
+  (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -o "$GO_PEER_BINARY.tmp" .) \
+    || die "building test/support/go-peer failed (see the go output above)."
+  mv "$GO_PEER_BINARY.tmp" "$GO_PEER_BINARY"
+  printf '%s' "$stamp_want" > "$stamp_file"
+}
+
 ensure_node_modules() {
   local want have marker="$ROOT/node_modules/.nestjs-dtm-lock"
   want="$(sha256sum "$ROOT/package-lock.json" | cut -c1-16) $(node -p 'process.versions.node')"
@@ -115,5 +134,6 @@ ensure_node_modules() {
 
 check_node
 ensure_dtm
+ensure_go_peer
 ensure_databases
 ensure_node_modules

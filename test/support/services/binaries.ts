@@ -5,11 +5,12 @@ import { delimiter, join } from 'node:path';
 /** The DTM server version the harness runs (built by scripts/setup.sh from test/support/dtm-server). */
 export const DTM_VERSION = 'v1.19.0';
 
+/** Where scripts/setup.sh caches what it builds. */
+const buildCache = (): string => join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'nestjs-dtm');
+
 /** Path of the DTM server binary: `DTM_BINARY`, else the cache scripts/setup.sh builds into. */
 export function dtmBinaryPath(): string {
-  if (process.env.DTM_BINARY) return process.env.DTM_BINARY;
-  const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(cacheHome, 'nestjs-dtm', `dtm-${DTM_VERSION}`, 'dtm');
+  return process.env.DTM_BINARY || join(buildCache(), `dtm-${DTM_VERSION}`, 'dtm');
 }
 
 /** Directories searched after PATH; scripts/setup.sh searches the same list. */
@@ -44,4 +45,9 @@ export function isExecutable(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Path of the Go peer (test/support/go-peer, DTM's Go SDK) that scripts/setup.sh builds. */
+export function goPeerBinaryPath(): string {
+  return join(buildCache(), 'go-peer', 'go-peer');
 }

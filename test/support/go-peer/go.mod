@@ -1,10 +1,11 @@
-// bench/barrier-overhead --go: branches written with DTM's own Go SDK, for comparison.
-module nestjs-dtm/bench/go-barrier
+// test/support/go-peer: a Go service on DTM's own Go SDK, for the wire-compatibility tests and bench:barrier --go.
+module nestjs-dtm/test-support/go-peer
 
 go 1.24
 
 require (
 	github.com/dtm-labs/dtm v1.19.0
+	github.com/go-resty/resty/v2 v2.7.0
 	github.com/go-sql-driver/mysql v1.7.0
 	github.com/lib/pq v1.10.7
 )
@@ -14,7 +15,6 @@ require (
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
 	github.com/dtm-labs/dtmdriver v0.0.6 // indirect
 	github.com/dtm-labs/logger v0.0.2 // indirect
-	github.com/go-resty/resty/v2 v2.7.0 // indirect
 	github.com/golang/protobuf v1.5.3 // indirect
 	github.com/golang/snappy v0.0.4 // indirect
 	github.com/klauspost/compress v1.15.14 // indirect

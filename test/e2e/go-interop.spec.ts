@@ -1,0 +1,316 @@
+// Wire compatibility with DTM's own Go SDK (dtmcli v1.19.0), through the real DTM server: a Go
+// service (test/support/go-peer) starts sagas, TCC, XA and message transactions whose branches
+// are nestjs-dtm handlers, and nestjs-dtm's DtmClient drives branches the Go service serves with
+// dtmcli's barrier and XA. Outcomes: what DTM recorded, the balances, and the barrier rows each
+// side wrote into the same kind of table.
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import {
+  BarrierTx,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  MsgBranch,
+  SagaAction,
+  SagaCompensate,
+  TccCancel,
+  TccConfirm,
+  TccTry,
+  UseBarrier,
+  XaBranch,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  mysqlXaDatabase,
+  pgBarrierDatabase,
+  type FinalResult,
+} from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { harness } from '../support/harness.js';
+import { goPeerBinaryPath } from '../support/services/binaries.js';
+import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+
+interface Move {
+  account: number;
+  amount: number;
+  fail?: boolean;
+}
+
+const withdrawSql = 'UPDATE account SET balance = balance - $1 WHERE id = $2 AND balance >= $1';
+const depositSql = 'UPDATE account SET balance = balance + $1 WHERE id = $2';
+
+/** The Nest side: PostgreSQL branches behind nestjs-dtm's barrier, and an XA branch on MariaDB. */
+@Controller('nest')
+@UseBarrier('pg')
+class NestBank {
+  private async withdraw(tx: pg.PoolClient, m: Move): Promise<void> {
+    if ((await tx.query(withdrawSql, [m.amount, m.account])).rowCount === 0) throw new DtmFailureError(`nest: account ${m.account} has less than ${m.amount}`);
+  }
+
+  @Post('withdraw')
+  @SagaAction('nest.withdraw')
+  withdrawAction(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    return this.withdraw(tx, m);
+  }
+
+  @Post('withdraw-compensate')
+  @SagaCompensate('nest.withdraw')
+  async withdrawCompensate(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    await tx.query(depositSql, [m.amount, m.account]);
+  }
+
+  @Post('try')
+  @TccTry('nest.tcc')
+  tryWithdraw(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    return this.withdraw(tx, m);
+  }
+
+  @Post('confirm')
+  @TccConfirm('nest.tcc')
+  confirm() {}
+
+  @Post('cancel')
+  @TccCancel('nest.tcc')
+  async cancel(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    await tx.query(depositSql, [m.amount, m.account]);
+  }
+
+  @Post('deliver')
+  @MsgBranch('nest.deliver')
+  async deliver(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    await tx.query(depositSql, [m.amount, m.account]);
+  }
+
+  @Post('xa')
+  @XaBranch('nest.xa', { db: 'mysql' })
+  async xa(@Body() m: Move, @BarrierTx() conn: mysql.Connection) {
+    await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
+    if (m.fail) throw new DtmFailureError('nest: xa branch refused');
+  }
+}
+
+let pgPool: pg.Pool;
+let myPool: mysql.Pool;
+let app: INestApplication;
+let client: DtmClient;
+let nestUrl: string;
+let goUrl: string;
+let peer: ManagedProcess;
+
+beforeAll(async () => {
+  const dbs = await fileDatabases();
+  pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
+  myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 10 });
+  for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
+    await run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+  }
+  await ensureBarrierSchema(pgBarrierDatabase(pgPool), { table: 'dtm_barrier' });
+  await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
+
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
+        barrierConnections: { pg: pgBarrierDatabase(pgPool) },
+        xaConnections: { mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) },
+      }),
+    ],
+    controllers: [NestBank],
+  }).compile();
+  app = moduleRef.createNestApplication({ logger: ['error'] });
+  await app.listen(0, '127.0.0.1');
+  nestUrl = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/nest`;
+  client = app.get(DtmClient);
+
+  const port = await freePort();
+  const runDir = runDirFrom(harness().runDir);
+  peer = startProcess({
+    name: 'go-peer',
+    command: goPeerBinaryPath(),
+    args: [],
+    env: minimalEnv({ PORT: String(port), PG_URL: dbs.postgres.url, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl, BARRIER_TABLE: 'dtm_barrier' }),
+    runDir,
+    logFile: join(runDir.path, `go-peer-${process.pid}.log`),
+  });
+  goUrl = `http://127.0.0.1:${port}`;
+  await waitUntil('go peer', async () => (await fetch(`${goUrl}/`)).status === 404, { timeoutMs: 20_000, process: peer });
+});
+afterAll(async () => {
+  await peer?.stop();
+  await app?.close();
+  await pgPool?.end();
+  await myPool?.end();
+});
+beforeEach(async () => {
+  for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
+    await run('DELETE FROM account');
+    await run('INSERT INTO account (id, balance) VALUES (1, 100), (2, 0)');
+  }
+});
+
+async function pgBalances(): Promise<number[]> {
+  return (await pgPool.query('SELECT balance FROM account ORDER BY id')).rows.map((r: { balance: number }) => r.balance);
+}
+
+async function mysqlBalances(): Promise<number[]> {
+  const [rows] = await myPool.query('SELECT balance FROM account ORDER BY id');
+  return (rows as { balance: number }[]).map((r) => r.balance);
+}
+
+/** Barrier rows of `gid` in PostgreSQL, as `branch/op/barrier=reason`. */
+async function pgBarrier(gid: string): Promise<string[]> {
+  const { rows } = await pgPool.query('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id, op', [gid]);
+  return rows.map((r: Record<string, string>) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
+}
+
+/** Prepared XA transactions left in MariaDB. */
+async function pendingXa(): Promise<unknown[]> {
+  const [rows] = await myPool.query('XA RECOVER');
+  return rows as unknown[];
+}
+
+/** Asks the Go peer to start a transaction with dtmcli; resolves with its HTTP status and body. */
+async function goStarts(kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) {
+  const res = await fetch(`${goUrl}/ap/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
+  return { status: res.status, text: await res.text() };
+}
+
+const statuses = (final: FinalResult) => final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`);
+
+describe("DTM's Go SDK drives nestjs-dtm branches", () => {
+  it('saga: commits, and nestjs-dtm wrote the barrier rows the Go SDK would', async () => {
+    const gid = await client.generateGid();
+    const step = (account: number, amount: number) => ({ action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account, amount } });
+    expect((await goStarts('saga', gid, [step(1, 30), step(1, 20)])).status).toBe(200);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('succeed');
+    expect(statuses(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
+    expect(await pgBalances()).toEqual([50, 0]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  });
+
+  it('saga: our FAILURE rolls it back with our reason; compensations leave the balances as they were', async () => {
+    const gid = await client.generateGid();
+    const step = (account: number, amount: number) => ({ action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account, amount } });
+    await goStarts('saga', gid, [step(1, 30), step(2, 10)]);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('nest: account 2 has less than 10');
+    expect(statuses(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([100, 0]);
+    // step 2's compensation found no action row: a null compensation, as dtmcli would record it
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  it('TCC: confirms after our Try, and cancels when our Try refuses', async () => {
+    const branch = (amount: number) => ({ try: `${nestUrl}/try`, confirm: `${nestUrl}/confirm`, cancel: `${nestUrl}/cancel`, payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect((await goStarts('tcc', ok, [branch(40)])).status).toBe(200);
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([60, 0]);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('tcc', refused, [branch(10), branch(500)]);
+    expect(answer.status).toBe(409);
+    expect(answer.text).toContain('nest: account 1 has less than 500');
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(statuses(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
+    expect(await pgBalances()).toEqual([60, 0]);
+  });
+
+  it('XA: our @XaBranch on MariaDB commits; a refused branch rolls the other back', async () => {
+    const ok = await client.generateGid();
+    expect((await goStarts('xa', ok, [{ action: `${nestUrl}/xa`, payload: { account: 2, amount: 7 } }])).status).toBe(200);
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([100, 7]);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('xa', refused, [
+      { action: `${nestUrl}/xa`, payload: { account: 2, amount: 5 } },
+      { action: `${nestUrl}/xa`, payload: { account: 1, amount: 5, fail: true } },
+    ]);
+    expect(answer.status).toBe(409);
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await mysqlBalances()).toEqual([100, 7]);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('msg: DTM delivers the Go message to our branch', async () => {
+    const gid = await client.generateGid();
+    expect((await goStarts('msg', gid, [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }])).status).toBe(200);
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 9]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
+  });
+});
+
+describe('nestjs-dtm drives branches written with the Go SDK', () => {
+  const go = (path: string) => `${goUrl}/rm/${path}`;
+
+  it('saga: dtmcli reads our branches, its barrier rows match ours; its FAILURE rolls back', async () => {
+    const ok = await client.generateGid();
+    const final = await client.newSaga(ok).add(go('pg/withdraw'), go('pg/deposit'), { account: 1, amount: 25 }).add(go('pg/deposit'), go('pg/withdraw'), { account: 2, amount: 25 }).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
+
+    const refused = await client.generateGid();
+    const rolledBack = await client
+      .newSaga(refused)
+      .add(go('pg/deposit'), go('pg/withdraw'), { account: 2, amount: 5 })
+      .add(go('pg/withdraw'), go('pg/deposit'), { account: 1, amount: 1000 })
+      .submitAndWait();
+    expect(rolledBack.status).toBe('failed');
+    expect(rolledBack.rollbackReason).toContain('go: account 1 has less than 1000');
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  it('TCC: our Try calls reach dtmcli as it expects; confirm, and cancel on its FAILURE', async () => {
+    const branch = (amount: number) => [{ account: 1, amount }, go('mysql/withdraw'), go('noop'), go('mysql/deposit')] as const;
+    const ok = await client.generateGid();
+    await client.tccGlobalTransaction(ok, async (tcc) => tcc.callBranch(...branch(30)));
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const run = client.tccGlobalTransaction(refused, async (tcc) => {
+      await tcc.callBranch(...branch(20));
+      await tcc.callBranch(...branch(900));
+    });
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("XA: dtmcli's XaLocalTransaction branches commit, and roll back when one refuses", async () => {
+    const ok = await client.generateGid();
+    await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('mysql/xa-deposit')));
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([100, 11]);
+
+    const refused = await client.generateGid();
+    const run = client.xaGlobalTransaction(refused, async (xa) => {
+      await xa.callBranch({ account: 2, amount: 3 }, go('mysql/xa-deposit'));
+      await xa.callBranch({ account: 1, amount: 3, fail: true }, go('mysql/xa-deposit'));
+    });
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await mysqlBalances()).toEqual([100, 11]);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('msg: DTM delivers our message to the Go branch', async () => {
+    const gid = await client.generateGid();
+    await client.newMsg(gid).add(go('pg/deposit'), { account: 2, amount: 4 }).submit();
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 4]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
+  });
+});

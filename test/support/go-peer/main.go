@@ -1,0 +1,288 @@
+// go-peer: a Go service written with DTM's own Go SDK (dtmcli v1.19.0), the other side of
+// nestjs-dtm's wire-compatibility tests (test/e2e/go-interop.spec.ts) and of
+// `npm run bench:barrier -- --go`.
+//
+// As a resource manager it serves branches guarded by dtmcli's barrier (PostgreSQL and MariaDB)
+// and an XA branch (dtmcli.XaLocalTransaction on MariaDB); as an application it starts sagas, TCC,
+// XA and message transactions with dtmcli whose branches are nestjs-dtm handlers.
+//
+// Environment: PG_URL, MYSQL_URL (postgres:// and mysql:// URLs), DTM_URL (DTM's HTTP API, for the
+// transactions it starts), BARRIER_TABLE (default dtm_barrier), PORT (default: any free port).
+// Prints "port N" once it listens. Built by scripts/setup.sh (cached).
+package main
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+
+	"github.com/dtm-labs/dtm/client/dtmcli"
+	"github.com/go-resty/resty/v2"
+	"github.com/go-sql-driver/mysql"
+	_ "github.com/lib/pq"
+)
+
+// store is one database the branches write to.
+type store struct {
+	db     *sql.DB
+	dbType string
+	sql    func(string) string // from ?-placeholders to the driver's
+}
+
+// move is a branch body: add amount to account (withdraw: take it), optionally refusing.
+type move struct {
+	Account int  `json:"account"`
+	Amount  int  `json:"amount"`
+	Fail    bool `json:"fail"`
+	ID      int  `json:"id"` // the benchmark's body: the row to add 1 to
+}
+
+func main() {
+	table := os.Getenv("BARRIER_TABLE")
+	if table == "" {
+		table = "dtm_barrier"
+	}
+	dtmcli.SetBarrierTableName(table) // the XA branch's barrier row goes there too
+	pg, err := sql.Open("postgres", postgresDSN(os.Getenv("PG_URL")))
+	check(err)
+	my, err := sql.Open("mysql", mysqlConfig(os.Getenv("MYSQL_URL")).FormatDSN())
+	check(err)
+	stores := map[string]store{
+		"pg":    {pg, dtmcli.DBTypePostgres, dollarPlaceholders},
+		"mysql": {my, dtmcli.DBTypeMysql, func(s string) string { return s }},
+	}
+	mux := http.NewServeMux()
+	for name, s := range stores {
+		s.db.SetMaxOpenConns(32)
+		s.db.SetMaxIdleConns(32)
+		withdraw := s.sql("UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?")
+		deposit := s.sql("UPDATE account SET balance = balance + ? WHERE id = ?")
+		// resource manager: barrier-guarded branches
+		mux.HandleFunc("POST /rm/"+name+"/withdraw", branch(s, table, func(tx *sql.Tx, m move) error {
+			res, err := tx.Exec(withdraw, m.Amount, m.Account, m.Amount)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return dtmcli.ErrorMessage2Error(fmt.Sprintf("go: account %d has less than %d", m.Account, m.Amount), dtmcli.ErrFailure)
+			}
+			return nil
+		}))
+		mux.HandleFunc("POST /rm/"+name+"/deposit", branch(s, table, func(tx *sql.Tx, m move) error {
+			_, err := tx.Exec(deposit, m.Amount, m.Account)
+			return err
+		}))
+		// the benchmark's pair: one UPDATE behind the barrier, and the same without it
+		mux.HandleFunc("POST /"+name+"/with", branch(s, table, func(tx *sql.Tx, m move) error {
+			_, err := tx.Exec(deposit, 1, m.ID)
+			return err
+		}))
+		mux.HandleFunc("POST /"+name+"/without", func(w http.ResponseWriter, r *http.Request) {
+			m, err := readMove(r)
+			if err == nil {
+				var tx *sql.Tx
+				if tx, err = s.db.Begin(); err == nil {
+					if _, err = tx.Exec(deposit, 1, m.ID); err == nil {
+						err = tx.Commit()
+					} else {
+						_ = tx.Rollback()
+					}
+				}
+			}
+			answer(w, nil, err)
+		})
+	}
+	mux.HandleFunc("POST /rm/noop", func(w http.ResponseWriter, r *http.Request) { answer(w, nil, nil) })
+	xaConf := xaDBConf(os.Getenv("MYSQL_URL"))
+	mux.HandleFunc("POST /rm/mysql/xa-deposit", func(w http.ResponseWriter, r *http.Request) {
+		m, err := readMove(r)
+		if err == nil {
+			err = dtmcli.XaLocalTransaction(r.URL.Query(), xaConf, func(db *sql.DB, xa *dtmcli.Xa) error {
+				if _, err := db.Exec("UPDATE account SET balance = balance + ? WHERE id = ?", m.Amount, m.Account); err != nil {
+					return err
+				}
+				if m.Fail {
+					return dtmcli.ErrorMessage2Error("go: xa branch refused", dtmcli.ErrFailure)
+				}
+				return nil
+			})
+		}
+		answer(w, nil, err)
+	})
+
+	// application: transactions started with dtmcli, their branches given as URLs
+	dtm := os.Getenv("DTM_URL")
+	mux.HandleFunc("POST /ap/saga", start(func(req apRequest) error {
+		saga := dtmcli.NewSaga(dtm, req.Gid)
+		for _, b := range req.Branches {
+			saga.Add(b.Action, b.Compensate, b.Payload)
+		}
+		return saga.Submit()
+	}))
+	mux.HandleFunc("POST /ap/msg", start(func(req apRequest) error {
+		msg := dtmcli.NewMsg(dtm, req.Gid)
+		for _, b := range req.Branches {
+			msg.Add(b.Action, b.Payload)
+		}
+		return msg.Submit()
+	}))
+	mux.HandleFunc("POST /ap/tcc", start(func(req apRequest) error {
+		return dtmcli.TccGlobalTransaction(dtm, req.Gid, func(tcc *dtmcli.Tcc) (*resty.Response, error) {
+			for _, b := range req.Branches {
+				if _, err := tcc.CallBranch(b.Payload, b.Try, b.Confirm, b.Cancel); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
+	}))
+	mux.HandleFunc("POST /ap/xa", start(func(req apRequest) error {
+		return dtmcli.XaGlobalTransaction(dtm, req.Gid, func(xa *dtmcli.Xa) (*resty.Response, error) {
+			for _, b := range req.Branches {
+				if _, err := xa.CallBranch(b.Payload, b.Action); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
+	}))
+
+	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+	check(err)
+	fmt.Printf("port %d\n", listener.Addr().(*net.TCPAddr).Port)
+	log.Fatal(http.Serve(listener, mux))
+}
+
+// branch serves a barrier-guarded branch: dtmcli reads the branch from the query DTM sent.
+func branch(s store, table string, business func(*sql.Tx, move) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		m, err := readMove(r)
+		if err == nil {
+			var bb *dtmcli.BranchBarrier
+			if bb, err = dtmcli.BarrierFromQuery(r.URL.Query()); err == nil {
+				bb.DBType = s.dbType
+				bb.BarrierTableName = table
+				err = bb.CallWithDB(s.db, func(tx *sql.Tx) error { return business(tx, m) })
+			}
+		}
+		answer(w, nil, err)
+	}
+}
+
+// apRequest asks the peer to start one transaction: saga and msg steps use Action (and
+// Compensate), TCC branches Try/Confirm/Cancel, XA branches Action.
+type apRequest struct {
+	Gid      string `json:"gid"`
+	Branches []struct {
+		Action     string `json:"action"`
+		Compensate string `json:"compensate"`
+		Try        string `json:"try"`
+		Confirm    string `json:"confirm"`
+		Cancel     string `json:"cancel"`
+		Payload    any    `json:"payload"`
+	} `json:"branches"`
+}
+
+// start serves an application endpoint: 200 once DTM took the transaction, else the SDK's error
+// with the status dtmcli gives it (409 for FAILURE).
+func start(run func(apRequest) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req apRequest
+		err := json.NewDecoder(r.Body).Decode(&req)
+		if err == nil {
+			err = run(req)
+		}
+		answer(w, map[string]string{"gid": req.Gid}, err)
+	}
+}
+
+// readMove reads a branch body; an empty one (DTM's XA phase 2 sends none) is the zero move.
+func readMove(r *http.Request) (move, error) {
+	var m move
+	err := json.NewDecoder(r.Body).Decode(&m)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return m, err
+}
+
+// answer writes what dtmcli's own HTTP helpers would: 200 with the result, 409 FAILURE, 425 ONGOING, else 500.
+func answer(w http.ResponseWriter, result any, err error) {
+	if err != nil && !errors.Is(err, dtmcli.ErrFailure) {
+		log.Printf("branch error: %v", err)
+	}
+	var body any = result
+	if err != nil {
+		body = err
+	}
+	code, res := dtmcli.Result2HttpJSON(body)
+	if res == nil {
+		res = map[string]string{"dtm_result": dtmcli.ResultSuccess}
+	}
+	w.Header().Set("content-type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+func dollarPlaceholders(s string) string {
+	out, n := []byte{}, 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '?' {
+			n++
+			out = append(out, '$')
+			out = strconv.AppendInt(out, int64(n), 10)
+		} else {
+			out = append(out, s[i])
+		}
+	}
+	return string(out)
+}
+
+// postgresDSN adds sslmode=disable (lib/pq's default is to require TLS; the harness's server has none).
+func postgresDSN(raw string) string {
+	u, err := url.Parse(raw)
+	check(err)
+	q := u.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// mysqlConfig reads mysql://user:password@host:port/db.
+func mysqlConfig(raw string) *mysql.Config {
+	u, err := url.Parse(raw)
+	check(err)
+	cfg := mysql.NewConfig()
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.Net = "tcp"
+	cfg.Addr = u.Host
+	cfg.DBName = u.Path[1:]
+	return cfg
+}
+
+// xaDBConf is the same database as dtmcli's XA wants it.
+func xaDBConf(raw string) dtmcli.DBConf {
+	u, err := url.Parse(raw)
+	check(err)
+	port, err := strconv.ParseInt(u.Port(), 10, 64)
+	check(err)
+	password, _ := u.User.Password()
+	return dtmcli.DBConf{Driver: dtmcli.DBTypeMysql, Host: u.Hostname(), Port: port, User: u.User.Username(), Password: password, Db: u.Path[1:]}
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
