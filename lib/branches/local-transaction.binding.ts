@@ -31,18 +31,30 @@ export const BRANCH_RUNTIME = Symbol('nestjs-dtm:branch-runtime');
 /** Where a handler's local transaction comes from: a barrier connection, or an XA database. */
 export type LocalTransactionSource = { barrier: string; queryPrepared: boolean } | { xa: string };
 
-/** On a wrapped handler: where its local transaction comes from. */
-const LOCAL_TX = Symbol('nestjs-dtm:local-transaction');
+/** How a wrapped handler was made: what it runs in, what it wraps, where its arguments are. */
+interface Binding {
+  source: LocalTransactionSource;
+  /** Made by a controller's `@UseBarrier()` (a subclass's may replace it), not by the method's own decorator. */
+  byController: boolean;
+  original: Handler;
+  /** Index of the hidden request argument. */
+  requestIndex: number;
+  /** Indexes of the `@BarrierTx()` arguments. */
+  txIndexes: number[];
+}
+
+/** On a wrapped handler: its {@link Binding}. */
+const BINDING = Symbol('nestjs-dtm:local-transaction');
 
 /** What `@BarrierTx()` resolves to until the wrapped handler puts the transaction's handle in its place. */
 const TX_PLACEHOLDER = Object.freeze({ '@BarrierTx()': 'replaced by the local transaction when the handler runs' });
 
-type Handler = ((...args: unknown[]) => unknown) & { [LOCAL_TX]?: LocalTransactionSource };
+type Handler = ((...args: unknown[]) => unknown) & { [BINDING]?: Binding };
 type BranchRequest = { query?: Record<string, unknown>; [BRANCH_RUNTIME]?: DtmBranchRuntime };
 
 /** The factory of `@BarrierTx()`: a placeholder on wrapped handlers, a clear error elsewhere. */
 export function barrierTxFactory(_data: unknown, context: ExecutionContext): unknown {
-  if ((context.getHandler() as Handler)[LOCAL_TX]) return TX_PLACEHOLDER;
+  if ((context.getHandler() as Handler)[BINDING]) return TX_PLACEHOLDER;
   throw new InternalServerErrorException(MESSAGES.noBarrierTx(`${context.getClass().name}.${context.getHandler().name}`));
 }
 
@@ -51,24 +63,32 @@ const RequestArgument = createParamDecorator((_data: unknown, context: Execution
 
 /** Whether `handler` was wrapped to run in a local transaction. */
 export function localTransactionOf(handler: unknown): LocalTransactionSource | undefined {
-  return typeof handler === 'function' ? (handler as Handler)[LOCAL_TX] : undefined;
+  return typeof handler === 'function' ? (handler as Handler)[BINDING]?.source : undefined;
 }
 
 /**
  * Makes the handler of `descriptor` run inside a local transaction from `source`: a barrier-guarded
  * one on a barrier connection, or the local XA transaction on an XA database. Its `@BarrierTx()`
- * parameters receive the transaction's handle. Called by the branch decorators (once per method).
+ * parameters receive the transaction's handle. Called by the branch decorators (once per method),
+ * and by `@UseBarrier()`, whose binding a subclass's `@UseBarrier()` replaces (on the subclass only).
  */
-export function bindLocalTransaction(target: object, key: string | symbol, descriptor: PropertyDescriptor, source: LocalTransactionSource): void {
-  const original = descriptor.value as Handler;
-  if (typeof original !== 'function' || original[LOCAL_TX]) return;
+export function bindLocalTransaction(target: object, key: string | symbol, descriptor: PropertyDescriptor, source: LocalTransactionSource, byController = false): void {
+  const current = descriptor.value as Handler;
+  if (typeof current !== 'function') return;
+  const bound = current[BINDING];
+  if (bound && !(byController && bound.byController)) return;
   const controller = target.constructor;
+  let binding: Binding;
+  if (bound) {
+    binding = { ...bound, source };
+  } else {
+    const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
+    const requestIndex = Math.max(current.length, ...declared.map((arg) => arg.index + 1));
+    RequestArgument()(target, key, requestIndex);
+    binding = { source, byController, original: current, requestIndex, txIndexes: declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index) };
+  }
+  const { original, requestIndex, txIndexes } = binding;
   const where = `${controller.name}.${String(key)}`;
-  const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
-  const txIndexes = declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index);
-  const requestIndex = Math.max(original.length, ...declared.map((arg) => arg.index + 1));
-  RequestArgument()(target, key, requestIndex);
-
   const wrapped: Handler = function (this: unknown, ...args: unknown[]) {
     const request = args[requestIndex] as BranchRequest | undefined;
     args.length = requestIndex;
@@ -77,18 +97,19 @@ export function bindLocalTransaction(target: object, key: string | symbol, descr
       return original.apply(this, args);
     });
   };
-  for (const metadataKey of Reflect.getOwnMetadataKeys(original)) {
-    Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, original), wrapped);
+  for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
+    Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
   }
   Object.defineProperty(wrapped, 'name', { value: original.name });
-  wrapped[LOCAL_TX] = source;
+  wrapped[BINDING] = binding;
   descriptor.value = wrapped;
 }
 
 /**
  * `@UseBarrier(connection)`: wraps every branch handler of `controller` (inherited ones included)
  * that has no barrier of its own, does not opt out with `{ barrier: false }` and is not an XA
- * branch (which runs its own local XA transaction).
+ * branch (which runs its own local XA transaction). An inherited handler a base class's
+ * `@UseBarrier()` wrapped is wrapped again for this class, on this connection.
  */
 export function bindControllerBarrier(controller: { prototype: object }, connection: string): void {
   const seen = new Set<string | symbol>();
@@ -97,11 +118,12 @@ export function bindControllerBarrier(controller: { prototype: object }, connect
       if (key === 'constructor' || seen.has(key)) continue;
       seen.add(key);
       const descriptor = Object.getOwnPropertyDescriptor(owner, key);
-      const branch = descriptor && typeof descriptor.value === 'function' ? (Reflect.getMetadata(DTM_BRANCH_METADATA, descriptor.value) as BranchMetadata | undefined) : undefined;
-      if (!branch || branch.kind === 'xa' || branch.options.barrier !== undefined || localTransactionOf(descriptor!.value)) continue;
+      const handler = descriptor?.value as Handler | undefined;
+      const branch = typeof handler === 'function' ? (Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined) : undefined;
+      if (!branch || branch.kind === 'xa' || branch.options.barrier !== undefined) continue;
       const own = { ...descriptor! };
-      bindLocalTransaction(controller.prototype, key, own, { barrier: connection, queryPrepared: branch.kind === 'msg-query-prepared' });
-      Object.defineProperty(controller.prototype, key, own);
+      bindLocalTransaction(controller.prototype, key, own, { barrier: connection, queryPrepared: branch.kind === 'msg-query-prepared' }, true);
+      if (own.value !== handler) Object.defineProperty(controller.prototype, key, own);
     }
   }
 }

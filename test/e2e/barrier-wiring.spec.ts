@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Injectable, Module, Post, Query, Scope, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
   BarrierTx,
@@ -16,6 +17,7 @@ import {
   SagaCompensate,
   UseBarrier,
   ensureBarrierSchema,
+  mysqlBarrierDatabase,
   pgBarrierDatabase,
   type BranchInfo,
 } from 'nestjs-dtm';
@@ -99,6 +101,27 @@ class DerivedAccount extends BaseAccount {
   }
 }
 
+/** A base class with a barrier of its own, on PostgreSQL... */
+@UseBarrier('pg')
+abstract class PgLedger {
+  constructor(protected readonly runs: Runs) {}
+
+  @Post('book')
+  @SagaAction('ledger', { compensate: false })
+  book(@BarrierTx() tx: unknown) {
+    this.runs.calls.push({ handler: 'ledger', body: undefined, tx: tx !== undefined, note: tx instanceof pg.Client ? 'pg' : 'mysql' });
+  }
+}
+
+/** ...and a subclass that moves it to MariaDB. */
+@Controller('ledger-mysql')
+@UseBarrier('mysql')
+class MysqlLedger extends PgLedger {
+  constructor(runs: Runs) {
+    super(runs);
+  }
+}
+
 /** A new controller instance per request: the wrapped handler must still find the module's connections. */
 @Controller({ path: 'scoped', scope: Scope.REQUEST })
 @UseBarrier('pg')
@@ -114,19 +137,22 @@ class RequestScoped {
 }
 
 let pool: pg.Pool;
+let myPool: mysql.Pool;
 let app: INestApplication;
 let url: string;
 let runs: Runs;
-const barrierConnections = () => ({ pg: pgBarrierDatabase(pool) });
+const barrierConnections = () => ({ pg: pgBarrierDatabase(pool), mysql: mysqlBarrierDatabase(myPool) });
 
 beforeAll(async () => {
   const dbs = await fileDatabases();
   pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
   await pool.query('CREATE TABLE ran (gid text NOT NULL, handler text NOT NULL)');
+  myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 5 });
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections() })],
-    controllers: [DecoratorOrder, DerivedAccount, RequestScoped],
+    controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped],
     providers: [Runs],
   }).compile();
   app = moduleRef.createNestApplication({ logger: false });
@@ -137,6 +163,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app?.close();
   await pool?.end();
+  await myPool?.end();
 });
 beforeEach(() => {
   runs.calls = [];
@@ -206,6 +233,16 @@ describe('barrier wiring', () => {
     expect((await call('derived/debit', g)).status).toBe(200);
     expect(runs.calls).toEqual([]);
     expect(await recorded(g)).toEqual({ ran: [], barrier: ['01/action/01=compensate', '01/compensate/01=compensate'] });
+  });
+
+  it("a subclass's @UseBarrier replaces the one its base class gave the inherited handlers", async () => {
+    const g = gid();
+    await call('ledger-mysql/book', g);
+    await call('ledger-mysql/book', g);
+    expect(runs.calls).toEqual([{ handler: 'ledger', body: undefined, tx: true, note: 'mysql' }]);
+    const [rows] = await myPool.query('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ?', [g]);
+    expect((rows as Record<string, string>[]).map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`)).toEqual(['01/action/01=action']);
+    expect((await recorded(g)).barrier).toEqual([]);
   });
 
   it('a request-scoped controller is guarded like any other', async () => {
