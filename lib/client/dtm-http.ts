@@ -8,6 +8,7 @@ import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import type { BranchAnswer } from './dtm-client.types.js';
+import { redactUrl, safeCause } from './redact.js';
 
 /** Context of one call, carried into errors. */
 export interface CallContext {
@@ -76,7 +77,7 @@ export class DtmHttp {
   private async serverText(method: 'GET' | 'POST', path: string, body: unknown, context: ServerCallContext, scanFailure = false): Promise<string> {
     const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
     const answer = await this.send(method, url, body === undefined ? undefined : JSON.stringify(body), undefined, context, (cause) =>
-      MESSAGES.unavailable(url, cause, this.config.timeout),
+      MESSAGES.unavailable(redactUrl(url), cause, this.config.timeout),
     );
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     const operation = context.operation ?? path;
@@ -85,7 +86,7 @@ export class DtmHttp {
       throw new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', messageOf(answer.text)), errorContext);
     }
     if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), errorContext);
-    throw new DtmServerError(MESSAGES.serverStatus(url, answer.status, answer.text), url, answer.text, errorContext);
+    throw new DtmServerError(MESSAGES.serverStatus(redactUrl(url), answer.status, answer.text), redactUrl(url), answer.text, errorContext);
   }
 
   /**
@@ -98,12 +99,14 @@ export class DtmHttp {
     for (const [k, v] of Object.entries(call.query)) target.searchParams.set(k, v);
     const url = target.toString();
     const answer = await this.send(call.method, url, call.body, { headers: call.headers, timeoutSeconds: call.timeoutSeconds }, call, (cause) =>
-      MESSAGES.branchUnavailable(call.url, cause, call.timeoutSeconds),
+      MESSAGES.branchUnavailable(redactUrl(call.url), cause, call.timeoutSeconds),
     );
     const context = { gid: call.gid, branchId: call.branchId, status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
     if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
-    if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(call.url, answer.status, answer.text), call.url, answer.text, context);
+    if (answer.status !== 200) {
+      throw new DtmServerError(MESSAGES.branchStatus(redactUrl(call.url), answer.status, answer.text), redactUrl(call.url), answer.text, context);
+    }
     return { status: answer.status, body: parseBody(answer.text), text: answer.text };
   }
 
@@ -131,7 +134,7 @@ export class DtmHttp {
       return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
     } catch (err) {
       const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
-      throw new DtmUnavailableError(unavailable(cause), url, { gid: context.gid, branchId: context.branchId, cause: err });
+      throw new DtmUnavailableError(unavailable(cause), redactUrl(url), { gid: context.gid, branchId: context.branchId, cause: safeCause(err) });
     }
   }
 }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
+import { redactUrl } from '../client/redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DTM_CONFIG_KEYS, defaultDtmConfig, type DtmConfigKey } from './dtm-config.keys.js';
 import type { DtmConfig, DtmModuleOptions } from './dtm-config.types.js';
@@ -185,7 +186,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return JSON.stringify(redactUrl(value));
   if (Array.isArray(value)) return `a list (${JSON.stringify(value)})`;
   if (value === null) return 'null';
   if (typeof value === 'object') return `a mapping (${JSON.stringify(value)})`;

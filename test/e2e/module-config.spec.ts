@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
@@ -149,6 +150,37 @@ describe('reaching the DTM server', () => {
     } finally {
       await app.close();
     }
+  });
+
+  it('errors never show credentials in URLs nor the headers sent, also where their cause is printed', async () => {
+    const app = await startDtmApp({ config: { serverUrl: 'http://dtm-user:s3cret-pass@127.0.0.1:1/api/dtmsvr' } });
+    try {
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as DtmUnavailableError).url).toBe('http://***@127.0.0.1:1/api/dtmsvr/newGid');
+      expect((error as Error & { cause: { code: string } }).cause.code).toBe('ECONNREFUSED');
+      expect(inspect(error, { depth: 20 })).not.toContain('s3cret-pass');
+    } finally {
+      await app.close();
+    }
+
+    const gid = await fromYaml.client.generateGid();
+    const tryError = await fromYaml.client
+      .tccGlobalTransaction(gid, async (tcc) => tcc.callBranch({}, 'http://u:branch-pass@127.0.0.1:1/try', recorder.urlFor('/c'), recorder.urlFor('/x')), {
+        branchHeaders: { authorization: 'Bearer top-secret-token' },
+      })
+      .catch((e: unknown) => e);
+    expect(tryError).toBeInstanceOf(DtmUnavailableError);
+    const printed = inspect(tryError, { depth: 20 });
+    expect(printed).toContain('could not reach the branch http://***@127.0.0.1:1/try');
+    expect(printed).not.toContain('top-secret-token');
+    expect(printed).not.toContain('branch-pass');
+
+    const bad = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { serverUrl: 'ftp://admin:cfg-pass@dtm:36789' } })] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(DtmConfigError);
+    expect(inspect(bad, { depth: 20 })).not.toContain('cfg-pass');
   });
 
   it('ping, query, list and forceStop talk to the real server', async () => {
