@@ -42,6 +42,8 @@ export const MESSAGES = {
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} is a DTM branch, but this call lacks the query parameter(s) ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op); the handler did not run`,
+  branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
+    `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, op: string) =>
     `${where} (${kind}, op=${op}) threw DtmFailureError, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
   successBodyHasResultWord: (where: string, body: string) =>

@@ -1,7 +1,7 @@
 import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_METADATA, DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { REQUIRED_BRANCH_QUERY, type BranchMetadata } from './branch.types.js';
+import { BRANCH_OPS, REQUIRED_BRANCH_QUERY, type BranchMetadata } from './branch.types.js';
 import { BRANCH_RUNTIME, type DtmBranchRuntime } from './local-transaction.binding.js';
 
 /** Where the guard leaves, on the request, the execution context of the branch handler serving it (for the filter). */
@@ -18,11 +18,11 @@ export function branchOf(context: ExecutionContext): BranchMetadata | undefined 
 }
 
 /**
- * Before a decorated handler (HTTP only): a call without DTM's query parameters is answered 400,
- * naming what is missing, and the handler does not run. A guard, not an interceptor: it costs no
- * observable pipeline on the hot path. It also leaves on the request what a handler wrapped in a
- * local transaction needs from the module (it is instantiated in the controller's module, so it
- * sees the DtmModule serving that controller).
+ * Before a decorated handler (HTTP only): a call without DTM's query parameters, or with an op
+ * this kind of branch does not serve, is answered 400, naming what is wrong, and the handler does
+ * not run. A guard, not an interceptor: it costs no observable pipeline on the hot path. It also
+ * leaves on the request what a handler wrapped in a local transaction needs from the module (it is
+ * instantiated in the controller's module, so it sees the DtmModule serving that controller).
  */
 @Injectable()
 export class DtmBranchGuard implements CanActivate {
@@ -38,6 +38,8 @@ export class DtmBranchGuard implements CanActivate {
       const missing = REQUIRED_BRANCH_QUERY.filter((key) => (key === 'branch_id' ? typeof query[key] !== 'string' : !isPresent(query[key])));
       throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
     }
+    const ops = BRANCH_OPS[branchOf(context)!.kind]; // the guard is only on decorated handlers
+    if (!ops.includes(query.op as string)) throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), String(query.op), ops));
     request[BRANCH_HANDLER] = context;
     request[BRANCH_RUNTIME] = this.runtime;
     return true;

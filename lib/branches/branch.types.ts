@@ -9,6 +9,21 @@ export type BranchKind =
   | 'msg'
   | 'msg-query-prepared';
 
+/**
+ * The ops each kind of branch handler serves: what DTM sends (and, for a TCC Try or an XA action,
+ * the app). A call with another op is refused before the handler runs.
+ */
+export const BRANCH_OPS: Readonly<Record<BranchKind, readonly string[]>> = {
+  'saga-action': ['action'],
+  'saga-compensate': ['compensate'],
+  'tcc-try': ['try'],
+  'tcc-confirm': ['confirm'],
+  'tcc-cancel': ['cancel'],
+  xa: ['action', 'commit', 'rollback'],
+  msg: ['action'],
+  'msg-query-prepared': ['msg'],
+};
+
 /** Options of every branch decorator. */
 export interface BranchOptions {
   /**

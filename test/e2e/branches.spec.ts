@@ -149,6 +149,23 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
   });
 
+  it('a call with an op this branch does not serve answers 400 naming both, and the handler does not run', async () => {
+    const call = (path: string, op: string) =>
+      fetch(`${t.url}/api/v1/bank/${path}?gid=g1&trans_type=saga&branch_id=01&op=${op}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ amount: 50 }),
+      });
+    const res = await call('trans-out', 'compensate');
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toContain(
+      'BankController.transOut serves op=action, but this call has op=compensate: the URL registered with DTM for op=compensate points at the wrong handler',
+    );
+    expect((await call('trans-out', '')).status).toBe(400);
+    expect(t.ledger.calls).toEqual([]);
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
+  });
+
   it('answers 200, not Nest\'s 201, and refuses a success body DTM would misread', async () => {
     const ok = await fetch(`${t.url}/api/v1/bank/audit?gid=g2&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(ok.status).toBe(200);
