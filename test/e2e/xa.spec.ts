@@ -27,7 +27,7 @@ async function startParticipant(): Promise<ManagedProcess> {
     command: process.execPath,
     args: [join(root, '.build', 'test', 'e2e', 'xa-participant.app.js')],
     cwd: root,
-    env: minimalEnv({ PORT: String(port), PG_URL: dbs.postgres.url, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl }),
+    env: minimalEnv({ PORT: String(port), PG_URL: `${dbs.postgres.url}?application_name=xa-participant`, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl }),
     runDir,
     logFile: join(runDir.path, `xa-participant-${process.pid}.log`),
   });
@@ -157,6 +157,37 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
     expect(final.rollbackReason).toMatch(/Timeout after 1 seconds/);
     expect(final.branches).toEqual([]);
     expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('every dedicated XA connection is closed again: after commit, phase 2, and a failed action on either database', async () => {
+    for (const failing of [undefined, 'pg', 'mysql'] as const) {
+      const gid = await client.generateGid();
+      await client
+        .xaGlobalTransaction(gid, async (xa) => {
+          await xa.callBranch({ account: 1, amount: 1, fail: failing === 'mysql' }, url('mysql'));
+          await xa.callBranch({ account: 1, amount: 1, fail: failing === 'pg' }, url('pg'));
+        })
+        .catch((e: unknown) => expect(e).toBeInstanceOf(DtmFailureError));
+      expect((await client.waitForFinal(gid)).status).toBe(failing ? 'failed' : 'succeed');
+    }
+    // the participant's sessions: PostgreSQL ones by application_name; MariaDB ones are all that
+    // use this file's database once the test's own pool is closed (counted from a session without one)
+    await myPool.end();
+    myPool = mysql.createPool(dbs.mariadb.config);
+    const counter = await mysql.createConnection({ ...dbs.mariadb.config, database: undefined });
+    const sessions = async () => {
+      const [my] = await counter.query('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ?', [dbs.mariadb.database]);
+      const pgRows = await pgPool.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE application_name = 'xa-participant'");
+      return { mysql: Number((my as { n: number }[])[0].n), pg: pgRows.rows[0].n as number };
+    };
+    try {
+      const closed = async () => Object.values(await sessions()).every((n) => n === 0);
+      await waitUntil('the participant closing its XA connections', closed, { timeoutMs: 3000 }).catch(() => undefined); // a session ends shortly after its QUIT
+      expect(await sessions()).toEqual({ mysql: 0, pg: 0 });
+    } finally {
+      await counter.end();
+    }
     expect(await pendingXa()).toEqual([]);
   });
 
