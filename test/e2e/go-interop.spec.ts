@@ -26,6 +26,7 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
+  pgXaDatabase,
   type FinalResult,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
@@ -90,6 +91,12 @@ class NestBank {
     await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
     if (m.fail) throw new DtmFailureError('nest: xa branch refused');
   }
+
+  @Post('xa-pg')
+  @XaBranch('nest.xaPg', { db: 'pg' })
+  async xaPg(@Body() m: Move, @BarrierTx() client: pg.Client) {
+    await client.query(depositSql, [m.amount, m.account]);
+  }
 }
 
 let pgPool: pg.Pool;
@@ -115,7 +122,14 @@ beforeAll(async () => {
       DtmModule.forRoot({
         config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
         barrierConnections: { pg: pgBarrierDatabase(pgPool) },
-        xaConnections: { mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) },
+        xaConnections: {
+          mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
+          pg: pgXaDatabase(async () => {
+            const pgClient = new pg.Client({ connectionString: dbs.postgres.url });
+            await pgClient.connect();
+            return pgClient;
+          }),
+        },
       }),
     ],
     controllers: [NestBank],
@@ -166,10 +180,11 @@ async function pgBarrier(gid: string): Promise<string[]> {
   return rows.map((r: Record<string, string>) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
 }
 
-/** Prepared XA transactions left in MariaDB. */
+/** Prepared XA transactions left in MariaDB and PostgreSQL. */
 async function pendingXa(): Promise<unknown[]> {
   const [rows] = await myPool.query('XA RECOVER');
-  return rows as unknown[];
+  const prepared = await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()');
+  return [...(rows as unknown[]), ...prepared.rows];
 }
 
 /** Asks the Go peer to start a transaction with dtmcli; resolves with its HTTP status and body. */
@@ -222,20 +237,31 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
     expect(await pgBalances()).toEqual([60, 0]);
   });
 
-  it('XA: our @XaBranch on MariaDB commits; a refused branch rolls the other back', async () => {
+  it('XA: our @XaBranch handlers on MariaDB and PostgreSQL commit; a refused branch rolls the other back', async () => {
     const ok = await client.generateGid();
-    expect((await goStarts('xa', ok, [{ action: `${nestUrl}/xa`, payload: { account: 2, amount: 7 } }])).status).toBe(200);
-    expect((await client.waitForFinal(ok)).status).toBe('succeed');
-    expect(await mysqlBalances()).toEqual([100, 7]);
+    const answer = await goStarts('xa', ok, [
+      { action: `${nestUrl}/xa`, payload: { account: 2, amount: 7 } },
+      { action: `${nestUrl}/xa-pg`, payload: { account: 2, amount: 3 } },
+    ]);
+    expect(answer.status).toBe(200);
+    expect(statuses(await client.waitForFinal(ok))).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
+    expect([await mysqlBalances(), await pgBalances()]).toEqual([
+      [100, 7],
+      [100, 3],
+    ]);
 
     const refused = await client.generateGid();
-    const answer = await goStarts('xa', refused, [
-      { action: `${nestUrl}/xa`, payload: { account: 2, amount: 5 } },
+    const refusal = await goStarts('xa', refused, [
+      { action: `${nestUrl}/xa-pg`, payload: { account: 2, amount: 5 } },
       { action: `${nestUrl}/xa`, payload: { account: 1, amount: 5, fail: true } },
     ]);
-    expect(answer.status).toBe(409);
+    expect(refusal.status).toBe(409);
+    expect(refusal.text).toContain('nest: xa branch refused');
     expect((await client.waitForFinal(refused)).status).toBe('failed');
-    expect(await mysqlBalances()).toEqual([100, 7]);
+    expect([await mysqlBalances(), await pgBalances()]).toEqual([
+      [100, 7],
+      [100, 3],
+    ]);
     expect(await pendingXa()).toEqual([]);
   });
 
