@@ -4,9 +4,6 @@ export const DTM_CONFIG = Symbol('DTM_CONFIG');
 /** Metadata key under which branch decorators record a `BranchMetadata`. */
 export const DTM_BRANCH_METADATA = 'nestjs-dtm:branch';
 
-/** Metadata key of `@UseBarrier()`: the controller's default barrier connection. */
-export const DTM_BARRIER_DEFAULT_METADATA = 'nestjs-dtm:barrier-default';
-
 /** Injection token of the module's barrier connections (`Map<string, BarrierConnection>`). */
 export const DTM_BARRIER_CONNECTIONS = Symbol('DTM_BARRIER_CONNECTIONS');
 

@@ -50,6 +50,19 @@ export const MESSAGES = {
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>
     `${where} returned a success body containing one of the result words DTM scans bodies for; it was not sent (see the server log)`,
+  duplicateBranch: (decl: string, handlers: string[]) => `${decl} is on ${handlers.join(' and ')}: branch names must be unique; rename one`,
+  sagaWithoutCompensation: (decl: string, name: string) =>
+    `${decl} has no @SagaCompensate('${name}'); add one, or state @SagaAction('${name}', { compensate: false })`,
+  sagaCompensationStated: (decl: string, name: string) => `${decl} says { compensate: false }, but @SagaCompensate('${name}') exists; remove one of them`,
+  compensationWithoutAction: (decl: string, name: string) => `${decl} compensates no @SagaAction('${name}'); add the action or fix the name`,
+  tccIncomplete: (decl: string, missing: string[]) => `${decl} has no ${missing.join(' and no ')}; a TCC branch needs all three`,
+  tccWithoutTry: (decl: string, name: string) => `${decl} belongs to no @TccTry('${name}'); add the Try or fix the name`,
+  branchNotRoute: (where: string) => `${where} is decorated as a DTM branch but is not a route; add @Post() (or @Get() for @MsgQueryPrepared)`,
+  branchPathParameters: (where: string, path: string) =>
+    `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
+  branchNotUriVersioned: (where: string, type: string) =>
+    `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
+  noBranches: (method: string) => `${method} needs at least one branch`,
   unknownBranch: (kind: string, name: string, known: string[]) =>
     `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>
@@ -71,6 +84,7 @@ export const MESSAGES = {
     `message ${gid}: the barrier row of its local transaction already exists: DTM's back-check ran first and rolled the message back, so the business did not run and nothing is sent`,
   unknownBarrier: (where: string, name: string, known: string[]) =>
     `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrierConnections: { ${name}: ... } })`,
+  barrierOnXa: (where: string) => `${where}: XA branches do not take a barrier connection; they run their own local XA transaction`,
   noBranchRuntime: (where: string) =>
     `${where} runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)`,
   redisBarrierOnHandler: (where: string, name: string) =>

@@ -7,9 +7,14 @@ export const DEFAULT_BARRIER_TABLE = 'dtm_barrier.barrier';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/;
 
-/** Throws unless `table` is `name` or `schema.name` made of letters, digits and `_`. */
+/** Whether `table` is `name` or `schema.name` made of letters, digits and `_` (it is quoted into SQL as it is). */
+export function isBarrierTableName(table: unknown): table is string {
+  return typeof table === 'string' && IDENTIFIER.test(table);
+}
+
+/** Throws unless {@link isBarrierTableName}. */
 export function assertBarrierTable(table: string): void {
-  if (!IDENTIFIER.test(table)) throw new DtmError(MESSAGES.badBarrierTable(table));
+  if (!isBarrierTableName(table)) throw new DtmError(MESSAGES.badBarrierTable(table));
 }
 
 const insertCache = new Map<string, string>();

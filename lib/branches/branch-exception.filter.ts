@@ -3,8 +3,8 @@ import { HttpAdapterHost } from '@nestjs/core';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
-import { BRANCH_HANDLER, branchOf, handlerName } from './branch.guard.js';
-import type { BranchKind } from './branch.types.js';
+import { BRANCH_HANDLER, branchOf } from './branch.guard.js';
+import { handlerName, type BranchKind } from './branch.types.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);

@@ -1,5 +1,5 @@
 import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInterceptors } from '@nestjs/common';
-import { DTM_BARRIER_DEFAULT_METADATA, DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchInterceptor } from './branch.interceptor.js';
@@ -35,10 +35,8 @@ function branchDecorator(kind: BranchKind, name: string, options: SagaActionOpti
  */
 export const UseBarrier =
   (connection: string): ClassDecorator =>
-  (controller) => {
-    SetMetadata(DTM_BARRIER_DEFAULT_METADATA, connection)(controller);
+  (controller) =>
     bindControllerBarrier(controller, connection);
-  };
 
 /** A saga step's action, named `name`: `saga.add(name, payload)` resolves its URL. */
 export const SagaAction = (name: string, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);

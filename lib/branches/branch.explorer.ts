@@ -3,7 +3,7 @@ import { ApplicationConfig, DiscoveryService, MetadataScanner, ModulesContainer 
 import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchGuard } from './branch.guard.js';
-import { barrierConnectionOf, localTransactionOf } from './local-transaction.binding.js';
+import { localTransactionOf } from './local-transaction.binding.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import type { BranchMetadata } from './branch.types.js';
@@ -51,11 +51,13 @@ export class DtmBranchExplorer implements OnModuleInit {
 
   private route(controller: Type, handler: object, methodName: string, branch: BranchMetadata, hostModule: Type | undefined): BranchRoute {
     const where = `${controller.name}.${methodName}`;
-    const base = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: barrierConnectionOf(branch, controller) };
+    const bound = localTransactionOf(handler); // what the decorators (and @UseBarrier) made the handler run in
+    const barrier = bound && 'barrier' in bound ? bound.barrier : undefined;
+    const base = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier };
     const requestMethod = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
     const methodPath = Reflect.getMetadata(PATH_METADATA, handler) as string | string[] | undefined;
     if (requestMethod === undefined || methodPath === undefined) {
-      return { ...base, method: '', path: '', problem: `${where} is decorated as a DTM branch but is not a route; add @Post() (or @Get() for @MsgQueryPrepared)` };
+      return { ...base, method: '', path: '', problem: MESSAGES.branchNotRoute(where) };
     }
     const versioning = this.appConfig.getVersioning();
     const ctrlPath = first(Reflect.getMetadata(PATH_METADATA, controller) as string | string[] | undefined) ?? '/';
@@ -77,10 +79,10 @@ export class DtmBranchExplorer implements OnModuleInit {
     const path = paths[0];
     const method = RequestMethod[requestMethod];
     if (/\/:|\*/.test(path)) {
-      return { ...base, method, path, problem: `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path` };
+      return { ...base, method, path, problem: MESSAGES.branchPathParameters(where, path) };
     }
     if (versioning && versioning.type !== VersioningType.URI && (Reflect.getMetadata(VERSION_METADATA, handler) || Reflect.getMetadata(VERSION_METADATA, controller))) {
-      return { ...base, method, path, problem: `${where} is versioned by ${VersioningType[versioning.type]}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route` };
+      return { ...base, method, path, problem: MESSAGES.branchNotUriVersioned(where, VersioningType[versioning.type]) };
     }
     return { ...base, method, path };
   }

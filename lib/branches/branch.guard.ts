@@ -1,16 +1,12 @@
 import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_METADATA, DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { BRANCH_OPS, REQUIRED_BRANCH_QUERY, type BranchMetadata } from './branch.types.js';
+import { missingBranchQuery } from '../context/dtm-context.js';
+import { BRANCH_OPS, handlerName, type BranchMetadata } from './branch.types.js';
 import { BRANCH_RUNTIME, type DtmBranchRuntime } from './local-transaction.binding.js';
 
 /** Where the guard leaves, on the request, the execution context of the branch handler serving it (for the filter). */
 export const BRANCH_HANDLER = Symbol('nestjs-dtm:branch-handler');
-
-/** `Controller.method` of a handler, for messages. */
-export function handlerName(context: ExecutionContext): string {
-  return `${context.getClass().name}.${context.getHandler().name}`;
-}
 
 /** The branch record of the handler of `context`. */
 export function branchOf(context: ExecutionContext): BranchMetadata | undefined {
@@ -34,18 +30,12 @@ export class DtmBranchGuard implements CanActivate {
       .switchToHttp()
       .getRequest<{ query?: Record<string, unknown>; [BRANCH_HANDLER]?: ExecutionContext; [BRANCH_RUNTIME]?: DtmBranchRuntime }>();
     const query = request.query ?? {};
-    if (!isPresent(query.gid) || !isPresent(query.trans_type) || typeof query.branch_id !== 'string' || !isPresent(query.op)) {
-      const missing = REQUIRED_BRANCH_QUERY.filter((key) => (key === 'branch_id' ? typeof query[key] !== 'string' : !isPresent(query[key])));
-      throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
-    }
+    const missing = missingBranchQuery(query);
+    if (missing.length > 0) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
     const ops = BRANCH_OPS[branchOf(context)!.kind]; // the guard is only on decorated handlers
     if (!ops.includes(query.op as string)) throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), String(query.op), ops));
     request[BRANCH_HANDLER] = context;
     request[BRANCH_RUNTIME] = this.runtime;
     return true;
   }
-}
-
-function isPresent(value: unknown): boolean {
-  return typeof value === 'string' && value !== '';
 }

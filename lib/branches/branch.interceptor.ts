@@ -1,7 +1,7 @@
 import { Injectable, InternalServerErrorException, Logger, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
 import { map, type Observable } from 'rxjs';
 import { MESSAGES } from '../dtm.messages.js';
-import { handlerName } from './branch.guard.js';
+import { handlerName } from './branch.types.js';
 
 const RESULT_WORDS = /FAILURE|ONGOING/;
 

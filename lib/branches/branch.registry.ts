@@ -65,7 +65,7 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     const byKey = new Map<string, BranchRoute[]>();
     for (const route of routes) byKey.set(key(route.kind, route.name), [...(byKey.get(key(route.kind, route.name)) ?? []), route]);
     for (const [, same] of byKey) {
-      if (same.length > 1) problems.push(`${DECORATOR[same[0].kind]}('${same[0].name}') is on ${same.map((r) => r.handler).join(' and ')}: branch names must be unique; rename one`);
+      if (same.length > 1) problems.push(MESSAGES.duplicateBranch(`${DECORATOR[same[0].kind]}('${same[0].name}')`, same.map((r) => r.handler)));
     }
     const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
     for (const route of routes) {
@@ -74,23 +74,15 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
       if (barrierProblem) problems.push(barrierProblem);
       if (route.kind === 'saga-action') {
         const wantsCompensation = route.options.compensate !== false;
-        if (wantsCompensation && !has('saga-compensate', route.name)) {
-          problems.push(`${decl} has no @SagaCompensate('${route.name}'); add one, or state @SagaAction('${route.name}', { compensate: false })`);
-        }
-        if (!wantsCompensation && has('saga-compensate', route.name)) {
-          problems.push(`${decl} says { compensate: false }, but @SagaCompensate('${route.name}') exists; remove one of them`);
-        }
+        if (wantsCompensation && !has('saga-compensate', route.name)) problems.push(MESSAGES.sagaWithoutCompensation(decl, route.name));
+        if (!wantsCompensation && has('saga-compensate', route.name)) problems.push(MESSAGES.sagaCompensationStated(decl, route.name));
       }
-      if (route.kind === 'saga-compensate' && !has('saga-action', route.name)) {
-        problems.push(`${decl} compensates no @SagaAction('${route.name}'); add the action or fix the name`);
-      }
+      if (route.kind === 'saga-compensate' && !has('saga-action', route.name)) problems.push(MESSAGES.compensationWithoutAction(decl, route.name));
       if (route.kind === 'tcc-try') {
         const missing = (['tcc-confirm', 'tcc-cancel'] as const).filter((k) => !has(k, route.name)).map((k) => `${DECORATOR[k]}('${route.name}')`);
-        if (missing.length > 0) problems.push(`${decl} has no ${missing.join(' and no ')}; a TCC branch needs all three`);
+        if (missing.length > 0) problems.push(MESSAGES.tccIncomplete(decl, missing));
       }
-      if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) {
-        problems.push(`${decl} belongs to no @TccTry('${route.name}'); add the Try or fix the name`);
-      }
+      if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) problems.push(MESSAGES.tccWithoutTry(decl, route.name));
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
     for (const [k, same] of byKey) this.routes.set(k, same[0]);
@@ -99,10 +91,10 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
   private barrierProblem(route: BranchRoute, decl: string): string | undefined {
     const xaDb = route.options.db;
     if (xaDb && !this.xaConnections?.has(xaDb)) return MESSAGES.unknownXaDb(decl, xaDb, [...(this.xaConnections?.keys() ?? [])]);
+    if (route.kind === 'xa' && route.options.barrier) return MESSAGES.barrierOnXa(decl);
     if (!route.barrier) return undefined;
     const connection = this.barrierConnections?.get(route.barrier);
     if (!connection) return MESSAGES.unknownBarrier(decl, route.barrier, [...(this.barrierConnections?.keys() ?? [])]);
-    if (route.kind === 'xa') return `${decl}: XA branches do not take a barrier connection; they run their own local XA transaction`;
     if (isRedisConnection(connection) && route.kind !== 'msg-query-prepared') {
       return MESSAGES.redisBarrierOnHandler(decl, route.barrier);
     }

@@ -1,3 +1,10 @@
+import type { ExecutionContext } from '@nestjs/common';
+
+/** `Controller.method` of the handler of `context`, for messages. */
+export function handlerName(context: ExecutionContext): string {
+  return `${context.getClass().name}.${context.getHandler().name}`;
+}
+
 /** What a decorated handler is in DTM's protocol. */
 export type BranchKind =
   | 'saga-action'

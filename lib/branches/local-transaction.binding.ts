@@ -3,10 +3,10 @@ import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
 import type { DtmClient } from '../client/dtm.client.js';
 import { branchInfoFromQuery } from '../context/dtm-context.js';
-import { DTM_BARRIER_DEFAULT_METADATA, DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import type { BranchMetadata } from './branch.types.js';
+import { handlerName, type BranchMetadata } from './branch.types.js';
 
 // Why handlers are wrapped here instead of by a Nest interceptor: any interceptor on a route makes
 // Nest run the call through an RxJS pipeline (defer, mergeAll, an AsyncResource per call,
@@ -55,7 +55,7 @@ type BranchRequest = { query?: Record<string, unknown>; [BRANCH_RUNTIME]?: DtmBr
 /** The factory of `@BarrierTx()`: a placeholder on wrapped handlers, a clear error elsewhere. */
 export function barrierTxFactory(_data: unknown, context: ExecutionContext): unknown {
   if ((context.getHandler() as Handler)[BINDING]) return TX_PLACEHOLDER;
-  throw new InternalServerErrorException(MESSAGES.noBarrierTx(`${context.getClass().name}.${context.getHandler().name}`));
+  throw new InternalServerErrorException(MESSAGES.noBarrierTx(handlerName(context)));
 }
 
 /** The hidden last argument of a wrapped handler: the request (the router passes nothing else a handler did not ask for). */
@@ -126,16 +126,6 @@ export function bindControllerBarrier(controller: { prototype: object }, connect
       if (own.value !== handler) Object.defineProperty(controller.prototype, key, own);
     }
   }
-}
-
-/**
- * The barrier connection a branch handler uses: its decorator's `barrier` option, else its
- * controller's `@UseBarrier()` (which XA branches, having their own local XA transaction, ignore).
- */
-export function barrierConnectionOf(branch: BranchMetadata, controller: object): string | undefined {
-  if (branch.options.barrier === false) return undefined;
-  if (branch.options.barrier) return branch.options.barrier;
-  return branch.kind === 'xa' ? undefined : (Reflect.getMetadata(DTM_BARRIER_DEFAULT_METADATA, controller) as string | undefined);
 }
 
 /** Whether a barrier connection is a Redis client rather than a SQL database. */

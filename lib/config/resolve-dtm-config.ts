@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
+import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { redactUrl } from '../client/redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DTM_CONFIG_KEYS, defaultDtmConfig, type DtmConfigKey } from './dtm-config.keys.js';
@@ -142,8 +143,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       return { value: raw };
     }
     case 'sql-table': {
-      const ok = typeof raw === 'string' && /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/.test(raw);
-      return ok ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
+      return isBarrierTableName(raw) ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
     }
     case 'header-list': {
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { BranchInfo } from '../branches/branch.types.js';
+import { REQUIRED_BRANCH_QUERY, type BranchInfo } from '../branches/branch.types.js';
 import { ALWAYS_PASSED_HEADERS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 
@@ -36,14 +36,17 @@ export function pickHeaders(headers: Record<string, string | string[] | undefine
   return picked;
 }
 
+/** The DTM query parameters a branch call lacks: `gid`, `trans_type` and `op` must be non-empty, `branch_id` present. */
+export function missingBranchQuery(query: Record<string, unknown> | undefined): string[] {
+  return REQUIRED_BRANCH_QUERY.filter((key) => {
+    const value = query?.[key];
+    return typeof value !== 'string' || (value === '' && key !== 'branch_id');
+  });
+}
+
 /** The branch info in a DTM branch call's query, or undefined when a required parameter is missing. */
 export function branchInfoFromQuery(query: Record<string, unknown> | undefined, headers: Record<string, string>): BranchInfo | undefined {
-  if (!query) return undefined;
-  const get = (key: string) => (typeof query[key] === 'string' ? (query[key] as string) : undefined);
-  const gid = get('gid');
-  const transType = get('trans_type');
-  const branchId = get('branch_id');
-  const op = get('op');
-  if (!gid || !transType || branchId === undefined || !op) return undefined;
-  return { gid, transType, branchId, op, dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
+  if (!query || missingBranchQuery(query).length > 0) return undefined;
+  const get = (key: string) => (typeof query[key] === 'string' ? (query[key] as string) : '');
+  return { gid: get('gid'), transType: get('trans_type'), branchId: get('branch_id'), op: get('op'), dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
 }

@@ -2,7 +2,7 @@ import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-cl
 import { encodePayload, toWireRequest } from '../client/dtm-wire.js';
 import type { WireTransRequest } from '../client/dtm-wire.types.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
-import { assertGid, effectiveOptions } from './transaction-base.js';
+import { assertGid, effectiveOptions, type EffectiveOptions } from './transaction-base.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /**
@@ -11,7 +11,7 @@ import type { TransactionRuntime } from './transaction-runtime.js';
  */
 export abstract class GlobalTransaction {
   /** The options sent to DTM (module defaults overridden by the transaction's). */
-  readonly options: TransactionOptions;
+  readonly options: EffectiveOptions;
   protected readonly ids: BranchIdGenerator;
 
   protected constructor(
@@ -53,7 +53,7 @@ export abstract class GlobalTransaction {
       query: { dtm: this.dtmUrl ?? this.runtime.config.serverUrl, gid: this.gid, branch_id: branchId, trans_type: this.transType, op, ...extraQuery },
       headers: this.options.branchHeaders,
       body: payload,
-      timeoutSeconds: this.options.requestTimeout ?? this.runtime.config.branchTimeout,
+      timeoutSeconds: this.options.requestTimeout,
       gid: this.gid,
       branchId,
     });

@@ -127,9 +127,8 @@ export class Msg extends TransactionBuilder {
    * back-check ran first.
    */
   async doAndSubmitDb<H, T>(queryPrepared: string, db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<T> {
-    const barrier = new BranchBarrier('msg', this.gid, '00', 'msg', { table: this.runtime.config.barrierTable });
-    return this.doAndSubmit(queryPrepared, async () => {
-      const outcome = await barrier.callWithDb(db, business);
+    return this.doAndSubmit(queryPrepared, async (local) => {
+      const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).callWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError
     });
   }
@@ -142,7 +141,7 @@ export class Msg extends TransactionBuilder {
       url: this.queryPrepared,
       query: { dtm: this.runtime.config.serverUrl, gid: this.gid, branch_id: local.branchId, trans_type: 'msg', op: local.op },
       headers: options.branchHeaders,
-      timeoutSeconds: options.requestTimeout ?? this.runtime.config.branchTimeout,
+      timeoutSeconds: options.requestTimeout,
       gid: this.gid,
       branchId: local.branchId,
     });

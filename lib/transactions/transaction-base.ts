@@ -11,8 +11,11 @@ export function assertGid(gid: unknown): asserts gid is string {
   if (typeof gid !== 'string' || gid.length === 0 || /[\s;]/.test(gid)) throw new DtmError(MESSAGES.badGid(gid));
 }
 
+/** Transaction options with the module's defaults filled in: the timeouts and the headers are always set. */
+export type EffectiveOptions = TransactionOptions & Required<Pick<TransactionOptions, 'timeoutToFail' | 'retryInterval' | 'requestTimeout' | 'branchHeaders'>>;
+
 /** The module's `lynx.dtm` defaults, overridden by per-transaction options. */
-export function effectiveOptions(runtime: TransactionRuntime, overrides: TransactionOptions): TransactionOptions {
+export function effectiveOptions(runtime: TransactionRuntime, overrides: TransactionOptions): EffectiveOptions {
   const { config } = runtime;
   const branchHeaders = { ...runtime.passThroughHeaders(), ...overrides.branchHeaders };
   return {
@@ -55,7 +58,7 @@ export abstract class TransactionBuilder {
   }
 
   /** The options this transaction is sent with: module defaults overridden by {@link setOptions}. */
-  get options(): TransactionOptions {
+  get options(): EffectiveOptions {
     return effectiveOptions(this.runtime, this.overrides);
   }
 

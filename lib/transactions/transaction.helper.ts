@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
 import { DtmClient } from '../client/dtm.client.js';
+import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 
@@ -133,5 +134,5 @@ function transactionOptions(options: HelperOptions): TransactionOptions {
 }
 
 function assertBranches(method: string, branches: unknown[]): void {
-  if (!Array.isArray(branches) || branches.length === 0) throw new DtmError(`${method} needs at least one branch`);
+  if (!Array.isArray(branches) || branches.length === 0) throw new DtmError(MESSAGES.noBranches(method));
 }
