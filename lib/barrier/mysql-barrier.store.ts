@@ -47,7 +47,8 @@ export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlP
   };
 }
 
-async function mysqlExecute(connection: MysqlConnectionLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
+/** Runs one statement on a `mysql2` connection or pool (also the XA adapter's). */
+export async function mysqlExecute(connection: MysqlConnectionLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
   const [result] = await connection.query(sql, params);
   return toExecResult(result);
 }

@@ -50,7 +50,8 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
   };
 }
 
-async function pgExecute(client: PgClientLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
+/** Runs one statement on a `pg` client or pool (also the XA adapter's). */
+export async function pgExecute(client: PgClientLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
   return toExecResult(await client.query(sql, params));
 }
 

@@ -1,3 +1,4 @@
+import { mysqlExecute } from '../barrier/mysql-barrier.store.js';
 import type { XaDatabase } from './xa.types.js';
 
 /** The part of a `mysql2/promise` connection an XA branch uses. */
@@ -18,11 +19,7 @@ export function mysqlXaDatabase<C extends MysqlXaConnectionLike>(connect: () => 
       const connection = await connect();
       return {
         handle: connection,
-        async execute(sql, params = []) {
-          const [result] = await connection.query(sql, params);
-          if (Array.isArray(result)) return { affected: 0, rows: result as Record<string, unknown>[] };
-          return { affected: Number((result as { affectedRows?: number }).affectedRows ?? 0), rows: [] };
-        },
+        execute: (sql, params = []) => mysqlExecute(connection, sql, params),
         close: () => connection.end(),
       };
     },

@@ -1,3 +1,4 @@
+import { pgExecute } from '../barrier/pg-barrier.store.js';
 import type { XaDatabase } from './xa.types.js';
 
 /** The part of a connected `pg` `Client` an XA branch uses. */
@@ -18,10 +19,7 @@ export function pgXaDatabase<C extends PgXaClientLike>(connect: () => Promise<C>
       const client = await connect();
       return {
         handle: client,
-        async execute(sql, params = []) {
-          const result = await client.query(sql, params);
-          return { affected: result.rowCount ?? 0, rows: result.rows ?? [] };
-        },
+        execute: (sql, params = []) => pgExecute(client, sql, params),
         close: () => client.end(),
       };
     },

@@ -5,6 +5,7 @@ import { Controller, Post } from '@nestjs/common';
 import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
 import { dtmPost, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
+import { branchLines } from '../support/fixtures.js';
 
 describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   let t: BranchApp;
@@ -253,7 +254,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     const final = await t.client.waitForFinal(gid);
 
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+    expect(branchLines(final)).toEqual([
       '01 cancel prepared',
       '01 confirm succeed',
       '0101 cancel prepared',

@@ -2,7 +2,7 @@
 // endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
-import { sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, waitForTransStatus } from '../support/harness.js';
 
 const fx = useDtmAppWithRecorder();
@@ -16,7 +16,7 @@ describe('DtmClient messages', () => {
     const final = await msg.submitAndWait();
 
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 action succeed', '02 action succeed']);
+    expect(branchLines(final)).toEqual(['01 action succeed', '02 action succeed']);
     expect(fx.recorder.callsFor(gid).map((c) => [c.path, c.query.op, c.body])).toEqual([
       ['/TransOut', 'action', '{"amount":5}'],
       ['/TransIn', 'action', '{"amount":5}'],

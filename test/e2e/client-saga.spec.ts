@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server; branches are the recorder app.
 import { describe, expect, it } from '@jest/globals';
 import type { Saga } from 'nestjs-dtm';
-import { sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
 const fx = useDtmAppWithRecorder();
@@ -19,7 +19,7 @@ describe('DtmClient sagas', () => {
     const final = await transfer(fx.client.newSaga(gid)).submitAndWait();
 
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+    expect(branchLines(final)).toEqual([
       '01 compensate prepared',
       '01 action succeed',
       '02 compensate prepared',

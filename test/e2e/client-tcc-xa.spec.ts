@@ -3,7 +3,7 @@
 // way DTM's Go SDK does (registerBranch with the phase-2 URL, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
-import { useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import type { RecordedCall } from '../support/recorder.js';
 
@@ -21,7 +21,7 @@ describe('TCC', () => {
 
     const final = await fx.client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+    expect(branchLines(final)).toEqual([
       '01 cancel prepared',
       '01 confirm succeed',
       '02 cancel prepared',
@@ -105,7 +105,7 @@ describe('XA (application side)', () => {
 
     const final = await fx.client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+    expect(branchLines(final)).toEqual([
       '01 rollback prepared',
       '01 commit succeed',
       '02 rollback prepared',

@@ -27,12 +27,12 @@ import {
   mysqlXaDatabase,
   pgBarrierDatabase,
   pgXaDatabase,
-  type FinalResult,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { harness } from '../support/harness.js';
 import { goPeerBinaryPath } from '../support/services/binaries.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { branchLines } from '../support/fixtures.js';
 
 interface Move {
   account: number;
@@ -193,8 +193,6 @@ async function goStarts(kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branch
   return { status: res.status, text: await res.text() };
 }
 
-const statuses = (final: FinalResult) => final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`);
-
 describe("DTM's Go SDK drives nestjs-dtm branches", () => {
   it('saga: commits, and nestjs-dtm wrote the barrier rows the Go SDK would', async () => {
     const gid = await client.generateGid();
@@ -202,7 +200,7 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
     expect((await goStarts('saga', gid, [step(1, 30), step(1, 20)])).status).toBe(200);
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
-    expect(statuses(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
+    expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
     expect(await pgBalances()).toEqual([50, 0]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
   });
@@ -214,7 +212,7 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('nest: account 2 has less than 10');
-    expect(statuses(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
     expect(await pgBalances()).toEqual([100, 0]);
     // step 2's compensation found no action row: a null compensation, as dtmcli would record it
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
@@ -233,7 +231,7 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
     expect(answer.text).toContain('nest: account 1 has less than 500');
     const final = await client.waitForFinal(refused);
     expect(final.status).toBe('failed');
-    expect(statuses(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
+    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
     expect(await pgBalances()).toEqual([60, 0]);
   });
 
@@ -244,7 +242,7 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
       { action: `${nestUrl}/xa-pg`, payload: { account: 2, amount: 3 } },
     ]);
     expect(answer.status).toBe(200);
-    expect(statuses(await client.waitForFinal(ok))).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
+    expect(branchLines(await client.waitForFinal(ok))).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
     expect([await mysqlBalances(), await pgBalances()]).toEqual([
       [100, 7],
       [100, 3],

@@ -9,6 +9,7 @@ import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { branchLines } from '../support/fixtures.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -86,7 +87,7 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
     });
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual([
+    expect(branchLines(final)).toEqual([
       '01 rollback prepared',
       '01 commit succeed',
       '02 rollback prepared',
@@ -116,7 +117,7 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('pg branch refused');
-    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
+    expect(branchLines(final)).toEqual(['01 rollback succeed', '01 commit prepared']);
     expect(await balances()).toEqual(before);
     expect(await pendingXa()).toEqual([]);
     expect(await barrierRows(gid)).toEqual(['mysql 01=rollback']); // the action's row rolled back; phase 2 wrote this one

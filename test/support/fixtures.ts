@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
-import type { DtmClient, TransactionHelper } from 'nestjs-dtm';
+import type { BranchRecord, DtmClient, TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
 import { startRecorder, type Recorder } from './recorder.js';
 
@@ -37,6 +37,11 @@ export function useDtmAppWithRecorder(): DtmAppWithRecorder {
     get helper() { return started(app).helper; },
     get recorder() { return started(recorder); },
   };
+}
+
+/** A transaction's branches as DTM recorded them, one `branchId op status` line each, in storage order. */
+export function branchLines(record: { branches: BranchRecord[] }): string[] {
+  return record.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`);
 }
 
 export { sleep } from './services/process.js';
