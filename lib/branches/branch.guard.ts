@@ -1,7 +1,7 @@
 import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_METADATA, DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { missingBranchQuery } from '../context/dtm-context.js';
+import { hasBranchQuery, missingBranchQuery } from '../context/dtm-context.js';
 import { BRANCH_OPS, handlerName, type BranchMetadata } from './branch.types.js';
 import { BRANCH_RUNTIME, type DtmBranchRuntime } from './local-transaction.binding.js';
 
@@ -22,6 +22,9 @@ export function branchOf(context: ExecutionContext): BranchMetadata | undefined 
  */
 @Injectable()
 export class DtmBranchGuard implements CanActivate {
+  /** The ops each handler serves, looked up once per handler (metadata lookups cost on every call). */
+  private readonly opsByHandler = new WeakMap<object, readonly string[]>();
+
   constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {}
 
   canActivate(context: ExecutionContext): boolean {
@@ -30,12 +33,21 @@ export class DtmBranchGuard implements CanActivate {
       .switchToHttp()
       .getRequest<{ query?: Record<string, unknown>; [BRANCH_HANDLER]?: ExecutionContext; [BRANCH_RUNTIME]?: DtmBranchRuntime }>();
     const query = request.query ?? {};
-    const missing = missingBranchQuery(query);
-    if (missing.length > 0) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missing));
-    const ops = BRANCH_OPS[branchOf(context)!.kind]; // the guard is only on decorated handlers
+    if (!hasBranchQuery(query)) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missingBranchQuery(query)));
+    const ops = this.opsOf(context);
     if (!ops.includes(query.op as string)) throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), String(query.op), ops));
     request[BRANCH_HANDLER] = context;
     request[BRANCH_RUNTIME] = this.runtime;
     return true;
+  }
+
+  private opsOf(context: ExecutionContext): readonly string[] {
+    const handler = context.getHandler();
+    let ops = this.opsByHandler.get(handler);
+    if (!ops) {
+      ops = BRANCH_OPS[branchOf(context)!.kind]; // the guard is only on decorated handlers
+      this.opsByHandler.set(handler, ops);
+    }
+    return ops;
   }
 }

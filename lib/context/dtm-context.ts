@@ -36,17 +36,27 @@ export function pickHeaders(headers: Record<string, string | string[] | undefine
   return picked;
 }
 
-/** The DTM query parameters a branch call lacks: `gid`, `trans_type` and `op` must be non-empty, `branch_id` present. */
-export function missingBranchQuery(query: Record<string, unknown> | undefined): string[] {
-  return REQUIRED_BRANCH_QUERY.filter((key) => {
-    const value = query?.[key];
-    return typeof value !== 'string' || (value === '' && key !== 'branch_id');
-  });
+type Query = Record<string, unknown> | undefined;
+
+/** Whether a branch call's query lacks `key`: `gid`, `trans_type` and `op` must be non-empty strings, `branch_id` a string. */
+function lacks(query: Query, key: (typeof REQUIRED_BRANCH_QUERY)[number]): boolean {
+  const value = query?.[key];
+  return typeof value !== 'string' || (value === '' && key !== 'branch_id');
+}
+
+/** Whether `query` carries every parameter of a DTM branch call (checked on every call, so it allocates nothing). */
+export function hasBranchQuery(query: Query): boolean {
+  return !lacks(query, 'gid') && !lacks(query, 'trans_type') && !lacks(query, 'branch_id') && !lacks(query, 'op');
+}
+
+/** The DTM query parameters a branch call lacks, for the message that names them. */
+export function missingBranchQuery(query: Query): string[] {
+  return REQUIRED_BRANCH_QUERY.filter((key) => lacks(query, key));
 }
 
 /** The branch info in a DTM branch call's query, or undefined when a required parameter is missing. */
-export function branchInfoFromQuery(query: Record<string, unknown> | undefined, headers: Record<string, string>): BranchInfo | undefined {
-  if (!query || missingBranchQuery(query).length > 0) return undefined;
+export function branchInfoFromQuery(query: Query, headers: Record<string, string>): BranchInfo | undefined {
+  if (!query || !hasBranchQuery(query)) return undefined;
   const get = (key: string) => (typeof query[key] === 'string' ? (query[key] as string) : '');
   return { gid: get('gid'), transType: get('trans_type'), branchId: get('branch_id'), op: get('op'), dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
 }
