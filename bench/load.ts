@@ -44,14 +44,26 @@ export function postJson(agent: http.Agent, port: number, path: string, body: st
 /** The median of `xs` (the upper one for an even count). */
 export const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 
-/** Starts `argv` (`[executable, ...args]`) with `env` added; resolves with the process once it prints `port N`. */
-export function startAppProcess(argv: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
+/**
+ * Starts `argv` (`[executable, ...args]`) with `env` added; resolves with the process once it has
+ * printed a line `port N` (its HTTP port) and, when it prints one, `grpc port N` before it.
+ */
+export function startAppProcess(argv: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number; grpcPort?: number }> {
   const [command, ...args] = argv;
   const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let grpcPort: number | undefined;
+  let pending = '';
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => {
-      const match = /port (\d+)/.exec(chunk.toString());
-      if (match) resolve({ child, port: Number(match[1]) });
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) {
+        const grpc = /^grpc port (\d+)$/.exec(line);
+        if (grpc) grpcPort = Number(grpc[1]);
+        const http = /^port (\d+)$/.exec(line);
+        if (http) resolve({ child, port: Number(http[1]), grpcPort });
+      }
     });
     child.on('exit', (code) => reject(new Error(`${command} exited with ${code}`)));
   });

@@ -105,7 +105,7 @@ ensure_dtm() {
 ensure_go_peer() {
   local mod="$ROOT/test/support/go-peer"
   local stamp_want stamp_file="$GO_PEER_BINARY.stamp"
-  stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" "$mod"/*.go | sha256sum | cut -c1-16)"
+  stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" "$mod"/*.go "$mod"/*.proto | sha256sum | cut -c1-16)"
   if [ -x "$GO_PEER_BINARY" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp_want" ]; then
     say "go peer: $GO_PEER_BINARY (cached)"
     return

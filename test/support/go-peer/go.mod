@@ -4,10 +4,13 @@ module nestjs-dtm/test-support/go-peer
 go 1.24
 
 require (
+	github.com/bufbuild/protocompile v0.14.1
 	github.com/dtm-labs/dtm v1.19.0
 	github.com/go-resty/resty/v2 v2.7.0
 	github.com/go-sql-driver/mysql v1.7.0
 	github.com/lib/pq v1.10.7
+	google.golang.org/grpc v1.56.3
+	google.golang.org/protobuf v1.34.2
 )
 
 require (
@@ -32,10 +35,8 @@ require (
 	go.uber.org/zap v1.24.0 // indirect
 	golang.org/x/crypto v0.20.0 // indirect
 	golang.org/x/net v0.21.0 // indirect
-	golang.org/x/sync v0.2.0 // indirect
+	golang.org/x/sync v0.8.0 // indirect
 	golang.org/x/sys v0.17.0 // indirect
 	golang.org/x/text v0.14.0 // indirect
 	google.golang.org/genproto v0.0.0-20230410155749-daa745c078e1 // indirect
-	google.golang.org/grpc v1.56.3 // indirect
-	google.golang.org/protobuf v1.34.1 // indirect
 )

@@ -2,13 +2,16 @@
 // nestjs-dtm's wire-compatibility tests (test/e2e/go-interop.spec.ts) and of
 // `npm run bench:barrier -- --go`.
 //
-// As a resource manager it serves branches guarded by dtmcli's barrier (PostgreSQL and MariaDB)
-// and an XA branch (dtmcli.XaLocalTransaction on MariaDB); as an application it starts sagas, TCC,
-// XA and message transactions with dtmcli whose branches are nestjs-dtm handlers.
+// Over HTTP, as a resource manager it serves branches guarded by dtmcli's barrier (PostgreSQL and
+// MariaDB) and an XA branch (dtmcli.XaLocalTransaction on MariaDB); as an application it starts
+// sagas, TCC, XA and message transactions with dtmcli whose branches are nestjs-dtm handlers.
+// Over gRPC it does the same with dtmgrpc: see grpc.go (service bank.GoBank of bank.proto, and the
+// HTTP endpoints /ap/grpc/{saga,tcc,xa,msg} that start transactions through DTM's gRPC API).
 //
 // Environment: PG_URL, MYSQL_URL (postgres:// and mysql:// URLs), DTM_URL (DTM's HTTP API, for the
-// transactions it starts), BARRIER_TABLE (default dtm_barrier), PORT (default: any free port).
-// Prints "port N" once it listens. Built by scripts/setup.sh (cached).
+// transactions it starts), DTM_GRPC (DTM's gRPC API, host:port, for the ones /ap/grpc/* starts),
+// BARRIER_TABLE (default dtm_barrier), PORT and GRPC_PORT (default: any free port; both on 127.0.0.1).
+// Prints "grpc port N", then "port N" once both listen. Built by scripts/setup.sh (cached).
 package main
 
 import (
@@ -32,9 +35,45 @@ import (
 
 // store is one database the branches write to.
 type store struct {
-	db     *sql.DB
-	dbType string
-	sql    func(string) string // from ?-placeholders to the driver's
+	db          *sql.DB
+	dbType      string
+	withdrawSQL string // $amount, $account, $amount in the driver's placeholders
+	depositSQL  string // $amount, $account
+}
+
+func newStore(db *sql.DB, dbType string, placeholders func(string) string) store {
+	return store{db, dbType,
+		placeholders("UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?"),
+		placeholders("UPDATE account SET balance = balance + ? WHERE id = ?")}
+}
+
+// withdraw takes amount from account; FAILURE when its balance is lower.
+func (s store) withdraw(tx *sql.Tx, account, amount int64) error {
+	res, err := tx.Exec(s.withdrawSQL, amount, account, amount)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return dtmcli.ErrorMessage2Error(fmt.Sprintf("go: account %d has less than %d", account, amount), dtmcli.ErrFailure)
+	}
+	return nil
+}
+
+// deposit adds amount to account.
+func (s store) deposit(tx *sql.Tx, account, amount int64) error {
+	_, err := tx.Exec(s.depositSQL, amount, account)
+	return err
+}
+
+// xaDeposit is the XA branches' business, inside the XA transaction dtmcli/dtmgrpc opened on db.
+func xaDeposit(db *sql.DB, account, amount int64, fail bool) error {
+	if _, err := db.Exec("UPDATE account SET balance = balance + ? WHERE id = ?", amount, account); err != nil {
+		return err
+	}
+	if fail {
+		return dtmcli.ErrorMessage2Error("go: xa branch refused", dtmcli.ErrFailure)
+	}
+	return nil
 }
 
 // move is a branch body: add amount to account (withdraw: take it), optionally refusing.
@@ -56,41 +95,30 @@ func main() {
 	my, err := sql.Open("mysql", mysqlConfig(os.Getenv("MYSQL_URL")).FormatDSN())
 	check(err)
 	stores := map[string]store{
-		"pg":    {pg, dtmcli.DBTypePostgres, dollarPlaceholders},
-		"mysql": {my, dtmcli.DBTypeMysql, func(s string) string { return s }},
+		"pg":    newStore(pg, dtmcli.DBTypePostgres, dollarPlaceholders),
+		"mysql": newStore(my, dtmcli.DBTypeMysql, func(s string) string { return s }),
 	}
 	mux := http.NewServeMux()
 	for name, s := range stores {
 		s.db.SetMaxOpenConns(32)
 		s.db.SetMaxIdleConns(32)
-		withdraw := s.sql("UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?")
-		deposit := s.sql("UPDATE account SET balance = balance + ? WHERE id = ?")
 		// resource manager: barrier-guarded branches
 		mux.HandleFunc("POST /rm/"+name+"/withdraw", branch(s, table, func(tx *sql.Tx, m move) error {
-			res, err := tx.Exec(withdraw, m.Amount, m.Account, m.Amount)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return dtmcli.ErrorMessage2Error(fmt.Sprintf("go: account %d has less than %d", m.Account, m.Amount), dtmcli.ErrFailure)
-			}
-			return nil
+			return s.withdraw(tx, int64(m.Account), int64(m.Amount))
 		}))
 		mux.HandleFunc("POST /rm/"+name+"/deposit", branch(s, table, func(tx *sql.Tx, m move) error {
-			_, err := tx.Exec(deposit, m.Amount, m.Account)
-			return err
+			return s.deposit(tx, int64(m.Account), int64(m.Amount))
 		}))
 		// the benchmark's pair: one UPDATE behind the barrier, and the same without it
 		mux.HandleFunc("POST /"+name+"/with", branch(s, table, func(tx *sql.Tx, m move) error {
-			_, err := tx.Exec(deposit, 1, m.ID)
-			return err
+			return s.deposit(tx, int64(m.ID), 1)
 		}))
 		mux.HandleFunc("POST /"+name+"/without", func(w http.ResponseWriter, r *http.Request) {
 			m, err := readMove(r)
 			if err == nil {
 				var tx *sql.Tx
 				if tx, err = s.db.Begin(); err == nil {
-					if _, err = tx.Exec(deposit, 1, m.ID); err == nil {
+					if err = s.deposit(tx, int64(m.ID), 1); err == nil {
 						err = tx.Commit()
 					} else {
 						_ = tx.Rollback()
@@ -106,13 +134,7 @@ func main() {
 		m, err := readMove(r)
 		if err == nil {
 			err = dtmcli.XaLocalTransaction(r.URL.Query(), xaConf, func(db *sql.DB, xa *dtmcli.Xa) error {
-				if _, err := db.Exec("UPDATE account SET balance = balance + ? WHERE id = ?", m.Amount, m.Account); err != nil {
-					return err
-				}
-				if m.Fail {
-					return dtmcli.ErrorMessage2Error("go: xa branch refused", dtmcli.ErrFailure)
-				}
-				return nil
+				return xaDeposit(db, int64(m.Account), int64(m.Amount), m.Fail)
 			})
 		}
 		answer(w, nil, err)
@@ -154,6 +176,9 @@ func main() {
 			return nil, nil
 		})
 	}))
+
+	// the same over gRPC: bank.GoBank, and /ap/grpc/* on this mux
+	serveGrpc(mux, stores, table, xaConf, os.Getenv("DTM_GRPC"))
 
 	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	check(err)

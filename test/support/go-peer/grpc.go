@@ -1,0 +1,278 @@
+// The go-peer over gRPC, written with DTM's dtmgrpc SDK (v1.19.0).
+//
+// Resource manager: the service bank.GoBank of bank.proto (embedded, compiled at start with
+// protocompile; no generated code), served by grpc-go with a hand-built grpc.ServiceDesc whose
+// handlers decode the request into a dynamicpb bank.Move. Branches run behind dtmgrpc's barrier
+// (BarrierFromGrpc), the XA one with dtmgrpc.XaLocalTransaction (it registers the branch with the
+// DTM gRPC address the AP put in the `dtm-dtm` metadata); errors are mapped with
+// dtmgrpc.DtmError2GrpcError (FAILURE → ABORTED, ONGOING → FAILED_PRECONDITION).
+//
+// DTM calls branches with content-type application/grpc+dtm_raw (its client forces a raw codec
+// named "dtm_raw"). No "dtm_raw" codec is registered here (nor anywhere in dtm), and none is
+// needed: a grpc-go server with no codec registered for the content-subtype falls back to the proto
+// codec (grpc-go v1.56.3 server.go getCodec), and the bytes DTM sends are plain protobuf.
+//
+// Application: POST /ap/grpc/{saga,tcc,xa,msg} on the HTTP mux start transactions through DTM's
+// gRPC API (DTM_GRPC) with dtmgrpc. Body: {gid, branches: [{action, compensate, try, confirm,
+// cancel, payload: {account, amount, fail}}], queryPrepared?, branchHeaders?}, every URL a gRPC
+// target host:port/package.Service/Method, every payload sent as a bank.Move. Answers like /ap/*:
+// 200 {"gid"}, 409 FAILURE, 425 ONGOING, else 500 (an error status from DTM or from a TCC try /
+// XA action the AP called is read with dtmgrpc.GrpcError2DtmError first).
+//
+// Environment: GRPC_PORT (default: any free port), on 127.0.0.1; prints "grpc port N" once it listens.
+package main
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/bufbuild/protocompile"
+	"github.com/dtm-labs/dtm/client/dtmcli"
+	"github.com/dtm-labs/dtm/client/dtmgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+//go:embed bank.proto
+var bankProto string
+
+// bankMove is bank.Move, from bank.proto compiled at start.
+var bankMove protoreflect.MessageDescriptor
+
+// loadBank compiles the embedded bank.proto (google/protobuf/empty.proto from protocompile's
+// standard imports) and returns the GoBank service.
+func loadBank() protoreflect.ServiceDescriptor {
+	compiler := protocompile.Compiler{
+		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
+			Accessor: protocompile.SourceAccessorFromMap(map[string]string{"bank.proto": bankProto}),
+		}),
+	}
+	files, err := compiler.Compile(context.Background(), "bank.proto")
+	check(err)
+	bankMove = files[0].Messages().ByName("Move")
+	service := files[0].Services().ByName("GoBank")
+	if bankMove == nil || service == nil {
+		log.Fatal("bank.proto: no bank.Move or bank.GoBank")
+	}
+	return service
+}
+
+// newMove is m as a bank.Move, for dtmgrpc to marshal. proto.Marshal (what dtmgrpc calls) writes
+// a dynamicpb message's fields in Go map order, so the same move would give different bytes from
+// one call to the next; the Move is therefore encoded here in field-number order (as generated
+// code and protobufjs write it) and handed over as the unknown fields of an Empty, which
+// proto.Marshal writes back verbatim: DTM stores and forwards exactly these bytes.
+func newMove(m move) proto.Message {
+	msg := dynamicpb.NewMessage(bankMove)
+	fields := bankMove.Fields()
+	msg.Set(fields.ByName("account"), protoreflect.ValueOfInt64(int64(m.Account)))
+	msg.Set(fields.ByName("amount"), protoreflect.ValueOfInt64(int64(m.Amount)))
+	msg.Set(fields.ByName("fail"), protoreflect.ValueOfBool(m.Fail))
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	check(err)
+	carrier := &emptypb.Empty{}
+	carrier.ProtoReflect().SetUnknown(b)
+	return carrier
+}
+
+// grpcMove is what a GoBank method receives (a bank.Move; DTM's XA phase 2 and msg back-check send
+// an empty message: the zero move).
+type grpcMove struct {
+	account, amount int64
+	fail            bool
+}
+
+func readGrpcMove(msg *dynamicpb.Message) grpcMove {
+	fields := bankMove.Fields()
+	return grpcMove{
+		account: msg.Get(fields.ByName("account")).Int(),
+		amount:  msg.Get(fields.ByName("amount")).Int(),
+		fail:    msg.Get(fields.ByName("fail")).Bool(),
+	}
+}
+
+// serveGrpc listens on GRPC_PORT, serves bank.GoBank there, and adds /ap/grpc/* to mux.
+func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf dtmcli.DBConf, dtm string) {
+	service := loadBank()
+	barrier := func(s store, business func(*sql.Tx, grpcMove) error) func(context.Context, grpcMove) error {
+		return func(ctx context.Context, m grpcMove) error {
+			bb, err := dtmgrpc.BarrierFromGrpc(ctx)
+			if err != nil {
+				return err
+			}
+			bb.DBType = s.dbType
+			bb.BarrierTableName = table
+			return bb.CallWithDB(s.db, func(tx *sql.Tx) error { return business(tx, m) })
+		}
+	}
+	queryPrepared := func(s store) func(context.Context, grpcMove) error {
+		return func(ctx context.Context, _ grpcMove) error {
+			bb, err := dtmgrpc.BarrierFromGrpc(ctx)
+			if err != nil {
+				return err
+			}
+			bb.DBType = s.dbType
+			bb.BarrierTableName = table
+			return bb.QueryPrepared(s.db)
+		}
+	}
+	pg, my := stores["pg"], stores["mysql"]
+	withdraw := func(s store) func(*sql.Tx, grpcMove) error {
+		return func(tx *sql.Tx, m grpcMove) error { return s.withdraw(tx, m.account, m.amount) }
+	}
+	deposit := func(s store) func(*sql.Tx, grpcMove) error {
+		return func(tx *sql.Tx, m grpcMove) error { return s.deposit(tx, m.account, m.amount) }
+	}
+	bench := func(s store) func(*sql.Tx, grpcMove) error {
+		return func(tx *sql.Tx, m grpcMove) error { return s.deposit(tx, m.account, 1) }
+	}
+	methods := map[string]func(context.Context, grpcMove) error{
+		"PgWithdraw":    barrier(pg, withdraw(pg)),
+		"PgDeposit":     barrier(pg, deposit(pg)),
+		"MysqlWithdraw": barrier(my, withdraw(my)),
+		"MysqlDeposit":  barrier(my, deposit(my)),
+		"Noop":          func(context.Context, grpcMove) error { return nil },
+		"MysqlXaDeposit": func(ctx context.Context, m grpcMove) error {
+			return dtmgrpc.XaLocalTransaction(ctx, xaConf, func(db *sql.DB, xa *dtmgrpc.XaGrpc) error {
+				return xaDeposit(db, m.account, m.amount, m.fail)
+			})
+		},
+		"PgQueryPrepared":    queryPrepared(pg),
+		"MysqlQueryPrepared": queryPrepared(my),
+		"PgBench":            barrier(pg, bench(pg)),
+		"MysqlBench":         barrier(my, bench(my)),
+	}
+	desc := grpc.ServiceDesc{
+		ServiceName: string(service.FullName()),
+		HandlerType: (*any)(nil),
+		Metadata:    "bank.proto",
+	}
+	for i := 0; i < service.Methods().Len(); i++ {
+		name := string(service.Methods().Get(i).Name())
+		run := methods[name]
+		if run == nil {
+			log.Fatalf("bank.proto: no handler for GoBank.%s", name)
+		}
+		desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: name, Handler: unaryHandler(desc.ServiceName, name, run)})
+	}
+	server := grpc.NewServer()
+	server.RegisterService(&desc, struct{}{})
+	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("GRPC_PORT"))
+	check(err)
+	fmt.Printf("grpc port %d\n", listener.Addr().(*net.TCPAddr).Port)
+	go func() { log.Fatal(server.Serve(listener)) }()
+
+	mux.HandleFunc("POST /ap/grpc/saga", startGrpc(func(req grpcRequest) error {
+		saga := dtmgrpc.NewSagaGrpc(dtm, req.Gid)
+		saga.BranchHeaders = req.BranchHeaders
+		for _, b := range req.Branches {
+			saga.Add(b.Action, b.Compensate, newMove(b.Payload))
+		}
+		return saga.Submit()
+	}))
+	mux.HandleFunc("POST /ap/grpc/msg", startGrpc(func(req grpcRequest) error {
+		msg := dtmgrpc.NewMsgGrpc(dtm, req.Gid)
+		msg.BranchHeaders = req.BranchHeaders
+		for _, b := range req.Branches {
+			msg.Add(b.Action, newMove(b.Payload))
+		}
+		if req.QueryPrepared != "" {
+			if err := msg.Prepare(req.QueryPrepared); err != nil {
+				return err
+			}
+		}
+		return msg.Submit()
+	}))
+	mux.HandleFunc("POST /ap/grpc/tcc", startGrpc(func(req grpcRequest) error {
+		return dtmgrpc.TccGlobalTransaction2(dtm, req.Gid, func(tcc *dtmgrpc.TccGrpc) {
+			tcc.BranchHeaders = req.BranchHeaders
+		}, func(tcc *dtmgrpc.TccGrpc) error {
+			for _, b := range req.Branches {
+				// the reply: any message decodes into Empty (its fields are kept as unknown fields)
+				if err := tcc.CallBranch(newMove(b.Payload), b.Try, b.Confirm, b.Cancel, &emptypb.Empty{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}))
+	mux.HandleFunc("POST /ap/grpc/xa", startGrpc(func(req grpcRequest) error {
+		return dtmgrpc.XaGlobalTransaction2(dtm, req.Gid, func(xa *dtmgrpc.XaGrpc) {
+			xa.BranchHeaders = req.BranchHeaders
+		}, func(xa *dtmgrpc.XaGrpc) error {
+			for _, b := range req.Branches {
+				if err := xa.CallBranch(newMove(b.Payload), b.Action, &emptypb.Empty{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}))
+}
+
+// unaryHandler decodes the request into a dynamic bank.Move (whatever codec grpc-go picked: proto,
+// also for DTM's application/grpc+dtm_raw), runs the branch, and answers Empty or its error as
+// dtmgrpc maps it.
+func unaryHandler(service, method string, run func(context.Context, grpcMove) error) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+	call := func(ctx context.Context, req any) (any, error) {
+		err := run(ctx, readGrpcMove(req.(*dynamicpb.Message)))
+		if err != nil && !errors.Is(err, dtmcli.ErrFailure) {
+			log.Printf("grpc branch error: %s: %v", method, err)
+		}
+		if err != nil {
+			return nil, dtmgrpc.DtmError2GrpcError(err)
+		}
+		return &emptypb.Empty{}, nil
+	}
+	return func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		req := dynamicpb.NewMessage(bankMove)
+		if err := dec(req); err != nil {
+			return nil, err
+		}
+		if interceptor == nil {
+			return call(ctx, req)
+		}
+		return interceptor(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/" + service + "/" + method}, call)
+	}
+}
+
+// grpcRequest asks the peer to start one transaction over DTM's gRPC API: saga and msg steps use
+// Action (and Compensate), TCC branches Try/Confirm/Cancel, XA branches Action; every URL is a gRPC
+// target host:port/package.Service/Method.
+type grpcRequest struct {
+	Gid      string `json:"gid"`
+	Branches []struct {
+		Action     string `json:"action"`
+		Compensate string `json:"compensate"`
+		Try        string `json:"try"`
+		Confirm    string `json:"confirm"`
+		Cancel     string `json:"cancel"`
+		Payload    move   `json:"payload"`
+	} `json:"branches"`
+	QueryPrepared string            `json:"queryPrepared"` // msg: Prepare with it, then Submit
+	BranchHeaders map[string]string `json:"branchHeaders"`
+}
+
+// startGrpc serves an /ap/grpc/* endpoint: 200 once DTM took the transaction, else the error as
+// dtmgrpc reads a gRPC status (ABORTED → FAILURE → 409).
+func startGrpc(run func(grpcRequest) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req grpcRequest
+		err := json.NewDecoder(r.Body).Decode(&req)
+		if err == nil {
+			err = dtmgrpc.GrpcError2DtmError(run(req))
+		}
+		answer(w, map[string]string{"gid": req.Gid}, err)
+	}
+}
