@@ -12,3 +12,9 @@ export const DTM_XA_CONNECTIONS = Symbol('DTM_XA_CONNECTIONS');
 
 /** Injection token of what handlers wrapped in a local transaction need from the module (`DtmBranchRuntime`). */
 export const DTM_BRANCH_RUNTIME = Symbol('DTM_BRANCH_RUNTIME');
+
+/** Injection token of the branch names' resolver (`BranchResolver`: the module's `DtmBranchRegistry`). */
+export const DTM_BRANCH_RESOLVER = Symbol('DTM_BRANCH_RESOLVER');
+
+/** Injection token of the codecs of the app's gRPC protos (`GrpcCodecs`, from the module option `grpcProtos`). */
+export const DTM_GRPC_CODECS = Symbol('DTM_GRPC_CODECS');

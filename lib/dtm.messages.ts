@@ -27,13 +27,39 @@ export const MESSAGES = {
   branchStatus: (url: string, status: number, body: string) =>
     `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
   failureFromDtm: (operation: string, gid: string, message: string) => `DTM refused ${operation} of ${gid}: ${message}`,
-  waitResultNotSucceeded: (gid: string, message: string) =>
-    `${gid} did not succeed in DTM's first round (${message}); it may still be running or rolling back: use submitAndWait() or waitForFinal() for the final status`,
-  notFinal: (gid: string, status: string, timeoutMs: number) =>
-    `${gid} is still "${status}" after ${timeoutMs} ms; DTM keeps retrying it: wait longer or query it later`,
+  waitResultNotFinal: (gid: string, status: string, message: string) =>
+    `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
+  notFinal: (gid: string, status: string, timeoutSeconds: number) =>
+    `${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later`,
+  serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
+  branchGrpcStatus: (endpoint: string, code: number, message: string) =>
+    `the branch ${endpoint} answered gRPC status ${code}: ${truncate(message)} (a gRPC branch answers OK for success, ABORTED for FAILURE, FAILED_PRECONDITION for ONGOING)`,
+  grpcNotInstalled: (name: string) =>
+    `${name} is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader (or use protocol: http)`,
+  grpcProtosUnreadable: (reason: string) => `cannot load the protos (${reason}); fix grpcProtos.protoPath (paths are relative to the working directory) or the .proto file`,
+  grpcPayloadNeedsProto: (target: string) =>
+    `the payload of ${target} is an object, but the module knows no proto declaring that method: add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
+  grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,
+  grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
+  grpcMetadataInvalid: (reason: string) =>
+    `a value cannot travel as gRPC metadata (${reason}): gids and branch header values must be printable ASCII, header names lower-case [0-9a-z._-]`,
+  grpcTargetOverHttp: (target: string) =>
+    `${target} is a gRPC target, which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc)`,
+  protocolFixed: (gid: string, protocol: string) => `${gid} was created for ${protocol}; a transaction's protocol is chosen when it is created (newSaga(gid, { protocol }))`,
+  msgConcurrentOverGrpc: (gid: string) => `msg ${gid}: DTM's gRPC API cannot carry concurrent messages; create it with { protocol: 'http' } to use enableConcurrent()`,
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
 
   // building transactions
+  targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,
+  targetScheme: (target: string) =>
+    `${target}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
+  targetMalformed: (target: string) =>
+    `${target} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
+  emptyTarget: (role: string) => `the ${role} target is empty, but the module must call it; give a URL, a gRPC target or a branch name`,
+  topicOutsideMsg: (target: string, role: string) => `${target}: topics are for message branches, not a ${role}`,
+  notCallable: (target: string) => `${target} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
+  compensateNotString: (got: unknown) =>
+    `the compensation must be a target string ('' for none), got ${typeof got}: pass add(action, compensate, payload), or add(target, payload) for a step without one`,
   emptyPayload: () => 'a branch payload must not be an empty string (DTM would call the branch with GET and no body); pass {} or a non-empty string',
   bufferNotUtf8: () => "a Buffer payload must be valid UTF-8: DTM's HTTP API carries payloads as strings; encode binary data (e.g. base64) first",
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,

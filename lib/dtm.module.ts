@@ -6,7 +6,8 @@ import { DtmHttpIntegration } from './branches/dtm-http.integration.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { BarrierConnection, DtmConfig, DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import { GrpcCodecs } from './client/grpc/grpc-codecs.js';
 import type { DtmBranchRuntime } from './branches/local-transaction.binding.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
@@ -31,10 +32,13 @@ const providers: Provider[] = [
       config,
       barrierConnections,
       xaDatabases,
-      dtm,
+      xaLocalTransaction: (branch, db, business) => dtm.xaLocalTransaction(branch, db, business),
     }),
     inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient],
   },
+  // the app's gRPC protos, loaded at start-up (a bad path fails it), only when it gives any
+  { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_MODULE_OPTIONS] },
+  { provide: DTM_BRANCH_RESOLVER, useExisting: DtmBranchRegistry },
   DtmClient,
   TransactionHelper,
   DtmBranchRegistry,

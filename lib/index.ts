@@ -3,6 +3,7 @@ export { DtmModule } from './dtm.module.js';
 export { DTM_CONFIG } from './dtm.constants.js';
 export type { DtmModuleExtras } from './dtm.module-definition.js';
 export type { BarrierConnection, DtmConfig, DtmConfigInput, DtmModuleOptions, RedisBarrierConnection } from './config/dtm-config.types.js';
+export type { GrpcProtos } from './client/grpc/grpc-codecs.js';
 export { resolveDtmConfig } from './config/resolve-dtm-config.js';
 
 export { DtmClient } from './client/dtm.client.js';
@@ -27,8 +28,6 @@ export { Saga } from './transactions/saga.js';
 export { Msg, type MsgLocalTransaction } from './transactions/msg.js';
 export { Tcc } from './transactions/tcc.js';
 export { Xa } from './transactions/xa.js';
-export { GlobalTransaction } from './transactions/global-transaction.js';
-export { TransactionBuilder } from './transactions/transaction-base.js';
 export {
   TransactionHelper,
   type ExecutionResult,
@@ -76,7 +75,8 @@ export type { XaConnection, XaDatabase } from './xa/xa.types.js';
 export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
 export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
 
-export { DtmError, type DtmErrorContext } from './errors/dtm-error.js';
+export { DtmError, type DtmErrorContext, type DtmProtocol } from './errors/dtm-error.js';
+export { DtmUsageError } from './errors/dtm-usage.error.js';
 export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';
 export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';
 export { DtmUnavailableError } from './errors/dtm-unavailable.error.js';

@@ -85,6 +85,8 @@ ensure_dtm() {
   stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16) $ldflags"
   if [ -x "$DTM_BINARY" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp_want" ]; then
     say "dtm server: $DTM_BINARY (cached)"
+    # the tests also read DTM's Go module (its SQL schema, its protos): a no-op when the module cache has it
+    if command -v go >/dev/null; then (cd "$mod" && go mod download github.com/dtm-labs/dtm) || die "downloading DTM's Go module failed (above)."; fi
     return
   fi
   command -v go >/dev/null || die "Go is missing: the DTM server $DTM_VERSION is built from source with Go 1.24 or newer. Install Go (Debian's golang package is too old; use the official Go binaries) and run this command again, or set DTM_BINARY to a dtm $DTM_VERSION binary."

@@ -1,4 +1,4 @@
-import { DtmError } from '../errors/dtm-error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDialect } from './barrier.types.js';
 
@@ -14,7 +14,7 @@ export function isBarrierTableName(table: unknown): table is string {
 
 /** Throws unless {@link isBarrierTableName}. */
 export function assertBarrierTable(table: string): void {
-  if (!isBarrierTableName(table)) throw new DtmError(MESSAGES.badBarrierTable(table));
+  if (!isBarrierTableName(table)) throw new DtmUsageError(MESSAGES.badBarrierTable(table));
 }
 
 const insertCache = new Map<string, string>();

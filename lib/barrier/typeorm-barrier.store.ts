@@ -1,4 +1,4 @@
-import { DtmError } from '../errors/dtm-error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierTransaction } from './barrier.types.js';
 
@@ -31,7 +31,7 @@ export function typeormBarrierTransaction(
 ): BarrierTransaction {
   // a QueryRunner can start transactions; an EntityManager carries the runner of its transaction
   const runner = 'startTransaction' in managerOrRunner ? (managerOrRunner as TypeormQueryRunnerLike) : (managerOrRunner as TypeormEntityManagerLike).queryRunner;
-  if (!runner) throw new DtmError(MESSAGES.typeormNoTransaction());
+  if (!runner) throw new DtmUsageError(MESSAGES.typeormNoTransaction());
   return { dialect, execute: (sql, params) => typeormExecute(runner, sql, params) };
 }
 
@@ -61,7 +61,7 @@ export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEn
 function typeormDialect(type: string): BarrierDialect {
   if (type === 'postgres') return 'postgres';
   if (type === 'mysql' || type === 'mariadb') return 'mysql';
-  throw new DtmError(MESSAGES.typeormUnsupported(type));
+  throw new DtmUsageError(MESSAGES.typeormUnsupported(type));
 }
 
 async function typeormExecute(runner: TypeormQueryRunnerLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {

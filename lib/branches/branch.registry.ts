@@ -8,7 +8,9 @@ import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.
 import type { XaDatabase } from '../xa/xa.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
-import type { BranchKind, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import type { BranchKind, BranchResolver, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /** A decorated handler as the explorer found it. */
 export interface BranchRoute {
@@ -43,7 +45,7 @@ const DECORATOR: Record<BranchKind, string> = {
  * into the URLs DTM must call (`app_url`, or the address the app listens on, plus the route).
  */
 @Injectable()
-export class DtmBranchRegistry implements OnApplicationBootstrap {
+export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap {
   private readonly logger = new Logger('DtmBranch');
   private readonly routes = new Map<string, BranchRoute>();
 
@@ -101,12 +103,15 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
     return undefined;
   }
 
-  /** The URL of the branch `name` of `kind`; throws {@link DtmBranchRegistryError} for an unknown name. */
-  url(kind: BranchKind, name: string): string {
+  /**
+   * The target DTM calls for the branch `name` of `kind`, in a transaction on `protocol`: its URL
+   * (`app_url`, or the address the app listens on, plus the route). Throws `DtmUsageError` for an unknown name.
+   */
+  target(kind: BranchKind, name: string, _protocol: DtmProtocol): string {
     const route = this.routes.get(key(kind, name));
     if (!route) {
       const known = this.all.filter((r) => r.kind === kind).map((r) => r.name);
-      throw new DtmBranchRegistryError([MESSAGES.unknownBranch(DECORATOR[kind], name, known)]);
+      throw new DtmUsageError(MESSAGES.unknownBranch(DECORATOR[kind], name, known));
     }
     return `${this.baseUrl(name)}${route.path}`;
   }
@@ -127,7 +132,7 @@ export class DtmBranchRegistry implements OnApplicationBootstrap {
 
   private baseUrl(name: string): string {
     const url = this.config.appUrl ?? this.listenUrl();
-    if (!url) throw new DtmBranchRegistryError([MESSAGES.noAppUrl(name)]);
+    if (!url) throw new DtmUsageError(MESSAGES.noAppUrl(name));
     return url;
   }
 

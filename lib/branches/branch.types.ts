@@ -1,4 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 
 /** `Controller.method` of the handler of `context`, for messages. */
 export function handlerName(context: ExecutionContext): string {
@@ -82,3 +83,11 @@ export interface BranchInfo {
 
 /** The query parameters every DTM branch call carries. */
 export const REQUIRED_BRANCH_QUERY = ['gid', 'trans_type', 'branch_id', 'op'] as const;
+
+/** Where branch names become targets: the app's branch registry (`DtmBranchRegistry`), as the client sees it. */
+export interface BranchResolver {
+  /** The target of the decorated branch `name` of `kind`, for a transaction on `protocol`; throws `DtmUsageError` for an unknown name. */
+  target(kind: BranchKind, name: string, protocol: DtmProtocol): string;
+  /** Whether a decorated branch `name` of `kind` exists. */
+  has(kind: BranchKind, name: string): boolean;
+}

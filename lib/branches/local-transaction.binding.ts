@@ -1,12 +1,11 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
-import type { DtmClient } from '../client/dtm.client.js';
 import { branchInfoFromQuery } from '../context/dtm-context.js';
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import { handlerName, type BranchMetadata } from './branch.types.js';
+import { handlerName, type BranchInfo, type BranchMetadata } from './branch.types.js';
 
 // Why handlers are wrapped here instead of by a Nest interceptor: any interceptor on a route makes
 // Nest run the call through an RxJS pipeline (defer, mergeAll, an AsyncResource per call,
@@ -22,7 +21,8 @@ export interface DtmBranchRuntime {
   barrierConnections: Map<string, BarrierConnection>;
   xaDatabases: Map<string, XaDatabase>;
   config: DtmConfig;
-  dtm: DtmClient;
+  /** `DtmClient.xaLocalTransaction` of the module. */
+  xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
 }
 
 /** Where the branch guard leaves the serving module's {@link DtmBranchRuntime} on the request. */
@@ -145,7 +145,7 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    return runtime.dtm.xaLocalTransaction(info, db, async (handle) => business(handle));
+    return runtime.xaLocalTransaction(info, db, async (handle) => business(handle));
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));

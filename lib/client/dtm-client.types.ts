@@ -1,23 +1,33 @@
-import type { BranchStatus, TransactionStatus, WireTransType } from './dtm-wire.types.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 
-export type { BranchStatus, TransactionStatus } from './dtm-wire.types.js';
+/** Transaction types DTM knows. */
+export type TransactionType = 'saga' | 'msg' | 'tcc' | 'xa' | 'workflow';
 
-/** Transaction types. */
-export type TransactionType = WireTransType;
+/** Global transaction statuses DTM stores. */
+export type TransactionStatus = 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
 
-/** Per-transaction options; any not given takes the module's `lynx.dtm` value. Durations in seconds. */
+/** Branch statuses DTM stores. */
+export type BranchStatus = 'prepared' | 'succeed' | 'failed';
+
+/**
+ * Per-transaction options; any not given takes the module's `lynx.dtm` value. Every duration is in
+ * seconds. They are resolved when the transaction is created (`newSaga`, `newMsg`,
+ * `tccGlobalTransaction`, ...), together with the pass-through headers of the request being served.
+ */
 export interface TransactionOptions {
-  /** DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after this. */
+  /** How the module talks to DTM for this transaction (`lynx.dtm.protocol`, default `http`). Fixed at creation. */
+  protocol?: DtmProtocol;
+  /** DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after this many seconds. */
   timeoutToFail?: number;
   /** DTM `retry_interval`: seconds before DTM retries a failed branch (doubling after each error). */
   retryInterval?: number;
-  /** DTM `request_timeout`: seconds DTM (and this module, for TCC try / XA action) waits for one branch call. */
-  requestTimeout?: number;
+  /** Seconds DTM (and this module, for a TCC Try or an XA action) waits for one branch call (`lynx.dtm.branch_timeout`; DTM `request_timeout`). */
+  branchTimeout?: number;
   /** Saga only: how many times DTM re-runs a failing action before it rolls the saga back. */
   retryLimit?: number;
-  /** DTM `wait_result`: submit answers only after DTM's first round (success, or 409 if not succeeded yet). */
+  /** DTM `wait_result`: submit answers only after DTM's first round. */
   waitResult?: boolean;
-  /** Headers DTM adds to every branch call of this transaction, retries included. */
+  /** Headers DTM adds to every branch call of this transaction, retries included (gRPC: metadata). */
   branchHeaders?: Record<string, string>;
 }
 
@@ -27,8 +37,8 @@ export interface BranchRecord {
   op: string;
   status: BranchStatus;
   url?: string;
-  /** The stored request body. */
-  data: string;
+  /** The stored request body: JSON text for HTTP branches, protobuf bytes for gRPC ones. */
+  data: Buffer;
   finishTime?: Date;
 }
 
@@ -36,7 +46,7 @@ export interface BranchRecord {
 export interface StoredTransactionOptions {
   timeoutToFail?: number;
   retryInterval?: number;
-  requestTimeout?: number;
+  branchTimeout?: number;
   retryLimit?: number;
   waitResult?: boolean;
   branchHeaders: Record<string, string>;
@@ -48,6 +58,8 @@ export interface TransactionRecord {
   gid: string;
   transType: TransactionType;
   status: TransactionStatus;
+  /** How the transaction was submitted: DTM calls its branches with it. */
+  protocol: DtmProtocol;
   rollbackReason?: string;
   /** Parsed `custom_data` (saga orders / concurrency, msg delay), if any. */
   customData?: unknown;
@@ -90,29 +102,35 @@ export interface ListPage {
   nextPosition?: string;
 }
 
-/** Options of `waitForFinal` / `submitAndWait`. */
+/** Options of `waitForFinal` / `submitAndWait`, in seconds. */
 export interface WaitOptions {
-  /** Give up (with `DtmOngoingError`) after this many milliseconds. Default 60 000. */
-  timeoutMs?: number;
-  /** First delay between queries; it grows to 1 s. Default 50. */
-  pollIntervalMs?: number;
+  /** Give up (with `DtmOngoingError`) after this many seconds. Default 60. */
+  timeout?: number;
+  /** First delay between queries, in seconds; it grows to 1 s. Default 0.05. */
+  pollInterval?: number;
 }
 
 /** What `DtmClient.ping` found. */
 export interface PingResult {
   /** What the server's `/version` answered. */
   version: string;
-  /** Round trip of the `/api/ping` call. */
+  /** The protocol the client talks to DTM with (`lynx.dtm.protocol`). */
+  protocol: DtmProtocol;
+  /** Round trip of one call on that protocol (HTTP: `/api/ping`; gRPC: `NewGid`), in milliseconds. */
   latencyMs: number;
 }
 
-/** A branch payload: objects and arrays are JSON-encoded once; strings and Buffers (UTF-8) are sent as they are. */
-export type Payload = object | string | Buffer | number | boolean | null | undefined;
+/**
+ * A branch payload. HTTP branches: objects and arrays are JSON-encoded once; strings and Buffers
+ * (UTF-8) are sent as they are. gRPC branches: bytes (a `Uint8Array` of protobuf, from any
+ * generator), or an object encoded with the method's request type from the module's `grpcProtos`.
+ */
+export type Payload = object | string | Uint8Array | number | boolean | null | undefined;
 
-/** What a branch answered to a call the module made itself (TCC try, XA action, msg back-check). */
+/** What a branch answered to a call the module made itself (TCC Try, XA action, msg back-check). */
 export interface BranchAnswer {
-  status: number;
-  /** Parsed JSON body, or the text when it is not JSON. */
+  /** HTTP: the parsed JSON body (or the text); gRPC: the decoded reply when its proto is known, else the bytes. */
   body: unknown;
-  text: string;
+  /** The answer as received: the HTTP body or the gRPC reply message. */
+  raw: Buffer;
 }

@@ -1,54 +1,50 @@
 import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import { DtmBranchRegistry } from '../branches/branch.registry.js';
-import type { BranchInfo } from '../branches/branch.types.js';
+import type { BranchInfo, BranchResolver } from '../branches/branch.types.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_CONFIG } from '../dtm.constants.js';
+import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
-import { DtmError } from '../errors/dtm-error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { Msg } from '../transactions/msg.js';
 import { Saga } from '../transactions/saga.js';
 import { Tcc } from '../transactions/tcc.js';
-import { assertGid } from '../transactions/transaction-base.js';
+import { assertGid } from '../transactions/transaction.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { Xa } from '../transactions/xa.js';
 import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import type {
-  FinalResult,
-  ListFilter,
-  ListPage,
-  PingResult,
-  TransactionOptions,
-  TransactionRecord,
-  WaitOptions,
-} from './dtm-client.types.js';
-import { DtmHttp } from './dtm-http.js';
-import { fromWireTransaction, toWireTime } from './dtm-wire.js';
-import type { WireListAnswer, WireQueryAnswer } from './dtm-wire.types.js';
+import type { FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from './dtm-client.types.js';
+import type { DtmTransport } from './dtm-transport.js';
+import { GrpcCodecs } from './grpc/grpc-codecs.js';
+import { GrpcTransport } from './grpc/grpc.transport.js';
+import { HttpTransport } from './http/http.transport.js';
 
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()
 export class DtmClient implements OnModuleDestroy {
-  private readonly http: DtmHttp;
+  private readonly http: HttpTransport;
+  private grpc?: GrpcTransport;
   private readonly runtime: TransactionRuntime;
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
-    @Optional() branches?: DtmBranchRegistry,
+    @Optional() @Inject(DTM_BRANCH_RESOLVER) branches?: BranchResolver,
+    @Optional() @Inject(DTM_GRPC_CODECS) private readonly codecs: GrpcCodecs = new GrpcCodecs(),
   ) {
-    this.http = new DtmHttp(config);
+    this.http = new HttpTransport(config);
     this.runtime = {
       config,
-      http: this.http,
+      transport: (protocol) => this.transport(protocol),
       passThroughHeaders: currentPassThroughHeaders,
+      query: (gid) => this.http.query(gid),
       waitForFinal: (gid, options) => this.waitForFinal(gid, options),
-      branchUrl: (kind, name) => {
-        if (!branches) throw new DtmError(MESSAGES.noRegistry(name));
-        return branches.url(kind, name);
+      branchTarget: (kind, name, protocol) => {
+        if (!branches) throw new DtmUsageError(MESSAGES.noRegistry(name));
+        return branches.target(kind, name, protocol);
       },
       hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
     };
@@ -59,58 +55,36 @@ export class DtmClient implements OnModuleDestroy {
     return this.config.enabled;
   }
 
-  /** A new global transaction id from the DTM server (`/newGid`). */
+  /** A new global transaction id from the DTM server (`newGid`, on `lynx.dtm.protocol`). */
   async generateGid(): Promise<string> {
     this.assertEnabled('generateGid()');
-    const answer = await this.http.server<{ gid: string }>('GET', 'newGid', undefined, { operation: 'newGid' });
-    return answer.gid;
+    return this.transport(this.config.protocol).newGid();
   }
 
-  /** What DTM stores for `gid`: status, rollback reason, options and branches; `null` if DTM has no such transaction. */
+  /** What DTM stores for `gid`: status, rollback reason, options and branches; `null` if DTM has no such transaction (HTTP API). */
   async query(gid: string): Promise<TransactionRecord | null> {
     this.assertEnabled('query()');
     assertGid(gid);
-    const answer = await this.http.server<WireQueryAnswer>('GET', `query?gid=${encodeURIComponent(gid)}`, undefined, { gid, operation: 'query' });
-    return answer.transaction ? fromWireTransaction(answer.transaction, answer.branches ?? []) : null;
+    return this.http.query(gid);
   }
 
-  /** One page of DTM's transactions (`/all`), newest first; pass `nextPosition` back as `position` for the next. */
+  /** One page of DTM's transactions (`/all`), newest first; pass `nextPosition` back as `position` for the next (HTTP API). */
   async list(filter: ListFilter = {}): Promise<ListPage> {
     this.assertEnabled('list()');
-    const params = new URLSearchParams();
-    if (filter.gid) params.set('gid', filter.gid);
-    if (filter.position) params.set('position', filter.position);
-    if (filter.limit !== undefined) params.set('limit', String(filter.limit));
-    if (filter.status) params.set('status', filter.status);
-    if (filter.transType) params.set('transType', filter.transType);
-    if (filter.createdAfter) params.set('createTimeStart', toWireTime(filter.createdAfter));
-    if (filter.createdBefore) params.set('createTimeEnd', toWireTime(filter.createdBefore));
-    const query = params.toString();
-    const answer = await this.http.server<WireListAnswer>('GET', `all${query ? `?${query}` : ''}`, undefined, { operation: 'list' });
-    return {
-      transactions: (answer.transactions ?? []).map((t) => {
-        const { branches: _branches, ...record } = fromWireTransaction(t, []);
-        return record;
-      }),
-      nextPosition: answer.next_position || undefined,
-    };
+    return this.http.list(filter);
   }
 
-  /** Stops an unfinished transaction: DTM marks it `failed` without calling any more branches (`/forceStop`). */
+  /** Stops an unfinished transaction: DTM marks it `failed` without calling any more branches (`/forceStop`, HTTP API). */
   async forceStop(gid: string): Promise<void> {
     this.assertEnabled('forceStop()');
     assertGid(gid);
-    await this.http.operation('forceStop', { gid }, { gid, operation: 'forceStop' });
+    await this.http.forceStop(gid);
   }
 
-  /** Checks that the DTM server answers (`/api/ping`, then `/version`); changes nothing. */
+  /** Checks that the DTM server answers on `lynx.dtm.protocol` (and its version over HTTP); changes nothing. */
   async ping(): Promise<PingResult> {
     this.assertEnabled('ping()');
-    const started = Date.now();
-    await this.http.server('GET', new URL('../ping', `${this.config.serverUrl}/`).toString(), undefined, { operation: 'ping' });
-    const latencyMs = Date.now() - started;
-    const { version } = await this.http.server<{ version: string }>('GET', 'version', undefined, { operation: 'version' });
-    return { version, latencyMs };
+    return this.transport(this.config.protocol).ping();
   }
 
   /** A new saga with global transaction id `gid`; add steps, then `submit()` or `submitAndWait()`. */
@@ -151,7 +125,7 @@ export class DtmClient implements OnModuleDestroy {
    */
   async xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined> {
     this.assertEnabled('xaLocalTransaction()');
-    return xaLocalTransaction({ http: this.http, config: this.config }, branch, db, business);
+    return xaLocalTransaction({ transport: this.transport(protocolOf(branch)), config: this.config }, branch, db, business);
   }
 
   /**
@@ -161,8 +135,8 @@ export class DtmClient implements OnModuleDestroy {
    */
   tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
-    if (branch?.transType !== 'tcc') throw new DtmError(MESSAGES.notInTccBranch());
-    return new Tcc(this.runtime, branch.gid, options, branch.branchId, branch.dtm);
+    if (branch?.transType !== 'tcc') throw new DtmUsageError(MESSAGES.notInTccBranch());
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: protocolOf(branch) }, { branchId: branch.branchId, dtm: branch.dtm });
   }
 
   /**
@@ -177,30 +151,43 @@ export class DtmClient implements OnModuleDestroy {
 
   /**
    * Waits until `gid` is `succeed` or `failed` and returns the final status, rollback reason and
-   * branches. A rollback is a result; throws `DtmOngoingError` if not final within `timeoutMs`.
+   * branches. A rollback is a result; throws `DtmOngoingError` if not final within `timeout` seconds.
    */
   async waitForFinal(gid: string, options: WaitOptions = {}): Promise<FinalResult> {
-    const timeoutMs = options.timeoutMs ?? 60_000;
-    const deadline = Date.now() + timeoutMs;
-    let interval = options.pollIntervalMs ?? 50;
+    const timeout = options.timeout ?? 60;
+    const deadline = Date.now() + timeout * 1000;
+    let interval = (options.pollInterval ?? 0.05) * 1000;
     for (;;) {
       const record = await this.query(gid);
-      if (!record) throw new DtmError(MESSAGES.unknownTransaction(gid), { gid });
+      if (!record) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
       if (record.status === 'succeed' || record.status === 'failed') {
         return { gid, status: record.status, rollbackReason: record.rollbackReason, branches: record.branches, transaction: record };
       }
-      if (Date.now() >= deadline) throw new DtmOngoingError(MESSAGES.notFinal(gid, record.status, timeoutMs), { gid });
+      if (Date.now() >= deadline) throw new DtmOngoingError(MESSAGES.notFinal(gid, record.status, timeout), { gid });
       await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
       interval = Math.min(interval * 1.5, 1000);
     }
   }
 
-  /** Closes the keep-alive connections when the Nest app shuts down. */
+  /** Closes the connections when the Nest app shuts down. */
   onModuleDestroy(): void {
     this.http.close();
+    this.grpc?.close();
+  }
+
+  /** The transport of `protocol`; the gRPC one (and the gRPC libraries) only on first use. */
+  private transport(protocol: DtmProtocol): DtmTransport {
+    if (protocol === 'http') return this.http;
+    this.grpc ??= new GrpcTransport(this.config, this.http, this.codecs);
+    return this.grpc;
   }
 
   private assertEnabled(operation: string): void {
     if (!this.config.enabled) throw new DtmDisabledError(operation);
   }
+}
+
+/** How the app that called a branch talks to DTM: its `dtm` is an HTTP URL or a gRPC address. */
+function protocolOf(branch: BranchInfo): DtmProtocol {
+  return branch.dtm === undefined || /^https?:\/\//i.test(branch.dtm) ? 'http' : 'grpc';
 }

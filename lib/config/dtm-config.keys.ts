@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table';
+export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table';
 
 /** Headers passed on to branches whatever `pass_through_headers` says: W3C trace context. */
 export const ALWAYS_PASSED_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -22,6 +22,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'enabled', camel: 'enabled', kind: 'boolean', default: true },
   { yaml: 'server_url', camel: 'serverUrl', kind: 'http-url', default: 'http://localhost:36789/api/dtmsvr', example: 'http://localhost:36789/api/dtmsvr' },
   { yaml: 'grpc_server', camel: 'grpcServer', kind: 'host-port', default: 'localhost:36790' },
+  { yaml: 'protocol', camel: 'protocol', kind: 'protocol', default: 'http' },
   { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10 },
   { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', default: 10 },
   { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60 },

@@ -1,5 +1,7 @@
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { RedisLike } from '../barrier/redis-barrier.store.js';
+import type { GrpcProtos } from '../client/grpc/grpc-codecs.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
@@ -8,8 +10,10 @@ export interface DtmConfig {
   enabled: boolean;
   /** DTM's HTTP API, e.g. `http://localhost:36789/api/dtmsvr`. */
   serverUrl: string;
-  /** DTM's gRPC API as `host:port` (default `localhost:36790`; kept for the gRPC transport). */
+  /** DTM's gRPC API as `host:port` (default `localhost:36790`), used when `protocol` is `grpc`. */
   grpcServer: string;
+  /** How the module talks to DTM: `http` (default) or `grpc`. A transaction's own `protocol` option overrides it. */
+  protocol: DtmProtocol;
   /** Seconds a call to the DTM server may take before it fails with `DtmUnavailableError`. Default 10. */
   timeout: number;
   /** Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each error). Default 10. */
@@ -45,6 +49,12 @@ export interface DtmModuleOptions {
   barrierConnections?: Record<string, BarrierConnection>;
   /** Databases `@XaBranch(name, { db })` runs its local XA transactions on: `{ mysql: mysqlXaDatabase(() => ...) }`. */
   xaConnections?: Record<string, XaDatabase>;
+  /**
+   * The `.proto` files of the gRPC branches this app calls, so that their payloads can be given as
+   * objects (encoded with each method's request type) and replies come back decoded. Without it,
+   * gRPC payloads are bytes (`Uint8Array`).
+   */
+  grpcProtos?: GrpcProtos;
 }
 
 /** A connection the barrier can use: a SQL database, or Redis (for message back-checks). */

@@ -135,6 +135,8 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       const port = match ? Number(match[2]) : NaN;
       return match && port > 0 && port < 65536 ? { value: raw } : { problem: MESSAGES.configWant('host:port such as localhost:36790', got) };
     }
+    case 'protocol':
+      return raw === 'http' || raw === 'grpc' ? { value: raw } : { problem: MESSAGES.configWant('http or grpc', got) };
     case 'seconds':
     case 'whole-seconds': {
       if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant('a number of seconds', got) };

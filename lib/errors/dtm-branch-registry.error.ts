@@ -1,7 +1,7 @@
-import { DtmError } from './dtm-error.js';
+import { DtmUsageError } from './dtm-usage.error.js';
 
 /** Decorated branches that do not fit together (found at start-up), or a branch name no handler has. */
-export class DtmBranchRegistryError extends DtmError {
+export class DtmBranchRegistryError extends DtmUsageError {
   /** Every problem, each naming the handlers involved and the fix. */
   readonly problems: readonly string[];
 

@@ -1,15 +1,16 @@
 import { DtmError, type DtmErrorContext } from './dtm-error.js';
 
-/** An HTTP peer (the DTM server, or a branch the module calls directly) answered with an unexpected status. */
+/**
+ * A peer (the DTM server, or a branch the module calls itself) answered with an error that is
+ * neither FAILURE nor ONGOING: an unexpected HTTP status or gRPC code (`status`, `protocol`,
+ * `endpoint`). Whether anything happened is for that peer to say.
+ */
 export class DtmServerError extends DtmError {
-  /** The URL that answered. */
-  readonly url: string;
-  /** The answer's body, as text. */
+  /** The answer's body (HTTP) or status message (gRPC), as text. */
   readonly body: string;
 
-  constructor(message: string, url: string, body: string, context: DtmErrorContext = {}) {
+  constructor(message: string, body: string, context: DtmErrorContext = {}) {
     super(message, context);
-    this.url = url;
     this.body = body;
   }
 }

@@ -1,12 +1,11 @@
 import { DtmError, type DtmErrorContext } from './dtm-error.js';
 
-/** The DTM server (or a branch the module calls directly) could not be reached: network error or timeout. */
+/**
+ * The DTM server (or a branch the module calls itself) could not be reached in time: a network
+ * error, a timeout, or gRPC UNAVAILABLE / DEADLINE_EXCEEDED. `endpoint` names it.
+ */
 export class DtmUnavailableError extends DtmError {
-  /** The URL that could not be reached. */
-  readonly url: string;
-
-  constructor(message: string, url: string, context: DtmErrorContext = {}) {
+  constructor(message: string, context: DtmErrorContext = {}) {
     super(message, context);
-    this.url = url;
   }
 }

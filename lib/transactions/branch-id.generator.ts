@@ -1,4 +1,4 @@
-import { DtmError } from '../errors/dtm-error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 
 /**
@@ -12,7 +12,7 @@ export class BranchIdGenerator {
 
   /** The next sub-branch id. */
   next(): string {
-    if (this.counter >= 99 || this.parentId.length >= 20) throw new DtmError(MESSAGES.branchIdOverflow(this.parentId));
+    if (this.counter >= 99 || this.parentId.length >= 20) throw new DtmUsageError(MESSAGES.branchIdOverflow(this.parentId));
     this.counter += 1;
     return `${this.parentId}${String(this.counter).padStart(2, '0')}`;
   }

@@ -1,13 +1,13 @@
-import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import { encodePayload } from '../client/dtm-wire.js';
-import type { WireTransRequest } from '../client/dtm-wire.types.js';
-import { MESSAGES } from '../dtm.messages.js';
-import { DtmError } from '../errors/dtm-error.js';
-import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { TransactionBuilder } from './transaction-base.js';
-import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
+import type { BranchTarget } from '../client/branch-target.js';
+import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
+import type { TransactionRequest } from '../client/dtm-transport.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { StepTransaction } from './step-transaction.js';
+import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
 export interface MsgLocalTransaction {
@@ -23,22 +23,21 @@ export interface MsgLocalTransaction {
  * A two-phase message: branches DTM calls (at least once) after the local transaction committed.
  * Made by `DtmClient.newMsg(gid)`.
  */
-export class Msg extends TransactionBuilder {
-  private readonly steps: { action: string }[] = [];
-  private readonly payloads: string[] = [];
+export class Msg extends StepTransaction {
   private delaySeconds = 0;
   private concurrent = false;
-  private queryPrepared?: string;
+  private queryPrepared?: BranchTarget;
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
     super(runtime, gid, 'msg', options);
   }
 
-  /** Adds a branch: DTM POSTs `payload` to `action` (a URL, or the name of this app's `@MsgBranch`). */
+  /** Adds a branch: DTM sends `payload` to `action` (a URL, a gRPC target, or the name of this app's `@MsgBranch`). */
   add(action: string, payload?: Payload): this {
-    this.steps.push({ action: isUrl(action) ? action : this.runtime.branchUrl('msg', action) });
-    this.payloads.push(encodePayload(payload));
+    const target = this.target(action, 'msg', 'action');
+    this.steps.push({ action: target.value });
+    this.payloads.push(this.encode(payload, target));
     return this;
   }
 
@@ -53,31 +52,31 @@ export class Msg extends TransactionBuilder {
     return this;
   }
 
-  /** Lets DTM call the branches in parallel. */
+  /** Lets DTM call the branches in parallel (HTTP only: DTM's gRPC API has no such field). */
   enableConcurrent(): this {
+    if (this.protocol === 'grpc') throw new DtmUsageError(MESSAGES.msgConcurrentOverGrpc(this.gid), { gid: this.gid });
     this.concurrent = true;
     return this;
   }
 
   /**
-   * Registers the message as prepared, with the URL DTM calls to ask whether the local transaction
-   * committed (if the message is neither submitted nor aborted before its timeout): a URL, or the
-   * name of this app's `@MsgQueryPrepared`.
+   * Registers the message as prepared, with the target DTM calls to ask whether the local
+   * transaction committed (if the message is neither submitted nor aborted before its timeout): a
+   * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`.
    */
   async prepare(queryPrepared: string): Promise<void> {
-    if (queryPrepared) this.queryPrepared = isUrl(queryPrepared) ? queryPrepared : this.runtime.branchUrl('msg-query-prepared', queryPrepared);
-    await this.callDtm('prepare', this.toRequest());
+    if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
+    await this.transport.prepare(this.submission());
   }
 
-  toRequest(): WireTransRequest {
+  protected submission(): TransactionRequest {
     // custom_data goes with prepare too: DTM stores the steps and custom data of the prepare call
-    const customData = this.delaySeconds > 0 ? JSON.stringify({ delay: this.delaySeconds }) : undefined;
-    return this.wireRequest({
-      customData,
+    return this.request({
+      customData: this.delaySeconds > 0 ? JSON.stringify({ delay: this.delaySeconds }) : undefined,
       concurrent: this.concurrent,
-      steps: this.steps.map((s) => ({ ...s })),
-      payloads: [...this.payloads],
-      queryPrepared: this.queryPrepared,
+      steps: this.steps,
+      payloads: this.payloads,
+      queryPrepared: this.queryPrepared?.value,
     });
   }
 
@@ -106,7 +105,7 @@ export class Msg extends TransactionBuilder {
       );
     }
     if (businessError instanceof DtmFailureError || checkError instanceof DtmFailureError) {
-      await this.callDtm('abort', this.toRequest()).catch(() => undefined);
+      await this.transport.abort(this.submission()).catch(() => undefined);
     } else if (checkError === undefined) {
       try {
         await this.submit();
@@ -134,16 +133,7 @@ export class Msg extends TransactionBuilder {
   }
 
   private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {
-    if (!this.queryPrepared) throw new DtmError(MESSAGES.msgNotPrepared(this.gid));
-    const options = this.options;
-    await this.runtime.http.branch({
-      method: 'GET',
-      url: this.queryPrepared,
-      query: { dtm: this.runtime.config.serverUrl, gid: this.gid, branch_id: local.branchId, trans_type: 'msg', op: local.op },
-      headers: options.branchHeaders,
-      timeoutSeconds: options.requestTimeout,
-      gid: this.gid,
-      branchId: local.branchId,
-    });
+    if (!this.queryPrepared || this.queryPrepared.kind === 'none') throw new DtmUsageError(MESSAGES.msgNotPrepared(this.gid), { gid: this.gid });
+    await this.invokeBranch(this.queryPrepared, undefined, local.branchId, local.op);
   }
 }

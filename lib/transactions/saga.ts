@@ -1,18 +1,15 @@
 import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import { encodePayload } from '../client/dtm-wire.js';
-import type { WireTransRequest } from '../client/dtm-wire.types.js';
+import type { TransactionRequest } from '../client/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmError } from '../errors/dtm-error.js';
-import { TransactionBuilder } from './transaction-base.js';
-import { isUrl, type TransactionRuntime } from './transaction-runtime.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { StepTransaction } from './step-transaction.js';
+import type { TransactionRuntime } from './transaction-runtime.js';
 
 /**
  * A saga: steps DTM runs in order (or concurrently), each an action with a compensation that DTM
  * runs, in reverse order, if a later action fails. Made by `DtmClient.newSaga(gid)`.
  */
-export class Saga extends TransactionBuilder {
-  private readonly steps: { action: string; compensate: string }[] = [];
-  private readonly payloads: string[] = [];
+export class Saga extends StepTransaction {
   private readonly orders = new Map<number, number[]>();
   private concurrent = false;
 
@@ -21,19 +18,32 @@ export class Saga extends TransactionBuilder {
     super(runtime, gid, 'saga', options);
   }
 
-  /** Adds the step of this app's `@SagaAction(name)` (and its `@SagaCompensate(name)`), with `payload`. */
-  add(name: string, payload?: Payload): this;
-  /** Adds a step: DTM POSTs `payload` to `action`, and to `compensate` if the saga rolls back. */
-  add(action: string, compensate: string, payload?: Payload): this;
-  add(target: string, compensateOrPayload?: string | Payload, payload?: Payload): this {
-    if (isUrl(target)) {
-      this.steps.push({ action: target, compensate: compensateOrPayload as string });
-      this.payloads.push(encodePayload(payload));
-    } else {
-      const compensate = this.runtime.hasBranch('saga-compensate', target) ? this.runtime.branchUrl('saga-compensate', target) : '';
-      this.steps.push({ action: this.runtime.branchUrl('saga-action', target), compensate });
-      this.payloads.push(encodePayload(compensateOrPayload));
+  /**
+   * Adds a step with `payload`. `target` is the name of this app's `@SagaAction` (its
+   * `@SagaCompensate` is the compensation), or a URL / gRPC target with no compensation; `''`
+   * is a step with nothing to call (DTM records it as done).
+   */
+  add(target: string, payload?: Payload): this;
+  /** Adds a step: DTM sends `payload` to `action`, and to `compensate` if the saga rolls back (`''`: no compensation). */
+  add(action: string, compensate: string, payload: Payload): this;
+  add(target: string, second?: unknown, third?: unknown): this {
+    // the number of arguments decides, as in DTM's Go SDK: (action, compensate, payload) or (target, payload)
+    if (arguments.length >= 3) return this.step(target, second as string, third as Payload, true);
+    return this.step(target, undefined, second as Payload, false);
+  }
+
+  private step(actionSpec: string, compensateSpec: string | undefined, payload: Payload, explicit: boolean): this {
+    const action = this.target(actionSpec, 'saga-action', 'action');
+    let compensate = '';
+    if (explicit) {
+      if (typeof compensateSpec !== 'string') throw new DtmUsageError(MESSAGES.compensateNotString(compensateSpec), { gid: this.gid });
+      compensate = this.target(compensateSpec, 'saga-compensate', 'compensation').value;
+    } else if (actionSpec !== action.value && this.runtime.hasBranch('saga-compensate', actionSpec)) {
+      // a branch name (it resolved to something else): its @SagaCompensate, when it has one
+      compensate = this.target(actionSpec, 'saga-compensate', 'compensation').value;
     }
+    this.steps.push({ action: action.value, compensate });
+    this.payloads.push(this.encode(payload, action));
     return this;
   }
 
@@ -54,15 +64,17 @@ export class Saga extends TransactionBuilder {
     return this.setOptions({ retryLimit: limit });
   }
 
-  toRequest(): WireTransRequest {
+  protected submission(): TransactionRequest {
     for (const [step, pre] of this.orders) {
       for (const index of [step, ...pre]) {
-        if (!Number.isInteger(index) || index < 0 || index >= this.steps.length) throw new DtmError(MESSAGES.badStepIndex(index, this.steps.length));
+        if (!Number.isInteger(index) || index < 0 || index >= this.steps.length) {
+          throw new DtmUsageError(MESSAGES.badStepIndex(index, this.steps.length), { gid: this.gid });
+        }
       }
     }
     const customData = this.concurrent
       ? JSON.stringify({ concurrent: true, orders: Object.fromEntries([...this.orders].map(([k, v]) => [String(k), v])) })
       : undefined;
-    return this.wireRequest({ customData, concurrent: this.concurrent, steps: this.steps.map((s) => ({ ...s })), payloads: [...this.payloads] });
+    return this.request({ customData, concurrent: this.concurrent, steps: this.steps, payloads: this.payloads });
   }
 }

@@ -1,22 +1,20 @@
 import type { BranchKind } from '../branches/branch.types.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import type { FinalResult, WaitOptions } from '../client/dtm-client.types.js';
-import type { DtmHttp } from '../client/dtm-http.js';
+import type { FinalResult, TransactionRecord, WaitOptions } from '../client/dtm-client.types.js';
+import type { DtmTransport } from '../client/dtm-transport.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 
-/** What a transaction builder needs from the client that made it (internal). */
+/** What a transaction needs from the client that made it (internal). */
 export interface TransactionRuntime {
   readonly config: DtmConfig;
-  readonly http: DtmHttp;
+  /** The transport of `protocol` (made on first use). */
+  transport(protocol: DtmProtocol): DtmTransport;
   /** Headers to pass on to branches from the request being served (none outside a request). */
   passThroughHeaders(): Record<string, string>;
+  query(gid: string): Promise<TransactionRecord | null>;
   waitForFinal(gid: string, options?: WaitOptions): Promise<FinalResult>;
-  /** The URL of this app's decorated branch `name` of `kind` (throws for an unknown name). */
-  branchUrl(kind: BranchKind, name: string): string;
+  /** The target (URL) of this app's decorated branch `name` of `kind`, for a transaction on `protocol`; throws for an unknown name. */
+  branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether this app has a decorated branch `name` of `kind`. */
   hasBranch(kind: BranchKind, name: string): boolean;
-}
-
-/** Whether `target` is a URL (`http://...`, `topic://...`) rather than the name of a decorated branch. */
-export function isUrl(target: string): boolean {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(target);
 }

@@ -2,17 +2,21 @@ import { Injectable } from '@nestjs/common';
 import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
 import { DtmClient } from '../client/dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmError } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 
-/** A saga step for {@link TransactionHelper.executeSaga}: URLs, or `action` naming this app's `@SagaAction` (then no `compensate`). */
+/**
+ * A saga step for {@link TransactionHelper.executeSaga}: `action` is a URL or gRPC target (with an
+ * optional `compensate`), the name of this app's `@SagaAction` (its `@SagaCompensate` is the
+ * compensation), or `''` (nothing to call).
+ */
 export interface SagaBranch {
   action: string;
   compensate?: string;
   data?: Payload;
 }
 
-/** A TCC branch for {@link TransactionHelper.executeTcc}: three URLs, or `try` naming this app's TCC branch (then no `confirm` / `cancel`). */
+/** A TCC branch for {@link TransactionHelper.executeTcc}: three URLs (or gRPC targets), or `try` naming this app's TCC branch (then no `confirm` / `cancel`). */
 export interface TccBranch {
   try: string;
   confirm?: string;
@@ -20,7 +24,7 @@ export interface TccBranch {
   data?: Payload;
 }
 
-/** An XA branch for {@link TransactionHelper.executeXa}: a URL or the name of this app's `@XaBranch`. */
+/** An XA branch for {@link TransactionHelper.executeXa}: a URL, a gRPC target or the name of this app's `@XaBranch`. */
 export interface XaBranch {
   action: string;
   data?: Payload;
@@ -134,5 +138,5 @@ function transactionOptions(options: HelperOptions): TransactionOptions {
 }
 
 function assertBranches(method: string, branches: unknown[]): void {
-  if (!Array.isArray(branches) || branches.length === 0) throw new DtmError(MESSAGES.noBranches(method));
+  if (!Array.isArray(branches) || branches.length === 0) throw new DtmUsageError(MESSAGES.noBranches(method));
 }

@@ -1,10 +1,10 @@
 import { insertBarrierSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect } from '../barrier/barrier.types.js';
 import type { BranchInfo } from '../branches/branch.types.js';
-import type { DtmHttp } from '../client/dtm-http.js';
+import type { DtmTransport } from '../client/dtm-transport.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmError } from '../errors/dtm-error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import type { XaConnection, XaDatabase } from './xa.types.js';
 
@@ -15,7 +15,8 @@ const XID_CHARS = /^[A-Za-z0-9._:@=-]+$/;
 
 /** What the local XA transaction needs from the module (internal). */
 export interface XaRuntime {
-  readonly http: DtmHttp;
+  /** Where the branch registers itself: the transport of the protocol the call came in on. */
+  readonly transport: DtmTransport;
   readonly config: DtmConfig;
 }
 
@@ -50,8 +51,8 @@ export async function xaLocalTransaction<H, T>(
     await phase2(runtime, branch, db, xid);
     return undefined;
   }
-  if (branch.op !== 'action') throw new DtmError(MESSAGES.xaBadOp(branch.op), { gid: branch.gid, branchId: branch.branchId });
-  if (!branch.phase2Url) throw new DtmError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
+  if (branch.op !== 'action') throw new DtmUsageError(MESSAGES.xaBadOp(branch.op), { gid: branch.gid, branchId: branch.branchId });
+  if (!branch.phase2Url) throw new DtmUsageError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
   const mysql = db.dialect === 'mysql';
   const conn = await db.connect();
   try {
@@ -60,12 +61,7 @@ export async function xaLocalTransaction<H, T>(
     try {
       await conn.execute(insertBarrierSql(db.dialect, runtime.config.barrierTable), ['xa', branch.gid, branch.branchId, 'action', '01', 'action']);
       result = await business(conn.handle);
-      const dtm = branch.dtm ?? runtime.config.serverUrl;
-      await runtime.http.operation(
-        `${dtm}/registerBranch`,
-        { gid: branch.gid, trans_type: 'xa', branch_id: branch.branchId, url: branch.phase2Url },
-        { gid: branch.gid, branchId: branch.branchId, operation: 'registerBranch' },
-      );
+      await runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: branch.phase2Url } }, branch.dtm);
     } catch (err) {
       await abandon(conn, mysql, xid);
       throw err;

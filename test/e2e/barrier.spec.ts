@@ -189,7 +189,7 @@ describe.each(STORES)('barrier on %s', (store) => {
         }
       }),
     );
-    const finals = await Promise.all(gids.map((gid) => t.client.waitForFinal(gid, { timeoutMs: 30_000 })));
+    const finals = await Promise.all(gids.map((gid) => t.client.waitForFinal(gid, { timeout: 30 })));
     const after = await balances(store, ids);
     expect(Object.values(after).reduce((a, b) => a + b, 0)).toBe(500);
     expect(Math.min(...Object.values(after))).toBeGreaterThanOrEqual(0);
@@ -221,7 +221,7 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
     await transfer(store, gid, 1, 2, 30, 'error').submit();
     while (t.runs.of(`${store}.transIn`) < 1) await new Promise((r) => setTimeout(r, 50));
     await triggerCron();
-    expect((await t.client.waitForFinal(gid, { timeoutMs: 20_000 })).status).toBe('succeed');
+    expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(t.runs.of(`${store}.transIn`)).toBe(2);
     expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
   });
@@ -291,7 +291,7 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
       await msg.prepare(`${store}.outbox`);
       const barrier = new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier' });
       await barrier.callWithDb(t.databases[store], saveOrder(7)); // ...and the process dies before submit
-      const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+      const final = await t.client.waitForFinal(gid, { timeout: 20 });
       expect(final.status).toBe('succeed');
       expect(await balances(store, [1, 2])).toEqual({ 1: 93, 2: 7 });
     });

@@ -2,7 +2,7 @@
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
 import { dtmPost, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
@@ -27,10 +27,11 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
         'xa bank POST /api/outbox/xa',
       ]),
     );
-    const saga = t.client.newSaga('resolve-only').add('transOut', { amount: 1 }).add('audit', {});
-    expect(saga.toRequest().steps).toEqual([
-      { action: `${t.url}/api/v1/bank/trans-out`, compensate: `${t.url}/api/v1/bank/trans-out-compensate` },
-      { action: `${t.url}/api/v1/bank/audit`, compensate: '' },
+    const registry = t.app.get(DtmBranchRegistry);
+    expect([registry.target('saga-action', 'transOut', 'http'), registry.target('saga-compensate', 'transOut', 'http'), registry.target('saga-action', 'audit', 'http')]).toEqual([
+      `${t.url}/api/v1/bank/trans-out`,
+      `${t.url}/api/v1/bank/trans-out-compensate`,
+      `${t.url}/api/v1/bank/audit`,
     ]);
   });
 
@@ -102,7 +103,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
       .newSaga(gid, { retryInterval: 1 })
       .add('transOut', { amount: 5 })
       .add('transIn', { amount: 5 })
-      .submitAndWait({ timeoutMs: 20_000 });
+      .submitAndWait({ timeout: 20 });
 
     expect(final.status).toBe('succeed');
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
@@ -114,7 +115,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     await t.client.newSaga(gid).add('transOut', { amount: 5 }).add('transIn', { amount: 5 }).submit();
     await waitForCall(t, gid, 'transIn');
     await triggerCron();
-    const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
 
     expect(final.status).toBe('succeed');
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
@@ -184,7 +185,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     await t.client.newSaga(gid).add('transOut', { amount: 5 }).add('transIn', { amount: 5 }).submit();
     await waitForCall(t, gid, 'transInCompensate');
     await triggerCron();
-    const final = await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
 
     expect(final.status).toBe('failed');
     expect(t.ledger.callsOf(gid).filter((c) => c.handler === 'transInCompensate')).toHaveLength(2);
@@ -210,7 +211,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(started.status).toBe(200);
     await waitForCall(t, gid, 'transIn');
     await triggerCron();
-    await t.client.waitForFinal(gid, { timeoutMs: 20_000 });
+    await t.client.waitForFinal(gid, { timeout: 20 });
 
     const calls = t.ledger.callsOf(gid);
     expect(calls.map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
@@ -242,10 +243,13 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   });
 
   it('outside a request nothing is captured, and explicit branchHeaders win', async () => {
-    const gid = await t.client.generateGid();
-    const saga = t.client.newSaga(gid, { branchHeaders: { 'x-request-id': 'explicit' } }).add('audit', {});
-    expect(saga.toRequest().branch_headers).toEqual({ 'x-request-id': 'explicit' });
-    expect(t.client.newSaga('other').add('audit', {}).toRequest().branch_headers).toBeUndefined();
+    const [explicit, none] = [await t.client.generateGid(), await t.client.generateGid()];
+    const withHeaders = await t.client.newSaga(explicit, { branchHeaders: { 'x-request-id': 'explicit' } }).add('audit', {}).submitAndWait();
+    const without = await t.client.newSaga(none).add('audit', {}).submitAndWait();
+    expect(withHeaders.transaction.options.branchHeaders).toEqual({ 'x-request-id': 'explicit' });
+    expect(without.transaction.options.branchHeaders).toEqual({});
+    expect(t.ledger.callsOf(explicit)[0].headers['x-request-id']).toBe('explicit');
+    expect(t.ledger.callsOf(none)[0].headers['x-request-id']).toBeUndefined();
   });
 
   it('nested TCC: a Try registers sub-branches 0101 and 0102 of its branch, DTM confirms all three', async () => {
@@ -269,7 +273,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
     const msgGid = await t.client.generateGid();
     await t.client.newMsg(msgGid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', { n: 1 }).prepare('order');
-    const delivered = await t.client.waitForFinal(msgGid, { timeoutMs: 20_000 });
+    const delivered = await t.client.waitForFinal(msgGid, { timeout: 20 });
     expect(delivered.status).toBe('succeed');
     expect(t.ledger.callsOf(msgGid).map((c) => `${c.handler} ${c.branch.op}`)).toEqual(['queryPrepared msg', 'notify action']);
 
@@ -297,8 +301,10 @@ describe('branch URLs and header allow-list settings', () => {
   it('app_url is the base of every resolved branch URL', async () => {
     const t = await startBranchApp('express', { appUrl: 'http://orders.internal:8080' });
     try {
-      expect(t.client.newSaga('g-app-url').add('transOut', {}).toRequest().steps).toEqual([
-        { action: 'http://orders.internal:8080/api/v1/bank/trans-out', compensate: 'http://orders.internal:8080/api/v1/bank/trans-out-compensate' },
+      const registry = t.app.get(DtmBranchRegistry);
+      expect([registry.target('saga-action', 'transOut', 'http'), registry.target('saga-compensate', 'transOut', 'http')]).toEqual([
+        'http://orders.internal:8080/api/v1/bank/trans-out',
+        'http://orders.internal:8080/api/v1/bank/trans-out-compensate',
       ]);
       expect(t.logger.warnings.filter((w) => w.includes('app_url'))).toEqual([]);
     } finally {
@@ -377,7 +383,7 @@ describe('start-up validation of decorated branches', () => {
   it('an unknown name used in a transaction is a typed error listing the known names', async () => {
     const t = await startBranchApp('express');
     try {
-      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmBranchRegistryError);
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmUsageError);
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
         'no @TccTry branch named "stock" (known: inventory, order)',

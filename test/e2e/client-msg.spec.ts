@@ -1,132 +1,134 @@
-// Two-phase messages through DtmClient against the real DTM server; branches and the back-check
-// endpoint are the recorder app.
+// Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
+// gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
-import { branchLines, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, waitForTransStatus } from '../support/harness.js';
 
-const fx = useDtmAppWithRecorder();
+describe.each(PROTOCOLS)('over %s', (protocol) => {
+  const fx = useDtmAppWithRecorder(protocol);
 
-describe('DtmClient messages', () => {
-  it('prepare then submit: DTM calls every branch once, in order', async () => {
-    const gid = await fx.client.generateGid();
-    const msg = fx.client.newMsg(gid).add(fx.recorder.urlFor('/TransOut'), { amount: 5 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 });
-    await msg.prepare(fx.recorder.urlFor('/QueryPrepared'));
-    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', query_prepared: fx.recorder.urlFor('/QueryPrepared') });
-    const final = await msg.submitAndWait();
+  describe('DtmClient messages', () => {
+    it('prepare then submit: DTM calls every branch once, in order', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/TransOut'), fx.payload({ amount: 5 })).add(fx.target('/TransIn'), fx.payload({ amount: 5 }));
+      await msg.prepare(fx.target('/QueryPrepared'));
+      expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', query_prepared: fx.target('/QueryPrepared') });
+      const final = await msg.submitAndWait();
 
-    expect(final.status).toBe('succeed');
-    expect(branchLines(final)).toEqual(['01 action succeed', '02 action succeed']);
-    expect(fx.recorder.callsFor(gid).map((c) => [c.path, c.query.op, c.body])).toEqual([
-      ['/TransOut', 'action', '{"amount":5}'],
-      ['/TransIn', 'action', '{"amount":5}'],
-    ]);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 action succeed', '02 action succeed']);
+      expect(fx.recorder.callsFor(gid).map((c) => [c.path, c.query.op, c.body])).toEqual([
+        ['/TransOut', 'action', '{"amount":5}'],
+        ['/TransIn', 'action', '{"amount":5}'],
+      ]);
+    });
+
+    it('a prepared message whose back-check answers 409 fails, and no branch is called', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/QueryPrepared', 409);
+      await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 })).prepare(fx.target('/QueryPrepared'));
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+
+      expect(final.status).toBe('failed');
+      expect(final.branches.map((b) => b.status)).toEqual(['prepared']);
+      const [check] = fx.recorder.callsTo('/QueryPrepared', gid);
+      expect(check).toMatchObject({ method: fx.method('GET'), query: { gid, trans_type: 'msg', branch_id: '00', op: 'msg' } });
+      expect(fx.recorder.callsTo('/TransIn', gid)).toHaveLength(0);
+    });
+
+    it('a prepared message whose back-check answers 200 is delivered', async () => {
+      const gid = await fx.client.generateGid();
+      await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 })).prepare(fx.target('/QueryPrepared'));
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/QueryPrepared', '/TransIn']);
+    });
+
+    it('fans a topic out to every subscriber', async () => {
+      const topic = `orders-${protocol}-${Date.now()}`;
+      for (const path of ['/SubscriberA', '/SubscriberB']) {
+        const answer = await dtmGet(`/subscribe?topic=${topic}&url=${encodeURIComponent(fx.target(path))}&remark=test`);
+        expect(answer.status).toBe(200);
+      }
+      await sleep(1500); // the server refreshes its topic map every ConfigUpdateInterval (1 s in the harness)
+      const gid = await fx.client.generateGid();
+      const final = await fx.client.newMsg(gid).addTopic(topic, fx.payload({ order: 1 })).submitAndWait();
+
+      expect(final.status).toBe('succeed');
+      expect(final.branches.map((b) => b.branchId).sort()).toEqual(['01-01', '01-02']);
+      expect(fx.recorder.callsFor(gid).map((c) => c.path).sort()).toEqual(['/SubscriberA', '/SubscriberB']);
+    });
+
+    it('setDelay: DTM calls no branch before the delay has passed', async () => {
+      const gid = await fx.client.generateGid();
+      const submitted = Date.now();
+      const final = await fx.client.newMsg(gid, { retryInterval: 1 }).add(fx.target('/Later'), fx.payload({})).setDelay(2).submitAndWait({ timeout: 20 });
+
+      expect(final.status).toBe('succeed');
+      expect(final.transaction.customData).toEqual({ delay: 2 });
+      expect(fx.recorder.callsTo('/Later', gid)[0].at - submitted).toBeGreaterThanOrEqual(1900);
+    });
   });
 
-  it('a prepared message whose back-check answers 409 fails, and no branch is called', async () => {
-    const gid = await fx.client.generateGid();
-    fx.recorder.answer('/QueryPrepared', 409);
-    await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 }).prepare(fx.recorder.urlFor('/QueryPrepared'));
-    const final = await fx.client.waitForFinal(gid, { timeoutMs: 20_000 });
-
-    expect(final.status).toBe('failed');
-    expect(final.branches.map((b) => b.status)).toEqual(['prepared']);
-    const [check] = fx.recorder.callsTo('/QueryPrepared', gid);
-    expect(check).toMatchObject({ method: 'GET', query: { gid, trans_type: 'msg', branch_id: '00', op: 'msg' } });
-    expect(fx.recorder.callsTo('/TransIn', gid)).toHaveLength(0);
-  });
-
-  it('a prepared message whose back-check answers 200 is delivered', async () => {
-    const gid = await fx.client.generateGid();
-    await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.recorder.urlFor('/TransIn'), { amount: 5 }).prepare(fx.recorder.urlFor('/QueryPrepared'));
-    const final = await fx.client.waitForFinal(gid, { timeoutMs: 20_000 });
-
-    expect(final.status).toBe('succeed');
-    expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/QueryPrepared', '/TransIn']);
-  });
-
-  it('fans a topic out to every subscriber', async () => {
-    const topic = `orders-${Date.now()}`;
-    for (const path of ['/SubscriberA', '/SubscriberB']) {
-      const answer = await dtmGet(`/subscribe?topic=${topic}&url=${encodeURIComponent(fx.recorder.urlFor(path))}&remark=test`);
-      expect(answer.status).toBe(200);
+  describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
+    async function doAndSubmit(business: () => Promise<string>) {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/Deliver'), fx.payload({ order: 7 }));
+      const outcome = await msg.doAndSubmit(fx.target('/QueryPrepared'), business).then(
+        (value) => ({ value, error: undefined as unknown }),
+        (error: unknown) => ({ value: undefined, error }),
+      );
+      return { gid, ...outcome };
     }
-    await sleep(1500); // the server refreshes its topic map every ConfigUpdateInterval (1 s in the harness)
-    const gid = await fx.client.generateGid();
-    const final = await fx.client.newMsg(gid).addTopic(topic, { order: 1 }).submitAndWait();
 
-    expect(final.status).toBe('succeed');
-    expect(final.branches.map((b) => b.branchId).sort()).toEqual(['01-01', '01-02']);
-    expect(fx.recorder.callsFor(gid).map((c) => c.path).sort()).toEqual(['/SubscriberA', '/SubscriberB']);
-  });
-
-  it('setDelay: DTM calls no branch before the delay has passed', async () => {
-    const gid = await fx.client.generateGid();
-    const submitted = Date.now();
-    const final = await fx.client.newMsg(gid, { retryInterval: 1 }).add(fx.recorder.urlFor('/Later'), {}).setDelay(2).submitAndWait({ timeoutMs: 20_000 });
-
-    expect(final.status).toBe('succeed');
-    expect(final.transaction.customData).toEqual({ delay: 2 });
-    expect(fx.recorder.callsTo('/Later', gid)[0].at - submitted).toBeGreaterThanOrEqual(1900);
-  });
-});
-
-describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {
-  async function doAndSubmit(business: () => Promise<string>) {
-    const gid = await fx.client.generateGid();
-    const msg = fx.client.newMsg(gid).add(fx.recorder.urlFor('/Deliver'), { order: 7 });
-    const outcome = await msg.doAndSubmit(fx.recorder.urlFor('/QueryPrepared'), business).then(
-      (value) => ({ value, error: undefined as unknown }),
-      (error: unknown) => ({ value: undefined, error }),
-    );
-    return { gid, ...outcome };
-  }
-
-  it('business succeeded: submitted and delivered; resolves with what the business returned', async () => {
-    const { gid, value } = await doAndSubmit(async () => 'order saved');
-    expect(value).toBe('order saved');
-    expect((await waitForTransStatus(gid, 'succeed')).branches.map((b) => b.status)).toEqual(['succeed']);
-    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
-    expect(fx.recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
-  });
-
-  it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {
-    const { gid, error } = await doAndSubmit(async () => {
-      throw new DtmFailureError('out of stock');
+    it('business succeeded: submitted and delivered; resolves with what the business returned', async () => {
+      const { gid, value } = await doAndSubmit(async () => 'order saved');
+      expect(value).toBe('order saved');
+      expect((await waitForTransStatus(gid, 'succeed')).branches.map((b) => b.status)).toEqual(['succeed']);
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+      expect(fx.recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
     });
-    expect(error).toBeInstanceOf(DtmFailureError);
-    expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
-    expect(fx.recorder.callsFor(gid)).toHaveLength(0);
-  });
 
-  it('business threw another error and the back-check says FAILURE: aborted, the error rethrown', async () => {
-    fx.recorder.answer('/QueryPrepared', 409);
-    const { gid, error } = await doAndSubmit(async () => {
-      throw new Error('connection reset while committing');
+    it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {
+      const { gid, error } = await doAndSubmit(async () => {
+        throw new DtmFailureError('out of stock');
+      });
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+      expect(fx.recorder.callsFor(gid)).toHaveLength(0);
     });
-    expect((error as Error).message).toBe('connection reset while committing');
-    expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
-    expect(fx.recorder.callsTo('/QueryPrepared', gid)[0].query).toMatchObject({ gid, branch_id: '00', op: 'msg', trans_type: 'msg' });
-    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
-  });
 
-  it('business threw another error but the back-check says committed: submitted and delivered, the error still rethrown', async () => {
-    const { gid, error } = await doAndSubmit(async () => {
-      throw new Error('timeout after commit');
+    it('business threw another error and the back-check says FAILURE: aborted, the error rethrown', async () => {
+      fx.recorder.answer('/QueryPrepared', 409);
+      const { gid, error } = await doAndSubmit(async () => {
+        throw new Error('connection reset while committing');
+      });
+      expect((error as Error).message).toBe('connection reset while committing');
+      expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+      expect(fx.recorder.callsTo('/QueryPrepared', gid)[0].query).toMatchObject({ gid, branch_id: '00', op: 'msg', trans_type: 'msg' });
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
     });
-    expect((error as Error).message).toBe('timeout after commit');
-    await waitForTransStatus(gid, 'succeed');
-    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
-  });
 
-  it('business threw another error and the back-check cannot tell (500): left prepared for DTM\'s own back-check', async () => {
-    fx.recorder.answer('/QueryPrepared', 500);
-    const { gid, error } = await doAndSubmit(async () => {
-      throw new Error('lost connection');
+    it('business threw another error but the back-check says committed: submitted and delivered, the error still rethrown', async () => {
+      const { gid, error } = await doAndSubmit(async () => {
+        throw new Error('timeout after commit');
+      });
+      expect((error as Error).message).toBe('timeout after commit');
+      await waitForTransStatus(gid, 'succeed');
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
     });
-    expect((error as Error).message).toBe('lost connection');
-    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
-    expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
-    await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
+
+    it('business threw another error and the back-check cannot tell (500): left prepared for DTM\'s own back-check', async () => {
+      fx.recorder.answer('/QueryPrepared', 500);
+      const { gid, error } = await doAndSubmit(async () => {
+        throw new Error('lost connection');
+      });
+      expect((error as Error).message).toBe('lost connection');
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
+      await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
+    });
   });
 });

@@ -1,168 +1,195 @@
 // TCC and XA global transactions through DtmClient and TransactionHelper, against the real DTM
-// server. The XA resource managers are recorder handlers that register their branch with DTM the
-// way DTM's Go SDK does (registerBranch with the phase-2 URL, before answering the action).
+// server, DtmClient talking HTTP and gRPC to DTM (the same scenarios). The XA resource managers
+// are recorder handlers that register their branch with DTM the way DTM's Go SDK does
+// (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
-import { branchLines, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { dtmPost, queryTrans, waitForTransStatus } from '../support/harness.js';
 import type { RecordedCall } from '../support/recorder.js';
 
-const fx = useDtmAppWithRecorder();
+describe.each(PROTOCOLS)('over %s', (protocol) => {
+  const fx = useDtmAppWithRecorder(protocol);
 
-describe('TCC', () => {
-  it('confirms every branch after the Tries succeeded; Tries get the query DTM SDKs send', async () => {
-    const gid = await fx.client.generateGid();
-    fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 2 } });
-    const answers = await fx.client.tccGlobalTransaction(gid, async (tcc) => [
-      await tcc.callBranch({ sku: 'a', qty: 2 }, fx.recorder.urlFor('/InventoryTry'), fx.recorder.urlFor('/InventoryConfirm'), fx.recorder.urlFor('/InventoryCancel')),
-      await tcc.callBranch({ amount: 10 }, fx.recorder.urlFor('/PaymentTry'), fx.recorder.urlFor('/PaymentConfirm'), fx.recorder.urlFor('/PaymentCancel')),
-    ]);
-    expect(answers[0].body).toEqual({ reserved: 2 });
+  describe('TCC', () => {
+    it('confirms every branch after the Tries succeeded; Tries get the query DTM SDKs send', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 2 } });
+      const answers = await fx.client.tccGlobalTransaction(gid, async (tcc) => [
+        await tcc.callBranch(fx.payload({ sku: 'a', qty: 2 }), fx.target('/InventoryTry'), fx.target('/InventoryConfirm'), fx.target('/InventoryCancel')),
+        await tcc.callBranch(fx.payload({ amount: 10 }), fx.target('/PaymentTry'), fx.target('/PaymentConfirm'), fx.target('/PaymentCancel')),
+      ]);
+      expect(fx.answerBody(answers[0])).toEqual({ reserved: 2 });
 
-    const final = await fx.client.waitForFinal(gid);
-    expect(final.status).toBe('succeed');
-    expect(branchLines(final)).toEqual([
-      '01 cancel prepared',
-      '01 confirm succeed',
-      '02 cancel prepared',
-      '02 confirm succeed',
-    ]);
-    const [tryCall] = fx.recorder.callsTo('/InventoryTry', gid);
-    expect(tryCall).toMatchObject({
-      method: 'POST',
-      query: { gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: harness().dtm.serverUrl },
-      body: '{"sku":"a","qty":2}',
+      const final = await fx.client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual([
+        '01 cancel prepared',
+        '01 confirm succeed',
+        '02 cancel prepared',
+        '02 confirm succeed',
+      ]);
+      const [tryCall] = fx.recorder.callsTo('/InventoryTry', gid);
+      expect(tryCall).toMatchObject({
+        method: fx.method('POST'),
+        query: { gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: fx.dtm },
+        body: '{"sku":"a","qty":2}',
+      });
+      // DTM confirms from the last branch to the first, with the registered payload as body
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm').map((c) => [c.path, c.body])).toEqual([
+        ['/PaymentConfirm', '{"amount":10}'],
+        ['/InventoryConfirm', '{"sku":"a","qty":2}'],
+      ]);
     });
-    // DTM confirms from the last branch to the first, with the registered payload as body
-    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm').map((c) => [c.path, c.body])).toEqual([
-      ['/PaymentConfirm', '{"amount":10}'],
-      ['/InventoryConfirm', '{"sku":"a","qty":2}'],
-    ]);
+
+    it('a Try answering FAILURE aborts: every registered branch is cancelled and the reason recorded', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/PaymentTry', { status: 409, body: { message: 'card declined' } });
+      const run = fx.client.tccGlobalTransaction(gid, async (tcc) => {
+        await tcc.callBranch(fx.payload({ sku: 'a' }), fx.target('/InventoryTry'), fx.target('/InventoryConfirm'), fx.target('/InventoryCancel'));
+        await tcc.callBranch(fx.payload({ amount: 10 }), fx.target('/PaymentTry'), fx.target('/PaymentConfirm'), fx.target('/PaymentCancel'));
+      });
+      await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+
+      const final = await fx.client.waitForFinal(gid);
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('card declined');
+      expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'prepared', 'succeed', 'prepared']);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/PaymentCancel', '/InventoryCancel']);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+    });
+
+    it('nested: a Try registers and tries sub-branches 0101 and 0102 through the DTM its caller named; DTM confirms all three', async () => {
+      fx.recorder.handle('/OrderTry', async (call) => {
+        const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: call.query.dtm, headers: {} };
+        const sub = fx.client.tccFromBranch(branch);
+        for (const sku of ['a', 'b']) await sub.callBranch(fx.payload({ sku }), fx.target('/StockTry'), fx.target('/StockConfirm'), fx.target('/StockCancel'));
+        return 200;
+      });
+      const gid = await fx.client.generateGid();
+      await fx.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(fx.payload({ order: 1 }), fx.target('/OrderTry'), fx.target('/OrderConfirm'), fx.target('/OrderCancel')));
+
+      const final = await fx.client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '0102 cancel prepared', '0102 confirm succeed']);
+      expect(fx.recorder.callsTo('/StockTry', gid).map((c) => [c.query.branch_id, c.query.dtm, c.body])).toEqual([
+        ['0101', fx.dtm, '{"sku":"a"}'],
+        ['0102', fx.dtm, '{"sku":"b"}'],
+      ]);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm').map((c) => `${c.path} ${c.body}`)).toEqual([
+        '/StockConfirm {"sku":"b"}',
+        '/StockConfirm {"sku":"a"}',
+        '/OrderConfirm {"order":1}',
+      ]);
+    });
+
+    it('TransactionHelper.executeTcc returns the Try answers, and a rollback as a result with waitForFinal', async () => {
+      const ok = await fx.helper.mustGenGid();
+      fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 1 } });
+      const branch = (name: string, data: object) => ({
+        try: fx.target(`/${name}Try`),
+        confirm: fx.target(`/${name}Confirm`),
+        cancel: fx.target(`/${name}Cancel`),
+        data: fx.payload(data),
+      });
+      const done = await fx.helper.executeTcc(ok, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
+      expect(done.answers.map((a) => fx.answerBody(a))).toEqual([{ reserved: 1 }, { result: 'recorded' }]);
+      expect(done.final?.status).toBe('succeed');
+
+      const bad = await fx.helper.mustGenGid();
+      fx.recorder.answer('/PaymentTry', 409);
+      const rolledBack = await fx.helper.executeTcc(bad, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
+      expect(rolledBack.final?.status).toBe('failed');
+      expect(rolledBack.final?.rollbackReason).toContain('recorder answered 409');
+    });
   });
 
-  it('a Try answering FAILURE aborts: every registered branch is cancelled and the reason recorded', async () => {
-    const gid = await fx.client.generateGid();
-    fx.recorder.answer('/PaymentTry', { status: 409, body: { message: 'card declined' } });
-    const run = fx.client.tccGlobalTransaction(gid, async (tcc) => {
-      await tcc.callBranch({ sku: 'a' }, fx.recorder.urlFor('/InventoryTry'), fx.recorder.urlFor('/InventoryConfirm'), fx.recorder.urlFor('/InventoryCancel'));
-      await tcc.callBranch({ amount: 10 }, fx.recorder.urlFor('/PaymentTry'), fx.recorder.urlFor('/PaymentConfirm'), fx.recorder.urlFor('/PaymentCancel'));
-    });
-    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+  /** An XA resource manager as DTM's Go SDK runs one: registers its branch before answering the action. */
+  function xaResourceManager(outcome: 'prepare' | 'fail') {
+    return async (call: Omit<RecordedCall, 'status' | 'answeredAt'>) => {
+      if (call.query.op !== 'action') return 200; // commit / rollback
+      if (outcome === 'fail') return { status: 409, body: { message: 'insufficient balance' } };
+      const registered = await dtmPost('/registerBranch', {
+        gid: call.query.gid,
+        trans_type: 'xa',
+        branch_id: call.query.branch_id,
+        url: call.query.phase2_url,
+      });
+      return registered.status === 200 ? 200 : 500;
+    };
+  }
 
-    const final = await fx.client.waitForFinal(gid);
-    expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toContain('card declined');
-    expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'prepared', 'succeed', 'prepared']);
-    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/PaymentCancel', '/InventoryCancel']);
-    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+  describe('XA (application side)', () => {
+    it('commits every branch after the actions succeeded', async () => {
+      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+      fx.recorder.handle('/BankB', xaResourceManager('prepare'));
+      const gid = await fx.client.generateGid();
+      await fx.client.xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/BankA'));
+        await xa.callBranch(fx.payload({ amount: 30 }), fx.target('/BankB'));
+      });
+
+      const final = await fx.client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual([
+        '01 rollback prepared',
+        '01 commit succeed',
+        '02 rollback prepared',
+        '02 commit succeed',
+      ]);
+      const [action] = fx.recorder.callsTo('/BankA', gid);
+      expect(action.query).toMatchObject({ gid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: fx.target('/BankA') });
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit').map((c) => `${c.path} ${c.method} ${c.body}`)).toEqual([
+        `/BankA ${fx.method('POST')} `,
+        `/BankB ${fx.method('POST')} `,
+      ]);
+    });
+
+    it('rolls back the prepared branch when the second branch fails, with the reason', async () => {
+      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+      fx.recorder.handle('/BankB', xaResourceManager('fail'));
+      const gid = await fx.client.generateGid();
+      const run = fx.client.xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/BankA'));
+        await xa.callBranch(fx.payload({ amount: 30 }), fx.target('/BankB'));
+      });
+      await expect(run).rejects.toThrow(/insufficient balance/);
+
+      const final = await waitForTransStatus(gid, 'failed');
+      expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
+      expect(final.transaction?.rollback_reason).toContain('insufficient balance');
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
+    });
+
+    it('TransactionHelper.executeXa commits, waiting for the final status', async () => {
+      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+      const gid = await fx.helper.mustGenGid();
+      const result = await fx.helper.executeXa(gid, [{ action: fx.target('/BankA'), data: fx.payload({ amount: 1 }) }], { waitForFinal: { timeout: 10 } });
+      expect(result.final?.status).toBe('succeed');
+      expect((await queryTrans(gid)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
+    });
   });
 
-  it('TransactionHelper.executeTcc returns the Try answers, and a rollback as a result with waitForFinal', async () => {
-    const ok = await fx.helper.mustGenGid();
-    fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 1 } });
-    const branch = (name: string, data: object) => ({
-      try: fx.recorder.urlFor(`/${name}Try`),
-      confirm: fx.recorder.urlFor(`/${name}Confirm`),
-      cancel: fx.recorder.urlFor(`/${name}Cancel`),
-      data,
+  describe('TransactionHelper saga and msg', () => {
+    it('executeSaga and executeMsg submit what they are given', async () => {
+      const sagaGid = await fx.helper.mustGenGid();
+      const saga = await fx.helper.executeSaga(
+        sagaGid,
+        [
+          { action: fx.target('/TransOut'), compensate: fx.target('/TransOutRevert'), data: fx.payload({ amount: 1 }) },
+          { action: fx.target('/TransIn'), compensate: fx.target('/TransInRevert'), data: fx.payload({ amount: 1 }) },
+        ],
+        { waitForFinal: true },
+      );
+      expect(saga.final?.status).toBe('succeed');
+
+      const msgGid = await fx.helper.mustGenGid();
+      const msg = await fx.helper.executeMsg(msgGid, fx.target('/QueryPrepared'), [{ action: fx.target('/Notify'), data: fx.payload({ id: 1 }) }], {
+        waitForFinal: true,
+      });
+      expect(msg.final?.status).toBe('succeed');
+      expect(fx.recorder.callsTo('/Notify', msgGid)).toHaveLength(1);
+      await expect(fx.helper.executeSaga(sagaGid, [])).rejects.toThrow('executeSaga needs at least one branch');
     });
-    const done = await fx.helper.executeTcc(ok, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
-    expect(done.answers.map((a) => a.body)).toEqual([{ reserved: 1 }, { result: 'recorded' }]);
-    expect(done.final?.status).toBe('succeed');
-
-    const bad = await fx.helper.mustGenGid();
-    fx.recorder.answer('/PaymentTry', 409);
-    const rolledBack = await fx.helper.executeTcc(bad, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
-    expect(rolledBack.final?.status).toBe('failed');
-    expect(rolledBack.final?.rollbackReason).toContain('recorder answered 409');
-  });
-});
-
-/** An XA resource manager as DTM's Go SDK runs one: registers its branch before answering the action. */
-function xaResourceManager(outcome: 'prepare' | 'fail') {
-  return async (call: Omit<RecordedCall, 'status' | 'answeredAt'>) => {
-    if (call.query.op !== 'action') return 200; // commit / rollback
-    if (outcome === 'fail') return { status: 409, body: { message: 'insufficient balance' } };
-    const registered = await dtmPost('/registerBranch', {
-      gid: call.query.gid,
-      trans_type: 'xa',
-      branch_id: call.query.branch_id,
-      url: call.query.phase2_url,
-    });
-    return registered.status === 200 ? 200 : 500;
-  };
-}
-
-describe('XA (application side)', () => {
-  it('commits every branch after the actions succeeded', async () => {
-    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
-    fx.recorder.handle('/BankB', xaResourceManager('prepare'));
-    const gid = await fx.client.generateGid();
-    await fx.client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ amount: -30 }, fx.recorder.urlFor('/BankA'));
-      await xa.callBranch({ amount: 30 }, fx.recorder.urlFor('/BankB'));
-    });
-
-    const final = await fx.client.waitForFinal(gid);
-    expect(final.status).toBe('succeed');
-    expect(branchLines(final)).toEqual([
-      '01 rollback prepared',
-      '01 commit succeed',
-      '02 rollback prepared',
-      '02 commit succeed',
-    ]);
-    const [action] = fx.recorder.callsTo('/BankA', gid);
-    expect(action.query).toMatchObject({ gid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: fx.recorder.urlFor('/BankA') });
-    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit').map((c) => `${c.path} ${c.method} ${c.body}`)).toEqual([
-      '/BankA POST ',
-      '/BankB POST ',
-    ]);
-  });
-
-  it('rolls back the prepared branch when the second branch fails, with the reason', async () => {
-    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
-    fx.recorder.handle('/BankB', xaResourceManager('fail'));
-    const gid = await fx.client.generateGid();
-    const run = fx.client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ amount: -30 }, fx.recorder.urlFor('/BankA'));
-      await xa.callBranch({ amount: 30 }, fx.recorder.urlFor('/BankB'));
-    });
-    await expect(run).rejects.toThrow(/insufficient balance/);
-
-    const final = await waitForTransStatus(gid, 'failed');
-    expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
-    expect(final.transaction?.rollback_reason).toContain('insufficient balance');
-    expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
-  });
-
-  it('TransactionHelper.executeXa commits, waiting for the final status', async () => {
-    fx.recorder.handle('/BankA', xaResourceManager('prepare'));
-    const gid = await fx.helper.mustGenGid();
-    const result = await fx.helper.executeXa(gid, [{ action: fx.recorder.urlFor('/BankA'), data: { amount: 1 } }], { waitForFinal: { timeoutMs: 10_000 } });
-    expect(result.final?.status).toBe('succeed');
-    expect((await queryTrans(gid)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
-  });
-});
-
-describe('TransactionHelper saga and msg', () => {
-  it('executeSaga and executeMsg submit what they are given', async () => {
-    const sagaGid = await fx.helper.mustGenGid();
-    const saga = await fx.helper.executeSaga(
-      sagaGid,
-      [
-        { action: fx.recorder.urlFor('/TransOut'), compensate: fx.recorder.urlFor('/TransOutRevert'), data: { amount: 1 } },
-        { action: fx.recorder.urlFor('/TransIn'), compensate: fx.recorder.urlFor('/TransInRevert'), data: { amount: 1 } },
-      ],
-      { waitForFinal: true },
-    );
-    expect(saga.final?.status).toBe('succeed');
-
-    const msgGid = await fx.helper.mustGenGid();
-    const msg = await fx.helper.executeMsg(msgGid, fx.recorder.urlFor('/QueryPrepared'), [{ action: fx.recorder.urlFor('/Notify'), data: { id: 1 } }], {
-      waitForFinal: true,
-    });
-    expect(msg.final?.status).toBe('succeed');
-    expect(fx.recorder.callsTo('/Notify', msgGid)).toHaveLength(1);
-    await expect(fx.helper.executeSaga(sagaGid, [])).rejects.toThrow('executeSaga needs at least one branch');
   });
 });

@@ -1,8 +1,9 @@
-// Wire compatibility with DTM's own Go SDK (dtmcli v1.19.0), through the real DTM server: a Go
-// service (test/support/go-peer) starts sagas, TCC, XA and message transactions whose branches
-// are nestjs-dtm handlers, and nestjs-dtm's DtmClient drives branches the Go service serves with
-// dtmcli's barrier and XA. Outcomes: what DTM recorded, the balances, and the barrier rows each
-// side wrote into the same kind of table.
+// Wire compatibility with DTM's own Go SDK (dtmcli and dtmgrpc v1.19.0), through the real DTM
+// server: a Go service (test/support/go-peer) starts sagas, TCC, XA and message transactions whose
+// branches are nestjs-dtm handlers, and nestjs-dtm's DtmClient drives branches the Go service
+// serves with the SDK's barrier and XA, over HTTP and over gRPC (the service bank.GoBank of
+// go-peer/bank.proto, whose payloads DtmClient encodes from objects with that proto). Outcomes:
+// what DTM recorded, the balances, and the barrier rows each side wrote into the same kind of table.
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
@@ -105,7 +106,11 @@ let app: INestApplication;
 let client: DtmClient;
 let nestUrl: string;
 let goUrl: string;
+let goGrpc: string;
 let peer: ManagedProcess;
+
+/** The Go peer's proto: the same file its dtmgrpc service compiles. */
+const BANK_PROTO = join(import.meta.dirname, '..', 'support', 'go-peer', 'bank.proto');
 
 beforeAll(async () => {
   const dbs = await fileDatabases();
@@ -120,7 +125,8 @@ beforeAll(async () => {
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, barrierTable: 'dtm_barrier' },
+        grpcProtos: { protoPath: BANK_PROTO },
         barrierConnections: { pg: pgBarrierDatabase(pgPool) },
         xaConnections: {
           mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
@@ -139,17 +145,26 @@ beforeAll(async () => {
   nestUrl = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/nest`;
   client = app.get(DtmClient);
 
-  const port = await freePort();
+  const [port, grpcPort] = [await freePort(), await freePort()];
   const runDir = runDirFrom(harness().runDir);
   peer = startProcess({
     name: 'go-peer',
     command: goPeerBinaryPath(),
     args: [],
-    env: minimalEnv({ PORT: String(port), PG_URL: dbs.postgres.url, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl, BARRIER_TABLE: 'dtm_barrier' }),
+    env: minimalEnv({
+      PORT: String(port),
+      GRPC_PORT: String(grpcPort),
+      PG_URL: dbs.postgres.url,
+      MYSQL_URL: dbs.mariadb.url,
+      DTM_URL: harness().dtm.serverUrl,
+      DTM_GRPC: harness().dtm.grpcAddress,
+      BARRIER_TABLE: 'dtm_barrier',
+    }),
     runDir,
     logFile: join(runDir.path, `go-peer-${process.pid}.log`),
   });
   goUrl = `http://127.0.0.1:${port}`;
+  goGrpc = `127.0.0.1:${grpcPort}`;
   await waitUntil('go peer', async () => (await fetch(`${goUrl}/`)).status === 404, { timeoutMs: 20_000, process: peer });
 });
 afterAll(async () => {
@@ -336,5 +351,102 @@ describe('nestjs-dtm drives branches written with the Go SDK', () => {
     expect((await client.waitForFinal(gid)).status).toBe('succeed');
     expect(await pgBalances()).toEqual([100, 4]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
+  });
+});
+
+describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () => {
+  const go = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
+  const grpc = { protocol: 'grpc' } as const;
+
+  it('saga: our object payloads reach dtmgrpc as bank.Move; its barrier rows match ours; its FAILURE (ABORTED) rolls back', async () => {
+    const ok = await client.generateGid();
+    const final = await client
+      .newSaga(ok, grpc)
+      .add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 25 })
+      .add(go('PgDeposit'), go('PgWithdraw'), { account: 2, amount: 25 })
+      .submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(final.transaction.protocol).toBe('grpc');
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
+
+    const refused = await client.generateGid();
+    const rolledBack = await client
+      .newSaga(refused, grpc)
+      .add(go('PgDeposit'), go('PgWithdraw'), { account: 2, amount: 5 })
+      .add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 1000 })
+      .submitAndWait();
+    expect(rolledBack.status).toBe('failed');
+    expect(rolledBack.rollbackReason).toContain('go: account 1 has less than 1000');
+    expect(branchLines(rolledBack)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  it('TCC: our Try calls carry the dtm-* metadata dtmgrpc reads; confirm, and cancel on its ABORTED', async () => {
+    const branch = (amount: number) => [{ account: 1, amount }, go('MysqlWithdraw'), go('Noop'), go('MysqlDeposit')] as const;
+    const ok = await client.generateGid();
+    await client.tccGlobalTransaction(ok, async (tcc) => tcc.callBranch(...branch(30)), grpc);
+    expect(branchLines(await client.waitForFinal(ok))).toEqual(['01 cancel prepared', '01 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const run = client.tccGlobalTransaction(
+      refused,
+      async (tcc) => {
+        await tcc.callBranch(...branch(20));
+        await tcc.callBranch(...branch(900));
+      },
+      grpc,
+    );
+    await expect(run).rejects.toMatchObject({ name: 'DtmFailureError', protocol: 'grpc', status: 10, endpoint: go('MysqlWithdraw') });
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("XA: dtmgrpc's XaLocalTransaction registers through our dtm-dtm and prepares; commit, and rollback when one refuses", async () => {
+    const ok = await client.generateGid();
+    await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), grpc);
+    const committed = await client.waitForFinal(ok);
+    expect(branchLines(committed)).toEqual(['01 rollback prepared', '01 commit succeed']);
+    expect(committed.branches[1].url).toBe(go('MysqlXaDeposit'));
+    expect(await mysqlBalances()).toEqual([100, 11]);
+
+    const refused = await client.generateGid();
+    const run = client.xaGlobalTransaction(
+      refused,
+      async (xa) => {
+        await xa.callBranch({ account: 2, amount: 3 }, go('MysqlXaDeposit'));
+        await xa.callBranch({ account: 1, amount: 3, fail: true }, go('MysqlXaDeposit'));
+      },
+      grpc,
+    );
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await mysqlBalances()).toEqual([100, 11]);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('msg: DTM delivers to the Go branches; DTM back-checks dtmgrpc, which rolls back a message whose local transaction never committed', async () => {
+    const gid = await client.generateGid();
+    const msg = client.newMsg(gid, grpc).add(go('PgDeposit'), { account: 2, amount: 4 }).add(go('MysqlDeposit'), { account: 2, amount: 6 });
+    await msg.prepare(go('PgQueryPrepared'));
+    await msg.submit();
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect([await pgBalances(), await mysqlBalances()]).toEqual([
+      [100, 4],
+      [100, 6],
+    ]);
+
+    const abandoned = await client.generateGid();
+    await client.newMsg(abandoned, { ...grpc, timeoutToFail: 1, retryInterval: 1 }).add(go('PgDeposit'), { account: 2, amount: 50 }).prepare(go('PgQueryPrepared'));
+    const final = await client.waitForFinal(abandoned, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(branchLines(final)).toEqual(['01 action prepared']);
+    expect(await pgBarrier(abandoned)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([100, 4]);
   });
 });

@@ -12,6 +12,7 @@ import { Test } from '@nestjs/testing';
 import {
   DtmClient,
   DtmConfigError,
+  type DtmProtocol,
   DtmDisabledError,
   DtmFailureError,
   DtmModule,
@@ -20,12 +21,15 @@ import {
   type TransactionOptions,
 } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { PROTOCOLS } from '../support/fixtures.js';
 import { harness, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-module-'));
 let recorder: Recorder;
 let fromYaml: DtmTestApp;
+/** The same YAML, with inline config selecting the gRPC protocol. */
+let fromYamlGrpc: DtmTestApp;
 
 beforeAll(async () => {
   recorder = await startRecorder();
@@ -35,31 +39,47 @@ beforeAll(async () => {
     `lynx:
   dtm:
     server_url: "\${TEST_DTM_URL}"
+    grpc_server: "\${TEST_DTM_GRPC}"
     retry_interval: 15
     transaction_timeout: 120
     branch_timeout: 7
 `,
   );
   process.env.TEST_DTM_URL = harness().dtm.serverUrl;
+  process.env.TEST_DTM_GRPC = harness().dtm.grpcAddress;
   fromYaml = await startDtmApp({ configFile: file });
+  fromYamlGrpc = await startDtmApp({ configFile: file, config: { protocol: 'grpc' } });
 });
 afterAll(async () => {
   await fromYaml?.close();
+  await fromYamlGrpc?.close();
   await recorder?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs one transaction of each mode with `options` and returns what DTM stored for each. */
-async function storedOptionsPerMode(client: DtmClient, options?: TransactionOptions): Promise<Record<string, StoredTransactionOptions>> {
-  const stored = async (gid: string) => (await client.query(gid))!.options;
-  const result: Record<string, StoredTransactionOptions> = {};
+/** The app of the YAML file, talking `protocol` to DTM, and the recorder's targets of that protocol. */
+function appOf(protocol: DtmProtocol) {
+  return protocol === 'http'
+    ? { client: fromYaml.client, target: (path: string) => recorder.urlFor(path), protocol }
+    : { client: fromYamlGrpc.client, target: (path: string) => recorder.grpcTargetFor(path), protocol };
+}
+
+/** Runs one transaction of each mode with `options` and returns what DTM stored for each (and the protocol it recorded). */
+async function storedOptionsPerMode(protocol: DtmProtocol, options?: TransactionOptions): Promise<Record<string, StoredTransactionOptions & { protocol: string }>> {
+  const { client, target } = appOf(protocol);
+  const stored = async (gid: string) => {
+    const record = (await client.query(gid))!;
+    return { ...record.options, protocol: record.protocol };
+  };
+  const result: Record<string, StoredTransactionOptions & { protocol: string }> = {};
+  const empty = Buffer.from('{}');
 
   const sagaGid = await client.generateGid();
-  await client.newSaga(sagaGid, options).add(recorder.urlFor('/A'), recorder.urlFor('/Ac'), {}).submit();
+  await client.newSaga(sagaGid, options).add(target('/A'), target('/Ac'), empty).submit();
   result.saga = await stored(sagaGid);
 
   const msgGid = await client.generateGid();
-  await client.newMsg(msgGid, options).add(recorder.urlFor('/B'), {}).prepare(recorder.urlFor('/QueryPrepared'));
+  await client.newMsg(msgGid, options).add(target('/B'), empty).prepare(target('/QueryPrepared'));
   result.msg = await stored(msgGid);
   await client.forceStop(msgGid);
 
@@ -75,20 +95,28 @@ async function storedOptionsPerMode(client: DtmClient, options?: TransactionOpti
   return result;
 }
 
-describe('lynx.dtm settings in what DTM stores', () => {
-  it('module defaults from YAML reach every mode: retry_interval, timeout_to_fail, request_timeout', async () => {
-    const perMode = await storedOptionsPerMode(fromYaml.client);
+describe.each(PROTOCOLS)('lynx.dtm settings in what DTM stores, over %s', (protocol) => {
+  it('module defaults from YAML reach every mode: retry_interval, timeout_to_fail, branch_timeout (DTM request_timeout)', async () => {
+    const perMode = await storedOptionsPerMode(protocol);
     for (const mode of ['saga', 'msg', 'tcc', 'xa']) {
-      expect([mode, perMode[mode]]).toEqual([mode, expect.objectContaining({ retryInterval: 15, timeoutToFail: 120, requestTimeout: 7 })]);
+      expect([mode, perMode[mode]]).toEqual([mode, expect.objectContaining({ retryInterval: 15, timeoutToFail: 120, branchTimeout: 7, protocol })]);
     }
   });
 
   it('per-transaction options override them in every mode', async () => {
-    const overrides = { retryInterval: 3, timeoutToFail: 33, requestTimeout: 4, branchHeaders: { 'x-tenant': 'acme' } };
-    const perMode = await storedOptionsPerMode(fromYaml.client, overrides);
+    const overrides: TransactionOptions = { retryInterval: 3, timeoutToFail: 33, branchTimeout: 4, branchHeaders: { 'x-tenant': 'acme' } };
+    const perMode = await storedOptionsPerMode(protocol, overrides);
     for (const mode of ['saga', 'msg', 'tcc', 'xa']) {
       expect([mode, perMode[mode]]).toEqual([mode, expect.objectContaining(overrides)]);
     }
+  });
+
+  it('a per-transaction protocol overrides lynx.dtm.protocol', async () => {
+    const other: DtmProtocol = protocol === 'http' ? 'grpc' : 'http';
+    const { client } = appOf(protocol);
+    const gid = await client.generateGid();
+    await client.newSaga(gid, { protocol: other }).add(appOf(other).target('/A'), Buffer.from('{}')).submit();
+    expect((await client.query(gid))?.protocol).toBe(other);
   });
 
   it('branch_timeout bounds the module\'s own Try calls too, and the transaction rolls back', async () => {
@@ -134,7 +162,7 @@ describe('reaching the DTM server', () => {
       const error = await app.client.generateGid().catch((e: unknown) => e);
       const elapsed = Date.now() - started;
       expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as DtmUnavailableError).url).toBe(`http://127.0.0.1:${port}/api/dtmsvr/newGid`);
+      expect((error as DtmUnavailableError).endpoint).toBe(`http://127.0.0.1:${port}/api/dtmsvr/newGid`);
       expect((error as Error).message).toMatch(/could not reach .*\/newGid .*lynx\.dtm\.server_url.*timeout 1 s/);
       expect(elapsed).toBeGreaterThanOrEqual(900);
       expect(elapsed).toBeLessThan(2500);
@@ -152,12 +180,42 @@ describe('reaching the DTM server', () => {
     }
   });
 
+  it('gRPC: a server that does not answer gives DtmUnavailableError within the timeout, naming the endpoint', async () => {
+    const port = (silent.address() as { port: number }).port;
+    const app = await startDtmApp({ config: { protocol: 'grpc', grpcServer: `127.0.0.1:${port}`, timeout: 1 } });
+    try {
+      const started = Date.now();
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      const elapsed = Date.now() - started;
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(error).toMatchObject({ protocol: 'grpc', endpoint: `127.0.0.1:${port}/dtmgimp.Dtm/NewGid`, status: 4 });
+      expect((error as Error).message).toMatch(/could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid .*timeout 1 s/);
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(elapsed).toBeLessThan(2500);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('gRPC: a closed port gives DtmUnavailableError at once, and the saga is not sent', async () => {
+    const app = await startDtmApp({ config: { protocol: 'grpc', grpcServer: '127.0.0.1:1', timeout: 5 } });
+    try {
+      const started = Date.now();
+      const error = await app.client.newSaga('g-closed-grpc').add('127.0.0.1:1/a.B/C', new Uint8Array(0)).submit().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(error).toMatchObject({ protocol: 'grpc', status: 14, endpoint: '127.0.0.1:1/dtmgimp.Dtm/Submit' });
+      expect(Date.now() - started).toBeLessThan(2500);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('errors never show credentials in URLs nor the headers sent, also where their cause is printed', async () => {
     const app = await startDtmApp({ config: { serverUrl: 'http://dtm-user:s3cret-pass@127.0.0.1:1/api/dtmsvr' } });
     try {
       const error = await app.client.generateGid().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as DtmUnavailableError).url).toBe('http://***@127.0.0.1:1/api/dtmsvr/newGid');
+      expect((error as DtmUnavailableError).endpoint).toBe('http://***@127.0.0.1:1/api/dtmsvr/newGid');
       expect((error as Error & { cause: { code: string } }).cause.code).toBe('ECONNREFUSED');
       expect(inspect(error, { depth: 20 })).not.toContain('s3cret-pass');
     } finally {
@@ -183,16 +241,16 @@ describe('reaching the DTM server', () => {
     expect(inspect(bad, { depth: 20 })).not.toContain('cfg-pass');
   });
 
-  it('ping, query, list and forceStop talk to the real server', async () => {
-    const client = fromYaml.client;
-    expect((await client.ping()).version).toBe('v1.19.0');
+  it.each(PROTOCOLS)('ping, query, list and forceStop talk to the real server (client on %s)', async (protocol) => {
+    const { client, target } = appOf(protocol);
+    expect(await client.ping()).toEqual({ version: 'v1.19.0', protocol, latencyMs: expect.any(Number) });
     expect(await client.query('no-such-gid')).toBeNull();
 
     const gids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const gid = await client.generateGid();
       gids.push(gid);
-      await client.newMsg(gid).add(recorder.urlFor('/Listed'), { i }).prepare(recorder.urlFor('/QueryPrepared'));
+      await client.newMsg(gid).add(target('/Listed'), Buffer.from(`{"i":${i}}`)).prepare(target('/QueryPrepared'));
     }
     const first = await client.list({ limit: 1, transType: 'msg', status: 'prepared' });
     expect(first.transactions).toHaveLength(1);

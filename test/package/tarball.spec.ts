@@ -82,6 +82,37 @@ describe('the packed tarball', () => {
     });
   });
 
+  it('errors keep instanceof across two loaded copies of the package; gRPC without its libraries is a usage error naming them', () => {
+    execFileSync('cp', ['-r', join(work, 'app', 'node_modules', 'nestjs-dtm'), join(work, 'app', 'node_modules', 'nestjs-dtm-copy')]);
+    const out = runInConsumer(
+      'copies.mjs',
+      `import 'reflect-metadata';
+       import * as a from 'nestjs-dtm';
+       import * as b from 'nestjs-dtm-copy';
+       const failure = new b.DtmFailureError('refused');
+       const registry = new b.DtmBranchRegistryError(['p']);
+       const grpc = await new a.DtmClient(a.resolveDtmConfig({ config: { protocol: 'grpc' } }, {})).generateGid().catch((e) => e);
+       console.log(JSON.stringify({
+         twoCopies: a.DtmFailureError !== b.DtmFailureError,
+         failure: failure instanceof a.DtmFailureError, base: failure instanceof a.DtmError, error: failure instanceof Error,
+         notOngoing: failure instanceof a.DtmOngoingError, registryIsUsage: registry instanceof a.DtmUsageError,
+         plainError: new Error('x') instanceof a.DtmError, notAnError: ({ name: 'DtmError' }) instanceof a.DtmError,
+         grpc: [grpc instanceof b.DtmUsageError, grpc.message],
+       }));`,
+    );
+    expect(JSON.parse(out)).toEqual({
+      twoCopies: true,
+      failure: true,
+      base: true,
+      error: true,
+      notOngoing: false,
+      registryIsUsage: true,
+      plainError: false,
+      notAnError: false,
+      grpc: [true, expect.stringContaining('@grpc/grpc-js is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader')],
+    });
+  });
+
   it('is requirable from a CommonJS module (Node >= 20.19 loads the ES module through require), DI included', () => {
     const out = runInConsumer(
       'check.cjs',
@@ -130,7 +161,7 @@ describe('the packed tarball', () => {
          const res = await fetch('http://127.0.0.1:' + port + '/bank/pay?gid=g&trans_type=saga&branch_id=01&op=action', { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'null' });
          console.log(JSON.stringify({
            nest: require('@nestjs/core/package.json').version.split('.')[0],
-           url: app.get(DtmBranchRegistry).url('saga-action', 'pay'),
+           url: app.get(DtmBranchRegistry).target('saga-action', 'pay', 'http'),
            status: res.status, body: await res.json(),
            serverUrl: app.get(DtmClient).config.serverUrl,
          }));

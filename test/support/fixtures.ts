@@ -1,26 +1,42 @@
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
-import type { BranchRecord, DtmClient, TransactionHelper } from 'nestjs-dtm';
+import type { BranchAnswer, BranchRecord, DtmClient, DtmProtocol, Payload, TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
+import { harness } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
+
+/** The protocols the application-side scenarios run on: the same tests, DtmClient talking HTTP or gRPC to DTM. */
+export const PROTOCOLS: readonly DtmProtocol[] = ['http', 'grpc'];
 
 /** What `useDtmAppWithRecorder` gives a spec; read its fields inside tests and hooks, not at load time. */
 export interface DtmAppWithRecorder {
+  readonly protocol: DtmProtocol;
   readonly app: DtmTestApp;
   readonly client: DtmClient;
   readonly helper: TransactionHelper;
   readonly recorder: Recorder;
+  /** The recorder's `path` as a branch target of this protocol: its URL (HTTP), or its gRPC target. */
+  target(path: string): string;
+  /** `value` as a payload for the recorder on this protocol: as it is (HTTP), or its JSON text as the message bytes (gRPC). */
+  payload(value: unknown): Payload;
+  /** A branch answer's body: the parsed JSON (HTTP), or the reply bytes read as JSON (gRPC). */
+  answerBody(answer: BranchAnswer): unknown;
+  /** The `dtm` a branch the module calls itself receives: DTM's HTTP URL, or its gRPC address. */
+  readonly dtm: string;
+  /** How a branch call arrives at the recorder: the HTTP method, or `GRPC`. */
+  method(http: 'GET' | 'POST'): string;
 }
 
 /**
- * Registers the spec's hooks: a recorder app and a DtmModule test app started once for the file
- * (closed after it), the recorder reset before each test.
+ * Registers the spec's hooks: a recorder app and a DtmModule test app (talking `protocol` to DTM)
+ * started once for the file (closed after it), the recorder reset before each test.
  */
-export function useDtmAppWithRecorder(): DtmAppWithRecorder {
+export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http'): DtmAppWithRecorder {
   let app: DtmTestApp | undefined;
   let recorder: Recorder | undefined;
+  const grpc = protocol === 'grpc';
   beforeAll(async () => {
     recorder = await startRecorder();
-    app = await startDtmApp();
+    app = await startDtmApp({ config: { protocol, grpcServer: harness().dtm.grpcAddress } });
   });
   afterAll(async () => {
     await app?.close();
@@ -32,10 +48,16 @@ export function useDtmAppWithRecorder(): DtmAppWithRecorder {
     return value;
   };
   return {
+    protocol,
     get app() { return started(app); },
     get client() { return started(app).client; },
     get helper() { return started(app).helper; },
     get recorder() { return started(recorder); },
+    target: (path) => (grpc ? started(recorder).grpcTargetFor(path) : started(recorder).urlFor(path)),
+    payload: (value) => (grpc ? Buffer.from(typeof value === 'string' ? value : JSON.stringify(value), 'utf8') : (value as Payload)),
+    answerBody: (answer) => (grpc ? JSON.parse(answer.raw.toString('utf8')) : answer.body),
+    get dtm() { return grpc ? harness().dtm.grpcAddress : harness().dtm.serverUrl; },
+    method: (http) => (grpc ? 'GRPC' : http),
   };
 }
 

@@ -1,17 +1,20 @@
 import 'reflect-metadata';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Metadata, Server, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { All, Controller, Inject, Module, Req, Res, type DynamicModule, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { sleep } from './services/process.js';
 
-/** One request a recorder endpoint received. */
+/** One request a recorder endpoint received, over HTTP or gRPC. */
 export interface RecordedCall {
+  /** The HTTP method, or `GRPC`. */
   method: string;
   path: string;
+  /** The HTTP query; for gRPC, DTM's `dtm-*` metadata without the prefix (`gid`, `trans_type`, `branch_id`, `op`, `dtm`, `phase2_url`). */
   query: Record<string, string>;
-  /** Header names in lower case. */
+  /** Header names in lower case; for gRPC, the other metadata (and `content-type`). */
   headers: Record<string, string>;
-  /** The body exactly as received (DTM replays stored payloads verbatim). */
+  /** The body exactly as received, as UTF-8 text (DTM replays stored payloads verbatim); for gRPC the request message's bytes. */
   body: string;
   /** The status the recorder answered with. */
   status: number;
@@ -31,10 +34,14 @@ export type CallHandler = (call: Omit<RecordedCall, 'status' | 'answeredAt'>) =>
 export interface Recorder {
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
   readonly url: string;
+  /** `host:port` of its gRPC side. */
+  readonly grpcAddress: string;
   /** Every call received, in the order they were answered. */
   readonly calls: readonly RecordedCall[];
   /** Full URL of `path` on this recorder. */
   urlFor(path: string): string;
+  /** The gRPC target of `path` (`/TransIn` → `host:port/recorder.Recorder/TransIn`), recorded under the same path. */
+  grpcTargetFor(path: string): string;
   /** Calls received on `path`, optionally only those of transaction `gid`. */
   callsTo(path: string, gid?: string): RecordedCall[];
   /** Calls of transaction `gid` on any path. */
@@ -81,16 +88,75 @@ class RecorderController {
       body: await readBody(req),
       at: Date.now(),
     };
-    const script = this.state.scripts.get(url.pathname);
-    let next: ScriptedAnswer;
-    if (typeof script === 'function') next = await script(received);
-    else next = script && script.length > 1 ? script.shift()! : (script?.[0] ?? 200);
-    const { status, body: answerBody } = typeof next === 'number' ? { status: next, body: DEFAULT_BODIES[next] ?? { message: `recorder answered ${next}` } } : next;
-    this.state.calls.push({ ...received, status, answeredAt: Date.now() });
+    const { status, body: answerBody } = await answerFor(this.state, received);
     res.statusCode = status;
     res.setHeader('content-type', 'application/json');
     res.end(typeof answerBody === 'string' ? answerBody : JSON.stringify(answerBody));
   }
+}
+
+/** The scripted answer to `received` (recorded with it): a status and a body. */
+async function answerFor(state: RecorderState, received: Omit<RecordedCall, 'status' | 'answeredAt'>): Promise<{ status: number; body: unknown }> {
+  const script = state.scripts.get(received.path);
+  let next: ScriptedAnswer;
+  if (typeof script === 'function') next = await script(received);
+  else next = script && script.length > 1 ? script.shift()! : (script?.[0] ?? 200);
+  const answer = typeof next === 'number' ? { status: next, body: DEFAULT_BODIES[next] ?? { message: `recorder answered ${next}` } } : next;
+  state.calls.push({ ...received, status: answer.status, answeredAt: Date.now() });
+  return answer;
+}
+
+/** The gRPC service name of the recorder's targets. */
+const GRPC_SERVICE = 'recorder.Recorder';
+
+/** DTM's `dtm-*` metadata, read into the query a DTM HTTP call would carry. */
+const DTM_METADATA = /^dtm-(.+)$/;
+
+/** The gRPC code DTM reads as what the HTTP status says: 200 OK, 409 ABORTED (FAILURE), 425 FAILED_PRECONDITION (ONGOING), else UNKNOWN (retried). */
+function grpcCodeOf(httpStatus: number): number {
+  if (httpStatus === 200) return grpcStatus.OK;
+  if (httpStatus === 409) return grpcStatus.ABORTED;
+  if (httpStatus === 425) return grpcStatus.FAILED_PRECONDITION;
+  return grpcStatus.UNKNOWN;
+}
+
+/** The recorder's gRPC side: any method of `recorder.Recorder`, registered when a test asks for its target; bytes in, bytes out. */
+async function startGrpcSide(state: RecorderState): Promise<{ address: string; ensure(path: string): void; close(): Promise<void> }> {
+  const server = new Server();
+  const registered = new Set<string>();
+  const identity = (bytes: Buffer) => bytes;
+  const ensure = (path: string) => {
+    if (registered.has(path)) return;
+    registered.add(path);
+    const handler = (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+      const query: Record<string, string> = {};
+      const headers: Record<string, string> = {};
+      for (const [key, value] of Object.entries((call.metadata as Metadata).getMap())) {
+        const text = Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
+        const dtm = DTM_METADATA.exec(key);
+        if (dtm) query[dtm[1]] = text;
+        else headers[key] = text;
+      }
+      const received = { method: 'GRPC', path, query, headers, body: call.request.toString('utf8'), at: Date.now() };
+      answerFor(state, received).then(
+        ({ status, body }) => {
+          const code = grpcCodeOf(status);
+          const text = typeof body === 'string' ? body : JSON.stringify(body);
+          if (code === grpcStatus.OK) return callback(null, Buffer.from(text, 'utf8'));
+          const message = body && typeof body === 'object' && 'message' in body ? String((body as { message: unknown }).message) : text;
+          callback({ code, details: message, metadata: new Metadata() } as never);
+        },
+        (err: unknown) => callback({ code: grpcStatus.INTERNAL, details: String(err) } as never),
+      );
+    };
+    server.register(`/${GRPC_SERVICE}${path}`, handler, identity, identity, 'unary');
+  };
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return {
+    address: `127.0.0.1:${port}`,
+    ensure,
+    close: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+  };
 }
 
 @Module({})
@@ -113,20 +179,28 @@ function readBody(req: IncomingMessage): Promise<string> {
  * Starts a small Nest app (Express) on 127.0.0.1 that records every request on any path (method,
  * path, query, headers, raw body) and answers as scripted per path with {@link Recorder.answer}:
  * 200 by default, or 409 / 425 / 500 / any status. Body parsing is off, so bodies are kept verbatim.
+ * Beside it, a gRPC server records calls to `recorder.Recorder/<Path>` the same way, answering
+ * the gRPC code DTM reads as that status (409 → ABORTED, 425 → FAILED_PRECONDITION, other → UNKNOWN).
  */
 export async function startRecorder(): Promise<Recorder> {
   const state: RecorderState = { calls: [], scripts: new Map() };
   const app: INestApplication = await NestFactory.create(RecorderModule.withState(state), { bodyParser: false, logger: false });
   await app.listen(0, '127.0.0.1');
+  const grpc = await startGrpcSide(state);
   const address = app.getHttpServer().address() as { port: number };
   const url = `http://127.0.0.1:${address.port}`;
   const callsTo = (path: string, gid?: string) => state.calls.filter((c) => c.path === path && (gid === undefined || c.query.gid === gid));
   return {
     url,
+    grpcAddress: grpc.address,
     get calls() {
       return state.calls;
     },
     urlFor: (path) => `${url}${path}`,
+    grpcTargetFor(path) {
+      grpc.ensure(path);
+      return `${grpc.address}/${GRPC_SERVICE}${path}`;
+    },
     callsTo,
     callsFor: (gid) => state.calls.filter((c) => c.query.gid === gid),
     answer(path, ...answers) {
@@ -151,6 +225,9 @@ export async function startRecorder(): Promise<Recorder> {
       state.calls.length = 0;
       state.scripts.clear();
     },
-    close: () => app.close(),
+    async close() {
+      await grpc.close();
+      await app.close();
+    },
   };
 }

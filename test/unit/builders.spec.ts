@@ -1,105 +1,189 @@
-// The bodies the builders send, checked against the shape and key order of DTM's Go SDK
-// (no network: toRequest() is what submit() / prepare() send).
+// The transaction builders, with no network: a transport that records what the core asks it to
+// send (in neutral terms), with the real HTTP / gRPC payload encoding. The wire mapping of each
+// transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmDisabledError, DtmError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmDisabledError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
+import type { BranchKind } from '../../lib/branches/branch.types.js';
+import type { DtmTransport, TransactionRequest } from '../../lib/client/dtm-transport.js';
+import { GrpcCodecs } from '../../lib/client/grpc/grpc-codecs.js';
+import { GrpcTransport } from '../../lib/client/grpc/grpc.transport.js';
+import { HttpTransport } from '../../lib/client/http/http.transport.js';
+import { payloadText } from '../../lib/client/payload.js';
+import { Msg } from '../../lib/transactions/msg.js';
+import { Saga } from '../../lib/transactions/saga.js';
 import { BranchIdGenerator } from '../../lib/transactions/branch-id.generator.js';
-import { encodePayload } from '../../lib/client/dtm-wire.js';
+import type { TransactionRuntime } from '../../lib/transactions/transaction-runtime.js';
 
-const client = new DtmClient(
-  resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', retryInterval: 12, transactionTimeout: 90, branchTimeout: 8 } }, {}),
+const config: DtmConfig = resolveDtmConfig(
+  { config: { serverUrl: 'http://dtm:36789/api/dtmsvr', retryInterval: 12, transactionTimeout: 90, branchTimeout: 8 } },
+  {},
 );
 
-describe('Saga.toRequest', () => {
-  it('sends module defaults as DTM options, payloads JSON-encoded once, keys in the Go SDK order', () => {
-    const body = client
-      .newSaga('gid-1')
+/** A runtime whose transports record prepare / submit / abort instead of sending them; one decorated branch pair, `withdraw`. */
+function recordingRuntime(headers: Record<string, string> = {}) {
+  const sent: { op: string; protocol: DtmProtocol; request: TransactionRequest }[] = [];
+  const http = new HttpTransport(config);
+  const transports = { http, grpc: new GrpcTransport(config, http, new GrpcCodecs()) };
+  const recording = (t: DtmTransport): DtmTransport =>
+    Object.assign(Object.create(t) as DtmTransport, {
+      prepare: async (request: TransactionRequest) => void sent.push({ op: 'prepare', protocol: t.protocol, request: structuredClone(request) }),
+      submit: async (request: TransactionRequest) => void sent.push({ op: 'submit', protocol: t.protocol, request: structuredClone(request) }),
+      abort: async (request: TransactionRequest) => void sent.push({ op: 'abort', protocol: t.protocol, request: structuredClone(request) }),
+    });
+  const branches: Record<string, string> = { 'saga-action:withdraw': 'http://app/withdraw', 'saga-compensate:withdraw': 'http://app/withdraw-revert', 'saga-action:audit': 'http://app/audit' };
+  const runtime: TransactionRuntime = {
+    config,
+    transport: (protocol) => recording(transports[protocol]),
+    passThroughHeaders: () => headers,
+    query: async () => null,
+    waitForFinal: async () => {
+      throw new Error('not in unit tests');
+    },
+    branchTarget: (kind: BranchKind, name: string) => {
+      const target = branches[`${kind}:${name}`];
+      if (!target) throw new DtmUsageError(`no ${kind} branch named "${name}"`);
+      return target;
+    },
+    hasBranch: (kind: BranchKind, name: string) => `${kind}:${name}` in branches,
+  };
+  return { runtime, sent };
+}
+
+describe('Saga', () => {
+  it('resolves the module defaults when created, payloads encoded once per step', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Saga(runtime, 'gid-1')
       .add('http://a/TransOut', 'http://a/TransOutRevert', { amount: 30 })
       .add('http://b/TransIn', 'http://b/TransInRevert', '{"amount":30}')
-      .toRequest();
-    expect(body).toEqual({
-      gid: 'gid-1',
-      trans_type: 'saga',
-      timeout_to_fail: 90,
-      request_timeout: 8,
-      retry_interval: 12,
-      concurrent: false,
-      steps: [
-        { action: 'http://a/TransOut', compensate: 'http://a/TransOutRevert' },
-        { action: 'http://b/TransIn', compensate: 'http://b/TransInRevert' },
-      ],
-      payloads: ['{"amount":30}', '{"amount":30}'],
-      protocol: '',
-    });
-    expect(Object.keys(body)).toEqual(['gid', 'trans_type', 'timeout_to_fail', 'request_timeout', 'retry_interval', 'concurrent', 'steps', 'payloads', 'protocol']);
+      .submit();
+    expect(sent).toEqual([
+      {
+        op: 'submit',
+        protocol: 'http',
+        request: {
+          gid: 'gid-1',
+          transType: 'saga',
+          options: { timeoutToFail: 90, retryInterval: 12, branchTimeout: 8, branchHeaders: {} },
+          concurrent: false,
+          steps: [
+            { action: 'http://a/TransOut', compensate: 'http://a/TransOutRevert' },
+            { action: 'http://b/TransIn', compensate: 'http://b/TransInRevert' },
+          ],
+          payloads: ['{"amount":30}', '{"amount":30}'],
+        },
+      },
+    ]);
   });
 
-  it('lets per-transaction options override the module defaults', () => {
-    const body = client
-      .newSaga('gid-2', { timeoutToFail: 5, branchHeaders: { 'x-tenant': 't1' } })
-      .setOptions({ retryInterval: 1, waitResult: true, branchHeaders: { 'x-b': '2' } })
+  it('lets per-transaction options (seconds, branchTimeout as in the Go plugin) override the defaults; headers merge', async () => {
+    const { runtime, sent } = recordingRuntime({ 'x-request-id': 'inbound' });
+    await new Saga(runtime, 'gid-2', { timeoutToFail: 5, branchTimeout: 3, branchHeaders: { 'x-tenant': 't1' } })
+      .setOptions({ retryInterval: 1, waitResult: false, branchHeaders: { 'x-b': '2' } })
       .setRetryLimit(3)
       .add('http://a/x', 'http://a/y', {})
-      .toRequest();
-    expect(body).toMatchObject({
-      wait_result: true,
-      timeout_to_fail: 5,
-      request_timeout: 8,
-      retry_interval: 1,
-      retry_limit: 3,
-      branch_headers: { 'x-tenant': 't1', 'x-b': '2' },
+      .submit();
+    expect(sent[0].request.options).toEqual({
+      timeoutToFail: 5,
+      retryInterval: 1,
+      branchTimeout: 3,
+      retryLimit: 3,
+      branchHeaders: { 'x-request-id': 'inbound', 'x-tenant': 't1', 'x-b': '2' },
     });
   });
 
-  it('puts concurrency and branch orders in custom_data as DTM reads them', () => {
-    const body = client
-      .newSaga('gid-3')
-      .add('http://a/1', 'http://a/1c', {})
-      .add('http://a/2', 'http://a/2c', {})
-      .add('http://a/3', 'http://a/3c', {})
-      .enableConcurrent()
-      .addBranchOrder(2, [0, 1])
-      .toRequest();
-    expect(body.custom_data).toBe('{"concurrent":true,"orders":{"2":[0,1]}}');
-    expect(body.concurrent).toBe(true);
+  it('a URL step without compensation: the payload is the payload, the compensation empty (as DTM\'s Go SDK)', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Saga(runtime, 'gid-3').add('http://a/TransOut', '{"amount":30}').add('http://a/TransIn', { amount: 30 }).add('', { amount: 1 }).submit();
+    expect(sent[0].request.steps).toEqual([
+      { action: 'http://a/TransOut', compensate: '' },
+      { action: 'http://a/TransIn', compensate: '' },
+      { action: '', compensate: '' },
+    ]);
+    expect(sent[0].request.payloads).toEqual(['{"amount":30}', '{"amount":30}', '{"amount":1}']);
   });
 
-  it('refuses branch orders naming steps that do not exist', () => {
-    const saga = client.newSaga('gid-4').add('http://a/1', 'http://a/1c', {}).enableConcurrent().addBranchOrder(1, [0]);
-    expect(() => saga.toRequest()).toThrow('step 1 does not exist: the saga has 1 step(s), numbered from 0');
+  it('a branch name takes its @SagaCompensate; three arguments are always action, compensation, payload', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Saga(runtime, 'gid-4').add('withdraw', { amount: 1 }).add('audit', {}).add('http://a/x', '', { n: 2 }).submit();
+    expect(sent[0].request.steps).toEqual([
+      { action: 'http://app/withdraw', compensate: 'http://app/withdraw-revert' },
+      { action: 'http://app/audit', compensate: '' },
+      { action: 'http://a/x', compensate: '' },
+    ]);
+  });
+
+  it('puts concurrency and branch orders in custom data as DTM reads them', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Saga(runtime, 'gid-5').add('http://a/1', 'http://a/1c', {}).add('http://a/2', 'http://a/2c', {}).add('http://a/3', 'http://a/3c', {}).enableConcurrent().addBranchOrder(2, [0, 1]).submit();
+    expect(sent[0].request.customData).toBe('{"concurrent":true,"orders":{"2":[0,1]}}');
+    expect(sent[0].request.concurrent).toBe(true);
+  });
+
+  it('refuses misuse with DtmUsageError before anything is sent', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const saga = new Saga(runtime, 'gid-6').add('http://a/1', 'http://a/1c', {}).enableConcurrent().addBranchOrder(1, [0]);
+    await expect(saga.submit()).rejects.toThrow(new DtmUsageError('step 1 does not exist: the saga has 1 step(s), numbered from 0'));
+    expect(() => new Saga(runtime, 'gid-7').add('nope', {})).toThrow(DtmUsageError);
+    expect(() => new Saga(runtime, 'gid-8').add('127.0.0.1:9/bank.Bank/Withdraw', {})).toThrow(/gRPC target, which DTM cannot call in a transaction it receives over HTTP/);
+    expect(() => new Saga(runtime, 'gid-9').add('etcd://bank/Withdraw', {})).toThrow(/discovery drivers such as etcd/);
+    expect(() => new Saga(runtime, 'gid-10').add('http://a/x', 42 as unknown as string, {})).toThrow(/the compensation must be a target string/);
+    expect(() => new Saga(runtime, 'gid-11', { protocol: 'http' }).setOptions({ protocol: 'grpc' })).toThrow(/protocol is chosen when it is created/);
+    expect(sent).toEqual([]);
+  });
+
+  it('over gRPC: payloads are bytes; an http:// step gets its JSON text as bytes; gRPC targets are allowed', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const proto = Uint8Array.from([8, 30]);
+    await new Saga(runtime, 'gid-12', { protocol: 'grpc' })
+      .add('127.0.0.1:9/bank.Bank/Withdraw', '127.0.0.1:9/bank.Bank/WithdrawRevert', proto)
+      .add('http://a/TransIn', { amount: 30 })
+      .submit();
+    expect(sent[0].protocol).toBe('grpc');
+    expect(sent[0].request.payloads?.map((p) => Buffer.from(p as Uint8Array).toString('hex'))).toEqual(['081e', Buffer.from('{"amount":30}').toString('hex')]);
+    expect(() => new Saga(runtime, 'gid-13', { protocol: 'grpc' }).add('127.0.0.1:9/bank.Bank/Withdraw', { amount: 1 })).toThrow(
+      /knows no proto declaring that method: add its .proto to DtmModule.forRoot\(\{ grpcProtos/,
+    );
   });
 });
 
-describe('Msg.toRequest', () => {
-  it('sends topics as topic:// actions, the delay in custom_data, concurrency at the top level', () => {
-    const msg = client.newMsg('gid-5').add('http://a/TransIn', { amount: 1 }).addTopic('orders', { id: 7 }).setDelay(10).enableConcurrent();
-    expect(msg.toRequest()).toMatchObject({
-      gid: 'gid-5',
-      trans_type: 'msg',
-      custom_data: '{"delay":10}',
-      concurrent: true,
-      steps: [{ action: 'http://a/TransIn' }, { action: 'topic://orders' }],
-      payloads: ['{"amount":1}', '{"id":7}'],
+describe('Msg', () => {
+  it('sends topics as topic:// actions, the delay in custom data, concurrency over HTTP', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Msg(runtime, 'gid-20').add('http://a/TransIn', { amount: 1 }).addTopic('orders', { id: 7 }).setDelay(10).enableConcurrent().prepare('http://a/qp');
+    expect(sent[0]).toMatchObject({
+      op: 'prepare',
+      request: {
+        gid: 'gid-20',
+        transType: 'msg',
+        customData: '{"delay":10}',
+        concurrent: true,
+        queryPrepared: 'http://a/qp',
+        steps: [{ action: 'http://a/TransIn' }, { action: 'topic://orders' }],
+        payloads: ['{"amount":1}', '{"id":7}'],
+      },
     });
+    expect(() => new Msg(runtime, 'gid-21', { protocol: 'grpc' }).enableConcurrent()).toThrow(/gRPC API cannot carry concurrent messages/);
   });
 });
 
-describe('payload encoding', () => {
-  it('encodes objects once, passes strings and UTF-8 Buffers as they are, never sends an empty body', () => {
-    expect(encodePayload({ a: 1 })).toBe('{"a":1}');
-    expect(encodePayload([1, 2])).toBe('[1,2]');
-    expect(encodePayload('{"already":"json"}')).toBe('{"already":"json"}');
-    expect(encodePayload(Buffer.from('héllo', 'utf8'))).toBe('héllo');
-    expect(encodePayload(undefined)).toBe('{}');
-    expect(encodePayload(null)).toBe('null');
-    expect(encodePayload(42)).toBe('42');
+describe('payload text', () => {
+  it('encodes objects once, passes strings and UTF-8 bytes as they are, never an empty body', () => {
+    expect(payloadText({ a: 1 })).toBe('{"a":1}');
+    expect(payloadText([1, 2])).toBe('[1,2]');
+    expect(payloadText('{"already":"json"}')).toBe('{"already":"json"}');
+    expect(payloadText(Buffer.from('héllo', 'utf8'))).toBe('héllo');
+    expect(payloadText(new TextEncoder().encode('plain Uint8Array'))).toBe('plain Uint8Array');
+    expect(payloadText(undefined)).toBe('{}');
+    expect(payloadText(null)).toBe('null');
+    expect(payloadText(42)).toBe('42');
   });
 
-  it('refuses what DTM would mangle', () => {
-    expect(() => encodePayload('')).toThrow(/must not be an empty string .*GET/);
-    expect(() => encodePayload(Buffer.from([0xff, 0xfe]))).toThrow(/valid UTF-8/);
+  it('refuses what DTM would mangle, as misuse', () => {
+    expect(() => payloadText('')).toThrow(/must not be an empty string .*GET/);
+    expect(() => payloadText(Buffer.from([0xff, 0xfe]))).toThrow(/valid UTF-8/);
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
-    expect(() => encodePayload(cyclic)).toThrow(DtmError);
+    expect(() => payloadText(cyclic)).toThrow(DtmUsageError);
   });
 });
 
@@ -115,8 +199,10 @@ describe('branch ids', () => {
 });
 
 describe('gids and a disabled client', () => {
+  const client = new DtmClient(config);
+
   it('refuses an empty gid or one with spaces', () => {
-    expect(() => client.newSaga('')).toThrow(/gid must be a non-empty string/);
+    expect(() => client.newSaga('')).toThrow(DtmUsageError);
     expect(() => client.newMsg('a b')).toThrow(/gid must be a non-empty string/);
   });
 

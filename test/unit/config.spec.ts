@@ -31,6 +31,7 @@ describe('resolveDtmConfig', () => {
       enabled: true,
       serverUrl: 'http://localhost:36789/api/dtmsvr',
       grpcServer: 'localhost:36790',
+      protocol: 'http',
       timeout: 10,
       retryInterval: 10,
       transactionTimeout: 60,
@@ -50,6 +51,7 @@ lynx:
     enabled: true
     server_url: "http://dtm.internal:36789/api/dtmsvr/"
     grpc_server: "dtm.internal:36790"
+    protocol: grpc
     timeout: 2.5
     retry_interval: 15
     transaction_timeout: 120
@@ -62,6 +64,7 @@ lynx:
       enabled: true,
       serverUrl: 'http://dtm.internal:36789/api/dtmsvr',
       grpcServer: 'dtm.internal:36790',
+      protocol: 'grpc',
       timeout: 2.5,
       retryInterval: 15,
       transactionTimeout: 120,
@@ -106,6 +109,7 @@ lynx:
     enabled: "yes"
     server_url: "ftp://dtm:21/api"
     grpc_server: "dtm"
+    protocol: grpcs
     timeout: -1
     retry_interval: 1.5
     transaction_timeout: "60"
@@ -128,6 +132,7 @@ lynx:
     expect(byPath['lynx.dtm.enabled']).toBe('must be true or false, got "yes"');
     expect(byPath['lynx.dtm.server_url']).toMatch(/must be an http\(s\) URL .*got "ftp:\/\/dtm:21\/api"/);
     expect(byPath['lynx.dtm.grpc_server']).toMatch(/host:port/);
+    expect(byPath['lynx.dtm.protocol']).toBe('must be http or grpc, got "grpcs"');
     expect(byPath['lynx.dtm.timeout']).toBe('must be a positive number of seconds, got -1');
     expect(byPath['lynx.dtm.retry_interval']).toMatch(/whole number of seconds.*1\.5/);
     expect(byPath['lynx.dtm.transaction_timeout']).toBe('must be a number of seconds, got "60"');
@@ -137,8 +142,8 @@ lynx:
     expect(byPath['lynx.dtm.serverurl']).toMatch(/unknown key; did you mean "server_url"\?/);
     expect(byPath['lynx.dtm.retry_intervall']).toMatch(/did you mean "retry_interval"\?/);
     expect(byPath['lynx.dtm.colour']).toMatch(/^unknown key \(known keys: enabled, server_url, /);
-    expect(problems).toHaveLength(12);
-    expect((error as Error).message).toContain('12 problems');
+    expect(problems).toHaveLength(13);
+    expect((error as Error).message).toContain('13 problems');
     expect((error as Error).message).toContain('  - lynx.dtm.timeout: must be a positive number of seconds, got -1');
   });
 

@@ -1,65 +1,52 @@
-// The one place where the TypeScript API (camelCase, objects, Dates) and DTM's wire format
-// (snake_case, JSON strings, seconds, base64 bodies) are converted into each other.
-import { DtmError } from '../errors/dtm-error.js';
-import { MESSAGES } from '../dtm.messages.js';
-import type { BranchRecord, Payload, TransactionOptions, TransactionRecord } from './dtm-client.types.js';
-import type { WireTransBranch, WireTransGlobal, WireTransRequest, WireTransType } from './dtm-wire.types.js';
-
-/**
- * A branch payload as DTM stores it: a string, never empty (DTM would call the branch with GET).
- * Objects, arrays, numbers and booleans are JSON-encoded once; strings pass as they are; Buffers
- * must be UTF-8; `undefined` becomes `{}` and `null` the JSON text `null` (as DTM's Go SDK sends).
- */
-export function encodePayload(payload: Payload): string {
-  if (payload === undefined) return '{}';
-  if (typeof payload === 'string') {
-    if (payload === '') throw new DtmError(MESSAGES.emptyPayload());
-    return payload;
-  }
-  if (Buffer.isBuffer(payload)) {
-    const text = payload.toString('utf8');
-    if (!Buffer.from(text, 'utf8').equals(payload)) throw new DtmError(MESSAGES.bufferNotUtf8());
-    if (text === '') throw new DtmError(MESSAGES.emptyPayload());
-    return text;
-  }
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(payload);
-  } catch (err) {
-    throw new DtmError(MESSAGES.payloadNotSerializable(err instanceof Error ? err.message : String(err)), { cause: err });
-  }
-  if (text === undefined) throw new DtmError(MESSAGES.payloadNotSerializable(`${typeof payload} has no JSON form`));
-  return text;
-}
-
-/** What a prepare / submit / abort body carries besides the gid, the type and the options. */
-export interface WireRequestParts {
-  customData?: string;
-  concurrent?: boolean;
-  steps?: Record<string, string>[];
-  payloads?: string[];
-  queryPrepared?: string;
-}
+// The one place where the neutral transaction terms (camelCase, seconds, Buffers) and DTM's HTTP
+// API (snake_case, JSON strings, base64 bodies) are converted into each other.
+import type { BranchRecord, ListFilter, TransactionRecord } from '../dtm-client.types.js';
+import type { BranchRegistration, TransactionRequest } from '../dtm-transport.js';
+import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransRequest } from './http-wire.types.js';
 
 /**
  * A prepare / submit / abort body, keys in the Go SDK's order; unset options are left out. Built key
  * by key, without spreads: this runs for every transaction sent.
  */
-export function toWireRequest(gid: string, transType: WireTransType, options: TransactionOptions, parts: WireRequestParts = {}): WireTransRequest {
-  const wire = { gid, trans_type: transType } as WireTransRequest;
-  if (parts.customData !== undefined) wire.custom_data = parts.customData;
+export function toWireRequest(request: TransactionRequest): WireTransRequest {
+  const { options } = request;
+  const wire = { gid: request.gid, trans_type: request.transType } as WireTransRequest;
+  if (request.customData !== undefined) wire.custom_data = request.customData;
   if (options.waitResult) wire.wait_result = true;
-  if (options.timeoutToFail !== undefined) wire.timeout_to_fail = options.timeoutToFail;
-  if (options.requestTimeout !== undefined) wire.request_timeout = options.requestTimeout;
-  if (options.retryInterval !== undefined) wire.retry_interval = options.retryInterval;
-  if (options.branchHeaders && hasKeys(options.branchHeaders)) wire.branch_headers = options.branchHeaders;
-  wire.concurrent = parts.concurrent ?? false;
+  wire.timeout_to_fail = options.timeoutToFail;
+  wire.request_timeout = options.branchTimeout;
+  wire.retry_interval = options.retryInterval;
+  if (hasKeys(options.branchHeaders)) wire.branch_headers = options.branchHeaders;
+  wire.concurrent = request.concurrent ?? false;
   if (options.retryLimit !== undefined) wire.retry_limit = options.retryLimit;
-  if (parts.steps) wire.steps = parts.steps;
-  if (parts.payloads) wire.payloads = parts.payloads;
-  if (parts.queryPrepared) wire.query_prepared = parts.queryPrepared;
+  if (request.steps) wire.steps = request.steps;
+  if (request.payloads) wire.payloads = request.payloads as string[]; // the HTTP transport encodes payloads as text
+  if (request.queryPrepared) wire.query_prepared = request.queryPrepared;
   wire.protocol = '';
+  if (request.rollbackReason) wire.rollback_reason = request.rollbackReason;
+  if (request.extra) wire.req_extra = request.extra;
   return wire;
+}
+
+/** A `/registerBranch` body: the registration's fields, and its payload as `data`. */
+export function toWireRegistration(registration: BranchRegistration): WireRegisterBranch {
+  const wire = { gid: registration.gid, trans_type: registration.transType, branch_id: registration.branchId } as WireRegisterBranch;
+  if (registration.payload !== undefined) wire.data = registration.payload as string;
+  for (const key in registration.fields) wire[key] = registration.fields[key];
+  return wire;
+}
+
+/** The query of DTM's `/all` for `filter`. */
+export function toWireListQuery(filter: ListFilter): string {
+  const params = new URLSearchParams();
+  if (filter.gid) params.set('gid', filter.gid);
+  if (filter.position) params.set('position', filter.position);
+  if (filter.limit !== undefined) params.set('limit', String(filter.limit));
+  if (filter.status) params.set('status', filter.status);
+  if (filter.transType) params.set('transType', filter.transType);
+  if (filter.createdAfter) params.set('createTimeStart', String(filter.createdAfter.getTime()));
+  if (filter.createdBefore) params.set('createTimeEnd', String(filter.createdBefore.getTime()));
+  return params.toString();
 }
 
 function hasKeys(value: object): boolean {
@@ -73,6 +60,7 @@ export function fromWireTransaction(global: WireTransGlobal, branches: WireTrans
     gid: global.gid,
     transType: global.trans_type,
     status: global.status,
+    protocol: global.protocol === 'grpc' ? 'grpc' : 'http',
     rollbackReason: global.rollback_reason || undefined,
     customData: parseJson(global.custom_data),
     queryPrepared: global.query_prepared || undefined,
@@ -81,7 +69,7 @@ export function fromWireTransaction(global: WireTransGlobal, branches: WireTrans
     options: {
       timeoutToFail: global.timeout_to_fail,
       retryInterval: global.retry_interval,
-      requestTimeout: global.request_timeout,
+      branchTimeout: global.request_timeout,
       retryLimit: global.retry_limit,
       waitResult: global.wait_result,
       branchHeaders: global.branch_headers ?? {},
@@ -100,14 +88,9 @@ function fromWireBranch(branch: WireTransBranch): BranchRecord {
     op: branch.op,
     status: branch.status,
     url: branch.url || undefined,
-    data: branch.bin_data ? Buffer.from(branch.bin_data, 'base64').toString('utf8') : '',
+    data: branch.bin_data ? Buffer.from(branch.bin_data, 'base64') : Buffer.alloc(0),
     finishTime: toDate(branch.finish_time),
   };
-}
-
-/** A `Date` as DTM's `/all` filter wants it: epoch milliseconds. */
-export function toWireTime(date: Date): string {
-  return String(date.getTime());
 }
 
 function toDate(value: string | undefined): Date | undefined {

@@ -1,14 +1,8 @@
-// What travels between nestjs-dtm and the DTM server, exactly as DTM spells it (snake_case, seconds,
-// payloads as strings). The only place snake_case exists in TypeScript; client/dtm-wire.ts converts.
+// What travels between nestjs-dtm and DTM's HTTP API, exactly as DTM spells it (snake_case,
+// seconds, payloads as strings). Internal: http-wire.ts converts; no type here is exported.
+import type { BranchStatus, TransactionStatus, TransactionType } from '../dtm-client.types.js';
 
-/** Transaction types DTM knows. */
-export type WireTransType = 'saga' | 'msg' | 'tcc' | 'xa' | 'workflow';
-
-/** Global transaction statuses DTM stores. */
-export type TransactionStatus = 'prepared' | 'submitted' | 'aborting' | 'succeed' | 'failed';
-
-/** Branch statuses DTM stores. */
-export type BranchStatus = 'prepared' | 'succeed' | 'failed';
+type WireTransType = TransactionType;
 
 /** Options DTM reads from prepare / submit bodies (Go SDK `TransOptions`). */
 export interface WireTransOptions {
@@ -31,10 +25,12 @@ export interface WireTransRequest extends WireTransOptions {
   query_prepared?: string;
   protocol: string;
   rollback_reason?: string;
+  /** Workflow submit: status, rollback_reason, result. */
+  req_extra?: Record<string, string>;
 }
 
 /** Body of `/registerBranch`: every value a string. */
-export type WireRegisterBranch = Record<string, string> & { gid: string; trans_type: WireTransType; branch_id: string };
+export type WireRegisterBranch = Record<string, string> & { gid: string; trans_type: WireTransType; branch_id: string; data?: string };
 
 /** A global transaction in `/query` and `/all` answers. */
 export interface WireTransGlobal {

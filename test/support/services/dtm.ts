@@ -116,12 +116,12 @@ function storeConfig(store: DtmStore, options: StartDtmOptions): Record<string, 
   return { Driver: 'redis', Host: redis.host, Port: redis.port, User: '', Password: '', RedisPrefix: '{dtm}' };
 }
 
-/** The directory of DTM's Go module in the module cache (scripts/setup.sh downloaded it). */
-function dtmModuleDir(): string {
+/** The directory of DTM's Go module in the module cache (scripts/setup.sh downloads it): its SQL files and its protos. */
+export function dtmModuleDir(): string {
   const cache = execFileSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
   const dir = join(cache, 'github.com', 'dtm-labs', `dtm@${DTM_VERSION}`);
   if (!existsSync(join(dir, 'sqls', 'dtmsvr.storage.mysql.sql'))) {
-    throw new Error(`the mysql DTM store needs DTM's SQL files from its Go module, not found at ${dir}: run "bash scripts/setup.sh"`);
+    throw new Error(`DTM's Go module (its SQL files and protos) is not in the Go module cache at ${dir}: run "bash scripts/setup.sh"`);
   }
   return dir;
 }

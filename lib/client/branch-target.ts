@@ -1,0 +1,45 @@
+// What a transaction step, a TCC branch or an XA branch points at, parsed once.
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+
+/** A target DTM (or the module) can call. `value` is what DTM stores. */
+export type BranchTarget =
+  /** `http://...` / `https://...`: called over HTTP, whatever the transaction's protocol. */
+  | { kind: 'http'; value: string }
+  /** `host:port/package.Service/Method`: called over gRPC (only in a gRPC transaction). */
+  | { kind: 'grpc'; value: string; server: string; method: string }
+  /** `topic://name`: every subscriber of the topic (msg branches). */
+  | { kind: 'topic'; value: string }
+  /** The empty string: nothing to call, DTM records the step as done. */
+  | { kind: 'none'; value: '' };
+
+/** A parsed target, or the name of a decorated branch still to be resolved. */
+export type ParsedTarget = BranchTarget | { kind: 'name'; name: string };
+
+const GRPC_TARGET = /^((?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):\d{1,5})(\/[A-Za-z_][\w.]*\/[A-Za-z_]\w*)$/;
+const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
+
+/**
+ * Reads a target: an `http(s)://` URL, a gRPC `host:port/package.Service/Method`, `topic://name`,
+ * `''` (nothing to call), or else the name of a decorated branch. A URL of another scheme (DTM's Go
+ * drivers' `etcd://`, `discovery://`, ...) is refused: neither DTM's default driver nor this module calls it.
+ */
+export function parseTarget(target: string, gid?: string): ParsedTarget {
+  if (typeof target !== 'string') throw new DtmUsageError(MESSAGES.targetNotString(target), { gid });
+  if (target === '') return { kind: 'none', value: '' };
+  const scheme = SCHEME.exec(target)?.[1].toLowerCase();
+  if (scheme === 'http' || scheme === 'https') return { kind: 'http', value: target };
+  if (scheme === 'topic') return { kind: 'topic', value: target };
+  if (scheme) throw new DtmUsageError(MESSAGES.targetScheme(target), { gid });
+  const grpc = GRPC_TARGET.exec(target);
+  if (grpc) return { kind: 'grpc', value: target, server: grpc[1], method: grpc[2] };
+  if (target.includes('/')) throw new DtmUsageError(MESSAGES.targetMalformed(target), { gid });
+  return { kind: 'name', name: target };
+}
+
+/** Reads a target that must not be a branch name (a resolved name, a phase-2 URL, ...). */
+export function parseAddress(target: string, gid?: string): BranchTarget {
+  const parsed = parseTarget(target, gid);
+  if (parsed.kind === 'name') throw new DtmUsageError(MESSAGES.targetMalformed(target), { gid });
+  return parsed;
+}

@@ -1,0 +1,97 @@
+// The transport seam: everything nestjs-dtm says to the DTM server and to the branches it calls
+// itself, in DTM's terms. One implementation per protocol (http/, grpc/); each builds its wire
+// shapes in one place. The transaction core (transactions/) speaks only this.
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import type { BranchTarget } from './branch-target.js';
+import type {
+  BranchAnswer,
+  ListFilter,
+  ListPage,
+  Payload,
+  PingResult,
+  TransactionRecord,
+  TransactionType,
+} from './dtm-client.types.js';
+
+/** A branch payload as a transport sends it (HTTP: text; gRPC: bytes). Made by {@link DtmTransport.encode}. */
+export type EncodedPayload = string | Uint8Array;
+
+/** Transaction options as DTM takes them, every value resolved (seconds). */
+export interface ResolvedOptions {
+  timeoutToFail: number;
+  retryInterval: number;
+  branchTimeout: number;
+  retryLimit?: number;
+  waitResult?: boolean;
+  /** Headers DTM adds to every branch call (lower-case names). */
+  branchHeaders: Record<string, string>;
+}
+
+/** What a prepare / submit / abort tells DTM about a global transaction. */
+export interface TransactionRequest {
+  gid: string;
+  transType: TransactionType;
+  options: ResolvedOptions;
+  /** Saga / msg steps: `{ action, compensate }` or `{ action }` (an empty string: nothing to call). */
+  steps?: Record<string, string>[];
+  /** One payload per step. */
+  payloads?: EncodedPayload[];
+  /** JSON text (saga concurrency and orders, msg delay, workflow input). */
+  customData?: string;
+  concurrent?: boolean;
+  /** Msg back-check (or workflow resume) target. */
+  queryPrepared?: string;
+  rollbackReason?: string;
+  /** Workflow submit: `status`, `rollback_reason`, `result`. */
+  extra?: Record<string, string>;
+}
+
+/** A branch the module registers with DTM (TCC: its confirm and cancel; XA: its phase-2 target). */
+export interface BranchRegistration {
+  gid: string;
+  transType: TransactionType;
+  branchId: string;
+  /** What DTM sends to the registered targets (TCC: the Try's payload; XA: nothing). */
+  payload?: EncodedPayload;
+  /** The string fields DTM stores with the branch: `confirm` / `cancel`, `url`, ... */
+  fields: Record<string, string>;
+}
+
+/** A branch call the module makes itself: TCC Try, XA action, a msg back-check asked by the app. */
+export interface DirectBranchCall {
+  target: BranchTarget;
+  gid: string;
+  transType: TransactionType;
+  branchId: string;
+  op: string;
+  /** Absent: no body (a msg back-check). */
+  payload?: EncodedPayload;
+  headers: Record<string, string>;
+  timeoutSeconds: number;
+  /** XA action: where DTM calls phase 2. */
+  phase2Target?: string;
+  /** The DTM server the branch should talk to (nested TCC of another app's transaction); default: the module's. */
+  dtm?: string;
+}
+
+/** One protocol's conversation with DTM and with the branches the module calls itself. */
+export interface DtmTransport {
+  readonly protocol: DtmProtocol;
+  /** How `payload` travels to `target` on this transport; throws `DtmUsageError` when it cannot. */
+  encode(payload: Payload, target: BranchTarget): EncodedPayload;
+  /** Refuses (`DtmUsageError`) a target DTM cannot call in a transaction submitted on this transport. */
+  checkTarget(target: BranchTarget, gid: string): void;
+  newGid(): Promise<string>;
+  prepare(request: TransactionRequest): Promise<void>;
+  submit(request: TransactionRequest): Promise<void>;
+  abort(request: TransactionRequest): Promise<void>;
+  /** `dtm`: the DTM server the branch belongs to, when it is not the module's (an XA or nested TCC branch of another app). */
+  registerBranch(registration: BranchRegistration, dtm?: string): Promise<void>;
+  callBranch(call: DirectBranchCall): Promise<BranchAnswer>;
+  query(gid: string): Promise<TransactionRecord | null>;
+  list(filter: ListFilter): Promise<ListPage>;
+  forceStop(gid: string): Promise<void>;
+  ping(): Promise<PingResult>;
+  /** Closes connections. */
+  close(): void;
+}

@@ -1,0 +1,75 @@
+// The one place where the neutral transaction terms and DTM's gRPC messages (dtmgimp.proto, field
+// names as the proto spells them, payloads as bytes) are converted into each other.
+import type { BranchRegistration, TransactionRequest } from '../dtm-transport.js';
+
+/** `dtmgimp.DtmRequest` as @grpc/proto-loader takes it (keepCase). */
+export interface GrpcDtmRequest {
+  Gid: string;
+  TransType: string;
+  TransOptions: {
+    WaitResult: boolean;
+    TimeoutToFail: number;
+    RetryInterval: number;
+    BranchHeaders: Record<string, string>;
+    RequestTimeout: number;
+    RetryLimit: number;
+  };
+  CustomedData: string;
+  BinPayloads: Uint8Array[];
+  QueryPrepared: string;
+  Steps: string;
+  ReqExtra: Record<string, string>;
+  RollbackReason: string;
+}
+
+/** `dtmgimp.DtmBranchRequest`. */
+export interface GrpcDtmBranchRequest {
+  Gid: string;
+  TransType: string;
+  BranchID: string;
+  Op: string;
+  Data: Record<string, string>;
+  BusiPayload: Uint8Array;
+}
+
+const EMPTY = new Uint8Array(0);
+const NO_MAP: Record<string, string> = {};
+
+/**
+ * A prepare / submit / abort request as DTM's Go SDK builds it (`GetDtmRequest`): `Steps` is the
+ * steps' JSON text (`null` for TCC / XA), payloads are bytes. Saga concurrency travels in
+ * `CustomedData` only (the gRPC API has no `concurrent` field).
+ */
+export function toGrpcRequest(request: TransactionRequest): GrpcDtmRequest {
+  const { options } = request;
+  return {
+    Gid: request.gid,
+    TransType: request.transType,
+    TransOptions: {
+      WaitResult: options.waitResult === true,
+      TimeoutToFail: options.timeoutToFail,
+      RetryInterval: options.retryInterval,
+      BranchHeaders: options.branchHeaders,
+      RequestTimeout: options.branchTimeout,
+      RetryLimit: options.retryLimit ?? 0,
+    },
+    CustomedData: request.customData ?? '',
+    BinPayloads: (request.payloads as Uint8Array[] | undefined) ?? [], // the gRPC transport encodes payloads as bytes
+    QueryPrepared: request.queryPrepared ?? '',
+    Steps: JSON.stringify(request.steps ?? null),
+    ReqExtra: request.extra ?? NO_MAP,
+    RollbackReason: request.rollbackReason ?? '',
+  };
+}
+
+/** A `RegisterBranch` request: the registration's fields go in `Data`, its payload in `BusiPayload`. */
+export function toGrpcRegistration(registration: BranchRegistration): GrpcDtmBranchRequest {
+  return {
+    Gid: registration.gid,
+    TransType: registration.transType,
+    BranchID: registration.branchId,
+    Op: '',
+    Data: registration.fields,
+    BusiPayload: (registration.payload as Uint8Array | undefined) ?? EMPTY,
+  };
+}

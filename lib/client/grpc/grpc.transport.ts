@@ -1,0 +1,250 @@
+import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
+import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { MESSAGES } from '../../dtm.messages.js';
+import type { DtmErrorContext } from '../../errors/dtm-error.js';
+import { DtmFailureError } from '../../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
+import { DtmServerError } from '../../errors/dtm-server.error.js';
+import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
+import { DtmUsageError } from '../../errors/dtm-usage.error.js';
+import type { BranchTarget } from '../branch-target.js';
+import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
+import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest } from '../dtm-transport.js';
+import type { HttpTransport } from '../http/http.transport.js';
+import { payloadText } from '../payload.js';
+import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
+import type { GrpcCodecs } from './grpc-codecs.js';
+import { loadGrpc, type GrpcJs } from './grpc-runtime.js';
+import { toGrpcRegistration, toGrpcRequest } from './grpc-wire.js';
+
+/** gRPC status codes DTM's protocol gives a meaning (grpc-js `status`). */
+const ABORTED = 10;
+const FAILED_PRECONDITION = 9;
+const UNAVAILABLE = 14;
+const DEADLINE_EXCEEDED = 4;
+
+type Callback<T> = (err: ServiceError | null, value?: T) => void;
+type Unary<Req, Res> = (request: Req, options: { deadline: number }, callback: Callback<Res>) => void;
+
+/** The `dtmgimp.Dtm` client @grpc/proto-loader makes (the methods the module calls). */
+interface DtmServiceClient extends Client {
+  NewGid: Unary<object, { Gid: string }>;
+  Submit: Unary<object, object>;
+  Prepare: Unary<object, object>;
+  Abort: Unary<object, object>;
+  RegisterBranch: Unary<object, object>;
+}
+
+const EMPTY = Buffer.alloc(0);
+const identity = (bytes: Buffer): Buffer => bytes;
+
+/**
+ * DTM's gRPC API (`lynx.dtm.grpc_server`) and gRPC branches (`host:port/package.Service/Method`,
+ * called with raw bytes and DTM's `dtm-*` metadata, as DTM's Go SDK calls them). DTM's query, list
+ * and forceStop exist only over HTTP, and an `http://` step of a gRPC transaction is an HTTP
+ * branch: those go through the HTTP transport (`lynx.dtm.server_url`).
+ */
+export class GrpcTransport implements DtmTransport {
+  readonly protocol = 'grpc' as const;
+  private readonly grpc: GrpcJs;
+  private readonly DtmService: new (address: string, credentials: unknown) => DtmServiceClient;
+  private readonly dtmClients = new Map<string, DtmServiceClient>();
+  private readonly branchClients = new Map<string, Client>();
+
+  constructor(
+    private readonly config: DtmConfig,
+    private readonly http: HttpTransport,
+    private readonly codecs: GrpcCodecs,
+  ) {
+    const { grpc, protoLoader } = loadGrpc();
+    this.grpc = grpc;
+    const definition = protoLoader.fromJSON(DTM_GRPC_DESCRIPTOR as never, { keepCase: true, longs: Number, defaults: true });
+    const loaded = grpc.loadPackageDefinition(definition) as unknown as { dtmgimp: { Dtm: new (address: string, credentials: unknown) => DtmServiceClient } };
+    this.DtmService = loaded.dtmgimp.Dtm;
+  }
+
+  encode(payload: Payload, target: BranchTarget): EncodedPayload {
+    if (target.kind !== 'grpc') {
+      // HTTP steps get the JSON text as their body; topic and empty steps take bytes as they are
+      if (payload instanceof Uint8Array && target.kind !== 'http') return payload;
+      return Buffer.from(payloadText(payload), 'utf8');
+    }
+    if (payload instanceof Uint8Array) return payload;
+    if (payload === undefined) return EMPTY;
+    if (typeof payload === 'object' && payload !== null && !Array.isArray(payload)) {
+      const codec = this.codecs.get(target.method);
+      if (!codec) throw new DtmUsageError(MESSAGES.grpcPayloadNeedsProto(target.value));
+      try {
+        return codec.serializeRequest(payload);
+      } catch (err) {
+        throw new DtmUsageError(MESSAGES.grpcPayloadNotEncodable(target.value, err instanceof Error ? err.message : String(err)), { cause: err });
+      }
+    }
+    throw new DtmUsageError(MESSAGES.grpcPayloadType(target.value, payload === null ? 'null' : typeof payload));
+  }
+
+  checkTarget(_target: BranchTarget, _gid: string): void {
+    // DTM calls http(s):// steps of a gRPC transaction over HTTP, and every other target over gRPC
+  }
+
+  async newGid(): Promise<string> {
+    return (await this.dtm('NewGid', {}, 'newGid')).Gid;
+  }
+
+  async prepare(request: TransactionRequest): Promise<void> {
+    await this.dtm('Prepare', toGrpcRequest(request), 'prepare', request.gid);
+  }
+
+  async submit(request: TransactionRequest): Promise<void> {
+    await this.dtm('Submit', toGrpcRequest(request), 'submit', request.gid);
+  }
+
+  async abort(request: TransactionRequest): Promise<void> {
+    await this.dtm('Abort', toGrpcRequest(request), 'abort', request.gid);
+  }
+
+  async registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
+    await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId, dtm);
+  }
+
+  query(gid: string): Promise<TransactionRecord | null> {
+    return this.http.query(gid);
+  }
+
+  list(filter: ListFilter): Promise<ListPage> {
+    return this.http.list(filter);
+  }
+
+  forceStop(gid: string): Promise<void> {
+    return this.http.forceStop(gid);
+  }
+
+  async ping(): Promise<PingResult> {
+    const started = Date.now();
+    await this.newGid();
+    const latencyMs = Date.now() - started;
+    return { version: await this.http.version(), protocol: 'grpc', latencyMs };
+  }
+
+  /**
+   * Calls a branch as DTM's Go SDK does: a gRPC branch with the payload's bytes and `dtm-gid`,
+   * `dtm-trans_type`, `dtm-branch_id`, `dtm-op`, `dtm-dtm` (this module's DTM gRPC address), and
+   * for an XA action `dtm-phase2_url`, plus the branch headers as metadata; OK → the reply, ABORTED
+   * → {@link DtmFailureError}, FAILED_PRECONDITION → {@link DtmOngoingError}. An `http://` branch
+   * goes over HTTP.
+   */
+  callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
+    const { target } = call;
+    if (target.kind === 'http') return this.http.callBranch({ ...call, dtm: call.dtm && /^https?:\/\//.test(call.dtm) ? call.dtm : undefined });
+    if (target.kind !== 'grpc') throw new DtmUsageError(MESSAGES.notCallable(target.value), { gid: call.gid, branchId: call.branchId });
+    const metadata = this.metadata(call);
+    const client = this.branchClient(target.server);
+    const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint: target.value, protocol: 'grpc' };
+    return new Promise((resolve, reject) => {
+      client.makeUnaryRequest(
+        target.method,
+        identity,
+        identity,
+        Buffer.isBuffer(call.payload) ? call.payload : call.payload ? Buffer.from(call.payload as Uint8Array) : EMPTY,
+        metadata,
+        { deadline: Date.now() + call.timeoutSeconds * 1000 },
+        (err, reply) => {
+          if (err) return reject(branchError(err, context, call.timeoutSeconds));
+          const raw = reply ?? EMPTY;
+          const codec = this.codecs.get(target.method);
+          resolve({ body: codec ? codec.deserializeResponse(raw) : raw, raw });
+        },
+      );
+    });
+  }
+
+  /** Closes every gRPC channel. */
+  close(): void {
+    for (const client of this.dtmClients.values()) client.close();
+    for (const client of this.branchClients.values()) client.close();
+    this.dtmClients.clear();
+    this.branchClients.clear();
+  }
+
+  private metadata(call: DirectBranchCall): Metadata {
+    const metadata = new this.grpc.Metadata();
+    try {
+      metadata.set('dtm-gid', call.gid);
+      metadata.set('dtm-trans_type', call.transType);
+      metadata.set('dtm-branch_id', call.branchId);
+      metadata.set('dtm-op', call.op);
+      metadata.set('dtm-dtm', call.dtm ?? this.config.grpcServer);
+      if (call.phase2Target !== undefined) metadata.set('dtm-phase2_url', call.phase2Target);
+      for (const name in call.headers) metadata.set(name, call.headers[name]);
+    } catch (err) {
+      throw new DtmUsageError(MESSAGES.grpcMetadataInvalid(err instanceof Error ? err.message : String(err)), { gid: call.gid, branchId: call.branchId, cause: err });
+    }
+    return metadata;
+  }
+
+  private branchClient(server: string): Client {
+    let client = this.branchClients.get(server);
+    if (!client) {
+      client = new this.grpc.Client(server, this.grpc.credentials.createInsecure());
+      this.branchClients.set(server, client);
+    }
+    return client;
+  }
+
+  /** One call of DTM's gRPC API, at `address` (default `grpc_server`), within `timeout`. */
+  private dtm<K extends 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch'>(
+    method: K,
+    request: object,
+    operation: string,
+    gid?: string,
+    branchId?: string,
+    address = this.config.grpcServer,
+  ): Promise<K extends 'NewGid' ? { Gid: string } : object> {
+    let client = this.dtmClients.get(address);
+    if (!client) {
+      client = new this.DtmService(address, this.grpc.credentials.createInsecure());
+      this.dtmClients.set(address, client);
+    }
+    const timeout = this.config.timeout;
+    return new Promise((resolve, reject) => {
+      (client[method] as Unary<object, never>).call(client, request, { deadline: Date.now() + timeout * 1000 }, (err, value) => {
+        if (!err) return resolve(value as never);
+        const context: DtmErrorContext = { gid, branchId, endpoint: `${address}/dtmgimp.Dtm/${method}`, protocol: 'grpc', status: err.code };
+        reject(dtmError(err, context, operation, timeout));
+      });
+    });
+  }
+}
+
+/** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
+function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number): Error {
+  const detail = err.details || err.message;
+  switch (err.code) {
+    case ABORTED:
+      return new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', detail), context);
+    case FAILED_PRECONDITION:
+      return new DtmOngoingError(detail, context);
+    case UNAVAILABLE:
+    case DEADLINE_EXCEEDED:
+      return new DtmUnavailableError(MESSAGES.unavailable(context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
+    default:
+      return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
+  }
+}
+
+/** What a gRPC branch's answer means (DTM's `GrpcError2DtmError`: ABORTED with the bare message ONGOING is the old ONGOING). */
+function branchError(err: ServiceError, context: DtmErrorContext, timeout: number): Error {
+  const detail = err.details || err.message;
+  const withCode = { ...context, status: err.code };
+  if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
+  if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
+  if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
+    return new DtmUnavailableError(MESSAGES.branchUnavailable(context.endpoint!, detail, timeout), { ...withCode, cause: plainCause(err) });
+  }
+  return new DtmServerError(MESSAGES.branchGrpcStatus(context.endpoint!, err.code, detail), detail, withCode);
+}
+
+/** A plain Error with the gRPC error's code and message (grpc-js errors carry the call's metadata, which may hold forwarded headers). */
+function plainCause(err: ServiceError): Error {
+  return Object.assign(new Error(err.details || err.message), { code: err.code });
+}

@@ -1,0 +1,151 @@
+import type { BranchKind } from '../branches/branch.types.js';
+import { parseAddress, parseTarget, type BranchTarget } from '../client/branch-target.js';
+import type { BranchAnswer, Payload, TransactionOptions, TransactionType } from '../client/dtm-client.types.js';
+import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../client/dtm-transport.js';
+import { MESSAGES } from '../dtm.messages.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { BranchIdGenerator } from './branch-id.generator.js';
+import type { TransactionRuntime } from './transaction-runtime.js';
+
+/** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
+export function assertGid(gid: unknown): asserts gid is string {
+  if (typeof gid !== 'string' || gid.length === 0 || /[\s;]/.test(gid)) throw new DtmUsageError(MESSAGES.badGid(gid));
+}
+
+/** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
+export interface ParentBranch {
+  branchId: string;
+  /** The DTM server of that transaction, as its caller named it. */
+  dtm?: string;
+}
+
+/**
+ * The one transaction core under saga, msg, TCC and XA: the gid and type, the options (resolved
+ * once, when the transaction is created: module configuration, then the transaction's own
+ * options, then the pass-through headers of the request being served), the protocol and its
+ * transport, branch ids, and parsing, resolving and checking branch targets before anything is sent.
+ */
+export abstract class Transaction {
+  /** How the module talks to DTM for this transaction. */
+  readonly protocol: DtmProtocol;
+  protected readonly transport: DtmTransport;
+  protected readonly ids: BranchIdGenerator;
+  private resolved: ResolvedOptions;
+  private overrides: TransactionOptions;
+  private readonly inboundHeaders: Record<string, string>;
+
+  protected constructor(
+    protected readonly runtime: TransactionRuntime,
+    /** The global transaction id. */
+    readonly gid: string,
+    /** DTM's transaction type. */
+    readonly transType: TransactionType,
+    options: TransactionOptions = {},
+    protected readonly parent?: ParentBranch,
+  ) {
+    assertGid(gid);
+    this.protocol = options.protocol ?? runtime.config.protocol;
+    this.transport = runtime.transport(this.protocol);
+    this.inboundHeaders = runtime.passThroughHeaders();
+    this.overrides = options;
+    this.resolved = this.resolve();
+    this.ids = new BranchIdGenerator(parent?.branchId ?? '');
+  }
+
+  /** The options this transaction is sent with (seconds): module defaults overridden by the transaction's. */
+  get options(): Readonly<ResolvedOptions> {
+    return this.resolved;
+  }
+
+  /** Merges more options into the transaction's own (`branchHeaders` key by key); the protocol cannot change. */
+  protected mergeOptions(options: TransactionOptions): void {
+    if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
+    const merged = { ...this.overrides, ...options };
+    if (this.overrides.branchHeaders || options.branchHeaders) merged.branchHeaders = { ...this.overrides.branchHeaders, ...options.branchHeaders };
+    this.overrides = merged;
+    this.resolved = this.resolve();
+  }
+
+  private resolve(): ResolvedOptions {
+    const { config } = this.runtime;
+    const o = this.overrides;
+    const resolved: ResolvedOptions = {
+      timeoutToFail: o.timeoutToFail ?? config.transactionTimeout,
+      retryInterval: o.retryInterval ?? config.retryInterval,
+      branchTimeout: o.branchTimeout ?? config.branchTimeout,
+      branchHeaders: o.branchHeaders ? { ...this.inboundHeaders, ...o.branchHeaders } : this.inboundHeaders,
+    };
+    if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
+    if (o.waitResult) resolved.waitResult = true;
+    return resolved;
+  }
+
+  /**
+   * A step's or branch's target: a URL, a gRPC target, `''`, or the name of this app's decorated
+   * branch of `kind` (resolved for this transaction's protocol). Refused with `DtmUsageError`, before
+   * anything is sent, when DTM cannot call it in a transaction on this protocol, or when it must be
+   * called (`mustCall`: a TCC Try, an XA action, a back-check) and is empty.
+   */
+  protected target(spec: string, kind: BranchKind, role: string, mustCall = false): BranchTarget {
+    const parsed = parseTarget(spec, this.gid);
+    const target = parsed.kind === 'name' ? parseAddress(this.runtime.branchTarget(kind, parsed.name, this.protocol), this.gid) : parsed;
+    if (target.kind === 'none' && mustCall) throw new DtmUsageError(MESSAGES.emptyTarget(role), { gid: this.gid });
+    if (target.kind === 'topic' && kind !== 'msg') throw new DtmUsageError(MESSAGES.topicOutsideMsg(spec, role), { gid: this.gid });
+    this.transport.checkTarget(target, this.gid);
+    return target;
+  }
+
+  /** `payload` as this transaction's transport sends it to `target`. */
+  protected encode(payload: Payload, target: BranchTarget): EncodedPayload {
+    return this.transport.encode(payload, target);
+  }
+
+  /** The request for prepare / submit / abort, with `parts` (steps, payloads, custom data ...). */
+  protected request(parts: Omit<TransactionRequest, 'gid' | 'transType' | 'options'> = {}): TransactionRequest {
+    const request = parts as TransactionRequest;
+    request.gid = this.gid;
+    request.transType = this.transType;
+    request.options = this.resolved;
+    return request;
+  }
+
+  /** Calls a branch itself (TCC Try, XA action, msg back-check), within the branch timeout. */
+  protected invokeBranch(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string, phase2Target?: string): Promise<BranchAnswer> {
+    return this.transport.callBranch({
+      target,
+      gid: this.gid,
+      transType: this.transType,
+      branchId,
+      op,
+      payload,
+      headers: this.resolved.branchHeaders,
+      timeoutSeconds: this.resolved.branchTimeout,
+      phase2Target,
+      dtm: this.parent?.dtm,
+    });
+  }
+
+  /**
+   * Submits `request`. With `waitResult`, DTM answers FAILURE (409 / ABORTED) whenever its first
+   * round did not end in success, also when the transaction is merely still running: the stored
+   * status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
+   * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
+   */
+  protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
+    try {
+      await this.transport.submit(request);
+    } catch (err) {
+      if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
+      const record = await this.runtime.query(this.gid);
+      if (record?.status === 'succeed') return;
+      if (record?.status === 'failed') {
+        throw new DtmFailureError(record.rollbackReason ?? err.reason, { gid: this.gid, endpoint: err.endpoint, protocol: err.protocol, status: err.status, cause: err });
+      }
+      if (tolerateUnfinished) return;
+      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
+    }
+  }
+}
