@@ -41,6 +41,10 @@ export const MESSAGES = {
     `the payload of ${target} is an object, but the module knows no proto declaring that method: add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
   grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
+  grpcMetadataValue: (what: string, value: string) =>
+    `${what} ${JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
+  grpcMetadataKey: (name: string) =>
+    `branch header ${JSON.stringify(name)} cannot be a gRPC metadata key, which DTM sends to every gRPC branch: use lower-case [0-9a-z._-], not starting with grpc-`,
   grpcMetadataInvalid: (reason: string) =>
     `a value cannot travel as gRPC metadata (${reason}): gids and branch header values must be printable ASCII, header names lower-case [0-9a-z._-]`,
   grpcTargetOverHttp: (target: string) =>
@@ -67,7 +71,11 @@ export const MESSAGES = {
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
-    `${where} is a DTM branch, but this call lacks the query parameter(s) ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op); the handler did not run`,
+    `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
+  branchContextTransport: (where: string, type: string) =>
+    `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
+  branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string } | undefined, detail: string) =>
+    `${where} failed (${protocol}${info ? `, gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
     `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, op: string) =>
@@ -76,14 +84,26 @@ export const MESSAGES = {
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>
     `${where} returned a success body containing one of the result words DTM scans bodies for; it was not sent (see the server log)`,
-  duplicateBranch: (decl: string, handlers: string[]) => `${decl} is on ${handlers.join(' and ')}: branch names must be unique; rename one`,
+  duplicateBranch: (decl: string, handlers: string[], transport: string) =>
+    `${decl} is served over ${transport} by ${handlers.join(' and ')}: a branch name has one handler per transport; rename one`,
+  branchOnBothTransports: (decl: string, httpHandler: string, grpcHandler: string) =>
+    `${decl} is served over HTTP by ${httpHandler} and over gRPC by ${grpcHandler}: HTTP transactions call the route, gRPC transactions the gRPC method`,
+  grpcBranchOverHttp: (decl: string, handler: string) =>
+    `${decl} is served over gRPC only (${handler}), which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc), or give the handler an HTTP route too`,
+  noGrpcAppAddress: (where: string) =>
+    `cannot build the gRPC target of ${where}: lynx.dtm.grpc_app_address is not set and the app has no gRPC server yet; set grpc_app_address (host:port at which DTM reaches this app's gRPC server), or connect the gRPC microservice first`,
+  grpcAppAddressFromListen: (address: string) =>
+    `lynx.dtm.grpc_app_address is not set: gRPC branch targets use ${address}, the address the gRPC server listens on, which DTM can only reach when it runs on the same host; set grpc_app_address to this service's gRPC address as DTM sees it`,
+  grpcServiceAmbiguous: (where: string, service: string, count: number) =>
+    `${where}: @GrpcMethod('${service}') ${count === 0 ? 'is in none of' : 'could be in several of'} the packages of the app's gRPC servers; give the service's full name, @GrpcMethod('package.${service}', ...)`,
   sagaWithoutCompensation: (decl: string, name: string) =>
     `${decl} has no @SagaCompensate('${name}'); add one, or state @SagaAction('${name}', { compensate: false })`,
   sagaCompensationStated: (decl: string, name: string) => `${decl} says { compensate: false }, but @SagaCompensate('${name}') exists; remove one of them`,
   compensationWithoutAction: (decl: string, name: string) => `${decl} compensates no @SagaAction('${name}'); add the action or fix the name`,
   tccIncomplete: (decl: string, missing: string[]) => `${decl} has no ${missing.join(' and no ')}; a TCC branch needs all three`,
   tccWithoutTry: (decl: string, name: string) => `${decl} belongs to no @TccTry('${name}'); add the Try or fix the name`,
-  branchNotRoute: (where: string) => `${where} is decorated as a DTM branch but is not a route; add @Post() (or @Get() for @MsgQueryPrepared)`,
+  branchNotRoute: (where: string) =>
+    `${where} is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()`,
   branchPathParameters: (where: string, path: string) =>
     `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
   branchNotUriVersioned: (where: string, type: string) =>

@@ -2,13 +2,15 @@ import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { DtmBranchExplorer } from './branches/branch.explorer.js';
 import { DtmBranchRegistry } from './branches/branch.registry.js';
-import { DtmHttpIntegration } from './branches/dtm-http.integration.js';
+import { DtmGrpcIntegration } from './branches/grpc/dtm-grpc.integration.js';
+import { DtmHttpIntegration } from './branches/http/dtm-http.integration.js';
+import { HttpBranchLocator } from './branches/http/http-branch.locator.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { BarrierConnection, DtmConfig, DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './client/grpc/grpc-codecs.js';
-import type { DtmBranchRuntime } from './branches/local-transaction.binding.js';
+import type { DtmBranchRuntime } from './branches/branch-handler.binding.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
 import { TransactionHelper } from './transactions/transaction.helper.js';
@@ -43,7 +45,9 @@ const providers: Provider[] = [
   TransactionHelper,
   DtmBranchRegistry,
   DtmBranchExplorer,
+  HttpBranchLocator,
   DtmHttpIntegration,
+  DtmGrpcIntegration,
 ];
 // the branch runtime too: the branch guard is instantiated in the modules of the controllers using it
 const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, TransactionHelper, DtmBranchRegistry];

@@ -51,7 +51,7 @@ export { BranchContext } from './branches/branch-context.decorator.js';
 export type { BranchInfo, BranchKind, BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
-export { DtmBranchInterceptor } from './branches/branch.interceptor.js';
+export { DtmBranchBodyInterceptor } from './branches/http/branch-body.interceptor.js';
 export { DtmBranchGuard } from './branches/branch.guard.js';
 
 export { BranchBarrier, type BranchBarrierOptions } from './barrier/branch-barrier.js';

@@ -1,12 +1,18 @@
-import { BadRequestException, createParamDecorator, type ExecutionContext } from '@nestjs/common';
-import { branchInfoFromQuery, currentPassThroughHeaders, missingBranchQuery } from '../context/dtm-context.js';
+import { BadRequestException, createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
+import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { branchTransportOf } from './branch-transports.js';
 import { handlerName, type BranchInfo } from './branch.types.js';
 
-/** Parameter decorator: the `BranchInfo` (gid, transType, branchId, op, dtm?, phase2Url?, headers) of the DTM call being served. */
+/**
+ * Parameter decorator: the `BranchInfo` (gid, transType, branchId, op, dtm?, phase2Url?, headers)
+ * of the DTM call being served, read from the HTTP query or the gRPC `dtm-*` metadata.
+ */
 export const BranchContext = createParamDecorator((_data: unknown, context: ExecutionContext): BranchInfo => {
-  const request = context.switchToHttp().getRequest<{ query?: Record<string, unknown> }>();
-  const info = branchInfoFromQuery(request.query, currentPassThroughHeaders());
-  if (!info) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), missingBranchQuery(request.query)));
+  const transport = branchTransportOf(context);
+  if (!transport) throw new InternalServerErrorException(MESSAGES.branchContextTransport(handlerName(context), context.getType()));
+  const carrier = transport.carrier(context);
+  const info = transport.branchInfo(carrier, currentPassThroughHeaders());
+  if (!info) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
   return info;
 });

@@ -2,29 +2,31 @@ import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInter
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
-import { DtmBranchInterceptor } from './branch.interceptor.js';
-import { bindControllerBarrier, bindLocalTransaction } from './local-transaction.binding.js';
+import { bindBranchHandler, bindControllerBarrier } from './branch-handler.binding.js';
+import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
 import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /**
- * Makes a branch decorator. It writes metadata: the branch record under one namespaced key, and
- * Nest's own route metadata for what every branch needs: status 200 on success (DTM reads anything
- * else, Nest's 201 included, as an error), the guard that checks DTM's query parameters, the filter
- * that answers FAILURE with 409 and ONGOING with 425, and outside production the interceptor that
- * refuses success bodies DTM would misread. With a `barrier` option (or an XA `db`) it also wraps
- * the handler so that it runs inside that local transaction (see local-transaction.binding.ts).
+ * Makes a branch decorator, for an HTTP route and / or a `@GrpcMethod()` handler. It writes
+ * metadata: the branch record under one namespaced key, and Nest's own metadata for what every
+ * branch needs: status 200 on success (DTM reads anything else over HTTP, Nest's 201 included, as an
+ * error), the guard that checks DTM's branch keys, the filter that answers FAILURE and ONGOING as
+ * DTM reads them on the call's transport, and outside production the interceptor that refuses
+ * HTTP success bodies DTM would misread. It wraps the handler (see branch-handler.binding.ts): a
+ * gRPC handler's `undefined` becomes an empty message, and with a `barrier` option (or an XA `db`)
+ * the handler runs inside that local transaction.
  */
 function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const metadata: BranchMetadata = { kind, name, options };
   const source = options.db ? { xa: options.db } : options.barrier ? { barrier: options.barrier, queryPrepared: kind === 'msg-query-prepared' } : undefined;
   return applyDecorators(
-    ...(source ? [((target, key, descriptor) => bindLocalTransaction(target, key, descriptor, source)) as MethodDecorator] : []),
+    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source)) as MethodDecorator,
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
     UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
-    ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchInterceptor)]),
+    ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchBodyInterceptor)]),
   );
 }
 
@@ -38,24 +40,25 @@ export const UseBarrier =
   (controller) =>
     bindControllerBarrier(controller, connection);
 
-/** A saga step's action, named `name`: `saga.add(name, payload)` resolves its URL. */
+/** A saga step's action, named `name`: `saga.add(name, payload)` resolves its target (its route, or its gRPC method). */
 export const SagaAction = (name: string, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
 /** The compensation of the saga step `name`. */
 export const SagaCompensate = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
-/** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three URLs. */
+/** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three targets. */
 export const TccTry = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
 /** The Confirm of TCC branch `name`. */
 export const TccConfirm = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
 export const TccCancel = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
 /**
- * XA branch `name`: one route serving `op=action`, `commit` and `rollback`. With `{ db }` the module
- * runs the local XA transaction on that database (the handler serves `action`, with `@BarrierTx()`).
+ * XA branch `name`: one route (or gRPC method) serving ops `action`, `commit` and `rollback`. With
+ * `{ db }` the module runs the local XA transaction on that database (the handler serves `action`,
+ * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it).
  */
 export const XaBranch = (name: string, options?: XaBranchOptions): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
-/** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its URL. */
+/** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its target. */
 export const MsgBranch = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
 /** As a type: a message branch of `TransactionHelper.executeMsg` (`{ action, data }`). */
 export type MsgBranch = MsgBranchSpec;

@@ -1,28 +1,28 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
-import { HttpAdapterHost } from '@nestjs/core';
-import type { Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
-import { isRedisConnection } from './local-transaction.binding.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
-import type { XaDatabase } from '../xa/xa.types.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
+import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import type { XaDatabase } from '../xa/xa.types.js';
+import { isRedisConnection } from './branch-handler.binding.js';
+import type { GrpcMethodMetadata } from './branch-metadata.accessor.js';
 import type { BranchKind, BranchResolver, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
+import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.locator.js';
 
-/** A decorated handler as the explorer found it. */
+/** A decorated handler as the explorer found it: where DTM reaches it over HTTP and / or gRPC. */
 export interface BranchRoute {
   kind: BranchKind;
   name: string;
   options: SagaActionOptions & XaBranchOptions;
   /** `Controller.method`, for messages. */
   handler: string;
-  /** HTTP method of the route. */
-  method: string;
-  /** Full path: global prefix, module path, URI version, controller and method paths. */
-  path: string;
+  /** Its HTTP route, when it is one. */
+  http?: HttpBranchRoute;
+  /** Its `@GrpcMethod`, when it is one. */
+  grpc?: GrpcMethodMetadata;
   /** The barrier connection it runs with, if any. */
   barrier?: string;
   /** A start-up problem of this route, if any (e.g. path parameters). */
@@ -42,23 +42,28 @@ const DECORATOR: Record<BranchKind, string> = {
 
 /**
  * The decorated branches of this app, filled once at start-up by the explorer: turns branch names
- * into the URLs DTM must call (`app_url`, or the address the app listens on, plus the route).
+ * into the targets DTM must call. A branch may be served over HTTP and over gRPC (one handler
+ * that is both a route and a `@GrpcMethod`, or one handler each): a gRPC transaction calls its
+ * gRPC method, an HTTP transaction its route.
  */
 @Injectable()
 export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap {
   private readonly logger = new Logger('DtmBranch');
-  private readonly routes = new Map<string, BranchRoute>();
+  private readonly routes = new Map<string, { http?: BranchRoute; grpc?: BranchRoute }>();
 
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
-    @Optional() private readonly adapterHost?: HttpAdapterHost,
+    private readonly httpLocator: HttpBranchLocator,
+    private readonly grpcLocator: DtmGrpcIntegration,
     @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
     @Optional() @Inject(DTM_XA_CONNECTIONS) private readonly xaConnections?: Map<string, XaDatabase>,
   ) {}
 
-  /** Every registered branch. */
+  /** Every registered branch handler. */
   get all(): BranchRoute[] {
-    return [...this.routes.values()];
+    const all = new Set<BranchRoute>();
+    for (const { http, grpc } of this.routes.values()) for (const route of [http, grpc]) if (route) all.add(route);
+    return [...all];
   }
 
   /** Registers the explorer's findings; throws one {@link DtmBranchRegistryError} naming every misfit. */
@@ -66,8 +71,15 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     const problems: string[] = routes.filter((r) => r.problem).map((r) => r.problem!);
     const byKey = new Map<string, BranchRoute[]>();
     for (const route of routes) byKey.set(key(route.kind, route.name), [...(byKey.get(key(route.kind, route.name)) ?? []), route]);
-    for (const [, same] of byKey) {
-      if (same.length > 1) problems.push(MESSAGES.duplicateBranch(`${DECORATOR[same[0].kind]}('${same[0].name}')`, same.map((r) => r.handler)));
+    const served = new Map<string, { http?: BranchRoute; grpc?: BranchRoute }>();
+    for (const [k, same] of byKey) {
+      const decl = `${DECORATOR[same[0].kind]}('${same[0].name}')`;
+      const overHttp = same.filter((r) => r.http);
+      const overGrpc = same.filter((r) => r.grpc);
+      if (overHttp.length > 1) problems.push(MESSAGES.duplicateBranch(decl, overHttp.map((r) => r.handler), 'HTTP'));
+      if (overGrpc.length > 1) problems.push(MESSAGES.duplicateBranch(decl, overGrpc.map((r) => r.handler), 'gRPC'));
+      served.set(k, { http: overHttp[0], grpc: overGrpc[0] });
+      if (overHttp.length === 1 && overGrpc.length === 1) this.logger.log(MESSAGES.branchOnBothTransports(decl, overHttp[0].handler, overGrpc[0].handler));
     }
     const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
     for (const route of routes) {
@@ -87,7 +99,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) problems.push(MESSAGES.tccWithoutTry(decl, route.name));
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
-    for (const [k, same] of byKey) this.routes.set(k, same[0]);
+    for (const [k, entry] of served) this.routes.set(k, entry);
   }
 
   private barrierProblem(route: BranchRoute, decl: string): string | undefined {
@@ -104,16 +116,20 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
   }
 
   /**
-   * The target DTM calls for the branch `name` of `kind`, in a transaction on `protocol`: its URL
-   * (`app_url`, or the address the app listens on, plus the route). Throws `DtmUsageError` for an unknown name.
+   * The target DTM calls for the branch `name` of `kind`, in a transaction on `protocol`: its gRPC
+   * method (`grpc_app_address/package.Service/Method`) in a gRPC transaction when it has one, else
+   * its URL (`app_url`, or the address the app listens on, plus the route). Throws `DtmUsageError`
+   * for an unknown name, and for a gRPC-only branch in an HTTP transaction.
    */
-  target(kind: BranchKind, name: string, _protocol: DtmProtocol): string {
-    const route = this.routes.get(key(kind, name));
-    if (!route) {
-      const known = this.all.filter((r) => r.kind === kind).map((r) => r.name);
+  target(kind: BranchKind, name: string, protocol: DtmProtocol): string {
+    const entry = this.routes.get(key(kind, name));
+    if (!entry) {
+      const known = [...this.routes.values()].map((e) => (e.http ?? e.grpc)!).filter((r) => r.kind === kind).map((r) => r.name);
       throw new DtmUsageError(MESSAGES.unknownBranch(DECORATOR[kind], name, known));
     }
-    return `${this.baseUrl(name)}${route.path}`;
+    if (protocol === 'grpc' && entry.grpc) return this.grpcLocator.target(entry.grpc.grpc!, entry.grpc.handler);
+    if (entry.http) return this.httpLocator.target(entry.http.http!, name);
+    throw new DtmUsageError(MESSAGES.grpcBranchOverHttp(`${DECORATOR[kind]}('${name}')`, entry.grpc!.handler));
   }
 
   /** Whether a branch `name` of `kind` exists. */
@@ -121,28 +137,21 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     return this.routes.has(key(kind, name));
   }
 
-  /** Warns once the app listens, when branch URLs fall back to the listening address. */
+  /**
+   * Warns once the app listens when HTTP branch URLs fall back to the listening address (no
+   * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server).
+   */
   onApplicationBootstrap(): void {
-    if (this.config.appUrl || this.routes.size === 0 || !this.adapterHost) return;
-    this.adapterHost.listen$.subscribe(() => {
-      const url = this.listenUrl();
-      if (url) this.logger.warn(MESSAGES.appUrlFromListen(url));
-    });
-  }
-
-  private baseUrl(name: string): string {
-    const url = this.config.appUrl ?? this.listenUrl();
-    if (!url) throw new DtmUsageError(MESSAGES.noAppUrl(name));
-    return url;
-  }
-
-  private listenUrl(): string | undefined {
-    const server = this.adapterHost?.httpAdapter?.getHttpServer?.() as (HttpsServer & { address(): AddressInfo | string | null }) | undefined;
-    const address = server?.address?.();
-    if (!address || typeof address === 'string') return undefined;
-    const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
-    return `${scheme}://${host}:${address.port}`;
+    const all = this.all;
+    if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
+    const grpc = all.find((r) => r.grpc);
+    if (grpc && !this.config.grpcAppAddress) {
+      try {
+        this.logger.warn(MESSAGES.grpcAppAddressFromListen(this.grpcLocator.locate(grpc.grpc!, grpc.handler).address));
+      } catch (err) {
+        this.logger.warn(err instanceof Error ? err.message : String(err));
+      }
+    }
   }
 }
 

@@ -81,6 +81,8 @@ export interface DtmTransport {
   encode(payload: Payload, target: BranchTarget): EncodedPayload;
   /** Refuses (`DtmUsageError`) a target DTM cannot call in a transaction submitted on this transport. */
   checkTarget(target: BranchTarget, gid: string): void;
+  /** Refuses (`DtmUsageError`) a gid or options DTM could not pass to this transport's branches. */
+  checkTransaction(gid: string, options: ResolvedOptions): void;
   newGid(): Promise<string>;
   prepare(request: TransactionRequest): Promise<void>;
   submit(request: TransactionRequest): Promise<void>;

@@ -29,6 +29,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30 },
   { yaml: 'pass_through_headers', camel: 'passThroughHeaders', kind: 'header-list', default: [] },
   { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },
+  { yaml: 'grpc_app_address', camel: 'grpcAppAddress', kind: 'host-port' },
   { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },
 ];
 

@@ -29,6 +29,12 @@ export interface DtmConfig {
    * unset, the address the app listens on (only reachable by a DTM server on the same host).
    */
   appUrl?: string;
+  /**
+   * `host:port` at which DTM reaches this app's gRPC branches (`@GrpcMethod` handlers), e.g.
+   * `orders:50051`. When unset, the address the app's gRPC server listens on (only reachable by a
+   * DTM server on the same host).
+   */
+  grpcAppAddress?: string;
   /** Table of the sub-transaction barrier (`name` or `schema.name`). Default `dtm_barrier.barrier`. */
   barrierTable: string;
 }

@@ -80,6 +80,7 @@ export abstract class Transaction {
     };
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
+    this.transport.checkTransaction(this.gid, resolved);
     return resolved;
   }
 

@@ -1,8 +1,11 @@
 // A Nest app whose branches are guarded by the sub-transaction barrier, for barrier.spec.ts: one
 // bank per store (PostgreSQL, MariaDB: decorated handlers with @UseBarrier; Redis: handlers calling
-// redisCheckAdjustAmount), each with saga, TCC and message branches.
+// redisCheckAdjustAmount), each with saga, TCC and message branches. A hybrid app: the SQL banks'
+// handlers are HTTP routes and gRPC methods at once (services PgBank and MysqlBank of
+// test/e2e/protos/tests.proto), served by the same controller classes.
 import 'reflect-metadata';
 import { Body, Controller, Get, Inject, Injectable, Post, type INestApplication, type Type } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -29,7 +32,9 @@ import {
   type BranchInfo,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
+import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
 
 /** The SQL stores under test. */
 export const SQL_STORES = ['pg', 'mysql'] as const;
@@ -75,8 +80,12 @@ async function exec(store: SqlStore, handle: unknown, sql: string, params: unkno
   return (result as mysql.ResultSetHeader).affectedRows;
 }
 
-/** The bank of one SQL store: saga, TCC and message branches, all behind the barrier. */
+/** The gRPC service of a SQL store's bank. */
+export const grpcServiceOf = (store: SqlStore): string => (store === 'pg' ? 'PgBank' : 'MysqlBank');
+
+/** The bank of one SQL store: saga, TCC and message branches, all behind the barrier, over HTTP and gRPC. */
 function sqlBank(store: SqlStore): Type {
+  const Grpc = (method: string) => GrpcMethod(grpcServiceOf(store), method);
   const update = 'UPDATE account SET balance = balance + ? WHERE id = ?';
   const withdraw = 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?';
 
@@ -91,6 +100,7 @@ function sqlBank(store: SqlStore): Type {
 
     /** Takes the amount out; FAILURE (roll back) when the balance is too low. */
     @Post('trans-out')
+    @Grpc('TransOut')
     @SagaAction(`${store}.transOut`)
     async transOut(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
       this.runs.add(`${store}.transOut`);
@@ -99,6 +109,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('trans-out-compensate')
+    @Grpc('TransOutCompensate')
     @SagaCompensate(`${store}.transOut`)
     async transOutCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.transOutCompensate`);
@@ -106,6 +117,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('trans-in')
+    @Grpc('TransIn')
     @SagaAction(`${store}.transIn`)
     async transIn(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
       this.runs.add(`${store}.transIn`);
@@ -114,6 +126,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('trans-in-compensate')
+    @Grpc('TransInCompensate')
     @SagaCompensate(`${store}.transIn`)
     async transInCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.transInCompensate`);
@@ -121,6 +134,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('tcc-out-try')
+    @Grpc('TccOutTry')
     @TccTry(`${store}.tccOut`)
     async tccOutTry(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.tccOutTry`);
@@ -128,12 +142,14 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('tcc-out-confirm')
+    @Grpc('TccOutConfirm')
     @TccConfirm(`${store}.tccOut`)
     tccOutConfirm() {
       this.runs.add(`${store}.tccOutConfirm`);
     }
 
     @Post('tcc-out-cancel')
+    @Grpc('TccOutCancel')
     @TccCancel(`${store}.tccOut`)
     async tccOutCancel(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.tccOutCancel`);
@@ -142,6 +158,7 @@ function sqlBank(store: SqlStore): Type {
 
     /** Two local transactions in one handler: barrier ids 01 and 02. */
     @Post('double')
+    @Grpc('Double')
     @SagaAction(`${store}.double`, { compensate: false, barrier: false })
     async double(@Body() m: Move, @BranchContext() b: BranchInfo) {
       const barrier = this.dtm.barrier(b);
@@ -154,6 +171,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Post('deliver')
+    @Grpc('Deliver')
     @MsgBranch(`${store}.deliver`)
     async deliver(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.deliver`);
@@ -161,6 +179,7 @@ function sqlBank(store: SqlStore): Type {
     }
 
     @Get('query-prepared')
+    @Grpc('QueryPrepared')
     @MsgQueryPrepared(`${store}.outbox`)
     queryPrepared() {
       throw new Error('not called: the barrier answers');
@@ -254,6 +273,8 @@ function redisBank(keyPrefix: string): Type {
 export interface BarrierApp {
   app: INestApplication;
   url: string;
+  /** `host:port` of its gRPC server. */
+  grpcAddress: string;
   client: DtmClient;
   runs: Runs;
   databases: Record<SqlStore, BarrierDatabase>;
@@ -291,22 +312,27 @@ export async function startBarrierApp(dbs: FileDatabases): Promise<BarrierApp> {
     await sql[store].run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
     await ensureBarrierSchema(databases[store], { table: 'dtm_barrier' });
   }
+  const grpcAddress = `127.0.0.1:${await freePort()}`;
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier' },
         barrierConnections: { pg: databases.pg, mysql: databases.mysql, redis: redisBarrierConnection(redis) },
+        grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
     controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix)],
     providers: [Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
   }).compile();
   const app = moduleRef.createNestApplication({ logger: ['error'] });
+  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as { port: number };
   return {
     app,
     url: `http://127.0.0.1:${port}`,
+    grpcAddress,
     client: app.get(DtmClient),
     runs: app.get(Runs),
     databases,

@@ -1,6 +1,8 @@
 // The sub-transaction barrier against the real DTM server and real PostgreSQL, MariaDB and Redis:
 // what the databases hold after normal runs, rollbacks, duplicate and out-of-order deliveries,
-// the outbox, and many transfers at once.
+// the outbox, and many transfers at once. The SQL banks' branches are served over HTTP and gRPC by
+// the same handlers (a hybrid app): every scenario runs on both, the transactions talking the
+// same protocol to DTM.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
@@ -13,13 +15,18 @@ import {
   SagaAction,
   UseBarrier,
   redisBarrierConnection,
+  type DtmProtocol,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { callGrpc, requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+import { grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
 
 type Store = SqlStore | 'redis';
-const STORES: Store[] = [...SQL_STORES, 'redis'];
+/** Every SQL store over both protocols; Redis (handlers calling redisCheckAdjustAmount) over HTTP. */
+const CASES: [Store, DtmProtocol][] = [...SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [Store, DtmProtocol] => [store, protocol])), ['redis', 'http']];
+const SQL_CASES = CASES.filter(([store]) => store !== 'redis') as [SqlStore, DtmProtocol][];
 
 let t: BarrierApp;
 beforeAll(async () => {
@@ -59,24 +66,32 @@ async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
   return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
 }
 
-/** Calls a branch of `store`'s bank directly, as DTM would. */
-async function callBranch(store: Store, path: string, query: { gid: string; trans_type: string; branch_id: string; op: string }, body: Move) {
-  const res = await fetch(`${t.url}/${store}-bank/${path}?${new URLSearchParams(query)}`, {
-    method: 'POST',
+/** The target of the branch at `path` of `store`'s bank on `protocol`: its URL, or its gRPC method (`trans-out` → `TransOut`). */
+function target(store: Store, protocol: DtmProtocol, path: string): string {
+  if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
+  const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+  return `${t.grpcAddress}/tests.${grpcServiceOf(store as SqlStore)}/${method}`;
+}
+
+/** Calls a branch of `store`'s bank directly, as DTM would (HTTP POST with the query, or gRPC with the dtm-* metadata); `body` undefined: no body / an empty message. */
+async function callBranch(store: Store, protocol: DtmProtocol, path: string, query: { gid: string; trans_type: string; branch_id: string; op: string }, body?: Move) {
+  if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query);
+  const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
+    method: body === undefined ? 'GET' : 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, text: await res.text() };
 }
 
-const transfer = (store: Store, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
-  t.client.newSaga(gid).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });
+const transfer = (store: Store, protocol: DtmProtocol, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
+  t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });
 
-describe.each(STORES)('barrier on %s', (store) => {
+describe.each(CASES)('barrier on %s over %s', (store, protocol) => {
   it('normal saga: each step applied once, barrier rows recorded', async () => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
-    const final = await transfer(store, gid, 1, 2, 30).submitAndWait();
+    const final = await transfer(store, protocol, gid, 1, 2, 30).submitAndWait();
     expect(final.status).toBe('succeed');
     expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
     if (store !== 'redis') expect(await barrierRows(store, gid)).toEqual(['01/action/01=action', '02/action/01=action']);
@@ -87,9 +102,9 @@ describe.each(STORES)('barrier on %s', (store) => {
     const gid = await t.client.generateGid();
     const query = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
     const answers = await Promise.all([
-      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
-      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
-      callBranch(store, 'trans-out', query, { account: 1, amount: 10 }),
+      callBranch(store, protocol, 'trans-out', query, { account: 1, amount: 10 }),
+      callBranch(store, protocol, 'trans-out', query, { account: 1, amount: 10 }),
+      callBranch(store, protocol, 'trans-out', query, { account: 1, amount: 10 }),
     ]);
     expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
     expect(await balances(store, [1])).toEqual({ 1: 90 });
@@ -99,10 +114,10 @@ describe.each(STORES)('barrier on %s', (store) => {
   it('a compensation for an action that never ran undoes nothing, and the late action then does nothing', async () => {
     await seed(store, { 1: 100 });
     const gid = await t.client.generateGid();
-    const compensate = await callBranch(store, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 10 });
+    const compensate = await callBranch(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 10 });
     expect(compensate.status).toBe(200);
     expect(await balances(store, [1])).toEqual({ 1: 100 });
-    const lateAction = await callBranch(store, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 10 });
+    const lateAction = await callBranch(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 10 });
     expect(lateAction.status).toBe(200);
     expect(await balances(store, [1])).toEqual({ 1: 100 });
     if (store !== 'redis') {
@@ -116,26 +131,28 @@ describe.each(STORES)('barrier on %s', (store) => {
     await seed(store, { 1: 100 });
     const gid = await t.client.generateGid();
     const data = JSON.stringify({ account: 1, amount: 40 });
-    expect((await dtmPost('/prepare', { gid, trans_type: 'tcc', timeout_to_fail: 1, retry_interval: 1 })).status).toBe(200);
+    // DTM's HTTP API takes the transaction's protocol from the body: gRPC makes DTM cancel over gRPC
+    expect((await dtmPost('/prepare', { gid, trans_type: 'tcc', timeout_to_fail: 1, retry_interval: 1, protocol })).status).toBe(200);
     const registered = await dtmPost('/registerBranch', {
       gid,
       trans_type: 'tcc',
       branch_id: '01',
-      data,
-      confirm: `${t.url}/${store}-bank/tcc-out-confirm`,
-      cancel: `${t.url}/${store}-bank/tcc-out-cancel`,
+      // over gRPC the stored payload is the protobuf message (here all ASCII bytes, so it travels as a JSON string)
+      data: protocol === 'grpc' ? requestBytes(`tests.${grpcServiceOf(store as SqlStore)}`, 'TccOutCancel', { account: 1, amount: 40 }).toString('latin1') : data,
+      confirm: target(store, protocol, 'tcc-out-confirm'),
+      cancel: target(store, protocol, 'tcc-out-cancel'),
     });
     expect(registered.status).toBe(200);
     const cancelQuery = { gid, trans_type: 'tcc', branch_id: '01', op: 'cancel' };
     const raced = await Promise.all([
-      callBranch(store, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
-      callBranch(store, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
+      callBranch(store, protocol, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
+      callBranch(store, protocol, 'tcc-out-cancel', cancelQuery, { account: 1, amount: 40 }),
     ]);
     expect(raced.map((r) => r.status)).toEqual([200, 200]);
     const final = await waitForTransStatus(gid, 'failed', 20_000); // DTM times it out and cancels too
     expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
 
-    const lateTry = await callBranch(store, 'tcc-out-try', { gid, trans_type: 'tcc', branch_id: '01', op: 'try' }, { account: 1, amount: 40 });
+    const lateTry = await callBranch(store, protocol, 'tcc-out-try', { gid, trans_type: 'tcc', branch_id: '01', op: 'try' }, { account: 1, amount: 40 });
     expect(lateTry.status).toBe(200);
     expect(await balances(store, [1])).toEqual({ 1: 100 });
     if (store !== 'redis') {
@@ -148,12 +165,12 @@ describe.each(STORES)('barrier on %s', (store) => {
   it('TCC confirm and cancel through DtmClient: balances follow', async () => {
     await seed(store, { 1: 100 });
     const ok = await t.client.generateGid();
-    await t.client.tccGlobalTransaction(ok, (tcc) => tcc.callBranch({ account: 1, amount: 25 }, `${store}.tccOut`));
+    await t.client.tccGlobalTransaction(ok, (tcc) => tcc.callBranch({ account: 1, amount: 25 }, `${store}.tccOut`), { protocol });
     expect((await t.client.waitForFinal(ok)).status).toBe('succeed');
     expect(await balances(store, [1])).toEqual({ 1: 75 });
 
     const tooMuch = await t.client.generateGid();
-    await expect(t.client.tccGlobalTransaction(tooMuch, (tcc) => tcc.callBranch({ account: 1, amount: 500 }, `${store}.tccOut`))).rejects.toBeInstanceOf(
+    await expect(t.client.tccGlobalTransaction(tooMuch, (tcc) => tcc.callBranch({ account: 1, amount: 500 }, `${store}.tccOut`), { protocol })).rejects.toBeInstanceOf(
       DtmFailureError,
     );
     expect((await t.client.waitForFinal(tooMuch)).status).toBe('failed');
@@ -163,7 +180,7 @@ describe.each(STORES)('barrier on %s', (store) => {
   it('rollback: a refused step and its compensation leave every balance as it was', async () => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
-    const final = await transfer(store, gid, 1, 2, 500).submitAndWait(); // transOut refuses: not enough
+    const final = await transfer(store, protocol, gid, 1, 2, 500).submitAndWait(); // transOut refuses: not enough
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain(store === 'redis' ? 'would make it negative' : 'insufficient balance');
     expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
@@ -182,10 +199,10 @@ describe.each(STORES)('barrier on %s', (store) => {
         const amount = 10 + random(80);
         const gid = await t.client.generateGid();
         gids.push(gid);
-        await transfer(store, gid, from, to, amount).submit();
+        await transfer(store, protocol, gid, from, to, amount).submit();
         if (i % 3 === 0) {
           // a duplicate delivery of the first step, racing DTM's own
-          await callBranch(store, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: from, amount });
+          await callBranch(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: from, amount });
         }
       }),
     );
@@ -197,11 +214,11 @@ describe.each(STORES)('barrier on %s', (store) => {
   });
 });
 
-describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
+describe.each(SQL_CASES)('barrier on %s over %s: local transactions', (store, protocol) => {
   it('a business error after its write rolls the write and the barrier rows back; DTM fails the saga, the compensations undo nothing twice', async () => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
-    const final = await transfer(store, gid, 1, 2, 30, 'failure').submitAndWait();
+    const final = await transfer(store, protocol, gid, 1, 2, 30, 'failure').submitAndWait();
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('refused after writing');
     expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
@@ -218,7 +235,7 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
   it('a non-FAILURE error rolls back too and DTM retries: applied exactly once in the end', async () => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
-    await transfer(store, gid, 1, 2, 30, 'error').submit();
+    await transfer(store, protocol, gid, 1, 2, 30, 'error').submit();
     while (t.runs.of(`${store}.transIn`) < 1) await new Promise((r) => setTimeout(r, 50));
     await triggerCron();
     expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
@@ -229,8 +246,8 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
   it('two barrier calls in one handler (barrier ids 01 and 02) run once each, also when delivered again', async () => {
     await seed(store, { 1: 0 });
     const gid = await t.client.generateGid();
-    expect((await t.client.newSaga(gid).add(`${store}.double`, { account: 1, amount: 5 }).submitAndWait()).status).toBe('succeed');
-    const again = await callBranch(store, 'double', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 5 });
+    expect((await t.client.newSaga(gid, { protocol }).add(`${store}.double`, { account: 1, amount: 5 }).submitAndWait()).status).toBe('succeed');
+    const again = await callBranch(store, protocol, 'double', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 5 });
     expect(again.status).toBe(200);
     expect(await balances(store, [1])).toEqual({ 1: 10 });
     expect([t.runs.of(`${store}.double.first`), t.runs.of(`${store}.double.second`)]).toEqual([1, 1]);
@@ -238,7 +255,7 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
   });
 
   describe('transactional outbox (msg.doAndSubmitDb)', () => {
-    const outbox = (gid: string) => t.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(`${store}.deliver`, { account: 2, amount: 7 });
+    const outbox = (gid: string) => t.client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(`${store}.deliver`, { account: 2, amount: 7 });
     const saveOrder = (amount: number) => async (tx: unknown) => {
       if (store === 'pg') await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query('UPDATE account SET balance = balance - $1 WHERE id = 1', [amount]);
       else await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query('UPDATE account SET balance = balance - ? WHERE id = 1', [amount]);
@@ -270,7 +287,7 @@ describe.each(SQL_STORES)('barrier on %s: local transactions', (store) => {
     it('back-check before the local commit: DtmDuplicatedError, the business never runs, nothing is sent', async () => {
       await seed(store, { 1: 100, 2: 0 });
       const gid = await t.client.generateGid();
-      const check = await fetch(`${t.url}/${store}-bank/query-prepared?gid=${gid}&trans_type=msg&branch_id=00&op=msg`);
+      const check = await callBranch(store, protocol, 'query-prepared', { gid, trans_type: 'msg', branch_id: '00', op: 'msg' });
       expect(check.status).toBe(409);
       let ran = false;
       const error = await outbox(gid)

@@ -18,7 +18,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   beforeEach(() => t.ledger.reset());
 
   it('resolves branch names to routes with the global prefix and the URI version', () => {
-    const routes = t.app.get(DtmBranchRegistry).all.map((r) => `${r.kind} ${r.name} ${r.method} ${r.path}`);
+    const routes = t.app.get(DtmBranchRegistry).all.map((r) => `${r.kind} ${r.name} ${r.http?.method} ${r.http?.path}`);
     expect(routes).toEqual(
       expect.arrayContaining([
         'saga-action transOut POST /api/v1/bank/trans-out',
@@ -146,7 +146,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { message: string };
-    expect(body.message).toContain('BankController.transOut is a DTM branch, but this call lacks the query parameter(s) trans_type, branch_id, op');
+    expect(body.message).toContain('BankController.transOut is a DTM branch, but this call lacks trans_type, branch_id, op (DTM sends gid, trans_type, branch_id and op: in the query over HTTP');
     expect(t.ledger.calls).toEqual([]);
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
   });
@@ -346,7 +346,7 @@ describe('start-up validation of decorated branches', () => {
       @Post('x') @SagaAction('pay', { compensate: false }) x() {}
       @Post('y') @SagaAction('pay', { compensate: false }) y() {}
     }
-    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is on A.x and A.y: branch names must be unique`)]);
+    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is served over HTTP by A.x and A.y: a branch name has one handler per transport`)]);
   });
 
   it('refuses a saga action without compensation, unless stated, and a compensation without action', async () => {
@@ -376,7 +376,7 @@ describe('start-up validation of decorated branches', () => {
       @Post(':id') @SagaAction('param', { compensate: false }) y() {}
     }
     const problems = await failureOf([D]);
-    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is not a route; add @Post()'));
+    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()'));
     expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
   });
 

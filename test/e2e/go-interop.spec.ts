@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
+import { GrpcMethod, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -44,7 +45,7 @@ interface Move {
 const withdrawSql = 'UPDATE account SET balance = balance - $1 WHERE id = $2 AND balance >= $1';
 const depositSql = 'UPDATE account SET balance = balance + $1 WHERE id = $2';
 
-/** The Nest side: PostgreSQL branches behind nestjs-dtm's barrier, and an XA branch on MariaDB. */
+/** The Nest side: PostgreSQL branches behind nestjs-dtm's barrier, and XA branches on MariaDB and PostgreSQL; each an HTTP route and a gRPC method (bank.NestBank). */
 @Controller('nest')
 @UseBarrier('pg')
 class NestBank {
@@ -53,40 +54,47 @@ class NestBank {
   }
 
   @Post('withdraw')
+  @GrpcMethod('NestBank', 'Withdraw')
   @SagaAction('nest.withdraw')
   withdrawAction(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     return this.withdraw(tx, m);
   }
 
   @Post('withdraw-compensate')
+  @GrpcMethod('NestBank', 'WithdrawCompensate')
   @SagaCompensate('nest.withdraw')
   async withdrawCompensate(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     await tx.query(depositSql, [m.amount, m.account]);
   }
 
   @Post('try')
+  @GrpcMethod('NestBank', 'Try')
   @TccTry('nest.tcc')
   tryWithdraw(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     return this.withdraw(tx, m);
   }
 
   @Post('confirm')
+  @GrpcMethod('NestBank', 'Confirm')
   @TccConfirm('nest.tcc')
   confirm() {}
 
   @Post('cancel')
+  @GrpcMethod('NestBank', 'Cancel')
   @TccCancel('nest.tcc')
   async cancel(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     await tx.query(depositSql, [m.amount, m.account]);
   }
 
   @Post('deliver')
+  @GrpcMethod('NestBank', 'Deliver')
   @MsgBranch('nest.deliver')
   async deliver(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     await tx.query(depositSql, [m.amount, m.account]);
   }
 
   @Post('xa')
+  @GrpcMethod('NestBank', 'Xa')
   @XaBranch('nest.xa', { db: 'mysql' })
   async xa(@Body() m: Move, @BarrierTx() conn: mysql.Connection) {
     await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
@@ -94,6 +102,7 @@ class NestBank {
   }
 
   @Post('xa-pg')
+  @GrpcMethod('NestBank', 'XaPg')
   @XaBranch('nest.xaPg', { db: 'pg' })
   async xaPg(@Body() m: Move, @BarrierTx() client: pg.Client) {
     await client.query(depositSql, [m.amount, m.account]);
@@ -107,6 +116,7 @@ let client: DtmClient;
 let nestUrl: string;
 let goUrl: string;
 let goGrpc: string;
+let nestGrpc: string;
 let peer: ManagedProcess;
 
 /** The Go peer's proto: the same file its dtmgrpc service compiles. */
@@ -141,6 +151,12 @@ beforeAll(async () => {
     controllers: [NestBank],
   }).compile();
   app = moduleRef.createNestApplication({ logger: ['error'] });
+  nestGrpc = `127.0.0.1:${await freePort()}`;
+  app.connectMicroservice(
+    { transport: Transport.GRPC, options: { package: 'bank', protoPath: BANK_PROTO, url: nestGrpc, loader: { longs: Number, defaults: true } } },
+    { inheritAppConfig: true },
+  );
+  await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
   nestUrl = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/nest`;
   client = app.get(DtmClient);
@@ -281,6 +297,91 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
   it('msg: DTM delivers the Go message to our branch', async () => {
     const gid = await client.generateGid();
     expect((await goStarts('msg', gid, [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }])).status).toBe(200);
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 9]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
+  });
+});
+
+/** Asks the Go peer to start a transaction with dtmgrpc, through DTM's gRPC API; branches are gRPC targets, payloads bank.Move. */
+async function goStartsGrpc(kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) {
+  const res = await fetch(`${goUrl}/ap/grpc/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
+  return { status: res.status, text: await res.text() };
+}
+
+describe("DTM's Go SDK (dtmgrpc) drives nestjs-dtm's @GrpcMethod branches", () => {
+  const nest = (method: string) => `${nestGrpc}/bank.NestBank/${method}`;
+  const step = (account: number, amount: number) => ({ action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account, amount } });
+
+  it('saga: commits; our barrier rows are the ones dtmgrpc writes', async () => {
+    const gid = await client.generateGid();
+    expect((await goStartsGrpc('saga', gid, [step(1, 30), step(1, 20)])).status).toBe(200);
+    const final = await client.waitForFinal(gid);
+    expect([final.status, final.transaction.protocol]).toEqual(['succeed', 'grpc']);
+    expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
+    expect(await pgBalances()).toEqual([50, 0]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  });
+
+  it('saga: our FAILURE (ABORTED) rolls it back with our reason; the compensations leave the balances as they were', async () => {
+    const gid = await client.generateGid();
+    await goStartsGrpc('saga', gid, [step(1, 30), step(2, 10)]);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('nest: account 2 has less than 10');
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([100, 0]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  it('TCC: dtmgrpc calls our Try with its metadata; confirm, and cancel when our Try refuses', async () => {
+    const branch = (amount: number) => ({ try: nest('Try'), confirm: nest('Confirm'), cancel: nest('Cancel'), payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect((await goStartsGrpc('tcc', ok, [branch(40)])).status).toBe(200);
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([60, 0]);
+
+    const refused = await client.generateGid();
+    const answer = await goStartsGrpc('tcc', refused, [branch(10), branch(500)]);
+    expect(answer.status).toBe(409);
+    expect(answer.text).toContain('nest: account 1 has less than 500');
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
+    expect(await pgBalances()).toEqual([60, 0]);
+  });
+
+  it('XA: our @XaBranch handlers on MariaDB and PostgreSQL register through the dtm-dtm dtmgrpc sends, and commit; a refusal rolls the other back', async () => {
+    const ok = await client.generateGid();
+    const answer = await goStartsGrpc('xa', ok, [
+      { action: nest('Xa'), payload: { account: 2, amount: 7 } },
+      { action: nest('XaPg'), payload: { account: 2, amount: 3 } },
+    ]);
+    expect(answer.status).toBe(200);
+    expect(branchLines(await client.waitForFinal(ok))).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
+    expect([await mysqlBalances(), await pgBalances()]).toEqual([
+      [100, 7],
+      [100, 3],
+    ]);
+
+    const refused = await client.generateGid();
+    const refusal = await goStartsGrpc('xa', refused, [
+      { action: nest('XaPg'), payload: { account: 2, amount: 5 } },
+      { action: nest('Xa'), payload: { account: 1, amount: 5, fail: true } },
+    ]);
+    expect(refusal.status).toBe(409);
+    expect(refusal.text).toContain('nest: xa branch refused');
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect([await mysqlBalances(), await pgBalances()]).toEqual([
+      [100, 7],
+      [100, 3],
+    ]);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it('msg: DTM delivers the dtmgrpc message to our branch', async () => {
+    const gid = await client.generateGid();
+    expect((await goStartsGrpc('msg', gid, [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }])).status).toBe(200);
     expect((await client.waitForFinal(gid)).status).toBe('succeed');
     expect(await pgBalances()).toEqual([100, 9]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);

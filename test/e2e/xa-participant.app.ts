@@ -1,23 +1,28 @@
 // An XA participant (resource manager) for xa.spec.ts, run as its own process so that a test can
-// kill it between XA PREPARE and phase 2. Environment: PORT, PG_URL, MYSQL_URL, DTM_URL.
-// Two XA branches: POST /xa/mysql on MariaDB, POST /xa/pg on PostgreSQL; each adds `amount` to
-// account `account`, and with `fail: true` throws FAILURE after its write (which must roll back).
+// kill it between XA PREPARE and phase 2. Environment: PORT, GRPC_PORT, PG_URL, MYSQL_URL, DTM_URL,
+// DTM_GRPC. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
+// test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
+// on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
+// its write (which must roll back).
 import 'reflect-metadata';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { GrpcMethod } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { BarrierTx, DtmFailureError, DtmModule, XaBranch, mysqlXaDatabase, pgXaDatabase } from 'nestjs-dtm';
+import { testsGrpcOptions } from '../support/grpc.js';
 
 interface Move {
   account: number;
   amount: number;
-  fail?: boolean;
+  fail?: boolean | string;
 }
 
 @Controller('xa')
 class XaBank {
   @Post('mysql')
+  @GrpcMethod('XaBank', 'Mysql')
   @XaBranch('mysqlBank', { db: 'mysql' })
   async mysql(@Body() m: Move, @BarrierTx() conn: mysql.Connection) {
     await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
@@ -26,6 +31,7 @@ class XaBank {
   }
 
   @Post('pg')
+  @GrpcMethod('XaBank', 'Pg')
   @XaBranch('pgBank', { db: 'pg' })
   async pg(@Body() m: Move, @BarrierTx() client: pg.Client) {
     await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
@@ -37,7 +43,7 @@ class XaBank {
 @Module({
   imports: [
     DtmModule.forRoot({
-      config: { serverUrl: process.env.DTM_URL!, barrierTable: 'dtm_barrier' },
+      config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: `127.0.0.1:${process.env.GRPC_PORT}`, barrierTable: 'dtm_barrier' },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: process.env.MYSQL_URL })),
         pg: pgXaDatabase(async () => {
@@ -53,5 +59,7 @@ class XaBank {
 class XaParticipantModule {}
 
 const app = await NestFactory.create(XaParticipantModule, { logger: ['error', 'warn'] });
+app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${process.env.GRPC_PORT}`), { inheritAppConfig: true });
+await app.startAllMicroservices();
 await app.listen(Number(process.env.PORT), '127.0.0.1');
 process.stdout.write('ready\n');

@@ -1,15 +1,18 @@
 // Local XA branches on MariaDB and PostgreSQL against the real DTM server: the participant runs in
-// its own process (test/e2e/xa-participant.app.ts) so that it can be killed after XA PREPARE.
+// its own process (test/e2e/xa-participant.app.ts) so that it can be killed after XA PREPARE. Its
+// branches are HTTP routes and gRPC methods at once; every scenario runs on both, the transaction
+// talking the same protocol to DTM.
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, type DtmClient } from 'nestjs-dtm';
+import { DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { branchLines } from '../support/fixtures.js';
+import { branchLines, PROTOCOLS } from '../support/fixtures.js';
+import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -18,6 +21,7 @@ let myPool: mysql.Pool;
 let ap: DtmTestApp;
 let client: DtmClient;
 let port: number;
+let grpcPort: number;
 let participant: ManagedProcess;
 
 /** Starts the participant process on `port` (again, after a kill). */
@@ -28,7 +32,14 @@ async function startParticipant(): Promise<ManagedProcess> {
     command: process.execPath,
     args: [join(root, '.build', 'test', 'e2e', 'xa-participant.app.js')],
     cwd: root,
-    env: minimalEnv({ PORT: String(port), PG_URL: `${dbs.postgres.url}?application_name=xa-participant`, MYSQL_URL: dbs.mariadb.url, DTM_URL: harness().dtm.serverUrl }),
+    env: minimalEnv({
+      PORT: String(port),
+      GRPC_PORT: String(grpcPort),
+      PG_URL: `${dbs.postgres.url}?application_name=xa-participant`,
+      MYSQL_URL: dbs.mariadb.url,
+      DTM_URL: harness().dtm.serverUrl,
+      DTM_GRPC: harness().dtm.grpcAddress,
+    }),
     runDir,
     logFile: join(runDir.path, `xa-participant-${process.pid}.log`),
   });
@@ -36,7 +47,9 @@ async function startParticipant(): Promise<ManagedProcess> {
   return proc;
 }
 
-const url = (store: 'mysql' | 'pg') => `http://127.0.0.1:${port}/xa/${store}`;
+/** The target of the XA branch on `store`: its URL, or its gRPC method. */
+const target = (store: 'mysql' | 'pg', protocol: DtmProtocol) =>
+  protocol === 'http' ? `http://127.0.0.1:${port}/xa/${store}` : `127.0.0.1:${grpcPort}/tests.XaBank/${store === 'mysql' ? 'Mysql' : 'Pg'}`;
 
 async function balances(): Promise<{ mysql: number; pg: number }> {
   const [rows] = await myPool.query('SELECT balance FROM account WHERE id = 1');
@@ -66,9 +79,9 @@ beforeAll(async () => {
   }
   await ensureBarrierSchema(pgBarrierDatabase(pgPool), { table: 'dtm_barrier' });
   await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
-  port = await freePort();
+  [port, grpcPort] = [await freePort(), await freePort()];
   participant = await startParticipant();
-  ap = await startDtmApp();
+  ap = await startDtmApp({ grpcProtos: TESTS_GRPC_PROTOS });
   client = ap.client;
 });
 afterAll(async () => {
@@ -77,14 +90,20 @@ afterAll(async () => {
   await Promise.all([pgPool?.end(), myPool?.end()]);
 });
 
-describe('local XA branches on MariaDB and PostgreSQL', () => {
+describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s', (protocol) => {
+  const url = (store: 'mysql' | 'pg') => target(store, protocol);
+
   it('commit: both branches prepared, registered, then committed by DTM; nothing left prepared', async () => {
     const before = await balances();
     const gid = await client.generateGid();
-    await client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
-      await xa.callBranch({ account: 1, amount: 30 }, url('pg'));
-    });
+    await client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+        await xa.callBranch({ account: 1, amount: 30 }, url('pg'));
+      },
+      { protocol },
+    );
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('succeed');
     expect(branchLines(final)).toEqual([
@@ -100,7 +119,8 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
     // a repeated phase 2 is harmless: the xid is unknown now, which counts as done
     for (const store of ['mysql', 'pg'] as const) {
       const branchId = store === 'mysql' ? '01' : '02';
-      const again = await fetch(`${url(store)}?gid=${gid}&trans_type=xa&branch_id=${branchId}&op=commit`, { method: 'POST' });
+      const query = { gid, trans_type: 'xa', branch_id: branchId, op: 'commit' };
+      const again = protocol === 'grpc' ? await callGrpc(url(store), undefined, query) : await fetch(`${url(store)}?${new URLSearchParams(query)}`, { method: 'POST' });
       expect(again.status).toBe(200);
     }
     expect(await balances()).toEqual({ mysql: before.mysql - 30, pg: before.pg + 30 });
@@ -109,10 +129,14 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
   it('rollback: the second branch fails, the first branch\'s prepared work is rolled back, balances unchanged', async () => {
     const before = await balances();
     const gid = await client.generateGid();
-    const run = client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
-      await xa.callBranch({ account: 1, amount: 30, fail: true }, url('pg'));
-    });
+    const run = client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+        await xa.callBranch({ account: 1, amount: 30, fail: 'yes' }, url('pg'));
+      },
+      { protocol },
+    );
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
@@ -126,17 +150,25 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
   it('the participant is killed after XA PREPARE; once it is back, DTM\'s retry commits the prepared branch', async () => {
     const before = await balances();
     const gid = await client.generateGid();
-    await client.xaGlobalTransaction(gid, async (xa) => {
-      await xa.callBranch({ account: 1, amount: 7 }, url('mysql'));
-      await participant.stop(0); // SIGKILL-fast: the branch stays prepared in MariaDB, nobody to commit it
-    });
+    await client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: 7 }, url('mysql'));
+        await participant.stop(0); // SIGKILL-fast: the branch stays prepared in MariaDB, nobody to commit it
+      },
+      { protocol },
+    );
     expect(await pendingXa()).toEqual([`mysql:${gid}-01`]);
     await new Promise((r) => setTimeout(r, 1500)); // DTM's commit fails: connection refused
     expect((await client.query(gid))?.branches.map((b) => b.status)).toEqual(['prepared', 'prepared']);
 
     participant = await startParticipant();
-    await triggerCron();
-    await waitForTransStatus(gid, 'succeed', 20_000);
+    // DTM retries at once when asked; over gRPC its first retries may still fail fast while
+    // grpc-go's channel to the restarted participant waits out its reconnect backoff: ask again
+    await waitUntil('DTM committing the prepared branch', async () => {
+      await triggerCron();
+      return (await client.query(gid))?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
     expect(await pendingXa()).toEqual([]);
     expect((await balances()).mysql).toBe(before.mysql + 7);
   });
@@ -150,7 +182,7 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
         await waitForTransStatus(gid, 'failed', 20_000); // DTM times it out
         await xa.callBranch({ account: 1, amount: 5 }, url('mysql'));
       },
-      { timeoutToFail: 1, retryInterval: 1 },
+      { protocol, timeoutToFail: 1, retryInterval: 1 },
     );
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     const final = await client.waitForFinal(gid);
@@ -165,10 +197,14 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
     for (const failing of [undefined, 'pg', 'mysql'] as const) {
       const gid = await client.generateGid();
       await client
-        .xaGlobalTransaction(gid, async (xa) => {
-          await xa.callBranch({ account: 1, amount: 1, fail: failing === 'mysql' }, url('mysql'));
-          await xa.callBranch({ account: 1, amount: 1, fail: failing === 'pg' }, url('pg'));
-        })
+        .xaGlobalTransaction(
+          gid,
+          async (xa) => {
+            await xa.callBranch({ account: 1, amount: 1, fail: failing === 'mysql' ? 'yes' : '' }, url('mysql'));
+            await xa.callBranch({ account: 1, amount: 1, fail: failing === 'pg' ? 'yes' : '' }, url('pg'));
+          },
+          { protocol },
+        )
         .catch((e: unknown) => expect(e).toBeInstanceOf(DtmFailureError));
       expect((await client.waitForFinal(gid)).status).toBe(failing ? 'failed' : 'succeed');
     }
@@ -194,8 +230,8 @@ describe('local XA branches on MariaDB and PostgreSQL', () => {
 
   it('a gid too long for MySQL\'s 64-byte XA id is refused up front with a clear reason', async () => {
     const before = await balances();
-    const gid = `too-long-${'x'.repeat(60)}`;
-    const run = client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 5 }, url('mysql')));
+    const gid = `too-long-${protocol}-${'x'.repeat(60)}`;
+    const run = client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 5 }, url('mysql')), { protocol });
     await expect(run).rejects.toThrow(/over MySQL's limit of 64: use a shorter gid/);
     expect((await client.waitForFinal(gid)).status).toBe('failed');
     expect(await balances()).toEqual(before);

@@ -149,8 +149,11 @@ describe('the packed tarball', () => {
        const { NestFactory } = require('@nestjs/core');
        const { DtmClient, DtmModule, DtmBranchRegistry, SagaAction } = require('nestjs-dtm');
        class Bank { pay() { return { paid: true }; } }
-       Post('pay')(Bank.prototype, 'pay', Object.getOwnPropertyDescriptor(Bank.prototype, 'pay'));
-       SagaAction('pay', { compensate: false })(Bank.prototype, 'pay', Object.getOwnPropertyDescriptor(Bank.prototype, 'pay'));
+       // as TypeScript's decorator emit does: each decorator gets the descriptor, which is written back
+       const descriptor = Object.getOwnPropertyDescriptor(Bank.prototype, 'pay');
+       SagaAction('pay', { compensate: false })(Bank.prototype, 'pay', descriptor);
+       Post('pay')(Bank.prototype, 'pay', descriptor);
+       Object.defineProperty(Bank.prototype, 'pay', descriptor);
        Controller('bank')(Bank);
        class AppModule {}
        Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://dtm.example/api/dtmsvr', appUrl: 'http://orders' } })], controllers: [Bank] })(AppModule);

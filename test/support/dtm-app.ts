@@ -12,10 +12,10 @@ export interface DtmTestApp {
 
 /**
  * Compiles and initialises a Nest module that imports `DtmModule.forRoot(options)`, pointed at the
- * harness's DTM server unless `options.config.serverUrl` says otherwise.
+ * harness's DTM server (HTTP and gRPC) unless `options.config` says otherwise.
  */
 export async function startDtmApp(options: DtmModuleOptions = {}): Promise<DtmTestApp> {
-  const config = options.configFile ? options.config : { serverUrl: harness().dtm.serverUrl, ...options.config };
+  const config = options.configFile ? options.config : { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, ...options.config };
   const module = await Test.createTestingModule({ imports: [DtmModule.forRoot({ ...options, config })] }).compile();
   await module.init();
   return { module, client: module.get(DtmClient), helper: module.get(TransactionHelper), close: () => module.close() };

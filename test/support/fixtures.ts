@@ -36,7 +36,7 @@ export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http'): DtmAppWit
   const grpc = protocol === 'grpc';
   beforeAll(async () => {
     recorder = await startRecorder();
-    app = await startDtmApp({ config: { protocol, grpcServer: harness().dtm.grpcAddress } });
+    app = await startDtmApp({ config: { protocol } });
   });
   afterAll(async () => {
     await app?.close();

@@ -9,7 +9,7 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
-import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest } from '../dtm-transport.js';
+import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../dtm-transport.js';
 import type { HttpTransport } from '../http/http.transport.js';
 import { payloadText } from '../payload.js';
 import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
@@ -36,6 +36,9 @@ interface DtmServiceClient extends Client {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** What gRPC metadata carries: keys of `[0-9a-z._-]`, values of printable ASCII. */
+const METADATA_KEY = /^[0-9a-z._-]+$/;
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const identity = (bytes: Buffer): Buffer => bytes;
 
 /**
@@ -85,6 +88,19 @@ export class GrpcTransport implements DtmTransport {
 
   checkTarget(_target: BranchTarget, _gid: string): void {
     // DTM calls http(s):// steps of a gRPC transaction over HTTP, and every other target over gRPC
+  }
+
+  /**
+   * DTM sends the gid and the branch headers as gRPC metadata to every gRPC branch; grpc-go fails
+   * such a call inside DTM (retried forever) for a value that is not printable ASCII or a key
+   * outside `[0-9a-z._-]`: refused here, before anything is sent.
+   */
+  checkTransaction(gid: string, options: ResolvedOptions): void {
+    if (!PRINTABLE_ASCII.test(gid)) throw new DtmUsageError(MESSAGES.grpcMetadataValue('the gid', gid), { gid });
+    for (const name in options.branchHeaders) {
+      if (!METADATA_KEY.test(name) || name.startsWith('grpc-')) throw new DtmUsageError(MESSAGES.grpcMetadataKey(name), { gid });
+      if (!PRINTABLE_ASCII.test(options.branchHeaders[name])) throw new DtmUsageError(MESSAGES.grpcMetadataValue(`branch header ${name}`, options.branchHeaders[name]), { gid });
+    }
   }
 
   async newGid(): Promise<string> {

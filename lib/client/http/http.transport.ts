@@ -61,6 +61,10 @@ export class HttpTransport implements DtmTransport {
     if (target.kind === 'grpc') throw new DtmUsageError(MESSAGES.grpcTargetOverHttp(target.value), { gid });
   }
 
+  checkTransaction(): void {
+    // DTM passes any gid and header value to HTTP branches
+  }
+
   async newGid(): Promise<string> {
     return (JSON.parse(await this.server('GET', 'newGid', undefined, 'newGid')) as { gid: string }).gid;
   }

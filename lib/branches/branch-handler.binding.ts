@@ -1,17 +1,26 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
+import { isObservable, map } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
-import { branchInfoFromQuery } from '../context/dtm-context.js';
-import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { servingGrpc } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import { handlerName, type BranchInfo, type BranchMetadata } from './branch.types.js';
+import { branchMetadataOf } from './branch-metadata.accessor.js';
+import type { BranchCarrier } from './branch-transport.js';
+import { branchTransportOf } from './branch-transports.js';
+import { branchCallOf } from './branch.guard.js';
+import { handlerName, type BranchInfo } from './branch.types.js';
 
-// Why handlers are wrapped here instead of by a Nest interceptor: any interceptor on a route makes
-// Nest run the call through an RxJS pipeline (defer, mergeAll, an AsyncResource per call,
-// lastValueFrom), which cost more CPU per branch call than the barrier's own work
-// (bench/barrier-overhead). The wrapped handler is what Nest's router calls, after the guard, the
-// pipes and the parameter decorators, so everything else about the route stays Nest's.
+// Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
+// interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
+// mergeAll, an AsyncResource per call, lastValueFrom), which cost more CPU per branch call than the
+// barrier's own work (bench/barrier-overhead). The wrapped handler is what Nest's router (or its
+// gRPC server) calls, after the guard, the pipes and the parameter decorators, so everything else
+// about the route stays Nest's. The wrapper:
+// - answers a gRPC call whose handler returned nothing with an empty message of the method's
+//   response type (`{}`), where Nest would fail with "Error serializing response", which DTM
+//   retries forever;
+// - with a barrier connection or an XA database, runs the handler inside that local transaction.
 
 /** Nest's route-argument metadata key (the same in Nest 11 and 12). */
 const ROUTE_ARGS_METADATA = '__routeArguments__';
@@ -25,84 +34,99 @@ export interface DtmBranchRuntime {
   xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
 }
 
-/** Where the branch guard leaves the serving module's {@link DtmBranchRuntime} on the request. */
-export const BRANCH_RUNTIME = Symbol('nestjs-dtm:branch-runtime');
-
 /** Where a handler's local transaction comes from: a barrier connection, or an XA database. */
 export type LocalTransactionSource = { barrier: string; queryPrepared: boolean } | { xa: string };
 
 /** How a wrapped handler was made: what it runs in, what it wraps, where its arguments are. */
 interface Binding {
-  source: LocalTransactionSource;
+  /** Its local transaction, if any. */
+  source?: LocalTransactionSource;
   /** Made by a controller's `@UseBarrier()` (a subclass's may replace it), not by the method's own decorator. */
   byController: boolean;
   original: Handler;
-  /** Index of the hidden request argument. */
-  requestIndex: number;
+  /** Index of the hidden argument carrying the call (the HTTP request, the gRPC call); only with a source. */
+  carrierIndex?: number;
   /** Indexes of the `@BarrierTx()` arguments. */
   txIndexes: number[];
 }
 
 /** On a wrapped handler: its {@link Binding}. */
-const BINDING = Symbol('nestjs-dtm:local-transaction');
+const BINDING = Symbol('nestjs-dtm:branch-handler');
 
 /** What `@BarrierTx()` resolves to until the wrapped handler puts the transaction's handle in its place. */
 const TX_PLACEHOLDER = Object.freeze({ '@BarrierTx()': 'replaced by the local transaction when the handler runs' });
 
-type Handler = ((...args: unknown[]) => unknown) & { [BINDING]?: Binding };
-type BranchRequest = { query?: Record<string, unknown>; [BRANCH_RUNTIME]?: DtmBranchRuntime };
+/** What a gRPC handler that returned nothing answers: the method's response type, every field at its default. */
+const EMPTY_MESSAGE = Object.freeze({});
 
-/** The factory of `@BarrierTx()`: a placeholder on wrapped handlers, a clear error elsewhere. */
+type Handler = ((...args: unknown[]) => unknown) & { [BINDING]?: Binding };
+
+/** The factory of `@BarrierTx()`: a placeholder on handlers in a local transaction, a clear error elsewhere. */
 export function barrierTxFactory(_data: unknown, context: ExecutionContext): unknown {
-  if ((context.getHandler() as Handler)[BINDING]) return TX_PLACEHOLDER;
+  if ((context.getHandler() as Handler)[BINDING]?.source) return TX_PLACEHOLDER;
   throw new InternalServerErrorException(MESSAGES.noBarrierTx(handlerName(context)));
 }
 
-/** The hidden last argument of a wrapped handler: the request (the router passes nothing else a handler did not ask for). */
-const RequestArgument = createParamDecorator((_data: unknown, context: ExecutionContext) => context.switchToHttp().getRequest<unknown>());
+/** The hidden last argument of a handler in a local transaction: the call's carrier (the router passes nothing else a handler did not ask for). */
+const CarrierArgument = createParamDecorator((_data: unknown, context: ExecutionContext) => branchTransportOf(context)?.carrier(context));
 
-/** Whether `handler` was wrapped to run in a local transaction. */
+/** Whether `handler` was wrapped to run in a local transaction, and in which. */
 export function localTransactionOf(handler: unknown): LocalTransactionSource | undefined {
   return typeof handler === 'function' ? (handler as Handler)[BINDING]?.source : undefined;
 }
 
 /**
- * Makes the handler of `descriptor` run inside a local transaction from `source`: a barrier-guarded
- * one on a barrier connection, or the local XA transaction on an XA database. Its `@BarrierTx()`
- * parameters receive the transaction's handle. Called by the branch decorators (once per method),
- * and by `@UseBarrier()`, whose binding a subclass's `@UseBarrier()` replaces (on the subclass only).
+ * Wraps the branch handler of `descriptor` (see the note at the top of this file), in the local
+ * transaction of `source` if given: a barrier-guarded one on a barrier connection, or the local XA
+ * transaction on an XA database; its `@BarrierTx()` parameters then receive the transaction's
+ * handle. Called by the branch decorators (once per method), and by `@UseBarrier()`, whose source a
+ * subclass's `@UseBarrier()` replaces (on the subclass only); a method's own source stays.
  */
-export function bindLocalTransaction(target: object, key: string | symbol, descriptor: PropertyDescriptor, source: LocalTransactionSource, byController = false): void {
+export function bindBranchHandler(target: object, key: string | symbol, descriptor: PropertyDescriptor, source?: LocalTransactionSource, byController = false): void {
   const current = descriptor.value as Handler;
   if (typeof current !== 'function') return;
   const bound = current[BINDING];
-  if (bound && !(byController && bound.byController)) return;
+  if (bound && (!source || (bound.source && !(byController && bound.byController)))) return;
   const controller = target.constructor;
-  let binding: Binding;
-  if (bound) {
-    binding = { ...bound, source };
-  } else {
+  const original = bound?.original ?? current;
+  const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, txIndexes: [] };
+  if (source && binding.carrierIndex === undefined) {
     const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
-    const requestIndex = Math.max(current.length, ...declared.map((arg) => arg.index + 1));
-    RequestArgument()(target, key, requestIndex);
-    binding = { source, byController, original: current, requestIndex, txIndexes: declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index) };
+    binding.carrierIndex = Math.max(original.length, ...declared.map((arg) => arg.index + 1));
+    binding.txIndexes = declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index);
+    CarrierArgument()(target, key, binding.carrierIndex);
   }
-  const { original, requestIndex, txIndexes } = binding;
+  const { carrierIndex, txIndexes } = binding;
   const where = `${controller.name}.${String(key)}`;
-  const wrapped: Handler = function (this: unknown, ...args: unknown[]) {
-    const request = args[requestIndex] as BranchRequest | undefined;
-    args.length = requestIndex;
-    return runInLocalTransaction(request, source, where, (handle) => {
-      for (const index of txIndexes) args[index] = handle;
-      return original.apply(this, args);
-    });
-  };
+  const wrapped: Handler =
+    source && carrierIndex !== undefined
+      ? function (this: unknown, ...args: unknown[]) {
+          const carrier = args[carrierIndex] as BranchCarrier | undefined;
+          args.length = carrierIndex;
+          return answered(
+            runInLocalTransaction(carrier, source, where, (handle) => {
+              for (const index of txIndexes) args[index] = handle;
+              return original.apply(this, args);
+            }),
+          );
+        }
+      : function (this: unknown, ...args: unknown[]) {
+          return answered(original.apply(this, args));
+        };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
     Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
   }
   Object.defineProperty(wrapped, 'name', { value: original.name });
   wrapped[BINDING] = binding;
   descriptor.value = wrapped;
+}
+
+/** A handler's result as its transport must answer it: over gRPC, nothing becomes an empty message. */
+function answered(result: unknown): unknown {
+  if (!servingGrpc()) return result;
+  if (result instanceof Promise) return result.then((value: unknown) => value ?? EMPTY_MESSAGE);
+  if (isObservable(result)) return result.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE));
+  return result ?? EMPTY_MESSAGE;
 }
 
 /**
@@ -119,10 +143,10 @@ export function bindControllerBarrier(controller: { prototype: object }, connect
       seen.add(key);
       const descriptor = Object.getOwnPropertyDescriptor(owner, key);
       const handler = descriptor?.value as Handler | undefined;
-      const branch = typeof handler === 'function' ? (Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined) : undefined;
+      const branch = typeof handler === 'function' ? branchMetadataOf(handler) : undefined;
       if (!branch || branch.kind === 'xa' || branch.options.barrier !== undefined) continue;
       const own = { ...descriptor! };
-      bindLocalTransaction(controller.prototype, key, own, { barrier: connection, queryPrepared: branch.kind === 'msg-query-prepared' }, true);
+      bindBranchHandler(controller.prototype, key, own, { barrier: connection, queryPrepared: branch.kind === 'msg-query-prepared' }, true);
       if (own.value !== handler) Object.defineProperty(controller.prototype, key, own);
     }
   }
@@ -134,13 +158,15 @@ export function isRedisConnection(connection: BarrierConnection): connection is 
 }
 
 async function runInLocalTransaction(
-  request: BranchRequest | undefined,
+  carrier: BranchCarrier | undefined,
   source: LocalTransactionSource,
   where: string,
   business: (handle: unknown) => unknown,
 ): Promise<unknown> {
-  const runtime = request?.[BRANCH_RUNTIME];
-  const info = branchInfoFromQuery(request?.query, {}); // the guard has answered 400 if it is incomplete
+  const call = branchCallOf(carrier);
+  const runtime = call?.runtime;
+  // the guard has refused the call if a key of DTM's branch call is missing
+  const info = call && carrier ? branchTransportOf(call.context)?.branchInfo(carrier, {}) : undefined;
   if (!runtime || !info) throw new InternalServerErrorException(MESSAGES.noBranchRuntime(where));
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);

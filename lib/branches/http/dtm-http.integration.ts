@@ -3,9 +3,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { take } from 'rxjs';
-import type { DtmConfig } from '../config/dtm-config.types.js';
-import { dtmContext, passThroughAllowList, pickHeaders } from '../context/dtm-context.js';
-import { DTM_CONFIG } from '../dtm.constants.js';
+import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm-context.js';
+import { DTM_CONFIG } from '../../dtm.constants.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;

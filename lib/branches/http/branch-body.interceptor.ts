@@ -1,17 +1,18 @@
 import { Injectable, InternalServerErrorException, Logger, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
 import { map, type Observable } from 'rxjs';
-import { MESSAGES } from '../dtm.messages.js';
-import { handlerName } from './branch.types.js';
+import { MESSAGES } from '../../dtm.messages.js';
+import { handlerName } from '../branch.types.js';
 
 const RESULT_WORDS = /FAILURE|ONGOING/;
 
 /**
- * Development only (decorated routes get it unless NODE_ENV is `production`): refuses, loudly, a
- * success body containing FAILURE or ONGOING, which DTM would read as that result instead of
- * success. In production the body is sent as it is, and DTM reads it as DTM reads it.
+ * Development only (decorated routes get it unless NODE_ENV is `production`), HTTP only: refuses,
+ * loudly, a success body containing FAILURE or ONGOING, which DTM would read as that result instead
+ * of success. In production the body is sent as it is, and DTM reads it as DTM reads it. (DTM reads
+ * a gRPC branch's reply by its status code alone.)
  */
 @Injectable()
-export class DtmBranchInterceptor implements NestInterceptor {
+export class DtmBranchBodyInterceptor implements NestInterceptor {
   private readonly logger = new Logger('DtmBranch');
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {

@@ -1,0 +1,58 @@
+// The one place decorator metadata is read: ours (the branch record) and Nest's (routes, gRPC methods).
+import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { BRANCH_OPS, type BranchMetadata } from './branch.types.js';
+
+/** Nest's route metadata keys (the same in Nest 11 and 12). */
+const PATH_METADATA = 'path';
+const METHOD_METADATA = 'method';
+const VERSION_METADATA = '__version__';
+/** `@nestjs/microservices`' pattern metadata key: `@GrpcMethod` writes `[{ service, rpc, streaming }]`. */
+const PATTERN_METADATA = 'microservices:pattern';
+
+/** What `@GrpcMethod(service, rpc)` recorded on a handler. */
+export interface GrpcMethodMetadata {
+  /** As given to `@GrpcMethod`: relative to the proto package (`Bank`) or fully qualified (`bank.Bank`). */
+  service: string;
+  rpc: string;
+}
+
+const opsCache = new WeakMap<object, readonly string[]>();
+
+/** The branch record a branch decorator wrote on `handler`, if any. */
+export function branchMetadataOf(handler: object): BranchMetadata | undefined {
+  return Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined;
+}
+
+/** The ops a decorated `handler` serves, looked up once per handler (metadata lookups cost on every call). */
+export function branchOpsOf(handler: object): readonly string[] {
+  let ops = opsCache.get(handler);
+  if (!ops) {
+    ops = BRANCH_OPS[branchMetadataOf(handler)!.kind];
+    opsCache.set(handler, ops);
+  }
+  return ops;
+}
+
+/** The HTTP route metadata of `handler` (and its controller): undefined when it is not a route. */
+export function routeMetadataOf(controller: object, handler: object) {
+  const requestMethod = Reflect.getMetadata(METHOD_METADATA, handler) as number | undefined;
+  const methodPath = Reflect.getMetadata(PATH_METADATA, handler) as string | string[] | undefined;
+  if (requestMethod === undefined || methodPath === undefined) return undefined;
+  return {
+    requestMethod,
+    methodPath,
+    controllerPath: Reflect.getMetadata(PATH_METADATA, controller) as string | string[] | undefined,
+    methodVersion: Reflect.getMetadata(VERSION_METADATA, handler) as unknown,
+    controllerVersion: Reflect.getMetadata(VERSION_METADATA, controller) as unknown,
+  };
+}
+
+/** The unary `@GrpcMethod` of `handler`, if it is one. */
+export function grpcMethodOf(handler: object): GrpcMethodMetadata | undefined {
+  const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;
+  for (const pattern of patterns ?? []) {
+    const p = pattern as { service?: unknown; rpc?: unknown; streaming?: unknown };
+    if (typeof p?.service === 'string' && typeof p.rpc === 'string' && (p.streaming === undefined || p.streaming === 'no_stream')) return { service: p.service, rpc: p.rpc };
+  }
+  return undefined;
+}

@@ -1,0 +1,25 @@
+// The participant side's transport seam: what differs between a branch call that arrives over HTTP
+// and one that arrives over gRPC. The guard, the filter, @BranchContext() and the handler binding
+// speak only this; http/ and grpc/ implement it.
+import type { ArgumentsHost } from '@nestjs/common';
+import type { HttpAdapterHost } from '@nestjs/core';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import type { BranchInfo } from './branch.types.js';
+
+/** The per-call object a transport keeps the call's state on: the HTTP request, or the gRPC call. */
+export type BranchCarrier = object;
+
+/** One transport's side of serving a DTM branch call. */
+export interface BranchTransport {
+  readonly protocol: DtmProtocol;
+  /** The per-call object of `context` (HTTP: the request; gRPC: the call). */
+  carrier(context: ArgumentsHost): BranchCarrier;
+  /** The call's op when it carries every key of a DTM branch call; checked on every call, so it allocates nothing. */
+  completeOp(carrier: BranchCarrier): string | undefined;
+  /** The keys of a DTM branch call that the call lacks (for the message that names them). */
+  missing(carrier: BranchCarrier): string[];
+  /** The DTM branch call `carrier` carries (with the allow-listed headers of the call), or undefined when a key is missing. */
+  branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined;
+  /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */
+  answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown;
+}

@@ -1,0 +1,149 @@
+import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { ModulesContainer } from '@nestjs/core';
+import type { Subscription } from 'rxjs';
+import { loadGrpc } from '../../client/grpc/grpc-runtime.js';
+import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { dtmContext, passThroughAllowList } from '../../context/dtm-context.js';
+import { DTM_CONFIG } from '../../dtm.constants.js';
+import { MESSAGES } from '../../dtm.messages.js';
+import { DtmUsageError } from '../../errors/dtm-usage.error.js';
+import type { GrpcMethodMetadata } from '../branch-metadata.accessor.js';
+import type { MetadataLike } from './grpc-branch.transport.js';
+
+/** `@nestjs/microservices`' `Transport.GRPC`. */
+const GRPC_TRANSPORT_ID = 4;
+
+type ProcessingStartHook = (transportId: unknown, context: { metadata?: MetadataLike }, done: () => unknown) => unknown;
+
+/** A Nest gRPC server (`ServerGrpc` of `@nestjs/microservices`, Nest 11 and 12), as the module uses it. */
+interface GrpcServerLike {
+  transportId: unknown;
+  url: string;
+  options?: { package?: string | string[]; protoPath?: string | string[]; packageDefinition?: Record<string, unknown>; loader?: object };
+  onProcessingStartHook: ProcessingStartHook;
+  setOnProcessingStartHook(hook: ProcessingStartHook): void;
+}
+
+function isGrpcServer(server: unknown): server is GrpcServerLike {
+  const s = server as Partial<GrpcServerLike> | undefined;
+  return s?.transportId === GRPC_TRANSPORT_ID && typeof s.setOnProcessingStartHook === 'function' && typeof s.url === 'string';
+}
+
+/** Where DTM reaches a gRPC branch: `host:port` and the fully qualified service. */
+export interface GrpcBranchAddress {
+  address: string;
+  service: string;
+  /** Set when the address is the server's listening address (no `grpc_app_address`). */
+  fromListen?: boolean;
+}
+
+/**
+ * What the module adds to the app's gRPC servers (each `ServerGrpc` Nest creates, hybrid app or
+ * pure microservice; Nest announces them through its RPC target registry): a processing-start hook
+ * that runs each call inside the module's AsyncLocalStorage, with the call's allow-listed metadata
+ * (`pass_through_headers`, W3C trace context) as the headers passed on to the transactions it
+ * starts, and the mark that makes a branch handler's `undefined` an empty message. It also knows
+ * the servers' packages and addresses, to turn a `@GrpcMethod` into the target DTM calls.
+ */
+@Injectable()
+export class DtmGrpcIntegration implements OnModuleDestroy {
+  private readonly servers: GrpcServerLike[] = [];
+  private readonly subscription?: Subscription;
+  private readonly allowList: readonly string[];
+  private readonly services = new Map<GrpcServerLike, Set<string>>();
+
+  constructor(
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
+    @Optional() modules?: ModulesContainer,
+  ) {
+    this.allowList = passThroughAllowList(config);
+    this.subscription = modules?.getRpcTargetRegistry?.().subscribe((server: unknown) => {
+      if (isGrpcServer(server)) this.install(server);
+    });
+  }
+
+  /** Whether the app has a gRPC server. */
+  get hasServers(): boolean {
+    return this.servers.length > 0;
+  }
+
+  onModuleDestroy(): void {
+    this.subscription?.unsubscribe();
+  }
+
+  /**
+   * Where DTM reaches `method`: `grpc_app_address` (or the listening address of the server that
+   * serves it) and its fully qualified service. Throws `DtmUsageError` when it cannot be told.
+   */
+  locate(method: GrpcMethodMetadata, where: string): GrpcBranchAddress {
+    const server = this.serverOf(method, where);
+    const service = method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where);
+    if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service };
+    if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
+    return { address: reachable(server.url), service, fromListen: true };
+  }
+
+  /** The gRPC target DTM calls for `method`: `host:port/package.Service/Method`. */
+  target(method: GrpcMethodMetadata, where: string): string {
+    const { address, service } = this.locate(method, where);
+    return `${address}/${service}/${method.rpc}`;
+  }
+
+  private install(server: GrpcServerLike): void {
+    const previous = server.onProcessingStartHook.bind(server);
+    const allowList = this.allowList;
+    server.setOnProcessingStartHook((transportId, context, done) => {
+      const headers: Record<string, string> = {};
+      const metadata = context?.metadata;
+      if (metadata && typeof metadata.get === 'function') {
+        for (const name of allowList) {
+          const values = metadata.get(name);
+          if (values.length > 0) headers[name] = values.map(String).join(', ');
+        }
+      }
+      return dtmContext.run({ headers, grpc: true }, () => previous(transportId, context, done));
+    });
+    this.servers.push(server);
+  }
+
+  /** The server whose packages include `method`'s service (with one server: that one). */
+  private serverOf(method: GrpcMethodMetadata, where: string): GrpcServerLike | undefined {
+    if (this.servers.length <= 1) return this.servers[0];
+    const matching = this.servers.filter((s) => [...this.servicesOf(s, where)].some((q) => q === method.service || q.endsWith(`.${method.service}`)));
+    if (matching.length !== 1) throw new DtmUsageError(MESSAGES.grpcServiceAmbiguous(where, method.service, matching.length));
+    return matching[0];
+  }
+
+  /** `service` qualified with the one package of `server` that declares it. */
+  private qualify(server: GrpcServerLike, service: string, where: string): string {
+    const packages = ([] as string[]).concat(server.options?.package ?? []);
+    if (packages.length === 1) return packages[0] ? `${packages[0]}.${service}` : service;
+    const known = this.servicesOf(server, where);
+    const matches = packages.filter((p) => known.has(`${p}.${service}`));
+    if (matches.length !== 1) throw new DtmUsageError(MESSAGES.grpcServiceAmbiguous(where, service, matches.length));
+    return `${matches[0]}.${service}`;
+  }
+
+  /** The fully qualified services of `server`'s protos (loaded once, as the server loads them). */
+  private servicesOf(server: GrpcServerLike, where: string): Set<string> {
+    let services = this.services.get(server);
+    if (!services) {
+      let definition = server.options?.packageDefinition;
+      if (!definition && server.options?.protoPath) {
+        try {
+          definition = loadGrpc().protoLoader.loadSync(server.options.protoPath, server.options.loader as never) as Record<string, unknown>;
+        } catch (err) {
+          throw new DtmUsageError(MESSAGES.grpcProtosUnreadable(`${where}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
+        }
+      }
+      services = new Set(Object.entries(definition ?? {}).filter(([, v]) => v && typeof v === 'object' && !('format' in v)).map(([k]) => k));
+      this.services.set(server, services);
+    }
+    return services;
+  }
+}
+
+/** A listening address as a client on this host reaches it: `0.0.0.0` / `::` become loopback. */
+function reachable(url: string): string {
+  return url.replace(/^(0\.0\.0\.0|\[::\]|::)(?=:\d+$)/, '127.0.0.1');
+}

@@ -1,0 +1,101 @@
+import { HttpException, type ArgumentsHost } from '@nestjs/common';
+import { throwError } from 'rxjs';
+import { DtmFailureError } from '../../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
+import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
+import { REQUIRED_BRANCH_QUERY, type BranchInfo } from '../branch.types.js';
+
+/** gRPC status codes (grpc-js `status`; not imported: @grpc/grpc-js is an optional peer). */
+const CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;
+
+/** What gRPC code an HttpException's status stands for (409 / 425 as DTM reads them on HTTP). */
+const CODE_OF_STATUS: Record<number, number> = { 400: CODE.INVALID_ARGUMENT, 401: CODE.UNAUTHENTICATED, 403: CODE.PERMISSION_DENIED, 404: CODE.NOT_FOUND, 409: CODE.ABORTED, 425: CODE.FAILED_PRECONDITION };
+
+/** A grpc-js `Metadata` (the second argument of a `@GrpcMethod` handler). */
+export interface MetadataLike {
+  get(key: string): (string | Buffer)[];
+  getMap(): Record<string, string | Buffer>;
+}
+
+/** A grpc-js unary call (the third argument of a `@GrpcMethod` handler). */
+export interface GrpcCallLike {
+  metadata: MetadataLike;
+}
+
+/** Whether `value` is a grpc-js Metadata (and the RPC context therefore gRPC, not another Nest transport). */
+export function isMetadata(value: unknown): value is MetadataLike {
+  return typeof (value as MetadataLike | undefined)?.getMap === 'function' && typeof (value as MetadataLike).get === 'function';
+}
+
+function first(metadata: MetadataLike, key: string): string {
+  const value = metadata.get(key)[0];
+  return typeof value === 'string' ? value : value === undefined ? '' : value.toString('utf8');
+}
+
+/** Whether the call's metadata lacks `dtm-<key>`: gid, trans_type and op must be non-empty, branch_id present. */
+function lacks(metadata: MetadataLike, key: (typeof REQUIRED_BRANCH_QUERY)[number]): boolean {
+  const values = metadata.get(`dtm-${key}`);
+  return values.length === 0 || (values[0] === '' && key !== 'branch_id');
+}
+
+/**
+ * DTM's branch protocol over gRPC: the call in the `dtm-*` metadata (`dtm-gid`, `dtm-trans_type`,
+ * `dtm-branch_id`, `dtm-op`, `dtm-dtm`, `dtm-phase2_url`), the outcome as a status code.
+ */
+export const grpcBranchTransport: BranchTransport = {
+  protocol: 'grpc',
+
+  carrier(context: ArgumentsHost): BranchCarrier {
+    return context.getArgByIndex<GrpcCallLike>(2);
+  },
+
+  completeOp(carrier: BranchCarrier): string | undefined {
+    const { metadata } = carrier as GrpcCallLike;
+    return lacks(metadata, 'gid') || lacks(metadata, 'trans_type') || lacks(metadata, 'branch_id') || lacks(metadata, 'op') ? undefined : first(metadata, 'dtm-op');
+  },
+
+  missing(carrier: BranchCarrier): string[] {
+    const { metadata } = carrier as GrpcCallLike;
+    return REQUIRED_BRANCH_QUERY.filter((key) => lacks(metadata, key)).map((key) => `dtm-${key}`);
+  },
+
+  branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined {
+    if (!this.completeOp(carrier)) return undefined;
+    const { metadata } = carrier as GrpcCallLike;
+    return {
+      gid: first(metadata, 'dtm-gid'),
+      transType: first(metadata, 'dtm-trans_type'),
+      branchId: first(metadata, 'dtm-branch_id'),
+      op: first(metadata, 'dtm-op'),
+      dtm: first(metadata, 'dtm-dtm') || undefined,
+      phase2Url: first(metadata, 'dtm-phase2_url') || undefined,
+      headers,
+    };
+  },
+
+  /**
+   * As DTM reads a gRPC branch (its `GrpcError2DtmError`): `DtmFailureError` → ABORTED (the reason
+   * as message), `DtmOngoingError` → FAILED_PRECONDITION, an RpcException → its own error, an
+   * HttpException → the code its status stands for, anything else → INTERNAL with its message
+   * (DTM retries with backoff). Nest's RPC filters answer with an error Observable.
+   */
+  answer(exception: unknown): unknown {
+    let error: { code: number; message: string } | object;
+    if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: exception.reason };
+    else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: exception.message };
+    else if (isRpcException(exception)) {
+      const inner = exception.getError();
+      error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: String(inner) };
+    } else if (exception instanceof HttpException) {
+      error = { code: CODE_OF_STATUS[exception.getStatus()] ?? CODE.INTERNAL, message: exception.message };
+    } else error = { code: CODE.INTERNAL, message: exception instanceof Error ? exception.message : String(exception) };
+    return throwError(() => error);
+  },
+};
+
+/** `@nestjs/microservices`' RpcException or a subclass (not imported: an optional peer). */
+function isRpcException(value: unknown): value is { getError(): unknown } {
+  if (typeof (value as { getError?: unknown } | undefined)?.getError !== 'function') return false;
+  for (let c = (value as object).constructor; typeof c === 'function' && c !== Object; c = Object.getPrototypeOf(c)) if (c.name === 'RpcException') return true;
+  return false;
+}

@@ -1,0 +1,94 @@
+import { Inject, Injectable, Optional, RequestMethod, VersioningType, type Type } from '@nestjs/common';
+import { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core';
+import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
+import type { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { DTM_CONFIG } from '../../dtm.constants.js';
+import { MESSAGES } from '../../dtm.messages.js';
+import { DtmUsageError } from '../../errors/dtm-usage.error.js';
+import { routeMetadataOf } from '../branch-metadata.accessor.js';
+
+/** Nest's module path metadata key (RouterModule; the same in Nest 11 and 12). */
+const MODULE_PATH = '__module_path__';
+
+/** A decorated handler's HTTP route. */
+export interface HttpBranchRoute {
+  /** HTTP method of the route. */
+  method: string;
+  /** Full path: global prefix, module path, URI version, controller and method paths. */
+  path: string;
+}
+
+/**
+ * Where DTM reaches HTTP branches: each decorated route's full path as Nest builds it (global
+ * prefix and its exclusions, RouterModule path, URI version, controller and method paths, with
+ * Nest's own RoutePathFactory), and the base URL before it (`app_url`, or the address the app
+ * listens on).
+ */
+@Injectable()
+export class HttpBranchLocator {
+  constructor(
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
+    private readonly appConfig: ApplicationConfig,
+    private readonly modules: ModulesContainer,
+    @Optional() private readonly adapterHost?: HttpAdapterHost,
+  ) {}
+
+  /** The route of `handler`; `undefined` when it is not a route, a `problem` when DTM could not call it. */
+  locate(controller: Type, handler: object, where: string, hostModule: Type | undefined): { route?: HttpBranchRoute; problem?: string } {
+    const meta = routeMetadataOf(controller, handler);
+    if (!meta) return {};
+    const versioning = this.appConfig.getVersioning();
+    const modulePath = hostModule
+      ? ((Reflect.getMetadata(MODULE_PATH + this.modules.applicationId, hostModule) ?? Reflect.getMetadata(MODULE_PATH, hostModule)) as string | undefined)
+      : undefined;
+    const paths = new RoutePathFactory(this.appConfig).create(
+      {
+        ctrlPath: first(meta.controllerPath) ?? '/',
+        methodPath: first(meta.methodPath),
+        globalPrefix: this.appConfig.getGlobalPrefix(),
+        modulePath,
+        controllerVersion: versioning ? ((meta.controllerVersion ?? versioning.defaultVersion) as never) : undefined,
+        methodVersion: meta.methodVersion as never,
+        versioningOptions: versioning,
+      },
+      meta.requestMethod,
+    );
+    const route = { method: RequestMethod[meta.requestMethod], path: paths[0] };
+    if (/\/:|\*/.test(route.path)) return { route, problem: MESSAGES.branchPathParameters(where, route.path) };
+    if (versioning && versioning.type !== VersioningType.URI && (meta.methodVersion || meta.controllerVersion)) {
+      return { route, problem: MESSAGES.branchNotUriVersioned(where, VersioningType[versioning.type]) };
+    }
+    return { route };
+  }
+
+  /** The URL DTM calls for `route`: `app_url` (or the listening address) plus its path; `DtmUsageError` before the app listens without `app_url`. */
+  target(route: HttpBranchRoute, name: string): string {
+    const base = this.config.appUrl ?? this.listenUrl();
+    if (!base) throw new DtmUsageError(MESSAGES.noAppUrl(name));
+    return `${base}${route.path}`;
+  }
+
+  /** Calls `warn` once the app listens, when branch URLs fall back to the listening address. */
+  warnWithoutAppUrl(warn: (message: string) => void): void {
+    if (this.config.appUrl || !this.adapterHost) return;
+    this.adapterHost.listen$.subscribe(() => {
+      const url = this.listenUrl();
+      if (url) warn(MESSAGES.appUrlFromListen(url));
+    });
+  }
+
+  private listenUrl(): string | undefined {
+    const server = this.adapterHost?.httpAdapter?.getHttpServer?.() as (HttpsServer & { address(): AddressInfo | string | null }) | undefined;
+    const address = server?.address?.();
+    if (!address || typeof address === 'string') return undefined;
+    const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
+    return `${scheme}://${host}:${address.port}`;
+  }
+}
+
+function first(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,194 @@
+// A Nest app serving DTM branches over gRPC only (the service Shop of test/e2e/protos/tests.proto),
+// for grpc-branches.spec.ts: as a hybrid app (HTTP + gRPC, the HTTP side serving nothing of DTM's)
+// or as a pure gRPC microservice. Handlers answer as each call's Item.script says, and record what
+// they received.
+import 'reflect-metadata';
+import { Controller, Inject, Injectable, type INestApplicationContext, type LoggerService } from '@nestjs/common';
+import { Ctx, GrpcMethod, Payload, type MicroserviceOptions } from '@nestjs/microservices';
+import { Test } from '@nestjs/testing';
+import type { Metadata } from '@grpc/grpc-js';
+import {
+  BranchContext,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmOngoingError,
+  MsgBranch,
+  MsgQueryPrepared,
+  SagaAction,
+  SagaCompensate,
+  type BranchInfo,
+  type DtmConfigInput,
+} from 'nestjs-dtm';
+import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { harness } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
+
+/** `tests.Item`. */
+export interface Item {
+  sku: string;
+  quantity: number;
+  /** '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply). */
+  script: string;
+}
+
+/** One call a Shop handler received. */
+export interface ShopCall {
+  handler: string;
+  item: Item;
+  branch: BranchInfo;
+  /** The call's metadata, without DTM's own keys. */
+  metadata: Record<string, string>;
+}
+
+/** What the Shop handlers received, and the scripted answers of the back-check per gid. */
+@Injectable()
+export class ShopLedger {
+  calls: ShopCall[] = [];
+  /** Scripts already played once (`ongoing-once`, `crash-once`), per gid/branch. */
+  played = new Set<string>();
+  /** What `Check` answers for a gid: 'success' | 'failure' | 'ongoing', each in turn; the last repeats. */
+  checks = new Map<string, string[]>();
+  callsOf(gid: string): ShopCall[] {
+    return this.calls.filter((c) => c.branch.gid === gid);
+  }
+}
+
+/** Logs the module's lines, for assertions. */
+export class RecordingLogger implements LoggerService {
+  lines: string[] = [];
+  log(message: unknown) {
+    this.lines.push(`log ${String(message)}`);
+  }
+  warn(message: unknown) {
+    this.lines.push(`warn ${String(message)}`);
+  }
+  error(message: unknown) {
+    this.lines.push(`error ${String(message)}`);
+  }
+  debug() {}
+  verbose() {}
+}
+
+@Controller()
+export class ShopController {
+  constructor(
+    @Inject(ShopLedger) private readonly ledger: ShopLedger,
+    @Inject(DtmClient) private readonly dtm: DtmClient,
+  ) {}
+
+  private record(handler: string, item: Item, branch: BranchInfo, metadata: Metadata): void {
+    const plain: Record<string, string> = {};
+    for (const [key, value] of Object.entries(metadata.getMap())) if (!key.startsWith('dtm-')) plain[key] = String(value);
+    this.ledger.calls.push({ handler, item, branch, metadata: plain });
+  }
+
+  /** Plays `item.script`; returns nothing unless asked for a reply. */
+  private play(item: Item, branch: BranchInfo): { message: string } | undefined {
+    const key = `${branch.gid}/${branch.branchId}/${branch.op}`;
+    const once = !this.ledger.played.has(key);
+    this.ledger.played.add(key);
+    if (item.script === 'refuse') throw new DtmFailureError(`out of stock: ${item.sku}`);
+    if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
+    if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
+    return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;
+  }
+
+  @GrpcMethod('Shop', 'Reserve')
+  @SagaAction('reserve')
+  reserve(@Payload() item: Item, @Ctx() metadata: Metadata, @BranchContext() branch: BranchInfo) {
+    this.record('reserve', item, branch, metadata);
+    return this.play(item, branch);
+  }
+
+  @GrpcMethod('Shop', 'ReserveRevert')
+  @SagaCompensate('reserve')
+  async reserveRevert(@Payload() item: Item, @Ctx() metadata: Metadata, @BranchContext() branch: BranchInfo) {
+    this.record('reserveRevert', item, branch, metadata);
+  }
+
+  @GrpcMethod('Shop', 'Notify')
+  @MsgBranch('notify')
+  notify(@Payload() item: Item, @Ctx() metadata: Metadata, @BranchContext() branch: BranchInfo) {
+    this.record('notify', item, branch, metadata);
+  }
+
+  /** The back-check, answered as the test scripted for the gid: success, FAILURE or ONGOING. */
+  @GrpcMethod('Shop', 'Check')
+  @MsgQueryPrepared('check')
+  check(@Payload() item: Item, @Ctx() metadata: Metadata, @BranchContext() branch: BranchInfo) {
+    this.record('check', item, branch, metadata);
+    const script = this.ledger.checks.get(branch.gid) ?? ['success'];
+    const answer = script.length > 1 ? script.shift()! : script[0];
+    if (answer === 'failure') throw new DtmFailureError('the order was never saved');
+    if (answer === 'ongoing') throw new DtmOngoingError('the order is being saved');
+    return { message: 'saved' };
+  }
+
+  /** Not a branch: starts a saga while serving a gRPC call; its allow-listed metadata must reach the branches. */
+  @GrpcMethod('Shop', 'Checkout')
+  async checkout(@Payload() order: { gid: string; sku: string }) {
+    await this.dtm.newSaga(order.gid, { protocol: 'grpc' }).add('reserve', { sku: order.sku, quantity: 1, script: '' }).submit();
+    return { message: `started ${order.gid}` };
+  }
+}
+
+/** A running Shop app. */
+export interface ShopApp {
+  app: INestApplicationContext;
+  client: DtmClient;
+  ledger: ShopLedger;
+  logger: RecordingLogger;
+  /** `host:port` of its gRPC server. */
+  grpcAddress: string;
+  /** The gRPC target of a Shop method. */
+  target(method: string): string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the Shop app on a free port: `hybrid` (an HTTP app with the gRPC microservice connected,
+ * `inheritAppConfig`) or `microservice` (a pure gRPC microservice), talking gRPC to DTM.
+ */
+export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}): Promise<ShopApp> {
+  const grpcAddress = `127.0.0.1:${await freePort()}`;
+  const logger = new RecordingLogger();
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: {
+          serverUrl: harness().dtm.serverUrl,
+          grpcServer: harness().dtm.grpcAddress,
+          grpcAppAddress: grpcAddress,
+          protocol: 'grpc',
+          passThroughHeaders: ['X-Request-ID'],
+          ...config,
+        },
+        grpcProtos: TESTS_GRPC_PROTOS,
+      }),
+    ],
+    controllers: [ShopController],
+    providers: [ShopLedger],
+  }).compile();
+  let app: INestApplicationContext;
+  if (kind === 'hybrid') {
+    const http = moduleRef.createNestApplication({ logger });
+    http.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await http.startAllMicroservices();
+    await http.listen(0, '127.0.0.1');
+    app = http;
+  } else {
+    const microservice = moduleRef.createNestMicroservice<MicroserviceOptions>({ ...testsGrpcOptions(grpcAddress), logger });
+    await microservice.listen();
+    app = microservice;
+  }
+  return {
+    app,
+    client: app.get(DtmClient),
+    ledger: app.get(ShopLedger),
+    logger,
+    grpcAddress,
+    target: (method) => `${grpcAddress}/tests.Shop/${method}`,
+    close: () => app.close(),
+  };
+}

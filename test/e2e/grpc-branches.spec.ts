@@ -1,0 +1,199 @@
+// Branch decorators on @GrpcMethod handlers, against the real DTM server calling them over gRPC:
+// outcomes as DTM reads them (OK / ABORTED / FAILED_PRECONDITION / other codes retried), a
+// handler returning nothing, @BranchContext() from DTM's metadata, back-checks answered by the
+// handler, header passthrough from an inbound gRPC call's metadata, a pure gRPC microservice,
+// what the module refuses before anything is sent, and start-up messages. The barrier, TCC and XA
+// scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Controller, Post } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import { Test } from '@nestjs/testing';
+import { DtmBranchRegistry, DtmModule, DtmUsageError, SagaAction } from 'nestjs-dtm';
+import { branchLines } from '../support/fixtures.js';
+import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
+import { RecordingLogger, startShopApp, type ShopApp } from './grpc-app.js';
+
+let t: ShopApp;
+beforeAll(async () => {
+  t = await startShopApp('hybrid');
+});
+afterAll(async () => {
+  await t?.close();
+});
+beforeEach(() => {
+  t.ledger.calls.length = 0;
+  t.logger.lines.length = 0;
+});
+
+const item = (sku: string, script = '') => ({ sku, quantity: 2, script });
+
+describe('saga branches served by @GrpcMethod handlers', () => {
+  it('commit: DTM calls each action over gRPC with its payload and dtm-* metadata; handlers that return nothing answer an empty message', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', 'reply')).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(final.transaction.steps).toEqual([
+      { action: t.target('Reserve'), compensate: t.target('ReserveRevert') },
+      { action: t.target('Reserve'), compensate: t.target('ReserveRevert') },
+    ]);
+    expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
+    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.transType, c.branch.branchId, c.branch.op, c.branch.dtm])).toEqual([
+      ['reserve', 'a', 'saga', '01', 'action', undefined],
+      ['reserve', 'b', 'saga', '02', 'action', undefined],
+    ]);
+    // what a handler returning nothing answers: an empty Reply (not "Error serializing response")
+    const direct = await callGrpc(t.target('Reserve'), item('c'), { gid: 'direct-1', trans_type: 'saga', branch_id: '01', op: 'action' });
+    expect(direct).toEqual({ status: 200, code: 0, text: '' });
+  });
+
+  it('rollback: DtmFailureError answers ABORTED; DTM compensates in reverse order, the reason recorded', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b')).add('reserve', item('c', 'refuse')).submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('out of stock: c');
+    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual([
+      'reserve 01',
+      'reserve 02',
+      'reserve 03',
+      'reserveRevert 03',
+      'reserveRevert 02',
+      'reserveRevert 01',
+    ]);
+  });
+
+  it('DtmOngoingError answers FAILED_PRECONDITION: DTM asks again at the retry interval, then the saga succeeds', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'ongoing-once')).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserve']);
+  });
+
+  it('a plain thrown error answers a code DTM retries, with its message, and a log line naming handler, gid, branch and op', async () => {
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid).add('reserve', item('a', 'crash-once')).submit();
+    while (t.ledger.callsOf(gid).length < 1) await new Promise((r) => setTimeout(r, 50));
+    await triggerCron();
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid)).toHaveLength(2);
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error ShopController.reserve failed (grpc, gid ${gid}, branch 01, op action); DTM will retry the call: Error: warehouse offline`));
+    const direct = await callGrpc(t.target('Reserve'), item('x', 'crash-once'), { gid: 'direct-2', trans_type: 'saga', branch_id: '01', op: 'action' });
+    expect([direct.code, direct.text]).toEqual([13, 'warehouse offline (direct-2/01/action)']);
+  });
+
+  it('a call without DTM metadata, or with an op the handler does not serve, is refused (INVALID_ARGUMENT) and the handler does not run', async () => {
+    const missing = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-missing' });
+    expect([missing.code, missing.text]).toEqual([3, expect.stringContaining('ShopController.reserve is a DTM branch, but this call lacks dtm-trans_type, dtm-branch_id, dtm-op')]);
+    const wrongOp = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-op', trans_type: 'saga', branch_id: '01', op: 'compensate' });
+    expect([wrongOp.code, wrongOp.text]).toEqual([3, expect.stringContaining('ShopController.reserve serves op=action, but this call has op=compensate')]);
+    expect(t.ledger.calls).toEqual([]);
+  });
+});
+
+describe('two-phase messages to @GrpcMethod handlers', () => {
+  it('DTM delivers to the message branch over gRPC', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newMsg(gid).add('notify', item('n1')).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.op])).toEqual([['notify', 'n1', 'action']]);
+  });
+
+  it.each([
+    ['success', 'succeed', ['success'], ['check', 'notify']],
+    ['FAILURE', 'failed', ['failure'], ['check']],
+    ['ONGOING, then success', 'succeed', ['ongoing', 'success'], ['check', 'check', 'notify']],
+  ])('@MsgQueryPrepared answering %s: the message ends %s', async (_name, status, answers, handlers) => {
+    const gid = await t.client.generateGid();
+    t.ledger.checks.set(gid, [...answers]);
+    await t.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', item('n2')).prepare('check');
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe(status);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(handlers);
+    const [check] = t.ledger.callsOf(gid);
+    expect(check.branch).toMatchObject({ transType: 'msg', branchId: '00', op: 'msg' });
+    expect(check.item).toEqual({ sku: '', quantity: 0, script: '' }); // DTM's back-check sends an empty message
+  });
+});
+
+describe('header passthrough from gRPC metadata', () => {
+  it('allow-listed metadata and trace context of an inbound gRPC call reach the branch_headers of the transaction it starts, and its branches', async () => {
+    const gid = await t.client.generateGid();
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const answer = await callGrpc(t.target('Checkout'), { gid, sku: 'p1' }, {}, { 'x-request-id': 'req-77', traceparent, 'x-secret': 'not-allowed' });
+    expect(answer.status).toBe(200);
+    const final = await t.client.waitForFinal(gid);
+    expect(final.transaction.options.branchHeaders).toEqual({ 'x-request-id': 'req-77', traceparent });
+    const [reserve] = t.ledger.callsOf(gid);
+    expect(reserve.metadata).toMatchObject({ 'x-request-id': 'req-77', traceparent });
+    expect(reserve.metadata['x-secret']).toBeUndefined();
+  });
+});
+
+describe('what a gRPC transaction refuses before anything is sent', () => {
+  it('a gid, branch header name or value gRPC metadata cannot carry', async () => {
+    expect(() => t.client.newSaga('gíd-1')).toThrow(DtmUsageError);
+    expect(() => t.client.newSaga('gid-header-key', { branchHeaders: { 'X-Upper': 'v' } })).toThrow(/branch header "X-Upper" cannot be a gRPC metadata key/);
+    expect(() => t.client.newSaga('gid-header-value', { branchHeaders: { 'x-name': 'Müller' } })).toThrow(/branch header x-name "Müller" cannot travel as gRPC metadata/);
+    // an HTTP transaction can carry them
+    expect(t.client.newSaga('gid-http', { protocol: 'http', branchHeaders: { 'x-name': 'Müller' } }).options.branchHeaders).toEqual({ 'x-name': 'Müller' });
+    expect((await queryTrans('gid-header-key')).transaction).toBeNull();
+  });
+
+  it('a gRPC-only branch name in an HTTP transaction', () => {
+    expect(() => t.client.newSaga('gid-grpc-only', { protocol: 'http' }).add('reserve', item('a'))).toThrow(
+      /\@SagaAction\('reserve'\) is served over gRPC only \(ShopController.reserve\).*protocol: 'grpc'/,
+    );
+  });
+});
+
+describe('a pure gRPC microservice', () => {
+  it('serves decorated branches, resolves their names, and warns that grpc_app_address is not set', async () => {
+    const app = await startShopApp('microservice', { grpcAppAddress: undefined });
+    try {
+      expect(app.logger.lines).toContainEqual(expect.stringContaining(`warn lynx.dtm.grpc_app_address is not set: gRPC branch targets use ${app.grpcAddress}`));
+      const gid = await app.client.generateGid();
+      const final = await app.client.newSaga(gid).add('reserve', item('m1')).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(final.transaction.steps[0].action).toBe(`${app.grpcAddress}/tests.Shop/Reserve`);
+      expect(app.ledger.callsOf(gid).map((c) => c.item.sku)).toEqual(['m1']);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('one branch name on both transports', () => {
+  @Controller('pay')
+  class Pay {
+    @Post('withdraw')
+    @GrpcMethod('PgBank', 'TransOut')
+    @SagaAction('withdraw', { compensate: false })
+    withdraw() {}
+  }
+
+  it('logs which one a transaction uses; HTTP transactions get the route, gRPC transactions the gRPC method', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const logger = new RecordingLogger();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: 'http://pay.internal', grpcAppAddress: 'pay.internal:50051' }, grpcProtos: TESTS_GRPC_PROTOS })],
+      controllers: [Pay],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.init();
+    try {
+      expect(logger.lines).toContainEqual(
+        "log @SagaAction('withdraw') is served over HTTP by Pay.withdraw and over gRPC by Pay.withdraw: HTTP transactions call the route, gRPC transactions the gRPC method",
+      );
+      const registry = app.get(DtmBranchRegistry);
+      expect([registry.target('saga-action', 'withdraw', 'http'), registry.target('saga-action', 'withdraw', 'grpc')]).toEqual([
+        'http://pay.internal/pay/withdraw',
+        'pay.internal:50051/tests.PgBank/TransOut',
+      ]);
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -1,0 +1,70 @@
+// gRPC in the tests: the test apps' proto, the options of their Nest gRPC microservices, and a
+// client that calls a gRPC branch directly, as DTM would (dtm-* metadata).
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { credentials, Metadata, Client, status, type ServiceError } from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import { Transport, type GrpcOptions } from '@nestjs/microservices';
+
+/** The project's root: the nearest directory with a package.json (this file also runs compiled, from .build/). */
+function projectRoot(): string {
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+/** The services of the test apps (test/e2e/protos/tests.proto, package `tests`). */
+export const TESTS_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'tests.proto');
+
+/** How the test apps load it, on both sides (Nest's gRPC server, DtmModule's grpcProtos): int64 as numbers, defaults filled in. */
+export const TESTS_LOADER = { longs: Number, defaults: true } as const;
+
+/** DtmModule's `grpcProtos` for the test apps' services. */
+export const TESTS_GRPC_PROTOS = { protoPath: TESTS_PROTO, loader: TESTS_LOADER };
+
+/** Options of a Nest gRPC microservice serving the test apps' services on `url`. */
+export function testsGrpcOptions(url: string): GrpcOptions {
+  return { transport: Transport.GRPC, options: { package: 'tests', protoPath: TESTS_PROTO, url, loader: TESTS_LOADER } };
+}
+
+const definition = protoLoader.loadSync(TESTS_PROTO, TESTS_LOADER);
+
+/** The HTTP status DTM's protocol gives a gRPC code. */
+const HTTP_STATUS_OF_CODE = { [status.OK]: 200, [status.ABORTED]: 409, [status.FAILED_PRECONDITION]: 425, [status.INVALID_ARGUMENT]: 400 };
+
+/** `body` encoded as the request type of `service`'s `method` (`tests.PgBank`, `TransOut`). */
+export function requestBytes(service: string, method: string, body: object): Buffer {
+  return (definition[service] as Record<string, { requestSerialize(v: unknown): Buffer }>)[method].requestSerialize(body);
+}
+
+/** What a direct gRPC call answered, with the HTTP status DTM's protocol gives its code (OK 200, ABORTED 409, FAILED_PRECONDITION 425, INVALID_ARGUMENT 400, else 500). */
+export interface GrpcAnswer {
+  status: number;
+  code: number;
+  text: string;
+}
+
+/**
+ * Calls `target` (`host:port/tests.Service/Method`) with `body` encoded as the method's request
+ * type (or `undefined`: an empty message, as DTM sends for phase 2 and back-checks), `query`'s
+ * keys as `dtm-*` metadata, and `headers` as plain metadata.
+ */
+export function callGrpc(target: string, body: object | undefined, query: Record<string, string>, headers: Record<string, string> = {}): Promise<GrpcAnswer> {
+  const slash = target.indexOf('/');
+  const [server, path] = [target.slice(0, slash), target.slice(slash)];
+  const [, service, method] = path.split('/');
+  const methodDefinition = (definition[service] as Record<string, { requestSerialize(v: unknown): Buffer }>)[method];
+  const client = new Client(server, credentials.createInsecure());
+  const metadata = new Metadata();
+  for (const [key, value] of Object.entries(query)) metadata.set(`dtm-${key}`, value);
+  for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+  const bytes = body === undefined ? Buffer.alloc(0) : methodDefinition.requestSerialize(body);
+  return new Promise((resolve) => {
+    client.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, bytes, metadata, { deadline: Date.now() + 10_000 }, (err: ServiceError | null, reply?: Buffer) => {
+      client.close();
+      const code = err ? err.code : status.OK;
+      const httpStatus = (HTTP_STATUS_OF_CODE as Record<number, number>)[code] ?? 500;
+      resolve({ status: httpStatus, code, text: err ? err.details : (reply ?? Buffer.alloc(0)).toString('utf8') });
+    });
+  });
+}
