@@ -10,7 +10,7 @@ import type { BarrierConnection, DtmConfig, DtmModuleOptions } from './config/dt
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './client/grpc/grpc-codecs.js';
-import type { DtmBranchRuntime } from './branches/branch-handler.binding.js';
+import type { DtmBranchRuntime } from './branches/branch-call.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
 import { TransactionHelper } from './transactions/transaction.helper.js';

@@ -6,7 +6,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
-import { branchCallOf } from './branch.guard.js';
+import { branchCallOf } from './branch-call.js';
 import { handlerName, type BranchKind } from './branch.types.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */

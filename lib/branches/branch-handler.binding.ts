@@ -1,15 +1,14 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
 import { isObservable, map } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
+import type { BarrierConnection } from '../config/dtm-config.types.js';
 import { servingGrpc } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
-import type { XaDatabase } from '../xa/xa.types.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
-import { branchCallOf } from './branch.guard.js';
-import { handlerName, type BranchInfo } from './branch.types.js';
+import { branchCallOf } from './branch-call.js';
+import { handlerName } from './branch.types.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
 // interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
@@ -24,15 +23,6 @@ import { handlerName, type BranchInfo } from './branch.types.js';
 
 /** Nest's route-argument metadata key (the same in Nest 11 and 12). */
 const ROUTE_ARGS_METADATA = '__routeArguments__';
-
-/** What a branch handler's local transaction needs from the module serving the app (one per app). */
-export interface DtmBranchRuntime {
-  barrierConnections: Map<string, BarrierConnection>;
-  xaDatabases: Map<string, XaDatabase>;
-  config: DtmConfig;
-  /** `DtmClient.xaLocalTransaction` of the module. */
-  xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
-}
 
 /** Where a handler's local transaction comes from: a barrier connection, or an XA database. */
 export type LocalTransactionSource = { barrier: string; queryPrepared: boolean } | { xa: string };

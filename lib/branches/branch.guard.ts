@@ -1,25 +1,10 @@
 import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import { branchOpsOf } from './branch-metadata.accessor.js';
-import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { handlerName } from './branch.types.js';
-import type { DtmBranchRuntime } from './branch-handler.binding.js';
-
-/** What the guard leaves on a call's carrier: the handler serving it (for the filter), and the serving module's runtime. */
-export interface BranchCallState {
-  context: ExecutionContext;
-  runtime?: DtmBranchRuntime;
-}
-
-/** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
-export const BRANCH_CALL = Symbol('nestjs-dtm:branch-call');
-
-/** The state the guard left on `carrier`. */
-export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallState | undefined {
-  return (carrier as { [BRANCH_CALL]?: BranchCallState } | undefined)?.[BRANCH_CALL];
-}
 
 /**
  * Before a decorated handler, on either transport: a call without DTM's branch keys (HTTP query,

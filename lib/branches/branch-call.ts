@@ -1,0 +1,30 @@
+// The state of one branch call being served, left on its carrier (the HTTP request, the gRPC
+// call) by the guard and read by the filter and the wrapped handler.
+import type { ExecutionContext } from '@nestjs/common';
+import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
+import type { XaDatabase } from '../xa/xa.types.js';
+import type { BranchCarrier } from './branch-transport.js';
+import type { BranchInfo } from './branch.types.js';
+
+/** What a branch handler's local transaction needs from the module serving the app (one per app). */
+export interface DtmBranchRuntime {
+  barrierConnections: Map<string, BarrierConnection>;
+  xaDatabases: Map<string, XaDatabase>;
+  config: DtmConfig;
+  /** `DtmClient.xaLocalTransaction` of the module. */
+  xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
+}
+
+/** What the guard leaves on a call's carrier: the handler serving it (for the filter), and the serving module's runtime. */
+export interface BranchCallState {
+  context: ExecutionContext;
+  runtime?: DtmBranchRuntime;
+}
+
+/** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
+export const BRANCH_CALL = Symbol('nestjs-dtm:branch-call');
+
+/** The state the guard left on `carrier`. */
+export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallState | undefined {
+  return (carrier as { [BRANCH_CALL]?: BranchCallState } | undefined)?.[BRANCH_CALL];
+}
