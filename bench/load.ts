@@ -5,9 +5,15 @@ import http from 'node:http';
 
 /** Runs `one` from `workers` concurrent loops until `seconds` have passed; returns completed calls per second. */
 export async function closedLoop(workers: number, seconds: number, one: () => Promise<void>): Promise<number> {
+  const { completed, elapsedSeconds } = await closedLoopRun(workers, seconds, one);
+  return completed / elapsedSeconds;
+}
+
+/** {@link closedLoop}, returning how many calls completed and over how long (s). */
+export async function closedLoopRun(workers: number, seconds: number, one: () => Promise<void>): Promise<{ completed: number; elapsedSeconds: number }> {
   const deadline = Date.now() + seconds * 1000;
   let completed = 0;
-  const started = Date.now();
+  const started = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async () => {
       while (Date.now() < deadline) {
@@ -16,7 +22,7 @@ export async function closedLoop(workers: number, seconds: number, one: () => Pr
       }
     }),
   );
-  return completed / ((Date.now() - started) / 1000);
+  return { completed, elapsedSeconds: (performance.now() - started) / 1000 };
 }
 
 /** POSTs `body` (JSON) to 127.0.0.1:`port``path` on `agent`; resolves with the status code, the answer read and discarded. */
@@ -43,6 +49,14 @@ export function postJson(agent: http.Agent, port: number, path: string, body: st
 
 /** The median of `xs` (the upper one for an even count). */
 export const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
+/** The `q`-quantile of `xs` (0 <= q <= 1), interpolated between the nearest two (q = 0.5: the usual median). */
+export function quantile(xs: number[], q: number): number {
+  const sorted = [...xs].sort((x, y) => x - y);
+  const at = (sorted.length - 1) * q;
+  const below = Math.floor(at);
+  return below + 1 < sorted.length ? sorted[below] + (sorted[below + 1] - sorted[below]) * (at - below) : sorted[below];
+}
 
 /**
  * Starts `argv` (`[executable, ...args]`) with `env` added; resolves with the process once it has

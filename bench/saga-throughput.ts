@@ -1,155 +1,204 @@
-// bench/saga-throughput: completed two-step sagas per second through the real DTM server (Redis
-// store), with N concurrent callers, driven
-//   (a) by DtmClient,
-//   (b) by hand-written requests making the same calls (GET newGid, POST submit with wait_result)
-//       with axios set up as the library sets it up (keep-alive agent, no redirects, bodies as text):
-//       the HTTP client of this product (and of Nest's HttpModule), so a/b is what nestjs-dtm itself
-//       costs on top of the requests. Target: a/b >= 0.95.
-//   (c) for reference, the same hand-written requests with bare node:http, the leanest client there
-//       is: a/c also counts axios's own cost per request.
-// A saga counts when submit answered 200: with wait_result DTM answers after its first round, and
-// 200 only if both steps succeeded. The branches are a bare node:http server in this process.
+// bench/saga-throughput: what DtmClient costs the app that starts sagas, over HTTP and over gRPC,
+// against the same calls written by hand, through the real DTM server (Redis store).
 //
-//   npm run bench:saga -- [--callers 16] [--seconds 8] [--rounds 6]
+// Each driver (bench/saga-drivers.ts) runs the same two-step saga with wait_result from N concurrent
+// callers, for `--seconds` per round, each in a caller process of its own (bench/saga-caller.ts):
+//   HTTP: DtmClient (protocol http) vs by hand with axios set up as an app would for DTM (the
+//         product's HTTP client); bare node:http for reference (it also counts axios's own cost);
+//   gRPC: DtmClient (protocol grpc) vs by hand with @grpc/grpc-js and DTM's proto parsed by protobufjs.
+// A saga counts when submit succeeded: with wait_result DTM answers after its first round, and only
+// with success if both steps succeeded. The branches are a bare node:http server in a child process
+// (bench/saga-branches.ts), http:// steps for every driver, gRPC ones included (DTM calls http://
+// steps of a gRPC saga over HTTP), so that every driver's branches do the same work.
+//
+// Primary figure: the caller's CPU time per completed saga (process.cpuUsage of the caller process,
+// which runs nothing but that driver's callers), hand-written / library: >= 0.95 means the library
+// costs at most ~5 % more CPU than the same calls written by hand. Beside it, completed sagas per
+// second, library / hand-written. Both are taken as paired per-round ratios (all drivers run in every
+// round, one at a time, each round starting with the next driver) and reported as the median with
+// the IQR and min–max. The branch process's and DTM's (+ Redis's) CPU per saga are printed too (they
+// should not depend on the driver, beyond the protocol).
+//
+// One process per driver, because drivers sharing a process charge each other: the garbage one
+// leaves is collected during the next one's round, and code shared by two drivers (the transaction
+// core by both DtmClient drivers, axios, grpc-js) is compiled for both.
+//
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10]
 import 'reflect-metadata';
-import http from 'node:http';
+import { dirname, join } from 'node:path';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import axios from 'axios';
-import { DtmClient, resolveDtmConfig } from 'nestjs-dtm';
 import { startStack } from '../test/support/services/stack.js';
-import { closedLoop, median } from './load.js';
+import { processCpuMicros, quantile, startAppProcess } from './load.js';
+import { DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
 
 const { values } = parseArgs({
-  options: { callers: { type: 'string', default: '16' }, seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '6' } },
+  options: {
+    protocol: { type: 'string', default: 'both' },
+    callers: { type: 'string', default: '16' },
+    seconds: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '10' },
+  },
 });
+if (!['http', 'grpc', 'both'].includes(values.protocol!)) throw new Error(`--protocol must be http, grpc or both, not ${values.protocol}`);
+const protocols: Protocol[] = values.protocol === 'both' ? ['http', 'grpc'] : [values.protocol as Protocol];
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const here = dirname(fileURLToPath(import.meta.url));
+const TARGET = 0.95;
 
-/**
- * Runs `oneSaga` from `callers` loops for `durationSeconds`; returns completed sagas per second and
- * this process's CPU time per saga in microseconds (the branches, which also run here, included).
- */
-async function measure(oneSaga: () => Promise<void>, durationSeconds: number): Promise<{ rate: number; cpuMicros: number }> {
-  const cpu = process.cpuUsage();
-  const rate = await closedLoop(callers, durationSeconds, oneSaga);
-  const used = process.cpuUsage(cpu);
-  return { rate, cpuMicros: (used.user + used.system) / (rate * durationSeconds) };
+/** One driver's figures for one round. */
+interface Sample {
+  /** Completed sagas per second. */
+  rate: number;
+  /** The caller process's CPU time per saga, µs. */
+  cpu: number;
+  /** The branch process's CPU time per saga, µs (NaN without /proc). */
+  branchCpu: number;
+  /** DTM's and Redis's CPU time per saga, µs (NaN without /proc). */
+  serverCpu: number;
 }
+
+/** CPU time of processes `pids` so far (µs), NaN where it cannot be read. */
+const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0);
+
+/** A driver of {@link DRIVERS} in its caller process. */
+interface Caller {
+  protocol: Protocol;
+  role: SagaDriver['role'];
+  name: string;
+  child: ChildProcess;
+}
+
+/** Starts the caller process of `driver`; resolves once its driver is made. */
+function startCaller(driver: (typeof DRIVERS)[number], endpoints: SagaEndpoints): Promise<Caller> {
+  const child = fork(join(here, 'saga-caller.js'), [driver.protocol, driver.role, endpoints.serverUrl, endpoints.grpcAddress, endpoints.branchUrl, String(callers)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    const exited = (code: number | null) => reject(new Error(`caller ${driver.protocol} ${driver.name} exited with ${code}`));
+    child.once('exit', exited);
+    child.once('message', () => {
+      child.off('exit', exited);
+      resolve({ ...driver, child });
+    });
+  });
+}
+
+/** Has `caller` run its driver for `durationSeconds`, measuring the branch process and DTM meanwhile. */
+async function measure(caller: Caller, durationSeconds: number, branchPid: number, serverPids: number[]): Promise<Sample> {
+  const branchBefore = cpuOf([branchPid]);
+  const serverBefore = cpuOf(serverPids);
+  const answer = await new Promise<{ completed: number; elapsedSeconds: number; cpuMicros: number; error?: string }>((resolve, reject) => {
+    const exited = (code: number | null) => reject(new Error(`caller ${caller.protocol} ${caller.name} exited with ${code}`));
+    caller.child.once('exit', exited);
+    caller.child.once('message', (message: { completed: number; elapsedSeconds: number; cpuMicros: number; error?: string }) => {
+      caller.child.off('exit', exited);
+      resolve(message);
+    });
+    caller.child.send({ run: durationSeconds });
+  });
+  if (answer.error) throw new Error(`${caller.protocol} ${caller.name}: ${answer.error}`);
+  const sagas = answer.completed;
+  return {
+    rate: sagas / answer.elapsedSeconds,
+    cpu: answer.cpuMicros / sagas,
+    branchCpu: (cpuOf([branchPid]) - branchBefore) / sagas,
+    serverCpu: (cpuOf(serverPids) - serverBefore) / sagas,
+  };
+}
+
+const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
+/** `median [min–max]` of `xs`. */
+const range = (xs: number[], digits = 0) => `${fmt(quantile(xs, 0.5), digits)} [${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)}]`;
+/** `median [IQR q1–q3; min–max]` of `xs`. */
+const spread = (xs: number[]) =>
+  `${fmt(quantile(xs, 0.5), 3)}  [IQR ${fmt(quantile(xs, 0.25), 3)}–${fmt(quantile(xs, 0.75), 3)}; min–max ${fmt(Math.min(...xs), 3)}–${fmt(Math.max(...xs), 3)}]`;
+const label = (p: Protocol) => (p === 'http' ? 'HTTP' : 'gRPC');
 
 async function main(): Promise<void> {
   const stack = await startStack({ dtmStore: 'redis', postgres: false, mariadb: false });
-  // the branches: as cheap as possible, so the figures measure the transaction path
-  const branches = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-  });
-  branches.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => branches.listen(0, '127.0.0.1', r));
-  const branchUrl = `http://127.0.0.1:${(branches.address() as { port: number }).port}`;
-  const serverUrl = stack.info.dtm!.serverUrl;
-  const payload = { amount: 30 };
-
-  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {}));
-  const viaLibrary = async () => {
-    const gid = await client.generateGid();
-    await client
-      .newSaga(gid, { waitResult: true })
-      .add(`${branchUrl}/TransOut`, `${branchUrl}/TransOutRevert`, payload)
-      .add(`${branchUrl}/TransIn`, `${branchUrl}/TransInRevert`, payload)
-      .submit();
-  };
-
-  const body = JSON.stringify(payload);
-  const sagaBody = (gid: string) => ({
-    gid,
-    trans_type: 'saga',
-    wait_result: true,
-    timeout_to_fail: 60,
-    request_timeout: 30,
-    retry_interval: 10,
-    concurrent: false,
-    steps: [
-      { action: `${branchUrl}/TransOut`, compensate: `${branchUrl}/TransOutRevert` },
-      { action: `${branchUrl}/TransIn`, compensate: `${branchUrl}/TransInRevert` },
-    ],
-    payloads: [body, body],
-    protocol: '',
-  });
-
-  const agent = new http.Agent({ keepAlive: true });
-  const byAxios = axios.create({
-    adapter: 'http',
-    httpAgent: agent,
-    timeout: 10_000,
-    maxRedirects: 0,
-    responseType: 'text',
-    transformRequest: [(d: unknown) => d],
-    transformResponse: [(d: unknown) => d],
-  });
-  const json = { 'content-type': 'application/json' };
-  const byHandAxios = async () => {
-    const { data } = await byAxios.get<string>(`${serverUrl}/newGid`);
-    const { gid } = JSON.parse(data) as { gid: string };
-    await byAxios.post(`${serverUrl}/submit`, JSON.stringify(sagaBody(gid)), { headers: json }); // throws unless 2xx
-  };
-  const byHandHttp = async () => {
-    const gidAnswer = await request(agent, 'GET', `${serverUrl}/newGid`);
-    const { gid } = JSON.parse(gidAnswer.text) as { gid: string };
-    const res = await request(agent, 'POST', `${serverUrl}/submit`, sagaBody(gid));
-    if (res.status !== 200) throw new Error(`submit answered ${res.status}: ${res.text}`);
-  };
-
+  let branches: Awaited<ReturnType<typeof startAppProcess>> | undefined;
+  const drivers: Caller[] = [];
   try {
-    console.log(`saga-throughput: DTM ${stack.info.dtm!.version} (redis store), ${callers} callers, ${rounds} rounds of ${seconds} s each`);
-    const drivers = [
-      { name: '(a) DtmClient', run: viaLibrary, rates: [] as number[], cpu: [] as number[] },
-      { name: '(b) by hand, axios', run: byHandAxios, rates: [] as number[], cpu: [] as number[] },
-      { name: '(c) by hand, node:http', run: byHandHttp, rates: [] as number[], cpu: [] as number[] },
-    ];
-    for (const d of drivers) await measure(d.run, 2); // warm-up: connections, JIT, DTM's Redis scripts
+    branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
+    const dtm = stack.info.dtm!;
+    const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
+    for (const driver of DRIVERS.filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    const branchPid = branches.child.pid!;
+    const serverPids = stack.processes.map((p) => p.pid);
+    const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
+    const name = (d: Caller) => `${label(d.protocol)} ${d.name}`;
+
+    console.log(
+      `saga-throughput: DTM ${dtm.version} (redis store), ${protocols.map(label).join(' and ')}, ${callers} callers, ` +
+        `${rounds} rounds of ${seconds} s per driver, drivers in turn, each round starting with the next; ` +
+        'each driver in a caller process of its own; branches: node:http in a child process',
+    );
+    // warm-up, twice over: connections, JIT, heap sizes, DTM's Redis scripts
+    for (let pass = 0; pass < 2; pass++) for (const d of drivers) await measure(d, 4, branchPid, serverPids);
     for (let i = 0; i < rounds; i++) {
-      // each round starts with another driver, so that none is always measured right after the fastest
       for (let k = 0; k < drivers.length; k++) {
         const d = drivers[(i + k) % drivers.length];
-        const { rate, cpuMicros } = await measure(d.run, seconds);
-        d.rates.push(rate);
-        d.cpu.push(cpuMicros);
+        samples.get(d)!.push(await measure(d, seconds, branchPid, serverPids));
       }
-      console.log(`  round ${i + 1}: ${drivers.map((d) => `${d.name} ${d.rates[i].toFixed(1)}/s`).join('   ')}`);
+      console.log(`  round ${String(i + 1).padStart(2)}: ${drivers.map((d) => `${name(d)} ${fmt(samples.get(d)![i].rate)}/s ${fmt(samples.get(d)![i].cpu)} µs`).join(' | ')}`);
     }
-    const [a, b, c] = drivers.map((d) => median(d.rates));
+
+    // per driver: median [min–max] over the rounds
+    console.log(`\nper driver, median [min–max] over ${rounds} rounds; CPU times per completed saga:`);
+    console.log(`  ${'driver'.padEnd(34)} ${'caller CPU µs'.padEnd(20)} ${'sagas/s'.padEnd(20)} ${'branches CPU µs'.padEnd(20)} DTM + Redis CPU µs`);
     for (const d of drivers) {
-      console.log(`${d.name.padEnd(24)} ${median(d.rates).toFixed(1)} completed sagas/s, ${median(d.cpu).toFixed(0)} µs of this process's CPU per saga (medians)`);
+      const s = samples.get(d)!;
+      const cols = [range(s.map((x) => x.cpu)), range(s.map((x) => x.rate)), range(s.map((x) => x.branchCpu)), range(s.map((x) => x.serverCpu))];
+      console.log(`  ${`${name(d)}${d.role === 'reference' ? ' (reference)' : ''}`.padEnd(34)} ${cols.map((c) => c.padEnd(20)).join(' ')}`);
     }
-    console.log(`a/b = ${(a / b).toFixed(3)} (target >= 0.95)`);
-    console.log(`a/c = ${(a / c).toFixed(3)} (reference: includes axios's own cost per request)`);
+
+    // the targets, one column per protocol: ratios paired within each round
+    const of = (protocol: Protocol, role: Caller['role']) => samples.get(drivers.find((d) => d.protocol === protocol && d.role === role)!)!;
+    const cpuRatios = (p: Protocol) => of(p, 'library').map((s, i) => of(p, 'hand')[i].cpu / s.cpu);
+    const rateRatios = (p: Protocol) => of(p, 'library').map((s, i) => s.rate / of(p, 'hand')[i].rate);
+    const verdict = (xs: number[]) => `${fmt(quantile(xs, 0.5), 3)} ${quantile(xs, 0.5) >= TARGET ? 'met' : 'NOT MET'}`;
+    const width = 46;
+    const row = (title: string, cell: (p: Protocol) => string) => console.log(`  ${title.padEnd(40)} ${protocols.map((p) => cell(p).padEnd(width)).join(' ')}`);
+    console.log(`\nsummary, median [min–max] (ratios: median [IQR; min–max] of the rounds' paired ratios)`);
+    row('', (p) => `---- ${label(p)} `.padEnd(width, '-'));
+    row('caller CPU µs per saga, DtmClient', (p) => range(of(p, 'library').map((x) => x.cpu)));
+    row('caller CPU µs per saga, by hand', (p) => `${range(of(p, 'hand').map((x) => x.cpu))} (${drivers.find((d) => d.protocol === p && d.role === 'hand')!.name.replace('by hand, ', '')})`);
+    row('  by hand / DtmClient', (p) => spread(cpuRatios(p)));
+    row('sagas/s, DtmClient', (p) => range(of(p, 'library').map((x) => x.rate)));
+    row('sagas/s, by hand', (p) => range(of(p, 'hand').map((x) => x.rate)));
+    row('  DtmClient / by hand', (p) => spread(rateRatios(p)));
+    row('branches + DTM + Redis CPU µs, DtmClient', (p) => range(of(p, 'library').map((x) => x.branchCpu + x.serverCpu)));
+    row('branches + DTM + Redis CPU µs, by hand', (p) => range(of(p, 'hand').map((x) => x.branchCpu + x.serverCpu)));
+    console.log('\ntargets (medians of the paired ratios):');
+    for (const p of protocols) {
+      console.log(`  ${label(p)} caller CPU per saga, by hand / DtmClient >= ${TARGET}: ${verdict(cpuRatios(p))}`);
+      console.log(`  ${label(p)} throughput, DtmClient / by hand >= ${TARGET}:          ${verdict(rateRatios(p))}`);
+    }
+    if (protocols.includes('http')) {
+      const [lib, bare] = [of('http', 'library'), of('http', 'reference')];
+      console.log(
+        `  (reference, no target) HTTP bare node:http / DtmClient: CPU ${fmt(quantile(lib.map((s, i) => bare[i].cpu / s.cpu), 0.5), 3)}, ` +
+          `throughput DtmClient / node:http ${fmt(quantile(lib.map((s, i) => s.rate / bare[i].rate), 0.5), 3)} (axios's own cost included)`,
+      );
+    }
   } finally {
-    client.onModuleDestroy();
-    agent.destroy();
-    await new Promise((r) => branches.close(r));
-    branches.closeAllConnections();
+    for (const { child } of drivers) {
+      if (child.exitCode !== null) continue;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.send({ close: true });
+      await exited;
+    }
+    if (branches) {
+      const { child } = branches;
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+    }
     await stack.stop();
   }
-}
-
-/** One HTTP request with node:http; resolves with status and body text. */
-function request(agent: http.Agent, method: 'GET' | 'POST', url: string, json?: unknown): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const data = json === undefined ? undefined : JSON.stringify(json);
-    const req = http.request(url, { method, agent, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.setTimeout(10_000, () => req.destroy(new Error(`timeout: ${url}`)));
-    req.end(data);
-  });
 }
 
 main().catch((err: unknown) => {

@@ -27,6 +27,8 @@ const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
 export function parseTarget(target: string, gid?: string): ParsedTarget {
   if (typeof target !== 'string') throw new DtmUsageError(MESSAGES.targetNotString(target), { gid });
   if (target === '') return { kind: 'none', value: '' };
+  // the usual step, without a regex: a lower-case http(s) URL
+  if (target.startsWith('http://') || target.startsWith('https://')) return { kind: 'http', value: target };
   const scheme = SCHEME.exec(target)?.[1].toLowerCase();
   if (scheme === 'http' || scheme === 'https') return { kind: 'http', value: target };
   if (scheme === 'topic') return { kind: 'topic', value: target };

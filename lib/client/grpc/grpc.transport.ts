@@ -23,16 +23,20 @@ const FAILED_PRECONDITION = 9;
 const UNAVAILABLE = 14;
 const DEADLINE_EXCEEDED = 4;
 
-type Callback<T> = (err: ServiceError | null, value?: T) => void;
-type Unary<Req, Res> = (request: Req, options: { deadline: number }, callback: Callback<Res>) => void;
+/** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
+type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch';
 
-/** The `dtmgimp.Dtm` client @grpc/proto-loader makes (the methods the module calls). */
-interface DtmServiceClient extends Client {
-  NewGid: Unary<object, { Gid: string }>;
-  Submit: Unary<object, object>;
-  Prepare: Unary<object, object>;
-  Abort: Unary<object, object>;
-  RegisterBranch: Unary<object, object>;
+/** How one of them travels: its path, and its request and reply codecs. */
+interface DtmMethodCodec {
+  path: string;
+  serialize(value: object): Buffer;
+  deserialize(bytes: Buffer): unknown;
+}
+
+/** A protobufjs message type (the little of it used here). */
+interface MessageType {
+  encode(value: object): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): unknown;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -40,6 +44,55 @@ const EMPTY = Buffer.alloc(0);
 const METADATA_KEY = /^[0-9a-z._-]+$/;
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const identity = (bytes: Buffer): Buffer => bytes;
+/** `google.protobuf.Empty` as an object (a reply must not be null: grpc-js would take it for a missing one). */
+const EMPTY_MESSAGE = Object.freeze({});
+
+/** False where `Error` is frozen (`--frozen-intrinsics`, a locked-down realm): the calls then keep their stack. */
+const STACK_LIMIT_WRITABLE = Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true;
+
+/**
+ * Runs `start` (the start of one grpc-js call) without the stack trace grpc-js records for every
+ * call: one `new Error()` per call, kept only to append the caller's stack to the ServiceError of a
+ * failed call. The module never shows that error (it answers with its own, whose causes are plain
+ * Errors), and capturing it was the dearest part of a call on the caller's side (10 frames deep
+ * from a saga's submit). Only grpc-js's synchronous start of the call and the request's serializer
+ * run meanwhile; `Error.stackTraceLimit` is back to its value before this returns or throws.
+ */
+function withoutCallerStack(start: () => void): void {
+  if (!STACK_LIMIT_WRITABLE) return start();
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    start();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
+/**
+ * The codecs of DTM's methods: requests are encoded straight from the plain objects of
+ * grpc-wire.ts (proto-loader's serializers first copy them with `fromObject`, int64 fields into
+ * `Long`s, for the same bytes), NewGid's reply is decoded without a `toObject` copy, and Empty
+ * replies are not read at all.
+ */
+function dtmMethodCodecs(): Record<DtmMethod, DtmMethodCodec> {
+  const root = loadGrpc().protobuf.Root.fromJSON(DTM_GRPC_DESCRIPTOR) as unknown as { lookupType(name: string): MessageType };
+  const encoder = (type: MessageType) => (value: object): Buffer => {
+    const bytes = type.encode(value).finish();
+    return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+  const request = encoder(root.lookupType('dtmgimp.DtmRequest'));
+  const gidReply = root.lookupType('dtmgimp.DtmGidReply');
+  const empty = () => EMPTY_MESSAGE;
+  const method = (name: DtmMethod, serialize: (value: object) => Buffer, deserialize: (bytes: Buffer) => unknown) => ({ path: `/dtmgimp.Dtm/${name}`, serialize, deserialize });
+  return {
+    NewGid: method('NewGid', () => EMPTY, (bytes) => gidReply.decode(bytes)),
+    Submit: method('Submit', request, empty),
+    Prepare: method('Prepare', request, empty),
+    Abort: method('Abort', request, empty),
+    RegisterBranch: method('RegisterBranch', encoder(root.lookupType('dtmgimp.DtmBranchRequest')), empty),
+  };
+}
 
 /**
  * DTM's gRPC API (`lynx.dtm.grpc_server`) and gRPC branches (`host:port/package.Service/Method`,
@@ -50,8 +103,8 @@ const identity = (bytes: Buffer): Buffer => bytes;
 export class GrpcTransport implements DtmTransport {
   readonly protocol = 'grpc' as const;
   private readonly grpc: GrpcJs;
-  private readonly DtmService: new (address: string, credentials: unknown) => DtmServiceClient;
-  private readonly dtmClients = new Map<string, DtmServiceClient>();
+  private readonly methods: Record<DtmMethod, DtmMethodCodec>;
+  private readonly dtmClients = new Map<string, Client>();
   private readonly branchClients = new Map<string, Client>();
 
   constructor(
@@ -59,11 +112,8 @@ export class GrpcTransport implements DtmTransport {
     private readonly http: HttpTransport,
     private readonly codecs: GrpcCodecs,
   ) {
-    const { grpc, protoLoader } = loadGrpc();
-    this.grpc = grpc;
-    const definition = protoLoader.fromJSON(DTM_GRPC_DESCRIPTOR as never, { keepCase: true, longs: Number, defaults: true });
-    const loaded = grpc.loadPackageDefinition(definition) as unknown as { dtmgimp: { Dtm: new (address: string, credentials: unknown) => DtmServiceClient } };
-    this.DtmService = loaded.dtmgimp.Dtm;
+    this.grpc = loadGrpc().grpc;
+    this.methods = dtmMethodCodecs();
   }
 
   encode(payload: Payload, target: BranchTarget): EncodedPayload {
@@ -104,7 +154,7 @@ export class GrpcTransport implements DtmTransport {
   }
 
   async newGid(): Promise<string> {
-    return (await this.dtm('NewGid', {}, 'newGid')).Gid;
+    return ((await this.dtm('NewGid', EMPTY_MESSAGE, 'newGid')) as { Gid: string }).Gid;
   }
 
   async prepare(request: TransactionRequest): Promise<void> {
@@ -118,6 +168,7 @@ export class GrpcTransport implements DtmTransport {
   async abort(request: TransactionRequest): Promise<void> {
     await this.dtm('Abort', toGrpcRequest(request), 'abort', request.gid);
   }
+
 
   async registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
     await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId, dtm);
@@ -157,19 +208,21 @@ export class GrpcTransport implements DtmTransport {
     const client = this.branchClient(target.server);
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint: target.value, protocol: 'grpc' };
     return new Promise((resolve, reject) => {
-      client.makeUnaryRequest(
-        target.method,
-        identity,
-        identity,
-        Buffer.isBuffer(call.payload) ? call.payload : call.payload ? Buffer.from(call.payload as Uint8Array) : EMPTY,
-        metadata,
-        { deadline: Date.now() + call.timeoutSeconds * 1000 },
-        (err, reply) => {
-          if (err) return reject(branchError(err, context, call.timeoutSeconds));
-          const raw = reply ?? EMPTY;
-          const codec = this.codecs.get(target.method);
-          resolve({ body: codec ? codec.deserializeResponse(raw) : raw, raw });
-        },
+      withoutCallerStack(() =>
+        client.makeUnaryRequest(
+          target.method,
+          identity,
+          identity,
+          Buffer.isBuffer(call.payload) ? call.payload : call.payload ? Buffer.from(call.payload as Uint8Array) : EMPTY,
+          metadata,
+          { deadline: Date.now() + call.timeoutSeconds * 1000 },
+          (err, reply) => {
+            if (err) return reject(branchError(err, context, call.timeoutSeconds));
+            const raw = reply ?? EMPTY;
+            const codec = this.codecs.get(target.method);
+            resolve({ body: codec ? codec.deserializeResponse(raw) : raw, raw });
+          },
+        ),
       );
     });
   }
@@ -207,28 +260,27 @@ export class GrpcTransport implements DtmTransport {
     return client;
   }
 
-  /** One call of DTM's gRPC API, at `address` (default `grpc_server`), within `timeout`. */
-  private dtm<K extends 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch'>(
-    method: K,
-    request: object,
-    operation: string,
-    gid?: string,
-    branchId?: string,
-    address = this.config.grpcServer,
-  ): Promise<K extends 'NewGid' ? { Gid: string } : object> {
+  /**
+   * One call of DTM's gRPC API, at `address` (default `grpc_server`), within `timeout`, on a plain
+   * grpc-js client with the codecs of {@link dtmMethodCodecs}.
+   */
+  private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string, address = this.config.grpcServer): Promise<unknown> {
     let client = this.dtmClients.get(address);
     if (!client) {
-      client = new this.DtmService(address, this.grpc.credentials.createInsecure());
+      client = new this.grpc.Client(address, this.grpc.credentials.createInsecure());
       this.dtmClients.set(address, client);
     }
+    const { path, serialize, deserialize } = this.methods[method];
     const timeout = this.config.timeout;
-    return new Promise((resolve, reject) => {
-      (client[method] as Unary<object, never>).call(client, request, { deadline: Date.now() + timeout * 1000 }, (err, value) => {
-        if (!err) return resolve(value as never);
-        const context: DtmErrorContext = { gid, branchId, endpoint: `${address}/dtmgimp.Dtm/${method}`, protocol: 'grpc', status: err.code };
-        reject(dtmError(err, context, operation, timeout));
-      });
-    });
+    return new Promise((resolve, reject) =>
+      withoutCallerStack(() =>
+        client.makeUnaryRequest(path, serialize, deserialize, request, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null, value?: unknown) => {
+          if (!err) return resolve(value);
+          const context: DtmErrorContext = { gid, branchId, endpoint: `${address}${path}`, protocol: 'grpc', status: err.code };
+          reject(dtmError(err, context, operation, timeout));
+        }),
+      ),
+    );
   }
 }
 

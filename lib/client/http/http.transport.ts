@@ -81,6 +81,7 @@ export class HttpTransport implements DtmTransport {
     return this.operation('abort', toWireRequest(request), request.gid);
   }
 
+
   registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
     return this.operation(dtm ? `${dtm}/registerBranch` : 'registerBranch', toWireRegistration(registration), registration.gid, registration.branchId);
   }
@@ -135,11 +136,12 @@ export class HttpTransport implements DtmTransport {
     if (call.phase2Target !== undefined) query.set('phase2_url', call.phase2Target);
     const endpoint = redactUrl(call.target.value);
     const body = call.payload === undefined ? undefined : (call.payload as string);
-    const answer = await this.send(
-      { method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds },
-      { gid: call.gid, branchId: call.branchId, endpoint },
-      (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds),
-    );
+    let answer: { status: number; text: string };
+    try {
+      answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
+    } catch (err) {
+      throw unavailableError(err, (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds), { gid: call.gid, branchId: call.branchId, endpoint });
+    }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
     if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
@@ -168,29 +170,41 @@ export class HttpTransport implements DtmTransport {
    */
   private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false): Promise<string> {
     const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
-    const endpoint = redactUrl(url);
-    const answer = await this.send({ method, url, body }, { gid, branchId, endpoint }, (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout));
+    let answer: { status: number; text: string };
+    try {
+      answer = await this.send({ method, url, body });
+    } catch (err) {
+      const endpoint = redactUrl(url);
+      throw unavailableError(err, (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout), { gid, branchId, endpoint });
+    }
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
+    // what follows runs only when DTM refused: the endpoint's redacted name is made only then
+    const endpoint = redactUrl(url);
     const context: DtmErrorContext = { gid, branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 200 || answer.status === 409) throw new DtmFailureError(MESSAGES.failureFromDtm(operation, gid ?? '?', messageOf(answer.text)), context);
     if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), context);
     throw new DtmServerError(MESSAGES.serverStatus(endpoint, answer.status, answer.text), answer.text, context);
   }
 
-  /** One request; the instance already has the DTM timeout and sends JSON, so most calls pass only method, URL and body. */
-  private async send(send: Send, context: DtmErrorContext, unavailable: (cause: string) => string): Promise<{ status: number; text: string }> {
-    try {
-      const res = await this.client.request<string>(
-        send.timeoutSeconds === undefined
-          ? { method: send.method, url: send.url, data: send.body }
-          : { method: send.method, url: send.url, data: send.body, timeout: send.timeoutSeconds * 1000, headers: send.headers },
-      );
-      return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
-    } catch (err) {
-      const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
-      throw new DtmUnavailableError(unavailable(cause), { ...context, protocol: 'http', cause: safeCause(err) });
-    }
+  /**
+   * One request, which rejects as axios does when there is no answer (the caller makes that a
+   * {@link unavailableError}); the instance already has the DTM timeout and sends JSON, so most
+   * calls pass only method, URL and body.
+   */
+  private async send(send: Send): Promise<{ status: number; text: string }> {
+    const res = await this.client.request<string>(
+      send.timeoutSeconds === undefined
+        ? { method: send.method, url: send.url, data: send.body }
+        : { method: send.method, url: send.url, data: send.body, timeout: send.timeoutSeconds * 1000, headers: send.headers },
+    );
+    return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
   }
+}
+
+/** A request that got no answer (`err`, from axios) as a {@link DtmUnavailableError}: `message` from the cause's code or message. */
+function unavailableError(err: unknown, message: (cause: string) => string, context: DtmErrorContext): DtmUnavailableError {
+  const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
+  return new DtmUnavailableError(message(cause), { ...context, protocol: 'http', cause: safeCause(err) });
 }
 
 /** DTM's error answers are `{"message": "..."}` (plus `dtm_result` on 409/425). */
