@@ -18,3 +18,9 @@ export const DTM_BRANCH_RESOLVER = Symbol('DTM_BRANCH_RESOLVER');
 
 /** Injection token of the codecs of the app's gRPC protos (`GrpcCodecs`, from the module option `grpcProtos`). */
 export const DTM_GRPC_CODECS = Symbol('DTM_GRPC_CODECS');
+
+/** Metadata key under which `@DtmWorkflow` records its name and options. */
+export const DTM_WORKFLOW_METADATA = 'nestjs-dtm:workflow';
+
+/** Injection token of what workflow executions need from the module (`WorkflowEnvironment`). */
+export const DTM_WORKFLOW_ENVIRONMENT = Symbol('DTM_WORKFLOW_ENVIRONMENT');

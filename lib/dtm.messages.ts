@@ -145,6 +145,37 @@ export const MESSAGES = {
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>
     `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections: { ${name}: ... } })`,
+  // workflows
+  workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string) =>
+    `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds step "${recorded}", the code now has "${current}" there; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
+  workflowPending: (workflow: string, gid: string, why: string) =>
+    `workflow "${workflow}" (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
+  workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
+  workflowStepsConcurrent: (workflow: string, running: string, step: string) =>
+    `workflow "${workflow}": step "${step}" started while step "${running}" runs; a workflow's steps run one after the other (await each)`,
+  workflowCallbackAfterAction: (step: string, op: string) =>
+    `step "${step}": register its ${op === 'rollback' ? 'onRollback' : 'onCommit'} before its action (a crash in between would lose it)`,
+  workflowSecondAction: (step: string) => `step "${step}" already has its action; a step has exactly one (start another step)`,
+  workflowUnknownDatabase: (workflow: string, option: string, name: string, known: string[]) =>
+    `workflow "${workflow}" names database "${name}", which the module's ${option} do not have (known: ${known.length ? known.join(', ') : 'none'})`,
+  workflowXaNotResumable: (step: string) =>
+    `XA step "${step}" prepared in an earlier execution that stopped before recording it: its outcome cannot be resumed, so the workflow rolls back`,
+  workflowPhase2Failure: (workflow: string, gid: string, step: string, op: string, reason: string) =>
+    `workflow "${workflow}" (gid ${gid}): the ${op} callback of step "${step}" threw DtmFailureError (${reason}), which a ${op} cannot answer; it is retried when DTM resumes the workflow`,
+  workflowInputTooLong: (workflow: string, length: number, max: number) =>
+    `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
+  workflowResultTooLong: (length: number, max: number) => `the workflow's result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less`,
+  workflowStepTooLarge: (branchId: string, bytes: number, max: number) => `step ${branchId}'s value is ${bytes} bytes recorded, over the ${max} of DTM's MySQL store; return less from the step`,
+  noWorkflows: () => 'workflows need DtmModule (it finds the @DtmWorkflow methods): use the DtmClient that DtmModule provides',
+  unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
+  duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,
+  noWorkflowResume: (protocol: string) =>
+    protocol === 'grpc'
+      ? 'cannot build the gRPC resume target of workflows: set lynx.dtm.grpc_app_address (or connect the gRPC microservice, with the workflow proto, before starting a workflow)'
+      : 'cannot build the URL DTM resumes workflows at: set lynx.dtm.app_url, or start workflows after app.listen()',
+  workflowResumeRefused: (name: string, gid: string) =>
+    `a call to resume workflow "${name}" with gid ${gid} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
+  workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow "${name}" (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 

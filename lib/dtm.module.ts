@@ -8,12 +8,17 @@ import { HttpBranchLocator } from './branches/http/http-branch.locator.js';
 import { DtmClient } from './client/dtm.client.js';
 import type { BarrierConnection, DtmConfig, DtmModuleOptions } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './client/grpc/grpc-codecs.js';
 import type { DtmBranchRuntime } from './branches/branch-call.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
 import { TransactionHelper } from './transactions/transaction.helper.js';
+import type { WorkflowEnvironment } from './workflow/workflow.engine.js';
+import { DtmWorkflowRegistry } from './workflow/workflow.registry.js';
+import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH } from './workflow/workflow-resume.js';
+import { DtmUsageError } from './errors/dtm-usage.error.js';
+import { MESSAGES } from './dtm.messages.js';
 
 const providers: Provider[] = [
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
@@ -41,6 +46,31 @@ const providers: Provider[] = [
   // the app's gRPC protos, loaded at start-up (a bad path fails it), only when it gives any
   { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_MODULE_OPTIONS] },
   { provide: DTM_BRANCH_RESOLVER, useExisting: DtmBranchRegistry },
+  {
+    provide: DTM_WORKFLOW_ENVIRONMENT,
+    useFactory: (
+      registry: DtmWorkflowRegistry,
+      http: HttpBranchLocator,
+      grpc: DtmGrpcIntegration,
+      barrierConnections: Map<string, BarrierConnection>,
+      xaDatabases: Map<string, XaDatabase>,
+    ): WorkflowEnvironment => ({
+      registry,
+      barrierConnections,
+      xaDatabases,
+      resumeTarget: (protocol) => {
+        try {
+          return protocol === 'http'
+            ? http.target({ method: 'POST', path: WORKFLOW_RESUME_PATH }, 'workflow resume')
+            : `${grpc.locate({ service: 'workflow.Workflow', rpc: 'Execute' }, 'workflow resume').address}${WORKFLOW_RESUME_METHOD}`;
+        } catch (err) {
+          throw new DtmUsageError(MESSAGES.noWorkflowResume(protocol), { cause: err });
+        }
+      },
+    }),
+    inject: [DtmWorkflowRegistry, HttpBranchLocator, DtmGrpcIntegration, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS],
+  },
+  DtmWorkflowRegistry,
   DtmClient,
   TransactionHelper,
   DtmBranchRegistry,
@@ -73,6 +103,8 @@ export class DtmModule extends DtmConfigurableModule {
 function withProviders(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
+    // the gRPC endpoint DTM resumes workflows at (HTTP: a route on the adapter, DtmHttpIntegration)
+    controllers: [...(definition.controllers ?? []), DtmWorkflowResumeController],
     imports: [...(definition.imports ?? []), DiscoveryModule],
     providers: [...(definition.providers ?? []), ...providers],
     exports: [...(definition.exports ?? []), ...exported],

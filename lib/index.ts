@@ -75,7 +75,13 @@ export type { XaConnection, XaDatabase } from './xa/xa.types.js';
 export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
 export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
 
+export { DtmWorkflow } from './workflow/workflow.decorator.js';
+export type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowOptions, WorkflowPhase2, WorkflowResult, WorkflowStep } from './workflow/workflow.types.js';
+export { DTM_WORKFLOW_PROTO, WORKFLOW_RESUME_PATH } from './workflow/workflow-resume.js';
+
 export { DtmError, type DtmErrorContext, type DtmProtocol } from './errors/dtm-error.js';
+export { DtmWorkflowPendingError } from './errors/dtm-workflow-pending.error.js';
+export { DtmWorkflowDivergedError } from './errors/dtm-workflow-diverged.error.js';
 export { DtmUsageError } from './errors/dtm-usage.error.js';
 export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';
 export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';

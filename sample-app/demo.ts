@@ -23,7 +23,7 @@ Starts a DTM server v1.19.0, PostgreSQL and MariaDB (private instances on free p
 end), starts the sample app (sample-app/: bank A on PostgreSQL, bank B and a shop on MariaDB) and
 runs: a saga transfer that commits; a saga checkout that fails at shipping and compensates; a TCC
 reservation that confirms and one that cancels; an outbox message; an XA transfer that commits and
-one that rolls back. Prints, per transaction, the gid, DTM's final status and branch statuses, and
+one that rolls back; a workflow transfer that succeeds and one that is refused. Prints, per transaction, the gid, DTM's final status and branch statuses, and
 the balances / stock before and after.
 
 Options (each also from the environment variable in brackets):
@@ -103,6 +103,8 @@ async function main(): Promise<void> {
       await run('msg', 'order placed -> shipping told', 'succeed', outbox, () => shop.placeOrder(order('o-4', 1, 20)));
       await run('xa', 'transfer 20 alice -> bob', 'succeed', bank, () => transfers.xa('alice', 'bob', 20));
       await run('xa', 'transfer 20 alice -> mallory (no such account at B)', 'failed', bank, () => transfers.xa('alice', 'mallory', 20));
+      await run('workflow', 'transfer 10 alice -> bob', 'succeed', bank, () => transfers.workflow('alice', 'bob', 10));
+      await run('workflow', 'transfer 500 alice -> bob (too much)', 'failed', bank, () => transfers.workflow('alice', 'bob', 500));
       printTable(rows);
       if (rows.some((r) => !r.ok)) {
         console.error('\nunexpected: a transaction did not end as it should (marked !)');

@@ -6,10 +6,11 @@ import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReas
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 
-/** The op whose row a compensating op inserts first (null compensation, anti-hanging). */
+/**
+ * The op whose row a compensating op inserts first (null compensation, anti-hanging), on every
+ * store. (DTM's own Redis script knows no `rollback`; a workflow's rollback needs it there too.)
+ */
 const ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action', rollback: 'action' };
-/** On Redis DTM knows no rollback mapping. */
-const REDIS_ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action' };
 
 /** Options of a {@link BranchBarrier}. */
 export interface BranchBarrierOptions {
@@ -125,7 +126,7 @@ export class BranchBarrier {
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
     const barrierId = this.nextBarrierId();
-    const originOp = REDIS_ORIGIN_OP[this.op] ?? '';
+    const originOp = ORIGIN_OP[this.op] ?? '';
     const answer = await redis.eval(
       REDIS_ADJUST_SCRIPT,
       3,

@@ -1,6 +1,6 @@
 // The one place decorator metadata is read: ours (the branch record) and Nest's (routes, gRPC methods).
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
-import { BRANCH_OPS, type BranchMetadata } from './branch.types.js';
+import { BRANCH_OPS, WORKFLOW_BRANCH_OPS, type BranchMetadata } from './branch.types.js';
 
 /** Nest's route metadata keys (the same in Nest 11 and 12). */
 const PATH_METADATA = 'path';
@@ -31,6 +31,11 @@ export function branchOpsOf(handler: object): readonly string[] {
     opsCache.set(handler, ops);
   }
   return ops;
+}
+
+/** The ops a decorated `handler` also serves in a workflow's call (`trans_type=workflow`). */
+export function workflowOpsOf(handler: object): readonly string[] {
+  return WORKFLOW_BRANCH_OPS[branchMetadataOf(handler)!.kind] ?? [];
 }
 
 /** The HTTP route metadata of `handler` (and its controller): undefined when it is not a route. */

@@ -16,6 +16,8 @@ export interface BranchTransport {
   carrier(context: ArgumentsHost): BranchCarrier;
   /** The call's op when it carries every key of a DTM branch call; checked on every call, so it allocates nothing. */
   completeOp(carrier: BranchCarrier): string | undefined;
+  /** The call's `trans_type` (read only when its op is not one the handler serves outside workflows). */
+  transType(carrier: BranchCarrier): string;
   /** The keys of a DTM branch call that the call lacks (for the message that names them). */
   missing(carrier: BranchCarrier): string[];
   /** The DTM branch call `carrier` carries (with the allow-listed headers of the call), or undefined when a key is missing. */

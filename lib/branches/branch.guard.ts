@@ -2,13 +2,14 @@ import { BadRequestException, Inject, Injectable, Optional, type CanActivate, ty
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
-import { branchOpsOf } from './branch-metadata.accessor.js';
+import { branchOpsOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { handlerName } from './branch.types.js';
 
 /**
  * Before a decorated handler, on either transport: a call without DTM's branch keys (HTTP query,
- * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve, is refused (HTTP 400,
+ * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve (in a workflow's call
+ * also the workflow ops that mean the same, see `WORKFLOW_BRANCH_OPS`), is refused (HTTP 400,
  * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A guard, not an
  * interceptor: it costs no observable pipeline on the hot path. It also leaves on the call what a
  * handler wrapped in a local transaction needs from the module (it is instantiated in the
@@ -24,8 +25,11 @@ export class DtmBranchGuard implements CanActivate {
     const carrier = transport.carrier(context);
     const op = transport.completeOp(carrier);
     if (op === undefined) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
-    const ops = branchOpsOf(context.getHandler());
-    if (!ops.includes(op)) throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
+    const handler = context.getHandler();
+    const ops = branchOpsOf(handler);
+    if (!ops.includes(op) && !(transport.transType(carrier) === 'workflow' && workflowOpsOf(handler).includes(op))) {
+      throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
+    }
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime };
     return true;
   }

@@ -32,6 +32,20 @@ export const BRANCH_OPS: Readonly<Record<BranchKind, readonly string[]>> = {
   'msg-query-prepared': ['msg'],
 };
 
+/**
+ * The ops each kind also serves in a call of DTM's workflow mode (`trans_type=workflow`), where
+ * they mean the same: a workflow step's action (a saga action, a TCC Try), its rollback (a
+ * compensation, a Cancel), its commit (a Confirm).
+ */
+export const WORKFLOW_BRANCH_OPS: Readonly<Partial<Record<BranchKind, readonly string[]>>> = {
+  'saga-action': ['action'],
+  'saga-compensate': ['rollback'],
+  'tcc-try': ['action'],
+  'tcc-confirm': ['commit'],
+  'tcc-cancel': ['rollback'],
+  msg: ['action'],
+};
+
 /** Options of every branch decorator. */
 export interface BranchOptions {
   /**

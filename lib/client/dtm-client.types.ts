@@ -70,6 +70,8 @@ export interface TransactionRecord {
   createTime?: Date;
   finishTime?: Date;
   nextCronTime?: Date;
+  /** A finished workflow's result, as DTM stores it (base64 of the module's JSON). */
+  result?: string;
   branches: BranchRecord[];
 }
 

@@ -5,11 +5,13 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import type { BranchTarget } from './branch-target.js';
 import type {
   BranchAnswer,
+  BranchStatus,
   ListFilter,
   ListPage,
   Payload,
   PingResult,
   TransactionRecord,
+  TransactionStatus,
   TransactionType,
 } from './dtm-client.types.js';
 
@@ -44,6 +46,15 @@ export interface TransactionRequest {
   rollbackReason?: string;
   /** Workflow submit: `status`, `rollback_reason`, `result`. */
   extra?: Record<string, string>;
+}
+
+/** What `prepareWorkflow` answers: the workflow's status and every step DTM recorded for it. */
+export interface WorkflowProgress {
+  status: TransactionStatus;
+  rollbackReason?: string;
+  /** The submitted result as DTM stores it (base64 text); the gRPC API never returns it. */
+  result?: string;
+  progresses: { branchId: string; op: string; status: BranchStatus; data: Buffer }[];
 }
 
 /** A branch the module registers with DTM (TCC: its confirm and cancel; XA: its phase-2 target). */
@@ -87,6 +98,8 @@ export interface DtmTransport {
   prepare(request: TransactionRequest): Promise<void>;
   submit(request: TransactionRequest): Promise<void>;
   abort(request: TransactionRequest): Promise<void>;
+  /** Creates the workflow `request.gid` (prepared), or finds it: its status and recorded progress. */
+  prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress>;
   /** `dtm`: the DTM server the branch belongs to, when it is not the module's (an XA or nested TCC branch of another app). */
   registerBranch(registration: BranchRegistration, dtm?: string): Promise<void>;
   callBranch(call: DirectBranchCall): Promise<BranchAnswer>;

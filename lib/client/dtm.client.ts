@@ -3,7 +3,7 @@ import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BranchInfo, BranchResolver } from '../branches/branch.types.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS } from '../dtm.constants.js';
+import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
@@ -15,6 +15,8 @@ import { Tcc } from '../transactions/tcc.js';
 import { assertGid } from '../transactions/transaction.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { Xa } from '../transactions/xa.js';
+import { WorkflowEngine, type WorkflowEnvironment } from '../workflow/workflow.engine.js';
+import type { WorkflowResult } from '../workflow/workflow.types.js';
 import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from './dtm-client.types.js';
@@ -29,11 +31,13 @@ export class DtmClient implements OnModuleDestroy {
   private readonly http: HttpTransport;
   private grpc?: GrpcTransport;
   private readonly runtime: TransactionRuntime;
+  private readonly workflows?: WorkflowEngine;
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
     @Optional() @Inject(DTM_BRANCH_RESOLVER) branches?: BranchResolver,
     @Optional() @Inject(DTM_GRPC_CODECS) private readonly codecs: GrpcCodecs = new GrpcCodecs(),
+    @Optional() @Inject(DTM_WORKFLOW_ENVIRONMENT) workflowEnvironment?: WorkflowEnvironment,
   ) {
     this.http = new HttpTransport(config);
     this.runtime = {
@@ -48,6 +52,7 @@ export class DtmClient implements OnModuleDestroy {
       },
       hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
     };
+    if (workflowEnvironment) this.workflows = new WorkflowEngine(this.runtime, workflowEnvironment);
   }
 
   /** False when `lynx.dtm.enabled` is false; every other method then throws `DtmDisabledError`. */
@@ -147,6 +152,29 @@ export class DtmClient implements OnModuleDestroy {
   async xaGlobalTransaction<T>(gid: string, body: (xa: Xa) => Promise<T>, options?: TransactionOptions): Promise<T> {
     this.assertEnabled('xaGlobalTransaction()');
     return new Xa(this.runtime, gid, options).run(body);
+  }
+
+  /**
+   * Runs the workflow `name` (a `@DtmWorkflow` of this app) as `gid` with `input`, or re-attaches
+   * to it: idempotent by gid (a finished one answers its outcome; DTM keeps the first input).
+   * Resolves `{ status: 'succeed', result }`; throws `DtmFailureError` with the rollback reason
+   * after the rollback callbacks ran, or `DtmWorkflowPendingError` when this execution stopped on
+   * another error and DTM will resume the workflow.
+   */
+  async executeWorkflow<R = unknown>(name: string, gid: string, input?: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
+    this.assertEnabled('executeWorkflow()');
+    assertGid(gid);
+    return this.workflowEngine().execute<R>(name, gid, input, options);
+  }
+
+  /** @internal What the resume endpoints run when DTM calls the app back for workflow `name` of `gid` (with the input DTM stored). */
+  resumeWorkflow(name: string, gid: string): Promise<'succeed' | 'failed' | 'pending'> {
+    return this.workflowEngine().resume(name, gid);
+  }
+
+  private workflowEngine(): WorkflowEngine {
+    if (!this.workflows) throw new DtmUsageError(MESSAGES.noWorkflows());
+    return this.workflows;
   }
 
   /**

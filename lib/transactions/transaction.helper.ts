@@ -4,6 +4,7 @@ import { DtmClient } from '../client/dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import type { WorkflowResult } from '../workflow/workflow.types.js';
 
 /**
  * A saga step for {@link TransactionHelper.executeSaga}: `action` is a URL or gRPC target (with an
@@ -113,6 +114,11 @@ export class TransactionHelper {
     await msg.prepare(queryPrepared);
     await msg.submit();
     return this.finish(gid, [], options);
+  }
+
+  /** Runs (or re-attaches to) the workflow `name` as `gid`: see `DtmClient.executeWorkflow`. */
+  async executeWorkflow<R = unknown>(name: string, gid: string, input?: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
+    return this.client.executeWorkflow<R>(name, gid, input, options);
   }
 
   /** TCC / XA: a branch's FAILURE is a rollback; with `waitForFinal` that is a result, not an exception. */

@@ -47,21 +47,43 @@ export async function xaLocalTransaction<H, T>(
   business: (handle: H) => Promise<T>,
 ): Promise<T | undefined> {
   const xid = xidOf(branch, db.dialect);
+  const row: XaBarrierRow = { transType: 'xa', gid: branch.gid, branchId: branch.branchId, table: runtime.config.barrierTable };
   if (branch.op === 'commit' || branch.op === 'rollback') {
-    await phase2(runtime, branch, db, xid);
+    await finishXa(db, xid, branch.op === 'commit', row);
     return undefined;
   }
   if (branch.op !== 'action') throw new DtmUsageError(MESSAGES.xaBadOp(branch.op), { gid: branch.gid, branchId: branch.branchId });
-  if (!branch.phase2Url) throw new DtmUsageError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
+  const phase2Url = branch.phase2Url;
+  if (!phase2Url) throw new DtmUsageError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
+  return prepareXa(db, xid, row, business, () =>
+    runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }, branch.dtm),
+  );
+}
+
+/** The barrier row an XA branch writes: `(transType, gid, branchId, action, 01)`, in `table`. */
+export interface XaBarrierRow {
+  transType: string;
+  gid: string;
+  branchId: string;
+  table: string;
+}
+
+/**
+ * Phase 1 of a local XA transaction on a dedicated connection of `db`: XA START (PostgreSQL:
+ * BEGIN), the barrier row DTM's SDK writes (reason `action`), `business`, then `beforePrepare`
+ * (registering the branch), then XA END + XA PREPARE (PREPARE TRANSACTION). On any error the work
+ * is rolled back and the error rethrown. The connection is closed on every path.
+ */
+export async function prepareXa<H, T>(db: XaDatabase<H>, xid: string, row: XaBarrierRow, business: (handle: H) => Promise<T>, beforePrepare: () => Promise<unknown>): Promise<T> {
   const mysql = db.dialect === 'mysql';
   const conn = await db.connect();
   try {
     await conn.execute(mysql ? `XA START '${xid}'` : 'BEGIN');
     let result: T;
     try {
-      await conn.execute(insertBarrierSql(db.dialect, runtime.config.barrierTable), ['xa', branch.gid, branch.branchId, 'action', '01', 'action']);
+      await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']);
       result = await business(conn.handle);
-      await runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: branch.phase2Url } }, branch.dtm);
+      await beforePrepare();
     } catch (err) {
       await abandon(conn, mysql, xid);
       throw err;
@@ -83,8 +105,12 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
   for (const sql of statements) await conn.execute(sql).catch(() => undefined);
 }
 
-async function phase2(runtime: XaRuntime, branch: BranchInfo, db: XaDatabase, xid: string): Promise<void> {
-  const commit = branch.op === 'commit';
+/**
+ * Phase 2: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED), idempotent (an unknown id is done);
+ * after a rollback the barrier row with reason `rollback`, which marks that the rollback happened
+ * after the branch's prepare (or instead of it).
+ */
+export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row: XaBarrierRow): Promise<void> {
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
   const conn = await db.connect();
   try {
@@ -94,10 +120,7 @@ async function phase2(runtime: XaRuntime, branch: BranchInfo, db: XaDatabase, xi
       // a repeated phase 2 (or a rollback of a branch that never prepared): already done
       if (!/XAER_NOTA|does not exist/.test(String((err as Error)?.message ?? err))) throw err;
     }
-    if (!commit) {
-      // marks that the rollback happened after the branch's prepare (or instead of it)
-      await conn.execute(insertBarrierSql(db.dialect, runtime.config.barrierTable), ['xa', branch.gid, branch.branchId, 'action', '01', 'rollback']);
-    }
+    if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'rollback']);
   } finally {
     await conn.close().catch(() => undefined);
   }

@@ -315,6 +315,18 @@ describe.each(SQL_CASES)('barrier on %s over %s: local transactions', (store, pr
   });
 });
 
+describe('Redis barrier in a workflow', () => {
+  it('a rollback arriving before its action is a null compensation, and the late action then does nothing', async () => {
+    await seed('redis', { 1: 100 });
+    const gid = await t.client.generateGid();
+    const key = t.redisKey(1);
+    await new BranchBarrier('workflow', gid, '01', 'rollback').redisCheckAdjustAmount(t.redis, key, 30);
+    expect(await balances('redis', [1])).toEqual({ 1: 100 }); // nothing to undo
+    await new BranchBarrier('workflow', gid, '01', 'action').redisCheckAdjustAmount(t.redis, key, -30);
+    expect(await balances('redis', [1])).toEqual({ 1: 100 }); // anti-hanging
+  });
+});
+
 describe('Redis outbox: doAndSubmit with redisCheckAdjustAmount as the local work', () => {
   const business = (amount: number) => async (local: { gid: string; transType: string; branchId: string; op: string }) => {
     await BranchBarrier.from(local).redisCheckAdjustAmount(t.redis, t.redisKey(1), -amount);

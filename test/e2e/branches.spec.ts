@@ -168,6 +168,21 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
   });
 
+  it("serves a workflow's calls with the ops that mean the same (rollback for a compensation), and only in a workflow's call", async () => {
+    const call = (path: string, transType: string, op: string) =>
+      fetch(`${t.url}/api/v1/bank/${path}?gid=g-wf&trans_type=${transType}&branch_id=01&op=${op}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ amount: 5 }),
+      });
+    expect((await call('trans-out-compensate', 'saga', 'rollback')).status).toBe(400);
+    expect(t.ledger.calls).toEqual([]);
+    expect((await call('trans-out-compensate', 'workflow', 'rollback')).status).toBe(200);
+    expect((await call('trans-out', 'workflow', 'action')).status).toBe(200);
+    expect((await call('trans-out', 'workflow', 'commit')).status).toBe(400);
+    expect(t.ledger.calls.map((c) => `${c.handler} ${c.branch.transType} ${c.branch.op}`)).toEqual(['transOutCompensate workflow rollback', 'transOut workflow action']);
+  });
+
   it('answers 200, not Nest\'s 201, and refuses a success body DTM would misread', async () => {
     const ok = await fetch(`${t.url}/api/v1/bank/audit?gid=g2&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(ok.status).toBe(200);

@@ -1,5 +1,5 @@
 // The README's main command stays working: the demo (compiled by scripts/run-jest.mjs) runs its
-// seven transactions against its own DTM server and databases and prints them as expected.
+// nine transactions against its own DTM server and databases and prints them as expected.
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,7 +14,7 @@ describe('npm run demo', () => {
       env: withoutDemoSettings(process.env),
       timeout: 120_000,
     });
-    const rows = stdout.split('\n').filter((line) => /^(saga|tcc|msg|xa) /.test(line));
+    const rows = stdout.split('\n').filter((line) => /^(saga|tcc|msg|xa|workflow) /.test(line));
     const summary = rows.map((line) => {
       const cells = line.split(/\s{2,}/);
       return `${cells[0]} | ${cells[1]} | ${cells[3]} | ${cells[cells.length - 1]}`;
@@ -27,6 +27,8 @@ describe('npm run demo', () => {
       'msg | order placed -> shipping told | succeed | purchases 0, shipped 0 -> purchases 1, shipped 1',
       'xa | transfer 20 alice -> bob | succeed | alice 70, bob 30 -> alice 50, bob 50',
       'xa | transfer 20 alice -> mallory (no such account at B) | failed | alice 50, bob 50 -> alice 50, bob 50',
+      'workflow | transfer 10 alice -> bob | succeed | alice 50, bob 50 -> alice 40, bob 60',
+      'workflow | transfer 500 alice -> bob (too much) | failed | alice 40, bob 60 -> alice 40, bob 60',
     ]);
     expect(stdout).toContain('(v1.19.0, started for the demo)');
   });

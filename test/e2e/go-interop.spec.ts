@@ -6,7 +6,7 @@
 // what DTM recorded, the balances, and the barrier rows each side wrote into the same kind of table.
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
@@ -16,6 +16,7 @@ import {
   DtmClient,
   DtmFailureError,
   DtmModule,
+  DtmWorkflow,
   MsgBranch,
   SagaAction,
   SagaCompensate,
@@ -29,6 +30,7 @@ import {
   mysqlXaDatabase,
   pgBarrierDatabase,
   pgXaDatabase,
+  type WorkflowContext,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { harness } from '../support/harness.js';
@@ -109,6 +111,21 @@ class NestBank {
   }
 }
 
+/** A workflow of ours whose steps are the Go peer's dtmcli branches (steps given in the input). */
+@Injectable()
+class NestWorkflows {
+  @DtmWorkflow('nest-to-go')
+  async transfer(wf: WorkflowContext<{ steps: { action: string; compensate: string; payload: Move }[] }>) {
+    for (const [i, step] of wf.input.steps.entries()) {
+      await wf
+        .step(`step-${i + 1}`)
+        .onRollback((b) => b.http(step.compensate, step.payload))
+        .http(step.action, step.payload);
+    }
+    return 'done';
+  }
+}
+
 let pgPool: pg.Pool;
 let myPool: mysql.Pool;
 let app: INestApplication;
@@ -149,6 +166,7 @@ beforeAll(async () => {
       }),
     ],
     controllers: [NestBank],
+    providers: [NestWorkflows],
   }).compile();
   app = moduleRef.createNestApplication({ logger: ['error'] });
   nestGrpc = `127.0.0.1:${await freePort()}`;
@@ -211,11 +229,15 @@ async function pgBarrier(gid: string): Promise<string[]> {
   return rows.map((r: Record<string, string>) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
 }
 
-/** Prepared XA transactions left in MariaDB and PostgreSQL. */
-async function pendingXa(): Promise<unknown[]> {
+/**
+ * Prepared XA transactions of `gids` left in MariaDB and PostgreSQL (XA RECOVER lists the whole
+ * server's, other test files' included: only these gids' count).
+ */
+async function pendingXa(...gids: string[]): Promise<string[]> {
   const [rows] = await myPool.query('XA RECOVER');
   const prepared = await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()');
-  return [...(rows as unknown[]), ...prepared.rows];
+  const xids = [...(rows as { data: unknown }[]).map((r) => `mysql:${String(r.data)}`), ...prepared.rows.map((r: { gid: string }) => `pg:${r.gid}`)];
+  return xids.filter((xid) => gids.some((gid) => xid.includes(gid)));
 }
 
 /** Asks the Go peer to start a transaction with dtmcli; resolves with its HTTP status and body. */
@@ -291,7 +313,7 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
       [100, 7],
       [100, 3],
     ]);
-    expect(await pendingXa()).toEqual([]);
+    expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
   it('msg: DTM delivers the Go message to our branch', async () => {
@@ -376,7 +398,7 @@ describe("DTM's Go SDK (dtmgrpc) drives nestjs-dtm's @GrpcMethod branches", () =
       [100, 7],
       [100, 3],
     ]);
-    expect(await pendingXa()).toEqual([]);
+    expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
   it('msg: DTM delivers the dtmgrpc message to our branch', async () => {
@@ -443,7 +465,7 @@ describe('nestjs-dtm drives branches written with the Go SDK', () => {
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     expect((await client.waitForFinal(refused)).status).toBe('failed');
     expect(await mysqlBalances()).toEqual([100, 11]);
-    expect(await pendingXa()).toEqual([]);
+    expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
   it('msg: DTM delivers our message to the Go branch', async () => {
@@ -528,7 +550,7 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     expect((await client.waitForFinal(refused)).status).toBe('failed');
     expect(await mysqlBalances()).toEqual([100, 11]);
-    expect(await pendingXa()).toEqual([]);
+    expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
   it('msg: DTM delivers to the Go branches; DTM back-checks dtmgrpc, which rolls back a message whose local transaction never committed', async () => {
@@ -549,5 +571,66 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
     expect(branchLines(final)).toEqual(['01 action prepared']);
     expect(await pgBarrier(abandoned)).toEqual(['00/msg/01=rollback']);
     expect(await pgBalances()).toEqual([100, 4]);
+  });
+});
+
+describe('workflows across the two SDKs', () => {
+  it("a workflow written with DTM's Go SDK calls our decorated saga and TCC branches (ops action, commit, rollback); success", async () => {
+    const gid = await client.generateGid();
+    const steps = [
+      { action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account: 1, amount: 30 } },
+      { action: `${nestUrl}/try`, commit: `${nestUrl}/confirm`, compensate: `${nestUrl}/cancel`, payload: { account: 1, amount: 20 } },
+    ];
+    const res = await fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps } }) });
+    expect(res.status).toBe(200);
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([50, 0]);
+    // our barrier recorded the workflow's ops as it records a saga's / TCC's
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action', '02/commit/01=commit']);
+  });
+
+  it("a Go workflow whose second step our TCC Try refuses: the Go SDK rolls step 1 back through our compensation (op rollback)", async () => {
+    const gid = await client.generateGid();
+    const steps = [
+      { action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account: 1, amount: 30 } },
+      { action: `${nestUrl}/try`, commit: `${nestUrl}/confirm`, compensate: `${nestUrl}/cancel`, payload: { account: 1, amount: 500 } },
+    ];
+    const res = await fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps } }) });
+    expect(res.status).toBe(409);
+    expect(await res.text()).toContain('nest: account 1 has less than 500');
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(await pgBalances()).toEqual([100, 0]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
+  });
+
+  it('our workflow calls branches written with dtmcli; its FAILURE rolls our step 1 back on the Go side', async () => {
+    const go = (path: string) => `${goUrl}/rm/${path}`;
+    const ok = await client.generateGid();
+    const done = await client.executeWorkflow('nest-to-go', ok, {
+      steps: [
+        { action: go('pg/withdraw'), compensate: go('pg/deposit'), payload: { account: 1, amount: 25 } },
+        { action: go('pg/deposit'), compensate: go('pg/withdraw'), payload: { account: 2, amount: 25 } },
+      ],
+    });
+    expect(done).toEqual({ status: 'succeed', result: 'done' });
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
+
+    const refused = await client.generateGid();
+    const error = await client
+      .executeWorkflow('nest-to-go', refused, {
+        steps: [
+          { action: go('pg/deposit'), compensate: go('pg/withdraw'), payload: { account: 2, amount: 5 } },
+          { action: go('pg/withdraw'), compensate: go('pg/deposit'), payload: { account: 1, amount: 1000 } },
+        ],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).reason).toContain('go: account 1 has less than 1000');
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await pgBalances()).toEqual([75, 25]);
+    // dtmcli's barrier took our op=rollback as the compensation of branch 01's action
+    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 });

@@ -46,8 +46,8 @@ function runInConsumer(name: string, code: string, app = 'app'): string {
 describe('the packed tarball', () => {
   it('holds the build with type declarations and no sources or tests', () => {
     expect(packedFiles).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts']));
-    expect(packedFiles.filter((f) => !f.startsWith('dist/') && !f.startsWith('sql/') && !['package.json', 'README.md', 'LICENSE'].includes(f))).toEqual([]);
-    expect(packedFiles).toEqual(expect.arrayContaining(['sql/barrier.postgres.sql', 'sql/barrier.mysql.sql']));
+    expect(packedFiles.filter((f) => !f.startsWith('dist/') && !f.startsWith('sql/') && !f.startsWith('protos/') && !['package.json', 'README.md', 'LICENSE'].includes(f))).toEqual([]);
+    expect(packedFiles).toEqual(expect.arrayContaining(['sql/barrier.postgres.sql', 'sql/barrier.mysql.sql', 'protos/workflow.proto']));
     expect(packedFiles.some((f) => f.endsWith('.spec.js') || f.startsWith('dist/test'))).toBe(false);
     expect(readdirSync(join(work, 'app', 'node_modules', 'nestjs-dtm', 'dist'))).toContain('index.d.ts');
   });
@@ -92,7 +92,9 @@ describe('the packed tarball', () => {
        const failure = new b.DtmFailureError('refused');
        const registry = new b.DtmBranchRegistryError(['p']);
        const grpc = await new a.DtmClient(a.resolveDtmConfig({ config: { protocol: 'grpc' } }, {})).generateGid().catch((e) => e);
+       const { existsSync } = await import('node:fs');
        console.log(JSON.stringify({
+         workflowProto: existsSync(a.DTM_WORKFLOW_PROTO) && a.DTM_WORKFLOW_PROTO.endsWith('node_modules/nestjs-dtm/protos/workflow.proto'),
          twoCopies: a.DtmFailureError !== b.DtmFailureError,
          failure: failure instanceof a.DtmFailureError, base: failure instanceof a.DtmError, error: failure instanceof Error,
          notOngoing: failure instanceof a.DtmOngoingError, registryIsUsage: registry instanceof a.DtmUsageError,
@@ -101,6 +103,7 @@ describe('the packed tarball', () => {
        }));`,
     );
     expect(JSON.parse(out)).toEqual({
+      workflowProto: true,
       twoCopies: true,
       failure: true,
       base: true,

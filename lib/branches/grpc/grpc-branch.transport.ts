@@ -54,6 +54,10 @@ export const grpcBranchTransport: BranchTransport = {
     return lacks(metadata, 'gid') || lacks(metadata, 'trans_type') || lacks(metadata, 'branch_id') || lacks(metadata, 'op') ? undefined : first(metadata, 'dtm-op');
   },
 
+  transType(carrier: BranchCarrier): string {
+    return first((carrier as GrpcCallLike).metadata, 'dtm-trans_type');
+  },
+
   missing(carrier: BranchCarrier): string[] {
     const { metadata } = carrier as GrpcCallLike;
     return REQUIRED_BRANCH_QUERY.filter((key) => lacks(metadata, key)).map((key) => `dtm-${key}`);

@@ -6,6 +6,8 @@ import { take } from 'rxjs';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
+import { DtmClient } from '../../client/dtm.client.js';
+import { answerResume, WORKFLOW_RESUME_PATH } from '../../workflow/workflow-resume.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
@@ -46,12 +48,18 @@ export function parseBranchBody(text: string): unknown {
  *   retried forever) and Fastify rejects empty bodies (XA phase 2). Express: read here, ahead of
  *   Nest's JSON parser, which then leaves the request alone. Fastify: branch calls get a content
  *   type of their own, read by this module's parser.
+ * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
+ *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
  */
 @Injectable()
 export class DtmHttpIntegration {
   private readonly allowList: readonly string[];
 
-  constructor(@Inject(DTM_CONFIG) config: DtmConfig, @Optional() adapterHost?: HttpAdapterHost) {
+  constructor(
+    @Inject(DTM_CONFIG) config: DtmConfig,
+    @Optional() adapterHost?: HttpAdapterHost,
+    @Optional() private readonly client?: DtmClient,
+  ) {
     this.allowList = passThroughAllowList(config);
     // init$ fires when the HTTP adapter is set: before the app registers its parsers
     adapterHost?.init$?.pipe(take(1)).subscribe(() => this.install(adapterHost.httpAdapter));
@@ -62,6 +70,14 @@ export class DtmHttpIntegration {
     const type = adapter.getType();
     if (type === 'express') adapter.use(expressMiddleware(this.allowList));
     if (type === 'fastify') installFastify(adapter.getInstance(), this.allowList);
+    if ((type === 'express' || type === 'fastify') && this.client) {
+      const client = this.client;
+      const resume = (req: { query?: Record<string, unknown> }, res: unknown) => {
+        void answerResume(client, String(req.query?.op ?? ''), String(req.query?.gid ?? '')).then(({ status, body }) => adapter.reply(res, body, status));
+      };
+      adapter.get(WORKFLOW_RESUME_PATH, resume);
+      adapter.post(WORKFLOW_RESUME_PATH, resume);
+    }
   }
 }
 

@@ -27,6 +27,10 @@ export const httpBranchTransport: BranchTransport = {
     return lacks(query, 'gid') || lacks(query, 'trans_type') || lacks(query, 'branch_id') || lacks(query, 'op') ? undefined : (query!.op as string);
   },
 
+  transType(carrier: BranchCarrier): string {
+    return String((carrier as Request).query?.trans_type ?? '');
+  },
+
   missing(carrier: BranchCarrier): string[] {
     const query = (carrier as Request).query;
     return REQUIRED_BRANCH_QUERY.filter((key) => lacks(query, key));

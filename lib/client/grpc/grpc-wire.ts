@@ -1,6 +1,7 @@
 // The one place where the neutral transaction terms and DTM's gRPC messages (dtmgimp.proto, field
 // names as the proto spells them, payloads as bytes) are converted into each other.
-import type { BranchRegistration, TransactionRequest } from '../dtm-transport.js';
+import type { BranchStatus, TransactionStatus } from '../dtm-client.types.js';
+import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 
 /** `dtmgimp.DtmRequest` as @grpc/proto-loader takes it (keepCase). */
 export interface GrpcDtmRequest {
@@ -71,5 +72,20 @@ export function toGrpcRegistration(registration: BranchRegistration): GrpcDtmBra
     Op: '',
     Data: registration.fields,
     BusiPayload: (registration.payload as Uint8Array | undefined) ?? EMPTY,
+  };
+}
+
+/** `dtmgimp.DtmProgressesReply`, as @grpc/proto-loader decodes it (keepCase, defaults). */
+export interface GrpcDtmProgressesReply {
+  Transaction?: { Gid: string; Status: string; RollbackReason: string; Result: string };
+  Progresses: { Status: string; BinData: Buffer; BranchID: string; Op: string }[];
+}
+
+/** A `PrepareWorkflow` reply in neutral terms (the gRPC API never carries the result). */
+export function fromGrpcProgress(reply: GrpcDtmProgressesReply): WorkflowProgress {
+  return {
+    status: (reply.Transaction?.Status || 'prepared') as TransactionStatus,
+    rollbackReason: reply.Transaction?.RollbackReason || undefined,
+    progresses: (reply.Progresses ?? []).map((p) => ({ branchId: p.BranchID, op: p.Op, status: p.Status as BranchStatus, data: Buffer.from(p.BinData ?? []) })),
   };
 }

@@ -9,13 +9,13 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
-import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../dtm-transport.js';
+import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import type { HttpTransport } from '../http/http.transport.js';
 import { payloadText } from '../payload.js';
 import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
 import type { GrpcCodecs } from './grpc-codecs.js';
 import { loadGrpc, type GrpcJs } from './grpc-runtime.js';
-import { toGrpcRegistration, toGrpcRequest } from './grpc-wire.js';
+import { fromGrpcProgress, toGrpcRegistration, toGrpcRequest, type GrpcDtmProgressesReply } from './grpc-wire.js';
 
 /** gRPC status codes DTM's protocol gives a meaning (grpc-js `status`). */
 const ABORTED = 10;
@@ -24,7 +24,7 @@ const UNAVAILABLE = 14;
 const DEADLINE_EXCEEDED = 4;
 
 /** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
-type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch';
+type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch' | 'PrepareWorkflow';
 
 /** How one of them travels: its path, and its request and reply codecs. */
 interface DtmMethodCodec {
@@ -91,6 +91,7 @@ function dtmMethodCodecs(): Record<DtmMethod, DtmMethodCodec> {
     Prepare: method('Prepare', request, empty),
     Abort: method('Abort', request, empty),
     RegisterBranch: method('RegisterBranch', encoder(root.lookupType('dtmgimp.DtmBranchRequest')), empty),
+    PrepareWorkflow: method('PrepareWorkflow', request, (bytes) => root.lookupType('dtmgimp.DtmProgressesReply').decode(bytes)),
   };
 }
 
@@ -169,6 +170,9 @@ export class GrpcTransport implements DtmTransport {
     await this.dtm('Abort', toGrpcRequest(request), 'abort', request.gid);
   }
 
+  async prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
+    return fromGrpcProgress((await this.dtm('PrepareWorkflow', toGrpcRequest(request), 'prepareWorkflow', request.gid)) as GrpcDtmProgressesReply);
+  }
 
   async registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
     await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId, dtm);

@@ -1,8 +1,8 @@
 // The one place where the neutral transaction terms (camelCase, seconds, Buffers) and DTM's HTTP
 // API (snake_case, JSON strings, base64 bodies) are converted into each other.
 import type { BranchRecord, ListFilter, TransactionRecord } from '../dtm-client.types.js';
-import type { BranchRegistration, TransactionRequest } from '../dtm-transport.js';
-import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransRequest } from './http-wire.types.js';
+import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
+import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransRequest, WireWorkflowAnswer } from './http-wire.types.js';
 
 /**
  * A prepare / submit / abort body, keys in the Go SDK's order; unset options are left out. Built key
@@ -78,7 +78,19 @@ export function fromWireTransaction(global: WireTransGlobal, branches: WireTrans
     createTime: toDate(global.create_time),
     finishTime: toDate(global.finish_time),
     nextCronTime: toDate(global.next_cron_time),
+    result: global.result || undefined,
     branches: branches.map(fromWireBranch),
+  };
+}
+
+/** A `prepareWorkflow` answer in neutral terms. */
+export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
+  const global = answer.transaction;
+  return {
+    status: global?.status ?? 'prepared',
+    rollbackReason: global?.rollback_reason || undefined,
+    result: global?.result || undefined,
+    progresses: (answer.progresses ?? []).map((b) => ({ branchId: b.branch_id, op: b.op, status: b.status, data: b.bin_data ? Buffer.from(b.bin_data, 'base64') : Buffer.alloc(0) })),
   };
 }
 

@@ -87,3 +87,9 @@ export interface WireListAnswer {
   transactions: WireTransGlobal[] | null;
   next_position: string;
 }
+
+/** The answer of `POST /prepareWorkflow`: the stored global and every recorded branch. */
+export interface WireWorkflowAnswer {
+  transaction: WireTransGlobal | null;
+  progresses: WireTransBranch[] | null;
+}

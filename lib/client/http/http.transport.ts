@@ -11,11 +11,11 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
-import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest } from '../dtm-transport.js';
+import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactUrl, safeCause } from '../redact.js';
-import { fromWireTransaction, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
-import type { WireListAnswer, WireQueryAnswer } from './http-wire.types.js';
+import { fromWireProgress, fromWireTransaction, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
+import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 
 /** What one request carries besides its URL: the body (text), and for a branch its headers and timeout. */
 interface Send {
@@ -81,6 +81,10 @@ export class HttpTransport implements DtmTransport {
     return this.operation('abort', toWireRequest(request), request.gid);
   }
 
+  async prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
+    const text = await this.server('POST', 'prepareWorkflow', JSON.stringify(toWireRequest(request)), 'prepareWorkflow', request.gid);
+    return fromWireProgress(JSON.parse(text) as WireWorkflowAnswer);
+  }
 
   registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
     return this.operation(dtm ? `${dtm}/registerBranch` : 'registerBranch', toWireRegistration(registration), registration.gid, registration.branchId);

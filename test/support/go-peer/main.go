@@ -7,6 +7,8 @@
 // sagas, TCC, XA and message transactions with dtmcli whose branches are nestjs-dtm handlers.
 // Over gRPC it does the same with dtmgrpc: see grpc.go (service bank.GoBank of bank.proto, and the
 // HTTP endpoints /ap/grpc/{saga,tcc,xa,msg} that start transactions through DTM's gRPC API).
+// As a workflow application (DTM's workflow SDK over HTTP) it runs the workflow go-transfer, whose
+// steps are nestjs-dtm handlers: see workflow.go (POST /ap/workflow, DTM's callback /workflow/resume).
 //
 // Environment: PG_URL, MYSQL_URL (postgres:// and mysql:// URLs), DTM_URL (DTM's HTTP API, for the
 // transactions it starts), DTM_GRPC (DTM's gRPC API, host:port, for the ones /ap/grpc/* starts),
@@ -179,9 +181,12 @@ func main() {
 
 	// the same over gRPC: bank.GoBank, and /ap/grpc/* on this mux
 	serveGrpc(mux, stores, table, xaConf, os.Getenv("DTM_GRPC"))
+	// a workflow (DTM's workflow SDK, HTTP): /ap/workflow and DTM's resume callback /workflow/resume
+	serveWorkflow(mux)
 
 	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	check(err)
+	initWorkflow(dtm, listener) // the callback URL needs the port
 	fmt.Printf("port %d\n", listener.Addr().(*net.TCPAddr).Port)
 	log.Fatal(http.Serve(listener, mux))
 }

@@ -1,0 +1,23 @@
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmError } from './dtm-error.js';
+
+/**
+ * A workflow resumed with different code: the step at a position is not the one recorded there
+ * (a step added, removed, renamed or reordered while executions were running). The execution
+ * stops before applying anything; DTM keeps the workflow for a resume by code that matches.
+ */
+export class DtmWorkflowDivergedError extends DtmError {
+  constructor(
+    /** The workflow's name. */
+    readonly workflow: string,
+    gid: string,
+    branchId: string,
+    op: string,
+    /** The step name recorded at that position. */
+    readonly recordedStep: string,
+    /** The step name the code has there now. */
+    readonly currentStep: string,
+  ) {
+    super(MESSAGES.workflowDiverged(workflow, gid, branchId, op, recordedStep, currentStep), { gid, branchId });
+  }
+}

@@ -1,0 +1,286 @@
+import { randomUUID } from 'node:crypto';
+import type { BarrierDatabase } from '../barrier/barrier.types.js';
+import { BranchBarrier } from '../barrier/branch-barrier.js';
+import type { Payload } from '../client/dtm-client.types.js';
+import type { WorkflowProgress } from '../client/dtm-transport.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DtmWorkflowDivergedError } from '../errors/dtm-workflow-diverged.error.js';
+import { BranchIdGenerator } from '../transactions/branch-id.generator.js';
+import type { WorkflowTransaction } from '../transactions/workflow-transaction.js';
+import { finishXa, prepareXa, xidOf } from '../xa/xa-local-transaction.js';
+import type { XaDatabase } from '../xa/xa.types.js';
+import type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowPhase2, WorkflowStep } from './workflow.types.js';
+
+/**
+ * What a recorded step holds (the `bin_data` of its branch row, JSON): the step's name `k`, and its
+ * value `d` (or bytes, base64, in `b`), or the FAILURE's reason `e`. Only this module reads it.
+ */
+interface StepRecord {
+  k: string;
+  d?: unknown;
+  b?: string;
+  e?: string;
+}
+
+/** What the execution needs besides the transaction: the module's databases and the workflow's options. */
+export interface WorkflowExecutionEnvironment {
+  barrierConnections: ReadonlyMap<string, unknown>;
+  xaDatabases: ReadonlyMap<string, XaDatabase>;
+  barrierTable: string;
+  compensateFailedStep: boolean;
+}
+
+/** A phase-2 callback of a step. */
+interface Phase2Item {
+  branchId: string;
+  step: string;
+  op: 'commit' | 'rollback';
+  callback: WorkflowCallback;
+}
+
+/** `value` as a record's payload: bytes as base64, anything else as its JSON. */
+function recordOf(step: string, value: unknown): StepRecord {
+  return value instanceof Uint8Array ? { k: step, b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') } : { k: step, d: value };
+}
+
+/** The value a record holds, as a replay sees it (and the first run too: it goes through the same JSON). */
+function valueOf(record: StepRecord): unknown {
+  return record.b !== undefined ? Buffer.from(record.b, 'base64') : record.d;
+}
+
+/**
+ * One execution of a workflow function (the first, or one resuming it): the context it gets.
+ * Every step gets the next branch id (`01`, `02`, ... in call order, as DTM's Go SDK counts); a
+ * step recorded in an earlier execution returns its recorded value, checked to have the same name.
+ */
+export class WorkflowExecution<I> implements WorkflowContext<I> {
+  private readonly recorded = new Map<string, { status: string; record: StepRecord }>();
+  private readonly ids = new BranchIdGenerator();
+  private readonly phase2: Phase2Item[] = [];
+  private running?: string;
+
+  constructor(
+    private readonly tx: WorkflowTransaction,
+    readonly name: string,
+    readonly input: I,
+    progress: WorkflowProgress,
+    private readonly env: WorkflowExecutionEnvironment,
+  ) {
+    for (const p of progress.progresses) {
+      let record: StepRecord;
+      try {
+        record = JSON.parse(p.data.toString('utf8')) as StepRecord;
+      } catch {
+        record = { k: '?' }; // not recorded by this module: a divergence if a step reaches it
+      }
+      this.recorded.set(`${p.branchId}-${p.op}`, { status: p.status, record });
+    }
+  }
+
+  get gid(): string {
+    return this.tx.gid;
+  }
+
+  step(name: string): WorkflowStep {
+    if (typeof name !== 'string' || name === '') throw new DtmUsageError(MESSAGES.workflowStepName(this.name), { gid: this.gid });
+    return new Step(this, name, this.ids.next());
+  }
+
+  now(): Promise<Date> {
+    return this.step('$now').run(() => new Date().toISOString()).then((iso) => new Date(iso));
+  }
+
+  uuid(): Promise<string> {
+    return this.step('$uuid').run(() => randomUUID());
+  }
+
+  random(): Promise<number> {
+    return this.step('$random').run(() => Math.random());
+  }
+
+  /** @internal Registers a phase-2 callback of `step` (before its action, as DTM's Go SDK requires). */
+  addPhase2(item: Phase2Item): void {
+    this.phase2.push(item);
+  }
+
+  /**
+   * @internal Runs a step's action once: its recorded outcome on replay (checked to be this step),
+   * else `action`, whose outcome is recorded before it is returned. FAILURE is recorded and thrown
+   * (the step's rollback dropped unless `compensateFailedStep`); any other error is not recorded.
+   */
+  async action<T>(step: string, branchId: string, action: () => Promise<unknown>): Promise<T> {
+    const replayed = this.replay(step, branchId, 'action');
+    if (replayed) {
+      if (replayed.status === 'failed') throw this.refused(branchId, replayed.record.e ?? 'FAILURE');
+      return valueOf(replayed.record) as T;
+    }
+    if (this.running) throw new DtmUsageError(MESSAGES.workflowStepsConcurrent(this.name, this.running, step), { gid: this.gid });
+    this.running = step;
+    let value: unknown;
+    try {
+      value = await action();
+    } catch (err) {
+      if (err instanceof DtmFailureError) {
+        await this.tx.record(branchId, 'action', 'failed', JSON.stringify({ k: step, e: err.reason }));
+        throw this.refused(branchId, err.reason);
+      }
+      throw err;
+    } finally {
+      this.running = undefined;
+    }
+    const text = JSON.stringify(recordOf(step, value));
+    await this.tx.record(branchId, 'action', 'succeed', text);
+    return valueOf(JSON.parse(text) as StepRecord) as T;
+  }
+
+  /** @internal Records that a step's business ran inside its XA transaction (`business`), as DTM's Go SDK does before XA PREPARE. */
+  recordBusiness(step: string, branchId: string): Promise<void> {
+    return this.tx.record(branchId, 'business', 'succeed', JSON.stringify({ k: step }));
+  }
+
+  /** @internal Whether step `branchId`'s `op` was recorded (checked to be `step`). */
+  wasRecorded(step: string, branchId: string, op: string): boolean {
+    return this.replay(step, branchId, op) !== undefined;
+  }
+
+  /** @internal Runs the phase-2 callbacks of `op` in reverse order of registration, each recorded once. */
+  async runPhase2(op: 'commit' | 'rollback'): Promise<void> {
+    for (const item of [...this.phase2].reverse()) {
+      if (item.op !== op || this.replay(item.step, item.branchId, op)) continue;
+      try {
+        await item.callback(this.phase2Handle(item));
+      } catch (err) {
+        if (err instanceof DtmFailureError) throw new Error(MESSAGES.workflowPhase2Failure(this.name, this.gid, item.step, op, err.reason), { cause: err });
+        throw err;
+      }
+      await this.tx.record(item.branchId, op, 'succeed', JSON.stringify({ k: item.step }));
+    }
+  }
+
+  /** @internal The module's barrier database named or given. */
+  barrierDatabase<H>(db: BarrierDatabase<H> | string): BarrierDatabase<H> {
+    if (typeof db !== 'string') return db;
+    const found = this.env.barrierConnections.get(db) as BarrierDatabase<H> | undefined;
+    if (!found || 'redis' in found) throw new DtmUsageError(MESSAGES.workflowUnknownDatabase(this.name, 'barrierConnections', db, [...this.env.barrierConnections.keys()]), { gid: this.gid });
+    return found;
+  }
+
+  /** @internal The module's XA database named or given. */
+  xaDatabase<H>(db: XaDatabase<H> | string): XaDatabase<H> {
+    if (typeof db !== 'string') return db;
+    const found = this.env.xaDatabases.get(db) as XaDatabase<H> | undefined;
+    if (!found) throw new DtmUsageError(MESSAGES.workflowUnknownDatabase(this.name, 'xaConnections', db, [...this.env.xaDatabases.keys()]), { gid: this.gid });
+    return found;
+  }
+
+  /** @internal */
+  get transaction(): WorkflowTransaction {
+    return this.tx;
+  }
+
+  /** @internal */
+  get barrierTable(): string {
+    return this.env.barrierTable;
+  }
+
+  private replay(step: string, branchId: string, op: string): { status: string; record: StepRecord } | undefined {
+    const found = this.recorded.get(`${branchId}-${op}`);
+    if (found && found.record.k !== step) throw new DtmWorkflowDivergedError(this.name, this.gid, branchId, op, found.record.k, step);
+    return found;
+  }
+
+  private refused(branchId: string, reason: string): DtmFailureError {
+    if (!this.env.compensateFailedStep) {
+      const index = this.phase2.findLastIndex((p) => p.branchId === branchId && p.op === 'rollback');
+      if (index >= 0) this.phase2.splice(index, 1);
+    }
+    return new DtmFailureError(reason, { gid: this.gid, branchId });
+  }
+
+  private phase2Handle(item: Phase2Item): WorkflowPhase2 {
+    const tx = this.tx;
+    const call = async (target: string, payload: Payload | undefined): Promise<unknown> => (await tx.call(target, payload, item.branchId, item.op)).body;
+    return {
+      gid: tx.gid,
+      branchId: item.branchId,
+      op: item.op,
+      barrier: BranchBarrier.from({ transType: 'workflow', gid: tx.gid, branchId: item.branchId, op: item.op }, { table: this.env.barrierTable }),
+      http: call,
+      grpc: call,
+    };
+  }
+}
+
+/** One step: callbacks first, then exactly one action. */
+class Step implements WorkflowStep {
+  private acted = false;
+
+  constructor(
+    private readonly execution: WorkflowExecution<unknown>,
+    private readonly name: string,
+    private readonly branchId: string,
+  ) {}
+
+  onRollback(callback: WorkflowCallback): this {
+    return this.callback('rollback', callback);
+  }
+
+  onCommit(callback: WorkflowCallback): this {
+    return this.callback('commit', callback);
+  }
+
+  run<T, H = unknown>(action: (handle: H) => Promise<T> | T, options: LocalStepOptions<H> = {}): Promise<T> {
+    this.act();
+    const { barrier } = options;
+    if (barrier === undefined) return this.execution.action<T>(this.name, this.branchId, async () => action(undefined as H));
+    const db = this.execution.barrierDatabase(barrier);
+    const branch = BranchBarrier.from({ transType: 'workflow', gid: this.execution.gid, branchId: this.branchId, op: 'action' }, { table: this.execution.barrierTable });
+    return this.execution.action<T>(this.name, this.branchId, async () => {
+      // committed but not recorded (a crash in between): the barrier skips it; the value is gone
+      const outcome = await branch.callWithDb(db, async (handle) => action(handle));
+      return outcome.executed ? outcome.result : undefined;
+    });
+  }
+
+  http<T = unknown>(target: string, payload?: Payload): Promise<T> {
+    return this.call<T>(target, payload);
+  }
+
+  grpc<T = unknown>(target: string, payload?: Payload): Promise<T> {
+    return this.call<T>(target, payload);
+  }
+
+  xa<T, H = unknown>(dbOrName: XaDatabase<H> | string, action: (handle: H) => Promise<T> | T): Promise<T> {
+    this.act();
+    const execution = this.execution;
+    const db = execution.xaDatabase(dbOrName);
+    const xid = xidOf({ gid: execution.gid, branchId: this.branchId }, db.dialect);
+    const row = { transType: 'workflow', gid: execution.gid, branchId: this.branchId, table: execution.barrierTable };
+    // phase 2 of the XA transaction, whatever the action's outcome (a failed or unknown prepare is rolled back)
+    execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'commit', callback: () => finishXa(db, xid, true, row) });
+    execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'rollback', callback: () => finishXa(db, xid, false, row) });
+    return execution.action<T>(this.name, this.branchId, async () => {
+      // prepared in an earlier execution but not recorded: its outcome cannot be read back, so roll back
+      if (execution.wasRecorded(this.name, this.branchId, 'business')) throw new DtmFailureError(MESSAGES.workflowXaNotResumable(this.name));
+      return prepareXa(db, xid, row, async (handle) => action(handle), () => execution.recordBusiness(this.name, this.branchId));
+    });
+  }
+
+  private call<T>(target: string, payload: Payload | undefined): Promise<T> {
+    this.act();
+    return this.execution.action<T>(this.name, this.branchId, async () => (await this.execution.transaction.call(target, payload, this.branchId, 'action')).body);
+  }
+
+  private callback(op: 'commit' | 'rollback', callback: WorkflowCallback): this {
+    if (this.acted) throw new DtmUsageError(MESSAGES.workflowCallbackAfterAction(this.name, op));
+    this.execution.addPhase2({ branchId: this.branchId, step: this.name, op, callback });
+    return this;
+  }
+
+  private act(): void {
+    if (this.acted) throw new DtmUsageError(MESSAGES.workflowSecondAction(this.name));
+    this.acted = true;
+  }
+}

@@ -1,0 +1,62 @@
+// The endpoints DTM calls to resume a workflow: an HTTP route the module adds to the HTTP adapter
+// itself (GET and POST, outside Nest's routing: the app's guards, pipes and body parsers do not
+// apply), and the gRPC method workflow.Workflow/Execute (protos/workflow.proto).
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Controller, Inject, Logger } from '@nestjs/common';
+import { DtmClient } from '../client/dtm.client.js';
+
+/** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
+export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
+
+/** The gRPC method DTM calls to resume a workflow. */
+export const WORKFLOW_RESUME_METHOD = '/workflow.Workflow/Execute';
+
+/** The workflow resume proto shipped with the package: add it (package `workflow`) to your Nest gRPC microservice's `protoPath`. */
+export const DTM_WORKFLOW_PROTO: string = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'protos', 'workflow.proto')) && dirname(dir) !== dir) dir = dirname(dir);
+  return join(dir, 'protos', 'workflow.proto');
+})();
+
+const logger = new Logger('DtmWorkflow');
+
+/**
+ * Answers a resume call: runs the workflow `name` of `gid` with the input DTM stored (the call's
+ * body is not read: anyone can reach this endpoint), and answers what DTM reads (its answer only
+ * matters to DTM's log).
+ */
+export async function answerResume(client: DtmClient, name: string, gid: string): Promise<{ status: number; body: object }> {
+  try {
+    const outcome = await client.resumeWorkflow(name, gid);
+    return outcome === 'pending' ? { status: 425, body: { dtm_result: 'ONGOING', message: `workflow ${gid} is pending` } } : { status: 200, body: { dtm_result: 'SUCCESS' } };
+  } catch (err) {
+    logger.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    return { status: 500, body: { message: 'workflow resume failed; see the app log' } };
+  }
+}
+
+/** `@nestjs/microservices`' metadata of a unary `@GrpcMethod` (written here: the package is an optional peer). */
+function grpcMethod(service: string, rpc: string): MethodDecorator {
+  return (_target, _key, descriptor) => {
+    const handler = descriptor.value as object;
+    Reflect.defineMetadata('microservices:pattern', [{ service, rpc, streaming: 'no_stream' }], handler);
+    Reflect.defineMetadata('microservices:handler_type', 1, handler);
+    Reflect.defineMetadata('microservices:transport', 4, handler);
+    return descriptor;
+  };
+}
+
+/** The gRPC resume endpoint: `workflow.Workflow/Execute` (served only by gRPC servers that load protos/workflow.proto). */
+@Controller()
+export class DtmWorkflowResumeController {
+  constructor(@Inject(DtmClient) private readonly client: DtmClient) {}
+
+  @grpcMethod('workflow.Workflow', 'Execute')
+  async execute(_data: unknown, metadata: { get(key: string): unknown[] }): Promise<object> {
+    const answer = await answerResume(this.client, String(metadata.get('dtm-op')[0] ?? ''), String(metadata.get('dtm-gid')[0] ?? ''));
+    if (answer.status === 500) throw Object.assign(new Error('workflow resume failed'), { code: 13 });
+    return {};
+  }
+}

@@ -1,0 +1,134 @@
+import { Logger } from '@nestjs/common';
+import type { TransactionOptions } from '../client/dtm-client.types.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
+import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
+import { WorkflowTransaction } from '../transactions/workflow-transaction.js';
+import type { XaDatabase } from '../xa/xa.types.js';
+import { WorkflowExecution } from './workflow-execution.js';
+import type { DtmWorkflowRegistry, WorkflowDefinition } from './workflow.registry.js';
+import type { WorkflowResult } from './workflow.types.js';
+
+/** What workflow executions need from the module serving the app. */
+export interface WorkflowEnvironment {
+  registry: DtmWorkflowRegistry;
+  /** Where DTM resumes a workflow of `protocol`: the module's resume route (`app_url` + path) or `grpc_app_address/workflow.Workflow/Execute`. */
+  resumeTarget(protocol: DtmProtocol): string;
+  barrierConnections: ReadonlyMap<string, unknown>;
+  xaDatabases: ReadonlyMap<string, XaDatabase>;
+}
+
+/** The input of a workflow as DTM stores it (and sends back on resume): a JSON object, so strict JSON body parsers take it. */
+interface StoredInput {
+  v?: unknown;
+}
+
+/**
+ * Runs workflows: a first execution (`execute`, idempotent by gid) or one DTM asks for (`resume`),
+ * one at a time per gid in this process. An execution's outcome: the function returned → commit
+ * callbacks, then submit `succeed`; it threw `DtmFailureError` → rollback callbacks, then submit
+ * `failed`; anything else (a step's ONGOING, an unreachable branch, an error of DTM's own API, a
+ * divergence) → nothing more is sent, and DTM resumes it later.
+ */
+export class WorkflowEngine {
+  private readonly logger = new Logger('DtmWorkflow');
+  private readonly running = new Map<string, Promise<WorkflowResult>>();
+
+  constructor(
+    private readonly runtime: TransactionRuntime,
+    private readonly env: WorkflowEnvironment,
+  ) {}
+
+  /** Starts (or re-attaches to) workflow `name` with `gid`: its result, `DtmFailureError` with the rollback reason, or `DtmWorkflowPendingError`. */
+  execute<R>(name: string, gid: string, input: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
+    const definition = this.env.registry.get(name);
+    return this.once(gid, () => this.run(definition, gid, input, options)) as Promise<WorkflowResult<R>>;
+  }
+
+  /**
+   * What the resume endpoints call when DTM calls the app back: runs workflow `name` of `gid` with
+   * the input DTM stored for it. Nothing of the call itself is trusted but the gid: the workflow
+   * must exist in DTM, be a workflow, and carry this name; its input is read from DTM. An
+   * execution already running in this process answers "pending" at once.
+   */
+  async resume(name: string, gid: string): Promise<'succeed' | 'failed' | 'pending'> {
+    if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(name, gid, new Error(MESSAGES.workflowResumeUnknown(name, gid)));
+    if (this.running.has(gid)) return 'pending';
+    const record = await this.runtime.query(gid);
+    const stored = record?.customData as { name?: unknown; data?: unknown } | undefined;
+    if (!record || record.transType !== 'workflow' || stored?.name !== name) throw new DtmUsageError(MESSAGES.workflowResumeRefused(name, gid));
+    if (record.status === 'succeed' || record.status === 'failed') return record.status;
+    try {
+      await this.execute(name, gid, await this.storedInput(gid, undefined));
+      return 'succeed';
+    } catch (err) {
+      if (err instanceof DtmFailureError) return 'failed';
+      if (err instanceof DtmWorkflowPendingError) {
+        this.logger.warn(err.message);
+        return 'pending';
+      }
+      throw err;
+    }
+  }
+
+  private once(gid: string, run: () => Promise<WorkflowResult>): Promise<WorkflowResult> {
+    const current = this.running.get(gid);
+    if (current) return current;
+    const started = run().finally(() => this.running.delete(gid));
+    this.running.set(gid, started);
+    return started;
+  }
+
+  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}): Promise<WorkflowResult> {
+    const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...options });
+    const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
+    if (progress.status === 'succeed') return { status: 'succeed', result: await this.resultOf(gid, progress.result) };
+    if (progress.status === 'failed') throw new DtmFailureError(progress.rollbackReason ?? 'FAILURE', { gid });
+    // a workflow that already recorded steps runs on with the input DTM stored (DTM keeps the first)
+    if (progress.progresses.length > 0) input = await this.storedInput(gid, input);
+    const execution = new WorkflowExecution(tx, definition.name, input, progress, {
+      barrierConnections: this.env.barrierConnections,
+      xaDatabases: this.env.xaDatabases,
+      barrierTable: this.runtime.config.barrierTable,
+      compensateFailedStep: definition.options.compensateFailedStep === true,
+    });
+    let value: unknown;
+    try {
+      value = await definition.run(execution as WorkflowExecution<never>);
+    } catch (err) {
+      if (!(err instanceof DtmFailureError)) throw new DtmWorkflowPendingError(definition.name, gid, err);
+      await this.settle(definition, gid, () => execution.runPhase2('rollback'));
+      await this.settle(definition, gid, () => tx.finish('failed', err.reason, undefined));
+      throw new DtmFailureError(err.reason, { gid, cause: err });
+    }
+    const result = JSON.stringify({ v: value } satisfies StoredInput);
+    await this.settle(definition, gid, () => execution.runPhase2('commit'));
+    await this.settle(definition, gid, () => tx.finish('succeed', undefined, result));
+    return { status: 'succeed', result: (JSON.parse(result) as StoredInput).v };
+  }
+
+  /** Phase 2 and submit: an error leaves the workflow to DTM (pending); it is never read as a business FAILURE. */
+  private async settle(definition: WorkflowDefinition, gid: string, step: () => Promise<void>): Promise<void> {
+    try {
+      await step();
+    } catch (err) {
+      throw new DtmWorkflowPendingError(definition.name, gid, err);
+    }
+  }
+
+  /** The input DTM stored for `gid` (`fallback` when it cannot be read). */
+  private async storedInput(gid: string, fallback: unknown): Promise<unknown> {
+    const stored = (await this.runtime.query(gid))?.customData as { data?: unknown } | undefined;
+    return typeof stored?.data === 'string' && stored.data !== '' ? (JSON.parse(Buffer.from(stored.data, 'base64').toString('utf8')) as StoredInput).v : fallback;
+  }
+
+  /** A finished workflow's result: from `prepareWorkflow` (HTTP), or else from DTM's query (the gRPC API does not return it). */
+  private async resultOf(gid: string, stored: string | undefined): Promise<unknown> {
+    const base64 = stored ?? (await this.runtime.query(gid))?.result;
+    if (!base64) return undefined;
+    return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
+  }
+}

@@ -1,0 +1,63 @@
+import { Injectable, type OnModuleInit } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { DTM_WORKFLOW_METADATA } from '../dtm.constants.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import type { WorkflowMetadata } from './workflow.decorator.js';
+import type { WorkflowFunction, WorkflowOptions } from './workflow.types.js';
+
+/** A workflow as the app declared it. */
+export interface WorkflowDefinition {
+  name: string;
+  options: WorkflowOptions;
+  /** The method, bound to its provider instance. */
+  run: WorkflowFunction;
+  /** `Provider.method`, for messages. */
+  handler: string;
+}
+
+/** The app's workflows by name, found once at start-up on its providers (`@DtmWorkflow`). */
+@Injectable()
+export class DtmWorkflowRegistry implements OnModuleInit {
+  private readonly workflows = new Map<string, WorkflowDefinition>();
+
+  constructor(
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {}
+
+  onModuleInit(): void {
+    const found: WorkflowDefinition[] = [];
+    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
+      const instance = wrapper.instance as Record<string, unknown> | undefined;
+      if (!instance || typeof instance !== 'object' || !wrapper.metatype) continue;
+      const prototype = Object.getPrototypeOf(instance) as Record<string, unknown>;
+      for (const method of this.scanner.getAllMethodNames(prototype)) {
+        const fn = prototype[method];
+        const meta = typeof fn === 'function' ? (Reflect.getMetadata(DTM_WORKFLOW_METADATA, fn) as WorkflowMetadata | undefined) : undefined;
+        if (!meta) continue;
+        found.push({ name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler: `${instance.constructor.name}.${method}` });
+      }
+    }
+    const problems: string[] = [];
+    for (const definition of found) {
+      const same = found.filter((d) => d.name === definition.name);
+      if (same.length > 1 && same[0] === definition) problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));
+      this.workflows.set(definition.name, definition);
+    }
+    if (problems.length > 0) throw new DtmBranchRegistryError(problems);
+  }
+
+  /** The workflow `name`; `DtmUsageError` for an unknown one. */
+  get(name: string): WorkflowDefinition {
+    const found = this.workflows.get(name);
+    if (!found) throw new DtmUsageError(MESSAGES.unknownWorkflow(name, [...this.workflows.keys()]));
+    return found;
+  }
+
+  /** Whether the app has a workflow `name`. */
+  has(name: string): boolean {
+    return this.workflows.has(name);
+  }
+}

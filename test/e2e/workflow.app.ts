@@ -1,0 +1,187 @@
+// A Nest app with a workflow, for workflow.spec.ts: in the test's process (startWorkflowApp), or as
+// a process of its own that a test kills and starts again (run this file; environment: PORT,
+// GRPC_PORT, DTM_URL, DTM_GRPC, PG_URL; PAUSE_AFTER=<step> makes an execution stop there forever,
+// DIVERGE=1 renames step 2, as a code change under a running workflow would).
+// A global guard refuses every route without a token, as an app's authentication would: the
+// workflow resume route must not be behind it (DTM sends no credentials).
+// The workflow transfer.v1: step 1 calls an HTTP branch, step 2 a gRPC branch (both the recorder's,
+// named in the input), step 3 credits an account in PostgreSQL in a local step behind the barrier
+// (FAILURE when there is no such account); steps 1 and 2 register their compensations first.
+import 'reflect-metadata';
+import { Body, Controller, Get, Injectable, Module, Post, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import { APP_GUARD, NestFactory } from '@nestjs/core';
+import { Transport } from '@nestjs/microservices';
+import pg from 'pg';
+import {
+  DTM_WORKFLOW_PROTO,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmWorkflow,
+  pgBarrierDatabase,
+  pgXaDatabase,
+  type DtmProtocol,
+  type WorkflowContext,
+} from 'nestjs-dtm';
+import { TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO } from '../support/grpc.js';
+
+/** The input of transfer.v1. */
+export interface TransferInput {
+  debit: string;
+  debitRevert: string;
+  reserve: string;
+  reserveRevert: string;
+  account: number;
+  amount: number;
+  /** Step 2 sleeps this long (ms): a resume can arrive meanwhile. */
+  slow?: number;
+}
+
+/** How often the workflow function started, per gid (an execution each). */
+@Injectable()
+export class Executions {
+  counts = new Map<string, number>();
+  add(gid: string): void {
+    this.counts.set(gid, (this.counts.get(gid) ?? 0) + 1);
+  }
+}
+
+@Injectable()
+export class Transfers {
+  constructor(private readonly executions: Executions) {}
+
+  @DtmWorkflow('transfer.v1')
+  async transfer(wf: WorkflowContext<TransferInput>) {
+    this.executions.add(wf.gid);
+    const { amount, account } = wf.input;
+    const at = await wf.now();
+    const debited = await wf
+      .step('debit')
+      .onRollback((b) => b.http(wf.input.debitRevert, { amount }))
+      .http<{ result: string }>(wf.input.debit, { amount });
+    await wf
+      .step(process.env.DIVERGE ? 'reserve-v2' : 'reserve')
+      .onRollback((b) => b.grpc(wf.input.reserveRevert, Buffer.from(JSON.stringify({ amount }))))
+      .grpc(wf.input.reserve, Buffer.from(JSON.stringify({ amount })));
+    if (wf.input.slow) await new Promise((r) => setTimeout(r, wf.input.slow));
+    if (process.env.PAUSE_AFTER === 'reserve') await new Promise(() => undefined); // "crashes" here: the test kills the process
+    const credited = await wf.step('credit').run(
+      async (tx: pg.PoolClient) => {
+        const r = await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2 RETURNING balance', [amount, account]);
+        if (r.rowCount === 0) throw new DtmFailureError(`no account ${account}`);
+        return Number(r.rows[0].balance);
+      },
+      { barrier: 'pg' },
+    );
+    return { debited: debited.result, credited, at: at.toISOString() };
+  }
+}
+
+/** xa-hold.v1: an XA step holds the amount in PostgreSQL (XA PREPARE); a later local step may refuse, rolling it back. */
+@Injectable()
+export class Holds {
+  @DtmWorkflow('xa-hold.v1')
+  async hold(wf: WorkflowContext<{ account: number; amount: number; refuse?: boolean }>) {
+    const { account, amount } = wf.input;
+    const left = await wf.step('hold').xa('pg', async (client: pg.Client) => {
+      const r = await client.query('UPDATE account SET balance = balance - $1 WHERE id = $2 RETURNING balance', [amount, account]);
+      return Number(r.rows[0].balance);
+    });
+    await wf.step('check').run(() => {
+      if (wf.input.refuse) throw new DtmFailureError('refused after the hold');
+    });
+    return left;
+  }
+}
+
+/** Lets a test in another process start workflows and read the executions. */
+@Controller('wf')
+class WorkflowControl {
+  constructor(
+    private readonly dtm: DtmClient,
+    private readonly executions: Executions,
+  ) {}
+
+  @Post('start')
+  async start(@Body() body: { gid: string; input: TransferInput; protocol?: DtmProtocol }) {
+    return this.dtm.executeWorkflow('transfer.v1', body.gid, body.input, { protocol: body.protocol }).then(
+      (result) => ({ outcome: 'succeed', result }),
+      (err: Error) => ({ outcome: err.name, message: err.message }),
+    );
+  }
+
+  @Get('executions')
+  counts() {
+    return Object.fromEntries(this.executions.counts);
+  }
+}
+
+/** The app's own authentication, as apps have one: every route but the test's control routes needs a token DTM does not have. */
+@Injectable()
+class AuthGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const request = context.switchToHttp().getRequest<{ url?: string; headers?: Record<string, string> }>();
+    return context.getType() !== 'http' || Boolean(request.url?.startsWith('/wf/')) || request.headers?.authorization === 'Bearer token';
+  }
+}
+
+/** The workflow app's settings. */
+export interface WorkflowAppOptions {
+  port: number;
+  grpcPort: number;
+  dtmUrl: string;
+  dtmGrpc: string;
+  pgUrl: string;
+}
+
+/** Starts the workflow app (HTTP on `port`, gRPC with the workflow resume proto on `grpcPort`). */
+export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ app: INestApplication; pool: pg.Pool; close(): Promise<void> }> {
+  const pool = new pg.Pool({ connectionString: options.pgUrl, max: 5 });
+  @Module({
+    imports: [
+      DtmModule.forRoot({
+        config: {
+          serverUrl: options.dtmUrl,
+          grpcServer: options.dtmGrpc,
+          appUrl: `http://127.0.0.1:${options.port}`,
+          grpcAppAddress: `127.0.0.1:${options.grpcPort}`,
+          barrierTable: 'dtm_barrier',
+          retryInterval: 1,
+        },
+        barrierConnections: { pg: pgBarrierDatabase(pool) },
+        xaConnections: {
+          pg: pgXaDatabase(async () => {
+            const client = new pg.Client({ connectionString: options.pgUrl });
+            await client.connect();
+            return client;
+          }),
+        },
+        grpcProtos: TESTS_GRPC_PROTOS,
+      }),
+    ],
+    controllers: [WorkflowControl],
+    providers: [Executions, Transfers, Holds, { provide: APP_GUARD, useClass: AuthGuard }],
+  })
+  class WorkflowAppModule {}
+  const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });
+  app.connectMicroservice(
+    { transport: Transport.GRPC, options: { package: ['tests', 'workflow'], protoPath: [TESTS_PROTO, DTM_WORKFLOW_PROTO], url: `127.0.0.1:${options.grpcPort}`, loader: TESTS_LOADER } },
+    { inheritAppConfig: true },
+  );
+  await app.startAllMicroservices();
+  await app.listen(options.port, '127.0.0.1');
+  return {
+    app,
+    pool,
+    async close() {
+      await app.close();
+      await pool.end();
+    },
+  };
+}
+
+if (process.argv[1]?.endsWith('workflow.app.js')) {
+  const env = process.env;
+  await startWorkflowApp({ port: Number(env.PORT), grpcPort: Number(env.GRPC_PORT), dtmUrl: env.DTM_URL!, dtmGrpc: env.DTM_GRPC!, pgUrl: env.PG_URL! });
+  process.stdout.write('ready\n');
+}

@@ -1,0 +1,259 @@
+// Workflow mode against the real DTM server, over HTTP and gRPC: steps recorded as they complete,
+// rollback callbacks in reverse order, a real process killed mid-workflow and resumed by DTM,
+// one execution per gid, a workflow whose code changed under it, re-attaching by gid. The
+// participants are the recorder (HTTP and gRPC) and PostgreSQL behind the barrier.
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import pg from 'pg';
+import { DtmFailureError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { startWorkflowApp, type TransferInput } from './workflow.app.js';
+
+const root = resolve(import.meta.dirname, '..', '..');
+let dbs: FileDatabases;
+let pool: pg.Pool;
+let recorder: Recorder;
+let app: Awaited<ReturnType<typeof startWorkflowApp>>;
+let client: DtmClient;
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  pool = new pg.Pool({ connectionString: dbs.postgres.url });
+  await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+  await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  recorder = await startRecorder();
+  app = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url });
+  const { DtmClient: Client } = await import('nestjs-dtm');
+  client = app.app.get(Client);
+});
+afterAll(async () => {
+  await app?.close();
+  await recorder?.close();
+  await pool?.end();
+});
+beforeEach(async () => {
+  recorder.reset();
+  await pool.query('DELETE FROM account');
+  await pool.query('INSERT INTO account VALUES (1, 100)');
+});
+
+/** The input of transfer.v1, with the recorder as steps 1 and 2. */
+function input(extra: Partial<TransferInput> = {}): TransferInput {
+  return {
+    debit: recorder.urlFor('/Debit'),
+    debitRevert: recorder.urlFor('/DebitRevert'),
+    reserve: recorder.grpcTargetFor('/Reserve'),
+    reserveRevert: recorder.grpcTargetFor('/ReserveRevert'),
+    account: 1,
+    amount: 30,
+    ...extra,
+  };
+}
+
+const balance = async (id = 1) => Number((await pool.query('SELECT balance FROM account WHERE id = $1', [id])).rows[0]?.balance);
+const branchLines = async (gid: string) => (await queryTrans(gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`);
+
+describe.each(PROTOCOLS)('a workflow talking %s to DTM', (protocol: DtmProtocol) => {
+  it('succeeds: an HTTP step, a gRPC step and a local step behind the barrier, each recorded in DTM as it completes', async () => {
+    const gid = await client.generateGid();
+    const done = await client.executeWorkflow<{ debited: string; credited: number }>('transfer.v1', gid, input(), { protocol });
+    expect(done).toEqual({ status: 'succeed', result: { debited: 'recorded', credited: 130, at: expect.any(String) } });
+    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'succeed', trans_type: 'workflow', protocol });
+    expect(await branchLines(gid)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed', '04 action succeed']);
+    expect(recorder.callsFor(gid).map((c) => `${c.method} ${c.path} ${c.query.branch_id} ${c.query.op} ${c.query.trans_type} ${c.body}`)).toEqual([
+      'POST /Debit 02 action workflow {"amount":30}',
+      'GRPC /Reserve 03 action workflow {"amount":30}',
+    ]);
+    expect(await balance()).toBe(130);
+    const { rows } = await pool.query('SELECT branch_id, op, reason FROM dtm_barrier WHERE gid = $1', [gid]);
+    expect(rows).toEqual([{ branch_id: '04', op: 'action', reason: 'action' }]);
+  });
+
+  it('a business failure at the local step: rollback callbacks of the gRPC step then the HTTP step run, DTM records failed with the reason', async () => {
+    const gid = await client.generateGid();
+    const error = await client.executeWorkflow('transfer.v1', gid, input({ account: 99 }), { protocol }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).reason).toBe('no account 99');
+    const { transaction } = await queryTrans(gid);
+    expect(transaction).toMatchObject({ status: 'failed', rollback_reason: 'no account 99' });
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.branch_id} ${c.query.op}`)).toEqual([
+      '/Debit 02 action',
+      '/Reserve 03 action',
+      '/ReserveRevert 03 rollback',
+      '/DebitRevert 02 rollback',
+    ]);
+    expect(await branchLines(gid)).toEqual(expect.arrayContaining(['04 action failed', '03 rollback succeed', '02 rollback succeed']));
+    expect(await balance()).toBe(100);
+  });
+
+  it('executeWorkflow again with the same gid answers the first execution\'s outcome and calls nothing', async () => {
+    const gid = await client.generateGid();
+    const first = await client.executeWorkflow('transfer.v1', gid, input(), { protocol });
+    recorder.reset();
+    const again = await client.executeWorkflow('transfer.v1', gid, input({ amount: 1 }), { protocol });
+    expect(again).toEqual(first);
+    expect(recorder.callsFor(gid)).toEqual([]);
+    expect(await balance()).toBe(130);
+  });
+});
+
+describe('the resume endpoint', () => {
+  it('trusts nothing of the call but the gid: a forged resume creates no workflow and calls nothing; a pending one runs with the input DTM stored', async () => {
+    const url = app.app.getHttpServer().address() as { port: number };
+    const resume = (gid: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const forged = await resume('forged-gid-1', { v: input({ amount: 1_000_000 }) });
+    expect(forged.status).toBe(500);
+    expect((await queryTrans('forged-gid-1')).transaction).toBeNull();
+    expect(recorder.calls).toEqual([]);
+
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    await expect(client.executeWorkflow('transfer.v1', gid, input())).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const answered = await resume(gid, { v: input({ amount: 1_000_000, account: 99 }) });
+    expect(answered.status).toBe(200);
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(await balance()).toBe(130); // the stored amount (30), not the forged one
+  });
+});
+
+describe('a local XA step', () => {
+  const pendingXa = async () => (await pool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows;
+
+  it('prepares in PostgreSQL; DTM-recorded success commits it, a later FAILURE rolls it back', async () => {
+    const ok = await client.generateGid();
+    expect(await client.executeWorkflow('xa-hold.v1', ok, { account: 1, amount: 40 })).toEqual({ status: 'succeed', result: 60 });
+    expect(await balance()).toBe(60);
+    expect(await branchLines(ok)).toEqual(['01 business succeed', '01 action succeed', '02 action succeed', '01 commit succeed']);
+
+    const refused = await client.generateGid();
+    await expect(client.executeWorkflow('xa-hold.v1', refused, { account: 1, amount: 40, refuse: true })).rejects.toThrow('refused after the hold');
+    expect(await balance()).toBe(60);
+    expect((await queryTrans(refused)).transaction?.status).toBe('failed');
+    expect(await pendingXa()).toEqual([]);
+    const { rows } = await pool.query('SELECT branch_id, op, reason FROM dtm_barrier WHERE gid = $1 ORDER BY reason', [refused]);
+    expect(rows).toEqual([{ branch_id: '01', op: 'action', reason: 'rollback' }]);
+  });
+});
+
+describe('DTM resumes workflows', () => {
+  it.each(PROTOCOLS)('a step that answers ONGOING leaves the workflow pending; DTM resumes it (%s resume endpoint), recorded steps are not called again', async (protocol) => {
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    const pending = await client.executeWorkflow('transfer.v1', gid, input(), { protocol }).catch((e: unknown) => e);
+    expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
+    const { transaction } = await queryTrans(gid);
+    expect(transaction).toMatchObject({ status: 'prepared', protocol });
+    expect(transaction?.query_prepared).toMatch(protocol === 'grpc' ? /^127\.0\.0\.1:\d+\/workflow\.Workflow\/Execute$/ : /^http:\/\/127\.0\.0\.1:\d+\/dtm\/workflow\/resume$/);
+    await waitUntil('DTM resuming the workflow', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
+    expect(await balance()).toBe(130);
+  });
+
+  it('a resume that arrives while the first execution runs: one execution only', async () => {
+    const gid = await client.generateGid();
+    const started = Date.now();
+    const done = await client.executeWorkflow('transfer.v1', gid, input({ slow: 3500 }), { retryInterval: 1 });
+    expect(done.status).toBe('succeed');
+    expect(Date.now() - started).toBeGreaterThan(3000);
+    // DTM took it to resume it meanwhile (after retry_interval, 1 s): its cron logs each time it does
+    const { readFileSync } = await import('node:fs');
+    const resumes = readFileSync(harness().dtm.logFile, 'utf8').split('\n').filter((l) => l.includes('cron job return a trans') && l.includes(gid));
+    expect(resumes.length).toBeGreaterThanOrEqual(1);
+    const executions = app.app.get((await import('./workflow.app.js')).Executions).counts.get(gid);
+    expect(executions).toBe(1);
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']);
+    expect(await balance()).toBe(130);
+  });
+});
+
+describe('a workflow process killed mid-workflow', () => {
+  let ports: { port: number; grpcPort: number };
+  let child: ManagedProcess | undefined;
+
+  async function startChild(env: Record<string, string> = {}): Promise<ManagedProcess> {
+    const runDir = runDirFrom(harness().runDir);
+    const proc = startProcess({
+      name: 'workflow-app',
+      command: process.execPath,
+      args: [join(root, '.build', 'test', 'e2e', 'workflow.app.js')],
+      cwd: root,
+      env: minimalEnv({
+        PORT: String(ports.port),
+        GRPC_PORT: String(ports.grpcPort),
+        DTM_URL: harness().dtm.serverUrl,
+        DTM_GRPC: harness().dtm.grpcAddress,
+        PG_URL: dbs.postgres.url,
+        ...env,
+      }),
+      runDir,
+      logFile: join(runDir.path, `workflow-app-${process.pid}-${Date.now()}.log`),
+    });
+    await waitUntil('workflow app', async () => (await fetch(`http://127.0.0.1:${ports.port}/wf/executions`)).ok, { timeoutMs: 20_000, process: proc });
+    return proc;
+  }
+
+  /** Starts transfer.v1 in the child; it stops forever after step 2 (reserve); the child is then killed. */
+  async function crashAfterStep2(gid: string): Promise<void> {
+    child = await startChild({ PAUSE_AFTER: 'reserve' });
+    void fetch(`http://127.0.0.1:${ports.port}/wf/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, input: input() }) }).catch(() => undefined);
+    await recorder.waitForCalls('/Reserve', 1, { gid });
+    await waitUntil('step 2 recorded', async () => (await branchLines(gid)).includes('03 action succeed'), { timeoutMs: 10_000 });
+    await child.stop(0); // SIGKILL
+  }
+
+  beforeAll(async () => {
+    ports = { port: await freePort(), grpcPort: await freePort() };
+  });
+  afterAll(async () => {
+    await child?.stop();
+  });
+
+  it('after SIGKILL, a new process resumes it when DTM calls back: steps 1 and 2 are not executed again, step 3 runs', async () => {
+    const gid = await client.generateGid();
+    await crashAfterStep2(gid);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(await balance()).toBe(100);
+
+    child = await startChild();
+    await waitUntil('DTM resuming the workflow in the new process', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 40_000, intervalMs: 1000 });
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']); // one call each
+    expect(await balance()).toBe(130);
+    expect(await branchLines(gid)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed', '04 action succeed']);
+    await child.stop();
+    child = undefined;
+  });
+
+  it('resumed by changed code: the divergence is logged with the position and both step names, nothing is applied', async () => {
+    const gid = await client.generateGid();
+    await crashAfterStep2(gid);
+    child = await startChild({ DIVERGE: '1' });
+    const log = child.logFile;
+    await waitUntil('the divergence in the log', async () => {
+      await triggerCron();
+      const { readFileSync } = await import('node:fs');
+      return readFileSync(log, 'utf8').includes('diverged');
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(log, 'utf8')).toContain(`workflow "transfer.v1" (gid ${gid}) diverged from what it recorded: position 03 (action) holds step "reserve", the code now has "reserve-v2" there; nothing was applied`);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']);
+    expect(await balance()).toBe(100);
+    await client.forceStop(gid);
+    await waitForTransStatus(gid, 'failed');
+  });
+});
