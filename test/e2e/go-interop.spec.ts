@@ -240,39 +240,50 @@ async function pendingXa(...gids: string[]): Promise<string[]> {
   return xids.filter((xid) => gids.some((gid) => xid.includes(gid)));
 }
 
-/** Asks the Go peer to start a transaction with dtmcli; resolves with its HTTP status and body. */
-async function goStarts(kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) {
-  const res = await fetch(`${goUrl}/ap/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
-  return { status: res.status, text: await res.text() };
-}
+/** `WithdrawCompensate` → `withdraw-compensate`: a gRPC method's name as the peer's HTTP path. */
+const kebab = (method: string) => method.replace(/(?<!^)([A-Z])/g, '-$1').toLowerCase();
 
-describe("DTM's Go SDK drives nestjs-dtm branches", () => {
-  it('saga: commits, and nestjs-dtm wrote the barrier rows the Go SDK would', async () => {
+/**
+ * The two ways DTM's Go SDK reaches our branches: dtmcli starts transactions through DTM's HTTP API
+ * with our routes as branches, dtmgrpc through its gRPC API with our bank.NestBank methods.
+ */
+const goSdks = [
+  { sdk: 'dtmcli', protocol: 'http', ap: '/ap', nest: (method: string) => `${nestUrl}/${kebab(method)}` },
+  { sdk: 'dtmgrpc', protocol: 'grpc', ap: '/ap/grpc', nest: (method: string) => `${nestGrpc}/bank.NestBank/${method}` },
+] as const;
+
+describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branches", ({ protocol, ap, nest }) => {
+  /** Asks the Go peer to start a transaction with the SDK; resolves with its HTTP status and body. */
+  const goStarts = async (kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) => {
+    const res = await fetch(`${goUrl}${ap}/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
+    return { status: res.status, text: await res.text() };
+  };
+  const step = (account: number, amount: number) => ({ action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account, amount } });
+
+  it('saga: commits; our barrier rows are the ones the Go SDK writes', async () => {
     const gid = await client.generateGid();
-    const step = (account: number, amount: number) => ({ action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account, amount } });
     expect((await goStarts('saga', gid, [step(1, 30), step(1, 20)])).status).toBe(200);
     const final = await client.waitForFinal(gid);
-    expect(final.status).toBe('succeed');
+    expect([final.status, final.transaction.protocol]).toEqual(['succeed', protocol]);
     expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
     expect(await pgBalances()).toEqual([50, 0]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
   });
 
-  it('saga: our FAILURE rolls it back with our reason; compensations leave the balances as they were', async () => {
+  it('saga: our FAILURE rolls it back with our reason; the compensations leave the balances as they were', async () => {
     const gid = await client.generateGid();
-    const step = (account: number, amount: number) => ({ action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account, amount } });
     await goStarts('saga', gid, [step(1, 30), step(2, 10)]);
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('nest: account 2 has less than 10');
     expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
     expect(await pgBalances()).toEqual([100, 0]);
-    // step 2's compensation found no action row: a null compensation, as dtmcli would record it
+    // step 2's compensation found no action row: a null compensation, as the Go SDK would record it
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
   });
 
-  it('TCC: confirms after our Try, and cancels when our Try refuses', async () => {
-    const branch = (amount: number) => ({ try: `${nestUrl}/try`, confirm: `${nestUrl}/confirm`, cancel: `${nestUrl}/cancel`, payload: { account: 1, amount } });
+  it('TCC: the Go SDK calls our Try; confirm, and cancel when our Try refuses', async () => {
+    const branch = (amount: number) => ({ try: nest('Try'), confirm: nest('Confirm'), cancel: nest('Cancel'), payload: { account: 1, amount } });
     const ok = await client.generateGid();
     expect((await goStarts('tcc', ok, [branch(40)])).status).toBe(200);
     expect((await client.waitForFinal(ok)).status).toBe('succeed');
@@ -288,94 +299,9 @@ describe("DTM's Go SDK drives nestjs-dtm branches", () => {
     expect(await pgBalances()).toEqual([60, 0]);
   });
 
-  it('XA: our @XaBranch handlers on MariaDB and PostgreSQL commit; a refused branch rolls the other back', async () => {
+  it('XA: our @XaBranch handlers on MariaDB and PostgreSQL register with the Go SDK\'s transaction and commit; a refusal rolls the other back', async () => {
     const ok = await client.generateGid();
     const answer = await goStarts('xa', ok, [
-      { action: `${nestUrl}/xa`, payload: { account: 2, amount: 7 } },
-      { action: `${nestUrl}/xa-pg`, payload: { account: 2, amount: 3 } },
-    ]);
-    expect(answer.status).toBe(200);
-    expect(branchLines(await client.waitForFinal(ok))).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
-    expect([await mysqlBalances(), await pgBalances()]).toEqual([
-      [100, 7],
-      [100, 3],
-    ]);
-
-    const refused = await client.generateGid();
-    const refusal = await goStarts('xa', refused, [
-      { action: `${nestUrl}/xa-pg`, payload: { account: 2, amount: 5 } },
-      { action: `${nestUrl}/xa`, payload: { account: 1, amount: 5, fail: true } },
-    ]);
-    expect(refusal.status).toBe(409);
-    expect(refusal.text).toContain('nest: xa branch refused');
-    expect((await client.waitForFinal(refused)).status).toBe('failed');
-    expect([await mysqlBalances(), await pgBalances()]).toEqual([
-      [100, 7],
-      [100, 3],
-    ]);
-    expect(await pendingXa(ok, refused)).toEqual([]);
-  });
-
-  it('msg: DTM delivers the Go message to our branch', async () => {
-    const gid = await client.generateGid();
-    expect((await goStarts('msg', gid, [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }])).status).toBe(200);
-    expect((await client.waitForFinal(gid)).status).toBe('succeed');
-    expect(await pgBalances()).toEqual([100, 9]);
-    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
-  });
-});
-
-/** Asks the Go peer to start a transaction with dtmgrpc, through DTM's gRPC API; branches are gRPC targets, payloads bank.Move. */
-async function goStartsGrpc(kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) {
-  const res = await fetch(`${goUrl}/ap/grpc/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
-  return { status: res.status, text: await res.text() };
-}
-
-describe("DTM's Go SDK (dtmgrpc) drives nestjs-dtm's @GrpcMethod branches", () => {
-  const nest = (method: string) => `${nestGrpc}/bank.NestBank/${method}`;
-  const step = (account: number, amount: number) => ({ action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account, amount } });
-
-  it('saga: commits; our barrier rows are the ones dtmgrpc writes', async () => {
-    const gid = await client.generateGid();
-    expect((await goStartsGrpc('saga', gid, [step(1, 30), step(1, 20)])).status).toBe(200);
-    const final = await client.waitForFinal(gid);
-    expect([final.status, final.transaction.protocol]).toEqual(['succeed', 'grpc']);
-    expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
-    expect(await pgBalances()).toEqual([50, 0]);
-    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
-  });
-
-  it('saga: our FAILURE (ABORTED) rolls it back with our reason; the compensations leave the balances as they were', async () => {
-    const gid = await client.generateGid();
-    await goStartsGrpc('saga', gid, [step(1, 30), step(2, 10)]);
-    const final = await client.waitForFinal(gid);
-    expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toContain('nest: account 2 has less than 10');
-    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
-    expect(await pgBalances()).toEqual([100, 0]);
-    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
-  });
-
-  it('TCC: dtmgrpc calls our Try with its metadata; confirm, and cancel when our Try refuses', async () => {
-    const branch = (amount: number) => ({ try: nest('Try'), confirm: nest('Confirm'), cancel: nest('Cancel'), payload: { account: 1, amount } });
-    const ok = await client.generateGid();
-    expect((await goStartsGrpc('tcc', ok, [branch(40)])).status).toBe(200);
-    expect((await client.waitForFinal(ok)).status).toBe('succeed');
-    expect(await pgBalances()).toEqual([60, 0]);
-
-    const refused = await client.generateGid();
-    const answer = await goStartsGrpc('tcc', refused, [branch(10), branch(500)]);
-    expect(answer.status).toBe(409);
-    expect(answer.text).toContain('nest: account 1 has less than 500');
-    const final = await client.waitForFinal(refused);
-    expect(final.status).toBe('failed');
-    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '02 cancel succeed', '02 confirm prepared']);
-    expect(await pgBalances()).toEqual([60, 0]);
-  });
-
-  it('XA: our @XaBranch handlers on MariaDB and PostgreSQL register through the dtm-dtm dtmgrpc sends, and commit; a refusal rolls the other back', async () => {
-    const ok = await client.generateGid();
-    const answer = await goStartsGrpc('xa', ok, [
       { action: nest('Xa'), payload: { account: 2, amount: 7 } },
       { action: nest('XaPg'), payload: { account: 2, amount: 3 } },
     ]);
@@ -387,7 +313,7 @@ describe("DTM's Go SDK (dtmgrpc) drives nestjs-dtm's @GrpcMethod branches", () =
     ]);
 
     const refused = await client.generateGid();
-    const refusal = await goStartsGrpc('xa', refused, [
+    const refusal = await goStarts('xa', refused, [
       { action: nest('XaPg'), payload: { account: 2, amount: 5 } },
       { action: nest('Xa'), payload: { account: 1, amount: 5, fail: true } },
     ]);
@@ -401,101 +327,42 @@ describe("DTM's Go SDK (dtmgrpc) drives nestjs-dtm's @GrpcMethod branches", () =
     expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
-  it('msg: DTM delivers the dtmgrpc message to our branch', async () => {
+  it("msg: DTM delivers the Go SDK's message to our branch", async () => {
     const gid = await client.generateGid();
-    expect((await goStartsGrpc('msg', gid, [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }])).status).toBe(200);
+    expect((await goStarts('msg', gid, [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }])).status).toBe(200);
     expect((await client.waitForFinal(gid)).status).toBe('succeed');
     expect(await pgBalances()).toEqual([100, 9]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
   });
 });
 
-describe('nestjs-dtm drives branches written with the Go SDK', () => {
-  const go = (path: string) => `${goUrl}/rm/${path}`;
+/**
+ * The Go peer's branches, the same business over both transports: dtmcli routes (`PgWithdraw` is
+ * `/rm/pg/withdraw`) and dtmgrpc methods of bank.GoBank, whose payloads DtmClient encodes from
+ * objects as bank.Move. `failure` is how the transport says FAILURE (HTTP 409, gRPC ABORTED).
+ */
+const goBranches = [
+  { sdk: 'dtmcli', protocol: 'http', failure: 409, go: (method: string) => `${goUrl}/rm/${kebab(method).replace('-', '/')}` },
+  { sdk: 'dtmgrpc', protocol: 'grpc', failure: 10, go: (method: string) => `${goGrpc}/bank.GoBank/${method}` },
+] as const;
 
-  it('saga: dtmcli reads our branches, its barrier rows match ours; its FAILURE rolls back', async () => {
-    const ok = await client.generateGid();
-    const final = await client.newSaga(ok).add(go('pg/withdraw'), go('pg/deposit'), { account: 1, amount: 25 }).add(go('pg/deposit'), go('pg/withdraw'), { account: 2, amount: 25 }).submitAndWait();
-    expect(final.status).toBe('succeed');
-    expect(await pgBalances()).toEqual([75, 25]);
-    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
+describe.each(goBranches)('nestjs-dtm over $protocol drives branches written with $sdk', ({ protocol, failure, go }) => {
+  const options = { protocol } as const;
 
-    const refused = await client.generateGid();
-    const rolledBack = await client
-      .newSaga(refused)
-      .add(go('pg/deposit'), go('pg/withdraw'), { account: 2, amount: 5 })
-      .add(go('pg/withdraw'), go('pg/deposit'), { account: 1, amount: 1000 })
-      .submitAndWait();
-    expect(rolledBack.status).toBe('failed');
-    expect(rolledBack.rollbackReason).toContain('go: account 1 has less than 1000');
-    expect(await pgBalances()).toEqual([75, 25]);
-    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
-  });
-
-  it('TCC: our Try calls reach dtmcli as it expects; confirm, and cancel on its FAILURE', async () => {
-    const branch = (amount: number) => [{ account: 1, amount }, go('mysql/withdraw'), go('noop'), go('mysql/deposit')] as const;
-    const ok = await client.generateGid();
-    await client.tccGlobalTransaction(ok, async (tcc) => tcc.callBranch(...branch(30)));
-    expect((await client.waitForFinal(ok)).status).toBe('succeed');
-    expect(await mysqlBalances()).toEqual([70, 0]);
-
-    const refused = await client.generateGid();
-    const run = client.tccGlobalTransaction(refused, async (tcc) => {
-      await tcc.callBranch(...branch(20));
-      await tcc.callBranch(...branch(900));
-    });
-    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
-    const final = await client.waitForFinal(refused);
-    expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
-    expect(await mysqlBalances()).toEqual([70, 0]);
-  });
-
-  it("XA: dtmcli's XaLocalTransaction branches commit, and roll back when one refuses", async () => {
-    const ok = await client.generateGid();
-    await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('mysql/xa-deposit')));
-    expect((await client.waitForFinal(ok)).status).toBe('succeed');
-    expect(await mysqlBalances()).toEqual([100, 11]);
-
-    const refused = await client.generateGid();
-    const run = client.xaGlobalTransaction(refused, async (xa) => {
-      await xa.callBranch({ account: 2, amount: 3 }, go('mysql/xa-deposit'));
-      await xa.callBranch({ account: 1, amount: 3, fail: true }, go('mysql/xa-deposit'));
-    });
-    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
-    expect((await client.waitForFinal(refused)).status).toBe('failed');
-    expect(await mysqlBalances()).toEqual([100, 11]);
-    expect(await pendingXa(ok, refused)).toEqual([]);
-  });
-
-  it('msg: DTM delivers our message to the Go branch', async () => {
-    const gid = await client.generateGid();
-    await client.newMsg(gid).add(go('pg/deposit'), { account: 2, amount: 4 }).submit();
-    expect((await client.waitForFinal(gid)).status).toBe('succeed');
-    expect(await pgBalances()).toEqual([100, 4]);
-    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
-  });
-});
-
-describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () => {
-  const go = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
-  const grpc = { protocol: 'grpc' } as const;
-
-  it('saga: our object payloads reach dtmgrpc as bank.Move; its barrier rows match ours; its FAILURE (ABORTED) rolls back', async () => {
+  it('saga: the Go SDK reads our branch calls; its barrier rows match ours; its FAILURE rolls back', async () => {
     const ok = await client.generateGid();
     const final = await client
-      .newSaga(ok, grpc)
+      .newSaga(ok, options)
       .add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 25 })
       .add(go('PgDeposit'), go('PgWithdraw'), { account: 2, amount: 25 })
       .submitAndWait();
-    expect(final.status).toBe('succeed');
-    expect(final.transaction.protocol).toBe('grpc');
+    expect([final.status, final.transaction.protocol]).toEqual(['succeed', protocol]);
     expect(await pgBalances()).toEqual([75, 25]);
     expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
 
     const refused = await client.generateGid();
     const rolledBack = await client
-      .newSaga(refused, grpc)
+      .newSaga(refused, options)
       .add(go('PgDeposit'), go('PgWithdraw'), { account: 2, amount: 5 })
       .add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 1000 })
       .submitAndWait();
@@ -506,10 +373,10 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/compensate/01=compensate', '02/action/01=compensate', '02/compensate/01=compensate']);
   });
 
-  it('TCC: our Try calls carry the dtm-* metadata dtmgrpc reads; confirm, and cancel on its ABORTED', async () => {
+  it('TCC: our Try calls carry what the Go SDK reads; confirm, and cancel on its FAILURE', async () => {
     const branch = (amount: number) => [{ account: 1, amount }, go('MysqlWithdraw'), go('Noop'), go('MysqlDeposit')] as const;
     const ok = await client.generateGid();
-    await client.tccGlobalTransaction(ok, async (tcc) => tcc.callBranch(...branch(30)), grpc);
+    await client.tccGlobalTransaction(ok, async (tcc) => tcc.callBranch(...branch(30)), options);
     expect(branchLines(await client.waitForFinal(ok))).toEqual(['01 cancel prepared', '01 confirm succeed']);
     expect(await mysqlBalances()).toEqual([70, 0]);
 
@@ -520,9 +387,9 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
         await tcc.callBranch(...branch(20));
         await tcc.callBranch(...branch(900));
       },
-      grpc,
+      options,
     );
-    await expect(run).rejects.toMatchObject({ name: 'DtmFailureError', protocol: 'grpc', status: 10, endpoint: go('MysqlWithdraw') });
+    await expect(run).rejects.toMatchObject({ name: 'DtmFailureError', protocol, status: failure, endpoint: go('MysqlWithdraw') });
     const final = await client.waitForFinal(refused);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('go: account 1 has less than 900');
@@ -530,9 +397,9 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
     expect(await mysqlBalances()).toEqual([70, 0]);
   });
 
-  it("XA: dtmgrpc's XaLocalTransaction registers through our dtm-dtm and prepares; commit, and rollback when one refuses", async () => {
+  it("XA: the Go SDK's XaLocalTransaction registers with our transaction and prepares; commit, and rollback when one refuses", async () => {
     const ok = await client.generateGid();
-    await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), grpc);
+    await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), options);
     const committed = await client.waitForFinal(ok);
     expect(branchLines(committed)).toEqual(['01 rollback prepared', '01 commit succeed']);
     expect(committed.branches[1].url).toBe(go('MysqlXaDeposit'));
@@ -545,7 +412,7 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
         await xa.callBranch({ account: 2, amount: 3 }, go('MysqlXaDeposit'));
         await xa.callBranch({ account: 1, amount: 3, fail: true }, go('MysqlXaDeposit'));
       },
-      grpc,
+      options,
     );
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     expect((await client.waitForFinal(refused)).status).toBe('failed');
@@ -553,9 +420,9 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
     expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
-  it('msg: DTM delivers to the Go branches; DTM back-checks dtmgrpc, which rolls back a message whose local transaction never committed', async () => {
+  it("msg: DTM delivers to the Go branches; DTM back-checks the Go SDK's barrier, which rolls back a message whose local transaction never committed", async () => {
     const gid = await client.generateGid();
-    const msg = client.newMsg(gid, grpc).add(go('PgDeposit'), { account: 2, amount: 4 }).add(go('MysqlDeposit'), { account: 2, amount: 6 });
+    const msg = client.newMsg(gid, options).add(go('PgDeposit'), { account: 2, amount: 4 }).add(go('MysqlDeposit'), { account: 2, amount: 6 });
     await msg.prepare(go('PgQueryPrepared'));
     await msg.submit();
     expect((await client.waitForFinal(gid)).status).toBe('succeed');
@@ -563,9 +430,10 @@ describe("nestjs-dtm over gRPC drives branches written with DTM's dtmgrpc", () =
       [100, 4],
       [100, 6],
     ]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
 
     const abandoned = await client.generateGid();
-    await client.newMsg(abandoned, { ...grpc, timeoutToFail: 1, retryInterval: 1 }).add(go('PgDeposit'), { account: 2, amount: 50 }).prepare(go('PgQueryPrepared'));
+    await client.newMsg(abandoned, { ...options, timeoutToFail: 1, retryInterval: 1 }).add(go('PgDeposit'), { account: 2, amount: 50 }).prepare(go('PgQueryPrepared'));
     const final = await client.waitForFinal(abandoned, { timeout: 20 });
     expect(final.status).toBe('failed');
     expect(branchLines(final)).toEqual(['01 action prepared']);

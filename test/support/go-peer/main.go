@@ -111,6 +111,16 @@ func main() {
 		mux.HandleFunc("POST /rm/"+name+"/deposit", branch(s, table, func(tx *sql.Tx, m move) error {
 			return s.deposit(tx, int64(m.Account), int64(m.Amount))
 		}))
+		// a message's back-check: did the local transaction that inserted the barrier row commit?
+		mux.HandleFunc("/rm/"+name+"/query-prepared", func(w http.ResponseWriter, r *http.Request) {
+			bb, err := dtmcli.BarrierFromQuery(r.URL.Query())
+			if err == nil {
+				bb.DBType = s.dbType
+				bb.BarrierTableName = table
+				err = bb.QueryPrepared(s.db)
+			}
+			answer(w, nil, err)
+		})
 		// the benchmark's pair: one UPDATE behind the barrier, and the same without it
 		mux.HandleFunc("POST /"+name+"/with", branch(s, table, func(tx *sql.Tx, m move) error {
 			return s.deposit(tx, int64(m.ID), 1)
