@@ -31,7 +31,11 @@ export function payloadText(payload: Payload, gid?: string): string {
   return text;
 }
 
-/** Parses a branch's or DTM's answer: empty → undefined, JSON → its value, else the text. */
+/**
+ * Parses a body leniently (a branch's or DTM's answer, a branch body DTM replays): empty →
+ * undefined; any JSON value (objects, arrays, the `null` Go services send, strings, numbers) → that
+ * value; anything else → the text.
+ */
 export function parseAnswer(text: string): unknown {
   if (text === '') return undefined;
   try {

@@ -7,6 +7,7 @@ import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { DtmClient } from '../../client/dtm.client.js';
+import { parseAnswer } from '../../client/payload.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../../workflow/workflow-resume.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
@@ -21,19 +22,6 @@ export function isBranchCall(url: string | undefined): boolean {
   if (q < 0) return false;
   const query = new URLSearchParams(url!.slice(q + 1));
   return query.has('gid') && query.has('trans_type') && query.has('op');
-}
-
-/**
- * A branch body as DTM replays it, parsed leniently: empty → undefined; any JSON value (objects,
- * arrays, the `null` Go services send, strings, numbers) → that value; anything else → the text.
- */
-export function parseBranchBody(text: string): unknown {
-  if (text === '') return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
 }
 
 /**
@@ -111,7 +99,7 @@ function readBranchBody(req: NodeRequest, done: (err?: unknown) => void): void {
   req.on('end', () => {
     if (size > MAX_BRANCH_BODY_BYTES) return done(Object.assign(new Error(`branch body larger than ${MAX_BRANCH_BODY_BYTES} bytes`), { status: 413 }));
     req.rawBody = Buffer.concat(chunks);
-    req.body = parseBranchBody(req.rawBody.toString('utf8'));
+    req.body = parseAnswer(req.rawBody.toString('utf8'));
     req._body = true; // body-parser's convention (v1); v2 sees the request finished: the app's parsers leave it alone
     done();
   });
@@ -147,6 +135,6 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[]): voi
   });
   fastify.addContentTypeParser(FASTIFY_BRANCH_CONTENT_TYPE, { parseAs: 'string', bodyLimit: MAX_BRANCH_BODY_BYTES }, (request, body, done) => {
     request.rawBody = Buffer.from(body, 'utf8');
-    done(null, parseBranchBody(body));
+    done(null, parseAnswer(body));
   });
 }
