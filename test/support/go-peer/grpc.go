@@ -26,7 +26,6 @@ import (
 	"context"
 	"database/sql"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -173,7 +172,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 	fmt.Printf("grpc port %d\n", listener.Addr().(*net.TCPAddr).Port)
 	go func() { log.Fatal(server.Serve(listener)) }()
 
-	mux.HandleFunc("POST /ap/grpc/saga", startGrpc(func(req grpcRequest) error {
+	mux.HandleFunc("POST /ap/grpc/saga", startGrpc(func(req apRequest) error {
 		saga := dtmgrpc.NewSagaGrpc(dtm, req.Gid)
 		saga.BranchHeaders = req.BranchHeaders
 		for _, b := range req.Branches {
@@ -181,7 +180,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		}
 		return saga.Submit()
 	}))
-	mux.HandleFunc("POST /ap/grpc/msg", startGrpc(func(req grpcRequest) error {
+	mux.HandleFunc("POST /ap/grpc/msg", startGrpc(func(req apRequest) error {
 		msg := dtmgrpc.NewMsgGrpc(dtm, req.Gid)
 		msg.BranchHeaders = req.BranchHeaders
 		for _, b := range req.Branches {
@@ -194,7 +193,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		}
 		return msg.Submit()
 	}))
-	mux.HandleFunc("POST /ap/grpc/tcc", startGrpc(func(req grpcRequest) error {
+	mux.HandleFunc("POST /ap/grpc/tcc", startGrpc(func(req apRequest) error {
 		return dtmgrpc.TccGlobalTransaction2(dtm, req.Gid, func(tcc *dtmgrpc.TccGrpc) {
 			tcc.BranchHeaders = req.BranchHeaders
 		}, func(tcc *dtmgrpc.TccGrpc) error {
@@ -207,7 +206,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 			return nil
 		})
 	}))
-	mux.HandleFunc("POST /ap/grpc/xa", startGrpc(func(req grpcRequest) error {
+	mux.HandleFunc("POST /ap/grpc/xa", startGrpc(func(req apRequest) error {
 		return dtmgrpc.XaGlobalTransaction2(dtm, req.Gid, func(xa *dtmgrpc.XaGrpc) {
 			xa.BranchHeaders = req.BranchHeaders
 		}, func(xa *dtmgrpc.XaGrpc) error {
@@ -247,32 +246,8 @@ func unaryHandler(service, method string, run func(context.Context, grpcMove) er
 	}
 }
 
-// grpcRequest asks the peer to start one transaction over DTM's gRPC API: saga and msg steps use
-// Action (and Compensate), TCC branches Try/Confirm/Cancel, XA branches Action; every URL is a gRPC
-// target host:port/package.Service/Method.
-type grpcRequest struct {
-	Gid      string `json:"gid"`
-	Branches []struct {
-		Action     string `json:"action"`
-		Compensate string `json:"compensate"`
-		Try        string `json:"try"`
-		Confirm    string `json:"confirm"`
-		Cancel     string `json:"cancel"`
-		Payload    move   `json:"payload"`
-	} `json:"branches"`
-	QueryPrepared string            `json:"queryPrepared"` // msg: Prepare with it, then Submit
-	BranchHeaders map[string]string `json:"branchHeaders"`
-}
-
-// startGrpc serves an /ap/grpc/* endpoint: 200 once DTM took the transaction, else the error as
-// dtmgrpc reads a gRPC status (ABORTED → FAILURE → 409).
-func startGrpc(run func(grpcRequest) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var req grpcRequest
-		err := json.NewDecoder(r.Body).Decode(&req)
-		if err == nil {
-			err = dtmgrpc.GrpcError2DtmError(run(req))
-		}
-		answer(w, map[string]string{"gid": req.Gid}, err)
-	}
+// startGrpc serves an /ap/grpc/* endpoint as start does, reading dtmgrpc's gRPC status errors as
+// dtmcli errors (ABORTED → FAILURE → 409).
+func startGrpc(run func(apRequest) error) http.HandlerFunc {
+	return start(func(req apRequest) error { return dtmgrpc.GrpcError2DtmError(run(req)) })
 }

@@ -218,7 +218,8 @@ func branch(s store, table string, business func(*sql.Tx, move) error) http.Hand
 }
 
 // apRequest asks the peer to start one transaction: saga and msg steps use Action (and
-// Compensate), TCC branches Try/Confirm/Cancel, XA branches Action.
+// Compensate), TCC branches Try/Confirm/Cancel, XA branches Action. Over HTTP every URL is a
+// dtmcli branch URL, over gRPC (/ap/grpc/*) a target host:port/package.Service/Method.
 type apRequest struct {
 	Gid      string `json:"gid"`
 	Branches []struct {
@@ -227,12 +228,14 @@ type apRequest struct {
 		Try        string `json:"try"`
 		Confirm    string `json:"confirm"`
 		Cancel     string `json:"cancel"`
-		Payload    any    `json:"payload"`
+		Payload    move   `json:"payload"`
 	} `json:"branches"`
+	QueryPrepared string            `json:"queryPrepared"` // msg: Prepare with it, then Submit
+	BranchHeaders map[string]string `json:"branchHeaders"`
 }
 
-// start serves an application endpoint: 200 once DTM took the transaction, else the SDK's error
-// with the status dtmcli gives it (409 for FAILURE).
+// start serves an /ap/* endpoint: 200 once DTM took the transaction, else the error as dtmcli
+// answers it (FAILURE → 409).
 func start(run func(apRequest) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req apRequest
