@@ -1,7 +1,13 @@
 // The app under load for bench/barrier-overhead.ts, run as a child process with the database URLs
 // in its environment (PG_URL, MYSQL_URL). Per store two decorated saga actions doing the same one
 // UPDATE in a local transaction: /<store>/with behind the sub-transaction barrier, /<store>/without not.
+// With GRPC_PORT set it is a hybrid app (as the README's main.ts): the same handlers are also the
+// gRPC methods bench.PgBench/With, /Without and bench.MysqlBench/With, /Without of
+// bench/bench.proto (payload bench.Move { id }), served on 127.0.0.1:GRPC_PORT; it then prints
+// `grpc port N` before `port N`. Without it, the app is what it was before gRPC (HTTP only).
 import 'reflect-metadata';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Body, Controller, Inject, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
@@ -13,6 +19,11 @@ const pgPool = new pg.Pool({ connectionString: process.env.PG_URL, max: 32 });
 // multipleStatements: the barrier sends its inserts with START TRANSACTION (see mysqlBarrierDatabase)
 const myPool = mysql.createPool({ uri: process.env.MYSQL_URL, connectionLimit: 32, multipleStatements: true });
 const databases = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
+const grpcPort = Number(process.env.GRPC_PORT ?? 0);
+// loaded only for gRPC, so that the HTTP-only app loads what it did before
+const microservices = grpcPort ? await import('@nestjs/microservices') : undefined;
+/** `@GrpcMethod(service, method)` when serving gRPC, else nothing. */
+const grpcMethod = (service: string, method: string): MethodDecorator => (microservices ? microservices.GrpcMethod(service, method) : () => undefined);
 
 async function update(store: 'pg' | 'mysql', handle: unknown, id: number): Promise<void> {
   if (store === 'pg') await (handle as pg.PoolClient).query(UPDATE.replace('?', '$1'), [id]);
@@ -20,17 +31,21 @@ async function update(store: 'pg' | 'mysql', handle: unknown, id: number): Promi
 }
 
 function controller(store: 'pg' | 'mysql'): Type {
+  const service = store === 'pg' ? 'PgBench' : 'MysqlBench';
+
   @Controller(store)
   class Bench {
     constructor(@Inject(`${store}-db`) private readonly db: BarrierDatabase) {}
 
     @Post('with')
+    @grpcMethod(service, 'With')
     @SagaAction(`${store}.with`, { compensate: false, barrier: store })
     async with(@Body() body: { id: number }, @BarrierTx() tx: unknown) {
       await update(store, tx, body.id);
     }
 
     @Post('without')
+    @grpcMethod(service, 'Without')
     @SagaAction(`${store}.without`, { compensate: false })
     async without(@Body() body: { id: number }) {
       await this.db.transaction((handle) => update(store, handle, body.id));
@@ -40,7 +55,12 @@ function controller(store: 'pg' | 'mysql'): Type {
 }
 
 @Module({
-  imports: [DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr', barrierTable: 'dtm_barrier' }, barrierConnections: databases })],
+  imports: [
+    DtmModule.forRoot({
+      config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr', barrierTable: 'dtm_barrier', ...(grpcPort ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}) },
+      barrierConnections: databases,
+    }),
+  ],
   controllers: [controller('pg'), controller('mysql')],
   providers: [
     { provide: 'pg-db', useValue: databases.pg },
@@ -50,6 +70,17 @@ function controller(store: 'pg' | 'mysql'): Type {
 class BenchModule {}
 
 const app = await NestFactory.create(BenchModule, { logger: ['error'] });
+if (microservices) {
+  // bench/bench.proto, from the project's root (the nearest directory with a package.json; this file runs from .build/bench/)
+  let root = import.meta.dirname;
+  while (!existsSync(join(root, 'package.json')) && dirname(root) !== root) root = dirname(root);
+  app.connectMicroservice(
+    { transport: microservices.Transport.GRPC, options: { package: 'bench', protoPath: join(root, 'bench', 'bench.proto'), url: `127.0.0.1:${grpcPort}`, loader: { longs: Number } } },
+    { inheritAppConfig: true },
+  );
+  await app.startAllMicroservices();
+  process.stdout.write(`grpc port ${grpcPort}\n`);
+}
 await app.listen(0, '127.0.0.1');
 process.stdout.write(`port ${(app.getHttpServer().address() as { port: number }).port}\n`);
 process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end()])).then(() => process.exit(0)));

@@ -1,10 +1,16 @@
 // The app under load for bench/branch-overhead.ts, run as a child process:
-//   node .build/bench/branch-overhead.app.js dtm     -> DtmModule + a @SagaAction endpoint
-//   node .build/bench/branch-overhead.app.js plain   -> plain Nest, the same endpoint without the library
-//   node .build/bench/branch-overhead.app.js dtm-plain -> DtmModule, the plain endpoint (the module's cost on other routes)
-// Both do the same work (sum the amounts of the body) and answer 200; it prints its port.
+//   node .build/bench/branch-overhead.app.js dtm   [http|grpc] -> DtmModule + a @SagaAction branch
+//   node .build/bench/branch-overhead.app.js plain [http|grpc] -> plain Nest, the same handler without the library
+//   node .build/bench/branch-overhead.app.js dtm-plain [http|grpc] -> DtmModule, the plain handler (the module's cost on other routes / methods)
+// http (the default): an Express app, the handler a POST route; it prints `port N`.
+// grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
+// handler a @GrpcMethod of bench.BranchBench (bench/bench.proto), the HTTP side serving nothing;
+// it prints `grpc port N`, then `port N`.
+// Both do the same work (sum the amounts of the order) and answer it (200 / OK).
 import 'reflect-metadata';
-import { Body, Controller, HttpCode, Module, Post } from '@nestjs/common';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Body, Controller, HttpCode, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DtmModule, SagaAction } from 'nestjs-dtm';
 
@@ -32,17 +38,58 @@ class PlainController {
   }
 }
 
-@Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr' } })], controllers: [DecoratedController] })
-class DtmAppModule {}
+// gRPC: @nestjs/microservices is loaded only then, so that the HTTP apps load what they did before
+const [mode = 'plain', transport = 'http'] = process.argv.slice(2);
+const grpcPort = Number(process.env.GRPC_PORT ?? 0);
+const grpc = transport === 'grpc';
+const microservices = grpc ? await import('@nestjs/microservices') : undefined;
 
-@Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr' } })], controllers: [PlainController] })
-class DtmPlainAppModule {}
+function grpcControllers() {
+  const { GrpcMethod, Payload } = microservices!;
 
-@Module({ controllers: [PlainController] })
-class PlainAppModule {}
+  @Controller()
+  class DecoratedGrpcController {
+    @GrpcMethod('BranchBench', 'Branch')
+    @SagaAction('bench', { compensate: false })
+    branch(@Payload() order: Order) {
+      return work(order);
+    }
+  }
 
-const mode = process.argv[2];
-const app = await NestFactory.create(mode === 'dtm' ? DtmAppModule : mode === 'dtm-plain' ? DtmPlainAppModule : PlainAppModule, { logger: ['error'] });
+  @Controller()
+  class PlainGrpcController {
+    @GrpcMethod('BranchBench', 'Branch')
+    branch(@Payload() order: Order) {
+      return work(order);
+    }
+  }
+  return { decorated: DecoratedGrpcController, plain: PlainGrpcController };
+}
+
+const { decorated, plain } = grpc ? grpcControllers() : { decorated: DecoratedController, plain: PlainController };
+const dtm = () =>
+  DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr', ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}) } });
+
+function moduleOf(imports: unknown[], controller: Type): Type {
+  @Module({ imports: imports as never[], controllers: [controller] })
+  class AppModule {}
+  return AppModule;
+}
+
+const appModule = mode === 'dtm' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
+const app = await NestFactory.create(appModule, { logger: ['error'] });
+if (microservices) {
+  if (!grpcPort) throw new Error('GRPC_PORT is not set');
+  // bench/bench.proto, from the project's root (the nearest directory with a package.json; this file runs from .build/bench/)
+  let root = import.meta.dirname;
+  while (!existsSync(join(root, 'package.json')) && dirname(root) !== root) root = dirname(root);
+  app.connectMicroservice(
+    { transport: microservices.Transport.GRPC, options: { package: 'bench', protoPath: join(root, 'bench', 'bench.proto'), url: `127.0.0.1:${grpcPort}`, loader: { longs: Number } } },
+    { inheritAppConfig: true },
+  );
+  await app.startAllMicroservices();
+  process.stdout.write(`grpc port ${grpcPort}\n`);
+}
 await app.listen(0, '127.0.0.1');
 process.stdout.write(`port ${(app.getHttpServer().address() as { port: number }).port}\n`);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));

@@ -1,70 +1,191 @@
-// bench/branch-overhead: requests per second of a decorated branch endpoint (@SagaAction, with
-// DtmModule) versus a plain Nest endpoint doing the same work (no nestjs-dtm), on Express. Each
-// app runs in its own process with the same settings (NODE_ENV, one core's worth of Node); this
-// process is the loopback load generator (keep-alive connections, the DTM query string and a JSON
-// body on every request, as DTM sends them). Target: decorated / plain >= 0.90.
+// bench/branch-overhead: what a decorated branch (@SagaAction, with DtmModule) costs over a plain
+// Nest handler doing the same work (no nestjs-dtm), over HTTP (Express, a POST route) and over gRPC
+// (a @GrpcMethod of a hybrid app). Each app runs in its own process with the same settings
+// (NODE_ENV, one core's worth of Node); this process is the loopback load generator: closed loops
+// of keep-alive HTTP requests carrying DTM's query string and a JSON body, or of unary gRPC calls
+// on one HTTP/2 connection (the request pre-encoded, DTM's dtm-* metadata), as DTM sends them. The
+// gRPC calls are framed by hand on node:http2 by default: grpc-js's client costs about twice the
+// CPU per call of the server under test and starved it of the second core (--grpc-client grpc-js
+// to use it anyway; see bench/measure.ts).
+//
+// The figure: the app process's CPU time per request (user + system, from /proc/<pid>/stat), as
+// plain / decorated (>= 0.90: the decorated branch costs at most ~11 % more CPU per request), with
+// requests per second beside it. Throughput on a shared 2-core machine moves with whatever else
+// runs (the load generator included); the CPU the app spends per request much less. The apps
+// (decorated and plain, per transport) all run all the time, started once and warmed up: started
+// per round they would need a warm-up per round (JIT, connections), and an idle Node process costs
+// nothing. Each round measures every app once: per transport the decorated and the plain app back
+// to back, the transports in turn; which transport and which app go first rotate from round to
+// round. The ratios are taken per round (paired: the two runs of a pair are seconds apart), then
+// summarised by their median, interquartile range and min–max.
+// Target: plain / decorated CPU per request >= 0.90 on each transport.
+//
 // With --trace every request also carries a W3C traceparent, which the module passes on: it then
 // enters its AsyncLocalStorage for each request, which on Node 20 slows every promise down.
 //
-//   npm run bench:branch -- [--connections 32] [--seconds 5] [--rounds 3] [--env production] [--trace]
+//   npm run bench:branch -- [--transport http|grpc|both] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { closedLoop, median, postJson, startAppProcess } from './load.js';
+import protoLoader from '@grpc/proto-loader';
+import { freePort } from '../test/support/services/process.js';
+import { closedLoopRun, postJson, startAppProcess } from './load.js';
+import {
+  BENCH_LOADER,
+  BENCH_PROTO,
+  branchMetadata,
+  cpuSeries,
+  formatSpread,
+  grpcCaller,
+  grpcLoad,
+  interleaved,
+  metered,
+  pairedRatios,
+  spread,
+  type GrpcClientKind,
+  type Measured,
+} from './measure.js';
 
 const { values } = parseArgs({
   options: {
+    transport: { type: 'string', default: 'both' },
     connections: { type: 'string', default: '32' },
+    channels: { type: 'string', default: '1' },
+    'grpc-client': { type: 'string', default: 'http2' },
     seconds: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '10' },
     env: { type: 'string', default: 'production' },
     trace: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
+const channelCount = Number(values.channels);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const grpcClient = values['grpc-client'] as GrpcClientKind;
+if (grpcClient !== 'http2' && grpcClient !== 'grpc-js') throw new Error(`--grpc-client: http2 or grpc-js, not ${grpcClient}`);
+if (!['http', 'grpc', 'both'].includes(values.transport!)) throw new Error(`--transport: http, grpc or both, not ${values.transport}`);
+const transports = (values.transport === 'both' ? ['http', 'grpc'] : [values.transport]) as Transport[];
+type Transport = 'http' | 'grpc';
+type Mode = 'dtm' | 'plain';
+
 const here = dirname(fileURLToPath(import.meta.url));
-const body = JSON.stringify({ lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] });
+const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
+const body = JSON.stringify(order);
 const query = '?gid=BenchGid0000000000001&trans_type=saga&branch_id=01&op=action';
-const headers: Record<string, string> = values.trace ? { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' } : {};
+const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+const headers: Record<string, string> = values.trace ? { traceparent } : {};
+const GRPC_PATH = '/bench.BranchBench/Branch';
+const orderBytes = (protoLoader.loadSync(BENCH_PROTO, BENCH_LOADER)['bench.BranchBench'] as unknown as Record<string, { requestSerialize(v: unknown): Buffer }>).Branch.requestSerialize(order);
+const grpcRequest = { bytes: orderBytes, metadata: branchMetadata('BenchGid0000000000001', 'action', values.trace ? { traceparent } : {}) };
 
-const startApp = (mode: 'dtm' | 'plain') => startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode], { NODE_ENV: values.env! });
-
-/** Sends requests on `connections` keep-alive connections for `durationSeconds`; returns 200-answers per second. */
-async function load(port: number, durationSeconds: number): Promise<number> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-  let bad = 0;
-  const rate = await closedLoop(connections, durationSeconds, async () => {
-    if ((await postJson(agent, port, `/bench/branch${query}`, body, headers)) !== 200) bad++;
-  });
-  agent.destroy();
-  if (bad > 0) throw new Error(`${bad} answers were not 200`);
-  return rate;
+interface App {
+  pid: number;
+  /** Runs the transport's load on the app for `s` seconds. */
+  load(s: number): Promise<{ completed: number; elapsedSeconds: number }>;
+  close(): void;
 }
+
+async function startApp(transport: Transport, mode: Mode): Promise<App> {
+  const env: Record<string, string> = { NODE_ENV: values.env! };
+  if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
+  const started = await startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode, transport], env);
+  const close = () => started.child.kill('SIGTERM');
+  if (transport === 'http') {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
+    return {
+      pid: started.child.pid!,
+      async load(s) {
+        let bad = 0;
+        const result = await closedLoopRun(connections, s, async () => {
+          if ((await postJson(agent, started.port, `/bench/branch${query}`, body, headers)) !== 200) bad++;
+        });
+        if (bad > 0) throw new Error(`${bad} answers were not 200`);
+        return result;
+      },
+      close: () => {
+        agent.destroy();
+        close();
+      },
+    };
+  }
+  const caller = grpcCaller(grpcClient, `127.0.0.1:${started.grpcPort}`, channelCount);
+  return {
+    pid: started.child.pid!,
+    load: (s) => grpcLoad(caller, connections, s, GRPC_PATH, () => grpcRequest),
+    close: () => {
+      caller.close();
+      close();
+    },
+  };
+}
+
+const us = (x: number) => `${x.toFixed(0)} µs`;
 
 async function main(): Promise<void> {
   console.log(
-    `branch-overhead: Express, NODE_ENV=${values.env}, ${connections} connections, ${rounds} rounds of ${seconds} s${values.trace ? ', traceparent on every request' : ''}`,
+    `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.includes('http') ? 'connections (HTTP) / ' : ''}` +
+      `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
+      `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}`,
   );
-  const apps = { dtm: await startApp('dtm'), plain: await startApp('plain') };
+  const keys = transports.flatMap((t) => (['dtm', 'plain'] as const).map((m) => `${t}:${m}` as const));
+  const apps = {} as Record<(typeof keys)[number], App>;
   try {
-    await load(apps.dtm.port, 2); // warm-up: JIT, connections
-    await load(apps.plain.port, 2);
-    const rates: Record<'dtm' | 'plain', number[]> = { dtm: [], plain: [] };
-    for (let i = 0; i < rounds; i++) {
-      rates.dtm.push(await load(apps.dtm.port, seconds));
-      rates.plain.push(await load(apps.plain.port, seconds));
-      console.log(`  round ${i + 1}: decorated ${rates.dtm[i].toFixed(0)}/s   plain ${rates.plain[i].toFixed(0)}/s`);
+    for (const key of keys) {
+      const [t, m] = key.split(':') as [Transport, Mode];
+      apps[key] = await startApp(t, m);
     }
-    const [d, p] = [median(rates.dtm), median(rates.plain)];
-    console.log(`decorated branch (DtmModule + @SagaAction): ${d.toFixed(0)} requests/s (median)`);
-    console.log(`plain Nest endpoint:                        ${p.toFixed(0)} requests/s (median)`);
-    console.log(`decorated / plain = ${(d / p).toFixed(3)} (target >= 0.90)`);
+    for (const key of keys) await apps[key].load(3); // warm-up: JIT, connections
+    // each round: the transports in turn, and per transport its decorated and plain app back to back
+    // (a pair measured seconds apart); which transport and which app go first rotate over the rounds
+    const schedule = (round: number) => {
+      const ts = round % 2 === 0 ? transports : [...transports].reverse();
+      const modes = Math.floor(round / transports.length) % 2 === 0 ? (['dtm', 'plain'] as const) : (['plain', 'dtm'] as const);
+      return ts.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
+    };
+    const results = await interleaved(keys, rounds, (key) => metered(apps[key].pid, () => apps[key].load(seconds)), schedule);
+    // per-round lines, then the summary side by side
+    console.log('per round: requests/s decorated vs plain, the app\'s CPU per request decorated vs plain (plain / decorated)');
+    for (let i = 0; i < rounds; i++) {
+      const cells = transports.map((t) => {
+        const [d, p] = [results[`${t}:dtm`][i], results[`${t}:plain`][i]];
+        const cpu = d.cpuPerCall !== undefined && p.cpuPerCall !== undefined ? `, CPU ${us(d.cpuPerCall)} vs ${us(p.cpuPerCall)} (${(p.cpuPerCall / d.cpuPerCall).toFixed(3)})` : '';
+        return `${t} ${d.rate.toFixed(0)} vs ${p.rate.toFixed(0)}/s${cpu}`.padEnd(52);
+      });
+      console.log(`  round ${String(i + 1).padStart(2)}: ${cells.join(' | ')}`);
+    }
+    const of = (t: Transport, m: Mode): Measured[] => results[`${t}:${m}`];
+    const rate = (t: Transport, m: Mode) => of(t, m).map((r) => r.rate);
+    const rows: [string, (t: Transport) => string][] = [
+      ['decorated: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'dtm')), ' µs')],
+      ['plain: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'plain')), ' µs')],
+      ['decorated: requests/s', (t) => fmtSeries(rate(t, 'dtm'), '/s')],
+      ['plain: requests/s', (t) => fmtSeries(rate(t, 'plain'), '/s')],
+      ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
+    ];
+    console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(34) + transports.map((t) => t.padEnd(30)).join(''));
+    for (const [label, cell] of rows) console.log(`  ${label.padEnd(32)}${transports.map((t) => cell(t).padEnd(30)).join('')}`);
+    console.log('\npaired per-round ratios: median (IQR, min–max)');
+    for (const t of transports) {
+      const [d, p] = [cpuSeries(of(t, 'dtm')), cpuSeries(of(t, 'plain'))];
+      if (d && p) {
+        const ratio = spread(pairedRatios(p, d));
+        console.log(`  ${t.padEnd(4)} plain / decorated app CPU per request = ${formatSpread(ratio)}   target >= 0.90: ${ratio.median >= 0.9 ? 'met' : 'MISSED'}`);
+      }
+      console.log(`  ${t.padEnd(4)} decorated / plain requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'dtm'), rate(t, 'plain'))))}`);
+    }
   } finally {
-    for (const app of Object.values(apps)) app.child.kill('SIGTERM');
+    for (const app of Object.values(apps)) app.close();
   }
+}
+
+/** `median unit (min–max)` of a series, or `—` without /proc. */
+function fmtSeries(xs: number[] | undefined, unit: string): string {
+  if (!xs) return '—';
+  const s = spread(xs);
+  return `${s.median.toFixed(0)}${unit} (${s.min.toFixed(0)}–${s.max.toFixed(0)})`;
 }
 
 main().catch((err: unknown) => {
