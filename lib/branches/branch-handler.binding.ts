@@ -2,12 +2,12 @@ import { createParamDecorator, InternalServerErrorException, type ExecutionConte
 import { isObservable, map } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../config/dtm-config.types.js';
-import { servingGrpc } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
+import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { handlerName } from './branch.types.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
@@ -34,7 +34,7 @@ interface Binding {
   /** Made by a controller's `@UseBarrier()` (a subclass's may replace it), not by the method's own decorator. */
   byController: boolean;
   original: Handler;
-  /** Index of the hidden argument carrying the call (the HTTP request, the gRPC call); only with a source. */
+  /** Index of the hidden last argument carrying the call (the HTTP request, the gRPC call). */
   carrierIndex?: number;
   /** Indexes of the `@BarrierTx()` arguments. */
   txIndexes: number[];
@@ -57,7 +57,10 @@ export function barrierTxFactory(_data: unknown, context: ExecutionContext): unk
   throw new InternalServerErrorException(MESSAGES.noBarrierTx(handlerName(context)));
 }
 
-/** The hidden last argument of a handler in a local transaction: the call's carrier (the router passes nothing else a handler did not ask for). */
+/**
+ * The hidden last argument of a wrapped handler: the call's carrier, which says the transport to
+ * answer on and holds what the guard left (the router passes nothing else a handler did not ask for).
+ */
 const CarrierArgument = createParamDecorator((_data: unknown, context: ExecutionContext) => branchTransportOf(context)?.carrier(context));
 
 /** Whether `handler` was wrapped to run in a local transaction, and in which. */
@@ -80,7 +83,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   const controller = target.constructor;
   const original = bound?.original ?? current;
   const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, txIndexes: [] };
-  if (source && binding.carrierIndex === undefined) {
+  if (binding.carrierIndex === undefined) {
     const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
     binding.carrierIndex = Math.max(original.length, ...declared.map((arg) => arg.index + 1));
     binding.txIndexes = declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index);
@@ -88,21 +91,23 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   }
   const { carrierIndex, txIndexes } = binding;
   const where = `${controller.name}.${String(key)}`;
-  const wrapped: Handler =
-    source && carrierIndex !== undefined
-      ? function (this: unknown, ...args: unknown[]) {
-          const carrier = args[carrierIndex] as BranchCarrier | undefined;
-          args.length = carrierIndex;
-          return answered(
-            runInLocalTransaction(carrier, source, where, (handle) => {
-              for (const index of txIndexes) args[index] = handle;
-              return original.apply(this, args);
-            }),
-          );
-        }
-      : function (this: unknown, ...args: unknown[]) {
-          return answered(original.apply(this, args));
-        };
+  const wrapped: Handler = source
+    ? function (this: unknown, ...args: unknown[]) {
+        const carrier = args[carrierIndex] as BranchCarrier | undefined;
+        args.length = carrierIndex;
+        return answered(
+          carrier,
+          runInLocalTransaction(carrier, source, where, (handle) => {
+            for (const index of txIndexes) args[index] = handle;
+            return original.apply(this, args);
+          }),
+        );
+      }
+    : function (this: unknown, ...args: unknown[]) {
+        const carrier = args[carrierIndex] as BranchCarrier | undefined;
+        args.length = carrierIndex;
+        return answered(carrier, original.apply(this, args));
+      };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
     Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
   }
@@ -111,9 +116,9 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   descriptor.value = wrapped;
 }
 
-/** A handler's result as its transport must answer it: over gRPC, nothing becomes an empty message. */
-function answered(result: unknown): unknown {
-  if (!servingGrpc()) return result;
+/** A handler's result as the transport of `carrier` must answer it: over gRPC, nothing becomes an empty message. */
+function answered(carrier: BranchCarrier | undefined, result: unknown): unknown {
+  if (!isGrpcCall(carrier)) return result;
   if (result instanceof Promise) return result.then((value: unknown) => value ?? EMPTY_MESSAGE);
   if (isObservable(result)) return result.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE));
   return result ?? EMPTY_MESSAGE;

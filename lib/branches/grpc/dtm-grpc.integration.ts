@@ -93,15 +93,16 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const previous = server.onProcessingStartHook.bind(server);
     const allowList = this.allowList;
     server.setOnProcessingStartHook((transportId, context, done) => {
-      const headers: Record<string, string> = {};
+      let headers: Record<string, string> | undefined;
       const metadata = context?.metadata;
       if (metadata && typeof metadata.get === 'function') {
         for (const name of allowList) {
           const values = metadata.get(name);
-          if (values.length > 0) headers[name] = values.map(String).join(', ');
+          if (values.length > 0) (headers ??= {})[name] = values.map(String).join(', ');
         }
       }
-      return dtmContext.run({ headers, grpc: true }, () => previous(transportId, context, done));
+      // as on HTTP: the context is entered only when there is something to pass on (see dtmContext)
+      return headers ? dtmContext.run({ headers }, () => previous(transportId, context, done)) : previous(transportId, context, done);
     });
     this.servers.push(server);
   }

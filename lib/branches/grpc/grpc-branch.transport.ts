@@ -27,6 +27,11 @@ export function isMetadata(value: unknown): value is MetadataLike {
   return typeof (value as MetadataLike | undefined)?.getMap === 'function' && typeof (value as MetadataLike).get === 'function';
 }
 
+/** Whether `carrier` is a grpc-js call (the carrier of a branch call that came in over gRPC). */
+export function isGrpcCall(carrier: unknown): carrier is GrpcCallLike {
+  return isMetadata((carrier as Partial<GrpcCallLike> | undefined)?.metadata);
+}
+
 function first(metadata: MetadataLike, key: string): string {
   const value = metadata.get(key)[0];
   return typeof value === 'string' ? value : value === undefined ? '' : value.toString('utf8');
