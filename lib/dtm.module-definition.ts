@@ -1,5 +1,5 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
-import type { DtmModuleOptions } from './config/dtm-config.types.js';
+import type { DtmModuleOptions } from './dtm.module-options.js';
 
 /** Extras of `forRoot` / `forRootAsync`: `isGlobal` makes DtmClient and TransactionHelper injectable everywhere. */
 export interface DtmModuleExtras {

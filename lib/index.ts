@@ -2,8 +2,9 @@
 export { DtmModule } from './dtm.module.js';
 export { DTM_CONFIG } from './dtm.constants.js';
 export type { DtmModuleExtras } from './dtm.module-definition.js';
-export type { BarrierConnection, DtmConfig, DtmConfigInput, DtmModuleOptions, RedisBarrierConnection } from './config/dtm-config.types.js';
-export type { GrpcProtos } from './client/grpc/grpc-codecs.js';
+export type { DtmModuleOptions } from './dtm.module-options.js';
+export type { DtmConfig, DtmConfigInput, DtmConfigSource } from './config/dtm-config.types.js';
+export type { GrpcProtos } from './transport/grpc/grpc-codecs.js';
 export { resolveDtmConfig } from './config/resolve-dtm-config.js';
 
 export { DtmClient } from './client/dtm.client.js';
@@ -22,7 +23,9 @@ export type {
   TransactionStatus,
   TransactionType,
   WaitOptions,
-} from './client/dtm-client.types.js';
+  BranchInfo,
+  BranchKind,
+} from './transport/dtm.types.js';
 
 export { Saga } from './transactions/saga.js';
 export { Msg, type MsgLocalTransaction } from './transactions/msg.js';
@@ -34,7 +37,7 @@ export {
   type HelperOptions,
   type SagaBranch,
   type TccBranch,
-} from './transactions/transaction.helper.js';
+} from './client/transaction.helper.js';
 
 export {
   SagaAction,
@@ -48,14 +51,22 @@ export {
   UseBarrier,
 } from './branches/branch.decorators.js';
 export { BranchContext } from './branches/branch-context.decorator.js';
-export type { BranchInfo, BranchKind, BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
+export type { BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
 export { DtmBranchBodyInterceptor } from './branches/http/branch-body.interceptor.js';
 export { DtmBranchGuard } from './branches/branch.guard.js';
 
 export { BranchBarrier, type BranchBarrierOptions } from './barrier/branch-barrier.js';
-export type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierTransaction } from './barrier/barrier.types.js';
+export type {
+  BarrierConnection,
+  BarrierDatabase,
+  BarrierDialect,
+  BarrierExecResult,
+  BarrierOutcome,
+  BarrierTransaction,
+  RedisBarrierConnection,
+} from './barrier/barrier.types.js';
 export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
 export { barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier/barrier.sql.js';
 export { pgBarrierDatabase, pgBarrierTransaction, type PgClientLike, type PgPoolLike } from './barrier/pg-barrier.store.js';
@@ -69,7 +80,7 @@ export {
 } from './barrier/typeorm-barrier.store.js';
 export type { RedisLike } from './barrier/redis-barrier.store.js';
 export { redisBarrierConnection } from './barrier/redis-barrier.connection.js';
-export { BarrierTx } from './barrier/barrier-tx.decorator.js';
+export { BarrierTx } from './branches/barrier-tx.decorator.js';
 
 export type { XaConnection, XaDatabase } from './xa/xa.types.js';
 export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
@@ -77,7 +88,7 @@ export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
 
 export { DtmWorkflow } from './workflow/workflow.decorator.js';
 export type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowOptions, WorkflowPhase2, WorkflowResult, WorkflowStep } from './workflow/workflow.types.js';
-export { DTM_WORKFLOW_PROTO, WORKFLOW_RESUME_PATH } from './workflow/workflow-resume.js';
+export { DTM_WORKFLOW_PROTO, WORKFLOW_RESUME_PATH } from './branches/workflow-resume.js';
 
 export { DtmError, type DtmErrorContext, type DtmProtocol } from './errors/dtm-error.js';
 export { DtmWorkflowPendingError } from './errors/dtm-workflow-pending.error.js';

@@ -1,3 +1,5 @@
+import type { RedisLike } from './redis-barrier.store.js';
+
 /** SQL dialects the barrier speaks. */
 export type BarrierDialect = 'postgres' | 'mysql';
 
@@ -53,3 +55,11 @@ export type BarrierOutcome<T> =
        */
       reason: 'null-compensation' | 'duplicate';
     };
+
+/** A connection the barrier can use: a SQL database, or Redis (for message back-checks). */
+export type BarrierConnection = BarrierDatabase | RedisBarrierConnection;
+
+/** A Redis client registered for barriers (made by `redisBarrierConnection`). */
+export interface RedisBarrierConnection {
+  readonly redis: RedisLike;
+}

@@ -1,4 +1,3 @@
-import type { BranchInfo } from '../branches/branch.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -43,7 +42,7 @@ export class BranchBarrier {
   }
 
   /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
-  static from(branch: Pick<BranchInfo, 'transType' | 'gid' | 'branchId' | 'op'>, options?: BranchBarrierOptions): BranchBarrier {
+  static from(branch: { transType: string; gid: string; branchId: string; op: string }, options?: BranchBarrierOptions): BranchBarrier {
     return new BranchBarrier(branch.transType, branch.gid, branch.branchId, branch.op, options);
   }
 

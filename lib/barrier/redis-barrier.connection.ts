@@ -1,4 +1,4 @@
-import type { RedisBarrierConnection } from '../config/dtm-config.types.js';
+import type { RedisBarrierConnection } from './barrier.types.js';
 import type { RedisLike } from './redis-barrier.store.js';
 
 /** Registers an `ioredis` client as a barrier connection (it answers `@MsgQueryPrepared` back-checks). */

@@ -1,10 +1,11 @@
 // The state of one branch call being served, left on its carrier (the HTTP request, the gRPC
 // call) by the guard and read by the filter and the wrapped handler.
 import type { ExecutionContext } from '@nestjs/common';
-import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
+import type { BarrierConnection } from '../barrier/barrier.types.js';
+import type { DtmConfig } from '../config/dtm-config.types.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchCarrier } from './branch-transport.js';
-import type { BranchInfo } from './branch.types.js';
+import type { BranchInfo } from '../transport/dtm.types.js';
 
 /** What a branch handler's local transaction needs from the module serving the app (one per app). */
 export interface DtmBranchRuntime {

@@ -2,7 +2,8 @@ import { BadRequestException, createParamDecorator, InternalServerErrorException
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { branchTransportOf } from './branch-transports.js';
-import { handlerName, type BranchInfo } from './branch.types.js';
+import { type BranchInfo } from '../transport/dtm.types.js';
+import { handlerName } from './branch.types.js';
 
 /**
  * Parameter decorator: the `BranchInfo` (gid, transType, branchId, op, dtm?, phase2Url?, headers)

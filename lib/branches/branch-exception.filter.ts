@@ -7,7 +7,8 @@ import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
-import { handlerName, type BranchKind } from './branch.types.js';
+import { type BranchKind } from '../transport/dtm.types.js';
+import { handlerName } from './branch.types.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);

@@ -1,7 +1,7 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
 import { isObservable, map } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import type { BarrierConnection } from '../config/dtm-config.types.js';
+import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';

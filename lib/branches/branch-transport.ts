@@ -4,7 +4,7 @@
 import type { ArgumentsHost } from '@nestjs/common';
 import type { HttpAdapterHost } from '@nestjs/core';
 import type { DtmProtocol } from '../errors/dtm-error.js';
-import type { BranchInfo } from './branch.types.js';
+import type { BranchInfo } from '../transport/dtm.types.js';
 
 /** The per-call object a transport keeps the call's state on: the HTTP request, or the gRPC call. */
 export type BranchCarrier = object;

@@ -4,8 +4,9 @@ import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { bindBranchHandler, bindControllerBarrier } from './branch-handler.binding.js';
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
-import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../transactions/transaction.helper.js';
-import type { BranchKind, BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
+import type { BranchKind } from '../transport/dtm.types.js';
+import type { BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 
 /**
  * Makes a branch decorator, for an HTTP route and / or a `@GrpcMethod()` handler. It writes

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
-import type { BarrierConnection, DtmConfig } from '../config/dtm-config.types.js';
+import type { BarrierConnection } from '../barrier/barrier.types.js';
+import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
@@ -8,7 +9,8 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { isRedisConnection } from './branch-handler.binding.js';
 import type { GrpcMethodMetadata } from './branch-metadata.accessor.js';
-import type { BranchKind, BranchResolver, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import type { BranchKind, BranchResolver } from '../transport/dtm.types.js';
+import type { SagaActionOptions, XaBranchOptions } from './branch.types.js';
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
 import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.locator.js';
 

@@ -1,6 +1,5 @@
 import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import type { BranchInfo, BranchResolver } from '../branches/branch.types.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
@@ -19,11 +18,11 @@ import { WorkflowEngine, type WorkflowEnvironment } from '../workflow/workflow.e
 import type { WorkflowResult } from '../workflow/workflow.types.js';
 import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import type { FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from './dtm-client.types.js';
-import type { DtmTransport } from './dtm-transport.js';
-import { GrpcCodecs } from './grpc/grpc-codecs.js';
-import { GrpcTransport } from './grpc/grpc.transport.js';
-import { HttpTransport } from './http/http.transport.js';
+import type { BranchInfo, BranchResolver, FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
+import type { DtmTransport } from '../transport/dtm-transport.js';
+import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
+import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
+import { HttpTransport } from '../transport/http/http.transport.js';
 
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()

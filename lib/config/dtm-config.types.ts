@@ -1,8 +1,4 @@
-import type { BarrierDatabase } from '../barrier/barrier.types.js';
-import type { RedisLike } from '../barrier/redis-barrier.store.js';
-import type { GrpcProtos } from '../client/grpc/grpc-codecs.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
-import type { XaDatabase } from '../xa/xa.types.js';
 
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
 export interface DtmConfig {
@@ -42,31 +38,10 @@ export interface DtmConfig {
 /** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */
 export type DtmConfigInput = Partial<DtmConfig>;
 
-/** Options of `DtmModule.forRoot()` (and what `forRootAsync()`'s factory returns). */
-export interface DtmModuleOptions {
+/** Where the `lynx.dtm` settings come from: a YAML file, inline settings, or both. */
+export interface DtmConfigSource {
   /** YAML file whose `lynx.dtm` section configures the module (relative paths: from the working directory). */
   configFile?: string;
   /** Inline settings; they override the file's. */
   config?: DtmConfigInput;
-  /**
-   * Databases the branch decorators' `barrier` option names: `{ pg: pgBarrierDatabase(pool) }`;
-   * a Redis client (`redisBarrierConnection(redis)`) serves `@MsgQueryPrepared` back-checks.
-   */
-  barrierConnections?: Record<string, BarrierConnection>;
-  /** Databases `@XaBranch(name, { db })` runs its local XA transactions on: `{ mysql: mysqlXaDatabase(() => ...) }`. */
-  xaConnections?: Record<string, XaDatabase>;
-  /**
-   * The `.proto` files of the gRPC branches this app calls, so that their payloads can be given as
-   * objects (encoded with each method's request type) and replies come back decoded. Without it,
-   * gRPC payloads are bytes (`Uint8Array`).
-   */
-  grpcProtos?: GrpcProtos;
-}
-
-/** A connection the barrier can use: a SQL database, or Redis (for message back-checks). */
-export type BarrierConnection = BarrierDatabase | RedisBarrierConnection;
-
-/** A Redis client registered for barriers (made by `redisBarrierConnection`). */
-export interface RedisBarrierConnection {
-  readonly redis: RedisLike;
 }

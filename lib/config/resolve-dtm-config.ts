@@ -3,10 +3,10 @@ import { resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
 import { isBarrierTableName } from '../barrier/barrier.sql.js';
-import { redactUrl } from '../client/redact.js';
+import { redactUrl } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DTM_CONFIG_KEYS, defaultDtmConfig, type DtmConfigKey } from './dtm-config.keys.js';
-import type { DtmConfig, DtmModuleOptions } from './dtm-config.types.js';
+import type { DtmConfig, DtmConfigSource } from './dtm-config.types.js';
 
 const SECTION = 'lynx.dtm';
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -18,7 +18,7 @@ const WHOLE_PLACEHOLDER = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}$/;
  * section of `configFile` (with `${VAR}` / `${VAR:default}` taken from `env`), then the inline
  * `config`. Throws one {@link DtmConfigError} listing every problem with its path and fix.
  */
-export function resolveDtmConfig(options: DtmModuleOptions = {}, env: NodeJS.ProcessEnv = process.env): DtmConfig {
+export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.ProcessEnv = process.env): DtmConfig {
   const problems: DtmConfigProblem[] = [];
   const config = defaultDtmConfig();
   const sources: string[] = [];

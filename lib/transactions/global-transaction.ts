@@ -1,4 +1,4 @@
-import type { TransactionOptions, TransactionType } from '../client/dtm-client.types.js';
+import type { TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import { Transaction, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 

@@ -1,8 +1,8 @@
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
-import type { BranchTarget } from '../client/branch-target.js';
-import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import type { TransactionRequest } from '../client/dtm-transport.js';
+import type { BranchTarget } from '../transport/branch-target.js';
+import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
+import type { TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';

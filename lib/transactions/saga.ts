@@ -1,5 +1,5 @@
-import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import type { TransactionRequest } from '../client/dtm-transport.js';
+import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
+import type { TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { StepTransaction } from './step-transaction.js';

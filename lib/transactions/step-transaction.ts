@@ -1,5 +1,5 @@
-import type { FinalResult, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
-import type { EncodedPayload, TransactionRequest } from '../client/dtm-transport.js';
+import type { FinalResult, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { Transaction } from './transaction.js';
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */

@@ -1,5 +1,5 @@
-import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import { parseTarget } from '../client/branch-target.js';
+import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
+import { parseTarget } from '../transport/branch-target.js';
 import { GlobalTransaction } from './global-transaction.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';

@@ -1,7 +1,6 @@
-import type { BranchKind } from '../branches/branch.types.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import type { FinalResult, TransactionRecord, WaitOptions } from '../client/dtm-client.types.js';
-import type { DtmTransport } from '../client/dtm-transport.js';
+import type { BranchKind, FinalResult, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
+import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 
 /** What a transaction needs from the client that made it (internal). */

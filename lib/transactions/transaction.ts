@@ -1,7 +1,6 @@
-import type { BranchKind } from '../branches/branch.types.js';
-import { parseAddress, parseTarget, type BranchTarget } from '../client/branch-target.js';
-import type { BranchAnswer, Payload, TransactionOptions, TransactionType } from '../client/dtm-client.types.js';
-import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../client/dtm-transport.js';
+import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
+import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
+import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';

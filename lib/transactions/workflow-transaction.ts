@@ -1,6 +1,6 @@
-import { parseAddress, type BranchTarget } from '../client/branch-target.js';
-import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
-import type { WorkflowProgress } from '../client/dtm-transport.js';
+import { parseAddress, type BranchTarget } from '../transport/branch-target.js';
+import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
+import type { WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { Transaction } from './transaction.js';

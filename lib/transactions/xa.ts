@@ -1,4 +1,4 @@
-import type { BranchAnswer, Payload, TransactionOptions } from '../client/dtm-client.types.js';
+import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
 import { GlobalTransaction } from './global-transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 

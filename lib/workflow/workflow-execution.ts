@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import type { Payload } from '../client/dtm-client.types.js';
-import type { WorkflowProgress } from '../client/dtm-transport.js';
+import type { Payload } from '../transport/dtm.types.js';
+import type { WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';

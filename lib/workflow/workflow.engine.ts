@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { TransactionOptions } from '../client/dtm-client.types.js';
+import type { TransactionOptions } from '../transport/dtm.types.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';

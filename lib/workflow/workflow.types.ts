@@ -1,6 +1,6 @@
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { BranchBarrier } from '../barrier/branch-barrier.js';
-import type { Payload, TransactionOptions } from '../client/dtm-client.types.js';
+import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 
 /** Options of `@DtmWorkflow(name, options)`. */

@@ -1,7 +1,7 @@
 import { insertBarrierSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect } from '../barrier/barrier.types.js';
-import type { BranchInfo } from '../branches/branch.types.js';
-import type { DtmTransport } from '../client/dtm-transport.js';
+import type { BranchInfo } from '../transport/dtm.types.js';
+import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';

@@ -3,12 +3,12 @@
 // transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
 import { DtmClient, DtmDisabledError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
-import type { BranchKind } from '../../lib/branches/branch.types.js';
-import type { DtmTransport, TransactionRequest } from '../../lib/client/dtm-transport.js';
-import { GrpcCodecs } from '../../lib/client/grpc/grpc-codecs.js';
-import { GrpcTransport } from '../../lib/client/grpc/grpc.transport.js';
-import { HttpTransport } from '../../lib/client/http/http.transport.js';
-import { payloadText } from '../../lib/client/payload.js';
+import type { BranchKind } from '../../lib/transport/dtm.types.js';
+import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
+import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
+import { GrpcTransport } from '../../lib/transport/grpc/grpc.transport.js';
+import { HttpTransport } from '../../lib/transport/http/http.transport.js';
+import { payloadText } from '../../lib/transport/payload.js';
 import { Msg } from '../../lib/transactions/msg.js';
 import { Saga } from '../../lib/transactions/saga.js';
 import { BranchIdGenerator } from '../../lib/transactions/branch-id.generator.js';

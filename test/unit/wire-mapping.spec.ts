@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
-import type { TransactionRequest } from '../../lib/client/dtm-transport.js';
-import { DTM_GRPC_DESCRIPTOR } from '../../lib/client/grpc/dtm-grpc.proto.js';
-import { toGrpcRegistration, toGrpcRequest } from '../../lib/client/grpc/grpc-wire.js';
-import { toWireRegistration, toWireRequest } from '../../lib/client/http/http-wire.js';
+import type { TransactionRequest } from '../../lib/transport/dtm-transport.js';
+import { DTM_GRPC_DESCRIPTOR } from '../../lib/transport/grpc/dtm-grpc.proto.js';
+import { toGrpcRegistration, toGrpcRequest } from '../../lib/transport/grpc/grpc-wire.js';
+import { toWireRegistration, toWireRequest } from '../../lib/transport/http/http-wire.js';
 import { dtmModuleDir } from '../support/services/dtm.js';
 
 const options = { timeoutToFail: 90, retryInterval: 12, branchTimeout: 8, branchHeaders: {} };

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
 import { ModulesContainer } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
-import { loadGrpc } from '../../client/grpc/grpc-runtime.js';
+import { loadGrpc } from '../../transport/grpc/grpc-runtime.js';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { dtmContext, passThroughAllowList } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';

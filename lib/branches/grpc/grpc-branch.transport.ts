@@ -3,7 +3,8 @@ import { throwError } from 'rxjs';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
-import { REQUIRED_BRANCH_QUERY, type BranchInfo } from '../branch.types.js';
+import { type BranchInfo } from '../../transport/dtm.types.js';
+import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 
 /** gRPC status codes (grpc-js `status`; not imported: @grpc/grpc-js is an optional peer). */
 const CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;

@@ -7,8 +7,8 @@ import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { DtmClient } from '../../client/dtm.client.js';
-import { parseAnswer } from '../../client/payload.js';
-import { answerResume, WORKFLOW_RESUME_PATH } from '../../workflow/workflow-resume.js';
+import { parseAnswer } from '../../transport/payload.js';
+import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;

@@ -3,7 +3,8 @@ import type { HttpAdapterHost } from '@nestjs/core';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
-import { REQUIRED_BRANCH_QUERY, type BranchInfo } from '../branch.types.js';
+import { type BranchInfo } from '../../transport/dtm.types.js';
+import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 
 type Query = Record<string, unknown> | undefined;
 type Request = { query?: Query };

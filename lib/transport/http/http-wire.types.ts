@@ -1,6 +1,6 @@
 // What travels between nestjs-dtm and DTM's HTTP API, exactly as DTM spells it (snake_case,
 // seconds, payloads as strings). Internal: http-wire.ts converts; no type here is exported.
-import type { BranchStatus, TransactionStatus, TransactionType } from '../dtm-client.types.js';
+import type { BranchStatus, TransactionStatus, TransactionType } from '../dtm.types.js';
 
 type WireTransType = TransactionType;
 

@@ -1,6 +1,6 @@
 // The one place where the neutral transaction terms and DTM's gRPC messages (dtmgimp.proto, field
 // names as the proto spells them, payloads as bytes) are converted into each other.
-import type { BranchStatus, TransactionStatus } from '../dtm-client.types.js';
+import type { BranchStatus, TransactionStatus } from '../dtm.types.js';
 import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 
 /** `dtmgimp.DtmRequest` as @grpc/proto-loader takes it (keepCase). */

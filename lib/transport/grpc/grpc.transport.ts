@@ -8,7 +8,7 @@ import { DtmServerError } from '../../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
-import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
+import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
 import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import type { HttpTransport } from '../http/http.transport.js';
 import { payloadText } from '../payload.js';

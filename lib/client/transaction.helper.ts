@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../client/dtm-client.types.js';
-import { DtmClient } from '../client/dtm.client.js';
+import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';

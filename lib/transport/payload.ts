@@ -1,7 +1,7 @@
 // A payload's JSON text: how HTTP branches receive it, whichever protocol the transaction uses.
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import type { Payload } from './dtm-client.types.js';
+import type { Payload } from './dtm.types.js';
 
 /**
  * A branch payload as an HTTP branch receives it: a string, never empty (DTM would call the branch

@@ -136,3 +136,37 @@ export interface BranchAnswer {
   /** The answer as received: the HTTP body or the gRPC reply message. */
   raw: Buffer;
 }
+
+/** What a decorated handler is in DTM's protocol. */
+export type BranchKind =
+  | 'saga-action'
+  | 'saga-compensate'
+  | 'tcc-try'
+  | 'tcc-confirm'
+  | 'tcc-cancel'
+  | 'xa'
+  | 'msg'
+  | 'msg-query-prepared';
+
+/** The DTM call a branch handler is serving: from the query DTM (or the app, for TCC try / XA action) sends. */
+export interface BranchInfo {
+  gid: string;
+  transType: string;
+  branchId: string;
+  /** `action`, `compensate`, `try`, `confirm`, `cancel`, `commit`, `rollback` or `msg`. */
+  op: string;
+  /** The DTM server of the transaction, when the caller is an app (TCC try, XA action, msg back-check by the app). */
+  dtm?: string;
+  /** XA: the URL DTM calls for phase 2. */
+  phase2Url?: string;
+  /** The pass-through headers this call carried (lower-case names). */
+  headers: Record<string, string>;
+}
+
+/** Where branch names become targets: the app's branch registry (`DtmBranchRegistry`), as the client sees it. */
+export interface BranchResolver {
+  /** The target of the decorated branch `name` of `kind`, for a transaction on `protocol`; throws `DtmUsageError` for an unknown name. */
+  target(kind: BranchKind, name: string, protocol: DtmProtocol): string;
+  /** Whether a decorated branch `name` of `kind` exists. */
+  has(kind: BranchKind, name: string): boolean;
+}

@@ -1,5 +1,5 @@
 import { createParamDecorator } from '@nestjs/common';
-import { barrierTxFactory } from '../branches/branch-handler.binding.js';
+import { barrierTxFactory } from './branch-handler.binding.js';
 
 /**
  * Parameter decorator: the local transaction a barrier-guarded branch handler runs in (what its

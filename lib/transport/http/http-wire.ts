@@ -1,6 +1,6 @@
 // The one place where the neutral transaction terms (camelCase, seconds, Buffers) and DTM's HTTP
 // API (snake_case, JSON strings, base64 bodies) are converted into each other.
-import type { BranchRecord, ListFilter, TransactionRecord } from '../dtm-client.types.js';
+import type { BranchRecord, ListFilter, TransactionRecord } from '../dtm.types.js';
 import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransRequest, WireWorkflowAnswer } from './http-wire.types.js';
 

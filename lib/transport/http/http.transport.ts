@@ -10,10 +10,10 @@ import { DtmServerError } from '../../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
-import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm-client.types.js';
+import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
 import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import { parseAnswer, payloadText } from '../payload.js';
-import { redactUrl, safeCause } from '../redact.js';
+import { redactUrl, safeCause } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 

@@ -13,7 +13,7 @@ import type {
   TransactionRecord,
   TransactionStatus,
   TransactionType,
-} from './dtm-client.types.js';
+} from './dtm.types.js';
 
 /** A branch payload as a transport sends it (HTTP: text; gRPC: bytes). Made by {@link DtmTransport.encode}. */
 export type EncodedPayload = string | Uint8Array;

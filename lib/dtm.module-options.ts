@@ -1,0 +1,21 @@
+import type { BarrierConnection } from './barrier/barrier.types.js';
+import type { DtmConfigSource } from './config/dtm-config.types.js';
+import type { GrpcProtos } from './transport/grpc/grpc-codecs.js';
+import type { XaDatabase } from './xa/xa.types.js';
+
+/** Options of `DtmModule.forRoot()` (and what `forRootAsync()`'s factory returns). */
+export interface DtmModuleOptions extends DtmConfigSource {
+  /**
+   * Databases the branch decorators' `barrier` option names: `{ pg: pgBarrierDatabase(pool) }`;
+   * a Redis client (`redisBarrierConnection(redis)`) serves `@MsgQueryPrepared` back-checks.
+   */
+  barrierConnections?: Record<string, BarrierConnection>;
+  /** Databases `@XaBranch(name, { db })` runs its local XA transactions on: `{ mysql: mysqlXaDatabase(() => ...) }`. */
+  xaConnections?: Record<string, XaDatabase>;
+  /**
+   * The `.proto` files of the gRPC branches this app calls, so that their payloads can be given as
+   * objects (encoded with each method's request type) and replies come back decoded. Without it,
+   * gRPC payloads are bytes (`Uint8Array`).
+   */
+  grpcProtos?: GrpcProtos;
+}
