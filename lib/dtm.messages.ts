@@ -14,9 +14,32 @@ export const MESSAGES = {
   configWant: (want: string, got: string) => `must be ${want}, got ${got}`,
   configPositive: (got: number) => `must be a positive number of seconds, got ${got}`,
   configWholeSeconds: (got: number) => `must be a whole number of seconds (DTM stores integers), got ${got}`,
+  configAuthKeysEmpty: () => 'lists no key: give at least one key (e.g. [${DTM_BRANCH_KEY}] with the variable set), or remove the setting to leave branch calls unauthenticated',
+  configAuthKeysBad: (bad: string[], min: number) => `must list keys of at least ${min} characters (e.g. \`openssl rand -base64 33\`); these are not (position: problem): ${bad.join(', ')}`,
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
+
+  topicWithAuth: (gid: string, topic: string) =>
+    `msg ${gid}: ${topic} cannot be authenticated (DTM picks the subscribers, the app cannot sign their calls); add each subscriber's URL instead, or unset lynx.dtm.branch_auth_keys`,
+  // authenticated branch calls
+  authRefused: (where: string, gid: string, branchId: string, op: string, reason: string) =>
+    `branch call refused (${where}, gid ${JSON.stringify(gid)}, branch ${JSON.stringify(branchId)}, op ${JSON.stringify(op)}): ${reason}; ` +
+    'with lynx.dtm.branch_auth_keys set, only calls signed by an app with one of the keys run a branch (the calling app needs the same keys)',
+  authNoToken: (header: string, callHeader: string) => `it carries no token for this branch and op (neither ${header} nor ${callHeader})`,
+  authBadToken: (where: string) => `the token in ${where} is not this call's (another gid, branch, op, endpoint or body, or a key this app does not accept)`,
+  authNoRawBody: (protocol: string) =>
+    protocol === 'grpc'
+      ? 'the request bytes were not kept (the gRPC server was not seen by the module before it started: import DtmModule in the app that serves it)'
+      : 'the raw body was not kept',
+  authTccIdWithoutToken: () => 'its branch id carries no token (an authenticated TCC branch id is <id>-<token>)',
+  authUnknownTransaction: () => 'DTM has no such transaction',
+  authWrongPhase: (transType: string, status: string, statuses: readonly string[]) =>
+    `DTM records the ${transType} transaction as ${status}, and this op runs only when it is ${statuses.join(' or ')}`,
+  authNotRecorded: (path: string) => `DTM's record of this branch does not name ${path} for this op`,
+  workflowResumeUnsigned: (name: string, gid: string) =>
+    `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
+  authBackCheckEarly: (due: string) => `DTM back-checks this message only after ${due}`,
 
   // talking to DTM and to branches
   unavailable: (url: string, cause: string, timeoutSeconds: number) =>

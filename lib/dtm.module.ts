@@ -41,6 +41,7 @@ const providers: Provider[] = [
       config,
       barrierConnections,
       xaDatabases,
+      query: (gid) => dtm.query(gid),
       xaLocalTransaction: (branch, db, business) => dtm.xaLocalTransaction(branch, db, business),
     }),
     inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient],

@@ -5,13 +5,15 @@ import type { BarrierConnection } from '../barrier/barrier.types.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchCarrier } from './branch-transport.js';
-import type { BranchInfo } from '../transport/dtm.types.js';
+import type { BranchInfo, TransactionRecord } from '../transport/dtm.types.js';
 
 /** What a branch handler's local transaction needs from the module serving the app (one per app). */
 export interface DtmBranchRuntime {
   barrierConnections: Map<string, BarrierConnection>;
   xaDatabases: Map<string, XaDatabase>;
   config: DtmConfig;
+  /** `DtmClient.query` of the module: DTM's record of a transaction, from the configured server. */
+  query(gid: string): Promise<TransactionRecord | null>;
   /** `DtmClient.xaLocalTransaction` of the module. */
   xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
 }

@@ -22,6 +22,12 @@ export interface BranchTransport {
   missing(carrier: BranchCarrier): string[];
   /** The DTM branch call `carrier` carries (with the allow-listed headers of the call), or undefined when a key is missing. */
   branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined;
+  /** The call's single value of header (gRPC: metadata key) `name`, lower-case; undefined when absent or repeated. */
+  header(carrier: BranchCarrier, name: string): string | undefined;
+  /** The path the call was made to (HTTP: the URL's path; gRPC: `/package.Service/Method`): what a branch-call token names. */
+  path(carrier: BranchCarrier): string;
+  /** The digest of the body as it arrived (`payloadDigest`), or undefined when the raw body is not available. */
+  bodyDigest(context: ArgumentsHost, carrier: BranchCarrier): string | undefined;
   /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown;
 }

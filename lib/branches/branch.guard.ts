@@ -5,13 +5,15 @@ import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './bran
 import { branchOpsOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { handlerName } from './branch.types.js';
+import { authenticateBranchCall } from './branch-authentication.js';
 
 /**
  * Before a decorated handler, on either transport: a call without DTM's branch keys (HTTP query,
  * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve (in a workflow's call
  * also the workflow ops that mean the same, see `WORKFLOW_BRANCH_OPS`), is refused (HTTP 400,
  * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A guard, not an
- * interceptor: it costs no observable pipeline on the hot path. It also leaves on the call what a
+ * interceptor: it costs no observable pipeline on the hot path. With authenticated branch calls
+ * it then checks the call's token (see `authenticateBranchCall`). It also leaves on the call what a
  * handler wrapped in a local transaction needs from the module (it is instantiated in the
  * controller's module, so it sees the DtmModule serving that controller).
  */
@@ -19,7 +21,7 @@ import { handlerName } from './branch.types.js';
 export class DtmBranchGuard implements CanActivate {
   constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {}
 
-  canActivate(context: ExecutionContext): boolean {
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     const transport = branchTransportOf(context);
     if (!transport) return true;
     const carrier = transport.carrier(context);
@@ -31,6 +33,7 @@ export class DtmBranchGuard implements CanActivate {
       throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
     }
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime };
-    return true;
+    const auth = this.runtime?.config.branchAuthKeys;
+    return auth ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
   }
 }

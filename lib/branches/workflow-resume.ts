@@ -6,6 +6,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Controller, Inject, Logger } from '@nestjs/common';
 import { DtmClient } from '../client/dtm.client.js';
+import { AUTH_HEADER } from '../auth/branch-auth.js';
+import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
@@ -24,14 +26,18 @@ const logger = new Logger('DtmWorkflow');
 
 /**
  * Answers a resume call: runs the workflow `name` of `gid` with the input DTM stored (the call's
- * body is not read: anyone can reach this endpoint), and answers what DTM reads (its answer only
- * matters to DTM's log).
+ * body is not read: anyone can reach this endpoint; with authenticated calls its `dtm-auth` must
+ * hold the workflow's token, else 401), and answers what DTM reads (its answer only matters to DTM's log).
  */
-export async function answerResume(client: DtmClient, name: string, gid: string): Promise<{ status: number; body: object }> {
+export async function answerResume(client: DtmClient, name: string, gid: string, authHeader: string | undefined): Promise<{ status: number; body: object }> {
   try {
-    const outcome = await client.resumeWorkflow(name, gid);
+    const outcome = await client.resumeWorkflow(name, gid, authHeader);
     return outcome === 'pending' ? { status: 425, body: { dtm_result: 'ONGOING', message: `workflow ${gid} is pending` } } : { status: 200, body: { dtm_result: 'SUCCESS' } };
   } catch (err) {
+    if (err instanceof DtmUnauthenticatedError) {
+      logger.warn(err.message);
+      return { status: 401, body: { message: err.message } };
+    }
     logger.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
     return { status: 500, body: { message: 'workflow resume failed; see the app log' } };
   }
@@ -55,8 +61,10 @@ export class DtmWorkflowResumeController {
 
   @grpcMethod('workflow.Workflow', 'Execute')
   async execute(_data: unknown, metadata: { get(key: string): unknown[] }): Promise<object> {
-    const answer = await answerResume(this.client, String(metadata.get('dtm-op')[0] ?? ''), String(metadata.get('dtm-gid')[0] ?? ''));
+    const auth = metadata.get(AUTH_HEADER);
+    const answer = await answerResume(this.client, String(metadata.get('dtm-op')[0] ?? ''), String(metadata.get('dtm-gid')[0] ?? ''), auth.length === 1 ? String(auth[0]) : undefined);
     if (answer.status === 500) throw Object.assign(new Error('workflow resume failed'), { code: 13 });
+    if (answer.status === 401) throw Object.assign(new Error('workflow resume refused: not signed'), { code: 16 });
     return {};
   }
 }

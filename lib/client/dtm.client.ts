@@ -167,8 +167,8 @@ export class DtmClient implements OnModuleDestroy {
   }
 
   /** @internal What the resume endpoints run when DTM calls the app back for workflow `name` of `gid` (with the input DTM stored). */
-  resumeWorkflow(name: string, gid: string): Promise<'succeed' | 'failed' | 'pending'> {
-    return this.workflowEngine().resume(name, gid);
+  resumeWorkflow(name: string, gid: string, authHeader?: string): Promise<'succeed' | 'failed' | 'pending'> {
+    return this.workflowEngine().resume(name, gid, authHeader);
   }
 
   private workflowEngine(): WorkflowEngine {

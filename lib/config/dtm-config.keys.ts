@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table';
+export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table' | 'secret-list';
 
 /** Headers passed on to branches whatever `pass_through_headers` says: W3C trace context. */
 export const ALWAYS_PASSED_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -31,6 +31,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },
   { yaml: 'grpc_app_address', camel: 'grpcAppAddress', kind: 'host-port' },
   { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },
+  { yaml: 'branch_auth_keys', camel: 'branchAuthKeys', kind: 'secret-list', example: '["${DTM_BRANCH_KEY}"]' },
 ];
 
 /** The configuration with every key at its default. */

@@ -1,3 +1,4 @@
+import type { BranchAuth } from '../auth/branch-auth.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
@@ -33,10 +34,20 @@ export interface DtmConfig {
   grpcAppAddress?: string;
   /** Table of the sub-transaction barrier (`name` or `schema.name`). Default `dtm_barrier.barrier`. */
   barrierTable: string;
+  /**
+   * Authenticated branch calls (`branch_auth_keys`, keys of at least 32 characters, e.g. from
+   * `${DTM_BRANCH_KEY}`): every branch call this app makes or DTM makes for its transactions is
+   * signed with the first key, and a decorated branch runs only for a call signed with one of them.
+   * Unset: branch calls are not authenticated (DTM's Go SDK cannot sign).
+   */
+  branchAuthKeys?: BranchAuth;
 }
 
 /** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */
-export type DtmConfigInput = Partial<DtmConfig>;
+export type DtmConfigInput = Partial<Omit<DtmConfig, 'branchAuthKeys'>> & {
+  /** Keys of authenticated branch calls (see {@link DtmConfig.branchAuthKeys}): the first signs, all verify. */
+  branchAuthKeys?: string[];
+};
 
 /** Where the `lynx.dtm` settings come from: a YAML file, inline settings, or both. */
 export interface DtmConfigSource {

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
 import { isBarrierTableName } from '../barrier/barrier.sql.js';
+import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
 import { redactUrl } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DTM_CONFIG_KEYS, defaultDtmConfig, type DtmConfigKey } from './dtm-config.keys.js';
@@ -146,6 +147,16 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     }
     case 'sql-table': {
       return isBarrierTableName(raw) ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
+    }
+    case 'secret-list': {
+      // never shows a value: only its position and length
+      if (typeof raw === 'string') raw = [raw];
+      if (!Array.isArray(raw)) return { problem: MESSAGES.configWant(`a list of keys, e.g. ${key.example}`, raw === null ? 'null' : typeof raw === 'object' ? 'a mapping' : typeof raw) };
+      const keys = (raw as unknown[]).filter((k) => k !== '' && k !== null);
+      const bad = keys.map((k, i) => (typeof k !== 'string' ? `#${i + 1}: ${typeof k} (quote it)` : k.length < MIN_AUTH_KEY_LENGTH ? `#${i + 1}: ${k.length} characters` : undefined)).filter((b) => b !== undefined);
+      if (keys.length === 0) return { problem: MESSAGES.configAuthKeysEmpty() };
+      if (bad.length > 0) return { problem: MESSAGES.configAuthKeysBad(bad, MIN_AUTH_KEY_LENGTH) };
+      return { value: new BranchAuth(keys as string[]) };
     }
     case 'header-list': {
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };

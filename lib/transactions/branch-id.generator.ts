@@ -1,5 +1,6 @@
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { splitTccBranchId } from '../auth/branch-auth.js';
 
 /**
  * Sub-branch ids as DTM's SDKs make them: the parent id plus a two-digit counter (`01`, `02`, ...;
@@ -8,7 +9,12 @@ import { MESSAGES } from '../dtm.messages.js';
 export class BranchIdGenerator {
   private counter = 0;
 
-  constructor(readonly parentId = '') {}
+  /** `parentId` without the token an authenticated TCC branch id carries (`01-<token>`: sub-branches are `0101`, ...). */
+  constructor(parentId = '') {
+    this.parentId = splitTccBranchId(parentId).prefix;
+  }
+
+  readonly parentId: string;
 
   /** The next sub-branch id. */
   next(): string {

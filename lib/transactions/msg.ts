@@ -2,7 +2,7 @@ import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { BranchTarget } from '../transport/branch-target.js';
 import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
-import type { TransactionRequest } from '../transport/dtm-transport.js';
+import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -36,6 +36,7 @@ export class Msg extends StepTransaction {
   /** Adds a branch: DTM sends `payload` to `action` (a URL, a gRPC target, or the name of this app's `@MsgBranch`). */
   add(action: string, payload?: Payload): this {
     const target = this.target(action, 'msg', 'action');
+    if (target.kind === 'topic' && this.auth) throw new DtmUsageError(MESSAGES.topicWithAuth(this.gid, target.value), { gid: this.gid });
     this.steps.push({ action: target.value });
     this.payloads.push(this.encode(payload, target));
     return this;
@@ -67,6 +68,14 @@ export class Msg extends StepTransaction {
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
     await this.transport.prepare(this.submission());
+  }
+
+  /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */
+  protected override signDtmCalls(sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {
+    this.steps.forEach((step, i) => {
+      if (step.action) sign('action', String(i + 1).padStart(2, '0'), step.action, this.payloads[i]);
+    });
+    if (this.queryPrepared?.value) sign('msg', '00', this.queryPrepared.value, undefined);
   }
 
   protected submission(): TransactionRequest {

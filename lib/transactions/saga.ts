@@ -1,5 +1,5 @@
 import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
-import type { TransactionRequest } from '../transport/dtm-transport.js';
+import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { StepTransaction } from './step-transaction.js';
@@ -62,6 +62,15 @@ export class Saga extends StepTransaction {
   /** How many times DTM re-runs a failing action before rolling the saga back (DTM `retry_limit`). */
   setRetryLimit(limit: number): this {
     return this.setOptions({ retryLimit: limit });
+  }
+
+  /** Each step's action and compensation, as branch `01`, `02`, ... (DTM numbers saga steps from 1). */
+  protected override signDtmCalls(sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {
+    this.steps.forEach((step, i) => {
+      const branchId = String(i + 1).padStart(2, '0');
+      if (step.action) sign('action', branchId, step.action, this.payloads[i]);
+      if (step.compensate) sign('compensate', branchId, step.compensate, this.payloads[i]);
+    });
   }
 
   protected submission(): TransactionRequest {

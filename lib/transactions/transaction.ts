@@ -1,3 +1,4 @@
+import { AUTH_CALL_HEADER, AUTH_HEADER, authEntryKey, payloadDigest, targetPath, type BranchAuth } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -103,13 +104,40 @@ export abstract class Transaction {
     return this.transport.encode(payload, target);
   }
 
-  /** The request for prepare / submit / abort, with `parts` (steps, payloads, custom data ...). */
+  /** The keys of authenticated branch calls (`lynx.dtm.branch_auth_keys`), if set. */
+  protected get auth(): BranchAuth | undefined {
+    return this.runtime.config.branchAuthKeys;
+  }
+
+  /**
+   * The request for prepare / submit / abort, with `parts` (steps, payloads, custom data ...); with
+   * authenticated calls, the tokens of the calls DTM will make go with it in `branch_headers`.
+   */
   protected request(parts: Omit<TransactionRequest, 'gid' | 'transType' | 'options'> = {}): TransactionRequest {
     const request = parts as TransactionRequest;
     request.gid = this.gid;
     request.transType = this.transType;
     request.options = this.resolved;
+    const auth = this.auth;
+    if (auth) {
+      const entries: string[] = [];
+      this.signDtmCalls((op, branchId, target, payload) => {
+        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), digest: payloadDigest(payload) })}`);
+      });
+      if (entries.length > 0) request.options = { ...this.resolved, branchHeaders: { ...this.resolved.branchHeaders, [AUTH_HEADER]: entries.join(',') } };
+    }
     return request;
+  }
+
+  /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
+  protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
+
+  /** The headers of a call the app makes itself: the transaction's, and with authenticated calls its token. */
+  protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string): Record<string, string> {
+    const auth = this.auth;
+    if (!auth) return this.resolved.branchHeaders;
+    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), digest: payloadDigest(payload) });
+    return { ...this.resolved.branchHeaders, [AUTH_CALL_HEADER]: token };
   }
 
   /** Calls a branch itself (TCC Try, XA action, msg back-check), within the branch timeout. */
@@ -121,7 +149,7 @@ export abstract class Transaction {
       branchId,
       op,
       payload,
-      headers: this.resolved.branchHeaders,
+      headers: this.callHeaders(target, payload, branchId, op),
       timeoutSeconds: this.resolved.branchTimeout,
       phase2Target,
       dtm: this.parent?.dtm,

@@ -1,6 +1,6 @@
 import { parseAddress, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
-import type { WorkflowProgress } from '../transport/dtm-transport.js';
+import type { EncodedPayload, WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { Transaction } from './transaction.js';
@@ -13,6 +13,12 @@ export const MAX_STEP_DATA_BYTES = 65_535;
 
 const NO_TARGET: BranchTarget = { kind: 'none', value: '' };
 
+/** The branch id of DTM's resume call. */
+export const WORKFLOW_RESUME_BRANCH = '00';
+
+/** What a resume token names as its target: the module's resume endpoint (one per transport, fixed). */
+export const RESUME_AUTH_TARGET = 'workflow-resume';
+
 /**
  * A workflow as DTM sees it: created (or found) with `prepareWorkflow`, its steps recorded with
  * `registerBranch` (always with `sync: "1"`: without it DTM v1.19.0 loses progress on a default
@@ -20,6 +26,9 @@ const NO_TARGET: BranchTarget = { kind: 'none', value: '' };
  * is in workflow/; this is the transaction core's side of it.
  */
 export class WorkflowTransaction extends Transaction {
+  /** The workflow's name and stored input, once prepared (what DTM's resume call is signed for). */
+  private resume?: { name: string; input: string };
+
   /** @internal made by the workflow engine */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
     super(runtime, gid, 'workflow', options);
@@ -29,7 +38,13 @@ export class WorkflowTransaction extends Transaction {
   prepare(name: string, input: string, resumeTarget: string): Promise<WorkflowProgress> {
     const customData = JSON.stringify({ data: Buffer.from(input, 'utf8').toString('base64'), name });
     if (customData.length > MAX_WORKFLOW_TEXT) throw new DtmUsageError(MESSAGES.workflowInputTooLong(name, customData.length, MAX_WORKFLOW_TEXT), { gid: this.gid });
+    this.resume = { name, input };
     return this.transport.prepareWorkflow(this.request({ customData, queryPrepared: resumeTarget }));
+  }
+
+  /** DTM's resume call: branch `00`, the workflow's name as op, the stored input as what it names. */
+  protected override signDtmCalls(sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {
+    if (this.resume) sign(this.resume.name, WORKFLOW_RESUME_BRANCH, RESUME_AUTH_TARGET, this.resume.input);
   }
 
   /** Records the outcome of step `branchId`'s `op` (with `sync`: DTM refuses a duplicate, and a workflow no longer prepared). */
@@ -56,14 +71,15 @@ export class WorkflowTransaction extends Transaction {
   call(target: string, payload: Payload, branchId: string, op: string): Promise<BranchAnswer> {
     const parsed = parseAddress(target, this.gid);
     const transport = this.runtime.transport(parsed.kind === 'grpc' ? 'grpc' : 'http');
+    const encoded = transport.encode(payload, parsed);
     return transport.callBranch({
       target: parsed,
       gid: this.gid,
       transType: 'workflow',
       branchId,
       op,
-      payload: transport.encode(payload, parsed),
-      headers: this.options.branchHeaders,
+      payload: encoded,
+      headers: this.callHeaders(parsed, encoded, branchId, op),
       timeoutSeconds: this.options.branchTimeout,
     });
   }

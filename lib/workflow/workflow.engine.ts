@@ -6,7 +6,9 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
-import { WorkflowTransaction } from '../transactions/workflow-transaction.js';
+import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
+import { payloadDigest, tokenInHeader } from '../auth/branch-auth.js';
+import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { WorkflowExecution } from './workflow-execution.js';
 import type { DtmWorkflowRegistry, WorkflowDefinition } from './workflow.registry.js';
@@ -51,15 +53,25 @@ export class WorkflowEngine {
   /**
    * What the resume endpoints call when DTM calls the app back: runs workflow `name` of `gid` with
    * the input DTM stored for it. Nothing of the call itself is trusted but the gid: the workflow
-   * must exist in DTM, be a workflow, and carry this name; its input is read from DTM. An
+   * must exist in DTM, be a workflow, and carry this name; its input is read from DTM. With
+   * authenticated calls, `authHeader` (the call's `dtm-auth`) must hold the token the app that
+   * started the workflow stored with it, else `DtmUnauthenticatedError`. An
    * execution already running in this process answers "pending" at once.
    */
-  async resume(name: string, gid: string): Promise<'succeed' | 'failed' | 'pending'> {
+  async resume(name: string, gid: string, authHeader?: string): Promise<'succeed' | 'failed' | 'pending'> {
     if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(name, gid, new Error(MESSAGES.workflowResumeUnknown(name, gid)));
-    if (this.running.has(gid)) return 'pending';
+    const auth = this.runtime.config.branchAuthKeys;
+    if (!auth && this.running.has(gid)) return 'pending';
     const record = await this.runtime.query(gid);
     const stored = record?.customData as { name?: unknown; data?: unknown } | undefined;
     if (!record || record.transType !== 'workflow' || stored?.name !== name) throw new DtmUsageError(MESSAGES.workflowResumeRefused(name, gid));
+    if (auth) {
+      // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
+      const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;
+      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, digest: payloadDigest(input) };
+      if (!auth.verify(call, tokenInHeader(authHeader, name, WORKFLOW_RESUME_BRANCH))) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
+      if (this.running.has(gid)) return 'pending';
+    }
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
     try {
       await this.execute(name, gid, await this.storedInput(gid, undefined));

@@ -30,6 +30,7 @@ import {
   redisBarrierConnection,
   type BarrierDatabase,
   type BranchInfo,
+  type DtmConfigInput,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
@@ -285,10 +286,11 @@ export interface BarrierApp {
 }
 
 /**
- * Starts the barrier test app on this test file's databases; creates the `account` table (ids 1..n,
+ * Starts the barrier test app on this test file's databases (with `config` over the module's
+ * settings); creates the `account` table (ids 1..n,
  * balance 100 each) and the barrier table (`dtm_barrier`, in the file's database) in both.
  */
-export async function startBarrierApp(dbs: FileDatabases): Promise<BarrierApp> {
+export async function startBarrierApp(dbs: FileDatabases, config: DtmConfigInput = {}): Promise<BarrierApp> {
   const pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 20 });
   const myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 20 });
   const redis = new Redis(dbs.redis.url);
@@ -316,7 +318,7 @@ export async function startBarrierApp(dbs: FileDatabases): Promise<BarrierApp> {
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier' },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', ...config },
         barrierConnections: { pg: databases.pg, mysql: databases.mysql, redis: redisBarrierConnection(redis) },
         grpcProtos: TESTS_GRPC_PROTOS,
       }),

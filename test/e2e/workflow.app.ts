@@ -132,6 +132,8 @@ export interface WorkflowAppOptions {
   dtmUrl: string;
   dtmGrpc: string;
   pgUrl: string;
+  /** Authenticated branch calls (lynx.dtm.branch_auth_keys). */
+  branchAuthKeys?: string[];
 }
 
 /** Starts the workflow app (HTTP on `port`, gRPC with the workflow resume proto on `grpcPort`). */
@@ -147,6 +149,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
           grpcAppAddress: `127.0.0.1:${options.grpcPort}`,
           barrierTable: 'dtm_barrier',
           retryInterval: 1,
+          branchAuthKeys: options.branchAuthKeys,
         },
         barrierConnections: { pg: pgBarrierDatabase(pool) },
         xaConnections: {

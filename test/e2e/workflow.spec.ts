@@ -2,6 +2,7 @@
 // rollback callbacks in reverse order, a real process killed mid-workflow and resumed by DTM,
 // one execution per gid, a workflow whose code changed under it, re-attaching by gid. The
 // participants are the recorder (HTTP and gRPC) and PostgreSQL behind the barrier.
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
@@ -255,5 +256,45 @@ describe('a workflow process killed mid-workflow', () => {
     expect(await balance()).toBe(100);
     await client.forceStop(gid);
     await waitForTransStatus(gid, 'failed');
+  });
+});
+
+describe('with authenticated calls', () => {
+  let signed: Awaited<ReturnType<typeof startWorkflowApp>>;
+  let signedClient: DtmClient;
+  beforeAll(async () => {
+    signed = await startWorkflowApp({
+      port: await freePort(),
+      grpcPort: await freePort(),
+      dtmUrl: harness().dtm.serverUrl,
+      dtmGrpc: harness().dtm.grpcAddress,
+      pgUrl: dbs.postgres.url,
+      branchAuthKeys: [randomBytes(33).toString('base64')],
+    });
+    const { DtmClient: Client } = await import('nestjs-dtm');
+    signedClient = signed.app.get(Client);
+  });
+  afterAll(async () => {
+    await signed?.close();
+  });
+
+  it.each(PROTOCOLS)('a resume without the workflow\'s token runs nothing (401); DTM\'s own resume (%s) carries it and the workflow finishes', async (protocol) => {
+    const gid = await signedClient.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    await expect(signedClient.executeWorkflow('transfer.v1', gid, input(), { protocol, retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const { port } = signed.app.getHttpServer().address() as { port: number };
+    const forged = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(forged.status).toBe(401);
+    const forgedToken = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { headers: { 'dtm-auth': 'transfer.v1.00=AAAAAAAAAAAAAAAAAAAAAA' } });
+    expect(forgedToken.status).toBe(401);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425']);
+
+    await waitUntil('DTM resuming the workflow', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
+    expect(await balance()).toBe(130);
   });
 });

@@ -8,7 +8,7 @@ import { DTM_CONFIG } from '../../dtm.constants.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { GrpcMethodMetadata } from '../branch-metadata.accessor.js';
-import type { MetadataLike } from './grpc-branch.transport.js';
+import { RAW_REQUEST, type MetadataLike } from './grpc-branch.transport.js';
 
 /** `@nestjs/microservices`' `Transport.GRPC`. */
 const GRPC_TRANSPORT_ID = 4;
@@ -19,7 +19,13 @@ type ProcessingStartHook = (transportId: unknown, context: { metadata?: Metadata
 interface GrpcServerLike {
   transportId: unknown;
   url: string;
-  options?: { package?: string | string[]; protoPath?: string | string[]; packageDefinition?: Record<string, unknown>; loader?: object };
+  options?: {
+    package?: string | string[];
+    protoPath?: string | string[];
+    packageDefinition?: Record<string, unknown>;
+    loader?: object;
+    onLoadPackageDefinition?: (definition: Record<string, unknown>, server: unknown) => void;
+  };
   onProcessingStartHook: ProcessingStartHook;
   setOnProcessingStartHook(hook: ProcessingStartHook): void;
 }
@@ -104,6 +110,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
       // as on HTTP: the context is entered only when there is something to pass on (see dtmContext)
       return headers ? dtmContext.run({ headers }, () => previous(transportId, context, done)) : previous(transportId, context, done);
     });
+    if (this.config.branchAuthKeys && server.options) keepRequestBytes(server.options);
     this.servers.push(server);
   }
 
@@ -142,6 +149,36 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     }
     return services;
   }
+}
+
+const KEPT = Symbol('nestjs-dtm:keeps-request-bytes');
+
+type MethodDefinition = { requestDeserialize?: (bytes: Buffer) => unknown; [KEPT]?: true };
+
+/**
+ * With authenticated branch calls: every request message of the server's methods keeps the bytes
+ * it was decoded from (under {@link RAW_REQUEST}, not enumerable), so that a branch call's token can
+ * be checked against the exact payload DTM stored. Installed through Nest's own
+ * `onLoadPackageDefinition` option (the app's hook, if any, still runs).
+ */
+function keepRequestBytes(options: NonNullable<GrpcServerLike['options']>): void {
+  const previous = options.onLoadPackageDefinition;
+  options.onLoadPackageDefinition = (definition, server) => {
+    for (const service of Object.values(definition)) {
+      if (!service || typeof service !== 'object' || 'format' in service) continue;
+      for (const method of Object.values(service as Record<string, MethodDefinition>)) {
+        const decode = method?.requestDeserialize;
+        if (typeof decode !== 'function' || method[KEPT]) continue;
+        method.requestDeserialize = (bytes: Buffer) => {
+          const message = decode(bytes);
+          if (message !== null && typeof message === 'object') Object.defineProperty(message, RAW_REQUEST, { value: bytes });
+          return message;
+        };
+        method[KEPT] = true;
+      }
+    }
+    previous?.(definition, server);
+  };
 }
 
 /** A listening address as a client on this host reaches it: `0.0.0.0` / `::` become loopback. */

@@ -1,5 +1,6 @@
 import { HttpException, type ArgumentsHost } from '@nestjs/common';
 import { throwError } from 'rxjs';
+import { payloadDigest } from '../../auth/branch-auth.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
@@ -21,7 +22,11 @@ export interface MetadataLike {
 /** A grpc-js unary call (the third argument of a `@GrpcMethod` handler). */
 export interface GrpcCallLike {
   metadata: MetadataLike;
+  getPath?(): string;
 }
+
+/** Where the module leaves a request message's bytes (with authenticated calls: see `DtmGrpcIntegration`). */
+export const RAW_REQUEST = Symbol('nestjs-dtm:raw-request');
 
 /** Whether `value` is a grpc-js Metadata (and the RPC context therefore gRPC, not another Nest transport). */
 export function isMetadata(value: unknown): value is MetadataLike {
@@ -81,6 +86,21 @@ export const grpcBranchTransport: BranchTransport = {
       phase2Url: first(metadata, 'dtm-phase2_url') || undefined,
       headers,
     };
+  },
+
+  header(carrier: BranchCarrier, name: string): string | undefined {
+    const values = (carrier as GrpcCallLike).metadata.get(name);
+    if (values.length !== 1) return undefined;
+    return typeof values[0] === 'string' ? values[0] : undefined;
+  },
+
+  path(carrier: BranchCarrier): string {
+    return (carrier as GrpcCallLike).getPath?.() ?? '';
+  },
+
+  bodyDigest(context: ArgumentsHost): string | undefined {
+    const raw = (context.getArgByIndex<{ [RAW_REQUEST]?: Buffer } | undefined>(0) ?? {})[RAW_REQUEST];
+    return raw ? payloadDigest(raw) : undefined;
   },
 
   /**

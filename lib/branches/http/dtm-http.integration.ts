@@ -8,6 +8,7 @@ import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { DtmClient } from '../../client/dtm.client.js';
 import { parseAnswer } from '../../transport/payload.js';
+import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
@@ -60,8 +61,9 @@ export class DtmHttpIntegration {
     if (type === 'fastify') installFastify(adapter.getInstance(), this.allowList);
     if ((type === 'express' || type === 'fastify') && this.client) {
       const client = this.client;
-      const resume = (req: { query?: Record<string, unknown> }, res: unknown) => {
-        void answerResume(client, String(req.query?.op ?? ''), String(req.query?.gid ?? '')).then(({ status, body }) => adapter.reply(res, body, status));
+      const resume = (req: { query?: Record<string, unknown>; headers?: Record<string, unknown> }, res: unknown) => {
+        const auth = req.headers?.[AUTH_HEADER];
+        void answerResume(client, String(req.query?.op ?? ''), String(req.query?.gid ?? ''), typeof auth === 'string' ? auth : undefined).then(({ status, body }) => adapter.reply(res, body, status));
       };
       adapter.get(WORKFLOW_RESUME_PATH, resume);
       adapter.post(WORKFLOW_RESUME_PATH, resume);

@@ -1,5 +1,6 @@
 import { HttpException, type ArgumentsHost } from '@nestjs/common';
 import type { HttpAdapterHost } from '@nestjs/core';
+import { payloadDigest } from '../../auth/branch-auth.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
@@ -7,7 +8,7 @@ import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 
 type Query = Record<string, unknown> | undefined;
-type Request = { query?: Query };
+type Request = { query?: Query; headers?: Record<string, string | string[] | undefined>; originalUrl?: string; url?: string; rawBody?: unknown; body?: unknown };
 
 /** Whether a branch call's query lacks `key`: `gid`, `trans_type` and `op` must be non-empty strings, `branch_id` a string. */
 function lacks(query: Query, key: (typeof REQUIRED_BRANCH_QUERY)[number]): boolean {
@@ -42,6 +43,27 @@ export const httpBranchTransport: BranchTransport = {
     if (!this.completeOp(carrier)) return undefined;
     const get = (key: string) => (typeof query![key] === 'string' ? (query![key] as string) : '');
     return { gid: get('gid'), transType: get('trans_type'), branchId: get('branch_id'), op: get('op'), dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
+  },
+
+  header(carrier: BranchCarrier, name: string): string | undefined {
+    const value = (carrier as Request).headers?.[name];
+    return typeof value === 'string' ? value : undefined;
+  },
+
+  path(carrier: BranchCarrier): string {
+    const url = (carrier as Request).originalUrl ?? (carrier as Request).url ?? '';
+    const q = url.indexOf('?');
+    return q < 0 ? url : url.slice(0, q);
+  },
+
+  /** The raw body the module's reader kept; else (another parser read it) the parsed body re-encoded as JSON. */
+  bodyDigest(_context: ArgumentsHost, carrier: BranchCarrier): string | undefined {
+    const { rawBody, body } = carrier as Request;
+    if (Buffer.isBuffer(rawBody)) return payloadDigest(rawBody);
+    if (body === undefined || body === null || body === '') return payloadDigest(undefined);
+    if (typeof body === 'string' || Buffer.isBuffer(body)) return payloadDigest(body);
+    if (typeof body === 'object' && Object.keys(body).length === 0) return payloadDigest(undefined); // no body: parsers leave {}
+    return payloadDigest(JSON.stringify(body));
   },
 
   /**

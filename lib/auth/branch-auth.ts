@@ -1,0 +1,139 @@
+// Authenticated branch calls: what the calling app (the AP) signs and a participant checks.
+//
+// DTM authenticates nothing, and everything it stores (branch URLs, payloads, branch_headers) is
+// readable by anyone who can reach its API. So a signature is never a bearer secret: each token is
+// an HMAC, under a key shared by the AP and its participants, of exactly one call (channel, gid,
+// transaction type, branch id, op, target path and payload digest). Read back from DTM, it can
+// only repeat the call it was made for; the barrier makes that a no-op.
+//
+// Where tokens travel (HTTP header / gRPC metadata):
+// - `dtm-auth`: the tokens of the calls DTM makes (saga steps, msg branches and back-check,
+//   workflow resume), in the transaction's `branch_headers`, as `op.branchId=token,...` (channel `dtm`).
+// - `dtm-auth-call`: the token of a call the app makes itself (TCC Try, XA action, the app's own
+//   back-check, workflow steps); never stored in DTM (channel `app`).
+// - TCC confirm / cancel (registered after the transaction began, when its branch_headers are
+//   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
+//   payload, checked against DTM's record of the branch.
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { inspect } from 'node:util';
+
+/** Header (gRPC metadata key) of the tokens of the calls DTM makes. */
+export const AUTH_HEADER = 'dtm-auth';
+
+/** Header (gRPC metadata key) of the token of a call the app makes itself. */
+export const AUTH_CALL_HEADER = 'dtm-auth-call';
+
+/** Smallest accepted key length, in characters. */
+export const MIN_AUTH_KEY_LENGTH = 32;
+
+/** Who makes the call a token is for: DTM (token stored in DTM, readable there) or the app itself (never stored). */
+export type AuthChannel = 'dtm' | 'app';
+
+/** What one token names. */
+export interface SignedCall {
+  channel: AuthChannel;
+  gid: string;
+  transType: string;
+  branchId: string;
+  op: string;
+  /** HTTP: the URL's path; gRPC: `/package.Service/Method`; TCC branch: its confirm and cancel targets. */
+  target: string;
+  /** {@link payloadDigest} of the body DTM (or the app) sends. */
+  digest: string;
+}
+
+const TOKEN_LENGTH = 22; // 128 bits of the HMAC, base64url
+const EMPTY_DIGEST = createHash('sha256').digest('base64url');
+
+/** SHA-256 (base64url) of a branch body as it travels: the text or bytes; nothing is the empty body. */
+export function payloadDigest(payload: string | Uint8Array | undefined | null): string {
+  if (payload === undefined || payload === null || payload.length === 0) return EMPTY_DIGEST;
+  return createHash('sha256').update(payload).digest('base64url');
+}
+
+/** The path of an HTTP(S) URL, or a gRPC target's `/package.Service/Method`: what a token names as its target. */
+export function targetPath(target: string): string {
+  if (target.startsWith('http://') || target.startsWith('https://')) {
+    const start = target.indexOf('/', target.indexOf('//') + 2);
+    if (start < 0) return '/';
+    const end = target.search(/[?#]/);
+    return end < 0 ? target.slice(start) : target.slice(start, end);
+  }
+  const slash = target.indexOf('/');
+  return slash < 0 ? target : target.slice(slash);
+}
+
+/** The key of a call's entry in the `dtm-auth` header. */
+export function authEntryKey(op: string, branchId: string): string {
+  return `${encodeURIComponent(op)}.${branchId}`;
+}
+
+/**
+ * The module's branch-call keys (`lynx.dtm.branch_auth_keys`): the first signs, every one verifies
+ * (rotation: add the new key first, keep the old one second until every AP signs with the new one).
+ * Printing it prints no key.
+ */
+export class BranchAuth {
+  private readonly keys: readonly Buffer[];
+
+  constructor(keys: readonly string[]) {
+    if (keys.length === 0) throw new Error('BranchAuth needs at least one key');
+    this.keys = keys.map((k) => Buffer.from(k, 'utf8'));
+  }
+
+  /** The token of `call`, under the signing key. */
+  sign(call: SignedCall): string {
+    return mac(this.keys[0], call);
+  }
+
+  /** Whether `token` is the token of `call` under any accepted key. */
+  verify(call: SignedCall, token: string | undefined): boolean {
+    if (typeof token !== 'string' || token.length !== TOKEN_LENGTH) return false;
+    const given = Buffer.from(token, 'utf8');
+    let ok = false;
+    for (const key of this.keys) ok = timingSafeEqual(given, Buffer.from(mac(key, call), 'utf8')) || ok;
+    return ok;
+  }
+
+  /** The TCC branch id that carries its own token: `01-<token>`. */
+  tccBranchId(branchId: string, gid: string, confirm: string, cancel: string, digest: string): string {
+    return `${branchId}-${this.sign({ channel: 'dtm', gid, transType: 'tcc', branchId, op: 'tcc', target: tccTargets(confirm, cancel), digest })}`;
+  }
+
+  toJSON(): string {
+    return `BranchAuth(${this.keys.length} key${this.keys.length === 1 ? '' : 's'})`;
+  }
+
+  [inspect.custom](): string {
+    return this.toJSON();
+  }
+}
+
+/** What a TCC branch token names as its target: its confirm and cancel targets, as DTM stores them. */
+export function tccTargets(confirm: string, cancel: string): string {
+  return `${confirm}\n${cancel}`;
+}
+
+/** A TCC branch id split into the id DTM's SDKs would have made and the token it carries (`01-<token>`). */
+export function splitTccBranchId(branchId: string): { prefix: string; token?: string } {
+  const dash = branchId.indexOf('-');
+  return dash < 0 ? { prefix: branchId } : { prefix: branchId.slice(0, dash), token: branchId.slice(dash + 1) };
+}
+
+/** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`). */
+export function tokenInHeader(header: string | undefined, op: string, branchId: string): string | undefined {
+  if (!header) return undefined;
+  const key = `${authEntryKey(op, branchId)}=`;
+  for (const entry of header.split(',')) {
+    const trimmed = entry.trim();
+    if (trimmed.startsWith(key)) return trimmed.slice(key.length);
+  }
+  return undefined;
+}
+
+function mac(key: Buffer, call: SignedCall): string {
+  return createHmac('sha256', key)
+    .update(`nestjs-dtm/1\n${call.channel}\n${call.gid}\n${call.transType}\n${call.branchId}\n${call.op}\n${call.target}\n${call.digest}`)
+    .digest('base64url')
+    .slice(0, TOKEN_LENGTH);
+}

@@ -1,0 +1,113 @@
+import { Logger, UnauthorizedException } from '@nestjs/common';
+import { AUTH_CALL_HEADER, AUTH_HEADER, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth } from '../auth/branch-auth.js';
+import type { ArgumentsHost } from '@nestjs/common';
+import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
+import { MESSAGES } from '../dtm.messages.js';
+import type { BranchCarrier, BranchTransport } from './branch-transport.js';
+
+/** DTM's statuses of a transaction whose confirming phase began (TCC confirm, XA commit). */
+const CONFIRMING: readonly TransactionStatus[] = ['submitted', 'succeed'];
+/** DTM's statuses of a transaction whose compensating phase began (saga compensate, TCC cancel, XA rollback). */
+const COMPENSATING: readonly TransactionStatus[] = ['aborting', 'failed'];
+/** How much earlier than DTM's own clock says a back-check may arrive (clocks of DTM and the app differ a little). */
+const BACK_CHECK_CLOCK_SLACK_MS = 1000;
+
+const logger = new Logger('DtmBranchAuth');
+
+/** The call being checked: DTM's keys and what it came with. */
+interface CallUnderCheck {
+  gid: string;
+  transType: string;
+  branchId: string;
+  op: string;
+  path: string;
+  digest: string;
+}
+
+/** Where the check reads DTM's record of a transaction (the module's configured server, never one a call names). */
+export type RecordReader = (gid: string) => Promise<TransactionRecord | null>;
+
+/**
+ * With authenticated branch calls (`lynx.dtm.branch_auth_keys`), whether this branch call may run
+ * its handler; throws `UnauthorizedException` (HTTP 401, gRPC UNAUTHENTICATED) naming why, before
+ * the handler or the barrier runs. A call the app made itself carries its own token
+ * (`dtm-auth-call`); a call DTM makes carries the transaction's tokens (`dtm-auth`), or for TCC
+ * confirm / cancel a token in its branch id. Compensating and confirming ops also need DTM's record
+ * to say that phase began (one query, nothing cached), and DTM's back-check of a message needs the
+ * message to be due for one.
+ */
+export function authenticateBranchCall(
+  auth: BranchAuth,
+  readRecord: RecordReader,
+  transport: BranchTransport,
+  context: ArgumentsHost,
+  carrier: BranchCarrier,
+  where: string,
+): true | Promise<true> {
+  const info = transport.branchInfo(carrier, {})!;
+  const digest = transport.bodyDigest(context, carrier);
+  if (digest === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
+  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), digest };
+  const signed = { gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, digest };
+
+  const callToken = transport.header(carrier, AUTH_CALL_HEADER);
+  if (callToken !== undefined) {
+    if (!auth.verify({ channel: 'app', ...signed }, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
+    return true;
+  }
+  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where);
+  if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) return checkXaPhase2(readRecord, call, where);
+
+  const token = tokenInHeader(transport.header(carrier, AUTH_HEADER), call.op, call.branchId);
+  if (token === undefined) throw refuse(where, call, MESSAGES.authNoToken(AUTH_HEADER, AUTH_CALL_HEADER));
+  if (!auth.verify({ channel: 'dtm', ...signed }, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
+  if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
+  if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
+  return true;
+}
+
+async function inPhase(readRecord: RecordReader, call: CallUnderCheck, statuses: readonly TransactionStatus[], where: string): Promise<TransactionRecord> {
+  const record = await readRecord(call.gid);
+  if (!record) throw refuse(where, call, MESSAGES.authUnknownTransaction());
+  if (record.transType !== call.transType || !statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
+  return record;
+}
+
+/** DTM's record of this branch's `op` must name the endpoint that was called. */
+function recordedTarget(record: TransactionRecord, call: CallUnderCheck, op: string, where: string): string {
+  const url = record.branches.find((b) => b.branchId === call.branchId && b.op === op)?.url;
+  if (op === call.op && (!url || targetPath(url) !== call.path)) throw refuse(where, call, MESSAGES.authNotRecorded(call.path));
+  return url ?? '';
+}
+
+async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
+  const { prefix, token } = splitTccBranchId(call.branchId);
+  if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
+  const record = await inPhase(readRecord, call, call.op === 'confirm' ? CONFIRMING : COMPENSATING, where);
+  const confirm = recordedTarget(record, call, 'confirm', where);
+  const cancel = recordedTarget(record, call, 'cancel', where);
+  const ok = auth.verify({ channel: 'dtm', gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(confirm, cancel), digest: call.digest }, token);
+  if (!ok) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
+  return true;
+}
+
+/** XA phase 2 carries no payload: it may only finish what a verified action prepared, in the phase DTM is in, at the target it registered. */
+async function checkXaPhase2(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
+  const record = await inPhase(readRecord, call, call.op === 'commit' ? CONFIRMING : COMPENSATING, where);
+  recordedTarget(record, call, call.op, where);
+  return true;
+}
+
+/** DTM back-checks a message only while it is prepared, once its `timeout_to_fail` has passed. */
+async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
+  const record = await inPhase(readRecord, call, ['prepared'], where);
+  const due = (record.createTime?.getTime() ?? 0) + (record.options.timeoutToFail ?? 0) * 1000 - BACK_CHECK_CLOCK_SLACK_MS;
+  if (Date.now() < due) throw refuse(where, call, MESSAGES.authBackCheckEarly(new Date(due + BACK_CHECK_CLOCK_SLACK_MS).toISOString()));
+  return true;
+}
+
+function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string): UnauthorizedException {
+  const message = MESSAGES.authRefused(where, call.gid, call.branchId, call.op, reason);
+  logger.warn(message);
+  return new UnauthorizedException(message);
+}

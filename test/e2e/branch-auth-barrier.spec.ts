@@ -1,0 +1,140 @@
+// Authenticated branch calls on the barrier bank (PostgreSQL and MariaDB; HTTP routes and gRPC
+// methods of one hybrid app), against the real DTM server: the attacks of issue #13 that move money
+// or plant barrier rows are performed over both transports, and the databases are the oracle.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { DtmProtocol } from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { callGrpc } from '../support/grpc.js';
+import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+
+const KEY = randomBytes(33).toString('base64');
+const CASES = SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [SqlStore, DtmProtocol] => [store, protocol]));
+
+let t: BarrierApp;
+beforeAll(async () => {
+  t = await startBarrierApp(await fileDatabases(), { branchAuthKeys: [KEY] });
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+async function seed(store: SqlStore, balances: Record<number, number>): Promise<void> {
+  await t.sql[store].run('DELETE FROM account');
+  for (const [id, balance] of Object.entries(balances)) await t.sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [Number(id), balance]);
+}
+
+async function balances(store: SqlStore, ids: number[]): Promise<Record<number, number>> {
+  const result: Record<number, number> = {};
+  for (const id of ids) result[id] = Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
+  return result;
+}
+
+async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
+  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id', [gid]);
+  return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
+}
+
+function target(store: SqlStore, protocol: DtmProtocol, path: string): string {
+  if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
+  const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+  return `${t.grpcAddress}/tests.${grpcServiceOf(store)}/${method}`;
+}
+
+/** A branch call made by hand (an attacker's): HTTP with the query and headers, or gRPC with dtm-* metadata and headers as metadata. */
+async function attack(store: SqlStore, protocol: DtmProtocol, path: string, query: Record<string, string>, body: Move | undefined, headers: Record<string, string> = {}) {
+  if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query, headers);
+  const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, code: 0, text: await res.text() };
+}
+
+/** Refused as unauthenticated: HTTP 401, gRPC UNAUTHENTICATED (16). */
+const refused = (protocol: DtmProtocol) => (protocol === 'http' ? { status: 401 } : { code: 16 });
+
+describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, protocol) => {
+  it('a legitimate saga runs over DTM, its rollback compensates; a forged deposit with a made-up gid moves nothing', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const ok = await t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: 1, amount: 30 }).add(`${store}.transIn`, { account: 2, amount: 30 }).submitAndWait();
+    expect(ok.status).toBe('succeed');
+    const gid2 = await t.client.generateGid();
+    const failed = await t.client
+      .newSaga(gid2, { protocol })
+      .add(`${store}.transOut`, { account: 1, amount: 30 })
+      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'failure' })
+      .submitAndWait();
+    expect(failed.status).toBe('failed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+
+    const forged = await attack(store, protocol, 'trans-in', { gid: 'made-up', trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 2, amount: 1_000_000 });
+    expect(forged).toMatchObject(refused(protocol));
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+    expect(await barrierRows(store, 'made-up')).toEqual([]);
+  });
+
+  it('the withdraw compensated before it ran, with the token read from DTM: refused, so the real withdraw still runs (no money from nothing)', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    // step 1 crashes once: DTM retries it only at the next cron round, so step 2 (the withdraw) waits
+    await t.client
+      .newSaga(gid, { protocol, retryInterval: 60 })
+      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
+      .add(`${store}.transOut`, { account: 1, amount: 30 })
+      .submit();
+    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
+    expect(stored).toContain('compensate.02=');
+    const early = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '02', op: 'compensate' }, { account: 1, amount: 30 }, { 'dtm-auth': stored });
+    expect(early).toMatchObject(refused(protocol));
+    expect(early.text).toContain('DTM records the saga transaction as submitted');
+    expect((await barrierRows(store, gid)).filter((r) => r.startsWith('02/'))).toEqual([]);
+
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  });
+
+  it('TCC over DTM: cancel after a failed Try, confirm after success; a cancel sent early is refused and writes nothing', async () => {
+    await seed(store, { 1: 100 });
+    const gid = await t.client.generateGid();
+    let early: { status: number; code: number; text: string } | undefined;
+    await t.client.tccGlobalTransaction(
+      gid,
+      async (tcc) => {
+        await tcc.callBranch({ account: 1, amount: 40 }, `${store}.tccOut`);
+        const branchId = (await queryTrans(gid)).branches[0].branch_id;
+        early = await attack(store, protocol, 'tcc-out-cancel', { gid, trans_type: 'tcc', branch_id: branchId, op: 'cancel' }, { account: 1, amount: 40 });
+      },
+      { protocol },
+    );
+    expect(early).toMatchObject(refused(protocol));
+    await waitForTransStatus(gid, 'succeed');
+    expect(await balances(store, [1])).toEqual({ 1: 60 });
+    expect((await barrierRows(store, gid)).map((r) => r.replace(/^01-[\w-]+/, '01'))).toEqual(['01/confirm/01=confirm', '01/try/01=try']);
+
+    const gid2 = await t.client.generateGid();
+    await expect(
+      t.client.tccGlobalTransaction(gid2, async (tcc) => tcc.callBranch({ account: 1, amount: 1000 }, `${store}.tccOut`), { protocol }),
+    ).rejects.toThrow('insufficient balance');
+    await waitForTransStatus(gid2, 'failed');
+    expect(await balances(store, [1])).toEqual({ 1: 60 });
+  });
+
+  it('an anonymous back-check does not block the outbox: no barrier row, the message is delivered', async () => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    const forged = await attack(store, protocol, 'query-prepared', { gid, trans_type: 'msg', branch_id: '00', op: 'msg' }, undefined);
+    expect(forged).toMatchObject(refused(protocol));
+    expect(await barrierRows(store, gid)).toEqual([]);
+    const msg = t.client.newMsg(gid, { protocol }).add(`${store}.deliver`, { account: 1, amount: 5 });
+    await expect(msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => 'done')).resolves.toBe('done');
+    await waitForTransStatus(gid, 'succeed');
+    expect(await balances(store, [1])).toEqual({ 1: 5 });
+  });
+});

@@ -1,0 +1,186 @@
+// Authenticated branch calls (lynx.dtm.branch_auth_keys) against the real DTM server, on Express
+// and Fastify: legitimate saga, TCC (nested too), msg and XA transactions run, with DTM's retries;
+// every attack of issue #13 is performed and runs nothing. What an attacker can read back from DTM
+// (/query: branch_headers, branch ids, payloads) is used as the attacker would use it.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { DtmFailureError } from 'nestjs-dtm';
+import { BranchAuth, payloadDigest } from '../../lib/auth/branch-auth.js';
+import { queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
+
+const KEY = randomBytes(33).toString('base64');
+const OLD_KEY = randomBytes(33).toString('base64');
+const OTHER_KEY = randomBytes(33).toString('base64');
+
+/** A branch call made by hand, as an attacker (or DTM) would: query keys, headers, JSON body. */
+async function call(
+  t: BranchApp,
+  path: string,
+  query: Record<string, string>,
+  options: { body?: unknown; headers?: Record<string, string>; method?: string } = {},
+): Promise<{ status: number; text: string }> {
+  const url = `${t.url}${path}?${new URLSearchParams(query).toString()}`;
+  const hasBody = options.body !== undefined;
+  const res = await fetch(url, {
+    method: options.method ?? (hasBody ? 'POST' : 'GET'),
+    headers: { ...(hasBody ? { 'content-type': 'application/json' } : {}), ...options.headers },
+    body: hasBody ? JSON.stringify(options.body) : undefined,
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+const storedTokens = (answer: DtmQueryAnswer): string => answer.transaction?.branch_headers?.['dtm-auth'] ?? '';
+
+describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
+  let t: BranchApp;
+  beforeAll(async () => {
+    t = await startBranchApp(adapter, { branchAuthKeys: [KEY, OLD_KEY] });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+  beforeEach(() => t.ledger.reset());
+
+  it('a legitimate saga runs; a rollback runs the compensations; DTM stores only tokens bound to each call', async () => {
+    const gid = await t.client.generateGid();
+    const ok = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+    expect(ok.status).toBe('succeed');
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
+    const tokens = storedTokens(await queryTrans(gid));
+    expect(tokens.split(',').map((e) => e.split('=')[0])).toEqual(['action.01', 'compensate.01', 'action.02', 'compensate.02']);
+
+    t.ledger.reset();
+    t.ledger.script('transIn', 'failure');
+    const gid2 = await t.client.generateGid();
+    const failed = await t.client.newSaga(gid2).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+    expect(failed.status).toBe('failed');
+    expect(t.ledger.callsOf(gid2).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
+    expect(failed.rollbackReason).toContain('transIn refused: account frozen');
+  });
+
+  it('a forged call (made-up gid, no token) runs nothing: 401', async () => {
+    const forged = await call(t, '/api/v1/bank/trans-in', { gid: 'made-up', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 1_000_000 } });
+    expect(forged.status).toBe(401);
+    expect(forged.text).toContain('carries no token');
+    const garbage = await call(t, '/api/v1/bank/trans-in', { gid: 'made-up', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 1 }, headers: { 'dtm-auth': 'action.01=AAAAAAAAAAAAAAAAAAAAAA', 'dtm-auth-call': 'x' } });
+    expect(garbage.status).toBe(401);
+    expect(t.ledger.calls).toEqual([]);
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
+  });
+
+  it('tokens read back from DTM run no other gid, branch, op, endpoint or body, and no early compensation', async () => {
+    // step 1 answers ONGOING: the saga stays submitted, its tokens readable in DTM, step 2 not run yet
+    t.ledger.script('transOut', 'ongoing');
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
+    const stored = await waitForTransStatus(gid, 'submitted');
+    const headers = { 'dtm-auth': storedTokens(stored) };
+    const q = (over: Record<string, string> = {}) => ({ gid, trans_type: 'saga', branch_id: '02', op: 'action', ...over });
+
+    const attempts = [
+      await call(t, '/api/v1/bank/trans-in', q(), { body: { amount: 1_000_000 }, headers }), // another body
+      await call(t, '/api/v1/bank/trans-in', q({ gid: `${gid}x` }), { body: { amount: 30 }, headers }), // another gid
+      await call(t, '/api/v1/bank/trans-in', q({ branch_id: '01' }), { body: { amount: 30 }, headers }), // another branch
+      await call(t, '/api/v1/bank/trans-out', q(), { body: { amount: 30 }, headers }), // another endpoint
+      await call(t, '/api/v1/bank/trans-in-compensate', q({ op: 'compensate' }), { body: { amount: 30 }, headers }), // early compensation, valid token
+      await call(t, '/api/v1/bank/trans-in', q(), { body: { amount: 30 }, headers: { 'dtm-auth-call': headers['dtm-auth'].split(',')[2].split('=')[1] } }), // a stored token as the app's own
+    ];
+    expect(attempts.map((a) => a.status)).toEqual([401, 401, 401, 401, 401, 401]);
+    expect(attempts[4].text).toContain('DTM records the saga transaction as submitted');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut']);
+
+    await triggerCron();
+    const final = await waitForTransStatus(gid, ['succeed', 'failed']);
+    expect(final.transaction?.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOut', 'transIn']);
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
+  });
+
+  it('TCC: confirm and cancel run with the token in the branch id, in their phase only; nested TCC signs its own sub-branches', async () => {
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'));
+    const done = await waitForTransStatus(gid, 'succeed');
+    const branchId = done.branches[0].branch_id;
+    expect(branchId).toMatch(/^01-[\w-]{22}$/);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+
+    const q = { gid, trans_type: 'tcc', branch_id: branchId, op: 'cancel' };
+    const lateCancel = await call(t, '/api/inventory/cancel', q, { body: { sku: 'x' } });
+    expect(lateCancel.status).toBe(401);
+    expect(lateCancel.text).toContain('DTM records the tcc transaction as succeed');
+    const otherBody = await call(t, '/api/inventory/confirm', { ...q, op: 'confirm' }, { body: { sku: 'y' } });
+    expect(otherBody.status).toBe(401);
+    const noToken = await call(t, '/api/inventory/confirm', { ...q, op: 'confirm', branch_id: '01' }, { body: { sku: 'x' } });
+    expect(noToken.status).toBe(401);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+
+    // nested: the order Try registers two inventory sub-branches of its own branch id
+    const nested = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(nested, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'order'));
+    const final = await waitForTransStatus(nested, 'succeed');
+    expect(final.branches.map((b) => b.branch_id.split('-')[0])).toEqual(['01', '01', '0101', '0101', '0102', '0102']);
+    expect(t.ledger.callsOf(nested).map((c) => c.handler).sort()).toEqual(['inventoryConfirm', 'inventoryConfirm', 'inventoryTry', 'inventoryTry', 'orderConfirm', 'orderTry']);
+  });
+
+  it('TCC rollback: the cancel DTM sends runs', async () => {
+    t.ledger.script('inventoryTry', 'failure');
+    const gid = await t.client.generateGid();
+    await expect(t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'))).rejects.toBeInstanceOf(DtmFailureError);
+    await waitForTransStatus(gid, 'failed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryCancel']);
+  });
+
+  it('msg: an anonymous or early back-check runs nothing; DTM\'s own, once due, runs and the message is delivered', async () => {
+    const gid = await t.client.generateGid();
+    await t.client.newMsg(gid, { timeoutToFail: 3 }).add('notify', { order: 7 }).prepare('order');
+    const q = { gid, trans_type: 'msg', branch_id: '00', op: 'msg' };
+    expect((await call(t, '/api/outbox/query-prepared', q)).status).toBe(401);
+    const early = await call(t, '/api/outbox/query-prepared', q, { headers: { 'dtm-auth': storedTokens(await queryTrans(gid)) } });
+    expect(early.status).toBe(401);
+    expect(early.text).toContain('DTM back-checks this message only after');
+    expect(t.ledger.callsOf(gid)).toEqual([]);
+
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await triggerCron();
+    await waitForTransStatus(gid, 'succeed');
+    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.body])).toEqual([
+      ['queryPrepared', undefined],
+      ['notify', { order: 7 }],
+    ]);
+  });
+
+  it('XA: a rollback sent before the commit runs nothing, the commit DTM sends runs', async () => {
+    const gid = await t.client.generateGid();
+    let attack: { status: number; text: string } | undefined;
+    await t.client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ amount: 5 }, 'bank');
+      attack = await call(t, '/api/outbox/xa', { gid, trans_type: 'xa', branch_id: '01', op: 'rollback' }, { method: 'POST' });
+    });
+    expect(attack?.status).toBe(401);
+    expect(attack?.text).toContain('DTM records the xa transaction as prepared');
+    await waitForTransStatus(gid, 'succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
+  });
+
+  it('key rotation: calls signed with the second key run; calls signed with a key the app does not hold do not', async () => {
+    const old = await startBranchApp(adapter, { branchAuthKeys: [OLD_KEY] });
+    try {
+      const gid = await old.client.generateGid();
+      const target = (path: string) => `${t.url}/api/v1/bank/${path}`;
+      const final = await old.client.newSaga(gid).add(target('trans-out'), target('trans-out-compensate'), { amount: 10 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut']);
+    } finally {
+      await old.close();
+    }
+    const stranger = new BranchAuth([OTHER_KEY]);
+    const signed = stranger.sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', digest: payloadDigest('{"amount":5}') });
+    const refused = await call(t, '/api/v1/bank/trans-in', { gid: 'g-stranger', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 5 }, headers: { 'dtm-auth-call': signed } });
+    expect(refused.status).toBe(401);
+    const withKey = new BranchAuth([KEY]).sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', digest: payloadDigest('{"amount":5}') });
+    const accepted = await call(t, '/api/v1/bank/trans-in', { gid: 'g-stranger', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 5 }, headers: { 'dtm-auth-call': withKey } });
+    expect(accepted.status).toBe(200);
+    expect(t.ledger.callsOf('g-stranger').map((c) => c.handler)).toEqual(['transIn']);
+  });
+});

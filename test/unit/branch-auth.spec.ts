@@ -1,0 +1,86 @@
+// The tokens of authenticated branch calls, and their configuration (lynx.dtm.branch_auth_keys).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
+import { BranchAuth, payloadDigest, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
+
+const KEY_A = 'a'.repeat(40);
+const KEY_B = 'b'.repeat(40);
+const call: SignedCall = { channel: 'dtm', gid: 'g1', transType: 'saga', branchId: '01', op: 'action', target: '/api/deposit', digest: payloadDigest('{"amount":5}') };
+
+describe('BranchAuth', () => {
+  it('a token verifies for exactly the call it was made for', () => {
+    const auth = new BranchAuth([KEY_A]);
+    const token = auth.sign(call);
+    expect(token).toMatch(/^[\w-]{22}$/);
+    expect(auth.verify(call, token)).toBe(true);
+    for (const change of [{ channel: 'app' }, { gid: 'g2' }, { transType: 'msg' }, { branchId: '02' }, { op: 'compensate' }, { target: '/api/withdraw' }, { digest: payloadDigest('{"amount":6}') }] as Partial<SignedCall>[]) {
+      expect(auth.verify({ ...call, ...change }, token)).toBe(false);
+    }
+    expect(auth.verify(call, undefined)).toBe(false);
+    expect(auth.verify(call, `${token}x`)).toBe(false);
+  });
+
+  it('rotation: the first key signs, every key verifies', () => {
+    const rotating = new BranchAuth([KEY_B, KEY_A]);
+    expect(rotating.verify(call, new BranchAuth([KEY_A]).sign(call))).toBe(true);
+    expect(rotating.verify(call, new BranchAuth([KEY_B]).sign(call))).toBe(true);
+    expect(new BranchAuth([KEY_A]).verify(call, rotating.sign(call))).toBe(false);
+  });
+
+  it('prints no key', () => {
+    const auth = new BranchAuth([KEY_A, KEY_B]);
+    expect(JSON.stringify({ auth })).toBe('{"auth":"BranchAuth(2 keys)"}');
+    expect(inspect(auth)).toBe('BranchAuth(2 keys)');
+  });
+
+  it('reads targets, header entries and TCC branch ids', () => {
+    expect(targetPath('http://bank:3000/api/deposit?x=1')).toBe('/api/deposit');
+    expect(targetPath('https://bank')).toBe('/');
+    expect(targetPath('bank:50051/bank.Bank/Deposit')).toBe('/bank.Bank/Deposit');
+    expect(tokenInHeader('action.01=AAA,compensate.01=BBB, msg.00=CCC', 'compensate', '01')).toBe('BBB');
+    expect(tokenInHeader('action.01=AAA', 'action', '0')).toBeUndefined();
+    expect(tokenInHeader('transfer.v1.00=DDD', 'transfer.v1', '00')).toBe('DDD');
+    expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
+    expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
+    expect(payloadDigest(undefined)).toBe(payloadDigest(''));
+    expect(payloadDigest(Buffer.from('{"a":1}'))).toBe(payloadDigest('{"a":1}'));
+  });
+});
+
+describe('lynx.dtm.branch_auth_keys', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-auth-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (text: string) => {
+    const path = join(dir, `c${Math.random()}.yaml`);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it('takes keys from the environment; the optional second one may be unset', () => {
+    const config = resolveDtmConfig({ configFile: file('lynx:\n  dtm:\n    branch_auth_keys: ["${K1}", "${K2:}"]\n') }, { K1: KEY_A });
+    expect(config.branchAuthKeys?.verify(call, new BranchAuth([KEY_A]).sign(call))).toBe(true);
+    expect(resolveDtmConfig({ config: { branchAuthKeys: [KEY_B] } }, {}).branchAuthKeys?.verify(call, new BranchAuth([KEY_B]).sign(call))).toBe(true);
+    expect(resolveDtmConfig({}, {}).branchAuthKeys).toBeUndefined();
+  });
+
+  it('refuses short, missing or non-string keys at start-up, naming the path and never the key', () => {
+    const problems = (options: Parameters<typeof resolveDtmConfig>[0], env: NodeJS.ProcessEnv = {}) => {
+      try {
+        resolveDtmConfig(options, env);
+      } catch (err) {
+        expect(err).toBeInstanceOf(DtmConfigError);
+        return (err as DtmConfigError).problems.map((p) => `${p.path}: ${p.message}`);
+      }
+      throw new Error('expected a DtmConfigError');
+    };
+    const short = problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_keys: ["${K1}"]\n') }, { K1: 'secret-but-short' });
+    expect(short).toEqual([expect.stringContaining('lynx.dtm.branch_auth_keys: must list keys of at least 32 characters')]);
+    expect(short.join()).not.toContain('secret-but-short');
+    expect(problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_keys: ["${K1:}"]\n') })).toEqual([expect.stringContaining('lists no key')]);
+    expect(problems({ config: { branchAuthKeys: [12345 as unknown as string] } })).toEqual([expect.stringContaining('#1: number (quote it)')]);
+  });
+});
