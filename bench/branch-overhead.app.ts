@@ -2,6 +2,7 @@
 //   node .build/bench/branch-overhead.app.js dtm   [http|grpc] -> DtmModule + a @SagaAction branch
 //   node .build/bench/branch-overhead.app.js plain [http|grpc] -> plain Nest, the same handler without the library
 //   node .build/bench/branch-overhead.app.js dtm-plain [http|grpc] -> DtmModule, the plain handler (the module's cost on other routes / methods)
+//   node .build/bench/branch-overhead.app.js auth  [http|grpc] -> as dtm, with authenticated branch calls (key from BENCH_AUTH_KEY)
 // http (the default): an Express app, the handler a POST route; it prints `port N`.
 // grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
 // handler a @GrpcMethod of bench.BranchBench (bench/bench.proto), the HTTP side serving nothing;
@@ -68,7 +69,13 @@ function grpcControllers() {
 
 const { decorated, plain } = grpc ? grpcControllers() : { decorated: DecoratedController, plain: PlainController };
 const dtm = () =>
-  DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr', ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}) } });
+  DtmModule.forRoot({
+    config: {
+      serverUrl: 'http://127.0.0.1:1/api/dtmsvr',
+      ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}),
+      ...(mode === 'auth' ? { branchAuthKeys: [process.env.BENCH_AUTH_KEY!] } : {}),
+    },
+  });
 
 function moduleOf(imports: unknown[], controller: Type): Type {
   @Module({ imports: imports as never[], controllers: [controller] })
@@ -76,7 +83,7 @@ function moduleOf(imports: unknown[], controller: Type): Type {
   return AppModule;
 }
 
-const appModule = mode === 'dtm' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
+const appModule = mode === 'dtm' || mode === 'auth' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
 const app = await NestFactory.create(appModule, { logger: ['error'] });
 if (microservices) {
   if (!grpcPort) throw new Error('GRPC_PORT is not set');

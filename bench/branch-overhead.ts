@@ -23,13 +23,20 @@
 // With --trace every request also carries a W3C traceparent, which the module passes on: it then
 // enters its AsyncLocalStorage for each request, which on Node 20 slows every promise down.
 //
+// With --auth a third app per transport serves the decorated branch with authenticated branch
+// calls (lynx.dtm.branch_auth_keys), and every request to it carries the tokens DTM would send for
+// a two-step saga (the dtm-auth header / metadata, four entries, one for this call): the figure is
+// then also authenticated / unauthenticated (target >= 0.90, issue #13).
+//
 //   npm run bench:branch -- [--transport http|grpc|both] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import protoLoader from '@grpc/proto-loader';
+import { randomBytes } from 'node:crypto';
+import { BranchAuth, payloadDigest } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
 import {
@@ -58,6 +65,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '10' },
     env: { type: 'string', default: 'production' },
     trace: { type: 'boolean', default: false },
+    auth: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -69,7 +77,8 @@ if (grpcClient !== 'http2' && grpcClient !== 'grpc-js') throw new Error(`--grpc-
 if (!['http', 'grpc', 'both'].includes(values.transport!)) throw new Error(`--transport: http, grpc or both, not ${values.transport}`);
 const transports = (values.transport === 'both' ? ['http', 'grpc'] : [values.transport]) as Transport[];
 type Transport = 'http' | 'grpc';
-type Mode = 'dtm' | 'plain';
+type Mode = 'dtm' | 'plain' | 'auth';
+const modes: Mode[] = values.auth ? ['dtm', 'plain', 'auth'] : ['dtm', 'plain'];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
@@ -81,6 +90,17 @@ const GRPC_PATH = '/bench.BranchBench/Branch';
 const orderBytes = (protoLoader.loadSync(BENCH_PROTO, BENCH_LOADER)['bench.BranchBench'] as unknown as Record<string, { requestSerialize(v: unknown): Buffer }>).Branch.requestSerialize(order);
 const grpcRequest = { bytes: orderBytes, metadata: branchMetadata('BenchGid0000000000001', 'action', values.trace ? { traceparent } : {}) };
 
+// --auth: the tokens a two-step saga stores in DTM, this call's among them (as DTM sends them on every call)
+const AUTH_KEY = randomBytes(33).toString('base64');
+function sagaTokens(path: string, payload: string | Uint8Array): string {
+  const auth = new BranchAuth([AUTH_KEY]);
+  const sign = (branchId: string, op: string, target: string) =>
+    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, digest: payloadDigest(payload) })}`;
+  return [sign('01', 'action', path), sign('01', 'compensate', `${path}-compensate`), sign('02', 'action', `${path}-2`), sign('02', 'compensate', `${path}-2-compensate`)].join(',');
+}
+const authHeaders = { ...headers, 'dtm-auth': sagaTokens('/bench/branch', body) };
+const authGrpcRequest = { bytes: orderBytes, metadata: branchMetadata('BenchGid0000000000001', 'action', { ...(values.trace ? { traceparent } : {}), 'dtm-auth': sagaTokens(GRPC_PATH, orderBytes) }) };
+
 interface App {
   pid: number;
   /** Runs the transport's load on the app for `s` seconds. */
@@ -89,7 +109,7 @@ interface App {
 }
 
 async function startApp(transport: Transport, mode: Mode): Promise<App> {
-  const env: Record<string, string> = { NODE_ENV: values.env! };
+  const env: Record<string, string> = { NODE_ENV: values.env!, BENCH_AUTH_KEY: AUTH_KEY };
   if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
   const started = await startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode, transport], env);
   const close = () => started.child.kill('SIGTERM');
@@ -100,7 +120,7 @@ async function startApp(transport: Transport, mode: Mode): Promise<App> {
       async load(s) {
         let bad = 0;
         const result = await closedLoopRun(connections, s, async () => {
-          if ((await postJson(agent, started.port, `/bench/branch${query}`, body, headers)) !== 200) bad++;
+          if ((await postJson(agent, started.port, `/bench/branch${query}`, body, mode === 'auth' ? authHeaders : headers)) !== 200) bad++;
         });
         if (bad > 0) throw new Error(`${bad} answers were not 200`);
         return result;
@@ -114,7 +134,7 @@ async function startApp(transport: Transport, mode: Mode): Promise<App> {
   const caller = grpcCaller(grpcClient, `127.0.0.1:${started.grpcPort}`, channelCount);
   return {
     pid: started.child.pid!,
-    load: (s) => grpcLoad(caller, connections, s, GRPC_PATH, () => grpcRequest),
+    load: (s) => grpcLoad(caller, connections, s, GRPC_PATH, mode === 'auth' ? () => authGrpcRequest : () => grpcRequest),
     close: () => {
       caller.close();
       close();
@@ -128,9 +148,9 @@ async function main(): Promise<void> {
   console.log(
     `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.includes('http') ? 'connections (HTTP) / ' : ''}` +
       `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
-      `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}`,
+      `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}`,
   );
-  const keys = transports.flatMap((t) => (['dtm', 'plain'] as const).map((m) => `${t}:${m}` as const));
+  const keys = transports.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
   const apps = {} as Record<(typeof keys)[number], App>;
   try {
     for (const key of keys) {
@@ -142,8 +162,9 @@ async function main(): Promise<void> {
     // (a pair measured seconds apart); which transport and which app go first rotate over the rounds
     const schedule = (round: number) => {
       const ts = round % 2 === 0 ? transports : [...transports].reverse();
-      const modes = Math.floor(round / transports.length) % 2 === 0 ? (['dtm', 'plain'] as const) : (['plain', 'dtm'] as const);
-      return ts.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
+      const turn = Math.floor(round / transports.length) % modes.length;
+      const sequence = [...modes.slice(turn), ...modes.slice(0, turn)];
+      return ts.flatMap((t) => sequence.map((m) => `${t}:${m}` as const));
     };
     const results = await interleaved(keys, rounds, (key) => metered(apps[key].pid, () => apps[key].load(seconds)), schedule);
     // per-round lines, then the summary side by side
@@ -163,6 +184,12 @@ async function main(): Promise<void> {
       ['plain: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'plain')), ' µs')],
       ['decorated: requests/s', (t) => fmtSeries(rate(t, 'dtm'), '/s')],
       ['plain: requests/s', (t) => fmtSeries(rate(t, 'plain'), '/s')],
+      ...(values.auth
+        ? ([
+            ['authenticated: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'auth')), ' µs')],
+            ['authenticated: requests/s', (t) => fmtSeries(rate(t, 'auth'), '/s')],
+          ] as [string, (t: Transport) => string][])
+        : []),
       ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
     ];
     console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(34) + transports.map((t) => t.padEnd(30)).join(''));
@@ -175,6 +202,14 @@ async function main(): Promise<void> {
         console.log(`  ${t.padEnd(4)} plain / decorated app CPU per request = ${formatSpread(ratio)}   target >= 0.90: ${ratio.median >= 0.9 ? 'met' : 'MISSED'}`);
       }
       console.log(`  ${t.padEnd(4)} decorated / plain requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'dtm'), rate(t, 'plain'))))}`);
+      if (values.auth) {
+        const a = cpuSeries(of(t, 'auth'));
+        if (d && a) {
+          const ratio = spread(pairedRatios(d, a));
+          console.log(`  ${t.padEnd(4)} unauthenticated / authenticated app CPU per request = ${formatSpread(ratio)}   target >= 0.90: ${ratio.median >= 0.9 ? 'met' : 'MISSED'}`);
+        }
+        console.log(`  ${t.padEnd(4)} authenticated / unauthenticated requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'auth'), rate(t, 'dtm'))))}`);
+      }
     }
   } finally {
     for (const app of Object.values(apps)) app.close();

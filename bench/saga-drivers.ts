@@ -11,6 +11,7 @@
 import http from 'node:http';
 import grpc from '@grpc/grpc-js';
 import axios from 'axios';
+import { randomBytes } from 'node:crypto';
 import { DtmClient, resolveDtmConfig } from 'nestjs-dtm';
 import protobuf from 'protobufjs';
 
@@ -31,7 +32,7 @@ export interface SagaDriver {
   name: string;
   protocol: Protocol;
   /** library: DtmClient; hand: the same calls written by hand (the baseline); reference: a leaner client, for information. */
-  role: 'library' | 'hand' | 'reference';
+  role: 'library' | 'hand' | 'reference' | 'auth';
   run(): Promise<void>;
   close(): void;
 }
@@ -79,9 +80,15 @@ export const DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: stri
   { protocol: 'grpc', role: 'hand', name: 'by hand, grpc-js' },
 ];
 
-/** The driver of `protocol` and `role` (one of {@link DRIVERS}). */
+/** With `--auth`: DtmClient with authenticated branch calls (every step's tokens signed into the saga's branch_headers). */
+export const AUTH_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string }[] = [
+  { protocol: 'http', role: 'auth', name: 'DtmClient, authenticated' },
+  { protocol: 'grpc', role: 'auth', name: 'DtmClient, authenticated' },
+];
+
+/** The driver of `protocol` and `role` (one of {@link DRIVERS} or {@link AUTH_DRIVERS}). */
 export function sagaDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
-  if (role === 'library') return libraryDriver(endpoints, protocol);
+  if (role === 'library' || role === 'auth') return libraryDriver(endpoints, protocol, role === 'auth');
   if (protocol === 'grpc' && role === 'hand') return grpcDriver(endpoints);
   const driver = protocol === 'http' ? httpDrivers(endpoints).find((d) => d.role === role) : undefined;
   if (!driver) throw new Error(`no ${protocol} driver ${role}`);
@@ -93,13 +100,14 @@ export function sagaDrivers(endpoints: SagaEndpoints, protocols: Protocol[]): Sa
   return DRIVERS.filter((d) => protocols.includes(d.protocol)).map((d) => sagaDriver(endpoints, d.protocol, d.role));
 }
 
-/** (a) DtmClient, the same code for both protocols but for `protocol`. */
-function libraryDriver({ serverUrl, grpcAddress, branchUrl }: SagaEndpoints, protocol: Protocol): SagaDriver {
-  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl, grpcServer: grpcAddress, protocol } }, {}));
+/** (a) DtmClient, the same code for both protocols but for `protocol`; `auth`: with authenticated branch calls. */
+function libraryDriver({ serverUrl, grpcAddress, branchUrl }: SagaEndpoints, protocol: Protocol, auth = false): SagaDriver {
+  const branchAuthKeys = auth ? [randomBytes(33).toString('base64')] : undefined;
+  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl, grpcServer: grpcAddress, protocol, branchAuthKeys } }, {}));
   return {
-    name: 'DtmClient',
+    name: auth ? 'DtmClient, authenticated' : 'DtmClient',
     protocol,
-    role: 'library',
+    role: auth ? 'auth' : 'library',
     run: async () => {
       const gid = await client.generateGid();
       await client

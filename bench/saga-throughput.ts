@@ -23,7 +23,10 @@
 // leaves is collected during the next one's round, and code shared by two drivers (the transaction
 // core by both DtmClient drivers, axios, grpc-js) is compiled for both.
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10]
+// With --auth, one more driver per protocol: DtmClient with authenticated branch calls
+// (lynx.dtm.branch_auth_keys), compared with DtmClient without (target >= 0.95, issue #13).
+//
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -31,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startStack } from '../test/support/services/stack.js';
 import { processCpuMicros, quantile, startAppProcess } from './load.js';
-import { DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
+import { AUTH_DRIVERS, DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     callers: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '10' },
+    auth: { type: 'boolean', default: false },
   },
 });
 if (!['http', 'grpc', 'both'].includes(values.protocol!)) throw new Error(`--protocol must be http, grpc or both, not ${values.protocol}`);
@@ -126,7 +130,7 @@ async function main(): Promise<void> {
     branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
     const dtm = stack.info.dtm!;
     const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
-    for (const driver of DRIVERS.filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : [])].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
     const branchPid = branches.child.pid!;
     const serverPids = stack.processes.map((p) => p.pid);
     const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
@@ -177,6 +181,13 @@ async function main(): Promise<void> {
     for (const p of protocols) {
       console.log(`  ${label(p)} caller CPU per saga, by hand / DtmClient >= ${TARGET}: ${verdict(cpuRatios(p))}`);
       console.log(`  ${label(p)} throughput, DtmClient / by hand >= ${TARGET}:          ${verdict(rateRatios(p))}`);
+    }
+    if (values.auth) {
+      for (const p of protocols) {
+        const cpu = of(p, 'library').map((s, i) => s.cpu / of(p, 'auth')[i].cpu);
+        const rate = of(p, 'library').map((s, i) => of(p, 'auth')[i].rate / s.rate);
+        console.log(`  ${label(p)} authenticated calls: caller CPU per saga, off / on = ${spread(cpu)}; sagas/s, on / off >= ${TARGET}: ${verdict(rate)}`);
+      }
     }
     if (protocols.includes('http')) {
       const [lib, bare] = [of('http', 'library'), of('http', 'reference')];
