@@ -14,7 +14,7 @@
 // - TCC confirm / cancel (registered after the transaction began, when its branch_headers are
 //   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
 //   payload, checked against DTM's record of the branch.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hash, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
 
 /** Header (gRPC metadata key) of the tokens of the calls DTM makes. */
@@ -43,12 +43,12 @@ export interface SignedCall {
 }
 
 const TOKEN_LENGTH = 22; // 128 bits of the HMAC, base64url
-const EMPTY_DIGEST = createHash('sha256').digest('base64url');
+const EMPTY_DIGEST = hash('sha256', '', 'base64url');
 
 /** SHA-256 (base64url) of a branch body as it travels: the text or bytes; nothing is the empty body. */
 export function payloadDigest(payload: string | Uint8Array | undefined | null): string {
   if (payload === undefined || payload === null || payload.length === 0) return EMPTY_DIGEST;
-  return createHash('sha256').update(payload).digest('base64url');
+  return hash('sha256', payload, 'base64url'); // one-shot: less than half of createHash's cost
 }
 
 /** The path of an HTTP(S) URL, or a gRPC target's `/package.Service/Method`: what a token names as its target. */
@@ -74,11 +74,11 @@ export function authEntryKey(op: string, branchId: string): string {
  * Printing it prints no key.
  */
 export class BranchAuth {
-  private readonly keys: readonly Buffer[];
+  private readonly keys: readonly KeyObject[];
 
   constructor(keys: readonly string[]) {
     if (keys.length === 0) throw new Error('BranchAuth needs at least one key');
-    this.keys = keys.map((k) => Buffer.from(k, 'utf8'));
+    this.keys = keys.map((k) => createSecretKey(Buffer.from(k, 'utf8')));
   }
 
   /** The token of `call`, under the signing key. */
@@ -131,7 +131,7 @@ export function tokenInHeader(header: string | undefined, op: string, branchId: 
   return undefined;
 }
 
-function mac(key: Buffer, call: SignedCall): string {
+function mac(key: KeyObject, call: SignedCall): string {
   return createHmac('sha256', key)
     .update(`nestjs-dtm/1\n${call.channel}\n${call.gid}\n${call.transType}\n${call.branchId}\n${call.op}\n${call.target}\n${call.digest}`)
     .digest('base64url')
