@@ -31,9 +31,10 @@ import {
   type BarrierDatabase,
   type BranchInfo,
   type DtmConfigInput,
+  type DtmProtocol,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
-import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
 
@@ -345,6 +346,69 @@ export async function startBarrierApp(dbs: FileDatabases, config: DtmConfigInput
       await app.close();
       await Promise.all([pgPool.end(), myPool.end()]);
       redis.disconnect();
+    },
+  };
+}
+
+/** A bank of the barrier app: a SQL store's, or the Redis one. */
+export type BankStore = SqlStore | 'redis';
+
+/** What a direct branch call answered (HTTP status, or for gRPC the status DTM would read and the code). */
+export interface BankAnswer {
+  status: number;
+  code?: number;
+  text: string;
+}
+
+/** Test helpers on the barrier app `app()` (read when called: the app starts in beforeAll). */
+export function bankHelpers(app: () => BarrierApp) {
+  /** The target of the branch at `path` of `store`'s bank on `protocol`: its URL, or its gRPC method (`trans-out` → `TransOut`). */
+  const target = (store: BankStore, protocol: DtmProtocol, path: string): string => {
+    const t = app();
+    if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
+    const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+    return `${t.grpcAddress}/tests.${grpcServiceOf(store as SqlStore)}/${method}`;
+  };
+  return {
+    target,
+    /** Sets the accounts of `store` to exactly `balances`. */
+    async seed(store: BankStore, balances: Record<number, number>): Promise<void> {
+      const t = app();
+      if (store === 'redis') {
+        for (const [id, balance] of Object.entries(balances)) await t.redis.set(t.redisKey(Number(id)), balance);
+        return;
+      }
+      await t.sql[store].run('DELETE FROM account');
+      for (const [id, balance] of Object.entries(balances)) await t.sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [Number(id), balance]);
+    },
+    /** The balances of accounts `ids` in `store`. */
+    async balances(store: BankStore, ids: number[]): Promise<Record<number, number>> {
+      const t = app();
+      const result: Record<number, number> = {};
+      for (const id of ids) {
+        if (store === 'redis') result[id] = Number(await t.redis.get(t.redisKey(id)));
+        else result[id] = Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
+      }
+      return result;
+    },
+    /** The barrier rows of `gid` in `store`, as `branch_id/op/barrier_id=reason`, in key order. */
+    async barrierRows(store: SqlStore, gid: string): Promise<string[]> {
+      const { rows } = await app().sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id', [gid]);
+      return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
+    },
+    /**
+     * Calls a branch of `store`'s bank directly, as DTM (or an attacker) would: HTTP POST with the
+     * query, or gRPC with the dtm-* metadata; `headers` as headers / metadata; `body` undefined: no
+     * body (GET) / an empty message.
+     */
+    async callBranch(store: BankStore, protocol: DtmProtocol, path: string, query: Record<string, string>, body?: Move, headers: Record<string, string> = {}): Promise<BankAnswer> {
+      if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query, headers);
+      const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
+        method: body === undefined ? 'GET' : 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, text: await res.text() };
     },
   };
 }

@@ -19,11 +19,10 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { callGrpc, requestBytes } from '../support/grpc.js';
+import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
 
-type Store = SqlStore | 'redis';
 /** Every SQL store over both protocols; Redis (handlers calling redisCheckAdjustAmount) over HTTP. */
 const CASES: [Store, DtmProtocol][] = [...SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [Store, DtmProtocol] => [store, protocol])), ['redis', 'http']];
 const SQL_CASES = CASES.filter(([store]) => store !== 'redis') as [SqlStore, DtmProtocol][];
@@ -40,49 +39,7 @@ beforeEach(() => {
   t.runs.errorOnce.clear();
 });
 
-/** Sets the accounts of `store` to exactly `balances`. */
-async function seed(store: Store, balances: Record<number, number>): Promise<void> {
-  if (store === 'redis') {
-    for (const [id, balance] of Object.entries(balances)) await t.redis.set(t.redisKey(Number(id)), balance);
-    return;
-  }
-  await t.sql[store].run('DELETE FROM account');
-  for (const [id, balance] of Object.entries(balances)) await t.sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [Number(id), balance]);
-}
-
-/** The balances of accounts `ids` in `store`. */
-async function balances(store: Store, ids: number[]): Promise<Record<number, number>> {
-  const result: Record<number, number> = {};
-  for (const id of ids) {
-    if (store === 'redis') result[id] = Number(await t.redis.get(t.redisKey(id)));
-    else result[id] = Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
-  }
-  return result;
-}
-
-/** The barrier rows of `gid` in `store`, as `branch_id/op/barrier_id=reason`, in key order. */
-async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
-  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id', [gid]);
-  return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
-}
-
-/** The target of the branch at `path` of `store`'s bank on `protocol`: its URL, or its gRPC method (`trans-out` → `TransOut`). */
-function target(store: Store, protocol: DtmProtocol, path: string): string {
-  if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
-  const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
-  return `${t.grpcAddress}/tests.${grpcServiceOf(store as SqlStore)}/${method}`;
-}
-
-/** Calls a branch of `store`'s bank directly, as DTM would (HTTP POST with the query, or gRPC with the dtm-* metadata); `body` undefined: no body / an empty message. */
-async function callBranch(store: Store, protocol: DtmProtocol, path: string, query: { gid: string; trans_type: string; branch_id: string; op: string }, body?: Move) {
-  if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query);
-  const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, text: await res.text() };
-}
+const { seed, balances, barrierRows, target, callBranch } = bankHelpers(() => t);
 
 const transfer = (store: Store, protocol: DtmProtocol, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
   t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });

@@ -6,9 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { callGrpc } from '../support/grpc.js';
 import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+import { bankHelpers, SQL_STORES, startBarrierApp, type BankAnswer, type BarrierApp, type SqlStore } from './barrier-app.js';
 
 const KEY = randomBytes(33).toString('base64');
 const CASES = SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [SqlStore, DtmProtocol] => [store, protocol]));
@@ -21,38 +20,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function seed(store: SqlStore, balances: Record<number, number>): Promise<void> {
-  await t.sql[store].run('DELETE FROM account');
-  for (const [id, balance] of Object.entries(balances)) await t.sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [Number(id), balance]);
-}
-
-async function balances(store: SqlStore, ids: number[]): Promise<Record<number, number>> {
-  const result: Record<number, number> = {};
-  for (const id of ids) result[id] = Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
-  return result;
-}
-
-async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
-  const { rows } = await t.sql[store].run('SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id', [gid]);
-  return rows.map((r) => `${r.branch_id}/${r.op}/${r.barrier_id}=${r.reason}`);
-}
-
-function target(store: SqlStore, protocol: DtmProtocol, path: string): string {
-  if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
-  const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
-  return `${t.grpcAddress}/tests.${grpcServiceOf(store)}/${method}`;
-}
-
-/** A branch call made by hand (an attacker's): HTTP with the query and headers, or gRPC with dtm-* metadata and headers as metadata. */
-async function attack(store: SqlStore, protocol: DtmProtocol, path: string, query: Record<string, string>, body: Move | undefined, headers: Record<string, string> = {}) {
-  if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query, headers);
-  const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, code: 0, text: await res.text() };
-}
+const { seed, balances, barrierRows, callBranch: attack } = bankHelpers(() => t);
 
 /** Refused as unauthenticated: HTTP 401, gRPC UNAUTHENTICATED (16). */
 const refused = (protocol: DtmProtocol) => (protocol === 'http' ? { status: 401 } : { code: 16 });
@@ -103,7 +71,7 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
   it('TCC over DTM: cancel after a failed Try, confirm after success; a cancel sent early is refused and writes nothing', async () => {
     await seed(store, { 1: 100 });
     const gid = await t.client.generateGid();
-    let early: { status: number; code: number; text: string } | undefined;
+    let early: BankAnswer | undefined;
     await t.client.tccGlobalTransaction(
       gid,
       async (tcc) => {

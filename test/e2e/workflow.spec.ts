@@ -55,6 +55,13 @@ function input(extra: Partial<TransferInput> = {}): TransferInput {
   };
 }
 
+/** Has DTM's cron take the pending workflow `gid` until DTM records it succeeded. */
+const untilDtmResumes = (gid: string) =>
+  waitUntil('DTM resuming the workflow', async () => {
+    await triggerCron();
+    return (await queryTrans(gid)).transaction?.status === 'succeed';
+  }, { timeoutMs: 30_000, intervalMs: 1000 });
+
 const balance = async (id = 1) => Number((await pool.query('SELECT balance FROM account WHERE id = $1', [id])).rows[0]?.balance);
 const branchLines = async (gid: string) => (await queryTrans(gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`);
 
@@ -154,10 +161,7 @@ describe('DTM resumes workflows', () => {
     const { transaction } = await queryTrans(gid);
     expect(transaction).toMatchObject({ status: 'prepared', protocol });
     expect(transaction?.query_prepared).toMatch(protocol === 'grpc' ? /^127\.0\.0\.1:\d+\/workflow\.Workflow\/Execute$/ : /^http:\/\/127\.0\.0\.1:\d+\/dtm\/workflow\/resume$/);
-    await waitUntil('DTM resuming the workflow', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    await untilDtmResumes(gid);
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
     expect(await balance()).toBe(130);
   });
@@ -290,10 +294,7 @@ describe('with authenticated calls', () => {
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425']);
 
-    await waitUntil('DTM resuming the workflow', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    await untilDtmResumes(gid);
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
     expect(await balance()).toBe(130);
   });
