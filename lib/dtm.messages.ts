@@ -69,6 +69,14 @@ export const MESSAGES = {
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,
   badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
+  gidRefused: (gid: string, problem: string) =>
+    `gid ${JSON.stringify(gid.length > 60 ? `${gid.slice(0, 60)}…` : gid)} cannot be used: ${problem}; nothing was sent to DTM. Use generateGid(), or a business id such as order-7 or Order_7:2026`,
+  keyEmpty: (what: string) => `the ${what} is empty`,
+  keyTooLong: (what: string, length: number, max: number) =>
+    `the ${what} is ${length} characters, over the limit of ${max} (DTM's SQL stores and the barrier table keep it in varchar(${max}))`,
+  keyCharacter: (what: string, character: string, position: number) =>
+    `the ${what} has ${character} at position ${position} (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')`,
+  branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
