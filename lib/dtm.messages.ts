@@ -130,6 +130,8 @@ export const MESSAGES = {
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
   typeormNoTransaction: () =>
     'the TypeORM EntityManager has no query runner: pass the manager of dataSource.transaction(...), or a QueryRunner after startTransaction()',
+  typeormNoPreparedStatements: () =>
+    "TypeORM's MySQL / MariaDB connection has no prepared statements (execute), which the barrier needs so that the server binds its values: use the mysql2 driver (TypeORM 0.3: connectorPackage: 'mysql2')",
   typeormUnsupported: (type: string) => `TypeORM "${type}" has no barrier dialect: the barrier supports postgres, mysql and mariadb`,
   msgRolledBack: (gid: string) =>
     `the local transaction of message ${gid} did not commit (the back-check recorded a rollback): DTM fails the message`,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
-import { barrierSchemaSql, BranchBarrier } from 'nestjs-dtm';
+import { barrierSchemaSql, BranchBarrier, DtmUsageError, typeormBarrierTransaction } from 'nestjs-dtm';
 
 const root = resolve(import.meta.dirname, '..', '..');
 
@@ -30,5 +30,24 @@ describe('the barrier DDL', () => {
   it('refuses table names that are not plain identifiers', () => {
     expect(() => barrierSchemaSql('postgres', 'x; drop table y')).toThrow(/must be name or schema.name/);
     expect(() => new BranchBarrier('saga', 'g', '01', 'action', { table: 'a.b.c' })).toThrow(/must be name or schema.name/);
+  });
+});
+
+describe('MySQL / MariaDB statements with values go to the server as prepared statements', () => {
+  it('TypeORM on a driver without prepared statements (the old mysql package) is refused, never quoted on the client', async () => {
+    const queried: string[] = [];
+    const runner = {
+      startTransaction: async () => undefined,
+      query: async (sql: string) => {
+        queried.push(sql);
+        return {};
+      },
+      connect: async () => ({ query: () => undefined }), // mysqljs: query only
+    };
+    const tx = typeormBarrierTransaction(runner, 'mysql');
+    const error = await tx.execute('INSERT IGNORE INTO t (gid) VALUES (?)', ["x'"]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain("use the mysql2 driver (TypeORM 0.3: connectorPackage: 'mysql2')");
+    expect(queried).toEqual([]);
   });
 });
