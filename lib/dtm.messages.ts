@@ -128,6 +128,8 @@ export const MESSAGES = {
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
   badBarrierTable: (table: string) =>
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
+  barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>
+    `barrier table ${table} keeps ${columns.join(', ')} in character columns, whose collation makes ids that differ in case, accents or trailing spaces one key (the second branch would be skipped as a duplicate); make them binary, once, with: ${alter} (see sql/barrier.mysql.binary-keys.sql)`,
   typeormNoTransaction: () =>
     'the TypeORM EntityManager has no query runner: pass the manager of dataSource.transaction(...), or a QueryRunner after startTransaction()',
   typeormNoPreparedStatements: () =>
