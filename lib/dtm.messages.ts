@@ -149,10 +149,12 @@ export const MESSAGES = {
     `${where}: barrier connection "${name}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`,
   noBarrierTx: (where: string) =>
     `${where} asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), or @XaBranch(name, { db })`,
-  xidChars: (xid: string) =>
-    `XA id ${JSON.stringify(xid)} has characters XA statements cannot take (they are quoted into the SQL): use gids of letters, digits and . _ : @ = - (DTM's newGid gives such)`,
   xidTooLong: (xid: string, bytes: number, dialect: string, max: number) =>
     `XA id "${xid}" (<gid>-<branch_id>) is ${bytes} bytes, over ${dialect === 'mysql' ? "MySQL's" : "PostgreSQL's"} limit of ${max}: use a shorter gid (DTM's newGid gives 22 characters)`,
+  xaPhase2Unknown: (op: 'commit' | 'rollback', gid: string, branchId: string, xid: string, reason: string | undefined) =>
+    op === 'commit'
+      ? `XA commit of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and ${reason === 'rollback' ? 'its barrier row says it was rolled back' : 'no barrier row says it committed'}: its work was rolled back or lost outside DTM, so it cannot be committed, and it is not reported as committed. DTM retries the call; check the database (XA RECOVER, pg_prepared_xacts) and settle the transaction by hand`
+      : `XA rollback of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and its barrier row says it committed (outside DTM's decision), which cannot be undone here. DTM retries the call; check the database and settle the transaction by hand`,
   xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>

@@ -103,3 +103,4 @@ export { DtmFailureError } from './errors/dtm-failure.error.js';
 export { DtmOngoingError } from './errors/dtm-ongoing.error.js';
 export { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error.js';
 export { DtmDisabledError } from './errors/dtm-disabled.error.js';
+export { DtmXaPhase2Error } from './errors/dtm-xa-phase2.error.js';
