@@ -16,8 +16,8 @@ import { BarrierTx, DtmModule, SagaAction, mysqlBarrierDatabase, pgBarrierDataba
 
 const UPDATE = 'UPDATE account SET balance = balance + 1 WHERE id = ?';
 const pgPool = new pg.Pool({ connectionString: process.env.PG_URL, max: 32 });
-// multipleStatements: the barrier sends its inserts with START TRANSACTION (see mysqlBarrierDatabase)
-const myPool = mysql.createPool({ uri: process.env.MYSQL_URL, connectionLimit: 32, multipleStatements: true });
+// the barrier's inserts are prepared statements, after START TRANSACTION (see mysqlBarrierDatabase)
+const myPool = mysql.createPool({ uri: process.env.MYSQL_URL, connectionLimit: 32 });
 const databases = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
 const grpcPort = Number(process.env.GRPC_PORT ?? 0);
 // loaded only for gRPC, so that the HTTP-only app loads what it did before

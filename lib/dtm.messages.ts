@@ -92,6 +92,14 @@ export const MESSAGES = {
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,
   badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
+  gidRefused: (gid: string, problem: string) =>
+    `gid ${JSON.stringify(gid.length > 60 ? `${gid.slice(0, 60)}…` : gid)} cannot be used: ${problem}; nothing was sent to DTM. Use generateGid(), or a business id such as order-7 or Order_7:2026`,
+  keyEmpty: (what: string) => `the ${what} is empty`,
+  keyTooLong: (what: string, length: number, max: number) =>
+    `the ${what} is ${length} characters, over the limit of ${max} (DTM's SQL stores and the barrier table keep it in varchar(${max}))`,
+  keyCharacter: (what: string, character: string, position: number) =>
+    `the ${what} has ${character} at position ${position} (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')`,
+  branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
@@ -143,8 +151,12 @@ export const MESSAGES = {
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
   badBarrierTable: (table: string) =>
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
+  barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>
+    `barrier table ${table} keeps ${columns.join(', ')} in character columns, whose collation makes ids that differ in case, accents or trailing spaces one key (the second branch would be skipped as a duplicate); make them binary, once, with: ${alter} (see sql/barrier.mysql.binary-keys.sql)`,
   typeormNoTransaction: () =>
     'the TypeORM EntityManager has no query runner: pass the manager of dataSource.transaction(...), or a QueryRunner after startTransaction()',
+  typeormNoPreparedStatements: () =>
+    "TypeORM's MySQL / MariaDB connection has no prepared statements (execute), which the barrier needs so that the server binds its values: use the mysql2 driver (TypeORM 0.3: connectorPackage: 'mysql2')",
   typeormUnsupported: (type: string) => `TypeORM "${type}" has no barrier dialect: the barrier supports postgres, mysql and mariadb`,
   msgRolledBack: (gid: string) =>
     `the local transaction of message ${gid} did not commit (the back-check recorded a rollback): DTM fails the message`,
@@ -160,10 +172,12 @@ export const MESSAGES = {
     `${where}: barrier connection "${name}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`,
   noBarrierTx: (where: string) =>
     `${where} asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), or @XaBranch(name, { db })`,
-  xidChars: (xid: string) =>
-    `XA id ${JSON.stringify(xid)} has characters XA statements cannot take (they are quoted into the SQL): use gids of letters, digits and . _ : @ = - (DTM's newGid gives such)`,
   xidTooLong: (xid: string, bytes: number, dialect: string, max: number) =>
     `XA id "${xid}" (<gid>-<branch_id>) is ${bytes} bytes, over ${dialect === 'mysql' ? "MySQL's" : "PostgreSQL's"} limit of ${max}: use a shorter gid (DTM's newGid gives 22 characters)`,
+  xaPhase2Unknown: (op: 'commit' | 'rollback', gid: string, branchId: string, xid: string, reason: string | undefined) =>
+    op === 'commit'
+      ? `XA commit of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and ${reason === 'rollback' ? 'its barrier row says it was rolled back' : 'no barrier row says it committed'}: its work was rolled back or lost outside DTM, so it cannot be committed, and it is not reported as committed. DTM retries the call; check the database (XA RECOVER, pg_prepared_xacts) and settle the transaction by hand`
+      : `XA rollback of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and its barrier row says it committed (outside DTM's decision), which cannot be undone here. DTM retries the call; check the database and settle the transaction by hand`,
   xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>

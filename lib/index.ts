@@ -68,7 +68,8 @@ export type {
   RedisBarrierConnection,
 } from './barrier/barrier.types.js';
 export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
-export { barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier/barrier.sql.js';
+export { barrierBinaryKeysSql, barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier/barrier.sql.js';
+export { branchKeysProblem, MAX_BRANCH_KEY_LENGTH } from './transport/branch-keys.js';
 export { pgBarrierDatabase, pgBarrierTransaction, type PgClientLike, type PgPoolLike } from './barrier/pg-barrier.store.js';
 export { mysqlBarrierDatabase, mysqlBarrierTransaction, type MysqlConnectionLike, type MysqlPoolLike } from './barrier/mysql-barrier.store.js';
 export {
@@ -103,3 +104,4 @@ export { DtmOngoingError } from './errors/dtm-ongoing.error.js';
 export { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error.js';
 export { DtmDisabledError } from './errors/dtm-disabled.error.js';
 export { DtmUnauthenticatedError } from './errors/dtm-unauthenticated.error.js';
+export { DtmXaPhase2Error } from './errors/dtm-xa-phase2.error.js';

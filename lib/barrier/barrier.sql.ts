@@ -41,21 +41,30 @@ export function selectReasonSql(dialect: BarrierDialect, table: string): string 
     : `SELECT reason FROM ${table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
 }
 
+/** The barrier's key columns, with their lengths: together the unique key of a barrier row. */
+export const BARRIER_KEY_COLUMNS = [
+  ['gid', 128],
+  ['branch_id', 128],
+  ['op', 45],
+  ['barrier_id', 45],
+] as const;
+
 /**
  * The barrier table's DDL, idempotent: the columns DTM's SDKs write, and their unique key, which is
  * the primary key (PostgreSQL: named `uniq_barrier`, as the insert names it). No surrogate id and no
  * other index, so a barrier insert maintains one B-tree: the table is written on every branch call.
  * To purge old rows by `create_time`, add an index on it first. `sql/` holds these statements for
- * the default table.
+ * the default table. On MySQL / MariaDB the key columns are binary strings (`varbinary`), compared
+ * byte for byte: a character column's collation would make `Order-7` and `order-7`, `é` and `e`,
+ * or `x` and `x ` the same key (utf8mb4_bin too ignores trailing spaces), and the second branch
+ * would be skipped as a duplicate. PostgreSQL compares `varchar` exactly.
  */
 export function barrierSchemaSql(dialect: BarrierDialect, table = DEFAULT_BARRIER_TABLE): string[] {
   assertBarrierTable(table);
   const schema = table.includes('.') ? table.split('.')[0] : undefined;
+  const key = dialect === 'postgres' ? 'varchar' : 'varbinary';
   const columns = `  trans_type varchar(45) NOT NULL DEFAULT '',
-  gid varchar(128) NOT NULL DEFAULT '',
-  branch_id varchar(128) NOT NULL DEFAULT '',
-  op varchar(45) NOT NULL DEFAULT '',
-  barrier_id varchar(45) NOT NULL DEFAULT '',
+${BARRIER_KEY_COLUMNS.map(([name, length]) => `  ${name} ${key}(${length}) NOT NULL DEFAULT '',`).join('\n')}
   reason varchar(45) NOT NULL DEFAULT '',`;
   if (dialect === 'postgres') {
     return [
@@ -77,4 +86,14 @@ ${columns}
   PRIMARY KEY (gid, branch_id, op, barrier_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4`,
   ];
+}
+
+/**
+ * MySQL / MariaDB: the ALTER that makes an existing barrier table's key columns binary strings (see
+ * {@link barrierSchemaSql}). It rebuilds the table; rows whose gid or branch id is over 128 bytes
+ * (possible only for non-ASCII ids) must be removed first.
+ */
+export function barrierBinaryKeysSql(table = DEFAULT_BARRIER_TABLE): string {
+  assertBarrierTable(table);
+  return `ALTER TABLE ${table}\n${BARRIER_KEY_COLUMNS.map(([name, length]) => `  MODIFY ${name} varbinary(${length}) NOT NULL DEFAULT ''`).join(',\n')}`;
 }

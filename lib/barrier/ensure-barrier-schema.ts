@@ -1,12 +1,18 @@
-import { barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier.sql.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { BARRIER_KEY_COLUMNS, barrierBinaryKeysSql, barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier.sql.js';
 import type { BarrierDatabase } from './barrier.types.js';
 
 /**
  * Creates the barrier table (and its schema / database) if it does not exist yet; safe to call at
  * every start and from several processes at once (PostgreSQL: serialized with an advisory lock).
+ * On MySQL / MariaDB it then checks that the table's key columns are binary strings, and throws
+ * `DtmUsageError` with the ALTER to run when they are not (a table created before: its collation
+ * makes ids that differ in case, accents or trailing spaces one key).
  */
 export async function ensureBarrierSchema(db: BarrierDatabase, options: { table?: string } = {}): Promise<void> {
-  const statements = barrierSchemaSql(db.dialect, options.table ?? DEFAULT_BARRIER_TABLE);
+  const table = options.table ?? DEFAULT_BARRIER_TABLE;
+  const statements = barrierSchemaSql(db.dialect, table);
   if (db.dialect === 'postgres') {
     // concurrent CREATE ... IF NOT EXISTS can still collide in PostgreSQL's catalog
     await db.transaction(async (_handle, tx) => {
@@ -16,4 +22,12 @@ export async function ensureBarrierSchema(db: BarrierDatabase, options: { table?
     return;
   }
   for (const sql of statements) await db.execute(sql, []);
+  const [schema, name] = table.includes('.') ? table.split('.') : [undefined, table];
+  const { rows } = await db.execute(
+    `SELECT COLUMN_NAME AS name, DATA_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ${schema ? '?' : 'DATABASE()'} AND TABLE_NAME = ?`,
+    schema ? [schema, name] : [name],
+  );
+  const types = new Map(rows.map((row) => [String(row.name).toLowerCase(), String(row.type).toLowerCase()]));
+  const textual = BARRIER_KEY_COLUMNS.map(([column]) => column).filter((column) => !['varbinary', 'binary'].includes(types.get(column) ?? ''));
+  if (textual.length > 0) throw new DtmUsageError(MESSAGES.barrierKeysNotBinary(table, textual, barrierBinaryKeysSql(table)));
 }

@@ -2,9 +2,10 @@ import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTrans
 
 /** The part of a `mysql2/promise` connection the barrier uses. */
 export interface MysqlConnectionLike {
-  query(sql: string, params?: unknown[]): Promise<[unknown, unknown]>;
-  /** mysql2's underlying connection: with `multipleStatements`, the barrier's inserts go with START TRANSACTION. */
-  readonly connection?: { readonly config?: { readonly multipleStatements?: boolean } };
+  /** Runs a statement without parameters (text protocol). */
+  query(sql: string): Promise<[unknown, unknown]>;
+  /** Runs a prepared statement: the server binds `params` (never quoted into the SQL). */
+  execute(sql: string, params: (string | number | null)[]): Promise<[unknown, unknown]>;
 }
 
 /** The part of a `mysql2/promise` pool the barrier uses. */
@@ -21,8 +22,9 @@ export function mysqlBarrierTransaction(connection: MysqlConnectionLike): Barrie
 
 /**
  * A `mysql2/promise` pool as a barrier database (MySQL or MariaDB): transactions on one pooled
- * connection. Created with `multipleStatements: true`, the pool lets the barrier send its inserts
- * with START TRANSACTION in one round trip; otherwise they cost one more.
+ * connection. The barrier's statements are prepared statements whose parameters the server binds,
+ * so they are safe whatever the sql_mode (see {@link mysqlExecute}); `multipleStatements` is not
+ * needed.
  */
 export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlPoolLike<C>): BarrierDatabase<C> {
   return {
@@ -47,24 +49,32 @@ export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlP
   };
 }
 
-/** Runs one statement on a `mysql2` connection or pool (also the XA adapter's). */
+/**
+ * Runs one statement on a `mysql2` connection or pool (also the XA adapter's). With parameters it is
+ * a prepared statement (`execute`): the server binds them. mysql2's `query(sql, values)` would quote
+ * them into the SQL on the client with backslash escapes, which the NO_BACKSLASH_ESCAPES sql_mode
+ * turns off (a `'` in a value then ends the string). Without parameters (XA statements, DDL, which
+ * the prepared-statement protocol does not take) it goes as text.
+ */
 export async function mysqlExecute(connection: MysqlConnectionLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
-  const [result] = await connection.query(sql, params);
+  // the barrier's values are strings; others a BarrierTransaction's user passes are checked by mysql2
+  const [result] = params.length > 0 ? await connection.execute(sql, params as (string | number | null)[]) : await connection.query(sql);
   return toExecResult(result);
 }
 
-function toExecResult(result: unknown): BarrierExecResult {
+/** A mysql2 answer (rows, or a result header) as the barrier reads it. */
+export function toExecResult(result: unknown): BarrierExecResult {
   if (Array.isArray(result)) return { affected: 0, rows: result as Record<string, unknown>[] };
   return { affected: Number((result as { affectedRows?: number }).affectedRows ?? 0), rows: [] };
 }
 
-/** START TRANSACTION, then `leading`: in one round trip when the connection allows several statements. */
+/**
+ * START TRANSACTION, then `leading`, each a prepared statement (mysql2 keeps them prepared per
+ * connection, so after the first call each costs one round trip). They do not ride with START
+ * TRANSACTION in one multi-statement query: such a query cannot be prepared, and its parameters
+ * would be quoted on the client.
+ */
 async function begin(connection: MysqlConnectionLike & { beginTransaction(): Promise<void> }, leading: BarrierStatement[]): Promise<BarrierExecResult[]> {
-  if (leading.length > 0 && connection.connection?.config?.multipleStatements) {
-    const sql = ['START TRANSACTION', ...leading.map((s) => s.sql)].join('; ');
-    const [results] = await connection.query(sql, leading.flatMap((s) => s.params));
-    return (results as unknown[]).slice(1).map(toExecResult);
-  }
   await connection.beginTransaction();
   const results: BarrierExecResult[] = [];
   for (const statement of leading) results.push(await mysqlExecute(connection, statement.sql, statement.params));

@@ -1,10 +1,18 @@
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierTransaction } from './barrier.types.js';
+import { toExecResult } from './mysql-barrier.store.js';
 
 /** The part of a TypeORM `QueryRunner` the barrier uses. */
 export interface TypeormQueryRunnerLike {
   query(sql: string, params: unknown[] | undefined, useStructuredResult: true): Promise<{ affected?: number; records?: Record<string, unknown>[] }>;
+  /** The driver's connection of the runner (MySQL / MariaDB: a mysql2 connection, whose prepared statements the barrier uses). */
+  connect?(): Promise<unknown>;
+}
+
+/** The part of a callback-style mysql2 connection (what TypeORM's MySQL driver holds) the barrier uses. */
+interface MysqlDriverConnection {
+  execute(sql: string, params: unknown[], callback: (err: unknown, result: unknown) => void): void;
 }
 
 /** A TypeORM `EntityManager` inside a transaction (it carries its query runner). */
@@ -32,7 +40,7 @@ export function typeormBarrierTransaction(
   // a QueryRunner can start transactions; an EntityManager carries the runner of its transaction
   const runner = 'startTransaction' in managerOrRunner ? (managerOrRunner as TypeormQueryRunnerLike) : (managerOrRunner as TypeormEntityManagerLike).queryRunner;
   if (!runner) throw new DtmUsageError(MESSAGES.typeormNoTransaction());
-  return { dialect, execute: (sql, params) => typeormExecute(runner, sql, params) };
+  return { dialect, execute: (sql, params) => typeormExecute(runner, dialect, sql, params) };
 }
 
 /** A TypeORM `DataSource` (postgres, mysql or mariadb) as a barrier database: your code gets the transactional EntityManager. */
@@ -50,7 +58,7 @@ export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEn
     async execute(sql, params) {
       const runner = dataSource.createQueryRunner();
       try {
-        return await typeormExecute(runner, sql, params);
+        return await typeormExecute(runner, dialect, sql, params);
       } finally {
         await runner.release();
       }
@@ -64,7 +72,19 @@ function typeormDialect(type: string): BarrierDialect {
   throw new DtmUsageError(MESSAGES.typeormUnsupported(type));
 }
 
-async function typeormExecute(runner: TypeormQueryRunnerLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
+/**
+ * Runs one statement on the runner's connection. On MySQL / MariaDB a statement with parameters is a
+ * prepared statement on the driver's mysql2 connection, so the server binds them: TypeORM's
+ * `query(sql, params)` goes through mysql2's `query`, which quotes them on the client with
+ * backslash escapes, unsafe under the NO_BACKSLASH_ESCAPES sql_mode (see `mysqlExecute`).
+ */
+async function typeormExecute(runner: TypeormQueryRunnerLike, dialect: BarrierDialect, sql: string, params: unknown[]): Promise<BarrierExecResult> {
+  if (dialect === 'mysql' && params.length > 0) {
+    const connection = (await runner.connect?.()) as MysqlDriverConnection | undefined;
+    if (typeof connection?.execute !== 'function') throw new DtmUsageError(MESSAGES.typeormNoPreparedStatements());
+    const result = await new Promise((resolve, reject) => connection.execute(sql, params, (err, answer) => (err ? reject(err as Error) : resolve(answer))));
+    return toExecResult(result);
+  }
   const result = await runner.query(sql, params, true);
   return { affected: result.affected ?? 0, rows: result.records ?? [] };
 }

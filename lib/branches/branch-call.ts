@@ -22,6 +22,11 @@ export interface DtmBranchRuntime {
 export interface BranchCallState {
   context: ExecutionContext;
   runtime?: DtmBranchRuntime;
+  /**
+   * Why the handler must not run although the call succeeds: an undo op (compensate, cancel,
+   * rollback) whose gid or branch id breaks the rule; its action was refused, so nothing is to undo.
+   */
+  skip?: string;
 }
 
 /** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */

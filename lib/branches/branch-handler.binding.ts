@@ -19,7 +19,9 @@ import { handlerName } from './branch.types.js';
 // - answers a gRPC call whose handler returned nothing with an empty message of the method's
 //   response type (`{}`), where Nest would fail with "Error serializing response", which DTM
 //   retries forever;
-// - with a barrier connection or an XA database, runs the handler inside that local transaction.
+// - with a barrier connection or an XA database, runs the handler inside that local transaction;
+// - does not run the handler of an undo op the guard found with keys that break the rule (it
+//   answers success: the action of those keys was refused, so there is nothing to undo).
 
 /** Nest's route-argument metadata key (the same in Nest 11 and 12). */
 const ROUTE_ARGS_METADATA = '__routeArguments__';
@@ -95,6 +97,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
     ? function (this: unknown, ...args: unknown[]) {
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
+        if (branchCallOf(carrier)?.skip !== undefined) return answered(carrier, undefined);
         return answered(
           carrier,
           runInLocalTransaction(carrier, source, where, (handle) => {
@@ -106,6 +109,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
     : function (this: unknown, ...args: unknown[]) {
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
+        if (branchCallOf(carrier)?.skip !== undefined) return answered(carrier, undefined);
         return answered(carrier, original.apply(this, args));
       };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {

@@ -18,6 +18,10 @@ export interface BranchTransport {
   completeOp(carrier: BranchCarrier): string | undefined;
   /** The call's `trans_type` (read only when its op is not one the handler serves outside workflows). */
   transType(carrier: BranchCarrier): string;
+  /** The call's gid (read once `completeOp` found every key). */
+  gid(carrier: BranchCarrier): string;
+  /** The call's branch id (read once `completeOp` found every key). */
+  branchId(carrier: BranchCarrier): string;
   /** The keys of a DTM branch call that the call lacks (for the message that names them). */
   missing(carrier: BranchCarrier): string[];
   /** The DTM branch call `carrier` carries (with the allow-listed headers of the call), or undefined when a key is missing. */

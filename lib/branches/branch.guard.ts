@@ -1,6 +1,8 @@
 import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import { branchOpsOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
@@ -11,7 +13,10 @@ import { authenticateBranchCall } from './branch-authentication.js';
  * Before a decorated handler, on either transport: a call without DTM's branch keys (HTTP query,
  * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve (in a workflow's call
  * also the workflow ops that mean the same, see `WORKFLOW_BRANCH_OPS`), is refused (HTTP 400,
- * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A guard, not an
+ * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A call whose gid or
+ * branch id breaks the rule of `transport/branch-keys.ts` answers FAILURE (HTTP 409, gRPC ABORTED)
+ * before anything runs or is written; for an undo op (compensate, cancel, rollback) it answers
+ * success without running the handler, as its action was refused. A guard, not an
  * interceptor: it costs no observable pipeline on the hot path. With authenticated branch calls
  * it then checks the call's token (see `authenticateBranchCall`). It also leaves on the call what a
  * handler wrapped in a local transaction needs from the module (it is instantiated in the
@@ -32,8 +37,12 @@ export class DtmBranchGuard implements CanActivate {
     if (!ops.includes(op) && !(transport.transType(carrier) === 'workflow' && workflowOpsOf(handler).includes(op))) {
       throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
     }
-    (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime };
+    // keys that break the rule (see transport/branch-keys.ts): FAILURE, so DTM rolls back instead of
+    // retrying; an undo op of such a call skips the handler and succeeds (its action never ran)
+    const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier));
+    if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem));
+    (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    return auth ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
+    return auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
   }
 }

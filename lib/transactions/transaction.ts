@@ -7,6 +7,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { assertTransactionGid } from '../transport/branch-keys.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -46,7 +47,7 @@ export abstract class Transaction {
     options: TransactionOptions = {},
     protected readonly parent?: ParentBranch,
   ) {
-    assertGid(gid);
+    assertTransactionGid(gid);
     this.protocol = options.protocol ?? runtime.config.protocol;
     this.transport = runtime.transport(this.protocol);
     this.inboundHeaders = runtime.passThroughHeaders();

@@ -1,9 +1,12 @@
-import { mysqlExecute } from '../barrier/mysql-barrier.store.js';
+import { mysqlExecute, type MysqlConnectionLike } from '../barrier/mysql-barrier.store.js';
 import type { XaDatabase } from './xa.types.js';
 
-/** The part of a `mysql2/promise` connection an XA branch uses. */
-export interface MysqlXaConnectionLike {
-  query(sql: string, params?: unknown[]): Promise<[unknown, unknown]>;
+/**
+ * The part of a `mysql2/promise` connection an XA branch uses: `execute` for the barrier row (a
+ * prepared statement, the server binds its values), `query` for the XA statements, which take no
+ * parameters.
+ */
+export interface MysqlXaConnectionLike extends MysqlConnectionLike {
   end(): Promise<void>;
 }
 

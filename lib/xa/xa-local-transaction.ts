@@ -1,4 +1,4 @@
-import { insertBarrierSql } from '../barrier/barrier.sql.js';
+import { insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect } from '../barrier/barrier.types.js';
 import type { BranchInfo } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
@@ -6,12 +6,12 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmXaPhase2Error } from '../errors/dtm-xa-phase2.error.js';
+import { branchKeysProblem } from '../transport/branch-keys.js';
 import type { XaConnection, XaDatabase } from './xa.types.js';
 
 /** Longest XA id each database takes (MySQL: the gtrid, 64 bytes; PostgreSQL: the GID, 199). */
 const MAX_XID_BYTES: Record<BarrierDialect, number> = { mysql: 64, postgres: 199 };
-/** XA statements take no parameters: the id is quoted into the SQL, so only these characters may be in it. */
-const XID_CHARS = /^[A-Za-z0-9._:@=-]+$/;
 
 /** What the local XA transaction needs from the module (internal). */
 export interface XaRuntime {
@@ -20,10 +20,19 @@ export interface XaRuntime {
   readonly config: DtmConfig;
 }
 
-/** The XA id of a branch: `<gid>-<branch_id>`, checked against the database's limit. */
+/**
+ * The XA id of a branch: `<gid>-<branch_id>`, checked against the database's limit. XA statements
+ * take no parameters (MySQL's XA START / END / PREPARE / COMMIT / ROLLBACK cannot be prepared, nor
+ * can PostgreSQL's PREPARE TRANSACTION / COMMIT PREPARED), so the id is quoted into the SQL as
+ * `'<xid>'`. It is safe by construction: the gid and branch id follow the rule of branch keys
+ * (checked here again), which leaves printable ASCII without quotes or backslashes, the only
+ * characters that could end or escape the literal, whatever MySQL's sql_mode or PostgreSQL's
+ * standard_conforming_strings.
+ */
 export function xidOf(branch: Pick<BranchInfo, 'gid' | 'branchId'>, dialect: BarrierDialect): string {
+  const problem = branchKeysProblem(branch.gid, branch.branchId);
+  if (problem !== undefined) throw new DtmFailureError(MESSAGES.branchKeysRefused(problem), { gid: branch.gid, branchId: branch.branchId });
   const xid = `${branch.gid}-${branch.branchId}`;
-  if (!XID_CHARS.test(xid)) throw new DtmFailureError(MESSAGES.xidChars(xid), { gid: branch.gid, branchId: branch.branchId });
   const bytes = Buffer.byteLength(xid);
   if (bytes > MAX_XID_BYTES[dialect]) {
     throw new DtmFailureError(MESSAGES.xidTooLong(xid, bytes, dialect, MAX_XID_BYTES[dialect]), { gid: branch.gid, branchId: branch.branchId });
@@ -36,9 +45,8 @@ export function xidOf(branch: Pick<BranchInfo, 'gid' | 'branchId'>, dialect: Bar
  * dedicated connection, XA START (PostgreSQL: BEGIN), the barrier row DTM's SDK writes, `business`,
  * then the branch is registered with DTM (its phase-2 URL) before XA END + XA PREPARE (PREPARE
  * TRANSACTION); on any error the branch is rolled back and the error rethrown, so the transaction
- * aborts. For `op=commit|rollback`: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED), idempotent (an
- * unknown id is success), and after a rollback the barrier row with reason `rollback`; `business`
- * does not run. The connection is closed on every path.
+ * aborts. For `op=commit|rollback`: {@link finishXa}; `business` does not run. The connection is
+ * closed on every path.
  */
 export async function xaLocalTransaction<H, T>(
   runtime: XaRuntime,
@@ -106,22 +114,45 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
 }
 
 /**
- * Phase 2: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED), idempotent (an unknown id is done);
- * after a rollback the barrier row with reason `rollback`, which marks that the rollback happened
- * after the branch's prepare (or instead of it).
+ * Phase 2: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED); after a rollback the barrier row with
+ * reason `rollback`, which marks that the rollback happened after the branch's prepare (or instead
+ * of it). An id the database does not know as prepared is judged by the barrier row the branch
+ * wrote inside its XA transaction (so it exists only if the branch committed) and phase 2 writes:
+ * - commit: a row with reason `action` means an earlier commit (a repeated phase 2): done;
+ *   otherwise the branch's work was rolled back or lost outside DTM, and committing cannot happen:
+ *   {@link DtmXaPhase2Error}, so the call fails, DTM retries it and the error is logged with the
+ *   gid and branch id; never counted as committed;
+ * - rollback: no row (the branch never prepared, or its prepare failed) or a `rollback` row (a
+ *   repeated phase 2) means nothing is applied: the `rollback` row is written (as DTM's SDK does;
+ *   a later commit then finds it), done; an `action` row means the branch committed, which cannot
+ *   be undone: {@link DtmXaPhase2Error}.
  */
 export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row: XaBarrierRow): Promise<void> {
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
+  const rollbackRow = [row.transType, row.gid, row.branchId, 'action', '01', 'rollback'];
   const conn = await db.connect();
   try {
     try {
       await conn.execute(sql);
     } catch (err) {
-      // a repeated phase 2 (or a rollback of a branch that never prepared): already done
-      if (!/XAER_NOTA|does not exist/.test(String((err as Error)?.message ?? err))) throw err;
+      if (!isUnknownXid(err)) throw err;
+      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
+      const reason = rows[0]?.reason as string | undefined;
+      const op = commit ? 'commit' : 'rollback';
+      if (commit ? reason === 'action' : reason !== 'action') {
+        if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
+        return;
+      }
+      throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { gid: row.gid, branchId: row.branchId, cause: err });
     }
-    if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'rollback']);
+    if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
   } finally {
     await conn.close().catch(() => undefined);
   }
+}
+
+/** Whether `err` says the database has no prepared XA transaction of that id (MySQL XAER_NOTA, PostgreSQL "does not exist"). */
+function isUnknownXid(err: unknown): boolean {
+  const e = err as { code?: unknown; errno?: unknown; message?: unknown } | undefined;
+  return e?.code === 'ER_XAER_NOTA' || e?.errno === 1397 || e?.code === '42704' || /XAER_NOTA|does not exist/.test(String(e?.message ?? err));
 }

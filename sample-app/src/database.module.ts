@@ -13,8 +13,7 @@ export const MYSQL = 'MYSQL_POOL';
 @Module({
   providers: [
     { provide: PG, useFactory: () => new pg.Pool({ connectionString: process.env.PG_URL }) },
-    // multipleStatements: the barrier sends its inserts together with START TRANSACTION
-    { provide: MYSQL, useFactory: () => mysql.createPool({ uri: process.env.MYSQL_URL, multipleStatements: true }) },
+    { provide: MYSQL, useFactory: () => mysql.createPool({ uri: process.env.MYSQL_URL }) },
   ],
   exports: [PG, MYSQL],
 })

@@ -128,7 +128,7 @@ describe('how the adapters send the barrier inserts', () => {
     return [compensate, action];
   }
 
-  it('mysql2 with multipleStatements: START TRANSACTION and the inserts in one query, same decisions', async () => {
+  it('mysql2 with multipleStatements: same decisions (the inserts are prepared statements, never batched into one query)', async () => {
     const pool = mysql.createPool({ ...dbs.mariadb.config, multipleStatements: true });
     try {
       const outcomes = await nullCompensationThenHanging(mysqlBarrierDatabase(pool), 'mysql', 'multi-my');

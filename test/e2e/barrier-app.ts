@@ -286,14 +286,28 @@ export interface BarrierApp {
   close(): Promise<void>;
 }
 
+/** How {@link startBarrierApp} sets the app up, beyond its defaults. */
+export interface BarrierAppOptions {
+  /** The DTM server the app talks to; default: the harness's. */
+  dtm?: { serverUrl: string; grpcAddress: string };
+  /** More options of the app's mysql2 pool (e.g. `multipleStatements`). */
+  mysqlPool?: mysql.PoolOptions;
+  /** A statement run first on every connection of the app's MariaDB pool (e.g. setting the sql_mode). */
+  mysqlSession?: string;
+  /** More `lynx.dtm` settings of the app's module (e.g. `branchAuthKeys`). */
+  config?: DtmConfigInput;
+}
+
 /**
- * Starts the barrier test app on this test file's databases (with `config` over the module's
- * settings); creates the `account` table (ids 1..n,
+ * Starts the barrier test app on this test file's databases; creates the `account` table (ids 1..n,
  * balance 100 each) and the barrier table (`dtm_barrier`, in the file's database) in both.
  */
-export async function startBarrierApp(dbs: FileDatabases, config: DtmConfigInput = {}): Promise<BarrierApp> {
+export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOptions = {}): Promise<BarrierApp> {
   const pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 20 });
-  const myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 20 });
+  const myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 20, ...options.mysqlPool });
+  const session = options.mysqlSession;
+  // queued on the new connection before the pool hands it out
+  if (session) myPool.on('connection', (connection) => void connection.query(session));
   const redis = new Redis(dbs.redis.url);
   const databases = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
   const sql: Record<SqlStore, SqlClient> = {
@@ -319,7 +333,13 @@ export async function startBarrierApp(dbs: FileDatabases, config: DtmConfigInput
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', ...config },
+        config: {
+          serverUrl: options.dtm?.serverUrl ?? harness().dtm.serverUrl,
+          grpcServer: options.dtm?.grpcAddress ?? harness().dtm.grpcAddress,
+          grpcAppAddress: grpcAddress,
+          barrierTable: 'dtm_barrier',
+          ...options.config,
+        },
         barrierConnections: { pg: databases.pg, mysql: databases.mysql, redis: redisBarrierConnection(redis) },
         grpcProtos: TESTS_GRPC_PROTOS,
       }),

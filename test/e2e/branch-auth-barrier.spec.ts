@@ -14,7 +14,7 @@ const CASES = SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [SqlStore,
 
 let t: BarrierApp;
 beforeAll(async () => {
-  t = await startBarrierApp(await fileDatabases(), { branchAuthKeys: [KEY] });
+  t = await startBarrierApp(await fileDatabases(), { config: { branchAuthKeys: [KEY] } });
 });
 afterAll(async () => {
   await t?.close();

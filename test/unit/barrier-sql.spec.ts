@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
-import { barrierSchemaSql, BranchBarrier } from 'nestjs-dtm';
+import { barrierBinaryKeysSql, barrierSchemaSql, BranchBarrier, DtmUsageError, typeormBarrierTransaction } from 'nestjs-dtm';
 
 const root = resolve(import.meta.dirname, '..', '..');
 
@@ -22,6 +22,20 @@ describe('the barrier DDL', () => {
     expect(statements('barrier.mysql.sql')).toEqual(barrierSchemaSql('mysql'));
   });
 
+  it('sql/ holds the migration to binary key columns that ensureBarrierSchema names', () => {
+    expect(statements('barrier.mysql.binary-keys.sql')).toEqual([barrierBinaryKeysSql()]);
+  });
+
+  it('MySQL / MariaDB: the key columns are binary strings (exact), PostgreSQL keeps varchar (exact there)', () => {
+    const mysql = barrierSchemaSql('mysql').join('\n');
+    for (const column of ['gid varbinary(128)', 'branch_id varbinary(128)', 'op varbinary(45)', 'barrier_id varbinary(45)', 'reason varchar(45)']) expect(mysql).toContain(column);
+    expect(mysql).not.toMatch(/(gid|branch_id|op|barrier_id) varchar/);
+    expect(barrierSchemaSql('postgres').join('\n')).toContain('gid varchar(128)');
+    expect(barrierBinaryKeysSql('orders.barrier')).toBe(
+      "ALTER TABLE orders.barrier\n  MODIFY gid varbinary(128) NOT NULL DEFAULT '',\n  MODIFY branch_id varbinary(128) NOT NULL DEFAULT '',\n  MODIFY op varbinary(45) NOT NULL DEFAULT '',\n  MODIFY barrier_id varbinary(45) NOT NULL DEFAULT ''",
+    );
+  });
+
   it('names the PostgreSQL unique constraint uniq_barrier, as the insert requires', () => {
     expect(barrierSchemaSql('postgres').join('\n')).toContain('CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)');
     expect(barrierSchemaSql('mysql', 'orders.barrier')).toEqual([expect.stringContaining('CREATE DATABASE IF NOT EXISTS orders'), expect.stringContaining('orders.barrier')]);
@@ -29,6 +43,26 @@ describe('the barrier DDL', () => {
 
   it('refuses table names that are not plain identifiers', () => {
     expect(() => barrierSchemaSql('postgres', 'x; drop table y')).toThrow(/must be name or schema.name/);
+    expect(() => barrierBinaryKeysSql('x; drop table y')).toThrow(/must be name or schema.name/);
     expect(() => new BranchBarrier('saga', 'g', '01', 'action', { table: 'a.b.c' })).toThrow(/must be name or schema.name/);
+  });
+});
+
+describe('MySQL / MariaDB statements with values go to the server as prepared statements', () => {
+  it('TypeORM on a driver without prepared statements (the old mysql package) is refused, never quoted on the client', async () => {
+    const queried: string[] = [];
+    const runner = {
+      startTransaction: async () => undefined,
+      query: async (sql: string) => {
+        queried.push(sql);
+        return {};
+      },
+      connect: async () => ({ query: () => undefined }), // mysqljs: query only
+    };
+    const tx = typeormBarrierTransaction(runner, 'mysql');
+    const error = await tx.execute('INSERT IGNORE INTO t (gid) VALUES (?)', ["x'"]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain("use the mysql2 driver (TypeORM 0.3: connectorPackage: 'mysql2')");
+    expect(queried).toEqual([]);
   });
 });

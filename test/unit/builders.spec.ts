@@ -203,7 +203,7 @@ describe('gids and a disabled client', () => {
 
   it('refuses an empty gid or one with spaces', () => {
     expect(() => client.newSaga('')).toThrow(DtmUsageError);
-    expect(() => client.newMsg('a b')).toThrow(/gid must be a non-empty string/);
+    expect(() => client.newMsg('a b')).toThrow(/gid "a b" cannot be used: the gid has a space at position 2/);
   });
 
   it('throws DtmDisabledError on any use when enabled is false', async () => {

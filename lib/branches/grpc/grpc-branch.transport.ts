@@ -69,6 +69,14 @@ export const grpcBranchTransport: BranchTransport = {
     return first((carrier as GrpcCallLike).metadata, 'dtm-trans_type');
   },
 
+  gid(carrier: BranchCarrier): string {
+    return first((carrier as GrpcCallLike).metadata, 'dtm-gid');
+  },
+
+  branchId(carrier: BranchCarrier): string {
+    return first((carrier as GrpcCallLike).metadata, 'dtm-branch_id');
+  },
+
   missing(carrier: BranchCarrier): string[] {
     const { metadata } = carrier as GrpcCallLike;
     return REQUIRED_BRANCH_QUERY.filter((key) => lacks(metadata, key)).map((key) => `dtm-${key}`);

@@ -33,6 +33,14 @@ export const httpBranchTransport: BranchTransport = {
     return String((carrier as Request).query?.trans_type ?? '');
   },
 
+  gid(carrier: BranchCarrier): string {
+    return String((carrier as Request).query?.gid ?? '');
+  },
+
+  branchId(carrier: BranchCarrier): string {
+    return String((carrier as Request).query?.branch_id ?? '');
+  },
+
   missing(carrier: BranchCarrier): string[] {
     const query = (carrier as Request).query;
     return REQUIRED_BRANCH_QUERY.filter((key) => lacks(query, key));

@@ -1,0 +1,445 @@
+// Attacks on the barrier's statements and keys and on XA phase 2 (issue #13, items 3 and 4), each
+// performed against the real DTM server and the real databases:
+// - SQL injection through a gid on MariaDB under the NO_BACKSLASH_ESCAPES sql_mode, on a
+//   multipleStatements pool: an UPDATE smuggled in, a barrier row planted for another gid;
+// - barrier keys that collided: case, accents, trailing spaces and 128-character prefixes on
+//   MariaDB, over-long gids and branch ids on PostgreSQL (a 500 forever);
+// - XA phase 2 of an xid the database does not know, which counted as done.
+// The file runs its own DTM server (boltdb: it stores any gid, as an attacker needs, and what the
+// XA tests leave unfinished reaches no other file). The barrier app's MariaDB pool has
+// multipleStatements and sets NO_BACKSLASH_ESCAPES on every connection.
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DataSource } from 'typeorm';
+import {
+  barrierBinaryKeysSql,
+  BarrierTx,
+  BranchBarrier,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmUsageError,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  mysqlBarrierTransaction,
+  mysqlXaDatabase,
+  pgXaDatabase,
+  typeormBarrierTransaction,
+  XaBranch,
+  type DtmProtocol,
+} from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { callGrpc, requestBytes } from '../support/grpc.js';
+import { harness } from '../support/harness.js';
+import { startDtm, type DtmInfo } from '../support/services/dtm.js';
+import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { grpcServiceOf, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+
+const NO_BACKSLASH_ESCAPES = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')";
+/** What the barrier sent before: its insert, with mysql2 quoting the values into it on the client. */
+const INSERT = 'INSERT IGNORE INTO dtm_barrier (trans_type, gid, branch_id, op, barrier_id, reason) VALUES (?, ?, ?, ?, ?, ?)';
+/** A gid that, quoted with backslash escapes under NO_BACKSLASH_ESCAPES, ends the insert and runs an UPDATE. */
+const updateAttack = (tag: string) => `${tag}', 1, 2, 3, 4); UPDATE account SET balance = 999999 WHERE id = 1; #`;
+/**
+ * A gid that, quoted the same way, makes the insert write a second row: the barrier row of
+ * `victim`'s action (values as hex literals: every quote after the first would get a backslash).
+ */
+const plantAttack = (tag: string, victim: string) =>
+  `${tag}', 1, 1, 1, 1), (1, 0x${Buffer.from(victim).toString('hex')}, 0x3031, 0x616374696f6e, 0x3031, 0x616374696f6e) #`;
+const row = (gid: string) => ['saga', gid, '01', 'action', '01', 'action'];
+
+let dtm: { info: DtmInfo; process: ManagedProcess };
+let dbs: FileDatabases;
+let t: BarrierApp;
+/** The test's own MariaDB pool: prepared statements (execute) for anything carrying an attack string. */
+let my: mysql.Pool;
+/** Another pool with NO_BACKSLASH_ESCAPES and multipleStatements, for the barrier used in your own transaction. */
+let nbe: mysql.Pool;
+
+beforeAll(async () => {
+  dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-barrier-security' });
+  dbs = await fileDatabases();
+  t = await startBarrierApp(dbs, { dtm: dtm.info, mysqlPool: { multipleStatements: true }, mysqlSession: NO_BACKSLASH_ESCAPES });
+  my = mysql.createPool(dbs.mariadb.config);
+  nbe = mysql.createPool({ ...dbs.mariadb.config, multipleStatements: true });
+  nbe.on('connection', (connection) => void connection.query(NO_BACKSLASH_ESCAPES));
+});
+afterAll(async () => {
+  await t?.close();
+  await Promise.all([my?.end(), nbe?.end()]);
+  await dtm?.process.stop();
+});
+beforeEach(async () => {
+  t.runs.counts.clear();
+  for (const store of ['pg', 'mysql'] as const) {
+    await t.sql[store].run('DELETE FROM account');
+    await t.sql[store].run('INSERT INTO account (id, balance) VALUES (1, 100), (2, 100)');
+  }
+});
+
+const unique = () => randomUUID().slice(0, 8);
+
+async function balance(store: SqlStore, id: number): Promise<number> {
+  return Number((await t.sql[store].run('SELECT balance FROM account WHERE id = ?', [id])).rows[0].balance);
+}
+
+/** The barrier rows of `gid` (read with bound parameters), as `branch/op/barrier=reason`. */
+async function barrierRows(store: SqlStore, gid: string): Promise<string[]> {
+  const sql = 'SELECT branch_id, op, barrier_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id, op, barrier_id';
+  const rows = store === 'pg' ? (await t.sql.pg.run(sql, [gid])).rows : ((await my.execute(sql, [gid]))[0] as Record<string, unknown>[]);
+  return rows.map((r) => `${String(r.branch_id)}/${String(r.op)}/${String(r.barrier_id)}=${String(r.reason)}`);
+}
+
+/** The target of the branch at `path` of `store`'s bank: its URL, or its gRPC method (`trans-out` → `TransOut`). */
+function target(store: SqlStore, protocol: DtmProtocol, path: string): string {
+  if (protocol === 'http') return `${t.url}/${store}-bank/${path}`;
+  const method = path.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+  return `${t.grpcAddress}/tests.${grpcServiceOf(store)}/${method}`;
+}
+
+/** Calls a branch directly, as DTM would (HTTP POST with the query, or gRPC with the dtm-* metadata). */
+async function callBranch(store: SqlStore, protocol: DtmProtocol, path: string, query: Record<string, string>, body: Move): Promise<{ status: number; text: string }> {
+  if (protocol === 'grpc') return callGrpc(target(store, protocol, path), body, query);
+  const res = await fetch(`${target(store, protocol, path)}?${new URLSearchParams(query)}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+/** POSTs `body` to this file's DTM server (plain HTTP, as an attacker or another SDK would). */
+async function dtmPost(path: string, body: unknown): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${dtm.info.serverUrl}/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, text: await res.text() };
+}
+
+interface Recorded {
+  transaction: { status: string; rollback_reason?: string } | null;
+  branches: { branch_id: string; op: string; status: string }[];
+}
+
+/** What this file's DTM server recorded for `gid` (any gid: DtmClient.query would refuse some of these). */
+async function recorded(gid: string): Promise<Recorded> {
+  return (await (await fetch(`${dtm.info.serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as Recorded;
+}
+
+async function waitForStatus(gid: string, status: string, timeoutMs = 20_000): Promise<Recorded> {
+  let last: Recorded | undefined;
+  await waitUntil(`${JSON.stringify(gid)} ${status}`, async () => (last = await recorded(gid)).transaction?.status === status, { timeoutMs, intervalMs: 200 }).catch(
+    (err: Error) => {
+      throw new Error(`${err.message}; last seen: ${JSON.stringify(last)}`);
+    },
+  );
+  return last!;
+}
+
+const lines = (r: Recorded) => r.branches.map((b) => `${b.op} ${b.status}`);
+
+describe('SQL injection through a gid, on MariaDB with NO_BACKSLASH_ESCAPES and a multipleStatements pool', () => {
+  it('the attack is real: the sessions run NO_BACKSLASH_ESCAPES, and values quoted on the client let a gid run an UPDATE and plant a row', async () => {
+    const [mode] = (await t.sql.mysql.run('SELECT @@SESSION.sql_mode AS mode')).rows;
+    expect(String(mode.mode)).toContain('NO_BACKSLASH_ESCAPES');
+    // mysql2's query(sql, values) on the app's pool: what the barrier did before
+    await t.sql.mysql.run(INSERT, row(updateAttack('control')));
+    expect(await balance('mysql', 1)).toBe(999999);
+    const victim = `v-${unique()}`;
+    await t.sql.mysql.run(INSERT, row(plantAttack('control', victim)));
+    expect(await barrierRows('mysql', victim)).toEqual(['01/action/01=action']);
+  });
+
+  it('the barrier binds its values on the server: the gid is stored as it is, no UPDATE runs, no row is planted (barrier database, your own transaction, TypeORM, back-check)', async () => {
+    const victim = `v-${unique()}`;
+    const attacks = { db: updateAttack(`db-${unique()}`), own: updateAttack(`own-${unique()}`), typeorm: plantAttack(`orm-${unique()}`, victim), check: updateAttack(`chk-${unique()}`) };
+
+    const viaDb = await new BranchBarrier('saga', attacks.db, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => 'ran');
+    expect(viaDb).toEqual({ executed: true, result: 'ran' });
+
+    const conn = await nbe.getConnection();
+    try {
+      await conn.beginTransaction();
+      const viaOwn = await new BranchBarrier('saga', attacks.own, '01', 'action', { table: 'dtm_barrier' }).call(mysqlBarrierTransaction(conn), async () => 'ran');
+      await conn.commit();
+      expect(viaOwn).toEqual({ executed: true, result: 'ran' });
+    } finally {
+      conn.release();
+    }
+
+    const { host, port, user, password, database } = dbs.mariadb.config;
+    const source = await new DataSource({ type: 'mariadb', host, port, username: user, password, database, multipleStatements: true }).initialize();
+    try {
+      const viaTypeorm = await source.transaction(async (manager) => {
+        await manager.query(NO_BACKSLASH_ESCAPES);
+        return new BranchBarrier('saga', attacks.typeorm, '01', 'action', { table: 'dtm_barrier' }).call(typeormBarrierTransaction(manager, 'mysql'), async () => 'ran');
+      });
+      expect(viaTypeorm).toEqual({ executed: true, result: 'ran' });
+    } finally {
+      await source.destroy();
+    }
+
+    // the message back-check writes its row outside any transaction
+    await expect(new BranchBarrier('msg', attacks.check, '00', 'msg', { table: 'dtm_barrier' }).queryPrepared(mysqlBarrierDatabase(nbe))).rejects.toBeInstanceOf(DtmFailureError);
+
+    expect(await balance('mysql', 1)).toBe(100);
+    expect(await barrierRows('mysql', victim)).toEqual([]);
+    expect(await barrierRows('mysql', attacks.db)).toEqual(['01/action/01=action']);
+    expect(await barrierRows('mysql', attacks.own)).toEqual(['01/action/01=action']);
+    expect(await barrierRows('mysql', attacks.typeorm)).toEqual(['01/action/01=action']);
+    expect(await barrierRows('mysql', attacks.check)).toEqual(['00/msg/01=rollback']);
+  });
+
+  it("a row planted for another gid cannot skip that gid's action: the victim's saga through DTM runs its handler", async () => {
+    const victim = `v-${unique()}`;
+    const planted = plantAttack(`plant-${unique()}`, victim);
+    await new BranchBarrier('saga', planted, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => undefined);
+    const final = await t.client.newSaga(victim).add('mysql.transIn', { account: 2, amount: 5 }).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(t.runs.of('mysql.transIn')).toBe(1);
+    expect(await balance('mysql', 2)).toBe(105);
+    expect(await barrierRows('mysql', victim)).toEqual(['01/action/01=action']);
+    expect(await barrierRows('mysql', planted)).toEqual(['01/action/01=action']);
+  });
+
+  it.each(['http', 'grpc'] as const)('a branch call carrying the attack gid is refused as FAILURE over %s before anything runs or is written; its compensation does nothing', async (protocol) => {
+    const gid = updateAttack(`call-${protocol}-${unique()}`);
+    const action = await callBranch('mysql', protocol, 'trans-in', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 5 });
+    expect(action).toEqual({ status: 409, code: protocol === 'grpc' ? 10 : undefined, text: expect.stringContaining(`branch call refused: the gid has a quote at position ${gid.indexOf("'") + 1}`) });
+    const compensate = await callBranch('mysql', protocol, 'trans-in-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 5 });
+    expect(compensate.status).toBe(200);
+    expect([t.runs.of('mysql.transIn'), t.runs.of('mysql.transInCompensate')]).toEqual([0, 0]);
+    expect(await balance('mysql', 1)).toBe(100);
+    expect(await barrierRows('mysql', gid)).toEqual([]);
+  });
+});
+
+describe('exact barrier keys', () => {
+  it('MariaDB: ids that differ only in case, accents or trailing spaces are distinct barrier rows, and each branch runs', async () => {
+    const u = unique();
+    for (const pair of [[`Order-7-${u}`, `order-7-${u}`], [`x-${u}`, `x-${u} `], [`é-${u}`, `e-${u}`]]) {
+      for (const gid of pair) {
+        const outcome = await new BranchBarrier('saga', gid, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => 'ran');
+        expect([gid, outcome]).toEqual([gid, { executed: true, result: 'ran' }]);
+      }
+      const [rows] = await my.execute('SELECT gid FROM dtm_barrier WHERE gid IN (?, ?)', pair);
+      expect((rows as { gid: Buffer }[]).map((r) => r.gid.toString('utf8')).sort()).toEqual([...pair].sort());
+    }
+  });
+
+  it('MariaDB: a table created before (character key columns) collides; ensureBarrierSchema names the ALTER, and after it the ids are distinct', async () => {
+    await my.query('DROP TABLE IF EXISTS old_barrier');
+    await my.query(`CREATE TABLE old_barrier (
+      trans_type varchar(45) NOT NULL DEFAULT '', gid varchar(128) NOT NULL DEFAULT '', branch_id varchar(128) NOT NULL DEFAULT '',
+      op varchar(45) NOT NULL DEFAULT '', barrier_id varchar(45) NOT NULL DEFAULT '', reason varchar(45) NOT NULL DEFAULT '',
+      create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP, update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+      PRIMARY KEY (gid, branch_id, op, barrier_id)) DEFAULT CHARSET = utf8mb4`);
+    const db = mysqlBarrierDatabase(my);
+    const error = await ensureBarrierSchema(db, { table: 'old_barrier' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain('barrier table old_barrier keeps gid, branch_id, op, barrier_id in character columns');
+    expect((error as Error).message).toContain(barrierBinaryKeysSql('old_barrier'));
+    const call = (gid: string) => new BranchBarrier('saga', gid, '01', 'action', { table: 'old_barrier' }).callWithDb(db, async () => 'ran');
+    const u = unique();
+    // the finding: the second branch answers without running
+    expect([await call(`Order-7-${u}`), await call(`order-7-${u}`)]).toEqual([
+      { executed: true, result: 'ran' },
+      { executed: false, reason: 'duplicate' },
+    ]);
+    await my.query(barrierBinaryKeysSql('old_barrier'));
+    await expect(ensureBarrierSchema(db, { table: 'old_barrier' })).resolves.toBeUndefined();
+    expect([await call(`Order-8-${u}`), await call(`order-8-${u}`)]).toEqual([
+      { executed: true, result: 'ran' },
+      { executed: true, result: 'ran' },
+    ]);
+  });
+
+  it('MariaDB through DTM: two sagas whose gids differ only in case both run', async () => {
+    const u = unique();
+    for (const gid of [`Order-7-${u}`, `order-7-${u}`]) {
+      expect((await t.client.newSaga(gid).add('mysql.transIn', { account: 2, amount: 3 }).submitAndWait()).status).toBe('succeed');
+      expect(await barrierRows('mysql', gid)).toEqual(['01/action/01=action']);
+    }
+    expect(t.runs.of('mysql.transIn')).toBe(2);
+    expect(await balance('mysql', 2)).toBe(106);
+  });
+
+  it('the AP refuses such gids before DTM hears of them', async () => {
+    const gid = `order-${unique()}-${'7'.repeat(130)}`;
+    expect(() => t.client.newSaga(gid)).toThrow(/the gid is 145 characters, over the limit of 128/);
+    expect((await recorded(gid)).transaction).toBeNull();
+  });
+
+  /** 128 characters: the two long gids below share them (on a non-strict MySQL they were one key). */
+  const prefix128 = `long-${unique()}-${'l'.repeat(114)}`;
+  it.each<[string, (u: string) => string, string]>([
+    ['a trailing space', (u) => `x-${u} `, 'the gid has a space at position 11'],
+    ['an accent', (u) => `é-${u}`, 'the gid has a non-ASCII character (U+00E9) at position 1'],
+    ['129 characters, sharing its first 128 with another', () => `${prefix128}A`, 'the gid is 129 characters, over the limit of 128'],
+    ['130 characters, sharing its first 128 with another', () => `${prefix128}BB`, 'the gid is 130 characters, over the limit of 128'],
+  ])('MariaDB through DTM: a gid with %s (sent to DTM by another SDK) is refused; DTM rolls the saga back, the handler never runs, nothing is written', async (_what, make, problem) => {
+    const gid = make(unique());
+    const submitted = await dtmPost('submit', {
+      gid,
+      trans_type: 'saga',
+      steps: [{ action: target('mysql', 'http', 'trans-in'), compensate: target('mysql', 'http', 'trans-in-compensate') }],
+      payloads: [JSON.stringify({ account: 2, amount: 3 })],
+    });
+    expect(submitted.status).toBe(200);
+    const final = await waitForStatus(gid, 'failed');
+    expect(final.transaction?.rollback_reason).toContain(`branch call refused: ${problem}`);
+    expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
+    expect([t.runs.of('mysql.transIn'), t.runs.of('mysql.transInCompensate')]).toEqual([0, 0]);
+    expect(await balance('mysql', 2)).toBe(100);
+    const [rows] = await my.execute('SELECT gid FROM dtm_barrier WHERE gid LIKE ?', [`%${gid.slice(2, 10)}%`]);
+    expect(rows).toEqual([]);
+  });
+
+  it.each(['http', 'grpc'] as const)('PostgreSQL over %s: a gid over 128 characters ends as a rolled-back saga, not an endless 500', async (protocol) => {
+    const gid = `pg-${protocol}-${unique()}-${'p'.repeat(130)}`;
+    const move = { account: 1, amount: 7 };
+    const payload = protocol === 'grpc' ? requestBytes('tests.PgBank', 'TransOut', move).toString('latin1') : JSON.stringify(move);
+    const submitted = await dtmPost('submit', {
+      gid,
+      trans_type: 'saga',
+      protocol,
+      steps: [{ action: target('pg', protocol, 'trans-out'), compensate: target('pg', protocol, 'trans-out-compensate') }],
+      payloads: [payload],
+    });
+    expect(submitted.status).toBe(200);
+    const final = await waitForStatus(gid, 'failed');
+    expect(final.transaction?.rollback_reason).toContain(`branch call refused: the gid is ${gid.length} characters, over the limit of 128`);
+    expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
+    expect([t.runs.of('pg.transOut'), t.runs.of('pg.transOutCompensate')]).toEqual([0, 0]);
+    expect(await balance('pg', 1)).toBe(100);
+    expect((await t.sql.pg.run('SELECT count(*)::int AS n FROM dtm_barrier WHERE gid LIKE ?', [`pg-${protocol}-%`])).rows[0].n).toBe(0);
+  });
+
+  it('PostgreSQL: a TCC branch id over 128 characters: its Try is refused, DTM cancels, the cancel does nothing, the transaction fails', async () => {
+    const gid = `tcc-${unique()}`;
+    const branchId = '0'.repeat(129);
+    const move = { account: 1, amount: 40 };
+    expect((await dtmPost('prepare', { gid, trans_type: 'tcc' })).status).toBe(200);
+    const registered = await dtmPost('registerBranch', {
+      gid,
+      trans_type: 'tcc',
+      branch_id: branchId,
+      data: JSON.stringify(move),
+      confirm: target('pg', 'http', 'tcc-out-confirm'),
+      cancel: target('pg', 'http', 'tcc-out-cancel'),
+    });
+    expect(registered.status).toBe(200);
+    // the AP calls the Try itself
+    const tried = await callBranch('pg', 'http', 'tcc-out-try', { gid, trans_type: 'tcc', branch_id: branchId, op: 'try' }, move);
+    expect(tried.status).toBe(409);
+    expect(tried.text).toContain('branch call refused: the branch id is 129 characters, over the limit of 128');
+    expect((await dtmPost('abort', { gid, trans_type: 'tcc', rollback_reason: 'try refused' })).status).toBe(200);
+    const final = await waitForStatus(gid, 'failed');
+    expect(lines(final)).toEqual(['cancel succeed', 'confirm prepared']);
+    expect([t.runs.of('pg.tccOutTry'), t.runs.of('pg.tccOutCancel')]).toEqual([0, 0]);
+    expect(await balance('pg', 1)).toBe(100);
+    expect(await barrierRows('pg', gid)).toEqual([]);
+  });
+});
+
+/** Error lines the XA app logged. */
+const logged: string[] = [];
+const captureLogger: LoggerService = {
+  log: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  verbose: () => undefined,
+  error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
+};
+
+@Controller('xa')
+class XaBank {
+  @Post('mysql')
+  @XaBranch('securityXaMysql', { db: 'mysql' })
+  async mysql(@Body() m: Move, @BarrierTx() conn: mysql.Connection) {
+    await conn.execute('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
+  }
+
+  @Post('pg')
+  @XaBranch('securityXaPg', { db: 'pg' })
+  async pg(@Body() m: Move, @BarrierTx() client: pg.Client) {
+    await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
+describe('XA phase 2 of an xid the database does not know', () => {
+  let xaApp: INestApplication;
+  let xaUrl: string;
+  let client: DtmClient;
+
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, barrierTable: 'dtm_barrier' },
+          xaConnections: {
+            mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
+            pg: pgXaDatabase(async () => {
+              const c = new pg.Client({ connectionString: dbs.postgres.url });
+              await c.connect();
+              return c;
+            }),
+          },
+        }),
+      ],
+      controllers: [XaBank],
+    }).compile();
+    xaApp = moduleRef.createNestApplication({ logger: captureLogger });
+    await xaApp.listen(0, '127.0.0.1');
+    xaUrl = `http://127.0.0.1:${(xaApp.getHttpServer().address() as { port: number }).port}/xa`;
+    client = xaApp.get(DtmClient);
+  });
+  afterAll(async () => {
+    await xaApp?.close();
+  });
+
+  /** Phase 2 as DTM sends it: POST, empty body, the keys in the query. */
+  const phase2 = async (store: SqlStore, gid: string, op: 'commit' | 'rollback') =>
+    (await fetch(`${xaUrl}/${store}?${new URLSearchParams({ gid, trans_type: 'xa', branch_id: '01', op })}`, { method: 'POST' })).status;
+
+  it.each(['mysql', 'pg'] as const)('%s: a branch rolled back behind DTM\'s back: DTM\'s commit is answered with an error and a log line naming gid and branch, never as committed', async (store) => {
+    const gid = await client.generateGid();
+    await client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ account: 1, amount: 30 }, `${xaUrl}/${store}`);
+      // behind DTM's back: the prepared branch is rolled back in the database
+      await t.sql[store].run(store === 'mysql' ? `XA ROLLBACK '${gid}-01'` : `ROLLBACK PREPARED '${gid}-01'`);
+    });
+    // DTM commits as soon as the transaction is submitted
+    await waitUntil('the commit answered with an error and logged', async () => logged.some((l) => l.includes(`gid ${gid}, branch 01, op commit`)), { timeoutMs: 15_000 });
+    expect(logged.find((l) => l.includes(`gid ${gid}, branch 01, op commit`))).toContain(
+      `XA commit of gid ${gid}, branch 01: the database has no prepared XA transaction ${gid}-01, and no barrier row says it committed`,
+    );
+    await sleep(500);
+    const record = await recorded(gid);
+    expect(record.transaction?.status).toBe('submitted');
+    expect(lines(record)).toEqual(['rollback prepared', 'commit prepared']);
+    expect(await balance(store, 1)).toBe(100);
+    expect(await barrierRows(store, gid)).toEqual([]);
+    expect((await dtmPost('forceStop', { gid })).status).toBe(200);
+  });
+
+  it.each(['mysql', 'pg'] as const)('%s: a rollback of a committed branch is an error too; a rollback of a branch that never prepared is done, and recorded so that no commit can follow', async (store) => {
+    const committed = await client.generateGid();
+    await client.xaGlobalTransaction(committed, (xa) => xa.callBranch({ account: 1, amount: 30 }, `${xaUrl}/${store}`));
+    expect((await waitForStatus(committed, 'succeed')).transaction?.status).toBe('succeed');
+    expect(await phase2(store, committed, 'commit')).toBe(200); // a repeated commit: its barrier row says it committed
+    expect(await phase2(store, committed, 'rollback')).toBe(500);
+    expect(logged.find((l) => l.includes(`gid ${committed}, branch 01, op rollback`))).toContain('its barrier row says it committed');
+    expect(await balance(store, 1)).toBe(130);
+    expect(await barrierRows(store, committed)).toEqual(['01/action/01=action']);
+
+    const never = `never-${unique()}`;
+    expect(await phase2(store, never, 'rollback')).toBe(200);
+    expect(await barrierRows(store, never)).toEqual(['01/action/01=rollback']);
+    expect(await phase2(store, never, 'commit')).toBe(500);
+    expect(logged.find((l) => l.includes(`gid ${never}, branch 01, op commit`))).toContain('its barrier row says it was rolled back');
+  });
+});
