@@ -52,6 +52,8 @@ export const MESSAGES = {
   protocolFixed: (gid: string, protocol: string) => `${gid} was created for ${protocol}; a transaction's protocol is chosen when it is created (newSaga(gid, { protocol }))`,
   msgConcurrentOverGrpc: (gid: string) => `msg ${gid}: DTM's gRPC API cannot carry concurrent messages; create it with { protocol: 'http' } to use enableConcurrent()`,
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
+  gidInUse: (operation: string, gid: string, status: string, detail: string) =>
+    `DTM refused ${operation} of ${gid}: it already holds a transaction ${gid} that is "${status}" (${truncate(detail)}). Nothing of this ${operation} ran: its branches were not called, and that transaction's outcome is not this one's. A gid names one transaction: use a new one (generateGid())`,
 
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,

@@ -66,7 +66,7 @@ export class Msg extends StepTransaction {
    */
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
-    await this.transport.prepare(this.submission());
+    await this.prepareInDtm(this.submission());
   }
 
   protected submission(): TransactionRequest {

@@ -4,8 +4,10 @@ import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest 
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -35,6 +37,8 @@ export abstract class Transaction {
   private resolved: ResolvedOptions;
   private overrides: TransactionOptions;
   private readonly inboundHeaders: Record<string, string>;
+  /** Whether DTM accepted this object's prepare: from then on the transaction DTM holds under the gid is this one. */
+  private created = false;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -128,16 +132,38 @@ export abstract class Transaction {
     });
   }
 
+  /** Prepares the transaction in DTM; a refusal because DTM already holds another under the gid is {@link DtmGidInUseError}. */
+  protected async prepareInDtm(request: TransactionRequest): Promise<void> {
+    try {
+      await this.transport.prepare(request);
+    } catch (err) {
+      throw this.gidInUse(err, 'prepare') ?? err;
+    }
+    this.created = true;
+  }
+
+  /** `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores under the gid, and that one is not this one. */
+  private gidInUse(err: unknown, operation: string): DtmGidInUseError | undefined {
+    const refused = this.created ? undefined : refusedForStatus(err);
+    if (!refused) return undefined;
+    const { endpoint, protocol, status } = err as DtmFailureError;
+    return new DtmGidInUseError(operation, this.gid, refused.status, refused.detail, { endpoint, protocol, status, cause: err });
+  }
+
   /**
    * Submits `request`. With `waitResult`, DTM answers FAILURE (409 / ABORTED) whenever its first
    * round did not end in success, also when the transaction is merely still running: the stored
    * status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
    * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
+   * DTM's refusal because it already holds another transaction under the gid (this object did not
+   * prepare it) is {@link DtmGidInUseError}, never that transaction's status.
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     try {
       await this.transport.submit(request);
     } catch (err) {
+      const inUse = this.gidInUse(err, 'submit');
+      if (inUse) throw inUse;
       if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
       const record = await this.runtime.query(this.gid);
       if (record?.status === 'succeed') return;

@@ -3,7 +3,7 @@
 // are recorder handlers that register their branch with DTM the way DTM's Go SDK does
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, queryTrans, waitForTransStatus } from '../support/harness.js';
 import type { RecordedCall } from '../support/recorder.js';
@@ -81,6 +81,19 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         '/StockConfirm {"sku":"a"}',
         '/OrderConfirm {"order":1}',
       ]);
+    });
+
+    it('a gid DTM already finished: executeTcc with waitForFinal throws DtmGidInUseError, not the old outcome; no Try runs', async () => {
+      const branch = (name: string, data: object) => ({ try: fx.target(`/${name}Try`), confirm: fx.target(`/${name}Confirm`), cancel: fx.target(`/${name}Cancel`), data: fx.payload(data) });
+      const gid = await fx.helper.mustGenGid();
+      expect((await fx.helper.executeTcc(gid, [branch('Inventory', { sku: 'c' })], { waitForFinal: true })).final?.status).toBe('succeed');
+      const before = branchLines((await fx.client.query(gid))!);
+
+      const reused = fx.helper.executeTcc(gid, [branch('Payment', { amount: 9 })], { waitForFinal: true });
+      await expect(reused).rejects.toBeInstanceOf(DtmGidInUseError);
+      await expect(reused).rejects.toMatchObject({ gid, currentStatus: 'succeed' });
+      expect(fx.recorder.callsTo('/PaymentTry')).toEqual([]);
+      expect(branchLines((await fx.client.query(gid))!)).toEqual(before);
     });
 
     it('TransactionHelper.executeTcc returns the Try answers, and a rollback as a result with waitForFinal', async () => {
