@@ -54,6 +54,8 @@ export const MESSAGES = {
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
   gidInUse: (operation: string, gid: string, status: string, detail: string) =>
     `DTM refused ${operation} of ${gid}: it already holds a transaction ${gid} that is "${status}" (${truncate(detail)}). Nothing of this ${operation} ran: its branches were not called, and that transaction's outcome is not this one's. A gid names one transaction: use a new one (generateGid())`,
+  foreignDtm: (named: string, key: string, configured: string) =>
+    `a branch call named ${named} as its DTM server (the dtm query parameter, or dtm-dtm metadata over gRPC), which is not lynx.dtm.${key} (${configured}): the module talks only to the DTM server it is configured with, so the branch is registered there (and fails if that server has no such transaction). Logged once per name`,
 
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,

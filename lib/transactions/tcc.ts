@@ -27,10 +27,7 @@ export class Tcc extends GlobalTransaction {
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
     const branchId = this.ids.next();
     const data = this.encode(payload, tryTarget);
-    await this.transport.registerBranch(
-      { gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } },
-      this.parent?.dtm,
-    );
+    await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
     return this.invokeBranch(tryTarget, data, branchId, 'try');
   }
 }

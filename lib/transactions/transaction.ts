@@ -19,8 +19,6 @@ export function assertGid(gid: unknown): asserts gid is string {
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
-  /** The DTM server of that transaction, as its caller named it. */
-  dtm?: string;
 }
 
 /**
@@ -128,7 +126,6 @@ export abstract class Transaction {
       headers: this.resolved.branchHeaders,
       timeoutSeconds: this.resolved.branchTimeout,
       phase2Target,
-      dtm: this.parent?.dtm,
     });
   }
 

@@ -3,9 +3,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
-import { dtmPost, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
+import { startTrap } from '../support/trap.js';
 
 describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   let t: BranchApp;
@@ -283,6 +284,33 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     ]);
     const tries = t.ledger.callsOf(gid).filter((c) => c.branch.op === 'try');
     expect(tries.map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['orderTry 01', 'inventoryTry 0101', 'inventoryTry 0102']);
+  });
+
+  it('a Try call naming another DTM server (dtm=): its nested sub-branch is registered with the configured one; nothing reaches the named one', async () => {
+    const trap = await startTrap();
+    try {
+      const gid = await t.client.generateGid();
+      expect((await dtmPost('/prepare', { gid, trans_type: 'tcc' })).status).toBe(200);
+      const query = new URLSearchParams({ gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: trap.url });
+      const res = await fetch(`${t.url}/api/inventory/order-try?${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ items: ['a'] }),
+      });
+      expect(res.status).toBe(200);
+      expect([trap.connections, trap.received]).toEqual([0, '']);
+      expect(branchLines((await t.client.query(gid))!)).toEqual(['0101 cancel prepared', '0101 confirm prepared']);
+      const [subTry] = t.ledger.callsOf(gid).filter((c) => c.handler === 'inventoryTry');
+      expect(subTry.branch).toMatchObject({ branchId: '0101', op: 'try', dtm: harness().dtm.serverUrl });
+      expect(t.logger.warnings).toContainEqual(expect.stringContaining(`a branch call named "${trap.url}" as its DTM server`));
+
+      expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['orderTry 01', 'inventoryTry 0101', 'inventoryConfirm 0101']);
+      expect(trap.connections).toBe(0);
+    } finally {
+      await trap.close();
+    }
   });
 
   it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
