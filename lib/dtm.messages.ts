@@ -76,6 +76,7 @@ export const MESSAGES = {
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
+  branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
   branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string } | undefined, detail: string) =>

@@ -226,6 +226,13 @@ class StartController {
     await this.dtm.tccGlobalTransaction(body.gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'));
     return { gid: body.gid };
   }
+
+  /** Echoes what the app's own body parsing made of the request body (`nothing`: no parser read it). */
+  @Post('echo')
+  @HttpCode(200)
+  echo(@Body() body: unknown) {
+    return { received: body === undefined ? 'nothing' : body };
+  }
 }
 
 /** Collects what the app logs, for assertions on warnings. */

@@ -1,5 +1,6 @@
 // The participant side against the real DTM server: branches written with the decorators, on
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
+import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
@@ -7,6 +8,34 @@ import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '.
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
+
+/** The largest body the module reads of a branch call (MAX_BRANCH_BODY_BYTES). */
+const MAX_BRANCH_BODY = 1024 * 1024;
+
+/**
+ * Writes `head` and `chunks` on a raw connection to `url`'s port, never finishing the request,
+ * and resolves with what the server answered once its answer's head is in (or it closed, or 5 s passed).
+ */
+function rawExchange(url: string, head: string, chunks: Buffer[] = []): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    let answer = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answer);
+    };
+    const timer = setTimeout(done, 5000);
+    socket.on('data', (data: Buffer) => {
+      answer += data.toString('latin1');
+      if (answer.includes('\r\n\r\n')) setTimeout(done, 50); // the body of a short answer follows at once
+    });
+    socket.on('error', () => undefined); // the server may reset the unread rest; 'close' follows
+    socket.on('close', done);
+    socket.write(head.replace(/\n/g, '\r\n'));
+    for (const chunk of chunks) socket.write(chunk);
+  });
+}
 
 describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   let t: BranchApp;
@@ -313,6 +342,39 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     }
   });
 
+  it('an undecorated route keeps the app\'s own body parsing: a text/plain POST with a branch call\'s query is not parsed by the module', async () => {
+    const res = await fetch(`${t.url}/api/start/echo?gid=g-csrf&trans_type=saga&branch_id=01&op=action`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: JSON.stringify({ amount: 1 }),
+    });
+    expect(res.status).toBe(200);
+    const { received } = (await res.json()) as { received: unknown };
+    // Express's JSON parser skips text/plain; Fastify's own text parser gives the text
+    expect(received).toEqual(adapter === 'fastify' ? '{"amount":1}' : 'nothing');
+  });
+
+  it('a branch call whose Content-Length is over the limit gets 413 before its body is read; the handler does not run', async () => {
+    const answer = await rawExchange(
+      t.url,
+      `POST /api/v1/bank/audit?gid=g-big&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${2 * MAX_BRANCH_BODY}\n\n`,
+    ); // no byte of the body is ever sent
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it('a chunked branch call body is cut with 413 once it passes the limit; the handler does not run', async () => {
+    const size = MAX_BRANCH_BODY + 4096;
+    const chunk = Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n')]);
+    const answer = await rawExchange(
+      t.url,
+      'POST /api/v1/bank/audit?gid=g-chunked&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nTransfer-Encoding: chunked\n\n',
+      [chunk],
+    ); // the last chunk is never sent: the request never ends
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
   it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
     const msgGid = await t.client.generateGid();
     await t.client.newMsg(msgGid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', { n: 1 }).prepare('order');
@@ -350,6 +412,17 @@ describe('branch URLs and header allow-list settings', () => {
         'http://orders.internal:8080/api/v1/bank/trans-out-compensate',
       ]);
       expect(t.logger.warnings.filter((w) => w.includes('app_url'))).toEqual([]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('the app\'s own body limit holds on an undecorated route, whatever its query', async () => {
+    const t = await startBranchApp('express');
+    try {
+      const big = JSON.stringify({ pad: 'x'.repeat(200 * 1024) }); // over Express's default 100 kB, under the module's 1 MiB
+      const res = await fetch(`${t.url}/api/start/echo?gid=g-limit&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+      expect(res.status).toBe(413);
     } finally {
       await t.close();
     }
