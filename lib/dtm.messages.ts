@@ -15,6 +15,10 @@ export const MESSAGES = {
   configPositive: (got: number) => `must be a positive number of seconds, got ${got}`,
   configWholeSeconds: (got: number) => `must be a whole number of seconds (DTM stores integers), got ${got}`,
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
+  configForbiddenHeaders: (names: string[]) =>
+    `must not list ${names.join(', ')}: framing, connection and proxy headers (Host, Content-Length, Content-Type, Content-Encoding, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*) describe the request that carried them, not the branch call, and dtm-* / grpc-* are DTM's and gRPC's own metadata; remove them`,
+  passThroughStored: (names: string[]) =>
+    `lynx.dtm.pass_through_headers forwards ${names.join(', ')} of the request being served to every branch of the transactions it starts: DTM stores them with each transaction (branch_headers) and returns them to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. List only values that may be stored (request ids, tenants), not credentials (Authorization, Cookie, API keys), and keep DTM's API private`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
 
@@ -56,6 +60,9 @@ export const MESSAGES = {
     `DTM refused ${operation} of ${gid}: it already holds a transaction ${gid} that is "${status}" (${truncate(detail)}). Nothing of this ${operation} ran: its branches were not called, and that transaction's outcome is not this one's. A gid names one transaction: use a new one (generateGid())`,
   foreignDtm: (named: string, key: string, configured: string) =>
     `a branch call named ${named} as its DTM server (the dtm query parameter, or dtm-dtm metadata over gRPC), which is not lynx.dtm.${key} (${configured}): the module talks only to the DTM server it is configured with, so the branch is registered there (and fails if that server has no such transaction). Logged once per name`,
+  branchHeaderTwice: (names: string[]) => `branch headers ${names.join(' and ')} are one header (names are case-insensitive); give it once`,
+  branchHeaderForbidden: (name: string) =>
+    `branch header ${JSON.stringify(name)} describes the request that carries it (framing, connection, proxy), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
 
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -30,7 +30,7 @@ const MAX_LOGGED_FOREIGN_DTM = 100;
 
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()
-export class DtmClient implements OnModuleDestroy {
+export class DtmClient implements OnModuleInit, OnModuleDestroy {
   private readonly http: HttpTransport;
   private grpc?: GrpcTransport;
   private readonly runtime: TransactionRuntime;
@@ -202,6 +202,11 @@ export class DtmClient implements OnModuleDestroy {
       await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
       interval = Math.min(interval * 1.5, 1000);
     }
+  }
+
+  /** Warns at start-up that the headers `pass_through_headers` forwards are stored in DTM and readable through its API. */
+  onModuleInit(): void {
+    if (this.config.enabled && this.config.passThroughHeaders.length > 0) this.logger.warn(MESSAGES.passThroughStored(this.config.passThroughHeaders));
   }
 
   /** Closes the connections when the Nest app shuts down. */

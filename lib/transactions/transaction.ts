@@ -7,6 +7,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -61,11 +62,12 @@ export abstract class Transaction {
     return this.resolved;
   }
 
-  /** Merges more options into the transaction's own (`branchHeaders` key by key); the protocol cannot change. */
+  /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
   protected mergeOptions(options: TransactionOptions): void {
     if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
     const merged = { ...this.overrides, ...options };
-    if (this.overrides.branchHeaders || options.branchHeaders) merged.branchHeaders = { ...this.overrides.branchHeaders, ...options.branchHeaders };
+    const [earlier, later] = [this.overrides.branchHeaders, options.branchHeaders];
+    if (earlier || later) merged.branchHeaders = earlier && later ? overrideHeaders(earlier, later, this.gid) : (later ?? earlier);
     this.overrides = merged;
     this.resolved = this.resolve();
   }
@@ -77,7 +79,7 @@ export abstract class Transaction {
       timeoutToFail: o.timeoutToFail ?? config.transactionTimeout,
       retryInterval: o.retryInterval ?? config.retryInterval,
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
-      branchHeaders: o.branchHeaders ? { ...this.inboundHeaders, ...o.branchHeaders } : this.inboundHeaders,
+      branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,
     };
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
@@ -171,4 +173,24 @@ export abstract class Transaction {
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
     }
   }
+}
+
+/**
+ * `base` with `later` over it, header names compared case-insensitively (DTM would store and send
+ * both spellings, and which one a branch reads first is not defined): a name of `later` replaces
+ * every spelling of it in `base`. `later` (given by the app) may not name one header twice, nor a
+ * framing or connection header (`DtmUsageError`).
+ */
+function overrideHeaders(base: Record<string, string>, later: Record<string, string>, gid?: string): Record<string, string> {
+  const names = new Map<string, string>();
+  for (const name in later) {
+    const lower = name.toLowerCase();
+    const twice = names.get(lower);
+    if (twice !== undefined) throw new DtmUsageError(MESSAGES.branchHeaderTwice([twice, name]), { gid });
+    if (isForbiddenBranchHeader(lower)) throw new DtmUsageError(MESSAGES.branchHeaderForbidden(name), { gid });
+    names.set(lower, name);
+  }
+  const merged: Record<string, string> = {};
+  for (const name in base) if (!names.has(name.toLowerCase())) merged[name] = base[name];
+  return Object.assign(merged, later);
 }

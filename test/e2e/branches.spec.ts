@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmConfigError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
@@ -36,6 +36,9 @@ function rawExchange(url: string, head: string, chunks: Buffer[] = []): Promise<
     for (const chunk of chunks) socket.write(chunk);
   });
 }
+
+/** A well-formed W3C traceparent. */
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   let t: BranchApp;
@@ -375,6 +378,30 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.ledger.calls).toEqual([]);
   });
 
+  it('passes on only well-formed W3C trace context: a malformed or oversized traceparent / tracestate is dropped, not stored in DTM', async () => {
+    const cases: [Record<string, string>, Record<string, string>][] = [
+      [{ traceparent: `00-${'junk'.repeat(1500)}` }, {}],
+      [{ traceparent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01', tracestate: 'vendor=ok' }, {}],
+      [{ traceparent: TRACEPARENT, tracestate: `vendor=${'x'.repeat(600)}` }, { traceparent: TRACEPARENT }],
+      [{ traceparent: TRACEPARENT, tracestate: 'vendor=ok,Bad Key=1' }, { traceparent: TRACEPARENT }],
+      [{ tracestate: 'vendor=ok' }, {}],
+      [{ traceparent: TRACEPARENT, tracestate: 'congo=t61rcWkgMzE, rojo=00f067aa0ba902b7' }, { traceparent: TRACEPARENT, tracestate: 'congo=t61rcWkgMzE, rojo=00f067aa0ba902b7' }],
+    ];
+    for (const [sent, forwarded] of cases) {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/transfer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'req-tc', ...sent },
+        body: JSON.stringify({ gid, amount: 1 }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      const expected = { 'x-request-id': 'req-tc', ...forwarded };
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual(expected);
+      for (const call of t.ledger.callsOf(gid)) expect(call.branch.headers).toEqual(expected);
+    }
+  });
+
   it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
     const msgGid = await t.client.generateGid();
     await t.client.newMsg(msgGid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', { n: 1 }).prepare('order');
@@ -428,9 +455,62 @@ describe('branch URLs and header allow-list settings', () => {
     }
   });
 
-  it('Authorization is passed on only when listed', async () => {
+  it('refuses at start-up a framing or connection header in pass_through_headers (Host, Content-Length, ...), naming the setting', async () => {
+    for (const header of ['Host', 'Content-Length', 'transfer-encoding', 'Proxy-Authorization']) {
+      const failed = await startBranchApp('express', { passThroughHeaders: ['X-Request-ID', header] }).then(
+        async (t) => {
+          await t.close();
+          return undefined;
+        },
+        (err: unknown) => err,
+      );
+      expect(failed).toBeInstanceOf(DtmConfigError);
+      expect((failed as DtmConfigError).problems).toEqual([{ path: 'config.passThroughHeaders', message: expect.stringContaining(`must not list ${header}: framing, connection and proxy headers`) }]);
+    }
+  });
+
+  it('explicit branchHeaders win over a pass-through header of the same name in another spelling: DTM stores one, the branch gets it', async () => {
+    const t = await startBranchApp('fastify', { passThroughHeaders: ['X-Request-ID', 'X-Tenant'] });
+    try {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/audit-as`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-tenant': 'inbound', 'x-request-id': 'req-t' },
+        body: JSON.stringify({ gid, tenant: 'explicit' }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ 'x-request-id': 'req-t', 'X-Tenant': 'explicit' });
+      const [audit] = t.ledger.callsOf(gid);
+      expect(audit.headers['x-tenant']).toBe('explicit');
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('pass_trace_context: false passes on no trace context', async () => {
+    const t = await startBranchApp('express', { passTraceContext: false });
+    try {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/transfer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'req-nt', traceparent: TRACEPARENT, tracestate: 'vendor=ok' },
+        body: JSON.stringify({ gid, amount: 1 }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ 'x-request-id': 'req-nt' });
+      for (const call of t.ledger.callsOf(gid)) expect(call.headers.traceparent).toBeUndefined();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('Authorization is passed on only when listed, with a warning at start-up that DTM stores it and returns it through its API', async () => {
     const t = await startBranchApp('fastify', { passThroughHeaders: ['Authorization'] });
     try {
+      expect(t.logger.warnings).toContainEqual(expect.stringContaining('lynx.dtm.pass_through_headers forwards authorization of the request being served to every branch'));
+      expect(t.logger.warnings.filter((w) => w.includes('pass_through_headers forwards'))).toHaveLength(1);
       const gid = await t.client.generateGid();
       const res = await fetch(`${t.url}/api/start/reserve`, {
         method: 'POST',
@@ -443,6 +523,8 @@ describe('branch URLs and header allow-list settings', () => {
         expect(call.headers.authorization).toBe('Bearer abc');
         expect(call.headers['x-request-id']).toBeUndefined();
       }
+      // what the warning is about: anyone who can read DTM's API reads the token
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ authorization: 'Bearer abc' });
     } finally {
       await t.close();
     }

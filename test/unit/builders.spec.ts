@@ -91,6 +91,20 @@ describe('Saga', () => {
     });
   });
 
+  it('explicit branchHeaders replace a pass-through header in any spelling (DTM would store both); a name twice, or a framing header, is refused', async () => {
+    const { runtime, sent } = recordingRuntime({ 'x-tenant': 'inbound', 'x-request-id': 'r-1', traceparent: 'tp' });
+    await new Saga(runtime, 'gid-h1', { branchHeaders: { 'X-Tenant': 'explicit', 'X-Env': 'a' } })
+      .setOptions({ branchHeaders: { 'X-REQUEST-ID': 'mine', 'x-env': 'b' } })
+      .add('http://a/x', {})
+      .submit();
+    expect(sent[0].request.options.branchHeaders).toEqual({ traceparent: 'tp', 'X-Tenant': 'explicit', 'X-REQUEST-ID': 'mine', 'x-env': 'b' });
+    expect(() => new Saga(runtime, 'gid-h2', { branchHeaders: { 'X-A': '1', 'x-a': '2' } })).toThrow(new DtmUsageError('branch headers X-A and x-a are one header (names are case-insensitive); give it once'));
+    for (const name of ['Content-Length', 'host', 'Transfer-Encoding', 'Proxy-Authorization', 'dtm-gid']) {
+      expect(() => new Saga(runtime, 'gid-h3', { branchHeaders: { [name]: '2' } })).toThrow(/describes the request that carries it/);
+    }
+    expect(sent).toHaveLength(1);
+  });
+
   it('a submit DTM refuses because it holds the gid already is DtmGidInUseError, with waitResult too: the stored status is never read as this saga\'s', async () => {
     const { runtime } = recordingRuntime();
     let queried = 0;
