@@ -17,6 +17,10 @@ export const MESSAGES = {
   configAuthKeysEmpty: () => 'lists no key: give at least one key (e.g. [${DTM_BRANCH_KEY}] with the variable set), or remove the setting to leave branch calls unauthenticated',
   configAuthKeysBad: (bad: string[], min: number) => `must list keys of at least ${min} characters (e.g. \`openssl rand -base64 33\`); these are not (position: problem): ${bad.join(', ')}`,
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
+  configForbiddenHeaders: (names: string[]) =>
+    `must not list ${names.join(', ')}: framing, connection and proxy headers (Host, Content-Length, Content-Type, Content-Encoding, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*) describe the request that carried them, not the branch call, and dtm-* / grpc-* are DTM's and gRPC's own metadata; remove them`,
+  passThroughStored: (names: string[]) =>
+    `lynx.dtm.pass_through_headers forwards ${names.join(', ')} of the request being served to every branch of the transactions it starts: DTM stores them with each transaction (branch_headers) and returns them to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. List only values that may be stored (request ids, tenants), not credentials (Authorization, Cookie, API keys), and keep DTM's API private`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
 
@@ -75,6 +79,13 @@ export const MESSAGES = {
   protocolFixed: (gid: string, protocol: string) => `${gid} was created for ${protocol}; a transaction's protocol is chosen when it is created (newSaga(gid, { protocol }))`,
   msgConcurrentOverGrpc: (gid: string) => `msg ${gid}: DTM's gRPC API cannot carry concurrent messages; create it with { protocol: 'http' } to use enableConcurrent()`,
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
+  gidInUse: (operation: string, gid: string, status: string, detail: string) =>
+    `DTM refused ${operation} of ${gid}: it already holds a transaction ${gid} that is "${status}" (${truncate(detail)}). Nothing of this ${operation} ran: its branches were not called, and that transaction's outcome is not this one's. A gid names one transaction: use a new one (generateGid())`,
+  foreignDtm: (named: string, key: string, configured: string) =>
+    `a branch call named ${named} as its DTM server (the dtm query parameter, or dtm-dtm metadata over gRPC), which is not lynx.dtm.${key} (${configured}): the module talks only to the DTM server it is configured with, so the branch is registered there (and fails if that server has no such transaction). Logged once per name`,
+  branchHeaderTwice: (names: string[]) => `branch headers ${names.join(' and ')} are one header (names are case-insensitive); give it once`,
+  branchHeaderForbidden: (name: string) =>
+    `branch header ${JSON.stringify(name)} describes the request that carries it (framing, connection, proxy), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
 
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,
@@ -103,6 +114,7 @@ export const MESSAGES = {
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
+  branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
   branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string } | undefined, detail: string) =>

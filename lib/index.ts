@@ -100,6 +100,7 @@ export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';
 export { DtmUnavailableError } from './errors/dtm-unavailable.error.js';
 export { DtmServerError } from './errors/dtm-server.error.js';
 export { DtmFailureError } from './errors/dtm-failure.error.js';
+export { DtmGidInUseError } from './errors/dtm-gid-in-use.error.js';
 export { DtmOngoingError } from './errors/dtm-ongoing.error.js';
 export { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error.js';
 export { DtmDisabledError } from './errors/dtm-disabled.error.js';

@@ -52,6 +52,8 @@ const DECORATOR: Record<BranchKind, string> = {
 export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap {
   private readonly logger = new Logger('DtmBranch');
   private readonly routes = new Map<string, { http?: BranchRoute; grpc?: BranchRoute }>();
+  /** The paths of the decorated HTTP routes by their length, each with its methods (`ALL` for `@All()`). */
+  private readonly httpPaths = new Map<number, { path: string; methods: Set<string> }[]>();
 
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
@@ -102,6 +104,26 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
     for (const [k, entry] of served) this.routes.set(k, entry);
+    for (const { http } of routes) {
+      if (!http) continue;
+      const sameLength = this.httpPaths.get(http.path.length) ?? [];
+      this.httpPaths.set(http.path.length, sameLength);
+      const known = sameLength.find((p) => p.path === http.path);
+      if (known) known.methods.add(http.method);
+      else sameLength.push({ path: http.path, methods: new Set([http.method]) });
+    }
+  }
+
+  /**
+   * @internal Whether the first `pathLength` characters of `url` are the path of a decorated HTTP
+   * branch route for `method` (the calls whose bodies the module reads itself). Called for every
+   * request with a body and a query, so it compares in place instead of cutting the path out.
+   */
+  servesHttp(method: string, url: string, pathLength: number): boolean {
+    const candidates = this.httpPaths.get(pathLength);
+    if (candidates === undefined) return false;
+    for (const { path, methods } of candidates) if (url.startsWith(path) && (methods.has(method) || methods.has('ALL'))) return true;
+    return false;
   }
 
   private barrierProblem(route: BranchRoute, decl: string): string | undefined {

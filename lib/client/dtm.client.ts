@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -8,6 +8,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { redactUrl } from '../redact.js';
 import { Msg } from '../transactions/msg.js';
 import { Saga } from '../transactions/saga.js';
 import { Tcc } from '../transactions/tcc.js';
@@ -24,13 +25,19 @@ import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../transport/http/http.transport.js';
 
+/** How many distinct foreign DTM server names a client logs (a caller chooses them: the log must stay bounded). */
+const MAX_LOGGED_FOREIGN_DTM = 100;
+
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()
-export class DtmClient implements OnModuleDestroy {
+export class DtmClient implements OnModuleInit, OnModuleDestroy {
   private readonly http: HttpTransport;
   private grpc?: GrpcTransport;
   private readonly runtime: TransactionRuntime;
   private readonly workflows?: WorkflowEngine;
+  private readonly logger = new Logger('DtmBranch');
+  /** The foreign DTM server names branch calls carried that were logged. */
+  private readonly foreignDtm = new Set<string>();
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
@@ -129,18 +136,19 @@ export class DtmClient implements OnModuleDestroy {
    */
   async xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined> {
     this.assertEnabled('xaLocalTransaction()');
-    return xaLocalTransaction({ transport: this.transport(protocolOf(branch)), config: this.config }, branch, db, business);
+    return xaLocalTransaction({ transport: this.transport(this.callerProtocol(branch)), config: this.config }, branch, db, business);
   }
 
   /**
    * Nested TCC: inside a `@TccTry` handler, the TCC transaction of the branch being served (its
    * `@BranchContext()`), so that the handler can register and try sub-branches of its own branch
-   * (ids `0101`, `0102`, ... under branch `01`), as DTM's Go SDK (`TccFromQuery`) allows.
+   * (ids `0101`, `0102`, ... under branch `01`), as DTM's Go SDK (`TccFromQuery`) allows. The
+   * sub-branches are registered with the module's own DTM server, whatever server the call named.
    */
   tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
     if (branch?.transType !== 'tcc') throw new DtmUsageError(MESSAGES.notInTccBranch());
-    return new Tcc(this.runtime, branch.gid, { ...options, protocol: protocolOf(branch) }, { branchId: branch.branchId, dtm: branch.dtm });
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId });
   }
 
   /**
@@ -196,6 +204,11 @@ export class DtmClient implements OnModuleDestroy {
     }
   }
 
+  /** Warns at start-up that the headers `pass_through_headers` forwards are stored in DTM and readable through its API. */
+  onModuleInit(): void {
+    if (this.config.enabled && this.config.passThroughHeaders.length > 0) this.logger.warn(MESSAGES.passThroughStored(this.config.passThroughHeaders));
+  }
+
   /** Closes the connections when the Nest app shuts down. */
   onModuleDestroy(): void {
     this.http.close();
@@ -212,9 +225,24 @@ export class DtmClient implements OnModuleDestroy {
   private assertEnabled(operation: string): void {
     if (!this.config.enabled) throw new DtmDisabledError(operation);
   }
-}
 
-/** How the app that called a branch talks to DTM: its `dtm` is an HTTP URL or a gRPC address. */
-function protocolOf(branch: BranchInfo): DtmProtocol {
-  return branch.dtm === undefined || /^https?:\/\//i.test(branch.dtm) ? 'http' : 'grpc';
+  /**
+   * How the app that called `branch` talks to DTM: its `dtm` (query parameter, or `dtm-dtm`
+   * metadata) is an HTTP URL or a gRPC address. Only that is taken from it: the caller chooses the
+   * value, so the module talks to its own `server_url` / `grpc_server`, never to the server a call
+   * names. A name that is not the configured server is logged (once per name, credentials redacted).
+   */
+  private callerProtocol(branch: BranchInfo): DtmProtocol {
+    const named = branch.dtm;
+    if (!named) return 'http';
+    const protocol: DtmProtocol = /^https?:\/\//i.test(named) ? 'http' : 'grpc';
+    const configured = protocol === 'http' ? this.config.serverUrl : this.config.grpcServer;
+    if (named.replace(/\/+$/, '') !== configured && !this.foreignDtm.has(named) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
+      this.foreignDtm.add(named);
+      const redacted = redactUrl(named);
+      const shown = JSON.stringify(redacted.length > 200 ? `${redacted.slice(0, 200)}…` : redacted);
+      this.logger.warn(MESSAGES.foreignDtm(shown, protocol === 'http' ? 'server_url' : 'grpc_server', redactUrl(configured)));
+    }
+    return protocol;
+  }
 }

@@ -3,6 +3,7 @@ import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOption
 import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
 
@@ -121,12 +122,15 @@ export class TransactionHelper {
     return this.client.executeWorkflow<R>(name, gid, input, options);
   }
 
-  /** TCC / XA: a branch's FAILURE is a rollback; with `waitForFinal` that is a result, not an exception. */
+  /**
+   * TCC / XA: a branch's FAILURE is a rollback; with `waitForFinal` that is a result, not an
+   * exception. A gid DTM already holds another transaction under is not: that one's outcome is not this one's.
+   */
   private async settle(gid: string, answers: BranchAnswer[], options: HelperOptions, run: () => Promise<void>): Promise<ExecutionResult> {
     try {
       await run();
     } catch (err) {
-      if (!(options.waitForFinal && err instanceof DtmFailureError)) throw err;
+      if (!(options.waitForFinal && err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw err;
     }
     return this.finish(gid, answers, options);
   }

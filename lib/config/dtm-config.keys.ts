@@ -3,8 +3,37 @@ import type { DtmConfig } from './dtm-config.types.js';
 /** How a key's value is checked. */
 export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table' | 'secret-list';
 
-/** Headers passed on to branches whatever `pass_through_headers` says: W3C trace context. */
-export const ALWAYS_PASSED_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
+/** Headers passed on to branches whatever `pass_through_headers` says, unless `pass_trace_context` is false: W3C trace context. */
+export const TRACE_CONTEXT_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
+
+/**
+ * Header names no branch call may carry from a request or from `branchHeaders` (lower case): the
+ * message framing and connection handling of the call itself (a forwarded `Content-Length` cuts
+ * the body and desyncs the connection, a `Host` redirects virtual hosting), its content type and
+ * encoding, and the keys of DTM's own gRPC metadata. Names ending in `-` are prefixes.
+ */
+export const FORBIDDEN_BRANCH_HEADERS: readonly string[] = [
+  'host',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+  'proxy-',
+  'dtm-',
+  'grpc-',
+];
+
+/** Whether `name` (any case) is one of {@link FORBIDDEN_BRANCH_HEADERS}. */
+export function isForbiddenBranchHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return FORBIDDEN_BRANCH_HEADERS.some((f) => (f.endsWith('-') ? lower.startsWith(f) : lower === f));
+}
 
 /** One `lynx.dtm` key: its YAML name, its TypeScript name, how it is checked and its default. */
 export interface DtmConfigKey<K extends keyof DtmConfig = keyof DtmConfig> {
@@ -28,6 +57,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60 },
   { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30 },
   { yaml: 'pass_through_headers', camel: 'passThroughHeaders', kind: 'header-list', default: [] },
+  { yaml: 'pass_trace_context', camel: 'passTraceContext', kind: 'boolean', default: true },
   { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },
   { yaml: 'grpc_app_address', camel: 'grpcAppAddress', kind: 'host-port' },
   { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },

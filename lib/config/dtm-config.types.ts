@@ -19,8 +19,14 @@ export interface DtmConfig {
   transactionTimeout: number;
   /** Seconds DTM waits for one branch call (DTM `request_timeout`); also the module's own direct branch calls. Default 30. */
   branchTimeout: number;
-  /** Inbound request headers passed on to every branch (case-insensitive); `traceparent` and `tracestate` always are. Default none. */
+  /**
+   * Inbound request headers passed on to every branch (case-insensitive). DTM stores them with each
+   * transaction and returns them through its API. Framing and connection headers (`Host`,
+   * `Content-Length`, `Transfer-Encoding`, `Connection`, ...) are refused. Default none.
+   */
   passThroughHeaders: string[];
+  /** Pass the inbound W3C trace context (`traceparent`, `tracestate`) on to every branch, when well-formed. Default true. */
+  passTraceContext: boolean;
   /**
    * Base URL at which DTM reaches this app's decorated branches, e.g. `http://orders:3000`. When
    * unset, the address the app listens on (only reachable by a DTM server on the same host).

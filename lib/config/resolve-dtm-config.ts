@@ -6,7 +6,7 @@ import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
 import { redactUrl } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DTM_CONFIG_KEYS, defaultDtmConfig, type DtmConfigKey } from './dtm-config.keys.js';
+import { DTM_CONFIG_KEYS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
 import type { DtmConfig, DtmConfigSource } from './dtm-config.types.js';
 
 const SECTION = 'lynx.dtm';
@@ -162,6 +162,8 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };
       const bad = raw.filter((h) => typeof h !== 'string' || !HEADER_NAME.test(h));
       if (bad.length > 0) return { problem: MESSAGES.configBadHeaders(bad.map(describe)) };
+      const forbidden = (raw as string[]).filter(isForbiddenBranchHeader);
+      if (forbidden.length > 0) return { problem: MESSAGES.configForbiddenHeaders(forbidden) };
       return { value: [...new Set((raw as string[]).map((h) => h.toLowerCase()))] };
     }
   }

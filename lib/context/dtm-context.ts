@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { ALWAYS_PASSED_HEADERS } from '../config/dtm-config.keys.js';
+import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 
 /** What the module remembers about the request being served. */
@@ -22,17 +22,52 @@ export function currentPassThroughHeaders(): Record<string, string> {
   return dtmContext.getStore()?.headers ?? {};
 }
 
-/** The headers passed on: `pass_through_headers` plus W3C trace context, lower case. */
+/** The headers passed on: `pass_through_headers`, plus W3C trace context unless `pass_trace_context` is false; lower case. */
 export function passThroughAllowList(config: DtmConfig): string[] {
-  return [...new Set([...ALWAYS_PASSED_HEADERS, ...config.passThroughHeaders])];
+  return [...new Set([...(config.passTraceContext === false ? [] : TRACE_CONTEXT_HEADERS), ...config.passThroughHeaders])];
 }
 
-/** Picks `allowList` (lower-case names) out of Node's inbound headers; undefined when none is there. */
+/** Picks `allowList` (lower-case names) out of Node's inbound headers; undefined when none is there. Trace context is checked ({@link checkTraceContext}). */
 export function pickHeaders(headers: Record<string, string | string[] | undefined>, allowList: readonly string[]): Record<string, string> | undefined {
   let picked: Record<string, string> | undefined;
   for (const name of allowList) {
     const value = headers[name];
     if (value !== undefined) (picked ??= {})[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  return picked;
+  return picked && checkTraceContext(picked);
+}
+
+/** W3C `traceparent`: version (not `ff`), trace id (not all zeros), parent id (not all zeros), flags; 55 characters. */
+const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+/** One W3C `tracestate` list member: `key=value` (key simple or `tenant@system`; value printable ASCII but `,` and `=`, no trailing space). */
+const TRACESTATE_MEMBER = /^(?:[a-z0-9][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
+/** What the module passes on of a `tracestate`: at most 512 characters and 32 members (W3C's limits for propagation). */
+const MAX_TRACESTATE_LENGTH = 512;
+const MAX_TRACESTATE_MEMBERS = 32;
+
+/** Whether `value` is a well-formed W3C `tracestate` within the limits the module passes on. */
+export function isValidTracestate(value: string): boolean {
+  if (value.length > MAX_TRACESTATE_LENGTH) return false;
+  let members = 0;
+  for (const part of value.split(',')) {
+    const member = part.trim();
+    if (member === '') continue; // empty list members are allowed
+    if (++members > MAX_TRACESTATE_MEMBERS || !TRACESTATE_MEMBER.test(member)) return false;
+  }
+  return true;
+}
+
+/**
+ * `picked` without a malformed `traceparent` (W3C trace context, version-traceid-parentid-flags),
+ * and without a `tracestate` that is malformed, too long, or comes without a valid `traceparent`
+ * (W3C: then it is not read at all): DTM would store and send whatever came in. Undefined when
+ * nothing is left.
+ */
+export function checkTraceContext(picked: Record<string, string>): Record<string, string> | undefined {
+  const { traceparent, tracestate } = picked;
+  if (traceparent === undefined && tracestate === undefined) return picked;
+  const parentValid = traceparent !== undefined && TRACEPARENT.test(traceparent);
+  if (traceparent !== undefined && !parentValid) delete picked.traceparent;
+  if (tracestate !== undefined && !(parentValid && isValidTracestate(tracestate))) delete picked.tracestate;
+  return Object.keys(picked).length > 0 ? picked : undefined;
 }

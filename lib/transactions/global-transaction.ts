@@ -13,7 +13,7 @@ export abstract class GlobalTransaction extends Transaction {
 
   /** @internal Runs `body` inside the global transaction: prepare, body, then submit or abort. Returns what `body` returned. */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
-    await this.transport.prepare(this.request());
+    await this.prepareInDtm(this.request());
     let result: T;
     try {
       result = await body(this);

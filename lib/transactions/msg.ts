@@ -67,7 +67,7 @@ export class Msg extends StepTransaction {
    */
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
-    await this.transport.prepare(this.submission());
+    await this.prepareInDtm(this.submission());
   }
 
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */

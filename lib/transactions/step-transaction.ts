@@ -20,7 +20,8 @@ export abstract class StepTransaction extends Transaction {
 
   /**
    * Submits and waits for the final status: resolves with `succeed` or `failed` (a rollback is a
-   * result, with its reason); throws only if DTM is unreachable or the transaction is not final in time.
+   * result, with its reason); throws if DTM is unreachable, if the transaction is not final in
+   * time, or if DTM refused the submit (`DtmGidInUseError`: DTM holds another transaction under the gid).
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     await this.submitRequest(this.submission(), true);

@@ -29,10 +29,7 @@ export class Tcc extends GlobalTransaction {
     const data = this.encode(payload, tryTarget);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
     const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, payloadDigest(data)) : this.ids.next();
-    await this.transport.registerBranch(
-      { gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } },
-      this.parent?.dtm,
-    );
+    await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
     return this.invokeBranch(tryTarget, data, branchId, 'try');
   }
 }

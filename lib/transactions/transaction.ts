@@ -5,9 +5,12 @@ import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest 
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { assertTransactionGid } from '../transport/branch-keys.js';
+import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
+import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -19,8 +22,6 @@ export function assertGid(gid: unknown): asserts gid is string {
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
-  /** The DTM server of that transaction, as its caller named it. */
-  dtm?: string;
 }
 
 /**
@@ -37,6 +38,8 @@ export abstract class Transaction {
   private resolved: ResolvedOptions;
   private overrides: TransactionOptions;
   private readonly inboundHeaders: Record<string, string>;
+  /** Whether DTM accepted this object's prepare: from then on the transaction DTM holds under the gid is this one. */
+  private created = false;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -61,11 +64,12 @@ export abstract class Transaction {
     return this.resolved;
   }
 
-  /** Merges more options into the transaction's own (`branchHeaders` key by key); the protocol cannot change. */
+  /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
   protected mergeOptions(options: TransactionOptions): void {
     if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
     const merged = { ...this.overrides, ...options };
-    if (this.overrides.branchHeaders || options.branchHeaders) merged.branchHeaders = { ...this.overrides.branchHeaders, ...options.branchHeaders };
+    const [earlier, later] = [this.overrides.branchHeaders, options.branchHeaders];
+    if (earlier || later) merged.branchHeaders = earlier && later ? overrideHeaders(earlier, later, this.gid) : (later ?? earlier);
     this.overrides = merged;
     this.resolved = this.resolve();
   }
@@ -77,7 +81,7 @@ export abstract class Transaction {
       timeoutToFail: o.timeoutToFail ?? config.transactionTimeout,
       retryInterval: o.retryInterval ?? config.retryInterval,
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
-      branchHeaders: o.branchHeaders ? { ...this.inboundHeaders, ...o.branchHeaders } : this.inboundHeaders,
+      branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,
     };
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
@@ -153,8 +157,25 @@ export abstract class Transaction {
       headers: this.callHeaders(target, payload, branchId, op),
       timeoutSeconds: this.resolved.branchTimeout,
       phase2Target,
-      dtm: this.parent?.dtm,
     });
+  }
+
+  /** Prepares the transaction in DTM; a refusal because DTM already holds another under the gid is {@link DtmGidInUseError}. */
+  protected async prepareInDtm(request: TransactionRequest): Promise<void> {
+    try {
+      await this.transport.prepare(request);
+    } catch (err) {
+      throw this.gidInUse(err, 'prepare') ?? err;
+    }
+    this.created = true;
+  }
+
+  /** `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores under the gid, and that one is not this one. */
+  private gidInUse(err: unknown, operation: string): DtmGidInUseError | undefined {
+    const refused = this.created ? undefined : refusedForStatus(err);
+    if (!refused) return undefined;
+    const { endpoint, protocol, status } = err as DtmFailureError;
+    return new DtmGidInUseError(operation, this.gid, refused.status, refused.detail, { endpoint, protocol, status, cause: err });
   }
 
   /**
@@ -162,11 +183,15 @@ export abstract class Transaction {
    * round did not end in success, also when the transaction is merely still running: the stored
    * status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
    * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
+   * DTM's refusal because it already holds another transaction under the gid (this object did not
+   * prepare it) is {@link DtmGidInUseError}, never that transaction's status.
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     try {
       await this.transport.submit(request);
     } catch (err) {
+      const inUse = this.gidInUse(err, 'submit');
+      if (inUse) throw inUse;
       if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
       const record = await this.runtime.query(this.gid);
       if (record?.status === 'succeed') return;
@@ -177,4 +202,24 @@ export abstract class Transaction {
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
     }
   }
+}
+
+/**
+ * `base` with `later` over it, header names compared case-insensitively (DTM would store and send
+ * both spellings, and which one a branch reads first is not defined): a name of `later` replaces
+ * every spelling of it in `base`. `later` (given by the app) may not name one header twice, nor a
+ * framing or connection header (`DtmUsageError`).
+ */
+function overrideHeaders(base: Record<string, string>, later: Record<string, string>, gid?: string): Record<string, string> {
+  const names = new Map<string, string>();
+  for (const name in later) {
+    const lower = name.toLowerCase();
+    const twice = names.get(lower);
+    if (twice !== undefined) throw new DtmUsageError(MESSAGES.branchHeaderTwice([twice, name]), { gid });
+    if (isForbiddenBranchHeader(lower)) throw new DtmUsageError(MESSAGES.branchHeaderForbidden(name), { gid });
+    names.set(lower, name);
+  }
+  const merged: Record<string, string> = {};
+  for (const name in base) if (!names.has(name.toLowerCase())) merged[name] = base[name];
+  return Object.assign(merged, later);
 }

@@ -81,8 +81,6 @@ export interface DirectBranchCall {
   timeoutSeconds: number;
   /** XA action: where DTM calls phase 2. */
   phase2Target?: string;
-  /** The DTM server the branch should talk to (nested TCC of another app's transaction); default: the module's. */
-  dtm?: string;
 }
 
 /** One protocol's conversation with DTM and with the branches the module calls itself. */
@@ -100,8 +98,8 @@ export interface DtmTransport {
   abort(request: TransactionRequest): Promise<void>;
   /** Creates the workflow `request.gid` (prepared), or finds it: its status and recorded progress. */
   prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress>;
-  /** `dtm`: the DTM server the branch belongs to, when it is not the module's (an XA or nested TCC branch of another app). */
-  registerBranch(registration: BranchRegistration, dtm?: string): Promise<void>;
+  /** Registers a branch with the module's own DTM server (never one a branch call named). */
+  registerBranch(registration: BranchRegistration): Promise<void>;
   callBranch(call: DirectBranchCall): Promise<BranchAnswer>;
   query(gid: string): Promise<TransactionRecord | null>;
   list(filter: ListFilter): Promise<ListPage>;

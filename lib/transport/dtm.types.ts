@@ -155,7 +155,10 @@ export interface BranchInfo {
   branchId: string;
   /** `action`, `compensate`, `try`, `confirm`, `cancel`, `commit`, `rollback` or `msg`. */
   op: string;
-  /** The DTM server of the transaction, when the caller is an app (TCC try, XA action, msg back-check by the app). */
+  /**
+   * The DTM server the caller named, when the caller is an app (TCC try, XA action, msg back-check
+   * by the app). Informative only: the module registers branches with its own configured server.
+   */
   dtm?: string;
   /** XA: the URL DTM calls for phase 2. */
   phase2Url?: string;

@@ -15,7 +15,7 @@ const MAX_XID_BYTES: Record<BarrierDialect, number> = { mysql: 64, postgres: 199
 
 /** What the local XA transaction needs from the module (internal). */
 export interface XaRuntime {
-  /** Where the branch registers itself: the transport of the protocol the call came in on. */
+  /** Where the branch registers itself: the transport of the protocol the call came in on, to the module's own DTM server. */
   readonly transport: DtmTransport;
   readonly config: DtmConfig;
 }
@@ -64,7 +64,7 @@ export async function xaLocalTransaction<H, T>(
   const phase2Url = branch.phase2Url;
   if (!phase2Url) throw new DtmUsageError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
   return prepareXa(db, xid, row, business, () =>
-    runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }, branch.dtm),
+    runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }),
   );
 }
 

@@ -226,6 +226,21 @@ class StartController {
     await this.dtm.tccGlobalTransaction(body.gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'));
     return { gid: body.gid };
   }
+
+  /** A saga of one audit step whose branchHeaders set X-Tenant explicitly (spelled so). */
+  @Post('audit-as')
+  @HttpCode(200)
+  async auditAs(@Body() body: { gid: string; tenant: string }) {
+    await this.dtm.newSaga(body.gid, { branchHeaders: { 'X-Tenant': body.tenant } }).add('audit', {}).submit();
+    return { gid: body.gid };
+  }
+
+  /** Echoes what the app's own body parsing made of the request body (`nothing`: no parser read it). */
+  @Post('echo')
+  @HttpCode(200)
+  echo(@Body() body: unknown) {
+    return { received: body === undefined ? 'nothing' : body };
+  }
 }
 
 /** Collects what the app logs, for assertions on warnings. */

@@ -1,11 +1,44 @@
 // The participant side against the real DTM server: branches written with the decorators, on
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
+import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
-import { dtmPost, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmConfigError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
+import { startTrap } from '../support/trap.js';
+
+/** The largest body the module reads of a branch call (MAX_BRANCH_BODY_BYTES). */
+const MAX_BRANCH_BODY = 1024 * 1024;
+
+/**
+ * Writes `head` and `chunks` on a raw connection to `url`'s port, never finishing the request,
+ * and resolves with what the server answered once its answer's head is in (or it closed, or 5 s passed).
+ */
+function rawExchange(url: string, head: string, chunks: Buffer[] = []): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    let answer = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answer);
+    };
+    const timer = setTimeout(done, 5000);
+    socket.on('data', (data: Buffer) => {
+      answer += data.toString('latin1');
+      if (answer.includes('\r\n\r\n')) setTimeout(done, 50); // the body of a short answer follows at once
+    });
+    socket.on('error', () => undefined); // the server may reset the unread rest; 'close' follows
+    socket.on('close', done);
+    socket.write(head.replace(/\n/g, '\r\n'));
+    for (const chunk of chunks) socket.write(chunk);
+  });
+}
+
+/** A well-formed W3C traceparent. */
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   let t: BranchApp;
@@ -285,6 +318,90 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(tries.map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['orderTry 01', 'inventoryTry 0101', 'inventoryTry 0102']);
   });
 
+  it('a Try call naming another DTM server (dtm=): its nested sub-branch is registered with the configured one; nothing reaches the named one', async () => {
+    const trap = await startTrap();
+    try {
+      const gid = await t.client.generateGid();
+      expect((await dtmPost('/prepare', { gid, trans_type: 'tcc' })).status).toBe(200);
+      const query = new URLSearchParams({ gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: trap.url });
+      const res = await fetch(`${t.url}/api/inventory/order-try?${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ items: ['a'] }),
+      });
+      expect(res.status).toBe(200);
+      expect([trap.connections, trap.received]).toEqual([0, '']);
+      expect(branchLines((await t.client.query(gid))!)).toEqual(['0101 cancel prepared', '0101 confirm prepared']);
+      const [subTry] = t.ledger.callsOf(gid).filter((c) => c.handler === 'inventoryTry');
+      expect(subTry.branch).toMatchObject({ branchId: '0101', op: 'try', dtm: harness().dtm.serverUrl });
+      expect(t.logger.warnings).toContainEqual(expect.stringContaining(`a branch call named "${trap.url}" as its DTM server`));
+
+      expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['orderTry 01', 'inventoryTry 0101', 'inventoryConfirm 0101']);
+      expect(trap.connections).toBe(0);
+    } finally {
+      await trap.close();
+    }
+  });
+
+  it('an undecorated route keeps the app\'s own body parsing: a text/plain POST with a branch call\'s query is not parsed by the module', async () => {
+    const res = await fetch(`${t.url}/api/start/echo?gid=g-csrf&trans_type=saga&branch_id=01&op=action`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: JSON.stringify({ amount: 1 }),
+    });
+    expect(res.status).toBe(200);
+    const { received } = (await res.json()) as { received: unknown };
+    // Express's JSON parser skips text/plain; Fastify's own text parser gives the text
+    expect(received).toEqual(adapter === 'fastify' ? '{"amount":1}' : 'nothing');
+  });
+
+  it('a branch call whose Content-Length is over the limit gets 413 before its body is read; the handler does not run', async () => {
+    const answer = await rawExchange(
+      t.url,
+      `POST /api/v1/bank/audit?gid=g-big&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${2 * MAX_BRANCH_BODY}\n\n`,
+    ); // no byte of the body is ever sent
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it('a chunked branch call body is cut with 413 once it passes the limit; the handler does not run', async () => {
+    const size = MAX_BRANCH_BODY + 4096;
+    const chunk = Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n')]);
+    const answer = await rawExchange(
+      t.url,
+      'POST /api/v1/bank/audit?gid=g-chunked&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nTransfer-Encoding: chunked\n\n',
+      [chunk],
+    ); // the last chunk is never sent: the request never ends
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it('passes on only well-formed W3C trace context: a malformed or oversized traceparent / tracestate is dropped, not stored in DTM', async () => {
+    const cases: [Record<string, string>, Record<string, string>][] = [
+      [{ traceparent: `00-${'junk'.repeat(1500)}` }, {}],
+      [{ traceparent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01', tracestate: 'vendor=ok' }, {}],
+      [{ traceparent: TRACEPARENT, tracestate: `vendor=${'x'.repeat(600)}` }, { traceparent: TRACEPARENT }],
+      [{ traceparent: TRACEPARENT, tracestate: 'vendor=ok,Bad Key=1' }, { traceparent: TRACEPARENT }],
+      [{ tracestate: 'vendor=ok' }, {}],
+      [{ traceparent: TRACEPARENT, tracestate: 'congo=t61rcWkgMzE, rojo=00f067aa0ba902b7' }, { traceparent: TRACEPARENT, tracestate: 'congo=t61rcWkgMzE, rojo=00f067aa0ba902b7' }],
+    ];
+    for (const [sent, forwarded] of cases) {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/transfer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'req-tc', ...sent },
+        body: JSON.stringify({ gid, amount: 1 }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      const expected = { 'x-request-id': 'req-tc', ...forwarded };
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual(expected);
+      for (const call of t.ledger.callsOf(gid)) expect(call.branch.headers).toEqual(expected);
+    }
+  });
+
   it('msg and XA by name: DTM calls the decorated message branch, back-check and XA route', async () => {
     const msgGid = await t.client.generateGid();
     await t.client.newMsg(msgGid, { timeoutToFail: 1, retryInterval: 1 }).add('notify', { n: 1 }).prepare('order');
@@ -327,9 +444,73 @@ describe('branch URLs and header allow-list settings', () => {
     }
   });
 
-  it('Authorization is passed on only when listed', async () => {
+  it('the app\'s own body limit holds on an undecorated route, whatever its query', async () => {
+    const t = await startBranchApp('express');
+    try {
+      const big = JSON.stringify({ pad: 'x'.repeat(200 * 1024) }); // over Express's default 100 kB, under the module's 1 MiB
+      const res = await fetch(`${t.url}/api/start/echo?gid=g-limit&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+      expect(res.status).toBe(413);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('refuses at start-up a framing or connection header in pass_through_headers (Host, Content-Length, ...), naming the setting', async () => {
+    for (const header of ['Host', 'Content-Length', 'transfer-encoding', 'Proxy-Authorization']) {
+      const failed = await startBranchApp('express', { passThroughHeaders: ['X-Request-ID', header] }).then(
+        async (t) => {
+          await t.close();
+          return undefined;
+        },
+        (err: unknown) => err,
+      );
+      expect(failed).toBeInstanceOf(DtmConfigError);
+      expect((failed as DtmConfigError).problems).toEqual([{ path: 'config.passThroughHeaders', message: expect.stringContaining(`must not list ${header}: framing, connection and proxy headers`) }]);
+    }
+  });
+
+  it('explicit branchHeaders win over a pass-through header of the same name in another spelling: DTM stores one, the branch gets it', async () => {
+    const t = await startBranchApp('fastify', { passThroughHeaders: ['X-Request-ID', 'X-Tenant'] });
+    try {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/audit-as`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-tenant': 'inbound', 'x-request-id': 'req-t' },
+        body: JSON.stringify({ gid, tenant: 'explicit' }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ 'x-request-id': 'req-t', 'X-Tenant': 'explicit' });
+      const [audit] = t.ledger.callsOf(gid);
+      expect(audit.headers['x-tenant']).toBe('explicit');
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('pass_trace_context: false passes on no trace context', async () => {
+    const t = await startBranchApp('express', { passTraceContext: false });
+    try {
+      const gid = await t.client.generateGid();
+      const res = await fetch(`${t.url}/api/start/transfer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'req-nt', traceparent: TRACEPARENT, tracestate: 'vendor=ok' },
+        body: JSON.stringify({ gid, amount: 1 }),
+      });
+      expect(res.status).toBe(200);
+      await waitForTransStatus(gid, 'succeed');
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ 'x-request-id': 'req-nt' });
+      for (const call of t.ledger.callsOf(gid)) expect(call.headers.traceparent).toBeUndefined();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('Authorization is passed on only when listed, with a warning at start-up that DTM stores it and returns it through its API', async () => {
     const t = await startBranchApp('fastify', { passThroughHeaders: ['Authorization'] });
     try {
+      expect(t.logger.warnings).toContainEqual(expect.stringContaining('lynx.dtm.pass_through_headers forwards authorization of the request being served to every branch'));
+      expect(t.logger.warnings.filter((w) => w.includes('pass_through_headers forwards'))).toHaveLength(1);
       const gid = await t.client.generateGid();
       const res = await fetch(`${t.url}/api/start/reserve`, {
         method: 'POST',
@@ -342,6 +523,8 @@ describe('branch URLs and header allow-list settings', () => {
         expect(call.headers.authorization).toBe('Bearer abc');
         expect(call.headers['x-request-id']).toBeUndefined();
       }
+      // what the warning is about: anyone who can read DTM's API reads the token
+      expect((await queryTrans(gid)).transaction?.branch_headers).toEqual({ authorization: 'Bearer abc' });
     } finally {
       await t.close();
     }

@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import type { Saga } from 'nestjs-dtm';
+import { DtmGidInUseError, type Saga } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
@@ -203,5 +203,30 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       );
       // ...and submitAndWait() with waitResult reads the 409 as "not final yet"
       expect((await fx.client.waitForFinal(ongoing, { timeout: 20 })).status).toBe('succeed');
+    });
+
+    it('a gid DTM already finished: submitAndWait throws DtmGidInUseError (with waitResult too), the new steps never run, DTM keeps the old saga', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', 409);
+      const first = await transfer(fx.client.newSaga(gid)).submitAndWait();
+      expect(first.status).toBe('failed');
+      const succeeded = await fx.client.generateGid();
+      expect((await fx.client.newSaga(succeeded).add(fx.target('/TransOut'), fx.payload({ amount: 1 })).submitAndWait()).status).toBe('succeed');
+
+      for (const [reusedGid, status] of [[gid, 'failed'], [succeeded, 'succeed']] as const) {
+        for (const waitResult of [true, false]) {
+          const reused = fx.client.newSaga(reusedGid, { waitResult }).add(fx.target('/Other'), fx.target('/OtherRevert'), fx.payload({ amount: 2 })).submitAndWait();
+          await expect(reused).rejects.toBeInstanceOf(DtmGidInUseError);
+          await expect(reused).rejects.toMatchObject({ gid: reusedGid, currentStatus: status, protocol });
+          await expect(reused).rejects.toThrow(new RegExp(`already holds a transaction ${reusedGid} that is "${status}".*use a new one`));
+        }
+      }
+      await sleep(300); // DTM calls a submitted saga's first step at once
+      expect(fx.recorder.callsTo('/Other')).toEqual([]);
+      expect(fx.recorder.callsTo('/OtherRevert')).toEqual([]);
+      const record = await fx.client.query(gid);
+      expect(record?.status).toBe('failed');
+      expect(record?.steps.map((s) => s.action)).toEqual([fx.target('/TransOut'), fx.target('/TransIn')]);
+      expect(branchLines(record!)).toEqual(branchLines(first));
     });
   });

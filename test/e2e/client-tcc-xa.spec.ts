@@ -3,10 +3,11 @@
 // are recorder handlers that register their branch with DTM the way DTM's Go SDK does
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, queryTrans, waitForTransStatus } from '../support/harness.js';
 import type { RecordedCall } from '../support/recorder.js';
+import { startTrap } from '../support/trap.js';
 
 describe.each(PROTOCOLS)('over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
@@ -59,7 +60,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
     });
 
-    it('nested: a Try registers and tries sub-branches 0101 and 0102 through the DTM its caller named; DTM confirms all three', async () => {
+    it('nested: a Try registers and tries sub-branches 0101 and 0102 through the module\'s DTM server; DTM confirms all three', async () => {
       fx.recorder.handle('/OrderTry', async (call) => {
         const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: call.query.dtm, headers: {} };
         const sub = fx.client.tccFromBranch(branch);
@@ -81,6 +82,39 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         '/StockConfirm {"sku":"a"}',
         '/OrderConfirm {"order":1}',
       ]);
+    });
+
+    it('nested, the call naming another DTM server: sub-branches are registered with and tried through the configured one; nothing reaches the named one', async () => {
+      const trap = await startTrap();
+      try {
+        const gid = await fx.client.generateGid();
+        await fx.client.tccGlobalTransaction(gid, async () => {
+          // the @BranchContext() of a Try whose caller named another DTM server
+          const branch = { gid, transType: 'tcc', branchId: '01', op: 'try', dtm: fx.protocol === 'grpc' ? trap.address : trap.url, headers: {} };
+          const sub = fx.client.tccFromBranch(branch);
+          await sub.callBranch(fx.payload({ sku: 'a' }), fx.target('/StockTry'), fx.target('/StockConfirm'), fx.target('/StockCancel'));
+        });
+        const final = await fx.client.waitForFinal(gid);
+        expect(final.status).toBe('succeed');
+        expect(branchLines(final)).toEqual(['0101 cancel prepared', '0101 confirm succeed']);
+        expect(fx.recorder.callsTo('/StockTry', gid).map((c) => [c.query.branch_id, c.query.dtm, c.body])).toEqual([['0101', fx.dtm, '{"sku":"a"}']]);
+        expect([trap.connections, trap.received]).toEqual([0, '']);
+      } finally {
+        await trap.close();
+      }
+    });
+
+    it('a gid DTM already finished: executeTcc with waitForFinal throws DtmGidInUseError, not the old outcome; no Try runs', async () => {
+      const branch = (name: string, data: object) => ({ try: fx.target(`/${name}Try`), confirm: fx.target(`/${name}Confirm`), cancel: fx.target(`/${name}Cancel`), data: fx.payload(data) });
+      const gid = await fx.helper.mustGenGid();
+      expect((await fx.helper.executeTcc(gid, [branch('Inventory', { sku: 'c' })], { waitForFinal: true })).final?.status).toBe('succeed');
+      const before = branchLines((await fx.client.query(gid))!);
+
+      const reused = fx.helper.executeTcc(gid, [branch('Payment', { amount: 9 })], { waitForFinal: true });
+      await expect(reused).rejects.toBeInstanceOf(DtmGidInUseError);
+      await expect(reused).rejects.toMatchObject({ gid, currentStatus: 'succeed' });
+      expect(fx.recorder.callsTo('/PaymentTry')).toEqual([]);
+      expect(branchLines((await fx.client.query(gid))!)).toEqual(before);
     });
 
     it('TransactionHelper.executeTcc returns the Try answers, and a rollback as a result with waitForFinal', async () => {

@@ -129,6 +129,17 @@ describe('header passthrough from gRPC metadata', () => {
     expect(reserve.metadata).toMatchObject({ 'x-request-id': 'req-77', traceparent });
     expect(reserve.metadata['x-secret']).toBeUndefined();
   });
+
+  it('malformed trace context metadata is dropped, not stored in DTM nor passed on', async () => {
+    const gid = await t.client.generateGid();
+    const answer = await callGrpc(t.target('Checkout'), { gid, sku: 'p2' }, {}, { 'x-request-id': 'req-78', traceparent: `00-${'junk'.repeat(1000)}`, tracestate: 'vendor=ok' });
+    expect(answer.status).toBe(200);
+    const final = await t.client.waitForFinal(gid);
+    expect(final.transaction.options.branchHeaders).toEqual({ 'x-request-id': 'req-78' });
+    const [reserve] = t.ledger.callsOf(gid);
+    expect(reserve.metadata.traceparent).toBeUndefined();
+    expect(reserve.metadata.tracestate).toBeUndefined();
+  });
 });
 
 describe('what a gRPC transaction refuses before anything is sent', () => {

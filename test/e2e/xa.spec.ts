@@ -2,6 +2,7 @@
 // its own process (test/e2e/xa-participant.app.ts) so that it can be killed after XA PREPARE. Its
 // branches are HTTP routes and gRPC methods at once; every scenario runs on both, the transaction
 // talking the same protocol to DTM.
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
@@ -13,6 +14,7 @@ import { harness, triggerCron, waitForTransStatus } from '../support/harness.js'
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
+import { startTrap } from '../support/trap.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -236,6 +238,41 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
       await counter.end();
     }
     expect(await pendingXa()).toEqual([]);
+  });
+
+  it('an action call naming another DTM server (dtm=) registers with the configured one: nothing reaches the named server, the branch commits', async () => {
+    const trap = await startTrap();
+    try {
+      const before = await balances();
+      const gid = await client.generateGid();
+      // an AP that names its own DTM server: over HTTP with credentials in it, which the log must not show
+      const named = protocol === 'grpc' ? trap.address : `http://admin:trap-secret@${trap.address}/api/dtmsvr`;
+      await client.xaGlobalTransaction(
+        gid,
+        async () => {
+          const query = { gid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: url('mysql'), dtm: named };
+          const body = { account: 1, amount: 4 };
+          const answer =
+            protocol === 'grpc'
+              ? await callGrpc(url('mysql'), body, query)
+              : await fetch(`${url('mysql')}?${new URLSearchParams(query)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+          expect(answer.status).toBe(200);
+        },
+        { protocol },
+      );
+      const final = await client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed']);
+      expect((await balances()).mysql).toBe(before.mysql + 4);
+      expect(await pendingXa()).toEqual([]);
+      expect([trap.connections, trap.received]).toEqual([0, '']);
+      const log = readFileSync(participant.logFile, 'utf8');
+      const shown = protocol === 'grpc' ? `"${trap.address}"` : `"http://***@${trap.address}/api/dtmsvr"`;
+      expect(log).toContain(`a branch call named ${shown} as its DTM server`);
+      expect(log).not.toContain('trap-secret');
+    } finally {
+      await trap.close();
+    }
   });
 
   it('a gid too long for MySQL\'s 64-byte XA id is refused up front with a clear reason', async () => {

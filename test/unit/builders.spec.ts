@@ -2,7 +2,7 @@
 // send (in neutral terms), with the real HTTP / gRPC payload encoding. The wire mapping of each
 // transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmDisabledError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
+import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
 import type { BranchKind } from '../../lib/transport/dtm.types.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
@@ -89,6 +89,57 @@ describe('Saga', () => {
       retryLimit: 3,
       branchHeaders: { 'x-request-id': 'inbound', 'x-tenant': 't1', 'x-b': '2' },
     });
+  });
+
+  it('explicit branchHeaders replace a pass-through header in any spelling (DTM would store both); a name twice, or a framing header, is refused', async () => {
+    const { runtime, sent } = recordingRuntime({ 'x-tenant': 'inbound', 'x-request-id': 'r-1', traceparent: 'tp' });
+    await new Saga(runtime, 'gid-h1', { branchHeaders: { 'X-Tenant': 'explicit', 'X-Env': 'a' } })
+      .setOptions({ branchHeaders: { 'X-REQUEST-ID': 'mine', 'x-env': 'b' } })
+      .add('http://a/x', {})
+      .submit();
+    expect(sent[0].request.options.branchHeaders).toEqual({ traceparent: 'tp', 'X-Tenant': 'explicit', 'X-REQUEST-ID': 'mine', 'x-env': 'b' });
+    expect(() => new Saga(runtime, 'gid-h2', { branchHeaders: { 'X-A': '1', 'x-a': '2' } })).toThrow(new DtmUsageError('branch headers X-A and x-a are one header (names are case-insensitive); give it once'));
+    for (const name of ['Content-Length', 'host', 'Transfer-Encoding', 'Proxy-Authorization', 'dtm-gid']) {
+      expect(() => new Saga(runtime, 'gid-h3', { branchHeaders: { [name]: '2' } })).toThrow(/describes the request that carries it/);
+    }
+    expect(sent).toHaveLength(1);
+  });
+
+  it('a submit DTM refuses because it holds the gid already is DtmGidInUseError, with waitResult too: the stored status is never read as this saga\'s', async () => {
+    const { runtime } = recordingRuntime();
+    let queried = 0;
+    const refusal = (protocol: DtmProtocol) =>
+      new DtmFailureError("DTM refused submit of gid-r: current status 'succeed', cannot sumbmit. FAILURE", { gid: 'gid-r', protocol, status: protocol === 'http' ? 409 : 10 });
+    const refusing: TransactionRuntime = {
+      ...runtime,
+      query: async () => {
+        queried++;
+        return null;
+      },
+      transport: (protocol) =>
+        Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+          submit: async () => {
+            throw refusal(protocol);
+          },
+        }),
+    };
+    for (const protocol of ['http', 'grpc'] as const) {
+      for (const waitResult of [true, false]) {
+        const err = await new Saga(refusing, 'gid-r', { protocol, waitResult }).add('http://a/x', {}).submitAndWait().catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DtmGidInUseError);
+        expect(err).toBeInstanceOf(DtmFailureError);
+        expect(err).toMatchObject({ gid: 'gid-r', currentStatus: 'succeed', protocol, status: protocol === 'http' ? 409 : 10 });
+        expect((err as Error).message).toContain(`DTM refused submit of gid-r: it already holds a transaction gid-r that is "succeed" (current status 'succeed', cannot sumbmit)`);
+      }
+    }
+    expect(queried).toBe(0);
+
+    // a message this object prepared: the transaction under the gid is its own, so the refusal is its outcome
+    const own = new Msg(refusing, 'gid-m').add('http://a/x', {});
+    await own.prepare('http://a/check');
+    const err = await own.submit().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmFailureError);
+    expect(err).not.toBeInstanceOf(DtmGidInUseError);
   });
 
   it('a URL step without compensation: the payload is the payload, the compensation empty (as DTM\'s Go SDK)', async () => {

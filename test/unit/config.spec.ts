@@ -37,6 +37,7 @@ describe('resolveDtmConfig', () => {
       transactionTimeout: 60,
       branchTimeout: 30,
       passThroughHeaders: [],
+      passTraceContext: true,
       barrierTable: 'dtm_barrier.barrier',
     });
   });
@@ -70,6 +71,7 @@ lynx:
       transactionTimeout: 120,
       branchTimeout: 7,
       passThroughHeaders: ['x-request-id', 'x-user-id'],
+      passTraceContext: true,
       appUrl: 'http://orders:3000',
       barrierTable: 'payments.dtm_barrier',
     });
@@ -168,6 +170,24 @@ lynx:
   it('reports a file without a lynx.dtm section, or with a section that is not a mapping', () => {
     expect(problemsOf({ configFile: yamlFile('lynx:\n  grpc: {}\n') })[0]).toEqual({ path: 'lynx.dtm', message: expect.stringContaining('has no lynx.dtm section') });
     expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm: [1, 2]\n') })[0]).toEqual({ path: 'lynx.dtm', message: expect.stringContaining('must be a mapping') });
+  });
+
+  it('refuses framing, connection, proxy and DTM / gRPC metadata names in pass_through_headers, naming them', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    pass_through_headers: [X-Request-ID, Host, content-length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-Authorization, Content-Type, dtm-gid, grpc-timeout, Authorization]
+`);
+    const problems = problemsOf({ configFile: file });
+    expect(problems).toEqual([{ path: 'lynx.dtm.pass_through_headers', message: expect.stringContaining('must not list Host, content-length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-Authorization, Content-Type, dtm-gid, grpc-timeout: ') }]);
+    expect(problemsOf({ config: { passThroughHeaders: ['HOST'] } })).toEqual([{ path: 'config.passThroughHeaders', message: expect.stringContaining('must not list HOST') }]);
+    // names that only start like one are fine
+    expect(resolveDtmConfig({ config: { passThroughHeaders: ['X-Host', 'Hostname', 'Authorization', 'X-Proxy-Id'] } }, {}).passThroughHeaders).toEqual(['x-host', 'hostname', 'authorization', 'x-proxy-id']);
+  });
+
+  it('pass_trace_context turns the W3C trace context passthrough off; it must be true or false', () => {
+    expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    pass_trace_context: false\n') }, {}).passTraceContext).toBe(false);
+    expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    pass_trace_context: "no"\n') })).toEqual([{ path: 'lynx.dtm.pass_trace_context', message: 'must be true or false, got "no"' }]);
   });
 
   it('accepts enabled: false with nothing else', () => {

@@ -3,7 +3,7 @@ import { ModulesContainer } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
 import { loadGrpc } from '../../transport/grpc/grpc-runtime.js';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
-import { dtmContext, passThroughAllowList } from '../../context/dtm-context.js';
+import { checkTraceContext, dtmContext, passThroughAllowList } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
@@ -106,6 +106,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
           const values = metadata.get(name);
           if (values.length > 0) (headers ??= {})[name] = values.map(String).join(', ');
         }
+        if (headers) headers = checkTraceContext(headers);
       }
       // as on HTTP: the context is entered only when there is something to pass on (see dtmContext)
       return headers ? dtmContext.run({ headers }, () => previous(transportId, context, done)) : previous(transportId, context, done);

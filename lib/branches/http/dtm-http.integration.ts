@@ -7,20 +7,29 @@ import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm-context.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { DtmClient } from '../../client/dtm.client.js';
+import { MESSAGES } from '../../dtm.messages.js';
+import { DtmBranchRegistry } from '../branch.registry.js';
 import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
 
-/** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413). */
+/** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413, unread). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
 
 /** Content type a Fastify branch call is given so that only this module's parser reads it. */
 const FASTIFY_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch';
 
-/** Whether the request URL carries the query of a DTM branch call (`gid`, `trans_type`, `op`). */
-export function isBranchCall(url: string | undefined): boolean {
+/** Whether the first `pathLength` characters of `url` are the path of a decorated branch route for `method`. */
+type BranchRoutes = (method: string, url: string, pathLength: number) => boolean;
+
+/**
+ * Whether a request is a DTM branch call to a decorated branch route: `url`'s path is the route's,
+ * and its query carries `gid`, `trans_type` and `op`. Every other request (the app's own routes)
+ * keeps the app's own body parsing and limits.
+ */
+export function isBranchCall(method: string | undefined, url: string | undefined, routes: BranchRoutes): boolean {
   const q = url?.indexOf('?') ?? -1;
-  if (q < 0) return false;
+  if (q < 0 || !routes(method ?? '', url!, q)) return false;
   const query = new URLSearchParams(url!.slice(q + 1));
   return query.has('gid') && query.has('trans_type') && query.has('op');
 }
@@ -32,24 +41,30 @@ export function isBranchCall(url: string | undefined): boolean {
  *   (`pass_through_headers`, W3C trace context), so transactions started while serving it pass
  *   them on. Express: from the first middleware on; the request's stream events are bound to the
  *   context, so body parsers do not lose it. Fastify: a preHandler hook around the handler.
- * - it parses the bodies of DTM branch calls leniently. DTM replays stored payloads verbatim with
+ * - it parses the bodies of DTM branch calls to decorated branch routes leniently (every other
+ *   route keeps the app's own parsers and limits). DTM replays stored payloads verbatim with
  *   `Content-Type: application/json`; Express's strict JSON parser rejects `null` and strings (400,
  *   retried forever) and Fastify rejects empty bodies (XA phase 2). Express: read here, ahead of
- *   Nest's JSON parser, which then leaves the request alone. Fastify: branch calls get a content
- *   type of their own, read by this module's parser.
+ *   Nest's JSON parser, which then leaves the request alone; a body over
+ *   {@link MAX_BRANCH_BODY_BYTES} gets 413 from its `Content-Length` before it is read, or, sent
+ *   chunked, as soon as it passes the limit. Fastify: branch calls get a content type of their
+ *   own, read by this module's parser (whose `bodyLimit` does the same).
  * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
  *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
  */
 @Injectable()
 export class DtmHttpIntegration {
   private readonly allowList: readonly string[];
+  private readonly routes: BranchRoutes;
 
   constructor(
     @Inject(DTM_CONFIG) config: DtmConfig,
     @Optional() adapterHost?: HttpAdapterHost,
     @Optional() private readonly client?: DtmClient,
+    @Optional() registry?: DtmBranchRegistry,
   ) {
     this.allowList = passThroughAllowList(config);
+    this.routes = registry ? (method, url, pathLength) => registry.servesHttp(method, url, pathLength) : () => false;
     // init$ fires when the HTTP adapter is set: before the app registers its parsers
     adapterHost?.init$?.pipe(take(1)).subscribe(() => this.install(adapterHost.httpAdapter));
   }
@@ -57,8 +72,8 @@ export class DtmHttpIntegration {
   private install(adapter: HttpAdapterHost['httpAdapter'] | undefined): void {
     if (!adapter) return;
     const type = adapter.getType();
-    if (type === 'express') adapter.use(expressMiddleware(this.allowList));
-    if (type === 'fastify') installFastify(adapter.getInstance(), this.allowList);
+    if (type === 'express') adapter.use(expressMiddleware(this.allowList, this.routes));
+    if (type === 'fastify') installFastify(adapter.getInstance(), this.allowList, this.routes);
     if ((type === 'express' || type === 'fastify') && this.client) {
       const client = this.client;
       const resume = (req: { query?: Record<string, unknown>; headers?: Record<string, unknown> }, res: unknown) => {
@@ -73,12 +88,12 @@ export class DtmHttpIntegration {
 
 type NodeRequest = IncomingMessage & { body?: unknown; _body?: boolean; rawBody?: Buffer };
 
-function expressMiddleware(allowList: readonly string[]) {
-  return function dtmRequestContext(req: NodeRequest, _res: ServerResponse, next: (err?: unknown) => void): void {
+function expressMiddleware(allowList: readonly string[], routes: BranchRoutes) {
+  return function dtmRequestContext(req: NodeRequest, res: ServerResponse, next: (err?: unknown) => void): void {
     const headers = pickHeaders(req.headers, allowList);
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    if (hasBody && !req._body && isBranchCall(req.url)) {
-      readBranchBody(req, (err) => (err || !headers ? next(err) : dtmContext.run({ headers }, next)));
+    if (hasBody && !req._body && isBranchCall(req.method, req.url, routes)) {
+      readBranchBody(req, res, (err) => (err || !headers ? next(err) : dtmContext.run({ headers }, next)));
       return;
     }
     if (!headers) return next();
@@ -90,24 +105,45 @@ function expressMiddleware(allowList: readonly string[]) {
   };
 }
 
-function readBranchBody(req: NodeRequest, done: (err?: unknown) => void): void {
+/**
+ * Reads a branch call's body, at most {@link MAX_BRANCH_BODY_BYTES}: a larger `Content-Length` is
+ * answered 413 before anything is read; a chunked body is cut with 413 as soon as it passes the
+ * limit. Either way the connection is closed after the answer (Node discards the rest), `done` is
+ * not called, and the handler does not run.
+ */
+function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unknown) => void): void {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > MAX_BRANCH_BODY_BYTES) return refuseTooLarge(res);
   const chunks: Buffer[] = [];
   let size = 0;
-  req.on('data', (chunk: Buffer) => {
+  const onData = (chunk: Buffer) => {
     size += chunk.length;
-    if (size <= MAX_BRANCH_BODY_BYTES) chunks.push(chunk);
-  });
-  req.on('error', done);
-  req.on('end', () => {
-    if (size > MAX_BRANCH_BODY_BYTES) return done(Object.assign(new Error(`branch body larger than ${MAX_BRANCH_BODY_BYTES} bytes`), { status: 413 }));
+    if (size <= MAX_BRANCH_BODY_BYTES) return void chunks.push(chunk);
+    req.off('data', onData);
+    req.off('end', onEnd);
+    chunks.length = 0;
+    refuseTooLarge(res);
+  };
+  const onEnd = () => {
     req.rawBody = Buffer.concat(chunks);
     req.body = parseAnswer(req.rawBody.toString('utf8'));
     req._body = true; // body-parser's convention (v1); v2 sees the request finished: the app's parsers leave it alone
     done();
-  });
+  };
+  req.on('data', onData);
+  req.on('error', done);
+  req.on('end', onEnd);
+}
+
+/** Answers 413 and closes the connection once the answer is sent. */
+function refuseTooLarge(res: ServerResponse): void {
+  if (res.headersSent) return;
+  res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+  res.end(JSON.stringify({ statusCode: 413, message: MESSAGES.branchBodyTooLarge(MAX_BRANCH_BODY_BYTES) }));
 }
 
 interface FastifyRequestLike {
+  method: string;
   url: string;
   headers: Record<string, string | string[] | undefined>;
 }
@@ -121,7 +157,7 @@ interface FastifyLike {
   ): void;
 }
 
-function installFastify(fastify: FastifyLike, allowList: readonly string[]): void {
+function installFastify(fastify: FastifyLike, allowList: readonly string[], routes: BranchRoutes): void {
   // the handler runs inside done(): the context covers it and everything it starts
   fastify.addHook('preHandler', (request, _reply, done) => {
     const headers = pickHeaders(request.headers, allowList);
@@ -130,7 +166,7 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[]): voi
   });
   fastify.addHook('onRequest', (request, _reply, done) => {
     const type = request.headers['content-type'];
-    if (typeof type === 'string' && type.startsWith('application/json') && isBranchCall(request.url)) {
+    if (typeof type === 'string' && type.startsWith('application/json') && isBranchCall(request.method, request.url, routes)) {
       request.headers['content-type'] = FASTIFY_BRANCH_CONTENT_TYPE;
     }
     done();

@@ -105,7 +105,7 @@ export class GrpcTransport implements DtmTransport {
   readonly protocol = 'grpc' as const;
   private readonly grpc: GrpcJs;
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
-  private readonly dtmClients = new Map<string, Client>();
+  private dtmClient?: Client;
   private readonly branchClients = new Map<string, Client>();
 
   constructor(
@@ -174,8 +174,8 @@ export class GrpcTransport implements DtmTransport {
     return fromGrpcProgress((await this.dtm('PrepareWorkflow', toGrpcRequest(request), 'prepareWorkflow', request.gid)) as GrpcDtmProgressesReply);
   }
 
-  async registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
-    await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId, dtm);
+  async registerBranch(registration: BranchRegistration): Promise<void> {
+    await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId);
   }
 
   query(gid: string): Promise<TransactionRecord | null> {
@@ -206,7 +206,7 @@ export class GrpcTransport implements DtmTransport {
    */
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
     const { target } = call;
-    if (target.kind === 'http') return this.http.callBranch({ ...call, dtm: call.dtm && /^https?:\/\//.test(call.dtm) ? call.dtm : undefined });
+    if (target.kind === 'http') return this.http.callBranch(call);
     if (target.kind !== 'grpc') throw new DtmUsageError(MESSAGES.notCallable(target.value), { gid: call.gid, branchId: call.branchId });
     const metadata = this.metadata(call);
     const client = this.branchClient(target.server);
@@ -233,9 +233,9 @@ export class GrpcTransport implements DtmTransport {
 
   /** Closes every gRPC channel. */
   close(): void {
-    for (const client of this.dtmClients.values()) client.close();
+    this.dtmClient?.close();
+    this.dtmClient = undefined;
     for (const client of this.branchClients.values()) client.close();
-    this.dtmClients.clear();
     this.branchClients.clear();
   }
 
@@ -246,7 +246,7 @@ export class GrpcTransport implements DtmTransport {
       metadata.set('dtm-trans_type', call.transType);
       metadata.set('dtm-branch_id', call.branchId);
       metadata.set('dtm-op', call.op);
-      metadata.set('dtm-dtm', call.dtm ?? this.config.grpcServer);
+      metadata.set('dtm-dtm', this.config.grpcServer);
       if (call.phase2Target !== undefined) metadata.set('dtm-phase2_url', call.phase2Target);
       for (const name in call.headers) metadata.set(name, call.headers[name]);
     } catch (err) {
@@ -265,15 +265,12 @@ export class GrpcTransport implements DtmTransport {
   }
 
   /**
-   * One call of DTM's gRPC API, at `address` (default `grpc_server`), within `timeout`, on a plain
+   * One call of DTM's gRPC API at `grpc_server` (the only DTM server it calls), within `timeout`, on a plain
    * grpc-js client with the codecs of {@link dtmMethodCodecs}.
    */
-  private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string, address = this.config.grpcServer): Promise<unknown> {
-    let client = this.dtmClients.get(address);
-    if (!client) {
-      client = new this.grpc.Client(address, this.grpc.credentials.createInsecure());
-      this.dtmClients.set(address, client);
-    }
+  private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string): Promise<unknown> {
+    const address = this.config.grpcServer;
+    const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure()));
     const { path, serialize, deserialize } = this.methods[method];
     const timeout = this.config.timeout;
     return new Promise((resolve, reject) =>

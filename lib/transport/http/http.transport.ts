@@ -86,8 +86,8 @@ export class HttpTransport implements DtmTransport {
     return fromWireProgress(JSON.parse(text) as WireWorkflowAnswer);
   }
 
-  registerBranch(registration: BranchRegistration, dtm?: string): Promise<void> {
-    return this.operation(dtm ? `${dtm}/registerBranch` : 'registerBranch', toWireRegistration(registration), registration.gid, registration.branchId);
+  registerBranch(registration: BranchRegistration): Promise<void> {
+    return this.operation('registerBranch', toWireRegistration(registration), registration.gid, registration.branchId);
   }
 
   async query(gid: string): Promise<TransactionRecord | null> {
@@ -132,7 +132,7 @@ export class HttpTransport implements DtmTransport {
   async callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
     const url = new URL(call.target.value);
     const query = url.searchParams;
-    query.set('dtm', call.dtm ?? this.config.serverUrl);
+    query.set('dtm', this.config.serverUrl);
     query.set('gid', call.gid);
     query.set('branch_id', call.branchId);
     query.set('trans_type', call.transType);
@@ -164,7 +164,7 @@ export class HttpTransport implements DtmTransport {
    * says FAILURE is a failure too (DTM's SDKs read operation answers that way).
    */
   private async operation(path: string, body: object, gid: string, branchId?: string): Promise<void> {
-    await this.server('POST', path, JSON.stringify(body), path.slice(path.lastIndexOf('/') + 1), gid, branchId, true);
+    await this.server('POST', path, JSON.stringify(body), path, gid, branchId, true);
   }
 
   /**
