@@ -1,4 +1,6 @@
-/** Every message nestjs-dtm shows a user: what happened, and how to fix it. */
+import { redactUrl } from './redact.js';
+
+/** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
 export const MESSAGES = {
   // configuration
   configNotAnObject: (got: string) => `must be an object of lynx.dtm settings in camelCase, got ${got}`,
@@ -48,7 +50,7 @@ export const MESSAGES = {
   grpcMetadataInvalid: (reason: string) =>
     `a value cannot travel as gRPC metadata (${reason}): gids and branch header values must be printable ASCII, header names lower-case [0-9a-z._-]`,
   grpcTargetOverHttp: (target: string) =>
-    `${target} is a gRPC target, which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc)`,
+    `${redactUrl(target)} is a gRPC target, which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc)`,
   protocolFixed: (gid: string, protocol: string) => `${gid} was created for ${protocol}; a transaction's protocol is chosen when it is created (newSaga(gid, { protocol }))`,
   msgConcurrentOverGrpc: (gid: string) => `msg ${gid}: DTM's gRPC API cannot carry concurrent messages; create it with { protocol: 'http' } to use enableConcurrent()`,
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
@@ -56,12 +58,12 @@ export const MESSAGES = {
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,
   targetScheme: (target: string) =>
-    `${target}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
+    `${redactUrl(target)}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
   targetMalformed: (target: string) =>
-    `${target} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
+    `${redactUrl(target)} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
   emptyTarget: (role: string) => `the ${role} target is empty, but the module must call it; give a URL, a gRPC target or a branch name`,
-  topicOutsideMsg: (target: string, role: string) => `${target}: topics are for message branches, not a ${role}`,
-  notCallable: (target: string) => `${target} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
+  topicOutsideMsg: (target: string, role: string) => `${redactUrl(target)}: topics are for message branches, not a ${role}`,
+  notCallable: (target: string) => `${redactUrl(target)} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
   compensateNotString: (got: unknown) =>
     `the compensation must be a target string ('' for none), got ${typeof got}: pass add(action, compensate, payload), or add(target, payload) for a step without one`,
   emptyPayload: () => 'a branch payload must not be an empty string (DTM would call the branch with GET and no body); pass {} or a non-empty string',
