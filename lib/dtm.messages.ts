@@ -6,6 +6,11 @@ export const MESSAGES = {
   configNotAnObject: (got: string) => `must be an object of lynx.dtm settings in camelCase, got ${got}`,
   configFileMissing: (file: string, path: string) =>
     `file ${JSON.stringify(file)} not found (looked at ${path}); fix the path (relative paths start from the working directory) or drop configFile`,
+  configFileUnreadable: (file: string, path: string, why: string) =>
+    `file ${JSON.stringify(file)} (${path}) ${why}; point configFile at the YAML file holding the lynx.dtm section`,
+  configAliasBomb: (max: number) =>
+    `expands to more than ${max} values through its YAML aliases (an alias bomb?); write the section out without aliases of aliases`,
+  configAliasRecursive: () => 'contains itself through a YAML alias (&x ... *x inside itself); remove that alias',
   configYamlSyntax: (path: string, reason: string, line?: number, column?: number) =>
     `YAML syntax error in ${path}${line ? ` at line ${line}, column ${column}` : ''}: ${reason}; fix the file`,
   configSectionMissing: (path: string) => `${path} has no lynx.dtm section; add one (lynx:\\n  dtm:\\n    server_url: ...) or point configFile at the right file`,
@@ -16,6 +21,9 @@ export const MESSAGES = {
   configWant: (want: string, got: string) => `must be ${want}, got ${got}`,
   configPositive: (got: number) => `must be a positive number of seconds, got ${got}`,
   configWholeSeconds: (got: number) => `must be a whole number of seconds (DTM stores integers), got ${got}`,
+  configUrlQuery: (got: string) =>
+    `must not have a query (?...) or fragment (#...): the module appends DTM's paths to it (and branch paths to app_url), got ${got}`,
+  configUrlSpaces: (got: string) => `must not contain spaces or control characters (check the quoting), got ${got}`,
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
