@@ -21,6 +21,8 @@ export const MESSAGES = {
   configWant: (want: string, got: string) => `must be ${want}, got ${got}`,
   configPositive: (got: number) => `must be a positive number of seconds, got ${got}`,
   configWholeSeconds: (got: number) => `must be a whole number of seconds (DTM stores integers), got ${got}`,
+  configRange: (min: number, max: number, unit: string, why: string, got: number) => `must be from ${min} to ${max} ${unit} (${why}), got ${got}`,
+  configWholeBytes: (got: number) => `must be a whole number of bytes, got ${got}`,
   configUrlQuery: (got: string) =>
     `must not have a query (?...) or fragment (#...): the module appends DTM's paths to it (and branch paths to app_url), got ${got}`,
   configUrlSpaces: (got: string) => `must not contain spaces or control characters (check the quoting), got ${got}`,

@@ -211,10 +211,15 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'protocol':
       return raw === 'http' || raw === 'grpc' ? { value: raw } : { problem: MESSAGES.configWant('http or grpc', got) };
     case 'seconds':
-    case 'whole-seconds': {
-      if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant('a number of seconds', got) };
-      if (raw <= 0) return { problem: MESSAGES.configPositive(raw) };
+    case 'whole-seconds':
+    case 'bytes': {
+      const unit = key.kind === 'bytes' ? 'bytes' : 'seconds';
+      if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant(`a number of ${unit}`, got) };
+      if (raw <= 0 && key.kind !== 'bytes') return { problem: MESSAGES.configPositive(raw) };
       if (key.kind === 'whole-seconds' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeSeconds(raw) };
+      if (key.kind === 'bytes' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeBytes(raw) };
+      const range = key.range!;
+      if (raw < range.min || raw > range.max) return { problem: MESSAGES.configRange(range.min, range.max, unit, range.why, raw) };
       return { value: raw };
     }
     case 'sql-table': {

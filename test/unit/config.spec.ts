@@ -39,6 +39,7 @@ describe('resolveDtmConfig', () => {
       retryInterval: 10,
       transactionTimeout: 60,
       branchTimeout: 30,
+      maxAnswerBytes: 8 * 1024 * 1024,
       passThroughHeaders: [],
       barrierTable: 'dtm_barrier.barrier',
     });
@@ -59,6 +60,7 @@ lynx:
     retry_interval: 15
     transaction_timeout: 120
     branch_timeout: 7
+    max_answer_bytes: 1048576
     pass_through_headers: ["X-Request-ID", "x-user-id"]
     app_url: "http://orders:3000/"
     barrier_table: "payments.dtm_barrier"
@@ -72,6 +74,7 @@ lynx:
       retryInterval: 15,
       transactionTimeout: 120,
       branchTimeout: 7,
+      maxAnswerBytes: 1048576,
       passThroughHeaders: ['x-request-id', 'x-user-id'],
       appUrl: 'http://orders:3000',
       barrierTable: 'payments.dtm_barrier',
@@ -175,6 +178,35 @@ lynx:
 
   it('accepts enabled: false with nothing else', () => {
     expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    enabled: false\n') }, {}).enabled).toBe(false);
+  });
+});
+
+describe('ranges Node and DTM can honour', () => {
+  it.each<[string, unknown, RegExp]>([
+    ['timeout', 3_000_000, /^must be from 0\.001 to 2147483\.647 seconds \(Node's timers stop at 2147483647 ms\), got 3000000$/],
+    ['timeout', 0.0004, /^must be from 0\.001 to 2147483\.647 seconds .*got 0\.0004$/],
+    ['retryInterval', 1e20, /^must be from 1 to 2147483647 seconds \(DTM's SQL stores keep its intervals in 32-bit integers\), got 100000000000000000000$/],
+    ['transactionTimeout', 2_147_483_648, /^must be from 1 to 2147483647 seconds .*got 2147483648$/],
+    ['branchTimeout', 2_147_484, /^must be from 1 to 2147483 seconds \(Node's timers stop at 2147483647 ms\), got 2147484$/],
+    ['maxAnswerBytes', 1000, /^must be from 65536 to 1073741824 bytes .*got 1000$/],
+    ['maxAnswerBytes', 100_000.5, /^must be a whole number of bytes, got 100000\.5$/],
+    ['maxAnswerBytes', '8MiB', /^must be a number of bytes, got "8MiB"$/],
+  ])('refuses %s: %p, saying the range and why', (key, value, message) => {
+    expect(problemsOf({ config: { [key]: value } as never })).toEqual([{ path: `config.${key}`, message: expect.stringMatching(message) }]);
+  });
+
+  it('accepts both ends of every range', () => {
+    const top = { timeout: 2_147_483.647, retryInterval: 2_147_483_647, transactionTimeout: 2_147_483_647, branchTimeout: 2_147_483, maxAnswerBytes: 1024 ** 3 };
+    expect(resolveDtmConfig({ config: top }, {})).toMatchObject(top);
+    const bottom = { timeout: 0.001, retryInterval: 1, transactionTimeout: 1, branchTimeout: 1, maxAnswerBytes: 65_536 };
+    expect(resolveDtmConfig({ config: bottom }, {})).toMatchObject(bottom);
+  });
+
+  it('reports every out-of-range YAML value in the one DtmConfigError, with its YAML path', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    timeout: 3000000\n    retry_interval: 1e20\n    branch_timeout: 2147484\n    max_answer_bytes: 10\n');
+    const problems = problemsOf({ configFile: file });
+    expect(problems.map((p) => p.path)).toEqual(['lynx.dtm.timeout', 'lynx.dtm.retry_interval', 'lynx.dtm.branch_timeout', 'lynx.dtm.max_answer_bytes']);
+    expect(problems.every((p) => /must be from \S+ to \S+ (seconds|bytes) \(/.test(p.message))).toBe(true);
   });
 });
 
