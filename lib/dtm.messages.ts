@@ -35,6 +35,14 @@ export const MESSAGES = {
     `could not reach ${url} (${cause}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
     `could not reach the branch ${url} (${cause}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  answerTooLarge: (url: string, max: number) =>
+    `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
+  branchAnswerTooLarge: (url: string, max: number) =>
+    `the branch ${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read: have the branch answer less, or raise max_answer_bytes`,
+  answerNotDtm: (url: string, operation: string, got: string) =>
+    `${url} answered ${operation} with ${got}, which is not what DTM answers; check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
+  badGidFromDtm: (url: string, got: string) =>
+    `${url} answered newGid with ${got}, which is not a gid (1 to 128 letters, digits and . _ : @ = -); check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
   serverStatus: (url: string, status: number, body: string) => `${url} answered HTTP ${status}: ${truncate(body)}`,
   branchStatus: (url: string, status: number, body: string) =>
     `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
