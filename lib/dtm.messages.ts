@@ -88,6 +88,10 @@ export const MESSAGES = {
   bufferNotUtf8: () => "a Buffer payload must be valid UTF-8: DTM's HTTP API carries payloads as strings; encode binary data (e.g. base64) first",
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,
   badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
+  optionRange: (option: string, min: number, max: number, unit: string, why: string, got: unknown) =>
+    `${option} must be a whole number of ${unit} from ${min} to ${max} (${why}), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
+  waitOptionRange: (option: string, min: number, max: number, got: unknown) =>
+    `waitForFinal's ${option} must be a number of seconds from ${min} to ${max} (Node's timers stop at 2147483647 ms), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>

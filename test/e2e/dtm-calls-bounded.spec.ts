@@ -1,17 +1,18 @@
 // Calls to DTM (and to the branches the module calls itself) are bounded, whatever the peer does: a
 // deadline for the whole call (headers and body), a size limit on answers, no proxy taken from the
-// environment; DTM's answers are checked before use. Each attack runs against a hostile local
-// server (or the real DTM server) and the test asserts the outcome: the error, the time, what
-// reached whom.
+// environment; DTM's answers are checked before use; and options out of the ranges DTM and Node
+// honour are refused before anything is sent. Each attack runs against a hostile local server (or
+// the real DTM server) and the test asserts the outcome: the error, the time, what reached whom.
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import axios from 'axios';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { DtmServerError, DtmUnavailableError } from 'nestjs-dtm';
+import { Test } from '@nestjs/testing';
+import { DtmConfigError, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { harness, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
 const MiB = 1024 * 1024;
@@ -442,5 +443,52 @@ describe('proxy variables in the environment do not route the module\'s calls', 
     } finally {
       await direct.close();
     }
+  });
+});
+
+describe('options DTM and Node cannot honour are refused before anything is sent', () => {
+  it('retry_interval 1e20: DTM fails the whole submit (a 500); the module refuses it with DtmUsageError and DTM records nothing', async () => {
+    const raw = await app.client.generateGid();
+    const answer = await dtmPost('/submit', { gid: raw, trans_type: 'saga', steps: [{ action: recorder.urlFor('/Never') }], payloads: ['{}'], retry_interval: 1e20 });
+    expect(answer.status).toBe(500);
+
+    const gid = await app.client.generateGid();
+    expect(() => app.client.newSaga(gid, { retryInterval: 1e20 })).toThrow(DtmUsageError);
+    expect(() => app.client.newSaga(gid, { retryInterval: 1e20 })).toThrow(
+      "retryInterval must be a whole number of seconds from 1 to 2147483647 (DTM's SQL stores keep its intervals in 32-bit integers), got 100000000000000000000",
+    );
+    const saga = app.client.newSaga(gid).add(recorder.urlFor('/Never'), {});
+    expect(() => saga.setOptions({ timeoutToFail: 2.5 })).toThrow(/timeoutToFail must be a whole number of seconds from 1 to 2147483647/);
+    expect(() => saga.setOptions({ branchTimeout: 3_000_000 })).toThrow(/branchTimeout must be a whole number of seconds from 1 to 2147483 \(Node's timers/);
+    expect(() => saga.setOptions({ retryLimit: -1 })).toThrow(/retryLimit must be a whole number of retries from 0/);
+    await expect(app.client.tccGlobalTransaction(gid, async () => undefined, { timeoutToFail: 0 })).rejects.toThrow(DtmUsageError);
+    expect(() => app.client.newMsg(gid).setDelay(1.5)).toThrow(/setDelay\(seconds\) must be a whole number of seconds from 0/);
+    expect((await queryTrans(gid)).transaction).toBeNull();
+  });
+
+  it('the top of each range is what DTM stores', async () => {
+    const gid = await app.client.generateGid();
+    await app.client
+      .newSaga(gid, { retryInterval: 2_147_483_647, timeoutToFail: 2_147_483_647, branchTimeout: 2_147_483 })
+      .add(recorder.urlFor('/TopOfRange'), {})
+      .submit();
+    const final = await waitForTransStatus(gid, 'succeed');
+    expect(final.transaction).toMatchObject({ retry_interval: 2_147_483_647, timeout_to_fail: 2_147_483_647, request_timeout: 2_147_483 });
+  });
+
+  it('the module configuration: out-of-range values fail start-up with one DtmConfigError', async () => {
+    const error = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, timeout: 3_000_000, retryInterval: 1e20, branchTimeout: 0.5 } })],
+    })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems.map((p) => p.path)).toEqual(['config.timeout', 'config.retryInterval', 'config.branchTimeout']);
+  });
+
+  it("waitForFinal's pollInterval and timeout within what a Node timer can wait", async () => {
+    const gid = await app.client.generateGid();
+    await expect(app.client.waitForFinal(gid, { pollInterval: 3_000_000 })).rejects.toThrow(/pollInterval must be a number of seconds from 0\.001 to 2147483\.647/);
+    await expect(app.client.waitForFinal(gid, { timeout: Number.NaN })).rejects.toThrow(DtmUsageError);
   });
 });
