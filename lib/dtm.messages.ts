@@ -1,9 +1,16 @@
-/** Every message nestjs-dtm shows a user: what happened, and how to fix it. */
+import { redactUrl } from './redact.js';
+
+/** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
 export const MESSAGES = {
   // configuration
   configNotAnObject: (got: string) => `must be an object of lynx.dtm settings in camelCase, got ${got}`,
   configFileMissing: (file: string, path: string) =>
     `file ${JSON.stringify(file)} not found (looked at ${path}); fix the path (relative paths start from the working directory) or drop configFile`,
+  configFileUnreadable: (file: string, path: string, why: string) =>
+    `file ${JSON.stringify(file)} (${path}) ${why}; point configFile at the YAML file holding the lynx.dtm section`,
+  configAliasBomb: (max: number) =>
+    `expands to more than ${max} values through its YAML aliases (an alias bomb?); write the section out without aliases of aliases`,
+  configAliasRecursive: () => 'contains itself through a YAML alias (&x ... *x inside itself); remove that alias',
   configYamlSyntax: (path: string, reason: string, line?: number, column?: number) =>
     `YAML syntax error in ${path}${line ? ` at line ${line}, column ${column}` : ''}: ${reason}; fix the file`,
   configSectionMissing: (path: string) => `${path} has no lynx.dtm section; add one (lynx:\\n  dtm:\\n    server_url: ...) or point configFile at the right file`,
@@ -16,6 +23,11 @@ export const MESSAGES = {
   configWholeSeconds: (got: number) => `must be a whole number of seconds (DTM stores integers), got ${got}`,
   configAuthKeysEmpty: () => 'lists no key: give at least one key (e.g. [${DTM_BRANCH_KEY}] with the variable set), or remove the setting to leave branch calls unauthenticated',
   configAuthKeysBad: (bad: string[], min: number) => `must list keys of at least ${min} characters (e.g. \`openssl rand -base64 33\`); these are not (position: problem): ${bad.join(', ')}`,
+  configRange: (min: number, max: number, unit: string, why: string, got: number) => `must be from ${min} to ${max} ${unit} (${why}), got ${got}`,
+  configWholeBytes: (got: number) => `must be a whole number of bytes, got ${got}`,
+  configUrlQuery: (got: string) =>
+    `must not have a query (?...) or fragment (#...): the module appends DTM's paths to it (and branch paths to app_url), got ${got}`,
+  configUrlSpaces: (got: string) => `must not contain spaces or control characters (check the quoting), got ${got}`,
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
   configForbiddenHeaders: (names: string[]) =>
     `must not list ${names.join(', ')}: framing, connection and proxy headers (Host, Content-Length, Content-Type, Content-Encoding, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*) describe the request that carried them, not the branch call, and dtm-* / grpc-* are DTM's and gRPC's own metadata; remove them`,
@@ -50,6 +62,14 @@ export const MESSAGES = {
     `could not reach ${url} (${cause}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
     `could not reach the branch ${url} (${cause}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  answerTooLarge: (url: string, max: number) =>
+    `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
+  branchAnswerTooLarge: (url: string, max: number) =>
+    `the branch ${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read: have the branch answer less, or raise max_answer_bytes`,
+  answerNotDtm: (url: string, operation: string, got: string) =>
+    `${url} answered ${operation} with ${got}, which is not what DTM answers; check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
+  badGidFromDtm: (url: string, got: string) =>
+    `${url} answered newGid with ${got}, which is not a gid (1 to 128 letters, digits and . _ : @ = -); check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
   serverStatus: (url: string, status: number, body: string) => `${url} answered HTTP ${status}: ${truncate(body)}`,
   branchStatus: (url: string, status: number, body: string) =>
     `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
@@ -75,7 +95,7 @@ export const MESSAGES = {
   grpcMetadataInvalid: (reason: string) =>
     `a value cannot travel as gRPC metadata (${reason}): gids and branch header values must be printable ASCII, header names lower-case [0-9a-z._-]`,
   grpcTargetOverHttp: (target: string) =>
-    `${target} is a gRPC target, which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc)`,
+    `${redactUrl(target)} is a gRPC target, which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc)`,
   protocolFixed: (gid: string, protocol: string) => `${gid} was created for ${protocol}; a transaction's protocol is chosen when it is created (newSaga(gid, { protocol }))`,
   msgConcurrentOverGrpc: (gid: string) => `msg ${gid}: DTM's gRPC API cannot carry concurrent messages; create it with { protocol: 'http' } to use enableConcurrent()`,
   unknownTransaction: (gid: string) => `DTM has no transaction ${gid}`,
@@ -90,18 +110,22 @@ export const MESSAGES = {
   // building transactions
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,
   targetScheme: (target: string) =>
-    `${target}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
+    `${redactUrl(target)}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
   targetMalformed: (target: string) =>
-    `${target} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
+    `${redactUrl(target)} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
   emptyTarget: (role: string) => `the ${role} target is empty, but the module must call it; give a URL, a gRPC target or a branch name`,
-  topicOutsideMsg: (target: string, role: string) => `${target}: topics are for message branches, not a ${role}`,
-  notCallable: (target: string) => `${target} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
+  topicOutsideMsg: (target: string, role: string) => `${redactUrl(target)}: topics are for message branches, not a ${role}`,
+  notCallable: (target: string) => `${redactUrl(target)} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
   compensateNotString: (got: unknown) =>
     `the compensation must be a target string ('' for none), got ${typeof got}: pass add(action, compensate, payload), or add(target, payload) for a step without one`,
   emptyPayload: () => 'a branch payload must not be an empty string (DTM would call the branch with GET and no body); pass {} or a non-empty string',
   bufferNotUtf8: () => "a Buffer payload must be valid UTF-8: DTM's HTTP API carries payloads as strings; encode binary data (e.g. base64) first",
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,
   badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
+  optionRange: (option: string, min: number, max: number, unit: string, why: string, got: unknown) =>
+    `${option} must be a whole number of ${unit} from ${min} to ${max} (${why}), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
+  waitOptionRange: (option: string, min: number, max: number, got: unknown) =>
+    `waitForFinal's ${option} must be a number of seconds from ${min} to ${max} (Node's timers stop at 2147483647 ms), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
   gidRefused: (gid: string, problem: string) =>
     `gid ${JSON.stringify(gid.length > 60 ? `${gid.slice(0, 60)}…` : gid)} cannot be used: ${problem}; nothing was sent to DTM. Use generateGid(), or a business id such as order-7 or Order_7:2026`,

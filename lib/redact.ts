@@ -1,10 +1,60 @@
-// What errors and logs may show of a URL or of a failed request: never credentials.
+// What errors and logs may show of a URL, a configuration value or a failed request: never
+// credentials, whatever their characters (a password may hold `@`, `:`, `/`, `?`, `#`, spaces) and
+// wherever the URL sits in the text.
 
-const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i;
+/** `scheme://`, anywhere. */
+const SCHEME = /[a-z][a-z0-9+.-]*:\/\//gi;
+/** What ends a URL inside free text. */
+const WHITESPACE = /\s/;
+/** Longest value shown in a message; longer ones are cut. */
+const SHOWN_LENGTH = 200;
 
-/** `url` with any `user:password@` replaced by `***@`, so that it can be shown in errors and logs. */
-export function redactUrl(url: string): string {
-  return url.replace(USERINFO, '$1***@');
+/**
+ * `value` (a URL, or a value that may hold one) with everything that could be credentials replaced
+ * by `***`: from after `scheme://` (or from the start, without a scheme) up to the LAST `@`. A
+ * password may contain any character, so the value is not parsed: `http://u:p@ss@h/x` and the invalid
+ * `http://u:pa/ss@h` both become `http://***@h...`. A URL with `@` elsewhere (its path or query)
+ * loses more than its credentials; that is the price of never showing them. Without `@` (the usual
+ * case) `value` itself is returned, without allocating.
+ */
+export function redactUrl(value: string): string {
+  const at = value.lastIndexOf('@');
+  if (at < 0) return value;
+  SCHEME.lastIndex = 0;
+  const scheme = SCHEME.exec(value);
+  const start = scheme && scheme.index + scheme[0].length <= at ? scheme.index + scheme[0].length : 0;
+  return `${value.slice(0, start)}***${value.slice(at)}`;
+}
+
+/**
+ * Free text (an error message from a library, a list or mapping printed as JSON) with the
+ * credentials of every URL in it replaced: for each `scheme://`, everything up to the last `@`
+ * before the next whitespace. A password with a space in it cannot be told apart from the text
+ * around it: values known to be URLs go through {@link redactUrl} instead.
+ */
+export function redactText(text: string): string {
+  if (!text.includes('@')) return text;
+  let out = '';
+  let from = 0;
+  SCHEME.lastIndex = 0;
+  for (let match = SCHEME.exec(text); match; match = SCHEME.exec(text)) {
+    const start = match.index + match[0].length;
+    if (start < from) continue;
+    let end = start;
+    while (end < text.length && !WHITESPACE.test(text[end])) end++;
+    const at = text.lastIndexOf('@', end - 1);
+    if (at >= start) {
+      out += `${text.slice(from, start)}***`;
+      from = at;
+    }
+    SCHEME.lastIndex = end;
+  }
+  return out + text.slice(from);
+}
+
+/** `value` shortened for a message: at most 200 characters, then `…`. */
+export function shorten(value: string): string {
+  return value.length > SHOWN_LENGTH ? `${value.slice(0, SHOWN_LENGTH)}…` : value;
 }
 
 /**
@@ -16,7 +66,7 @@ export function redactUrl(url: string): string {
 export function safeCause(err: unknown): Error {
   const source = err as { code?: unknown; message?: unknown } | undefined;
   const message = typeof source?.message === 'string' ? source.message : String(err);
-  const cause = new Error(message.replace(/[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]*@/gi, (m) => redactUrl(m)));
+  const cause = new Error(redactText(message));
   if (typeof source?.code === 'string') Object.assign(cause, { code: source.code });
   return cause;
 }

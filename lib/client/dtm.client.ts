@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
+import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -190,8 +191,11 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
    */
   async waitForFinal(gid: string, options: WaitOptions = {}): Promise<FinalResult> {
     const timeout = options.timeout ?? 60;
+    const pollInterval = options.pollInterval ?? 0.05;
+    assertWaitOption('timeout', timeout, 0);
+    assertWaitOption('pollInterval', pollInterval, 0.001);
     const deadline = Date.now() + timeout * 1000;
-    let interval = (options.pollInterval ?? 0.05) * 1000;
+    let interval = pollInterval * 1000;
     for (;;) {
       const record = await this.query(gid);
       if (!record) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
@@ -245,4 +249,10 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
     }
     return protocol;
   }
+}
+
+/** Throws `DtmUsageError` unless `value` is a number of seconds from `min` to what a Node timer can wait. */
+function assertWaitOption(option: string, value: unknown, min: number): void {
+  const max = NODE_TIMER_MAX_MS / 1000;
+  if (typeof value !== 'number' || !(value >= min && value <= max)) throw new DtmUsageError(MESSAGES.waitOptionRange(option, min, max, value));
 }

@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'header-list' | 'sql-table' | 'secret-list';
+export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'bytes' | 'header-list' | 'sql-table' | 'secret-list';
 
 /** Headers passed on to branches whatever `pass_through_headers` says, unless `pass_trace_context` is false: W3C trace context. */
 export const TRACE_CONTEXT_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -35,6 +35,22 @@ export function isForbiddenBranchHeader(name: string): boolean {
   return FORBIDDEN_BRANCH_HEADERS.some((f) => (f.endsWith('-') ? lower.startsWith(f) : lower === f));
 }
 
+/** Longest wait a Node timer honours (2^31-1 ms); a longer one fires after 1 ms. */
+export const NODE_TIMER_MAX_MS = 2_147_483_647;
+/**
+ * Largest whole number of seconds the module sends DTM (2^31-1, about 68 years): DTM's SQL stores
+ * keep the retry interval in a 32-bit `next_cron_interval` column, and DTM turns every such value
+ * into a Go duration (which overflows past 292 years and makes a timeout fire at once).
+ */
+export const DTM_SECONDS_MAX = 2_147_483_647;
+/** Longest branch timeout: DTM's limit, and the module waits for its own branch calls with a Node timer. */
+export const BRANCH_TIMEOUT_MAX = Math.floor(NODE_TIMER_MAX_MS / 1000);
+
+/** Why a range of seconds ends where it does: Node's timers (for waits of the module's own). */
+export const NODE_TIMER = "Node's timers stop at 2147483647 ms";
+/** Why a range of seconds ends where it does: what DTM can store (for values DTM waits on). */
+export const DTM_INTEGER = "DTM's SQL stores keep its intervals in 32-bit integers";
+
 /** One `lynx.dtm` key: its YAML name, its TypeScript name, how it is checked and its default. */
 export interface DtmConfigKey<K extends keyof DtmConfig = keyof DtmConfig> {
   yaml: string;
@@ -44,6 +60,8 @@ export interface DtmConfigKey<K extends keyof DtmConfig = keyof DtmConfig> {
   default?: DtmConfig[K];
   /** A valid value, shown in error messages. */
   example?: string;
+  /** Numeric kinds: the smallest and largest value accepted, and why the range ends there. */
+  range?: { min: number; max: number; why: string };
 }
 
 /** Every `lynx.dtm` key, in documentation order: the one table the loader, the validator and the README follow. */
@@ -52,10 +70,17 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'server_url', camel: 'serverUrl', kind: 'http-url', default: 'http://localhost:36789/api/dtmsvr', example: 'http://localhost:36789/api/dtmsvr' },
   { yaml: 'grpc_server', camel: 'grpcServer', kind: 'host-port', default: 'localhost:36790' },
   { yaml: 'protocol', camel: 'protocol', kind: 'protocol', default: 'http' },
-  { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10 },
-  { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', default: 10 },
-  { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60 },
-  { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30 },
+  { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10, range: { min: 0.001, max: NODE_TIMER_MAX_MS / 1000, why: NODE_TIMER } },
+  { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', default: 10, range: { min: 1, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
+  { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60, range: { min: 1, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
+  { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30, range: { min: 1, max: BRANCH_TIMEOUT_MAX, why: NODE_TIMER } },
+  {
+    yaml: 'max_answer_bytes',
+    camel: 'maxAnswerBytes',
+    kind: 'bytes',
+    default: 8 * 1024 * 1024,
+    range: { min: 64 * 1024, max: 1024 * 1024 * 1024, why: 'an answer is held in memory whole' },
+  },
   { yaml: 'pass_through_headers', camel: 'passThroughHeaders', kind: 'header-list', default: [] },
   { yaml: 'pass_trace_context', camel: 'passTraceContext', kind: 'boolean', default: true },
   { yaml: 'app_url', camel: 'appUrl', kind: 'http-url', example: 'http://orders:3000' },

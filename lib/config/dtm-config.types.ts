@@ -11,7 +11,10 @@ export interface DtmConfig {
   grpcServer: string;
   /** How the module talks to DTM: `http` (default) or `grpc`. A transaction's own `protocol` option overrides it. */
   protocol: DtmProtocol;
-  /** Seconds a call to the DTM server may take before it fails with `DtmUnavailableError`. Default 10. */
+  /**
+   * Seconds a call to the DTM server may take in all (connecting, sending, the answer's headers and
+   * body) before it fails with `DtmUnavailableError`; the same over gRPC (the call's deadline). Default 10.
+   */
   timeout: number;
   /** Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each error). Default 10. */
   retryInterval: number;
@@ -19,6 +22,12 @@ export interface DtmConfig {
   transactionTimeout: number;
   /** Seconds DTM waits for one branch call (DTM `request_timeout`); also the module's own direct branch calls. Default 30. */
   branchTimeout: number;
+  /**
+   * Largest answer, in bytes, the module reads from DTM (a `/query` of a transaction with many large
+   * payloads is the biggest) and from the branches it calls itself; a larger one fails with
+   * `DtmServerError` without being read further. Default 8 MiB (8388608).
+   */
+  maxAnswerBytes: number;
   /**
    * Inbound request headers passed on to every branch (case-insensitive). DTM stores them with each
    * transaction and returns them through its API. Framing and connection headers (`Host`,

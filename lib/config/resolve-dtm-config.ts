@@ -1,10 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
 import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
-import { redactUrl } from '../redact.js';
+import { redactText, redactUrl, shorten } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DTM_CONFIG_KEYS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
 import type { DtmConfig, DtmConfigSource } from './dtm-config.types.js';
@@ -13,6 +13,17 @@ const SECTION = 'lynx.dtm';
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const PLACEHOLDER = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
 const WHOLE_PLACEHOLDER = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}$/;
+/** Spaces and control characters, which `new URL()` silently strips or encodes but a request line cannot carry. */
+const URL_SPACES = /[\s\x00-\x1f\x7f]/;
+/** Largest configuration file read (the file may hold the whole app's configuration). */
+const MAX_FILE_BYTES = 1024 * 1024;
+/**
+ * Most values the `lynx.dtm` section may hold with its YAML aliases expanded. js-yaml shares an
+ * aliased value instead of copying it, so a 2 KB file of aliases of aliases loads at once as a
+ * graph of billions of paths; walking it as a tree (the `${VAR}` substitution, printing a value in
+ * an error) would never end. The walk counts what it visits and stops there.
+ */
+const MAX_SECTION_VALUES = 10_000;
 
 /**
  * Reads, merges and validates the module's configuration once: defaults, then the `lynx.dtm`
@@ -41,19 +52,21 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
 }
 
 function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigProblem[]): Record<string, unknown> | undefined {
-  const path = resolve(file);
-  if (!existsSync(path)) {
-    problems.push({ path: 'configFile', message: MESSAGES.configFileMissing(file, path) });
+  if (typeof file !== 'string' || file === '') {
+    problems.push({ path: 'configFile', message: MESSAGES.configWant('the path of a YAML file', describe(file)) });
     return undefined;
   }
+  const path = resolve(file);
+  const text = readConfigFile(file, path, problems);
+  if (text === undefined) return undefined;
   let document: unknown;
   try {
-    document = load(readFileSync(path, 'utf8'));
+    document = load(text);
   } catch (err) {
     if (err instanceof YAMLException) {
       const line = err.mark ? err.mark.line + 1 : undefined;
       const column = err.mark ? err.mark.column + 1 : undefined;
-      problems.push({ path: 'configFile', message: MESSAGES.configYamlSyntax(path, err.reason ?? err.message, line, column) });
+      problems.push({ path: 'configFile', message: MESSAGES.configYamlSyntax(path, redactText(err.reason ?? err.message), line, column) });
       return undefined;
     }
     throw err;
@@ -68,38 +81,95 @@ function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigPr
     problems.push({ path: SECTION, message: MESSAGES.configSectionNotMapping(describe(section)) });
     return undefined;
   }
-  return substituteEnv(section, SECTION, env, problems) as Record<string, unknown>;
+  const walk: Walk = { env, problems, left: MAX_SECTION_VALUES, ancestors: new Set(), stopped: false };
+  const expanded = expand(section, SECTION, walk) as Record<string, unknown>;
+  return walk.stopped ? undefined : expanded;
 }
 
-/** Replaces `${VAR}` / `${VAR:default}` in every string; a value that is only a placeholder takes the YAML type of what it becomes. */
-function substituteEnv(value: unknown, path: string, env: NodeJS.ProcessEnv, problems: DtmConfigProblem[]): unknown {
-  if (typeof value === 'string') {
-    const whole = WHOLE_PLACEHOLDER.exec(value);
-    const replaced = value.replace(PLACEHOLDER, (_match, name: string, fallback: string | undefined) => {
-      const fromEnv = env[name];
-      if (fromEnv !== undefined) return fromEnv;
-      if (fallback !== undefined) return fallback;
-      problems.push({ path, message: MESSAGES.configEnvMissing(name) });
-      return '';
-    });
-    if (!whole) return replaced;
-    try {
-      const typed = load(replaced);
-      return typed === null || typed === undefined ? replaced : typed;
-    } catch {
-      return replaced;
-    }
+/** The text of the configuration file, or a problem naming its path and what is wrong with it. */
+function readConfigFile(file: string, path: string, problems: DtmConfigProblem[]): string | undefined {
+  const unreadable = (why: string): undefined => {
+    problems.push({ path: 'configFile', message: MESSAGES.configFileUnreadable(file, path, why) });
+    return undefined;
+  };
+  try {
+    const stat = statSync(path);
+    if (stat.isDirectory()) return unreadable('is a directory');
+    if (!stat.isFile()) return unreadable('is not a regular file (a device, a pipe or a socket)');
+    if (stat.size > MAX_FILE_BYTES) return unreadable(`has ${stat.size} bytes, over the ${MAX_FILE_BYTES} a configuration file may have`);
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') problems.push({ path: 'configFile', message: MESSAGES.configFileMissing(file, path) });
+    else if (code === 'EACCES' || code === 'EPERM') unreadable('cannot be read: permission denied');
+    else unreadable(`cannot be read (${code ?? (err instanceof Error ? err.message : String(err))})`);
+    return undefined;
   }
-  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, `${path}[${i}]`, env, problems));
-  if (isPlainObject(value)) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, `${path}.${k}`, env, problems)]));
+}
+
+/** The state of one walk of the `lynx.dtm` section. */
+interface Walk {
+  env: NodeJS.ProcessEnv;
+  problems: DtmConfigProblem[];
+  /** How many more values the walk may visit. */
+  left: number;
+  /** The lists and mappings on the path from the section to the value visited (a recursive alias comes back to one). */
+  ancestors: Set<object>;
+  /** Set when the walk gave up (too many values, a recursive alias): the section is not used. */
+  stopped: boolean;
+}
+
+/**
+ * A copy of the section as a tree: aliases expanded (at most {@link MAX_SECTION_VALUES} values, no
+ * recursion), and `${VAR}` / `${VAR:default}` replaced in every string (a value that is only a
+ * placeholder takes the YAML type of what it becomes).
+ */
+function expand(value: unknown, path: string, walk: Walk): unknown {
+  if (walk.stopped) return undefined;
+  if (--walk.left < 0) {
+    walk.stopped = true;
+    walk.problems.push({ path: SECTION, message: MESSAGES.configAliasBomb(MAX_SECTION_VALUES) });
+    return undefined;
   }
-  return value;
+  if (typeof value === 'string') return substituteEnv(value, path, walk);
+  if (typeof value !== 'object' || value === null || value instanceof Date) return value;
+  if (walk.ancestors.has(value)) {
+    walk.stopped = true;
+    walk.problems.push({ path, message: MESSAGES.configAliasRecursive() });
+    return undefined;
+  }
+  walk.ancestors.add(value);
+  try {
+    if (Array.isArray(value)) return value.map((item, i) => expand(item, `${path}[${i}]`, walk));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expand(v, `${path}.${shorten(redactUrl(k))}`, walk)]));
+  } finally {
+    walk.ancestors.delete(value);
+  }
+}
+
+/** `value` with `${VAR}` / `${VAR:default}` replaced; a value that is only a placeholder takes the YAML type of what it becomes. */
+function substituteEnv(value: string, path: string, walk: Walk): unknown {
+  const whole = WHOLE_PLACEHOLDER.exec(value);
+  const replaced = value.replace(PLACEHOLDER, (_match, name: string, fallback: string | undefined) => {
+    const fromEnv = walk.env[name];
+    if (fromEnv !== undefined) return fromEnv;
+    if (fallback !== undefined) return fallback;
+    walk.problems.push({ path, message: MESSAGES.configEnvMissing(name) });
+    return '';
+  });
+  if (!whole) return replaced;
+  try {
+    // an environment variable holds one value: no aliases, little nesting
+    const typed = load(replaced, { maxAliases: 0, maxDepth: 4 });
+    return typed === null || typed === undefined ? replaced : typed;
+  } catch {
+    return replaced;
+  }
 }
 
 function applySection(config: DtmConfig, section: Record<string, unknown>, naming: 'yaml' | 'camel', problems: DtmConfigProblem[]): void {
   const byName = new Map(DTM_CONFIG_KEYS.map((k) => [naming === 'yaml' ? k.yaml : k.camel, k]));
-  const pathOf = (name: string) => (naming === 'yaml' ? `${SECTION}.${name}` : `config.${name}`);
+  const pathOf = (name: string) => `${naming === 'yaml' ? SECTION : 'config'}.${shorten(redactUrl(name))}`;
   for (const [name, raw] of Object.entries(section)) {
     const key = byName.get(name);
     if (!key) {
@@ -129,6 +199,9 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
         return { problem: MESSAGES.configWant(want, got) };
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return { problem: MESSAGES.configWant(want, got) };
+      if (URL_SPACES.test(raw)) return { problem: MESSAGES.configUrlSpaces(got) };
+      // shown without what follows ? or # (a token, often), and without credentials (a password may hold a ?)
+      if (raw.includes('?') || raw.includes('#')) return { problem: MESSAGES.configUrlQuery(describe(redactUrl(raw).replace(/[?#][^]*$/, (rest) => `${rest[0]}…`))) };
       return { value: raw.replace(/\/+$/, '') };
     }
     case 'host-port': {
@@ -139,10 +212,15 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'protocol':
       return raw === 'http' || raw === 'grpc' ? { value: raw } : { problem: MESSAGES.configWant('http or grpc', got) };
     case 'seconds':
-    case 'whole-seconds': {
-      if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant('a number of seconds', got) };
-      if (raw <= 0) return { problem: MESSAGES.configPositive(raw) };
+    case 'whole-seconds':
+    case 'bytes': {
+      const unit = key.kind === 'bytes' ? 'bytes' : 'seconds';
+      if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant(`a number of ${unit}`, got) };
+      if (raw <= 0 && key.kind !== 'bytes') return { problem: MESSAGES.configPositive(raw) };
       if (key.kind === 'whole-seconds' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeSeconds(raw) };
+      if (key.kind === 'bytes' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeBytes(raw) };
+      const range = key.range!;
+      if (raw < range.min || raw > range.max) return { problem: MESSAGES.configRange(range.min, range.max, unit, range.why, raw) };
       return { value: raw };
     }
     case 'sql-table': {
@@ -161,7 +239,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'header-list': {
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };
       const bad = raw.filter((h) => typeof h !== 'string' || !HEADER_NAME.test(h));
-      if (bad.length > 0) return { problem: MESSAGES.configBadHeaders(bad.map(describe)) };
+      if (bad.length > 0) return { problem: MESSAGES.configBadHeaders(bad.map((h) => describe(h))) };
       const forbidden = (raw as string[]).filter(isForbiddenBranchHeader);
       if (forbidden.length > 0) return { problem: MESSAGES.configForbiddenHeaders(forbidden) };
       return { value: [...new Set((raw as string[]).map((h) => h.toLowerCase()))] };
@@ -200,10 +278,25 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(redactUrl(value));
-  if (Array.isArray(value)) return `a list (${JSON.stringify(value)})`;
+/**
+ * A value as an error message shows it: credentials of URLs redacted (in strings, list items,
+ * mapping keys and values), long strings cut, at most 5 entries and 2 levels of lists and mappings.
+ */
+function describe(value: unknown, depth = 0): string {
+  if (typeof value === 'string') return JSON.stringify(shorten(redactUrl(value)));
   if (value === null) return 'null';
-  if (typeof value === 'object') return `a mapping (${JSON.stringify(value)})`;
+  if (Array.isArray(value)) {
+    if (depth > 1) return 'a list';
+    const items = value.slice(0, 5).map((item) => describe(item, depth + 1));
+    return `a list (${value.length === 0 ? 'empty' : `${items.join(', ')}${value.length > 5 ? ', …' : ''}`})`;
+  }
+  if (value instanceof Date) return `a date (${Number.isNaN(value.getTime()) ? 'invalid' : value.toISOString()})`;
+  if (typeof value === 'object') {
+    if (depth > 1) return 'a mapping';
+    const entries = Object.entries(value);
+    const shown = entries.slice(0, 5).map(([k, v]) => `${JSON.stringify(shorten(redactUrl(k)))}: ${describe(v, depth + 1)}`);
+    return `a mapping (${entries.length === 0 ? 'empty' : `${shown.join(', ')}${entries.length > 5 ? ', …' : ''}`})`;
+  }
+  if (typeof value === 'function') return 'a function';
   return `${typeof value} ${String(value)}`;
 }

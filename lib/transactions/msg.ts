@@ -6,7 +6,9 @@ import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transp
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
+import { assertWholeNumber } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
@@ -47,8 +49,9 @@ export class Msg extends StepTransaction {
     return this.add(`topic://${topic}`, payload);
   }
 
-  /** DTM calls the branches no earlier than `seconds` after the message was created. */
+  /** DTM calls the branches no earlier than `seconds` (a whole number) after the message was created. */
   setDelay(seconds: number): this {
+    assertWholeNumber('setDelay(seconds)', seconds, 0, DTM_SECONDS_MAX, 'seconds', 'the range of DTM\'s other durations', this.gid);
     this.delaySeconds = seconds;
     return this;
   }

@@ -2,6 +2,7 @@ import { AUTH_CALL_HEADER, AUTH_HEADER, authEntryKey, payloadDigest, targetPath,
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
+import { BRANCH_TIMEOUT_MAX, DTM_INTEGER, DTM_SECONDS_MAX, NODE_TIMER } from '../config/dtm-config.keys.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -17,6 +18,27 @@ import type { TransactionRuntime } from './transaction-runtime.js';
 /** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
 export function assertGid(gid: unknown): asserts gid is string {
   if (typeof gid !== 'string' || gid.length === 0 || /[\s;]/.test(gid)) throw new DtmUsageError(MESSAGES.badGid(gid));
+}
+
+/**
+ * Throws `DtmUsageError` unless `value` (the option `option`) is a whole number from `min` to `max`:
+ * DTM reads its options as integers (a fraction or 1e20 fails the whole request with a 500), and
+ * keeps its intervals in 32-bit integers.
+ */
+export function assertWholeNumber(option: string, value: unknown, min: number, max: number, unit: string, why: string, gid?: string): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new DtmUsageError(MESSAGES.optionRange(option, min, max, unit, why, value), { gid });
+  }
+}
+
+/** Checks the numeric transaction options given in code, against the ranges the `lynx.dtm` keys have. */
+function assertOptions(o: TransactionOptions, gid: string): void {
+  if (o.timeoutToFail !== undefined) assertWholeNumber('timeoutToFail', o.timeoutToFail, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
+  if (o.retryInterval !== undefined) assertWholeNumber('retryInterval', o.retryInterval, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
+  if (o.branchTimeout !== undefined) assertWholeNumber('branchTimeout', o.branchTimeout, 1, BRANCH_TIMEOUT_MAX, 'seconds', NODE_TIMER, gid);
+  if (o.retryLimit !== undefined) {
+    assertWholeNumber('retryLimit', o.retryLimit, 0, Number.MAX_SAFE_INTEGER, 'retries', 'the largest whole number a JavaScript number holds exactly', gid);
+  }
 }
 
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
@@ -67,16 +89,23 @@ export abstract class Transaction {
   /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
   protected mergeOptions(options: TransactionOptions): void {
     if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
-    const merged = { ...this.overrides, ...options };
-    const [earlier, later] = [this.overrides.branchHeaders, options.branchHeaders];
+    const previous = this.overrides;
+    const merged = { ...previous, ...options };
+    const [earlier, later] = [previous.branchHeaders, options.branchHeaders];
     if (earlier || later) merged.branchHeaders = earlier && later ? overrideHeaders(earlier, later, this.gid) : (later ?? earlier);
     this.overrides = merged;
-    this.resolved = this.resolve();
+    try {
+      this.resolved = this.resolve();
+    } catch (err) {
+      this.overrides = previous; // refused options leave the transaction as it was
+      throw err;
+    }
   }
 
   private resolve(): ResolvedOptions {
     const { config } = this.runtime;
     const o = this.overrides;
+    assertOptions(o, this.gid);
     const resolved: ResolvedOptions = {
       timeoutToFail: o.timeoutToFail ?? config.transactionTimeout,
       retryInterval: o.retryInterval ?? config.retryInterval,

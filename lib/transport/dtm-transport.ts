@@ -15,6 +15,14 @@ import type {
   TransactionType,
 } from './dtm.types.js';
 
+/** What a gid from DTM's newGid may be: 1 to 128 (DTM's `gid` column) letters, digits and `. _ : @ = -` (DTM makes 22 letters and digits). */
+const DTM_GID = /^[A-Za-z0-9_.:@=-]{1,128}$/;
+
+/** Whether `value`, what a server answered to newGid, is a gid the module can use (in URLs, SQL XA ids, gRPC metadata). */
+export function isDtmGid(value: unknown): value is string {
+  return typeof value === 'string' && DTM_GID.test(value);
+}
+
 /** A branch payload as a transport sends it (HTTP: text; gRPC: bytes). Made by {@link DtmTransport.encode}. */
 export type EncodedPayload = string | Uint8Array;
 

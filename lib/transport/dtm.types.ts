@@ -17,13 +17,16 @@ export type BranchStatus = 'prepared' | 'succeed' | 'failed';
 export interface TransactionOptions {
   /** How the module talks to DTM for this transaction (`lynx.dtm.protocol`, default `http`). Fixed at creation. */
   protocol?: DtmProtocol;
-  /** DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after this many seconds. */
+  /** DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after this many seconds (whole, 1 to 2147483647). */
   timeoutToFail?: number;
-  /** DTM `retry_interval`: seconds before DTM retries a failed branch (doubling after each error). */
+  /** DTM `retry_interval`: seconds before DTM retries a failed branch, doubling after each error (whole, 1 to 2147483647). */
   retryInterval?: number;
-  /** Seconds DTM (and this module, for a TCC Try or an XA action) waits for one branch call (`lynx.dtm.branch_timeout`; DTM `request_timeout`). */
+  /**
+   * Seconds DTM (and this module, for a TCC Try or an XA action) waits for one branch call
+   * (`lynx.dtm.branch_timeout`; DTM `request_timeout`; whole, 1 to 2147483).
+   */
   branchTimeout?: number;
-  /** Saga only: how many times DTM re-runs a failing action before it rolls the saga back. */
+  /** Saga only: how many times DTM re-runs a failing action before it rolls the saga back (a whole number, 0 or more). */
   retryLimit?: number;
   /** DTM `wait_result`: submit answers only after DTM's first round. */
   waitResult?: boolean;

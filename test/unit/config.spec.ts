@@ -1,6 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { inspect } from 'node:util';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig, type DtmConfigProblem } from 'nestjs-dtm';
 
@@ -36,6 +39,7 @@ describe('resolveDtmConfig', () => {
       retryInterval: 10,
       transactionTimeout: 60,
       branchTimeout: 30,
+      maxAnswerBytes: 8 * 1024 * 1024,
       passThroughHeaders: [],
       passTraceContext: true,
       barrierTable: 'dtm_barrier.barrier',
@@ -57,6 +61,7 @@ lynx:
     retry_interval: 15
     transaction_timeout: 120
     branch_timeout: 7
+    max_answer_bytes: 1048576
     pass_through_headers: ["X-Request-ID", "x-user-id"]
     app_url: "http://orders:3000/"
     barrier_table: "payments.dtm_barrier"
@@ -70,6 +75,7 @@ lynx:
       retryInterval: 15,
       transactionTimeout: 120,
       branchTimeout: 7,
+      maxAnswerBytes: 1048576,
       passThroughHeaders: ['x-request-id', 'x-user-id'],
       passTraceContext: true,
       appUrl: 'http://orders:3000',
@@ -192,5 +198,189 @@ lynx:
 
   it('accepts enabled: false with nothing else', () => {
     expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    enabled: false\n') }, {}).enabled).toBe(false);
+  });
+});
+
+describe('ranges Node and DTM can honour', () => {
+  it.each<[string, unknown, RegExp]>([
+    ['timeout', 3_000_000, /^must be from 0\.001 to 2147483\.647 seconds \(Node's timers stop at 2147483647 ms\), got 3000000$/],
+    ['timeout', 0.0004, /^must be from 0\.001 to 2147483\.647 seconds .*got 0\.0004$/],
+    ['retryInterval', 1e20, /^must be from 1 to 2147483647 seconds \(DTM's SQL stores keep its intervals in 32-bit integers\), got 100000000000000000000$/],
+    ['transactionTimeout', 2_147_483_648, /^must be from 1 to 2147483647 seconds .*got 2147483648$/],
+    ['branchTimeout', 2_147_484, /^must be from 1 to 2147483 seconds \(Node's timers stop at 2147483647 ms\), got 2147484$/],
+    ['maxAnswerBytes', 1000, /^must be from 65536 to 1073741824 bytes .*got 1000$/],
+    ['maxAnswerBytes', 100_000.5, /^must be a whole number of bytes, got 100000\.5$/],
+    ['maxAnswerBytes', '8MiB', /^must be a number of bytes, got "8MiB"$/],
+  ])('refuses %s: %p, saying the range and why', (key, value, message) => {
+    expect(problemsOf({ config: { [key]: value } as never })).toEqual([{ path: `config.${key}`, message: expect.stringMatching(message) }]);
+  });
+
+  it('accepts both ends of every range', () => {
+    const top = { timeout: 2_147_483.647, retryInterval: 2_147_483_647, transactionTimeout: 2_147_483_647, branchTimeout: 2_147_483, maxAnswerBytes: 1024 ** 3 };
+    expect(resolveDtmConfig({ config: top }, {})).toMatchObject(top);
+    const bottom = { timeout: 0.001, retryInterval: 1, transactionTimeout: 1, branchTimeout: 1, maxAnswerBytes: 65_536 };
+    expect(resolveDtmConfig({ config: bottom }, {})).toMatchObject(bottom);
+  });
+
+  it('reports every out-of-range YAML value in the one DtmConfigError, with its YAML path', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    timeout: 3000000\n    retry_interval: 1e20\n    branch_timeout: 2147484\n    max_answer_bytes: 10\n');
+    const problems = problemsOf({ configFile: file });
+    expect(problems.map((p) => p.path)).toEqual(['lynx.dtm.timeout', 'lynx.dtm.retry_interval', 'lynx.dtm.branch_timeout', 'lynx.dtm.max_answer_bytes']);
+    expect(problems.every((p) => /must be from \S+ to \S+ (seconds|bytes) \(/.test(p.message))).toBe(true);
+  });
+});
+
+describe('URLs the module appends paths to', () => {
+  it('refuses a query or a fragment in server_url and app_url, without printing them', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    server_url: "http://dtm:36789/api/dtmsvr?token=S3CR3T"\n    app_url: "http://orders:3000/#S3CR3T"\n');
+    const problems = problemsOf({ configFile: file });
+    expect(problems).toEqual([
+      { path: 'lynx.dtm.server_url', message: expect.stringMatching(/^must not have a query \(\?\.\.\.\) or fragment \(#\.\.\.\).*got "http:\/\/dtm:36789\/api\/dtmsvr\?…"$/) },
+      { path: 'lynx.dtm.app_url', message: expect.stringMatching(/got "http:\/\/orders:3000\/#…"$/) },
+    ]);
+    expect(JSON.stringify(problems)).not.toContain('S3CR3T');
+  });
+
+  it('refuses spaces and control characters (which new URL() would silently drop)', () => {
+    const problems = problemsOf({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr\n', appUrl: 'http://orders:3000/ x' } });
+    expect(problems).toEqual([
+      { path: 'config.serverUrl', message: expect.stringMatching(/^must not contain spaces or control characters \(check the quoting\), got "http:/) },
+      { path: 'config.appUrl', message: expect.stringMatching(/^must not contain spaces or control characters/) },
+    ]);
+  });
+});
+
+describe('YAML aliases', () => {
+  /** A "billion laughs" of `levels` levels of 10: 10^levels values once expanded, in under 2 KB. */
+  function aliasBomb(levels: number, where: 'section' | 'key'): string {
+    const lines = ['x0: &x0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'];
+    for (let i = 1; i < levels; i++) lines.push(`x${i}: &x${i} [${Array.from({ length: 10 }, () => `*x${i - 1}`).join(', ')}]`);
+    if (where === 'key') return `bombs:\n${lines.map((l) => `  ${l}`).join('\n')}\nlynx:\n  dtm:\n    pass_through_headers: *x${levels - 1}\n`;
+    return `lynx:\n  dtm:\n${lines.map((l) => `    ${l}`).join('\n')}\n`;
+  }
+
+  it.each(['section', 'key'] as const)('an alias bomb in the %s fails fast with a DtmConfigError, not a hang', (where) => {
+    const text = aliasBomb(10, where);
+    expect(text.length).toBeLessThan(2048);
+    const started = performance.now();
+    const problems = problemsOf({ configFile: yamlFile(text) });
+    const elapsed = performance.now() - started;
+    expect(problems).toEqual([{ path: 'lynx.dtm', message: expect.stringContaining('expands to more than 10000 values through its YAML aliases') }]);
+    expect(elapsed).toBeLessThan(250);
+  });
+
+  it('a value that contains itself (a recursive alias) is a DtmConfigError naming where, not a RangeError', () => {
+    const section = problemsOf({ configFile: yamlFile('lynx:\n  dtm: &d\n    server_url: "http://dtm:36789/api/dtmsvr"\n    again: *d\n') });
+    expect(section).toEqual([{ path: 'lynx.dtm.again', message: expect.stringContaining('contains itself through a YAML alias') }]);
+    const list = problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    pass_through_headers: &h [X-A, *h]\n') });
+    expect(list).toEqual([{ path: 'lynx.dtm.pass_through_headers[1]', message: expect.stringContaining('contains itself') }]);
+  });
+
+  it('ordinary aliases (one value used twice) still work', () => {
+    const file = yamlFile('common:\n  headers: &h [X-Tenant, X-Request-ID]\nlynx:\n  dtm:\n    pass_through_headers: *h\n    barrier_table: &t app.barrier\n');
+    expect(resolveDtmConfig({ configFile: file }, {})).toMatchObject({ passThroughHeaders: ['x-tenant', 'x-request-id'], barrierTable: 'app.barrier' });
+  });
+
+  it('an environment variable is read as one value: aliases in it are not expanded', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    pass_through_headers: ${HEADERS}\n');
+    const problems = problemsOf({ configFile: file }, { HEADERS: '[&a X-A, *a]' });
+    expect(problems).toEqual([{ path: 'lynx.dtm.pass_through_headers', message: expect.stringContaining('got "[&a X-A, *a]"') }]);
+    expect(resolveDtmConfig({ configFile: file }, { HEADERS: '[X-A, X-B]' }).passThroughHeaders).toEqual(['x-a', 'x-b']);
+  });
+});
+
+describe('configFile that cannot be read', () => {
+  it('a directory: DtmConfigError naming the path (not a raw EISDIR)', () => {
+    const problems = problemsOf({ configFile: dir });
+    expect(problems).toEqual([{ path: 'configFile', message: expect.stringContaining(`(${dir}) is a directory; point configFile at the YAML file`) }]);
+  });
+
+  it('a path through a file (ENOTDIR) is reported as not found', () => {
+    const file = yamlFile('lynx:\n  dtm: {}\n');
+    const problems = problemsOf({ configFile: join(file, 'config.yaml') });
+    expect(problems).toEqual([{ path: 'configFile', message: expect.stringContaining(`not found (looked at ${join(file, 'config.yaml')})`) }]);
+  });
+
+  it('a named pipe is refused without being opened (it would block start-up)', () => {
+    const fifo = join(dir, 'config.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const started = performance.now();
+    expect(problemsOf({ configFile: fifo })).toEqual([{ path: 'configFile', message: expect.stringContaining('is not a regular file') }]);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it('a file over 1 MiB is refused unread', () => {
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, '');
+    truncateSync(big, 2 * 1024 * 1024);
+    expect(problemsOf({ configFile: big })).toEqual([{ path: 'configFile', message: expect.stringContaining('has 2097152 bytes, over the 1048576') }]);
+  });
+
+  it('configFile that is not a path', () => {
+    expect(problemsOf({ configFile: 42 as never })).toEqual([{ path: 'configFile', message: 'must be the path of a YAML file, got number 42' }]);
+  });
+
+  it('a file without read permission: DtmConfigError "permission denied" naming the path', () => {
+    const locked = join(dir, 'locked');
+    mkdirSync(locked, { mode: 0o755 });
+    chmodSync(dir, 0o755); // mkdtemp makes it 0700: another user must be able to walk to the file
+    const file = join(locked, 'config.yaml');
+    writeFileSync(file, 'lynx:\n  dtm: {}\n');
+    chmodSync(file, 0o000);
+    let problems: DtmConfigProblem[];
+    if (process.getuid?.() === 0) {
+      // root reads any file: resolve the configuration in a child process running as nobody, with the built library
+      const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+      const library = pathToFileURL(join(root, 'dist', 'config', 'resolve-dtm-config.js')).href;
+      const script = `import(${JSON.stringify(library)}).then(({ resolveDtmConfig }) => {
+        try { resolveDtmConfig({ configFile: ${JSON.stringify(file)} }, {}); console.log('null'); }
+        catch (e) { console.log(JSON.stringify(e.problems ?? String(e))); }
+      });`;
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', cwd: root });
+      expect(child.stderr).toBe('');
+      problems = JSON.parse(child.stdout) as DtmConfigProblem[];
+    } else {
+      problems = problemsOf({ configFile: file });
+    }
+    expect(problems).toEqual([{ path: 'configFile', message: `file ${JSON.stringify(file)} (${file}) cannot be read: permission denied; point configFile at the YAML file holding the lynx.dtm section` }]);
+  });
+});
+
+describe('config errors never print credentials', () => {
+  const secrets = ['S3CR3T-a', 'S3CR3T-b', 'S3CR3T-c', 'S3CR3T-d', 'S3CR3T-e', 'S3CR3T-f', 'S3CR3T-g', 'S3CR3T-h'];
+
+  it('whatever the characters of the password and wherever the URL is', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    server_url: "ftp://user:p@${secrets[0]}@dtm:36789/api"
+    app_url: "see http://user:pa:${secrets[1]}@orders:3000 for details"
+    grpc_server: "user:${secrets[2]}@dtm:36790"
+    pass_through_headers: ["X-A", "http://u:${secrets[3]}@h/x"]
+    barrier_table: { primary: "http://u:pa/${secrets[4]}@db/x", other: ["http://u:pa ${secrets[5]}@db"] }
+    "http://admin:${secrets[6]}@dtm": 1
+    timeout: "http://u:1?${secrets[7]}@dtm"
+`);
+    let error: unknown;
+    try {
+      resolveDtmConfig({ configFile: file }, {});
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(DtmConfigError);
+    const printed = inspect(error, { depth: 20 }) + JSON.stringify((error as DtmConfigError).problems);
+    for (const secret of secrets) expect(printed).not.toContain(secret);
+    const byPath = Object.fromEntries((error as DtmConfigError).problems.map((p) => [p.path, p.message]));
+    // what is left still helps to find the value
+    expect(byPath['lynx.dtm.server_url']).toContain('got "ftp://***@dtm:36789/api"');
+    expect(byPath['lynx.dtm.grpc_server']).toContain('got "***@dtm:36790"');
+    expect(byPath['lynx.dtm.barrier_table']).toMatch(/got a mapping \("primary": "http:\/\/\*\*\*@db\/x", "other": a list \("http:\/\/\*\*\*@db"\)\)/);
+    expect(Object.keys(byPath)).toContain('lynx.dtm.http://***@dtm');
+  });
+
+  it('inline config the same way, and values are cut to 200 characters', () => {
+    const problems = problemsOf({ config: { serverUrl: `ftp://u:${'x'.repeat(300)}@dtm`, appUrl: `ftp://h/${'y'.repeat(300)}` } });
+    expect(problems[0].message).toContain('got "ftp://***@dtm"');
+    expect(problems[1].message).toMatch(/got "ftp:\/\/h\/y{192}…"$/);
   });
 });

@@ -9,7 +9,17 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
-import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
+import {
+  isDtmGid,
+  type BranchRegistration,
+  type DirectBranchCall,
+  type DtmTransport,
+  type EncodedPayload,
+  type ResolvedOptions,
+  type TransactionRequest,
+  type WorkflowProgress,
+} from '../dtm-transport.js';
+import { redactText, shorten } from '../../redact.js';
 import type { HttpTransport } from '../http/http.transport.js';
 import { payloadText } from '../payload.js';
 import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
@@ -22,6 +32,9 @@ const ABORTED = 10;
 const FAILED_PRECONDITION = 9;
 const UNAVAILABLE = 14;
 const DEADLINE_EXCEEDED = 4;
+const RESOURCE_EXHAUSTED = 8;
+/** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
+const TOO_LARGE = 'Received message larger than max';
 
 /** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
 type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch' | 'PrepareWorkflow';
@@ -100,6 +113,10 @@ function dtmMethodCodecs(): Record<DtmMethod, DtmMethodCodec> {
  * called with raw bytes and DTM's `dtm-*` metadata, as DTM's Go SDK calls them). DTM's query, list
  * and forceStop exist only over HTTP, and an `http://` step of a gRPC transaction is an HTTP
  * branch: those go through the HTTP transport (`lynx.dtm.server_url`).
+ *
+ * Every call is bounded: a deadline (`timeout`; the branch timeout for a branch) for the whole
+ * call, answers over `max_answer_bytes` refused from their length prefix, and channels that
+ * ignore `grpc_proxy` / `https_proxy` / `http_proxy` (`grpc.enable_http_proxy: 0`).
  */
 export class GrpcTransport implements DtmTransport {
   readonly protocol = 'grpc' as const;
@@ -107,6 +124,8 @@ export class GrpcTransport implements DtmTransport {
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
   private dtmClient?: Client;
   private readonly branchClients = new Map<string, Client>();
+  /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`. */
+  private readonly channelOptions: Record<string, number>;
 
   constructor(
     private readonly config: DtmConfig,
@@ -115,6 +134,7 @@ export class GrpcTransport implements DtmTransport {
   ) {
     this.grpc = loadGrpc().grpc;
     this.methods = dtmMethodCodecs();
+    this.channelOptions = { 'grpc.enable_http_proxy': 0, 'grpc.max_receive_message_length': config.maxAnswerBytes };
   }
 
   encode(payload: Payload, target: BranchTarget): EncodedPayload {
@@ -154,8 +174,15 @@ export class GrpcTransport implements DtmTransport {
     }
   }
 
+  /** A gid from DTM, checked: a reply whose `Gid` is not 1 to 128 safe characters gives `DtmServerError`. */
   async newGid(): Promise<string> {
-    return ((await this.dtm('NewGid', EMPTY_MESSAGE, 'newGid')) as { Gid: string }).Gid;
+    const gid = ((await this.dtm('NewGid', EMPTY_MESSAGE, 'newGid')) as { Gid?: unknown }).Gid;
+    if (!isDtmGid(gid)) {
+      const endpoint = `${this.config.grpcServer}${this.methods.NewGid.path}`;
+      const got = typeof gid === 'string' && gid !== '' ? JSON.stringify(shorten(redactText(gid))) : 'an empty gid';
+      throw new DtmServerError(MESSAGES.badGidFromDtm(endpoint, got), String(gid ?? ''), { endpoint, protocol: 'grpc', status: 0 });
+    }
+    return gid;
   }
 
   async prepare(request: TransactionRequest): Promise<void> {
@@ -221,7 +248,7 @@ export class GrpcTransport implements DtmTransport {
           metadata,
           { deadline: Date.now() + call.timeoutSeconds * 1000 },
           (err, reply) => {
-            if (err) return reject(branchError(err, context, call.timeoutSeconds));
+            if (err) return reject(branchError(err, context, call.timeoutSeconds, this.config.maxAnswerBytes));
             const raw = reply ?? EMPTY;
             const codec = this.codecs.get(target.method);
             resolve({ body: codec ? codec.deserializeResponse(raw) : raw, raw });
@@ -258,7 +285,7 @@ export class GrpcTransport implements DtmTransport {
   private branchClient(server: string): Client {
     let client = this.branchClients.get(server);
     if (!client) {
-      client = new this.grpc.Client(server, this.grpc.credentials.createInsecure());
+      client = new this.grpc.Client(server, this.grpc.credentials.createInsecure(), this.channelOptions);
       this.branchClients.set(server, client);
     }
     return client;
@@ -270,7 +297,7 @@ export class GrpcTransport implements DtmTransport {
    */
   private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string): Promise<unknown> {
     const address = this.config.grpcServer;
-    const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure()));
+    const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions));
     const { path, serialize, deserialize } = this.methods[method];
     const timeout = this.config.timeout;
     return new Promise((resolve, reject) =>
@@ -278,7 +305,7 @@ export class GrpcTransport implements DtmTransport {
         client.makeUnaryRequest(path, serialize, deserialize, request, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null, value?: unknown) => {
           if (!err) return resolve(value);
           const context: DtmErrorContext = { gid, branchId, endpoint: `${address}${path}`, protocol: 'grpc', status: err.code };
-          reject(dtmError(err, context, operation, timeout));
+          reject(dtmError(err, context, operation, timeout, this.config.maxAnswerBytes));
         }),
       ),
     );
@@ -286,8 +313,9 @@ export class GrpcTransport implements DtmTransport {
 }
 
 /** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
-function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number): Error {
+function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
+  if (isTooLarge(err)) return new DtmServerError(MESSAGES.answerTooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
   switch (err.code) {
     case ABORTED:
       return new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', detail), context);
@@ -302,15 +330,21 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
 }
 
 /** What a gRPC branch's answer means (DTM's `GrpcError2DtmError`: ABORTED with the bare message ONGOING is the old ONGOING). */
-function branchError(err: ServiceError, context: DtmErrorContext, timeout: number): Error {
+function branchError(err: ServiceError, context: DtmErrorContext, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
   const withCode = { ...context, status: err.code };
+  if (isTooLarge(err)) return new DtmServerError(MESSAGES.branchAnswerTooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
   if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
   if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
     return new DtmUnavailableError(MESSAGES.branchUnavailable(context.endpoint!, detail, timeout), { ...withCode, cause: plainCause(err) });
   }
   return new DtmServerError(MESSAGES.branchGrpcStatus(context.endpoint!, err.code, detail), detail, withCode);
+}
+
+/** Whether grpc-js refused the answer for its size (`grpc.max_receive_message_length`), not the peer. */
+function isTooLarge(err: ServiceError): boolean {
+  return err.code === RESOURCE_EXHAUSTED && typeof err.details === 'string' && err.details.startsWith(TOO_LARGE);
 }
 
 /** A plain Error with the gRPC error's code and message (grpc-js errors carry the call's metadata, which may hold forwarded headers). */

@@ -11,9 +11,9 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
-import type { BranchRegistration, DirectBranchCall, DtmTransport, EncodedPayload, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
+import { isDtmGid, type BranchRegistration, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
 import { parseAnswer, payloadText } from '../payload.js';
-import { redactUrl, safeCause } from '../../redact.js';
+import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 
@@ -31,17 +31,29 @@ interface Send {
  * out and come back as text, so payloads pass verbatim. Also the HTTP half of the gRPC transport:
  * DTM's query, list and forceStop exist only over HTTP, and HTTP branches are called over HTTP in a
  * gRPC transaction too.
+ *
+ * Every call is bounded: `timeout` (the branch timeout for a branch) is a deadline for the whole
+ * call, answer body included (one timer per call that aborts it; axios's own `timeout` stops at the
+ * answer's headers, then only bounds the silence between two chunks, which a peer dripping its
+ * body never lets pass); an answer over `max_answer_bytes` is refused while it streams in; and calls
+ * go straight to their URL, whatever `HTTP_PROXY` / `HTTPS_PROXY` say (`proxy: false`, agents made
+ * without `proxyEnv`): a proxy would see the branch headers, tokens included.
  */
 export class HttpTransport implements DtmTransport {
   readonly protocol = 'http' as const;
   private readonly httpAgent = new http.Agent({ keepAlive: true });
   private readonly httpsAgent = new https.Agent({ keepAlive: true });
   private readonly client: AxiosInstance;
+  /** `timeout` in whole milliseconds (at least 1: the configuration refuses less than 0.001 s). */
+  private readonly timeoutMs: number;
 
   constructor(private readonly config: DtmConfig) {
+    this.timeoutMs = Math.ceil(config.timeout * 1000);
     this.client = axios.create({
       adapter: 'http',
-      timeout: config.timeout * 1000,
+      // no axios timeout: send() sets the one deadline of each call
+      maxContentLength: config.maxAnswerBytes,
+      proxy: false,
       headers: { 'content-type': 'application/json' },
       httpAgent: this.httpAgent,
       httpsAgent: this.httpsAgent,
@@ -65,8 +77,15 @@ export class HttpTransport implements DtmTransport {
     // DTM passes any gid and header value to HTTP branches
   }
 
+  /** A gid from DTM, checked: a server that answers anything but `{"gid": "<1 to 128 safe characters>"}` gives `DtmServerError`. */
   async newGid(): Promise<string> {
-    return (JSON.parse(await this.server('GET', 'newGid', undefined, 'newGid')) as { gid: string }).gid;
+    const answer = await this.serverJson<{ gid?: unknown }>('GET', 'newGid', 'newGid');
+    if (!isDtmGid(answer.gid)) {
+      const endpoint = this.endpointOf('newGid');
+      const got = answer.gid === undefined ? 'no gid' : shorten(redactText(JSON.stringify(answer.gid)));
+      throw new DtmServerError(MESSAGES.badGidFromDtm(endpoint, got), JSON.stringify(answer), { endpoint, protocol: 'http', status: 200 });
+    }
+    return answer.gid;
   }
 
   prepare(request: TransactionRequest): Promise<void> {
@@ -82,8 +101,8 @@ export class HttpTransport implements DtmTransport {
   }
 
   async prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
-    const text = await this.server('POST', 'prepareWorkflow', JSON.stringify(toWireRequest(request)), 'prepareWorkflow', request.gid);
-    return fromWireProgress(JSON.parse(text) as WireWorkflowAnswer);
+    const answer = await this.serverJson<WireWorkflowAnswer>('POST', 'prepareWorkflow', 'prepareWorkflow', JSON.stringify(toWireRequest(request)), request.gid, isWorkflowAnswer);
+    return fromWireProgress(answer);
   }
 
   registerBranch(registration: BranchRegistration): Promise<void> {
@@ -91,13 +110,13 @@ export class HttpTransport implements DtmTransport {
   }
 
   async query(gid: string): Promise<TransactionRecord | null> {
-    const answer = JSON.parse(await this.server('GET', `query?gid=${encodeURIComponent(gid)}`, undefined, 'query', gid)) as WireQueryAnswer;
+    const answer = await this.serverJson<WireQueryAnswer>('GET', `query?gid=${encodeURIComponent(gid)}`, 'query', undefined, gid, isQueryAnswer);
     return answer.transaction ? fromWireTransaction(answer.transaction, answer.branches ?? []) : null;
   }
 
   async list(filter: ListFilter): Promise<ListPage> {
     const query = toWireListQuery(filter);
-    const answer = JSON.parse(await this.server('GET', `all${query ? `?${query}` : ''}`, undefined, 'list')) as WireListAnswer;
+    const answer = await this.serverJson<WireListAnswer>('GET', `all${query ? `?${query}` : ''}`, 'list', undefined, undefined, isListAnswer);
     return {
       transactions: (answer.transactions ?? []).map((t) => {
         const { branches: _branches, ...record } = fromWireTransaction(t, []);
@@ -120,7 +139,7 @@ export class HttpTransport implements DtmTransport {
 
   /** What the server's `/version` answers. */
   async version(): Promise<string> {
-    return (JSON.parse(await this.server('GET', 'version', undefined, 'version')) as { version: string }).version;
+    return (await this.serverJson<{ version: string }>('GET', 'version', 'version', undefined, undefined, isVersionAnswer)).version;
   }
 
   /**
@@ -144,12 +163,16 @@ export class HttpTransport implements DtmTransport {
     try {
       answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
     } catch (err) {
-      throw unavailableError(err, (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds), { gid: call.gid, branchId: call.branchId, endpoint });
+      throw requestError(err, (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds), MESSAGES.branchAnswerTooLarge(endpoint, this.config.maxAnswerBytes), {
+        gid: call.gid,
+        branchId: call.branchId,
+        endpoint,
+      });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
     if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
-    if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(endpoint, answer.status, answer.text), answer.text, context);
+    if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
     return { body: parseAnswer(answer.text), raw: Buffer.from(answer.text, 'utf8') };
   }
 
@@ -173,13 +196,17 @@ export class HttpTransport implements DtmTransport {
    * statuses → {@link DtmServerError}; no answer within `timeout` → {@link DtmUnavailableError}.
    */
   private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false): Promise<string> {
-    const url = /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
+    const url = this.urlOf(path);
     let answer: { status: number; text: string };
     try {
       answer = await this.send({ method, url, body });
     } catch (err) {
       const endpoint = redactUrl(url);
-      throw unavailableError(err, (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout), { gid, branchId, endpoint });
+      throw requestError(err, (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout), MESSAGES.answerTooLarge(endpoint, this.config.maxAnswerBytes), {
+        gid,
+        branchId,
+        endpoint,
+      });
     }
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     // what follows runs only when DTM refused: the endpoint's redacted name is made only then
@@ -187,29 +214,111 @@ export class HttpTransport implements DtmTransport {
     const context: DtmErrorContext = { gid, branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 200 || answer.status === 409) throw new DtmFailureError(MESSAGES.failureFromDtm(operation, gid ?? '?', messageOf(answer.text)), context);
     if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), context);
-    throw new DtmServerError(MESSAGES.serverStatus(endpoint, answer.status, answer.text), answer.text, context);
+    throw new DtmServerError(MESSAGES.serverStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
   }
 
   /**
-   * One request, which rejects as axios does when there is no answer (the caller makes that a
-   * {@link unavailableError}); the instance already has the DTM timeout and sends JSON, so most
-   * calls pass only method, URL and body.
+   * {@link server} for a JSON answer: a 200 whose body is not a JSON object (or fails `valid`, a
+   * check of its shape) gives `DtmServerError` instead of a `SyntaxError` or a `TypeError` later.
+   */
+  private async serverJson<T extends object>(
+    method: 'GET' | 'POST',
+    path: string,
+    operation: string,
+    body?: string,
+    gid?: string,
+    valid: (answer: Record<string, unknown>) => boolean = isRecord,
+  ): Promise<T> {
+    const text = await this.server(method, path, body, operation, gid);
+    let answer: unknown;
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      answer = undefined;
+    }
+    if (isRecord(answer) && valid(answer)) return answer as T;
+    const endpoint = this.endpointOf(path);
+    throw new DtmServerError(MESSAGES.answerNotDtm(endpoint, operation, describeAnswer(text)), text, { gid, endpoint, protocol: 'http', status: 200 });
+  }
+
+  /** `<server_url>/<path>`, or `path` itself when it is an absolute URL. */
+  private urlOf(path: string): string {
+    return /^https?:\/\//.test(path) ? path : `${this.config.serverUrl}/${path}`;
+  }
+
+  /** The URL of `path` as errors show it: credentials redacted. */
+  private endpointOf(path: string): string {
+    return redactUrl(this.urlOf(path));
+  }
+
+  /**
+   * One request within its deadline (`timeout`, or the branch's `timeoutSeconds`) for the whole
+   * call: past it the call is aborted and rejects with code `ETIMEDOUT`; otherwise it rejects as
+   * axios does when there is no full answer (the caller makes either a {@link requestError}). The
+   * instance sends JSON, so most calls pass only method, URL and body.
    */
   private async send(send: Send): Promise<{ status: number; text: string }> {
-    const res = await this.client.request<string>(
-      send.timeoutSeconds === undefined
-        ? { method: send.method, url: send.url, data: send.body }
-        : { method: send.method, url: send.url, data: send.body, timeout: send.timeoutSeconds * 1000, headers: send.headers },
-    );
-    return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
+    const ms = send.timeoutSeconds === undefined ? this.timeoutMs : send.timeoutSeconds * 1000;
+    const controller = new AbortController();
+    const deadline = setTimeout(abortCall, ms, controller);
+    try {
+      const res = await this.client.request<string>(
+        send.timeoutSeconds === undefined
+          ? { method: send.method, url: send.url, data: send.body, signal: controller.signal }
+          : { method: send.method, url: send.url, data: send.body, headers: send.headers, signal: controller.signal },
+      );
+      return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
+    } catch (err) {
+      if (controller.signal.aborted) throw Object.assign(new Error(`no complete answer within ${ms} ms`), { code: 'ETIMEDOUT' });
+      throw err;
+    } finally {
+      clearTimeout(deadline);
+    }
   }
 }
 
-/** A request that got no answer (`err`, from axios) as a {@link DtmUnavailableError}: `message` from the cause's code or message. */
-function unavailableError(err: unknown, message: (cause: string) => string, context: DtmErrorContext): DtmUnavailableError {
-  const cause = axios.isAxiosError(err) ? (err.code ?? err.message) : err instanceof Error ? err.message : String(err);
-  return new DtmUnavailableError(message(cause), { ...context, protocol: 'http', cause: safeCause(err) });
+/** The deadline of a call passed: abort it (the connection is closed, whatever phase the call was in). */
+function abortCall(controller: AbortController): void {
+  controller.abort();
 }
+
+/**
+ * A request that got no full answer (`err`, from axios): an answer over `max_answer_bytes` as a
+ * {@link DtmServerError} (`tooLarge`), anything else (no connection, the deadline passed) as a
+ * {@link DtmUnavailableError} whose message gets the cause's code or message.
+ */
+function requestError(err: unknown, unavailable: (cause: string) => string, tooLarge: string, context: DtmErrorContext): DtmServerError | DtmUnavailableError {
+  if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
+    return new DtmServerError(tooLarge, '', { ...context, protocol: 'http', status: err.response?.status, cause: safeCause(err) });
+  }
+  const code = (err as { code?: unknown } | undefined)?.code;
+  const cause = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+  return new DtmUnavailableError(unavailable(redactText(cause)), { ...context, protocol: 'http', cause: safeCause(err) });
+}
+
+/** An answer's text as an error message shows it: URLs' credentials redacted, at most 200 characters. */
+function describeAnswer(text: string): string {
+  return text === '' ? 'an empty body' : JSON.stringify(shorten(redactText(text)));
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isRecordOrNull(value: unknown): boolean {
+  return value === undefined || value === null || isRecord(value);
+}
+
+/** A list of objects, or nothing (DTM answers `null` for an empty list). */
+function isRecordList(value: unknown): boolean {
+  return value === undefined || value === null || (Array.isArray(value) && value.every(isRecord));
+}
+
+/** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
+const isQueryAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.branches);
+const isListAnswer = (a: Record<string, unknown>) => isRecordList(a.transactions);
+const isWorkflowAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.progresses);
+const isVersionAnswer = (a: Record<string, unknown>) => typeof a.version === 'string';
 
 /** DTM's error answers are `{"message": "..."}` (plus `dtm_result` on 409/425). */
 function messageOf(text: string): string {

@@ -1,0 +1,494 @@
+// Calls to DTM (and to the branches the module calls itself) are bounded, whatever the peer does: a
+// deadline for the whole call (headers and body), a size limit on answers, no proxy taken from the
+// environment; DTM's answers are checked before use; and options out of the ranges DTM and Node
+// honour are refused before anything is sent. Each attack runs against a hostile local server (or
+// the real DTM server) and the test asserts the outcome: the error, the time, what reached whom.
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import axios from 'axios';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { Test } from '@nestjs/testing';
+import { DtmConfigError, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError } from 'nestjs-dtm';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+
+const MiB = 1024 * 1024;
+
+let recorder: Recorder;
+let app: DtmTestApp;
+beforeAll(async () => {
+  recorder = await startRecorder();
+  app = await startDtmApp();
+});
+afterAll(async () => {
+  await app?.close();
+  await recorder?.close();
+});
+
+/** A local HTTP server answering with `handler`; `close()` also cuts the connections it holds. */
+async function hostileHttp(handler: http.RequestListener): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = http.createServer(handler);
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A local HTTP/2 server speaking just enough gRPC to answer every call with `answer`. */
+async function hostileGrpc(answer: (stream: http2.ServerHttp2Stream) => void): Promise<{ address: string; close(): Promise<void> }> {
+  const sessions = new Set<http2.Http2Session>();
+  const server = http2.createServer();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+  });
+  server.on('stream', (stream) => {
+    stream.on('error', () => undefined);
+    answer(stream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    address: `127.0.0.1:${port}`,
+    close: async () => {
+      for (const session of sessions) session.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A gRPC message frame: no compression, a 4-byte length, the message. */
+function grpcFrame(message: Buffer, claimedLength = message.length): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(claimedLength, 1);
+  return Buffer.concat([head, message]);
+}
+
+/** `dtmgimp.DtmGidReply { Gid = gid }` in protobuf (field 1, length-delimited). */
+function gidReply(gid: Buffer): Buffer {
+  const length = gid.length < 128 ? [gid.length] : [(gid.length & 0x7f) | 0x80, gid.length >> 7];
+  return Buffer.concat([Buffer.from([0x0a, ...length]), gid]);
+}
+
+/** Answers a gRPC call with `message` and status OK. */
+function answerGrpc(stream: http2.ServerHttp2Stream, message: Buffer): void {
+  stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+  stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+  stream.end(grpcFrame(message));
+}
+
+/** Writes `total` bytes of one reused chunk to `write`, respecting backpressure, until done or the peer goes; counts what was accepted. */
+function pour(target: { write(chunk: Buffer): boolean; once(event: 'drain', listener: () => void): unknown; destroyed: boolean }, total: number, sent: { bytes: number }): void {
+  const chunk = Buffer.alloc(64 * 1024, 'a');
+  const pump = () => {
+    while (sent.bytes < total && !target.destroyed) {
+      sent.bytes += chunk.length;
+      if (!target.write(chunk)) {
+        target.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+}
+
+/** Runs `call` and returns its error, how long it took, and how much the process's resident memory grew at most meanwhile. */
+async function measure(call: () => Promise<unknown>): Promise<{ error: unknown; ms: number; peakGrowthMiB: number }> {
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 5);
+  const started = Date.now();
+  let error: unknown;
+  try {
+    await call();
+  } catch (err) {
+    error = err;
+  } finally {
+    clearInterval(sampler);
+  }
+  peak = Math.max(peak, process.memoryUsage().rss);
+  return { error, ms: Date.now() - started, peakGrowthMiB: (peak - before) / MiB };
+}
+
+describe('timeout is a deadline for the whole call, body included', () => {
+  it('HTTP: a server that sends headers and then drips its body (8 s in all) fails a 1 s call in about 1 s', async () => {
+    let closedAfter = Infinity;
+    const server = await hostileHttp((_req, res) => {
+      const started = Date.now();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"gid":"');
+      const drip = setInterval(() => res.write('a'), 200);
+      const end = setTimeout(() => res.end('"}'), 8000);
+      res.on('close', () => {
+        clearInterval(drip);
+        clearTimeout(end);
+        closedAfter = Date.now() - started;
+      });
+    });
+    const dripped = await startDtmApp({ config: { serverUrl: `${server.url}/api/dtmsvr`, timeout: 1 } });
+    try {
+      const { error, ms } = await measure(() => dripped.client.generateGid());
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid .*timeout 1 s/);
+      expect(ms).toBeGreaterThanOrEqual(900);
+      expect(ms).toBeLessThan(2000);
+      // the module hung up: the server's answer was cut, not read to its end
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(closedAfter).toBeLessThan(2000);
+    } finally {
+      await dripped.close();
+      await server.close();
+    }
+  });
+
+  it('HTTP: a TCC Try that drips its answer fails at the branch timeout, and DTM rolls the transaction back', async () => {
+    const server = await hostileHttp((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const drip = setInterval(() => res.write(' '), 200);
+      res.on('close', () => clearInterval(drip));
+    });
+    const tcc = await startDtmApp({ config: { branchTimeout: 1 } });
+    try {
+      const gid = await tcc.client.generateGid();
+      const { error, ms } = await measure(() =>
+        tcc.client.tccGlobalTransaction(gid, (t) => t.callBranch({ n: 1 }, `${server.url}/try`, recorder.urlFor('/DripConfirm'), recorder.urlFor('/DripCancel'))),
+      );
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(ms).toBeLessThan(2000);
+      const final = await waitForTransStatus(gid, 'failed');
+      expect(final.branches.map((b) => [b.op, b.status])).toEqual([
+        ['cancel', 'succeed'],
+        ['confirm', 'prepared'],
+      ]);
+      expect(recorder.callsTo('/DripConfirm', gid)).toHaveLength(0);
+    } finally {
+      await tcc.close();
+      await server.close();
+    }
+  });
+
+  it('gRPC: a server that sends headers and drips a message fails a 1 s call in about 1 s (DEADLINE_EXCEEDED)', async () => {
+    const server = await hostileGrpc((stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.write(Buffer.from([0, 0, 0, 0, 100]));
+      const drip = setInterval(() => stream.write(Buffer.from('a')), 200);
+      stream.on('close', () => clearInterval(drip));
+    });
+    const dripped = await startDtmApp({ config: { protocol: 'grpc', grpcServer: server.address, timeout: 1 } });
+    try {
+      const { error, ms } = await measure(() => dripped.client.generateGid());
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(error).toMatchObject({ protocol: 'grpc', status: grpc.status.DEADLINE_EXCEEDED });
+      expect(ms).toBeGreaterThanOrEqual(900);
+      expect(ms).toBeLessThan(2000);
+    } finally {
+      await dripped.close();
+      await server.close();
+    }
+  });
+});
+
+describe('answers over max_answer_bytes are refused while they stream in', () => {
+  it('HTTP: a 300 MB /query answer fails with DtmServerError, read only to the limit, memory bounded', async () => {
+    const sent = { bytes: 0 };
+    const server = await hostileHttp((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"transaction":{"gid":"');
+      pour(res, 300 * MiB, sent);
+    });
+    const big = await startDtmApp({ config: { serverUrl: `${server.url}/api/dtmsvr` } });
+    try {
+      const { error, ms, peakGrowthMiB } = await measure(() => big.client.query('some-gid'));
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect(error).toMatchObject({ protocol: 'http', endpoint: `${server.url}/api/dtmsvr/query?gid=some-gid` });
+      expect((error as Error).message).toContain('answered more than 8388608 bytes (lynx.dtm.max_answer_bytes); the answer was not read');
+      expect(ms).toBeLessThan(5000);
+      expect(sent.bytes).toBeLessThan(64 * MiB); // the server could not push the 300 MB: the module stopped reading
+      expect(peakGrowthMiB).toBeLessThan(200); // reading it whole took 0.9 GB
+    } finally {
+      await big.close();
+      await server.close();
+    }
+  });
+
+  it('HTTP: a TCC Try answering 300 MB fails with DtmServerError and the transaction rolls back', async () => {
+    const sent = { bytes: 0 };
+    const server = await hostileHttp((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      pour(res, 300 * MiB, sent);
+    });
+    try {
+      const gid = await app.client.generateGid();
+      const { error, peakGrowthMiB } = await measure(() =>
+        app.client.tccGlobalTransaction(gid, (t) => t.callBranch({ n: 1 }, `${server.url}/try`, recorder.urlFor('/BigConfirm'), recorder.urlFor('/BigCancel'))),
+      );
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toMatch(/^the branch http:\/\/127\.0\.0\.1:\d+\/try answered more than 8388608 bytes/);
+      expect(sent.bytes).toBeLessThan(64 * MiB);
+      expect(peakGrowthMiB).toBeLessThan(200);
+      expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+      expect(recorder.callsTo('/BigConfirm', gid)).toHaveLength(0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('gRPC: an answer announcing 300 MB fails with DtmServerError at its length prefix', async () => {
+    const sent = { bytes: 0 };
+    const server = await hostileGrpc((stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.write(Buffer.from([0, 0x12, 0xc0, 0x00, 0x00])); // 314572800 bytes to come
+      pour(stream, 300 * MiB, sent);
+    });
+    const big = await startDtmApp({ config: { protocol: 'grpc', grpcServer: server.address } });
+    try {
+      const { error, ms, peakGrowthMiB } = await measure(() => big.client.generateGid());
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect(error).toMatchObject({ protocol: 'grpc', endpoint: `${server.address}/dtmgimp.Dtm/NewGid` });
+      expect((error as Error).message).toContain('answered more than 8388608 bytes');
+      expect(ms).toBeLessThan(5000);
+      expect(sent.bytes).toBeLessThan(64 * MiB);
+      expect(peakGrowthMiB).toBeLessThan(200);
+    } finally {
+      await big.close();
+      await server.close();
+    }
+  });
+
+  it('the real DTM: a query of a transaction with a 100 KB payload passes the default limit and fails a 64 KiB one', async () => {
+    const payload = { blob: 'b'.repeat(100 * 1024) };
+    const gid = await app.client.generateGid();
+    await app.client.newSaga(gid).add(recorder.urlFor('/BigPayload'), payload).submit();
+    const record = await app.client.query(gid);
+    expect(JSON.parse(record!.branches.find((b) => b.op === 'action')!.data.toString('utf8'))).toEqual(payload);
+
+    const small = await startDtmApp({ config: { maxAnswerBytes: 64 * 1024 } });
+    try {
+      const error = await small.client.query(gid).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toContain('answered more than 65536 bytes (lynx.dtm.max_answer_bytes)');
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe("DTM's answers are checked before use", () => {
+  it.each<[string, RegExp]>([
+    ['{"gid":""}', /answered newGid with "", which is not a gid/],
+    ['{"gid":42}', /answered newGid with 42, which is not a gid/],
+    ['{"gid":"a b"}', /answered newGid with "a b", which is not a gid/],
+    [`{"gid":"${'x'.repeat(129)}"}`, /which is not a gid \(1 to 128 letters/],
+    ['{"gid":"g\\u0000"}', /which is not a gid/],
+    ['{}', /answered newGid with no gid, which is not a gid/],
+    ['null', /answered newGid with "null", which is not what DTM answers/],
+    ['<html>proxy error</html>', /answered newGid with "<html>proxy error<\/html>", which is not what DTM answers/],
+    ['', /answered newGid with an empty body, which is not what DTM answers/],
+  ])('HTTP: newGid answering %s is a DtmServerError, not a gid', async (body, message) => {
+    const server = await hostileHttp((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(body));
+    const garbage = await startDtmApp({ config: { serverUrl: `${server.url}/api/dtmsvr` } });
+    try {
+      const error = await garbage.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect(error).toMatchObject({ protocol: 'http', endpoint: `${server.url}/api/dtmsvr/newGid` });
+      expect((error as Error).message).toMatch(message);
+      expect((error as Error).message).toContain('check that lynx.dtm.server_url');
+    } finally {
+      await garbage.close();
+      await server.close();
+    }
+  });
+
+  it('HTTP: a query or list answer of the wrong shape is a DtmServerError, not a TypeError', async () => {
+    const server = await hostileHttp((req, res) => res.writeHead(200).end(req.url?.includes('/query') ? '{"transaction":"x","branches":[1]}' : '[]'));
+    const garbage = await startDtmApp({ config: { serverUrl: `${server.url}/api/dtmsvr` } });
+    try {
+      await expect(garbage.client.query('g1')).rejects.toThrow(DtmServerError);
+      await expect(garbage.client.query('g1')).rejects.toThrow(/answered query with .*which is not what DTM answers/);
+      await expect(garbage.client.list()).rejects.toThrow(/answered list with "\[\]", which is not what DTM answers/);
+    } finally {
+      await garbage.close();
+      await server.close();
+    }
+  });
+
+  it.each<[string, Buffer, RegExp]>([
+    ['an empty gid', Buffer.alloc(0), /answered newGid with an empty gid/],
+    ['a gid with a space', gidReply(Buffer.from('a b')), /answered newGid with "a b", which is not a gid/],
+    ['a gid of 200 characters', gidReply(Buffer.alloc(200, 'x')), /which is not a gid/],
+    ['a gid with a control character', gidReply(Buffer.from('g\n1')), /which is not a gid/],
+  ])('gRPC: NewGid answering %s is a DtmServerError', async (_what, reply, message) => {
+    const server = await hostileGrpc((stream) => answerGrpc(stream, reply));
+    const garbage = await startDtmApp({ config: { protocol: 'grpc', grpcServer: server.address } });
+    try {
+      const error = await garbage.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect(error).toMatchObject({ protocol: 'grpc', endpoint: `${server.address}/dtmgimp.Dtm/NewGid` });
+      expect((error as Error).message).toMatch(message);
+    } finally {
+      await garbage.close();
+      await server.close();
+    }
+  });
+
+  it('the real DTM answers gids that pass the check, over both protocols', async () => {
+    const grpcApp = await startDtmApp({ config: { protocol: 'grpc' } });
+    try {
+      for (const gid of [await app.client.generateGid(), await grpcApp.client.generateGid()]) expect(gid).toMatch(/^[A-Za-z0-9]{22}$/);
+    } finally {
+      await grpcApp.close();
+    }
+  });
+});
+
+describe('proxy variables in the environment do not route the module\'s calls', () => {
+  const PROXY_VARS = ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'grpc_proxy', 'NO_PROXY', 'no_proxy', 'no_grpc_proxy'];
+  const saved: Record<string, string | undefined> = {};
+  let proxy: net.Server;
+  /** The first line of every request the proxy received (`GET http://...`, `CONNECT host:port`). */
+  const seen: string[] = [];
+  const UNUSED_ADDRESS = '127.0.0.1:9';
+  /** What the module sent through the proxy: every request but the control channel's. */
+  const fromModule = () => seen.filter((line) => line !== `CONNECT ${UNUSED_ADDRESS} HTTP/1.1`);
+
+  beforeAll(async () => {
+    proxy = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', (data) => {
+        seen.push(data.toString('latin1').split('\r\n')[0]);
+        socket.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const proxyUrl = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    for (const name of PROXY_VARS) saved[name] = process.env[name];
+    for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'grpc_proxy']) process.env[name] = proxyUrl;
+    for (const name of ['NO_PROXY', 'no_proxy', 'no_grpc_proxy']) delete process.env[name];
+  });
+  afterAll(async () => {
+    for (const name of PROXY_VARS) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+    await new Promise((resolve) => proxy.close(resolve));
+  });
+  afterEach(() => {
+    seen.length = 0;
+  });
+
+  it('(control) the variables do route a plain axios call and a plain grpc-js channel through the proxy', async () => {
+    const answer = await axios.get(`${harness().dtm.serverUrl}/newGid`, { validateStatus: () => true });
+    expect(answer.status).toBe(502);
+    // a channel of its own to an address nothing else uses, which does not try again once refused
+    const plain = new grpc.Client(UNUSED_ADDRESS, grpc.credentials.createInsecure(), {
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.initial_reconnect_backoff_ms': 3_600_000,
+      'grpc.max_reconnect_backoff_ms': 3_600_000,
+    });
+    try {
+      await new Promise<void>((resolve) => {
+        plain.makeUnaryRequest('/dtmgimp.Dtm/NewGid', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), { deadline: Date.now() + 3000 }, () => resolve());
+      });
+    } finally {
+      plain.close();
+    }
+    expect(seen[0]).toBe(`GET ${harness().dtm.serverUrl}/newGid HTTP/1.1`);
+    expect(new Set(seen.slice(1))).toEqual(new Set([`CONNECT ${UNUSED_ADDRESS} HTTP/1.1`]));
+  });
+
+  it('HTTP: newGid, submit, query and a TCC Try the module calls itself go straight to DTM and the branch', async () => {
+    const direct = await startDtmApp();
+    try {
+      const gid = await direct.client.generateGid();
+      await direct.client.newSaga(gid).add(recorder.urlFor('/ProxyA'), recorder.urlFor('/ProxyAc'), { n: 1 }).submit();
+      expect((await waitForTransStatus(gid, 'succeed')).transaction?.status).toBe('succeed');
+      expect((await direct.client.query(gid))?.status).toBe('succeed');
+      const tccGid = await direct.client.generateGid();
+      await direct.client.tccGlobalTransaction(
+        tccGid,
+        (t) => t.callBranch({ n: 2 }, recorder.urlFor('/ProxyTry'), recorder.urlFor('/ProxyConfirm'), recorder.urlFor('/ProxyCancel')),
+        { branchHeaders: { authorization: 'Bearer token-a-proxy-must-not-see' } },
+      );
+      const tries = recorder.callsTo('/ProxyTry', tccGid);
+      expect(tries).toHaveLength(1);
+      expect(tries[0].headers.authorization).toBe('Bearer token-a-proxy-must-not-see');
+      expect(fromModule()).toEqual([]);
+    } finally {
+      await direct.close();
+    }
+  });
+
+  it('gRPC: NewGid and Submit go straight to DTM', async () => {
+    const direct = await startDtmApp({ config: { protocol: 'grpc' } });
+    try {
+      const gid = await direct.client.generateGid();
+      await direct.client.newSaga(gid).add(recorder.grpcTargetFor('/ProxyGrpc'), new Uint8Array(0)).submit();
+      expect((await waitForTransStatus(gid, 'succeed')).transaction?.protocol).toBe('grpc');
+      expect(fromModule()).toEqual([]);
+    } finally {
+      await direct.close();
+    }
+  });
+});
+
+describe('options DTM and Node cannot honour are refused before anything is sent', () => {
+  it('retry_interval 1e20: DTM fails the whole submit (a 500); the module refuses it with DtmUsageError and DTM records nothing', async () => {
+    const raw = await app.client.generateGid();
+    const answer = await dtmPost('/submit', { gid: raw, trans_type: 'saga', steps: [{ action: recorder.urlFor('/Never') }], payloads: ['{}'], retry_interval: 1e20 });
+    expect(answer.status).toBe(500);
+
+    const gid = await app.client.generateGid();
+    expect(() => app.client.newSaga(gid, { retryInterval: 1e20 })).toThrow(DtmUsageError);
+    expect(() => app.client.newSaga(gid, { retryInterval: 1e20 })).toThrow(
+      "retryInterval must be a whole number of seconds from 1 to 2147483647 (DTM's SQL stores keep its intervals in 32-bit integers), got 100000000000000000000",
+    );
+    const saga = app.client.newSaga(gid).add(recorder.urlFor('/Never'), {});
+    expect(() => saga.setOptions({ timeoutToFail: 2.5 })).toThrow(/timeoutToFail must be a whole number of seconds from 1 to 2147483647/);
+    expect(() => saga.setOptions({ branchTimeout: 3_000_000 })).toThrow(/branchTimeout must be a whole number of seconds from 1 to 2147483 \(Node's timers/);
+    expect(() => saga.setOptions({ retryLimit: -1 })).toThrow(/retryLimit must be a whole number of retries from 0/);
+    await expect(app.client.tccGlobalTransaction(gid, async () => undefined, { timeoutToFail: 0 })).rejects.toThrow(DtmUsageError);
+    expect(() => app.client.newMsg(gid).setDelay(1.5)).toThrow(/setDelay\(seconds\) must be a whole number of seconds from 0/);
+    expect((await queryTrans(gid)).transaction).toBeNull();
+  });
+
+  it('the top of each range is what DTM stores', async () => {
+    const gid = await app.client.generateGid();
+    await app.client
+      .newSaga(gid, { retryInterval: 2_147_483_647, timeoutToFail: 2_147_483_647, branchTimeout: 2_147_483 })
+      .add(recorder.urlFor('/TopOfRange'), {})
+      .submit();
+    const final = await waitForTransStatus(gid, 'succeed');
+    expect(final.transaction).toMatchObject({ retry_interval: 2_147_483_647, timeout_to_fail: 2_147_483_647, request_timeout: 2_147_483 });
+  });
+
+  it('the module configuration: out-of-range values fail start-up with one DtmConfigError', async () => {
+    const error = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, timeout: 3_000_000, retryInterval: 1e20, branchTimeout: 0.5 } })],
+    })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems.map((p) => p.path)).toEqual(['config.timeout', 'config.retryInterval', 'config.branchTimeout']);
+  });
+
+  it("waitForFinal's pollInterval and timeout within what a Node timer can wait", async () => {
+    const gid = await app.client.generateGid();
+    await expect(app.client.waitForFinal(gid, { pollInterval: 3_000_000 })).rejects.toThrow(/pollInterval must be a number of seconds from 0\.001 to 2147483\.647/);
+    await expect(app.client.waitForFinal(gid, { timeout: Number.NaN })).rejects.toThrow(DtmUsageError);
+  });
+});

@@ -1,0 +1,84 @@
+// What errors may show of URLs and values: credentials never, whatever their characters (`@`, `:`,
+// `/`, `?`, `#`, spaces in a password) and wherever the URL sits in the text.
+import { describe, expect, it } from '@jest/globals';
+import { redactText, redactUrl, safeCause, shorten } from '../../lib/redact.js';
+
+/** Passwords an attacker's test (and real users) use, each with the secret part `S3CR3T`. */
+const TRICKY_URLS = [
+  'http://user:S3CR3T@dtm:36789/api/dtmsvr',
+  'http://user:p@S3CR3T@dtm:36789/api/dtmsvr', // @ in the password: the userinfo ends at the LAST @
+  'http://user:S3CR3T@@dtm:36789/api/dtmsvr',
+  'http://us:er:S3CR3T@dtm:36789/api/dtmsvr', // : in the password
+  'http://user:pa/S3CR3T@dtm:36789/api/dtmsvr', // / in the password (an invalid URL)
+  'http://user:1?S3CR3T@dtm/api', // parses as host "user", port 1, query "?S3CR3T@dtm/api"
+  'http://user:pa#S3CR3T@dtm/api',
+  'http://user:pa S3CR3T@dtm/api', // a space in the password
+  'https://S3CR3T@dtm/api', // a token as the user name
+  'HTTP://user:S3CR3T@DTM/api',
+  'http://user:S3CR3T@dtm/api?gid=a@b', // and an @ in the query
+];
+
+describe('redactUrl', () => {
+  it.each(TRICKY_URLS)('hides every credential of %s, keeping the scheme and what follows the last @', (url) => {
+    const shown = redactUrl(url);
+    expect(shown).not.toContain('S3CR3T');
+    expect(shown).not.toContain('user');
+    expect(shown).toMatch(/^https?:\/\/\*\*\*@/i);
+  });
+
+  it('keeps host, port and path when the password has an @', () => {
+    expect(redactUrl('http://user:p@ss@dtm:36789/api/dtmsvr/newGid')).toBe('http://***@dtm:36789/api/dtmsvr/newGid');
+  });
+
+  it('hides the userinfo of a value without a scheme (a host:port with credentials)', () => {
+    expect(redactUrl('user:S3CR3T@dtm:36790')).toBe('***@dtm:36790');
+  });
+
+  it('hides credentials of a URL in the middle of a value, up to the last @', () => {
+    const shown = redactUrl('primary http://a:S3CR3T-1@h1/x, backup http://b:S3CR3T-2@h2/x');
+    expect(shown).toBe('primary http://***@h2/x');
+  });
+
+  it('returns the very string when there is no @ (no allocation on the hot path)', () => {
+    const url = `http://dtm:36789/api/${'x'.repeat(10)}`;
+    expect(redactUrl(url)).toBe(url);
+  });
+});
+
+describe('redactText', () => {
+  it('redacts every URL in free text, each up to its last @ before whitespace', () => {
+    const text = 'connect to http://u:S3CR3T-1@h1:1/a failed; retried https://v:p@S3CR3T-2@h2/b (ECONNREFUSED) for gid a@b';
+    const shown = redactText(text);
+    expect(shown).not.toMatch(/S3CR3T|u:|v:p/);
+    expect(shown).toBe('connect to http://***@h1:1/a failed; retried https://***@h2/b (ECONNREFUSED) for gid a@b');
+  });
+
+  it('redacts URLs inside JSON text (lists and mappings printed in errors)', () => {
+    const shown = redactText(JSON.stringify({ primary: 'http://u:S3CR3T@h1/x', list: ['http://v:S3CR3T@h2'] }));
+    expect(shown).not.toContain('S3CR3T');
+  });
+
+  it.each(TRICKY_URLS.filter((u) => !/\s/.test(u)))('redacts %s placed mid-sentence', (url) => {
+    expect(redactText(`could not reach ${url} (timeout)`)).not.toContain('S3CR3T');
+  });
+});
+
+describe('safeCause', () => {
+  it('keeps the code and a redacted message, nothing else of the original error', () => {
+    const original = Object.assign(new Error('request to http://u:p@S3CR3T@h/x failed'), {
+      code: 'ECONNREFUSED',
+      config: { headers: { authorization: 'Bearer S3CR3T' } },
+    });
+    const cause = safeCause(original);
+    expect(cause.message).toBe('request to http://***@h/x failed');
+    expect(cause).toMatchObject({ code: 'ECONNREFUSED' });
+    expect(JSON.stringify(Object.entries(cause))).not.toContain('S3CR3T');
+  });
+});
+
+describe('shorten', () => {
+  it('cuts long values to 200 characters', () => {
+    expect(shorten('x'.repeat(500))).toBe(`${'x'.repeat(200)}…`);
+    expect(shorten('short')).toBe('short');
+  });
+});
