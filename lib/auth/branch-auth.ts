@@ -14,7 +14,7 @@
 // - TCC confirm / cancel (registered after the transaction began, when its branch_headers are
 //   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
 //   payload, checked against DTM's record of the branch.
-import { createHmac, createSecretKey, hash, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 
 /** Header (gRPC metadata key) of the tokens of the calls DTM makes. */
@@ -74,11 +74,11 @@ export function authEntryKey(op: string, branchId: string): string {
  * Printing it prints no key.
  */
 export class BranchAuth {
-  private readonly keys: readonly KeyObject[];
+  private readonly keys: readonly HmacKey[];
 
   constructor(keys: readonly string[]) {
     if (keys.length === 0) throw new Error('BranchAuth needs at least one key');
-    this.keys = keys.map((k) => createSecretKey(Buffer.from(k, 'utf8')));
+    this.keys = keys.map(hmacKey);
   }
 
   /** The token of `call`, under the signing key. */
@@ -131,9 +131,33 @@ export function tokenInHeader(header: string | undefined, op: string, branchId: 
   return undefined;
 }
 
-function mac(key: KeyObject, call: SignedCall): string {
-  return createHmac('sha256', key)
-    .update(`nestjs-dtm/1\n${call.channel}\n${call.gid}\n${call.transType}\n${call.branchId}\n${call.op}\n${call.target}\n${call.digest}`)
-    .digest('base64url')
-    .slice(0, TOKEN_LENGTH);
+/** An HMAC-SHA256 key as RFC 2104 uses it: the key (hashed when longer than the block) xor ipad and xor opad. */
+interface HmacKey {
+  inner: Buffer;
+  outer: Buffer;
+}
+
+const BLOCK = 64; // SHA-256's block size
+
+function hmacKey(secret: string): HmacKey {
+  let key = Buffer.from(secret, 'utf8');
+  if (key.length > BLOCK) key = hash('sha256', key, 'buffer');
+  const inner = Buffer.alloc(BLOCK, 0x36);
+  const outer = Buffer.alloc(BLOCK, 0x5c);
+  for (let i = 0; i < key.length; i++) {
+    inner[i] ^= key[i];
+    outer[i] ^= key[i];
+  }
+  return { inner, outer };
+}
+
+/**
+ * HMAC-SHA256 (RFC 2104) of the call, truncated to 128 bits: computed as its definition reads, with
+ * two one-shot hashes (a `createHmac` object per call cost several times as much CPU on a branch
+ * call's path; the unit test checks both give the same bytes).
+ */
+function mac(key: HmacKey, call: SignedCall): string {
+  const message = `nestjs-dtm/1\n${call.channel}\n${call.gid}\n${call.transType}\n${call.branchId}\n${call.op}\n${call.target}\n${call.digest}`;
+  const inner = hash('sha256', Buffer.concat([key.inner, Buffer.from(message, 'utf8')]), 'buffer');
+  return hash('sha256', Buffer.concat([key.outer, inner]), 'base64url').slice(0, TOKEN_LENGTH);
 }

@@ -1,6 +1,6 @@
 // An XA participant (resource manager) for xa.spec.ts, run as its own process so that a test can
 // kill it between XA PREPARE and phase 2. Environment: PORT, GRPC_PORT, PG_URL, MYSQL_URL, DTM_URL,
-// DTM_GRPC. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
+// DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
 // its write (which must roll back).
@@ -43,7 +43,14 @@ class XaBank {
 @Module({
   imports: [
     DtmModule.forRoot({
-      config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: `127.0.0.1:${process.env.GRPC_PORT}`, barrierTable: 'dtm_barrier' },
+      config: {
+        serverUrl: process.env.DTM_URL!,
+        grpcServer: process.env.DTM_GRPC!,
+        grpcAppAddress: `127.0.0.1:${process.env.GRPC_PORT}`,
+        barrierTable: 'dtm_barrier',
+        // BRANCH_AUTH_KEY: authenticated branch calls
+        ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}),
+      },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: process.env.MYSQL_URL })),
         pg: pgXaDatabase(async () => {

@@ -3,6 +3,7 @@
 // branches are HTTP routes and gRPC methods at once; every scenario runs on both, the transaction
 // talking the same protocol to DTM.
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
@@ -26,26 +27,27 @@ let port: number;
 let grpcPort: number;
 let participant: ManagedProcess;
 
-/** Starts the participant process on `port` (again, after a kill). */
-async function startParticipant(): Promise<ManagedProcess> {
+/** Starts the participant process on `port` (again, after a kill); `authKey`: with authenticated branch calls, on ports of its own. */
+async function startParticipant(authKey?: string, ports = { http: port, grpc: grpcPort }): Promise<ManagedProcess> {
   const runDir = runDirFrom(harness().runDir);
   const proc = startProcess({
-    name: 'xa-participant',
+    name: authKey ? 'xa-participant-auth' : 'xa-participant',
     command: process.execPath,
     args: [join(root, '.build', 'test', 'e2e', 'xa-participant.app.js')],
     cwd: root,
     env: minimalEnv({
-      PORT: String(port),
-      GRPC_PORT: String(grpcPort),
+      PORT: String(ports.http),
+      GRPC_PORT: String(ports.grpc),
+      ...(authKey ? { BRANCH_AUTH_KEY: authKey } : {}),
       PG_URL: `${dbs.postgres.url}?application_name=xa-participant`,
       MYSQL_URL: dbs.mariadb.url,
       DTM_URL: harness().dtm.serverUrl,
       DTM_GRPC: harness().dtm.grpcAddress,
     }),
     runDir,
-    logFile: join(runDir.path, `xa-participant-${process.pid}.log`),
+    logFile: join(runDir.path, `xa-participant${authKey ? '-auth' : ''}-${process.pid}.log`),
   });
-  await waitUntil('xa participant', async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 404, { timeoutMs: 20_000, process: proc });
+  await waitUntil('xa participant', async () => (await fetch(`http://127.0.0.1:${ports.http}/`)).status === 404, { timeoutMs: 20_000, process: proc });
   return proc;
 }
 
@@ -283,5 +285,55 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     await expect(run).rejects.toThrow(/over MySQL's limit of 64: use a shorter gid/);
     expect((await client.waitForFinal(gid)).status).toBe('failed');
     expect(await balances()).toEqual(before);
+  });
+});
+
+describe('with authenticated branch calls', () => {
+  const key = randomBytes(33).toString('base64');
+  let ports: { http: number; grpc: number };
+  let signedParticipant: ManagedProcess;
+  let signedAp: DtmTestApp;
+  beforeAll(async () => {
+    ports = { http: await freePort(), grpc: await freePort() };
+    signedParticipant = await startParticipant(key, ports);
+    signedAp = await startDtmApp({ grpcProtos: TESTS_GRPC_PROTOS, config: { branchAuthKeys: [key] } });
+  });
+  afterAll(async () => {
+    await signedAp?.close();
+    await signedParticipant?.stop();
+  });
+  const signedUrl = (protocol: DtmProtocol) => (protocol === 'http' ? `http://127.0.0.1:${ports.http}/xa/mysql` : `127.0.0.1:${ports.grpc}/tests.XaBank/Mysql`);
+  const unsigned = (protocol: DtmProtocol, query: Record<string, string>, body?: object) =>
+    protocol === 'grpc'
+      ? callGrpc(signedUrl(protocol), body, query)
+      : fetch(`${signedUrl(protocol)}?${new URLSearchParams(query)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined }).then((r) => ({ status: r.status, code: 0 }));
+  const refused = (protocol: DtmProtocol) => (protocol === 'http' ? { status: 401 } : { code: 16 });
+
+  it.each(PROTOCOLS)('over %s: an unsigned action prepares nothing; a rollback sent before the commit is refused; the signed transaction commits', async (protocol) => {
+    const before = await balances();
+    const forgedGid = `forged-xa-${protocol}-${Date.now()}`;
+    ours.add(forgedGid);
+    const forged = await unsigned(protocol, { gid: forgedGid, trans_type: 'xa', branch_id: '01', op: 'action', phase2_url: signedUrl(protocol) }, { account: 1, amount: 1000 });
+    expect(forged).toMatchObject(refused(protocol));
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(forgedGid)).toEqual([]);
+
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    let early: { status: number; code?: number } | undefined;
+    await signedAp.client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: 7 }, signedUrl(protocol));
+        early = await unsigned(protocol, { gid, trans_type: 'xa', branch_id: '01', op: 'rollback' });
+      },
+      { protocol },
+    );
+    expect(early).toMatchObject(refused(protocol));
+    const final = await signedAp.client.waitForFinal(gid);
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed']);
+    expect((await balances()).mysql).toBe(before.mysql + 7);
+    expect(await pendingXa()).toEqual([]);
   });
 });

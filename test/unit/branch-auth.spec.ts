@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
+import { createHmac } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
 import { BranchAuth, payloadDigest, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
@@ -22,6 +23,13 @@ describe('BranchAuth', () => {
     }
     expect(auth.verify(call, undefined)).toBe(false);
     expect(auth.verify(call, `${token}x`)).toBe(false);
+  });
+
+  it('is HMAC-SHA256 of the call, truncated to 128 bits (also for keys longer than the block)', () => {
+    const message = 'nestjs-dtm/1\ndtm\ng1\nsaga\n01\naction\n/api/deposit\n' + call.digest;
+    for (const key of [KEY_A, 'k'.repeat(100), 'é'.repeat(40)]) {
+      expect(new BranchAuth([key]).sign(call)).toBe(createHmac('sha256', key).update(message).digest('base64url').slice(0, 22));
+    }
   });
 
   it('rotation: the first key signs, every key verifies', () => {
