@@ -14,7 +14,7 @@
 // - TCC confirm / cancel (registered after the transaction began, when its branch_headers are
 //   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
 //   payload, checked against DTM's record of the branch.
-import { hash, timingSafeEqual } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { inspect } from 'node:util';
 
 /** Header (gRPC metadata key) of the tokens of the calls DTM makes. */
@@ -63,9 +63,12 @@ export function targetPath(target: string): string {
   return slash < 0 ? target : target.slice(slash);
 }
 
+/** DTM's ops, which need no escaping in a `dtm-auth` entry (a workflow's name, the op of its resume call, may). */
+const PLAIN_OPS: ReadonlySet<string> = new Set(['action', 'compensate', 'try', 'confirm', 'cancel', 'commit', 'rollback', 'msg']);
+
 /** The key of a call's entry in the `dtm-auth` header. */
 export function authEntryKey(op: string, branchId: string): string {
-  return `${encodeURIComponent(op)}.${branchId}`;
+  return `${PLAIN_OPS.has(op) ? op : encodeURIComponent(op)}.${branchId}`;
 }
 
 /**
@@ -86,12 +89,11 @@ export class BranchAuth {
     return mac(this.keys[0], call);
   }
 
-  /** Whether `token` is the token of `call` under any accepted key. */
+  /** Whether `token` is the token of `call` under any accepted key (compared in constant time). */
   verify(call: SignedCall, token: string | undefined): boolean {
     if (typeof token !== 'string' || token.length !== TOKEN_LENGTH) return false;
-    const given = Buffer.from(token, 'utf8');
     let ok = false;
-    for (const key of this.keys) ok = timingSafeEqual(given, Buffer.from(mac(key, call), 'utf8')) || ok;
+    for (const key of this.keys) ok = sameToken(mac(key, call), token) || ok;
     return ok;
   }
 
@@ -120,15 +122,33 @@ export function splitTccBranchId(branchId: string): { prefix: string; token?: st
   return dash < 0 ? { prefix: branchId } : { prefix: branchId.slice(0, dash), token: branchId.slice(dash + 1) };
 }
 
-/** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`). */
+/** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it. */
 export function tokenInHeader(header: string | undefined, op: string, branchId: string): string | undefined {
   if (!header) return undefined;
-  const key = `${authEntryKey(op, branchId)}=`;
-  for (const entry of header.split(',')) {
-    const trimmed = entry.trim();
-    if (trimmed.startsWith(key)) return trimmed.slice(key.length);
+  const needle = `${authEntryKey(op, branchId)}=`;
+  let at = -1;
+  for (let from = 0; ; ) {
+    const i = header.indexOf(needle, from);
+    if (i < 0) break;
+    // an entry starts the header, or follows a comma (and spaces)
+    let j = i - 1;
+    while (j >= 0 && header.charCodeAt(j) === 32) j--;
+    if (j < 0 || header.charCodeAt(j) === 44) {
+      at = i + needle.length;
+      break;
+    }
+    from = i + 1;
   }
-  return undefined;
+  if (at < 0) return undefined;
+  const end = header.indexOf(',', at);
+  return header.slice(at, end < 0 ? header.length : end).trim();
+}
+
+/** Whether two tokens of {@link TOKEN_LENGTH} characters are equal, in time that does not depend on where they differ. */
+function sameToken(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < TOKEN_LENGTH; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
 }
 
 /** An HMAC-SHA256 key as RFC 2104 uses it: the key (hashed when longer than the block) xor ipad and xor opad. */

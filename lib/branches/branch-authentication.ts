@@ -1,5 +1,5 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type SignedCall } from '../auth/branch-auth.js';
 import type { ArgumentsHost } from '@nestjs/common';
 import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -48,11 +48,11 @@ export function authenticateBranchCall(
   const digest = transport.bodyDigest(context, carrier);
   if (digest === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), digest };
-  const signed = { gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, digest };
+  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, digest };
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
-    if (!auth.verify({ channel: 'app', ...signed }, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
+    if (!auth.verify(signed, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
     return true;
   }
   if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where);
@@ -60,7 +60,8 @@ export function authenticateBranchCall(
 
   const token = tokenInHeader(transport.header(carrier, AUTH_HEADER), call.op, call.branchId);
   if (token === undefined) throw refuse(where, call, MESSAGES.authNoToken(AUTH_HEADER, AUTH_CALL_HEADER));
-  if (!auth.verify({ channel: 'dtm', ...signed }, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
+  signed.channel = 'dtm';
+  if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
   if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
   return true;

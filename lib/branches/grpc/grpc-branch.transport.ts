@@ -25,8 +25,8 @@ export interface GrpcCallLike {
   getPath?(): string;
 }
 
-/** Where the module leaves a request message's bytes (with authenticated calls: see `DtmGrpcIntegration`). */
-export const RAW_REQUEST = Symbol('nestjs-dtm:raw-request');
+/** The bytes each request message was decoded from (with authenticated calls: see `DtmGrpcIntegration`). */
+export const RAW_REQUESTS = new WeakMap<object, Buffer>();
 
 /** Whether `value` is a grpc-js Metadata (and the RPC context therefore gRPC, not another Nest transport). */
 export function isMetadata(value: unknown): value is MetadataLike {
@@ -107,7 +107,8 @@ export const grpcBranchTransport: BranchTransport = {
   },
 
   bodyDigest(context: ArgumentsHost): string | undefined {
-    const raw = (context.getArgByIndex<{ [RAW_REQUEST]?: Buffer } | undefined>(0) ?? {})[RAW_REQUEST];
+    const message = context.getArgByIndex<object | undefined>(0);
+    const raw = message && RAW_REQUESTS.get(message);
     return raw ? payloadDigest(raw) : undefined;
   },
 
