@@ -348,8 +348,9 @@ describe("DTM's answers are checked before use", () => {
 
   it('the real DTM answers gids that pass the check, over both protocols', async () => {
     const grpcApp = await startDtmApp({ config: { protocol: 'grpc' } });
+    // DTM's gids are short UUIDs in base57: 22 characters, fewer when the number is small enough (seen: 21)
     try {
-      for (const gid of [await app.client.generateGid(), await grpcApp.client.generateGid()]) expect(gid).toMatch(/^[A-Za-z0-9]{22}$/);
+      for (const gid of [await app.client.generateGid(), await grpcApp.client.generateGid()]) expect(gid).toMatch(/^[A-Za-z0-9]{16,22}$/);
     } finally {
       await grpcApp.close();
     }

@@ -17,15 +17,20 @@ function yamlFile(text: string): string {
   return file;
 }
 
-/** The problems of the DtmConfigError that resolving `options` throws. */
-function problemsOf(options: Parameters<typeof resolveDtmConfig>[0], env: NodeJS.ProcessEnv = {}): DtmConfigProblem[] {
+/** The DtmConfigError that resolving `options` throws. */
+function configErrorOf(options: Parameters<typeof resolveDtmConfig>[0], env: NodeJS.ProcessEnv = {}): DtmConfigError {
   try {
     resolveDtmConfig(options, env);
   } catch (err) {
     expect(err).toBeInstanceOf(DtmConfigError);
-    return [...(err as DtmConfigError).problems];
+    return err as DtmConfigError;
   }
   throw new Error('expected a DtmConfigError');
+}
+
+/** The problems of the DtmConfigError that resolving `options` throws. */
+function problemsOf(options: Parameters<typeof resolveDtmConfig>[0], env: NodeJS.ProcessEnv = {}): DtmConfigProblem[] {
+  return [...configErrorOf(options, env).problems];
 }
 
 describe('resolveDtmConfig', () => {
@@ -128,14 +133,8 @@ lynx:
     retry_intervall: 10
     colour: blue
 `);
-    let error: unknown;
-    try {
-      resolveDtmConfig({ configFile: file }, {});
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(DtmConfigError);
-    const problems = (error as DtmConfigError).problems;
+    const error = configErrorOf({ configFile: file });
+    const problems = error.problems;
     const byPath = Object.fromEntries(problems.map((p) => [p.path, p.message]));
     expect(byPath['lynx.dtm.enabled']).toBe('must be true or false, got "yes"');
     expect(byPath['lynx.dtm.server_url']).toMatch(/must be an http\(s\) URL .*got "ftp:\/\/dtm:21\/api"/);
@@ -361,14 +360,8 @@ lynx:
     "http://admin:${secrets[6]}@dtm": 1
     timeout: "http://u:1?${secrets[7]}@dtm"
 `);
-    let error: unknown;
-    try {
-      resolveDtmConfig({ configFile: file }, {});
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(DtmConfigError);
-    const printed = inspect(error, { depth: 20 }) + JSON.stringify((error as DtmConfigError).problems);
+    const error = configErrorOf({ configFile: file });
+    const printed = inspect(error, { depth: 20 }) + JSON.stringify(error.problems);
     for (const secret of secrets) expect(printed).not.toContain(secret);
     const byPath = Object.fromEntries((error as DtmConfigError).problems.map((p) => [p.path, p.message]));
     // what is left still helps to find the value
