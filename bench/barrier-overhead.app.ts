@@ -6,13 +6,12 @@
 // bench/bench.proto (payload bench.Move { id }), served on 127.0.0.1:GRPC_PORT; it then prints
 // `grpc port N` before `port N`. Without it, the app is what it was before gRPC (HTTP only).
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { Body, Controller, Inject, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { BarrierTx, DtmModule, SagaAction, mysqlBarrierDatabase, pgBarrierDatabase, type BarrierDatabase } from 'nestjs-dtm';
+import { listenBenchApp } from './bench-app.js';
 
 const UPDATE = 'UPDATE account SET balance = balance + 1 WHERE id = ?';
 const pgPool = new pg.Pool({ connectionString: process.env.PG_URL, max: 32 });
@@ -70,17 +69,5 @@ function controller(store: 'pg' | 'mysql'): Type {
 class BenchModule {}
 
 const app = await NestFactory.create(BenchModule, { logger: ['error'] });
-if (microservices) {
-  // bench/bench.proto, from the project's root (the nearest directory with a package.json; this file runs from .build/bench/)
-  let root = import.meta.dirname;
-  while (!existsSync(join(root, 'package.json')) && dirname(root) !== root) root = dirname(root);
-  app.connectMicroservice(
-    { transport: microservices.Transport.GRPC, options: { package: 'bench', protoPath: join(root, 'bench', 'bench.proto'), url: `127.0.0.1:${grpcPort}`, loader: { longs: Number } } },
-    { inheritAppConfig: true },
-  );
-  await app.startAllMicroservices();
-  process.stdout.write(`grpc port ${grpcPort}\n`);
-}
-await app.listen(0, '127.0.0.1');
-process.stdout.write(`port ${(app.getHttpServer().address() as { port: number }).port}\n`);
+await listenBenchApp(app, microservices, grpcPort);
 process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end()])).then(() => process.exit(0)));

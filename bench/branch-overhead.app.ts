@@ -9,11 +9,10 @@
 // it prints `grpc port N`, then `port N`.
 // Both do the same work (sum the amounts of the order) and answer it (200 / OK).
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { Body, Controller, HttpCode, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DtmModule, SagaAction } from 'nestjs-dtm';
+import { listenBenchApp } from './bench-app.js';
 
 interface Order {
   lines: { sku: string; amount: number }[];
@@ -85,18 +84,5 @@ function moduleOf(imports: unknown[], controller: Type): Type {
 
 const appModule = mode === 'dtm' || mode === 'auth' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
 const app = await NestFactory.create(appModule, { logger: ['error'] });
-if (microservices) {
-  if (!grpcPort) throw new Error('GRPC_PORT is not set');
-  // bench/bench.proto, from the project's root (the nearest directory with a package.json; this file runs from .build/bench/)
-  let root = import.meta.dirname;
-  while (!existsSync(join(root, 'package.json')) && dirname(root) !== root) root = dirname(root);
-  app.connectMicroservice(
-    { transport: microservices.Transport.GRPC, options: { package: 'bench', protoPath: join(root, 'bench', 'bench.proto'), url: `127.0.0.1:${grpcPort}`, loader: { longs: Number } } },
-    { inheritAppConfig: true },
-  );
-  await app.startAllMicroservices();
-  process.stdout.write(`grpc port ${grpcPort}\n`);
-}
-await app.listen(0, '127.0.0.1');
-process.stdout.write(`port ${(app.getHttpServer().address() as { port: number }).port}\n`);
+await listenBenchApp(app, microservices, grpcPort);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));

@@ -38,10 +38,9 @@ import protoLoader from '@grpc/proto-loader';
 import { randomBytes } from 'node:crypto';
 import { BranchAuth, payloadDigest } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
+import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
 import {
-  BENCH_LOADER,
-  BENCH_PROTO,
   branchMetadata,
   cpuSeries,
   formatSpread,

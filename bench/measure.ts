@@ -1,24 +1,9 @@
 // Shared by bench/branch-overhead.ts and bench/barrier-overhead.ts: a cheap closed-loop gRPC load
 // generator (raw bytes, DTM's branch metadata), a CPU-metered measurement of one process over a
 // run, interleaved rounds with a rotating start, and the spread of a series (median, IQR, min–max).
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import http2 from 'node:http2';
 import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { closedLoopRun, processCpuMicros, quantile } from './load.js';
-
-/** The project's root: the nearest directory with a package.json (this file runs compiled, from .build/bench/). */
-function projectRoot(): string {
-  let dir = import.meta.dirname;
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-
-/** bench/bench.proto (package `bench`): the gRPC services of the benchmark apps. */
-export const BENCH_PROTO = join(projectRoot(), 'bench', 'bench.proto');
-
-/** How the benchmark apps load it: int64 as numbers. */
-export const BENCH_LOADER = { longs: Number } as const;
 
 const identity = (b: Buffer): Buffer => b;
 
