@@ -36,7 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import protoLoader from '@grpc/proto-loader';
 import { randomBytes } from 'node:crypto';
-import { BranchAuth, payloadDigest } from '../lib/auth/branch-auth.js';
+import { BranchAuth } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
@@ -94,7 +94,7 @@ const AUTH_KEY = randomBytes(33).toString('base64');
 function sagaTokens(path: string, payload: string | Uint8Array): string {
   const auth = new BranchAuth([AUTH_KEY]);
   const sign = (branchId: string, op: string, target: string) =>
-    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, digest: payloadDigest(payload) })}`;
+    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, payload })}`;
   return [sign('01', 'action', path), sign('01', 'compensate', `${path}-compensate`), sign('02', 'action', `${path}-2`), sign('02', 'compensate', `${path}-2-compensate`)].join(',');
 }
 const authHeaders = { ...headers, 'dtm-auth': sagaTokens('/bench/branch', body) };

@@ -1,6 +1,5 @@
 import { HttpException, type ArgumentsHost } from '@nestjs/common';
 import type { HttpAdapterHost } from '@nestjs/core';
-import { payloadDigest } from '../../auth/branch-auth.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
@@ -65,13 +64,13 @@ export const httpBranchTransport: BranchTransport = {
   },
 
   /** The raw body the module's reader kept; else (another parser read it) the parsed body re-encoded as JSON. */
-  bodyDigest(_context: ArgumentsHost, carrier: BranchCarrier): string | undefined {
+  rawBody(_context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array {
     const { rawBody, body } = carrier as Request;
-    if (Buffer.isBuffer(rawBody)) return payloadDigest(rawBody);
-    if (body === undefined || body === null || body === '') return payloadDigest(undefined);
-    if (typeof body === 'string' || Buffer.isBuffer(body)) return payloadDigest(body);
-    if (typeof body === 'object' && Object.keys(body).length === 0) return payloadDigest(undefined); // no body: parsers leave {}
-    return payloadDigest(JSON.stringify(body));
+    if (Buffer.isBuffer(rawBody)) return rawBody;
+    if (body === undefined || body === null || body === '') return '';
+    if (typeof body === 'string' || Buffer.isBuffer(body)) return body;
+    if (typeof body === 'object' && Object.keys(body).length === 0) return ''; // no body: parsers leave {}
+    return JSON.stringify(body);
   },
 
   /**
