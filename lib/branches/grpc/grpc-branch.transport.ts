@@ -106,6 +106,10 @@ export const grpcBranchTransport: BranchTransport = {
     return (carrier as GrpcCallLike).getPath?.() ?? '';
   },
 
+  payload(context: ArgumentsHost): unknown {
+    return context.getArgByIndex<unknown>(0);
+  },
+
   bodyDigest(context: ArgumentsHost): string | undefined {
     const message = context.getArgByIndex<object | undefined>(0);
     const raw = message && RAW_REQUESTS.get(message);
