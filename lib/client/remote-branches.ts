@@ -105,7 +105,7 @@ export class RemoteBranchDirectory {
     }
     const manifest = await this.manifest(ref.service, service);
     const branch = manifest.branches.get(ref.branch);
-    if (!branch) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].map((b) => `${b.name} (${b.kind})`)));
+    if (!branch) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].map((b) => `${b.name} (${b.kind})`).sort()));
     return branch;
   }
 
