@@ -21,20 +21,32 @@ interface Front {
   port: number;
   to: number;
   server: Server;
+  /** Closes the forwarder and every connection through it. */
+  close(): Promise<void>;
 }
 
 async function startFront(to: number): Promise<Front> {
   const front = { port: await freePort(), to } as Front;
+  const open = new Set<() => void>();
   front.server = createServer((socket) => {
     const upstream = connect(front.to, '127.0.0.1');
     socket.pipe(upstream).pipe(socket);
     const close = () => {
       socket.destroy();
       upstream.destroy();
+      open.delete(close);
     };
-    socket.on('error', close);
-    upstream.on('error', close);
+    open.add(close);
+    for (const end of [socket, upstream]) {
+      end.on('error', close);
+      end.on('close', close);
+    }
   });
+  front.close = () =>
+    new Promise<void>((done) => {
+      front.server.close(() => done());
+      for (const close of [...open]) close();
+    });
   await new Promise<void>((done) => front.server.listen(front.port, '127.0.0.1', done));
   return front;
 }
@@ -133,7 +145,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([orders?.stop(), bank?.stop(), stock?.stop()]);
-  await Promise.all([bankFront, stockFront].map((f) => f && new Promise((done) => f.server.close(done))));
+  await Promise.all([bankFront?.close(), stockFront?.close()]);
 });
 
 describe('branches by name across services', () => {
