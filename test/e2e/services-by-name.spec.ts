@@ -263,7 +263,9 @@ describe('branches by name across services', () => {
   it('a typo in a contract\'s branch name fails start-up, naming the service and the branches it has', async () => {
     const port = await freePort();
     const typo = await startApp('orders-typo', 'orders.app.js', ordersEnv({ PORT: String(port), CONTRACT_TYPO: '1' }), undefined);
-    const exit = await Promise.race([typo.exited, new Promise<string>((done) => setTimeout(() => done('still running'), 20_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const exit = await Promise.race([typo.exited, new Promise<string>((done) => (timer = setTimeout(() => done('still running'), 20_000)))]);
+    clearTimeout(timer);
     await typo.stop();
     expect(exit).not.toBe('0');
     expect(exit).not.toBe('still running');
