@@ -78,7 +78,7 @@ export class Msg extends StepTransaction {
    */
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
-    await this.resolveRemote();
+    if (this.remoteSteps) await this.resolveRemote();
     await this.prepareInDtm(this.submission());
   }
 

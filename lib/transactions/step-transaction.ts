@@ -8,19 +8,20 @@ export abstract class StepTransaction extends Transaction {
   protected readonly steps: Record<string, string>[] = [];
   protected readonly payloads: EncodedPayload[] = [];
   /** Steps naming another service's branch, resolved from its manifest before the transaction is sent. */
-  private readonly remoteSteps: { index: number; ref: RemoteBranch; kind: RemoteBranchKind; payload: Payload }[] = [];
+  protected remoteSteps?: { index: number; ref: RemoteBranch; kind: RemoteBranchKind; payload: Payload }[];
 
   /** Adds a step of another service's branch `ref` (its targets are filled in by {@link resolveRemote}). */
   protected addRemote(ref: RemoteBranch, kind: RemoteBranchKind, payload: Payload): void {
     this.steps.push(kind === 'saga' ? { action: '', compensate: '' } : { action: '' });
     this.payloads.push('');
-    this.remoteSteps.push({ index: this.steps.length - 1, ref, kind, payload });
+    (this.remoteSteps ??= []).push({ index: this.steps.length - 1, ref, kind, payload });
   }
 
   /** Fills in the targets and payloads of the steps added by name of another service (from the kept manifests: no call once fetched). */
   protected async resolveRemote(): Promise<void> {
-    if (this.remoteSteps.length === 0) return;
-    const steps = this.remoteSteps.splice(0);
+    const steps = this.remoteSteps;
+    if (!steps) return;
+    this.remoteSteps = undefined;
     const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));
     steps.forEach((s, i) => {
       const targets = resolved[i];
@@ -38,7 +39,7 @@ export abstract class StepTransaction extends Transaction {
 
   /** Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round succeeded. */
   async submit(): Promise<void> {
-    await this.resolveRemote();
+    if (this.remoteSteps) await this.resolveRemote();
     await this.submitRequest(this.submission(), false);
   }
 
@@ -48,7 +49,7 @@ export abstract class StepTransaction extends Transaction {
    * time, or if DTM refused the submit (`DtmGidInUseError`: DTM holds another transaction under the gid).
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
-    await this.resolveRemote();
+    if (this.remoteSteps) await this.resolveRemote();
     await this.submitRequest(this.submission(), true);
     return this.runtime.waitForFinal(this.gid, wait);
   }
