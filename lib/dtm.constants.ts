@@ -24,3 +24,6 @@ export const DTM_WORKFLOW_METADATA = 'nestjs-dtm:workflow';
 
 /** Injection token of what workflow executions need from the module (`WorkflowEnvironment`). */
 export const DTM_WORKFLOW_ENVIRONMENT = Symbol('DTM_WORKFLOW_ENVIRONMENT');
+
+/** Injection token of the branches of other services the app uses by name (`RemoteBranch[]`, from the module option `contracts`), checked at start-up. */
+export const DTM_CONTRACTS = Symbol('DTM_CONTRACTS');

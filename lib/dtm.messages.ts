@@ -24,6 +24,11 @@ export const MESSAGES = {
   configAuthKeysEmpty: () => 'lists no key: give at least one key (e.g. [${DTM_BRANCH_KEY}] with the variable set), or remove the setting to leave branch calls unauthenticated',
   configAuthKeysBad: (bad: string[], min: number) => `must list keys of at least ${min} characters (e.g. \`openssl rand -base64 33\`); these are not (position: problem): ${bad.join(', ')}`,
   configRange: (min: number, max: number, unit: string, why: string, got: number) => `must be from ${min} to ${max} ${unit} (${why}), got ${got}`,
+  configServiceName: (got: string) => `service names must be a letter then letters, digits, _ and - (as in defineBranches), got ${got}`,
+  configServiceWhere: (given: number) =>
+    given === 0
+      ? 'says neither where the service is: give url (its base URL, for its manifest GET <url>/dtm/branches) or grpc (its gRPC address)'
+      : 'gives both url and grpc: give one (url when the service has an HTTP server: its manifest lists its gRPC targets too)',
   configWholeBytes: (got: number) => `must be a whole number of bytes, got ${got}`,
   configUrlQuery: (got: string) =>
     `must not have a query (?...) or fragment (#...): the module appends DTM's paths to it (and branch paths to app_url), got ${got}`,
@@ -176,6 +181,29 @@ export const MESSAGES = {
   branchNotUriVersioned: (where: string, type: string) =>
     `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
   noBranches: (method: string) => `${method} needs at least one branch`,
+  // branches of other services, by name (lynx.dtm.services, contracts)
+  remoteUnknownService: (service: string, branch: string, known: string[]) =>
+    `branch ${JSON.stringify(branch)} names service ${JSON.stringify(service)}, which lynx.dtm.services does not configure (${known.length ? `it configures: ${known.join(', ')}` : 'it configures none'}); add lynx.dtm.services.${service}: { url: http://host:port } (or { grpc: host:port })`,
+  remoteUnknownBranch: (service: string, branch: string, known: string[]) =>
+    `service ${JSON.stringify(service)} has no branch ${JSON.stringify(branch)}; its branches: ${known.length ? known.join(', ') : 'none (it publishes no decorated branch)'}. Fix the name (or the contract both services import)`,
+  remoteWrongKind: (service: string, branch: string, kind: string, wanted: string) =>
+    `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is a ${kind} branch, not a ${wanted} branch; ${kind === 'saga' ? 'add it to a saga' : kind === 'tcc' ? 'call it with tcc.callBranch' : kind === 'msg' ? 'add it to a msg' : 'call it with xa.callBranch'}`,
+  remoteWrongTransport: (service: string, branch: string, protocol: string, has: string[]) =>
+    `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is served over ${has.join(' and ') || 'no transport this app can reach'} only, and DTM calls the branches of a transaction on ${protocol} ${protocol === 'http' ? 'over HTTP only: start the transaction with { protocol: \'grpc\' } (DTM then calls HTTP and gRPC branches)' : ''}`,
+  remoteManifestMissingOp: (service: string, branch: string, op: string) =>
+    `service ${JSON.stringify(service)} publishes branch ${JSON.stringify(branch)} without a target for op ${op}; check its decorators (each kind needs all of its handlers)`,
+  remoteManifestNotPublished: (service: string, endpoint: string) =>
+    `service ${JSON.stringify(service)} does not publish its branches at ${endpoint}: set lynx.dtm.publish_branches: true on it (gRPC-only service: also load DTM_BRANCHES_PROTO in its gRPC server), or check lynx.dtm.services.${service}`,
+  remoteManifestBad: (service: string, endpoint: string, why: string) => `service ${JSON.stringify(service)} answered its manifest at ${endpoint} with something unusable (${why}); is it a nestjs-dtm app with publish_branches?`,
+  remoteManifestUnreachable: (service: string, endpoint: string, why: string) =>
+    `the branch manifest of service ${JSON.stringify(service)} could not be fetched from ${endpoint} (${why}) and none was fetched before; start the service, or fix lynx.dtm.services.${service}`,
+  remoteManifestStale: (service: string, why: string) => `the branch manifest of service ${JSON.stringify(service)} could not be refetched (${why}); using the one fetched before`,
+  remoteCheckDeferred: (service: string, why: string) =>
+    `service ${JSON.stringify(service)} did not answer its branch manifest at start-up (${why}); its branches will be checked on first use`,
+  contractNotBranches: (got: string) => `DtmModule option contracts must list contracts made with defineBranches(service, {...}), got ${got}`,
+  invalidPayload: (where: string, problem: string) => `invalid payload for ${where}: ${problem}`,
+  decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
+  notStandardSchema: (branch: string) => `the schema of contract entry ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
   unknownBranch: (kind: string, name: string, known: string[]) =>
     `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>

@@ -2,6 +2,7 @@ import type { BarrierConnection } from './barrier/barrier.types.js';
 import type { DtmConfigSource } from './config/dtm-config.types.js';
 import type { GrpcProtos } from './transport/grpc/grpc-codecs.js';
 import type { XaDatabase } from './xa/xa.types.js';
+import type { RemoteBranch } from './contracts/branch-contract.js';
 
 /** Options of `DtmModule.forRoot()` (and what `forRootAsync()`'s factory returns). */
 export interface DtmModuleOptions extends DtmConfigSource {
@@ -18,4 +19,9 @@ export interface DtmModuleOptions extends DtmConfigSource {
    * gRPC payloads are bytes (`Uint8Array`).
    */
   grpcProtos?: GrpcProtos;
+  /**
+   * Contracts of the services whose branches this app adds by name (made with `defineBranches`):
+   * each branch is checked against its service's manifest at start-up (`lynx.dtm.services`).
+   */
+  contracts?: readonly Record<string, RemoteBranch>[];
 }

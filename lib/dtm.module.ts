@@ -10,7 +10,7 @@ import type { BarrierConnection } from './barrier/barrier.types.js';
 import type { DtmModuleOptions } from './dtm.module-options.js';
 import type { DtmConfig } from './config/dtm-config.types.js';
 import { resolveDtmConfig } from './config/resolve-dtm-config.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT, DTM_XA_CONNECTIONS } from './dtm.constants.js';
+import { DTM_CONTRACTS, DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './transport/grpc/grpc-codecs.js';
 import type { DtmBranchRuntime } from './branches/branch-call.js';
 import type { XaDatabase } from './xa/xa.types.js';
@@ -18,9 +18,11 @@ import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfig
 import { TransactionHelper } from './client/transaction.helper.js';
 import type { WorkflowEnvironment } from './workflow/workflow.engine.js';
 import { DtmWorkflowRegistry } from './workflow/workflow.registry.js';
+import { DtmManifestController } from './branches/branch-manifest.controller.js';
 import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH } from './branches/workflow-resume.js';
 import { DtmUsageError } from './errors/dtm-usage.error.js';
 import { MESSAGES } from './dtm.messages.js';
+import { isRemoteBranch, type RemoteBranch } from './contracts/branch-contract.js';
 
 const providers: Provider[] = [
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
@@ -45,6 +47,11 @@ const providers: Provider[] = [
       xaLocalTransaction: (branch, db, business) => dtm.xaLocalTransaction(branch, db, business),
     }),
     inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient],
+  },
+  {
+    provide: DTM_CONTRACTS,
+    useFactory: (options: DtmModuleOptions) => contractBranches(options.contracts),
+    inject: [DTM_MODULE_OPTIONS],
   },
   // the app's gRPC protos, loaded at start-up (a bad path fails it), only when it gives any
   { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_MODULE_OPTIONS] },
@@ -103,11 +110,22 @@ export class DtmModule extends DtmConfigurableModule {
   }
 }
 
+/** Every branch of the module's `contracts`; a `DtmUsageError` for anything that is not a contract. */
+function contractBranches(contracts: DtmModuleOptions['contracts']): RemoteBranch[] {
+  const branches: RemoteBranch[] = [];
+  for (const contract of contracts ?? []) {
+    const entries = typeof contract === 'object' && contract !== null ? Object.values(contract) : [];
+    if (entries.length === 0 || !entries.every(isRemoteBranch)) throw new DtmUsageError(MESSAGES.contractNotBranches(typeof contract));
+    branches.push(...entries);
+  }
+  return branches;
+}
+
 function withProviders(definition: DynamicModule): DynamicModule {
   return {
     ...definition,
     // the gRPC endpoint DTM resumes workflows at (HTTP: a route on the adapter, DtmHttpIntegration)
-    controllers: [...(definition.controllers ?? []), DtmWorkflowResumeController],
+    controllers: [...(definition.controllers ?? []), DtmWorkflowResumeController, DtmManifestController],
     imports: [...(definition.imports ?? []), DiscoveryModule],
     providers: [...(definition.providers ?? []), ...providers],
     exports: [...(definition.exports ?? []), ...exported],

@@ -3,7 +3,7 @@ export { DtmModule } from './dtm.module.js';
 export { DTM_CONFIG } from './dtm.constants.js';
 export type { DtmModuleExtras } from './dtm.module-definition.js';
 export type { DtmModuleOptions } from './dtm.module-options.js';
-export type { DtmConfig, DtmConfigInput, DtmConfigSource } from './config/dtm-config.types.js';
+export type { DtmConfig, DtmConfigInput, DtmConfigSource, DtmServiceConfig } from './config/dtm-config.types.js';
 export type { GrpcProtos } from './transport/grpc/grpc-codecs.js';
 export { resolveDtmConfig } from './config/resolve-dtm-config.js';
 
@@ -51,6 +51,22 @@ export {
   UseBarrier,
 } from './branches/branch.decorators.js';
 export { BranchContext } from './branches/branch-context.decorator.js';
+export {
+  defineBranches,
+  sagaBranch,
+  tccBranch,
+  msgBranch,
+  xaBranch,
+  type BranchContract,
+  type BranchDeclaration,
+  type BranchPayload,
+  type RemoteBranch,
+  type RemoteBranchKind,
+  type StandardSchemaV1,
+  type StandardSchemaResult,
+} from './contracts/branch-contract.js';
+export { MANIFEST_PATH, type BranchManifest, type ManifestBranch, type ManifestTargets } from './contracts/branch-manifest.js';
+export { DTM_BRANCHES_PROTO } from './branches/branch-manifest.controller.js';
 export type { BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
@@ -97,6 +113,7 @@ export { DtmWorkflowDivergedError } from './errors/dtm-workflow-diverged.error.j
 export { DtmUsageError } from './errors/dtm-usage.error.js';
 export { DtmDuplicatedError } from './errors/dtm-duplicated.error.js';
 export { DtmBranchRegistryError } from './errors/dtm-branch-registry.error.js';
+export { DtmRemoteBranchError, type DtmRemoteBranchProblem } from './errors/dtm-remote-branch.error.js';
 export { DtmUnavailableError } from './errors/dtm-unavailable.error.js';
 export { DtmServerError } from './errors/dtm-server.error.js';
 export { DtmFailureError } from './errors/dtm-failure.error.js';

@@ -21,7 +21,8 @@ const HELP = `Usage: npm run demo [-- options]
 
 Starts a DTM server v1.19.0, PostgreSQL and MariaDB (private instances on free ports, removed at the
 end), starts the sample app (sample-app/: bank A on PostgreSQL, bank B and a shop on MariaDB) and
-runs: a saga transfer that commits; a saga checkout that fails at shipping and compensates; a TCC
+runs: a saga transfer that commits; a saga checkout that fails at shipping and compensates; one whose
+order the shop's contract refuses (its schema: a FAILURE, not a retry); a TCC
 reservation that confirms and one that cancels; an outbox message; an XA transfer that commits and
 one that rolls back; a workflow transfer that succeeds and one that is refused. Prints, per transaction, the gid, DTM's final status and branch statuses, and
 the balances / stock before and after.
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
 
       await run('saga', 'transfer 30 alice -> bob', 'succeed', bank, () => transfers.saga('alice', 'bob', 30));
       await run('saga', 'checkout 2 widgets, ship to atlantis', 'failed', stock, () => shop.checkout(order('o-1', 2, 40, 'atlantis')));
+      await run('saga', 'checkout -1 widgets (the contract refuses it)', 'failed', stock, () => shop.checkout(order('o-0', -1, 10)));
       await run('tcc', 'reserve 1 widget, pay 25', 'succeed', reserve, () => shop.reserve(order('o-2', 1, 25)));
       await run('tcc', 'reserve 2 widgets, pay 500', 'failed', reserve, () => shop.reserve(order('o-3', 2, 500)));
       await run('msg', 'order placed -> shipping told', 'succeed', outbox, () => shop.placeOrder(order('o-4', 1, 20)));

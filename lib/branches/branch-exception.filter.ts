@@ -1,4 +1,4 @@
-import { Catch, HttpException, Injectable, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { BadRequestException, Catch, HttpException, Injectable, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -30,6 +30,9 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     const transport = branchTransportOf(host);
     if (!transport) throw exception;
     const call = branchCallOf(transport.carrier(host));
+    // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
+    // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
+    if (call && exception instanceof BadRequestException) exception = new DtmFailureError(MESSAGES.invalidPayload(handlerName(call.context), badRequestMessage(exception)), { cause: exception });
     if (call) {
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
       const where = handlerName(call.context);
@@ -46,4 +49,11 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     }
     return transport.answer(exception, host, this.adapterHost);
   }
+}
+
+/** The message of a pipe's 400 (class-validator's ValidationPipe answers a list of messages). */
+function badRequestMessage(exception: BadRequestException): string {
+  const response = exception.getResponse() as { message?: unknown } | string;
+  const message = typeof response === 'string' ? response : response?.message;
+  return Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message;
 }

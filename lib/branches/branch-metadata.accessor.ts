@@ -1,6 +1,7 @@
 // The one place decorator metadata is read: ours (the branch record) and Nest's (routes, gRPC methods).
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { BRANCH_OPS, WORKFLOW_BRANCH_OPS, type BranchMetadata } from './branch.types.js';
+import type { StandardSchemaV1 } from '../contracts/branch-contract.js';
 
 /** Nest's route metadata keys (the same in Nest 11 and 12). */
 const PATH_METADATA = 'path';
@@ -16,21 +17,28 @@ export interface GrpcMethodMetadata {
   rpc: string;
 }
 
-const opsCache = new WeakMap<object, readonly string[]>();
+/** What the guard reads of a decorated handler on every call, looked up once per handler. */
+interface HandlerSpec {
+  ops: readonly string[];
+  schema?: StandardSchemaV1;
+}
+
+const specCache = new WeakMap<object, HandlerSpec>();
 
 /** The branch record a branch decorator wrote on `handler`, if any. */
 export function branchMetadataOf(handler: object): BranchMetadata | undefined {
   return Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined;
 }
 
-/** The ops a decorated `handler` serves, looked up once per handler (metadata lookups cost on every call). */
-export function branchOpsOf(handler: object): readonly string[] {
-  let ops = opsCache.get(handler);
-  if (!ops) {
-    ops = BRANCH_OPS[branchMetadataOf(handler)!.kind];
-    opsCache.set(handler, ops);
+/** The ops a decorated `handler` serves and the schema of its payload, looked up once per handler (metadata lookups cost on every call). */
+export function branchSpecOf(handler: object): HandlerSpec {
+  let spec = specCache.get(handler);
+  if (!spec) {
+    const { kind, options } = branchMetadataOf(handler)!;
+    spec = options.schema ? { ops: BRANCH_OPS[kind], schema: options.schema } : { ops: BRANCH_OPS[kind] };
+    specCache.set(handler, spec);
   }
-  return ops;
+  return spec;
 }
 
 /** The ops a decorated `handler` also serves in a workflow's call (`trans_type=workflow`). */

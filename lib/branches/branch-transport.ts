@@ -32,6 +32,8 @@ export interface BranchTransport {
   path(carrier: BranchCarrier): string;
   /** The body as it arrived (text or bytes; '' when there was none), or undefined when the raw body is not available. */
   rawBody(context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array | undefined;
+  /** The call's payload as the handler receives it (HTTP: the parsed body; gRPC: the decoded request message). */
+  payload(context: ArgumentsHost, carrier: BranchCarrier): unknown;
   /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown;
 }

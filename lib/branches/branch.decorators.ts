@@ -7,6 +7,9 @@ import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind } from '../transport/dtm.types.js';
 import type { BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { MESSAGES } from '../dtm.messages.js';
 
 /**
  * Makes a branch decorator, for an HTTP route and / or a `@GrpcMethod()` handler. It writes
@@ -18,8 +21,11 @@ import type { BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions 
  * gRPC handler's `undefined` becomes an empty message, and with a `barrier` option (or an XA `db`)
  * the handler runs inside that local transaction.
  */
-function branchDecorator(kind: BranchKind, name: string, options: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
-  const metadata: BranchMetadata = { kind, name, options };
+function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, given: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
+  const named = contractName(nameOrBranch, kind);
+  const schema = given.schema ?? (VALIDATES.has(kind) ? named.schema : undefined);
+  const options = schema ? { ...given, schema } : given;
+  const metadata: BranchMetadata = { kind, name: named.name, options };
   const source = options.db ? { xa: options.db } : options.barrier ? { barrier: options.barrier, queryPrepared: kind === 'msg-query-prepared' } : undefined;
   return applyDecorators(
     ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source)) as MethodDecorator,
@@ -29,6 +35,17 @@ function branchDecorator(kind: BranchKind, name: string, options: SagaActionOpti
     UseFilters(DtmBranchExceptionFilter),
     ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchBodyInterceptor)]),
   );
+}
+
+/** The handler kinds whose payload a contract entry's schema checks (their first op); not a message branch: DTM retries its FAILURE forever. */
+const VALIDATES: ReadonlySet<BranchKind> = new Set(['saga-action', 'tcc-try', 'xa']);
+
+/** A branch decorator's name: given, or that of a contract entry (with its schema). */
+function contractName(nameOrBranch: string | RemoteBranch, kind: BranchKind): { name: string; schema?: StandardSchemaV1 } {
+  if (typeof nameOrBranch === 'string') return { name: nameOrBranch };
+  if (!isRemoteBranch(nameOrBranch)) throw new DtmUsageError(MESSAGES.decoratorName(kind, typeof nameOrBranch));
+  if (nameOrBranch.schema !== undefined && !isStandardSchema(nameOrBranch.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(nameOrBranch.branch));
+  return { name: nameOrBranch.branch, schema: nameOrBranch.schema as StandardSchemaV1 | undefined };
 }
 
 /**
@@ -41,26 +58,26 @@ export const UseBarrier =
   (controller) =>
     bindControllerBarrier(controller, connection);
 
-/** A saga step's action, named `name`: `saga.add(name, payload)` resolves its target (its route, or its gRPC method). */
-export const SagaAction = (name: string, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
+/** A saga step's action, named `name` (or a contract entry: its name and schema): `saga.add(name, payload)` resolves its target (its route, or its gRPC method). */
+export const SagaAction = (name: string | RemoteBranch<'saga', any>, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
 /** The compensation of the saga step `name`. */
-export const SagaCompensate = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
+export const SagaCompensate = (name: string | RemoteBranch<'saga', any>, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
 /** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three targets. */
-export const TccTry = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
+export const TccTry = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
 /** The Confirm of TCC branch `name`. */
-export const TccConfirm = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
+export const TccConfirm = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
-export const TccCancel = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
+export const TccCancel = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
 /**
  * XA branch `name`: one route (or gRPC method) serving ops `action`, `commit` and `rollback`. With
  * `{ db }` the module runs the local XA transaction on that database (the handler serves `action`,
  * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it).
  */
-export const XaBranch = (name: string, options?: XaBranchOptions): MethodDecorator => branchDecorator('xa', name, options);
+export const XaBranch = (name: string | RemoteBranch<'xa', any>, options?: XaBranchOptions & Pick<BranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
 /** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its target. */
-export const MsgBranch = (name: string, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
+export const MsgBranch = (name: string | RemoteBranch<'msg', any>, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
 /** As a type: a message branch of `TransactionHelper.executeMsg` (`{ action, data }`). */
 export type MsgBranch = MsgBranchSpec;
 /**

@@ -4,9 +4,10 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
-import { branchOpsOf, workflowOpsOf } from './branch-metadata.accessor.js';
+import { branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
+import { schemaProblem, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { branchTransportOf } from './branch-transports.js';
-import { handlerName } from './branch.types.js';
+import { handlerName, VALIDATED_OPS } from './branch.types.js';
 import { authenticateBranchCall } from './branch-authentication.js';
 
 /**
@@ -33,7 +34,7 @@ export class DtmBranchGuard implements CanActivate {
     const op = transport.completeOp(carrier);
     if (op === undefined) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
     const handler = context.getHandler();
-    const ops = branchOpsOf(handler);
+    const { ops, schema } = branchSpecOf(handler);
     if (!ops.includes(op) && !(transport.transType(carrier) === 'workflow' && workflowOpsOf(handler).includes(op))) {
       throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
     }
@@ -43,6 +44,16 @@ export class DtmBranchGuard implements CanActivate {
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    return auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
+    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
+    if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
+    // the payload's schema (only on handlers that have one): after the authentication, before the handler
+    return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();
   }
+}
+
+/** Whether the payload passes `schema`; a `DtmFailureError` with the schema's message (FAILURE: DTM rolls back, never retries) when it does not. */
+async function checkPayload(schema: StandardSchemaV1, payload: unknown, context: ExecutionContext): Promise<true> {
+  const problem = await schemaProblem(schema, payload);
+  if (problem !== undefined) throw new DtmFailureError(MESSAGES.invalidPayload(handlerName(context), problem));
+  return true;
 }

@@ -13,6 +13,7 @@ import type { BranchKind, BranchResolver } from '../transport/dtm.types.js';
 import type { SagaActionOptions, XaBranchOptions } from './branch.types.js';
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
 import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.locator.js';
+import { MANIFEST_FORMAT, MANIFEST_OP, type BranchManifest, type ManifestBranch, type ManifestTargets } from '../contracts/branch-manifest.js';
 
 /** A decorated handler as the explorer found it: where DTM reaches it over HTTP and / or gRPC. */
 export interface BranchRoute {
@@ -154,6 +155,38 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     if (protocol === 'grpc' && entry.grpc) return this.grpcLocator.target(entry.grpc.grpc!, entry.grpc.handler);
     if (entry.http) return this.httpLocator.target(entry.http.http!, name);
     throw new DtmUsageError(MESSAGES.grpcBranchOverHttp(`${DECORATOR[kind]}('${name}')`, entry.grpc!.handler));
+  }
+
+  /**
+   * The manifest of this app's branches (`publish_branches`): each branch callers can add by name,
+   * with its ops and where DTM reaches each over HTTP and / or gRPC. Built when asked (not on any
+   * branch call); a transport that cannot be located yet (no `app_url` before the app listens, no
+   * gRPC server) is left out.
+   */
+  manifest(): BranchManifest {
+    const branches = new Map<string, ManifestBranch>();
+    for (const { http, grpc } of this.routes.values()) {
+      const route = (http ?? grpc)!;
+      const published = MANIFEST_OP[route.kind];
+      if (!published) continue;
+      const targets: ManifestTargets = {};
+      try {
+        if (http) targets.http = this.httpLocator.target(http.http!, route.name);
+      } catch {
+        // not reachable over HTTP yet
+      }
+      try {
+        if (grpc) targets.grpc = this.grpcLocator.target(grpc.grpc!, grpc.handler);
+      } catch {
+        // no gRPC address to publish
+      }
+      if (!targets.http && !targets.grpc) continue;
+      const key = `${published.kind}:${route.name}`;
+      const branch = branches.get(key) ?? { name: route.name, kind: published.kind, ops: {} };
+      branch.ops[published.op] = targets;
+      branches.set(key, branch);
+    }
+    return { format: MANIFEST_FORMAT, branches: [...branches.values()].sort((a, b) => a.name.localeCompare(b.name)) };
   }
 
   /** Whether a branch `name` of `kind` exists. */

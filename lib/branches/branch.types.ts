@@ -1,5 +1,6 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { BranchKind } from '../transport/dtm.types.js';
+import type { StandardSchemaV1 } from '../contracts/branch-contract.js';
 
 /** `Controller.method` of the handler of `context`, for messages. */
 export function handlerName(context: ExecutionContext): string {
@@ -43,6 +44,13 @@ export interface BranchOptions {
    * controller's `@UseBarrier()`.
    */
   barrier?: string | false;
+  /**
+   * A Standard Schema (zod, valibot, ...) the payload of the branch's first op (action, try) must
+   * pass before the handler runs; a payload that does not is answered FAILURE (409 / gRPC ABORTED)
+   * with the schema's message, so DTM rolls back instead of retrying. A contract entry given to the
+   * decorator brings its own (`sagaBranch(schema)`).
+   */
+  schema?: StandardSchemaV1;
 }
 
 /** Options of `@XaBranch`. */
@@ -68,6 +76,9 @@ export interface BranchMetadata {
   name: string;
   options: SagaActionOptions & XaBranchOptions;
 }
+
+/** The ops whose payload a branch's `schema` checks: the first op of each kind, the one whose FAILURE rolls the transaction back. */
+export const VALIDATED_OPS: ReadonlySet<string> = new Set(['action', 'try']);
 
 /** The query parameters every DTM branch call carries. */
 export const REQUIRED_BRANCH_QUERY = ['gid', 'trans_type', 'branch_id', 'op'] as const;

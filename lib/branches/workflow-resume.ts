@@ -15,12 +15,15 @@ export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
 /** The gRPC method DTM calls to resume a workflow. */
 export const WORKFLOW_RESUME_METHOD = '/workflow.Workflow/Execute';
 
-/** The workflow resume proto shipped with the package: add it (package `workflow`) to your Nest gRPC microservice's `protoPath`. */
-export const DTM_WORKFLOW_PROTO: string = (() => {
+/** The path of the proto `file` shipped with the package (protos/). */
+export function shippedProto(file: string): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'protos', 'workflow.proto')) && dirname(dir) !== dir) dir = dirname(dir);
-  return join(dir, 'protos', 'workflow.proto');
-})();
+  while (!existsSync(join(dir, 'protos', file)) && dirname(dir) !== dir) dir = dirname(dir);
+  return join(dir, 'protos', file);
+}
+
+/** The workflow resume proto shipped with the package: add it (package `workflow`) to your Nest gRPC microservice's `protoPath`. */
+export const DTM_WORKFLOW_PROTO: string = shippedProto('workflow.proto');
 
 const logger = new Logger('DtmWorkflow');
 
@@ -44,7 +47,7 @@ export async function answerResume(client: DtmClient, name: string, gid: string,
 }
 
 /** `@nestjs/microservices`' metadata of a unary `@GrpcMethod` (written here: the package is an optional peer). */
-function grpcMethod(service: string, rpc: string): MethodDecorator {
+export function grpcMethod(service: string, rpc: string): MethodDecorator {
   return (_target, _key, descriptor) => {
     const handler = descriptor.value as object;
     Reflect.defineMetadata('microservices:pattern', [{ service, rpc, streaming: 'no_stream' }], handler);

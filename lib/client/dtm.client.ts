@@ -1,9 +1,11 @@
-import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
+import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_CONTRACTS, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
+import type { RemoteBranch } from '../contracts/branch-contract.js';
+import { RemoteBranchDirectory } from './remote-branches.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
@@ -31,7 +33,7 @@ const MAX_LOGGED_FOREIGN_DTM = 100;
 
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()
-export class DtmClient implements OnModuleInit, OnModuleDestroy {
+export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
   private readonly http: HttpTransport;
   private grpc?: GrpcTransport;
   private readonly runtime: TransactionRuntime;
@@ -39,14 +41,18 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('DtmBranch');
   /** The foreign DTM server names branch calls carried that were logged. */
   private readonly foreignDtm = new Set<string>();
+  /** The manifests of the services whose branches the app adds by name. */
+  private readonly services: RemoteBranchDirectory;
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
     @Optional() @Inject(DTM_BRANCH_RESOLVER) branches?: BranchResolver,
     @Optional() @Inject(DTM_GRPC_CODECS) private readonly codecs: GrpcCodecs = new GrpcCodecs(),
     @Optional() @Inject(DTM_WORKFLOW_ENVIRONMENT) workflowEnvironment?: WorkflowEnvironment,
+    @Optional() @Inject(DTM_CONTRACTS) private readonly contracts: readonly RemoteBranch[] = [],
   ) {
     this.http = new HttpTransport(config);
+    const services = (this.services = new RemoteBranchDirectory(config));
     this.runtime = {
       config,
       transport: (protocol) => this.transport(protocol),
@@ -58,6 +64,8 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
         return branches.target(kind, name, protocol);
       },
       hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
+      remoteBranch: (ref, kind, protocol) => services.resolve(ref, kind, protocol),
+      remoteFailed: (service, err) => services.failed(service, err),
     };
     if (workflowEnvironment) this.workflows = new WorkflowEngine(this.runtime, workflowEnvironment);
   }
@@ -211,6 +219,15 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
   /** Warns at start-up that the headers `pass_through_headers` forwards are stored in DTM and readable through its API. */
   onModuleInit(): void {
     if (this.config.enabled && this.config.passThroughHeaders.length > 0) this.logger.warn(MESSAGES.passThroughStored(this.config.passThroughHeaders));
+  }
+
+  /**
+   * Checks the branches of the module's `contracts` against their services' manifests at start-up:
+   * an unknown service, an unknown branch (the message lists the service's branches) or a kind
+   * mismatch fails start-up with `DtmRemoteBranchError`; a service that does not answer is checked on first use.
+   */
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.config.enabled && this.contracts.length > 0) await this.services.check(this.contracts);
   }
 
   /** Closes the connections when the Nest app shuts down. */

@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'bytes' | 'header-list' | 'sql-table' | 'secret-list';
+export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'bytes' | 'header-list' | 'sql-table' | 'secret-list' | 'services';
 
 /** Headers passed on to branches whatever `pass_through_headers` says, unless `pass_trace_context` is false: W3C trace context. */
 export const TRACE_CONTEXT_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -87,13 +87,18 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'grpc_app_address', camel: 'grpcAppAddress', kind: 'host-port' },
   { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },
   { yaml: 'branch_auth_keys', camel: 'branchAuthKeys', kind: 'secret-list', example: '["${DTM_BRANCH_KEY}"]' },
+  { yaml: 'publish_branches', camel: 'publishBranches', kind: 'boolean', default: false },
+  { yaml: 'services', camel: 'services', kind: 'services', default: {} },
 ];
+
+/** Seconds a fetched branch manifest of a service is used before it is fetched again (`services.<name>.refresh`), by default. */
+export const DEFAULT_MANIFEST_REFRESH = 30;
 
 /** The configuration with every key at its default. */
 export function defaultDtmConfig(): DtmConfig {
   const config = {} as Record<keyof DtmConfig, unknown>;
   for (const key of DTM_CONFIG_KEYS) {
-    if (key.default !== undefined) config[key.camel] = Array.isArray(key.default) ? [...key.default] : key.default;
+    if (key.default !== undefined) config[key.camel] = Array.isArray(key.default) ? [...key.default] : typeof key.default === 'object' ? { ...key.default } : key.default;
   }
   return config as DtmConfig;
 }

@@ -56,10 +56,30 @@ export interface DtmConfig {
    * Unset: branch calls are not authenticated (DTM's Go SDK cannot sign).
    */
   branchAuthKeys?: BranchAuth;
+  /**
+   * Serve this app's branch manifest (`GET /dtm/branches`, and `nestjs_dtm.Branches/Manifest` on
+   * gRPC servers that load `DTM_BRANCHES_PROTO`): each decorated branch's name, kind, ops and
+   * targets, for callers that add its branches by name. Default false.
+   */
+  publishBranches: boolean;
+  /** The services whose branches this app adds by name (`saga.add(Bank.withdraw, ...)`), by name. Default none. */
+  services: Record<string, DtmServiceConfig>;
+}
+
+/** Where a service that publishes its branches (`publish_branches`) is reached: `lynx.dtm.services.<name>`. */
+export interface DtmServiceConfig {
+  /** Its base URL (`app_url`), e.g. `http://bank:3000`: the manifest is `GET <url>/dtm/branches`. */
+  url?: string;
+  /** Its gRPC address, e.g. `stock:50051`, when it has no HTTP server: the manifest is `nestjs_dtm.Branches/Manifest`. */
+  grpc?: string;
+  /** Seconds a fetched manifest is used before it is fetched again at the next use (default 30); a failed fetch keeps it. */
+  refresh: number;
 }
 
 /** `lynx.dtm` settings given inline (camelCase); each overrides the same key of the YAML file. */
-export type DtmConfigInput = Partial<Omit<DtmConfig, 'branchAuthKeys'>> & {
+export type DtmConfigInput = Partial<Omit<DtmConfig, 'branchAuthKeys' | 'services'>> & {
+  /** The services whose branches this app adds by name (see {@link DtmConfig.services}); `refresh` is optional. */
+  services?: Record<string, Omit<DtmServiceConfig, 'refresh'> & { refresh?: number }>;
   /** Keys of authenticated branch calls (see {@link DtmConfig.branchAuthKeys}): the first signs, all verify. */
   branchAuthKeys?: string[];
 };

@@ -6,8 +6,9 @@ import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
 import { redactText, redactUrl, shorten } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DTM_CONFIG_KEYS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
-import type { DtmConfig, DtmConfigSource } from './dtm-config.types.js';
+import { DEFAULT_MANIFEST_REFRESH, DTM_CONFIG_KEYS, NODE_TIMER, NODE_TIMER_MAX_MS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
+import type { DtmConfig, DtmConfigSource, DtmServiceConfig } from './dtm-config.types.js';
+import { SERVICE_NAME } from '../contracts/branch-contract.js';
 
 const SECTION = 'lynx.dtm';
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -178,10 +179,59 @@ function applySection(config: DtmConfig, section: Record<string, unknown>, namin
       continue;
     }
     if (raw === undefined) continue;
+    if (key.kind === 'services') {
+      const services = checkServices(raw, pathOf(name), problems);
+      if (services) config.services = services;
+      continue;
+    }
     const checked = checkValue(key, raw);
     if ('problem' in checked) problems.push({ path: pathOf(name), message: checked.problem });
     else (config as unknown as Record<string, unknown>)[key.camel] = checked.value;
   }
+}
+
+/** The keys of one `services.<name>` entry, checked as the top-level keys of their kinds are. */
+const SERVICE_KEYS: readonly DtmConfigKey[] = [
+  { yaml: 'url', camel: 'appUrl', kind: 'http-url', example: 'http://bank:3000' },
+  { yaml: 'grpc', camel: 'grpcAppAddress', kind: 'host-port' },
+  { yaml: 'refresh', camel: 'timeout', kind: 'seconds', range: { min: 0.001, max: NODE_TIMER_MAX_MS / 1000, why: NODE_TIMER } },
+];
+
+/**
+ * `services`: a mapping of service names to `{ url | grpc, refresh? }`; every problem is reported
+ * with its path (`lynx.dtm.services.bank.url`). Undefined when there was a problem.
+ */
+function checkServices(raw: unknown, path: string, problems: DtmConfigProblem[]): DtmConfig['services'] | undefined {
+  if (!isPlainObject(raw)) {
+    problems.push({ path, message: MESSAGES.configWant('a mapping of service names to { url: http://host:port } or { grpc: host:port }', describe(raw)) });
+    return undefined;
+  }
+  const before = problems.length;
+  const services: DtmConfig['services'] = {};
+  for (const [name, entry] of Object.entries(raw)) {
+    const at = `${path}.${shorten(redactUrl(name))}`;
+    if (!SERVICE_NAME.test(name)) problems.push({ path: at, message: MESSAGES.configServiceName(describe(name)) });
+    if (!isPlainObject(entry)) {
+      problems.push({ path: at, message: MESSAGES.configWant('a mapping such as { url: http://bank:3000 } or { grpc: stock:50051 }', describe(entry)) });
+      continue;
+    }
+    const service: DtmServiceConfig = { refresh: DEFAULT_MANIFEST_REFRESH };
+    for (const [field, value] of Object.entries(entry)) {
+      const key = SERVICE_KEYS.find((k) => k.yaml === field);
+      if (!key) {
+        problems.push({ path: `${at}.${shorten(redactUrl(field))}`, message: MESSAGES.configUnknownKey(SERVICE_KEYS.map((k) => k.yaml), closest(field, SERVICE_KEYS.map((k) => k.yaml))) });
+        continue;
+      }
+      if (value === undefined) continue;
+      const checked = checkValue(key, value);
+      if ('problem' in checked) problems.push({ path: `${at}.${field}`, message: checked.problem });
+      else (service as unknown as Record<string, unknown>)[field] = checked.value;
+    }
+    const given = ['url', 'grpc'].filter((k) => entry[k] !== undefined);
+    if (given.length !== 1) problems.push({ path: at, message: MESSAGES.configServiceWhere(given.length) });
+    services[name] = service;
+  }
+  return problems.length > before ? undefined : services;
 }
 
 function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { problem: string } {
@@ -226,6 +276,8 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'sql-table': {
       return isBarrierTableName(raw) ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
     }
+    case 'services':
+      return { problem: 'checked by checkServices' };
     case 'secret-list': {
       // never shows a value: only its position and length
       if (typeof raw === 'string') raw = [raw];

@@ -8,6 +8,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
+import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { assertWholeNumber } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -36,7 +37,14 @@ export class Msg extends StepTransaction {
   }
 
   /** Adds a branch: DTM sends `payload` to `action` (a URL, a gRPC target, or the name of this app's `@MsgBranch`). */
-  add(action: string, payload?: Payload): this {
+  add(action: string, payload?: Payload): this;
+  /** Adds a branch of another service by name: an entry of its contract (`Stock.notify`, whose payload type `payload` must have) or `{ service, branch }`. */
+  add<P>(branch: RemoteBranch<'msg', P>, payload: NoInfer<P>): this;
+  add(action: string | RemoteBranch, payload?: Payload): this {
+    if (isRemoteBranch(action)) {
+      this.addRemote(action, 'msg', payload);
+      return this;
+    }
     const target = this.target(action, 'msg', 'action');
     if (target.kind === 'topic' && this.auth) throw new DtmUsageError(MESSAGES.topicWithAuth(this.gid, target.value), { gid: this.gid });
     this.steps.push({ action: target.value });
@@ -70,6 +78,7 @@ export class Msg extends StepTransaction {
    */
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
+    if (this.remoteSteps) await this.resolveRemote();
     await this.prepareInDtm(this.submission());
   }
 

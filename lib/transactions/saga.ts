@@ -3,6 +3,7 @@ import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transp
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { StepTransaction } from './step-transaction.js';
+import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /**
@@ -26,7 +27,17 @@ export class Saga extends StepTransaction {
   add(target: string, payload?: Payload): this;
   /** Adds a step: DTM sends `payload` to `action`, and to `compensate` if the saga rolls back (`''`: no compensation). */
   add(action: string, compensate: string, payload: Payload): this;
-  add(target: string, second?: unknown, third?: unknown): this {
+  /**
+   * Adds a step of another service by name: `branch` is an entry of its contract (`Bank.withdraw`,
+   * whose payload type `payload` must have) or `{ service, branch }`. Its action and compensation
+   * come from the service's manifest (`lynx.dtm.services`), resolved when the saga is submitted.
+   */
+  add<P>(branch: RemoteBranch<'saga', P>, payload: NoInfer<P>): this;
+  add(target: string | RemoteBranch, second?: unknown, third?: unknown): this {
+    if (isRemoteBranch(target)) {
+      this.addRemote(target, 'saga', second as Payload);
+      return this;
+    }
     // the number of arguments decides, as in DTM's Go SDK: (action, compensate, payload) or (target, payload)
     if (arguments.length >= 3) return this.step(target, second as string, third as Payload, true);
     return this.step(target, undefined, second as Payload, false);

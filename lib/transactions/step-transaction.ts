@@ -1,4 +1,5 @@
-import type { FinalResult, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { Transaction } from './transaction.js';
 
@@ -6,6 +7,29 @@ import { Transaction } from './transaction.js';
 export abstract class StepTransaction extends Transaction {
   protected readonly steps: Record<string, string>[] = [];
   protected readonly payloads: EncodedPayload[] = [];
+  /** Steps naming another service's branch, resolved from its manifest before the transaction is sent. */
+  protected remoteSteps?: { index: number; ref: RemoteBranch; kind: RemoteBranchKind; payload: Payload }[];
+
+  /** Adds a step of another service's branch `ref` (its targets are filled in by {@link resolveRemote}). */
+  protected addRemote(ref: RemoteBranch, kind: RemoteBranchKind, payload: Payload): void {
+    this.steps.push(kind === 'saga' ? { action: '', compensate: '' } : { action: '' });
+    this.payloads.push('');
+    (this.remoteSteps ??= []).push({ index: this.steps.length - 1, ref, kind, payload });
+  }
+
+  /** Fills in the targets and payloads of the steps added by name of another service (from the kept manifests: no call once fetched). */
+  protected async resolveRemote(): Promise<void> {
+    const steps = this.remoteSteps;
+    if (!steps) return;
+    this.remoteSteps = undefined;
+    const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));
+    steps.forEach((s, i) => {
+      const targets = resolved[i];
+      this.steps[s.index].action = targets.action.value;
+      if (s.kind === 'saga') this.steps[s.index].compensate = targets.compensate?.value ?? '';
+      this.payloads[s.index] = this.encode(s.payload, targets.action);
+    });
+  }
 
   /** Sets more per-transaction options (merged with earlier ones; seconds); unset options take the module's `lynx.dtm` values. */
   setOptions(options: TransactionOptions): this {
@@ -15,6 +39,7 @@ export abstract class StepTransaction extends Transaction {
 
   /** Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round succeeded. */
   async submit(): Promise<void> {
+    if (this.remoteSteps) await this.resolveRemote();
     await this.submitRequest(this.submission(), false);
   }
 
@@ -24,6 +49,7 @@ export abstract class StepTransaction extends Transaction {
    * time, or if DTM refused the submit (`DtmGidInUseError`: DTM holds another transaction under the gid).
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
+    if (this.remoteSteps) await this.resolveRemote();
     await this.submitRequest(this.submission(), true);
     return this.runtime.waitForFinal(this.gid, wait);
   }

@@ -1,5 +1,6 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
-import { parseTarget } from '../transport/branch-target.js';
+import { parseTarget, type BranchTarget } from '../transport/branch-target.js';
+import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { GlobalTransaction } from './global-transaction.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -20,15 +21,30 @@ export class Tcc extends GlobalTransaction {
    * cancelled), or another error if it could not be called.
    */
   callBranch(payload: Payload, tryTarget: string, confirmTarget: string, cancelTarget: string): Promise<BranchAnswer>;
-  async callBranch(payload: Payload, tryOrName: string, confirm?: string, cancel?: string): Promise<BranchAnswer> {
+  /**
+   * Registers and tries another service's TCC branch by name: an entry of its contract
+   * (`Stock.reserve`, whose payload type `payload` must have) or `{ service, branch }`; its three
+   * targets come from the service's manifest (`lynx.dtm.services`).
+   */
+  callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'tcc', P>): Promise<BranchAnswer>;
+  async callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
+    if (isRemoteBranch(tryOrName)) {
+      const targets = await this.remoteTargets(tryOrName, 'tcc');
+      return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName.service);
+    }
     const named = confirm === undefined && parseTarget(tryOrName, this.gid).kind === 'name';
     const tryTarget = this.target(tryOrName, 'tcc-try', 'try', true);
     const confirmTarget = this.target(named ? tryOrName : (confirm ?? ''), 'tcc-confirm', 'confirm');
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
+    return this.register(payload, tryTarget, confirmTarget, cancelTarget);
+  }
+
+  /** Registers the branch with its confirm and cancel, then calls its Try (`service`: of another service, by name). */
+  private async register(payload: Payload, tryTarget: BranchTarget, confirmTarget: BranchTarget, cancelTarget: BranchTarget, service?: string): Promise<BranchAnswer> {
     const data = this.encode(payload, tryTarget);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
     const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data) : this.ids.next();
     await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
-    return this.invokeBranch(tryTarget, data, branchId, 'try');
+    return service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try');
   }
 }

@@ -2,6 +2,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import type { BranchKind, FinalResult, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
+import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 
 /** What a transaction needs from the client that made it (internal). */
 export interface TransactionRuntime {
@@ -16,4 +17,8 @@ export interface TransactionRuntime {
   branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether this app has a decorated branch `name` of `kind`. */
   hasBranch(kind: BranchKind, name: string): boolean;
+  /** The targets (by op) of another service's branch `ref` of `kind`, for a transaction on `protocol`, from that service's manifest. */
+  remoteBranch(ref: RemoteBranch, kind: RemoteBranchKind, protocol: DtmProtocol): Promise<Record<string, string>>;
+  /** A call to a target of `service` failed with `err`: refetch its manifest at the next use if the target looks moved. */
+  remoteFailed(service: string, err: unknown): void;
 }

@@ -13,6 +13,7 @@ import { assertTransactionGid } from '../transport/branch-keys.js';
 import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
+import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
@@ -131,6 +132,31 @@ export abstract class Transaction {
     if (target.kind === 'topic' && kind !== 'msg') throw new DtmUsageError(MESSAGES.topicOutsideMsg(spec, role), { gid: this.gid });
     this.transport.checkTarget(target, this.gid);
     return target;
+  }
+
+  /**
+   * The targets (by op) of another service's branch `ref` of `kind`, from its manifest, checked as
+   * {@link target} checks the targets given in code.
+   */
+  protected async remoteTargets(ref: RemoteBranch, kind: RemoteBranchKind): Promise<Record<string, BranchTarget>> {
+    const targets = await this.runtime.remoteBranch(ref, kind, this.protocol);
+    const parsed: Record<string, BranchTarget> = {};
+    for (const op in targets) {
+      const target = parseAddress(targets[op], this.gid);
+      this.transport.checkTarget(target, this.gid);
+      parsed[op] = target;
+    }
+    return parsed;
+  }
+
+  /** Calls a branch of another service itself (TCC Try, XA action): a failure that says its target moved has its manifest refetched at the next use. */
+  protected async invokeRemote(service: string, target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string, phase2Target?: string): Promise<BranchAnswer> {
+    try {
+      return await this.invokeBranch(target, payload, branchId, op, phase2Target);
+    } catch (err) {
+      this.runtime.remoteFailed(service, err);
+      throw err;
+    }
   }
 
   /** `payload` as this transaction's transport sends it to `target`. */

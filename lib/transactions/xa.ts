@@ -1,5 +1,6 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
 import { GlobalTransaction } from './global-transaction.js';
+import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** An XA global transaction, handed to the callback of `DtmClient.xaGlobalTransaction`. */
@@ -14,7 +15,14 @@ export class Xa extends GlobalTransaction {
    * local XA transaction, registers itself with DTM and prepares. `target` is a URL, a gRPC target
    * (gRPC transactions), or the name of this app's `@XaBranch`. Resolves with its answer.
    */
-  async callBranch(payload: Payload, target: string): Promise<BranchAnswer> {
+  callBranch(payload: Payload, target: string): Promise<BranchAnswer>;
+  /** Calls another service's XA branch by name: an entry of its contract (whose payload type `payload` must have) or `{ service, branch }`. */
+  callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'xa', P>): Promise<BranchAnswer>;
+  async callBranch(payload: Payload, target: string | RemoteBranch): Promise<BranchAnswer> {
+    if (isRemoteBranch(target)) {
+      const resolved = (await this.remoteTargets(target, 'xa')).action;
+      return this.invokeRemote(target.service, resolved, this.encode(payload, resolved), this.ids.next(), 'action', resolved.value);
+    }
     const resolved = this.target(target, 'xa', 'XA action', true);
     return this.invokeBranch(resolved, this.encode(payload, resolved), this.ids.next(), 'action', resolved.value);
   }

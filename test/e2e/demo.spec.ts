@@ -1,5 +1,5 @@
 // The README's main command stays working: the demo (compiled by scripts/run-jest.mjs) runs its
-// nine transactions against its own DTM server and databases and prints them as expected.
+// ten transactions against its own DTM server and databases and prints them as expected.
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +22,7 @@ describe('npm run demo', () => {
     expect(summary).toEqual([
       'saga | transfer 30 alice -> bob | succeed | alice 100, bob 0 -> alice 70, bob 30',
       'saga | checkout 2 widgets, ship to atlantis | failed | stock 10, carol 100, shipped 0 -> stock 10, carol 100, shipped 0',
+      'saga | checkout -1 widgets (the contract refuses it) | failed | stock 10, carol 100, shipped 0 -> stock 10, carol 100, shipped 0',
       'tcc | reserve 1 widget, pay 25 | succeed | stock 10+0 reserved, carol 100+0 frozen -> stock 9+0 reserved, carol 75+0 frozen',
       'tcc | reserve 2 widgets, pay 500 | failed | stock 9+0 reserved, carol 75+0 frozen -> stock 9+0 reserved, carol 75+0 frozen',
       'msg | order placed -> shipping told | succeed | purchases 0, shipped 0 -> purchases 1, shipped 1',

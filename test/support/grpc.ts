@@ -16,6 +16,9 @@ function projectRoot(): string {
 /** The services of the test apps (test/e2e/protos/tests.proto, package `tests`). */
 export const TESTS_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'tests.proto');
 
+/** The stock service of services-by-name.spec.ts (test/e2e/protos/stock.proto, package `stock`). */
+export const STOCK_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'stock.proto');
+
 /** How the test apps load it, on both sides (Nest's gRPC server, DtmModule's grpcProtos): int64 as numbers, defaults filled in. */
 export const TESTS_LOADER = { longs: Number, defaults: true } as const;
 

@@ -45,11 +45,34 @@ function recordingRuntime(headers: Record<string, string> = {}) {
       return target;
     },
     hasBranch: (kind: BranchKind, name: string) => `${kind}:${name}` in branches,
+    // another service's saga branch `bank/withdraw`, as its manifest would give it
+    remoteBranch: async (ref) => {
+      if (ref.service !== 'bank' || ref.branch !== 'withdraw') throw new DtmUsageError(`no ${ref.service} branch ${ref.branch}`);
+      return { action: 'http://bank/withdraw', compensate: 'http://bank/withdraw-revert' };
+    },
+    remoteFailed: () => undefined,
   };
   return { runtime, sent };
 }
 
 describe('Saga', () => {
+  it('a step of another service by name takes its targets from the service (resolved at submit), in the order the steps were added', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await new Saga(runtime, 'gid-remote').add('http://a/TransOut', 'http://a/TransOutRevert', { amount: 1 }).add({ service: 'bank', branch: 'withdraw' }, { amount: 2 }).add('audit', { amount: 3 }).submit();
+    expect(sent[0].request.steps).toEqual([
+      { action: 'http://a/TransOut', compensate: 'http://a/TransOutRevert' },
+      { action: 'http://bank/withdraw', compensate: 'http://bank/withdraw-revert' },
+      { action: 'http://app/audit', compensate: '' },
+    ]);
+    expect(sent[0].request.payloads).toEqual(['{"amount":1}', '{"amount":2}', '{"amount":3}']);
+  });
+
+  it('a step naming an unknown branch of another service fails the submit, and nothing is sent', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await expect(new Saga(runtime, 'gid-remote-2').add({ service: 'bank', branch: 'withdrw' }, {}).submit()).rejects.toThrow('no bank branch withdrw');
+    expect(sent).toEqual([]);
+  });
+
   it('resolves the module defaults when created, payloads encoded once per step', async () => {
     const { runtime, sent } = recordingRuntime();
     await new Saga(runtime, 'gid-1')

@@ -48,6 +48,8 @@ describe('resolveDtmConfig', () => {
       passThroughHeaders: [],
       passTraceContext: true,
       barrierTable: 'dtm_barrier.barrier',
+      publishBranches: false,
+      services: {},
     });
   });
 
@@ -85,6 +87,8 @@ lynx:
       passTraceContext: true,
       appUrl: 'http://orders:3000',
       barrierTable: 'payments.dtm_barrier',
+      publishBranches: false,
+      services: {},
     });
     const merged = resolveDtmConfig({ configFile: file, config: { branchTimeout: 3, passThroughHeaders: ['X-Tenant'] } }, {});
     expect(merged.branchTimeout).toBe(3);
@@ -197,6 +201,61 @@ lynx:
 
   it('accepts enabled: false with nothing else', () => {
     expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    enabled: false\n') }, {}).enabled).toBe(false);
+  });
+});
+
+describe('services (branches of other services by name)', () => {
+  it('reads each service with its URL or gRPC address; refresh defaults to 30 seconds', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    publish_branches: true
+    services:
+      bank:
+        url: "\${BANK_URL}/"
+      stock:
+        grpc: stock:50051
+        refresh: 5
+`);
+    const config = resolveDtmConfig({ configFile: file }, { BANK_URL: 'http://bank:3000' });
+    expect(config.publishBranches).toBe(true);
+    expect(config.services).toEqual({ bank: { url: 'http://bank:3000', refresh: 30 }, stock: { grpc: 'stock:50051', refresh: 5 } });
+  });
+
+  it('reports every problem of every service with its YAML path', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    services:
+      bank:
+        url: "ftp://bank"
+      stock:
+        grpc: stock
+        refresh: 0
+      both:
+        url: http://a:1
+        grpc: a:2
+      none: {}
+      "1bad":
+        url: http://b:1
+      typo:
+        ulr: http://c:1
+`);
+    const byPath = Object.fromEntries(problemsOf({ configFile: file }).map((p) => [p.path, p.message]));
+    expect(byPath).toEqual({
+      'lynx.dtm.services.bank.url': expect.stringMatching(/must be an http\(s\) URL such as http:\/\/bank:3000, got "ftp:\/\/bank"/),
+      'lynx.dtm.services.stock.grpc': expect.stringMatching(/host:port/),
+      'lynx.dtm.services.stock.refresh': 'must be a positive number of seconds, got 0',
+      'lynx.dtm.services.both': expect.stringMatching(/gives both url and grpc: give one/),
+      'lynx.dtm.services.none': expect.stringMatching(/says neither where the service is/),
+      'lynx.dtm.services.1bad': expect.stringMatching(/service names must be a letter then/),
+      'lynx.dtm.services.typo.ulr': expect.stringMatching(/unknown key; did you mean "url"\?/),
+      'lynx.dtm.services.typo': expect.stringMatching(/says neither/),
+    });
+  });
+
+  it('refuses services that are not a mapping, inline too (camelCase path)', () => {
+    expect(problemsOf({ config: { services: ['bank'] as never } })).toEqual([{ path: 'config.services', message: expect.stringMatching(/must be a mapping of service names/) }]);
   });
 });
 

@@ -105,6 +105,10 @@ export const grpcBranchTransport: BranchTransport = {
     return (carrier as GrpcCallLike).getPath?.() ?? '';
   },
 
+  payload(context: ArgumentsHost): unknown {
+    return context.getArgByIndex<unknown>(0);
+  },
+
   rawBody(context: ArgumentsHost): Uint8Array | undefined {
     const message = context.getArgByIndex<{ [RAW_REQUEST]?: Uint8Array } | undefined>(0);
     return message?.[RAW_REQUEST];

@@ -13,6 +13,7 @@ import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
 import { keepBranchQuery, parseBranchQuery } from './http-branch.transport.js';
+import { MANIFEST_PATH } from '../../contracts/branch-manifest.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413, unread). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
@@ -55,6 +56,7 @@ export function isBranchCall(request: { method?: string; url?: string }, routes:
  *   {@link MAX_BRANCH_BODY_BYTES} gets 413 from its `Content-Length` before it is read, or, sent
  *   chunked, as soon as it passes the limit. Fastify: branch calls get a content type of their
  *   own, read by this module's parser (whose `bodyLimit` does the same).
+ * - with `publish_branches`, it serves the branch manifest (GET {@link MANIFEST_PATH}), outside Nest's routing too.
  * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
  *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
  */
@@ -64,10 +66,10 @@ export class DtmHttpIntegration {
   private readonly routes: BranchRoutes;
 
   constructor(
-    @Inject(DTM_CONFIG) config: DtmConfig,
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
     @Optional() adapterHost?: HttpAdapterHost,
     @Optional() private readonly client?: DtmClient,
-    @Optional() registry?: DtmBranchRegistry,
+    @Optional() private readonly registry?: DtmBranchRegistry,
   ) {
     this.allowList = passThroughAllowList(config);
     this.routes = registry ? (method, url, pathLength) => registry.servesHttp(method, url, pathLength) : () => false;
@@ -88,6 +90,10 @@ export class DtmHttpIntegration {
       };
       adapter.get(WORKFLOW_RESUME_PATH, resume);
       adapter.post(WORKFLOW_RESUME_PATH, resume);
+    }
+    const registry = this.registry;
+    if ((type === 'express' || type === 'fastify') && registry && this.config.publishBranches) {
+      adapter.get(MANIFEST_PATH, (_req: unknown, res: unknown) => adapter.reply(res, registry.manifest(), 200));
     }
   }
 }

@@ -120,6 +120,10 @@ export const httpBranchTransport: BranchTransport = {
     return q < 0 ? url : url.slice(0, q);
   },
 
+  payload(_context: ArgumentsHost, carrier: BranchCarrier): unknown {
+    return (carrier as Request).body;
+  },
+
   /** The raw body the module's reader kept; else (another parser read it) the parsed body re-encoded as JSON. */
   rawBody(_context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array {
     const { rawBody, body } = carrier as Request;

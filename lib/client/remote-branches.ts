@@ -1,0 +1,222 @@
+// The caller's side of branches by name across services: the manifests of the services configured
+// under lynx.dtm.services, fetched on first use (or at start-up for the module's contracts), kept,
+// refetched at the next use once `refresh` seconds old or after a call to one of their targets
+// failed as if it had moved; a service that does not answer keeps being used from what was fetched
+// before. Every address comes from the app's own configuration and the manifest of a configured
+// service, never from a request the app serves.
+import { Logger } from '@nestjs/common';
+import type { DtmConfig, DtmServiceConfig } from '../config/dtm-config.types.js';
+import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
+import { MANIFEST_FORMAT, MANIFEST_GRPC_METHOD, MANIFEST_PATH, REQUIRED_OPS, type ManifestBranch } from '../contracts/branch-manifest.js';
+import { MESSAGES } from '../dtm.messages.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import { DtmRemoteBranchError, type DtmRemoteBranchProblem } from '../errors/dtm-remote-branch.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { redactUrl } from '../redact.js';
+import { parseAddress } from '../transport/branch-target.js';
+import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
+
+/** gRPC NOT_FOUND, UNIMPLEMENTED: the method is not served there. */
+const NOT_SERVED_CODES = new Set([5, 12]);
+
+/** A service's manifest as the caller keeps it. */
+interface Fetched {
+  branches: Map<string, ManifestBranch>;
+  /** When it was fetched (ms). */
+  at: number;
+  /** A call to one of its targets failed as if the service had moved: refetch at the next use. */
+  stale: boolean;
+}
+
+/** The targets of a remote branch for a transaction, by op (`action`, `compensate`, `try`, ...). */
+export type RemoteTargets = Record<string, string>;
+
+/** Resolves branches of other services by name, from their manifests. */
+export class RemoteBranchDirectory {
+  private readonly logger = new Logger('DtmBranch');
+  private readonly fetched = new Map<string, Fetched>();
+  private readonly fetching = new Map<string, Promise<Fetched>>();
+
+  constructor(private readonly config: DtmConfig) {}
+
+  /**
+   * The targets of `ref` for a `kind` step or branch of a transaction on `protocol`: gRPC targets
+   * when the branch has them and the transaction is on gRPC, else HTTP ones. Throws
+   * {@link DtmRemoteBranchError} for an unknown service or branch, a kind or transport mismatch,
+   * and `DtmUnavailableError` when the manifest was never fetched and cannot be.
+   */
+  async resolve(ref: RemoteBranch, kind: RemoteBranchKind, protocol: DtmProtocol): Promise<RemoteTargets> {
+    const branch = await this.branch(ref);
+    if (branch.kind !== kind) throw error(ref, 'kind', MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, kind));
+    const targets: RemoteTargets = {};
+    for (const [op, where] of Object.entries(branch.ops)) {
+      const target = protocol === 'grpc' ? (where.grpc ?? where.http) : where.http;
+      if (target) targets[op] = target;
+      else if (REQUIRED_OPS[kind].includes(op) || op === 'compensate') {
+        throw error(ref, 'transport', MESSAGES.remoteWrongTransport(ref.service, ref.branch, protocol, Object.keys(where).map((t) => (t === 'grpc' ? 'gRPC' : 'HTTP'))));
+      }
+    }
+    for (const op of REQUIRED_OPS[kind]) if (!targets[op]) throw error(ref, 'manifest', MESSAGES.remoteManifestMissingOp(ref.service, ref.branch, op));
+    return targets;
+  }
+
+  /**
+   * A call to a target of `service` failed: when the failure says the target is gone (unreachable,
+   * HTTP 404, gRPC UNIMPLEMENTED / NOT_FOUND), its manifest is refetched at the next use.
+   */
+  failed(service: string, err: unknown): void {
+    const entry = this.fetched.get(service);
+    if (!entry) return;
+    const status = (err as { status?: number; protocol?: DtmProtocol }).status;
+    const protocol = (err as { protocol?: DtmProtocol }).protocol;
+    const moved = err instanceof DtmUnavailableError || (err instanceof DtmServerError && (protocol === 'grpc' ? NOT_SERVED_CODES.has(status ?? -1) : status === 404));
+    if (moved) entry.stale = true;
+  }
+
+  /**
+   * The start-up check of the module's contracts: every entry must name a configured service that
+   * has a branch of that name and kind. A service that does not answer is checked on first use
+   * instead (a warning), so that a participant briefly down does not stop its callers.
+   */
+  async check(refs: readonly RemoteBranch[]): Promise<void> {
+    const problems: DtmRemoteBranchError['problems'][number][] = [];
+    const deferred = new Set<string>();
+    for (const ref of refs) {
+      if (deferred.has(ref.service)) continue;
+      try {
+        const branch = await this.branch(ref);
+        if (ref.kind && branch.kind !== ref.kind) problems.push({ service: ref.service, branch: ref.branch, problem: 'kind', message: MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, ref.kind) });
+      } catch (err) {
+        if (err instanceof DtmRemoteBranchError) problems.push(...err.problems);
+        else {
+          deferred.add(ref.service);
+          this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, err instanceof Error ? err.message : String(err)));
+        }
+      }
+    }
+    if (problems.length > 0) throw new DtmRemoteBranchError(problems);
+  }
+
+  private async branch(ref: RemoteBranch): Promise<ManifestBranch> {
+    const service = this.config.services[ref.service];
+    if (!service || !Object.hasOwn(this.config.services, ref.service)) {
+      throw error(ref, 'unknown-service', MESSAGES.remoteUnknownService(ref.service, ref.branch, Object.keys(this.config.services)));
+    }
+    const manifest = await this.manifest(ref.service, service);
+    const branch = manifest.branches.get(ref.branch);
+    if (!branch) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].map((b) => `${b.name} (${b.kind})`).sort()));
+    return branch;
+  }
+
+  /** The manifest of `name`: the kept one while fresh, else fetched (one fetch at a time per service); a failed refetch keeps the old one. */
+  private async manifest(name: string, service: DtmServiceConfig): Promise<Fetched> {
+    const kept = this.fetched.get(name);
+    if (kept && !kept.stale && Date.now() - kept.at < service.refresh * 1000) return kept;
+    let pending = this.fetching.get(name);
+    if (!pending) {
+      pending = this.fetch(name, service).finally(() => this.fetching.delete(name));
+      this.fetching.set(name, pending);
+    }
+    try {
+      const fresh = await pending;
+      this.fetched.set(name, fresh);
+      return fresh;
+    } catch (err) {
+      if (!kept || err instanceof DtmRemoteBranchError) throw err;
+      this.logger.warn(MESSAGES.remoteManifestStale(name, err instanceof Error ? err.message : String(err)));
+      kept.at = Date.now(); // tried again at the next refresh, not on every use while the service is down
+      return kept;
+    }
+  }
+
+  private async fetch(name: string, service: DtmServiceConfig): Promise<Fetched> {
+    const endpoint = service.url ? `${service.url}${MANIFEST_PATH}` : `${service.grpc}${MANIFEST_GRPC_METHOD}`;
+    const shown = redactUrl(endpoint);
+    const text = service.url ? await this.fetchHttp(name, endpoint, shown) : await this.fetchGrpc(name, service.grpc!, shown);
+    return { branches: readManifest(name, shown, text), at: Date.now(), stale: false };
+  }
+
+  private async fetchHttp(name: string, endpoint: string, shown: string): Promise<string> {
+    let answer: Response;
+    try {
+      answer = await fetch(endpoint, { redirect: 'error', signal: AbortSignal.timeout(Math.ceil(this.config.timeout * 1000)) });
+    } catch (err) {
+      const why = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
+      throw new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http' });
+    }
+    if (answer.status === 404) throw error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown));
+    if (answer.status !== 200) throw new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, `HTTP ${answer.status}`), { endpoint: shown, protocol: 'http', status: answer.status });
+    const text = await answer.text();
+    if (text.length > this.config.maxAnswerBytes) throw error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(name, shown, `over ${this.config.maxAnswerBytes} bytes`));
+    return text;
+  }
+
+  private fetchGrpc(name: string, address: string, shown: string): Promise<string> {
+    const { grpc } = loadGrpc();
+    const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.enable_http_proxy': 0, 'grpc.max_receive_message_length': this.config.maxAnswerBytes });
+    const identity = (b: Buffer) => b;
+    return new Promise<string>((resolve, reject) => {
+      client.makeUnaryRequest(MANIFEST_GRPC_METHOD, identity, identity, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + this.config.timeout * 1000 }, (err, reply) => {
+        client.close();
+        if (!err) return resolve(stringField1(reply ?? Buffer.alloc(0)));
+        if (NOT_SERVED_CODES.has(err.code)) return reject(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown)));
+        reject(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, err.details || err.message), { endpoint: shown, protocol: 'grpc', status: err.code }));
+      });
+    });
+  }
+}
+
+function error(ref: Pick<RemoteBranch, 'service' | 'branch'>, problem: DtmRemoteBranchProblem, message: string): DtmRemoteBranchError {
+  return new DtmRemoteBranchError([{ service: ref.service, ...(ref.branch ? { branch: ref.branch } : {}), problem, message }]);
+}
+
+/** The branches of a manifest's JSON, checked: every target must be an http(s) URL or a gRPC target. */
+function readManifest(service: string, endpoint: string, text: string): Map<string, ManifestBranch> {
+  const bad = (why: string) => error({ service, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(service, endpoint, why));
+  let manifest: { format?: unknown; branches?: unknown };
+  try {
+    manifest = JSON.parse(text) as typeof manifest;
+  } catch {
+    throw bad('not JSON');
+  }
+  if (manifest?.format !== MANIFEST_FORMAT || !Array.isArray(manifest.branches)) throw bad(`not a ${MANIFEST_FORMAT} manifest`);
+  const branches = new Map<string, ManifestBranch>();
+  for (const raw of manifest.branches as ManifestBranch[]) {
+    if (typeof raw?.name !== 'string' || !(raw.kind in REQUIRED_OPS) || typeof raw.ops !== 'object' || raw.ops === null) throw bad('a branch without name, kind or ops');
+    for (const where of Object.values(raw.ops)) {
+      for (const [transport, target] of Object.entries(where ?? {})) {
+        const parsed = typeof target === 'string' ? safeParse(target) : undefined;
+        if (parsed !== transport) throw bad(`branch ${JSON.stringify(raw.name)} has a ${transport} target that is not one`);
+      }
+    }
+    branches.set(raw.name, { name: raw.name, kind: raw.kind, ops: raw.ops });
+  }
+  return branches;
+}
+
+function safeParse(target: string): string | undefined {
+  try {
+    return parseAddress(target).kind;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Field 1 (a string) of a protobuf message: what `nestjs_dtm.BranchManifest` carries. */
+function stringField1(bytes: Buffer): string {
+  let at = 0;
+  while (at < bytes.length) {
+    const tag = bytes[at++];
+    let length = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[at++];
+      length += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80 || at >= bytes.length) break;
+    }
+    if (tag === 0x0a) return bytes.subarray(at, at + length).toString('utf8');
+    if ((tag & 7) !== 2) break; // BranchManifest has only field 1
+    at += length;
+  }
+  return '';
+}

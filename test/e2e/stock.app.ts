@@ -1,0 +1,82 @@
+// The stock of services-by-name.spec.ts, a gRPC-only participant (a Nest microservice, no HTTP
+// server) run as its own process (environment: GRPC_PORT, DTM_URL, DTM_GRPC). It publishes its
+// branches over gRPC (nestjs_dtm.Branches/Manifest: DTM_BRANCHES_PROTO loaded beside its own proto),
+// as the contract Stock of shop-contracts.ts names them; Level answers the stock of a sku.
+import 'reflect-metadata';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { GrpcMethod, Payload, Transport, type MicroserviceOptions } from '@nestjs/microservices';
+import { DTM_BRANCHES_PROTO, DtmFailureError, DtmModule, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchPayload } from 'nestjs-dtm';
+import { Stock } from './shop-contracts.js';
+import { STOCK_PROTO, TESTS_LOADER } from '../support/grpc.js';
+
+
+const level = { available: 10, reserved: 0, shipped: 0 };
+const calls: string[] = [];
+
+@Controller()
+class StockController {
+  @GrpcMethod('Stock', 'Take')
+  @SagaAction(Stock.take)
+  take(@Payload() i: BranchPayload<typeof Stock.take>) {
+    calls.push(`take ${i.qty}`);
+    if (level.available < i.qty) throw new DtmFailureError(`only ${level.available} ${i.sku} left`);
+    level.available -= i.qty;
+  }
+
+  @GrpcMethod('Stock', 'TakeRevert')
+  @SagaCompensate(Stock.take)
+  takeRevert(@Payload() i: BranchPayload<typeof Stock.take>) {
+    if (calls.includes(`take ${i.qty}`)) level.available += i.qty;
+    calls.push(`take-revert ${i.qty}`);
+  }
+
+  @GrpcMethod('Stock', 'ReserveTry')
+  @TccTry(Stock.reserve)
+  reserveTry(@Payload() i: BranchPayload<typeof Stock.reserve>) {
+    if (level.available < i.qty) throw new DtmFailureError(`only ${level.available} ${i.sku} left`);
+    level.available -= i.qty;
+    level.reserved += i.qty;
+  }
+
+  @GrpcMethod('Stock', 'ReserveConfirm')
+  @TccConfirm(Stock.reserve)
+  reserveConfirm(@Payload() i: BranchPayload<typeof Stock.reserve>) {
+    level.reserved -= i.qty;
+    level.shipped += i.qty;
+  }
+
+  @GrpcMethod('Stock', 'ReserveCancel')
+  @TccCancel(Stock.reserve)
+  reserveCancel(@Payload() i: BranchPayload<typeof Stock.reserve>) {
+    level.reserved -= i.qty;
+    level.available += i.qty;
+  }
+
+  @GrpcMethod('Stock', 'Ship')
+  @MsgBranch(Stock.ship)
+  ship(@Payload() i: BranchPayload<typeof Stock.ship>) {
+    level.shipped += i.qty;
+  }
+
+  @GrpcMethod('Stock', 'Level')
+  level() {
+    return level;
+  }
+}
+
+const grpcAddress = `127.0.0.1:${process.env.GRPC_PORT}`;
+
+@Module({
+  imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: true, retryInterval: 1 } })],
+  controllers: [StockController],
+})
+class StockModule {}
+
+const app = await NestFactory.createMicroservice<MicroserviceOptions>(StockModule, {
+  logger: ['error', 'warn'],
+  transport: Transport.GRPC,
+  options: { package: ['stock', 'nestjs_dtm'], protoPath: [STOCK_PROTO, DTM_BRANCHES_PROTO], url: grpcAddress, loader: TESTS_LOADER },
+});
+await app.listen();
+process.stdout.write('ready\n');

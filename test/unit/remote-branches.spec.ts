@@ -1,0 +1,100 @@
+// The caller's directory of other services' branches (client/remote-branches.ts), against a local
+// HTTP server playing a participant's manifest endpoint: caching, refresh, refetch after a failure
+// that says a target moved, and the errors of a service that publishes nothing usable.
+import { createServer, type Server } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { DtmFailureError, DtmRemoteBranchError, DtmUnavailableError, resolveDtmConfig } from 'nestjs-dtm';
+import { RemoteBranchDirectory } from '../../lib/client/remote-branches.js';
+
+let server: Server;
+let base: string;
+let fetches = 0;
+/** What the manifest endpoint answers next. */
+let answer: { status: number; body: string };
+
+const manifest = (port: number) =>
+  JSON.stringify({
+    format: 'nestjs-dtm.branches/1',
+    branches: [
+      { name: 'withdraw', kind: 'saga', ops: { action: { http: `http://bank:${port}/withdraw` }, compensate: { http: `http://bank:${port}/withdraw-revert` } } },
+      { name: 'reserve', kind: 'tcc', ops: { try: { grpc: 'stock:1/s.S/Try' }, confirm: { grpc: 'stock:1/s.S/Confirm' }, cancel: { grpc: 'stock:1/s.S/Cancel' } } },
+    ],
+  });
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    fetches += 1;
+    res.writeHead(req.url === '/dtm/branches' ? answer.status : 404, { 'content-type': 'application/json' });
+    res.end(answer.body);
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+afterAll(() => new Promise((done) => server.close(done)));
+
+const directory = (refresh = 30) => new RemoteBranchDirectory(resolveDtmConfig({ config: { services: { bank: { url: base, refresh } } } }, {}));
+const withdraw = { service: 'bank', branch: 'withdraw' };
+
+describe('RemoteBranchDirectory', () => {
+  it('fetches a manifest once and resolves from it until refresh; a failure saying the target moved makes the next use refetch, another does not', async () => {
+    answer = { status: 200, body: manifest(1) };
+    fetches = 0;
+    const d = directory();
+    expect(await d.resolve(withdraw, 'saga', 'http')).toEqual({ action: 'http://bank:1/withdraw', compensate: 'http://bank:1/withdraw-revert' });
+    await d.resolve(withdraw, 'saga', 'grpc');
+    expect(fetches).toBe(1);
+    d.failed('bank', new DtmFailureError('refused'));
+    answer = { status: 200, body: manifest(2) };
+    expect((await d.resolve(withdraw, 'saga', 'http')).action).toBe('http://bank:1/withdraw');
+    d.failed('bank', new DtmUnavailableError('connection refused'));
+    expect((await d.resolve(withdraw, 'saga', 'http')).action).toBe('http://bank:2/withdraw');
+    expect(fetches).toBe(2);
+  });
+
+  it('refetches once the manifest is older than refresh; keeps the old one while the service does not answer', async () => {
+    answer = { status: 200, body: manifest(1) };
+    const d = directory(0.05);
+    await d.resolve(withdraw, 'saga', 'http');
+    await new Promise((done) => setTimeout(done, 60));
+    answer = { status: 503, body: '' };
+    expect((await d.resolve(withdraw, 'saga', 'http')).action).toBe('http://bank:1/withdraw');
+  });
+
+  it('gRPC targets only in a gRPC transaction: a gRPC-only branch in an HTTP transaction is a transport mismatch', async () => {
+    answer = { status: 200, body: manifest(1) };
+    const d = directory();
+    expect(await d.resolve({ service: 'bank', branch: 'reserve' }, 'tcc', 'grpc')).toEqual({ try: 'stock:1/s.S/Try', confirm: 'stock:1/s.S/Confirm', cancel: 'stock:1/s.S/Cancel' });
+    await expect(d.resolve({ service: 'bank', branch: 'reserve' }, 'tcc', 'http')).rejects.toMatchObject({ problem: 'transport' });
+  });
+
+  it('a service that does not publish (404), answers no manifest, or lists a target that is not one: DtmRemoteBranchError naming why', async () => {
+    answer = { status: 404, body: '' };
+    const err = await directory().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmRemoteBranchError);
+    expect((err as Error).message).toContain('set lynx.dtm.publish_branches: true on it');
+    answer = { status: 200, body: '<html>' };
+    await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('not JSON');
+    answer = { status: 200, body: JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: [{ name: 'withdraw', kind: 'saga', ops: { action: { http: 'ftp://x' } } }] }) };
+    await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('has a http target that is not one');
+  });
+
+  it('a service never reached: DtmUnavailableError naming its manifest endpoint', async () => {
+    const d = new RemoteBranchDirectory(resolveDtmConfig({ config: { timeout: 2, services: { bank: { url: 'http://127.0.0.1:1' } } } }, {}));
+    const err = await d.resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmUnavailableError);
+    expect((err as Error).message).toContain('http://127.0.0.1:1/dtm/branches');
+  });
+
+  it('the start-up check lists every problem of the contracts at once', async () => {
+    answer = { status: 200, body: manifest(1) };
+    const err = await directory()
+      .check([
+        { service: 'bank', branch: 'withdrw', kind: 'saga' },
+        { service: 'bank', branch: 'reserve', kind: 'saga' },
+        { service: 'shipping', branch: 'ship', kind: 'msg' },
+      ])
+      .catch((e: unknown) => e);
+    expect((err as DtmRemoteBranchError).problems.map((p) => p.problem)).toEqual(['unknown-branch', 'kind', 'unknown-service']);
+    expect((err as Error).message).toContain('service "bank" has no branch "withdrw"; its branches: reserve (tcc), withdraw (saga)');
+  });
+});
