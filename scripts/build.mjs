@@ -52,7 +52,9 @@ const importMetaUrl = (context) => (sourceFile) => {
   const f = context.factory;
   const visit = (node) => {
     if (ts.isPropertyAccessExpression(node) && ts.isMetaProperty(node.expression) && node.expression.keywordToken === ts.SyntaxKind.ImportKeyword && node.name.text === 'url') {
-      const pathToFileURL = f.createPropertyAccessExpression(f.createCallExpression(f.createIdentifier('require'), undefined, [f.createStringLiteral('node:url')]), 'pathToFileURL');
+      // module.require: the file may have a `require` of its own (createRequire(import.meta.url))
+      const moduleRequire = f.createPropertyAccessExpression(f.createIdentifier('module'), 'require');
+      const pathToFileURL = f.createPropertyAccessExpression(f.createCallExpression(moduleRequire, undefined, [f.createStringLiteral('node:url')]), 'pathToFileURL');
       return f.createPropertyAccessExpression(f.createCallExpression(pathToFileURL, undefined, [f.createIdentifier('__filename')]), 'href');
     }
     return ts.visitEachChild(node, visit, context);
