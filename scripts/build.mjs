@@ -7,7 +7,7 @@
 // lib/ is written as ES modules (this repository's tests run it so); the few `import.meta.url`
 // become `__filename`'s URL in the CommonJS output. Type errors fail the build (lib/ is also
 // type-checked as part of `tsc -p tsconfig.json`).
-// --js-only: the JavaScript alone, without the type check and the declarations (npm run test:unit).
+// --js-only: the JavaScript alone, without the type check and the declarations, written over dist/ (npm run test:unit).
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
@@ -36,10 +36,12 @@ function fail(diagnostics) {
   process.exit(1);
 }
 
-rmSync(dist, { recursive: true, force: true });
+const jsOnly = process.argv.includes('--js-only');
+// --js-only rewrites the JavaScript in place (it leaves declarations a full build wrote)
+if (!jsOnly) rmSync(dist, { recursive: true, force: true });
 
 // 1. type check, declarations and their maps (from the ES-module sources: the same text for both formats)
-if (!process.argv.includes('--js-only')) {
+if (!jsOnly) {
   const program = ts.createProgram(parsed.fileNames, { ...parsed.options, outDir: cjsDir, declaration: true, declarationMap: true, emitDeclarationOnly: true, noEmit: false, incremental: false });
   const emitted = program.emit();
   const diagnostics = [...ts.getPreEmitDiagnostics(program), ...emitted.diagnostics];
