@@ -84,7 +84,7 @@ describe('outcome mapping', () => {
   });
 
   it('gRPC: ABORTED, FAILED_PRECONDITION, an RpcException as given, an HttpException by its status, anything else INTERNAL', async () => {
-    const grpcAnswer = (error: unknown) => firstValueFrom(grpcBranchTransport.answer(error) as never).catch((e: unknown) => e);
+    const grpcAnswer = (error: unknown) => firstValueFrom(grpcBranchTransport.answer(error, grpcCall('pay', KEYS).context, undefined) as never).catch((e: unknown) => e);
     expect(await grpcAnswer(new DtmFailureError('no account zed'))).toEqual({ code: status.ABORTED, message: 'no account zed' });
     expect(await grpcAnswer(new DtmOngoingError('not yet'))).toEqual({ code: status.FAILED_PRECONDITION, message: 'not yet' });
     expect(await grpcAnswer(new RpcException({ code: status.NOT_FOUND, message: 'x' }))).toEqual({ code: status.NOT_FOUND, message: 'x' });

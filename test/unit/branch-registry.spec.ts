@@ -62,42 +62,54 @@ describe('DtmBranchExplorer and DtmBranchRegistry', () => {
     expect(() => registry.target('saga-action', 'nope', 'http')).toThrow(/pay/);
     await app.close();
   });
+});
 
-  it('refuse at start-up, in one error naming each handler: a saga action without compensation, a compensation without action, an incomplete TCC, a branch that is not a route, a name served twice', async () => {
-    @Controller('bad')
-    class Bad {
-      @Post('a')
-      @SagaAction('lonely')
-      lonely(): void {}
-
-      @Post('b')
-      @SagaCompensate('orphan')
-      orphan(): void {}
-
-      @Post('c')
-      @TccTry('half')
-      half(): void {}
-
-      @SagaAction('unrouted', { compensate: false })
-      unrouted(): void {}
-
-      @Post('d')
-      @SagaAction('twice', { compensate: false })
-      twiceA(): void {}
-
-      @Post('e')
-      @SagaAction('twice', { compensate: false })
-      twiceB(): void {}
-    }
-    const error = await appWith(Bad).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+// (moved from test/e2e/branches.spec.ts: they need no server)
+describe('start-up validation of decorated branches', () => {
+  const failureOf = async (controllers: Type[]) => {
+    const error = await appWith(...controllers).then((app) => app.close(), (e: unknown) => e);
     expect(error).toBeInstanceOf(DtmBranchRegistryError);
-    const problems = (error as DtmBranchRegistryError).problems.join('\n');
-    for (const named of ['Bad.lonely', 'Bad.orphan', 'Bad.half', 'Bad.unrouted', 'Bad.twiceA', 'Bad.twiceB', "@TccConfirm('half')", "@TccCancel('half')"]) {
-      expect(problems).toContain(named);
+    return (error as DtmBranchRegistryError).problems;
+  };
+
+  it('names both handlers of a duplicate branch name', async () => {
+    @Controller('a')
+    class A {
+      @Post('x') @SagaAction('pay', { compensate: false }) x() {}
+      @Post('y') @SagaAction('pay', { compensate: false }) y() {}
     }
-    expect((error as DtmBranchRegistryError).problems).toHaveLength(5);
+    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is served over HTTP by A.x and A.y: a branch name has one handler per transport`)]);
   });
+
+  it('refuses a saga action without compensation, unless stated, and a compensation without action', async () => {
+    @Controller('b')
+    class B {
+      @Post('x') @SagaAction('ship') x() {}
+      @Post('y') @SagaCompensate('refund') y() {}
+    }
+    const problems = await failureOf([B]);
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaAction('ship') on B.x has no @SagaCompensate('ship'); add one, or state @SagaAction('ship', { compensate: false })`));
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaCompensate('refund') on B.y compensates no @SagaAction('refund')`));
+  });
+
+  it('refuses a TCC Try without Confirm and Cancel', async () => {
+    @Controller('c')
+    class C {
+      @Post('t') @TccTry('stock') t() {}
+      @Post('c') @TccConfirm('stock') c() {}
+    }
+    expect(await failureOf([C])).toEqual([expect.stringContaining(`@TccTry('stock') on C.t has no @TccCancel('stock'); a TCC branch needs all three`)]);
+  });
+
+  it('refuses a decorated method that is not a route, and a route with path parameters', async () => {
+    @Controller('d')
+    class D {
+      @SagaAction('noRoute', { compensate: false }) x() {}
+      @Post(':id') @SagaAction('param', { compensate: false }) y() {}
+    }
+    const problems = await failureOf([D]);
+    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()'));
+    expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
+  });
+
 });
