@@ -44,7 +44,8 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
     const section = loadedSection(options.section, env, problems);
     if (section) applySection(config, section, 'yaml', problems);
   }
-  if ('config' in options && options.config === undefined) {
+  if ('config' in options && options.config === undefined && sources.length === 0) {
+    // config: undefined as the only source (ConfigService.get of a missing key): not the silent defaults
     sources.push('inline config');
     problems.push({ path: 'config', message: MESSAGES.configInlineUndefined() });
   } else if (options.config !== undefined) {

@@ -46,7 +46,7 @@ export function dtmCachedBinaryPath(env: NodeJS.ProcessEnv = process.env): strin
 /** Where a DTM server binary was found, and through which of the ways. */
 export interface DtmBinary {
   path: string;
-  from: 'DTM_BINARY' | 'PATH' | 'cache' | 'built';
+  from: 'option' | 'DTM_BINARY' | 'PATH' | 'cache' | 'built';
 }
 
 /**
@@ -212,7 +212,7 @@ export async function waitForDtmServer(httpUrl: string, timeoutMs: number, exite
  * {@link DtmServerNotFoundError} with every way to get a binary when there is none.
  */
 export async function startDtmServer(options: StartDtmServerOptions = {}): Promise<DtmTestServer> {
-  let binary: DtmBinary | undefined = options.binary ? { path: options.binary, from: 'DTM_BINARY' } : findDtmServerBinary();
+  let binary: DtmBinary | undefined = options.binary ? { path: options.binary, from: 'option' } : findDtmServerBinary();
   if (!binary) {
     if (options.build === false) throw new DtmServerNotFoundError(searchedPlaces(process.env), 'build: false');
     binary = { path: buildDtmServer(), from: 'built' };

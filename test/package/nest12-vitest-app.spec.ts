@@ -1,6 +1,7 @@
-// A Nest 12 ES module app as `nest new` (CLI 12) makes it: Vitest, TypeScript 6. nestjs-dtm from the
-// tarball loads through its `import` entry, and the README's testing examples pass: a unit test,
-// and an e2e saga against a real DTM server started with nestjs-dtm/testing.
+// A Nest 12 ES module app as `nest new` (CLI 12) makes it: Vitest, TypeScript 6, with the Nest 11
+// app's sources and tests (as ES modules). nestjs-dtm from the tarball loads through its `import`
+// entry, and the README's testing examples pass: a unit test, and an e2e saga against a real DTM
+// server started with nestjs-dtm/testing.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -8,13 +9,14 @@ import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
 
 let app: ConsumerApp;
 beforeAll(() => {
-  app = installConsumerApp('nest12-vitest');
+  app = installConsumerApp('nest12-vitest', 'nest11-jest');
 }, 300_000);
 afterAll(() => app?.remove());
 
 describe('a Nest 12 ES module app with Vitest (nest new, CLI 12)', () => {
-  it('is an ES module app on Nest 12 and Vitest', () => {
+  it('is an ES module app on Nest 12 and Vitest, its imports with .js suffixes', () => {
     expect(JSON.parse(readFileSync(join(app.dir, 'package.json'), 'utf8')).type).toBe('module');
+    expect(readFileSync(join(app.dir, 'test', 'transfers.e2e-spec.ts'), 'utf8')).toContain("import { AppModule } from './../src/app.module.js';");
     expect(JSON.parse(readFileSync(join(app.dir, 'node_modules', '@nestjs', 'core', 'package.json'), 'utf8')).version).toMatch(/^12\./);
   });
 

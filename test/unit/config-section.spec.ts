@@ -62,8 +62,9 @@ describe('forRootAsync({ section })', () => {
     ]);
   });
 
-  it('inline config overrides the section; `config: undefined` (a missing key) is an error too, not the defaults', async () => {
+  it('inline config overrides the section; `config: undefined` (a missing key) as the only source is an error too, not the defaults', async () => {
     expect(resolveDtmConfig({ section: { retry_interval: 21 }, config: { retryInterval: 30 } }, {}).retryInterval).toBe(30);
+    expect(resolveDtmConfig({ section: { retry_interval: 21 }, config: undefined }, {}).retryInterval).toBe(21);
     const error = await configErrorOf(() => resolveDtmConfig({ config: undefined }, {}));
     expect(error.problems).toEqual([{ path: 'config', message: expect.stringContaining("pass `section: config.get('lynx.dtm')`") }]);
     expect(resolveDtmConfig({}, {}).serverUrl).toBe(resolveDtmConfig(undefined, {}).serverUrl);
