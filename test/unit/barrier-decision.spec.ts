@@ -4,20 +4,25 @@
 import { describe, expect, it } from '@jest/globals';
 import { BranchBarrier, DtmDuplicatedError, type BarrierDatabase, type BarrierExecResult, type BarrierTransaction } from 'nestjs-dtm';
 
-/** A barrier table in memory: INSERT IGNORE semantics on the unique key. */
+/** A barrier table in memory: INSERT IGNORE semantics on the unique key (one or several rows per statement). */
 class Table {
   readonly rows = new Map<string, string>();
   inserts = 0;
   tx(): BarrierTransaction {
     return {
       dialect: 'postgres',
+      // one statement may insert several rows (6 parameters each): affected counts the new ones
       execute: async (_sql: string, params: unknown[]): Promise<BarrierExecResult> => {
         this.inserts++;
-        const [transType, gid, branchId, op, barrierId, reason] = params as string[];
-        const key = [transType, gid, branchId, op, barrierId].join('/');
-        if (this.rows.has(key)) return { affected: 0, rows: [] };
-        this.rows.set(key, reason);
-        return { affected: 1, rows: [] };
+        let affected = 0;
+        for (let i = 0; i < params.length; i += 6) {
+          const [transType, gid, branchId, op, barrierId, reason] = params.slice(i, i + 6) as string[];
+          const key = [transType, gid, branchId, op, barrierId].join('/');
+          if (this.rows.has(key)) continue;
+          this.rows.set(key, reason);
+          affected++;
+        }
+        return { affected, rows: [] };
       },
     };
   }
