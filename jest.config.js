@@ -10,10 +10,13 @@ export default {
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1',
     '^nestjs-dtm$': '<rootDir>/lib/index.ts',
+    '^nestjs-dtm/testing$': '<rootDir>/lib/testing/index.ts',
   },
   transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }] },
   testMatch: ['<rootDir>/test/**/*.spec.ts'],
-  modulePathIgnorePatterns: ['<rootDir>/.build/', '<rootDir>/dist/'],
+  // test/package/apps: example apps the package tests install and run with their own Jest / Vitest
+  modulePathIgnorePatterns: ['<rootDir>/.build/', '<rootDir>/dist/', '<rootDir>/test/package/apps/'],
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/package/apps/'],
   globalSetup: '<rootDir>/.build/test/support/global-setup.js',
   globalTeardown: '<rootDir>/.build/test/support/global-teardown.js',
   reporters: ['default', '<rootDir>/test/support/dtm-log-reporter.js'],

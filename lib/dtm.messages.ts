@@ -14,6 +14,10 @@ export const MESSAGES = {
   configYamlSyntax: (path: string, reason: string, line?: number, column?: number) =>
     `YAML syntax error in ${path}${line ? ` at line ${line}, column ${column}` : ''}: ${reason}; fix the file`,
   configSectionMissing: (path: string) => `${path} has no lynx.dtm section; add one (lynx:\\n  dtm:\\n    server_url: ...) or point configFile at the right file`,
+  configSectionUndefined: (got: string) =>
+    `is ${got}: the configuration you read it from has no lynx.dtm section (ConfigService.get('lynx.dtm') returns undefined for a missing key); load the YAML that has it (ConfigModule.forRoot({ load: [...] })), or give inline \`config\` instead of \`section\``,
+  configInlineUndefined: () =>
+    "is undefined and nothing else configures the module: the object you meant to pass is missing (ConfigService.get returns undefined for a missing key); pass the settings object, pass `section: config.get('lynx.dtm')` for snake_case YAML settings, or leave `config` out for the defaults",
   configSectionNotMapping: (got: string) => `must be a mapping of settings (server_url: ..., timeout: ...), got ${got}`,
   configEnvMissing: (name: string) => `environment variable ${name} is not set; set it, or give a default as \${${name}:default}`,
   configUnknownKey: (known: string[], suggestion?: string) =>

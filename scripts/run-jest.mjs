@@ -1,8 +1,10 @@
 // Compiles the project with tsc into .build/ (the type check of everything, and the harness's global
-// setup that jest loads as JavaScript) and the library into dist/ (what child processes of the
-// tests import as 'nestjs-dtm'), runs jest in native ESM mode, then prints the plain summary "N passed, N failed" as the very last
+// setup that jest loads as JavaScript), builds the package into dist/ (scripts/build.mjs: what child
+// processes of the tests import as 'nestjs-dtm'), runs ESLint (a lint error counts as one failed
+// test), runs jest in native ESM mode, then prints the plain summary "N passed, N failed" as the very last
 // line (from jest's JSON results, after jest and its global teardown have finished) and exits
 // non-zero on any failure. Arguments are passed to jest (e.g. a path pattern).
+// With --unit (`npm run test:unit`): only test/unit, no type check, lint, declarations nor servers (jest.unit.config.js).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -13,12 +15,28 @@ const resultFile = join(root, '.test-results', 'jest.json');
 mkdirSync(dirname(resultFile), { recursive: true });
 rmSync(resultFile, { force: true });
 
-for (const project of ['tsconfig.json', 'tsconfig.build.json']) {
-  const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, project)], { cwd: root, stdio: 'inherit' });
-  if (tsc.status !== 0) {
-    console.log(`the type check (tsc -p ${project}) failed: see above`);
+const unit = process.argv.includes('--unit');
+const jestArgs = process.argv.slice(2).filter((a) => a !== '--unit');
+const steps = [
+  { what: 'the type check (tsc -p tsconfig.json)', args: [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')] },
+  { what: 'the package build (scripts/build.mjs)', args: [join(root, 'scripts', 'build.mjs')] },
+];
+// the unit tests need the JavaScript of dist/ only where they run the library in a child process
+const unitSteps = [{ what: 'the package build (scripts/build.mjs --js-only)', args: [join(root, 'scripts', 'build.mjs'), '--js-only'] }];
+for (const step of unit ? unitSteps : steps) {
+  const run = spawnSync(process.execPath, step.args, { cwd: root, stdio: 'inherit' });
+  if (run.status !== 0) {
+    console.log(`${step.what} failed: see above`);
     console.log('0 passed, 1 failed');
     process.exit(1);
+  }
+}
+let lintFailed = 0;
+if (!unit) {
+  const lint = spawnSync(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js')], { cwd: root, stdio: 'inherit' });
+  if (lint.status !== 0) {
+    console.log('ESLint found problems (above): counted as 1 failed test');
+    lintFailed = 1;
   }
 }
 
@@ -28,9 +46,10 @@ const jest = spawnSync(
     '--experimental-vm-modules',
     '--disable-warning=ExperimentalWarning',
     join(root, 'node_modules', 'jest', 'bin', 'jest.js'),
+    ...(unit ? ['--config', join(root, 'jest.unit.config.js')] : []),
     '--json',
     `--outputFile=${resultFile}`,
-    ...process.argv.slice(2),
+    ...jestArgs,
   ],
   { cwd: root, stdio: 'inherit' },
 );
@@ -48,7 +67,8 @@ try {
 } catch {
   // no results: jest did not get to run the tests (bad config, global setup failed)
 }
-if (jest.status !== 0 && failed === 0) {
+failed += lintFailed;
+if (jest.status !== 0 && failed === lintFailed) {
   console.log(`jest exited with ${jest.status ?? jest.signal} without a failing test (see above)`);
   failed = 1;
 }

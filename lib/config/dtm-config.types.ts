@@ -84,10 +84,16 @@ export type DtmConfigInput = Partial<Omit<DtmConfig, 'branchAuthKeys' | 'service
   branchAuthKeys?: string[];
 };
 
-/** Where the `lynx.dtm` settings come from: a YAML file, inline settings, or both. */
+/** Where the `lynx.dtm` settings come from: a YAML file, the section as loaded, inline settings, or several (applied in that order). */
 export interface DtmConfigSource {
   /** YAML file whose `lynx.dtm` section configures the module (relative paths: from the working directory). */
   configFile?: string;
+  /**
+   * The `lynx.dtm` section as your configuration loader returns it, with the YAML's snake_case keys
+   * (`section: config.get('lynx.dtm')` in `forRootAsync`). `${VAR}` placeholders are replaced as in
+   * `configFile`. Given as `undefined` or `null` (the key is missing), it is a `DtmConfigError`.
+   */
+  section?: Record<string, unknown> | null;
   /** Inline settings; they override the file's. */
   config?: DtmConfigInput;
 }

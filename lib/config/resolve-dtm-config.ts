@@ -40,7 +40,16 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
     const section = readSection(options.configFile, env, problems);
     if (section) applySection(config, section, 'yaml', problems);
   }
-  if (options.config !== undefined) {
+  if ('section' in options) {
+    sources.push('section');
+    const section = loadedSection(options.section, env, problems);
+    if (section) applySection(config, section, 'yaml', problems);
+  }
+  if ('config' in options && options.config === undefined && sources.length === 0) {
+    // config: undefined as the only source (ConfigService.get of a missing key): not the silent defaults
+    sources.push('inline config');
+    problems.push({ path: 'config', message: MESSAGES.configInlineUndefined() });
+  } else if (options.config !== undefined) {
     sources.push('inline config');
     if (!isPlainObject(options.config)) {
       problems.push({ path: 'config', message: MESSAGES.configNotAnObject(describe(options.config)) });
@@ -82,6 +91,24 @@ function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigPr
     problems.push({ path: SECTION, message: MESSAGES.configSectionNotMapping(describe(section)) });
     return undefined;
   }
+  return expandSection(section, env, problems);
+}
+
+/** The `lynx.dtm` section given as an object (`section`), checked and expanded as a file's is. */
+function loadedSection(section: unknown, env: NodeJS.ProcessEnv, problems: DtmConfigProblem[]): Record<string, unknown> | undefined {
+  if (section === undefined || section === null) {
+    problems.push({ path: SECTION, message: MESSAGES.configSectionUndefined(String(section)) });
+    return undefined;
+  }
+  if (!isPlainObject(section)) {
+    problems.push({ path: SECTION, message: MESSAGES.configSectionNotMapping(describe(section)) });
+    return undefined;
+  }
+  return expandSection(section, env, problems);
+}
+
+/** The section with its aliases expanded and `${VAR}` replaced; undefined when the walk gave up. */
+function expandSection(section: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: DtmConfigProblem[]): Record<string, unknown> | undefined {
   const walk: Walk = { env, problems, left: MAX_SECTION_VALUES, ancestors: new Set(), stopped: false };
   const expanded = expand(section, SECTION, walk) as Record<string, unknown>;
   return walk.stopped ? undefined : expanded;

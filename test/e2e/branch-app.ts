@@ -297,16 +297,3 @@ export async function startBranchApp(adapter: AdapterName, config: DtmConfigInpu
   return { app, url: `http://127.0.0.1:${port}`, ledger, client: app.get(DtmClient), logger, close: () => app.close() };
 }
 
-/** Compiles and initialises a module of `controllers` with DtmModule: the start-up validation runs in init(). */
-export async function initWith(controllers: (new (...args: never[]) => unknown)[]): Promise<void> {
-  const moduleRef = await Test.createTestingModule({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })],
-    controllers,
-  }).compile();
-  const app = moduleRef.createNestApplication({ logger: false });
-  try {
-    await app.init();
-  } finally {
-    await app.close();
-  }
-}

@@ -2,10 +2,9 @@
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
 import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Post } from '@nestjs/common';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmConfigError, DtmFailureError, DtmUsageError, SagaAction, SagaCompensate, TccConfirm, TccTry } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmConfigError, DtmFailureError, DtmUsageError } from 'nestjs-dtm';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { ADAPTERS, initWith, startBranchApp, type BranchApp } from './branch-app.js';
+import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
 
@@ -531,53 +530,8 @@ describe('branch URLs and header allow-list settings', () => {
   });
 });
 
+// the start-up validation that needs no server is in test/unit/branch-registry.spec.ts
 describe('start-up validation of decorated branches', () => {
-  const failureOf = async (controllers: (new (...args: never[]) => unknown)[]) => {
-    const error = await initWith(controllers).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(DtmBranchRegistryError);
-    return (error as DtmBranchRegistryError).problems;
-  };
-
-  it('names both handlers of a duplicate branch name', async () => {
-    @Controller('a')
-    class A {
-      @Post('x') @SagaAction('pay', { compensate: false }) x() {}
-      @Post('y') @SagaAction('pay', { compensate: false }) y() {}
-    }
-    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is served over HTTP by A.x and A.y: a branch name has one handler per transport`)]);
-  });
-
-  it('refuses a saga action without compensation, unless stated, and a compensation without action', async () => {
-    @Controller('b')
-    class B {
-      @Post('x') @SagaAction('ship') x() {}
-      @Post('y') @SagaCompensate('refund') y() {}
-    }
-    const problems = await failureOf([B]);
-    expect(problems).toContainEqual(expect.stringContaining(`@SagaAction('ship') on B.x has no @SagaCompensate('ship'); add one, or state @SagaAction('ship', { compensate: false })`));
-    expect(problems).toContainEqual(expect.stringContaining(`@SagaCompensate('refund') on B.y compensates no @SagaAction('refund')`));
-  });
-
-  it('refuses a TCC Try without Confirm and Cancel', async () => {
-    @Controller('c')
-    class C {
-      @Post('t') @TccTry('stock') t() {}
-      @Post('c') @TccConfirm('stock') c() {}
-    }
-    expect(await failureOf([C])).toEqual([expect.stringContaining(`@TccTry('stock') on C.t has no @TccCancel('stock'); a TCC branch needs all three`)]);
-  });
-
-  it('refuses a decorated method that is not a route, and a route with path parameters', async () => {
-    @Controller('d')
-    class D {
-      @SagaAction('noRoute', { compensate: false }) x() {}
-      @Post(':id') @SagaAction('param', { compensate: false }) y() {}
-    }
-    const problems = await failureOf([D]);
-    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()'));
-    expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
-  });
-
   it('an unknown name used in a transaction is a typed error listing the known names', async () => {
     const t = await startBranchApp('express');
     try {

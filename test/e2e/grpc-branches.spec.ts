@@ -154,7 +154,7 @@ describe('what a gRPC transaction refuses before anything is sent', () => {
 
   it('a gRPC-only branch name in an HTTP transaction', () => {
     expect(() => t.client.newSaga('gid-grpc-only', { protocol: 'http' }).add('reserve', item('a'))).toThrow(
-      /\@SagaAction\('reserve'\) is served over gRPC only \(ShopController.reserve\).*protocol: 'grpc'/,
+      /@SagaAction\('reserve'\) is served over gRPC only \(ShopController.reserve\).*protocol: 'grpc'/,
     );
   });
 });

@@ -1,11 +1,11 @@
 // The published package, as a user gets it: `npm pack` of the dist/ that scripts/run-jest.mjs built
 // (--ignore-scripts: prepack's rebuild would pull dist/ away from tests running in parallel),
 // installed into a fresh project with its peers, then imported from an ES module and required from
-// a CommonJS module.
+// a CommonJS module (one CommonJS implementation behind both).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 
 const root = resolve(import.meta.dirname, '..', '..');
@@ -44,12 +44,59 @@ function runInConsumer(name: string, code: string, app = 'app'): string {
 }
 
 describe('the packed tarball', () => {
-  it('holds the build with type declarations and no sources or tests', () => {
-    expect(packedFiles).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts']));
-    expect(packedFiles.filter((f) => !f.startsWith('dist/') && !f.startsWith('sql/') && !f.startsWith('protos/') && !['package.json', 'README.md', 'LICENSE'].includes(f))).toEqual([]);
+  it('holds the CommonJS build, its ES module entries, the types of both, the sources its maps point at, and no tests', () => {
+    expect(packedFiles).toEqual(
+      expect.arrayContaining([
+        'package.json', 'README.md', 'dist/cjs/package.json',
+        'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts',
+        'dist/cjs/testing/index.js', 'dist/cjs/testing/index.d.ts', 'dist/esm/testing.mjs', 'dist/esm/testing.d.mts',
+        'dist/dtm-server/go.mod', 'dist/dtm-server/go.sum', 'lib/index.ts', 'lib/testing/index.ts',
+      ]),
+    );
+    expect(packedFiles.filter((f) => !/^(dist|sql|protos|lib)\//.test(f) && !['package.json', 'README.md', 'LICENSE'].includes(f))).toEqual([]);
     expect(packedFiles).toEqual(expect.arrayContaining(['sql/barrier.postgres.sql', 'sql/barrier.mysql.sql', 'protos/workflow.proto']));
-    expect(packedFiles.some((f) => f.endsWith('.spec.js') || f.startsWith('dist/test'))).toBe(false);
-    expect(readdirSync(join(work, 'app', 'node_modules', 'nestjs-dtm', 'dist'))).toContain('index.d.ts');
+    expect(packedFiles.some((f) => /\.spec\.(js|ts)$/.test(f) || f.startsWith('dist/test') || f.startsWith('test/'))).toBe(false);
+    expect(packedFiles.filter((f) => f.startsWith('lib/') && !f.endsWith('.ts'))).toEqual([]);
+    expect(readdirSync(join(work, 'app', 'node_modules', 'nestjs-dtm', 'dist', 'cjs'))).toContain('index.d.ts');
+  });
+
+  it('source maps (code and declarations) point at sources inside the package, and a stack trace names them', () => {
+    const maps = packedFiles.filter((f) => f.endsWith('.map'));
+    expect(maps.length).toBeGreaterThan(100);
+    const installed = join(work, 'app', 'node_modules', 'nestjs-dtm');
+    const unresolved = maps.flatMap((map) => {
+      const { sources } = JSON.parse(readFileSync(join(installed, map), 'utf8')) as { sources: string[] };
+      return sources.map((s) => join(dirname(join(installed, map)), s)).filter((s) => !s.startsWith(`${installed}/lib/`) || !existsSync(s)).map((s) => `${map}: ${s}`);
+    });
+    expect(unresolved).toEqual([]);
+    const out = execFileSync(
+      process.execPath,
+      ['--enable-source-maps', '-e', `try { require('nestjs-dtm').resolveDtmConfig({ config: { timeout: -1 } }) } catch (e) { console.log(e.stack.split('\\n').find((l) => l.includes('nestjs-dtm'))) }`],
+      { cwd: join(work, 'app'), encoding: 'utf8' },
+    );
+    const file = /\((\/[^:]+):\d+:\d+\)/.exec(out)?.[1];
+    expect(file).toBe(join(installed, 'lib', 'config', 'resolve-dtm-config.ts'));
+    expect(existsSync(file!)).toBe(true);
+  });
+
+  it('loaded by import and by require in one process, it is one implementation: the same classes and module state', () => {
+    const out = runInConsumer(
+      'both.mjs',
+      `import 'reflect-metadata';
+       import { createRequire } from 'node:module';
+       import * as esm from 'nestjs-dtm';
+       import * as esmTesting from 'nestjs-dtm/testing';
+       const require = createRequire(import.meta.url);
+       const cjs = require('nestjs-dtm');
+       const cjsTesting = require('nestjs-dtm/testing');
+       console.log(JSON.stringify({
+         module: esm.DtmModule === cjs.DtmModule, client: esm.DtmClient === cjs.DtmClient, error: esm.DtmError === cjs.DtmError,
+         testing: esmTesting.startDtmServer === cjsTesting.startDtmServer,
+         names: Object.keys(esm).filter((k) => k !== 'default').sort().join() === Object.keys(cjs).sort().join(),
+         errorAcross: new cjsTesting.DtmServerNotFoundError(['x'], 'y') instanceof esm.DtmUsageError,
+       }));`,
+    );
+    expect(JSON.parse(out)).toEqual({ module: true, client: true, error: true, testing: true, names: true, errorAcross: true });
   });
 
   it('is importable from an ES module, and its module boots in a Nest app', () => {
@@ -116,7 +163,7 @@ describe('the packed tarball', () => {
     });
   });
 
-  it('is requirable from a CommonJS module (Node >= 20.19 loads the ES module through require), DI included', () => {
+  it('is requirable from a CommonJS module (its CommonJS build; Nest 12 itself through require(esm)), DI included', () => {
     const out = runInConsumer(
       'check.cjs',
       `require('reflect-metadata');

@@ -387,9 +387,9 @@ describe('configFile that cannot be read', () => {
     chmodSync(file, 0o000);
     let problems: DtmConfigProblem[];
     if (process.getuid?.() === 0) {
-      // root reads any file: resolve the configuration in a child process running as nobody, with the built library
+      // root reads any file: resolve the configuration in a child process running as nobody, with the built library (dist/cjs)
       const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-      const library = pathToFileURL(join(root, 'dist', 'config', 'resolve-dtm-config.js')).href;
+      const library = pathToFileURL(join(root, 'dist', 'cjs', 'config', 'resolve-dtm-config.js')).href;
       const script = `import(${JSON.stringify(library)}).then(({ resolveDtmConfig }) => {
         try { resolveDtmConfig({ configFile: ${JSON.stringify(file)} }, {}); console.log('null'); }
         catch (e) { console.log(JSON.stringify(e.problems ?? String(e))); }

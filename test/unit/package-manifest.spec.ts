@@ -1,6 +1,6 @@
-// The published surface: every bare import of lib/ is declared in package.json, and every symbol
-// lib/index.ts exports carries a TSDoc comment.
-import { readdirSync, readFileSync } from 'node:fs';
+// The published surface: every bare import of lib/ is declared in package.json, the manifest's
+// entry points, metadata and engines, and every symbol an entry point exports carries a TSDoc comment.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
@@ -33,13 +33,42 @@ describe('package.json', () => {
   });
 });
 
-describe('lib/index.ts', () => {
+describe('package.json', () => {
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+  it('names the repository, where to report bugs and the home page', () => {
+    expect([manifest.repository, manifest.bugs, manifest.homepage]).toEqual([
+      { type: 'git', url: 'git+https://github.com/nestjs-dtm/nestjs-dtm.git' },
+      { url: 'https://github.com/nestjs-dtm/nestjs-dtm/issues' },
+      'https://github.com/nestjs-dtm/nestjs-dtm#readme',
+    ]);
+  });
+
+  it('exports each entry point for import and require, each with its types; the CommonJS build is main', () => {
+    const entry = (esm: string, cjs: string) => ({
+      import: { types: `./dist/esm/${esm}.d.mts`, default: `./dist/esm/${esm}.mjs` },
+      require: { types: `./dist/cjs/${cjs}.d.ts`, default: `./dist/cjs/${cjs}.js` },
+    });
+    expect(manifest.exports).toEqual({ '.': entry('index', 'index'), './testing': entry('testing', 'testing/index'), './package.json': './package.json' });
+    expect([manifest.main, manifest.types]).toEqual(['./dist/cjs/index.js', './dist/cjs/index.d.ts']);
+    for (const source of ['index', 'testing/index']) expect(existsSync(join(root, 'lib', `${source}.ts`))).toBe(true);
+    // the sources ship: the source maps point at them
+    expect(manifest.files).toEqual(expect.arrayContaining(['dist', 'lib', 'sql', 'protos']));
+  });
+
+  it('engines: the Node versions that load Nest 12 through require(esm) (20.19+, 22.12+), which Nest 11 runs on too', () => {
+    expect(manifest.engines).toEqual({ node: '^20.19.0 || >=22.12.0' });
+    expect(manifest.peerDependencies['@nestjs/common']).toBe('^11.0.0 || ^12.0.0');
+  });
+});
+
+describe.each(['index.ts', 'testing/index.ts'])('lib/%s', (entry) => {
   it('exports only documented symbols (a TSDoc comment on each declaration)', () => {
-    const program = ts.createProgram([join(root, 'lib', 'index.ts')], { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2023, experimentalDecorators: true });
+    const program = ts.createProgram([join(root, 'lib', entry)], { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2023, experimentalDecorators: true });
     const checker = program.getTypeChecker();
-    const index = program.getSourceFile(join(root, 'lib', 'index.ts'))!;
+    const index = program.getSourceFile(join(root, 'lib', entry))!;
     const exports = checker.getExportsOfModule(checker.getSymbolAtLocation(index)!);
-    expect(exports.length).toBeGreaterThan(20);
+    expect(exports.length).toBeGreaterThan(entry === 'index.ts' ? 20 : 8);
     const undocumented = exports
       .map((symbol) => (symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol))
       .filter((symbol) => {

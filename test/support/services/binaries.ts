@@ -1,16 +1,14 @@
 import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { DTM_SERVER_VERSION, dtmCachedBinaryPath, nestjsDtmCacheDir } from 'nestjs-dtm/testing';
 
 /** The DTM server version the harness runs (built by scripts/setup.sh from test/support/dtm-server). */
-export const DTM_VERSION = 'v1.19.0';
+export const DTM_VERSION = DTM_SERVER_VERSION;
 
-/** Where scripts/setup.sh caches what it builds. */
-const buildCache = (): string => join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'nestjs-dtm');
 
-/** Path of the DTM server binary: `DTM_BINARY`, else the cache scripts/setup.sh builds into. */
+/** Path of the DTM server binary: `DTM_BINARY`, else the cache scripts/setup.sh (and nestjs-dtm/testing) builds into. */
 export function dtmBinaryPath(): string {
-  return process.env.DTM_BINARY || join(buildCache(), `dtm-${DTM_VERSION}`, 'dtm');
+  return process.env.DTM_BINARY || dtmCachedBinaryPath();
 }
 
 /** Directories searched after PATH; scripts/setup.sh searches the same list. */
@@ -49,5 +47,5 @@ export function isExecutable(file: string): boolean {
 
 /** Path of the Go peer (test/support/go-peer, DTM's Go SDK) that scripts/setup.sh builds. */
 export function goPeerBinaryPath(): string {
-  return join(buildCache(), 'go-peer', 'go-peer');
+  return join(nestjsDtmCacheDir(), 'go-peer', 'go-peer');
 }

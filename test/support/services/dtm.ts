@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { dump } from 'js-yaml';
 import mysql from 'mysql2/promise';
+import { dtmTestServerConfig, freeLocalPort, waitForDtmServer } from 'nestjs-dtm/testing';
 import { DTM_VERSION, dtmBinaryPath, isExecutable } from './binaries.js';
-import { freePort, startProcess, waitUntil, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
+import { logTail, startProcess, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
 import type { MariadbInfo } from './mariadb.js';
 import type { RedisInfo } from './redis.js';
 
@@ -57,17 +57,7 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   const store = options.store ?? 'boltdb';
   const dir = join(runDir.path, name);
   mkdirSync(dir, { recursive: true });
-  const [httpPort, grpcPort] = [await freePort(), await freePort()];
-  const config: Record<string, unknown> = {
-    HttpPort: httpPort,
-    GrpcPort: grpcPort,
-    TransCronInterval: options.cronIntervalSeconds ?? 1,
-    // how soon a new topic subscription is seen by msg submits (DTM default 3 s)
-    ConfigUpdateInterval: 1,
-    LogLevel: 'info',
-    Store: storeConfig(store, options),
-    ...options.extraConfig,
-  };
+  const [httpPort, grpcPort] = [await freeLocalPort(), await freeLocalPort()];
   if (store === 'mysql') {
     // DTM's -r connects to its database before creating the tables in it
     const conn = await mysql.createConnection({ host: options.mariadb!.host, port: options.mariadb!.port, user: options.mariadb!.user, password: options.mariadb!.password });
@@ -75,7 +65,8 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     await conn.end();
   }
   const configFile = join(dir, 'dtm.yml');
-  writeFileSync(configFile, dump(config));
+  // the configuration nestjs-dtm/testing's startDtmServer writes, with the harness's store
+  writeFileSync(configFile, dtmTestServerConfig({ http: httpPort, grpc: grpcPort }, { ...options, store: storeConfig(store, options) }));
   const logFile = join(runDir.path, `${name}.log`);
   // boltdb keeps its file in the working directory: the server runs in its own temp directory; for the
   // mysql store it runs in its Go module's directory, whose sqls/ its -r (create the schema) reads.
@@ -92,11 +83,12 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     stopSignal: 'SIGINT',
   });
   const httpUrl = `http://127.0.0.1:${httpPort}`;
-  await waitUntil('dtm', async () => (await fetch(`${httpUrl}/api/ping`)).ok, { timeoutMs: 30_000, process: proc });
-  const version = ((await (await fetch(`${httpUrl}/api/dtmsvr/version`)).json()) as { version: string }).version;
-  if (version !== DTM_VERSION) {
+  let version: string;
+  try {
+    version = await waitForDtmServer(httpUrl, 30_000, () => (proc.hasExited() ? 'it exited' : undefined));
+  } catch (err) {
     await proc.stop();
-    throw new Error(`DTM server at ${binary} reports ${version}, expected ${DTM_VERSION}: run "bash scripts/setup.sh" to rebuild it`);
+    throw new Error(`dtm (${binary}): ${(err as Error).message}; run "bash scripts/setup.sh" to rebuild it\n${logTail(logFile)}`, { cause: err });
   }
   return {
     info: { httpUrl, serverUrl: `${httpUrl}/api/dtmsvr`, grpcAddress: `127.0.0.1:${grpcPort}`, version, store, configFile, logFile },

@@ -1,0 +1,125 @@
+// One of your branches called exactly as DTM calls it: over HTTP with DTM's query parameters, over
+// gRPC with its dtm-* metadata; the answer read as DTM reads it.
+import { GrpcCodecs, type GrpcProtos } from '../transport/grpc/grpc-codecs.js';
+import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+
+/** What DTM tells a branch about the call: which transaction, which branch, which operation. */
+export interface DtmBranchCall {
+  /** The global transaction id. */
+  gid: string;
+  /** The operation: `action`, `compensate`, `try`, `confirm`, `cancel`, `commit`, `rollback` ... */
+  op: string;
+  /** `saga` (default), `tcc`, `msg`, `xa` or `workflow`. */
+  transType?: string;
+  /** The branch id DTM gives the branch (default `01`). */
+  branchId?: string;
+  /** The payload: JSON over HTTP; over gRPC an object encoded with your proto (`protos`), or the encoded bytes. Undefined: no body (a GET over HTTP, an empty message over gRPC). */
+  body?: unknown;
+  /** More request headers (HTTP) or metadata (gRPC), e.g. an authenticated call's signature. */
+  headers?: Record<string, string>;
+  /** The DTM server's URL DTM names in its calls (`dtm` query parameter), if any. */
+  dtm?: string;
+  /** HTTP method (default POST with a body, GET without). */
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Milliseconds before the call is abandoned (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** What DTM makes of a branch's answer. */
+export type DtmBranchOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
+
+/** A branch's answer to {@link callBranch} / {@link callGrpcBranch}. */
+export interface DtmBranchAnswer {
+  /** The HTTP status; over gRPC the status DTM's protocol gives the code (OK 200, ABORTED 409, FAILED_PRECONDITION 425, else 500). */
+  status: number;
+  /** SUCCESS (2xx), FAILURE (409, or a body saying FAILURE), ONGOING (425, or a body saying ONGOING), else ERROR: DTM retries. */
+  outcome: DtmBranchOutcome;
+  /** The body (HTTP) or the gRPC status details / the reply's bytes as text. */
+  text: string;
+  /** The gRPC status code (gRPC only). */
+  grpcCode?: number;
+  /** The reply decoded with your proto (gRPC, when `protos` declare the method). */
+  reply?: unknown;
+}
+
+/** The query parameters (HTTP) / `dtm-*` metadata keys (gRPC) DTM sends with a branch call. */
+function dtmKeys(call: DtmBranchCall): Record<string, string> {
+  if (typeof call.gid !== 'string' || call.gid === '' || typeof call.op !== 'string' || call.op === '') {
+    throw new DtmUsageError('callBranch needs { gid, op } (non-empty strings), as DTM always sends them');
+  }
+  const keys: Record<string, string> = { gid: call.gid, trans_type: call.transType ?? 'saga', branch_id: call.branchId ?? '01', op: call.op };
+  if (call.dtm !== undefined) keys.dtm = call.dtm;
+  return keys;
+}
+
+/** How DTM reads an HTTP answer: status first, then a `dtm_result` (or bare) FAILURE / ONGOING in the body. */
+function outcomeOf(status: number, text: string): DtmBranchOutcome {
+  if (status === 409) return 'FAILURE';
+  if (status === 425) return 'ONGOING';
+  if (status >= 200 && status < 300) {
+    if (text.includes('FAILURE')) return 'FAILURE';
+    if (text.includes('ONGOING')) return 'ONGOING';
+    return 'SUCCESS';
+  }
+  return 'ERROR';
+}
+
+/**
+ * Calls the HTTP branch at `url` (e.g. `http://127.0.0.1:3000/orders/withdraw`, or what
+ * `DtmBranchRegistry.target()` returns) as DTM does: `gid`, `trans_type`, `branch_id`, `op` in the
+ * query, the payload as a JSON body.
+ */
+export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmBranchAnswer> {
+  const target = new URL(url);
+  for (const [key, value] of Object.entries(dtmKeys(call))) target.searchParams.set(key, value);
+  const method = call.method ?? (call.body === undefined ? 'GET' : 'POST');
+  const response = await fetch(target, {
+    method,
+    headers: { ...(call.body === undefined ? {} : { 'content-type': 'application/json' }), ...call.headers },
+    body: call.body === undefined ? undefined : JSON.stringify(call.body),
+    signal: AbortSignal.timeout(call.timeoutMs ?? 10_000),
+  });
+  const text = await response.text();
+  return { status: response.status, outcome: outcomeOf(response.status, text), text };
+}
+
+/**
+ * Calls the gRPC branch `target` (`host:port/package.Service/Method`, as registered for DTM) as DTM
+ * does: `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op` metadata, the payload encoded with
+ * `protos` (the `grpcProtos` you give DtmModule) or given as bytes. Needs @grpc/grpc-js and
+ * @grpc/proto-loader.
+ */
+export async function callGrpcBranch(target: string, call: DtmBranchCall, protos?: GrpcProtos): Promise<DtmBranchAnswer> {
+  const slash = target.indexOf('/');
+  if (slash <= 0) throw new DtmUsageError(`callGrpcBranch needs a target "host:port/package.Service/Method", got ${JSON.stringify(target)}`);
+  const [server, path] = [target.slice(0, slash), target.slice(slash)];
+  const codec = protos ? GrpcCodecs.load(protos).get(path) : undefined;
+  let bytes: Buffer;
+  if (call.body === undefined) bytes = Buffer.alloc(0);
+  else if (call.body instanceof Uint8Array) bytes = Buffer.from(call.body);
+  else if (codec && typeof call.body === 'object' && call.body !== null) bytes = codec.serializeRequest(call.body);
+  else throw new DtmUsageError(`callGrpcBranch: to send an object to ${path}, pass the protos that declare it (the grpcProtos you give DtmModule), or pass the encoded bytes`);
+  const { grpc } = loadGrpc();
+  const metadata = new grpc.Metadata();
+  for (const [key, value] of Object.entries(dtmKeys(call))) metadata.set(`dtm-${key}`, value);
+  for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
+  const client = new grpc.Client(server, grpc.credentials.createInsecure());
+  return new Promise((resolve) => {
+    const identity = (b: Buffer): Buffer => b;
+    client.makeUnaryRequest(path, identity, identity, bytes, metadata, { deadline: Date.now() + (call.timeoutMs ?? 10_000) }, (err, reply) => {
+      client.close();
+      const code = err ? err.code : grpc.status.OK;
+      const status = code === grpc.status.OK ? 200 : code === grpc.status.ABORTED ? 409 : code === grpc.status.FAILED_PRECONDITION ? 425 : 500;
+      const outcome: DtmBranchOutcome = status === 200 ? 'SUCCESS' : status === 409 ? 'FAILURE' : status === 425 ? 'ONGOING' : 'ERROR';
+      const bytesBack = reply ?? Buffer.alloc(0);
+      resolve({
+        status,
+        outcome,
+        grpcCode: code,
+        text: err ? err.details : bytesBack.toString('utf8'),
+        ...(!err && codec ? { reply: codec.deserializeResponse(bytesBack) } : {}),
+      });
+    });
+  });
+}

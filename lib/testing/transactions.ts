@@ -1,0 +1,23 @@
+// What DTM recorded for a transaction, read the way a test asserts on it.
+import { DtmClient } from '../client/dtm.client.js';
+import { resolveDtmConfig } from '../config/resolve-dtm-config.js';
+import type { FinalResult, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
+
+/** A client of the DTM server at `serverUrl` for tests (no Nest app needed). */
+function clientFor(serverUrl: string): DtmClient {
+  return new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {}));
+}
+
+/**
+ * Waits until DTM has finished transaction `gid` (`succeed` or `failed`) and returns its final status,
+ * rollback reason and branches (by branch id and op, with their statuses). Throws `DtmOngoingError`
+ * after `timeout` seconds (default 60).
+ */
+export function waitForTransaction(serverUrl: string, gid: string, options?: WaitOptions): Promise<FinalResult> {
+  return clientFor(serverUrl).waitForFinal(gid, options);
+}
+
+/** What DTM has recorded for `gid` now (its status and branches), or null when it does not know it. */
+export function queryTransaction(serverUrl: string, gid: string): Promise<TransactionRecord | null> {
+  return clientFor(serverUrl).query(gid);
+}

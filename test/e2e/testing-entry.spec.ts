@@ -1,0 +1,129 @@
+// nestjs-dtm/testing against real servers: startDtmServer (its own DTM v1.19 server), the typed
+// error without a binary, callBranch / callGrpcBranch exactly as DTM calls (what the recorder
+// received), and waitForTransaction / queryTransaction on a saga the harness's DTM ran.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { DtmClient, DtmModule, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
+import {
+  DTM_DOCKER_RUN,
+  DtmServerNotFoundError,
+  callBranch,
+  callGrpcBranch,
+  findDtmServerBinary,
+  queryTransaction,
+  startDtmServer,
+  waitForTransaction,
+} from 'nestjs-dtm/testing';
+import { TESTS_GRPC_PROTOS } from '../support/grpc.js';
+import { harness, newGid } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { dtmBinaryPath } from '../support/services/binaries.js';
+
+void DtmModule;
+let recorder: Recorder;
+beforeAll(async () => {
+  recorder = await startRecorder();
+});
+afterAll(() => recorder?.close());
+
+describe('startDtmServer', () => {
+  it('starts a DTM v1.19.0 server on free ports that runs a saga, and stop() ends it', async () => {
+    const dtm = await startDtmServer({ binary: dtmBinaryPath() });
+    try {
+      expect(dtm.version).toBe('v1.19.0');
+      expect(dtm.serverUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr$/);
+      expect(dtm.grpcAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+      expect(dtm.serverUrl).not.toBe(harness().dtm.serverUrl);
+      const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: dtm.serverUrl } }, {}));
+      const gid = await newGid();
+      const final = await client.newSaga(gid).add(recorder.urlFor('/A'), recorder.urlFor('/Ac'), { n: 1 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(recorder.callsTo('/A', gid).map((c) => c.query.op)).toEqual(['action']);
+    } finally {
+      await dtm.stop();
+    }
+    await expect(fetch(`${dtm.httpUrl}/api/ping`)).rejects.toThrow();
+  });
+
+  it('finds the binary through DTM_BINARY, then PATH, then the cache; none there and build: false is a DtmServerNotFoundError listing every way, the docker run line included', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'nestjs-dtm-nobinary-'));
+    try {
+      expect(findDtmServerBinary({ DTM_BINARY: dtmBinaryPath() })).toEqual({ path: dtmBinaryPath(), from: 'DTM_BINARY' });
+      expect(findDtmServerBinary({ PATH: join(dtmBinaryPath(), '..'), XDG_CACHE_HOME: empty })).toEqual({ path: dtmBinaryPath(), from: 'PATH' });
+      expect(findDtmServerBinary({ PATH: empty, XDG_CACHE_HOME: empty })).toBeUndefined();
+      expect(() => findDtmServerBinary({ DTM_BINARY: join(empty, 'dtm') })).toThrow(DtmServerNotFoundError);
+      const saved = { PATH: process.env.PATH, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME, DTM_BINARY: process.env.DTM_BINARY };
+      Object.assign(process.env, { PATH: empty, XDG_CACHE_HOME: empty });
+      delete process.env.DTM_BINARY;
+      const error = await startDtmServer({ build: false }).catch((e: unknown) => e);
+      Object.assign(process.env, saved);
+      if (saved.DTM_BINARY === undefined) delete process.env.DTM_BINARY;
+      expect(error).toBeInstanceOf(DtmServerNotFoundError);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      const message = (error as Error).message;
+      for (const way of ['set DTM_BINARY', 'on PATH as "dtm"', `install Go 1.24 or newer: the first start builds it into ${join(empty, 'nestjs-dtm', 'dtm-v1.19.0', 'dtm')}`, DTM_DOCKER_RUN]) {
+        expect(message).toContain(way);
+      }
+      expect(DTM_DOCKER_RUN).toBe('docker run --rm -p 36789:36789 -p 36790:36790 yedf/dtm:1.19.0');
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('calling a branch as DTM does', () => {
+  it('HTTP: gid, trans_type, branch_id and op in the query, the payload as JSON; the answer read as DTM reads it', async () => {
+    recorder.answer('/direct', 409);
+    const answer = await callBranch(recorder.urlFor('/direct'), { gid: 'g-direct', op: 'compensate', transType: 'saga', branchId: '02', body: { amount: 3 }, headers: { 'x-request-id': 'r1' } });
+    expect([answer.status, answer.outcome]).toEqual([409, 'FAILURE']);
+    const [call] = recorder.callsTo('/direct', 'g-direct');
+    expect([call.method, call.query, JSON.parse(call.body), call.headers['x-request-id'], call.headers['content-type']]).toEqual([
+      'POST',
+      { gid: 'g-direct', trans_type: 'saga', branch_id: '02', op: 'compensate' },
+      { amount: 3 },
+      'r1',
+      'application/json',
+    ]);
+    recorder.answer('/direct-ongoing', 425);
+    expect((await callBranch(recorder.urlFor('/direct-ongoing'), { gid: 'g-d2', op: 'action', body: {} })).outcome).toBe('ONGOING');
+    expect((await callBranch(recorder.urlFor('/direct-ok'), { gid: 'g-d3', op: 'action', body: {} })).outcome).toBe('SUCCESS');
+    recorder.answer('/direct-500', 500);
+    expect((await callBranch(recorder.urlFor('/direct-500'), { gid: 'g-d4', op: 'action', body: {} })).outcome).toBe('ERROR');
+    // no payload: a GET, as DTM's msg back-check
+    await callBranch(recorder.urlFor('/direct-get'), { gid: 'g-d5', op: 'msg', transType: 'msg' });
+    expect(recorder.callsTo('/direct-get', 'g-d5').map((c) => [c.method, c.body])).toEqual([['GET', '']]);
+  });
+
+  it('gRPC: dtm-gid, dtm-trans_type, dtm-branch_id, dtm-op metadata and the message bytes; ABORTED is FAILURE', async () => {
+    recorder.answer('/GrpcDirect', 409);
+    const answer = await callGrpcBranch(recorder.grpcTargetFor('/GrpcDirect'), { gid: 'g-grpc', op: 'try', transType: 'tcc', branchId: '01', body: Buffer.from([8, 7]), headers: { 'x-request-id': 'r2' } });
+    expect([answer.status, answer.outcome, answer.grpcCode]).toEqual([409, 'FAILURE', 10]);
+    const [call] = recorder.callsTo('/GrpcDirect', 'g-grpc');
+    expect([call.method, call.query, Buffer.from(call.body, 'latin1'), call.headers['x-request-id']]).toEqual([
+      'GRPC',
+      { gid: 'g-grpc', trans_type: 'tcc', branch_id: '01', op: 'try' },
+      Buffer.from([8, 7]),
+      'r2',
+    ]);
+    expect((await callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc2', op: 'confirm', transType: 'tcc' })).outcome).toBe('SUCCESS');
+    // an object needs the protos that declare the method
+    await expect(callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc3', op: 'action', body: { a: 1 } }, TESTS_GRPC_PROTOS)).rejects.toThrow(/pass the protos that declare it/);
+    await expect(callBranch(recorder.urlFor('/x'), { gid: '', op: 'action' })).rejects.toThrow(DtmUsageError);
+  });
+});
+
+describe('waiting for a transaction', () => {
+  it('waitForTransaction returns the final status, rollback reason and branches; queryTransaction what DTM holds now', async () => {
+    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: harness().dtm.serverUrl } }, {}));
+    const gid = await newGid();
+    recorder.answer('/W2', 409);
+    await client.newSaga(gid).add(recorder.urlFor('/W1'), recorder.urlFor('/W1c'), {}).add(recorder.urlFor('/W2'), recorder.urlFor('/W2c'), {}).submit();
+    const final = await waitForTransaction(harness().dtm.serverUrl, gid, { timeout: 30 });
+    expect(final.status).toBe('failed');
+    expect(final.branches.map((b) => `${b.branchId}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
+    expect((await queryTransaction(harness().dtm.serverUrl, gid))?.status).toBe('failed');
+    expect(await queryTransaction(harness().dtm.serverUrl, `${gid}-unknown`)).toBeNull();
+  });
+});

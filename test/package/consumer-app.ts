@@ -1,0 +1,66 @@
+// The example apps of test/package/apps, as `nest new` makes them (CLI 11: CommonJS + Jest + ts-jest,
+// TypeScript 5.7; CLI 12: ESM + Vitest), with nestjs-dtm installed from the packed tarball: copied
+// into a temp directory and installed from the npm registry (--prefer-offline: what npm's cache
+// has is not downloaded again). Their tests are the README's "Testing your branches" examples.
+// The Nest 12 app keeps only what differs (its manifest, tsconfig, Vitest configuration, main.ts):
+// its sources and tests are the Nest 11 app's, with the `.js` suffixes ES modules need.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { dtmBinaryPath } from '../support/services/binaries.js';
+
+const root = resolve(import.meta.dirname, '..', '..');
+
+/** An example app installed in a temp directory. */
+export interface ConsumerApp {
+  dir: string;
+  /** Runs `npm run <script>` (or `npx <args>`) in the app; its exit code and output. */
+  run(command: 'npm' | 'npx', args: string[]): { status: number | null; output: string };
+  remove(): void;
+}
+
+/**
+ * Copies the `.ts` files of app `from`'s src/ and test/ into `dir` (not those `dir` has), with
+ * `.js` added to relative imports, as an ES module app needs them.
+ */
+function copySourcesAsEsm(from: string, dir: string): void {
+  for (const sub of ['src', 'test']) {
+    mkdirSync(join(dir, sub), { recursive: true });
+    for (const file of readdirSync(join(from, sub)).filter((f) => f.endsWith('.ts'))) {
+      if (existsSync(join(dir, sub, file))) continue;
+      const text = readFileSync(join(from, sub, file), 'utf8').replace(/from '(\.{1,2}\/[^']+?)(?<!\.js)'/g, "from '$1.js'");
+      writeFileSync(join(dir, sub, file), text);
+    }
+  }
+}
+
+/**
+ * Packs the package (the dist/ scripts/run-jest.mjs built) and installs app `name` of
+ * test/package/apps with it; `sourcesFrom`: the app whose src/ and test/ it shares (as ES modules).
+ */
+export function installConsumerApp(name: string, sourcesFrom?: string): ConsumerApp {
+  const work = mkdtempSync(join(tmpdir(), `nestjs-dtm-${name}-`));
+  const packed = JSON.parse(
+    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+  ) as { filename: string }[];
+  const dir = join(work, name);
+  cpSync(join(root, 'test', 'package', 'apps', name), dir, { recursive: true });
+  if (sourcesFrom) copySourcesAsEsm(join(root, 'test', 'package', 'apps', sourcesFrom), dir);
+  const manifest = join(dir, 'package.json');
+  writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('NESTJS_DTM_TARBALL', join(work, packed[0].filename)));
+  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  return {
+    dir,
+    run(command, args) {
+      // the harness's DTM server binary (scripts/setup.sh built it); CI=1: no watch mode, no colours
+      const env: NodeJS.ProcessEnv = { ...process.env, DTM_BINARY: dtmBinaryPath(), CI: '1', FORCE_COLOR: '0', NO_COLOR: '1' };
+      delete env.NODE_OPTIONS; // jest's --experimental-vm-modules is this repository's, not the app's
+      const child = spawnSync(command, args, { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
+      return { status: child.status, output: `${child.stdout}\n${child.stderr}` };
+    },
+    remove() {
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,41 @@
+// A Nest 11 CommonJS app as `nest new` (CLI 11) makes it: Jest + ts-jest, TypeScript 5.7,
+// `module: nodenext`, its Jest configuration untouched. nestjs-dtm from the tarball loads in Jest's
+// CommonJS runtime (the `require` build), type-checks with TypeScript 5.7 (no TS1479), and the
+// README's testing examples pass: a unit test, and an e2e saga against a real DTM server started
+// with nestjs-dtm/testing.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
+
+let app: ConsumerApp;
+beforeAll(() => {
+  app = installConsumerApp('nest11-jest');
+}, 300_000);
+afterAll(() => app?.remove());
+
+describe('a Nest 11 CommonJS app with Jest (nest new, CLI 11)', () => {
+  it('is the shape nest new makes: CommonJS, Jest with ts-jest and no extra configuration, TypeScript 5.7 with module nodenext', () => {
+    const manifest = JSON.parse(readFileSync(join(app.dir, 'package.json'), 'utf8'));
+    expect([manifest.type, manifest.jest.transform, manifest.jest.transformIgnorePatterns, manifest.jest.moduleNameMapper]).toEqual([undefined, { '^.+\\.(t|j)s$': 'ts-jest' }, undefined, undefined]);
+    expect(JSON.parse(readFileSync(join(app.dir, 'node_modules', 'typescript', 'package.json'), 'utf8')).version).toMatch(/^5\.7\./);
+    expect(JSON.parse(readFileSync(join(app.dir, 'node_modules', '@nestjs', 'core', 'package.json'), 'utf8')).version).toMatch(/^11\./);
+  });
+
+  it('type-checks with TypeScript 5.7 and module nodenext (no TS1479 for the package or nestjs-dtm/testing)', () => {
+    const tsc = app.run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.json']);
+    expect([tsc.status, tsc.output.trim()]).toEqual([0, '']);
+  }, 120_000);
+
+  it('`npm test`: the unit test passes in Jest', () => {
+    const jest = app.run('npm', ['test']);
+    expect(jest.output).toMatch(/Tests:\s+2 passed, 2 total/);
+    expect(jest.status).toBe(0);
+  }, 180_000);
+
+  it('`npm run test:e2e`: sagas against a real DTM server (nestjs-dtm/testing), and a branch called as DTM calls it', () => {
+    const e2e = app.run('npm', ['run', 'test:e2e']);
+    expect(e2e.output).toMatch(/Tests:\s+3 passed, 3 total/);
+    expect(e2e.status).toBe(0);
+  }, 180_000);
+});

@@ -1,0 +1,104 @@
+// The barrier's decision, without a database: a transaction that behaves as the barrier table does
+// (a row per trans_type, gid, branch_id, op, barrier_id; a second insert of one affects nothing),
+// and what BranchBarrier then runs or skips, as DTM's SDKs do.
+import { describe, expect, it } from '@jest/globals';
+import { BranchBarrier, DtmDuplicatedError, type BarrierDatabase, type BarrierExecResult, type BarrierTransaction } from 'nestjs-dtm';
+
+/** A barrier table in memory: INSERT IGNORE semantics on the unique key (one or several rows per statement). */
+class Table {
+  readonly rows = new Map<string, string>();
+  inserts = 0;
+  tx(): BarrierTransaction {
+    return {
+      dialect: 'postgres',
+      // one statement may insert several rows (6 parameters each): affected counts the new ones
+      execute: async (_sql: string, params: unknown[]): Promise<BarrierExecResult> => {
+        this.inserts++;
+        let affected = 0;
+        for (let i = 0; i < params.length; i += 6) {
+          const [transType, gid, branchId, op, barrierId, reason] = params.slice(i, i + 6) as string[];
+          const key = [transType, gid, branchId, op, barrierId].join('/');
+          if (this.rows.has(key)) continue;
+          this.rows.set(key, reason);
+          affected++;
+        }
+        return { affected, rows: [] };
+      },
+    };
+  }
+}
+
+/** Runs one branch call of `op` behind the barrier; whether its business ran. */
+async function call(table: Table, op: string, gid = 'g1', branchId = '01') {
+  let ran = false;
+  const outcome = await new BranchBarrier(op === 'try' || op === 'cancel' || op === 'confirm' ? 'tcc' : 'saga', gid, branchId, op).call(table.tx(), async () => {
+    ran = true;
+    return 'done';
+  });
+  return { ran, outcome };
+}
+
+describe('BranchBarrier decision', () => {
+  it('an action runs once: its duplicate is skipped', async () => {
+    const table = new Table();
+    expect(await call(table, 'action')).toEqual({ ran: true, outcome: { executed: true, result: 'done' } });
+    expect(await call(table, 'action')).toEqual({ ran: false, outcome: { executed: false, reason: 'duplicate' } });
+    expect([...table.rows.values()]).toEqual(['action']);
+  });
+
+  it('a compensation after its action runs (once); a duplicate compensation is skipped', async () => {
+    const table = new Table();
+    await call(table, 'action');
+    expect((await call(table, 'compensate')).ran).toBe(true);
+    expect(await call(table, 'compensate')).toEqual({ ran: false, outcome: { executed: false, reason: 'duplicate' } });
+  });
+
+  it('a compensation whose action never ran does nothing (null compensation), and the action arriving late does nothing (anti-hanging)', async () => {
+    const table = new Table();
+    expect(await call(table, 'compensate')).toEqual({ ran: false, outcome: { executed: false, reason: 'null-compensation' } });
+    expect(table.rows.get('saga/g1/01/action/01')).toBe('compensate');
+    expect(await call(table, 'action')).toEqual({ ran: false, outcome: { executed: false, reason: 'duplicate' } });
+    // TCC: cancel before try, the same
+    expect(await call(table, 'cancel', 'g2')).toEqual({ ran: false, outcome: { executed: false, reason: 'null-compensation' } });
+    expect((await call(table, 'try', 'g2')).ran).toBe(false);
+  });
+
+  it('other branches and transactions are independent; each call on one barrier takes the next barrier id', async () => {
+    const table = new Table();
+    await call(table, 'action', 'g1', '01');
+    expect((await call(table, 'action', 'g1', '02')).ran).toBe(true);
+    expect((await call(table, 'action', 'g2', '01')).ran).toBe(true);
+    const barrier = new BranchBarrier('saga', 'g3', '01', 'action');
+    for (let i = 0; i < 2; i++) expect((await barrier.call(table.tx(), async () => i)).executed).toBe(true);
+    expect([...table.rows.keys()].filter((k) => k.includes('/g3/'))).toEqual(['saga/g3/01/action/01', 'saga/g3/01/action/02']);
+  });
+
+  it('a message whose barrier row is already there (the back-check rolled it back) is DtmDuplicatedError; a business error propagates', async () => {
+    const table = new Table();
+    table.rows.set('msg/g1/01/msg/01', 'rollback');
+    await expect(new BranchBarrier('msg', 'g1', '01', 'msg').call(table.tx(), async () => 1)).rejects.toThrow(DtmDuplicatedError);
+    await expect(new BranchBarrier('saga', 'g9', '01', 'action').call(table.tx(), async () => Promise.reject(new Error('business failed')))).rejects.toThrow('business failed');
+  });
+
+  it('callWithDb retries a deadlock that came before the business (at most 3 attempts), never after it', async () => {
+    const table = new Table();
+    let attempts = 0;
+    const db = (failBusiness: boolean): BarrierDatabase<string> => ({
+      dialect: 'mysql',
+      execute: (sql, params) => table.tx().execute(sql, params),
+      transaction: async (work) => {
+        attempts++;
+        if (!failBusiness && attempts < 3) throw Object.assign(new Error('Deadlock found'), { errno: 1213 });
+        return work('handle', table.tx(), []);
+      },
+    });
+    expect(await new BranchBarrier('saga', 'g1', '01', 'action').callWithDb(db(false), async (h) => h)).toEqual({ executed: true, result: 'handle' });
+    expect(attempts).toBe(3);
+    attempts = 0;
+    const deadlockInBusiness = new BranchBarrier('saga', 'g2', '01', 'action').callWithDb(db(true), async () => {
+      throw Object.assign(new Error('Deadlock found'), { errno: 1213 });
+    });
+    await expect(deadlockInBusiness).rejects.toThrow('Deadlock found');
+    expect(attempts).toBe(1);
+  });
+});

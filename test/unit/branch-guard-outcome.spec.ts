@@ -1,0 +1,94 @@
+// The branch guard and the outcome mapping, without a server: a decorated handler's call checked
+// as DtmBranchGuard checks it (HTTP query / gRPC dtm-* metadata), and errors mapped to what DTM
+// reads (HTTP 409 / 425 / 500 with their bodies; gRPC ABORTED / FAILED_PRECONDITION / INTERNAL).
+import { describe, expect, it } from '@jest/globals';
+import { BadRequestException, ForbiddenException } from '@nestjs/common';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
+import { Metadata, status } from '@grpc/grpc-js';
+import { RpcException } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import { DtmBranchGuard, DtmFailureError, DtmOngoingError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { BRANCH_CALL } from '../../lib/branches/branch-call.js';
+import { grpcBranchTransport } from '../../lib/branches/grpc/grpc-branch.transport.js';
+import { httpBranchTransport } from '../../lib/branches/http/http-branch.transport.js';
+
+class Bank {
+  @SagaAction('pay')
+  pay(): void {}
+
+  @SagaCompensate('pay')
+  refund(): void {}
+}
+
+/** An HTTP call of `handler` with `query`, as Nest's ExecutionContext gives it to a guard. */
+function httpCall(handler: keyof Bank, query: Record<string, string>) {
+  const request: Record<string | symbol, unknown> = { query, headers: {}, url: `/bank/${handler}` };
+  const context = new ExecutionContextHost([request, {}], Bank, Bank.prototype[handler]);
+  context.setType('http');
+  return { request, context };
+}
+
+/** A gRPC call of `handler` with DTM's keys as `dtm-*` metadata. */
+function grpcCall(handler: keyof Bank, keys: Record<string, string>) {
+  const metadata = new Metadata();
+  for (const [k, v] of Object.entries(keys)) metadata.set(`dtm-${k}`, v);
+  const call: Record<string | symbol, unknown> = { metadata, getPath: () => '/bank.Bank/Pay' };
+  const context = new ExecutionContextHost([{}, metadata, call], Bank, Bank.prototype[handler]);
+  context.setType('rpc');
+  return { call, context };
+}
+
+const KEYS = { gid: 'gid-ok-1', trans_type: 'saga', branch_id: '01', op: 'action' };
+const guard = new DtmBranchGuard();
+
+describe('DtmBranchGuard', () => {
+  it('lets a complete call of an op the handler serves through, and leaves the call state for the handler', () => {
+    const { request, context } = httpCall('pay', KEYS);
+    expect(guard.canActivate(context)).toBe(true);
+    expect(request[BRANCH_CALL]).toEqual(expect.objectContaining({ skip: undefined }));
+    const grpc = grpcCall('refund', { ...KEYS, op: 'compensate' });
+    expect(guard.canActivate(grpc.context)).toBe(true);
+  });
+
+  it('refuses a call without DTM\'s keys (400 naming the missing ones), and an op the handler does not serve', () => {
+    const missing = () => guard.canActivate(httpCall('pay', { gid: 'g', op: 'action' }).context);
+    expect(missing).toThrow(BadRequestException);
+    expect(missing).toThrow(/trans_type.*branch_id|branch_id.*trans_type/);
+    expect(() => guard.canActivate(httpCall('pay', { ...KEYS, op: 'compensate' }).context)).toThrow(BadRequestException);
+    expect(() => guard.canActivate(grpcCall('pay', { gid: 'g', trans_type: 'saga' }).context)).toThrow(BadRequestException);
+  });
+
+  it('keys that break the rule: FAILURE for an action (DTM rolls back), success without the handler for its undo', () => {
+    const bad = { ...KEYS, gid: 'gid with spaces' };
+    expect(() => guard.canActivate(httpCall('pay', bad).context)).toThrow(DtmFailureError);
+    const { request, context } = httpCall('refund', { ...bad, op: 'compensate' });
+    expect(guard.canActivate(context)).toBe(true);
+    expect((request[BRANCH_CALL] as { skip?: string }).skip).toEqual(expect.any(String));
+  });
+});
+
+describe('outcome mapping', () => {
+  /** What the HTTP transport answers for `error`: [status, body]. */
+  function httpAnswer(error: unknown): [number, unknown] {
+    let answered: [number, unknown] = [0, undefined];
+    const adapterHost = { httpAdapter: { reply: (_res: unknown, body: unknown, code: number) => (answered = [code, body]) } };
+    httpBranchTransport.answer(error, httpCall('pay', KEYS).context, adapterHost as never);
+    return answered;
+  }
+
+  it('HTTP: DtmFailureError 409 FAILURE with its reason, DtmOngoingError 425 ONGOING, HttpException its own, anything else 500 without its text', () => {
+    expect(httpAnswer(new DtmFailureError('no account zed'))).toEqual([409, { dtm_result: 'FAILURE', message: 'no account zed' }]);
+    expect(httpAnswer(new DtmOngoingError('not yet'))).toEqual([425, { dtm_result: 'ONGOING', message: 'not yet' }]);
+    expect(httpAnswer(new ForbiddenException('no'))).toEqual([403, expect.objectContaining({ statusCode: 403, message: 'no' })]);
+    expect(httpAnswer(new Error('FAILURE inside a secret message'))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
+  });
+
+  it('gRPC: ABORTED, FAILED_PRECONDITION, an RpcException as given, an HttpException by its status, anything else INTERNAL', async () => {
+    const grpcAnswer = (error: unknown) => firstValueFrom(grpcBranchTransport.answer(error, grpcCall('pay', KEYS).context, undefined) as never).catch((e: unknown) => e);
+    expect(await grpcAnswer(new DtmFailureError('no account zed'))).toEqual({ code: status.ABORTED, message: 'no account zed' });
+    expect(await grpcAnswer(new DtmOngoingError('not yet'))).toEqual({ code: status.FAILED_PRECONDITION, message: 'not yet' });
+    expect(await grpcAnswer(new RpcException({ code: status.NOT_FOUND, message: 'x' }))).toEqual({ code: status.NOT_FOUND, message: 'x' });
+    expect(await grpcAnswer(new BadRequestException('bad'))).toEqual({ code: status.INVALID_ARGUMENT, message: 'bad' });
+    expect(await grpcAnswer(new Error('boom'))).toEqual({ code: status.INTERNAL, message: 'boom' });
+  });
+});

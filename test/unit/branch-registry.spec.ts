@@ -1,0 +1,115 @@
+// The explorer and the registry at start-up, without a server: decorated controllers found in a
+// Nest app (not listening), their names turned into the targets DTM calls, and every misfit named
+// in one DtmBranchRegistryError.
+import { describe, expect, it } from '@jest/globals';
+import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry } from 'nestjs-dtm';
+
+/** An app (initialised, not listening) with DtmModule and `controllers`. */
+async function appWith(...controllers: Type[]) {
+  @Module({ imports: [DtmModule.forRoot({ config: { appUrl: 'http://orders:3000' } })], controllers })
+  class AppModule {}
+  const module = await Test.createTestingModule({ imports: [AppModule] }).compile();
+  const app = module.createNestApplication({ logger: false });
+  await app.init();
+  return app;
+}
+
+@Controller('bank')
+class Bank {
+  @Post('pay')
+  @SagaAction('pay')
+  pay(): void {}
+
+  @Post('pay-back')
+  @SagaCompensate('pay')
+  payBack(): void {}
+
+  @Post('reserve')
+  @TccTry('reserve')
+  reserve(): void {}
+
+  @Post('reserve/confirm')
+  @TccConfirm('reserve')
+  confirm(): void {}
+
+  @Post('reserve/cancel')
+  @TccCancel('reserve')
+  cancel(): void {}
+
+  @Get('plain')
+  plain(): string {
+    return 'not a branch';
+  }
+}
+
+describe('DtmBranchExplorer and DtmBranchRegistry', () => {
+  it('find every decorated handler and give each name the URL DTM calls (app_url + route)', async () => {
+    const app = await appWith(Bank);
+    const registry = app.get(DtmBranchRegistry);
+    expect(registry.all.map((r) => `${r.kind}:${r.name}:${r.handler}`).sort()).toEqual([
+      'saga-action:pay:Bank.pay',
+      'saga-compensate:pay:Bank.payBack',
+      'tcc-cancel:reserve:Bank.cancel',
+      'tcc-confirm:reserve:Bank.confirm',
+      'tcc-try:reserve:Bank.reserve',
+    ]);
+    expect(registry.target('saga-action', 'pay', 'http')).toBe('http://orders:3000/bank/pay');
+    expect(registry.target('tcc-cancel', 'reserve', 'http')).toBe('http://orders:3000/bank/reserve/cancel');
+    expect([registry.has('saga-action', 'pay'), registry.has('saga-action', 'nope')]).toEqual([true, false]);
+    expect(() => registry.target('saga-action', 'nope', 'http')).toThrow(DtmUsageError);
+    expect(() => registry.target('saga-action', 'nope', 'http')).toThrow(/pay/);
+    await app.close();
+  });
+});
+
+// (moved from test/e2e/branches.spec.ts: they need no server)
+describe('start-up validation of decorated branches', () => {
+  const failureOf = async (controllers: Type[]) => {
+    const error = await appWith(...controllers).then((app) => app.close(), (e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    return (error as DtmBranchRegistryError).problems;
+  };
+
+  it('names both handlers of a duplicate branch name', async () => {
+    @Controller('a')
+    class A {
+      @Post('x') @SagaAction('pay', { compensate: false }) x() {}
+      @Post('y') @SagaAction('pay', { compensate: false }) y() {}
+    }
+    expect(await failureOf([A])).toEqual([expect.stringContaining(`@SagaAction('pay') is served over HTTP by A.x and A.y: a branch name has one handler per transport`)]);
+  });
+
+  it('refuses a saga action without compensation, unless stated, and a compensation without action', async () => {
+    @Controller('b')
+    class B {
+      @Post('x') @SagaAction('ship') x() {}
+      @Post('y') @SagaCompensate('refund') y() {}
+    }
+    const problems = await failureOf([B]);
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaAction('ship') on B.x has no @SagaCompensate('ship'); add one, or state @SagaAction('ship', { compensate: false })`));
+    expect(problems).toContainEqual(expect.stringContaining(`@SagaCompensate('refund') on B.y compensates no @SagaAction('refund')`));
+  });
+
+  it('refuses a TCC Try without Confirm and Cancel', async () => {
+    @Controller('c')
+    class C {
+      @Post('t') @TccTry('stock') t() {}
+      @Post('c') @TccConfirm('stock') c() {}
+    }
+    expect(await failureOf([C])).toEqual([expect.stringContaining(`@TccTry('stock') on C.t has no @TccCancel('stock'); a TCC branch needs all three`)]);
+  });
+
+  it('refuses a decorated method that is not a route, and a route with path parameters', async () => {
+    @Controller('d')
+    class D {
+      @SagaAction('noRoute', { compensate: false }) x() {}
+      @Post(':id') @SagaAction('param', { compensate: false }) y() {}
+    }
+    const problems = await failureOf([D]);
+    expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()'));
+    expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
+  });
+
+});
