@@ -5,7 +5,7 @@ import { DtmBranchGuard } from './branch.guard.js';
 import { bindBranchHandler, bindControllerBarrier } from './branch-handler.binding.js';
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
-import type { BranchKind } from '../transport/dtm.types.js';
+import type { BranchKind, Payload } from '../transport/dtm.types.js';
 import type { BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
 import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -59,25 +59,25 @@ export const UseBarrier =
     bindControllerBarrier(controller, connection);
 
 /** A saga step's action, named `name` (or a contract entry: its name and schema): `saga.add(name, payload)` resolves its target (its route, or its gRPC method). */
-export const SagaAction = (name: string | RemoteBranch<'saga', any>, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
+export const SagaAction = (name: string | RemoteBranch<'saga', Payload>, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
 /** The compensation of the saga step `name`. */
-export const SagaCompensate = (name: string | RemoteBranch<'saga', any>, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
+export const SagaCompensate = (name: string | RemoteBranch<'saga', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
 /** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three targets. */
-export const TccTry = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
+export const TccTry = (name: string | RemoteBranch<'tcc', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
 /** The Confirm of TCC branch `name`. */
-export const TccConfirm = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
+export const TccConfirm = (name: string | RemoteBranch<'tcc', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
-export const TccCancel = (name: string | RemoteBranch<'tcc', any>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
+export const TccCancel = (name: string | RemoteBranch<'tcc', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-cancel', name, options);
 /**
  * XA branch `name`: one route (or gRPC method) serving ops `action`, `commit` and `rollback`. With
  * `{ db }` the module runs the local XA transaction on that database (the handler serves `action`,
  * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it).
  */
-export const XaBranch = (name: string | RemoteBranch<'xa', any>, options?: XaBranchOptions & Pick<BranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
+export const XaBranch = (name: string | RemoteBranch<'xa', Payload>, options?: XaBranchOptions & Pick<BranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
 /** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its target. */
-export const MsgBranch = (name: string | RemoteBranch<'msg', any>, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
+export const MsgBranch = (name: string | RemoteBranch<'msg', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('msg', name, options);
 /** As a type: a message branch of `TransactionHelper.executeMsg` (`{ action, data }`). */
 export type MsgBranch = MsgBranchSpec;
 /**
