@@ -142,9 +142,9 @@ export class DtmClient implements OnModuleInit, OnModuleDestroy {
     return new Tcc(this.runtime, gid, options).runAndWait(body, wait);
   }
 
-  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`. */
+  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`, its local transactions bounded by `branch_timeout`. */
   barrier(branch: BranchInfo): BranchBarrier {
-    return BranchBarrier.from(branch, { table: this.config.barrierTable });
+    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout });
   }
 
   /**

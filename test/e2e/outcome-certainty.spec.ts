@@ -194,3 +194,34 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(recorder.callsTo('/Confirm', gid)).toHaveLength(1);
   });
 });
+
+describe('infrastructure between DTM or the app and a branch is named as such', () => {
+  it('a 502 / 503 / 504 answered for a TCC Try: the error and DTM\'s rollback reason name a proxy or gateway, not the branch\'s protocol', async () => {
+    for (const status of [502, 503, 504]) {
+      const gid = await app.client.generateGid();
+      recorder.answer('/GatewayTry', { status, body: 'upstream connect error' });
+      const error = await app.client
+        .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, recorder.urlFor('/GatewayTry'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')))
+        .catch((e: unknown) => e);
+      expect((error as Error).message).toMatch(new RegExp(`answered HTTP ${status} \\(.*\\): most likely not the branch itself but a proxy, load balancer or gateway`));
+      expect((error as Error).message).not.toContain('a branch must answer 200');
+      const final = await app.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.rollbackReason).toContain(`HTTP ${status}`);
+      expect(final.rollbackReason).toContain('proxy, load balancer or gateway');
+    }
+  });
+
+  it('a connection reset in the middle of a Try names the reset and who may have done it', async () => {
+    const resetting = createServer((req) => req.socket.destroy());
+    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+    try {
+      const gid = await app.client.generateGid();
+      const url = `http://127.0.0.1:${(resetting.address() as { port: number }).port}/try`;
+      const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, url, recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'))).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/ECONNRESET: the connection was reset, by the branch \(crashed or restarting\) or by a proxy \/ load balancer/);
+    } finally {
+      await new Promise((resolve) => resetting.close(resolve));
+    }
+  });
+});
