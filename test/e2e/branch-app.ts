@@ -285,7 +285,7 @@ export async function startBranchApp(adapter: AdapterName, config: DtmConfigInpu
     controllers: [BankController, InventoryController, OutboxController, StartController],
     providers: [Ledger],
   }).compile();
-  const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter()) : moduleRef.createNestApplication();
+  const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
   const logger = new CapturingLogger();
   app.useLogger(logger);
   app.setGlobalPrefix('api');
@@ -303,7 +303,7 @@ export async function initWith(controllers: (new (...args: never[]) => unknown)[
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })],
     controllers,
   }).compile();
-  const app = moduleRef.createNestApplication({ logger: false });
+  const app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
   try {
     await app.init();
   } finally {

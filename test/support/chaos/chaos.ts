@@ -199,6 +199,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       const [src, dst] = [t.from.store, t.to.store];
       const wait = { timeout: 30 };
       const c = client!;
+      // as an app would (a health check): no new transfer while DTM is down; those in flight ride the restart out
+      for (let tries = 0; tries < 120 && !(await c.ping().then(() => true, () => false)); tries++) await sleep(500);
       const started = Date.now();
       try {
         let status: string;
