@@ -15,7 +15,7 @@
 // it), on the same databases and DTM server, and the two participants are set side by side.
 //
 // --transport http (the default): the sagas are submitted over DTM's HTTP API and their steps are
-// HTTP routes (nestjs-dtm: Express; Go: net/http). --transport grpc: the sagas are submitted over
+// HTTP routes (nestjs-dtm: Express, or Fastify with --adapter fastify; Go: net/http). --transport grpc: the sagas are submitted over
 // DTM's gRPC API (DtmClient with protocol 'grpc') and their steps are gRPC methods: nestjs-dtm's
 // @GrpcMethod handlers bench.PgBench/With, /Without, bench.MysqlBench/... (bench/bench.proto: the
 // same handlers as the HTTP routes, in a hybrid app), and the Go peer's bank.GoBank/PgBench and
@@ -28,7 +28,7 @@
 // saga (its two branch calls) or request. The branch alone over gRPC: unary calls framed by hand
 // on node:http2 (--grpc-client grpc-js: through @grpc/grpc-js; see bench/measure.ts).
 //
-//   npm run bench:barrier -- [--transport http|grpc] [--connections 16] [--seconds 5] [--rounds 3] [--fast]
+//   npm run bench:barrier -- [--transport http|grpc] [--adapter express|fastify] [--connections 16] [--seconds 5] [--rounds 3] [--fast]
 //                            [--dtm-store mysql|redis|boltdb] [--go] [--grpc-client http2|grpc-js]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
@@ -58,6 +58,7 @@ import {
 const { values } = parseArgs({
   options: {
     transport: { type: 'string', default: 'http' },
+    adapter: { type: 'string', default: 'express' },
     connections: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
@@ -72,6 +73,7 @@ const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const transport = values.transport as 'http' | 'grpc';
 if (transport !== 'http' && transport !== 'grpc') throw new Error(`--transport: http or grpc, not ${values.transport}`);
+if (values.adapter !== 'express' && values.adapter !== 'fastify') throw new Error(`--adapter: express or fastify, not ${values.adapter}`);
 const grpcClient = values['grpc-client'] as GrpcClientKind;
 if (grpcClient !== 'http2' && grpcClient !== 'grpc-js') throw new Error(`--grpc-client: http2 or grpc-js, not ${grpcClient}`);
 const ROWS = 1000;
@@ -129,7 +131,8 @@ async function startParticipant(who: Who, env: Record<string, string>): Promise<
   const grpcPort = await freePort();
   const argv = who === 'nest' ? [process.execPath, join(here, 'barrier-overhead.app.js')] : [goPeerBinaryPath()];
   // the Nest app serves gRPC only when asked (GRPC_PORT); the Go peer always does
-  const app = await startAppProcess(argv, transport === 'grpc' || who === 'go' ? { ...env, GRPC_PORT: String(grpcPort) } : env);
+  const appEnv = { ...env, BENCH_ADAPTER: values.adapter! };
+  const app = await startAppProcess(argv, transport === 'grpc' || who === 'go' ? { ...appEnv, GRPC_PORT: String(grpcPort) } : appEnv);
   const close = async () => {
     app.child.kill('SIGTERM');
     if (app.child.exitCode === null) await new Promise((r) => app.child.once('exit', r));
@@ -255,7 +258,7 @@ async function main(): Promise<void> {
         `${connections} connections/callers, ${rounds} rounds of ${seconds} s, interleaved with a rotating start, medians, NODE_ENV=production`,
     );
     console.log(
-      `branches: nestjs-dtm (Nest app, ${transport === 'grpc' ? '@GrpcMethod handlers, hybrid app' : 'Express'})` +
+      `branches: nestjs-dtm (Nest app, ${transport === 'grpc' ? '@GrpcMethod handlers, hybrid app' : values.adapter === 'fastify' ? 'Fastify' : 'Express'})` +
         (values.go ? `; DTM's Go SDK (${transport === 'grpc' ? 'dtmgrpc, grpc-go' : 'dtmcli, net/http'})` : ''),
     );
     const client = new DtmClient(

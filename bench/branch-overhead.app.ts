@@ -4,6 +4,7 @@
 //   node .build/bench/branch-overhead.app.js dtm-plain [http|grpc] -> DtmModule, the plain handler (the module's cost on other routes / methods)
 //   node .build/bench/branch-overhead.app.js auth  [http|grpc] -> as dtm, with authenticated branch calls (key from BENCH_AUTH_KEY)
 // http (the default): an Express app, the handler a POST route; it prints `port N`.
+// fastify: the same on Nest's Fastify adapter.
 // grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
 // handler a @GrpcMethod of bench.BranchBench (bench/bench.proto), the HTTP side serving nothing;
 // it prints `grpc port N`, then `port N`.
@@ -43,6 +44,7 @@ const [mode = 'plain', transport = 'http'] = process.argv.slice(2);
 const grpcPort = Number(process.env.GRPC_PORT ?? 0);
 const grpc = transport === 'grpc';
 const microservices = grpc ? await import('@nestjs/microservices') : undefined;
+const fastify = transport === 'fastify' ? await import('@nestjs/platform-fastify') : undefined;
 
 function grpcControllers() {
   const { GrpcMethod, Payload } = microservices!;
@@ -83,6 +85,8 @@ function moduleOf(imports: unknown[], controller: Type): Type {
 }
 
 const appModule = mode === 'dtm' || mode === 'auth' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
-const app = await NestFactory.create(appModule, { logger: ['error'] });
+const app = fastify
+  ? await NestFactory.create(appModule, new fastify.FastifyAdapter(), { logger: ['error'] })
+  : await NestFactory.create(appModule, { logger: ['error'] });
 await listenBenchApp(app, microservices, grpcPort);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));

@@ -1,5 +1,5 @@
 // bench/branch-overhead: what a decorated branch (@SagaAction, with DtmModule) costs over a plain
-// Nest handler doing the same work (no nestjs-dtm), over HTTP (Express, a POST route) and over gRPC
+// Nest handler doing the same work (no nestjs-dtm), over HTTP (a POST route, on Express and on Fastify) and over gRPC
 // (a @GrpcMethod of a hybrid app). Each app runs in its own process with the same settings
 // (NODE_ENV, one core's worth of Node); this process is the loopback load generator: closed loops
 // of keep-alive HTTP requests carrying DTM's query string and a JSON body, or of unary gRPC calls
@@ -9,7 +9,7 @@
 // to use it anyway; see bench/measure.ts).
 //
 // The figure: the app process's CPU time per request (user + system, from /proc/<pid>/stat), as
-// plain / decorated (>= 0.90: the decorated branch costs at most ~11 % more CPU per request), with
+// plain / decorated (>= 0.952: the decorated branch costs at most 5 % more CPU per request), with
 // requests per second beside it. Throughput on a shared 2-core machine moves with whatever else
 // runs (the load generator included); the CPU the app spends per request much less. The apps
 // (decorated and plain, per transport) all run all the time, started once and warmed up: started
@@ -18,7 +18,8 @@
 // to back, the transports in turn; which transport and which app go first rotate from round to
 // round. The ratios are taken per round (paired: the two runs of a pair are seconds apart), then
 // summarised by their median, interquartile range and min–max.
-// Target: plain / decorated CPU per request >= 0.90 on each transport.
+// Target: plain / decorated CPU per request >= 0.952 (issue #18: the module's own share <= 5 %) on
+// each transport: Express (http), Fastify (fastify) and gRPC.
 //
 // With --trace every request also carries a W3C traceparent, which the module passes on: it then
 // enters its AsyncLocalStorage for each request, which on Node 20 slows every promise down.
@@ -28,7 +29,7 @@
 // a two-step saga (the dtm-auth header / metadata, four entries, one for this call): the figure is
 // then also authenticated / unauthenticated (target >= 0.90, issue #13).
 //
-//   npm run bench:branch -- [--transport http|grpc|both] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
+//   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
 //                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
@@ -36,7 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import protoLoader from '@grpc/proto-loader';
 import { randomBytes } from 'node:crypto';
-import { BranchAuth, payloadDigest } from '../lib/auth/branch-auth.js';
+import { BranchAuth } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
@@ -56,7 +57,7 @@ import {
 
 const { values } = parseArgs({
   options: {
-    transport: { type: 'string', default: 'both' },
+    transport: { type: 'string', default: 'all' },
     connections: { type: 'string', default: '32' },
     channels: { type: 'string', default: '1' },
     'grpc-client': { type: 'string', default: 'http2' },
@@ -73,9 +74,11 @@ const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const grpcClient = values['grpc-client'] as GrpcClientKind;
 if (grpcClient !== 'http2' && grpcClient !== 'grpc-js') throw new Error(`--grpc-client: http2 or grpc-js, not ${grpcClient}`);
-if (!['http', 'grpc', 'both'].includes(values.transport!)) throw new Error(`--transport: http, grpc or both, not ${values.transport}`);
-const transports = (values.transport === 'both' ? ['http', 'grpc'] : [values.transport]) as Transport[];
-type Transport = 'http' | 'grpc';
+const ALL: Transport[] = ['http', 'fastify', 'grpc'];
+const transports = values.transport === 'all' ? ALL : (values.transport!.split(',') as Transport[]);
+if (transports.some((t) => !ALL.includes(t))) throw new Error(`--transport: all, or a list of http (Express), fastify, grpc; not ${values.transport}`);
+/** http: Express; fastify: Nest's Fastify adapter; grpc: a gRPC microservice. */
+type Transport = 'http' | 'fastify' | 'grpc';
 type Mode = 'dtm' | 'plain' | 'auth';
 const modes: Mode[] = values.auth ? ['dtm', 'plain', 'auth'] : ['dtm', 'plain'];
 
@@ -94,7 +97,7 @@ const AUTH_KEY = randomBytes(33).toString('base64');
 function sagaTokens(path: string, payload: string | Uint8Array): string {
   const auth = new BranchAuth([AUTH_KEY]);
   const sign = (branchId: string, op: string, target: string) =>
-    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, digest: payloadDigest(payload) })}`;
+    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, payload })}`;
   return [sign('01', 'action', path), sign('01', 'compensate', `${path}-compensate`), sign('02', 'action', `${path}-2`), sign('02', 'compensate', `${path}-2-compensate`)].join(',');
 }
 const authHeaders = { ...headers, 'dtm-auth': sagaTokens('/bench/branch', body) };
@@ -112,7 +115,7 @@ async function startApp(transport: Transport, mode: Mode): Promise<App> {
   if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
   const started = await startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode, transport], env);
   const close = () => started.child.kill('SIGTERM');
-  if (transport === 'http') {
+  if (transport !== 'grpc') {
     const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
     return {
       pid: started.child.pid!,
@@ -198,7 +201,7 @@ async function main(): Promise<void> {
       const [d, p] = [cpuSeries(of(t, 'dtm')), cpuSeries(of(t, 'plain'))];
       if (d && p) {
         const ratio = spread(pairedRatios(p, d));
-        console.log(`  ${t.padEnd(4)} plain / decorated app CPU per request = ${formatSpread(ratio)}   target >= 0.90: ${ratio.median >= 0.9 ? 'met' : 'MISSED'}`);
+        console.log(`  ${t.padEnd(4)} plain / decorated app CPU per request = ${formatSpread(ratio)}   target >= 0.952: ${ratio.median >= 1 / 1.05 ? 'met' : 'MISSED'}`);
       }
       console.log(`  ${t.padEnd(4)} decorated / plain requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'dtm'), rate(t, 'plain'))))}`);
       if (values.auth) {

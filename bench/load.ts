@@ -60,10 +60,13 @@ export function quantile(xs: number[], q: number): number {
 
 /**
  * Starts `argv` (`[executable, ...args]`) with `env` added; resolves with the process once it has
- * printed a line `port N` (its HTTP port) and, when it prints one, `grpc port N` before it.
+ * printed a line `port N` (its HTTP port) and, when it prints one, `grpc port N` before it. A Node
+ * app gets the flags of `BENCH_NODE_ARGS` too (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: Node
+ * refuses them in NODE_OPTIONS), to profile the apps under the benchmark's own load.
  */
 export function startAppProcess(argv: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number; grpcPort?: number }> {
   const [command, ...args] = argv;
+  if (command === process.execPath && process.env.BENCH_NODE_ARGS) args.unshift(...process.env.BENCH_NODE_ARGS.split(' ').filter(Boolean));
   const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   let grpcPort: number | undefined;
   let pending = '';

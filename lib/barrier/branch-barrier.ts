@@ -61,56 +61,57 @@ export class BranchBarrier {
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
-    const inserts = this.inserts(tx.dialect, this.nextBarrierId());
-    const results: BarrierExecResult[] = [];
-    for (const statement of inserts) results.push(await tx.execute(statement.sql, statement.params));
-    return this.decide(results) ?? { executed: true, result: await business() };
+    const insert = this.insert(tx.dialect, this.nextBarrierId());
+    return this.decide(await tx.execute(insert.sql, insert.params)) ?? { executed: true, result: await business() };
   }
 
   /**
    * {@link call} in a new local transaction on `db`: committed if it resolves, rolled back if it
-   * throws. The barrier's inserts go to `db` with the BEGIN (in one round trip where the adapter can),
+   * throws. The barrier's insert goes to `db` with the BEGIN (in one round trip where the adapter can),
    * with the lock wait bound of `timeoutSeconds`.
    * When they deadlock (MySQL / MariaDB can, when the same call arrives twice at once), the
    * transaction is retried, up to 3 times: the business had not run yet.
    */
   async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
-    const inserts = this.inserts(db.dialect, this.nextBarrierId());
+    const insert = this.insert(db.dialect, this.nextBarrierId());
     for (let attempt = 1; ; attempt++) {
       let businessStarted = false;
       try {
         return await db.transaction(async (handle, tx, leading) => {
-          let results = leading;
-          if (results?.length !== inserts.length) {
-            results = [];
-            for (const statement of inserts) results.push(await tx.execute(statement.sql, statement.params));
-          }
-          const skipped = this.decide(results);
+          const result = leading?.length === 1 ? leading[0] : await tx.execute(insert.sql, insert.params);
+          const skipped = this.decide(result);
           if (skipped) return skipped;
           businessStarted = true;
           return { executed: true as const, result: await business(handle) };
-        }, inserts, this.bounds);
+        }, [insert], this.bounds);
       } catch (err) {
         if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
       }
     }
   }
 
-  /** The barrier's inserts for one barrier id: the origin op's row (compensating ops only), then this op's. */
-  private inserts(dialect: BarrierDialect, barrierId: string): BarrierStatement[] {
-    const sql = insertBarrierSql(dialect, this.table);
+  /**
+   * The barrier's insert for one barrier id, one statement (one round trip): this op's row, and
+   * for a compensating op first the origin op's row too (DTM's SDKs send these as two inserts).
+   */
+  private insert(dialect: BarrierDialect, barrierId: string): BarrierStatement {
     const originOp = ORIGIN_OP[this.op];
-    const row = (op: string) => ({ sql, params: [this.transType, this.gid, this.branchId, op, barrierId, this.op] });
-    return originOp ? [row(originOp), row(this.op)] : [row(this.op)];
+    const row = [this.transType, this.gid, this.branchId, this.op, barrierId, this.op];
+    if (!originOp) return { sql: insertBarrierSql(dialect, this.table), params: row };
+    return { sql: insertBarrierSql(dialect, this.table, 2), params: [this.transType, this.gid, this.branchId, originOp, barrierId, this.op, ...row] };
   }
 
-  /** DTM's decision from what the inserts did; undefined: run the business. */
-  private decide(results: BarrierExecResult[]): BarrierOutcome<never> | undefined {
-    const originInserted = results.length === 2 && results[0].affected > 0;
-    const currentInserted = results[results.length - 1].affected > 0;
-    if (this.op === 'msg' && !currentInserted) throw new DtmDuplicatedError(this.gid);
-    if (originInserted) return { executed: false, reason: 'null-compensation' };
-    if (!currentInserted) return { executed: false, reason: 'duplicate' };
+  /**
+   * DTM's decision from the rows the insert added; undefined: run the business. A compensating op
+   * inserts two rows: both new (its action never ran: null compensation), only its own (the
+   * action's row was there: compensate), none (a duplicate). Its own row without the origin's
+   * cannot be: the two are only ever written together, or the origin's first by the action.
+   */
+  private decide(result: BarrierExecResult): BarrierOutcome<never> | undefined {
+    const added = result.affected;
+    if (this.op === 'msg' && added === 0) throw new DtmDuplicatedError(this.gid);
+    if (ORIGIN_OP[this.op] && added === 2) return { executed: false, reason: 'null-compensation' };
+    if (added === 0) return { executed: false, reason: 'duplicate' };
     return undefined;
   }
 

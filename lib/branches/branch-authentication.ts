@@ -21,7 +21,7 @@ interface CallUnderCheck {
   branchId: string;
   op: string;
   path: string;
-  digest: string;
+  payload: string | Uint8Array;
 }
 
 /** Where the check reads DTM's record of a transaction (the module's configured server, never one a call names). */
@@ -45,10 +45,10 @@ export function authenticateBranchCall(
   where: string,
 ): true | Promise<true> {
   const info = transport.branchInfo(carrier, {})!;
-  const digest = transport.bodyDigest(context, carrier);
-  if (digest === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
-  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), digest };
-  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, digest };
+  const payload = transport.rawBody(context, carrier);
+  if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
+  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), payload };
+  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, payload };
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
@@ -87,7 +87,7 @@ async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: 
   const record = await inPhase(readRecord, call, call.op === 'confirm' ? CONFIRMING : COMPENSATING, where);
   const confirm = recordedTarget(record, call, 'confirm', where);
   const cancel = recordedTarget(record, call, 'cancel', where);
-  const ok = auth.verify({ channel: 'dtm', gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(confirm, cancel), digest: call.digest }, token);
+  const ok = auth.verify({ channel: 'dtm', gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(confirm, cancel), payload: call.payload }, token);
   if (!ok) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
   return true;
 }

@@ -30,8 +30,8 @@ export interface BranchTransport {
   header(carrier: BranchCarrier, name: string): string | undefined;
   /** The path the call was made to (HTTP: the URL's path; gRPC: `/package.Service/Method`): what a branch-call token names. */
   path(carrier: BranchCarrier): string;
-  /** The digest of the body as it arrived (`payloadDigest`), or undefined when the raw body is not available. */
-  bodyDigest(context: ArgumentsHost, carrier: BranchCarrier): string | undefined;
+  /** The body as it arrived (text or bytes; '' when there was none), or undefined when the raw body is not available. */
+  rawBody(context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array | undefined;
   /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown;
 }

@@ -1,5 +1,4 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
-import { payloadDigest } from '../auth/branch-auth.js';
 import { parseTarget } from '../transport/branch-target.js';
 import { GlobalTransaction } from './global-transaction.js';
 import type { ParentBranch } from './transaction.js';
@@ -28,7 +27,7 @@ export class Tcc extends GlobalTransaction {
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
     const data = this.encode(payload, tryTarget);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
-    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, payloadDigest(data)) : this.ids.next();
+    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data) : this.ids.next();
     await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
     return this.invokeBranch(tryTarget, data, branchId, 'try');
   }

@@ -1,4 +1,4 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, authEntryKey, payloadDigest, targetPath, type BranchAuth } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, authEntryKey, targetPath, type BranchAuth } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -157,7 +157,7 @@ export abstract class Transaction {
     if (auth) {
       const entries: string[] = [];
       this.signDtmCalls((op, branchId, target, payload) => {
-        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), digest: payloadDigest(payload) })}`);
+        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload })}`);
       });
       if (entries.length > 0) request.options = { ...this.resolved, branchHeaders: { ...this.resolved.branchHeaders, [AUTH_HEADER]: entries.join(',') } };
     }
@@ -171,7 +171,7 @@ export abstract class Transaction {
   protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string): Record<string, string> {
     const auth = this.auth;
     if (!auth) return this.resolved.branchHeaders;
-    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), digest: payloadDigest(payload) });
+    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), payload });
     return { ...this.resolved.branchHeaders, [AUTH_CALL_HEADER]: token };
   }
 

@@ -7,7 +7,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
-import { payloadDigest, tokenInHeader } from '../auth/branch-auth.js';
+import { tokenInHeader } from '../auth/branch-auth.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { WorkflowExecution } from './workflow-execution.js';
@@ -68,7 +68,7 @@ export class WorkflowEngine {
     if (auth) {
       // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
       const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;
-      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, digest: payloadDigest(input) };
+      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input };
       if (!auth.verify(call, tokenInHeader(authHeader, name, WORKFLOW_RESUME_BRANCH))) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
       if (this.running.has(gid)) return 'pending';
     }

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
-import { BranchAuth, payloadDigest } from '../../lib/auth/branch-auth.js';
+import { BranchAuth } from '../../lib/auth/branch-auth.js';
 import { queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
 
@@ -175,10 +175,10 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
       await old.close();
     }
     const stranger = new BranchAuth([OTHER_KEY]);
-    const signed = stranger.sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', digest: payloadDigest('{"amount":5}') });
+    const signed = stranger.sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', payload: '{"amount":5}' });
     const refused = await call(t, '/api/v1/bank/trans-in', { gid: 'g-stranger', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 5 }, headers: { 'dtm-auth-call': signed } });
     expect(refused.status).toBe(401);
-    const withKey = new BranchAuth([KEY]).sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', digest: payloadDigest('{"amount":5}') });
+    const withKey = new BranchAuth([KEY]).sign({ channel: 'app', gid: 'g-stranger', transType: 'saga', branchId: '01', op: 'action', target: '/api/v1/bank/trans-in', payload: '{"amount":5}' });
     const accepted = await call(t, '/api/v1/bank/trans-in', { gid: 'g-stranger', trans_type: 'saga', branch_id: '01', op: 'action' }, { body: { amount: 5 }, headers: { 'dtm-auth-call': withKey } });
     expect(accepted.status).toBe(200);
     expect(t.ledger.callsOf('g-stranger').map((c) => c.handler)).toEqual(['transIn']);

@@ -3,14 +3,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
-import { BranchAuth, payloadDigest, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
+import { BranchAuth, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
 
 const KEY_A = 'a'.repeat(40);
 const KEY_B = 'b'.repeat(40);
-const call: SignedCall = { channel: 'dtm', gid: 'g1', transType: 'saga', branchId: '01', op: 'action', target: '/api/deposit', digest: payloadDigest('{"amount":5}') };
+const call: SignedCall = { channel: 'dtm', gid: 'g1', transType: 'saga', branchId: '01', op: 'action', target: '/api/deposit', payload: '{"amount":5}' };
 
 describe('BranchAuth', () => {
   it('a token verifies for exactly the call it was made for', () => {
@@ -18,7 +18,7 @@ describe('BranchAuth', () => {
     const token = auth.sign(call);
     expect(token).toMatch(/^[\w-]{22}$/);
     expect(auth.verify(call, token)).toBe(true);
-    for (const change of [{ channel: 'app' }, { gid: 'g2' }, { transType: 'msg' }, { branchId: '02' }, { op: 'compensate' }, { target: '/api/withdraw' }, { digest: payloadDigest('{"amount":6}') }] as Partial<SignedCall>[]) {
+    for (const change of [{ channel: 'app' }, { gid: 'g2' }, { transType: 'msg' }, { branchId: '02' }, { op: 'compensate' }, { target: '/api/withdraw' }, { payload: '{"amount":6}' }, { payload: Buffer.from('{"amount":6}') }, { payload: undefined }] as Partial<SignedCall>[]) {
       expect(auth.verify({ ...call, ...change }, token)).toBe(false);
     }
     expect(auth.verify(call, undefined)).toBe(false);
@@ -26,10 +26,35 @@ describe('BranchAuth', () => {
   });
 
   it('is HMAC-SHA256 of the call, truncated to 128 bits (also for keys longer than the block)', () => {
-    const message = 'nestjs-dtm/1\ndtm\ng1\nsaga\n01\naction\n/api/deposit\n' + call.digest;
+    const message = 'nestjs-dtm/2\ndtm\n2:g1\n4:saga\n2:01\n6:action\n12:/api/deposit\n' + call.payload;
     for (const key of [KEY_A, 'k'.repeat(100), 'é'.repeat(40)]) {
-      expect(new BranchAuth([key]).sign(call)).toBe(createHmac('sha256', key).update(message).digest('base64url').slice(0, 22));
+      expect(new BranchAuth([key]).sign(call)).toBe(createHmac('sha256', key).update(message).digest().toString('base64url', 0, 16));
     }
+  });
+
+  it("its SHA-256 gives node:crypto's bytes for every message length, text or bytes, short and long", () => {
+    const head = 'nestjs-dtm/2\napp\n2:g1\n4:saga\n2:01\n6:action\n2:/x\n';
+    const auth = new BranchAuth([KEY_A, KEY_B]);
+    const lengths = [...Array.from({ length: 300 }, (_, i) => i), 1000, 2000, 2047, 2048, 2049, 5000, 70_000];
+    for (const n of lengths) {
+      const bytes = randomBytes(n);
+      const text = 'é€a'.repeat(n).slice(0, n);
+      for (const payload of [bytes, text]) {
+        const expected = createHmac('sha256', KEY_A).update(head).update(payload).digest().toString('base64url', 0, 16);
+        const signed = { ...call, channel: 'app' as const, target: '/x', payload };
+        expect([n, auth.sign(signed)]).toEqual([n, expected]);
+        expect(auth.verify(signed, expected)).toBe(true);
+      }
+    }
+    expect(auth.sign({ ...call, payload: '' })).toBe(auth.sign({ ...call, payload: undefined }));
+    expect(auth.sign({ ...call, payload: Buffer.from('{"a":1}') })).toBe(auth.sign({ ...call, payload: '{"a":1}' }));
+  });
+
+  it('no two calls give the same message (each name after its length)', () => {
+    const auth = new BranchAuth([KEY_A]);
+    const a = auth.sign({ ...call, branchId: '01', op: 'action' });
+    expect(auth.sign({ ...call, branchId: '01\naction', op: '' })).not.toBe(a);
+    expect(auth.sign({ ...call, target: '/a\n/b', payload: 'x' })).not.toBe(auth.sign({ ...call, target: '/a', payload: '/b\nx' }));
   });
 
   it('rotation: the first key signs, every key verifies', () => {
@@ -54,8 +79,6 @@ describe('BranchAuth', () => {
     expect(tokenInHeader('transfer.v1.00=DDD', 'transfer.v1', '00')).toBe('DDD');
     expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
     expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
-    expect(payloadDigest(undefined)).toBe(payloadDigest(''));
-    expect(payloadDigest(Buffer.from('{"a":1}'))).toBe(payloadDigest('{"a":1}'));
   });
 });
 

@@ -1,6 +1,5 @@
 import { HttpException, type ArgumentsHost } from '@nestjs/common';
 import { throwError } from 'rxjs';
-import { payloadDigest } from '../../auth/branch-auth.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
@@ -25,8 +24,8 @@ export interface GrpcCallLike {
   getPath?(): string;
 }
 
-/** The bytes each request message was decoded from (with authenticated calls: see `DtmGrpcIntegration`). */
-export const RAW_REQUESTS = new WeakMap<object, Buffer>();
+/** The property of a request message holding the bytes it was decoded from (with authenticated calls: see `DtmGrpcIntegration`). */
+export const RAW_REQUEST = Symbol('nestjs-dtm:raw-request');
 
 /** Whether `value` is a grpc-js Metadata (and the RPC context therefore gRPC, not another Nest transport). */
 export function isMetadata(value: unknown): value is MetadataLike {
@@ -106,10 +105,9 @@ export const grpcBranchTransport: BranchTransport = {
     return (carrier as GrpcCallLike).getPath?.() ?? '';
   },
 
-  bodyDigest(context: ArgumentsHost): string | undefined {
-    const message = context.getArgByIndex<object | undefined>(0);
-    const raw = message && RAW_REQUESTS.get(message);
-    return raw ? payloadDigest(raw) : undefined;
+  rawBody(context: ArgumentsHost): Uint8Array | undefined {
+    const message = context.getArgByIndex<{ [RAW_REQUEST]?: Uint8Array } | undefined>(0);
+    return message?.[RAW_REQUEST];
   },
 
   /**

@@ -12,6 +12,7 @@ import { DtmBranchRegistry } from '../branch.registry.js';
 import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
+import { keepBranchQuery, parseBranchQuery } from './http-branch.transport.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413, unread). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
@@ -23,15 +24,20 @@ const FASTIFY_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch';
 type BranchRoutes = (method: string, url: string, pathLength: number) => boolean;
 
 /**
- * Whether a request is a DTM branch call to a decorated branch route: `url`'s path is the route's,
+ * Whether `request` is a DTM branch call to a decorated branch route: its URL's path is the route's,
  * and its query carries `gid`, `trans_type` and `op`. Every other request (the app's own routes)
- * keeps the app's own body parsing and limits.
+ * keeps the app's own body parsing and limits. `parsed`: the query as the server already parsed it
+ * (Fastify); without it the query is read here, once, and kept on the request for the guard
+ * (Express 5 would parse it again on every read of `req.query`).
  */
-export function isBranchCall(method: string | undefined, url: string | undefined, routes: BranchRoutes): boolean {
+export function isBranchCall(request: { method?: string; url?: string }, routes: BranchRoutes, parsed?: Record<string, unknown>): boolean {
+  const { method = '', url } = request;
   const q = url?.indexOf('?') ?? -1;
-  if (q < 0 || !routes(method ?? '', url!, q)) return false;
-  const query = new URLSearchParams(url!.slice(q + 1));
-  return query.has('gid') && query.has('trans_type') && query.has('op');
+  if (q < 0 || !routes(method, url!, q)) return false;
+  const keys = parsed ?? parseBranchQuery(url!.slice(q + 1));
+  if (keys.gid === undefined || keys.trans_type === undefined || keys.op === undefined) return false;
+  if (!parsed) keepBranchQuery(request, keys);
+  return true;
 }
 
 /**
@@ -92,7 +98,7 @@ function expressMiddleware(allowList: readonly string[], routes: BranchRoutes) {
   return function dtmRequestContext(req: NodeRequest, res: ServerResponse, next: (err?: unknown) => void): void {
     const headers = pickHeaders(req.headers, allowList);
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    if (hasBody && !req._body && isBranchCall(req.method, req.url, routes)) {
+    if (hasBody && !req._body && isBranchCall(req, routes)) {
       readBranchBody(req, res, (err) => (err || !headers ? next(err) : dtmContext.run({ headers }, next)));
       return;
     }
@@ -145,6 +151,7 @@ function refuseTooLarge(res: ServerResponse): void {
 interface FastifyRequestLike {
   method: string;
   url: string;
+  query?: unknown;
   headers: Record<string, string | string[] | undefined>;
 }
 
@@ -166,7 +173,7 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
   });
   fastify.addHook('onRequest', (request, _reply, done) => {
     const type = request.headers['content-type'];
-    if (typeof type === 'string' && type.startsWith('application/json') && isBranchCall(request.method, request.url, routes)) {
+    if (typeof type === 'string' && type.startsWith('application/json') && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
       request.headers['content-type'] = FASTIFY_BRANCH_CONTENT_TYPE;
     }
     done();

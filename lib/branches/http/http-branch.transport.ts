@@ -1,18 +1,74 @@
 import { HttpException, type ArgumentsHost } from '@nestjs/common';
 import type { HttpAdapterHost } from '@nestjs/core';
-import { payloadDigest } from '../../auth/branch-auth.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
 import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 
-type Query = Record<string, unknown> | undefined;
-type Request = { query?: Query; headers?: Record<string, string | string[] | undefined>; originalUrl?: string; url?: string; rawBody?: unknown; body?: unknown };
+type Query = Record<string, unknown>;
+/** DTM's keys of a branch call, read from the request once (Express 5 parses the whole query string on every read of `req.query`). */
+const BRANCH_QUERY = Symbol('nestjs-dtm:branch-query');
+type Request = {
+  query?: Query;
+  headers?: Record<string, string | string[] | undefined>;
+  originalUrl?: string;
+  url?: string;
+  rawBody?: unknown;
+  body?: unknown;
+  [BRANCH_QUERY]?: Query;
+};
+
+/** The query keys of DTM's branch protocol. */
+const DTM_QUERY_KEYS: ReadonlySet<string> = new Set(['gid', 'trans_type', 'branch_id', 'op', 'dtm', 'phase2_url']);
+
+/**
+ * DTM's keys in a query string (without the `?`), decoded as a form (`+` is a space): a key given
+ * twice reads as a list, as Node's and Express's parsers read it (and is then refused as missing).
+ * Other keys are not read.
+ */
+export function parseBranchQuery(query: string): Query {
+  const keys: Query = Object.create(null) as Query;
+  for (let start = 0; start < query.length; ) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    let eq = query.indexOf('=', start);
+    if (eq < 0 || eq > end) eq = end;
+    const key = formDecode(query.slice(start, eq));
+    if (DTM_QUERY_KEYS.has(key)) {
+      const value = eq < end ? formDecode(query.slice(eq + 1, end)) : '';
+      const seen = keys[key];
+      keys[key] = seen === undefined ? value : ([] as unknown[]).concat(seen, value);
+    }
+    start = end + 1;
+  }
+  return keys;
+}
+
+function formDecode(text: string): string {
+  if (text.indexOf('%') < 0 && text.indexOf('+') < 0) return text;
+  const spaced = text.replace(/\+/g, ' ');
+  try {
+    return decodeURIComponent(spaced);
+  } catch {
+    return spaced; // malformed escapes stay as they are
+  }
+}
+
+/** Keeps DTM's keys of a request already read from its URL (by the module's Express middleware). */
+export function keepBranchQuery(request: object, keys: Query): void {
+  (request as Request)[BRANCH_QUERY] = keys;
+}
+
+/** DTM's keys of the branch call `carrier`: kept by the middleware, else read from the request's parsed query, once. */
+function queryOf(carrier: BranchCarrier): Query {
+  const request = carrier as Request;
+  return (request[BRANCH_QUERY] ??= request.query ?? {});
+}
 
 /** Whether a branch call's query lacks `key`: `gid`, `trans_type` and `op` must be non-empty strings, `branch_id` a string. */
 function lacks(query: Query, key: (typeof REQUIRED_BRANCH_QUERY)[number]): boolean {
-  const value = query?.[key];
+  const value = query[key];
   return typeof value !== 'string' || (value === '' && key !== 'branch_id');
 }
 
@@ -21,35 +77,35 @@ export const httpBranchTransport: BranchTransport = {
   protocol: 'http',
 
   carrier(context: ArgumentsHost): BranchCarrier {
-    return context.switchToHttp().getRequest<object>();
+    return context.getArgByIndex<object>(0); // the request, as switchToHttp().getRequest() gives it
   },
 
   completeOp(carrier: BranchCarrier): string | undefined {
-    const query = (carrier as Request).query;
-    return lacks(query, 'gid') || lacks(query, 'trans_type') || lacks(query, 'branch_id') || lacks(query, 'op') ? undefined : (query!.op as string);
+    const query = queryOf(carrier);
+    return lacks(query, 'gid') || lacks(query, 'trans_type') || lacks(query, 'branch_id') || lacks(query, 'op') ? undefined : (query.op as string);
   },
 
   transType(carrier: BranchCarrier): string {
-    return String((carrier as Request).query?.trans_type ?? '');
+    return String(queryOf(carrier).trans_type ?? '');
   },
 
   gid(carrier: BranchCarrier): string {
-    return String((carrier as Request).query?.gid ?? '');
+    return String(queryOf(carrier).gid ?? '');
   },
 
   branchId(carrier: BranchCarrier): string {
-    return String((carrier as Request).query?.branch_id ?? '');
+    return String(queryOf(carrier).branch_id ?? '');
   },
 
   missing(carrier: BranchCarrier): string[] {
-    const query = (carrier as Request).query;
+    const query = queryOf(carrier);
     return REQUIRED_BRANCH_QUERY.filter((key) => lacks(query, key));
   },
 
   branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined {
-    const query = (carrier as Request).query;
+    const query = queryOf(carrier);
     if (!this.completeOp(carrier)) return undefined;
-    const get = (key: string) => (typeof query![key] === 'string' ? (query![key] as string) : '');
+    const get = (key: string) => (typeof query[key] === 'string' ? (query[key] as string) : '');
     return { gid: get('gid'), transType: get('trans_type'), branchId: get('branch_id'), op: get('op'), dtm: get('dtm') || undefined, phase2Url: get('phase2_url') || undefined, headers };
   },
 
@@ -65,13 +121,13 @@ export const httpBranchTransport: BranchTransport = {
   },
 
   /** The raw body the module's reader kept; else (another parser read it) the parsed body re-encoded as JSON. */
-  bodyDigest(_context: ArgumentsHost, carrier: BranchCarrier): string | undefined {
+  rawBody(_context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array {
     const { rawBody, body } = carrier as Request;
-    if (Buffer.isBuffer(rawBody)) return payloadDigest(rawBody);
-    if (body === undefined || body === null || body === '') return payloadDigest(undefined);
-    if (typeof body === 'string' || Buffer.isBuffer(body)) return payloadDigest(body);
-    if (typeof body === 'object' && Object.keys(body).length === 0) return payloadDigest(undefined); // no body: parsers leave {}
-    return payloadDigest(JSON.stringify(body));
+    if (Buffer.isBuffer(rawBody)) return rawBody;
+    if (body === undefined || body === null || body === '') return '';
+    if (typeof body === 'string' || Buffer.isBuffer(body)) return body;
+    if (typeof body === 'object' && Object.keys(body).length === 0) return ''; // no body: parsers leave {}
+    return JSON.stringify(body);
   },
 
   /**

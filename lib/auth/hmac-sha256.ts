@@ -1,0 +1,187 @@
+// HMAC-SHA256 (RFC 2104 over FIPS 180-4's SHA-256) of short messages, for the tokens of
+// authenticated branch calls, which every branch call checks. Written out because node:crypto's
+// one-shot `hash` costs about 6 µs per call between requests (OpenSSL 3 looks the algorithm up on
+// each call), three of them per check; here a key's inner and outer states are computed once, so
+// a token over a 200-byte message is five compressions of SHA-256's block, about 2 µs. Messages
+// over SHORT_MESSAGE bytes go through node:crypto (same bytes: the unit test compares both with
+// `createHmac` over every length up to several blocks).
+import { hash } from 'node:crypto';
+
+const BLOCK = 64;
+/** Longer messages are hashed by node:crypto, which is faster per byte. */
+const SHORT_MESSAGE = 2048;
+
+/** SHA-256's round constants and initial state, from the cube and square roots of the first primes (FIPS 180-4, 4.2.2 and 5.3.3). */
+const K = new Int32Array(64);
+const IV = new Int32Array(8);
+{
+  const primes: number[] = [];
+  for (let n = 2; primes.length < 64; n++) if (primes.every((p) => n % p !== 0)) primes.push(n);
+  // floor(x^(1/k)), Newton's method on integers from above
+  const root = (x: bigint, k: bigint): bigint => {
+    let r = 1n << BigInt(Math.ceil(x.toString(2).length / Number(k)));
+    for (;;) {
+      const next = ((k - 1n) * r + x / r ** (k - 1n)) / k;
+      if (next >= r) return r;
+      r = next;
+    }
+  };
+  // the first 32 bits of the fractional part of p^(1/3) (p^(1/2)): floor(p^(1/3) * 2^32) mod 2^32
+  primes.forEach((p, i) => {
+    K[i] = Number(BigInt.asIntN(32, root(BigInt(p) << 96n, 3n)));
+    if (i < 8) IV[i] = Number(BigInt.asIntN(32, root(BigInt(p) << 64n, 2n)));
+  });
+}
+
+const W = new Int32Array(64);
+
+/** Runs SHA-256's compression over the 64-byte blocks of `data[from, to)`, updating `state`. */
+function compress(state: Int32Array, data: Uint8Array, from: number, to: number): void {
+  let h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3], h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7];
+  for (let o = from; o < to; o += BLOCK) {
+    for (let i = 0, j = o; i < 16; i++, j += 4) W[i] = (data[j] << 24) | (data[j + 1] << 16) | (data[j + 2] << 8) | data[j + 3];
+    for (let i = 16; i < 64; i++) {
+      const x = W[i - 15];
+      const y = W[i - 2];
+      const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+      const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+      W[i] = (W[i - 16] + s0 + W[i - 7] + s1) | 0;
+    }
+    let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7;
+    for (let i = 0; i < 64; i++) {
+      const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K[i] + W[i]) | 0;
+      const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      h = g;
+      g = f;
+      f = e;
+      e = (d + t1) | 0;
+      d = c;
+      c = b;
+      b = a;
+      a = (t1 + t2) | 0;
+    }
+    h0 = (h0 + a) | 0;
+    h1 = (h1 + b) | 0;
+    h2 = (h2 + c) | 0;
+    h3 = (h3 + d) | 0;
+    h4 = (h4 + e) | 0;
+    h5 = (h5 + f) | 0;
+    h6 = (h6 + g) | 0;
+    h7 = (h7 + h) | 0;
+  }
+  state[0] = h0; state[1] = h1; state[2] = h2; state[3] = h3; state[4] = h4; state[5] = h5; state[6] = h6; state[7] = h7;
+}
+
+/** Writes the 8 words of `from` big-endian at the start of `to`. */
+function words(from: Int32Array, to: Uint8Array): void {
+  for (let i = 0, j = 0; i < 8; i++, j += 4) {
+    const w = from[i];
+    to[j] = w >>> 24;
+    to[j + 1] = w >>> 16;
+    to[j + 2] = w >>> 8;
+    to[j + 3] = w;
+  }
+}
+
+/** An HMAC-SHA256 key: the states after its ipad and opad blocks, and the blocks themselves (for node:crypto). */
+export interface HmacSha256Key {
+  readonly inner: Int32Array;
+  readonly outer: Int32Array;
+  readonly ipad: Buffer;
+  readonly opad: Buffer;
+}
+
+/** Prepares `secret` (UTF-8) as an HMAC-SHA256 key. */
+export function hmacSha256Key(secret: string): HmacSha256Key {
+  let key = Buffer.from(secret, 'utf8');
+  if (key.length > BLOCK) key = hash('sha256', key, 'buffer');
+  const ipad = Buffer.alloc(BLOCK, 0x36);
+  const opad = Buffer.alloc(BLOCK, 0x5c);
+  for (let i = 0; i < key.length; i++) {
+    ipad[i] ^= key[i];
+    opad[i] ^= key[i];
+  }
+  const inner = IV.slice();
+  const outer = IV.slice();
+  compress(inner, ipad, 0, BLOCK);
+  compress(outer, opad, 0, BLOCK);
+  return { inner, outer, ipad, opad };
+}
+
+let scratch = Buffer.alloc(4 * BLOCK);
+const state = new Int32Array(8);
+const pad = Buffer.alloc(2 * BLOCK); // the message's last partial block and its padding
+const outerBlock = Buffer.alloc(BLOCK);
+outerBlock[32] = 0x80;
+outerBlock.writeUInt32BE((BLOCK + 32) * 8, 60); // the outer message: a block of key, then the 32-byte inner digest
+const digest = Buffer.alloc(32);
+
+/**
+ * A message to MAC: `head` (text) then `tail` (text or bytes), written once (into a buffer the
+ * module reuses, valid until the next {@link MacMessage.of}) so that every key MACs the same bytes.
+ */
+export class MacMessage {
+  private bytes: Uint8Array = scratch;
+  private length = 0;
+  private long = false;
+
+  private static readonly current = new MacMessage();
+
+  private constructor() {}
+
+  /** The message `head` + `tail`. */
+  static of(head: string, tail: string | Uint8Array | undefined | null): MacMessage {
+    const message = MacMessage.current;
+    const max = head.length * 3 + (tail == null ? 0 : typeof tail === 'string' ? tail.length * 3 : tail.length);
+    message.long = max > SHORT_MESSAGE;
+    if (message.long) {
+      const parts: Uint8Array[] = [Buffer.from(head, 'utf8')];
+      if (tail != null) parts.push(typeof tail === 'string' ? Buffer.from(tail, 'utf8') : tail);
+      message.bytes = Buffer.concat(parts);
+      message.length = message.bytes.length;
+      return message;
+    }
+    if (scratch.length < max) scratch = Buffer.alloc(SHORT_MESSAGE);
+    let n = scratch.write(head, 0, 'utf8');
+    if (typeof tail === 'string') n += scratch.write(tail, n, 'utf8');
+    else if (tail != null) {
+      scratch.set(tail, n);
+      n += tail.length;
+    }
+    message.bytes = scratch;
+    message.length = n;
+    return message;
+  }
+
+  /** HMAC-SHA256 of the message under `key`: the first `bytes` bytes, in base64url. */
+  mac(key: HmacSha256Key, bytes: number): string {
+    if (this.long) {
+      const inner = hash('sha256', Buffer.concat([key.ipad, this.bytes]), 'buffer');
+      return hash('sha256', Buffer.concat([key.opad, inner]), 'buffer').toString('base64url', 0, bytes);
+    }
+    const { bytes: data, length } = this;
+    // inner hash: after the ipad block, the message's whole blocks, then its last partial block
+    // padded (0x80, zeros, the bit length of ipad + message as 64 bits)
+    const full = length & ~(BLOCK - 1);
+    const rest = length - full;
+    const padLength = rest + 9 > BLOCK ? 2 * BLOCK : BLOCK;
+    state.set(key.inner);
+    compress(state, data, 0, full);
+    for (let i = 0; i < rest; i++) pad[i] = data[full + i];
+    pad[rest] = 0x80;
+    for (let i = rest + 1; i < padLength - 4; i++) pad[i] = 0;
+    const bits = (BLOCK + length) * 8; // < 2^32: the message is short
+    pad[padLength - 4] = bits >>> 24;
+    pad[padLength - 3] = bits >>> 16;
+    pad[padLength - 2] = bits >>> 8;
+    pad[padLength - 1] = bits;
+    compress(state, pad, 0, padLength);
+    words(state, outerBlock);
+    state.set(key.outer);
+    compress(state, outerBlock, 0, BLOCK);
+    words(state, digest);
+    return digest.toString('base64url', 0, bytes);
+  }
+}
