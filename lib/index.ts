@@ -66,6 +66,7 @@ export type {
   BarrierExecResult,
   BarrierOutcome,
   BarrierTransaction,
+  LocalTransactionBounds,
   RedisBarrierConnection,
 } from './barrier/barrier.types.js';
 export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
