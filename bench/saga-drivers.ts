@@ -4,7 +4,7 @@
 //
 // The saga, everywhere: NewGid, then Submit of a saga with steps TransOut / TransIn (compensations
 // TransOutRevert / TransInRevert, all http:// URLs of the branch server), the payload `{ amount: 30 }`
-// JSON-encoded once per step per saga, DTM's default options (timeout_to_fail 60, request_timeout 30,
+// JSON-encoded once per step per saga, the module's default options (timeout_to_fail 0: no saga timeout, request_timeout 30,
 // retry_interval 10), and a 10 s deadline on every call to DTM. Over gRPC the steps stay http:// URLs
 // (DTM calls them over HTTP, with the payload's bytes as the body), so every driver's branches do
 // the same work and only the caller's conversation with DTM differs.
@@ -127,7 +127,7 @@ function httpDrivers({ serverUrl, branchUrl }: SagaEndpoints): SagaDriver[] {
       gid,
       trans_type: 'saga',
       wait_result: true,
-      timeout_to_fail: 60,
+      timeout_to_fail: 0,
       request_timeout: 30,
       retry_interval: 10,
       concurrent: false,
@@ -204,7 +204,7 @@ function grpcDriver({ grpcAddress, branchUrl }: SagaEndpoints): SagaDriver {
       await unary('/dtmgimp.Dtm/Submit', encodeRequest, () => EMPTY_REPLY, {
         Gid,
         TransType: 'saga',
-        TransOptions: { WaitResult: true, TimeoutToFail: 60, RetryInterval: 10, RequestTimeout: 30 },
+        TransOptions: { WaitResult: true, TimeoutToFail: 0, RetryInterval: 10, RequestTimeout: 30 },
         BinPayloads: [Buffer.from(JSON.stringify(PAYLOAD)), Buffer.from(JSON.stringify(PAYLOAD))],
         Steps: JSON.stringify([
           { action: `${branchUrl}/TransOut`, compensate: `${branchUrl}/TransOutRevert` },

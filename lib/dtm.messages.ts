@@ -68,9 +68,9 @@ export const MESSAGES = {
 
   // talking to DTM and to branches
   unavailable: (url: string, cause: string, timeoutSeconds: number) =>
-    `could not reach ${url} (${cause}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
+    `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
-    `could not reach the branch ${url} (${cause}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+    `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
   answerTooLarge: (url: string, max: number) =>
     `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
   branchAnswerTooLarge: (url: string, max: number) =>
@@ -79,14 +79,23 @@ export const MESSAGES = {
     `${url} answered ${operation} with ${got}, which is not what DTM answers; check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
   badGidFromDtm: (url: string, got: string) =>
     `${url} answered newGid with ${got}, which is not a gid (1 to 128 letters, digits and . _ : @ = -); check that lynx.dtm.server_url (grpc_server over gRPC) points at a DTM server`,
-  serverStatus: (url: string, status: number, body: string) => `${url} answered HTTP ${status}: ${truncate(body)}`,
+  serverStatus: (url: string, status: number, body: string) =>
+    GATEWAY_STATUSES.has(status)
+      ? `${url} answered HTTP ${status} (${GATEWAY_STATUSES.get(status)}): most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it (DTM itself answers 200, 409 or 500): ${truncate(body)}`
+      : `${url} answered HTTP ${status}: ${truncate(body)}`,
   branchStatus: (url: string, status: number, body: string) =>
-    `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
+    GATEWAY_STATUSES.has(status)
+      ? `the branch ${url} answered HTTP ${status} (${GATEWAY_STATUSES.get(status)}): most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(body)}`
+      : `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
   failureFromDtm: (operation: string, gid: string, message: string) => `DTM refused ${operation} of ${gid}: ${message}`,
   waitResultNotFinal: (gid: string, status: string, message: string) =>
     `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
-  notFinal: (gid: string, status: string, timeoutSeconds: number) =>
-    `${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later`,
+  notFinal: (gid: string, status: string, timeoutSeconds: number, lastError?: string) =>
+    lastError === undefined
+      ? `${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`
+      : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM could not be asked (${lastError}); ${status === 'unknown' ? 'DTM may hold it' : `its last known status is "${status}", DTM goes on with it`}: wait again with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
+  submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
+    `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
   branchGrpcStatus: (endpoint: string, code: number, message: string) =>
     `the branch ${endpoint} answered gRPC status ${code}: ${truncate(message)} (a gRPC branch answers OK for success, ABORTED for FAILURE, FAILED_PRECONDITION for ONGOING)`,
@@ -286,4 +295,18 @@ export const MESSAGES = {
 
 function truncate(text: string, max = 300): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** Statuses a proxy, load balancer or gateway answers when the server behind it did not (Bad Gateway, Service Unavailable, Gateway Timeout). */
+const GATEWAY_STATUSES = new Map<number, string>([
+  [502, 'Bad Gateway'],
+  [503, 'Service Unavailable'],
+  [504, 'Gateway Timeout'],
+]);
+
+/** For a connection reset or cut: who may have done it (`peer`, or something between this app and it). */
+function resetNote(cause: string, peer: string): string {
+  return /ECONNRESET|EPIPE|socket hang up|ECONNABORTED|RST_STREAM/i.test(cause)
+    ? `: the connection was reset, by ${peer} (crashed or restarting) or by a proxy / load balancer between this app and it; the request may or may not have reached ${peer}`
+    : '';
 }

@@ -30,6 +30,7 @@ export type {
 export { Saga } from './transactions/saga.js';
 export { Msg, type MsgLocalTransaction } from './transactions/msg.js';
 export { Tcc } from './transactions/tcc.js';
+export type { GlobalTransactionOutcome } from './transactions/global-transaction.js';
 export { Xa } from './transactions/xa.js';
 export {
   TransactionHelper,
@@ -81,6 +82,7 @@ export type {
   BarrierExecResult,
   BarrierOutcome,
   BarrierTransaction,
+  LocalTransactionBounds,
   RedisBarrierConnection,
 } from './barrier/barrier.types.js';
 export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
@@ -119,6 +121,7 @@ export { DtmServerError } from './errors/dtm-server.error.js';
 export { DtmFailureError } from './errors/dtm-failure.error.js';
 export { DtmGidInUseError } from './errors/dtm-gid-in-use.error.js';
 export { DtmOngoingError } from './errors/dtm-ongoing.error.js';
+export { DtmOutcomeUnknownError } from './errors/dtm-outcome-unknown.error.js';
 export { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error.js';
 export { DtmDisabledError } from './errors/dtm-disabled.error.js';
 export { DtmUnauthenticatedError } from './errors/dtm-unauthenticated.error.js';

@@ -19,6 +19,20 @@ export interface BarrierTransaction {
   execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
 }
 
+/**
+ * Bounds of one local transaction of a branch call. The pg and mysql2 adapters apply them without
+ * an extra round trip (PostgreSQL: `SET LOCAL` in the BEGIN's query; MySQL / MariaDB: the session's
+ * `innodb_lock_wait_timeout`, set once per pooled connection); an adapter of your own may ignore them.
+ */
+export interface LocalTransactionBounds {
+  /**
+   * Whole seconds a statement may wait for a row lock (PostgreSQL: also run) before it fails, so
+   * that no connection is held after DTM stopped waiting for the call: the module passes its
+   * `lynx.dtm.branch_timeout`.
+   */
+  timeoutSeconds?: number;
+}
+
 /** One statement with its parameters. */
 export interface BarrierStatement {
   sql: string;
@@ -38,7 +52,7 @@ export interface BarrierDatabase<Handle = unknown> {
    * to `work` in order; an adapter may send them with the BEGIN in one round trip (the pg adapter
    * does). An adapter that ignores them passes none, and the barrier runs them itself.
    */
-  transaction<T>(work: (handle: Handle, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>, leading?: BarrierStatement[]): Promise<T>;
+  transaction<T>(work: (handle: Handle, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>, leading?: BarrierStatement[], bounds?: LocalTransactionBounds): Promise<T>;
   /** Runs one statement on its own (autocommit), for the message back-check. */
   execute(sql: string, params: unknown[]): Promise<BarrierExecResult>;
 }

@@ -2,7 +2,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
-import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction } from './barrier.types.js';
+import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 
 /**
@@ -15,6 +15,12 @@ const ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action',
 export interface BranchBarrierOptions {
   /** Barrier table (`name` or `schema.name`); default `dtm_barrier.barrier`. */
   table?: string;
+  /**
+   * Whole seconds a statement of {@link BranchBarrier.callWithDb}'s local transaction may wait for a
+   * lock (PostgreSQL: also run); `DtmClient.barrier()` and the decorators pass `lynx.dtm.branch_timeout`.
+   * Unset: the database's own (no bound on PostgreSQL, 50 s on MySQL).
+   */
+  timeoutSeconds?: number;
 }
 
 /**
@@ -29,6 +35,7 @@ export class BranchBarrier {
   private barrierCount = 0;
   /** The table the barrier rows go to. */
   readonly table: string;
+  private readonly bounds?: LocalTransactionBounds;
 
   constructor(
     readonly transType: string,
@@ -39,6 +46,7 @@ export class BranchBarrier {
   ) {
     this.table = options.table ?? DEFAULT_BARRIER_TABLE;
     assertBarrierTable(this.table);
+    if (options.timeoutSeconds !== undefined) this.bounds = { timeoutSeconds: options.timeoutSeconds };
   }
 
   /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
@@ -59,7 +67,8 @@ export class BranchBarrier {
 
   /**
    * {@link call} in a new local transaction on `db`: committed if it resolves, rolled back if it
-   * throws. The barrier's insert goes to `db` with the BEGIN (in one round trip where the adapter can).
+   * throws. The barrier's insert goes to `db` with the BEGIN (in one round trip where the adapter can),
+   * with the lock wait bound of `timeoutSeconds`.
    * When they deadlock (MySQL / MariaDB can, when the same call arrives twice at once), the
    * transaction is retried, up to 3 times: the business had not run yet.
    */
@@ -74,7 +83,7 @@ export class BranchBarrier {
           if (skipped) return skipped;
           businessStarted = true;
           return { executed: true as const, result: await business(handle) };
-        }, [insert]);
+        }, [insert], this.bounds);
       } catch (err) {
         if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
       }

@@ -1,4 +1,4 @@
-import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction } from './barrier.types.js';
+import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 
 /** The part of a `mysql2/promise` connection the barrier uses. */
 export interface MysqlConnectionLike {
@@ -6,6 +6,34 @@ export interface MysqlConnectionLike {
   query(sql: string): Promise<[unknown, unknown]>;
   /** Runs a prepared statement: the server binds `params` (never quoted into the SQL). */
   execute(sql: string, params: (string | number | null)[]): Promise<[unknown, unknown]>;
+  /** mysql2's underlying connection (a pool hands out a new wrapper of the same connection each time). */
+  readonly connection?: object;
+}
+
+/** The lock wait timeout each physical connection's session was given (set once per connection). */
+const SESSION_LOCK_WAIT = new WeakMap<object, number>();
+
+/**
+ * Gives the session of `connection` `innodb_lock_wait_timeout = bounds.timeoutSeconds` (MySQL and
+ * MariaDB), once per physical connection: a statement of a branch's local transaction then waits
+ * for a row lock no longer than DTM waits for the call. One statement on a connection's first use
+ * (or when the timeout changes), none after.
+ */
+export async function boundMysqlSession(connection: MysqlConnectionLike, bounds?: LocalTransactionBounds): Promise<void> {
+  const sql = mysqlLockWaitSql(bounds);
+  if (sql === undefined) return;
+  const key = connection.connection ?? connection;
+  if (SESSION_LOCK_WAIT.get(key) === bounds!.timeoutSeconds) return;
+  await connection.query(sql);
+  SESSION_LOCK_WAIT.set(key, bounds!.timeoutSeconds!);
+}
+
+/** The statement that bounds a session's lock waits (also the XA adapter's, on its new connection); the value is checked here. */
+export function mysqlLockWaitSql(bounds?: LocalTransactionBounds): string | undefined {
+  const seconds = bounds?.timeoutSeconds;
+  if (seconds === undefined) return undefined;
+  if (!Number.isInteger(seconds) || seconds <= 0) throw new TypeError(`timeoutSeconds must be a positive whole number, got ${String(seconds)}`);
+  return `SET SESSION innodb_lock_wait_timeout = ${seconds}`;
 }
 
 /** The part of a `mysql2/promise` pool the barrier uses. */
@@ -24,15 +52,21 @@ export function mysqlBarrierTransaction(connection: MysqlConnectionLike): Barrie
  * A `mysql2/promise` pool as a barrier database (MySQL or MariaDB): transactions on one pooled
  * connection. The barrier's statements are prepared statements whose parameters the server binds,
  * so they are safe whatever the sql_mode (see {@link mysqlExecute}); `multipleStatements` is not
- * needed.
+ * needed. With the branch timeout (the module passes it), each pooled connection's session gets
+ * `innodb_lock_wait_timeout` once, on its first use: no extra round trip after that.
  */
 export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlPoolLike<C>): BarrierDatabase<C> {
   return {
     dialect: 'mysql',
-    async transaction<T>(work: (connection: C, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>, leading: BarrierStatement[] = []): Promise<T> {
+    async transaction<T>(
+      work: (connection: C, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>,
+      leading: BarrierStatement[] = [],
+      bounds?: LocalTransactionBounds,
+    ): Promise<T> {
       const connection = await pool.getConnection();
       let broken = false;
       try {
+        await boundMysqlSession(connection, bounds);
         const leadingResults = await begin(connection, leading);
         const result = await work(connection, mysqlBarrierTransaction(connection), leadingResults);
         await connection.commit();

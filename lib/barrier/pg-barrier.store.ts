@@ -1,4 +1,4 @@
-import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction } from './barrier.types.js';
+import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 
 /** What `pg` answers to one statement. */
 interface PgResult {
@@ -26,16 +26,22 @@ export function pgBarrierTransaction(client: PgClientLike): BarrierTransaction {
 /**
  * A `pg` pool as a barrier database: transactions on one pooled client, handed to your code. The
  * barrier's inserts are sent with the BEGIN, in one simple query with pg's own literal quoting, so
- * the barrier costs no extra round trip.
+ * the barrier costs no extra round trip; so are the transaction's `lock_timeout` and
+ * `statement_timeout` (`SET LOCAL`, from the branch timeout), so no client waits on a lock after
+ * DTM gave up on the call.
  */
 export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): BarrierDatabase<C> {
   return {
     dialect: 'postgres',
-    async transaction<T>(work: (client: C, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>, leading: BarrierStatement[] = []): Promise<T> {
+    async transaction<T>(
+      work: (client: C, tx: BarrierTransaction, leading: BarrierExecResult[]) => Promise<T>,
+      leading: BarrierStatement[] = [],
+      bounds?: LocalTransactionBounds,
+    ): Promise<T> {
       const client = await pool.connect();
       let broken: Error | undefined;
       try {
-        const leadingResults = await begin(client, leading);
+        const leadingResults = await begin(client, leading, bounds);
         const result = await work(client, pgBarrierTransaction(client), leadingResults);
         await client.query('COMMIT');
         return result;
@@ -59,17 +65,31 @@ function toExecResult(result: PgResult): BarrierExecResult {
   return { affected: result.rowCount ?? 0, rows: result.rows ?? [] };
 }
 
-/** BEGIN, then `leading`: in one round trip when the client can quote literals. */
-async function begin(client: PgClientLike, leading: BarrierStatement[]): Promise<BarrierExecResult[]> {
+/**
+ * `BEGIN` with the transaction's bounds (`SET LOCAL lock_timeout` and `statement_timeout`), as one
+ * simple query (no parameters); also the XA adapter's start. The value is a whole number of
+ * milliseconds, checked here: nothing else goes into the SQL.
+ */
+export function pgBeginSql(bounds?: LocalTransactionBounds): string {
+  const seconds = bounds?.timeoutSeconds;
+  if (seconds === undefined) return 'BEGIN';
+  if (!Number.isInteger(seconds) || seconds <= 0) throw new TypeError(`timeoutSeconds must be a positive whole number, got ${String(seconds)}`);
+  const ms = `'${seconds * 1000}ms'`;
+  return `BEGIN; SET LOCAL lock_timeout = ${ms}; SET LOCAL statement_timeout = ${ms}`;
+}
+
+/** BEGIN (with its bounds), then `leading`: in one round trip when the client can quote literals. */
+async function begin(client: PgClientLike, leading: BarrierStatement[], bounds?: LocalTransactionBounds): Promise<BarrierExecResult[]> {
+  const beginSql = pgBeginSql(bounds);
   const quote = client.escapeLiteral?.bind(client);
   if (leading.length === 0 || !quote) {
-    await client.query('BEGIN');
+    await client.query(beginSql);
     const results: BarrierExecResult[] = [];
     for (const statement of leading) results.push(await pgExecute(client, statement.sql, statement.params));
     return results;
   }
   // the barrier's own statements: $n placeholders only, string parameters
   const inline = (s: BarrierStatement) => s.sql.replace(/\$(\d+)/g, (_, n: string) => quote(String(s.params[Number(n) - 1])));
-  const answers = (await client.query(['BEGIN', ...leading.map(inline)].join('; '))) as unknown as PgResult[];
-  return answers.slice(1).map(toExecResult);
+  const answers = (await client.query([beginSql, ...leading.map(inline)].join('; '))) as unknown as PgResult[];
+  return answers.slice(answers.length - leading.length).map(toExecResult);
 }

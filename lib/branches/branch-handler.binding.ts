@@ -174,7 +174,7 @@ async function runInLocalTransaction(
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
-  const barrier = BranchBarrier.from(info, { table: runtime.config.barrierTable });
+  const barrier = BranchBarrier.from(info, { table: runtime.config.barrierTable, timeoutSeconds: runtime.config.branchTimeout });
   if (source.queryPrepared) {
     // the back-check is answered from the barrier table; the handler does not run
     await (isRedisConnection(connection) ? barrier.redisQueryPrepared(connection.redis) : barrier.queryPrepared(connection));

@@ -9,11 +9,12 @@ import { RemoteBranchDirectory } from './remote-branches.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
-import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { redactUrl } from '../redact.js';
 import { Msg } from '../transactions/msg.js';
 import { Saga } from '../transactions/saga.js';
+import type { GlobalTransactionOutcome } from '../transactions/global-transaction.js';
 import { Tcc } from '../transactions/tcc.js';
 import { assertGid } from '../transactions/transaction.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
@@ -24,9 +25,17 @@ import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchInfo, BranchResolver, FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
+import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../transport/http/http.transport.js';
+
+/**
+ * How long DTM must keep answering that it has no such transaction, after a submit that may not
+ * have reached it, before the module concludes that it never got it (a request DTM was still
+ * storing when the connection broke shows up within this time).
+ */
+const ABSENT_CONFIRM_MS = 3000;
 
 /** How many distinct foreign DTM server names a client logs (a caller chooses them: the log must stay bounded). */
 const MAX_LOGGED_FOREIGN_DTM = 100;
@@ -58,7 +67,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       transport: (protocol) => this.transport(protocol),
       passThroughHeaders: currentPassThroughHeaders,
       query: (gid) => this.http.query(gid),
-      waitForFinal: (gid, options) => this.waitForFinal(gid, options),
+      waitForFinal: (gid, options, absent) => this.awaitFinal(gid, options ?? {}, absent),
       branchTarget: (kind, name, protocol) => {
         if (!branches) throw new DtmUsageError(MESSAGES.noRegistry(name));
         return branches.target(kind, name, protocol);
@@ -130,9 +139,20 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     return new Tcc(this.runtime, gid, options).run(body);
   }
 
-  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`. */
+  /**
+   * {@link tccGlobalTransaction}, then waits for the final outcome (`wait`: see {@link waitForFinal}):
+   * resolves `succeed` (with `result`, what `body` returned) or `failed` (a branch's FAILURE thrown
+   * out of `body` is a rollback, a result; any other error of `body` is thrown after the abort).
+   * Throws `DtmOutcomeUnknownError` if DTM has the transaction but its outcome is not known in time.
+   */
+  async tccGlobalTransactionAndWait<T>(gid: string, body: (tcc: Tcc) => Promise<T>, options?: TransactionOptions, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
+    this.assertEnabled('tccGlobalTransactionAndWait()');
+    return new Tcc(this.runtime, gid, options).runAndWait(body, wait);
+  }
+
+  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`, its local transactions bounded by `branch_timeout`. */
   barrier(branch: BranchInfo): BranchBarrier {
-    return BranchBarrier.from(branch, { table: this.config.barrierTable });
+    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout });
   }
 
   /**
@@ -170,6 +190,12 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     return new Xa(this.runtime, gid, options).run(body);
   }
 
+  /** {@link xaGlobalTransaction}, then waits for the final outcome, as {@link tccGlobalTransactionAndWait} does for TCC. */
+  async xaGlobalTransactionAndWait<T>(gid: string, body: (xa: Xa) => Promise<T>, options?: TransactionOptions, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
+    this.assertEnabled('xaGlobalTransactionAndWait()');
+    return new Xa(this.runtime, gid, options).runAndWait(body, wait);
+  }
+
   /**
    * Runs the workflow `name` (a `@DtmWorkflow` of this app) as `gid` with `input`, or re-attaches
    * to it: idempotent by gid (a finished one answers its outcome; DTM keeps the first input).
@@ -195,22 +221,54 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
 
   /**
    * Waits until `gid` is `succeed` or `failed` and returns the final status, rollback reason and
-   * branches. A rollback is a result; throws `DtmOngoingError` if not final within `timeout` seconds.
+   * branches. A rollback is a result. Status queries that fail (DTM restarting or unreachable, a
+   * 5xx answer) are retried until `timeout` seconds have passed; then, or if the transaction is
+   * still unfinished, throws {@link DtmOutcomeUnknownError} with the last status DTM reported: wait
+   * again for the same gid, never start the work again under a new one.
    */
   async waitForFinal(gid: string, options: WaitOptions = {}): Promise<FinalResult> {
+    return this.awaitFinal(gid, options);
+  }
+
+  /**
+   * {@link waitForFinal}; with `absent` (the error of a submit that may not have reached DTM), a
+   * gid DTM answers it does not hold (for {@link ABSENT_CONFIRM_MS}) throws `absent`: DTM never got it.
+   */
+  private async awaitFinal(gid: string, options: WaitOptions, absent?: Error): Promise<FinalResult> {
+    this.assertEnabled('waitForFinal()');
+    assertGid(gid);
     const timeout = options.timeout ?? 60;
     const pollInterval = options.pollInterval ?? 0.05;
     assertWaitOption('timeout', timeout, 0);
     assertWaitOption('pollInterval', pollInterval, 0.001);
     const deadline = Date.now() + timeout * 1000;
     let interval = pollInterval * 1000;
+    let lastStatus = 'unknown';
+    let lastError: Error | undefined;
+    let absentSince: number | undefined;
     for (;;) {
-      const record = await this.query(gid);
-      if (!record) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
-      if (record.status === 'succeed' || record.status === 'failed') {
-        return { gid, status: record.status, rollbackReason: record.rollbackReason, branches: record.branches, transaction: record };
+      let record: TransactionRecord | null | undefined;
+      try {
+        record = await this.http.query(gid);
+        lastError = undefined;
+      } catch (err) {
+        if (!isTransientDtmError(err)) throw err;
+        lastError = err as Error;
       }
-      if (Date.now() >= deadline) throw new DtmOngoingError(MESSAGES.notFinal(gid, record.status, timeout), { gid });
+      if (record === null) {
+        if (!absent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+        absentSince ??= Date.now();
+        if (Date.now() - absentSince >= ABSENT_CONFIRM_MS || Date.now() >= deadline) throw absent;
+      } else if (record) {
+        absentSince = undefined;
+        if (record.status === 'succeed' || record.status === 'failed') {
+          return { gid, status: record.status, rollbackReason: record.rollbackReason, branches: record.branches, transaction: record };
+        }
+        lastStatus = record.status;
+      }
+      if (Date.now() >= deadline) {
+        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message), gid, lastStatus, { cause: lastError ?? absent });
+      }
       await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
       interval = Math.min(interval * 1.5, 1000);
     }

@@ -4,6 +4,7 @@ import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
 
@@ -130,7 +131,9 @@ export class TransactionHelper {
     try {
       await run();
     } catch (err) {
-      if (!(options.waitForFinal && err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw err;
+      // a submit that may not have reached DTM (DtmOutcomeUnknownError) is waited out too: DTM holds the transaction
+      const settles = err instanceof DtmOutcomeUnknownError || (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError));
+      if (!(options.waitForFinal && settles)) throw err;
     }
     return this.finish(gid, answers, options);
   }

@@ -18,8 +18,18 @@ export interface DtmConfig {
   timeout: number;
   /** Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each error). Default 10. */
   retryInterval: number;
-  /** Seconds after which DTM fails (or, for a msg, back-checks) an unfinished transaction (DTM `timeout_to_fail`). Default 60. */
+  /**
+   * TCC, XA and msg: seconds after which DTM fails an unfinished TCC / XA transaction, or back-checks
+   * a prepared message (DTM `timeout_to_fail`). `0`: DTM's server default (its `TimeoutToFail`, 35 s).
+   * Not for sagas (see {@link sagaTimeout}). Default 60.
+   */
   transactionTimeout: number;
+  /**
+   * Sagas: seconds after which DTM rolls back an unfinished saga (DTM `timeout_to_fail`), compensating
+   * the steps that already ran. `0` (default): no timeout, DTM retries forward until the saga is done
+   * (DTM's own default for sagas).
+   */
+  sagaTimeout: number;
   /** Seconds DTM waits for one branch call (DTM `request_timeout`); also the module's own direct branch calls. Default 30. */
   branchTimeout: number;
   /**

@@ -293,7 +293,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     case 'bytes': {
       const unit = key.kind === 'bytes' ? 'bytes' : 'seconds';
       if (typeof raw !== 'number' || !Number.isFinite(raw)) return { problem: MESSAGES.configWant(`a number of ${unit}`, got) };
-      if (raw <= 0 && key.kind !== 'bytes') return { problem: MESSAGES.configPositive(raw) };
+      if (raw <= 0 && key.kind !== 'bytes' && key.range!.min > 0) return { problem: MESSAGES.configPositive(raw) };
       if (key.kind === 'whole-seconds' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeSeconds(raw) };
       if (key.kind === 'bytes' && !Number.isInteger(raw)) return { problem: MESSAGES.configWholeBytes(raw) };
       const range = key.range!;

@@ -1,6 +1,15 @@
-import type { TransactionOptions, TransactionType } from '../transport/dtm.types.js';
+import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
+import { isTransientDtmError } from '../transport/dtm-transient.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
+
+/** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE rolled it back). */
+export interface GlobalTransactionOutcome<T> extends FinalResult {
+  result?: T;
+}
 
 /**
  * TCC and XA: prepared before the app's callback runs, branches called by the app itself, then
@@ -11,18 +20,57 @@ export abstract class GlobalTransaction extends Transaction {
     super(runtime, gid, transType, options, parent);
   }
 
-  /** @internal Runs `body` inside the global transaction: prepare, body, then submit or abort. Returns what `body` returned. */
+  /**
+   * @internal Runs `body` inside the global transaction: prepare, body, then submit or abort.
+   * Returns what `body` returned. A submit that fails in a way that may not have reached DTM (DTM
+   * holds the prepared transaction: if the submit got lost, DTM fails it at its timeout) is
+   * {@link DtmOutcomeUnknownError}.
+   */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
     await this.prepareInDtm(this.request());
     let result: T;
     try {
       result = await body(this);
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
+      await this.abortFor(err);
       throw err;
     }
-    await this.submitRequest(this.request(), false);
+    try {
+      await this.submitRequest(this.request(), false);
+    } catch (err) {
+      if (!isTransientDtmError(err)) throw err;
+      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+    }
     return result;
+  }
+
+  /**
+   * @internal {@link run}, then waits for the final outcome (retrying status queries through DTM
+   * restarts, see `DtmClient.waitForFinal`). A branch's FAILURE (a `DtmFailureError` out of `body`)
+   * aborts the transaction and is a result (`failed`, with the reason); any other error of `body`
+   * aborts it and is thrown. A submit that may not have reached DTM is waited out too.
+   */
+  async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
+    await this.prepareInDtm(this.request());
+    let result: T;
+    try {
+      result = await body(this);
+    } catch (err) {
+      await this.abortFor(err);
+      if (!(err instanceof DtmFailureError)) throw err;
+      return this.runtime.waitForFinal(this.gid, wait);
+    }
+    try {
+      await this.submitRequest(this.request(), false);
+    } catch (err) {
+      if (!isTransientDtmError(err)) throw err;
+    }
+    return { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
+  }
+
+  /** Aborts the transaction because `body` threw `err` (its message is the rollback reason); DTM's answer does not change what is thrown. */
+  private async abortFor(err: unknown): Promise<void> {
+    const reason = err instanceof Error ? err.message : String(err);
+    await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
   }
 }

@@ -1,6 +1,7 @@
 import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
+import { mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { Transaction } from './transaction.js';
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */
@@ -45,12 +46,22 @@ export abstract class StepTransaction extends Transaction {
 
   /**
    * Submits and waits for the final status: resolves with `succeed` or `failed` (a rollback is a
-   * result, with its reason); throws if DTM is unreachable, if the transaction is not final in
-   * time, or if DTM refused the submit (`DtmGidInUseError`: DTM holds another transaction under the gid).
+   * result, with its reason). Throws `DtmUnavailableError` only when DTM never got the transaction
+   * (it could not be reached, or answered that it does not hold the gid): safe to run again, under
+   * a new gid too. Throws `DtmOutcomeUnknownError` when DTM has it (or may have it) but the
+   * outcome is not known within `wait.timeout` (status queries are retried through DTM restarts
+   * and network errors until then): wait again for the same gid, never a new one. Throws
+   * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     if (this.remoteSteps) await this.resolveRemote();
-    await this.submitRequest(this.submission(), true);
+    try {
+      await this.submitRequest(this.submission(), true);
+    } catch (err) {
+      if (!mayHaveReachedDtm(err)) throw err;
+      // the submit may have reached DTM before the connection broke: what DTM holds decides
+      return this.runtime.waitForFinal(this.gid, wait, err as Error);
+    }
     return this.runtime.waitForFinal(this.gid, wait);
   }
 

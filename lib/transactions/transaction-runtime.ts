@@ -12,7 +12,8 @@ export interface TransactionRuntime {
   /** Headers to pass on to branches from the request being served (none outside a request). */
   passThroughHeaders(): Record<string, string>;
   query(gid: string): Promise<TransactionRecord | null>;
-  waitForFinal(gid: string, options?: WaitOptions): Promise<FinalResult>;
+  /** `DtmClient.waitForFinal`; with `absent`, a gid DTM does not hold throws `absent` (the submit never reached DTM). */
+  waitForFinal(gid: string, options?: WaitOptions, absent?: Error): Promise<FinalResult>;
   /** The target (URL) of this app's decorated branch `name` of `kind`, for a transaction on `protocol`; throws for an unknown name. */
   branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether this app has a decorated branch `name` of `kind`. */

@@ -34,7 +34,7 @@ export function assertWholeNumber(option: string, value: unknown, min: number, m
 
 /** Checks the numeric transaction options given in code, against the ranges the `lynx.dtm` keys have. */
 function assertOptions(o: TransactionOptions, gid: string): void {
-  if (o.timeoutToFail !== undefined) assertWholeNumber('timeoutToFail', o.timeoutToFail, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
+  if (o.timeoutToFail !== undefined) assertWholeNumber('timeoutToFail', o.timeoutToFail, 0, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.retryInterval !== undefined) assertWholeNumber('retryInterval', o.retryInterval, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.branchTimeout !== undefined) assertWholeNumber('branchTimeout', o.branchTimeout, 1, BRANCH_TIMEOUT_MAX, 'seconds', NODE_TIMER, gid);
   if (o.retryLimit !== undefined) {
@@ -108,7 +108,8 @@ export abstract class Transaction {
     const o = this.overrides;
     assertOptions(o, this.gid);
     const resolved: ResolvedOptions = {
-      timeoutToFail: o.timeoutToFail ?? config.transactionTimeout,
+      // a saga has no timeout unless one is set for it (DTM's default: forward recovery, retried until done)
+      timeoutToFail: o.timeoutToFail ?? (this.transType === 'saga' ? config.sagaTimeout : config.transactionTimeout),
       retryInterval: o.retryInterval ?? config.retryInterval,
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
       branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,

@@ -17,7 +17,11 @@ export type BranchStatus = 'prepared' | 'succeed' | 'failed';
 export interface TransactionOptions {
   /** How the module talks to DTM for this transaction (`lynx.dtm.protocol`, default `http`). Fixed at creation. */
   protocol?: DtmProtocol;
-  /** DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after this many seconds (whole, 1 to 2147483647). */
+  /**
+   * DTM `timeout_to_fail`: fail (tcc, xa, saga) or back-check (msg) an unfinished transaction after
+   * this many seconds (whole, 0 to 2147483647). `0`: a saga has no timeout; a TCC / XA / msg gets
+   * the DTM server's default. Unset: `lynx.dtm.saga_timeout` for a saga, `transaction_timeout` for the others.
+   */
   timeoutToFail?: number;
   /** DTM `retry_interval`: seconds before DTM retries a failed branch, doubling after each error (whole, 1 to 2147483647). */
   retryInterval?: number;

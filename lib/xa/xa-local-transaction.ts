@@ -1,5 +1,7 @@
 import { insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
-import type { BarrierDialect } from '../barrier/barrier.types.js';
+import type { BarrierDialect, LocalTransactionBounds } from '../barrier/barrier.types.js';
+import { mysqlLockWaitSql } from '../barrier/mysql-barrier.store.js';
+import { pgBeginSql } from '../barrier/pg-barrier.store.js';
 import type { BranchInfo } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -63,8 +65,13 @@ export async function xaLocalTransaction<H, T>(
   if (branch.op !== 'action') throw new DtmUsageError(MESSAGES.xaBadOp(branch.op), { gid: branch.gid, branchId: branch.branchId });
   const phase2Url = branch.phase2Url;
   if (!phase2Url) throw new DtmUsageError(MESSAGES.xaNoPhase2Url(), { gid: branch.gid, branchId: branch.branchId });
-  return prepareXa(db, xid, row, business, () =>
-    runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }),
+  return prepareXa(
+    db,
+    xid,
+    row,
+    business,
+    () => runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }),
+    { timeoutSeconds: runtime.config.branchTimeout },
   );
 }
 
@@ -80,13 +87,24 @@ export interface XaBarrierRow {
  * Phase 1 of a local XA transaction on a dedicated connection of `db`: XA START (PostgreSQL:
  * BEGIN), the barrier row DTM's SDK writes (reason `action`), `business`, then `beforePrepare`
  * (registering the branch), then XA END + XA PREPARE (PREPARE TRANSACTION). On any error the work
- * is rolled back and the error rethrown. The connection is closed on every path.
+ * is rolled back and the error rethrown. The connection is closed on every path. With `bounds`,
+ * statements wait for locks no longer than the branch timeout.
  */
-export async function prepareXa<H, T>(db: XaDatabase<H>, xid: string, row: XaBarrierRow, business: (handle: H) => Promise<T>, beforePrepare: () => Promise<unknown>): Promise<T> {
+export async function prepareXa<H, T>(
+  db: XaDatabase<H>,
+  xid: string,
+  row: XaBarrierRow,
+  business: (handle: H) => Promise<T>,
+  beforePrepare: () => Promise<unknown>,
+  bounds?: LocalTransactionBounds,
+): Promise<T> {
   const mysql = db.dialect === 'mysql';
   const conn = await db.connect();
   try {
-    await conn.execute(mysql ? `XA START '${xid}'` : 'BEGIN');
+    // lock waits bounded by the branch timeout (PostgreSQL: in the BEGIN's query; MySQL: the new connection's session)
+    const lockWait = mysql ? mysqlLockWaitSql(bounds) : undefined;
+    if (lockWait) await conn.execute(lockWait); // a new connection each call: one statement more on MySQL
+    await conn.execute(mysql ? `XA START '${xid}'` : pgBeginSql(bounds));
     let result: T;
     try {
       await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']);

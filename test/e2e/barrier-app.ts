@@ -347,7 +347,7 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
     controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix)],
     providers: [Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
   }).compile();
-  const app = moduleRef.createNestApplication({ logger: ['error'] });
+  const app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
   app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
@@ -363,8 +363,14 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
     redis,
     redisKey: (account) => `${dbs.redis.keyPrefix}account-${account}`,
     async close() {
-      await app.close();
-      await Promise.all([pgPool.end(), myPool.end()]);
+      const timed = async (what: string, step: Promise<unknown>) => {
+        const started = Date.now();
+        await step;
+        const ms = Date.now() - started;
+        if (ms > 1000) process.stderr.write(`[barrier-app] close: ${what} took ${ms} ms (pg pool: ${pgPool.totalCount} clients, ${pgPool.idleCount} idle, ${pgPool.waitingCount} waiting)\n`);
+      };
+      await timed('app.close()', app.close());
+      await timed('pools end()', Promise.all([pgPool.end(), myPool.end()]));
       redis.disconnect();
     },
   };

@@ -392,7 +392,7 @@ describe('XA phase 2 of an xid the database does not know', () => {
       ],
       controllers: [XaBank],
     }).compile();
-    xaApp = moduleRef.createNestApplication({ logger: captureLogger });
+    xaApp = moduleRef.createNestApplication({ logger: captureLogger, forceCloseConnections: true });
     await xaApp.listen(0, '127.0.0.1');
     xaUrl = `http://127.0.0.1:${(xaApp.getHttpServer().address() as { port: number }).port}/xa`;
     client = xaApp.get(DtmClient);

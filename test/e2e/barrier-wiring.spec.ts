@@ -155,7 +155,7 @@ beforeAll(async () => {
     controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped],
     providers: [Runs],
   }).compile();
-  app = moduleRef.createNestApplication({ logger: false });
+  app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
   await app.listen(0, '127.0.0.1');
   url = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
   runs = app.get(Runs);

@@ -285,7 +285,7 @@ export async function startBranchApp(adapter: AdapterName, config: DtmConfigInpu
     controllers: [BankController, InventoryController, OutboxController, StartController],
     providers: [Ledger],
   }).compile();
-  const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter()) : moduleRef.createNestApplication();
+  const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
   const logger = new CapturingLogger();
   app.useLogger(logger);
   app.setGlobalPrefix('api');

@@ -161,6 +161,17 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(fx.recorder.callsTo('/TransOut', gid).map((c) => c.status)).toEqual([425, 200]);
     });
 
+    it('no timeout unless one is set (lynx.dtm.saga_timeout, timeoutToFail): DTM stores no timeout_to_fail and retries a slow step until it is done', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', 425, 425, 200);
+      const final = await transfer(fx.client.newSaga(gid, { retryInterval: 1 })).submitAndWait({ timeout: 20 });
+
+      expect(final.status).toBe('succeed');
+      // DTM answers timeout_to_fail only when it is not 0 (Go omitempty)
+      expect((await queryTrans(gid)).transaction?.timeout_to_fail).toBeUndefined();
+      expect(fx.recorder.callsTo('/TransOutRevert', gid)).toHaveLength(0);
+    });
+
     it('a 500 then success: DTM retries the step (here taken by the cron at once)', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransIn', 500, 200);

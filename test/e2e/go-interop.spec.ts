@@ -168,7 +168,7 @@ beforeAll(async () => {
     controllers: [NestBank],
     providers: [NestWorkflows],
   }).compile();
-  app = moduleRef.createNestApplication({ logger: ['error'] });
+  app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
   nestGrpc = `127.0.0.1:${await freePort()}`;
   app.connectMicroservice(
     { transport: Transport.GRPC, options: { package: 'bank', protoPath: BANK_PROTO, url: nestGrpc, loader: { longs: Number, defaults: true } } },

@@ -172,7 +172,7 @@ export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmC
   }).compile();
   let app: INestApplicationContext;
   if (kind === 'hybrid') {
-    const http = moduleRef.createNestApplication({ logger });
+    const http = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
     http.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
     await http.startAllMicroservices();
     await http.listen(0, '127.0.0.1');

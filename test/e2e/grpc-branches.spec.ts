@@ -191,7 +191,7 @@ describe('one branch name on both transports', () => {
       imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: 'http://pay.internal', grpcAppAddress: 'pay.internal:50051' }, grpcProtos: TESTS_GRPC_PROTOS })],
       controllers: [Pay],
     }).compile();
-    const app = moduleRef.createNestApplication({ logger });
+    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
     app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
     await app.init();
     try {

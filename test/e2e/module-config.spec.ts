@@ -42,6 +42,7 @@ beforeAll(async () => {
     grpc_server: "\${TEST_DTM_GRPC}"
     retry_interval: 15
     transaction_timeout: 120
+    saga_timeout: 240
     branch_timeout: 7
 `,
   );
@@ -96,10 +97,11 @@ async function storedOptionsPerMode(protocol: DtmProtocol, options?: Transaction
 }
 
 describe.each(PROTOCOLS)('lynx.dtm settings in what DTM stores, over %s', (protocol) => {
-  it('module defaults from YAML reach every mode: retry_interval, timeout_to_fail, branch_timeout (DTM request_timeout)', async () => {
+  it('module defaults from YAML reach every mode: retry_interval, timeout_to_fail (saga_timeout for sagas), branch_timeout (DTM request_timeout)', async () => {
     const perMode = await storedOptionsPerMode(protocol);
     for (const mode of ['saga', 'msg', 'tcc', 'xa']) {
-      expect([mode, perMode[mode]]).toEqual([mode, expect.objectContaining({ retryInterval: 15, timeoutToFail: 120, branchTimeout: 7, protocol })]);
+      const timeoutToFail = mode === 'saga' ? 240 : 120;
+      expect([mode, perMode[mode]]).toEqual([mode, expect.objectContaining({ retryInterval: 15, timeoutToFail, branchTimeout: 7, protocol })]);
     }
   });
 

@@ -184,7 +184,7 @@ function readBody(req: IncomingMessage): Promise<string> {
  */
 export async function startRecorder(): Promise<Recorder> {
   const state: RecorderState = { calls: [], scripts: new Map() };
-  const app: INestApplication = await NestFactory.create(RecorderModule.withState(state), { bodyParser: false, logger: false });
+  const app: INestApplication = await NestFactory.create(RecorderModule.withState(state), { bodyParser: false, logger: false, forceCloseConnections: true });
   await app.listen(0, '127.0.0.1');
   const grpc = await startGrpcSide(state);
   const address = app.getHttpServer().address() as { port: number };

@@ -73,7 +73,7 @@ describe('Saga', () => {
     expect(sent).toEqual([]);
   });
 
-  it('resolves the module defaults when created, payloads encoded once per step', async () => {
+  it('resolves the module defaults when created, payloads encoded once per step; a saga has no timeout (transaction_timeout is for TCC / XA / msg)', async () => {
     const { runtime, sent } = recordingRuntime();
     await new Saga(runtime, 'gid-1')
       .add('http://a/TransOut', 'http://a/TransOutRevert', { amount: 30 })
@@ -86,7 +86,7 @@ describe('Saga', () => {
         request: {
           gid: 'gid-1',
           transType: 'saga',
-          options: { timeoutToFail: 90, retryInterval: 12, branchTimeout: 8, branchHeaders: {} },
+          options: { timeoutToFail: 0, retryInterval: 12, branchTimeout: 8, branchHeaders: {} },
           concurrent: false,
           steps: [
             { action: 'http://a/TransOut', compensate: 'http://a/TransOutRevert' },
@@ -95,6 +95,17 @@ describe('Saga', () => {
           payloads: ['{"amount":30}', '{"amount":30}'],
         },
       },
+    ]);
+  });
+
+  it('takes lynx.dtm.saga_timeout for sagas and transaction_timeout for msgs', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const withSagaTimeout = { ...runtime, config: { ...runtime.config, sagaTimeout: 300 } };
+    await new Saga(withSagaTimeout, 'gid-st').add('http://a/x', {}).submit();
+    await new Msg(withSagaTimeout, 'gid-mt').add('http://a/x', {}).submit();
+    expect(sent.map((s) => [s.request.transType, s.request.options.timeoutToFail])).toEqual([
+      ['saga', 300],
+      ['msg', 90],
     ]);
   });
 

@@ -43,6 +43,7 @@ describe('resolveDtmConfig', () => {
       timeout: 10,
       retryInterval: 10,
       transactionTimeout: 60,
+      sagaTimeout: 0,
       branchTimeout: 30,
       maxAnswerBytes: 8 * 1024 * 1024,
       passThroughHeaders: [],
@@ -67,6 +68,7 @@ lynx:
     timeout: 2.5
     retry_interval: 15
     transaction_timeout: 120
+    saga_timeout: 0
     branch_timeout: 7
     max_answer_bytes: 1048576
     pass_through_headers: ["X-Request-ID", "x-user-id"]
@@ -81,6 +83,7 @@ lynx:
       timeout: 2.5,
       retryInterval: 15,
       transactionTimeout: 120,
+      sagaTimeout: 0,
       branchTimeout: 7,
       maxAnswerBytes: 1048576,
       passThroughHeaders: ['x-request-id', 'x-user-id'],
@@ -199,6 +202,12 @@ lynx:
     expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    pass_trace_context: "no"\n') })).toEqual([{ path: 'lynx.dtm.pass_trace_context', message: 'must be true or false, got "no"' }]);
   });
 
+  it('accepts 0 from YAML for saga_timeout (no saga timeout) and transaction_timeout (the DTM server default)', () => {
+    const config = resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    saga_timeout: 0\n    transaction_timeout: 0\n') }, {});
+    expect([config.sagaTimeout, config.transactionTimeout]).toEqual([0, 0]);
+    expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    saga_timeout: 600\n') }, {}).sagaTimeout).toBe(600);
+  });
+
   it('accepts enabled: false with nothing else', () => {
     expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    enabled: false\n') }, {}).enabled).toBe(false);
   });
@@ -264,7 +273,10 @@ describe('ranges Node and DTM can honour', () => {
     ['timeout', 3_000_000, /^must be from 0\.001 to 2147483\.647 seconds \(Node's timers stop at 2147483647 ms\), got 3000000$/],
     ['timeout', 0.0004, /^must be from 0\.001 to 2147483\.647 seconds .*got 0\.0004$/],
     ['retryInterval', 1e20, /^must be from 1 to 2147483647 seconds \(DTM's SQL stores keep its intervals in 32-bit integers\), got 100000000000000000000$/],
-    ['transactionTimeout', 2_147_483_648, /^must be from 1 to 2147483647 seconds .*got 2147483648$/],
+    ['transactionTimeout', 2_147_483_648, /^must be from 0 to 2147483647 seconds .*got 2147483648$/],
+    ['sagaTimeout', -1, /^must be from 0 to 2147483647 seconds .*got -1$/],
+    ['sagaTimeout', 1.5, /^must be a whole number of seconds \(DTM stores integers\), got 1\.5$/],
+    ['retryInterval', 0, /^must be a positive number of seconds, got 0$/],
     ['branchTimeout', 2_147_484, /^must be from 1 to 2147483 seconds \(Node's timers stop at 2147483647 ms\), got 2147484$/],
     ['maxAnswerBytes', 1000, /^must be from 65536 to 1073741824 bytes .*got 1000$/],
     ['maxAnswerBytes', 100_000.5, /^must be a whole number of bytes, got 100000\.5$/],
@@ -274,9 +286,9 @@ describe('ranges Node and DTM can honour', () => {
   });
 
   it('accepts both ends of every range', () => {
-    const top = { timeout: 2_147_483.647, retryInterval: 2_147_483_647, transactionTimeout: 2_147_483_647, branchTimeout: 2_147_483, maxAnswerBytes: 1024 ** 3 };
+    const top = { timeout: 2_147_483.647, retryInterval: 2_147_483_647, transactionTimeout: 2_147_483_647, sagaTimeout: 2_147_483_647, branchTimeout: 2_147_483, maxAnswerBytes: 1024 ** 3 };
     expect(resolveDtmConfig({ config: top }, {})).toMatchObject(top);
-    const bottom = { timeout: 0.001, retryInterval: 1, transactionTimeout: 1, branchTimeout: 1, maxAnswerBytes: 65_536 };
+    const bottom = { timeout: 0.001, retryInterval: 1, transactionTimeout: 0, sagaTimeout: 0, branchTimeout: 1, maxAnswerBytes: 65_536 };
     expect(resolveDtmConfig({ config: bottom }, {})).toMatchObject(bottom);
   });
 

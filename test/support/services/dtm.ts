@@ -57,7 +57,9 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   const store = options.store ?? 'boltdb';
   const dir = join(runDir.path, name);
   mkdirSync(dir, { recursive: true });
-  const [httpPort, grpcPort] = [await freeLocalPort(), await freeLocalPort()];
+  // the ports of extraConfig (a restart on the ports of an earlier run), else free ones
+  const httpPort = (options.extraConfig?.HttpPort as number | undefined) ?? (await freeLocalPort());
+  const grpcPort = (options.extraConfig?.GrpcPort as number | undefined) ?? (await freeLocalPort());
   if (store === 'mysql') {
     // DTM's -r connects to its database before creating the tables in it
     const conn = await mysql.createConnection({ host: options.mariadb!.host, port: options.mariadb!.port, user: options.mariadb!.user, password: options.mariadb!.password });
@@ -116,4 +118,33 @@ export function dtmModuleDir(): string {
     throw new Error(`DTM's Go module (its SQL files and protos) is not in the Go module cache at ${dir}: run "bash scripts/setup.sh"`);
   }
   return dir;
+}
+
+/** A DTM server {@link startDtm} started, and the options it was started with. */
+export interface RunningDtm {
+  info: DtmInfo;
+  process: ManagedProcess;
+}
+
+/**
+ * Stops `dtm` (SIGINT, or `kill -9` with `hard`) and, after `downMs`, starts it again with the same
+ * options, ports and store (boltdb: the same file in the same directory, so what it stored
+ * survives): a DTM restart as its clients see it. Resolves with the new process.
+ */
+export async function restartDtm(runDir: RunDir, dtm: RunningDtm, options: StartDtmOptions = {}, restart: { hard?: boolean; downMs?: number } = {}): Promise<RunningDtm> {
+  await stopDtm(dtm, restart.hard);
+  if (restart.downMs) await new Promise((resolve) => setTimeout(resolve, restart.downMs));
+  return startDtmAgain(runDir, dtm, options);
+}
+
+/** Stops `dtm`: SIGINT (its graceful stop), or SIGKILL of its process group with `hard`. */
+export async function stopDtm(dtm: RunningDtm, hard = false): Promise<void> {
+  await (hard ? dtm.process.kill() : dtm.process.stop());
+}
+
+/** Starts a stopped `dtm` again with `options` (those it was started with), on its ports and store. */
+export async function startDtmAgain(runDir: RunDir, dtm: RunningDtm, options: StartDtmOptions = {}): Promise<RunningDtm> {
+  const httpPort = Number(new URL(dtm.info.httpUrl).port);
+  const grpcPort = Number(dtm.info.grpcAddress.split(':').pop());
+  return startDtm(runDir, { ...options, store: dtm.info.store, extraConfig: { ...options.extraConfig, HttpPort: httpPort, GrpcPort: grpcPort } });
 }

@@ -94,6 +94,8 @@ export interface ManagedProcess {
   hasExited(): boolean;
   /** The stop signal to the whole group, then SIGKILL after `graceMs`. Resolves once it has ended. */
   stop(graceMs?: number): Promise<void>;
+  /** `kill -9` of the whole group, no warning (a crash). Resolves once it has ended. */
+  kill(): Promise<void>;
 }
 
 /**
@@ -144,6 +146,12 @@ export function startProcess(options: StartProcessOptions): ManagedProcess {
       await exited;
       clearTimeout(timer);
       killGroup(pid, 'SIGKILL'); // children the leader left behind
+    },
+    async kill() {
+      if (ended) return;
+      child.ref();
+      killGroup(pid, 'SIGKILL');
+      await exited;
     },
   };
 }

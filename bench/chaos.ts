@@ -1,0 +1,85 @@
+// npm run chaos -- --seed S --transfers N [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
+//                  [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//
+// The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
+// MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
+// kills with -9 and starts again, the banks' process (killed with -9 and started again), a proxy
+// injecting 500s, delays past the branch timeout, duplicate deliveries and lost answers. Prints the
+// figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
+// exits with 1 if there is one.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { runChaos } from '../test/support/chaos/chaos.js';
+import { mariadbUrl } from '../test/support/services/mariadb.js';
+import { postgresUrl } from '../test/support/services/postgres.js';
+import { startStack } from '../test/support/services/stack.js';
+
+const { values } = parseArgs({
+  options: {
+    seed: { type: 'string', default: '1' },
+    transfers: { type: 'string', default: '400' },
+    concurrency: { type: 'string', default: '8' },
+    'branch-timeout': { type: 'string', default: '2' },
+    'bank-kills': { type: 'string', default: '2' },
+    'dtm-restarts': { type: 'string', default: '1' },
+    durable: { type: 'boolean', default: false },
+    json: { type: 'string' },
+    'fault-rate': { type: 'string', default: '0.06' },
+    'drain-seconds': { type: 'string', default: '300' },
+  },
+});
+const whole = (name: string, value: string | undefined, min: number): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) {
+    console.error(`--${name} must be a whole number >= ${min}, got ${value}`);
+    process.exit(2);
+  }
+  return n;
+};
+const options = {
+  seed: whole('seed', values.seed, 0),
+  transfers: whole('transfers', values.transfers, 1),
+  concurrency: whole('concurrency', values.concurrency, 1),
+  branchTimeout: whole('branch-timeout', values['branch-timeout'], 1),
+  bankKills: whole('bank-kills', values['bank-kills'], 0),
+  dtmRestarts: whole('dtm-restarts', values['dtm-restarts'], 0),
+  drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),
+};
+const rate = Number(values['fault-rate']);
+if (!(rate >= 0 && rate <= 0.25)) {
+  console.error(`--fault-rate must be from 0 to 0.25 (a share of branch calls per fault), got ${values['fault-rate']}`);
+  process.exit(2);
+}
+
+const stack = await startStack({ dtm: false, redis: false, durable: values.durable });
+let failed: boolean;
+try {
+  const pgInfo = stack.info.postgres!;
+  const myInfo = stack.info.mariadb!;
+  const admin = new pg.Client({ connectionString: pgInfo.adminUrl });
+  await admin.connect();
+  await admin.query('CREATE DATABASE chaos');
+  await admin.end();
+  const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
+  await my.query('CREATE DATABASE chaos');
+  await my.end();
+  console.log(`chaos: seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
+  const report = await runChaos({
+    ...options,
+    runDir: stack.runDir,
+    pgUrl: postgresUrl(pgInfo, 'chaos'),
+    mysqlUrl: mariadbUrl(myInfo, 'chaos'),
+    faults: { error500: rate, delay: rate, duplicate: rate, lostAnswer: rate },
+    log: (line) => console.log(`  ${line}`),
+  });
+  const { transfersDetail, ...figures } = report;
+  console.log(JSON.stringify(figures, null, 2));
+  if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2));
+  failed = report.problems.length > 0;
+  console.log(failed ? `FAILED: ${report.problems.length} problems` : 'OK: every invariant holds');
+} finally {
+  await stack.stop();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,19 @@
+import type { DtmErrorContext } from './dtm-error.js';
+import { DtmOngoingError } from './dtm-ongoing.error.js';
+
+/**
+ * DTM has the transaction (it accepted its prepare or submit, or answered a query about it), but
+ * its final outcome is not known yet: the wait ended first, or DTM could not be asked (restarting,
+ * unreachable). DTM goes on with it. Do not start it again under a new gid (its branches could run
+ * twice): wait again with `waitForFinal(gid)`, or query it later. A `DtmOngoingError`, so code that
+ * handles "not finished yet" handles this too.
+ */
+export class DtmOutcomeUnknownError extends DtmOngoingError {
+  /** The last status DTM reported for the gid (`prepared`, `submitted`, `aborting` ...), or `unknown` if it could not be asked. */
+  readonly lastStatus: string;
+
+  constructor(message: string, gid: string, lastStatus: string, context: Omit<DtmErrorContext, 'gid'> = {}) {
+    super(message, { ...context, gid });
+    this.lastStatus = lastStatus;
+  }
+}

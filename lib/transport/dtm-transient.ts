@@ -1,0 +1,23 @@
+// Which errors of a call to DTM say "not now" rather than "no": what a wait for a transaction's
+// outcome rides out (DTM restarting, a network error, a 502/503/504 of a proxy in front of DTM),
+// and which of them leave open whether a request reached DTM.
+import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+
+/** Causes that mean the request never left this process (no connection, no address): DTM cannot have it. */
+const NOT_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EADDRNOTAVAIL/;
+
+/** Whether `err` (from a call to DTM) may pass if the call is made again: unreachable, or a 5xx answer. */
+export function isTransientDtmError(err: unknown): boolean {
+  return err instanceof DtmUnavailableError || (err instanceof DtmServerError && (err.status ?? 0) >= 500 && err.protocol === 'http');
+}
+
+/**
+ * Whether a request that failed with `err` may still have reached DTM (and been acted on): a
+ * transient error other than one where nothing was sent (connection refused, unknown host).
+ */
+export function mayHaveReachedDtm(err: unknown): boolean {
+  if (!isTransientDtmError(err)) return false;
+  const code = (err as { cause?: { code?: unknown } }).cause?.code;
+  return !NOT_SENT.test(`${(err as Error).message} ${typeof code === 'string' ? code : ''}`);
+}

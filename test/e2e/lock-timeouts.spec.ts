@@ -1,0 +1,70 @@
+// Local transactions of branch calls are bounded by lynx.dtm.branch_timeout: a row lock held by
+// another session (a prepared XA branch, a slow transaction) makes the barrier's local transaction
+// fail at about the branch timeout instead of holding its pooled connection, so the pool is never
+// exhausted by a pile-up, on PostgreSQL and MariaDB.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { bankHelpers, SQL_STORES, startBarrierApp, type BarrierApp, type SqlStore } from './barrier-app.js';
+
+const BRANCH_TIMEOUT = 2;
+let dbs: FileDatabases;
+let t: BarrierApp;
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  t = await startBarrierApp(dbs, { config: { branchTimeout: BRANCH_TIMEOUT } });
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const { seed, balances, barrierRows, callBranch } = bankHelpers(() => t);
+
+/** Another session holding the row lock of account `id` in `store` until `release()`. */
+async function holdRowLock(store: SqlStore, id: number): Promise<{ release(): Promise<void> }> {
+  if (store === 'pg') {
+    const client = new pg.Client({ connectionString: dbs.postgres.url });
+    await client.connect();
+    await client.query('BEGIN');
+    await client.query('SELECT balance FROM account WHERE id = $1 FOR UPDATE', [id]);
+    return { release: async () => void (await client.query('ROLLBACK'), await client.end()) };
+  }
+  const connection = await mysql.createConnection(dbs.mariadb.config);
+  await connection.beginTransaction();
+  await connection.query('SELECT balance FROM account WHERE id = ? FOR UPDATE', [id]);
+  return { release: async () => void (await connection.rollback(), await connection.end()) };
+}
+
+describe.each(SQL_STORES)('barrier local transactions on %s bounded by branch_timeout', (store) => {
+  it('25 calls (more than the pool\'s 20 connections) behind a held row lock fail at about the branch timeout; then the pool serves at once', async () => {
+    await seed(store, { 1: 100 });
+    const lock = await holdRowLock(store, 1);
+    const gids = Array.from({ length: 25 }, (_, i) => `lock-${store}-${Date.now()}-${i}`);
+    let answers: { status: number }[];
+    const started = Date.now();
+    try {
+      // without a bound the calls would wait for the lock until it is released (15 s here)
+      const releaseLater = setTimeout(() => void lock.release(), 15_000);
+      answers = await Promise.all(gids.map((gid) => callBranch(store, 'http', 'trans-in', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 1 })));
+      clearTimeout(releaseLater);
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
+    const elapsed = Date.now() - started;
+
+    expect(answers.map((a) => a.status)).toEqual(gids.map(() => 500));
+    // two waves of lock waits (20 connections, then 5), each about the branch timeout
+    expect(elapsed).toBeGreaterThanOrEqual(BRANCH_TIMEOUT * 1000 - 200);
+    expect(elapsed).toBeLessThan(BRANCH_TIMEOUT * 1000 * 2 + 4000);
+    expect(await balances(store, [1])).toEqual({ 1: 100 });
+    expect(await barrierRows(store, gids[0])).toEqual([]); // rolled back with the business
+
+    // the lock is gone and no connection is held: a retry of DTM's is served at once
+    const retryStarted = Date.now();
+    const retry = await callBranch(store, 'http', 'trans-in', { gid: gids[0], trans_type: 'saga', branch_id: '01', op: 'action' }, { account: 1, amount: 1 });
+    expect(retry.status).toBe(200);
+    expect(Date.now() - retryStarted).toBeLessThan(1000);
+    expect(await balances(store, [1])).toEqual({ 1: 101 });
+  }, 60_000);
+});

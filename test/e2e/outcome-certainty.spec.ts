@@ -1,0 +1,227 @@
+// What a caller can trust when DTM restarts or a connection breaks while it waits for an outcome:
+// waiting retries status queries through the restart (a private DTM server on boltdb, restarted
+// mid-wait: the transaction survives), "DTM never got it" (DtmUnavailableError) is told apart from
+// "DTM has it, the outcome is not known yet" (DtmOutcomeUnknownError, with the gid and last status),
+// and the TCC / XA transactions can wait for their final outcome too.
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { DtmFailureError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { harness } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
+import { runDirFrom, sleep } from '../support/services/process.js';
+
+const DTM_OPTIONS: StartDtmOptions = { name: 'dtm-outcome', store: 'boltdb' };
+let dtm: RunningDtm;
+let recorder: Recorder;
+let app: DtmTestApp;
+
+/** What DTM's HTTP API answers to a query of `gid` (straight, not through the module). */
+async function stored(gid: string): Promise<{ status?: string } | null> {
+  const answer = (await (await fetch(`${dtm.info.serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as { transaction: { status?: string } | null };
+  return answer.transaction;
+}
+
+/** Stops the private DTM now, and starts it again (same ports, same boltdb file) after `downMs`. */
+function bounceDtm(downMs: number): Promise<void> {
+  return (async () => {
+    await stopDtm(dtm, true);
+    await sleep(downMs);
+    dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
+  })();
+}
+
+beforeAll(async () => {
+  dtm = await startDtm(runDirFrom(harness().runDir), DTM_OPTIONS);
+  recorder = await startRecorder();
+  app = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout: 2 } });
+});
+afterAll(async () => {
+  await app?.close();
+  await recorder?.close();
+  await dtm?.process.stop();
+});
+beforeEach(() => recorder.reset());
+
+describe('waiting for the outcome through a DTM restart', () => {
+  it('submitAndWait: DTM killed (-9) and restarted while the saga runs; the wait rides it out and resolves with what DTM recorded', async () => {
+    const gid = await app.client.generateGid();
+    recorder.answer('/Slow', 425); // ONGOING until the test lets it through
+    const waiting = app.client
+      .newSaga(gid, { retryInterval: 1 })
+      .add(recorder.urlFor('/Slow'), recorder.urlFor('/SlowRevert'), { n: 1 })
+      .submitAndWait({ timeout: 60 });
+    await recorder.waitForCalls('/Slow', 1, { gid });
+    await bounceDtm(2500);
+    recorder.answer('/Slow', 200);
+    const final = await waiting;
+
+    expect(final.status).toBe('succeed');
+    expect(await stored(gid)).toMatchObject({ status: 'succeed' });
+    expect(recorder.callsTo('/SlowRevert', gid)).toHaveLength(0);
+  }, 90_000);
+
+  it('the wait ends before DTM is back: DtmOutcomeUnknownError with the gid and last status; waiting again with the same gid gives the outcome', async () => {
+    const gid = await app.client.generateGid();
+    recorder.answer('/Held', 425);
+    const saga = app.client.newSaga(gid, { retryInterval: 1 }).add(recorder.urlFor('/Held'), recorder.urlFor('/HeldRevert'), {});
+    const waiting = saga.submitAndWait({ timeout: 4 }).catch((e: unknown) => e);
+    await recorder.waitForCalls('/Held', 1, { gid });
+    await stopDtm(dtm, true);
+    const error = await waiting;
+    dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
+
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toBeInstanceOf(DtmOngoingError); // code that handles "not finished yet" handles it
+    expect(error).not.toBeInstanceOf(DtmUnavailableError);
+    expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+    expect((error as Error).message).toMatch(/could not be asked .*never start it again under a new gid/);
+    recorder.answer('/Held', 200);
+    const final = await app.client.waitForFinal(gid, { timeout: 30 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/HeldRevert', gid)).toHaveLength(0);
+  }, 60_000);
+
+  it('tccGlobalTransactionAndWait: DTM down at submit; the wait rides the restart out and gives the outcome DTM reached (the lost submit: a timeout rollback)', async () => {
+    const gid = await app.client.generateGid();
+    let down: Promise<void> | undefined;
+    const outcome = await app.client.tccGlobalTransactionAndWait(
+      gid,
+      async (tcc) => {
+        await tcc.callBranch({ amount: 5 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+        down = bounceDtm(1500); // stops DTM before the submit
+        await sleep(300);
+        return 'tried';
+      },
+      { timeoutToFail: 4, retryInterval: 1 },
+      { timeout: 40 },
+    );
+    await down;
+
+    expect(outcome).toMatchObject({ gid, status: 'failed', rollbackReason: 'Timeout after 4 seconds', result: 'tried' });
+    expect(recorder.callsTo('/Cancel', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/Confirm', gid)).toHaveLength(0);
+    expect(await stored(gid)).toMatchObject({ status: 'failed' });
+  }, 60_000);
+
+  it('tccGlobalTransactionAndWait: a branch FAILURE is a result (failed, the reason), after DTM cancelled', async () => {
+    const gid = await app.client.generateGid();
+    recorder.answer('/TryNo', 409);
+    const outcome = await app.client.tccGlobalTransactionAndWait(gid, async (tcc) => {
+      await tcc.callBranch({}, recorder.urlFor('/TryNo'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+    });
+    expect(outcome.status).toBe('failed');
+    expect(outcome.result).toBeUndefined();
+    expect(outcome.rollbackReason).toContain('recorder answered 409');
+    expect(recorder.callsTo('/Cancel', gid)).toHaveLength(1);
+  });
+
+  it('xaGlobalTransactionAndWait: resolves with the body\'s result and DTM\'s final status', async () => {
+    const gid = await app.client.generateGid();
+    const outcome = await app.client.xaGlobalTransactionAndWait(gid, async () => 42, {}, { timeout: 20 });
+    expect(outcome).toMatchObject({ gid, status: 'succeed', result: 42 });
+    expect(await stored(gid)).toMatchObject({ status: 'succeed' });
+    await expect(app.client.xaGlobalTransactionAndWait(gid, async () => 1)).rejects.toBeInstanceOf(DtmFailureError); // the gid is used
+  });
+});
+
+describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks', () => {
+  /** A proxy in front of DTM that cuts the connection of every submit: before forwarding it, or after DTM answered. */
+  let proxy: Server;
+  let cut: 'before' | 'after' = 'before';
+  let proxyUrl = '';
+  let viaProxy: DtmTestApp;
+
+  beforeAll(async () => {
+    proxy = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const submit = req.url?.endsWith('/submit') ?? false;
+        if (submit && cut === 'before') return req.socket.destroy();
+        const target = new URL(req.url ?? '/', dtm.info.httpUrl);
+        const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
+          const body: Buffer[] = [];
+          answer.on('data', (c: Buffer) => body.push(c));
+          answer.on('end', () => {
+            if (submit) return req.socket.destroy(); // DTM has it; the caller never hears
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            res.end(Buffer.concat(body));
+          });
+        });
+        forward.on('error', () => req.socket.destroy());
+        forward.end(Buffer.concat(chunks));
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}/api/dtmsvr`;
+    viaProxy = await startDtmApp({ config: { serverUrl: proxyUrl, timeout: 2 } });
+  });
+  afterAll(async () => {
+    await viaProxy?.close();
+    proxy?.closeAllConnections();
+    await new Promise((resolve) => proxy?.close(resolve));
+  });
+
+  it('cut before DTM saw it: DtmUnavailableError (safe to run again), and DTM holds nothing', async () => {
+    cut = 'before';
+    const gid = await app.client.generateGid();
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Never'), {}).submitAndWait({ timeout: 20 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect(error).not.toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(await stored(gid)).toBeNull();
+    expect(recorder.callsTo('/Never', gid)).toHaveLength(0);
+  });
+
+  it('cut after DTM accepted it: not an error; the wait finds the transaction and resolves with its outcome', async () => {
+    cut = 'after';
+    const gid = await app.client.generateGid();
+    const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Once'), {}).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/Once', gid)).toHaveLength(1);
+  });
+
+  it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
+    cut = 'after';
+    const gid = await app.client.generateGid();
+    const error = await viaProxy.client
+      .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/Confirm', gid)).toHaveLength(1);
+  });
+});
+
+describe('infrastructure between DTM or the app and a branch is named as such', () => {
+  it('a 502 / 503 / 504 answered for a TCC Try: the error and DTM\'s rollback reason name a proxy or gateway, not the branch\'s protocol', async () => {
+    for (const status of [502, 503, 504]) {
+      const gid = await app.client.generateGid();
+      recorder.answer('/GatewayTry', { status, body: 'upstream connect error' });
+      const error = await app.client
+        .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, recorder.urlFor('/GatewayTry'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')))
+        .catch((e: unknown) => e);
+      expect((error as Error).message).toMatch(new RegExp(`answered HTTP ${status} \\(.*\\): most likely not the branch itself but a proxy, load balancer or gateway`));
+      expect((error as Error).message).not.toContain('a branch must answer 200');
+      const final = await app.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.rollbackReason).toContain(`HTTP ${status}`);
+      expect(final.rollbackReason).toContain('proxy, load balancer or gateway');
+    }
+  });
+
+  it('a connection reset in the middle of a Try names the reset and who may have done it', async () => {
+    const resetting = createServer((req) => req.socket.destroy());
+    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+    try {
+      const gid = await app.client.generateGid();
+      const url = `http://127.0.0.1:${(resetting.address() as { port: number }).port}/try`;
+      const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, url, recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'))).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/ECONNRESET: the connection was reset, by the branch \(crashed or restarting\) or by a proxy \/ load balancer/);
+    } finally {
+      await new Promise((resolve) => resetting.close(resolve));
+    }
+  });
+});

@@ -1,0 +1,183 @@
+// The participant of the chaos suite (test/support/chaos/chaos.ts), in a process of its own so that
+// it can be killed with -9 and started again: two banks, one on PostgreSQL and one on MariaDB, each
+// with saga, TCC and msg branches behind the barrier and XA branches. Every business run writes a
+// row in `runs` inside its own local transaction, so what committed can be counted afterwards
+// ("no branch step ran twice"). Accounts hold `balance` and `frozen` (TCC's reserved amounts).
+//
+// Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT.
+import 'reflect-metadata';
+import { Body, Controller, Get, Module, Post, type Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import {
+  BarrierTx,
+  BranchContext,
+  DtmFailureError,
+  DtmModule,
+  MsgBranch,
+  MsgQueryPrepared,
+  SagaAction,
+  SagaCompensate,
+  TccCancel,
+  TccConfirm,
+  TccTry,
+  UseBarrier,
+  XaBranch,
+  mysqlBarrierDatabase,
+  mysqlXaDatabase,
+  pgBarrierDatabase,
+  pgXaDatabase,
+  type BranchInfo,
+} from 'nestjs-dtm';
+
+/** What every branch of the chaos suite gets. */
+export interface ChaosMove {
+  account: number;
+  amount: number;
+}
+
+type Store = 'pg' | 'mysql';
+
+/** Runs `sql` (`?` placeholders) on a pg client or a mysql2 connection; resolves with the rows changed. */
+async function exec(store: Store, handle: unknown, sql: string, params: unknown[]): Promise<number> {
+  if (store === 'pg') {
+    let i = 0;
+    return (await (handle as pg.ClientBase).query(sql.replace(/\?/g, () => `$${++i}`), params)).rowCount ?? 0;
+  }
+  const [result] = await (handle as mysql.Connection).execute(sql, params as (string | number)[]);
+  return (result as mysql.ResultSetHeader).affectedRows;
+}
+
+/** The bank of `store`: every branch records its run, then moves money. */
+function bank(store: Store): Type & { xa: Type } {
+  const add = 'UPDATE account SET balance = balance + ? WHERE id = ?';
+  const take = 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?';
+  const run = (h: unknown, b: BranchInfo) => exec(store, h, 'INSERT INTO runs (gid, branch_id, op) VALUES (?, ?, ?)', [b.gid, b.branchId, b.op]);
+
+  @Controller(store)
+  @UseBarrier(store)
+  class Bank {
+    @Post('out')
+    @SagaAction(`${store}.out`)
+    async out(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      if ((await exec(store, h, take, [m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`${store} account ${m.account}: insufficient balance`);
+    }
+
+    @Post('out-revert')
+    @SagaCompensate(`${store}.out`)
+    async outRevert(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, add, [m.amount, m.account]);
+    }
+
+    @Post('in')
+    @SagaAction(`${store}.in`)
+    @MsgBranch(`${store}.deposit`)
+    async in(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, add, [m.amount, m.account]);
+    }
+
+    @Post('in-revert')
+    @SagaCompensate(`${store}.in`)
+    async inRevert(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, 'UPDATE account SET balance = balance - ? WHERE id = ?', [m.amount, m.account]);
+    }
+
+    @Post('tcc-out-try')
+    @TccTry(`${store}.tccOut`)
+    async tccOutTry(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      const frozen = 'UPDATE account SET balance = balance - ?, frozen = frozen + ? WHERE id = ? AND balance >= ?';
+      if ((await exec(store, h, frozen, [m.amount, m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`${store} account ${m.account}: insufficient balance`);
+    }
+
+    @Post('tcc-out-confirm')
+    @TccConfirm(`${store}.tccOut`)
+    async tccOutConfirm(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, 'UPDATE account SET frozen = frozen - ? WHERE id = ?', [m.amount, m.account]);
+    }
+
+    @Post('tcc-out-cancel')
+    @TccCancel(`${store}.tccOut`)
+    async tccOutCancel(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, 'UPDATE account SET balance = balance + ?, frozen = frozen - ? WHERE id = ?', [m.amount, m.amount, m.account]);
+    }
+
+    @Post('tcc-in-try')
+    @TccTry(`${store}.tccIn`)
+    async tccInTry(@BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+    }
+
+    @Post('tcc-in-confirm')
+    @TccConfirm(`${store}.tccIn`)
+    async tccInConfirm(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, add, [m.amount, m.account]);
+    }
+
+    @Post('tcc-in-cancel')
+    @TccCancel(`${store}.tccIn`)
+    async tccInCancel(@BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+    }
+
+    @Get('query-prepared')
+    @MsgQueryPrepared(`${store}.outbox`)
+    queryPrepared() {
+      throw new Error('not called: the barrier answers');
+    }
+  }
+
+  @Controller(`${store}-xa`)
+  class XaBank {
+    @Post('out')
+    @XaBranch(`${store}.xaOut`, { db: store })
+    async out(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      if ((await exec(store, h, take, [m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`${store} account ${m.account}: insufficient balance`);
+    }
+
+    @Post('in')
+    @XaBranch(`${store}.xaIn`, { db: store })
+    async in(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
+      await run(h, b);
+      await exec(store, h, add, [m.amount, m.account]);
+    }
+  }
+  return Object.assign(Bank, { xa: XaBank as Type });
+}
+
+const env = process.env;
+const pgPool = new pg.Pool({ connectionString: env.PG_URL, max: 20 });
+const myPool = mysql.createPool({ uri: env.MYSQL_URL, connectionLimit: 20 });
+const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
+
+@Module({
+  imports: [
+    DtmModule.forRoot({
+      config: { serverUrl: env.DTM_URL!, appUrl: env.APP_URL!, barrierTable: 'dtm_barrier', branchTimeout: Number(env.BRANCH_TIMEOUT ?? 3), timeout: 3 },
+      barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
+      xaConnections: {
+        mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: env.MYSQL_URL })),
+        pg: pgXaDatabase(async () => {
+          const client = new pg.Client({ connectionString: env.PG_URL });
+          await client.connect();
+          return client;
+        }),
+      },
+    }),
+  ],
+  controllers: banks.flatMap((b) => [b, b.xa]),
+})
+class ChaosBankModule {}
+
+const app = await NestFactory.create(ChaosBankModule, { logger: ['error'] });
+await app.listen(Number(env.PORT), '127.0.0.1');
+process.stdout.write('ready\n');

@@ -1,0 +1,490 @@
+// The fault-injection suite (`npm run chaos`, and a short seed in test/e2e/chaos.spec.ts): money
+// transfers between a PostgreSQL bank and a MariaDB bank (test/support/chaos/bank.app.ts, behind the
+// barrier, XA for the XA transfers) in every mode at once (saga, TCC, msg, XA), against a DTM server
+// of its own on boltdb, while a proxy in front of the banks injects 500s, delays past the branch
+// timeout (the call arrives late, after DTM gave up on it), duplicate deliveries and lost answers,
+// the bank process is killed with -9 and started again, and DTM is killed with -9 and started again.
+// Everything is drawn from one seeded generator: the same seed gives the same transfers and faults
+// (the timing of a run still varies). At the end the run checks what a user relies on:
+// - every transaction DTM holds is final (stuck = 0 after the drain);
+// - money is conserved (balances + frozen amounts), no amount is left frozen, and every balance is
+//   what the transfers DTM recorded as succeeded make it (failed ones moved nothing);
+// - no branch step's business committed twice (the `runs` rows the branches write in their local transaction);
+// - nothing is left prepared (pg_prepared_xacts, XA RECOVER);
+// - the caller's view of each outcome never contradicts DTM's record (succeed / failed as recorded;
+//   "DTM never got it" (DtmUnavailableError) only for a transaction DTM does not hold).
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import {
+  DtmClient,
+  DtmFailureError,
+  DtmOutcomeUnknownError,
+  DtmUnavailableError,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  pgBarrierDatabase,
+  resolveDtmConfig,
+  type BarrierDatabase,
+} from 'nestjs-dtm';
+import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../services/dtm.js';
+import { freePort, minimalEnv, startProcess, waitUntil, type ManagedProcess, type RunDir } from '../services/process.js';
+
+/** How a chaos run is set up. */
+export interface ChaosOptions {
+  seed: number;
+  transfers: number;
+  /** Transfers in flight at once. Default 8. */
+  concurrency?: number;
+  /** The run's temp directory (DTM's boltdb file, the bank's log). */
+  runDir: RunDir;
+  /** A PostgreSQL and a MariaDB database of the run's own (their tables are recreated). */
+  pgUrl: string;
+  mysqlUrl: string;
+  /** `lynx.dtm.branch_timeout` of the bank and the transactions, seconds. Default 2. */
+  branchTimeout?: number;
+  /** Share of branch calls per fault. Defaults: 0.06 each. */
+  faults?: Partial<Record<Fault, number>>;
+  /** Times the bank process is killed with -9 (and started again) while transfers run. Default 2. */
+  bankKills?: number;
+  /** Times DTM is killed with -9 (and started again) while transfers run. Default 1. */
+  dtmRestarts?: number;
+  /** Longest the drain may take, seconds. Default 120. */
+  drainSeconds?: number;
+  /** Where progress lines go. */
+  log?: (line: string) => void;
+}
+
+/** What the proxy in front of the banks does to one branch call. */
+export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer';
+const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer'];
+
+/** A transfer's mode. */
+export type ChaosMode = 'saga' | 'tcc' | 'msg' | 'xa';
+const MODES: ChaosMode[] = ['saga', 'tcc', 'msg', 'xa'];
+
+/** What the caller was told: an outcome, "outcome unknown" (wait again), "DTM never got it", or another error. */
+export type CallerView = 'succeed' | 'failed' | 'unknown' | 'never-got-it' | 'error';
+
+/** One transfer, what its caller was told and what DTM recorded. */
+export interface ChaosTransfer {
+  gid: string;
+  mode: ChaosMode;
+  from: { store: Store; account: number };
+  to: { store: Store; account: number };
+  amount: number;
+  caller: CallerView;
+  callerError?: string;
+  latencyMs: number;
+  dtm?: string;
+}
+
+type Store = 'pg' | 'mysql';
+
+/** The outcome of a chaos run: figures, and every broken invariant (none: `problems` is empty). */
+export interface ChaosReport {
+  seed: number;
+  transfers: number;
+  /** Seconds the transfers took (all callers returned). */
+  transferSeconds: number;
+  /** Transfers per second over that time. */
+  throughput: number;
+  /** Caller latency (ms) of the transfers whose caller got an outcome. */
+  latencyMs: { p50: number; p95: number; max: number };
+  /** Seconds from the last caller's return until DTM held every transaction final. */
+  drainSeconds: number;
+  /** Transactions not final when the drain ended. */
+  stuck: number;
+  faultsInjected: Record<Fault, number>;
+  bankKills: number;
+  dtmRestarts: number;
+  callerViews: Record<CallerView, number>;
+  dtmOutcomes: Record<string, number>;
+  byMode: Record<ChaosMode, Record<string, number>>;
+  problems: string[];
+  transfersDetail: ChaosTransfer[];
+}
+
+const ACCOUNTS = [1, 2, 3, 4, 5];
+const INITIAL_BALANCE = 1000;
+
+/** A small seeded generator (mulberry32): the same seed, the same sequence. */
+function generator(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const quantile = (xs: number[], q: number) => (xs.length === 0 ? 0 : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]);
+
+/** The SQL both stores run, `?` placeholders. */
+interface Sql {
+  run(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+}
+
+/** Runs a chaos run with `options`; resolves with its report (the run's problems in `problems`). */
+export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
+  const log = options.log ?? (() => undefined);
+  const random = generator(options.seed);
+  const branchTimeout = options.branchTimeout ?? 2;
+  const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, ...options.faults };
+  const pgPool = new pg.Pool({ connectionString: options.pgUrl, max: 10 });
+  const myPool = mysql.createPool({ uri: options.mysqlUrl, connectionLimit: 10 });
+  const sql: Record<Store, Sql> = {
+    pg: { run: async (s, p = []) => (await pgPool.query(numbered(s), p)).rows },
+    mysql: { run: async (s, p = []) => (await myPool.query(s, p))[0] as Record<string, unknown>[] },
+  };
+  const databases: Record<Store, BarrierDatabase> = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
+  let dtm: RunningDtm | undefined;
+  let bank: ManagedProcess | undefined;
+  let proxy: Proxy | undefined;
+  let client: DtmClient | undefined;
+  try {
+    // the banks' tables, fresh
+    for (const store of ['pg', 'mysql'] as const) {
+      for (const table of ['account', 'runs', 'dtm_barrier']) await sql[store].run(`DROP TABLE IF EXISTS ${table}`);
+      await sql[store].run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL, frozen int NOT NULL DEFAULT 0)');
+      await sql[store].run('CREATE TABLE runs (gid varchar(128) NOT NULL, branch_id varchar(64) NOT NULL, op varchar(32) NOT NULL)');
+      await ensureBarrierSchema(databases[store], { table: 'dtm_barrier' });
+      for (const id of ACCOUNTS) await sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [id, INITIAL_BALANCE]);
+    }
+    const dtmOptions: StartDtmOptions = { name: 'dtm-chaos', store: 'boltdb' };
+    dtm = await startDtm(options.runDir, dtmOptions);
+    const bankPort = await freePort();
+    proxy = await startProxy(bankPort, branchTimeout, rates, random);
+    const startBank = async (): Promise<ManagedProcess> => {
+      const proc = startProcess({
+        name: 'chaos-bank',
+        command: process.execPath,
+        args: [join(process.cwd(), '.build', 'test', 'support', 'chaos', 'bank.app.js')],
+        cwd: process.cwd(),
+        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: proxy!.url, PG_URL: options.pgUrl, MYSQL_URL: options.mysqlUrl, BRANCH_TIMEOUT: String(branchTimeout) }),
+        runDir: options.runDir,
+        logFile: join(options.runDir.path, 'chaos-bank.log'),
+      });
+      await waitUntil('chaos bank', async () => (await fetch(`http://127.0.0.1:${bankPort}/`)).status === 404, { timeoutMs: 30_000, process: proc });
+      return proc;
+    };
+    bank = await startBank();
+    client = new DtmClient(resolveDtmConfig({ config: { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 } }, {}));
+
+    // the transfers, drawn up front so that the faults' draws do not shift them
+    const P = proxy.url;
+    const plan: ChaosTransfer[] = Array.from({ length: options.transfers }, (_, i) => {
+      const mode = MODES[Math.floor(random() * MODES.length)];
+      const fromStore: Store = random() < 0.5 ? 'pg' : 'mysql';
+      const toStore: Store = fromStore === 'pg' ? 'mysql' : 'pg';
+      return {
+        // one length for all: DTM's boltdb store finds a transaction's branches by a key prefix, so a
+        // gid that is a prefix of another (chaos-7-1, chaos-7-10) loses its branches there
+        gid: `chaos-${options.seed}-${String(i).padStart(7, '0')}`,
+        mode,
+        from: { store: fromStore, account: ACCOUNTS[Math.floor(random() * ACCOUNTS.length)] },
+        to: { store: toStore, account: ACCOUNTS[Math.floor(random() * ACCOUNTS.length)] },
+        amount: 1 + Math.floor(random() * 150),
+        caller: 'error',
+        latencyMs: 0,
+      };
+    });
+    const transfer = async (t: ChaosTransfer): Promise<void> => {
+      const out = { account: t.from.account, amount: t.amount };
+      const into = { account: t.to.account, amount: t.amount };
+      const [src, dst] = [t.from.store, t.to.store];
+      const wait = { timeout: 30 };
+      const c = client!;
+      // as an app would (a health check): no new transfer while DTM is down; those in flight ride the restart out
+      for (let tries = 0; tries < 120 && !(await c.ping().then(() => true, () => false)); tries++) await sleep(500);
+      const started = Date.now();
+      try {
+        let status: string;
+        if (t.mode === 'saga') {
+          status = (await c.newSaga(t.gid).add(`${P}/${src}/out`, `${P}/${src}/out-revert`, out).add(`${P}/${dst}/in`, `${P}/${dst}/in-revert`, into).submitAndWait(wait)).status;
+        } else if (t.mode === 'tcc') {
+          const outcome = await c.tccGlobalTransactionAndWait(
+            t.gid,
+            async (tcc) => {
+              await tcc.callBranch(out, `${P}/${src}/tcc-out-try`, `${P}/${src}/tcc-out-confirm`, `${P}/${src}/tcc-out-cancel`);
+              await tcc.callBranch(into, `${P}/${dst}/tcc-in-try`, `${P}/${dst}/tcc-in-confirm`, `${P}/${dst}/tcc-in-cancel`);
+            },
+            {},
+            wait,
+          );
+          status = outcome.status;
+        } else if (t.mode === 'xa') {
+          status = (await c.xaGlobalTransactionAndWait(t.gid, async (xa) => {
+            await xa.callBranch(out, `${P}/${src}-xa/out`);
+            await xa.callBranch(into, `${P}/${dst}-xa/in`);
+          }, {}, wait)).status;
+        } else {
+          // the outbox: the withdrawal is the local transaction, the deposit the message's branch
+          try {
+            await c.newMsg(t.gid, { timeoutToFail: 3 }).add(`${P}/${dst}/in`, into).doAndSubmitDb(`${P}/${src}/query-prepared`, databases[src], async (h) => {
+              await execOn(src, h, 'INSERT INTO runs (gid, branch_id, op) VALUES (?, ?, ?)', [t.gid, '00', 'msg']);
+              const taken = await execOn(src, h, 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?', [t.amount, t.from.account, t.amount]);
+              if (taken === 0) throw new DtmFailureError('insufficient balance');
+            });
+          } catch (err) {
+            if (err instanceof DtmFailureError) {
+              t.caller = 'failed';
+              t.latencyMs = Date.now() - started;
+              return;
+            }
+            throw err;
+          }
+          status = (await c.waitForFinal(t.gid, wait)).status;
+        }
+        t.caller = status as CallerView;
+        t.latencyMs = Date.now() - started;
+      } catch (err) {
+        t.latencyMs = Date.now() - started;
+        t.callerError = `${(err as Error).name}: ${(err as Error).message}`.slice(0, 300);
+        if (err instanceof DtmOutcomeUnknownError) t.caller = 'unknown';
+        else if (t.mode === 'msg') t.caller = 'unknown'; // a msg whose submit failed: DTM's back-check decides
+        else if (err instanceof DtmUnavailableError && t.mode === 'saga') t.caller = 'never-got-it';
+        else t.caller = 'error';
+      }
+    };
+
+    // faults of processes, at set points of the run
+    const kills = options.bankKills ?? 2;
+    const restarts = options.dtmRestarts ?? 1;
+    const events: { at: number; what: 'bank' | 'dtm' }[] = [
+      ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
+      ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
+    ].sort((a, b) => a.at - b.at);
+    let done = 0;
+    let bankKills = 0;
+    let dtmRestarts = 0;
+    const chaos = (async () => {
+      for (const event of events) {
+        while (done < event.at) await sleep(50);
+        if (event.what === 'bank') {
+          log(`kill -9 of the bank after ${done} transfers`);
+          await bank!.kill();
+          await sleep(500 + Math.floor(random() * 1500));
+          bank = await startBank();
+          bankKills++;
+        } else {
+          log(`kill -9 of DTM after ${done} transfers`);
+          await stopDtm(dtm!, true);
+          await sleep(500 + Math.floor(random() * 1500));
+          dtm = await startDtmAgain(options.runDir, dtm!, dtmOptions);
+          dtmRestarts++;
+        }
+      }
+    })();
+
+    const started = Date.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: options.concurrency ?? 8 }, async () => {
+        while (next < plan.length) {
+          const t = plan[next++];
+          await transfer(t);
+          done++;
+        }
+      }),
+    );
+    const transferSeconds = (Date.now() - started) / 1000;
+    await chaos;
+    log(`${plan.length} transfers in ${transferSeconds.toFixed(1)} s; draining`);
+
+    // the drain: no more faults; DTM takes every pending transaction now and then
+    proxy.faultsOn = false;
+    const drainStarted = Date.now();
+    const deadline = drainStarted + (options.drainSeconds ?? 120) * 1000;
+    let pending = plan;
+    for (;;) {
+      const statuses = await Promise.all(pending.map(async (t) => [t, await dtmStatus(dtm!.info.serverUrl, t.gid)] as const));
+      for (const [t, status] of statuses) t.dtm = status;
+      pending = statuses.filter(([, s]) => s !== 'succeed' && s !== 'failed' && s !== 'absent').map(([t]) => t);
+      if (pending.length === 0 || Date.now() >= deadline) break;
+      await fetch(`${dtm.info.serverUrl}/resetCronTime?timeout=0&limit=1000`).catch(() => undefined);
+      await sleep(1000);
+    }
+    const drainSeconds = (Date.now() - drainStarted) / 1000;
+    // phase 2 of XA and the last branch calls are done once DTM recorded the end: give the last answers a moment
+    await sleep(300);
+
+    const problems = await checkInvariants(plan, sql, pending.length);
+    if (problems.length > 0) {
+      for (const store of ['pg', 'mysql'] as const) {
+        const rows = await sql[store].run('SELECT gid, branch_id, op FROM runs');
+        for (const t of plan) (t as ChaosTransfer & { runs?: string[] }).runs = [...((t as { runs?: string[] }).runs ?? []), ...rows.filter((r) => r.gid === t.gid).map((r) => `${store}:${r.branch_id}/${r.op}`)];
+      }
+      for (const t of plan) {
+        const answer = (await (await fetch(`${dtm.info.serverUrl}/query?gid=${t.gid}`)).json()) as { branches: { branch_id: string; op: string; status: string; url: string }[] };
+        (t as { branches?: string[] }).branches = answer.branches.map((b) => `${b.branch_id} ${b.op} ${b.status} ${b.url}`);
+      }
+    }
+    const count = <K extends string>(keys: K[]) => Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+    const callerViews = count<CallerView>(['succeed', 'failed', 'unknown', 'never-got-it', 'error']);
+    const dtmOutcomes: Record<string, number> = {};
+    const byMode = Object.fromEntries(MODES.map((m) => [m, {}])) as Record<ChaosMode, Record<string, number>>;
+    for (const t of plan) {
+      callerViews[t.caller]++;
+      dtmOutcomes[t.dtm ?? '?'] = (dtmOutcomes[t.dtm ?? '?'] ?? 0) + 1;
+      byMode[t.mode][t.dtm ?? '?'] = (byMode[t.mode][t.dtm ?? '?'] ?? 0) + 1;
+    }
+    const known = plan.filter((t) => t.caller === 'succeed' || t.caller === 'failed').map((t) => t.latencyMs);
+    return {
+      seed: options.seed,
+      transfers: plan.length,
+      transferSeconds,
+      throughput: plan.length / transferSeconds,
+      latencyMs: { p50: quantile(known, 0.5), p95: quantile(known, 0.95), max: quantile(known, 1) },
+      drainSeconds,
+      stuck: pending.length,
+      faultsInjected: { ...proxy.injected },
+      bankKills,
+      dtmRestarts,
+      callerViews,
+      dtmOutcomes,
+      byMode,
+      problems,
+      transfersDetail: plan,
+    };
+  } finally {
+    client?.onModuleDestroy();
+    await bank?.stop(2000);
+    await proxy?.close();
+    await dtm?.process.stop();
+    await Promise.all([pgPool.end(), myPool.end()]);
+  }
+}
+
+/** DTM's status of `gid`, `absent` if it holds none, `?` if it could not be asked. */
+async function dtmStatus(serverUrl: string, gid: string): Promise<string> {
+  try {
+    const answer = (await (await fetch(`${serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as { transaction: { status: string } | null };
+    return answer.transaction?.status ?? 'absent';
+  } catch {
+    return '?';
+  }
+}
+
+/** Every broken invariant, described. */
+async function checkInvariants(plan: ChaosTransfer[], sql: Record<Store, Sql>, stuck: number): Promise<string[]> {
+  const problems: string[] = [];
+  if (stuck > 0) problems.push(`${stuck} transactions not final after the drain: ${plan.filter((t) => t.dtm !== 'succeed' && t.dtm !== 'failed' && t.dtm !== 'absent').slice(0, 5).map((t) => `${t.gid} (${t.mode}) ${t.dtm}`).join(', ')}`);
+  // balances: what the succeeded transfers make them
+  const expected: Record<Store, Map<number, number>> = { pg: new Map(ACCOUNTS.map((id) => [id, INITIAL_BALANCE])), mysql: new Map(ACCOUNTS.map((id) => [id, INITIAL_BALANCE])) };
+  for (const t of plan) {
+    if (t.dtm !== 'succeed') continue;
+    expected[t.from.store].set(t.from.account, expected[t.from.store].get(t.from.account)! - t.amount);
+    expected[t.to.store].set(t.to.account, expected[t.to.store].get(t.to.account)! + t.amount);
+  }
+  let total = 0;
+  for (const store of ['pg', 'mysql'] as const) {
+    for (const row of await sql[store].run('SELECT id, balance, frozen FROM account ORDER BY id')) {
+      const [id, balance, frozen] = [Number(row.id), Number(row.balance), Number(row.frozen)];
+      total += balance + frozen;
+      if (frozen !== 0) problems.push(`${store} account ${id}: ${frozen} still frozen`);
+      if (balance !== expected[store].get(id)) problems.push(`${store} account ${id}: balance ${balance}, the succeeded transfers make it ${expected[store].get(id)}`);
+    }
+    const twice = await sql[store].run('SELECT gid, branch_id, op, COUNT(*) AS n FROM runs GROUP BY gid, branch_id, op HAVING COUNT(*) > 1');
+    for (const row of twice) problems.push(`${store}: ${row.gid} branch ${row.branch_id} ${row.op} committed ${row.n} times`);
+  }
+  if (total !== 2 * ACCOUNTS.length * INITIAL_BALANCE) problems.push(`money not conserved: ${total} instead of ${2 * ACCOUNTS.length * INITIAL_BALANCE}`);
+  const pgPrepared = await sql.pg.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'chaos-%'");
+  const xaRecovered = (await sql.mysql.run('XA RECOVER')).filter((r) => String(r.data).startsWith('chaos-'));
+  for (const row of [...pgPrepared.map((r) => `pg ${r.gid}`), ...xaRecovered.map((r) => `mysql ${r.data}`)]) problems.push(`left prepared: ${row}`);
+  // the caller's view against DTM's record
+  for (const t of plan) {
+    const contradiction =
+      (t.caller === 'succeed' && t.dtm !== 'succeed') ||
+      (t.caller === 'failed' && t.dtm !== 'failed' && !(t.mode === 'msg' && t.dtm === 'absent')) ||
+      (t.caller === 'never-got-it' && t.dtm !== 'absent') ||
+      (t.caller === 'error' && t.dtm === 'succeed');
+    if (contradiction) problems.push(`${t.gid} (${t.mode}): the caller was told ${t.caller}${t.callerError ? ` (${t.callerError})` : ''}, DTM recorded ${t.dtm}`);
+  }
+  return problems;
+}
+
+async function execOn(store: Store, handle: unknown, s: string, params: unknown[]): Promise<number> {
+  if (store === 'pg') return (await (handle as pg.ClientBase).query(numbered(s), params)).rowCount ?? 0;
+  const [result] = await (handle as mysql.Connection).execute(s, params as (string | number)[]);
+  return (result as mysql.ResultSetHeader).affectedRows;
+}
+
+function numbered(s: string): string {
+  let i = 0;
+  return s.replace(/\?/g, () => `$${++i}`);
+}
+
+/** The proxy in front of the banks. */
+interface Proxy {
+  url: string;
+  faultsOn: boolean;
+  injected: Record<Fault, number>;
+  close(): Promise<void>;
+}
+
+/** Starts the proxy to the bank on `bankPort`: each call suffers at most one fault, drawn with `random` at the `rates`. */
+async function startProxy(bankPort: number, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
+  const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 64 });
+  const forward = (req: IncomingMessage, body: Buffer): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> =>
+    new Promise((resolve) => {
+      const out = request({ host: '127.0.0.1', port: bankPort, path: req.url, method: req.method, headers: { ...req.headers, host: `127.0.0.1:${bankPort}` }, agent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', () => resolve({ status: 502, headers: {}, body: Buffer.from('bank connection lost') }));
+      });
+      out.on('error', () => resolve({ status: 502, headers: {}, body: Buffer.from('bank unreachable') }));
+      out.end(body);
+    });
+  const proxy: Proxy = {
+    url: '',
+    faultsOn: true,
+    injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0 },
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      agent.destroy();
+    },
+  };
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      const body = Buffer.concat(chunks);
+      let fault: Fault | undefined;
+      if (proxy.faultsOn) {
+        let draw = random();
+        for (const f of FAULTS) {
+          if (draw < rates[f]) {
+            fault = f;
+            break;
+          }
+          draw -= rates[f];
+        }
+      }
+      if (fault) proxy.injected[fault]++;
+      const answer = (a: { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }) => {
+        if (res.writableEnded || res.destroyed) return;
+        res.writeHead(a.status, { 'content-type': String(a.headers['content-type'] ?? 'text/plain') });
+        res.end(a.body);
+      };
+      if (fault === 'error500') return answer({ status: 500, headers: {}, body: Buffer.from('injected 500') });
+      if (fault === 'delay') await sleep(branchTimeout * 1000 + 500); // the caller gave up; the call arrives late
+      if (fault === 'duplicate') {
+        const [first] = await Promise.all([forward(req, body), forward(req, body)]);
+        return answer(first);
+      }
+      const got = await forward(req, body);
+      if (fault === 'lostAnswer') return answer({ status: 502, headers: {}, body: Buffer.from('injected: answer lost') });
+      answer(got);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  return proxy;
+}
