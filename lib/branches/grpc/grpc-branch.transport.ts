@@ -48,6 +48,40 @@ function lacks(metadata: MetadataLike, key: (typeof REQUIRED_BRANCH_QUERY)[numbe
   return values.length === 0 || (values[0] === '' && key !== 'branch_id');
 }
 
+/** DTM's keys of a gRPC branch call, read from its metadata once (the guard, the authentication and the barrier all ask). */
+interface GrpcBranchKeys {
+  gid: string;
+  transType: string;
+  branchId: string;
+  op: string;
+  dtm: string;
+  phase2Url: string;
+  /** Whether gid, trans_type and op are there and not empty, and branch_id is there. */
+  complete: boolean;
+}
+
+const BRANCH_KEYS = Symbol('nestjs-dtm:grpc-branch-keys');
+
+function keysOf(carrier: BranchCarrier): GrpcBranchKeys {
+  const call = carrier as GrpcCallLike & { [BRANCH_KEYS]?: GrpcBranchKeys };
+  let keys = call[BRANCH_KEYS];
+  if (keys === undefined) {
+    const { metadata } = call;
+    keys = {
+      gid: first(metadata, 'dtm-gid'),
+      transType: first(metadata, 'dtm-trans_type'),
+      branchId: first(metadata, 'dtm-branch_id'),
+      op: first(metadata, 'dtm-op'),
+      dtm: first(metadata, 'dtm-dtm'),
+      phase2Url: first(metadata, 'dtm-phase2_url'),
+      complete: false,
+    };
+    keys.complete = keys.gid !== '' && keys.transType !== '' && keys.op !== '' && (keys.branchId !== '' || metadata.get('dtm-branch_id').length > 0);
+    call[BRANCH_KEYS] = keys;
+  }
+  return keys;
+}
+
 /**
  * DTM's branch protocol over gRPC: the call in the `dtm-*` metadata (`dtm-gid`, `dtm-trans_type`,
  * `dtm-branch_id`, `dtm-op`, `dtm-dtm`, `dtm-phase2_url`), the outcome as a status code.
@@ -60,20 +94,20 @@ export const grpcBranchTransport: BranchTransport = {
   },
 
   completeOp(carrier: BranchCarrier): string | undefined {
-    const { metadata } = carrier as GrpcCallLike;
-    return lacks(metadata, 'gid') || lacks(metadata, 'trans_type') || lacks(metadata, 'branch_id') || lacks(metadata, 'op') ? undefined : first(metadata, 'dtm-op');
+    const keys = keysOf(carrier);
+    return keys.complete ? keys.op : undefined;
   },
 
   transType(carrier: BranchCarrier): string {
-    return first((carrier as GrpcCallLike).metadata, 'dtm-trans_type');
+    return keysOf(carrier).transType;
   },
 
   gid(carrier: BranchCarrier): string {
-    return first((carrier as GrpcCallLike).metadata, 'dtm-gid');
+    return keysOf(carrier).gid;
   },
 
   branchId(carrier: BranchCarrier): string {
-    return first((carrier as GrpcCallLike).metadata, 'dtm-branch_id');
+    return keysOf(carrier).branchId;
   },
 
   missing(carrier: BranchCarrier): string[] {
@@ -82,17 +116,9 @@ export const grpcBranchTransport: BranchTransport = {
   },
 
   branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined {
-    if (!this.completeOp(carrier)) return undefined;
-    const { metadata } = carrier as GrpcCallLike;
-    return {
-      gid: first(metadata, 'dtm-gid'),
-      transType: first(metadata, 'dtm-trans_type'),
-      branchId: first(metadata, 'dtm-branch_id'),
-      op: first(metadata, 'dtm-op'),
-      dtm: first(metadata, 'dtm-dtm') || undefined,
-      phase2Url: first(metadata, 'dtm-phase2_url') || undefined,
-      headers,
-    };
+    const keys = keysOf(carrier);
+    if (!keys.complete) return undefined;
+    return { gid: keys.gid, transType: keys.transType, branchId: keys.branchId, op: keys.op, dtm: keys.dtm || undefined, phase2Url: keys.phase2Url || undefined, headers };
   },
 
   header(carrier: BranchCarrier, name: string): string | undefined {
