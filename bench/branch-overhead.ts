@@ -148,7 +148,7 @@ const us = (x: number) => `${x.toFixed(0)} µs`;
 
 async function main(): Promise<void> {
   console.log(
-    `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.includes('http') ? 'connections (HTTP) / ' : ''}` +
+    `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.some((t) => t !== 'grpc') ? 'connections (HTTP) / ' : ''}` +
       `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
       `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}`,
   );

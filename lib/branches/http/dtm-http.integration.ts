@@ -12,7 +12,7 @@ import { DtmBranchRegistry } from '../branch.registry.js';
 import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
-import { keepBranchQuery, parseBranchQuery } from './http-branch.transport.js';
+import { keepBranchQuery, keepRawBodyText, parseBranchQuery } from './http-branch.transport.js';
 import { MANIFEST_PATH } from '../../contracts/branch-manifest.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413, unread). */
@@ -166,7 +166,7 @@ interface FastifyLike {
   addContentTypeParser(
     type: string,
     options: { parseAs: 'string'; bodyLimit: number },
-    parser: (request: { rawBody?: Buffer }, body: string, done: (err: Error | null, body?: unknown) => void) => void,
+    parser: (request: object, body: string, done: (err: Error | null, body?: unknown) => void) => void,
   ): void;
 }
 
@@ -185,7 +185,7 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     done();
   });
   fastify.addContentTypeParser(FASTIFY_BRANCH_CONTENT_TYPE, { parseAs: 'string', bodyLimit: MAX_BRANCH_BODY_BYTES }, (request, body, done) => {
-    request.rawBody = Buffer.from(body, 'utf8');
+    keepRawBodyText(request, body);
     done(null, parseAnswer(body));
   });
 }

@@ -55,6 +55,14 @@ function formDecode(text: string): string {
   }
 }
 
+/** The body text of a Fastify branch call as the module's parser read it (kept as it came: no Buffer made of it per call). */
+const RAW_BODY_TEXT = Symbol('nestjs-dtm:raw-body-text');
+
+/** Keeps the body text of a branch call that the module's Fastify parser read. */
+export function keepRawBodyText(request: object, text: string): void {
+  (request as { [RAW_BODY_TEXT]?: string })[RAW_BODY_TEXT] = text;
+}
+
 /** Keeps DTM's keys of a request already read from its URL (by the module's Express middleware). */
 export function keepBranchQuery(request: object, keys: Query): void {
   (request as Request)[BRANCH_QUERY] = keys;
@@ -124,9 +132,10 @@ export const httpBranchTransport: BranchTransport = {
     return (carrier as Request).body;
   },
 
-  /** The raw body the module's reader kept; else (another parser read it) the parsed body re-encoded as JSON. */
+  /** The raw body the module's reader kept (Express: bytes, Fastify: text); else (another parser read it) the parsed body re-encoded as JSON. */
   rawBody(_context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array {
-    const { rawBody, body } = carrier as Request;
+    const { rawBody, body, [RAW_BODY_TEXT]: text } = carrier as Request & { [RAW_BODY_TEXT]?: string };
+    if (text !== undefined) return text;
     if (Buffer.isBuffer(rawBody)) return rawBody;
     if (body === undefined || body === null || body === '') return '';
     if (typeof body === 'string' || Buffer.isBuffer(body)) return body;
