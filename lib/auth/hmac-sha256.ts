@@ -117,6 +117,8 @@ const outerBlock = Buffer.alloc(BLOCK);
 outerBlock[32] = 0x80;
 outerBlock.writeUInt32BE((BLOCK + 32) * 8, 60); // the outer message: a block of key, then the 32-byte inner digest
 const digest = Buffer.alloc(32);
+/** base64url's alphabet, as character codes. */
+const BASE64URL = Uint8Array.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_', (c) => c.charCodeAt(0));
 
 /**
  * A message to MAC: `head` (text) then `tail` (text or bytes), written once (into a buffer the
@@ -144,7 +146,13 @@ export class MacMessage {
       return message;
     }
     if (scratch.length < max) scratch = Buffer.alloc(SHORT_MESSAGE);
-    let n = scratch.write(head, 0, 'utf8');
+    let n = 0; // the head is ASCII but for unusual names: copied as it is, else encoded
+    for (; n < head.length; n++) {
+      const c = head.charCodeAt(n);
+      if (c >= 0x80) break;
+      scratch[n] = c;
+    }
+    if (n < head.length) n = scratch.write(head, 0, 'utf8');
     if (typeof tail === 'string') n += scratch.write(tail, n, 'utf8');
     else if (tail != null) {
       scratch.set(tail, n);
@@ -157,9 +165,36 @@ export class MacMessage {
 
   /** HMAC-SHA256 of the message under `key`: the first `bytes` bytes, in base64url. */
   mac(key: HmacSha256Key, bytes: number): string {
+    return Buffer.from(this.digest(key).buffer, 0, 32).toString('base64url', 0, bytes);
+  }
+
+  /**
+   * Whether `token` is the base64url text of the first 16 bytes of the message's HMAC under `key`:
+   * compared character by character from the digest, in time that does not depend on where they
+   * differ, without making the text.
+   */
+  matches16(key: HmacSha256Key, token: string): boolean {
+    const d = this.digest(key);
+    let diff = token.length ^ 22;
+    let j = 0;
+    for (let i = 0; i < 15; i += 3) {
+      const n = (d[i] << 16) | (d[i + 1] << 8) | d[i + 2];
+      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 18) & 63];
+      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 12) & 63];
+      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 6) & 63];
+      diff |= token.charCodeAt(j++) ^ BASE64URL[n & 63];
+    }
+    diff |= token.charCodeAt(j++) ^ BASE64URL[d[15] >>> 2];
+    diff |= token.charCodeAt(j) ^ BASE64URL[(d[15] & 3) << 4];
+    return diff === 0;
+  }
+
+  /** The 32 bytes of the message's HMAC-SHA256 under `key` (a buffer the module reuses). */
+  private digest(key: HmacSha256Key): Uint8Array {
     if (this.long) {
       const inner = hash('sha256', Buffer.concat([key.ipad, this.bytes]), 'buffer');
-      return hash('sha256', Buffer.concat([key.opad, inner]), 'buffer').toString('base64url', 0, bytes);
+      digest.set(hash('sha256', Buffer.concat([key.opad, inner]), 'buffer'));
+      return digest;
     }
     const { bytes: data, length } = this;
     // inner hash: after the ipad block, the message's whole blocks, then its last partial block
@@ -182,6 +217,6 @@ export class MacMessage {
     state.set(key.outer);
     compress(state, outerBlock, 0, BLOCK);
     words(state, digest);
-    return digest.toString('base64url', 0, bytes);
+    return digest;
   }
 }

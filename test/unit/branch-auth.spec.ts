@@ -23,6 +23,11 @@ describe('BranchAuth', () => {
     }
     expect(auth.verify(call, undefined)).toBe(false);
     expect(auth.verify(call, `${token}x`)).toBe(false);
+    // a different character anywhere (the last one carries only 4 bits of the MAC) is refused
+    for (let i = 0; i < token.length; i++) {
+      const other = token[i] === 'A' ? 'B' : 'A';
+      expect(auth.verify(call, token.slice(0, i) + other + token.slice(i + 1))).toBe(false);
+    }
   });
 
   it('is HMAC-SHA256 of the call, truncated to 128 bits (also for keys longer than the block)', () => {
