@@ -118,7 +118,8 @@ outerBlock[32] = 0x80;
 outerBlock.writeUInt32BE((BLOCK + 32) * 8, 60); // the outer message: a block of key, then the 32-byte inner digest
 const digest = Buffer.alloc(32);
 /** base64url's alphabet, as character codes. */
-const BASE64URL = Uint8Array.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_', (c) => c.charCodeAt(0));
+const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const BASE64URL = Uint8Array.from(BASE64URL_ALPHABET, (c) => c.charCodeAt(0));
 
 /**
  * A message to MAC: `head` (text) then `tail` (text or bytes), written once (into a buffer the
