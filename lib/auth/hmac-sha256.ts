@@ -166,7 +166,7 @@ export class MacMessage {
 
   /** HMAC-SHA256 of the message under `key`: the first `bytes` bytes, in base64url. */
   mac(key: HmacSha256Key, bytes: number): string {
-    return Buffer.from(this.digest(key).buffer, 0, 32).toString('base64url', 0, bytes);
+    return this.digest(key).toString('base64url', 0, bytes);
   }
 
   /**
@@ -191,7 +191,7 @@ export class MacMessage {
   }
 
   /** The 32 bytes of the message's HMAC-SHA256 under `key` (a buffer the module reuses). */
-  private digest(key: HmacSha256Key): Uint8Array {
+  private digest(key: HmacSha256Key): Buffer {
     if (this.long) {
       const inner = hash('sha256', Buffer.concat([key.ipad, this.bytes]), 'buffer');
       digest.set(hash('sha256', Buffer.concat([key.opad, inner]), 'buffer'));
