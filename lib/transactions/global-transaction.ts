@@ -28,13 +28,7 @@ export abstract class GlobalTransaction extends Transaction {
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
     await this.prepareInDtm(this.request());
-    let result: T;
-    try {
-      result = await body(this);
-    } catch (err) {
-      await this.abortFor(err);
-      throw err;
-    }
+    const result = await this.runBody(body);
     try {
       await this.submitRequest(this.request(), false);
     } catch (err) {
@@ -54,9 +48,8 @@ export abstract class GlobalTransaction extends Transaction {
     await this.prepareInDtm(this.request());
     let result: T;
     try {
-      result = await body(this);
+      result = await this.runBody(body);
     } catch (err) {
-      await this.abortFor(err);
       if (!(err instanceof DtmFailureError)) throw err;
       return this.runtime.waitForFinal(this.gid, wait);
     }
@@ -68,9 +61,14 @@ export abstract class GlobalTransaction extends Transaction {
     return { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
   }
 
-  /** Aborts the transaction because `body` threw `err` (its message is the rollback reason); DTM's answer does not change what is thrown. */
-  private async abortFor(err: unknown): Promise<void> {
-    const reason = err instanceof Error ? err.message : String(err);
-    await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
+  /** Runs `body`; if it throws, aborts the transaction (the error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change what is thrown. */
+  private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
+    try {
+      return await body(this);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
+      throw err;
+    }
   }
 }
