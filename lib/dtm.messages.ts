@@ -159,8 +159,8 @@ export const MESSAGES = {
   branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
-  branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string } | undefined, detail: string) =>
-    `${where} failed (${protocol}${info ? `, gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
+  branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string; transType: string } | undefined, detail: string) =>
+    `${where} failed (${protocol}${info ? `, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
     `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, op: string) =>

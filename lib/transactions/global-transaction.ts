@@ -27,14 +27,22 @@ export abstract class GlobalTransaction extends Transaction {
    * {@link DtmOutcomeUnknownError}.
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
-    await this.prepareInDtm(this.request());
-    const result = await this.runBody(body);
+    this.observeStart();
+    let result: T;
     try {
-      await this.submitRequest(this.request(), false);
+      await this.prepareInDtm(this.request());
+      result = await this.runBody(body);
+      try {
+        await this.submitRequest(this.request(), false);
+      } catch (err) {
+        if (!isTransientDtmError(err)) throw err;
+        throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+      }
     } catch (err) {
-      if (!isTransientDtmError(err)) throw err;
-      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+      this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
+      throw err;
     }
+    this.observeEnd('submitted');
     return result;
   }
 
@@ -45,6 +53,19 @@ export abstract class GlobalTransaction extends Transaction {
    * aborts it and is thrown. A submit that may not have reached DTM is waited out too.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
+    this.observeStart();
+    let outcome: GlobalTransactionOutcome<T>;
+    try {
+      outcome = await this.runThenWait(body, wait);
+    } catch (err) {
+      this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
+      throw err;
+    }
+    this.observeEnd(outcome.status, outcome.status === 'failed' ? outcome.rollbackReason : undefined);
+    return outcome;
+  }
+
+  private async runThenWait<T>(body: (self: this) => Promise<T>, wait: WaitOptions | undefined): Promise<GlobalTransactionOutcome<T>> {
     await this.prepareInDtm(this.request());
     let result: T;
     try {
@@ -61,13 +82,21 @@ export abstract class GlobalTransaction extends Transaction {
     return { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
   }
 
-  /** Runs `body`; if it throws, aborts the transaction (the error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change what is thrown. */
+  /** Whether the body threw (and the transaction was aborted). */
+  private bodyFailed = false;
+
+  /**
+   * Runs `body` (with the transaction's span active); if it throws, aborts the transaction (the
+   * error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change
+   * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
+   */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
-      return await body(this);
+      return await this.withinObservation(() => body(this));
     } catch (err) {
+      this.bodyFailed = true;
       const reason = err instanceof Error ? err.message : String(err);
-      await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
+      await this.transport.abort(this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
       throw err;
     }
   }

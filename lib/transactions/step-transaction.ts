@@ -40,8 +40,15 @@ export abstract class StepTransaction extends Transaction {
 
   /** Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round succeeded. */
   async submit(): Promise<void> {
-    if (this.remoteSteps) await this.resolveRemote();
-    await this.submitRequest(this.submission(), false);
+    this.observeStart();
+    try {
+      if (this.remoteSteps) await this.resolveRemote();
+      await this.submitRequest(this.submission(), false);
+    } catch (err) {
+      this.observeEnd('error', err);
+      throw err;
+    }
+    this.observeEnd('submitted');
   }
 
   /**
@@ -54,6 +61,19 @@ export abstract class StepTransaction extends Transaction {
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
+    this.observeStart();
+    let final: FinalResult;
+    try {
+      final = await this.submitThenWait(wait);
+    } catch (err) {
+      this.observeEnd('error', err);
+      throw err;
+    }
+    this.observeEnd(final.status, final.status === 'failed' ? final.rollbackReason : undefined);
+    return final;
+  }
+
+  private async submitThenWait(wait: WaitOptions | undefined): Promise<FinalResult> {
     if (this.remoteSteps) await this.resolveRemote();
     try {
       await this.submitRequest(this.submission(), true);
