@@ -4,7 +4,7 @@
 // XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
 // in-memory exporter. Its logger records every line.
 import 'reflect-metadata';
-import { Body, Controller, Get, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, Get, Injectable, Post, type INestApplication, type LoggerService } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -14,6 +14,7 @@ import {
   DtmFailureError,
   DtmInstrumentation,
   DtmModule,
+  DtmWorkflow,
   MsgBranch,
   MsgQueryPrepared,
   SagaAction,
@@ -28,6 +29,7 @@ import {
   pgXaDatabase,
   type BarrierDatabase,
   type DtmInstrumentationOptions,
+  type WorkflowContext,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
@@ -145,6 +147,21 @@ class XaBank {
   }
 }
 
+/** A workflow over the bank's saga branches: out (with its compensation), then in (`fail`: FAILURE, the workflow rolls back). */
+@Injectable()
+class Transfers {
+  @DtmWorkflow('observed.transfer')
+  async transfer(wf: WorkflowContext<{ base: string; fail: string }>) {
+    const { base, fail } = wf.input;
+    await wf
+      .step('out')
+      .onRollback((b) => b.http(`${base}/bank/trans-out-compensate`, { account: 1, amount: 20 }))
+      .http(`${base}/bank/trans-out`, { account: 1, amount: 20 });
+    await wf.step('in').http(`${base}/bank/trans-in`, { account: 2, amount: 20, fail });
+    return 'moved';
+  }
+}
+
 /** The running app. */
 export interface ObservedApp {
   app: INestApplication;
@@ -186,6 +203,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
       }),
     ],
     controllers: [Bank, XaBank],
+    providers: [Transfers],
   }).compile();
   const logger = new LineLogger();
   const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });

@@ -209,6 +209,17 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
   });
 });
 
+describe('OpenTelemetry for a workflow', () => {
+  it('a workflow that rolls back: the AP span and the steps it calls, their rollback included, are one trace', async () => {
+    const gid = await t.client.generateGid();
+    await expect(t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: 'yes' })).rejects.toBeInstanceOf(DtmFailureError);
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.trans_type'], ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM workflow', 'workflow', 'failed', SpanStatusCode.ERROR]);
+    expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action transIn - failure', '01 rollback transOut executed success']);
+  });
+});
+
 describe('hooks', () => {
   /** The events of `gid` from `from` on, as `name detail`; calls to DTM apart (their order against DTM's own calls to the branches is DTM's). */
   function eventsOf(gid: string, from: number): { flow: string[]; dtmCalls: string[] } {
