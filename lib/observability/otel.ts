@@ -3,12 +3,22 @@
 // when an SDK registered a tracer provider and/or a meter provider (checked once).
 import { createRequire } from 'node:module';
 
+// The types of @opentelemetry/api appear only inside this file: the declarations the package ships
+// must not name a package an app may not have installed.
 type OtelApi = typeof import('@opentelemetry/api');
-/** A span (`@opentelemetry/api` `Span`). */
-export type OtelSpan = import('@opentelemetry/api').Span;
-/** A context (`@opentelemetry/api` `Context`). */
-export type OtelContext = import('@opentelemetry/api').Context;
-type Attributes = import('@opentelemetry/api').Attributes;
+type ApiContext = import('@opentelemetry/api').Context;
+/** A span, as the module holds it (what it uses of `@opentelemetry/api`'s `Span`). */
+export interface OtelSpan {
+  spanContext(): { traceId: string; spanId: string; traceFlags: number; traceState?: { serialize(): string } };
+  setAttributes(attributes: Attributes): unknown;
+  recordException(exception: Error): void;
+  setStatus(status: { code: number; message?: string }): unknown;
+  end(): void;
+}
+/** A context (`@opentelemetry/api`'s `Context`), opaque to the module. */
+export type OtelContext = object;
+/** Span and metric attributes, as the module sets them. */
+type Attributes = Record<string, string>;
 
 /** The instruments of the module's metrics. */
 interface Instruments {
@@ -94,7 +104,7 @@ export class OtelBridge {
    * else the W3C `traceparent` / `tracestate` given (the inbound call's; malformed ones are ignored).
    */
   parent(traceparent: string | undefined, tracestate: string | undefined): OtelContext {
-    const active = this.api.context.active();
+    const active: ApiContext = this.api.context.active();
     if (this.api.trace.getSpan(active) || traceparent === undefined) return active;
     const m = TRACEPARENT.exec(traceparent);
     if (!m) return active;
@@ -109,23 +119,23 @@ export class OtelBridge {
 
   /** Starts a span named `name` under `parent`. */
   startSpan(name: string, parent: OtelContext, attributes: Attributes): OtelSpan | undefined {
-    return this.tracer?.startSpan(name, { attributes }, parent);
+    return this.tracer?.startSpan(name, { attributes }, parent as ApiContext);
   }
 
   /** `parent` with `span` as its active span. */
   withSpan(parent: OtelContext, span: OtelSpan): OtelContext {
-    return this.api.trace.setSpan(parent, span);
+    return this.api.trace.setSpan(parent as ApiContext, span as import('@opentelemetry/api').Span);
   }
 
   /** Runs `fn` with `ctx` active. */
   run<T>(ctx: OtelContext, fn: () => T): T {
-    return this.api.context.with(ctx, fn);
+    return this.api.context.with(ctx as ApiContext, fn);
   }
 
   /** The W3C trace context of `span` (what goes into DTM's `branch_headers`), undefined when it is not valid. */
   traceHeaders(span: OtelSpan): Record<string, string> | undefined {
     const sc = span.spanContext();
-    if (!this.api.isSpanContextValid(sc)) return undefined;
+    if (!this.api.isSpanContextValid(sc as import('@opentelemetry/api').SpanContext)) return undefined;
     const headers: Record<string, string> = { traceparent: `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}` };
     const state = sc.traceState?.serialize();
     if (state) headers.tracestate = state;

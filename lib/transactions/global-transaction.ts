@@ -16,6 +16,9 @@ export interface GlobalTransactionOutcome<T> extends FinalResult {
  * submitted if the callback succeeded, or aborted (the error's message as rollback reason) if not.
  */
 export abstract class GlobalTransaction extends Transaction {
+  /** Whether the body threw (and the transaction was aborted). */
+  private bodyFailed = false;
+
   protected constructor(runtime: TransactionRuntime, gid: string, transType: TransactionType, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, transType, options, parent);
   }
@@ -56,7 +59,24 @@ export abstract class GlobalTransaction extends Transaction {
     this.observeStart();
     let outcome: GlobalTransactionOutcome<T>;
     try {
-      outcome = await this.runThenWait(body, wait);
+      await this.prepareInDtm(this.request());
+      let result: T | undefined;
+      let rolledBack = false;
+      try {
+        result = await this.runBody(body);
+      } catch (err) {
+        if (!(err instanceof DtmFailureError)) throw err;
+        rolledBack = true; // a branch's FAILURE: the abort is sent, the rollback is the outcome
+      }
+      if (rolledBack) outcome = await this.runtime.waitForFinal(this.gid, wait);
+      else {
+        try {
+          await this.submitRequest(this.request(), false);
+        } catch (err) {
+          if (!isTransientDtmError(err)) throw err;
+        }
+        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
+      }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
       throw err;
@@ -65,26 +85,6 @@ export abstract class GlobalTransaction extends Transaction {
     return outcome;
   }
 
-  private async runThenWait<T>(body: (self: this) => Promise<T>, wait: WaitOptions | undefined): Promise<GlobalTransactionOutcome<T>> {
-    await this.prepareInDtm(this.request());
-    let result: T;
-    try {
-      result = await this.runBody(body);
-    } catch (err) {
-      if (!(err instanceof DtmFailureError)) throw err;
-      return this.runtime.waitForFinal(this.gid, wait);
-    }
-    try {
-      await this.submitRequest(this.request(), false);
-    } catch (err) {
-      if (!isTransientDtmError(err)) throw err;
-    }
-    return { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
-  }
-
-  /** Whether the body threw (and the transaction was aborted). */
-  private bodyFailed = false;
-
   /**
    * Runs `body` (with the transaction's span active); if it throws, aborts the transaction (the
    * error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change
@@ -92,7 +92,7 @@ export abstract class GlobalTransaction extends Transaction {
    */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
-      return await this.withinObservation(() => body(this));
+      return await this.withinObservation(body, this);
     } catch (err) {
       this.bodyFailed = true;
       const reason = err instanceof Error ? err.message : String(err);

@@ -121,7 +121,7 @@ export class Msg extends StepTransaction {
     let businessError: unknown;
     let checkError: unknown;
     try {
-      result = await this.withinObservation(() => business(local));
+      result = await this.withinObservation(business, local);
     } catch (err) {
       businessError = err;
     }

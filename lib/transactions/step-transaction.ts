@@ -64,25 +64,21 @@ export abstract class StepTransaction extends Transaction {
     this.observeStart();
     let final: FinalResult;
     try {
-      final = await this.submitThenWait(wait);
+      if (this.remoteSteps) await this.resolveRemote();
+      let lost: Error | undefined;
+      try {
+        await this.submitRequest(this.submission(), true);
+      } catch (err) {
+        if (!mayHaveReachedDtm(err)) throw err;
+        lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
+      }
+      final = await this.runtime.waitForFinal(this.gid, wait, lost);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;
     }
     this.observeEnd(final.status, final.status === 'failed' ? final.rollbackReason : undefined);
     return final;
-  }
-
-  private async submitThenWait(wait: WaitOptions | undefined): Promise<FinalResult> {
-    if (this.remoteSteps) await this.resolveRemote();
-    try {
-      await this.submitRequest(this.submission(), true);
-    } catch (err) {
-      if (!mayHaveReachedDtm(err)) throw err;
-      // the submit may have reached DTM before the connection broke: what DTM holds decides
-      return this.runtime.waitForFinal(this.gid, wait, err as Error);
-    }
-    return this.runtime.waitForFinal(this.gid, wait);
   }
 
   /** What submit sends. */

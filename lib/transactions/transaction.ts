@@ -110,9 +110,9 @@ export abstract class Transaction {
     this.instrumentation.endTransaction(observation, outcome, error);
   }
 
-  /** Runs `fn` (the app's body) with the transaction's span active. */
-  protected withinObservation<T>(fn: () => T): T {
-    return this.observation ? this.instrumentation.within(this.observation, fn) : fn();
+  /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
+  protected withinObservation<A, T>(fn: (arg: A) => T, arg: A): T {
+    return this.observation ? this.instrumentation.within(this.observation, () => fn(arg)) : fn(arg);
   }
 
   /** Reports (log, `abort.failed`) that the abort after the body's error `cause` failed with `error`. */

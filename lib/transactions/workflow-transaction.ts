@@ -43,7 +43,7 @@ export class WorkflowTransaction extends Transaction {
     this.observeStart();
     let value: T;
     try {
-      value = await this.withinObservation(run);
+      value = await this.withinObservation(run, undefined);
     } catch (err) {
       this.observeEnd(err instanceof DtmFailureError ? 'failed' : 'error', err);
       throw err;
