@@ -2,6 +2,7 @@
 // dependency loaded on first use (never when the option `openTelemetry` is false), and used only
 // when an SDK registered a tracer provider and/or a meter provider (checked once).
 import { createRequire } from 'node:module';
+import { isValidTracestate, parseTraceparent } from '../context/dtm-context.js';
 
 // The types of @opentelemetry/api appear only inside this file: the declarations the package ships
 // must not name a package an app may not have installed.
@@ -41,9 +42,6 @@ export const METRIC_NAMES = {
   dtmCalls: 'dtm.client.calls',
   dtmCallDuration: 'dtm.client.duration',
 } as const;
-
-/** W3C `traceparent` (as the pass-through validation accepts it). */
-const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-((?!0{16})[0-9a-f]{16})-([0-9a-f]{2})$/;
 
 /** What the module uses of OpenTelemetry, once an SDK is known to be registered. */
 export class OtelBridge {
@@ -101,19 +99,20 @@ export class OtelBridge {
 
   /**
    * The parent of a span: the active context when it has a span (an HTTP / gRPC instrumentation's),
-   * else the W3C `traceparent` / `tracestate` given (the inbound call's; malformed ones are ignored).
+   * else the W3C `traceparent` / `tracestate` given (the inbound call's), checked as the
+   * pass-through checks them (malformed ones are ignored).
    */
   parent(traceparent: string | undefined, tracestate: string | undefined): OtelContext {
     const active: ApiContext = this.api.context.active();
     if (this.api.trace.getSpan(active) || traceparent === undefined) return active;
-    const m = TRACEPARENT.exec(traceparent);
-    if (!m) return active;
+    const parsed = parseTraceparent(traceparent);
+    if (!parsed) return active;
     return this.api.trace.setSpanContext(active, {
-      traceId: m[1],
-      spanId: m[2],
-      traceFlags: parseInt(m[3], 16) & 1,
+      traceId: parsed.traceId,
+      spanId: parsed.spanId,
+      traceFlags: parsed.flags & 1,
       isRemote: true,
-      traceState: tracestate ? this.api.createTraceState(tracestate) : undefined,
+      traceState: tracestate && isValidTracestate(tracestate) ? this.api.createTraceState(tracestate) : undefined,
     });
   }
 
