@@ -9,7 +9,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { DtmFailureError, METRIC_NAMES, type DtmEventName, type DtmEvents } from 'nestjs-dtm';
-import { fileDatabases } from '../support/databases.js';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { queryTrans } from '../support/harness.js';
 import { startObservedApp, type ObservedApp } from './observability.app.js';
@@ -30,11 +30,13 @@ const record =
     events.push({ name, event });
 
 let t: ObservedApp;
+let dbs: FileDatabases;
 beforeAll(async () => {
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-  t = await startObservedApp(await fileDatabases(), {
+  dbs = await fileDatabases();
+  t = await startObservedApp(dbs, {
     hooks: {
       'transaction.start': record('transaction.start'),
       'transaction.end': record('transaction.end'),
@@ -247,6 +249,7 @@ describe('hooks', () => {
     });
     const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
     expect(end.durationMs).toBeGreaterThan(0);
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]); // nothing logged per call on the success path by default
   });
 
   it('receive every event of a TCC transaction, in order', async () => {
@@ -379,5 +382,32 @@ describe('the abort after a failed body reports its error', () => {
     expect(reported.map((e) => [e.gid, e.transType, e.cause])).toEqual([[gid, 'msg', failure]]);
     expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of msg gid=${gid} failed after its body threw`));
     expect(await t.balances([3])).toEqual({ 3: 100 });
+  });
+});
+
+// last: a second app replaces Nest's global logger (the first app's lines go to it from then on)
+describe('the debug log (instrumentation.debugLogs)', () => {
+  it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
+    try {
+      const gid = await debug.client.generateGid();
+      const final = await debug.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
+      expect(final.status).toBe('failed');
+      const lines = debug.logger.lines.filter((l) => l.includes(gid)).map((l) => l.replace(/\d+\.\d ms/, 'N ms'));
+      expect(lines).toEqual(
+        expect.arrayContaining([
+          `debug [DtmTrace] saga gid=${gid} started over http`,
+          `debug [DtmTrace] submit over http gid=${gid}: ok in N ms`,
+          `debug [DtmTrace] Bank.transOut (saga-action transOut) gid=${gid} branch=01 op=action trans_type=saga over http: success, barrier executed in N ms`,
+          `debug [DtmTrace] Bank.transIn (saga-action transIn) gid=${gid} branch=02 op=action trans_type=saga over http: failure in N ms`,
+          `debug [DtmTrace] Bank.transInCompensate (saga-compensate transIn) gid=${gid} branch=02 op=compensate trans_type=saga over http: success, barrier null-compensation in N ms`,
+          `debug [DtmTrace] Bank.transOutCompensate (saga-compensate transOut) gid=${gid} branch=01 op=compensate trans_type=saga over http: success, barrier executed in N ms`,
+        ]),
+      );
+      expect(lines.filter((l) => l.includes(`query over http gid=${gid}: ok`)).length).toBeGreaterThan(0);
+      expect(lines[lines.length - 1]).toMatch(new RegExp(`^debug \\[DtmTrace\\] saga gid=${gid}: failed in N ms`));
+    } finally {
+      await debug.close();
+    }
   });
 });
