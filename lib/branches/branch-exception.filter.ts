@@ -39,7 +39,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const branch = branchMetadataOf(call.context.getHandler());
       if (exception instanceof DtmFailureError) {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
-          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info.op));
+          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info));
         }
       } else if (!(exception instanceof DtmOngoingError) && !(exception instanceof HttpException)) {
         this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));

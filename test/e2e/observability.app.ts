@@ -36,7 +36,7 @@ import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
 
-/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back). */
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `compensate`: the compensation throws FAILURE. */
 export interface Move {
   account: number;
   amount: number;
@@ -91,6 +91,7 @@ class Bank {
   @SagaAction('transIn')
   async transIn(@Body() m: Move, @BarrierTx() tx: unknown) {
     await exec(tx, add, [m.amount, m.account]);
+    if (m.fail === 'crash') throw new Error('ledger disk full');
     if (m.fail) throw new DtmFailureError(`account ${m.account} is frozen`);
   }
 
@@ -98,6 +99,7 @@ class Bank {
   @GrpcMethod('PgBank', 'TransInCompensate')
   @SagaCompensate('transIn')
   async transInCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+    if (m.fail === 'compensate') throw new DtmFailureError('cannot undo');
     await exec(tx, add, [-m.amount, m.account]);
   }
 

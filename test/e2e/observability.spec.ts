@@ -344,6 +344,26 @@ describe('barrier decisions', () => {
   });
 });
 
+describe('branch-handler errors in the log', () => {
+  const call = (path: string, op: string, gid: string, branchId: string, body: object) =>
+    fetch(`${t.url}/bank/${path}?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: branchId, op })}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  it('name the handler, transaction type, gid, branch id and op: a crash (retried by DTM) and a FAILURE that cannot roll back', async () => {
+    const gid = await t.client.generateGid();
+    expect((await call('trans-in', 'action', gid, '02', { account: 2, amount: 5, fail: 'crash' })).status).toBe(500);
+    expect(await t.balances([2])).toEqual({ 2: 100 }); // the crashed action's write rolled back
+    expect((await call('trans-in', 'action', gid, '03', { account: 2, amount: 5 })).status).toBe(200);
+    expect((await call('trans-in-compensate', 'compensate', gid, '03', { account: 2, amount: 5, fail: 'compensate' })).status).toBe(409);
+    expect(await t.balances([2])).toEqual({ 2: 105 }); // the refused compensation undid nothing
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error [DtmBranch] Bank.transIn failed (http, saga gid ${gid}, branch 02, op action); DTM will retry the call: Error: ledger disk full`));
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmBranch] Bank.transInCompensate (saga-compensate, saga gid ${gid}, branch 03, op compensate) threw DtmFailureError`));
+  });
+});
+
 describe('the abort after a failed body reports its error', () => {
   it('TCC: DTM refuses the abort (the transaction was stopped); the caller gets the body\'s error, the hook and the log get the abort\'s', async () => {
     const from = events.length;
