@@ -280,6 +280,8 @@ export const MESSAGES = {
     `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
   workflowResultTooLong: (length: number, max: number) => `the workflow's result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less`,
   workflowStepTooLarge: (branchId: string, bytes: number, max: number) => `step ${branchId}'s value is ${bytes} bytes recorded, over the ${max} of DTM's MySQL store; return less from the step`,
+  badHook: (name: string, events: readonly string[], what: string) =>
+    `instrumentation.hooks.${name}: ${what}; the events are ${events.join(', ')}, each with a function (event) => void`,
   noWorkflows: () => 'workflows need DtmModule (it finds the @DtmWorkflow methods): use the DtmClient that DtmModule provides',
   unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,

@@ -6,6 +6,8 @@ import { Logger } from '@nestjs/common';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { MESSAGES } from '../dtm.messages.js';
 import type { BranchKind, TransactionType } from '../transport/dtm.types.js';
 import type {
   DtmBarrierDecision,
@@ -48,6 +50,9 @@ export interface BranchObservation {
   context?: OtelContext;
 }
 
+/** The names of the events ({@link DtmEvents}). */
+const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call', 'abort.failed'];
+
 /** What a branch call's outcome is, from what its handler threw (undefined: it succeeded). */
 export function branchOutcomeOf(error: unknown, failed: boolean): DtmBranchOutcome {
   if (!failed) return 'success';
@@ -78,7 +83,10 @@ export class DtmInstrumentation {
     this.openTelemetry = options.openTelemetry !== false;
     for (const name in options.hooks ?? {}) {
       const listener = options.hooks![name as DtmEventName];
-      if (typeof listener === 'function') this.on(name as DtmEventName, listener as DtmEventListener<DtmEventName>);
+      if (!(EVENT_NAMES as readonly string[]).includes(name)) throw new DtmUsageError(MESSAGES.badHook(name, EVENT_NAMES, 'no such event'));
+      if (listener === undefined) continue;
+      if (typeof listener !== 'function') throw new DtmUsageError(MESSAGES.badHook(name, EVENT_NAMES, `a ${typeof listener}, not a function`));
+      this.on(name as DtmEventName, listener as DtmEventListener<DtmEventName>);
     }
   }
 

@@ -4,7 +4,7 @@
 // abort after a failed TCC body reporting its error.
 import { describe, expect, it } from '@jest/globals';
 import { Logger, type LoggerService } from '@nestjs/common';
-import { DtmInstrumentation, type DtmEvents } from '../../lib/index.js';
+import { DtmInstrumentation, DtmUsageError, type DtmEvents, type DtmHooks } from '../../lib/index.js';
 import { InstrumentedTransport } from '../../lib/observability/instrumented-transport.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { Tcc } from '../../lib/transactions/tcc.js';
@@ -100,6 +100,13 @@ describe('DtmInstrumentation', () => {
       expect(lines).toContainEqual(expect.stringMatching(/^error \[DtmTrace\] a listener of dtm\.call threw \(ignored: the transaction goes on\): Error: listener broke/));
       off();
     });
+  });
+
+  it('refuses a hook of an unknown event or one that is not a function, naming the events', () => {
+    expect(() => new DtmInstrumentation({ hooks: { 'branch.called': () => undefined } as unknown as DtmHooks })).toThrow(
+      new DtmUsageError('instrumentation.hooks.branch.called: no such event; the events are transaction.start, transaction.end, dtm.call, branch.call, abort.failed, each with a function (event) => void'),
+    );
+    expect(() => new DtmInstrumentation({ hooks: { 'dtm.call': 'log' } as unknown as DtmHooks })).toThrow(/^instrumentation\.hooks\.dtm\.call: a string, not a function;/);
   });
 
   it('unsubscribing the only listener makes it inactive', () => {
