@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { withEsmSuffixes } from '../support/docs.js';
 import { dtmBinaryPath } from '../support/services/binaries.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
@@ -29,8 +30,7 @@ function copySourcesAsEsm(from: string, dir: string): void {
     mkdirSync(join(dir, sub), { recursive: true });
     for (const file of readdirSync(join(from, sub)).filter((f) => f.endsWith('.ts'))) {
       if (existsSync(join(dir, sub, file))) continue;
-      const text = readFileSync(join(from, sub, file), 'utf8').replace(/from '(\.{1,2}\/[^']+?)(?<!\.js)'/g, "from '$1.js'");
-      writeFileSync(join(dir, sub, file), text);
+      writeFileSync(join(dir, sub, file), withEsmSuffixes(readFileSync(join(from, sub, file), 'utf8')));
     }
   }
 }
