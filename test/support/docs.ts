@@ -1,4 +1,4 @@
-// The documentation as the docs tests read it: README.md, CONTRIBUTING.md and docs/*.md, their
+// The documentation as the docs tests read it: README.md, CONTRIBUTING.md, SECURITY.md, docs/*.md: their
 // fenced code blocks (with the hidden `<!-- ts-prelude ... -->` a TypeScript block may have right
 // before it), their relative links and the anchors of their headings (as GitHub makes them).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -21,10 +21,10 @@ export interface DocBlock {
   prelude?: { code: string; line: number };
 }
 
-/** The user and contributor documents: README.md, CONTRIBUTING.md, docs/*.md (relative paths). */
+/** The user and contributor documents: README.md, CONTRIBUTING.md, SECURITY.md, docs/*.md (relative paths). */
 export function documents(): string[] {
   const docs = existsSync(join(REPO_ROOT, 'docs')) ? readdirSync(join(REPO_ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`) : [];
-  return ['README.md', 'CONTRIBUTING.md', ...docs].filter((d) => existsSync(join(REPO_ROOT, d)));
+  return ['README.md', 'CONTRIBUTING.md', 'SECURITY.md', ...docs].filter((d) => existsSync(join(REPO_ROOT, d)));
 }
 
 /** Every fenced block of `doc`; throws on an unclosed fence or a prelude that is not closed. */
@@ -49,9 +49,9 @@ export function fencedBlocks(doc: string): DocBlock[] {
   return blocks;
 }
 
-/** The file name a block names on its first line (`// src/app.module.ts`, `# config.yaml`), if any. */
+/** The file name a block names on its first line (`// src/app.module.ts`, `# config.yaml`, `// tsconfig.json`), if any. */
 export function namedFile(block: DocBlock): string | undefined {
-  return /^(?:\/\/|#) ((?:src\/|test\/)?[\w.-]+\.(?:ts|yaml))\b/.exec(block.code)?.[1];
+  return /^(?:\/\/|#) ((?:src\/|test\/)?[\w.-]+\.(?:ts|yaml|json))\b/.exec(block.code)?.[1];
 }
 
 /** `code` with `.js` added to its relative imports, as an ES module app needs them (a Nest 11 app's files in a Nest 12 one). */

@@ -1,4 +1,4 @@
-// The documentation holds together: every relative link of README.md, CONTRIBUTING.md and docs/*.md
+// The documentation holds together: every relative link of README.md, CONTRIBUTING.md, SECURITY.md, docs/*.md
 // reaches a file (and its #anchor, a heading there); the README's Quick start shows the files of
 // examples/quick-start verbatim (test/package/quick-start.spec.ts runs that app against DTM); the
 // README's first screen has exactly the two commands; no TypeScript hides under another fence
@@ -47,7 +47,7 @@ describe('the documentation', () => {
 
   it("the README's Quick start blocks are the files of examples/quick-start, verbatim, every one of them", () => {
     const example = join(REPO_ROOT, 'examples', 'quick-start');
-    const files = ['config.yaml', ...readdirSync(join(example, 'src')).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)];
+    const files = ['config.yaml', 'tsconfig.json', ...readdirSync(join(example, 'src')).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)];
     const shown = new Map(fencedBlocks('README.md').flatMap((b) => (namedFile(b) ? [[namedFile(b)!, b] as const] : [])));
     expect([...shown.keys()].sort()).toEqual([...files].sort());
     for (const file of files) {
