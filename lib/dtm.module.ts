@@ -7,6 +7,7 @@ import { DtmHttpIntegration } from './branches/http/dtm-http.integration.js';
 import { HttpBranchLocator } from './branches/http/http-branch.locator.js';
 import { DtmClient } from './client/dtm.client.js';
 import { DtmHealthIndicator } from './health/dtm-health.indicator.js';
+import { DtmStartupChecks } from './diagnostics/startup-checks.js';
 import type { BarrierConnection } from './barrier/barrier.types.js';
 import type { DtmModuleOptions } from './dtm.module-options.js';
 import type { DtmConfig } from './config/dtm-config.types.js';
@@ -84,6 +85,7 @@ const providers: Provider[] = [
   DtmWorkflowRegistry,
   DtmClient,
   DtmHealthIndicator,
+  DtmStartupChecks,
   TransactionHelper,
   DtmBranchRegistry,
   DtmBranchExplorer,
