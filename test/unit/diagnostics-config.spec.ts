@@ -8,7 +8,7 @@ import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
 const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-diag-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function problemsOfYaml(yaml: string): { path: string; message: string }[] {
+function problemsOfYaml(yaml: string): readonly { path: string; message: string }[] {
   const file = join(dir, `c-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, `lynx:\n  dtm:\n${yaml}`);
   try {
