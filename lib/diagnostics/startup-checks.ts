@@ -83,7 +83,11 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
         await db.execute(`SELECT 1 FROM ${table} WHERE 1 = 0`, []);
       } catch (err) {
         const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
-        if (!NO_SUCH_TABLE.has(code as string)) throw err;
+        if (!NO_SUCH_TABLE.has(code as string)) {
+          // the database may not be up yet: not the module's to fail the start for
+          this.logger.warn(`could not check the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
+          continue;
+        }
         throw new DtmUsageError(
           `the barrier table ${table} does not exist on barrier connection "${name}" (${db.dialect}): every branch call with its barrier would fail (500) and DTM would retry it forever. ` +
             `Create it before the app serves branches: await ensureBarrierSchema(db, { table: '${table}' }), or run the module's sql/barrier.${db.dialect}.sql, or set lynx.dtm.create_barrier_table: true`,

@@ -240,6 +240,18 @@ describe('a transaction that does not finish in time names its unfinished branch
   });
 });
 
+describe('start-up barrier check', () => {
+  it('a barrier database that does not answer at start-up is a warning, not a failed start (it may come up later)', async () => {
+    const dead = new pg.Pool({ connectionString: `postgres://nobody@127.0.0.1:${await freePort()}/none`, max: 1, connectionTimeoutMillis: 2000 });
+    try {
+      const app = await diagApp({ barrierTable: 'diag_any.barrier' }, { vault: dead });
+      expect(app.logger.warnings).toContainEqual(expect.stringMatching(/^could not check the barrier table diag_any\.barrier on barrier connection "pg": .*ECONNREFUSED/));
+    } finally {
+      await dead.end();
+    }
+  });
+});
+
 describe('start-up ping', () => {
   it('passes against the real DTM, and fails start-up after its attempts when nothing answers', async () => {
     await diagApp({ startupPing: true });
