@@ -60,9 +60,9 @@ export abstract class StepTransaction extends Transaction {
     } catch (err) {
       if (!mayHaveReachedDtm(err)) throw err;
       // the submit may have reached DTM before the connection broke: what DTM holds decides
-      return this.runtime.waitForFinal(this.gid, wait, err as Error);
+      return this.runtime.waitForFinal(this.gid, wait, err as Error, this.steps);
     }
-    return this.runtime.waitForFinal(this.gid, wait);
+    return this.runtime.waitForFinal(this.gid, wait, undefined, this.steps);
   }
 
   /** What submit sends. */
