@@ -6,13 +6,24 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
+import { DTM_CONFIG_KEYS } from '../../lib/config/dtm-config.keys.js';
 import { anchors, documents, fencedBlocks, namedFile, REPO_ROOT, relativeLinks, withEsmSuffixes } from '../support/docs.js';
 
 // Documents that other branches add (observability, diagnostics): linked already; checked like any
 // other once they exist.
-const ARRIVING = new Set(['docs/observability.md', 'docs/diagnostics.md']);
+const ARRIVING = new Set(['docs/observability.md']);
 
 describe('the documentation', () => {
+  it('every lynx.dtm key is in the reference table of docs/configuration.md and in the README', () => {
+    const reference = readFileSync(join(REPO_ROOT, 'docs/configuration.md'), 'utf8');
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const missing = DTM_CONFIG_KEYS.flatMap(({ yaml }) => [
+      ...(reference.includes(`| \`${yaml}\` |`) ? [] : [`docs/configuration.md: ${yaml}`]),
+      ...(readme.includes(`\`${yaml}\``) ? [] : [`README.md: ${yaml}`]),
+    ]);
+    expect(missing).toEqual([]);
+  });
+
   it.each(documents())('%s: every relative link reaches a file, and its #anchor a heading there', (doc) => {
     const broken = relativeLinks(doc).flatMap(({ line, target }) => {
       const [path, anchor] = target.split('#');
