@@ -6,6 +6,8 @@ import { DtmGrpcIntegration } from './branches/grpc/dtm-grpc.integration.js';
 import { DtmHttpIntegration } from './branches/http/dtm-http.integration.js';
 import { HttpBranchLocator } from './branches/http/http-branch.locator.js';
 import { DtmClient } from './client/dtm.client.js';
+import { DtmHealthIndicator } from './health/dtm-health.indicator.js';
+import { DtmStartupChecks } from './diagnostics/startup-checks.js';
 import type { BarrierConnection } from './barrier/barrier.types.js';
 import type { DtmModuleOptions } from './dtm.module-options.js';
 import type { DtmConfig } from './config/dtm-config.types.js';
@@ -86,6 +88,8 @@ const providers: Provider[] = [
   },
   DtmWorkflowRegistry,
   DtmClient,
+  DtmHealthIndicator,
+  DtmStartupChecks,
   TransactionHelper,
   DtmBranchRegistry,
   DtmBranchExplorer,
@@ -94,7 +98,7 @@ const providers: Provider[] = [
   DtmGrpcIntegration,
 ];
 // the branch runtime too: the branch guard is instantiated in the modules of the controllers using it
-const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, TransactionHelper, DtmBranchRegistry, DtmInstrumentation];
+const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, DtmHealthIndicator, TransactionHelper, DtmBranchRegistry, DtmInstrumentation];
 
 /**
  * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`

@@ -144,3 +144,8 @@ export { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error
 export { DtmDisabledError } from './errors/dtm-disabled.error.js';
 export { DtmUnauthenticatedError } from './errors/dtm-unauthenticated.error.js';
 export { DtmXaPhase2Error } from './errors/dtm-xa-phase2.error.js';
+
+export { DtmHealthIndicator, type DtmHealthDetails } from './health/dtm-health.indicator.js';
+export type { UnfinishedBranch } from './diagnostics/unfinished.js';
+export { readFailureReason, type FailureReason } from './diagnostics/failure-reason.js';
+export { isDtmBranchHandler } from './diagnostics/startup-checks.js';

@@ -4,10 +4,11 @@
 // everything it started.
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
+import type { LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import type { FinalResult } from 'nestjs-dtm';
+import { DtmBranchRegistry, type BranchRecord, type FinalResult } from 'nestjs-dtm';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
@@ -24,14 +25,18 @@ end), starts the sample app (sample-app/: bank A on PostgreSQL, bank B and a sho
 runs: a saga transfer that commits; a saga checkout that fails at shipping and compensates; one whose
 order the shop's contract refuses (its schema: a FAILURE, not a retry); a TCC
 reservation that confirms and one that cancels; an outbox message; an XA transfer that commits and
-one that rolls back; a workflow transfer that succeeds and one that is refused. Prints, per transaction, the gid, DTM's final status and branch statuses, and
-the balances / stock before and after.
+one that rolls back; a workflow transfer that succeeds and one that is refused. Prints, per
+transaction, DTM's final status, the rollback reason (the branch's own message), the gid, the
+branches DTM called (by name and op, in the order they ran, with their outcome), and the balances /
+stock before and after.
 
 Options (each also from the environment variable in brackets):
   --dtm-url <url>     use this running DTM server (its server_url, e.g. http://localhost:36789/api/dtmsvr)
                       [DTM_SERVER_URL]; it must be able to reach this machine's loopback address
   --pg-url <url>      use this PostgreSQL database (needs max_prepared_transactions > 0 for XA) [PG_URL]
   --mysql-url <url>   use this MySQL / MariaDB database (mysql://user:password@host:port/db) [MYSQL_URL]
+  --keep              leave DTM (and the databases) running after the demo, so the printed gids can be
+                      queried (the command is printed); Ctrl-C stops them
   --help              show this help
 
 The demo resets the tables it uses (account, product, wallet, shipment, purchase) in those databases.
@@ -50,7 +55,7 @@ interface State {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { 'dtm-url': { type: 'string' }, 'pg-url': { type: 'string' }, 'mysql-url': { type: 'string' }, help: { type: 'boolean' } },
+    options: { 'dtm-url': { type: 'string' }, 'pg-url': { type: 'string' }, 'mysql-url': { type: 'string' }, keep: { type: 'boolean' }, help: { type: 'boolean' } },
   });
   if (values.help) {
     process.stdout.write(HELP);
@@ -72,7 +77,8 @@ async function main(): Promise<void> {
   // read by sample-app/config.yaml and the app's database module
   const port = await freePort();
   Object.assign(process.env, { DTM_SERVER_URL: dtmUrl, PG_URL: pgUrl, MYSQL_URL: mysqlUrl, APP_URL: `http://127.0.0.1:${port}` });
-  const app = await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+  const app = await NestFactory.create(AppModule, { logger: new DemoLogger() });
+  let keep = false;
   try {
     await app.listen(port, '127.0.0.1');
     console.log(`sample app: ${process.env.APP_URL}\n`);
@@ -86,11 +92,21 @@ async function main(): Promise<void> {
       const order = (id: string, qty: number, amount: number, address = 'springfield'): Order => ({ orderId: id, sku: 'widget', qty, customer: 'carol', amount, address });
 
       const rows: Row[] = [];
+      const registry = app.get(DtmBranchRegistry);
       const run = async (mode: string, what: string, expected: FinalResult['status'], show: (s: State) => string, action: () => Promise<FinalResult>) => {
         const before = await state();
         const final = await action();
         const after = await state();
-        rows.push({ mode, what, gid: final.gid, status: final.status, branches: final.branches.map((b) => b.status).join(','), change: `${show(before)} -> ${show(after)}`, ok: final.status === expected });
+        rows.push({
+          mode,
+          what,
+          gid: final.gid,
+          status: final.status,
+          reason: final.rollbackReason ?? '',
+          branches: branchOutcomes(final.branches, (url) => registry.routeAt(url)?.name),
+          change: `${show(before)} -> ${show(after)}`,
+          ok: final.status === expected,
+        });
       };
       const bank = (s: State) => `alice ${s.alice}, bob ${s.bob}`;
       const stock = (s: State) => `stock ${s.stock}, carol ${s.wallet}, shipped ${s.shipped}`;
@@ -112,13 +128,45 @@ async function main(): Promise<void> {
         console.error('\nunexpected: a transaction did not end as it should (marked !)');
         process.exitCode = 1;
       }
+      if (values.keep) {
+        keep = true;
+        console.log(`\nDTM keeps running (--keep). What it recorded for a transaction, e.g. the first one:\n  curl -s '${dtmUrl}/query?gid=${rows[0].gid}'`);
+        console.log(`Every transaction: curl -s '${dtmUrl}/all'`);
+      }
     } finally {
       await Promise.all([pgPool.end(), myPool.end()]);
     }
   } finally {
     await app.close();
+    if (keep && stack) {
+      console.log('Ctrl-C stops DTM and the databases.');
+      // a signal listener alone does not keep Node running (and DTM is stopped when this process ends)
+      const alive = setInterval(() => undefined, 1 << 30);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      clearInterval(alive);
+    }
     await stack?.stop();
   }
+}
+
+/** Undo ops: DTM runs them after the forward ones, the last branch first. */
+const UNDO_OPS = new Set(['compensate', 'cancel', 'rollback']);
+
+/**
+ * The branches DTM called, in the order it ran them (forward ops by branch id, then undo ops from the
+ * last branch back), each as `name op outcome`; the branches it never called (still `prepared`) are left out.
+ */
+function branchOutcomes(branches: readonly BranchRecord[], nameOf: (url: string) => string | undefined): string[] {
+  const called = branches.filter((b) => b.status !== 'prepared');
+  const forward = called.filter((b) => !UNDO_OPS.has(b.op)).sort((a, b) => a.branchId.localeCompare(b.branchId));
+  const undo = called.filter((b) => UNDO_OPS.has(b.op)).sort((a, b) => b.branchId.localeCompare(a.branchId));
+  return [...forward, ...undo].map((b) => {
+    const name = (b.url && nameOf(b.url)) ?? (b.url ? b.url.replace(/[?#].*$/, '').split('/').pop() : `step ${b.branchId}`);
+    return `${name} ${b.op} ${b.status === 'succeed' ? 'ok' : 'FAILED'}`;
+  });
 }
 
 /** Creates database `demo` through `adminUrl` (dropping an older one) and answers its URL. */
@@ -173,19 +221,72 @@ interface Row {
   what: string;
   gid: string;
   status: string;
-  branches: string;
+  /** The rollback reason, as the branch said it. */
+  reason: string;
+  branches: string[];
   change: string;
   ok: boolean;
 }
 
+/** The app's warnings and errors on stderr, wrapped at {@link MAX_WIDTH} columns (the table goes to stdout). */
+class DemoLogger implements LoggerService {
+  log(): void {}
+  warn(message: unknown, context?: string): void {
+    this.print('warn', message, context);
+  }
+  error(message: unknown, ...rest: unknown[]): void {
+    this.print('error', message, typeof rest[rest.length - 1] === 'string' ? (rest[rest.length - 1] as string) : undefined);
+  }
+  private print(level: string, message: unknown, context?: string): void {
+    for (const part of wrap(`${level}${context ? ` [${context}]` : ''}: ${String(message)}`, MAX_WIDTH)) process.stderr.write(`${part}\n`);
+  }
+}
+
+/** Widest line printed. */
+const MAX_WIDTH = 120;
+
+/**
+ * One line per transaction (mode, what, status, rollback reason), then its gid, the branches DTM
+ * called and the data before and after on indented lines; nothing wider than {@link MAX_WIDTH}.
+ */
 function printTable(rows: Row[]): void {
-  const columns = ['mode', 'what', 'gid', 'status', 'branches', 'before -> after'] as const;
-  const cells = rows.map((r) => [r.mode, r.what, r.gid, r.ok ? r.status : `${r.status} !`, r.branches, r.change]);
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
-  const line = (values: readonly string[]) => values.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd();
+  const columns = ['mode', 'what', 'status', 'rollback reason'] as const;
+  const cells = rows.map((r) => [r.mode, r.what, r.ok ? r.status : `${r.status} !`, r.reason]);
+  const widths = columns.slice(0, 3).map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
+  const reasonWidth = MAX_WIDTH - widths.reduce((sum, w) => sum + w + 2, 0);
+  const line = (values: readonly string[]) =>
+    values
+      .map((v, i) => (i < 3 ? v.padEnd(widths[i]) : v.length > reasonWidth ? `${v.slice(0, reasonWidth - 1)}…` : v))
+      .join('  ')
+      .trimEnd();
+  const indent = ' '.repeat(widths[0] + 2);
+  const detail = (label: string, text: string) => {
+    for (const [n, part] of wrap(text, MAX_WIDTH - indent.length - 10).entries()) console.log(`${indent}${(n === 0 ? label : '').padEnd(10)}${part}`);
+  };
   console.log(line(columns));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const row of cells) console.log(line(row));
+  console.log(line([...widths.map((w) => '-'.repeat(w)), '-'.repeat(Math.min(reasonWidth, 40))]));
+  rows.forEach((row, i) => {
+    console.log(line(cells[i]));
+    if (row.reason.length > reasonWidth) detail('reason', row.reason);
+    detail('gid', row.gid);
+    detail('branches', row.branches.join(', ') || '(none called)');
+    detail('data', row.change);
+  });
+}
+
+/** `text` in lines of at most `width` characters, broken after `, ` (or else a space) where it can be. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let rest = text;
+  while (rest.length > width) {
+    const comma = rest.lastIndexOf(', ', width - 1);
+    const cut = comma > width / 2 ? comma : rest.lastIndexOf(' ', width);
+    const at = cut > 0 ? cut + 1 : width;
+    lines.push(rest.slice(0, at).trimEnd());
+    rest = rest.slice(at).trimStart();
+  }
+  lines.push(rest);
+  return lines;
 }
 
 main().catch((err: unknown) => {

@@ -117,37 +117,36 @@ export function splitTccBranchId(branchId: string): { prefix: string; token?: st
   return dash < 0 ? { prefix: branchId } : { prefix: branchId.slice(0, dash), token: branchId.slice(dash + 1) };
 }
 
-/** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it. */
+/** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it or building a string. */
 export function tokenInHeader(header: string | undefined, op: string, branchId: string): string | undefined {
   if (!header) return undefined;
-  const needle = `${authEntryKey(op, branchId)}=`;
-  let at = -1;
-  for (let from = 0; ; ) {
-    const i = header.indexOf(needle, from);
-    if (i < 0) break;
-    // an entry starts the header, or follows a comma (and spaces)
-    let j = i - 1;
-    while (j >= 0 && header.charCodeAt(j) === 32) j--;
-    if (j < 0 || header.charCodeAt(j) === 44) {
-      at = i + needle.length;
-      break;
+  const name = PLAIN_OPS.has(op) ? op : encodeURIComponent(op);
+  const length = header.length;
+  for (let at = 0; at < length; ) {
+    while (header.charCodeAt(at) === 32) at++; // an entry starts the header, or follows a comma (and spaces)
+    const comma = header.indexOf(',', at);
+    const end = comma < 0 ? length : comma;
+    const dot = at + name.length;
+    const equals = dot + 1 + branchId.length;
+    if (header.startsWith(name, at) && header.charCodeAt(dot) === 46 && header.startsWith(branchId, dot + 1) && header.charCodeAt(equals) === 61) {
+      return header.slice(equals + 1, end).trim();
     }
-    from = i + 1;
+    at = end + 1;
   }
-  if (at < 0) return undefined;
-  const end = header.indexOf(',', at);
-  return header.slice(at, end < 0 ? header.length : end).trim();
+  return undefined;
 }
-
 
 /**
  * What a token is the HMAC-SHA256 of: the call's names, each after its length (so that no two
  * calls read the same), then the payload's bytes.
  */
 function message(call: SignedCall): MacMessage {
-  const { channel, gid, transType, branchId, op, target } = call;
-  return MacMessage.of(
-    `nestjs-dtm/2\n${channel}\n${gid.length}:${gid}\n${transType.length}:${transType}\n${branchId.length}:${branchId}\n${op.length}:${op}\n${target.length}:${target}\n`,
-    call.payload,
-  );
+  return MacMessage.begin()
+    .text(call.channel === 'dtm' ? 'nestjs-dtm/2\ndtm\n' : 'nestjs-dtm/2\napp\n')
+    .field(call.gid)
+    .field(call.transType)
+    .field(call.branchId)
+    .field(call.op)
+    .field(call.target)
+    .tail(call.payload);
 }

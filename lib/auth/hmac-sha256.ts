@@ -110,7 +110,7 @@ export function hmacSha256Key(secret: string): HmacSha256Key {
   return { inner, outer, ipad, opad };
 }
 
-let scratch = Buffer.alloc(4 * BLOCK);
+let scratch = Buffer.alloc(SHORT_MESSAGE);
 const state = new Int32Array(8);
 const pad = Buffer.alloc(2 * BLOCK); // the message's last partial block and its padding
 const outerBlock = Buffer.alloc(BLOCK);
@@ -122,46 +122,76 @@ const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 const BASE64URL = Uint8Array.from(BASE64URL_ALPHABET, (c) => c.charCodeAt(0));
 
 /**
- * A message to MAC: `head` (text) then `tail` (text or bytes), written once (into a buffer the
- * module reuses, valid until the next {@link MacMessage.of}) so that every key MACs the same bytes.
+ * A message to MAC, written piece by piece (into a buffer the module reuses, valid until the next
+ * {@link MacMessage.begin}) so that every key MACs the same bytes and no string is built for it.
  */
 export class MacMessage {
-  private bytes: Uint8Array = scratch;
+  private bytes: Buffer = scratch;
   private length = 0;
-  private long = false;
 
   private static readonly current = new MacMessage();
 
   private constructor() {}
 
-  /** The message `head` + `tail`. */
-  static of(head: string, tail: string | Uint8Array | undefined | null): MacMessage {
+  /** An empty message (the module's one reused message). */
+  static begin(): MacMessage {
     const message = MacMessage.current;
-    const max = head.length * 3 + (tail == null ? 0 : typeof tail === 'string' ? tail.length * 3 : tail.length);
-    message.long = max > SHORT_MESSAGE;
-    if (message.long) {
-      const parts: Uint8Array[] = [Buffer.from(head, 'utf8')];
-      if (tail != null) parts.push(typeof tail === 'string' ? Buffer.from(tail, 'utf8') : tail);
-      message.bytes = Buffer.concat(parts);
-      message.length = message.bytes.length;
-      return message;
-    }
-    if (scratch.length < max) scratch = Buffer.alloc(SHORT_MESSAGE);
-    let n = 0; // the head is ASCII but for unusual names: copied as it is, else encoded
-    for (; n < head.length; n++) {
-      const c = head.charCodeAt(n);
-      if (c >= 0x80) break;
-      scratch[n] = c;
-    }
-    if (n < head.length) n = scratch.write(head, 0, 'utf8');
-    if (typeof tail === 'string') n += scratch.write(tail, n, 'utf8');
-    else if (tail != null) {
-      scratch.set(tail, n);
-      n += tail.length;
-    }
     message.bytes = scratch;
-    message.length = n;
+    message.length = 0;
     return message;
+  }
+
+  /** Appends the UTF-8 bytes of `text` (ASCII copied as it is, anything else encoded). */
+  text(text: string): this {
+    this.room(text.length * 3);
+    const bytes = this.bytes;
+    let n = this.length;
+    let i = 0;
+    for (; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0x80) break;
+      bytes[n++] = c;
+    }
+    this.length = i < text.length ? n + bytes.write(text.slice(i), n, 'utf8') : n;
+    return this;
+  }
+
+  /** Appends `name` after its length in UTF-16 code units and a colon, then a newline: `4:name\n`. */
+  field(name: string): this {
+    this.room(12);
+    const bytes = this.bytes;
+    let n = this.length;
+    let size = name.length;
+    let digits = 1;
+    for (let x = size; x >= 10; x = Math.floor(x / 10)) digits++;
+    for (let i = n + digits - 1; i >= n; i--, size = Math.floor(size / 10)) bytes[i] = 48 + (size % 10);
+    n += digits;
+    bytes[n++] = 58; // ':'
+    this.length = n;
+    this.text(name);
+    this.room(1);
+    this.bytes[this.length++] = 10; // '\n'
+    return this;
+  }
+
+  /** Appends `tail` as it travels: its text (UTF-8) or its bytes; nothing appends nothing. */
+  tail(tail: string | Uint8Array | undefined | null): this {
+    if (tail == null) return this;
+    if (typeof tail === 'string') return this.text(tail);
+    this.room(tail.length);
+    this.bytes.set(tail, this.length);
+    this.length += tail.length;
+    return this;
+  }
+
+  /** Makes room for `more` bytes after what is written. */
+  private room(more: number): void {
+    const needed = this.length + more;
+    if (needed <= this.bytes.length) return;
+    const grown = Buffer.alloc(Math.max(needed, 2 * this.bytes.length));
+    this.bytes.copy(grown, 0, 0, this.length);
+    this.bytes = grown;
+    if (grown.length <= 4 * SHORT_MESSAGE) scratch = grown; // kept for the next message, within reason
   }
 
   /** HMAC-SHA256 of the message under `key`: the first `bytes` bytes, in base64url. */
@@ -192,8 +222,8 @@ export class MacMessage {
 
   /** The 32 bytes of the message's HMAC-SHA256 under `key` (a buffer the module reuses). */
   private digest(key: HmacSha256Key): Buffer {
-    if (this.long) {
-      const inner = hash('sha256', Buffer.concat([key.ipad, this.bytes]), 'buffer');
+    if (this.length > SHORT_MESSAGE) {
+      const inner = hash('sha256', Buffer.concat([key.ipad, this.bytes.subarray(0, this.length)]), 'buffer');
       digest.set(hash('sha256', Buffer.concat([key.opad, inner]), 'buffer'));
       return digest;
     }

@@ -9,6 +9,7 @@ import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
 import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
+import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
@@ -41,8 +42,9 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
           this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info));
         }
-      } else if (!(exception instanceof DtmOngoingError) && !(exception instanceof HttpException)) {
-        this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
+      } else if (!(exception instanceof DtmOngoingError)) {
+        if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
+        if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
       this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
@@ -56,4 +58,12 @@ function badRequestMessage(exception: BadRequestException): string {
   const response = exception.getResponse() as { message?: unknown } | string;
   const message = typeof response === 'string' ? response : response?.message;
   return Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message;
+}
+
+/** What a failed branch call is recorded as (for the diagnosis of a transaction that does not finish in time). */
+function failureOf(handler: string, exception: unknown, protocol: string): Omit<RecordedBranchFailure, 'at'> {
+  const http = exception instanceof HttpException;
+  const status = http ? exception.getStatus() : protocol === 'grpc' ? 2 : 500;
+  const message = exception instanceof Error ? exception.message : String(exception);
+  return { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
 }

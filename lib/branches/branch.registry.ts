@@ -189,6 +189,19 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     return { format: MANIFEST_FORMAT, branches: [...branches.values()].sort((a, b) => a.name.localeCompare(b.name)) };
   }
 
+  /** The decorated HTTP route whose target is `url` (`app_url` or the listening address, plus its path), if any; for diagnoses only. */
+  routeAt(url: string): { name: string; handler: string; method: string } | undefined {
+    for (const route of this.all) {
+      if (!route.http) continue;
+      try {
+        if (this.httpLocator.target(route.http, route.name) === url) return { name: route.name, handler: route.handler, method: route.http.method };
+      } catch {
+        return undefined; // no base URL yet
+      }
+    }
+    return undefined;
+  }
+
   /** Whether a branch `name` of `kind` exists. */
   has(kind: BranchKind, name: string): boolean {
     return this.routes.has(key(kind, name));

@@ -12,6 +12,8 @@ import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { redactUrl } from '../redact.js';
+import { readFailureReason } from '../diagnostics/failure-reason.js';
+import { describeUnfinished, diagnoseUnfinished, type UnfinishedBranch } from '../diagnostics/unfinished.js';
 import { Msg } from '../transactions/msg.js';
 import { Saga } from '../transactions/saga.js';
 import type { GlobalTransactionOutcome } from '../transactions/global-transaction.js';
@@ -39,6 +41,9 @@ import { InstrumentedTransport } from '../observability/instrumented-transport.j
  */
 const ABSENT_CONFIRM_MS = 3000;
 
+/** Longest a probe of an unfinished branch's target may take (less when `lynx.dtm.timeout` is shorter). */
+const PROBE_MAX_SECONDS = 3;
+
 /** How many distinct foreign DTM server names a client logs (a caller chooses them: the log must stay bounded). */
 const MAX_LOGGED_FOREIGN_DTM = 100;
 
@@ -59,7 +64,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
-    @Optional() @Inject(DTM_BRANCH_RESOLVER) branches?: BranchResolver,
+    @Optional() @Inject(DTM_BRANCH_RESOLVER) private readonly branches?: BranchResolver,
     @Optional() @Inject(DTM_GRPC_CODECS) private readonly codecs: GrpcCodecs = new GrpcCodecs(),
     @Optional() @Inject(DTM_WORKFLOW_ENVIRONMENT) workflowEnvironment?: WorkflowEnvironment,
     @Optional() @Inject(DTM_CONTRACTS) private readonly contracts: readonly RemoteBranch[] = [],
@@ -73,7 +78,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       transport: (protocol) => this.transport(protocol),
       passThroughHeaders: currentPassThroughHeaders,
       query: (gid) => this.http.query(gid),
-      waitForFinal: (gid, options, absent) => this.awaitFinal(gid, options ?? {}, absent),
+      waitForFinal: (gid, options, absent, targets) => this.awaitFinal(gid, options ?? {}, absent, targets),
       branchTarget: (kind, name, protocol) => {
         if (!branches) throw new DtmUsageError(MESSAGES.noRegistry(name));
         return branches.target(kind, name, protocol);
@@ -241,7 +246,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * {@link waitForFinal}; with `absent` (the error of a submit that may not have reached DTM), a
    * gid DTM answers it does not hold (for {@link ABSENT_CONFIRM_MS}) throws `absent`: DTM never got it.
    */
-  private async awaitFinal(gid: string, options: WaitOptions, absent?: Error): Promise<FinalResult> {
+  private async awaitFinal(gid: string, options: WaitOptions, absent?: Error, targets?: readonly Record<string, string>[]): Promise<FinalResult> {
     this.assertEnabled('waitForFinal()');
     assertGid(gid);
     const timeout = options.timeout ?? 60;
@@ -251,6 +256,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const deadline = Date.now() + timeout * 1000;
     let interval = pollInterval * 1000;
     let lastStatus = 'unknown';
+    let lastRecord: TransactionRecord | undefined;
     let lastError: Error | undefined;
     let absentSince: number | undefined;
     for (;;) {
@@ -269,15 +275,31 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       } else if (record) {
         absentSince = undefined;
         if (record.status === 'succeed' || record.status === 'failed') {
-          return { gid, status: record.status, rollbackReason: record.rollbackReason, branches: record.branches, transaction: record };
+          return finalResult(record as TransactionRecord & { status: 'succeed' | 'failed' });
         }
         lastStatus = record.status;
+        lastRecord = record;
       }
       if (Date.now() >= deadline) {
-        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message), gid, lastStatus, { cause: lastError ?? absent });
+        // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
+        const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
+        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? absent }, unfinished);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
       interval = Math.min(interval * 1.5, 1000);
+    }
+  }
+
+  /** The unfinished branches of `record`, each with its cause when found; probes only this app's routes and `targets` (the transaction's own). */
+  private async diagnose(record: TransactionRecord, targets?: readonly Record<string, string>[]): Promise<UnfinishedBranch[]> {
+    const known = new Set<string>();
+    for (const step of targets ?? []) for (const op in step) if (step[op]) known.add(step[op]);
+    const branches = this.branches;
+    const probeMs = Math.min(this.config.timeout, PROBE_MAX_SECONDS) * 1000;
+    try {
+      return await diagnoseUnfinished(record, { ownRoute: (url) => branches?.routeAt?.(url), targets: known, probeMs });
+    } catch {
+      return [];
     }
   }
 
@@ -337,4 +359,14 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
 function assertWaitOption(option: string, value: unknown, min: number): void {
   const max = NODE_TIMER_MAX_MS / 1000;
   if (typeof value !== 'number' || !(value >= min && value <= max)) throw new DtmUsageError(MESSAGES.waitOptionRange(option, min, max, value));
+}
+
+/** The final result of `record`: its rollback reason as the branch said it, DTM's text on `rawRollbackReason`. */
+function finalResult(record: TransactionRecord & { status: 'succeed' | 'failed' }): FinalResult {
+  const result: FinalResult = { gid: record.gid, status: record.status, branches: record.branches, transaction: record };
+  if (record.rollbackReason !== undefined) {
+    result.rollbackReason = readFailureReason(record.rollbackReason).message;
+    result.rawRollbackReason = record.rollbackReason;
+  }
+  return result;
 }

@@ -1,7 +1,7 @@
 import type { DtmConfig } from './dtm-config.types.js';
 
 /** How a key's value is checked. */
-export type DtmConfigKind = 'boolean' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'bytes' | 'header-list' | 'sql-table' | 'secret-list' | 'services';
+export type DtmConfigKind = 'boolean' | 'count' | 'dtm-url' | 'http-url' | 'host-port' | 'protocol' | 'seconds' | 'whole-seconds' | 'bytes' | 'header-list' | 'sql-table' | 'secret-list' | 'services';
 
 /** Headers passed on to branches whatever `pass_through_headers` says, unless `pass_trace_context` is false: W3C trace context. */
 export const TRACE_CONTEXT_HEADERS: readonly string[] = ['traceparent', 'tracestate'];
@@ -67,7 +67,7 @@ export interface DtmConfigKey<K extends keyof DtmConfig = keyof DtmConfig> {
 /** Every `lynx.dtm` key, in documentation order: the one table the loader, the validator and the README follow. */
 export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'enabled', camel: 'enabled', kind: 'boolean', default: true },
-  { yaml: 'server_url', camel: 'serverUrl', kind: 'http-url', default: 'http://localhost:36789/api/dtmsvr', example: 'http://localhost:36789/api/dtmsvr' },
+  { yaml: 'server_url', camel: 'serverUrl', kind: 'dtm-url', default: 'http://localhost:36789/api/dtmsvr', example: 'http://localhost:36789/api/dtmsvr' },
   { yaml: 'grpc_server', camel: 'grpcServer', kind: 'host-port', default: 'localhost:36790' },
   { yaml: 'protocol', camel: 'protocol', kind: 'protocol', default: 'http' },
   { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10, range: { min: 0.001, max: NODE_TIMER_MAX_MS / 1000, why: NODE_TIMER } },
@@ -90,6 +90,10 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'branch_auth_keys', camel: 'branchAuthKeys', kind: 'secret-list', example: '["${DTM_BRANCH_KEY}"]' },
   { yaml: 'publish_branches', camel: 'publishBranches', kind: 'boolean', default: false },
   { yaml: 'services', camel: 'services', kind: 'services', default: {} },
+  { yaml: 'startup_ping', camel: 'startupPing', kind: 'boolean', default: false },
+  { yaml: 'startup_ping_attempts', camel: 'startupPingAttempts', kind: 'count', default: 10, range: { min: 1, max: 1000, why: 'a start-up that waits longer should wait outside the app' } },
+  { yaml: 'startup_ping_delay', camel: 'startupPingDelay', kind: 'seconds', default: 3, range: { min: 0.001, max: 600, why: 'a start-up that waits longer should wait outside the app' } },
+  { yaml: 'create_barrier_table', camel: 'createBarrierTable', kind: 'boolean', default: false },
 ];
 
 /** Seconds a fetched branch manifest of a service is used before it is fetched again (`services.<name>.refresh`), by default. */

@@ -74,6 +74,20 @@ export interface DtmConfig {
   publishBranches: boolean;
   /** The services whose branches this app adds by name (`saga.add(Bank.withdraw, ...)`), by name. Default none. */
   services: Record<string, DtmServiceConfig>;
+  /**
+   * Ping DTM at start-up (the call of `DtmClient.ping`, which creates nothing) and fail start-up with
+   * `DtmUnavailableError` when it does not answer after `startupPingAttempts` tries. Default false.
+   */
+  startupPing: boolean;
+  /** How many times the start-up ping tries (like TypeORM's `retryAttempts`). Default 10. */
+  startupPingAttempts: number;
+  /** Seconds between two tries of the start-up ping (like TypeORM's `retryDelay`). Default 3. */
+  startupPingDelay: number;
+  /**
+   * At start-up, create the barrier table (`ensureBarrierSchema`) on every barrier connection a
+   * branch uses, instead of only checking that it exists. Default false.
+   */
+  createBarrierTable: boolean;
 }
 
 /** Where a service that publishes its branches (`publish_branches`) is reached: `lynx.dtm.services.<name>`. */

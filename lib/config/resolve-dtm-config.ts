@@ -266,6 +266,22 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
   switch (key.kind) {
     case 'boolean':
       return typeof raw === 'boolean' ? { value: raw } : { problem: MESSAGES.configWant('true or false', got) };
+    case 'count': {
+      const range = key.range!;
+      if (typeof raw !== 'number' || !Number.isInteger(raw)) return { problem: MESSAGES.configWant(`a whole number from ${range.min} to ${range.max}`, got) };
+      if (raw < range.min || raw > range.max) return { problem: MESSAGES.configRange(range.min, range.max, 'tries', range.why, raw) };
+      return { value: raw };
+    }
+    case 'dtm-url': {
+      const checked = checkValue({ ...key, kind: 'http-url' }, raw);
+      if ('problem' in checked) return checked;
+      const url = new URL(checked.value as string);
+      if (!/\/api\/dtmsvr$/.test(url.pathname)) {
+        const fixed = `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}/api/dtmsvr`;
+        return { problem: `must end with /api/dtmsvr, the path of DTM's HTTP API (DTM answers 404 to anything else); got ${got}: use ${JSON.stringify(redactUrl(fixed))}` };
+      }
+      return checked;
+    }
     case 'http-url': {
       const want = `an http(s) URL such as ${key.example}`;
       if (typeof raw !== 'string') return { problem: MESSAGES.configWant(want, got) };

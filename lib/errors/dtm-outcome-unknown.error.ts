@@ -1,5 +1,6 @@
 import type { DtmErrorContext } from './dtm-error.js';
 import { DtmOngoingError } from './dtm-ongoing.error.js';
+import type { UnfinishedBranch } from '../diagnostics/unfinished.js';
 
 /**
  * DTM has the transaction (it accepted its prepare or submit, or answered a query about it), but
@@ -11,9 +12,12 @@ import { DtmOngoingError } from './dtm-ongoing.error.js';
 export class DtmOutcomeUnknownError extends DtmOngoingError {
   /** The last status DTM reported for the gid (`prepared`, `submitted`, `aborting` ...), or `unknown` if it could not be asked. */
   readonly lastStatus: string;
+  /** The branches DTM was still calling when the wait ended, each with the cause the module found (empty when DTM could not be asked). */
+  readonly unfinished: readonly UnfinishedBranch[];
 
-  constructor(message: string, gid: string, lastStatus: string, context: Omit<DtmErrorContext, 'gid'> = {}) {
+  constructor(message: string, gid: string, lastStatus: string, context: Omit<DtmErrorContext, 'gid'> = {}, unfinished: readonly UnfinishedBranch[] = []) {
     super(message, { ...context, gid });
     this.lastStatus = lastStatus;
+    this.unfinished = unfinished;
   }
 }

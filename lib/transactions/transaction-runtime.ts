@@ -13,8 +13,11 @@ export interface TransactionRuntime {
   /** Headers to pass on to branches from the request being served (none outside a request). */
   passThroughHeaders(): Record<string, string>;
   query(gid: string): Promise<TransactionRecord | null>;
-  /** `DtmClient.waitForFinal`; with `absent`, a gid DTM does not hold throws `absent` (the submit never reached DTM). */
-  waitForFinal(gid: string, options?: WaitOptions, absent?: Error): Promise<FinalResult>;
+  /**
+   * `DtmClient.waitForFinal`; with `absent`, a gid DTM does not hold throws `absent` (the submit never
+   * reached DTM). `targets`: what the transaction put into DTM, which the diagnosis of a wait that ends first may probe.
+   */
+  waitForFinal(gid: string, options?: WaitOptions, absent?: Error, targets?: readonly Record<string, string>[]): Promise<FinalResult>;
   /** The target (URL) of this app's decorated branch `name` of `kind`, for a transaction on `protocol`; throws for an unknown name. */
   branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether this app has a decorated branch `name` of `kind`. */

@@ -6,6 +6,7 @@ import { BRANCH_TIMEOUT_MAX, DTM_INTEGER, DTM_SECONDS_MAX, NODE_TIMER } from '..
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -291,7 +292,8 @@ export abstract class Transaction {
       const record = await this.runtime.query(this.gid);
       if (record?.status === 'succeed') return;
       if (record?.status === 'failed') {
-        throw new DtmFailureError(record.rollbackReason ?? err.reason, { gid: this.gid, endpoint: err.endpoint, protocol: err.protocol, status: err.status, cause: err });
+        const raw = record.rollbackReason ?? err.raw;
+        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: err.endpoint, protocol: err.protocol, status: err.status, cause: err });
       }
       if (tolerateUnfinished) return;
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });

@@ -86,7 +86,10 @@ export interface TransactionRecord {
 export interface FinalResult {
   gid: string;
   status: 'succeed' | 'failed';
+  /** Why it rolled back, as the branch said it (`no account zed`), read out of DTM's text (see {@link rawRollbackReason}). */
   rollbackReason?: string;
+  /** The rollback reason as DTM stores it (a saga's is `url:<target> return failed: <answer> FAILURE`). */
+  rawRollbackReason?: string;
   branches: BranchRecord[];
   transaction: TransactionRecord;
 }
@@ -125,7 +128,7 @@ export interface PingResult {
   version: string;
   /** The protocol the client talks to DTM with (`lynx.dtm.protocol`). */
   protocol: DtmProtocol;
-  /** Round trip of one call on that protocol (HTTP: `/api/ping`; gRPC: `NewGid`), in milliseconds. */
+  /** Round trip of one call on that protocol (HTTP: `/api/ping`; gRPC: a method DTM does not have, answered UNIMPLEMENTED): nothing is created on the server, in milliseconds. */
   latencyMs: number;
 }
 
@@ -179,4 +182,6 @@ export interface BranchResolver {
   target(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether a decorated branch `name` of `kind` exists. */
   has(kind: BranchKind, name: string): boolean;
+  /** The decorated HTTP route of this app whose target is `url`, if any (for diagnoses, never on a branch call). */
+  routeAt?(url: string): { name: string; handler: string; method: string } | undefined;
 }

@@ -3,6 +3,7 @@ import type { TransactionOptions } from '../transport/dtm.types.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
@@ -102,7 +103,7 @@ export class WorkflowEngine {
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown): Promise<WorkflowResult> {
     const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
     if (progress.status === 'succeed') return { status: 'succeed', result: await this.resultOf(gid, progress.result) };
-    if (progress.status === 'failed') throw new DtmFailureError(progress.rollbackReason ?? 'FAILURE', { gid });
+    if (progress.status === 'failed') throw new DtmFailureError(readFailureReason(progress.rollbackReason ?? 'FAILURE').message, { gid, raw: progress.rollbackReason });
     // a workflow that already recorded steps runs on with the input DTM stored (DTM keeps the first)
     if (progress.progresses.length > 0) input = await this.storedInput(gid, input);
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {

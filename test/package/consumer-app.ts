@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { withEsmSuffixes } from '../support/docs.js';
 import { dtmBinaryPath } from '../support/services/binaries.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
@@ -29,8 +30,7 @@ function copySourcesAsEsm(from: string, dir: string): void {
     mkdirSync(join(dir, sub), { recursive: true });
     for (const file of readdirSync(join(from, sub)).filter((f) => f.endsWith('.ts'))) {
       if (existsSync(join(dir, sub, file))) continue;
-      const text = readFileSync(join(from, sub, file), 'utf8').replace(/from '(\.{1,2}\/[^']+?)(?<!\.js)'/g, "from '$1.js'");
-      writeFileSync(join(dir, sub, file), text);
+      writeFileSync(join(dir, sub, file), withEsmSuffixes(readFileSync(join(from, sub, file), 'utf8')));
     }
   }
 }
@@ -38,17 +38,20 @@ function copySourcesAsEsm(from: string, dir: string): void {
 /**
  * Packs the package (the dist/ scripts/run-jest.mjs built) and installs app `name` of
  * test/package/apps with it; `sourcesFrom`: the app whose src/ and test/ it shares (as ES modules).
+ * `from`: the app's directory when it is not in test/package/apps (examples/quick-start).
  */
-export function installConsumerApp(name: string, sourcesFrom?: string): ConsumerApp {
+export function installConsumerApp(name: string, sourcesFrom?: string, from = join(root, 'test', 'package', 'apps', name)): ConsumerApp {
   const work = mkdtempSync(join(tmpdir(), `nestjs-dtm-${name}-`));
   const packed = JSON.parse(
     execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
   ) as { filename: string }[];
   const dir = join(work, name);
-  cpSync(join(root, 'test', 'package', 'apps', name), dir, { recursive: true });
+  cpSync(from, dir, { recursive: true, filter: (source) => !/[/\\](node_modules|dist)$/.test(source) });
   if (sourcesFrom) copySourcesAsEsm(join(root, 'test', 'package', 'apps', sourcesFrom), dir);
   const manifest = join(dir, 'package.json');
-  writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('NESTJS_DTM_TARBALL', join(work, packed[0].filename)));
+  const app = JSON.parse(readFileSync(manifest, 'utf8')) as { dependencies: Record<string, string> };
+  app.dependencies['nestjs-dtm'] = `file:${join(work, packed[0].filename)}`; // the apps' "file:NESTJS_DTM_TARBALL", the example's version range
+  writeFileSync(manifest, JSON.stringify(app, null, 2));
   execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   return {
     dir,

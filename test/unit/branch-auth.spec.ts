@@ -37,6 +37,13 @@ describe('BranchAuth', () => {
     }
   });
 
+  it('writes every name after its length in UTF-16 units, whatever its characters and length', () => {
+    const names = { gid: 'gé€😀'.repeat(30), transType: 'saga', branchId: '0'.repeat(1234), op: 'tränsfer', target: '/a/' + 'x'.repeat(99) };
+    const odd: SignedCall = { ...call, ...names, payload: Buffer.from('{"a":"é"}') };
+    const head = `nestjs-dtm/2\ndtm\n${[names.gid, names.transType, names.branchId, names.op, names.target].map((n) => `${n.length}:${n}\n`).join('')}`;
+    expect(new BranchAuth([KEY_A]).sign(odd)).toBe(createHmac('sha256', KEY_A).update(head).update('{"a":"é"}').digest().toString('base64url', 0, 16));
+  });
+
   it("its SHA-256 gives node:crypto's bytes for every message length, text or bytes, short and long", () => {
     const head = 'nestjs-dtm/2\napp\n2:g1\n4:saga\n2:01\n6:action\n2:/x\n';
     const auth = new BranchAuth([KEY_A, KEY_B]);
@@ -82,6 +89,10 @@ describe('BranchAuth', () => {
     expect(tokenInHeader('action.01=AAA,compensate.01=BBB, msg.00=CCC', 'compensate', '01')).toBe('BBB');
     expect(tokenInHeader('action.01=AAA', 'action', '0')).toBeUndefined();
     expect(tokenInHeader('transfer.v1.00=DDD', 'transfer.v1', '00')).toBe('DDD');
+    expect(tokenInHeader('xaction.01=AAA,  action.01=BBB ', 'action', '01')).toBe('BBB');
+    expect(tokenInHeader('action.011=AAA,action.01x=BBB,action.0=CCC', 'action', '01')).toBeUndefined();
+    expect(tokenInHeader('action.01=', 'action', '01')).toBe('');
+    expect(tokenInHeader('compensate.01=AAA', 'action', '01')).toBeUndefined();
     expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
     expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
   });

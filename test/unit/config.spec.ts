@@ -51,6 +51,10 @@ describe('resolveDtmConfig', () => {
       barrierTable: 'dtm_barrier.barrier',
       publishBranches: false,
       services: {},
+      startupPing: false,
+      startupPingAttempts: 10,
+      startupPingDelay: 3,
+      createBarrierTable: false,
     });
   });
 
@@ -92,6 +96,10 @@ lynx:
       barrierTable: 'payments.dtm_barrier',
       publishBranches: false,
       services: {},
+      startupPing: false,
+      startupPingAttempts: 10,
+      startupPingDelay: 3,
+      createBarrierTable: false,
     });
     const merged = resolveDtmConfig({ configFile: file, config: { branchTimeout: 3, passThroughHeaders: ['X-Tenant'] } }, {});
     expect(merged.branchTimeout).toBe(3);

@@ -5,6 +5,7 @@ import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import type { DtmErrorContext } from '../../errors/dtm-error.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
+import { answerMessage } from '../../diagnostics/failure-reason.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import { DtmServerError } from '../../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
@@ -172,7 +173,7 @@ export class HttpTransport implements DtmTransport {
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
-    if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text || 'FAILURE', context);
+    if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text ? answerMessage(answer.text) : 'FAILURE', { ...context, raw: answer.text || 'FAILURE' });
     if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
     return { body: parseAnswer(answer.text), raw: Buffer.from(answer.text, 'utf8') };
   }

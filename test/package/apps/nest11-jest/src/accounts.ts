@@ -1,3 +1,4 @@
+// src/accounts.ts
 import { Injectable } from '@nestjs/common';
 
 /** In-memory balances; each branch call is applied at most once (by gid and branch id), as a barrier would. */

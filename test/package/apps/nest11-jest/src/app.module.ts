@@ -1,3 +1,4 @@
+// src/app.module.ts
 import { Module } from '@nestjs/common';
 import { DtmModule } from 'nestjs-dtm';
 import { Accounts } from './accounts';

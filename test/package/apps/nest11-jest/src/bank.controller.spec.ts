@@ -1,3 +1,4 @@
+// src/bank.controller.spec.ts
 import { Test, TestingModule } from '@nestjs/testing';
 import { DtmFailureError } from 'nestjs-dtm';
 import { Accounts } from './accounts';

@@ -1,3 +1,4 @@
+// src/bank.controller.ts
 import { Body, Controller, Post } from '@nestjs/common';
 import { BranchContext, DtmFailureError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { Accounts } from './accounts';

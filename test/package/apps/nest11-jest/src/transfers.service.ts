@@ -1,3 +1,4 @@
+// src/transfers.service.ts
 import { Injectable } from '@nestjs/common';
 import { DtmClient, type FinalResult } from 'nestjs-dtm';
 

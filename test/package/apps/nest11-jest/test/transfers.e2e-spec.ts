@@ -1,3 +1,4 @@
+// test/transfers.e2e-spec.ts
 import { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistry } from 'nestjs-dtm';

@@ -1,0 +1,14 @@
+// src/main.ts
+import 'reflect-metadata';
+import { NestFactory } from '@nestjs/core';
+import { ensureBarrierSchema, pgBarrierDatabase } from 'nestjs-dtm';
+import { AppModule, pool } from './app.module.js';
+
+// the tables, before the app starts: the barrier's (dtm_barrier.barrier) and the accounts
+await ensureBarrierSchema(pgBarrierDatabase(pool));
+await pool.query('CREATE TABLE IF NOT EXISTS account (name text PRIMARY KEY, balance int NOT NULL)');
+await pool.query("INSERT INTO account VALUES ('alice', 100), ('bob', 0) ON CONFLICT DO NOTHING");
+
+const app = await NestFactory.create(AppModule, { forceCloseConnections: true });
+app.enableShutdownHooks();
+await app.listen(Number(process.env.PORT ?? 3000));

@@ -1,0 +1,116 @@
+// Probes of a branch target, made only when a transaction did not finish in time, and only of
+// targets this process put into the transaction. They never run a branch's business logic:
+//  - `connect`: a DNS lookup and a TCP connection, closed at once; not one byte is sent;
+//  - `http`: only for this app's own decorated routes: one request with the method DTM uses, no
+//    query and no body. The route's DtmBranchGuard refuses it (400: no gid, trans_type, branch_id,
+//    op) before any interceptor, pipe or handler, and before the branch-call authentication (so a
+//    signed-call setup sees no bad signature). What answers first (a global guard's 403, a 404 of a
+//    route that does not serve the method) is the diagnosis.
+import http from 'node:http';
+import https from 'node:https';
+import { lookup } from 'node:dns/promises';
+import net from 'node:net';
+
+/** What a probe found. */
+export type ProbeResult =
+  | { kind: 'dns'; host: string; code: string }
+  | { kind: 'refused'; address: string }
+  | { kind: 'timeout'; address: string; ms: number }
+  | { kind: 'unreachable'; address: string; code: string }
+  | { kind: 'connected'; address: string }
+  | { kind: 'answered'; status: number; body: string };
+
+/** Most bytes of an answer a probe reads. */
+const MAX_PROBE_BODY = 2048;
+
+/** `host` and `port` of an http(s) URL or a gRPC `host:port/...` target. */
+export function hostPortOf(target: string): { host: string; port: number } | undefined {
+  if (/^https?:\/\//i.test(target)) {
+    try {
+      const url = new URL(target);
+      return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)) };
+    } catch {
+      return undefined;
+    }
+  }
+  const grpc = /^(\[[^\]]+\]|[^:/\s]+):(\d{1,5})\//.exec(target);
+  return grpc ? { host: grpc[1].replace(/^\[|\]$/g, ''), port: Number(grpc[2]) } : undefined;
+}
+
+/** A DNS lookup of `host`, then a TCP connection to it that is closed as soon as it opens (nothing is sent). */
+export async function probeConnect(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  let ip: string;
+  try {
+    ip = net.isIP(host) ? host : (await withTimeout(lookup(host), timeoutMs)).address;
+  } catch (err) {
+    const code = codeOf(err);
+    return code === 'ETIMEDOUT' ? { kind: 'timeout', address: `${host}:${port}`, ms: timeoutMs } : { kind: 'dns', host, code };
+  }
+  const address = `${host}:${port}`;
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: ip, port });
+    const done = (result: ProbeResult) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => done({ kind: 'timeout', address, ms: timeoutMs }), timeoutMs);
+    socket.once('connect', () => done({ kind: 'connected', address }));
+    socket.once('error', (err) => done(codeOf(err) === 'ECONNREFUSED' ? { kind: 'refused', address } : { kind: 'unreachable', address, code: codeOf(err) }));
+  });
+}
+
+/**
+ * One keyless request to one of this app's own branch routes (see the file's comment): `method`
+ * (what DTM uses for the branch), the URL's path without a query, no body, no redirects followed,
+ * no proxy; the answer's status and its first {@link MAX_PROBE_BODY} bytes.
+ */
+export async function probeOwnRoute(url: string, method: 'GET' | 'POST', timeoutMs: number): Promise<ProbeResult> {
+  const target = new URL(url);
+  const where = hostPortOf(url)!;
+  const connect = await probeConnect(where.host, where.port, timeoutMs);
+  if (connect.kind !== 'connected') return connect;
+  return new Promise((resolve) => {
+    const client = target.protocol === 'https:' ? https : http;
+    const req = client.request(
+      { method, protocol: target.protocol, hostname: target.hostname, port: target.port, path: target.pathname, headers: { 'content-length': '0', 'user-agent': 'nestjs-dtm-diagnosis' }, agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          if (body.length < MAX_PROBE_BODY) body += chunk;
+          else res.destroy();
+        });
+        const end = () => done({ kind: 'answered', status: res.statusCode ?? 0, body: body.slice(0, MAX_PROBE_BODY) });
+        res.once('end', end);
+        res.once('close', end);
+      },
+    );
+    let settled = false;
+    const done = (result: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => done({ kind: 'timeout', address: connect.address, ms: timeoutMs }), timeoutMs);
+    req.once('error', (err) => done(codeOf(err) === 'ECONNREFUSED' ? { kind: 'refused', address: connect.address } : { kind: 'unreachable', address: connect.address, code: codeOf(err) }));
+    req.end();
+  });
+}
+
+function codeOf(err: unknown): string {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,123 @@
+import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
+import { ApplicationConfig } from '@nestjs/core';
+import { ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
+import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
+import { DtmBranchRegistry } from '../branches/branch.registry.js';
+import { isRedisConnection } from '../branches/branch-handler.binding.js';
+import { branchMetadataOf } from '../branches/branch-metadata.accessor.js';
+import { DtmClient } from '../client/dtm.client.js';
+import type { DtmConfig } from '../config/dtm-config.types.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from '../dtm.constants.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+
+/** Errors of a query on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
+const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
+
+/**
+ * What the module checks once, when the app starts (never on a branch call): the methods of the
+ * branch routes against those DTM uses, global guards in front of them (a warning naming them), the
+ * barrier table on every barrier connection a branch uses (or its creation, `create_barrier_table`),
+ * and, with `startup_ping`, that DTM answers.
+ */
+@Injectable()
+export class DtmStartupChecks implements OnApplicationBootstrap {
+  private readonly logger = new Logger('DtmStartup');
+
+  constructor(
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
+    private readonly registry: DtmBranchRegistry,
+    private readonly client: DtmClient,
+    private readonly appConfig: ApplicationConfig,
+    @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.config.enabled) return;
+    this.checkRouteMethods();
+    this.checkGlobalGuards();
+    await this.checkBarrierTables();
+    if (this.config.startupPing) await this.ping();
+  }
+
+  /** Warns about a route DTM calls with a method it does not serve (DTM: POST with a payload, GET without; a back-check always GET). */
+  private checkRouteMethods(): void {
+    for (const route of this.registry.all) {
+      const method = route.http?.method;
+      if (!method || method === 'ALL') continue;
+      const wanted = route.kind === 'msg-query-prepared' ? 'GET' : 'POST';
+      if (method !== wanted) {
+        this.logger.warn(
+          `${route.handler} (${route.kind} '${route.name}') is a @${method.charAt(0)}${method.slice(1).toLowerCase()}() route, but DTM calls it with ${wanted}` +
+            `${wanted === 'POST' ? ' (GET only when the payload is empty)' : ' (a back-check has no body)'}: every call would answer 404 and DTM would retry it forever. Use @${wanted === 'POST' ? 'Post' : 'Get'}() or @All()`,
+        );
+      }
+    }
+  }
+
+  /** Warns, naming them, about global guards: they run before every branch route's own guard, on DTM's calls, which carry no credentials. */
+  private checkGlobalGuards(): void {
+    if (!this.registry.all.some((r) => r.http)) return;
+    const names = [...this.appConfig.getGlobalGuards().map((g) => g?.constructor?.name), ...this.appConfig.getGlobalRequestGuards().map((w) => w.metatype?.name ?? String(w.name))]
+      .filter((n): n is string => typeof n === 'string' && n !== '' && n !== 'Object');
+    if (names.length === 0) return;
+    this.logger.warn(
+      `global guard${names.length > 1 ? 's' : ''} ${names.join(', ')} (APP_GUARD or useGlobalGuards) run${names.length > 1 ? '' : 's'} before every DTM branch route; DTM's calls carry no user credentials, and a refused call (403) is retried by DTM until the transaction times out. ` +
+        `Let the branch routes through: skip handlers for which isDtmBranchHandler(context.getHandler()) is true (branch calls are checked by DtmBranchGuard, and by branch_auth_keys when set)`,
+    );
+  }
+
+  /** The barrier table on each barrier database a branch uses: checked (a DtmUsageError naming ensureBarrierSchema when missing), or created with `create_barrier_table`. */
+  private async checkBarrierTables(): Promise<void> {
+    const used = new Set(this.registry.all.map((r) => r.barrier).filter((b): b is string => b !== undefined));
+    const table = this.config.barrierTable;
+    for (const name of used) {
+      const connection = this.barrierConnections?.get(name);
+      if (!connection || isRedisConnection(connection)) continue;
+      const db = connection as BarrierDatabase;
+      if (this.config.createBarrierTable) {
+        await ensureBarrierSchema(db, { table });
+        continue;
+      }
+      try {
+        await db.execute(`SELECT 1 FROM ${table} WHERE 1 = 0`, []);
+      } catch (err) {
+        const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
+        if (!NO_SUCH_TABLE.has(code as string)) {
+          // the database may not be up yet: not the module's to fail the start for
+          this.logger.warn(`could not check the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
+          continue;
+        }
+        throw new DtmUsageError(
+          `the barrier table ${table} does not exist on barrier connection "${name}" (${db.dialect}): every branch call with its barrier would fail (500) and DTM would retry it forever. ` +
+            `Create it before the app serves branches: await ensureBarrierSchema(db, { table: '${table}' }), or run the module's sql/barrier.${db.dialect}.sql, or set lynx.dtm.create_barrier_table: true`,
+          { cause: err },
+        );
+      }
+    }
+  }
+
+  /** `DtmClient.ping` until DTM answers, at most `startup_ping_attempts` times, `startup_ping_delay` seconds apart. */
+  private async ping(): Promise<void> {
+    const attempts = this.config.startupPingAttempts;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const answer = await this.client.ping();
+        this.logger.log(`DTM ${answer.version} answers on ${answer.protocol} (${answer.latencyMs} ms)`);
+        return;
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        if (attempt >= attempts) {
+          throw new DtmUnavailableError(`DTM did not answer the start-up ping (lynx.dtm.startup_ping) after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${message}`, { cause: err });
+        }
+        this.logger.warn(`DTM did not answer the start-up ping (attempt ${attempt} of ${attempts}), retrying in ${this.config.startupPingDelay} s: ${message}`);
+        await new Promise((resolve) => setTimeout(resolve, this.config.startupPingDelay * 1000));
+      }
+    }
+  }
+}
+
+/** Whether `handler` (a guard's `context.getHandler()`) is a decorated DTM branch handler: a global guard can let DTM's calls through with it. */
+export function isDtmBranchHandler(handler: unknown): boolean {
+  return typeof handler === 'function' && branchMetadataOf(handler) !== undefined;
+}

@@ -1,0 +1,306 @@
+// Diagnostics that name the cause, against the real DTM server: a transaction that does not finish
+// in time names its unfinished branches and why (a wrong app_url host, a port nothing listens on, a
+// global guard, a @Get route, a handler's plain Error, a barrier table that is missing); start-up
+// checks (route methods, global guards, the barrier table, the start-up ping); the branch's own
+// message in failures and rollback reasons, DTM v1.19's text on the raw fields.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Controller, ForbiddenException, Get, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import {
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmOngoingError,
+  DtmOutcomeUnknownError,
+  DtmUnavailableError,
+  DtmUsageError,
+  SagaAction,
+  TccCancel,
+  TccConfirm,
+  TccTry,
+  pgBarrierDatabase,
+  type DtmConfigInput,
+} from 'nestjs-dtm';
+import { CapturingLogger } from './branch-app.js';
+import { fileDatabases } from '../support/databases.js';
+import { harness, queryTrans } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
+
+/** The gids each handler was called with (a keyless probe would show up as an undefined gid). */
+const calls: Record<string, (string | undefined)[]> = {};
+const called = (name: string, gid: string | undefined) => (calls[name] ??= []).push(gid);
+
+@Controller('diag')
+class DiagController {
+  @SagaAction('debit', { compensate: false })
+  @Post('debit')
+  debit(@Query('gid') gid?: string) {
+    called('debit', gid);
+    return {};
+  }
+
+  @SagaAction('slow', { compensate: false })
+  @Post('slow')
+  slow(@Query('gid') gid?: string) {
+    called('slow', gid);
+    throw new DtmOngoingError('still counting');
+  }
+
+  @SagaAction('explode', { compensate: false })
+  @Post('explode')
+  explode(@Query('gid') gid?: string) {
+    called('explode', gid);
+    throw new Error('ledger offline');
+  }
+
+  @SagaAction('zed', { compensate: false })
+  @Post('zed')
+  zed() {
+    throw new DtmFailureError('no account zed');
+  }
+
+  @SagaAction('by-get', { compensate: false })
+  @Get('by-get')
+  byGet(@Query('gid') gid?: string) {
+    called('by-get', gid);
+    return {};
+  }
+
+  @TccTry('hold')
+  @Post('hold-try')
+  holdTry() {
+    throw new DtmFailureError('no account zed');
+  }
+
+  @TccConfirm('hold')
+  @Post('hold-confirm')
+  holdConfirm() {
+    return {};
+  }
+
+  @TccCancel('hold')
+  @Post('hold-cancel')
+  holdCancel() {
+    return {};
+  }
+}
+
+@Controller('vault')
+class VaultController {
+  @SagaAction('stash', { compensate: false, barrier: 'pg' })
+  @Post('stash')
+  stash() {
+    return {};
+  }
+}
+
+@Injectable()
+class DenyAllGuard implements CanActivate {
+  canActivate(): boolean {
+    throw new ForbiddenException('no session');
+  }
+}
+
+interface DiagApp {
+  app: INestApplication;
+  client: DtmClient;
+  logger: CapturingLogger;
+  /** The address the app listens on. */
+  url: string;
+}
+
+const apps: INestApplication[] = [];
+
+/** A Nest app with DiagController (and what `extra` adds), listening on 127.0.0.1; `appUrl` may point elsewhere. */
+async function diagApp(config: DtmConfigInput, extra: { guard?: boolean; vault?: pg.Pool; port?: number } = {}): Promise<DiagApp> {
+  @Module({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined })],
+    controllers: extra.vault ? [DiagController, VaultController] : [DiagController],
+    providers: extra.guard ? [{ provide: APP_GUARD, useClass: DenyAllGuard }] : [],
+  })
+  class DiagModule {}
+  const module = await Test.createTestingModule({ imports: [DiagModule] }).compile();
+  const app = module.createNestApplication({ forceCloseConnections: true });
+  const logger = new CapturingLogger();
+  app.useLogger(logger);
+  apps.push(app);
+  await app.listen(extra.port ?? 0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as { port: number };
+  return { app, client: app.get(DtmClient), logger, url: `http://127.0.0.1:${port}` };
+}
+
+/** What `submitAndWait` of a one-step saga to `name` throws after `timeout` seconds; the transaction is stopped afterwards. */
+async function unfinished(app: DiagApp, name: string, timeout = 2): Promise<{ gid: string; error: DtmOutcomeUnknownError }> {
+  const gid = await app.client.generateGid();
+  let error: unknown;
+  try {
+    await app.client.newSaga(gid).add(name, { amount: 1 }).submitAndWait({ timeout });
+  } catch (err) {
+    error = err;
+  }
+  expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+  // what DTM recorded: still submitted, the action not done
+  const stored = await queryTrans(gid);
+  expect(stored.transaction?.status).toBe('submitted');
+  expect(stored.branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['prepared']);
+  await app.client.forceStop(gid);
+  return { gid, error: error as DtmOutcomeUnknownError };
+}
+
+let pool: pg.Pool;
+beforeAll(async () => {
+  const dbs = await fileDatabases();
+  pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 4 });
+  await pool.query('DROP SCHEMA IF EXISTS diag_missing CASCADE');
+  await pool.query('DROP SCHEMA IF EXISTS diag_created CASCADE');
+});
+afterAll(async () => {
+  for (const app of apps) await app.close().catch(() => undefined);
+  await pool.end();
+});
+
+describe('a transaction that does not finish in time names its unfinished branches and why', () => {
+  it('app_url with a host that does not resolve: DNS', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://no-such-host.invalid:${port}` }, { port });
+    const { gid, error } = await unfinished(app, 'debit');
+    expect(error.gid).toBe(gid);
+    expect(error.unfinished).toEqual([
+      { branchId: '01', op: 'action', name: 'debit', target: `http://no-such-host.invalid:${port}/diag/debit`, cause: expect.stringContaining('its host no-such-host.invalid does not resolve here') },
+    ]);
+    expect(error.message).toContain(`Unfinished: branch 01 "debit" (op action, http://no-such-host.invalid:${port}/diag/debit): its host no-such-host.invalid does not resolve`);
+    expect(error.message).toContain('lynx.dtm.app_url');
+  });
+
+  it('app_url with a port nothing listens on: connection refused', async () => {
+    const wrong = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${wrong}` });
+    const { error } = await unfinished(app, 'debit');
+    expect(error.unfinished).toEqual([expect.objectContaining({ name: 'debit', op: 'action', cause: expect.stringContaining(`connection refused at 127.0.0.1:${wrong}`) })]);
+  });
+
+  it('a global APP_GUARD that refuses DTM: 403 named, and a start-up warning naming the guard; the handler never ran', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { guard: true, port });
+    expect(app.logger.warnings).toContainEqual(expect.stringContaining('global guard DenyAllGuard (APP_GUARD or useGlobalGuards) runs before every DTM branch route'));
+    const before = (calls.debit ?? []).length;
+    const { error } = await unfinished(app, 'debit');
+    expect(error.unfinished[0].cause).toMatch(/^POST is refused with 403 before DiagController\.debit \(no session\): a global guard \(APP_GUARD\)/);
+    expect((calls.debit ?? []).length).toBe(before);
+  });
+
+  it('a @Get route on a @SagaAction: a start-up warning, then 404 for POST named', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    expect(app.logger.warnings).toContainEqual(expect.stringContaining("DiagController.byGet (saga-action 'by-get') is a @Get() route, but DTM calls it with POST"));
+    const { error } = await unfinished(app, 'by-get');
+    expect(error.unfinished[0].cause).toContain('404 for POST: no route serves POST at this path (DiagController.byGet is @Get;');
+    expect(calls['by-get'] ?? []).toEqual([]);
+  });
+
+  it('a handler throwing a plain Error: its message and HTTP 500, from this process (DTM was answered without it)', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const { gid, error } = await unfinished(app, 'explode');
+    expect(error.unfinished[0]).toMatchObject({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' });
+    expect(calls.explode).toContain(gid);
+  });
+
+  it('a reachable route whose handler answers ONGOING: reachable, the handler not run by the probe (every call had a gid)', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const { gid, error } = await unfinished(app, 'slow');
+    expect(error.unfinished[0].cause).toBe("DiagController.slow is reachable and answers POST; the cause is in the handler or in DTM's log");
+    expect(calls.slow).toContain(gid);
+    expect(calls.slow!.every((g) => typeof g === 'string')).toBe(true);
+  });
+
+  it('a barrier table that is missing: start-up fails naming ensureBarrierSchema and the sql/ file; dropped later, the cause is the database error', async () => {
+    const port = await freePort();
+    let startError: unknown;
+    try {
+      await diagApp({ appUrl: `http://127.0.0.1:${port}`, barrierTable: 'diag_missing.barrier' }, { vault: pool, port });
+    } catch (err) {
+      startError = err;
+    }
+    expect(startError).toBeInstanceOf(DtmUsageError);
+    expect((startError as Error).message).toContain('the barrier table diag_missing.barrier does not exist on barrier connection "pg" (postgres)');
+    expect((startError as Error).message).toContain("ensureBarrierSchema(db, { table: 'diag_missing.barrier' })");
+    expect((startError as Error).message).toContain('sql/barrier.postgres.sql');
+
+    // create_barrier_table: true creates it at start-up
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}`, barrierTable: 'diag_created.barrier', createBarrierTable: true }, { vault: pool, port });
+    expect((await pool.query("SELECT to_regclass('diag_created.barrier') AS t")).rows[0].t).toBe('diag_created.barrier');
+    // the table gone after start-up (another database, a migration): the cause is what the database said
+    await pool.query('DROP SCHEMA diag_created CASCADE');
+    const { error } = await unfinished(app, 'stash');
+    expect(error.unfinished[0]).toMatchObject({ name: 'stash', op: 'action', cause: expect.stringMatching(/^VaultController\.stash failed \(HTTP 500\): .*relation "diag_created\.barrier" does not exist/) });
+  });
+});
+
+describe('start-up barrier check', () => {
+  it('a barrier database that does not answer at start-up is a warning, not a failed start (it may come up later)', async () => {
+    const dead = new pg.Pool({ connectionString: `postgres://nobody@127.0.0.1:${await freePort()}/none`, max: 1, connectionTimeoutMillis: 2000 });
+    try {
+      const app = await diagApp({ barrierTable: 'diag_any.barrier' }, { vault: dead });
+      expect(app.logger.warnings).toContainEqual(expect.stringMatching(/^could not check the barrier table diag_any\.barrier on barrier connection "pg": .*ECONNREFUSED/));
+    } finally {
+      await dead.end();
+    }
+  });
+});
+
+describe('start-up ping', () => {
+  it('passes against the real DTM, and fails start-up after its attempts when nothing answers', async () => {
+    await diagApp({ startupPing: true });
+    const dead = await freePort();
+    const started = Date.now();
+    let error: unknown;
+    try {
+      await diagApp({ serverUrl: `http://127.0.0.1:${dead}/api/dtmsvr`, startupPing: true, startupPingAttempts: 3, startupPingDelay: 0.2 });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toMatch(/^DTM did not answer the start-up ping \(lynx\.dtm\.startup_ping\) after 3 attempts: .*ECONNREFUSED/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+  });
+});
+
+describe('failures give the branch\'s own message; DTM\'s text stays on the raw fields', () => {
+  it("a saga's rollback reason: the branch's message, and DTM v1.19's text as rawRollbackReason", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const gid = await app.client.generateGid();
+    const final = await app.client.newSaga(gid).add('zed', { account: 'zed' }).submitAndWait({ timeout: 10 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toBe('no account zed');
+    // how DTM v1.19 forms it (dtmsvr/trans_status.go): pinned
+    expect(final.rawRollbackReason).toBe(`url:http://127.0.0.1:${port}/diag/zed return failed: {"dtm_result":"FAILURE","message":"no account zed"} FAILURE`);
+    expect((await queryTrans(gid)).transaction?.rollback_reason).toBe(final.rawRollbackReason);
+  });
+
+  it("a saga submitted with waitResult: DtmFailureError's message is the branch's, raw is DTM's", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const gid = await app.client.generateGid();
+    const error = await app.client.newSaga(gid, { waitResult: true }).add('zed', { account: 'zed' }).submit().catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).message).toBe('no account zed');
+    expect((error as DtmFailureError).raw).toContain('return failed: {"dtm_result":"FAILURE","message":"no account zed"}');
+  });
+
+  it("a TCC Try's FAILURE: the error's message and the transaction's rollback reason are the branch's; raw is the answer", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 'zed' }, 'hold')).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).message).toBe('no account zed');
+    expect((error as DtmFailureError).raw).toBe('{"dtm_result":"FAILURE","message":"no account zed"}');
+    const final = await app.client.waitForFinal(gid, { timeout: 10 });
+    expect(final).toMatchObject({ status: 'failed', rollbackReason: 'no account zed', rawRollbackReason: 'no account zed' });
+  });
+});

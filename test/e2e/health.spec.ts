@@ -1,0 +1,121 @@
+// The terminus health indicator against a private real DTM server: up (version, latency) over HTTP
+// and gRPC, down within lynx.dtm.timeout when DTM is stopped or does not answer, and DTM's
+// transaction list unchanged by any number of health checks (the check creates nothing).
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Controller, Get, Module, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
+import { DtmClient, DtmHealthIndicator, DtmModule, type DtmConfigInput } from 'nestjs-dtm';
+import { harness } from '../support/harness.js';
+import { startDtm, stopDtm, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom } from '../support/services/process.js';
+
+let dtm: RunningDtm;
+
+@Controller('health')
+class HealthController {
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly dtmHealth: DtmHealthIndicator,
+  ) {}
+
+  @Get()
+  @HealthCheck()
+  check() {
+    return this.health.check([() => this.dtmHealth.isHealthy('dtm')]);
+  }
+}
+
+/** An app with TerminusModule and DtmModule, as a user wires them; answers GET /health. */
+async function healthApp(config: DtmConfigInput): Promise<{ app: INestApplication; url: string }> {
+  @Module({ imports: [TerminusModule.forRoot({ logger: false }), DtmModule.forRoot({ config })], controllers: [HealthController] })
+  class HealthAppModule {}
+  const module = await Test.createTestingModule({ imports: [HealthAppModule] }).compile();
+  const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
+  await app.listen(0, '127.0.0.1');
+  return { app, url: `${await app.getUrl()}/health`.replace('[::1]', '127.0.0.1') };
+}
+
+/** Every transaction DTM lists (all pages of /api/dtmsvr/all). */
+async function allTransactions(serverUrl: string): Promise<unknown[]> {
+  const all: unknown[] = [];
+  let position = '';
+  for (;;) {
+    const answer = (await (await fetch(`${serverUrl}/all?limit=100${position ? `&position=${position}` : ''}`)).json()) as { transactions: unknown[] | null; next_position?: string };
+    all.push(...(answer.transactions ?? []));
+    if (!answer.next_position) return all;
+    position = answer.next_position;
+  }
+}
+
+beforeAll(async () => {
+  dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-health', store: 'boltdb' });
+});
+afterAll(async () => {
+  await stopDtm(dtm, true).catch(() => undefined);
+});
+
+describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
+  it.each(['http', 'grpc'] as const)('up over %s with the version and latency; 20 checks leave DTM\'s transaction list as it was', async (protocol) => {
+    const { app, url } = await healthApp({ serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, protocol, timeout: 2 });
+    try {
+      // one transaction so the list is not trivially empty
+      const client = app.get(DtmClient);
+      await client.newSaga(`health-${protocol}-${Date.now()}`).add('', {}).submitAndWait({ timeout: 10 });
+      const before = await allTransactions(dtm.info.serverUrl);
+      expect(before.length).toBeGreaterThan(0);
+      for (let i = 0; i < 20; i++) {
+        const res = await fetch(url);
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { status: string; details: { dtm: Record<string, unknown> } };
+        expect(body).toMatchObject({ status: 'ok', details: { dtm: { status: 'up', version: 'v1.19.0', protocol, latencyMs: expect.any(Number) } } });
+      }
+      expect(await allTransactions(dtm.info.serverUrl)).toEqual(before);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('down (503) within lynx.dtm.timeout when DTM does not answer at all', async () => {
+    // a listener that accepts connections and never answers
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    const { app, url } = await healthApp({ serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, timeout: 1 });
+    try {
+      const started = Date.now();
+      const res = await fetch(url);
+      const elapsed = Date.now() - started;
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol: 'http', message: expect.any(String) } } });
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(elapsed).toBeLessThan(2000);
+    } finally {
+      await app.close();
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+
+  it.each(['http', 'grpc'] as const)('down over %s within the timeout once the DTM server is stopped (it was up before)', async (protocol) => {
+    const own = await startDtm(runDirFrom(harness().runDir), { name: `dtm-health-stop-${protocol}`, store: 'boltdb' });
+    const { app, url } = await healthApp({ serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress, protocol, timeout: 2 });
+    try {
+      expect((await fetch(url)).status).toBe(200);
+      await stopDtm(own);
+      const started = Date.now();
+      const res = await fetch(url);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol } } });
+      expect(Date.now() - started).toBeLessThan(2500);
+    } finally {
+      await app.close();
+      await stopDtm(own, true).catch(() => undefined);
+    }
+  });
+});

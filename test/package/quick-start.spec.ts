@@ -1,0 +1,88 @@
+// The README's Quick start, run as a user would: examples/quick-start (whose files the README shows
+// verbatim; test/unit/docs.spec.ts compares them) installed with nestjs-dtm from the packed tarball,
+// built with its own tsc, started with `node dist/main.js` against the harness's DTM server and a
+// PostgreSQL database of its own. A transfer through its POST /transfers route: what DTM recorded,
+// the barrier rows and the balances; then a transfer DTM rolls back.
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import pg from 'pg';
+import { fileDatabases } from '../support/databases.js';
+import { harness, queryTrans } from '../support/harness.js';
+import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
+
+const example = resolve(import.meta.dirname, '..', '..', 'examples', 'quick-start');
+let app: ConsumerApp;
+let server: ManagedProcess | undefined;
+let db: pg.Client;
+let url: string;
+
+beforeAll(async () => {
+  app = installConsumerApp('quick-start', undefined, example);
+  const build = app.run('npm', ['run', 'build']);
+  if (build.status !== 0) throw new Error(`npm run build failed:\n${build.output}`);
+  const { postgres } = await fileDatabases();
+  db = new pg.Client({ connectionString: postgres.url });
+  await db.connect();
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  const runDir = runDirFrom(harness().runDir);
+  server = startProcess({
+    name: 'quick-start',
+    command: process.execPath,
+    args: ['dist/main.js'],
+    cwd: app.dir,
+    runDir,
+    logFile: join(runDir.path, `quick-start-${process.pid}.log`),
+    // DTM runs on this host here: APP_URL is the app's own address, not host.docker.internal
+    env: minimalEnv({ DATABASE_URL: postgres.url, DTM_SERVER_URL: harness().dtm.serverUrl, APP_URL: url, PORT: String(port) }),
+  });
+  await waitUntil('the quick-start app', async () => (await fetch(`${url}/transfers`)).status === 404, { timeoutMs: 30_000, process: server });
+}, 300_000);
+
+afterAll(async () => {
+  await server?.stop();
+  await db?.end();
+  app?.remove();
+});
+
+async function transfer(from: string, to: string, amount: number): Promise<{ gid: string; status: string; rollbackReason?: string }> {
+  const res = await fetch(`${url}/transfers`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ from, to, amount }) });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { gid: string; status: string; rollbackReason?: string };
+}
+
+async function balances(): Promise<Record<string, number>> {
+  const { rows } = await db.query<{ name: string; balance: number }>('SELECT name, balance FROM account ORDER BY name');
+  return Object.fromEntries(rows.map((r) => [r.name, r.balance]));
+}
+
+describe('the Quick start (examples/quick-start) against the real DTM server', () => {
+  it('the app created its tables before starting: the accounts, and the barrier table ensureBarrierSchema made', async () => {
+    expect(await balances()).toEqual({ alice: 100, bob: 0 });
+    const { rows } = await db.query("SELECT to_regclass('dtm_barrier.barrier') AS t");
+    expect(rows[0].t).toBe('dtm_barrier.barrier');
+  });
+
+  it('POST /transfers alice -> bob 30: DTM records the saga succeeded, each action ran once behind the barrier', async () => {
+    const out = await transfer('alice', 'bob', 30);
+    expect(out.status).toBe('succeed');
+    const record = await queryTrans(out.gid);
+    expect([record.transaction?.trans_type, record.transaction?.status]).toEqual(['saga', 'succeed']);
+    expect(record.branches.map((b) => `${b.branch_id}:${b.op}:${b.status}`)).toEqual(['01:compensate:prepared', '01:action:succeed', '02:compensate:prepared', '02:action:succeed']);
+    expect(record.branches.map((b) => new URL(b.url ?? '').pathname)).toEqual(['/bank/withdraw-compensate', '/bank/withdraw', '/bank/deposit-compensate', '/bank/deposit']);
+    const barrier = await db.query('SELECT branch_id, op FROM dtm_barrier.barrier WHERE gid = $1 ORDER BY branch_id', [out.gid]);
+    expect(barrier.rows).toEqual([{ branch_id: '01', op: 'action' }, { branch_id: '02', op: 'action' }]);
+    expect(await balances()).toEqual({ alice: 70, bob: 30 });
+  });
+
+  it('POST /transfers alice -> zed: the deposit answers FAILURE, DTM compensates the withdrawal, the money is back', async () => {
+    const out = await transfer('alice', 'zed', 10);
+    expect(out.status).toBe('failed');
+    expect(out.rollbackReason).toContain('no account zed');
+    const record = await queryTrans(out.gid);
+    expect(record.transaction?.status).toBe('failed');
+    expect(record.branches.map((b) => `${b.branch_id}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
+    expect(await balances()).toEqual({ alice: 70, bob: 30 });
+  });
+});

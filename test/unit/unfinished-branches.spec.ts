@@ -1,0 +1,79 @@
+// Which branches a transaction that did not finish in time names (from DTM's record), their names,
+// the in-process failure a handler recorded, and the sentences a probe's result gives. No probe
+// runs here: no target of these records is this app's route or one of the transaction's own.
+import { describe, expect, it } from '@jest/globals';
+import { recordBranchFailure } from '../../lib/diagnostics/branch-failures.js';
+import { describeProbe, describeUnfinished, diagnoseUnfinished, type DiagnosisScope } from '../../lib/diagnostics/unfinished.js';
+import type { BranchRecord, TransactionRecord } from '../../lib/transport/dtm.types.js';
+
+const noProbe: DiagnosisScope = { ownRoute: () => undefined, targets: new Set(), probeMs: 100 };
+
+function branch(branchId: string, op: string, status: BranchRecord['status'], url: string): BranchRecord {
+  return { branchId, op, status, url, data: Buffer.from('{"a":1}') };
+}
+
+function record(partial: Partial<TransactionRecord> & Pick<TransactionRecord, 'gid' | 'transType' | 'status' | 'branches'>): TransactionRecord {
+  return { protocol: 'http', steps: [], payloads: [], options: { branchHeaders: {}, concurrent: false }, ...partial };
+}
+
+describe('diagnoseUnfinished', () => {
+  const saga = (status: TransactionRecord['status'], concurrent: boolean) =>
+    record({
+      gid: `g-${status}-${concurrent}`,
+      transType: 'saga',
+      status,
+      options: { branchHeaders: {}, concurrent },
+      branches: [
+        branch('01', 'compensate', 'succeed', 'http://bank/api/withdraw-revert'),
+        branch('01', 'action', 'succeed', 'http://bank/api/withdraw'),
+        branch('02', 'compensate', 'prepared', 'http://bank/api/deposit-revert'),
+        branch('02', 'action', 'prepared', 'http://bank/api/deposit'),
+        branch('03', 'compensate', 'prepared', 'http://shop/ship-revert'),
+        branch('03', 'action', 'prepared', 'shop:50051/shop.Shop/Ship'),
+      ],
+    });
+
+  it('a saga without concurrency: only its first unfinished action (it holds up the rest), named by the last part of its target', async () => {
+    expect(await diagnoseUnfinished(saga('submitted', false), noProbe)).toEqual([{ branchId: '02', op: 'action', name: 'deposit', target: 'http://bank/api/deposit' }]);
+  });
+
+  it('a concurrent saga: every unfinished action; a gRPC target is named by its method', async () => {
+    expect((await diagnoseUnfinished(saga('submitted', true), noProbe)).map((b) => `${b.branchId} ${b.op} ${b.name}`)).toEqual(['02 action deposit', '03 action Ship']);
+  });
+
+  it('an aborting transaction: its unfinished undo ops', async () => {
+    expect((await diagnoseUnfinished(saga('aborting', false), noProbe)).map((b) => `${b.branchId} ${b.op} ${b.name}`)).toEqual(['02 compensate deposit-revert', '03 compensate ship-revert']);
+  });
+
+  it("a failure this process's handler answered is the cause; credentials in a target are not shown", async () => {
+    const tcc = record({
+      gid: 'g-tcc-recorded',
+      transType: 'tcc',
+      status: 'submitted',
+      branches: [branch('01', 'cancel', 'prepared', 'http://u:secret@bank/cancel'), branch('01', 'confirm', 'prepared', 'http://u:secret@bank/confirm')],
+    });
+    recordBranchFailure('g-tcc-recorded', '01', 'confirm', { handler: 'BankController.confirm', status: 500, message: 'relation "dtm_barrier.barrier" does not exist' });
+    const found = await diagnoseUnfinished(tcc, noProbe);
+    expect(found).toEqual([{ branchId: '01', op: 'confirm', name: 'confirm', target: 'http://***@bank/confirm', cause: 'BankController.confirm failed (HTTP 500): relation "dtm_barrier.barrier" does not exist' }]);
+    expect(describeUnfinished(found)).toBe(' Unfinished: branch 01 "confirm" (op confirm, http://***@bank/confirm): BankController.confirm failed (HTTP 500): relation "dtm_barrier.barrier" does not exist');
+  });
+
+  it('names at most five branches', async () => {
+    const many = record({ gid: 'g-many', transType: 'msg', status: 'submitted', branches: Array.from({ length: 8 }, (_, i) => branch(`0${i + 1}`, 'action', 'prepared', `http://x/b${i}`)) });
+    expect(await diagnoseUnfinished(many, noProbe)).toHaveLength(5);
+  });
+});
+
+describe('describeProbe', () => {
+  const own = { name: 'debit', handler: 'BankController.debit', method: 'GET' };
+  it('reads each result as the cause it points at', () => {
+    expect(describeProbe({ kind: 'dns', host: 'orders', code: 'ENOTFOUND' }, 'POST', own)).toContain('its host orders does not resolve here (ENOTFOUND)');
+    expect(describeProbe({ kind: 'refused', address: '127.0.0.1:9' }, 'POST', own)).toContain('connection refused at 127.0.0.1:9');
+    expect(describeProbe({ kind: 'answered', status: 403, body: '{"message":"no session","statusCode":403}' }, 'POST', own)).toMatch(/^POST is refused with 403 before BankController\.debit \(no session\)/);
+    expect(describeProbe({ kind: 'answered', status: 404, body: '' }, 'POST', own)).toContain('(BankController.debit is @Get;');
+    expect(describeProbe({ kind: 'answered', status: 405, body: '' }, 'POST', undefined)).toMatch(/^405 for POST/);
+    expect(describeProbe({ kind: 'answered', status: 500, body: '{"message":"gateway down"}' }, 'POST', undefined)).toBe('POST answered 500: gateway down');
+    expect(describeProbe({ kind: 'answered', status: 400, body: '{"message":"BankController.debit is a DTM branch, but this call lacks gid"}' }, 'POST', own)).toContain('is reachable and answers POST');
+    expect(describeProbe({ kind: 'connected', address: 'x:1' }, 'POST', undefined)).toBeUndefined();
+  });
+});
