@@ -3,6 +3,8 @@
 //   node .build/bench/branch-overhead.app.js plain [http|grpc] -> plain Nest, the same handler without the library
 //   node .build/bench/branch-overhead.app.js dtm-plain [http|grpc] -> DtmModule, the plain handler (the module's cost on other routes / methods)
 //   node .build/bench/branch-overhead.app.js auth  [http|grpc] -> as dtm, with authenticated branch calls (key from BENCH_AUTH_KEY)
+//   node .build/bench/branch-overhead.app.js off   [http|grpc] -> as dtm, its instrumentation off (`openTelemetry: false`)
+//   node .build/bench/branch-overhead.app.js otel  [http|grpc] -> as dtm, with an OpenTelemetry SDK registered that exports nowhere (bench/otel-sdk.ts)
 // http (the default): an Express app, the handler a POST route; it prints `port N`.
 // fastify: the same on Nest's Fastify adapter.
 // grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
@@ -14,6 +16,7 @@ import { Body, Controller, HttpCode, Module, Post, type Type } from '@nestjs/com
 import { NestFactory } from '@nestjs/core';
 import { DtmModule, SagaAction } from 'nestjs-dtm';
 import { listenBenchApp } from './bench-app.js';
+import { registerDroppingOtelSdk } from './otel-sdk.js';
 
 interface Order {
   lines: { sku: string; amount: number }[];
@@ -76,7 +79,9 @@ const dtm = () =>
       ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}),
       ...(mode === 'auth' ? { branchAuthKeys: [process.env.BENCH_AUTH_KEY!] } : {}),
     },
+    ...(mode === 'off' ? { instrumentation: { openTelemetry: false } } : {}),
   });
+if (mode === 'otel') registerDroppingOtelSdk();
 
 function moduleOf(imports: unknown[], controller: Type): Type {
   @Module({ imports: imports as never[], controllers: [controller] })
@@ -84,7 +89,7 @@ function moduleOf(imports: unknown[], controller: Type): Type {
   return AppModule;
 }
 
-const appModule = mode === 'dtm' || mode === 'auth' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
+const appModule = mode === 'dtm' || mode === 'auth' || mode === 'off' || mode === 'otel' ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
 const app = fastify
   ? await NestFactory.create(appModule, new fastify.FastifyAdapter(), { logger: ['error'] })
   : await NestFactory.create(appModule, { logger: ['error'] });

@@ -29,8 +29,15 @@
 // a two-step saga (the dtm-auth header / metadata, four entries, one for this call): the figure is
 // then also authenticated / unauthenticated (target >= 0.90, issue #13).
 //
+// With --otel two more apps per transport (issue #16): the decorated branch with the module's
+// instrumentation off (`instrumentation: { openTelemetry: false }`), and with an OpenTelemetry SDK
+// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts); the
+// decorated app is the default (the API installed, no SDK registered). Figures: off / SDK app CPU
+// per request (target >= 0.95) and off / no SDK (no measurable cost). With --trace as well, every
+// call carries a traceparent, as DTM's calls of a traced transaction do (the branch span's parent).
+//
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +73,7 @@ const { values } = parseArgs({
     env: { type: 'string', default: 'production' },
     trace: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
+    otel: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -79,8 +87,8 @@ const transports = values.transport === 'all' ? ALL : (values.transport!.split('
 if (transports.some((t) => !ALL.includes(t))) throw new Error(`--transport: all, or a list of http (Express), fastify, grpc; not ${values.transport}`);
 /** http: Express; fastify: Nest's Fastify adapter; grpc: a gRPC microservice. */
 type Transport = 'http' | 'fastify' | 'grpc';
-type Mode = 'dtm' | 'plain' | 'auth';
-const modes: Mode[] = values.auth ? ['dtm', 'plain', 'auth'] : ['dtm', 'plain'];
+type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel';
+const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(values.otel ? (['off', 'otel'] as const) : [])];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
@@ -150,7 +158,8 @@ async function main(): Promise<void> {
   console.log(
     `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.some((t) => t !== 'grpc') ? 'connections (HTTP) / ' : ''}` +
       `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
-      `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}`,
+      `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}` +
+      `${values.otel ? ', with instrumentation-off and OTel-SDK apps' : ''}`,
   );
   const keys = transports.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
   const apps = {} as Record<(typeof keys)[number], App>;
@@ -192,6 +201,12 @@ async function main(): Promise<void> {
             ['authenticated: requests/s', (t) => fmtSeries(rate(t, 'auth'), '/s')],
           ] as [string, (t: Transport) => string][])
         : []),
+      ...(values.otel
+        ? ([
+            ['instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'off')), ' µs')],
+            ['OTel SDK: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'otel')), ' µs')],
+          ] as [string, (t: Transport) => string][])
+        : []),
       ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
     ];
     console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(34) + transports.map((t) => t.padEnd(30)).join(''));
@@ -211,6 +226,15 @@ async function main(): Promise<void> {
           console.log(`  ${t.padEnd(4)} unauthenticated / authenticated app CPU per request = ${formatSpread(ratio)}   target >= 0.90: ${ratio.median >= 0.9 ? 'met' : 'MISSED'}`);
         }
         console.log(`  ${t.padEnd(4)} authenticated / unauthenticated requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'auth'), rate(t, 'dtm'))))}`);
+      }
+      if (values.otel) {
+        const [off, sdk] = [cpuSeries(of(t, 'off')), cpuSeries(of(t, 'otel'))];
+        if (off && sdk && d) {
+          const ratio = spread(pairedRatios(off, sdk));
+          console.log(`  ${t.padEnd(4)} instrumentation off / OTel SDK app CPU per request = ${formatSpread(ratio)}   target >= 0.95: ${ratio.median >= 0.95 ? 'met' : 'MISSED'}`);
+          console.log(`  ${t.padEnd(4)} instrumentation off / no SDK app CPU per request   = ${formatSpread(spread(pairedRatios(off, d)))}`);
+        }
+        console.log(`  ${t.padEnd(4)} OTel SDK / instrumentation off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'otel'), rate(t, 'off'))))}`);
       }
     }
   } finally {

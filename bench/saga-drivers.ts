@@ -12,7 +12,8 @@ import http from 'node:http';
 import grpc from '@grpc/grpc-js';
 import axios from 'axios';
 import { randomBytes } from 'node:crypto';
-import { DtmClient, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmInstrumentation, resolveDtmConfig } from 'nestjs-dtm';
+import { registerDroppingOtelSdk } from './otel-sdk.js';
 import protobuf from 'protobufjs';
 
 /** Where the drivers send their sagas. */
@@ -32,7 +33,7 @@ export interface SagaDriver {
   name: string;
   protocol: Protocol;
   /** library: DtmClient; hand: the same calls written by hand (the baseline); reference: a leaner client, for information. */
-  role: 'library' | 'hand' | 'reference' | 'auth';
+  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk';
   run(): Promise<void>;
   close(): void;
 }
@@ -86,9 +87,27 @@ export const AUTH_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name:
   { protocol: 'grpc', role: 'auth', name: 'DtmClient, authenticated' },
 ];
 
-/** The driver of `protocol` and `role` (one of {@link DRIVERS} or {@link AUTH_DRIVERS}). */
+/**
+ * With `--otel`: DtmClient with its instrumentation off (`openTelemetry: false`: the API never
+ * loaded), and DtmClient with an OpenTelemetry SDK registered that records everything and exports it
+ * nowhere (bench/otel-sdk.ts). The `library` driver is the module's default: the API installed,
+ * no SDK registered.
+ */
+export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string }[] = [
+  { protocol: 'http', role: 'otel-off', name: 'DtmClient, instrumentation off' },
+  { protocol: 'http', role: 'otel-sdk', name: 'DtmClient, OTel SDK' },
+  { protocol: 'grpc', role: 'otel-off', name: 'DtmClient, instrumentation off' },
+  { protocol: 'grpc', role: 'otel-sdk', name: 'DtmClient, OTel SDK' },
+];
+
+/** The driver of `protocol` and `role` (one of {@link DRIVERS}, {@link AUTH_DRIVERS} or {@link OTEL_DRIVERS}). */
 export function sagaDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
   if (role === 'library' || role === 'auth') return libraryDriver(endpoints, protocol, role === 'auth');
+  if (role === 'otel-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
+  if (role === 'otel-sdk') {
+    registerDroppingOtelSdk(); // in this driver's caller process only
+    return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
+  }
   if (protocol === 'grpc' && role === 'hand') return grpcDriver(endpoints);
   const driver = protocol === 'http' ? httpDrivers(endpoints).find((d) => d.role === role) : undefined;
   if (!driver) throw new Error(`no ${protocol} driver ${role}`);
@@ -100,14 +119,23 @@ export function sagaDrivers(endpoints: SagaEndpoints, protocols: Protocol[]): Sa
   return DRIVERS.filter((d) => protocols.includes(d.protocol)).map((d) => sagaDriver(endpoints, d.protocol, d.role));
 }
 
-/** (a) DtmClient, the same code for both protocols but for `protocol`; `auth`: with authenticated branch calls. */
-function libraryDriver({ serverUrl, grpcAddress, branchUrl }: SagaEndpoints, protocol: Protocol, auth = false): SagaDriver {
+/**
+ * (a) DtmClient, the same code for both protocols but for `protocol`; `auth`: with authenticated
+ * branch calls; `instrumentation`: as DtmModule gives it (default: the module's default options).
+ */
+function libraryDriver(
+  { serverUrl, grpcAddress, branchUrl }: SagaEndpoints,
+  protocol: Protocol,
+  auth = false,
+  role: SagaDriver['role'] = auth ? 'auth' : 'library',
+  instrumentation = new DtmInstrumentation(),
+): SagaDriver {
   const branchAuthKeys = auth ? [randomBytes(33).toString('base64')] : undefined;
-  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl, grpcServer: grpcAddress, protocol, branchAuthKeys } }, {}));
+  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl, grpcServer: grpcAddress, protocol, branchAuthKeys } }, {}), undefined, undefined, undefined, undefined, instrumentation);
   return {
-    name: auth ? 'DtmClient, authenticated' : 'DtmClient',
+    name: OTEL_DRIVERS.find((d) => d.role === role)?.name ?? (auth ? 'DtmClient, authenticated' : 'DtmClient'),
     protocol,
-    role: auth ? 'auth' : 'library',
+    role,
     run: async () => {
       const gid = await client.generateGid();
       await client

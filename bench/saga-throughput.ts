@@ -26,7 +26,13 @@
 // With --auth, one more driver per protocol: DtmClient with authenticated branch calls
 // (lynx.dtm.branch_auth_keys), compared with DtmClient without (target >= 0.95, issue #13).
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth]
+// With --otel, two more drivers per protocol (issue #16): DtmClient with its instrumentation off
+// (`instrumentation: { openTelemetry: false }`), and DtmClient in a process with an OpenTelemetry SDK
+// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts); the
+// plain DtmClient driver is the default (the API installed, no SDK registered). Figures: SDK vs off
+// (target >= 0.95) and no SDK vs off (no measurable cost).
+//
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -34,7 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startStack } from '../test/support/services/stack.js';
 import { processCpuMicros, quantile, startAppProcess } from './load.js';
-import { AUTH_DRIVERS, DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
+import { AUTH_DRIVERS, DRIVERS, OTEL_DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,6 +49,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '10' },
     auth: { type: 'boolean', default: false },
+    otel: { type: 'boolean', default: false },
   },
 });
 if (!['http', 'grpc', 'both'].includes(values.protocol!)) throw new Error(`--protocol must be http, grpc or both, not ${values.protocol}`);
@@ -130,7 +137,7 @@ async function main(): Promise<void> {
     branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
     const dtm = stack.info.dtm!;
     const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
-    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : [])].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...(values.otel ? OTEL_DRIVERS : [])].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
     const branchPid = branches.child.pid!;
     const serverPids = stack.processes.map((p) => p.pid);
     const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
@@ -187,6 +194,15 @@ async function main(): Promise<void> {
         const cpu = of(p, 'library').map((s, i) => s.cpu / of(p, 'auth')[i].cpu);
         const rate = of(p, 'library').map((s, i) => of(p, 'auth')[i].rate / s.rate);
         console.log(`  ${label(p)} authenticated calls: caller CPU per saga, off / on = ${spread(cpu)}; sagas/s, on / off >= ${TARGET}: ${verdict(rate)}`);
+      }
+    }
+    if (values.otel) {
+      for (const p of protocols) {
+        const [off, sdk, none] = [of(p, 'otel-off'), of(p, 'otel-sdk'), of(p, 'library')];
+        const sdkRate = sdk.map((s, i) => s.rate / off[i].rate);
+        const sdkCpu = off.map((s, i) => s.cpu / sdk[i].cpu);
+        console.log(`  ${label(p)} OTel SDK: caller CPU per saga, off / SDK >= ${TARGET}: ${verdict(sdkCpu)} [${spread(sdkCpu)}]; sagas/s, SDK / off >= ${TARGET}: ${verdict(sdkRate)}`);
+        console.log(`  ${label(p)} no SDK registered: caller CPU per saga, off / no SDK = ${spread(off.map((s, i) => s.cpu / none[i].cpu))}; sagas/s, no SDK / off = ${spread(none.map((s, i) => s.rate / off[i].rate))}`);
       }
     }
     if (protocols.includes('http')) {

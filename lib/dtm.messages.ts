@@ -159,12 +159,12 @@ export const MESSAGES = {
   branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
-  branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string } | undefined, detail: string) =>
-    `${where} failed (${protocol}${info ? `, gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
+  branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string; transType: string } | undefined, detail: string) =>
+    `${where} failed (${protocol}${info ? `, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
     `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
-  failureCannotRollBack: (where: string, kind: string, op: string) =>
-    `${where} (${kind}, op=${op}) threw DtmFailureError, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
+  failureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }) =>
+    `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}) threw DtmFailureError, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
   successBodyHasResultWord: (where: string, body: string) =>
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>
@@ -280,6 +280,8 @@ export const MESSAGES = {
     `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
   workflowResultTooLong: (length: number, max: number) => `the workflow's result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less`,
   workflowStepTooLarge: (branchId: string, bytes: number, max: number) => `step ${branchId}'s value is ${bytes} bytes recorded, over the ${max} of DTM's MySQL store; return less from the step`,
+  badHook: (name: string, events: readonly string[], what: string) =>
+    `instrumentation.hooks.${name}: ${what}; the events are ${events.join(', ')}, each with a function (event) => void`,
   noWorkflows: () => 'workflows need DtmModule (it finds the @DtmWorkflow methods): use the DtmClient that DtmModule provides',
   unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,

@@ -3,6 +3,7 @@ import type { DtmConfigSource } from './config/dtm-config.types.js';
 import type { GrpcProtos } from './transport/grpc/grpc-codecs.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import type { RemoteBranch } from './contracts/branch-contract.js';
+import type { DtmInstrumentationOptions } from './observability/dtm-events.js';
 
 /** Options of `DtmModule.forRoot()` (and what `forRootAsync()`'s factory returns). */
 export interface DtmModuleOptions extends DtmConfigSource {
@@ -24,4 +25,10 @@ export interface DtmModuleOptions extends DtmConfigSource {
    * each branch is checked against its service's manifest at start-up (`lynx.dtm.services`).
    */
   contracts?: readonly Record<string, RemoteBranch>[];
+  /**
+   * Hooks on the module's events (`hooks: { 'branch.call': (e) => ... }`), OpenTelemetry spans and
+   * metrics (on when an SDK is registered; `openTelemetry: false` turns them off) and the debug log
+   * of every DTM call and branch decision (`debugLogs: true`). See docs/observability.md.
+   */
+  instrumentation?: DtmInstrumentationOptions;
 }

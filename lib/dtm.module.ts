@@ -25,6 +25,7 @@ import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PA
 import { DtmUsageError } from './errors/dtm-usage.error.js';
 import { MESSAGES } from './dtm.messages.js';
 import { isRemoteBranch, type RemoteBranch } from './contracts/branch-contract.js';
+import { DtmInstrumentation } from './observability/dtm-instrumentation.js';
 
 const providers: Provider[] = [
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
@@ -41,15 +42,18 @@ const providers: Provider[] = [
   },
   {
     provide: DTM_BRANCH_RUNTIME,
-    useFactory: (config: DtmConfig, barrierConnections: Map<string, BarrierConnection>, xaDatabases: Map<string, XaDatabase>, dtm: DtmClient): DtmBranchRuntime => ({
+    useFactory: (config: DtmConfig, barrierConnections: Map<string, BarrierConnection>, xaDatabases: Map<string, XaDatabase>, dtm: DtmClient, instrumentation: DtmInstrumentation): DtmBranchRuntime => ({
       config,
       barrierConnections,
       xaDatabases,
       query: (gid) => dtm.query(gid),
       xaLocalTransaction: (branch, db, business) => dtm.xaLocalTransaction(branch, db, business),
+      instrumentation,
     }),
-    inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient],
+    inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, DtmInstrumentation],
   },
+  // the instrumentation seam: hooks, OpenTelemetry, debug log (one per module)
+  { provide: DtmInstrumentation, useFactory: (options: DtmModuleOptions) => new DtmInstrumentation(options.instrumentation), inject: [DTM_MODULE_OPTIONS] },
   {
     provide: DTM_CONTRACTS,
     useFactory: (options: DtmModuleOptions) => contractBranches(options.contracts),
@@ -94,7 +98,7 @@ const providers: Provider[] = [
   DtmGrpcIntegration,
 ];
 // the branch runtime too: the branch guard is instantiated in the modules of the controllers using it
-const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, DtmHealthIndicator, TransactionHelper, DtmBranchRegistry];
+const exported = [DTM_CONFIG, DTM_BRANCH_RUNTIME, DtmClient, DtmHealthIndicator, TransactionHelper, DtmBranchRegistry, DtmInstrumentation];
 
 /**
  * The DTM module: `DtmModule.forRoot({ configFile: 'config.yaml' })` reads the file's `lynx.dtm`

@@ -109,6 +109,24 @@ export { DtmWorkflow } from './workflow/workflow.decorator.js';
 export type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowOptions, WorkflowPhase2, WorkflowResult, WorkflowStep } from './workflow/workflow.types.js';
 export { DTM_WORKFLOW_PROTO, WORKFLOW_RESUME_PATH } from './branches/workflow-resume.js';
 
+export { DtmInstrumentation } from './observability/dtm-instrumentation.js';
+export { METRIC_NAMES } from './observability/otel.js';
+export type {
+  DtmAbortFailedEvent,
+  DtmBarrierDecision,
+  DtmBranchCallEvent,
+  DtmBranchOutcome,
+  DtmCallEvent,
+  DtmEventListener,
+  DtmEventName,
+  DtmEvents,
+  DtmHooks,
+  DtmInstrumentationOptions,
+  DtmTransactionEndEvent,
+  DtmTransactionOutcome,
+  DtmTransactionStartEvent,
+} from './observability/dtm-events.js';
+
 export { DtmError, type DtmErrorContext, type DtmProtocol } from './errors/dtm-error.js';
 export { DtmWorkflowPendingError } from './errors/dtm-workflow-pending.error.js';
 export { DtmWorkflowDivergedError } from './errors/dtm-workflow-diverged.error.js';

@@ -161,6 +161,19 @@ export class BranchBarrier {
     if (reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
   }
 
+  /**
+   * After {@link callWithDb} skipped an action or a Try as a `duplicate`: whether it was in fact the
+   * action arriving after its compensation (anti-hanging: the row was written by the compensation)
+   * rather than a repeat. One query, on the barrier row of the last call; only the instrumentation asks.
+   */
+  async hangingPrevented(db: BarrierDatabase): Promise<boolean> {
+    if (this.op !== 'action' && this.op !== 'try') return false;
+    const barrierId = String(this.barrierCount).padStart(2, '0');
+    const { rows } = await db.execute(selectReasonSql(db.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
+    const reason = rows[0]?.reason;
+    return typeof reason === 'string' && reason !== this.op;
+  }
+
   private nextBarrierId(): string {
     this.barrierCount += 1;
     return String(this.barrierCount).padStart(2, '0');

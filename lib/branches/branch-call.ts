@@ -6,6 +6,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchCarrier } from './branch-transport.js';
 import type { BranchInfo, TransactionRecord } from '../transport/dtm.types.js';
+import type { DtmInstrumentation } from '../observability/dtm-instrumentation.js';
 
 /** What a branch handler's local transaction needs from the module serving the app (one per app). */
 export interface DtmBranchRuntime {
@@ -16,6 +17,8 @@ export interface DtmBranchRuntime {
   query(gid: string): Promise<TransactionRecord | null>;
   /** `DtmClient.xaLocalTransaction` of the module. */
   xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
+  /** The module's instrumentation seam (absent: nothing observes). */
+  instrumentation?: DtmInstrumentation;
 }
 
 /** What the guard leaves on a call's carrier: the handler serving it (for the filter), and the serving module's runtime. */

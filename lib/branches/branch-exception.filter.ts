@@ -40,7 +40,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const branch = branchMetadataOf(call.context.getHandler());
       if (exception instanceof DtmFailureError) {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
-          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info.op));
+          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info));
         }
       } else if (!(exception instanceof DtmOngoingError)) {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));

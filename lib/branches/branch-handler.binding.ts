@@ -1,5 +1,5 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
-import { isObservable, map } from 'rxjs';
+import { isObservable, map, tap } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -9,6 +9,9 @@ import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
 import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { handlerName } from './branch.types.js';
+import type { BranchCallState } from './branch-call.js';
+import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
+import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
 // interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
@@ -93,24 +96,32 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   }
   const { carrierIndex, txIndexes } = binding;
   const where = `${controller.name}.${String(key)}`;
+  // with something observing (hooks, OpenTelemetry, debug log) the call goes through the
+  // instrumentation seam; otherwise straight on (nothing made, no clock read)
   const wrapped: Handler = source
     ? function (this: unknown, ...args: unknown[]) {
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
-        if (branchCallOf(carrier)?.skip !== undefined) return answered(carrier, undefined);
-        return answered(
-          carrier,
-          runInLocalTransaction(carrier, source, where, (handle) => {
-            for (const index of txIndexes) args[index] = handle;
-            return original.apply(this, args);
-          }),
-        );
+        const call = branchCallOf(carrier);
+        if (call?.skip !== undefined) return answered(carrier, undefined);
+        const business = (handle: unknown) => {
+          for (const index of txIndexes) args[index] = handle;
+          return original.apply(this, args);
+        };
+        const instrumentation = call?.runtime?.instrumentation;
+        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!) : undefined;
+        if (!observation) return answered(carrier, runInLocalTransaction(carrier, source, where, business));
+        return answered(carrier, observed(instrumentation!, observation, () => runInLocalTransaction(carrier, source, where, business, observation)));
       }
     : function (this: unknown, ...args: unknown[]) {
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
-        if (branchCallOf(carrier)?.skip !== undefined) return answered(carrier, undefined);
-        return answered(carrier, original.apply(this, args));
+        const call = branchCallOf(carrier);
+        if (call?.skip !== undefined) return answered(carrier, undefined);
+        const instrumentation = call?.runtime?.instrumentation;
+        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!) : undefined;
+        if (!observation) return answered(carrier, original.apply(this, args));
+        return answered(carrier, observed(instrumentation!, observation, () => original.apply(this, args)));
       };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
     Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
@@ -118,6 +129,56 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   Object.defineProperty(wrapped, 'name', { value: original.name });
   wrapped[BINDING] = binding;
   descriptor.value = wrapped;
+}
+
+/** Starts observing the branch call `call` on `carrier` (its span a child of the call's trace context); undefined when it is not a decorated branch call. */
+function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallState, carrier: BranchCarrier): BranchObservation | undefined {
+  const transport = branchTransportOf(call.context);
+  const branch = branchMetadataOf(call.context.getHandler());
+  if (!transport || !branch) return undefined;
+  const observation: BranchObservation = {
+    kind: branch.kind,
+    branch: branch.name,
+    handler: handlerName(call.context),
+    gid: transport.gid(carrier),
+    branchId: transport.branchId(carrier),
+    op: transport.completeOp(carrier) ?? '',
+    transType: transport.transType(carrier),
+    protocol: transport.protocol,
+    started: performance.now(),
+  };
+  const carryTrace = call.runtime?.config.passTraceContext !== false;
+  const [parentHeader, stateHeader] = TRACE_CONTEXT_HEADERS;
+  instrumentation.startBranch(observation, carryTrace ? transport.header(carrier, parentHeader) : undefined, carryTrace ? transport.header(carrier, stateHeader) : undefined);
+  return observation;
+}
+
+/** Runs `run` (the handler, with the call's span active) and ends `observation` when it answered: a value, a promise or an Observable. */
+function observed(instrumentation: DtmInstrumentation, observation: BranchObservation, run: () => unknown): unknown {
+  let result: unknown;
+  try {
+    result = instrumentation.within(observation, run);
+  } catch (err) {
+    instrumentation.endBranch(observation, true, err);
+    throw err;
+  }
+  if (result instanceof Promise) {
+    return result.then(
+      (value: unknown) => {
+        instrumentation.endBranch(observation, false);
+        return value;
+      },
+      (err: unknown) => {
+        instrumentation.endBranch(observation, true, err);
+        throw err;
+      },
+    );
+  }
+  if (isObservable(result)) {
+    return result.pipe(tap({ error: (err: unknown) => instrumentation.endBranch(observation, true, err), complete: () => instrumentation.endBranch(observation, false) }));
+  }
+  instrumentation.endBranch(observation, false);
+  return result;
 }
 
 /** A handler's result as the transport of `carrier` must answer it: over gRPC, nothing becomes an empty message. */
@@ -161,6 +222,7 @@ async function runInLocalTransaction(
   source: LocalTransactionSource,
   where: string,
   business: (handle: unknown) => unknown,
+  observation?: BranchObservation,
 ): Promise<unknown> {
   const call = branchCallOf(carrier);
   const runtime = call?.runtime;
@@ -182,5 +244,9 @@ async function runInLocalTransaction(
   }
   if (isRedisConnection(connection)) throw new InternalServerErrorException(MESSAGES.redisBarrierOnHandler(where, source.barrier));
   const outcome = await barrier.callWithDb(connection, async (handle) => business(handle));
+  if (observation) {
+    // what the barrier decided, for the instrumentation (a skipped action: a repeat, or one arriving after its compensation)
+    observation.barrier = outcome.executed ? 'executed' : outcome.reason === 'duplicate' && (await barrier.hangingPrevented(connection)) ? 'hanging-prevented' : outcome.reason;
+  }
   return outcome.executed ? outcome.result : undefined;
 }

@@ -31,6 +31,8 @@ import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../transport/http/http.transport.js';
+import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumentation.js';
+import { InstrumentedTransport } from '../observability/instrumented-transport.js';
 
 /**
  * How long DTM must keep answering that it has no such transaction, after a submit that may not
@@ -48,8 +50,10 @@ const MAX_LOGGED_FOREIGN_DTM = 100;
 /** The application side of DTM: starts, steers and inspects global transactions. Injectable. */
 @Injectable()
 export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy {
-  private readonly http: HttpTransport;
-  private grpc?: GrpcTransport;
+  private readonly rawHttp: HttpTransport;
+  /** The HTTP transport, through the instrumentation seam. */
+  private readonly http: DtmTransport;
+  private grpc?: DtmTransport;
   private readonly runtime: TransactionRuntime;
   private readonly workflows?: WorkflowEngine;
   private readonly logger = new Logger('DtmBranch');
@@ -64,8 +68,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     @Optional() @Inject(DTM_GRPC_CODECS) private readonly codecs: GrpcCodecs = new GrpcCodecs(),
     @Optional() @Inject(DTM_WORKFLOW_ENVIRONMENT) workflowEnvironment?: WorkflowEnvironment,
     @Optional() @Inject(DTM_CONTRACTS) private readonly contracts: readonly RemoteBranch[] = [],
+    @Optional() @Inject(DtmInstrumentation) private readonly instrumentation: DtmInstrumentation = UNOBSERVED,
   ) {
-    this.http = new HttpTransport(config);
+    this.rawHttp = new HttpTransport(config);
+    this.http = new InstrumentedTransport(this.rawHttp, instrumentation);
     const services = (this.services = new RemoteBranchDirectory(config));
     this.runtime = {
       config,
@@ -80,6 +86,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
       remoteBranch: (ref, kind, protocol) => services.resolve(ref, kind, protocol),
       remoteFailed: (service, err) => services.failed(service, err),
+      instrumentation,
     };
     if (workflowEnvironment) this.workflows = new WorkflowEngine(this.runtime, workflowEnvironment);
   }
@@ -319,7 +326,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /** The transport of `protocol`; the gRPC one (and the gRPC libraries) only on first use. */
   private transport(protocol: DtmProtocol): DtmTransport {
     if (protocol === 'http') return this.http;
-    this.grpc ??= new GrpcTransport(this.config, this.http, this.codecs);
+    this.grpc ??= new InstrumentedTransport(new GrpcTransport(this.config, this.rawHttp, this.codecs), this.instrumentation);
     return this.grpc;
   }
 

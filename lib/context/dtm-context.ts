@@ -38,7 +38,13 @@ export function pickHeaders(headers: Record<string, string | string[] | undefine
 }
 
 /** W3C `traceparent`: version (not `ff`), trace id (not all zeros), parent id (not all zeros), flags; 55 characters. */
-const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-((?!0{16})[0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** The trace id, parent id and flags of a well-formed W3C `traceparent` (as {@link checkTraceContext} accepts it); undefined otherwise. */
+export function parseTraceparent(value: string): { traceId: string; spanId: string; flags: number } | undefined {
+  const m = TRACEPARENT.exec(value);
+  return m ? { traceId: m[1], spanId: m[2], flags: parseInt(m[3], 16) } : undefined;
+}
 /** One W3C `tracestate` list member: `key=value` (key simple or `tenant@system`; value printable ASCII but `,` and `=`, no trailing space). */
 const TRACESTATE_MEMBER = /^(?:[a-z0-9][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
 /** What the module passes on of a `tracestate`: at most 512 characters and 32 members (W3C's limits for propagation). */

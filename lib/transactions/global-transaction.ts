@@ -16,6 +16,9 @@ export interface GlobalTransactionOutcome<T> extends FinalResult {
  * submitted if the callback succeeded, or aborted (the error's message as rollback reason) if not.
  */
 export abstract class GlobalTransaction extends Transaction {
+  /** Whether the body threw (and the transaction was aborted). */
+  private bodyFailed = false;
+
   protected constructor(runtime: TransactionRuntime, gid: string, transType: TransactionType, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, transType, options, parent);
   }
@@ -27,14 +30,22 @@ export abstract class GlobalTransaction extends Transaction {
    * {@link DtmOutcomeUnknownError}.
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
-    await this.prepareInDtm(this.request());
-    const result = await this.runBody(body);
+    this.observeStart();
+    let result: T;
     try {
-      await this.submitRequest(this.request(), false);
+      await this.prepareInDtm(this.request());
+      result = await this.runBody(body);
+      try {
+        await this.submitRequest(this.request(), false);
+      } catch (err) {
+        if (!isTransientDtmError(err)) throw err;
+        throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+      }
     } catch (err) {
-      if (!isTransientDtmError(err)) throw err;
-      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+      this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
+      throw err;
     }
+    this.observeEnd('submitted');
     return result;
   }
 
@@ -45,29 +56,47 @@ export abstract class GlobalTransaction extends Transaction {
    * aborts it and is thrown. A submit that may not have reached DTM is waited out too.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
-    await this.prepareInDtm(this.request());
-    let result: T;
+    this.observeStart();
+    let outcome: GlobalTransactionOutcome<T>;
     try {
-      result = await this.runBody(body);
+      await this.prepareInDtm(this.request());
+      let result: T | undefined;
+      let rolledBack = false;
+      try {
+        result = await this.runBody(body);
+      } catch (err) {
+        if (!(err instanceof DtmFailureError)) throw err;
+        rolledBack = true; // a branch's FAILURE: the abort is sent, the rollback is the outcome
+      }
+      if (rolledBack) outcome = await this.runtime.waitForFinal(this.gid, wait);
+      else {
+        try {
+          await this.submitRequest(this.request(), false);
+        } catch (err) {
+          if (!isTransientDtmError(err)) throw err;
+        }
+        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
+      }
     } catch (err) {
-      if (!(err instanceof DtmFailureError)) throw err;
-      return this.runtime.waitForFinal(this.gid, wait);
+      this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
+      throw err;
     }
-    try {
-      await this.submitRequest(this.request(), false);
-    } catch (err) {
-      if (!isTransientDtmError(err)) throw err;
-    }
-    return { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
+    this.observeEnd(outcome.status, outcome.status === 'failed' ? outcome.rollbackReason : undefined);
+    return outcome;
   }
 
-  /** Runs `body`; if it throws, aborts the transaction (the error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change what is thrown. */
+  /**
+   * Runs `body` (with the transaction's span active); if it throws, aborts the transaction (the
+   * error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change
+   * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
+   */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
-      return await body(this);
+      return await this.withinObservation(body, this);
     } catch (err) {
+      this.bodyFailed = true;
       const reason = err instanceof Error ? err.message : String(err);
-      await this.transport.abort(this.request({ rollbackReason: reason })).catch(() => undefined);
+      await this.transport.abort(this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
       throw err;
     }
   }

@@ -78,8 +78,14 @@ export class Msg extends StepTransaction {
    */
   async prepare(queryPrepared: string): Promise<void> {
     if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
-    if (this.remoteSteps) await this.resolveRemote();
-    await this.prepareInDtm(this.submission());
+    this.observeStart();
+    try {
+      if (this.remoteSteps) await this.resolveRemote();
+      await this.prepareInDtm(this.submission());
+    } catch (err) {
+      this.observeEnd('error', err);
+      throw err;
+    }
   }
 
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */
@@ -115,7 +121,7 @@ export class Msg extends StepTransaction {
     let businessError: unknown;
     let checkError: unknown;
     try {
-      result = await business(local);
+      result = await this.withinObservation(business, local);
     } catch (err) {
       businessError = err;
     }
@@ -126,13 +132,17 @@ export class Msg extends StepTransaction {
       );
     }
     if (businessError instanceof DtmFailureError || checkError instanceof DtmFailureError) {
-      await this.transport.abort(this.submission()).catch(() => undefined);
+      const cause = businessError ?? checkError;
+      await this.transport.abort(this.submission()).catch((abortError: unknown) => this.abortFailed(abortError, cause));
+      this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
       try {
         await this.submit();
       } catch (err) {
         if (businessError === undefined) throw err;
       }
+    } else {
+      this.observeEnd('prepared', checkError);
     }
     if (businessError !== undefined) throw businessError;
     if (checkError !== undefined) throw checkError;

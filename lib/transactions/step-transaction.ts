@@ -40,8 +40,15 @@ export abstract class StepTransaction extends Transaction {
 
   /** Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round succeeded. */
   async submit(): Promise<void> {
-    if (this.remoteSteps) await this.resolveRemote();
-    await this.submitRequest(this.submission(), false);
+    this.observeStart();
+    try {
+      if (this.remoteSteps) await this.resolveRemote();
+      await this.submitRequest(this.submission(), false);
+    } catch (err) {
+      this.observeEnd('error', err);
+      throw err;
+    }
+    this.observeEnd('submitted');
   }
 
   /**
@@ -54,15 +61,24 @@ export abstract class StepTransaction extends Transaction {
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
-    if (this.remoteSteps) await this.resolveRemote();
+    this.observeStart();
+    let final: FinalResult;
     try {
-      await this.submitRequest(this.submission(), true);
+      if (this.remoteSteps) await this.resolveRemote();
+      let lost: Error | undefined;
+      try {
+        await this.submitRequest(this.submission(), true);
+      } catch (err) {
+        if (!mayHaveReachedDtm(err)) throw err;
+        lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
+      }
+      final = await this.runtime.waitForFinal(this.gid, wait, lost, this.steps);
     } catch (err) {
-      if (!mayHaveReachedDtm(err)) throw err;
-      // the submit may have reached DTM before the connection broke: what DTM holds decides
-      return this.runtime.waitForFinal(this.gid, wait, err as Error, this.steps);
+      this.observeEnd('error', err);
+      throw err;
     }
-    return this.runtime.waitForFinal(this.gid, wait, undefined, this.steps);
+    this.observeEnd(final.status, final.status === 'failed' ? final.rollbackReason : undefined);
+    return final;
   }
 
   /** What submit sends. */

@@ -3,6 +3,7 @@ import type { BranchKind, FinalResult, TransactionRecord, WaitOptions } from '..
 import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
+import type { DtmInstrumentation } from '../observability/dtm-instrumentation.js';
 
 /** What a transaction needs from the client that made it (internal). */
 export interface TransactionRuntime {
@@ -25,4 +26,6 @@ export interface TransactionRuntime {
   remoteBranch(ref: RemoteBranch, kind: RemoteBranchKind, protocol: DtmProtocol): Promise<Record<string, string>>;
   /** A call to a target of `service` failed with `err`: refetch its manifest at the next use if the target looks moved. */
   remoteFailed(service: string, err: unknown): void;
+  /** The module's instrumentation seam (absent: nothing observes, failures are only logged). */
+  readonly instrumentation?: DtmInstrumentation;
 }

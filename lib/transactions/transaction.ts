@@ -16,6 +16,8 @@ import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
+import { UNOBSERVED, type DtmInstrumentation, type TransactionObservation } from '../observability/dtm-instrumentation.js';
+import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
 
 /** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
 export function assertGid(gid: unknown): asserts gid is string {
@@ -64,6 +66,8 @@ export abstract class Transaction {
   private readonly inboundHeaders: Record<string, string>;
   /** Whether DTM accepted this object's prepare: from then on the transaction DTM holds under the gid is this one. */
   private created = false;
+  /** The observation of this transaction (when something observes): from its first call to DTM to its outcome. */
+  private observation?: TransactionObservation;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -86,6 +90,41 @@ export abstract class Transaction {
   /** The options this transaction is sent with (seconds): module defaults overridden by the transaction's. */
   get options(): Readonly<ResolvedOptions> {
     return this.resolved;
+  }
+
+  /** The module's instrumentation seam. */
+  protected get instrumentation(): DtmInstrumentation {
+    return this.runtime.instrumentation ?? UNOBSERVED;
+  }
+
+  /** Starts observing the transaction (once; nothing when nothing observes): its span, whose trace context then goes to DTM with every request. */
+  protected observeStart(): void {
+    if (this.observation) return;
+    this.observation = this.instrumentation.startTransaction(this.gid, this.transType, this.protocol, this.inboundHeaders, this.runtime.config.passTraceContext !== false);
+  }
+
+  /** Ends observing the transaction with `outcome` (nothing when it is not observed, or already ended). */
+  protected observeEnd(outcome: DtmTransactionOutcome, error?: unknown): void {
+    const observation = this.observation;
+    if (!observation) return;
+    this.observation = undefined;
+    this.instrumentation.endTransaction(observation, outcome, error);
+  }
+
+  /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
+  protected withinObservation<A, T>(fn: (arg: A) => T, arg: A): T {
+    return this.observation ? this.instrumentation.within(this.observation, () => fn(arg)) : fn(arg);
+  }
+
+  /** Reports (log, `abort.failed`) that the abort after the body's error `cause` failed with `error`. */
+  protected abortFailed(error: unknown, cause: unknown): void {
+    this.instrumentation.abortFailed(this.gid, this.transType, this.protocol, error, cause);
+  }
+
+  /** The headers DTM adds to branch calls: the transaction's, with the trace context of its span when it has one. */
+  private get branchHeaders(): Record<string, string> {
+    const trace = this.observation?.headers;
+    return trace ? { ...this.resolved.branchHeaders, ...trace } : this.resolved.branchHeaders;
   }
 
   /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
@@ -179,14 +218,14 @@ export abstract class Transaction {
     const request = parts as TransactionRequest;
     request.gid = this.gid;
     request.transType = this.transType;
-    request.options = this.resolved;
+    request.options = this.observation?.headers ? { ...this.resolved, branchHeaders: this.branchHeaders } : this.resolved;
     const auth = this.auth;
     if (auth) {
       const entries: string[] = [];
       this.signDtmCalls((op, branchId, target, payload) => {
         entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload })}`);
       });
-      if (entries.length > 0) request.options = { ...this.resolved, branchHeaders: { ...this.resolved.branchHeaders, [AUTH_HEADER]: entries.join(',') } };
+      if (entries.length > 0) request.options = { ...request.options, branchHeaders: { ...request.options.branchHeaders, [AUTH_HEADER]: entries.join(',') } };
     }
     return request;
   }
@@ -197,9 +236,9 @@ export abstract class Transaction {
   /** The headers of a call the app makes itself: the transaction's, and with authenticated calls its token. */
   protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string): Record<string, string> {
     const auth = this.auth;
-    if (!auth) return this.resolved.branchHeaders;
+    if (!auth) return this.branchHeaders;
     const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), payload });
-    return { ...this.resolved.branchHeaders, [AUTH_CALL_HEADER]: token };
+    return { ...this.branchHeaders, [AUTH_CALL_HEADER]: token };
   }
 
   /** Calls a branch itself (TCC Try, XA action, msg back-check), within the branch timeout. */

@@ -3,6 +3,7 @@ import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm
 import type { EncodedPayload, WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { Transaction } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -32,6 +33,23 @@ export class WorkflowTransaction extends Transaction {
   /** @internal made by the workflow engine */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
     super(runtime, gid, 'workflow', options);
+  }
+
+  /**
+   * @internal Runs this execution of the workflow (`run`) observed, with its span active: `succeed`,
+   * `failed` (a `DtmFailureError`), or `error` (the workflow is left to DTM, or a call failed).
+   */
+  async observed<T>(run: () => Promise<T>): Promise<T> {
+    this.observeStart();
+    let value: T;
+    try {
+      value = await this.withinObservation(run, undefined);
+    } catch (err) {
+      this.observeEnd(err instanceof DtmFailureError ? 'failed' : 'error', err);
+      throw err;
+    }
+    this.observeEnd('succeed');
+    return value;
   }
 
   /** Creates the workflow (prepared, with its name, input and resume target) or finds it; its status and recorded progress. */

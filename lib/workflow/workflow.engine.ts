@@ -97,6 +97,10 @@ export class WorkflowEngine {
 
   private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}): Promise<WorkflowResult> {
     const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...options });
+    return tx.observed(() => this.runExecution(tx, definition, gid, input));
+  }
+
+  private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown): Promise<WorkflowResult> {
     const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
     if (progress.status === 'succeed') return { status: 'succeed', result: await this.resultOf(gid, progress.result) };
     if (progress.status === 'failed') throw new DtmFailureError(readFailureReason(progress.rollbackReason ?? 'FAILURE').message, { gid, raw: progress.rollbackReason });

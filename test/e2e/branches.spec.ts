@@ -236,7 +236,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
 
     expect(final.status).toBe('failed');
     expect(t.ledger.callsOf(gid).filter((c) => c.handler === 'transInCompensate')).toHaveLength(2);
-    expect(t.logger.warnings.some((w) => w.includes('BankController.transInCompensate (saga-compensate, op=compensate) threw DtmFailureError'))).toBe(true);
+    expect(t.logger.warnings.some((w) => w.includes(`BankController.transInCompensate (saga-compensate, saga gid ${gid}, branch 02, op compensate) threw DtmFailureError`))).toBe(true);
   });
 
   it('passes allow-listed headers (and trace context) to every branch, a cron retry included; nothing else', async () => {

@@ -78,7 +78,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const final = await t.client.waitForFinal(gid, { timeout: 20 });
     expect(final.status).toBe('succeed');
     expect(t.ledger.callsOf(gid)).toHaveLength(2);
-    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error ShopController.reserve failed (grpc, gid ${gid}, branch 01, op action); DTM will retry the call: Error: warehouse offline`));
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error ShopController.reserve failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: warehouse offline`));
     const direct = await callGrpc(t.target('Reserve'), item('x', 'crash-once'), { gid: 'direct-2', trans_type: 'saga', branch_id: '01', op: 'action' });
     expect([direct.code, direct.text]).toEqual([13, 'warehouse offline (direct-2/01/action)']);
   });

@@ -129,6 +129,27 @@ describe('the packed tarball', () => {
     });
   });
 
+  it('runs without @opentelemetry/api installed (an optional peer): hooks still get every call to DTM, its failure included', () => {
+    const out = runInConsumer(
+      'no-otel.mjs',
+      `import 'reflect-metadata';
+       import { createRequire } from 'node:module';
+       import { Module } from '@nestjs/common';
+       import { NestFactory } from '@nestjs/core';
+       import { DtmClient, DtmModule } from 'nestjs-dtm';
+       let otelInstalled = true;
+       try { createRequire(import.meta.url).resolve('@opentelemetry/api'); } catch { otelInstalled = false; }
+       const calls = [];
+       class AppModule {}
+       Module({ imports: [DtmModule.forRoot({ config: { serverUrl: 'http://127.0.0.1:1/api/dtmsvr', timeout: 3 }, instrumentation: { hooks: { 'dtm.call': (e) => calls.push(e.operation + ' ' + e.outcome) } } })] })(AppModule);
+       const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
+       const error = await app.get(DtmClient).generateGid().then(() => 'none', (e) => e.name);
+       console.log(JSON.stringify({ otelInstalled, calls, error }));
+       await app.close();`,
+    );
+    expect(JSON.parse(out)).toEqual({ otelInstalled: false, calls: ['newGid error'], error: 'DtmUnavailableError' });
+  });
+
   it('errors keep instanceof across two loaded copies of the package; gRPC without its libraries is a usage error naming them', () => {
     execFileSync('cp', ['-r', join(work, 'app', 'node_modules', 'nestjs-dtm'), join(work, 'app', 'node_modules', 'nestjs-dtm-copy')]);
     const out = runInConsumer(

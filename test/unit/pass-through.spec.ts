@@ -2,7 +2,7 @@
 // and W3C trace context only when well-formed (DTM stores and sends whatever it is given).
 import { describe, expect, it } from '@jest/globals';
 import { resolveDtmConfig } from 'nestjs-dtm';
-import { checkTraceContext, isValidTracestate, passThroughAllowList, pickHeaders } from '../../lib/context/dtm-context.js';
+import { checkTraceContext, isValidTracestate, parseTraceparent, passThroughAllowList, pickHeaders } from '../../lib/context/dtm-context.js';
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
@@ -10,6 +10,14 @@ describe('pass-through headers', () => {
   it('allow-lists pass_through_headers plus trace context, or without it when pass_trace_context is false', () => {
     expect(passThroughAllowList(resolveDtmConfig({ config: { passThroughHeaders: ['X-Request-ID'] } }, {}))).toEqual(['traceparent', 'tracestate', 'x-request-id']);
     expect(passThroughAllowList(resolveDtmConfig({ config: { passThroughHeaders: ['X-Request-ID'], passTraceContext: false } }, {}))).toEqual(['x-request-id']);
+  });
+
+  it('parses a well-formed traceparent (the parent of a branch span), and nothing the pass-through would drop', () => {
+    expect(parseTraceparent(TRACEPARENT)).toEqual({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', flags: 1 });
+    for (const bad of ['ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', `00-${'0'.repeat(32)}-00f067aa0ba902b7-01`, '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', 'garbage']) {
+      expect([bad, parseTraceparent(bad)]).toEqual([bad, undefined]);
+      expect([bad, checkTraceContext({ traceparent: bad })]).toEqual([bad, undefined]);
+    }
   });
 
   it('picks only allow-listed headers; none is undefined', () => {

@@ -1,0 +1,237 @@
+// The one instrumentation seam: every call to DTM, every transaction this app starts and every
+// branch call it serves passes through here, and is turned into hook events, OpenTelemetry spans
+// and metrics, and debug log lines. When nothing observes (no listener, no OpenTelemetry SDK, no
+// debug log), `active` is false and the callers skip all of it: no event object, no clock read.
+import { Logger } from '@nestjs/common';
+import type { DtmProtocol } from '../errors/dtm-error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { MESSAGES } from '../dtm.messages.js';
+import type { BranchKind, TransactionType } from '../transport/dtm.types.js';
+import type {
+  DtmBarrierDecision,
+  DtmBranchCallEvent,
+  DtmBranchOutcome,
+  DtmEventListener,
+  DtmEventName,
+  DtmEvents,
+  DtmInstrumentationOptions,
+  DtmTransactionOutcome,
+} from './dtm-events.js';
+import { OtelBridge, type OtelContext, type OtelSpan } from './otel.js';
+
+/** @internal An observed transaction: its start, span and the trace headers DTM carries to its branches. */
+export interface TransactionObservation {
+  gid: string;
+  transType: TransactionType;
+  protocol: DtmProtocol;
+  started: number;
+  span?: OtelSpan;
+  /** The context with the span, under which the app's body runs. */
+  context?: OtelContext;
+  /** `traceparent` (and `tracestate`) of the span. */
+  headers?: Record<string, string>;
+}
+
+/** @internal An observed branch call, filled in as it runs. */
+export interface BranchObservation {
+  kind: BranchKind;
+  branch: string;
+  handler: string;
+  gid: string;
+  branchId: string;
+  op: string;
+  transType: string;
+  protocol: DtmProtocol;
+  started: number;
+  barrier?: DtmBarrierDecision;
+  span?: OtelSpan;
+  context?: OtelContext;
+}
+
+/** The names of the events ({@link DtmEvents}). */
+const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call', 'abort.failed'];
+
+/** What a branch call's outcome is, from what its handler threw (undefined: it succeeded). */
+export function branchOutcomeOf(error: unknown, failed: boolean): DtmBranchOutcome {
+  if (!failed) return 'success';
+  if (error instanceof DtmFailureError) return 'failure';
+  if (error instanceof DtmOngoingError) return 'ongoing';
+  const status = (error as { getStatus?: () => unknown } | undefined)?.getStatus?.();
+  if (status === 409) return 'failure';
+  if (status === 425) return 'ongoing';
+  return 'error';
+}
+
+/**
+ * The module's instrumentation (injectable): subscribe to its events with {@link on}, or give them
+ * as the module option `instrumentation.hooks`. An error a listener throws is logged and never
+ * reaches the transaction or the branch call.
+ */
+export class DtmInstrumentation {
+  private readonly listeners: { [E in DtmEventName]?: DtmEventListener<E>[] } = {};
+  private listening = false;
+  private readonly logger = new Logger('DtmTrace');
+  private readonly debugLogs: boolean;
+  private readonly openTelemetry: boolean;
+  /** undefined: not probed yet; null: no OpenTelemetry SDK (or turned off). */
+  private otelBridge?: OtelBridge | null;
+
+  constructor(options: DtmInstrumentationOptions = {}) {
+    this.debugLogs = options.debugLogs === true;
+    this.openTelemetry = options.openTelemetry !== false;
+    for (const name in options.hooks ?? {}) {
+      const listener = options.hooks![name as DtmEventName];
+      if (!(EVENT_NAMES as readonly string[]).includes(name)) throw new DtmUsageError(MESSAGES.badHook(name, EVENT_NAMES, 'no such event'));
+      if (listener === undefined) continue;
+      if (typeof listener !== 'function') throw new DtmUsageError(MESSAGES.badHook(name, EVENT_NAMES, `a ${typeof listener}, not a function`));
+      this.on(name as DtmEventName, listener as DtmEventListener<DtmEventName>);
+    }
+  }
+
+  /** Calls `listener` with every event `name`; returns the function that unsubscribes it. */
+  on<E extends DtmEventName>(name: E, listener: DtmEventListener<E>): () => void {
+    const list = (this.listeners[name] ??= []) as DtmEventListener<E>[];
+    list.push(listener);
+    this.listening = true;
+    return () => {
+      const at = list.indexOf(listener);
+      if (at >= 0) list.splice(at, 1);
+      this.listening = Object.values(this.listeners).some((l) => l.length > 0);
+    };
+  }
+
+  /** @internal Whether anything observes: a listener, an OpenTelemetry SDK, the debug log. */
+  get active(): boolean {
+    return this.listening || this.debugLogs || this.otel() !== null;
+  }
+
+  /** @internal The OpenTelemetry bridge, probed once; null without an SDK. */
+  otel(): OtelBridge | null {
+    if (this.otelBridge === undefined) this.otelBridge = (this.openTelemetry && OtelBridge.probe()) || null;
+    return this.otelBridge;
+  }
+
+  /** @internal Calls the listeners of `name` (what they throw is logged). */
+  emit<E extends DtmEventName>(name: E, event: DtmEvents[E]): void {
+    const list = this.listeners[name];
+    if (!list) return;
+    for (const listener of list) {
+      try {
+        (listener as DtmEventListener<E>)(event);
+      } catch (err) {
+        this.logger.error(`a listener of ${name} threw (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+    }
+  }
+
+  /** @internal A call to DTM (or to a branch) that took from `started` (performance.now()) and ended with `error` if `failed`. */
+  dtmCall(operation: string, protocol: DtmProtocol, gid: string | undefined, started: number, failed: boolean, error?: unknown, branchId?: string, op?: string): void {
+    const durationMs = performance.now() - started;
+    const outcome = failed ? 'error' : 'ok';
+    if (this.debugLogs) {
+      const at = gid ? ` gid=${gid}${branchId !== undefined ? ` branch=${branchId} op=${op}` : ''}` : '';
+      this.logger.debug(`${operation} over ${protocol}${at}: ${outcome} in ${durationMs.toFixed(1)} ms${failed ? ` (${errorText(error)})` : ''}`);
+    }
+    this.otel()?.dtmCall({ 'dtm.operation': operation, 'dtm.protocol': protocol, 'dtm.outcome': outcome }, durationMs / 1000);
+    if (this.listening) this.emit('dtm.call', { operation, protocol, gid, branchId, op, outcome, error, durationMs });
+  }
+
+  /** @internal Starts observing a transaction (its span a child of the active context, else of the inbound trace headers); undefined when nothing observes. */
+  startTransaction(gid: string, transType: TransactionType, protocol: DtmProtocol, inbound: Record<string, string>, carryTrace: boolean): TransactionObservation | undefined {
+    if (!this.active) return undefined;
+    const observation: TransactionObservation = { gid, transType, protocol, started: performance.now() };
+    const otel = this.otel();
+    if (otel?.tracing) {
+      const parent = otel.parent(carryTrace ? inbound.traceparent : undefined, inbound.tracestate);
+      const span = otel.startSpan(`DTM ${transType}`, parent, { 'dtm.gid': gid, 'dtm.trans_type': transType, 'dtm.protocol': protocol });
+      if (span) {
+        observation.span = span;
+        observation.context = otel.withSpan(parent, span);
+        if (carryTrace) observation.headers = otel.traceHeaders(span);
+      }
+    }
+    if (this.debugLogs) this.logger.debug(`${transType} gid=${gid} started over ${protocol}`);
+    if (this.listening) this.emit('transaction.start', { gid, transType, protocol });
+    return observation;
+  }
+
+  /** @internal Runs `fn` with the span of a transaction or branch call active (the app's code, so its own spans are children). */
+  within<T>(observation: { context?: OtelContext } | undefined, fn: () => T): T {
+    const ctx = observation?.context;
+    return ctx ? this.otel()!.run(ctx, fn) : fn();
+  }
+
+  /** @internal Ends observing a transaction. */
+  endTransaction(observation: TransactionObservation, outcome: DtmTransactionOutcome, error?: unknown): void {
+    const { gid, transType, protocol } = observation;
+    const durationMs = performance.now() - observation.started;
+    const failed = outcome === 'failed' || outcome === 'aborted' || outcome === 'error';
+    const otel = this.otel();
+    if (otel) {
+      if (observation.span) otel.endSpan(observation.span, { 'dtm.outcome': outcome }, error, failed);
+      otel.transaction({ 'dtm.trans_type': transType, 'dtm.protocol': protocol, 'dtm.outcome': outcome }, durationMs / 1000);
+    }
+    if (this.debugLogs) this.logger.debug(`${transType} gid=${gid}: ${outcome} in ${durationMs.toFixed(1)} ms${error !== undefined ? ` (${errorText(error)})` : ''}`);
+    if (this.listening) this.emit('transaction.end', { gid, transType, protocol, outcome, error, durationMs });
+  }
+
+  /** @internal The abort after a failed body failed: logged (warning) and reported; the caller gets the body's error. */
+  abortFailed(gid: string, transType: TransactionType, protocol: DtmProtocol, error: unknown, cause: unknown): void {
+    this.logger.warn(`abort of ${transType} gid=${gid} failed after its body threw (the caller gets the body's error; DTM fails the prepared transaction at its timeout): ${errorText(error)}`);
+    if (this.listening) this.emit('abort.failed', { gid, transType, protocol, error, cause });
+  }
+
+  /** @internal Starts observing a branch call (its span a child of the active context, else of the call's trace headers). */
+  startBranch(observation: BranchObservation, traceparent: string | undefined, tracestate: string | undefined): void {
+    const otel = this.otel();
+    if (!otel?.tracing) return;
+    const parent = otel.parent(traceparent, tracestate);
+    const span = otel.startSpan(`DTM ${observation.transType} ${observation.op} ${observation.branch}`, parent, {
+      'dtm.gid': observation.gid,
+      'dtm.trans_type': observation.transType,
+      'dtm.branch_id': observation.branchId,
+      'dtm.op': observation.op,
+      'dtm.branch.name': observation.branch,
+      'dtm.branch.kind': observation.kind,
+      'dtm.protocol': observation.protocol,
+      'dtm.handler': observation.handler,
+    });
+    if (span) {
+      observation.span = span;
+      observation.context = otel.withSpan(parent, span);
+    }
+  }
+
+  /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`). */
+  endBranch(o: BranchObservation, failed: boolean, error?: unknown): void {
+    const durationMs = performance.now() - o.started;
+    const outcome = branchOutcomeOf(error, failed);
+    const otel = this.otel();
+    if (otel) {
+      if (o.span) otel.endSpan(o.span, o.barrier ? { 'dtm.outcome': outcome, 'dtm.barrier.decision': o.barrier } : { 'dtm.outcome': outcome }, error, outcome !== 'success');
+      const attributes = { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.protocol': o.protocol, 'dtm.trans_type': o.transType };
+      otel.branchCall(attributes, o.barrier ? { 'dtm.barrier.decision': o.barrier, 'dtm.op': o.op, 'dtm.trans_type': o.transType } : undefined, durationMs / 1000);
+    }
+    if (this.debugLogs) {
+      this.logger.debug(
+        `${o.handler} (${o.kind} ${o.branch}) gid=${o.gid} branch=${o.branchId} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
+      );
+    }
+    if (this.listening) {
+      const event: DtmBranchCallEvent = { kind: o.kind, branch: o.branch, handler: o.handler, gid: o.gid, branchId: o.branchId, op: o.op, transType: o.transType, protocol: o.protocol, outcome, durationMs };
+      if (o.barrier) event.barrier = o.barrier;
+      if (failed) event.error = error;
+      this.emit('branch.call', event);
+    }
+  }
+}
+
+/** An error's message for a log line (no stack, no request data). */
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** @internal What a runtime without a module's instrumentation uses (a transaction made outside DtmModule): logs, nothing else. */
+export const UNOBSERVED = new DtmInstrumentation({ openTelemetry: false });

@@ -1,0 +1,233 @@
+// The app of observability.spec.ts: one Nest app that is both the AP (its DtmClient starts the
+// transactions) and the participant (saga, TCC and msg branches behind the PostgreSQL barrier, an
+// XA branch on PostgreSQL), each branch an HTTP route and a gRPC method (services PgBank and
+// XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
+// in-memory exporter. Its logger records every line.
+import 'reflect-metadata';
+import { Body, Controller, Get, Injectable, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import {
+  BarrierTx,
+  DtmClient,
+  DtmFailureError,
+  DtmInstrumentation,
+  DtmModule,
+  DtmWorkflow,
+  MsgBranch,
+  MsgQueryPrepared,
+  SagaAction,
+  SagaCompensate,
+  TccCancel,
+  TccConfirm,
+  TccTry,
+  UseBarrier,
+  XaBranch,
+  ensureBarrierSchema,
+  pgBarrierDatabase,
+  pgXaDatabase,
+  type BarrierDatabase,
+  type DtmInstrumentationOptions,
+  type WorkflowContext,
+} from 'nestjs-dtm';
+import type { FileDatabases } from '../support/databases.js';
+import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { harness } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
+
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `compensate`: the compensation throws FAILURE. */
+export interface Move {
+  account: number;
+  amount: number;
+  fail?: string;
+}
+
+/** Keeps every line the app logs, with its level and context. */
+export class LineLogger implements LoggerService {
+  lines: string[] = [];
+  log(message: unknown, context?: string) {
+    this.lines.push(`log [${context}] ${String(message)}`);
+  }
+  warn(message: unknown, context?: string) {
+    this.lines.push(`warn [${context}] ${String(message)}`);
+  }
+  error(message: unknown, ...rest: unknown[]) {
+    this.lines.push(`error [${String(rest[rest.length - 1])}] ${String(message)}`);
+  }
+  debug(message: unknown, context?: string) {
+    this.lines.push(`debug [${context}] ${String(message)}`);
+  }
+  verbose() {}
+}
+
+let db: BarrierDatabase;
+const add = 'UPDATE account SET balance = balance + $1 WHERE id = $2';
+const withdraw = 'UPDATE account SET balance = balance - $1 WHERE id = $2 AND balance >= $1';
+
+async function exec(tx: unknown, sql: string, params: unknown[]): Promise<number> {
+  return (await (tx as pg.PoolClient).query(sql, params)).rowCount ?? 0;
+}
+
+@Controller('bank')
+@UseBarrier('pg')
+class Bank {
+  @Post('trans-out')
+  @GrpcMethod('PgBank', 'TransOut')
+  @SagaAction('transOut')
+  async transOut(@Body() m: Move, @BarrierTx() tx: unknown) {
+    if ((await exec(tx, withdraw, [m.amount, m.account])) === 0) throw new DtmFailureError(`account ${m.account}: insufficient balance`);
+  }
+
+  @Post('trans-out-compensate')
+  @GrpcMethod('PgBank', 'TransOutCompensate')
+  @SagaCompensate('transOut')
+  async transOutCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+    await exec(tx, add, [m.amount, m.account]);
+  }
+
+  @Post('trans-in')
+  @GrpcMethod('PgBank', 'TransIn')
+  @SagaAction('transIn')
+  async transIn(@Body() m: Move, @BarrierTx() tx: unknown) {
+    await exec(tx, add, [m.amount, m.account]);
+    if (m.fail === 'crash') throw new Error('ledger disk full');
+    if (m.fail) throw new DtmFailureError(`account ${m.account} is frozen`);
+  }
+
+  @Post('trans-in-compensate')
+  @GrpcMethod('PgBank', 'TransInCompensate')
+  @SagaCompensate('transIn')
+  async transInCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+    if (m.fail === 'compensate') throw new DtmFailureError('cannot undo');
+    await exec(tx, add, [-m.amount, m.account]);
+  }
+
+  @Post('tcc-out-try')
+  @GrpcMethod('PgBank', 'TccOutTry')
+  @TccTry('tccOut')
+  async tccOutTry(@Body() m: Move, @BarrierTx() tx: unknown) {
+    if ((await exec(tx, withdraw, [m.amount, m.account])) === 0) throw new DtmFailureError(`account ${m.account}: insufficient balance`);
+  }
+
+  @Post('tcc-out-confirm')
+  @GrpcMethod('PgBank', 'TccOutConfirm')
+  @TccConfirm('tccOut')
+  tccOutConfirm() {}
+
+  @Post('tcc-out-cancel')
+  @GrpcMethod('PgBank', 'TccOutCancel')
+  @TccCancel('tccOut')
+  async tccOutCancel(@Body() m: Move, @BarrierTx() tx: unknown) {
+    await exec(tx, add, [m.amount, m.account]);
+  }
+
+  @Post('deliver')
+  @GrpcMethod('PgBank', 'Deliver')
+  @MsgBranch('deliver')
+  async deliver(@Body() m: Move, @BarrierTx() tx: unknown) {
+    await exec(tx, add, [m.amount, m.account]);
+  }
+
+  @Get('query-prepared')
+  @GrpcMethod('PgBank', 'QueryPrepared')
+  @MsgQueryPrepared('outbox')
+  queryPrepared() {
+    throw new Error('not called: the barrier answers');
+  }
+}
+
+@Controller('xa')
+class XaBank {
+  @Post('pg')
+  @GrpcMethod('XaBank', 'Pg')
+  @XaBranch('xaPg', { db: 'pg' })
+  async pg(@Body() m: Move, @BarrierTx() client: pg.Client) {
+    await client.query(add, [m.amount, m.account]);
+    if (m.fail) throw new DtmFailureError('pg branch refused');
+    return { message: 'ok' };
+  }
+}
+
+/** A workflow over the bank's saga branches: out (with its compensation), then in (`fail`: FAILURE, the workflow rolls back). */
+@Injectable()
+class Transfers {
+  @DtmWorkflow('observed.transfer')
+  async transfer(wf: WorkflowContext<{ base: string; fail: string }>) {
+    const { base, fail } = wf.input;
+    await wf
+      .step('out')
+      .onRollback((b) => b.http(`${base}/bank/trans-out-compensate`, { account: 1, amount: 20 }))
+      .http(`${base}/bank/trans-out`, { account: 1, amount: 20 });
+    await wf.step('in').http(`${base}/bank/trans-in`, { account: 2, amount: 20, fail });
+    return 'moved';
+  }
+}
+
+/** The running app. */
+export interface ObservedApp {
+  app: INestApplication;
+  /** The base URL of its HTTP server. */
+  url: string;
+  client: DtmClient;
+  instrumentation: DtmInstrumentation;
+  logger: LineLogger;
+  /** Runs SQL on the app's database. */
+  sql(text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** The balances of accounts `ids`. */
+  balances(ids: number[]): Promise<Record<number, number>>;
+  close(): Promise<void>;
+}
+
+/** Starts the app on this file's PostgreSQL database (accounts 1..3 with 100 each), with `instrumentation` as its module option. */
+export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmInstrumentationOptions): Promise<ObservedApp> {
+  const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
+  db = pgBarrierDatabase(pool);
+  await pool.query('DROP TABLE IF EXISTS account');
+  await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+  await pool.query('INSERT INTO account VALUES (1, 100), (2, 100), (3, 100)');
+  await ensureBarrierSchema(db, { table: 'dtm_barrier' });
+  const grpcAddress = `127.0.0.1:${await freePort()}`;
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier' },
+        barrierConnections: { pg: db },
+        xaConnections: {
+          pg: pgXaDatabase(async () => {
+            const client = new pg.Client({ connectionString: dbs.postgres.url });
+            await client.connect();
+            return client;
+          }),
+        },
+        grpcProtos: TESTS_GRPC_PROTOS,
+        instrumentation,
+      }),
+    ],
+    controllers: [Bank, XaBank],
+    providers: [Transfers],
+  }).compile();
+  const logger = new LineLogger();
+  const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.listen(0, '127.0.0.1');
+  const { port } = app.getHttpServer().address() as { port: number };
+  return {
+    app,
+    url: `http://127.0.0.1:${port}`,
+    client: app.get(DtmClient),
+    instrumentation: app.get(DtmInstrumentation),
+    logger,
+    sql: async (text, params = []) => (await pool.query(text, params)).rows,
+    async balances(ids) {
+      const result: Record<number, number> = {};
+      for (const id of ids) result[id] = Number((await pool.query('SELECT balance FROM account WHERE id = $1', [id])).rows[0].balance);
+      return result;
+    },
+    async close() {
+      await app.close();
+      await pool.end();
+    },
+  };
+}

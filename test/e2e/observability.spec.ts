@@ -1,0 +1,433 @@
+// The instrumentation seam against the real DTM server, with the real OpenTelemetry SDK
+// (in-memory span exporter, a metric reader collected on demand): one trace from the AP's
+// transaction span through DTM to every branch call (compensations DTM makes later included),
+// over HTTP and gRPC, for saga, TCC, msg and XA; the counters against what DTM recorded; hooks
+// in order, hooks that throw, and the aborts whose errors were once swallowed.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { DtmFailureError, METRIC_NAMES, type DtmEventName, type DtmEvents } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { queryTrans } from '../support/harness.js';
+import { startObservedApp, type ObservedApp } from './observability.app.js';
+
+/** A metric reader the test collects when it wants. */
+class OnDemandReader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+const exporter = new InMemorySpanExporter();
+const reader = new OnDemandReader();
+/** Every event the module emitted, in order. */
+const events: { name: DtmEventName; event: DtmEvents[DtmEventName] }[] = [];
+const record =
+  <E extends DtmEventName>(name: E) =>
+  (event: DtmEvents[E]) =>
+    events.push({ name, event });
+
+let t: ObservedApp;
+let dbs: FileDatabases;
+beforeAll(async () => {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+  dbs = await fileDatabases();
+  t = await startObservedApp(dbs, {
+    hooks: {
+      'transaction.start': record('transaction.start'),
+      'transaction.end': record('transaction.end'),
+      'dtm.call': record('dtm.call'),
+      'branch.call': record('branch.call'),
+      'abort.failed': record('abort.failed'),
+    },
+  });
+});
+afterAll(async () => {
+  await t?.close();
+});
+beforeEach(async () => {
+  await t.sql('UPDATE account SET balance = 100');
+  t.logger.lines.length = 0;
+});
+
+/** The spans of `gid`: the AP's transaction span first, then its branch calls in the order they ended. */
+function spansOf(gid: string): { ap: ReadableSpan; branches: ReadableSpan[] } {
+  const all = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
+  const ap = all.filter((s) => s.attributes['dtm.op'] === undefined);
+  expect(ap).toHaveLength(1);
+  return { ap: ap[0], branches: all.filter((s) => s !== ap[0]) };
+}
+
+/** A branch span as `branch op name barrier outcome`. */
+const line = (s: ReadableSpan) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.branch.name']} ${s.attributes['dtm.barrier.decision'] ?? '-'} ${s.attributes['dtm.outcome']}`;
+
+/** Asserts that the AP's span and every branch span of `gid` are one trace, the branch spans children of the AP's. */
+function expectOneTrace(gid: string): { ap: ReadableSpan; branches: ReadableSpan[] } {
+  const spans = spansOf(gid);
+  const { traceId, spanId } = spans.ap.spanContext();
+  expect(spans.branches.length).toBeGreaterThan(0);
+  for (const s of spans.branches) expect([s.name, s.spanContext().traceId, s.parentSpanContext?.spanId]).toEqual([s.name, traceId, spanId]);
+  return spans;
+}
+
+/** The points of the counter `name` as `attribute=value ...: count`, attributes in `keys` order. */
+async function counter(name: string, keys: string[]): Promise<Map<string, number>> {
+  const { resourceMetrics } = await reader.collect();
+  const points = new Map<string, number>();
+  for (const scope of resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      if (metric.descriptor.name !== name) continue;
+      for (const point of metric.dataPoints) {
+        const key = keys.map((k) => String(point.attributes[k])).join(' ');
+        points.set(key, (points.get(key) ?? 0) + (point.value as number));
+      }
+    }
+  }
+  return points;
+}
+
+/** What `counter` grew by between `before` and `after` (only the keys that grew). */
+function growth(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const grown: Record<string, number> = {};
+  for (const [key, value] of after) if (value !== (before.get(key) ?? 0)) grown[key] = value - (before.get(key) ?? 0);
+  return grown;
+}
+
+/** What DTM recorded of `gid`'s branches that ran (`branch op status`), sorted. */
+async function dtmBranches(gid: string): Promise<string[]> {
+  return (await queryTrans(gid)).branches
+    .filter((b) => b.status !== 'prepared')
+    .map((b) => `${b.branch_id} ${b.op} ${b.status}`)
+    .sort();
+}
+
+/** The branch spans of `gid` as DTM records branches (`branch op status`), sorted; `ops`: only these ops. */
+const asDtm = (branches: ReadableSpan[], ops?: string[]) =>
+  branches
+    .filter((s) => !ops || ops.includes(String(s.attributes['dtm.op'])))
+    .map((s) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.outcome'] === 'success' ? 'succeed' : 'failed'}`)
+    .sort();
+
+const BRANCH_KEYS = ['dtm.trans_type', 'dtm.op', 'dtm.outcome', 'dtm.protocol'];
+
+describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
+  it('a saga that rolls back: one trace, the AP span and the branch spans of its actions and compensations, counters as DTM recorded', async () => {
+    const gid = await t.client.generateGid();
+    const [callsBefore, txBefore, barrierBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']), await counter(METRIC_NAMES.barrierDecisions, ['dtm.op', 'dtm.barrier.decision'])];
+    const final = await t.client.newSaga(gid, { protocol }).add('transOut', { account: 1, amount: 30 }).add('transIn', { account: 2, amount: 30, fail: 'yes' }).submitAndWait();
+
+    expect(final.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes, ap.status.code]).toEqual(['DTM saga', { 'dtm.gid': gid, 'dtm.trans_type': 'saga', 'dtm.protocol': protocol, 'dtm.outcome': 'failed' }, SpanStatusCode.ERROR]);
+    expect(branches.map(line)).toEqual([
+      '01 action transOut executed success',
+      '02 action transIn - failure',
+      '02 compensate transIn null-compensation success',
+      '01 compensate transOut executed success',
+    ]);
+    expect(branches[1].status.code).toBe(SpanStatusCode.ERROR);
+    expect(branches[0].attributes).toMatchObject({ 'dtm.trans_type': 'saga', 'dtm.protocol': protocol, 'dtm.branch.kind': 'saga-action', 'dtm.handler': 'Bank.transOut' });
+    expect(asDtm(branches)).toEqual(await dtmBranches(gid));
+
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
+      [`saga action success ${protocol}`]: 1,
+      [`saga action failure ${protocol}`]: 1,
+      [`saga compensate success ${protocol}`]: 2,
+    });
+    expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`saga failed ${protocol}`]: 1 });
+    expect(growth(barrierBefore, await counter(METRIC_NAMES.barrierDecisions, ['dtm.op', 'dtm.barrier.decision']))).toEqual({
+      'action executed': 1,
+      'compensate null-compensation': 1,
+      'compensate executed': 1,
+    });
+  });
+
+  it('a TCC transaction that rolls back: the Try calls the AP makes and the cancels DTM makes are one trace', async () => {
+    const gid = await t.client.generateGid();
+    const callsBefore = await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS);
+    const outcome = await t.client.tccGlobalTransactionAndWait(
+      gid,
+      async (tcc) => {
+        await tcc.callBranch({ account: 1, amount: 30 }, 'tccOut');
+        await tcc.callBranch({ account: 2, amount: 500 }, 'tccOut'); // insufficient: FAILURE
+      },
+      { protocol },
+    );
+
+    expect(outcome.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM tcc', 'failed', SpanStatusCode.ERROR]);
+    expect(branches.map(line).sort()).toEqual(['01 cancel tccOut executed success', '01 try tccOut executed success', '02 cancel tccOut null-compensation success', '02 try tccOut - failure']);
+    // DTM records the branches it calls (cancel, confirm); the Try calls are the AP's own
+    expect(asDtm(branches, ['cancel', 'confirm'])).toEqual(await dtmBranches(gid));
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
+      [`tcc try success ${protocol}`]: 1,
+      [`tcc try failure ${protocol}`]: 1,
+      [`tcc cancel success ${protocol}`]: 2,
+    });
+  });
+
+  it('a two-phase message: the AP span (prepare, local transaction, submit) and the branch DTM delivers are one trace', async () => {
+    const gid = await t.client.generateGid();
+    let activeInBody: string | undefined;
+    await t.client
+      .newMsg(gid, { protocol })
+      .add('deliver', { account: 3, amount: 7 })
+      .doAndSubmit('outbox', async () => {
+        activeInBody = trace.getActiveSpan()?.spanContext().spanId;
+      });
+    expect((await t.client.waitForFinal(gid)).status).toBe('succeed');
+    expect(await t.balances([3])).toEqual({ 3: 107 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM msg', 'submitted', SpanStatusCode.UNSET]);
+    expect(activeInBody).toBe(ap.spanContext().spanId); // the local transaction runs under the AP's span
+    expect(branches.map(line)).toEqual(['01 action deliver executed success']);
+    expect(asDtm(branches)).toEqual(await dtmBranches(gid));
+  });
+
+  it('an XA transaction that rolls back: the actions the AP calls and the rollback DTM makes are one trace', async () => {
+    const gid = await t.client.generateGid();
+    const outcome = await t.client.xaGlobalTransactionAndWait(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: 5 }, 'xaPg');
+        await xa.callBranch({ account: 2, amount: 5, fail: 'yes' }, 'xaPg');
+      },
+      { protocol },
+    );
+
+    expect(outcome.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.outcome']]).toEqual(['DTM xa', 'failed']);
+    expect(branches.map(line).sort()).toEqual(['01 action xaPg - success', '01 rollback xaPg - success', '02 action xaPg - failure']);
+    expect(asDtm(branches, ['rollback', 'commit'])).toEqual(await dtmBranches(gid));
+  });
+});
+
+describe('OpenTelemetry for a workflow', () => {
+  it('a workflow that rolls back: the AP span and the steps it calls, their rollback included, are one trace', async () => {
+    const gid = await t.client.generateGid();
+    await expect(t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: 'yes' })).rejects.toBeInstanceOf(DtmFailureError);
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.trans_type'], ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM workflow', 'workflow', 'failed', SpanStatusCode.ERROR]);
+    expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action transIn - failure', '01 rollback transOut executed success']);
+  });
+});
+
+describe('hooks', () => {
+  /** The events of `gid` from `from` on, as `name detail`; calls to DTM apart (their order against DTM's own calls to the branches is DTM's). */
+  function eventsOf(gid: string, from: number): { flow: string[]; dtmCalls: string[] } {
+    const mine = events.slice(from).filter(({ event }) => (event as { gid?: string }).gid === gid);
+    const flow: string[] = [];
+    const dtmCalls: string[] = [];
+    for (const { name, event } of mine) {
+      const e = event as unknown as Record<string, string>;
+      if (name === 'dtm.call') {
+        if (e.operation !== 'query') dtmCalls.push(`${e.operation}${e.op ? ` ${e.branchId} ${e.op}` : ''} ${e.outcome}`);
+      } else if (name === 'branch.call') flow.push(`branch.call ${e.branchId} ${e.op} ${e.handler} ${e.barrier ?? '-'} ${e.outcome}`);
+      else flow.push(`${name} ${e.transType} ${e.outcome ?? ''}`.trim());
+    }
+    return { flow, dtmCalls };
+  }
+
+  it('receive every event of a saga, in order', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(eventsOf(gid, from)).toEqual({
+      flow: ['transaction.start saga', 'branch.call 01 action Bank.transOut executed success', 'branch.call 02 action Bank.transIn executed success', 'transaction.end saga succeed'],
+      dtmCalls: ['submit ok'],
+    });
+    const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
+    expect(end.durationMs).toBeGreaterThan(0);
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]); // nothing logged per call on the success path by default
+  });
+
+  it('receive every event of a TCC transaction, in order', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const outcome = await t.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10 }, 'tccOut'));
+    expect(outcome.status).toBe('succeed');
+    expect(await t.balances([1])).toEqual({ 1: 90 });
+    expect(eventsOf(gid, from)).toEqual({
+      flow: ['transaction.start tcc', 'branch.call 01 try Bank.tccOutTry executed success', 'branch.call 01 confirm Bank.tccOutConfirm executed success', 'transaction.end tcc succeed'],
+      dtmCalls: ['prepare ok', 'registerBranch ok', 'callBranch 01 try ok', 'submit ok'],
+    });
+  });
+
+  it('receive every event of an XA transaction, in order', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const outcome = await t.client.xaGlobalTransactionAndWait(gid, (xa) => xa.callBranch({ account: 1, amount: 4 }, 'xaPg'));
+    expect(outcome.status).toBe('succeed');
+    expect(await t.balances([1])).toEqual({ 1: 104 });
+    expect(eventsOf(gid, from)).toEqual({
+      flow: ['transaction.start xa', 'branch.call 01 action XaBank.pg - success', 'branch.call 01 commit XaBank.pg - success', 'transaction.end xa succeed'],
+      dtmCalls: ['prepare ok', 'registerBranch ok', 'callBranch 01 action ok', 'submit ok'],
+    });
+  });
+
+  it('a hook that throws never breaks a transaction: the error is logged, DTM and the database have the outcome', async () => {
+    const offs = (['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'] as const).map((name) =>
+      t.instrumentation.on(name, () => {
+        throw new Error(`hook ${name} broke`);
+      }),
+    );
+    try {
+      const gid = await t.client.generateGid();
+      const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect((await queryTrans(gid)).transaction!.status).toBe('succeed');
+      expect(await t.balances([1, 2])).toEqual({ 1: 90, 2: 110 });
+      const tcc = await t.client.generateGid();
+      expect((await t.client.tccGlobalTransactionAndWait(tcc, (x) => x.callBranch({ account: 3, amount: 1 }, 'tccOut'))).status).toBe('succeed');
+      expect(await t.balances([3])).toEqual({ 3: 99 });
+      for (const name of ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call']) {
+        expect(t.logger.lines).toContainEqual(expect.stringContaining(`error [DtmTrace] a listener of ${name} threw (ignored: the transaction goes on): Error: hook ${name} broke`));
+      }
+    } finally {
+      for (const off of offs) off();
+    }
+  });
+});
+
+describe('barrier decisions', () => {
+  it('a cancel arriving before its Try is a null compensation, and the late Try is reported as hanging prevented (not a duplicate)', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const call = (path: string, op: string) =>
+      fetch(`${t.url}/bank/${path}?${new URLSearchParams({ gid, trans_type: 'tcc', branch_id: '01', op })}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ account: 1, amount: 10 }),
+      });
+    expect((await call('tcc-out-cancel', 'cancel')).status).toBe(200);
+    expect((await call('tcc-out-try', 'try')).status).toBe(200);
+    expect((await call('tcc-out-try', 'try')).status).toBe(200);
+    expect(await t.balances([1])).toEqual({ 1: 100 });
+    const decisions = events
+      .slice(from)
+      .filter((e) => e.name === 'branch.call')
+      .map((e) => e.event as DtmEvents['branch.call'])
+      .map((e) => `${e.op} ${e.barrier} ${e.outcome}`);
+    expect(decisions).toEqual(['cancel null-compensation success', 'try hanging-prevented success', 'try hanging-prevented success']);
+    const hung = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === 'try');
+    expect(hung.map((s) => s.attributes['dtm.barrier.decision'])).toEqual(['hanging-prevented', 'hanging-prevented']);
+  });
+
+  it('an action delivered twice: the second is a duplicate', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const call = () =>
+      fetch(`${t.url}/bank/trans-out?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: '01', op: 'action' })}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ account: 1, amount: 10 }),
+      });
+    expect((await call()).status).toBe(200);
+    expect((await call()).status).toBe(200);
+    expect(await t.balances([1])).toEqual({ 1: 90 });
+    const decisions = events
+      .slice(from)
+      .filter((e) => e.name === 'branch.call')
+      .map((e) => (e.event as DtmEvents['branch.call']).barrier);
+    expect(decisions).toEqual(['executed', 'duplicate']);
+  });
+});
+
+describe('branch-handler errors in the log', () => {
+  const call = (path: string, op: string, gid: string, branchId: string, body: object) =>
+    fetch(`${t.url}/bank/${path}?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: branchId, op })}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  it('name the handler, transaction type, gid, branch id and op: a crash (retried by DTM) and a FAILURE that cannot roll back', async () => {
+    const gid = await t.client.generateGid();
+    expect((await call('trans-in', 'action', gid, '02', { account: 2, amount: 5, fail: 'crash' })).status).toBe(500);
+    expect(await t.balances([2])).toEqual({ 2: 100 }); // the crashed action's write rolled back
+    expect((await call('trans-in', 'action', gid, '03', { account: 2, amount: 5 })).status).toBe(200);
+    expect((await call('trans-in-compensate', 'compensate', gid, '03', { account: 2, amount: 5, fail: 'compensate' })).status).toBe(409);
+    expect(await t.balances([2])).toEqual({ 2: 105 }); // the refused compensation undid nothing
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error [DtmBranch] Bank.transIn failed (http, saga gid ${gid}, branch 02, op action); DTM will retry the call: Error: ledger disk full`));
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmBranch] Bank.transInCompensate (saga-compensate, saga gid ${gid}, branch 03, op compensate) threw DtmFailureError`));
+  });
+});
+
+describe('the abort after a failed body reports its error', () => {
+  it('TCC: DTM refuses the abort (the transaction was stopped); the caller gets the body\'s error, the hook and the log get the abort\'s', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const bodyError = new Error('payment service down');
+    await expect(
+      t.client.tccGlobalTransaction(gid, async () => {
+        await t.client.forceStop(gid);
+        throw bodyError;
+      }),
+    ).rejects.toBe(bodyError);
+    const reported = events.slice(from).filter((e) => e.name === 'abort.failed');
+    expect(reported).toHaveLength(1);
+    const event = reported[0].event as DtmEvents['abort.failed'];
+    expect([event.gid, event.transType, event.cause, event.error instanceof Error]).toEqual([gid, 'tcc', bodyError, true]);
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of tcc gid=${gid} failed after its body threw`));
+    expect((await queryTrans(gid)).transaction!.status).toBe('failed');
+    const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
+    expect([end.outcome, end.error]).toEqual(['aborted', bodyError]);
+  });
+
+  it('msg: DTM refuses the abort after a FAILURE of the local transaction; the caller gets the FAILURE, the hook and the log get the abort\'s error', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const failure = new DtmFailureError('order refused');
+    await expect(
+      t.client
+        .newMsg(gid)
+        .add('deliver', { account: 3, amount: 1 })
+        .doAndSubmit('outbox', async () => {
+          await t.client.forceStop(gid);
+          throw failure;
+        }),
+    ).rejects.toBe(failure);
+    const reported = events.slice(from).filter((e) => e.name === 'abort.failed').map((e) => e.event as DtmEvents['abort.failed']);
+    expect(reported.map((e) => [e.gid, e.transType, e.cause])).toEqual([[gid, 'msg', failure]]);
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of msg gid=${gid} failed after its body threw`));
+    expect(await t.balances([3])).toEqual({ 3: 100 });
+  });
+});
+
+// last: a second app replaces Nest's global logger (the first app's lines go to it from then on)
+describe('the debug log (instrumentation.debugLogs)', () => {
+  it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
+    try {
+      const gid = await debug.client.generateGid();
+      const final = await debug.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
+      expect(final.status).toBe('failed');
+      const lines = debug.logger.lines.filter((l) => l.includes(gid)).map((l) => l.replace(/\d+\.\d ms/, 'N ms'));
+      expect(lines).toEqual(
+        expect.arrayContaining([
+          `debug [DtmTrace] saga gid=${gid} started over http`,
+          `debug [DtmTrace] submit over http gid=${gid}: ok in N ms`,
+          `debug [DtmTrace] Bank.transOut (saga-action transOut) gid=${gid} branch=01 op=action trans_type=saga over http: success, barrier executed in N ms`,
+          `debug [DtmTrace] Bank.transIn (saga-action transIn) gid=${gid} branch=02 op=action trans_type=saga over http: failure in N ms`,
+          `debug [DtmTrace] Bank.transInCompensate (saga-compensate transIn) gid=${gid} branch=02 op=compensate trans_type=saga over http: success, barrier null-compensation in N ms`,
+          `debug [DtmTrace] Bank.transOutCompensate (saga-compensate transOut) gid=${gid} branch=01 op=compensate trans_type=saga over http: success, barrier executed in N ms`,
+        ]),
+      );
+      expect(lines.filter((l) => l.includes(`query over http gid=${gid}: ok`)).length).toBeGreaterThan(0);
+      expect(lines[lines.length - 1]).toMatch(new RegExp(`^debug \\[DtmTrace\\] saga gid=${gid}: failed in N ms`));
+    } finally {
+      await debug.close();
+    }
+  });
+});

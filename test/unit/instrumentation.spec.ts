@@ -1,0 +1,152 @@
+// The instrumentation seam itself: listeners in order, a listener that throws, unsubscribing,
+// nothing observed (no listener, no OpenTelemetry SDK registered in this process, no debug log)
+// meaning the transport passes DTM's promise straight through, the debug log's lines, and the
+// abort after a failed TCC body reporting its error.
+import { describe, expect, it } from '@jest/globals';
+import { Logger, type LoggerService } from '@nestjs/common';
+import { DtmInstrumentation, DtmUsageError, type DtmEvents, type DtmHooks } from '../../lib/index.js';
+import { InstrumentedTransport } from '../../lib/observability/instrumented-transport.js';
+import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
+import { Tcc } from '../../lib/transactions/tcc.js';
+import type { TransactionRuntime } from '../../lib/transactions/transaction-runtime.js';
+import { resolveDtmConfig } from '../../lib/config/resolve-dtm-config.js';
+
+/** A transport whose every call answers `answer` (a fake DTM: only the seam is under test). */
+function fakeTransport(answer: (operation: string) => Promise<unknown>): DtmTransport {
+  const call = (operation: string) => () => answer(operation);
+  return {
+    protocol: 'http',
+    encode: (payload) => JSON.stringify(payload ?? {}),
+    checkTarget: () => undefined,
+    checkTransaction: () => undefined,
+    newGid: call('newGid'),
+    prepare: call('prepare'),
+    submit: call('submit'),
+    abort: call('abort'),
+    prepareWorkflow: call('prepareWorkflow'),
+    registerBranch: call('registerBranch'),
+    callBranch: call('callBranch'),
+    query: call('query'),
+    list: call('list'),
+    forceStop: call('forceStop'),
+    ping: call('ping'),
+    close: () => undefined,
+  } as DtmTransport;
+}
+
+const request = { gid: 'g-1', transType: 'saga', options: { timeoutToFail: 0, retryInterval: 10, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest;
+
+class Lines implements LoggerService {
+  lines: string[] = [];
+  log(m: unknown, c?: string) {
+    this.lines.push(`log [${c}] ${String(m)}`);
+  }
+  warn(m: unknown, c?: string) {
+    this.lines.push(`warn [${c}] ${String(m)}`);
+  }
+  error(m: unknown, ...rest: unknown[]) {
+    this.lines.push(`error [${String(rest[rest.length - 1])}] ${String(m)}`);
+  }
+  debug(m: unknown, c?: string) {
+    this.lines.push(`debug [${c}] ${String(m)}`);
+  }
+}
+
+/** Runs `fn` with Nest's logger replaced by one that keeps the lines. */
+async function withLines(fn: (lines: string[]) => Promise<void>): Promise<void> {
+  const logger = new Lines();
+  Logger.overrideLogger(logger);
+  try {
+    await fn(logger.lines);
+  } finally {
+    Logger.overrideLogger(false);
+    Logger.overrideLogger(new Logger());
+  }
+}
+
+describe('DtmInstrumentation', () => {
+  it('is inactive with no listener, no OpenTelemetry SDK and no debug log: the transport hands back DTM\'s own promise, untouched', () => {
+    const instrumentation = new DtmInstrumentation();
+    expect(instrumentation.active).toBe(false);
+    const answer = Promise.resolve();
+    const transport = new InstrumentedTransport(fakeTransport(() => answer), instrumentation);
+    expect(transport.submit(request)).toBe(answer);
+  });
+
+  it('calls the listeners of each event in order, with the call\'s operation, outcome and duration; unsubscribing makes it inactive again', async () => {
+    const seen: string[] = [];
+    const instrumentation = new DtmInstrumentation({ hooks: { 'dtm.call': (e) => seen.push(`hook ${e.operation} ${e.outcome}`) } });
+    const off = instrumentation.on('dtm.call', (e) => seen.push(`on ${e.operation} ${e.gid} ${e.outcome} ${e.durationMs >= 0}`));
+    const refused = new Error('refused');
+    const transport = new InstrumentedTransport(fakeTransport((op) => (op === 'abort' ? Promise.reject(refused) : Promise.resolve())), instrumentation);
+    await transport.prepare(request);
+    await expect(transport.abort(request)).rejects.toBe(refused);
+    expect(seen).toEqual(['hook prepare ok', 'on prepare g-1 ok true', 'hook abort error', 'on abort g-1 error true']);
+    off();
+    expect(instrumentation.active).toBe(true); // the hook is still there
+  });
+
+  it('a listener that throws is logged and the others still run; the call goes on', async () => {
+    await withLines(async (lines) => {
+      const seen: DtmEvents['dtm.call'][] = [];
+      const instrumentation = new DtmInstrumentation();
+      const off = instrumentation.on('dtm.call', () => {
+        throw new Error('listener broke');
+      });
+      instrumentation.on('dtm.call', (e) => seen.push(e));
+      const transport = new InstrumentedTransport(fakeTransport(async () => 'gid-7'), instrumentation);
+      expect(await transport.newGid()).toBe('gid-7');
+      expect(seen.map((e) => e.operation)).toEqual(['newGid']);
+      expect(lines).toContainEqual(expect.stringMatching(/^error \[DtmTrace\] a listener of dtm\.call threw \(ignored: the transaction goes on\): Error: listener broke/));
+      off();
+    });
+  });
+
+  it('refuses a hook of an unknown event or one that is not a function, naming the events', () => {
+    expect(() => new DtmInstrumentation({ hooks: { 'branch.called': () => undefined } as unknown as DtmHooks })).toThrow(
+      new DtmUsageError('instrumentation.hooks.branch.called: no such event; the events are transaction.start, transaction.end, dtm.call, branch.call, abort.failed, each with a function (event) => void'),
+    );
+    expect(() => new DtmInstrumentation({ hooks: { 'dtm.call': 'log' } as unknown as DtmHooks })).toThrow(/^instrumentation\.hooks\.dtm\.call: a string, not a function;/);
+  });
+
+  it('unsubscribing the only listener makes it inactive', () => {
+    const instrumentation = new DtmInstrumentation();
+    const off = instrumentation.on('branch.call', () => undefined);
+    expect(instrumentation.active).toBe(true);
+    off();
+    expect(instrumentation.active).toBe(false);
+  });
+
+  it('debugLogs: one debug line per DTM call, with gid, outcome and duration; nothing at the default (debugLogs off)', async () => {
+    await withLines(async (lines) => {
+      const quiet = new InstrumentedTransport(fakeTransport(async () => undefined), new DtmInstrumentation());
+      await quiet.submit(request);
+      expect(lines).toEqual([]);
+      const loud = new InstrumentedTransport(fakeTransport(async () => undefined), new DtmInstrumentation({ debugLogs: true }));
+      await loud.submit(request);
+      expect(lines).toEqual([expect.stringMatching(/^debug \[DtmTrace\] submit over http gid=g-1: ok in \d+\.\d ms$/)]);
+    });
+  });
+
+  it('openTelemetry: false never loads the API, and with no SDK registered the module stays inactive', () => {
+    expect(new DtmInstrumentation({ openTelemetry: false }).otel()).toBe(null);
+    expect(new DtmInstrumentation().otel()).toBe(null); // @opentelemetry/api is installed here, no SDK is registered
+  });
+});
+
+describe('the abort after a failed TCC body', () => {
+  it('is reported (event and warning) when it fails, and the caller gets the body\'s error', async () => {
+    await withLines(async (lines) => {
+      const instrumentation = new DtmInstrumentation();
+      const reported: DtmEvents['abort.failed'][] = [];
+      instrumentation.on('abort.failed', (e) => reported.push(e));
+      const unreachable = new Error('connect ECONNREFUSED');
+      const transport = new InstrumentedTransport(fakeTransport((op) => (op === 'abort' ? Promise.reject(unreachable) : Promise.resolve())), instrumentation);
+      const runtime = { config: resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr' } }, {}), transport: () => transport, passThroughHeaders: () => ({}), instrumentation } as unknown as TransactionRuntime;
+      const bodyError = new Error('payment service down');
+      await expect(new Tcc(runtime, 'gid-abort').run(async () => Promise.reject(bodyError))).rejects.toBe(bodyError);
+      expect(reported.map((e) => [e.gid, e.transType, e.protocol, e.error, e.cause])).toEqual([['gid-abort', 'tcc', 'http', unreachable, bodyError]]);
+      expect(lines).toContainEqual(expect.stringContaining('warn [DtmTrace] abort of tcc gid=gid-abort failed after its body threw'));
+    });
+  });
+});
