@@ -9,10 +9,6 @@ import { describe, expect, it } from '@jest/globals';
 import { DTM_CONFIG_KEYS } from '../../lib/config/dtm-config.keys.js';
 import { anchors, documents, fencedBlocks, namedFile, REPO_ROOT, relativeLinks, withEsmSuffixes } from '../support/docs.js';
 
-// Documents that other branches add (observability, diagnostics): linked already; checked like any
-// other once they exist.
-const ARRIVING = new Set(['docs/observability.md']);
-
 describe('the documentation', () => {
   it('every lynx.dtm key is in the reference table of docs/configuration.md and in the README', () => {
     const reference = readFileSync(join(REPO_ROOT, 'docs/configuration.md'), 'utf8');
@@ -28,7 +24,7 @@ describe('the documentation', () => {
     const broken = relativeLinks(doc).flatMap(({ line, target }) => {
       const [path, anchor] = target.split('#');
       const file = path ? normalize(join(dirname(doc), decodeURIComponent(path))) : doc;
-      if (!existsSync(join(REPO_ROOT, file))) return ARRIVING.has(file) ? [] : [`${doc}:${line}: ${target} (no file ${file})`];
+      if (!existsSync(join(REPO_ROOT, file))) return [`${doc}:${line}: ${target} (no file ${file})`];
       if (anchor === undefined || !file.endsWith('.md') || statSync(join(REPO_ROOT, file)).isDirectory()) return [];
       return anchors(file).has(anchor) ? [] : [`${doc}:${line}: ${target} (no heading #${anchor} in ${file})`];
     });
@@ -36,7 +32,7 @@ describe('the documentation', () => {
   });
 
   it('the README links every docs/ page, the two arriving ones included, and docs/README.md indexes them all', () => {
-    const pages = [...documents().filter((d) => d.startsWith('docs/') && d !== 'docs/README.md'), ...ARRIVING];
+    const pages = [...documents().filter((d) => d.startsWith('docs/') && d !== 'docs/README.md')];
     const readmeTargets = new Set(relativeLinks('README.md').map((l) => l.target.split('#')[0]));
     const indexTargets = new Set(relativeLinks('docs/README.md').map((l) => `docs/${l.target.split('#')[0]}`));
     expect(pages.filter((p) => !readmeTargets.has(p))).toEqual([]);
