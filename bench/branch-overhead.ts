@@ -29,15 +29,16 @@
 // a two-step saga (the dtm-auth header / metadata, four entries, one for this call): the figure is
 // then also authenticated / unauthenticated (target >= 0.90, issue #13).
 //
-// With --otel two more apps per transport (issue #16): the decorated branch with the module's
-// instrumentation off (`instrumentation: { openTelemetry: false }`), and with an OpenTelemetry SDK
-// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts); the
-// decorated app is the default (the API installed, no SDK registered). Figures: off / SDK app CPU
-// per request (target >= 0.95) and off / no SDK (no measurable cost). With --trace as well, every
-// call carries a traceparent, as DTM's calls of a traced transaction do (the branch span's parent).
+// With --otel (issue #16), more apps per transport: `--otel sdk`: two apps with an OpenTelemetry SDK
+// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts), one
+// with the module's instrumentation off (`instrumentation: { openTelemetry: false }`), one with it on
+// (the default): the figure is SDK off / on app CPU per request (target >= 0.95). `--otel none`: the
+// decorated app (the default: the API installed, no SDK registered) against one with the
+// instrumentation off (no measurable cost: about 1). `--otel both`: all three. With --trace as
+// well, every call carries a traceparent, as DTM's calls of a traced transaction do.
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel sdk|none|both]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +74,7 @@ const { values } = parseArgs({
     env: { type: 'string', default: 'production' },
     trace: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
-    otel: { type: 'boolean', default: false },
+    otel: { type: 'string' },
   },
 });
 const connections = Number(values.connections);
@@ -87,8 +88,11 @@ const transports = values.transport === 'all' ? ALL : (values.transport!.split('
 if (transports.some((t) => !ALL.includes(t))) throw new Error(`--transport: all, or a list of http (Express), fastify, grpc; not ${values.transport}`);
 /** http: Express; fastify: Nest's Fastify adapter; grpc: a gRPC microservice. */
 type Transport = 'http' | 'fastify' | 'grpc';
-type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel';
-const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(values.otel ? (['off', 'otel'] as const) : [])];
+type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel' | 'sdk-off';
+if (values.otel !== undefined && !['sdk', 'none', 'both'].includes(values.otel)) throw new Error(`--otel: sdk, none or both; not ${values.otel}`);
+const otelSdk = values.otel === 'sdk' || values.otel === 'both';
+const otelNone = values.otel === 'none' || values.otel === 'both';
+const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(otelNone ? (['off'] as const) : []), ...(otelSdk ? (['sdk-off', 'otel'] as const) : [])];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
@@ -159,7 +163,7 @@ async function main(): Promise<void> {
     `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.some((t) => t !== 'grpc') ? 'connections (HTTP) / ' : ''}` +
       `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
       `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}` +
-      `${values.otel ? ', with instrumentation-off and OTel-SDK apps' : ''}`,
+      `${otelSdk ? ', with OTel-SDK apps (instrumentation off and on)' : ''}${otelNone ? ', with an instrumentation-off app' : ''}`,
   );
   const keys = transports.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
   const apps = {} as Record<(typeof keys)[number], App>;
@@ -201,10 +205,11 @@ async function main(): Promise<void> {
             ['authenticated: requests/s', (t) => fmtSeries(rate(t, 'auth'), '/s')],
           ] as [string, (t: Transport) => string][])
         : []),
-      ...(values.otel
+      ...(otelNone ? ([['no SDK, instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'off')), ' µs')]] as [string, (t: Transport) => string][]) : []),
+      ...(otelSdk
         ? ([
-            ['instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'off')), ' µs')],
-            ['OTel SDK: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'otel')), ' µs')],
+            ['SDK, instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'sdk-off')), ' µs')],
+            ['SDK, instrumentation on: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'otel')), ' µs')],
           ] as [string, (t: Transport) => string][])
         : []),
       ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
@@ -227,14 +232,17 @@ async function main(): Promise<void> {
         }
         console.log(`  ${t.padEnd(4)} authenticated / unauthenticated requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'auth'), rate(t, 'dtm'))))}`);
       }
-      if (values.otel) {
-        const [off, sdk] = [cpuSeries(of(t, 'off')), cpuSeries(of(t, 'otel'))];
-        if (off && sdk && d) {
+      if (otelNone) {
+        const off = cpuSeries(of(t, 'off'));
+        if (off && d) console.log(`  ${t.padEnd(4)} no SDK: instrumentation off / default app CPU per request = ${formatSpread(spread(pairedRatios(off, d)))}   (no measurable cost: about 1)`);
+      }
+      if (otelSdk) {
+        const [off, sdk] = [cpuSeries(of(t, 'sdk-off')), cpuSeries(of(t, 'otel'))];
+        if (off && sdk) {
           const ratio = spread(pairedRatios(off, sdk));
-          console.log(`  ${t.padEnd(4)} instrumentation off / OTel SDK app CPU per request = ${formatSpread(ratio)}   target >= 0.95: ${ratio.median >= 0.95 ? 'met' : 'MISSED'}`);
-          console.log(`  ${t.padEnd(4)} instrumentation off / no SDK app CPU per request   = ${formatSpread(spread(pairedRatios(off, d)))}`);
+          console.log(`  ${t.padEnd(4)} SDK: instrumentation off / on app CPU per request = ${formatSpread(ratio)}   target >= 0.95: ${ratio.median >= 0.95 ? 'met' : 'MISSED'}`);
         }
-        console.log(`  ${t.padEnd(4)} OTel SDK / instrumentation off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'otel'), rate(t, 'off'))))}`);
+        console.log(`  ${t.padEnd(4)} SDK: instrumentation on / off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'otel'), rate(t, 'sdk-off'))))}`);
       }
     }
   } finally {

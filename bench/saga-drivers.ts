@@ -33,7 +33,7 @@ export interface SagaDriver {
   name: string;
   protocol: Protocol;
   /** library: DtmClient; hand: the same calls written by hand (the baseline); reference: a leaner client, for information. */
-  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk';
+  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk-off' | 'otel-sdk';
   run(): Promise<void>;
   close(): void;
 }
@@ -89,25 +89,22 @@ export const AUTH_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name:
 
 /**
  * With `--otel`: DtmClient with its instrumentation off (`openTelemetry: false`: the API never
- * loaded), and DtmClient with an OpenTelemetry SDK registered that records everything and exports it
- * nowhere (bench/otel-sdk.ts). The `library` driver is the module's default: the API installed,
- * no SDK registered.
+ * loaded); and in processes with an OpenTelemetry SDK registered that records everything and exports
+ * it nowhere (bench/otel-sdk.ts), DtmClient with its instrumentation off and on. The `library`
+ * driver is the module's default: the API installed, no SDK registered.
  */
-export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string }[] = [
-  { protocol: 'http', role: 'otel-off', name: 'DtmClient, instrumentation off' },
-  { protocol: 'http', role: 'otel-sdk', name: 'DtmClient, OTel SDK' },
-  { protocol: 'grpc', role: 'otel-off', name: 'DtmClient, instrumentation off' },
-  { protocol: 'grpc', role: 'otel-sdk', name: 'DtmClient, OTel SDK' },
-];
+export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string }[] = (['http', 'grpc'] as const).flatMap((protocol) => [
+  { protocol, role: 'otel-off' as const, name: 'DtmClient, instrumentation off' },
+  { protocol, role: 'otel-sdk-off' as const, name: 'DtmClient, OTel SDK, instrumentation off' },
+  { protocol, role: 'otel-sdk' as const, name: 'DtmClient, OTel SDK, instrumentation on' },
+]);
 
 /** The driver of `protocol` and `role` (one of {@link DRIVERS}, {@link AUTH_DRIVERS} or {@link OTEL_DRIVERS}). */
 export function sagaDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
   if (role === 'library' || role === 'auth') return libraryDriver(endpoints, protocol, role === 'auth');
-  if (role === 'otel-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
-  if (role === 'otel-sdk') {
-    registerDroppingOtelSdk(); // in this driver's caller process only
-    return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
-  }
+  if (role === 'otel-sdk' || role === 'otel-sdk-off') registerDroppingOtelSdk(); // in this driver's caller process only
+  if (role === 'otel-off' || role === 'otel-sdk-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
+  if (role === 'otel-sdk') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
   if (protocol === 'grpc' && role === 'hand') return grpcDriver(endpoints);
   const driver = protocol === 'http' ? httpDrivers(endpoints).find((d) => d.role === role) : undefined;
   if (!driver) throw new Error(`no ${protocol} driver ${role}`);

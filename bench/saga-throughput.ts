@@ -26,11 +26,12 @@
 // With --auth, one more driver per protocol: DtmClient with authenticated branch calls
 // (lynx.dtm.branch_auth_keys), compared with DtmClient without (target >= 0.95, issue #13).
 //
-// With --otel, two more drivers per protocol (issue #16): DtmClient with its instrumentation off
-// (`instrumentation: { openTelemetry: false }`), and DtmClient in a process with an OpenTelemetry SDK
-// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts); the
-// plain DtmClient driver is the default (the API installed, no SDK registered). Figures: SDK vs off
-// (target >= 0.95) and no SDK vs off (no measurable cost).
+// With --otel, three more drivers per protocol (issue #16): DtmClient with its instrumentation off
+// (`instrumentation: { openTelemetry: false }`), and in processes with an OpenTelemetry SDK
+// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts),
+// DtmClient with its instrumentation off and on; the plain DtmClient driver is the default (the API
+// installed, no SDK registered). Figures: with the SDK, off / on (target >= 0.95); without, off /
+// default (no measurable cost).
 //
 //   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel]
 import 'reflect-metadata';
@@ -198,10 +199,10 @@ async function main(): Promise<void> {
     }
     if (values.otel) {
       for (const p of protocols) {
-        const [off, sdk, none] = [of(p, 'otel-off'), of(p, 'otel-sdk'), of(p, 'library')];
-        const sdkRate = sdk.map((s, i) => s.rate / off[i].rate);
-        const sdkCpu = off.map((s, i) => s.cpu / sdk[i].cpu);
-        console.log(`  ${label(p)} OTel SDK: caller CPU per saga, off / SDK >= ${TARGET}: ${verdict(sdkCpu)} [${spread(sdkCpu)}]; sagas/s, SDK / off >= ${TARGET}: ${verdict(sdkRate)}`);
+        const [off, sdkOff, sdk, none] = [of(p, 'otel-off'), of(p, 'otel-sdk-off'), of(p, 'otel-sdk'), of(p, 'library')];
+        const sdkRate = sdk.map((s, i) => s.rate / sdkOff[i].rate);
+        const sdkCpu = sdkOff.map((s, i) => s.cpu / sdk[i].cpu);
+        console.log(`  ${label(p)} OTel SDK: caller CPU per saga, instrumentation off / on >= ${TARGET}: ${verdict(sdkCpu)} [${spread(sdkCpu)}]; sagas/s, on / off >= ${TARGET}: ${verdict(sdkRate)}`);
         console.log(`  ${label(p)} no SDK registered: caller CPU per saga, off / no SDK = ${spread(off.map((s, i) => s.cpu / none[i].cpu))}; sagas/s, no SDK / off = ${spread(none.map((s, i) => s.rate / off[i].rate))}`);
       }
     }
