@@ -211,8 +211,9 @@ export class DtmInstrumentation {
     const otel = this.otel();
     if (otel) {
       if (o.span) otel.endSpan(o.span, o.barrier ? { 'dtm.outcome': outcome, 'dtm.barrier.decision': o.barrier } : { 'dtm.outcome': outcome }, error, outcome !== 'success');
-      const attributes = { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.protocol': o.protocol, 'dtm.trans_type': o.transType };
-      otel.branchCall(attributes, o.barrier ? { 'dtm.barrier.decision': o.barrier, 'dtm.op': o.op, 'dtm.trans_type': o.transType } : undefined, durationMs / 1000);
+      const attributes: Record<string, string> = { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.protocol': o.protocol, 'dtm.trans_type': o.transType };
+      if (o.barrier) attributes['dtm.barrier.decision'] = o.barrier;
+      otel.branchCall(attributes, durationMs / 1000);
     }
     if (this.debugLogs) {
       this.logger.debug(

@@ -23,24 +23,21 @@ type Attributes = Record<string, string>;
 
 /** The instruments of the module's metrics. */
 interface Instruments {
-  transactions: import('@opentelemetry/api').Counter;
-  transactionDuration: import('@opentelemetry/api').Histogram;
-  branchCalls: import('@opentelemetry/api').Counter;
-  branchDuration: import('@opentelemetry/api').Histogram;
-  barrierDecisions: import('@opentelemetry/api').Counter;
-  dtmCalls: import('@opentelemetry/api').Counter;
-  dtmCallDuration: import('@opentelemetry/api').Histogram;
+  transactions: import('@opentelemetry/api').Histogram;
+  branchCalls: import('@opentelemetry/api').Histogram;
+  dtmCalls: import('@opentelemetry/api').Histogram;
 }
 
-/** The names of the module's metrics (`docs/observability.md`). */
+/**
+ * The names of the module's metrics (`docs/observability.md`): duration histograms, whose counts
+ * are the numbers of transactions, branch calls (and barrier decisions, an attribute) and DTM calls,
+ * as OpenTelemetry's semantic conventions count requests (one record per call: each record hashes
+ * its attributes).
+ */
 export const METRIC_NAMES = {
-  transactions: 'dtm.transactions',
-  transactionDuration: 'dtm.transaction.duration',
-  branchCalls: 'dtm.branch.calls',
-  branchDuration: 'dtm.branch.duration',
-  barrierDecisions: 'dtm.barrier.decisions',
-  dtmCalls: 'dtm.client.calls',
-  dtmCallDuration: 'dtm.client.duration',
+  transactions: 'dtm.transaction.duration',
+  branchCalls: 'dtm.branch.duration',
+  dtmCalls: 'dtm.client.duration',
 } as const;
 
 /** What the module uses of OpenTelemetry, once an SDK is known to be registered. */
@@ -57,13 +54,9 @@ export class OtelBridge {
     if (meter) {
       const seconds = { unit: 's' };
       this.instruments = {
-        transactions: meter.createCounter(METRIC_NAMES.transactions, { description: 'Global transactions this app started, by type and outcome' }),
-        transactionDuration: meter.createHistogram(METRIC_NAMES.transactionDuration, { ...seconds, description: 'Time from the first call to DTM to the outcome' }),
-        branchCalls: meter.createCounter(METRIC_NAMES.branchCalls, { description: 'Branch calls served by this app, by kind, op and outcome' }),
-        branchDuration: meter.createHistogram(METRIC_NAMES.branchDuration, { ...seconds, description: 'Time a branch handler took, barrier included' }),
-        barrierDecisions: meter.createCounter(METRIC_NAMES.barrierDecisions, { description: 'Decisions of the sub-transaction barrier' }),
-        dtmCalls: meter.createCounter(METRIC_NAMES.dtmCalls, { description: 'Calls this app made to DTM, by operation and outcome' }),
-        dtmCallDuration: meter.createHistogram(METRIC_NAMES.dtmCallDuration, { ...seconds, description: 'Time a call to DTM took' }),
+        transactions: meter.createHistogram(METRIC_NAMES.transactions, { ...seconds, description: 'Global transactions this app started, by type and outcome: time from the first call to DTM to the outcome' }),
+        branchCalls: meter.createHistogram(METRIC_NAMES.branchCalls, { ...seconds, description: 'Branch calls served by this app, by kind, op, outcome and barrier decision: time the handler took, barrier included' }),
+        dtmCalls: meter.createHistogram(METRIC_NAMES.dtmCalls, { ...seconds, description: 'Calls this app made to DTM, by operation and outcome: time each took' }),
       };
     }
   }
@@ -151,24 +144,18 @@ export class OtelBridge {
     span.end();
   }
 
-  /** Counts a transaction and records its duration. */
+  /** Records a transaction's duration (which counts it). */
   transaction(attributes: Attributes, seconds: number): void {
-    this.instruments?.transactions.add(1, attributes);
-    this.instruments?.transactionDuration.record(seconds, attributes);
+    this.instruments?.transactions.record(seconds, attributes);
   }
 
-  /** Counts a branch call (and its barrier decision) and records its duration. */
-  branchCall(attributes: Attributes, barrier: Attributes | undefined, seconds: number): void {
-    const i = this.instruments;
-    if (!i) return;
-    i.branchCalls.add(1, attributes);
-    i.branchDuration.record(seconds, attributes);
-    if (barrier) i.barrierDecisions.add(1, barrier);
+  /** Records a branch call's duration (which counts it, with its barrier decision among the attributes). */
+  branchCall(attributes: Attributes, seconds: number): void {
+    this.instruments?.branchCalls.record(seconds, attributes);
   }
 
-  /** Counts a call to DTM and records its duration. */
+  /** Records a call to DTM's duration (which counts it). */
   dtmCall(attributes: Attributes, seconds: number): void {
-    this.instruments?.dtmCalls.add(1, attributes);
-    this.instruments?.dtmCallDuration.record(seconds, attributes);
+    this.instruments?.dtmCalls.record(seconds, attributes);
   }
 }
