@@ -88,6 +88,7 @@ interface Caller {
 function startCaller(driver: (typeof DRIVERS)[number], endpoints: SagaEndpoints): Promise<Caller> {
   const child = fork(join(here, 'saga-caller.js'), [driver.protocol, driver.role, endpoints.serverUrl, endpoints.grpcAddress, endpoints.branchUrl, String(callers)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: [...process.execArgv, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)], // e.g. --cpu-prof, as bench/load.ts gives the apps
   });
   return new Promise((resolve, reject) => {
     const exited = (code: number | null) => reject(new Error(`caller ${driver.protocol} ${driver.name} exited with ${code}`));
