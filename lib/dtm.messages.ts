@@ -1,6 +1,9 @@
 import { redactUrl } from './redact.js';
 
 /** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
+/** What the answer to a branch call without DTM's keys says (a diagnosis probe reads it: the route is reachable). */
+export const BRANCH_KEYS_MISSING = 'is a DTM branch, but this call lacks';
+
 export const MESSAGES = {
   // configuration
   configNotAnObject: (got: string) => `must be an object of lynx.dtm settings in camelCase, got ${got}`,
@@ -155,7 +158,7 @@ export const MESSAGES = {
   branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>
-    `${where} is a DTM branch, but this call lacks ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
+    `${where} ${BRANCH_KEYS_MISSING} ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
   branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,

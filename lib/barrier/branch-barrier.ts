@@ -168,7 +168,7 @@ export class BranchBarrier {
    */
   async hangingPrevented(db: BarrierDatabase): Promise<boolean> {
     if (this.op !== 'action' && this.op !== 'try') return false;
-    const barrierId = String(this.barrierCount).padStart(2, '0');
+    const barrierId = barrierIdOf(this.barrierCount);
     const { rows } = await db.execute(selectReasonSql(db.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
     const reason = rows[0]?.reason;
     return typeof reason === 'string' && reason !== this.op;
@@ -176,7 +176,7 @@ export class BranchBarrier {
 
   private nextBarrierId(): string {
     this.barrierCount += 1;
-    return String(this.barrierCount).padStart(2, '0');
+    return barrierIdOf(this.barrierCount);
   }
 
   private redisKey(op: string, barrierId: string): string {
@@ -187,4 +187,9 @@ export class BranchBarrier {
 function isDeadlock(err: unknown): boolean {
   const e = err as { code?: unknown; errno?: unknown; message?: unknown };
   return e?.code === 'ER_LOCK_DEADLOCK' || e?.errno === 1213 || e?.code === '40P01' || /deadlock/i.test(String(e?.message ?? ''));
+}
+
+/** The barrier id of a branch call's `count`-th barrier operation: `01`, `02`, ... */
+function barrierIdOf(count: number): string {
+  return String(count).padStart(2, '0');
 }

@@ -298,7 +298,9 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const probeMs = Math.min(this.config.timeout, PROBE_MAX_SECONDS) * 1000;
     try {
       return await diagnoseUnfinished(record, { ownRoute: (url) => branches?.routeAt?.(url), targets: known, probeMs });
-    } catch {
+    } catch (err) {
+      // the diagnosis only adds to the error the wait throws: it must not replace it
+      this.logger.warn(`gid ${record.gid}: could not diagnose the unfinished branches: ${err instanceof Error ? err.message : String(err)}`);
       return [];
     }
   }

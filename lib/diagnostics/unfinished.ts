@@ -5,6 +5,7 @@ import type { TransactionRecord } from '../transport/dtm.types.js';
 import { recordedBranchFailure } from './branch-failures.js';
 import { hostPortOf, probeConnect, probeOwnRoute, type ProbeResult } from './probe.js';
 import { answerMessage } from './failure-reason.js';
+import { BRANCH_KEYS_MISSING } from '../dtm.messages.js';
 
 /** An unfinished branch of a transaction that did not finish in time, as `DtmOutcomeUnknownError.unfinished` lists it. */
 export interface UnfinishedBranch {
@@ -98,7 +99,7 @@ export function describeProbe(result: ProbeResult, method: string, own: OwnRoute
       return undefined;
     case 'answered': {
       const message = answerMessage(result.body).slice(0, 300);
-      if (result.status === 400 && result.body.includes('is a DTM branch, but this call lacks')) {
+      if (result.status === 400 && result.body.includes(BRANCH_KEYS_MISSING)) {
         return `${own?.handler ?? 'the route'} is reachable and answers ${method}; the cause is in the handler or in DTM's log`;
       }
       if (result.status === 403 || result.status === 401) {

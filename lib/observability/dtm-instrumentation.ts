@@ -8,9 +8,8 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
-import type { BranchKind, TransactionType } from '../transport/dtm.types.js';
+import type { TransactionType } from '../transport/dtm.types.js';
 import type {
-  DtmBarrierDecision,
   DtmBranchCallEvent,
   DtmBranchOutcome,
   DtmEventListener,
@@ -34,18 +33,9 @@ export interface TransactionObservation {
   headers?: Record<string, string>;
 }
 
-/** @internal An observed branch call, filled in as it runs. */
-export interface BranchObservation {
-  kind: BranchKind;
-  branch: string;
-  handler: string;
-  gid: string;
-  branchId: string;
-  op: string;
-  transType: string;
-  protocol: DtmProtocol;
+/** @internal An observed branch call, filled in as it runs: what its `branch.call` event reports, and its start and span. */
+export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'branch' | 'handler' | 'gid' | 'branchId' | 'op' | 'transType' | 'protocol' | 'barrier'> {
   started: number;
-  barrier?: DtmBarrierDecision;
   span?: OtelSpan;
   context?: OtelContext;
 }

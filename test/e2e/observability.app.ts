@@ -4,7 +4,7 @@
 // XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
 // in-memory exporter. Its logger records every line.
 import 'reflect-metadata';
-import { Body, Controller, Get, Injectable, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -34,6 +34,7 @@ import {
 import type { FileDatabases } from '../support/databases.js';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 
 /** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `compensate`: the compensation throws FAILURE. */
@@ -41,24 +42,6 @@ export interface Move {
   account: number;
   amount: number;
   fail?: string;
-}
-
-/** Keeps every line the app logs, with its level and context. */
-export class LineLogger implements LoggerService {
-  lines: string[] = [];
-  log(message: unknown, context?: string) {
-    this.lines.push(`log [${context}] ${String(message)}`);
-  }
-  warn(message: unknown, context?: string) {
-    this.lines.push(`warn [${context}] ${String(message)}`);
-  }
-  error(message: unknown, ...rest: unknown[]) {
-    this.lines.push(`error [${String(rest[rest.length - 1])}] ${String(message)}`);
-  }
-  debug(message: unknown, context?: string) {
-    this.lines.push(`debug [${context}] ${String(message)}`);
-  }
-  verbose() {}
 }
 
 let db: BarrierDatabase;

@@ -3,13 +3,14 @@
 // meaning the transport passes DTM's promise straight through, the debug log's lines, and the
 // abort after a failed TCC body reporting its error.
 import { describe, expect, it } from '@jest/globals';
-import { Logger, type LoggerService } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { DtmInstrumentation, DtmUsageError, type DtmEvents, type DtmHooks } from '../../lib/index.js';
 import { InstrumentedTransport } from '../../lib/observability/instrumented-transport.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { Tcc } from '../../lib/transactions/tcc.js';
 import type { TransactionRuntime } from '../../lib/transactions/transaction-runtime.js';
 import { resolveDtmConfig } from '../../lib/config/resolve-dtm-config.js';
+import { LineLogger } from '../support/line-logger.js';
 
 /** A transport whose every call answers `answer` (a fake DTM: only the seam is under test). */
 function fakeTransport(answer: (operation: string) => Promise<unknown>): DtmTransport {
@@ -36,25 +37,9 @@ function fakeTransport(answer: (operation: string) => Promise<unknown>): DtmTran
 
 const request = { gid: 'g-1', transType: 'saga', options: { timeoutToFail: 0, retryInterval: 10, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest;
 
-class Lines implements LoggerService {
-  lines: string[] = [];
-  log(m: unknown, c?: string) {
-    this.lines.push(`log [${c}] ${String(m)}`);
-  }
-  warn(m: unknown, c?: string) {
-    this.lines.push(`warn [${c}] ${String(m)}`);
-  }
-  error(m: unknown, ...rest: unknown[]) {
-    this.lines.push(`error [${String(rest[rest.length - 1])}] ${String(m)}`);
-  }
-  debug(m: unknown, c?: string) {
-    this.lines.push(`debug [${c}] ${String(m)}`);
-  }
-}
-
 /** Runs `fn` with Nest's logger replaced by one that keeps the lines. */
 async function withLines(fn: (lines: string[]) => Promise<void>): Promise<void> {
-  const logger = new Lines();
+  const logger = new LineLogger();
   Logger.overrideLogger(logger);
   try {
     await fn(logger.lines);
