@@ -11,6 +11,7 @@ import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { handlerName } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
+import type { BranchKind } from '../transport/dtm.types.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
@@ -43,6 +44,8 @@ interface Binding {
   carrierIndex?: number;
   /** Indexes of the `@BarrierTx()` arguments. */
   txIndexes: number[];
+  /** What the instrumentation needs of the handler, once it has observed a call. */
+  observed?: ObservedHandler;
 }
 
 /** On a wrapped handler: its {@link Binding}. */
@@ -109,7 +112,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
           return original.apply(this, args);
         };
         const instrumentation = call?.runtime?.instrumentation;
-        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!) : undefined;
+        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, runInLocalTransaction(carrier, source, where, business));
         return answered(carrier, observed(instrumentation!, observation, () => runInLocalTransaction(carrier, source, where, business, observation)));
       }
@@ -119,7 +122,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         const call = branchCallOf(carrier);
         if (call?.skip !== undefined) return answered(carrier, undefined);
         const instrumentation = call?.runtime?.instrumentation;
-        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!) : undefined;
+        const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, original.apply(this, args));
         return answered(carrier, observed(instrumentation!, observation, () => original.apply(this, args)));
       };
@@ -131,15 +134,28 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   descriptor.value = wrapped;
 }
 
-/** Starts observing the branch call `call` on `carrier` (its span a child of the call's trace context); undefined when it is not a decorated branch call. */
-function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallState, carrier: BranchCarrier): BranchObservation | undefined {
+/** What observing a wrapped handler's calls needs of it that does not change from call to call (read on its first observed call, per controller class). */
+interface ObservedHandler {
+  controller: unknown;
+  kind: BranchKind;
+  branch: string;
+  handler: string;
+}
+
+/** Starts observing the branch call `call` on `carrier` (see {@link DtmInstrumentation.startBranch}); undefined when it is not a decorated branch call. */
+function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallState, carrier: BranchCarrier, cache: { observed?: ObservedHandler }): BranchObservation | undefined {
   const transport = branchTransportOf(call.context);
-  const branch = branchMetadataOf(call.context.getHandler());
-  if (!transport || !branch) return undefined;
+  if (!transport) return undefined;
+  let known = cache.observed;
+  if (known?.controller !== call.context.getClass()) {
+    const branch = branchMetadataOf(call.context.getHandler());
+    if (!branch) return undefined;
+    known = cache.observed = { controller: call.context.getClass(), kind: branch.kind, branch: branch.name, handler: handlerName(call.context) };
+  }
   const observation: BranchObservation = {
-    kind: branch.kind,
-    branch: branch.name,
-    handler: handlerName(call.context),
+    kind: known.kind,
+    branch: known.branch,
+    handler: known.handler,
     gid: transport.gid(carrier),
     branchId: transport.branchId(carrier),
     op: transport.completeOp(carrier) ?? '',
@@ -147,9 +163,9 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
     protocol: transport.protocol,
     started: performance.now(),
   };
-  const carryTrace = call.runtime?.config.passTraceContext !== false;
   const [parentHeader, stateHeader] = TRACE_CONTEXT_HEADERS;
-  instrumentation.startBranch(observation, carryTrace ? transport.header(carrier, parentHeader) : undefined, carryTrace ? transport.header(carrier, stateHeader) : undefined);
+  if (call.runtime?.config.passTraceContext === false) instrumentation.startBranch(observation, undefined, () => undefined);
+  else instrumentation.startBranch(observation, transport.header(carrier, parentHeader), () => transport.header(carrier, stateHeader));
   return observation;
 }
 

@@ -37,6 +37,9 @@ export interface TransactionObservation {
 export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'branch' | 'handler' | 'gid' | 'branchId' | 'op' | 'transType' | 'protocol' | 'barrier'> {
   started: number;
   span?: OtelSpan;
+  /** Whether `span` is the module's own (it ends it), not the call's server span (which only gets the attributes). */
+  ownSpan?: boolean;
+  /** The context with the module's own span, under which the handler runs (none when the call's server span is active already). */
   context?: OtelContext;
 }
 
@@ -97,6 +100,15 @@ export class DtmInstrumentation {
     return this.listening || this.debugLogs || this.otel() !== null;
   }
 
+  /**
+   * @internal Whether anything observes the calls to DTM: a listener or the debug log. OpenTelemetry
+   * does not: an HTTP / gRPC client instrumentation times them (a metric record per DTM call would
+   * cost the app more than the call's own client code).
+   */
+  get observesDtmCalls(): boolean {
+    return this.listening || this.debugLogs;
+  }
+
   /** @internal The OpenTelemetry bridge, probed once; null without an SDK. */
   otel(): OtelBridge | null {
     if (this.otelBridge === undefined) this.otelBridge = (this.openTelemetry && OtelBridge.probe()) || null;
@@ -124,7 +136,6 @@ export class DtmInstrumentation {
       const at = gid ? ` gid=${gid}${branchId !== undefined ? ` branch=${branchId} op=${op}` : ''}` : '';
       this.logger.debug(`${operation} over ${protocol}${at}: ${outcome} in ${durationMs.toFixed(1)} ms${failed ? ` (${errorText(error)})` : ''}`);
     }
-    this.otel()?.dtmCall({ 'dtm.operation': operation, 'dtm.protocol': protocol, 'dtm.outcome': outcome }, durationMs / 1000);
     if (this.listening) this.emit('dtm.call', { operation, protocol, gid, branchId, op, outcome, error, durationMs });
   }
 
@@ -173,24 +184,19 @@ export class DtmInstrumentation {
     if (this.listening) this.emit('abort.failed', { gid, transType, protocol, error, cause });
   }
 
-  /** @internal Starts observing a branch call (its span a child of the active context, else of the call's trace headers). */
-  startBranch(observation: BranchObservation, traceparent: string | undefined, tracestate: string | undefined): void {
+  /**
+   * @internal Starts observing a branch call that carries `traceparent` (`tracestate()` read only if
+   * needed): its attributes go on the call's server span when an HTTP / gRPC instrumentation made
+   * one, else on a span of its own (a child of the active span, else of `traceparent`).
+   */
+  startBranch(observation: BranchObservation, traceparent: string | undefined, tracestate: () => string | undefined): void {
     const otel = this.otel();
     if (!otel?.tracing) return;
-    const parent = otel.parent(traceparent, tracestate);
-    const span = otel.startSpan(`DTM ${observation.transType} ${observation.op} ${observation.branch}`, parent, {
-      'dtm.gid': observation.gid,
-      'dtm.trans_type': observation.transType,
-      'dtm.branch_id': observation.branchId,
-      'dtm.op': observation.op,
-      'dtm.branch.name': observation.branch,
-      'dtm.branch.kind': observation.kind,
-      'dtm.protocol': observation.protocol,
-      'dtm.handler': observation.handler,
-    });
-    if (span) {
-      observation.span = span;
-      observation.context = otel.withSpan(parent, span);
+    const made = otel.branchSpan(traceparent, tracestate, () => ({ name: `DTM ${observation.transType} ${observation.op} ${observation.branch}`, attributes: branchSpanAttributes(observation) }));
+    if (made) {
+      observation.span = made.span;
+      observation.ownSpan = made.own;
+      observation.context = made.context;
     }
   }
 
@@ -200,10 +206,15 @@ export class DtmInstrumentation {
     const outcome = branchOutcomeOf(error, failed);
     const otel = this.otel();
     if (otel) {
-      if (o.span) otel.endSpan(o.span, o.barrier ? { 'dtm.outcome': outcome, 'dtm.barrier.decision': o.barrier } : { 'dtm.outcome': outcome }, error, outcome !== 'success');
-      const attributes: Record<string, string> = { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.protocol': o.protocol, 'dtm.trans_type': o.transType };
-      if (o.barrier) attributes['dtm.barrier.decision'] = o.barrier;
-      otel.branchCall(attributes, durationMs / 1000);
+      if (o.span) {
+        // the call's server span gets all the attributes now; the module's own span has the call's since it started
+        const attributes: Record<string, string> = o.ownSpan ? { 'dtm.outcome': outcome } : branchSpanAttributes(o);
+        if (!o.ownSpan) attributes['dtm.outcome'] = outcome;
+        if (o.barrier) attributes['dtm.barrier.decision'] = o.barrier;
+        otel.endSpan(o.span, attributes, error, outcome !== 'success', o.ownSpan);
+      }
+      // few attributes: the SDK hashes them on every record (the trans type follows from the kind, the protocol is the server metrics')
+      otel.branchCall(o.barrier ? { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.barrier.decision': o.barrier } : { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome }, durationMs / 1000);
     }
     if (this.debugLogs) {
       this.logger.debug(
@@ -217,6 +228,20 @@ export class DtmInstrumentation {
       this.emit('branch.call', event);
     }
   }
+}
+
+/** The `dtm.*` attributes of a branch call's span, but its outcome and barrier decision. */
+function branchSpanAttributes(o: BranchObservation): Record<string, string> {
+  return {
+    'dtm.gid': o.gid,
+    'dtm.trans_type': o.transType,
+    'dtm.branch_id': o.branchId,
+    'dtm.op': o.op,
+    'dtm.branch.name': o.branch,
+    'dtm.branch.kind': o.kind,
+    'dtm.protocol': o.protocol,
+    'dtm.handler': o.handler,
+  };
 }
 
 /** An error's message for a log line (no stack, no request data). */

@@ -6,8 +6,8 @@ import type { DtmInstrumentation } from './dtm-instrumentation.js';
 
 /**
  * A transport whose every call to DTM (and to a branch) goes through the instrumentation seam:
- * timed and reported (`dtm.call`, metrics, debug log) when something observes, passed straight
- * on otherwise (no clock read, no object made).
+ * timed and reported (`dtm.call`, debug log) when something observes them, passed straight on
+ * otherwise (no clock read, no object made).
  */
 export class InstrumentedTransport implements DtmTransport {
   readonly protocol: DtmProtocol;
@@ -43,56 +43,56 @@ export class InstrumentedTransport implements DtmTransport {
     this.inner.checkTransaction(gid, options);
   }
   newGid(): Promise<string> {
-    if (!this.instrumentation.active) return this.inner.newGid();
+    if (!this.instrumentation.observesDtmCalls) return this.inner.newGid();
     return this.observe('newGid', undefined, this.inner.newGid(), performance.now());
   }
   prepare(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.active) return this.inner.prepare(request);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.prepare(request);
     const started = performance.now();
     return this.observe('prepare', request.gid, this.inner.prepare(request), started);
   }
   submit(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.active) return this.inner.submit(request);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.submit(request);
     const started = performance.now();
     return this.observe('submit', request.gid, this.inner.submit(request), started);
   }
   abort(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.active) return this.inner.abort(request);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.abort(request);
     const started = performance.now();
     return this.observe('abort', request.gid, this.inner.abort(request), started);
   }
   prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
-    if (!this.instrumentation.active) return this.inner.prepareWorkflow(request);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.prepareWorkflow(request);
     const started = performance.now();
     return this.observe('prepareWorkflow', request.gid, this.inner.prepareWorkflow(request), started);
   }
   registerBranch(registration: BranchRegistration): Promise<void> {
-    if (!this.instrumentation.active) return this.inner.registerBranch(registration);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.registerBranch(registration);
     const started = performance.now();
     return this.observe('registerBranch', registration.gid, this.inner.registerBranch(registration), started, registration.branchId);
   }
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
-    if (!this.instrumentation.active) return this.inner.callBranch(call);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.callBranch(call);
     const started = performance.now();
     return this.observe('callBranch', call.gid, this.inner.callBranch(call), started, call.branchId, call.op);
   }
   query(gid: string): Promise<TransactionRecord | null> {
-    if (!this.instrumentation.active) return this.inner.query(gid);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.query(gid);
     const started = performance.now();
     return this.observe('query', gid, this.inner.query(gid), started);
   }
   list(filter: ListFilter): Promise<ListPage> {
-    if (!this.instrumentation.active) return this.inner.list(filter);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.list(filter);
     const started = performance.now();
     return this.observe('list', undefined, this.inner.list(filter), started);
   }
   forceStop(gid: string): Promise<void> {
-    if (!this.instrumentation.active) return this.inner.forceStop(gid);
+    if (!this.instrumentation.observesDtmCalls) return this.inner.forceStop(gid);
     const started = performance.now();
     return this.observe('forceStop', gid, this.inner.forceStop(gid), started);
   }
   ping(): Promise<PingResult> {
-    if (!this.instrumentation.active) return this.inner.ping();
+    if (!this.instrumentation.observesDtmCalls) return this.inner.ping();
     const started = performance.now();
     return this.observe('ping', undefined, this.inner.ping(), started);
   }

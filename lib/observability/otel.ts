@@ -11,6 +11,7 @@ type ApiContext = import('@opentelemetry/api').Context;
 /** A span, as the module holds it (what it uses of `@opentelemetry/api`'s `Span`). */
 export interface OtelSpan {
   spanContext(): { traceId: string; spanId: string; traceFlags: number; traceState?: { serialize(): string } };
+  isRecording(): boolean;
   setAttributes(attributes: Attributes): unknown;
   recordException(exception: Error): void;
   setStatus(status: { code: number; message?: string }): unknown;
@@ -21,23 +22,30 @@ export type OtelContext = object;
 /** Span and metric attributes, as the module sets them. */
 type Attributes = Record<string, string>;
 
+/**
+ * Whether the span of `sc` is a server span of the call that carried `traceparent`
+ * (`00-<trace id>-<span id>-<flags>`): in its trace, not its parent span. Only its length and
+ * separators are checked: a server instrumentation would not have continued a malformed one, so
+ * its trace id matches no server span.
+ */
+const isServerSpanOf = (sc: { traceId: string; spanId: string }, traceparent: string): boolean =>
+  traceparent.length >= 55 && traceparent[35] === '-' && sc.traceId === traceparent.slice(3, 35) && sc.spanId !== traceparent.slice(36, 52);
+
 /** The instruments of the module's metrics. */
 interface Instruments {
   transactions: import('@opentelemetry/api').Histogram;
   branchCalls: import('@opentelemetry/api').Histogram;
-  dtmCalls: import('@opentelemetry/api').Histogram;
 }
 
 /**
  * The names of the module's metrics (`docs/observability.md`): duration histograms, whose counts
- * are the numbers of transactions, branch calls (and barrier decisions, an attribute) and DTM calls,
- * as OpenTelemetry's semantic conventions count requests (one record per call: each record hashes
- * its attributes).
+ * are the numbers of transactions and of branch calls (and barrier decisions, an attribute), as
+ * OpenTelemetry's semantic conventions count requests (one record per call: each record hashes
+ * its attributes). Calls to DTM are timed by the HTTP / gRPC client instrumentations.
  */
 export const METRIC_NAMES = {
   transactions: 'dtm.transaction.duration',
   branchCalls: 'dtm.branch.duration',
-  dtmCalls: 'dtm.client.duration',
 } as const;
 
 /** What the module uses of OpenTelemetry, once an SDK is known to be registered. */
@@ -56,7 +64,6 @@ export class OtelBridge {
       this.instruments = {
         transactions: meter.createHistogram(METRIC_NAMES.transactions, { ...seconds, description: 'Global transactions this app started, by type and outcome: time from the first call to DTM to the outcome' }),
         branchCalls: meter.createHistogram(METRIC_NAMES.branchCalls, { ...seconds, description: 'Branch calls served by this app, by kind, op, outcome and barrier decision: time the handler took, barrier included' }),
-        dtmCalls: meter.createHistogram(METRIC_NAMES.dtmCalls, { ...seconds, description: 'Calls this app made to DTM, by operation and outcome: time each took' }),
       };
     }
   }
@@ -98,6 +105,11 @@ export class OtelBridge {
   parent(traceparent: string | undefined, tracestate: string | undefined): OtelContext {
     const active: ApiContext = this.api.context.active();
     if (this.api.trace.getSpan(active) || traceparent === undefined) return active;
+    return this.remoteParent(active, traceparent, tracestate);
+  }
+
+  /** `active` with the span context of `traceparent` / `tracestate` (a remote parent); `active` when `traceparent` is malformed. */
+  private remoteParent(active: ApiContext, traceparent: string, tracestate: string | undefined): ApiContext {
     const parsed = parseTraceparent(traceparent);
     if (!parsed) return active;
     return this.api.trace.setSpanContext(active, {
@@ -107,6 +119,27 @@ export class OtelBridge {
       isRemote: true,
       traceState: tracestate && isValidTracestate(tracestate) ? this.api.createTraceState(tracestate) : undefined,
     });
+  }
+
+  /**
+   * The span of a branch call that carries `traceparent` (`tracestate()` read only when needed):
+   * - the call's own server span, when the active span is one: recording, in the trace of
+   *   `traceparent` but not its span (what an HTTP / gRPC server instrumentation starts for the
+   *   call; the caller's own span, active when an app calls its own branch, is not). The branch
+   *   call's attributes go on it when it ends (`own: false`: the module never ends it), and no
+   *   second span is made for the same call;
+   * - otherwise a new span, named and with the attributes `ownSpan()` gives, a child of the active span if there
+   *   is one, else of `traceparent` (`own: true`, with the context to run the handler in).
+   */
+  branchSpan(traceparent: string | undefined, tracestate: () => string | undefined, ownSpan: () => { name: string; attributes: Attributes }): { span: OtelSpan; own: boolean; context?: OtelContext } | undefined {
+    if (!this.tracer) return undefined;
+    const active: ApiContext = this.api.context.active();
+    const current = this.api.trace.getSpan(active);
+    if (current && traceparent !== undefined && current.isRecording() && isServerSpanOf(current.spanContext(), traceparent)) return { span: current, own: false };
+    const parent = current || traceparent === undefined ? active : this.remoteParent(active, traceparent, tracestate());
+    const { name, attributes } = ownSpan();
+    const span = this.tracer.startSpan(name, { attributes }, parent);
+    return { span, own: true, context: this.api.trace.setSpan(parent, span) };
   }
 
   /** Starts a span named `name` under `parent`. */
@@ -134,14 +167,14 @@ export class OtelBridge {
     return headers;
   }
 
-  /** Ends `span` with `attributes` added, in error status with `error` when given. */
-  endSpan(span: OtelSpan, attributes: Attributes, error: unknown, failed: boolean): void {
+  /** Ends `span` with `attributes` added, in error status with `error` when given; `own: false` (the call's server span, which its instrumentation ends): only annotates it. */
+  endSpan(span: OtelSpan, attributes: Attributes, error: unknown, failed: boolean, own = true): void {
     span.setAttributes(attributes);
     if (failed) {
       if (error instanceof Error) span.recordException(error);
       span.setStatus({ code: this.api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : error === undefined ? undefined : String(error) });
     }
-    span.end();
+    if (own) span.end();
   }
 
   /** Records a transaction's duration (which counts it). */
@@ -152,10 +185,5 @@ export class OtelBridge {
   /** Records a branch call's duration (which counts it, with its barrier decision among the attributes). */
   branchCall(attributes: Attributes, seconds: number): void {
     this.instruments?.branchCalls.record(seconds, attributes);
-  }
-
-  /** Records a call to DTM's duration (which counts it). */
-  dtmCall(attributes: Attributes, seconds: number): void {
-    this.instruments?.dtmCalls.record(seconds, attributes);
   }
 }

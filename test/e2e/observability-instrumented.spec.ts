@@ -1,0 +1,83 @@
+// The module's spans in an app set up as NodeSDK's auto-instrumentations set it up: OpenTelemetry's
+// own HTTP and gRPC instrumentations (in a child process: they patch `http` and `@grpc/grpc-js` as
+// they load, which Jest's module loader bypasses) and the real DTM server. A branch call's
+// attributes go on the server span the instrumentation made for that call: one span per call, in
+// the AP's trace, a child of the AP's transaction span.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { fork, type ChildProcess } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { DtmProtocol } from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { queryTrans } from '../support/harness.js';
+import type { ReportedSpan } from './observability-instrumented.app.js';
+
+const built = join(resolve(import.meta.dirname, '..', '..'), '.build', 'test', 'e2e');
+const SCOPES: Record<DtmProtocol, string> = { http: '@opentelemetry/instrumentation-http', grpc: '@opentelemetry/instrumentation-grpc' };
+
+interface SagaReport {
+  gid: string;
+  status: string;
+  balances: Record<number, number>;
+  spans: ReportedSpan[];
+  error?: string;
+}
+
+let child: ChildProcess;
+/** Sends `message` to the child; resolves with its answer. */
+function ask<T>(message: object): Promise<T> {
+  return new Promise((resolve, reject) => {
+    child.once('message', (answer: T & { error?: string }) => (answer.error ? reject(new Error(answer.error)) : resolve(answer)));
+    child.send(message);
+  });
+}
+
+beforeAll(async () => {
+  const dbs = await fileDatabases();
+  child = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
+    execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  await new Promise<void>((ready, failed) => {
+    child.once('message', () => ready());
+    child.once('exit', (code) => failed(new Error(`the instrumented app exited with ${code}`)));
+  });
+});
+afterAll(async () => {
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.send({ close: true });
+  await exited;
+});
+
+/** A branch call's span as `branch op name barrier outcome`. */
+const line = (s: ReportedSpan) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.branch.name']} ${s.attributes['dtm.barrier.decision'] ?? '-'} ${s.attributes['dtm.outcome']}`;
+
+describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, over %s', (protocol) => {
+  it('a saga that rolls back: each branch call is one server span, with the dtm attributes, in the AP span\'s trace', async () => {
+    const { gid, status, balances, spans } = await ask<SagaReport>({ saga: protocol });
+
+    expect([status, balances]).toEqual(['failed', { 1: 100, 2: 100 }]);
+    const ap = spans.filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(ap.map((s) => [s.scope, s.name, s.attributes['dtm.outcome']])).toEqual([['nestjs-dtm', 'DTM saga', 'failed']]);
+    // the trace's server spans are DTM's calls of the branches: one each, the instrumentation's, with the module's attributes
+    const servers = spans.filter((s) => s.kind === SpanKind.SERVER);
+    expect(servers.map((s) => [s.scope, s.traceId, s.parentSpanId, s.attributes['dtm.gid']])).toEqual(servers.map(() => [SCOPES[protocol], ap[0].traceId, ap[0].spanId, gid]));
+    expect(servers.map(line).sort()).toEqual(
+      ['01 action transOut executed success', '02 action transIn - failure', '02 compensate transIn null-compensation success', '01 compensate transOut executed success'].sort(),
+    );
+    // no second span for a call: every span with a branch op is one of those server spans
+    expect(spans.filter((s) => s.attributes['dtm.op'] !== undefined && s.kind !== SpanKind.SERVER)).toEqual([]);
+    const refused = servers.find((s) => s.attributes['dtm.outcome'] === 'failure')!;
+    expect(refused.status).toBe(SpanStatusCode.ERROR);
+    expect(refused.attributes).toMatchObject({ 'dtm.trans_type': 'saga', 'dtm.protocol': protocol, 'dtm.branch.kind': 'saga-action', 'dtm.handler': 'Bank.transIn' });
+    expect(servers.map((s) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.outcome'] === 'success' ? 'succeed' : 'failed'}`).sort()).toEqual(
+      (await queryTrans(gid)).branches
+        .filter((b) => b.status !== 'prepared')
+        .map((b) => `${b.branch_id} ${b.op} ${b.status}`)
+        .sort(),
+    );
+  });
+});
