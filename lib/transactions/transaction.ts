@@ -259,7 +259,8 @@ export abstract class Transaction {
   /** Prepares the transaction in DTM; a refusal because DTM already holds another under the gid is {@link DtmGidInUseError}. */
   protected async prepareInDtm(request: TransactionRequest): Promise<void> {
     try {
-      await this.transport.prepare(request);
+      // with the transaction's span active, so that an HTTP / gRPC client instrumentation's span of the call is its child
+      await this.withinObservation((r) => this.transport.prepare(r), request);
     } catch (err) {
       throw this.gidInUse(err, 'prepare') ?? err;
     }
@@ -284,7 +285,7 @@ export abstract class Transaction {
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     try {
-      await this.transport.submit(request);
+      await this.withinObservation((r) => this.transport.submit(r), request);
     } catch (err) {
       const inUse = this.gidInUse(err, 'submit');
       if (inUse) throw inUse;

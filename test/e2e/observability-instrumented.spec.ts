@@ -68,6 +68,9 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
     expect(servers.map(line).sort()).toEqual(
       ['01 action transOut executed success', '02 action transIn - failure', '02 compensate transIn null-compensation success', '01 compensate transOut executed success'].sort(),
     );
+    // the AP's call to DTM (the submit) is a client span under the AP's span
+    const dtmCalls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === ap[0].spanId);
+    expect(dtmCalls.map((s) => /submit/i.test(`${s.name} ${JSON.stringify(s.attributes)}`))).toEqual([true]);
     // no second span for a call: every span with a branch op is one of those server spans
     expect(spans.filter((s) => s.attributes['dtm.op'] !== undefined && s.kind !== SpanKind.SERVER)).toEqual([]);
     const refused = servers.find((s) => s.attributes['dtm.outcome'] === 'failure')!;
