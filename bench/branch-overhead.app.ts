@@ -6,6 +6,8 @@
 //   node .build/bench/branch-overhead.app.js off   [http|grpc] -> as dtm, its instrumentation off (`openTelemetry: false`)
 //   node .build/bench/branch-overhead.app.js otel  [http|grpc] -> as dtm, with an OpenTelemetry SDK registered that exports nowhere (bench/otel-sdk.ts)
 //   node .build/bench/branch-overhead.app.js sdk-off [http|grpc] -> the same SDK registered, the module's instrumentation off
+//   node --import .build/bench/otel-preload.js .build/bench/branch-overhead.app.js inst|inst-off [http|grpc] -> as otel / sdk-off,
+//        the SDK with its HTTP and gRPC instrumentations (registered by the preload, before the app loads)
 // http (the default): an Express app, the handler a POST route; it prints `port N`.
 // fastify: the same on Nest's Fastify adapter.
 // grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
@@ -80,7 +82,7 @@ const dtm = () =>
       ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}),
       ...(mode === 'auth' ? { branchAuthKeys: [process.env.BENCH_AUTH_KEY!] } : {}),
     },
-    ...(mode === 'off' || mode === 'sdk-off' ? { instrumentation: { openTelemetry: false } } : {}),
+    ...(mode === 'off' || mode === 'sdk-off' || mode === 'inst-off' ? { instrumentation: { openTelemetry: false } } : {}),
   });
 if (mode === 'otel' || mode === 'sdk-off') registerDroppingOtelSdk();
 
@@ -90,7 +92,7 @@ function moduleOf(imports: unknown[], controller: Type): Type {
   return AppModule;
 }
 
-const appModule = ['dtm', 'auth', 'off', 'otel', 'sdk-off'].includes(mode) ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
+const appModule = ['dtm', 'auth', 'off', 'otel', 'sdk-off', 'inst', 'inst-off'].includes(mode) ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
 const app = fastify
   ? await NestFactory.create(appModule, new fastify.FastifyAdapter(), { logger: ['error'] })
   : await NestFactory.create(appModule, { logger: ['error'] });

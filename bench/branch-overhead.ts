@@ -29,16 +29,21 @@
 // a two-step saga (the dtm-auth header / metadata, four entries, one for this call): the figure is
 // then also authenticated / unauthenticated (target >= 0.90, issue #13).
 //
-// With --otel (issue #16), more apps per transport: `--otel sdk`: two apps with an OpenTelemetry SDK
-// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts), one
-// with the module's instrumentation off (`instrumentation: { openTelemetry: false }`), one with it on
-// (the default): the figure is SDK off / on app CPU per request (target >= 0.95). `--otel none`: the
-// decorated app (the default: the API installed, no SDK registered) against one with the
-// instrumentation off (no measurable cost: about 1). `--otel both`: all three. With --trace as
-// well, every call carries a traceparent, as DTM's calls of a traced transaction do.
+// With --otel none,sdk,instrumented (any of them, or all; issue #16), more apps per transport:
+//   - none: the decorated app (the default: the API installed, no SDK registered) against one with
+//     the instrumentation off (`instrumentation: { openTelemetry: false }`): no measurable cost
+//     (about 1);
+//   - sdk: two apps with an OpenTelemetry SDK registered that records every span and metric and
+//     exports them nowhere (bench/otel-sdk.ts), one with the module's instrumentation off, one with
+//     it on: the figure is off / on app CPU per request (target >= 0.95). Nothing but the module
+//     makes spans there: its branch span is the call's only one;
+//   - instrumented: the same two, the SDK with its HTTP and gRPC instrumentations (registered with
+//     `node --import` before the app loads, as apps do): a server span per call, which the module
+//     gives its attributes instead of making a second span.
+// With --trace as well, every call carries a traceparent, as DTM's calls of a traced transaction do.
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel sdk|none|both]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +54,7 @@ import { BranchAuth } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
+import { OTEL_PRELOAD } from './otel-sdk.js';
 import {
   branchMetadata,
   cpuSeries,
@@ -88,11 +94,14 @@ const transports = values.transport === 'all' ? ALL : (values.transport!.split('
 if (transports.some((t) => !ALL.includes(t))) throw new Error(`--transport: all, or a list of http (Express), fastify, grpc; not ${values.transport}`);
 /** http: Express; fastify: Nest's Fastify adapter; grpc: a gRPC microservice. */
 type Transport = 'http' | 'fastify' | 'grpc';
-type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel' | 'sdk-off';
-if (values.otel !== undefined && !['sdk', 'none', 'both'].includes(values.otel)) throw new Error(`--otel: sdk, none or both; not ${values.otel}`);
-const otelSdk = values.otel === 'sdk' || values.otel === 'both';
-const otelNone = values.otel === 'none' || values.otel === 'both';
-const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(otelNone ? (['off'] as const) : []), ...(otelSdk ? (['sdk-off', 'otel'] as const) : [])];
+type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel' | 'sdk-off' | 'inst' | 'inst-off';
+const OTEL_SETS = ['none', 'sdk', 'instrumented'] as const;
+const otel = values.otel === 'all' ? [...OTEL_SETS] : (values.otel?.split(',') ?? []);
+if (otel.some((o) => !(OTEL_SETS as readonly string[]).includes(o))) throw new Error(`--otel: all, or a list of none, sdk, instrumented; not ${values.otel}`);
+/** The pairs of apps compared per `--otel` set: [instrumentation off, on]. */
+const OTEL_PAIRS = { none: ['off', 'dtm'], sdk: ['sdk-off', 'otel'], instrumented: ['inst-off', 'inst'] } as const satisfies Record<(typeof OTEL_SETS)[number], readonly [Mode, Mode]>;
+const OTEL_LABELS = { none: 'no SDK', sdk: 'SDK', instrumented: 'SDK + instrumentations' } as const;
+const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(otel.includes('none') ? (['off'] as const) : []), ...(otel.includes('sdk') ? (['sdk-off', 'otel'] as const) : []), ...(otel.includes('instrumented') ? (['inst-off', 'inst'] as const) : [])];
 
 const here = dirname(fileURLToPath(import.meta.url));
 const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
@@ -125,7 +134,8 @@ interface App {
 async function startApp(transport: Transport, mode: Mode): Promise<App> {
   const env: Record<string, string> = { NODE_ENV: values.env!, BENCH_AUTH_KEY: AUTH_KEY };
   if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
-  const started = await startAppProcess([process.execPath, join(here, 'branch-overhead.app.js'), mode, transport], env);
+  const preload = mode === 'inst' || mode === 'inst-off' ? OTEL_PRELOAD : [];
+  const started = await startAppProcess([process.execPath, ...preload, join(here, 'branch-overhead.app.js'), mode, transport], env);
   const close = () => started.child.kill('SIGTERM');
   if (transport !== 'grpc') {
     const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
@@ -163,7 +173,7 @@ async function main(): Promise<void> {
     `branch-overhead: ${transports.join(' and ')}, NODE_ENV=${values.env}, ${connections} ${transports.some((t) => t !== 'grpc') ? 'connections (HTTP) / ' : ''}` +
       `${transports.includes('grpc') ? `calls in flight on ${channelCount} connection${channelCount > 1 ? 's' : ''} (gRPC, ${grpcClient} client), ` : ''}` +
       `${rounds} rounds of ${seconds} s, interleaved, rotating start${values.trace ? ', traceparent on every request' : ''}${values.auth ? ', with an authenticated-calls app' : ''}` +
-      `${otelSdk ? ', with OTel-SDK apps (instrumentation off and on)' : ''}${otelNone ? ', with an instrumentation-off app' : ''}`,
+      `${otel.length ? `, instrumentation off and on: ${otel.map((o) => OTEL_LABELS[o as keyof typeof OTEL_LABELS]).join(', ')}` : ''}`,
   );
   const keys = transports.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
   const apps = {} as Record<(typeof keys)[number], App>;
@@ -205,13 +215,14 @@ async function main(): Promise<void> {
             ['authenticated: requests/s', (t) => fmtSeries(rate(t, 'auth'), '/s')],
           ] as [string, (t: Transport) => string][])
         : []),
-      ...(otelNone ? ([['no SDK, instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'off')), ' µs')]] as [string, (t: Transport) => string][]) : []),
-      ...(otelSdk
-        ? ([
-            ['SDK, instrumentation off: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'sdk-off')), ' µs')],
-            ['SDK, instrumentation on: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'otel')), ' µs')],
-          ] as [string, (t: Transport) => string][])
-        : []),
+      ...otel.flatMap((o) => {
+        const [off, on] = OTEL_PAIRS[o as keyof typeof OTEL_PAIRS];
+        const label = OTEL_LABELS[o as keyof typeof OTEL_LABELS];
+        return [
+          [`${label}, off: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, off)), ' µs')],
+          [`${label}, on: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, on)), ' µs')],
+        ] as [string, (t: Transport) => string][];
+      }),
       ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
     ];
     console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(34) + transports.map((t) => t.padEnd(30)).join(''));
@@ -232,17 +243,16 @@ async function main(): Promise<void> {
         }
         console.log(`  ${t.padEnd(4)} authenticated / unauthenticated requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'auth'), rate(t, 'dtm'))))}`);
       }
-      if (otelNone) {
-        const off = cpuSeries(of(t, 'off'));
-        if (off && d) console.log(`  ${t.padEnd(4)} no SDK: instrumentation off / default app CPU per request = ${formatSpread(spread(pairedRatios(off, d)))}   (no measurable cost: about 1)`);
-      }
-      if (otelSdk) {
-        const [off, sdk] = [cpuSeries(of(t, 'sdk-off')), cpuSeries(of(t, 'otel'))];
-        if (off && sdk) {
-          const ratio = spread(pairedRatios(off, sdk));
-          console.log(`  ${t.padEnd(4)} SDK: instrumentation off / on app CPU per request = ${formatSpread(ratio)}   target >= 0.95: ${ratio.median >= 0.95 ? 'met' : 'MISSED'}`);
+      for (const o of otel) {
+        const [offMode, onMode] = OTEL_PAIRS[o as keyof typeof OTEL_PAIRS];
+        const label = OTEL_LABELS[o as keyof typeof OTEL_LABELS];
+        const [off, on] = [cpuSeries(of(t, offMode)), cpuSeries(of(t, onMode))];
+        if (off && on) {
+          const ratio = spread(pairedRatios(off, on));
+          const verdict = o === 'none' ? '(no measurable cost: about 1)' : `target >= 0.95: ${ratio.median >= 0.95 ? 'met' : 'MISSED'}`;
+          console.log(`  ${t.padEnd(4)} ${label}: instrumentation off / on app CPU per request = ${formatSpread(ratio)}   ${verdict}`);
         }
-        console.log(`  ${t.padEnd(4)} SDK: instrumentation on / off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'otel'), rate(t, 'sdk-off'))))}`);
+        console.log(`  ${t.padEnd(4)} ${label}: instrumentation on / off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, onMode), rate(t, offMode))))}`);
       }
     }
   } finally {

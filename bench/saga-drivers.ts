@@ -33,7 +33,7 @@ export interface SagaDriver {
   name: string;
   protocol: Protocol;
   /** library: DtmClient; hand: the same calls written by hand (the baseline); reference: a leaner client, for information. */
-  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk-off' | 'otel-sdk';
+  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk-off' | 'otel-sdk' | 'otel-inst-off' | 'otel-inst';
   run(): Promise<void>;
   close(): void;
 }
@@ -88,23 +88,30 @@ export const AUTH_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name:
 ];
 
 /**
- * With `--otel`: DtmClient with its instrumentation off (`openTelemetry: false`: the API never
- * loaded); and in processes with an OpenTelemetry SDK registered that records everything and exports
- * it nowhere (bench/otel-sdk.ts), DtmClient with its instrumentation off and on. The `library`
- * driver is the module's default: the API installed, no SDK registered.
+ * With `--otel`: `none`: DtmClient with its instrumentation off (`openTelemetry: false`: the API
+ * never loaded), against the `library` driver, the module's default (the API installed, no SDK
+ * registered); `sdk`: in processes with an OpenTelemetry SDK registered that records everything and
+ * exports it nowhere (bench/otel-sdk.ts), DtmClient with its instrumentation off and on;
+ * `instrumented`: the same with the SDK's HTTP and gRPC instrumentations (a client span per call
+ * to DTM), registered before the caller loads ({@link OTEL_PRELOAD}).
  */
-export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string }[] = (['http', 'grpc'] as const).flatMap((protocol) => [
-  { protocol, role: 'otel-off' as const, name: 'DtmClient, instrumentation off' },
-  { protocol, role: 'otel-sdk-off' as const, name: 'DtmClient, OTel SDK, instrumentation off' },
-  { protocol, role: 'otel-sdk' as const, name: 'DtmClient, OTel SDK, instrumentation on' },
+export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string; otel: 'none' | 'sdk' | 'instrumented' }[] = (['http', 'grpc'] as const).flatMap((protocol) => [
+  { protocol, role: 'otel-off' as const, name: 'DtmClient, instrumentation off', otel: 'none' as const },
+  { protocol, role: 'otel-sdk-off' as const, name: 'DtmClient, OTel SDK, instrumentation off', otel: 'sdk' as const },
+  { protocol, role: 'otel-sdk' as const, name: 'DtmClient, OTel SDK, instrumentation on', otel: 'sdk' as const },
+  { protocol, role: 'otel-inst-off' as const, name: 'DtmClient, OTel SDK + HTTP/gRPC instrumentations, instrumentation off', otel: 'instrumented' as const },
+  { protocol, role: 'otel-inst' as const, name: 'DtmClient, OTel SDK + HTTP/gRPC instrumentations, instrumentation on', otel: 'instrumented' as const },
 ]);
+
+/** The roles whose caller process registers the SDK with its instrumentations before it loads (`node --import`, {@link OTEL_PRELOAD}). */
+export const PRELOADED_ROLES: readonly SagaDriver['role'][] = ['otel-inst-off', 'otel-inst'];
 
 /** The driver of `protocol` and `role` (one of {@link DRIVERS}, {@link AUTH_DRIVERS} or {@link OTEL_DRIVERS}). */
 export function sagaDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
   if (role === 'library' || role === 'auth') return libraryDriver(endpoints, protocol, role === 'auth');
   if (role === 'otel-sdk' || role === 'otel-sdk-off') registerDroppingOtelSdk(); // in this driver's caller process only
-  if (role === 'otel-off' || role === 'otel-sdk-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
-  if (role === 'otel-sdk') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
+  if (role === 'otel-off' || role === 'otel-sdk-off' || role === 'otel-inst-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
+  if (role === 'otel-sdk' || role === 'otel-inst') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
   if (protocol === 'grpc' && role === 'hand') return grpcDriver(endpoints);
   const driver = protocol === 'http' ? httpDrivers(endpoints).find((d) => d.role === role) : undefined;
   if (!driver) throw new Error(`no ${protocol} driver ${role}`);

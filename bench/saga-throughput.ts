@@ -26,14 +26,17 @@
 // With --auth, one more driver per protocol: DtmClient with authenticated branch calls
 // (lynx.dtm.branch_auth_keys), compared with DtmClient without (target >= 0.95, issue #13).
 //
-// With --otel, three more drivers per protocol (issue #16): DtmClient with its instrumentation off
-// (`instrumentation: { openTelemetry: false }`), and in processes with an OpenTelemetry SDK
-// registered that records every span and metric and exports them nowhere (bench/otel-sdk.ts),
-// DtmClient with its instrumentation off and on; the plain DtmClient driver is the default (the API
-// installed, no SDK registered). Figures: with the SDK, off / on (target >= 0.95); without, off /
-// default (no measurable cost).
+// With --otel none,sdk,instrumented (any of them, or all), more drivers per protocol (issue #16):
+//   - none: DtmClient with its instrumentation off (`instrumentation: { openTelemetry: false }`),
+//     against the plain DtmClient driver, the default (the API installed, no SDK registered): no
+//     measurable cost;
+//   - sdk: in processes with an OpenTelemetry SDK registered that records every span and metric and
+//     exports them nowhere (bench/otel-sdk.ts), DtmClient with its instrumentation off and on;
+//   - instrumented: the same, the SDK with its HTTP and gRPC instrumentations, as NodeSDK's
+//     auto-instrumentations give an app (a client span per call to DTM).
+//   Figures with an SDK: off / on (target >= 0.95).
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel]
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -41,7 +44,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startStack } from '../test/support/services/stack.js';
 import { processCpuMicros, quantile, startAppProcess } from './load.js';
-import { AUTH_DRIVERS, DRIVERS, OTEL_DRIVERS, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
+import { OTEL_PRELOAD } from './otel-sdk.js';
+import { AUTH_DRIVERS, DRIVERS, OTEL_DRIVERS, PRELOADED_ROLES, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
 
 const { values } = parseArgs({
   options: {
@@ -50,11 +54,14 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '10' },
     auth: { type: 'boolean', default: false },
-    otel: { type: 'boolean', default: false },
+    otel: { type: 'string' },
   },
 });
 if (!['http', 'grpc', 'both'].includes(values.protocol!)) throw new Error(`--protocol must be http, grpc or both, not ${values.protocol}`);
 const protocols: Protocol[] = values.protocol === 'both' ? ['http', 'grpc'] : [values.protocol as Protocol];
+const OTEL_SETS = ['none', 'sdk', 'instrumented'] as const;
+const otel = values.otel === 'all' ? [...OTEL_SETS] : (values.otel?.split(',') ?? []);
+if (otel.some((o) => !(OTEL_SETS as readonly string[]).includes(o))) throw new Error(`--otel: all, or a list of none, sdk, instrumented; not ${values.otel}`);
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
@@ -88,7 +95,8 @@ interface Caller {
 function startCaller(driver: (typeof DRIVERS)[number], endpoints: SagaEndpoints): Promise<Caller> {
   const child = fork(join(here, 'saga-caller.js'), [driver.protocol, driver.role, endpoints.serverUrl, endpoints.grpcAddress, endpoints.branchUrl, String(callers)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: [...process.execArgv, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)], // e.g. --cpu-prof, as bench/load.ts gives the apps
+    // e.g. --cpu-prof, as bench/load.ts gives the apps; the SDK with its instrumentations before the caller loads
+    execArgv: [...process.execArgv, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), ...(PRELOADED_ROLES.includes(driver.role) ? OTEL_PRELOAD : [])],
   });
   return new Promise((resolve, reject) => {
     const exited = (code: number | null) => reject(new Error(`caller ${driver.protocol} ${driver.name} exited with ${code}`));
@@ -139,7 +147,7 @@ async function main(): Promise<void> {
     branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
     const dtm = stack.info.dtm!;
     const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
-    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...(values.otel ? OTEL_DRIVERS : [])].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...OTEL_DRIVERS.filter((d) => otel.includes(d.otel))].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
     const branchPid = branches.child.pid!;
     const serverPids = stack.processes.map((p) => p.pid);
     const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
@@ -198,12 +206,17 @@ async function main(): Promise<void> {
         console.log(`  ${label(p)} authenticated calls: caller CPU per saga, off / on = ${spread(cpu)}; sagas/s, on / off >= ${TARGET}: ${verdict(rate)}`);
       }
     }
-    if (values.otel) {
-      for (const p of protocols) {
-        const [off, sdkOff, sdk, none] = [of(p, 'otel-off'), of(p, 'otel-sdk-off'), of(p, 'otel-sdk'), of(p, 'library')];
-        const sdkRate = sdk.map((s, i) => s.rate / sdkOff[i].rate);
-        const sdkCpu = sdkOff.map((s, i) => s.cpu / sdk[i].cpu);
-        console.log(`  ${label(p)} OTel SDK: caller CPU per saga, instrumentation off / on >= ${TARGET}: ${verdict(sdkCpu)} [${spread(sdkCpu)}]; sagas/s, on / off >= ${TARGET}: ${verdict(sdkRate)}`);
+    for (const p of protocols) {
+      const withSdk = (set: string, offRole: SagaDriver['role'], onRole: SagaDriver['role']) => {
+        const [off, on] = [of(p, offRole), of(p, onRole)];
+        const cpu = off.map((s, i) => s.cpu / on[i].cpu);
+        const rate = on.map((s, i) => s.rate / off[i].rate);
+        console.log(`  ${label(p)} ${set}: caller CPU per saga, instrumentation off / on >= ${TARGET}: ${verdict(cpu)} [${spread(cpu)}]; sagas/s, on / off >= ${TARGET}: ${verdict(rate)}`);
+      };
+      if (otel.includes('sdk')) withSdk('OTel SDK', 'otel-sdk-off', 'otel-sdk');
+      if (otel.includes('instrumented')) withSdk('OTel SDK + HTTP/gRPC instrumentations', 'otel-inst-off', 'otel-inst');
+      if (otel.includes('none')) {
+        const [off, none] = [of(p, 'otel-off'), of(p, 'library')];
         console.log(`  ${label(p)} no SDK registered: caller CPU per saga, off / no SDK = ${spread(off.map((s, i) => s.cpu / none[i].cpu))}; sagas/s, no SDK / off = ${spread(none.map((s, i) => s.rate / off[i].rate))}`);
       }
     }
