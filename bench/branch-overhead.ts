@@ -41,9 +41,11 @@
 //     `node --import` before the app loads, as apps do): a server span per call, which the module
 //     gives its attributes instead of making a second span.
 // With --trace as well, every call carries a traceparent, as DTM's calls of a traced transaction do.
+// With --otel-only, only those pairs run (not the decorated / plain pair): every app beside the two
+// measured costs them CPU per request (caches, the SDK apps' export timers), as the figures show.
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only]]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +83,7 @@ const { values } = parseArgs({
     trace: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
     otel: { type: 'string' },
+    'otel-only': { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -101,7 +104,12 @@ if (otel.some((o) => !(OTEL_SETS as readonly string[]).includes(o))) throw new E
 /** The pairs of apps compared per `--otel` set: [instrumentation off, on]. */
 const OTEL_PAIRS = { none: ['off', 'dtm'], sdk: ['sdk-off', 'otel'], instrumented: ['inst-off', 'inst'] } as const satisfies Record<(typeof OTEL_SETS)[number], readonly [Mode, Mode]>;
 const OTEL_LABELS = { none: 'no SDK', sdk: 'SDK', instrumented: 'SDK + instrumentations' } as const;
-const modes: Mode[] = ['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...(otel.includes('none') ? (['off'] as const) : []), ...(otel.includes('sdk') ? (['sdk-off', 'otel'] as const) : []), ...(otel.includes('instrumented') ? (['inst-off', 'inst'] as const) : [])];
+const otelModes: Mode[] = otel.flatMap((o) => OTEL_PAIRS[o as keyof typeof OTEL_PAIRS]);
+// --otel-only: the OTel pairs alone (every app beside the pair measured costs it CPU per request: caches, timers)
+const modes: Mode[] = values['otel-only'] ? [...new Set(otelModes)] : [...new Set<Mode>(['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...otelModes])];
+if (values['otel-only'] && (values.auth || otel.length === 0)) throw new Error('--otel-only: with --otel, and without --auth');
+/** Whether this run has the decorated / plain pair (not with --otel-only). */
+const plainPair = modes.includes('plain');
 
 const here = dirname(fileURLToPath(import.meta.url));
 const order = { lines: [{ sku: 'a', amount: 3 }, { sku: 'b', amount: 4 }] };
@@ -194,7 +202,7 @@ async function main(): Promise<void> {
     const results = await interleaved(keys, rounds, (key) => metered(apps[key].pid, () => apps[key].load(seconds)), schedule);
     // per-round lines, then the summary side by side
     console.log('per round: requests/s decorated vs plain, the app\'s CPU per request decorated vs plain (plain / decorated)');
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; i < rounds && plainPair; i++) {
       const cells = transports.map((t) => {
         const [d, p] = [results[`${t}:dtm`][i], results[`${t}:plain`][i]];
         const cpu = d.cpuPerCall !== undefined && p.cpuPerCall !== undefined ? `, CPU ${us(d.cpuPerCall)} vs ${us(p.cpuPerCall)} (${(p.cpuPerCall / d.cpuPerCall).toFixed(3)})` : '';
@@ -205,10 +213,14 @@ async function main(): Promise<void> {
     const of = (t: Transport, m: Mode): Measured[] => results[`${t}:${m}`];
     const rate = (t: Transport, m: Mode) => of(t, m).map((r) => r.rate);
     const rows: [string, (t: Transport) => string][] = [
-      ['decorated: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'dtm')), ' µs')],
-      ['plain: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'plain')), ' µs')],
-      ['decorated: requests/s', (t) => fmtSeries(rate(t, 'dtm'), '/s')],
-      ['plain: requests/s', (t) => fmtSeries(rate(t, 'plain'), '/s')],
+      ...(plainPair
+        ? ([
+            ['decorated: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'dtm')), ' µs')],
+            ['plain: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'plain')), ' µs')],
+            ['decorated: requests/s', (t) => fmtSeries(rate(t, 'dtm'), '/s')],
+            ['plain: requests/s', (t) => fmtSeries(rate(t, 'plain'), '/s')],
+          ] as [string, (t: Transport) => string][])
+        : []),
       ...(values.auth
         ? ([
             ['authenticated: app CPU per request', (t) => fmtSeries(cpuSeries(of(t, 'auth')), ' µs')],
@@ -223,18 +235,18 @@ async function main(): Promise<void> {
           [`${label}, on: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, on)), ' µs')],
         ] as [string, (t: Transport) => string][];
       }),
-      ['load generator CPU per request', (t) => `${us(spread(of(t, 'dtm').map((r) => r.ownCpuPerCall)).median)} / ${us(spread(of(t, 'plain').map((r) => r.ownCpuPerCall)).median)}`],
+      ['load generator CPU per request', (t) => modes.map((m) => us(spread(of(t, m).map((r) => r.ownCpuPerCall)).median)).join(' / ')],
     ];
-    console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(34) + transports.map((t) => t.padEnd(30)).join(''));
-    for (const [label, cell] of rows) console.log(`  ${label.padEnd(32)}${transports.map((t) => cell(t).padEnd(30)).join('')}`);
+    console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(52) + transports.map((t) => t.padEnd(30)).join(''));
+    for (const [label, cell] of rows) console.log(`  ${label.padEnd(50)}${transports.map((t) => cell(t).padEnd(30)).join('')}`);
     console.log('\npaired per-round ratios: median (IQR, min–max)');
     for (const t of transports) {
-      const [d, p] = [cpuSeries(of(t, 'dtm')), cpuSeries(of(t, 'plain'))];
+      const [d, p] = plainPair ? [cpuSeries(of(t, 'dtm')), cpuSeries(of(t, 'plain'))] : [];
       if (d && p) {
         const ratio = spread(pairedRatios(p, d));
         console.log(`  ${t.padEnd(4)} plain / decorated app CPU per request = ${formatSpread(ratio)}   target >= 0.952: ${ratio.median >= 1 / 1.05 ? 'met' : 'MISSED'}`);
       }
-      console.log(`  ${t.padEnd(4)} decorated / plain requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'dtm'), rate(t, 'plain'))))}`);
+      if (plainPair) console.log(`  ${t.padEnd(4)} decorated / plain requests/s         = ${formatSpread(spread(pairedRatios(rate(t, 'dtm'), rate(t, 'plain'))))}`);
       if (values.auth) {
         const a = cpuSeries(of(t, 'auth'));
         if (d && a) {
