@@ -128,8 +128,9 @@ export class OtelBridge {
    *   call; the caller's own span, active when an app calls its own branch, is not). The branch
    *   call's attributes go on it when it ends (`own: false`: the module never ends it), and no
    *   second span is made for the same call;
-   * - otherwise a new span, named and with the attributes `ownSpan()` gives, a child of the active span if there
-   *   is one, else of `traceparent` (`own: true`, with the context to run the handler in).
+   * - otherwise a new span, named and with the attributes `ownSpan()` gives, a child of the active
+   *   span if there is one, else of `traceparent` (`own: true`, with the context to run the
+   *   handler in).
    */
   branchSpan(traceparent: string | undefined, tracestate: () => string | undefined, ownSpan: () => { name: string; attributes: Attributes }): { span: OtelSpan; own: boolean; context?: OtelContext } | undefined {
     if (!this.tracer) return undefined;
