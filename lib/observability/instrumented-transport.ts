@@ -19,9 +19,14 @@ export class InstrumentedTransport implements DtmTransport {
     this.protocol = inner.protocol;
   }
 
-  /** Runs `call` (operation `operation`), reported when something observes. */
-  private observe<T>(operation: string, gid: string | undefined, call: Promise<T>, started: number, branchId?: string, op?: string): Promise<T> {
-    return call.then(
+  /**
+   * `call()` (operation `operation` of transaction `gid`): passed straight on when nothing observes
+   * the calls to DTM, else timed from just before it starts and reported when it settles.
+   */
+  private observe<T>(operation: string, gid: string | undefined, call: () => Promise<T>, branchId?: string, op?: string): Promise<T> {
+    if (!this.instrumentation.observesDtmCalls) return call();
+    const started = performance.now();
+    return call().then(
       (value) => {
         this.instrumentation.dtmCall(operation, this.protocol, gid, started, false, undefined, branchId, op);
         return value;
@@ -43,58 +48,37 @@ export class InstrumentedTransport implements DtmTransport {
     this.inner.checkTransaction(gid, options);
   }
   newGid(): Promise<string> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.newGid();
-    return this.observe('newGid', undefined, this.inner.newGid(), performance.now());
+    return this.observe('newGid', undefined, () => this.inner.newGid());
   }
   prepare(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.prepare(request);
-    const started = performance.now();
-    return this.observe('prepare', request.gid, this.inner.prepare(request), started);
+    return this.observe('prepare', request.gid, () => this.inner.prepare(request));
   }
   submit(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.submit(request);
-    const started = performance.now();
-    return this.observe('submit', request.gid, this.inner.submit(request), started);
+    return this.observe('submit', request.gid, () => this.inner.submit(request));
   }
   abort(request: TransactionRequest): Promise<void> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.abort(request);
-    const started = performance.now();
-    return this.observe('abort', request.gid, this.inner.abort(request), started);
+    return this.observe('abort', request.gid, () => this.inner.abort(request));
   }
   prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.prepareWorkflow(request);
-    const started = performance.now();
-    return this.observe('prepareWorkflow', request.gid, this.inner.prepareWorkflow(request), started);
+    return this.observe('prepareWorkflow', request.gid, () => this.inner.prepareWorkflow(request));
   }
   registerBranch(registration: BranchRegistration): Promise<void> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.registerBranch(registration);
-    const started = performance.now();
-    return this.observe('registerBranch', registration.gid, this.inner.registerBranch(registration), started, registration.branchId);
+    return this.observe('registerBranch', registration.gid, () => this.inner.registerBranch(registration), registration.branchId);
   }
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.callBranch(call);
-    const started = performance.now();
-    return this.observe('callBranch', call.gid, this.inner.callBranch(call), started, call.branchId, call.op);
+    return this.observe('callBranch', call.gid, () => this.inner.callBranch(call), call.branchId, call.op);
   }
   query(gid: string): Promise<TransactionRecord | null> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.query(gid);
-    const started = performance.now();
-    return this.observe('query', gid, this.inner.query(gid), started);
+    return this.observe('query', gid, () => this.inner.query(gid));
   }
   list(filter: ListFilter): Promise<ListPage> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.list(filter);
-    const started = performance.now();
-    return this.observe('list', undefined, this.inner.list(filter), started);
+    return this.observe('list', undefined, () => this.inner.list(filter));
   }
   forceStop(gid: string): Promise<void> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.forceStop(gid);
-    const started = performance.now();
-    return this.observe('forceStop', gid, this.inner.forceStop(gid), started);
+    return this.observe('forceStop', gid, () => this.inner.forceStop(gid));
   }
   ping(): Promise<PingResult> {
-    if (!this.instrumentation.observesDtmCalls) return this.inner.ping();
-    const started = performance.now();
-    return this.observe('ping', undefined, this.inner.ping(), started);
+    return this.observe('ping', undefined, () => this.inner.ping());
   }
   close(): void {
     this.inner.close();
