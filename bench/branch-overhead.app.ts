@@ -82,7 +82,8 @@ const dtm = () =>
       ...(grpc ? { grpcAppAddress: `127.0.0.1:${grpcPort}` } : {}),
       ...(mode === 'auth' ? { branchAuthKeys: [process.env.BENCH_AUTH_KEY!] } : {}),
     },
-    ...(mode === 'off' || mode === 'sdk-off' || mode === 'inst-off' ? { instrumentation: { openTelemetry: false } } : {}),
+    // BENCH_AA (--aa): the instrumentation off in the apps that have it on, too (an A/A run: the pairs' two apps the same)
+    ...(mode === 'off' || mode === 'sdk-off' || mode === 'inst-off' || (process.env.BENCH_AA === '1' && ['dtm', 'otel', 'inst'].includes(mode)) ? { instrumentation: { openTelemetry: false } } : {}),
   });
 if (mode === 'otel' || mode === 'sdk-off') registerDroppingOtelSdk();
 

@@ -84,6 +84,8 @@ const { values } = parseArgs({
     auth: { type: 'boolean', default: false },
     otel: { type: 'string' },
     'otel-only': { type: 'boolean', default: false },
+    fresh: { type: 'boolean', default: false },
+    aa: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -140,7 +142,7 @@ interface App {
 }
 
 async function startApp(transport: Transport, mode: Mode): Promise<App> {
-  const env: Record<string, string> = { NODE_ENV: values.env!, BENCH_AUTH_KEY: AUTH_KEY };
+  const env: Record<string, string> = { NODE_ENV: values.env!, BENCH_AUTH_KEY: AUTH_KEY, ...(values.aa ? { BENCH_AA: '1' } : {}) };
   if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
   const preload = mode === 'inst' || mode === 'inst-off' ? OTEL_PRELOAD : [];
   const started = await startAppProcess([process.execPath, ...preload, join(here, 'branch-overhead.app.js'), mode, transport], env);
@@ -199,7 +201,18 @@ async function main(): Promise<void> {
       const sequence = [...modes.slice(turn), ...modes.slice(0, turn)];
       return ts.flatMap((t) => sequence.map((m) => `${t}:${m}` as const));
     };
-    const results = await interleaved(keys, rounds, (key) => metered(apps[key].pid, () => apps[key].load(seconds)), schedule);
+    // --fresh: from the second round on, each app is started anew (and warmed up) just before it is
+    // measured, so that no process's own bias (its heap layout, its JIT's choices) is in every round
+    const measure = async (key: (typeof keys)[number], round: number) => {
+      if (values.fresh && round > 0) {
+        const [t, m] = key.split(':') as [Transport, Mode];
+        apps[key].close();
+        apps[key] = await startApp(t, m);
+        await apps[key].load(3);
+      }
+      return metered(apps[key].pid, () => apps[key].load(seconds));
+    };
+    const results = await interleaved(keys, rounds, measure, schedule);
     // per-round lines, then the summary side by side
     console.log('per round: requests/s decorated vs plain, the app\'s CPU per request decorated vs plain (plain / decorated)');
     for (let i = 0; i < rounds && plainPair; i++) {

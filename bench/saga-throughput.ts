@@ -36,7 +36,11 @@
 //     auto-instrumentations give an app (a client span per call to DTM).
 //   Figures with an SDK: off / on (target >= 0.95).
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all]
+// With --fresh, every driver gets a new caller process (warmed up for 4 s) before each round after the
+// first: two processes running the same code differ by a few per cent for their whole life (heap
+// layout, the JIT's choices), which a run with one process per driver carries into every round.
+//
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all] [--fresh]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -55,6 +59,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '10' },
     auth: { type: 'boolean', default: false },
     otel: { type: 'string' },
+    fresh: { type: 'boolean', default: false },
   },
 });
 if (!['http', 'grpc', 'both'].includes(values.protocol!)) throw new Error(`--protocol must be http, grpc or both, not ${values.protocol}`);
@@ -106,6 +111,14 @@ function startCaller(driver: (typeof DRIVERS)[number], endpoints: SagaEndpoints)
       resolve({ ...driver, child });
     });
   });
+}
+
+/** Has the caller process `child` close its driver and exit. */
+async function stopCaller(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.send({ close: true });
+  await exited;
 }
 
 /** Has `caller` run its driver for `durationSeconds`, measuring the branch process and DTM meanwhile. */
@@ -163,6 +176,12 @@ async function main(): Promise<void> {
     for (let i = 0; i < rounds; i++) {
       for (let k = 0; k < drivers.length; k++) {
         const d = drivers[(i + k) % drivers.length];
+        if (values.fresh && i > 0) {
+          // --fresh: a new caller process, warmed up, for every round after the first (no process's own bias in every round)
+          await stopCaller(d.child);
+          d.child = (await startCaller(d, endpoints)).child;
+          await measure(d, 4, branchPid, serverPids);
+        }
         samples.get(d)!.push(await measure(d, seconds, branchPid, serverPids));
       }
       console.log(`  round ${String(i + 1).padStart(2)}: ${drivers.map((d) => `${name(d)} ${fmt(samples.get(d)![i].rate)}/s ${fmt(samples.get(d)![i].cpu)} µs`).join(' | ')}`);
@@ -228,12 +247,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    for (const { child } of drivers) {
-      if (child.exitCode !== null) continue;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.send({ close: true });
-      await exited;
-    }
+    for (const { child } of drivers) await stopCaller(child);
     if (branches) {
       const { child } = branches;
       child.kill('SIGTERM');
