@@ -192,7 +192,7 @@ export class DtmInstrumentation {
   startBranch(observation: BranchObservation, traceparent: string | undefined, tracestate: () => string | undefined): void {
     const otel = this.otel();
     if (!otel?.tracing) return;
-    const made = otel.branchSpan(traceparent, tracestate, () => ({ name: `DTM ${observation.transType} ${observation.op} ${observation.branch}`, attributes: branchSpanAttributes(observation) }));
+    const made = otel.branchSpan(traceparent, tracestate, () => `DTM ${observation.transType} ${observation.op} ${observation.branch}`);
     if (made) {
       observation.span = made.span;
       observation.ownSpan = made.own;
@@ -207,14 +207,10 @@ export class DtmInstrumentation {
     const otel = this.otel();
     if (otel) {
       if (o.span) {
-        // the call's server span gets all the attributes now; the module's own span has the call's since it started
-        const attributes: Record<string, string> = o.ownSpan ? { 'dtm.outcome': outcome } : branchSpanAttributes(o);
-        if (!o.ownSpan) attributes['dtm.outcome'] = outcome;
-        if (o.barrier) attributes['dtm.barrier.decision'] = o.barrier;
-        otel.endSpan(o.span, attributes, error, outcome !== 'success', o.ownSpan);
+        annotateBranchSpan(o.span, o, outcome);
+        otel.endSpan(o.span, undefined, error, outcome !== 'success', o.ownSpan);
       }
-      // few attributes: the SDK hashes them on every record (the trans type follows from the kind, the protocol is the server metrics')
-      otel.branchCall(o.barrier ? { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome, 'dtm.barrier.decision': o.barrier } : { 'dtm.branch.kind': o.kind, 'dtm.op': o.op, 'dtm.outcome': outcome }, durationMs / 1000);
+      otel.branchCall(o.kind, o.op, outcome, o.barrier, durationMs / 1000);
     }
     if (this.debugLogs) {
       this.logger.debug(
@@ -230,18 +226,21 @@ export class DtmInstrumentation {
   }
 }
 
-/** The `dtm.*` attributes of a branch call's span, but its outcome and barrier decision. */
-function branchSpanAttributes(o: BranchObservation): Record<string, string> {
-  return {
-    'dtm.gid': o.gid,
-    'dtm.trans_type': o.transType,
-    'dtm.branch_id': o.branchId,
-    'dtm.op': o.op,
-    'dtm.branch.name': o.branch,
-    'dtm.branch.kind': o.kind,
-    'dtm.protocol': o.protocol,
-    'dtm.handler': o.handler,
-  };
+/**
+ * Sets the `dtm.*` attributes of a branch call on its span (the module's own, or the call's server
+ * span) when the call ended: one `setAttribute` each, the barrier decision only when the barrier
+ * decided. The issue's list and the outcome, no more: every attribute costs every call (the server
+ * span's `http.route` / `rpc.method`, or the own span's name, already say which handler).
+ */
+function annotateBranchSpan(span: OtelSpan, o: BranchObservation, outcome: DtmBranchOutcome): void {
+  span.setAttribute('dtm.gid', o.gid);
+  span.setAttribute('dtm.trans_type', o.transType);
+  span.setAttribute('dtm.branch_id', o.branchId);
+  span.setAttribute('dtm.op', o.op);
+  span.setAttribute('dtm.branch.name', o.branch);
+  span.setAttribute('dtm.protocol', o.protocol);
+  span.setAttribute('dtm.outcome', outcome);
+  if (o.barrier) span.setAttribute('dtm.barrier.decision', o.barrier);
 }
 
 /** An error's message for a log line (no stack, no request data). */

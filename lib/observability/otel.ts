@@ -13,14 +13,15 @@ export interface OtelSpan {
   spanContext(): { traceId: string; spanId: string; traceFlags: number; traceState?: { serialize(): string } };
   isRecording(): boolean;
   setAttributes(attributes: Attributes): unknown;
+  setAttribute(key: string, value: string): unknown;
   recordException(exception: Error): void;
   setStatus(status: { code: number; message?: string }): unknown;
   end(): void;
 }
 /** A context (`@opentelemetry/api`'s `Context`), opaque to the module. */
 export type OtelContext = object;
-/** Span and metric attributes, as the module sets them. */
-type Attributes = Record<string, string>;
+/** Span and metric attributes, as the module sets them (an undefined value is not set). */
+type Attributes = Record<string, string | undefined>;
 
 /**
  * Whether the span of `sc` is a server span of the call that carried `traceparent`
@@ -31,22 +32,64 @@ type Attributes = Record<string, string>;
 const isServerSpanOf = (sc: { traceId: string; spanId: string }, traceparent: string): boolean =>
   traceparent.length >= 55 && traceparent[35] === '-' && sc.traceId === traceparent.slice(3, 35) && sc.spanId !== traceparent.slice(36, 52);
 
-/** The instruments of the module's metrics. */
+/** The instruments of the module's metrics, and the branch call counts the module keeps itself. */
 interface Instruments {
   transactions: import('@opentelemetry/api').Histogram;
-  branchCalls: import('@opentelemetry/api').Histogram;
+  branchDuration: import('@opentelemetry/api').Histogram;
+  branchCounts: BranchCounts;
 }
 
+/** A kind / op / outcome / barrier decision's branch calls so far: their number and their total time. */
+interface BranchCell {
+  attributes: Attributes;
+  calls: number;
+  seconds: number;
+}
+
+/** The branch calls counted so far, by `kind op outcome [decision]`. */
+type BranchCounts = Map<string, BranchCell>;
+
 /**
- * The names of the module's metrics (`docs/observability.md`): duration histograms, whose counts
- * are the numbers of transactions and of branch calls (and barrier decisions, an attribute), as
- * OpenTelemetry's semantic conventions count requests (one record per call: each record hashes
- * its attributes). Calls to DTM are timed by the HTTP / gRPC client instrumentations.
+ * The branch call counts of each meter (one per meter provider): every module of the process adds
+ * to the same ones, which one callback per meter reports (two callbacks reporting the same
+ * attributes would overwrite each other's figures).
+ */
+const branchCountsOf = new WeakMap<object, BranchCounts>();
+
+/**
+ * The names of the module's metrics (`docs/observability.md`). Transactions: a duration histogram,
+ * whose count is their number (one record per transaction). Branch calls, served far more often:
+ * their number and total time by kind, op, outcome and barrier decision are counted by the module
+ * (an addition per call) and read by the SDK when it collects (a record with attributes would make
+ * the SDK hash them on every call); their duration histogram has no attributes. Calls to DTM are
+ * timed by the HTTP / gRPC client instrumentations.
  */
 export const METRIC_NAMES = {
   transactions: 'dtm.transaction.duration',
-  branchCalls: 'dtm.branch.duration',
+  branchCalls: 'dtm.branch.calls',
+  branchTime: 'dtm.branch.time',
+  branchDuration: 'dtm.branch.duration',
 } as const;
+
+/** The branch call counts of `meter`, made (and reported on collection) on first use. */
+function branchCountsFor(meter: import('@opentelemetry/api').Meter): BranchCounts {
+  let counts = branchCountsOf.get(meter);
+  if (counts) return counts;
+  const cells: BranchCounts = (counts = new Map());
+  branchCountsOf.set(meter, counts);
+  const calls = meter.createObservableCounter(METRIC_NAMES.branchCalls, { unit: '{call}', description: 'Branch calls served by this app, by kind, op, outcome and barrier decision' });
+  const time = meter.createObservableCounter(METRIC_NAMES.branchTime, { unit: 's', description: 'Time the handlers of those branch calls took, barrier included (divided by dtm.branch.calls: the mean)' });
+  meter.addBatchObservableCallback(
+    (result) => {
+      for (const cell of cells.values()) {
+        result.observe(calls, cell.calls, cell.attributes);
+        result.observe(time, cell.seconds, cell.attributes);
+      }
+    },
+    [calls, time],
+  );
+  return counts;
+}
 
 /** What the module uses of OpenTelemetry, once an SDK is known to be registered. */
 export class OtelBridge {
@@ -63,7 +106,8 @@ export class OtelBridge {
       const seconds = { unit: 's' };
       this.instruments = {
         transactions: meter.createHistogram(METRIC_NAMES.transactions, { ...seconds, description: 'Global transactions this app started, by type and outcome: time from the first call to DTM to the outcome' }),
-        branchCalls: meter.createHistogram(METRIC_NAMES.branchCalls, { ...seconds, description: 'Branch calls served by this app, by kind, op, outcome and barrier decision: time the handler took, barrier included' }),
+        branchDuration: meter.createHistogram(METRIC_NAMES.branchDuration, { ...seconds, description: 'Branch calls served by this app: time the handler took, barrier included (by kind, op and outcome: dtm.branch.calls and dtm.branch.time)' }),
+        branchCounts: branchCountsFor(meter),
       };
     }
   }
@@ -126,20 +170,18 @@ export class OtelBridge {
    * - the call's own server span, when the active span is one: recording, in the trace of
    *   `traceparent` but not its span (what an HTTP / gRPC server instrumentation starts for the
    *   call; the caller's own span, active when an app calls its own branch, is not). The branch
-   *   call's attributes go on it when it ends (`own: false`: the module never ends it), and no
-   *   second span is made for the same call;
-   * - otherwise a new span, named and with the attributes `ownSpan()` gives, a child of the active
-   *   span if there is one, else of `traceparent` (`own: true`, with the context to run the
-   *   handler in).
+   *   call's attributes go on it (`own: false`: the module never ends it), and no second span is
+   *   made for the same call;
+   * - otherwise a new span named `name()`, a child of the active span if there is one, else of
+   *   `traceparent` (`own: true`, with the context to run the handler in).
    */
-  branchSpan(traceparent: string | undefined, tracestate: () => string | undefined, ownSpan: () => { name: string; attributes: Attributes }): { span: OtelSpan; own: boolean; context?: OtelContext } | undefined {
+  branchSpan(traceparent: string | undefined, tracestate: () => string | undefined, name: () => string): { span: OtelSpan; own: boolean; context?: OtelContext } | undefined {
     if (!this.tracer) return undefined;
     const active: ApiContext = this.api.context.active();
     const current = this.api.trace.getSpan(active);
     if (current && traceparent !== undefined && current.isRecording() && isServerSpanOf(current.spanContext(), traceparent)) return { span: current, own: false };
     const parent = current || traceparent === undefined ? active : this.remoteParent(active, traceparent, tracestate());
-    const { name, attributes } = ownSpan();
-    const span = this.tracer.startSpan(name, { attributes }, parent);
+    const span = this.tracer.startSpan(name(), undefined, parent);
     return { span, own: true, context: this.api.trace.setSpan(parent, span) };
   }
 
@@ -168,9 +210,9 @@ export class OtelBridge {
     return headers;
   }
 
-  /** Ends `span` with `attributes` added, in error status with `error` when given; `own: false` (the call's server span, which its instrumentation ends): only annotates it. */
-  endSpan(span: OtelSpan, attributes: Attributes, error: unknown, failed: boolean, own = true): void {
-    span.setAttributes(attributes);
+  /** Ends `span` with `attributes` added (none when not given), in error status with `error` when `failed`; `own: false` (the call's server span, which its instrumentation ends): only annotates it. */
+  endSpan(span: OtelSpan, attributes: Attributes | undefined, error: unknown, failed: boolean, own = true): void {
+    if (attributes) span.setAttributes(attributes);
     if (failed) {
       if (error instanceof Error) span.recordException(error);
       span.setStatus({ code: this.api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : error === undefined ? undefined : String(error) });
@@ -183,8 +225,18 @@ export class OtelBridge {
     this.instruments?.transactions.record(seconds, attributes);
   }
 
-  /** Records a branch call's duration (which counts it, with its barrier decision among the attributes). */
-  branchCall(attributes: Attributes, seconds: number): void {
-    this.instruments?.branchCalls.record(seconds, attributes);
+  /** Counts a branch call by kind, op, outcome and barrier decision (when the barrier decided), and records its duration. */
+  branchCall(kind: string, op: string, outcome: string, barrier: string | undefined, seconds: number): void {
+    const instruments = this.instruments;
+    if (!instruments) return;
+    const key = barrier === undefined ? `${kind} ${op} ${outcome}` : `${kind} ${op} ${outcome} ${barrier}`;
+    let cell = instruments.branchCounts.get(key);
+    if (!cell) {
+      const attributes: Attributes = barrier === undefined ? { 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome } : { 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome, 'dtm.barrier.decision': barrier };
+      instruments.branchCounts.set(key, (cell = { attributes, calls: 0, seconds: 0 }));
+    }
+    cell.calls++;
+    cell.seconds += seconds;
+    instruments.branchDuration.record(seconds);
   }
 }

@@ -74,7 +74,7 @@ function expectOneTrace(gid: string): { ap: ReadableSpan; branches: ReadableSpan
   return spans;
 }
 
-/** The counts of the histogram `name` by the values of `keys` (points without one of them left out). */
+/** The counts of the metric `name` (a histogram's count, a counter's value) by the values of `keys` (points without one of them left out). */
 async function counter(name: string, keys: string[]): Promise<Map<string, number>> {
   const { resourceMetrics } = await reader.collect();
   const points = new Map<string, number>();
@@ -84,7 +84,8 @@ async function counter(name: string, keys: string[]): Promise<Map<string, number
       for (const point of metric.dataPoints) {
         if (keys.some((k) => point.attributes[k] === undefined)) continue;
         const key = keys.map((k) => String(point.attributes[k])).join(' ');
-        points.set(key, (points.get(key) ?? 0) + (point.value as { count: number }).count);
+        // a histogram's count, or a counter's value
+        points.set(key, (points.get(key) ?? 0) + (typeof point.value === 'number' ? point.value : (point.value as { count: number }).count));
       }
     }
   }
@@ -119,6 +120,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
   it('a saga that rolls back: one trace, the AP span and the branch spans of its actions and compensations, counters as DTM recorded', async () => {
     const gid = await t.client.generateGid();
     const [callsBefore, txBefore, barrierBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']), await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision'])];
+    const [timeBefore, durationBefore] = [await counter(METRIC_NAMES.branchTime, BRANCH_KEYS), await counter(METRIC_NAMES.branchDuration, [])];
     const final = await t.client.newSaga(gid, { protocol }).add('transOut', { account: 1, amount: 30 }).add('transIn', { account: 2, amount: 30, fail: 'yes' }).submitAndWait();
 
     expect(final.status).toBe('failed');
@@ -132,7 +134,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
       '01 compensate transOut executed success',
     ]);
     expect(branches[1].status.code).toBe(SpanStatusCode.ERROR);
-    expect(branches[0].attributes).toMatchObject({ 'dtm.trans_type': 'saga', 'dtm.protocol': protocol, 'dtm.branch.kind': 'saga-action', 'dtm.handler': 'Bank.transOut' });
+    expect(branches[0].attributes).toEqual({ 'dtm.gid': gid, 'dtm.trans_type': 'saga', 'dtm.branch_id': '01', 'dtm.op': 'action', 'dtm.branch.name': 'transOut', 'dtm.protocol': protocol, 'dtm.outcome': 'success', 'dtm.barrier.decision': 'executed' });
     expect(asDtm(branches)).toEqual(await dtmBranches(gid));
 
     expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
@@ -146,6 +148,11 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
       'compensate null-compensation': 1,
       'compensate executed': 1,
     });
+    // the handlers' time by the same attributes, and the duration histogram of all four calls
+    const time = growth(timeBefore, await counter(METRIC_NAMES.branchTime, BRANCH_KEYS));
+    expect(Object.keys(time).sort()).toEqual(['saga-action action failure', 'saga-action action success', 'saga-compensate compensate success']);
+    for (const seconds of Object.values(time)) expect(seconds > 0 && seconds < 10).toBe(true);
+    expect(growth(durationBefore, await counter(METRIC_NAMES.branchDuration, []))).toEqual({ '': 4 });
   });
 
   it('a TCC transaction that rolls back: the Try calls the AP makes and the cancels DTM makes are one trace', async () => {
