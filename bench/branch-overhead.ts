@@ -14,7 +14,10 @@
 // runs (the load generator included); the CPU the app spends per request much less. The apps
 // (decorated and plain, per transport) all run all the time, started once and warmed up: started
 // per round they would need a warm-up per round (JIT, connections), and an idle Node process costs
-// nothing. Each round measures every app once: per transport the decorated and the plain app back
+// nothing (but a process keeps its own bias of a few per cent, its heap layout and its JIT's
+// choices, for its whole life: --fresh starts each app anew, and warms it up, before each of its
+// rounds after the first, so that the bias is in one round, not in all; --aa gives the OTel pairs
+// the same two apps, to check that the method then finds no difference). Each round measures every app once: per transport the decorated and the plain app back
 // to back, the transports in turn; which transport and which app go first rotate from round to
 // round. The ratios are taken per round (paired: the two runs of a pair are seconds apart), then
 // summarised by their median, interquartile range and min–max.
@@ -45,7 +48,7 @@
 // measured costs them CPU per request (caches, the SDK apps' export timers), as the figures show.
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only]]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only] [--aa]] [--fresh]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

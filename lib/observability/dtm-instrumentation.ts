@@ -102,8 +102,8 @@ export class DtmInstrumentation {
 
   /**
    * @internal Whether anything observes the calls to DTM: a listener or the debug log. OpenTelemetry
-   * does not: an HTTP / gRPC client instrumentation times them (a metric record per DTM call would
-   * cost the app more than the call's own client code).
+   * does not: an HTTP client instrumentation times them, a gRPC one gives each a span (a metric
+   * record per DTM call would cost the app more than the call's own client code).
    */
   get observesDtmCalls(): boolean {
     return this.listening || this.debugLogs;

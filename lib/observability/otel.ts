@@ -62,7 +62,7 @@ const branchCountsOf = new WeakMap<object, BranchCounts>();
  * their number and total time by kind, op, outcome and barrier decision are counted by the module
  * (an addition per call) and read by the SDK when it collects (a record with attributes would make
  * the SDK hash them on every call); their duration histogram has no attributes. Calls to DTM are
- * timed by the HTTP / gRPC client instrumentations.
+ * the HTTP / gRPC client instrumentations' to time.
  */
 export const METRIC_NAMES = {
   transactions: 'dtm.transaction.duration',
