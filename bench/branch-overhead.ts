@@ -17,9 +17,9 @@
 // nothing (but a process keeps its own bias of a few per cent, its heap layout and its JIT's
 // choices, for its whole life: --fresh starts each app anew, and warms it up, before each of its
 // rounds after the first, so that the bias is in one round, not in all; --aa gives the OTel pairs
-// the same two apps, to check that the method then finds no difference). Each round measures every app once: per transport the decorated and the plain app back
-// to back, the transports in turn; which transport and which app go first rotate from round to
-// round. The ratios are taken per round (paired: the two runs of a pair are seconds apart), then
+// the same two apps, to check that the method then finds no difference). Each round measures every
+// app once: per transport the decorated and the plain app back to back, the transports in turn;
+// which transport and which app go first rotate from round to round. The ratios are taken per round (paired: the two runs of a pair are seconds apart), then
 // summarised by their median, interquartile range and min–max.
 // Target: plain / decorated CPU per request >= 0.952 (issue #18: the module's own share <= 5 %) on
 // each transport: Express (http), Fastify (fastify) and gRPC.

@@ -229,7 +229,7 @@ export class DtmInstrumentation {
 /**
  * Sets the `dtm.*` attributes of a branch call on its span (the module's own, or the call's server
  * span) when the call ended: one `setAttribute` each, the barrier decision only when the barrier
- * decided. The issue's list and the outcome, no more: every attribute costs every call (the server
+ * decided. Those of `docs/observability.md`, no more: every attribute costs every call (the server
  * span's `http.route` / `rpc.method`, or the own span's name, already say which handler).
  */
 function annotateBranchSpan(span: OtelSpan, o: BranchObservation, outcome: DtmBranchOutcome): void {

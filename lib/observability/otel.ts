@@ -20,8 +20,8 @@ export interface OtelSpan {
 }
 /** A context (`@opentelemetry/api`'s `Context`), opaque to the module. */
 export type OtelContext = object;
-/** Span and metric attributes, as the module sets them (an undefined value is not set). */
-type Attributes = Record<string, string | undefined>;
+/** Span and metric attributes, as the module sets them. */
+type Attributes = Record<string, string>;
 
 /**
  * Whether the span of `sc` is a server span of the call that carried `traceparent`
@@ -62,7 +62,7 @@ const branchCountsOf = new WeakMap<object, BranchCounts>();
  * their number and total time by kind, op, outcome and barrier decision are counted by the module
  * (an addition per call) and read by the SDK when it collects (a record with attributes would make
  * the SDK hash them on every call); their duration histogram has no attributes. Calls to DTM are
- * the HTTP / gRPC client instrumentations' to time.
+ * left to the HTTP / gRPC client instrumentations.
  */
 export const METRIC_NAMES = {
   transactions: 'dtm.transaction.duration',

@@ -76,7 +76,7 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
     const refused = servers.find((s) => s.attributes['dtm.outcome'] === 'failure')!;
     expect(refused.status).toBe(SpanStatusCode.ERROR);
     expect(refused.attributes).toMatchObject({ 'dtm.trans_type': 'saga', 'dtm.protocol': protocol, 'dtm.gid': gid });
-    // the dtm attributes of a branch call: the issue's list and the outcome (the barrier decision: none, the action was refused before it)
+    // the dtm attributes of a branch call: those docs/observability.md lists, and the outcome (the barrier decision: none, the action was refused before it)
     expect(Object.keys(refused.attributes).filter((k) => k.startsWith('dtm.')).sort()).toEqual(['dtm.branch.name', 'dtm.branch_id', 'dtm.gid', 'dtm.op', 'dtm.outcome', 'dtm.protocol', 'dtm.trans_type']);
     expect(servers.map((s) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.outcome'] === 'success' ? 'succeed' : 'failed'}`).sort()).toEqual(
       (await queryTrans(gid)).branches
