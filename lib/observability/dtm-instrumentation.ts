@@ -172,7 +172,7 @@ export class DtmInstrumentation {
     const otel = this.otel();
     if (otel) {
       if (observation.span) otel.endSpan(observation.span, { 'dtm.outcome': outcome }, error, failed);
-      otel.transaction({ 'dtm.trans_type': transType, 'dtm.protocol': protocol, 'dtm.outcome': outcome }, durationMs / 1000);
+      otel.transaction(transType, protocol, outcome, durationMs / 1000);
     }
     if (this.debugLogs) this.logger.debug(`${transType} gid=${gid}: ${outcome} in ${durationMs.toFixed(1)} ms${error !== undefined ? ` (${errorText(error)})` : ''}`);
     if (this.listening) this.emit('transaction.end', { gid, transType, protocol, outcome, error, durationMs });

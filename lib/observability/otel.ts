@@ -32,63 +32,93 @@ type Attributes = Record<string, string>;
 const isServerSpanOf = (sc: { traceId: string; spanId: string }, traceparent: string): boolean =>
   traceparent.length >= 55 && traceparent[35] === '-' && sc.traceId === traceparent.slice(3, 35) && sc.spanId !== traceparent.slice(36, 52);
 
-/** The instruments of the module's metrics, and the branch call counts the module keeps itself. */
-interface Instruments {
-  transactions: import('@opentelemetry/api').Histogram;
-  branchDuration: import('@opentelemetry/api').Histogram;
-  branchCounts: BranchCounts;
-}
-
-/** A kind / op / outcome / barrier decision's branch calls so far: their number and their total time. */
-interface BranchCell {
+/** One attribute set's counts so far: how many, and their total time. */
+interface CountCell {
   attributes: Attributes;
-  calls: number;
+  count: number;
   seconds: number;
 }
 
-/** The branch calls counted so far, by `kind op outcome [decision]`. */
-type BranchCounts = Map<string, BranchCell>;
-
 /**
- * The branch call counts of each meter (one per meter provider): every module of the process adds
- * to the same ones, which one callback per meter reports (two callbacks reporting the same
- * attributes would overwrite each other's figures).
+ * Transactions or branch calls counted by the module: one cell per attribute set, which the SDK
+ * reads when it collects, as two observable counters (the number, the total time). Counting is an
+ * addition; a histogram record with attributes would make the SDK hash them every time.
  */
-const branchCountsOf = new WeakMap<object, BranchCounts>();
+class Counted {
+  private readonly cells = new Map<string, CountCell>();
+
+  constructor(meter: import('@opentelemetry/api').Meter, count: { name: string; unit: string; description: string }, time: { name: string; description: string }) {
+    const counter = meter.createObservableCounter(count.name, { unit: count.unit, description: count.description });
+    const timer = meter.createObservableCounter(time.name, { unit: 's', description: time.description });
+    meter.addBatchObservableCallback(
+      (result) => {
+        for (const cell of this.cells.values()) {
+          result.observe(counter, cell.count, cell.attributes);
+          result.observe(timer, cell.seconds, cell.attributes);
+        }
+      },
+      [counter, timer],
+    );
+  }
+
+  /** Counts one under `key`, whose attributes `attributes()` gives the first time. */
+  add(key: string, seconds: number, attributes: () => Attributes): void {
+    let cell = this.cells.get(key);
+    if (!cell) this.cells.set(key, (cell = { attributes: attributes(), count: 0, seconds: 0 }));
+    cell.count++;
+    cell.seconds += seconds;
+  }
+}
 
 /**
- * The names of the module's metrics (`docs/observability.md`). Transactions: a duration histogram,
- * whose count is their number (one record per transaction). Branch calls, served far more often:
- * their number and total time by kind, op, outcome and barrier decision are counted by the module
- * (an addition per call) and read by the SDK when it collects (a record with attributes would make
- * the SDK hash them on every call); their duration histogram has no attributes. Calls to DTM are
- * left to the HTTP / gRPC client instrumentations.
+ * The names of the module's metrics (`docs/observability.md`): transactions and branch calls,
+ * each counted by the module by their attributes (number and total time) and timed by a
+ * histogram without attributes. Calls to DTM are left to the HTTP / gRPC client instrumentations.
  */
 export const METRIC_NAMES = {
-  transactions: 'dtm.transaction.duration',
+  transactions: 'dtm.transactions',
+  transactionTime: 'dtm.transaction.time',
+  transactionDuration: 'dtm.transaction.duration',
   branchCalls: 'dtm.branch.calls',
   branchTime: 'dtm.branch.time',
   branchDuration: 'dtm.branch.duration',
 } as const;
 
-/** The branch call counts of `meter`, made (and reported on collection) on first use. */
-function branchCountsFor(meter: import('@opentelemetry/api').Meter): BranchCounts {
-  let counts = branchCountsOf.get(meter);
-  if (counts) return counts;
-  const cells: BranchCounts = (counts = new Map());
-  branchCountsOf.set(meter, counts);
-  const calls = meter.createObservableCounter(METRIC_NAMES.branchCalls, { unit: '{call}', description: 'Branch calls served by this app, by kind, op, outcome and barrier decision' });
-  const time = meter.createObservableCounter(METRIC_NAMES.branchTime, { unit: 's', description: 'Time the handlers of those branch calls took, barrier included (divided by dtm.branch.calls: the mean)' });
-  meter.addBatchObservableCallback(
-    (result) => {
-      for (const cell of cells.values()) {
-        result.observe(calls, cell.calls, cell.attributes);
-        result.observe(time, cell.seconds, cell.attributes);
-      }
-    },
-    [calls, time],
-  );
-  return counts;
+/** The module's metrics on one meter. */
+interface Instruments {
+  transactions: Counted;
+  transactionDuration: import('@opentelemetry/api').Histogram;
+  branchCalls: Counted;
+  branchDuration: import('@opentelemetry/api').Histogram;
+}
+
+/**
+ * The instruments of each meter (one per meter provider): every module of the process counts in the
+ * same cells, which one callback per meter reports (two callbacks reporting the same attributes
+ * would overwrite each other's figures).
+ */
+const instrumentsOf = new WeakMap<object, Instruments>();
+
+/** The module's instruments on `meter`, made on first use. */
+function instrumentsFor(meter: import('@opentelemetry/api').Meter): Instruments {
+  let instruments = instrumentsOf.get(meter);
+  if (instruments) return instruments;
+  instruments = {
+    transactions: new Counted(
+      meter,
+      { name: METRIC_NAMES.transactions, unit: '{transaction}', description: 'Global transactions this app started, by type, protocol and outcome' },
+      { name: METRIC_NAMES.transactionTime, description: 'Time those transactions took, from the first call to DTM to the outcome (divided by dtm.transactions: the mean)' },
+    ),
+    transactionDuration: meter.createHistogram(METRIC_NAMES.transactionDuration, { unit: 's', description: 'Global transactions this app started: time from the first call to DTM to the outcome (by type and outcome: dtm.transactions, dtm.transaction.time)' }),
+    branchCalls: new Counted(
+      meter,
+      { name: METRIC_NAMES.branchCalls, unit: '{call}', description: 'Branch calls served by this app, by kind, op, outcome and barrier decision' },
+      { name: METRIC_NAMES.branchTime, description: 'Time the handlers of those branch calls took, barrier included (divided by dtm.branch.calls: the mean)' },
+    ),
+    branchDuration: meter.createHistogram(METRIC_NAMES.branchDuration, { unit: 's', description: 'Branch calls served by this app: time the handler took, barrier included (by kind, op and outcome: dtm.branch.calls, dtm.branch.time)' }),
+  };
+  instrumentsOf.set(meter, instruments);
+  return instruments;
 }
 
 /** What the module uses of OpenTelemetry, once an SDK is known to be registered. */
@@ -102,14 +132,7 @@ export class OtelBridge {
     meter: import('@opentelemetry/api').Meter | undefined,
   ) {
     if (tracing) this.tracer = api.trace.getTracer('nestjs-dtm');
-    if (meter) {
-      const seconds = { unit: 's' };
-      this.instruments = {
-        transactions: meter.createHistogram(METRIC_NAMES.transactions, { ...seconds, description: 'Global transactions this app started, by type and outcome: time from the first call to DTM to the outcome' }),
-        branchDuration: meter.createHistogram(METRIC_NAMES.branchDuration, { ...seconds, description: 'Branch calls served by this app: time the handler took, barrier included (by kind, op and outcome: dtm.branch.calls and dtm.branch.time)' }),
-        branchCounts: branchCountsFor(meter),
-      };
-    }
+    if (meter) this.instruments = instrumentsFor(meter);
   }
 
   /**
@@ -220,23 +243,21 @@ export class OtelBridge {
     if (own) span.end();
   }
 
-  /** Records a transaction's duration (which counts it). */
-  transaction(attributes: Attributes, seconds: number): void {
-    this.instruments?.transactions.record(seconds, attributes);
+  /** Counts a transaction by type, protocol and outcome, and records its duration. */
+  transaction(transType: string, protocol: string, outcome: string, seconds: number): void {
+    const instruments = this.instruments;
+    if (!instruments) return;
+    instruments.transactions.add(`${transType} ${protocol} ${outcome}`, seconds, () => ({ 'dtm.trans_type': transType, 'dtm.protocol': protocol, 'dtm.outcome': outcome }));
+    instruments.transactionDuration.record(seconds);
   }
 
   /** Counts a branch call by kind, op, outcome and barrier decision (when the barrier decided), and records its duration. */
   branchCall(kind: string, op: string, outcome: string, barrier: string | undefined, seconds: number): void {
     const instruments = this.instruments;
     if (!instruments) return;
-    const key = barrier === undefined ? `${kind} ${op} ${outcome}` : `${kind} ${op} ${outcome} ${barrier}`;
-    let cell = instruments.branchCounts.get(key);
-    if (!cell) {
-      const attributes: Attributes = barrier === undefined ? { 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome } : { 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome, 'dtm.barrier.decision': barrier };
-      instruments.branchCounts.set(key, (cell = { attributes, calls: 0, seconds: 0 }));
-    }
-    cell.calls++;
-    cell.seconds += seconds;
+    // every value is bounded: the kinds, the ops the guard let through, the outcomes, the decisions
+    if (barrier === undefined) instruments.branchCalls.add(`${kind} ${op} ${outcome}`, seconds, () => ({ 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome }));
+    else instruments.branchCalls.add(`${kind} ${op} ${outcome} ${barrier}`, seconds, () => ({ 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome, 'dtm.barrier.decision': barrier }));
     instruments.branchDuration.record(seconds);
   }
 }

@@ -121,6 +121,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     const gid = await t.client.generateGid();
     const [callsBefore, txBefore, barrierBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']), await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision'])];
     const [timeBefore, durationBefore] = [await counter(METRIC_NAMES.branchTime, BRANCH_KEYS), await counter(METRIC_NAMES.branchDuration, [])];
+    const [txTimeBefore, txDurationBefore] = [await counter(METRIC_NAMES.transactionTime, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']), await counter(METRIC_NAMES.transactionDuration, [])];
     const final = await t.client.newSaga(gid, { protocol }).add('transOut', { account: 1, amount: 30 }).add('transIn', { account: 2, amount: 30, fail: 'yes' }).submitAndWait();
 
     expect(final.status).toBe('failed');
@@ -143,6 +144,10 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
       'saga-compensate compensate success': 2,
     });
     expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`saga failed ${protocol}`]: 1 });
+    const txTime = growth(txTimeBefore, await counter(METRIC_NAMES.transactionTime, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']));
+    expect(Object.keys(txTime)).toEqual([`saga failed ${protocol}`]);
+    expect(txTime[`saga failed ${protocol}`] > 0 && txTime[`saga failed ${protocol}`] < 30).toBe(true);
+    expect(growth(txDurationBefore, await counter(METRIC_NAMES.transactionDuration, []))).toEqual({ '': 1 });
     expect(growth(barrierBefore, await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision']))).toEqual({
       'action executed': 1,
       'compensate null-compensation': 1,
