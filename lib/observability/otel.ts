@@ -39,20 +39,31 @@ interface CountCell {
   seconds: number;
 }
 
+/** The cells of {@link Counted} under the values so far: by the next attribute's value (undefined: not set), a cell after the fourth. */
+type CellTree = Map<string | undefined, CellTree | CountCell>;
+
 /**
  * Transactions or branch calls counted by the module: one cell per attribute set, which the SDK
  * reads when it collects, as two observable counters (the number, the total time). Counting is an
- * addition; a histogram record with attributes would make the SDK hash them every time.
+ * addition; a histogram record with attributes would make the SDK hash them every time. A cell is
+ * found by its attributes' values, one map per attribute (no key string is made per call).
  */
 class Counted {
-  private readonly cells = new Map<string, CountCell>();
+  private readonly cells: CountCell[] = [];
+  private readonly tree: CellTree = new Map();
 
-  constructor(meter: import('@opentelemetry/api').Meter, count: { name: string; unit: string; description: string }, time: { name: string; description: string }) {
+  /** `names`: the attributes (three or four), in the order {@link add} gives their values. */
+  constructor(
+    meter: import('@opentelemetry/api').Meter,
+    private readonly names: readonly string[],
+    count: { name: string; unit: string; description: string },
+    time: { name: string; description: string },
+  ) {
     const counter = meter.createObservableCounter(count.name, { unit: count.unit, description: count.description });
     const timer = meter.createObservableCounter(time.name, { unit: 's', description: time.description });
     meter.addBatchObservableCallback(
       (result) => {
-        for (const cell of this.cells.values()) {
+        for (const cell of this.cells) {
           result.observe(counter, cell.count, cell.attributes);
           result.observe(timer, cell.seconds, cell.attributes);
         }
@@ -61,12 +72,31 @@ class Counted {
     );
   }
 
-  /** Counts one under `key`, whose attributes `attributes()` gives the first time. */
-  add(key: string, seconds: number, attributes: () => Attributes): void {
-    let cell = this.cells.get(key);
-    if (!cell) this.cells.set(key, (cell = { attributes: attributes(), count: 0, seconds: 0 }));
+  /** Counts one that took `seconds`, with the attributes of `names` set to `a`, `b`, `c` and `d` (unset when undefined). */
+  add(seconds: number, a: string, b: string, c: string, d?: string): void {
+    let node: CellTree | CountCell = this.tree;
+    for (let i = 0; i < 4; i++) {
+      const tree = node as CellTree;
+      const value = i === 0 ? a : i === 1 ? b : i === 2 ? c : d;
+      let next = tree.get(value);
+      if (!next) tree.set(value, (next = i === 3 ? this.cell(a, b, c, d) : new Map()));
+      node = next;
+    }
+    const cell = node as CountCell;
     cell.count++;
     cell.seconds += seconds;
+  }
+
+  /** A new cell for these values (see {@link add}). */
+  private cell(a: string, b: string, c: string, d: string | undefined): CountCell {
+    const values = [a, b, c, d];
+    const attributes: Attributes = {};
+    this.names.forEach((name, i) => {
+      if (values[i] !== undefined) attributes[name] = values[i]!;
+    });
+    const cell = { attributes, count: 0, seconds: 0 };
+    this.cells.push(cell);
+    return cell;
   }
 }
 
@@ -106,12 +136,14 @@ function instrumentsFor(meter: import('@opentelemetry/api').Meter): Instruments 
   instruments = {
     transactions: new Counted(
       meter,
+      ['dtm.trans_type', 'dtm.protocol', 'dtm.outcome'],
       { name: METRIC_NAMES.transactions, unit: '{transaction}', description: 'Global transactions this app started, by type, protocol and outcome' },
       { name: METRIC_NAMES.transactionTime, description: 'Time those transactions took, from the first call to DTM to the outcome (divided by dtm.transactions: the mean)' },
     ),
     transactionDuration: meter.createHistogram(METRIC_NAMES.transactionDuration, { unit: 's', description: 'Global transactions this app started: time from the first call to DTM to the outcome (by type and outcome: dtm.transactions, dtm.transaction.time)' }),
     branchCalls: new Counted(
       meter,
+      ['dtm.branch.kind', 'dtm.op', 'dtm.outcome', 'dtm.barrier.decision'],
       { name: METRIC_NAMES.branchCalls, unit: '{call}', description: 'Branch calls served by this app, by kind, op, outcome and barrier decision' },
       { name: METRIC_NAMES.branchTime, description: 'Time the handlers of those branch calls took, barrier included (divided by dtm.branch.calls: the mean)' },
     ),
@@ -247,7 +279,7 @@ export class OtelBridge {
   transaction(transType: string, protocol: string, outcome: string, seconds: number): void {
     const instruments = this.instruments;
     if (!instruments) return;
-    instruments.transactions.add(`${transType} ${protocol} ${outcome}`, seconds, () => ({ 'dtm.trans_type': transType, 'dtm.protocol': protocol, 'dtm.outcome': outcome }));
+    instruments.transactions.add(seconds, transType, protocol, outcome);
     instruments.transactionDuration.record(seconds);
   }
 
@@ -256,8 +288,7 @@ export class OtelBridge {
     const instruments = this.instruments;
     if (!instruments) return;
     // every value is bounded: the kinds, the ops the guard let through, the outcomes, the decisions
-    if (barrier === undefined) instruments.branchCalls.add(`${kind} ${op} ${outcome}`, seconds, () => ({ 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome }));
-    else instruments.branchCalls.add(`${kind} ${op} ${outcome} ${barrier}`, seconds, () => ({ 'dtm.branch.kind': kind, 'dtm.op': op, 'dtm.outcome': outcome, 'dtm.barrier.decision': barrier }));
+    instruments.branchCalls.add(seconds, kind, op, outcome, barrier);
     instruments.branchDuration.record(seconds);
   }
 }

@@ -47,6 +47,19 @@ describe('the module metrics', () => {
     expect(duration?.dataPoints.map((p) => [p.attributes, (p.value as { count: number; sum: number }).count, (p.value as { sum: number }).sum])).toEqual([[{}, 4, 1.875]]);
   });
 
+  it('a call with a barrier decision and one without, otherwise alike, are counted apart, each with its own attributes', async () => {
+    const bridge = OtelBridge.probe()!;
+    bridge.branchCall('tcc-try', 'try', 'success', undefined, 1);
+    bridge.branchCall('tcc-try', 'try', 'success', 'executed', 2);
+    bridge.branchCall('tcc-try', 'try', 'success', undefined, 4);
+
+    const tried = (await collected(METRIC_NAMES.branchTime))?.dataPoints.filter((p) => p.attributes['dtm.op'] === 'try');
+    expect(tried?.map((p) => [p.attributes, p.value])).toEqual([
+      [{ 'dtm.branch.kind': 'tcc-try', 'dtm.op': 'try', 'dtm.outcome': 'success' }, 5],
+      [{ 'dtm.branch.kind': 'tcc-try', 'dtm.op': 'try', 'dtm.outcome': 'success', 'dtm.barrier.decision': 'executed' }, 2],
+    ]);
+  });
+
   it('transactions: counted by type, protocol and outcome, across modules; the histogram without attributes', async () => {
     const [a, b] = [OtelBridge.probe()!, OtelBridge.probe()!];
     a.transaction('saga', 'http', 'succeeded', 2);
