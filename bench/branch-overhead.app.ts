@@ -8,6 +8,9 @@
 //   node .build/bench/branch-overhead.app.js sdk-off [http|grpc] -> the same SDK registered, the module's instrumentation off
 //   node --import .build/bench/otel-preload.js .build/bench/branch-overhead.app.js inst|inst-off [http|grpc] -> as otel / sdk-off,
 //        the SDK with its HTTP and gRPC instrumentations (registered by the preload, before the app loads)
+//   node [--import .build/bench/otel-preload.js] .build/bench/branch-overhead.app.js sdk-hand|inst-hand [http|grpc] -> as
+//        sdk-off / inst-off, the handler giving the call by hand, with @opentelemetry/api, the telemetry the
+//        module gives it (see byHand below): what OpenTelemetry itself costs for it, without the module's seam
 // http (the default): an Express app, the handler a POST route; it prints `port N`.
 // fastify: the same on Nest's Fastify adapter.
 // grpc: a hybrid app (Express + a gRPC microservice on GRPC_PORT, as the README's main.ts), the
@@ -17,6 +20,7 @@
 import 'reflect-metadata';
 import { Body, Controller, HttpCode, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { context, metrics, trace, type Span } from '@opentelemetry/api';
 import { DtmModule, SagaAction } from 'nestjs-dtm';
 import { listenBenchApp } from './bench-app.js';
 import { registerDroppingOtelSdk } from './otel-sdk.js';
@@ -27,12 +31,47 @@ interface Order {
 
 const work = (order: Order) => ({ ok: true, total: order.lines.reduce((sum, l) => sum + l.amount, 0) });
 
+// sdk-hand / inst-hand: what the module's instrumentation gives a branch call, written by hand with
+// @opentelemetry/api, at the least it can cost: the `dtm.*` attributes on the call's server span
+// when an instrumentation made one, else on a span of its own (a child of the bench's traceparent,
+// the handler run in its context), and the duration in an attribute-free histogram. The values are
+// the bench request's (nothing read from the call), and nothing is counted by attribute: a floor
+// for the module's figures, not a copy of the module.
+const [mode = 'plain', transport = 'http'] = process.argv.slice(2);
+const byHandMode = mode === 'sdk-hand' || mode === 'inst-hand';
+const benchParent = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: 1, isRemote: true };
+let handTelemetry: { tracer: ReturnType<typeof trace.getTracer>; duration: ReturnType<ReturnType<typeof metrics.getMeter>['createHistogram']> } | undefined;
+function byHand<T>(run: () => T): T {
+  handTelemetry ??= { tracer: trace.getTracer('bench-by-hand'), duration: metrics.getMeter('bench-by-hand').createHistogram('bench.branch.duration', { unit: 's' }) };
+  const started = performance.now();
+  const active = context.active();
+  let span: Span | undefined = trace.getSpan(active);
+  const own = span === undefined;
+  let result: T;
+  if (own) {
+    const parent = trace.setSpanContext(active, benchParent);
+    span = handTelemetry.tracer.startSpan('DTM saga action bench', undefined, parent);
+    result = context.with(trace.setSpan(parent, span), run);
+  } else result = run();
+  span!.setAttribute('dtm.gid', 'BenchGid0000000000001');
+  span!.setAttribute('dtm.trans_type', 'saga');
+  span!.setAttribute('dtm.branch_id', '01');
+  span!.setAttribute('dtm.op', 'action');
+  span!.setAttribute('dtm.branch.name', 'bench');
+  span!.setAttribute('dtm.protocol', transport === 'grpc' ? 'grpc' : 'http');
+  span!.setAttribute('dtm.outcome', 'success');
+  if (own) span!.end();
+  handTelemetry.duration.record((performance.now() - started) / 1000);
+  return result;
+}
+const serve = byHandMode ? (order: Order) => byHand(() => work(order)) : work;
+
 @Controller('bench')
 class DecoratedController {
   @Post('branch')
   @SagaAction('bench', { compensate: false })
   branch(@Body() order: Order) {
-    return work(order);
+    return serve(order);
   }
 }
 
@@ -46,7 +85,6 @@ class PlainController {
 }
 
 // gRPC: @nestjs/microservices is loaded only then, so that the HTTP apps load what they did before
-const [mode = 'plain', transport = 'http'] = process.argv.slice(2);
 const grpcPort = Number(process.env.GRPC_PORT ?? 0);
 const grpc = transport === 'grpc';
 const microservices = grpc ? await import('@nestjs/microservices') : undefined;
@@ -60,7 +98,7 @@ function grpcControllers() {
     @GrpcMethod('BranchBench', 'Branch')
     @SagaAction('bench', { compensate: false })
     branch(@Payload() order: Order) {
-      return work(order);
+      return serve(order);
     }
   }
 
@@ -83,9 +121,9 @@ const dtm = () =>
       ...(mode === 'auth' ? { branchAuthKeys: [process.env.BENCH_AUTH_KEY!] } : {}),
     },
     // BENCH_AA (--aa): the instrumentation off in the apps that have it on, too (an A/A run: the pairs' two apps the same)
-    ...(mode === 'off' || mode === 'sdk-off' || mode === 'inst-off' || (process.env.BENCH_AA === '1' && ['dtm', 'otel', 'inst'].includes(mode)) ? { instrumentation: { openTelemetry: false } } : {}),
+    ...(mode === 'off' || mode === 'sdk-off' || mode === 'inst-off' || byHandMode || (process.env.BENCH_AA === '1' && ['dtm', 'otel', 'inst'].includes(mode)) ? { instrumentation: { openTelemetry: false } } : {}),
   });
-if (mode === 'otel' || mode === 'sdk-off') registerDroppingOtelSdk();
+if (mode === 'otel' || mode === 'sdk-off' || mode === 'sdk-hand') registerDroppingOtelSdk();
 
 function moduleOf(imports: unknown[], controller: Type): Type {
   @Module({ imports: imports as never[], controllers: [controller] })
@@ -93,7 +131,7 @@ function moduleOf(imports: unknown[], controller: Type): Type {
   return AppModule;
 }
 
-const appModule = ['dtm', 'auth', 'off', 'otel', 'sdk-off', 'inst', 'inst-off'].includes(mode) ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
+const appModule = ['dtm', 'auth', 'off', 'otel', 'sdk-off', 'inst', 'inst-off', 'sdk-hand', 'inst-hand'].includes(mode) ? moduleOf([dtm()], decorated) : mode === 'dtm-plain' ? moduleOf([dtm()], plain) : moduleOf([], plain);
 const app = fastify
   ? await NestFactory.create(appModule, new fastify.FastifyAdapter(), { logger: ['error'] })
   : await NestFactory.create(appModule, { logger: ['error'] });

@@ -44,11 +44,15 @@
 //     `node --import` before the app loads, as apps do): a server span per call, which the module
 //     gives its attributes instead of making a second span.
 // With --trace as well, every call carries a traceparent, as DTM's calls of a traced transaction do.
+// With --hand as well (and --trace), a third app per sdk / instrumented set: the module's
+// instrumentation off, the handler giving each call by hand, with @opentelemetry/api, the least of
+// the same telemetry (bench/branch-overhead.app.ts, byHand): off / by hand is what OpenTelemetry
+// itself costs for it, by hand / on what the module's seam adds beyond that.
 // With --otel-only, only those pairs run (not the decorated / plain pair): every app beside the two
 // measured costs them CPU per request (caches, the SDK apps' export timers), as the figures show.
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only] [--aa]] [--fresh]
+//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only] [--aa] [--hand]] [--fresh]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +93,7 @@ const { values } = parseArgs({
     'otel-only': { type: 'boolean', default: false },
     fresh: { type: 'boolean', default: false },
     aa: { type: 'boolean', default: false },
+    hand: { type: 'boolean', default: false },
   },
 });
 const connections = Number(values.connections);
@@ -102,14 +107,18 @@ const transports = values.transport === 'all' ? ALL : (values.transport!.split('
 if (transports.some((t) => !ALL.includes(t))) throw new Error(`--transport: all, or a list of http (Express), fastify, grpc; not ${values.transport}`);
 /** http: Express; fastify: Nest's Fastify adapter; grpc: a gRPC microservice. */
 type Transport = 'http' | 'fastify' | 'grpc';
-type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel' | 'sdk-off' | 'inst' | 'inst-off';
+type Mode = 'dtm' | 'plain' | 'auth' | 'off' | 'otel' | 'sdk-off' | 'inst' | 'inst-off' | 'sdk-hand' | 'inst-hand';
 const OTEL_SETS = ['none', 'sdk', 'instrumented'] as const;
 const otel = values.otel === 'all' ? [...OTEL_SETS] : (values.otel?.split(',') ?? []);
 if (otel.some((o) => !(OTEL_SETS as readonly string[]).includes(o))) throw new Error(`--otel: all, or a list of none, sdk, instrumented; not ${values.otel}`);
 /** The pairs of apps compared per `--otel` set: [instrumentation off, on]. */
 const OTEL_PAIRS = { none: ['off', 'dtm'], sdk: ['sdk-off', 'otel'], instrumented: ['inst-off', 'inst'] } as const satisfies Record<(typeof OTEL_SETS)[number], readonly [Mode, Mode]>;
 const OTEL_LABELS = { none: 'no SDK', sdk: 'SDK', instrumented: 'SDK + instrumentations' } as const;
-const otelModes: Mode[] = otel.flatMap((o) => OTEL_PAIRS[o as keyof typeof OTEL_PAIRS]);
+/** --hand: the app per `--otel` set that gives each call the same telemetry by hand (none without an SDK). */
+const OTEL_HAND = { none: undefined, sdk: 'sdk-hand', instrumented: 'inst-hand' } as const satisfies Record<(typeof OTEL_SETS)[number], Mode | undefined>;
+if (values.hand && (!values.trace || !otel.some((o) => o !== 'none'))) throw new Error('--hand: with --trace and --otel sdk and/or instrumented');
+const handOf = (o: string): Mode | undefined => (values.hand ? OTEL_HAND[o as keyof typeof OTEL_HAND] : undefined);
+const otelModes: Mode[] = otel.flatMap((o) => [...OTEL_PAIRS[o as keyof typeof OTEL_PAIRS], ...(handOf(o) ? [handOf(o)!] : [])]);
 // --otel-only: the OTel pairs alone (every app beside the pair measured costs it CPU per request: caches, timers)
 const modes: Mode[] = values['otel-only'] ? [...new Set(otelModes)] : [...new Set<Mode>(['dtm', 'plain', ...(values.auth ? (['auth'] as const) : []), ...otelModes])];
 if (values['otel-only'] && (values.auth || otel.length === 0)) throw new Error('--otel-only: with --otel, and without --auth');
@@ -147,7 +156,7 @@ interface App {
 async function startApp(transport: Transport, mode: Mode): Promise<App> {
   const env: Record<string, string> = { NODE_ENV: values.env!, BENCH_AUTH_KEY: AUTH_KEY, ...(values.aa ? { BENCH_AA: '1' } : {}) };
   if (transport === 'grpc') env.GRPC_PORT = String(await freePort());
-  const preload = mode === 'inst' || mode === 'inst-off' ? OTEL_PRELOAD : [];
+  const preload = mode === 'inst' || mode === 'inst-off' || mode === 'inst-hand' ? OTEL_PRELOAD : [];
   const started = await startAppProcess([process.execPath, ...preload, join(here, 'branch-overhead.app.js'), mode, transport], env);
   const close = () => started.child.kill('SIGTERM');
   if (transport !== 'grpc') {
@@ -246,15 +255,17 @@ async function main(): Promise<void> {
       ...otel.flatMap((o) => {
         const [off, on] = OTEL_PAIRS[o as keyof typeof OTEL_PAIRS];
         const label = OTEL_LABELS[o as keyof typeof OTEL_LABELS];
+        const hand = handOf(o);
         return [
           [`${label}, off: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, off)), ' µs')],
           [`${label}, on: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, on)), ' µs')],
+          ...(hand ? [[`${label}, by hand: app CPU per request`, (t: Transport) => fmtSeries(cpuSeries(of(t, hand)), ' µs')]] : []),
         ] as [string, (t: Transport) => string][];
       }),
       ['load generator CPU per request', (t) => modes.map((m) => us(spread(of(t, m).map((r) => r.ownCpuPerCall)).median)).join(' / ')],
     ];
-    console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(52) + transports.map((t) => t.padEnd(30)).join(''));
-    for (const [label, cell] of rows) console.log(`  ${label.padEnd(50)}${transports.map((t) => cell(t).padEnd(30)).join('')}`);
+    console.log(`\nmedians (min–max) over ${rounds} rounds`.padEnd(56) + transports.map((t) => t.padEnd(30)).join(''));
+    for (const [label, cell] of rows) console.log(`  ${label.padEnd(54)}${transports.map((t) => cell(t).padEnd(30)).join('')}`);
     console.log('\npaired per-round ratios: median (IQR, min–max)');
     for (const t of transports) {
       const [d, p] = plainPair ? [cpuSeries(of(t, 'dtm')), cpuSeries(of(t, 'plain'))] : [];
@@ -281,6 +292,12 @@ async function main(): Promise<void> {
           console.log(`  ${t.padEnd(4)} ${label}: instrumentation off / on app CPU per request = ${formatSpread(ratio)}   ${verdict}`);
         }
         console.log(`  ${t.padEnd(4)} ${label}: instrumentation on / off requests/s         = ${formatSpread(spread(pairedRatios(rate(t, onMode), rate(t, offMode))))}`);
+        const handMode = handOf(o);
+        const hand = handMode && cpuSeries(of(t, handMode));
+        if (off && on && hand) {
+          console.log(`  ${t.padEnd(4)} ${label}: off / by hand app CPU per request (OpenTelemetry's own cost)  = ${formatSpread(spread(pairedRatios(off, hand)))}`);
+          console.log(`  ${t.padEnd(4)} ${label}: by hand / on app CPU per request (the module's seam beyond it) = ${formatSpread(spread(pairedRatios(hand, on)))}`);
+        }
       }
     }
   } finally {

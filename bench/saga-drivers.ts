@@ -11,6 +11,7 @@
 import http from 'node:http';
 import grpc from '@grpc/grpc-js';
 import axios from 'axios';
+import { context, metrics, propagation, SpanStatusCode, trace } from '@opentelemetry/api';
 import { randomBytes } from 'node:crypto';
 import { DtmClient, DtmInstrumentation, resolveDtmConfig } from 'nestjs-dtm';
 import { registerDroppingOtelSdk } from './otel-sdk.js';
@@ -33,7 +34,7 @@ export interface SagaDriver {
   name: string;
   protocol: Protocol;
   /** library: DtmClient; hand: the same calls written by hand (the baseline); reference: a leaner client, for information. */
-  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk-off' | 'otel-sdk' | 'otel-inst-off' | 'otel-inst';
+  role: 'library' | 'hand' | 'reference' | 'auth' | 'otel-off' | 'otel-sdk-off' | 'otel-sdk' | 'otel-inst-off' | 'otel-inst' | 'otel-sdk-hand' | 'otel-inst-hand';
   run(): Promise<void>;
   close(): void;
 }
@@ -93,7 +94,9 @@ export const AUTH_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name:
  * registered); `sdk`: in processes with an OpenTelemetry SDK registered that records everything and
  * exports it nowhere (bench/otel-sdk.ts), DtmClient with its instrumentation off and on;
  * `instrumented`: the same with the SDK's HTTP and gRPC instrumentations (a client span per call
- * to DTM), registered before the caller loads ({@link OTEL_PRELOAD}).
+ * to DTM), registered before the caller loads ({@link OTEL_PRELOAD}). With `--hand` as well, one
+ * more per SDK setting: the instrumentation off, the transaction's telemetry written by hand
+ * ({@link handTelemetryDriver}).
  */
 export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name: string; otel: 'none' | 'sdk' | 'instrumented' }[] = (['http', 'grpc'] as const).flatMap((protocol) => [
   { protocol, role: 'otel-off' as const, name: 'DtmClient, instrumentation off', otel: 'none' as const },
@@ -101,15 +104,18 @@ export const OTEL_DRIVERS: { protocol: Protocol; role: SagaDriver['role']; name:
   { protocol, role: 'otel-sdk' as const, name: 'DtmClient, OTel SDK, instrumentation on', otel: 'sdk' as const },
   { protocol, role: 'otel-inst-off' as const, name: 'DtmClient, OTel SDK + HTTP/gRPC instrumentations, instrumentation off', otel: 'instrumented' as const },
   { protocol, role: 'otel-inst' as const, name: 'DtmClient, OTel SDK + HTTP/gRPC instrumentations, instrumentation on', otel: 'instrumented' as const },
+  { protocol, role: 'otel-sdk-hand' as const, name: 'DtmClient, OTel SDK, telemetry by hand', otel: 'sdk' as const },
+  { protocol, role: 'otel-inst-hand' as const, name: 'DtmClient, OTel SDK + HTTP/gRPC instrumentations, telemetry by hand', otel: 'instrumented' as const },
 ]);
 
 /** The roles whose caller process registers the SDK with its instrumentations before it loads (`node --import`, {@link OTEL_PRELOAD}). */
-export const PRELOADED_ROLES: readonly SagaDriver['role'][] = ['otel-inst-off', 'otel-inst'];
+export const PRELOADED_ROLES: readonly SagaDriver['role'][] = ['otel-inst-off', 'otel-inst', 'otel-inst-hand'];
 
 /** The driver of `protocol` and `role` (one of {@link DRIVERS}, {@link AUTH_DRIVERS} or {@link OTEL_DRIVERS}). */
 export function sagaDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
   if (role === 'library' || role === 'auth') return libraryDriver(endpoints, protocol, role === 'auth');
-  if (role === 'otel-sdk' || role === 'otel-sdk-off') registerDroppingOtelSdk(); // in this driver's caller process only
+  if (role === 'otel-sdk' || role === 'otel-sdk-off' || role === 'otel-sdk-hand') registerDroppingOtelSdk(); // in this driver's caller process only
+  if (role === 'otel-sdk-hand' || role === 'otel-inst-hand') return handTelemetryDriver(endpoints, protocol, role);
   if (role === 'otel-off' || role === 'otel-sdk-off' || role === 'otel-inst-off') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation({ openTelemetry: false }));
   if (role === 'otel-sdk' || role === 'otel-inst') return libraryDriver(endpoints, protocol, false, role, new DtmInstrumentation());
   if (protocol === 'grpc' && role === 'hand') return grpcDriver(endpoints);
@@ -147,6 +153,50 @@ function libraryDriver(
         .add(`${branchUrl}/TransOut`, `${branchUrl}/TransOutRevert`, PAYLOAD)
         .add(`${branchUrl}/TransIn`, `${branchUrl}/TransInRevert`, PAYLOAD)
         .submit();
+    },
+    close: () => client.onModuleDestroy(),
+  };
+}
+
+/**
+ * DtmClient with its instrumentation off, the saga given by hand, with @opentelemetry/api, the least
+ * of the telemetry the module gives it: a span from the gid to the outcome (a child of the active
+ * context), the calls to DTM run in its context, its W3C trace context in the saga's
+ * `branch_headers`, an error status on failure, the duration in an attribute-free histogram.
+ * Nothing counted by attribute: a floor for the module's figures, not a copy of the module.
+ */
+function handTelemetryDriver(endpoints: SagaEndpoints, protocol: Protocol, role: SagaDriver['role']): SagaDriver {
+  const { serverUrl, grpcAddress, branchUrl } = endpoints;
+  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl, grpcServer: grpcAddress, protocol } }, {}), undefined, undefined, undefined, undefined, new DtmInstrumentation({ openTelemetry: false }));
+  const tracer = trace.getTracer('bench-by-hand');
+  const duration = metrics.getMeter('bench-by-hand').createHistogram('bench.saga.duration', { unit: 's' });
+  return {
+    name: OTEL_DRIVERS.find((d) => d.role === role)!.name,
+    protocol,
+    role,
+    run: async () => {
+      const started = performance.now();
+      const gid = await client.generateGid();
+      const span = tracer.startSpan('DTM saga', { attributes: { 'dtm.gid': gid, 'dtm.trans_type': 'saga', 'dtm.protocol': protocol } });
+      const active = trace.setSpan(context.active(), span);
+      const branchHeaders: Record<string, string> = {};
+      propagation.inject(active, branchHeaders);
+      try {
+        await context.with(active, () =>
+          client
+            .newSaga(gid, { waitResult: true, branchHeaders })
+            .add(`${branchUrl}/TransOut`, `${branchUrl}/TransOutRevert`, PAYLOAD)
+            .add(`${branchUrl}/TransIn`, `${branchUrl}/TransInRevert`, PAYLOAD)
+            .submit(),
+        );
+        span.setAttribute('dtm.outcome', 'succeeded');
+      } catch (err) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: String(err) });
+        throw err;
+      } finally {
+        span.end();
+        duration.record((performance.now() - started) / 1000);
+      }
     },
     close: () => client.onModuleDestroy(),
   };

@@ -35,12 +35,15 @@
 //   - instrumented: the same, the SDK with its HTTP and gRPC instrumentations, as NodeSDK's
 //     auto-instrumentations give an app (a client span per call to DTM).
 //   Figures with an SDK: off / on (target >= 0.95).
+//   With --hand, one more driver per SDK setting: the instrumentation off, the saga's telemetry
+//   written by hand with @opentelemetry/api (bench/saga-drivers.ts): off / by hand is what
+//   OpenTelemetry itself costs for it, by hand / on what the module's seam adds beyond that.
 //
 // With --fresh, every driver gets a new caller process (warmed up for 4 s) before each round after the
 // first: two processes running the same code differ by a few per cent for their whole life (heap
 // layout, the JIT's choices), which a run with one process per driver carries into every round.
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all] [--fresh]
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all [--hand]] [--fresh]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -59,6 +62,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '10' },
     auth: { type: 'boolean', default: false },
     otel: { type: 'string' },
+    hand: { type: 'boolean', default: false },
     fresh: { type: 'boolean', default: false },
   },
 });
@@ -160,7 +164,7 @@ async function main(): Promise<void> {
     branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
     const dtm = stack.info.dtm!;
     const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
-    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...OTEL_DRIVERS.filter((d) => otel.includes(d.otel))].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...OTEL_DRIVERS.filter((d) => otel.includes(d.otel) && (values.hand || !d.role.endsWith('-hand')))].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
     const branchPid = branches.child.pid!;
     const serverPids = stack.processes.map((p) => p.pid);
     const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
@@ -226,14 +230,18 @@ async function main(): Promise<void> {
       }
     }
     for (const p of protocols) {
-      const withSdk = (set: string, offRole: SagaDriver['role'], onRole: SagaDriver['role']) => {
+      const withSdk = (set: string, offRole: SagaDriver['role'], onRole: SagaDriver['role'], handRole: SagaDriver['role']) => {
         const [off, on] = [of(p, offRole), of(p, onRole)];
         const cpu = off.map((s, i) => s.cpu / on[i].cpu);
         const rate = on.map((s, i) => s.rate / off[i].rate);
         console.log(`  ${label(p)} ${set}: caller CPU per saga, instrumentation off / on >= ${TARGET}: ${verdict(cpu)} [${spread(cpu)}]; sagas/s, on / off >= ${TARGET}: ${verdict(rate)}`);
+        if (!values.hand) return;
+        const hand = of(p, handRole);
+        console.log(`  ${label(p)} ${set}: caller CPU per saga, off / by hand (OpenTelemetry's own cost) = ${spread(off.map((s, i) => s.cpu / hand[i].cpu))}`);
+        console.log(`  ${label(p)} ${set}: caller CPU per saga, by hand / on (the module's seam beyond it) = ${spread(hand.map((s, i) => s.cpu / on[i].cpu))}`);
       };
-      if (otel.includes('sdk')) withSdk('OTel SDK', 'otel-sdk-off', 'otel-sdk');
-      if (otel.includes('instrumented')) withSdk('OTel SDK + HTTP/gRPC instrumentations', 'otel-inst-off', 'otel-inst');
+      if (otel.includes('sdk')) withSdk('OTel SDK', 'otel-sdk-off', 'otel-sdk', 'otel-sdk-hand');
+      if (otel.includes('instrumented')) withSdk('OTel SDK + HTTP/gRPC instrumentations', 'otel-inst-off', 'otel-inst', 'otel-inst-hand');
       if (otel.includes('none')) {
         const [off, none] = [of(p, 'otel-off'), of(p, 'library')];
         console.log(`  ${label(p)} no SDK registered: caller CPU per saga, off / no SDK = ${spread(off.map((s, i) => s.cpu / none[i].cpu))}; sagas/s, no SDK / off = ${spread(none.map((s, i) => s.rate / off[i].rate))}`);
