@@ -39,8 +39,12 @@ interface CountCell {
   seconds: number;
 }
 
-/** The cells of {@link Counted} under the values so far: by the next attribute's value (undefined: not set), a cell after the fourth. */
-type CellTree = Map<string | undefined, CellTree | CountCell>;
+/** The map under `key` in `map`, made on first use. */
+function mapUnder<K, V>(map: Map<string, Map<K, V>>, key: string): Map<K, V> {
+  let next = map.get(key);
+  if (!next) map.set(key, (next = new Map<K, V>()));
+  return next;
+}
 
 /**
  * Transactions or branch calls counted by the module: one cell per attribute set, which the SDK
@@ -50,7 +54,8 @@ type CellTree = Map<string | undefined, CellTree | CountCell>;
  */
 class Counted {
   private readonly cells: CountCell[] = [];
-  private readonly tree: CellTree = new Map();
+  /** The cells by their first, second, third and fourth value (undefined: that attribute not set). */
+  private readonly byValues = new Map<string, Map<string, Map<string, Map<string | undefined, CountCell>>>>();
 
   /** `names`: the attributes (three or four), in the order {@link add} gives their values. */
   constructor(
@@ -74,15 +79,9 @@ class Counted {
 
   /** Counts one that took `seconds`, with the attributes of `names` set to `a`, `b`, `c` and `d` (unset when undefined). */
   add(seconds: number, a: string, b: string, c: string, d?: string): void {
-    let node: CellTree | CountCell = this.tree;
-    for (let i = 0; i < 4; i++) {
-      const tree = node as CellTree;
-      const value = i === 0 ? a : i === 1 ? b : i === 2 ? c : d;
-      let next = tree.get(value);
-      if (!next) tree.set(value, (next = i === 3 ? this.cell(a, b, c, d) : new Map()));
-      node = next;
-    }
-    const cell = node as CountCell;
+    const byFourth = mapUnder(mapUnder(mapUnder(this.byValues, a), b), c);
+    let cell = byFourth.get(d);
+    if (!cell) byFourth.set(d, (cell = this.cell(a, b, c, d)));
     cell.count++;
     cell.seconds += seconds;
   }
