@@ -12,10 +12,11 @@ import { startTrap } from '../support/trap.js';
 const MAX_BRANCH_BODY = 1024 * 1024;
 
 /**
- * Writes `head` and `chunks` on a raw connection to `url`'s port, never finishing the request,
- * and resolves with what the server answered once its answer's head is in (or it closed, or 5 s passed).
+ * Writes `head` and `chunks` on a raw connection to `url`'s port (`gapMs` apart, so that each
+ * arrives on its own), and resolves with what the server answered once its answer's head is in (or
+ * it closed, or 5 s passed).
  */
-function rawExchange(url: string, head: string, chunks: Buffer[] = []): Promise<string> {
+function rawExchange(url: string, head: string, chunks: Buffer[] = [], gapMs = 0): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
     let answer = '';
@@ -32,7 +33,12 @@ function rawExchange(url: string, head: string, chunks: Buffer[] = []): Promise<
     socket.on('error', () => undefined); // the server may reset the unread rest; 'close' follows
     socket.on('close', done);
     socket.write(head.replace(/\n/g, '\r\n'));
-    for (const chunk of chunks) socket.write(chunk);
+    void (async () => {
+      for (const chunk of chunks) {
+        if (gapMs > 0) await new Promise((wait) => setTimeout(wait, gapMs));
+        socket.write(chunk);
+      }
+    })();
   });
 }
 
@@ -354,6 +360,20 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     const { received } = (await res.json()) as { received: unknown };
     // Express's JSON parser skips text/plain; Fastify's own text parser gives the text
     expect(received).toEqual(adapter === 'fastify' ? '{"amount":1}' : 'nothing');
+  });
+
+  it('a branch call body that arrives in several pieces is read whole, as is one that arrives at once', async () => {
+    const body = JSON.stringify({ amount: 7, note: 'é'.repeat(3000) }); // a 2-byte character cut between two pieces
+    const bytes = Buffer.from(body);
+    const head = (gid: string) =>
+      `POST /api/v1/bank/audit?gid=${gid}&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${bytes.length}\nConnection: close\n\n`;
+    const pieces = [bytes.subarray(0, 1001), bytes.subarray(1001, 4001), bytes.subarray(4001)];
+    expect(await rawExchange(t.url, head('g-pieces'), pieces, 30)).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await rawExchange(t.url, head('g-whole'), [bytes])).toMatch(/^HTTP\/1\.1 200 /);
+    expect(t.ledger.calls.map((c) => [c.branch.gid, c.body])).toEqual([
+      ['g-pieces', JSON.parse(body)],
+      ['g-whole', JSON.parse(body)],
+    ]);
   });
 
   it('a branch call whose Content-Length is over the limit gets 413 before its body is read; the handler does not run', async () => {

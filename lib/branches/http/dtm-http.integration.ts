@@ -137,7 +137,8 @@ function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unkn
     refuseTooLarge(res);
   };
   const onEnd = () => {
-    req.rawBody = Buffer.concat(chunks);
+    // Node's HTTP parser gives each body chunk a Buffer of its own: a body of one chunk is kept as it came (no copy)
+    req.rawBody = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     req.body = parseAnswer(req.rawBody.toString('utf8'));
     req._body = true; // body-parser's convention (v1); v2 sees the request finished: the app's parsers leave it alone
     done();
