@@ -162,12 +162,20 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
     transType: transport.transType(carrier),
     protocol: transport.protocol,
     started: performance.now(),
+    // set as the call goes on; named here, so that every observation has the same shape
+    barrier: undefined,
+    span: undefined,
+    ownSpan: undefined,
+    context: undefined,
   };
   const [parentHeader, stateHeader] = TRACE_CONTEXT_HEADERS;
-  if (call.runtime?.config.passTraceContext === false) instrumentation.startBranch(observation, undefined, () => undefined);
+  if (call.runtime?.config.passTraceContext === false) instrumentation.startBranch(observation, undefined, noHeader);
   else instrumentation.startBranch(observation, transport.header(carrier, parentHeader), () => transport.header(carrier, stateHeader));
   return observation;
 }
+
+/** A header the call does not pass on. */
+const noHeader = (): undefined => undefined;
 
 /** Runs `run` (the handler, with the call's span active) and ends `observation` when it answered: a value, a promise or an Observable. */
 function observed(instrumentation: DtmInstrumentation, observation: BranchObservation, run: () => unknown): unknown {

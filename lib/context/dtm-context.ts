@@ -37,13 +37,37 @@ export function pickHeaders(headers: Record<string, string | string[] | undefine
   return picked && checkTraceContext(picked);
 }
 
-/** W3C `traceparent`: version (not `ff`), trace id (not all zeros), parent id (not all zeros), flags; 55 characters. */
-const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-((?!0{16})[0-9a-f]{16})-([0-9a-f]{2})$/;
+/** The value of each lower-case hex digit's char code (`0-9`, `a-f`); -1 for every other code below 128. */
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let digit = 0; digit < 16; digit++) HEX_VALUE['0123456789abcdef'.charCodeAt(digit)] = digit;
+
+/** Whether `value[from, to)` is lower-case hex: 1 with a non-zero digit, 0 when all zeros, -1 when not hex. */
+function hexRun(value: string, from: number, to: number): 1 | 0 | -1 {
+  let nonZero = false;
+  for (let i = from; i < to; i++) {
+    const code = value.charCodeAt(i);
+    const digit = code < 128 ? HEX_VALUE[code]! : -1;
+    if (digit < 0) return -1;
+    if (digit !== 0) nonZero = true;
+  }
+  return nonZero ? 1 : 0;
+}
+
+/**
+ * Whether `value` is a well-formed W3C `traceparent` of 55 characters: version (lower-case hex, not
+ * `ff`), trace id (32 hex digits, not all zeros), parent id (16, not all zeros), flags (2), joined
+ * by `-`. Checked char by char: it runs on every branch call that carries one.
+ */
+function isTraceparent(value: string): boolean {
+  if (value.length !== 55 || value.charCodeAt(2) !== 45 || value.charCodeAt(35) !== 45 || value.charCodeAt(52) !== 45) return false;
+  if (hexRun(value, 0, 2) < 0 || value.startsWith('ff')) return false;
+  return hexRun(value, 3, 35) === 1 && hexRun(value, 36, 52) === 1 && hexRun(value, 53, 55) >= 0;
+}
 
 /** The trace id, parent id and flags of a well-formed W3C `traceparent` (as {@link checkTraceContext} accepts it); undefined otherwise. */
 export function parseTraceparent(value: string): { traceId: string; spanId: string; flags: number } | undefined {
-  const m = TRACEPARENT.exec(value);
-  return m ? { traceId: m[1], spanId: m[2], flags: parseInt(m[3], 16) } : undefined;
+  if (!isTraceparent(value)) return undefined;
+  return { traceId: value.slice(3, 35), spanId: value.slice(36, 52), flags: HEX_VALUE[value.charCodeAt(53)]! * 16 + HEX_VALUE[value.charCodeAt(54)]! };
 }
 /** One W3C `tracestate` list member: `key=value` (key simple or `tenant@system`; value printable ASCII but `,` and `=`, no trailing space). */
 const TRACESTATE_MEMBER = /^(?:[a-z0-9][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
@@ -72,7 +96,7 @@ export function isValidTracestate(value: string): boolean {
 export function checkTraceContext(picked: Record<string, string>): Record<string, string> | undefined {
   const { traceparent, tracestate } = picked;
   if (traceparent === undefined && tracestate === undefined) return picked;
-  const parentValid = traceparent !== undefined && TRACEPARENT.test(traceparent);
+  const parentValid = traceparent !== undefined && isTraceparent(traceparent);
   if (traceparent !== undefined && !parentValid) delete picked.traceparent;
   if (tracestate !== undefined && !(parentValid && isValidTracestate(tracestate))) delete picked.tracestate;
   return Object.keys(picked).length > 0 ? picked : undefined;

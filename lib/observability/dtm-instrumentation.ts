@@ -18,7 +18,7 @@ import type {
   DtmInstrumentationOptions,
   DtmTransactionOutcome,
 } from './dtm-events.js';
-import { OtelBridge, type OtelContext, type OtelSpan } from './otel.js';
+import { OtelBridge, type BranchSpanSlot, type OtelContext, type OtelSpan } from './otel.js';
 
 /** @internal An observed transaction: its start, span and the trace headers DTM carries to its branches. */
 export interface TransactionObservation {
@@ -34,13 +34,8 @@ export interface TransactionObservation {
 }
 
 /** @internal An observed branch call, filled in as it runs: what its `branch.call` event reports, and its start and span. */
-export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'branch' | 'handler' | 'gid' | 'branchId' | 'op' | 'transType' | 'protocol' | 'barrier'> {
+export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'branch' | 'handler' | 'gid' | 'branchId' | 'op' | 'transType' | 'protocol' | 'barrier'>, BranchSpanSlot {
   started: number;
-  span?: OtelSpan;
-  /** Whether `span` is the module's own (it ends it), not the call's server span (which only gets the attributes). */
-  ownSpan?: boolean;
-  /** The context with the module's own span, under which the handler runs (none when the call's server span is active already). */
-  context?: OtelContext;
 }
 
 /** The names of the events ({@link DtmEvents}). */
@@ -191,13 +186,7 @@ export class DtmInstrumentation {
    */
   startBranch(observation: BranchObservation, traceparent: string | undefined, tracestate: () => string | undefined): void {
     const otel = this.otel();
-    if (!otel?.tracing) return;
-    const made = otel.branchSpan(traceparent, tracestate, () => `DTM ${observation.transType} ${observation.op} ${observation.branch}`);
-    if (made) {
-      observation.span = made.span;
-      observation.ownSpan = made.own;
-      observation.context = made.context;
-    }
+    if (otel?.tracing) otel.branchSpan(observation, traceparent, tracestate);
   }
 
   /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`). */

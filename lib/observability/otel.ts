@@ -20,6 +20,17 @@ export interface OtelSpan {
 }
 /** A context (`@opentelemetry/api`'s `Context`), opaque to the module. */
 export type OtelContext = object;
+/** A branch call as {@link OtelBridge.branchSpan} sees it: what names its span, and where the span goes. */
+export interface BranchSpanSlot {
+  transType: string;
+  op: string;
+  branch: string;
+  span?: OtelSpan;
+  /** Whether `span` is the module's own (it ends it), not the call's server span (which only gets the attributes). */
+  ownSpan?: boolean;
+  /** The context with the module's own span, under which the handler runs (none when the call's server span is active already). */
+  context?: OtelContext;
+}
 /** Span and metric attributes, as the module sets them. */
 type Attributes = Record<string, string>;
 
@@ -220,23 +231,30 @@ export class OtelBridge {
   }
 
   /**
-   * The span of a branch call that carries `traceparent` (`tracestate()` read only when needed):
+   * The span of the branch call `call`, which carries `traceparent` (`tracestate()` read only when
+   * needed), set on `call`:
    * - the call's own server span, when the active span is one: recording, in the trace of
    *   `traceparent` but not its span (what an HTTP / gRPC server instrumentation starts for the
    *   call; the caller's own span, active when an app calls its own branch, is not). The branch
-   *   call's attributes go on it (`own: false`: the module never ends it), and no second span is
-   *   made for the same call;
-   * - otherwise a new span named `name()`, a child of the active span if there is one, else of
-   *   `traceparent` (`own: true`, with the context to run the handler in).
+   *   call's attributes go on it (`ownSpan: false`: the module never ends it), and no second span
+   *   is made for the same call;
+   * - otherwise a new span named `DTM <trans type> <op> <branch>`, a child of the active span if
+   *   there is one, else of `traceparent` (`ownSpan: true`, with the context to run the handler in).
    */
-  branchSpan(traceparent: string | undefined, tracestate: () => string | undefined, name: () => string): { span: OtelSpan; own: boolean; context?: OtelContext } | undefined {
-    if (!this.tracer) return undefined;
+  branchSpan(call: BranchSpanSlot, traceparent: string | undefined, tracestate: () => string | undefined): void {
+    if (!this.tracer) return;
     const active: ApiContext = this.api.context.active();
     const current = this.api.trace.getSpan(active);
-    if (current && traceparent !== undefined && current.isRecording() && isServerSpanOf(current.spanContext(), traceparent)) return { span: current, own: false };
+    if (current && traceparent !== undefined && current.isRecording() && isServerSpanOf(current.spanContext(), traceparent)) {
+      call.span = current;
+      call.ownSpan = false;
+      return;
+    }
     const parent = current || traceparent === undefined ? active : this.remoteParent(active, traceparent, tracestate());
-    const span = this.tracer.startSpan(name(), undefined, parent);
-    return { span, own: true, context: this.api.trace.setSpan(parent, span) };
+    const span = this.tracer.startSpan(`DTM ${call.transType} ${call.op} ${call.branch}`, undefined, parent);
+    call.span = span;
+    call.ownSpan = true;
+    call.context = this.api.trace.setSpan(parent, span);
   }
 
   /** Starts a span named `name` under `parent`. */

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { context, ROOT_CONTEXT, SpanKind, trace, type Span } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { OtelBridge, type OtelSpan } from '../../lib/observability/otel.js';
+import { OtelBridge, type BranchSpanSlot, type OtelSpan } from '../../lib/observability/otel.js';
 
 const exporter = new InMemorySpanExporter();
 let otel: OtelBridge;
@@ -24,10 +24,12 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER = '00f067aa0ba902b7';
 const TRACEPARENT = `00-${TRACE}-${CALLER}-01`;
 const tracer = () => trace.getTracer('an-instrumentation');
-const own = () => 'DTM saga action transOut';
-/** branchSpan for a call carrying `traceparent`, with `active` as the active span (none: no active span). */
-const branchSpanUnder = (active: Span | undefined, traceparent = TRACEPARENT) =>
-  context.with(active ? trace.setSpan(ROOT_CONTEXT, active) : ROOT_CONTEXT, () => otel.branchSpan(traceparent, () => 'vendor=1', own))!;
+/** branchSpan for a saga action of branch transOut carrying `traceparent`, with `active` as the active span (none: no active span): what it set on the call. */
+function branchSpanUnder(active: Span | undefined, traceparent = TRACEPARENT): { span: OtelSpan; own: boolean; context?: object } {
+  const call: BranchSpanSlot = { transType: 'saga', op: 'action', branch: 'transOut' };
+  context.with(active ? trace.setSpan(ROOT_CONTEXT, active) : ROOT_CONTEXT, () => otel.branchSpan(call, traceparent, () => 'vendor=1'));
+  return { span: call.span!, own: call.ownSpan!, context: call.context };
+}
 /** The ended span `span` as the exporter has it. */
 const ended = (span: OtelSpan): ReadableSpan => exporter.getFinishedSpans().find((s) => s.spanContext().spanId === span.spanContext().spanId)!;
 

@@ -14,10 +14,45 @@ describe('pass-through headers', () => {
 
   it('parses a well-formed traceparent (the parent of a branch span), and nothing the pass-through would drop', () => {
     expect(parseTraceparent(TRACEPARENT)).toEqual({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', flags: 1 });
-    for (const bad of ['ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', `00-${'0'.repeat(32)}-00f067aa0ba902b7-01`, '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', 'garbage']) {
-      expect([bad, parseTraceparent(bad)]).toEqual([bad, undefined]);
-      expect([bad, checkTraceContext({ traceparent: bad })]).toEqual([bad, undefined]);
+    expect(parseTraceparent('0a-0000000000000000000000000000000f-f000000000000000-ff')).toEqual({ traceId: '0000000000000000000000000000000f', spanId: 'f000000000000000', flags: 255 });
+    const bad = [
+      'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', // version ff
+      `00-${'0'.repeat(32)}-00f067aa0ba902b7-01`, // trace id all zeros
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', // parent id all zeros
+      '00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01', // upper case
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g', // flags not hex
+      '0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', // version not hex
+      '00-4bf92f3577b34da6a3ce929d0e0e473é-00f067aa0ba902b7-01', // not ASCII
+      '00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', // separator
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01',
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ', // too long
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1', // too short
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00',
+      'garbage',
+      '',
+    ];
+    for (const value of bad) {
+      expect([value, parseTraceparent(value)]).toEqual([value, undefined]);
+      expect([value, checkTraceContext({ traceparent: value })]).toEqual([value, undefined]);
     }
+  });
+
+  it('accepts exactly the traceparents the W3C grammar does (mutations of a valid one, one or two characters at a time)', () => {
+    // the grammar of W3C Trace Context level 1, version 00's length, as a regular expression (the reference the parser is checked against)
+    const W3C = /^(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-((?!0{16})[0-9a-f]{16})-([0-9a-f]{2})$/;
+    const alphabet = ['0', '0', '0', 'f', 'a', '9', 'F', 'g', '-', ' ', 'é', '\u0000'];
+    let seed = 7;
+    const next = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      const chars = [...(i % 3 === 0 ? `00-${'0'.repeat(31)}1-${'0'.repeat(15)}1-00` : TRACEPARENT)];
+      for (let k = 0; k <= i % 2; k++) chars[next(chars.length)] = alphabet[next(alphabet.length)]!;
+      const value = chars.join('');
+      const parsed = parseTraceparent(value);
+      expect([value, parsed !== undefined]).toEqual([value, W3C.test(value)]);
+      if (parsed) accepted++;
+    }
+    expect(accepted).toBeGreaterThan(500); // both sides of the grammar were tried
   });
 
   it('picks only allow-listed headers; none is undefined', () => {
