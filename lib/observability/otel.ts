@@ -41,7 +41,7 @@ type Attributes = Record<string, string>;
  * its trace id matches no server span.
  */
 const isServerSpanOf = (sc: { traceId: string; spanId: string }, traceparent: string): boolean =>
-  traceparent.length >= 55 && traceparent[35] === '-' && traceparent.startsWith(sc.traceId, 3) && sc.traceId.length === 32 && !(sc.spanId.length === 16 && traceparent.startsWith(sc.spanId, 36));
+  traceparent.length >= 55 && traceparent[35] === '-' && sc.traceId.length === 32 && traceparent.startsWith(sc.traceId, 3) && !(sc.spanId.length === 16 && traceparent.startsWith(sc.spanId, 36));
 
 /** One attribute set's counts so far: how many, and their total time. */
 interface CountCell {

@@ -42,17 +42,20 @@ describe('pass-through headers', () => {
     const W3C = /^(?!ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32})-((?!0{16})[0-9a-f]{16})-([0-9a-f]{2})$/;
     const alphabet = ['0', '0', '0', 'f', 'a', '9', 'F', 'g', '-', ' ', 'é', '\u0000'];
     let seed = 7;
-    const next = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    // a 32-bit linear congruential generator (Math.imul: a float product would lose its low bits), its high bits used
+    const next = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16) % n;
     let accepted = 0;
+    const tried = new Set<string>();
     for (let i = 0; i < 5000; i++) {
       const chars = [...(i % 3 === 0 ? `00-${'0'.repeat(31)}1-${'0'.repeat(15)}1-00` : TRACEPARENT)];
-      for (let k = 0; k <= i % 2; k++) chars[next(chars.length)] = alphabet[next(alphabet.length)]!;
+      for (let k = 0; k <= i % 2; k++) tried.add((chars[next(chars.length)] = alphabet[next(alphabet.length)]!));
       const value = chars.join('');
       const parsed = parseTraceparent(value);
       expect([value, parsed !== undefined]).toEqual([value, W3C.test(value)]);
       if (parsed) accepted++;
     }
     expect(accepted).toBeGreaterThan(500); // both sides of the grammar were tried
+    expect([...tried].sort()).toEqual([...new Set(alphabet)].sort()); // every character was put in
   });
 
   it('picks only allow-listed headers; none is undefined', () => {
