@@ -8,14 +8,51 @@ export interface DtmRequestContext {
   headers: Record<string, string>;
 }
 
+/** Where the request being served keeps its {@link DtmRequestContext}: run code with one, read it back. */
+export interface RequestContextCarrier {
+  /** Runs `fn` (and everything it starts) with `value` as the request context. */
+  run<T>(value: DtmRequestContext, fn: () => T): T;
+  /** The request context of the code running, if any. */
+  get(): DtmRequestContext | undefined;
+}
+
+/** The module's own AsyncLocalStorage: the carrier unless an OpenTelemetry SDK's context manager offers one. */
+const ownStorage = new AsyncLocalStorage<DtmRequestContext>();
+const OWN_CARRIER: RequestContextCarrier = { run: (value, fn) => ownStorage.run(value, fn), get: () => ownStorage.getStore() };
+
+/** The carrier, chosen at the first request that has a context (then kept for the process). */
+let carrier: RequestContextCarrier | undefined;
+/** What offers a carrier other than the module's own (an OpenTelemetry SDK's context, through the instrumentation). */
+let offered: (() => RequestContextCarrier | undefined) | undefined;
+
 /**
- * The module's one AsyncLocalStorage (module-private: not exported from the package), opened by
- * one initializer per transport (branches/http/dtm-http.integration.ts, branches/grpc/dtm-grpc.integration.ts).
- * Both enter it only for calls that carry an allow-listed header (gRPC: metadata): with none there
- * is nothing to pass on, and on Node 20 an active AsyncLocalStorage slows down every promise of the
- * call (bench/branch-overhead measured 60 µs of CPU per gRPC call when every call entered it).
+ * @internal Offers a carrier for the request context (the instrumentation offers OpenTelemetry's
+ * context, when an SDK registered a context manager that carries values). It is asked once, at the
+ * first request with a context; without an offer, or when it gives none, the module's own
+ * AsyncLocalStorage carries it. On Node 20 every AsyncLocalStorage in use slows down every promise
+ * of the process (bench/README.md, #16): with an SDK the module's context rides in the SDK's one.
  */
-export const dtmContext = new AsyncLocalStorage<DtmRequestContext>();
+export function offerContextCarrier(offer: () => RequestContextCarrier | undefined): void {
+  offered = offer;
+}
+
+/**
+ * The request context of the call being served, opened by one initializer per transport
+ * (branches/http/dtm-http.integration.ts, branches/grpc/dtm-grpc.integration.ts). Both enter it
+ * only for calls that carry an allow-listed header (gRPC: metadata): with none there is nothing to
+ * pass on, and on Node 20 an active AsyncLocalStorage slows down every promise of the call
+ * (bench/branch-overhead measured 60 µs of CPU per gRPC call when every call entered it).
+ */
+export const dtmContext = {
+  /** Runs `fn` with `value` as the request context. */
+  run<T>(value: DtmRequestContext, fn: () => T): T {
+    return (carrier ??= offered?.() ?? OWN_CARRIER).run(value, fn);
+  },
+  /** The request context of the code running (none before the first request that had one). */
+  getStore(): DtmRequestContext | undefined {
+    return carrier?.get();
+  },
+};
 
 /** The allow-listed headers of the request being served; none outside a request (a cron job, a script). */
 export function currentPassThroughHeaders(): Record<string, string> {

@@ -7,6 +7,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { TransactionType } from '../transport/dtm.types.js';
 import type {
@@ -76,6 +77,8 @@ export class DtmInstrumentation {
       if (typeof listener !== 'function') throw new DtmUsageError(MESSAGES.badHook(name, EVENT_NAMES, `a ${typeof listener}, not a function`));
       this.on(name as DtmEventName, listener as DtmEventListener<DtmEventName>);
     }
+    // with an SDK, the request context rides in OpenTelemetry's context (one AsyncLocalStorage, not two)
+    if (this.openTelemetry) offerContextCarrier(() => this.otel()?.contextCarrier());
   }
 
   /** Calls `listener` with every event `name`; returns the function that unsubscribes it. */

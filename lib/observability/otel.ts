@@ -2,7 +2,7 @@
 // dependency loaded on first use (never when the option `openTelemetry` is false), and used only
 // when an SDK registered a tracer provider and/or a meter provider (checked once).
 import { createRequire } from 'node:module';
-import { isValidTracestate, parseTraceparent } from '../context/dtm-context.js';
+import { isValidTracestate, parseTraceparent, type DtmRequestContext, type RequestContextCarrier } from '../context/dtm-context.js';
 
 // The types of @opentelemetry/api appear only inside this file: the declarations the package ships
 // must not name a package an app may not have installed.
@@ -194,6 +194,21 @@ export class OtelBridge {
     const meter = api.metrics.getMeter('nestjs-dtm');
     const metering = meter !== api.createNoopMeter();
     return tracing || metering ? new OtelBridge(api, tracing, metering ? meter : undefined) : undefined;
+  }
+
+  /**
+   * A carrier for the module's request context in OpenTelemetry's context, when the registered
+   * context manager carries values (an SDK's; the API's no-op one does not): the pass-through
+   * headers then ride in the SDK's AsyncLocalStorage instead of a second one of the module's own.
+   */
+  contextCarrier(): RequestContextCarrier | undefined {
+    const { context, createContextKey, ROOT_CONTEXT } = this.api;
+    const key = createContextKey('nestjs-dtm request context');
+    if (context.with(ROOT_CONTEXT.setValue(key, true), () => context.active().getValue(key)) !== true) return undefined;
+    return {
+      run: (value, fn) => context.with(context.active().setValue(key, value), fn),
+      get: () => context.active().getValue(key) as DtmRequestContext | undefined,
+    };
   }
 
   /** Whether spans are made. */
