@@ -37,6 +37,19 @@ export function offerContextCarrier(offer: () => RequestContextCarrier | undefin
 }
 
 /**
+ * `offer` (when there is one), falling back to the module's own storage for a request it does not
+ * carry: should the SDK's context manager be disabled after the choice (`context.disable()`), the
+ * pass-through headers still reach the transactions the request starts.
+ */
+function withFallback(offer: RequestContextCarrier | undefined): RequestContextCarrier | undefined {
+  if (!offer) return undefined;
+  return {
+    run: (value, fn) => offer.run(value, () => (offer.get() === value ? fn() : ownStorage.run(value, fn))),
+    get: () => offer.get() ?? ownStorage.getStore(),
+  };
+}
+
+/**
  * The request context of the call being served, opened by one initializer per transport
  * (branches/http/dtm-http.integration.ts, branches/grpc/dtm-grpc.integration.ts). Both enter it
  * only for calls that carry an allow-listed header (gRPC: metadata): with none there is nothing to
@@ -46,7 +59,7 @@ export function offerContextCarrier(offer: () => RequestContextCarrier | undefin
 export const dtmContext = {
   /** Runs `fn` with `value` as the request context. */
   run<T>(value: DtmRequestContext, fn: () => T): T {
-    return (carrier ??= offered?.() ?? OWN_CARRIER).run(value, fn);
+    return (carrier ??= withFallback(offered?.()) ?? OWN_CARRIER).run(value, fn);
   },
   /** The request context of the code running (none before the first request that had one). */
   getStore(): DtmRequestContext | undefined {

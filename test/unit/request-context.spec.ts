@@ -54,4 +54,14 @@ describe('the request context with an OpenTelemetry SDK registered', () => {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     expect(OtelBridge.probe()!.contextCarrier()).toBeDefined();
   });
+
+  it("still reaches the request's code when the SDK's context manager is disabled after the choice (the module's own storage takes over)", async () => {
+    context.disable();
+    const seen = await dtmContext.run({ headers: { 'x-tenant': 'acme' } }, async () => {
+      await sleep(5);
+      return { headers: currentPassThroughHeaders(), inOtel: context.active().getValue(KEY) };
+    });
+    expect(seen).toEqual({ headers: { 'x-tenant': 'acme' }, inOtel: undefined });
+    expect(currentPassThroughHeaders()).toEqual({});
+  });
 });
