@@ -40,14 +40,14 @@ describe('the request context with an OpenTelemetry SDK registered', () => {
     expect(seen).toEqual({ inOtel: { headers: HEADERS }, afterAwait: HEADERS, underSpan: HEADERS });
   });
 
-  it('is gone outside the request, and not seen by a request without one', async () => {
+  it('is gone outside the request, and each of two requests at once sees its own while code outside them sees none', async () => {
     expect(currentPassThroughHeaders()).toEqual({});
     const a = dtmContext.run({ headers: { 'x-tenant': 'a' } }, () => sleep(10).then(() => currentPassThroughHeaders()));
     const b = dtmContext.run({ headers: { 'x-tenant': 'b' } }, () => sleep(5).then(() => currentPassThroughHeaders()));
     expect(await Promise.all([a, b, sleep(1).then(() => currentPassThroughHeaders())])).toEqual([{ 'x-tenant': 'a' }, { 'x-tenant': 'b' }, {}]);
   });
 
-  it("is not offered by a context manager that carries nothing (the API's no-op one): the module's own storage carries it then", () => {
+  it("is not offered by a context manager that carries nothing (the API's no-op one), and is again once an SDK's is registered", () => {
     context.disable(); // the carrier above is already chosen; this asks the bridge again
     expect(context.with(ROOT_CONTEXT.setValue(KEY, 1), () => context.active().getValue(KEY))).toBeUndefined();
     expect(OtelBridge.probe()!.contextCarrier()).toBeUndefined();
