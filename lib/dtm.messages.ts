@@ -258,6 +258,8 @@ export const MESSAGES = {
     op === 'commit'
       ? `XA commit of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and ${reason === 'rollback' ? 'its barrier row says it was rolled back' : 'no barrier row says it committed'}: its work was rolled back or lost outside DTM, so it cannot be committed, and it is not reported as committed. DTM retries the call; check the database (XA RECOVER, pg_prepared_xacts) and settle the transaction by hand`
       : `XA rollback of gid ${gid}, branch ${branchId}: the database has no prepared XA transaction ${xid}, and its barrier row says it committed (outside DTM's decision), which cannot be undone here. DTM retries the call; check the database and settle the transaction by hand`,
+  xaPhase2Attached: (op: 'commit' | 'rollback', gid: string, branchId: string, xid: string, waitedMs: number) =>
+    `XA ${op} of gid ${gid}, branch ${branchId}: the prepared XA transaction ${xid} is still held by the connection that prepared it after ${waitedMs} ms (MySQL / MariaDB let no other connection finish it before that one closes). DTM retries the call; if this repeats, that connection is not being closed: an XA database's connect() must make a new connection each call, and nothing else may keep it open`,
   xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>

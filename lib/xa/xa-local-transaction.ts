@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { mysqlLockWaitSql } from '../barrier/mysql-barrier.store.js';
@@ -132,10 +133,21 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
 }
 
 /**
+ * How long phase 2 on MySQL / MariaDB waits for a prepared XA transaction to come free of the
+ * connection that prepared it: that connection is closed before the branch answers, but the server
+ * detaches the transaction a moment later, and until then every other connection's XA COMMIT |
+ * ROLLBACK says XAER_NOTA although XA RECOVER lists it.
+ */
+const XA_ATTACHED_WAIT_MS = 1000;
+
+/**
  * Phase 2: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED); after a rollback the barrier row with
  * reason `rollback`, which marks that the rollback happened after the branch's prepare (or instead
- * of it). An id the database does not know as prepared is judged by the barrier row the branch
- * wrote inside its XA transaction (so it exists only if the branch committed) and phase 2 writes:
+ * of it). On MySQL / MariaDB, an id XA RECOVER lists although the statement said XAER_NOTA is
+ * still attached to the (closing) connection that prepared it: the statement is repeated for up to
+ * {@link XA_ATTACHED_WAIT_MS}, then fails with {@link DtmXaPhase2Error} (DTM retries). An id the database
+ * does not know as prepared is judged by the barrier row the branch wrote inside its XA
+ * transaction (so it exists only if the branch committed) and phase 2 writes:
  * - commit: a row with reason `action` means an earlier commit (a repeated phase 2): done;
  *   otherwise the branch's work was rolled back or lost outside DTM, and committing cannot happen:
  *   {@link DtmXaPhase2Error}, so the call fails, DTM retries it and the error is logged with the
@@ -148,25 +160,45 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
 export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row: XaBarrierRow): Promise<void> {
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
   const rollbackRow = [row.transType, row.gid, row.branchId, 'action', '01', 'rollback'];
+  const op = commit ? 'commit' : 'rollback';
   const conn = await db.connect();
   try {
-    try {
-      await conn.execute(sql);
-    } catch (err) {
-      if (!isUnknownXid(err)) throw err;
-      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
-      const reason = rows[0]?.reason as string | undefined;
-      const op = commit ? 'commit' : 'rollback';
-      if (commit ? reason === 'action' : reason !== 'action') {
-        if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
-        return;
+    for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
+      try {
+        await conn.execute(sql);
+        break;
+      } catch (err) {
+        if (!isUnknownXid(err)) throw err;
+        if (db.dialect === 'mysql' && (await listedAsPrepared(conn, xid))) {
+          if (waited >= XA_ATTACHED_WAIT_MS) {
+            throw new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { gid: row.gid, branchId: row.branchId, cause: err });
+          }
+          await delay(pause);
+          continue;
+        }
+        const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
+        const reason = rows[0]?.reason as string | undefined;
+        if (commit ? reason === 'action' : reason !== 'action') {
+          if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
+          return;
+        }
+        throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { gid: row.gid, branchId: row.branchId, cause: err });
       }
-      throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { gid: row.gid, branchId: row.branchId, cause: err });
     }
     if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
   } finally {
     await conn.close().catch(() => undefined);
   }
+}
+
+/**
+ * Whether MySQL's XA RECOVER lists `xid` (a gtrid without bqual: its `data` is the id). A user
+ * refused XA RECOVER (MySQL 8 asks for XA_RECOVER_ADMIN) gets false: the id is then judged by its
+ * barrier row, as without the wait.
+ */
+async function listedAsPrepared(conn: XaConnection, xid: string): Promise<boolean> {
+  const listed = await conn.execute('XA RECOVER').catch(() => undefined);
+  return listed?.rows.some((r) => String(r.data) === xid) ?? false;
 }
 
 /** Whether `err` says the database has no prepared XA transaction of that id (MySQL XAER_NOTA, PostgreSQL "does not exist"). */

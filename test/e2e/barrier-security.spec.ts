@@ -33,7 +33,7 @@ import {
   XaBranch,
   type DtmProtocol,
 } from 'nestjs-dtm';
-import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
 import { callGrpc, requestBytes } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
@@ -410,7 +410,7 @@ describe('XA phase 2 of an xid the database does not know', () => {
     await client.xaGlobalTransaction(gid, async (xa) => {
       await xa.callBranch({ account: 1, amount: 30 }, `${xaUrl}/${store}`);
       // behind DTM's back: the prepared branch is rolled back in the database
-      await t.sql[store].run(store === 'mysql' ? `XA ROLLBACK '${gid}-01'` : `ROLLBACK PREPARED '${gid}-01'`);
+      await onceDetached(() => t.sql[store].run(store === 'mysql' ? `XA ROLLBACK '${gid}-01'` : `ROLLBACK PREPARED '${gid}-01'`));
     });
     // DTM commits as soon as the transaction is submitted
     await waitUntil('the commit answered with an error and logged', async () => logged.some((l) => l.includes(`gid ${gid}, branch 01, op commit`)), { timeoutMs: 15_000 });
@@ -424,6 +424,57 @@ describe('XA phase 2 of an xid the database does not know', () => {
     expect(await balance(store, 1)).toBe(100);
     expect(await barrierRows(store, gid)).toEqual([]);
     expect((await dtmPost('forceStop', { gid })).status).toBe(200);
+  });
+
+  /**
+   * A MariaDB connection holding the prepared XA branch `<gid>-01` of XaBank.mysql (its barrier row
+   * and +30 on account 1), as the branch leaves it just before its connection is closed.
+   */
+  async function preparedAndHeld(gid: string): Promise<mysql.Connection> {
+    const held = await mysql.createConnection(dbs.mariadb.config);
+    await held.query(`XA START '${gid}-01'`);
+    await held.execute(INSERT, ['xa', gid, '01', 'action', '01', 'action']);
+    await held.execute('UPDATE account SET balance = balance + 30 WHERE id = 1');
+    await held.query(`XA END '${gid}-01'`);
+    await held.query(`XA PREPARE '${gid}-01'`);
+    return held;
+  }
+
+  it.each([
+    ['commit', 130, '01/action/01=action'],
+    ['rollback', 100, '01/action/01=rollback'],
+  ] as const)('mysql: a %s that arrives while the connection that prepared the branch is still open waits for it to close, then finishes the branch', async (op, balanceAfter, rowAfter) => {
+    const gid = `held-${unique()}`;
+    const held = await preparedAndHeld(gid);
+    const answered = phase2('mysql', gid, op);
+    await sleep(300);
+    // until now every other connection's XA COMMIT / ROLLBACK said XAER_NOTA, though XA RECOVER lists it
+    expect(await balance('mysql', 1)).toBe(100);
+    await held.end();
+    expect(await answered).toBe(200);
+    expect(await balance('mysql', 1)).toBe(balanceAfter);
+    expect(await barrierRows('mysql', gid)).toEqual([rowAfter]);
+    expect(logged.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
+  it('mysql: a phase 2 whose branch stays held by an open connection fails after a second with an error saying so, and succeeds once it is closed', async () => {
+    const gid = `held-${unique()}`;
+    const held = await preparedAndHeld(gid);
+    try {
+      const started = Date.now();
+      expect(await phase2('mysql', gid, 'commit')).toBe(500);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+      expect(logged.find((l) => l.includes(`gid ${gid}, branch 01, op commit`))).toContain(
+        `XA commit of gid ${gid}, branch 01: the prepared XA transaction ${gid}-01 is still held by the connection that prepared it`,
+      );
+      expect(await balance('mysql', 1)).toBe(100);
+    } finally {
+      await held.end();
+    }
+    // DTM's retry
+    expect(await phase2('mysql', gid, 'commit')).toBe(200);
+    expect(await balance('mysql', 1)).toBe(130);
+    expect(await barrierRows('mysql', gid)).toEqual(['01/action/01=action']);
   });
 
   it.each(['mysql', 'pg'] as const)('%s: a rollback of a committed branch is an error too; a rollback of a branch that never prepared is done, and recorded so that no commit can follow', async (store) => {

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
 import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
@@ -193,7 +193,7 @@ describe('two-phase commit in the private databases', () => {
       const [before] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
       expect(before[0].balance).toBe(100);
 
-      await b.query(`XA COMMIT '${xid}'`);
+      await onceDetached(() => b.query(`XA COMMIT '${xid}'`)); // XAER_NOTA until the server has detached it from `a`
       const [after] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
       expect(after[0].balance).toBe(70);
       const [left] = await b.query<mysql.RowDataPacket[]>('XA RECOVER');

@@ -71,3 +71,21 @@ function nameFromTestPath(): string {
   const hash = createHash('sha256').update(testPath).digest('hex').slice(0, 6);
   return `t_${slug}_${hash}`;
 }
+
+/**
+ * Runs `finish` (an XA COMMIT | ROLLBACK from another connection than the one that prepared the
+ * XA transaction) until MariaDB stops answering XAER_NOTA: the server detaches a prepared XA
+ * transaction from its connection a moment after that connection closed, and until then other
+ * connections cannot finish it. Gives up after `timeoutMs`.
+ */
+export async function onceDetached<T>(finish: () => Promise<T>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await finish();
+    } catch (err) {
+      if (!/XAER_NOTA/.test(String((err as Error)?.message)) || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}
