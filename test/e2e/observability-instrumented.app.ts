@@ -6,6 +6,10 @@
 //   { saga: 'http' | 'grpc' } -> runs a saga that rolls back (transOut 30 from account 1, transIn to
 //                               account 2 refuses); answers { gid, status, balances, spans }, the spans
 //                               of the gid's trace once its four branch calls have ended
+//   { relay: 'http' | 'grpc', traceparent }
+//                             -> POSTs /relay/orders with `x-tenant: acme` and `traceparent`: a message
+//                               over that protocol whose branch starts saga `<gid>-nested`; answers
+//                               { gid, nestedStatus, balances } once the nested saga has ended
 //   { close: true }           -> closes the app and exits
 import type { DtmProtocol } from 'nestjs-dtm';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
@@ -54,12 +58,26 @@ async function rolledBackSaga(protocol: DtmProtocol) {
   return { gid, status: final.status, balances: await t.balances([1, 2]), spans: ofTrace().map(report) };
 }
 
-process.on('message', (message: { saga?: DtmProtocol; close?: boolean }) => {
+async function relayed(protocol: DtmProtocol, traceparent: string) {
+  await t.sql('UPDATE account SET balance = 100');
+  const gid = await t.client.generateGid();
+  const res = await fetch(`${t.url}/relay/orders`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-tenant': 'acme', traceparent },
+    body: JSON.stringify({ gid, protocol }),
+  });
+  if (res.status !== 201) throw new Error(`POST /relay/orders answered ${res.status}: ${await res.text()}`);
+  if ((await t.client.waitForFinal(gid)).status !== 'succeed') throw new Error(`message ${gid} did not succeed`);
+  const nested = await t.client.waitForFinal(`${gid}-nested`);
+  return { gid, nestedStatus: nested.status, balances: await t.balances([2, 3]) };
+}
+
+process.on('message', (message: { saga?: DtmProtocol; relay?: DtmProtocol; traceparent?: string; close?: boolean }) => {
   if (message.close) {
     void t.close().then(() => process.exit(0));
     return;
   }
-  rolledBackSaga(message.saga!).then(
+  (message.relay ? relayed(message.relay, message.traceparent!) : rolledBackSaga(message.saga!)).then(
     (result) => process.send!(result),
     (err: unknown) => process.send!({ error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
   );

@@ -2,9 +2,12 @@
 // own HTTP and gRPC instrumentations (in a child process: they patch `http` and `@grpc/grpc-js` as
 // they load, which Jest's module loader bypasses) and the real DTM server. A branch call's
 // attributes go on the server span the instrumentation made for that call: one span per call, in
-// the AP's trace, a child of the AP's transaction span.
+// the AP's trace, a child of the AP's transaction span. The request context (pass-through headers)
+// rides in the SDK's context there: a request's headers reach the transactions it starts, and
+// those a branch starts.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
@@ -84,5 +87,20 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
         .map((b) => `${b.branch_id} ${b.op} ${b.status}`)
         .sort(),
     );
+  });
+
+  it('pass-through headers under the SDK and its instrumentations: a request\'s x-tenant and trace reach the message it starts, and the saga its branch starts', async () => {
+    const traceId = randomBytes(16).toString('hex');
+    const traceparent = `00-${traceId}-${randomBytes(8).toString('hex')}-01`;
+    const { gid, nestedStatus, balances } = await ask<{ gid: string; nestedStatus: string; balances: Record<number, number> }>({ relay: protocol, traceparent });
+
+    expect([nestedStatus, balances]).toEqual(['succeed', { 2: 105, 3: 95 }]);
+    const outer = await queryTrans(gid);
+    const nested = await queryTrans(`${gid}-nested`);
+    expect([outer.transaction?.status, nested.transaction?.status]).toEqual(['succeed', 'succeed']);
+    const headers = [outer.transaction?.branch_headers, nested.transaction?.branch_headers];
+    expect(headers.map((h) => h?.['x-tenant'])).toEqual(['acme', 'acme']);
+    // both in the inbound request's trace
+    expect(headers.map((h) => h?.traceparent?.split('-')[1])).toEqual([traceId, traceId]);
   });
 });

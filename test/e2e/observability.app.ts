@@ -2,7 +2,8 @@
 // transactions) and the participant (saga, TCC and msg branches behind the PostgreSQL barrier, an
 // XA branch on PostgreSQL), each branch an HTTP route and a gRPC method (services PgBank and
 // XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
-// in-memory exporter. Its logger records every line.
+// in-memory exporter; and a route that starts a message whose branch starts a saga (Relay), with
+// `x-tenant` as pass-through header. Its logger records every line.
 import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
@@ -10,6 +11,7 @@ import { Test } from '@nestjs/testing';
 import pg from 'pg';
 import {
   BarrierTx,
+  BranchContext,
   DtmClient,
   DtmFailureError,
   DtmInstrumentation,
@@ -28,7 +30,9 @@ import {
   pgBarrierDatabase,
   pgXaDatabase,
   type BarrierDatabase,
+  type BranchInfo,
   type DtmInstrumentationOptions,
+  type DtmProtocol,
   type WorkflowContext,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
@@ -132,6 +136,28 @@ class XaBank {
   }
 }
 
+/** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */
+@Controller('relay')
+class Relay {
+  constructor(private readonly dtm: DtmClient) {}
+
+  /** Not a branch: an inbound request that submits message `gid`, whose one branch is `relay`, over `protocol`. */
+  @Post('orders')
+  async order(@Body() o: { gid: string; protocol: DtmProtocol }) {
+    await this.dtm.newMsg(o.gid, { protocol: o.protocol }).add('relay', { account: 3, amount: 5 }).submit();
+    return { gid: o.gid };
+  }
+
+  /** The message's branch: starts saga `<gid>-nested` (`amount` from account 3 to account 2) and waits for its outcome. */
+  @Post('relay')
+  @GrpcMethod('PgBank', 'Relay')
+  @MsgBranch('relay')
+  async relay(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    const nested = await this.dtm.newSaga(`${b.gid}-nested`).add('transOut', { account: 3, amount: m.amount }).add('transIn', { account: 2, amount: m.amount }).submitAndWait();
+    if (nested.status !== 'succeed') throw new DtmFailureError(`saga ${b.gid}-nested ended ${nested.status}`);
+  }
+}
+
 /** A workflow over the bank's saga branches: out (with its compensation), then in (`fail`: FAILURE, the workflow rolls back). */
 @Injectable()
 class Transfers {
@@ -174,7 +200,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier' },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'] },
         barrierConnections: { pg: db },
         xaConnections: {
           pg: pgXaDatabase(async () => {
@@ -187,7 +213,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank],
+    controllers: [Bank, XaBank, Relay],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();
