@@ -161,33 +161,47 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
   const rollbackRow = [row.transType, row.gid, row.branchId, 'action', '01', 'rollback'];
   const op = commit ? 'commit' : 'rollback';
+  const context = { gid: row.gid, branchId: row.branchId };
   const conn = await db.connect();
   try {
-    for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
-      try {
-        await conn.execute(sql);
-        break;
-      } catch (err) {
-        if (!isUnknownXid(err)) throw err;
-        if (db.dialect === 'mysql' && (await listedAsPrepared(conn, xid))) {
-          if (waited >= XA_ATTACHED_WAIT_MS) {
-            throw new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { gid: row.gid, branchId: row.branchId, cause: err });
-          }
-          await delay(pause);
-          continue;
-        }
-        const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
-        const reason = rows[0]?.reason as string | undefined;
-        if (commit ? reason === 'action' : reason !== 'action') {
-          if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
-          return;
-        }
-        throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { gid: row.gid, branchId: row.branchId, cause: err });
+    const unknown = await runPhase2(conn, db.dialect, sql, xid, (waited, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { ...context, cause }));
+    if (unknown) {
+      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
+      const reason = rows[0]?.reason as string | undefined;
+      if (commit ? reason !== 'action' : reason === 'action') {
+        throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { ...context, cause: unknown.cause });
       }
+      if (commit) return;
     }
     if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
   } finally {
     await conn.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Runs phase 2's statement: undefined once it ran, `{ cause }` when the database does not know the
+ * id. On MySQL an id XA RECOVER lists is still attached to the connection that prepared it: the
+ * statement is repeated (pauses of 5 ms doubling up to 100 ms) until it runs or
+ * {@link XA_ATTACHED_WAIT_MS} have passed, then `held` is thrown.
+ */
+async function runPhase2(
+  conn: XaConnection,
+  dialect: BarrierDialect,
+  sql: string,
+  xid: string,
+  held: (waitedMs: number, cause: unknown) => Error,
+): Promise<{ cause: unknown } | undefined> {
+  for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
+    try {
+      await conn.execute(sql);
+      return undefined;
+    } catch (err) {
+      if (!isUnknownXid(err)) throw err;
+      if (dialect !== 'mysql' || !(await listedAsPrepared(conn, xid))) return { cause: err };
+      if (waited >= XA_ATTACHED_WAIT_MS) throw held(waited, err);
+    }
+    await delay(pause);
   }
 }
 
