@@ -158,16 +158,26 @@ class Relay {
   }
 }
 
-/** A workflow over the bank's saga branches: out (with its compensation), then in (`fail`: FAILURE, the workflow rolls back). */
+/**
+ * A workflow over the bank's saga branches: out (with its compensation), then in (`fail`: FAILURE,
+ * the workflow rolls back). `pauseOnce`: the first execution of a gid stops after out with an
+ * error (the workflow stays pending, DTM resumes it).
+ */
 @Injectable()
 class Transfers {
+  private readonly paused = new Set<string>();
+
   @DtmWorkflow('observed.transfer')
-  async transfer(wf: WorkflowContext<{ base: string; fail: string }>) {
-    const { base, fail } = wf.input;
+  async transfer(wf: WorkflowContext<{ base: string; fail: string; pauseOnce?: boolean }>) {
+    const { base, fail, pauseOnce } = wf.input;
     await wf
       .step('out')
       .onRollback((b) => b.http(`${base}/bank/trans-out-compensate`, { account: 1, amount: 20 }))
       .http(`${base}/bank/trans-out`, { account: 1, amount: 20 });
+    if (pauseOnce && !this.paused.has(wf.gid)) {
+      this.paused.add(wf.gid);
+      throw new Error('paused after out: DTM resumes the workflow');
+    }
     await wf.step('in').http(`${base}/bank/trans-in`, { account: 2, amount: 20, fail });
     return 'moved';
   }
@@ -218,7 +228,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   }).compile();
   const logger = new LineLogger();
   const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
-  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  app.connectMicroservice(testsGrpcOptions(grpcAddress, { workflowResume: true }), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as { port: number };

@@ -1,17 +1,18 @@
 // The instrumentation seam against the real DTM server, with the real OpenTelemetry SDK
 // (in-memory span exporter, a metric reader collected on demand): one trace from the AP's
 // transaction span through DTM to every branch call (compensations DTM makes later included),
-// over HTTP and gRPC, for saga, TCC, msg and XA; the counters against what DTM recorded; hooks
+// over HTTP and gRPC, for saga, TCC, msg and XA, and a workflow (its execution DTM resumes included); the counters against what DTM recorded; hooks
 // in order, hooks that throw, and the aborts whose errors were once swallowed.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, METRIC_NAMES, type DtmEventName, type DtmEvents } from 'nestjs-dtm';
+import { DtmFailureError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { queryTrans } from '../support/harness.js';
+import { queryTrans, triggerCron } from '../support/harness.js';
+import { waitUntil } from '../support/services/process.js';
 import { startObservedApp, type ObservedApp } from './observability.app.js';
 
 /** A metric reader the test collects when it wants. */
@@ -232,6 +233,30 @@ describe('OpenTelemetry for a workflow', () => {
     const { ap, branches } = expectOneTrace(gid);
     expect([ap.name, ap.attributes['dtm.trans_type'], ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM workflow', 'workflow', 'failed', SpanStatusCode.ERROR]);
     expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action transIn - failure', '01 rollback transOut executed success']);
+  });
+
+  it.each(PROTOCOLS)('a workflow DTM resumes (%s): the resumed execution and the step it runs join the first execution\'s trace', async (protocol) => {
+    const gid = await t.client.generateGid();
+    const first = await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '', pauseOnce: true }, { protocol, retryInterval: 1 }).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    await waitUntil('DTM resuming the workflow', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 500 });
+    expect(await t.balances([1, 2])).toEqual({ 1: 80, 2: 120 });
+    // the spans of gid in the order they ended: the first execution's step and span, then the resumed one's
+    const all = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
+    const [firstAp, resumedAp, ...more] = all.filter((s) => s.attributes['dtm.op'] === undefined);
+    expect(more).toEqual([]);
+    expect([firstAp.attributes['dtm.outcome'], resumedAp.attributes['dtm.outcome']]).toEqual(['error', 'succeed']);
+    const traceId = firstAp.spanContext().traceId;
+    // DTM's resume call carries the trace headers the first execution gave the workflow
+    expect([resumedAp.spanContext().traceId, resumedAp.parentSpanContext?.spanId]).toEqual([traceId, firstAp.spanContext().spanId]);
+    const steps = all.filter((s) => s.attributes['dtm.op'] !== undefined);
+    expect(steps.map((s) => [line(s), s.spanContext().traceId, s.parentSpanContext?.spanId])).toEqual([
+      ['01 action transOut executed success', traceId, firstAp.spanContext().spanId],
+      ['02 action transIn executed success', traceId, resumedAp.spanContext().spanId],
+    ]);
   });
 });
 

@@ -10,10 +10,8 @@
 import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Module, Post, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD, NestFactory } from '@nestjs/core';
-import { Transport } from '@nestjs/microservices';
 import pg from 'pg';
 import {
-  DTM_WORKFLOW_PROTO,
   DtmClient,
   DtmFailureError,
   DtmModule,
@@ -23,7 +21,7 @@ import {
   type DtmProtocol,
   type WorkflowContext,
 } from 'nestjs-dtm';
-import { TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO } from '../support/grpc.js';
+import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 
 /** The input of transfer.v1. */
 export interface TransferInput {
@@ -167,10 +165,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
   })
   class WorkflowAppModule {}
   const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });
-  app.connectMicroservice(
-    { transport: Transport.GRPC, options: { package: ['tests', 'workflow'], protoPath: [TESTS_PROTO, DTM_WORKFLOW_PROTO], url: `127.0.0.1:${options.grpcPort}`, loader: TESTS_LOADER } },
-    { inheritAppConfig: true },
-  );
+  app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${options.grpcPort}`, { workflowResume: true }), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(options.port, '127.0.0.1');
   return {

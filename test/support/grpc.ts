@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { credentials, Metadata, Client, status, type ServiceError } from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import { Transport, type GrpcOptions } from '@nestjs/microservices';
+import { DTM_WORKFLOW_PROTO } from 'nestjs-dtm';
 
 /** The project's root: the nearest directory with a package.json (this file also runs compiled, from .build/). */
 function projectRoot(): string {
@@ -25,9 +26,10 @@ export const TESTS_LOADER = { longs: Number, defaults: true } as const;
 /** DtmModule's `grpcProtos` for the test apps' services. */
 export const TESTS_GRPC_PROTOS = { protoPath: TESTS_PROTO, loader: TESTS_LOADER };
 
-/** Options of a Nest gRPC microservice serving the test apps' services on `url`. */
-export function testsGrpcOptions(url: string): GrpcOptions {
-  return { transport: Transport.GRPC, options: { package: 'tests', protoPath: TESTS_PROTO, url, loader: TESTS_LOADER } };
+/** Options of a Nest gRPC microservice serving the test apps' services on `url`; `workflowResume`: DTM's workflow resume service too (the package's protos/workflow.proto). */
+export function testsGrpcOptions(url: string, { workflowResume = false } = {}): GrpcOptions {
+  const protos = workflowResume ? { package: ['tests', 'workflow'], protoPath: [TESTS_PROTO, DTM_WORKFLOW_PROTO] } : { package: 'tests', protoPath: TESTS_PROTO };
+  return { transport: Transport.GRPC, options: { ...protos, url, loader: TESTS_LOADER } };
 }
 
 const definition = protoLoader.loadSync(TESTS_PROTO, TESTS_LOADER);
