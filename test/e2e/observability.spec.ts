@@ -1,8 +1,9 @@
 // The instrumentation seam against the real DTM server, with the real OpenTelemetry SDK
 // (in-memory span exporter, a metric reader collected on demand): one trace from the AP's
 // transaction span through DTM to every branch call (compensations DTM makes later included),
-// over HTTP and gRPC, for saga, TCC, msg and XA, and a workflow (its execution DTM resumes included); the counters against what DTM recorded; hooks
-// in order, hooks that throw, and the aborts whose errors were once swallowed.
+// over HTTP and gRPC, for saga, TCC, msg and XA, and for a workflow (an execution DTM resumes
+// included); the counters against what DTM recorded; hooks in order, hooks that throw, and the
+// aborts whose errors were once swallowed.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
