@@ -133,21 +133,21 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
 }
 
 /**
- * How long phase 2 on MySQL / MariaDB waits for a prepared XA transaction to come free of the
- * connection that prepared it: that connection is closed before the branch answers, but the server
- * detaches the transaction a moment later, and until then every other connection's XA COMMIT |
- * ROLLBACK says XAER_NOTA although XA RECOVER lists it.
+ * How long phase 2 on MySQL / MariaDB waits for an XA branch to come free of the connection that
+ * runs or prepared it: that connection is closed before the branch answers, but the server detaches
+ * the prepared transaction a moment later, and until then every other connection's XA COMMIT |
+ * ROLLBACK says XAER_NOTA.
  */
 const XA_ATTACHED_WAIT_MS = 1000;
 
 /**
  * Phase 2: XA COMMIT|ROLLBACK (COMMIT|ROLLBACK PREPARED); after a rollback the barrier row with
  * reason `rollback`, which marks that the rollback happened after the branch's prepare (or instead
- * of it). On MySQL / MariaDB, an id XA RECOVER lists although the statement said XAER_NOTA is
- * still attached to the (closing) connection that prepared it: the statement is repeated for up to
- * {@link XA_ATTACHED_WAIT_MS}, then fails with {@link DtmXaPhase2Error} (DTM retries). An id the database
- * does not know as prepared is judged by the barrier row the branch wrote inside its XA
- * transaction (so it exists only if the branch committed) and phase 2 writes:
+ * of it). On MySQL / MariaDB, an id the statement calls unknown (XAER_NOTA) whose barrier row is
+ * locked is still attached to the connection that runs or prepared the branch: the statement is
+ * repeated for up to {@link XA_ATTACHED_WAIT_MS}, then fails with {@link DtmXaPhase2Error} (DTM
+ * retries). An id the database does not know as prepared is judged by the barrier row the branch
+ * wrote inside its XA transaction (so it exists only if the branch committed) and phase 2 writes:
  * - commit: a row with reason `action` means an earlier commit (a repeated phase 2): done;
  *   otherwise the branch's work was rolled back or lost outside DTM, and committing cannot happen:
  *   {@link DtmXaPhase2Error}, so the call fails, DTM retries it and the error is logged with the
@@ -159,14 +159,16 @@ const XA_ATTACHED_WAIT_MS = 1000;
  */
 export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row: XaBarrierRow): Promise<void> {
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
-  const rollbackRow = [row.transType, row.gid, row.branchId, 'action', '01', 'rollback'];
+  const key = [row.gid, row.branchId, 'action', '01'];
+  const rollbackRow = [row.transType, ...key, 'rollback'];
   const op = commit ? 'commit' : 'rollback';
   const context = { gid: row.gid, branchId: row.branchId };
   const conn = await db.connect();
   try {
-    const unknown = await runPhase2(conn, db.dialect, sql, xid, (waited, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { ...context, cause }));
+    const held = db.dialect === 'mysql' ? () => barrierRowLocked(conn, row.table, key) : undefined;
+    const unknown = await runPhase2(conn, sql, held, (waited, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { ...context, cause }));
     if (unknown) {
-      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), [row.gid, row.branchId, 'action', '01']);
+      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), key);
       const reason = rows[0]?.reason as string | undefined;
       if (commit ? reason !== 'action' : reason === 'action') {
         throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { ...context, cause: unknown.cause });
@@ -181,16 +183,15 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
 
 /**
  * Runs phase 2's statement: undefined once it ran, `{ cause }` when the database does not know the
- * id. On MySQL an id XA RECOVER lists is still attached to the connection that prepared it: the
- * statement is repeated (pauses of 5 ms doubling up to 100 ms) until it runs or
- * {@link XA_ATTACHED_WAIT_MS} have passed, then `held` is thrown.
+ * id. While `held()` says another connection still holds the branch (MySQL), the statement is
+ * repeated (pauses of 5 ms doubling up to 100 ms) until it runs or {@link XA_ATTACHED_WAIT_MS}
+ * have passed, then `stillHeld` is thrown.
  */
 async function runPhase2(
   conn: XaConnection,
-  dialect: BarrierDialect,
   sql: string,
-  xid: string,
-  held: (waitedMs: number, cause: unknown) => Error,
+  held: (() => Promise<boolean>) | undefined,
+  stillHeld: (waitedMs: number, cause: unknown) => Error,
 ): Promise<{ cause: unknown } | undefined> {
   for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
     try {
@@ -198,21 +199,30 @@ async function runPhase2(
       return undefined;
     } catch (err) {
       if (!isUnknownXid(err)) throw err;
-      if (dialect !== 'mysql' || !(await listedAsPrepared(conn, xid))) return { cause: err };
-      if (waited >= XA_ATTACHED_WAIT_MS) throw held(waited, err);
+      if (!held || !(await held())) return { cause: err };
+      if (waited >= XA_ATTACHED_WAIT_MS) throw stillHeld(waited, err);
     }
     await delay(pause);
   }
 }
 
 /**
- * Whether MySQL's XA RECOVER lists `xid` (a gtrid without bqual: its `data` is the id). A user
- * refused XA RECOVER (MySQL 8 asks for XA_RECOVER_ADMIN) gets false: the id is then judged by its
- * barrier row, as without the wait.
+ * Whether another transaction holds the lock of the branch's barrier row (`key`: gid, branch id,
+ * op, barrier id), asked without waiting (`FOR UPDATE NOWAIT`: MySQL 8.0.1+, MariaDB 10.3+). The XA
+ * branch wrote that row inside its XA transaction, which keeps it locked until phase 2 finishes it:
+ * an id MySQL calls unknown with the row locked is still attached to its connection. No special
+ * privilege is needed (MySQL 8's XA RECOVER asks for XA_RECOVER_ADMIN). A server that cannot run
+ * the probe (no NOWAIT) gets false: the id is then judged by its barrier row, as without the wait.
  */
-async function listedAsPrepared(conn: XaConnection, xid: string): Promise<boolean> {
-  const listed = await conn.execute('XA RECOVER').catch(() => undefined);
-  return listed?.rows.some((r) => String(r.data) === xid) ?? false;
+async function barrierRowLocked(conn: XaConnection, table: string, key: string[]): Promise<boolean> {
+  try {
+    await conn.execute(`${selectReasonSql('mysql', table)} FOR UPDATE NOWAIT`, key);
+    return false;
+  } catch (err) {
+    const e = err as { code?: unknown; errno?: unknown } | undefined;
+    // MySQL 8: ER_LOCK_NOWAIT; MariaDB: ER_LOCK_WAIT_TIMEOUT
+    return e?.errno === 3572 || e?.errno === 1205 || e?.code === 'ER_LOCK_NOWAIT' || e?.code === 'ER_LOCK_WAIT_TIMEOUT';
+  }
 }
 
 /** Whether `err` says the database has no prepared XA transaction of that id (MySQL XAER_NOTA, PostgreSQL "does not exist"). */

@@ -376,12 +376,17 @@ describe('XA phase 2 of an xid the database does not know', () => {
   let client: DtmClient;
 
   beforeAll(async () => {
+    // the XA branch connects to MariaDB with no more than a business account has: DML on its database
+    const leastUser = `xa_${unique()}`;
+    await t.sql.mysql.run(`CREATE USER '${leastUser}'@'%' IDENTIFIED BY 'xa-test'`);
+    await t.sql.mysql.run(`GRANT SELECT, INSERT, UPDATE, DELETE ON \`${dbs.mariadb.database}\`.* TO '${leastUser}'@'%'`);
+    const leastConfig = { ...dbs.mariadb.config, user: leastUser, password: 'xa-test' };
     const moduleRef = await Test.createTestingModule({
       imports: [
         DtmModule.forRoot({
           config: { serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, barrierTable: 'dtm_barrier' },
           xaConnections: {
-            mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
+            mysql: mysqlXaDatabase(() => mysql.createConnection(leastConfig)),
             pg: pgXaDatabase(async () => {
               const c = new pg.Client({ connectionString: dbs.postgres.url });
               await c.connect();
@@ -457,6 +462,24 @@ describe('XA phase 2 of an xid the database does not know', () => {
     expect(logged.filter((l) => l.includes(gid))).toEqual([]);
   });
 
+  it('mysql: a rollback that arrives while the branch\'s action still runs waits for it to prepare and let go, then rolls it back', async () => {
+    const gid = `held-${unique()}`;
+    const running = await mysql.createConnection(dbs.mariadb.config);
+    await running.query(`XA START '${gid}-01'`);
+    await running.execute(INSERT, ['xa', gid, '01', 'action', '01', 'action']);
+    await running.execute('UPDATE account SET balance = balance + 30 WHERE id = 1');
+    const answered = phase2('mysql', gid, 'rollback');
+    await sleep(300);
+    // the action ends: prepared, its connection closed (as the branch does)
+    await running.query(`XA END '${gid}-01'`);
+    await running.query(`XA PREPARE '${gid}-01'`);
+    await running.end();
+    expect(await answered).toBe(200);
+    expect(await balance('mysql', 1)).toBe(100);
+    expect(await barrierRows('mysql', gid)).toEqual(['01/action/01=rollback']);
+    expect(logged.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
   it('mysql: a phase 2 whose branch stays held by an open connection fails after a second with an error saying so, and succeeds once it is closed', async () => {
     const gid = `held-${unique()}`;
     const held = await preparedAndHeld(gid);
@@ -465,7 +488,7 @@ describe('XA phase 2 of an xid the database does not know', () => {
       expect(await phase2('mysql', gid, 'commit')).toBe(500);
       expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
       expect(logged.find((l) => l.includes(`gid ${gid}, branch 01, op commit`))).toContain(
-        `XA commit of gid ${gid}, branch 01: the prepared XA transaction ${gid}-01 is still held by the connection that prepared it`,
+        `XA commit of gid ${gid}, branch 01: the XA transaction ${gid}-01 is still held by the connection that runs or prepared it`,
       );
       expect(await balance('mysql', 1)).toBe(100);
     } finally {
