@@ -4,12 +4,16 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
+import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 
 /**
  * The op whose row a compensating op inserts first (null compensation, anti-hanging), on every
  * store. (DTM's own Redis script knows no `rollback`; a workflow's rollback needs it there too.)
  */
 const ORIGIN_OP: Record<string, string> = { cancel: 'try', compensate: 'action', rollback: 'action' };
+
+/** The outcome of a call whose business the barrier skipped. */
+type Skipped = Extract<BarrierOutcome<never>, { executed: false }>;
 
 /** Options of a {@link BranchBarrier}. */
 export interface BranchBarrierOptions {
@@ -21,6 +25,12 @@ export interface BranchBarrierOptions {
    * Unset: the database's own (no bound on PostgreSQL, 50 s on MySQL).
    */
   timeoutSeconds?: number;
+  /**
+   * Told what the barrier decided at each call whose business ran or was skipped
+   * (`DtmClient.barrier()` passes the branch call's, for its `branch.call` event and span). With
+   * it, a skipped action or Try costs one query more, to tell a hanging one from a duplicate.
+   */
+  onDecision?: (decision: DtmBarrierDecision) => void;
 }
 
 /**
@@ -36,6 +46,7 @@ export class BranchBarrier {
   /** The table the barrier rows go to. */
   readonly table: string;
   private readonly bounds?: LocalTransactionBounds;
+  private readonly onDecision?: (decision: DtmBarrierDecision) => void;
 
   constructor(
     readonly transType: string,
@@ -47,6 +58,7 @@ export class BranchBarrier {
     this.table = options.table ?? DEFAULT_BARRIER_TABLE;
     assertBarrierTable(this.table);
     if (options.timeoutSeconds !== undefined) this.bounds = { timeoutSeconds: options.timeoutSeconds };
+    this.onDecision = options.onDecision;
   }
 
   /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
@@ -62,7 +74,7 @@ export class BranchBarrier {
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
     const insert = this.insert(tx.dialect, this.nextBarrierId());
-    return this.decide(await tx.execute(insert.sql, insert.params)) ?? { executed: true, result: await business() };
+    return (await this.skipped(tx, await tx.execute(insert.sql, insert.params))) ?? this.executed(await business());
   }
 
   /**
@@ -79,10 +91,10 @@ export class BranchBarrier {
       try {
         return await db.transaction(async (handle, tx, leading) => {
           const result = leading?.length === 1 ? leading[0] : await tx.execute(insert.sql, insert.params);
-          const skipped = this.decide(result);
+          const skipped = await this.skipped(tx, result);
           if (skipped) return skipped;
           businessStarted = true;
-          return { executed: true as const, result: await business(handle) };
+          return this.executed(await business(handle));
         }, [insert], this.bounds);
       } catch (err) {
         if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
@@ -107,12 +119,27 @@ export class BranchBarrier {
    * action's row was there: compensate), none (a duplicate). Its own row without the origin's
    * cannot be: the two are only ever written together, or the origin's first by the action.
    */
-  private decide(result: BarrierExecResult): BarrierOutcome<never> | undefined {
+  private decide(result: BarrierExecResult): Skipped | undefined {
     const added = result.affected;
     if (this.op === 'msg' && added === 0) throw new DtmDuplicatedError(this.gid);
     if (ORIGIN_OP[this.op] && added === 2) return { executed: false, reason: 'null-compensation' };
     if (added === 0) return { executed: false, reason: 'duplicate' };
     return undefined;
+  }
+
+  /** {@link decide}, told to `onDecision` when the business is skipped (a skipped action or Try asked on `tx` whether it was hanging). */
+  private async skipped(tx: BarrierTransaction, result: BarrierExecResult): Promise<Skipped | undefined> {
+    const skipped = this.decide(result);
+    if (skipped && this.onDecision) {
+      this.onDecision(skipped.reason === 'duplicate' && (await this.hangingPrevented(tx)) ? 'hanging-prevented' : skipped.reason);
+    }
+    return skipped;
+  }
+
+  /** The outcome of a business that ran, told to `onDecision`. */
+  private executed<T>(result: T): BarrierOutcome<T> {
+    this.onDecision?.('executed');
+    return { executed: true, result };
   }
 
   /**
@@ -147,12 +174,16 @@ export class BranchBarrier {
       expireSeconds,
     );
     if (answer === 'FAILURE') throw new DtmFailureError(MESSAGES.redisInsufficient(key, amount), { gid: this.gid, branchId: this.branchId });
-    if (answer === 'DUPLICATE') {
+    if (answer === 'DUPLICATE' || answer === 'HANGING') {
       if (this.op === 'msg') throw new DtmDuplicatedError(this.gid);
+      this.onDecision?.(answer === 'HANGING' ? 'hanging-prevented' : 'duplicate');
       return { executed: false, reason: 'duplicate' };
     }
-    if (answer === 'NULL_COMPENSATION') return { executed: false, reason: 'null-compensation' };
-    return { executed: true, result: undefined };
+    if (answer === 'NULL_COMPENSATION') {
+      this.onDecision?.('null-compensation');
+      return { executed: false, reason: 'null-compensation' };
+    }
+    return this.executed(undefined);
   }
 
   /** The Redis message back-check: like {@link queryPrepared}, on the key `<gid>-00-msg-01`. */
@@ -162,14 +193,14 @@ export class BranchBarrier {
   }
 
   /**
-   * After {@link callWithDb} skipped an action or a Try as a `duplicate`: whether it was in fact the
+   * After the barrier skipped an action or a Try as a `duplicate`: whether it was in fact the
    * action arriving after its compensation (anti-hanging: the row was written by the compensation)
-   * rather than a repeat. One query, on the barrier row of the last call; only the instrumentation asks.
+   * rather than a repeat. One query, on the barrier row of the last call; only `onDecision` asks.
    */
-  async hangingPrevented(db: BarrierDatabase): Promise<boolean> {
+  private async hangingPrevented(tx: BarrierTransaction): Promise<boolean> {
     if (this.op !== 'action' && this.op !== 'try') return false;
     const barrierId = barrierIdOf(this.barrierCount);
-    const { rows } = await db.execute(selectReasonSql(db.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
+    const { rows } = await tx.execute(selectReasonSql(tx.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
     const reason = rows[0]?.reason;
     return typeof reason === 'string' && reason !== this.op;
   }

@@ -6,13 +6,18 @@ export interface RedisLike {
 /**
  * Lua of DTM's Redis barrier, as its semantics are described (our own script): KEYS[1] the amount,
  * KEYS[2] this call's barrier key, KEYS[3] its origin op's key; ARGV[1] the amount to add,
- * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds.
+ * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds. Answers APPLIED,
+ * FAILURE, NULL_COMPENSATION, DUPLICATE, or HANGING (a duplicate too: an action whose key its
+ * compensation wrote first).
  */
 export const REDIS_ADJUST_SCRIPT = `
 local balance = redis.call('GET', KEYS[1])
 local done = redis.call('GET', KEYS[2])
 if balance == false or tonumber(balance) + tonumber(ARGV[1]) < 0 then
   return 'FAILURE'
+end
+if done == 'rollback' then
+  return 'HANGING'
 end
 if done ~= false then
   return 'DUPLICATE'

@@ -6,7 +6,8 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchCarrier } from './branch-transport.js';
 import type { BranchInfo, TransactionRecord } from '../transport/dtm.types.js';
-import type { DtmInstrumentation } from '../observability/dtm-instrumentation.js';
+import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
+import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 
 /** What a branch handler's local transaction needs from the module serving the app (one per app). */
 export interface DtmBranchRuntime {
@@ -30,6 +31,8 @@ export interface BranchCallState {
    * rollback) whose gid or branch id breaks the rule; its action was refused, so nothing is to undo.
    */
   skip?: string;
+  /** The call's observation, while its handler runs (absent: nothing observes). */
+  observation?: BranchObservation;
 }
 
 /** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
@@ -38,4 +41,18 @@ export const BRANCH_CALL = Symbol('nestjs-dtm:branch-call');
 /** The state the guard left on `carrier`. */
 export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallState | undefined {
   return (carrier as { [BRANCH_CALL]?: BranchCallState } | undefined)?.[BRANCH_CALL];
+}
+
+/** The observed calls whose `BranchInfo` `@BranchContext()` gave out. */
+const observedCallOfInfo = new WeakMap<BranchInfo, BranchCallState>();
+
+/** Remembers that `info` describes the call `call` (when something observes it), for {@link barrierDecisionsOf}. */
+export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefined): void {
+  if (call?.runtime?.instrumentation?.active) observedCallOfInfo.set(info, call);
+}
+
+/** Where the barrier of the call `info` describes tells its decisions: the call's observation; undefined when nothing observes it. */
+export function barrierDecisionsOf(info: BranchInfo): ((decision: DtmBarrierDecision) => void) | undefined {
+  const observation = observedCallOfInfo.get(info)?.observation;
+  return observation && ((decision) => (observation.barrier = decision));
 }

@@ -2,6 +2,7 @@ import { BadRequestException, createParamDecorator, InternalServerErrorException
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { branchTransportOf } from './branch-transports.js';
+import { branchCallOf, linkBranchInfo } from './branch-call.js';
 import { type BranchInfo } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 
@@ -15,5 +16,7 @@ export const BranchContext = createParamDecorator((_data: unknown, context: Exec
   const carrier = transport.carrier(context);
   const info = transport.branchInfo(carrier, currentPassThroughHeaders());
   if (!info) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
+  // so that DtmClient.barrier(info) reports its decisions as the call's
+  linkBranchInfo(info, branchCallOf(carrier));
   return info;
 });

@@ -11,6 +11,7 @@ import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { handlerName } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
+import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 import type { BranchKind } from '../transport/dtm.types.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 
@@ -114,6 +115,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, runInLocalTransaction(carrier, source, where, business));
+        call!.observation = observation;
         return answered(carrier, observed(instrumentation!, observation, () => runInLocalTransaction(carrier, source, where, business, observation)));
       }
     : function (this: unknown, ...args: unknown[]) {
@@ -124,6 +126,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, original.apply(this, args));
+        call!.observation = observation;
         return answered(carrier, observed(instrumentation!, observation, () => original.apply(this, args)));
       };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
@@ -260,7 +263,9 @@ async function runInLocalTransaction(
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
-  const barrier = BranchBarrier.from(info, { table: runtime.config.barrierTable, timeoutSeconds: runtime.config.branchTimeout });
+  // what the barrier decides goes to the observation (a skipped action: a repeat, or one arriving after its compensation)
+  const onDecision = observation && ((decision: DtmBarrierDecision) => (observation.barrier = decision));
+  const barrier = BranchBarrier.from(info, { table: runtime.config.barrierTable, timeoutSeconds: runtime.config.branchTimeout, onDecision });
   if (source.queryPrepared) {
     // the back-check is answered from the barrier table; the handler does not run
     await (isRedisConnection(connection) ? barrier.redisQueryPrepared(connection.redis) : barrier.queryPrepared(connection));
@@ -268,9 +273,5 @@ async function runInLocalTransaction(
   }
   if (isRedisConnection(connection)) throw new InternalServerErrorException(MESSAGES.redisBarrierOnHandler(where, source.barrier));
   const outcome = await barrier.callWithDb(connection, async (handle) => business(handle));
-  if (observation) {
-    // what the barrier decided, for the instrumentation (a skipped action: a repeat, or one arriving after its compensation)
-    observation.barrier = outcome.executed ? 'executed' : outcome.reason === 'duplicate' && (await barrier.hangingPrevented(connection)) ? 'hanging-prevented' : outcome.reason;
-  }
   return outcome.executed ? outcome.result : undefined;
 }

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
+import { barrierDecisionsOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -162,9 +163,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     return new Tcc(this.runtime, gid, options).runAndWait(body, wait);
   }
 
-  /** The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the module's `barrier_table`, its local transactions bounded by `branch_timeout`. */
+  /**
+   * The sub-transaction barrier of the branch call `branch` (its `@BranchContext()`), on the
+   * module's `barrier_table`, its local transactions bounded by `branch_timeout`; what it decides
+   * is the call's barrier decision for the instrumentation (hooks, span, metrics).
+   */
   barrier(branch: BranchInfo): BranchBarrier {
-    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout });
+    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout, onDecision: barrierDecisionsOf(branch) });
   }
 
   /**

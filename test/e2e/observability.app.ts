@@ -8,6 +8,7 @@ import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import {
   BarrierTx,
@@ -49,6 +50,8 @@ export interface Move {
 }
 
 let db: BarrierDatabase;
+let redis: Redis;
+let redisPrefix: string;
 const add = 'UPDATE account SET balance = balance + $1 WHERE id = $2';
 const withdraw = 'UPDATE account SET balance = balance - $1 WHERE id = $2 AND balance >= $1';
 
@@ -136,6 +139,42 @@ class XaBank {
   }
 }
 
+/**
+ * Branches that use the barrier by hand (`DtmClient.barrier(branch)`, no `@UseBarrier`): on the
+ * PostgreSQL database (`callWithDb`) and on Redis (`redisCheckAdjustAmount`, the amounts under
+ * `<redisPrefix>account-<id>`).
+ */
+@Controller('manual')
+class ManualBarrierBank {
+  constructor(private readonly dtm: DtmClient) {}
+
+  @Post('out')
+  @GrpcMethod('PgBank', 'ManualOut')
+  @SagaAction('manualOut')
+  async out(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    await this.dtm.barrier(b).callWithDb(db, (tx) => exec(tx, withdraw, [m.amount, m.account]));
+  }
+
+  @Post('out-compensate')
+  @GrpcMethod('PgBank', 'ManualOutCompensate')
+  @SagaCompensate('manualOut')
+  async outCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    await this.dtm.barrier(b).callWithDb(db, (tx) => exec(tx, add, [m.amount, m.account]));
+  }
+
+  @Post('redis-out')
+  @SagaAction('redisOut')
+  async redisOut(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    await this.dtm.barrier(b).redisCheckAdjustAmount(redis, `${redisPrefix}account-${m.account}`, -m.amount);
+  }
+
+  @Post('redis-out-compensate')
+  @SagaCompensate('redisOut')
+  async redisOutCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    await this.dtm.barrier(b).redisCheckAdjustAmount(redis, `${redisPrefix}account-${m.account}`, m.amount);
+  }
+}
+
 /** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */
 @Controller('relay')
 class Relay {
@@ -193,6 +232,8 @@ export interface ObservedApp {
   logger: LineLogger;
   /** Runs SQL on the app's database. */
   sql(text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** The Redis client of the hand-written Redis barrier, and the prefix of its keys (`<prefix>account-<id>`). */
+  redis: { client: Redis; prefix: string };
   /** The balances of accounts `ids`. */
   balances(ids: number[]): Promise<Record<number, number>>;
   close(): Promise<void>;
@@ -206,6 +247,9 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
   await pool.query('INSERT INTO account VALUES (1, 100), (2, 100), (3, 100)');
   await ensureBarrierSchema(db, { table: 'dtm_barrier' });
+  // the controllers use the last app's client; each app closes its own
+  const redisClient = (redis = new Redis(dbs.redis.url));
+  redisPrefix = dbs.redis.keyPrefix;
   const grpcAddress = `127.0.0.1:${await freePort()}`;
   const moduleRef = await Test.createTestingModule({
     imports: [
@@ -223,7 +267,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank, Relay],
+    controllers: [Bank, XaBank, Relay, ManualBarrierBank],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();
@@ -239,6 +283,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
     instrumentation: app.get(DtmInstrumentation),
     logger,
     sql: async (text, params = []) => (await pool.query(text, params)).rows,
+    redis: { client: redisClient, prefix: redisPrefix },
     async balances(ids) {
       const result: Record<number, number> = {};
       for (const id of ids) result[id] = Number((await pool.query('SELECT balance FROM account WHERE id = $1', [id])).rows[0].balance);
@@ -247,6 +292,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
     async close() {
       await app.close();
       await pool.end();
+      redisClient.disconnect();
     },
   };
 }

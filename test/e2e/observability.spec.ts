@@ -383,6 +383,64 @@ describe('barrier decisions', () => {
   });
 });
 
+describe('barrier decisions of a barrier used by hand (DtmClient.barrier)', () => {
+  /** The barrier decisions of `gid`'s branch calls from event `from` on (`branch op barrier`, sorted), and the same from their spans. */
+  function decisionsOf(gid: string, from: number): { events: string[]; spans: string[] } {
+    return {
+      events: events
+        .slice(from)
+        .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
+        .map((e) => e.event as DtmEvents['branch.call'])
+        .map((e) => `${e.branchId} ${e.op} ${e.barrier ?? '-'}`)
+        .sort(),
+      spans: exporter
+        .getFinishedSpans()
+        .filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] !== undefined)
+        .map((s) => `${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']} ${s.attributes['dtm.barrier.decision'] ?? '-'}`)
+        .sort(),
+    };
+  }
+
+  /** Calls `path` of the manual bank as DTM would (saga branch 01). */
+  const call = (path: string, gid: string, op: string) =>
+    fetch(`${t.url}/manual/${path}?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: '01', op })}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ account: 1, amount: 10 }),
+    });
+
+  it.each([
+    ['PostgreSQL (callWithDb)', 'out'],
+    ['Redis (redisCheckAdjustAmount)', 'redis-out'],
+  ])('%s: executed, duplicate, null compensation and hanging prevented, as the declared barrier reports them', async (_store, path) => {
+    const { client, prefix } = t.redis;
+    await client.set(`${prefix}account-1`, '100');
+    const balance = async () => (path === 'out' ? (await t.balances([1]))[1] : Number(await client.get(`${prefix}account-1`)));
+    const from = events.length;
+    const [ran, hung] = [await t.client.generateGid(), await t.client.generateGid()];
+    expect([(await call(path, ran, 'action')).status, (await call(path, ran, 'action')).status]).toEqual([200, 200]);
+    expect(await balance()).toBe(90);
+    expect([(await call(`${path}-compensate`, hung, 'compensate')).status, (await call(path, hung, 'action')).status]).toEqual([200, 200]);
+    expect(await balance()).toBe(90);
+    const twice = ['01 action duplicate', '01 action executed'];
+    expect(decisionsOf(ran, from)).toEqual({ events: twice, spans: twice });
+    const late = ['01 action hanging-prevented', '01 compensate null-compensation'];
+    expect(decisionsOf(hung, from)).toEqual({ events: late, spans: late });
+  });
+
+  it.each(PROTOCOLS)('a saga over %s that rolls back: the action and compensation by hand report executed, the failed action\'s compensation a null compensation', async (protocol) => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid, { protocol }).add('manualOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    expect(await dtmBranches(gid)).toEqual(['01 action succeed', '01 compensate succeed', '02 action failed', '02 compensate succeed']);
+    // 02's action failed (its write and barrier rows rolled back): no decision of its own
+    const decided = ['01 action executed', '01 compensate executed', '02 action -', '02 compensate null-compensation'];
+    expect(decisionsOf(gid, from)).toEqual({ events: decided, spans: decided });
+  });
+});
+
 describe('branch-handler errors in the log', () => {
   const call = (path: string, op: string, gid: string, branchId: string, body: object) =>
     fetch(`${t.url}/bank/${path}?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: branchId, op })}`, {
