@@ -74,7 +74,9 @@ export class BranchBarrier {
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
     const insert = this.insert(tx.dialect, this.nextBarrierId());
-    return (await this.skipped(tx, await tx.execute(insert.sql, insert.params))) ?? this.executed(await business());
+    const skipped = this.decide(await tx.execute(insert.sql, insert.params));
+    if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
+    return this.executed(await business());
   }
 
   /**
@@ -91,8 +93,8 @@ export class BranchBarrier {
       try {
         return await db.transaction(async (handle, tx, leading) => {
           const result = leading?.length === 1 ? leading[0] : await tx.execute(insert.sql, insert.params);
-          const skipped = await this.skipped(tx, result);
-          if (skipped) return skipped;
+          const skipped = this.decide(result);
+          if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
           businessStarted = true;
           return this.executed(await business(handle));
         }, [insert], this.bounds);
@@ -127,12 +129,9 @@ export class BranchBarrier {
     return undefined;
   }
 
-  /** {@link decide}, told to `onDecision` when the business is skipped (a skipped action or Try asked on `tx` whether it was hanging). */
-  private async skipped(tx: BarrierTransaction, result: BarrierExecResult): Promise<Skipped | undefined> {
-    const skipped = this.decide(result);
-    if (skipped && this.onDecision) {
-      this.onDecision(skipped.reason === 'duplicate' && (await this.hangingPrevented(tx)) ? 'hanging-prevented' : skipped.reason);
-    }
+  /** Tells `onDecision` why the business was `skipped` (a skipped action or Try asked on `tx` whether it was hanging). */
+  private async reportSkipped(tx: BarrierTransaction, skipped: Skipped): Promise<Skipped> {
+    this.onDecision?.(skipped.reason === 'duplicate' && (await this.hangingPrevented(tx)) ? 'hanging-prevented' : skipped.reason);
     return skipped;
   }
 
