@@ -42,7 +42,7 @@ export class DtmBranchGuard implements CanActivate {
     // retrying; an undo op of such a call skips the handler and succeeds (its action never ran)
     const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier));
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem));
-    (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem, observation: undefined };
+    (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
     const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
