@@ -232,8 +232,8 @@ export interface ObservedApp {
   logger: LineLogger;
   /** Runs SQL on the app's database. */
   sql(text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
-  /** The Redis client of the hand-written Redis barrier, and the prefix of its keys (`<prefix>account-<id>`). */
-  redis: { client: Redis; prefix: string };
+  /** The Redis client of the hand-written Redis barrier, and the prefix of its keys (`<prefix>account-<id>`); absent without `dbs.redis`. */
+  redis?: { client: Redis; prefix: string };
   /** The balances of accounts `ids`. */
   balances(ids: number[]): Promise<Record<number, number>>;
   close(): Promise<void>;
@@ -247,9 +247,9 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
   await pool.query('INSERT INTO account VALUES (1, 100), (2, 100), (3, 100)');
   await ensureBarrierSchema(db, { table: 'dtm_barrier' });
-  // the controllers use the last app's client; each app closes its own
-  const redisClient = (redis = new Redis(dbs.redis.url));
-  redisPrefix = dbs.redis.keyPrefix;
+  // the controllers use the last app's client; each app closes its own (none without dbs.redis: the instrumented child's)
+  const redisClient = dbs.redis && (redis = new Redis(dbs.redis.url));
+  redisPrefix = dbs.redis?.keyPrefix ?? '';
   const grpcAddress = `127.0.0.1:${await freePort()}`;
   const moduleRef = await Test.createTestingModule({
     imports: [
@@ -283,7 +283,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
     instrumentation: app.get(DtmInstrumentation),
     logger,
     sql: async (text, params = []) => (await pool.query(text, params)).rows,
-    redis: { client: redisClient, prefix: redisPrefix },
+    redis: redisClient && { client: redisClient, prefix: redisPrefix },
     async balances(ids) {
       const result: Record<number, number> = {};
       for (const id of ids) result[id] = Number((await pool.query('SELECT balance FROM account WHERE id = $1', [id])).rows[0].balance);
@@ -292,7 +292,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
     async close() {
       await app.close();
       await pool.end();
-      redisClient.disconnect();
+      redisClient?.disconnect();
     },
   };
 }

@@ -413,7 +413,7 @@ describe('barrier decisions of a barrier used by hand (DtmClient.barrier)', () =
     ['PostgreSQL (callWithDb)', 'out'],
     ['Redis (redisCheckAdjustAmount)', 'redis-out'],
   ])('%s: executed, duplicate, null compensation and hanging prevented, as the declared barrier reports them', async (_store, path) => {
-    const { client, prefix } = t.redis;
+    const { client, prefix } = t.redis!;
     await client.set(`${prefix}account-1`, '100');
     const balance = async () => (path === 'out' ? (await t.balances([1]))[1] : Number(await client.get(`${prefix}account-1`)));
     const from = events.length;
