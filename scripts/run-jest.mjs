@@ -40,6 +40,9 @@ if (!unit) {
   }
 }
 
+// a run that outlives this (a test that hangs, or a handle left open that keeps jest alive after
+// the last test) is killed and counted as a failure, so that it never eats CI's time
+const jestTimeoutMinutes = Number(process.env.JEST_RUN_TIMEOUT_MINUTES ?? 30);
 const jest = spawnSync(
   process.execPath,
   [
@@ -51,8 +54,9 @@ const jest = spawnSync(
     `--outputFile=${resultFile}`,
     ...jestArgs,
   ],
-  { cwd: root, stdio: 'inherit' },
+  { cwd: root, stdio: 'inherit', timeout: jestTimeoutMinutes * 60_000, killSignal: 'SIGKILL' },
 );
+const timedOut = jest.error?.code === 'ETIMEDOUT';
 
 let passed = 0;
 let failed = 0;
@@ -68,7 +72,11 @@ try {
   // no results: jest did not get to run the tests (bad config, global setup failed)
 }
 failed += lintFailed;
-if (jest.status !== 0 && failed === lintFailed) {
+if (timedOut) {
+  console.log(`jest did not exit within ${jestTimeoutMinutes} minutes (a test hangs, or something it opened keeps the process alive): killed, counted as 1 failed test`);
+  failed += 1;
+}
+if (jest.status !== 0 && !timedOut && failed === lintFailed) {
   console.log(`jest exited with ${jest.status ?? jest.signal} without a failing test (see above)`);
   failed = 1;
 }
