@@ -53,6 +53,10 @@ export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefin
 
 /** Where the barrier of the call `info` describes tells its decisions: the call's observation; undefined when nothing observes it. */
 export function barrierDecisionsOf(info: BranchInfo): ((decision: DtmBarrierDecision) => void) | undefined {
-  const observation = observedCallOfInfo.get(info)?.observation;
+  return barrierDecisionsInto(observedCallOfInfo.get(info)?.observation);
+}
+
+/** A barrier's `onDecision` that records the decision on `observation` (undefined without one). */
+export function barrierDecisionsInto(observation: BranchObservation | undefined): ((decision: DtmBarrierDecision) => void) | undefined {
   return observation && ((decision) => (observation.barrier = decision));
 }

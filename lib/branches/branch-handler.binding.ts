@@ -6,12 +6,11 @@ import { MESSAGES } from '../dtm.messages.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
-import { branchCallOf } from './branch-call.js';
+import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
 import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { handlerName } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
-import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 import type { BranchKind } from '../transport/dtm.types.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 
@@ -264,7 +263,7 @@ async function runInLocalTransaction(
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
   // what the barrier decides goes to the observation (a skipped action: a repeat, or one arriving after its compensation)
-  const onDecision = observation && ((decision: DtmBarrierDecision) => (observation.barrier = decision));
+  const onDecision = barrierDecisionsInto(observation);
   const barrier = BranchBarrier.from(info, { table: runtime.config.barrierTable, timeoutSeconds: runtime.config.branchTimeout, onDecision });
   if (source.queryPrepared) {
     // the back-check is answered from the barrier table; the handler does not run
