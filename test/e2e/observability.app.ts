@@ -2,8 +2,9 @@
 // transactions) and the participant (saga, TCC and msg branches behind the PostgreSQL barrier, an
 // XA branch on PostgreSQL), each branch an HTTP route and a gRPC method (services PgBank and
 // XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
-// in-memory exporter; and a route that starts a message whose branch starts a saga (Relay), with
-// `x-tenant` as pass-through header. Its logger records every line.
+// in-memory exporter; a route that starts a message whose branch starts a saga (Relay), with
+// `x-tenant` as pass-through header; branches that use the barrier by hand, on PostgreSQL and on
+// Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
