@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { BarrierDatabase } from '../barrier/barrier.types.js';
+import type { BarrierDatabase, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { Payload } from '../transport/dtm.types.js';
 import type { WorkflowProgress } from '../transport/dtm-transport.js';
@@ -185,6 +185,19 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     return this.env.barrierTable;
   }
 
+  /**
+   * @internal The barrier of op `op` of step `branchId`, on the module's barrier table, its local
+   * transactions bounded by the workflow's branch timeout (`branch_timeout` unless overridden), as a branch call's are.
+   */
+  barrier(branchId: string, op: string): BranchBarrier {
+    return BranchBarrier.from({ transType: 'workflow', gid: this.gid, branchId, op }, { table: this.env.barrierTable, timeoutSeconds: this.tx.options.branchTimeout });
+  }
+
+  /** @internal The lock bound of a step's XA transaction: the workflow's branch timeout. */
+  get bounds(): LocalTransactionBounds {
+    return { timeoutSeconds: this.tx.options.branchTimeout };
+  }
+
   private replay(step: string, branchId: string, op: string): { status: string; record: StepRecord } | undefined {
     const found = this.recorded.get(`${branchId}-${op}`);
     if (found && found.record.k !== step) throw new DtmWorkflowDivergedError(this.name, this.gid, branchId, op, found.record.k, step);
@@ -206,7 +219,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
       gid: tx.gid,
       branchId: item.branchId,
       op: item.op,
-      barrier: BranchBarrier.from({ transType: 'workflow', gid: tx.gid, branchId: item.branchId, op: item.op }, { table: this.env.barrierTable }),
+      barrier: this.barrier(item.branchId, item.op),
       http: call,
       grpc: call,
     };
@@ -236,7 +249,7 @@ class Step implements WorkflowStep {
     const { barrier } = options;
     if (barrier === undefined) return this.execution.action<T>(this.name, this.branchId, async () => action(undefined as H));
     const db = this.execution.barrierDatabase(barrier);
-    const branch = BranchBarrier.from({ transType: 'workflow', gid: this.execution.gid, branchId: this.branchId, op: 'action' }, { table: this.execution.barrierTable });
+    const branch = this.execution.barrier(this.branchId, 'action');
     return this.execution.action<T>(this.name, this.branchId, async () => {
       // committed but not recorded (a crash in between): the barrier skips it; the value is gone
       const outcome = await branch.callWithDb(db, async (handle) => action(handle));
@@ -264,7 +277,7 @@ class Step implements WorkflowStep {
     return execution.action<T>(this.name, this.branchId, async () => {
       // prepared in an earlier execution but not recorded: its outcome cannot be read back, so roll back
       if (execution.wasRecorded(this.name, this.branchId, 'business')) throw new DtmFailureError(MESSAGES.workflowXaNotResumable(this.name));
-      return prepareXa(db, xid, row, async (handle) => action(handle), () => execution.recordBusiness(this.name, this.branchId));
+      return prepareXa(db, xid, row, async (handle) => action(handle), () => execution.recordBusiness(this.name, this.branchId), execution.bounds);
     });
   }
 

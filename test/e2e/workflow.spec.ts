@@ -152,6 +152,39 @@ describe('a local XA step', () => {
   });
 });
 
+describe('a step\'s local transaction behind a row lock', () => {
+  /** Another session holding the row lock of account 1 until `release()`. */
+  async function holdAccount(): Promise<{ release(): Promise<void> }> {
+    const holder = new pg.Client({ connectionString: dbs.postgres.url });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT balance FROM account WHERE id = 1 FOR UPDATE');
+    return { release: async () => void (await holder.query('ROLLBACK'), await holder.end()) };
+  }
+
+  /** `executeWorkflow`'s outcome while the lock is held (`still waiting` after 15 s: the step was not bounded). */
+  const settledWhileHeld = (run: Promise<unknown>) =>
+    Promise.race([run.then(() => 'succeeded', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting'), 15_000))]);
+
+  it.each([
+    ['a barrier step', 'transfer.v1', () => input(), 130],
+    ['an XA step', 'xa-hold.v1', () => ({ account: 1, amount: 40 }), 60],
+  ] as const)('%s waits no longer than the workflow\'s branch timeout: the workflow is left pending, and DTM finishes it once the lock is gone', async (_step, name, workflowInput, balanceAfter) => {
+    const gid = await client.generateGid();
+    const lock = await holdAccount();
+    try {
+      const outcome = await settledWhileHeld(client.executeWorkflow(name, gid, workflowInput(), { branchTimeout: 2 }));
+      expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+      expect(String((outcome as Error).message)).toMatch(/lock timeout|canceling statement/);
+      expect(await balance()).toBe(100);
+    } finally {
+      await lock.release();
+    }
+    await untilDtmResumes(gid);
+    expect(await balance()).toBe(balanceAfter);
+  });
+});
+
 describe('DTM resumes workflows', () => {
   it.each(PROTOCOLS)('a step that answers ONGOING leaves the workflow pending; DTM resumes it (%s resume endpoint), recorded steps are not called again', async (protocol) => {
     const gid = await client.generateGid();
