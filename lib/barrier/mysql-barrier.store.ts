@@ -20,11 +20,14 @@ const SESSION_LOCK_WAIT = new WeakMap<object, number>();
  * (or when the timeout changes), none after.
  */
 export async function boundMysqlSession(connection: MysqlConnectionLike, bounds?: LocalTransactionBounds): Promise<void> {
+  await boundMysqlSessionOf(connection.connection ?? connection, bounds, (sql) => connection.query(sql));
+}
+
+/** {@link boundMysqlSession} for the physical connection `key`, the statement run by `run` (adapters of other client libraries). */
+export async function boundMysqlSessionOf(key: object, bounds: LocalTransactionBounds | undefined, run: (sql: string) => Promise<unknown>): Promise<void> {
   const sql = mysqlLockWaitSql(bounds);
-  if (sql === undefined) return;
-  const key = connection.connection ?? connection;
-  if (SESSION_LOCK_WAIT.get(key) === bounds!.timeoutSeconds) return;
-  await connection.query(sql);
+  if (sql === undefined || SESSION_LOCK_WAIT.get(key) === bounds!.timeoutSeconds) return;
+  await run(sql);
   SESSION_LOCK_WAIT.set(key, bounds!.timeoutSeconds!);
 }
 

@@ -71,11 +71,17 @@ function toExecResult(result: PgResult): BarrierExecResult {
  * milliseconds, checked here: nothing else goes into the SQL.
  */
 export function pgBeginSql(bounds?: LocalTransactionBounds): string {
+  const local = pgLocalBoundsSql(bounds);
+  return local === undefined ? 'BEGIN' : `BEGIN; ${local}`;
+}
+
+/** The `SET LOCAL` statements of the transaction's bounds (undefined without bounds), for a transaction already begun (adapters of other client libraries). */
+export function pgLocalBoundsSql(bounds?: LocalTransactionBounds): string | undefined {
   const seconds = bounds?.timeoutSeconds;
-  if (seconds === undefined) return 'BEGIN';
+  if (seconds === undefined) return undefined;
   if (!Number.isInteger(seconds) || seconds <= 0) throw new TypeError(`timeoutSeconds must be a positive whole number, got ${String(seconds)}`);
   const ms = `'${seconds * 1000}ms'`;
-  return `BEGIN; SET LOCAL lock_timeout = ${ms}; SET LOCAL statement_timeout = ${ms}`;
+  return `SET LOCAL lock_timeout = ${ms}; SET LOCAL statement_timeout = ${ms}`;
 }
 
 /** BEGIN (with its bounds), then `leading`: in one round trip when the client can quote literals. */

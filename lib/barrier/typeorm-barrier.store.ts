@@ -1,7 +1,8 @@
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
-import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierTransaction } from './barrier.types.js';
-import { toExecResult } from './mysql-barrier.store.js';
+import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
+import { boundMysqlSessionOf, mysqlLockWaitSql, toExecResult } from './mysql-barrier.store.js';
+import { pgLocalBoundsSql } from './pg-barrier.store.js';
 
 /** The part of a TypeORM `QueryRunner` the barrier uses. */
 export interface TypeormQueryRunnerLike {
@@ -43,13 +44,18 @@ export function typeormBarrierTransaction(
   return { dialect, execute: (sql, params) => typeormExecute(runner, dialect, sql, params) };
 }
 
-/** A TypeORM `DataSource` (postgres, mysql or mariadb) as a barrier database: your code gets the transactional EntityManager. */
+/**
+ * A TypeORM `DataSource` (postgres, mysql or mariadb) as a barrier database: your code gets the
+ * transactional EntityManager. Lock waits are bounded as the other adapters bound them: PostgreSQL
+ * with `SET LOCAL` (one statement after TypeORM's BEGIN), MySQL / MariaDB once per connection.
+ */
 export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEntityManagerLike>>(dataSource: D): BarrierDatabase<D['manager']> {
   const dialect = typeormDialect(dataSource.options.type);
   return {
     dialect,
-    transaction: (work, leading = []) =>
+    transaction: (work, leading = [], bounds) =>
       dataSource.transaction(async (manager: D['manager']) => {
+        await boundTypeormTransaction(manager.queryRunner, dialect, bounds);
         const tx = typeormBarrierTransaction(manager, dialect);
         const leadingResults: BarrierExecResult[] = [];
         for (const statement of leading) leadingResults.push(await tx.execute(statement.sql, statement.params));
@@ -64,6 +70,19 @@ export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEn
       }
     },
   };
+}
+
+/** Bounds the lock waits of the transaction `runner` has begun (see {@link typeormBarrierDatabase}). */
+async function boundTypeormTransaction(runner: TypeormQueryRunnerLike | undefined, dialect: BarrierDialect, bounds: LocalTransactionBounds | undefined): Promise<void> {
+  if (!runner || bounds?.timeoutSeconds === undefined) return;
+  const run = (sql: string) => runner.query(sql, undefined, true);
+  if (dialect === 'postgres') {
+    await run(pgLocalBoundsSql(bounds)!);
+    return;
+  }
+  // the session setting stays with the physical connection: once per connection, as mysqlBarrierDatabase does
+  const connection = await runner.connect?.();
+  await (typeof connection === 'object' && connection !== null ? boundMysqlSessionOf(connection, bounds, run) : run(mysqlLockWaitSql(bounds)!));
 }
 
 function typeormDialect(type: string): BarrierDialect {

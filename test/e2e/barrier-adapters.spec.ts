@@ -120,6 +120,43 @@ describe('inside your own transaction', () => {
   });
 });
 
+describe('TypeORM as a barrier database: lock waits bounded by timeoutSeconds', () => {
+  /** Another session holding the row lock of counter 1 until `release()`. */
+  async function holdCounter(dialect: BarrierDialect): Promise<{ release(): Promise<void> }> {
+    if (dialect === 'postgres') {
+      const client = await pgPool.connect();
+      await client.query('BEGIN');
+      await client.query('SELECT n FROM counter WHERE id = 1 FOR UPDATE');
+      return { release: async () => void (await client.query('ROLLBACK'), client.release()) };
+    }
+    const connection = await myPool.getConnection();
+    await connection.beginTransaction();
+    await connection.query('SELECT n FROM counter WHERE id = 1 FOR UPDATE');
+    return { release: async () => void (await connection.rollback(), connection.release()) };
+  }
+
+  it.each(['postgres', 'mysql'] as const)('%s: a call behind a held row lock fails after timeoutSeconds and leaves nothing; once the lock is gone it runs', async (dialect) => {
+    const source = sources[dialect]!;
+    const gid = `typeorm-bounded-${dialect}`;
+    const barrier = () => new BranchBarrier('saga', gid, '01', 'action', { table: tableOf(dialect), timeoutSeconds: 1 });
+    const bump = () => barrier().callWithDb(typeormBarrierDatabase(source), (manager) => manager.query('UPDATE counter SET n = n + 1 WHERE id = 1'));
+    const before = await count(dialect);
+    const lock = await holdCounter(dialect);
+    try {
+      // unbounded, it would wait until the lock is gone (PostgreSQL) or 50 s (MariaDB)
+      const outcome = await Promise.race([bump().then(() => 'ran', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting'), 15_000))]);
+      expect(outcome).toBeInstanceOf(Error);
+      expect(String((outcome as Error).message)).toMatch(/lock timeout|statement timeout|Lock wait timeout/);
+    } finally {
+      await lock.release();
+    }
+    expect(await count(dialect)).toBe(before);
+    // the failed call's barrier row went with its transaction: the retry runs
+    expect((await bump()).executed).toBe(true);
+    expect(await count(dialect)).toBe(before + 1);
+  });
+});
+
 describe('how the adapters send the barrier inserts', () => {
   /** A compensation then its late action, on `db`: the compensation undoes nothing, the action is skipped. */
   async function nullCompensationThenHanging(db: BarrierDatabase, dialect: BarrierDialect, gid: string) {
