@@ -170,13 +170,48 @@ export function dtmTestServerConfig(ports: { http: number; grpc: number }, optio
   });
 }
 
-/** A free TCP port on 127.0.0.1. */
-export function freeLocalPort(): Promise<number> {
+/**
+ * A free TCP port on 127.0.0.1, below the system's range of ephemeral ports where it can tell
+ * (Linux): a port the system hands out to outgoing connections (and to `listen(0)`) can be taken by
+ * one of them between this check and the caller's bind, and with many connections open (a test
+ * suite's) it sometimes is. Elsewhere, or when no port is found there, one `listen(0)` gives.
+ */
+export async function freeLocalPort(): Promise<number> {
+  const below = ephemeralPortsStart();
+  if (below !== undefined && below > 12_000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = 10_000 + Math.floor(Math.random() * (below - 10_000));
+      if (await canListen(port)) return port;
+    }
+  }
+  return listenOnce(0);
+}
+
+/** The first port of Linux's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`); undefined elsewhere. */
+function ephemeralPortsStart(): number | undefined {
+  try {
+    const start = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `port` on 127.0.0.1 can be listened on now. */
+function canListen(port: number): Promise<boolean> {
+  return listenOnce(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Listens on `port` of 127.0.0.1 (0: any), closes, and gives the port it got. */
+function listenOnce(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(port, '127.0.0.1', () => {
       const address = server.address();
       server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
     });
