@@ -20,7 +20,10 @@ const SESSION_LOCK_WAIT = new WeakMap<object, number>();
  * (or when the timeout changes), none after.
  */
 export async function boundMysqlSession(connection: MysqlConnectionLike, bounds?: LocalTransactionBounds): Promise<void> {
-  await boundMysqlSessionOf(connection.connection ?? connection, bounds, (sql) => connection.query(sql));
+  const key = connection.connection ?? connection;
+  // the usual case, without making the closure: this connection's session has the bound already
+  if (bounds?.timeoutSeconds === undefined || SESSION_LOCK_WAIT.get(key) === bounds.timeoutSeconds) return;
+  await boundMysqlSessionOf(key, bounds, (sql) => connection.query(sql));
 }
 
 /** {@link boundMysqlSession} for the physical connection `key`, the statement run by `run` (adapters of other client libraries). */
