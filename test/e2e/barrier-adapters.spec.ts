@@ -1,5 +1,6 @@
 // The barrier inside the caller's own transaction, through each shipped adapter: a raw pg client,
-// a mysql2 connection, TypeORM (EntityManager and QueryRunner) on PostgreSQL and MariaDB.
+// a mysql2 connection, TypeORM (EntityManager and QueryRunner) on PostgreSQL and MariaDB; the lock
+// bounds of the TypeORM adapter; the decisions each adapter tells onDecision.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
@@ -154,6 +155,51 @@ describe('TypeORM as a barrier database: lock waits bounded by timeoutSeconds', 
     // the failed call's barrier row went with its transaction: the retry runs
     expect((await bump()).executed).toBe(true);
     expect(await count(dialect)).toBe(before + 1);
+  });
+});
+
+describe('onDecision: what the barrier decided, told on every adapter', () => {
+  const adapters: [string, BarrierDialect, () => BarrierDatabase<unknown>][] = [
+    ['pg', 'postgres', () => pgBarrierDatabase(pgPool)],
+    ['mysql2', 'mysql', () => mysqlBarrierDatabase(myPool)],
+    ['TypeORM on postgres', 'postgres', () => typeormBarrierDatabase(sources.postgres!)],
+    ['TypeORM on mysql', 'mysql', () => typeormBarrierDatabase(sources.mysql!)],
+  ];
+
+  it.each(adapters)('%s: executed, duplicate, null compensation, hanging prevented; the business ran once', async (name, dialect, database) => {
+    const db = database();
+    const decisions: string[] = [];
+    const barrier = (gid: string, op: string) => new BranchBarrier('saga', gid, '01', op, { table: tableOf(dialect), onDecision: (d) => decisions.push(`${op} ${d}`) });
+    const bump = (gid: string, op: string) => barrier(gid, op).callWithDb(db, () => db.execute('UPDATE counter SET n = n + 1 WHERE id = 1', []));
+    const before = await count(dialect);
+    const [ran, late] = [`decided-${name}-ran`.replace(/ /g, '-'), `decided-${name}-late`.replace(/ /g, '-')];
+    await bump(ran, 'action');
+    await bump(ran, 'action');
+    await bump(late, 'compensate');
+    await bump(late, 'action');
+    expect(decisions).toEqual(['action executed', 'action duplicate', 'compensate null-compensation', 'action hanging-prevented']);
+    expect(await count(dialect)).toBe(before + 1);
+  });
+
+  it('inside your own transaction (call): the same decisions, the hanging check asked in that transaction', async () => {
+    const decisions: string[] = [];
+    const barrier = (gid: string, op: string) => new BranchBarrier('saga', gid, '01', op, { table: tableOf('postgres'), onDecision: (d) => decisions.push(`${op} ${d}`) });
+    const inOwnTransaction = async (gid: string, op: string) => {
+      const client = await pgPool.connect();
+      try {
+        await client.query('BEGIN');
+        await barrier(gid, op).call(pgBarrierTransaction(client), () => client.query('UPDATE counter SET n = n + 1 WHERE id = 1'));
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+    };
+    const before = await count('postgres');
+    await inOwnTransaction('decided-own-late', 'compensate');
+    await inOwnTransaction('decided-own-late', 'action');
+    await inOwnTransaction('decided-own-ran', 'action');
+    expect(decisions).toEqual(['compensate null-compensation', 'action hanging-prevented', 'action executed']);
+    expect(await count('postgres')).toBe(before + 1);
   });
 });
 
