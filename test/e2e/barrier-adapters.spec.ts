@@ -21,6 +21,7 @@ import {
   type PgPoolLike,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { settledWithin } from '../support/fixtures.js';
 
 let dbs: FileDatabases;
 let pgPool: pg.Pool;
@@ -145,7 +146,7 @@ describe('TypeORM as a barrier database: lock waits bounded by timeoutSeconds', 
     const lock = await holdCounter(dialect);
     try {
       // unbounded, it would wait until the lock is gone (PostgreSQL) or 50 s (MariaDB)
-      const outcome = await Promise.race([bump().then(() => 'ran', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting'), 15_000))]);
+      const outcome = await settledWithin(bump(), 15_000, 'ran');
       expect(outcome).toBeInstanceOf(Error);
       expect(String((outcome as Error).message)).toMatch(/lock timeout|statement timeout|Lock wait timeout/);
     } finally {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import pg from 'pg';
 import { DtmFailureError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { PROTOCOLS } from '../support/fixtures.js';
+import { PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
@@ -163,8 +163,7 @@ describe('a step\'s local transaction behind a row lock', () => {
   }
 
   /** `executeWorkflow`'s outcome while the lock is held (`still waiting` after 15 s: the step was not bounded). */
-  const settledWhileHeld = (run: Promise<unknown>) =>
-    Promise.race([run.then(() => 'succeeded', (e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting'), 15_000))]);
+  const settledWhileHeld = (run: Promise<unknown>) => settledWithin(run, 15_000, 'succeeded');
 
   it.each([
     ['a barrier step', 'transfer.v1', () => input(), 130],
