@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): all set-up (DTM server, databases, npm ci), then
 # scripts/run-jest.mjs: the library build and a type check of everything, then every test against
-# the real DTM server and databases. The last line of output is "N passed, N failed"; the exit code
-# is non-zero on any failure.
-# Arguments go to jest, e.g. `npm test -- test/e2e/harness`.
+# the real DTM server and databases; then the same again on a second Node.js (scripts/second-node.sh:
+# Node.js 24 unless TEST_SECOND_NODE says otherwise; TEST_SECOND_NODE=none skips it). The last line of
+# output is "N passed, N failed" over both runs; the exit code is non-zero on any failure.
+# Arguments go to jest (in both runs), e.g. `npm test -- test/e2e/harness`.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
 bash scripts/setup.sh || fail "set-up failed (see above)"
-exec node scripts/run-jest.mjs "$@"
+second="$(bash scripts/second-node.sh)" || fail "installing the second Node.js failed (see above)"
+
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+summaries=()
+# run <label> <node> [jest args]: the suite on <node> (first on PATH, so that the npm and node the tests start are it too)
+run() {
+  local label="$1" node="$2"; shift 2
+  PATH="$(dirname "$node"):$PATH" "$node" scripts/run-jest.mjs "$@" 2>&1 | tee "$logs/run.log"
+  summaries+=("$label: $(tail -n 1 "$logs/run.log")")
+}
+run "Node.js $(node -v)" "$(command -v node)" "$@"
+[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v) ==="; run "Node.js $("$second" -v)" "$second" "$@"; }
+
+passed=0 failed=0
+echo
+for line in "${summaries[@]}"; do
+  echo "$line"
+  if [[ "$line" =~ :\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+  else
+    failed=$((failed + 1)) # no summary line: the run died before printing it
+  fi
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
