@@ -15,7 +15,7 @@ export default {
   transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }] },
   testMatch: ['<rootDir>/test/**/*.spec.ts'],
   // test/package/apps: example apps the package tests install and run with their own Jest / Vitest
-  modulePathIgnorePatterns: ['<rootDir>/.build/', '<rootDir>/dist/', '<rootDir>/test/package/apps/'],
+  modulePathIgnorePatterns: ['<rootDir>/.build/', '<rootDir>/dist/', '<rootDir>/.tools/', '<rootDir>/test/package/apps/'],
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/package/apps/'],
   globalSetup: '<rootDir>/.build/test/support/global-setup.js',
   globalTeardown: '<rootDir>/.build/test/support/global-teardown.js',

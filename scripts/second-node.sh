@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Prints the path of the second Node.js that `npm test` runs every test on (after the machine's own),
 # installing it first when it is not cached: Node.js $TEST_SECOND_NODE (default below), from the npm
-# registry's official Linux builds (the package node-linux-<arch>), into the same cache as the DTM
-# server. Prints nothing, saying why on stderr, when there is no second run: TEST_SECOND_NODE=none,
-# the machine's Node.js is already of that major version, or no build is published for this platform.
+# registry's official Linux builds (the package node-linux-<arch>), into .tools/ of this checkout
+# (not ~/.cache: some tests run node as another user, who must be able to execute it). Prints
+# nothing, saying why on stderr, when there is no second run: TEST_SECOND_NODE=none, the machine's
+# Node.js is already of that major version, or no build is published for this platform.
 # Why: Nest 12 itself needs Node.js >= 22.12, and Node 22+ carries AsyncLocalStorage differently
 # (AsyncContextFrame from 24), which the request context and OpenTelemetry's context ride in.
 set -euo pipefail
@@ -23,7 +24,7 @@ if [ "$(node -p 'process.versions.node.split(".")[0]')" = "${VERSION%%.*}" ]; th
   exit 0
 fi
 
-dir="${XDG_CACHE_HOME:-$HOME/.cache}/nestjs-dtm/node-v$VERSION"
+dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools/node-v$VERSION"
 binary="$dir/node_modules/node-linux-$arch/bin/node"
 if [ ! -x "$binary" ] || [ "$("$binary" -v 2>/dev/null)" != "v$VERSION" ]; then
   say "installing Node.js $VERSION (npm package node-linux-$arch@$VERSION) into $dir"

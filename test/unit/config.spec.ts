@@ -417,6 +417,7 @@ describe('configFile that cannot be read', () => {
         catch (e) { console.log(JSON.stringify(e.problems ?? String(e))); }
       });`;
       const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', cwd: root });
+      expect(child.error).toBeUndefined(); // nobody must be able to execute process.execPath
       expect(child.stderr).toBe('');
       problems = JSON.parse(child.stdout) as DtmConfigProblem[];
     } else {
