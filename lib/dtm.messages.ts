@@ -74,6 +74,10 @@ export const MESSAGES = {
     `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
     `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  proxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
+    `${url} answered ${grpcAnswerName(answer)}: most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it (DTM itself never answers UNAVAILABLE); the request may or may not have reached DTM: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
+  branchProxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
+    `the branch ${url} answered ${grpcAnswerName(answer)}: most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   answerTooLarge: (url: string, max: number) =>
     `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
   branchAnswerTooLarge: (url: string, max: number) =>
@@ -312,6 +316,12 @@ const GATEWAY_STATUSES = new Map<number, string>([
 ]);
 
 /** For a connection reset or cut: who may have done it (`peer`, or something between this app and it). */
+/** How a peer's UNAVAILABLE answer reads: `gRPC UNAVAILABLE`, or `HTTP 503 (Service Unavailable)` for a plain HTTP status (`answer` the status code, or `grpc`). */
+function grpcAnswerName(answer: string): string {
+  const status = Number(answer);
+  return answer === 'grpc' ? 'gRPC UNAVAILABLE' : `HTTP ${status}${GATEWAY_STATUSES.has(status) ? ` (${GATEWAY_STATUSES.get(status)})` : ''} to a gRPC call`;
+}
+
 function resetNote(cause: string, peer: string): string {
   return /ECONNRESET|EPIPE|socket hang up|ECONNABORTED|RST_STREAM/i.test(cause)
     ? `: the connection was reset, by ${peer} (crashed or restarting) or by a proxy / load balancer between this app and it; the request may or may not have reached ${peer}`

@@ -4,6 +4,8 @@
 // "DTM has it, the outcome is not known yet" (DtmOutcomeUnknownError, with the gid and last status),
 // and the TCC / XA transactions can wait for their final outcome too.
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttp2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -208,6 +210,79 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
       const final = await app.client.waitForFinal(gid, { timeout: 20 });
       expect(final.rollbackReason).toContain(`HTTP ${status}`);
       expect(final.rollbackReason).toContain('proxy, load balancer or gateway');
+    }
+  });
+
+  /**
+   * A gateway in front of a gRPC server it cannot reach, as proxies answer then: every call gets a
+   * plain `HTTP 503` (nginx's `grpc_pass`), or gRPC UNAVAILABLE in a trailers-only answer (Envoy's
+   * "upstream connect error"). `paths`: the calls it got.
+   */
+  async function grpcGateway(answer: 'http 503' | 'grpc unavailable'): Promise<{ address: string; paths: string[]; close(): Promise<void> }> {
+    const paths: string[] = [];
+    const server = createHttp2Server();
+    server.on('stream', (stream, headers) => {
+      paths.push(String(headers[':path']));
+      stream.on('error', () => undefined);
+      stream.resume();
+      if (answer === 'http 503') {
+        stream.respond({ ':status': 503, 'content-type': 'text/plain', server: 'nginx' });
+        stream.end('no live upstreams');
+      } else {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'upstream connect error or disconnect/reset before headers', server: 'envoy' }, { endStream: true });
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { address: `127.0.0.1:${(server.address() as AddressInfo).port}`, paths, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  it.each([
+    ['http 503', 'HTTP 503 \\(Service Unavailable\\) to a gRPC call'],
+    ['grpc unavailable', 'gRPC UNAVAILABLE'],
+  ] as const)('gRPC to DTM through a gateway that answers %s: DtmUnavailableError naming the gateway; grpc-js\'s own "no connection" is not named so', async (answer, named) => {
+    const gateway = await grpcGateway(answer);
+    const viaGateway = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: gateway.address, timeout: 2 } });
+    try {
+      const error = await viaGateway.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(new RegExp(`^${gateway.address}/dtmgimp.Dtm/NewGid answered ${named}: most likely from a proxy, load balancer or gateway in front of the DTM server`));
+      expect(gateway.paths).toEqual(['/dtmgimp.Dtm/NewGid']);
+    } finally {
+      await viaGateway.close();
+      await gateway.close();
+    }
+    // nothing listening at all: grpc-js's own UNAVAILABLE, no answer from anyone
+    const closed = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: gateway.address, timeout: 2 } });
+    try {
+      const error = await closed.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^could not reach .*ECONNREFUSED/);
+      expect((error as Error).message).not.toContain('proxy');
+    } finally {
+      await closed.close();
+    }
+  });
+
+  it('gRPC: a TCC Try behind a gateway that answers UNAVAILABLE: the error and DTM\'s rollback reason name the gateway, not the branch', async () => {
+    const gateway = await grpcGateway('grpc unavailable');
+    const grpcApp = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout: 2 } });
+    try {
+      const gid = await grpcApp.client.generateGid();
+      const target = `${gateway.address}/recorder.Branches/GatewayTry`;
+      const error = await grpcApp.client
+        .tccGlobalTransaction(gid, (tcc) => tcc.callBranch(new Uint8Array(0), target, recorder.grpcTargetFor('/Confirm'), recorder.grpcTargetFor('/Cancel')))
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^the branch .*GatewayTry answered gRPC UNAVAILABLE: most likely not the branch itself but a proxy, load balancer or gateway/);
+      expect(gateway.paths).toEqual(['/recorder.Branches/GatewayTry']);
+      const final = await grpcApp.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('gRPC UNAVAILABLE');
+      expect(final.rollbackReason).toContain('proxy, load balancer or gateway');
+      expect(recorder.callsTo('/Cancel', gid)).toHaveLength(1);
+    } finally {
+      await grpcApp.close();
+      await gateway.close();
     }
   });
 

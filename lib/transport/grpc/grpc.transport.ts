@@ -342,8 +342,11 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
     case FAILED_PRECONDITION:
       return new DtmOngoingError(detail, context);
     case UNAVAILABLE:
-    case DEADLINE_EXCEEDED:
-      return new DtmUnavailableError(MESSAGES.unavailable(context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
+    case DEADLINE_EXCEEDED: {
+      const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
+      const message = answer ? MESSAGES.proxyUnavailable(context.endpoint!, answer, detail, timeout) : MESSAGES.unavailable(context.endpoint!, detail, timeout);
+      return new DtmUnavailableError(message, { ...context, cause: plainCause(err) });
+    }
     default:
       return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
   }
@@ -357,9 +360,23 @@ function branchError(err: ServiceError, context: DtmErrorContext, timeout: numbe
   if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
   if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
-    return new DtmUnavailableError(MESSAGES.branchUnavailable(context.endpoint!, detail, timeout), { ...withCode, cause: plainCause(err) });
+    const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
+    const message = answer ? MESSAGES.branchProxyUnavailable(context.endpoint!, answer, detail, timeout) : MESSAGES.branchUnavailable(context.endpoint!, detail, timeout);
+    return new DtmUnavailableError(message, { ...withCode, cause: plainCause(err) });
   }
   return new DtmServerError(MESSAGES.branchGrpcStatus(context.endpoint!, err.code, detail), detail, withCode);
+}
+
+/**
+ * Who answered an UNAVAILABLE, when it was the peer and not grpc-js itself (no connection,
+ * connection dropped, stream refused: no response metadata): the HTTP status of a plain HTTP
+ * answer (`"503"`: grpc-js turns 429, 502, 503 and 504 into UNAVAILABLE), or `"grpc"` for a gRPC
+ * answer (its response headers are in the error's metadata). DTM itself never answers UNAVAILABLE.
+ */
+function peerAnswer(err: ServiceError): string | undefined {
+  const http = /^Received HTTP status code (\d{3})$/.exec(err.details ?? '');
+  if (http) return http[1];
+  return err.metadata && Object.keys(err.metadata.getMap()).length > 0 ? 'grpc' : undefined;
 }
 
 /** Whether grpc-js refused the answer for its size (`grpc.max_receive_message_length`), not the peer. */
