@@ -315,13 +315,13 @@ const GATEWAY_STATUSES = new Map<number, string>([
   [504, 'Gateway Timeout'],
 ]);
 
-/** For a connection reset or cut: who may have done it (`peer`, or something between this app and it). */
-/** How a peer's UNAVAILABLE answer reads: `gRPC UNAVAILABLE`, or `HTTP 503 (Service Unavailable)` for a plain HTTP status (`answer` the status code, or `grpc`). */
+/** How a peer's UNAVAILABLE answer reads: `gRPC UNAVAILABLE`, or `HTTP 503 (Service Unavailable) to a gRPC call` for a plain HTTP status (`answer`: the status code, or `grpc`). */
 function grpcAnswerName(answer: string): string {
   const status = Number(answer);
   return answer === 'grpc' ? 'gRPC UNAVAILABLE' : `HTTP ${status}${GATEWAY_STATUSES.has(status) ? ` (${GATEWAY_STATUSES.get(status)})` : ''} to a gRPC call`;
 }
 
+/** For a connection reset or cut: who may have done it (`peer`, or something between this app and it). */
 function resetNote(cause: string, peer: string): string {
   return /ECONNRESET|EPIPE|socket hang up|ECONNABORTED|RST_STREAM/i.test(cause)
     ? `: the connection was reset, by ${peer} (crashed or restarting) or by a proxy / load balancer between this app and it; the request may or may not have reached ${peer}`

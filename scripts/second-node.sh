@@ -5,8 +5,8 @@
 # (not ~/.cache: some tests run node as another user, who must be able to execute it). Prints
 # nothing, saying why on stderr, when there is no second run: TEST_SECOND_NODE=none, the machine's
 # Node.js is already of that major version, or no build is published for this platform.
-# Why: Nest 12 itself needs Node.js >= 22.12, and Node 22+ carries AsyncLocalStorage differently
-# (AsyncContextFrame from 24), which the request context and OpenTelemetry's context ride in.
+# Why: Nest 12 itself needs Node.js >= 22.12, and Node 24 carries AsyncLocalStorage in
+# AsyncContextFrame, which the request context and OpenTelemetry's context ride in.
 set -euo pipefail
 
 VERSION="${TEST_SECOND_NODE:-24.22.3}"
