@@ -42,7 +42,7 @@ if (!unit) {
 
 // a run that outlives this (a test that hangs, or a handle left open that keeps jest alive after
 // the last test) is killed and counted as a failure, so that it never eats CI's time
-const jestTimeoutMinutes = Number(process.env.JEST_RUN_TIMEOUT_MINUTES ?? 30);
+const jestTimeoutMinutes = Number(process.env.JEST_RUN_TIMEOUT_MINUTES ?? 15);
 const jest = spawnSync(
   process.execPath,
   [

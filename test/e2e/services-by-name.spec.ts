@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { credentials, Client, Metadata } from '@grpc/grpc-js';
 import { harness, queryTrans } from '../support/harness.js';
+import { settledWithin } from '../support/fixtures.js';
 import { freePort, logTail, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { STOCK_PROTO } from '../support/grpc.js';
 import protoLoader from '@grpc/proto-loader';
@@ -263,12 +264,10 @@ describe('branches by name across services', () => {
   it('a typo in a contract\'s branch name fails start-up, naming the service and the branches it has', async () => {
     const port = await freePort();
     const typo = await startApp('orders-typo', 'orders.app.js', ordersEnv({ PORT: String(port), CONTRACT_TYPO: '1' }), undefined);
-    let timer: NodeJS.Timeout | undefined;
-    const exit = await Promise.race([typo.exited, new Promise<string>((done) => (timer = setTimeout(() => done('still running'), 20_000)))]);
-    clearTimeout(timer);
+    const exit = await settledWithin(typo.exited, 20_000);
     await typo.stop();
     expect(exit).not.toBe('0');
-    expect(exit).not.toBe('still running');
+    expect(exit).not.toBe('still waiting');
     const log = logTail(typo.logFile, 200);
     expect(log).toContain('DtmRemoteBranchError');
     expect(log).toContain('service "bank" has no branch "withdrw"; its branches: credit (msg), deposit (saga), hold (tcc), withdraw (saga)');

@@ -69,14 +69,15 @@ export function branchLines(record: { branches: BranchRecord[] }): string[] {
 export { sleep } from './services/process.js';
 
 /**
- * What `run` settled to within `ms`: `fulfilled` when it resolved, its error when it rejected, or
- * `'still waiting'`. The timer is cleared either way: one left running would keep the jest worker alive.
+ * What `run` settled to within `ms`: its value (or `fulfilled`, when given) when it resolved, its
+ * error when it rejected, or `'still waiting'`. The timer is cleared either way: one left running
+ * would keep the jest worker alive.
  */
-export async function settledWithin(run: Promise<unknown>, ms: number, fulfilled: unknown = 'fulfilled'): Promise<unknown> {
+export async function settledWithin(run: Promise<unknown>, ms: number, ...fulfilled: [unknown?]): Promise<unknown> {
   let timer: NodeJS.Timeout | undefined;
   const waited = new Promise((resolve) => (timer = setTimeout(() => resolve('still waiting'), ms)));
   try {
-    return await Promise.race([run.then(() => fulfilled, (e: unknown) => e), waited]);
+    return await Promise.race([run.then((value) => (fulfilled.length > 0 ? fulfilled[0] : value), (e: unknown) => e), waited]);
   } finally {
     clearTimeout(timer);
   }
