@@ -3,7 +3,9 @@
 // barrier, XA for the XA transfers) in every mode at once (saga, TCC, msg, XA), against a DTM server
 // of its own on boltdb, while a proxy in front of the banks injects 500s, delays past the branch
 // timeout (the call arrives late, after DTM gave up on it), duplicate deliveries and lost answers,
-// the bank process is killed with -9 and started again, and DTM is killed with -9 and started again.
+// the bank process is killed with -9 and started again, DTM is killed with -9 and started again,
+// and (`dbStalls`) a bank's database stops answering the bank for longer than the branch timeout
+// (test/support/chaos/stall-proxy.ts holds every byte, then delivers them).
 // Everything is drawn from one seeded generator: the same seed gives the same transfers and faults
 // (the timing of a run still varies). At the end the run checks what a user relies on:
 // - every transaction DTM holds is final (stuck = 0 after the drain);
@@ -28,6 +30,7 @@ import {
   resolveDtmConfig,
   type BarrierDatabase,
 } from 'nestjs-dtm';
+import { startStallProxy, type StallProxy } from './stall-proxy.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../services/dtm.js';
 import { freePort, minimalEnv, startProcess, waitUntil, type ManagedProcess, type RunDir } from '../services/process.js';
 
@@ -50,6 +53,10 @@ export interface ChaosOptions {
   bankKills?: number;
   /** Times DTM is killed with -9 (and started again) while transfers run. Default 1. */
   dtmRestarts?: number;
+  /** Times a bank's database stalls for the bank (PostgreSQL first, then MariaDB, in turn) while transfers run. Default 0. */
+  dbStalls?: number;
+  /** How long each stall lasts, seconds. Default: the branch timeout + 2 (DTM gives up on the calls waiting on it). */
+  stallSeconds?: number;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -99,6 +106,9 @@ export interface ChaosReport {
   faultsInjected: Record<Fault, number>;
   bankKills: number;
   dtmRestarts: number;
+  dbStalls: number;
+  /** Bytes between the bank and each database held by the stalls (the stalls did catch the bank's traffic). */
+  stallHeldBytes: Record<Store, number>;
   callerViews: Record<CallerView, number>;
   dtmOutcomes: Record<string, number>;
   byMode: Record<ChaosMode, Record<string, number>>;
@@ -146,7 +156,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let bank: ManagedProcess | undefined;
   let proxy: Proxy | undefined;
   let client: DtmClient | undefined;
+  // the bank reaches its databases through these; the run's own pools (set-up, the outbox, the checks) do not
+  const stallProxies: Partial<Record<Store, StallProxy>> = {};
   try {
+    stallProxies.pg = await startStallProxy(options.pgUrl);
+    stallProxies.mysql = await startStallProxy(options.mysqlUrl);
     // the banks' tables, fresh
     for (const store of ['pg', 'mysql'] as const) {
       for (const table of ['account', 'runs', 'dtm_barrier']) await sql[store].run(`DROP TABLE IF EXISTS ${table}`);
@@ -165,7 +179,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         command: process.execPath,
         args: [join(process.cwd(), '.build', 'test', 'support', 'chaos', 'bank.app.js')],
         cwd: process.cwd(),
-        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: proxy!.url, PG_URL: options.pgUrl, MYSQL_URL: options.mysqlUrl, BRANCH_TIMEOUT: String(branchTimeout) }),
+        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: proxy!.url, PG_URL: stallProxies.pg!.url, MYSQL_URL: stallProxies.mysql!.url, BRANCH_TIMEOUT: String(branchTimeout) }),
         runDir: options.runDir,
         logFile: join(options.runDir.path, 'chaos-bank.log'),
       });
@@ -255,13 +269,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // faults of processes, at set points of the run
     const kills = options.bankKills ?? 2;
     const restarts = options.dtmRestarts ?? 1;
-    const events: { at: number; what: 'bank' | 'dtm' }[] = [
+    const stalls = options.dbStalls ?? 0;
+    const stallMs = (options.stallSeconds ?? branchTimeout + 2) * 1000;
+    const events: { at: number; what: 'bank' | 'dtm' | Store }[] = [
       ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
       ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
+      // between the others: a quarter of the way past each kill point
+      ...Array.from({ length: stalls }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 1)) / (4 * stalls + 2)), what: (k % 2 === 0 ? 'pg' : 'mysql') as Store })),
     ].sort((a, b) => a.at - b.at);
     let done = 0;
     let bankKills = 0;
     let dtmRestarts = 0;
+    let dbStalls = 0;
     const chaos = (async () => {
       for (const event of events) {
         while (done < event.at) await sleep(50);
@@ -271,6 +290,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           await sleep(500 + Math.floor(random() * 1500));
           bank = await startBank();
           bankKills++;
+        } else if (event.what === 'pg' || event.what === 'mysql') {
+          log(`the bank's ${event.what === 'pg' ? 'PostgreSQL' : 'MariaDB'} stalls for ${stallMs / 1000} s after ${done} transfers`);
+          stallProxies[event.what]!.stall();
+          await sleep(stallMs);
+          stallProxies[event.what]!.resume();
+          dbStalls++;
         } else {
           log(`kill -9 of DTM after ${done} transfers`);
           await stopDtm(dtm!, true);
@@ -345,6 +370,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       faultsInjected: { ...proxy.injected },
       bankKills,
       dtmRestarts,
+      dbStalls,
+      stallHeldBytes: { pg: stallProxies.pg!.heldBytes, mysql: stallProxies.mysql!.heldBytes },
       callerViews,
       dtmOutcomes,
       byMode,
@@ -355,6 +382,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     client?.onModuleDestroy();
     await bank?.stop(2000);
     await proxy?.close();
+    for (const stallProxy of Object.values(stallProxies)) await stallProxy.close();
     await dtm?.process.stop();
     await Promise.all([pgPool.end(), myPool.end()]);
   }

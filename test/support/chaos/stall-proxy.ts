@@ -1,0 +1,111 @@
+// A TCP proxy in front of a database that can stall: while stalled it moves no byte in either
+// direction and opens no connection to the database, then delivers everything it held, in order.
+// To the app behind it, the database stops answering for a while (a stalled disk, a long GC pause,
+// a network partition that heals): its statements wait, and the locks its open transactions hold
+// on the server stay held. The database itself keeps serving everyone else, so a test can stall
+// one app's database without pausing a server other tests share.
+import net from 'node:net';
+
+/** A running stall proxy. */
+export interface StallProxy {
+  /** The database URL `url` rewritten to go through the proxy (same user, password, database). */
+  readonly url: string;
+  /** Whether it is stalled now. */
+  readonly stalled: boolean;
+  /** Bytes that arrived (from either side) while it was stalled, and were held. */
+  readonly heldBytes: number;
+  /** Stops moving bytes until {@link resume}. */
+  stall(): void;
+  /** Delivers what it held and moves bytes again. */
+  resume(): void;
+  close(): Promise<void>;
+}
+
+/** One proxied connection: both sockets, and the bytes held for the other side while stalled. */
+interface Pair {
+  client: net.Socket;
+  server?: net.Socket;
+  /** Bytes from the client not yet written to the server (held while stalled or connecting). */
+  toServer: Buffer[];
+  /** Bytes from the server not yet written to the client (held while stalled). */
+  toClient: Buffer[];
+}
+
+/** Starts a stall proxy on 127.0.0.1 for the database at `url` (its host and port). */
+export async function startStallProxy(url: string): Promise<StallProxy> {
+  const target = new URL(url);
+  const pairs = new Set<Pair>();
+  let stalled = false;
+  let heldBytes = 0;
+  const hold = (queue: Buffer[], chunk: Buffer): void => {
+    if (stalled) heldBytes += chunk.length;
+    queue.push(chunk);
+  };
+  const flush = (pair: Pair): void => {
+    if (stalled) return;
+    if (pair.server && !pair.server.connecting) for (const chunk of pair.toServer.splice(0)) pair.server.write(chunk);
+    for (const chunk of pair.toClient.splice(0)) pair.client.write(chunk);
+  };
+  const connect = (pair: Pair): void => {
+    const server = net.connect(Number(target.port), target.hostname);
+    pair.server = server;
+    server.on('connect', () => flush(pair));
+    server.on('data', (chunk: Buffer) => {
+      hold(pair.toClient, chunk);
+      flush(pair);
+    });
+    const end = () => {
+      pairs.delete(pair);
+      pair.client.destroy();
+      server.destroy();
+    };
+    server.on('error', end);
+    server.on('close', end);
+  };
+  const proxy = net.createServer((client) => {
+    const pair: Pair = { client, toServer: [], toClient: [] };
+    pairs.add(pair);
+    client.on('data', (chunk: Buffer) => {
+      hold(pair.toServer, chunk);
+      flush(pair);
+    });
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      pair.server?.destroy();
+    };
+    client.on('error', end);
+    client.on('close', end);
+    if (!stalled) connect(pair);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const through = new URL(url);
+  through.hostname = '127.0.0.1';
+  through.port = String((proxy.address() as net.AddressInfo).port);
+  return {
+    url: through.toString(),
+    get stalled() {
+      return stalled;
+    },
+    get heldBytes() {
+      return heldBytes;
+    },
+    stall: () => {
+      stalled = true;
+    },
+    resume: () => {
+      stalled = false;
+      for (const pair of pairs) {
+        if (!pair.server) connect(pair);
+        else flush(pair);
+      }
+    },
+    close: async () => {
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.server?.destroy();
+      }
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
