@@ -4,8 +4,9 @@
 // of its own on boltdb, while a proxy in front of the banks injects 500s, delays past the branch
 // timeout (the call arrives late, after DTM gave up on it), duplicate deliveries and lost answers,
 // the bank process is killed with -9 and started again, DTM is killed with -9 and started again,
-// and (`dbStalls`) a bank's database stops answering the bank for longer than the branch timeout
-// (test/support/chaos/stall-proxy.ts holds every byte, then delivers them).
+// and (`dbStalls`) a bank's database stops answering the bank and the outbox's local transactions
+// for longer than the branch timeout (test/support/chaos/stall-proxy.ts holds every byte, then
+// delivers them).
 // Everything is drawn from one seeded generator: the same seed gives the same transfers and faults
 // (the timing of a run still varies). At the end the run checks what a user relies on:
 // - every transaction DTM holds is final (stuck = 0 after the drain);
@@ -156,11 +157,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let bank: ManagedProcess | undefined;
   let proxy: Proxy | undefined;
   let client: DtmClient | undefined;
-  // the bank reaches its databases through these; the run's own pools (set-up, the outbox, the checks) do not
+  // the bank and the outbox's local transactions (the caller's side of a msg transfer) reach the
+  // databases through these; the run's set-up and its checks do not
   const stallProxies: Partial<Record<Store, StallProxy>> = {};
+  let outboxPools: { pg: pg.Pool; mysql: mysql.Pool } | undefined;
   try {
     stallProxies.pg = await startStallProxy(options.pgUrl);
     stallProxies.mysql = await startStallProxy(options.mysqlUrl);
+    outboxPools = { pg: new pg.Pool({ connectionString: stallProxies.pg.url, max: 10 }), mysql: mysql.createPool({ uri: stallProxies.mysql.url, connectionLimit: 10 }) };
+    const outbox: Record<Store, BarrierDatabase> = { pg: pgBarrierDatabase(outboxPools.pg), mysql: mysqlBarrierDatabase(outboxPools.mysql) };
     // the banks' tables, fresh
     for (const store of ['pg', 'mysql'] as const) {
       for (const table of ['account', 'runs', 'dtm_barrier']) await sql[store].run(`DROP TABLE IF EXISTS ${table}`);
@@ -239,7 +244,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         } else {
           // the outbox: the withdrawal is the local transaction, the deposit the message's branch
           try {
-            await c.newMsg(t.gid, { timeoutToFail: 3 }).add(`${P}/${dst}/in`, into).doAndSubmitDb(`${P}/${src}/query-prepared`, databases[src], async (h) => {
+            await c.newMsg(t.gid, { timeoutToFail: 3 }).add(`${P}/${dst}/in`, into).doAndSubmitDb(`${P}/${src}/query-prepared`, outbox[src], async (h) => {
               await execOn(src, h, 'INSERT INTO runs (gid, branch_id, op) VALUES (?, ?, ?)', [t.gid, '00', 'msg']);
               const taken = await execOn(src, h, 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?', [t.amount, t.from.account, t.amount]);
               if (taken === 0) throw new DtmFailureError('insufficient balance');
@@ -382,6 +387,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     client?.onModuleDestroy();
     await bank?.stop(2000);
     await proxy?.close();
+    await Promise.all([outboxPools?.pg.end(), outboxPools?.mysql.end()]);
     for (const stallProxy of Object.values(stallProxies)) await stallProxy.close();
     await dtm?.process.stop();
     await Promise.all([pgPool.end(), myPool.end()]);
