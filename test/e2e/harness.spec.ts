@@ -1,5 +1,6 @@
 // Proof that the harness is real: sagas submitted with plain HTTP (no library code) to the real DTM
-// server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit.
+// server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit; the
+// chaos suite's stall proxy holds and delivers a database's traffic.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -8,6 +9,8 @@ import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, wait
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startStallProxy } from '../support/chaos/stall-proxy.js';
+import { settledWithin } from '../support/fixtures.js';
 
 let recorder: Recorder;
 let dbs: FileDatabases;
@@ -214,5 +217,38 @@ describe('two-phase commit in the private databases', () => {
     }
     expect(dbs.name).toMatch(/^t_harness_[0-9a-f]{6}$/);
     expect(await branchStatuses('no-such-gid-anywhere')).toEqual([]);
+  });
+});
+
+describe("the chaos suite's stall proxy", () => {
+  it('holds every byte to and from PostgreSQL while stalled, then delivers them in order; a connection opened meanwhile (MariaDB speaks first) waits too', async () => {
+    const pgProxy = await startStallProxy(dbs.postgres.url);
+    const myProxy = await startStallProxy(dbs.mariadb.url);
+    const c = new pg.Client({ connectionString: pgProxy.url });
+    let my: mysql.Connection | undefined;
+    try {
+      await c.connect();
+      expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      pgProxy.stall();
+      myProxy.stall();
+      const first = c.query('SELECT 2 AS n');
+      const second = c.query('SELECT 3 AS n');
+      const connecting = mysql.createConnection(myProxy.url);
+      expect(await settledWithin(first, 700)).toBe('still waiting');
+      expect(await settledWithin(connecting, 10)).toBe('still waiting');
+      expect(pgProxy.heldBytes).toBeGreaterThan(0);
+      expect(myProxy.heldBytes).toBe(0);
+      pgProxy.resume();
+      myProxy.resume();
+      expect([(await first).rows[0].n, (await second).rows[0].n]).toEqual([2, 3]);
+      my = await connecting;
+      const [rows] = await my.query('SELECT 4 AS n');
+      expect((rows as { n: number }[])[0].n).toBe(4);
+    } finally {
+      await c.end().catch(() => undefined);
+      await my?.end().catch(() => undefined);
+      await pgProxy.close();
+      await myProxy.close();
+    }
   });
 });
