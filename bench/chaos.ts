@@ -1,11 +1,12 @@
 // npm run chaos -- --seed S --transfers N [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
-//                  [--db-stalls 2] [--stall-seconds 4] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
 //
 // The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
 // MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
 // kills with -9 and starts again, the banks' process (killed with -9 and started again), a proxy
-// injecting 500s, delays past the branch timeout, duplicate deliveries and lost answers, and the
-// banks' databases stalling for the banks (--db-stalls, each --stall-seconds long). Prints the
+// injecting 500s, delays past the branch timeout, duplicate deliveries and lost answers, DTM paused
+// (SIGSTOP, --dtm-pauses, each --pause-seconds long), and the banks' databases stalling for the
+// banks and the outbox (--db-stalls, each --stall-seconds long). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     'branch-timeout': { type: 'string', default: '2' },
     'bank-kills': { type: 'string', default: '2' },
     'dtm-restarts': { type: 'string', default: '1' },
+    'dtm-pauses': { type: 'string', default: '1' },
+    'pause-seconds': { type: 'string' },
     'db-stalls': { type: 'string', default: '2' },
     'stall-seconds': { type: 'string' },
     durable: { type: 'boolean', default: false },
@@ -48,6 +51,8 @@ const options = {
   branchTimeout: whole('branch-timeout', values['branch-timeout'], 1),
   bankKills: whole('bank-kills', values['bank-kills'], 0),
   dtmRestarts: whole('dtm-restarts', values['dtm-restarts'], 0),
+  dtmPauses: whole('dtm-pauses', values['dtm-pauses'], 0),
+  pauseSeconds: values['pause-seconds'] === undefined ? undefined : whole('pause-seconds', values['pause-seconds'], 1),
   dbStalls: whole('db-stalls', values['db-stalls'], 0),
   stallSeconds: values['stall-seconds'] === undefined ? undefined : whole('stall-seconds', values['stall-seconds'], 1),
   drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),

@@ -4,6 +4,7 @@
 // of its own on boltdb, while a proxy in front of the banks injects 500s, delays past the branch
 // timeout (the call arrives late, after DTM gave up on it), duplicate deliveries and lost answers,
 // the bank process is killed with -9 and started again, DTM is killed with -9 and started again,
+// DTM is paused (`dtmPauses`: SIGSTOP, then SIGCONT; it keeps its sockets but answers nothing),
 // and (`dbStalls`) a bank's database stops answering the bank and the outbox's local transactions
 // for longer than the branch timeout (test/support/chaos/stall-proxy.ts holds every byte, then
 // delivers them).
@@ -58,6 +59,10 @@ export interface ChaosOptions {
   dbStalls?: number;
   /** How long each stall lasts, seconds. Default: the branch timeout + 2 (DTM gives up on the calls waiting on it). */
   stallSeconds?: number;
+  /** Times DTM is paused (SIGSTOP, then SIGCONT) while transfers run: it keeps its sockets but answers nothing. Default 0. */
+  dtmPauses?: number;
+  /** How long each pause lasts, seconds. Default: the branch timeout + 2 (past the callers' `timeout` of 3 s). */
+  pauseSeconds?: number;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -108,8 +113,9 @@ export interface ChaosReport {
   bankKills: number;
   dtmRestarts: number;
   dbStalls: number;
-  /** Bytes between the bank and each database held by the stalls (the stalls did catch the bank's traffic). */
-  stallHeldBytes: Record<Store, number>;
+  dtmPauses: number;
+  /** What the stalls of each database held of the bank's and the outbox's traffic: bytes, and connections (with bytes held, or opened during a stall). */
+  stallsHeld: Record<Store, { bytes: number; connections: number }>;
   callerViews: Record<CallerView, number>;
   dtmOutcomes: Record<string, number>;
   byMode: Record<ChaosMode, Record<string, number>>;
@@ -276,16 +282,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const restarts = options.dtmRestarts ?? 1;
     const stalls = options.dbStalls ?? 0;
     const stallMs = (options.stallSeconds ?? branchTimeout + 2) * 1000;
-    const events: { at: number; what: 'bank' | 'dtm' | Store }[] = [
+    const pauses = options.dtmPauses ?? 0;
+    const pauseMs = (options.pauseSeconds ?? branchTimeout + 2) * 1000;
+    const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | Store }[] = [
       ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
       ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
       // between the others: a quarter of the way past each kill point
       ...Array.from({ length: stalls }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 1)) / (4 * stalls + 2)), what: (k % 2 === 0 ? 'pg' : 'mysql') as Store })),
+      ...Array.from({ length: pauses }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 3)) / (4 * pauses + 2)), what: 'dtm-pause' as const })),
     ].sort((a, b) => a.at - b.at);
     let done = 0;
     let bankKills = 0;
     let dtmRestarts = 0;
     let dbStalls = 0;
+    let dtmPauses = 0;
     const chaos = (async () => {
       for (const event of events) {
         while (done < event.at) await sleep(50);
@@ -301,6 +311,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           await sleep(stallMs);
           stallProxies[event.what]!.resume();
           dbStalls++;
+        } else if (event.what === 'dtm-pause') {
+          log(`DTM paused (SIGSTOP) for ${pauseMs / 1000} s after ${done} transfers`);
+          const paused = dtm!.process;
+          paused.pause();
+          await sleep(pauseMs);
+          paused.resume();
+          dtmPauses++;
         } else {
           log(`kill -9 of DTM after ${done} transfers`);
           await stopDtm(dtm!, true);
@@ -376,7 +393,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       bankKills,
       dtmRestarts,
       dbStalls,
-      stallHeldBytes: { pg: stallProxies.pg!.heldBytes, mysql: stallProxies.mysql!.heldBytes },
+      dtmPauses,
+      stallsHeld: {
+        pg: { bytes: stallProxies.pg!.heldBytes, connections: stallProxies.pg!.heldConnections },
+        mysql: { bytes: stallProxies.mysql!.heldBytes, connections: stallProxies.mysql!.heldConnections },
+      },
       callerViews,
       dtmOutcomes,
       byMode,

@@ -14,6 +14,8 @@ export interface StallProxy {
   readonly stalled: boolean;
   /** Bytes that arrived (from either side) while it was stalled, and were held. */
   readonly heldBytes: number;
+  /** Connections a stall held: bytes of theirs held, or opened while stalled. */
+  readonly heldConnections: number;
   /** Stops moving bytes until {@link resume}. */
   stall(): void;
   /** Delivers what it held and moves bytes again. */
@@ -37,8 +39,18 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
   const pairs = new Set<Pair>();
   let stalled = false;
   let heldBytes = 0;
-  const hold = (queue: Buffer[], chunk: Buffer): void => {
-    if (stalled) heldBytes += chunk.length;
+  const held = new WeakSet<Pair>();
+  let heldConnections = 0;
+  const caught = (pair: Pair): void => {
+    if (held.has(pair)) return;
+    held.add(pair);
+    heldConnections++;
+  };
+  const hold = (pair: Pair, queue: Buffer[], chunk: Buffer): void => {
+    if (stalled) {
+      heldBytes += chunk.length;
+      caught(pair);
+    }
     queue.push(chunk);
   };
   const flush = (pair: Pair): void => {
@@ -51,7 +63,7 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     pair.server = server;
     server.on('connect', () => flush(pair));
     server.on('data', (chunk: Buffer) => {
-      hold(pair.toClient, chunk);
+      hold(pair, pair.toClient, chunk);
       flush(pair);
     });
     const end = () => {
@@ -66,7 +78,7 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     const pair: Pair = { client, toServer: [], toClient: [] };
     pairs.add(pair);
     client.on('data', (chunk: Buffer) => {
-      hold(pair.toServer, chunk);
+      hold(pair, pair.toServer, chunk);
       flush(pair);
     });
     const end = () => {
@@ -76,7 +88,8 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     };
     client.on('error', end);
     client.on('close', end);
-    if (!stalled) connect(pair);
+    if (stalled) caught(pair);
+    else connect(pair);
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   const through = new URL(url);
@@ -89,6 +102,9 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     },
     get heldBytes() {
       return heldBytes;
+    },
+    get heldConnections() {
+      return heldConnections;
     },
     stall: () => {
       stalled = true;

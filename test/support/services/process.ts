@@ -96,6 +96,10 @@ export interface ManagedProcess {
   stop(graceMs?: number): Promise<void>;
   /** `kill -9` of the whole group, no warning (a crash). Resolves once it has ended. */
   kill(): Promise<void>;
+  /** SIGSTOP to the whole group: it stops running (a frozen VM, a long pause) but keeps its sockets; {@link resume} continues it. */
+  pause(): void;
+  /** SIGCONT to the whole group. */
+  resume(): void;
 }
 
 /**
@@ -142,6 +146,7 @@ export function startProcess(options: StartProcessOptions): ManagedProcess {
       if (ended) return;
       child.ref(); // keep this process alive until the exit event arrives
       killGroup(pid, options.stopSignal ?? 'SIGTERM');
+      killGroup(pid, 'SIGCONT'); // a paused process handles the stop signal once it runs
       const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), graceMs);
       await exited;
       clearTimeout(timer);
@@ -153,6 +158,8 @@ export function startProcess(options: StartProcessOptions): ManagedProcess {
       killGroup(pid, 'SIGKILL');
       await exited;
     },
+    pause: () => killGroup(pid, 'SIGSTOP'),
+    resume: () => killGroup(pid, 'SIGCONT'),
   };
 }
 
