@@ -74,6 +74,10 @@ export const MESSAGES = {
     `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
     `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  noAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
+    `no complete answer from ${url} within the timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the DTM server may be overloaded, paused or waiting on its store, or a proxy in front of it holds the request; the request may or may not have reached DTM. If DTM is only slow, raise lynx.dtm.timeout`,
+  branchNoAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
+    `no complete answer from the branch ${url} within its timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the branch may be slow, stuck (on its database, a lock) or paused, or a proxy in front of it holds the call; the call may or may not have reached it. If the branch is only slow, raise lynx.dtm.branch_timeout`,
   proxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
     `${url} answered ${grpcAnswerName(answer)}: most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it (DTM itself never answers UNAVAILABLE); the request may or may not have reached DTM: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   branchProxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>

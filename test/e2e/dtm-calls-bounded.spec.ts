@@ -3,6 +3,7 @@
 // environment; DTM's answers are checked before use; and options out of the ranges DTM and Node
 // honour are refused before anything is sent. Each attack runs against a hostile local server (or
 // the real DTM server) and the test asserts the outcome: the error, the time, what reached whom.
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -43,6 +44,31 @@ async function hostileHttp(handler: http.RequestListener): Promise<{ url: string
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * An address that takes no connection: a listener in a child process, stopped (SIGSTOP) with its
+ * accept queue filled, so the kernel drops further SYNs and a connect waits (as to a host that is
+ * down, or behind a firewall that drops packets).
+ */
+async function fullListenQueue(): Promise<{ url: string; close(): void }> {
+  const child = spawn(process.execPath, ['-e', "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => console.log(s.address().port));"], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`the listener exited (${code})`)));
+  });
+  child.kill('SIGSTOP');
+  const fillers = Array.from({ length: 4 }, () => net.connect(port, '127.0.0.1').on('error', () => undefined));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      for (const socket of fillers) socket.destroy();
+      child.kill('SIGKILL');
     },
   };
 }
@@ -144,7 +170,10 @@ describe('timeout is a deadline for the whole call, body included', () => {
     try {
       const { error, ms } = await measure(() => dripped.client.generateGid());
       expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as Error).message).toMatch(/could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid .*timeout 1 s/);
+      // the server had accepted the connection: not "could not reach"
+      expect((error as Error).message).toMatch(
+        /^no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid within the timeout \(1 s\), on a connection it accepted: .*the request may or may not have reached DTM\. If DTM is only slow, raise lynx\.dtm\.timeout$/,
+      );
       expect(ms).toBeGreaterThanOrEqual(900);
       expect(ms).toBeLessThan(2000);
       // the module hung up: the server's answer was cut, not read to its end
@@ -169,6 +198,9 @@ describe('timeout is a deadline for the whole call, body included', () => {
         tcc.client.tccGlobalTransaction(gid, (t) => t.callBranch({ n: 1 }, `${server.url}/try`, recorder.urlFor('/DripConfirm'), recorder.urlFor('/DripCancel'))),
       );
       expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(
+        /^no complete answer from the branch http:\/\/127\.0\.0\.1:\d+\/try within its timeout \(1 s\), on a connection it accepted: .*If the branch is only slow, raise lynx\.dtm\.branch_timeout$/,
+      );
       expect(ms).toBeLessThan(2000);
       const final = await waitForTransStatus(gid, 'failed');
       expect(final.branches.map((b) => [b.op, b.status])).toEqual([
@@ -179,6 +211,21 @@ describe('timeout is a deadline for the whole call, body included', () => {
     } finally {
       await tcc.close();
       await server.close();
+    }
+  });
+
+  it('HTTP: a DTM address that takes no connection fails a 1 s call in about 1 s with "could not reach", not "no complete answer"', async () => {
+    const nowhere = await fullListenQueue();
+    const unreachable = await startDtmApp({ config: { serverUrl: `${nowhere.url}/api/dtmsvr`, timeout: 1 } });
+    try {
+      const { error, ms } = await measure(() => unreachable.client.generateGid());
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT\); check that the DTM server runs there .*timeout 1 s/);
+      expect(ms).toBeGreaterThanOrEqual(900);
+      expect(ms).toBeLessThan(2000);
+    } finally {
+      await unreachable.close();
+      nowhere.close();
     }
   });
 
@@ -194,6 +241,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       const { error, ms } = await measure(() => dripped.client.generateGid());
       expect(error).toBeInstanceOf(DtmUnavailableError);
       expect(error).toMatchObject({ protocol: 'grpc', status: grpc.status.DEADLINE_EXCEEDED });
+      expect((error as Error).message).toMatch(/^no complete answer from 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid within the timeout \(1 s\), on a connection it accepted \(Deadline exceeded .*remote_addr=127\.0\.0\.1:\d+\)/);
       expect(ms).toBeGreaterThanOrEqual(900);
       expect(ms).toBeLessThan(2000);
     } finally {

@@ -4,7 +4,7 @@
 // "DTM has it, the outcome is not known yet" (DtmOutcomeUnknownError, with the gid and last status),
 // and the TCC / XA transactions can wait for their final outcome too.
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttp2Server } from 'node:http2';
+import { createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
@@ -218,13 +218,19 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
    * plain `HTTP 503` (nginx's `grpc_pass`), or gRPC UNAVAILABLE in a trailers-only answer (Envoy's
    * "upstream connect error"). `paths`: the calls it got.
    */
-  async function grpcGateway(answer: 'http 503' | 'grpc unavailable'): Promise<{ address: string; paths: string[]; close(): Promise<void> }> {
+  async function grpcGateway(answer: 'http 503' | 'grpc unavailable' | 'silent'): Promise<{ address: string; paths: string[]; close(): Promise<void> }> {
     const paths: string[] = [];
     const server = createHttp2Server();
+    const sessions = new Set<ServerHttp2Session>();
+    server.on('session', (session) => {
+      sessions.add(session);
+      session.on('close', () => sessions.delete(session));
+    });
     server.on('stream', (stream, headers) => {
       paths.push(String(headers[':path']));
       stream.on('error', () => undefined);
       stream.resume();
+      if (answer === 'silent') return; // takes the call, never answers
       if (answer === 'http 503') {
         stream.respond({ ':status': 503, 'content-type': 'text/plain', server: 'nginx' });
         stream.end('no live upstreams');
@@ -233,7 +239,14 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
       }
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return { address: `127.0.0.1:${(server.address() as AddressInfo).port}`, paths, close: () => new Promise((resolve) => server.close(() => resolve())) };
+    return {
+      address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+      paths,
+      close: () => {
+        for (const session of sessions) session.destroy();
+        return new Promise((resolve) => server.close(() => resolve()));
+      },
+    };
   }
 
   it.each([
@@ -283,6 +296,30 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
     } finally {
       await grpcApp.close();
       await gateway.close();
+    }
+  });
+
+  it('gRPC: a TCC Try that takes the call and never answers: "no complete answer from the branch" (not "could not reach") at the branch timeout, in the error and DTM\'s rollback reason', async () => {
+    const silent = await grpcGateway('silent');
+    const grpcApp = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout: 2, branchTimeout: 1 } });
+    try {
+      const gid = await grpcApp.client.generateGid();
+      const target = `${silent.address}/recorder.Branches/SilentTry`;
+      const started = Date.now();
+      const error = await grpcApp.client
+        .tccGlobalTransaction(gid, (tcc) => tcc.callBranch(new Uint8Array(0), target, recorder.grpcTargetFor('/Confirm'), recorder.grpcTargetFor('/Cancel')))
+        .catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^no complete answer from the branch .*SilentTry within its timeout \(1 s\), on a connection it accepted \(Deadline exceeded .*remote_addr=/);
+      expect(silent.paths).toEqual(['/recorder.Branches/SilentTry']);
+      const final = await grpcApp.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain(`no complete answer from the branch ${target} within its timeout (1 s)`);
+      expect(recorder.callsTo('/Cancel', gid)).toHaveLength(1);
+    } finally {
+      await grpcApp.close();
+      await silent.close();
     }
   });
 

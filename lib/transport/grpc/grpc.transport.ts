@@ -344,7 +344,11 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
     case UNAVAILABLE:
     case DEADLINE_EXCEEDED: {
       const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
-      const message = answer ? MESSAGES.proxyUnavailable(context.endpoint!, answer, detail, timeout) : MESSAGES.unavailable(context.endpoint!, detail, timeout);
+      const message = answer
+        ? MESSAGES.proxyUnavailable(context.endpoint!, answer, detail, timeout)
+        : onConnection(err)
+          ? MESSAGES.noAnswer(context.endpoint!, timeout, detail)
+          : MESSAGES.unavailable(context.endpoint!, detail, timeout);
       return new DtmUnavailableError(message, { ...context, cause: plainCause(err) });
     }
     default:
@@ -361,10 +365,22 @@ function branchError(err: ServiceError, context: DtmErrorContext, timeout: numbe
   if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
     const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
-    const message = answer ? MESSAGES.branchProxyUnavailable(context.endpoint!, answer, detail, timeout) : MESSAGES.branchUnavailable(context.endpoint!, detail, timeout);
+    const message = answer
+      ? MESSAGES.branchProxyUnavailable(context.endpoint!, answer, detail, timeout)
+      : onConnection(err)
+        ? MESSAGES.branchNoAnswer(context.endpoint!, timeout, detail)
+        : MESSAGES.branchUnavailable(context.endpoint!, detail, timeout);
     return new DtmUnavailableError(message, { ...withCode, cause: plainCause(err) });
   }
   return new DtmServerError(MESSAGES.branchGrpcStatus(context.endpoint!, err.code, detail), detail, withCode);
+}
+
+/**
+ * Whether a DEADLINE_EXCEEDED passed on a connection the peer had accepted (HTTP/2 set up): grpc-js
+ * then names the peer's `remote_addr` in the details; still waiting for a connection, it does not.
+ */
+function onConnection(err: ServiceError): boolean {
+  return err.code === DEADLINE_EXCEEDED && (err.details ?? '').includes('remote_addr=');
 }
 
 /**

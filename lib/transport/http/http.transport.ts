@@ -165,11 +165,12 @@ export class HttpTransport implements DtmTransport {
     try {
       answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
     } catch (err) {
-      throw requestError(err, (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds), MESSAGES.branchAnswerTooLarge(endpoint, this.config.maxAnswerBytes), {
-        gid: call.gid,
-        branchId: call.branchId,
-        endpoint,
-      });
+      const messages: RequestErrorMessages = {
+        unavailable: (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds),
+        noAnswer: () => MESSAGES.branchNoAnswer(endpoint, call.timeoutSeconds),
+        tooLarge: () => MESSAGES.branchAnswerTooLarge(endpoint, this.config.maxAnswerBytes),
+      };
+      throw requestError(err, messages, { gid: call.gid, branchId: call.branchId, endpoint });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
@@ -204,11 +205,12 @@ export class HttpTransport implements DtmTransport {
       answer = await this.send({ method, url, body });
     } catch (err) {
       const endpoint = redactUrl(url);
-      throw requestError(err, (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout), MESSAGES.answerTooLarge(endpoint, this.config.maxAnswerBytes), {
-        gid,
-        branchId,
-        endpoint,
-      });
+      const messages: RequestErrorMessages = {
+        unavailable: (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout),
+        noAnswer: () => MESSAGES.noAnswer(endpoint, this.config.timeout),
+        tooLarge: () => MESSAGES.answerTooLarge(endpoint, this.config.maxAnswerBytes),
+      };
+      throw requestError(err, messages, { gid, branchId, endpoint });
     }
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     // what follows runs only when DTM refused: the endpoint's redacted name is made only then
@@ -255,7 +257,8 @@ export class HttpTransport implements DtmTransport {
 
   /**
    * One request within its deadline (`timeout`, or the branch's `timeoutSeconds`) for the whole
-   * call: past it the call is aborted and rejects with code `ETIMEDOUT`; otherwise it rejects as
+   * call: past it the call is aborted and rejects with code `ETIMEDOUT` (and `connected`: whether
+   * the peer had accepted the connection); otherwise it rejects as
    * axios does when there is no full answer (the caller makes either a {@link requestError}). The
    * instance sends JSON, so most calls pass only method, URL and body.
    */
@@ -270,7 +273,10 @@ export class HttpTransport implements DtmTransport {
       const res = await this.client.request<string>(request);
       return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
     } catch (err) {
-      if (deadline.passed) throw Object.assign(new Error(`no complete answer within ${deadline.ms} ms`), { code: 'ETIMEDOUT' });
+      if (deadline.passed) {
+        const what = deadline.connected ? 'no complete answer' : 'no connection';
+        throw Object.assign(new Error(`${what} within ${deadline.ms} ms`), { code: 'ETIMEDOUT', connected: deadline.connected });
+      }
       throw err;
     }
   }
@@ -285,10 +291,11 @@ function proxyFromEnvironment(): boolean {
   return !!(env.http_proxy || env.HTTP_PROXY || env.https_proxy || env.HTTPS_PROXY || env.all_proxy || env.ALL_PROXY);
 }
 
-/** The deadline of one call, and whether it passed. */
+/** The deadline of one call, whether it passed, and whether the peer had accepted the connection then. */
 interface Deadline {
   ms: number;
   passed: boolean;
+  connected?: boolean;
 }
 
 /**
@@ -303,6 +310,7 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
       const req = (options.protocol === 'https:' ? https : http).request(options, callback);
       const timer = setTimeout(() => {
         deadline.passed = true;
+        deadline.connected = req.socket?.connecting === false;
         req.destroy(Object.assign(new Error(`no complete answer within ${deadline.ms} ms`), { code: 'ETIMEDOUT' }));
       }, deadline.ms);
       req.once('close', () => clearTimeout(timer));
@@ -311,18 +319,30 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
   };
 }
 
+/** The messages of a request that got no full answer, made only when it failed. */
+interface RequestErrorMessages {
+  /** No connection, or the connection lost (`cause`: the error's code or message). */
+  unavailable(cause: string): string;
+  /** The deadline passed on a connection the peer had accepted. */
+  noAnswer(): string;
+  /** An answer over `max_answer_bytes`. */
+  tooLarge(): string;
+}
+
 /**
  * A request that got no full answer (`err`, from axios): an answer over `max_answer_bytes` as a
- * {@link DtmServerError} (`tooLarge`), anything else (no connection, the deadline passed) as a
- * {@link DtmUnavailableError} whose message gets the cause's code or message.
+ * {@link DtmServerError}, anything else (no connection, the deadline passed) as a
+ * {@link DtmUnavailableError}: "no complete answer" when the deadline passed on a connection the
+ * peer had accepted, else "could not reach" with the cause's code or message.
  */
-function requestError(err: unknown, unavailable: (cause: string) => string, tooLarge: string, context: DtmErrorContext): DtmServerError | DtmUnavailableError {
+function requestError(err: unknown, messages: RequestErrorMessages, context: DtmErrorContext): DtmServerError | DtmUnavailableError {
   if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
-    return new DtmServerError(tooLarge, '', { ...context, protocol: 'http', status: err.response?.status, cause: safeCause(err) });
+    return new DtmServerError(messages.tooLarge(), '', { ...context, protocol: 'http', status: err.response?.status, cause: safeCause(err) });
   }
+  if ((err as { connected?: unknown } | undefined)?.connected === true) return new DtmUnavailableError(messages.noAnswer(), { ...context, protocol: 'http', cause: safeCause(err) });
   const code = (err as { code?: unknown } | undefined)?.code;
   const cause = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
-  return new DtmUnavailableError(unavailable(redactText(cause)), { ...context, protocol: 'http', cause: safeCause(err) });
+  return new DtmUnavailableError(messages.unavailable(redactText(cause)), { ...context, protocol: 'http', cause: safeCause(err) });
 }
 
 /** An answer's text as an error message shows it: URLs' credentials redacted, at most 200 characters. */
