@@ -14,10 +14,13 @@ export function isTransientDtmError(err: unknown): boolean {
 
 /**
  * Whether a request that failed with `err` may still have reached DTM (and been acted on): a
- * transient error other than one where nothing was sent (connection refused, unknown host).
+ * transient error other than one where nothing was sent (connection refused, unknown host, or the
+ * deadline passed before the connection was made: `connected: false` on the cause, HTTP only).
  */
 export function mayHaveReachedDtm(err: unknown): boolean {
   if (!isTransientDtmError(err)) return false;
-  const code = (err as { cause?: { code?: unknown } }).cause?.code;
+  const cause = (err as { cause?: { code?: unknown; connected?: unknown } }).cause;
+  if (cause?.connected === false) return false;
+  const code = cause?.code;
   return !NOT_SENT.test(`${(err as Error).message} ${typeof code === 'string' ? code : ''}`);
 }

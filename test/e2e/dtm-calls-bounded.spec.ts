@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import axios from 'axios';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Test } from '@nestjs/testing';
-import { DtmConfigError, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError } from 'nestjs-dtm';
+import { DtmConfigError, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -220,12 +220,34 @@ describe('timeout is a deadline for the whole call, body included', () => {
     try {
       const { error, ms } = await measure(() => unreachable.client.generateGid());
       expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as Error).message).toMatch(/^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT\); check that the DTM server runs there .*timeout 1 s/);
+      expect((error as Error).message).toMatch(/^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT, no connection\); check that the DTM server runs there .*timeout 1 s/);
       expect(ms).toBeGreaterThanOrEqual(900);
       expect(ms).toBeLessThan(2000);
     } finally {
       await unreachable.close();
       nowhere.close();
+    }
+  });
+
+  it('HTTP submitAndWait: a submit that got no connection is "DTM never got it" at once (DtmUnavailableError); one a server took and never answered may have reached DTM (DtmOutcomeUnknownError after the wait)', async () => {
+    const nowhere = await fullListenQueue();
+    const silent = await hostileHttp(() => undefined); // takes every request, never answers
+    const unreachable = await startDtmApp({ config: { serverUrl: `${nowhere.url}/api/dtmsvr`, timeout: 1 } });
+    const unanswered = await startDtmApp({ config: { serverUrl: `${silent.url}/api/dtmsvr`, timeout: 1 } });
+    try {
+      const saga = (client: DtmTestApp['client']) => client.newSaga('g-nowhere-0000000001').add('http://127.0.0.1:9/a', 'http://127.0.0.1:9/b', {}).submitAndWait({ timeout: 4 });
+      const neverGot = await measure(() => saga(unreachable.client));
+      expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
+      expect((neverGot.error as Error).message).toMatch(/^could not reach .*\/submit \(ETIMEDOUT, no connection\)/);
+      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent
+      const mayHave = await measure(() => saga(unanswered.client));
+      expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(mayHave.ms).toBeGreaterThanOrEqual(3900);
+    } finally {
+      await unreachable.close();
+      await unanswered.close();
+      nowhere.close();
+      await silent.close();
     }
   });
 

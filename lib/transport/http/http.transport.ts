@@ -333,13 +333,19 @@ interface RequestErrorMessages {
  * A request that got no full answer (`err`, from axios): an answer over `max_answer_bytes` as a
  * {@link DtmServerError}, anything else (no connection, the deadline passed) as a
  * {@link DtmUnavailableError}: "no complete answer" when the deadline passed on a connection the
- * peer had accepted, else "could not reach" with the cause's code or message.
+ * peer had accepted, else "could not reach" with the cause's code or message. A deadline that
+ * passed before the connection was made leaves `connected: false` on the error's cause: nothing
+ * was sent (`mayHaveReachedDtm`, dtm-transient.ts).
  */
 function requestError(err: unknown, messages: RequestErrorMessages, context: DtmErrorContext): DtmServerError | DtmUnavailableError {
   if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
     return new DtmServerError(messages.tooLarge(), '', { ...context, protocol: 'http', status: err.response?.status, cause: safeCause(err) });
   }
-  if ((err as { connected?: unknown } | undefined)?.connected === true) return new DtmUnavailableError(messages.noAnswer(), { ...context, protocol: 'http', cause: safeCause(err) });
+  const connected = (err as { connected?: unknown } | undefined)?.connected;
+  if (connected === true) return new DtmUnavailableError(messages.noAnswer(), { ...context, protocol: 'http', cause: safeCause(err) });
+  if (connected === false) {
+    return new DtmUnavailableError(messages.unavailable('ETIMEDOUT, no connection'), { ...context, protocol: 'http', cause: Object.assign(safeCause(err), { connected: false }) });
+  }
   const code = (err as { code?: unknown } | undefined)?.code;
   const cause = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
   return new DtmUnavailableError(messages.unavailable(redactText(cause)), { ...context, protocol: 'http', cause: safeCause(err) });
