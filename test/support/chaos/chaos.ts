@@ -287,7 +287,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | Store }[] = [
       ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
       ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
-      // between the others: a quarter of the way past each kill point
+      // stalls and pauses spread over the run, away from the kills' and restarts' points
       ...Array.from({ length: stalls }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 1)) / (4 * stalls + 2)), what: (k % 2 === 0 ? 'pg' : 'mysql') as Store })),
       ...Array.from({ length: pauses }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 3)) / (4 * pauses + 2)), what: 'dtm-pause' as const })),
     ].sort((a, b) => a.at - b.at);
