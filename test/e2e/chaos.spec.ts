@@ -3,7 +3,8 @@
 // a MariaDB bank while a proxy injects 500s, late and duplicate deliveries and lost answers, the
 // bank process is killed with -9 and DTM (a server of this file's own, on boltdb) is killed with -9,
 // both started again, DTM is paused once (SIGSTOP for 4 s), and each bank's database stops
-// answering the bank for longer than the branch timeout, once. Every invariant must hold at the end.
+// answering the bank and the outbox for longer than the branch timeout, once. Every invariant must
+// hold at the end.
 import { expect, it } from '@jest/globals';
 import { runChaos } from '../support/chaos/chaos.js';
 import { fileDatabases } from '../support/databases.js';
