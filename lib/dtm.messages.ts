@@ -308,6 +308,18 @@ export const MESSAGES = {
   msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 
+/**
+ * The messages of a call that got no (full) answer, by whom it called: the DTM server, or a branch
+ * the module calls itself (TCC Try, XA). Both transports pick theirs here.
+ */
+export const UNANSWERED = {
+  dtm: { unavailable: MESSAGES.unavailable, noAnswer: MESSAGES.noAnswer, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
+  branch: { unavailable: MESSAGES.branchUnavailable, noAnswer: MESSAGES.branchNoAnswer, proxy: MESSAGES.branchProxyUnavailable, tooLarge: MESSAGES.branchAnswerTooLarge },
+} as const;
+
+/** The messages of {@link UNANSWERED} for one kind of peer. */
+export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
+
 function truncate(text: string, max = 300): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }

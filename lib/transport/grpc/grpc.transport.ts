@@ -1,6 +1,6 @@
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
-import { MESSAGES } from '../../dtm.messages.js';
+import { MESSAGES, UNANSWERED, type UnansweredMessages } from '../../dtm.messages.js';
 import type { DtmErrorContext } from '../../errors/dtm-error.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
@@ -335,22 +335,15 @@ export class GrpcTransport implements DtmTransport {
 /** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
 function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
-  if (isTooLarge(err)) return new DtmServerError(MESSAGES.answerTooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
+  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.dtm.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
   switch (err.code) {
     case ABORTED:
       return new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', detail), context);
     case FAILED_PRECONDITION:
       return new DtmOngoingError(detail, context);
     case UNAVAILABLE:
-    case DEADLINE_EXCEEDED: {
-      const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
-      const message = answer
-        ? MESSAGES.proxyUnavailable(context.endpoint!, answer, detail, timeout)
-        : onConnection(err)
-          ? MESSAGES.noAnswer(context.endpoint!, timeout, detail)
-          : MESSAGES.unavailable(context.endpoint!, detail, timeout);
-      return new DtmUnavailableError(message, { ...context, cause: plainCause(err) });
-    }
+    case DEADLINE_EXCEEDED:
+      return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.dtm, context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
     default:
       return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
   }
@@ -360,27 +353,26 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
 function branchError(err: ServiceError, context: DtmErrorContext, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
   const withCode = { ...context, status: err.code };
-  if (isTooLarge(err)) return new DtmServerError(MESSAGES.branchAnswerTooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
+  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.branch.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
   if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
   if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
-    const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
-    const message = answer
-      ? MESSAGES.branchProxyUnavailable(context.endpoint!, answer, detail, timeout)
-      : onConnection(err)
-        ? MESSAGES.branchNoAnswer(context.endpoint!, timeout, detail)
-        : MESSAGES.branchUnavailable(context.endpoint!, detail, timeout);
-    return new DtmUnavailableError(message, { ...withCode, cause: plainCause(err) });
+    return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.branch, context.endpoint!, detail, timeout), { ...withCode, cause: plainCause(err) });
   }
   return new DtmServerError(MESSAGES.branchGrpcStatus(context.endpoint!, err.code, detail), detail, withCode);
 }
 
 /**
- * Whether a DEADLINE_EXCEEDED passed on a connection the peer had accepted (HTTP/2 set up): grpc-js
- * then names the peer's `remote_addr` in the details; still waiting for a connection, it does not.
+ * The message of an UNAVAILABLE or DEADLINE_EXCEEDED from `endpoint`, with `messages` for its peer
+ * (DTM or a branch): a proxy's answer ({@link peerAnswer}); a deadline passed on a connection the
+ * peer had accepted (HTTP/2 set up: grpc-js then names the peer's `remote_addr` in the details,
+ * and does not while still waiting for a connection); else "could not reach".
  */
-function onConnection(err: ServiceError): boolean {
-  return err.code === DEADLINE_EXCEEDED && (err.details ?? '').includes('remote_addr=');
+function unansweredMessage(err: ServiceError, messages: UnansweredMessages, endpoint: string, detail: string, timeout: number): string {
+  const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
+  if (answer) return messages.proxy(endpoint, answer, detail, timeout);
+  if (err.code === DEADLINE_EXCEEDED && (err.details ?? '').includes('remote_addr=')) return messages.noAnswer(endpoint, timeout, detail);
+  return messages.unavailable(endpoint, detail, timeout);
 }
 
 /**

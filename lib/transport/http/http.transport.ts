@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosRequestConfig } from 'axios';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
-import { MESSAGES } from '../../dtm.messages.js';
+import { MESSAGES, UNANSWERED, type UnansweredMessages } from '../../dtm.messages.js';
 import type { DtmErrorContext } from '../../errors/dtm-error.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { answerMessage } from '../../diagnostics/failure-reason.js';
@@ -165,12 +165,7 @@ export class HttpTransport implements DtmTransport {
     try {
       answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
     } catch (err) {
-      const messages: RequestErrorMessages = {
-        unavailable: (cause) => MESSAGES.branchUnavailable(endpoint, cause, call.timeoutSeconds),
-        noAnswer: () => MESSAGES.branchNoAnswer(endpoint, call.timeoutSeconds),
-        tooLarge: () => MESSAGES.branchAnswerTooLarge(endpoint, this.config.maxAnswerBytes),
-      };
-      throw requestError(err, messages, { gid: call.gid, branchId: call.branchId, endpoint });
+      throw requestError(err, UNANSWERED.branch, endpoint, call.timeoutSeconds, this.config.maxAnswerBytes, { gid: call.gid, branchId: call.branchId });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
     if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
@@ -205,12 +200,7 @@ export class HttpTransport implements DtmTransport {
       answer = await this.send({ method, url, body });
     } catch (err) {
       const endpoint = redactUrl(url);
-      const messages: RequestErrorMessages = {
-        unavailable: (cause) => MESSAGES.unavailable(endpoint, cause, this.config.timeout),
-        noAnswer: () => MESSAGES.noAnswer(endpoint, this.config.timeout),
-        tooLarge: () => MESSAGES.answerTooLarge(endpoint, this.config.maxAnswerBytes),
-      };
-      throw requestError(err, messages, { gid, branchId, endpoint });
+      throw requestError(err, UNANSWERED.dtm, endpoint, this.config.timeout, this.config.maxAnswerBytes, { gid, branchId });
     }
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     // what follows runs only when DTM refused: the endpoint's redacted name is made only then
@@ -319,36 +309,35 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
   };
 }
 
-/** The messages of a request that got no full answer, made only when it failed. */
-interface RequestErrorMessages {
-  /** No connection, or the connection lost (`cause`: the error's code or message). */
-  unavailable(cause: string): string;
-  /** The deadline passed on a connection the peer had accepted. */
-  noAnswer(): string;
-  /** An answer over `max_answer_bytes`. */
-  tooLarge(): string;
-}
-
 /**
- * A request that got no full answer (`err`, from axios): an answer over `max_answer_bytes` as a
+ * A request to `endpoint` that got no full answer (`err`, from axios), with `messages` for its
+ * peer (DTM or a branch) and the call's `timeoutSeconds`: an answer over `maxAnswerBytes` as a
  * {@link DtmServerError}, anything else (no connection, the deadline passed) as a
  * {@link DtmUnavailableError}: "no complete answer" when the deadline passed on a connection the
  * peer had accepted, else "could not reach" with the cause's code or message. A deadline that
  * passed before the connection was made leaves `connected: false` on the error's cause: nothing
  * was sent (`mayHaveReachedDtm`, dtm-transient.ts).
  */
-function requestError(err: unknown, messages: RequestErrorMessages, context: DtmErrorContext): DtmServerError | DtmUnavailableError {
+function requestError(
+  err: unknown,
+  messages: UnansweredMessages,
+  endpoint: string,
+  timeoutSeconds: number,
+  maxAnswerBytes: number,
+  ids: Pick<DtmErrorContext, 'gid' | 'branchId'>,
+): DtmServerError | DtmUnavailableError {
+  const context: DtmErrorContext = { ...ids, endpoint, protocol: 'http', cause: safeCause(err) };
   if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
-    return new DtmServerError(messages.tooLarge(), '', { ...context, protocol: 'http', status: err.response?.status, cause: safeCause(err) });
+    return new DtmServerError(messages.tooLarge(endpoint, maxAnswerBytes), '', { ...context, status: err.response?.status });
   }
   const connected = (err as { connected?: unknown } | undefined)?.connected;
-  if (connected === true) return new DtmUnavailableError(messages.noAnswer(), { ...context, protocol: 'http', cause: safeCause(err) });
+  if (connected === true) return new DtmUnavailableError(messages.noAnswer(endpoint, timeoutSeconds), context);
   if (connected === false) {
-    return new DtmUnavailableError(messages.unavailable('ETIMEDOUT, no connection'), { ...context, protocol: 'http', cause: Object.assign(safeCause(err), { connected: false }) });
+    return new DtmUnavailableError(messages.unavailable(endpoint, 'ETIMEDOUT, no connection', timeoutSeconds), { ...context, cause: Object.assign(context.cause as Error, { connected: false }) });
   }
   const code = (err as { code?: unknown } | undefined)?.code;
   const cause = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
-  return new DtmUnavailableError(messages.unavailable(redactText(cause)), { ...context, protocol: 'http', cause: safeCause(err) });
+  return new DtmUnavailableError(messages.unavailable(endpoint, redactText(cause), timeoutSeconds), context);
 }
 
 /** An answer's text as an error message shows it: URLs' credentials redacted, at most 200 characters. */
