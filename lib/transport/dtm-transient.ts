@@ -15,7 +15,9 @@ export function isTransientDtmError(err: unknown): boolean {
 /**
  * Whether a request that failed with `err` may still have reached DTM (and been acted on): a
  * transient error other than one where nothing was sent (connection refused, unknown host, or the
- * deadline passed before the connection was made: `connected: false` on the cause, HTTP only).
+ * deadline passed before the connection was made: `connected: false` on the cause, which the HTTP
+ * transport sets when the socket never connected and the gRPC one when grpc-js still waited for a
+ * connection).
  */
 export function mayHaveReachedDtm(err: unknown): boolean {
   if (!isTransientDtmError(err)) return false;

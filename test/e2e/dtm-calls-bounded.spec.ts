@@ -251,6 +251,48 @@ describe('timeout is a deadline for the whole call, body included', () => {
     }
   });
 
+  it('gRPC: a DTM address that takes no connection fails a 1 s call in about 1 s with "could not reach (no connection", and the call counts as never sent', async () => {
+    const nowhere = await fullListenQueue();
+    const unreachable = await startDtmApp({ config: { protocol: 'grpc', grpcServer: nowhere.url.replace('http://', ''), timeout: 1 } });
+    try {
+      const { error, ms } = await measure(() => unreachable.client.generateGid());
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(error).toMatchObject({ protocol: 'grpc', status: grpc.status.DEADLINE_EXCEEDED });
+      // grpc-js's own words for a call still waiting for a connection: pinned, as the module reads them
+      expect((error as Error).message).toMatch(/^could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid \(no connection: Deadline exceeded after [\d.]+s,.*Waiting for LB pick\); check that the DTM server runs there /);
+      expect((error as { cause?: { connected?: boolean } }).cause?.connected).toBe(false);
+      expect(ms).toBeGreaterThanOrEqual(900);
+      expect(ms).toBeLessThan(2000);
+    } finally {
+      await unreachable.close();
+      nowhere.close();
+    }
+  });
+
+  it('gRPC submitAndWait: a submit that got no connection is "DTM never got it" at once (DtmUnavailableError); one a server took and never answered may have reached DTM (DtmOutcomeUnknownError after the wait)', async () => {
+    const nowhere = await fullListenQueue();
+    const silent = await hostileGrpc(() => undefined); // takes every call, never answers
+    const silentHttp = await hostileHttp(() => undefined); // the status queries go over HTTP (DTM's gRPC API has none): they go unanswered too
+    const unreachable = await startDtmApp({ config: { protocol: 'grpc', grpcServer: nowhere.url.replace('http://', ''), timeout: 1 } });
+    const unanswered = await startDtmApp({ config: { protocol: 'grpc', grpcServer: silent.address, serverUrl: `${silentHttp.url}/api/dtmsvr`, timeout: 1 } });
+    try {
+      const saga = (client: DtmTestApp['client']) => client.newSaga('g-nowhere-grpc-00001').add('127.0.0.1:9/svc.Bank/A', '127.0.0.1:9/svc.Bank/B', new Uint8Array(0)).submitAndWait({ timeout: 4 });
+      const neverGot = await measure(() => saga(unreachable.client));
+      expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
+      expect((neverGot.error as Error).message).toMatch(/^could not reach .*\/dtmgimp\.Dtm\/Submit \(no connection: /);
+      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent
+      const mayHave = await measure(() => saga(unanswered.client));
+      expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(mayHave.ms).toBeGreaterThanOrEqual(3900);
+    } finally {
+      await unreachable.close();
+      await unanswered.close();
+      nowhere.close();
+      await silent.close();
+      await silentHttp.close();
+    }
+  });
+
   it('gRPC: a server that sends headers and drips a message fails a 1 s call in about 1 s (DEADLINE_EXCEEDED)', async () => {
     const server = await hostileGrpc((stream) => {
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' });

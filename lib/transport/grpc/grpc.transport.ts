@@ -366,13 +366,14 @@ function branchError(err: ServiceError, context: DtmErrorContext, timeout: numbe
  * The message of an UNAVAILABLE or DEADLINE_EXCEEDED from `endpoint`, with `messages` for its peer
  * (DTM or a branch): a proxy's answer ({@link peerAnswer}); a deadline passed on a connection the
  * peer had accepted (HTTP/2 set up: grpc-js then names the peer's `remote_addr` in the details,
- * and does not while still waiting for a connection); else "could not reach".
+ * and does not while still waiting for a connection); else "could not reach" (with "no connection"
+ * when grpc-js says it was still waiting for one: {@link neverSent}).
  */
 function unansweredMessage(err: ServiceError, messages: UnansweredMessages, endpoint: string, detail: string, timeout: number): string {
   const answer = err.code === UNAVAILABLE ? peerAnswer(err) : undefined;
   if (answer) return messages.proxy(endpoint, answer, detail, timeout);
   if (err.code === DEADLINE_EXCEEDED && (err.details ?? '').includes('remote_addr=')) return messages.noAnswer(endpoint, timeout, detail);
-  return messages.unavailable(endpoint, detail, timeout);
+  return messages.unavailable(endpoint, neverSent(err) ? `no connection: ${detail}` : detail, timeout);
 }
 
 /**
@@ -392,7 +393,27 @@ function isTooLarge(err: ServiceError): boolean {
   return err.code === RESOURCE_EXHAUSTED && typeof err.details === 'string' && err.details.startsWith(TOO_LARGE);
 }
 
-/** A plain Error with the gRPC error's code and message (grpc-js errors carry the call's metadata, which may hold forwarded headers). */
+/**
+ * A plain Error with the gRPC error's code and message (grpc-js errors carry the call's metadata,
+ * which may hold forwarded headers), and `connected: false` when the call was never sent
+ * ({@link neverSent}), as the HTTP transport marks a deadline passed before the connection.
+ */
 function plainCause(err: ServiceError): Error {
-  return Object.assign(new Error(err.details || err.message), { code: err.code });
+  const cause = Object.assign(new Error(err.details || err.message), { code: err.code });
+  return neverSent(err) ? Object.assign(cause, { connected: false }) : cause;
+}
+
+/** What grpc-js names, in a DEADLINE_EXCEEDED's details, as the stage a call waited in before it had a connection. */
+const WAITING_FOR_CONNECTION = /(?:^|,)(?:Waiting for LB pick|waiting for name resolution|waiting for metadata filters)(?:,|$)/;
+
+/**
+ * Whether a DEADLINE_EXCEEDED passed before the call had a connection, so nothing of it was sent:
+ * grpc-js names the stage it still waited in (`Waiting for LB pick`: no connection ready yet), and
+ * names no earlier attempt (`previous attempts`, which may have been sent) and no peer
+ * (`remote_addr=`). Positive evidence only: details worded otherwise (another grpc-js) read as
+ * "may have been sent".
+ */
+export function neverSent(err: ServiceError): boolean {
+  const details = err.details ?? '';
+  return err.code === DEADLINE_EXCEEDED && WAITING_FOR_CONNECTION.test(details) && !details.includes('previous attempts') && !details.includes('remote_addr=');
 }
