@@ -3,6 +3,10 @@
 import { GrpcCodecs, type GrpcProtos } from '../transport/grpc/grpc-codecs.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { readBranchAnswer } from '../transport/http/http-wire.js';
+
+/** The HTTP status that means each outcome, for a gRPC answer's `status`. */
+const HTTP_STATUS_OF = { SUCCESS: 200, FAILURE: 409, ONGOING: 425, ERROR: 500 } as const;
 
 /** What DTM tells a branch about the call: which transaction, which branch, which operation. */
 export interface DtmBranchCall {
@@ -31,7 +35,7 @@ export type DtmBranchOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
 
 /** A branch's answer to {@link callBranch} / {@link callGrpcBranch}. */
 export interface DtmBranchAnswer {
-  /** The HTTP status; over gRPC the status DTM's protocol gives the code (OK 200, ABORTED 409, FAILED_PRECONDITION 425, else 500). */
+  /** The HTTP status; over gRPC the HTTP status of the outcome DTM reads from the code (SUCCESS 200, FAILURE 409, ONGOING 425, ERROR 500). */
   status: number;
   /** SUCCESS (2xx), FAILURE (409, or a body saying FAILURE), ONGOING (425, or a body saying ONGOING), else ERROR: DTM retries. */
   outcome: DtmBranchOutcome;
@@ -53,18 +57,6 @@ function dtmKeys(call: DtmBranchCall): Record<string, string> {
   return keys;
 }
 
-/** How DTM reads an HTTP answer: status first, then a `dtm_result` (or bare) FAILURE / ONGOING in the body. */
-function outcomeOf(status: number, text: string): DtmBranchOutcome {
-  if (status === 409) return 'FAILURE';
-  if (status === 425) return 'ONGOING';
-  if (status >= 200 && status < 300) {
-    if (text.includes('FAILURE')) return 'FAILURE';
-    if (text.includes('ONGOING')) return 'ONGOING';
-    return 'SUCCESS';
-  }
-  return 'ERROR';
-}
-
 /**
  * Calls the HTTP branch at `url` (e.g. `http://127.0.0.1:3000/orders/withdraw`, or what
  * `DtmBranchRegistry.target()` returns) as DTM does: `gid`, `trans_type`, `branch_id`, `op` in the
@@ -81,7 +73,7 @@ export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmB
     signal: AbortSignal.timeout(call.timeoutMs ?? 10_000),
   });
   const text = await response.text();
-  return { status: response.status, outcome: outcomeOf(response.status, text), text };
+  return { status: response.status, outcome: readBranchAnswer(response.status, text), text };
 }
 
 /**
@@ -110,8 +102,10 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
     client.makeUnaryRequest(path, identity, identity, bytes, metadata, { deadline: Date.now() + (call.timeoutMs ?? 10_000) }, (err, reply) => {
       client.close();
       const code = err ? err.code : grpc.status.OK;
-      const status = code === grpc.status.OK ? 200 : code === grpc.status.ABORTED ? 409 : code === grpc.status.FAILED_PRECONDITION ? 425 : 500;
-      const outcome: DtmBranchOutcome = status === 200 ? 'SUCCESS' : status === 409 ? 'FAILURE' : status === 425 ? 'ONGOING' : 'ERROR';
+      // as DTM reads it: ABORTED is FAILURE (with the bare message ONGOING, the old ONGOING), FAILED_PRECONDITION ONGOING
+      const outcome: DtmBranchOutcome =
+        code === grpc.status.OK ? 'SUCCESS' : code === grpc.status.ABORTED ? (err?.details === 'ONGOING' ? 'ONGOING' : 'FAILURE') : code === grpc.status.FAILED_PRECONDITION ? 'ONGOING' : 'ERROR';
+      const status = HTTP_STATUS_OF[outcome];
       const bytesBack = reply ?? Buffer.alloc(0);
       resolve({
         status,

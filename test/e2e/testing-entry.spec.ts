@@ -91,6 +91,16 @@ describe('calling a branch as DTM does', () => {
     expect((await callBranch(recorder.urlFor('/direct-ok'), { gid: 'g-d3', op: 'action', body: {} })).outcome).toBe('SUCCESS');
     recorder.answer('/direct-500', 500);
     expect((await callBranch(recorder.urlFor('/direct-500'), { gid: 'g-d4', op: 'action', body: {} })).outcome).toBe('ERROR');
+    // DTM's order (HTTPResp2DtmError): ONGOING, then FAILURE, by status or body text; then any status but 200 is an error
+    const read = async (path: string, status: number, body: unknown) => {
+      recorder.answer(path, { status, body });
+      return (await callBranch(recorder.urlFor(path), { gid: 'g-d6', op: 'action', body: {} })).outcome;
+    };
+    expect(await read('/direct-201', 201, { ok: true })).toBe('ERROR'); // an undecorated @Post() route: DTM retries it forever
+    expect(await read('/direct-204', 204, '')).toBe('ERROR');
+    expect(await read('/direct-500-failure', 500, { dtm_result: 'FAILURE' })).toBe('FAILURE');
+    expect(await read('/direct-409-ongoing', 409, { dtm_result: 'ONGOING' })).toBe('ONGOING');
+    expect(await read('/direct-200-failure', 200, { dtm_result: 'FAILURE' })).toBe('FAILURE');
     // no payload: a GET, as DTM's msg back-check
     await callBranch(recorder.urlFor('/direct-get'), { gid: 'g-d5', op: 'msg', transType: 'msg' });
     expect(recorder.callsTo('/direct-get', 'g-d5').map((c) => [c.method, c.body])).toEqual([['GET', '']]);
@@ -108,6 +118,10 @@ describe('calling a branch as DTM does', () => {
       'r2',
     ]);
     expect((await callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc2', op: 'confirm', transType: 'tcc' })).outcome).toBe('SUCCESS');
+    recorder.answer('/GrpcOldOngoing', { status: 409, body: { message: 'ONGOING' } }); // ABORTED "ONGOING": DTM's old ONGOING
+    expect(await callGrpcBranch(recorder.grpcTargetFor('/GrpcOldOngoing'), { gid: 'g-grpc4', op: 'action' })).toMatchObject({ status: 425, outcome: 'ONGOING', grpcCode: 10 });
+    recorder.answer('/GrpcOngoing', 425);
+    expect(await callGrpcBranch(recorder.grpcTargetFor('/GrpcOngoing'), { gid: 'g-grpc5', op: 'action' })).toMatchObject({ status: 425, outcome: 'ONGOING', grpcCode: 9 });
     // an object needs the protos that declare the method
     await expect(callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc3', op: 'action', body: { a: 1 } }, TESTS_GRPC_PROTOS)).rejects.toThrow(/pass the protos that declare it/);
     await expect(callBranch(recorder.urlFor('/x'), { gid: '', op: 'action' })).rejects.toThrow(DtmUsageError);

@@ -119,3 +119,14 @@ function parseJson(text: string | undefined): unknown {
     return text;
   }
 }
+
+/**
+ * How DTM reads a branch's HTTP answer (`HTTPResp2DtmError`), in its order: 425 or `ONGOING` in
+ * the body, then 409 or `FAILURE` in the body, then any status but 200 is an error (retried), so a
+ * 201 or 204 is not a success.
+ */
+export function readBranchAnswer(status: number, text: string): 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR' {
+  if (status === 425 || text.includes('ONGOING')) return 'ONGOING';
+  if (status === 409 || text.includes('FAILURE')) return 'FAILURE';
+  return status === 200 ? 'SUCCESS' : 'ERROR';
+}

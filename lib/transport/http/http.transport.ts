@@ -15,7 +15,7 @@ import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, Transacti
 import { isDtmGid, type BranchRegistration, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
-import { fromWireProgress, fromWireTransaction, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
+import { fromWireProgress, fromWireTransaction, readBranchAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 
 /** What one request carries besides its URL: the body (text), and for a branch its headers and timeout. */
@@ -168,9 +168,14 @@ export class HttpTransport implements DtmTransport {
       throw requestError(err, UNANSWERED.branch, endpoint, call.timeoutSeconds, this.config.maxAnswerBytes, { gid: call.gid, branchId: call.branchId });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
-    if (answer.status === 425 || answer.text.includes('ONGOING')) throw new DtmOngoingError(answer.text || 'ONGOING', context);
-    if (answer.status === 409 || answer.text.includes('FAILURE')) throw new DtmFailureError(answer.text ? answerMessage(answer.text) : 'FAILURE', { ...context, raw: answer.text || 'FAILURE' });
-    if (answer.status !== 200) throw new DtmServerError(MESSAGES.branchStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
+    switch (readBranchAnswer(answer.status, answer.text)) {
+      case 'ONGOING':
+        throw new DtmOngoingError(answer.text || 'ONGOING', context);
+      case 'FAILURE':
+        throw new DtmFailureError(answer.text ? answerMessage(answer.text) : 'FAILURE', { ...context, raw: answer.text || 'FAILURE' });
+      case 'ERROR':
+        throw new DtmServerError(MESSAGES.branchStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
+    }
     return { body: parseAnswer(answer.text), raw: Buffer.from(answer.text, 'utf8') };
   }
 
