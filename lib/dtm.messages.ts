@@ -225,6 +225,8 @@ export const MESSAGES = {
   remoteCheckDeferred: (service: string, why: string) =>
     `service ${JSON.stringify(service)} did not answer its branch manifest at start-up (${why}); its branches will be checked on first use`,
   contractNotBranches: (got: string) => `DtmModule option contracts must list contracts made with defineBranches(service, {...}), got ${got}`,
+  schemaNotChecked: (decorator: string, name: string) =>
+    `${decorator}(${JSON.stringify(name)}) was given a schema, which would never be checked there: a FAILURE of a compensation, Confirm, Cancel or message branch is retried by DTM forever, so only @SagaAction, @TccTry and @XaBranch check one. Check the payload where the transaction is started, and remove the schema`,
   invalidPayload: (where: string, problem: string) => `invalid payload for ${where}: ${problem}`,
   decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
   notStandardSchema: (branch: string) => `the schema of contract entry ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,

@@ -68,7 +68,7 @@ export {
 } from './contracts/branch-contract.js';
 export { MANIFEST_PATH, type BranchManifest, type ManifestBranch, type ManifestTargets } from './contracts/branch-manifest.js';
 export { DTM_BRANCHES_PROTO } from './branches/branch-manifest.controller.js';
-export type { BranchOptions, SagaActionOptions, XaBranchOptions } from './branches/branch.types.js';
+export type { BranchOptions, SagaActionOptions, ValidatedBranchOptions, XaBranchOptions } from './branches/branch.types.js';
 export { DtmBranchRegistry, type BranchRoute } from './branches/branch.registry.js';
 export { DtmBranchExceptionFilter } from './branches/branch-exception.filter.js';
 export { DtmBranchBodyInterceptor } from './branches/http/branch-body.interceptor.js';

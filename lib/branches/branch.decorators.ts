@@ -6,7 +6,7 @@ import { bindBranchHandler, bindControllerBarrier } from './branch-handler.bindi
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
-import type { BranchMetadata, BranchOptions, SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import { BRANCH_DECORATOR, type BranchMetadata, type BranchOptions, type SagaActionOptions, type ValidatedBranchOptions, type XaBranchOptions } from './branch.types.js';
 import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -23,6 +23,7 @@ import { MESSAGES } from '../dtm.messages.js';
  */
 function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, given: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const named = contractName(nameOrBranch, kind);
+  if (given.schema !== undefined && !VALIDATES.has(kind)) throw new DtmUsageError(MESSAGES.schemaNotChecked(BRANCH_DECORATOR[kind], named.name));
   const schema = given.schema ?? (VALIDATES.has(kind) ? named.schema : undefined);
   const options = schema ? { ...given, schema } : given;
   const metadata: BranchMetadata = { kind, name: named.name, options };
@@ -63,7 +64,7 @@ export const SagaAction = (name: string | RemoteBranch<'saga', Payload>, options
 /** The compensation of the saga step `name`. */
 export const SagaCompensate = (name: string | RemoteBranch<'saga', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('saga-compensate', name, options);
 /** The Try of TCC branch `name`: `tcc.callBranch(payload, name)` resolves its three targets. */
-export const TccTry = (name: string | RemoteBranch<'tcc', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
+export const TccTry = (name: string | RemoteBranch<'tcc', Payload>, options?: ValidatedBranchOptions): MethodDecorator => branchDecorator('tcc-try', name, options);
 /** The Confirm of TCC branch `name`. */
 export const TccConfirm = (name: string | RemoteBranch<'tcc', Payload>, options?: BranchOptions): MethodDecorator => branchDecorator('tcc-confirm', name, options);
 /** The Cancel of TCC branch `name`. */
@@ -73,7 +74,7 @@ export const TccCancel = (name: string | RemoteBranch<'tcc', Payload>, options?:
  * `{ db }` the module runs the local XA transaction on that database (the handler serves `action`,
  * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it).
  */
-export const XaBranch = (name: string | RemoteBranch<'xa', Payload>, options?: XaBranchOptions & Pick<BranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
+export const XaBranch = (name: string | RemoteBranch<'xa', Payload>, options?: XaBranchOptions & Pick<ValidatedBranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */
 export type XaBranch = XaBranchSpec;
 /** A two-phase message branch named `name`: `msg.add(name, payload)` resolves its target. */

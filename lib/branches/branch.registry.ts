@@ -10,7 +10,7 @@ import type { XaDatabase } from '../xa/xa.types.js';
 import { isRedisConnection } from './branch-handler.binding.js';
 import type { GrpcMethodMetadata } from './branch-metadata.accessor.js';
 import type { BranchKind, BranchResolver } from '../transport/dtm.types.js';
-import type { SagaActionOptions, XaBranchOptions } from './branch.types.js';
+import { BRANCH_DECORATOR, type SagaActionOptions, type XaBranchOptions } from './branch.types.js';
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
 import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.locator.js';
 import { MANIFEST_FORMAT, MANIFEST_OP, type BranchManifest, type ManifestBranch, type ManifestTargets } from '../contracts/branch-manifest.js';
@@ -32,16 +32,6 @@ export interface BranchRoute {
   problem?: string;
 }
 
-const DECORATOR: Record<BranchKind, string> = {
-  'saga-action': '@SagaAction',
-  'saga-compensate': '@SagaCompensate',
-  'tcc-try': '@TccTry',
-  'tcc-confirm': '@TccConfirm',
-  'tcc-cancel': '@TccCancel',
-  xa: '@XaBranch',
-  msg: '@MsgBranch',
-  'msg-query-prepared': '@MsgQueryPrepared',
-};
 
 /**
  * The decorated branches of this app, filled once at start-up by the explorer: turns branch names
@@ -78,7 +68,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     for (const route of routes) byKey.set(key(route.kind, route.name), [...(byKey.get(key(route.kind, route.name)) ?? []), route]);
     const served = new Map<string, { http?: BranchRoute; grpc?: BranchRoute }>();
     for (const [k, same] of byKey) {
-      const decl = `${DECORATOR[same[0].kind]}('${same[0].name}')`;
+      const decl = `${BRANCH_DECORATOR[same[0].kind]}('${same[0].name}')`;
       const overHttp = same.filter((r) => r.http);
       const overGrpc = same.filter((r) => r.grpc);
       if (overHttp.length > 1) problems.push(MESSAGES.duplicateBranch(decl, overHttp.map((r) => r.handler), 'HTTP'));
@@ -88,7 +78,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     }
     const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
     for (const route of routes) {
-      const decl = `${DECORATOR[route.kind]}('${route.name}') on ${route.handler}`;
+      const decl = `${BRANCH_DECORATOR[route.kind]}('${route.name}') on ${route.handler}`;
       const barrierProblem = this.barrierProblem(route, decl);
       if (barrierProblem) problems.push(barrierProblem);
       if (route.kind === 'saga-action') {
@@ -98,7 +88,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       }
       if (route.kind === 'saga-compensate' && !has('saga-action', route.name)) problems.push(MESSAGES.compensationWithoutAction(decl, route.name));
       if (route.kind === 'tcc-try') {
-        const missing = (['tcc-confirm', 'tcc-cancel'] as const).filter((k) => !has(k, route.name)).map((k) => `${DECORATOR[k]}('${route.name}')`);
+        const missing = (['tcc-confirm', 'tcc-cancel'] as const).filter((k) => !has(k, route.name)).map((k) => `${BRANCH_DECORATOR[k]}('${route.name}')`);
         if (missing.length > 0) problems.push(MESSAGES.tccIncomplete(decl, missing));
       }
       if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) problems.push(MESSAGES.tccWithoutTry(decl, route.name));
@@ -150,11 +140,11 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     const entry = this.routes.get(key(kind, name));
     if (!entry) {
       const known = [...this.routes.values()].map((e) => (e.http ?? e.grpc)!).filter((r) => r.kind === kind).map((r) => r.name);
-      throw new DtmUsageError(MESSAGES.unknownBranch(DECORATOR[kind], name, known));
+      throw new DtmUsageError(MESSAGES.unknownBranch(BRANCH_DECORATOR[kind], name, known));
     }
     if (protocol === 'grpc' && entry.grpc) return this.grpcLocator.target(entry.grpc.grpc!, entry.grpc.handler);
     if (entry.http) return this.httpLocator.target(entry.http.http!, name);
-    throw new DtmUsageError(MESSAGES.grpcBranchOverHttp(`${DECORATOR[kind]}('${name}')`, entry.grpc!.handler));
+    throw new DtmUsageError(MESSAGES.grpcBranchOverHttp(`${BRANCH_DECORATOR[kind]}('${name}')`, entry.grpc!.handler));
   }
 
   /**

@@ -44,11 +44,19 @@ export interface BranchOptions {
    * controller's `@UseBarrier()`.
    */
   barrier?: string | false;
+}
+
+/**
+ * Options of the decorators whose payload can be checked (`@SagaAction`, `@TccTry`): the first op of
+ * a transaction's branch, whose FAILURE rolls the transaction back.
+ */
+export interface ValidatedBranchOptions extends BranchOptions {
   /**
    * A Standard Schema (zod, valibot, ...) the payload of the branch's first op (action, try) must
    * pass before the handler runs; a payload that does not is answered FAILURE (409 / gRPC ABORTED)
    * with the schema's message, so DTM rolls back instead of retrying. A contract entry given to the
-   * decorator brings its own (`sagaBranch(schema)`).
+   * decorator brings its own (`sagaBranch(schema)`). Not on compensations, Confirm / Cancel or
+   * message branches: DTM retries their FAILURE forever.
    */
   schema?: StandardSchemaV1;
 }
@@ -65,7 +73,7 @@ export interface XaBranchOptions {
 }
 
 /** Options of `@SagaAction`. */
-export interface SagaActionOptions extends BranchOptions {
+export interface SagaActionOptions extends ValidatedBranchOptions {
   /** `false` states that the step has no compensation on purpose (DTM then treats its rollback as done). */
   compensate?: boolean;
 }
@@ -76,6 +84,18 @@ export interface BranchMetadata {
   name: string;
   options: SagaActionOptions & XaBranchOptions;
 }
+
+/** The decorator of each branch kind, as messages name it. */
+export const BRANCH_DECORATOR: Record<BranchKind, string> = {
+  'saga-action': '@SagaAction',
+  'saga-compensate': '@SagaCompensate',
+  'tcc-try': '@TccTry',
+  'tcc-confirm': '@TccConfirm',
+  'tcc-cancel': '@TccCancel',
+  xa: '@XaBranch',
+  msg: '@MsgBranch',
+  'msg-query-prepared': '@MsgQueryPrepared',
+};
 
 /** The ops whose payload a branch's `schema` checks: the first op of each kind, the one whose FAILURE rolls the transaction back. */
 export const VALIDATED_OPS: ReadonlySet<string> = new Set(['action', 'try']);

@@ -2,11 +2,12 @@
 // `@ts-expect-error` line must fail to compile, so a payload or kind that does not match a branch
 // contract is caught at compile time, on the caller's side and on the participant's. Never run.
 import { Body, Controller, Post } from '@nestjs/common';
-import { SagaAction, SagaCompensate, TccTry, type BranchPayload, type DtmClient, type Msg, type Saga, type Tcc, type Xa } from 'nestjs-dtm';
+import { MsgBranch, SagaAction, SagaCompensate, TccConfirm, TccTry, type BranchPayload, type DtmClient, type Msg, type Saga, type StandardSchemaV1, type Tcc, type Xa } from 'nestjs-dtm';
 import { defineBranches, xaBranch } from 'nestjs-dtm';
 import { Bank, Stock, type Movement } from '../e2e/shop-contracts.js';
 
 const Ledger = defineBranches('ledger', { post: xaBranch<{ entry: string }>() });
+declare const aSchema: StandardSchemaV1;
 
 export function caller(saga: Saga, msg: Msg, tcc: Tcc, xa: Xa, dtm: DtmClient): void {
   // what compiles: each payload as its contract says
@@ -64,4 +65,19 @@ export class TypedParticipant {
   @TccTry(Bank.withdraw)
   @Post('try')
   wrongKind(): void {}
+
+  // a schema only where DTM rolls back on FAILURE (it retries the others' FAILURE forever)
+  @TccTry('hold', { schema: aSchema })
+  @Post('hold')
+  hold(): void {}
+
+  // @ts-expect-error a schema on a Confirm
+  @TccConfirm('hold', { schema: aSchema })
+  @Post('hold-confirm')
+  holdConfirm(): void {}
+
+  // @ts-expect-error a schema on a message branch
+  @MsgBranch('credit', { schema: aSchema })
+  @Post('credit')
+  credit(): void {}
 }

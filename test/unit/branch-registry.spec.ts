@@ -4,7 +4,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type StandardSchemaV1 } from 'nestjs-dtm';
 
 /** An app (initialised, not listening) with DtmModule and `controllers`. */
 async function appWith(...controllers: Type[]) {
@@ -99,6 +99,18 @@ describe('start-up validation of decorated branches', () => {
       @Post('c') @TccConfirm('stock') c() {}
     }
     expect(await failureOf([C])).toEqual([expect.stringContaining(`@TccTry('stock') on C.t has no @TccCancel('stock'); a TCC branch needs all three`)]);
+  });
+
+  it('refuses a schema where it would never be checked (compensation, Confirm, Cancel, message branch, back-check), as the decorator is applied', () => {
+    const schema = { '~standard': { version: 1, vendor: 'test', validate: () => ({ value: {} }) } } as StandardSchemaV1;
+    const untyped = { schema } as never; // what plain JavaScript may pass: the types refuse it
+    for (const [decorator, name] of [[SagaCompensate, '@SagaCompensate'], [TccConfirm, '@TccConfirm'], [TccCancel, '@TccCancel'], [MsgBranch, '@MsgBranch'], [MsgQueryPrepared, '@MsgQueryPrepared']] as const) {
+      expect(() => decorator('credit', untyped)).toThrow(DtmUsageError);
+      expect(() => decorator('credit', untyped)).toThrow(`${name}("credit") was given a schema, which would never be checked there`);
+    }
+    // where it is checked, it is taken
+    expect(() => SagaAction('credit', { schema })).not.toThrow();
+    expect(() => TccTry('credit', { schema })).not.toThrow();
   });
 
   it('refuses a decorated method that is not a route, and a route with path parameters', async () => {
