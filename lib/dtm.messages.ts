@@ -103,7 +103,7 @@ export const MESSAGES = {
     `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
   notFinal: (gid: string, status: string, timeoutSeconds: number, lastError?: string) =>
     lastError === undefined
-      ? `${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`
+      ? `transaction ${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM could not be asked (${lastError}); ${status === 'unknown' ? 'DTM may hold it' : `its last known status is "${status}", DTM goes on with it`}: wait again with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
