@@ -1,9 +1,10 @@
 // A Nest 11 CommonJS app as `nest new` (CLI 11) makes it: Jest + ts-jest, TypeScript 5.7,
 // `module: nodenext`, its Jest configuration untouched. nestjs-dtm from the tarball loads in Jest's
-// CommonJS runtime (the `require` build), type-checks with TypeScript 5.7 (no TS1479), and the
+// CommonJS runtime (the `require` build), type-checks with TypeScript 5.7 (no TS1479; and with the
+// `module: commonjs` tsconfig of apps made with Nest 10, no TS2307 for nestjs-dtm/testing), and the
 // README's testing examples pass: a unit test, and an e2e saga against a real DTM server started
 // with nestjs-dtm/testing.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
@@ -24,6 +25,34 @@ describe('a Nest 11 CommonJS app with Jest (nest new, CLI 11)', () => {
 
   it('type-checks with TypeScript 5.7 and module nodenext (no TS1479 for the package or nestjs-dtm/testing)', () => {
     const tsc = app.run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.json']);
+    expect([tsc.status, tsc.output.trim()]).toEqual([0, '']);
+  }, 120_000);
+
+  it('type-checks in an app that kept the tsconfig of Nest 10 (module commonjs, so moduleResolution node10, which reads no exports): nestjs-dtm/testing through typesVersions', () => {
+    // the tsconfig.json `nest new` made up to CLI 10, which apps upgraded to Nest 11 keep
+    const nest10 = {
+      compilerOptions: {
+        module: 'commonjs',
+        declaration: true,
+        removeComments: true,
+        emitDecoratorMetadata: true,
+        experimentalDecorators: true,
+        allowSyntheticDefaultImports: true,
+        target: 'ES2021',
+        sourceMap: true,
+        outDir: './dist',
+        baseUrl: './',
+        incremental: true,
+        skipLibCheck: true,
+        strictNullChecks: false,
+        noImplicitAny: false,
+        strictBindCallApply: false,
+        forceConsistentCasingInFileNames: false,
+        noFallthroughCasesInSwitch: false,
+      },
+    };
+    writeFileSync(join(app.dir, 'tsconfig.nest10.json'), JSON.stringify(nest10, null, 2));
+    const tsc = app.run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.nest10.json']);
     expect([tsc.status, tsc.output.trim()]).toEqual([0, '']);
   }, 120_000);
 

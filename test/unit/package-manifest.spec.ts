@@ -51,6 +51,8 @@ describe('package.json', () => {
     });
     expect(manifest.exports).toEqual({ '.': entry('index', 'index'), './testing': entry('testing', 'testing/index'), './package.json': './package.json' });
     expect([manifest.main, manifest.types]).toEqual(['./dist/cjs/index.js', './dist/cjs/index.d.ts']);
+    // TypeScript's node10 resolution (`module: commonjs` without moduleResolution) reads no exports: typesVersions gives it nestjs-dtm/testing
+    expect(manifest.typesVersions).toEqual({ '*': { testing: [manifest.exports['./testing'].require.types] } });
     for (const source of ['index', 'testing/index']) expect(existsSync(join(root, 'lib', `${source}.ts`))).toBe(true);
     // the sources ship: the source maps point at them
     expect(manifest.files).toEqual(expect.arrayContaining(['dist', 'lib', 'sql', 'protos']));
