@@ -150,7 +150,7 @@ interface Walk {
 /**
  * A copy of the section as a tree: aliases expanded (at most {@link MAX_SECTION_VALUES} values, no
  * recursion), and `${VAR}` / `${VAR:default}` replaced in every string (a value that is only a
- * placeholder takes the YAML type of what it becomes).
+ * placeholder takes the YAML type of what it becomes; one that becomes empty is left out).
  */
 function expand(value: unknown, path: string, walk: Walk): unknown {
   if (walk.stopped) return undefined;
@@ -168,14 +168,17 @@ function expand(value: unknown, path: string, walk: Walk): unknown {
   }
   walk.ancestors.add(value);
   try {
-    if (Array.isArray(value)) return value.map((item, i) => expand(item, `${path}[${i}]`, walk));
+    if (Array.isArray(value)) return value.map((item, i) => expand(item, `${path}[${i}]`, walk)).filter((item) => item !== undefined);
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expand(v, `${path}.${shorten(redactUrl(k))}`, walk)]));
   } finally {
     walk.ancestors.delete(value);
   }
 }
 
-/** `value` with `${VAR}` / `${VAR:default}` replaced; a value that is only a placeholder takes the YAML type of what it becomes. */
+/**
+ * `value` with `${VAR}` / `${VAR:default}` replaced; a value that is only a placeholder takes the
+ * YAML type of what it becomes, and is not set (undefined) when it becomes the empty string.
+ */
 function substituteEnv(value: string, path: string, walk: Walk): unknown {
   const whole = WHOLE_PLACEHOLDER.exec(value);
   const replaced = value.replace(PLACEHOLDER, (_match, name: string, fallback: string | undefined) => {
@@ -186,6 +189,7 @@ function substituteEnv(value: string, path: string, walk: Walk): unknown {
     return '';
   });
   if (!whole) return replaced;
+  if (replaced === '') return undefined; // `${APP_URL:}`: the key is not set, its default applies
   try {
     // an environment variable holds one value: no aliases, little nesting
     const typed = load(replaced, { maxAliases: 0, maxDepth: 4 });

@@ -123,6 +123,23 @@ lynx:
     expect(config.branchTimeout).toBe(9);
   });
 
+  it('a value that is only a placeholder and becomes empty is not set: its default applies (${APP_URL:} with APP_URL unset or empty), a list drops it', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    app_url: "\${APP_URL:}"
+    grpc_app_address: \${GRPC_APP_ADDRESS}
+    timeout: \${DTM_TIMEOUT:}
+    pass_through_headers: [x-tenant, "\${EXTRA_HEADER:}"]
+    server_url: "http://dtm\${DTM_PORT:}/api/dtmsvr"
+`);
+    const config = resolveDtmConfig({ configFile: file }, { GRPC_APP_ADDRESS: '' });
+    expect([config.appUrl, config.grpcAppAddress, config.timeout, config.passThroughHeaders]).toEqual([undefined, undefined, 10, ['x-tenant']]);
+    expect(config.serverUrl).toBe('http://dtm/api/dtmsvr'); // part of a value: replaced by nothing
+    const set = resolveDtmConfig({ configFile: file }, { APP_URL: 'http://orders:3000', EXTRA_HEADER: 'x-user', GRPC_APP_ADDRESS: 'orders:50051' });
+    expect([set.appUrl, set.grpcAppAddress, set.passThroughHeaders]).toEqual(['http://orders:3000', 'orders:50051', ['x-tenant', 'x-user']]);
+  });
+
   it('names a missing environment variable and how to give a default', () => {
     const file = yamlFile('lynx:\n  dtm:\n    server_url: "${DTM_URL}"\n');
     const problems = problemsOf({ configFile: file });
