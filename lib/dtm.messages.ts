@@ -256,6 +256,8 @@ export const MESSAGES = {
   unknownBarrier: (where: string, name: string, known: string[]) =>
     `${where} uses barrier connection "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ barrierConnections: { ${name}: ... } })`,
   barrierOnXa: (where: string) => `${where}: XA branches do not take a barrier connection; they run their own local XA transaction`,
+  notInBranchCall: (where: string) =>
+    `${where} runs in a local transaction (barrier or XA database), which the module opens only for a branch call DTM makes through its route (or gRPC method), and this call did not come that way (a direct call, from a unit test say). Call it as DTM does (callBranch() of nestjs-dtm/testing on the running app), or unit-test the business logic in a service that takes the transaction`,
   noBranchRuntime: (where: string) =>
     `${where} runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)`,
   redisBarrierOnHandler: (where: string, name: string) =>

@@ -3,6 +3,7 @@ import { isObservable, map, tap } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
@@ -251,9 +252,10 @@ async function runInLocalTransaction(
   observation?: BranchObservation,
 ): Promise<unknown> {
   const call = branchCallOf(carrier);
-  const runtime = call?.runtime;
+  if (!call) throw new DtmUsageError(MESSAGES.notInBranchCall(where)); // the guard leaves the call's state on every branch call
+  const runtime = call.runtime;
   // the guard has refused the call if a key of DTM's branch call is missing
-  const info = call && carrier ? branchTransportOf(call.context)?.branchInfo(carrier, {}) : undefined;
+  const info = carrier ? branchTransportOf(call.context)?.branchInfo(carrier, {}) : undefined;
   if (!runtime || !info) throw new InternalServerErrorException(MESSAGES.noBranchRuntime(where));
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);

@@ -7,7 +7,7 @@ import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-hos
 import { Metadata, status } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import { DtmBranchGuard, DtmFailureError, DtmOngoingError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { BarrierTx, DtmBranchGuard, DtmFailureError, DtmOngoingError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { BRANCH_CALL } from '../../lib/branches/branch-call.js';
 import { grpcBranchTransport } from '../../lib/branches/grpc/grpc-branch.transport.js';
 import { httpBranchTransport } from '../../lib/branches/http/http-branch.transport.js';
@@ -90,5 +90,27 @@ describe('outcome mapping', () => {
     expect(await grpcAnswer(new RpcException({ code: status.NOT_FOUND, message: 'x' }))).toEqual({ code: status.NOT_FOUND, message: 'x' });
     expect(await grpcAnswer(new BadRequestException('bad'))).toEqual({ code: status.INVALID_ARGUMENT, message: 'bad' });
     expect(await grpcAnswer(new Error('boom'))).toEqual({ code: status.INTERNAL, message: 'boom' });
+  });
+});
+
+describe('a handler behind the barrier called directly', () => {
+  class Vault {
+    calls = 0;
+
+    @SagaAction('stash', { compensate: false, barrier: 'pg' })
+    stash(_payload: unknown, @BarrierTx() _tx?: unknown): string {
+      this.calls++;
+      return 'stashed';
+    }
+  }
+
+  it('(a unit test calling it) rejects with a DtmUsageError that says how to test it, and the handler does not run', async () => {
+    const vault = new Vault();
+    const call = vault.stash({ amount: 1 }, { query: async () => ({ rows: [] }) }) as unknown as Promise<unknown>;
+    await expect(call).rejects.toThrow(DtmUsageError);
+    await expect(vault.stash({ amount: 1 }) as unknown as Promise<unknown>).rejects.toThrow(
+      'Vault.stash runs in a local transaction (barrier or XA database), which the module opens only for a branch call DTM makes through its route (or gRPC method), and this call did not come that way (a direct call, from a unit test say). Call it as DTM does (callBranch() of nestjs-dtm/testing',
+    );
+    expect(vault.calls).toBe(0);
   });
 });
