@@ -32,7 +32,6 @@ export interface BranchRoute {
   problem?: string;
 }
 
-
 /**
  * The decorated branches of this app, filled once at start-up by the explorer: turns branch names
  * into the targets DTM must call. A branch may be served over HTTP and over gRPC (one handler

@@ -47,8 +47,8 @@ export interface BranchOptions {
 }
 
 /**
- * Options of the decorators whose payload can be checked (`@SagaAction`, `@TccTry`): the first op of
- * a transaction's branch, whose FAILURE rolls the transaction back.
+ * Options of the decorators whose payload can be checked (`@SagaAction`, `@TccTry`; `@XaBranch`
+ * takes its `schema`): the first op of a branch, whose FAILURE rolls the transaction back.
  */
 export interface ValidatedBranchOptions extends BranchOptions {
   /**

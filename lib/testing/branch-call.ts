@@ -37,7 +37,7 @@ export type DtmBranchOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
 export interface DtmBranchAnswer {
   /** The HTTP status; over gRPC the HTTP status of the outcome DTM reads from the code (SUCCESS 200, FAILURE 409, ONGOING 425, ERROR 500). */
   status: number;
-  /** SUCCESS (2xx), FAILURE (409, or a body saying FAILURE), ONGOING (425, or a body saying ONGOING), else ERROR: DTM retries. */
+  /** In DTM's order: ONGOING (425, or a body saying ONGOING), FAILURE (409, or a body saying FAILURE), SUCCESS (200 only), else ERROR: DTM retries. */
   outcome: DtmBranchOutcome;
   /** The body (HTTP) or the gRPC status details / the reply's bytes as text. */
   text: string;
