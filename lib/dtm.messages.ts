@@ -70,8 +70,8 @@ export const MESSAGES = {
   authBackCheckEarly: (due: string) => `DTM back-checks this message only after ${due}`,
 
   // talking to DTM and to branches
-  unavailable: (url: string, cause: string, timeoutSeconds: number) =>
-    `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.server_url points at it (timeout ${timeoutSeconds} s)`,
+  unavailable: dtmUnreachable('server_url'),
+  grpcUnavailable: dtmUnreachable('grpc_server'),
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
     `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
   noAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
@@ -105,6 +105,9 @@ export const MESSAGES = {
     lastError === undefined
       ? `transaction ${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM could not be asked (${lastError}); ${status === 'unknown' ? 'DTM may hold it' : `its last known status is "${status}", DTM goes on with it`}: wait again with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
+  badListFilter: (problem: string) => `list(filter): ${problem}; nothing was sent`,
+  queryUnusable: (gid: string, cause: string) =>
+    `the outcome of ${gid} is not known: DTM's answer to its status query could not be used (${truncate(cause)}). DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
@@ -136,7 +139,15 @@ export const MESSAGES = {
   branchHeaderForbidden: (name: string) =>
     `branch header ${JSON.stringify(name)} describes the request that carries it (framing, connection, proxy), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
 
+  branchHeaderNotString: (name: string, got: unknown) => `branch header ${JSON.stringify(name)} must have a string value, got ${typeof got}`,
+  httpHeaderName: (name: string) =>
+    `branch header ${JSON.stringify(name)} is not an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-, no spaces): DTM could never send it, and would retry every branch call forever; fix the name`,
+  httpHeaderValue: (name: string) =>
+    `branch header ${JSON.stringify(name)} has a line break or another control character in its value: DTM could never send it, and would retry every branch call forever; remove it`,
+
   // building transactions
+  targetControl: (target: string) =>
+    `branch target ${JSON.stringify(redactUrl(target).slice(0, 200))} holds a space, a line break or another control character: DTM could never call it, and would retry it forever; fix it`,
   targetNotString: (got: unknown) => `a branch target must be a string (a URL, a gRPC host:port/package.Service/Method, or a branch name), got ${typeof got}`,
   targetScheme: (target: string) =>
     `${redactUrl(target)}: DTM calls http(s):// URLs and gRPC targets host:port/package.Service/Method (no scheme; discovery drivers such as etcd:// exist only in DTM's Go SDK); use one of those`,
@@ -150,7 +161,18 @@ export const MESSAGES = {
   emptyPayload: () => 'a branch payload must not be an empty string (DTM would call the branch with GET and no body); pass {} or a non-empty string',
   bufferNotUtf8: () => "a Buffer payload must be valid UTF-8: DTM's HTTP API carries payloads as strings; encode binary data (e.g. base64) first",
   payloadNotSerializable: (reason: string) => `the payload cannot be JSON-encoded (${reason}); pass a plain object, an array, a string or a Buffer`,
-  badStepIndex: (step: number, count: number) => `step ${step} does not exist: the saga has ${count} step(s), numbered from 0`,
+  badStepIndex: (step: unknown, count: number) =>
+    typeof step === 'number' ? `step ${step} does not exist: the saga has ${count} step(s), numbered from 0` : `a step is given by its index, a whole number from 0 to ${count - 1}, got ${typeof step} ${JSON.stringify(step) ?? ''}`,
+  preStepsNotArray: (step: unknown, got: unknown) => `addBranchOrder(${JSON.stringify(step) ?? String(step)}, preSteps): preSteps must be an array of step indexes, got ${got === null ? 'null' : typeof got}`,
+  branchOrderCycle: (cycle: number[]) =>
+    `the saga's branch orders wait in a circle (${cycle.join(' → ')}): DTM would call none of those steps and the saga would never finish; remove one of the orders`,
+  tccConfirmCancelMissing: (tryTarget: string) =>
+    `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
+  notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,
+  barrierDbMissing: (got: unknown) => `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), ...), got ${got === null ? 'null' : typeof got}`,
+  notAnObject: (what: string, got: unknown) => `${what} must be an object, got ${got === null ? 'null' : typeof got}`,
+  badProtocol: (got: unknown) => `protocol must be 'http' or 'grpc', got ${JSON.stringify(got) ?? typeof got}`,
+  badTopic: (got: unknown) => `a topic must be a non-empty string (the name DTM's topic was subscribed under), got ${JSON.stringify(got) ?? typeof got}`,
   optionRange: (option: string, min: number, max: number, unit: string, why: string, got: unknown) =>
     `${option} must be a whole number of ${unit} from ${min} to ${max} (${why}), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
   waitOptionRange: (option: string, min: number, max: number, got: unknown) =>
@@ -228,8 +250,13 @@ export const MESSAGES = {
   schemaNotChecked: (decorator: string, name: string) =>
     `${decorator}(${JSON.stringify(name)}) was given a schema, which would never be checked there: a FAILURE of a compensation, Confirm, Cancel or message branch is retried by DTM forever, so only @SagaAction, @TccTry and @XaBranch check one. Check the payload where the transaction is started, and remove the schema`,
   invalidPayload: (where: string, problem: string) => `invalid payload for ${where}: ${problem}`,
+  badWorkflowName: (got: unknown) => `@DtmWorkflow(name): a workflow name must be a string of 1 to 128 characters without control characters, got ${JSON.stringify(got) ?? typeof got}`,
+  unknownWorkflowOptions: (name: string, keys: string[]) =>
+    `@DtmWorkflow(${JSON.stringify(name)}) has no option ${keys.map((k) => JSON.stringify(k)).join(', ')}: it takes compensateFailedStep and transaction (the transaction options, e.g. { transaction: { retryInterval: 5 } })`,
+  badBranchName: (decorator: string, got: string) =>
+    `${decorator}(${JSON.stringify(got.length > 140 ? `${got.slice(0, 140)}…` : got)}): a branch name must be 1 to 128 characters without spaces, control characters or '/', so that add(name) can find it (a string with '/' is read as a URL or gRPC target)`,
   decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
-  notStandardSchema: (branch: string) => `the schema of contract entry ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
+  notStandardSchema: (branch: string) => `the schema of branch ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
   unknownBranch: (kind: string, name: string, known: string[]) =>
     `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>
@@ -318,11 +345,19 @@ export const MESSAGES = {
  */
 export const UNANSWERED = {
   dtm: { unavailable: MESSAGES.unavailable, noAnswer: MESSAGES.noAnswer, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
+  /** DTM over gRPC: the address to check is lynx.dtm.grpc_server. */
+  dtmGrpc: { unavailable: MESSAGES.grpcUnavailable, noAnswer: MESSAGES.noAnswer, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
   branch: { unavailable: MESSAGES.branchUnavailable, noAnswer: MESSAGES.branchNoAnswer, proxy: MESSAGES.branchProxyUnavailable, tooLarge: MESSAGES.branchAnswerTooLarge },
 } as const;
 
 /** The messages of {@link UNANSWERED} for one kind of peer. */
 export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
+
+/** "could not reach" the DTM server at `url`, naming the configuration key (`key`) that points at it. */
+function dtmUnreachable(key: 'server_url' | 'grpc_server') {
+  return (url: string, cause: string, timeoutSeconds: number): string =>
+    `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
+}
 
 function truncate(text: string, max = 300): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;

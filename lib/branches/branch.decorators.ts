@@ -23,7 +23,9 @@ import { MESSAGES } from '../dtm.messages.js';
  */
 function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, given: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const named = contractName(nameOrBranch, kind);
+  if (typeof given !== 'object' || given === null) throw new DtmUsageError(MESSAGES.notAnObject(`the options of ${BRANCH_DECORATOR[kind]}(${JSON.stringify(named.name)})`, given));
   if (given.schema !== undefined && !VALIDATES.has(kind)) throw new DtmUsageError(MESSAGES.schemaNotChecked(BRANCH_DECORATOR[kind], named.name));
+  if (given.schema !== undefined && !isStandardSchema(given.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(named.name));
   const schema = given.schema ?? (VALIDATES.has(kind) ? named.schema : undefined);
   const options = schema ? { ...given, schema } : given;
   const metadata: BranchMetadata = { kind, name: named.name, options };
@@ -38,12 +40,21 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
   );
 }
 
+/**
+ * A branch name `add(name)` / `callBranch(name)` can reach: not empty, no space or control
+ * character, no `/` (a target would be read instead), at most 128 characters.
+ */
+const BRANCH_NAME = /^[^\x00-\x20\x7f/]{1,128}$/;
+
 /** The handler kinds whose payload a contract entry's schema checks (their first op); not a message branch: DTM retries its FAILURE forever. */
 const VALIDATES: ReadonlySet<BranchKind> = new Set(['saga-action', 'tcc-try', 'xa']);
 
 /** A branch decorator's name: given, or that of a contract entry (with its schema). */
 function contractName(nameOrBranch: string | RemoteBranch, kind: BranchKind): { name: string; schema?: StandardSchemaV1 } {
-  if (typeof nameOrBranch === 'string') return { name: nameOrBranch };
+  if (typeof nameOrBranch === 'string') {
+    if (!BRANCH_NAME.test(nameOrBranch)) throw new DtmUsageError(MESSAGES.badBranchName(BRANCH_DECORATOR[kind], nameOrBranch));
+    return { name: nameOrBranch };
+  }
   if (!isRemoteBranch(nameOrBranch)) throw new DtmUsageError(MESSAGES.decoratorName(kind, typeof nameOrBranch));
   if (nameOrBranch.schema !== undefined && !isStandardSchema(nameOrBranch.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(nameOrBranch.branch));
   return { name: nameOrBranch.branch, schema: nameOrBranch.schema as StandardSchemaV1 | undefined };

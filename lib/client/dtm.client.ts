@@ -10,6 +10,7 @@ import { RemoteBranchDirectory } from './remote-branches.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { redactUrl } from '../redact.js';
@@ -113,6 +114,9 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /** One page of DTM's transactions (`/all`), newest first; pass `nextPosition` back as `position` for the next (HTTP API). */
   async list(filter: ListFilter = {}): Promise<ListPage> {
     this.assertEnabled('list()');
+    filter ??= {}; // null from plain JavaScript: no filter
+    const problem = listFilterProblem(filter);
+    if (problem) throw new DtmUsageError(MESSAGES.badListFilter(problem));
     return this.http.list(filter);
   }
 
@@ -244,7 +248,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * again for the same gid, never start the work again under a new one.
    */
   async waitForFinal(gid: string, options: WaitOptions = {}): Promise<FinalResult> {
-    return this.awaitFinal(gid, options);
+    return this.awaitFinal(gid, options ?? {});
   }
 
   /**
@@ -270,6 +274,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         record = await this.http.query(gid);
         lastError = undefined;
       } catch (err) {
+        // an answer that cannot be used (too large, not DTM's shape): the outcome is not known, and DTM may hold the transaction
+        if (err instanceof DtmServerError && !isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, err.message), gid, lastStatus, { cause: err });
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
       }
@@ -377,3 +383,20 @@ function finalResult(record: TransactionRecord & { status: 'succeed' | 'failed' 
   }
   return result;
 }
+
+/** What is wrong with a `list()` filter, if anything: DTM would answer a 500, or every transaction, or a page too big to read. */
+function listFilterProblem(filter: ListFilter): string | undefined {
+  if (typeof filter !== 'object') return `the filter must be an object, got ${typeof filter}`;
+  const { limit, status, transType, gid, position, createdAfter, createdBefore } = filter;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > LIST_LIMIT_MAX)) return `limit must be a whole number from 1 to ${LIST_LIMIT_MAX}, got ${JSON.stringify(limit) ?? typeof limit}`;
+  for (const [key, value] of Object.entries({ status, transType, gid, position })) {
+    if (value !== undefined && typeof value !== 'string') return `${key} must be a string, got ${typeof value}`;
+  }
+  for (const [key, value] of Object.entries({ createdAfter, createdBefore })) {
+    if (value !== undefined && !(value instanceof Date && !Number.isNaN(value.getTime()))) return `${key} must be a valid Date`;
+  }
+  return undefined;
+}
+
+/** The largest `list()` page asked for: a page of transactions with their payloads must stay readable (max_answer_bytes). */
+const LIST_LIMIT_MAX = 1000;

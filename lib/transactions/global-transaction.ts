@@ -1,6 +1,7 @@
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
@@ -30,6 +31,7 @@ export abstract class GlobalTransaction extends Transaction {
    * {@link DtmOutcomeUnknownError}.
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
+    this.assertBody(body);
     this.observeStart();
     let result: T;
     try {
@@ -56,6 +58,7 @@ export abstract class GlobalTransaction extends Transaction {
    * aborts it and is thrown. A submit that may not have reached DTM is waited out too.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
+    this.assertBody(body);
     this.observeStart();
     let outcome: GlobalTransactionOutcome<T>;
     try {
@@ -83,6 +86,11 @@ export abstract class GlobalTransaction extends Transaction {
     }
     this.observeEnd(outcome.status, outcome.status === 'failed' ? outcome.rollbackReason : undefined);
     return outcome;
+  }
+
+  /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */
+  private assertBody(body: unknown): void {
+    if (typeof body !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the body of ${this.transType} ${this.gid}`, body), { gid: this.gid });
   }
 
   /**

@@ -54,6 +54,7 @@ export class Msg extends StepTransaction {
 
   /** Adds a branch per subscriber of `topic` (subscribed on the DTM server). */
   addTopic(topic: string, payload?: Payload): this {
+    if (typeof topic !== 'string' || topic === '') throw new DtmUsageError(MESSAGES.badTopic(topic), { gid: this.gid });
     return this.add(`topic://${topic}`, payload);
   }
 
@@ -77,7 +78,7 @@ export class Msg extends StepTransaction {
    * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`.
    */
   async prepare(queryPrepared: string): Promise<void> {
-    if (queryPrepared) this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
+    this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
     this.observeStart();
     try {
       if (this.remoteSteps) await this.resolveRemote();
@@ -115,6 +116,7 @@ export class Msg extends StepTransaction {
    * back-check. Throws the business error if there was one, else the submit / back-check error.
    */
   async doAndSubmit<T>(queryPrepared: string, business: (local: MsgLocalTransaction) => Promise<T>): Promise<T> {
+    if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
     await this.prepare(queryPrepared);
     const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg' };
     let result: T | undefined;
@@ -157,6 +159,8 @@ export class Msg extends StepTransaction {
    * back-check ran first.
    */
   async doAndSubmitDb<H, T>(queryPrepared: string, db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<T> {
+    if (typeof db !== 'object' || db === null) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
+    if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
     return this.doAndSubmit(queryPrepared, async (local) => {
       const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).callWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError

@@ -60,6 +60,7 @@ export class Saga extends StepTransaction {
 
   /** With {@link enableConcurrent}: step `step` (0-based) starts only after every step in `preSteps` succeeded. */
   addBranchOrder(step: number, preSteps: number[]): this {
+    if (!Array.isArray(preSteps)) throw new DtmUsageError(MESSAGES.preStepsNotArray(step, preSteps), { gid: this.gid });
     this.orders.set(step, [...preSteps]);
     return this;
   }
@@ -92,9 +93,38 @@ export class Saga extends StepTransaction {
         }
       }
     }
+    const cycle = orderCycle(this.orders);
+    if (cycle) throw new DtmUsageError(MESSAGES.branchOrderCycle(cycle), { gid: this.gid });
     const customData = this.concurrent
       ? JSON.stringify({ concurrent: true, orders: Object.fromEntries([...this.orders].map(([k, v]) => [String(k), v])) })
       : undefined;
     return this.request({ customData, concurrent: this.concurrent, steps: this.steps, payloads: this.payloads });
   }
+}
+
+/**
+ * A circle in the saga's branch orders (step → a step it waits for → ... → the same step), if there
+ * is one: DTM would start none of its steps, and the saga would never finish.
+ */
+function orderCycle(orders: ReadonlyMap<number, readonly number[]>): number[] | undefined {
+  const state = new Map<number, 'open' | 'done'>();
+  const path: number[] = [];
+  const visit = (step: number): number[] | undefined => {
+    if (state.get(step) === 'done') return undefined;
+    if (state.get(step) === 'open') return [...path.slice(path.indexOf(step)), step];
+    state.set(step, 'open');
+    path.push(step);
+    for (const pre of orders.get(step) ?? []) {
+      const cycle = visit(pre);
+      if (cycle) return cycle;
+    }
+    path.pop();
+    state.set(step, 'done');
+    return undefined;
+  };
+  for (const step of orders.keys()) {
+    const cycle = visit(step);
+    if (cycle) return cycle;
+  }
+  return undefined;
 }

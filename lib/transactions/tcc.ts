@@ -2,6 +2,8 @@ import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm
 import { parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { GlobalTransaction } from './global-transaction.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -33,6 +35,7 @@ export class Tcc extends GlobalTransaction {
       return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName.service);
     }
     const named = confirm === undefined && parseTarget(tryOrName, this.gid).kind === 'name';
+    if (!named && (typeof confirm !== 'string' || typeof cancel !== 'string')) throw new DtmUsageError(MESSAGES.tccConfirmCancelMissing(String(tryOrName)), { gid: this.gid });
     const tryTarget = this.target(tryOrName, 'tcc-try', 'try', true);
     const confirmTarget = this.target(named ? tryOrName : (confirm ?? ''), 'tcc-confirm', 'confirm');
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');

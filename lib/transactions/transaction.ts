@@ -75,10 +75,12 @@ export abstract class Transaction {
     readonly gid: string,
     /** DTM's transaction type. */
     readonly transType: TransactionType,
-    options: TransactionOptions = {},
+    options: TransactionOptions | undefined = {},
     protected readonly parent?: ParentBranch,
   ) {
     assertTransactionGid(gid);
+    options ??= {}; // null from plain JavaScript: no options
+    if (options.protocol !== undefined && options.protocol !== 'http' && options.protocol !== 'grpc') throw new DtmUsageError(MESSAGES.badProtocol(options.protocol), { gid });
     this.protocol = options.protocol ?? runtime.config.protocol;
     this.transport = runtime.transport(this.protocol);
     this.inboundHeaders = runtime.passThroughHeaders();
@@ -129,6 +131,7 @@ export abstract class Transaction {
 
   /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
   protected mergeOptions(options: TransactionOptions): void {
+    if (typeof options !== 'object' || options === null) throw new DtmUsageError(MESSAGES.notAnObject('the options', options), { gid: this.gid });
     if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
     const previous = this.overrides;
     const merged = { ...previous, ...options };
@@ -309,8 +312,10 @@ export abstract class Transaction {
  * framing or connection header (`DtmUsageError`).
  */
 function overrideHeaders(base: Record<string, string>, later: Record<string, string>, gid?: string): Record<string, string> {
+  if (typeof later !== 'object' || later === null || Array.isArray(later)) throw new DtmUsageError(MESSAGES.notAnObject('branchHeaders', later), { gid });
   const names = new Map<string, string>();
   for (const name in later) {
+    if (typeof later[name] !== 'string') throw new DtmUsageError(MESSAGES.branchHeaderNotString(name, later[name]), { gid });
     const lower = name.toLowerCase();
     const twice = names.get(lower);
     if (twice !== undefined) throw new DtmUsageError(MESSAGES.branchHeaderTwice([twice, name]), { gid });

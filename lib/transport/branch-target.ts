@@ -18,6 +18,8 @@ export type ParsedTarget = BranchTarget | { kind: 'name'; name: string };
 
 const GRPC_TARGET = /^((?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):\d{1,5})(\/[A-Za-z_][\w.]*\/[A-Za-z_]\w*)$/;
 const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
+/** What no target DTM can call holds: spaces and control characters (a CR / LF would end DTM's request line). */
+const SPACE_OR_CONTROL = /[\x00-\x20\x7f]/;
 
 /**
  * Reads a target: an `http(s)://` URL, a gRPC `host:port/package.Service/Method`, `topic://name`,
@@ -27,6 +29,7 @@ const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
 export function parseTarget(target: string, gid?: string): ParsedTarget {
   if (typeof target !== 'string') throw new DtmUsageError(MESSAGES.targetNotString(target), { gid });
   if (target === '') return { kind: 'none', value: '' };
+  if (SPACE_OR_CONTROL.test(target)) throw new DtmUsageError(MESSAGES.targetControl(target), { gid });
   // the usual step, without a regex: a lower-case http(s) URL
   if (target.startsWith('http://') || target.startsWith('https://')) return { kind: 'http', value: target };
   const scheme = SCHEME.exec(target)?.[1].toLowerCase();

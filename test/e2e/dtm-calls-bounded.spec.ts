@@ -261,6 +261,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       // grpc-js's own words for a call still waiting for a connection: pinned, as the module reads them
       expect((error as Error).message).toMatch(/^could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid \(no connection: Deadline exceeded after [\d.]+s,.*Waiting for LB pick\); check that the DTM server runs there /);
       expect((error as { cause?: { connected?: boolean } }).cause?.connected).toBe(false);
+      expect((error as Error).message).toContain('lynx.dtm.grpc_server points at it'); // the key that names a gRPC DTM's address
       expect(ms).toBeGreaterThanOrEqual(900);
       expect(ms).toBeLessThan(2000);
     } finally {
@@ -433,6 +434,11 @@ describe("DTM's answers are checked before use", () => {
       await expect(garbage.client.query('g1')).rejects.toThrow(DtmServerError);
       await expect(garbage.client.query('g1')).rejects.toThrow(/answered query with .*which is not what DTM answers/);
       await expect(garbage.client.list()).rejects.toThrow(/answered list with "\[\]", which is not what DTM answers/);
+      // waiting: the outcome is not known (DTM may hold the transaction), never a plain server error a caller might take as "run it again"
+      const waited = await garbage.client.waitForFinal('g1', { timeout: 2 }).catch((e: unknown) => e);
+      expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((waited as Error).message).toMatch(/^the outcome of g1 is not known: DTM's answer to its status query could not be used \(.*answered query with .*\)\. DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal\("g1"\)/);
+      expect((waited as { cause?: unknown }).cause).toBeInstanceOf(DtmServerError);
     } finally {
       await garbage.close();
       await server.close();

@@ -4,7 +4,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type StandardSchemaV1 } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type StandardSchemaV1 } from 'nestjs-dtm';
 
 /** An app (initialised, not listening) with DtmModule and `controllers`. */
 async function appWith(...controllers: Type[]) {
@@ -111,6 +111,25 @@ describe('start-up validation of decorated branches', () => {
     // where it is checked, it is taken
     expect(() => SagaAction('credit', { schema })).not.toThrow();
     expect(() => TccTry('credit', { schema })).not.toThrow();
+  });
+
+  it('refuses, as the decorator is applied, a branch name add(name) could never reach, options that are no object, a schema that is no Standard Schema', () => {
+    const untyped = <T>(value: unknown) => value as T;
+    for (const name of ['', 'a b', 'http://x/y', 'h:1/a.B/C', 'a\nb', 'x'.repeat(129)]) {
+      expect(() => SagaAction(name)).toThrow(/a branch name must be 1 to 128 characters without spaces, control characters or '\/'/);
+    }
+    expect(() => SagaAction('x'.repeat(128))).not.toThrow();
+    expect(() => TccTry('stock:v2')).not.toThrow(); // any other character is a name
+    expect(() => SagaAction('pay', untyped(null))).toThrow('the options of @SagaAction("pay") must be an object, got null');
+    expect(() => SagaAction('pay', { schema: untyped({}) })).toThrow(/the schema of branch "pay" does not implement Standard Schema v1/);
+  });
+
+  it('refuses a workflow name that is no string or empty, and options @DtmWorkflow does not have (a transaction option given beside transaction)', () => {
+    const untyped = <T>(value: unknown) => value as T;
+    expect(() => DtmWorkflow('')).toThrow(/a workflow name must be a string of 1 to 128 characters/);
+    expect(() => DtmWorkflow(untyped(123))).toThrow(DtmUsageError);
+    expect(() => DtmWorkflow('w', untyped({ retryInterval: 5 }))).toThrow('@DtmWorkflow("w") has no option "retryInterval": it takes compensateFailedStep and transaction');
+    expect(() => DtmWorkflow('transfer.v2', { compensateFailedStep: true, transaction: { retryInterval: 5 } })).not.toThrow();
   });
 
   it('refuses a decorated method that is not a route, and a route with path parameters', async () => {

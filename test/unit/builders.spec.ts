@@ -11,6 +11,8 @@ import { HttpTransport } from '../../lib/transport/http/http.transport.js';
 import { payloadText } from '../../lib/transport/payload.js';
 import { Msg } from '../../lib/transactions/msg.js';
 import { Saga } from '../../lib/transactions/saga.js';
+import { Tcc } from '../../lib/transactions/tcc.js';
+import { Xa } from '../../lib/transactions/xa.js';
 import { BranchIdGenerator } from '../../lib/transactions/branch-id.generator.js';
 import type { TransactionRuntime } from '../../lib/transactions/transaction-runtime.js';
 
@@ -297,5 +299,71 @@ describe('gids and a disabled client', () => {
     expect(() => disabled.newSaga('g')).toThrow(DtmDisabledError);
     await expect(disabled.generateGid()).rejects.toThrow(/DTM is disabled \(lynx\.dtm\.enabled: false\), so generateGid\(\) cannot run/);
     await expect(disabled.tccGlobalTransaction('g', async () => undefined)).rejects.toBeInstanceOf(DtmDisabledError);
+  });
+});
+
+describe('bad input is refused with DtmUsageError before anything is sent', () => {
+  const untyped = <T>(value: unknown) => value as T; // what plain JavaScript may pass: the types refuse it
+
+  it('branch headers DTM could never send: a line break in a value, a name that is no HTTP token, a value that is no string, headers that are no object', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const saga = (branchHeaders: unknown) => new Saga(runtime, 'gid-h', { branchHeaders: untyped(branchHeaders) }).add('http://a/x', 'http://a/y', {});
+    expect(() => saga({ a: 'x\r\nX-Injected: 1' })).toThrow(/branch header "a" has a line break or another control character in its value/);
+    expect(() => saga({ 'bad name': 'x' })).toThrow(/branch header "bad name" is not an HTTP header name/);
+    expect(() => saga({ '': 'x' })).toThrow(DtmUsageError);
+    expect(() => saga({ a: 1 })).toThrow(/branch header "a" must have a string value, got number/);
+    expect(() => saga('x')).toThrow(/branchHeaders must be an object, got string/);
+    expect(() => new Saga(runtime, 'gid-h2').setOptions(untyped(null))).toThrow(/the options must be an object, got null/);
+    // tab is allowed in a value; over gRPC the stricter metadata rules apply as before
+    expect(saga({ a: 'x\ty' }).options.branchHeaders).toEqual({ a: 'x\ty' });
+    expect(sent).toEqual([]);
+  });
+
+  it('a target with a space, a line break or a control character; a protocol that does not exist; null options are no options', () => {
+    const { runtime } = recordingRuntime();
+    const saga = new Saga(runtime, 'gid-t');
+    expect(() => saga.add('http://a/x\r\nX-Y: z', {})).toThrow(/holds a space, a line break or another control character: DTM could never call it/);
+    expect(() => saga.add('http://a/x y', {})).toThrow(DtmUsageError);
+    expect(() => saga.add('http://a/x', 'http://a/\u0000', {})).toThrow(DtmUsageError);
+    expect(() => new Saga(runtime, 'gid-p', { protocol: untyped('ftp') })).toThrow("protocol must be 'http' or 'grpc', got \"ftp\"");
+    expect(new Saga(runtime, 'gid-n', untyped(null)).protocol).toBe('http');
+  });
+
+  it('saga branch orders: a circle (or a step waiting for itself) is refused at submit, as are preSteps that are no array and indexes that are no numbers', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const two = () => new Saga(runtime, 'gid-o').add('http://a/1', 'http://a/1r', {}).add('http://a/2', 'http://a/2r', {}).add('http://a/3', 'http://a/3r', {}).enableConcurrent();
+    await expect(two().addBranchOrder(0, [1]).addBranchOrder(1, [2]).addBranchOrder(2, [0]).submit()).rejects.toThrow("the saga's branch orders wait in a circle (0 → 1 → 2 → 0)");
+    await expect(two().addBranchOrder(1, [1]).submit()).rejects.toThrow('wait in a circle (1 → 1)');
+    expect(() => two().addBranchOrder(0, untyped(null))).toThrow('addBranchOrder(0, preSteps): preSteps must be an array of step indexes, got null');
+    await expect(two().addBranchOrder(untyped('0'), []).submit()).rejects.toThrow('a step is given by its index, a whole number from 0 to 2, got string "0"');
+    expect(sent).toEqual([]);
+    // orders without a circle pass: 2 after 0 and 1, 1 after 0
+    await two().addBranchOrder(2, [0, 1]).addBranchOrder(1, [0]).submit();
+    expect(JSON.parse(sent[0].request.customData!)).toEqual({ concurrent: true, orders: { '2': [0, 1], '1': [0] } });
+  });
+
+  it('a TCC / XA body or a message\'s local transaction that is no function, a Try without Confirm and Cancel, a message without a back-check or with an empty topic', async () => {
+    const { runtime, sent } = recordingRuntime();
+    await expect(new Tcc(runtime, 'gid-tcc').run(untyped(undefined))).rejects.toThrow('the body of tcc gid-tcc must be a function, got undefined');
+    await expect(new Xa(runtime, 'gid-xa').runAndWait(untyped(null))).rejects.toThrow('the body of xa gid-xa must be a function, got null');
+    await expect(new Msg(runtime, 'gid-m').add('http://a/x', {}).doAndSubmit('http://a/qp', untyped(undefined))).rejects.toThrow('the local transaction of msg gid-m must be a function, got undefined');
+    await expect(new Msg(runtime, 'gid-m2').add('http://a/x', {}).doAndSubmitDb('http://a/qp', untyped<never>(null), async () => 1)).rejects.toThrow(/db must be a barrier database/);
+    await expect(new Msg(runtime, 'gid-m3').add('http://a/x', {}).prepare(untyped(undefined))).rejects.toThrow(DtmUsageError);
+    await expect(new Msg(runtime, 'gid-m4').add('http://a/x', {}).prepare('')).rejects.toThrow('the back-check target is empty');
+    expect(() => new Msg(runtime, 'gid-m5').addTopic('')).toThrow('a topic must be a non-empty string');
+    expect(sent).toEqual([]); // nothing prepared
+    // the Try given as a target without its Confirm / Cancel: refused before the branch is registered
+    const refused = new Tcc(runtime, 'gid-tcc2').run(async (tcc) => tcc.callBranch({}, 'http://a/try', untyped(undefined), untyped(undefined)));
+    await expect(refused).rejects.toThrow(/a Try given as a target needs its Confirm and Cancel targets/);
+    expect(sent.map((s) => s.op)).toEqual(['prepare', 'abort']); // the body's error aborts what was prepared
+  });
+
+  it('list() filters DTM would answer with a 500, or with every transaction', async () => {
+    const client = new DtmClient(config);
+    await expect(client.list({ limit: untyped('x') })).rejects.toThrow('list(filter): limit must be a whole number from 1 to 1000, got "x"; nothing was sent');
+    await expect(client.list({ limit: -1 })).rejects.toThrow(DtmUsageError);
+    await expect(client.list({ limit: 1e9 })).rejects.toThrow(DtmUsageError);
+    await expect(client.list({ status: untyped({}) })).rejects.toThrow('status must be a string, got object');
+    await expect(client.list({ createdAfter: new Date('nope') })).rejects.toThrow('createdAfter must be a valid Date');
   });
 });

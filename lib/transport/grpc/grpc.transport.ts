@@ -335,7 +335,7 @@ export class GrpcTransport implements DtmTransport {
 /** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
 function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
-  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.dtm.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
+  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.dtmGrpc.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
   switch (err.code) {
     case ABORTED:
       return new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', detail), context);
@@ -343,7 +343,7 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
       return new DtmOngoingError(detail, context);
     case UNAVAILABLE:
     case DEADLINE_EXCEEDED:
-      return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.dtm, context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
+      return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.dtmGrpc, context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
     default:
       return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
   }

@@ -12,7 +12,7 @@ import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
-import { isDtmGid, type BranchRegistration, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
+import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
@@ -75,8 +75,12 @@ export class HttpTransport implements DtmTransport {
     if (target.kind === 'grpc') throw new DtmUsageError(MESSAGES.grpcTargetOverHttp(target.value), { gid });
   }
 
-  checkTransaction(): void {
-    // DTM passes any gid and header value to HTTP branches
+  /** DTM passes any gid to HTTP branches; a branch header it could never send (a name that is not an HTTP token, a line break in a value) is refused. */
+  checkTransaction(gid: string, options: ResolvedOptions): void {
+    for (const name in options.branchHeaders) {
+      if (!HTTP_TOKEN.test(name)) throw new DtmUsageError(MESSAGES.httpHeaderName(name), { gid });
+      if (HTTP_VALUE_CONTROL.test(options.branchHeaders[name])) throw new DtmUsageError(MESSAGES.httpHeaderValue(name), { gid });
+    }
   }
 
   /** A gid from DTM, checked: a server that answers anything but `{"gid": "<1 to 128 safe characters>"}` gives `DtmServerError`. */
@@ -364,6 +368,10 @@ function isRecordList(value: unknown): boolean {
 }
 
 /** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
+/** An HTTP header name (RFC 9110 token). */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What no HTTP header value may hold: control characters other than tab (CR and LF above all). */
+const HTTP_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const isQueryAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.branches);
 const isListAnswer = (a: Record<string, unknown>) => isRecordList(a.transactions);
 const isWorkflowAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.progresses);
