@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
-import type { TransactionOptions } from '../transport/dtm.types.js';
+import type { TransactionOptions, TransactionRecord } from '../transport/dtm.types.js';
+import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -75,7 +76,8 @@ export class WorkflowEngine {
     }
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
     try {
-      await this.execute(name, gid, await this.storedInput(gid, undefined));
+      // with the options and protocol DTM stored for it (branch headers, retry interval, ...), not the module's defaults
+      await this.execute(name, gid, await this.storedInput(gid, undefined), resumedOptions(record));
       return 'succeed';
     } catch (err) {
       if (err instanceof DtmFailureError) return 'failed';
@@ -148,4 +150,22 @@ export class WorkflowEngine {
     if (!base64) return undefined;
     return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
   }
+}
+
+/**
+ * The options a resumed workflow runs with: those DTM stored when it was started (its protocol,
+ * timeouts, retry interval and limit, branch headers), so a resume sends what the first run sent.
+ * The headers the module adds itself (`dtm-auth` tokens) are made anew, not copied.
+ */
+function resumedOptions(record: TransactionRecord): TransactionOptions {
+  const stored = record.options;
+  const options: TransactionOptions = { protocol: record.protocol };
+  if (stored.timeoutToFail !== undefined) options.timeoutToFail = stored.timeoutToFail;
+  if (stored.retryInterval !== undefined) options.retryInterval = stored.retryInterval;
+  if (stored.branchTimeout !== undefined) options.branchTimeout = stored.branchTimeout;
+  if (stored.retryLimit !== undefined) options.retryLimit = stored.retryLimit;
+  const headers: Record<string, string> = {};
+  for (const name in stored.branchHeaders) if (!isForbiddenBranchHeader(name.toLowerCase())) headers[name] = stored.branchHeaders[name];
+  if (Object.keys(headers).length > 0) options.branchHeaders = headers;
+  return options;
 }

@@ -198,6 +198,19 @@ describe('DTM resumes workflows', () => {
     expect(await balance()).toBe(130);
   });
 
+  it.each(PROTOCOLS)('a resumed workflow (%s) runs with the options and branch headers it was started with, and DTM keeps them', async (protocol) => {
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    const options = { protocol, retryInterval: 7, branchTimeout: 9, branchHeaders: { 'x-tenant': 'acme' } };
+    const pending = await client.executeWorkflow('transfer.v1', gid, input(), options).catch((e: unknown) => e);
+    expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
+    await untilDtmResumes(gid);
+    // the step the resumed execution called got the header, as the first call did
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.headers['x-tenant']}`)).toEqual(['/Debit 200 acme', '/Reserve 425 acme', '/Reserve 200 acme']);
+    const record = await client.query(gid);
+    expect(record).toMatchObject({ status: 'succeed', protocol, options: { retryInterval: 7, branchTimeout: 9, branchHeaders: { 'x-tenant': 'acme' } } });
+  });
+
   it('a resume that arrives while the first execution runs: one execution only', async () => {
     const gid = await client.generateGid();
     const started = Date.now();
