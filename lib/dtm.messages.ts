@@ -210,6 +210,8 @@ export const MESSAGES = {
     `${decl} is served over gRPC only (${handler}), which DTM cannot call in a transaction it receives over HTTP: create the transaction with { protocol: 'grpc' } (or lynx.dtm.protocol: grpc), or give the handler an HTTP route too`,
   noGrpcAppAddress: (where: string) =>
     `cannot build the gRPC target of ${where}: lynx.dtm.grpc_app_address is not set and the app has no gRPC server yet; set grpc_app_address (host:port at which DTM reaches this app's gRPC server), or connect the gRPC microservice first`,
+  grpcPortZero: (where: string, url: string) =>
+    `cannot build the gRPC target of ${where}: the gRPC server listens on ${url}, port 0, whose real port grpc-js picks when it binds and Nest does not tell, so DTM could never reach it; give the server a fixed port (in a test: freeLocalPort() of nestjs-dtm/testing), or set lynx.dtm.grpc_app_address`,
   grpcAppAddressFromListen: (address: string) =>
     `lynx.dtm.grpc_app_address is not set: gRPC branch targets use ${address}, the address the gRPC server listens on, which DTM can only reach when it runs on the same host; set grpc_app_address to this service's gRPC address as DTM sees it`,
   grpcServiceAmbiguous: (where: string, service: string, count: number) =>
@@ -329,6 +331,8 @@ export const MESSAGES = {
   noWorkflows: () => 'workflows need DtmModule (it finds the @DtmWorkflow methods): use the DtmClient that DtmModule provides',
   unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,
+  noWorkflowProto: () =>
+    "cannot start a gRPC workflow: DTM resumes it at the app's gRPC server (workflow.Workflow/Execute), which does not load the workflow proto, so every resume would answer UNIMPLEMENTED; add it to the gRPC microservice's options (package: [..., 'workflow'], protoPath: [..., DTM_WORKFLOW_PROTO]), or start the workflow with { protocol: 'http' }",
   noWorkflowResume: (protocol: string) =>
     protocol === 'grpc'
       ? 'cannot build the gRPC resume target of workflows: set lynx.dtm.grpc_app_address (or connect the gRPC microservice, with the workflow proto, before starting a workflow)'

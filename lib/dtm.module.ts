@@ -21,7 +21,7 @@ import { TransactionHelper } from './client/transaction.helper.js';
 import type { WorkflowEnvironment } from './workflow/workflow.engine.js';
 import { DtmWorkflowRegistry } from './workflow/workflow.registry.js';
 import { DtmManifestController } from './branches/branch-manifest.controller.js';
-import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH } from './branches/workflow-resume.js';
+import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH, WORKFLOW_SERVICE } from './branches/workflow-resume.js';
 import { DtmUsageError } from './errors/dtm-usage.error.js';
 import { MESSAGES } from './dtm.messages.js';
 import { isRemoteBranch, type RemoteBranch } from './contracts/branch-contract.js';
@@ -75,10 +75,12 @@ const providers: Provider[] = [
       barrierConnections,
       xaDatabases,
       resumeTarget: (protocol) => {
+        // a gRPC server of this app without the workflow proto would answer DTM's every resume UNIMPLEMENTED
+        if (protocol === 'grpc' && grpc.serves(WORKFLOW_SERVICE, 'workflow resume') === false) throw new DtmUsageError(MESSAGES.noWorkflowProto());
         try {
           return protocol === 'http'
             ? http.target({ method: 'POST', path: WORKFLOW_RESUME_PATH }, 'workflow resume')
-            : `${grpc.locate({ service: 'workflow.Workflow', rpc: 'Execute' }, 'workflow resume').address}${WORKFLOW_RESUME_METHOD}`;
+            : `${grpc.locate({ service: WORKFLOW_SERVICE, rpc: 'Execute' }, 'workflow resume').address}${WORKFLOW_RESUME_METHOD}`;
         } catch (err) {
           throw new DtmUsageError(MESSAGES.noWorkflowResume(protocol), { cause: err });
         }

@@ -12,8 +12,11 @@ import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js'
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
 
+/** The gRPC service DTM resumes workflows at (protos/workflow.proto). */
+export const WORKFLOW_SERVICE = 'workflow.Workflow';
+
 /** The gRPC method DTM calls to resume a workflow. */
-export const WORKFLOW_RESUME_METHOD = '/workflow.Workflow/Execute';
+export const WORKFLOW_RESUME_METHOD = `/${WORKFLOW_SERVICE}/Execute`;
 
 /** The path of the proto `file` shipped with the package (protos/). */
 export function shippedProto(file: string): string {

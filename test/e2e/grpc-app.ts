@@ -148,10 +148,11 @@ export interface ShopApp {
 
 /**
  * Starts the Shop app on a free port: `hybrid` (an HTTP app with the gRPC microservice connected,
- * `inheritAppConfig`) or `microservice` (a pure gRPC microservice), talking gRPC to DTM.
+ * `inheritAppConfig`) or `microservice` (a pure gRPC microservice), talking gRPC to DTM; the gRPC
+ * server listens on `listenOn` when given.
  */
-export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}): Promise<ShopApp> {
-  const grpcAddress = `127.0.0.1:${await freePort()}`;
+export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}, listenOn?: string): Promise<ShopApp> {
+  const grpcAddress = listenOn ?? `127.0.0.1:${await freePort()}`;
   const logger = new RecordingLogger();
   const moduleRef = await Test.createTestingModule({
     imports: [

@@ -175,6 +175,26 @@ describe('a pure gRPC microservice', () => {
   });
 });
 
+describe('a gRPC server on port 0', () => {
+  it('with no grpc_app_address: the start-up warning and adding its branch say that DTM could never reach port 0, and how to fix it (no saga that hangs)', async () => {
+    const app = await startShopApp('microservice', { grpcAppAddress: undefined }, '127.0.0.1:0');
+    try {
+      const fix = 'give the server a fixed port (in a test: freeLocalPort() of nestjs-dtm/testing), or set lynx.dtm.grpc_app_address';
+      expect(app.logger.lines).toContainEqual(expect.stringContaining('the gRPC server listens on 127.0.0.1:0, port 0'));
+      let error: unknown;
+      try {
+        app.client.newSaga('gid-port-zero').add('reserve', item('z'));
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(fix);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('one branch name on both transports', () => {
   @Controller('pay')
   class Pay {

@@ -132,6 +132,8 @@ export interface WorkflowAppOptions {
   pgUrl: string;
   /** Authenticated branch calls (lynx.dtm.branch_auth_keys). */
   branchAuthKeys?: string[];
+  /** The gRPC server without the workflow proto (as an app that forgot it). */
+  withoutWorkflowProto?: boolean;
 }
 
 /** Starts the workflow app (HTTP on `port`, gRPC with the workflow resume proto on `grpcPort`). */
@@ -165,7 +167,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
   })
   class WorkflowAppModule {}
   const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });
-  app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${options.grpcPort}`, { workflowResume: true }), { inheritAppConfig: true });
+  app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${options.grpcPort}`, { workflowResume: !options.withoutWorkflowProto }), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(options.port, '127.0.0.1');
   return {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
-import { DtmFailureError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
@@ -225,6 +225,25 @@ describe('DTM resumes workflows', () => {
     expect(executions).toBe(1);
     expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']);
     expect(await balance()).toBe(130);
+  });
+});
+
+describe('a gRPC server without the workflow proto', () => {
+  it('a gRPC workflow is refused before DTM holds anything (every resume would answer UNIMPLEMENTED); an HTTP one runs', async () => {
+    const forgot = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url, withoutWorkflowProto: true });
+    try {
+      const forgotClient = forgot.app.get(DtmClient);
+      const gid = await forgotClient.generateGid();
+      const refused = await forgotClient.executeWorkflow('transfer.v1', gid, input(), { protocol: 'grpc' }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(DtmUsageError);
+      expect((refused as Error).message).toMatch(/^cannot start a gRPC workflow: DTM resumes it at the app's gRPC server \(workflow\.Workflow\/Execute\), which does not load the workflow proto/);
+      expect(await forgotClient.query(gid)).toBeNull();
+      expect(recorder.callsFor(gid)).toEqual([]);
+      const http = await forgotClient.generateGid();
+      expect((await forgotClient.executeWorkflow('transfer.v1', http, input(), { protocol: 'http' })).status).toBe('succeed');
+    } finally {
+      await forgot.close();
+    }
   });
 });
 

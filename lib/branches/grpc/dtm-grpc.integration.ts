@@ -86,7 +86,18 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const service = method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where);
     if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service };
     if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
+    // port 0: the port grpc-js picks when it binds, which Nest does not tell; no target can name it
+    if (/:0+$/.test(server.url)) throw new DtmUsageError(MESSAGES.grpcPortZero(where, server.url));
     return { address: reachable(server.url), service, fromListen: true };
+  }
+
+  /**
+   * Whether one of the app's gRPC servers loads `service` (fully qualified); `undefined` when the
+   * app has no gRPC server to ask (grpc_app_address may point at another process).
+   */
+  serves(service: string, where: string): boolean | undefined {
+    if (this.servers.length === 0) return undefined;
+    return this.servers.some((server) => this.servicesOf(server, where).has(service));
   }
 
   /** The gRPC target DTM calls for `method`: `host:port/package.Service/Method`. */
