@@ -170,6 +170,9 @@ export const MESSAGES = {
     `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,
   barrierDbMissing: (got: unknown) => `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), ...), got ${got === null ? 'null' : typeof got}`,
+  barrierWithoutCall: (got: string) =>
+    `a barrier belongs to one branch call: pass its @BranchContext() (transType, gid, branchId and op as DTM sent them), got ${got}`,
+  optionNotBoolean: (option: string, got: unknown) => `${option} must be true or false, got ${JSON.stringify(got) ?? typeof got}`,
   notAnObject: (what: string, got: unknown) => `${what} must be an object, got ${got === null ? 'null' : typeof got}`,
   badProtocol: (got: unknown) => `protocol must be 'http' or 'grpc', got ${JSON.stringify(got) ?? typeof got}`,
   badTopic: (got: unknown) => `a topic must be a non-empty string (the name DTM's topic was subscribed under), got ${JSON.stringify(got) ?? typeof got}`,

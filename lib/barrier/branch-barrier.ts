@@ -1,5 +1,6 @@
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
@@ -55,6 +56,9 @@ export class BranchBarrier {
     readonly op: string,
     options: BranchBarrierOptions = {},
   ) {
+    for (const key of ['transType', 'gid', 'branchId', 'op'] as const) {
+      if (typeof this[key] !== 'string' || this[key] === '') throw new DtmUsageError(MESSAGES.barrierWithoutCall(`no ${key}`));
+    }
     this.table = options.table ?? DEFAULT_BARRIER_TABLE;
     assertBarrierTable(this.table);
     if (options.timeoutSeconds !== undefined) this.bounds = { timeoutSeconds: options.timeoutSeconds };
@@ -63,6 +67,7 @@ export class BranchBarrier {
 
   /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
   static from(branch: { transType: string; gid: string; branchId: string; op: string }, options?: BranchBarrierOptions): BranchBarrier {
+    if (typeof branch !== 'object' || branch === null) throw new DtmUsageError(MESSAGES.barrierWithoutCall(branch === null ? 'null' : typeof branch));
     return new BranchBarrier(branch.transType, branch.gid, branch.branchId, branch.op, options);
   }
 

@@ -35,6 +35,9 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
   const problems: DtmConfigProblem[] = [];
   const config = defaultDtmConfig();
   const sources: string[] = [];
+  if (options === null || typeof options !== 'object') {
+    throw new DtmConfigError([{ path: 'options', message: MESSAGES.configWant('an object such as { configFile: "config.yaml" } or { config: { ... } }', describe(options)) }], 'options');
+  }
   if (options.configFile !== undefined) {
     sources.push(`file ${options.configFile}`);
     const section = readSection(options.configFile, env, problems);

@@ -4,6 +4,9 @@ import { GrpcCodecs, type GrpcProtos } from '../transport/grpc/grpc-codecs.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { readBranchAnswer } from '../transport/http/http-wire.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { redactUrl } from '../redact.js';
 
 /** The HTTP status that means each outcome, for a gRPC answer's `status`. */
 const HTTP_STATUS_OF = { SUCCESS: 200, FAILURE: 409, ONGOING: 425, ERROR: 500 } as const;
@@ -49,6 +52,7 @@ export interface DtmBranchAnswer {
 
 /** The query parameters (HTTP) / `dtm-*` metadata keys (gRPC) DTM sends with a branch call. */
 function dtmKeys(call: DtmBranchCall): Record<string, string> {
+  if (typeof call !== 'object' || call === null) throw new DtmUsageError('callBranch needs { gid, op } (non-empty strings), as DTM always sends them');
   if (typeof call.gid !== 'string' || call.gid === '' || typeof call.op !== 'string' || call.op === '') {
     throw new DtmUsageError('callBranch needs { gid, op } (non-empty strings), as DTM always sends them');
   }
@@ -63,16 +67,34 @@ function dtmKeys(call: DtmBranchCall): Record<string, string> {
  * query, the payload as a JSON body.
  */
 export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmBranchAnswer> {
+  const keys = dtmKeys(call);
+  if (typeof url !== 'string' || !URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
+    throw new DtmUsageError(`callBranch(url, call): url must be the branch's http(s) URL (DtmBranchRegistry.target(...) gives it), got ${JSON.stringify(url) ?? typeof url}`);
+  }
   const target = new URL(url);
-  for (const [key, value] of Object.entries(dtmKeys(call))) target.searchParams.set(key, value);
+  for (const [key, value] of Object.entries(keys)) target.searchParams.set(key, value);
   const method = call.method ?? (call.body === undefined ? 'GET' : 'POST');
-  const response = await fetch(target, {
-    method,
-    headers: { ...(call.body === undefined ? {} : { 'content-type': 'application/json' }), ...call.headers },
-    body: call.body === undefined ? undefined : JSON.stringify(call.body),
-    signal: AbortSignal.timeout(call.timeoutMs ?? 10_000),
-  });
-  const text = await response.text();
+  let body: string | undefined;
+  try {
+    body = call.body === undefined ? undefined : JSON.stringify(call.body);
+  } catch (err) {
+    throw new DtmUsageError(MESSAGES.payloadNotSerializable(err instanceof Error ? err.message : String(err)));
+  }
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(target, {
+      method,
+      headers: { ...(call.body === undefined ? {} : { 'content-type': 'application/json' }), ...call.headers },
+      body,
+      signal: AbortSignal.timeout(call.timeoutMs ?? 10_000),
+    });
+    text = await response.text();
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err));
+    throw new DtmUnavailableError(`callBranch: could not reach the branch ${redactUrl(url)} (${why}); check that the app listens there`, { endpoint: redactUrl(url), protocol: 'http', cause: err });
+  }
   return { status: response.status, outcome: readBranchAnswer(response.status, text), text };
 }
 

@@ -40,6 +40,7 @@ function assertOptions(o: TransactionOptions, gid: string): void {
   if (o.timeoutToFail !== undefined) assertWholeNumber('timeoutToFail', o.timeoutToFail, 0, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.retryInterval !== undefined) assertWholeNumber('retryInterval', o.retryInterval, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.branchTimeout !== undefined) assertWholeNumber('branchTimeout', o.branchTimeout, 1, BRANCH_TIMEOUT_MAX, 'seconds', NODE_TIMER, gid);
+  if (o.waitResult !== undefined && typeof o.waitResult !== 'boolean') throw new DtmUsageError(MESSAGES.optionNotBoolean('waitResult', o.waitResult), { gid });
   if (o.retryLimit !== undefined) {
     assertWholeNumber('retryLimit', o.retryLimit, 0, Number.MAX_SAFE_INTEGER, 'retries', 'the largest whole number a JavaScript number holds exactly', gid);
   }

@@ -5,12 +5,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmModule, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmModule, DtmUnavailableError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import {
   DTM_DOCKER_RUN,
   DtmServerNotFoundError,
   callBranch,
   callGrpcBranch,
+  freeLocalPort,
   findDtmServerBinary,
   queryTransaction,
   startDtmServer,
@@ -125,6 +126,19 @@ describe('calling a branch as DTM does', () => {
     // an object needs the protos that declare the method
     await expect(callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc3', op: 'action', body: { a: 1 } }, TESTS_GRPC_PROTOS)).rejects.toThrow(/pass the protos that declare it/);
     await expect(callBranch(recorder.urlFor('/x'), { gid: '', op: 'action' })).rejects.toThrow(DtmUsageError);
+  });
+
+  it('bad arguments and an unreachable branch are typed errors that say what to do, not a TypeError', async () => {
+    const call = { gid: 'g-bad', op: 'action', body: {} };
+    await expect(callBranch('not a url', call)).rejects.toThrow("callBranch(url, call): url must be the branch's http(s) URL");
+    await expect(callBranch('ftp://127.0.0.1/x', call)).rejects.toThrow(DtmUsageError);
+    await expect(callBranch(recorder.urlFor('/x'), undefined as never)).rejects.toThrow('callBranch needs { gid, op }');
+    await expect(callBranch(recorder.urlFor('/x'), { ...call, body: 1n })).rejects.toThrow(/the payload cannot be JSON-encoded/);
+    const closed = `http://127.0.0.1:${await freeLocalPort()}/bank/withdraw`;
+    const unreachable = await callBranch(closed, call).catch((e: unknown) => e);
+    expect(unreachable).toBeInstanceOf(DtmUnavailableError);
+    expect((unreachable as Error).message).toMatch(/^callBranch: could not reach the branch http:\/\/127\.0\.0\.1:\d+\/bank\/withdraw \(ECONNREFUSED\); check that the app listens there$/);
+    expect(recorder.callsTo('/x', 'g-bad')).toEqual([]);
   });
 });
 

@@ -2,7 +2,7 @@
 // (a row per trans_type, gid, branch_id, op, barrier_id; a second insert of one affects nothing),
 // and what BranchBarrier then runs or skips, as DTM's SDKs do.
 import { describe, expect, it } from '@jest/globals';
-import { BranchBarrier, DtmDuplicatedError, type BarrierDatabase, type BarrierExecResult, type BarrierTransaction } from 'nestjs-dtm';
+import { BranchBarrier, DtmDuplicatedError, DtmUsageError, type BarrierDatabase, type BarrierExecResult, type BarrierTransaction } from 'nestjs-dtm';
 
 /** A barrier table in memory: INSERT IGNORE semantics on the unique key (one or several rows per statement). */
 class Table {
@@ -100,5 +100,14 @@ describe('BranchBarrier decision', () => {
     });
     await expect(deadlockInBusiness).rejects.toThrow('Deadlock found');
     expect(attempts).toBe(1);
+  });
+});
+
+describe('a barrier without a branch call', () => {
+  it('is refused with DtmUsageError that says to pass @BranchContext(): no call, or a call missing a key', () => {
+    expect(() => BranchBarrier.from(undefined as never)).toThrow('a barrier belongs to one branch call: pass its @BranchContext() (transType, gid, branchId and op as DTM sent them), got undefined');
+    expect(() => BranchBarrier.from({} as never)).toThrow('got no transType');
+    expect(() => new BranchBarrier('saga', '', '01', 'action')).toThrow(DtmUsageError);
+    expect(() => new BranchBarrier('saga', 'g', '01', 'action')).not.toThrow();
   });
 });

@@ -327,6 +327,9 @@ describe('bad input is refused with DtmUsageError before anything is sent', () =
     expect(() => saga.add('http://a/x', 'http://a/\u0000', {})).toThrow(DtmUsageError);
     expect(() => new Saga(runtime, 'gid-p', { protocol: untyped('ftp') })).toThrow("protocol must be 'http' or 'grpc', got \"ftp\"");
     expect(new Saga(runtime, 'gid-n', untyped(null)).protocol).toBe('http');
+    expect(() => new Saga(runtime, 'gid-w', { waitResult: untyped('yes') })).toThrow('waitResult must be true or false, got "yes"');
+    expect(() => resolveDtmConfig(untyped(null), {})).toThrow(/options: must be an object such as \{ configFile: "config.yaml" \}/);
+    expect(() => resolveDtmConfig(untyped('config.yaml'), {})).toThrow(/options: must be an object/);
   });
 
   it('saga branch orders: a circle (or a step waiting for itself) is refused at submit, as are preSteps that are no array and indexes that are no numbers', async () => {
