@@ -138,7 +138,6 @@ export const MESSAGES = {
   branchHeaderTwice: (names: string[]) => `branch headers ${names.join(' and ')} are one header (names are case-insensitive); give it once`,
   branchHeaderForbidden: (name: string) =>
     `branch header ${JSON.stringify(name)} describes the request that carries it (framing, connection, proxy), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
-
   branchHeaderNotString: (name: string, got: unknown) => `branch header ${JSON.stringify(name)} must have a string value, got ${typeof got}`,
   httpHeaderName: (name: string) =>
     `branch header ${JSON.stringify(name)} is not an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-, no spaces): DTM could never send it, and would retry every branch call forever; fix the name`,

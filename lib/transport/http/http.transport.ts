@@ -367,11 +367,12 @@ function isRecordList(value: unknown): boolean {
   return value === undefined || value === null || (Array.isArray(value) && value.every(isRecord));
 }
 
-/** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
 /** An HTTP header name (RFC 9110 token). */
 const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What no HTTP header value may hold: control characters other than tab (CR and LF above all). */
 const HTTP_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
 const isQueryAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.branches);
 const isListAnswer = (a: Record<string, unknown>) => isRecordList(a.transactions);
 const isWorkflowAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.progresses);
