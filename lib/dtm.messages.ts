@@ -230,6 +230,7 @@ export const MESSAGES = {
     `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
   branchNotUriVersioned: (where: string, type: string) =>
     `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
+  helperBranchNotObject: (method: string, index: number, got: unknown) => `${method}: branch ${index} must be an object ({ action, data, ... }), got ${got === null ? 'null' : Array.isArray(got) ? 'an array' : typeof got}`,
   noBranches: (method: string) => `${method} needs at least one branch`,
   // branches of other services, by name (lynx.dtm.services, contracts)
   remoteUnknownService: (service: string, branch: string, known: string[]) =>

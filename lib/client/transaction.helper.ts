@@ -152,4 +152,6 @@ function transactionOptions(options: HelperOptions): TransactionOptions {
 
 function assertBranches(method: string, branches: unknown[]): void {
   if (!Array.isArray(branches) || branches.length === 0) throw new DtmUsageError(MESSAGES.noBranches(method));
+  const bad = branches.findIndex((b) => typeof b !== 'object' || b === null || Array.isArray(b));
+  if (bad >= 0) throw new DtmUsageError(MESSAGES.helperBranchNotObject(method, bad, branches[bad]));
 }

@@ -224,6 +224,8 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(msg.final?.status).toBe('succeed');
       expect(fx.recorder.callsTo('/Notify', msgGid)).toHaveLength(1);
       await expect(fx.helper.executeSaga(sagaGid, [])).rejects.toThrow('executeSaga needs at least one branch');
+      await expect(fx.helper.executeSaga(sagaGid, [null as never])).rejects.toThrow('executeSaga: branch 0 must be an object ({ action, data, ... }), got null');
+      await expect(fx.helper.executeTcc(sagaGid, [{ try: fx.target('/Try'), data: {} }, 'x' as never])).rejects.toThrow('executeTcc: branch 1 must be an object');
     });
   });
 });
