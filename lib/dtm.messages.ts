@@ -343,7 +343,6 @@ export const MESSAGES = {
   workflowResumeRefused: (name: string, gid: string) =>
     `a call to resume workflow "${name}" with gid ${gid} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow "${name}" (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
-  msgNotPrepared: (gid: string) => `msg ${gid} has no query_prepared URL: call prepare(url) first, or use doAndSubmit(url, fn)`,
 } as const;
 
 /**

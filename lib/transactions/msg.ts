@@ -168,7 +168,7 @@ export class Msg extends StepTransaction {
   }
 
   private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {
-    if (!this.queryPrepared || this.queryPrepared.kind === 'none') throw new DtmUsageError(MESSAGES.msgNotPrepared(this.gid), { gid: this.gid });
-    await this.invokeBranch(this.queryPrepared, undefined, local.branchId, local.op);
+    // doAndSubmit's prepare() set it, never empty (an empty back-check is refused there)
+    await this.invokeBranch(this.queryPrepared!, undefined, local.branchId, local.op);
   }
 }

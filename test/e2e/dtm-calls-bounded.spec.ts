@@ -11,8 +11,9 @@ import * as grpc from '@grpc/grpc-js';
 import axios from 'axios';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Test } from '@nestjs/testing';
-import { DtmConfigError, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError } from 'nestjs-dtm';
+import { DtmConfigError, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, type DtmProtocol } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { PROTOCOLS } from '../support/fixtures.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
@@ -214,73 +215,54 @@ describe('timeout is a deadline for the whole call, body included', () => {
     }
   });
 
-  it('HTTP: a DTM address that takes no connection fails a 1 s call in about 1 s with "could not reach", not "no complete answer"', async () => {
-    const nowhere = await fullListenQueue();
-    const unreachable = await startDtmApp({ config: { serverUrl: `${nowhere.url}/api/dtmsvr`, timeout: 1 } });
-    try {
-      const { error, ms } = await measure(() => unreachable.client.generateGid());
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as Error).message).toMatch(/^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT, no connection\); check that the DTM server runs there .*timeout 1 s/);
-      expect(ms).toBeGreaterThanOrEqual(900);
-      expect(ms).toBeLessThan(2000);
-    } finally {
-      await unreachable.close();
-      nowhere.close();
-    }
-  });
-
-  it('HTTP submitAndWait: a submit that got no connection is "DTM never got it" at once (DtmUnavailableError); one a server took and never answered may have reached DTM (DtmOutcomeUnknownError after the wait)', async () => {
-    const nowhere = await fullListenQueue();
-    const silent = await hostileHttp(() => undefined); // takes every request, never answers
-    const unreachable = await startDtmApp({ config: { serverUrl: `${nowhere.url}/api/dtmsvr`, timeout: 1 } });
-    const unanswered = await startDtmApp({ config: { serverUrl: `${silent.url}/api/dtmsvr`, timeout: 1 } });
-    try {
-      const saga = (client: DtmTestApp['client']) => client.newSaga('g-nowhere-0000000001').add('http://127.0.0.1:9/a', 'http://127.0.0.1:9/b', {}).submitAndWait({ timeout: 4 });
-      const neverGot = await measure(() => saga(unreachable.client));
-      expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
-      expect((neverGot.error as Error).message).toMatch(/^could not reach .*\/submit \(ETIMEDOUT, no connection\)/);
-      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent
-      const mayHave = await measure(() => saga(unanswered.client));
-      expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
-      expect(mayHave.ms).toBeGreaterThanOrEqual(3900);
-    } finally {
-      await unreachable.close();
-      await unanswered.close();
-      nowhere.close();
-      await silent.close();
-    }
-  });
-
-  it('gRPC: a DTM address that takes no connection fails a 1 s call in about 1 s with "could not reach (no connection", and the call counts as never sent', async () => {
-    const nowhere = await fullListenQueue();
-    const unreachable = await startDtmApp({ config: { protocol: 'grpc', grpcServer: nowhere.url.replace('http://', ''), timeout: 1 } });
-    try {
-      const { error, ms } = await measure(() => unreachable.client.generateGid());
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect(error).toMatchObject({ protocol: 'grpc', status: grpc.status.DEADLINE_EXCEEDED });
+  /** Per protocol: what a call to a DTM address that takes no connection answers, and a saga's steps there. */
+  const NO_CONNECTION = {
+    http: {
+      newGid: /^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT, no connection\); check that the DTM server runs there and lynx\.dtm\.server_url points at it \(timeout 1 s\)$/,
+      submit: /^could not reach .*\/submit \(ETIMEDOUT, no connection\)/,
+      steps: ['http://127.0.0.1:9/a', 'http://127.0.0.1:9/b', {}] as const,
+    },
+    grpc: {
       // grpc-js's own words for a call still waiting for a connection: pinned, as the module reads them
-      expect((error as Error).message).toMatch(/^could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid \(no connection: Deadline exceeded after [\d.]+s,.*Waiting for LB pick\); check that the DTM server runs there /);
+      newGid: /^could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid \(no connection: Deadline exceeded after [\d.]+s,.*Waiting for LB pick\); check that the DTM server runs there and lynx\.dtm\.grpc_server points at it \(timeout 1 s\)$/,
+      submit: /^could not reach .*\/dtmgimp\.Dtm\/Submit \(no connection: /,
+      steps: ['127.0.0.1:9/svc.Bank/A', '127.0.0.1:9/svc.Bank/B', new Uint8Array(0)] as const,
+    },
+  };
+
+  /** An app whose DTM (HTTP and gRPC) is at a listener that takes no connection. */
+  const unreachableDtm = async (protocol: DtmProtocol) => {
+    const nowhere = await fullListenQueue();
+    const app = await startDtmApp({ config: { protocol, serverUrl: `${nowhere.url}/api/dtmsvr`, grpcServer: nowhere.url.replace('http://', ''), timeout: 1 } });
+    return { app, close: async () => (await app.close(), nowhere.close()) };
+  };
+
+  it.each(PROTOCOLS)('%s: a DTM address that takes no connection fails a 1 s call in about 1 s with "could not reach ... no connection" (not "no complete answer"), and the call counts as never sent', async (protocol) => {
+    const unreachable = await unreachableDtm(protocol);
+    try {
+      const { error, ms } = await measure(() => unreachable.app.client.generateGid());
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(NO_CONNECTION[protocol].newGid);
       expect((error as { cause?: { connected?: boolean } }).cause?.connected).toBe(false);
-      expect((error as Error).message).toContain('lynx.dtm.grpc_server points at it'); // the key that names a gRPC DTM's address
       expect(ms).toBeGreaterThanOrEqual(900);
       expect(ms).toBeLessThan(2000);
     } finally {
       await unreachable.close();
-      nowhere.close();
     }
   });
 
-  it('gRPC submitAndWait: a submit that got no connection is "DTM never got it" at once (DtmUnavailableError); one a server took and never answered may have reached DTM (DtmOutcomeUnknownError after the wait)', async () => {
-    const nowhere = await fullListenQueue();
-    const silent = await hostileGrpc(() => undefined); // takes every call, never answers
-    const silentHttp = await hostileHttp(() => undefined); // the status queries go over HTTP (DTM's gRPC API has none): they go unanswered too
-    const unreachable = await startDtmApp({ config: { protocol: 'grpc', grpcServer: nowhere.url.replace('http://', ''), timeout: 1 } });
-    const unanswered = await startDtmApp({ config: { protocol: 'grpc', grpcServer: silent.address, serverUrl: `${silentHttp.url}/api/dtmsvr`, timeout: 1 } });
+  it.each(PROTOCOLS)('%s submitAndWait: a submit that got no connection is "DTM never got it" at once (DtmUnavailableError); one a server took and never answered may have reached DTM (DtmOutcomeUnknownError after the wait)', async (protocol) => {
+    const unreachable = await unreachableDtm(protocol);
+    // take every request / call, never answer (the status queries go over HTTP on both protocols: DTM's gRPC API has none)
+    const silentHttp = await hostileHttp(() => undefined);
+    const silentGrpc = await hostileGrpc(() => undefined);
+    const unanswered = await startDtmApp({ config: { protocol, serverUrl: `${silentHttp.url}/api/dtmsvr`, grpcServer: silentGrpc.address, timeout: 1 } });
     try {
-      const saga = (client: DtmTestApp['client']) => client.newSaga('g-nowhere-grpc-00001').add('127.0.0.1:9/svc.Bank/A', '127.0.0.1:9/svc.Bank/B', new Uint8Array(0)).submitAndWait({ timeout: 4 });
-      const neverGot = await measure(() => saga(unreachable.client));
+      const [action, compensate, payload] = NO_CONNECTION[protocol].steps;
+      const saga = (client: DtmTestApp['client']) => client.newSaga(`g-nowhere-${protocol}-0001`).add(action, compensate, payload).submitAndWait({ timeout: 4 });
+      const neverGot = await measure(() => saga(unreachable.app.client));
       expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
-      expect((neverGot.error as Error).message).toMatch(/^could not reach .*\/dtmgimp\.Dtm\/Submit \(no connection: /);
+      expect((neverGot.error as Error).message).toMatch(NO_CONNECTION[protocol].submit);
       expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent
       const mayHave = await measure(() => saga(unanswered.client));
       expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
@@ -288,9 +270,8 @@ describe('timeout is a deadline for the whole call, body included', () => {
     } finally {
       await unreachable.close();
       await unanswered.close();
-      nowhere.close();
-      await silent.close();
       await silentHttp.close();
+      await silentGrpc.close();
     }
   });
 
