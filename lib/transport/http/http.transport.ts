@@ -44,6 +44,9 @@ export class HttpTransport implements DtmTransport {
   readonly protocol = 'http' as const;
   private readonly httpAgent = new http.Agent({ keepAlive: true });
   private readonly httpsAgent = new https.Agent({ keepAlive: true });
+  /** Agents for the one retry of a call whose pooled connection the peer had closed: a new connection, closed after the answer. */
+  private readonly freshHttpAgent = new http.Agent({ keepAlive: false });
+  private readonly freshHttpsAgent = new https.Agent({ keepAlive: false });
   private readonly client: AxiosInstance;
   /** `timeout` in whole milliseconds (at least 1: the configuration refuses less than 0.001 s). */
   private readonly timeoutMs: number;
@@ -187,6 +190,8 @@ export class HttpTransport implements DtmTransport {
   close(): void {
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
+    this.freshHttpAgent.destroy();
+    this.freshHttpsAgent.destroy();
   }
 
   /**
@@ -260,15 +265,38 @@ export class HttpTransport implements DtmTransport {
    * the peer had accepted the connection); otherwise it rejects as
    * axios does when there is no full answer (the caller makes either a {@link requestError}). The
    * instance sends JSON, so most calls pass only method, URL and body.
+   *
+   * A call sent on a pooled keep-alive connection that the peer closed just then (Node's
+   * keep-alive race: the peer's idle timeout passes as the request goes out) fails with
+   * ECONNRESET / EPIPE before any byte of an answer. Such a call is sent once more, on a new
+   * connection, within what is left of the deadline: the peer had not read it (DTM's operations
+   * and branches are idempotent anyway, and DTM retries branches itself).
    */
   private async send(send: Send): Promise<{ status: number; text: string }> {
-    const deadline: Deadline = { ms: send.timeoutSeconds === undefined ? this.timeoutMs : send.timeoutSeconds * 1000, passed: false };
+    const ms = send.timeoutSeconds === undefined ? this.timeoutMs : send.timeoutSeconds * 1000;
+    const started = Date.now();
+    const first: Deadline = { ms, passed: false };
+    try {
+      return await this.attempt(send, first, false);
+    } catch (err) {
+      const left = ms - (Date.now() - started);
+      if (!pooledConnectionClosed(err, first) || left < 1) throw err;
+      return this.attempt(send, { ms: left, passed: false }, true);
+    }
+  }
+
+  /** One attempt of {@link send} within `deadline`, on a pooled connection or (`fresh`) a new one. */
+  private async attempt(send: Send, deadline: Deadline, fresh: boolean): Promise<{ status: number; text: string }> {
     try {
       const request: AxiosRequestConfig =
         send.timeoutSeconds === undefined
           ? { method: send.method, url: send.url, data: send.body, transport: deadlineTransport(deadline) }
           : { method: send.method, url: send.url, data: send.body, headers: send.headers, transport: deadlineTransport(deadline) };
       if (proxyFromEnvironment()) request.proxy = false;
+      if (fresh) {
+        request.httpAgent = this.freshHttpAgent;
+        request.httpsAgent = this.freshHttpsAgent;
+      }
       const res = await this.client.request<string>(request);
       return { status: res.status, text: typeof res.data === 'string' ? res.data : String(res.data ?? '') };
     } catch (err) {
@@ -282,6 +310,18 @@ export class HttpTransport implements DtmTransport {
 }
 
 /**
+ * Whether a call failed because the pooled keep-alive connection it was sent on had been closed
+ * by the peer: the connection was reused, it was reset or broken (ECONNRESET, EPIPE), and no byte
+ * of an answer had come.
+ */
+function pooledConnectionClosed(err: unknown, deadline: Deadline): boolean {
+  const req = deadline.request;
+  if (req === undefined || req.reusedSocket !== true || (req as { res?: unknown }).res) return false;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
+}
+
+/**
  * Whether the environment names a proxy axios would use (the variables its `proxy-from-env` reads,
  * in either case): then the call is made with `proxy: false`, so it goes straight to its URL.
  */
@@ -290,11 +330,12 @@ function proxyFromEnvironment(): boolean {
   return !!(env.http_proxy || env.HTTP_PROXY || env.https_proxy || env.HTTPS_PROXY || env.all_proxy || env.ALL_PROXY);
 }
 
-/** The deadline of one call, whether it passed, and whether the peer had accepted the connection then. */
+/** The deadline of one call, whether it passed, whether the peer had accepted the connection then, and the call's request. */
 interface Deadline {
   ms: number;
   passed: boolean;
   connected?: boolean;
+  request?: http.ClientRequest;
 }
 
 /**
@@ -307,6 +348,7 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
   return {
     request: ((options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void) => {
       const req = (options.protocol === 'https:' ? https : http).request(options, callback);
+      deadline.request = req;
       const timer = setTimeout(() => {
         deadline.passed = true;
         deadline.connected = req.socket?.connecting === false;

@@ -1,0 +1,219 @@
+// The module keeps HTTP connections alive between calls (to DTM, and to the TCC / XA / workflow
+// branches it calls itself). A peer may close an idle connection just as the module sends the next
+// call on it (its keep-alive timeout passes at that moment): the call fails with ECONNRESET before
+// any answer, although the peer never read it. Such a call is sent once more on a new connection;
+// a reset on a new connection, or after an answer began, is an error as before.
+import http from 'node:http';
+import type net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { DtmUnavailableError } from 'nestjs-dtm';
+import { startDtmApp } from '../support/dtm-app.js';
+import { queryTrans } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+
+/** One request a {@link closingPeer} received: which connection (numbered from 1), its place on it, what it did. */
+interface Seen {
+  connection: number;
+  nth: number;
+  path: string;
+  connectionHeader: string | undefined;
+  outcome: 'answered' | 'closed' | 'cut mid-answer' | 'left unanswered';
+}
+
+type Behaviour = (at: { connection: number; nth: number }, req: http.IncomingMessage, res: http.ServerResponse) => Seen['outcome'];
+
+/**
+ * A local HTTP server that numbers its connections and the requests on each, and lets `behaviour`
+ * answer, reset the connection (RST, as a peer closing it at that instant does) or cut an answer.
+ */
+async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: Seen[]; close(): Promise<void> }> {
+  const seen: Seen[] = [];
+  const sockets = new Set<net.Socket>();
+  const counts = new WeakMap<net.Socket, { connection: number; requests: number }>();
+  let connections = 0;
+  const server = http.createServer((req, res) => {
+    const count = counts.get(req.socket)!;
+    count.requests += 1;
+    const nth = count.requests;
+    req.resume();
+    req.on('end', () => seen.push({ connection: count.connection, nth, path: req.url ?? '', connectionHeader: req.headers.connection, outcome: behaviour({ connection: count.connection, nth }, req, res) }));
+  });
+  server.keepAliveTimeout = 60_000;
+  server.on('connection', (socket) => {
+    counts.set(socket, { connection: (connections += 1), requests: 0 });
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    seen,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Answers 200 with `body` (JSON). */
+function answer(res: http.ServerResponse, body: unknown): 'answered' {
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  return 'answered';
+}
+
+/** Resets the request's connection without a byte of answer. */
+function reset(req: http.IncomingMessage): 'closed' {
+  req.socket.resetAndDestroy();
+  return 'closed';
+}
+
+let recorder: Recorder;
+beforeAll(async () => {
+  recorder = await startRecorder();
+});
+afterAll(async () => {
+  await recorder?.close();
+});
+
+describe('a call on a pooled connection the peer closed', () => {
+  it('a TCC Try the module calls itself is sent again on a new connection, and the transaction succeeds', async () => {
+    // every connection's second request is reset: the first Try opens a connection, the second reuses it
+    const tryPeer = await closingPeer(({ nth }, req, res) => (nth === 2 ? reset(req) : answer(res, { tried: true })));
+    const app = await startDtmApp();
+    try {
+      const gids: string[] = [];
+      for (let i = 0; i < 2; i += 1) {
+        const gid = await app.client.generateGid();
+        gids.push(gid);
+        const [answered] = await app.client.tccGlobalTransaction(gid, async (tcc) => [await tcc.callBranch({ i }, `${tryPeer.url}/Try`, recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'))]);
+        expect(answered.body).toEqual({ tried: true });
+      }
+      expect(tryPeer.seen).toEqual([
+        { connection: 1, nth: 1, path: expect.stringMatching(/^\/Try\?/), connectionHeader: 'keep-alive', outcome: 'answered' },
+        { connection: 1, nth: 2, path: expect.stringContaining(`gid=${gids[1]}`), connectionHeader: 'keep-alive', outcome: 'closed' },
+        { connection: 2, nth: 1, path: expect.stringContaining(`gid=${gids[1]}`), connectionHeader: 'close', outcome: 'answered' },
+      ]);
+      for (const gid of gids) {
+        const { transaction, branches } = await queryTrans(gid);
+        expect(transaction?.status).toBe('succeed');
+        expect(branches.map((b) => `${b.op}:${b.status}`)).toEqual(['cancel:prepared', 'confirm:succeed']);
+        await recorder.waitForCalls('/Confirm', 1, { gid });
+        expect(recorder.callsTo('/Cancel', gid)).toEqual([]);
+      }
+    } finally {
+      await app.close();
+      await tryPeer.close();
+    }
+  });
+
+  it.each([
+    ['reset (RST: read ECONNRESET)', (req: http.IncomingMessage) => req.socket.resetAndDestroy()],
+    ['closed (FIN: socket hang up)', (req: http.IncomingMessage) => req.socket.destroy()],
+  ])('a call to DTM on a connection the peer %s is sent again on a new connection', async (_how, close) => {
+    let gids = 0;
+    const dtm = await closingPeer(({ nth }, req, res) => {
+      if (nth === 1) return answer(res, { gid: `keepalive-gid-${(gids += 1)}` });
+      close(req);
+      return 'closed';
+    });
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
+    try {
+      expect(await app.client.generateGid()).toBe('keepalive-gid-1');
+      expect(await app.client.generateGid()).toBe('keepalive-gid-2');
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome, s.connectionHeader])).toEqual([
+        [1, 1, 'answered', 'keep-alive'],
+        [1, 2, 'closed', 'keep-alive'],
+        [2, 1, 'answered', 'close'],
+      ]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+
+  it('the retry gets what is left of the deadline, not a new one', async () => {
+    // the first connection's second request is reset after 700 ms; the second connection is never answered
+    const dtm = await closingPeer(({ connection, nth }, req, res) => {
+      if (connection > 1) return 'left unanswered';
+      if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
+      setTimeout(() => req.socket.resetAndDestroy(), 700);
+      return 'closed';
+    });
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 1 } });
+    try {
+      await app.client.generateGid();
+      const started = Date.now();
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      const took = Date.now() - started;
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid within the timeout \(1 s\)/);
+      expect(took).toBeGreaterThanOrEqual(950);
+      expect(took).toBeLessThan(1500);
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
+        [1, 1, 'answered'],
+        [1, 2, 'closed'],
+        [2, 1, 'left unanswered'],
+      ]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+});
+
+describe('resets that are no keep-alive race are not sent again', () => {
+  it('a reset on a new connection: DtmUnavailableError, one request', async () => {
+    const dtm = await closingPeer((_at, req) => reset(req));
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
+    try {
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/ECONNRESET: the connection was reset/);
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([[1, 1, 'closed']]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+
+  it('a reset after the answer began, on a pooled connection: an error, one request', async () => {
+    const dtm = await closingPeer(({ nth }, req, res) => {
+      if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"gid":');
+      setTimeout(() => req.socket.resetAndDestroy(), 50);
+      return 'cut mid-answer';
+    });
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
+    try {
+      await app.client.generateGid();
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
+        [1, 1, 'answered'],
+        [1, 2, 'cut mid-answer'],
+      ]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+
+  it('the retry is reset too: DtmUnavailableError after two requests, not a loop', async () => {
+    const dtm = await closingPeer(({ connection, nth }, req, res) => (connection === 1 && nth === 1 ? answer(res, { gid: 'keepalive-gid-1' }) : reset(req)));
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
+    try {
+      await app.client.generateGid();
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
+        [1, 1, 'answered'],
+        [1, 2, 'closed'],
+        [2, 1, 'closed'],
+      ]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+});
