@@ -271,6 +271,9 @@ export const MESSAGES = {
   noRegistry: (name: string) =>
     `"${name}" is not a URL, and branch names need DtmModule's branch registry: use the DtmClient that DtmModule provides, or pass URLs`,
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
+  notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',
+  xaDbMissing: (got: unknown) =>
+    `xaLocalTransaction(branch, db, business): db must be an XA database (mysqlXaDatabase(() => mysql.createConnection(...)), pgXaDatabase(...)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without connect() and dialect mysql / postgres' : typeof got}`,
   badBarrierTable: (table: string) =>
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
   barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>

@@ -10,6 +10,7 @@ import { RemoteBranchDirectory } from './remote-branches.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -120,11 +121,22 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     return this.http.list(filter);
   }
 
-  /** Stops an unfinished transaction: DTM marks it `failed` without calling any more branches (`/forceStop`, HTTP API). */
+  /**
+   * Stops an unfinished transaction: DTM marks it `failed` without calling any more branches
+   * (`/forceStop`, HTTP API). A finished transaction, or one DTM does not hold, is a `DtmFailureError`.
+   */
   async forceStop(gid: string): Promise<void> {
     this.assertEnabled('forceStop()');
     assertGid(gid);
-    await this.http.forceStop(gid);
+    try {
+      await this.http.forceStop(gid);
+    } catch (err) {
+      // DTM answers a gid it does not hold with a 500: said as such when a query confirms it
+      if (err instanceof DtmServerError && err.status === 500 && (await this.http.query(gid).catch(() => undefined)) === null) {
+        throw new DtmFailureError(MESSAGES.failureFromDtm('forceStop', gid, MESSAGES.unknownTransaction(gid)), { gid, endpoint: err.endpoint, protocol: 'http', status: 500, cause: err });
+      }
+      throw err;
+    }
   }
 
   /** Checks that the DTM server answers on `lynx.dtm.protocol` (and its version over HTTP); changes nothing. */
@@ -186,6 +198,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    */
   async xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined> {
     this.assertEnabled('xaLocalTransaction()');
+    if (branch?.transType !== 'xa') throw new DtmUsageError(MESSAGES.notInXaBranch());
+    const ids = { gid: branch.gid, branchId: branch.branchId };
+    if (typeof db?.connect !== 'function' || (db.dialect !== 'mysql' && db.dialect !== 'postgres')) throw new DtmUsageError(MESSAGES.xaDbMissing(db), ids);
+    if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of XA branch ${branch.gid}-${branch.branchId}`, business), ids);
     return xaLocalTransaction({ transport: this.transport(this.callerProtocol(branch)), config: this.config }, branch, db, business);
   }
 

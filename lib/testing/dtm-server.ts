@@ -138,6 +138,28 @@ export interface StartDtmServerOptions {
   startTimeoutMs?: number;
 }
 
+/** What each option of {@link StartDtmServerOptions} must be. */
+const START_OPTIONS: Record<keyof StartDtmServerOptions, [check: (value: unknown) => boolean, expected: string]> = {
+  binary: [(v) => typeof v === 'string' && v !== '', 'a path'],
+  build: [(v) => typeof v === 'boolean', 'true or false'],
+  cronIntervalSeconds: [(v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 3600, 'whole seconds from 1 to 3600'],
+  extraConfig: [(v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'an object of DTM configuration keys'],
+  startTimeoutMs: [(v) => typeof v === 'number' && v >= 1 && v <= 600_000, 'milliseconds from 1 to 600000'],
+};
+
+/** Every problem of `options` (unknown keys, values of the wrong kind), so that none is silently ignored. */
+function startOptionsProblems(options: object): string[] {
+  if (typeof options !== 'object' || Array.isArray(options)) return [`options must be an object, got ${Array.isArray(options) ? 'an array' : typeof options}`];
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const rule = START_OPTIONS[key as keyof StartDtmServerOptions];
+    if (!rule) problems.push(`unknown option ${JSON.stringify(key)} (options: ${Object.keys(START_OPTIONS).join(', ')})`);
+    else if (!rule[0](value)) problems.push(`${key} must be ${rule[1]}, got ${JSON.stringify(value) ?? typeof value}`);
+  }
+  return problems;
+}
+
 /** A DTM server started by {@link startDtmServer}. */
 export interface DtmTestServer {
   /** `lynx.dtm.server_url`: `http://127.0.0.1:<port>/api/dtmsvr`. */
@@ -247,6 +269,9 @@ export async function waitForDtmServer(httpUrl: string, timeoutMs: number, exite
  * {@link DtmServerNotFoundError} with every way to get a binary when there is none.
  */
 export async function startDtmServer(options: StartDtmServerOptions = {}): Promise<DtmTestServer> {
+  options ??= {};
+  const problems = startOptionsProblems(options);
+  if (problems.length > 0) throw new DtmUsageError(`startDtmServer(options): ${problems.join('; ')}`);
   let binary: DtmBinary | undefined = options.binary ? { path: options.binary, from: 'option' } : findDtmServerBinary();
   if (!binary) {
     if (options.build === false) throw new DtmServerNotFoundError(searchedPlaces(process.env), 'build: false');

@@ -264,6 +264,11 @@ describe('reaching the DTM server', () => {
     for (const gid of gids) await client.forceStop(gid);
     expect((await client.query(gids[0]))?.status).toBe('failed');
     await expect(client.forceStop(gids[0])).rejects.toBeInstanceOf(DtmFailureError);
+    // a gid DTM does not hold: DTM answers 500 "no TransGlobal with gid"; the module says so as a refusal
+    const unknown = await client.forceStop('no-such-gid').catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(DtmFailureError);
+    expect((unknown as DtmFailureError).message).toBe('DTM refused forceStop of no-such-gid: DTM has no transaction no-such-gid');
+    expect((unknown as DtmFailureError).status).toBe(500);
   });
 });
 

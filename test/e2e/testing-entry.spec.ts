@@ -72,6 +72,17 @@ describe('startDtmServer', () => {
       rmSync(empty, { recursive: true, force: true });
     }
   });
+
+  it('options it does not have, or of the wrong kind, are a DtmUsageError listing each, before anything starts', async () => {
+    const untyped = (options: unknown) => options as Parameters<typeof startDtmServer>[0];
+    const error = await startDtmServer(untyped({ binary: dtmBinaryPath(), port: 36789, cronInterval: 1, build: 'no', startTimeoutMs: -1 })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toBe(
+      'startDtmServer(options): unknown option "port" (options: binary, build, cronIntervalSeconds, extraConfig, startTimeoutMs); unknown option "cronInterval" (options: binary, build, cronIntervalSeconds, extraConfig, startTimeoutMs); build must be true or false, got "no"; startTimeoutMs must be milliseconds from 1 to 600000, got -1',
+    );
+    await expect(startDtmServer(untyped({ cronIntervalSeconds: 0.5 }))).rejects.toThrow('cronIntervalSeconds must be whole seconds from 1 to 3600, got 0.5');
+    await expect(startDtmServer(untyped('dtm'))).rejects.toThrow('startDtmServer(options): options must be an object, got string');
+  });
 });
 
 describe('calling a branch as DTM does', () => {

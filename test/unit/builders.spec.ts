@@ -3,7 +3,8 @@
 // transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
 import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
-import type { BranchKind } from '../../lib/transport/dtm.types.js';
+import type { BranchInfo, BranchKind } from '../../lib/transport/dtm.types.js';
+import type { XaDatabase } from '../../lib/xa/xa.types.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../../lib/transport/grpc/grpc.transport.js';
@@ -368,5 +369,18 @@ describe('bad input is refused with DtmUsageError before anything is sent', () =
     await expect(client.list({ limit: 1e9 })).rejects.toThrow(DtmUsageError);
     await expect(client.list({ status: untyped({}) })).rejects.toThrow('status must be a string, got object');
     await expect(client.list({ createdAfter: new Date('nope') })).rejects.toThrow('createdAfter must be a valid Date');
+  });
+
+  it('xaLocalTransaction() without an XA branch call, without an XA database or without a function', async () => {
+    const client = new DtmClient(config);
+    const connects: string[] = [];
+    const db = untyped<XaDatabase>({ dialect: 'mysql', connect: async () => void connects.push('connect') });
+    const branch = untyped<BranchInfo>({ gid: 'gid-xa', branchId: '01', transType: 'xa', op: 'action', phase2Url: 'http://a/xa' });
+    await expect(client.xaLocalTransaction(untyped(undefined), db, async () => 1)).rejects.toThrow('xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch');
+    await expect(client.xaLocalTransaction(untyped({ ...branch, transType: 'saga' }), db, async () => 1)).rejects.toThrow(DtmUsageError);
+    await expect(client.xaLocalTransaction(branch, untyped<XaDatabase>(null), async () => 1)).rejects.toThrow(/db must be an XA database \(mysqlXaDatabase\(.*got null$/);
+    await expect(client.xaLocalTransaction(branch, untyped<XaDatabase>({ dialect: 'oracle', connect: db.connect }), async () => 1)).rejects.toThrow(/got an object without connect\(\) and dialect mysql \/ postgres/);
+    await expect(client.xaLocalTransaction(branch, db, untyped('run'))).rejects.toThrow('the local transaction of XA branch gid-xa-01 must be a function, got string');
+    expect(connects).toEqual([]); // no connection opened
   });
 });
