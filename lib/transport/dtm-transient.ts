@@ -5,7 +5,7 @@ import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 
 /** Causes that mean the request never left this process (no connection, no address): DTM cannot have it. */
-const NOT_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EADDRNOTAVAIL/;
+export const NOT_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EADDRNOTAVAIL/;
 
 /** Whether `err` (from a call to DTM) may pass if the call is made again: unreachable, or a 5xx answer. */
 export function isTransientDtmError(err: unknown): boolean {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { DtmUnavailableError } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
 import { queryTrans } from '../support/harness.js';
+import { mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
 /** One request a {@link closingPeer} received: which connection (numbered from 1), its place on it, what it did. */
@@ -26,7 +27,7 @@ type Behaviour = (at: { connection: number; nth: number }, req: http.IncomingMes
  * A local HTTP server that numbers its connections and the requests on each, and lets `behaviour`
  * answer, reset the connection (RST, as a peer closing it at that instant does) or cut an answer.
  */
-async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: Seen[]; close(): Promise<void> }> {
+async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: Seen[]; stopListening(): void; close(): Promise<void> }> {
   const seen: Seen[] = [];
   const sockets = new Set<net.Socket>();
   const counts = new WeakMap<net.Socket, { connection: number; requests: number }>();
@@ -48,9 +49,12 @@ async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: S
   return {
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     seen,
+    stopListening: () => {
+      server.close();
+    },
     close: async () => {
       for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
+      if (server.listening) await new Promise((resolve) => server.close(resolve));
     },
   };
 }
@@ -192,6 +196,29 @@ describe('resets that are no keep-alive race are not sent again', () => {
       expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
         [1, 1, 'answered'],
         [1, 2, 'cut mid-answer'],
+      ]);
+    } finally {
+      await app.close();
+      await dtm.close();
+    }
+  });
+
+  it('the retry finds the peer gone (connection refused): the error is the reset, which may have reached it, not "nothing sent"', async () => {
+    const dtm = await closingPeer(({ nth }, req, res) => {
+      if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
+      dtm.stopListening(); // as a server that crashed after reading the request: no new connection is taken
+      return reset(req);
+    });
+    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
+    try {
+      await app.client.generateGid();
+      const error = await app.client.generateGid().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/\(ECONNRESET: the connection was reset, by the DTM server .*the request may or may not have reached the DTM server\)/);
+      expect(mayHaveReachedDtm(error)).toBe(true);
+      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
+        [1, 1, 'answered'],
+        [1, 2, 'closed'],
       ]);
     } finally {
       await app.close();

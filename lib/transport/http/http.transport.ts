@@ -13,6 +13,7 @@ import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
 import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
+import { NOT_SENT } from '../dtm-transient.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
@@ -281,7 +282,13 @@ export class HttpTransport implements DtmTransport {
     } catch (err) {
       const left = ms - (Date.now() - started);
       if (!pooledConnectionClosed(err, first) || left < 1) throw err;
-      return this.attempt(send, { ms: left, passed: false }, true);
+      try {
+        return await this.attempt(send, { ms: left, passed: false }, true);
+      } catch (again) {
+        // the peer may have read the first request before it reset the connection: an error saying
+        // the retry never got a connection (nothing sent) would hide that, so the reset is reported
+        throw sentNothing(again) ? err : again;
+      }
     }
   }
 
@@ -307,6 +314,12 @@ export class HttpTransport implements DtmTransport {
       throw err;
     }
   }
+}
+
+/** Whether a failed attempt never had a connection (refused, no address, or its deadline passed while connecting): it sent nothing. */
+function sentNothing(err: unknown): boolean {
+  const { code, connected } = (err ?? {}) as { code?: unknown; connected?: unknown };
+  return connected === false || (typeof code === 'string' && NOT_SENT.test(code));
 }
 
 /**
