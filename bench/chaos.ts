@@ -1,12 +1,15 @@
 // npm run chaos -- --seed S --transfers N [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
-//                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--dtm-store-stalls 0]
+//                  [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
 //
 // The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
 // MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
 // kills with -9 and starts again, the banks' process (killed with -9 and started again), a proxy
 // injecting 500s, delays past the branch timeout, duplicate deliveries and lost answers, DTM paused
 // (SIGSTOP, --dtm-pauses, each --pause-seconds long), and the banks' databases stalling for the
-// banks and the outbox (--db-stalls, each --stall-seconds long). Prints the
+// banks and the outbox (--db-stalls, each --stall-seconds long). --dtm-store-stalls N > 0: DTM keeps
+// its transactions in a Redis of the run's own instead of boltdb, and that store stalls for DTM N
+// times (each --stall-seconds long). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -30,6 +33,7 @@ const { values } = parseArgs({
     'pause-seconds': { type: 'string' },
     'db-stalls': { type: 'string', default: '2' },
     'stall-seconds': { type: 'string' },
+    'dtm-store-stalls': { type: 'string', default: '0' },
     durable: { type: 'boolean', default: false },
     json: { type: 'string' },
     'fault-rate': { type: 'string', default: '0.06' },
@@ -56,6 +60,7 @@ const options = {
   dbStalls: whole('db-stalls', values['db-stalls'], 0),
   stallSeconds: values['stall-seconds'] === undefined ? undefined : whole('stall-seconds', values['stall-seconds'], 1),
   drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),
+  dtmStoreStalls: whole('dtm-store-stalls', values['dtm-store-stalls'], 0),
 };
 const rate = Number(values['fault-rate']);
 if (!(rate >= 0 && rate <= 0.25)) {
@@ -63,7 +68,7 @@ if (!(rate >= 0 && rate <= 0.25)) {
   process.exit(2);
 }
 
-const stack = await startStack({ dtm: false, redis: false, durable: values.durable });
+const stack = await startStack({ dtm: false, redis: options.dtmStoreStalls > 0, durable: values.durable });
 let failed: boolean;
 try {
   const pgInfo = stack.info.postgres!;
@@ -81,6 +86,7 @@ try {
     runDir: stack.runDir,
     pgUrl: postgresUrl(pgInfo, 'chaos'),
     mysqlUrl: mariadbUrl(myInfo, 'chaos'),
+    dtmRedis: stack.info.redis,
     faults: { error500: rate, delay: rate, duplicate: rate, lostAnswer: rate },
     log: (line) => console.log(`  ${line}`),
   });

@@ -2,16 +2,16 @@
 // `npm run chaos`, its figures in bench/README.md): transfers in every mode between a PostgreSQL and
 // a MariaDB bank while a proxy injects 500s, late and duplicate deliveries and lost answers, the
 // bank process is killed with -9 and DTM (a server of this file's own, on boltdb) is killed with -9,
-// both started again, DTM is paused once (SIGSTOP for 4 s), and each bank's database stops
-// answering the bank and the outbox for longer than the branch timeout, once. Every invariant must
-// hold at the end.
+// both started again, DTM is paused once (SIGSTOP for 4 s), each bank's database stops answering
+// the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
+// run's DTM keeps its transactions in the harness's Redis). Every invariant must hold at the end.
 import { expect, it } from '@jest/globals';
 import { runChaos } from '../support/chaos/chaos.js';
 import { fileDatabases } from '../support/databases.js';
 import { harness } from '../support/harness.js';
 import { runDirFrom } from '../support/services/process.js';
 
-it('seed 7, 40 transfers, DTM paused once, each database stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
   const dbs = await fileDatabases();
   const report = await runChaos({
     seed: 7,
@@ -24,12 +24,16 @@ it('seed 7, 40 transfers, DTM paused once, each database stalled once: every tra
     dtmRestarts: 1,
     dbStalls: 2,
     dtmPauses: 1,
+    dtmRedis: harness().redis!,
+    dtmStoreStalls: 1,
     drainSeconds: 45,
   });
 
   expect(report.problems).toEqual([]);
   expect(report.stuck).toBe(0);
-  expect([report.bankKills, report.dtmRestarts, report.dbStalls, report.dtmPauses]).toEqual([1, 1, 2, 1]);
+  expect([report.bankKills, report.dtmRestarts, report.dbStalls, report.dtmPauses, report.dtmStoreStalls]).toEqual([1, 1, 2, 1, 1]);
+  // DTM's cron reads its store every second: the store's stall held DTM's traffic
+  expect(report.dtmStoreHeld.connections).toBeGreaterThan(0);
   // the stalls held traffic to the databases (which store a stall catches depends on the run's timing;
   // harness.spec.ts shows the proxy holds both)
   expect(report.stallsHeld.pg.connections + report.stallsHeld.mysql.connections).toBeGreaterThan(0);

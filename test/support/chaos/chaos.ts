@@ -7,7 +7,8 @@
 // DTM is paused (`dtmPauses`: SIGSTOP, then SIGCONT; it keeps its sockets but answers nothing),
 // and (`dbStalls`) a bank's database stops answering the bank and the outbox's local transactions
 // for longer than the branch timeout (test/support/chaos/stall-proxy.ts holds every byte, then
-// delivers them).
+// delivers them), and (`dtmStoreStalls`, with DTM on a Redis store) DTM's own store stops answering
+// DTM the same way.
 // Everything is drawn from one seeded generator: the same seed gives the same transfers and faults
 // (the timing of a run still varies). At the end the run checks what a user relies on:
 // - every transaction DTM holds is final (stuck = 0 after the drain);
@@ -34,6 +35,7 @@ import {
 } from 'nestjs-dtm';
 import { startStallProxy, type StallProxy } from './stall-proxy.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../services/dtm.js';
+import type { RedisInfo } from '../services/redis.js';
 import { freePort, minimalEnv, startProcess, waitUntil, type ManagedProcess, type RunDir } from '../services/process.js';
 
 /** How a chaos run is set up. */
@@ -63,6 +65,10 @@ export interface ChaosOptions {
   dtmPauses?: number;
   /** How long each pause lasts, seconds. Default: the branch timeout + 2 (past the callers' `timeout` of 3 s). */
   pauseSeconds?: number;
+  /** DTM's store: its own boltdb file (default), or this Redis (DTM's Redis store, through a stall proxy, under a key prefix of the run's own). */
+  dtmRedis?: RedisInfo;
+  /** Times DTM's store (`dtmRedis`) stops answering DTM for `stallSeconds` while transfers run: DTM is up, but nothing it stores or reads gets through. Default 0. */
+  dtmStoreStalls?: number;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -114,6 +120,9 @@ export interface ChaosReport {
   dtmRestarts: number;
   dbStalls: number;
   dtmPauses: number;
+  dtmStoreStalls: number;
+  /** What the stalls of DTM's store held of DTM's traffic to it. */
+  dtmStoreHeld: { bytes: number; connections: number };
   /** What the stalls of each database held of the bank's and the outbox's traffic: bytes, and connections (with bytes held, or opened during a stall). */
   stallsHeld: Record<Store, { bytes: number; connections: number }>;
   callerViews: Record<CallerView, number>;
@@ -166,6 +175,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   // the bank and the outbox's local transactions (the caller's side of a msg transfer) reach the
   // databases through these; the run's set-up and its checks do not
   const stallProxies: Partial<Record<Store, StallProxy>> = {};
+  // DTM reaches its Redis store (when it has one) through this one
+  let storeProxy: StallProxy | undefined;
   let outboxPools: { pg: pg.Pool; mysql: mysql.Pool } | undefined;
   try {
     stallProxies.pg = await startStallProxy(options.pgUrl);
@@ -180,7 +191,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await ensureBarrierSchema(databases[store], { table: 'dtm_barrier' });
       for (const id of ACCOUNTS) await sql[store].run('INSERT INTO account (id, balance) VALUES (?, ?)', [id, INITIAL_BALANCE]);
     }
-    const dtmOptions: StartDtmOptions = { name: 'dtm-chaos', store: 'boltdb' };
+    let dtmOptions: StartDtmOptions = { name: 'dtm-chaos', store: 'boltdb' };
+    if (options.dtmRedis) {
+      storeProxy = await startStallProxy(options.dtmRedis.url);
+      const through = new URL(storeProxy.url);
+      // a prefix of the run's own: the Redis may hold another server's keys, or an earlier run's
+      dtmOptions = { name: 'dtm-chaos', store: 'redis', redis: { host: through.hostname, port: Number(through.port), url: storeProxy.url }, redisPrefix: `{chaos-${options.seed}-${Date.now()}}` };
+    } else if (options.dtmStoreStalls) {
+      throw new Error('dtmStoreStalls needs dtmRedis: DTM stalls only a store it reaches over the network');
+    }
     dtm = await startDtm(options.runDir, dtmOptions);
     const bankPort = await freePort();
     proxy = await startProxy(bankPort, branchTimeout, rates, random);
@@ -284,18 +303,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const stallMs = (options.stallSeconds ?? branchTimeout + 2) * 1000;
     const pauses = options.dtmPauses ?? 0;
     const pauseMs = (options.pauseSeconds ?? branchTimeout + 2) * 1000;
-    const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | Store }[] = [
+    const storeStalls = options.dtmStoreStalls ?? 0;
+    const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | 'dtm-store' | Store }[] = [
       ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
       ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
       // stalls and pauses spread over the run, away from the kills' and restarts' points
       ...Array.from({ length: stalls }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 1)) / (4 * stalls + 2)), what: (k % 2 === 0 ? 'pg' : 'mysql') as Store })),
       ...Array.from({ length: pauses }, (_, k) => ({ at: Math.floor((options.transfers * (4 * k + 3)) / (4 * pauses + 2)), what: 'dtm-pause' as const })),
+      ...Array.from({ length: storeStalls }, (_, k) => ({ at: Math.floor((options.transfers * (8 * k + 7)) / (8 * storeStalls + 4)), what: 'dtm-store' as const })),
     ].sort((a, b) => a.at - b.at);
     let done = 0;
     let bankKills = 0;
     let dtmRestarts = 0;
     let dbStalls = 0;
     let dtmPauses = 0;
+    let dtmStoreStalls = 0;
     const chaos = (async () => {
       for (const event of events) {
         while (done < event.at) await sleep(50);
@@ -318,6 +340,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           await sleep(pauseMs);
           paused.resume();
           dtmPauses++;
+        } else if (event.what === 'dtm-store') {
+          log(`DTM's Redis store stalls for ${stallMs / 1000} s after ${done} transfers`);
+          storeProxy!.stall();
+          await sleep(stallMs);
+          storeProxy!.resume();
+          dtmStoreStalls++;
         } else {
           log(`kill -9 of DTM after ${done} transfers`);
           await stopDtm(dtm!, true);
@@ -394,6 +422,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmRestarts,
       dbStalls,
       dtmPauses,
+      dtmStoreStalls,
+      dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
       stallsHeld: {
         pg: { bytes: stallProxies.pg!.heldBytes, connections: stallProxies.pg!.heldConnections },
         mysql: { bytes: stallProxies.mysql!.heldBytes, connections: stallProxies.mysql!.heldConnections },
@@ -411,6 +441,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await Promise.all([outboxPools?.pg.end(), outboxPools?.mysql.end()]);
     for (const stallProxy of Object.values(stallProxies)) await stallProxy.close();
     await dtm?.process.stop();
+    await storeProxy?.close();
     await Promise.all([pgPool.end(), myPool.end()]);
   }
 }

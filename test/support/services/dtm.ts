@@ -37,6 +37,8 @@ export interface StartDtmOptions {
   store?: DtmStore;
   /** Required when `store` is `redis`. */
   redis?: RedisInfo;
+  /** The prefix of DTM's keys in that Redis (default `{dtm}`): servers sharing one Redis need prefixes of their own. */
+  redisPrefix?: string;
   /** Required when `store` is `mysql`. */
   mariadb?: MariadbInfo;
   /** Seconds the cron sleeps when no transaction is due (DTM default 3; the harness uses 1). */
@@ -107,7 +109,7 @@ function storeConfig(store: DtmStore, options: StartDtmOptions): Record<string, 
   }
   const redis = options.redis;
   if (!redis) throw new Error('the redis DTM store needs a running Redis (pass options.redis)');
-  return { Driver: 'redis', Host: redis.host, Port: redis.port, User: '', Password: '', RedisPrefix: '{dtm}' };
+  return { Driver: 'redis', Host: redis.host, Port: redis.port, User: '', Password: '', RedisPrefix: options.redisPrefix ?? '{dtm}' };
 }
 
 /** The directory of DTM's Go module in the module cache (scripts/setup.sh downloads it): its SQL files and its protos. */
