@@ -60,7 +60,7 @@ export interface DtmBranchCallEvent {
   op: string;
   transType: string;
   protocol: DtmProtocol;
-  /** What the barrier decided, for a handler behind one (`@UseBarrier`, `{ barrier }`, `@XaBranch` has none). */
+  /** What the barrier decided, for a handler behind one (`@UseBarrier`, `{ barrier }`, or `DtmClient.barrier(branch)` used by hand; the last one's when several; `@XaBranch` has none). */
   barrier?: DtmBarrierDecision;
   outcome: DtmBranchOutcome;
   /** What the handler threw (outcomes other than `success`). */

@@ -131,7 +131,7 @@ export class DtmInstrumentation {
     const durationMs = performance.now() - started;
     const outcome = failed ? 'error' : 'ok';
     if (this.debugLogs) {
-      const at = gid ? ` gid=${gid}${branchId !== undefined ? ` branch=${branchId} op=${op}` : ''}` : '';
+      const at = gid ? ` gid=${gid}${branchId !== undefined ? ` branch=${branchId}` : ''}${op !== undefined ? ` op=${op}` : ''}` : '';
       this.logger.debug(`${operation} over ${protocol}${at}: ${outcome} in ${durationMs.toFixed(1)} ms${failed ? ` (${errorText(error)})` : ''}`);
     }
     if (this.listening) this.emit('dtm.call', { operation, protocol, gid, branchId, op, outcome, error, durationMs });

@@ -8,6 +8,7 @@ import { isValidTracestate, parseTraceparent, type DtmRequestContext, type Reque
 // must not name a package an app may not have installed.
 type OtelApi = typeof import('@opentelemetry/api');
 type ApiContext = import('@opentelemetry/api').Context;
+type ApiSpan = import('@opentelemetry/api').Span;
 /** A span, as the module holds it (what it uses of `@opentelemetry/api`'s `Span`). */
 export interface OtelSpan {
   spanContext(): { traceId: string; spanId: string; traceFlags: number; traceState?: { serialize(): string } };
@@ -42,6 +43,13 @@ type Attributes = Record<string, string>;
  */
 const isServerSpanOf = (sc: { traceId: string; spanId: string }, traceparent: string): boolean =>
   traceparent.length >= 55 && traceparent[35] === '-' && sc.traceId.length === 32 && traceparent.startsWith(sc.traceId, 3) && !(sc.spanId.length === 16 && traceparent.startsWith(sc.spanId, 36));
+
+/**
+ * The context key under which OpenTelemetry's HTTP server instrumentation keeps the call's server
+ * span (`@opentelemetry/core`'s RPC metadata, `{ type, span, route? }`). The API makes context keys
+ * with `Symbol.for(description)`, so the same key is found without depending on `@opentelemetry/core`.
+ */
+const RPC_METADATA = Symbol.for('OpenTelemetry SDK Context Key RPC_METADATA');
 
 /** One attribute set's counts so far: how many, and their total time. */
 interface CountCell {
@@ -261,7 +269,10 @@ export class OtelBridge {
     const active: ApiContext = this.api.context.active();
     const current = this.api.trace.getSpan(active);
     if (current && traceparent !== undefined && current.isRecording() && isServerSpanOf(current.spanContext(), traceparent)) {
-      call.span = current;
+      // under other instrumentations (Express's, Nest's) the active span is one of theirs, below the
+      // HTTP instrumentation's server span: that one is in the context's RPC metadata
+      const server = (active.getValue(RPC_METADATA) as { span?: ApiSpan } | undefined)?.span;
+      call.span = server !== undefined && server !== current && server.isRecording() && isServerSpanOf(server.spanContext(), traceparent) ? server : current;
       call.ownSpan = false;
       return;
     }

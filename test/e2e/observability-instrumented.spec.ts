@@ -1,5 +1,5 @@
 // The module's spans in an app set up as NodeSDK's auto-instrumentations set it up: OpenTelemetry's
-// own HTTP and gRPC instrumentations (in a child process: they patch `http` and `@grpc/grpc-js` as
+// own HTTP, gRPC and Express instrumentations (in a child process: they patch `http` and `@grpc/grpc-js` as
 // they load, which Jest's module loader bypasses) and the real DTM server. A branch call's
 // attributes go on the server span the instrumentation made for that call: one span per call, in
 // the AP's trace, a child of the AP's transaction span. The request context (pass-through headers)
@@ -74,6 +74,10 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
     // the AP's call to DTM (the submit) is a client span under the AP's span
     const dtmCalls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === ap[0].spanId);
     expect(dtmCalls.map((s) => /submit/i.test(`${s.name} ${JSON.stringify(s.attributes)}`))).toEqual([true]);
+    // over HTTP, Express's instrumentation made spans of the route's handlers under each server span:
+    // the attributes went past them, to the server span
+    const express = spans.filter((s) => s.scope === '@opentelemetry/instrumentation-express' && s.traceId === ap[0].traceId);
+    expect(express.length > 0).toBe(protocol === 'http');
     // no second span for a call: every span with a branch op is one of those server spans
     expect(spans.filter((s) => s.attributes['dtm.op'] !== undefined && s.kind !== SpanKind.SERVER)).toEqual([]);
     const refused = servers.find((s) => s.attributes['dtm.outcome'] === 'failure')!;

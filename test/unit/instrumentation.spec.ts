@@ -109,7 +109,12 @@ describe('DtmInstrumentation', () => {
       expect(lines).toEqual([]);
       const loud = new InstrumentedTransport(fakeTransport(async () => undefined), new DtmInstrumentation({ debugLogs: true }));
       await loud.submit(request);
-      expect(lines).toEqual([expect.stringMatching(/^debug \[DtmTrace\] submit over http gid=g-1: ok in \d+\.\d ms$/)]);
+      // a registration names its branch, and no op (it has none)
+      await loud.registerBranch({ gid: 'g-1', transType: 'tcc', branchId: '01', fields: {} });
+      expect(lines).toEqual([
+        expect.stringMatching(/^debug \[DtmTrace\] submit over http gid=g-1: ok in \d+\.\d ms$/),
+        expect.stringMatching(/^debug \[DtmTrace\] registerBranch over http gid=g-1 branch=01: ok in \d+\.\d ms$/),
+      ]);
     });
   });
 
