@@ -81,14 +81,21 @@ function recordedTarget(record: TransactionRecord, call: CallUnderCheck, op: str
   return url ?? '';
 }
 
+/**
+ * TCC confirm / cancel: the token in the branch id signs both targets DTM recorded, so the record is
+ * read first; the token is checked before anything about the record is said, so that a caller
+ * without one learns nothing (whether DTM holds the gid, its status, its targets).
+ */
 async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
   const { prefix, token } = splitTccBranchId(call.branchId);
   if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
-  const record = await inPhase(readRecord, call, call.op === 'confirm' ? CONFIRMING : COMPENSATING, where);
-  const confirm = recordedTarget(record, call, 'confirm', where);
-  const cancel = recordedTarget(record, call, 'cancel', where);
-  const ok = auth.verify({ channel: 'dtm', gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(confirm, cancel), payload: call.payload }, token);
-  if (!ok) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
+  const record = await readRecord(call.gid);
+  const url = (op: string) => record?.branches.find((b) => b.branchId === call.branchId && b.op === op)?.url ?? '';
+  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(url('confirm'), url('cancel')), payload: call.payload };
+  if (!record || record.transType !== 'tcc' || !auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
+  const statuses = call.op === 'confirm' ? CONFIRMING : COMPENSATING;
+  if (!statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
+  recordedTarget(record, call, call.op, where);
   return true;
 }
 
@@ -107,8 +114,10 @@ async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck,
   return true;
 }
 
+/** A refusal (HTTP 401, gRPC UNAUTHENTICATED), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */
 function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string): UnauthorizedException {
-  const message = MESSAGES.authRefused(where, call.gid, call.branchId, call.op, reason);
+  const { prefix, token } = splitTccBranchId(call.branchId);
+  const message = MESSAGES.authRefused(where, call.gid, token === undefined ? call.branchId : `${prefix}-<token>`, call.op, reason);
   logger.warn(message);
   return new UnauthorizedException(message);
 }

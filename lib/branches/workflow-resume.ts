@@ -8,6 +8,8 @@ import { Controller, Inject, Logger } from '@nestjs/common';
 import { DtmClient } from '../client/dtm.client.js';
 import { AUTH_HEADER } from '../auth/branch-auth.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
+import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
+import { WorkflowResumeRefused } from '../workflow/workflow.engine.js';
 
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
@@ -44,6 +46,16 @@ export async function answerResume(client: DtmClient, name: string, gid: string,
       logger.warn(err.message);
       return { status: 401, body: { message: err.message } };
     }
+    // calls this app cannot serve (anyone can make them): a warning, no stack
+    if (err instanceof WorkflowResumeRefused) {
+      logger.warn(err.message);
+      return { status: 400, body: { message: err.message } };
+    }
+    // a workflow this app does not have (deployed elsewhere, or not yet): DTM calls again later
+    if (err instanceof DtmWorkflowPendingError) {
+      logger.warn(err.message);
+      return { status: 425, body: { dtm_result: 'ONGOING', message: err.message } };
+    }
     logger.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
     return { status: 500, body: { message: 'workflow resume failed; see the app log' } };
   }
@@ -70,6 +82,7 @@ export class DtmWorkflowResumeController {
     const auth = metadata.get(AUTH_HEADER);
     const answer = await answerResume(this.client, String(metadata.get('dtm-op')[0] ?? ''), String(metadata.get('dtm-gid')[0] ?? ''), auth.length === 1 ? String(auth[0]) : undefined);
     if (answer.status === 500) throw Object.assign(new Error('workflow resume failed'), { code: 13 });
+    if (answer.status === 400) throw Object.assign(new Error('workflow resume refused: no such workflow'), { code: 9 });
     if (answer.status === 401) throw Object.assign(new Error('workflow resume refused: not signed'), { code: 16 });
     return {};
   }

@@ -37,6 +37,9 @@ interface StoredInput {
  * `failed`; anything else (a step's ONGOING, an unreachable branch, an error of DTM's own API, a
  * divergence) → nothing more is sent, and DTM resumes it later.
  */
+/** @internal A resume call no workflow of DTM's matches (no such gid, not a workflow, another name): the resume endpoints answer 400 and log a warning. */
+export class WorkflowResumeRefused extends DtmUsageError {}
+
 export class WorkflowEngine {
   private readonly logger = new Logger('DtmWorkflow');
   private readonly running = new Map<string, Promise<WorkflowResult>>();
@@ -66,7 +69,11 @@ export class WorkflowEngine {
     if (!auth && this.running.has(gid)) return 'pending';
     const record = await this.runtime.query(gid);
     const stored = record?.customData as { name?: unknown; data?: unknown } | undefined;
-    if (!record || record.transType !== 'workflow' || stored?.name !== name) throw new DtmUsageError(MESSAGES.workflowResumeRefused(name, gid));
+    if (!record || record.transType !== 'workflow' || stored?.name !== name) {
+      // with authenticated calls, said as a call that does not verify: a caller holding no token learns nothing of DTM's records
+      if (auth) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
+      throw new WorkflowResumeRefused(MESSAGES.workflowResumeRefused(name, gid), { gid });
+    }
     if (auth) {
       // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
       const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;

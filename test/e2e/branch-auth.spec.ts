@@ -113,6 +113,22 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(otherBody.status).toBe(401);
     const noToken = await call(t, '/api/inventory/confirm', { ...q, op: 'confirm', branch_id: '01' }, { body: { sku: 'x' } });
     expect(noToken.status).toBe(401);
+    // a made-up token, on this gid or on one DTM does not hold: one answer, which says nothing of DTM's record, and shows no token
+    const madeUp = '01-AAAAAAAAAAAAAAAAAAAAAA';
+    const guesses = [
+      await call(t, '/api/inventory/cancel', { ...q, branch_id: madeUp }, { body: { sku: 'x' } }),
+      await call(t, '/api/inventory/cancel', { ...q, gid: 'no-such-gid', branch_id: madeUp }, { body: { sku: 'x' } }),
+      await call(t, '/api/inventory/confirm', { ...q, op: 'confirm', gid: 'no-such-gid', branch_id: branchId }, { body: { sku: 'x' } }),
+    ];
+    expect(guesses.map((g) => g.status)).toEqual([401, 401, 401]);
+    for (const g of guesses) {
+      expect(g.text).toContain('branch \\"01-<token>\\"');
+      expect(g.text).not.toMatch(/no such transaction|records the tcc|does not name/);
+      expect(g.text).not.toContain(branchId.slice(3));
+      expect(g.text).not.toContain('AAAAAAAAAAAAAAAAAAAAAA');
+    }
+    // a valid token replayed out of its phase still says why (the caller holds the token)
+    expect(lateCancel.text).not.toContain(branchId.slice(3));
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
 
     // nested: the order Try registers two inventory sub-branches of its own branch id

@@ -119,8 +119,15 @@ describe('the resume endpoint', () => {
         body: JSON.stringify(body),
       });
     const forged = await resume('forged-gid-1', { v: input({ amount: 1_000_000 }) });
-    expect(forged.status).toBe(500);
+    // a call this app cannot serve: 400 with why (a warning in the log, no stack), not a 500
+    expect(forged.status).toBe(400);
+    expect(await forged.json()).toEqual({ message: expect.stringContaining('forged-gid-1') });
     expect((await queryTrans('forged-gid-1')).transaction).toBeNull();
+    expect(recorder.calls).toEqual([]);
+    // a workflow name this app does not have: ONGOING (deploy it here and DTM's next call runs it), nothing called
+    const unknown = await fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?gid=forged-gid-2&op=no.such.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    expect(unknown.status).toBe(425);
+    expect(await unknown.json()).toEqual({ dtm_result: 'ONGOING', message: expect.stringContaining('which this app does not have') });
     expect(recorder.calls).toEqual([]);
 
     const gid = await client.generateGid();
@@ -355,6 +362,11 @@ describe('with authenticated calls', () => {
     expect(forged.status).toBe(401);
     const forgedToken = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { headers: { 'dtm-auth': 'transfer.v1.00=AAAAAAAAAAAAAAAAAAAAAA' } });
     expect(forgedToken.status).toBe(401);
+    // a made-up gid, or one that is no workflow of this name: the same 401 as a bad token, which tells nothing of DTM's records
+    const made = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=made-up-gid&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    const otherName = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v2&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    expect([made.status, otherName.status]).toEqual([401, 425]); // transfer.v2 is no workflow of this app: ONGOING before any lookup
+    expect(await made.text()).toContain('the call carries no token stored by the app that started it');
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425']);
 
