@@ -67,6 +67,9 @@ export const MESSAGES = {
   authNotRecorded: (path: string) => `DTM's record of this branch does not name ${path} for this op`,
   workflowResumeUnsigned: (name: string, gid: string) =>
     `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
+  authActionNotDue: (transType: string, pending: readonly string[]) =>
+    `DTM has not called this ${transType} step yet: the step${pending.length > 1 ? 's' : ''} before it (branch ${pending.join(', ')}) ${pending.length > 1 ? 'are' : 'is'} not done`,
+  configCheckActionsWithoutKeys: () => 'true needs branch_auth_keys: only authenticated calls can be checked; set the keys, or remove branch_auth_check_actions',
   authBackCheckEarly: (due: string) => `DTM back-checks this message only after ${due}`,
 
   // talking to DTM and to branches

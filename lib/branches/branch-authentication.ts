@@ -43,6 +43,7 @@ export function authenticateBranchCall(
   context: ArgumentsHost,
   carrier: BranchCarrier,
   where: string,
+  checkActions = false,
 ): true | Promise<true> {
   const info = transport.branchInfo(carrier, {})!;
   const payload = transport.rawBody(context, carrier);
@@ -64,6 +65,23 @@ export function authenticateBranchCall(
   if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
   if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
+  if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
+  return true;
+}
+
+/**
+ * `branch_auth_check_actions`: DTM calls a saga's or a message's actions only while the
+ * transaction is `submitted`, and a saga without concurrency each step only once the steps before
+ * it are done; a call DTM has not made (the step after a failed one, a step ahead of its turn, a
+ * branch of a message still prepared or aborted) is refused.
+ */
+async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
+  const record = await inPhase(readRecord, call, ['submitted'], where);
+  if (call.transType === 'saga' && !record.options.concurrent) {
+    const step = Number(call.branchId);
+    const pending = record.branches.filter((b) => b.op === 'action' && Number(b.branchId) < step && b.status !== 'succeed').map((b) => b.branchId);
+    if (pending.length > 0) throw refuse(where, call, MESSAGES.authActionNotDue(call.transType, pending));
+  }
   return true;
 }
 

@@ -44,7 +44,7 @@ export class DtmBranchGuard implements CanActivate {
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context)) : true;
+    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
     // the payload's schema (only on handlers that have one): after the authentication, before the handler
     return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();

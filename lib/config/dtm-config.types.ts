@@ -67,6 +67,13 @@ export interface DtmConfig {
    */
   branchAuthKeys?: BranchAuth;
   /**
+   * With `branchAuthKeys`: a saga action or a message branch called by DTM also needs DTM's record
+   * to say it is due (the transaction `submitted`; in a saga without concurrency, every earlier
+   * step done), one query to DTM per such call, so that a token read back from DTM cannot run a
+   * step DTM has not called. Default false.
+   */
+  branchAuthCheckActions: boolean;
+  /**
    * Serve this app's branch manifest (`GET /dtm/branches`, and `nestjs_dtm.Branches/Manifest` on
    * gRPC servers that load `DTM_BRANCHES_PROTO`): each decorated branch's name, kind, ops and
    * targets, for callers that add its branches by name. Default false.

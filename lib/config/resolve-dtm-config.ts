@@ -60,6 +60,7 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
       applySection(config, options.config as Record<string, unknown>, 'camel', problems);
     }
   }
+  if (config.branchAuthCheckActions && !config.branchAuthKeys) problems.push({ path: `${SECTION}.branch_auth_check_actions`, message: MESSAGES.configCheckActionsWithoutKeys() });
   if (problems.length > 0) throw new DtmConfigError(problems, sources.join(' + ') || 'defaults');
   return config;
 }

@@ -200,3 +200,77 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(t.ledger.callsOf('g-stranger').map((c) => c.handler)).toEqual(['transIn']);
   });
 });
+
+describe('branch_auth_check_actions: a token read back from DTM runs no step DTM has not called', () => {
+  // strict checks actions against DTM's record; loose (the default) is the control: the same call, with the same token, runs there
+  let strict: BranchApp;
+  let loose: BranchApp;
+  beforeAll(async () => {
+    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true });
+    loose = await startBranchApp('express', { branchAuthKeys: [KEY] });
+  });
+  afterAll(async () => {
+    await strict?.close();
+    await loose?.close();
+  });
+  beforeEach(() => {
+    strict.ledger.reset();
+    loose.ledger.reset();
+  });
+
+  it('the step after a failed one (DTM neither calls nor compensates it) is refused; legitimate sagas and messages run', async () => {
+    strict.ledger.script('transOut', 'failure');
+    const gid = await strict.client.generateGid();
+    const failed = await strict.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+    expect(failed.status).toBe('failed');
+    expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOutCompensate']);
+    const headers = { 'dtm-auth': storedTokens(await queryTrans(gid)) };
+    const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
+    const balances = Object.fromEntries(strict.ledger.balances);
+    const refused = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
+    expect(refused.status).toBe(401);
+    expect(refused.text).toContain('DTM records the saga transaction as failed, and this op runs only when it is submitted');
+    expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOutCompensate']);
+    expect(Object.fromEntries(strict.ledger.balances)).toEqual(balances);
+    // control: the token is good, and without the check the step runs (money out of nowhere)
+    expect((await call(loose, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers })).status).toBe(200);
+    expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transIn']);
+
+    strict.ledger.reset();
+    const ok = await strict.client.newSaga(await strict.client.generateGid()).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+    expect(ok.status).toBe('succeed');
+    expect(Object.fromEntries(strict.ledger.balances)).toEqual({ alice: 70, bob: 30 });
+  });
+
+  it('a step ahead of its turn is refused while the step before it is not done; DTM then runs both in order', async () => {
+    strict.ledger.script('transOut', 'ongoing');
+    const gid = await strict.client.generateGid();
+    await strict.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
+    const headers = { 'dtm-auth': storedTokens(await waitForTransStatus(gid, 'submitted')) };
+    const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
+    const early = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
+    expect(early.status).toBe(401);
+    expect(early.text).toContain('DTM has not called this saga step yet: the step before it (branch 01) is not done');
+    expect((await call(loose, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers })).status).toBe(200); // control
+
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOut', 'transIn']);
+  });
+
+  it('a branch of a message still prepared is refused; once DTM has it submitted, its own call runs', async () => {
+    const gid = await strict.client.generateGid();
+    await strict.client.newMsg(gid).add('notify', { order: 7 }).prepare('order');
+    const headers = { 'dtm-auth': storedTokens(await queryTrans(gid)) };
+    const q = { gid, trans_type: 'msg', branch_id: '01', op: 'action' };
+    const early = await call(strict, '/api/outbox/notify', q, { body: { order: 7 }, headers });
+    expect(early.status).toBe(401);
+    expect(early.text).toContain('DTM records the msg transaction as prepared, and this op runs only when it is submitted');
+    expect((await call(loose, '/api/outbox/notify', q, { body: { order: 7 }, headers })).status).toBe(200); // control
+    expect(strict.ledger.callsOf(gid)).toEqual([]);
+
+    await strict.client.newMsg(gid).add('notify', { order: 7 }).submit();
+    await waitForTransStatus(gid, 'succeed');
+    expect(strict.ledger.callsOf(gid).map((c) => [c.handler, c.body])).toEqual([['notify', { order: 7 }]]);
+  });
+});

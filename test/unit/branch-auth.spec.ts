@@ -129,5 +129,11 @@ describe('lynx.dtm.branch_auth_keys', () => {
     expect(short.join()).not.toContain('secret-but-short');
     expect(problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_keys: ["${K1:}"]\n') })).toEqual([expect.stringContaining('lists no key')]);
     expect(problems({ config: { branchAuthKeys: [12345 as unknown as string] } })).toEqual([expect.stringContaining('#1: number (quote it)')]);
+    // checking actions needs the keys: said with the path, not silently ignored
+    expect(problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_check_actions: true\n') })).toEqual([
+      'lynx.dtm.branch_auth_check_actions: true needs branch_auth_keys: only authenticated calls can be checked; set the keys, or remove branch_auth_check_actions',
+    ]);
+    expect(resolveDtmConfig({ config: { branchAuthKeys: [KEY_A], branchAuthCheckActions: true } }, {}).branchAuthCheckActions).toBe(true);
+    expect(resolveDtmConfig({}, {}).branchAuthCheckActions).toBe(false);
   });
 });
