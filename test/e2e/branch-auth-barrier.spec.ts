@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { DtmProtocol } from 'nestjs-dtm';
-import { fileDatabases } from '../support/databases.js';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { bankHelpers, SQL_STORES, startBarrierApp, type BankAnswer, type BarrierApp, type SqlStore } from './barrier-app.js';
@@ -13,8 +13,10 @@ const KEY = randomBytes(33).toString('base64');
 const CASES = SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [SqlStore, DtmProtocol] => [store, protocol]));
 
 let t: BarrierApp;
+let dbs: FileDatabases;
 beforeAll(async () => {
-  t = await startBarrierApp(await fileDatabases(), { config: { branchAuthKeys: [KEY] } });
+  dbs = await fileDatabases();
+  t = await startBarrierApp(dbs, { config: { branchAuthKeys: [KEY] } });
 });
 afterAll(async () => {
   await t?.close();
@@ -104,5 +106,38 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     await expect(msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => 'done')).resolves.toBe('done');
     await waitForTransStatus(gid, 'succeed');
     expect(await balances(store, [1])).toEqual({ 1: 5 });
+  });
+});
+
+describe('branch_auth_check_actions on the barrier bank', () => {
+  let strict: BarrierApp;
+  const bank = bankHelpers(() => strict);
+  beforeAll(async () => {
+    // the file's databases, shared with the other app (making them again would drop them under it)
+    strict = await startBarrierApp(dbs, { config: { branchAuthKeys: [KEY], branchAuthCheckActions: true } });
+  });
+  afterAll(async () => {
+    await strict?.close();
+  });
+
+  it.each(CASES)('on %s over %s: the deposit after a refused withdraw, run with its token read from DTM, is refused (no money from nothing); a legitimate saga runs', async (store, protocol) => {
+    await bank.seed(store, { 1: 100, 2: 0 });
+    const gid = await strict.client.generateGid();
+    const failed = await strict.client
+      .newSaga(gid, { protocol })
+      .add(`${store}.transOut`, { account: 1, amount: 30, fail: 'failure' })
+      .add(`${store}.transIn`, { account: 2, amount: 30 })
+      .submitAndWait();
+    expect(failed.status).toBe('failed');
+    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
+    const deposit = await bank.callBranch(store, protocol, 'trans-in', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 2, amount: 30 }, { 'dtm-auth': stored });
+    expect(deposit).toMatchObject(refused(protocol));
+    expect(deposit.text).toContain('DTM records the saga transaction as failed, and this op runs only when it is submitted');
+    expect(await bank.balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+    expect((await bank.barrierRows(store, gid)).filter((r) => r.startsWith('02/'))).toEqual([]);
+
+    const ok = await strict.client.newSaga(await strict.client.generateGid(), { protocol }).add(`${store}.transOut`, { account: 1, amount: 30 }).add(`${store}.transIn`, { account: 2, amount: 30 }).submitAndWait();
+    expect(ok.status).toBe('succeed');
+    expect(await bank.balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
   });
 });
