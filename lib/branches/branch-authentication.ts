@@ -92,11 +92,15 @@ async function inPhase(readRecord: RecordReader, call: CallUnderCheck, statuses:
   return record;
 }
 
-/** DTM's record of this branch's `op` must name the endpoint that was called. */
-function recordedTarget(record: TransactionRecord, call: CallUnderCheck, op: string, where: string): string {
-  const url = record.branches.find((b) => b.branchId === call.branchId && b.op === op)?.url;
-  if (op === call.op && (!url || targetPath(url) !== call.path)) throw refuse(where, call, MESSAGES.authNotRecorded(call.path));
-  return url ?? '';
+/** The target DTM recorded for this call's branch and `op`, if any. */
+function recordedUrl(record: TransactionRecord, call: CallUnderCheck, op: string): string | undefined {
+  return record.branches.find((b) => b.branchId === call.branchId && b.op === op)?.url;
+}
+
+/** DTM's record of this call's branch and op must name the endpoint that was called. */
+function checkRecordedTarget(record: TransactionRecord, call: CallUnderCheck, where: string): void {
+  const url = recordedUrl(record, call, call.op);
+  if (!url || targetPath(url) !== call.path) throw refuse(where, call, MESSAGES.authNotRecorded(call.path));
 }
 
 /**
@@ -108,19 +112,19 @@ async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: 
   const { prefix, token } = splitTccBranchId(call.branchId);
   if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
   const record = await readRecord(call.gid);
-  const url = (op: string) => record?.branches.find((b) => b.branchId === call.branchId && b.op === op)?.url ?? '';
-  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: tccTargets(url('confirm'), url('cancel')), payload: call.payload };
+  const targets = record ? tccTargets(recordedUrl(record, call, 'confirm') ?? '', recordedUrl(record, call, 'cancel') ?? '') : '';
+  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload };
   if (!record || record.transType !== 'tcc' || !auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
   const statuses = call.op === 'confirm' ? CONFIRMING : COMPENSATING;
   if (!statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
-  recordedTarget(record, call, call.op, where);
+  checkRecordedTarget(record, call, where);
   return true;
 }
 
 /** XA phase 2 carries no payload: it may only finish what a verified action prepared, in the phase DTM is in, at the target it registered. */
 async function checkXaPhase2(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
   const record = await inPhase(readRecord, call, call.op === 'commit' ? CONFIRMING : COMPENSATING, where);
-  recordedTarget(record, call, call.op, where);
+  checkRecordedTarget(record, call, where);
   return true;
 }
 

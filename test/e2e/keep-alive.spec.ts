@@ -21,13 +21,22 @@ interface Seen {
   outcome: 'answered' | 'closed' | 'cut mid-answer' | 'left unanswered';
 }
 
-type Behaviour = (at: { connection: number; nth: number }, req: http.IncomingMessage, res: http.ServerResponse) => Seen['outcome'];
+/** A running {@link closingPeer}. */
+interface ClosingPeer {
+  url: string;
+  seen: Seen[];
+  /** Takes no new connection from now on (as a server that crashed). */
+  stopListening(): void;
+  close(): Promise<void>;
+}
+
+type Behaviour = (at: { connection: number; nth: number }, req: http.IncomingMessage, res: http.ServerResponse, peer: ClosingPeer) => Seen['outcome'];
 
 /**
  * A local HTTP server that numbers its connections and the requests on each, and lets `behaviour`
  * answer, reset the connection (RST, as a peer closing it at that instant does) or cut an answer.
  */
-async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: Seen[]; stopListening(): void; close(): Promise<void> }> {
+async function closingPeer(behaviour: Behaviour): Promise<ClosingPeer> {
   const seen: Seen[] = [];
   const sockets = new Set<net.Socket>();
   const counts = new WeakMap<net.Socket, { connection: number; requests: number }>();
@@ -37,7 +46,7 @@ async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: S
     count.requests += 1;
     const nth = count.requests;
     req.resume();
-    req.on('end', () => seen.push({ connection: count.connection, nth, path: req.url ?? '', connectionHeader: req.headers.connection, outcome: behaviour({ connection: count.connection, nth }, req, res) }));
+    req.on('end', () => seen.push({ connection: count.connection, nth, path: req.url ?? '', connectionHeader: req.headers.connection, outcome: behaviour({ connection: count.connection, nth }, req, res, peer) }));
   });
   server.keepAliveTimeout = 60_000;
   server.on('connection', (socket) => {
@@ -46,7 +55,7 @@ async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: S
     socket.on('close', () => sockets.delete(socket));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
+  const peer: ClosingPeer = {
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     seen,
     stopListening: () => {
@@ -57,6 +66,26 @@ async function closingPeer(behaviour: Behaviour): Promise<{ url: string; seen: S
       if (server.listening) await new Promise((resolve) => server.close(resolve));
     },
   };
+  return peer;
+}
+
+/**
+ * Two `generateGid()` calls of a module whose DTM is a {@link closingPeer} with `behaviour` (the
+ * first opens the connection the second reuses), `timeout` seconds each: what each gave (a gid, or
+ * the error), how long the second took, and what the peer saw.
+ */
+async function twoGids(behaviour: Behaviour, timeout = 2): Promise<{ first: unknown; second: unknown; secondMs: number; seen: [number, number, Seen['outcome']][] }> {
+  const dtm = await closingPeer(behaviour);
+  const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout } });
+  try {
+    const first = await app.client.generateGid().catch((e: unknown) => e);
+    const started = Date.now();
+    const second = await app.client.generateGid().catch((e: unknown) => e);
+    return { first, second, secondMs: Date.now() - started, seen: dtm.seen.map((s) => [s.connection, s.nth, s.outcome]) };
+  } finally {
+    await app.close();
+    await dtm.close();
+  }
 }
 
 /** Answers 200 with `body` (JSON). */
@@ -115,132 +144,78 @@ describe('a call on a pooled connection the peer closed', () => {
     ['closed (FIN: socket hang up)', (req: http.IncomingMessage) => req.socket.destroy()],
   ])('a call to DTM on a connection the peer %s is sent again on a new connection', async (_how, close) => {
     let gids = 0;
-    const dtm = await closingPeer(({ nth }, req, res) => {
+    const connectionHeaders: (string | undefined)[] = [];
+    const run = await twoGids(({ nth }, req, res) => {
+      connectionHeaders.push(req.headers.connection);
       if (nth === 1) return answer(res, { gid: `keepalive-gid-${(gids += 1)}` });
       close(req);
       return 'closed';
     });
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
-    try {
-      expect(await app.client.generateGid()).toBe('keepalive-gid-1');
-      expect(await app.client.generateGid()).toBe('keepalive-gid-2');
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome, s.connectionHeader])).toEqual([
-        [1, 1, 'answered', 'keep-alive'],
-        [1, 2, 'closed', 'keep-alive'],
-        [2, 1, 'answered', 'close'],
-      ]);
-    } finally {
-      await app.close();
-      await dtm.close();
-    }
+    expect([run.first, run.second]).toEqual(['keepalive-gid-1', 'keepalive-gid-2']);
+    expect(run.seen).toEqual([
+      [1, 1, 'answered'],
+      [1, 2, 'closed'],
+      [2, 1, 'answered'],
+    ]);
+    expect(connectionHeaders).toEqual(['keep-alive', 'keep-alive', 'close']);
   });
 
   it('the retry gets what is left of the deadline, not a new one', async () => {
     // the first connection's second request is reset after 700 ms; the second connection is never answered
-    const dtm = await closingPeer(({ connection, nth }, req, res) => {
+    const run = await twoGids(({ connection, nth }, req, res) => {
       if (connection > 1) return 'left unanswered';
       if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
       setTimeout(() => req.socket.resetAndDestroy(), 700);
       return 'closed';
-    });
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 1 } });
-    try {
-      await app.client.generateGid();
-      const started = Date.now();
-      const error = await app.client.generateGid().catch((e: unknown) => e);
-      const took = Date.now() - started;
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as Error).message).toMatch(/^no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid within the timeout \(1 s\)/);
-      expect(took).toBeGreaterThanOrEqual(950);
-      expect(took).toBeLessThan(1500);
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
-        [1, 1, 'answered'],
-        [1, 2, 'closed'],
-        [2, 1, 'left unanswered'],
-      ]);
-    } finally {
-      await app.close();
-      await dtm.close();
-    }
+    }, 1);
+    expect(run.second).toBeInstanceOf(DtmUnavailableError);
+    expect((run.second as Error).message).toMatch(/^no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid within the timeout \(1 s\)/);
+    expect(run.secondMs).toBeGreaterThanOrEqual(950);
+    expect(run.secondMs).toBeLessThan(1500);
+    expect(run.seen).toEqual([
+      [1, 1, 'answered'],
+      [1, 2, 'closed'],
+      [2, 1, 'left unanswered'],
+    ]);
   });
 });
 
 describe('resets that are no keep-alive race are not sent again', () => {
-  it('a reset on a new connection: DtmUnavailableError, one request', async () => {
-    const dtm = await closingPeer((_at, req) => reset(req));
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
-    try {
-      const error = await app.client.generateGid().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect((error as Error).message).toMatch(/ECONNRESET: the connection was reset/);
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([[1, 1, 'closed']]);
-    } finally {
-      await app.close();
-      await dtm.close();
-    }
-  });
-
-  it('a reset after the answer began, on a pooled connection: an error, one request', async () => {
-    const dtm = await closingPeer(({ nth }, req, res) => {
-      if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
-      res.write('{"gid":');
-      setTimeout(() => req.socket.resetAndDestroy(), 50);
-      return 'cut mid-answer';
-    });
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
-    try {
-      await app.client.generateGid();
-      const error = await app.client.generateGid().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
-        [1, 1, 'answered'],
-        [1, 2, 'cut mid-answer'],
-      ]);
-    } finally {
-      await app.close();
-      await dtm.close();
-    }
-  });
-
-  it('the retry finds the peer gone (connection refused): the error is the reset, which may have reached it, not "nothing sent"', async () => {
-    const dtm = await closingPeer(({ nth }, req, res) => {
-      if (nth === 1) return answer(res, { gid: 'keepalive-gid-1' });
-      dtm.stopListening(); // as a server that crashed after reading the request: no new connection is taken
-      return reset(req);
-    });
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
-    try {
-      await app.client.generateGid();
-      const error = await app.client.generateGid().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(DtmUnavailableError);
+  const firstAnswered = (res: http.ServerResponse) => answer(res, { gid: 'keepalive-gid-1' });
+  it.each<[string, Behaviour, [number, number, Seen['outcome']][]]>([
+    // both calls on a new connection (the first one's is gone): each sent once
+    ['a reset on a new connection', (_at, req) => reset(req), [[1, 1, 'closed'], [2, 1, 'closed']]],
+    [
+      'a reset after the answer began, on a pooled connection',
+      ({ nth }, req, res) => {
+        if (nth === 1) return firstAnswered(res);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+        res.write('{"gid":');
+        setTimeout(() => req.socket.resetAndDestroy(), 50);
+        return 'cut mid-answer';
+      },
+      [[1, 1, 'answered'], [1, 2, 'cut mid-answer']],
+    ],
+    ['the retry reset too (no loop)', ({ connection, nth }, req, res) => (connection === 1 && nth === 1 ? firstAnswered(res) : reset(req)), [[1, 1, 'answered'], [1, 2, 'closed'], [2, 1, 'closed']]],
+    [
+      // as a server that crashed after reading the request: the retry gets no connection, and the error is still the reset
+      'the retry refused (the peer gone)',
+      ({ nth }, req, res, peer) => {
+        if (nth === 1) return firstAnswered(res);
+        peer.stopListening();
+        return reset(req);
+      },
+      [[1, 1, 'answered'], [1, 2, 'closed']],
+    ],
+  ])('%s: DtmUnavailableError that may have reached DTM, no more requests', async (_case, behaviour, seen) => {
+    const run = await twoGids(behaviour);
+    const error = run.second;
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    // never "nothing was sent": the request may have reached DTM, so a wait asks DTM what it holds
+    expect(mayHaveReachedDtm(error)).toBe(true);
+    if (seen.at(-1)![2] === 'closed') {
       expect((error as Error).message).toMatch(/\(ECONNRESET: the connection was reset, by the DTM server .*the request may or may not have reached the DTM server\)/);
-      expect(mayHaveReachedDtm(error)).toBe(true);
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
-        [1, 1, 'answered'],
-        [1, 2, 'closed'],
-      ]);
-    } finally {
-      await app.close();
-      await dtm.close();
     }
-  });
-
-  it('the retry is reset too: DtmUnavailableError after two requests, not a loop', async () => {
-    const dtm = await closingPeer(({ connection, nth }, req, res) => (connection === 1 && nth === 1 ? answer(res, { gid: 'keepalive-gid-1' }) : reset(req)));
-    const app = await startDtmApp({ config: { serverUrl: `${dtm.url}/api/dtmsvr`, timeout: 2 } });
-    try {
-      await app.client.generateGid();
-      const error = await app.client.generateGid().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect(dtm.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
-        [1, 1, 'answered'],
-        [1, 2, 'closed'],
-        [2, 1, 'closed'],
-      ]);
-    } finally {
-      await app.close();
-      await dtm.close();
-    }
+    expect(run.seen).toEqual(seen);
   });
 });
