@@ -111,6 +111,10 @@ export const MESSAGES = {
   badListFilter: (problem: string) => `list(filter): ${problem}; nothing was sent`,
   queryUnusable: (gid: string, cause: string) =>
     `the outcome of ${gid} is not known: DTM's answer to its status query could not be used (${truncate(cause)}). DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
+  submitAgain: (gid: string, lost?: string) =>
+    `DTM holds no transaction ${gid} ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}: submitting it again under the same gid (DTM v1.19 runs a saga's or message's branches even when storing it failed, e.g. its store did not answer in time; a branch must take a repeated call)`,
+  absentAfterSubmit: (gid: string, timeoutSeconds: number, lost?: string) =>
+    `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM holds no record of it ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}, and DTM v1.19 can run a transaction's branches without storing it. Submit the same transaction again under the same gid (call submitAndWait() again), never under a new one`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,

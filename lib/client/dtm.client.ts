@@ -11,6 +11,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmDisabledError } from '../errors/dtm-disabled.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -22,7 +23,7 @@ import { Saga } from '../transactions/saga.js';
 import type { GlobalTransactionOutcome } from '../transactions/global-transaction.js';
 import { Tcc } from '../transactions/tcc.js';
 import { assertGid } from '../transactions/transaction.js';
-import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
+import type { SubmittedHere, TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { Xa } from '../transactions/xa.js';
 import { WorkflowEngine, type WorkflowEnvironment } from '../workflow/workflow.engine.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
@@ -38,9 +39,9 @@ import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumenta
 import { InstrumentedTransport } from '../observability/instrumented-transport.js';
 
 /**
- * How long DTM must keep answering that it has no such transaction, after a submit that may not
- * have reached it, before the module concludes that it never got it (a request DTM was still
- * storing when the connection broke shows up within this time).
+ * How long DTM must keep answering that it has no such transaction, after this app's submit, before
+ * the module submits it again (a request DTM was still storing when the connection broke shows up
+ * within this time).
  */
 const ABSENT_CONFIRM_MS = 3000;
 
@@ -81,7 +82,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       transport: (protocol) => this.transport(protocol),
       passThroughHeaders: currentPassThroughHeaders,
       query: (gid) => this.http.query(gid),
-      waitForFinal: (gid, options, absent, targets) => this.awaitFinal(gid, options ?? {}, absent, targets),
+      waitForFinal: (gid, options, submitted, targets) => this.awaitFinal(gid, options ?? {}, submitted, targets),
       branchTarget: (kind, name, protocol) => {
         if (!branches) throw new DtmUsageError(MESSAGES.noRegistry(name));
         return branches.target(kind, name, protocol);
@@ -268,10 +269,12 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   }
 
   /**
-   * {@link waitForFinal}; with `absent` (the error of a submit that may not have reached DTM), a
-   * gid DTM answers it does not hold (for {@link ABSENT_CONFIRM_MS}) throws `absent`: DTM never got it.
+   * {@link waitForFinal}; with `submitted` (the wait after this app's submit), a gid DTM keeps
+   * answering it does not hold (for {@link ABSENT_CONFIRM_MS}) is submitted again under the same
+   * gid (see {@link SubmittedHere}); a wait that ends with DTM holding nothing throws
+   * `DtmOutcomeUnknownError` with `lastStatus` `absent`.
    */
-  private async awaitFinal(gid: string, options: WaitOptions, absent?: Error, targets?: readonly Record<string, string>[]): Promise<FinalResult> {
+  private async awaitFinal(gid: string, options: WaitOptions, submitted?: SubmittedHere, targets?: readonly Record<string, string>[]): Promise<FinalResult> {
     this.assertEnabled('waitForFinal()');
     assertGid(gid);
     const timeout = options.timeout ?? 60;
@@ -296,9 +299,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         lastError = err as Error;
       }
       if (record === null) {
-        if (!absent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+        if (!submitted) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+        lastStatus = 'absent';
         absentSince ??= Date.now();
-        if (Date.now() - absentSince >= ABSENT_CONFIRM_MS || Date.now() >= deadline) throw absent;
+        if (Date.now() - absentSince >= ABSENT_CONFIRM_MS && Date.now() < deadline) {
+          absentSince = undefined;
+          lastError = await this.submitAgain(gid, submitted);
+        }
       } else if (record) {
         absentSince = undefined;
         if (record.status === 'succeed' || record.status === 'failed') {
@@ -308,12 +315,34 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         lastRecord = record;
       }
       if (Date.now() >= deadline) {
+        if (lastStatus === 'absent') {
+          throw new DtmOutcomeUnknownError(MESSAGES.absentAfterSubmit(gid, timeout, submitted?.lost?.message), gid, lastStatus, { cause: lastError ?? submitted?.lost });
+        }
         // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
         const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
-        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? absent }, unfinished);
+        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? submitted?.lost }, unfinished);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
       interval = Math.min(interval * 1.5, 1000);
+    }
+  }
+
+  /**
+   * Submits `gid` again after DTM answered for {@link ABSENT_CONFIRM_MS} that it does not hold it
+   * (warns: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
+   * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
+   * transaction itself is refused (another transaction under the gid, a usage error).
+   */
+  private async submitAgain(gid: string, submitted: SubmittedHere): Promise<Error | undefined> {
+    this.logger.warn(MESSAGES.submitAgain(gid, submitted.lost?.message));
+    try {
+      await submitted.again();
+      return undefined;
+    } catch (err) {
+      // FAILURE: DTM refused it as submitted already (or rolled it back): its record says which
+      if (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError)) return err;
+      if (!isTransientDtmError(err)) throw err;
+      return err as Error;
     }
   }
 

@@ -72,8 +72,12 @@ export class TransactionHelper {
       if (b.compensate === undefined) saga.add(b.action, b.data);
       else saga.add(b.action, b.compensate, b.data);
     }
-    await saga.submit();
-    return this.finish(gid, [], options);
+    if (!options.waitForFinal) {
+      await saga.submit();
+      return { gid, answers: [] };
+    }
+    // submitAndWait, not submit and a wait: it submits again when DTM answers it holds no such gid
+    return { gid, answers: [], final: await saga.submitAndWait(options.waitForFinal === true ? {} : options.waitForFinal) };
   }
 
   /** Runs a TCC transaction: registers and tries each branch in order, then confirms all, or cancels all if a Try fails. */

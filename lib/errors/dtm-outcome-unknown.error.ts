@@ -6,11 +6,13 @@ import type { UnfinishedBranch } from '../diagnostics/unfinished.js';
  * DTM has the transaction (it accepted its prepare or submit, or answered a query about it), but
  * its final outcome is not known yet: the wait ended first, or DTM could not be asked (restarting,
  * unreachable). DTM goes on with it. Do not start it again under a new gid (its branches could run
- * twice): wait again with `waitForFinal(gid)`, or query it later. A `DtmOngoingError`, so code that
+ * twice): wait again with `waitForFinal(gid)`, or query it later. With `lastStatus` `absent`, DTM
+ * held no record after this app's submit, yet may have run its branches (DTM v1.19 does when storing
+ * fails): submit the same transaction again, under the same gid. A `DtmOngoingError`, so code that
  * handles "not finished yet" handles this too.
  */
 export class DtmOutcomeUnknownError extends DtmOngoingError {
-  /** The last status DTM reported for the gid (`prepared`, `submitted`, `aborting` ...), or `unknown` if it could not be asked. */
+  /** The last status DTM reported for the gid (`prepared`, `submitted`, `aborting` ...), `absent` if it held none after this app's submit, or `unknown` if it could not be asked. */
   readonly lastStatus: string;
   /** The branches DTM was still calling when the wait ended, each with the cause the module found (empty when DTM could not be asked). */
   readonly unfinished: readonly UnfinishedBranch[];

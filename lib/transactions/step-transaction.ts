@@ -53,11 +53,13 @@ export abstract class StepTransaction extends Transaction {
 
   /**
    * Submits and waits for the final status: resolves with `succeed` or `failed` (a rollback is a
-   * result, with its reason). Throws `DtmUnavailableError` only when DTM never got the transaction
-   * (it could not be reached, or answered that it does not hold the gid): safe to run again, under
-   * a new gid too. Throws `DtmOutcomeUnknownError` when DTM has it (or may have it) but the
-   * outcome is not known within `wait.timeout` (status queries are retried through DTM restarts
-   * and network errors until then): wait again for the same gid, never a new one. Throws
+   * result, with its reason). Throws `DtmUnavailableError` only when the submit was never sent (DTM
+   * could not be reached): safe to run again, under a new gid too. When DTM answers that it holds
+   * no such gid after a submit (acknowledged, or one that may have reached it), the same
+   * transaction is submitted again under the same gid: DTM v1.19 can have run its branches without
+   * storing it. Throws `DtmOutcomeUnknownError` when the outcome is not known within `wait.timeout`
+   * (status queries are retried through DTM restarts and network errors until then): wait again
+   * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
@@ -65,14 +67,15 @@ export abstract class StepTransaction extends Transaction {
     let final: FinalResult;
     try {
       if (this.remoteSteps) await this.resolveRemote();
+      const again = () => this.submitRequest(this.submission(), true);
       let lost: Error | undefined;
       try {
-        await this.submitRequest(this.submission(), true);
+        await again();
       } catch (err) {
         if (!mayHaveReachedDtm(err)) throw err;
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
-      final = await this.runtime.waitForFinal(this.gid, wait, lost, this.steps);
+      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again }, this.steps);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;

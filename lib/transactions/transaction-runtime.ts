@@ -14,10 +14,11 @@ export interface TransactionRuntime {
   passThroughHeaders(): Record<string, string>;
   query(gid: string): Promise<TransactionRecord | null>;
   /**
-   * `DtmClient.waitForFinal`; with `absent`, a gid DTM does not hold throws `absent` (the submit never
-   * reached DTM). `targets`: what the transaction put into DTM, which the diagnosis of a wait that ends first may probe.
+   * `DtmClient.waitForFinal`; with `submitted` (the wait after this app's own submit), a gid DTM does
+   * not hold is submitted again, see {@link SubmittedHere}. `targets`: what the transaction put into
+   * DTM, which the diagnosis of a wait that ends first may probe.
    */
-  waitForFinal(gid: string, options?: WaitOptions, absent?: Error, targets?: readonly Record<string, string>[]): Promise<FinalResult>;
+  waitForFinal(gid: string, options?: WaitOptions, submitted?: SubmittedHere, targets?: readonly Record<string, string>[]): Promise<FinalResult>;
   /** The target (URL) of this app's decorated branch `name` of `kind`, for a transaction on `protocol`; throws for an unknown name. */
   branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether this app has a decorated branch `name` of `kind`. */
@@ -28,4 +29,17 @@ export interface TransactionRuntime {
   remoteFailed(service: string, err: unknown): void;
   /** The module's instrumentation seam (absent: nothing observes, failures are only logged). */
   readonly instrumentation?: DtmInstrumentation;
+}
+
+/**
+ * The wait after a submit of this app's own. DTM v1.19 runs a saga's or message's branches even
+ * when storing the transaction failed (dtmsvr/api.go, svcSubmit after saveNew): a submit it
+ * acknowledged, or one that may have reached it, can leave branches run and no record. A gid DTM
+ * keeps answering it does not hold is therefore submitted again (`again`), never reported as "never got it".
+ */
+export interface SubmittedHere {
+  /** The error of the first submit, when it may or may not have reached DTM (none: DTM acknowledged it). */
+  readonly lost?: Error;
+  /** Sends the same submit again, under the same gid. */
+  again(): Promise<void>;
 }

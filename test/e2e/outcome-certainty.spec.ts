@@ -1,6 +1,6 @@
 // What a caller can trust when DTM restarts or a connection breaks while it waits for an outcome:
 // waiting retries status queries through the restart (a private DTM server on boltdb, restarted
-// mid-wait: the transaction survives), "DTM never got it" (DtmUnavailableError) is told apart from
+// mid-wait: the transaction survives), "DTM never got it" (DtmUnavailableError: the submit was never sent) is told apart from
 // "DTM has it, the outcome is not known yet" (DtmOutcomeUnknownError, with the gid and last status),
 // and the TCC / XA transactions can wait for their final outcome too.
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -131,7 +131,9 @@ describe('waiting for the outcome through a DTM restart', () => {
 describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks', () => {
   /** A proxy in front of DTM that cuts the connection of every submit: before forwarding it, or after DTM answered. */
   let proxy: Server;
-  let cut: 'before' | 'after' = 'before';
+  /** `before-once`: only the first submit is cut before DTM sees it. */
+  let cut: 'before' | 'before-once' | 'after' = 'before';
+  let submits = 0;
   let proxyUrl = '';
   let viaProxy: DtmTestApp;
 
@@ -141,13 +143,13 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const submit = req.url?.endsWith('/submit') ?? false;
-        if (submit && cut === 'before') return req.socket.destroy();
+        if (submit && (cut === 'before' || (cut === 'before-once' && submits++ === 0))) return req.socket.destroy();
         const target = new URL(req.url ?? '/', dtm.info.httpUrl);
         const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
           const body: Buffer[] = [];
           answer.on('data', (c: Buffer) => body.push(c));
           answer.on('end', () => {
-            if (submit) return req.socket.destroy(); // DTM has it; the caller never hears
+            if (submit && cut === 'after') return req.socket.destroy(); // DTM has it; the caller never hears
             res.writeHead(answer.statusCode ?? 502, answer.headers);
             res.end(Buffer.concat(body));
           });
@@ -166,12 +168,25 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     await new Promise((resolve) => proxy?.close(resolve));
   });
 
-  it('cut before DTM saw it: DtmUnavailableError (safe to run again), and DTM holds nothing', async () => {
+  it('cut before DTM saw it, and DTM then holds nothing: submitted again under the same gid (DTM can run a saga it failed to store, dtm-store-stall.spec.ts); resolves with its outcome, the branch called once', async () => {
+    cut = 'before-once';
+    submits = 0;
+    const gid = await app.client.generateGid();
+    const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Never'), {}).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(submits).toBe(2);
+    expect((await stored(gid))?.status).toBe('succeed');
+    expect(recorder.callsTo('/Never', gid)).toHaveLength(1);
+  });
+
+  it('every submit cut before DTM saw it: DtmOutcomeUnknownError with lastStatus "absent" (submit again, same gid), never DtmUnavailableError; DTM holds nothing', async () => {
     cut = 'before';
     const gid = await app.client.generateGid();
-    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Never'), {}).submitAndWait({ timeout: 20 }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(DtmUnavailableError);
-    expect(error).not.toBeInstanceOf(DtmOutcomeUnknownError);
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Never'), {}).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'absent' });
+    expect((error as Error).message).toContain('under the same gid');
+    expect(error).not.toBeInstanceOf(DtmUnavailableError);
     expect(await stored(gid)).toBeNull();
     expect(recorder.callsTo('/Never', gid)).toHaveLength(0);
   });

@@ -249,7 +249,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       try {
         let status: string;
         if (t.mode === 'saga') {
-          status = (await c.newSaga(t.gid).add(`${P}/${src}/out`, `${P}/${src}/out-revert`, out).add(`${P}/${dst}/in`, `${P}/${dst}/in-revert`, into).submitAndWait(wait)).status;
+          const saga = c.newSaga(t.gid).add(`${P}/${src}/out`, `${P}/${src}/out-revert`, out).add(`${P}/${dst}/in`, `${P}/${dst}/in-revert`, into);
+          // as docs/client.md says: DTM holding no record when the wait ended is submitted again, under the same gid
+          for (let round = 1; ; round++) {
+            try {
+              status = (await saga.submitAndWait(wait)).status;
+              break;
+            } catch (err) {
+              if (!(round < 3 && err instanceof DtmOutcomeUnknownError && err.lastStatus === 'absent')) throw err;
+            }
+          }
         } else if (t.mode === 'tcc') {
           const outcome = await c.tccGlobalTransactionAndWait(
             t.gid,

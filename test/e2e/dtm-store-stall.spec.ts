@@ -1,0 +1,119 @@
+// DTM v1.19 runs a submitted saga's (or message's) branches even when storing it failed: its submit
+// goes on to process the transaction after any error of the store but a unique conflict
+// (dtmsvr/api.go svcSubmit, after saveNew). A Redis store that stops answering for longer than
+// DTM's Redis client waits (3 s) therefore leaves branches that ran and no record: DTM answers
+// success, or the caller's wait for the answer ends first, and a query says DTM holds nothing.
+// Found by the fault-injection suite (chaos.spec, DTM's store stalled). This spec pins the server's
+// behaviour, and that submitAndWait does not call such a submit "never got it" (which would invite a
+// run under a new gid, moving the money twice): it submits the same transaction again, under the
+// same gid, until DTM holds it, and resolves with what DTM then records.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
+import { startStallProxy, type StallProxy } from '../support/chaos/stall-proxy.js';
+import { startDtmApp } from '../support/dtm-app.js';
+import { harness } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startDtm, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom, sleep } from '../support/services/process.js';
+
+let store: StallProxy;
+let dtm: RunningDtm;
+let recorder: Recorder;
+
+/** What DTM's HTTP API answers to a query of `gid` (straight, not through the module). */
+async function stored(gid: string): Promise<{ transaction: { status: string } | null; branches: { op: string; status: string }[] }> {
+  return (await (await fetch(`${dtm.info.serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as never;
+}
+
+/**
+ * Stalls DTM's store until DTM gave up storing `gid` (its log says so: its Redis client waits 3 s
+ * an attempt, and tries again a few times), then lets it answer again.
+ */
+async function stallStoreUntilSaveFails(gid: string): Promise<void> {
+  store.stall();
+  try {
+    await waitFor(() => readFileSync(dtm.info.logFile, 'utf8').split('\n').some((line) => line.includes('MaySaveNewTrans result: i/o timeout') && line.includes(gid)), 30_000);
+  } finally {
+    store.resume();
+  }
+}
+
+/** A gid of DTM's (asked while the store answers). */
+async function newGid(): Promise<string> {
+  return ((await (await fetch(`${dtm.info.serverUrl}/newGid`)).json()) as { gid: string }).gid;
+}
+
+beforeAll(async () => {
+  store = await startStallProxy(harness().redis!.url);
+  const through = new URL(store.url);
+  dtm = await startDtm(runDirFrom(harness().runDir), {
+    name: 'dtm-store-stall',
+    store: 'redis',
+    redis: { ...harness().redis!, host: through.hostname, port: Number(through.port), url: store.url },
+    redisPrefix: `{store-stall-${Date.now()}}`,
+  });
+  recorder = await startRecorder();
+});
+afterAll(async () => {
+  await recorder?.close();
+  await dtm?.process.stop();
+  await store?.close();
+});
+beforeEach(() => recorder.reset());
+
+it('pins DTM v1.19: a saga submitted while its store stalls is answered SUCCESS, its branches run, and DTM holds no record of it', async () => {
+  const gid = await newGid();
+  const stalled = stallStoreUntilSaveFails(gid);
+  const answer = await fetch(`${dtm.info.serverUrl}/submit`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      gid,
+      trans_type: 'saga',
+      steps: [{ action: recorder.urlFor('/Out'), compensate: recorder.urlFor('/OutRevert') }, { action: recorder.urlFor('/In'), compensate: recorder.urlFor('/InRevert') }],
+      payloads: ['{}', '{}'],
+    }),
+  });
+  expect(answer.status).toBe(200);
+  expect(await answer.text()).toContain('SUCCESS');
+  await stalled;
+  await waitFor(() => recorder.callsTo('/In', gid).length > 0);
+  await sleep(2500); // DTM's cron (every second here) would have taken a stored transaction by now
+  expect(recorder.callsTo('/Out', gid)).toHaveLength(1);
+  expect(recorder.callsTo('/In', gid)).toHaveLength(1);
+  expect((await stored(gid)).transaction).toBeNull();
+}, 45_000);
+
+for (const [protocol, timeout] of [['http', 10], ['http', 2], ['grpc', 10]] as const) {
+  it(`submitAndWait over ${protocol}, lynx.dtm.timeout ${timeout} s (${timeout > 3 ? 'DTM answers SUCCESS' : 'no answer in time'}), while DTM's store stalls: submits again under the same gid and resolves with what DTM records (succeed), not "never got it"`, async () => {
+    const app = await startDtmApp({ config: { protocol, serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout } });
+    try {
+      const gid = await newGid();
+      const stalled = stallStoreUntilSaveFails(gid);
+      const final = await app.client
+        .newSaga(gid)
+        .add(recorder.urlFor('/Out'), recorder.urlFor('/OutRevert'), {})
+        .add(recorder.urlFor('/In'), recorder.urlFor('/InRevert'), {})
+        .submitAndWait({ timeout: 30 });
+      await stalled;
+      expect(final.status).toBe('succeed');
+      const record = await stored(gid);
+      expect(record.transaction?.status).toBe('succeed');
+      expect(record.branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['succeed', 'succeed']);
+      // DTM's run without a record, then the one of the submit again: a branch must take a repeated call (the barrier makes it a no-op)
+      expect(recorder.callsTo('/Out', gid)).toHaveLength(2);
+      expect(recorder.callsTo('/In', gid)).toHaveLength(2);
+      expect(recorder.callsTo('/OutRevert', gid)).toHaveLength(0);
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
+}
+
+async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(50);
+  }
+}
