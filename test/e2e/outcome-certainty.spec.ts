@@ -150,7 +150,8 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
           answer.on('data', (c: Buffer) => body.push(c));
           answer.on('end', () => {
             if (submit && cut === 'after') return req.socket.destroy(); // DTM has it; the caller never hears
-            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            // no kept-alive connection: a cut of a reused one would be sent again by the module at once (http.transport.ts)
+            res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
             res.end(Buffer.concat(body));
           });
         });
