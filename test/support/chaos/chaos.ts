@@ -25,6 +25,7 @@ import pg from 'pg';
 import {
   DtmClient,
   DtmFailureError,
+  DtmInstrumentation,
   DtmOutcomeUnknownError,
   DtmUnavailableError,
   ensureBarrierSchema,
@@ -123,6 +124,8 @@ export interface ChaosReport {
   dtmStoreStalls: number;
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
+  /** Sagas the caller submitted more than once (submitAndWait submits again when DTM holds no record after a submit: docs/client.md). */
+  sagasSubmittedAgain: number;
   /** What the stalls of each database held of the bank's and the outbox's traffic: bytes, and connections (with bytes held, or opened during a stall). */
   stallsHeld: Record<Store, { bytes: number; connections: number }>;
   callerViews: Record<CallerView, number>;
@@ -217,7 +220,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       return proc;
     };
     bank = await startBank();
-    client = new DtmClient(resolveDtmConfig({ config: { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 } }, {}));
+    // the submits each gid took (a hook of the module's instrumentation seam)
+    const submitsOf = new Map<string, number>();
+    const instrumentation = new DtmInstrumentation({ hooks: { 'dtm.call': (e) => void (e.operation === 'submit' && e.gid && submitsOf.set(e.gid, (submitsOf.get(e.gid) ?? 0) + 1)) } });
+    client = new DtmClient(resolveDtmConfig({ config: { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 } }, {}), undefined, undefined, undefined, undefined, instrumentation);
 
     // the transfers, drawn up front so that the faults' draws do not shift them
     const P = proxy.url;
@@ -433,6 +439,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmPauses,
       dtmStoreStalls,
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
+      sagasSubmittedAgain: plan.filter((t) => t.mode === 'saga' && (submitsOf.get(t.gid) ?? 0) > 1).length,
       stallsHeld: {
         pg: { bytes: stallProxies.pg!.heldBytes, connections: stallProxies.pg!.heldConnections },
         mysql: { bytes: stallProxies.mysql!.heldBytes, connections: stallProxies.mysql!.heldConnections },
