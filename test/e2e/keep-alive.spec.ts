@@ -127,6 +127,8 @@ describe('a call on a pooled connection the peer closed', () => {
         { connection: 2, nth: 1, path: expect.stringContaining(`gid=${gids[1]}`), connectionHeader: 'close', outcome: 'answered' },
       ]);
       for (const gid of gids) {
+        // DTM confirms after its answer to the submit: wait for its end, then read its record
+        expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
         const { transaction, branches } = await queryTrans(gid);
         expect(transaction?.status).toBe('succeed');
         expect(branches.map((b) => `${b.op}:${b.status}`)).toEqual(['cancel:prepared', 'confirm:succeed']);
