@@ -38,7 +38,11 @@ export abstract class StepTransaction extends Transaction {
     return this;
   }
 
-  /** Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round succeeded. */
+  /**
+   * Submits the transaction; DTM then drives it. With `waitResult`, resolves once DTM's first round
+   * succeeded. DTM v1.19 answers success even when storing the transaction failed (and runs its
+   * branches): {@link submitAndWait} sees that and submits again; after `submit()`, query the gid to be sure.
+   */
   async submit(): Promise<void> {
     this.observeStart();
     try {
