@@ -111,8 +111,8 @@ export const MESSAGES = {
   badListFilter: (problem: string) => `list(filter): ${problem}; nothing was sent`,
   queryUnusable: (gid: string, cause: string) =>
     `the outcome of ${gid} is not known: DTM's answer to its status query could not be used (${truncate(cause)}). DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
-  submitAgain: (gid: string, lost?: string) =>
-    `DTM holds no transaction ${gid} ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}: submitting it again under the same gid (DTM v1.19 runs a saga's or message's branches even when storing it failed, e.g. its store did not answer in time; a branch must take a repeated call)`,
+  submitAgain: (gid: string, unstored: 'absent' | 'prepared', lost?: string) =>
+    `DTM ${unstored === 'absent' ? `holds no transaction ${gid}` : `still holds ${gid} as prepared`} ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}: submitting it again under the same gid (DTM v1.19 goes on when storing a submit failed, e.g. its store did not answer in time: ${unstored === 'absent' ? "it runs a saga's or message's branches with no record; a branch must take a repeated call" : 'it would roll the transaction back at its timeout'})`,
   absentAfterSubmit: (gid: string, timeoutSeconds: number, lost?: string) =>
     `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM holds no record of it ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}, and DTM v1.19 can run a transaction's branches without storing it. Submit the same transaction again under the same gid (call submitAndWait() again), never under a new one`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>

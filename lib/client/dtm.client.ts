@@ -39,11 +39,11 @@ import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumenta
 import { InstrumentedTransport } from '../observability/instrumented-transport.js';
 
 /**
- * How long DTM must keep answering that it has no such transaction, after this app's submit, before
- * the module submits it again (a request DTM was still storing when the connection broke shows up
- * within this time).
+ * How long DTM's record must keep showing that this app's submit is not stored (no record, or still
+ * prepared) before the module submits it again (a request DTM was still storing when the connection
+ * broke shows up within this time).
  */
-const ABSENT_CONFIRM_MS = 3000;
+const UNSTORED_CONFIRM_MS = 3000;
 
 /** Longest a probe of an unfinished branch's target may take (less when `lynx.dtm.timeout` is shorter). */
 const PROBE_MAX_SECONDS = 3;
@@ -173,6 +173,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * {@link tccGlobalTransaction}, then waits for the final outcome (`wait`: see {@link waitForFinal}):
    * resolves `succeed` (with `result`, what `body` returned) or `failed` (a branch's FAILURE thrown
    * out of `body` is a rollback, a result; any other error of `body` is thrown after the abort).
+   * A submit DTM did not store (the transaction still prepared 3 s after it) is sent again.
    * Throws `DtmOutcomeUnknownError` if DTM has the transaction but its outcome is not known in time.
    */
   async tccGlobalTransactionAndWait<T>(gid: string, body: (tcc: Tcc) => Promise<T>, options?: TransactionOptions, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
@@ -269,10 +270,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   }
 
   /**
-   * {@link waitForFinal}; with `submitted` (the wait after this app's submit), a gid DTM keeps
-   * answering it does not hold (for {@link ABSENT_CONFIRM_MS}) is submitted again under the same
-   * gid (see {@link SubmittedHere}); a wait that ends with DTM holding nothing throws
-   * `DtmOutcomeUnknownError` with `lastStatus` `absent`.
+   * {@link waitForFinal}; with `submitted` (the wait after this app's submit), a transaction whose
+   * record keeps showing the submit is not stored (for {@link UNSTORED_CONFIRM_MS}) is submitted
+   * again under the same gid (see {@link SubmittedHere}); a wait that ends with DTM holding nothing
+   * throws `DtmOutcomeUnknownError` with `lastStatus` `absent`.
    */
   private async awaitFinal(gid: string, options: WaitOptions, submitted?: SubmittedHere, targets?: readonly Record<string, string>[]): Promise<FinalResult> {
     this.assertEnabled('waitForFinal()');
@@ -286,7 +287,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     let lastStatus = 'unknown';
     let lastRecord: TransactionRecord | undefined;
     let lastError: Error | undefined;
-    let absentSince: number | undefined;
+    let unstoredSince: number | undefined;
     for (;;) {
       let record: TransactionRecord | null | undefined;
       try {
@@ -298,21 +299,20 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
       }
-      if (record === null) {
-        if (!submitted) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
-        lastStatus = 'absent';
-        absentSince ??= Date.now();
-        if (Date.now() - absentSince >= ABSENT_CONFIRM_MS && Date.now() < deadline) {
-          absentSince = undefined;
-          lastError = await this.submitAgain(gid, submitted);
-        }
-      } else if (record) {
-        absentSince = undefined;
-        if (record.status === 'succeed' || record.status === 'failed') {
+      if (record === null && submitted?.unstored !== 'absent') throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+      if (record !== undefined) {
+        if (record?.status === 'succeed' || record?.status === 'failed') {
           return finalResult(record as TransactionRecord & { status: 'succeed' | 'failed' });
         }
-        lastStatus = record.status;
-        lastRecord = record;
+        lastStatus = record?.status ?? 'absent';
+        if (record) lastRecord = record;
+        if (submitted && lastStatus === submitted.unstored) {
+          unstoredSince ??= Date.now();
+          if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < deadline) {
+            unstoredSince = undefined;
+            lastError = await this.submitAgain(gid, submitted);
+          }
+        } else unstoredSince = undefined;
       }
       if (Date.now() >= deadline) {
         if (lastStatus === 'absent') {
@@ -328,13 +328,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   }
 
   /**
-   * Submits `gid` again after DTM answered for {@link ABSENT_CONFIRM_MS} that it does not hold it
-   * (warns: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
+   * Submits `gid` again after DTM's record showed for {@link UNSTORED_CONFIRM_MS} that the submit is
+   * not stored (warns: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
    * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
    * transaction itself is refused (another transaction under the gid, a usage error).
    */
   private async submitAgain(gid: string, submitted: SubmittedHere): Promise<Error | undefined> {
-    this.logger.warn(MESSAGES.submitAgain(gid, submitted.lost?.message));
+    this.logger.warn(MESSAGES.submitAgain(gid, submitted.unstored, submitted.lost?.message));
     try {
       await submitted.again();
       return undefined;

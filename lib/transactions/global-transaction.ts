@@ -55,7 +55,8 @@ export abstract class GlobalTransaction extends Transaction {
    * @internal {@link run}, then waits for the final outcome (retrying status queries through DTM
    * restarts, see `DtmClient.waitForFinal`). A branch's FAILURE (a `DtmFailureError` out of `body`)
    * aborts the transaction and is a result (`failed`, with the reason); any other error of `body`
-   * aborts it and is thrown. A submit that may not have reached DTM is waited out too.
+   * aborts it and is thrown. A submit that may not have reached DTM is waited out too, and one DTM
+   * did not store (the transaction still prepared 3 s after it) is sent again.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
     this.assertBody(body);
@@ -73,12 +74,16 @@ export abstract class GlobalTransaction extends Transaction {
       }
       if (rolledBack) outcome = await this.runtime.waitForFinal(this.gid, wait);
       else {
+        const again = () => this.submitRequest(this.request(), false);
+        let lost: Error | undefined;
         try {
-          await this.submitRequest(this.request(), false);
+          await again();
         } catch (err) {
           if (!isTransientDtmError(err)) throw err;
+          lost = err as Error;
         }
-        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait)), result };
+        // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
+        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait, { lost, again, unstored: 'prepared' })), result };
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);

@@ -79,7 +79,7 @@ export abstract class StepTransaction extends Transaction {
         if (!mayHaveReachedDtm(err)) throw err;
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
-      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again }, this.steps);
+      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again, unstored: 'absent' }, this.steps);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;

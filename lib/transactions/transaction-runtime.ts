@@ -32,14 +32,17 @@ export interface TransactionRuntime {
 }
 
 /**
- * The wait after a submit of this app's own. DTM v1.19 runs a saga's or message's branches even
- * when storing the transaction failed (dtmsvr/api.go, svcSubmit after saveNew): a submit it
- * acknowledged, or one that may have reached it, can leave branches run and no record. A gid DTM
- * keeps answering it does not hold is therefore submitted again (`again`), never reported as "never got it".
+ * The wait after a submit of this app's own. DTM v1.19 goes on after storing a submit failed
+ * (dtmsvr/api.go, svcSubmit after saveNew): a saga's or message's branches run with no record, and
+ * a TCC / XA transaction stays prepared (DTM would roll it back at its timeout). A submit DTM
+ * acknowledged, or one that may have reached it, is therefore sent again while DTM's record keeps
+ * showing it was not stored (`unstored`), never reported as "never got it".
  */
 export interface SubmittedHere {
   /** The error of the first submit, when it may or may not have reached DTM (none: DTM acknowledged it). */
   readonly lost?: Error;
+  /** What DTM's record shows while the submit is not stored: no record (saga, msg), or still `prepared` (TCC, XA). */
+  readonly unstored: 'absent' | 'prepared';
   /** Sends the same submit again, under the same gid. */
   again(): Promise<void>;
 }

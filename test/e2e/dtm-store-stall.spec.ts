@@ -110,6 +110,33 @@ for (const [protocol, timeout] of [['http', 10], ['http', 2], ['grpc', 10]] as c
   }, 60_000);
 }
 
+it('pins DTM v1.19: a TCC submit DTM failed to store (its store stalled) leaves the transaction prepared (DTM would roll it back at its timeout); tccGlobalTransactionAndWait submits again and DTM confirms', async () => {
+  const app = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, timeout: 10 } });
+  try {
+    const gid = await newGid();
+    let stalled: Promise<void> | undefined;
+    let prepared: string | undefined;
+    const outcome = await app.client.tccGlobalTransactionAndWait(
+      gid,
+      async (tcc) => {
+        await tcc.callBranch({}, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+        stalled = stallStoreUntilSaveFails(gid); // the submit comes next
+        void stalled.then(async () => (prepared = (await stored(gid)).transaction?.status));
+      },
+      { timeoutToFail: 60 },
+      { timeout: 40 },
+    );
+    await stalled;
+    expect(prepared).toBe('prepared'); // what DTM held once storing the submit had failed
+    expect(outcome.status).toBe('succeed');
+    expect((await stored(gid)).transaction?.status).toBe('succeed');
+    expect(recorder.callsTo('/Confirm', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/Cancel', gid)).toHaveLength(0);
+  } finally {
+    await app.close();
+  }
+}, 60_000);
+
 async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
   while (!check()) {
