@@ -124,8 +124,8 @@ export interface ChaosReport {
   dtmStoreStalls: number;
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
-  /** Sagas the caller submitted more than once (submitAndWait submits again when DTM holds no record after a submit: docs/client.md). */
-  sagasSubmittedAgain: number;
+  /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
+  submittedAgain: Record<ChaosMode, number>;
   /** What the stalls of each database held of the bank's and the outbox's traffic: bytes, and connections (with bytes held, or opened during a stall). */
   stallsHeld: Record<Store, { bytes: number; connections: number }>;
   callerViews: Record<CallerView, number>;
@@ -439,7 +439,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmPauses,
       dtmStoreStalls,
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
-      sagasSubmittedAgain: plan.filter((t) => t.mode === 'saga' && (submitsOf.get(t.gid) ?? 0) > 1).length,
+      submittedAgain: Object.fromEntries(MODES.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Record<ChaosMode, number>,
       stallsHeld: {
         pg: { bytes: stallProxies.pg!.heldBytes, connections: stallProxies.pg!.heldConnections },
         mysql: { bytes: stallProxies.mysql!.heldBytes, connections: stallProxies.mysql!.heldConnections },
