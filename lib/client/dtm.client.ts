@@ -318,6 +318,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         if (lastStatus === 'absent') {
           throw new DtmOutcomeUnknownError(MESSAGES.absentAfterSubmit(gid, timeout, submitted?.lost?.message), gid, lastStatus, { cause: lastError ?? submitted?.lost });
         }
+        // DTM calls no branch of a transaction it holds prepared: nothing to diagnose, the submit did not get stored
+        if (submitted && lastStatus === 'prepared') {
+          throw new DtmOutcomeUnknownError(MESSAGES.preparedAfterSubmit(gid, timeout, (lastError ?? submitted.lost)?.message), gid, lastStatus, { cause: lastError ?? submitted.lost });
+        }
         // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
         const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
         throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? submitted?.lost }, unfinished);

@@ -133,6 +133,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   let proxy: Server;
   /** `before-once`: only the first submit is cut before DTM sees it. */
   let cut: 'before' | 'before-once' | 'after' = 'before';
+  /** Submits the proxy saw (a test resets it). */
   let submits = 0;
   let proxyUrl = '';
   let viaProxy: DtmTestApp;
@@ -143,7 +144,8 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const submit = req.url?.endsWith('/submit') ?? false;
-        if (submit && (cut === 'before' || (cut === 'before-once' && submits++ === 0))) return req.socket.destroy();
+        const nth = submit ? ++submits : 0;
+        if (submit && (cut === 'before' || (cut === 'before-once' && nth === 1))) return req.socket.destroy();
         const target = new URL(req.url ?? '/', dtm.info.httpUrl);
         const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
           const body: Buffer[] = [];
@@ -198,6 +200,23 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/Once'), {}).submitAndWait({ timeout: 20 });
     expect(final.status).toBe('succeed');
     expect(recorder.callsTo('/Once', gid)).toHaveLength(1);
+  });
+
+  it('tccGlobalTransactionAndWait, every submit cut before DTM saw it: sent again until the wait ends, then DtmOutcomeUnknownError "still prepared" (no branch diagnosis: DTM calls none); DTM holds it prepared, nothing confirmed or cancelled', async () => {
+    cut = 'before';
+    submits = 0;
+    const gid = await app.client.generateGid();
+    const error = await viaProxy.client
+      .tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({}, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')), { timeoutToFail: 60 }, { timeout: 5 })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared', unfinished: [] });
+    expect((error as Error).message).toContain('DTM still holds it prepared, so no submit of it got stored');
+    expect(submits).toBeGreaterThanOrEqual(2); // the first, and again once DTM still held it prepared 3 s later
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    expect(recorder.callsTo('/Try', gid)).toHaveLength(1);
+    expect([...recorder.callsTo('/Confirm', gid), ...recorder.callsTo('/Cancel', gid)]).toEqual([]);
+    await app.client.forceStop(gid); // ends it now (DTM calls no branch), not at its timeout in 60 s
   });
 
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
