@@ -58,9 +58,14 @@ async function main(): Promise<void> {
     const dtmCpu: Record<Variant, number[]> = { off: [], on: [] };
     const results = await interleaved<Variant>(['off', 'on'], rounds, async (variant) => {
       const before = dtmPid ? processCpuMicros(dtmPid) : undefined;
-      const measured: Measured = await metered(started[variant].child.pid!, () => sagas(variant, seconds));
+      let completed = 0;
+      const measured: Measured = await metered(started[variant].child.pid!, async () => {
+        const run = await sagas(variant, seconds);
+        completed = run.completed;
+        return run;
+      });
       const after = dtmPid ? processCpuMicros(dtmPid) : undefined;
-      if (before !== undefined && after !== undefined) dtmCpu[variant].push((after - before) / (measured.rate * seconds));
+      if (before !== undefined && after !== undefined) dtmCpu[variant].push((after - before) / completed);
       return measured;
     });
     const rate = (v: Variant) => results[v].map((r) => r.rate);

@@ -45,6 +45,9 @@ import { InstrumentedTransport } from '../observability/instrumented-transport.j
  */
 const UNSTORED_CONFIRM_MS = 3000;
 
+/** What DTM's record of a transaction shows while no submit of it is stored: no record, or still prepared. */
+const isUnstored = (status: string): status is 'absent' | 'prepared' => status === 'absent' || status === 'prepared';
+
 /** Longest a probe of an unfinished branch's target may take (less when `lynx.dtm.timeout` is shorter). */
 const PROBE_MAX_SECONDS = 3;
 
@@ -299,28 +302,26 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
       }
-      if (record === null && submitted?.unstored !== 'absent') throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+      if (record === null && !submitted?.mayBeAbsent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
       if (record !== undefined) {
         if (record?.status === 'succeed' || record?.status === 'failed') {
           return finalResult(record as TransactionRecord & { status: 'succeed' | 'failed' });
         }
         lastStatus = record?.status ?? 'absent';
         if (record) lastRecord = record;
-        if (submitted && lastStatus === submitted.unstored) {
+        if (submitted && isUnstored(lastStatus)) {
           unstoredSince ??= Date.now();
           if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < deadline) {
             unstoredSince = undefined;
-            lastError = await this.submitAgain(gid, submitted);
+            lastError = await this.submitAgain(gid, lastStatus, submitted);
           }
         } else unstoredSince = undefined;
       }
       if (Date.now() >= deadline) {
-        if (lastStatus === 'absent') {
-          throw new DtmOutcomeUnknownError(MESSAGES.absentAfterSubmit(gid, timeout, submitted?.lost?.message), gid, lastStatus, { cause: lastError ?? submitted?.lost });
-        }
-        // DTM calls no branch of a transaction it holds prepared: nothing to diagnose, the submit did not get stored
-        if (submitted && lastStatus === 'prepared') {
-          throw new DtmOutcomeUnknownError(MESSAGES.preparedAfterSubmit(gid, timeout, (lastError ?? submitted.lost)?.message), gid, lastStatus, { cause: lastError ?? submitted.lost });
+        // no submit got stored: DTM calls none of its branches, there is nothing to diagnose
+        if (submitted && isUnstored(lastStatus)) {
+          const cause = lastError ?? submitted.lost;
+          throw new DtmOutcomeUnknownError(MESSAGES.notStoredAfterSubmit(gid, lastStatus, timeout, cause?.message), gid, lastStatus, { cause });
         }
         // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
         const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
@@ -337,8 +338,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
    * transaction itself is refused (another transaction under the gid, a usage error).
    */
-  private async submitAgain(gid: string, submitted: SubmittedHere): Promise<Error | undefined> {
-    this.logger.warn(MESSAGES.submitAgain(gid, submitted.unstored, submitted.lost?.message));
+  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere): Promise<Error | undefined> {
+    this.logger.warn(MESSAGES.submitAgain(gid, status, submitted.lost?.message));
     try {
       await submitted.again();
       return undefined;

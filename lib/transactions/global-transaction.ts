@@ -83,7 +83,7 @@ export abstract class GlobalTransaction extends Transaction {
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
-        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait, { lost, again, unstored: 'prepared' })), result };
+        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait, { lost, again, mayBeAbsent: false })), result };
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);

@@ -59,9 +59,9 @@ export abstract class StepTransaction extends Transaction {
    * Submits and waits for the final status: resolves with `succeed` or `failed` (a rollback is a
    * result, with its reason). Throws `DtmUnavailableError` only when the submit was never sent (DTM
    * could not be reached): safe to run again, under a new gid too. When DTM answers that it holds
-   * no such gid after a submit (acknowledged, or one that may have reached it), the same
-   * transaction is submitted again under the same gid: DTM v1.19 can have run its branches without
-   * storing it. Throws `DtmOutcomeUnknownError` when the outcome is not known within `wait.timeout`
+   * no such gid after a submit (acknowledged, or one that may have reached it), or still holds a
+   * message prepared first as prepared, the same transaction is submitted again under the same gid:
+   * DTM v1.19 can have run its branches without storing the submit. Throws `DtmOutcomeUnknownError` when the outcome is not known within `wait.timeout`
    * (status queries are retried through DTM restarts and network errors until then): wait again
    * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
@@ -79,7 +79,7 @@ export abstract class StepTransaction extends Transaction {
         if (!mayHaveReachedDtm(err)) throw err;
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
-      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again, unstored: 'absent' }, this.steps);
+      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again, mayBeAbsent: true }, this.steps);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;

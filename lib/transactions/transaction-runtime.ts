@@ -34,15 +34,15 @@ export interface TransactionRuntime {
 /**
  * The wait after a submit of this app's own. DTM v1.19 goes on after storing a submit failed
  * (dtmsvr/api.go, svcSubmit after saveNew): a saga's or message's branches run with no record, and
- * a TCC / XA transaction stays prepared (DTM would roll it back at its timeout). A submit DTM
+ * a transaction prepared first (TCC, XA, a prepared message) stays prepared. A submit DTM
  * acknowledged, or one that may have reached it, is therefore sent again while DTM's record keeps
- * showing it was not stored (`unstored`), never reported as "never got it".
+ * showing it was not stored (no record, or still `prepared`), never reported as "never got it".
  */
 export interface SubmittedHere {
   /** The error of the first submit, when it may or may not have reached DTM (none: DTM acknowledged it). */
   readonly lost?: Error;
-  /** What DTM's record shows while the submit is not stored: no record (saga, msg), or still `prepared` (TCC, XA). */
-  readonly unstored: 'absent' | 'prepared';
+  /** Whether DTM may hold no record of it (a saga or message submitted whole); false for TCC / XA, which DTM holds since their prepare. */
+  readonly mayBeAbsent: boolean;
   /** Sends the same submit again, under the same gid. */
   again(): Promise<void>;
 }

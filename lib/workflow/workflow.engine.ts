@@ -30,6 +30,9 @@ interface StoredInput {
   v?: unknown;
 }
 
+/** @internal A resume call no workflow of DTM's matches (no such gid, not a workflow, another name): the resume endpoints answer 400 and log a warning. */
+export class WorkflowResumeRefused extends DtmUsageError {}
+
 /**
  * Runs workflows: a first execution (`execute`, idempotent by gid) or one DTM asks for (`resume`),
  * one at a time per gid in this process. An execution's outcome: the function returned → commit
@@ -37,9 +40,6 @@ interface StoredInput {
  * `failed`; anything else (a step's ONGOING, an unreachable branch, an error of DTM's own API, a
  * divergence) → nothing more is sent, and DTM resumes it later.
  */
-/** @internal A resume call no workflow of DTM's matches (no such gid, not a workflow, another name): the resume endpoints answer 400 and log a warning. */
-export class WorkflowResumeRefused extends DtmUsageError {}
-
 export class WorkflowEngine {
   private readonly logger = new Logger('DtmWorkflow');
   private readonly running = new Map<string, Promise<WorkflowResult>>();

@@ -11,19 +11,17 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
 import { startStallProxy, type StallProxy } from '../support/chaos/stall-proxy.js';
 import { startDtmApp } from '../support/dtm-app.js';
-import { harness } from '../support/harness.js';
+import { harness, newGid, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, type RunningDtm } from '../support/services/dtm.js';
-import { runDirFrom, sleep } from '../support/services/process.js';
+import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
 
 let store: StallProxy;
 let dtm: RunningDtm;
 let recorder: Recorder;
 
-/** What DTM's HTTP API answers to a query of `gid` (straight, not through the module). */
-async function stored(gid: string): Promise<{ transaction: { status: string } | null; branches: { op: string; status: string }[] }> {
-  return (await (await fetch(`${dtm.info.serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as never;
-}
+/** What this spec's DTM recorded for `gid` (its HTTP API, not through the module). */
+const stored = (gid: string) => queryTrans(gid, dtm.info.serverUrl);
 
 /**
  * Stalls DTM's store until DTM gave up storing `gid` (its log says so: its Redis client waits 3 s
@@ -32,16 +30,15 @@ async function stored(gid: string): Promise<{ transaction: { status: string } | 
 async function stallStoreUntilSaveFails(gid: string): Promise<void> {
   store.stall();
   try {
-    await waitFor(() => readFileSync(dtm.info.logFile, 'utf8').split('\n').some((line) => line.includes('MaySaveNewTrans result: i/o timeout') && line.includes(gid)), 30_000);
+    const failed = (line: string) => line.includes('MaySaveNewTrans result: i/o timeout') && line.includes(gid);
+    await waitUntil(`DTM giving up storing ${gid}`, async () => readFileSync(dtm.info.logFile, 'utf8').split('\n').some(failed), { timeoutMs: 30_000, intervalMs: 50 });
   } finally {
     store.resume();
   }
 }
 
-/** A gid of DTM's (asked while the store answers). */
-async function newGid(): Promise<string> {
-  return ((await (await fetch(`${dtm.info.serverUrl}/newGid`)).json()) as { gid: string }).gid;
-}
+/** A gid of this spec's DTM (asked while the store answers). */
+const gidOfDtm = () => newGid(dtm.info.serverUrl);
 
 beforeAll(async () => {
   store = await startStallProxy(harness().redis!.url);
@@ -62,7 +59,7 @@ afterAll(async () => {
 beforeEach(() => recorder.reset());
 
 it('pins DTM v1.19: a saga submitted while its store stalls is answered SUCCESS, its branches run, and DTM holds no record of it', async () => {
-  const gid = await newGid();
+  const gid = await gidOfDtm();
   const stalled = stallStoreUntilSaveFails(gid);
   const answer = await fetch(`${dtm.info.serverUrl}/submit`, {
     method: 'POST',
@@ -77,7 +74,7 @@ it('pins DTM v1.19: a saga submitted while its store stalls is answered SUCCESS,
   expect(answer.status).toBe(200);
   expect(await answer.text()).toContain('SUCCESS');
   await stalled;
-  await waitFor(() => recorder.callsTo('/In', gid).length > 0);
+  await recorder.waitForCalls('/In', 1, { gid });
   await sleep(2500); // DTM's cron (every second here) would have taken a stored transaction by now
   expect(recorder.callsTo('/Out', gid)).toHaveLength(1);
   expect(recorder.callsTo('/In', gid)).toHaveLength(1);
@@ -88,7 +85,7 @@ for (const [protocol, timeout] of [['http', 10], ['http', 2], ['grpc', 10]] as c
   it(`submitAndWait over ${protocol}, lynx.dtm.timeout ${timeout} s (${timeout > 3 ? 'DTM answers SUCCESS' : 'no answer in time'}), while DTM's store stalls: submits again under the same gid and resolves with what DTM records (succeed), not "never got it"`, async () => {
     const app = await startDtmApp({ config: { protocol, serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout } });
     try {
-      const gid = await newGid();
+      const gid = await gidOfDtm();
       const stalled = stallStoreUntilSaveFails(gid);
       const final = await app.client
         .newSaga(gid)
@@ -113,7 +110,7 @@ for (const [protocol, timeout] of [['http', 10], ['http', 2], ['grpc', 10]] as c
 it('pins DTM v1.19: a TCC submit DTM failed to store (its store stalled) leaves the transaction prepared (DTM would roll it back at its timeout); tccGlobalTransactionAndWait submits again and DTM confirms', async () => {
   const app = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, timeout: 10 } });
   try {
-    const gid = await newGid();
+    const gid = await gidOfDtm();
     let stalled: Promise<void> | undefined;
     let prepared: string | undefined;
     const outcome = await app.client.tccGlobalTransactionAndWait(
@@ -136,11 +133,3 @@ it('pins DTM v1.19: a TCC submit DTM failed to store (its store stalled) leaves 
     await app.close();
   }
 }, 60_000);
-
-async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(50);
-  }
-}

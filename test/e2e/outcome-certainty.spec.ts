@@ -182,6 +182,20 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(recorder.callsTo('/Never', gid)).toHaveLength(1);
   });
 
+  it('a message prepared first, its submit cut before DTM saw it: DTM holds it prepared, so submitAndWait sends the submit again (long before DTM\'s back-check); the branch called once', async () => {
+    cut = 'before-once';
+    submits = 0;
+    const gid = await app.client.generateGid();
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/Deposit'), { amount: 1 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const final = await msg.submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(submits).toBe(2);
+    expect((await stored(gid))?.status).toBe('succeed');
+    expect(recorder.callsTo('/Deposit', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+  });
+
   it('every submit cut before DTM saw it: DtmOutcomeUnknownError with lastStatus "absent" (submit again, same gid), never DtmUnavailableError; DTM holds nothing', async () => {
     cut = 'before';
     const gid = await app.client.generateGid();

@@ -82,9 +82,9 @@ export interface DtmHttpAnswer<T = unknown> {
   text: string;
 }
 
-/** GET `<server_url><path>` on the harness's DTM server; answers status and parsed body. */
-export async function dtmGet<T = unknown>(path: string): Promise<DtmHttpAnswer<T>> {
-  const res = await fetch(`${harness().dtm.serverUrl}${path}`);
+/** GET `<server_url><path>` on the harness's DTM server (or the one at `serverUrl`); answers status and parsed body. */
+export async function dtmGet<T = unknown>(path: string, serverUrl = harness().dtm.serverUrl): Promise<DtmHttpAnswer<T>> {
+  const res = await fetch(`${serverUrl}${path}`);
   return toAnswer<T>(res);
 }
 
@@ -109,16 +109,16 @@ async function toAnswer<T>(res: Response): Promise<DtmHttpAnswer<T>> {
   return { status: res.status, body: body as T, text };
 }
 
-/** A new gid from the server (`/newGid`). */
-export async function newGid(): Promise<string> {
-  const answer = await dtmGet<{ gid: string }>('/newGid');
+/** A new gid from the harness's server (or the one at `serverUrl`): `/newGid`. */
+export async function newGid(serverUrl?: string): Promise<string> {
+  const answer = await dtmGet<{ gid: string }>('/newGid', serverUrl);
   if (answer.status !== 200) throw new Error(`newGid answered ${answer.status}: ${answer.text}`);
   return answer.body.gid;
 }
 
-/** What DTM recorded for `gid` (`/api/dtmsvr/query`). */
-export async function queryTrans(gid: string): Promise<DtmQueryAnswer> {
-  const answer = await dtmGet<DtmQueryAnswer>(`/query?gid=${encodeURIComponent(gid)}`);
+/** What DTM (the harness's, or the one at `serverUrl`) recorded for `gid` (`/api/dtmsvr/query`). */
+export async function queryTrans(gid: string, serverUrl?: string): Promise<DtmQueryAnswer> {
+  const answer = await dtmGet<DtmQueryAnswer>(`/query?gid=${encodeURIComponent(gid)}`, serverUrl);
   if (answer.status !== 200) throw new Error(`query ${gid} answered ${answer.status}: ${answer.text}`);
   return answer.body;
 }
