@@ -60,6 +60,9 @@ export const MESSAGES = {
     protocol === 'grpc'
       ? 'the request bytes were not kept (the gRPC server was not seen by the module before it started: import DtmModule in the app that serves it)'
       : 'the raw body was not kept',
+  authBadHeaderList: (header: string) => `its ${header} is not a sorted list of forwarded header names a token signs`,
+  authSignedHeaderMissing: (name: string, header: string) =>
+    `it lacks the forwarded header ${name} (or carries it twice), which its token signs (${header}): a proxy between DTM and this app must pass it on unchanged`,
   authTccIdWithoutToken: () => 'its branch id carries no token (an authenticated TCC branch id is <id>-<token>)',
   authUnknownTransaction: () => 'DTM has no such transaction',
   authWrongPhase: (transType: string, status: string, statuses: readonly string[]) =>
@@ -131,6 +134,8 @@ export const MESSAGES = {
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
   grpcMetadataValue: (what: string, value: string) =>
     `${what} ${JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
+  grpcMetadataSpaces: (name: string, value: string) =>
+    `branch header ${name} ${JSON.stringify(value)} has spaces around its value, which a gRPC branch never receives (HTTP/2 forbids them; the branch would get no such header): remove them`,
   grpcMetadataKey: (name: string) =>
     `branch header ${JSON.stringify(name)} cannot be a gRPC metadata key, which DTM sends to every gRPC branch: use lower-case [0-9a-z._-], not starting with grpc-`,
   grpcMetadataInvalid: (reason: string) =>

@@ -14,6 +14,9 @@
 // - TCC confirm / cancel (registered after the transaction began, when its branch_headers are
 //   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
 //   payload, checked against DTM's record of the branch.
+// - `dtm-auth-headers`: the names of the forwarded headers every token of the transaction signs
+//   with their values (all its branch headers but trace context and the module's own); absent
+//   when it forwards none. A participant passes on only the forwarded headers a token signed.
 import { inspect } from 'node:util';
 import { hmacSha256Key, MacMessage, type HmacSha256Key } from './hmac-sha256.js';
 
@@ -22,6 +25,9 @@ export const AUTH_HEADER = 'dtm-auth';
 
 /** Header (gRPC metadata key) of the token of a call the app makes itself. */
 export const AUTH_CALL_HEADER = 'dtm-auth-call';
+
+/** Header (gRPC metadata key) naming the forwarded headers a call's token signs, lower case, comma-separated. */
+export const AUTH_HEADERS_HEADER = 'dtm-auth-headers';
 
 /** Smallest accepted key length, in characters. */
 export const MIN_AUTH_KEY_LENGTH = 32;
@@ -40,6 +46,66 @@ export interface SignedCall {
   target: string;
   /** The body DTM (or the app) sends, as it travels: its text or bytes; nothing is the empty body. */
   payload: string | Uint8Array | undefined | null;
+  /** The forwarded headers the token signs, as {@link signedHeaders} writes them; none when empty or absent. */
+  headers?: string;
+}
+
+/** Forwarded headers as tokens sign them: `names` goes in {@link AUTH_HEADERS_HEADER}, `text` into each token. */
+export interface SignedHeaders {
+  /** The signed names, lower case, sorted, comma-separated. */
+  names: string;
+  /** `name:value\n` for each name in that order, values without surrounding spaces and tabs. */
+  text: string;
+}
+
+/** Headers a token never signs: trace context (an HTTP / gRPC client instrumentation rewrites it on the app's own calls) and the module's own. */
+const UNSIGNED_HEADERS: ReadonlySet<string> = new Set(['traceparent', 'tracestate', AUTH_HEADER, AUTH_CALL_HEADER, AUTH_HEADERS_HEADER]);
+
+/** Whether a token signs the forwarded header `name` (lower case) when it is among a transaction's branch headers. */
+export function isSignedHeader(name: string): boolean {
+  return !UNSIGNED_HEADERS.has(name);
+}
+
+/** The forwarded headers among `headers` (a transaction's branch headers) that its tokens sign; undefined when there is none. */
+export function signedHeaders(headers: Record<string, string> | undefined): SignedHeaders | undefined {
+  let lower: [string, string][] | undefined;
+  for (const name in headers) {
+    const key = name.toLowerCase();
+    if (isSignedHeader(key)) (lower ??= []).push([key, headers[name]]);
+  }
+  if (!lower) return undefined;
+  lower.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  let text = '';
+  for (const [name, value] of lower) text += `${name}:${trimHeaderValue(value)}\n`;
+  return { names: lower.map(([name]) => name).join(','), text };
+}
+
+/**
+ * What a token signs of a call's forwarded headers: the headers `names` (a {@link AUTH_HEADERS_HEADER}
+ * value) lists, read with `read`, as {@link signedHeaders} writes them. `missing` is a listed header
+ * the call lacks (or carries twice), `bad` a list that is no list of signed names (`text` is then
+ * empty: no token verifies).
+ */
+export function headersOfCall(names: string, read: (name: string) => string | undefined): { text: string; list: string[]; missing?: string; bad?: true } {
+  const list = names.split(',');
+  let text = '';
+  let previous = '';
+  for (const name of list) {
+    if (!HEADER_NAME.test(name) || name <= previous || !isSignedHeader(name)) return { text: '', list: [], bad: true };
+    previous = name;
+    const value = read(name);
+    if (value === undefined) return { text: '', list: [], missing: name };
+    text += `${name}:${trimHeaderValue(value)}\n`;
+  }
+  return { text, list };
+}
+
+/** A lower-case header name (RFC 9110's token, upper case excluded). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+/** `value` without the spaces and tabs around it (which HTTP drops on the way). */
+function trimHeaderValue(value: string): string {
+  return value.replace(/^[ \t]+|[ \t]+$/g, '');
 }
 
 const TOKEN_BYTES = 16; // 128 bits of the HMAC
@@ -93,8 +159,8 @@ export class BranchAuth {
   }
 
   /** The TCC branch id that carries its own token: `01-<token>`. */
-  tccBranchId(branchId: string, gid: string, confirm: string, cancel: string, payload: string | Uint8Array | undefined): string {
-    return `${branchId}-${this.sign({ channel: 'dtm', gid, transType: 'tcc', branchId, op: 'tcc', target: tccTargets(confirm, cancel), payload })}`;
+  tccBranchId(branchId: string, gid: string, confirm: string, cancel: string, payload: string | Uint8Array | undefined, headers?: string): string {
+    return `${branchId}-${this.sign({ channel: 'dtm', gid, transType: 'tcc', branchId, op: 'tcc', target: tccTargets(confirm, cancel), payload, headers })}`;
   }
 
   toJSON(): string {
@@ -138,15 +204,17 @@ export function tokenInHeader(header: string | undefined, op: string, branchId: 
 
 /**
  * What a token is the HMAC-SHA256 of: the call's names, each after its length (so that no two
- * calls read the same), then the payload's bytes.
+ * calls read the same), with forwarded headers their text (under a version of its own: a call
+ * without any signs what it signed before headers were signed), then the payload's bytes.
  */
 function message(call: SignedCall): MacMessage {
-  return MacMessage.begin()
-    .text(call.channel === 'dtm' ? 'nestjs-dtm/2\ndtm\n' : 'nestjs-dtm/2\napp\n')
+  const headers = call.headers;
+  const signed = MacMessage.begin()
+    .text(headers ? (call.channel === 'dtm' ? 'nestjs-dtm/3\ndtm\n' : 'nestjs-dtm/3\napp\n') : call.channel === 'dtm' ? 'nestjs-dtm/2\ndtm\n' : 'nestjs-dtm/2\napp\n')
     .field(call.gid)
     .field(call.transType)
     .field(call.branchId)
     .field(call.op)
-    .field(call.target)
-    .tail(call.payload);
+    .field(call.target);
+  return (headers ? signed.field(headers) : signed).tail(call.payload);
 }

@@ -1,5 +1,6 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type SignedCall } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type SignedCall } from '../auth/branch-auth.js';
+import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
 import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -22,6 +23,8 @@ interface CallUnderCheck {
   op: string;
   path: string;
   payload: string | Uint8Array;
+  /** The forwarded headers the call's token must sign (see `headersOfCall`), if it names any. */
+  headers?: string;
 }
 
 /** Where the check reads DTM's record of a transaction (the module's configured server, never one a call names). */
@@ -49,20 +52,34 @@ export function authenticateBranchCall(
   const payload = transport.rawBody(context, carrier);
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), payload };
-  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, payload };
+  const names = transport.header(carrier, AUTH_HEADERS_HEADER);
+  let signedNames: readonly string[] = NONE;
+  if (names !== undefined) {
+    const read = headersOfCall(names, (name) => transport.header(carrier, name));
+    if (read.bad) throw refuse(where, call, MESSAGES.authBadHeaderList(AUTH_HEADERS_HEADER));
+    if (read.missing !== undefined) throw refuse(where, call, MESSAGES.authSignedHeaderMissing(read.missing, AUTH_HEADERS_HEADER));
+    call.headers = read.text;
+    signedNames = read.list;
+  }
+  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, payload, headers: call.headers };
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
     if (!auth.verify(signed, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
+    keepSignedHeaders(signedNames);
     return true;
   }
-  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where);
-  if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) return checkXaPhase2(readRecord, call, where);
+  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, signedNames);
+  if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) {
+    keepSignedHeaders(NONE); // no token signs them: only the trace context goes on
+    return checkXaPhase2(readRecord, call, where);
+  }
 
   const token = tokenInHeader(transport.header(carrier, AUTH_HEADER), call.op, call.branchId);
   if (token === undefined) throw refuse(where, call, MESSAGES.authNoToken(AUTH_HEADER, AUTH_CALL_HEADER));
   signed.channel = 'dtm';
   if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
+  keepSignedHeaders(signedNames);
   if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
   if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
@@ -108,13 +125,14 @@ function checkRecordedTarget(record: TransactionRecord, call: CallUnderCheck, wh
  * read first; the token is checked before anything about the record is said, so that a caller
  * without one learns nothing (whether DTM holds the gid, its status, its targets).
  */
-async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
+async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string, signedNames: readonly string[]): Promise<true> {
   const { prefix, token } = splitTccBranchId(call.branchId);
   if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
   const record = await readRecord(call.gid);
   const targets = record ? tccTargets(recordedUrl(record, call, 'confirm') ?? '', recordedUrl(record, call, 'cancel') ?? '') : '';
-  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload };
+  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload, headers: call.headers };
   if (!record || record.transType !== 'tcc' || !auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
+  keepSignedHeaders(signedNames);
   const statuses = call.op === 'confirm' ? CONFIRMING : COMPENSATING;
   if (!statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
   checkRecordedTarget(record, call, where);
@@ -134,6 +152,19 @@ async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck,
   const due = (record.createTime?.getTime() ?? 0) + (record.options.timeoutToFail ?? 0) * 1000 - BACK_CHECK_CLOCK_SLACK_MS;
   if (Date.now() < due) throw refuse(where, call, MESSAGES.authBackCheckEarly(new Date(due + BACK_CHECK_CLOCK_SLACK_MS).toISOString()));
   return true;
+}
+
+const NONE: readonly string[] = [];
+
+/**
+ * After a call's token verified: the request context passes on (to `BranchInfo.headers` and the
+ * transactions the handler starts) only the forwarded headers the token signed, and the trace
+ * context; an allow-listed header the caller added is dropped.
+ */
+function keepSignedHeaders(names: readonly string[]): void {
+  const headers = dtmContext.getStore()?.headers;
+  if (!headers) return;
+  for (const name in headers) if (isSignedHeader(name) && !names.includes(name)) delete headers[name];
 }
 
 /** A refusal (HTTP 401, gRPC UNAUTHENTICATED), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */

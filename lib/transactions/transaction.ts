@@ -1,4 +1,4 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, authEntryKey, targetPath, type BranchAuth } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -226,12 +226,20 @@ export abstract class Transaction {
     const auth = this.auth;
     if (auth) {
       const entries: string[] = [];
+      const signed = signedHeaders(request.options.branchHeaders);
+      const headers = signed?.text;
       this.signDtmCalls((op, branchId, target, payload) => {
-        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload })}`);
+        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload, headers })}`);
       });
-      if (entries.length > 0) request.options = { ...request.options, branchHeaders: { ...request.options.branchHeaders, [AUTH_HEADER]: entries.join(',') } };
+      // the names go to DTM even without a token of its calls: TCC confirm / cancel carry theirs in the branch id
+      if (entries.length > 0 || signed) request.options = { ...request.options, branchHeaders: withAuthHeaders(request.options.branchHeaders, entries.length > 0 ? [AUTH_HEADER, entries.join(',')] : undefined, signed) };
     }
     return request;
+  }
+
+  /** With authenticated calls: the forwarded headers this transaction's tokens sign (those DTM and the app send to its branches). */
+  protected signedHeaders(): SignedHeaders | undefined {
+    return signedHeaders(this.branchHeaders);
   }
 
   /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
@@ -240,9 +248,11 @@ export abstract class Transaction {
   /** The headers of a call the app makes itself: the transaction's, and with authenticated calls its token. */
   protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string): Record<string, string> {
     const auth = this.auth;
-    if (!auth) return this.branchHeaders;
-    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), payload });
-    return { ...this.branchHeaders, [AUTH_CALL_HEADER]: token };
+    const headers = this.branchHeaders;
+    if (!auth) return headers;
+    const signed = signedHeaders(headers);
+    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), payload, headers: signed?.text });
+    return withAuthHeaders(headers, [AUTH_CALL_HEADER, token], signed);
   }
 
   /** Calls a branch itself (TCC Try, XA action, msg back-check), within the branch timeout. */
@@ -304,6 +314,14 @@ export abstract class Transaction {
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
     }
   }
+}
+
+/** `headers` with a token header (`[name, value]`, if any) and, when the tokens sign forwarded headers, their names in `dtm-auth-headers`. */
+function withAuthHeaders(headers: Record<string, string> | undefined, token: [string, string] | undefined, signed: SignedHeaders | undefined): Record<string, string> {
+  const merged = { ...headers };
+  if (token) merged[token[0]] = token[1];
+  if (signed) merged[AUTH_HEADERS_HEADER] = signed.names;
+  return merged;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { TransactionOptions, TransactionRecord } from '../transport/dtm.types.js';
-import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
+import { isForbiddenBranchHeader, TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -9,7 +9,8 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
-import { tokenInHeader } from '../auth/branch-auth.js';
+import { signedHeaders, tokenInHeader } from '../auth/branch-auth.js';
+import { currentPassThroughHeaders, dtmContext } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { WorkflowExecution } from './workflow-execution.js';
@@ -77,14 +78,19 @@ export class WorkflowEngine {
     if (auth) {
       // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
       const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;
-      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input };
+      // ... and the forwarded headers DTM stored with it, which the resumed run passes on
+      const headers = signedHeaders(record.options.branchHeaders)?.text;
+      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input, headers };
       if (!auth.verify(call, tokenInHeader(authHeader, name, WORKFLOW_RESUME_BRANCH))) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
       if (this.running.has(gid)) return 'pending';
     }
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
     try {
       // with the options and protocol DTM stored for it (branch headers, retry interval, ...), not the module's defaults
-      await this.execute(name, gid, await this.storedInput(gid, undefined), resumedOptions(record));
+      // the forwarded headers are DTM's stored ones: none the call adds (only its trace context) joins them
+      const options = resumedOptions(record);
+      const input = await this.storedInput(gid, undefined);
+      await dtmContext.run({ headers: traceContextOf(currentPassThroughHeaders()) }, () => this.execute(name, gid, input, options));
       return 'succeed';
     } catch (err) {
       if (err instanceof DtmFailureError) return 'failed';
@@ -157,6 +163,13 @@ export class WorkflowEngine {
     if (!base64) return undefined;
     return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
   }
+}
+
+/** The trace context among a call's pass-through headers. */
+function traceContextOf(headers: Record<string, string>): Record<string, string> {
+  const trace: Record<string, string> = {};
+  for (const name of TRACE_CONTEXT_HEADERS) if (headers[name] !== undefined) trace[name] = headers[name];
+  return trace;
 }
 
 /**

@@ -56,8 +56,11 @@ export class Runs {
   counts = new Map<string, number>();
   /** Errors thrown once per handler key (for "fails, then succeeds on retry"). */
   errorOnce = new Set<string>();
-  add(key: string): void {
+  /** The forwarded headers (`BranchInfo.headers`) of the runs added with their branch, by gid. */
+  headers = new Map<string, { key: string; headers: Record<string, string> }[]>();
+  add(key: string, branch?: BranchInfo): void {
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    if (branch) this.headers.set(branch.gid, [...(this.headers.get(branch.gid) ?? []), { key, headers: { ...branch.headers } }]);
   }
   of(key: string): number {
     return this.counts.get(key) ?? 0;
@@ -105,7 +108,7 @@ function sqlBank(store: SqlStore): Type {
     @Grpc('TransOut')
     @SagaAction(`${store}.transOut`)
     async transOut(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
-      this.runs.add(`${store}.transOut`);
+      this.runs.add(`${store}.transOut`, b);
       if ((await exec(store, tx, withdraw, [m.amount, m.account, m.amount])) === 0) throw new DtmFailureError(`account ${m.account}: insufficient balance`);
       this.failIfAsked(m, b);
     }
@@ -122,7 +125,7 @@ function sqlBank(store: SqlStore): Type {
     @Grpc('TransIn')
     @SagaAction(`${store}.transIn`)
     async transIn(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
-      this.runs.add(`${store}.transIn`);
+      this.runs.add(`${store}.transIn`, b);
       await exec(store, tx, update, [m.amount, m.account]);
       this.failIfAsked(m, b); // after the write: the write must roll back
     }

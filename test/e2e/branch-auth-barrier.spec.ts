@@ -16,7 +16,7 @@ let t: BarrierApp;
 let dbs: FileDatabases;
 beforeAll(async () => {
   dbs = await fileDatabases();
-  t = await startBarrierApp(dbs, { config: { branchAuthKeys: [KEY] } });
+  t = await startBarrierApp(dbs, { config: { branchAuthKeys: [KEY], passThroughHeaders: ['x-tenant'] } });
 });
 afterAll(async () => {
   await t?.close();
@@ -106,6 +106,75 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     await expect(msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => 'done')).resolves.toBe('done');
     await waitForTransStatus(gid, 'succeed');
     expect(await balances(store, [1])).toEqual({ 1: 5 });
+  });
+});
+
+describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (protocol) => {
+  const store: SqlStore = 'pg';
+  /** The tenant each run of `gid`'s handlers saw in `BranchInfo.headers` (undefined: none). */
+  const tenants = (gid: string) => (t.runs.headers.get(gid) ?? []).map((r) => [r.key, r.headers['x-tenant']]);
+
+  it('the tokens sign them: a call read back from DTM with another tenant, without it, or without the list is refused; as signed it runs with it', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    // spaces around a value: DTM's HTTP client drops them; a gRPC branch would receive no such header, so a gRPC transaction refuses them
+    if (protocol === 'grpc') expect(() => t.client.newSaga(gid, { protocol, branchHeaders: { 'x-tenant': ' t1 ' } })).toThrow('has spaces around its value');
+    // step 1 crashes once: DTM retries it only at the next cron round, so step 2 (the withdraw) waits
+    await t.client
+      .newSaga(gid, { protocol, retryInterval: 60, branchHeaders: { 'x-tenant': protocol === 'http' ? ' t1 ' : 't1' } })
+      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
+      .add(`${store}.transOut`, { account: 1, amount: 30 })
+      .submit();
+    const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+    expect(stored['dtm-auth-headers']).toBe('x-tenant');
+    const auth = { 'dtm-auth': stored['dtm-auth'] ?? '', 'dtm-auth-headers': 'x-tenant' };
+    const withdraw = (headers: Record<string, string>) =>
+      attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, headers);
+
+    const otherTenant = await withdraw({ ...auth, 'x-tenant': 't2' });
+    const noTenant = await withdraw(auth);
+    const noList = await withdraw({ 'dtm-auth': auth['dtm-auth'], 'x-tenant': 't1' });
+    const badList = await withdraw({ ...auth, 'dtm-auth-headers': 'traceparent', 'x-tenant': 't1' });
+    for (const answer of [otherTenant, noTenant, noList, badList]) expect(answer).toMatchObject(refused(protocol));
+    expect(otherTenant.text).toContain('is not this call');
+    expect(noTenant.text).toContain('lacks the forwarded header x-tenant');
+    expect(noList.text).toContain('is not this call');
+    expect(badList.text).toContain('is not a sorted list of forwarded header names');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+
+    // as DTM would send it (the value's spaces dropped on the way): a step ahead of its turn runs, with the signed tenant
+    const signed = await withdraw({ ...auth, 'x-tenant': 't1' });
+    expect(signed.status).toBe(200);
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+    // DTM's own calls carried the tenant too (its withdraw found the barrier row of the one above)
+    expect(tenants(gid)).toEqual([
+      [`${store}.transIn`, 't1'],
+      [`${store}.transOut`, 't1'],
+      [`${store}.transIn`, 't1'],
+    ]);
+  });
+
+  it('a header the caller adds to a call whose token signs none reaches neither the handler nor what it starts', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    await t.client
+      .newSaga(gid, { protocol, retryInterval: 60 })
+      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
+      .add(`${store}.transOut`, { account: 1, amount: 30 })
+      .submit();
+    const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+    expect(stored['dtm-auth-headers']).toBeUndefined();
+    const added = await attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, { 'dtm-auth': stored['dtm-auth'] ?? '', 'x-tenant': 'evil' });
+    expect(added.status).toBe(200);
+    expect(tenants(gid)).toEqual([
+      [`${store}.transIn`, undefined],
+      [`${store}.transOut`, undefined],
+    ]);
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
   });
 });
 

@@ -139,6 +139,26 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(t.ledger.callsOf(nested).map((c) => c.handler).sort()).toEqual(['inventoryConfirm', 'inventoryConfirm', 'inventoryTry', 'inventoryTry', 'orderConfirm', 'orderTry']);
   });
 
+  it('forwarded headers: TCC Try (the app\'s own call) and the confirm DTM sends get them; the confirm replayed with another value, or without their list, is refused', async () => {
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'), { branchHeaders: { 'x-request-id': 'r1' } });
+    const done = await waitForTransStatus(gid, 'succeed');
+    expect(done.transaction?.branch_headers?.['dtm-auth-headers']).toBe('x-request-id');
+    const seen = () => t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.headers['x-request-id']}`);
+    expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1']);
+
+    const q = { gid, trans_type: 'tcc', branch_id: done.branches[0].branch_id, op: 'confirm' };
+    const replay = (headers: Record<string, string>) => call(t, '/api/inventory/confirm', q, { body: { sku: 'x' }, headers });
+    const other = await replay({ 'dtm-auth-headers': 'x-request-id', 'x-request-id': 'r2' });
+    const noList = await replay({ 'x-request-id': 'r1' });
+    expect([other.status, noList.status]).toEqual([401, 401]);
+    expect(other.text).toContain('the token in branch id is not this call');
+    expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1']);
+    // DTM's own confirm, replayed as it was: runs (this app's handlers have no barrier), with the signed value
+    expect((await replay({ 'dtm-auth-headers': 'x-request-id', 'x-request-id': 'r1' })).status).toBe(200);
+    expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1', 'inventoryConfirm r1']);
+  });
+
   it('TCC rollback: the cancel DTM sends runs', async () => {
     t.ledger.script('inventoryTry', 'failure');
     const gid = await t.client.generateGid();

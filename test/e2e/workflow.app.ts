@@ -134,6 +134,8 @@ export interface WorkflowAppOptions {
   branchAuthKeys?: string[];
   /** The gRPC server without the workflow proto (as an app that forgot it). */
   withoutWorkflowProto?: boolean;
+  /** lynx.dtm.pass_through_headers. */
+  passThroughHeaders?: string[];
 }
 
 /** Starts the workflow app (HTTP on `port`, gRPC with the workflow resume proto on `grpcPort`). */
@@ -150,6 +152,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
           barrierTable: 'dtm_barrier',
           retryInterval: 1,
           branchAuthKeys: options.branchAuthKeys,
+          passThroughHeaders: options.passThroughHeaders,
         },
         barrierConnections: { pg: pgBarrierDatabase(pool) },
         xaConnections: {

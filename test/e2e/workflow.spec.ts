@@ -345,6 +345,7 @@ describe('with authenticated calls', () => {
       dtmGrpc: harness().dtm.grpcAddress,
       pgUrl: dbs.postgres.url,
       branchAuthKeys: [randomBytes(33).toString('base64')],
+      passThroughHeaders: ['x-tenant', 'x-extra'],
     });
     const { DtmClient: Client } = await import('nestjs-dtm');
     signedClient = signed.app.get(Client);
@@ -372,6 +373,26 @@ describe('with authenticated calls', () => {
 
     await untilDtmResumes(gid);
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
+    expect(await balance()).toBe(130);
+  });
+
+  it('DTM\'s resume replayed with the token read from DTM and headers of the caller\'s own: the resumed run passes on only the headers it was started with', async () => {
+    const gid = await signedClient.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    await expect(signedClient.executeWorkflow('transfer.v1', gid, input(), { retryInterval: 60, branchHeaders: { 'x-tenant': 'acme' } })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+    expect(stored['dtm-auth-headers']).toBe('x-tenant');
+    const { port } = signed.app.getHttpServer().address() as { port: number };
+    const resume = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, {
+      headers: { 'dtm-auth': stored['dtm-auth'] ?? '', 'x-tenant': 'evil', 'x-extra': 'injected' },
+    });
+    expect(resume.status).toBe(200);
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.headers['x-tenant']} ${c.headers['x-extra']}`)).toEqual([
+      '/Debit 200 acme undefined',
+      '/Reserve 425 acme undefined',
+      '/Reserve 200 acme undefined',
+    ]);
     expect(await balance()).toBe(130);
   });
 });

@@ -6,7 +6,7 @@ import { inspect } from 'node:util';
 import { createHmac, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
-import { BranchAuth, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
+import { BranchAuth, headersOfCall, signedHeaders, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
 
 const KEY_A = 'a'.repeat(40);
 const KEY_B = 'b'.repeat(40);
@@ -95,6 +95,43 @@ describe('BranchAuth', () => {
     expect(tokenInHeader('compensate.01=AAA', 'action', '01')).toBeUndefined();
     expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
     expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
+  });
+});
+
+describe('forwarded headers in tokens', () => {
+  const auth = new BranchAuth([KEY_A]);
+
+  it('signs every branch header but trace context and the module\'s own: lower case, sorted, values without surrounding spaces', () => {
+    const signed = signedHeaders({ 'X-Tenant': ' t1\t', traceparent: '00-x', tracestate: 'a=b', 'dtm-auth': 'action.01=x', 'x-request-id': 'r 1' });
+    expect(signed).toEqual({ names: 'x-request-id,x-tenant', text: 'x-request-id:r 1\nx-tenant:t1\n' });
+    expect(signedHeaders({ traceparent: '00-x', 'dtm-auth-headers': 'x' })).toBeUndefined();
+    expect(signedHeaders(undefined)).toBeUndefined();
+  });
+
+  it('reads back exactly the listed headers of a call, and names what is wrong with a list', () => {
+    const call = { 'x-request-id': 'r 1', 'x-tenant': ' t1 ', 'x-other': 'o' } as Record<string, string | undefined>;
+    const read = (name: string) => call[name];
+    expect(headersOfCall('x-request-id,x-tenant', read)).toEqual({ text: 'x-request-id:r 1\nx-tenant:t1\n', list: ['x-request-id', 'x-tenant'] });
+    expect(headersOfCall('x-request-id,x-zone', read)).toMatchObject({ missing: 'x-zone', text: '' });
+    for (const bad of ['x-tenant,x-request-id', 'x-tenant,x-tenant', 'X-Tenant', 'traceparent', 'dtm-auth', 'x-tenant,', '', 'x tenant']) {
+      expect(headersOfCall(bad, read)).toMatchObject({ bad: true, text: '', list: [] });
+    }
+  });
+
+  it('a token over headers verifies only with the same headers; without any it is the token of before (nestjs-dtm/2)', () => {
+    const text = signedHeaders({ 'x-tenant': 't1' })!.text;
+    const token = auth.sign({ ...call, headers: text });
+    expect(auth.verify({ ...call, headers: text }, token)).toBe(true);
+    for (const headers of [undefined, '', 'x-tenant:t2\n', `${text}x-more:1\n`]) expect(auth.verify({ ...call, headers }, token)).toBe(false);
+    // no headers: the same bytes as before headers were signed
+    const plain = auth.sign(call);
+    expect(auth.sign({ ...call, headers: '' })).toBe(plain);
+    const message = 'nestjs-dtm/2\ndtm\n2:g1\n4:saga\n2:01\n6:action\n12:/api/deposit\n' + call.payload;
+    expect(plain).toBe(createHmac('sha256', KEY_A).update(message).digest().toString('base64url', 0, 16));
+    const withHeaders = 'nestjs-dtm/3\ndtm\n2:g1\n4:saga\n2:01\n6:action\n12:/api/deposit\n12:x-tenant:t1\n\n' + call.payload;
+    expect(token).toBe(createHmac('sha256', KEY_A).update(withHeaders).digest().toString('base64url', 0, 16));
+    // the headers' field cannot be moved into the body: another version, so no call without headers reads the same
+    expect(auth.verify({ ...call, payload: `12:x-tenant:t1\n\n${call.payload}` }, token)).toBe(false);
   });
 });
 
