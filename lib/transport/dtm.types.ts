@@ -172,7 +172,7 @@ export interface BranchInfo {
   dtm?: string;
   /** XA: the URL DTM calls for phase 2. */
   phase2Url?: string;
-  /** The pass-through headers this call carried (lower-case names). */
+  /** The pass-through headers this call carried (lower-case names); with `branch_auth_keys`, only those its token signed (and trace context). */
   headers: Record<string, string>;
 }
 
