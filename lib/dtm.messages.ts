@@ -55,7 +55,7 @@ export const MESSAGES = {
     `branch call refused (${where}, gid ${JSON.stringify(gid)}, branch ${JSON.stringify(branchId)}, op ${JSON.stringify(op)}): ${reason}; ` +
     'with lynx.dtm.branch_auth_keys set, only calls signed by an app with one of the keys run a branch (the calling app needs the same keys)',
   authNoToken: (header: string, callHeader: string) => `it carries no token for this branch and op (neither ${header} nor ${callHeader})`,
-  authBadToken: (where: string) => `the token in ${where} is not this call's (another gid, branch, op, endpoint or body, or a key this app does not accept)`,
+  authBadToken: (where: string) => `the token in ${where} is not this call's (another gid, branch, op, endpoint, body or forwarded header value, or a key this app does not accept)`,
   authNoRawBody: (protocol: string) =>
     protocol === 'grpc'
       ? 'the request bytes were not kept (the gRPC server was not seen by the module before it started: import DtmModule in the app that serves it)'
@@ -134,6 +134,10 @@ export const MESSAGES = {
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
   grpcMetadataValue: (what: string, value: string) =>
     `${what} ${JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
+  signedHeaderNotAscii: (name: string) =>
+    `branch header ${name} has a value that is not printable ASCII: with lynx.dtm.branch_auth_keys its value is signed, and DTM delivers it as UTF-8 bytes that the branch reads as another value, so every call DTM makes would be refused; encode it (e.g. percent-encoding)`,
+  grpcUserAgent: () =>
+    'branch header user-agent cannot go to gRPC branches: gRPC clients (DTM\'s and this app\'s) replace it with their own; use another name',
   grpcMetadataSpaces: (name: string, value: string) =>
     `branch header ${name} ${JSON.stringify(value)} has spaces around its value, which a gRPC branch never receives (HTTP/2 forbids them; the branch would get no such header): remove them`,
   grpcMetadataKey: (name: string) =>

@@ -15,7 +15,7 @@
 //   fixed): in the branch id, `01-<token>`, the token over the confirm and cancel targets and the
 //   payload, checked against DTM's record of the branch.
 // - `dtm-auth-headers`: the names of the forwarded headers every token of the transaction signs
-//   with their values (all its branch headers but trace context and the module's own); absent
+//   with their values (all its branch headers but trace propagation and the module's own); absent
 //   when it forwards none. A participant passes on only the forwarded headers a token signed.
 import { inspect } from 'node:util';
 import { hmacSha256Key, MacMessage, type HmacSha256Key } from './hmac-sha256.js';
@@ -58,12 +58,33 @@ export interface SignedHeaders {
   text: string;
 }
 
-/** Headers a token never signs: trace context (an HTTP / gRPC client instrumentation rewrites it on the app's own calls) and the module's own. */
-const UNSIGNED_HEADERS: ReadonlySet<string> = new Set(['traceparent', 'tracestate', AUTH_HEADER, AUTH_CALL_HEADER, AUTH_HEADERS_HEADER]);
+/** The module's own headers, never signed as forwarded headers. */
+const MODULE_HEADERS: ReadonlySet<string> = new Set([AUTH_HEADER, AUTH_CALL_HEADER, AUTH_HEADERS_HEADER]);
 
-/** Whether a token signs the forwarded header `name` (lower case) when it is among a transaction's branch headers. */
+/**
+ * Trace propagation headers, never signed: an HTTP / gRPC client instrumentation (OpenTelemetry's
+ * W3C trace context and baggage, B3, Jaeger, Sentry, Datadog, cloud tracers) rewrites them on the
+ * app's own calls. Names ending in `-` are prefixes.
+ */
+export const PROPAGATION_HEADERS: readonly string[] = [
+  'traceparent',
+  'tracestate',
+  'baggage',
+  'b3',
+  'x-b3-',
+  'uber-trace-id',
+  'uberctx-',
+  'ot-baggage-',
+  'ot-tracer-',
+  'sentry-trace',
+  'x-datadog-',
+  'x-cloud-trace-context',
+  'x-amzn-trace-id',
+];
+
+/** Whether a token signs the forwarded header `name` (lower case) when it is among a transaction's branch headers: all but trace propagation and the module's own. */
 export function isSignedHeader(name: string): boolean {
-  return !UNSIGNED_HEADERS.has(name);
+  return !MODULE_HEADERS.has(name) && !PROPAGATION_HEADERS.some((p) => (p.endsWith('-') ? name.startsWith(p) : name === p));
 }
 
 /** The forwarded headers among `headers` (a transaction's branch headers) that its tokens sign; undefined when there is none. */
@@ -80,24 +101,38 @@ export function signedHeaders(headers: Record<string, string> | undefined): Sign
   return { names: lower.map(([name]) => name).join(','), text };
 }
 
+/** A call's forwarded headers as its token must sign them ({@link headersOfCall}). */
+export interface HeadersOfCall {
+  /** As {@link signedHeaders} writes them; empty when `missing` or `bad`. */
+  text: string;
+  /** The listed names, and the value the call carries for each. */
+  list: string[];
+  values: string[];
+  /** A listed header the call lacks (or carries twice). */
+  missing?: string;
+  /** The list is no sorted list of distinct lower-case names, or names the module's own headers. */
+  bad?: true;
+}
+
 /**
  * What a token signs of a call's forwarded headers: the headers `names` (a {@link AUTH_HEADERS_HEADER}
- * value) lists, read with `read`, as {@link signedHeaders} writes them. `missing` is a listed header
- * the call lacks (or carries twice), `bad` a list that is no list of signed names (`text` is then
- * empty: no token verifies).
+ * value) lists, read with `read`. Any name the signing app chose is taken (another version of the
+ * module may sign other ones), but the module's own headers.
  */
-export function headersOfCall(names: string, read: (name: string) => string | undefined): { text: string; list: string[]; missing?: string; bad?: true } {
+export function headersOfCall(names: string, read: (name: string) => string | undefined): HeadersOfCall {
   const list = names.split(',');
+  const values: string[] = [];
   let text = '';
   let previous = '';
   for (const name of list) {
-    if (!HEADER_NAME.test(name) || name <= previous || !isSignedHeader(name)) return { text: '', list: [], bad: true };
+    if (!HEADER_NAME.test(name) || name <= previous || MODULE_HEADERS.has(name)) return { text: '', list: [], values: [], bad: true };
     previous = name;
     const value = read(name);
-    if (value === undefined) return { text: '', list: [], missing: name };
+    if (value === undefined) return { text: '', list: [], values: [], missing: name };
+    values.push(value);
     text += `${name}:${trimHeaderValue(value)}\n`;
   }
-  return { text, list };
+  return { text, list, values };
 }
 
 /** A lower-case header name (RFC 9110's token, upper case excluded). */

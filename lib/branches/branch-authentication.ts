@@ -1,5 +1,6 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type SignedCall } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
+import { branchCallOf } from './branch-call.js';
 import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
 import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
@@ -53,25 +54,25 @@ export function authenticateBranchCall(
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), payload };
   const names = transport.header(carrier, AUTH_HEADERS_HEADER);
-  let signedNames: readonly string[] = NONE;
+  let forwarded: HeadersOfCall | undefined;
   if (names !== undefined) {
-    const read = headersOfCall(names, (name) => transport.header(carrier, name));
-    if (read.bad) throw refuse(where, call, MESSAGES.authBadHeaderList(AUTH_HEADERS_HEADER));
-    if (read.missing !== undefined) throw refuse(where, call, MESSAGES.authSignedHeaderMissing(read.missing, AUTH_HEADERS_HEADER));
-    call.headers = read.text;
-    signedNames = read.list;
+    forwarded = headersOfCall(names, (name) => transport.header(carrier, name));
+    if (forwarded.bad) throw refuse(where, call, MESSAGES.authBadHeaderList(AUTH_HEADERS_HEADER));
+    if (forwarded.missing !== undefined) throw refuse(where, call, MESSAGES.authSignedHeaderMissing(forwarded.missing, AUTH_HEADERS_HEADER));
+    call.headers = forwarded.text;
   }
   const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, payload, headers: call.headers };
+  const verified = () => keepSignedHeaders(carrier, call.headers, forwarded);
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
     if (!auth.verify(signed, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
-    keepSignedHeaders(signedNames);
+    verified();
     return true;
   }
-  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, signedNames);
+  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, verified);
   if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) {
-    keepSignedHeaders(NONE); // no token signs them: only the trace context goes on
+    keepSignedHeaders(carrier, undefined, undefined); // no token signs them: only trace propagation goes on
     return checkXaPhase2(readRecord, call, where);
   }
 
@@ -79,7 +80,7 @@ export function authenticateBranchCall(
   if (token === undefined) throw refuse(where, call, MESSAGES.authNoToken(AUTH_HEADER, AUTH_CALL_HEADER));
   signed.channel = 'dtm';
   if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
-  keepSignedHeaders(signedNames);
+  verified();
   if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
   if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
@@ -88,18 +89,31 @@ export function authenticateBranchCall(
 
 /**
  * `branch_auth_check_actions`: DTM calls a saga's or a message's actions only while the
- * transaction is `submitted`, and a saga without concurrency each step only once the steps before
- * it are done; a call DTM has not made (the step after a failed one, a step ahead of its turn, a
- * branch of a message still prepared or aborted) is refused.
+ * transaction is `submitted`, and a saga's step only once the steps it waits for are done (without
+ * concurrency every earlier step, with it those its branch orders name); a call DTM has not made
+ * (the step after a failed one, a step ahead of its turn, a branch of a message still prepared or
+ * aborted) is refused.
  */
 async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
   const record = await inPhase(readRecord, call, ['submitted'], where);
-  if (call.transType === 'saga' && !record.options.concurrent) {
-    const step = Number(call.branchId);
-    const pending = record.branches.filter((b) => b.op === 'action' && Number(b.branchId) < step && b.status !== 'succeed').map((b) => b.branchId);
+  if (call.transType === 'saga') {
+    const waitsFor = stepsWaitedFor(record, Number(call.branchId));
+    const pending = record.branches.filter((b) => b.op === 'action' && waitsFor(Number(b.branchId)) && b.status !== 'succeed').map((b) => b.branchId);
     if (pending.length > 0) throw refuse(where, call, MESSAGES.authActionNotDue(call.transType, pending));
   }
   return true;
+}
+
+/**
+ * The steps (numbered from 1, as the branch ids) saga step `step` waits for, read as DTM reads them
+ * (`dtmsvr/trans_type_saga.go`): from the saga's custom data (`{"concurrent": true, "orders":
+ * {"1": [0]}}`, 0-based), not from `options.concurrent`, which a saga submitted over gRPC lacks.
+ */
+function stepsWaitedFor(record: TransactionRecord, step: number): (other: number) => boolean {
+  const custom = (typeof record.customData === 'object' && record.customData !== null ? record.customData : {}) as { concurrent?: unknown; orders?: Record<string, unknown> };
+  const orders = custom.orders?.[String(step - 1)];
+  const named = new Set(Array.isArray(orders) ? orders.filter((pre): pre is number => Number.isInteger(pre)).map((pre) => pre + 1) : []);
+  return custom.concurrent === true ? (other) => named.has(other) : (other) => other < step || named.has(other);
 }
 
 async function inPhase(readRecord: RecordReader, call: CallUnderCheck, statuses: readonly TransactionStatus[], where: string): Promise<TransactionRecord> {
@@ -125,14 +139,14 @@ function checkRecordedTarget(record: TransactionRecord, call: CallUnderCheck, wh
  * read first; the token is checked before anything about the record is said, so that a caller
  * without one learns nothing (whether DTM holds the gid, its status, its targets).
  */
-async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string, signedNames: readonly string[]): Promise<true> {
+async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string, verified: () => void): Promise<true> {
   const { prefix, token } = splitTccBranchId(call.branchId);
   if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
   const record = await readRecord(call.gid);
   const targets = record ? tccTargets(recordedUrl(record, call, 'confirm') ?? '', recordedUrl(record, call, 'cancel') ?? '') : '';
   const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload, headers: call.headers };
   if (!record || record.transType !== 'tcc' || !auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
-  keepSignedHeaders(signedNames);
+  verified();
   const statuses = call.op === 'confirm' ? CONFIRMING : COMPENSATING;
   if (!statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
   checkRecordedTarget(record, call, where);
@@ -154,17 +168,24 @@ async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck,
   return true;
 }
 
-const NONE: readonly string[] = [];
-
 /**
  * After a call's token verified: the request context passes on (to `BranchInfo.headers` and the
- * transactions the handler starts) only the forwarded headers the token signed, and the trace
- * context; an allow-listed header the caller added is dropped.
+ * transactions the handler starts) only the forwarded headers the token signed, with the values it
+ * signed, and trace propagation; an allow-listed header the caller added is dropped. The call
+ * remembers what its token signed (`text`): a nested TCC branch signs its confirm and cancel over
+ * it, as DTM sends them the transaction's headers.
  */
-function keepSignedHeaders(names: readonly string[]): void {
+function keepSignedHeaders(carrier: BranchCarrier, text: string | undefined, forwarded: HeadersOfCall | undefined): void {
+  const state = branchCallOf(carrier);
+  if (state) state.signedHeaders = text ?? '';
   const headers = dtmContext.getStore()?.headers;
   if (!headers) return;
-  for (const name in headers) if (isSignedHeader(name) && !names.includes(name)) delete headers[name];
+  for (const name in headers) {
+    if (!isSignedHeader(name)) continue;
+    const at = forwarded ? forwarded.list.indexOf(name) : -1;
+    if (at < 0) delete headers[name];
+    else headers[name] = forwarded!.values[at];
+  }
 }
 
 /** A refusal (HTTP 401, gRPC UNAUTHENTICATED), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */

@@ -33,6 +33,8 @@ export interface BranchCallState {
   skip?: string;
   /** The call's observation, while its handler runs (absent: nothing observes). */
   observation?: BranchObservation;
+  /** With authenticated calls, once verified: the forwarded headers its token signed (their text; none when it signed none). */
+  signedHeaders?: string;
 }
 
 /** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
@@ -46,9 +48,18 @@ export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallStat
 /** The observed calls whose `BranchInfo` `@BranchContext()` gave out. */
 const observedCallOfInfo = new WeakMap<BranchInfo, BranchCallState>();
 
-/** Remembers that `info` describes the call `call` (when something observes it), for {@link barrierDecisionsOf}. */
+/** The forwarded headers the verified calls whose `BranchInfo` `@BranchContext()` gave out signed (authenticated calls). */
+const signedHeadersOfInfo = new WeakMap<BranchInfo, string>();
+
+/** Remembers that `info` describes the call `call` (when something observes it, for {@link barrierDecisionsOf}; when it was verified, for {@link signedHeadersOf}). */
 export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefined): void {
   if (call?.runtime?.instrumentation?.active) observedCallOfInfo.set(info, call);
+  if (call?.signedHeaders !== undefined) signedHeadersOfInfo.set(info, call.signedHeaders);
+}
+
+/** The forwarded headers (their text, `''` for none) the verified call `info` describes signed; undefined when no token was checked. */
+export function signedHeadersOf(info: BranchInfo): string | undefined {
+  return signedHeadersOfInfo.get(info);
 }
 
 /** Where the barrier of the call `info` describes tells its decisions: the call's observation; undefined when nothing observes it. */

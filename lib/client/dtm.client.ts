@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import { barrierDecisionsOf } from '../branches/branch-call.js';
+import { barrierDecisionsOf, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -219,7 +219,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
     if (branch?.transType !== 'tcc') throw new DtmUsageError(MESSAGES.notInTccBranch());
-    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId });
+    // with authenticated calls, its sub-branches' confirm / cancel tokens sign the headers DTM holds for the transaction: those the call's token signed
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders: signedHeadersOf(branch) });
   }
 
   /**

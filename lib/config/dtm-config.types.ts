@@ -68,8 +68,8 @@ export interface DtmConfig {
   branchAuthKeys?: BranchAuth;
   /**
    * With `branchAuthKeys`: a saga action or a message branch called by DTM also needs DTM's record
-   * to say it is due (the transaction `submitted`; in a saga without concurrency, every earlier
-   * step done), one query to DTM per such call, so that a token read back from DTM cannot run a
+   * to say it is due (the transaction `submitted`; in a saga, every step it waits for done: all
+   * earlier ones, or with concurrency those its branch orders name), one query to DTM per such call, so that a token read back from DTM cannot run a
    * step DTM has not called. Default false.
    */
   branchAuthCheckActions: boolean;

@@ -1,4 +1,4 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, isSignedHeader, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -49,6 +49,8 @@ function assertOptions(o: TransactionOptions, gid: string): void {
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
+  /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too. */
+  signedHeaders?: string;
 }
 
 /**
@@ -161,6 +163,7 @@ export abstract class Transaction {
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
     this.transport.checkTransaction(this.gid, resolved);
+    if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid);
     return resolved;
   }
 
@@ -242,6 +245,16 @@ export abstract class Transaction {
     return signedHeaders(this.branchHeaders);
   }
 
+  /**
+   * The forwarded headers (their text) DTM sends with the calls it makes for this transaction: those
+   * it stored when the transaction began, which for a sub-branch (a nested TCC) are the ones the
+   * parent call's token signed, not this app's view of them.
+   */
+  protected dtmSignedHeaders(): string | undefined {
+    const parent = this.parent?.signedHeaders;
+    return parent !== undefined ? parent || undefined : this.signedHeaders()?.text;
+  }
+
   /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
   protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
 
@@ -313,6 +326,20 @@ export abstract class Transaction {
       if (tolerateUnfinished) return;
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
     }
+  }
+}
+
+/** Printable ASCII and tab: what a header value keeps from the AP through DTM to the branch, on either transport. */
+const SIGNABLE_VALUE = /^[\t\x20-\x7e]*$/;
+
+/**
+ * With authenticated calls, a forwarded header's value is signed, so it must reach the branch as it
+ * was signed: DTM sends a value's UTF-8 bytes, which Node reads back as latin1 (another value, and
+ * every call DTM makes would be refused): refused here, before anything is sent.
+ */
+function checkSignedHeaderValues(headers: Record<string, string>, gid: string): void {
+  for (const name in headers) {
+    if (isSignedHeader(name.toLowerCase()) && !SIGNABLE_VALUE.test(headers[name])) throw new DtmUsageError(MESSAGES.signedHeaderNotAscii(name), { gid });
   }
 }
 

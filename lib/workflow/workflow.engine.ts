@@ -10,7 +10,7 @@ import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
 import { signedHeaders, tokenInHeader } from '../auth/branch-auth.js';
-import { currentPassThroughHeaders, dtmContext } from '../context/dtm-context.js';
+import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { WorkflowExecution } from './workflow-execution.js';
@@ -87,10 +87,12 @@ export class WorkflowEngine {
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
     try {
       // with the options and protocol DTM stored for it (branch headers, retry interval, ...), not the module's defaults
-      // the forwarded headers are DTM's stored ones: none the call adds (only its trace context) joins them
+      // the forwarded headers are DTM's stored ones, none the call adds (only its trace context): for
+      // the steps, and for what the workflow's code starts (as the request that started it passed them on)
       const options = resumedOptions(record);
       const input = await this.storedInput(gid, undefined);
-      await dtmContext.run({ headers: traceContextOf(currentPassThroughHeaders()) }, () => this.execute(name, gid, input, options));
+      const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
+      await dtmContext.run({ headers }, () => this.execute(name, gid, input, options));
       return 'succeed';
     } catch (err) {
       if (err instanceof DtmFailureError) return 'failed';
@@ -165,11 +167,15 @@ export class WorkflowEngine {
   }
 }
 
-/** The trace context among a call's pass-through headers. */
-function traceContextOf(headers: Record<string, string>): Record<string, string> {
-  const trace: Record<string, string> = {};
-  for (const name of TRACE_CONTEXT_HEADERS) if (headers[name] !== undefined) trace[name] = headers[name];
-  return trace;
+/** The request context of a resumed run: the resume call's trace context, and the stored forwarded headers this app passes on (`allowList`). */
+function resumeHeaders(inbound: Record<string, string>, stored: Record<string, string> | undefined, allowList: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name in stored) {
+    const lower = name.toLowerCase();
+    if (allowList.includes(lower) && !TRACE_CONTEXT_HEADERS.includes(lower)) headers[lower] = stored[name];
+  }
+  for (const name of TRACE_CONTEXT_HEADERS) if (inbound[name] !== undefined) headers[name] = inbound[name];
+  return headers;
 }
 
 /**

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
 import { BranchAuth } from '../../lib/auth/branch-auth.js';
-import { queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { harness, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { PROTOCOLS } from '../support/fixtures.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
 
 const KEY = randomBytes(33).toString('base64');
@@ -159,6 +160,24 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1', 'inventoryConfirm r1']);
   });
 
+  it('forwarded headers, nested TCC: the sub-branches\' confirms get the headers DTM holds, also one this app does not pass on', async () => {
+    const gid = await t.client.generateGid();
+    // x-other is not in this app's pass_through_headers: the order Try's sub-branches are called without it, DTM's confirms with it
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'order'), { branchHeaders: { 'x-request-id': 'r1', 'x-other': 'o' } });
+    const done = await waitForTransStatus(gid, ['succeed', 'failed'], 15_000);
+    expect(done.transaction?.status).toBe('succeed');
+    expect(done.transaction?.branch_headers?.['dtm-auth-headers']).toBe('x-other,x-request-id');
+    const seen = t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.headers['x-request-id']} ${c.headers['x-other']}`);
+    expect(seen.sort()).toEqual([
+      'inventoryConfirm r1 o',
+      'inventoryConfirm r1 o',
+      'inventoryTry r1 undefined',
+      'inventoryTry r1 undefined',
+      'orderConfirm r1 o',
+      'orderTry r1 o',
+    ]);
+  });
+
   it('TCC rollback: the cancel DTM sends runs', async () => {
     t.ledger.script('inventoryTry', 'failure');
     const gid = await t.client.generateGid();
@@ -226,7 +245,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
   let strict: BranchApp;
   let loose: BranchApp;
   beforeAll(async () => {
-    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true });
+    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: harness().dtm.grpcAddress });
     loose = await startBranchApp('express', { branchAuthKeys: [KEY] });
   });
   afterAll(async () => {
@@ -276,6 +295,35 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     await triggerCron();
     expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
     expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOut', 'transIn']);
+  });
+
+  it.each(PROTOCOLS)('a concurrent saga (submitted over %s): a step whose ordered step is not done is refused, a step without an order is due; DTM then runs them all', async (protocol) => {
+    strict.ledger.script('transOut', 'ongoing');
+    const gid = await strict.client.generateGid();
+    const url = (path: string) => `${strict.url}/api/v1/bank/${path}`;
+    await strict.client
+      .newSaga(gid, { protocol, retryInterval: 1 })
+      .add(url('trans-out'), url('trans-out-compensate'), { amount: 30 })
+      .add(url('trans-in'), url('trans-in-compensate'), { amount: 30 })
+      .add(url('trans-in'), url('trans-in-compensate'), { amount: 5 })
+      .enableConcurrent()
+      .addBranchOrder(1, [0])
+      .submit();
+    const stored = await waitForTransStatus(gid, 'submitted');
+    const headers = { 'dtm-auth': storedTokens(stored) };
+    const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
+    const early = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
+    expect(early.status).toBe(401);
+    expect(early.text).toContain('the step before it (branch 01) is not done');
+    // the third step waits for nothing: DTM calls it at once, and so may its token
+    expect((await call(strict, '/api/v1/bank/trans-in', { ...q, branch_id: '03' }, { body: { amount: 5 }, headers })).status).toBe(200);
+    expect((await call(loose, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers })).status).toBe(200); // control
+
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    const calls = strict.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`);
+    expect(calls.filter((c) => c !== 'transIn 03')).toEqual(['transOut 01', 'transOut 01', 'transIn 02']);
+    expect(calls.filter((c) => c === 'transIn 03')).toHaveLength(2); // DTM's call and the replay (this app has no barrier)
   });
 
   it('a branch of a message still prepared is refused; once DTM has it submitted, its own call runs', async () => {

@@ -8,7 +8,7 @@
 // named in the input), step 3 credits an account in PostgreSQL in a local step behind the barrier
 // (FAILURE when there is no such account); steps 1 and 2 register their compensations first.
 import 'reflect-metadata';
-import { Body, Controller, Get, Injectable, Module, Post, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Get, Inject, Injectable, Module, Post, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD, NestFactory } from '@nestjs/core';
 import pg from 'pg';
 import {
@@ -33,6 +33,8 @@ export interface TransferInput {
   amount: number;
   /** Step 2 sleeps this long (ms): a resume can arrive meanwhile. */
   slow?: number;
+  /** After the steps, the workflow's code sends a message (gid `<gid>-n`) to this URL, passing on the request's headers. */
+  notify?: string;
 }
 
 /** How often the workflow function started, per gid (an execution each). */
@@ -46,7 +48,10 @@ export class Executions {
 
 @Injectable()
 export class Transfers {
-  constructor(private readonly executions: Executions) {}
+  constructor(
+    private readonly executions: Executions,
+    @Inject(DtmClient) private readonly dtm: DtmClient,
+  ) {}
 
   @DtmWorkflow('transfer.v1')
   async transfer(wf: WorkflowContext<TransferInput>) {
@@ -71,6 +76,7 @@ export class Transfers {
       },
       { barrier: 'pg' },
     );
+    if (wf.input.notify) await this.dtm.newMsg(`${wf.gid}-n`).add(wf.input.notify, { amount }).submit();
     return { debited: debited.result, credited, at: at.toISOString() };
   }
 }

@@ -379,7 +379,8 @@ describe('with authenticated calls', () => {
   it('DTM\'s resume replayed with the token read from DTM and headers of the caller\'s own: the resumed run passes on only the headers it was started with', async () => {
     const gid = await signedClient.generateGid();
     recorder.answer('/Reserve', 425, 200);
-    await expect(signedClient.executeWorkflow('transfer.v1', gid, input(), { retryInterval: 60, branchHeaders: { 'x-tenant': 'acme' } })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const started = signedClient.executeWorkflow('transfer.v1', gid, input({ notify: recorder.urlFor('/Notify') }), { retryInterval: 60, branchHeaders: { 'x-tenant': 'acme' } });
+    await expect(started).rejects.toBeInstanceOf(DtmWorkflowPendingError);
     const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
     expect(stored['dtm-auth-headers']).toBe('x-tenant');
     const { port } = signed.app.getHttpServer().address() as { port: number };
@@ -393,6 +394,9 @@ describe('with authenticated calls', () => {
       '/Reserve 425 acme undefined',
       '/Reserve 200 acme undefined',
     ]);
+    // what the workflow's code started in the resumed run passed on the stored header, not the call's
+    await waitForTransStatus(`${gid}-n`, 'succeed');
+    expect(recorder.callsFor(`${gid}-n`).map((c) => `${c.path} ${c.headers['x-tenant']} ${c.headers['x-extra']}`)).toEqual(['/Notify acme undefined']);
     expect(await balance()).toBe(130);
   });
 });

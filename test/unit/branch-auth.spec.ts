@@ -101,8 +101,9 @@ describe('BranchAuth', () => {
 describe('forwarded headers in tokens', () => {
   const auth = new BranchAuth([KEY_A]);
 
-  it('signs every branch header but trace context and the module\'s own: lower case, sorted, values without surrounding spaces', () => {
-    const signed = signedHeaders({ 'X-Tenant': ' t1\t', traceparent: '00-x', tracestate: 'a=b', 'dtm-auth': 'action.01=x', 'x-request-id': 'r 1' });
+  it('signs every branch header but trace propagation and the module\'s own: lower case, sorted, values without surrounding spaces', () => {
+    const propagation = { traceparent: '00-x', tracestate: 'a=b', baggage: 'k=v', b3: '1', 'x-b3-traceid': 'a', 'uber-trace-id': 'u', 'sentry-trace': 's', 'x-datadog-trace-id': '1' };
+    const signed = signedHeaders({ 'X-Tenant': ' t1\t', ...propagation, 'dtm-auth': 'action.01=x', 'x-request-id': 'r 1' });
     expect(signed).toEqual({ names: 'x-request-id,x-tenant', text: 'x-request-id:r 1\nx-tenant:t1\n' });
     expect(signedHeaders({ traceparent: '00-x', 'dtm-auth-headers': 'x' })).toBeUndefined();
     expect(signedHeaders(undefined)).toBeUndefined();
@@ -111,9 +112,12 @@ describe('forwarded headers in tokens', () => {
   it('reads back exactly the listed headers of a call, and names what is wrong with a list', () => {
     const call = { 'x-request-id': 'r 1', 'x-tenant': ' t1 ', 'x-other': 'o' } as Record<string, string | undefined>;
     const read = (name: string) => call[name];
-    expect(headersOfCall('x-request-id,x-tenant', read)).toEqual({ text: 'x-request-id:r 1\nx-tenant:t1\n', list: ['x-request-id', 'x-tenant'] });
+    expect(headersOfCall('x-request-id,x-tenant', read)).toEqual({ text: 'x-request-id:r 1\nx-tenant:t1\n', list: ['x-request-id', 'x-tenant'], values: ['r 1', ' t1 '] });
     expect(headersOfCall('x-request-id,x-zone', read)).toMatchObject({ missing: 'x-zone', text: '' });
-    for (const bad of ['x-tenant,x-request-id', 'x-tenant,x-tenant', 'X-Tenant', 'traceparent', 'dtm-auth', 'x-tenant,', '', 'x tenant']) {
+    // a name the signing app chose is taken, though this version does not sign it (another version may)
+    expect(headersOfCall('x-other', read)).toMatchObject({ text: 'x-other:o\n', list: ['x-other'] });
+    expect(headersOfCall('baggage', (name) => (name === 'baggage' ? 'k=v' : undefined))).toMatchObject({ text: 'baggage:k=v\n' });
+    for (const bad of ['x-tenant,x-request-id', 'x-tenant,x-tenant', 'X-Tenant', 'dtm-auth', 'dtm-auth-headers', 'x-tenant,', '', 'x tenant']) {
       expect(headersOfCall(bad, read)).toMatchObject({ bad: true, text: '', list: [] });
     }
   });

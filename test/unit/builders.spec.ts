@@ -16,6 +16,7 @@ import { Tcc } from '../../lib/transactions/tcc.js';
 import { Xa } from '../../lib/transactions/xa.js';
 import { BranchIdGenerator } from '../../lib/transactions/branch-id.generator.js';
 import type { TransactionRuntime } from '../../lib/transactions/transaction-runtime.js';
+import { BranchAuth } from '../../lib/auth/branch-auth.js';
 
 const config: DtmConfig = resolveDtmConfig(
   { config: { serverUrl: 'http://dtm:36789/api/dtmsvr', retryInterval: 12, transactionTimeout: 90, branchTimeout: 8 } },
@@ -318,6 +319,18 @@ describe('bad input is refused with DtmUsageError before anything is sent', () =
     // tab is allowed in a value; over gRPC the stricter metadata rules apply as before
     expect(saga({ a: 'x\ty' }).options.branchHeaders).toEqual({ a: 'x\ty' });
     expect(sent).toEqual([]);
+  });
+
+  it('with authenticated calls, forwarded headers are signed: a value that is not ASCII is refused (it would not reach the branch as signed); trace propagation is not signed', async () => {
+    const { runtime, sent } = recordingRuntime({ 'x-request-id': 'r1', baggage: 'k=v' });
+    const signing: TransactionRuntime = { ...runtime, config: { ...config, branchAuthKeys: new BranchAuth(['k'.repeat(40)]) } };
+    expect(() => new Saga(signing, 'gid-a', { branchHeaders: { 'x-tenant': 'José' } })).toThrow(/branch header x-tenant has a value that is not printable ASCII/);
+    expect(() => new Saga(runtime, 'gid-a', { branchHeaders: { 'x-tenant': 'José' } })).not.toThrow(); // without keys: as before
+    await new Saga(signing, 'gid-a', { branchHeaders: { 'X-Tenant': 't1', 'x-b3-traceid': 'ab' } }).add('http://a/x', 'http://a/y', {}).submit();
+    expect(sent[0].request.options.branchHeaders).toMatchObject({ 'x-request-id': 'r1', baggage: 'k=v', 'X-Tenant': 't1', 'dtm-auth-headers': 'x-request-id,x-tenant' });
+    // over gRPC: spaces around a value and user-agent never reach a gRPC branch as sent
+    expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'x-tenant': 't1 ' } })).toThrow(/has spaces around its value/);
+    expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'user-agent': 'me' } })).toThrow(/gRPC clients .* replace it/);
   });
 
   it('a target with a space, a line break or a control character; a protocol that does not exist; null options are no options', () => {
