@@ -136,8 +136,8 @@ export const MESSAGES = {
     `${what} ${JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
   signedHeaderNotAscii: (name: string) =>
     `branch header ${name} has a value that is not printable ASCII: with lynx.dtm.branch_auth_keys its value is signed, and DTM delivers it as UTF-8 bytes that the branch reads as another value, so every call DTM makes would be refused; encode it (e.g. percent-encoding)`,
-  grpcUserAgent: () =>
-    'branch header user-agent cannot go to gRPC branches: gRPC clients (DTM\'s and this app\'s) replace it with their own; use another name',
+  signedHeaderNotGrpc: (name: string) =>
+    `branch header ${name} cannot be signed for gRPC branches (lynx.dtm.branch_auth_keys): gRPC clients replace user-agent, and a -bin value arrives as bytes, so every call DTM makes would be refused; use another name`,
   grpcMetadataSpaces: (name: string, value: string) =>
     `branch header ${name} ${JSON.stringify(value)} has spaces around its value, which a gRPC branch never receives (HTTP/2 forbids them; the branch would get no such header): remove them`,
   grpcMetadataKey: (name: string) =>
@@ -288,6 +288,10 @@ export const MESSAGES = {
     `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
   noRegistry: (name: string) =>
     `"${name}" is not a URL, and branch names need DtmModule's branch registry: use the DtmClient that DtmModule provides, or pass URLs`,
+  nestedTccHeaders: () =>
+    'tccFromBranch(branch, options) cannot set branchHeaders with lynx.dtm.branch_auth_keys: DTM sends the transaction\'s own headers to its sub-branches, so their calls carry those',
+  nestedTccNotVerified: () =>
+    'tccFromBranch() with lynx.dtm.branch_auth_keys needs the BranchInfo that @BranchContext() gave for the verified call being served (not a copy or one built by hand): its sub-branches must carry the headers that call\'s token signed',
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
   notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',
   xaDbMissing: (got: unknown) =>

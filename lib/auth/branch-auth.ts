@@ -101,6 +101,16 @@ export function signedHeaders(headers: Record<string, string> | undefined): Sign
   return { names: lower.map(([name]) => name).join(','), text };
 }
 
+/** The headers a signed text ({@link SignedHeaders.text}) holds, by name: each line is `name:value` (a name has no colon, a value no line break). */
+export function headersOfText(text: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon)] = line.slice(colon + 1);
+  }
+  return headers;
+}
+
 /** A call's forwarded headers as its token must sign them ({@link headersOfCall}). */
 export interface HeadersOfCall {
   /** As {@link signedHeaders} writes them; empty when `missing` or `bad`. */

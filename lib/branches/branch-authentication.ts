@@ -95,14 +95,26 @@ export function authenticateBranchCall(
  * aborted) is refused.
  */
 async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
-  const record = await inPhase(readRecord, call, ['submitted'], where);
-  if (call.transType === 'saga') {
-    const waitsFor = stepsWaitedFor(record, Number(call.branchId));
-    const pending = record.branches.filter((b) => b.op === 'action' && waitsFor(Number(b.branchId)) && b.status !== 'succeed').map((b) => b.branchId);
-    if (pending.length > 0) throw refuse(where, call, MESSAGES.authActionNotDue(call.transType, pending));
+  let record = await inPhase(readRecord, call, ['submitted'], where);
+  if (call.transType !== 'saga') return true;
+  const waitsFor = stepsWaitedFor(record, Number(call.branchId));
+  const pendingIn = (r: TransactionRecord) => r.branches.filter((b) => b.op === 'action' && waitsFor(Number(b.branchId)) && b.status !== 'succeed').map((b) => b.branchId);
+  let pending = pendingIn(record);
+  // DTM on a MySQL / PostgreSQL store writes a sequential saga's branch statuses in batches, every
+  // 200 ms (dtmsvr/trans_status.go, changeBranchStatus): the step DTM finished just before calling
+  // this one may still read as prepared; read again before refusing
+  for (let tries = 0; pending.length > 0 && tries < RECORD_SETTLE_TRIES; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, RECORD_SETTLE_MS));
+    record = await inPhase(readRecord, call, ['submitted'], where);
+    pending = pendingIn(record);
   }
+  if (pending.length > 0) throw refuse(where, call, MESSAGES.authActionNotDue(call.transType, pending));
   return true;
 }
+
+/** How often, and how long apart, `branch_auth_check_actions` reads a saga's record again before refusing a step as not due (covers DTM's 200 ms batches). */
+const RECORD_SETTLE_TRIES = 3;
+const RECORD_SETTLE_MS = 100;
 
 /**
  * The steps (numbered from 1, as the branch ids) saga step `step` waits for, read as DTM reads them

@@ -219,8 +219,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
     if (branch?.transType !== 'tcc') throw new DtmUsageError(MESSAGES.notInTccBranch());
-    // with authenticated calls, its sub-branches' confirm / cancel tokens sign the headers DTM holds for the transaction: those the call's token signed
-    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders: signedHeadersOf(branch) });
+    // with authenticated calls, its sub-branches' calls and confirm / cancel tokens carry the headers DTM holds for the transaction: those the call's token signed
+    const signedHeaders = signedHeadersOf(branch);
+    if (this.config.branchAuthKeys && signedHeaders === undefined) throw new DtmUsageError(MESSAGES.nestedTccNotVerified());
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders });
   }
 
   /**

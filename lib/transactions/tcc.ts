@@ -46,7 +46,7 @@ export class Tcc extends GlobalTransaction {
   private async register(payload: Payload, tryTarget: BranchTarget, confirmTarget: BranchTarget, cancelTarget: BranchTarget, service?: string): Promise<BranchAnswer> {
     const data = this.encode(payload, tryTarget);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
-    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.dtmSignedHeaders()) : this.ids.next();
+    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text) : this.ids.next();
     await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
     return service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try');
   }

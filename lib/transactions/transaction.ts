@@ -1,4 +1,4 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, isSignedHeader, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -49,7 +49,7 @@ function assertOptions(o: TransactionOptions, gid: string): void {
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
-  /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too. */
+  /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too; the sub-branches' calls carry them. */
   signedHeaders?: string;
 }
 
@@ -160,10 +160,20 @@ export abstract class Transaction {
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
       branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,
     };
+    const parentSigned = this.parent?.signedHeaders;
+    if (parentSigned !== undefined) {
+      // a sub-branch (nested TCC) with authenticated calls: its calls carry the headers DTM holds for
+      // the transaction (those the parent call's token signed), as DTM's own calls of it do, whatever
+      // this app passes on; trace propagation is the request's
+      if (o.branchHeaders) throw new DtmUsageError(MESSAGES.nestedTccHeaders(), { gid: this.gid });
+      const headers: Record<string, string> = {};
+      for (const name in this.inboundHeaders) if (!isSignedHeader(name)) headers[name] = this.inboundHeaders[name];
+      resolved.branchHeaders = Object.assign(headers, headersOfText(parentSigned));
+    }
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
     this.transport.checkTransaction(this.gid, resolved);
-    if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid);
+    if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid, this.protocol);
     return resolved;
   }
 
@@ -240,20 +250,11 @@ export abstract class Transaction {
     return request;
   }
 
-  /** With authenticated calls: the forwarded headers this transaction's tokens sign (those DTM and the app send to its branches). */
+  /** With authenticated calls: the forwarded headers this transaction's tokens sign (those DTM and the app send to its branches; for a nested TCC, the transaction's). */
   protected signedHeaders(): SignedHeaders | undefined {
     return signedHeaders(this.branchHeaders);
   }
 
-  /**
-   * The forwarded headers (their text) DTM sends with the calls it makes for this transaction: those
-   * it stored when the transaction began, which for a sub-branch (a nested TCC) are the ones the
-   * parent call's token signed, not this app's view of them.
-   */
-  protected dtmSignedHeaders(): string | undefined {
-    const parent = this.parent?.signedHeaders;
-    return parent !== undefined ? parent || undefined : this.signedHeaders()?.text;
-  }
 
   /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
   protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
@@ -334,12 +335,16 @@ const SIGNABLE_VALUE = /^[\t\x20-\x7e]*$/;
 
 /**
  * With authenticated calls, a forwarded header's value is signed, so it must reach the branch as it
- * was signed: DTM sends a value's UTF-8 bytes, which Node reads back as latin1 (another value, and
- * every call DTM makes would be refused): refused here, before anything is sent.
+ * was signed (else every call DTM makes would be refused): refused here, before anything is sent,
+ * a value that is not ASCII (DTM sends its UTF-8 bytes, which Node reads back as latin1), and over
+ * gRPC `user-agent` (gRPC clients replace it) and a `-bin` name (its value arrives as bytes).
  */
-function checkSignedHeaderValues(headers: Record<string, string>, gid: string): void {
+function checkSignedHeaderValues(headers: Record<string, string>, gid: string, protocol: DtmProtocol): void {
   for (const name in headers) {
-    if (isSignedHeader(name.toLowerCase()) && !SIGNABLE_VALUE.test(headers[name])) throw new DtmUsageError(MESSAGES.signedHeaderNotAscii(name), { gid });
+    const lower = name.toLowerCase();
+    if (!isSignedHeader(lower)) continue;
+    if (!SIGNABLE_VALUE.test(headers[name])) throw new DtmUsageError(MESSAGES.signedHeaderNotAscii(name), { gid });
+    if (protocol === 'grpc' && (lower === 'user-agent' || lower.endsWith('-bin'))) throw new DtmUsageError(MESSAGES.signedHeaderNotGrpc(name), { gid });
   }
 }
 

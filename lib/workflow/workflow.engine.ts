@@ -9,7 +9,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
-import { signedHeaders, tokenInHeader } from '../auth/branch-auth.js';
+import { AUTH_HEADERS_HEADER, headersOfCall, tokenInHeader } from '../auth/branch-auth.js';
 import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
@@ -78,8 +78,9 @@ export class WorkflowEngine {
     if (auth) {
       // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
       const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;
-      // ... and the forwarded headers DTM stored with it, which the resumed run passes on
-      const headers = signedHeaders(record.options.branchHeaders)?.text;
+      // ... and the forwarded headers DTM stored with it (those its stored list names), which the resumed run passes on
+      const headers = storedSignedHeaders(record.options.branchHeaders);
+      if (headers === null) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
       const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input, headers };
       if (!auth.verify(call, tokenInHeader(authHeader, name, WORKFLOW_RESUME_BRANCH))) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
       if (this.running.has(gid)) return 'pending';
@@ -165,6 +166,16 @@ export class WorkflowEngine {
     if (!base64) return undefined;
     return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
   }
+}
+
+/** The signed text of the forwarded headers DTM stored for a workflow, as its `dtm-auth-headers` lists them (undefined: none; null: a list they do not match). */
+function storedSignedHeaders(stored: Record<string, string>): string | undefined | null {
+  const lower: Record<string, string> = {};
+  for (const name in stored) lower[name.toLowerCase()] = stored[name];
+  const list = lower[AUTH_HEADERS_HEADER];
+  if (list === undefined) return undefined;
+  const read = headersOfCall(list, (name) => lower[name]);
+  return read.bad || read.missing !== undefined ? null : read.text;
 }
 
 /** The request context of a resumed run: the resume call's trace context, and the stored forwarded headers this app passes on (`allowList`). */

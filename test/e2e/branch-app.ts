@@ -164,6 +164,26 @@ class InventoryController {
     return { items: body.items.length };
   }
 
+  /** A Try that registers a sub-branch `order` of its own branch, which nests again (nested TCC, two levels). */
+  @Post('bundle-try')
+  @TccTry('bundle')
+  async bundleTry(@Body() body: { items: string[] }, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    this.ledger.enter('bundleTry', body, branch, headers);
+    await this.dtm.tccFromBranch(branch).callBranch({ items: body.items }, 'order');
+  }
+
+  @Post('bundle-confirm')
+  @TccConfirm('bundle')
+  bundleConfirm(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    this.ledger.enter('bundleConfirm', body, branch, headers);
+  }
+
+  @Post('bundle-cancel')
+  @TccCancel('bundle')
+  bundleCancel(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    this.ledger.enter('bundleCancel', body, branch, headers);
+  }
+
   @Post('order-confirm')
   @TccConfirm('order')
   orderConfirm(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {

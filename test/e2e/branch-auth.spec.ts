@@ -160,22 +160,28 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1', 'inventoryConfirm r1']);
   });
 
-  it('forwarded headers, nested TCC: the sub-branches\' confirms get the headers DTM holds, also one this app does not pass on', async () => {
+  it('forwarded headers, nested TCC two levels deep: every sub-branch\'s calls carry the headers DTM holds, also one this app does not pass on', async () => {
     const gid = await t.client.generateGid();
-    // x-other is not in this app's pass_through_headers: the order Try's sub-branches are called without it, DTM's confirms with it
-    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'order'), { branchHeaders: { 'x-request-id': 'r1', 'x-other': 'o' } });
+    // x-other is not in this app's pass_through_headers; DTM sends it with every confirm, so the sub-branches' calls carry it too
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'bundle'), { branchHeaders: { 'x-request-id': 'r1', 'x-other': 'o' } });
     const done = await waitForTransStatus(gid, ['succeed', 'failed'], 15_000);
     expect(done.transaction?.status).toBe('succeed');
     expect(done.transaction?.branch_headers?.['dtm-auth-headers']).toBe('x-other,x-request-id');
     const seen = t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.headers['x-request-id']} ${c.headers['x-other']}`);
     expect(seen.sort()).toEqual([
+      'bundleConfirm r1 o',
+      'bundleTry r1 o',
       'inventoryConfirm r1 o',
       'inventoryConfirm r1 o',
-      'inventoryTry r1 undefined',
-      'inventoryTry r1 undefined',
+      'inventoryTry r1 o',
+      'inventoryTry r1 o',
       'orderConfirm r1 o',
       'orderTry r1 o',
     ]);
+    // a sub-branch cannot add headers DTM would not send to it, and needs the verified call's own BranchInfo
+    const info = t.ledger.callsOf(gid).find((c) => c.handler === 'bundleTry')!.branch;
+    expect(() => t.client.tccFromBranch({ ...info })).toThrow('needs the BranchInfo that @BranchContext() gave');
+    expect(() => t.client.tccFromBranch(info, { branchHeaders: { 'x-more': '1' } })).toThrow('cannot set branchHeaders with lynx.dtm.branch_auth_keys');
   });
 
   it('TCC rollback: the cancel DTM sends runs', async () => {

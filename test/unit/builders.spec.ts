@@ -330,7 +330,9 @@ describe('bad input is refused with DtmUsageError before anything is sent', () =
     expect(sent[0].request.options.branchHeaders).toMatchObject({ 'x-request-id': 'r1', baggage: 'k=v', 'X-Tenant': 't1', 'dtm-auth-headers': 'x-request-id,x-tenant' });
     // over gRPC: spaces around a value and user-agent never reach a gRPC branch as sent
     expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'x-tenant': 't1 ' } })).toThrow(/has spaces around its value/);
-    expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'user-agent': 'me' } })).toThrow(/gRPC clients .* replace it/);
+    expect(() => new Saga(signing, 'gid-g', { protocol: 'grpc', branchHeaders: { 'user-agent': 'me' } })).toThrow(/branch header user-agent cannot be signed for gRPC branches/);
+    expect(() => new Saga(signing, 'gid-g', { protocol: 'grpc', branchHeaders: { 'x-key-bin': 'AQ==' } })).toThrow(/x-key-bin cannot be signed/);
+    expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'user-agent': 'me' } })).not.toThrow(); // without keys: as before
   });
 
   it('a target with a space, a line break or a control character; a protocol that does not exist; null options are no options', () => {

@@ -170,14 +170,13 @@ export class GrpcTransport implements DtmTransport {
   /**
    * DTM sends the gid and the branch headers as gRPC metadata to every gRPC branch; grpc-go fails
    * such a call inside DTM (retried forever) for a value that is not printable ASCII or a key
-   * outside `[0-9a-z._-]`, and a value with spaces around it or a `user-agent` (which gRPC clients
-   * replace) never reaches the branch as sent: refused here, before anything is sent.
+   * outside `[0-9a-z._-]`, and a value with spaces around it never reaches the branch (HTTP/2
+   * forbids them): refused here, before anything is sent.
    */
   checkTransaction(gid: string, options: ResolvedOptions): void {
     if (!PRINTABLE_ASCII.test(gid)) throw new DtmUsageError(MESSAGES.grpcMetadataValue('the gid', gid), { gid });
     for (const name in options.branchHeaders) {
       if (!METADATA_KEY.test(name) || name.startsWith('grpc-')) throw new DtmUsageError(MESSAGES.grpcMetadataKey(name), { gid });
-      if (name === 'user-agent') throw new DtmUsageError(MESSAGES.grpcUserAgent(), { gid });
       const value = options.branchHeaders[name];
       if (!PRINTABLE_ASCII.test(value)) throw new DtmUsageError(MESSAGES.grpcMetadataValue(`branch header ${name}`, value), { gid });
       if (value !== value.trim()) throw new DtmUsageError(MESSAGES.grpcMetadataSpaces(name, value), { gid });

@@ -1,0 +1,52 @@
+// branch_auth_check_actions against DTM on a MySQL-compatible store (MariaDB). There DTM writes a
+// sequential saga's branch statuses in batches every 200 ms (dtmsvr/trans_status.go,
+// changeBranchStatus: synchronously only on Redis / boltdb, for concurrent sagas or sagas with a
+// timeout), so when DTM calls step 2 its record may still say step 1 is prepared. The check must
+// not refuse DTM's own call then (it would wait a retry interval per step).
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { harness, queryTrans } from '../support/harness.js';
+import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom, waitUntil } from '../support/services/process.js';
+import { startBranchApp, type BranchApp } from './branch-app.js';
+
+let own: RunningDtm | undefined;
+let dtm: DtmInfo;
+let app: BranchApp;
+
+beforeAll(async () => {
+  // the harness's own server when it already runs on MariaDB (DTM_STORE=mysql): DTM's schema script drops its tables
+  if (harness().dtm.store === 'mysql') dtm = harness().dtm;
+  else {
+    own = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-sql-store', store: 'mysql', mariadb: harness().mariadb! });
+    dtm = own.info;
+  }
+  app = await startBranchApp('express', { serverUrl: dtm.serverUrl, branchAuthKeys: [randomBytes(33).toString('base64')], branchAuthCheckActions: true, retryInterval: 30 });
+});
+afterAll(async () => {
+  await app?.close();
+  await own?.process.stop();
+});
+
+it('DTM on MariaDB: every step of a sequential saga DTM calls runs at its first call, although DTM writes the statuses of the steps before it later', async () => {
+  const gid = await app.client.generateGid();
+  const saga = app.client.newSaga(gid).add('transOut', { amount: 10 }).add('transIn', { amount: 5 }).add('transIn', { amount: 5 });
+  const done = await saga.submitAndWait({ timeout: 20 });
+  expect(done.status).toBe('succeed');
+  expect(app.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['transOut 01', 'transIn 02', 'transIn 03']);
+  // the statuses DTM writes in batches (the last one may still read prepared once the saga succeeded)
+  const branches = async () => (await queryTrans(gid, dtm.serverUrl)).branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`);
+  await waitUntil('DTM writing the branch statuses', async () => (await branches()).filter((b) => b.endsWith('action=succeed')).length === 3, { timeoutMs: 5000, intervalMs: 50 });
+  expect(await branches()).toEqual([
+    '01/compensate=prepared',
+    '01/action=succeed',
+    '02/compensate=prepared',
+    '02/action=succeed',
+    '03/compensate=prepared',
+    '03/action=succeed',
+  ]);
+  // DTM called each step once: no refusal it would have retried
+  const refused = readFileSync(dtm.logFile, 'utf8').split('\n').filter((line) => line.includes(gid) && line.includes('branch call refused'));
+  expect(refused).toEqual([]);
+});
