@@ -558,7 +558,7 @@ describe('start-up validation of decorated branches', () => {
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmUsageError);
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
-        'no @TccTry branch named "stock" (known: inventory, order)',
+        'no @TccTry branch named "stock" (known: inventory, order, bundle)',
       );
     } finally {
       await t.close();
