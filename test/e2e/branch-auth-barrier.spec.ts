@@ -27,6 +27,22 @@ const { seed, balances, barrierRows, callBranch: attack } = bankHelpers(() => t)
 /** Refused as unauthenticated: HTTP 401, gRPC UNAUTHENTICATED (16). */
 const refused = (protocol: DtmProtocol) => (protocol === 'http' ? { status: 401 } : { code: 16 });
 
+/**
+ * Seeds accounts 1 (100) and 2 (0) and submits a saga (deposit 30 into 2, then withdraw 30 from 1)
+ * whose step 1 crashes once: DTM retries it only at the next cron round, so step 2 (the withdraw)
+ * waits. Answers its gid and the branch headers DTM stored (the tokens among them).
+ */
+async function heldSaga(store: SqlStore, protocol: DtmProtocol, branchHeaders?: Record<string, string>): Promise<{ gid: string; stored: Record<string, string> }> {
+  await seed(store, { 1: 100, 2: 0 });
+  const gid = await t.client.generateGid();
+  await t.client
+    .newSaga(gid, { protocol, retryInterval: 60, branchHeaders })
+    .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
+    .add(`${store}.transOut`, { account: 1, amount: 30 })
+    .submit();
+  return { gid, stored: (await queryTrans(gid)).transaction?.branch_headers ?? {} };
+}
+
 describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, protocol) => {
   it('a legitimate saga runs over DTM, its rollback compensates; a forged deposit with a made-up gid moves nothing', async () => {
     await seed(store, { 1: 100, 2: 0 });
@@ -49,15 +65,8 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
   });
 
   it('the withdraw compensated before it ran, with the token read from DTM: refused, so the real withdraw still runs (no money from nothing)', async () => {
-    await seed(store, { 1: 100, 2: 0 });
-    const gid = await t.client.generateGid();
-    // step 1 crashes once: DTM retries it only at the next cron round, so step 2 (the withdraw) waits
-    await t.client
-      .newSaga(gid, { protocol, retryInterval: 60 })
-      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
-      .add(`${store}.transOut`, { account: 1, amount: 30 })
-      .submit();
-    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
+    const { gid, stored: headers } = await heldSaga(store, protocol);
+    const stored = headers['dtm-auth'] ?? '';
     expect(stored).toContain('compensate.02=');
     const early = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '02', op: 'compensate' }, { account: 1, amount: 30 }, { 'dtm-auth': stored });
     expect(early).toMatchObject(refused(protocol));
@@ -115,17 +124,9 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
   const tenants = (gid: string) => (t.runs.headers.get(gid) ?? []).map((r) => [r.key, r.headers['x-tenant']]);
 
   it('the tokens sign them: a call read back from DTM with another tenant, without it, or without the list is refused; as signed it runs with it', async () => {
-    await seed(store, { 1: 100, 2: 0 });
-    const gid = await t.client.generateGid();
     // spaces around a value: DTM's HTTP client drops them; a gRPC branch would receive no such header, so a gRPC transaction refuses them
-    if (protocol === 'grpc') expect(() => t.client.newSaga(gid, { protocol, branchHeaders: { 'x-tenant': ' t1 ' } })).toThrow('has spaces around its value');
-    // step 1 crashes once: DTM retries it only at the next cron round, so step 2 (the withdraw) waits
-    await t.client
-      .newSaga(gid, { protocol, retryInterval: 60, branchHeaders: { 'x-tenant': protocol === 'http' ? ' t1 ' : 't1' } })
-      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
-      .add(`${store}.transOut`, { account: 1, amount: 30 })
-      .submit();
-    const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+    if (protocol === 'grpc') expect(() => t.client.newSaga('gid-spaces', { protocol, branchHeaders: { 'x-tenant': ' t1 ' } })).toThrow('has spaces around its value');
+    const { gid, stored } = await heldSaga(store, protocol, { 'x-tenant': protocol === 'http' ? ' t1 ' : 't1' });
     expect(stored['dtm-auth-headers']).toBe('x-tenant');
     const auth = { 'dtm-auth': stored['dtm-auth'] ?? '', 'dtm-auth-headers': 'x-tenant' };
     const withdraw = (headers: Record<string, string>) =>
@@ -156,15 +157,8 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
     ]);
   });
 
-  it('a header the caller adds to a call whose token signs none reaches neither the handler nor what it starts', async () => {
-    await seed(store, { 1: 100, 2: 0 });
-    const gid = await t.client.generateGid();
-    await t.client
-      .newSaga(gid, { protocol, retryInterval: 60 })
-      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'error' })
-      .add(`${store}.transOut`, { account: 1, amount: 30 })
-      .submit();
-    const stored = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+  it('a header the caller adds to a call whose token signs none does not reach the handler', async () => {
+    const { gid, stored } = await heldSaga(store, protocol);
     expect(stored['dtm-auth-headers']).toBeUndefined();
     const added = await attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, { 'dtm-auth': stored['dtm-auth'] ?? '', 'x-tenant': 'evil' });
     expect(added.status).toBe(200);
