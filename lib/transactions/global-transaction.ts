@@ -72,7 +72,8 @@ export abstract class GlobalTransaction extends Transaction {
         if (!(err instanceof DtmFailureError)) throw err;
         rolledBack = true; // a branch's FAILURE: the abort is sent, the rollback is the outcome
       }
-      if (rolledBack) outcome = await this.runtime.waitForFinal(this.gid, wait);
+      // the wait's status queries (and a submit sent again) with the transaction's span active, as its other calls to DTM
+      if (rolledBack) outcome = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w), wait);
       else {
         const again = () => this.submitRequest(this.request(), false);
         let lost: Error | undefined;
@@ -83,7 +84,7 @@ export abstract class GlobalTransaction extends Transaction {
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
-        outcome = { ...(await this.runtime.waitForFinal(this.gid, wait, { lost, again, mayBeAbsent: false })), result };
+        outcome = { ...(await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false }), wait)), result };
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -109,7 +110,7 @@ export abstract class GlobalTransaction extends Transaction {
     } catch (err) {
       this.bodyFailed = true;
       const reason = err instanceof Error ? err.message : String(err);
-      await this.transport.abort(this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
+      await this.withinObservation((r) => this.transport.abort(r), this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
       throw err;
     }
   }

@@ -135,7 +135,7 @@ export class Msg extends StepTransaction {
     }
     if (businessError instanceof DtmFailureError || checkError instanceof DtmFailureError) {
       const cause = businessError ?? checkError;
-      await this.transport.abort(this.submission()).catch((abortError: unknown) => this.abortFailed(abortError, cause));
+      await this.withinObservation((r) => this.transport.abort(r), this.submission()).catch((abortError: unknown) => this.abortFailed(abortError, cause));
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
       try {
@@ -169,6 +169,6 @@ export class Msg extends StepTransaction {
 
   private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {
     // doAndSubmit's prepare() set it, never empty (an empty back-check is refused there)
-    await this.invokeBranch(this.queryPrepared!, undefined, local.branchId, local.op);
+    await this.withinObservation((target) => this.invokeBranch(target, undefined, local.branchId, local.op), this.queryPrepared!);
   }
 }

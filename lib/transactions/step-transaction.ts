@@ -79,7 +79,8 @@ export abstract class StepTransaction extends Transaction {
         if (!mayHaveReachedDtm(err)) throw err;
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
-      final = await this.runtime.waitForFinal(this.gid, wait, { lost, again, mayBeAbsent: true }, this.steps);
+      // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
+      final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;

@@ -6,6 +6,12 @@
 //   { saga: 'http' | 'grpc' } -> runs a saga that rolls back (transOut 30 from account 1, transIn to
 //                               account 2 refuses); answers { gid, status, balances, spans }, the spans
 //                               of the gid's trace once its four branch calls have ended
+//   { tcc: 'http' | 'grpc', fail } -> runs a TCC transaction (tccOut 30 from account 1; with `fail` a
+//                               second Try of 500 from account 2 refuses, so it rolls back); answers
+//                               { gid, status, spans }, the spans of the gid's trace
+//   { msg: 'http' | 'grpc' }   -> a two-phase message whose local transaction throws: the back-check
+//                               `outbox` answers FAILURE and the message is aborted; answers
+//                               { gid, status, thrown, spans }, the spans of the gid's trace
 //   { relay: 'http' | 'grpc', traceparent }
 //                             -> POSTs /relay/orders with `x-tenant: acme` and `traceparent`: a message
 //                               over that protocol whose branch starts saga `<gid>-nested`; answers
@@ -49,13 +55,45 @@ async function rolledBackSaga(protocol: DtmProtocol) {
   await t.sql('UPDATE account SET balance = 100');
   const gid = await t.client.generateGid();
   const final = await t.client.newSaga(gid, { protocol }).add('transOut', { account: 1, amount: 30 }).add('transIn', { account: 2, amount: 30, fail: 'yes' }).submitAndWait();
+  return { gid, status: final.status, balances: await t.balances([1, 2]), spans: (await traceOf(gid, 4)).map(report) };
+}
+
+/** The finished spans of the trace of transaction `gid`'s AP span, once `branchCalls` branch calls of it have ended (or 5 s passed). */
+async function traceOf(gid: string, branchCalls: number): Promise<ReadableSpan[]> {
   // the server spans end as their answers go out, which can be just after DTM recorded the last one
   const ofTrace = () => {
     const ap = exporter.getFinishedSpans().find((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
     return ap ? exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === ap.spanContext().traceId) : [];
   };
-  for (let waited = 0; ofTrace().filter((s) => s.attributes['dtm.op'] !== undefined).length < 4 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
-  return { gid, status: final.status, balances: await t.balances([1, 2]), spans: ofTrace().map(report) };
+  for (let waited = 0; ofTrace().filter((s) => s.attributes['dtm.op'] !== undefined).length < branchCalls && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+  return ofTrace();
+}
+
+async function tcc(protocol: DtmProtocol, fail: boolean) {
+  await t.sql('UPDATE account SET balance = 100');
+  const gid = await t.client.generateGid();
+  const outcome = await t.client.tccGlobalTransactionAndWait(
+    gid,
+    async (tcc) => {
+      await tcc.callBranch({ account: 1, amount: 30 }, 'tccOut');
+      if (fail) await tcc.callBranch({ account: 2, amount: 500 }, 'tccOut'); // insufficient: FAILURE
+    },
+    { protocol },
+  );
+  return { gid, status: outcome.status, spans: (await traceOf(gid, fail ? 4 : 2)).map(report) };
+}
+
+async function abortedMsg(protocol: DtmProtocol) {
+  const gid = await t.client.generateGid();
+  const thrown = await t.client
+    .newMsg(gid, { protocol })
+    .add('deliver', { account: 3, amount: 7 })
+    .doAndSubmit('outbox', () => Promise.reject(new Error('the local transaction failed')))
+    .then(
+      () => 'nothing',
+      (err: unknown) => (err as Error).message,
+    );
+  return { gid, status: (await t.client.waitForFinal(gid)).status, thrown, spans: (await traceOf(gid, 1)).map(report) };
 }
 
 async function relayed(protocol: DtmProtocol, traceparent: string) {
@@ -72,12 +110,19 @@ async function relayed(protocol: DtmProtocol, traceparent: string) {
   return { gid, nestedStatus: nested.status, balances: await t.balances([2, 3]) };
 }
 
-process.on('message', (message: { saga?: DtmProtocol; relay?: DtmProtocol; traceparent?: string; close?: boolean }) => {
+process.on('message', (message: { saga?: DtmProtocol; tcc?: DtmProtocol; fail?: boolean; msg?: DtmProtocol; relay?: DtmProtocol; traceparent?: string; close?: boolean }) => {
   if (message.close) {
     void t.close().then(() => process.exit(0));
     return;
   }
-  (message.relay ? relayed(message.relay, message.traceparent!) : rolledBackSaga(message.saga!)).then(
+  const run = message.relay
+    ? relayed(message.relay, message.traceparent!)
+    : message.tcc
+      ? tcc(message.tcc, message.fail === true)
+      : message.msg
+        ? abortedMsg(message.msg)
+        : rolledBackSaga(message.saga!);
+  run.then(
     (result) => process.send!(result),
     (err: unknown) => process.send!({ error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
   );

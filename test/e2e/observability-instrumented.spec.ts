@@ -71,9 +71,11 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
     expect(servers.map(line).sort()).toEqual(
       ['01 action transOut executed success', '02 action transIn - failure', '02 compensate transIn null-compensation success', '01 compensate transOut executed success'].sort(),
     );
-    // the AP's call to DTM (the submit) is a client span under the AP's span
-    const dtmCalls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === ap[0].spanId);
-    expect(dtmCalls.map((s) => /submit/i.test(`${s.name} ${JSON.stringify(s.attributes)}`))).toEqual([true]);
+    // the AP's calls to DTM are client spans under the AP's span: the submit, then the wait's status queries
+    const dtmCalls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.traceId === ap[0].traceId && s.parentSpanId === ap[0].spanId);
+    const calls = dtmCalls.map((s) => `${s.name} ${JSON.stringify(s.attributes)}`).map((c) => (/submit/i.test(c) ? 'submit' : c.includes(`/api/dtmsvr/query?gid=${gid}`) ? 'query' : c));
+    expect(calls.length).toBeGreaterThan(1);
+    expect(calls).toEqual(['submit', ...calls.slice(1).map(() => 'query')]);
     // over HTTP, Express's instrumentation made spans of the route's handlers under each server span:
     // the attributes went past them, to the server span
     const express = spans.filter((s) => s.scope === '@opentelemetry/instrumentation-express' && s.traceId === ap[0].traceId);
@@ -91,6 +93,44 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
         .map((b) => `${b.branch_id} ${b.op} ${b.status}`)
         .sort(),
     );
+  });
+
+  it.each([
+    ['confirmed', false, 'succeed', 'submit'],
+    ['rolled back', true, 'failed', 'abort'],
+  ])('a TCC transaction %s: its calls to DTM, the wait\'s status queries last, are client spans under the AP\'s span', async (_, fail, status, end) => {
+    const { gid, status: outcome, spans } = await ask<{ gid: string; status: string; spans: ReportedSpan[] }>({ tcc: protocol, fail });
+
+    expect(outcome).toBe(status);
+    const ap = spans.filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(ap.map((s) => [s.name, s.attributes['dtm.outcome']])).toEqual([['DTM tcc', status]]);
+    // prepare, the branches' registrations and Try calls, then the submit or abort and the wait's queries
+    const kind = (s: ReportedSpan) => {
+      const call = `${s.name} ${JSON.stringify(s.attributes)}`;
+      if (/\/api\/dtmsvr\/(submit|abort)"|Dtm\/(Submit|Abort) /.test(call)) return /submit/i.test(call) ? 'submit' : 'abort';
+      return call.includes(`/api/dtmsvr/query?gid=${gid}`) ? 'query' : /\/api\/dtmsvr\/prepare"|Dtm\/Prepare /.test(call) ? 'prepare' : 'other';
+    };
+    const calls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === ap[0].spanId).map(kind).filter((k) => k !== 'other');
+    expect(calls.length).toBeGreaterThan(2);
+    expect(calls).toEqual(['prepare', end, ...calls.slice(2).map(() => 'query')]);
+  });
+
+  it('a two-phase message whose local transaction throws: the back-check and the abort are client spans under the AP\'s span', async () => {
+    const { gid, status, thrown, spans } = await ask<{ gid: string; status: string; thrown: string; spans: ReportedSpan[] }>({ msg: protocol });
+
+    expect([status, thrown]).toEqual(['failed', 'the local transaction failed']);
+    const ap = spans.filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(ap.map((s) => [s.name, s.attributes['dtm.outcome']])).toEqual([['DTM msg', 'aborted']]);
+    const kind = (s: ReportedSpan) => {
+      const call = `${s.name} ${JSON.stringify(s.attributes)}`;
+      if (/\/api\/dtmsvr\/prepare"|Dtm\/Prepare /.test(call)) return 'prepare';
+      if (/\/api\/dtmsvr\/abort"|Dtm\/Abort /.test(call)) return 'abort';
+      return /\/bank\/query-prepared\?|PgBank\/QueryPrepared /.test(call) ? 'back-check' : call;
+    };
+    expect(spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === ap[0].spanId).map(kind)).toEqual(['prepare', 'back-check', 'abort']);
+    // the back-check's server span: in the trace, its decision the barrier's
+    const checks = spans.filter((s) => s.kind === SpanKind.SERVER && s.attributes['dtm.op'] === 'msg');
+    expect(checks.map((s) => [s.attributes['dtm.gid'], s.attributes['dtm.outcome']])).toEqual([[gid, 'failure']]);
   });
 
   it('pass-through headers under the SDK and its instrumentations: a request\'s x-tenant and trace reach the message it starts, and the saga its branch starts', async () => {
