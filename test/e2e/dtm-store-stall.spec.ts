@@ -133,3 +133,39 @@ it('pins DTM v1.19: a TCC submit DTM failed to store (its store stalled) leaves 
     await app.close();
   }
 }, 60_000);
+
+it('an XA submit DTM failed to store (its store stalled) leaves the transaction prepared; xaGlobalTransactionAndWait submits again and DTM commits the branch once, never rolls it back', async () => {
+  const app = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, timeout: 10 } });
+  try {
+    const gid = await gidOfDtm();
+    // the recorder stands in for an XA participant: on the action it registers its branch with DTM
+    // (phase 2 at the same URL), as XA PREPARE would follow, and answers 200; phase 2 answers 200
+    recorder.handle('/Xa', async (call) => {
+      if (call.query.op !== 'action') return 200;
+      const registration = { gid: call.query.gid, trans_type: 'xa', branch_id: call.query.branch_id, url: recorder.urlFor('/Xa') };
+      const registered = await fetch(`${dtm.info.serverUrl}/registerBranch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(registration) });
+      return registered.ok ? 200 : 500;
+    });
+    let stalled: Promise<void> | undefined;
+    let prepared: string | undefined;
+    const outcome = await app.client.xaGlobalTransactionAndWait(
+      gid,
+      async (xa) => {
+        await xa.callBranch({}, recorder.urlFor('/Xa'));
+        stalled = stallStoreUntilSaveFails(gid); // the submit comes next
+        void stalled.then(async () => (prepared = (await stored(gid)).transaction?.status));
+        return 'body done';
+      },
+      { timeoutToFail: 60 },
+      { timeout: 40 },
+    );
+    await stalled;
+    expect(prepared).toBe('prepared'); // what DTM held once storing the submit had failed
+    expect([outcome.status, outcome.result]).toEqual(['succeed', 'body done']);
+    const record = await stored(gid);
+    expect([record.transaction?.status, record.branches.map((b) => `${b.op} ${b.status}`)]).toEqual(['succeed', ['rollback prepared', 'commit succeed']]); // DTM stores both phase-2 ops of an XA branch
+    expect(recorder.callsTo('/Xa', gid).map((c) => c.query.op)).toEqual(['action', 'commit']);
+  } finally {
+    await app.close();
+  }
+}, 60_000);
