@@ -129,7 +129,7 @@ export const MESSAGES = {
     `${name} is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader (or use protocol: http)`,
   grpcProtosUnreadable: (reason: string) => `cannot load the protos (${reason}); fix grpcProtos.protoPath (paths are relative to the working directory) or the .proto file`,
   grpcPayloadNeedsProto: (target: string) =>
-    `the payload of ${target} is an object, but the module knows no proto declaring that method: add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
+    `the payload of ${target} is an object, but the module knows no proto declaring that method (neither grpcProtos nor the protos of this app's gRPC servers): add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
   grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
   grpcMetadataValue: (what: string, value: string) =>

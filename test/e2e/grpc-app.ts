@@ -149,9 +149,10 @@ export interface ShopApp {
 /**
  * Starts the Shop app on a free port: `hybrid` (an HTTP app with the gRPC microservice connected,
  * `inheritAppConfig`) or `microservice` (a pure gRPC microservice), talking gRPC to DTM; the gRPC
- * server listens on `listenOn` when given.
+ * server listens on `listenOn` when given. `grpcProtos: false`: no `grpcProtos` given to DtmModule
+ * (object payloads then encoded with the protos its gRPC server loads).
  */
-export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}, listenOn?: string): Promise<ShopApp> {
+export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}, listenOn?: string, options: { grpcProtos?: boolean } = {}): Promise<ShopApp> {
   const grpcAddress = listenOn ?? `127.0.0.1:${await freePort()}`;
   const logger = new RecordingLogger();
   const moduleRef = await Test.createTestingModule({
@@ -165,7 +166,7 @@ export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmC
           passThroughHeaders: ['X-Request-ID'],
           ...config,
         },
-        grpcProtos: TESTS_GRPC_PROTOS,
+        grpcProtos: options.grpcProtos === false ? undefined : TESTS_GRPC_PROTOS,
       }),
     ],
     controllers: [ShopController],

@@ -175,6 +175,27 @@ describe('a pure gRPC microservice', () => {
   });
 });
 
+describe('object payloads without grpcProtos', () => {
+  it.each(['hybrid', 'microservice'] as const)('%s app: its own gRPC methods are encoded with the protos its gRPC server loads; another service\'s method needs grpcProtos', async (kind) => {
+    const app = await startShopApp(kind, {}, undefined, { grpcProtos: false });
+    try {
+      const gid = await app.client.generateGid();
+      const final = await app.client.newSaga(gid).add('reserve', item('p1')).add('reserve', { ...item('p2'), quantity: 5 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(app.ledger.callsOf(gid).map((c) => [c.item.sku, c.item.quantity])).toEqual([
+        ['p1', 2],
+        ['p2', 5],
+      ]);
+      // a method no proto of this app declares: refused before anything is sent, saying how to fix it
+      const other = await app.client.generateGid();
+      expect(() => app.client.newSaga(other).add('127.0.0.1:1/other.Service/Act', '127.0.0.1:1/other.Service/Undo', { sku: 'x' })).toThrow(/knows no proto declaring that method \(neither grpcProtos nor the protos of this app's gRPC servers\): add its \.proto to DtmModule\.forRoot\(\{ grpcProtos/);
+      expect((await queryTrans(other)).transaction).toBeNull(); // DTM holds nothing
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('a gRPC server on port 0', () => {
   it('with no grpc_app_address: the start-up warning and adding its branch say that DTM could never reach port 0, and how to fix it (no saga that hangs)', async () => {
     const app = await startShopApp('microservice', { grpcAppAddress: undefined }, '127.0.0.1:0');

@@ -230,7 +230,7 @@ describe('Saga', () => {
     expect(sent[0].protocol).toBe('grpc');
     expect(sent[0].request.payloads?.map((p) => Buffer.from(p as Uint8Array).toString('hex'))).toEqual(['081e', Buffer.from('{"amount":30}').toString('hex')]);
     expect(() => new Saga(runtime, 'gid-13', { protocol: 'grpc' }).add('127.0.0.1:9/bank.Bank/Withdraw', { amount: 1 })).toThrow(
-      /knows no proto declaring that method: add its .proto to DtmModule.forRoot\(\{ grpcProtos/,
+      /knows no proto declaring that method \(neither grpcProtos nor the protos of this app's gRPC servers\): add its .proto to DtmModule.forRoot\(\{ grpcProtos/,
     );
   });
 });

@@ -4,7 +4,8 @@ import type { Subscription } from 'rxjs';
 import { loadGrpc } from '../../transport/grpc/grpc-runtime.js';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { checkTraceContext, dtmContext, passThroughAllowList } from '../../context/dtm-context.js';
-import { DTM_CONFIG } from '../../dtm.constants.js';
+import { DTM_CONFIG, DTM_GRPC_CODECS } from '../../dtm.constants.js';
+import type { GrpcCodecs } from '../../transport/grpc/grpc-codecs.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { GrpcMethodMetadata } from '../branch-metadata.accessor.js';
@@ -57,12 +58,16 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   private readonly subscription?: Subscription;
   private readonly allowList: readonly string[];
   private readonly services = new Map<GrpcServerLike, Set<string>>();
+  private readonly definitions = new Map<GrpcServerLike, Record<string, unknown>>();
 
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
     @Optional() modules?: ModulesContainer,
+    @Optional() @Inject(DTM_GRPC_CODECS) codecs?: GrpcCodecs,
   ) {
     this.allowList = passThroughAllowList(config);
+    // object payloads for this app's own gRPC methods are encoded with the protos its servers load
+    codecs?.useServerProtos(() => this.servers.map((server) => this.loadableDefinitionOf(server)).filter((d): d is Record<string, unknown> => d !== undefined));
     this.subscription = modules?.getRpcTargetRegistry?.().subscribe((server: unknown) => {
       if (isGrpcServer(server)) this.install(server);
     });
@@ -148,18 +153,34 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   private servicesOf(server: GrpcServerLike, where: string): Set<string> {
     let services = this.services.get(server);
     if (!services) {
-      let definition = server.options?.packageDefinition;
-      if (!definition && server.options?.protoPath) {
-        try {
-          definition = loadGrpc().protoLoader.loadSync(server.options.protoPath, server.options.loader as never) as Record<string, unknown>;
-        } catch (err) {
-          throw new DtmUsageError(MESSAGES.grpcProtosUnreadable(`${where}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
-        }
-      }
+      const definition = this.definitionOf(server, where);
       services = new Set(Object.entries(definition ?? {}).filter(([, v]) => v && typeof v === 'object' && !('format' in v)).map(([k]) => k));
       this.services.set(server, services);
     }
     return services;
+  }
+
+  /** `server`'s package definition: the one it was given, or its protos loaded as it loads them (once). */
+  private definitionOf(server: GrpcServerLike, where: string): Record<string, unknown> | undefined {
+    let definition = this.definitions.get(server) ?? server.options?.packageDefinition;
+    if (!definition && server.options?.protoPath) {
+      try {
+        definition = loadGrpc().protoLoader.loadSync(server.options.protoPath, server.options.loader as never) as Record<string, unknown>;
+      } catch (err) {
+        throw new DtmUsageError(MESSAGES.grpcProtosUnreadable(`${where}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
+      }
+      this.definitions.set(server, definition);
+    }
+    return definition;
+  }
+
+  /** {@link definitionOf}, or nothing when its protos cannot be loaded (the server itself then fails to start, saying why). */
+  private loadableDefinitionOf(server: GrpcServerLike): Record<string, unknown> | undefined {
+    try {
+      return this.definitionOf(server, 'encoding a payload');
+    } catch {
+      return undefined;
+    }
   }
 }
 

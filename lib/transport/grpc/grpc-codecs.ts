@@ -1,5 +1,6 @@
 // How object payloads for gRPC branches become protobuf, and replies become objects: the request
-// and response types of each method of the protos the app gives the module (`grpcProtos`).
+// and response types of each method of the protos the app gives the module (`grpcProtos`), then of
+// those its own gRPC servers load (as they load them).
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmConfigError } from '../../errors/dtm-config.error.js';
 import { loadGrpc } from './grpc-runtime.js';
@@ -27,9 +28,16 @@ interface MethodDefinitionLike {
   responseDeserialize(bytes: Buffer): unknown;
 }
 
-/** Codecs by method path (`/package.Service/Method`), from the app's protos; empty when it gave none. */
+/**
+ * Codecs by method path (`/package.Service/Method`), from the app's protos (`grpcProtos`), then
+ * from the protos of the app's own gRPC servers (see {@link useServerProtos}).
+ */
 export class GrpcCodecs {
   private readonly byPath = new Map<string, GrpcMethodCodec>();
+  /** The package definitions of the app's gRPC servers, when the module knows its servers. */
+  private serverDefinitions?: () => readonly Record<string, unknown>[];
+  /** The server definitions already read into {@link byPath}. */
+  private readonly indexed = new WeakSet<object>();
 
   /** Loads `protos` (at start-up: a missing file or a syntax error fails the app's start with a `DtmConfigError`). */
   static load(protos: GrpcProtos | undefined): GrpcCodecs {
@@ -42,21 +50,42 @@ export class GrpcCodecs {
     } catch (err) {
       throw new DtmConfigError([{ path: 'grpcProtos.protoPath', message: MESSAGES.grpcProtosUnreadable(err instanceof Error ? err.message : String(err)) }], 'module options');
     }
+    codecs.index(definition);
+    return codecs;
+  }
+
+  /**
+   * Lets a method `grpcProtos` does not declare be found in `definitions()`: the package
+   * definitions of the app's own gRPC servers, loaded as each server loads its protos (its
+   * `loader` options, so an object payload is spelled as its handlers receive it).
+   */
+  useServerProtos(definitions: () => readonly Record<string, unknown>[]): void {
+    this.serverDefinitions = definitions;
+  }
+
+  /** The codecs of `/package.Service/Method`, if `grpcProtos` or one of the app's gRPC servers' protos declares it. */
+  get(methodPath: string): GrpcMethodCodec | undefined {
+    const codec = this.byPath.get(methodPath);
+    if (codec !== undefined || this.serverDefinitions === undefined) return codec;
+    for (const definition of this.serverDefinitions()) {
+      if (this.indexed.has(definition)) continue;
+      this.indexed.add(definition);
+      this.index(definition);
+    }
+    return this.byPath.get(methodPath);
+  }
+
+  /** Adds the methods of the services of `definition` (a proto-loader package definition) that are not known yet: `grpcProtos` wins. */
+  private index(definition: Record<string, unknown>): void {
     for (const service of Object.values(definition)) {
       if (!service || typeof service !== 'object' || 'format' in service) continue; // a message or enum type, not a service
       for (const method of Object.values(service as Record<string, MethodDefinitionLike>)) {
-        if (typeof method?.path !== 'string') continue;
-        codecs.byPath.set(method.path, {
+        if (typeof method?.path !== 'string' || this.byPath.has(method.path)) continue;
+        this.byPath.set(method.path, {
           serializeRequest: (value) => method.requestSerialize(value),
           deserializeResponse: (bytes) => method.responseDeserialize(bytes),
         });
       }
     }
-    return codecs;
-  }
-
-  /** The codecs of `/package.Service/Method`, if the app's protos declare it. */
-  get(methodPath: string): GrpcMethodCodec | undefined {
-    return this.byPath.get(methodPath);
   }
 }
