@@ -343,6 +343,14 @@ export const MESSAGES = {
     `workflow "${workflow}": step "${step}" started while step "${running}" runs; a workflow's steps run one after the other (await each)`,
   workflowCallbackAfterAction: (step: string, op: string) =>
     `step "${step}": register its ${op === 'rollback' ? 'onRollback' : 'onCommit'} before its action (a crash in between would lose it)`,
+  workflowSecondCallback: (step: string, op: string) =>
+    `step "${step}" already has its ${op === 'rollback' ? 'onRollback' : 'onCommit'}; a step has at most one of each (do both things in one callback, or use another step)`,
+  workflowXaStepCallbacks: (step: string) =>
+    `XA step "${step}" has an onRollback or onCommit: its phase 2 is the XA commit or rollback; put the callback on a step of its own`,
+  workflowRecordRefused: (branchId: string, op: string, reason: string) =>
+    `DTM refused to record step ${branchId}'s ${op} (${reason}): the workflow is no longer prepared (another execution of it ended it, or it was stopped); this execution stops, nothing is rolled back for it`,
+  workflowNameNotGrpc: (name: string) =>
+    `workflow ${JSON.stringify(name)} cannot run over gRPC: DTM resumes it with its name in gRPC metadata, which takes printable ASCII without spaces around it; rename the workflow, or run it over HTTP ({ protocol: 'http' })`,
   workflowSecondAction: (step: string) => `step "${step}" already has its action; a step has exactly one (start another step)`,
   workflowUnknownDatabase: (workflow: string, option: string, name: string, known: string[]) =>
     `workflow "${workflow}" names database "${name}", which the module's ${option} do not have (known: ${known.length ? known.join(', ') : 'none'})`,

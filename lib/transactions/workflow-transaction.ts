@@ -68,7 +68,14 @@ export class WorkflowTransaction extends Transaction {
   /** Records the outcome of step `branchId`'s `op` (with `sync`: DTM refuses a duplicate, and a workflow no longer prepared). */
   async record(branchId: string, op: string, status: 'succeed' | 'failed', data: string): Promise<void> {
     if (Buffer.byteLength(data) > MAX_STEP_DATA_BYTES) throw new DtmUsageError(MESSAGES.workflowStepTooLarge(branchId, Buffer.byteLength(data), MAX_STEP_DATA_BYTES), { gid: this.gid, branchId });
-    await this.transport.registerBranch({ gid: this.gid, transType: 'workflow', branchId, payload: this.encode(data, NO_TARGET), fields: { op, status, sync: '1' } });
+    try {
+      await this.transport.registerBranch({ gid: this.gid, transType: 'workflow', branchId, payload: this.encode(data, NO_TARGET), fields: { op, status, sync: '1' } });
+    } catch (err) {
+      // DTM's FAILURE here is its refusal of the record, not the step's business FAILURE: read as one,
+      // it would run the rollback callbacks of a workflow another execution may have ended in success
+      if (err instanceof DtmFailureError) throw new Error(MESSAGES.workflowRecordRefused(branchId, op, err.message), { cause: err });
+      throw err;
+    }
   }
 
   /** Ends the workflow: `succeed` with `result`, or `failed` with `reason` (cut to what DTM's stores take). */

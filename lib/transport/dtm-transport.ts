@@ -62,6 +62,8 @@ export interface WorkflowProgress {
   rollbackReason?: string;
   /** The submitted result as DTM stores it (base64 text); the gRPC API never returns it. */
   result?: string;
+  /** The custom data DTM stores with it (the first prepare's: its name and input); the gRPC API never returns it. */
+  customData?: string;
   progresses: { branchId: string; op: string; status: BranchStatus; data: Buffer }[];
 }
 

@@ -100,7 +100,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     return this.step('$random').run(() => Math.random());
   }
 
-  /** @internal Registers a phase-2 callback of `step` (before its action, as DTM's Go SDK requires). */
+  /** @internal Registers a phase-2 callback of `step` (the app's before its action, as DTM's Go SDK requires; an XA step's own after it). */
   addPhase2(item: Phase2Item): void {
     this.phase2.push(item);
   }
@@ -226,9 +226,10 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   }
 }
 
-/** One step: callbacks first, then exactly one action. */
+/** One step: callbacks first (at most one of each op), then exactly one action. */
 class Step implements WorkflowStep {
   private acted = false;
+  private readonly callbacks = new Set<'commit' | 'rollback'>();
 
   constructor(
     private readonly execution: WorkflowExecution<unknown>,
@@ -266,19 +267,32 @@ class Step implements WorkflowStep {
   }
 
   xa<T, H = unknown>(dbOrName: XaDatabase<H> | string, action: (handle: H) => Promise<T> | T): Promise<T> {
+    // its XA commit and rollback are its phase 2, recorded under its branch id and those ops
+    if (this.callbacks.size > 0) throw new DtmUsageError(MESSAGES.workflowXaStepCallbacks(this.name));
     this.act();
     const execution = this.execution;
     const db = execution.xaDatabase(dbOrName);
     const xid = xidOf({ gid: execution.gid, branchId: this.branchId }, db.dialect);
     const row = { transType: 'workflow', gid: execution.gid, branchId: this.branchId, table: execution.barrierTable };
-    // phase 2 of the XA transaction, whatever the action's outcome (a failed or unknown prepare is rolled back)
-    execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'commit', callback: () => finishXa(db, xid, true, row) });
-    execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'rollback', callback: () => finishXa(db, xid, false, row) });
-    return execution.action<T>(this.name, this.branchId, async () => {
+    const acted = execution.action<T>(this.name, this.branchId, async () => {
       // prepared in an earlier execution but not recorded: its outcome cannot be read back, so roll back
       if (execution.wasRecorded(this.name, this.branchId, 'business')) throw new DtmFailureError(MESSAGES.workflowXaNotResumable(this.name));
       return prepareXa(db, xid, row, async (handle) => action(handle), () => execution.recordBusiness(this.name, this.branchId), execution.bounds);
     });
+    // phase 2 of the XA transaction, whatever the action's outcome (a failed or unknown prepare is
+    // rolled back): added after the action, as DTM's Go SDK does, so that the FAILURE of the action
+    // drops the step's own onRollback (unless compensateFailedStep), never the XA rollback
+    const phase2 = () => {
+      execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'commit', callback: () => finishXa(db, xid, true, row) });
+      execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'rollback', callback: () => finishXa(db, xid, false, row) });
+    };
+    return acted.then(
+      (value) => (phase2(), value),
+      (err: unknown) => {
+        phase2();
+        throw err;
+      },
+    );
   }
 
   private call<T>(target: string, payload: Payload | undefined): Promise<T> {
@@ -288,6 +302,9 @@ class Step implements WorkflowStep {
 
   private callback(op: 'commit' | 'rollback', callback: WorkflowCallback): this {
     if (this.acted) throw new DtmUsageError(MESSAGES.workflowCallbackAfterAction(this.name, op));
+    // each phase-2 callback is recorded under the step's branch id and op: a second one would share its record
+    if (this.callbacks.has(op)) throw new DtmUsageError(MESSAGES.workflowSecondCallback(this.name, op));
+    this.callbacks.add(op);
     this.execution.addPhase2({ branchId: this.branchId, step: this.name, op, callback });
     return this;
   }

@@ -119,11 +119,14 @@ export class WorkflowEngine {
   }
 
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown): Promise<WorkflowResult> {
+    // DTM resumes a gRPC workflow with its name in gRPC metadata, which grpc-go refuses to send for such a name (every resume would fail)
+    if (tx.protocol === 'grpc' && !GRPC_METADATA_VALUE.test(definition.name)) throw new DtmUsageError(MESSAGES.workflowNameNotGrpc(definition.name), { gid });
     const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
     if (progress.status === 'succeed') return { status: 'succeed', result: await this.resultOf(gid, progress.result) };
     if (progress.status === 'failed') throw new DtmFailureError(readFailureReason(progress.rollbackReason ?? 'FAILURE').message, { gid, raw: progress.rollbackReason });
-    // a workflow that already recorded steps runs on with the input DTM stored (DTM keeps the first)
-    if (progress.progresses.length > 0) input = await this.storedInput(gid, input);
+    // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
+    // also one that finds no step recorded yet: the HTTP answer holds it, over gRPC it is read back
+    input = progress.customData !== undefined ? inputOf(progress.customData, input) : await this.storedInput(gid, input);
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {
       barrierConnections: this.env.barrierConnections,
       xaDatabases: this.env.xaDatabases,
@@ -156,8 +159,7 @@ export class WorkflowEngine {
 
   /** The input DTM stored for `gid` (`fallback` when it cannot be read). */
   private async storedInput(gid: string, fallback: unknown): Promise<unknown> {
-    const stored = (await this.runtime.query(gid))?.customData as { data?: unknown } | undefined;
-    return typeof stored?.data === 'string' && stored.data !== '' ? (JSON.parse(Buffer.from(stored.data, 'base64').toString('utf8')) as StoredInput).v : fallback;
+    return inputOf((await this.runtime.query(gid))?.customData, fallback);
   }
 
   /** A finished workflow's result: from `prepareWorkflow` (HTTP), or else from DTM's query (the gRPC API does not return it). */
@@ -166,6 +168,23 @@ export class WorkflowEngine {
     if (!base64) return undefined;
     return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
   }
+}
+
+/** What gRPC metadata values carry: printable ASCII, without spaces around it. */
+const GRPC_METADATA_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/** The input a workflow's custom data holds (DTM's text of it, or the object a query parsed), or `fallback` when it holds none. */
+function inputOf(customData: unknown, fallback: unknown): unknown {
+  let stored = customData;
+  if (typeof stored === 'string') {
+    try {
+      stored = JSON.parse(stored);
+    } catch {
+      return fallback;
+    }
+  }
+  const data = (stored as { data?: unknown } | null | undefined)?.data;
+  return typeof data === 'string' && data !== '' ? (JSON.parse(Buffer.from(data, 'base64').toString('utf8')) as StoredInput).v : fallback;
 }
 
 /** The signed text of the forwarded headers DTM stored for a workflow, as its `dtm-auth-headers` lists them (undefined: none; null: a list they do not match). */

@@ -90,6 +90,7 @@ export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
     status: global?.status ?? 'prepared',
     rollbackReason: global?.rollback_reason || undefined,
     result: global?.result || undefined,
+    customData: global?.custom_data || undefined,
     progresses: (answer.progresses ?? []).map((b) => ({ branchId: b.branch_id, op: b.op, status: b.status, data: b.bin_data ? Buffer.from(b.bin_data, 'base64') : Buffer.alloc(0) })),
   };
 }
@@ -128,5 +129,16 @@ function parseJson(text: string | undefined): unknown {
 export function readBranchAnswer(status: number, text: string): 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR' {
   if (status === 425 || text.includes('ONGOING')) return 'ONGOING';
   if (status === 409 || text.includes('FAILURE')) return 'FAILURE';
+  return status === 200 ? 'SUCCESS' : 'ERROR';
+}
+
+/**
+ * How DTM's Go workflow SDK reads the HTTP answer of a workflow's step or phase-2 call
+ * (client/workflow/utils.go `HTTPResp2DtmError`): by its status alone, 425 ONGOING, 409 FAILURE,
+ * 200 success, anything else an error; the body is the step's value, whatever words it holds.
+ */
+export function readWorkflowAnswer(status: number): 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR' {
+  if (status === 425) return 'ONGOING';
+  if (status === 409) return 'FAILURE';
   return status === 200 ? 'SUCCESS' : 'ERROR';
 }

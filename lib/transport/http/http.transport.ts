@@ -16,7 +16,7 @@ import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBra
 import { NOT_SENT } from '../dtm-transient.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
-import { fromWireProgress, fromWireTransaction, readBranchAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
+import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 
 /** What one request carries besides its URL: the body (text), and for a branch its headers and timeout. */
@@ -176,7 +176,8 @@ export class HttpTransport implements DtmTransport {
       throw requestError(err, UNANSWERED.branch, endpoint, call.timeoutSeconds, this.config.maxAnswerBytes, { gid: call.gid, branchId: call.branchId });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
-    switch (readBranchAnswer(answer.status, answer.text)) {
+    // a workflow's own calls (its steps, their phase 2) are read as DTM's Go workflow SDK reads them: by the status alone
+    switch (call.transType === 'workflow' ? readWorkflowAnswer(answer.status) : readBranchAnswer(answer.status, answer.text)) {
       case 'ONGOING':
         throw new DtmOngoingError(answer.text || 'ONGOING', context);
       case 'FAILURE':

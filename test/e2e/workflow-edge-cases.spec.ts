@@ -1,0 +1,234 @@
+// Workflow mode where an execution meets another one, a refused record, an HTTP body holding DTM's
+// words, an XA step that cannot be resumed, two callbacks on one step, a second input, and a name
+// gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
+// against the real DTM server (found by a review of the workflow mode).
+import 'reflect-metadata';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Injectable, Module, type INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import pg from 'pg';
+import { DtmClient, DtmFailureError, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, pgXaDatabase, type WorkflowContext } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { harness, queryTrans } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { freePort } from '../support/services/process.js';
+
+interface Urls {
+  a: string;
+  aRevert: string;
+  b: string;
+  amount?: number;
+}
+
+/** Completed runs of callbacks, per name. */
+const done = new Map<string, number>();
+const attempts = new Map<string, number>();
+const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+
+@Injectable()
+class ReviewWorkflows {
+  @DtmWorkflow('review.two.v1')
+  async two(wf: WorkflowContext<Urls>) {
+    await wf.step('a').onRollback((b) => b.http(wf.input.aRevert, { n: 1 })).http(wf.input.a, { amount: wf.input.amount ?? 1 });
+    await wf.step('b').http(wf.input.b, { amount: wf.input.amount ?? 1 });
+    return 'ok';
+  }
+
+  @DtmWorkflow('review.one.v1')
+  async one(wf: WorkflowContext<Urls>) {
+    return wf.step('a').http(wf.input.a, { n: 1 });
+  }
+
+  @DtmWorkflow('review.xa.v1')
+  async xa(wf: WorkflowContext<{ id: number }>) {
+    await wf.step('hold').xa('pg', async (c: pg.Client) => {
+      await c.query('UPDATE review_acc SET balance = balance - 1 WHERE id = $1', [wf.input.id]);
+      return 1;
+    });
+    return 'held';
+  }
+
+  @DtmWorkflow('review.tworb.v1')
+  async tworb(wf: WorkflowContext<{ key: string }>) {
+    await wf
+      .step('a')
+      .onRollback(() => void bump(done, `${wf.input.key}-cb1`))
+      .onRollback(() => void bump(done, `${wf.input.key}-cb2`))
+      .run(() => bump(attempts, wf.input.key));
+  }
+
+  @DtmWorkflow('review.xacb.v1')
+  async xacb(wf: WorkflowContext<{ key: string }>) {
+    await wf
+      .step('hold')
+      .onRollback(() => void bump(done, `${wf.input.key}-cb`))
+      .xa('pg', () => bump(attempts, wf.input.key));
+  }
+
+  @DtmWorkflow('überweisung')
+  async transfer(wf: WorkflowContext<{ key: string }>) {
+    return wf.step('a').run(() => `sent ${wf.input.key}`);
+  }
+}
+
+async function startApp(pgUrl: string): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
+  const port = await freePort();
+  const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
+  @Module({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, barrierTable: 'dtm_barrier', retryInterval: 60 },
+        barrierConnections: { pg: pgBarrierDatabase(pool) },
+        xaConnections: {
+          pg: pgXaDatabase(async () => {
+            const c = new pg.Client({ connectionString: pgUrl });
+            await c.connect();
+            return c;
+          }),
+        },
+      }),
+    ],
+    providers: [ReviewWorkflows],
+  })
+  class ReviewModule {}
+  const app = await NestFactory.create(ReviewModule, { logger: ['error'] });
+  await app.listen(port, '127.0.0.1');
+  return { app, client: app.get(DtmClient), close: async () => void (await app.close(), await pool.end()) };
+}
+
+let dbs: FileDatabases;
+let pool: pg.Pool;
+let recorder: Recorder;
+let A: Awaited<ReturnType<typeof startApp>>;
+let B: Awaited<ReturnType<typeof startApp>>;
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  pool = new pg.Pool({ connectionString: dbs.postgres.url });
+  await pool.query('CREATE TABLE review_acc (id int PRIMARY KEY, balance int NOT NULL)');
+  await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  recorder = await startRecorder();
+  A = await startApp(dbs.postgres.url);
+  B = await startApp(dbs.postgres.url);
+});
+afterAll(async () => {
+  await A?.close();
+  await B?.close();
+  await recorder?.close();
+  await pool?.end();
+});
+beforeEach(() => recorder.reset());
+
+const urls = (): Urls => ({ a: recorder.urlFor('/A'), aRevert: recorder.urlFor('/ARevert'), b: recorder.urlFor('/B') });
+
+const failure = (e: unknown) => (e instanceof Error ? `${e.constructor.name}: ${e.message}` : JSON.stringify(e));
+
+describe('workflow mode at its edges', () => {
+  it('two executions of one gid: the slower one, finding the workflow ended in success, stops without running a rollback callback', async () => {
+    const gid = await A.client.generateGid();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let arrived!: () => void;
+    const slowCall = new Promise<void>((r) => (arrived = r));
+    let bCalls = 0;
+    recorder.handle('/B', async () => {
+      bCalls += 1;
+      if (bCalls === 1) {
+        arrived();
+        await gate; // replica A's call of step b is slow
+      }
+      return 200;
+    });
+    const first = A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
+    await slowCall;
+    // replica B (DTM's resume, or a retried request) runs it to the end meanwhile
+    expect(await B.client.executeWorkflow('review.two.v1', gid, urls())).toEqual({ status: 'succeed', result: 'ok' });
+    release();
+    const outcome = await first;
+    // DTM refused A's record of step b (the workflow is no longer prepared): not a business FAILURE
+    expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(failure(outcome)).toMatch(/DTM refused to record step 02's action .*: the workflow is no longer prepared/);
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+  });
+
+  it('an HTTP step is read by its status alone: a 200 whose JSON holds ONGOING is its value', async () => {
+    const gid = await A.client.generateGid();
+    recorder.answer('/A', { status: 200, body: { order: 7, state: 'ONGOING' } });
+    expect(await A.client.executeWorkflow('review.one.v1', gid, urls())).toEqual({ status: 'succeed', result: { order: 7, state: 'ONGOING' } });
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+  });
+
+  it('an HTTP step answering 500 with FAILURE in its body leaves the workflow pending (not rolled back); run again, it succeeds', async () => {
+    const gid = await A.client.generateGid();
+    recorder.answer('/A', { status: 500, body: { message: 'upstream PAYMENT_FAILURE, try again' } }, 200);
+    const first = await A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(await A.client.executeWorkflow('review.two.v1', gid, urls())).toEqual({ status: 'succeed', result: 'ok' });
+    expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+  });
+
+  it('an XA step prepared but not recorded: the resume rolls the workflow back and rolls the prepared XA transaction back', async () => {
+    await pool.query('INSERT INTO review_acc VALUES (1, 100)');
+    const gid = await A.client.generateGid();
+    // DTM unreachable for the one record of step 01's action (or the process died there)
+    const raw = (A.client as unknown as { rawHttp: { registerBranch(r: { branchId: string; fields?: Record<string, string> }): Promise<void> } }).rawHttp;
+    const original = raw.registerBranch.bind(raw);
+    let failed = false;
+    raw.registerBranch = async (r) => {
+      if (!failed && r.branchId === '01' && r.fields?.op === 'action') {
+        failed = true;
+        throw new Error('connect ECONNREFUSED (simulated)');
+      }
+      return original(r as never);
+    };
+    try {
+      expect(await A.client.executeWorkflow('review.xa.v1', gid, { id: 1 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    } finally {
+      raw.registerBranch = original;
+    }
+    const prepared = async () => (await pool.query('SELECT gid FROM pg_prepared_xacts WHERE gid = $1', [`${gid}-01`])).rows.length;
+    expect(await prepared()).toBe(1);
+    const second = await A.client.executeWorkflow('review.xa.v1', gid, { id: 1 }).catch((e: unknown) => e);
+    const left = await prepared();
+    if (left) await pool.query(`ROLLBACK PREPARED '${gid}-01'`); // do not leave the lock to the next test
+    expect(second).toBeInstanceOf(DtmFailureError);
+    expect(left).toBe(0);
+    expect((await pool.query('SELECT balance FROM review_acc WHERE id = 1')).rows).toEqual([{ balance: 100 }]);
+    const record = await queryTrans(gid);
+    expect([record.transaction?.status, record.branches.filter((b) => b.op === 'rollback').map((b) => `${b.branch_id} ${b.status}`)]).toEqual(['failed', ['01 succeed']]);
+  });
+
+  it.each([
+    ['two onRollback callbacks on one step', 'review.tworb.v1', /step "a" already has its onRollback; a step has at most one of each/],
+    ['an onRollback on an XA step', 'review.xacb.v1', /XA step "hold" has an onRollback or onCommit/],
+  ])('%s: refused (DtmUsageError) before its action runs', async (_, name, message) => {
+    const gid = await A.client.generateGid();
+    const outcome = await A.client.executeWorkflow(name, gid, { key: gid }).catch((e: unknown) => e);
+    expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((outcome as Error).cause).toBeInstanceOf(DtmUsageError);
+    expect((outcome as Error).message).toMatch(message);
+    expect([attempts.get(gid), done.get(`${gid}-cb1`), done.get(`${gid}-cb`)]).toEqual([undefined, undefined, undefined]);
+    expect((await queryTrans(gid)).branches).toEqual([]);
+  });
+
+  it('executed again with another input before any step was recorded: every execution runs with the input DTM stored first', async () => {
+    const gid = await A.client.generateGid();
+    recorder.answer('/A', 425, 200);
+    recorder.answer('/B', 425, 200);
+    expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 30 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 })).toEqual({ status: 'succeed', result: 'ok' });
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.body}`)).toEqual(['/A 425 {"amount":30}', '/A 200 {"amount":30}', '/B 425 {"amount":30}', '/B 200 {"amount":30}']);
+  });
+
+  it('a workflow name gRPC metadata cannot carry: refused over gRPC before DTM holds anything; runs over HTTP', async () => {
+    const gid = await A.client.generateGid();
+    const refused = await A.client.executeWorkflow('überweisung', gid, { key: gid }, { protocol: 'grpc' }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(DtmUsageError);
+    expect((refused as Error).message).toMatch(/workflow "überweisung" cannot run over gRPC: .* rename the workflow, or run it over HTTP/);
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    expect(await A.client.executeWorkflow('überweisung', gid, { key: gid })).toEqual({ status: 'succeed', result: `sent ${gid}` });
+  });
+});
