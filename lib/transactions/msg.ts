@@ -52,7 +52,11 @@ export class Msg extends StepTransaction {
     return this;
   }
 
-  /** Adds a branch per subscriber of `topic` (subscribed on the DTM server). */
+  /**
+   * Adds a branch per subscriber of `topic` (subscribed on the DTM server). DTM sends every
+   * subscriber the same bytes: an object payload goes as its JSON text, also to gRPC subscribers;
+   * give those the encoded message (a `Uint8Array`).
+   */
   addTopic(topic: string, payload?: Payload): this {
     if (typeof topic !== 'string' || topic === '') throw new DtmUsageError(MESSAGES.badTopic(topic), { gid: this.gid });
     return this.add(`topic://${topic}`, payload);
