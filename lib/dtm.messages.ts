@@ -172,6 +172,8 @@ export const MESSAGES = {
     `${redactUrl(target)} is neither a URL (http(s)://...), nor a gRPC target (host:port/package.Service/Method), nor a branch name; fix it`,
   emptyTarget: (role: string) => `the ${role} target is empty, but the module must call it; give a URL, a gRPC target or a branch name`,
   topicOutsideMsg: (target: string, role: string) => `${redactUrl(target)}: topics are for message branches, not a ${role}`,
+  mixedTransports: (what: string, targets: [op: string, target: string][]) =>
+    `${what} has its ops on different transports (${targets.map(([op, target]) => `${op} ${redactUrl(target)}`).join(', ')}): DTM sends the one payload of a step or TCC branch to each of its ops, encoded for one transport, so the other ops could not read it and DTM would retry them forever. Put all of its ops on one transport: give targets of one kind (all http(s):// URLs, or all gRPC host:port/package.Service/Method), or serve every handler of the branch name on the same transport (each with a @GrpcMethod, or none of them)`,
   notCallable: (target: string) => `${redactUrl(target)} cannot be called directly (only http(s):// URLs and gRPC targets can)`,
   compensateNotString: (got: unknown) =>
     `the compensation must be a target string ('' for none), got ${typeof got}: pass add(action, compensate, payload), or add(target, payload) for a step without one`,

@@ -2,9 +2,12 @@ import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { assertOneTransport, type BranchTarget } from '../transport/branch-target.js';
 import { StepTransaction } from './step-transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
+
+const NO_TARGET: BranchTarget = { kind: 'none', value: '' };
 
 /**
  * A saga: steps DTM runs in order (or concurrently), each an action with a compensation that DTM
@@ -25,7 +28,10 @@ export class Saga extends StepTransaction {
    * is a step with nothing to call (DTM records it as done).
    */
   add(target: string, payload?: Payload): this;
-  /** Adds a step: DTM sends `payload` to `action`, and to `compensate` if the saga rolls back (`''`: no compensation). */
+  /**
+   * Adds a step: DTM sends `payload` to `action`, and to `compensate` if the saga rolls back (`''`:
+   * no compensation). Both are URLs or both gRPC targets: DTM sends the same bytes to each.
+   */
   add(action: string, compensate: string, payload: Payload): this;
   /**
    * Adds a step of another service by name: `branch` is an entry of its contract (`Bank.withdraw`,
@@ -45,16 +51,19 @@ export class Saga extends StepTransaction {
 
   private step(actionSpec: string, compensateSpec: string | undefined, payload: Payload, explicit: boolean): this {
     const action = this.target(actionSpec, 'saga-action', 'action');
-    let compensate = '';
+    let compensate: BranchTarget = NO_TARGET;
     if (explicit) {
       if (typeof compensateSpec !== 'string') throw new DtmUsageError(MESSAGES.compensateNotString(compensateSpec), { gid: this.gid });
-      compensate = this.target(compensateSpec, 'saga-compensate', 'compensation').value;
+      compensate = this.target(compensateSpec, 'saga-compensate', 'compensation');
     } else if (actionSpec !== action.value && this.runtime.hasBranch('saga-compensate', actionSpec)) {
       // a branch name (it resolved to something else): its @SagaCompensate, when it has one
-      compensate = this.target(actionSpec, 'saga-compensate', 'compensation').value;
+      compensate = this.target(actionSpec, 'saga-compensate', 'compensation');
     }
-    this.steps.push({ action: action.value, compensate });
-    this.payloads.push(this.encode(payload, action));
+    const named = actionSpec !== action.value ? ` (${JSON.stringify(actionSpec)})` : '';
+    assertOneTransport(`saga ${this.gid} step ${this.steps.length}${named}`, { action, compensate }, this.gid);
+    this.steps.push({ action: action.value, compensate: compensate.value });
+    // encoded for the op DTM calls: the compensation when the action is empty
+    this.payloads.push(this.encode(payload, action.kind === 'none' ? compensate : action));
     return this;
   }
 

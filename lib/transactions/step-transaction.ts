@@ -2,6 +2,7 @@ import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../t
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { mayHaveReachedDtm } from '../transport/dtm-transient.js';
+import { assertOneTransport } from '../transport/branch-target.js';
 import { Transaction } from './transaction.js';
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */
@@ -22,14 +23,16 @@ export abstract class StepTransaction extends Transaction {
   protected async resolveRemote(): Promise<void> {
     const steps = this.remoteSteps;
     if (!steps) return;
-    this.remoteSteps = undefined;
     const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));
+    // every step is checked before any is filled in; a refused one stays to resolve (a submit again is refused too, never sent with empty targets)
+    steps.forEach((s, i) => assertOneTransport(`${this.transType} ${this.gid} step ${s.index} (branch ${JSON.stringify(s.ref.branch)} of service ${JSON.stringify(s.ref.service)})`, resolved[i], this.gid));
     steps.forEach((s, i) => {
       const targets = resolved[i];
       this.steps[s.index].action = targets.action.value;
       if (s.kind === 'saga') this.steps[s.index].compensate = targets.compensate?.value ?? '';
       this.payloads[s.index] = this.encode(s.payload, targets.action);
     });
+    this.remoteSteps = undefined;
   }
 
   /** Sets more per-transaction options (merged with earlier ones; seconds); unset options take the module's `lynx.dtm` values. */

@@ -1,5 +1,5 @@
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
-import { parseTarget, type BranchTarget } from '../transport/branch-target.js';
+import { assertOneTransport, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { GlobalTransaction } from './global-transaction.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -18,7 +18,8 @@ export class Tcc extends GlobalTransaction {
   callBranch(payload: Payload, name: string): Promise<BranchAnswer>;
   /**
    * Registers a branch (its confirm and cancel targets, and `payload` as their body) with DTM, then
-   * calls its Try. Targets are URLs or, in a gRPC transaction, gRPC targets too. Resolves with the
+   * calls its Try. Targets are URLs or, in a gRPC transaction, gRPC targets too, all three of one
+   * kind (DTM sends the Try's payload bytes to the confirm and cancel; `''` aside). Resolves with the
    * Try's answer; throws `DtmFailureError` if the Try answered FAILURE (the transaction is then
    * cancelled), or another error if it could not be called.
    */
@@ -32,6 +33,7 @@ export class Tcc extends GlobalTransaction {
   async callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
     if (isRemoteBranch(tryOrName)) {
       const targets = await this.remoteTargets(tryOrName, 'tcc');
+      assertOneTransport(`tcc ${this.gid} branch ${JSON.stringify(tryOrName.branch)} of service ${JSON.stringify(tryOrName.service)}`, targets, this.gid);
       return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName.service);
     }
     const named = confirm === undefined && parseTarget(tryOrName, this.gid).kind === 'name';
@@ -39,6 +41,7 @@ export class Tcc extends GlobalTransaction {
     const tryTarget = this.target(tryOrName, 'tcc-try', 'try', true);
     const confirmTarget = this.target(named ? tryOrName : (confirm ?? ''), 'tcc-confirm', 'confirm');
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
+    assertOneTransport(`tcc ${this.gid} branch${named ? ` ${JSON.stringify(tryOrName)}` : ''}`, { try: tryTarget, confirm: confirmTarget, cancel: cancelTarget }, this.gid);
     return this.register(payload, tryTarget, confirmTarget, cancelTarget);
   }
 

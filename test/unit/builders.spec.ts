@@ -5,7 +5,7 @@ import { describe, expect, it } from '@jest/globals';
 import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
 import type { BranchInfo, BranchKind } from '../../lib/transport/dtm.types.js';
 import type { XaDatabase } from '../../lib/xa/xa.types.js';
-import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
+import type { BranchRegistration, DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../../lib/transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../../lib/transport/http/http.transport.js';
@@ -26,6 +26,7 @@ const config: DtmConfig = resolveDtmConfig(
 /** A runtime whose transports record prepare / submit / abort instead of sending them; one decorated branch pair, `withdraw`. */
 function recordingRuntime(headers: Record<string, string> = {}) {
   const sent: { op: string; protocol: DtmProtocol; request: TransactionRequest }[] = [];
+  const registered: BranchRegistration[] = [];
   const http = new HttpTransport(config);
   const transports = { http, grpc: new GrpcTransport(config, http, new GrpcCodecs()) };
   const recording = (t: DtmTransport): DtmTransport =>
@@ -33,8 +34,19 @@ function recordingRuntime(headers: Record<string, string> = {}) {
       prepare: async (request: TransactionRequest) => void sent.push({ op: 'prepare', protocol: t.protocol, request: structuredClone(request) }),
       submit: async (request: TransactionRequest) => void sent.push({ op: 'submit', protocol: t.protocol, request: structuredClone(request) }),
       abort: async (request: TransactionRequest) => void sent.push({ op: 'abort', protocol: t.protocol, request: structuredClone(request) }),
+      registerBranch: async (registration: BranchRegistration) => void registered.push(structuredClone(registration)),
     });
-  const branches: Record<string, string> = { 'saga-action:withdraw': 'http://app/withdraw', 'saga-compensate:withdraw': 'http://app/withdraw-revert', 'saga-action:audit': 'http://app/audit' };
+  const branches: Record<string, string> = {
+    'saga-action:withdraw': 'http://app/withdraw',
+    'saga-compensate:withdraw': 'http://app/withdraw-revert',
+    'saga-action:audit': 'http://app/audit',
+    // a name whose action has a @GrpcMethod and whose compensation is an HTTP route only (as a gRPC transaction resolves it)
+    'saga-action:ship': '127.0.0.1:9/shop.Shop/Ship',
+    'saga-compensate:ship': 'http://app/ship-revert',
+    'tcc-try:hold': '127.0.0.1:9/shop.Shop/Hold',
+    'tcc-confirm:hold': '127.0.0.1:9/shop.Shop/HoldConfirm',
+    'tcc-cancel:hold': 'http://app/hold-cancel',
+  };
   const runtime: TransactionRuntime = {
     config,
     transport: (protocol) => recording(transports[protocol]),
@@ -50,13 +62,16 @@ function recordingRuntime(headers: Record<string, string> = {}) {
     },
     hasBranch: (kind: BranchKind, name: string) => `${kind}:${name}` in branches,
     // another service's saga branch `bank/withdraw`, as its manifest would give it
-    remoteBranch: async (ref) => {
-      if (ref.service !== 'bank' || ref.branch !== 'withdraw') throw new DtmUsageError(`no ${ref.service} branch ${ref.branch}`);
-      return { action: 'http://bank/withdraw', compensate: 'http://bank/withdraw-revert' };
+    remoteBranch: async (ref): Promise<Record<string, string>> => {
+      if (ref.service === 'bank' && ref.branch === 'withdraw') return { action: 'http://bank/withdraw', compensate: 'http://bank/withdraw-revert' };
+      // another service's branches whose ops its manifest puts on different transports
+      if (ref.service === 'stock' && ref.branch === 'take') return { action: '127.0.0.1:9/stock.Stock/Take', compensate: 'http://stock/take-revert' };
+      if (ref.service === 'stock' && ref.branch === 'reserve') return { try: 'http://stock/reserve', confirm: 'http://stock/reserve-confirm', cancel: '127.0.0.1:9/stock.Stock/ReserveCancel' };
+      throw new DtmUsageError(`no ${ref.service} branch ${ref.branch}`);
     },
     remoteFailed: () => undefined,
   };
-  return { runtime, sent };
+  return { runtime, sent, registered };
 }
 
 describe('Saga', () => {
@@ -233,6 +248,50 @@ describe('Saga', () => {
       /knows no proto declaring that method \(neither grpcProtos nor the protos of this app's gRPC servers\): add its .proto to DtmModule.forRoot\(\{ grpcProtos/,
     );
   });
+
+  it('a step whose action and compensation are on different transports (gRPC and http://) is refused when added, by targets, by name or of another service: DTM sends both the one payload', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const proto = Uint8Array.from([8, 30]);
+    const grpc = () => new Saga(runtime, 'gid-mix', { protocol: 'grpc' });
+    const fix = 'Put all of its ops on one transport: give targets of one kind (all http(s):// URLs, or all gRPC host:port/package.Service/Method), or serve every handler of the branch name on the same transport';
+    let refused: unknown;
+    try {
+      grpc().add('http://a/ok', 'http://a/ok-revert', {}).add('127.0.0.1:9/bank.Bank/Withdraw', 'http://a/WithdrawRevert', proto);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(DtmUsageError);
+    expect((refused as DtmUsageError).gid).toBe('gid-mix');
+    expect((refused as Error).message).toBe(
+      'saga gid-mix step 1 has its ops on different transports (action 127.0.0.1:9/bank.Bank/Withdraw, compensate http://a/WithdrawRevert): DTM sends the one payload of a step or TCC branch to each of its ops, encoded for one transport, so the other ops could not read it and DTM would retry them forever. ' +
+        `${fix} (each with a @GrpcMethod, or none of them)`,
+    );
+    expect(() => grpc().add('https://a/Withdraw', '127.0.0.1:9/bank.Bank/WithdrawRevert', {})).toThrow(/saga gid-mix step 0 has its ops on different transports \(action https:\/\/a\/Withdraw, compensate 127.0.0.1:9\/bank.Bank\/WithdrawRevert\)/);
+    expect(() => grpc().add('ship', proto)).toThrow('saga gid-mix step 0 ("ship") has its ops on different transports (action 127.0.0.1:9/shop.Shop/Ship, compensate http://app/ship-revert)');
+    await expect(grpc().add({ service: 'stock', branch: 'take' }, {}).submit()).rejects.toThrow(
+      'saga gid-mix step 0 (branch "take" of service "stock") has its ops on different transports (action 127.0.0.1:9/stock.Stock/Take, compensate http://stock/take-revert)',
+    );
+    // a refused step of another service stays refused: a second submit never sends it with empty targets
+    const remote = grpc().add({ service: 'stock', branch: 'take' }, {});
+    await expect(remote.submit()).rejects.toThrow(DtmUsageError);
+    await expect(remote.submit()).rejects.toThrow(DtmUsageError);
+    expect(sent).toEqual([]);
+    // one transport per step, or no compensation: as before, steps may differ from one another
+    await grpc()
+      .add('127.0.0.1:9/bank.Bank/Withdraw', '127.0.0.1:9/bank.Bank/WithdrawRevert', proto)
+      .add('127.0.0.1:9/bank.Bank/Audit', '', proto)
+      .add('http://a/TransIn', 'http://a/TransInRevert', { amount: 30 })
+      .add('', 'http://a/only-undo', {})
+      .submit();
+    expect(sent[0].request.steps).toEqual([
+      { action: '127.0.0.1:9/bank.Bank/Withdraw', compensate: '127.0.0.1:9/bank.Bank/WithdrawRevert' },
+      { action: '127.0.0.1:9/bank.Bank/Audit', compensate: '' },
+      { action: 'http://a/TransIn', compensate: 'http://a/TransInRevert' },
+      { action: '', compensate: 'http://a/only-undo' },
+    ]);
+    // a step with only a compensation has its payload encoded for the compensation
+    expect(() => grpc().add('', '127.0.0.1:9/bank.Bank/WithdrawRevert', { amount: 1 })).toThrow(/the payload of 127.0.0.1:9\/bank.Bank\/WithdrawRevert is an object, but the module knows no proto/);
+  });
 });
 
 describe('Msg', () => {
@@ -252,6 +311,26 @@ describe('Msg', () => {
       },
     });
     expect(() => new Msg(runtime, 'gid-21', { protocol: 'grpc' }).enableConcurrent()).toThrow(/gRPC API cannot carry concurrent messages/);
+  });
+});
+
+describe('TCC', () => {
+  it('a branch whose Try, Confirm and Cancel are on different transports is refused before it is registered (DTM sends the Try\'s payload to the other two)', async () => {
+    const { runtime, sent, registered } = recordingRuntime();
+    const proto = Uint8Array.from([8, 30]);
+    const tcc = (gid: string, body: (tcc: Tcc) => Promise<unknown>) => new Tcc(runtime, gid, { protocol: 'grpc' }).run(body);
+    await expect(tcc('gid-tm1', (t) => t.callBranch(proto, '127.0.0.1:9/bank.Bank/Try', '127.0.0.1:9/bank.Bank/Confirm', 'http://a/cancel'))).rejects.toThrow(
+      'tcc gid-tm1 branch has its ops on different transports (try 127.0.0.1:9/bank.Bank/Try, confirm 127.0.0.1:9/bank.Bank/Confirm, cancel http://a/cancel): DTM sends the one payload',
+    );
+    await expect(tcc('gid-tm2', (t) => t.callBranch({}, 'http://a/try', '127.0.0.1:9/bank.Bank/Confirm', ''))).rejects.toThrow(/tcc gid-tm2 branch has its ops on different transports \(try http:\/\/a\/try, confirm 127.0.0.1:9\/bank.Bank\/Confirm\)/);
+    await expect(tcc('gid-tm3', (t) => t.callBranch(proto, 'hold'))).rejects.toThrow('tcc gid-tm3 branch "hold" has its ops on different transports (try 127.0.0.1:9/shop.Shop/Hold, confirm 127.0.0.1:9/shop.Shop/HoldConfirm, cancel http://app/hold-cancel)');
+    await expect(tcc('gid-tm4', (t) => t.callBranch({}, { service: 'stock', branch: 'reserve' }))).rejects.toThrow(
+      'tcc gid-tm4 branch "reserve" of service "stock" has its ops on different transports (try http://stock/reserve, confirm http://stock/reserve-confirm, cancel 127.0.0.1:9/stock.Stock/ReserveCancel)',
+    );
+    expect(registered).toEqual([]);
+    // each body's error aborted what was prepared, with the message as the reason
+    expect(sent.map((s) => [s.request.gid, s.op])).toEqual(['gid-tm1', 'gid-tm2', 'gid-tm3', 'gid-tm4'].flatMap((gid) => [[gid, 'prepare'], [gid, 'abort']]));
+    expect(sent[1].request.rollbackReason).toContain('has its ops on different transports');
   });
 });
 
