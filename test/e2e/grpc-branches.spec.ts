@@ -8,10 +8,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Controller, Post } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmModule, DtmUsageError, SagaAction } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmClient, DtmModule, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { branchLines } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
-import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger, startShopApp, type ShopApp } from './grpc-app.js';
 
@@ -152,6 +152,43 @@ describe('what a gRPC transaction refuses before anything is sent', () => {
     expect((await queryTrans('gid-header-key')).transaction).toBeNull();
   });
 
+  it('a saga step with a gRPC action and an http:// compensation (or the reverse): DTM would send the one payload to both, so the step is refused and DTM holds nothing', async () => {
+    const gid = await t.client.generateGid();
+    const revert = 'http://127.0.0.1:1/shop/reserve-revert';
+    let refused: unknown;
+    try {
+      t.client.newSaga(gid).add(t.target('Reserve'), revert, item('a'));
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(DtmUsageError);
+    expect((refused as Error).message).toBe(
+      `saga ${gid} step 0 has its ops on different transports (action ${t.target('Reserve')}, compensate ${revert}): DTM sends the one payload of a step or TCC branch to each of its ops, encoded for one transport, so the other ops could not read it and DTM would retry them forever. ` +
+        'Put all of its ops on one transport: give targets of one kind (all http(s):// URLs, or all gRPC host:port/package.Service/Method), or serve every handler of the branch name on the same transport (each with a @GrpcMethod, or none of them)',
+    );
+    expect(() => t.client.newSaga(gid).add('http://127.0.0.1:1/shop/reserve', t.target('ReserveRevert'), {})).toThrow(
+      `saga ${gid} step 0 has its ops on different transports (action http://127.0.0.1:1/shop/reserve, compensate ${t.target('ReserveRevert')})`,
+    );
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it('a TCC branch whose Try, Confirm and Cancel are on different transports: refused before it is registered or its Try called; the body\'s error aborts the transaction, with no branch', async () => {
+    const gid = await t.client.generateGid();
+    const cancel = 'http://127.0.0.1:1/shop/reserve-cancel';
+    const run = t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(item('a'), t.target('Reserve'), t.target('ReserveRevert'), cancel));
+    await expect(run).rejects.toThrow(
+      new DtmUsageError(
+        `tcc ${gid} branch has its ops on different transports (try ${t.target('Reserve')}, confirm ${t.target('ReserveRevert')}, cancel ${cancel}): DTM sends the one payload of a step or TCC branch to each of its ops, encoded for one transport, so the other ops could not read it and DTM would retry them forever. ` +
+          'Put all of its ops on one transport: give targets of one kind (all http(s):// URLs, or all gRPC host:port/package.Service/Method), or serve every handler of the branch name on the same transport (each with a @GrpcMethod, or none of them)',
+      ),
+    );
+    const record = await waitForTransStatus(gid, 'failed');
+    expect(record.branches).toEqual([]);
+    expect(record.transaction?.rollback_reason).toContain('has its ops on different transports');
+    expect(t.ledger.calls).toEqual([]);
+  });
+
   it('a gRPC-only branch name in an HTTP transaction', () => {
     expect(() => t.client.newSaga('gid-grpc-only', { protocol: 'http' }).add('reserve', item('a'))).toThrow(
       /@SagaAction\('reserve'\) is served over gRPC only \(ShopController.reserve\).*protocol: 'grpc'/,
@@ -223,18 +260,39 @@ describe('one branch name on both transports', () => {
     @GrpcMethod('PgBank', 'TransOut')
     @SagaAction('withdraw', { compensate: false })
     withdraw() {}
+
+    // an action served on both transports whose compensation is an HTTP route only
+    @Post('deposit')
+    @GrpcMethod('PgBank', 'TransIn')
+    @SagaAction('deposit')
+    deposit() {}
+
+    @Post('deposit-revert')
+    @SagaCompensate('deposit')
+    depositRevert() {}
   }
 
-  it('logs which one a transaction uses; HTTP transactions get the route, gRPC transactions the gRPC method', async () => {
+  /** An app serving Pay over HTTP and gRPC, talking HTTP to DTM unless a transaction says otherwise. */
+  async function startPay() {
     const grpcAddress = `127.0.0.1:${await freePort()}`;
     const logger = new RecordingLogger();
     const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: 'http://pay.internal', grpcAppAddress: 'pay.internal:50051' }, grpcProtos: TESTS_GRPC_PROTOS })],
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: 'http://pay.internal', grpcAppAddress: 'pay.internal:50051' },
+          grpcProtos: TESTS_GRPC_PROTOS,
+        }),
+      ],
       controllers: [Pay],
     }).compile();
     const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
     app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
     await app.init();
+    return { app, logger };
+  }
+
+  it('logs which one a transaction uses; HTTP transactions get the route, gRPC transactions the gRPC method', async () => {
+    const { app, logger } = await startPay();
     try {
       expect(logger.lines).toContainEqual(
         "log @SagaAction('withdraw') is served over HTTP by Pay.withdraw and over gRPC by Pay.withdraw: HTTP transactions call the route, gRPC transactions the gRPC method",
@@ -244,6 +302,24 @@ describe('one branch name on both transports', () => {
         'http://pay.internal/pay/withdraw',
         'pay.internal:50051/tests.PgBank/TransOut',
       ]);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a name whose action has a gRPC method and whose compensation is an HTTP route only: a gRPC saga refuses the step (its ops would be on two transports), DTM holds nothing', async () => {
+    const { app } = await startPay();
+    try {
+      const registry = app.get(DtmBranchRegistry);
+      expect([registry.target('saga-action', 'deposit', 'grpc'), registry.target('saga-compensate', 'deposit', 'grpc')]).toEqual([
+        'pay.internal:50051/tests.PgBank/TransIn',
+        'http://pay.internal/pay/deposit-revert',
+      ]);
+      const gid = await app.get(DtmClient).generateGid();
+      expect(() => app.get(DtmClient).newSaga(gid, { protocol: 'grpc' }).add('deposit', { amount: 1 })).toThrow(
+        `saga ${gid} step 0 ("deposit") has its ops on different transports (action pay.internal:50051/tests.PgBank/TransIn, compensate http://pay.internal/pay/deposit-revert)`,
+      );
+      expect((await queryTrans(gid)).transaction).toBeNull();
     } finally {
       await app.close();
     }
