@@ -23,8 +23,10 @@ const SPACE_OR_CONTROL = /[\x00-\x20\x7f]/;
 
 /**
  * Reads a target: an `http(s)://` URL, a gRPC `host:port/package.Service/Method`, `topic://name`,
- * `''` (nothing to call), or else the name of a decorated branch. A URL of another scheme (DTM's Go
- * drivers' `etcd://`, `discovery://`, ...) is refused: neither DTM's default driver nor this module calls it.
+ * `''` (nothing to call), or else the name of a decorated branch. A scheme is taken in any case and
+ * written in lower case in `value` (`HTTP://Host/x` → `http://Host/x`), the only spelling DTM reads.
+ * A URL of another scheme (DTM's Go drivers' `etcd://`, `discovery://`, ...) is refused: neither
+ * DTM's default driver nor this module calls it.
  */
 export function parseTarget(target: string, gid?: string): ParsedTarget {
   if (typeof target !== 'string') throw new DtmUsageError(MESSAGES.targetNotString(target), { gid });
@@ -33,8 +35,9 @@ export function parseTarget(target: string, gid?: string): ParsedTarget {
   // the usual step, without a regex: a lower-case http(s) URL
   if (target.startsWith('http://') || target.startsWith('https://')) return { kind: 'http', value: target };
   const scheme = SCHEME.exec(target)?.[1].toLowerCase();
-  if (scheme === 'http' || scheme === 'https') return { kind: 'http', value: target };
-  if (scheme === 'topic') return { kind: 'topic', value: target };
+  // DTM compares http://, https:// and topic:// case-sensitively: the value it stores and the module calls has the scheme in lower case
+  if (scheme === 'http' || scheme === 'https') return { kind: 'http', value: scheme + target.slice(scheme.length) };
+  if (scheme === 'topic') return { kind: 'topic', value: scheme + target.slice(scheme.length) };
   if (scheme) throw new DtmUsageError(MESSAGES.targetScheme(target), { gid });
   const grpc = GRPC_TARGET.exec(target);
   if (grpc) return { kind: 'grpc', value: target, server: grpc[1], method: grpc[2] };

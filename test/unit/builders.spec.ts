@@ -6,6 +6,7 @@ import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsag
 import type { BranchInfo, BranchKind } from '../../lib/transport/dtm.types.js';
 import type { XaDatabase } from '../../lib/xa/xa.types.js';
 import type { BranchRegistration, DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
+import { parseTarget } from '../../lib/transport/branch-target.js';
 import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../../lib/transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../../lib/transport/http/http.transport.js';
@@ -331,6 +332,22 @@ describe('TCC', () => {
     // each body's error aborted what was prepared, with the message as the reason
     expect(sent.map((s) => [s.request.gid, s.op])).toEqual(['gid-tm1', 'gid-tm2', 'gid-tm3', 'gid-tm4'].flatMap((gid) => [[gid, 'prepare'], [gid, 'abort']]));
     expect(sent[1].request.rollbackReason).toContain('has its ops on different transports');
+  });
+});
+
+describe('branch targets', () => {
+  it('a URL scheme in any case is an HTTP (or topic) target whose scheme is lower-cased, the rest kept: DTM tells http:// from gRPC case-sensitively', async () => {
+    expect(parseTarget('HTTP://Host:8080/Path/X?q=A')).toEqual({ kind: 'http', value: 'http://Host:8080/Path/X?q=A' });
+    expect(parseTarget('Https://User:Pw@Host/Y')).toEqual({ kind: 'http', value: 'https://User:Pw@Host/Y' });
+    expect(parseTarget('TOPIC://Orders')).toEqual({ kind: 'topic', value: 'topic://Orders' });
+    expect(parseTarget('http://Host/Z')).toEqual({ kind: 'http', value: 'http://Host/Z' });
+    expect(() => parseTarget('ETCD://bank/Withdraw')).toThrow(/discovery drivers such as etcd/);
+    // what DTM stores, and what the module calls itself (a TCC Try)
+    const { runtime, sent, registered } = recordingRuntime();
+    await new Saga(runtime, 'gid-case', { protocol: 'grpc' }).add('HTTP://A/TransOut', 'hTTp://A/TransOutRevert', { amount: 1 }).submit();
+    expect(sent[0].request.steps).toEqual([{ action: 'http://A/TransOut', compensate: 'http://A/TransOutRevert' }]);
+    await new Tcc(runtime, 'gid-case2', { protocol: 'grpc' }).run((t) => t.callBranch({}, 'HTTP://127.0.0.1:1/try', 'HTTP://A/confirm', 'HTTPS://A/cancel')).catch(() => undefined);
+    expect(registered[0].fields).toEqual({ confirm: 'http://A/confirm', cancel: 'https://A/cancel' });
   });
 });
 
