@@ -12,6 +12,7 @@ import { DtmBranchRegistry, DtmClient, DtmModule, DtmUsageError, SagaAction, Sag
 import { branchLines } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { startRecorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger, startShopApp, type ShopApp } from './grpc-app.js';
 
@@ -89,6 +90,25 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const wrongOp = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-op', trans_type: 'saga', branch_id: '01', op: 'compensate' });
     expect([wrongOp.code, wrongOp.text]).toEqual([3, expect.stringContaining('ShopController.reserve serves op=action, but this call has op=compensate')]);
     expect(t.ledger.calls).toEqual([]);
+  });
+});
+
+describe('an http:// step of a gRPC saga written with its scheme in capitals', () => {
+  it('HTTP://... is stored and called as http://... (DTM tells HTTP steps by the lower-case prefix, and would call it over gRPC otherwise): the saga succeeds', async () => {
+    const recorder = await startRecorder();
+    try {
+      const gid = await t.client.generateGid();
+      const audit = recorder.urlFor('/audit').replace('http://', 'HTTP://');
+      const final = await t.client.newSaga(gid).add('reserve', item('a')).add(audit, { sku: 'a' }).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('succeed');
+      const [call] = await recorder.waitForCalls('/audit', 1, { gid });
+      expect([call.method, call.query.op, call.body]).toEqual(['POST', 'action', '{"sku":"a"}']);
+      const stored = (await queryTrans(gid)).transaction!.steps!;
+      expect(stored[1]).toEqual({ action: recorder.urlFor('/audit'), compensate: '' });
+      expect(stored.map((step) => step.action.startsWith('http://'))).toEqual([false, true]);
+    } finally {
+      await recorder.close();
+    }
   });
 });
 
