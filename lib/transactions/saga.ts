@@ -59,8 +59,7 @@ export class Saga extends StepTransaction {
       // a branch name (it resolved to something else): its @SagaCompensate, when it has one
       compensate = this.target(actionSpec, 'saga-compensate', 'compensation');
     }
-    const named = actionSpec !== action.value ? ` (${JSON.stringify(actionSpec)})` : '';
-    assertOneTransport(`saga ${this.gid} step ${this.steps.length}${named}`, { action, compensate }, this.gid);
+    assertOneTransport(() => `saga ${this.gid} step ${this.steps.length}${actionSpec !== action.value ? ` (${JSON.stringify(actionSpec)})` : ''}`, { action, compensate }, this.gid);
     this.steps.push({ action: action.value, compensate: compensate.value });
     // encoded for the op DTM calls: the compensation when the action is empty
     this.payloads.push(this.encode(payload, action.kind === 'none' ? compensate : action));

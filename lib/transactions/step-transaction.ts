@@ -25,7 +25,7 @@ export abstract class StepTransaction extends Transaction {
     if (!steps) return;
     const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));
     // every step is checked before any is filled in; a refused one stays to resolve (a submit again is refused too, never sent with empty targets)
-    steps.forEach((s, i) => assertOneTransport(`${this.transType} ${this.gid} step ${s.index} (branch ${JSON.stringify(s.ref.branch)} of service ${JSON.stringify(s.ref.service)})`, resolved[i], this.gid));
+    steps.forEach((s, i) => assertOneTransport(() => `${this.transType} ${this.gid} step ${s.index} (branch ${JSON.stringify(s.ref.branch)} of service ${JSON.stringify(s.ref.service)})`, resolved[i], this.gid));
     steps.forEach((s, i) => {
       const targets = resolved[i];
       this.steps[s.index].action = targets.action.value;

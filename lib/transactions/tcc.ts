@@ -33,7 +33,7 @@ export class Tcc extends GlobalTransaction {
   async callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
     if (isRemoteBranch(tryOrName)) {
       const targets = await this.remoteTargets(tryOrName, 'tcc');
-      assertOneTransport(`tcc ${this.gid} branch ${JSON.stringify(tryOrName.branch)} of service ${JSON.stringify(tryOrName.service)}`, targets, this.gid);
+      assertOneTransport(() => `tcc ${this.gid} branch ${JSON.stringify(tryOrName.branch)} of service ${JSON.stringify(tryOrName.service)}`, targets, this.gid);
       return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName.service);
     }
     const named = confirm === undefined && parseTarget(tryOrName, this.gid).kind === 'name';
@@ -41,7 +41,7 @@ export class Tcc extends GlobalTransaction {
     const tryTarget = this.target(tryOrName, 'tcc-try', 'try', true);
     const confirmTarget = this.target(named ? tryOrName : (confirm ?? ''), 'tcc-confirm', 'confirm');
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
-    assertOneTransport(`tcc ${this.gid} branch${named ? ` ${JSON.stringify(tryOrName)}` : ''}`, { try: tryTarget, confirm: confirmTarget, cancel: cancelTarget }, this.gid);
+    assertOneTransport(() => `tcc ${this.gid} branch${named ? ` ${JSON.stringify(tryOrName)}` : ''}`, { try: tryTarget, confirm: confirmTarget, cancel: cancelTarget }, this.gid);
     return this.register(payload, tryTarget, confirmTarget, cancelTarget);
   }
 

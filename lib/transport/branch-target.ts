@@ -46,12 +46,12 @@ export function parseTarget(target: string, gid?: string): ParsedTarget {
 }
 
 /**
- * Refuses (`DtmUsageError`) a step or branch (`what`) whose ops (`targets`, by op) are called over
+ * Refuses (`DtmUsageError`) a step or branch (`what()` names it) whose ops (`targets`, by op) are called over
  * different transports (gRPC and HTTP): DTM stores one payload per saga step and per TCC branch and
  * sends those bytes to each of its ops, so they can be encoded for one transport only. Empty
  * targets (nothing to call) do not count.
  */
-export function assertOneTransport(what: string, targets: Record<string, BranchTarget | undefined>, gid?: string): void {
+export function assertOneTransport(what: () => string, targets: Record<string, BranchTarget | undefined>, gid?: string): void {
   let kind: BranchTarget['kind'] | undefined;
   for (const op in targets) {
     const target = targets[op];
@@ -59,7 +59,7 @@ export function assertOneTransport(what: string, targets: Record<string, BranchT
     if (kind === undefined) kind = target.kind;
     else if (target.kind !== kind) {
       const called = Object.entries(targets).filter(([, t]) => t && t.kind !== 'none') as [string, BranchTarget][];
-      throw new DtmUsageError(MESSAGES.mixedTransports(what, called.map(([o, t]) => [o, t.value])), { gid });
+      throw new DtmUsageError(MESSAGES.mixedTransports(what(), called.map(([o, t]) => [o, t.value])), { gid });
     }
   }
 }
