@@ -1,4 +1,4 @@
-import { BadRequestException, Catch, HttpException, Injectable, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -31,13 +31,22 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     const transport = branchTransportOf(host);
     if (!transport) throw exception;
     const call = branchCallOf(transport.carrier(host));
-    // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
-    // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
-    if (call && exception instanceof BadRequestException) exception = new DtmFailureError(MESSAGES.invalidPayload(handlerName(call.context), badRequestMessage(exception)), { cause: exception });
     if (call) {
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
+      if (exception instanceof BadRequestException) {
+        if (branch && info && (branch.kind === 'msg-query-prepared' || (branch.kind === 'xa' && info.op !== 'action'))) {
+          // a call DTM sends empty (a back-check, an XA phase 2) refused with 400: a pipe found the empty
+          // request invalid, which says nothing of the transaction: an error DTM retries, never FAILURE
+          this.logger.error(MESSAGES.emptyRequestRefused(where, info, badRequestMessage(exception)));
+          exception = new InternalServerErrorException(MESSAGES.emptyRequestAnswer(where), { cause: exception });
+        } else {
+          // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
+          // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
+          exception = new DtmFailureError(MESSAGES.invalidPayload(where, badRequestMessage(exception)), { cause: exception });
+        }
+      }
       if (exception instanceof DtmFailureError) {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
           this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info));

@@ -27,6 +27,11 @@ import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 // - with a barrier connection or an XA database, runs the handler inside that local transaction;
 // - does not run the handler of an undo op the guard found with keys that break the rule (it
 //   answers success: the action of those keys was refused, so there is nothing to undo).
+// The calls the module answers without the handler's body (a back-check with a barrier, an XA
+// phase 2 with `{ db }`: DTM sends their request empty) must not wait for the pipes, which run
+// before the wrapped handler and would refuse that empty request: on those handlers only,
+// DtmModuleAnswerInterceptor (module-answer.interceptor.ts) calls the wrapped handler with the
+// carrier alone ({@link answerByModule}) before the pipes run.
 
 /** Nest's route-argument metadata key (the same in Nest 11 and 12). */
 const ROUTE_ARGS_METADATA = '__routeArguments__';
@@ -71,6 +76,23 @@ export function barrierTxFactory(_data: unknown, context: ExecutionContext): unk
  * answer on and holds what the guard left (the router passes nothing else a handler did not ask for).
  */
 const CarrierArgument = createParamDecorator((_data: unknown, context: ExecutionContext) => branchTransportOf(context)?.carrier(context));
+
+/** Whether the module answers calls to a handler bound to `source` with op `op` without its body (a back-check with a barrier, an XA phase 2 with `{ db }`). */
+export function answersWithoutHandler(source: LocalTransactionSource | undefined, op: string): boolean {
+  return source !== undefined && ('xa' in source ? op === 'commit' || op === 'rollback' : source.queryPrepared);
+}
+
+/**
+ * Answers the call on `carrier` to the wrapped handler `handler` as the wrapped handler does, with
+ * the carrier as its only argument: for a call {@link answersWithoutHandler} says the module
+ * answers, whose handler body (and so its other arguments) is never used.
+ */
+export function answerByModule(handler: unknown, carrier: BranchCarrier): unknown {
+  const { carrierIndex } = (handler as Handler)[BINDING]!;
+  const args: unknown[] = new Array(carrierIndex! + 1);
+  args[carrierIndex!] = carrier;
+  return (handler as Handler)(...args);
+}
 
 /** Whether `handler` was wrapped to run in a local transaction, and in which. */
 export function localTransactionOf(handler: unknown): LocalTransactionSource | undefined {
@@ -220,10 +242,11 @@ function answered(carrier: BranchCarrier | undefined, result: unknown): unknown 
  * `@UseBarrier(connection)`: wraps every branch handler of `controller` (inherited ones included)
  * that has no barrier of its own, does not opt out with `{ barrier: false }` and is not an XA
  * branch (which runs its own local XA transaction). An inherited handler a base class's
- * `@UseBarrier()` wrapped is wrapped again for this class, on this connection.
+ * `@UseBarrier()` wrapped is wrapped again for this class, on this connection. Returns the handlers it wrapped.
  */
-export function bindControllerBarrier(controller: { prototype: object }, connection: string): void {
+export function bindControllerBarrier(controller: { prototype: object }, connection: string): object[] {
   const seen = new Set<string | symbol>();
+  const wrapped: Handler[] = [];
   for (let owner = controller.prototype; owner && owner !== Object.prototype; owner = Object.getPrototypeOf(owner) as object) {
     for (const key of Reflect.ownKeys(owner)) {
       if (key === 'constructor' || seen.has(key)) continue;
@@ -234,9 +257,13 @@ export function bindControllerBarrier(controller: { prototype: object }, connect
       if (!branch || branch.kind === 'xa' || branch.options.barrier !== undefined) continue;
       const own = { ...descriptor! };
       bindBranchHandler(controller.prototype, key, own, { barrier: connection, queryPrepared: branch.kind === 'msg-query-prepared' }, true);
-      if (own.value !== handler) Object.defineProperty(controller.prototype, key, own);
+      if (own.value !== handler) {
+        Object.defineProperty(controller.prototype, key, own);
+        wrapped.push(own.value as Handler);
+      }
     }
   }
+  return wrapped;
 }
 
 /** Whether a barrier connection is a Redis client rather than a SQL database. */

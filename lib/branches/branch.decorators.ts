@@ -2,7 +2,8 @@ import { applyDecorators, HttpCode, SetMetadata, UseFilters, UseGuards, UseInter
 import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
-import { bindBranchHandler, bindControllerBarrier } from './branch-handler.binding.js';
+import { bindBranchHandler, answersWithoutHandler, bindControllerBarrier, localTransactionOf } from './branch-handler.binding.js';
+import { DtmModuleAnswerInterceptor } from './module-answer.interceptor.js';
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
@@ -19,7 +20,8 @@ import { MESSAGES } from '../dtm.messages.js';
  * DTM reads them on the call's transport, and outside production the interceptor that refuses
  * HTTP success bodies DTM would misread. It wraps the handler (see branch-handler.binding.ts): a
  * gRPC handler's `undefined` becomes an empty message, and with a `barrier` option (or an XA `db`)
- * the handler runs inside that local transaction.
+ * the handler runs inside that local transaction. A back-check with a barrier and an XA branch with
+ * a `db` also get the interceptor that answers their empty phase-2 / back-check calls before pipes.
  */
 function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, given: SagaActionOptions & XaBranchOptions = {}): MethodDecorator {
   const named = contractName(nameOrBranch, kind);
@@ -37,7 +39,18 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
     UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
     ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchBodyInterceptor)]),
+    ...(options.db || (options.barrier && kind === 'msg-query-prepared') ? [UseInterceptors(DtmModuleAnswerInterceptor)] : []),
   );
+}
+
+/** Nest's interceptors metadata key (the same in Nest 11 and 12). */
+const INTERCEPTORS_METADATA = '__interceptors__';
+
+/** Gives the handler `handler`, which `@UseBarrier()` made a back-check with a barrier, the interceptor that answers it before pipes (once). */
+function answerBeforePipes(handler: object): void {
+  if (!answersWithoutHandler(localTransactionOf(handler), 'msg')) return;
+  if (((Reflect.getMetadata(INTERCEPTORS_METADATA, handler) ?? []) as unknown[]).includes(DtmModuleAnswerInterceptor)) return;
+  UseInterceptors(DtmModuleAnswerInterceptor)({}, 'handler', { value: handler });
 }
 
 /**
@@ -67,8 +80,9 @@ function contractName(nameOrBranch: string | RemoteBranch, kind: BranchKind): { 
  */
 export const UseBarrier =
   (connection: string): ClassDecorator =>
-  (controller) =>
-    bindControllerBarrier(controller, connection);
+  (controller) => {
+    for (const handler of bindControllerBarrier(controller, connection)) answerBeforePipes(handler);
+  };
 
 /** A saga step's action, named `name` (or a contract entry: its name and schema): `saga.add(name, payload)` resolves its target (its route, or its gRPC method). */
 export const SagaAction = (name: string | RemoteBranch<'saga', Payload>, options?: SagaActionOptions): MethodDecorator => branchDecorator('saga-action', name, options);
