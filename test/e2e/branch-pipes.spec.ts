@@ -1,0 +1,250 @@
+// The app's pipes on branches whose request DTM sends empty (a message's back-check, an XA phase 2),
+// against the real DTM server, over HTTP and gRPC: a global pipe that refuses an empty Move as
+// class-validator's ValidationPipe does (400) must not make DTM fail a message whose local
+// transaction committed, nor leave an XA branch prepared. With a barrier / an XA `db` the module
+// answers those calls before the pipes run; without, the pipe's 400 is answered as an error DTM
+// retries (not FAILURE) and logged.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, type ArgumentMetadata, type INestApplication, type LoggerService, type PipeTransform } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import {
+  BarrierTx,
+  BranchBarrier,
+  BranchContext,
+  DtmClient,
+  DtmModule,
+  MsgBranch,
+  MsgQueryPrepared,
+  UseBarrier,
+  XaBranch,
+  ensureBarrierSchema,
+  pgBarrierDatabase,
+  pgXaDatabase,
+  type BranchInfo,
+} from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { freePort, waitUntil } from '../support/services/process.js';
+
+/** The DTO of every handler below (what a ValidationPipe would validate). */
+class Move {
+  account!: number;
+  amount!: number;
+}
+
+/** What class-validator's ValidationPipe does for Move with @IsPositive() account: a 400 listing the problems. */
+class ValidateMove implements PipeTransform {
+  transform(value: unknown, { metatype }: ArgumentMetadata): unknown {
+    if (metatype !== Move) return value;
+    const account = (value as Partial<Move> | undefined)?.account;
+    if (typeof account !== 'number' || account <= 0) throw new BadRequestException(['account must be a positive number']);
+    return value;
+  }
+}
+
+/** The gids the message branch delivered. */
+@Injectable()
+class Delivered {
+  gids: string[] = [];
+}
+
+@Controller('pipes')
+class PipedBank {
+  constructor(private readonly delivered: Delivered) {}
+
+  @Post('deliver')
+  @GrpcMethod('PgBank', 'Deliver')
+  @MsgBranch('pipes.deliver')
+  deliver(@Body() _m: Move, @BranchContext() branch: BranchInfo) {
+    this.delivered.gids.push(branch.gid);
+  }
+
+  @Get('query-prepared')
+  @GrpcMethod('PgBank', 'QueryPrepared')
+  @MsgQueryPrepared('pipes.outbox', { barrier: 'pg' })
+  queryPrepared(@Body() _m: Move) {
+    throw new Error('not called: the barrier answers');
+  }
+
+  /** A back-check without a barrier: its body answers (committed), but only once the pipe let the call through. */
+  @Get('query-prepared-plain')
+  @GrpcMethod('PgBank', 'Relay')
+  @MsgQueryPrepared('pipes.plain-outbox')
+  queryPreparedPlain(@Body() _m: Move) {
+    return undefined;
+  }
+
+  @Post('xa')
+  @GrpcMethod('XaBank', 'Pg')
+  @XaBranch('pipes.xa', { db: 'pg' })
+  async xa(@Body() m: Move, @BarrierTx() client: pg.Client) {
+    await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
+/** A back-check whose barrier is the controller's default (`@UseBarrier()`), HTTP only. */
+@UseBarrier('pg')
+@Controller('pipes-default')
+class PipedOutbox {
+  @Get('query-prepared')
+  @MsgQueryPrepared('pipes.default-outbox')
+  queryPrepared(@Body() _m: Move) {
+    throw new Error('not called: the barrier answers');
+  }
+}
+
+/** Error lines the app logged. */
+const logged: string[] = [];
+const captureLogger: LoggerService = {
+  log: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  verbose: () => undefined,
+  error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
+};
+
+let dbs: FileDatabases;
+let pgPool: pg.Pool;
+let grpcAddress: string;
+
+/** One app under test: HTTP on Express with the gRPC microservice, or HTTP on Fastify. */
+interface PipedApp {
+  app: INestApplication;
+  client: DtmClient;
+  url: string;
+}
+const apps: Partial<Record<'express' | 'fastify', PipedApp>> = {};
+
+/** The gRPC method of each route. */
+const GRPC_METHOD: Record<string, string> = { deliver: 'PgBank/Deliver', 'query-prepared': 'PgBank/QueryPrepared', 'query-prepared-plain': 'PgBank/Relay', xa: 'XaBank/Pg' };
+
+/** Starts the app on `adapter` (Express: with the gRPC microservice too), with the global pipe. */
+async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, ...(adapter === 'express' ? { grpcAppAddress: grpcAddress } : {}), barrierTable: 'dtm_barrier' },
+        barrierConnections: { pg: pgBarrierDatabase(pgPool) },
+        xaConnections: {
+          pg: pgXaDatabase(async () => {
+            const c = new pg.Client({ connectionString: dbs.postgres.url });
+            await c.connect();
+            return c;
+          }),
+        },
+        grpcProtos: TESTS_GRPC_PROTOS,
+      }),
+    ],
+    controllers: [PipedBank, PipedOutbox],
+    providers: [Delivered],
+  }).compile();
+  const options = { logger: captureLogger, forceCloseConnections: true };
+  const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), options) : moduleRef.createNestApplication(options);
+  app.useGlobalPipes(new ValidateMove());
+  if (adapter === 'express') {
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+  }
+  await app.listen(0, '127.0.0.1');
+  return { app, client: app.get(DtmClient), url: `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}` };
+}
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  pgPool = new pg.Pool({ connectionString: dbs.postgres.url });
+  await pgPool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+  await pgPool.query('INSERT INTO account VALUES (1, 100)');
+  await ensureBarrierSchema(pgBarrierDatabase(pgPool), { table: 'dtm_barrier' });
+  grpcAddress = `127.0.0.1:${await freePort()}`;
+  apps.express = await startApp('express');
+  apps.fastify = await startApp('fastify');
+});
+afterAll(async () => {
+  await apps.express?.app.close();
+  await apps.fastify?.app.close();
+  await pgPool?.end();
+});
+
+async function balance(): Promise<number> {
+  return Number((await pgPool.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance);
+}
+
+const VARIANTS = [
+  { name: 'HTTP on Express', adapter: 'express', protocol: 'http' },
+  { name: 'HTTP on Fastify', adapter: 'fastify', protocol: 'http' },
+  { name: 'gRPC', adapter: 'express', protocol: 'grpc' },
+] as const;
+
+describe.each(VARIANTS)('a validating pipe on a branch whose request DTM sends empty, $name', ({ adapter, protocol }) => {
+  const ap = () => apps[adapter]!;
+  /** The target of route `path`: its URL, or its gRPC method. */
+  const target = (path: string) => (protocol === 'http' ? `${ap().url}/pipes/${path}` : `${grpcAddress}/tests.${GRPC_METHOD[path]}`);
+  /** A back-check as DTM sends it (HTTP: GET without a body; gRPC: an empty message): the HTTP status, or the gRPC code. */
+  const backCheck = async (path: string, gid: string): Promise<number> => {
+    const query = { gid, trans_type: 'msg', branch_id: '00', op: 'msg' };
+    if (protocol === 'grpc') return (await callGrpc(target(path), undefined, query)).code;
+    return (await fetch(`${target(path)}?${new URLSearchParams(query)}`)).status;
+  };
+  let client: DtmClient;
+  beforeAll(() => {
+    client = ap().client;
+  });
+
+  it('back-check with a barrier: answered before the pipe; DTM delivers a message whose local transaction committed (its submit never sent)', async () => {
+    const gid = await client.generateGid();
+    await client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(target('deliver'), { account: 1, amount: 5 }).prepare(target('query-prepared'));
+    await new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier' }).callWithDb(pgBarrierDatabase(pgPool), async () => undefined); // ...and the process dies before submit
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(ap().app.get(Delivered).gids).toContain(gid);
+    expect(logged.filter((l) => l.includes(gid))).toEqual([]);
+  }, 30_000);
+
+  it('back-check with a barrier before the local commit: still FAILURE (HTTP 409, gRPC ABORTED), the pipe decides nothing', async () => {
+    const gid = await client.generateGid();
+    expect(await backCheck('query-prepared', gid)).toBe(protocol === 'http' ? 409 : 10);
+  });
+
+  it('XA branch with { db }: phase 2 (commit) is answered before the pipe; the branch commits, nothing stays prepared', async () => {
+    const before = await balance();
+    const gid = await client.generateGid();
+    await client.xaGlobalTransaction(gid, async (xa) => void (await xa.callBranch({ account: 1, amount: 7 }, target('xa'))), { protocol });
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(final.branches?.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 rollback prepared', '01 commit succeed']);
+    expect(await balance()).toBe(before + 7);
+    expect((await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE $1', [`${gid}%`])).rows).toEqual([]);
+  }, 30_000);
+
+  it('back-check without a barrier: the pipe\'s 400 is answered as an error DTM retries (HTTP 500, gRPC INTERNAL), logged with how to fix it; the message stays prepared, not failed', async () => {
+    const direct = await client.generateGid();
+    expect(await backCheck('query-prepared-plain', direct)).toBe(protocol === 'http' ? 500 : 13);
+    expect(logged.find((l) => l.includes(direct))).toContain(`PipedBank.queryPreparedPlain answered 400 (account must be a positive number) to DTM's back-check (msg gid ${direct}, branch 00, op msg)`);
+    expect(logged.find((l) => l.includes(direct))).toContain('a pipe (a global ValidationPipe with a DTO on @Body() / @Payload(), or a pipe of its own) refused it');
+
+    const gid = await client.generateGid();
+    const msg = client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(target('deliver'), { account: 1, amount: 5 });
+    await msg.prepare(target('query-prepared-plain'));
+    await waitUntil('DTM back-checked the message', async () => {
+      await triggerCron();
+      return logged.some((l) => l.includes(`gid ${gid}`));
+    }, { timeoutMs: 15_000 });
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    // the message is not lost: its submit still delivers it
+    await msg.submit();
+    expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+  }, 30_000);
+});
+
+it.each(['express', 'fastify'] as const)('%s: a back-check whose barrier is the controller\'s @UseBarrier() is answered before the pipe too (200 once the local transaction committed, 409 before)', async (adapter) => {
+  const { client, url } = apps[adapter]!;
+  const check = async (gid: string) => (await fetch(`${url}/pipes-default/query-prepared?${new URLSearchParams({ gid, trans_type: 'msg', branch_id: '00', op: 'msg' })}`)).status;
+  expect(await check(await client.generateGid())).toBe(409);
+  const committed = await client.generateGid();
+  await new BranchBarrier('msg', committed, '00', 'msg', { table: 'dtm_barrier' }).callWithDb(pgBarrierDatabase(pgPool), async () => undefined);
+  expect(await check(committed)).toBe(200);
+});
