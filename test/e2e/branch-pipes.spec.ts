@@ -225,6 +225,7 @@ describe.each(VARIANTS)('a validating pipe on a branch whose request DTM sends e
     expect(await backCheck('query-prepared-plain', direct)).toBe(protocol === 'http' ? 500 : 13);
     expect(logged.find((l) => l.includes(direct))).toContain(`PipedBank.queryPreparedPlain answered 400 (account must be a positive number) to DTM's back-check (msg gid ${direct}, branch 00, op msg)`);
     expect(logged.find((l) => l.includes(direct))).toContain('a pipe (a global ValidationPipe with a DTO on @Body() / @Payload(), or a pipe of its own) refused it');
+    expect(logged.find((l) => l.includes(direct))).toContain('Fix the handler: take no payload on it (read the call with @BranchContext()), or give it a barrier');
 
     const gid = await client.generateGid();
     const msg = client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(target('deliver'), { account: 1, amount: 5 });
