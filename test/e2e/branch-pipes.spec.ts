@@ -5,7 +5,7 @@
 // answers those calls before the pipes run; without, the pipe's 400 is answered as an error DTM
 // retries (not FAILURE) and logged.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { BadRequestException, Body, Controller, Get, Injectable, Post, type ArgumentMetadata, type INestApplication, type LoggerService, type PipeTransform } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, type ArgumentMetadata, type INestApplication, type PipeTransform } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
@@ -28,6 +28,7 @@ import {
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 
 /** The DTO of every handler below (what a ValidationPipe would validate). */
@@ -97,15 +98,8 @@ class PipedOutbox {
   }
 }
 
-/** Error lines the app logged. */
-const logged: string[] = [];
-const captureLogger: LoggerService = {
-  log: () => undefined,
-  warn: () => undefined,
-  debug: () => undefined,
-  verbose: () => undefined,
-  error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
-};
+/** What the app logs. */
+const logger = new RecordingLogger();
 
 let dbs: FileDatabases;
 let pgPool: pg.Pool;
@@ -142,7 +136,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
     controllers: [PipedBank, PipedOutbox],
     providers: [Delivered],
   }).compile();
-  const options = { logger: captureLogger, forceCloseConnections: true };
+  const options = { logger, forceCloseConnections: true };
   const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), options) : moduleRef.createNestApplication(options);
   app.useGlobalPipes(new ValidateMove());
   if (adapter === 'express') {
@@ -201,7 +195,7 @@ describe.each(VARIANTS)('a validating pipe on a branch whose request DTM sends e
     const final = await client.waitForFinal(gid, { timeout: 20 });
     expect(final.status).toBe('succeed');
     expect(ap().app.get(Delivered).gids).toContain(gid);
-    expect(logged.filter((l) => l.includes(gid))).toEqual([]);
+    expect(logger.errors.filter((l) => l.includes(gid))).toEqual([]);
   }, 30_000);
 
   it('back-check with a barrier before the local commit: still FAILURE (HTTP 409, gRPC ABORTED), the pipe decides nothing', async () => {
@@ -223,16 +217,16 @@ describe.each(VARIANTS)('a validating pipe on a branch whose request DTM sends e
   it('back-check without a barrier: the pipe\'s 400 is answered as an error DTM retries (HTTP 500, gRPC INTERNAL), logged with how to fix it; the message stays prepared, not failed', async () => {
     const direct = await client.generateGid();
     expect(await backCheck('query-prepared-plain', direct)).toBe(protocol === 'http' ? 500 : 13);
-    expect(logged.find((l) => l.includes(direct))).toContain(`PipedBank.queryPreparedPlain answered 400 (account must be a positive number) to DTM's back-check (msg gid ${direct}, branch 00, op msg)`);
-    expect(logged.find((l) => l.includes(direct))).toContain('a pipe (a global ValidationPipe with a DTO on @Body() / @Payload(), or a pipe of its own) refused it');
-    expect(logged.find((l) => l.includes(direct))).toContain('Fix the handler: take no payload on it (read the call with @BranchContext()), or give it a barrier');
+    expect(logger.errors.find((l) => l.includes(direct))).toContain(`PipedBank.queryPreparedPlain answered 400 (account must be a positive number) to DTM's back-check (msg gid ${direct}, branch 00, op msg)`);
+    expect(logger.errors.find((l) => l.includes(direct))).toContain('a pipe (a global ValidationPipe with a DTO on @Body() / @Payload(), or a pipe of its own) refused it');
+    expect(logger.errors.find((l) => l.includes(direct))).toContain('Fix the handler: take no payload on it (read the call with @BranchContext()), or give it a barrier');
 
     const gid = await client.generateGid();
     const msg = client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(target('deliver'), { account: 1, amount: 5 });
     await msg.prepare(target('query-prepared-plain'));
     await waitUntil('DTM back-checked the message', async () => {
       await triggerCron();
-      return logged.some((l) => l.includes(`gid ${gid}`));
+      return logger.errors.some((l) => l.includes(`gid ${gid}`));
     }, { timeoutMs: 15_000 });
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     // the message is not lost: its submit still delivers it

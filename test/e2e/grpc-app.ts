@@ -3,7 +3,7 @@
 // or as a pure gRPC microservice. Handlers answer as each call's Item.script says, and record what
 // they received.
 import 'reflect-metadata';
-import { Controller, Inject, Injectable, type INestApplicationContext, type LoggerService } from '@nestjs/common';
+import { Controller, Inject, Injectable, type INestApplicationContext } from '@nestjs/common';
 import { Ctx, GrpcMethod, Payload, type MicroserviceOptions } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import type { Metadata } from '@grpc/grpc-js';
@@ -23,6 +23,7 @@ import {
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 
 /** `tests.Item`. */
 export interface Item {
@@ -52,22 +53,6 @@ export class ShopLedger {
   callsOf(gid: string): ShopCall[] {
     return this.calls.filter((c) => c.branch.gid === gid);
   }
-}
-
-/** Logs the module's lines, for assertions. */
-export class RecordingLogger implements LoggerService {
-  lines: string[] = [];
-  log(message: unknown) {
-    this.lines.push(`log ${String(message)}`);
-  }
-  warn(message: unknown) {
-    this.lines.push(`warn ${String(message)}`);
-  }
-  error(message: unknown) {
-    this.lines.push(`error ${String(message)}`);
-  }
-  debug() {}
-  verbose() {}
 }
 
 @Controller()

@@ -14,7 +14,8 @@ import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.j
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
-import { RecordingLogger, startShopApp, type ShopApp } from './grpc-app.js';
+import { RecordingLogger } from '../support/recording-logger.js';
+import { startShopApp, type ShopApp } from './grpc-app.js';
 
 let t: ShopApp;
 beforeAll(async () => {
