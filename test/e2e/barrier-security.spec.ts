@@ -28,7 +28,6 @@ import {
   mysqlBarrierDatabase,
   mysqlBarrierTransaction,
   mysqlXaDatabase,
-  pgXaDatabase,
   typeormBarrierTransaction,
   XaBranch,
   type DtmProtocol,
@@ -39,6 +38,7 @@ import { harness } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { grpcServiceOf, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 const NO_BACKSLASH_ESCAPES = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')";
 /** What the barrier sent before: its insert, with mysql2 quoting the values into it on the client. */
@@ -387,11 +387,7 @@ describe('XA phase 2 of an xid the database does not know', () => {
           config: { serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, barrierTable: 'dtm_barrier' },
           xaConnections: {
             mysql: mysqlXaDatabase(() => mysql.createConnection(leastConfig)),
-            pg: pgXaDatabase(async () => {
-              const c = new pg.Client({ connectionString: dbs.postgres.url });
-              await c.connect();
-              return c;
-            }),
+            pg: pgXaAt(dbs.postgres.url),
           },
         }),
       ],

@@ -22,7 +22,6 @@ import {
   XaBranch,
   ensureBarrierSchema,
   pgBarrierDatabase,
-  pgXaDatabase,
   type BranchInfo,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
@@ -30,6 +29,7 @@ import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.j
 import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { freePort, waitUntil } from '../support/services/process.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 /** The DTO of every handler below (what a ValidationPipe would validate). */
 class Move {
@@ -124,11 +124,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
         config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, ...(adapter === 'express' ? { grpcAppAddress: grpcAddress } : {}), barrierTable: 'dtm_barrier' },
         barrierConnections: { pg: pgBarrierDatabase(pgPool) },
         xaConnections: {
-          pg: pgXaDatabase(async () => {
-            const c = new pg.Client({ connectionString: dbs.postgres.url });
-            await c.connect();
-            return c;
-          }),
+          pg: pgXaAt(dbs.postgres.url),
         },
         grpcProtos: TESTS_GRPC_PROTOS,
       }),

@@ -29,7 +29,6 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
-  pgXaDatabase,
   type WorkflowContext,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
@@ -37,6 +36,7 @@ import { harness } from '../support/harness.js';
 import { goPeerBinaryPath } from '../support/services/binaries.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines } from '../support/fixtures.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 interface Move {
   account: number;
@@ -157,11 +157,7 @@ beforeAll(async () => {
         barrierConnections: { pg: pgBarrierDatabase(pgPool) },
         xaConnections: {
           mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
-          pg: pgXaDatabase(async () => {
-            const pgClient = new pg.Client({ connectionString: dbs.postgres.url });
-            await pgClient.connect();
-            return pgClient;
-          }),
+          pg: pgXaAt(dbs.postgres.url),
         },
       }),
     ],

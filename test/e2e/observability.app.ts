@@ -30,7 +30,6 @@ import {
   XaBranch,
   ensureBarrierSchema,
   pgBarrierDatabase,
-  pgXaDatabase,
   type BarrierDatabase,
   type BranchInfo,
   type DtmInstrumentationOptions,
@@ -42,6 +41,7 @@ import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 /** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `compensate`: the compensation throws FAILURE. */
 export interface Move {
@@ -258,11 +258,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'] },
         barrierConnections: { pg: db },
         xaConnections: {
-          pg: pgXaDatabase(async () => {
-            const client = new pg.Client({ connectionString: dbs.postgres.url });
-            await client.connect();
-            return client;
-          }),
+          pg: pgXaAt(dbs.postgres.url),
         },
         grpcProtos: TESTS_GRPC_PROTOS,
         instrumentation,

@@ -7,11 +7,12 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import pg from 'pg';
-import { DtmClient, DtmFailureError, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, pgXaDatabase, type WorkflowContext } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type WorkflowContext } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 interface Urls {
   a: string;
@@ -80,11 +81,7 @@ async function startApp(pgUrl: string): Promise<{ app: INestApplication; client:
         config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, barrierTable: 'dtm_barrier', retryInterval: 60 },
         barrierConnections: { pg: pgBarrierDatabase(pool) },
         xaConnections: {
-          pg: pgXaDatabase(async () => {
-            const c = new pg.Client({ connectionString: pgUrl });
-            await c.connect();
-            return c;
-          }),
+          pg: pgXaAt(pgUrl),
         },
       }),
     ],

@@ -17,11 +17,11 @@ import {
   DtmModule,
   DtmWorkflow,
   pgBarrierDatabase,
-  pgXaDatabase,
   type DtmProtocol,
   type WorkflowContext,
 } from 'nestjs-dtm';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 /** The input of transfer.v1. */
 export interface TransferInput {
@@ -162,11 +162,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
         },
         barrierConnections: { pg: pgBarrierDatabase(pool) },
         xaConnections: {
-          pg: pgXaDatabase(async () => {
-            const client = new pg.Client({ connectionString: options.pgUrl });
-            await client.connect();
-            return client;
-          }),
+          pg: pgXaAt(options.pgUrl),
         },
         grpcProtos: TESTS_GRPC_PROTOS,
       }),

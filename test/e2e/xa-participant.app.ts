@@ -10,8 +10,9 @@ import { NestFactory } from '@nestjs/core';
 import { GrpcMethod } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BarrierTx, DtmFailureError, DtmModule, XaBranch, mysqlXaDatabase, pgXaDatabase } from 'nestjs-dtm';
+import { BarrierTx, DtmFailureError, DtmModule, XaBranch, mysqlXaDatabase } from 'nestjs-dtm';
 import { testsGrpcOptions } from '../support/grpc.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 interface Move {
   account: number;
@@ -53,11 +54,7 @@ class XaBank {
       },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: process.env.MYSQL_URL })),
-        pg: pgXaDatabase(async () => {
-          const client = new pg.Client({ connectionString: process.env.PG_URL });
-          await client.connect();
-          return client;
-        }),
+        pg: pgXaAt(process.env.PG_URL),
       },
     }),
   ],

@@ -27,9 +27,9 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
-  pgXaDatabase,
   type BranchInfo,
 } from 'nestjs-dtm';
+import { pgXaAt } from '../pg-xa.js';
 
 /** What every branch of the chaos suite gets. */
 export interface ChaosMove {
@@ -166,11 +166,7 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
       barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: env.MYSQL_URL })),
-        pg: pgXaDatabase(async () => {
-          const client = new pg.Client({ connectionString: env.PG_URL });
-          await client.connect();
-          return client;
-        }),
+        pg: pgXaAt(env.PG_URL),
       },
     }),
   ],
