@@ -25,7 +25,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -61,6 +61,7 @@ export class Ledger {
     this.calls.push({ handler, body, branch, headers });
     const outcome = this.scripts.get(handler)?.shift() ?? 'ok';
     if (outcome === 'failure') throw new DtmFailureError(`${handler} refused: account frozen`);
+    if (outcome === 'failure-ongoing') throw new DtmFailureError(`${handler} refused: review ONGOING`);
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
   }

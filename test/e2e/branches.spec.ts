@@ -108,6 +108,17 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     ]);
   });
 
+  it('a DtmFailureError whose reason holds ONGOING is still a FAILURE to DTM (rolled back, not retried forever), and its reason reads back whole', async () => {
+    t.ledger.script('transIn', 'failure-ongoing');
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
+
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('transIn refused: review ONGOING');
+    expect(final.rawRollbackReason).not.toContain('ONGOING');
+    expect(final.branches.map((b) => b.status)).toEqual(['succeed', 'succeed', 'succeed', 'failed']);
+  });
+
   it('TCC by name: the Try runs, then DTM confirms', async () => {
     const gid = await t.client.generateGid();
     const answer = await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'a', qty: 2 }, 'inventory'));

@@ -147,7 +147,7 @@ export const httpBranchTransport: BranchTransport = {
    * `DtmFailureError` → 409 with a body DTM reads as FAILURE (the reason in it), `DtmOngoingError` →
    * 425 (ONGOING), an HttpException → its own status and body, anything else → 500 with a generic
    * body (DTM retries with backoff; the error's text is not sent, because DTM would read a FAILURE
-   * or ONGOING in it as that result).
+   * or ONGOING in it as that result). A 409's body never holds the word ONGOING ({@link failureText}).
    */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown {
     const [status, body] =
@@ -158,7 +158,27 @@ export const httpBranchTransport: BranchTransport = {
           : exception instanceof HttpException
             ? [exception.getStatus(), exception.getResponse()]
             : [500, { statusCode: 500, message: 'Internal server error' }];
-    adapterHost!.httpAdapter.reply(host.switchToHttp().getResponse(), body, status);
+    const response = host.switchToHttp().getResponse();
+    const adapter = adapterHost!.httpAdapter;
+    const text = status === 409 ? failureText(body) : undefined;
+    if (text === undefined) {
+      adapter.reply(response, body, status);
+    } else {
+      adapter.setHeader(response, 'Content-Type', 'application/json; charset=utf-8');
+      adapter.reply(response, text, status);
+    }
     return undefined;
   },
 };
+
+/**
+ * A FAILURE answer's body as JSON text in which DTM cannot find ONGOING (it reads that word anywhere
+ * in a body first, so a reason holding it, a gid say, kept the branch pending forever): each ONGOING
+ * is written with its first letter escaped (`\u004f`), which every JSON reader decodes back; JSON
+ * puts letters only inside strings. Undefined (the body goes as it is) when there is none.
+ */
+export function failureText(body: unknown): string | undefined {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  if (text === undefined || !text.includes('ONGOING')) return undefined;
+  return JSON.stringify(body).replaceAll('ONGOING', '\\u004fNGOING');
+}
