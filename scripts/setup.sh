@@ -96,10 +96,10 @@ ensure_dtm() {
   mkdir -p "$(dirname "$DTM_BINARY")"
   local log; log="$(mktemp)"
   (cd "$mod" && go mod download >"$log" 2>&1) || { cat "$log" >&2; die "downloading the DTM server's modules failed (above)."; }
-  (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$DTM_BINARY.tmp" github.com/dtm-labs/dtm) \
+  (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$DTM_BINARY.tmp.$$" github.com/dtm-labs/dtm) \
     || die "building the DTM server failed (see the go output above)."
   rm -f "$log"
-  mv "$DTM_BINARY.tmp" "$DTM_BINARY"
+  mv -f "$DTM_BINARY.tmp.$$" "$DTM_BINARY"
   printf '%s' "$stamp_want" > "$stamp_file"
   say "dtm server: $DTM_BINARY ($("$DTM_BINARY" -v 2>/dev/null))"
 }
@@ -115,9 +115,9 @@ ensure_go_peer() {
   command -v go >/dev/null || die "Go is missing: the wire-compatibility tests run a Go service written with DTM's Go SDK (test/support/go-peer), built with Go 1.24 or newer. Install Go (the official Go binaries) and run this command again."
   say "building the Go peer (DTM's Go SDK $DTM_VERSION) from test/support/go-peer"
   mkdir -p "$(dirname "$GO_PEER_BINARY")"
-  (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -o "$GO_PEER_BINARY.tmp" .) \
+  (cd "$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -o "$GO_PEER_BINARY.tmp.$$" .) \
     || die "building test/support/go-peer failed (see the go output above)."
-  mv "$GO_PEER_BINARY.tmp" "$GO_PEER_BINARY"
+  mv -f "$GO_PEER_BINARY.tmp.$$" "$GO_PEER_BINARY"
   printf '%s' "$stamp_want" > "$stamp_file"
 }
 
