@@ -77,6 +77,26 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
+  it('up (200) with enabled: false when lynx.dtm.enabled is false, and nothing reaches the configured address', async () => {
+    let connections = 0;
+    const trap = net.createServer((s) => {
+      connections++;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => trap.listen(0, '127.0.0.1', resolve));
+    const port = (trap.address() as net.AddressInfo).port;
+    const { app, url } = await healthApp({ enabled: false, serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, timeout: 1 });
+    try {
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ status: 'ok', details: { dtm: { status: 'up', enabled: false, protocol: 'http' } } });
+      expect(connections).toBe(0);
+    } finally {
+      await app.close();
+      trap.close();
+    }
+  });
+
   it('down (503) within lynx.dtm.timeout when DTM does not answer at all', async () => {
     // a listener that accepts connections and never answers
     const sockets = new Set<net.Socket>();
