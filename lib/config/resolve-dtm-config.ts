@@ -13,6 +13,8 @@ import { SERVICE_NAME } from '../contracts/branch-contract.js';
 const SECTION = 'lynx.dtm';
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const PLACEHOLDER = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
+/** Where the branch auth keys are: a placeholder there is never read as YAML. */
+const SECRETS_PATH = 'lynx.dtm.branch_auth_keys';
 const WHOLE_PLACEHOLDER = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}$/;
 /** Spaces and control characters, which `new URL()` silently strips or encodes but a request line cannot carry. */
 const URL_SPACES = /[\s\x00-\x1f\x7f]/;
@@ -181,7 +183,8 @@ function expand(value: unknown, path: string, walk: Walk): unknown {
 
 /**
  * `value` with `${VAR}` / `${VAR:default}` replaced; a value that is only a placeholder takes the
- * YAML type of what it becomes, and is not set (undefined) when it becomes the empty string.
+ * YAML type of what it becomes (a number, a boolean, a list; text stays exactly as the environment
+ * gave it, and `branch_auth_keys` are always text), and is not set (undefined) when it becomes the empty string.
  */
 function substituteEnv(value: string, path: string, walk: Walk): unknown {
   const whole = WHOLE_PLACEHOLDER.exec(value);
@@ -194,10 +197,13 @@ function substituteEnv(value: string, path: string, walk: Walk): unknown {
   });
   if (!whole) return replaced;
   if (replaced === '') return undefined; // `${APP_URL:}`: the key is not set, its default applies
+  if (path.startsWith(SECRETS_PATH)) return replaced; // a key is text, whatever it looks like (all digits, `#`)
   try {
     // an environment variable holds one value: no aliases, little nesting
     const typed = load(replaced, { maxAliases: 0, maxDepth: 4 });
-    return typed === null || typed === undefined ? replaced : typed;
+    if (typed === null || typed === undefined) return replaced;
+    // YAML read text out of it (a ` #` comment cut, quotes or escapes taken off): the value is the text as it is
+    return typeof typed === 'string' && typed !== replaced.trim() ? replaced : typed;
   } catch {
     return replaced;
   }

@@ -6,6 +6,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { inspect } from 'node:util';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig, type DtmConfigProblem } from 'nestjs-dtm';
+import { BranchAuth, type SignedCall } from '../../lib/auth/branch-auth.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -140,6 +141,26 @@ lynx:
     expect(config.serverUrl).toBe('http://dtm/api/dtmsvr'); // part of a value: replaced by nothing
     const set = resolveDtmConfig({ configFile: file }, { APP_URL: 'http://orders:3000', EXTRA_HEADER: 'x-user', GRPC_APP_ADDRESS: 'orders:50051' });
     expect([set.appUrl, set.grpcAppAddress, set.passThroughHeaders]).toEqual(['http://orders:3000', 'orders:50051', ['x-tenant', 'x-user']]);
+  });
+
+  it('text from the environment is taken as it is: a ` #` or quotes in it are kept, and branch_auth_keys are text even when all digits', () => {
+    const file = yamlFile(`
+lynx:
+  dtm:
+    app_url: \${APP_URL}
+    barrier_table: \${BARRIER_TABLE}
+    branch_auth_keys: ["\${DTM_KEY}"]
+`);
+    const env = { APP_URL: 'http://orders:3000/#x', BARRIER_TABLE: "'app.barrier'", DTM_KEY: '12345678901234567890123456789012' };
+    const problems = problemsOf({ configFile: file }, env);
+    // the quotes reach the check (it refuses them) instead of being taken off without a word
+    expect(problems.map((p) => p.path)).toEqual(['lynx.dtm.app_url', 'lynx.dtm.barrier_table']);
+    const config = resolveDtmConfig({ configFile: file }, { ...env, APP_URL: 'http://orders:3000', BARRIER_TABLE: 'app.barrier' });
+    const call: SignedCall = { channel: 'dtm', gid: 'g-1', transType: 'saga', branchId: '01', op: 'action', target: '/pay', payload: '{}' };
+    expect(config.branchAuthKeys!.sign(call)).toBe(new BranchAuth([env.DTM_KEY]).sign(call));
+    const hashed = 'abcdefghijklmnop #qrstuvwxyz0123456';
+    const cut = yamlFile('lynx:\n  dtm:\n    branch_auth_keys: ["${DTM_KEY}"]\n');
+    expect(resolveDtmConfig({ configFile: cut }, { DTM_KEY: hashed }).branchAuthKeys!.sign(call)).toBe(new BranchAuth([hashed]).sign(call));
   });
 
   it('names a missing environment variable and how to give a default', () => {
