@@ -312,9 +312,11 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       return { value: raw.replace(/\/+$/, '') };
     }
     case 'host-port': {
-      const match = typeof raw === 'string' ? /^(\[[^\]]+\]|[^:/\s]+):(\d+)$/.exec(raw) : null;
+      const match = typeof raw === 'string' ? /^(\[[0-9A-Za-z:.%]+\]|[0-9A-Za-z._-]+):(\d+)$/.exec(raw) : null;
       const port = match ? Number(match[2]) : NaN;
-      return match && port > 0 && port < 65536 ? { value: raw } : { problem: MESSAGES.configWant('host:port such as localhost:36790', got) };
+      if (match && port > 0 && port < 65536) return { value: raw };
+      // shown without what follows ? or # (a token, often), as URLs are
+      return { problem: MESSAGES.configWant('host:port such as localhost:36790', typeof raw === 'string' ? describe(raw.replace(/[?#][^]*$/, (rest) => `${rest[0]}…`)) : got) };
     }
     case 'protocol':
       return raw === 'http' || raw === 'grpc' ? { value: raw } : { problem: MESSAGES.configWant('http or grpc', got) };

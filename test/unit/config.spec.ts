@@ -163,6 +163,15 @@ lynx:
     expect(resolveDtmConfig({ configFile: cut }, { DTM_KEY: hashed }).branchAuthKeys!.sign(call)).toBe(new BranchAuth([hashed]).sign(call));
   });
 
+  it('a host:port is a host name or IP and a port: credentials, a path or a query in grpc_server are refused, the secret not printed', () => {
+    for (const value of ['s3cret@dtm:36790', 'dtm?token=s3cret:36790', 'dtm#s3cret:36790', 'dtm%20x:36790']) {
+      const problems = problemsOf({ config: { grpcServer: value } });
+      expect(problems).toEqual([{ path: 'config.grpcServer', message: expect.stringContaining('host:port') }]);
+      expect(problems[0].message).not.toContain('s3cret');
+    }
+    for (const value of ['dtm-1.internal_x:36790', '10.0.0.7:36790', '[::1]:36790', '[fe80::1%eth0]:36790']) expect(resolveDtmConfig({ config: { grpcServer: value } }, {}).grpcServer).toBe(value);
+  });
+
   it('names a missing environment variable and how to give a default', () => {
     const file = yamlFile('lynx:\n  dtm:\n    server_url: "${DTM_URL}"\n');
     const problems = problemsOf({ configFile: file });
