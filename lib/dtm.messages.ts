@@ -313,6 +313,12 @@ export const MESSAGES = {
   msgRolledBack: (gid: string) =>
     `the local transaction of message ${gid} did not commit (the back-check recorded a rollback): DTM fails the message`,
   redisInsufficient: (key: string, amount: number) => `redis key ${key} is missing, or adding ${amount} would make it negative`,
+  redisAmountNotInteger: (key: string, amount: unknown) =>
+    `redisCheckAdjustAmount(redis, '${key}', ${typeof amount === 'number' ? amount : JSON.stringify(amount) ?? String(amount)}): the amount must be a safe integer (Number.isSafeInteger), as Redis's INCRBY and DTM's SDKs (amount int) add whole numbers only; nothing was written. Keep amounts in whole units, e.g. cents (10.50 → 1050)`,
+  redisBalanceNotInteger: (key: string, stored: string) =>
+    `redis key ${key} holds ${JSON.stringify(stored)}, not an integer INCRBY can add to (written by INCRBYFLOAT, or as a decimal?): the barrier wrote nothing and the branch answers an error, which DTM retries; store whole units there, e.g. cents (SET ${key} 1050), and the retry applies it`,
+  redisNotApplied: (key: string, amount: number, reason: string) =>
+    `redis refused to add ${amount} to key ${key} (${reason}): the barrier wrote nothing and the branch answers an error, which DTM retries`,
   duplicated: (gid: string) =>
     `message ${gid}: the barrier row of its local transaction already exists: DTM's back-check ran first and rolled the message back, so the business did not run and nothing is sent`,
   unknownBarrier: (where: string, name: string, known: string[]) =>

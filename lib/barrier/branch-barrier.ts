@@ -160,11 +160,19 @@ export class BranchBarrier {
   }
 
   /**
-   * DTM's Redis barrier: adds `amount` to the number at `key`, once per branch call. Throws
-   * `DtmFailureError` if the key is missing or the result would be negative (for an action: roll
-   * back); skips duplicates and null compensations; `expireSeconds` keeps the barrier keys that long.
+   * DTM's Redis barrier: adds `amount` to the integer at `key`, once per branch call. Skips a
+   * duplicate (this call's barrier key is there) and a null compensation (a compensation, cancel or
+   * rollback whose action never ran) before it looks at the amount, so these are skipped whatever
+   * the balance. Then throws `DtmFailureError` if the key is missing or the result would be negative
+   * (for an action: roll back). `amount` must be a safe integer (whole units, e.g. cents, as DTM's
+   * SDKs take `amount int`): else `DtmUsageError` before anything is written. A stored value that is
+   * not an integer (e.g. written by INCRBYFLOAT) throws `DtmUsageError` too, with nothing written:
+   * the branch answers an error, which DTM retries (never FAILURE). A call that did not adjust the
+   * amount never leaves its barrier key, so its retry does the work. `expireSeconds` keeps the
+   * barrier keys that long.
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
+    if (!Number.isSafeInteger(amount)) throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), { gid: this.gid, branchId: this.branchId });
     const barrierId = this.nextBarrierId();
     const originOp = ORIGIN_OP[this.op] ?? '';
     const answer = await redis.eval(
@@ -177,7 +185,6 @@ export class BranchBarrier {
       originOp,
       expireSeconds,
     );
-    if (answer === 'FAILURE') throw new DtmFailureError(MESSAGES.redisInsufficient(key, amount), { gid: this.gid, branchId: this.branchId });
     if (answer === 'DUPLICATE' || answer === 'HANGING') {
       if (this.op === 'msg') throw new DtmDuplicatedError(this.gid);
       this.onDecision?.(answer === 'HANGING' ? 'hanging-prevented' : 'duplicate');
@@ -187,7 +194,13 @@ export class BranchBarrier {
       this.onDecision?.('null-compensation');
       return { executed: false, reason: 'null-compensation' };
     }
-    return this.executed(undefined);
+    if (answer === 'APPLIED') return this.executed(undefined);
+    const context = { gid: this.gid, branchId: this.branchId };
+    if (answer === 'FAILURE') throw new DtmFailureError(MESSAGES.redisInsufficient(key, amount), context);
+    const text = String(answer);
+    if (text.startsWith('NOT_INTEGER ')) throw new DtmUsageError(MESSAGES.redisBalanceNotInteger(key, text.slice('NOT_INTEGER '.length)), context);
+    if (text === 'BAD_AMOUNT') throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), context);
+    throw new DtmUsageError(MESSAGES.redisNotApplied(key, amount, text.replace(/^NOT_APPLIED /, '')), context);
   }
 
   /** The Redis message back-check: like {@link queryPrepared}, on the key `<gid>-00-msg-01`. */

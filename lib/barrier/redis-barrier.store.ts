@@ -6,28 +6,52 @@ export interface RedisLike {
 /**
  * Lua of DTM's Redis barrier, as its semantics are described (our own script): KEYS[1] the amount,
  * KEYS[2] this call's barrier key, KEYS[3] its origin op's key; ARGV[1] the amount to add,
- * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds. Answers APPLIED,
- * FAILURE, NULL_COMPENSATION, DUPLICATE, or HANGING (a duplicate too: an action whose key its
- * compensation wrote first).
+ * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds. Answers, in this order:
+ * DUPLICATE (this call's key is there), HANGING (a duplicate too: an action whose key its
+ * compensation wrote first), NULL_COMPENSATION (a compensating op whose origin key is missing: it
+ * writes both keys and moves nothing), FAILURE (the amount key is missing, or the sum would be
+ * negative), `NOT_INTEGER <the stored value, cut at 40 characters>` (not an integer INCRBY can add to), BAD_AMOUNT
+ * (ARGV[1] is not an integer), `NOT_APPLIED <Redis's error>` (INCRBY refused, e.g. an overflow), or
+ * APPLIED. Only NULL_COMPENSATION and APPLIED write, and INCRBY is the first write of APPLIED: a
+ * Redis script keeps the writes made before an error, so a call whose adjustment did not happen
+ * must leave no barrier key (its retry would be skipped as a duplicate). The duplicate and null
+ * compensation checks come before the amount's, so that a repeated or null compensation is skipped
+ * whatever the balance (DTM retries a compensation answered FAILURE forever).
  */
 export const REDIS_ADJUST_SCRIPT = `
-local balance = redis.call('GET', KEYS[1])
 local done = redis.call('GET', KEYS[2])
-if balance == false or tonumber(balance) + tonumber(ARGV[1]) < 0 then
-  return 'FAILURE'
-end
 if done == 'rollback' then
   return 'HANGING'
 end
 if done ~= false then
   return 'DUPLICATE'
 end
-redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == false then
+  redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
   redis.call('SET', KEYS[3], 'rollback', 'EX', ARGV[3])
   return 'NULL_COMPENSATION'
 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
+local function integer(s)
+  return s == '0' or (#s <= 20 and string.match(s, '^-?[1-9]%d*$') ~= nil)
+end
+local balance = redis.call('GET', KEYS[1])
+if balance == false then
+  return 'FAILURE'
+end
+if not integer(balance) then
+  return 'NOT_INTEGER ' .. string.sub(balance, 1, 40)
+end
+if not integer(ARGV[1]) then
+  return 'BAD_AMOUNT'
+end
+if tonumber(balance) + tonumber(ARGV[1]) < 0 then
+  return 'FAILURE'
+end
+local added = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(added) == 'table' and added.err then
+  return 'NOT_APPLIED ' .. added.err
+end
+redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
 return 'APPLIED'
 `;
 
