@@ -12,15 +12,17 @@ import {
   DtmDuplicatedError,
   DtmFailureError,
   DtmModule,
+  DtmUsageError,
   SagaAction,
   UseBarrier,
   redisBarrierConnection,
   type DtmProtocol,
 } from 'nestjs-dtm';
+import { REDIS_ADJUST_SCRIPT } from '../../lib/barrier/redis-barrier.store.js';
 import { fileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
-import { dtmPost, harness, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
 
 /** Every SQL store over both protocols; Redis (handlers calling redisCheckAdjustAmount) over HTTP. */
@@ -281,6 +283,161 @@ describe('Redis barrier in a workflow', () => {
     expect(await balances('redis', [1])).toEqual({ 1: 100 }); // nothing to undo
     await new BranchBarrier('workflow', gid, '01', 'action').redisCheckAdjustAmount(t.redis, key, -30);
     expect(await balances('redis', [1])).toEqual({ 1: 100 }); // anti-hanging
+  });
+});
+
+describe('Redis barrier: nothing written for a call that did not adjust, duplicates and null compensations before the amount', () => {
+  /** The barrier keys Redis holds for `gid`, with their values. */
+  const barrierKeys = async (gid: string) => {
+    const keys = (await t.redis.keys(`${gid}-*`)).sort();
+    return Object.fromEntries(await Promise.all(keys.map(async (k) => [k.slice(gid.length + 1), await t.redis.get(k)])));
+  };
+  const settle = <T>(p: Promise<T>) => p.then((o) => o, (e: unknown) => e);
+  /** A barrier that records the decisions it reports. */
+  const barrier = (gid: string, branchId: string, op: string, decisions: string[] = []) =>
+    new BranchBarrier(op === 'try' || op === 'cancel' ? 'tcc' : 'saga', gid, branchId, op, { onDecision: (d) => decisions.push(d) });
+
+  it('a non-integer amount is refused with DtmUsageError before anything is written', async () => {
+    await seed('redis', { 1: 100 });
+    const gid = await t.client.generateGid();
+    for (const amount of [-10.5, 0.1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, '10' as unknown as number]) {
+      const error = await settle(barrier(gid, '01', 'action').redisCheckAdjustAmount(t.redis, t.redisKey(1), amount));
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain('e.g. cents');
+    }
+    expect(await balances('redis', [1])).toEqual({ 1: 100 });
+    expect(await barrierKeys(gid)).toEqual({});
+    // the script refuses one too (a caller of its own): BAD_AMOUNT, nothing written
+    const answer = await t.redis.eval(REDIS_ADJUST_SCRIPT, 3, t.redisKey(1), `${gid}-01-action-01`, `${gid}-01--01`, '-10.5', '', 60);
+    expect(answer).toBe('BAD_AMOUNT');
+    expect(await barrierKeys(gid)).toEqual({});
+    expect(await t.redis.get(t.redisKey(1))).toBe('100');
+  });
+
+  it('a stored balance that is not an integer (INCRBYFLOAT) is an error, not FAILURE, and leaves no key: the retry does the work', async () => {
+    const key = t.redisKey(1);
+    await t.redis.set(key, '100');
+    await t.redis.incrbyfloat(key, 0.5);
+    const gid = await t.client.generateGid();
+    const decisions: string[] = [];
+    const first = await settle(barrier(gid, '01', 'action', decisions).redisCheckAdjustAmount(t.redis, key, -30));
+    expect(first).toBeInstanceOf(DtmUsageError);
+    expect(first).not.toBeInstanceOf(DtmFailureError);
+    expect((first as Error).message).toContain('"100.5", not an integer');
+    expect(await t.redis.get(key)).toBe('100.5');
+    expect(await barrierKeys(gid)).toEqual({});
+    // the app fixes the balance (whole units); DTM's retry of the same call applies it, once
+    await t.redis.set(key, '10050');
+    expect(await barrier(gid, '01', 'action', decisions).redisCheckAdjustAmount(t.redis, key, -30)).toEqual({ executed: true, result: undefined });
+    expect(await barrier(gid, '01', 'action', decisions).redisCheckAdjustAmount(t.redis, key, -30)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await t.redis.get(key)).toBe('10020');
+    expect(await barrierKeys(gid)).toEqual({ '01-action-01': 'op' });
+    expect(decisions).toEqual(['executed', 'duplicate']);
+  });
+
+  it('INCRBY refusing (an overflow) leaves no key either', async () => {
+    const key = t.redisKey(1);
+    await t.redis.set(key, '9223372036854775800');
+    const gid = await t.client.generateGid();
+    const error = await settle(barrier(gid, '01', 'action').redisCheckAdjustAmount(t.redis, key, 100));
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain('overflow');
+    expect(await barrierKeys(gid)).toEqual({});
+    await t.redis.set(key, '0');
+    expect(await barrier(gid, '01', 'action').redisCheckAdjustAmount(t.redis, key, 100)).toEqual({ executed: true, result: undefined });
+    expect(await t.redis.get(key)).toBe('100');
+  });
+
+  it('a repeated compensation after the amount went back is skipped as a duplicate, not FAILURE', async () => {
+    await seed('redis', { 2: 0 });
+    const gid = await t.client.generateGid();
+    const decisions: string[] = [];
+    expect(await barrier(gid, '02', 'action', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), 30)).toEqual({ executed: true, result: undefined });
+    expect(await barrier(gid, '02', 'compensate', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -30)).toEqual({ executed: true, result: undefined });
+    expect(await balances('redis', [2])).toEqual({ 2: 0 });
+    // its answer was lost: DTM calls it again, on a balance of 0
+    expect(await settle(barrier(gid, '02', 'compensate', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -30))).toEqual({ executed: false, reason: 'duplicate' });
+    // a TCC cancel the same
+    expect(await barrier(gid, '03', 'try', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), 5)).toEqual({ executed: true, result: undefined });
+    expect(await barrier(gid, '03', 'cancel', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -5)).toEqual({ executed: true, result: undefined });
+    expect(await settle(barrier(gid, '03', 'cancel', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -5))).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await balances('redis', [2])).toEqual({ 2: 0 });
+    expect(await barrierKeys(gid)).toEqual({ '02-action-01': 'op', '02-compensate-01': 'op', '03-cancel-01': 'op', '03-try-01': 'op' });
+    expect(decisions).toEqual(['executed', 'executed', 'duplicate', 'executed', 'executed', 'duplicate']);
+  });
+
+  it('a null compensation on a low balance (or none) is skipped and writes both markers; the late action is then skipped', async () => {
+    await seed('redis', { 2: 0 });
+    await t.redis.del(t.redisKey(3));
+    const gid = await t.client.generateGid();
+    const decisions: string[] = [];
+    expect(await settle(barrier(gid, '02', 'compensate', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -30))).toEqual({ executed: false, reason: 'null-compensation' });
+    expect(await settle(barrier(gid, '03', 'cancel', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(3), -30))).toEqual({ executed: false, reason: 'null-compensation' });
+    expect(await barrierKeys(gid)).toEqual({ '02-action-01': 'rollback', '02-compensate-01': 'op', '03-cancel-01': 'op', '03-try-01': 'rollback' });
+    // the late action and Try: anti-hanging
+    expect(await barrier(gid, '02', 'action', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), 30)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await barrier(gid, '03', 'try', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(3), 30)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await balances('redis', [2])).toEqual({ 2: 0 });
+    expect(await t.redis.exists(t.redisKey(3))).toBe(0);
+    expect(decisions).toEqual(['null-compensation', 'null-compensation', 'hanging-prevented', 'hanging-prevented']);
+  });
+
+  it('through DTM: the null compensation of a step refused on a missing key is skipped, so the saga fails and does not stay aborting', async () => {
+    await seed('redis', { 1: 100 });
+    await t.redis.del(t.redisKey(9));
+    const gid = await t.client.generateGid();
+    await transfer('redis', 'http', gid, 1, 9, 30).submit(); // transIn finds no key 9: FAILURE, DTM compensates both steps
+    try {
+      const final = await t.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('is missing');
+    } finally {
+      await t.client.forceStop(gid).catch(() => undefined); // stuck aborting if the compensation answered FAILURE
+    }
+    const recorded = await queryTrans(gid);
+    expect(recorded.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`)).toEqual(['01/compensate=succeed', '01/action=succeed', '02/compensate=succeed', '02/action=failed']);
+    expect(await balances('redis', [1])).toEqual({ 1: 100 });
+    expect(await t.redis.exists(t.redisKey(9))).toBe(0);
+    expect(await barrierKeys(gid)).toEqual({ '01-action-01': 'op', '01-compensate-01': 'op', '02-action-01': 'rollback', '02-compensate-01': 'op' });
+  });
+
+  it('through DTM: a saga with a non-integer amount never succeeds, moves nothing, records no barrier key', async () => {
+    await seed('redis', { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    await transfer('redis', 'http', gid, 1, 2, 10.5).submit();
+    try {
+      while (t.runs.of('redis.transOut') < 2) {
+        await triggerCron();
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const recorded = await queryTrans(gid);
+      expect(recorded.transaction?.status).toBe('submitted');
+      expect(recorded.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`)).toEqual(['01/compensate=prepared', '01/action=prepared', '02/compensate=prepared', '02/action=prepared']);
+      expect(await balances('redis', [1, 2])).toEqual({ 1: 100, 2: 0 });
+      expect(await barrierKeys(gid)).toEqual({});
+    } finally {
+      await t.client.forceStop(gid); // DTM would retry it for ever
+    }
+  });
+
+  it('through DTM: a step that errors on a non-integer balance leaves no key; once the balance is fixed DTM\'s retry applies it, once', async () => {
+    await seed('redis', { 1: 100 });
+    await t.redis.set(t.redisKey(2), '0');
+    await t.redis.incrbyfloat(t.redisKey(2), 0.5);
+    const gid = await t.client.generateGid();
+    await transfer('redis', 'http', gid, 1, 2, 30).submit();
+    while (t.runs.of('redis.transIn') < 2) {
+      await triggerCron();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    expect(await barrierKeys(gid)).toEqual({ '01-action-01': 'op' });
+    expect(await t.redis.get(t.redisKey(2))).toBe('0.5');
+    await t.redis.set(t.redisKey(2), '0');
+    await triggerCron();
+    expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(await balances('redis', [1, 2])).toEqual({ 1: 70, 2: 30 });
+    expect(await barrierKeys(gid)).toEqual({ '01-action-01': 'op', '02-action-01': 'op' });
   });
 });
 

@@ -111,3 +111,42 @@ describe('a barrier without a branch call', () => {
     expect(() => new BranchBarrier('saga', 'g', '01', 'action')).not.toThrow();
   });
 });
+
+describe('the Redis barrier (redisCheckAdjustAmount), without Redis', () => {
+  /** A Redis that answers the script with `answer` and records its calls. */
+  const redis = (answer: unknown) => {
+    const calls: unknown[][] = [];
+    return { calls, eval: async (...args: unknown[]) => (calls.push(args), answer) };
+  };
+
+  it('refuses an amount that is not a safe integer with DtmUsageError, before it talks to Redis', async () => {
+    for (const amount of [10.5, -0.01, Number.NaN, Infinity, 2 ** 53, '10' as unknown as number]) {
+      const r = redis('APPLIED');
+      const error = await new BranchBarrier('saga', 'g', '01', 'action').redisCheckAdjustAmount(r, 'acct', amount).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain('whole units, e.g. cents');
+      expect(r.calls).toEqual([]);
+    }
+    // a refused call takes no barrier id: the next call on the barrier is 01
+    const b = new BranchBarrier('saga', 'g', '01', 'action');
+    const r = redis('APPLIED');
+    await b.redisCheckAdjustAmount(r, 'acct', 1.5).catch(() => undefined);
+    expect(await b.redisCheckAdjustAmount(r, 'acct', -3)).toEqual({ executed: true, result: undefined });
+    expect(r.calls[0].slice(1, 7)).toEqual([3, 'acct', 'g-01-action-01', 'g-01--01', -3, '']);
+  });
+
+  it('maps the script answers: a malformed stored value or INCRBY refusing is DtmUsageError (retried), never FAILURE; unknown answers are not success', async () => {
+    const answerOf = (answer: unknown, op = 'action') => new BranchBarrier('saga', 'g', '01', op).redisCheckAdjustAmount(redis(answer), 'acct', -3).catch((e: unknown) => e);
+    const notInteger = await answerOf('NOT_INTEGER 100.5');
+    expect(notInteger).toBeInstanceOf(DtmUsageError);
+    expect((notInteger as Error).message).toContain('redis key acct holds "100.5", not an integer');
+    expect(await answerOf('BAD_AMOUNT')).toBeInstanceOf(DtmUsageError);
+    const overflow = await answerOf('NOT_APPLIED ERR increment or decrement would overflow');
+    expect(overflow).toBeInstanceOf(DtmUsageError);
+    expect((overflow as Error).message).toContain('(ERR increment or decrement would overflow)');
+    expect(await answerOf(null)).toBeInstanceOf(DtmUsageError);
+    expect(((await answerOf('FAILURE')) as Error).name).toBe('DtmFailureError');
+    expect(await answerOf('DUPLICATE', 'compensate')).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await answerOf('NULL_COMPENSATION', 'compensate')).toEqual({ executed: false, reason: 'null-compensation' });
+  });
+});
