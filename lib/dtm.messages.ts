@@ -36,6 +36,8 @@ export const MESSAGES = {
     given === 0
       ? 'says neither where the service is: give url (its base URL, for its manifest GET <url>/dtm/branches) or grpc (its gRPC address)'
       : 'gives both url and grpc: give one (url when the service has an HTTP server: its manifest lists its gRPC targets too)',
+  configServiceUrlCredentials: (got: string) =>
+    `must not hold credentials (user:password@): they are not supported here, Node's fetch refuses such a URL and would print it whole; give the URL without them (the manifest endpoint GET <url>/dtm/branches takes none: protect it on the network, or put credentials in a proxy in front of the service), got ${got}`,
   configWholeBytes: (got: number) => `must be a whole number of bytes, got ${got}`,
   configUrlQuery: (got: string) =>
     `must not have a query (?...) or fragment (#...): the module appends DTM's paths to it (and branch paths to app_url), got ${got}`,

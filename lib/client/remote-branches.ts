@@ -13,7 +13,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmRemoteBranchError, type DtmRemoteBranchProblem } from '../errors/dtm-remote-branch.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
-import { redactUrl } from '../redact.js';
+import { redactText, redactUrl } from '../redact.js';
 import { parseAddress } from '../transport/branch-target.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 
@@ -91,7 +91,7 @@ export class RemoteBranchDirectory {
         if (err instanceof DtmRemoteBranchError) problems.push(...err.problems);
         else {
           deferred.add(ref.service);
-          this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, err instanceof Error ? err.message : String(err)));
+          this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, redactText(err instanceof Error ? err.message : String(err))));
         }
       }
     }
@@ -124,7 +124,7 @@ export class RemoteBranchDirectory {
       return fresh;
     } catch (err) {
       if (!kept || err instanceof DtmRemoteBranchError) throw err;
-      this.logger.warn(MESSAGES.remoteManifestStale(name, err instanceof Error ? err.message : String(err)));
+      this.logger.warn(MESSAGES.remoteManifestStale(name, redactText(err instanceof Error ? err.message : String(err))));
       kept.at = Date.now(); // tried again at the next refresh, not on every use while the service is down
       return kept;
     }
@@ -142,7 +142,8 @@ export class RemoteBranchDirectory {
     try {
       answer = await fetch(endpoint, { redirect: 'error', signal: AbortSignal.timeout(Math.ceil(this.config.timeout * 1000)) });
     } catch (err) {
-      const why = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
+      // fetch's own text may repeat the URL whole (a TypeError for one with credentials): redacted
+      const why = redactText(err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err));
       throw new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http' });
     }
     if (answer.status === 404) throw error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown));
@@ -161,7 +162,7 @@ export class RemoteBranchDirectory {
         client.close();
         if (!err) return resolve(stringField1(reply ?? Buffer.alloc(0)));
         if (NOT_SERVED_CODES.has(err.code)) return reject(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown)));
-        reject(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, err.details || err.message), { endpoint: shown, protocol: 'grpc', status: err.code }));
+        reject(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, redactText(err.details || err.message)), { endpoint: shown, protocol: 'grpc', status: err.code }));
       });
     });
   }

@@ -266,6 +266,7 @@ function checkServices(raw: unknown, path: string, problems: DtmConfigProblem[])
       if (value === undefined) continue;
       const checked = checkValue(key, value);
       if ('problem' in checked) problems.push({ path: `${at}.${field}`, message: checked.problem });
+      else if (field === 'url' && hasCredentials(checked.value as string)) problems.push({ path: `${at}.${field}`, message: MESSAGES.configServiceUrlCredentials(describe(value)) });
       else (service as unknown as Record<string, unknown>)[field] = checked.value;
     }
     const given = ['url', 'grpc'].filter((k) => entry[k] !== undefined);
@@ -383,6 +384,12 @@ function editDistance(a: string, b: string): number {
     }
   }
   return row[b.length];
+}
+
+/** Whether the (valid) URL `value` holds a username or password. */
+function hasCredentials(value: string): boolean {
+  const url = new URL(value);
+  return url.username !== '' || url.password !== '';
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -320,6 +320,17 @@ lynx:
     });
   });
 
+  it('refuses credentials in a service url (fetch refuses such URLs), with its path and without printing them, inline too', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    services:\n      bank:\n        url: "http://user:s3cr3tPW@bank:3000"\n      stock:\n        url: "http://:s3cr3tPW@stock:3000"\n');
+    const problems = problemsOf({ configFile: file });
+    expect(problems).toEqual([
+      { path: 'lynx.dtm.services.bank.url', message: expect.stringMatching(/^must not hold credentials \(user:password@\): they are not supported here.*got "http:\/\/\*\*\*@bank:3000"$/) },
+      { path: 'lynx.dtm.services.stock.url', message: expect.stringContaining('must not hold credentials') },
+    ]);
+    expect(JSON.stringify(problems)).not.toContain('s3cr3tPW');
+    expect(problemsOf({ config: { services: { bank: { url: 'http://user@bank:3000' } } } })).toEqual([{ path: 'config.services.bank.url', message: expect.stringContaining('must not hold credentials') }]);
+  });
+
   it('refuses services that are not a mapping, inline too (camelCase path)', () => {
     expect(problemsOf({ config: { services: ['bank'] as never } })).toEqual([{ path: 'config.services', message: expect.stringMatching(/must be a mapping of service names/) }]);
   });

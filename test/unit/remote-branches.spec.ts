@@ -2,9 +2,12 @@
 // HTTP server playing a participant's manifest endpoint: caching, refresh, refetch after a failure
 // that says a target moved, and the errors of a service that publishes nothing usable.
 import { createServer, type Server } from 'node:http';
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { DtmFailureError, DtmRemoteBranchError, DtmUnavailableError, resolveDtmConfig } from 'nestjs-dtm';
 import { RemoteBranchDirectory } from '../../lib/client/remote-branches.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 
 let server: Server;
 let base: string;
@@ -83,6 +86,25 @@ describe('RemoteBranchDirectory', () => {
     const err = await d.resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DtmUnavailableError);
     expect((err as Error).message).toContain('http://127.0.0.1:1/dtm/branches');
+  });
+
+  it('what fetch says of a URL with credentials (which it refuses, repeating the URL) is redacted in the error and in the start-up warning', async () => {
+    // the configuration refuses such a URL: a DtmConfig built by hand gets past it
+    const config = { ...resolveDtmConfig({}, {}), services: { bank: { url: base.replace('http://', 'http://user:s3cr3tPW@'), refresh: 30 } } };
+    const err = await new RemoteBranchDirectory(config).resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmUnavailableError);
+    expect((err as Error).message).toContain('includes credentials');
+    expect(inspect(err, { depth: 10 })).not.toContain('s3cr3tPW');
+    const logger = new RecordingLogger();
+    Logger.overrideLogger(logger);
+    try {
+      await new RemoteBranchDirectory(config).check([{ service: 'bank', branch: 'withdraw', kind: 'saga' }]);
+    } finally {
+      Logger.overrideLogger(false);
+      Logger.overrideLogger(new Logger());
+    }
+    expect(logger.lines).toEqual([expect.stringMatching(/^warn service "bank" did not answer its branch manifest at start-up \(.*includes credentials/)]);
+    expect(logger.lines.join('\n')).not.toContain('s3cr3tPW');
   });
 
   it('the start-up check lists every problem of the contracts at once', async () => {
