@@ -27,6 +27,25 @@ export function redactUrl(value: string): string {
 }
 
 /**
+ * The URL `value` without its username and password (`http://user:pw@dtm:36789/api/dtmsvr` →
+ * `http://dtm:36789/api/dtmsvr`): what may be sent to a third party (a branch) as a server's
+ * address. `value` itself when it holds none or is not a URL.
+ */
+export function withoutCredentials(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return value;
+  }
+  if (url.username === '' && url.password === '') return value;
+  url.username = '';
+  url.password = '';
+  // new URL() adds a `/` to a URL without a path: not to be mistaken for another server's address
+  return url.pathname === '/' && !value.endsWith('/') && url.search === '' && url.hash === '' ? url.href.slice(0, -1) : url.href;
+}
+
+/**
  * Free text (an error message from a library, a list or mapping printed as JSON) with the
  * credentials of every URL in it replaced: for each `scheme://`, everything up to the last `@`
  * before the next whitespace. A password with a space in it cannot be told apart from the text

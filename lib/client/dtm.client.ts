@@ -15,7 +15,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { redactUrl } from '../redact.js';
+import { redactUrl, withoutCredentials } from '../redact.js';
 import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { describeUnfinished, diagnoseUnfinished, type UnfinishedBranch } from '../diagnostics/unfinished.js';
 import { Msg } from '../transactions/msg.js';
@@ -411,7 +411,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     if (!named) return 'http';
     const protocol: DtmProtocol = /^https?:\/\//i.test(named) ? 'http' : 'grpc';
     const configured = protocol === 'http' ? this.config.serverUrl : this.config.grpcServer;
-    if (named.replace(/\/+$/, '') !== configured && !this.foreignDtm.has(named) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
+    // the module sends its own server_url to the branches it calls without credentials: that is the configured server too
+    if (named.replace(/\/+$/, '') !== configured && named.replace(/\/+$/, '') !== withoutCredentials(configured) && !this.foreignDtm.has(named) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
       this.foreignDtm.add(named);
       const redacted = redactUrl(named);
       const shown = JSON.stringify(redacted.length > 200 ? `${redacted.slice(0, 200)}…` : redacted);

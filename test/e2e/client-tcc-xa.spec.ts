@@ -3,10 +3,12 @@
 // are recorder handlers that register their branch with DTM the way DTM's Go SDK does
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError } from 'nestjs-dtm';
+import { Logger } from '@nestjs/common';
+import { DtmClient, DtmFailureError, DtmGidInUseError, resolveDtmConfig } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmPost, queryTrans, waitForTransStatus } from '../support/harness.js';
-import type { RecordedCall } from '../support/recorder.js';
+import { dtmPost, harness, newGid, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { startRecorder, type RecordedCall } from '../support/recorder.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
 
 describe.each(PROTOCOLS)('over %s', (protocol) => {
@@ -227,5 +229,39 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       await expect(fx.helper.executeSaga(sagaGid, [null as never])).rejects.toThrow('executeSaga: branch 0 must be an object ({ action, data, ... }), got null');
       await expect(fx.helper.executeTcc(sagaGid, [{ try: fx.target('/Try'), data: {} }, 'x' as never])).rejects.toThrow('executeTcc: branch 1 must be an object');
     });
+  });
+});
+
+describe('server_url with credentials (DTM behind a proxy with basic auth)', () => {
+  it('the branches the module calls itself get server_url without its credentials in the dtm query parameter; a nested TCC from that value runs through the configured server, no warning', async () => {
+    const recorder = await startRecorder();
+    const serverUrl = harness().dtm.serverUrl;
+    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: serverUrl.replace('://', '://dtmuser:s3cr3tPW@') } }, {}));
+    const logger = new RecordingLogger();
+    Logger.overrideLogger(logger);
+    try {
+      recorder.handle('/OrderTry', async (call) => {
+        const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: call.query.dtm, headers: {} };
+        await client.tccFromBranch(branch).callBranch({ sku: 'a' }, recorder.urlFor('/StockTry'), recorder.urlFor('/StockConfirm'), recorder.urlFor('/StockCancel'));
+        return 200;
+      });
+      const gid = await newGid();
+      await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ order: 1 }, recorder.urlFor('/OrderTry'), recorder.urlFor('/OrderConfirm'), recorder.urlFor('/OrderCancel')));
+      const final = await client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+      const tries = [...recorder.callsTo('/OrderTry', gid), ...recorder.callsTo('/StockTry', gid)];
+      expect(tries.map((c) => [c.query.branch_id, c.query.dtm])).toEqual([
+        ['01', serverUrl],
+        ['0101', serverUrl],
+      ]);
+      expect(JSON.stringify(recorder.callsFor(gid))).not.toContain('s3cr3tPW');
+      expect(logger.lines.filter((l) => l.includes('as its DTM server'))).toEqual([]);
+    } finally {
+      Logger.overrideLogger(false);
+      Logger.overrideLogger(new Logger());
+      client.onModuleDestroy();
+      await recorder.close();
+    }
   });
 });

@@ -1,7 +1,7 @@
 // What errors may show of URLs and values: credentials never, whatever their characters (`@`, `:`,
 // `/`, `?`, `#`, spaces in a password) and wherever the URL sits in the text.
 import { describe, expect, it } from '@jest/globals';
-import { redactText, redactUrl, safeCause, shorten } from '../../lib/redact.js';
+import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../lib/redact.js';
 
 /** Passwords an attacker's test (and real users) use, each with the secret part `S3CR3T`. */
 const TRICKY_URLS = [
@@ -42,6 +42,18 @@ describe('redactUrl', () => {
   it('returns the very string when there is no @ (no allocation on the hot path)', () => {
     const url = `http://dtm:36789/api/${'x'.repeat(10)}`;
     expect(redactUrl(url)).toBe(url);
+  });
+});
+
+describe('withoutCredentials', () => {
+  it('drops the username and password of a URL, keeping the rest as it was written', () => {
+    expect(withoutCredentials('http://dtmuser:S3CR3T@dtm:36789/api/dtmsvr')).toBe('http://dtm:36789/api/dtmsvr');
+    expect(withoutCredentials('https://S3CR3T@dtm')).toBe('https://dtm');
+    expect(withoutCredentials('http://u:p%40S3CR3T@dtm/')).toBe('http://dtm/');
+  });
+
+  it('returns the very string without credentials, or when it is not a URL', () => {
+    for (const value of ['http://dtm:36789/api/dtmsvr', 'dtm:36790', '']) expect(withoutCredentials(value)).toBe(value);
   });
 });
 

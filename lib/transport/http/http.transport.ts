@@ -15,7 +15,7 @@ import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, Transacti
 import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
 import { NOT_SENT } from '../dtm-transient.js';
 import { parseAnswer, payloadText } from '../payload.js';
-import { redactText, redactUrl, safeCause, shorten } from '../../redact.js';
+import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
 
@@ -51,9 +51,12 @@ export class HttpTransport implements DtmTransport {
   private readonly client: AxiosInstance;
   /** `timeout` in whole milliseconds (at least 1: the configuration refuses less than 0.001 s). */
   private readonly timeoutMs: number;
+  /** `server_url` as branches get it (the `dtm` query parameter): without its credentials. */
+  private readonly dtmForBranches: string;
 
   constructor(private readonly config: DtmConfig) {
     this.timeoutMs = Math.ceil(config.timeout * 1000);
+    this.dtmForBranches = withoutCredentials(config.serverUrl);
     this.client = axios.create({
       adapter: 'http',
       // no axios timeout: send() sets the one deadline of each call
@@ -154,14 +157,16 @@ export class HttpTransport implements DtmTransport {
 
   /**
    * Calls an HTTP branch the way DTM's SDKs do: POST (GET without a payload) with `dtm, gid,
-   * trans_type, branch_id, op` (and `phase2_url`) in the query, and reads its answer with DTM's own
+   * trans_type, branch_id, op` (and `phase2_url`) in the query (`dtm`: `server_url` without its
+   * credentials), and reads its answer with DTM's own
    * rules: 425 or a body containing ONGOING → {@link DtmOngoingError}; 409 or a body containing
    * FAILURE → {@link DtmFailureError} (the body is the reason); any other status but 200 → {@link DtmServerError}.
    */
   async callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
     const url = new URL(call.target.value);
     const query = url.searchParams;
-    query.set('dtm', this.config.serverUrl);
+    // the server's address without its credentials (server_url of a DTM behind basic auth): the branch is not DTM's proxy
+    query.set('dtm', this.dtmForBranches);
     query.set('gid', call.gid);
     query.set('branch_id', call.branchId);
     query.set('trans_type', call.transType);
