@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { load, YAMLException } from 'js-yaml';
+import { CORE_SCHEMA, load, mergeTag, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
 import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
@@ -27,6 +27,13 @@ const MAX_FILE_BYTES = 1024 * 1024;
  * an error) would never end. The walk counts what it visits and stops there.
  */
 const MAX_SECTION_VALUES = 10_000;
+/**
+ * The schema the file is read with: YAML 1.2's core schema plus merge keys (`<<: *defaults`), which
+ * Go's yaml.v3 (the Go-Lynx side reading the same file) applies and js-yaml 5 no longer does by
+ * default. A key given both ways takes the value given directly. Duplicate keys are still refused,
+ * and js-yaml bounds the keys merged in one load (`maxTotalMergeKeys`, 10000).
+ */
+const FILE_SCHEMA = CORE_SCHEMA.withTags(mergeTag);
 
 /**
  * Reads, merges and validates the module's configuration once: defaults, then the `lynx.dtm`
@@ -77,7 +84,7 @@ function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigPr
   if (text === undefined) return undefined;
   let document: unknown;
   try {
-    document = load(text);
+    document = load(text, { schema: FILE_SCHEMA });
   } catch (err) {
     if (err instanceof YAMLException) {
       const line = err.mark ? err.mark.line + 1 : undefined;

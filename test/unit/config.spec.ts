@@ -421,6 +421,50 @@ describe('YAML aliases', () => {
     expect(resolveDtmConfig({ configFile: file }, {})).toMatchObject({ passThroughHeaders: ['x-tenant', 'x-request-id'], barrierTable: 'app.barrier' });
   });
 
+  it('merge keys (<<: *defaults, as Go yaml.v3 reads them) apply shared defaults; a key given directly wins, wherever it is written', () => {
+    const file = yamlFile(
+      [
+        'defaults: &defaults',
+        '  timeout: 7',
+        '  retry_interval: 3',
+        '  branch_timeout: 9',
+        'other: &other',
+        '  branch_timeout: 11',
+        '  saga_timeout: 5',
+        'lynx:',
+        '  dtm:',
+        '    branch_timeout: 4',
+        '    <<: [*defaults, *other]',
+        '    server_url: http://dtm:36789/api/dtmsvr',
+        '    retry_interval: 2',
+        '',
+      ].join('\n'),
+    );
+    // the first mapping of a merge list wins over the later ones (YAML merge semantics)
+    expect(resolveDtmConfig({ configFile: file }, {})).toMatchObject({ timeout: 7, retryInterval: 2, branchTimeout: 4, sagaTimeout: 5, serverUrl: 'http://dtm:36789/api/dtmsvr' });
+    const merged = yamlFile('defaults: &defaults\n  timeout: 7\n  retry_interval: 3\nlynx:\n  dtm:\n    <<: *defaults\n    server_url: http://dtm:36789/api/dtmsvr\n');
+    expect(resolveDtmConfig({ configFile: merged }, {})).toMatchObject({ timeout: 7, retryInterval: 3, serverUrl: 'http://dtm:36789/api/dtmsvr' });
+  });
+
+  it('merged keys are checked as the others are (with their lynx.dtm path); a key written twice is still refused', () => {
+    const file = yamlFile('defaults: &defaults\n  timeout: -1\n  retry_intervall: 3\nlynx:\n  dtm:\n    <<: *defaults\n');
+    expect(problemsOf({ configFile: file })).toEqual([
+      { path: 'lynx.dtm.timeout', message: 'must be a positive number of seconds, got -1' },
+      { path: 'lynx.dtm.retry_intervall', message: expect.stringContaining('did you mean "retry_interval"?') },
+    ]);
+    const twice = problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    timeout: 1\n    timeout: 2\n') });
+    expect(twice).toEqual([{ path: 'configFile', message: expect.stringMatching(/YAML syntax error .* at line 4, column 5: duplicated mapping key/) }]);
+    expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    <<: 5\n') })).toEqual([{ path: 'configFile', message: expect.stringContaining('cannot merge mappings') }]);
+  });
+
+  it('merge keys are bounded: 10 merges of a 2000-key mapping are refused fast, not expanded', () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => `k${i}: 1`).join(', ');
+    const text = `d: &d {${keys}}\n${Array.from({ length: 10 }, (_, i) => `x${i}:\n  <<: *d\n`).join('')}lynx:\n  dtm: {}\n`;
+    const started = performance.now();
+    expect(problemsOf({ configFile: yamlFile(text) })).toEqual([{ path: 'configFile', message: expect.stringContaining('merge keys exceeded maxTotalMergeKeys (10000)') }]);
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
   it('an environment variable is read as one value: aliases in it are not expanded', () => {
     const file = yamlFile('lynx:\n  dtm:\n    pass_through_headers: ${HEADERS}\n');
     const problems = problemsOf({ configFile: file }, { HEADERS: '[&a X-A, *a]' });
