@@ -6,6 +6,10 @@ export const BRANCH_KEYS_MISSING = 'is a DTM branch, but this call lacks';
 
 export const MESSAGES = {
   // configuration
+  moduleOptionsNotObject: (got: string) =>
+    got === 'undefined'
+      ? "is undefined: the useFactory of DtmModule.forRootAsync returned nothing (a factory with a block body needs `return`); return the module's options, e.g. { configFile: 'config.yaml' }, { section: config.get('lynx.dtm') } or { config: { serverUrl: ... } }"
+      : `must be the module's options object, e.g. { configFile: 'config.yaml' } or { config: { serverUrl: ... } } (what forRoot takes and forRootAsync's useFactory returns), got ${got}`,
   configNotAnObject: (got: string) => `must be an object of lynx.dtm settings in camelCase, got ${got}`,
   configFileMissing: (file: string, path: string) =>
     `file ${JSON.stringify(file)} not found (looked at ${path}); fix the path (relative paths start from the working directory) or drop configFile`,

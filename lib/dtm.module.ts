@@ -22,23 +22,31 @@ import type { WorkflowEnvironment } from './workflow/workflow.engine.js';
 import { DtmWorkflowRegistry } from './workflow/workflow.registry.js';
 import { DtmManifestController } from './branches/branch-manifest.controller.js';
 import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH, WORKFLOW_SERVICE } from './branches/workflow-resume.js';
+import { DtmConfigError } from './errors/dtm-config.error.js';
 import { DtmUsageError } from './errors/dtm-usage.error.js';
 import { MESSAGES } from './dtm.messages.js';
 import { isRemoteBranch, type RemoteBranch } from './contracts/branch-contract.js';
 import { DtmInstrumentation } from './observability/dtm-instrumentation.js';
 
+/**
+ * The module's options, checked to be an object before anything reads them: every provider below
+ * injects this, not `DTM_MODULE_OPTIONS` (a forRootAsync factory that forgot its `return` gives undefined).
+ */
+const DTM_CHECKED_OPTIONS = Symbol('DTM_CHECKED_OPTIONS');
+
 const providers: Provider[] = [
+  { provide: DTM_CHECKED_OPTIONS, useFactory: checkedOptions, inject: [DTM_MODULE_OPTIONS] },
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
-  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_MODULE_OPTIONS] },
+  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_CHECKED_OPTIONS] },
   {
     provide: DTM_XA_CONNECTIONS,
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.xaConnections ?? {})),
-    inject: [DTM_MODULE_OPTIONS],
+    inject: [DTM_CHECKED_OPTIONS],
   },
   {
     provide: DTM_BARRIER_CONNECTIONS,
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.barrierConnections ?? {})),
-    inject: [DTM_MODULE_OPTIONS],
+    inject: [DTM_CHECKED_OPTIONS],
   },
   {
     provide: DTM_BRANCH_RUNTIME,
@@ -53,14 +61,14 @@ const providers: Provider[] = [
     inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, DtmInstrumentation],
   },
   // the instrumentation seam: hooks, OpenTelemetry, debug log (one per module)
-  { provide: DtmInstrumentation, useFactory: (options: DtmModuleOptions) => new DtmInstrumentation(options.instrumentation), inject: [DTM_MODULE_OPTIONS] },
+  { provide: DtmInstrumentation, useFactory: (options: DtmModuleOptions) => new DtmInstrumentation(options.instrumentation), inject: [DTM_CHECKED_OPTIONS] },
   {
     provide: DTM_CONTRACTS,
     useFactory: (options: DtmModuleOptions) => contractBranches(options.contracts),
-    inject: [DTM_MODULE_OPTIONS],
+    inject: [DTM_CHECKED_OPTIONS],
   },
   // the app's gRPC protos, loaded at start-up (a bad path fails it), only when it gives any
-  { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_MODULE_OPTIONS] },
+  { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_CHECKED_OPTIONS] },
   { provide: DTM_BRANCH_RESOLVER, useExisting: DtmBranchRegistry },
   {
     provide: DTM_WORKFLOW_ENVIRONMENT,
@@ -114,10 +122,20 @@ export class DtmModule extends DtmConfigurableModule {
     return withProviders(super.forRoot(options));
   }
 
-  /** Configures the module from a factory, e.g. one that reads `@nestjs/config`'s `ConfigService`. */
+  /**
+   * Configures the module from a factory, e.g. one that reads `@nestjs/config`'s `ConfigService`.
+   * The factory must return the options (a `DtmConfigError` at `options` when it returns nothing).
+   */
   static forRootAsync(options: typeof DTM_ASYNC_OPTIONS_TYPE): DynamicModule {
     return withProviders(super.forRootAsync(options));
   }
+}
+
+/** `options` when it is an object; else a `DtmConfigError` at path `options` saying what to give. */
+function checkedOptions(options: unknown): DtmModuleOptions {
+  if (typeof options === 'object' && options !== null && !Array.isArray(options)) return options as DtmModuleOptions;
+  const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
+  throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');
 }
 
 /** Every branch of the module's `contracts`; a `DtmUsageError` for anything that is not a contract. */

@@ -317,6 +317,25 @@ describe('module set-up', () => {
     }
   });
 
+  it('a forRootAsync factory that returns nothing (a block body without return) fails start-up with a DtmConfigError at path options saying so, not a TypeError', async () => {
+    const compiling = Test.createTestingModule({
+      imports: [
+        DtmModule.forRootAsync({
+          useFactory: () => {
+            void { configFile: 'config.yaml' }; // the options it meant to return
+          },
+        } as never),
+      ],
+    }).compile();
+    const error = await compiling.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems).toEqual([{ path: 'options', message: expect.stringMatching(/^is undefined: the useFactory of DtmModule\.forRootAsync returned nothing .*needs `return`.*return the module's options/) }]);
+    const fromNull = await Test.createTestingModule({ imports: [DtmModule.forRootAsync({ useFactory: () => null as never })] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect((fromNull as DtmConfigError).problems).toEqual([{ path: 'options', message: expect.stringMatching(/^must be the module's options object.*got null$/) }]);
+  });
+
   it('a bad configuration fails start-up with one DtmConfigError listing every problem', async () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'lynx:\n  dtm:\n    server_url: "ftp://x"\n    timeout: -5\n    retry_intervall: 3\n');
