@@ -134,7 +134,7 @@ export interface StartDtmServerOptions {
   cronIntervalSeconds?: number;
   /** More top-level keys of DTM's configuration file (e.g. `{ RequestTimeout: 5 }`). */
   extraConfig?: Record<string, unknown>;
-  /** Milliseconds to wait for the server to answer (default 30 000). */
+  /** Milliseconds to wait for the server to answer, each request included (default 30 000). */
   startTimeoutMs?: number;
 }
 
@@ -242,23 +242,33 @@ function listenOnce(port: number): Promise<number> {
 
 /**
  * Waits until the DTM server at `httpUrl` answers `/api/ping`, then checks that `/api/dtmsvr/version`
- * is {@link DTM_SERVER_VERSION}; `exited` reports a server that ended meanwhile.
+ * is {@link DTM_SERVER_VERSION}; `exited` reports a server that ended meanwhile. Everything, each
+ * request included, ends within `timeoutMs`: something on the port that accepts connections but
+ * never answers is a `DtmUsageError` then, not a wait of minutes.
  */
 export async function waitForDtmServer(httpUrl: string, timeoutMs: number, exited: () => string | undefined): Promise<string> {
   const deadline = Date.now() + timeoutMs;
+  /** Aborts a request when the time left runs out (at least 1 ms: AbortSignal.timeout wants a positive delay). */
+  const timeLeft = () => AbortSignal.timeout(Math.max(1, deadline - Date.now()));
+  const why = (err: unknown) => (err instanceof Error ? err.message : String(err));
   let last = 'no answer yet';
   for (;;) {
     const ended = exited();
     if (ended !== undefined) throw new DtmUsageError(`the DTM server ended before answering (${ended})`);
     try {
-      if ((await fetch(`${httpUrl}/api/ping`)).ok) break;
+      if ((await fetch(`${httpUrl}/api/ping`, { signal: timeLeft() })).ok) break;
     } catch (err) {
-      last = err instanceof Error ? err.message : String(err);
+      last = why(err);
     }
-    if (Date.now() > deadline) throw new DtmUsageError(`the DTM server at ${httpUrl} did not answer within ${timeoutMs} ms (${last})`);
+    if (Date.now() >= deadline) throw new DtmUsageError(`the DTM server at ${httpUrl} did not answer within ${timeoutMs} ms (${last})`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  const version = ((await (await fetch(`${httpUrl}/api/dtmsvr/version`)).json()) as { version: string }).version;
+  let version: string;
+  try {
+    version = ((await (await fetch(`${httpUrl}/api/dtmsvr/version`, { signal: timeLeft() })).json()) as { version: string }).version;
+  } catch (err) {
+    throw new DtmUsageError(`the DTM server at ${httpUrl} answered /api/ping, but /api/dtmsvr/version gave no version within ${timeoutMs} ms in all (${why(err)})`);
+  }
   if (version !== DTM_SERVER_VERSION) throw new DtmUsageError(`the DTM server reports ${version}, nestjs-dtm's tests want ${DTM_SERVER_VERSION}: point DTM_BINARY at a ${DTM_SERVER_VERSION} binary`);
   return version;
 }

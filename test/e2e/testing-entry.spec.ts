@@ -2,6 +2,8 @@
 // error without a binary, callBranch / callGrpcBranch exactly as DTM calls (what the recorder
 // received), and waitForTransaction / queryTransaction on a saga the harness's DTM ran.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -15,12 +17,15 @@ import {
   findDtmServerBinary,
   queryTransaction,
   startDtmServer,
+  waitForDtmServer,
   waitForTransaction,
 } from 'nestjs-dtm/testing';
+import { settledWithin } from '../support/fixtures.js';
 import { TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { harness, newGid } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { dtmBinaryPath } from '../support/services/binaries.js';
+import { startTrap } from '../support/trap.js';
 
 void DtmModule;
 let recorder: Recorder;
@@ -82,6 +87,36 @@ describe('startDtmServer', () => {
     );
     await expect(startDtmServer(untyped({ cronIntervalSeconds: 0.5 }))).rejects.toThrow('cronIntervalSeconds must be whole seconds from 1 to 3600, got 0.5');
     await expect(startDtmServer(untyped('dtm'))).rejects.toThrow('startDtmServer(options): options must be an object, got string');
+  });
+
+  it('waitForDtmServer gives up after timeoutMs on a port that accepts connections but never answers (each request is bounded too), with its usual error', async () => {
+    const trap = await startTrap({ hold: true });
+    try {
+      const httpUrl = `http://${trap.address}`;
+      const started = Date.now();
+      const error = await settledWithin(waitForDtmServer(httpUrl, 500, () => undefined), 5000);
+      const elapsed = Date.now() - started;
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toMatch(new RegExp(`^the DTM server at ${httpUrl.replace(/\./g, '\\.')} did not answer within 500 ms \\(.*timeout`));
+      expect(elapsed).toBeLessThan(1500);
+      expect(trap.connections).toBeGreaterThan(0); // it did connect: the request's own deadline ended it
+    } finally {
+      await trap.close();
+    }
+    // one that answers /api/ping but never /api/dtmsvr/version: the same deadline
+    const server = createServer((req, res) => (req.url === '/api/ping' ? res.end('{}') : undefined));
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const httpUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const started = Date.now();
+      const error = await settledWithin(waitForDtmServer(httpUrl, 500, () => undefined), 5000);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toMatch(/answered \/api\/ping, but \/api\/dtmsvr\/version gave no version within 500 ms in all \(.*timeout/);
+      expect(Date.now() - started).toBeLessThan(1500);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 // A listener that proves nothing was sent to an address: it records every TCP connection and
 // every byte it receives, and answers nothing (it closes each connection shortly after it opens,
-// so a caller that did connect fails fast instead of waiting for a timeout).
+// so a caller that did connect fails fast instead of waiting for a timeout). With { hold: true } it
+// keeps each connection open until close(): a peer that accepts and never answers.
 import net from 'node:net';
 
 /** A running trap. */
@@ -16,8 +17,8 @@ export interface Trap {
   close(): Promise<void>;
 }
 
-/** Starts a trap on 127.0.0.1 (a free port). */
-export async function startTrap(): Promise<Trap> {
+/** Starts a trap on 127.0.0.1 (a free port); `hold`: never close a connection (the caller's timeout must end it). */
+export async function startTrap(options: { hold?: boolean } = {}): Promise<Trap> {
   let connections = 0;
   let received = '';
   const sockets = new Set<net.Socket>();
@@ -27,7 +28,7 @@ export async function startTrap(): Promise<Trap> {
     socket.on('data', (chunk) => (received += chunk.toString('utf8')));
     socket.on('error', () => undefined);
     socket.on('close', () => sockets.delete(socket));
-    setTimeout(() => socket.destroy(), 100).unref();
+    if (!options.hold) setTimeout(() => socket.destroy(), 100).unref();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
