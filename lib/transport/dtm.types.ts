@@ -49,7 +49,11 @@ export interface BranchRecord {
   finishTime?: Date;
 }
 
-/** The transaction options DTM stored. */
+/**
+ * The transaction options DTM stored (read from its top-level fields, or, on SQL stores, where DTM
+ * keeps them only there, from its `options` column). An option the transaction was sent without is
+ * `undefined`: DTM's own default applies.
+ */
 export interface StoredTransactionOptions {
   timeoutToFail?: number;
   retryInterval?: number;
@@ -71,7 +75,12 @@ export interface TransactionRecord {
   /** Parsed `custom_data` (saga orders / concurrency, msg delay), if any. */
   customData?: unknown;
   queryPrepared?: string;
+  /**
+   * Saga / msg steps and their payloads as DTM answers them: only on Redis and boltdb stores. On
+   * SQL stores (MySQL, Postgres) DTM does not answer them (empty): read the branches instead.
+   */
   steps: Record<string, string>[];
+  /** See {@link steps}: empty on SQL stores. */
   payloads: string[];
   options: StoredTransactionOptions;
   createTime?: Date;

@@ -50,3 +50,21 @@ it('DTM on MariaDB: every step of a sequential saga DTM calls runs at its first 
   const refused = readFileSync(dtm.logFile, 'utf8').split('\n').filter((line) => line.includes(gid) && line.includes('branch call refused'));
   expect(refused).toEqual([]);
 });
+
+it('DTM on MariaDB: query() and list() show the options the saga was submitted with (DTM answers them only in its `options` text there)', async () => {
+  const gid = await app.client.generateGid();
+  const options = { timeoutToFail: 300, retryInterval: 7, branchTimeout: 5, retryLimit: 4, branchHeaders: { 'x-tenant': 't1' } };
+  const done = await app.client.newSaga(gid, options).add('transOut', { amount: 1 }).add('transIn', { amount: 1 }).submitAndWait({ timeout: 20 });
+  expect(done.status).toBe('succeed');
+  // DTM's answer: no top-level option fields, the options as JSON text
+  const raw = (await queryTrans(gid, dtm.serverUrl)).transaction as unknown as Record<string, unknown>;
+  expect([raw.timeout_to_fail, raw.retry_interval, raw.branch_headers]).toEqual([undefined, undefined, undefined]);
+  expect(JSON.parse(raw.options as string)).toMatchObject({ timeout_to_fail: 300, retry_interval: 7, request_timeout: 5, retry_limit: 4 });
+  const expected = { timeoutToFail: 300, retryInterval: 7, branchTimeout: 5, retryLimit: 4, branchHeaders: { 'x-tenant': 't1' } };
+  const record = await app.client.query(gid);
+  expect(record?.options).toMatchObject(expected);
+  // the steps are not answered on SQL stores (documented): the branches are
+  expect([record?.steps, record?.branches.length]).toEqual([[], 4]);
+  const page = await app.client.list({ gid });
+  expect(page.transactions.find((t) => t.gid === gid)?.options).toMatchObject(expected);
+});

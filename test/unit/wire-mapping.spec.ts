@@ -10,7 +10,7 @@ import protobuf from 'protobufjs';
 import type { TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { DTM_GRPC_DESCRIPTOR } from '../../lib/transport/grpc/dtm-grpc.proto.js';
 import { toGrpcRegistration, toGrpcRequest } from '../../lib/transport/grpc/grpc-wire.js';
-import { toWireRegistration, toWireRequest } from '../../lib/transport/http/http-wire.js';
+import { fromWireTransaction, toWireRegistration, toWireRequest } from '../../lib/transport/http/http-wire.js';
 import { dtmModuleDir } from '../support/services/dtm.js';
 
 const options = { timeoutToFail: 90, retryInterval: 12, branchTimeout: 8, branchHeaders: {} };
@@ -71,6 +71,27 @@ describe('HTTP wire mapping', () => {
       confirm: 'http://c',
       cancel: 'http://x',
     });
+  });
+});
+
+describe('HTTP query answers', () => {
+  const base = { gid: 'g', trans_type: 'saga', status: 'succeed' } as const;
+  const sqlOptions = '{"wait_result":true,"timeout_to_fail":300,"request_timeout":5,"retry_interval":7,"branch_headers":{"x-tenant":"t1"},"concurrent":true,"retry_limit":4}';
+
+  it('a SQL store\'s answer (options only in the `options` text, top-level concurrent false): the options come from the text', () => {
+    const record = fromWireTransaction({ ...base, options: sqlOptions, concurrent: false }, []);
+    expect(record.options).toEqual({ timeoutToFail: 300, retryInterval: 7, branchTimeout: 5, retryLimit: 4, waitResult: true, branchHeaders: { 'x-tenant': 't1' }, concurrent: true });
+    expect([record.steps, record.payloads]).toEqual([[], []]);
+  });
+
+  it('top-level fields (Redis / boltdb stores) win when set; the text fills in the rest', () => {
+    const record = fromWireTransaction({ ...base, options: sqlOptions, timeout_to_fail: 60, branch_headers: { 'x-a': 'b' } }, []);
+    expect(record.options).toMatchObject({ timeoutToFail: 60, retryInterval: 7, branchTimeout: 5, branchHeaders: { 'x-a': 'b' } });
+  });
+
+  it.each(['not json', '[1,2]', 'null', '"text"', '{"timeout_to_fail":"300","branch_headers":{"x":1,"y":"ok"},"retry_interval":null}'])('options text %s: ignored where it is not what DTM writes', (text) => {
+    const record = fromWireTransaction({ ...base, options: text, retry_interval: 9 }, []);
+    expect(record.options).toEqual({ timeoutToFail: undefined, retryInterval: 9, branchTimeout: undefined, retryLimit: undefined, waitResult: undefined, branchHeaders: text.startsWith('{') ? { y: 'ok' } : {}, concurrent: false });
   });
 });
 

@@ -1,8 +1,8 @@
 // The one place where the neutral transaction terms (camelCase, seconds, Buffers) and DTM's HTTP
 // API (snake_case, JSON strings, base64 bodies) are converted into each other.
-import type { BranchRecord, ListFilter, TransactionRecord } from '../dtm.types.js';
+import type { BranchRecord, ListFilter, StoredTransactionOptions, TransactionRecord } from '../dtm.types.js';
 import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
-import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransRequest, WireWorkflowAnswer } from './http-wire.types.js';
+import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransOptions, WireTransRequest, WireWorkflowAnswer } from './http-wire.types.js';
 
 /**
  * A prepare / submit / abort body, keys in the Go SDK's order; unset options are left out. Built key
@@ -66,21 +66,57 @@ export function fromWireTransaction(global: WireTransGlobal, branches: WireTrans
     queryPrepared: global.query_prepared || undefined,
     steps: global.steps ?? [],
     payloads: global.payloads ?? [],
-    options: {
-      timeoutToFail: global.timeout_to_fail,
-      retryInterval: global.retry_interval,
-      branchTimeout: global.request_timeout,
-      retryLimit: global.retry_limit,
-      waitResult: global.wait_result,
-      branchHeaders: global.branch_headers ?? {},
-      concurrent: global.concurrent ?? false,
-    },
+    options: storedOptions(global),
     createTime: toDate(global.create_time),
     finishTime: toDate(global.finish_time),
     nextCronTime: toDate(global.next_cron_time),
     result: global.result || undefined,
     branches: branches.map(fromWireBranch),
   };
+}
+
+/**
+ * The options DTM stored with a transaction. On Redis and boltdb stores DTM answers them as
+ * top-level fields; on SQL stores (MySQL, Postgres) those fields are not columns (`gorm:"-"`) and
+ * DTM keeps them only in the `options` column, the JSON text of its `TransOptions`. A top-level
+ * value wins when it is set; the `options` text fills in the rest. Text that is not a JSON object
+ * (or a value of the wrong type in it) is ignored.
+ */
+function storedOptions(global: WireTransGlobal): StoredTransactionOptions {
+  const text = parseOptionsText(global.options);
+  const seconds = (top: number | undefined, key: keyof WireTransOptions): number | undefined => {
+    if (top) return top;
+    const value = text[key];
+    return typeof value === 'number' && Number.isFinite(value) ? value : top;
+  };
+  return {
+    timeoutToFail: seconds(global.timeout_to_fail, 'timeout_to_fail'),
+    retryInterval: seconds(global.retry_interval, 'retry_interval'),
+    branchTimeout: seconds(global.request_timeout, 'request_timeout'),
+    retryLimit: seconds(global.retry_limit, 'retry_limit'),
+    waitResult: global.wait_result === true || text.wait_result === true ? true : global.wait_result,
+    branchHeaders: global.branch_headers && hasKeys(global.branch_headers) ? global.branch_headers : stringMap(text.branch_headers),
+    concurrent: global.concurrent === true || text.concurrent === true,
+  };
+}
+
+/** DTM's `options` text as an object; `{}` when absent or not a JSON object. */
+function parseOptionsText(text: string | undefined): Partial<Record<keyof WireTransOptions, unknown>> {
+  if (!text) return {};
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The string values of `value` when it is an object; `{}` otherwise. */
+function stringMap(value: unknown): Record<string, string> {
+  const map: Record<string, string> = {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return map;
+  for (const [name, v] of Object.entries(value)) if (typeof v === 'string') map[name] = v;
+  return map;
 }
 
 /** A `prepareWorkflow` answer in neutral terms. */
