@@ -71,7 +71,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'grpc_server', camel: 'grpcServer', kind: 'host-port', default: 'localhost:36790' },
   { yaml: 'protocol', camel: 'protocol', kind: 'protocol', default: 'http' },
   { yaml: 'timeout', camel: 'timeout', kind: 'seconds', default: 10, range: { min: 0.001, max: NODE_TIMER_MAX_MS / 1000, why: NODE_TIMER } },
-  { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', default: 10, range: { min: 1, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
+  { yaml: 'retry_interval', camel: 'retryInterval', kind: 'whole-seconds', range: { min: 1, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
   { yaml: 'transaction_timeout', camel: 'transactionTimeout', kind: 'whole-seconds', default: 60, range: { min: 0, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
   { yaml: 'saga_timeout', camel: 'sagaTimeout', kind: 'whole-seconds', default: 0, range: { min: 0, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
   { yaml: 'branch_timeout', camel: 'branchTimeout', kind: 'whole-seconds', default: 30, range: { min: 1, max: BRANCH_TIMEOUT_MAX, why: NODE_TIMER } },

@@ -16,8 +16,15 @@ export interface DtmConfig {
    * body) before it fails with `DtmUnavailableError`; the same over gRPC (the call's deadline). Default 10.
    */
   timeout: number;
-  /** Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each error). Default 10. */
-  retryInterval: number;
+  /**
+   * Seconds between DTM's retries of a failed branch (DTM `retry_interval`; doubles after each
+   * error), sent with every transaction when set. Unset (default): none is sent, as DTM's Go SDK
+   * does, and DTM's own applies: its server `RetryInterval` (10 s by default), except that a
+   * transaction whose `timeoutToFail` is shorter is first looked at (a message back-checked, a TCC /
+   * XA whose app died rolled back) after that timeout. With a retry interval set, DTM's first look
+   * comes at that interval, so it is never earlier than the interval, whatever the timeout.
+   */
+  retryInterval?: number;
   /**
    * TCC, XA and msg: seconds after which DTM fails an unfinished TCC / XA transaction, or back-checks
    * a prepared message (DTM `timeout_to_fail`). `0`: DTM's server default (its `TimeoutToFail`, 35 s).

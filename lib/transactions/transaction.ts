@@ -156,7 +156,6 @@ export abstract class Transaction {
     const resolved: ResolvedOptions = {
       // a saga has no timeout unless one is set for it (DTM's default: forward recovery, retried until done)
       timeoutToFail: o.timeoutToFail ?? (this.transType === 'saga' ? config.sagaTimeout : config.transactionTimeout),
-      retryInterval: o.retryInterval ?? config.retryInterval,
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
       branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,
     };
@@ -170,6 +169,9 @@ export abstract class Transaction {
       for (const name in this.inboundHeaders) if (!isSignedHeader(name)) headers[name] = this.inboundHeaders[name];
       resolved.branchHeaders = Object.assign(headers, headersOfText(parentSigned));
     }
+    // no retry interval unless the app set one: DTM's own then applies (the first look at a transaction after a shorter timeoutToFail)
+    const retryInterval = o.retryInterval ?? config.retryInterval;
+    if (retryInterval !== undefined) resolved.retryInterval = retryInterval;
     if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
     if (o.waitResult) resolved.waitResult = true;
     this.transport.checkTransaction(this.gid, resolved);

@@ -29,7 +29,8 @@ export type EncodedPayload = string | Uint8Array;
 /** Transaction options as DTM takes them, every value resolved (seconds). */
 export interface ResolvedOptions {
   timeoutToFail: number;
-  retryInterval: number;
+  /** Unset: none is sent (DTM's own applies, as with DTM's Go SDK). */
+  retryInterval?: number;
   branchTimeout: number;
   retryLimit?: number;
   waitResult?: boolean;

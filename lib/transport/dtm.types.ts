@@ -23,7 +23,13 @@ export interface TransactionOptions {
    * the DTM server's default. Unset: `lynx.dtm.saga_timeout` for a saga, `transaction_timeout` for the others.
    */
   timeoutToFail?: number;
-  /** DTM `retry_interval`: seconds before DTM retries a failed branch, doubling after each error (whole, 1 to 2147483647). */
+  /**
+   * DTM `retry_interval`: seconds before DTM retries a failed branch, doubling after each error
+   * (whole, 1 to 2147483647). Unset: `lynx.dtm.retry_interval`, and when that is unset too none is
+   * sent and DTM's own applies (10 s, or a shorter `timeoutToFail` for its first look). DTM first
+   * looks at a transaction (back-checks a prepared message, rolls back a TCC / XA whose app died)
+   * after the retry interval when one is sent: a `timeoutToFail` below it takes effect only then.
+   */
   retryInterval?: number;
   /**
    * Seconds DTM (and this module, for a TCC Try or an XA action) waits for one branch call

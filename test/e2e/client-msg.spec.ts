@@ -46,6 +46,20 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/QueryPrepared', '/TransIn']);
     });
 
+    it('timeoutToFail (3 s) below DTM\'s retry interval, none set: the message is back-checked after its timeout, not after 10 s (no retry_interval sent, as DTM\'s Go SDK)', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/QueryPrepared', 409);
+      const prepared = Date.now();
+      await fx.client.newMsg(gid, { timeoutToFail: 3 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 })).prepare(fx.target('/QueryPrepared')); // ... and the app never submits
+      expect((await queryTrans(gid)).transaction).toMatchObject({ timeout_to_fail: 3 });
+      expect((await queryTrans(gid)).transaction?.retry_interval).toBeUndefined();
+      const [check] = await fx.recorder.waitForCalls('/QueryPrepared', 1, { gid, timeoutMs: 20_000 });
+      // DTM's first look is at 3 s (its cron polls every second): well before the 10 s a sent retry_interval of 10 gives
+      expect(check.at - prepared).toBeGreaterThanOrEqual(2500);
+      expect(check.at - prepared).toBeLessThan(7500);
+      expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    });
+
     it('fans a topic out to every subscriber', async () => {
       const topic = `orders-${protocol}-${Date.now()}`;
       for (const path of ['/SubscriberA', '/SubscriberB']) {

@@ -155,6 +155,24 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     };
   }
 
+  describe('TCC timeouts', () => {
+    it('timeoutToFail (3 s) below DTM\'s retry interval, none set: a TCC whose app died after the Try is cancelled after its timeout, not after 10 s', async () => {
+      const gid = await fx.client.generateGid();
+      const started = Date.now();
+      const hung = fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel'));
+          await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 }); // the body outlives the timeout, as a dead app would
+        }, { timeoutToFail: 3 })
+        .catch(() => undefined);
+      const [cancel] = await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 });
+      await hung;
+      expect(cancel.at - started).toBeLessThan(7500);
+      expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+      expect(fx.recorder.callsTo('/Confirm', gid)).toHaveLength(0);
+    });
+  });
+
   describe('XA (application side)', () => {
     it('commits every branch after the actions succeeded', async () => {
       fx.recorder.handle('/BankA', xaResourceManager('prepare'));

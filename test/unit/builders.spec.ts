@@ -129,6 +129,18 @@ describe('Saga', () => {
     ]);
   });
 
+  it('no retry interval configured nor set: none is sent (DTM\'s own applies, a shorter timeoutToFail being its first look); one set per transaction is', async () => {
+    const { runtime, sent } = recordingRuntime();
+    const unset = { ...runtime, config: resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr' } }, {}) };
+    expect(unset.config.retryInterval).toBeUndefined();
+    await new Msg(unset, 'gid-ri1', { timeoutToFail: 3 }).add('http://a/x', {}).prepare('http://a/qp');
+    await new Msg(unset, 'gid-ri2', { timeoutToFail: 3, retryInterval: 2 }).add('http://a/x', {}).prepare('http://a/qp');
+    expect(sent.map((s) => s.request.options)).toEqual([
+      { timeoutToFail: 3, branchTimeout: 30, branchHeaders: {} },
+      { timeoutToFail: 3, retryInterval: 2, branchTimeout: 30, branchHeaders: {} },
+    ]);
+  });
+
   it('lets per-transaction options (seconds, branchTimeout as in the Go plugin) override the defaults; headers merge', async () => {
     const { runtime, sent } = recordingRuntime({ 'x-request-id': 'inbound' });
     await new Saga(runtime, 'gid-2', { timeoutToFail: 5, branchTimeout: 3, branchHeaders: { 'x-tenant': 't1' } })

@@ -42,7 +42,6 @@ describe('resolveDtmConfig', () => {
       grpcServer: 'localhost:36790',
       protocol: 'http',
       timeout: 10,
-      retryInterval: 10,
       transactionTimeout: 60,
       sagaTimeout: 0,
       branchTimeout: 30,

@@ -62,6 +62,13 @@ describe('HTTP wire mapping', () => {
     });
   });
 
+  it('no retry interval set: retry_interval is left out (DTM\'s own applies, as with the Go SDK\'s omitempty)', () => {
+    const { retryInterval: _unset, ...noInterval } = options;
+    const body = toWireRequest({ ...saga, options: noInterval });
+    expect('retry_interval' in body).toBe(false);
+    expect(toGrpcRequest({ ...saga, options: noInterval }).TransOptions.RetryInterval).toBe(0);
+  });
+
   it('a TCC registration: the payload as data, confirm and cancel as fields', () => {
     expect(toWireRegistration({ gid: 'g', transType: 'tcc', branchId: '01', payload: '{"a":1}', fields: { confirm: 'http://c', cancel: 'http://x' } })).toEqual({
       gid: 'g',

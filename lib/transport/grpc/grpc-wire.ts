@@ -49,7 +49,7 @@ export function toGrpcRequest(request: TransactionRequest): GrpcDtmRequest {
     TransOptions: {
       WaitResult: options.waitResult === true,
       TimeoutToFail: options.timeoutToFail,
-      RetryInterval: options.retryInterval,
+      RetryInterval: options.retryInterval ?? 0, // 0: DTM's own, as the Go SDK sends when none is set
       BranchHeaders: options.branchHeaders,
       RequestTimeout: options.branchTimeout,
       RetryLimit: options.retryLimit ?? 0,

@@ -15,7 +15,7 @@ export function toWireRequest(request: TransactionRequest): WireTransRequest {
   if (options.waitResult) wire.wait_result = true;
   wire.timeout_to_fail = options.timeoutToFail;
   wire.request_timeout = options.branchTimeout;
-  wire.retry_interval = options.retryInterval;
+  if (options.retryInterval !== undefined) wire.retry_interval = options.retryInterval; // unset: DTM's own (Go SDK omitempty)
   if (hasKeys(options.branchHeaders)) wire.branch_headers = options.branchHeaders;
   wire.concurrent = request.concurrent ?? false;
   if (options.retryLimit !== undefined) wire.retry_limit = options.retryLimit;
