@@ -258,6 +258,8 @@ export const MESSAGES = {
     `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
   helperBranchNotObject: (method: string, index: number, got: unknown) => `${method}: branch ${index} must be an object ({ action, data, ... }), got ${got === null ? 'null' : Array.isArray(got) ? 'an array' : typeof got}`,
   noBranches: (method: string) => `${method} needs at least one branch`,
+  helperTccConfirmCancelMissing: (index: number, tryTarget: unknown, missing: string) =>
+    `executeTcc: branch ${index} (try ${typeof tryTarget === 'string' ? JSON.stringify(redactUrl(tryTarget)) : String(tryTarget)}) has no ${missing}: give both confirm and cancel (strings; '' only when there is nothing to undo), or neither with try naming this app's TCC branch; else the Try's work would never be ${missing === 'confirm' ? 'confirmed' : missing === 'cancel' ? 'cancelled' : 'confirmed or cancelled'}. Nothing was sent`,
   // branches of other services, by name (lynx.dtm.services, contracts)
   remoteUnknownService: (service: string, branch: string, known: string[]) =>
     `branch ${JSON.stringify(branch)} names service ${JSON.stringify(service)}, which lynx.dtm.services does not configure (${known.length ? `it configures: ${known.join(', ')}` : 'it configures none'}); add lynx.dtm.services.${service}: { url: http://host:port } (or { grpc: host:port })`,

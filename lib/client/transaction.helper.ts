@@ -6,6 +6,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { parseTarget } from '../transport/branch-target.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
 
 /**
@@ -19,7 +20,11 @@ export interface SagaBranch {
   data?: Payload;
 }
 
-/** A TCC branch for {@link TransactionHelper.executeTcc}: three URLs (or gRPC targets), or `try` naming this app's TCC branch (then no `confirm` / `cancel`). */
+/**
+ * A TCC branch for {@link TransactionHelper.executeTcc}: three URLs (or gRPC targets), or `try`
+ * naming this app's TCC branch (then no `confirm` / `cancel`). A target `try` without its `confirm`
+ * or `cancel` is refused (`''` says there is nothing to do).
+ */
 export interface TccBranch {
   try: string;
   confirm?: string;
@@ -80,16 +85,21 @@ export class TransactionHelper {
     return { gid, answers: [], final: await saga.submitAndWait(options.waitForFinal === true ? {} : options.waitForFinal) };
   }
 
-  /** Runs a TCC transaction: registers and tries each branch in order, then confirms all, or cancels all if a Try fails. */
+  /**
+   * Runs a TCC transaction: registers and tries each branch in order, then confirms all, or cancels
+   * all if a Try fails. A branch whose `try` is a target needs both `confirm` and `cancel` (`''`
+   * when there is nothing to do): one missing is refused with `DtmUsageError` before anything is sent.
+   */
   async executeTcc(gid: string, branches: TccBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeTcc', branches);
+    branches.forEach(assertTccBranch);
     const answers: BranchAnswer[] = [];
     return this.settle(gid, answers, options, () =>
       this.client.tccGlobalTransaction(
         gid,
         async (tcc) => {
           for (const b of branches) {
-            answers.push(await (b.confirm === undefined ? tcc.callBranch(b.data, b.try) : tcc.callBranch(b.data, b.try, b.confirm, b.cancel ?? '')));
+            answers.push(await (b.confirm === undefined ? tcc.callBranch(b.data, b.try) : tcc.callBranch(b.data, b.try, b.confirm, b.cancel!)));
           }
         },
         transactionOptions(options),
@@ -152,6 +162,15 @@ export class TransactionHelper {
 function transactionOptions(options: HelperOptions): TransactionOptions {
   const { waitForFinal: _wait, ...rest } = options;
   return rest;
+}
+
+/** A TCC branch is three targets, or a name of this app's TCC branch (no confirm, no cancel): checked before anything is sent. */
+function assertTccBranch(b: TccBranch, index: number): void {
+  const hasConfirm = typeof b.confirm === 'string';
+  const hasCancel = typeof b.cancel === 'string';
+  if (hasConfirm && hasCancel) return;
+  const named = b.confirm === undefined && b.cancel === undefined && parseTarget(b.try).kind === 'name';
+  if (!named) throw new DtmUsageError(MESSAGES.helperTccConfirmCancelMissing(index, b.try, hasConfirm ? 'cancel' : hasCancel ? 'confirm' : 'confirm and cancel'));
 }
 
 function assertBranches(method: string, branches: unknown[]): void {

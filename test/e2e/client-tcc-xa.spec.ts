@@ -4,7 +4,7 @@
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { DtmClient, DtmFailureError, DtmGidInUseError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type RecordedCall } from '../support/recorder.js';
@@ -137,6 +137,22 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const rolledBack = await fx.helper.executeTcc(bad, [branch('Inventory', { sku: 'b' }), branch('Payment', { amount: 3 })], { waitForFinal: true });
       expect(rolledBack.final?.status).toBe('failed');
       expect(rolledBack.final?.rollbackReason).toContain('recorder answered 409');
+    });
+
+    it('TransactionHelper.executeTcc: a target Try without its cancel (or confirm) is refused before anything is sent, as tcc.callBranch refuses it', async () => {
+      const gid = await fx.helper.mustGenGid();
+      fx.recorder.answer('/Try2', 409);
+      const full = { try: fx.target('/Try2'), confirm: fx.target('/Confirm2'), cancel: fx.target('/Cancel2'), data: fx.payload({ n: 2 }) };
+      const noCancel = fx.helper.executeTcc(gid, [{ try: fx.target('/Try1'), confirm: fx.target('/Confirm1'), data: fx.payload({ n: 1 }) }, full], { waitForFinal: { timeout: 10 } });
+      await expect(noCancel).rejects.toThrow(new DtmUsageError(`executeTcc: branch 0 (try ${JSON.stringify(fx.target('/Try1'))}) has no cancel: give both confirm and cancel (strings; '' only when there is nothing to undo), or neither with try naming this app's TCC branch; else the Try's work would never be cancelled. Nothing was sent`));
+      await expect(fx.helper.executeTcc(gid, [full, { try: fx.target('/Try1'), cancel: fx.target('/Cancel1') }])).rejects.toThrow(/^executeTcc: branch 1 .* has no confirm: /);
+      await expect(fx.helper.executeTcc(gid, [full, { try: fx.target('/Try1') }])).rejects.toThrow(/^executeTcc: branch 1 .* has no confirm and cancel: /);
+      // nothing reached DTM nor a branch
+      expect((await queryTrans(gid)).transaction).toBeNull();
+      expect(fx.recorder.callsFor(gid)).toEqual([]);
+      // '' says there is nothing to undo: accepted
+      const empty = await fx.helper.executeTcc(gid, [{ try: fx.target('/Try1'), confirm: fx.target('/Confirm1'), cancel: '', data: fx.payload({ n: 1 }) }], { waitForFinal: true });
+      expect(empty.final?.status).toBe('succeed');
     });
   });
 
