@@ -193,6 +193,8 @@ export const MESSAGES = {
     `the saga's branch orders wait in a circle (${cycle.join(' → ')}): DTM would call none of those steps and the saga would never finish; remove one of the orders`,
   tccConfirmCancelMissing: (tryTarget: string) =>
     `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
+  msgChangedAfterPrepare: (gid: string, what: string) =>
+    `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,
   barrierDbMissing: (got: unknown) => `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), ...), got ${got === null ? 'null' : typeof got}`,
   barrierWithoutCall: (got: string) =>

@@ -30,17 +30,24 @@ export class Msg extends StepTransaction {
   private delaySeconds = 0;
   private concurrent = false;
   private queryPrepared?: BranchTarget;
+  /** Set once a prepare was sent: DTM keeps the steps, delay and concurrency of that call. */
+  private prepareSent = false;
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
     super(runtime, gid, 'msg', options);
   }
 
-  /** Adds a branch: DTM sends `payload` to `action` (a URL, a gRPC target, or the name of this app's `@MsgBranch`). */
+  /**
+   * Adds a branch: DTM sends `payload` to `action` (a URL, a gRPC target, or the name of this app's
+   * `@MsgBranch`). Before {@link prepare} only: after it, refused with `DtmUsageError` (DTM builds
+   * the branches from the prepare call).
+   */
   add(action: string, payload?: Payload): this;
   /** Adds a branch of another service by name: an entry of its contract (`Stock.notify`, whose payload type `payload` must have) or `{ service, branch }`. */
   add<P>(branch: RemoteBranch<'msg', P>, payload: NoInfer<P>): this;
   add(action: string | RemoteBranch, payload?: Payload): this {
+    this.assertNotPrepared('add()');
     if (isRemoteBranch(action)) {
       this.addRemote(action, 'msg', payload);
       return this;
@@ -55,22 +62,25 @@ export class Msg extends StepTransaction {
   /**
    * Adds a branch per subscriber of `topic` (subscribed on the DTM server). DTM sends every
    * subscriber the same bytes: an object payload goes as its JSON text, also to gRPC subscribers;
-   * give those the encoded message (a `Uint8Array`).
+   * give those the encoded message (a `Uint8Array`). Before {@link prepare} only, as {@link add}.
    */
   addTopic(topic: string, payload?: Payload): this {
+    this.assertNotPrepared('addTopic()');
     if (typeof topic !== 'string' || topic === '') throw new DtmUsageError(MESSAGES.badTopic(topic), { gid: this.gid });
     return this.add(`topic://${topic}`, payload);
   }
 
-  /** DTM calls the branches no earlier than `seconds` (a whole number) after the message was created. */
+  /** DTM calls the branches no earlier than `seconds` (a whole number) after the message was created. Before {@link prepare} only. */
   setDelay(seconds: number): this {
+    this.assertNotPrepared('setDelay()');
     assertWholeNumber('setDelay(seconds)', seconds, 0, DTM_SECONDS_MAX, 'seconds', 'the range of DTM\'s other durations', this.gid);
     this.delaySeconds = seconds;
     return this;
   }
 
-  /** Lets DTM call the branches in parallel (HTTP only: DTM's gRPC API has no such field). */
+  /** Lets DTM call the branches in parallel (HTTP only: DTM's gRPC API has no such field). Before {@link prepare} only. */
   enableConcurrent(): this {
+    this.assertNotPrepared('enableConcurrent()');
     if (this.protocol === 'grpc') throw new DtmUsageError(MESSAGES.msgConcurrentOverGrpc(this.gid), { gid: this.gid });
     this.concurrent = true;
     return this;
@@ -79,13 +89,15 @@ export class Msg extends StepTransaction {
   /**
    * Registers the message as prepared, with the target DTM calls to ask whether the local
    * transaction committed (if the message is neither submitted nor aborted before its timeout): a
-   * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`.
+   * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`. DTM keeps the steps, delay
+   * and concurrency of this call: add them all before it (later ones are refused).
    */
   async prepare(queryPrepared: string): Promise<void> {
     this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
     this.observeStart();
     try {
       if (this.remoteSteps) await this.resolveRemote();
+      this.prepareSent = true; // a prepare that may have reached DTM fixed the steps too
       await this.prepareInDtm(this.submission());
     } catch (err) {
       this.observeEnd('error', err);
@@ -169,6 +181,10 @@ export class Msg extends StepTransaction {
       const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).callWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError
     });
+  }
+
+  private assertNotPrepared(what: string): void {
+    if (this.prepareSent) throw new DtmUsageError(MESSAGES.msgChangedAfterPrepare(this.gid, what), { gid: this.gid });
   }
 
   private async askQueryPrepared(local: MsgLocalTransaction): Promise<void> {

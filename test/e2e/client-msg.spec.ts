@@ -60,6 +60,28 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
     });
 
+    it('add(), addTopic(), setDelay() and enableConcurrent() after prepare() are refused (DTM keeps the prepare\'s steps): the prepared message is delivered as prepared', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/First'), fx.payload({ n: 1 }));
+      await msg.prepare(fx.target('/QueryPrepared'));
+      const refused = (f: () => unknown) => {
+        try {
+          f();
+          return 'accepted';
+        } catch (err) {
+          return `${(err as Error).name}: ${(err as Error).message}`;
+        }
+      };
+      const why = "after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()";
+      expect(refused(() => msg.add(fx.target('/Second'), fx.payload({ n: 2 })))).toBe(`DtmUsageError: msg ${gid}: add() ${why}`);
+      expect(refused(() => msg.addTopic('orders', fx.payload({ n: 2 })))).toBe(`DtmUsageError: msg ${gid}: addTopic() ${why}`);
+      expect(refused(() => msg.setDelay(5))).toBe(`DtmUsageError: msg ${gid}: setDelay() ${why}`);
+      if (protocol === 'http') expect(refused(() => msg.enableConcurrent())).toBe(`DtmUsageError: msg ${gid}: enableConcurrent() ${why}`);
+      const final = await msg.submitAndWait({ timeout: 10 });
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/First']);
+    });
+
     it('fans a topic out to every subscriber', async () => {
       const topic = `orders-${protocol}-${Date.now()}`;
       for (const path of ['/SubscriberA', '/SubscriberB']) {
