@@ -1,6 +1,6 @@
 import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
-import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionType } from '../transport/dtm.types.js';
+import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionRecord, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
 import { BRANCH_TIMEOUT_MAX, DTM_INTEGER, DTM_SECONDS_MAX, NODE_TIMER } from '../config/dtm-config.keys.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -13,6 +13,8 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { assertTransactionGid } from '../transport/branch-keys.js';
 import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
+import { wasResent } from '../transport/dtm-transient.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -312,24 +314,65 @@ export abstract class Transaction {
    * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
    * DTM's refusal because it already holds another transaction under the gid (this object did not
    * prepare it) is {@link DtmGidInUseError}, never that transaction's status.
+   *
+   * DTM's refusal of a submit because of the status it stores ("current status 'succeed', cannot
+   * sumbmit") is not a refusal of this transaction when it is this transaction DTM went on with:
+   * one this object prepared (TCC, XA, a prepared message, which DTM's own back-check may have
+   * delivered), or a saga or message DTM holds with exactly these steps and payloads after the
+   * transport sent the submit a second time (the first one's connection was reset before the
+   * answer, after DTM acted on it). Then the stored status decides as above: `submitted`,
+   * `aborting` or `succeed` is submitted, `failed` is {@link DtmFailureError} with the rollback reason.
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
     } catch (err) {
-      const inUse = this.gidInUse(err, 'submit');
-      if (inUse) throw inUse;
-      if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
-      const record = await this.runtime.query(this.gid);
+      const own = await this.ownSubmitRefused(err, request);
+      if (!own) {
+        const inUse = this.gidInUse(err, 'submit');
+        if (inUse) throw inUse;
+        if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
+      }
+      const failure = err as DtmFailureError;
+      const record = own ?? (await this.runtime.query(this.gid));
       if (record?.status === 'succeed') return;
       if (record?.status === 'failed') {
-        const raw = record.rollbackReason ?? err.raw;
-        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: err.endpoint, protocol: err.protocol, status: err.status, cause: err });
+        const raw = record.rollbackReason ?? failure.raw;
+        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: failure.endpoint, protocol: failure.protocol, status: failure.status, cause: err });
       }
+      if (own && !request.options.waitResult) return; // submitted (or rolling back, which the wait or a query shows): DTM took it
       if (tolerateUnfinished) return;
-      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', err.reason), { gid: this.gid, cause: err });
+      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', failure.reason), { gid: this.gid, cause: err });
     }
   }
+
+  /**
+   * When `err` is DTM's refusal of `request`'s submit because of the status it stores, and what it
+   * stores is this transaction gone on (see {@link submitRequest}): DTM's record of it. A query that
+   * fails then is {@link DtmOutcomeUnknownError}: DTM holds the transaction, possibly submitted.
+   */
+  private async ownSubmitRefused(err: unknown, request: TransactionRequest): Promise<TransactionRecord | undefined> {
+    const refused = refusedForStatus(err);
+    if (!refused || refused.status === 'prepared') return undefined;
+    const resent = wasResent(err);
+    if (!this.created && !resent) return undefined;
+    let record: TransactionRecord | null;
+    try {
+      record = await this.runtime.query(this.gid);
+    } catch (queryError) {
+      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, refused.status, (queryError as Error).message), this.gid, refused.status, { cause: err });
+    }
+    if (!record || record.status === 'prepared') return undefined;
+    if (this.created || sameSteps(record, request)) return record;
+    return undefined;
+  }
+}
+
+/** Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted whole): the transaction it sent. */
+function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
+  if (record.transType !== request.transType) return false;
+  const payloads = (request.payloads ?? []).map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('latin1')));
+  return JSON.stringify(record.steps) === JSON.stringify(request.steps ?? []) && JSON.stringify(record.payloads) === JSON.stringify(payloads);
 }
 
 /** Printable ASCII and tab: what a header value keeps from the AP through DTM to the branch, on either transport. */

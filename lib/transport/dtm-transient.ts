@@ -26,3 +26,21 @@ export function mayHaveReachedDtm(err: unknown): boolean {
   const code = cause?.code;
   return !NOT_SENT.test(`${(err as Error).message} ${typeof code === 'string' ? code : ''}`);
 }
+
+/** The errors that are DTM's refusal of a call the HTTP transport sent again after a reset of its kept-alive connection (see {@link wasResent}). */
+const RESENT = new WeakSet<object>();
+
+/** Marks `err` as DTM's answer to a call sent a second time: the first may have reached DTM, and DTM's refusal may be of the state the first one made. */
+export function markResent(err: object): void {
+  RESENT.add(err);
+}
+
+/**
+ * Whether `err` is DTM's refusal of a call the HTTP transport sent a second time after the
+ * connection of the first was reset before an answer (Node's keep-alive race; or a proxy or DTM
+ * dying after DTM acted on the first): a refusal "current status 'succeed', cannot sumbmit" is then
+ * possibly of the first call's own doing.
+ */
+export function wasResent(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && RESENT.has(err);
+}

@@ -5,9 +5,9 @@
 // and the TCC / XA transactions can wait for their final outcome too.
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -243,6 +243,107 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(recorder.callsTo('/Confirm', gid)).toHaveLength(1);
+  });
+});
+
+describe('a kept-alive connection reset after DTM acted on the call (a proxy or DTM dying after its commit): never reported as refused', () => {
+  /** A TCP proxy in front of DTM; the next request whose first line starts with `armedFor` is forwarded, and DTM's answer replaced by a reset 1 s later. */
+  let proxy: net.Server;
+  let armedFor: string | undefined;
+  /** The requests the proxy forwarded, by their first line's start. */
+  let seen: string[] = [];
+  let viaProxy: DtmTestApp;
+  const sockets = new Set<net.Socket>();
+
+  beforeAll(async () => {
+    const upstream = new URL(dtm.info.serverUrl);
+    proxy = net.createServer((client) => {
+      const up = net.connect(Number(upstream.port), upstream.hostname);
+      sockets.add(client).add(up);
+      let swallow = false;
+      client.on('data', (chunk: Buffer) => {
+        const text = chunk.toString('latin1');
+        if (/^(GET|POST) /.test(text)) seen.push(text.slice(0, text.indexOf(' HTTP/')));
+        if (armedFor && text.startsWith(armedFor)) {
+          armedFor = undefined;
+          swallow = true;
+        }
+        up.write(chunk);
+      });
+      up.on('data', (chunk: Buffer) => {
+        if (!swallow) return void client.write(chunk);
+        up.destroy(); // DTM acted on the request and answered: the client gets a reset instead
+        setTimeout(() => client.resetAndDestroy(), 1000);
+      });
+      client.on('error', () => undefined);
+      up.on('error', () => undefined);
+      client.on('close', () => up.destroy());
+      up.on('close', () => {
+        if (!swallow) client.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    viaProxy = await startDtmApp({ config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`, protocol: 'http', timeout: 5 } });
+  });
+  afterAll(async () => {
+    await viaProxy?.close();
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => proxy?.close(resolve));
+  });
+  beforeEach(() => {
+    seen = [];
+  });
+
+  it('saga submit(): DTM ran the saga; the resent submit\'s refusal ("current status \'succeed\'") is read as this saga\'s own: submit() resolves', async () => {
+    const gid = await viaProxy.client.generateGid(); // through the proxy: the kept-alive connection the submit reuses
+    armedFor = 'POST /api/dtmsvr/submit';
+    await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit();
+    expect(seen.filter((r) => r.endsWith('/submit'))).toHaveLength(2); // sent again on a new connection after the reset
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
+  });
+
+  it('saga submitAndWait(): resolves with DTM\'s outcome (succeed), the branch called once', async () => {
+    const gid = await viaProxy.client.generateGid();
+    armedFor = 'POST /api/dtmsvr/submit';
+    const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
+  });
+
+  it('saga whose gid DTM holds for another transaction, its submit resent: still DtmGidInUseError (the steps differ)', async () => {
+    const gid = await viaProxy.client.generateGid();
+    await app.client.newSaga(gid).add(recorder.urlFor('/Other'), {}).submitAndWait({ timeout: 20 });
+    armedFor = 'POST /api/dtmsvr/submit';
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmGidInUseError);
+    expect(recorder.callsTo('/TransOut', gid)).toHaveLength(0);
+  });
+
+  it('TCC: every branch confirmed after the resent submit\'s refusal: tccGlobalTransaction resolves with the body\'s result (no DtmFailureError)', async () => {
+    const gid = await viaProxy.client.generateGid();
+    const result = await viaProxy.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+      armedFor = 'POST /api/dtmsvr/submit';
+      return 'body done';
+    });
+    expect(result).toBe('body done');
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Try', '/Confirm']);
+  });
+
+  it('TCC registerBranch reset after DTM stored the branch: not sent again (DTM would store it twice); the body fails, the transaction rolls back, nothing confirmed', async () => {
+    const gid = await viaProxy.client.generateGid();
+    armedFor = 'POST /api/dtmsvr/registerBranch';
+    const error = await viaProxy.client
+      .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toMatch(/ECONNRESET|reset/);
+    expect(seen.filter((r) => r.endsWith('/registerBranch'))).toHaveLength(1);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    expect(recorder.callsTo('/Confirm', gid)).toHaveLength(0);
+    expect(recorder.callsTo('/Try', gid)).toHaveLength(0);
   });
 });
 

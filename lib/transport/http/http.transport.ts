@@ -13,7 +13,8 @@ import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
 import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
-import { NOT_SENT } from '../dtm-transient.js';
+import { NOT_SENT, markResent, wasResent } from '../dtm-transient.js';
+import { refusedForStatus } from '../dtm-refusal.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
@@ -26,7 +27,22 @@ interface Send {
   body?: string;
   headers?: Record<string, string>;
   timeoutSeconds?: number;
+  /** false: never sent again after a reset of its pooled connection (an operation DTM does not take twice, see {@link RESENT_OPERATIONS}). */
+  resend?: boolean;
 }
+
+/**
+ * The operations on a transaction that {@link HttpTransport.send} may send once more after the
+ * keep-alive race, because DTM takes them twice or the module reads DTM's refusal of a resent one:
+ * `prepare` and `prepareWorkflow` (DTM answers a second one for a transaction still prepared with
+ * success), `submit` (a second one for a transaction DTM went on with is refused with its status:
+ * `Transaction.submitRequest` reads that refusal of its own resent submit as what it is, see
+ * {@link wasResent}) and `abort` (its refusal for a transaction already aborting or failed is read
+ * as done, {@link HttpTransport.abort}). Not `registerBranch` (DTM stores the branches again: a
+ * unique-key conflict on a SQL store) nor `forceStop` (refused once done, which would read
+ * "finished before"): a reset of those is reported as such, "may have reached DTM".
+ */
+const RESENT_OPERATIONS: ReadonlySet<string> = new Set(['prepare', 'prepareWorkflow', 'submit', 'abort']);
 
 /**
  * DTM's HTTP API and HTTP branches, through one axios instance with keep-alive agents. Bodies go
@@ -109,8 +125,17 @@ export class HttpTransport implements DtmTransport {
     return this.operation('submit', toWireRequest(request), request.gid);
   }
 
-  abort(request: TransactionRequest): Promise<void> {
-    return this.operation('abort', toWireRequest(request), request.gid);
+  /**
+   * Aborts; an abort sent again after the keep-alive race that DTM refuses because the transaction
+   * is already aborting or failed is done (the first one reached DTM), not an abort that failed.
+   */
+  async abort(request: TransactionRequest): Promise<void> {
+    try {
+      await this.operation('abort', toWireRequest(request), request.gid);
+    } catch (err) {
+      const status = wasResent(err) ? refusedForStatus(err)?.status : undefined;
+      if (status !== 'aborting' && status !== 'failed') throw err;
+    }
   }
 
   async prepareWorkflow(request: TransactionRequest): Promise<WorkflowProgress> {
@@ -216,9 +241,9 @@ export class HttpTransport implements DtmTransport {
    */
   private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false): Promise<string> {
     const url = this.urlOf(path);
-    let answer: { status: number; text: string };
+    let answer: { status: number; text: string; resent?: boolean };
     try {
-      answer = await this.send({ method, url, body });
+      answer = await this.send({ method, url, body, resend: method === 'GET' || RESENT_OPERATIONS.has(operation) });
     } catch (err) {
       const endpoint = redactUrl(url);
       throw requestError(err, UNANSWERED.dtm, endpoint, this.config.timeout, this.config.maxAnswerBytes, { gid, branchId });
@@ -227,7 +252,11 @@ export class HttpTransport implements DtmTransport {
     // what follows runs only when DTM refused: the endpoint's redacted name is made only then
     const endpoint = redactUrl(url);
     const context: DtmErrorContext = { gid, branchId, endpoint, protocol: 'http', status: answer.status };
-    if (answer.status === 200 || answer.status === 409) throw new DtmFailureError(MESSAGES.failureFromDtm(operation, gid ?? '?', messageOf(answer.text)), context);
+    if (answer.status === 200 || answer.status === 409) {
+      const failure = new DtmFailureError(MESSAGES.failureFromDtm(operation, gid ?? '?', messageOf(answer.text)), context);
+      if (answer.resent) markResent(failure);
+      throw failure;
+    }
     if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), context);
     throw new DtmServerError(MESSAGES.serverStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
   }
@@ -276,10 +305,13 @@ export class HttpTransport implements DtmTransport {
    * A call sent on a pooled keep-alive connection that the peer closed just then (Node's
    * keep-alive race: the peer's idle timeout passes as the request goes out) fails with
    * ECONNRESET / EPIPE before any byte of an answer. Such a call is sent once more, on a new
-   * connection, within what is left of the deadline: the peer had not read it (DTM's operations
-   * and branches are idempotent anyway, and DTM retries branches itself).
+   * connection, within what is left of the deadline. Usually the peer had not read it, but a reset
+   * before the answer can also come after the peer acted on it (a proxy or a DTM instance dying
+   * after its commit): so only calls that may be taken twice are sent again (`send.resend`): branch
+   * calls (a branch must take a repeated call, DTM retries them itself), DTM's queries, and the
+   * operations of {@link RESENT_OPERATIONS}; an answer to a resent call says so (`resent`).
    */
-  private async send(send: Send): Promise<{ status: number; text: string }> {
+  private async send(send: Send): Promise<{ status: number; text: string; resent?: boolean }> {
     const ms = send.timeoutSeconds === undefined ? this.timeoutMs : send.timeoutSeconds * 1000;
     const started = Date.now();
     const first: Deadline = { ms, passed: false };
@@ -287,9 +319,9 @@ export class HttpTransport implements DtmTransport {
       return await this.attempt(send, first, false);
     } catch (err) {
       const left = ms - (Date.now() - started);
-      if (!pooledConnectionClosed(err, first) || left < 1) throw err;
+      if (send.resend === false || !pooledConnectionClosed(err, first) || left < 1) throw err;
       try {
-        return await this.attempt(send, { ms: left, passed: false }, true);
+        return { ...(await this.attempt(send, { ms: left, passed: false }, true)), resent: true };
       } catch (again) {
         // the peer may have read the first request before it reset the connection: an error saying
         // the retry never got a connection (nothing sent) would hide that, so the reset is reported
