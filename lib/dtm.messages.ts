@@ -128,6 +128,8 @@ export const MESSAGES = {
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM still holds it prepared, so no submit of it got stored${cause === undefined ? '' : ` (the last: ${truncate(cause)})`}. DTM calls none of its branches meanwhile, and rolls it back at its timeout_to_fail unless a submit gets through: wait with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+  msgSubmitOutcomeUnknown: (gid: string, cause: string) =>
+    `the local transaction of msg ${gid} committed, but its submit did not get through (${cause}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
   branchGrpcStatus: (endpoint: string, code: number, message: string) =>
     `the branch ${endpoint} answered gRPC status ${code}: ${truncate(message)} (a gRPC branch answers OK for success, ABORTED for FAILURE, FAILED_PRECONDITION for ONGOING)`,

@@ -5,6 +5,8 @@ import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
@@ -130,6 +132,13 @@ export class Msg extends StepTransaction {
    * abort. If it threw anything else, ask `queryPrepared` whether the local transaction committed
    * anyway: FAILURE → abort; success → submit; no answer → leave the message prepared for DTM's own
    * back-check. Throws the business error if there was one, else the submit / back-check error.
+   *
+   * Once `business` committed, a submit DTM refuses because it already delivered the message (its
+   * own back-check ran while `business` outlasted the message's timeout: status `submitted` or
+   * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
+   * does not get through (DTM unreachable, no answer, a 5xx) is `DtmOutcomeUnknownError` with
+   * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
+   * and its back-check delivers it. Do not run the business again; wait with `waitForFinal(gid)`.
    */
   async doAndSubmit<T>(queryPrepared: string, business: (local: MsgLocalTransaction) => Promise<T>): Promise<T> {
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
@@ -157,7 +166,10 @@ export class Msg extends StepTransaction {
       try {
         await this.submit();
       } catch (err) {
-        if (businessError === undefined) throw err;
+        if (businessError !== undefined) throw businessError;
+        // the local transaction committed and DTM holds the message prepared: its back-check will deliver it
+        if (isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
+        throw err;
       }
     } else {
       this.observeEnd('prepared', checkError);

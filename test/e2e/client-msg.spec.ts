@@ -3,7 +3,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmGet, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 
 describe.each(PROTOCOLS)('over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
@@ -125,6 +125,23 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((await waitForTransStatus(gid, 'succeed')).branches.map((b) => b.status)).toEqual(['succeed']);
       expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
       expect(fx.recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+    });
+
+    it('business outlasted the message\'s timeout and DTM\'s own back-check delivered it meanwhile: the refused submit ("current status \'succeed\'") is a success; resolves with what the business returned', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/Deliver'), fx.payload({ order: 7 }));
+      const outcome = await msg
+        .doAndSubmit(fx.target('/QueryPrepared'), async () => {
+          await sleep(1500); // past the message's timeout
+          await triggerCron();
+          await fx.recorder.waitForCalls('/Deliver', 1, { gid, timeoutMs: 20_000 });
+          await waitForTransStatus(gid, 'succeed');
+          return 'order saved'; // ... and it commits
+        })
+        .then((v) => v, (e: Error) => `${e.name}: ${e.message}`);
+      expect(outcome).toBe('order saved');
+      expect(fx.recorder.callsTo('/QueryPrepared', gid).length).toBeGreaterThanOrEqual(1); // DTM's own back-check
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
     });
 
     it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {

@@ -233,6 +233,27 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     await app.client.forceStop(gid); // ends it now (DTM calls no branch), not at its timeout in 60 s
   });
 
+  it('msg doAndSubmit: the local transaction committed, its submit cut before DTM saw it: DtmOutcomeUnknownError (status prepared), never DtmUnavailableError ("run it again" would run the business twice); DTM holds it prepared', async () => {
+    cut = 'before';
+    const gid = await app.client.generateGid();
+    let runs = 0;
+    const error = await viaProxy.client
+      .newMsg(gid, { timeoutToFail: 60 })
+      .add(recorder.urlFor('/Deliver'), { order: 1 })
+      .doAndSubmit(recorder.urlFor('/QueryPrepared'), async () => {
+        runs++;
+        return 'order saved';
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).not.toBeInstanceOf(DtmUnavailableError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect((error as Error).message).toContain('Do not run the local transaction again');
+    expect(runs).toBe(1);
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    await app.client.forceStop(gid); // tidy: not back-checked in 60 s
+  });
+
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
     cut = 'after';
     const gid = await app.client.generateGid();
