@@ -130,6 +130,8 @@ export const MESSAGES = {
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   msgSubmitOutcomeUnknown: (gid: string, cause: string) =>
     `the local transaction of msg ${gid} committed, but its submit did not get through (${cause}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
+  dtmRefusedDefinitely: (operation: string, gid: string, cause: string, fix: string, body: string) =>
+    `DTM refused ${operation} of ${gid}: ${cause}. Nothing of this call is stored or run, and DTM refuses it the same way each time: ${fix}. DTM answered ${body.startsWith('gRPC status') ? '' : 'HTTP 500: '}${truncate(body)}`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
   branchGrpcStatus: (endpoint: string, code: number, message: string) =>
     `the branch ${endpoint} answered gRPC status ${code}: ${truncate(message)} (a gRPC branch answers OK for success, ABORTED for FAILURE, FAILED_PRECONDITION for ONGOING)`,

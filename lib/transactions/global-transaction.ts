@@ -1,5 +1,6 @@
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import { isTransientDtmError } from '../transport/dtm-transient.js';
+import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -101,7 +102,7 @@ export abstract class GlobalTransaction extends Transaction {
 
   /**
    * Runs `body` (with the transaction's span active); if it throws, aborts the transaction (the
-   * error's message is the rollback reason) and rethrows: DTM's answer to the abort does not change
+   * error's message is the rollback reason, cut to the 1024 characters DTM's SQL stores keep, `…` marking a cut) and rethrows: DTM's answer to the abort does not change
    * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
    */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
@@ -109,7 +110,8 @@ export abstract class GlobalTransaction extends Transaction {
       return await this.withinObservation(body, this);
     } catch (err) {
       this.bodyFailed = true;
-      const reason = err instanceof Error ? err.message : String(err);
+      // DTM's SQL stores keep at most 1024 characters of it: a longer one would make DTM refuse the abort (500, "Data too long")
+      const reason = cutToStore(err instanceof Error ? err.message : String(err));
       await this.withinObservation((r) => this.transport.abort(r), this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
       throw err;
     }

@@ -10,3 +10,36 @@ export function refusedForStatus(err: unknown): { status: string; detail: string
   const match = err instanceof DtmFailureError ? STATUS_REFUSAL.exec(err.message) : null;
   return match ? { status: match[1], detail: match[0] } : undefined;
 }
+
+/**
+ * DTM's 500 answers that are refusals of the call itself, the same whenever it is sent again, and
+ * after which DTM holds nothing of it (it fails before or inside the store's transaction):
+ * "topic not found" (a message to a topic nobody subscribed, dtmsvr/trans_type_msg.go) and a value
+ * longer than its column of DTM's SQL store (MySQL "Data too long for column 'options'",
+ * PostgreSQL "value too long for type character varying(1024)", SQLSTATE 22001). Answers the
+ * cause and the fix, to name in the error; undefined for any other answer (a 5xx that may pass).
+ */
+export function definiteServerRefusal(body: string): { cause: string; fix: string } | undefined {
+  if (/\btopic not found\b/.test(body)) {
+    return {
+      cause: 'the message names a topic nobody subscribed on the DTM server (DTM answers "topic not found")',
+      fix: 'subscribe the topic first (DTM\'s POST <server_url>/subscribe {topic, url, remark}) or correct its name, then send it again (same gid or a new one)',
+    };
+  }
+  const column = /Data too long for column '([A-Za-z_]+)'/.exec(body)?.[1];
+  if (column !== undefined) return { cause: `DTM's SQL store keeps ${column} in a varchar(1024) column, and this transaction's is longer (DTM answers "Data too long for column '${column}'")`, fix: TOO_LONG_FIX[column] ?? 'shorten it to 1024 characters' };
+  const type = /value too long for type (character varying\(\d+\))/.exec(body)?.[1];
+  if (type !== undefined) return { cause: `DTM's SQL store refused a value longer than its column (${type})`, fix: `keep each of the transaction's options (as JSON), custom data, branch URLs and back-check URL within that many characters: ${TOO_LONG_FIX.options}` };
+  return undefined;
+}
+
+/** How to stay within DTM's varchar(1024) columns, by column. */
+const TOO_LONG_FIX: Record<string, string> = {
+  options:
+    'DTM stores the transaction\'s options (timeouts, retry settings, branch headers and the headers pass_through_headers forwards) as one JSON text within 1024 characters: pass a long value (a bearer token) some other way than as a branch header',
+  custom_data: 'DTM stores the custom data (saga branch orders, msg delay, workflow name and input) within 1024 characters: fewer orders, a shorter workflow input',
+  url: 'keep every branch URL (and target) within 1024 characters',
+  query_prepared: 'keep the back-check URL within 1024 characters',
+  rollback_reason: 'keep the rollback reason within 1024 characters',
+  result: 'keep the result within 1024 characters',
+};

@@ -3,13 +3,18 @@
 // and which of them leave open whether a request reached DTM.
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { definiteServerRefusal } from './dtm-refusal.js';
 
 /** Causes that mean the request never left this process (no connection, no address): DTM cannot have it. */
 export const NOT_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EADDRNOTAVAIL/;
 
-/** Whether `err` (from a call to DTM) may pass if the call is made again: unreachable, or a 5xx answer. */
+/**
+ * Whether `err` (from a call to DTM) may pass if the call is made again: unreachable, or a 5xx
+ * answer other than DTM's definite refusals (a topic nobody subscribed, a value too long for its SQL
+ * store: {@link definiteServerRefusal}), which DTM answers the same each time, holding nothing of the call.
+ */
 export function isTransientDtmError(err: unknown): boolean {
-  return err instanceof DtmUnavailableError || (err instanceof DtmServerError && (err.status ?? 0) >= 500 && err.protocol === 'http');
+  return err instanceof DtmUnavailableError || (err instanceof DtmServerError && (err.status ?? 0) >= 500 && err.protocol === 'http' && !definiteServerRefusal(err.body));
 }
 
 /**

@@ -1,7 +1,7 @@
 // Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError } from 'nestjs-dtm';
+import { DtmFailureError, DtmServerError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 
@@ -142,6 +142,16 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(outcome).toBe('order saved');
       expect(fx.recorder.callsTo('/QueryPrepared', gid).length).toBeGreaterThanOrEqual(1); // DTM's own back-check
       expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+    });
+
+    it('a message to a topic nobody subscribed: DTM refuses it at once ("topic not found"); DtmServerError naming the topic and the fix, not waited out as "outcome unknown"', async () => {
+      const gid = await fx.client.generateGid();
+      const started = Date.now();
+      const error = await fx.client.newMsg(gid).addTopic(`no-such-topic-${gid}`, { n: 1 }).submitAndWait({ timeout: 15 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toMatch(/topic nobody subscribed.*subscribe the topic first/);
+      expect(Date.now() - started).toBeLessThan(10_000); // not the wait's 15 s
+      expect((await queryTrans(gid)).transaction).toBeFalsy();
     });
 
     it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {

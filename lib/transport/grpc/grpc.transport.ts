@@ -5,6 +5,7 @@ import type { DtmErrorContext } from '../../errors/dtm-error.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import { DtmServerError } from '../../errors/dtm-server.error.js';
+import { definiteServerRefusal } from '../dtm-refusal.js';
 import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
@@ -347,8 +348,11 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
     case UNAVAILABLE:
     case DEADLINE_EXCEEDED:
       return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.dtmGrpc, context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
-    default:
+    default: {
+      const refused = definiteServerRefusal(detail);
+      if (refused) return new DtmServerError(MESSAGES.dtmRefusedDefinitely(operation, context.gid ?? '?', refused.cause, refused.fix, `gRPC status ${err.code}: ${detail}`), detail, context);
       return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
+    }
   }
 }
 

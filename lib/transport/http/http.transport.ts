@@ -14,7 +14,7 @@ import type { BranchTarget } from '../branch-target.js';
 import type { BranchAnswer, ListFilter, ListPage, Payload, PingResult, TransactionRecord } from '../dtm.types.js';
 import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBranchCall, type DtmTransport, type EncodedPayload, type TransactionRequest, type WorkflowProgress } from '../dtm-transport.js';
 import { NOT_SENT, markResent, wasResent } from '../dtm-transient.js';
-import { refusedForStatus } from '../dtm-refusal.js';
+import { definiteServerRefusal, refusedForStatus } from '../dtm-refusal.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
@@ -237,7 +237,8 @@ export class HttpTransport implements DtmTransport {
   /**
    * Calls `<server_url>/<path>` (or `path` itself when it is an absolute URL) and returns the body
    * text. 200 → the body; 409 → {@link DtmFailureError}; 425 → {@link DtmOngoingError}; other
-   * statuses → {@link DtmServerError}; no answer within `timeout` → {@link DtmUnavailableError}.
+   * statuses → {@link DtmServerError} (DTM's definite 500 refusals, see `definiteServerRefusal`, with
+   * their cause and fix); no answer within `timeout` → {@link DtmUnavailableError}.
    */
   private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false): Promise<string> {
     const url = this.urlOf(path);
@@ -258,6 +259,8 @@ export class HttpTransport implements DtmTransport {
       throw failure;
     }
     if (answer.status === 425) throw new DtmOngoingError(messageOf(answer.text), context);
+    const refused = answer.status === 500 ? definiteServerRefusal(answer.text) : undefined;
+    if (refused) throw new DtmServerError(MESSAGES.dtmRefusedDefinitely(operation, gid ?? '?', refused.cause, refused.fix, redactText(answer.text)), answer.text, context);
     throw new DtmServerError(MESSAGES.serverStatus(endpoint, answer.status, redactText(answer.text)), answer.text, context);
   }
 

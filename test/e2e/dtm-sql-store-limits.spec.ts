@@ -1,0 +1,98 @@
+// DTM on a SQL store (MariaDB) keeps rollback_reason, options, custom_data, result, query_prepared
+// and branch URLs in varchar(1024) columns (sqls/dtmsvr.storage.mysql.sql), counted in characters
+// (utf8mb4), and answers a longer value with a 500 "Data too long for column ..." after which it
+// holds nothing of the call. The module cuts the rollback reason it sends to 1024 characters (an
+// abort DTM refused would leave the transaction to its timeoutToFail), and reads DTM's refusal of
+// options too long as a refusal, at once (DtmServerError), not as a 5xx that may pass.
+import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
+import { DtmServerError } from 'nestjs-dtm';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { harness, queryTrans } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom } from '../support/services/process.js';
+
+let own: RunningDtm | undefined;
+let dtm: DtmInfo;
+let app: DtmTestApp;
+let recorder: Recorder;
+
+beforeAll(async () => {
+  // the harness's own server when it already runs on MariaDB (DTM_STORE=mysql): DTM's schema script drops its tables
+  if (harness().dtm.store === 'mysql') dtm = harness().dtm;
+  else {
+    own = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-sql-limits', store: 'mysql', mariadb: harness().mariadb! });
+    dtm = own.info;
+  }
+  recorder = await startRecorder();
+  app = await startDtmApp({ config: { serverUrl: dtm.serverUrl, protocol: 'http' } });
+});
+afterAll(async () => {
+  await app?.close();
+  await recorder?.close();
+  await own?.process.stop();
+});
+beforeEach(() => recorder.reset());
+
+/** POSTs `body` to DTM's `op` straight (not through the module): `<status> <body>`. */
+async function post(op: string, body: unknown): Promise<string> {
+  const res = await fetch(`${dtm.serverUrl}/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return `${res.status} ${await res.text()}`;
+}
+
+it('pins DTM v1.19 on MariaDB: rollback_reason takes 1024 characters (4-byte ones too: characters, not bytes); one more is a 500 "Data too long" and the abort is lost', async () => {
+  const fits = await app.client.generateGid();
+  expect(await post('prepare', { gid: fits, trans_type: 'tcc', protocol: '' })).toMatch(/^200/);
+  expect(await post('abort', { gid: fits, trans_type: 'tcc', rollback_reason: '😀'.repeat(1024), protocol: '' })).toMatch(/^200/);
+  expect((await queryTrans(fits, dtm.serverUrl)).transaction?.status).toBe('failed');
+
+  const over = await app.client.generateGid();
+  expect(await post('prepare', { gid: over, trans_type: 'tcc', protocol: '' })).toMatch(/^200/);
+  expect(await post('abort', { gid: over, trans_type: 'tcc', rollback_reason: 'x'.repeat(1025), protocol: '' })).toMatch(/^500 .*Data too long for column 'rollback_reason'/);
+  expect((await queryTrans(over, dtm.serverUrl)).transaction?.status).toBe('prepared');
+  await post('forceStop', { gid: over });
+});
+
+it('TCC whose body error has a message over 1024 characters: the abort reaches DTM (the reason cut to 1024 characters, marked), the branch is cancelled at once', async () => {
+  const gid = await app.client.generateGid();
+  recorder.answer('/Try', { status: 409, body: { message: `insufficient stock 😀: ${'sku-123, '.repeat(150)}` } });
+  const outcome = await app.client
+    .tccGlobalTransactionAndWait(gid, async (tcc) => {
+      await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+    }, { timeoutToFail: 600 }, { timeout: 10 })
+    .then((o) => o.status, (e: Error) => `${e.name}: ${e.message.slice(0, 300)}`);
+  expect(outcome).toBe('failed');
+  expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Try', '/Cancel']);
+  const reason = (await queryTrans(gid, dtm.serverUrl)).transaction?.rollback_reason ?? '';
+  expect(Array.from(reason)).toHaveLength(1024);
+  expect(reason).toContain('insufficient stock 😀');
+  expect(reason.endsWith('…')).toBe(true);
+});
+
+it('a saga whose options DTM cannot store (a 1100-character forwarded bearer token): DtmServerError at once naming the column and the fix, not a resubmit loop ending "outcome unknown"; nothing stored or run', async () => {
+  const gid = await app.client.generateGid();
+  const started = Date.now();
+  const error = await app.client
+    .newSaga(gid, { branchHeaders: { authorization: `Bearer ${'x'.repeat(1100)}` } })
+    .add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 })
+    .submitAndWait({ timeout: 15 })
+    .catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(DtmServerError);
+  expect((error as Error).message).toMatch(/options.*varchar\(1024\).*branch header/s);
+  expect(Date.now() - started).toBeLessThan(10_000); // not the wait's 15 s
+  expect((await queryTrans(gid, dtm.serverUrl)).transaction).toBeFalsy();
+  expect(recorder.callsFor(gid)).toEqual([]);
+});
+
+it('a TCC whose options DTM cannot store: its prepare is refused, DtmServerError before the body runs', async () => {
+  const gid = await app.client.generateGid();
+  let ran = false;
+  const error = await app.client
+    .tccGlobalTransaction(gid, async () => {
+      ran = true;
+    }, { branchHeaders: { authorization: `Bearer ${'x'.repeat(1100)}` } })
+    .catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(DtmServerError);
+  expect((error as Error).message).toContain("Data too long for column 'options'");
+  expect(ran).toBe(false);
+});

@@ -1,0 +1,41 @@
+// What the module sends within DTM's SQL-store limits (varchar(1024), counted in characters), and
+// which 500 answers of DTM are definite refusals rather than "may pass if sent again".
+import { describe, expect, it } from '@jest/globals';
+import { DtmServerError } from '../../lib/errors/dtm-server.error.js';
+import { cutToStore, DTM_TEXT_MAX } from '../../lib/transport/dtm-limits.js';
+import { definiteServerRefusal } from '../../lib/transport/dtm-refusal.js';
+import { isTransientDtmError, mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
+
+describe('cutToStore', () => {
+  it('keeps a text of at most 1024 characters as it is, 4-byte characters counted as one', () => {
+    expect(cutToStore('x'.repeat(1024))).toBe('x'.repeat(1024));
+    expect(cutToStore('😀'.repeat(1024))).toBe('😀'.repeat(1024)); // 2048 UTF-16 units, 1024 characters
+  });
+
+  it('cuts a longer one to 1024 characters ending with …, never inside a surrogate pair', () => {
+    const cut = cutToStore(`a${'😀'.repeat(2000)}`);
+    expect(Array.from(cut)).toHaveLength(DTM_TEXT_MAX);
+    expect(cut.endsWith('😀…')).toBe(true);
+    expect(cut).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])/);
+  });
+});
+
+describe('definiteServerRefusal', () => {
+  const http500 = (body: string) => new DtmServerError('answered HTTP 500', body, { protocol: 'http', status: 500 });
+
+  it.each([
+    ['{"message":"topic not found"}', /subscribe the topic/],
+    ['{"message":"Error 1406 (22001): Data too long for column \'options\' at row 1"}', /branch header/],
+    ['{"message":"ERROR: value too long for type character varying(1024) (SQLSTATE 22001)"}', /character varying\(1024\)/],
+  ])('%s: a refusal, not transient', (body, named) => {
+    const refused = definiteServerRefusal(body);
+    expect(`${refused?.cause} ${refused?.fix}`).toMatch(named);
+    expect(isTransientDtmError(http500(body))).toBe(false);
+    expect(mayHaveReachedDtm(http500(body))).toBe(false);
+  });
+
+  it('any other 500 may pass if sent again', () => {
+    expect(definiteServerRefusal('{"message":"storage: connection refused"}')).toBeUndefined();
+    expect(isTransientDtmError(http500('{"message":"i/o timeout"}'))).toBe(true);
+  });
+});
