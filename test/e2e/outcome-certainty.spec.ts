@@ -275,6 +275,8 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
   let seen: string[] = [];
   let viaProxy: DtmTestApp;
   const sockets = new Set<net.Socket>();
+  /** The gids whose abort the module reported failed (`abort.failed`). */
+  const abortsFailed: string[] = [];
 
   beforeAll(async () => {
     const upstream = new URL(dtm.info.serverUrl);
@@ -304,7 +306,10 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
       });
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    viaProxy = await startDtmApp({ config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`, protocol: 'http', timeout: 5 } });
+    viaProxy = await startDtmApp({
+      config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`, protocol: 'http', timeout: 5 },
+      instrumentation: { hooks: { 'abort.failed': (e) => void abortsFailed.push(e.gid) } },
+    });
   });
   afterAll(async () => {
     await viaProxy?.close();
@@ -351,6 +356,23 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
     expect(result).toBe('body done');
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Try', '/Confirm']);
+  });
+
+  it('TCC abort resent after the reset, refused by DTM as already failed: done (the first reached DTM), not reported as an abort that failed', async () => {
+    const gid = await viaProxy.client.generateGid();
+    const bodyError = new Error('payment service down');
+    const error = await viaProxy.client
+      .tccGlobalTransaction(gid, async (tcc) => {
+        await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+        armedFor = 'POST /api/dtmsvr/abort';
+        throw bodyError;
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBe(bodyError);
+    expect(seen.filter((r) => r.endsWith('/abort'))).toHaveLength(2);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    expect(abortsFailed).not.toContain(gid);
+    expect(recorder.callsTo('/Cancel', gid)).toHaveLength(1);
   });
 
   it('TCC registerBranch reset after DTM stored the branch: not sent again (DTM would store it twice); the body fails, the transaction rolls back, nothing confirmed', async () => {
