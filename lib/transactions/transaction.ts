@@ -320,8 +320,10 @@ export abstract class Transaction {
    * one this object prepared (TCC, XA, a prepared message, which DTM's own back-check may have
    * delivered), or a saga or message DTM holds with exactly these steps and payloads after the
    * transport sent the submit a second time (the first one's connection was reset before the
-   * answer, after DTM acted on it). Then the stored status decides as above: `submitted`,
-   * `aborting` or `succeed` is submitted, `failed` is {@link DtmFailureError} with the rollback reason.
+   * answer, after DTM acted on it). Then the stored status decides as above: `submitted` or
+   * `succeed` (and for such a saga or message `aborting`: its submit took, a branch failed) is
+   * submitted, `failed` is {@link DtmFailureError} with the rollback reason. A transaction this
+   * object prepared that DTM holds `aborting` was not submitted (DTM rolls it back): the refusal is thrown.
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     try {
@@ -363,7 +365,9 @@ export abstract class Transaction {
       throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, refused.status, (queryError as Error).message), this.gid, refused.status, { cause: err });
     }
     if (!record || record.status === 'prepared') return undefined;
-    if (this.created || sameSteps(record, request)) return record;
+    // a transaction this object prepared that DTM is rolling back (its timeoutToFail passed, or it was aborted): no submit of it took
+    if (this.created) return record.status === 'aborting' ? undefined : record;
+    if (sameSteps(record, request)) return record;
     return undefined;
   }
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmPost, harness, newGid, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type RecordedCall } from '../support/recorder.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
@@ -15,6 +15,24 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
 
   describe('TCC', () => {
+    it('a body that outlasts timeoutToFail: DTM rolls the transaction back meanwhile (aborting), and the refused submit is a DtmFailureError, never read as submitted', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/SlowCancel', 425); // DTM keeps it aborting while the Cancel answers ONGOING
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/SlowTry'), fx.target('/SlowConfirm'), fx.target('/SlowCancel'));
+          await new Promise((resolve) => setTimeout(resolve, 1500)); // past timeoutToFail
+          await triggerCron();
+          await fx.recorder.waitForCalls('/SlowCancel', 1, { gid, timeoutMs: 20_000 });
+          return 'done';
+        }, { timeoutToFail: 1, retryInterval: 60 })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((error as Error).message).toContain("current status 'aborting'");
+      expect(fx.recorder.callsTo('/SlowConfirm', gid)).toHaveLength(0);
+      await fx.client.forceStop(gid);
+    });
+
     it('confirms every branch after the Tries succeeded; Tries get the query DTM SDKs send', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/InventoryTry', { status: 200, body: { reserved: 2 } });
