@@ -1,5 +1,5 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
-import { isObservable, map, tap } from 'rxjs';
+import { isObservable, lastValueFrom, map, tap } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -287,7 +287,7 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    return runtime.xaLocalTransaction(info, db, async (handle) => business(handle));
+    return runtime.xaLocalTransaction(info, db, (handle) => settled(business(handle)));
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
@@ -300,6 +300,17 @@ async function runInLocalTransaction(
     return undefined;
   }
   if (isRedisConnection(connection)) throw new InternalServerErrorException(MESSAGES.redisBarrierOnHandler(where, source.barrier));
-  const outcome = await barrier.callWithDb(connection, async (handle) => business(handle));
+  const outcome = await barrier.callWithDb(connection, (handle) => settled(business(handle)));
   return outcome.executed ? outcome.result : undefined;
+}
+
+/**
+ * What a handler in a local transaction answered, settled before the transaction ends: a promise
+ * awaited, an Observable (Nest allows one; awaiting it would not run it) subscribed to and waited
+ * for, its last value the answer (undefined if it completes without one), as Nest answers it. Its
+ * error rolls the transaction back, barrier rows included, so DTM's retry runs the business again.
+ */
+async function settled(result: unknown): Promise<unknown> {
+  const value: unknown = await result;
+  return isObservable(value) ? lastValueFrom(value, { defaultValue: undefined }) : value;
 }

@@ -97,7 +97,8 @@ export const TccCancel = (name: string | RemoteBranch<'tcc', Payload>, options?:
 /**
  * XA branch `name`: one route (or gRPC method) serving ops `action`, `commit` and `rollback`. With
  * `{ db }` the module runs the local XA transaction on that database (the handler serves `action`,
- * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it).
+ * with `@BarrierTx()`; phase 2, whose message is empty, never reaches it); a handler answering with
+ * an Observable is waited for before the branch prepares.
  */
 export const XaBranch = (name: string | RemoteBranch<'xa', Payload>, options?: XaBranchOptions & Pick<ValidatedBranchOptions, 'schema'>): MethodDecorator => branchDecorator('xa', name, options);
 /** As a type: an XA branch of `TransactionHelper.executeXa` (`{ action, data }`). */

@@ -41,7 +41,9 @@ export interface BranchOptions {
   /**
    * Run the handler inside a barrier-guarded local transaction on this connection of the module's
    * `barrierConnections` (the handler gets it with `@BarrierTx()`); `false` opts out of the
-   * controller's `@UseBarrier()`.
+   * controller's `@UseBarrier()`. A handler answering with an Observable is subscribed to inside
+   * that transaction, which commits once it completes (its last value the answer) and rolls back
+   * if it errors.
    */
   barrier?: string | false;
 }

@@ -10,6 +10,7 @@ import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { Redis } from 'ioredis';
+import { defer, type Observable } from 'rxjs';
 import {
   BarrierTx,
   BranchContext,
@@ -159,6 +160,28 @@ function sqlBank(store: SqlStore): Type {
     async tccOutCancel(@Body() m: Move, @BarrierTx() tx: unknown) {
       this.runs.add(`${store}.tccOutCancel`);
       await exec(store, tx, update, [m.amount, m.account]);
+    }
+
+    /**
+     * transIn answered as an Observable (Nest allows one; common for @GrpcMethod handlers): its
+     * work must run when the barrier's transaction is open. Counts `<store>.transInRx.inTx` when
+     * the barrier row is visible through `tx` but not yet committed (not visible to the pool).
+     */
+    @Post('trans-in-rx')
+    @Grpc('TransInRx')
+    @SagaAction(`${store}.transInRx`, { compensate: false })
+    transInRx(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo): Observable<{ message: string }> {
+      return defer(async () => {
+        this.runs.add(`${store}.transInRx`, b);
+        const count = 'SELECT count(*) AS n FROM dtm_barrier WHERE gid = ? AND branch_id = ?';
+        const keys = [b.gid, b.branchId];
+        const inTx = store === 'pg' ? (await (tx as pg.PoolClient).query(numbered(count), keys)).rows : (await (tx as mysql.PoolConnection).query(count, keys))[0];
+        const committed = (await this.db.execute(store === 'pg' ? numbered(count) : count, keys)).rows;
+        if (Number((inTx as { n: unknown }[])[0].n) === 1 && Number(committed[0].n) === 0) this.runs.add(`${store}.transInRx.inTx`);
+        await exec(store, tx, update, [m.amount, m.account]);
+        this.failIfAsked(m, b); // after the write: the write must roll back
+        return { message: `in ${m.amount}` };
+      });
     }
 
     /** Two local transactions in one handler: barrier ids 01 and 02. */

@@ -8,6 +8,7 @@ import { Body, Controller, Injectable, Module, Post, Query, Scope, type INestApp
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { defer, from, ignoreElements } from 'rxjs';
 import {
   BarrierTx,
   BranchContext,
@@ -71,6 +72,31 @@ class DecoratorOrder {
   @SagaAction('strayTx', { compensate: false })
   strayTx(@BarrierTx() tx: unknown) {
     this.runs.calls.push({ handler: 'strayTx', body: undefined, tx: tx !== undefined });
+  }
+}
+
+/** Handlers answering with an Observable (Nest subscribes to it): the barrier waits for it inside its transaction. */
+@Controller('rx')
+class ObservableAnswers {
+  constructor(private readonly runs: Runs) {}
+
+  /** Completes without a value: the answer is empty. */
+  @Post('empty')
+  @SagaAction('rxEmpty', { compensate: false, barrier: 'pg' })
+  empty(@BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    return from(mark(tx, b.gid, 'rxEmpty')).pipe(ignoreElements());
+  }
+
+  /** Writes, then errors on its first run: the write and the barrier row roll back. */
+  @Post('flaky')
+  @SagaAction('rxFlaky', { compensate: false, barrier: 'pg' })
+  flaky(@BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    return defer(async () => {
+      this.runs.calls.push({ handler: 'rxFlaky', body: undefined, tx: tx !== undefined });
+      await mark(tx, b.gid, 'rxFlaky');
+      if (this.runs.of('rxFlaky') === 1) throw new Error('transient');
+      return { ok: 'rx' };
+    });
   }
 }
 
@@ -152,7 +178,7 @@ beforeAll(async () => {
   await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections() })],
-    controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped],
+    controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped, ObservableAnswers],
     providers: [Runs],
   }).compile();
   app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
@@ -251,6 +277,22 @@ describe('barrier wiring', () => {
     await call('scoped/go', g);
     expect(runs.calls).toEqual([{ handler: 'scoped', body: { amount: 1 }, tx: true }]);
     expect(await recorded(g)).toEqual({ ran: ['scoped'], barrier: ['01/action/01=action'] });
+  });
+
+  it('an Observable answer runs inside the barrier\'s transaction: its error rolls back the write and the barrier row, the redelivery runs it', async () => {
+    const g = gid();
+    expect((await call('rx/flaky', g)).status).toBe(500);
+    expect(await recorded(g)).toEqual({ ran: [], barrier: [] });
+    expect(await call('rx/flaky', g)).toEqual({ status: 200, text: '{"ok":"rx"}' });
+    expect((await call('rx/flaky', g)).status).toBe(200); // a duplicate: skipped
+    expect(runs.of('rxFlaky')).toBe(2);
+    expect(await recorded(g)).toEqual({ ran: ['rxFlaky'], barrier: ['01/action/01=action'] });
+  });
+
+  it('an Observable that completes without a value answers empty, its work committed with the barrier row', async () => {
+    const g = gid();
+    expect(await call('rx/empty', g)).toEqual({ status: 200, text: '' });
+    expect(await recorded(g)).toEqual({ ran: ['rxEmpty'], barrier: ['01/action/01=action'] });
   });
 
   it('@BarrierTx() on a branch without a barrier answers 500 naming the fix, and the handler does not run', async () => {

@@ -202,6 +202,37 @@ describe.each(SQL_CASES)('barrier on %s over %s: local transactions', (store, pr
     expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
   });
 
+  it('a handler answering with an Observable runs it inside the barrier\'s transaction: its error rolls the barrier back, DTM retries, applied once', async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: 1, amount: 30 }).add(`${store}.transInRx`, { account: 2, amount: 30, fail: 'error' }).submit();
+    while (t.runs.of(`${store}.transInRx`) < 1) await new Promise((r) => setTimeout(r, 50));
+    // the first delivery wrote, then errored: nothing of it committed, the barrier row neither
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await balances(store, [2])).toEqual({ 2: 0 });
+    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action']);
+    await triggerCron();
+    expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(t.runs.of(`${store}.transInRx`)).toBe(2);
+    expect(t.runs.of(`${store}.transInRx.inTx`)).toBe(2); // both runs saw the barrier row uncommitted, in their transaction
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
+    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  });
+
+  it('a handler answering with an Observable: its value is the answer, its write commits with the barrier row, a redelivery is skipped', async () => {
+    await seed(store, { 2: 0 });
+    const gid = await t.client.generateGid();
+    const query = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
+    const first = await callBranch(store, protocol, 'trans-in-rx', query, { account: 2, amount: 5 });
+    const again = await callBranch(store, protocol, 'trans-in-rx', query, { account: 2, amount: 5 });
+    expect([first.status, again.status]).toEqual([200, 200]);
+    expect(first.text).toContain('in 5'); // HTTP: the JSON body; gRPC: the Reply message's bytes
+    expect(t.runs.of(`${store}.transInRx.inTx`)).toBe(1);
+    expect(t.runs.of(`${store}.transInRx`)).toBe(1);
+    expect(await balances(store, [2])).toEqual({ 2: 5 });
+    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action']);
+  });
+
   it('two barrier calls in one handler (barrier ids 01 and 02) run once each, also when delivered again', async () => {
     await seed(store, { 1: 0 });
     const gid = await t.client.generateGid();

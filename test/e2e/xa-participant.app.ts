@@ -3,13 +3,14 @@
 // DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
-// its write (which must roll back).
+// its write (which must roll back). POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
 import 'reflect-metadata';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { GrpcMethod } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { defer } from 'rxjs';
 import { BarrierTx, DtmFailureError, DtmModule, XaBranch, mysqlXaDatabase } from 'nestjs-dtm';
 import { testsGrpcOptions } from '../support/grpc.js';
 import { pgXaAt } from '../support/pg-xa.js';
@@ -38,6 +39,17 @@ class XaBank {
     await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
     if (m.fail) throw new DtmFailureError('pg branch refused');
     return { ok: true };
+  }
+
+  /** The PostgreSQL branch as an Observable (Nest allows one): its work must run before PREPARE. */
+  @Post('pg-rx')
+  @XaBranch('pgBankRx', { db: 'pg' })
+  pgRx(@Body() m: Move, @BarrierTx() client: pg.Client) {
+    return defer(async () => {
+      await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+      if (m.fail) throw new DtmFailureError('pg branch refused');
+      return { ok: true };
+    });
   }
 }
 

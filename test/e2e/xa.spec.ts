@@ -288,6 +288,33 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
   });
 });
 
+describe('an XA branch answering with an Observable (over HTTP)', () => {
+  const rx = () => `http://127.0.0.1:${port}/xa/pg-rx`;
+
+  it('its work runs before PREPARE, in the XA transaction: DTM commits it', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    await client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 12 }, rx()));
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed']);
+    expect(await balances()).toEqual({ ...before, pg: before.pg + 12 });
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual(['pg 01=action']);
+  });
+
+  it('its error rolls the XA branch back, write and barrier row: the transaction fails, nothing changed', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    const run = client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 12, fail: 'yes' }, rx()));
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    expect((await client.waitForFinal(gid)).status).toBe('failed');
+    expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual([]);
+  });
+});
+
 describe('with authenticated branch calls', () => {
   const key = randomBytes(33).toString('base64');
   let ports: { http: number; grpc: number };
