@@ -20,22 +20,18 @@ export function assertBarrierTable(table: string): void {
 const insertCache = new Map<string, string>();
 
 /**
- * The insert-ignore of `rows` barrier rows (`trans_type, gid, branch_id, op, barrier_id, reason`
- * each, 6 parameters per row) in one statement; its affected count is the number of rows it
- * inserted. Built once per table.
+ * The insert-ignore of one barrier row (`trans_type, gid, branch_id, op, barrier_id, reason`): its
+ * affected count is 1 if it inserted the row, 0 if the row was there. Built once per table.
  */
-export function insertBarrierSql(dialect: BarrierDialect, table: string, rows: 1 | 2 = 1): string {
-  const key = `${dialect}:${table}:${rows}`;
+export function insertBarrierSql(dialect: BarrierDialect, table: string): string {
+  const key = `${dialect}:${table}`;
   let sql = insertCache.get(key);
   if (!sql) {
     const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
-    const values = Array.from({ length: rows }, (_, r) =>
-      dialect === 'postgres' ? `(${Array.from({ length: 6 }, (_, i) => `$${r * 6 + i + 1}`).join(', ')})` : '(?, ?, ?, ?, ?, ?)',
-    ).join(', ');
     sql =
       dialect === 'postgres'
-        ? `INSERT INTO ${table} ${columns} VALUES ${values} ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
-        : `INSERT IGNORE INTO ${table} ${columns} VALUES ${values}`;
+        ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
+        : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
     insertCache.set(key, sql);
   }
   return sql;

@@ -78,31 +78,37 @@ export class BranchBarrier {
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
-    const insert = this.insert(tx.dialect, this.nextBarrierId());
-    const skipped = this.decide(await tx.execute(insert.sql, insert.params));
+    const inserts = this.inserts(tx.dialect, this.nextBarrierId());
+    const results: BarrierExecResult[] = [];
+    for (const insert of inserts) results.push(await tx.execute(insert.sql, insert.params));
+    const skipped = this.decide(results);
     if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
     return this.executed(await business());
   }
 
   /**
    * {@link call} in a new local transaction on `db`: committed if it resolves, rolled back if it
-   * throws. The barrier's insert goes to `db` with the BEGIN (in one round trip where the adapter can),
+   * throws. The barrier's inserts go to `db` with the BEGIN (in one round trip where the adapter can),
    * with the lock wait bound of `timeoutSeconds`.
    * When they deadlock (MySQL / MariaDB can, when the same call arrives twice at once), the
    * transaction is retried, up to 3 times: the business had not run yet.
    */
   async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
-    const insert = this.insert(db.dialect, this.nextBarrierId());
+    const inserts = this.inserts(db.dialect, this.nextBarrierId());
     for (let attempt = 1; ; attempt++) {
       let businessStarted = false;
       try {
         return await db.transaction(async (handle, tx, leading) => {
-          const result = leading?.length === 1 ? leading[0] : await tx.execute(insert.sql, insert.params);
-          const skipped = this.decide(result);
+          let results = leading;
+          if (results?.length !== inserts.length) {
+            results = [];
+            for (const insert of inserts) results.push(await tx.execute(insert.sql, insert.params));
+          }
+          const skipped = this.decide(results);
           if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
           businessStarted = true;
           return this.executed(await business(handle));
-        }, [insert], this.bounds);
+        }, inserts, this.bounds);
       } catch (err) {
         if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
       }
@@ -110,27 +116,31 @@ export class BranchBarrier {
   }
 
   /**
-   * The barrier's insert for one barrier id, one statement (one round trip): this op's row, and
-   * for a compensating op first the origin op's row too (DTM's SDKs send these as two inserts).
+   * The barrier's inserts for one barrier id: this op's row; for a compensating op, first the
+   * origin op's row, in a statement of its own (as DTM's SDKs insert them), so that what each
+   * inserted tells its own story. An action or Try inserts its row only: one statement.
    */
-  private insert(dialect: BarrierDialect, barrierId: string): BarrierStatement {
+  private inserts(dialect: BarrierDialect, barrierId: string): BarrierStatement[] {
     const originOp = ORIGIN_OP[this.op];
-    const row = [this.transType, this.gid, this.branchId, this.op, barrierId, this.op];
-    if (!originOp) return { sql: insertBarrierSql(dialect, this.table), params: row };
-    return { sql: insertBarrierSql(dialect, this.table, 2), params: [this.transType, this.gid, this.branchId, originOp, barrierId, this.op, ...row] };
+    const sql = insertBarrierSql(dialect, this.table);
+    const current = { sql, params: [this.transType, this.gid, this.branchId, this.op, barrierId, this.op] };
+    if (!originOp) return [current];
+    return [{ sql, params: [this.transType, this.gid, this.branchId, originOp, barrierId, this.op] }, current];
   }
 
   /**
-   * DTM's decision from the rows the insert added; undefined: run the business. A compensating op
-   * inserts two rows: both new (its action never ran: null compensation), only its own (the
-   * action's row was there: compensate), none (a duplicate). Its own row without the origin's
-   * cannot be: the two are only ever written together, or the origin's first by the action.
+   * DTM's decision from the rows the inserts added (`[current]`, or `[origin, current]` for a
+   * compensating op); undefined: run the business. A compensating op that added the origin op's
+   * row skips (its action never ran: null compensation), unless its own row was there already
+   * (a repeat whose action row was purged: a duplicate); any op whose own row was there skips
+   * (a duplicate, or for an action / Try, one arriving after its compensation).
    */
-  private decide(result: BarrierExecResult): Skipped | undefined {
-    const added = result.affected;
-    if (this.op === 'msg' && added === 0) throw new DtmDuplicatedError(this.gid);
-    if (ORIGIN_OP[this.op] && added === 2) return { executed: false, reason: 'null-compensation' };
-    if (added === 0) return { executed: false, reason: 'duplicate' };
+  private decide(results: BarrierExecResult[]): Skipped | undefined {
+    const current = results[results.length - 1].affected;
+    const origin = results.length > 1 ? results[0].affected : 0;
+    if (this.op === 'msg' && current === 0) throw new DtmDuplicatedError(this.gid);
+    if (current === 0) return { executed: false, reason: 'duplicate' };
+    if (origin > 0) return { executed: false, reason: 'null-compensation' };
     return undefined;
   }
 

@@ -204,6 +204,53 @@ describe('onDecision: what the barrier decided, told on every adapter', () => {
   });
 });
 
+describe("a compensation whose action's barrier row was purged (by create_time) while its own row stayed", () => {
+  const adapters: [string, BarrierDialect, () => BarrierDatabase<unknown>][] = [
+    ['pg', 'postgres', () => pgBarrierDatabase(pgPool)],
+    ['mysql2', 'mysql', () => mysqlBarrierDatabase(myPool)],
+    ['TypeORM on postgres', 'postgres', () => typeormBarrierDatabase(sources.postgres!)],
+    ['TypeORM on mysql', 'mysql', () => typeormBarrierDatabase(sources.mysql!)],
+  ];
+  const purge = (dialect: BarrierDialect, gid: string, op: string) =>
+    dialect === 'postgres'
+      ? pgPool.query(`DELETE FROM ${tableOf(dialect)} WHERE gid = $1 AND op = $2`, [gid, op])
+      : myPool.execute(`DELETE FROM ${tableOf(dialect)} WHERE gid = ? AND op = ?`, [gid, op]);
+  const rowsOf = async (dialect: BarrierDialect, gid: string) => {
+    const sql = `SELECT op, reason FROM ${tableOf(dialect)} WHERE gid = ${dialect === 'postgres' ? '$1' : '?'} ORDER BY op`;
+    const rows = dialect === 'postgres' ? (await pgPool.query(sql, [gid])).rows : ((await myPool.execute(sql, [gid]))[0] as Record<string, unknown>[]);
+    return rows.map((r) => `${String(r.op)}=${String(r.reason)}`);
+  };
+
+  it.each(adapters)("%s: a repeated compensation is skipped as a duplicate (as DTM's Go SDK skips it), not run a second time", async (name, dialect, database) => {
+    const db = database();
+    const g = `purged-${name}`.replace(/ /g, '-');
+    const bump = (op: string, by: number) => barrierFor(dialect, g, op).callWithDb(db, () => db.execute(`UPDATE counter SET n = n + ${by} WHERE id = 1`, []));
+    const before = await count(dialect);
+    expect((await bump('action', 1)).executed).toBe(true);
+    expect((await bump('compensate', -1)).executed).toBe(true);
+    await purge(dialect, g, 'action'); // the older row went first
+    expect(await bump('compensate', -1)).toEqual({ executed: false, reason: 'duplicate' }); // DTM repeats the compensation
+    expect(await count(dialect)).toBe(before); // undone once, not twice
+    // the other cases decide as before: a duplicate, a null compensation, a compensation after its action
+    expect(await bump('compensate', -1)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await barrierFor(dialect, `${g}-null`, 'compensate').callWithDb(db, async () => 'ran')).toEqual({ executed: false, reason: 'null-compensation' });
+    expect(await rowsOf(dialect, `${g}-null`)).toEqual(['action=compensate', 'compensate=compensate']);
+    expect(await count(dialect)).toBe(before);
+  });
+
+  it('TCC on pg: a repeated cancel whose Try row was purged is skipped', async () => {
+    const db = pgBarrierDatabase(pgPool);
+    const barrier = (op: string) => new BranchBarrier('tcc', 'purged-tcc', '01', op, { table: tableOf('postgres') });
+    const bump = (op: string, by: number) => barrier(op).callWithDb(db, (client) => client.query(`UPDATE counter SET n = n + ${by} WHERE id = 1`));
+    const before = await count('postgres');
+    expect((await bump('try', 1)).executed).toBe(true);
+    expect((await bump('cancel', -1)).executed).toBe(true);
+    await purge('postgres', 'purged-tcc', 'try');
+    expect(await bump('cancel', -1)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await count('postgres')).toBe(before);
+  });
+});
+
 describe('how the adapters send the barrier inserts', () => {
   /** A compensation then its late action, on `db`: the compensation undoes nothing, the action is skipped. */
   async function nullCompensationThenHanging(db: BarrierDatabase, dialect: BarrierDialect, gid: string) {

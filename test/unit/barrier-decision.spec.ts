@@ -63,6 +63,19 @@ describe('BranchBarrier decision', () => {
     expect((await call(table, 'try', 'g2')).ran).toBe(false);
   });
 
+  it("a repeated compensation whose action's row was purged (its own row is there) is skipped, as DTM's Go SDK skips it", async () => {
+    const table = new Table();
+    await call(table, 'action');
+    expect((await call(table, 'compensate')).ran).toBe(true);
+    table.rows.delete('saga/g1/01/action/01'); // a purge by create_time took the action's row only
+    expect(await call(table, 'compensate')).toEqual({ ran: false, outcome: { executed: false, reason: 'duplicate' } });
+    // TCC: the same for cancel
+    await call(table, 'try', 'g2');
+    expect((await call(table, 'cancel', 'g2')).ran).toBe(true);
+    table.rows.delete('tcc/g2/01/try/01');
+    expect((await call(table, 'cancel', 'g2')).ran).toBe(false);
+  });
+
   it('other branches and transactions are independent; each call on one barrier takes the next barrier id', async () => {
     const table = new Table();
     await call(table, 'action', 'g1', '01');
