@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDialect } from './barrier.types.js';
@@ -21,7 +22,9 @@ const insertCache = new Map<string, string>();
 
 /**
  * The insert-ignore of one barrier row (`trans_type, gid, branch_id, op, barrier_id, reason`): its
- * affected count is 1 if it inserted the row, 0 if the row was there. Built once per table.
+ * affected count is 1 if it inserted the row, 0 if the row was there. On PostgreSQL the conflict
+ * is named by the key columns, not by a constraint, so any unique key on them will do: the one
+ * {@link barrierSchemaSql} names after the table, and DTM's own `uniq_barrier`. Built once per table.
  */
 export function insertBarrierSql(dialect: BarrierDialect, table: string): string {
   const key = `${dialect}:${table}`;
@@ -30,11 +33,27 @@ export function insertBarrierSql(dialect: BarrierDialect, table: string): string
     const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
     sql =
       dialect === 'postgres'
-        ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ON CONSTRAINT uniq_barrier DO NOTHING`
+        ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gid, branch_id, op, barrier_id) DO NOTHING`
         : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
     insertCache.set(key, sql);
   }
   return sql;
+}
+
+/** PostgreSQL's longest identifier, in bytes (a longer one is cut, so two could become one). */
+const PG_MAX_IDENTIFIER = 63;
+
+/**
+ * The name of the PostgreSQL key constraint of the barrier table `table`: `uniq_<name>` (for the
+ * default table `uniq_barrier`, as in DTM's own DDL). Index names share one namespace per schema,
+ * so each barrier table of a schema needs its own. A name that would be over 63 bytes is cut and
+ * ends with a hash of the whole name instead, so two long table names still get two names.
+ */
+export function barrierConstraintName(table: string): string {
+  const name = `uniq_${table.includes('.') ? table.split('.')[1] : table}`;
+  if (name.length <= PG_MAX_IDENTIFIER) return name;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${name.slice(0, PG_MAX_IDENTIFIER - hash.length - 1)}_${hash}`;
 }
 
 /** The reason of one barrier row. */
@@ -54,8 +73,9 @@ export const BARRIER_KEY_COLUMNS = [
 
 /**
  * The barrier table's DDL, idempotent: the columns DTM's SDKs write, and their unique key, which is
- * the primary key (PostgreSQL: named `uniq_barrier`, as the insert names it). No surrogate id and no
- * other index, so a barrier insert maintains one B-tree: the table is written on every branch call.
+ * the primary key (PostgreSQL: named by {@link barrierConstraintName}, `uniq_barrier` for the
+ * default table; the insert does not name it, so a table made with DTM's own DDL works too). No
+ * surrogate id and no other index, so a barrier insert maintains one B-tree: the table is written on every branch call.
  * To purge old rows by `create_time`, add an index on it first. `sql/` holds these statements for
  * the default table. On MySQL / MariaDB the key columns are binary strings (`varbinary`), compared
  * byte for byte: a character column's collation would make `Order-7` and `order-7`, `é` and `e`,
@@ -76,7 +96,7 @@ ${BARRIER_KEY_COLUMNS.map(([name, length]) => `  ${name} ${key}(${length}) NOT N
 ${columns}
   create_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)
+  CONSTRAINT ${barrierConstraintName(table)} PRIMARY KEY (gid, branch_id, op, barrier_id)
 )`,
     ];
   }

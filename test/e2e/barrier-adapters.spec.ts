@@ -251,6 +251,57 @@ describe("a compensation whose action's barrier row was purged (by create_time) 
   });
 });
 
+describe('PostgreSQL barrier tables', () => {
+  const dtmDdlTable = 'dtm_ddl.go_barrier'; // another name than DTM's: its constraint is still uniq_barrier
+  it('two barrier tables in one schema: both created (each key constraint named after its table), both guard', async () => {
+    const db = pgBarrierDatabase(pgPool);
+    for (const table of ['two.barrier', 'two.barrier_b', 'two.barrier_c']) {
+      await ensureBarrierSchema(db, { table });
+      const run = (op: string) => new BranchBarrier('saga', 'two-tables', '01', op, { table }).callWithDb(db, async () => 'ran');
+      expect([await run('action'), await run('action'), await run('compensate')]).toEqual([
+        { executed: true, result: 'ran' },
+        { executed: false, reason: 'duplicate' },
+        { executed: true, result: 'ran' },
+      ]);
+    }
+    await ensureBarrierSchema(db, { table: 'two.barrier_b' }); // idempotent
+    const { rows } = await pgPool.query("SELECT conname FROM pg_constraint WHERE connamespace = 'two'::regnamespace ORDER BY conname");
+    expect(rows.map((r: { conname: string }) => r.conname)).toEqual(['uniq_barrier', 'uniq_barrier_b', 'uniq_barrier_c']);
+  });
+
+  it("a table made with DTM's own DDL (surrogate id, unique constraint uniq_barrier), under another name, works as it is", async () => {
+    // DTM v1.19.0's sqls/dtmcli.barrier.postgres.sql, in a schema of its own, the table renamed (BarrierTableName)
+    await pgPool.query(`CREATE SCHEMA dtm_ddl;
+      CREATE SEQUENCE dtm_ddl.barrier_seq;
+      CREATE TABLE ${dtmDdlTable} (
+        id bigint NOT NULL DEFAULT NEXTVAL ('dtm_ddl.barrier_seq'),
+        trans_type varchar(45) default '', gid varchar(128) default '', branch_id varchar(128) default '',
+        op varchar(45) default '', barrier_id varchar(45) default '', reason varchar(45) default '',
+        create_time timestamp(0) with time zone DEFAULT NULL, update_time timestamp(0) with time zone DEFAULT NULL,
+        PRIMARY KEY(id),
+        CONSTRAINT uniq_barrier unique(gid, branch_id, op, barrier_id)
+      )`);
+    const db = pgBarrierDatabase(pgPool);
+    const run = (gid: string, op: string) => new BranchBarrier('saga', gid, '01', op, { table: dtmDdlTable }).callWithDb(db, async () => 'ran');
+    expect([await run('dtm-ddl', 'action'), await run('dtm-ddl', 'action'), await run('dtm-ddl', 'compensate'), await run('dtm-ddl-null', 'compensate')]).toEqual([
+      { executed: true, result: 'ran' },
+      { executed: false, reason: 'duplicate' },
+      { executed: true, result: 'ran' },
+      { executed: false, reason: 'null-compensation' },
+    ]);
+    await new BranchBarrier('msg', 'dtm-ddl-msg', '00', 'msg', { table: dtmDdlTable }).callWithDb(db, async () => undefined);
+    await expect(new BranchBarrier('msg', 'dtm-ddl-msg', '00', 'msg', { table: dtmDdlTable }).queryPrepared(db)).resolves.toBeUndefined();
+    const { rows } = await pgPool.query(`SELECT gid, op, reason FROM ${dtmDdlTable} ORDER BY id`);
+    expect(rows).toEqual([
+      { gid: 'dtm-ddl', op: 'action', reason: 'action' },
+      { gid: 'dtm-ddl', op: 'compensate', reason: 'compensate' },
+      { gid: 'dtm-ddl-null', op: 'action', reason: 'compensate' },
+      { gid: 'dtm-ddl-null', op: 'compensate', reason: 'compensate' },
+      { gid: 'dtm-ddl-msg', op: 'msg', reason: 'msg' },
+    ]);
+  });
+});
+
 describe('how the adapters send the barrier inserts', () => {
   /** A compensation then its late action, on `db`: the compensation undoes nothing, the action is skipped. */
   async function nullCompensationThenHanging(db: BarrierDatabase, dialect: BarrierDialect, gid: string) {
