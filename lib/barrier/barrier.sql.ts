@@ -44,10 +44,16 @@ export function insertBarrierSql(dialect: BarrierDialect, table: string): string
 const PG_MAX_IDENTIFIER = 63;
 
 /**
- * The name of the PostgreSQL key constraint of the barrier table `table`: `uniq_<name>` (for the
- * default table `uniq_barrier`, as in DTM's own DDL). Index names share one namespace per schema,
- * so each barrier table of a schema needs its own. A name that would be over 63 bytes is cut and
- * ends with a hash of the whole name instead, so two long table names still get two names.
+ * The PostgreSQL key constraint name DTM's SDKs name in their insert (`ON CONSTRAINT uniq_barrier`):
+ * a barrier table shared with services on DTM's Go SDK must have it.
+ */
+export const PG_BARRIER_CONSTRAINT = 'uniq_barrier';
+
+/**
+ * A PostgreSQL key constraint name of the barrier table `table` of its own, for when
+ * {@link PG_BARRIER_CONSTRAINT} is taken in its schema (index names share one namespace per schema):
+ * `uniq_<name>`; a name that would be over 63 bytes is cut and ends with a hash of the whole name,
+ * so two long table names still get two names.
  */
 export function barrierConstraintName(table: string): string {
   const name = `uniq_${table.includes('.') ? table.split('.')[1] : table}`;
@@ -73,8 +79,9 @@ export const BARRIER_KEY_COLUMNS = [
 
 /**
  * The barrier table's DDL, idempotent: the columns DTM's SDKs write, and their unique key, which is
- * the primary key (PostgreSQL: named by {@link barrierConstraintName}, `uniq_barrier` for the
- * default table; the insert does not name it, so a table made with DTM's own DDL works too). No
+ * the primary key (PostgreSQL: named `uniq_barrier`, as DTM's SDKs name it in their insert;
+ * `ensureBarrierSchema` names it after the table when a table of the schema has that name
+ * already; this library's insert names the key columns instead, so it works with either). No
  * surrogate id and no other index, so a barrier insert maintains one B-tree: the table is written on every branch call.
  * To purge old rows by `create_time`, add an index on it first. `sql/` holds these statements for
  * the default table. On MySQL / MariaDB the key columns are binary strings (`varbinary`), compared
@@ -83,6 +90,11 @@ export const BARRIER_KEY_COLUMNS = [
  * would be skipped as a duplicate. PostgreSQL compares `varchar` exactly.
  */
 export function barrierSchemaSql(dialect: BarrierDialect, table = DEFAULT_BARRIER_TABLE): string[] {
+  return barrierSchemaStatements(dialect, table, PG_BARRIER_CONSTRAINT);
+}
+
+/** {@link barrierSchemaSql} with the PostgreSQL key constraint named `constraint` (`ensureBarrierSchema` picks it). */
+export function barrierSchemaStatements(dialect: BarrierDialect, table: string, constraint: string): string[] {
   assertBarrierTable(table);
   const schema = table.includes('.') ? table.split('.')[0] : undefined;
   const key = dialect === 'postgres' ? 'varchar' : 'varbinary';
@@ -96,7 +108,7 @@ ${BARRIER_KEY_COLUMNS.map(([name, length]) => `  ${name} ${key}(${length}) NOT N
 ${columns}
   create_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT ${barrierConstraintName(table)} PRIMARY KEY (gid, branch_id, op, barrier_id)
+  CONSTRAINT ${constraint} PRIMARY KEY (gid, branch_id, op, barrier_id)
 )`,
     ];
   }

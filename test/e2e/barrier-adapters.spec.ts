@@ -253,9 +253,10 @@ describe("a compensation whose action's barrier row was purged (by create_time) 
 
 describe('PostgreSQL barrier tables', () => {
   const dtmDdlTable = 'dtm_ddl.go_barrier'; // another name than DTM's: its constraint is still uniq_barrier
-  it('two barrier tables in one schema: both created (each key constraint named after its table), both guard', async () => {
+  it('several barrier tables in one schema: all created (uniq_barrier for the first, as DTM\'s SDKs want; then named after the table, within 63 bytes), all guard', async () => {
     const db = pgBarrierDatabase(pgPool);
-    for (const table of ['two.barrier', 'two.barrier_b', 'two.barrier_c']) {
+    const long = ['1', '2'].map((n) => `two.${'b'.repeat(60)}${n}`); // uniq_<name> would be over 63 bytes
+    for (const table of ['two.go_shared', 'two.barrier_b', 'two.barrier_c', ...long]) {
       await ensureBarrierSchema(db, { table });
       const run = (op: string) => new BranchBarrier('saga', 'two-tables', '01', op, { table }).callWithDb(db, async () => 'ran');
       expect([await run('action'), await run('action'), await run('compensate')]).toEqual([
@@ -265,8 +266,16 @@ describe('PostgreSQL barrier tables', () => {
       ]);
     }
     await ensureBarrierSchema(db, { table: 'two.barrier_b' }); // idempotent
-    const { rows } = await pgPool.query("SELECT conname FROM pg_constraint WHERE connamespace = 'two'::regnamespace ORDER BY conname");
-    expect(rows.map((r: { conname: string }) => r.conname)).toEqual(['uniq_barrier', 'uniq_barrier_b', 'uniq_barrier_c']);
+    const { rows } = await pgPool.query("SELECT conrelid::regclass::text AS t, conname FROM pg_constraint WHERE connamespace = 'two'::regnamespace ORDER BY conname");
+    const names = Object.fromEntries(rows.map((r: { t: string; conname: string }) => [r.t, r.conname]));
+    expect(names['two.go_shared']).toBe('uniq_barrier');
+    expect([names['two.barrier_b'], names['two.barrier_c']]).toEqual(['uniq_barrier_b', 'uniq_barrier_c']);
+    const longNames = long.map((table) => names[table] as string);
+    expect(longNames.map((n) => [n.length, n.startsWith(`uniq_${'b'.repeat(40)}`)])).toEqual([
+      [63, true],
+      [63, true],
+    ]);
+    expect(longNames[0]).not.toBe(longNames[1]);
   });
 
   it("a table made with DTM's own DDL (surrogate id, unique constraint uniq_barrier), under another name, works as it is", async () => {
