@@ -6,27 +6,24 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
-import { harness, queryTrans } from '../support/harness.js';
-import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
-import { runDirFrom, waitUntil } from '../support/services/process.js';
+import { queryTrans } from '../support/harness.js';
+import type { DtmInfo } from '../support/services/dtm.js';
+import { sqlStoreDtm } from '../support/sql-store-dtm.js';
+import { waitUntil } from '../support/services/process.js';
 import { startBranchApp, type BranchApp } from './branch-app.js';
 
-let own: RunningDtm | undefined;
+let sqlStore: Awaited<ReturnType<typeof sqlStoreDtm>> | undefined;
 let dtm: DtmInfo;
 let app: BranchApp;
 
 beforeAll(async () => {
-  // the harness's own server when it already runs on MariaDB (DTM_STORE=mysql): DTM's schema script drops its tables
-  if (harness().dtm.store === 'mysql') dtm = harness().dtm;
-  else {
-    own = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-sql-store', store: 'mysql', mariadb: harness().mariadb! });
-    dtm = own.info;
-  }
+  sqlStore = await sqlStoreDtm('dtm-sql-store');
+  dtm = sqlStore.info;
   app = await startBranchApp('express', { serverUrl: dtm.serverUrl, branchAuthKeys: [randomBytes(33).toString('base64')], branchAuthCheckActions: true, retryInterval: 30 });
 });
 afterAll(async () => {
   await app?.close();
-  await own?.process.stop();
+  await sqlStore?.stop();
 });
 
 it('DTM on MariaDB: every step of a sequential saga DTM calls runs at its first call, although DTM writes the statuses of the steps before it later', async () => {

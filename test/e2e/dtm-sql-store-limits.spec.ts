@@ -7,30 +7,26 @@
 import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
 import { DtmServerError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
-import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
-import { runDirFrom } from '../support/services/process.js';
+import type { DtmInfo } from '../support/services/dtm.js';
+import { sqlStoreDtm } from '../support/sql-store-dtm.js';
 
-let own: RunningDtm | undefined;
+let sqlStore: Awaited<ReturnType<typeof sqlStoreDtm>> | undefined;
 let dtm: DtmInfo;
 let app: DtmTestApp;
 let recorder: Recorder;
 
 beforeAll(async () => {
-  // the harness's own server when it already runs on MariaDB (DTM_STORE=mysql): DTM's schema script drops its tables
-  if (harness().dtm.store === 'mysql') dtm = harness().dtm;
-  else {
-    own = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-sql-limits', store: 'mysql', mariadb: harness().mariadb! });
-    dtm = own.info;
-  }
+  sqlStore = await sqlStoreDtm('dtm-sql-limits');
+  dtm = sqlStore.info;
   recorder = await startRecorder();
   app = await startDtmApp({ config: { serverUrl: dtm.serverUrl, protocol: 'http' } });
 });
 afterAll(async () => {
   await app?.close();
   await recorder?.close();
-  await own?.process.stop();
+  await sqlStore?.stop();
 });
 beforeEach(() => recorder.reset());
 
