@@ -1,3 +1,5 @@
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { harness } from './harness.js';
 import { startDtm, type DtmInfo } from './services/dtm.js';
 import { runDirFrom } from './services/process.js';
@@ -5,10 +7,33 @@ import { runDirFrom } from './services/process.js';
 /**
  * A DTM server on a MariaDB store for one test file: the harness's own when it already runs on one
  * (DTM_STORE=mysql: DTM's schema script would drop its tables), else one of its own named `name`.
- * `stop()` stops only a server of its own.
+ * DTM's schema script drops and creates the tables of the database `dtm` (a name it hard-codes),
+ * so two such servers cannot run at once: a file waits until the other file's server stopped (a
+ * lock directory in the run's directory). `stop()` stops only a server of its own, and lets the next one start.
  */
 export async function sqlStoreDtm(name: string): Promise<{ info: DtmInfo; stop: () => Promise<void> }> {
   if (harness().dtm.store === 'mysql') return { info: harness().dtm, stop: async () => undefined };
-  const own = await startDtm(runDirFrom(harness().runDir), { name, store: 'mysql', mariadb: harness().mariadb! });
-  return { info: own.info, stop: async () => void (await own.process.stop()) };
+  const lock = join(harness().runDir, 'sql-store-dtm.lock');
+  for (const deadline = Date.now() + 120_000; ; ) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+  try {
+    const own = await startDtm(runDirFrom(harness().runDir), { name, store: 'mysql', mariadb: harness().mariadb! });
+    return {
+      info: own.info,
+      stop: async () => {
+        await own.process.stop();
+        rmSync(lock, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    rmSync(lock, { recursive: true, force: true });
+    throw err;
+  }
 }
