@@ -6,7 +6,8 @@ import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
+import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 import { startRecorder, type RecordedCall } from '../support/recorder.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
@@ -193,15 +194,19 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     it('timeoutToFail (3 s) below DTM\'s retry interval, none set: a TCC whose app died after the Try is cancelled after its timeout, not after 10 s', async () => {
       const gid = await fx.client.generateGid();
       const started = Date.now();
+      let recorded: DtmTransRecord | null = null;
       const hung = fx.client
         .tccGlobalTransaction(gid, async (tcc) => {
           await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel'));
+          recorded = (await queryTrans(gid)).transaction; // before DTM's first look
           await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 }); // the body outlives the timeout, as a dead app would
         }, { timeoutToFail: 3 })
         .catch(() => undefined);
       const [cancel] = await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 });
       await hung;
-      expect(cancel.at - started).toBeLessThan(7500);
+      expectFirstLookAtTimeout(recorded);
+      expect(cancel.at - started).toBeGreaterThanOrEqual(2500);
+      expect(cancel.at - started).toBeLessThan(FIRST_LOOK_BOUND_MS);
       expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
       expect(fx.recorder.callsTo('/Confirm', gid)).toHaveLength(0);
     });
