@@ -2,13 +2,14 @@ import { parseAddress, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { cutToStore, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { Transaction } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
-/** Longest `custom_data` and `result` DTM's SQL stores take (varchar(1024)); `rollback_reason` too. */
-export const MAX_WORKFLOW_TEXT = 1024;
+/** Longest `custom_data` and `result` DTM's SQL stores take (varchar(1024)). */
+export const MAX_WORKFLOW_TEXT = DTM_TEXT_MAX;
 /** Longest recorded step data MySQL's store takes (a BLOB). */
 export const MAX_STEP_DATA_BYTES = 65_535;
 
@@ -78,9 +79,9 @@ export class WorkflowTransaction extends Transaction {
     }
   }
 
-  /** Ends the workflow: `succeed` with `result`, or `failed` with `reason` (cut to what DTM's stores take). */
+  /** Ends the workflow: `succeed` with `result`, or `failed` with `reason` (cut at a character to what DTM's stores take). */
   async finish(status: 'succeed' | 'failed', reason: string | undefined, result: string | undefined): Promise<void> {
-    const extra: Record<string, string> = { status, rollback_reason: (reason ?? '').slice(0, MAX_WORKFLOW_TEXT) };
+    const extra: Record<string, string> = { status, rollback_reason: cutToStore(reason ?? '') };
     if (result !== undefined) {
       const encoded = Buffer.from(result, 'utf8').toString('base64');
       if (encoded.length > MAX_WORKFLOW_TEXT) throw new DtmUsageError(MESSAGES.workflowResultTooLong(encoded.length, MAX_WORKFLOW_TEXT), { gid: this.gid });

@@ -66,6 +66,13 @@ class ReviewWorkflows {
       .xa('pg', () => bump(attempts, wf.input.key));
   }
 
+  @DtmWorkflow('review.reason.v1')
+  async reason(wf: WorkflowContext<{ xs: number }>) {
+    await wf.step('a').run(() => {
+      throw new DtmFailureError(`${'x'.repeat(wf.input.xs)}😀 and more`); // its character xs + 1 takes two UTF-16 units
+    });
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
@@ -121,6 +128,14 @@ const urls = (): Urls => ({ a: recorder.urlFor('/A'), aRevert: recorder.urlFor('
 const failure = (e: unknown) => (e instanceof Error ? `${e.constructor.name}: ${e.message}` : JSON.stringify(e));
 
 describe('workflow mode at its edges', () => {
+  it('a failure reason longer than DTM\'s SQL stores keep is cut at a character, never inside one: DTM records the first 1023 and "…"', async () => {
+    const gid = await A.client.generateGid();
+    const error = await A.client.executeWorkflow('review.reason.v1', gid, { xs: 1023 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const { transaction } = await queryTrans(gid);
+    expect(transaction).toMatchObject({ status: 'failed', rollback_reason: `${'x'.repeat(1023)}…` });
+  });
+
   it('two executions of one gid: the slower one, finding the workflow ended in success, stops without running a rollback callback', async () => {
     const gid = await A.client.generateGid();
     let release!: () => void;
