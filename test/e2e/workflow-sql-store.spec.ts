@@ -175,7 +175,7 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM on MariaDB', (protocol: D
     expect(done).toEqual({ status: 'succeed', result: { debited: 'recorded', checked: 60, at: expect.any(String) } });
     const { transaction, branches } = await record(gid);
     expect(transaction).toMatchObject({ status: 'succeed', trans_type: 'workflow', protocol, query_prepared: resumeTargetOf(app, protocol) });
-    expect(decoded((transaction as { result?: string } | null)?.result)).toEqual({ v: done.result });
+    expect(decoded(transaction?.result)).toEqual({ v: done.result });
     const custom = JSON.parse(transaction?.custom_data ?? '{}') as { name: string; data: string };
     expect([custom.name, decoded(custom.data)]).toEqual(['sqlwf.transfer.v1', { v: input() }]);
     expect(branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed', '04 action succeed']);
@@ -213,7 +213,7 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM on MariaDB', (protocol: D
     const { transaction } = await record(gid);
     expect(transaction).toMatchObject({ status: 'succeed', protocol });
     // the resumed run replayed 01 (the first run's time) and 02 (the HTTP step's answer)
-    expect(decoded((transaction as { result?: string } | null)?.result)).toEqual({ v: { debited: 'recorded', checked: 60, at: recordedAt } });
+    expect(decoded(transaction?.result)).toEqual({ v: { debited: 'recorded', checked: 60, at: recordedAt } });
     expect(await branchLines(gid)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed', '04 action succeed']);
     expect(callLines(gid)).toEqual(['/Debit action 200', '/Reserve action 200']);
     expect(executions.get(gid)).toBe(2);

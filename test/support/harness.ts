@@ -38,6 +38,8 @@ export interface DtmTransRecord {
   custom_data?: string;
   query_prepared?: string;
   rollback_reason?: string;
+  /** A workflow's result, base64 of its JSON. */
+  result?: string;
   /** The stored options, as JSON text. */
   options?: string;
   timeout_to_fail?: number;
