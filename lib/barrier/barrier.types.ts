@@ -7,6 +7,12 @@ export type BarrierDialect = 'postgres' | 'mysql';
 export interface BarrierExecResult {
   affected: number;
   rows: Record<string, unknown>[];
+  /**
+   * The statement's command tag, where the client reports it (`pg`: its first word, e.g. `INSERT`,
+   * `ROLLBACK`). An XA branch on PostgreSQL reads it after `PREPARE TRANSACTION`, which answers
+   * `ROLLBACK` when it prepared nothing; without it, the branch asks `pg_prepared_xacts` instead.
+   */
+  command?: string;
 }
 
 /**

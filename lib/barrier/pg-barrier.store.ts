@@ -4,6 +4,8 @@ import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTrans
 interface PgResult {
   rowCount: number | null;
   rows: Record<string, unknown>[];
+  /** The command tag's first word (`pg`: `INSERT`, `PREPARE`, `ROLLBACK` ...). */
+  command?: string;
 }
 
 /** The part of a `pg` client (`PoolClient` or `Client`) the barrier uses. */
@@ -62,7 +64,7 @@ export async function pgExecute(client: PgClientLike, sql: string, params: unkno
 }
 
 function toExecResult(result: PgResult): BarrierExecResult {
-  return { affected: result.rowCount ?? 0, rows: result.rows ?? [] };
+  return { affected: result.rowCount ?? 0, rows: result.rows ?? [], command: result.command };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
-import type { BarrierDialect, LocalTransactionBounds } from '../barrier/barrier.types.js';
+import type { BarrierDialect, BarrierExecResult, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { mysqlLockWaitSql } from '../barrier/mysql-barrier.store.js';
 import { pgBeginSql } from '../barrier/pg-barrier.store.js';
 import type { BranchInfo } from '../transport/dtm.types.js';
@@ -88,8 +88,10 @@ export interface XaBarrierRow {
  * Phase 1 of a local XA transaction on a dedicated connection of `db`: XA START (PostgreSQL:
  * BEGIN), the barrier row DTM's SDK writes (reason `action`), `business`, then `beforePrepare`
  * (registering the branch), then XA END + XA PREPARE (PREPARE TRANSACTION). On any error the work
- * is rolled back and the error rethrown. The connection is closed on every path. With `bounds`,
- * statements wait for locks no longer than the branch timeout.
+ * is rolled back and the error rethrown. A PREPARE TRANSACTION that prepared nothing (the
+ * transaction had failed: `business` caught an SQL error) is a {@link DtmFailureError}. The
+ * connection is closed on every path. With `bounds`, statements wait for locks no longer than the
+ * branch timeout.
  */
 export async function prepareXa<H, T>(
   db: XaDatabase<H>,
@@ -118,13 +120,26 @@ export async function prepareXa<H, T>(
     if (mysql) {
       await conn.execute(`XA END '${xid}'`);
       await conn.execute(`XA PREPARE '${xid}'`);
-    } else {
-      await conn.execute(`PREPARE TRANSACTION '${xid}'`);
+    } else if (!(await pgPrepared(conn, xid, await conn.execute(`PREPARE TRANSACTION '${xid}'`)))) {
+      // its work is gone, barrier row included: DTM's rollback of the branch finds nothing to undo
+      throw new DtmFailureError(MESSAGES.xaNotPrepared(row.gid, row.branchId, xid), { gid: row.gid, branchId: row.branchId });
     }
     return result;
   } finally {
     await conn.close().catch(() => undefined);
   }
+}
+
+/**
+ * Whether PostgreSQL's `PREPARE TRANSACTION` (its `answer`) prepared `xid`. In a transaction that
+ * already failed (a statement's error the handler caught) or was ended by the handler (COMMIT /
+ * ROLLBACK), PostgreSQL raises no error: it answers with the command tag `ROLLBACK` and prepares
+ * nothing. The tag costs no round trip; an adapter that does not report it gets `pg_prepared_xacts` asked.
+ */
+async function pgPrepared(conn: XaConnection, xid: string, answer: BarrierExecResult): Promise<boolean> {
+  if (answer.command !== undefined) return !/^ROLLBACK\b/i.test(answer.command);
+  const { rows } = await conn.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()', [xid]);
+  return rows.length > 0;
 }
 
 async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<void> {

@@ -1,13 +1,26 @@
 // Workflow mode where an execution meets another one, a refused record, an HTTP body holding DTM's
-// words, an XA step that cannot be resumed, two callbacks on one step, a second input, and a name
-// gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
+// words, an XA step that cannot be resumed, an XA step that caught an SQL error, two callbacks on
+// one step, a second input, and a name gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
 // against the real DTM server (found by a review of the workflow mode).
 import 'reflect-metadata';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { DtmClient, DtmFailureError, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type WorkflowContext } from 'nestjs-dtm';
+import {
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmUsageError,
+  DtmWorkflow,
+  DtmWorkflowPendingError,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  mysqlXaDatabase,
+  pgBarrierDatabase,
+  type WorkflowContext,
+} from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -49,6 +62,19 @@ class ReviewWorkflows {
     return 'held';
   }
 
+  /** An XA step on MariaDB, then one on PostgreSQL whose last statement fails and whose error it catches. */
+  @DtmWorkflow('review.xa-swallow.v1')
+  async xaSwallow(wf: WorkflowContext<{ id: number }>) {
+    await wf.step('mysql').xa('mysql', async (c: mysql.Connection) => {
+      await c.execute('UPDATE review_acc SET balance = balance + 10 WHERE id = ?', [wf.input.id]);
+    });
+    await wf.step('pg').xa('pg', async (c: pg.Client) => {
+      await c.query('UPDATE review_acc SET balance = balance - 10 WHERE id = $1', [wf.input.id]);
+      await c.query('SELECT 1 / 0').catch(() => undefined); // caught: PostgreSQL's transaction is aborted now
+    });
+    return 'done';
+  }
+
   @DtmWorkflow('review.tworb.v1')
   async tworb(wf: WorkflowContext<{ key: string }>) {
     await wf
@@ -79,7 +105,7 @@ class ReviewWorkflows {
   }
 }
 
-async function startApp(pgUrl: string): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
+async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
   const port = await freePort();
   const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
   @Module({
@@ -89,6 +115,7 @@ async function startApp(pgUrl: string): Promise<{ app: INestApplication; client:
         barrierConnections: { pg: pgBarrierDatabase(pool) },
         xaConnections: {
           pg: pgXaAt(pgUrl),
+          mysql: mysqlXaDatabase(() => mysql.createConnection(mysqlConfig)),
         },
       }),
     ],
@@ -102,6 +129,7 @@ async function startApp(pgUrl: string): Promise<{ app: INestApplication; client:
 
 let dbs: FileDatabases;
 let pool: pg.Pool;
+let my: mysql.Pool;
 let recorder: Recorder;
 let A: Awaited<ReturnType<typeof startApp>>;
 let B: Awaited<ReturnType<typeof startApp>>;
@@ -109,17 +137,19 @@ let B: Awaited<ReturnType<typeof startApp>>;
 beforeAll(async () => {
   dbs = await fileDatabases();
   pool = new pg.Pool({ connectionString: dbs.postgres.url });
-  await pool.query('CREATE TABLE review_acc (id int PRIMARY KEY, balance int NOT NULL)');
+  my = mysql.createPool(dbs.mariadb.config);
+  for (const run of [(s: string) => pool.query(s), (s: string) => my.query(s)]) await run('CREATE TABLE review_acc (id int PRIMARY KEY, balance int NOT NULL)');
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  await ensureBarrierSchema(mysqlBarrierDatabase(my), { table: 'dtm_barrier' });
   recorder = await startRecorder();
-  A = await startApp(dbs.postgres.url);
-  B = await startApp(dbs.postgres.url);
+  A = await startApp(dbs.postgres.url, dbs.mariadb.config);
+  B = await startApp(dbs.postgres.url, dbs.mariadb.config);
 });
 afterAll(async () => {
   await A?.close();
   await B?.close();
   await recorder?.close();
-  await pool?.end();
+  await Promise.all([pool?.end(), my?.end()]);
 });
 beforeEach(() => recorder.reset());
 
@@ -210,6 +240,26 @@ describe('workflow mode at its edges', () => {
     expect((await pool.query('SELECT balance FROM review_acc WHERE id = 1')).rows).toEqual([{ balance: 100 }]);
     const record = await queryTrans(gid);
     expect([record.transaction?.status, record.branches.filter((b) => b.op === 'rollback').map((b) => `${b.branch_id} ${b.status}`)]).toEqual(['failed', ['01 succeed']]);
+  });
+
+  it('an XA step on PostgreSQL that caught an SQL error prepared nothing: the workflow rolls back at once (DtmFailureError saying so), the MariaDB XA step before it too', async () => {
+    await pool.query('INSERT INTO review_acc VALUES (2, 100)');
+    await my.query('INSERT INTO review_acc VALUES (2, 100)');
+    const gid = await A.client.generateGid();
+    const outcome = await A.client.executeWorkflow('review.xa-swallow.v1', gid, { id: 2 }).catch((e: unknown) => e);
+    const [recovered] = await my.query('XA RECOVER');
+    const mysqlPrepared = (recovered as { data: string }[]).map((r) => String(r.data)).filter((xid) => xid.startsWith(gid));
+    for (const xid of mysqlPrepared) await my.query(`XA ROLLBACK '${xid}'`); // its row lock would stay for the next test
+    const pgPrepared = (await pool.query('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE $1', [`${gid}%`])).rows;
+    expect(outcome).toBeInstanceOf(DtmFailureError);
+    expect((outcome as Error).message).toContain(`PostgreSQL prepared nothing (PREPARE TRANSACTION '${gid}-02' answered ROLLBACK)`);
+    expect([mysqlPrepared, pgPrepared]).toEqual([[], []]);
+    const [myRows] = await my.query('SELECT balance FROM review_acc WHERE id = 2');
+    expect([myRows, (await pool.query('SELECT balance FROM review_acc WHERE id = 2')).rows]).toEqual([[{ balance: 100 }], [{ balance: 100 }]]);
+    const record = await queryTrans(gid);
+    expect(record.transaction?.status).toBe('failed');
+    expect(record.transaction?.rollback_reason).toContain(`PREPARE TRANSACTION '${gid}-02' answered ROLLBACK`);
+    expect(record.branches.filter((b) => b.op === 'rollback').map((b) => `${b.branch_id} ${b.status}`).sort()).toEqual(['01 succeed', '02 succeed']);
   });
 
   it.each([

@@ -3,7 +3,8 @@
 // DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
-// its write (which must roll back). POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
+// its write (which must roll back); /xa/pg with `fail: 'swallow'` runs a failing statement after its
+// write and catches its error (the business swallows an SQL error). POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
 import 'reflect-metadata';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -37,7 +38,9 @@ class XaBank {
   @XaBranch('pgBank', { db: 'pg' })
   async pg(@Body() m: Move, @BarrierTx() client: pg.Client) {
     await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
-    if (m.fail) throw new DtmFailureError('pg branch refused');
+    // a business that catches an SQL error and goes on: PostgreSQL's transaction is aborted now
+    if (m.fail === 'swallow') await client.query('SELECT 1 / 0').catch(() => undefined);
+    else if (m.fail) throw new DtmFailureError('pg branch refused');
     return { ok: true };
   }
 

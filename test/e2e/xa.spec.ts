@@ -161,6 +161,29 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     expect(await barrierRows(gid)).toEqual(['mysql 01=rollback']); // the action's row rolled back; phase 2 wrote this one
   });
 
+  it('a PostgreSQL branch that caught an SQL error prepares nothing (PREPARE TRANSACTION answers ROLLBACK): it answers FAILURE saying so, and the transaction rolls back, the first branch\'s prepared work too', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    const run = client.xaGlobalTransaction(
+      gid,
+      async (xa) => {
+        await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+        await xa.callBranch({ account: 1, amount: 30, fail: 'swallow' }, url('pg'));
+      },
+      { protocol },
+    );
+    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain(`PostgreSQL prepared nothing (PREPARE TRANSACTION '${gid}-02' answered ROLLBACK)`);
+    expect(final.rollbackReason).toContain('Fix the code: rethrow the SQL error');
+    // the branch registered before its PREPARE: DTM rolls it back too, which finds nothing to undo
+    expect(branchLines(final)).toEqual(['01 rollback succeed', '01 commit prepared', '02 rollback succeed', '02 commit prepared']);
+    expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual(['mysql 01=rollback', 'pg 02=rollback']);
+  });
+
   it('the participant is killed after XA PREPARE; once it is back, DTM\'s retry commits the prepared branch', async () => {
     const before = await balances();
     const gid = await client.generateGid();
