@@ -148,10 +148,11 @@ async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise
 }
 
 /**
- * How long phase 2 on MySQL / MariaDB waits for an XA branch to come free of the connection that
- * runs or prepared it: that connection is closed before the branch answers, but the server detaches
- * the prepared transaction a moment later, and until then every other connection's XA COMMIT |
- * ROLLBACK says XAER_NOTA.
+ * How long phase 2 waits for an XA branch that another connection still holds. MySQL / MariaDB: the
+ * connection that runs or prepared it; that connection is closed before the branch answers, but the
+ * server detaches the prepared transaction a moment later, and until then every other connection's
+ * XA COMMIT | ROLLBACK says XAER_NOTA. PostgreSQL: a rollback that arrives while the branch's action
+ * still runs (it registers before PREPARE TRANSACTION), whose barrier row waits on the action's.
  */
 const XA_ATTACHED_WAIT_MS = 1000;
 
@@ -171,28 +172,62 @@ const XA_ATTACHED_WAIT_MS = 1000;
  *   repeated phase 2) means nothing is applied: the `rollback` row is written (as DTM's SDK does;
  *   a later commit then finds it), done; an `action` row means the branch committed, which cannot
  *   be undone: {@link DtmXaPhase2Error}.
+ * On PostgreSQL the action's row is invisible while its transaction runs (or is prepared), and the
+ * `rollback` row's insert waits on it: that insert waits for the lock a short while only
+ * (`lock_timeout`), and the rollback is tried again (the action may have prepared meanwhile) for up
+ * to {@link XA_ATTACHED_WAIT_MS}, then fails with {@link DtmXaPhase2Error} (DTM retries).
  */
 export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row: XaBarrierRow): Promise<void> {
   const sql = db.dialect === 'mysql' ? `XA ${commit ? 'COMMIT' : 'ROLLBACK'} '${xid}'` : `${commit ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`;
   const key = [row.gid, row.branchId, 'action', '01'];
+  const insert = insertBarrierSql(db.dialect, row.table);
   const rollbackRow = [row.transType, ...key, 'rollback'];
   const op = commit ? 'commit' : 'rollback';
   const context = { gid: row.gid, branchId: row.branchId };
   const conn = await db.connect();
   try {
     const held = db.dialect === 'mysql' ? () => barrierRowLocked(conn, row.table, key) : undefined;
-    const unknown = await runPhase2(conn, sql, held, (waited, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, waited), op, { ...context, cause }));
-    if (unknown) {
-      const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), key);
-      const reason = rows[0]?.reason as string | undefined;
-      if (commit ? reason !== 'action' : reason === 'action') {
-        throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { ...context, cause: unknown.cause });
+    for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
+      const unknown = await runPhase2(conn, sql, held, (ms, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, ms), op, { ...context, cause }));
+      if (unknown) {
+        const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), key);
+        const reason = rows[0]?.reason as string | undefined;
+        if (commit ? reason !== 'action' : reason === 'action') {
+          throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unknown(op, row.gid, row.branchId, xid, reason), op, { ...context, cause: unknown.cause });
+        }
+        if (commit || reason === 'rollback') return;
       }
       if (commit) return;
+      if (db.dialect === 'mysql' || !unknown) {
+        await conn.execute(insert, rollbackRow);
+        return;
+      }
+      // PostgreSQL, not prepared and no row seen: the action may still run, holding its row
+      const inserted = await pgInsertWaitingAtMost(conn, insert, rollbackRow, pause);
+      if (inserted === 1) return;
+      // still locked, or written meanwhile (the next round reads it): the rollback again
+      if (waited >= XA_ATTACHED_WAIT_MS) throw new DtmXaPhase2Error(MESSAGES.xaPhase2Running(row.gid, row.branchId, xid, waited + pause), op, context);
     }
-    if (!commit) await conn.execute(insertBarrierSql(db.dialect, row.table), rollbackRow);
   } finally {
     await conn.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Runs the insert `sql` on PostgreSQL in a transaction of its own that waits for a row lock no
+ * longer than `ms` (`SET LOCAL lock_timeout`): the rows it inserted, or undefined when the lock
+ * stayed held.
+ */
+async function pgInsertWaitingAtMost(conn: XaConnection, sql: string, params: unknown[], ms: number): Promise<number | undefined> {
+  await conn.execute(`BEGIN; SET LOCAL lock_timeout = '${Math.trunc(ms)}ms'`);
+  try {
+    const { affected } = await conn.execute(sql, params);
+    await conn.execute('COMMIT');
+    return affected;
+  } catch (err) {
+    await conn.execute('ROLLBACK').catch(() => undefined);
+    if ((err as { code?: unknown } | undefined)?.code === '55P03') return undefined; // lock_not_available
+    throw err;
   }
 }
 

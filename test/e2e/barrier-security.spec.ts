@@ -4,7 +4,8 @@
 //   multipleStatements pool: an UPDATE smuggled in, a barrier row planted for another gid;
 // - barrier keys that collided: case, accents, trailing spaces and 128-character prefixes on
 //   MariaDB, over-long gids and branch ids on PostgreSQL (a 500 forever);
-// - XA phase 2 of an xid the database does not know, which counted as done.
+// - XA phase 2 of an xid the database does not know, which counted as done; on PostgreSQL, a
+//   rollback arriving while the branch's action still runs, which waited without bound.
 // The file runs its own DTM server (boltdb: it stores any gid, as an attacker needs, and what the
 // XA tests leave unfinished reaches no other file). The barrier app's MariaDB pool has
 // multipleStatements and sets NO_BACKSLASH_ESCAPES on every connection.
@@ -33,6 +34,7 @@ import {
   type DtmProtocol,
 } from 'nestjs-dtm';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
+import { settledWithin } from '../support/fixtures.js';
 import { callGrpc, requestBytes } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
@@ -494,6 +496,67 @@ describe('XA phase 2 of an xid the database does not know', () => {
     expect(await phase2('mysql', gid, 'commit')).toBe(200);
     expect(await balance('mysql', 1)).toBe(130);
     expect(await barrierRows('mysql', gid)).toEqual(['01/action/01=action']);
+  });
+
+  /**
+   * A PostgreSQL session running the action of XaBank.pg's branch `<gid>-01` as the branch does before
+   * its PREPARE TRANSACTION (its barrier row and +30 on account 1): DTM's rollback can arrive now, the
+   * branch being registered before it prepares.
+   */
+  async function pgActionRunning(gid: string): Promise<pg.Client> {
+    const running = new pg.Client({ connectionString: dbs.postgres.url });
+    await running.connect();
+    await running.query('BEGIN');
+    await running.query('INSERT INTO dtm_barrier (trans_type, gid, branch_id, op, barrier_id, reason) VALUES ($1, $2, $3, $4, $5, $6)', ['xa', gid, '01', 'action', '01', 'action']);
+    await running.query('UPDATE account SET balance = balance + 30 WHERE id = 1');
+    return running;
+  }
+
+  const pgPrepared = async (gid: string) => (await t.sql.pg.run('SELECT gid FROM pg_prepared_xacts WHERE gid = ?', [`${gid}-01`])).rows.map((r) => String(r.gid));
+
+  it('pg: a rollback that arrives while the branch\'s action still runs waits for it to prepare, then rolls it back', async () => {
+    const gid = `held-${unique()}`;
+    const running = await pgActionRunning(gid);
+    let answered: unknown;
+    try {
+      const call = phase2('pg', gid, 'rollback');
+      await sleep(300);
+      // the action ends: prepared, its connection closed (as the branch does)
+      await running.query(`PREPARE TRANSACTION '${gid}-01'`);
+      answered = await settledWithin(call, 5000);
+    } finally {
+      await running.end();
+      // had the rollback not answered, it would wait on the prepared branch, which only this frees
+      if (answered !== 200) await t.sql.pg.run(`ROLLBACK PREPARED '${gid}-01'`).catch(() => undefined);
+    }
+    expect(answered).toBe(200);
+    expect(await pgPrepared(gid)).toEqual([]);
+    expect(await balance('pg', 1)).toBe(100);
+    expect(await barrierRows('pg', gid)).toEqual(['01/action/01=rollback']);
+    expect(logged.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
+  it('pg: a rollback whose branch\'s action keeps running fails after a second with an error saying so, and DTM\'s retry rolls the branch back once it prepared', async () => {
+    const gid = `held-${unique()}`;
+    const running = await pgActionRunning(gid);
+    try {
+      const started = Date.now();
+      expect(await settledWithin(phase2('pg', gid, 'rollback'), 5000)).toBe(500);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+      expect(logged.find((l) => l.includes(`gid ${gid}, branch 01, op rollback`))).toContain(
+        `XA rollback of gid ${gid}, branch 01: the branch's action still runs after`,
+      );
+      expect(await barrierRows('pg', gid)).toEqual([]);
+      await running.query(`PREPARE TRANSACTION '${gid}-01'`);
+    } finally {
+      await running.end(); // unprepared, its transaction ends with it (and frees a rollback still waiting)
+    }
+    expect(await pgPrepared(gid)).toEqual([`${gid}-01`]);
+    // DTM's retry
+    expect(await phase2('pg', gid, 'rollback')).toBe(200);
+    expect(await pgPrepared(gid)).toEqual([]);
+    expect(await balance('pg', 1)).toBe(100);
+    expect(await barrierRows('pg', gid)).toEqual(['01/action/01=rollback']);
   });
 
   it.each(['mysql', 'pg'] as const)('%s: a rollback of a committed branch is an error too; a rollback of a branch that never prepared is done, and recorded so that no commit can follow', async (store) => {
