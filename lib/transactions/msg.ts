@@ -136,7 +136,7 @@ export class Msg extends StepTransaction {
    * Once `business` committed, a submit DTM refuses because it already delivered the message (its
    * own back-check ran while `business` outlasted the message's timeout: status `submitted` or
    * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
-   * does not get through (DTM unreachable, no answer, a 5xx) is `DtmOutcomeUnknownError` with
+   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL) is `DtmOutcomeUnknownError` with
    * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
    * and its back-check delivers it. Do not run the business again; wait with `waitForFinal(gid)`.
    */

@@ -9,12 +9,41 @@ import { definiteServerRefusal } from './dtm-refusal.js';
 export const NOT_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EADDRNOTAVAIL/;
 
 /**
- * Whether `err` (from a call to DTM) may pass if the call is made again: unreachable, or a 5xx
- * answer other than DTM's definite refusals (a topic nobody subscribed, a value too long for its SQL
+ * gRPC codes of DTM's answers that say "DTM may have acted, the outcome is not known", as an HTTP
+ * 5xx does: UNKNOWN (2), how DTM's gRPC API answers any plain Go error (client/dtmgrpc/type.go
+ * DtmError2GrpcError passes it through: its store failing, a submit with waitResult whose first
+ * round met a branch's retryable error, after DTM stored the transaction `submitted`), and INTERNAL
+ * (13: a gRPC branch's plain error passed through the same way, or the call broken off mid-stream).
+ * The other codes stay definite: ABORTED and FAILED_PRECONDITION are DTM's FAILURE and ONGOING,
+ * UNIMPLEMENTED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED ... are grpc-go's refusals before DTM's handler ran.
+ */
+const GRPC_MAY_HAVE_ACTED: ReadonlySet<number> = new Set([2, 13]);
+
+/** DTM's gRPC answers to a submit with waitResult that carry a gRPC branch's own status (see {@link markBranchStatus}). */
+const BRANCH_STATUS = new WeakSet<object>();
+
+/**
+ * Marks `err`, DTM's gRPC answer to a submit with waitResult, as possibly a gRPC branch's status
+ * DTM passed through with its code (dtmsvr/trans_status.go wraps the branch's error with `%w`, and
+ * grpc-go keeps the code of a wrapped status): DTM stored the transaction `submitted` and retries
+ * the branch, whatever the code (a branch answering INVALID_ARGUMENT or UNIMPLEMENTED included).
+ */
+export function markBranchStatus(err: object): void {
+  BRANCH_STATUS.add(err);
+}
+
+/**
+ * Whether `err` (from a call to DTM) may pass if the call is made again, DTM possibly having acted
+ * on it: unreachable, or a 5xx answer (over gRPC: UNKNOWN or INTERNAL, {@link GRPC_MAY_HAVE_ACTED},
+ * or any code of a branch passed through by a submit with waitResult, {@link markBranchStatus})
+ * other than DTM's definite refusals (a topic nobody subscribed, a value too long for its SQL
  * store: {@link definiteServerRefusal}), which DTM answers the same each time, holding nothing of the call.
  */
 export function isTransientDtmError(err: unknown): boolean {
-  return err instanceof DtmUnavailableError || (err instanceof DtmServerError && (err.status ?? 0) >= 500 && err.protocol === 'http' && !definiteServerRefusal(err.body));
+  if (err instanceof DtmUnavailableError) return true;
+  if (!(err instanceof DtmServerError) || definiteServerRefusal(err.body)) return false;
+  const status = err.status ?? 0;
+  return err.protocol === 'http' ? status >= 500 : GRPC_MAY_HAVE_ACTED.has(status) || BRANCH_STATUS.has(err);
 }
 
 /**

@@ -1,7 +1,7 @@
 // Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmServerError } from 'nestjs-dtm';
+import { DtmFailureError, DtmOutcomeUnknownError, DtmServerError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -105,6 +105,36 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(final.transaction.customData).toEqual({ delay: 2 });
       expect(fx.recorder.callsTo('/Later', gid)[0].at - submitted).toBeGreaterThanOrEqual(1900);
     });
+  });
+
+  describe('waitResult: DTM answers the submit after its first round of deliveries', () => {
+    // a retryable branch error is answered HTTP 500 / gRPC UNKNOWN (dtmsvr/trans_type_msg.go ProcessOnce returns it,
+    // client/dtmgrpc/type.go DtmError2GrpcError passes a plain error through), after DTM stored the message submitted
+    it('a branch answering a retryable error once: submitAndWait waits and resolves succeed, the branch called again', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/WrMsgIn', 500, 200);
+      const final = await fx.client.newMsg(gid, { waitResult: true, retryInterval: 1 }).add(fx.target('/WrMsgIn'), fx.payload({ amount: 3 })).submitAndWait({ timeout: 30 });
+      expect(final).toMatchObject({ gid, status: 'succeed' });
+      expect(fx.recorder.callsTo('/WrMsgIn', gid)).toHaveLength(2);
+    });
+
+    it('a branch answering a retryable error once, the local transaction committed: doAndSubmit throws DtmOutcomeUnknownError (never run the business again), not a bare DtmServerError; DTM delivers', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/WrMsgIn', 500, 200);
+      let businessRuns = 0;
+      const error = await fx.client
+        .newMsg(gid, { waitResult: true, retryInterval: 1 })
+        .add(fx.target('/WrMsgIn'), fx.payload({ amount: 3 }))
+        .doAndSubmit(fx.target('/WrQueryPrepared'), async () => {
+          businessRuns++;
+        })
+        .catch((e: unknown) => e);
+      expect(businessRuns).toBe(1);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
+      expect(fx.recorder.callsTo('/WrQueryPrepared', gid)).toHaveLength(0);
+    });
+
   });
 
   describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {

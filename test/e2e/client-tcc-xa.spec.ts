@@ -4,7 +4,7 @@
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type Tcc } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -209,6 +209,31 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(cancel.at - started).toBeLessThan(FIRST_LOOK_BOUND_MS);
       expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
       expect(fx.recorder.callsTo('/Confirm', gid)).toHaveLength(0);
+    });
+  });
+
+  describe('TCC with waitResult: DTM answers the submit after its first round of Confirms', () => {
+    /** A TCC of one branch under `gid` whose Try answers, with waitResult (DTM retries a Confirm every second). */
+    const oneBranch = (prefix: string) => (tcc: Tcc) =>
+      tcc.callBranch(fx.payload({ n: 1 }), fx.target(`/${prefix}Try`), fx.target(`/${prefix}Confirm`), fx.target(`/${prefix}Cancel`)).then(() => 'tried');
+
+    // DTM answers a retryable branch error as HTTP 500 / gRPC UNKNOWN (dtmsvr/trans_type_tcc.go ProcessOnce returns it,
+    // client/dtmgrpc/type.go DtmError2GrpcError passes a plain error through), after it stored the TCC submitted
+    it('a Confirm answering a retryable error once: tccGlobalTransactionAndWait waits and resolves succeed, DTM retried the Confirm', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/WrConfirm', 500, 200);
+      const outcome = await fx.client.tccGlobalTransactionAndWait(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }, { timeout: 30 });
+      expect(outcome).toMatchObject({ gid, status: 'succeed', result: 'tried' });
+      expect(fx.recorder.callsTo('/WrConfirm', gid).length).toBeGreaterThanOrEqual(2);
+    });
+
+    it('a Confirm answering a retryable error once: tccGlobalTransaction throws DtmOutcomeUnknownError (DTM has it: never run it again), not a bare DtmServerError; DTM confirms', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/WrConfirm', 500, 200);
+      const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
     });
   });
 

@@ -530,3 +530,28 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
     }
   });
 });
+
+describe('gRPC: DTM passes a gRPC branch\'s status through to a submit with waitResult (its first round met it; DTM stored the transaction submitted)', () => {
+  let grpcApp: DtmTestApp;
+  beforeAll(async () => {
+    grpcApp = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, timeout: 2 } });
+  });
+  afterAll(async () => {
+    await grpcApp?.close();
+  });
+
+  // dtmsvr/trans_status.go getBranchResult wraps the branch's error with %w, and grpc-go keeps a wrapped status's code
+  it('a Confirm whose method the branch does not serve (UNIMPLEMENTED, passed through): DtmOutcomeUnknownError, not a definite DtmServerError; DTM holds it submitted, retrying the Confirm', async () => {
+    const gid = await grpcApp.client.generateGid();
+    const unserved = `${recorder.grpcAddress}/recorder.Recorder/NotServedConfirm`; // the recorder registers a method only when a test asks for its target
+    const error = await grpcApp.client
+      .tccGlobalTransaction(gid, (tcc) => tcc.callBranch(new Uint8Array(0), recorder.grpcTargetFor('/PtTry'), unserved, recorder.grpcTargetFor('/PtCancel')), { waitResult: true, retryInterval: 60 })
+      .catch((e: unknown) => e);
+    const status = (await stored(gid))?.status;
+    await grpcApp.client.forceStop(gid).catch(() => undefined);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as Error).message).toContain('gRPC status 12');
+    expect(status).toBe('submitted');
+  });
+
+});

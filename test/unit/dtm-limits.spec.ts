@@ -4,7 +4,7 @@ import { describe, expect, it } from '@jest/globals';
 import { DtmServerError } from '../../lib/errors/dtm-server.error.js';
 import { cutToStore, DTM_TEXT_MAX } from '../../lib/transport/dtm-limits.js';
 import { definiteServerRefusal } from '../../lib/transport/dtm-refusal.js';
-import { isTransientDtmError, mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
+import { isTransientDtmError, markBranchStatus, mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
 
 describe('cutToStore', () => {
   it('keeps a text of at most 1024 characters as it is, 4-byte characters counted as one', () => {
@@ -37,5 +37,23 @@ describe('definiteServerRefusal', () => {
   it('any other 500 may pass if sent again', () => {
     expect(definiteServerRefusal('{"message":"storage: connection refused"}')).toBeUndefined();
     expect(isTransientDtmError(http500('{"message":"i/o timeout"}'))).toBe(true);
+  });
+});
+
+describe('isTransientDtmError over gRPC (DTM answers a plain error UNKNOWN, as HTTP 500)', () => {
+  const grpc = (code: number, detail: string) => new DtmServerError(`answered gRPC status ${code}`, detail, { protocol: 'grpc', status: code });
+
+  it('UNKNOWN and INTERNAL may pass if sent again (DTM may have acted); DTM\'s definite refusals stay definite', () => {
+    expect(isTransientDtmError(grpc(2, 'i/o timeout'))).toBe(true);
+    expect(isTransientDtmError(grpc(13, 'boom'))).toBe(true);
+    expect(mayHaveReachedDtm(grpc(2, 'i/o timeout'))).toBe(true);
+    expect(isTransientDtmError(grpc(2, 'topic not found'))).toBe(false);
+  });
+
+  it('other codes are definite, unless marked as a branch\'s status passed on to a submit with waitResult', () => {
+    for (const code of [3, 5, 7, 8, 12, 16]) expect(isTransientDtmError(grpc(code, 'refused'))).toBe(false);
+    const passedOn = grpc(3, 'invalid argument');
+    markBranchStatus(passedOn);
+    expect(isTransientDtmError(passedOn)).toBe(true);
   });
 });

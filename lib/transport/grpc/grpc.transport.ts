@@ -6,6 +6,7 @@ import { DtmFailureError } from '../../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import { DtmServerError } from '../../errors/dtm-server.error.js';
 import { definiteServerRefusal } from '../dtm-refusal.js';
+import { markBranchStatus } from '../dtm-transient.js';
 import { DtmUnavailableError } from '../../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { BranchTarget } from '../branch-target.js';
@@ -42,6 +43,8 @@ const UNIMPLEMENTED = 12;
 const PING_METHOD = '/dtmgimp.Dtm/NestjsDtmPing';
 /** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
 const TOO_LARGE = 'Received message larger than max';
+/** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
+const OVER_SIZE_LIMIT = /received message larger than max/i;
 
 /** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
 type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch' | 'PrepareWorkflow';
@@ -199,8 +202,19 @@ export class GrpcTransport implements DtmTransport {
     await this.dtm('Prepare', toGrpcRequest(request), 'prepare', request.gid);
   }
 
+  /**
+   * With waitResult, DTM answers a gRPC branch's error of its first round with the branch's own
+   * code (after storing the transaction `submitted`): any code but DTM's FAILURE / ONGOING is then
+   * marked as one DTM may have acted on ({@link markBranchStatus}), save grpc-go's refusal of a
+   * request over its size limit (nothing of it reached DTM's handler).
+   */
   async submit(request: TransactionRequest): Promise<void> {
-    await this.dtm('Submit', toGrpcRequest(request), 'submit', request.gid);
+    try {
+      await this.dtm('Submit', toGrpcRequest(request), 'submit', request.gid);
+    } catch (err) {
+      if (request.options.waitResult && err instanceof DtmServerError && !OVER_SIZE_LIMIT.test(err.body)) markBranchStatus(err);
+      throw err;
+    }
   }
 
   async abort(request: TransactionRequest): Promise<void> {
