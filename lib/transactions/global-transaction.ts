@@ -56,8 +56,9 @@ export abstract class GlobalTransaction extends Transaction {
    * @internal {@link run}, then waits for the final outcome (retrying status queries through DTM
    * restarts, see `DtmClient.waitForFinal`). A branch's FAILURE (a `DtmFailureError` out of `body`)
    * aborts the transaction and is a result (`failed`, with the reason); any other error of `body`
-   * aborts it and is thrown. A submit that may not have reached DTM is waited out too, and one DTM
-   * did not store (the transaction still prepared 3 s after it) is sent again.
+   * aborts it and is thrown. A submit that may not have reached DTM is waited out too (as is DTM's
+   * FAILURE or ONGOING answer to a submit with `waitResult` whose first round did not finish: a
+   * Confirm answering ONGOING or a retryable error), and one DTM did not store (the transaction still prepared 3 s after it) is sent again.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
     this.assertBody(body);
@@ -76,7 +77,8 @@ export abstract class GlobalTransaction extends Transaction {
       // the wait's status queries (and a submit sent again) with the transaction's span active, as its other calls to DTM
       if (rolledBack) outcome = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w), wait);
       else {
-        const again = () => this.submitRequest(this.request(), false);
+        // with waitResult, DTM's FAILURE / ONGOING answer while the transaction still runs is not an outcome: the wait below decides
+        const again = () => this.submitRequest(this.request(), true);
         let lost: Error | undefined;
         try {
           await again();

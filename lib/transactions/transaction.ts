@@ -309,8 +309,9 @@ export abstract class Transaction {
 
   /**
    * Submits `request`. With `waitResult`, DTM answers FAILURE (409 / ABORTED) whenever its first
-   * round did not end in success, also when the transaction is merely still running: the stored
-   * status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
+   * round did not end in success, also when the transaction is merely still running, and ONGOING
+   * (425 / FAILED_PRECONDITION) when a branch of that round answered ONGOING (a TCC's Confirm, say):
+   * the stored status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
    * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
    * DTM's refusal because it already holds another transaction under the gid (this object did not
    * prepare it) is {@link DtmGidInUseError}, never that transaction's status.
@@ -333,18 +334,19 @@ export abstract class Transaction {
       if (!own) {
         const inUse = this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
-        if (!(request.options.waitResult && err instanceof DtmFailureError)) throw err;
+        if (!(request.options.waitResult && isFirstRoundAnswer(err))) throw err;
       }
-      const failure = err as DtmFailureError;
+      const answer = err as DtmFailureError | DtmOngoingError;
+      const reason = answer instanceof DtmFailureError ? answer.reason : answer.message;
       const record = own ?? (await this.runtime.query(this.gid));
       if (record?.status === 'succeed') return;
       if (record?.status === 'failed') {
-        const raw = record.rollbackReason ?? failure.raw;
-        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: failure.endpoint, protocol: failure.protocol, status: failure.status, cause: err });
+        const raw = record.rollbackReason ?? (answer instanceof DtmFailureError ? answer.raw : answer.message);
+        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: answer.endpoint, protocol: answer.protocol, status: answer.status, cause: err });
       }
       if (own && !request.options.waitResult) return; // submitted (or rolling back, which the wait or a query shows): DTM took it
       if (tolerateUnfinished) return;
-      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', failure.reason), { gid: this.gid, cause: err });
+      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', reason), { gid: this.gid, cause: err });
     }
   }
 
@@ -370,6 +372,15 @@ export abstract class Transaction {
     if (sameSteps(record, request)) return record;
     return undefined;
   }
+}
+
+/**
+ * Whether `err` is DTM's answer to a submit with waitResult that its first round did not end in
+ * success: FAILURE (409 / ABORTED), or ONGOING (425 / FAILED_PRECONDITION: a branch answered
+ * ONGOING). Not the module's own {@link DtmOutcomeUnknownError}, which is a DtmOngoingError too.
+ */
+function isFirstRoundAnswer(err: unknown): boolean {
+  return err instanceof DtmFailureError || (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError));
 }
 
 /** Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted whole): the transaction it sent. */

@@ -135,6 +135,14 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/WrQueryPrepared', gid)).toHaveLength(0);
     });
 
+    // a branch's ONGOING is answered 425 / FAILED_PRECONDITION (ProcessOnce returns it wrapped), DTM delivers later
+    it('a branch answering ONGOING once: submitAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/OgMsgIn', 425, 200);
+      const final = await fx.client.newMsg(gid, { waitResult: true, retryInterval: 1 }).add(fx.target('/OgMsgIn'), fx.payload({ amount: 3 })).submitAndWait({ timeout: 30 });
+      expect(final).toMatchObject({ gid, status: 'succeed' });
+      expect(fx.recorder.callsTo('/OgMsgIn', gid)).toHaveLength(2);
+    });
   });
 
   describe('Msg.doAndSubmit, with the decision rules of DTM\'s Go SDK', () => {

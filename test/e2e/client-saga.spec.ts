@@ -216,6 +216,14 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect((await fx.client.waitForFinal(ongoing, { timeout: 20 })).status).toBe('succeed');
     });
 
+    it('waitResult, a step answering ONGOING once: submitAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransOut', 425, 200);
+      const final = await transfer(fx.client.newSaga(gid, { waitResult: true, retryInterval: 1 })).submitAndWait({ timeout: 30 });
+      expect(final).toMatchObject({ gid, status: 'succeed' });
+      expect(fx.recorder.callsTo('/TransOut', gid)).toHaveLength(2);
+    });
+
     it('a gid DTM already finished: submitAndWait throws DtmGidInUseError (with waitResult too), the new steps never run, DTM keeps the old saga', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransIn', 409);

@@ -4,7 +4,7 @@
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type Tcc } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type Tcc } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -233,6 +233,24 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
+    });
+
+    // DTM answers a Confirm's ONGOING as 425 / FAILED_PRECONDITION to the submit (dtmsvr/trans_process.go), and confirms it later
+    it('a Confirm answering ONGOING once: tccGlobalTransactionAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/OgConfirm', 425, 200);
+      const outcome = await fx.client.tccGlobalTransactionAndWait(gid, oneBranch('Og'), { waitResult: true, retryInterval: 1 }, { timeout: 30 });
+      expect(outcome).toMatchObject({ gid, status: 'succeed', result: 'tried' });
+      expect(fx.recorder.callsTo('/OgConfirm', gid)).toHaveLength(2);
+    });
+
+    it('a Confirm answering ONGOING once: tccGlobalTransaction throws DtmOngoingError saying DTM goes on with it (not a bare "ONGOING"); DTM confirms', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/OgConfirm', 425, 200);
+      const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Og'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOngoingError);
+      expect((error as Error).message).toMatch(new RegExp(`^${gid} did not succeed in DTM's first round \\(.*\\) and is "submitted": DTM goes on with it`));
       expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
     });
   });
