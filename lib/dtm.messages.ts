@@ -91,7 +91,11 @@ export const MESSAGES = {
   branchNoAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
     `no complete answer from the branch ${url} within its timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the branch may be slow, stuck (on its database, a lock) or paused, or a proxy in front of it holds the call; the call may or may not have reached it. If the branch is only slow, raise lynx.dtm.branch_timeout`,
   proxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
-    `${url} answered ${grpcAnswerName(answer)}: most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it (DTM itself never answers UNAVAILABLE); the request may or may not have reached DTM: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
+    `${url} answered ${grpcAnswerName(answer)}: most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it${
+      answer === 'grpc'
+        ? ', or, to a submit with waitResult, from DTM itself passing on the UNAVAILABLE of a gRPC branch it could not reach in the transaction\'s first round (DTM then holds the transaction submitted and retries the branch)'
+        : ' (DTM itself answers no plain HTTP status to a gRPC call)'
+    }; the request may or may not have reached DTM: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   branchProxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
     `the branch ${url} answered ${grpcAnswerName(answer)}: most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   answerTooLarge: (url: string, max: number) =>

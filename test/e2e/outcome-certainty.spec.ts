@@ -554,4 +554,17 @@ describe('gRPC: DTM passes a gRPC branch\'s status through to a submit with wait
     expect(status).toBe('submitted');
   });
 
+  it('a Confirm DTM cannot reach (UNAVAILABLE, passed through): the error names both causes, a proxy in front of DTM or a branch DTM could not reach, not "DTM itself never answers UNAVAILABLE"; DtmOutcomeUnknownError, DTM holds it submitted', async () => {
+    const gid = await grpcApp.client.generateGid();
+    const error = await grpcApp.client
+      .tccGlobalTransaction(gid, (tcc) => tcc.callBranch(new Uint8Array(0), recorder.grpcTargetFor('/UnTry'), '127.0.0.1:1/recorder.Recorder/UnConfirm', '127.0.0.1:1/recorder.Recorder/UnCancel'), { waitResult: true, retryInterval: 60 })
+      .catch((e: unknown) => e);
+    const status = (await stored(gid))?.status;
+    await grpcApp.client.forceStop(gid).catch(() => undefined);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    const message = (error as Error).message;
+    expect(message).not.toContain('DTM itself never answers UNAVAILABLE');
+    expect(message).toMatch(/answered gRPC UNAVAILABLE: most likely from a proxy, load balancer or gateway in front of the DTM server, .*or, to a submit with waitResult, from DTM itself passing on the UNAVAILABLE of a gRPC branch it could not reach/);
+    expect(status).toBe('submitted');
+  });
 });

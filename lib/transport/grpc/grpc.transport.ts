@@ -401,7 +401,9 @@ function unansweredMessage(err: ServiceError, messages: UnansweredMessages, endp
  * Who answered an UNAVAILABLE, when it was the peer and not grpc-js itself (no connection,
  * connection dropped, stream refused: no response metadata): the HTTP status of a plain HTTP
  * answer (`"503"`: grpc-js turns 429, 502, 503 and 504 into UNAVAILABLE), or `"grpc"` for a gRPC
- * answer (its response headers are in the error's metadata). DTM itself never answers UNAVAILABLE.
+ * answer (its response headers are in the error's metadata). DTM itself answers UNAVAILABLE only to
+ * a submit with waitResult whose first round could not reach a gRPC branch (it passes the branch's
+ * status on, code and all): the message of a gRPC answer names both (`proxyUnavailable`).
  */
 function peerAnswer(err: ServiceError): string | undefined {
   const http = /^Received HTTP status code (\d{3})$/.exec(err.details ?? '');
