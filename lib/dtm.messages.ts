@@ -100,6 +100,8 @@ export const MESSAGES = {
     `the branch ${url} answered ${grpcAnswerName(answer)}: most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   answerTooLarge: (url: string, max: number) =>
     `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
+  branchReplyNotDecodable: (url: string, bytes: number, reason: string) =>
+    `the branch ${url} answered OK with a reply (${bytes} bytes) that does not decode as the method's reply type in the protos the module has (grpcProtos, or the app's own gRPC servers' protos): ${truncate(reason)}; check that the branch implements that method as those protos declare it`,
   branchAnswerTooLarge: (url: string, max: number) =>
     `the branch ${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read: have the branch answer less, or raise max_answer_bytes`,
   answerNotDtm: (url: string, operation: string, got: string) =>

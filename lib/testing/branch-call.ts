@@ -5,6 +5,7 @@ import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { readBranchAnswer } from '../transport/http/http-wire.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { redactUrl } from '../redact.js';
 
@@ -102,7 +103,7 @@ export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmB
  * Calls the gRPC branch `target` (`host:port/package.Service/Method`, as registered for DTM) as DTM
  * does: `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op` metadata, the payload encoded with
  * `protos` (the `grpcProtos` you give DtmModule) or given as bytes. Needs @grpc/grpc-js and
- * @grpc/proto-loader.
+ * @grpc/proto-loader. An OK reply that does not decode with `protos` rejects with `DtmServerError`.
  */
 export async function callGrpcBranch(target: string, call: DtmBranchCall, protos?: GrpcProtos): Promise<DtmBranchAnswer> {
   const slash = target.indexOf('/');
@@ -119,7 +120,7 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
   for (const [key, value] of Object.entries(dtmKeys(call))) metadata.set(`dtm-${key}`, value);
   for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
   const client = new grpc.Client(server, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const identity = (b: Buffer): Buffer => b;
     client.makeUnaryRequest(path, identity, identity, bytes, metadata, { deadline: Date.now() + (call.timeoutMs ?? 10_000) }, (err, reply) => {
       client.close();
@@ -129,13 +130,15 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
         code === grpc.status.OK ? 'SUCCESS' : code === grpc.status.ABORTED ? (err?.details === 'ONGOING' ? 'ONGOING' : 'FAILURE') : code === grpc.status.FAILED_PRECONDITION ? 'ONGOING' : 'ERROR';
       const status = HTTP_STATUS_OF[outcome];
       const bytesBack = reply ?? Buffer.alloc(0);
-      resolve({
-        status,
-        outcome,
-        grpcCode: code,
-        text: err ? err.details : bytesBack.toString('utf8'),
-        ...(!err && codec ? { reply: codec.deserializeResponse(bytesBack) } : {}),
-      });
+      let decoded: { reply?: unknown } = {};
+      // inside grpc-js's callback: a reply that does not decode must reject, not throw uncaught
+      try {
+        if (!err && codec) decoded = { reply: codec.deserializeResponse(bytesBack) };
+      } catch (decodeError) {
+        const reason = decodeError instanceof Error ? decodeError.message : String(decodeError);
+        return reject(new DtmServerError(MESSAGES.branchReplyNotDecodable(target, bytesBack.length, reason), reason, { endpoint: target, protocol: 'grpc', status: 0, cause: decodeError }));
+      }
+      resolve({ status, outcome, grpcCode: code, text: err ? err.details : bytesBack.toString('utf8'), ...decoded });
     });
   });
 }

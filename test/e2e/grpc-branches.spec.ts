@@ -4,15 +4,19 @@
 // handler, header passthrough from an inbound gRPC call's metadata, a pure gRPC microservice,
 // what the module refuses before anything is sent, and start-up messages. The barrier, TCC and XA
 // scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmClient, DtmModule, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
-import { branchLines } from '../support/fixtures.js';
+import { DtmBranchRegistry, DtmClient, DtmModule, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { branchLines, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { startRecorder } from '../support/recorder.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startShopApp, type ShopApp } from './grpc-app.js';
@@ -343,6 +347,47 @@ describe('one branch name on both transports', () => {
       expect((await queryTrans(gid)).transaction).toBeNull();
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('gRPC branches the module calls itself (a TCC Try)', () => {
+  let dir: string;
+  let recorder: Recorder;
+  let app: DtmTestApp;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'grpc-branches-'));
+    const protoPath = join(dir, 'recorder.proto');
+    writeFileSync(protoPath, 'syntax = "proto3";\npackage recorder;\nservice Recorder { rpc UndecodableTry (Req) returns (Reply); }\nmessage Req { string n = 1; }\nmessage Reply { string result = 1; }\n');
+    recorder = await startRecorder();
+    app = await startDtmApp({ config: { protocol: 'grpc', branchTimeout: 5 }, grpcProtos: { protoPath } });
+  });
+  afterAll(async () => {
+    await app?.close();
+    await recorder?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a Try whose OK reply does not decode with the app\'s proto: DtmServerError saying so (no uncaught exception, no hang); the body\'s error aborts the TCC, DTM cancels it', async () => {
+    const uncaught: unknown[] = [];
+    const record = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', record);
+    try {
+      const gid = await app.client.generateGid();
+      // the recorder answers OK with bytes that are not a recorder.Reply (its JSON text)
+      recorder.answer('/UndecodableTry', { status: 200, body: { result: 'recorded' } });
+      const run = app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 'x' }, recorder.grpcTargetFor('/UndecodableTry'), recorder.grpcTargetFor('/UndecodableConfirm'), recorder.grpcTargetFor('/UndecodableCancel')));
+      const settled = await settledWithin(run, 10_000, 'resolved');
+      expect(settled).toBeInstanceOf(DtmServerError);
+      expect((settled as Error).message).toMatch(/^the branch .*\/recorder\.Recorder\/UndecodableTry answered OK with a reply \(\d+ bytes\) that does not decode as the method's reply type/);
+      expect(uncaught).toEqual([]);
+      expect(recorder.callsTo('/UndecodableTry', gid)).toHaveLength(1);
+      const final = await app.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(recorder.callsTo('/UndecodableCancel', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/UndecodableConfirm', gid)).toHaveLength(0);
+    } finally {
+      process.off('uncaughtException', record);
     }
   });
 });

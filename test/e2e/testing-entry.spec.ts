@@ -1,13 +1,13 @@
 // nestjs-dtm/testing against real servers: startDtmServer (its own DTM v1.19 server), the typed
 // error without a binary, callBranch / callGrpcBranch exactly as DTM calls (what the recorder
 // received), and waitForTransaction / queryTransaction on a saga the harness's DTM ran.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmModule, DtmUnavailableError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import {
   DTM_DOCKER_RUN,
   DtmServerNotFoundError,
@@ -172,6 +172,26 @@ describe('calling a branch as DTM does', () => {
     // an object needs the protos that declare the method
     await expect(callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc3', op: 'action', body: { a: 1 } }, TESTS_GRPC_PROTOS)).rejects.toThrow(/pass the protos that declare it/);
     await expect(callBranch(recorder.urlFor('/x'), { gid: '', op: 'action' })).rejects.toThrow(DtmUsageError);
+  });
+
+  it('gRPC: an OK reply that does not decode with the protos given rejects with DtmServerError (no uncaught exception, no hang)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'testing-entry-'));
+    const protoPath = join(dir, 'recorder.proto');
+    writeFileSync(protoPath, 'syntax = "proto3";\npackage recorder;\nservice Recorder { rpc GrpcUndecodable (Req) returns (Reply); }\nmessage Req { string n = 1; }\nmessage Reply { string result = 1; }\n');
+    const uncaught: unknown[] = [];
+    const record = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', record);
+    try {
+      recorder.answer('/GrpcUndecodable', { status: 200, body: { result: 'recorded' } }); // its JSON text: not a recorder.Reply
+      const call = callGrpcBranch(recorder.grpcTargetFor('/GrpcUndecodable'), { gid: 'g-grpc6', op: 'action', body: { n: 'x' } }, { protoPath });
+      const settled = await settledWithin(call, 10_000, 'resolved');
+      expect(settled).toBeInstanceOf(DtmServerError);
+      expect((settled as Error).message).toMatch(/answered OK with a reply \(\d+ bytes\) that does not decode as the method's reply type/);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', record);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('bad arguments and an unreachable branch are typed errors that say what to do, not a TypeError', async () => {

@@ -253,8 +253,9 @@ export class GrpcTransport implements DtmTransport {
    * Calls a branch as DTM's Go SDK does: a gRPC branch with the payload's bytes and `dtm-gid`,
    * `dtm-trans_type`, `dtm-branch_id`, `dtm-op`, `dtm-dtm` (this module's DTM gRPC address), and
    * for an XA action `dtm-phase2_url`, plus the branch headers as metadata; OK → the reply, ABORTED
-   * → {@link DtmFailureError}, FAILED_PRECONDITION → {@link DtmOngoingError}. An `http://` branch
-   * goes over HTTP.
+   * → {@link DtmFailureError}, FAILED_PRECONDITION → {@link DtmOngoingError}; an OK reply that does
+   * not decode as the method's reply type (of `grpcProtos` or the app's servers' protos) →
+   * {@link DtmServerError}, as an answer too large to read. An `http://` branch goes over HTTP.
    */
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
     const { target } = call;
@@ -276,7 +277,14 @@ export class GrpcTransport implements DtmTransport {
             if (err) return reject(branchError(err, context, call.timeoutSeconds, this.config.maxAnswerBytes));
             const raw = reply ?? EMPTY;
             const codec = this.codecs.get(target.method);
-            resolve({ body: codec ? codec.deserializeResponse(raw) : raw, raw });
+            if (!codec) return resolve({ body: raw, raw });
+            // inside grpc-js's callback: a throw here would be an uncaught exception, and the call would never settle
+            try {
+              resolve({ body: codec.deserializeResponse(raw), raw });
+            } catch (decodeError) {
+              const reason = decodeError instanceof Error ? decodeError.message : String(decodeError);
+              reject(new DtmServerError(MESSAGES.branchReplyNotDecodable(target.value, raw.length, reason), reason, { ...context, status: 0, cause: decodeError }));
+            }
           },
         ),
       );
