@@ -118,7 +118,8 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
   const { grpc } = loadGrpc();
   const metadata = new grpc.Metadata();
   for (const [key, value] of Object.entries(dtmKeys(call))) metadata.set(`dtm-${key}`, value);
-  for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
+  // a `-bin` header as binary metadata, the bytes of its text, as DTM (grpc-go) sends it
+  for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, key.endsWith('-bin') ? Buffer.from(value, 'utf8') : value);
   const client = new grpc.Client(server, grpc.credentials.createInsecure());
   return new Promise((resolve, reject) => {
     const identity = (b: Buffer): Buffer => b;

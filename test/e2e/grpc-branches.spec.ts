@@ -2,8 +2,9 @@
 // outcomes as DTM reads them (OK / ABORTED / FAILED_PRECONDITION / other codes retried), a
 // handler returning nothing, @BranchContext() from DTM's metadata, back-checks answered by the
 // handler, header passthrough from an inbound gRPC call's metadata, a pure gRPC microservice,
-// what the module refuses before anything is sent, and start-up messages. The barrier, TCC and XA
-// scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
+// what the module refuses before anything is sent, start-up messages, and the gRPC branches the
+// module calls itself (a -bin header carried as binary metadata, a reply that does not decode).
+// The barrier, TCC and XA scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -366,6 +367,16 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
     await app?.close();
     await recorder?.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a "-bin" branch header reaches the Try as binary metadata, the bytes of its text, as DTM\'s grpc-go sends it to Confirm: the TCC succeeds', async () => {
+    const gid = await app.client.generateGid();
+    const target = (path: string) => recorder.grpcTargetFor(path);
+    await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(Buffer.from('{}'), target('/BinTry'), target('/BinConfirm'), target('/BinCancel')), { branchHeaders: { 'x-ctx-bin': 'abc' } });
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    // the recorder reads a binary value as UTF-8 text
+    expect(recorder.callsTo('/BinTry', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
+    expect(recorder.callsTo('/BinConfirm', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
   });
 
   it('a Try whose OK reply does not decode with the app\'s proto: DtmServerError saying so (no uncaught exception, no hang); the body\'s error aborts the TCC, DTM cancels it', async () => {

@@ -155,14 +155,15 @@ describe('calling a branch as DTM does', () => {
 
   it('gRPC: dtm-gid, dtm-trans_type, dtm-branch_id, dtm-op metadata and the message bytes; ABORTED is FAILURE', async () => {
     recorder.answer('/GrpcDirect', 409);
-    const answer = await callGrpcBranch(recorder.grpcTargetFor('/GrpcDirect'), { gid: 'g-grpc', op: 'try', transType: 'tcc', branchId: '01', body: Buffer.from([8, 7]), headers: { 'x-request-id': 'r2' } });
+    const answer = await callGrpcBranch(recorder.grpcTargetFor('/GrpcDirect'), { gid: 'g-grpc', op: 'try', transType: 'tcc', branchId: '01', body: Buffer.from([8, 7]), headers: { 'x-request-id': 'r2', 'x-ctx-bin': 'abc' } });
     expect([answer.status, answer.outcome, answer.grpcCode]).toEqual([409, 'FAILURE', 10]);
     const [call] = recorder.callsTo('/GrpcDirect', 'g-grpc');
-    expect([call.method, call.query, Buffer.from(call.body, 'latin1'), call.headers['x-request-id']]).toEqual([
+    expect([call.method, call.query, Buffer.from(call.body, 'latin1'), call.headers['x-request-id'], call.headers['x-ctx-bin']]).toEqual([
       'GRPC',
       { gid: 'g-grpc', trans_type: 'tcc', branch_id: '01', op: 'try' },
       Buffer.from([8, 7]),
       'r2',
+      'abc', // a -bin header as binary metadata (the recorder reads its bytes as UTF-8)
     ]);
     expect((await callGrpcBranch(recorder.grpcTargetFor('/GrpcOk'), { gid: 'g-grpc2', op: 'confirm', transType: 'tcc' })).outcome).toBe('SUCCESS');
     recorder.answer('/GrpcOldOngoing', { status: 409, body: { message: 'ONGOING' } }); // ABORTED "ONGOING": DTM's old ONGOING

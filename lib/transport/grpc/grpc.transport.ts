@@ -252,7 +252,8 @@ export class GrpcTransport implements DtmTransport {
   /**
    * Calls a branch as DTM's Go SDK does: a gRPC branch with the payload's bytes and `dtm-gid`,
    * `dtm-trans_type`, `dtm-branch_id`, `dtm-op`, `dtm-dtm` (this module's DTM gRPC address), and
-   * for an XA action `dtm-phase2_url`, plus the branch headers as metadata; OK → the reply, ABORTED
+   * for an XA action `dtm-phase2_url`, plus the branch headers as metadata (a `-bin` one as the bytes
+   * of its text, binary metadata as grpc-go sends it for DTM); OK → the reply, ABORTED
    * → {@link DtmFailureError}, FAILED_PRECONDITION → {@link DtmOngoingError}; an OK reply that does
    * not decode as the method's reply type (of `grpcProtos` or the app's servers' protos) →
    * {@link DtmServerError}, as an answer too large to read. An `http://` branch goes over HTTP.
@@ -308,7 +309,8 @@ export class GrpcTransport implements DtmTransport {
       metadata.set('dtm-op', call.op);
       metadata.set('dtm-dtm', this.config.grpcServer);
       if (call.phase2Target !== undefined) metadata.set('dtm-phase2_url', call.phase2Target);
-      for (const name in call.headers) metadata.set(name, call.headers[name]);
+      // a `-bin` name is binary metadata: its value travels as the bytes of the text, as grpc-go sends it for DTM and its Go SDK
+      for (const name in call.headers) metadata.set(name, name.endsWith('-bin') ? Buffer.from(call.headers[name], 'utf8') : call.headers[name]);
     } catch (err) {
       throw new DtmUsageError(MESSAGES.grpcMetadataInvalid(err instanceof Error ? err.message : String(err)), { gid: call.gid, branchId: call.branchId, cause: err });
     }
