@@ -1,5 +1,5 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
-import { isObservable, lastValueFrom, map, tap } from 'rxjs';
+import { defaultIfEmpty, isObservable, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -24,6 +24,8 @@ import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 // - answers a gRPC call whose handler returned nothing with an empty message of the method's
 //   response type (`{}`), where Nest would fail with "Error serializing response", which DTM
 //   retries forever;
+// - answers a handler's Observable that completes without a value as `undefined` (gRPC: the empty
+//   message), where Nest's gRPC server would never answer and its router would fail with a 500;
 // - with a barrier connection or an XA database, runs the handler inside that local transaction;
 // - does not run the handler of an undo op the guard found with keys that break the rule (it
 //   answers success: the action of those keys was refused, so there is nothing to undo).
@@ -230,12 +232,24 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
   return result;
 }
 
-/** A handler's result as the transport of `carrier` must answer it: over gRPC, nothing becomes an empty message. */
+/**
+ * A handler's result as the transport of `carrier` must answer it: over gRPC, nothing becomes an
+ * empty message. An Observable that completes without a value answers as `undefined` would (as
+ * with a barrier, see {@link settled}): Nest's gRPC server would send no answer at all (DTM times
+ * the call out and retries it, running the handler again), and its HTTP router would fail with
+ * "no elements in sequence" (500, retried too).
+ */
 function answered(carrier: BranchCarrier | undefined, result: unknown): unknown {
-  if (!isGrpcCall(carrier)) return result;
-  if (result instanceof Promise) return result.then((value: unknown) => value ?? EMPTY_MESSAGE);
-  if (isObservable(result)) return result.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE));
+  if (!isGrpcCall(carrier)) return isObservable(result) ? answeredObservable(false, result) : result; // an HTTP promise as it is: no step added per call
+  if (result instanceof Promise) return result.then((value: unknown) => (isObservable(value) ? answeredObservable(true, value) : (value ?? EMPTY_MESSAGE)));
+  if (isObservable(result)) return answeredObservable(true, result);
   return result ?? EMPTY_MESSAGE;
+}
+
+/** An Observable a handler answered, as {@link answered} says: at least one value; over gRPC, none of them `undefined`. */
+function answeredObservable(grpc: boolean, result: Observable<unknown>): Observable<unknown> {
+  const some = result.pipe(defaultIfEmpty(undefined));
+  return grpc ? some.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE)) : some;
 }
 
 /**

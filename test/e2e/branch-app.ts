@@ -4,6 +4,7 @@ import 'reflect-metadata';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { from, ignoreElements } from 'rxjs';
 import { Test } from '@nestjs/testing';
 import {
   BranchContext,
@@ -118,6 +119,13 @@ class BankController {
   audit(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
     this.ledger.enter('audit', body, branch, headers);
     return { audited: true };
+  }
+
+  /** Does its work in an Observable that completes without a value. */
+  @Post('quiet')
+  @SagaAction('quiet', { compensate: false })
+  quiet(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    return from(Promise.resolve(this.ledger.enter('quiet', body, branch, headers))).pipe(ignoreElements());
   }
 
   /** Returns a body DTM would misread. */

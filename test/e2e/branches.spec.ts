@@ -242,6 +242,15 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.logger.errors.some((e) => e.includes('BankController.chatty answered 200 with a body containing FAILURE or ONGOING'))).toBe(true);
   });
 
+  it('a handler answering with an Observable that completes without a value answers 200 with no body (not a 500): the saga succeeds at the first call', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('quiet', { amount: 1 }).submitAndWait({ timeout: 9 });
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['quiet']);
+    const direct = await fetch(`${t.url}/api/v1/bank/quiet?gid=g4&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect([direct.status, await direct.text()]).toEqual([200, '']);
+  });
+
   it('warns, naming the handler, when a compensation throws DtmFailureError (DTM can only retry it)', async () => {
     t.ledger.script('transInCompensate', 'failure');
     t.ledger.script('transIn', 'failure');
@@ -567,7 +576,7 @@ describe('start-up validation of decorated branches', () => {
     const t = await startBranchApp('express');
     try {
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmUsageError);
-      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, chatty)');
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, quiet, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
         'no @TccTry branch named "stock" (known: inventory, order, bundle)',
       );

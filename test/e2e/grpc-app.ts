@@ -7,6 +7,7 @@ import { Controller, Inject, Injectable, type INestApplicationContext } from '@n
 import { Ctx, GrpcMethod, Payload, type MicroserviceOptions } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import type { Metadata } from '@grpc/grpc-js';
+import { from, ignoreElements, type Observable } from 'rxjs';
 import {
   BranchContext,
   DtmClient,
@@ -29,7 +30,10 @@ import { RecordingLogger } from '../support/recording-logger.js';
 export interface Item {
   sku: string;
   quantity: number;
-  /** '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply). */
+  /**
+   * '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply),
+   * 'quiet' (return an Observable that completes without a value).
+   */
   script: string;
 }
 
@@ -68,14 +72,15 @@ export class ShopController {
     this.ledger.calls.push({ handler, item, branch, metadata: plain });
   }
 
-  /** Plays `item.script`; returns nothing unless asked for a reply. */
-  private play(item: Item, branch: BranchInfo): { message: string } | undefined {
+  /** Plays `item.script`; returns nothing unless asked for a reply (or an Observable without a value). */
+  private play(item: Item, branch: BranchInfo): { message: string } | Observable<never> | undefined {
     const key = `${branch.gid}/${branch.branchId}/${branch.op}`;
     const once = !this.ledger.played.has(key);
     this.ledger.played.add(key);
     if (item.script === 'refuse') throw new DtmFailureError(`out of stock: ${item.sku}`);
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
+    if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());
     return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;
   }
 

@@ -90,6 +90,17 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect([direct.code, direct.text]).toEqual([13, 'warehouse offline (direct-2/01/action)']);
   });
 
+  it('a handler answering with an Observable that completes without a value answers an empty message: the saga succeeds at the first call, the handler runs once', async () => {
+    const gid = await t.client.generateGid();
+    // a short branch timeout: a call left unanswered would be timed out and retried within the wait
+    const final = await t.client.newSaga(gid, { retryInterval: 1, branchTimeout: 2 }).add('reserve', item('a', 'quiet')).submitAndWait({ timeout: 9 });
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed']);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve']);
+    const direct = await callGrpc(t.target('Reserve'), item('b', 'quiet'), { gid: 'direct-3', trans_type: 'saga', branch_id: '01', op: 'action' });
+    expect(direct).toEqual({ status: 200, code: 0, text: '' });
+  });
+
   it('a call without DTM metadata, or with an op the handler does not serve, is refused (INVALID_ARGUMENT) and the handler does not run', async () => {
     const missing = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-missing' });
     expect([missing.code, missing.text]).toEqual([3, expect.stringContaining('ShopController.reserve is a DTM branch, but this call lacks dtm-trans_type, dtm-branch_id, dtm-op')]);
