@@ -10,6 +10,7 @@ import { branchCallOf } from './branch-call.js';
 import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
+import { dtmResultOfRpcException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
@@ -47,11 +48,13 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           exception = new DtmFailureError(MESSAGES.invalidPayload(where, badRequestMessage(exception)), { cause: exception });
         }
       }
-      if (exception instanceof DtmFailureError) {
+      // an RpcException with code ABORTED or FAILED_PRECONDITION is DTM's FAILURE or ONGOING, as the module's own errors are
+      const rpcResult = dtmResultOfRpcException(exception);
+      if (exception instanceof DtmFailureError || rpcResult === 'FAILURE') {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
-          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info));
+          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info, rpcResult === 'FAILURE' ? 'an RpcException with code ABORTED (FAILURE)' : undefined));
         }
-      } else if (!(exception instanceof DtmOngoingError)) {
+      } else if (!(exception instanceof DtmOngoingError) && rpcResult !== 'ONGOING') {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
         if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
       }
@@ -72,7 +75,8 @@ function badRequestMessage(exception: BadRequestException): string {
 /** What a failed branch call is recorded as (for the diagnosis of a transaction that does not finish in time). */
 function failureOf(handler: string, exception: unknown, protocol: string): Omit<RecordedBranchFailure, 'at'> {
   const http = exception instanceof HttpException;
-  const status = http ? exception.getStatus() : protocol === 'grpc' ? 2 : 500;
+  // what the call was answered: an RpcException's own code, else INTERNAL (13) over gRPC (see grpcBranchTransport.answer)
+  const status = http ? exception.getStatus() : protocol === 'grpc' ? (rpcExceptionCode(exception) ?? 13) : 500;
   const message = exception instanceof Error ? exception.message : String(exception);
   return { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
 }

@@ -4,9 +4,9 @@
 // they received.
 import 'reflect-metadata';
 import { Controller, Inject, Injectable, type INestApplicationContext } from '@nestjs/common';
-import { Ctx, GrpcMethod, Payload, type MicroserviceOptions } from '@nestjs/microservices';
+import { Ctx, GrpcMethod, Payload, RpcException, type MicroserviceOptions } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import type { Metadata } from '@grpc/grpc-js';
+import { status, type Metadata } from '@grpc/grpc-js';
 import { from, ignoreElements, type Observable } from 'rxjs';
 import {
   BranchContext,
@@ -32,7 +32,7 @@ export interface Item {
   quantity: number;
   /**
    * '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply),
-   * 'quiet' (return an Observable that completes without a value).
+   * 'quiet' (return an Observable that completes without a value), 'rpc-abort' (an RpcException with code ABORTED).
    */
   script: string;
 }
@@ -80,6 +80,7 @@ export class ShopController {
     if (item.script === 'refuse') throw new DtmFailureError(`out of stock: ${item.sku}`);
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
+    if (item.script === 'rpc-abort') throw new RpcException({ code: status.ABORTED, message: `out of stock: ${item.sku}` });
     if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());
     return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;
   }

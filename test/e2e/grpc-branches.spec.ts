@@ -101,6 +101,15 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(direct).toEqual({ status: 200, code: 0, text: '' });
   });
 
+  it('an RpcException with code ABORTED is FAILURE: DTM rolls back, the log does not say DTM will retry the call', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', 'rpc-abort')).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('out of stock: b');
+    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
   it('a call without DTM metadata, or with an op the handler does not serve, is refused (INVALID_ARGUMENT) and the handler does not run', async () => {
     const missing = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-missing' });
     expect([missing.code, missing.text]).toEqual([3, expect.stringContaining('ShopController.reserve is a DTM branch, but this call lacks dtm-trans_type, dtm-branch_id, dtm-op')]);

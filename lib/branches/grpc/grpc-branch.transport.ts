@@ -160,6 +160,22 @@ export const grpcBranchTransport: BranchTransport = {
   },
 };
 
+/**
+ * The gRPC code an RpcException (or a subclass) answers with, when its error is an object with a
+ * numeric `code` (`new RpcException({ code, message })`); undefined for anything else.
+ */
+export function rpcExceptionCode(exception: unknown): number | undefined {
+  if (!isRpcException(exception)) return undefined;
+  const code = (exception.getError() as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/** What DTM reads an RpcException as (its `GrpcError2DtmError`): ABORTED is FAILURE, FAILED_PRECONDITION is ONGOING, any other code an error it retries. */
+export function dtmResultOfRpcException(exception: unknown): 'FAILURE' | 'ONGOING' | undefined {
+  const code = rpcExceptionCode(exception);
+  return code === CODE.ABORTED ? 'FAILURE' : code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
+}
+
 /** `@nestjs/microservices`' RpcException or a subclass (not imported: an optional peer). */
 function isRpcException(value: unknown): value is { getError(): unknown } {
   if (typeof (value as { getError?: unknown } | undefined)?.getError !== 'function') return false;
