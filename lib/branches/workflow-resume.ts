@@ -4,12 +4,14 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Controller, Inject, Logger } from '@nestjs/common';
+import { Controller, HttpException, Inject, Logger, UseFilters } from '@nestjs/common';
 import { DtmClient } from '../client/dtm.client.js';
 import { AUTH_HEADER } from '../auth/branch-auth.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import { WorkflowResumeRefused } from '../workflow/workflow.engine.js';
+import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
@@ -72,18 +74,27 @@ export function grpcMethod(service: string, rpc: string): MethodDecorator {
   };
 }
 
-/** The gRPC resume endpoint: `workflow.Workflow/Execute` (served only by gRPC servers that load protos/workflow.proto). */
+/**
+ * The gRPC resume endpoint: `workflow.Workflow/Execute` (served only by gRPC servers that load
+ * protos/workflow.proto). It answers what the HTTP route answers, in the codes the module answers
+ * a gRPC branch with (grpcBranchTransport.answer): OK, FAILED_PRECONDITION for pending (DTM's
+ * ONGOING: DTM calls again, without logging an error), INVALID_ARGUMENT for a resume it refuses
+ * (400), UNAUTHENTICATED (401), INTERNAL (500). DTM resumes a workflow whatever the code: it
+ * changes nothing of its record, only what DTM logs.
+ */
 @Controller()
 export class DtmWorkflowResumeController {
   constructor(@Inject(DtmClient) private readonly client: DtmClient) {}
 
   @grpcMethod('workflow.Workflow', 'Execute')
+  @UseFilters(DtmBranchExceptionFilter)
   async execute(_data: unknown, metadata: { get(key: string): unknown[] }): Promise<object> {
     const auth = metadata.get(AUTH_HEADER);
     const answer = await answerResume(this.client, String(metadata.get('dtm-op')[0] ?? ''), String(metadata.get('dtm-gid')[0] ?? ''), auth.length === 1 ? String(auth[0]) : undefined);
-    if (answer.status === 500) throw Object.assign(new Error('workflow resume failed'), { code: 13 });
-    if (answer.status === 400) throw Object.assign(new Error('workflow resume refused: no such workflow'), { code: 9 });
-    if (answer.status === 401) throw Object.assign(new Error('workflow resume refused: not signed'), { code: 16 });
-    return {};
+    if (answer.status === 200) return {};
+    // a plain Error would reach DTM as Nest's "Internal server error" (UNKNOWN) whatever its code
+    const message = (answer.body as { message?: string }).message ?? '';
+    if (answer.status === 425) throw new DtmOngoingError(message);
+    throw new HttpException(message, answer.status);
   }
 }

@@ -6,9 +6,11 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
+import { status } from '@grpc/grpc-js';
 import { DtmClient, DtmFailureError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS, settledWithin } from '../support/fixtures.js';
+import { callGrpc } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
@@ -20,6 +22,7 @@ let pool: pg.Pool;
 let recorder: Recorder;
 let app: Awaited<ReturnType<typeof startWorkflowApp>>;
 let client: DtmClient;
+let grpcPort: number;
 
 beforeAll(async () => {
   dbs = await fileDatabases();
@@ -27,7 +30,8 @@ beforeAll(async () => {
   await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
   recorder = await startRecorder();
-  app = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url });
+  grpcPort = await freePort();
+  app = await startWorkflowApp({ port: await freePort(), grpcPort, dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url });
   const { DtmClient: Client } = await import('nestjs-dtm');
   client = app.app.get(Client);
 });
@@ -137,6 +141,30 @@ describe('the resume endpoint', () => {
     expect(answered.status).toBe(200);
     expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
     expect(await balance()).toBe(130); // the stored amount (30), not the forged one
+  });
+});
+
+describe('the gRPC resume endpoint', () => {
+  it("answers what the HTTP route answers, in DTM's codes: a forged resume INVALID_ARGUMENT (400), a workflow the app does not have and a pending one FAILED_PRECONDITION (425, DTM's ONGOING)", async () => {
+    const resume = (gid: string, op = 'transfer.v1') => callGrpc(`127.0.0.1:${grpcPort}/workflow.Workflow/Execute`, undefined, { gid, op, trans_type: 'workflow', branch_id: '00' });
+    const forged = await resume('forged-gid-3');
+    expect([forged.code, forged.text]).toEqual([status.INVALID_ARGUMENT, expect.stringContaining('forged-gid-3')]);
+    expect((await queryTrans('forged-gid-3')).transaction).toBeNull();
+    const unknown = await resume('forged-gid-4', 'no.such.v1');
+    expect([unknown.code, unknown.text]).toEqual([status.FAILED_PRECONDITION, expect.stringContaining('which this app does not have')]);
+    expect(recorder.calls).toEqual([]);
+
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 425, 200);
+    // DTM's own resume a minute away: only the test's calls resume it
+    await expect(client.executeWorkflow('transfer.v1', gid, input(), { protocol: 'grpc', retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const pending = await resume(gid);
+    expect([pending.code, pending.text]).toEqual([status.FAILED_PRECONDITION, `workflow ${gid} is pending`]);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    const done = await resume(gid);
+    expect(done.code).toBe(status.OK);
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 425', '/Reserve 200']);
   });
 });
 

@@ -51,19 +51,19 @@ export interface GrpcAnswer {
 
 /**
  * Calls `target` (`host:port/tests.Service/Method`) with `body` encoded as the method's request
- * type (or `undefined`: an empty message, as DTM sends for phase 2 and back-checks), `query`'s
+ * type (or `undefined`: an empty message, as DTM sends for phase 2 and back-checks; then the
+ * method may be of any service, e.g. `workflow.Workflow/Execute`), `query`'s
  * keys as `dtm-*` metadata, and `headers` as plain metadata.
  */
 export function callGrpc(target: string, body: object | undefined, query: Record<string, string>, headers: Record<string, string> = {}): Promise<GrpcAnswer> {
   const slash = target.indexOf('/');
   const [server, path] = [target.slice(0, slash), target.slice(slash)];
   const [, service, method] = path.split('/');
-  const methodDefinition = (definition[service] as Record<string, { requestSerialize(v: unknown): Buffer }>)[method];
   const client = new Client(server, credentials.createInsecure());
   const metadata = new Metadata();
   for (const [key, value] of Object.entries(query)) metadata.set(`dtm-${key}`, value);
   for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
-  const bytes = body === undefined ? Buffer.alloc(0) : methodDefinition.requestSerialize(body);
+  const bytes = body === undefined ? Buffer.alloc(0) : requestBytes(service, method, body);
   return new Promise((resolve) => {
     client.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, bytes, metadata, { deadline: Date.now() + 10_000 }, (err: ServiceError | null, reply?: Buffer) => {
       client.close();
