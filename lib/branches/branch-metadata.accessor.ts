@@ -1,5 +1,5 @@
 // The one place decorator metadata is read: ours (the branch record) and Nest's (routes, gRPC methods).
-import { DTM_BRANCH_METADATA } from '../dtm.constants.js';
+import { DTM_BRANCH_METADATA, DTM_ENDPOINT_METADATA } from '../dtm.constants.js';
 import { BRANCH_OPS, WORKFLOW_BRANCH_OPS, type BranchMetadata } from './branch.types.js';
 import type { StandardSchemaV1 } from '../contracts/branch-contract.js';
 
@@ -28,6 +28,11 @@ const specCache = new WeakMap<object, HandlerSpec>();
 /** The branch record a branch decorator wrote on `handler`, if any. */
 export function branchMetadataOf(handler: object): BranchMetadata | undefined {
   return Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined;
+}
+
+/** Whether `handler` is one of the module's own handlers DTM calls (the gRPC workflow resume), not a decorated branch. */
+export function isDtmEndpoint(handler: object): boolean {
+  return Reflect.getMetadata(DTM_ENDPOINT_METADATA, handler) === true;
 }
 
 /** The ops a decorated `handler` serves and the schema of its payload, looked up once per handler (metadata lookups cost on every call). */

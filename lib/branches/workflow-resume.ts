@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Controller, HttpException, Inject, Logger, UseFilters } from '@nestjs/common';
 import { DtmClient } from '../client/dtm.client.js';
+import { DTM_ENDPOINT_METADATA } from '../dtm.constants.js';
 import { AUTH_HEADER } from '../auth/branch-auth.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
@@ -75,6 +76,18 @@ export function grpcMethod(service: string, rpc: string): MethodDecorator {
 }
 
 /**
+ * Marks a handler of the module's own that DTM calls without credentials (the gRPC workflow
+ * resume), so that `isDtmBranchHandler` is true for it: an app's global guard written as the
+ * module advises lets it through, as it does the decorated branch handlers.
+ */
+function dtmEndpoint(): MethodDecorator {
+  return (_target, _key, descriptor) => {
+    Reflect.defineMetadata(DTM_ENDPOINT_METADATA, true, descriptor.value as object);
+    return descriptor;
+  };
+}
+
+/**
  * The gRPC resume endpoint: `workflow.Workflow/Execute` (served only by gRPC servers that load
  * protos/workflow.proto). It answers what the HTTP route answers, in the codes the module answers
  * a gRPC branch with (grpcBranchTransport.answer): OK, FAILED_PRECONDITION for pending (DTM's
@@ -87,6 +100,7 @@ export class DtmWorkflowResumeController {
   constructor(@Inject(DtmClient) private readonly client: DtmClient) {}
 
   @grpcMethod('workflow.Workflow', 'Execute')
+  @dtmEndpoint()
   @UseFilters(DtmBranchExceptionFilter)
   async execute(_data: unknown, metadata: { get(key: string): unknown[] }): Promise<object> {
     const auth = metadata.get(AUTH_HEADER);

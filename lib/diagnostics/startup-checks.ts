@@ -4,7 +4,9 @@ import { ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
 import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import { isRedisConnection } from '../branches/branch-handler.binding.js';
-import { branchMetadataOf } from '../branches/branch-metadata.accessor.js';
+import { branchMetadataOf, isDtmEndpoint } from '../branches/branch-metadata.accessor.js';
+import { DtmGrpcIntegration } from '../branches/grpc/dtm-grpc.integration.js';
+import { WORKFLOW_SERVICE } from '../branches/workflow-resume.js';
 import { DtmClient } from '../client/dtm.client.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from '../dtm.constants.js';
@@ -29,6 +31,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     private readonly registry: DtmBranchRegistry,
     private readonly client: DtmClient,
     private readonly appConfig: ApplicationConfig,
+    @Optional() private readonly grpc?: DtmGrpcIntegration,
     @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
   ) {}
 
@@ -55,15 +58,21 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     }
   }
 
-  /** Warns, naming them, about global guards: they run before every branch route's own guard, on DTM's calls, which carry no credentials. */
+  /**
+   * Warns, naming them, about global guards: they run before every branch handler's own guard (HTTP
+   * routes, and gRPC methods with inheritAppConfig or in a pure microservice) and before the gRPC
+   * workflow resume, on DTM's calls, which carry no credentials. (The HTTP resume is outside the app's guards.)
+   */
   private checkGlobalGuards(): void {
-    if (!this.registry.all.some((r) => r.http)) return;
+    const grpcResume = this.grpc?.serves(WORKFLOW_SERVICE, 'workflow resume') === true;
+    if (!grpcResume && !this.registry.all.some((r) => r.http || r.grpc)) return;
     const names = [...this.appConfig.getGlobalGuards().map((g) => g?.constructor?.name), ...this.appConfig.getGlobalRequestGuards().map((w) => w.metatype?.name ?? String(w.name))]
       .filter((n): n is string => typeof n === 'string' && n !== '' && n !== 'Object');
     if (names.length === 0) return;
     this.logger.warn(
-      `global guard${names.length > 1 ? 's' : ''} ${names.join(', ')} (APP_GUARD or useGlobalGuards) run${names.length > 1 ? '' : 's'} before every DTM branch route; DTM's calls carry no user credentials, and a refused call (403) is retried by DTM until the transaction times out. ` +
-        `Let the branch routes through: skip handlers for which isDtmBranchHandler(context.getHandler()) is true (branch calls are checked by DtmBranchGuard, and by branch_auth_keys when set)`,
+      `global guard${names.length > 1 ? 's' : ''} ${names.join(', ')} (APP_GUARD or useGlobalGuards) run${names.length > 1 ? '' : 's'} before every DTM branch handler (HTTP route or gRPC method) and the gRPC workflow resume; ` +
+        `DTM's calls carry no user credentials, and a refused call (403, or a gRPC error) is retried by DTM until the transaction times out (a workflow resume: forever). ` +
+        `Let DTM's calls through: skip handlers for which isDtmBranchHandler(context.getHandler()) is true (branch calls are checked by DtmBranchGuard, and by branch_auth_keys when set; the workflow resume trusts nothing of the call but the gid)`,
     );
   }
 
@@ -117,7 +126,11 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
   }
 }
 
-/** Whether `handler` (a guard's `context.getHandler()`) is a decorated DTM branch handler: a global guard can let DTM's calls through with it. */
+/**
+ * Whether `handler` (a guard's `context.getHandler()`) is one DTM calls: a decorated DTM branch
+ * handler, or the module's gRPC workflow resume (`workflow.Workflow/Execute`). A global guard can
+ * let DTM's calls, which carry no user credentials, through with it.
+ */
 export function isDtmBranchHandler(handler: unknown): boolean {
-  return typeof handler === 'function' && branchMetadataOf(handler) !== undefined;
+  return typeof handler === 'function' && (branchMetadataOf(handler) !== undefined || isDtmEndpoint(handler));
 }

@@ -184,7 +184,7 @@ describe('a transaction that does not finish in time names its unfinished branch
   it('a global APP_GUARD that refuses DTM: 403 named, and a start-up warning naming the guard; the handler never ran', async () => {
     const port = await freePort();
     const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { guard: true, port });
-    expect(app.logger.warnings).toContainEqual(expect.stringContaining('global guard DenyAllGuard (APP_GUARD or useGlobalGuards) runs before every DTM branch route'));
+    expect(app.logger.warnings).toContainEqual(expect.stringContaining('global guard DenyAllGuard (APP_GUARD or useGlobalGuards) runs before every DTM branch handler'));
     const before = (calls.debit ?? []).length;
     const { error } = await unfinished(app, 'debit');
     expect(error.unfinished[0].cause).toMatch(/^POST is refused with 403 before DiagController\.debit \(no session\): a global guard \(APP_GUARD\)/);

@@ -3,7 +3,8 @@
 // or as a pure gRPC microservice. Handlers answer as each call's Item.script says, and record what
 // they received.
 import 'reflect-metadata';
-import { Controller, Inject, Injectable, type INestApplicationContext } from '@nestjs/common';
+import { Controller, Inject, Injectable, type CanActivate, type ExecutionContext, type INestApplicationContext, type Type } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
 import { Ctx, GrpcMethod, Payload, RpcException, type MicroserviceOptions } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { status, type Metadata } from '@grpc/grpc-js';
@@ -14,6 +15,7 @@ import {
   DtmFailureError,
   DtmModule,
   DtmOngoingError,
+  isDtmBranchHandler,
   MsgBranch,
   MsgQueryPrepared,
   SagaAction,
@@ -124,6 +126,14 @@ export class ShopController {
   }
 }
 
+/** A global guard as the module advises: DTM's handlers pass (isDtmBranchHandler), any other call needs `authorization` metadata. */
+@Injectable()
+export class SessionGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    return isDtmBranchHandler(context.getHandler()) || context.switchToRpc().getContext<Metadata>().get('authorization').length > 0;
+  }
+}
+
 /** A running Shop app. */
 export interface ShopApp {
   app: INestApplicationContext;
@@ -141,9 +151,14 @@ export interface ShopApp {
  * Starts the Shop app on a free port: `hybrid` (an HTTP app with the gRPC microservice connected,
  * `inheritAppConfig`) or `microservice` (a pure gRPC microservice), talking gRPC to DTM; the gRPC
  * server listens on `listenOn` when given. `grpcProtos: false`: no `grpcProtos` given to DtmModule
- * (object payloads then encoded with the protos its gRPC server loads).
+ * (object payloads then encoded with the protos its gRPC server loads). `guard`: a global guard (APP_GUARD).
  */
-export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmConfigInput = {}, listenOn?: string, options: { grpcProtos?: boolean } = {}): Promise<ShopApp> {
+export async function startShopApp(
+  kind: 'hybrid' | 'microservice',
+  config: DtmConfigInput = {},
+  listenOn?: string,
+  options: { grpcProtos?: boolean; guard?: Type<CanActivate> } = {},
+): Promise<ShopApp> {
   const grpcAddress = listenOn ?? `127.0.0.1:${await freePort()}`;
   const logger = new RecordingLogger();
   const moduleRef = await Test.createTestingModule({
@@ -161,7 +176,7 @@ export async function startShopApp(kind: 'hybrid' | 'microservice', config: DtmC
       }),
     ],
     controllers: [ShopController],
-    providers: [ShopLedger],
+    providers: [ShopLedger, ...(options.guard ? [{ provide: APP_GUARD, useClass: options.guard }] : [])],
   }).compile();
   let app: INestApplicationContext;
   if (kind === 'hybrid') {

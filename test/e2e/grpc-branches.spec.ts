@@ -20,7 +20,7 @@ import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
-import { startShopApp, type ShopApp } from './grpc-app.js';
+import { SessionGuard, startShopApp, type ShopApp } from './grpc-app.js';
 
 let t: ShopApp;
 beforeAll(async () => {
@@ -252,6 +252,21 @@ describe('a pure gRPC microservice', () => {
       expect(final.status).toBe('succeed');
       expect(final.transaction.steps[0].action).toBe(`${app.grpcAddress}/tests.Shop/Reserve`);
       expect(app.ledger.callsOf(gid).map((c) => c.item.sku)).toEqual(['m1']);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('a gRPC-only app with a global guard', () => {
+  it('the start-up warning names the guard (its gRPC branch methods are behind it); written as advised, the guard lets DTM through', async () => {
+    const app = await startShopApp('microservice', {}, undefined, { guard: SessionGuard });
+    try {
+      expect(app.logger.lines).toContainEqual(expect.stringContaining('warn global guard SessionGuard (APP_GUARD or useGlobalGuards) runs before every DTM branch handler'));
+      const gid = await app.client.generateGid();
+      const final = await app.client.newSaga(gid).add('reserve', item('g1')).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(app.ledger.callsOf(gid).map((c) => c.item.sku)).toEqual(['g1']);
     } finally {
       await app.close();
     }

@@ -16,6 +16,7 @@ import {
   DtmFailureError,
   DtmModule,
   DtmWorkflow,
+  isDtmBranchHandler,
   pgBarrierDatabase,
   type DtmProtocol,
   type WorkflowContext,
@@ -129,6 +130,25 @@ class AuthGuard implements CanActivate {
   }
 }
 
+/**
+ * A global guard written as the module's start-up warning advises: DTM's handlers pass
+ * (isDtmBranchHandler), and so do the test's control routes; every other call, HTTP or gRPC, needs
+ * a token. Records the handlers it refused.
+ */
+@Injectable()
+export class AdvisedGuard implements CanActivate {
+  static refused: string[] = [];
+  canActivate(context: ExecutionContext): boolean {
+    if (isDtmBranchHandler(context.getHandler())) return true;
+    if (context.getType() === 'http') {
+      const request = context.switchToHttp().getRequest<{ url?: string; headers?: Record<string, string> }>();
+      if (request.url?.startsWith('/wf/') || request.headers?.authorization === 'Bearer token') return true;
+    }
+    AdvisedGuard.refused.push(`${context.getClass().name}.${context.getHandler().name}`);
+    return false;
+  }
+}
+
 /** The workflow app's settings. */
 export interface WorkflowAppOptions {
   port: number;
@@ -142,6 +162,8 @@ export interface WorkflowAppOptions {
   withoutWorkflowProto?: boolean;
   /** lynx.dtm.pass_through_headers. */
   passThroughHeaders?: string[];
+  /** The global guard is AdvisedGuard (gRPC calls need a token too) instead of AuthGuard (which lets every gRPC call through). */
+  advisedGuard?: boolean;
 }
 
 /** Starts the workflow app (HTTP on `port`, gRPC with the workflow resume proto on `grpcPort`). */
@@ -168,7 +190,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
       }),
     ],
     controllers: [WorkflowControl],
-    providers: [Executions, Transfers, Holds, { provide: APP_GUARD, useClass: AuthGuard }],
+    providers: [Executions, Transfers, Holds, { provide: APP_GUARD, useClass: options.advisedGuard ? AdvisedGuard : AuthGuard }],
   })
   class WorkflowAppModule {}
   const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });

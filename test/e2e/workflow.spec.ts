@@ -14,7 +14,7 @@ import { callGrpc } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { startWorkflowApp, type TransferInput } from './workflow.app.js';
+import { AdvisedGuard, startWorkflowApp, type TransferInput } from './workflow.app.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -260,6 +260,25 @@ describe('DTM resumes workflows', () => {
     expect(executions).toBe(1);
     expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']);
     expect(await balance()).toBe(130);
+  });
+});
+
+describe("an app's global guard", () => {
+  it('written as the module advises (isDtmBranchHandler lets DTM through; gRPC calls need a token): DTM resumes a pending gRPC workflow through it', async () => {
+    const guarded = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url, advisedGuard: true });
+    AdvisedGuard.refused.length = 0;
+    try {
+      const guardedClient = guarded.app.get(DtmClient);
+      const gid = await guardedClient.generateGid();
+      recorder.answer('/Reserve', 425, 200);
+      await expect(guardedClient.executeWorkflow('transfer.v1', gid, input(), { protocol: 'grpc' })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+      const resumed = await untilDtmResumes(gid).then(() => 'succeed', (e: unknown) => String(e));
+      expect({ resumed, refusedByTheGuard: AdvisedGuard.refused }).toEqual({ resumed: 'succeed', refusedByTheGuard: [] });
+      expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
+      expect(await balance()).toBe(130);
+    } finally {
+      await guarded.close();
+    }
   });
 });
 
