@@ -19,6 +19,9 @@ import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 
 /** gRPC NOT_FOUND, UNIMPLEMENTED: the method is not served there. */
 const NOT_SERVED_CODES = new Set([5, 12]);
+/** gRPC RESOURCE_EXHAUSTED, with grpc-js's words for an answer over `grpc.max_receive_message_length`. */
+const RESOURCE_EXHAUSTED = 8;
+const TOO_LARGE = 'Received message larger than max';
 
 /** A service's manifest as the caller keeps it. */
 interface Fetched {
@@ -137,20 +140,48 @@ export class RemoteBranchDirectory {
     return { branches: readManifest(name, shown, text), at: Date.now(), stale: false };
   }
 
+  /**
+   * GET the manifest: at most `max_answer_bytes` read (a larger one is refused as soon as it passes
+   * the bound, from its Content-Length when it gives one), the whole answer within `timeout`; a
+   * connection that breaks or stalls while the body arrives is a `DtmUnavailableError` as one
+   * never made.
+   */
   private async fetchHttp(name: string, endpoint: string, shown: string): Promise<string> {
+    const timeout = this.config.timeout;
+    const signal = AbortSignal.timeout(Math.ceil(timeout * 1000));
+    const unreachable = (err: unknown) => {
+      // fetch's own text may repeat the URL whole (a TypeError for one with credentials): redacted
+      const why = signal.aborted ? `no complete answer within ${timeout} s` : redactText(err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err));
+      return new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http' });
+    };
     let answer: Response;
     try {
-      answer = await fetch(endpoint, { redirect: 'error', signal: AbortSignal.timeout(Math.ceil(this.config.timeout * 1000)) });
+      answer = await fetch(endpoint, { redirect: 'error', signal });
     } catch (err) {
-      // fetch's own text may repeat the URL whole (a TypeError for one with credentials): redacted
-      const why = redactText(err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err));
-      throw new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http' });
+      throw unreachable(err);
     }
-    if (answer.status === 404) throw error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown));
-    if (answer.status !== 200) throw new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, `HTTP ${answer.status}`), { endpoint: shown, protocol: 'http', status: answer.status });
-    const text = await answer.text();
-    if (text.length > this.config.maxAnswerBytes) throw error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(name, shown, `over ${this.config.maxAnswerBytes} bytes`));
-    return text;
+    const max = this.config.maxAnswerBytes;
+    const tooLarge = () => error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(name, shown, `over ${max} bytes`));
+    const refuse = async (err: Error): Promise<never> => {
+      await answer.body?.cancel().catch(() => undefined);
+      throw err;
+    };
+    if (answer.status === 404) return refuse(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown)));
+    if (answer.status !== 200) return refuse(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, `HTTP ${answer.status}`), { endpoint: shown, protocol: 'http', status: answer.status }));
+    if (Number(answer.headers.get('content-length')) > max) return refuse(tooLarge());
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      // leaving the loop (the bound passed) cancels the body: the rest is never read
+      for await (const chunk of answer.body ?? []) {
+        size += chunk.byteLength;
+        if (size > max) throw tooLarge();
+        chunks.push(chunk);
+      }
+    } catch (err) {
+      throw err instanceof DtmRemoteBranchError ? err : unreachable(err);
+    }
+    return Buffer.concat(chunks).toString('utf8');
   }
 
   private fetchGrpc(name: string, address: string, shown: string): Promise<string> {
@@ -162,6 +193,7 @@ export class RemoteBranchDirectory {
         client.close();
         if (!err) return resolve(stringField1(reply ?? Buffer.alloc(0)));
         if (NOT_SERVED_CODES.has(err.code)) return reject(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown)));
+        if (err.code === RESOURCE_EXHAUSTED && err.details?.startsWith(TOO_LARGE)) return reject(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(name, shown, `over ${this.config.maxAnswerBytes} bytes`)));
         reject(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, redactText(err.details || err.message)), { endpoint: shown, protocol: 'grpc', status: err.code }));
       });
     });

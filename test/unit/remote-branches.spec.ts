@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import { Logger } from '@nestjs/common';
 import { DtmFailureError, DtmRemoteBranchError, DtmUnavailableError, resolveDtmConfig } from 'nestjs-dtm';
 import { RemoteBranchDirectory } from '../../lib/client/remote-branches.js';
@@ -12,8 +13,8 @@ import { RecordingLogger } from '../support/recording-logger.js';
 let server: Server;
 let base: string;
 let fetches = 0;
-/** What the manifest endpoint answers next. */
-let answer: { status: number; body: string };
+/** What the manifest endpoint answers next; `then`: after `body`, `stall` (nothing more, never ends) or `flood` (more bytes until the caller leaves). */
+let answer: { status: number; body: string; then?: 'stall' | 'flood' };
 
 const manifest = (port: number) =>
   JSON.stringify({
@@ -28,12 +29,21 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     fetches += 1;
     res.writeHead(req.url === '/dtm/branches' ? answer.status : 404, { 'content-type': 'application/json' });
-    res.end(answer.body);
+    if (!answer.then) return void res.end(answer.body);
+    res.write(answer.body);
+    if (answer.then === 'stall') return;
+    const more = () => {
+      if (!res.destroyed) res.write(' '.repeat(16_384), () => setImmediate(more));
+    };
+    more();
   });
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
   base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 });
-afterAll(() => new Promise((done) => server.close(done)));
+afterAll(() => {
+  server.closeAllConnections();
+  return new Promise((done) => server.close(done));
+});
 
 const directory = (refresh = 30) => new RemoteBranchDirectory(resolveDtmConfig({ config: { services: { bank: { url: base, refresh } } } }, {}));
 const withdraw = { service: 'bank', branch: 'withdraw' };
@@ -79,6 +89,43 @@ describe('RemoteBranchDirectory', () => {
     await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('not JSON');
     answer = { status: 200, body: JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: [{ name: 'withdraw', kind: 'saga', ops: { action: { http: 'ftp://x' } } }] }) };
     await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('has a http target that is not one');
+  });
+
+  it('a manifest whose body stalls, or never ends, is a typed error within the bounds (timeout, max_answer_bytes), not a hang or a raw abort', async () => {
+    const bounded = () => new RemoteBranchDirectory(resolveDtmConfig({ config: { timeout: 1, maxAnswerBytes: 65_536, services: { bank: { url: base } } } }, {}));
+    answer = { status: 200, body: '{"format":"nestjs-dtm.branches/1","branches":[', then: 'stall' };
+    const stalled = await bounded().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(stalled).toBeInstanceOf(DtmUnavailableError);
+    expect((stalled as Error).message).toBe(`the branch manifest of service "bank" could not be fetched from ${base}/dtm/branches (no complete answer within 1 s) and none was fetched before; start the service, or fix lynx.dtm.services.bank`);
+    // an endless body: refused once past max_answer_bytes, long before the timeout
+    answer = { status: 200, body: '{"format":"nestjs-dtm.branches/1","branches":[', then: 'flood' };
+    const started = Date.now();
+    const flooded = await bounded().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(flooded).toBeInstanceOf(DtmRemoteBranchError);
+    expect((flooded as DtmRemoteBranchError).problem).toBe('manifest');
+    expect((flooded as Error).message).toContain('with something unusable (over 65536 bytes)');
+    expect(Date.now() - started).toBeLessThan(900);
+  });
+
+  it('a gRPC manifest over max_answer_bytes is refused as over HTTP: DtmRemoteBranchError (manifest), not a service that did not answer', async () => {
+    const grpcServer = new GrpcServer();
+    const bytes = (b: Buffer) => b;
+    // nestjs_dtm.BranchManifest { json = 1 }: 70 000 bytes of JSON, over the 65 536 the caller reads
+    const json = Buffer.from(JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: [], padding: ' '.repeat(70_000) }));
+    const reply = Buffer.concat([Buffer.from([0x0a, (json.length & 0x7f) | 0x80, ((json.length >> 7) & 0x7f) | 0x80, json.length >> 14]), json]);
+    grpcServer.addService(
+      { Manifest: { path: '/nestjs_dtm.Branches/Manifest', requestStream: false, responseStream: false, requestSerialize: bytes, requestDeserialize: bytes, responseSerialize: bytes, responseDeserialize: bytes } },
+      { Manifest: (_call: unknown, callback: (err: null, reply: Buffer) => void) => callback(null, reply) },
+    );
+    const port = await new Promise<number>((done, fail) => grpcServer.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => (err ? fail(err) : done(bound))));
+    try {
+      const d = new RemoteBranchDirectory(resolveDtmConfig({ config: { maxAnswerBytes: 65_536, services: { stock: { grpc: `127.0.0.1:${port}` } } } }, {}));
+      const err = await d.resolve({ service: 'stock', branch: 'take' }, 'saga', 'grpc').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmRemoteBranchError);
+      expect((err as Error).message).toBe(`service "stock" answered its manifest at 127.0.0.1:${port}/nestjs_dtm.Branches/Manifest with something unusable (over 65536 bytes); is it a nestjs-dtm app with publish_branches?`);
+    } finally {
+      grpcServer.forceShutdown();
+    }
   });
 
   it('a service never reached: DtmUnavailableError naming its manifest endpoint', async () => {
