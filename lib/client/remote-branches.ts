@@ -25,7 +25,8 @@ const TOO_LARGE = 'Received message larger than max';
 
 /** A service's manifest as the caller keeps it. */
 interface Fetched {
-  branches: Map<string, ManifestBranch>;
+  /** By name: one branch per kind (a service may have a saga step and a TCC branch of one name). */
+  branches: Map<string, ManifestBranch[]>;
   /** When it was fetched (ms). */
   at: number;
   /** A call to one of its targets failed as if the service had moved: refetch at the next use. */
@@ -50,7 +51,7 @@ export class RemoteBranchDirectory {
    * and `DtmUnavailableError` when the manifest was never fetched and cannot be.
    */
   async resolve(ref: RemoteBranch, kind: RemoteBranchKind, protocol: DtmProtocol): Promise<RemoteTargets> {
-    const branch = await this.branch(ref);
+    const branch = await this.branch(ref, kind);
     if (branch.kind !== kind) throw error(ref, 'kind', MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, kind));
     const targets: RemoteTargets = {};
     for (const [op, where] of Object.entries(branch.ops)) {
@@ -88,7 +89,7 @@ export class RemoteBranchDirectory {
     for (const ref of refs) {
       if (deferred.has(ref.service)) continue;
       try {
-        const branch = await this.branch(ref);
+        const branch = await this.branch(ref, ref.kind);
         if (ref.kind && branch.kind !== ref.kind) problems.push({ service: ref.service, branch: ref.branch, problem: 'kind', message: MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, ref.kind) });
       } catch (err) {
         if (err instanceof DtmRemoteBranchError) problems.push(...err.problems);
@@ -101,15 +102,16 @@ export class RemoteBranchDirectory {
     if (problems.length > 0) throw new DtmRemoteBranchError(problems);
   }
 
-  private async branch(ref: RemoteBranch): Promise<ManifestBranch> {
+  /** The branch `ref` names: the one of `kind` when the service has branches of several kinds by that name. */
+  private async branch(ref: RemoteBranch, kind: RemoteBranchKind | undefined): Promise<ManifestBranch> {
     const service = this.config.services[ref.service];
     if (!service || !Object.hasOwn(this.config.services, ref.service)) {
       throw error(ref, 'unknown-service', MESSAGES.remoteUnknownService(ref.service, ref.branch, Object.keys(this.config.services)));
     }
     const manifest = await this.manifest(ref.service, service);
-    const branch = manifest.branches.get(ref.branch);
-    if (!branch) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].map((b) => `${b.name} (${b.kind})`).sort()));
-    return branch;
+    const named = manifest.branches.get(ref.branch);
+    if (!named) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].flat().map((b) => `${b.name} (${b.kind})`).sort()));
+    return named.find((b) => b.kind === kind) ?? named[0];
   }
 
   /** The manifest of `name`: the kept one while fresh, else fetched (one fetch at a time per service); a failed refetch keeps the old one. */
@@ -205,7 +207,7 @@ function error(ref: Pick<RemoteBranch, 'service' | 'branch'>, problem: DtmRemote
 }
 
 /** The branches of a manifest's JSON, checked: every target must be an http(s) URL or a gRPC target. */
-function readManifest(service: string, endpoint: string, text: string): Map<string, ManifestBranch> {
+function readManifest(service: string, endpoint: string, text: string): Map<string, ManifestBranch[]> {
   const bad = (why: string) => error({ service, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(service, endpoint, why));
   let manifest: { format?: unknown; branches?: unknown };
   try {
@@ -214,7 +216,7 @@ function readManifest(service: string, endpoint: string, text: string): Map<stri
     throw bad('not JSON');
   }
   if (manifest?.format !== MANIFEST_FORMAT || !Array.isArray(manifest.branches)) throw bad(`not a ${MANIFEST_FORMAT} manifest`);
-  const branches = new Map<string, ManifestBranch>();
+  const branches = new Map<string, ManifestBranch[]>();
   for (const raw of manifest.branches as ManifestBranch[]) {
     if (typeof raw?.name !== 'string' || !(raw.kind in REQUIRED_OPS) || typeof raw.ops !== 'object' || raw.ops === null) throw bad('a branch without name, kind or ops');
     for (const where of Object.values(raw.ops)) {
@@ -223,7 +225,9 @@ function readManifest(service: string, endpoint: string, text: string): Map<stri
         if (parsed !== transport) throw bad(`branch ${JSON.stringify(raw.name)} has a ${transport} target that is not one`);
       }
     }
-    branches.set(raw.name, { name: raw.name, kind: raw.kind, ops: raw.ops });
+    const named = branches.get(raw.name) ?? [];
+    named.push({ name: raw.name, kind: raw.kind, ops: raw.ops });
+    branches.set(raw.name, named);
   }
   return branches;
 }

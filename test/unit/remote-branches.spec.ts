@@ -73,6 +73,27 @@ describe('RemoteBranchDirectory', () => {
     expect((await d.resolve(withdraw, 'saga', 'http')).action).toBe('http://bank:1/withdraw');
   });
 
+  it('a service with a saga step and a TCC branch of one name (its manifest lists both): each kind resolves to its own', async () => {
+    // what a participant with @SagaAction('move') + @SagaCompensate('move') and @TccTry('move') + ... publishes
+    const move = (op: string) => ({ http: `http://bank:1/move-${op}` });
+    answer = {
+      status: 200,
+      body: JSON.stringify({
+        format: 'nestjs-dtm.branches/1',
+        branches: [
+          { name: 'move', kind: 'saga', ops: { action: move('action'), compensate: move('compensate') } },
+          { name: 'move', kind: 'tcc', ops: { try: move('try'), confirm: move('confirm'), cancel: move('cancel') } },
+        ],
+      }),
+    };
+    const d = directory();
+    expect(await d.resolve({ service: 'bank', branch: 'move' }, 'saga', 'http')).toEqual({ action: 'http://bank:1/move-action', compensate: 'http://bank:1/move-compensate' });
+    expect(await d.resolve({ service: 'bank', branch: 'move' }, 'tcc', 'http')).toEqual({ try: 'http://bank:1/move-try', confirm: 'http://bank:1/move-confirm', cancel: 'http://bank:1/move-cancel' });
+    await expect(d.check([{ service: 'bank', branch: 'move', kind: 'saga' }, { service: 'bank', branch: 'move', kind: 'tcc' }])).resolves.toBeUndefined();
+    const wrong = await d.resolve({ service: 'bank', branch: 'move' }, 'xa', 'http').catch((e: unknown) => e);
+    expect(wrong).toMatchObject({ problem: 'kind' });
+  });
+
   it('gRPC targets only in a gRPC transaction: a gRPC-only branch in an HTTP transaction is a transport mismatch', async () => {
     answer = { status: 200, body: manifest(1) };
     const d = directory();
