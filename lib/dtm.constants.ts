@@ -4,7 +4,7 @@ export const DTM_CONFIG = Symbol('DTM_CONFIG');
 /** Metadata key under which branch decorators record a `BranchMetadata`. */
 export const DTM_BRANCH_METADATA = 'nestjs-dtm:branch';
 
-/** Metadata key marking a handler of the module's own that DTM calls (the gRPC workflow resume): `isDtmBranchHandler` is true for it. */
+/** Metadata key marking a handler of the module's own called without credentials (the gRPC workflow resume, the gRPC branch manifest): `isDtmBranchHandler` is true for it. */
 export const DTM_ENDPOINT_METADATA = 'nestjs-dtm:endpoint';
 
 /** Injection token of the module's barrier connections (`Map<string, BarrierConnection>`). */

@@ -76,11 +76,12 @@ export function grpcMethod(service: string, rpc: string): MethodDecorator {
 }
 
 /**
- * Marks a handler of the module's own that DTM calls without credentials (the gRPC workflow
- * resume), so that `isDtmBranchHandler` is true for it: an app's global guard written as the
- * module advises lets it through, as it does the decorated branch handlers.
+ * Marks a handler of the module's own that is called without credentials (the gRPC workflow
+ * resume, by DTM; the gRPC branch manifest, by other services' nestjs-dtm), so that
+ * `isDtmBranchHandler` is true for it: an app's global guard written as the module advises lets it
+ * through, as it does the decorated branch handlers.
  */
-function dtmEndpoint(): MethodDecorator {
+export function dtmEndpoint(): MethodDecorator {
   return (_target, _key, descriptor) => {
     Reflect.defineMetadata(DTM_ENDPOINT_METADATA, true, descriptor.value as object);
     return descriptor;

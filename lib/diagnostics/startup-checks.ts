@@ -128,8 +128,9 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
 
 /**
  * Whether `handler` (a guard's `context.getHandler()`) is one DTM calls: a decorated DTM branch
- * handler, or the module's gRPC workflow resume (`workflow.Workflow/Execute`). A global guard can
- * let DTM's calls, which carry no user credentials, through with it.
+ * handler, or the module's gRPC workflow resume (`workflow.Workflow/Execute`); or the module's gRPC
+ * branch manifest (`nestjs_dtm.Branches/Manifest`), which other services' nestjs-dtm read. A global
+ * guard can let these calls, which carry no user credentials, through with it.
  */
 export function isDtmBranchHandler(handler: unknown): boolean {
   return typeof handler === 'function' && (branchMetadataOf(handler) !== undefined || isDtmEndpoint(handler));

@@ -72,12 +72,14 @@ const httpReady = (port: number) => async () => (await fetch(`http://127.0.0.1:$
 
 const stockDefinition = protoLoader.loadSync(STOCK_PROTO, { longs: Number, defaults: true });
 
-/** The stock service's Level: its available, reserved and shipped widgets (at its gRPC port). */
-function stockLevel(port: number): Promise<{ available: number; reserved: number; shipped: number }> {
+/** The stock service's Level: its available, reserved and shipped widgets (at its gRPC port; `authorization`: for a guarded one). */
+function stockLevel(port: number, authorization?: string): Promise<{ available: number; reserved: number; shipped: number }> {
   const method = (stockDefinition['stock.Stock'] as Record<string, { requestSerialize(v: unknown): Buffer; responseDeserialize(b: Buffer): unknown }>).Level;
   const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+  const metadata = new Metadata();
+  if (authorization) metadata.set('authorization', authorization);
   return new Promise((done, fail) => {
-    client.makeUnaryRequest('/stock.Stock/Level', method.requestSerialize, method.responseDeserialize as (b: Buffer) => { available: number; reserved: number; shipped: number }, { sku: 'widget' }, new Metadata(), { deadline: Date.now() + 5000 }, (err, reply) => {
+    client.makeUnaryRequest('/stock.Stock/Level', method.requestSerialize, method.responseDeserialize as (b: Buffer) => { available: number; reserved: number; shipped: number }, { sku: 'widget' }, metadata, { deadline: Date.now() + 5000 }, (err, reply) => {
       client.close();
       if (err) fail(err);
       else done(reply!);
@@ -85,8 +87,8 @@ function stockLevel(port: number): Promise<{ available: number; reserved: number
   });
 }
 
-const stockReady = (port: number) => async () => {
-  await stockLevel(port);
+const stockReady = (port: number, authorization?: string) => async () => {
+  await stockLevel(port, authorization);
   return true;
 };
 
@@ -116,8 +118,8 @@ let stockFront: Front;
 
 const bankState = async (): Promise<BankState> => (await fetch(`http://127.0.0.1:${bankPort}/bank/state`)).json() as Promise<BankState>;
 
-async function order(path: 'saga' | 'tcc' | 'msg', body: object): Promise<Outcome> {
-  const answer = await fetch(`http://127.0.0.1:${ordersPort}/orders/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+async function order(path: 'saga' | 'tcc' | 'msg', body: object, port = ordersPort): Promise<Outcome> {
+  const answer = await fetch(`http://127.0.0.1:${port}/orders/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   expect(answer.status).toBe(201);
   return (await answer.json()) as Outcome;
 }
@@ -260,6 +262,22 @@ describe('branches by name across services', () => {
     expect(overHttp).toMatchObject({ error: 'DtmRemoteBranchError', problem: 'transport' });
     expect(overHttp.message).toContain("start the transaction with { protocol: 'grpc' }");
   });
+
+  it('a gRPC-only participant behind a global guard written as the module advises still serves its manifest: a caller adds its branch by name', async () => {
+    const port = await freePort();
+    const guarded = await startApp('stock-guarded', 'stock.app.js', { GRPC_PORT: String(port), GUARDED: '1' }, stockReady(port, 'Bearer t'));
+    const callerPort = await freePort();
+    const caller = await startApp('orders-guarded-stock', 'orders.app.js', ordersEnv({ PORT: String(callerPort), STOCK_GRPC: `127.0.0.1:${port}` }), httpReady(callerPort));
+    try {
+      await expect(stockLevel(port)).rejects.toThrow(); // the guard refuses any other call without credentials
+      const outcome = await order('saga', { movement: alice(1), item: widgets(2) }, callerPort);
+      expect(outcome).toMatchObject({ status: 'succeed' });
+      expect((await queryTrans(outcome.gid)).transaction?.steps?.[1]).toEqual({ action: `127.0.0.1:${port}/stock.Stock/Take`, compensate: `127.0.0.1:${port}/stock.Stock/TakeRevert` });
+      expect((await stockLevel(port, 'Bearer t')).available).toBe(8);
+    } finally {
+      await Promise.all([caller.stop(), guarded.stop()]);
+    }
+  }, 60_000);
 
   it('a typo in a contract\'s branch name fails start-up, naming the service and the branches it has', async () => {
     const port = await freePort();

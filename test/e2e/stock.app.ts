@@ -1,12 +1,14 @@
 // The stock of services-by-name.spec.ts, a gRPC-only participant (a Nest microservice, no HTTP
-// server) run as its own process (environment: GRPC_PORT, DTM_URL, DTM_GRPC). It publishes its
+// server) run as its own process (environment: GRPC_PORT, DTM_URL, DTM_GRPC; GUARDED=1 adds a global
+// guard written as the module advises). It publishes its
 // branches over gRPC (nestjs_dtm.Branches/Manifest: DTM_BRANCHES_PROTO loaded beside its own proto),
 // as the contract Stock of shop-contracts.ts names them; Level answers the stock of a sku.
 import 'reflect-metadata';
-import { Controller, Module } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { Controller, Injectable, Module, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { APP_GUARD, NestFactory } from '@nestjs/core';
 import { GrpcMethod, Payload, Transport, type MicroserviceOptions } from '@nestjs/microservices';
-import { DTM_BRANCHES_PROTO, DtmFailureError, DtmModule, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchPayload } from 'nestjs-dtm';
+import type { Metadata } from '@grpc/grpc-js';
+import { DTM_BRANCHES_PROTO, DtmFailureError, DtmModule, isDtmBranchHandler, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchPayload } from 'nestjs-dtm';
 import { Stock } from './shop-contracts.js';
 import { STOCK_PROTO, TESTS_LOADER } from '../support/grpc.js';
 
@@ -65,11 +67,20 @@ class StockController {
   }
 }
 
+/** A global guard as the module advises: the module's handlers pass (isDtmBranchHandler), any other call needs `authorization` metadata. */
+@Injectable()
+class SessionGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    return isDtmBranchHandler(context.getHandler()) || context.switchToRpc().getContext<Metadata>().get('authorization').length > 0;
+  }
+}
+
 const grpcAddress = `127.0.0.1:${process.env.GRPC_PORT}`;
 
 @Module({
   imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: true, retryInterval: 1 } })],
   controllers: [StockController],
+  providers: process.env.GUARDED ? [{ provide: APP_GUARD, useClass: SessionGuard }] : [],
 })
 class StockModule {}
 
