@@ -291,6 +291,25 @@ describe('branches by name across services', () => {
     expect(log).toContain('service "bank" has no branch "withdrw"; its branches: credit (msg), deposit (saga), hold (tcc), withdraw (saga)');
   });
 
+  it('a gRPC-only participant that does not publish its branches fails a caller\'s start-up with its contracts, saying to set publish_branches', async () => {
+    const port = await freePort();
+    const unpublished = await startApp('stock-unpublished', 'stock.app.js', { GRPC_PORT: String(port), UNPUBLISHED: '1' }, stockReady(port));
+    const callerPort = await freePort();
+    const caller = await startApp('orders-unpublished-stock', 'orders.app.js', ordersEnv({ PORT: String(callerPort), STOCK_GRPC: `127.0.0.1:${port}` }), undefined);
+    try {
+      const exit = await settledWithin(caller.exited, 20_000);
+      expect(exit).not.toBe('0');
+      expect(exit).not.toBe('still waiting');
+      const log = logTail(caller.logFile, 200);
+      expect(log).toContain('DtmRemoteBranchError');
+      expect(log).toContain(`service "stock" does not publish its branches at 127.0.0.1:${port}/nestjs_dtm.Branches/Manifest: set lynx.dtm.publish_branches: true on it`);
+      // the participant answered NOT_FOUND (as its GET /dtm/branches would answer 404), without logging an error of its own
+      expect(logTail(unpublished.logFile, 200)).not.toContain('ERROR');
+    } finally {
+      await Promise.all([caller.stop(), unpublished.stop()]);
+    }
+  });
+
   it('a participant restarted on another port is found again: the stock at the next use once its manifest is older than refresh, the bank after a call to its old target failed', async () => {
     // the stock (refresh 1 s) moves
     await stock.stop();

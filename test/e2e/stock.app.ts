@@ -1,6 +1,6 @@
 // The stock of services-by-name.spec.ts, a gRPC-only participant (a Nest microservice, no HTTP
 // server) run as its own process (environment: GRPC_PORT, DTM_URL, DTM_GRPC; GUARDED=1 adds a global
-// guard written as the module advises). It publishes its
+// guard written as the module advises; UNPUBLISHED=1 turns publish_branches off). It publishes its
 // branches over gRPC (nestjs_dtm.Branches/Manifest: DTM_BRANCHES_PROTO loaded beside its own proto),
 // as the contract Stock of shop-contracts.ts names them; Level answers the stock of a sku.
 import 'reflect-metadata';
@@ -78,7 +78,7 @@ class SessionGuard implements CanActivate {
 const grpcAddress = `127.0.0.1:${process.env.GRPC_PORT}`;
 
 @Module({
-  imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: true, retryInterval: 1 } })],
+  imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: !process.env.UNPUBLISHED, retryInterval: 1 } })],
   controllers: [StockController],
   providers: process.env.GUARDED ? [{ provide: APP_GUARD, useClass: SessionGuard }] : [],
 })
