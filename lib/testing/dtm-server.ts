@@ -196,17 +196,33 @@ export function dtmTestServerConfig(ports: { http: number; grpc: number }, optio
  * A free TCP port on 127.0.0.1, below the system's range of ephemeral ports where it can tell
  * (Linux): a port the system hands out to outgoing connections (and to `listen(0)`) can be taken by
  * one of them between this check and the caller's bind, and with many connections open (a test
- * suite's) it sometimes is. Elsewhere, or when no port is found there, one `listen(0)` gives.
+ * suite's) it sometimes is. Elsewhere, or when no port is found there, one `listen(0)` gives. Never
+ * a port it already gave in this process (until the caller binds one, it still looks free).
  */
 export async function freeLocalPort(): Promise<number> {
   const below = ephemeralPortsStart();
   if (below !== undefined && below > 12_000) {
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = 10_000 + Math.floor(Math.random() * (below - 10_000));
-      if (await canListen(port)) return port;
+      if (!handedOut.has(port) && (await canListen(port))) return handOut(port);
     }
   }
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await listenOnce(0);
+    if (!handedOut.has(port)) return handOut(port);
+  }
   return listenOnce(0);
+}
+
+/**
+ * The ports {@link freeLocalPort} gave in this process: a port given is not bound until its caller
+ * binds it, so without this two calls in a row (a DTM server's HTTP and gRPC ports) could both get it.
+ */
+const handedOut = new Set<number>();
+
+function handOut(port: number): number {
+  handedOut.add(port);
+  return port;
 }
 
 /** The first port of Linux's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`); undefined elsewhere. */
