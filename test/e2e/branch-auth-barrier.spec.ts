@@ -152,12 +152,13 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
     await triggerCron();
     expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
     expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
-    // DTM's own calls carried the tenant too (its withdraw found the barrier row of the one above)
-    expect(tenants(gid)).toEqual([
-      [`${store}.transIn`, 't1'],
-      [`${store}.transOut`, 't1'],
-      [`${store}.transIn`, 't1'],
-    ]);
+    // DTM's own calls carried the tenant too (its withdraw found the barrier row of the one above).
+    // How often DTM ran the deposit depends on other files' cron triggers (one DTM for the suite).
+    const runs = tenants(gid);
+    expect(runs[0]).toEqual([`${store}.transIn`, 't1']);
+    expect(runs.filter(([, tenant]) => tenant !== 't1')).toEqual([]);
+    expect(runs.filter(([key]) => key === `${store}.transOut`)).toEqual([[`${store}.transOut`, 't1']]);
+    expect(runs.filter(([key]) => key === `${store}.transIn`).length).toBeGreaterThanOrEqual(2);
   });
 
   it('a header the caller adds to a call whose token signs none does not reach the handler', async () => {
@@ -165,10 +166,10 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
     expect(stored['dtm-auth-headers']).toBeUndefined();
     const added = await attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, { 'dtm-auth': stored['dtm-auth'] ?? '', 'x-tenant': 'evil' });
     expect(added.status).toBe(200);
-    expect(tenants(gid)).toEqual([
-      [`${store}.transIn`, undefined],
-      [`${store}.transOut`, undefined],
-    ]);
+    // no run saw the added header (DTM may have run its failing deposit again meanwhile: other files trigger its cron)
+    const runs = tenants(gid);
+    expect(runs.filter(([, tenant]) => tenant !== undefined)).toEqual([]);
+    expect(runs.filter(([key]) => key === `${store}.transOut`)).toEqual([[`${store}.transOut`, undefined]]);
     await triggerCron();
     expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
     expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 30 });
