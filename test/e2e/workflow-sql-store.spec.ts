@@ -19,7 +19,7 @@ import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { testsGrpcOptions } from '../support/grpc.js';
-import { dtmGet, queryTrans } from '../support/harness.js';
+import { queryTrans, triggerCron } from '../support/harness.js';
 import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
 import type { DtmInfo } from '../support/services/dtm.js';
 import { freePort, waitUntil } from '../support/services/process.js';
@@ -153,16 +153,10 @@ const decoded = (base64: string | undefined) => (base64 ? (JSON.parse(Buffer.fro
 const callLines = (gid: string, withTenant = false) =>
   [...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((c) => `${c.path} ${c.query.op} ${c.status}${withTenant ? ` ${c.headers['x-tenant']}` : ''}`);
 
-/** Has the SQL-store DTM's cron take every unfinished transaction now (the harness's triggerCron() drives the harness's server only). */
-async function triggerCron(): Promise<void> {
-  const answer = await dtmGet('/resetCronTime?timeout=0&limit=1000', dtm.serverUrl);
-  if (answer.status !== 200) throw new Error(`resetCronTime answered ${answer.status}: ${answer.text}`);
-}
-
 /** Has DTM's cron take the pending workflow `gid` (so that DTM calls the app's resume endpoint) until DTM records it `status`. */
 const untilDtmResumes = (gid: string, status: 'succeed' | 'failed' = 'succeed') =>
   waitUntil(`DTM resuming workflow ${gid} until it is ${status}`, async () => {
-    await triggerCron();
+    await triggerCron(dtm.serverUrl); // the harness's DTM is another server
     return (await record(gid)).transaction?.status === status;
   }, { timeoutMs: 25_000, intervalMs: 500 });
 

@@ -140,20 +140,26 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     expect(await balances()).toEqual({ mysql: before.mysql - 30, pg: before.pg + 30 });
   });
 
-  it('rollback: the second branch fails, the first branch\'s prepared work is rolled back, balances unchanged', async () => {
-    const before = await balances();
+  /** MariaDB's branch takes 30, then PostgreSQL's branch gives 30 with `fail`: the XA transaction must end failed; DTM's record of it. */
+  async function refusedByPg(fail: string) {
     const gid = await client.generateGid();
     const run = client.xaGlobalTransaction(
       gid,
       async (xa) => {
         await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
-        await xa.callBranch({ account: 1, amount: 30, fail: 'yes' }, url('pg'));
+        await xa.callBranch({ account: 1, amount: 30, fail }, url('pg'));
       },
       { protocol },
     );
     await expect(run).rejects.toBeInstanceOf(DtmFailureError);
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
+    return { gid, final };
+  }
+
+  it('rollback: the second branch fails, the first branch\'s prepared work is rolled back, balances unchanged', async () => {
+    const before = await balances();
+    const { gid, final } = await refusedByPg('yes');
     expect(final.rollbackReason).toContain('pg branch refused');
     expect(branchLines(final)).toEqual(['01 rollback succeed', '01 commit prepared']);
     expect(await balances()).toEqual(before);
@@ -163,18 +169,7 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
 
   it('a PostgreSQL branch that caught an SQL error prepares nothing (PREPARE TRANSACTION answers ROLLBACK): it answers FAILURE saying so, and the transaction rolls back, the first branch\'s prepared work too', async () => {
     const before = await balances();
-    const gid = await client.generateGid();
-    const run = client.xaGlobalTransaction(
-      gid,
-      async (xa) => {
-        await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
-        await xa.callBranch({ account: 1, amount: 30, fail: 'swallow' }, url('pg'));
-      },
-      { protocol },
-    );
-    await expect(run).rejects.toBeInstanceOf(DtmFailureError);
-    const final = await client.waitForFinal(gid);
-    expect(final.status).toBe('failed');
+    const { gid, final } = await refusedByPg('swallow');
     expect(final.rollbackReason).toContain(`PostgreSQL prepared nothing (PREPARE TRANSACTION '${gid}-02' answered ROLLBACK)`);
     expect(final.rollbackReason).toContain('Fix the code: rethrow the SQL error');
     // the branch registered before its PREPARE: DTM rolls it back too, which finds nothing to undo

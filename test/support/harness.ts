@@ -161,9 +161,9 @@ export async function waitForTransStatus(
  * the boltdb and Redis stores: `POST /resetNextCronTime {gid}` changes the stored next_cron_time but
  * not the index the cron reads, so it has no effect there (pinned in test/e2e/harness.spec.ts).
  * It moves the transactions of every test file: a test asserting that something is NOT retried
- * must use a DTM server of its own (`startDtm`).
+ * must use a DTM server of its own (`startDtm`). `serverUrl`: another DTM server than the harness's.
  */
-export async function triggerCron(): Promise<void> {
-  const answer = await dtmGet<{ succeed_count: number }>('/resetCronTime?timeout=0&limit=1000');
+export async function triggerCron(serverUrl?: string): Promise<void> {
+  const answer = await dtmGet<{ succeed_count: number }>('/resetCronTime?timeout=0&limit=1000', serverUrl);
   if (answer.status !== 200) throw new Error(`resetCronTime answered ${answer.status}: ${answer.text}`);
 }
