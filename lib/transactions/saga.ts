@@ -79,7 +79,7 @@ export class Saga extends StepTransaction {
     return this;
   }
 
-  /** How many times DTM re-runs a failing action before rolling the saga back (DTM `retry_limit`). */
+  /** How many times DTM re-runs a failing action before rolling the saga back (DTM `retry_limit`); before `submit()` only, as {@link setOptions}. */
   setRetryLimit(limit: number): this {
     return this.setOptions({ retryLimit: limit });
   }

@@ -35,7 +35,11 @@ export abstract class StepTransaction extends Transaction {
     this.remoteSteps = undefined;
   }
 
-  /** Sets more per-transaction options (merged with earlier ones; seconds); unset options take the module's `lynx.dtm` values. */
+  /**
+   * Sets more per-transaction options (merged with earlier ones; seconds); unset options take the
+   * module's `lynx.dtm` values. Before the transaction is sent to DTM only (a message's `prepare()`,
+   * a saga's or message's `submit()`): after it, refused with `DtmUsageError` (DTM keeps the options it was sent with).
+   */
   setOptions(options: TransactionOptions): this {
     this.mergeOptions(options);
     return this;

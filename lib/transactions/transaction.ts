@@ -71,6 +71,8 @@ export abstract class Transaction {
   private readonly inboundHeaders: Record<string, string>;
   /** Whether DTM accepted this object's prepare: from then on the transaction DTM holds under the gid is this one. */
   private created = false;
+  /** The first call that sent the transaction to DTM (`prepare()`, `submit()`), once one may have reached it: DTM keeps the options it carried. */
+  private sentBy?: string;
   /** The observation of this transaction (when something observes): from its first call to DTM to its outcome. */
   private observation?: TransactionObservation;
 
@@ -134,10 +136,14 @@ export abstract class Transaction {
     return trace ? { ...this.resolved.branchHeaders, ...trace } : this.resolved.branchHeaders;
   }
 
-  /** Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively); the protocol cannot change. */
+  /**
+   * Merges more options into the transaction's own (`branchHeaders` name by name, case-insensitively);
+   * the protocol cannot change, and nothing can once the transaction was sent to DTM (`DtmUsageError`).
+   */
   protected mergeOptions(options: TransactionOptions): void {
     if (typeof options !== 'object' || options === null) throw new DtmUsageError(MESSAGES.notAnObject('the options', options), { gid: this.gid });
     if (options.protocol !== undefined && options.protocol !== this.protocol) throw new DtmUsageError(MESSAGES.protocolFixed(this.gid, this.protocol), { gid: this.gid });
+    if (this.sentBy) throw new DtmUsageError(MESSAGES.optionsAfterSent(this.transType, this.gid, this.sentBy), { gid: this.gid });
     const previous = this.overrides;
     const merged = { ...previous, ...options };
     const [earlier, later] = [previous.branchHeaders, options.branchHeaders];
@@ -290,6 +296,7 @@ export abstract class Transaction {
 
   /** Prepares the transaction in DTM; a refusal because DTM already holds another under the gid is {@link DtmGidInUseError}. */
   protected async prepareInDtm(request: TransactionRequest): Promise<void> {
+    this.sentBy ??= 'prepare()';
     try {
       // with the transaction's span active, so that an HTTP / gRPC client instrumentation's span of the call is its child
       await this.withinObservation((r) => this.transport.prepare(r), request);
@@ -327,6 +334,7 @@ export abstract class Transaction {
    * object prepared that DTM holds `aborting` was not submitted (DTM rolls it back): the refusal is thrown.
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
+    this.sentBy ??= 'submit()';
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
     } catch (err) {

@@ -1,7 +1,7 @@
 // Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmOutcomeUnknownError, DtmServerError } from 'nestjs-dtm';
+import { DtmFailureError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -79,6 +79,38 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const final = await msg.submitAndWait({ timeout: 10 });
       expect(final.status).toBe('succeed');
       expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/First']);
+    });
+
+    it('setOptions() after prepare() is refused (DTM keeps the prepare\'s options; a submit would carry new ones to its first round only): the branch gets the prepared headers, DTM stores them', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid, { retryInterval: 7 }).setOptions({ branchHeaders: { 'x-tenant': 'prepared' } }).add(fx.target('/Notify'), fx.payload({ n: 1 }));
+      await msg.prepare(fx.target('/QueryPrepared'));
+      const why = `msg ${gid}: setOptions() after prepare(): DTM keeps the options of the prepare() call`;
+      for (const late of [{ branchHeaders: { 'x-tenant': 'late' } }, { retryInterval: 1 }, { timeoutToFail: 60 }, { branchTimeout: 5 }, { waitResult: true }]) {
+        let error: unknown;
+        try {
+          msg.setOptions(late);
+        } catch (err) {
+          error = err;
+        }
+        expect(error).toBeInstanceOf(DtmUsageError);
+        expect((error as Error).message).toContain(why);
+        expect((error as Error).message).toMatch(/set the options before prepare\(\): in newMsg\(gid, options\) or with setOptions\(\)$/);
+      }
+      expect(msg.options).toMatchObject({ retryInterval: 7, branchHeaders: { 'x-tenant': 'prepared' } });
+      expect(msg.options.waitResult).toBeUndefined();
+      const final = await msg.submitAndWait({ timeout: 10 });
+      expect(final.status).toBe('succeed');
+      expect(final.transaction.options).toMatchObject({ retryInterval: 7, branchHeaders: { 'x-tenant': 'prepared' } });
+      expect(fx.recorder.callsTo('/Notify', gid).map((c) => c.headers['x-tenant'])).toEqual(['prepared']);
+    });
+
+    it('setOptions() after submit() is refused for a message never prepared too', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/Notify'), fx.payload({ n: 1 }));
+      await msg.submit();
+      expect(() => msg.setOptions({ retryInterval: 1 })).toThrow(new DtmUsageError(`msg ${gid}: setOptions() after submit(): DTM keeps the options of the submit() call (a submit of a prepared transaction carries new ones to DTM's first round only; its retries and its timeout keep the stored ones), so they would not take effect, or only partly; set the options before submit(): in newMsg(gid, options) or with setOptions()`));
+      expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('succeed');
     });
 
     it('fans a topic out to every subscriber', async () => {

@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import { DtmGidInUseError, type Saga } from 'nestjs-dtm';
+import { DtmGidInUseError, DtmUsageError, type Saga } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
@@ -200,6 +200,22 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(calls.map((c) => c.path)).toEqual(['/TransOut', '/TransIn', '/TransIn']);
       for (const call of calls) expect(call.headers).toMatchObject({ 'x-tenant': 'acme', 'x-request-id': 'r-42' });
       expect(final.transaction.options.branchHeaders).toEqual({ 'x-tenant': 'acme', 'x-request-id': 'r-42' });
+    });
+
+    it('setOptions() and setRetryLimit() after submit() are refused: DTM keeps the options it was submitted with', async () => {
+      const gid = await fx.client.generateGid();
+      const saga = transfer(fx.client.newSaga(gid, { branchHeaders: { 'x-tenant': 'sent' } }));
+      await saga.submit();
+      const why = `saga ${gid}: setOptions() after submit(): DTM keeps the options of the submit() call`;
+      expect(() => saga.setOptions({ branchHeaders: { 'x-tenant': 'late' } })).toThrow(why);
+      expect(() => saga.setOptions({ waitResult: true })).toThrow(why);
+      expect(() => saga.setRetryLimit(3)).toThrow(DtmUsageError);
+      expect(() => saga.setRetryLimit(3)).toThrow(/set the options before submit\(\): in newSaga\(gid, options\) or with setOptions\(\)$/);
+      expect(saga.options.branchHeaders).toEqual({ 'x-tenant': 'sent' });
+      const final = await fx.client.waitForFinal(gid, { timeout: 10 });
+      expect(final.status).toBe('succeed');
+      expect(final.transaction.options.branchHeaders).toEqual({ 'x-tenant': 'sent' });
+      expect(final.transaction.options.retryLimit).toBeUndefined();
     });
 
     it('waitResult: submit resolves after the first round, and fails (409) when that round did not succeed', async () => {
