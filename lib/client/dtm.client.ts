@@ -175,7 +175,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * {@link tccGlobalTransaction}, then waits for the final outcome (`wait`: see {@link waitForFinal}):
    * resolves `succeed` (with `result`, what `body` returned) or `failed` (a branch's FAILURE thrown
-   * out of `body` is a rollback, a result; any other error of `body` is thrown after the abort).
+   * out of `body` is a rollback, a result; so is a rollback DTM made while `body` ran, its
+   * timeoutToFail passed; any other error of `body` is thrown after the abort).
    * A submit DTM did not store (the transaction still prepared 3 s after it) is sent again.
    * Throws `DtmOutcomeUnknownError` if DTM has the transaction but its outcome is not known in time.
    */

@@ -8,7 +8,7 @@ import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
-/** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE rolled it back). */
+/** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE out of it rolled it back). */
 export interface GlobalTransactionOutcome<T> extends FinalResult {
   result?: T;
 }
@@ -56,7 +56,8 @@ export abstract class GlobalTransaction extends Transaction {
    * @internal {@link run}, then waits for the final outcome (retrying status queries through DTM
    * restarts, see `DtmClient.waitForFinal`). A branch's FAILURE (a `DtmFailureError` out of `body`)
    * aborts the transaction and is a result (`failed`, with the reason); any other error of `body`
-   * aborts it and is thrown. A submit that may not have reached DTM is waited out too (as is DTM's
+   * aborts it and is thrown. A transaction DTM rolled back before the submit (its timeoutToFail
+   * passed while `body` ran: DTM refuses the submit) is a result too (`failed`, DTM's reason, and `result`). A submit that may not have reached DTM is waited out too (as is DTM's
    * FAILURE or ONGOING answer to a submit with `waitResult` whose first round did not finish: a
    * Confirm answering ONGOING or a retryable error), and one DTM did not store (the transaction still prepared 3 s after it) is sent again.
    */

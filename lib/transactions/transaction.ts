@@ -319,7 +319,8 @@ export abstract class Transaction {
    * round did not end in success, also when the transaction is merely still running, and ONGOING
    * (425 / FAILED_PRECONDITION) when a branch of that round answered ONGOING (a TCC's Confirm, say):
    * the stored status decides. `failed` → {@link DtmFailureError} with the rollback reason; still running →
-   * {@link DtmOngoingError}, unless `tolerateUnfinished` (the caller waits for the end itself).
+   * {@link DtmOngoingError}; with `tolerateUnfinished` (the caller waits for the outcome itself,
+   * a rollback being one) neither is thrown: the caller's wait reads the status.
    * DTM's refusal because it already holds another transaction under the gid (this object did not
    * prepare it) is {@link DtmGidInUseError}, never that transaction's status.
    *
@@ -331,14 +332,15 @@ export abstract class Transaction {
    * answer, after DTM acted on it). Then the stored status decides as above: `submitted` or
    * `succeed` (and for such a saga or message `aborting`: its submit took, a branch failed) is
    * submitted, `failed` is {@link DtmFailureError} with the rollback reason. A transaction this
-   * object prepared that DTM holds `aborting` was not submitted (DTM rolls it back): the refusal is thrown.
+   * object prepared that DTM holds `aborting` was not submitted (DTM rolls it back): the refusal is
+   * thrown. With `tolerateUnfinished`, `failed` and such an `aborting` are left to the caller's wait (the rollback is the outcome).
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     this.sentBy ??= 'submit()';
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
     } catch (err) {
-      const own = await this.ownSubmitRefused(err, request);
+      const own = await this.ownSubmitRefused(err, request, tolerateUnfinished);
       if (!own) {
         const inUse = this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
@@ -349,6 +351,7 @@ export abstract class Transaction {
       const record = own ?? (await this.runtime.query(this.gid));
       if (record?.status === 'succeed') return;
       if (record?.status === 'failed') {
+        if (tolerateUnfinished) return; // the caller waits for the outcome, and a rollback is one (its wait reads it, with the reason)
         const raw = record.rollbackReason ?? (answer instanceof DtmFailureError ? answer.raw : answer.message);
         throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: answer.endpoint, protocol: answer.protocol, status: answer.status, cause: err });
       }
@@ -363,7 +366,7 @@ export abstract class Transaction {
    * stores is this transaction gone on (see {@link submitRequest}): DTM's record of it. A query that
    * fails then is {@link DtmOutcomeUnknownError}: DTM holds the transaction, possibly submitted.
    */
-  private async ownSubmitRefused(err: unknown, request: TransactionRequest): Promise<TransactionRecord | undefined> {
+  private async ownSubmitRefused(err: unknown, request: TransactionRequest, tolerateUnfinished: boolean): Promise<TransactionRecord | undefined> {
     const refused = refusedForStatus(err);
     if (!refused || refused.status === 'prepared') return undefined;
     const resent = wasResent(err);
@@ -375,8 +378,9 @@ export abstract class Transaction {
       throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, refused.status, (queryError as Error).message), this.gid, refused.status, { cause: err });
     }
     if (!record || record.status === 'prepared') return undefined;
-    // a transaction this object prepared that DTM is rolling back (its timeoutToFail passed, or it was aborted): no submit of it took
-    if (this.created) return record.status === 'aborting' ? undefined : record;
+    // a transaction this object prepared that DTM is rolling back (its timeoutToFail passed, or it was aborted): no submit of it
+    // took, which is thrown, unless the caller waits for the outcome (the rollback, which its wait reads)
+    if (this.created) return record.status === 'aborting' && !tolerateUnfinished ? undefined : record;
     if (sameSteps(record, request)) return record;
     return undefined;
   }

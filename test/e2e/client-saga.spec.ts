@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import { DtmGidInUseError, DtmUsageError, type Saga } from 'nestjs-dtm';
+import { DtmGidInUseError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
@@ -230,6 +230,15 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       );
       // ...and submitAndWait() with waitResult reads the 409 as "not final yet"
       expect((await fx.client.waitForFinal(ongoing, { timeout: 20 })).status).toBe('succeed');
+    });
+
+    it('waitResult, a step answering FAILURE: submitAndWait resolves failed with the reason (DTM rolled back in its first round and answered FAILURE), not DtmFailureError', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', { status: 409, body: { message: 'account frozen' } });
+      const final = await transfer(fx.client.newSaga(gid, { waitResult: true })).submitAndWait({ timeout: 30 }).catch((e: unknown) => e);
+      expect(final).toMatchObject({ gid, status: 'failed' });
+      expect((final as FinalResult).rollbackReason).toContain('account frozen');
+      expect(branchLines(final as FinalResult)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
     });
 
     it('waitResult, a step answering ONGOING once: submitAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {

@@ -4,7 +4,7 @@
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type Tcc } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type FinalResult, type Tcc } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -32,6 +32,41 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((error as Error).message).toContain("current status 'aborting'");
       expect(fx.recorder.callsTo('/SlowConfirm', gid)).toHaveLength(0);
       await fx.client.forceStop(gid);
+    });
+
+    it('tccGlobalTransactionAndWait (waitResult), a body that outlasts timeoutToFail: DTM rolled the TCC back ("failed") before the submit, which it refuses; resolves failed with DTM\'s reason, not DtmFailureError', async () => {
+      const gid = await fx.client.generateGid();
+      const outcome = await fx.client
+        .tccGlobalTransactionAndWait(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/LateTry'), fx.target('/LateConfirm'), fx.target('/LateCancel'));
+          await new Promise((resolve) => setTimeout(resolve, 1500)); // past timeoutToFail
+          await triggerCron();
+          await waitForTransStatus(gid, 'failed');
+          return 'done';
+        }, { timeoutToFail: 1, retryInterval: 60, waitResult: true }, { timeout: 20 })
+        .catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ gid, status: 'failed', rollbackReason: 'Timeout after 1 seconds', result: 'done' });
+      expect(branchLines(outcome as FinalResult)).toEqual(['01 cancel succeed', '01 confirm prepared']);
+      expect(fx.recorder.callsTo('/LateCancel', gid)).toHaveLength(1);
+      expect(fx.recorder.callsTo('/LateConfirm', gid)).toHaveLength(0);
+    });
+
+    it('tccGlobalTransactionAndWait, a body that outlasts timeoutToFail: DTM is rolling the TCC back ("aborting") when it refuses the submit; the wait resolves failed once the Cancel succeeded, not DtmFailureError', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/AbCancel', 425, 200); // DTM keeps it aborting until its next look (retryInterval 1)
+      const outcome = await fx.client
+        .tccGlobalTransactionAndWait(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/AbTry'), fx.target('/AbConfirm'), fx.target('/AbCancel'));
+          await new Promise((resolve) => setTimeout(resolve, 1500)); // past timeoutToFail
+          await triggerCron();
+          await fx.recorder.waitForCalls('/AbCancel', 1, { gid, timeoutMs: 20_000 });
+          expect((await queryTrans(gid)).transaction?.status).toBe('aborting');
+          return 'done';
+        }, { timeoutToFail: 1, retryInterval: 1 }, { timeout: 30 })
+        .catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ gid, status: 'failed', rollbackReason: 'Timeout after 1 seconds', result: 'done' });
+      expect(fx.recorder.callsTo('/AbCancel', gid)).toHaveLength(2);
+      expect(fx.recorder.callsTo('/AbConfirm', gid)).toHaveLength(0);
     });
 
     it('confirms every branch after the Tries succeeded; Tries get the query DTM SDKs send', async () => {
@@ -295,6 +330,23 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
       expect(final.transaction?.rollback_reason).toContain('insufficient balance');
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
+    });
+
+    it('xaGlobalTransactionAndWait (waitResult), a body that outlasts timeoutToFail: DTM rolled the XA back ("failed") before the submit, which it refuses; resolves failed with DTM\'s reason, not DtmFailureError', async () => {
+      fx.recorder.handle('/LateBank', xaResourceManager('prepare'));
+      const gid = await fx.client.generateGid();
+      const outcome = await fx.client
+        .xaGlobalTransactionAndWait(gid, async (xa) => {
+          await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/LateBank'));
+          await new Promise((resolve) => setTimeout(resolve, 1500)); // past timeoutToFail
+          await triggerCron();
+          await waitForTransStatus(gid, 'failed');
+          return 'done';
+        }, { timeoutToFail: 1, retryInterval: 60, waitResult: true }, { timeout: 20 })
+        .catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ gid, status: 'failed', rollbackReason: 'Timeout after 1 seconds', result: 'done' });
+      expect(branchLines(outcome as FinalResult)).toEqual(['01 rollback succeed', '01 commit prepared']);
+      expect(fx.recorder.callsFor(gid).map((c) => c.query.op)).toEqual(['action', 'rollback']);
     });
 
     it('TransactionHelper.executeXa commits, waiting for the final status', async () => {
