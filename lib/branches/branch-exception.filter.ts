@@ -10,7 +10,8 @@ import { branchCallOf } from './branch-call.js';
 import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
-import { dtmResultOfRpcException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
+import { rpcExceptionCode } from './grpc/grpc-branch.transport.js';
+import { dtmResultOfError } from './branch-result.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
@@ -18,8 +19,9 @@ const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-
 /**
  * DTM's branch protocol in one place, for decorated handlers, on the transport the call came in
  * on (see `BranchTransport.answer`: HTTP 409 / 425, gRPC ABORTED / FAILED_PRECONDITION). Warns,
- * naming the handler, when a handler whose FAILURE cannot roll anything back throws one; logs any
- * other error with the handler, gid, branch id and op of the call.
+ * naming the handler, when a handler whose FAILURE cannot roll anything back throws one (a
+ * `DtmFailureError`, an HttpException 409, an RpcException ABORTED); records (for the diagnosis)
+ * and logs any error DTM retries with the handler, gid, branch id and op of the call.
  */
 @Catch()
 @Injectable()
@@ -48,13 +50,14 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           exception = new DtmFailureError(MESSAGES.invalidPayload(where, badRequestMessage(exception)), { cause: exception });
         }
       }
-      // an RpcException with code ABORTED or FAILED_PRECONDITION is DTM's FAILURE or ONGOING, as the module's own errors are
-      const rpcResult = dtmResultOfRpcException(exception);
-      if (exception instanceof DtmFailureError || rpcResult === 'FAILURE') {
+      // an HttpException with status 409 or 425 and an RpcException with code ABORTED or FAILED_PRECONDITION are DTM's
+      // FAILURE or ONGOING, as the module's own errors are: not the handler's error (nothing recorded, nothing logged)
+      const result = dtmResultOfError(exception);
+      if (result === 'FAILURE') {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
-          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info, rpcResult === 'FAILURE' ? 'an RpcException with code ABORTED (FAILURE)' : undefined));
+          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info, failureName(exception)));
         }
-      } else if (!(exception instanceof DtmOngoingError) && rpcResult !== 'ONGOING') {
+      } else if (result !== 'ONGOING') {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
         if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
       }
@@ -63,6 +66,13 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     }
     return transport.answer(exception, host, this.adapterHost);
   }
+}
+
+/** How a FAILURE answer's error is named in the warning that it cannot roll anything back. */
+function failureName(exception: unknown): string {
+  if (exception instanceof DtmFailureError) return 'DtmFailureError';
+  if (exception instanceof HttpException) return `an HttpException with status 409 (FAILURE)`;
+  return 'an RpcException with code ABORTED (FAILURE)';
 }
 
 /** The message of a pipe's 400 (class-validator's ValidationPipe answers a list of messages). */

@@ -4,8 +4,7 @@
 // debug log), `active` is false and the callers skip all of it: no event object, no clock read.
 import { Logger } from '@nestjs/common';
 import type { DtmProtocol } from '../errors/dtm-error.js';
-import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { dtmResultOfError } from '../branches/branch-result.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -45,12 +44,8 @@ const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.
 /** What a branch call's outcome is, from what its handler threw (undefined: it succeeded). */
 export function branchOutcomeOf(error: unknown, failed: boolean): DtmBranchOutcome {
   if (!failed) return 'success';
-  if (error instanceof DtmFailureError) return 'failure';
-  if (error instanceof DtmOngoingError) return 'ongoing';
-  const status = (error as { getStatus?: () => unknown } | undefined)?.getStatus?.();
-  if (status === 409) return 'failure';
-  if (status === 425) return 'ongoing';
-  return 'error';
+  const result = dtmResultOfError(error);
+  return result === 'FAILURE' ? 'failure' : result === 'ONGOING' ? 'ongoing' : 'error';
 }
 
 /**

@@ -4,7 +4,7 @@
 // checks (route methods, global guards, the barrier table, the start-up ping); the branch's own
 // message in failures and rollback reasons, DTM v1.19's text on the raw fields.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Controller, ForbiddenException, Get, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
+import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -21,6 +21,7 @@ import {
   TccConfirm,
   TccTry,
   pgBarrierDatabase,
+  type DtmBranchCallEvent,
   type DtmConfigInput,
 } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
@@ -53,6 +54,32 @@ class DiagController {
   explode(@Query('gid') gid?: string) {
     called('explode', gid);
     throw new Error('ledger offline');
+  }
+
+  @SagaAction('slow-http', { compensate: false })
+  @Post('slow-http')
+  slowHttp(@Query('gid') gid?: string) {
+    called('slow-http', gid);
+    throw new HttpException({ message: 'still counting' }, 425);
+  }
+
+  @TccTry('pin')
+  @Post('pin-try')
+  pinTry() {
+    return {};
+  }
+
+  @TccConfirm('pin')
+  @Post('pin-confirm')
+  pinConfirm(@Query('gid') gid?: string) {
+    called('pin-confirm', gid);
+    throw new ConflictException('ledger closed');
+  }
+
+  @TccCancel('pin')
+  @Post('pin-cancel')
+  pinCancel() {
+    return {};
   }
 
   @SagaAction('zed', { compensate: false })
@@ -113,10 +140,12 @@ interface DiagApp {
 
 const apps: INestApplication[] = [];
 
-/** A Nest app with DiagController (and what `extra` adds), listening on 127.0.0.1; `appUrl` may point elsewhere. */
-async function diagApp(config: DtmConfigInput, extra: { guard?: boolean; vault?: pg.Pool; port?: number } = {}): Promise<DiagApp> {
+/** A Nest app with DiagController (and what `extra` adds: `branchCalls` gets its `branch.call` events), listening on 127.0.0.1; `appUrl` may point elsewhere. */
+async function diagApp(config: DtmConfigInput, extra: { guard?: boolean; vault?: pg.Pool; port?: number; branchCalls?: DtmBranchCallEvent[] } = {}): Promise<DiagApp> {
+  const branchCalls = extra.branchCalls;
+  const instrumentation = branchCalls ? { hooks: { 'branch.call': (e: DtmBranchCallEvent) => void branchCalls.push(e) }, openTelemetry: false } : undefined;
   @Module({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined, instrumentation })],
     controllers: extra.vault ? [DiagController, VaultController] : [DiagController],
     providers: extra.guard ? [{ provide: APP_GUARD, useClass: DenyAllGuard }] : [],
   })
@@ -215,6 +244,43 @@ describe('a transaction that does not finish in time names its unfinished branch
     expect(error.unfinished[0].cause).toBe("DiagController.slow is reachable and answers POST; the cause is in the handler or in DTM's log");
     expect(calls.slow).toContain(gid);
     expect(calls.slow!.every((g) => typeof g === 'string')).toBe(true);
+  });
+
+  it('a handler throwing an HttpException with status 425 answers ONGOING, as DtmOngoingError does: not recorded as its failure (the cause is the probe\'s), the hook reports ongoing', async () => {
+    const port = await freePort();
+    const branchCalls: DtmBranchCallEvent[] = [];
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port, branchCalls });
+    const { gid, error } = await unfinished(app, 'slow-http');
+    expect(error.unfinished[0].cause).toBe("DiagController.slowHttp is reachable and answers POST; the cause is in the handler or in DTM's log");
+    expect(calls['slow-http']).toContain(gid);
+    const mine = branchCalls.filter((e) => e.gid === gid);
+    expect(mine.length).toBeGreaterThan(0);
+    expect(mine.map((e) => `${e.handler} ${e.op} ${e.outcome}`)).toEqual(mine.map(() => 'DiagController.slowHttp action ongoing'));
+    expect(app.logger.errors.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
+  it('a TCC Confirm throwing an HttpException with status 409 answers FAILURE, as DtmFailureError does: not recorded as its failure, a warning that it cannot roll back, the hook reports failure', async () => {
+    const port = await freePort();
+    const branchCalls: DtmBranchCallEvent[] = [];
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port, branchCalls });
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ amount: 1 }, 'pin'), undefined, { timeout: 2 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    // DTM read the 409 as FAILURE, which it retries on a Confirm: still submitted, the Confirm not done
+    const stored = await queryTrans(gid);
+    expect(stored.transaction?.status).toBe('submitted');
+    expect(stored.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel prepared', 'confirm prepared']);
+    await app.client.forceStop(gid);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([
+      expect.objectContaining({ name: 'pin', op: 'confirm', cause: "DiagController.pinConfirm is reachable and answers POST; the cause is in the handler or in DTM's log" }),
+    ]);
+    expect(calls['pin-confirm']).toContain(gid);
+    expect(app.logger.warnings).toContainEqual(
+      expect.stringContaining(`DiagController.pinConfirm (tcc-confirm, tcc gid ${gid}, branch 01, op confirm) threw an HttpException with status 409 (FAILURE), but a FAILURE here cannot roll anything back`),
+    );
+    const confirms = branchCalls.filter((e) => e.gid === gid && e.op === 'confirm');
+    expect(confirms.length).toBeGreaterThan(0);
+    expect(confirms.map((e) => e.outcome)).toEqual(confirms.map(() => 'failure'));
   });
 
   it('a barrier table that is missing: start-up fails naming ensureBarrierSchema and the sql/ file; dropped later, the cause is the database error', async () => {

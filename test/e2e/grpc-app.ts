@@ -34,7 +34,8 @@ export interface Item {
   quantity: number;
   /**
    * '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply),
-   * 'quiet' (return an Observable that completes without a value), 'rpc-abort' (an RpcException with code ABORTED).
+   * 'quiet' (return an Observable that completes without a value), 'rpc-abort' (an RpcException with code ABORTED),
+   * 'rpc-ongoing-once' (an RpcException with code FAILED_PRECONDITION the first time).
    */
   script: string;
 }
@@ -83,6 +84,7 @@ export class ShopController {
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
     if (item.script === 'rpc-abort') throw new RpcException({ code: status.ABORTED, message: `out of stock: ${item.sku}` });
+    if (item.script === 'rpc-ongoing-once' && once) throw new RpcException({ code: status.FAILED_PRECONDITION, message: 'still reserving' });
     if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());
     return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;
   }

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Controller, Post } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmClient, DtmModule, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
@@ -101,13 +101,46 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(direct).toEqual({ status: 200, code: 0, text: '' });
   });
 
-  it('an RpcException with code ABORTED is FAILURE: DTM rolls back, the log does not say DTM will retry the call', async () => {
+  /** The `branch.call` events of the Shop app while `run` runs, as `handler branch op outcome`. */
+  async function branchCallsDuring(gid: string, run: () => Promise<void>): Promise<string[]> {
+    const seen: string[] = [];
+    const off = t.app.get(DtmInstrumentation).on('branch.call', (e) => {
+      if (e.gid === gid) seen.push(`${e.handler} ${e.branchId} ${e.op} ${e.outcome}`);
+    });
+    try {
+      await run();
+    } finally {
+      off();
+    }
+    return seen;
+  }
+
+  it('an RpcException with code ABORTED is FAILURE: DTM rolls back, the log does not say DTM will retry the call, the hook reports failure', async () => {
     const gid = await t.client.generateGid();
-    const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', 'rpc-abort')).submitAndWait({ timeout: 20 });
-    expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toContain('out of stock: b');
+    const hooks = await branchCallsDuring(gid, async () => {
+      const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', 'rpc-abort')).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('out of stock: b');
+    });
     expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+    expect(hooks).toEqual([
+      'ShopController.reserve 01 action success',
+      'ShopController.reserve 02 action failure',
+      'ShopController.reserveRevert 02 compensate success',
+      'ShopController.reserveRevert 01 compensate success',
+    ]);
+  });
+
+  it('an RpcException with code FAILED_PRECONDITION is ONGOING: DTM asks again, no log line, the hook reports ongoing', async () => {
+    const gid = await t.client.generateGid();
+    const hooks = await branchCallsDuring(gid, async () => {
+      const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'rpc-ongoing-once')).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('succeed');
+    });
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserve']);
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+    expect(hooks).toEqual(['ShopController.reserve 01 action ongoing', 'ShopController.reserve 01 action success']);
   });
 
   it('a call without DTM metadata, or with an op the handler does not serve, is refused (INVALID_ARGUMENT) and the handler does not run', async () => {
