@@ -240,6 +240,8 @@ export const MESSAGES = {
     `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, what = 'DtmFailureError') =>
     `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}) threw ${what}, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
+  resultBody: (where: string, result: string, body: string) =>
+    `${where} answered 200 with a body DTM reads as ${result} (${truncate(body)}): answered as ${result}, as if the handler threw ${result === 'FAILURE' ? 'DtmFailureError' : 'DtmOngoingError'} (its local transaction rolled back); throw that error instead`,
   successBodyHasResultWord: (where: string, body: string) =>
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>

@@ -9,6 +9,7 @@ import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
 import { isGrpcCall } from './grpc/grpc-branch.transport.js';
+import { dtmResultOfBody, errorOfResultBody } from './branch-result.js';
 import { handlerName } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
@@ -216,7 +217,7 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
   if (result instanceof Promise) {
     return result.then(
       (value: unknown) => {
-        instrumentation.endBranch(observation, false);
+        instrumentation.endBranch(observation, false, undefined, value);
         return value;
       },
       (err: unknown) => {
@@ -226,9 +227,16 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
     );
   }
   if (isObservable(result)) {
-    return result.pipe(tap({ error: (err: unknown) => instrumentation.endBranch(observation, true, err), complete: () => instrumentation.endBranch(observation, false) }));
+    let last: unknown;
+    return result.pipe(
+      tap({
+        next: (value: unknown) => void (last = value),
+        error: (err: unknown) => instrumentation.endBranch(observation, true, err),
+        complete: () => instrumentation.endBranch(observation, false, undefined, last),
+      }),
+    );
   }
-  instrumentation.endBranch(observation, false);
+  instrumentation.endBranch(observation, false, undefined, result);
   return result;
 }
 
@@ -301,7 +309,7 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    return runtime.xaLocalTransaction(info, db, (handle) => settled(business(handle)));
+    return runtime.xaLocalTransaction(info, db, (handle) => settled(business(handle), carrier, where));
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
@@ -314,7 +322,7 @@ async function runInLocalTransaction(
     return undefined;
   }
   if (isRedisConnection(connection)) throw new InternalServerErrorException(MESSAGES.redisBarrierOnHandler(where, source.barrier));
-  const outcome = await barrier.callWithDb(connection, (handle) => settled(business(handle)));
+  const outcome = await barrier.callWithDb(connection, (handle) => settled(business(handle), carrier, where));
   return outcome.executed ? outcome.result : undefined;
 }
 
@@ -323,8 +331,16 @@ async function runInLocalTransaction(
  * awaited, an Observable (Nest allows one; awaiting it would not run it) subscribed to and waited
  * for, its last value the answer (undefined if it completes without one), as Nest answers it. Its
  * error rolls the transaction back, barrier rows included, so DTM's retry runs the business again.
+ * Over HTTP, an answer DTM reads as FAILURE or ONGOING (a string or `{ dtm_result }` body holding
+ * the word, see {@link dtmResultOfBody}) is that error thrown: the transaction rolls back, as for a
+ * thrown `DtmFailureError`, instead of committing work DTM then rolls back or retries.
  */
-async function settled(result: unknown): Promise<unknown> {
-  const value: unknown = await result;
-  return isObservable(value) ? lastValueFrom(value, { defaultValue: undefined }) : value;
+async function settled(result: unknown, carrier: BranchCarrier | undefined, where: string): Promise<unknown> {
+  let value: unknown = await result;
+  if (isObservable(value)) value = await lastValueFrom(value, { defaultValue: undefined });
+  if (value !== undefined && value !== null && !isGrpcCall(carrier)) {
+    const body = dtmResultOfBody(value);
+    if (body) throw errorOfResultBody(where, body);
+  }
+  return value;
 }

@@ -2,6 +2,8 @@ import { HttpException } from '@nestjs/common';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { dtmResultOfRpcException } from './grpc/grpc-branch.transport.js';
+import { answerMessage } from '../diagnostics/failure-reason.js';
+import { MESSAGES } from '../dtm.messages.js';
 
 /**
  * What DTM reads the answer to a branch handler's error `exception` as, on either transport (see
@@ -19,3 +21,27 @@ export function dtmResultOfError(exception: unknown): 'FAILURE' | 'ONGOING' | un
   return dtmResultOfRpcException(exception);
 }
 
+/**
+ * What DTM v1.19 reads an HTTP branch's 200 answer with body `value` as (`dtmcli.HTTPResp2DtmError`:
+ * ONGOING, then FAILURE, anywhere in the body), for the bodies that speak DTM's result protocol: a
+ * string, or an object with a `dtm_result` field (DTM's protocol before v1.10, which v1.19 still
+ * honours); undefined for any other body, which is not read (no work on a call's success path).
+ */
+export function dtmResultOfBody(value: unknown): { result: 'FAILURE' | 'ONGOING'; text: string } | undefined {
+  let text: string;
+  if (typeof value === 'string') text = value;
+  else if (typeof value === 'object' && value !== null && 'dtm_result' in value) text = JSON.stringify(value);
+  else return undefined;
+  const result = text.includes('ONGOING') ? 'ONGOING' : text.includes('FAILURE') ? 'FAILURE' : undefined;
+  return result && { result, text };
+}
+
+/**
+ * The error a handler that answered `body` (see {@link dtmResultOfBody}) stands for: a
+ * `DtmFailureError` (the body's message as reason) or a `DtmOngoingError`, as if the handler threw it.
+ */
+export function errorOfResultBody(where: string, body: { result: 'FAILURE' | 'ONGOING'; text: string }): DtmFailureError | DtmOngoingError {
+  const own = answerMessage(body.text);
+  const message = own === body.text || own === body.result ? MESSAGES.resultBody(where, body.result, body.text) : own;
+  return body.result === 'FAILURE' ? new DtmFailureError(message) : new DtmOngoingError(message);
+}

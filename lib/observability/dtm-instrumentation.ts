@@ -4,7 +4,7 @@
 // debug log), `active` is false and the callers skip all of it: no event object, no clock read.
 import { Logger } from '@nestjs/common';
 import type { DtmProtocol } from '../errors/dtm-error.js';
-import { dtmResultOfError } from '../branches/branch-result.js';
+import { dtmResultOfBody, dtmResultOfError } from '../branches/branch-result.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -41,10 +41,13 @@ export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'br
 /** The names of the events ({@link DtmEvents}). */
 const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call', 'abort.failed'];
 
-/** What a branch call's outcome is, from what its handler threw (undefined: it succeeded). */
-export function branchOutcomeOf(error: unknown, failed: boolean): DtmBranchOutcome {
-  if (!failed) return 'success';
-  const result = dtmResultOfError(error);
+/**
+ * What a branch call's outcome is, from what its handler threw (`failed`), else from the body it
+ * answered over HTTP (one DTM reads as FAILURE or ONGOING: see `dtmResultOfBody`).
+ */
+export function branchOutcomeOf(error: unknown, failed: boolean, httpBody?: unknown): DtmBranchOutcome {
+  const result = failed ? dtmResultOfError(error) : httpBody === undefined || httpBody === null ? 'SUCCESS' : (dtmResultOfBody(httpBody)?.result ?? 'SUCCESS');
+  if (result === 'SUCCESS') return 'success';
   return result === 'FAILURE' ? 'failure' : result === 'ONGOING' ? 'ongoing' : 'error';
 }
 
@@ -187,10 +190,10 @@ export class DtmInstrumentation {
     if (otel?.tracing) otel.branchSpan(observation, traceparent, tracestate);
   }
 
-  /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`). */
-  endBranch(o: BranchObservation, failed: boolean, error?: unknown): void {
+  /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`), or from the HTTP `body` it answered. */
+  endBranch(o: BranchObservation, failed: boolean, error?: unknown, body?: unknown): void {
     const durationMs = performance.now() - o.started;
-    const outcome = branchOutcomeOf(error, failed);
+    const outcome = branchOutcomeOf(error, failed, o.protocol === 'http' ? body : undefined);
     const otel = this.otel();
     if (otel) {
       if (o.span) {

@@ -128,6 +128,14 @@ class BankController {
     return from(Promise.resolve(this.ledger.enter('quiet', body, branch, headers))).pipe(ignoreElements());
   }
 
+  /** Answers FAILURE in DTM's result protocol before v1.10 (a `dtm_result` body), which DTM v1.19 still reads. */
+  @Post('old-protocol')
+  @SagaAction('oldProtocol', { compensate: false })
+  oldProtocol(@Body() body: unknown, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    this.ledger.enter('oldProtocol', body, branch, headers);
+    return { dtm_result: 'FAILURE', message: 'card declined' };
+  }
+
   /** Returns a body DTM would misread. */
   @Post('chatty')
   @SagaAction('chatty', { compensate: false })

@@ -242,6 +242,17 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.logger.errors.some((e) => e.includes('BankController.chatty answered 200 with a body containing FAILURE or ONGOING'))).toBe(true);
   });
 
+  it('a handler answering { dtm_result: \'FAILURE\' } (DTM\'s result protocol before v1.10) answers FAILURE, as DTM reads it in production, not a 500 retried forever: the saga rolls back with its message', async () => {
+    const direct = await fetch(`${t.url}/api/v1/bank/old-protocol?gid=g5&trans_type=saga&branch_id=01&op=action`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(direct.status).toBe(409);
+    expect(await direct.json()).toEqual({ dtm_result: 'FAILURE', message: 'card declined' });
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 3 }).add('oldProtocol', {}).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('card declined');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'oldProtocol', 'transOutCompensate']);
+  });
+
   it('a handler answering with an Observable that completes without a value answers 200 with no body (not a 500): the saga succeeds at the first call', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('quiet', { amount: 1 }).submitAndWait({ timeout: 9 });
@@ -576,7 +587,7 @@ describe('start-up validation of decorated branches', () => {
     const t = await startBranchApp('express');
     try {
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmUsageError);
-      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, quiet, chatty)');
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, quiet, oldProtocol, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
         'no @TccTry branch named "stock" (known: inventory, order, bundle)',
       );

@@ -339,6 +339,25 @@ describe('hooks', () => {
   });
 });
 
+describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result: \'FAILURE\' }, DTM\'s result protocol before v1.10)', () => {
+  it('is a FAILURE as if thrown: its write rolls back with the barrier, DTM rolls the saga back with its message; a step without compensation leaves no money behind', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    // transIn as a step without compensation: nothing would undo a write committed under the barrier
+    const final = await t.client
+      .newSaga(gid, { protocol: 'http', retryInterval: 1 })
+      .add('transOut', { account: 1, amount: 10 })
+      .add(`${t.url}/bank/trans-in`, '', { account: 2, amount: 10, fail: 'old-protocol' })
+      .submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('account 2 is frozen');
+    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const calls = events.slice(from).filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid).map((e) => e.event as DtmEvents['branch.call']);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual(['01 action Bank.transOut success', '02 action Bank.transIn failure', '01 compensate Bank.transOutCompensate success']);
+  });
+});
+
 describe('barrier decisions', () => {
   it('a cancel arriving before its Try is a null compensation, and the late Try is reported as hanging prevented (not a duplicate)', async () => {
     const from = events.length;
