@@ -352,6 +352,8 @@ export const MESSAGES = {
     `${where} runs in a local transaction (barrier or XA database), which the module opens only for a branch call DTM makes through its route (or gRPC method), and this call did not come that way (a direct call, from a unit test say). Call it as DTM does (callBranch() of nestjs-dtm/testing on the running app), or unit-test the business logic in a service that takes the transaction`,
   noBranchRuntime: (where: string) =>
     `${where} runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)`,
+  noBranchRuntimeAuth: (where: string) =>
+    `${where}: lynx.dtm.branch_auth_keys is set, but no DtmModule serves this controller, so its calls would run unauthenticated: import DtmModule in its module, or make it global (isGlobal: true)`,
   redisBarrierOnHandler: (where: string, name: string) =>
     `${where}: barrier connection "${name}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`,
   noBarrierTx: (where: string) =>

@@ -1,5 +1,7 @@
-import { Injectable, type OnModuleInit, type Type } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit, type Type } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import type { DtmConfig } from '../config/dtm-config.types.js';
+import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { localTransactionOf } from './branch-handler.binding.js';
 import { branchMetadataOf, grpcMethodOf } from './branch-metadata.accessor.js';
@@ -18,6 +20,7 @@ export class DtmBranchExplorer implements OnModuleInit {
     private readonly scanner: MetadataScanner,
     private readonly http: HttpBranchLocator,
     private readonly registry: DtmBranchRegistry,
+    @Inject(DTM_CONFIG) private readonly config: DtmConfig,
   ) {}
 
   onModuleInit(): void {
@@ -39,6 +42,8 @@ export class DtmBranchExplorer implements OnModuleInit {
         const route: BranchRoute = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: bound && 'barrier' in bound ? bound.barrier : undefined, http, grpc, problem };
         if (!http && !grpc) route.problem = MESSAGES.branchNotRoute(where);
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
+        // the guard checks tokens with the keys of the DtmModule it sees: without one, it would let any call run
+        if (!route.problem && this.config.branchAuthKeys && !guard?.runtime) route.problem = MESSAGES.noBranchRuntimeAuth(where);
         routes.push(route);
       }
     }

@@ -4,7 +4,9 @@
 // (/query: branch_headers, branch ids, payloads) is used as the attacker would use it.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError } from 'nestjs-dtm';
+import { Body, Controller, Module, Post } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { DtmBranchRegistryError, DtmFailureError, DtmModule, SagaAction } from 'nestjs-dtm';
 import { BranchAuth } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS } from '../support/fixtures.js';
@@ -346,5 +348,61 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     await strict.client.newMsg(gid).add('notify', { order: 7 }).submit();
     await waitForTransStatus(gid, 'succeed');
     expect(strict.ledger.callsOf(gid).map((c) => [c.handler, c.body])).toEqual([['notify', { order: 7 }]]);
+  });
+});
+
+describe('branch_auth_keys and a controller in a feature module', () => {
+  const ran: unknown[] = [];
+  @Controller('feature')
+  class FeatureBank {
+    @Post('in')
+    @SagaAction('feature.in', { compensate: false })
+    in(@Body() body: unknown) {
+      ran.push(body);
+    }
+  }
+  @Module({ controllers: [FeatureBank] })
+  class FeatureModule {}
+
+  /** The app with DtmModule (branch_auth_keys set) in the root module, not global, and FeatureBank in a module that does not import it. */
+  const boot = async (isGlobal: boolean) => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY] }, isGlobal }), FeatureModule],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const error = await app.listen(0, '127.0.0.1').then(() => undefined, (e: unknown) => e);
+    return { app, error };
+  };
+  const forge = (app: { getHttpServer(): { address(): unknown } }) =>
+    fetch(`http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/feature/in?gid=forged&trans_type=saga&branch_id=01&op=action`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ amount: 1_000_000 }),
+    });
+
+  it('fails at start-up when the DtmModule is neither imported there nor global: its unsigned calls would run', async () => {
+    ran.length = 0;
+    const { app, error } = await boot(false);
+    // what it would do: a forged call, without any token, runs the handler
+    const forged = error === undefined ? await forge(app) : undefined;
+    await app.close();
+    expect(forged?.status).toBeUndefined();
+    expect(ran).toEqual([]);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as DtmBranchRegistryError).problems).toEqual([
+      expect.stringContaining('FeatureBank.in: lynx.dtm.branch_auth_keys is set, but no DtmModule serves this controller, so its calls would run unauthenticated: import DtmModule in its module, or make it global (isGlobal: true)'),
+    ]);
+  });
+
+  it('refuses the forged call (401) when the DtmModule is global', async () => {
+    ran.length = 0;
+    const { app, error } = await boot(true);
+    try {
+      expect(error).toBeUndefined();
+      expect((await forge(app)).status).toBe(401);
+      expect(ran).toEqual([]);
+    } finally {
+      await app.close();
+    }
   });
 });
