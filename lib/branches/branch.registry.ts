@@ -198,9 +198,11 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
 
   /**
    * Warns once the app listens when HTTP branch URLs fall back to the listening address (no
-   * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server).
+   * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server);
+   * not with `enabled: false`, where this app starts no transaction (as the other start-up checks).
    */
   onApplicationBootstrap(): void {
+    if (!this.config.enabled) return;
     const all = this.all;
     if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
     const grpc = all.find((r) => r.grpc);

@@ -596,3 +596,23 @@ describe('start-up validation of decorated branches', () => {
     }
   });
 });
+
+describe('lynx.dtm.enabled: false', () => {
+  it('logs no start-up warning about DTM (the app does not use it), and its branches still run the transactions other apps start', async () => {
+    const disabled = await startBranchApp('express', { enabled: false });
+    const other = await startBranchApp('express');
+    try {
+      expect(disabled.logger.warnings).toEqual([]);
+      const gid = await other.client.generateGid();
+      const final = await other.client
+        .newSaga(gid)
+        .add(`${disabled.url}/api/v1/bank/trans-out`, `${disabled.url}/api/v1/bank/trans-out-compensate`, { amount: 30 })
+        .submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(disabled.ledger.callsOf(gid).map((c) => [c.handler, c.body])).toEqual([['transOut', { amount: 30 }]]);
+    } finally {
+      await disabled.close();
+      await other.close();
+    }
+  });
+});
