@@ -357,10 +357,11 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
     }
     case 'header-list': {
       if (!Array.isArray(raw)) return { problem: MESSAGES.configWant('a list of header names, e.g. [X-Request-ID]', got) };
+      // both kinds of bad entry at once, so that one start-up names all there is to fix
       const bad = raw.filter((h) => typeof h !== 'string' || !HEADER_NAME.test(h));
-      if (bad.length > 0) return { problem: MESSAGES.configBadHeaders(bad.map((h) => describe(h))) };
-      const forbidden = (raw as string[]).filter(isForbiddenBranchHeader);
-      if (forbidden.length > 0) return { problem: MESSAGES.configForbiddenHeaders(forbidden) };
+      const forbidden = raw.filter((h): h is string => typeof h === 'string' && HEADER_NAME.test(h) && isForbiddenBranchHeader(h));
+      const problems = [...(bad.length > 0 ? [MESSAGES.configBadHeaders(bad.map((h) => describe(h)))] : []), ...(forbidden.length > 0 ? [MESSAGES.configForbiddenHeaders(forbidden)] : [])];
+      if (problems.length > 0) return { problem: problems.join('; and it ') };
       return { value: [...new Set((raw as string[]).map((h) => h.toLowerCase()))] };
     }
   }

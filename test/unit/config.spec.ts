@@ -217,6 +217,14 @@ lynx:
     expect((error as Error).message).toContain('  - lynx.dtm.timeout: must be a positive number of seconds, got -1');
   });
 
+  it('names every bad entry of pass_through_headers at once: names that are not header names and headers that are refused', () => {
+    const file = yamlFile('lynx:\n  dtm:\n    pass_through_headers: [Host, "bad header", X-Request-ID, Content-Length]\n');
+    const problems = problemsOf({ configFile: file });
+    expect(problems.map((p) => p.path)).toEqual(['lynx.dtm.pass_through_headers']);
+    expect(problems[0].message).toContain('must list HTTP header names (letters, digits, -), these are not: "bad header"');
+    expect(problems[0].message).toContain('must not list Host, Content-Length: framing, connection and proxy headers');
+  });
+
   it('checks inline config the same way, with camelCase paths', () => {
     const problems = problemsOf({ config: { serverUrl: 'localhost:36789', timeout: 0, branchTimout: 3 } as never });
     expect(problems.map((p) => p.path)).toEqual(['config.serverUrl', 'config.timeout', 'config.branchTimout']);
