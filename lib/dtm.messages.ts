@@ -6,6 +6,12 @@ export const BRANCH_KEYS_MISSING = 'is a DTM branch, but this call lacks';
 
 export const MESSAGES = {
   // configuration
+  moduleOptionIsSetting: (camel: string, yaml: string) =>
+    `is a lynx.dtm setting: give it inside config ({ config: { ${camel}: ... } }) or in the YAML section (${yaml}); beside config it would be ignored`,
+  moduleOptionIsGlobal: () =>
+    'goes beside useFactory, not in what it returns: DtmModule.forRootAsync({ isGlobal: true, useFactory }); returned, it would be ignored',
+  moduleOptionUnknown: (known: readonly string[], suggestion: string | undefined) =>
+    `unknown option${suggestion ? `; did you mean "${suggestion}"?` : ''} (the options: ${known.join(', ')}; lynx.dtm settings go inside config)`,
   moduleOptionsNotObject: (got: string) =>
     got === 'undefined'
       ? "is undefined: the useFactory of DtmModule.forRootAsync returned nothing (a factory with a block body needs `return`); return the module's options, e.g. { configFile: 'config.yaml' }, { section: config.get('lynx.dtm') } or { config: { serverUrl: ... } }"

@@ -11,7 +11,8 @@ import { DtmStartupChecks } from './diagnostics/startup-checks.js';
 import type { BarrierConnection } from './barrier/barrier.types.js';
 import type { DtmModuleOptions } from './dtm.module-options.js';
 import type { DtmConfig } from './config/dtm-config.types.js';
-import { resolveDtmConfig } from './config/resolve-dtm-config.js';
+import { closest, resolveDtmConfig } from './config/resolve-dtm-config.js';
+import { DTM_CONFIG_KEYS } from './config/dtm-config.keys.js';
 import { DTM_CONTRACTS, DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './transport/grpc/grpc-codecs.js';
 import type { DtmBranchRuntime } from './branches/branch-call.js';
@@ -131,9 +132,31 @@ export class DtmModule extends DtmConfigurableModule {
   }
 }
 
-/** `options` when it is an object; else a `DtmConfigError` at path `options` saying what to give. */
+/** Every option `DtmModuleOptions` has: any other key would be silently ignored. */
+const MODULE_OPTION_KEYS: readonly (keyof DtmModuleOptions)[] = ['configFile', 'section', 'config', 'barrierConnections', 'xaConnections', 'grpcProtos', 'contracts', 'instrumentation'];
+
+/**
+ * `options` when it is an object of known options; else a `DtmConfigError` at path `options` saying
+ * what to give, or at `options.<key>` for each key the module does not know (a `lynx.dtm` setting
+ * given beside `config`, `isGlobal` returned by a factory, a typo): not the defaults, silently.
+ */
 function checkedOptions(options: unknown): DtmModuleOptions {
-  if (typeof options === 'object' && options !== null && !Array.isArray(options)) return options as DtmModuleOptions;
+  if (typeof options === 'object' && options !== null && !Array.isArray(options)) {
+    const unknown = Object.keys(options).filter((key) => !(MODULE_OPTION_KEYS as readonly string[]).includes(key));
+    if (unknown.length === 0) return options as DtmModuleOptions;
+    throw new DtmConfigError(
+      unknown.map((key) => {
+        const setting = DTM_CONFIG_KEYS.find((k) => k.camel === key || k.yaml === key);
+        const message = setting
+          ? MESSAGES.moduleOptionIsSetting(setting.camel, setting.yaml)
+          : key === 'isGlobal'
+            ? MESSAGES.moduleOptionIsGlobal()
+            : MESSAGES.moduleOptionUnknown(MODULE_OPTION_KEYS, closest(key, [...MODULE_OPTION_KEYS]));
+        return { path: `options.${key.slice(0, 60)}`, message };
+      }),
+      'options',
+    );
+  }
   const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
   throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');
 }

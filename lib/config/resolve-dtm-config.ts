@@ -368,7 +368,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
 }
 
 /** The known name closest to `name` (same letters ignoring case and `_`/`-`, or a small edit distance). */
-function closest(name: string, known: string[]): string | undefined {
+export function closest(name: string, known: string[]): string | undefined {
   const squash = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
   const same = known.find((k) => squash(k) === squash(name));
   if (same) return same;

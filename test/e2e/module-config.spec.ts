@@ -336,6 +336,28 @@ describe('module set-up', () => {
     expect((fromNull as DtmConfigError).problems).toEqual([{ path: 'options', message: expect.stringMatching(/^must be the module's options object.*got null$/) }]);
   });
 
+  it('options the module does not know (a lynx.dtm key beside config, isGlobal returned by the factory, a typo) fail start-up with a DtmConfigError naming where each goes, not silently the defaults', async () => {
+    const error = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRootAsync({
+          useFactory: () => ({ barrierConnections: {}, serverUrl: 'http://dtm:36789/api/dtmsvr', isGlobal: true, configfile: 'config.yaml' }),
+        }),
+      ],
+    })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems).toEqual([
+      { path: 'options.serverUrl', message: expect.stringContaining('a lynx.dtm setting: give it inside config ({ config: { serverUrl: ... } }) or in the YAML section (server_url)') },
+      { path: 'options.isGlobal', message: expect.stringContaining('goes beside useFactory, not in what it returns: DtmModule.forRootAsync({ isGlobal: true, useFactory })') },
+      { path: 'options.configfile', message: expect.stringContaining('unknown option; did you mean "configFile"?') },
+    ]);
+    const fromForRoot = await Test.createTestingModule({ imports: [DtmModule.forRoot({ timeout: 3 } as never)] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect((fromForRoot as DtmConfigError).problems.map((p) => p.path)).toEqual(['options.timeout']);
+  });
+
   it('a bad configuration fails start-up with one DtmConfigError listing every problem', async () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'lynx:\n  dtm:\n    server_url: "ftp://x"\n    timeout: -5\n    retry_intervall: 3\n');
