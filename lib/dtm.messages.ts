@@ -27,6 +27,10 @@ export const MESSAGES = {
   configYamlSyntax: (path: string, reason: string, line?: number, column?: number) =>
     `YAML syntax error in ${path}${line ? ` at line ${line}, column ${column}` : ''}: ${reason}; fix the file`,
   configSectionMissing: (path: string) => `${path} has no lynx.dtm section; add one (lynx:\\n  dtm:\\n    server_url: ...) or point configFile at the right file`,
+  configSectionEmpty: (path: string) =>
+    `is empty (YAML null) in ${path}: nothing is set under lynx.dtm (every key commented out?); set the keys you need (server_url: ...), or write dtm: {} for the defaults`,
+  configSectionNull: () =>
+    'is null: the lynx.dtm section your configuration loader read is empty (dtm: with nothing under it, every key commented out?); set the keys you need (server_url: ...), or write dtm: {} for the defaults',
   configSectionUndefined: (got: string) =>
     `is ${got}: the configuration you read it from has no lynx.dtm section (ConfigService.get('lynx.dtm') returns undefined for a missing key); load the YAML that has it (ConfigModule.forRoot({ load: [...] })), or give inline \`config\` instead of \`section\``,
   configInlineUndefined: () =>

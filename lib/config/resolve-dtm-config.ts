@@ -97,7 +97,8 @@ function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigPr
   const lynx = isPlainObject(document) ? document.lynx : undefined;
   const section = isPlainObject(lynx) ? lynx.dtm : undefined;
   if (section === undefined || section === null) {
-    problems.push({ path: SECTION, message: MESSAGES.configSectionMissing(path) });
+    // `dtm:` with nothing under it (every key commented out) is there, and null
+    problems.push({ path: SECTION, message: section === null ? MESSAGES.configSectionEmpty(path) : MESSAGES.configSectionMissing(path) });
     return undefined;
   }
   if (!isPlainObject(section)) {
@@ -110,7 +111,7 @@ function readSection(file: string, env: NodeJS.ProcessEnv, problems: DtmConfigPr
 /** The `lynx.dtm` section given as an object (`section`), checked and expanded as a file's is. */
 function loadedSection(section: unknown, env: NodeJS.ProcessEnv, problems: DtmConfigProblem[]): Record<string, unknown> | undefined {
   if (section === undefined || section === null) {
-    problems.push({ path: SECTION, message: MESSAGES.configSectionUndefined(String(section)) });
+    problems.push({ path: SECTION, message: section === null ? MESSAGES.configSectionNull() : MESSAGES.configSectionUndefined(String(section)) });
     return undefined;
   }
   if (!isPlainObject(section)) {

@@ -243,6 +243,15 @@ lynx:
     expect(problems[0].message).toMatch(/YAML syntax error in .* at line \d+, column \d+: /);
   });
 
+  it('reports a lynx.dtm section that is there but empty (every key commented out) as empty, not as missing', () => {
+    const problems = problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    # server_url: http://dtm:36789/api/dtmsvr\n') });
+    expect(problems).toEqual([{ path: 'lynx.dtm', message: expect.stringContaining('is empty (YAML null)') }]);
+    expect(problems[0].message).not.toContain('has no lynx.dtm section');
+    expect(problems[0].message).toContain('dtm: {}');
+    // the same section read by a configuration loader (ConfigService.get('lynx.dtm') answers null)
+    expect(problemsOf({ section: null })).toEqual([{ path: 'lynx.dtm', message: expect.stringContaining('is null: the lynx.dtm section your configuration loader read is empty') }]);
+  });
+
   it('reports a file without a lynx.dtm section, or with a section that is not a mapping', () => {
     expect(problemsOf({ configFile: yamlFile('lynx:\n  grpc: {}\n') })[0]).toEqual({ path: 'lynx.dtm', message: expect.stringContaining('has no lynx.dtm section') });
     expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm: [1, 2]\n') })[0]).toEqual({ path: 'lynx.dtm', message: expect.stringContaining('must be a mapping') });
