@@ -33,6 +33,8 @@ export const MESSAGES = {
     'is null: the lynx.dtm section your configuration loader read is empty (dtm: with nothing under it, every key commented out?); set the keys you need (server_url: ...), or write dtm: {} for the defaults',
   configSectionUndefined: (got: string) =>
     `is ${got}: the configuration you read it from has no lynx.dtm section (ConfigService.get('lynx.dtm') returns undefined for a missing key); load the YAML that has it (ConfigModule.forRoot({ load: [...] })), or give inline \`config\` instead of \`section\``,
+  configFileUndefined: () =>
+    "is undefined and nothing else configures the module: the path you meant to pass is missing (ConfigService.get or process.env answers undefined for a variable that is not set); set it, or leave configFile out for the defaults",
   configInlineUndefined: () =>
     "is undefined and nothing else configures the module: the object you meant to pass is missing (ConfigService.get returns undefined for a missing key); pass the settings object, pass `section: config.get('lynx.dtm')` for snake_case YAML settings, or leave `config` out for the defaults",
   configSectionNotMapping: (got: string) => `must be a mapping of settings (server_url: ..., timeout: ...), got ${got}`,

@@ -69,6 +69,11 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
       applySection(config, options.config as Record<string, unknown>, 'camel', problems);
     }
   }
+  if ('configFile' in options && options.configFile === undefined && !('section' in options) && options.config === undefined) {
+    // configFile: undefined with nothing else (a path read from a variable that is not set): not the silent defaults
+    sources.push('configFile');
+    problems.push({ path: 'configFile', message: MESSAGES.configFileUndefined() });
+  }
   if (config.branchAuthCheckActions && !config.branchAuthKeys) problems.push({ path: `${SECTION}.branch_auth_check_actions`, message: MESSAGES.configCheckActionsWithoutKeys() });
   if (problems.length > 0) throw new DtmConfigError(problems, sources.join(' + ') || 'defaults');
   return config;

@@ -69,4 +69,17 @@ describe('forRootAsync({ section })', () => {
     expect(error.problems).toEqual([{ path: 'config', message: expect.stringContaining("pass `section: config.get('lynx.dtm')`") }]);
     expect(resolveDtmConfig({}, {}).serverUrl).toBe(resolveDtmConfig(undefined, {}).serverUrl);
   });
+
+  it('`configFile: undefined` (the file path read from a missing variable) as the only source is an error, not the defaults', async () => {
+    const booting = Test.createTestingModule({
+      imports: [
+        ConfigModule.forRoot({ ignoreEnvFile: true, load: [() => ({})] }),
+        DtmModule.forRootAsync({ imports: [ConfigModule], inject: [ConfigService], useFactory: (config: ConfigService) => ({ configFile: config.get<string>('DTM_CONFIG_FILE') }) }),
+      ],
+    }).compile();
+    const error = await configErrorOf(() => booting);
+    expect(error.problems).toEqual([{ path: 'configFile', message: expect.stringContaining('is undefined and nothing else configures the module') }]);
+    // beside another source it is only left out
+    expect(resolveDtmConfig({ configFile: undefined, config: { retryInterval: 30 } }, {}).retryInterval).toBe(30);
+  });
 });
