@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { barrierDecisionsOf, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
-import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
+import { NODE_TIMER_MAX_MS, isCredentialHeader } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_CONTRACTS, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import type { RemoteBranch } from '../contracts/branch-contract.js';
@@ -370,9 +370,14 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     }
   }
 
-  /** Warns at start-up that the headers `pass_through_headers` forwards are stored in DTM and readable through its API. */
+  /**
+   * Warns at start-up that the headers `pass_through_headers` forwards that look like credentials
+   * (Authorization, Cookie, API keys, tokens) are stored in DTM and readable through its API; a
+   * request id or a tenant, which may be stored, gets no warning.
+   */
   onModuleInit(): void {
-    if (this.config.enabled && this.config.passThroughHeaders.length > 0) this.logger.warn(MESSAGES.passThroughStored(this.config.passThroughHeaders));
+    const credentials = this.config.passThroughHeaders.filter(isCredentialHeader);
+    if (this.config.enabled && credentials.length > 0) this.logger.warn(MESSAGES.passThroughStored(credentials));
   }
 
   /**

@@ -35,6 +35,17 @@ export function isForbiddenBranchHeader(name: string): boolean {
   return FORBIDDEN_BRANCH_HEADERS.some((f) => (f.endsWith('-') ? lower.startsWith(f) : lower === f));
 }
 
+/**
+ * Header names that usually carry a credential (a session, a token, a key): listed in
+ * `pass_through_headers`, DTM would store them readable through its API, so start-up warns about them.
+ */
+const CREDENTIAL_HEADER = /^(authorization|proxy-authorization|cookie|set-cookie)$|auth|token|secret|passw|api-?key|session|credential|jwt|signature|cookie/i;
+
+/** Whether header `name` (any case) looks like one that carries a credential ({@link CREDENTIAL_HEADER}). */
+export function isCredentialHeader(name: string): boolean {
+  return CREDENTIAL_HEADER.test(name);
+}
+
 /** Longest wait a Node timer honours (2^31-1 ms); a longer one fires after 1 ms. */
 export const NODE_TIMER_MAX_MS = 2_147_483_647;
 /**

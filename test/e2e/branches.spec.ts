@@ -77,6 +77,11 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.logger.warnings).toContainEqual(expect.stringContaining(`lynx.dtm.app_url is not set: branch URLs use ${t.url}, the address this app listens on`));
   });
 
+  it('logs no start-up warning for pass_through_headers that hold no credential (X-Request-ID, as the Go-Lynx plugin\'s example lists)', () => {
+    expect(t.client.config.passThroughHeaders).toEqual(['x-request-id']);
+    expect(t.logger.warnings.filter((w) => w.includes('pass_through_headers'))).toEqual([]);
+  });
+
   it('saga success: DTM calls the decorated actions, which get parsed bodies and their branch info', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
@@ -557,9 +562,9 @@ describe('branch URLs and header allow-list settings', () => {
   });
 
   it('Authorization is passed on only when listed, with a warning at start-up that DTM stores it and returns it through its API', async () => {
-    const t = await startBranchApp('fastify', { passThroughHeaders: ['Authorization'] });
+    const t = await startBranchApp('fastify', { passThroughHeaders: ['Authorization', 'X-Tenant', 'X-Api-Key'] });
     try {
-      expect(t.logger.warnings).toContainEqual(expect.stringContaining('lynx.dtm.pass_through_headers forwards authorization of the request being served to every branch'));
+      expect(t.logger.warnings).toContainEqual(expect.stringContaining('lynx.dtm.pass_through_headers forwards authorization, x-api-key of the request being served to every branch'));
       expect(t.logger.warnings.filter((w) => w.includes('pass_through_headers forwards'))).toHaveLength(1);
       const gid = await t.client.generateGid();
       const res = await fetch(`${t.url}/api/start/reserve`, {
