@@ -39,7 +39,7 @@ export function isForbiddenBranchHeader(name: string): boolean {
  * Header names that usually carry a credential (a session, a token, a key): listed in
  * `pass_through_headers`, DTM would store them readable through its API, so start-up warns about them.
  */
-const CREDENTIAL_HEADER = /^(authorization|proxy-authorization|cookie|set-cookie)$|auth|token|secret|passw|api-?key|session|credential|jwt|signature|cookie/i;
+const CREDENTIAL_HEADER = /auth|cookie|token|secret|passw|api-?key|session|credential|jwt|signature/i;
 
 /** Whether header `name` (any case) looks like one that carries a credential ({@link CREDENTIAL_HEADER}). */
 export function isCredentialHeader(name: string): boolean {
