@@ -6,6 +6,7 @@ import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transp
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
@@ -138,7 +139,9 @@ export class Msg extends StepTransaction {
    * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
    * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL) is `DtmOutcomeUnknownError` with
    * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
-   * and its back-check delivers it. Do not run the business again; wait with `waitForFinal(gid)`.
+   * and its back-check delivers it. With `waitResult`, a branch answering FAILURE or ONGOING in
+   * DTM's first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
+   * the branch. Do not run the business again; wait with `waitForFinal(gid)`.
    */
   async doAndSubmit<T>(queryPrepared: string, business: (local: MsgLocalTransaction) => Promise<T>): Promise<T> {
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
@@ -169,6 +172,11 @@ export class Msg extends StepTransaction {
         if (businessError !== undefined) throw businessError;
         // the local transaction committed and DTM holds the message prepared: its back-check will deliver it
         if (isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
+        // with waitResult, a branch answered FAILURE or ONGOING in DTM's first round: DTM took the submit and retries the branch
+        if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
+          const status = this.unfinishedStatus ?? 'unknown';
+          throw new DtmOutcomeUnknownError(MESSAGES.msgFirstRoundUnfinished(this.gid, status, err.message), this.gid, status, { cause: err });
+        }
         throw err;
       }
     } else {

@@ -75,6 +75,8 @@ export abstract class Transaction {
   private sentBy?: string;
   /** The observation of this transaction (when something observes): from its first call to DTM to its outcome. */
   private observation?: TransactionObservation;
+  /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
+  protected unfinishedStatus?: string;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -357,6 +359,7 @@ export abstract class Transaction {
       }
       if (own && !request.options.waitResult) return; // submitted (or rolling back, which the wait or a query shows): DTM took it
       if (tolerateUnfinished) return;
+      this.unfinishedStatus = record?.status ?? 'unknown';
       throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', reason), { gid: this.gid, cause: err });
     }
   }

@@ -167,6 +167,32 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/WrQueryPrepared', gid)).toHaveLength(0);
     });
 
+    // DTM answers a waitResult submit 409 / ABORTED when a branch answered FAILURE (dtmsvr/trans_status.go wraps it with %w;
+    // DTM retries a message's branches whatever they answer) and 425 / FAILED_PRECONDITION for ONGOING, after storing it submitted
+    it.each([
+      ['FAILURE', 409],
+      ['ONGOING', 425],
+    ])('a branch answering %s in DTM\'s first round, the local transaction committed: doAndSubmit throws DtmOutcomeUnknownError (lastStatus submitted, never run the business again), as for a retryable error; DTM delivers', async (_name, status) => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/FrMsgIn', status, 200);
+      let businessRuns = 0;
+      const error = await fx.client
+        .newMsg(gid, { waitResult: true, retryInterval: 1 })
+        .add(fx.target('/FrMsgIn'), fx.payload({ amount: 3 }))
+        .doAndSubmit(fx.target('/FrQueryPrepared'), async () => {
+          businessRuns++;
+        })
+        .catch((e: unknown) => e);
+      expect(businessRuns).toBe(1);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((error as Error).message).toContain(`committed and DTM took its submit`);
+      expect((error as Error).message).toContain(`waitForFinal("${gid}")`);
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
+      expect(fx.recorder.callsTo('/FrMsgIn', gid)).toHaveLength(2);
+      expect(fx.recorder.callsTo('/FrQueryPrepared', gid)).toHaveLength(0);
+    });
+
     // a branch's ONGOING is answered 425 / FAILED_PRECONDITION (ProcessOnce returns it wrapped), DTM delivers later
     it('a branch answering ONGOING once: submitAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {
       const gid = await fx.client.generateGid();
