@@ -363,3 +363,40 @@ describe('the msg back-check on a barrier database', () => {
     ]);
   });
 });
+
+describe('the msg back-check racing the local transaction (DTM asks while it is still open)', () => {
+  const adapters: [string, BarrierDialect, () => BarrierDatabase][] = [
+    ['pg', 'postgres', () => pgBarrierDatabase(pgPool)],
+    ['mysql2', 'mysql', () => mysqlBarrierDatabase(myPool)],
+    ['TypeORM postgres', 'postgres', () => typeormBarrierDatabase(sources.postgres!)],
+    ['TypeORM mariadb', 'mysql', () => typeormBarrierDatabase(sources.mysql!)],
+  ];
+  it.each(adapters)('%s: the back-check waits for the open local transaction; success once it commits, FAILURE once it rolls back (and then no late commit)', async (name, dialect, db) => {
+    const table = tableOf(dialect);
+    for (const outcome of ['commit', 'rollback'] as const) {
+      const gid = `race-${name.replace(/\W/g, '-')}-${outcome}`;
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let opened!: () => void;
+      const isOpen = new Promise<void>((resolve) => (opened = resolve));
+      const local = new BranchBarrier('msg', gid, '00', 'msg', { table }).callWithDb(db(), async () => {
+        opened();
+        await held;
+        if (outcome === 'rollback') throw new Error('local transaction failed');
+      });
+      await isOpen;
+      const check = new BranchBarrier('msg', gid, '00', 'msg', { table }).queryPrepared(db());
+      expect(await settledWithin(check, 500)).toBe('still waiting');
+      release();
+      if (outcome === 'commit') {
+        await expect(local).resolves.toMatchObject({ executed: true });
+        await expect(check).resolves.toBeUndefined();
+      } else {
+        await expect(local).rejects.toThrow('local transaction failed');
+        await expect(check).rejects.toThrow(/did not commit/);
+        // a late local transaction finds the back-check's row
+        await expect(new BranchBarrier('msg', gid, '00', 'msg', { table }).callWithDb(db(), async () => undefined)).rejects.toThrow(/back-check ran first/);
+      }
+    }
+  });
+});
