@@ -3,7 +3,7 @@
 // or plant barrier rows are performed over both transports, and the databases are the oracle.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { DtmProtocol } from 'nestjs-dtm';
+import { BranchBarrier, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
@@ -117,6 +117,30 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     const msg = t.client.newMsg(gid, { protocol }).add(`${store}.deliver`, { account: 1, amount: 5 });
     await expect(msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => 'done')).resolves.toBe('done');
     await waitForTransStatus(gid, 'succeed');
+    expect(await balances(store, [1])).toEqual({ 1: 5 });
+  });
+
+  it('a local transaction that fails with an error: the app\'s own back-check (its call token) runs, finds the rollback and the message fails at once, nothing delivered', async () => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 300 }).add(`${store}.deliver`, { account: 1, amount: 5 });
+    await expect(
+      msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    expect((await queryTrans(gid)).transaction?.status).toBe('failed');
+    expect(await barrierRows(store, gid)).toEqual(['00/msg/01=rollback']);
+    expect(t.runs.of(`${store}.deliver`)).toBe(0);
+  });
+
+  it('commit, then a crash before submit: DTM\'s own back-check, with its token and due, finds the commit and delivers', async () => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 1, retryInterval: 1 }).add(`${store}.deliver`, { account: 1, amount: 5 });
+    await msg.prepare(`${store}.outbox`);
+    await new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier' }).callWithDb(t.databases[store], async () => undefined);
+    expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(await balances(store, [1])).toEqual({ 1: 5 });
   });
 });
