@@ -222,7 +222,8 @@ export const MESSAGES = {
   msgChangedAfterPrepare: (gid: string, what: string) =>
     `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,
-  barrierDbMissing: (got: unknown) => `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), ...), got ${got === null ? 'null' : typeof got}`,
+  barrierDbMissing: (got: unknown) =>
+    `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), typeormBarrierDatabase(dataSource)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without transaction() and dialect postgres / mysql (a pool not wrapped?)' : typeof got}; nothing was sent. For a Redis outbox use doAndSubmit(queryPrepared, business) with BranchBarrier.from(local).redisCheckAdjustAmount(redis, key, amount) as the local work`,
   barrierWithoutCall: (got: string) =>
     `a barrier belongs to one branch call: pass its @BranchContext() (transType, gid, branchId and op as DTM sent them), got ${got}`,
   optionNotBoolean: (option: string, got: unknown) => `${option} must be true or false, got ${JSON.stringify(got) ?? typeof got}`,

@@ -195,7 +195,8 @@ export class Msg extends StepTransaction {
    * back-check ran first.
    */
   async doAndSubmitDb<H, T>(queryPrepared: string, db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<T> {
-    if (typeof db !== 'object' || db === null) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
+    // checked before the prepare: a Redis connection or a bare pool would fail only inside the local transaction, after DTM holds the message
+    if (!isBarrierDatabase(db)) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
     return this.doAndSubmit(queryPrepared, async (local) => {
       const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).callWithDb(db, business);
@@ -211,4 +212,10 @@ export class Msg extends StepTransaction {
     // doAndSubmit's prepare() set it, never empty (an empty back-check is refused there)
     await this.withinObservation((target) => this.invokeBranch(target, undefined, local.branchId, local.op), this.queryPrepared!);
   }
+}
+
+/** Whether `db` can open the outbox's local transaction: a SQL barrier database (`transaction()` and a dialect the barrier speaks). */
+function isBarrierDatabase(db: unknown): db is BarrierDatabase {
+  const candidate = db as Partial<BarrierDatabase> | null;
+  return typeof candidate === 'object' && candidate !== null && typeof candidate.transaction === 'function' && (candidate.dialect === 'postgres' || candidate.dialect === 'mysql');
 }

@@ -495,6 +495,24 @@ describe('Redis outbox: doAndSubmit with redisCheckAdjustAmount as the local wor
     expect((await t.client.waitForFinal(late)).status).toBe('failed');
     expect(await balances('redis', [1, 2])).toEqual({ 1: 91, 2: 9 });
   });
+
+  it('doAndSubmitDb given a Redis connection (or a pool not wrapped as a barrier database): DtmUsageError saying what to pass, before anything is sent; DTM holds no message, the business never runs', async () => {
+    for (const db of [redisBarrierConnection(t.redis), { query: async () => ({ rows: [] }) }]) {
+      const gid = await t.client.generateGid();
+      let ran = false;
+      const error = await t.client
+        .newMsg(gid)
+        .add('redis.deliver', { account: 2, amount: 9 })
+        .doAndSubmitDb('redis.outbox', db as never, async () => {
+          ran = true;
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toMatch(/db must be a barrier database .*got an object without transaction\(\) and dialect postgres \/ mysql.*Redis.*doAndSubmit\(queryPrepared, business\).*redisCheckAdjustAmount/);
+      expect(ran).toBe(false);
+      expect((await queryTrans(gid)).transaction).toBeNull();
+    }
+  });
 });
 
 describe('start-up validation of barrier options', () => {
