@@ -147,7 +147,7 @@ export const MESSAGES = {
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   msgFirstRoundUnfinished: (gid: string, status: string, cause: string) =>
-    `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but not every branch succeeded in DTM's first round (${cause}): DTM retries a message's branches until each succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
+    `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but DTM's first round did not deliver every branch (DTM answered: ${cause}): DTM delivers them later (after the message's delay, if it has one) and retries a branch until it succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   msgSubmitOutcomeUnknown: (gid: string, cause: string) =>
     `the local transaction of msg ${gid} committed, but its submit did not get through (${cause}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   dtmRefusedDefinitely: (operation: string, gid: string, cause: string, fix: string, body: string) =>

@@ -175,7 +175,8 @@ export class Msg extends StepTransaction {
         // with waitResult, a branch answered FAILURE or ONGOING in DTM's first round: DTM took the submit and retries the branch
         if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
           const status = this.unfinishedStatus ?? 'unknown';
-          throw new DtmOutcomeUnknownError(MESSAGES.msgFirstRoundUnfinished(this.gid, status, err.message), this.gid, status, { cause: err });
+          const answer = err.cause instanceof Error ? err.cause.message : err.message; // DTM's own answer, not the advice around it
+          throw new DtmOutcomeUnknownError(MESSAGES.msgFirstRoundUnfinished(this.gid, status, answer), this.gid, status, { cause: err });
         }
         throw err;
       }

@@ -193,6 +193,24 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/FrQueryPrepared', gid)).toHaveLength(0);
     });
 
+    it('a delayed message with waitResult (DTM answers its submit FAILURE until the delay passed): doAndSubmit throws DtmOutcomeUnknownError (lastStatus submitted) saying DTM delivers after the delay; delivered once, after it', async () => {
+      const gid = await fx.client.generateGid();
+      const started = Date.now();
+      const error = await fx.client
+        .newMsg(gid, { waitResult: true, retryInterval: 1 })
+        .add(fx.target('/DwMsgIn'), fx.payload({ amount: 3 }))
+        .setDelay(2)
+        .doAndSubmit(fx.target('/DwQueryPrepared'), async () => 'committed')
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((error as Error).message).toContain("after the message's delay");
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
+      const [delivery] = fx.recorder.callsTo('/DwMsgIn', gid);
+      expect(delivery.at - started).toBeGreaterThanOrEqual(1500);
+      expect(fx.recorder.callsTo('/DwMsgIn', gid)).toHaveLength(1);
+    });
+
     // a branch's ONGOING is answered 425 / FAILED_PRECONDITION (ProcessOnce returns it wrapped), DTM delivers later
     it('a branch answering ONGOING once: submitAndWait waits for the outcome (succeed), not DtmOngoingError', async () => {
       const gid = await fx.client.generateGid();
