@@ -43,11 +43,16 @@ const FORWARD = new Set(['action', 'try', 'confirm', 'commit', 'msg']);
 const UNDO = new Set(['compensate', 'cancel', 'rollback']);
 /** Most branches named in one error. */
 const MAX_NAMED = 5;
+/** What DTM sends a message's back-check: nothing (so it calls it with GET). */
+const EMPTY = new Uint8Array(0);
 
 /** The branches DTM is still working on in `record`, each with what the module found out about it. */
 export async function diagnoseUnfinished(record: TransactionRecord, scope: DiagnosisScope): Promise<UnfinishedBranch[]> {
   const undo = record.status === 'aborting';
-  let pending = record.branches.filter((b) => b.status === 'prepared' && (undo ? UNDO : FORWARD).has(b.op) && b.url);
+  let pending: { branchId: string; op: string; url?: string; data: Uint8Array }[];
+  // a prepared message: DTM calls none of its branches before its back-check says the local transaction committed
+  if (record.transType === 'msg' && record.status === 'prepared') pending = record.queryPrepared ? [{ branchId: '00', op: 'msg', url: record.queryPrepared, data: EMPTY }] : [];
+  else pending = record.branches.filter((b) => b.status === 'prepared' && (undo ? UNDO : FORWARD).has(b.op) && b.url);
   // a saga without concurrency runs its actions in order: the first unfinished one holds the rest up
   if (record.transType === 'saga' && !undo && !record.options.concurrent) pending = pending.slice(0, 1);
   pending = pending.slice(0, MAX_NAMED);

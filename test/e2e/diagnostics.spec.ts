@@ -16,6 +16,8 @@ import {
   DtmOutcomeUnknownError,
   DtmUnavailableError,
   DtmUsageError,
+  MsgBranch,
+  MsgQueryPrepared,
   SagaAction,
   TccCancel,
   TccConfirm,
@@ -27,7 +29,7 @@ import {
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
-import { freePort } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
 
 /** The gids each handler was called with (a keyless probe would show up as an undefined gid). */
 const calls: Record<string, (string | undefined)[]> = {};
@@ -93,6 +95,20 @@ class DiagController {
   byGet(@Query('gid') gid?: string) {
     called('by-get', gid);
     return {};
+  }
+
+  @MsgBranch('ledger-notify')
+  @Post('ledger-notify')
+  ledgerNotify(@Query('gid') gid?: string) {
+    called('ledger-notify', gid);
+    return {};
+  }
+
+  @MsgQueryPrepared('ledger-check')
+  @Get('ledger-check')
+  ledgerCheck(@Query('gid') gid?: string) {
+    called('ledger-check', gid);
+    throw new Error('ledger offline');
   }
 
   @TccTry('hold')
@@ -235,6 +251,23 @@ describe('a transaction that does not finish in time names its unfinished branch
     const { gid, error } = await unfinished(app, 'explode');
     expect(error.unfinished[0]).toMatchObject({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' });
     expect(calls.explode).toContain(gid);
+  });
+
+  it('a prepared message whose back-check fails: the back-check is named (branch 00, op msg) with its handler\'s error, not the branches DTM has not called yet', async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const gid = await app.client.generateGid();
+    await app.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add('ledger-notify', { amount: 1 }).prepare('ledger-check');
+    await waitUntil("DTM's back-check", async () => (calls['ledger-check'] ?? []).includes(gid), { timeoutMs: 15_000 });
+    const error = (await app.client.waitForFinal(gid, { timeout: 1 }).catch((err: unknown) => err)) as DtmOutcomeUnknownError;
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error.lastStatus).toBe('prepared');
+    expect(error.unfinished).toEqual([
+      { branchId: '00', op: 'msg', name: 'ledger-check', target: `http://127.0.0.1:${port}/diag/ledger-check`, cause: 'DiagController.ledgerCheck failed (HTTP 500): ledger offline' },
+    ]);
+    expect(error.message).toContain('Unfinished: branch 00 "ledger-check" (op msg,');
+    expect(calls['ledger-notify'] ?? []).not.toContain(gid);
+    await app.client.forceStop(gid);
   });
 
   it('a reachable route whose handler answers ONGOING: reachable, the handler not run by the probe (every call had a gid)', async () => {
