@@ -122,13 +122,21 @@ export class TransactionHelper {
     );
   }
 
-  /** Prepares a message of `branches` with back-check `queryPrepared` (a URL or a `@MsgQueryPrepared` name), then submits it. */
+  /**
+   * Prepares a message of `branches` with back-check `queryPrepared` (a URL or a `@MsgQueryPrepared`
+   * name), then submits it. A submit that does not get through is `DtmOutcomeUnknownError` (DTM holds
+   * the message prepared); with `waitForFinal`, that is waited out.
+   */
   async executeMsg(gid: string, queryPrepared: string, branches: MsgBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeMsg', branches);
     const msg = this.client.newMsg(gid, transactionOptions(options));
     for (const b of branches) msg.add(b.action, b.data);
     await msg.prepare(queryPrepared);
-    await msg.submit();
+    try {
+      await msg.submit();
+    } catch (err) {
+      if (!(options.waitForFinal && err instanceof DtmOutcomeUnknownError)) throw err;
+    }
     return this.finish(gid, [], options);
   }
 

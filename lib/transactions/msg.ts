@@ -108,6 +108,22 @@ export class Msg extends StepTransaction {
     }
   }
 
+  /**
+   * Submits the message; DTM then delivers it. After this object's {@link prepare}, a submit that
+   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL) is
+   * `DtmOutcomeUnknownError` with `lastStatus` `prepared`, as for TCC and XA: DTM holds the message
+   * (its back-check delivers it if the submit was lost). Wait with `waitForFinal(gid)`; never run the
+   * local transaction again, nor send the message again under a new gid.
+   */
+  override async submit(): Promise<void> {
+    try {
+      await super.submit();
+    } catch (err) {
+      if (!this.preparedInDtm || !isTransientDtmError(err)) throw err;
+      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+    }
+  }
+
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */
   protected override signDtmCalls(sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {
     this.steps.forEach((step, i) => {
@@ -167,7 +183,7 @@ export class Msg extends StepTransaction {
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
       try {
-        await this.submit();
+        await super.submit(); // its own message for a submit that does not get through: the local transaction committed
       } catch (err) {
         if (businessError !== undefined) throw businessError;
         // the local transaction committed and DTM holds the message prepared: its back-check will deliver it

@@ -234,6 +234,11 @@ export abstract class Transaction {
     return this.transport.encode(payload, target);
   }
 
+  /** Whether DTM accepted this object's prepare: the transaction DTM holds under the gid is this one, at least prepared. */
+  protected get preparedInDtm(): boolean {
+    return this.created;
+  }
+
   /** The keys of authenticated branch calls (`lynx.dtm.branch_auth_keys`), if set. */
   protected get auth(): BranchAuth | undefined {
     return this.runtime.config.branchAuthKeys;

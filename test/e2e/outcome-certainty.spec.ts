@@ -254,6 +254,28 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     await app.client.forceStop(gid); // tidy: not back-checked in 60 s
   });
 
+  it('msg prepare() then submit(): a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared, as for TCC), never DtmUnavailableError ("run it again" would run the local transaction twice, or send the message twice under a new gid); DTM delivers once', async () => {
+    cut = 'after';
+    const gid = await app.client.generateGid();
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/CutDeliver'), { order: 2 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const error = await msg.submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).not.toBeInstanceOf(DtmUnavailableError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect((error as Error).message).toContain('never start it again under a new gid');
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/CutDeliver', gid)).toHaveLength(1);
+  });
+
+  it('executeMsg with waitForFinal, its submit cut after DTM accepted it: waits the outcome out and resolves succeed (DTM has the message), not DtmUnavailableError', async () => {
+    cut = 'after';
+    const gid = await app.client.generateGid();
+    const result = await viaProxy.helper.executeMsg(gid, recorder.urlFor('/QueryPrepared'), [{ action: recorder.urlFor('/CutNotify'), data: { order: 3 } }], { timeoutToFail: 60, waitForFinal: { timeout: 20 } });
+    expect(result.final?.status).toBe('succeed');
+    expect(recorder.callsTo('/CutNotify', gid)).toHaveLength(1);
+  });
+
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
     cut = 'after';
     const gid = await app.client.generateGid();
