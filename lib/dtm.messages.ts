@@ -257,6 +257,8 @@ export const MESSAGES = {
     `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}) threw ${what}, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
   resultBody: (where: string, result: string, body: string) =>
     `${where} answered 200 with a body DTM reads as ${result} (${truncate(body)}): answered as ${result}, as if the handler threw ${result === 'FAILURE' ? 'DtmFailureError' : 'DtmOngoingError'} (its local transaction rolled back); throw that error instead`,
+  pipeFailureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, problem: string) =>
+    `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): a pipe refused its payload (${problem}), answered FAILURE, but a FAILURE here cannot roll anything back: DTM keeps retrying this call with the same payload until it succeeds. Fix the payload the transaction sends, or what the handler's DTO / pipe accepts`,
   successBodyHasResultWord: (where: string, body: string) =>
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>

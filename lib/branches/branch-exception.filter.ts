@@ -38,6 +38,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
+      /** The message of a pipe's 400 that was answered FAILURE. */
+      let refusedByPipe: string | undefined;
       if (exception instanceof BadRequestException) {
         if (branch && info && (branch.kind === 'msg-query-prepared' || (branch.kind === 'xa' && info.op !== 'action'))) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400: a pipe found the empty
@@ -47,7 +49,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         } else {
           // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
           // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
-          exception = new DtmFailureError(MESSAGES.invalidPayload(where, badRequestMessage(exception)), { cause: exception });
+          refusedByPipe = badRequestMessage(exception);
+          exception = new DtmFailureError(MESSAGES.invalidPayload(where, refusedByPipe), { cause: exception });
         }
       }
       // an HttpException with status 409 or 425 and an RpcException with code ABORTED or FAILED_PRECONDITION are DTM's
@@ -55,7 +58,11 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const result = dtmResultOfError(exception);
       if (result === 'FAILURE') {
         if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
-          this.logger.warn(MESSAGES.failureCannotRollBack(where, branch.kind, info, failureName(exception)));
+          this.logger.warn(
+            refusedByPipe !== undefined
+              ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, info, refusedByPipe)
+              : MESSAGES.failureCannotRollBack(where, branch.kind, info, failureName(exception)),
+          );
         }
       } else if (result !== 'ONGOING') {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));

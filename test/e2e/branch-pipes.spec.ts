@@ -210,6 +210,20 @@ describe.each(VARIANTS)('a validating pipe on a branch whose request DTM sends e
     expect((await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE $1', [`${gid}%`])).rows).toEqual([]);
   }, 30_000);
 
+  it('a message branch whose payload the pipe refuses: DTM retries it (a message cannot roll back), and the warning names the pipe\'s refusal and its message, not a DtmFailureError the handler never threw', async () => {
+    const gid = await client.generateGid();
+    await client.newMsg(gid, { protocol, retryInterval: 60 }).add(target('deliver'), { account: 0, amount: 5 }).submit();
+    await waitUntil('DTM called the message branch', async () => logger.lines.some((l) => l.startsWith('warn ') && l.includes(`gid ${gid}`)), { timeoutMs: 15_000 });
+    const warning = logger.lines.find((l) => l.startsWith('warn ') && l.includes(`gid ${gid}`))!;
+    expect(warning).toContain('PipedBank.deliver (msg, msg gid');
+    expect(warning).toContain('account must be a positive number');
+    expect(warning).toContain('a pipe refused its payload');
+    expect(warning).not.toContain('threw DtmFailureError');
+    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    expect(ap().app.get(Delivered).gids).not.toContain(gid);
+    await client.forceStop(gid);
+  });
+
   it('back-check without a barrier: the pipe\'s 400 is answered as an error DTM retries (HTTP 500, gRPC INTERNAL), logged with how to fix it; the message stays prepared, not failed', async () => {
     const direct = await client.generateGid();
     expect(await backCheck('query-prepared-plain', direct)).toBe(protocol === 'http' ? 500 : 13);
