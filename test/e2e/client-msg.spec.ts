@@ -38,6 +38,25 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/TransIn', gid)).toHaveLength(0);
     });
 
+    it('a prepared message DTM failed by its back-check before the submit: submitAndWait resolves failed (a rollback is a result), submit() throws DtmFailureError; no branch called', async () => {
+      fx.recorder.answer('/QueryPrepared', 409);
+      const failedBeforeSubmit = async () => {
+        const gid = await fx.client.generateGid();
+        const msg = fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 }));
+        await msg.prepare(fx.target('/QueryPrepared'));
+        await waitForTransStatus(gid, 'failed');
+        return { gid, msg };
+      };
+      const waited = await failedBeforeSubmit();
+      expect(await waited.msg.submitAndWait({ timeout: 10 })).toMatchObject({ gid: waited.gid, status: 'failed' });
+      const bare = await failedBeforeSubmit();
+      await expect(bare.msg.submit()).rejects.toBeInstanceOf(DtmFailureError);
+      for (const { gid } of [waited, bare]) {
+        expect(fx.recorder.callsTo('/TransIn', gid)).toHaveLength(0);
+        expect((await queryTrans(gid)).transaction?.status).toBe('failed');
+      }
+    });
+
     it('a prepared message whose back-check answers 200 is delivered', async () => {
       const gid = await fx.client.generateGid();
       await fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 })).prepare(fx.target('/QueryPrepared'));
