@@ -1,3 +1,5 @@
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 
 /** What `pg` answers to one statement. */
@@ -13,6 +15,8 @@ export interface PgClientLike {
   query(sql: string, params?: unknown[]): Promise<PgResult>;
   /** pg's own literal quoting: with it, BEGIN and the barrier's inserts go in one round trip. */
   escapeLiteral?(value: string): string;
+  /** pg's transaction status from the server's last ReadyForQuery (`T` in a transaction, `E` in a failed one, `I` in none). */
+  getTransactionStatus?(): string | null;
 }
 
 /** The part of a `pg` `Pool` the barrier uses. */
@@ -30,7 +34,9 @@ export function pgBarrierTransaction(client: PgClientLike): BarrierTransaction {
  * barrier's inserts are sent with the BEGIN, in one simple query with pg's own literal quoting, so
  * the barrier costs no extra round trip; so are the transaction's `lock_timeout` and
  * `statement_timeout` (`SET LOCAL`, from the branch timeout), so no client waits on a lock after
- * DTM gave up on the call.
+ * DTM gave up on the call. A transaction that did not commit (a statement's caught error aborted it,
+ * and PostgreSQL answers its COMMIT with ROLLBACK, no error; or the code ended it) is `DtmUsageError`,
+ * never a resolved call.
  */
 export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): BarrierDatabase<C> {
   return {
@@ -45,7 +51,8 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
       try {
         const leadingResults = await begin(client, leading, bounds);
         const result = await work(client, pgBarrierTransaction(client), leadingResults);
-        await client.query('COMMIT');
+        assertPgTransactionOpen(client);
+        assertPgCommitted((await client.query('COMMIT'))?.command);
         return result;
       } catch (err) {
         await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
@@ -56,6 +63,25 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
     },
     execute: (sql, params) => pgExecute(pool, sql, params),
   };
+}
+
+/**
+ * Throws `DtmUsageError` when the `pg` client's transaction was ended by the code before its COMMIT
+ * (the status the server sent with its last answer, `I`: no round trip; clients without it pass):
+ * its COMMIT would commit nothing and answer no error.
+ */
+export function assertPgTransactionOpen(client: { getTransactionStatus?(): string | null }): void {
+  if (typeof client.getTransactionStatus === 'function' && client.getTransactionStatus() === 'I') {
+    throw new DtmUsageError(MESSAGES.pgTransactionNotCommitted('it was no longer open when the business returned'));
+  }
+}
+
+/**
+ * Throws `DtmUsageError` when PostgreSQL answered a COMMIT with the tag `ROLLBACK`: it does so, with
+ * no error, for a transaction a statement's error aborted (a caught unique violation, say).
+ */
+export function assertPgCommitted(command: string | undefined): void {
+  if (command === 'ROLLBACK') throw new DtmUsageError(MESSAGES.pgTransactionNotCommitted('its COMMIT answered ROLLBACK: a statement in it had failed'));
 }
 
 /** Runs one statement on a `pg` client or pool (also the XA adapter's). */

@@ -2,7 +2,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { boundMysqlSessionOf, mysqlLockWaitSql, toExecResult } from './mysql-barrier.store.js';
-import { pgLocalBoundsSql } from './pg-barrier.store.js';
+import { assertPgCommitted, assertPgTransactionOpen, pgLocalBoundsSql, type PgClientLike } from './pg-barrier.store.js';
 
 /** The part of a TypeORM `QueryRunner` the barrier uses. */
 export interface TypeormQueryRunnerLike {
@@ -47,20 +47,32 @@ export function typeormBarrierTransaction(
 /**
  * A TypeORM `DataSource` (postgres, mysql or mariadb) as a barrier database: your code gets the
  * transactional EntityManager. Lock waits are bounded as the other adapters bound them: PostgreSQL
- * with `SET LOCAL` (one statement after TypeORM's BEGIN), MySQL / MariaDB once per connection.
+ * with `SET LOCAL` (one statement after TypeORM's BEGIN), MySQL / MariaDB once per connection. On
+ * PostgreSQL, a transaction a statement's caught error aborted is refused with `DtmUsageError`
+ * before TypeORM's COMMIT (which would roll it back without an error), as `pgBarrierDatabase` does.
  */
 export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEntityManagerLike>>(dataSource: D): BarrierDatabase<D['manager']> {
   const dialect = typeormDialect(dataSource.options.type);
   return {
     dialect,
-    transaction: (work, leading = [], bounds) =>
-      dataSource.transaction(async (manager: D['manager']) => {
-        await boundTypeormTransaction(manager.queryRunner, dialect, bounds);
-        const tx = typeormBarrierTransaction(manager, dialect);
-        const leadingResults: BarrierExecResult[] = [];
-        for (const statement of leading) leadingResults.push(await tx.execute(statement.sql, statement.params));
-        return work(manager, tx, leadingResults);
-      }),
+    async transaction(work, leading = [], bounds) {
+      let commit: PgCommitWatch | undefined;
+      try {
+        const result = await dataSource.transaction(async (manager: D['manager']) => {
+          await boundTypeormTransaction(manager.queryRunner, dialect, bounds);
+          const tx = typeormBarrierTransaction(manager, dialect);
+          const leadingResults: BarrierExecResult[] = [];
+          for (const statement of leading) leadingResults.push(await tx.execute(statement.sql, statement.params));
+          const answer = await work(manager, tx, leadingResults);
+          if (dialect === 'postgres') commit = await watchPgCommit(manager.queryRunner);
+          return answer;
+        });
+        assertPgCommitted(commit?.command);
+        return result;
+      } finally {
+        commit?.restore();
+      }
+    },
     async execute(sql, params) {
       const runner = dataSource.createQueryRunner();
       try {
@@ -70,6 +82,40 @@ export function typeormBarrierDatabase<D extends TypeormDataSourceLike<TypeormEn
       }
     },
   };
+}
+
+/**
+ * PostgreSQL: what TypeORM's coming COMMIT on the runner's `pg` client is answered (TypeORM drops the
+ * command tag, and PostgreSQL answers a COMMIT of a transaction a caught error aborted with
+ * ROLLBACK, no error): the client's next `COMMIT` is watched, nothing is sent. Throws first when the
+ * code ended the transaction itself.
+ */
+async function watchPgCommit(runner: TypeormQueryRunnerLike | undefined): Promise<PgCommitWatch | undefined> {
+  const client = (await runner?.connect?.()) as PgClientLike | undefined;
+  if (typeof client?.query !== 'function') return undefined;
+  assertPgTransactionOpen(client);
+  const own = Object.prototype.hasOwnProperty.call(client, 'query');
+  const query = client.query;
+  const watch: PgCommitWatch = {
+    // the client goes back to TypeORM's pool after the COMMIT: as it was
+    restore: () => {
+      if (own) client.query = query;
+      else delete (client as Partial<PgClientLike>).query;
+    },
+  };
+  client.query = function (this: PgClientLike, ...args: Parameters<PgClientLike['query']>) {
+    const answer = query.apply(this, args);
+    if (args[0] !== 'COMMIT') return answer;
+    watch.restore();
+    return answer.then((result) => ((watch.command = result?.command), result));
+  };
+  return watch;
+}
+
+/** What {@link watchPgCommit} saw of the COMMIT, and how to stop watching. */
+interface PgCommitWatch {
+  command?: string;
+  restore(): void;
 }
 
 /** Bounds the lock waits of the transaction `runner` has begun (see {@link typeormBarrierDatabase}). */
