@@ -356,6 +356,8 @@ export const MESSAGES = {
   redisInsufficient: (key: string, amount: number) => `redis key ${key} is missing, or adding ${amount} would make it negative`,
   redisAmountNotInteger: (key: string, amount: unknown) =>
     `redisCheckAdjustAmount(redis, '${key}', ${typeof amount === 'number' ? amount : JSON.stringify(amount) ?? String(amount)}): the amount must be a safe integer (Number.isSafeInteger), as Redis's INCRBY and DTM's SDKs (amount int) add whole numbers only; nothing was written. Keep amounts in whole units, e.g. cents (10.50 → 1050)`,
+  redisBadExpiry: (method: string, expireSeconds: unknown) =>
+    `${method}: expireSeconds must be a positive whole number of seconds (how long the barrier keys are kept; default 7 days), got ${typeof expireSeconds === 'number' ? expireSeconds : JSON.stringify(expireSeconds) ?? String(expireSeconds)}; nothing was written. Redis keys cannot be kept for ever this way (0 is not "never"): keep them longer than DTM may retry the call`,
   redisBalanceNotInteger: (key: string, stored: string) =>
     `redis key ${key} holds ${JSON.stringify(stored)}, not an integer INCRBY can add to (written by INCRBYFLOAT, or as a decimal?): the barrier wrote nothing and the branch answers an error, which DTM retries; store whole units there, e.g. cents (SET ${key} 1050), and the retry applies it`,
   redisNotApplied: (key: string, amount: number, reason: string) =>

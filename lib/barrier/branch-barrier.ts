@@ -179,10 +179,12 @@ export class BranchBarrier {
    * not an integer (e.g. written by INCRBYFLOAT) throws `DtmUsageError` too, with nothing written:
    * the branch answers an error, which DTM retries (never FAILURE). A call that did not adjust the
    * amount never leaves its barrier key, so its retry does the work. `expireSeconds` keeps the
-   * barrier keys that long.
+   * barrier keys that long: a positive whole number, else `DtmUsageError` before anything is written
+   * (Redis would refuse it after the amount was added, and every retry would add it again).
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
     if (!Number.isSafeInteger(amount)) throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), { gid: this.gid, branchId: this.branchId });
+    this.assertRedisExpiry('redisCheckAdjustAmount', expireSeconds);
     const barrierId = this.nextBarrierId();
     const originOp = ORIGIN_OP[this.op] ?? '';
     const answer = await redis.eval(
@@ -210,11 +212,13 @@ export class BranchBarrier {
     const text = String(answer);
     if (text.startsWith('NOT_INTEGER ')) throw new DtmUsageError(MESSAGES.redisBalanceNotInteger(key, text.slice('NOT_INTEGER '.length)), context);
     if (text === 'BAD_AMOUNT') throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), context);
+    if (text === 'BAD_EXPIRY') throw new DtmUsageError(MESSAGES.redisBadExpiry('redisCheckAdjustAmount', expireSeconds), context);
     throw new DtmUsageError(MESSAGES.redisNotApplied(key, amount, text.replace(/^NOT_APPLIED /, '')), context);
   }
 
   /** The Redis message back-check: like {@link queryPrepared}, on the key `<gid>-00-msg-01`. */
   async redisQueryPrepared(redis: RedisLike, expireSeconds = 86_400 * 7): Promise<void> {
+    this.assertRedisExpiry('redisQueryPrepared', expireSeconds);
     const reason = await redis.eval(REDIS_QUERY_PREPARED_SCRIPT, 1, `${this.gid}-00-msg-01`, expireSeconds);
     if (reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
   }
@@ -230,6 +234,11 @@ export class BranchBarrier {
     const { rows } = await tx.execute(selectReasonSql(tx.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
     const reason = rows[0]?.reason;
     return typeof reason === 'string' && reason !== this.op;
+  }
+
+  /** Throws `DtmUsageError` unless `expireSeconds` is a positive safe integer (Redis's `SET ... EX` takes nothing else). */
+  private assertRedisExpiry(method: string, expireSeconds: number): void {
+    if (!Number.isSafeInteger(expireSeconds) || expireSeconds <= 0) throw new DtmUsageError(MESSAGES.redisBadExpiry(method, expireSeconds), { gid: this.gid, branchId: this.branchId });
   }
 
   private nextBarrierId(): string {

@@ -11,7 +11,8 @@ export interface RedisLike {
  * compensation wrote first), NULL_COMPENSATION (a compensating op whose origin key is missing: it
  * writes both keys and moves nothing), FAILURE (the amount key is missing, or the sum would be
  * negative), `NOT_INTEGER <the stored value, cut at 40 characters>` (not an integer INCRBY can add to), BAD_AMOUNT
- * (ARGV[1] is not an integer), `NOT_APPLIED <Redis's error>` (INCRBY refused, e.g. an overflow), or
+ * (ARGV[1] is not an integer), BAD_EXPIRY (ARGV[3] is not a positive integer: checked first, as
+ * `SET ... EX` would refuse it only after INCRBY), `NOT_APPLIED <Redis's error>` (INCRBY refused, e.g. an overflow), or
  * APPLIED. Only NULL_COMPENSATION and APPLIED write, and INCRBY is the first write of APPLIED: a
  * Redis script keeps the writes made before an error, so a call whose adjustment did not happen
  * must leave no barrier key (its retry would be skipped as a duplicate). The duplicate and null
@@ -19,6 +20,9 @@ export interface RedisLike {
  * whatever the balance (DTM retries a compensation answered FAILURE forever).
  */
 export const REDIS_ADJUST_SCRIPT = `
+if not string.match(ARGV[3], '^[1-9]%d*$') then
+  return 'BAD_EXPIRY'
+end
 local done = redis.call('GET', KEYS[2])
 if done == 'rollback' then
   return 'HANGING'

@@ -345,6 +345,29 @@ describe('Redis barrier: nothing written for a call that did not adjust, duplica
     expect(await t.redis.get(t.redisKey(1))).toBe('100');
   });
 
+  it('an expiry that is not a positive whole number of seconds (0 for "never", a fraction) is refused before anything is written: a retry never adds the amount twice', async () => {
+    await seed('redis', { 1: 100 });
+    const gid = await t.client.generateGid();
+    for (const expireSeconds of [0, -1, 3600.5, Number.NaN]) {
+      // DTM retries a call that errors: each retry must find the balance as it was
+      for (const attempt of [1, 2]) {
+        const error = await settle(barrier(gid, '01', 'action').redisCheckAdjustAmount(t.redis, t.redisKey(1), 10, expireSeconds));
+        expect([expireSeconds, attempt, await balances('redis', [1])]).toEqual([expireSeconds, attempt, { 1: 100 }]);
+        expect([expireSeconds, attempt, error]).toEqual([expireSeconds, attempt, expect.any(DtmUsageError)]);
+        expect((error as Error).message).toContain('positive whole number of seconds');
+      }
+      const backCheck = await settle(barrier(gid, '00', 'msg').redisQueryPrepared(t.redis, expireSeconds));
+      expect([expireSeconds, backCheck]).toEqual([expireSeconds, expect.any(DtmUsageError)]);
+    }
+    expect(await balances('redis', [1])).toEqual({ 1: 100 });
+    expect(await barrierKeys(gid)).toEqual({});
+    expect(await barrierKeys(`${gid}-00`)).toEqual({});
+    expect(await t.redis.exists(`${gid}-00-msg-01`)).toBe(0);
+    // the script refuses one too (a caller of its own), before any write
+    expect(await t.redis.eval(REDIS_ADJUST_SCRIPT, 3, t.redisKey(1), `${gid}-01-action-01`, `${gid}-01--01`, '10', '', '0')).toBe('BAD_EXPIRY');
+    expect([await balances('redis', [1]), await barrierKeys(gid)]).toEqual([{ 1: 100 }, {}]);
+  });
+
   it('a stored balance that is not an integer (INCRBYFLOAT) is an error, not FAILURE, and leaves no key: the retry does the work', async () => {
     const key = t.redisKey(1);
     await t.redis.set(key, '100');
