@@ -1,6 +1,6 @@
 // The barrier under real races and in broken local transactions, on every SQL adapter (pg,
 // mysql2 on MariaDB, TypeORM on both): a Cancel arriving while its Try still runs, two deliveries
-// of one op at once, PostgreSQL's REPEATABLE READ, and a handler that caught a failed statement
+// of one op at once, PostgreSQL's REPEATABLE READ and SERIALIZABLE, and a handler that caught a failed statement
 // (PostgreSQL then aborts the transaction, and COMMIT silently rolls it back). Each race is made
 // deterministic: the first call is held inside its business by a latch, and the second is seen
 // waiting on the database's row lock before the latch opens.
@@ -253,5 +253,32 @@ describe.each(['pg', 'typeorm-pg'])('PostgreSQL on %s: a business that ended the
     await expect(call).rejects.toThrow(DtmUsageError);
     await expect(call).rejects.toThrow(/no longer open/);
     expect([await account(store, gid), await barrierRows(store, gid)]).toEqual([{ balance: 100, frozen: 0 }, []]);
+  });
+});
+
+describe.each(['repeatable read', 'serializable'])('PostgreSQL at %s', (isolation) => {
+  it('a Cancel that waited for its Try fails with a serialization error (an error DTM retries: neither FAILURE nor success), and its retry undoes the Try', async () => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, options: `-c default_transaction_isolation=${isolation.replace(' ', '\\ ')}` });
+    try {
+      const store: Store = { ...STORES.pg, db: () => pgBarrierDatabase(pool) };
+      expect((await pool.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe(isolation);
+      const gid = `iso-${isolation.replace(' ', '-')}`;
+      await seed(store, gid, 100);
+      const held = latch();
+      const tryCall = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)));
+      await held.reached;
+      const cancelCall = started(barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)));
+      await untilLockWaits(store);
+      held.open();
+      expect((await tryCall).executed).toBe(true);
+      // its snapshot predates the Try's commit: PostgreSQL refuses the insert that conflicts with the Try's row
+      await expect(cancelCall).rejects.toMatchObject({ code: '40001' });
+      expect(await barrierRows(store, gid)).toEqual(['try=try']);
+      expect((await barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40))).executed).toBe(true);
+      expect(await account(store, gid)).toEqual({ balance: 100, frozen: 0 });
+      expect(await barrierRows(store, gid)).toEqual(['cancel=cancel', 'try=try']);
+    } finally {
+      await pool.end();
+    }
   });
 });
