@@ -274,6 +274,33 @@ describe.each(SQL_CASES)('barrier on %s over %s: local transactions', (store, pr
       expect(t.runs.of(`${store}.deliver`)).toBe(0);
     });
 
+    it('a local transaction whose failed statement the business caught: the message is delivered only if the local write committed', async () => {
+      await seed(store, { 1: 100, 2: 0 });
+      const gid = await t.client.generateGid();
+      const swallowing = async (tx: unknown) => {
+        await saveOrder(7)(tx);
+        // "insert, ignore a duplicate": PostgreSQL aborts the transaction (its COMMIT rolls back), MariaDB goes on
+        const insert = store === 'pg' ? 'INSERT INTO account (id, balance) VALUES ($1, 0)' : 'INSERT INTO account (id, balance) VALUES (?, 0)';
+        await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query(insert, [1]).catch(() => undefined);
+      };
+      const error = await outbox(gid)
+        .doAndSubmitDb(`${store}.outbox`, t.databases[store], swallowing)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      const final = await t.client.waitForFinal(gid);
+      const after = await balances(store, [1, 2]);
+      // money moves both ways or not at all
+      expect(after[1] + after[2]).toBe(100);
+      if (store === 'pg') {
+        expect([error, final.status, after]).toEqual([expect.any(DtmUsageError), 'failed', { 1: 100, 2: 0 }]);
+        expect(await barrierRows(store, gid)).toEqual(['00/msg/01=rollback']);
+      } else {
+        expect([error, final.status, after]).toEqual([undefined, 'succeed', { 1: 93, 2: 7 }]);
+      }
+    });
+
     it('back-check before the local commit: DtmDuplicatedError, the business never runs, nothing is sent', async () => {
       await seed(store, { 1: 100, 2: 0 });
       const gid = await t.client.generateGid();
