@@ -356,6 +356,8 @@ export const MESSAGES = {
   redisInsufficient: (key: string, amount: number) => `redis key ${key} is missing, or adding ${amount} would make it negative`,
   redisAmountNotInteger: (key: string, amount: unknown) =>
     `redisCheckAdjustAmount(redis, '${key}', ${typeof amount === 'number' ? amount : JSON.stringify(amount) ?? String(amount)}): the amount must be a safe integer (Number.isSafeInteger), as Redis's INCRBY and DTM's SDKs (amount int) add whole numbers only; nothing was written. Keep amounts in whole units, e.g. cents (10.50 → 1050)`,
+  barrierBehindBarrier: (method: string, gid: string, branchId: string, op: string) =>
+    `DtmClient.barrier(branch).${method}() for gid ${gid}, branch ${branchId}, op ${op}: this handler already runs behind the barrier (@UseBarrier on its controller, or { barrier } on its decorator), whose local transaction holds this call's barrier row; a second SQL barrier for the same call would skip the business as its own duplicate, or wait for that row until the lock timeout. Nothing was written. Do the work on the @BarrierTx() handle (the module's barrier already guards it), or opt the handler out with { barrier: false } on its decorator and guard it with DtmClient.barrier() yourself`,
   redisBadExpiry: (method: string, expireSeconds: unknown) =>
     `${method}: expireSeconds must be a positive whole number of seconds (how long the barrier keys are kept; default 7 days), got ${typeof expireSeconds === 'number' ? expireSeconds : JSON.stringify(expireSeconds) ?? String(expireSeconds)}; nothing was written. Redis keys cannot be kept for ever this way (0 is not "never"): keep them longer than DTM may retry the call`,
   redisBalanceNotInteger: (key: string, stored: string) =>

@@ -32,6 +32,13 @@ export interface BranchBarrierOptions {
    * it, a skipped action or Try costs one query more, to tell a hanging one from a duplicate.
    */
   onDecision?: (decision: DtmBarrierDecision) => void;
+  /**
+   * The call's handler already runs behind a SQL barrier (`@UseBarrier`, `{ barrier }`; set by
+   * `DtmClient.barrier()`): {@link BranchBarrier.call} and {@link BranchBarrier.callWithDb} then throw
+   * `DtmUsageError`, as their barrier row is the module's (skipped as its own duplicate, or waited
+   * for until the lock timeout). The Redis methods are unaffected.
+   */
+  behindBarrier?: boolean;
 }
 
 /**
@@ -48,6 +55,7 @@ export class BranchBarrier {
   readonly table: string;
   private readonly bounds?: LocalTransactionBounds;
   private readonly onDecision?: (decision: DtmBarrierDecision) => void;
+  private readonly behindBarrier: boolean;
 
   constructor(
     readonly transType: string,
@@ -63,6 +71,7 @@ export class BranchBarrier {
     assertBarrierTable(this.table);
     if (options.timeoutSeconds !== undefined) this.bounds = { timeoutSeconds: options.timeoutSeconds };
     this.onDecision = options.onDecision;
+    this.behindBarrier = options.behindBarrier === true;
   }
 
   /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
@@ -78,6 +87,7 @@ export class BranchBarrier {
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
+    if (this.behindBarrier) throw this.alreadyBehindBarrier('call');
     const inserts = this.inserts(tx.dialect, this.nextBarrierId());
     const results: BarrierExecResult[] = [];
     for (const insert of inserts) results.push(await tx.execute(insert.sql, insert.params));
@@ -94,6 +104,7 @@ export class BranchBarrier {
    * transaction is retried, up to 3 times: the business had not run yet.
    */
   async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
+    if (this.behindBarrier) throw this.alreadyBehindBarrier('callWithDb');
     const inserts = this.inserts(db.dialect, this.nextBarrierId());
     for (let attempt = 1; ; attempt++) {
       let businessStarted = false;
@@ -239,6 +250,11 @@ export class BranchBarrier {
   /** Throws `DtmUsageError` unless `expireSeconds` is a positive safe integer (Redis's `SET ... EX` takes nothing else). */
   private assertRedisExpiry(method: string, expireSeconds: number): void {
     if (!Number.isSafeInteger(expireSeconds) || expireSeconds <= 0) throw new DtmUsageError(MESSAGES.redisBadExpiry(method, expireSeconds), { gid: this.gid, branchId: this.branchId });
+  }
+
+  /** The error of a SQL barrier call in a handler the module already runs behind one (see {@link BranchBarrierOptions.behindBarrier}). */
+  private alreadyBehindBarrier(method: string): DtmUsageError {
+    return new DtmUsageError(MESSAGES.barrierBehindBarrier(method, this.gid, this.branchId, this.op), { gid: this.gid, branchId: this.branchId });
   }
 
   private nextBarrierId(): string {

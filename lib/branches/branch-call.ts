@@ -57,6 +57,19 @@ export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefin
   if (call?.signedHeaders !== undefined) signedHeadersOfInfo.set(info, call.signedHeaders);
 }
 
+/** The `BranchInfo`s `@BranchContext()` gave handlers that already run behind a SQL barrier (`@UseBarrier`, `{ barrier }`). */
+const behindBarrierInfos = new WeakSet<BranchInfo>();
+
+/** Remembers that `info` was given to a handler the module already runs behind a SQL barrier. */
+export function markBehindBarrier(info: BranchInfo): void {
+  behindBarrierInfos.add(info);
+}
+
+/** Whether `info` was given to a handler the module already runs behind a SQL barrier (its `DtmClient.barrier(info)` must not guard SQL again). */
+export function behindBarrier(info: BranchInfo): boolean {
+  return behindBarrierInfos.has(info);
+}
+
 /** The forwarded headers (their text, `''` for none) the verified call `info` describes signed; undefined when no token was checked. */
 export function signedHeadersOf(info: BranchInfo): string | undefined {
   return signedHeadersOfInfo.get(info);

@@ -2,7 +2,8 @@ import { BadRequestException, createParamDecorator, InternalServerErrorException
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { branchTransportOf } from './branch-transports.js';
-import { branchCallOf, linkBranchInfo } from './branch-call.js';
+import { branchCallOf, linkBranchInfo, markBehindBarrier } from './branch-call.js';
+import { localTransactionOf } from './branch-handler.binding.js';
 import { type BranchInfo } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 
@@ -18,5 +19,8 @@ export const BranchContext = createParamDecorator((_data: unknown, context: Exec
   if (!info) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
   // so that DtmClient.barrier(info) reports its decisions as the call's
   linkBranchInfo(info, branchCallOf(carrier));
+  // a handler in a barrier's local transaction: its DtmClient.barrier(info) must not guard SQL again
+  const source = localTransactionOf(context.getHandler());
+  if (source && 'barrier' in source) markBehindBarrier(info);
   return info;
 });

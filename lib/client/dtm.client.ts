@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import { barrierDecisionsOf, signedHeadersOf } from '../branches/branch-call.js';
+import { barrierDecisionsOf, behindBarrier, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { NODE_TIMER_MAX_MS, isCredentialHeader } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -191,7 +191,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * is the call's barrier decision for the instrumentation (hooks, span, metrics).
    */
   barrier(branch: BranchInfo): BranchBarrier {
-    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout, onDecision: barrierDecisionsOf(branch) });
+    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout, onDecision: barrierDecisionsOf(branch), behindBarrier: behindBarrier(branch) });
   }
 
   /**

@@ -4,7 +4,7 @@
 // Each handler is called twice as DTM would (a redelivery): the business must run once, and the
 // barrier rows must be in PostgreSQL.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Injectable, Module, Post, Query, Scope, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Inject, Injectable, Module, Post, Query, Scope, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -13,13 +13,16 @@ import {
   BarrierTx,
   BranchContext,
   DtmBranchRegistryError,
+  DtmClient,
   DtmModule,
+  DtmUsageError,
   SagaAction,
   SagaCompensate,
   UseBarrier,
   ensureBarrierSchema,
   mysqlBarrierDatabase,
   pgBarrierDatabase,
+  pgBarrierTransaction,
   type BranchInfo,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
@@ -162,6 +165,28 @@ class RequestScoped {
   }
 }
 
+/** Handlers behind @UseBarrier that guard their work with DtmClient.barrier() again, as the docs show for a transaction of your own. */
+@Controller('nested')
+@UseBarrier('pg')
+class NestedBarrier {
+  constructor(
+    private readonly runs: Runs,
+    @Inject(DtmClient) private readonly dtm: DtmClient,
+  ) {}
+
+  /** In the barrier's own transaction: the same barrier row, which the module's barrier inserted already. */
+  @SagaAction('nestedOwnTx', { compensate: false })
+  @Post('own-tx')
+  async ownTx(@BarrierTx() tx: pg.PoolClient, @BranchContext() b: BranchInfo) {
+    try {
+      await this.dtm.barrier(b).call(pgBarrierTransaction(tx), () => mark(tx, b.gid, 'nestedOwnTx'));
+    } catch (err) {
+      this.runs.calls.push({ handler: 'nestedError', body: undefined, tx: true, note: err });
+      throw err;
+    }
+  }
+}
+
 let pool: pg.Pool;
 let myPool: mysql.Pool;
 let app: INestApplication;
@@ -178,7 +203,7 @@ beforeAll(async () => {
   await ensureBarrierSchema(mysqlBarrierDatabase(myPool), { table: 'dtm_barrier' });
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections() })],
-    controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped, ObservableAnswers],
+    controllers: [DecoratorOrder, DerivedAccount, MysqlLedger, RequestScoped, ObservableAnswers, NestedBarrier],
     providers: [Runs],
   }).compile();
   app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
@@ -251,6 +276,18 @@ describe('barrier wiring', () => {
       ['inheritedCompensate', true],
     ]);
     expect(await recorded(g)).toEqual({ ran: ['inherited', 'inheritedCompensate'], barrier: ['01/action/01=action', '01/compensate/01=compensate'] });
+  });
+
+  it('DtmClient.barrier() inside a handler already behind the barrier: a DtmUsageError naming the fix, never a business silently skipped as its own duplicate', async () => {
+    const g = gid();
+    const answer = await call('nested/own-tx', g);
+    expect(await recorded(g)).toEqual({ ran: [], barrier: [] });
+    expect(answer.status).toBe(500);
+    expect(runs.calls.map((c) => c.handler)).toEqual(['nestedError']);
+    const error = runs.calls[0].note as Error;
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect(error.message).toContain('@BarrierTx()');
+    expect(error.message).toContain('{ barrier: false }');
   });
 
   it('a compensation arriving before its action is a null compensation, and the late action is refused', async () => {
