@@ -11,7 +11,7 @@ import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { rpcExceptionCode } from './grpc/grpc-branch.transport.js';
-import { dtmResultOfError } from './branch-result.js';
+import { dtmResultOfError, isEmptyRequestCall } from './branch-result.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
 const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
@@ -41,7 +41,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       /** The message of a pipe's 400 that was answered FAILURE. */
       let refusedByPipe: string | undefined;
       if (exception instanceof BadRequestException) {
-        if (branch && info && (branch.kind === 'msg-query-prepared' || (branch.kind === 'xa' && info.op !== 'action'))) {
+        if (branch && info && isEmptyRequestCall(branch.kind, info.op)) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400: a pipe found the empty
           // request invalid, which says nothing of the transaction: an error DTM retries, never FAILURE
           this.logger.error(MESSAGES.emptyRequestRefused(where, info, badRequestMessage(exception)));

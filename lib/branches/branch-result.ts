@@ -1,9 +1,10 @@
-import { HttpException } from '@nestjs/common';
+import { BadRequestException, HttpException } from '@nestjs/common';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { dtmResultOfRpcException } from './grpc/grpc-branch.transport.js';
 import { answerMessage } from '../diagnostics/failure-reason.js';
 import { MESSAGES } from '../dtm.messages.js';
+import type { BranchKind } from '../transport/dtm.types.js';
 
 /**
  * What DTM reads the answer to a branch handler's error `exception` as, on either transport (see
@@ -44,4 +45,23 @@ export function errorOfResultBody(where: string, body: { result: 'FAILURE' | 'ON
   const own = answerMessage(body.text);
   const message = own === body.text || own === body.result ? MESSAGES.resultBody(where, body.result, body.text) : own;
   return body.result === 'FAILURE' ? new DtmFailureError(message) : new DtmOngoingError(message);
+}
+
+/**
+ * Whether DTM sends branch call `kind` / `op` with no payload (a message's back-check, an XA phase 2):
+ * a 400 from it (a pipe that found the empty request invalid) says nothing of the transaction and is
+ * answered as an error DTM retries; any other branch's 400 is answered FAILURE (see `DtmBranchExceptionFilter`).
+ */
+export function isEmptyRequestCall(kind: BranchKind, op: string): boolean {
+  return kind === 'msg-query-prepared' || (kind === 'xa' && op !== 'action');
+}
+
+/**
+ * What DTM reads the error a branch handler of `kind` threw on `op` as, once the module's exception
+ * filter answered it: {@link dtmResultOfError}, and a `BadRequestException` is FAILURE unless the call
+ * came empty ({@link isEmptyRequestCall}).
+ */
+export function dtmResultOfAnsweredError(exception: unknown, kind: BranchKind, op: string): 'FAILURE' | 'ONGOING' | undefined {
+  if (exception instanceof BadRequestException) return isEmptyRequestCall(kind, op) ? undefined : 'FAILURE';
+  return dtmResultOfError(exception);
 }

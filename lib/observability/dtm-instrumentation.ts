@@ -4,7 +4,7 @@
 // debug log), `active` is false and the callers skip all of it: no event object, no clock read.
 import { Logger } from '@nestjs/common';
 import type { DtmProtocol } from '../errors/dtm-error.js';
-import { dtmResultOfBody, dtmResultOfError } from '../branches/branch-result.js';
+import { dtmResultOfAnsweredError, dtmResultOfBody } from '../branches/branch-result.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -42,11 +42,12 @@ export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'br
 const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call', 'abort.failed'];
 
 /**
- * What a branch call's outcome is, from what its handler threw (`failed`), else from the body it
- * answered over HTTP (one DTM reads as FAILURE or ONGOING: see `dtmResultOfBody`).
+ * What branch call `o`'s outcome is, from what its handler threw (`failed`; as the module's filter
+ * answers it, a `BadRequestException` being FAILURE), else from the body it answered over HTTP (one DTM
+ * reads as FAILURE or ONGOING: see `dtmResultOfBody`).
  */
-export function branchOutcomeOf(error: unknown, failed: boolean, httpBody?: unknown): DtmBranchOutcome {
-  const result = failed ? dtmResultOfError(error) : httpBody === undefined || httpBody === null ? 'SUCCESS' : (dtmResultOfBody(httpBody)?.result ?? 'SUCCESS');
+export function branchOutcomeOf(o: Pick<BranchObservation, 'kind' | 'op'>, error: unknown, failed: boolean, httpBody?: unknown): DtmBranchOutcome {
+  const result = failed ? dtmResultOfAnsweredError(error, o.kind, o.op) : httpBody === undefined || httpBody === null ? 'SUCCESS' : (dtmResultOfBody(httpBody)?.result ?? 'SUCCESS');
   if (result === 'SUCCESS') return 'success';
   return result === 'FAILURE' ? 'failure' : result === 'ONGOING' ? 'ongoing' : 'error';
 }
@@ -193,7 +194,7 @@ export class DtmInstrumentation {
   /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`), or from the HTTP `body` it answered. */
   endBranch(o: BranchObservation, failed: boolean, error?: unknown, body?: unknown): void {
     const durationMs = performance.now() - o.started;
-    const outcome = branchOutcomeOf(error, failed, o.protocol === 'http' ? body : undefined);
+    const outcome = branchOutcomeOf(o, error, failed, o.protocol === 'http' ? body : undefined);
     const otel = this.otel();
     if (otel) {
       if (o.span) {

@@ -6,7 +6,7 @@
 // `x-tenant` as pass-through header; branches that use the barrier by hand, on PostgreSQL and on
 // Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
-import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
@@ -43,7 +43,7 @@ import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
-/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `compensate`: the compensation throws FAILURE. */
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `compensate`: the compensation throws FAILURE. */
 export interface Move {
   account: number;
   amount: number;
@@ -83,6 +83,7 @@ class Bank {
   async transIn(@Body() m: Move, @BarrierTx() tx: unknown) {
     await exec(tx, add, [m.amount, m.account]);
     if (m.fail === 'crash') throw new Error('ledger disk full');
+    if (m.fail === 'bad-request') throw new BadRequestException(`account ${m.account} is closed`); // answered FAILURE by the module's filter
     if (m.fail === 'old-protocol') return { dtm_result: 'FAILURE', message: `account ${m.account} is frozen` }; // DTM's result protocol before v1.10, which v1.19 still reads
     if (m.fail) throw new DtmFailureError(`account ${m.account} is frozen`);
   }

@@ -339,6 +339,28 @@ describe('hooks', () => {
   });
 });
 
+describe('a barrier handler throwing a BadRequestException itself (answered FAILURE by the module, as a pipe\'s 400)', () => {
+  it('the hooks report the call as a failure, as DTM reads the answer, not as an error: its write rolls back, DTM rolls the saga back with its message', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const final = await t.client
+      .newSaga(gid, { protocol: 'http', retryInterval: 1 })
+      .add('transOut', { account: 1, amount: 10 })
+      .add('transIn', { account: 2, amount: 10, fail: 'bad-request' })
+      .submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('account 2 is closed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const calls = events.slice(from).filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid).map((e) => e.event as DtmEvents['branch.call']);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual([
+      '01 action Bank.transOut success',
+      '02 action Bank.transIn failure',
+      '02 compensate Bank.transInCompensate success',
+      '01 compensate Bank.transOutCompensate success',
+    ]);
+  });
+});
+
 describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result: \'FAILURE\' }, DTM\'s result protocol before v1.10)', () => {
   it('is a FAILURE as if thrown: its write rolls back with the barrier, DTM rolls the saga back with its message; a step without compensation leaves no money behind', async () => {
     const from = events.length;
