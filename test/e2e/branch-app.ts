@@ -2,7 +2,7 @@
 // handler records what it received and does what the test scripted for its next call.
 import 'reflect-metadata';
 import type { IncomingHttpHeaders } from 'node:http';
-import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { from, ignoreElements } from 'rxjs';
 import { Test } from '@nestjs/testing';
@@ -26,7 +26,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -65,6 +65,7 @@ export class Ledger {
     if (outcome === 'failure-ongoing') throw new DtmFailureError(`${handler} refused: review ONGOING`);
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
+    if (outcome === 'unavailable-saying-failure') throw new ServiceUnavailableException(`${handler}: the card gateway answered FAILURE, try later`);
   }
 
   callsOf(gid: string): HandlerCall[] {

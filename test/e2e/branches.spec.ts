@@ -176,6 +176,30 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.logger.errors.some((e) => e.includes('transIn crashed'))).toBe(true);
   });
 
+  it('an HttpException of another status whose message holds FAILURE (a 503) is an error DTM retries, not a FAILURE it rolls back on; clients read the message back whole', async () => {
+    t.ledger.script('transIn', 'unavailable-saying-failure');
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid).add('transOut', { amount: 5 }).add('transIn', { amount: 5 }).submit();
+    await waitForCall(t, gid, 'transIn');
+    await triggerCron();
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+
+    expect(final.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transIn']);
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 95, bob: 5 });
+    // what a client of the route reads: the 503 and the exception's own message, decoded from JSON
+    t.ledger.script('transIn', 'unavailable-saying-failure');
+    const answer = await fetch(`${t.url}/api/v1/bank/trans-in?${new URLSearchParams({ gid: 'direct-1', trans_type: 'saga', branch_id: '02', op: 'action' })}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ amount: 1 }),
+    });
+    const text = await answer.text();
+    expect(answer.status).toBe(503);
+    expect(text).not.toMatch(/FAILURE|ONGOING/);
+    expect((JSON.parse(text) as { message: string }).message).toBe('transIn: the card gateway answered FAILURE, try later');
+  });
+
   it('a raw submit whose payloads are null and a JSON string reaches the handler with those values', async () => {
     const gid = await t.client.generateGid();
     const submit = await dtmPost('/submit', {

@@ -147,7 +147,9 @@ export const httpBranchTransport: BranchTransport = {
    * `DtmFailureError` → 409 with a body DTM reads as FAILURE (the reason in it), `DtmOngoingError` →
    * 425 (ONGOING), an HttpException → its own status and body, anything else → 500 with a generic
    * body (DTM retries with backoff; the error's text is not sent, because DTM would read a FAILURE
-   * or ONGOING in it as that result). A 409's body never holds the word ONGOING ({@link failureText}).
+   * or ONGOING in it as that result). DTM reads an HttpException's answer by its status alone: a
+   * 409's body never holds the word ONGOING, another status's (but 425's) neither FAILURE nor
+   * ONGOING ({@link escapedText}).
    */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown {
     const [status, body] =
@@ -160,7 +162,7 @@ export const httpBranchTransport: BranchTransport = {
             : [500, { statusCode: 500, message: 'Internal server error' }];
     const response = host.switchToHttp().getResponse();
     const adapter = adapterHost!.httpAdapter;
-    const text = status === 409 ? failureText(body) : undefined;
+    const text = status === 425 ? undefined : escapedText(body, status === 409 ? ONGOING : RESULT_WORDS);
     if (text === undefined) {
       adapter.reply(response, body, status);
     } else {
@@ -171,14 +173,21 @@ export const httpBranchTransport: BranchTransport = {
   },
 };
 
+const ONGOING: readonly string[] = ['ONGOING'];
+const RESULT_WORDS: readonly string[] = ['FAILURE', 'ONGOING'];
+
 /**
- * A FAILURE answer's body as JSON text in which DTM cannot find ONGOING (it reads that word anywhere
- * in a body first, so a reason holding it, a gid say, kept the branch pending forever): each ONGOING
- * is written with its first letter escaped (`\u004f`), which every JSON reader decodes back; JSON
- * puts letters only inside strings. Undefined (the body goes as it is) when there is none.
+ * An error answer's body as JSON text in which DTM cannot find the `words` it would read as a result
+ * (it reads FAILURE and ONGOING anywhere in a body, ONGOING first: a 409's reason holding ONGOING, a
+ * gid say, kept the branch pending forever; a 503 whose message said FAILURE rolled a saga back):
+ * each is written with its first letter escaped (`\u0046`, `\u004f`), which every JSON reader
+ * decodes back; JSON puts letters only inside strings. Undefined (the body goes as it is) when there
+ * is none.
  */
-export function failureText(body: unknown): string | undefined {
+export function escapedText(body: unknown, words: readonly string[]): string | undefined {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
-  if (text === undefined || !text.includes('ONGOING')) return undefined;
-  return JSON.stringify(body).replaceAll('ONGOING', '\\u004fNGOING');
+  if (text === undefined || !words.some((word) => text.includes(word))) return undefined;
+  let json = JSON.stringify(body);
+  for (const word of words) json = json.replaceAll(word, `\\u00${word.charCodeAt(0).toString(16)}${word.slice(1)}`);
+  return json;
 }
