@@ -10,7 +10,7 @@ import { branchCallOf } from './branch-call.js';
 import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
-import { rpcExceptionCode } from './grpc/grpc-branch.transport.js';
+import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, isEmptyRequestCall } from './branch-result.js';
 
 /** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
@@ -92,8 +92,8 @@ function badRequestMessage(exception: BadRequestException): string {
 /** What a failed branch call is recorded as (for the diagnosis of a transaction that does not finish in time). */
 function failureOf(handler: string, exception: unknown, protocol: string): Omit<RecordedBranchFailure, 'at'> {
   const http = exception instanceof HttpException;
-  // what the call was answered: an RpcException's own code, else INTERNAL (13) over gRPC (see grpcBranchTransport.answer)
-  const status = http ? exception.getStatus() : protocol === 'grpc' ? (rpcExceptionCode(exception) ?? 13) : 500;
+  // what the call was answered (see the transports' `answer`): over gRPC the code an HttpException's status stands for, an RpcException's own code, else INTERNAL (13)
+  const status = protocol === 'grpc' ? (http ? grpcCodeOfHttpException(exception) : (rpcExceptionCode(exception) ?? 13)) : http ? exception.getStatus() : 500;
   const message = exception instanceof Error ? exception.message : String(exception);
   return { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
 }

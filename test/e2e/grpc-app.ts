@@ -3,7 +3,7 @@
 // or as a pure gRPC microservice. Handlers answer as each call's Item.script says, and record what
 // they received.
 import 'reflect-metadata';
-import { Controller, Inject, Injectable, type CanActivate, type ExecutionContext, type INestApplicationContext, type Type } from '@nestjs/common';
+import { Controller, Inject, Injectable, NotFoundException, type CanActivate, type ExecutionContext, type INestApplicationContext, type Type } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Ctx, GrpcMethod, Payload, RpcException, type MicroserviceOptions } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
@@ -83,6 +83,7 @@ export class ShopController {
     if (item.script === 'refuse') throw new DtmFailureError(`out of stock: ${item.sku}`);
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
+    if (item.script === 'not-found') throw new NotFoundException(`no such sku: ${item.sku}`);
     if (item.script === 'rpc-abort') throw new RpcException({ code: status.ABORTED, message: `out of stock: ${item.sku}` });
     if (item.script === 'rpc-ongoing-once' && once) throw new RpcException({ code: status.FAILED_PRECONDITION, message: 'still reserving' });
     if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());

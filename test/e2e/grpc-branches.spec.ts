@@ -12,11 +12,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Controller, Post } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
-import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
@@ -88,6 +88,20 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(t.logger.lines).toContainEqual(expect.stringContaining(`error ShopController.reserve failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: warehouse offline`));
     const direct = await callGrpc(t.target('Reserve'), item('x', 'crash-once'), { gid: 'direct-2', trans_type: 'saga', branch_id: '01', op: 'action' });
     expect([direct.code, direct.text]).toEqual([13, 'warehouse offline (direct-2/01/action)']);
+  });
+
+  it('an HttpException (404) a handler throws answers the gRPC code it stands for (NOT_FOUND), and a transaction left unfinished by it names that code, not the HTTP status', async () => {
+    const gid = await t.client.generateGid();
+    const error = await t.client
+      .newSaga(gid, { retryInterval: 60 })
+      .add('reserve', item('zz', 'not-found'))
+      .submitAndWait({ timeout: 2 })
+      .then(() => undefined, (err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ op: 'action', cause: 'ShopController.reserve failed (gRPC status 5): no such sku: zz' })]);
+    const direct = await callGrpc(t.target('Reserve'), item('zz', 'not-found'), { gid: 'direct-404', trans_type: 'saga', branch_id: '01', op: 'action' });
+    expect([direct.code, direct.text]).toEqual([5, 'no such sku: zz']);
+    expect((await dtmPost('/forceStop', { gid })).status).toBe(200);
   });
 
   it('a handler answering with an Observable that completes without a value answers an empty message: the saga succeeds at the first call, the handler runs once', async () => {

@@ -154,11 +154,16 @@ export const grpcBranchTransport: BranchTransport = {
       const inner = exception.getError();
       error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: String(inner) };
     } else if (exception instanceof HttpException) {
-      error = { code: CODE_OF_STATUS[exception.getStatus()] ?? CODE.INTERNAL, message: exception.message };
+      error = { code: grpcCodeOfHttpException(exception), message: exception.message };
     } else error = { code: CODE.INTERNAL, message: exception instanceof Error ? exception.message : String(exception) };
     return throwError(() => error);
   },
 };
+
+/** The gRPC code an HttpException a gRPC handler throws is answered with: the one its status stands for, else INTERNAL. */
+export function grpcCodeOfHttpException(exception: HttpException): number {
+  return CODE_OF_STATUS[exception.getStatus()] ?? CODE.INTERNAL;
+}
 
 /**
  * The gRPC code an RpcException (or a subclass) answers with, when its error is an object with a
