@@ -247,7 +247,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * to it: idempotent by gid (a finished one answers its outcome; DTM keeps the first input).
    * Resolves `{ status: 'succeed', result }`; throws `DtmFailureError` with the rollback reason
    * after the rollback callbacks ran, or `DtmWorkflowPendingError` when this execution stopped on
-   * another error and DTM will resume the workflow.
+   * another error and DTM will resume the workflow; `DtmGidInUseError` (nothing ran) when DTM
+   * holds another transaction under `gid` (another type, or a workflow of another name).
    */
   async executeWorkflow<R = unknown>(name: string, gid: string, input?: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
     this.assertEnabled('executeWorkflow()');

@@ -65,6 +65,8 @@ export interface WorkflowProgress {
   result?: string;
   /** The custom data DTM stores with it (the first prepare's: its name and input); the gRPC API never returns it. */
   customData?: string;
+  /** The type of the transaction DTM holds under the gid (another one than a workflow when the gid was used before); the gRPC API never returns it. */
+  transType?: TransactionType;
   progresses: { branchId: string; op: string; status: BranchStatus; data: Buffer }[];
 }
 

@@ -4,6 +4,7 @@ import { isForbiddenBranchHeader, TRACE_CONTEXT_HEADERS } from '../config/dtm-co
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
@@ -91,7 +92,7 @@ export class WorkflowEngine {
       // the forwarded headers are DTM's stored ones, none the call adds (only its trace context): for
       // the steps, and for what the workflow's code starts (as the request that started it passed them on)
       const options = resumedOptions(record);
-      const input = await this.storedInput(gid, undefined);
+      const input = inputOf(stored, undefined);
       const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
       await dtmContext.run({ headers }, () => this.execute(name, gid, input, options));
       return 'succeed';
@@ -122,11 +123,19 @@ export class WorkflowEngine {
     // DTM resumes a gRPC workflow with its name in gRPC metadata, which grpc-go refuses to send for such a name (every resume would fail)
     if (tx.protocol === 'grpc' && !GRPC_METADATA_VALUE.test(definition.name)) throw new DtmUsageError(MESSAGES.workflowNameNotGrpc(definition.name), { gid });
     const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
-    if (progress.status === 'succeed') return { status: 'succeed', result: await this.resultOf(gid, progress.result) };
+    // DTM answers with the transaction it holds under the gid, whatever its type and name: the HTTP
+    // answer says which, over gRPC it is read back (and with it the input and result the gRPC API does not answer).
+    // DTM's boltdb and Redis stores keep no custom data (no name) once a workflow is finished
+    const held = progress.transType !== undefined ? { ...progress, transType: progress.transType } : await this.runtime.query(gid);
+    const stored = customDataOf(held?.customData);
+    if (held && (held.transType !== 'workflow' || (typeof stored?.name === 'string' && stored.name !== definition.name))) {
+      throw new DtmGidInUseError(`executeWorkflow(${definition.name})`, gid, progress.status, MESSAGES.workflowGidHeld(held.transType, stored?.name, definition.name));
+    }
+    if (progress.status === 'succeed') return { status: 'succeed', result: resultOf(progress.result ?? held?.result) };
     if (progress.status === 'failed') throw new DtmFailureError(readFailureReason(progress.rollbackReason ?? 'FAILURE').message, { gid, raw: progress.rollbackReason });
     // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
-    // also one that finds no step recorded yet: the HTTP answer holds it, over gRPC it is read back
-    input = progress.customData !== undefined ? inputOf(progress.customData, input) : await this.storedInput(gid, input);
+    // also one that finds no step recorded yet
+    input = inputOf(stored, input);
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {
       barrierConnections: this.env.barrierConnections,
       xaDatabases: this.env.xaDatabases,
@@ -157,33 +166,33 @@ export class WorkflowEngine {
     }
   }
 
-  /** The input DTM stored for `gid` (`fallback` when it cannot be read). */
-  private async storedInput(gid: string, fallback: unknown): Promise<unknown> {
-    return inputOf((await this.runtime.query(gid))?.customData, fallback);
-  }
+}
 
-  /** A finished workflow's result: from `prepareWorkflow` (HTTP), or else from DTM's query (the gRPC API does not return it). */
-  private async resultOf(gid: string, stored: string | undefined): Promise<unknown> {
-    const base64 = stored ?? (await this.runtime.query(gid))?.result;
-    if (!base64) return undefined;
-    return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
-  }
+/** A finished workflow's result, from the base64 text DTM stores. */
+function resultOf(base64: string | undefined): unknown {
+  if (!base64) return undefined;
+  return (JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as StoredInput).v;
 }
 
 /** What gRPC metadata values carry: printable ASCII, without spaces around it. */
 const GRPC_METADATA_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 
-/** The input a workflow's custom data holds (DTM's text of it, or the object a query parsed), or `fallback` when it holds none. */
-function inputOf(customData: unknown, fallback: unknown): unknown {
+/** A workflow's custom data (DTM's text of it, or the object a query parsed): its name and input (base64); undefined when it is none. */
+function customDataOf(customData: unknown): { name?: unknown; data?: unknown } | undefined {
   let stored = customData;
   if (typeof stored === 'string') {
     try {
       stored = JSON.parse(stored);
     } catch {
-      return fallback;
+      return undefined;
     }
   }
-  const data = (stored as { data?: unknown } | null | undefined)?.data;
+  return typeof stored === 'object' && stored !== null ? (stored as { name?: unknown; data?: unknown }) : undefined;
+}
+
+/** The input a workflow's custom data holds (see {@link customDataOf}), or `fallback` when it holds none. */
+function inputOf(stored: { data?: unknown } | undefined, fallback: unknown): unknown {
+  const data = stored?.data;
   return typeof data === 'string' && data !== '' ? (JSON.parse(Buffer.from(data, 'base64').toString('utf8')) as StoredInput).v : fallback;
 }
 

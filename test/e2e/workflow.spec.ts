@@ -7,11 +7,11 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import { status } from '@grpc/grpc-js';
-import { DtmClient, DtmFailureError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
-import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { AdvisedGuard, startWorkflowApp, type TransferInput } from './workflow.app.js';
@@ -110,6 +110,34 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM', (protocol: DtmProtocol)
     expect(again).toEqual(first);
     expect(recorder.callsFor(gid)).toEqual([]);
     expect(await balance()).toBe(130);
+  });
+
+  it('a gid DTM holds for another transaction (a prepared TCC, a pending workflow of another name): refused with DtmGidInUseError, nothing runs, DTM\'s record unchanged', async () => {
+    const outcome = (e: unknown) => (e instanceof Error ? `${e.constructor.name}: ${e.message}` : JSON.stringify(e));
+    const lines = async (gid: string) => {
+      const { transaction, branches } = await queryTrans(gid);
+      return [transaction?.trans_type, transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)];
+    };
+    // DTM answers prepareWorkflow of a gid it holds with that transaction, whatever its type and name
+    const tcc = await client.generateGid();
+    expect((await dtmPost('/prepare', { gid: tcc, trans_type: 'tcc', timeout_to_fail: 3600, retry_interval: 3600 })).status).toBe(200);
+    const onTcc = await client.executeWorkflow('transfer.v1', tcc, input(), { protocol }).catch((e: unknown) => e);
+    const pending = await client.generateGid();
+    recorder.answer('/Reserve', 425);
+    expect(await client.executeWorkflow('transfer.v1', pending, input(), { protocol, retryInterval: 60 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    const before = await lines(pending);
+    const onPending = await client.executeWorkflow('xa-hold.v1', pending, { account: 1, amount: 40 }, { protocol }).catch((e: unknown) => e);
+    expect([outcome(onTcc), outcome(onPending)]).toEqual([
+      expect.stringMatching(new RegExp(`^DtmGidInUseError: DTM refused executeWorkflow\\(transfer\\.v1\\) of ${tcc}: it already holds a transaction ${tcc} that is "prepared" \\(a tcc, not workflow "transfer\\.v1"\\)`)),
+      expect.stringMatching(new RegExp(`^DtmGidInUseError: DTM refused executeWorkflow\\(xa-hold\\.v1\\) of ${pending}: it already holds a transaction ${pending} that is "prepared" \\(workflow "transfer\\.v1", not workflow "xa-hold\\.v1"\\)`)),
+    ]);
+    expect([onTcc, onPending].every((e) => e instanceof DtmGidInUseError)).toBe(true);
+    expect(await lines(tcc)).toEqual(['tcc', 'prepared']);
+    expect(await lines(pending)).toEqual(before);
+    expect(recorder.callsFor(tcc)).toEqual([]);
+    expect(await balance()).toBe(100); // neither workflow's local step ran
+    // neither is left for DTM's cron, which the other tests trigger
+    expect([(await dtmPost('/abort', { gid: tcc, trans_type: 'tcc' })).status, (await dtmPost('/forceStop', { gid: pending })).status]).toEqual([200, 200]);
   });
 });
 

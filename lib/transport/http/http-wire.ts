@@ -127,6 +127,7 @@ export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
     rollbackReason: global?.rollback_reason || undefined,
     result: global?.result || undefined,
     customData: global?.custom_data || undefined,
+    transType: global?.trans_type || undefined,
     progresses: (answer.progresses ?? []).map((b) => ({ branchId: b.branch_id, op: b.op, status: b.status, data: b.bin_data ? Buffer.from(b.bin_data, 'base64') : Buffer.alloc(0) })),
   };
 }
