@@ -439,6 +439,8 @@ export const MESSAGES = {
       : 'cannot build the URL DTM resumes workflows at: set lynx.dtm.app_url, or start workflows after app.listen()',
   workflowResumeRefused: (name: string, gid: string) =>
     `a call to resume workflow "${name}" with gid ${gid} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
+  workflowNotJson: (what: string, reason: string) =>
+    `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
   workflowGidHeld: (transType: string, storedName: unknown, name: string) =>
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow "${name}" (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,

@@ -45,6 +45,15 @@ function recordOf(step: string, value: unknown): StepRecord {
   return value instanceof Uint8Array ? { k: step, b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') } : { k: step, d: value };
 }
 
+/** `value`'s JSON text, as DTM stores it; `DtmUsageError` naming `what` when JSON cannot hold it (a BigInt, a cycle). */
+export function storedJson(value: unknown, what: string, gid: string): string {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    throw new DtmUsageError(MESSAGES.workflowNotJson(what, err instanceof Error ? err.message : String(err)), { gid, cause: err });
+  }
+}
+
 /** The value a record holds, as a replay sees it (and the first run too: it goes through the same JSON). */
 function valueOf(record: StepRecord): unknown {
   return record.b !== undefined ? Buffer.from(record.b, 'base64') : record.d;
@@ -130,7 +139,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     } finally {
       this.running = undefined;
     }
-    const text = JSON.stringify(recordOf(step, value));
+    const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid);
     await this.tx.record(branchId, 'action', 'succeed', text);
     return valueOf(JSON.parse(text) as StepRecord) as T;
   }

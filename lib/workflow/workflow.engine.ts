@@ -14,7 +14,7 @@ import { AUTH_HEADERS_HEADER, headersOfCall, tokenInHeader } from '../auth/branc
 import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
-import { WorkflowExecution } from './workflow-execution.js';
+import { storedJson, WorkflowExecution } from './workflow-execution.js';
 import type { DtmWorkflowRegistry, WorkflowDefinition } from './workflow.registry.js';
 import type { WorkflowResult } from './workflow.types.js';
 
@@ -122,7 +122,7 @@ export class WorkflowEngine {
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown): Promise<WorkflowResult> {
     // DTM resumes a gRPC workflow with its name in gRPC metadata, which grpc-go refuses to send for such a name (every resume would fail)
     if (tx.protocol === 'grpc' && !GRPC_METADATA_VALUE.test(definition.name)) throw new DtmUsageError(MESSAGES.workflowNameNotGrpc(definition.name), { gid });
-    const progress = await tx.prepare(definition.name, JSON.stringify({ v: input } satisfies StoredInput), this.env.resumeTarget(tx.protocol));
+    const progress = await tx.prepare(definition.name, storedJson({ v: input } satisfies StoredInput, `the input of workflow "${definition.name}"`, gid), this.env.resumeTarget(tx.protocol));
     // DTM answers with the transaction it holds under the gid, whatever its type and name: the HTTP
     // answer says which, over gRPC it is read back (and with it the input and result the gRPC API does not answer).
     // DTM's boltdb and Redis stores keep no custom data (no name) once a workflow is finished
@@ -151,7 +151,12 @@ export class WorkflowEngine {
       await this.settle(definition, gid, () => tx.finish('failed', err.reason, undefined));
       throw new DtmFailureError(err.reason, { gid, cause: err });
     }
-    const result = JSON.stringify({ v: value } satisfies StoredInput);
+    let result: string;
+    try {
+      result = storedJson({ v: value } satisfies StoredInput, `the result of workflow "${definition.name}"`, gid);
+    } catch (err) {
+      throw new DtmWorkflowPendingError(definition.name, gid, err);
+    }
     await this.settle(definition, gid, () => execution.runPhase2('commit'));
     await this.settle(definition, gid, () => tx.finish('succeed', undefined, result));
     return { status: 'succeed', result: (JSON.parse(result) as StoredInput).v };

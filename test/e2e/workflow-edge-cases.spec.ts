@@ -99,6 +99,14 @@ class ReviewWorkflows {
     });
   }
 
+  /** Returns a BigInt (or, with `step`, has a step return one), which JSON cannot hold. */
+  @DtmWorkflow('review.bigint.v1')
+  async bigint(wf: WorkflowContext<{ step?: boolean }>) {
+    const n = await wf.step('a').run(() => 1);
+    if (wf.input.step) await wf.step('b').run(() => 2n);
+    return { n: BigInt(n) };
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
@@ -283,6 +291,27 @@ describe('workflow mode at its edges', () => {
     expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
     expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 })).toEqual({ status: 'succeed', result: 'ok' });
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.body}`)).toEqual(['/A 425 {"amount":30}', '/A 200 {"amount":30}', '/B 425 {"amount":30}', '/B 200 {"amount":30}']);
+  });
+
+  it('a value JSON cannot hold (a BigInt): as the input, refused (DtmUsageError) before DTM holds anything; as the result or a step\'s value, the workflow is left pending (DtmWorkflowPendingError, its cause a DtmUsageError saying so), nothing submitted', async () => {
+    const [input, result, step] = [await A.client.generateGid(), await A.client.generateGid(), await A.client.generateGid()];
+    const outcomes = [
+      await A.client.executeWorkflow('review.one.v1', input, { n: 1n }).catch((e: unknown) => e),
+      await A.client.executeWorkflow('review.bigint.v1', result, {}).catch((e: unknown) => e),
+      await A.client.executeWorkflow('review.bigint.v1', step, { step: true }).catch((e: unknown) => e),
+    ];
+    const lines = async (gid: string) => {
+      const { transaction, branches } = await queryTrans(gid);
+      return [transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)];
+    };
+    const recorded = [await lines(input), await lines(result), await lines(step)];
+    for (const gid of [result, step]) await A.client.forceStop(gid); // not left to DTM's cron
+    expect(outcomes.map((e) => [failure(e), failure((e as Error).cause)])).toEqual([
+      [expect.stringMatching(/^DtmUsageError: the input of workflow "review\.one\.v1" cannot be stored as JSON \(.*BigInt.*\): /), expect.anything()],
+      [expect.stringMatching(/^DtmWorkflowPendingError: /), expect.stringMatching(/^DtmUsageError: the result of workflow "review\.bigint\.v1" cannot be stored as JSON \(.*BigInt.*\): /)],
+      [expect.stringMatching(/^DtmWorkflowPendingError: /), expect.stringMatching(/^DtmUsageError: the value of step "b" of workflow "review\.bigint\.v1" cannot be stored as JSON \(.*BigInt.*\): /)],
+    ]);
+    expect(recorded).toEqual([[undefined], ['prepared', '01 action succeed'], ['prepared', '01 action succeed']]);
   });
 
   it('a workflow name gRPC metadata cannot carry: refused over gRPC before DTM holds anything; runs over HTTP', async () => {
