@@ -418,6 +418,8 @@ export const MESSAGES = {
   workflowSecondAction: (step: string) => `step "${step}" already has its action; a step has exactly one (start another step)`,
   workflowUnknownDatabase: (workflow: string, option: string, name: string, known: string[]) =>
     `workflow "${workflow}" names database "${name}", which the module's ${option} do not have (known: ${known.length ? known.join(', ') : 'none'})`,
+  workflowRedisBarrier: (workflow: string, name: string) =>
+    `workflow "${workflow}": barrier connection "${name}" is Redis, which holds no local transaction for a step; give run() a PostgreSQL or MySQL barrier database (one of the module's barrierConnections, or pgBarrierDatabase() / mysqlBarrierDatabase())`,
   workflowXaNotResumable: (step: string) =>
     `XA step "${step}" prepared in an earlier execution that stopped before recording it: its outcome cannot be resumed, so the workflow rolls back`,
   workflowPhase2Failure: (workflow: string, gid: string, step: string, op: string, reason: string) =>

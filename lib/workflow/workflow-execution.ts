@@ -172,7 +172,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   barrierDatabase<H>(db: BarrierDatabase<H> | string): BarrierDatabase<H> {
     if (typeof db !== 'string') return db;
     const found = this.env.barrierConnections.get(db) as BarrierDatabase<H> | undefined;
-    if (!found || 'redis' in found) throw new DtmUsageError(MESSAGES.workflowUnknownDatabase(this.name, 'barrierConnections', db, [...this.env.barrierConnections.keys()]), { gid: this.gid });
+    if (!found) throw new DtmUsageError(MESSAGES.workflowUnknownDatabase(this.name, 'barrierConnections', db, [...this.env.barrierConnections.keys()]), { gid: this.gid });
+    if ('redis' in found) throw new DtmUsageError(MESSAGES.workflowRedisBarrier(this.name, db), { gid: this.gid });
     return found;
   }
 

@@ -41,7 +41,7 @@ export type WorkflowCallback = (phase2: WorkflowPhase2) => Promise<unknown> | un
 
 /** Options of a local step. */
 export interface LocalStepOptions<H> {
-  /** Run it in a local transaction guarded by the barrier (a database, or the name of one of the module's `barrierConnections`): exactly once, also when the workflow is resumed. */
+  /** Run it in a local transaction guarded by the barrier (a PostgreSQL or MySQL database, or the name of one of the module's `barrierConnections`, not a Redis one): exactly once, also when the workflow is resumed. */
   barrier?: BarrierDatabase<H> | string;
 }
 

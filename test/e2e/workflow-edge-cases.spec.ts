@@ -19,8 +19,10 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
+  redisBarrierConnection,
   type WorkflowContext,
 } from 'nestjs-dtm';
+import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -107,20 +109,27 @@ class ReviewWorkflows {
     return { n: BigInt(n) };
   }
 
+  /** A local step behind the module's Redis barrier connection, which holds no local transaction. */
+  @DtmWorkflow('review.redis.v1')
+  async redis(wf: WorkflowContext<{ key: string }>) {
+    return wf.step('a').run(() => bump(attempts, wf.input.key), { barrier: 'cache' });
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
   }
 }
 
-async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
+async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
   const port = await freePort();
   const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
+  const redis = new Redis(redisUrl);
   @Module({
     imports: [
       DtmModule.forRoot({
         config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, barrierTable: 'dtm_barrier', retryInterval: 60 },
-        barrierConnections: { pg: pgBarrierDatabase(pool) },
+        barrierConnections: { pg: pgBarrierDatabase(pool), cache: redisBarrierConnection(redis) },
         xaConnections: {
           pg: pgXaAt(pgUrl),
           mysql: mysqlXaDatabase(() => mysql.createConnection(mysqlConfig)),
@@ -132,7 +141,7 @@ async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions): Pr
   class ReviewModule {}
   const app = await NestFactory.create(ReviewModule, { logger: ['error'] });
   await app.listen(port, '127.0.0.1');
-  return { app, client: app.get(DtmClient), close: async () => void (await app.close(), await pool.end()) };
+  return { app, client: app.get(DtmClient), close: async () => void (await app.close(), await pool.end(), redis.disconnect()) };
 }
 
 let dbs: FileDatabases;
@@ -150,8 +159,8 @@ beforeAll(async () => {
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
   await ensureBarrierSchema(mysqlBarrierDatabase(my), { table: 'dtm_barrier' });
   recorder = await startRecorder();
-  A = await startApp(dbs.postgres.url, dbs.mariadb.config);
-  B = await startApp(dbs.postgres.url, dbs.mariadb.config);
+  A = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url);
+  B = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url);
 });
 afterAll(async () => {
   await A?.close();
@@ -312,6 +321,18 @@ describe('workflow mode at its edges', () => {
       [expect.stringMatching(/^DtmWorkflowPendingError: /), expect.stringMatching(/^DtmUsageError: the value of step "b" of workflow "review\.bigint\.v1" cannot be stored as JSON \(.*BigInt.*\): /)],
     ]);
     expect(recorded).toEqual([[undefined], ['prepared', '01 action succeed'], ['prepared', '01 action succeed']]);
+  });
+
+  it('a local step behind a Redis barrier connection: DtmUsageError (the cause of DtmWorkflowPendingError) saying Redis holds no local transaction, before the step runs', async () => {
+    const gid = await A.client.generateGid();
+    const outcome = await A.client.executeWorkflow('review.redis.v1', gid, { key: gid }).catch((e: unknown) => e);
+    const recorded = await queryTrans(gid);
+    await A.client.forceStop(gid); // not left to DTM's cron
+    expect([failure(outcome), failure((outcome as Error).cause)]).toEqual([
+      expect.stringMatching(/^DtmWorkflowPendingError: /),
+      expect.stringMatching(/^DtmUsageError: workflow "review\.redis\.v1": barrier connection "cache" is Redis, which holds no local transaction for a step; give run\(\) a PostgreSQL or MySQL barrier database/),
+    ]);
+    expect([attempts.get(gid), recorded.transaction?.status, recorded.branches]).toEqual([undefined, 'prepared', []]);
   });
 
   it('a workflow name gRPC metadata cannot carry: refused over gRPC before DTM holds anything; runs over HTTP', async () => {
