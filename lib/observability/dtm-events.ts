@@ -91,7 +91,7 @@ export interface DtmEvents {
 /** A name of {@link DtmEvents}. */
 export type DtmEventName = keyof DtmEvents;
 
-/** A listener of event `E`; what it throws is logged, never passed on to the transaction or the branch call. */
+/** A listener of event `E`; what it throws (or an async listener's promise rejects with) is logged, never passed on to the transaction or the branch call. */
 export type DtmEventListener<E extends DtmEventName> = (event: DtmEvents[E]) => void;
 
 /** Listeners by event name, as the module option `instrumentation.hooks` takes them. */

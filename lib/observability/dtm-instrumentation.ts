@@ -112,17 +112,24 @@ export class DtmInstrumentation {
     return this.otelBridge;
   }
 
-  /** @internal Calls the listeners of `name` (what they throw is logged). */
+  /** @internal Calls the listeners of `name` (what they throw, or the promise they return rejects with, is logged). */
   emit<E extends DtmEventName>(name: E, event: DtmEvents[E]): void {
     const list = this.listeners[name];
     if (!list) return;
     for (const listener of list) {
       try {
-        (listener as DtmEventListener<E>)(event);
+        // typed as returning nothing, but an async listener returns a promise: its rejection must not go unhandled
+        const returned: unknown = (listener as DtmEventListener<E>)(event);
+        if (isThenable(returned)) returned.then(undefined, (err: unknown) => this.listenerFailed(name, err));
       } catch (err) {
-        this.logger.error(`a listener of ${name} threw (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        this.listenerFailed(name, err);
       }
     }
+  }
+
+  /** Logs what a listener of `name` threw. */
+  private listenerFailed(name: DtmEventName, err: unknown): void {
+    this.logger.error(`a listener of ${name} threw (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 
   /** @internal A call to DTM (or to a branch) that took from `started` (performance.now()) and ended with `error` if `failed`. */
@@ -232,6 +239,11 @@ function annotateBranchSpan(span: OtelSpan, o: BranchObservation, outcome: DtmBr
   span.setAttribute('dtm.protocol', o.protocol);
   span.setAttribute('dtm.outcome', outcome);
   if (o.barrier) span.setAttribute('dtm.barrier.decision', o.barrier);
+}
+
+/** Whether `value` is a promise (or another thenable). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
 /** An error's message for a log line (no stack, no request data). */

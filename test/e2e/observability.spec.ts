@@ -337,6 +337,30 @@ describe('hooks', () => {
       for (const off of offs) off();
     }
   });
+
+  it('an async hook whose promise rejects never breaks a transaction either: the rejection is logged, never left unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const offs = (['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'] as const).map((name) =>
+      t.instrumentation.on(name, async () => {
+        await Promise.resolve();
+        throw new Error(`async hook ${name} broke`);
+      }),
+    );
+    try {
+      const gid = await t.client.generateGid();
+      const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(await t.balances([1, 2])).toEqual({ 1: 90, 2: 110 });
+      const expected = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'].map((name) => `error [DtmTrace] a listener of ${name} threw (ignored: the transaction goes on): Error: async hook ${name} broke`);
+      await waitUntil('the rejections logged', async () => expected.every((e) => t.logger.lines.some((l) => l.includes(e))), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
+      expect([expected.filter((e) => !t.logger.lines.some((l) => l.includes(e))), unhandled.map(String)]).toEqual([[], []]);
+    } finally {
+      for (const off of offs) off();
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 });
 
 describe('a barrier handler throwing a BadRequestException itself (answered FAILURE by the module, as a pipe\'s 400)', () => {
