@@ -80,14 +80,22 @@ export class DtmInstrumentation {
     if (this.openTelemetry) offerContextCarrier(() => this.otel()?.contextCarrier());
   }
 
-  /** Calls `listener` with every event `name`; returns the function that unsubscribes it. */
+  /**
+   * Calls `listener` with every event `name`; returns the function that unsubscribes it. The list is
+   * replaced, never changed in place: an event being emitted reaches the listeners it started with,
+   * also when one of them unsubscribes (itself or another) or subscribes one.
+   */
   on<E extends DtmEventName>(name: E, listener: DtmEventListener<E>): () => void {
-    const list = (this.listeners[name] ??= []) as DtmEventListener<E>[];
-    list.push(listener);
+    const listeners = this.listeners as Record<DtmEventName, DtmEventListener<E>[] | undefined>;
+    listeners[name] = [...(listeners[name] ?? []), listener];
     this.listening = true;
+    let subscribed = true;
     return () => {
+      if (!subscribed) return;
+      subscribed = false;
+      const list: DtmEventListener<E>[] = listeners[name] ?? [];
       const at = list.indexOf(listener);
-      if (at >= 0) list.splice(at, 1);
+      if (at >= 0) listeners[name] = [...list.slice(0, at), ...list.slice(at + 1)];
       this.listening = Object.values(this.listeners).some((l) => l.length > 0);
     };
   }

@@ -361,6 +361,24 @@ describe('hooks', () => {
       process.off('unhandledRejection', onUnhandled);
     }
   });
+
+  it('a listener that unsubscribes itself while the event is emitted does not keep the next listener from receiving it', async () => {
+    const seen: string[] = [];
+    const offFirst: () => void = t.instrumentation.on('transaction.start', (e) => {
+      seen.push(`first ${e.transType}`);
+      offFirst();
+    });
+    const offSecond = t.instrumentation.on('transaction.start', (e) => void seen.push(`second ${e.transType}`));
+    try {
+      const gid = await t.client.generateGid();
+      expect((await t.client.newSaga(gid).add('transOut', { account: 1, amount: 1 }).submitAndWait()).status).toBe('succeed');
+      const again = await t.client.generateGid();
+      expect((await t.client.newSaga(again).add('transOut', { account: 1, amount: 1 }).submitAndWait()).status).toBe('succeed');
+      expect(seen).toEqual(['first saga', 'second saga', 'second saga']);
+    } finally {
+      offSecond();
+    }
+  });
 });
 
 describe('a barrier handler throwing a BadRequestException itself (answered FAILURE by the module, as a pipe\'s 400)', () => {
