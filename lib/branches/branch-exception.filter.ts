@@ -7,6 +7,7 @@ import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
+import { observeUnhandledCall } from './branch-handler.binding.js';
 import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
@@ -33,8 +34,11 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): unknown {
     const transport = branchTransportOf(host);
     if (!transport) throw exception;
-    const call = branchCallOf(transport.carrier(host));
+    const carrier = transport.carrier(host);
+    const call = branchCallOf(carrier);
     if (call) {
+      // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
+      observeUnhandledCall(call, carrier, exception);
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());

@@ -202,6 +202,22 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
   return observation;
 }
 
+/**
+ * Reports the branch call `call` when it was answered with `error` before its wrapped handler ran
+ * (a pipe's or an interceptor's error, the guard's `{ schema }` check, a refused authentication):
+ * observed and ended at once, as the handler's own error would be. Nothing when nothing observes,
+ * or when the handler ran (it reported the call itself).
+ */
+export function observeUnhandledCall(call: BranchCallState, carrier: BranchCarrier, error: unknown): void {
+  if (call.observation || call.skip !== undefined) return;
+  const instrumentation = call.runtime?.instrumentation;
+  if (!instrumentation?.active) return;
+  const observation = observeBranch(instrumentation, call, carrier, {});
+  if (!observation) return;
+  call.observation = observation;
+  instrumentation.endBranch(observation, true, error);
+}
+
 /** A header the call does not pass on. */
 const noHeader = (): undefined => undefined;
 

@@ -6,7 +6,7 @@
 // `x-tenant` as pass-through header; branches that use the barrier by hand, on PostgreSQL and on
 // Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
-import { BadRequestException, Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, type INestApplication, type PipeTransform } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
@@ -178,6 +178,43 @@ class ManualBarrierBank {
   }
 }
 
+/** A pipe that refuses (400, which the module answers FAILURE) a move of more than 100. */
+class AtMost100 implements PipeTransform<Move, Move> {
+  transform(m: Move): Move {
+    if (m.amount > 100) throw new BadRequestException(`amount ${m.amount} is over 100`);
+    return m;
+  }
+}
+
+/** A Standard Schema that refuses a move of more than 100 (the guard answers FAILURE before the handler). */
+const atMost100 = {
+  '~standard': {
+    version: 1 as const,
+    vendor: 'observability-test',
+    validate: (value: unknown) => ((value as Move).amount > 100 ? { issues: [{ message: 'amount over 100', path: ['amount'] }] } : { value }),
+  },
+};
+
+/** Actions whose payload is refused before the handler runs: by a pipe, and by the decorator's `{ schema }`. */
+@Controller('checked')
+class CheckedBank {
+  @Post('piped-in')
+  @SagaAction('pipedIn')
+  pipedIn(@Body(new AtMost100()) _m: Move) {}
+
+  @Post('piped-in-compensate')
+  @SagaCompensate('pipedIn')
+  pipedInCompensate() {}
+
+  @Post('schema-in')
+  @SagaAction('schemaIn', { schema: atMost100 })
+  schemaIn(@Body() _m: Move) {}
+
+  @Post('schema-in-compensate')
+  @SagaCompensate('schemaIn')
+  schemaInCompensate() {}
+}
+
 /** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */
 @Controller('relay')
 class Relay {
@@ -266,7 +303,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank, Relay, ManualBarrierBank],
+    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();

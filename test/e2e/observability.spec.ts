@@ -422,6 +422,34 @@ describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result:
   });
 });
 
+describe('a branch call the module answers FAILURE before its handler runs (a pipe\'s 400, the decorator\'s { schema })', () => {
+  it.each([
+    ['a pipe', 'pipedIn', 'CheckedBank.pipedIn'],
+    ['the schema', 'schemaIn', 'CheckedBank.schemaIn'],
+  ])('refused by %s: the hooks, the span and the counters have the call, a failure, as DTM has it', async (_by, branch, handler) => {
+    const from = events.length;
+    const callsBefore = await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS);
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add(branch, { account: 2, amount: 500 }).submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const calls = events
+      .slice(from)
+      .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
+      .map((e) => e.event as DtmEvents['branch.call'])
+      .map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`);
+    expect(calls).toEqual(['01 action Bank.transOut success', `02 action ${handler} failure`, `02 compensate ${handler}Compensate success`, '01 compensate Bank.transOutCompensate success']);
+    const { branches } = expectOneTrace(gid);
+    expect(branches.map(line)).toEqual(['01 action transOut executed success', `02 action ${branch} - failure`, `02 compensate ${branch} - success`, '01 compensate transOut executed success']);
+    expect(branches[1].status.code).toBe(SpanStatusCode.ERROR);
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
+      'saga-action action success': 1,
+      'saga-action action failure': 1,
+      'saga-compensate compensate success': 2,
+    });
+  });
+});
+
 describe('barrier decisions', () => {
   it('a cancel arriving before its Try is a null compensation, and the late Try is reported as hanging prevented (not a duplicate)', async () => {
     const from = events.length;
