@@ -233,6 +233,8 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
   if (result instanceof Promise) {
     return result.then(
       (value: unknown) => {
+        // an async handler's Observable (as Nest answers it: its last value, or its error): observed until it ends
+        if (isObservable(value)) return observedObservable(instrumentation, observation, value);
         instrumentation.endBranch(observation, false, undefined, value);
         return value;
       },
@@ -242,18 +244,21 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
       },
     );
   }
-  if (isObservable(result)) {
-    let last: unknown;
-    return result.pipe(
-      tap({
-        next: (value: unknown) => void (last = value),
-        error: (err: unknown) => instrumentation.endBranch(observation, true, err),
-        complete: () => instrumentation.endBranch(observation, false, undefined, last),
-      }),
-    );
-  }
+  if (isObservable(result)) return observedObservable(instrumentation, observation, result);
   instrumentation.endBranch(observation, false, undefined, result);
   return result;
+}
+
+/** `result` (a handler's Observable), ending `observation` when it errors or completes (its last value the answer). */
+function observedObservable(instrumentation: DtmInstrumentation, observation: BranchObservation, result: Observable<unknown>): Observable<unknown> {
+  let last: unknown;
+  return result.pipe(
+    tap({
+      next: (value: unknown) => void (last = value),
+      error: (err: unknown) => instrumentation.endBranch(observation, true, err),
+      complete: () => instrumentation.endBranch(observation, false, undefined, last),
+    }),
+  );
 }
 
 /**

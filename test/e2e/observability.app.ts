@@ -10,6 +10,7 @@ import { BadRequestException, Body, Controller, Get, Injectable, Post, type INes
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
+import { map, timer, type Observable } from 'rxjs';
 import pg from 'pg';
 import {
   BarrierTx,
@@ -215,6 +216,26 @@ class CheckedBank {
   schemaInCompensate() {}
 }
 
+/** An async action without a barrier that answers an Observable (as `HttpService` calls give), which fails with `fail`. */
+@Controller('reactive')
+class ReactiveBank {
+  @Post('in')
+  @SagaAction('reactiveIn')
+  async reactiveIn(@Body() m: Move): Promise<Observable<object>> {
+    await Promise.resolve();
+    return timer(20).pipe(
+      map(() => {
+        if (m.fail) throw new DtmFailureError(`account ${m.account} refused the deposit`);
+        return { moved: m.amount };
+      }),
+    );
+  }
+
+  @Post('in-compensate')
+  @SagaCompensate('reactiveIn')
+  reactiveInCompensate() {}
+}
+
 /** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */
 @Controller('relay')
 class Relay {
@@ -303,7 +324,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank],
+    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank, ReactiveBank],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();

@@ -450,6 +450,31 @@ describe('a branch call the module answers FAILURE before its handler runs (a pi
   });
 });
 
+describe('an async handler answering an Observable (a Promise of one)', () => {
+  it('is observed until the Observable ends: its FAILURE is a failure in the hooks and the span, and its time includes the Observable\'s', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('reactiveIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('account 2 refused the deposit');
+    const calls = events
+      .slice(from)
+      .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
+      .map((e) => e.event as DtmEvents['branch.call']);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual([
+      '01 action Bank.transOut success',
+      '02 action ReactiveBank.reactiveIn failure',
+      '02 compensate ReactiveBank.reactiveInCompensate success',
+      '01 compensate Bank.transOutCompensate success',
+    ]);
+    expect(calls[1].error).toBeInstanceOf(DtmFailureError);
+    expect(calls[1].durationMs).toBeGreaterThanOrEqual(15); // the Observable's 20 ms delay
+    const { branches } = expectOneTrace(gid);
+    expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action reactiveIn - failure', '02 compensate reactiveIn - success', '01 compensate transOut executed success']);
+    expect(branches[1].status.code).toBe(SpanStatusCode.ERROR);
+  });
+});
+
 describe('barrier decisions', () => {
   it('a cancel arriving before its Try is a null compensation, and the late Try is reported as hanging prevented (not a duplicate)', async () => {
     const from = events.length;
