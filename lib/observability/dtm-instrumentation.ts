@@ -128,16 +128,18 @@ export class DtmInstrumentation {
       try {
         // typed as returning nothing, but an async listener returns a promise: its rejection must not go unhandled
         const returned: unknown = (listener as DtmEventListener<E>)(event);
-        if (isThenable(returned)) returned.then(undefined, (err: unknown) => this.listenerFailed(name, err));
+        if (isThenable(returned)) returned.then(undefined, (err: unknown) => this.listenerFailed(name, event, err));
       } catch (err) {
-        this.listenerFailed(name, err);
+        this.listenerFailed(name, event, err);
       }
     }
   }
 
-  /** Logs what a listener of `name` threw. */
-  private listenerFailed(name: DtmEventName, err: unknown): void {
-    this.logger.error(`a listener of ${name} threw (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  /** Logs what a listener of `name` threw on `event`, naming the event's gid, branch and op when it has them. */
+  private listenerFailed(name: DtmEventName, event: DtmEvents[DtmEventName], err: unknown): void {
+    const { gid, branchId, op } = event as { gid?: string; branchId?: string; op?: string };
+    const where = gid ? ` for gid=${gid}${branchId !== undefined ? ` branch=${branchId}` : ''}${op !== undefined ? ` op=${op}` : ''}` : '';
+    this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 
   /** @internal A call to DTM (or to a branch) that took from `started` (performance.now()) and ended with `error` if `failed`. */

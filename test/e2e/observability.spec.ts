@@ -330,8 +330,16 @@ describe('hooks', () => {
       const tcc = await t.client.generateGid();
       expect((await t.client.tccGlobalTransactionAndWait(tcc, (x) => x.callBranch({ account: 3, amount: 1 }, 'tccOut'))).status).toBe('succeed');
       expect(await t.balances([3])).toEqual({ 3: 99 });
-      for (const name of ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call']) {
-        expect(t.logger.lines).toContainEqual(expect.stringContaining(`error [DtmTrace] a listener of ${name} threw (ignored: the transaction goes on): Error: hook ${name} broke`));
+      // each line names the gid (and the branch and op) of the event the listener threw on
+      for (const [name, where] of [
+        ['transaction.start', `gid=${gid}`],
+        ['transaction.end', `gid=${gid}`],
+        ['dtm.call', `gid=${gid}`],
+        ['branch.call', `gid=${gid} branch=01 op=action`],
+        ['branch.call', `gid=${tcc} branch=01 op=try`],
+        ['dtm.call', `gid=${tcc} branch=01 op=try`],
+      ]) {
+        expect(t.logger.lines).toContainEqual(expect.stringContaining(`error [DtmTrace] a listener of ${name} threw for ${where} (ignored: the transaction goes on): Error: hook ${name} broke`));
       }
     } finally {
       for (const off of offs) off();
@@ -353,7 +361,7 @@ describe('hooks', () => {
       const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
       expect(final.status).toBe('succeed');
       expect(await t.balances([1, 2])).toEqual({ 1: 90, 2: 110 });
-      const expected = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'].map((name) => `error [DtmTrace] a listener of ${name} threw (ignored: the transaction goes on): Error: async hook ${name} broke`);
+      const expected = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'].map((name) => `error [DtmTrace] a listener of ${name} threw for gid=${gid}`);
       await waitUntil('the rejections logged', async () => expected.every((e) => t.logger.lines.some((l) => l.includes(e))), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
       expect([expected.filter((e) => !t.logger.lines.some((l) => l.includes(e))), unhandled.map(String)]).toEqual([[], []]);
     } finally {
