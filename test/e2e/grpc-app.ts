@@ -81,6 +81,7 @@ export class ShopController {
     const once = !this.ledger.played.has(key);
     this.ledger.played.add(key);
     if (item.script === 'refuse') throw new DtmFailureError(`out of stock: ${item.sku}`);
+    if (item.script === 'refuse-state') throw new DtmFailureError(item.sku); // a reason that is a state of the business, e.g. ONGOING
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
     if (item.script === 'not-found') throw new NotFoundException(`no such sku: ${item.sku}`);

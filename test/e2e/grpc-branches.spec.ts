@@ -70,6 +70,14 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     ]);
   });
 
+  it('a DtmFailureError whose reason is exactly ONGOING is still a FAILURE to DTM (rolled back, not asked again for ever), its reason recorded', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a')).add('reserve', item('ONGOING', 'refuse-state')).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('ONGOING');
+    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
+  });
+
   it('DtmOngoingError answers FAILED_PRECONDITION: DTM asks again at the retry interval, then the saga succeeds', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'ongoing-once')).submitAndWait({ timeout: 20 });

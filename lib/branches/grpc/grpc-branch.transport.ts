@@ -142,19 +142,20 @@ export const grpcBranchTransport: BranchTransport = {
 
   /**
    * As DTM reads a gRPC branch (its `GrpcError2DtmError`): `DtmFailureError` → ABORTED (the reason
-   * as message), `DtmOngoingError` → FAILED_PRECONDITION, an RpcException → its own error, an
+   * as message, see {@link abortedMessage}), `DtmOngoingError` → FAILED_PRECONDITION, an RpcException → its own error, an
    * HttpException → the code its status stands for, anything else → INTERNAL with its message
    * (DTM retries with backoff). Nest's RPC filters answer with an error Observable.
    */
   answer(exception: unknown): unknown {
     let error: { code: number; message: string } | object;
-    if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: exception.reason };
+    if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: abortedMessage(exception.reason) };
     else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: exception.message };
     else if (isRpcException(exception)) {
       const inner = exception.getError();
       error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: String(inner) };
     } else if (exception instanceof HttpException) {
-      error = { code: grpcCodeOfHttpException(exception), message: exception.message };
+      const code = grpcCodeOfHttpException(exception);
+      error = { code, message: code === CODE.ABORTED ? abortedMessage(exception.message) : exception.message };
     } else error = { code: CODE.INTERNAL, message: exception instanceof Error ? exception.message : String(exception) };
     return throwError(() => error);
   },
@@ -163,6 +164,15 @@ export const grpcBranchTransport: BranchTransport = {
 /** The gRPC code an HttpException a gRPC handler throws is answered with: the one its status stands for, else INTERNAL. */
 export function grpcCodeOfHttpException(exception: HttpException): number {
   return CODE_OF_STATUS[exception.getStatus()] ?? CODE.INTERNAL;
+}
+
+/**
+ * The message of an ABORTED the module answers for a FAILURE: `message`, unless it is exactly
+ * `ONGOING`, which DTM v1.19 reads in an ABORTED as its protocol before v1.10 said ONGOING (asked
+ * again for ever, never rolled back): then `ONGOING (FAILURE)`.
+ */
+function abortedMessage(message: string): string {
+  return message === 'ONGOING' ? 'ONGOING (FAILURE)' : message;
 }
 
 /**
