@@ -8,14 +8,10 @@ import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
-import { type BranchKind } from '../transport/dtm.types.js';
 import { handlerName } from './branch.types.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
-import { dtmResultOfError, isEmptyRequestCall } from './branch-result.js';
-
-/** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them. */
-const MUST_NOT_FAIL: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
+import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
 
 /**
  * DTM's branch protocol in one place, for decorated handlers, on the transport the call came in
@@ -61,7 +57,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // FAILURE or ONGOING, as the module's own errors are: not the handler's error (nothing recorded, nothing logged)
       const result = dtmResultOfError(exception);
       if (result === 'FAILURE') {
-        if (branch && info && (MUST_NOT_FAIL.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
+        if (branch && info && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
           this.logger.warn(
             refusedByPipe !== undefined
               ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, info, refusedByPipe)

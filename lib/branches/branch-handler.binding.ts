@@ -28,6 +28,9 @@ import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 // - answers a handler's Observable that completes without a value as `undefined` (gRPC: the empty
 //   message), where Nest's gRPC server would never answer and its router would fail with a 500;
 // - with a barrier connection or an XA database, runs the handler inside that local transaction;
+// - in production, on a branch whose FAILURE cannot roll anything back (a compensation, Confirm,
+//   Cancel, message branch, XA phase 2) without a local transaction, throws an HTTP answer DTM reads
+//   as FAILURE / ONGOING as that error, so that the filter warns (development: the body interceptor);
 // - does not run the handler of an undo op the guard found with keys that break the rule (it
 //   answers success: the action of those keys was refused, so there is nothing to undo).
 // The calls the module answers without the handler's body (a back-check with a barrier, an XA
@@ -53,6 +56,8 @@ interface Binding {
   carrierIndex?: number;
   /** Indexes of the `@BarrierTx()` arguments. */
   txIndexes: number[];
+  /** Without a local transaction, over HTTP: an answer DTM reads as FAILURE or ONGOING is thrown as that error ({@link resultBodyChecked}). */
+  checksResultBody?: boolean;
   /** What the instrumentation needs of the handler, once it has observed a call. */
   observed?: ObservedHandler;
 }
@@ -109,21 +114,21 @@ export function localTransactionOf(handler: unknown): LocalTransactionSource | u
  * handle. Called by the branch decorators (once per method), and by `@UseBarrier()`, whose source a
  * subclass's `@UseBarrier()` replaces (on the subclass only); a method's own source stays.
  */
-export function bindBranchHandler(target: object, key: string | symbol, descriptor: PropertyDescriptor, source?: LocalTransactionSource, byController = false): void {
+export function bindBranchHandler(target: object, key: string | symbol, descriptor: PropertyDescriptor, source?: LocalTransactionSource, byController = false, checksResultBody = false): void {
   const current = descriptor.value as Handler;
   if (typeof current !== 'function') return;
   const bound = current[BINDING];
   if (bound && (!source || (bound.source && !(byController && bound.byController)))) return;
   const controller = target.constructor;
   const original = bound?.original ?? current;
-  const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, txIndexes: [] };
+  const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, txIndexes: [], checksResultBody };
   if (binding.carrierIndex === undefined) {
     const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
     binding.carrierIndex = Math.max(original.length, ...declared.map((arg) => arg.index + 1));
     binding.txIndexes = declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index);
     CarrierArgument()(target, key, binding.carrierIndex);
   }
-  const { carrierIndex, txIndexes } = binding;
+  const { carrierIndex, txIndexes, checksResultBody: checksBody } = binding;
   const where = `${controller.name}.${String(key)}`;
   // with something observing (hooks, OpenTelemetry, debug log) the call goes through the
   // instrumentation seam; otherwise straight on (nothing made, no clock read)
@@ -150,9 +155,9 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         if (call?.skip !== undefined) return answered(carrier, undefined);
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
-        if (!observation) return answered(carrier, original.apply(this, args));
+        if (!observation) return answered(carrier, checksBody ? resultBodyChecked(carrier, original.apply(this, args), where) : original.apply(this, args));
         call!.observation = observation;
-        return answered(carrier, observed(instrumentation!, observation, () => original.apply(this, args)));
+        return answered(carrier, observed(instrumentation!, observation, () => (checksBody ? resultBodyChecked(carrier, original.apply(this, args), where) : original.apply(this, args))));
       };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
     Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
@@ -279,6 +284,24 @@ function answered(carrier: BranchCarrier | undefined, result: unknown): unknown 
 function answeredObservable(grpc: boolean, result: Observable<unknown>): Observable<unknown> {
   const some = result.pipe(defaultIfEmpty(undefined));
   return grpc ? some.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE)) : some;
+}
+
+/**
+ * A handler's result (a value, a promise or an Observable) over HTTP, with an answer DTM reads as
+ * FAILURE or ONGOING (a string or `{ dtm_result }` body holding the word, see `dtmResultOfBody`)
+ * thrown as that error, as {@link settled} does in a local transaction: the module's filter then
+ * answers it 409 / 425 (what DTM reads in that body anyway) and warns when a FAILURE cannot roll
+ * anything back. Over gRPC (read by its status alone) the result as it is.
+ */
+function resultBodyChecked(carrier: BranchCarrier | undefined, result: unknown, where: string): unknown {
+  if (isGrpcCall(carrier)) return result;
+  const check = (value: unknown) => {
+    const body = value === undefined || value === null ? undefined : dtmResultOfBody(value);
+    if (body) throw errorOfResultBody(where, body);
+    return value;
+  };
+  if (result instanceof Promise) return result.then((value: unknown) => (isObservable(value) ? value.pipe(map(check)) : check(value)));
+  return isObservable(result) ? result.pipe(map(check)) : check(result);
 }
 
 /**

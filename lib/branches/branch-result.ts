@@ -6,6 +6,9 @@ import { answerMessage } from '../diagnostics/failure-reason.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BranchKind } from '../transport/dtm.types.js';
 
+/** Branch kinds whose FAILURE cannot roll anything back: DTM only retries them (and an XA branch's phase 2, `commit` / `rollback`). */
+export const FAILURE_CANNOT_ROLL_BACK: ReadonlySet<BranchKind> = new Set(['saga-compensate', 'tcc-confirm', 'tcc-cancel', 'msg']);
+
 /**
  * What DTM reads the answer to a branch handler's error `exception` as, on either transport (see
  * the transports' `answer`): FAILURE for `DtmFailureError`, an `HttpException` with status 409 and an

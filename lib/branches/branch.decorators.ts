@@ -4,6 +4,7 @@ import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { bindBranchHandler, answersWithoutHandler, bindControllerBarrier, localTransactionOf } from './branch-handler.binding.js';
 import { DtmModuleAnswerInterceptor } from './module-answer.interceptor.js';
+import { FAILURE_CANNOT_ROLL_BACK } from './branch-result.js';
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
@@ -32,13 +33,16 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
   const options = schema ? { ...given, schema } : given;
   const metadata: BranchMetadata = { kind, name: named.name, options };
   const source = options.db ? { xa: options.db } : options.barrier ? { barrier: options.barrier, queryPrepared: kind === 'msg-query-prepared' } : undefined;
+  const production = process.env.NODE_ENV === 'production';
+  // in production (no DtmBranchBodyInterceptor), a FAILURE body of a branch whose FAILURE cannot roll anything back is still thrown, for the filter's warning
+  const checksResultBody = production && (FAILURE_CANNOT_ROLL_BACK.has(kind) || kind === 'xa');
   return applyDecorators(
-    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source)) as MethodDecorator,
+    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source, false, checksResultBody)) as MethodDecorator,
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
     UseGuards(DtmBranchGuard),
     UseFilters(DtmBranchExceptionFilter),
-    ...(process.env.NODE_ENV === 'production' ? [] : [UseInterceptors(DtmBranchBodyInterceptor)]),
+    ...(production ? [] : [UseInterceptors(DtmBranchBodyInterceptor)]),
     ...(options.db || (options.barrier && kind === 'msg-query-prepared') ? [UseInterceptors(DtmModuleAnswerInterceptor)] : []),
   );
 }

@@ -2,9 +2,12 @@
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
 import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmBranchRegistry, DtmConfigError, DtmFailureError, DtmUsageError } from 'nestjs-dtm';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
+import { Controller, Post } from '@nestjs/common';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { Test } from '@nestjs/testing';
+import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailureError, DtmModule, DtmUsageError, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { ADAPTERS, CapturingLogger, startBranchApp, type BranchApp } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
 
@@ -642,6 +645,65 @@ describe('lynx.dtm.enabled: false', () => {
     } finally {
       await disabled.close();
       await other.close();
+    }
+  });
+});
+
+describe('in production (NODE_ENV=production: no development checks of success bodies)', () => {
+  /** A TCC branch whose Confirm answers DTM's result protocol (`{ dtm_result: 'FAILURE' }`) the first time, as DTM's Go examples do. */
+  function productionController(confirmed: string[]) {
+    const previous = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production'; // the decorators read it when they run: now, as the class is defined
+    try {
+      @Controller('prod-tcc')
+      class ProdTccController {
+        @Post('try')
+        @TccTry('prodReserve')
+        reserve(): void {}
+
+        @Post('confirm')
+        @TccConfirm('prodReserve')
+        confirm(@BranchContext() branch: BranchInfo): unknown {
+          confirmed.push(branch.gid);
+          return confirmed.filter((gid) => gid === branch.gid).length === 1 ? { dtm_result: 'FAILURE', message: 'not yet' } : { confirmed: true };
+        }
+
+        @Post('cancel')
+        @TccCancel('prodReserve')
+        cancel(): void {}
+      }
+      return ProdTccController;
+    } finally {
+      process.env.NODE_ENV = previous;
+    }
+  }
+
+  it.each(ADAPTERS)('%s: a Confirm answering a FAILURE body is logged as a FAILURE DTM can only retry (as a thrown DtmFailureError is), then DTM\'s retry confirms', async (adapter) => {
+    const confirmed: string[] = [];
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })],
+      controllers: [productionController(confirmed)],
+    }).compile();
+    const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
+    const logger = new CapturingLogger();
+    app.useLogger(logger);
+    await app.listen(0, '127.0.0.1');
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      await client.tccGlobalTransaction(gid, async (tcc) => {
+        await tcc.callBranch({ sku: 'w' }, 'prodReserve');
+      });
+      const deadline = Date.now() + 10_000;
+      while (!confirmed.includes(gid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await triggerCron();
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+
+      expect(final.status).toBe('succeed');
+      expect(confirmed.filter((g) => g === gid).length).toBe(2);
+      expect(logger.warnings.filter((w) => w.includes('ProdTccController.confirm') && w.includes('cannot roll anything back'))).toHaveLength(1);
+    } finally {
+      await app.close();
     }
   });
 });
