@@ -44,7 +44,7 @@ export class WorkflowResumeRefused extends DtmUsageError {}
  */
 export class WorkflowEngine {
   private readonly logger = new Logger('DtmWorkflow');
-  private readonly running = new Map<string, Promise<WorkflowResult>>();
+  private readonly running = new Map<string, { name: string; done: Promise<WorkflowResult> }>();
 
   constructor(
     private readonly runtime: TransactionRuntime,
@@ -54,7 +54,7 @@ export class WorkflowEngine {
   /** Starts (or re-attaches to) workflow `name` with `gid`: its result, `DtmFailureError` with the rollback reason, or `DtmWorkflowPendingError`. */
   execute<R>(name: string, gid: string, input: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
     const definition = this.env.registry.get(name);
-    return this.once(gid, () => this.run(definition, gid, input, options)) as Promise<WorkflowResult<R>>;
+    return this.once(name, gid, () => this.run(definition, gid, input, options)) as Promise<WorkflowResult<R>>;
   }
 
   /**
@@ -106,12 +106,18 @@ export class WorkflowEngine {
     }
   }
 
-  private once(gid: string, run: () => Promise<WorkflowResult>): Promise<WorkflowResult> {
+  /**
+   * `run`, or the execution of the same workflow already running for `gid` in this process. One of
+   * another workflow under that gid is not this one's outcome: `run` then goes to DTM, whose record
+   * of the other refuses it (`DtmGidInUseError`).
+   */
+  private once(name: string, gid: string, run: () => Promise<WorkflowResult>): Promise<WorkflowResult> {
     const current = this.running.get(gid);
-    if (current) return current;
-    const started = run().finally(() => this.running.delete(gid));
-    this.running.set(gid, started);
-    return started;
+    if (current && current.name !== name) return run();
+    if (current) return current.done;
+    const done = run().finally(() => this.running.delete(gid));
+    this.running.set(gid, { name, done });
+    return done;
   }
 
   private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}): Promise<WorkflowResult> {

@@ -24,6 +24,7 @@ import {
 } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { settledWithin } from '../support/fixtures.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -209,6 +210,29 @@ describe('workflow mode at its edges', () => {
     expect(failure(outcome)).toMatch(/DTM refused to record step 02's action .*: the workflow is no longer prepared/);
     expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
     expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+  });
+
+  it('a gid running another workflow in this process: refused with DtmGidInUseError at once (not answered that workflow\'s outcome), and the running one ends as it would have', async () => {
+    const gid = await A.client.generateGid();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let arrived!: () => void;
+    const slowCall = new Promise<void>((r) => (arrived = r));
+    recorder.handle('/B', async () => {
+      arrived();
+      await gate;
+      return 200;
+    });
+    const first = A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
+    await slowCall;
+    // the same gid for another workflow, while review.two.v1 waits on its step b: DTM holds that one, prepared
+    const other = await settledWithin(A.client.executeWorkflow('review.one.v1', gid, urls()), 10_000);
+    release();
+    expect([failure(other), failure(await first)]).toEqual([
+      expect.stringMatching(/^DtmGidInUseError: DTM refused executeWorkflow\(review\.one\.v1\) of \S+: it already holds a transaction \S+ that is "prepared" \(workflow "review\.two\.v1", not workflow "review\.one\.v1"\)/),
+      JSON.stringify({ status: 'succeed', result: 'ok' }),
+    ]);
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/A', '/B']);
   });
 
   it('an HTTP step is read by its status alone: a 200 whose JSON holds ONGOING is its value', async () => {
