@@ -339,6 +339,8 @@ export const MESSAGES = {
   nestedTccNotVerified: () =>
     'tccFromBranch() with lynx.dtm.branch_auth_keys needs the BranchInfo that @BranchContext() gave for the verified call being served (not a copy or one built by hand): its sub-branches must carry the headers that call\'s token signed',
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
+  nestedTccNotInTry: (op: string) =>
+    `tccFromBranch() was given the @BranchContext() of a TCC call with op ${op}: sub-branches are registered and tried in a Try (op try) only, while DTM holds the transaction prepared; DTM confirms or cancels them itself, with their parent. Call it in the @TccTry handler`,
   notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',
   xaDbMissing: (got: unknown) =>
     `xaLocalTransaction(branch, db, business): db must be an XA database (mysqlXaDatabase(() => mysql.createConnection(...)), pgXaDatabase(...)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without connect() and dialect mysql / postgres' : typeof got}`,

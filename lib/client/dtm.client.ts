@@ -216,10 +216,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * `@BranchContext()`), so that the handler can register and try sub-branches of its own branch
    * (ids `0101`, `0102`, ... under branch `01`), as DTM's Go SDK (`TccFromQuery`) allows. The
    * sub-branches are registered with the module's own DTM server, whatever server the call named.
+   * Only in a Try (op `try`): elsewhere `DtmUsageError`.
    */
   tccFromBranch(branch: BranchInfo, options?: TransactionOptions): Tcc {
     this.assertEnabled('tccFromBranch()');
     if (branch?.transType !== 'tcc') throw new DtmUsageError(MESSAGES.notInTccBranch());
+    // DTM takes sub-branches only while the transaction is prepared: in a Try, never in a Confirm / Cancel (DTM would refuse them with FAILURE)
+    if (branch.op !== 'try') throw new DtmUsageError(MESSAGES.nestedTccNotInTry(branch.op), { gid: branch.gid, branchId: branch.branchId });
     // with authenticated calls, its sub-branches' calls and confirm / cancel tokens carry the headers DTM holds for the transaction: those the call's token signed
     const signedHeaders = signedHeadersOf(branch);
     if (this.config.branchAuthKeys && signedHeaders === undefined) throw new DtmUsageError(MESSAGES.nestedTccNotVerified());

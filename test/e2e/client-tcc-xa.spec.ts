@@ -140,6 +140,28 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       ]);
     });
 
+    it('nested TCC from a Confirm (op confirm) is refused up front with a DtmUsageError saying it runs in a Try, not with DTM\'s refusal of the registration', async () => {
+      const refused: unknown[] = [];
+      fx.recorder.handle('/OrderConfirm', async (call) => {
+        const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: fx.dtm, headers: {} };
+        try {
+          await fx.client.tccFromBranch(branch).callBranch(fx.payload({ sku: 'a' }), fx.target('/StockTry'), fx.target('/StockConfirm'), fx.target('/StockCancel'));
+        } catch (err) {
+          refused.push(err);
+        }
+        return 200;
+      });
+      const gid = await fx.client.generateGid();
+      await fx.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(fx.payload({ order: 1 }), fx.target('/OrderTry'), fx.target('/OrderConfirm'), fx.target('/OrderCancel')));
+
+      const final = await fx.client.waitForFinal(gid);
+      expect(final.status).toBe('succeed');
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toBeInstanceOf(DtmUsageError);
+      expect((refused[0] as Error).message).toContain('op confirm');
+      expect(fx.recorder.callsTo('/StockTry', gid)).toHaveLength(0);
+    });
+
     it('nested, the call naming another DTM server: sub-branches are registered with and tried through the configured one; nothing reaches the named one', async () => {
       const trap = await startTrap();
       try {
