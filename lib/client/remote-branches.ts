@@ -130,7 +130,10 @@ export class RemoteBranchDirectory {
     } catch (err) {
       if (!kept || err instanceof DtmRemoteBranchError) throw err;
       this.logger.warn(MESSAGES.remoteManifestStale(name, redactText(err instanceof Error ? err.message : String(err))));
-      kept.at = Date.now(); // tried again at the next refresh, not on every use while the service is down
+      // tried again at the next refresh (or after another call to its targets failed as if it had
+      // moved), not on every use while the service is down: stale no more, as a fresh one
+      kept.at = Date.now();
+      kept.stale = false;
       return kept;
     }
   }

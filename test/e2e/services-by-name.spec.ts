@@ -14,6 +14,8 @@ import { settledWithin } from '../support/fixtures.js';
 import { freePort, logTail, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { STOCK_PROTO } from '../support/grpc.js';
 import protoLoader from '@grpc/proto-loader';
+import { startDtmApp } from '../support/dtm-app.js';
+import { startRecorder } from '../support/recorder.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 
@@ -349,6 +351,41 @@ describe('branches by name across services', () => {
       expect((await queryTrans(outcome.gid)).transaction?.steps?.[1].action).toBe(`127.0.0.1:${moved}/stock.Stock/Take`);
     } finally {
       stockFront.to = moved;
+    }
+  });
+});
+
+describe('a participant down, after a call to one of its targets failed', () => {
+  it('its kept manifest is used until refresh once a refetch failed: the next transactions do not each fetch it again (nor warn each time)', async () => {
+    const participant = await startRecorder();
+    const dead = await freePort(); // nothing listens there: the TCC Try is unreachable
+    const manifest = {
+      format: 'nestjs-dtm.branches/1',
+      branches: [
+        { name: 'pay', kind: 'saga', ops: { action: { http: participant.urlFor('/pay') }, compensate: { http: participant.urlFor('/pay-back') } } },
+        { name: 'hold', kind: 'tcc', ops: { try: { http: `http://127.0.0.1:${dead}/hold-try` }, confirm: { http: participant.urlFor('/hold-confirm') }, cancel: { http: participant.urlFor('/hold-cancel') } } },
+      ],
+    };
+    participant.answer('/dtm/branches', { status: 200, body: manifest });
+    const caller = await startDtmApp({ config: { services: { shop: { url: participant.url, refresh: 3600 } } } });
+    try {
+      // the Try's target is unreachable: the manifest is marked stale
+      const gid = await caller.client.generateGid();
+      await expect(caller.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, { service: 'shop', branch: 'hold' }))).rejects.toThrow(`127.0.0.1:${dead}/hold-try`);
+      // the service stops answering its manifest; three sagas by name go on with the kept one
+      participant.answer('/dtm/branches', 503);
+      for (let i = 0; i < 3; i++) {
+        const saga = await caller.client.generateGid();
+        const final = await caller.client.newSaga(saga).add({ service: 'shop', branch: 'pay' }, { n: i }).submitAndWait({ timeout: 20 });
+        expect(final.status).toBe('succeed');
+      }
+
+      // fetched at first use, then once again after the failed Try (which failed): not at each of the three sagas
+      expect(participant.callsTo('/dtm/branches').map((c) => c.status)).toEqual([200, 503]);
+      expect(participant.callsTo('/pay')).toHaveLength(3);
+    } finally {
+      await caller.close();
+      await participant.close();
     }
   });
 });
