@@ -2,6 +2,7 @@
 // gRPC with its dtm-* metadata; the answer read as DTM reads it.
 import { GrpcCodecs, type GrpcProtos } from '../transport/grpc/grpc-codecs.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
+import { neverSent, peerAnswer } from '../transport/grpc/grpc.transport.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { readBranchAnswer } from '../transport/http/http-wire.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
@@ -125,6 +126,11 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
     const identity = (b: Buffer): Buffer => b;
     client.makeUnaryRequest(path, identity, identity, bytes, metadata, { deadline: Date.now() + (call.timeoutMs ?? 10_000) }, (err, reply) => {
       client.close();
+      // no connection (grpc-js's own UNAVAILABLE, no answer of the peer's; a deadline passed still waiting for one): nothing reached the branch
+      if (err && ((err.code === grpc.status.UNAVAILABLE && peerAnswer(err) === undefined) || neverSent(err))) {
+        const reason = err.details || err.message;
+        return reject(new DtmUnavailableError(`callGrpcBranch: could not reach the branch ${target} (${reason}); check that the app's gRPC server listens there`, { endpoint: target, protocol: 'grpc', cause: err }));
+      }
       const code = err ? err.code : grpc.status.OK;
       // as DTM reads it: ABORTED is FAILURE (with the bare message ONGOING, the old ONGOING), FAILED_PRECONDITION ONGOING
       const outcome: DtmBranchOutcome =

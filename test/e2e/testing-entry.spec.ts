@@ -207,6 +207,13 @@ describe('calling a branch as DTM does', () => {
     expect((unreachable as Error).message).toMatch(/^callBranch: could not reach the branch http:\/\/127\.0\.0\.1:\d+\/bank\/withdraw \(ECONNREFUSED\); check that the app listens there$/);
     expect(recorder.callsTo('/x', 'g-bad')).toEqual([]);
   });
+
+  it('a gRPC branch nothing listens for is a DtmUnavailableError too, not an answer (ERROR) a test would take for the handler\'s crash', async () => {
+    const closed = `127.0.0.1:${await freeLocalPort()}/recorder.Recorder/Grpc`;
+    const unreachable = await callGrpcBranch(closed, { gid: 'g-bad-grpc', op: 'action' }).catch((e: unknown) => e);
+    expect(unreachable).toBeInstanceOf(DtmUnavailableError);
+    expect((unreachable as Error).message).toMatch(/^callGrpcBranch: could not reach the branch 127\.0\.0\.1:\d+\/recorder\.Recorder\/Grpc \(.*ECONNREFUSED.*\); check that the app's gRPC server listens there$/);
+  });
 });
 
 describe('waiting for a transaction', () => {

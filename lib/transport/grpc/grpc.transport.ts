@@ -415,7 +415,7 @@ function unansweredMessage(err: ServiceError, messages: UnansweredMessages, endp
  * a submit with waitResult whose first round could not reach a gRPC branch (it passes the branch's
  * status on, code and all): the message of a gRPC answer names both (`proxyUnavailable`).
  */
-function peerAnswer(err: ServiceError): string | undefined {
+export function peerAnswer(err: ServiceError): string | undefined {
   const http = /^Received HTTP status code (\d{3})$/.exec(err.details ?? '');
   if (http) return http[1];
   return err.metadata && Object.keys(err.metadata.getMap()).length > 0 ? 'grpc' : undefined;
