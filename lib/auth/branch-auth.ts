@@ -3,7 +3,7 @@
 // DTM authenticates nothing, and everything it stores (branch URLs, payloads, branch_headers) is
 // readable by anyone who can reach its API. So a signature is never a bearer secret: each token is
 // an HMAC, under a key shared by the AP and its participants, of exactly one call (channel, gid,
-// transaction type, branch id, op, target path and payload). Read back from DTM, it can
+// transaction type, branch id, op, target path and query, and payload). Read back from DTM, it can
 // only repeat the call it was made for; the barrier makes that a no-op.
 //
 // Where tokens travel (HTTP header / gRPC metadata):
@@ -42,7 +42,7 @@ export interface SignedCall {
   transType: string;
   branchId: string;
   op: string;
-  /** HTTP: the URL's path; gRPC: `/package.Service/Method`; TCC branch: its confirm and cancel targets. */
+  /** HTTP: the URL's path and query ({@link targetPath}); gRPC: `/package.Service/Method`; TCC branch: its confirm and cancel targets. */
   target: string;
   /** The body DTM (or the app) sends, as it travels: its text or bytes; nothing is the empty body. */
   payload: string | Uint8Array | undefined | null;
@@ -156,16 +156,59 @@ function trimHeaderValue(value: string): string {
 const TOKEN_BYTES = 16; // 128 bits of the HMAC
 const TOKEN_LENGTH = 22; // ... in base64url
 
-/** The path of an HTTP(S) URL, or a gRPC target's `/package.Service/Method`: what a token names as its target. */
+/**
+ * What a token names as its target: an HTTP(S) URL's path and the query it was registered with
+ * ({@link signedQuery}: a handler may read it), or a gRPC target's `/package.Service/Method`.
+ */
 export function targetPath(target: string): string {
   if (target.startsWith('http://') || target.startsWith('https://')) {
-    const start = target.indexOf('/', target.indexOf('//') + 2);
-    if (start < 0) return '/';
-    const end = target.search(/[?#]/);
-    return end < 0 ? target.slice(start) : target.slice(start, end);
+    const hash = target.indexOf('#');
+    const url = hash < 0 ? target : target.slice(0, hash);
+    const q = url.indexOf('?');
+    const beforeQuery = q < 0 ? url : url.slice(0, q);
+    const start = beforeQuery.indexOf('/', beforeQuery.indexOf('//') + 2);
+    const path = start < 0 ? '/' : beforeQuery.slice(start);
+    return q < 0 ? path : path + signedQuery(url.slice(q + 1));
   }
   const slash = target.indexOf('/');
   return slash < 0 ? target : target.slice(slash);
+}
+
+/** The query keys DTM (and the module's own calls) append to a target: not part of what a token signs of the target's query. */
+const BRANCH_QUERY_KEYS: ReadonlySet<string> = new Set(['gid', 'trans_type', 'branch_id', 'op', 'dtm', 'phase2_url']);
+
+/**
+ * What a token signs of a branch URL's query (without the `?`): its parameters but DTM's keys,
+ * form-decoded, in their order, each written `?key=value` / `&key=value` URI-encoded; '' when
+ * there is none (the token then signs what it signed before queries were signed). DTM keeps a
+ * target's query as it was and appends its keys; the module's own calls re-encode it: both read
+ * the same here, and an attacker who changes, adds or repeats a parameter changes it.
+ */
+export function signedQuery(query: string): string {
+  let signed = '';
+  for (let start = 0; start < query.length; ) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    if (end > start) {
+      let eq = query.indexOf('=', start);
+      if (eq < 0 || eq > end) eq = end;
+      const key = formDecode(query.slice(start, eq));
+      if (!BRANCH_QUERY_KEYS.has(key)) signed += `${signed === '' ? '?' : '&'}${encodeURIComponent(key)}=${encodeURIComponent(eq < end ? formDecode(query.slice(eq + 1, end)) : '')}`;
+    }
+    start = end + 1;
+  }
+  return signed;
+}
+
+/** A query string's key or value decoded as a form (`+` is a space); malformed escapes stay as they are. */
+export function formDecode(text: string): string {
+  if (text.indexOf('%') < 0 && text.indexOf('+') < 0) return text;
+  const spaced = text.replace(/\+/g, ' ');
+  try {
+    return decodeURIComponent(spaced);
+  } catch {
+    return spaced;
+  }
 }
 
 /** DTM's ops, which need no escaping in a `dtm-auth` entry (a workflow's name, the op of its resume call, may). */

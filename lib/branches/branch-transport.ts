@@ -28,7 +28,7 @@ export interface BranchTransport {
   branchInfo(carrier: BranchCarrier, headers: Record<string, string>): BranchInfo | undefined;
   /** The call's single value of header (gRPC: metadata key) `name`, lower-case; undefined when absent or repeated. */
   header(carrier: BranchCarrier, name: string): string | undefined;
-  /** The path the call was made to (HTTP: the URL's path; gRPC: `/package.Service/Method`): what a branch-call token names. */
+  /** The target the call was made to as a branch-call token names it (HTTP: the URL's path and its query but DTM's keys, see `signedQuery`; gRPC: `/package.Service/Method`). */
   path(carrier: BranchCarrier): string;
   /** The body as it arrived (text or bytes; '' when there was none), or undefined when the raw body is not available. */
   rawBody(context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array | undefined;

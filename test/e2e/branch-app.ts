@@ -2,7 +2,7 @@
 // handler records what it received and does what the test scripted for its next call.
 import 'reflect-metadata';
 import type { IncomingHttpHeaders } from 'node:http';
-import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, Query, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { from, ignoreElements } from 'rxjs';
 import { Test } from '@nestjs/testing';
@@ -112,6 +112,14 @@ class BankController {
   transInCompensate(@Body() body: Transfer, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
     this.ledger.enter('transInCompensate', body, branch, headers);
     this.ledger.add('bob', -body.amount);
+  }
+
+  /** A step whose account is in its target's query (`/credit?account=bob`), as an AP may register it: the handler reads it. */
+  @Post('credit')
+  @SagaAction('credit', { compensate: false })
+  credit(@Body() body: Transfer, @Query('account') account: string, @BranchContext() branch: BranchInfo, @Headers() headers: IncomingHttpHeaders) {
+    this.ledger.enter(`credit ${account}`, body, branch, headers);
+    this.ledger.add(account, body.amount);
   }
 
   /** A step without compensation, stated on purpose. */

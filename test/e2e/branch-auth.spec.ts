@@ -100,6 +100,45 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
   });
 
+  it("a token read back from DTM runs its step only with its target's query: another account in it, or a second one, is refused and credits nobody", async () => {
+    // step 1 held ONGOING: the saga stays submitted, step 2 (whose target names the account in its query) not run yet, its token readable in DTM
+    t.ledger.script('transOut', ...HELD);
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add(`${t.url}/api/v1/bank/credit?account=bob`, { amount: 30 }).submit();
+    const stored = await waitForTransStatus(gid, 'submitted');
+    const keys = `gid=${gid}&trans_type=saga&branch_id=02&op=action`;
+    const attack = async (query: string) => {
+      const res = await fetch(`${t.url}/api/v1/bank/credit?${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'dtm-auth': storedTokens(stored) },
+        body: JSON.stringify({ amount: 30 }),
+      });
+      return res.status;
+    };
+    const statuses = [await attack(`account=mallory&${keys}`), await attack(`${keys}&account=mallory`), await attack(`account=bob&account=mallory&${keys}`), await attack(`account=bob&to=mallory&${keys}`)];
+    expect(statuses).toEqual([401, 401, 401, 401]);
+    expect(t.ledger.callsOf(gid).every((c) => c.handler === 'transOut')).toBe(true);
+
+    // DTM's own call (the account=bob it stored, its keys appended) still runs
+    t.ledger.script('transOut');
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).at(-1)?.handler).toBe('credit bob');
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
+  });
+
+  it("the app's own calls (TCC Try) and DTM's confirm run at targets with a query; the confirm replayed with another query is refused", async () => {
+    const gid = await t.client.generateGid();
+    const target = (op: string) => `${t.url}/api/inventory/${op}?warehouse=north%20hall&lot=7+b`;
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, target('try'), target('confirm'), target('cancel')));
+    const done = await waitForTransStatus(gid, 'succeed');
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+    const q = { gid, trans_type: 'tcc', branch_id: done.branches[0].branch_id, op: 'confirm' };
+    const replay = await call(t, '/api/inventory/confirm', { warehouse: 'south', lot: '7 b', ...q }, { body: { sku: 'x' } });
+    expect(replay.status).toBe(401);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+  });
+
   it('TCC: confirm and cancel run with the token in the branch id, in their phase only; nested TCC signs its own sub-branches', async () => {
     const gid = await t.client.generateGid();
     await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'));

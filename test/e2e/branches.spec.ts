@@ -619,7 +619,7 @@ describe('start-up validation of decorated branches', () => {
     const t = await startBranchApp('express');
     try {
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow(DtmUsageError);
-      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, audit, quiet, oldProtocol, chatty)');
+      expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, credit, audit, quiet, oldProtocol, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
         'no @TccTry branch named "stock" (known: inventory, order, bundle)',
       );

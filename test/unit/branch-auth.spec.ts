@@ -6,7 +6,7 @@ import { inspect } from 'node:util';
 import { createHmac, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
-import { BranchAuth, headersOfCall, signedHeaders, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
+import { BranchAuth, headersOfCall, signedHeaders, signedQuery, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
 
 const KEY_A = 'a'.repeat(40);
 const KEY_B = 'b'.repeat(40);
@@ -83,7 +83,15 @@ describe('BranchAuth', () => {
   });
 
   it('reads targets, header entries and TCC branch ids', () => {
-    expect(targetPath('http://bank:3000/api/deposit?x=1')).toBe('/api/deposit');
+    expect(targetPath('http://bank:3000/api/deposit')).toBe('/api/deposit');
+    // the query it was registered with is signed (a handler may read it), DTM's keys are not; read as the branch reads a re-encoded one
+    expect(targetPath('http://bank:3000/api/deposit?x=1#top')).toBe('/api/deposit?x=1');
+    expect(targetPath('http://bank:3000/api/deposit?a=b%20c&op=x&flag')).toBe('/api/deposit?a=b%20c&flag=');
+    expect(targetPath('http://bank:3000/api/deposit?a=b+c&gid=g&flag=')).toBe(targetPath('http://bank:3000/api/deposit?a=b%20c&flag'));
+    expect(targetPath('http://bank:3000?to=a/b')).toBe('/?to=a%2Fb');
+    expect(signedQuery('gid=g&trans_type=saga&branch_id=01&op=action&dtm=http%3A%2F%2Fdtm&phase2_url=x')).toBe('');
+    expect(signedQuery('account=bob&gid=g')).not.toBe(signedQuery('account=mallory&gid=g'));
+    expect(signedQuery('account=bob&gid=g')).not.toBe(signedQuery('account=bob&account=bob&gid=g'));
     expect(targetPath('https://bank')).toBe('/');
     expect(targetPath('bank:50051/bank.Bank/Deposit')).toBe('/bank.Bank/Deposit');
     expect(tokenInHeader('action.01=AAA,compensate.01=BBB, msg.00=CCC', 'compensate', '01')).toBe('BBB');

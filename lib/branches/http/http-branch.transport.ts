@@ -5,6 +5,7 @@ import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
 import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
+import { formDecode, signedQuery } from '../../auth/branch-auth.js';
 
 type Query = Record<string, unknown>;
 /** DTM's keys of a branch call, read from the request once (Express 5 parses the whole query string on every read of `req.query`). */
@@ -43,16 +44,6 @@ export function parseBranchQuery(query: string): Query {
     start = end + 1;
   }
   return keys;
-}
-
-function formDecode(text: string): string {
-  if (text.indexOf('%') < 0 && text.indexOf('+') < 0) return text;
-  const spaced = text.replace(/\+/g, ' ');
-  try {
-    return decodeURIComponent(spaced);
-  } catch {
-    return spaced; // malformed escapes stay as they are
-  }
 }
 
 /** The body text of a Fastify branch call as the module's parser read it (kept as it came: no Buffer made of it per call). */
@@ -122,10 +113,11 @@ export const httpBranchTransport: BranchTransport = {
     return typeof value === 'string' ? value : undefined;
   },
 
+  /** The URL's path, and its query but DTM's keys as a token signs it ({@link signedQuery}): only authenticated calls ask. */
   path(carrier: BranchCarrier): string {
     const url = (carrier as Request).originalUrl ?? (carrier as Request).url ?? '';
     const q = url.indexOf('?');
-    return q < 0 ? url : url.slice(0, q);
+    return q < 0 ? url : url.slice(0, q) + signedQuery(url.slice(q + 1));
   },
 
   payload(_context: ArgumentsHost, carrier: BranchCarrier): unknown {
