@@ -403,7 +403,7 @@ export const MESSAGES = {
   workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string) =>
     `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds step "${recorded}", the code now has "${current}" there; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
   workflowPending: (workflow: string, gid: string, why: string) =>
-    `workflow "${workflow}" (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
+    `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
   workflowStepsConcurrent: (workflow: string, running: string, step: string) =>
     `workflow "${workflow}": step "${step}" started while step "${running}" runs; a workflow's steps run one after the other (await each)`,
@@ -442,12 +442,12 @@ export const MESSAGES = {
       ? 'cannot build the gRPC resume target of workflows: set lynx.dtm.grpc_app_address (or connect the gRPC microservice, with the workflow proto, before starting a workflow)'
       : 'cannot build the URL DTM resumes workflows at: set lynx.dtm.app_url, or start workflows after app.listen()',
   workflowResumeRefused: (name: string, gid: string) =>
-    `a call to resume workflow "${name}" with gid ${gid} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
+    `a call to resume workflow ${JSON.stringify(name)} with gid ${JSON.stringify(gid)} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
   workflowNotJson: (what: string, reason: string) =>
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
   workflowGidHeld: (transType: string, storedName: unknown, name: string) =>
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
-  workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow "${name}" (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
+  workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
 } as const;
 
 /**

@@ -13,6 +13,7 @@ import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from 
 import { AUTH_HEADERS_HEADER, headersOfCall, tokenInHeader } from '../auth/branch-auth.js';
 import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
+import { branchKeysProblem } from '../transport/branch-keys.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { storedJson, WorkflowExecution } from './workflow-execution.js';
 import type { DtmWorkflowRegistry, WorkflowDefinition } from './workflow.registry.js';
@@ -66,8 +67,13 @@ export class WorkflowEngine {
    * execution already running in this process answers "pending" at once.
    */
   async resume(name: string, gid: string, authHeader?: string): Promise<'succeed' | 'failed' | 'pending'> {
-    if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(name, gid, new Error(MESSAGES.workflowResumeUnknown(name, gid)));
     const auth = this.runtime.config.branchAuthKeys;
+    // a gid no transaction can have (anyone can call this endpoint): refused before it is queried or logged
+    if (branchKeysProblem(gid, '') !== undefined) {
+      if (auth) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
+      throw new WorkflowResumeRefused(MESSAGES.workflowResumeRefused(name, gid), { gid });
+    }
+    if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(name, gid, new Error(MESSAGES.workflowResumeUnknown(name, gid)));
     if (!auth && this.running.has(gid)) return 'pending';
     const record = await this.runtime.query(gid);
     const stored = record?.customData as { name?: unknown; data?: unknown } | undefined;

@@ -4,12 +4,14 @@
 // (/query: branch_headers, branch ids, payloads) is used as the attacker would use it.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Module, Post } from '@nestjs/common';
+import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmFailureError, DtmModule, SagaAction } from 'nestjs-dtm';
+import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, SagaAction } from 'nestjs-dtm';
 import { BranchAuth } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS } from '../support/fixtures.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
 
 const KEY = randomBytes(33).toString('base64');
@@ -452,6 +454,39 @@ describe('branch_auth_keys and a controller in a feature module', () => {
       expect(error).toBeUndefined();
       expect((await forge(app)).status).toBe(401);
       expect(ran).toEqual([]);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+@Injectable()
+class ResumeLogWorkflows {
+  @DtmWorkflow('resume-log.v1')
+  run() {
+    return 'ran';
+  }
+}
+
+describe.each(ADAPTERS)('the workflow resume route on %s, called by anyone', (adapter) => {
+  it.each([['without keys'], ['with keys']])("logs the name and gid a caller sends quoted, on the warning's one line: no forged log line (%s)", async (keys) => {
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...(keys === 'with keys' ? { branchAuthKeys: [KEY] } : {}) } })], providers: [ResumeLogWorkflows] })
+    class ResumeLogModule {}
+    const moduleRef = await Test.createTestingModule({ imports: [ResumeLogModule] }).compile();
+    const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
+    const logger = new RecordingLogger();
+    app.useLogger(logger);
+    await app.listen(0, '127.0.0.1');
+    try {
+      const { port } = app.getHttpServer().address() as { port: number };
+      const forged = encodeURIComponent('\n[Nest] 1  - 12/04/2026, 7:00:00 PM     LOG [Auth] forged: admin logged in\r');
+      const resume = (op: string, gid: string) => fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?op=${op}&gid=${gid}`, { method: 'POST' });
+      const unknownName = await resume(`no.such.v1${forged}`, 'g1');
+      const unknownGid = await resume('resume-log.v1', `no-such-gid${forged}`);
+      expect([unknownName.status, unknownGid.status]).toEqual([425, keys === 'with keys' ? 401 : 400]);
+      const warnings = logger.lines.filter((l) => l.includes('forged'));
+      expect(warnings).toHaveLength(2);
+      for (const line of warnings) expect(line).not.toMatch(/[\r\n]/);
     } finally {
       await app.close();
     }
