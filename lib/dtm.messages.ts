@@ -90,6 +90,8 @@ export const MESSAGES = {
     `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
   authActionNotDue: (transType: string, pending: readonly string[]) =>
     `DTM has not called this ${transType} step yet: the step${pending.length > 1 ? 's' : ''} before it (branch ${pending.join(', ')}) ${pending.length > 1 ? 'are' : 'is'} not done`,
+  configPublishedAppUrlCredentials: (got: string) =>
+    `must not hold credentials (user:password@) with publish_branches: true: the branch manifest (GET /dtm/branches), served to anyone without credentials, would show them in every HTTP target; give app_url without them (authenticate branch calls with branch_auth_keys), or turn publish_branches off, got ${got}`,
   configCheckActionsWithoutKeys: () => 'true needs branch_auth_keys: only authenticated calls can be checked; set the keys, or remove branch_auth_check_actions',
   authBackCheckEarly: (due: string) => `DTM back-checks this message only after ${due}`,
 

@@ -75,6 +75,8 @@ export function resolveDtmConfig(options: DtmConfigSource = {}, env: NodeJS.Proc
     problems.push({ path: 'configFile', message: MESSAGES.configFileUndefined() });
   }
   if (config.branchAuthCheckActions && !config.branchAuthKeys) problems.push({ path: `${SECTION}.branch_auth_check_actions`, message: MESSAGES.configCheckActionsWithoutKeys() });
+  // the manifest (GET /dtm/branches, nestjs_dtm.Branches/Manifest) is served to anyone without credentials, with app_url in every HTTP target
+  if (config.publishBranches && config.appUrl !== undefined && hasCredentials(config.appUrl)) problems.push({ path: `${SECTION}.app_url`, message: MESSAGES.configPublishedAppUrlCredentials(describe(config.appUrl)) });
   if (problems.length > 0) throw new DtmConfigError(problems, sources.join(' + ') || 'defaults');
   return config;
 }

@@ -629,6 +629,26 @@ describe('start-up validation of decorated branches', () => {
   });
 });
 
+describe('the branch manifest, read by anyone who reaches the app', () => {
+  it.each(ADAPTERS)("never shows app_url's credentials (%s): publish_branches with an app_url that holds some fails start-up, naming app_url, without them", async (adapter) => {
+    const started = await startBranchApp(adapter, { appUrl: 'http://dtm-caller:s3cret-pw@127.0.0.1:9', publishBranches: true }).catch((err: unknown) => err);
+    let manifest: string | undefined;
+    if (!(started instanceof Error)) {
+      const t = started as BranchApp;
+      try {
+        manifest = await (await fetch(`${t.url}/dtm/branches`)).text(); // what an attacker would read
+      } finally {
+        await t.close();
+      }
+    }
+    expect(manifest).toBeUndefined();
+    expect(started).toBeInstanceOf(DtmConfigError);
+    const problems = (started as DtmConfigError).problems;
+    expect(problems).toEqual([expect.objectContaining({ path: 'lynx.dtm.app_url', message: expect.stringContaining('publish_branches') })]);
+    expect(JSON.stringify(problems)).not.toContain('s3cret-pw');
+  });
+});
+
 describe('lynx.dtm.enabled: false', () => {
   it('logs no start-up warning about DTM (the app does not use it), and its branches still run the transactions other apps start', async () => {
     const disabled = await startBranchApp('express', { enabled: false });
