@@ -182,7 +182,6 @@ export class WorkflowEngine {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
   }
-
 }
 
 /** A finished workflow's result, from the base64 text DTM stores. */
