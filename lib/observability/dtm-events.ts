@@ -10,6 +10,7 @@ export type DtmBarrierDecision = 'executed' | 'duplicate' | 'null-compensation' 
 export interface DtmCallEvent {
   /** The `DtmTransport` operation: `newGid`, `prepare`, `submit`, `abort`, `prepareWorkflow`, `registerBranch`, `callBranch`, `query`, `list`, `forceStop`, `ping`. */
   operation: string;
+  /** The protocol the call went over: the transaction's, except a `callBranch` of an http(s):// branch (HTTP, also in a gRPC transaction). */
   protocol: DtmProtocol;
   /** The transaction's gid, when the call has one. */
   gid?: string;

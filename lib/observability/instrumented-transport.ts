@@ -21,18 +21,19 @@ export class InstrumentedTransport implements DtmTransport {
 
   /**
    * `call()` (operation `operation` of transaction `gid`): passed straight on when nothing observes
-   * the calls to DTM, else timed from just before it starts and reported when it settles.
+   * the calls to DTM, else timed from just before it starts and reported when it settles (as a call
+   * over `protocol`, by default this transport's).
    */
-  private observe<T>(operation: string, gid: string | undefined, call: () => Promise<T>, branchId?: string, op?: string): Promise<T> {
+  private observe<T>(operation: string, gid: string | undefined, call: () => Promise<T>, branchId?: string, op?: string, protocol: DtmProtocol = this.protocol): Promise<T> {
     if (!this.instrumentation.observesDtmCalls) return call();
     const started = performance.now();
     return call().then(
       (value) => {
-        this.instrumentation.dtmCall(operation, this.protocol, gid, started, false, undefined, branchId, op);
+        this.instrumentation.dtmCall(operation, protocol, gid, started, false, undefined, branchId, op);
         return value;
       },
       (err: unknown) => {
-        this.instrumentation.dtmCall(operation, this.protocol, gid, started, true, err, branchId, op);
+        this.instrumentation.dtmCall(operation, protocol, gid, started, true, err, branchId, op);
         throw err;
       },
     );
@@ -66,7 +67,8 @@ export class InstrumentedTransport implements DtmTransport {
     return this.observe('registerBranch', registration.gid, () => this.inner.registerBranch(registration), registration.branchId);
   }
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
-    return this.observe('callBranch', call.gid, () => this.inner.callBranch(call), call.branchId, call.op);
+    // an http(s):// branch goes over HTTP whatever the transaction's protocol
+    return this.observe('callBranch', call.gid, () => this.inner.callBranch(call), call.branchId, call.op, call.target.kind === 'http' ? 'http' : this.protocol);
   }
   query(gid: string): Promise<TransactionRecord | null> {
     return this.observe('query', gid, () => this.inner.query(gid));

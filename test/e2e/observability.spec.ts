@@ -315,6 +315,23 @@ describe('hooks', () => {
     });
   });
 
+  it('dtm.call names the protocol a branch call went over: an http:// Try of a TCC transaction on gRPC is an HTTP call', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const outcome = await t.client.tccGlobalTransactionAndWait(
+      gid,
+      (tcc) => tcc.callBranch({ account: 1, amount: 10 }, `${t.url}/bank/tcc-out-try`, `${t.url}/bank/tcc-out-confirm`, `${t.url}/bank/tcc-out-cancel`),
+      { protocol: 'grpc' },
+    );
+    expect(outcome.status).toBe('succeed');
+    const calls = events
+      .slice(from)
+      .filter((e) => e.name === 'dtm.call' && (e.event as DtmEvents['dtm.call']).gid === gid && (e.event as DtmEvents['dtm.call']).operation !== 'query')
+      .map((e) => e.event as DtmEvents['dtm.call'])
+      .map((e) => `${e.operation} ${e.protocol} ${e.outcome}`);
+    expect(calls).toEqual(['prepare grpc ok', 'registerBranch grpc ok', 'callBranch http ok', 'submit grpc ok']);
+  });
+
   it('a hook that throws never breaks a transaction: the error is logged, DTM and the database have the outcome', async () => {
     const offs = (['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'] as const).map((name) =>
       t.instrumentation.on(name, () => {
