@@ -87,6 +87,7 @@ export class ShopController {
     if (item.script === 'not-found') throw new NotFoundException(`no such sku: ${item.sku}`);
     if (item.script === 'rpc-abort') throw new RpcException({ code: status.ABORTED, message: `out of stock: ${item.sku}` });
     if (item.script === 'rpc-ongoing-once' && once) throw new RpcException({ code: status.FAILED_PRECONDITION, message: 'still reserving' });
+    if (item.script === 'rpc-old-ongoing-once' && once) throw new RpcException({ code: status.ABORTED, message: 'ONGOING' }); // DTM's protocol before v1.10
     if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());
     return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;
   }

@@ -165,6 +165,17 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(hooks).toEqual(['ShopController.reserve 01 action ongoing', 'ShopController.reserve 01 action success']);
   });
 
+  it('an RpcException with code ABORTED and the message ONGOING (DTM\'s protocol before v1.10) is ONGOING, as DTM reads it: asked again, no log line, the hook reports ongoing', async () => {
+    const gid = await t.client.generateGid();
+    const hooks = await branchCallsDuring(gid, async () => {
+      const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'rpc-old-ongoing-once')).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('succeed');
+    });
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserve']);
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+    expect(hooks).toEqual(['ShopController.reserve 01 action ongoing', 'ShopController.reserve 01 action success']);
+  });
+
   it('a call without DTM metadata, or with an op the handler does not serve, is refused (INVALID_ARGUMENT) and the handler does not run', async () => {
     const missing = await callGrpc(t.target('Reserve'), item('a'), { gid: 'g-missing' });
     expect([missing.code, missing.text]).toEqual([3, expect.stringContaining('ShopController.reserve is a DTM branch, but this call lacks dtm-trans_type, dtm-branch_id, dtm-op')]);

@@ -185,10 +185,15 @@ export function rpcExceptionCode(exception: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
-/** What DTM reads an RpcException as (its `GrpcError2DtmError`): ABORTED is FAILURE, FAILED_PRECONDITION is ONGOING, any other code an error it retries. */
+/**
+ * What DTM reads an RpcException as (its `GrpcError2DtmError`): ABORTED is FAILURE (ONGOING when its
+ * message is exactly `ONGOING`, DTM's protocol before v1.10), FAILED_PRECONDITION is ONGOING, any
+ * other code an error it retries.
+ */
 export function dtmResultOfRpcException(exception: unknown): 'FAILURE' | 'ONGOING' | undefined {
   const code = rpcExceptionCode(exception);
-  return code === CODE.ABORTED ? 'FAILURE' : code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
+  if (code === CODE.ABORTED) return (exception as { getError(): { message?: unknown } }).getError().message === 'ONGOING' ? 'ONGOING' : 'FAILURE';
+  return code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
 }
 
 /** `@nestjs/microservices`' RpcException or a subclass (not imported: an optional peer). */
