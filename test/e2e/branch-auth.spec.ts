@@ -129,6 +129,26 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
   });
 
+  it('a token read back from DTM runs its call only with the value its body signed: the same bytes under another content type are not read as another value', async () => {
+    // step 1 held ONGOING: step 2 not run yet, its token readable in DTM
+    t.ledger.script('transOut', ...HELD);
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
+    const stored = await waitForTransStatus(gid, 'submitted');
+    const q = new URLSearchParams({ gid, trans_type: 'saga', branch_id: '02', op: 'action' });
+    const attacks = [];
+    for (const type of ['text/plain', 'text/plain; charset=utf-8']) {
+      const res = await fetch(`${t.url}/api/v1/bank/trans-in?${q}`, { method: 'POST', headers: { 'content-type': type, 'dtm-auth': storedTokens(stored) }, body: '{"amount":30}' });
+      attacks.push(res.status);
+    }
+    // the call it signed, as DTM would make it (the barrier makes DTM's own a no-op), or refused: never a string where the payload was an object
+    for (const status of attacks) expect([200, 401]).toContain(status);
+    expect(t.ledger.callsOf(gid).filter((c) => c.handler === 'transIn').map((c) => c.body)).toEqual(attacks.filter((s) => s === 200).map(() => ({ amount: 30 })));
+    t.ledger.script('transOut');
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+  });
+
   it("the app's own calls (TCC Try) and DTM's confirm run at targets with a query; the confirm replayed with another query is refused", async () => {
     const gid = await t.client.generateGid();
     const target = (op: string) => `${t.url}/api/inventory/${op}?warehouse=north%20hall&lot=7+b`;

@@ -54,8 +54,9 @@ export function isBranchCall(request: { method?: string; url?: string }, routes:
  *   retried forever) and Fastify rejects empty bodies (XA phase 2). Express: read here, ahead of
  *   Nest's JSON parser, which then leaves the request alone; a body over
  *   {@link MAX_BRANCH_BODY_BYTES} gets 413 from its `Content-Length` before it is read, or, sent
- *   chunked, as soon as it passes the limit. Fastify: branch calls get a content type of their
- *   own, read by this module's parser (whose `bodyLimit` does the same).
+ *   chunked, as soon as it passes the limit. Fastify: branch calls (whatever content type they
+ *   name: on both adapters a branch call's body is read the one way its token signed it) get a
+ *   content type of their own, read by this module's parser (whose `bodyLimit` does the same).
  * - with `publish_branches`, it serves the branch manifest (GET {@link MANIFEST_PATH}), outside Nest's routing too.
  * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
  *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
@@ -179,8 +180,9 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     else done();
   });
   fastify.addHook('onRequest', (request, _reply, done) => {
+    // whatever content type a branch call names (DTM sends JSON): the same bytes are read one way, the way its token signed them
     const type = request.headers['content-type'];
-    if (typeof type === 'string' && type.startsWith('application/json') && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
+    if (typeof type === 'string' && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
       request.headers['content-type'] = FASTIFY_BRANCH_CONTENT_TYPE;
     }
     done();
