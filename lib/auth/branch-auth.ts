@@ -271,6 +271,12 @@ export function splitTccBranchId(branchId: string): { prefix: string; token?: st
   return dash < 0 ? { prefix: branchId } : { prefix: branchId.slice(0, dash), token: branchId.slice(dash + 1) };
 }
 
+/** A branch id as log lines show it: an authenticated TCC branch id's token as `<token>` (`01-<token>`), any other id as it is. */
+export function shownBranchId(branchId: string): string {
+  const dash = branchId.indexOf('-');
+  return dash >= 0 && branchId.length - dash - 1 === TOKEN_LENGTH ? `${branchId.slice(0, dash)}-<token>` : branchId;
+}
+
 /** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it or building a string. */
 export function tokenInHeader(header: string | undefined, op: string, branchId: string): string | undefined {
   if (!header) return undefined;

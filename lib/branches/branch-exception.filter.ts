@@ -9,6 +9,7 @@ import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName } from './branch.types.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
@@ -36,15 +37,17 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
+      // as the log lines show the call: an authenticated TCC branch id without its token
+      const shown = info && { ...info, branchId: shownBranchId(info.branchId) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
       /** The message of a pipe's 400 that was answered FAILURE. */
       let refusedByPipe: string | undefined;
       if (exception instanceof BadRequestException) {
-        if (branch && info && isEmptyRequestCall(branch.kind, info.op)) {
+        if (branch && shown && isEmptyRequestCall(branch.kind, shown.op)) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400: a pipe found the empty
           // request invalid, which says nothing of the transaction: an error DTM retries, never FAILURE
-          this.logger.error(MESSAGES.emptyRequestRefused(where, info, badRequestMessage(exception)));
+          this.logger.error(MESSAGES.emptyRequestRefused(where, shown, badRequestMessage(exception)));
           exception = new InternalServerErrorException(MESSAGES.emptyRequestAnswer(where), { cause: exception });
         } else {
           // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
@@ -57,16 +60,16 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // FAILURE or ONGOING, as the module's own errors are: not the handler's error (nothing recorded, nothing logged)
       const result = dtmResultOfError(exception);
       if (result === 'FAILURE') {
-        if (branch && info && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && info.op !== 'action'))) {
+        if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
           this.logger.warn(
             refusedByPipe !== undefined
-              ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, info, refusedByPipe)
-              : MESSAGES.failureCannotRollBack(where, branch.kind, info, failureName(exception)),
+              ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, shown, refusedByPipe)
+              : MESSAGES.failureCannotRollBack(where, branch.kind, shown, failureName(exception)),
           );
         }
       } else if (result !== 'ONGOING') {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
-        if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, info, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
+        if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
       this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));

@@ -8,6 +8,7 @@ import { dtmResultOfAnsweredError, dtmResultOfBody } from '../branches/branch-re
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 import type { TransactionType } from '../transport/dtm.types.js';
 import type {
   DtmBranchCallEvent,
@@ -222,7 +223,7 @@ export class DtmInstrumentation {
     }
     if (this.debugLogs) {
       this.logger.debug(
-        `${o.handler} (${o.kind} ${o.branch}) gid=${o.gid} branch=${o.branchId} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
+        `${o.handler} (${o.kind} ${o.branch}) gid=${o.gid} branch=${shownBranchId(o.branchId)} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
       );
     }
     if (this.listening) {

@@ -12,6 +12,7 @@ import { BranchAuth } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
+import { waitUntil } from '../support/services/process.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
 
 const KEY = randomBytes(33).toString('base64');
@@ -245,6 +246,24 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const info = t.ledger.callsOf(gid).find((c) => c.handler === 'bundleTry')!.branch;
     expect(() => t.client.tccFromBranch({ ...info })).toThrow('needs the BranchInfo that @BranchContext() gave');
     expect(() => t.client.tccFromBranch(info, { branchHeaders: { 'x-more': '1' } })).toThrow('cannot set branchHeaders with lynx.dtm.branch_auth_keys');
+  });
+
+  it("a TCC confirm that fails logs its branch id without the token in it (01-<token>), as refusals do", async () => {
+    t.ledger.script('inventoryConfirm', 'error', 'failure');
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'), { retryInterval: 1 });
+    await waitUntil('DTM confirming the branch after its two failed confirms', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 500 });
+    const token = (await queryTrans(gid)).branches[0].branch_id.slice(3);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm', 'inventoryConfirm', 'inventoryConfirm']);
+    const lines = [...t.logger.errors, ...t.logger.warnings].filter((l) => l.includes(gid));
+    expect(lines).toEqual([expect.stringContaining('inventoryConfirm crashed'), expect.stringContaining('threw DtmFailureError')]);
+    for (const line of lines) {
+      expect(line).toContain('branch 01-<token>');
+      expect(line).not.toContain(token);
+    }
   });
 
   it('TCC rollback: the cancel DTM sends runs', async () => {
