@@ -211,6 +211,15 @@ export function formDecode(text: string): string {
   }
 }
 
+/**
+ * What a token names as the target of a call that carries a phase-2 URL (an XA action: the branch
+ * registers it with DTM as its commit / rollback target, so it is signed with the call): its target,
+ * then that URL; the target alone without one.
+ */
+export function withPhase2(target: string, phase2Url: string | undefined): string {
+  return phase2Url ? `${target}\nphase2_url=${phase2Url}` : target;
+}
+
 /** DTM's ops, which need no escaping in a `dtm-auth` entry (a workflow's name, the op of its resume call, may). */
 const PLAIN_OPS: ReadonlySet<string> = new Set(['action', 'compensate', 'try', 'confirm', 'cancel', 'commit', 'rollback', 'msg']);
 

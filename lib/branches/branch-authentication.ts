@@ -1,5 +1,5 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
 import { branchCallOf } from './branch-call.js';
 import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
@@ -61,7 +61,7 @@ export function authenticateBranchCall(
     if (forwarded.missing !== undefined) throw refuse(where, call, MESSAGES.authSignedHeaderMissing(forwarded.missing, AUTH_HEADERS_HEADER));
     call.headers = forwarded.text;
   }
-  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: call.path, payload, headers: call.headers };
+  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: withPhase2(call.path, info.phase2Url), payload, headers: call.headers };
   const verified = () => keepSignedHeaders(carrier, call.headers, forwarded);
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);

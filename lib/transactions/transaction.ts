@@ -1,4 +1,4 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, withPhase2, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionRecord, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -277,12 +277,12 @@ export abstract class Transaction {
   protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
 
   /** The headers of a call the app makes itself: the transaction's, and with authenticated calls its token. */
-  protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string): Record<string, string> {
+  protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string, phase2Target?: string): Record<string, string> {
     const auth = this.auth;
     const headers = this.branchHeaders;
     if (!auth) return headers;
     const signed = signedHeaders(headers);
-    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target.value), payload, headers: signed?.text });
+    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: withPhase2(targetPath(target.value), phase2Target), payload, headers: signed?.text });
     return withAuthHeaders(headers, [AUTH_CALL_HEADER, token], signed);
   }
 
@@ -295,7 +295,7 @@ export abstract class Transaction {
       branchId,
       op,
       payload,
-      headers: this.callHeaders(target, payload, branchId, op),
+      headers: this.callHeaders(target, payload, branchId, op, phase2Target),
       timeoutSeconds: this.resolved.branchTimeout,
       phase2Target,
     });

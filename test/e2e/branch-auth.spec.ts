@@ -3,6 +3,7 @@
 // every attack of issue #13 is performed and runs nothing. What an attacker can read back from DTM
 // (/query: branch_headers, branch ids, payloads) is used as the attacker would use it.
 import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
@@ -304,6 +305,36 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(attack?.text).toContain('DTM records the xa transaction as prepared');
     await waitForTransStatus(gid, 'succeed');
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
+  });
+
+  it("XA: the app's own action call, taken off the wire and replayed with another phase2_url (where DTM would send its commit), is refused and prepares nothing", async () => {
+    // an attacker on the wire between the app and the branch: keeps the action call (answers it) and replays it with a phase2_url of its own
+    const taken: { url: string; headers: IncomingHttpHeaders; body: string }[] = [];
+    const wire = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        taken.push({ url: req.url!, headers: req.headers, body });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
+    const gid = await t.client.generateGid();
+    let replay: number | undefined;
+    try {
+      await t.client.xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ amount: 5 }, `http://127.0.0.1:${(wire.address() as { port: number }).port}/api/outbox/xa`);
+        const url = new URL(taken[0].url, t.url);
+        url.searchParams.set('phase2_url', 'http://127.0.0.1:9/api/outbox/xa');
+        const { 'dtm-auth-call': token, 'content-type': type } = taken[0].headers;
+        replay = (await fetch(url, { method: 'POST', headers: { 'dtm-auth-call': String(token), 'content-type': String(type) }, body: taken[0].body })).status;
+      });
+    } finally {
+      await new Promise<void>((done) => wire.close(() => done()));
+    }
+    expect(taken).toHaveLength(1);
+    expect(replay).toBe(401);
+    expect(t.ledger.callsOf(gid)).toEqual([]);
   });
 
   it('key rotation: calls signed with the second key run; calls signed with a key the app does not hold do not', async () => {
