@@ -11,7 +11,7 @@ import pg from 'pg';
 import { DataSource } from 'typeorm';
 import { BranchBarrier, DtmUsageError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { settledWithin, sleep } from '../support/fixtures.js';
+import { latch, settledWithin, sleep } from '../support/fixtures.js';
 
 let dbs: FileDatabases;
 let pgPool: pg.Pool;
@@ -118,15 +118,6 @@ function started<T>(call: Promise<T>): Promise<T> {
   call.catch(() => undefined);
   return call;
 }
-/** A latch: `wait` resolves when `open` is called; `entered` when the business reached it. */
-function latch() {
-  let open!: () => void;
-  let entered!: () => void;
-  const gate = new Promise<void>((resolve) => (open = resolve));
-  const reached = new Promise<void>((resolve) => (entered = resolve));
-  return { open, reached, wait: () => (entered(), gate) };
-}
-
 // TCC: the Try freezes the amount, the Cancel unfreezes what the Try froze
 const tryFreeze = (store: Store, id: string, amount: number, held?: ReturnType<typeof latch>) => async (handle: unknown) => {
   await store.run(handle, 'UPDATE account SET balance = balance - ?, frozen = frozen + ? WHERE id = ?', [amount, amount, id]);

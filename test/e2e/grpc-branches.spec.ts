@@ -154,21 +154,13 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     ]);
   });
 
-  it('an RpcException with code FAILED_PRECONDITION is ONGOING: DTM asks again, no log line, the hook reports ongoing', async () => {
+  it.each([
+    ['FAILED_PRECONDITION', 'rpc-ongoing-once'],
+    ['ABORTED and the message ONGOING (DTM\'s protocol before v1.10)', 'rpc-old-ongoing-once'],
+  ])('an RpcException with code %s is ONGOING, as DTM reads it: asked again, no log line, the hook reports ongoing', async (_code, script) => {
     const gid = await t.client.generateGid();
     const hooks = await branchCallsDuring(gid, async () => {
-      const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'rpc-ongoing-once')).submitAndWait({ timeout: 20 });
-      expect(final.status).toBe('succeed');
-    });
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserve']);
-    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
-    expect(hooks).toEqual(['ShopController.reserve 01 action ongoing', 'ShopController.reserve 01 action success']);
-  });
-
-  it('an RpcException with code ABORTED and the message ONGOING (DTM\'s protocol before v1.10) is ONGOING, as DTM reads it: asked again, no log line, the hook reports ongoing', async () => {
-    const gid = await t.client.generateGid();
-    const hooks = await branchCallsDuring(gid, async () => {
-      const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', 'rpc-old-ongoing-once')).submitAndWait({ timeout: 20 });
+      const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a', script)).submitAndWait({ timeout: 20 });
       expect(final.status).toBe('succeed');
     });
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserve']);

@@ -24,7 +24,7 @@ import {
 } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { settledWithin } from '../support/fixtures.js';
+import { latch, settledWithin } from '../support/fixtures.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -186,24 +186,18 @@ describe('workflow mode at its edges', () => {
 
   it('two executions of one gid: the slower one, finding the workflow ended in success, stops without running a rollback callback', async () => {
     const gid = await A.client.generateGid();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let arrived!: () => void;
-    const slowCall = new Promise<void>((r) => (arrived = r));
+    const slowB = latch();
     let bCalls = 0;
     recorder.handle('/B', async () => {
       bCalls += 1;
-      if (bCalls === 1) {
-        arrived();
-        await gate; // replica A's call of step b is slow
-      }
+      if (bCalls === 1) await slowB.wait(); // replica A's call of step b is slow
       return 200;
     });
     const first = A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
-    await slowCall;
+    await slowB.reached;
     // replica B (DTM's resume, or a retried request) runs it to the end meanwhile
     expect(await B.client.executeWorkflow('review.two.v1', gid, urls())).toEqual({ status: 'succeed', result: 'ok' });
-    release();
+    slowB.open();
     const outcome = await first;
     // DTM refused A's record of step b (the workflow is no longer prepared): not a business FAILURE
     expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
@@ -214,20 +208,16 @@ describe('workflow mode at its edges', () => {
 
   it('a gid running another workflow in this process: refused with DtmGidInUseError at once (not answered that workflow\'s outcome), and the running one ends as it would have', async () => {
     const gid = await A.client.generateGid();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let arrived!: () => void;
-    const slowCall = new Promise<void>((r) => (arrived = r));
+    const slowB = latch();
     recorder.handle('/B', async () => {
-      arrived();
-      await gate;
+      await slowB.wait();
       return 200;
     });
     const first = A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
-    await slowCall;
+    await slowB.reached;
     // the same gid for another workflow, while review.two.v1 waits on its step b: DTM holds that one, prepared
     const other = await settledWithin(A.client.executeWorkflow('review.one.v1', gid, urls()), 10_000);
-    release();
+    slowB.open();
     expect([failure(other), failure(await first)]).toEqual([
       expect.stringMatching(/^DtmGidInUseError: DTM refused executeWorkflow\(review\.one\.v1\) of \S+: it already holds a transaction \S+ that is "prepared" \(workflow "review\.two\.v1", not workflow "review\.one\.v1"\)/),
       JSON.stringify({ status: 'succeed', result: 'ok' }),

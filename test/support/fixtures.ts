@@ -82,3 +82,12 @@ export async function settledWithin(run: Promise<unknown>, ms: number, ...fulfil
     clearTimeout(timer);
   }
 }
+
+/** A latch: `wait()` (what the held side awaits) resolves once `open()` is called; `reached` resolves once something waits. */
+export function latch(): { open: () => void; reached: Promise<void>; wait: () => Promise<void> } {
+  let open!: () => void;
+  let entered!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const reached = new Promise<void>((resolve) => (entered = resolve));
+  return { open, reached, wait: () => (entered(), gate) };
+}
