@@ -280,10 +280,10 @@ export function splitTccBranchId(branchId: string): { prefix: string; token?: st
   return dash < 0 ? { prefix: branchId } : { prefix: branchId.slice(0, dash), token: branchId.slice(dash + 1) };
 }
 
-/** A branch id as log lines show it: an authenticated TCC branch id's token as `<token>` (`01-<token>`), any other id as it is. */
+/** A branch id as log lines and refusals show it: what follows the dash of a TCC branch id (its token, or what a caller sent as one) as `<token>` (`01-<token>`), any other id as it is. */
 export function shownBranchId(branchId: string): string {
-  const dash = branchId.indexOf('-');
-  return dash >= 0 && branchId.length - dash - 1 === TOKEN_LENGTH ? `${branchId.slice(0, dash)}-<token>` : branchId;
+  const { prefix, token } = splitTccBranchId(branchId);
+  return token === undefined ? branchId : `${prefix}-<token>`;
 }
 
 /** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it or building a string. */

@@ -1,5 +1,5 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, shownBranchId, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
 import { branchCallOf } from './branch-call.js';
 import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
@@ -202,8 +202,7 @@ function keepSignedHeaders(carrier: BranchCarrier, text: string | undefined, for
 
 /** A refusal (HTTP 401, gRPC UNAUTHENTICATED), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */
 function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string): UnauthorizedException {
-  const { prefix, token } = splitTccBranchId(call.branchId);
-  const message = MESSAGES.authRefused(where, call.gid, token === undefined ? call.branchId : `${prefix}-<token>`, call.op, reason);
+  const message = MESSAGES.authRefused(where, call.gid, shownBranchId(call.branchId), call.op, reason);
   logger.warn(message);
   return new UnauthorizedException(message);
 }
