@@ -118,6 +118,19 @@ function started<T>(call: Promise<T>): Promise<T> {
   call.catch(() => undefined);
   return call;
 }
+/**
+ * Starts `first` (its business held at the latch it is given) and, once it got there, `second`,
+ * which then waits on `first`'s row lock: both calls, and `release`, which lets `first` go on.
+ */
+async function heldThenWaiting<A, B>(store: Store, first: (held: ReturnType<typeof latch>) => Promise<A>, second: () => Promise<B>): Promise<{ first: Promise<A>; second: Promise<B>; release: () => void }> {
+  const held = latch();
+  const firstCall = started(first(held));
+  await held.reached;
+  const secondCall = started(second());
+  await untilLockWaits(store);
+  return { first: firstCall, second: secondCall, release: held.open };
+}
+
 // TCC: the Try freezes the amount, the Cancel unfreezes what the Try froze
 const tryFreeze = (store: Store, id: string, amount: number, held?: ReturnType<typeof latch>) => async (handle: unknown) => {
   await store.run(handle, 'UPDATE account SET balance = balance - ?, frozen = frozen + ? WHERE id = ?', [amount, amount, id]);
@@ -132,13 +145,13 @@ describe.each(Object.keys(STORES))('races on %s', (name) => {
   it('a Cancel arriving while its Try runs waits for it, then undoes exactly what it did', async () => {
     const gid = `race-commit-${name}`;
     await seed(store, gid, 100);
-    const held = latch();
-    const tryCall = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)));
-    await held.reached;
-    const cancelCall = started(barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)));
-    await untilLockWaits(store);
+    const { first: tryCall, second: cancelCall, release } = await heldThenWaiting(
+      store,
+      (held) => barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)),
+      () => barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)),
+    );
     expect(await settledWithin(cancelCall, 100)).toBe('still waiting');
-    held.open();
+    release();
     expect(await tryCall).toEqual({ executed: true, result: undefined });
     expect((await cancelCall).executed).toBe(true);
     expect(await account(store, gid)).toEqual({ balance: 100, frozen: 0 });
@@ -148,17 +161,16 @@ describe.each(Object.keys(STORES))('races on %s', (name) => {
   it('a Cancel arriving while its Try runs, the Try then failing: a null compensation, and the Try retried later does nothing', async () => {
     const gid = `race-rollback-${name}`;
     await seed(store, gid, 100);
-    const held = latch();
-    const tryCall = started(
-      barrier(store, gid, 'try').callWithDb(store.db(), async (handle) => {
-        await tryFreeze(store, gid, 40, held)(handle);
-        throw new Error('the Try failed after its write');
-      }),
+    const { first: tryCall, second: cancelCall, release } = await heldThenWaiting(
+      store,
+      (held) =>
+        barrier(store, gid, 'try').callWithDb(store.db(), async (handle) => {
+          await tryFreeze(store, gid, 40, held)(handle);
+          throw new Error('the Try failed after its write');
+        }),
+      () => barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)),
     );
-    await held.reached;
-    const cancelCall = started(barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)));
-    await untilLockWaits(store);
-    held.open();
+    release();
     await expect(tryCall).rejects.toThrow('the Try failed after its write');
     expect(await cancelCall).toEqual({ executed: false, reason: 'null-compensation' });
     expect(await barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40))).toEqual({ executed: false, reason: 'duplicate' });
@@ -169,18 +181,19 @@ describe.each(Object.keys(STORES))('races on %s', (name) => {
   it('a Try arriving while its null Cancel is still in its transaction waits for it, then does nothing', async () => {
     const gid = `race-hanging-${name}`;
     await seed(store, gid, 100);
-    const held = latch();
-    // the Cancel's transaction held open after the barrier decided (a null compensation runs no business to hold)
-    const cancelCall = started(store.db().transaction(async (_handle, tx) => {
-      const outcome = await barrier(store, gid, 'cancel').call(tx, () => Promise.reject(new Error('a null compensation runs nothing')));
-      await held.wait();
-      return outcome;
-    }));
-    await held.reached;
-    const tryCall = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40)));
-    await untilLockWaits(store);
+    const { first: cancelCall, second: tryCall, release } = await heldThenWaiting(
+      store,
+      // the Cancel's transaction held open after the barrier decided (a null compensation runs no business to hold)
+      (held) =>
+        store.db().transaction(async (_handle, tx) => {
+          const outcome = await barrier(store, gid, 'cancel').call(tx, () => Promise.reject(new Error('a null compensation runs nothing')));
+          await held.wait();
+          return outcome;
+        }),
+      () => barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40)),
+    );
     expect(await settledWithin(tryCall, 100)).toBe('still waiting');
-    held.open();
+    release();
     expect(await cancelCall).toEqual({ executed: false, reason: 'null-compensation' });
     expect(await tryCall).toEqual({ executed: false, reason: 'duplicate' });
     expect(await account(store, gid)).toEqual({ balance: 100, frozen: 0 });
@@ -190,12 +203,12 @@ describe.each(Object.keys(STORES))('races on %s', (name) => {
   it('two deliveries of one Try at once: the second waits for the first and is skipped, the business runs once', async () => {
     const gid = `race-dup-${name}`;
     await seed(store, gid, 100);
-    const held = latch();
-    const first = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)));
-    await held.reached;
-    const second = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40)));
-    await untilLockWaits(store);
-    held.open();
+    const { first, second, release } = await heldThenWaiting(
+      store,
+      (held) => barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)),
+      () => barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40)),
+    );
+    release();
     expect((await first).executed).toBe(true);
     expect(await second).toEqual({ executed: false, reason: 'duplicate' });
     expect(await account(store, gid)).toEqual({ balance: 60, frozen: 40 });
@@ -255,12 +268,12 @@ describe.each(['repeatable read', 'serializable'])('PostgreSQL at %s', (isolatio
       expect((await pool.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe(isolation);
       const gid = `iso-${isolation.replace(' ', '-')}`;
       await seed(store, gid, 100);
-      const held = latch();
-      const tryCall = started(barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)));
-      await held.reached;
-      const cancelCall = started(barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)));
-      await untilLockWaits(store);
-      held.open();
+      const { first: tryCall, second: cancelCall, release } = await heldThenWaiting(
+        store,
+        (held) => barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40, held)),
+        () => barrier(store, gid, 'cancel').callWithDb(store.db(), cancelFreeze(store, gid, 40)),
+      );
+      release();
       expect((await tryCall).executed).toBe(true);
       // its snapshot predates the Try's commit: PostgreSQL refuses the insert that conflicts with the Try's row
       await expect(cancelCall).rejects.toMatchObject({ code: '40001' });

@@ -56,6 +56,12 @@ beforeEach(async () => {
   t.logger.lines.length = 0;
 });
 
+/** The `branch.call` events recorded from event `from` on, of `gid` only when given. */
+function branchCalls(from: number, gid?: string): DtmEvents['branch.call'][] {
+  const calls = events.slice(from).filter((e) => e.name === 'branch.call').map((e) => e.event as DtmEvents['branch.call']);
+  return gid === undefined ? calls : calls.filter((e) => e.gid === gid);
+}
+
 /** The spans of `gid`: the AP's transaction span first, then its branch calls in the order they ended. */
 function spansOf(gid: string): { ap: ReadableSpan; branches: ReadableSpan[] } {
   const all = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
@@ -418,7 +424,7 @@ describe('a barrier handler throwing a BadRequestException itself (answered FAIL
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('account 2 is closed');
     expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
-    const calls = events.slice(from).filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid).map((e) => e.event as DtmEvents['branch.call']);
+    const calls = branchCalls(from, gid);
     expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual([
       '01 action Bank.transOut success',
       '02 action Bank.transIn failure',
@@ -442,7 +448,7 @@ describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result:
     expect(final.rollbackReason).toContain('account 2 is frozen');
     expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
     expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
-    const calls = events.slice(from).filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid).map((e) => e.event as DtmEvents['branch.call']);
+    const calls = branchCalls(from, gid);
     expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual(['01 action Bank.transOut success', '02 action Bank.transIn failure', '01 compensate Bank.transOutCompensate success']);
   });
 });
@@ -458,11 +464,7 @@ describe('a branch call the module answers FAILURE before its handler runs (a pi
     const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add(branch, { account: 2, amount: 500 }).submitAndWait();
     expect(final.status).toBe('failed');
     expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
-    const calls = events
-      .slice(from)
-      .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
-      .map((e) => e.event as DtmEvents['branch.call'])
-      .map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`);
+    const calls = branchCalls(from, gid).map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`);
     expect(calls).toEqual(['01 action Bank.transOut success', `02 action ${handler} failure`, `02 compensate ${handler}Compensate success`, '01 compensate Bank.transOutCompensate success']);
     const { branches } = expectOneTrace(gid);
     expect(branches.map(line)).toEqual(['01 action transOut executed success', `02 action ${branch} - failure`, `02 compensate ${branch} - success`, '01 compensate transOut executed success']);
@@ -482,10 +484,7 @@ describe('an async handler answering an Observable (a Promise of one)', () => {
     const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('reactiveIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('account 2 refused the deposit');
-    const calls = events
-      .slice(from)
-      .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
-      .map((e) => e.event as DtmEvents['branch.call']);
+    const calls = branchCalls(from, gid);
     expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual([
       '01 action Bank.transOut success',
       '02 action ReactiveBank.reactiveIn failure',
@@ -514,11 +513,7 @@ describe('barrier decisions', () => {
     expect((await call('tcc-out-try', 'try')).status).toBe(200);
     expect((await call('tcc-out-try', 'try')).status).toBe(200);
     expect(await t.balances([1])).toEqual({ 1: 100 });
-    const decisions = events
-      .slice(from)
-      .filter((e) => e.name === 'branch.call')
-      .map((e) => e.event as DtmEvents['branch.call'])
-      .map((e) => `${e.op} ${e.barrier} ${e.outcome}`);
+    const decisions = branchCalls(from).map((e) => `${e.op} ${e.barrier} ${e.outcome}`);
     expect(decisions).toEqual(['cancel null-compensation success', 'try hanging-prevented success', 'try hanging-prevented success']);
     const hung = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === 'try');
     expect(hung.map((s) => s.attributes['dtm.barrier.decision'])).toEqual(['hanging-prevented', 'hanging-prevented']);
@@ -536,10 +531,7 @@ describe('barrier decisions', () => {
     expect((await call()).status).toBe(200);
     expect((await call()).status).toBe(200);
     expect(await t.balances([1])).toEqual({ 1: 90 });
-    const decisions = events
-      .slice(from)
-      .filter((e) => e.name === 'branch.call')
-      .map((e) => (e.event as DtmEvents['branch.call']).barrier);
+    const decisions = branchCalls(from).map((e) => e.barrier);
     expect(decisions).toEqual(['executed', 'duplicate']);
   });
 });
@@ -548,10 +540,7 @@ describe('barrier decisions of a barrier used by hand (DtmClient.barrier)', () =
   /** The barrier decisions of `gid`'s branch calls from event `from` on (`branch op barrier`, sorted), and the same from their spans. */
   function decisionsOf(gid: string, from: number): { events: string[]; spans: string[] } {
     return {
-      events: events
-        .slice(from)
-        .filter((e) => e.name === 'branch.call' && (e.event as DtmEvents['branch.call']).gid === gid)
-        .map((e) => e.event as DtmEvents['branch.call'])
+      events: branchCalls(from, gid)
         .map((e) => `${e.branchId} ${e.op} ${e.barrier ?? '-'}`)
         .sort(),
       spans: exporter
