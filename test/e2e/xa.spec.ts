@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
@@ -380,5 +381,49 @@ describe('with authenticated branch calls', () => {
     expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed']);
     expect((await balances()).mysql).toBe(before.mysql + 7);
     expect(await pendingXa()).toEqual([]);
+  });
+  it("over grpc: the app's own action call, taken off the wire and replayed with another phase2_url (where DTM would send its commit), is refused and prepares nothing", async () => {
+    // an attacker on the wire between the app and the participant: serves the action's method itself, keeps the call (answers OK) and replays it with a dtm-phase2_url of its own
+    const taken: { metadata: Metadata; bytes: Buffer }[] = [];
+    const wire = new Server();
+    const raw = (b: Buffer) => b;
+    const method = { path: '/tests.XaBank/Mysql', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw };
+    wire.addService({ Mysql: method }, {
+      Mysql: (call: ServerUnaryCall<Buffer, Buffer>, answer: sendUnaryData<Buffer>) => {
+        taken.push({ metadata: call.metadata.clone(), bytes: call.request });
+        answer(null, Buffer.alloc(0));
+      },
+    });
+    const wirePort = await new Promise<number>((done, fail) => wire.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) => (error ? fail(error) : done(bound))));
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    const before = await balances();
+    let replay: number | undefined;
+    try {
+      await signedAp.client.xaGlobalTransaction(
+        gid,
+        async (xa) => {
+          await xa.callBranch({ account: 1, amount: 5 }, `127.0.0.1:${wirePort}/tests.XaBank/Mysql`);
+          const metadata = taken[0].metadata.clone();
+          expect(metadata.get('dtm-auth-call')).toHaveLength(1);
+          metadata.set('dtm-phase2_url', '127.0.0.1:9/tests.XaBank/Mysql');
+          const participant = new Client(`127.0.0.1:${ports.grpc}`, credentials.createInsecure());
+          replay = await new Promise<number>((done) =>
+            participant.makeUnaryRequest(method.path, raw, raw, taken[0].bytes, metadata, { deadline: Date.now() + 10_000 }, (error) => {
+              participant.close();
+              done(error ? error.code : status.OK);
+            }),
+          );
+        },
+        { protocol: 'grpc' },
+      );
+    } finally {
+      wire.forceShutdown();
+    }
+    expect(taken).toHaveLength(1);
+    expect(replay).toBe(status.UNAUTHENTICATED);
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual([]);
+    expect((await balances()).mysql).toBe(before.mysql);
   });
 });
