@@ -2,6 +2,7 @@
 // and gRPC, down within lynx.dtm.timeout when DTM is stopped or does not answer, and DTM's
 // transaction list unchanged by any number of health checks (the check creates nothing).
 import net from 'node:net';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
@@ -119,6 +120,25 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       await app.close();
       for (const s of sockets) s.destroy();
       silent.close();
+    }
+  });
+
+  it('down (503) over grpc when grpc_server is a gRPC server that is not DTM (it answers UNIMPLEMENTED to every method), while DTM answers on server_url', async () => {
+    // another service's gRPC server (here one with no service at all), as a grpc_server copied from the wrong line
+    const other = new Server();
+    const port = await new Promise<number>((resolve, reject) => other.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const { app, url } = await healthApp({ serverUrl: dtm.info.serverUrl, grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 });
+    try {
+      const res = await fetch(url);
+      const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
+      expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol: 'grpc' } } } });
+      expect(body.error!.dtm!.message).toContain(`127.0.0.1:${port}`);
+      expect(body.error!.dtm!.message).toContain('lynx.dtm.grpc_server');
+      // and the client's own ping says the same
+      await expect(app.get(DtmClient).ping()).rejects.toThrow('lynx.dtm.grpc_server');
+    } finally {
+      await app.close();
+      other.forceShutdown();
     }
   });
 

@@ -41,6 +41,12 @@ const UNIMPLEMENTED = 12;
  * before any interceptor or handler of DTM runs (no log line, no gid made, nothing stored).
  */
 const PING_METHOD = '/dtmgimp.Dtm/NestjsDtmPing';
+/**
+ * How grpc-go words that UNIMPLEMENTED on a server that registered DTM's service `dtmgimp.Dtm` (any
+ * other gRPC server answers UNIMPLEMENTED too, but "unknown service dtmgimp.Dtm", or grpc-js's
+ * "does not implement the method"): what tells DTM from another service at `grpc_server`.
+ */
+const PING_ANSWER = /^unknown method NestjsDtmPing for service dtmgimp\.Dtm$/;
 /** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
 const TOO_LARGE = 'Received message larger than max';
 /** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
@@ -326,15 +332,24 @@ export class GrpcTransport implements DtmTransport {
     return client;
   }
 
-  /** Calls {@link PING_METHOD}; resolves when DTM answers (UNIMPLEMENTED), rejects as {@link dtm} does when it does not. */
+  /**
+   * Calls {@link PING_METHOD}; resolves when DTM answers (UNIMPLEMENTED as {@link PING_ANSWER}), rejects
+   * as {@link dtm} does when nothing answers, and with {@link DtmServerError} when another gRPC server does.
+   */
   private unimplemented(): Promise<void> {
     const address = this.config.grpcServer;
     const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions));
     const timeout = this.config.timeout;
+    const endpoint = `${address}${PING_METHOD}`;
     return new Promise((resolve, reject) =>
       client.makeUnaryRequest(PING_METHOD, () => EMPTY, identity, EMPTY_MESSAGE, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null) => {
-        if (!err || err.code === UNIMPLEMENTED) return resolve();
-        reject(dtmError(err, { endpoint: `${address}${PING_METHOD}`, protocol: 'grpc', status: err.code }, 'ping', timeout, this.config.maxAnswerBytes));
+        if (err?.code === UNIMPLEMENTED && PING_ANSWER.test(err.details ?? '')) return resolve();
+        // a gRPC server that is not DTM's (another service's, a catch-all): it answered, but DTM is not there
+        if (!err || err.code === UNIMPLEMENTED) {
+          const answer = err ? `UNIMPLEMENTED ${JSON.stringify(err.details ?? '')}` : 'OK';
+          return reject(new DtmServerError(MESSAGES.grpcServerNotDtm(address, answer), answer, { endpoint, protocol: 'grpc', status: err?.code ?? 0 }));
+        }
+        reject(dtmError(err, { endpoint, protocol: 'grpc', status: err.code }, 'ping', timeout, this.config.maxAnswerBytes));
       }),
     );
   }
