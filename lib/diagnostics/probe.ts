@@ -37,24 +37,35 @@ export function hostPortOf(target: string): { host: string; port: number } | und
   return grpc ? { host: grpc[1].replace(/^\[|\]$/g, ''), port: Number(grpc[2]) } : undefined;
 }
 
-/** A DNS lookup of `host`, then a TCP connection to it that is closed as soon as it opens (nothing is sent). */
+/** A DNS lookup of `host`, then a TCP connection to it that is closed as soon as it opens (nothing is sent); both within `timeoutMs`. */
 export async function probeConnect(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  return (await reach(host, port, Date.now() + timeoutMs, timeoutMs)).result;
+}
+
+/**
+ * {@link probeConnect} by `deadline` (a timeout result says `timeoutMs`, the probe's whole bound);
+ * with the address the lookup gave when it connected.
+ */
+async function reach(host: string, port: number, deadline: number, timeoutMs: number): Promise<{ result: ProbeResult; ip?: string }> {
+  const address = `${host}:${port}`;
+  const timedOut: ProbeResult = { kind: 'timeout', address, ms: timeoutMs };
   let ip: string;
   try {
-    ip = net.isIP(host) ? host : (await withTimeout(lookup(host), timeoutMs)).address;
+    ip = net.isIP(host) ? host : (await withTimeout(lookup(host), deadline - Date.now())).address;
   } catch (err) {
     const code = codeOf(err);
-    return code === 'ETIMEDOUT' ? { kind: 'timeout', address: `${host}:${port}`, ms: timeoutMs } : { kind: 'dns', host, code };
+    return { result: code === 'ETIMEDOUT' ? timedOut : { kind: 'dns', host, code } };
   }
-  const address = `${host}:${port}`;
+  const left = deadline - Date.now();
+  if (left <= 0) return { result: timedOut };
   return new Promise((resolve) => {
     const socket = net.connect({ host: ip, port });
     const done = (result: ProbeResult) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve(result);
+      resolve({ result, ip });
     };
-    const timer = setTimeout(() => done({ kind: 'timeout', address, ms: timeoutMs }), timeoutMs);
+    const timer = setTimeout(() => done(timedOut), left);
     socket.once('connect', () => done({ kind: 'connected', address }));
     socket.once('error', (err) => done(codeOf(err) === 'ECONNREFUSED' ? { kind: 'refused', address } : { kind: 'unreachable', address, code: codeOf(err) }));
   });
@@ -63,17 +74,37 @@ export async function probeConnect(host: string, port: number, timeoutMs: number
 /**
  * One keyless request to one of this app's own branch routes (see the file's comment): `method`
  * (what DTM uses for the branch), the URL's path without a query, no body, no redirects followed,
- * no proxy; the answer's status and its first {@link MAX_PROBE_BODY} bytes.
+ * no proxy; the answer's status and its first {@link MAX_PROBE_BODY} bytes. The DNS lookup, the
+ * connection and the request take `timeoutMs` in all; the request goes to the address the lookup
+ * gave (the host name still its `Host` and TLS server name), not to a second lookup's.
  */
 export async function probeOwnRoute(url: string, method: 'GET' | 'POST', timeoutMs: number): Promise<ProbeResult> {
+  const deadline = Date.now() + timeoutMs;
   const target = new URL(url);
   const where = hostPortOf(url)!;
-  const connect = await probeConnect(where.host, where.port, timeoutMs);
+  const { result: connect, ip } = await reach(where.host, where.port, deadline, timeoutMs);
   if (connect.kind !== 'connected') return connect;
+  const timedOut: ProbeResult = { kind: 'timeout', address: connect.address, ms: timeoutMs };
+  const left = deadline - Date.now();
+  if (left <= 0) return timedOut;
+  const family = net.isIP(ip!);
+  const resolved: net.LookupFunction = (_host, options, callback) => {
+    if ((options as { all?: boolean }).all) (callback as unknown as (err: null, addresses: { address: string; family: number }[]) => void)(null, [{ address: ip!, family }]);
+    else callback(null, ip!, family);
+  };
   return new Promise((resolve) => {
     const client = target.protocol === 'https:' ? https : http;
     const req = client.request(
-      { method, protocol: target.protocol, hostname: target.hostname, port: target.port, path: target.pathname, headers: { 'content-length': '0', 'user-agent': 'nestjs-dtm-diagnosis' }, agent: false },
+      {
+        method,
+        protocol: target.protocol,
+        hostname: target.hostname,
+        port: target.port,
+        path: target.pathname,
+        headers: { 'content-length': '0', 'user-agent': 'nestjs-dtm-diagnosis' },
+        agent: false,
+        lookup: resolved,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -94,7 +125,7 @@ export async function probeOwnRoute(url: string, method: 'GET' | 'POST', timeout
       req.destroy();
       resolve(result);
     };
-    const timer = setTimeout(() => done({ kind: 'timeout', address: connect.address, ms: timeoutMs }), timeoutMs);
+    const timer = setTimeout(() => done(timedOut), left);
     req.once('error', (err) => done(codeOf(err) === 'ECONNREFUSED' ? { kind: 'refused', address: connect.address } : { kind: 'unreachable', address: connect.address, code: codeOf(err) }));
     req.end();
   });
