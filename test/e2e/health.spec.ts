@@ -9,8 +9,8 @@ import { Test } from '@nestjs/testing';
 import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { DtmClient, DtmHealthIndicator, DtmModule, type DtmConfigInput } from 'nestjs-dtm';
 import { harness } from '../support/harness.js';
-import { startDtm, stopDtm, type RunningDtm } from '../support/services/dtm.js';
-import { runDirFrom } from '../support/services/process.js';
+import { startDtm, startDtmAgain, stopDtm, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom, sleep } from '../support/services/process.js';
 
 let dtm: RunningDtm;
 
@@ -122,6 +122,33 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       silent.close();
     }
   });
+
+  it('up over grpc within seconds once DTM is back after an outage of 55 s that health checks saw every second', async () => {
+    const runDir = runDirFrom(harness().runDir);
+    let own = await startDtm(runDir, { name: 'dtm-health-back', store: 'boltdb' });
+    const { app, url } = await healthApp({ serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress, protocol: 'grpc', timeout: 1 });
+    try {
+      expect((await fetch(url)).status).toBe(200);
+      await stopDtm(own);
+      const down = Date.now();
+      while (Date.now() - down < 55_000) {
+        expect((await fetch(url)).status).toBe(503);
+        await sleep(1000);
+      }
+      own = await startDtmAgain(runDir, own, { name: 'dtm-health-back' });
+      // DTM answers (startDtmAgain waited for it): the next checks find it, half a second apart
+      const back = Date.now();
+      let status = 0;
+      while (Date.now() - back < 30_000 && (status = (await fetch(url)).status) !== 200) await sleep(500);
+      expect({ status, seconds: Math.round((Date.now() - back) / 1000) }).toEqual({ status: 200, seconds: expect.any(Number) });
+      expect(Date.now() - back).toBeLessThan(5000);
+      // and the client's gRPC calls work again as soon
+      expect(await app.get(DtmClient).generateGid()).toEqual(expect.any(String));
+    } finally {
+      await app.close();
+      await stopDtm(own, true).catch(() => undefined);
+    }
+  }, 120_000);
 
   it('down (503) over grpc when grpc_server is a gRPC server that is not DTM (it answers UNIMPLEMENTED to every method), while DTM answers on server_url', async () => {
     // another service's gRPC server (here one with no service at all), as a grpc_server copied from the wrong line

@@ -47,6 +47,13 @@ const PING_METHOD = '/dtmgimp.Dtm/NestjsDtmPing';
  * "does not implement the method"): what tells DTM from another service at `grpc_server`.
  */
 const PING_ANSWER = /^unknown method NestjsDtmPing for service dtmgimp\.Dtm$/;
+/**
+ * Longest wait between two connection attempts of a channel whose server did not answer. grpc-js
+ * doubles it (x1.6) after each failed attempt up to 120 s by default, and fails every call at once
+ * while it waits: after an outage of a minute DTM (or a branch) back up stayed unreachable for 20 s
+ * more, after a longer one up to 2 minutes. An attempt is one TCP connection.
+ */
+const MAX_RECONNECT_BACKOFF_MS = 1000;
 /** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
 const TOO_LARGE = 'Received message larger than max';
 /** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
@@ -140,7 +147,7 @@ export class GrpcTransport implements DtmTransport {
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
   private dtmClient?: Client;
   private readonly branchClients = new Map<string, Client>();
-  /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`. */
+  /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`, reconnects within {@link MAX_RECONNECT_BACKOFF_MS}. */
   private readonly channelOptions: Record<string, number>;
 
   constructor(
@@ -150,7 +157,7 @@ export class GrpcTransport implements DtmTransport {
   ) {
     this.grpc = loadGrpc().grpc;
     this.methods = dtmMethodCodecs();
-    this.channelOptions = { 'grpc.enable_http_proxy': 0, 'grpc.max_receive_message_length': config.maxAnswerBytes };
+    this.channelOptions = { 'grpc.enable_http_proxy': 0, 'grpc.max_receive_message_length': config.maxAnswerBytes, 'grpc.max_reconnect_backoff_ms': MAX_RECONNECT_BACKOFF_MS };
   }
 
   encode(payload: Payload, target: BranchTarget): EncodedPayload {
