@@ -15,6 +15,7 @@ import { closest, resolveDtmConfig } from './config/resolve-dtm-config.js';
 import { DTM_CONFIG_KEYS } from './config/dtm-config.keys.js';
 import { DTM_CONTRACTS, DTM_BARRIER_CONNECTIONS, DTM_BRANCH_RESOLVER, DTM_BRANCH_RUNTIME, DTM_CONFIG, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT, DTM_XA_CONNECTIONS } from './dtm.constants.js';
 import { GrpcCodecs } from './transport/grpc/grpc-codecs.js';
+import { loadGrpc } from './transport/grpc/grpc-runtime.js';
 import type { DtmBranchRuntime } from './branches/branch-call.js';
 import type { XaDatabase } from './xa/xa.types.js';
 import { DTM_ASYNC_OPTIONS_TYPE, DTM_MODULE_OPTIONS, DTM_OPTIONS_TYPE, DtmConfigurableModule } from './dtm.module-definition.js';
@@ -38,7 +39,7 @@ const DTM_CHECKED_OPTIONS = Symbol('DTM_CHECKED_OPTIONS');
 const providers: Provider[] = [
   { provide: DTM_CHECKED_OPTIONS, useFactory: checkedOptions, inject: [DTM_MODULE_OPTIONS] },
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
-  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => resolveDtmConfig(options), inject: [DTM_CHECKED_OPTIONS] },
+  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => withGrpcLibraries(resolveDtmConfig(options), options), inject: [DTM_CHECKED_OPTIONS] },
   {
     provide: DTM_XA_CONNECTIONS,
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.xaConnections ?? {})),
@@ -159,6 +160,24 @@ function checkedOptions(options: unknown): DtmModuleOptions {
   }
   const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
   throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');
+}
+
+/**
+ * `config`, checked to have what it talks to DTM with: `protocol: grpc` needs `@grpc/grpc-js` and
+ * `@grpc/proto-loader` (optional peers), which are otherwise loaded only at the first call to DTM.
+ * Without them, a `DtmConfigError` at the protocol's path saying what to install, at start-up.
+ */
+function withGrpcLibraries(config: DtmConfig, options: DtmModuleOptions): DtmConfig {
+  if (!config.enabled || config.protocol !== 'grpc') return config;
+  try {
+    loadGrpc();
+  } catch (err) {
+    if (!(err instanceof DtmUsageError)) throw err;
+    const inline = options.config?.protocol !== undefined;
+    const source = inline ? 'inline config' : options.configFile !== undefined && options.section?.protocol === undefined ? `file ${options.configFile}` : 'section';
+    throw new DtmConfigError([{ path: inline ? 'config.protocol' : 'lynx.dtm.protocol', message: err.message }], source);
+  }
+  return config;
 }
 
 /** Every branch of the module's `contracts`; a `DtmUsageError` for anything that is not a contract. */

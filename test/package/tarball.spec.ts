@@ -184,6 +184,37 @@ describe('the packed tarball', () => {
     });
   });
 
+  it('protocol: grpc without the gRPC libraries installed fails start-up with a DtmConfigError at its path saying what to install; enabled: false or http boot', () => {
+    const out = runInConsumer(
+      'grpc-missing.mjs',
+      `import 'reflect-metadata';
+       import { Module } from '@nestjs/common';
+       import { NestFactory } from '@nestjs/core';
+       import { DtmConfigError, DtmModule } from 'nestjs-dtm';
+       const { writeFileSync } = await import('node:fs');
+       writeFileSync('grpc.yaml', 'lynx:\\n  dtm:\\n    protocol: grpc\\n');
+       const start = async (options) => {
+         class AppModule {}
+         Module({ imports: [DtmModule.forRoot(options)] })(AppModule);
+         try {
+           const app = await NestFactory.createApplicationContext(AppModule, { logger: false, abortOnError: false });
+           await app.close();
+           return 'started';
+         } catch (e) {
+           return [e instanceof DtmConfigError, e.problems];
+         }
+       };
+       console.log(JSON.stringify({
+         inline: await start({ config: { protocol: 'grpc' } }),
+         file: await start({ configFile: 'grpc.yaml' }),
+         overridden: await start({ configFile: 'grpc.yaml', config: { protocol: 'http' } }),
+         disabled: await start({ config: { protocol: 'grpc', enabled: false } }),
+       }));`,
+    );
+    const problem = (path: string) => [true, [{ path, message: expect.stringContaining('@grpc/grpc-js is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader') }]];
+    expect(JSON.parse(out)).toEqual({ inline: problem('config.protocol'), file: problem('lynx.dtm.protocol'), overridden: 'started', disabled: 'started' });
+  });
+
   it('is requirable from a CommonJS module (its CommonJS build; Nest 12 itself through require(esm)), DI included', () => {
     const out = runInConsumer(
       'check.cjs',
