@@ -24,7 +24,7 @@ import type { WorkflowEnvironment } from './workflow/workflow.engine.js';
 import { DtmWorkflowRegistry } from './workflow/workflow.registry.js';
 import { DtmManifestController } from './branches/branch-manifest.controller.js';
 import { DtmWorkflowResumeController, WORKFLOW_RESUME_METHOD, WORKFLOW_RESUME_PATH, WORKFLOW_SERVICE } from './branches/workflow-resume.js';
-import { DtmConfigError } from './errors/dtm-config.error.js';
+import { DtmConfigError, type DtmConfigProblem } from './errors/dtm-config.error.js';
 import { DtmUsageError } from './errors/dtm-usage.error.js';
 import { MESSAGES } from './dtm.messages.js';
 import { isRemoteBranch, type RemoteBranch } from './contracts/branch-contract.js';
@@ -139,24 +139,33 @@ const MODULE_OPTION_KEYS: readonly (keyof DtmModuleOptions)[] = ['configFile', '
 /**
  * `options` when it is an object of known options; else a `DtmConfigError` at path `options` saying
  * what to give, or at `options.<key>` for each key the module does not know (a `lynx.dtm` setting
- * given beside `config`, `isGlobal` returned by a factory, a typo): not the defaults, silently.
+ * given beside `config`, `isGlobal` returned by a factory, a typo), listed with the problems of the
+ * configuration the known options give: not the defaults, silently, nor one start-up per problem.
  */
 function checkedOptions(options: unknown): DtmModuleOptions {
   if (typeof options === 'object' && options !== null && !Array.isArray(options)) {
     const unknown = Object.keys(options).filter((key) => !(MODULE_OPTION_KEYS as readonly string[]).includes(key));
     if (unknown.length === 0) return options as DtmModuleOptions;
-    throw new DtmConfigError(
-      unknown.map((key) => {
-        const setting = DTM_CONFIG_KEYS.find((k) => k.camel === key || k.yaml === key);
-        const message = setting
-          ? MESSAGES.moduleOptionIsSetting(setting.camel, setting.yaml)
-          : key === 'isGlobal'
-            ? MESSAGES.moduleOptionIsGlobal()
-            : MESSAGES.moduleOptionUnknown(MODULE_OPTION_KEYS, closest(key, [...MODULE_OPTION_KEYS]));
-        return { path: `options.${key.slice(0, 60)}`, message };
-      }),
-      'options',
-    );
+    const problems: DtmConfigProblem[] = unknown.map((key) => {
+      const setting = DTM_CONFIG_KEYS.find((k) => k.camel === key || k.yaml === key);
+      const message = setting
+        ? MESSAGES.moduleOptionIsSetting(setting.camel, setting.yaml)
+        : key === 'isGlobal'
+          ? MESSAGES.moduleOptionIsGlobal()
+          : MESSAGES.moduleOptionUnknown(MODULE_OPTION_KEYS, closest(key, [...MODULE_OPTION_KEYS]));
+      return { path: `options.${key.slice(0, 60)}`, message };
+    });
+    // and what the known options' configuration has wrong: every problem in one start-up
+    const known = Object.fromEntries(Object.entries(options).filter(([key]) => !unknown.includes(key))) as DtmModuleOptions;
+    let source = 'options';
+    try {
+      resolveDtmConfig(known);
+    } catch (err) {
+      if (!(err instanceof DtmConfigError)) throw err;
+      problems.push(...err.problems);
+      source += ` + ${err.source}`;
+    }
+    throw new DtmConfigError(problems, source);
   }
   const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
   throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');

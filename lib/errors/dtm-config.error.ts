@@ -10,6 +10,8 @@ export interface DtmConfigProblem {
 /** The `lynx.dtm` configuration is invalid; lists every problem found, each with its path and fix. */
 export class DtmConfigError extends DtmError {
   readonly problems: readonly DtmConfigProblem[];
+  /** Where the configuration came from: `file config.yaml`, `section`, `inline config`, `options`, joined by ` + `. */
+  readonly source: string;
 
   constructor(problems: DtmConfigProblem[], source: string) {
     super(
@@ -17,5 +19,6 @@ export class DtmConfigError extends DtmError {
         problems.map((p) => `  - ${p.path}: ${p.message}`).join('\n'),
     );
     this.problems = problems;
+    this.source = source;
   }
 }

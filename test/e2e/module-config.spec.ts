@@ -358,6 +358,17 @@ describe('module set-up', () => {
     expect((fromForRoot as DtmConfigError).problems.map((p) => p.path)).toEqual(['options.timeout']);
   });
 
+  it('an option the module does not know beside a bad lynx.dtm section: one DtmConfigError lists both, not one start-up each', async () => {
+    const file = join(dir, 'bad-beside-unknown.yaml');
+    writeFileSync(file, 'lynx:\n  dtm:\n    timeout: -5\n');
+    const error = await Test.createTestingModule({ imports: [DtmModule.forRoot({ configFile: file, config: { branchTimeout: 0 }, serverUrl: 'http://dtm:36789/api/dtmsvr' } as never)] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems.map((p) => p.path)).toEqual(['options.serverUrl', 'lynx.dtm.timeout', 'config.branchTimeout']);
+    expect((error as DtmConfigError).message).toMatch(/^Invalid DTM configuration \(options \+ file .*bad-beside-unknown\.yaml \+ inline config\), 3 problems:/);
+  });
+
   it('a bad configuration fails start-up with one DtmConfigError listing every problem', async () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'lynx:\n  dtm:\n    server_url: "ftp://x"\n    timeout: -5\n    retry_intervall: 3\n');
