@@ -98,7 +98,7 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
-  it('down (503) within lynx.dtm.timeout when DTM does not answer at all', async () => {
+  it.each(['http', 'grpc'] as const)('down (503) over %s within lynx.dtm.timeout when DTM does not answer at all', async (protocol) => {
     // a listener that accepts connections and never answers
     const sockets = new Set<net.Socket>();
     const silent = net.createServer((s) => {
@@ -107,13 +107,13 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const port = (silent.address() as net.AddressInfo).port;
-    const { app, url } = await healthApp({ serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, timeout: 1 });
+    const { app, url } = await healthApp({ serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, protocol, timeout: 1 });
     try {
       const started = Date.now();
       const res = await fetch(url);
       const elapsed = Date.now() - started;
       expect(res.status).toBe(503);
-      expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol: 'http', message: expect.any(String) } } });
+      expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol, message: expect.any(String) } } });
       expect(elapsed).toBeGreaterThanOrEqual(900);
       expect(elapsed).toBeLessThan(2000);
     } finally {
