@@ -36,10 +36,14 @@ import { DtmInstrumentation } from './observability/dtm-instrumentation.js';
  */
 const DTM_CHECKED_OPTIONS = Symbol('DTM_CHECKED_OPTIONS');
 
+/** The configuration and the gRPC codecs, resolved together ({@link resolveModule}). */
+const DTM_RESOLVED = Symbol('DTM_RESOLVED');
+
 const providers: Provider[] = [
   { provide: DTM_CHECKED_OPTIONS, useFactory: checkedOptions, inject: [DTM_MODULE_OPTIONS] },
   // resolved and validated once, when the app starts: a bad configuration fails start-up with every problem listed
-  { provide: DTM_CONFIG, useFactory: (options: DtmModuleOptions) => withGrpcLibraries(resolveDtmConfig(options), options), inject: [DTM_CHECKED_OPTIONS] },
+  { provide: DTM_RESOLVED, useFactory: resolveModule, inject: [DTM_CHECKED_OPTIONS] },
+  { provide: DTM_CONFIG, useFactory: (resolved: ResolvedModule) => resolved.config, inject: [DTM_RESOLVED] },
   {
     provide: DTM_XA_CONNECTIONS,
     useFactory: (options: DtmModuleOptions) => new Map(Object.entries(options.xaConnections ?? {})),
@@ -70,7 +74,7 @@ const providers: Provider[] = [
     inject: [DTM_CHECKED_OPTIONS],
   },
   // the app's gRPC protos, loaded at start-up (a bad path fails it), only when it gives any
-  { provide: DTM_GRPC_CODECS, useFactory: (options: DtmModuleOptions) => GrpcCodecs.load(options.grpcProtos), inject: [DTM_CHECKED_OPTIONS] },
+  { provide: DTM_GRPC_CODECS, useFactory: (resolved: ResolvedModule) => resolved.codecs, inject: [DTM_RESOLVED] },
   { provide: DTM_BRANCH_RESOLVER, useExisting: DtmBranchRegistry },
   {
     provide: DTM_WORKFLOW_ENVIRONMENT,
@@ -159,7 +163,7 @@ function checkedOptions(options: unknown): DtmModuleOptions {
     const known = Object.fromEntries(Object.entries(options).filter(([key]) => !unknown.includes(key))) as DtmModuleOptions;
     let source = 'options';
     try {
-      resolveDtmConfig(known);
+      resolveModule(known);
     } catch (err) {
       if (!(err instanceof DtmConfigError)) throw err;
       problems.push(...err.problems);
@@ -169,6 +173,35 @@ function checkedOptions(options: unknown): DtmModuleOptions {
   }
   const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
   throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');
+}
+
+/** What {@link resolveModule} gives. */
+interface ResolvedModule {
+  config: DtmConfig;
+  codecs: GrpcCodecs;
+}
+
+/**
+ * The `lynx.dtm` configuration ({@link resolveDtmConfig}, {@link withGrpcLibraries}) and the codecs of
+ * `grpcProtos`, or one `DtmConfigError` with the problems of both.
+ */
+function resolveModule(options: DtmModuleOptions): ResolvedModule {
+  const problems: DtmConfigProblem[] = [];
+  const sources: string[] = [];
+  const collect = <T>(resolve: () => T): T | undefined => {
+    try {
+      return resolve();
+    } catch (err) {
+      if (!(err instanceof DtmConfigError)) throw err;
+      problems.push(...err.problems);
+      sources.push(err.source);
+      return undefined;
+    }
+  };
+  const config = collect(() => withGrpcLibraries(resolveDtmConfig(options), options));
+  const codecs = collect(() => GrpcCodecs.load(options.grpcProtos));
+  if (!config || !codecs) throw new DtmConfigError(problems, sources.join(' + '));
+  return { config, codecs };
 }
 
 /**

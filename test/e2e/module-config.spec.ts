@@ -369,6 +369,16 @@ describe('module set-up', () => {
     expect((error as DtmConfigError).message).toMatch(/^Invalid DTM configuration \(options \+ file .*bad-beside-unknown\.yaml \+ inline config\), 3 problems:/);
   });
 
+  it('a grpcProtos file that does not load beside a bad lynx.dtm section: one DtmConfigError lists both', async () => {
+    const file = join(dir, 'bad-beside-protos.yaml');
+    writeFileSync(file, 'lynx:\n  dtm:\n    timeout: -5\n');
+    const error = await Test.createTestingModule({ imports: [DtmModule.forRoot({ configFile: file, grpcProtos: { protoPath: join(dir, 'no-such.proto') } })] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems.map((p) => p.path)).toEqual(['lynx.dtm.timeout', 'grpcProtos.protoPath']);
+  });
+
   it('a bad configuration fails start-up with one DtmConfigError listing every problem', async () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'lynx:\n  dtm:\n    server_url: "ftp://x"\n    timeout: -5\n    retry_intervall: 3\n');
