@@ -1,6 +1,6 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
 import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, shownBranchId, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
-import { branchCallOf } from './branch-call.js';
+import { branchCallOf, refusal } from './branch-call.js';
 import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
 import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
@@ -200,9 +200,9 @@ function keepSignedHeaders(carrier: BranchCarrier, text: string | undefined, for
   }
 }
 
-/** A refusal (HTTP 401, gRPC UNAUTHENTICATED), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */
+/** A refusal (HTTP 401, gRPC UNAUTHENTICATED; reported as `refused`, see `refusal`), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */
 function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string): UnauthorizedException {
   const message = MESSAGES.authRefused(where, call.gid, shownBranchId(call.branchId), call.op, reason);
   logger.warn(message);
-  return new UnauthorizedException(message);
+  return refusal(new UnauthorizedException(message));
 }

@@ -40,6 +40,24 @@ export interface BranchCallState {
 /** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
 export const BRANCH_CALL = Symbol('nestjs-dtm:branch-call');
 
+/** The errors the module refused branch calls with before their handler ran (see {@link refusal}). */
+const refusals = new WeakSet<object>();
+
+/**
+ * Marks `error` as the module's refusal of a branch call before its handler ran, because it is not
+ * a call the handler may serve: DTM's keys missing, an op the handler does not serve, a gid or
+ * branch id that breaks the key rule (the guard), a refused authentication. Returns `error`.
+ */
+export function refusal<E extends object>(error: E): E {
+  refusals.add(error);
+  return error;
+}
+
+/** Whether `error` is a refusal of the module ({@link refusal}), not an error of the call's pipes or handler. */
+export function isRefusal(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && refusals.has(error);
+}
+
 /** The state the guard left on `carrier`. */
 export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallState | undefined {
   return (carrier as { [BRANCH_CALL]?: BranchCallState } | undefined)?.[BRANCH_CALL];

@@ -1,4 +1,4 @@
-import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -6,7 +6,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
-import { branchCallOf } from './branch-call.js';
+import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
@@ -33,7 +33,16 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     if (!transport) throw exception;
     const carrier = transport.carrier(host);
     const call = branchCallOf(carrier);
-    if (call) {
+    if (call && isRefusal(exception)) {
+      // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is
+      const answer = answerOf(exception, transport.protocol);
+      observeUnhandledCall(call, carrier, exception, answer);
+      // a refused authentication is recorded (for the diagnosis) as before; the guard's own refusals never were
+      if (exception instanceof UnauthorizedException) {
+        const info = transport.branchInfo(carrier, {});
+        if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(handlerName(call.context), exception, transport.protocol));
+      }
+    } else if (call) {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
@@ -91,6 +100,15 @@ function badRequestMessage(exception: BadRequestException): string {
   const message = typeof response === 'string' ? response : response?.message;
   return Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message;
 }
+
+/** What the module's refusal of a call (see `refusal`) is answered: the HTTP status (409 for FAILURE), or the gRPC code (ABORTED for FAILURE). */
+function answerOf(refusal: unknown, protocol: string): number {
+  if (refusal instanceof HttpException) return protocol === 'grpc' ? grpcCodeOfHttpException(refusal) : refusal.getStatus();
+  return protocol === 'grpc' ? GRPC_ABORTED : 409; // a DtmFailureError
+}
+
+/** gRPC's code ABORTED: DTM's FAILURE. */
+const GRPC_ABORTED = 10;
 
 /** What a failed branch call is recorded as (for the diagnosis of a transaction that does not finish in time). */
 function failureOf(handler: string, exception: unknown, protocol: string): Omit<RecordedBranchFailure, 'at'> {

@@ -4,7 +4,7 @@ import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { branchMetadataOf } from './branch-metadata.accessor.js';
+import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
@@ -32,7 +32,8 @@ import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 //   Cancel, message branch, XA phase 2) without a local transaction, throws an HTTP answer DTM reads
 //   as FAILURE / ONGOING as that error, so that the filter warns (development: the body interceptor);
 // - does not run the handler of an undo op the guard found with keys that break the rule (it
-//   answers success: the action of those keys was refused, so there is nothing to undo).
+//   answers success: the action of those keys was refused, so there is nothing to undo; reported
+//   as a null compensation).
 // The calls the module answers without the handler's body (a back-check with a barrier, an XA
 // phase 2 with `{ db }`: DTM sends their request empty) must not wait for the pipes, which run
 // before the wrapped handler and would refuse that empty request: on those handlers only,
@@ -137,7 +138,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
         const call = branchCallOf(carrier);
-        if (call?.skip !== undefined) return answered(carrier, undefined);
+        if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
         const business = (handle: unknown) => {
           for (const index of txIndexes) args[index] = handle;
           return original.apply(this, args);
@@ -152,7 +153,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         const carrier = args[carrierIndex] as BranchCarrier | undefined;
         args.length = carrierIndex;
         const call = branchCallOf(carrier);
-        if (call?.skip !== undefined) return answered(carrier, undefined);
+        if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, checksBody ? resultBodyChecked(carrier, original.apply(this, args), where) : original.apply(this, args));
@@ -175,8 +176,11 @@ interface ObservedHandler {
   handler: string;
 }
 
-/** Starts observing the branch call `call` on `carrier` (see {@link DtmInstrumentation.startBranch}); undefined when it is not a decorated branch call. */
-function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallState, carrier: BranchCarrier, cache: { observed?: ObservedHandler }): BranchObservation | undefined {
+/**
+ * Starts observing the branch call `call` on `carrier` (see {@link DtmInstrumentation.startBranch}),
+ * with the op it carries unless `op` is given; undefined when it is not a decorated branch call.
+ */
+function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallState, carrier: BranchCarrier, cache: { observed?: ObservedHandler }, op?: string): BranchObservation | undefined {
   const transport = branchTransportOf(call.context);
   if (!transport) return undefined;
   let known = cache.observed;
@@ -191,7 +195,7 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
     handler: known.handler,
     gid: transport.gid(carrier),
     branchId: transport.branchId(carrier),
-    op: transport.completeOp(carrier) ?? '',
+    op: op ?? transport.completeOp(carrier) ?? '',
     transType: transport.transType(carrier),
     protocol: transport.protocol,
     started: performance.now(),
@@ -209,18 +213,45 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
 
 /**
  * Reports the branch call `call` when it was answered with `error` before its wrapped handler ran
- * (a pipe's or an interceptor's error, the guard's `{ schema }` check, a refused authentication):
- * observed and ended at once, as the handler's own error would be. Nothing when nothing observes,
- * or when the handler ran (it reported the call itself).
+ * (a pipe's or an interceptor's error, the guard's `{ schema }` check): observed and ended at once,
+ * as the handler's own error would be; `refusedWith` (what was answered: the HTTP status or gRPC
+ * code) when `error` is the module's refusal of the call (see `refusal`): reported `refused`, with
+ * an empty op when the call named one the handler does not serve (the refusal names it; every
+ * metric attribute stays bounded). Nothing when nothing observes, or when the handler ran (it
+ * reported the call itself).
  */
-export function observeUnhandledCall(call: BranchCallState, carrier: BranchCarrier, error: unknown): void {
-  if (call.observation || call.skip !== undefined) return;
+export function observeUnhandledCall(call: BranchCallState, carrier: BranchCarrier, error: unknown, refusedWith?: number): void {
+  if (call.observation) return;
   const instrumentation = call.runtime?.instrumentation;
   if (!instrumentation?.active) return;
-  const observation = observeBranch(instrumentation, call, carrier, {});
+  const observation = observeBranch(instrumentation, call, carrier, {}, refusedWith === undefined ? undefined : servedOp(call, carrier));
   if (!observation) return;
   call.observation = observation;
-  instrumentation.endBranch(observation, true, error);
+  instrumentation.endBranch(observation, true, error, undefined, refusedWith);
+}
+
+/** The op of the call on `carrier` if its handler serves it (in a workflow's call or not), else ''. */
+function servedOp(call: BranchCallState, carrier: BranchCarrier): string {
+  const op = branchTransportOf(call.context)?.completeOp(carrier) ?? '';
+  const handler = call.context.getHandler();
+  return branchSpecOf(handler).ops.includes(op) || workflowOpsOf(handler).includes(op) ? op : '';
+}
+
+/**
+ * Answers an undo call (compensate, cancel, rollback) whose gid or branch id breaks the key rule
+ * without running its handler: its action was refused, so there is nothing to undo. Reported (when
+ * something observes) as the success it is answered, with the decision a barrier would make of it,
+ * a null compensation.
+ */
+function skipped(call: BranchCallState, carrier: BranchCarrier | undefined, cache: { observed?: ObservedHandler }): undefined {
+  const instrumentation = call.runtime?.instrumentation;
+  const observation = instrumentation?.active && carrier ? observeBranch(instrumentation, call, carrier, cache) : undefined;
+  if (observation) {
+    observation.barrier = 'null-compensation';
+    call.observation = observation;
+    instrumentation!.endBranch(observation, false);
+  }
+  return undefined;
 }
 
 /** A header the call does not pass on. */

@@ -3,7 +3,8 @@ import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
-import { BRANCH_CALL, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
+import { BRANCH_CALL, refusal, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
+import type { BranchCarrier } from './branch-transport.js';
 import { branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import { schemaProblem, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { branchTransportOf } from './branch-transports.js';
@@ -17,7 +18,8 @@ import { authenticateBranchCall } from './branch-authentication.js';
  * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A call whose gid or
  * branch id breaks the rule of `transport/branch-keys.ts` answers FAILURE (HTTP 409, gRPC ABORTED)
  * before anything runs or is written; for an undo op (compensate, cancel, rollback) it answers
- * success without running the handler, as its action was refused. A guard, not an
+ * success without running the handler, as its action was refused. A call it refuses is reported as
+ * one (hooks, span, metrics: outcome `refused`) by the filter. A guard, not an
  * interceptor: it costs no observable pipeline on the hot path. With authenticated branch calls
  * it then checks the call's token (see `authenticateBranchCall`). It also leaves on the call what a
  * handler wrapped in a local transaction needs from the module (it is instantiated in the
@@ -32,22 +34,31 @@ export class DtmBranchGuard implements CanActivate {
     if (!transport) return true;
     const carrier = transport.carrier(context);
     const op = transport.completeOp(carrier);
-    if (op === undefined) throw new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier)));
+    if (op === undefined) throw this.refused(context, carrier, new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier))));
     const handler = context.getHandler();
     const { ops, schema } = branchSpecOf(handler);
     if (!ops.includes(op) && !(transport.transType(carrier) === 'workflow' && workflowOpsOf(handler).includes(op))) {
-      throw new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops));
+      throw this.refused(context, carrier, new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops)));
     }
     // keys that break the rule (see transport/branch-keys.ts): FAILURE, so DTM rolls back instead of
     // retrying; an undo op of such a call skips the handler and succeeds (its action never ran)
     const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier));
-    if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem));
+    if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
     const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
     // the payload's schema (only on handlers that have one): after the authentication, before the handler
     return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();
+  }
+
+  /**
+   * `error`, marked as the module's refusal, with the call's state left on `carrier` (no handler
+   * will run): the filter then reports the call (hooks, span, metrics), as `refused`.
+   */
+  private refused(context: ExecutionContext, carrier: BranchCarrier, error: BadRequestException | DtmFailureError): BadRequestException | DtmFailureError {
+    (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime };
+    return refusal(error);
   }
 }
 

@@ -46,8 +46,13 @@ export interface DtmTransactionEndEvent extends DtmTransactionStartEvent {
   durationMs: number;
 }
 
-/** How a branch handler answered DTM: `success`, `failure` (DtmFailureError: roll back), `ongoing` (DtmOngoingError: retry later), `error` (anything else: DTM retries). */
-export type DtmBranchOutcome = 'success' | 'failure' | 'ongoing' | 'error';
+/**
+ * How a branch handler answered DTM: `success`, `failure` (DtmFailureError: roll back), `ongoing`
+ * (DtmOngoingError: retry later), `error` (anything else: DTM retries); or `refused`: the module
+ * refused the call before its handler ran, as not one the handler may serve (DTM's keys missing,
+ * an op it does not serve, a gid or branch id breaking the key rule, a refused authentication).
+ */
+export type DtmBranchOutcome = 'success' | 'failure' | 'ongoing' | 'error' | 'refused';
 
 /** A branch call DTM (or an app) made to one of this app's decorated branch handlers, once it was answered. */
 export interface DtmBranchCallEvent {
@@ -64,8 +69,10 @@ export interface DtmBranchCallEvent {
   /** What the barrier decided, for a handler behind one (`@UseBarrier`, `{ barrier }`, or `DtmClient.barrier(branch)` used by hand; the last one's when several; `@XaBranch` has none). */
   barrier?: DtmBarrierDecision;
   outcome: DtmBranchOutcome;
-  /** What the handler threw (outcomes other than `success`). */
+  /** What the handler threw (outcomes other than `success`); `refused`: the refusal, with its reason. */
   error?: unknown;
+  /** `refused`: what the call was answered, the HTTP status (400, 401, 409) or the gRPC code (3 INVALID_ARGUMENT, 16 UNAUTHENTICATED, 10 ABORTED). */
+  status?: number;
   durationMs: number;
 }
 

@@ -209,10 +209,14 @@ export class DtmInstrumentation {
     if (otel?.tracing) otel.branchSpan(observation, traceparent, tracestate);
   }
 
-  /** @internal Ends observing a branch call: its outcome from what the handler threw (`failed`), or from the HTTP `body` it answered. */
-  endBranch(o: BranchObservation, failed: boolean, error?: unknown, body?: unknown): void {
+  /**
+   * @internal Ends observing a branch call: its outcome from what the handler threw (`failed`), or
+   * from the HTTP `body` it answered; `refused` when the module refused it with `error` before its
+   * handler ran, answering `refusedWith` (the HTTP status or gRPC code).
+   */
+  endBranch(o: BranchObservation, failed: boolean, error?: unknown, body?: unknown, refusedWith?: number): void {
     const durationMs = performance.now() - o.started;
-    const outcome = branchOutcomeOf(o, error, failed, o.protocol === 'http' ? body : undefined);
+    const outcome = refusedWith !== undefined ? 'refused' : branchOutcomeOf(o, error, failed, o.protocol === 'http' ? body : undefined);
     const otel = this.otel();
     if (otel) {
       if (o.span) {
@@ -230,6 +234,7 @@ export class DtmInstrumentation {
       const event: DtmBranchCallEvent = { kind: o.kind, branch: o.branch, handler: o.handler, gid: o.gid, branchId: o.branchId, op: o.op, transType: o.transType, protocol: o.protocol, outcome, durationMs };
       if (o.barrier) event.barrier = o.barrier;
       if (failed) event.error = error;
+      if (refusedWith !== undefined) event.status = refusedWith;
       this.emit('branch.call', event);
     }
   }

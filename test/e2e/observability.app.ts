@@ -33,6 +33,7 @@ import {
   pgBarrierDatabase,
   type BarrierDatabase,
   type BranchInfo,
+  type DtmConfigInput,
   type DtmInstrumentationOptions,
   type DtmProtocol,
   type WorkflowContext,
@@ -288,6 +289,8 @@ export interface ObservedApp {
   app: INestApplication;
   /** The base URL of its HTTP server. */
   url: string;
+  /** The `host:port` of its gRPC server. */
+  grpcAddress: string;
   client: DtmClient;
   instrumentation: DtmInstrumentation;
   logger: LineLogger;
@@ -300,8 +303,8 @@ export interface ObservedApp {
   close(): Promise<void>;
 }
 
-/** Starts the app on this file's PostgreSQL database (accounts 1..3 with 100 each), with `instrumentation` as its module option. */
-export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmInstrumentationOptions): Promise<ObservedApp> {
+/** Starts the app on this file's PostgreSQL database (accounts 1..3 with 100 each), with `instrumentation` as its module option and `config` over its `lynx.dtm` config. */
+export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmInstrumentationOptions, config: DtmConfigInput = {}): Promise<ObservedApp> {
   const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
   db = pgBarrierDatabase(pool);
   await pool.query('DROP TABLE IF EXISTS account');
@@ -315,7 +318,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'] },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'], ...config },
         barrierConnections: { pg: db },
         xaConnections: {
           pg: pgXaAt(dbs.postgres.url),
@@ -336,6 +339,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   return {
     app,
     url: `http://127.0.0.1:${port}`,
+    grpcAddress,
     client: app.get(DtmClient),
     instrumentation: app.get(DtmInstrumentation),
     logger,

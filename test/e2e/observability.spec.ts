@@ -4,14 +4,16 @@
 // over HTTP and gRPC, for saga, TCC, msg and XA, and for a workflow (an execution DTM resumes
 // included); the counters against what DTM recorded; hooks in order, hooks that throw, and the
 // aborts whose errors were once swallowed.
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents } from 'nestjs-dtm';
+import { DtmFailureError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
+import { callGrpc } from '../support/grpc.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 import { waitUntil } from '../support/services/process.js';
 import { startObservedApp, type ObservedApp } from './observability.app.js';
@@ -31,6 +33,15 @@ const record =
   (event: DtmEvents[E]) =>
     events.push({ name, event });
 
+/** The hooks of the apps: every event into `events`. */
+const hooks = {
+  'transaction.start': record('transaction.start'),
+  'transaction.end': record('transaction.end'),
+  'dtm.call': record('dtm.call'),
+  'branch.call': record('branch.call'),
+  'abort.failed': record('abort.failed'),
+};
+
 let t: ObservedApp;
 let dbs: FileDatabases;
 beforeAll(async () => {
@@ -38,15 +49,7 @@ beforeAll(async () => {
   trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
   dbs = await fileDatabases();
-  t = await startObservedApp(dbs, {
-    hooks: {
-      'transaction.start': record('transaction.start'),
-      'transaction.end': record('transaction.end'),
-      'dtm.call': record('dtm.call'),
-      'branch.call': record('branch.call'),
-      'abort.failed': record('abort.failed'),
-    },
-  });
+  t = await startObservedApp(dbs, { hooks });
 });
 afterAll(async () => {
   await t?.close();
@@ -591,6 +594,79 @@ describe('barrier decisions of a barrier used by hand (DtmClient.barrier)', () =
   });
 });
 
+describe('a branch call the module refuses before its handler runs, and an undo call it answers without its handler', () => {
+  /** Calls `method` of the bank (`trans-out` over HTTP, `TransOut` over gRPC) with `keys` as DTM's keys: the answer's status (HTTP) or code (gRPC). */
+  async function callBank(protocol: DtmProtocol, [path, method]: [string, string], keys: Record<string, string>): Promise<number> {
+    const move = { account: 1, amount: 10 };
+    if (protocol === 'grpc') return (await callGrpc(`${t.grpcAddress}/tests.PgBank/${method}`, move, keys)).code;
+    const res = await fetch(`${t.url}/bank/${path}?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(move) });
+    return res.status;
+  }
+
+  it.each(PROTOCOLS)('over %s: a call without DTM\'s keys, with an op the handler does not serve, with a gid breaking the key rule are refused (reason and answer in the hooks, span and counters); the undo of such a gid is a null compensation', async (protocol) => {
+    const from = events.length;
+    const [callsBefore, decisionsBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision'])];
+    const gid = await t.client.generateGid();
+    const bad = `${gid};x`; // DTM strips ';' from gids: refused by the key rule
+    const out: [string, string] = ['trans-out', 'TransOut'];
+    const answers = [
+      await callBank(protocol, out, { gid, op: 'action' }),
+      await callBank(protocol, out, { gid, trans_type: 'saga', branch_id: '01', op: 'bogus' }),
+      await callBank(protocol, out, { gid: bad, trans_type: 'saga', branch_id: '01', op: 'action' }),
+      await callBank(protocol, ['trans-out-compensate', 'TransOutCompensate'], { gid: bad, trans_type: 'saga', branch_id: '01', op: 'compensate' }),
+    ];
+    // HTTP 400, 400, 409 (FAILURE), 200; gRPC INVALID_ARGUMENT, INVALID_ARGUMENT, ABORTED, OK
+    const expected = protocol === 'http' ? [400, 400, 409, 200] : [3, 3, 10, 0];
+    expect(answers).toEqual(expected);
+    expect(await t.balances([1])).toEqual({ 1: 100 }); // no handler ran
+
+    const calls = branchCalls(from).filter((e) => e.gid.startsWith(gid));
+    expect(calls.map((e) => `${e.gid === gid ? 'gid' : 'bad-gid'} ${e.branchId || '-'} ${e.op || '-'} ${e.handler} ${e.barrier ?? '-'} ${e.outcome} ${e.status ?? '-'}`)).toEqual([
+      `gid - - Bank.transOut - refused ${expected[0]}`,
+      `gid 01 - Bank.transOut - refused ${expected[1]}`,
+      `bad-gid 01 action Bank.transOut - refused ${expected[2]}`,
+      'bad-gid 01 compensate Bank.transOutCompensate null-compensation success -',
+    ]);
+    // each refusal carries its reason
+    expect(calls.slice(0, 3).map((e) => (e.error as Error).message)).toEqual([
+      expect.stringMatching(/this call lacks (dtm-)?trans_type, (dtm-)?branch_id/),
+      expect.stringContaining('this call has op=bogus'),
+      expect.stringContaining("a ';' (DTM strips it from gids)"),
+    ]);
+    const spans = exporter.getFinishedSpans().filter((s) => String(s.attributes['dtm.gid']).startsWith(gid));
+    expect(spans.map((s) => `${s.attributes['dtm.op'] || '-'} ${s.attributes['dtm.outcome']} ${s.status.code === SpanStatusCode.ERROR ? s.status.message : 'ok'}`)).toEqual([
+      expect.stringMatching(/^- refused .*lacks (dtm-)?trans_type, (dtm-)?branch_id/),
+      expect.stringMatching(/^- refused .*this call has op=bogus/),
+      expect.stringMatching(/^action refused branch call refused: the gid/),
+      'compensate success ok',
+    ]);
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
+      'saga-action  refused': 2,
+      'saga-action action refused': 1,
+      'saga-compensate compensate success': 1,
+    });
+    expect(growth(decisionsBefore, await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision']))).toEqual({ 'compensate null-compensation': 1 });
+  });
+
+  it('a saga whose compensation URL points at its action\'s handler: DTM\'s compensate call is refused (400, reported with its reason), DTM retries it', async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    await t.client
+      .newSaga(gid)
+      .add(`${t.url}/bank/trans-out`, `${t.url}/bank/trans-out`, { account: 1, amount: 10 })
+      .add('transIn', { account: 2, amount: 10, fail: 'yes' })
+      .submit();
+    await waitUntil('the refused compensation', async () => branchCalls(from, gid).some((e) => e.outcome === 'refused'), { timeoutMs: 10_000, intervalMs: 50 });
+    const stored = await queryTrans(gid);
+    await t.client.forceStop(gid);
+    expect(stored.transaction?.status).toBe('aborting');
+    expect(stored.branches.filter((b) => b.branch_id === '01' && b.op === 'compensate').map((b) => b.status)).toEqual(['prepared']);
+    const refused = branchCalls(from, gid).find((e) => e.outcome === 'refused')!;
+    expect([refused.branchId, refused.op, refused.handler, refused.status]).toEqual(['01', '', 'Bank.transOut', 400]);
+    expect((refused.error as Error).message).toContain('Bank.transOut serves op=action, but this call has op=compensate');
+  });
+});
+
 describe('branch-handler errors in the log', () => {
   const call = (path: string, op: string, gid: string, branchId: string, body: object) =>
     fetch(`${t.url}/bank/${path}?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: branchId, op })}`, {
@@ -649,6 +725,38 @@ describe('the abort after a failed body reports its error', () => {
     expect(reported.map((e) => [e.gid, e.transType, e.cause])).toEqual([[gid, 'msg', failure]]);
     expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of msg gid=${gid} failed after its body threw`));
     expect(await t.balances([3])).toEqual({ 3: 100 });
+  });
+});
+
+// near the end: a second app replaces Nest's global logger (the first app's lines go to it from then
+// on) and the hand-written barrier's database (ManualBarrierBank's tests run before)
+describe('authenticated branch calls (lynx.dtm.branch_auth_keys)', () => {
+  let a: ObservedApp;
+  beforeAll(async () => {
+    a = await startObservedApp(dbs, { hooks }, { branchAuthKeys: [randomBytes(33).toString('base64')] });
+  });
+  afterAll(async () => {
+    await a?.close();
+  });
+
+  it.each(PROTOCOLS)('a forged call over %s (no token) is refused before its handler: reported refused with its reason and answer (401, UNAUTHENTICATED) in the hooks, span and counters', async (protocol) => {
+    const from = events.length;
+    const callsBefore = await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS);
+    const gid = await a.client.generateGid();
+    const keys = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
+    const move = { account: 1, amount: 10 };
+    const answer =
+      protocol === 'grpc'
+        ? (await callGrpc(`${a.grpcAddress}/tests.PgBank/TransOut`, move, keys)).code
+        : (await fetch(`${a.url}/bank/trans-out?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(move) })).status;
+    expect(answer).toBe(protocol === 'grpc' ? 16 : 401);
+    expect(await a.balances([1])).toEqual({ 1: 100 });
+    const calls = branchCalls(from, gid);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome} ${e.status}`)).toEqual([`01 action Bank.transOut refused ${answer}`]);
+    expect((calls[0].error as Error).message).toContain('carries no token');
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
+    expect(spans.map((s) => [s.attributes['dtm.outcome'], s.status.code])).toEqual([['refused', SpanStatusCode.ERROR]]);
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({ 'saga-action action refused': 1 });
   });
 });
 
