@@ -6,6 +6,7 @@ import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReas
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 
 /**
  * The op whose row a compensating op inserts first (null compensation, anti-hanging), on every
@@ -254,7 +255,7 @@ export class BranchBarrier {
 
   /** The error of a SQL barrier call in a handler the module already runs behind one (see {@link BranchBarrierOptions.behindBarrier}). */
   private alreadyBehindBarrier(method: string): DtmUsageError {
-    return new DtmUsageError(MESSAGES.barrierBehindBarrier(method, this.gid, this.branchId, this.op), { gid: this.gid, branchId: this.branchId });
+    return new DtmUsageError(MESSAGES.barrierBehindBarrier(method, this.gid, shownBranchId(this.branchId), this.op), { gid: this.gid, branchId: this.branchId });
   }
 
   private nextBarrierId(): string {

@@ -15,6 +15,7 @@ import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
 import type { BranchKind } from '../transport/dtm.types.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
 // interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
@@ -194,7 +195,7 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
     branch: known.branch,
     handler: known.handler,
     gid: transport.gid(carrier),
-    branchId: transport.branchId(carrier),
+    branchId: shownBranchId(transport.branchId(carrier)), // a TCC branch id's token (`01-<token>`) goes nowhere
     op: op ?? transport.completeOp(carrier) ?? '',
     transType: transport.transType(carrier),
     protocol: transport.protocol,

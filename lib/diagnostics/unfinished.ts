@@ -6,9 +6,11 @@ import { recordedBranchFailure } from './branch-failures.js';
 import { hostPortOf, probeConnect, probeOwnRoute, type ProbeResult } from './probe.js';
 import { answerMessage } from './failure-reason.js';
 import { BRANCH_KEYS_MISSING } from '../dtm.messages.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 
 /** An unfinished branch of a transaction that did not finish in time, as `DtmOutcomeUnknownError.unfinished` lists it. */
 export interface UnfinishedBranch {
+  /** As DTM records it; a TCC branch id of authenticated calls without its token (`01-<token>`). */
   branchId: string;
   /** The op DTM is still calling (`action`, `compensate`, `confirm`, ...). */
   op: string;
@@ -67,7 +69,8 @@ export async function diagnoseUnfinished(record: TransactionRecord, scope: Diagn
     pending.map(async (b) => {
       const url = b.url!;
       const own = scope.ownRoute(url);
-      const branch: UnfinishedBranch = { branchId: b.branchId, op: b.op, name: own?.name ?? nameOf(url), target: redactUrl(url) };
+      // a TCC branch id as logs show it, without its token (`01-<token>`); the record of its failure is kept under the whole id
+      const branch: UnfinishedBranch = { branchId: shownBranchId(b.branchId), op: b.op, name: own?.name ?? nameOf(url), target: redactUrl(url) };
       const recorded = recordedBranchFailure(record.gid, b.branchId, b.op);
       // DTM calls POST when the stored payload is not empty (and always for XA), else GET
       const method = b.data.length > 0 || record.transType === 'xa' ? 'POST' : 'GET';

@@ -1,3 +1,5 @@
+import { shownBranchId } from '../auth/branch-auth.js';
+
 /** Which way a peer was talked to. */
 export type DtmProtocol = 'http' | 'grpc';
 
@@ -25,7 +27,7 @@ const KINDS = Symbol.for('nestjs-dtm:error-kinds');
 export class DtmError extends Error {
   /** Global transaction id, when the error concerns one. */
   readonly gid?: string;
-  /** Branch id, when the error concerns one branch. */
+  /** Branch id, when the error concerns one branch; a TCC branch id of authenticated calls without its token (`01-<token>`). */
   readonly branchId?: string;
   /** The peer involved: a URL (credentials redacted) or a gRPC `host:port/package.Service/Method`. */
   readonly endpoint?: string;
@@ -48,7 +50,7 @@ export class DtmError extends Error {
     for (let c: unknown = new.target; typeof c === 'function' && c !== Error; c = Object.getPrototypeOf(c)) kinds.push((c as { name: string }).name);
     Object.defineProperty(this, KINDS, { value: kinds });
     if (context.gid !== undefined) this.gid = context.gid;
-    if (context.branchId !== undefined) this.branchId = context.branchId;
+    if (context.branchId !== undefined) this.branchId = shownBranchId(context.branchId);
     if (context.endpoint !== undefined) this.endpoint = context.endpoint;
     if (context.protocol !== undefined) this.protocol = context.protocol;
     if (context.status !== undefined) this.status = context.status;

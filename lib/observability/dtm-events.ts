@@ -14,7 +14,7 @@ export interface DtmCallEvent {
   protocol: DtmProtocol;
   /** The transaction's gid, when the call has one. */
   gid?: string;
-  /** `callBranch`: the branch id and op called. */
+  /** `callBranch`, `registerBranch`: the branch id (a TCC branch id of authenticated calls without its token, `01-<token>`); `callBranch`: the op called. */
   branchId?: string;
   op?: string;
   /** `ok`, or `error` (then `error` is what the call threw). */
@@ -62,6 +62,7 @@ export interface DtmBranchCallEvent {
   /** `Class.method` of the handler. */
   handler: string;
   gid: string;
+  /** The call's branch id; a TCC branch id of authenticated calls without its token (`01-<token>`). */
   branchId: string;
   op: string;
   transType: string;

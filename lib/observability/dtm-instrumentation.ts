@@ -34,7 +34,7 @@ export interface TransactionObservation {
   headers?: Record<string, string>;
 }
 
-/** @internal An observed branch call, filled in as it runs: what its `branch.call` event reports, and its start and span. */
+/** @internal An observed branch call, filled in as it runs: what its `branch.call` event reports (a TCC branch id without its token, `01-<token>`), and its start and span. */
 export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'branch' | 'handler' | 'gid' | 'branchId' | 'op' | 'transType' | 'protocol' | 'barrier'>, BranchSpanSlot {
   started: number;
 }
@@ -143,9 +143,13 @@ export class DtmInstrumentation {
     this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 
-  /** @internal A call to DTM (or to a branch) that took from `started` (performance.now()) and ended with `error` if `failed`. */
-  dtmCall(operation: string, protocol: DtmProtocol, gid: string | undefined, started: number, failed: boolean, error?: unknown, branchId?: string, op?: string): void {
+  /**
+   * @internal A call to DTM (or to a branch) that took from `started` (performance.now()) and ended
+   * with `error` if `failed`; a TCC branch id is reported without its token (`01-<token>`).
+   */
+  dtmCall(operation: string, protocol: DtmProtocol, gid: string | undefined, started: number, failed: boolean, error?: unknown, fullBranchId?: string, op?: string): void {
     const durationMs = performance.now() - started;
+    const branchId = fullBranchId === undefined ? undefined : shownBranchId(fullBranchId);
     const outcome = failed ? 'error' : 'ok';
     if (this.debugLogs) {
       const at = gid ? ` gid=${gid}${branchId !== undefined ? ` branch=${branchId}` : ''}${op !== undefined ? ` op=${op}` : ''}` : '';
@@ -227,7 +231,7 @@ export class DtmInstrumentation {
     }
     if (this.debugLogs) {
       this.logger.debug(
-        `${o.handler} (${o.kind} ${o.branch}) gid=${o.gid} branch=${shownBranchId(o.branchId)} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
+        `${o.handler} (${o.kind} ${o.branch}) gid=${o.gid} branch=${o.branchId} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
       );
     }
     if (this.listening) {

@@ -45,7 +45,7 @@ import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
-/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `compensate`: the compensation throws FAILURE. */
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error. */
 export interface Move {
   account: number;
   amount: number;
@@ -108,7 +108,9 @@ class Bank {
   @Post('tcc-out-confirm')
   @GrpcMethod('PgBank', 'TccOutConfirm')
   @TccConfirm('tccOut')
-  tccOutConfirm() {}
+  tccOutConfirm(@Body() m: Move) {
+    if (m.fail === 'confirm') throw new Error('confirm: ledger offline'); // DTM retries it
+  }
 
   @Post('tcc-out-cancel')
   @GrpcMethod('PgBank', 'TccOutCancel')

@@ -5,12 +5,13 @@
 // included); the counters against what DTM recorded; hooks in order, hooks that throw, and the
 // aborts whose errors were once swallowed.
 import { randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { DtmFailureError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -757,6 +758,50 @@ describe('authenticated branch calls (lynx.dtm.branch_auth_keys)', () => {
     const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
     expect(spans.map((s) => [s.attributes['dtm.outcome'], s.status.code])).toEqual([['refused', SpanStatusCode.ERROR]]);
     expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({ 'saga-action action refused': 1 });
+  });
+
+  it.each(PROTOCOLS)('TCC over %s whose confirm keeps failing, and one whose Try fails: the token in the branch id (01-<token>) is in no event, span, metric, log line or error', async (protocol) => {
+    const [from, spansFrom, linesFrom] = [events.length, exporter.getFinishedSpans().length, a.logger.lines.length];
+    const gid = await a.client.generateGid();
+    const waited = await a.client
+      .tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10, fail: 'confirm' }, 'tccOut'), { protocol, retryInterval: 1 }, { timeout: 3 })
+      .catch((e: unknown) => e);
+    const stored = await queryTrans(gid);
+    await a.client.forceStop(gid);
+    const refusedGid = await a.client.generateGid();
+    const refused = await a.client.tccGlobalTransaction(refusedGid, (tcc) => tcc.callBranch({ account: 2, amount: 500 }, 'tccOut'), { protocol }).catch((e: unknown) => e);
+    const tokens = [stored.branches[0].branch_id.slice(3), (await queryTrans(refusedGid)).branches[0].branch_id.slice(3)];
+    expect(tokens.map((token) => token.length)).toEqual([22, 22]);
+
+    // DTM called the confirm (and retried it); its failure is the diagnosis's cause; the Try's FAILURE is the caller's error
+    expect(stored.transaction?.status).toBe('submitted');
+    expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((waited as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ branchId: '01-<token>', op: 'confirm', cause: expect.stringContaining('Bank.tccOutConfirm failed') })]);
+    expect((waited as Error).message).toMatch(/Unfinished: branch 01-<token> "\w+" \(op confirm/);
+    expect(refused).toBeInstanceOf(DtmFailureError);
+    expect((refused as DtmFailureError).branchId).toBe('01-<token>');
+    const confirms = branchCalls(from, gid).filter((e) => e.op === 'confirm');
+    expect(confirms.length).toBeGreaterThan(0);
+    expect(confirms.map((e) => `${e.branchId} ${e.outcome}`)).toEqual(confirms.map(() => '01-<token> error'));
+    const spans = exporter.getFinishedSpans().slice(spansFrom).filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === 'confirm');
+    expect(spans.map((s) => s.attributes['dtm.branch_id'])).toEqual(spans.map(() => '01-<token>'));
+
+    const seen = inspect(
+      {
+        events: events.slice(from),
+        spans: exporter
+          .getFinishedSpans()
+          .slice(spansFrom)
+          .map((s) => ({ name: s.name, attributes: s.attributes, events: s.events, status: s.status })),
+        metrics: (await reader.collect()).resourceMetrics,
+        lines: a.logger.lines.slice(linesFrom),
+        errors: [waited, refused],
+      },
+      { depth: 12, maxArrayLength: null, maxStringLength: null },
+    );
+    expect(seen).toContain(gid);
+    expect(seen).toContain(refusedGid);
+    for (const token of tokens) expect(seen).not.toContain(token);
   });
 });
 
