@@ -1,4 +1,4 @@
-import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -19,7 +19,8 @@ import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from '
  * on (see `BranchTransport.answer`: HTTP 409 / 425, gRPC ABORTED / FAILED_PRECONDITION). Warns,
  * naming the handler, when a handler whose FAILURE cannot roll anything back throws one (a
  * `DtmFailureError`, an HttpException 409, an RpcException ABORTED); records (for the diagnosis)
- * and logs any error DTM retries with the handler, gid, branch id and op of the call.
+ * and logs any error DTM retries with the handler, gid, branch id and op of the call (not a call
+ * the module refused before its handler ran: reported, never recorded).
  */
 @Catch()
 @Injectable()
@@ -34,14 +35,10 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     const carrier = transport.carrier(host);
     const call = branchCallOf(carrier);
     if (call && isRefusal(exception)) {
-      // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is
-      const answer = answerOf(exception, transport.protocol);
-      observeUnhandledCall(call, carrier, exception, answer);
-      // a refused authentication is recorded (for the diagnosis) as before; the guard's own refusals never were
-      if (exception instanceof UnauthorizedException) {
-        const info = transport.branchInfo(carrier, {});
-        if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(handlerName(call.context), exception, transport.protocol));
-      }
+      // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is;
+      // never recorded for the diagnosis: anyone who reaches the app can make such calls, by the thousand, and
+      // would push the failures of real calls out of the store (it keeps the last 500)
+      observeUnhandledCall(call, carrier, exception, answerOf(exception, transport.protocol));
     } else if (call) {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);

@@ -23,7 +23,11 @@ function store(): Map<string, RecordedBranchFailure> {
   return (global[STORE] ??= new Map());
 }
 
-/** Records that the call `gid` / `branchId` / `op` failed (runs only when a branch handler failed). */
+/**
+ * Records that the call `gid` / `branchId` / `op` failed (runs only when a branch handler failed;
+ * never for a call the module refused before its handler ran, which anyone reaching the app can
+ * make, and so push real failures out).
+ */
 export function recordBranchFailure(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
   const failures = store();
   const key = `${gid}\u0000${branchId}\u0000${op}`;

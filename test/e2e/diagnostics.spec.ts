@@ -3,6 +3,7 @@
 // global guard, a @Get route, a handler's plain Error, a barrier table that is missing); start-up
 // checks (route methods, global guards, the barrier table, the start-up ping); the branch's own
 // message in failures and rollback reasons, DTM v1.19's text on the raw fields.
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
@@ -336,6 +337,28 @@ describe('a transaction that does not finish in time names its unfinished branch
     await pool.query('DROP SCHEMA diag_created CASCADE');
     const { error } = await unfinished(app, 'stash');
     expect(error.unfinished[0]).toMatchObject({ name: 'stash', op: 'action', cause: expect.stringMatching(/^VaultController\.stash failed \(HTTP 500\): .*relation "diag_created\.barrier" does not exist/) });
+  });
+});
+
+describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failures kept for the diagnosis', () => {
+  it("hold no forged call: one real failed branch, then 600 forged calls of the same route (refused, 401), and the diagnosis still names the real failure", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}`, branchAuthKeys: [randomBytes(33).toString('base64')] }, { port });
+    const gid = await app.client.generateGid();
+    // DTM calls the step once (500: the handler's error is kept), then not before a minute
+    await app.client.newSaga(gid, { retryInterval: 60 }).add('explode', { amount: 1 }).submit();
+    await waitUntil('DTM calling the failing step', async () => (calls.explode ?? []).includes(gid), { timeoutMs: 10_000, intervalMs: 50 });
+    // the attack: more forged calls than the 500 failures kept, each of its own made-up gid, without a token
+    const forged = (i: number) =>
+      fetch(`${app.url}/diag/explode?${new URLSearchParams({ gid: `forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"amount":1}' }).then((r) => r.status);
+    const statuses: number[] = [];
+    for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
+    expect([...new Set(statuses)]).toEqual([401]);
+    const error = await app.client.waitForFinal(gid, { timeout: 1 }).catch((err: unknown) => err);
+    await app.client.forceStop(gid);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' })]);
+    expect((calls.explode ?? []).filter((g) => g?.startsWith('forged'))).toEqual([]);
   });
 });
 
