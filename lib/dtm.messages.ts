@@ -449,6 +449,10 @@ export const MESSAGES = {
     `a call to resume workflow ${JSON.stringify(name)} with gid ${JSON.stringify(gid)} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
   workflowNotJson: (what: string, reason: string) =>
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
+  gidHeldUnfinished: (transType: string, status: string) =>
+    transType === 'saga'
+      ? `another saga, still running: checked before the submit, which DTM v1.19 would take for a saga it holds "${status}" and run this one's steps over it`
+      : `a ${transType}, not this saga: checked before the submit, which DTM v1.19 would take and drive that ${transType} as this saga`,
   workflowGidHeld: (transType: string, storedName: unknown, name: string) =>
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,

@@ -71,13 +71,15 @@ export abstract class StepTransaction extends Transaction {
    * DTM v1.19 can have run its branches without storing the submit. Throws `DtmOutcomeUnknownError` when the outcome is not known within `wait.timeout`
    * (status queries are retried through DTM restarts and network errors until then): wait again
    * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
-   * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid.
+   * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid
+   * (a saga: also, nothing sent, when DTM holds another one unfinished under it, see `Saga.assertGidFree`).
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     this.observeStart();
     let final: FinalResult;
     try {
       if (this.remoteSteps) await this.resolveRemote();
+      if (!this.sentToDtm) await this.assertGidFree(this.submission());
       const again = () => this.submitRequest(this.submission(), true);
       let lost: Error | undefined;
       try {
@@ -95,6 +97,12 @@ export abstract class StepTransaction extends Transaction {
     this.observeEnd(final.status, final.status === 'failed' ? final.rollbackReason : undefined);
     return final;
   }
+
+  /**
+   * Before {@link submitAndWait}'s first submit: refuses (`DtmGidInUseError`, nothing sent) a gid DTM
+   * holds for another transaction that it would take the submit for. Nothing by default.
+   */
+  protected async assertGidFree(_request: TransactionRequest): Promise<void> {}
 
   /** What submit sends. */
   protected abstract submission(): TransactionRequest;

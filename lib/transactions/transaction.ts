@@ -239,6 +239,11 @@ export abstract class Transaction {
     return this.created;
   }
 
+  /** Whether this object sent the transaction to DTM already (a prepare or submit that may have reached it). */
+  protected get sentToDtm(): boolean {
+    return this.sentBy !== undefined;
+  }
+
   /** The keys of authenticated branch calls (`lynx.dtm.branch_auth_keys`), if set. */
   protected get auth(): BranchAuth | undefined {
     return this.runtime.config.branchAuthKeys;

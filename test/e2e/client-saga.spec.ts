@@ -273,4 +273,53 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(record?.steps.map((s) => s.action)).toEqual([fx.target('/TransOut'), fx.target('/TransIn')]);
       expect(branchLines(record!)).toEqual(branchLines(first));
     });
+
+    it('a gid DTM holds for another saga still running: submitAndWait throws DtmGidInUseError before submitting (DTM v1.19 would run the new steps over that saga and mark it done), the running saga goes on untouched', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransOut', 425, 200);
+      await transfer(fx.client.newSaga(gid, { retryInterval: 1 })).submit();
+      await fx.recorder.waitForCalls('/TransOut', 1, { gid });
+
+      const other = fx.client.newSaga(gid).add(fx.target('/Other'), fx.target('/OtherRevert'), fx.payload({ amount: 2 })).submitAndWait({ timeout: 10 });
+      await expect(other).rejects.toBeInstanceOf(DtmGidInUseError);
+      await expect(other).rejects.toMatchObject({ gid, currentStatus: 'submitted' });
+      await expect(other).rejects.toThrow(/another saga, still running/);
+
+      // the first saga is DTM's own again: its ONGOING step is retried, then its second step runs
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsTo('/Other')).toEqual([]);
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransOut', '/TransIn']);
+      expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.url}`)).toEqual([
+        `01 compensate ${fx.target('/TransOutRevert')}`,
+        `01 action ${fx.target('/TransOut')}`,
+        `02 compensate ${fx.target('/TransInRevert')}`,
+        `02 action ${fx.target('/TransIn')}`,
+      ]);
+    });
+
+    it('the same saga submitted again under its gid while DTM still runs it (a new object, the same steps and payloads): not refused, submitAndWait resolves with its outcome', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransOut', 425, 200);
+      await transfer(fx.client.newSaga(gid, { retryInterval: 60 })).submit();
+      await fx.recorder.waitForCalls('/TransOut', 1, { gid });
+
+      const final = await transfer(fx.client.newSaga(gid, { retryInterval: 60 })).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransOut', '/TransIn']);
+    });
+
+    it('a gid DTM holds for a prepared message: submitAndWait throws DtmGidInUseError and sends nothing; the message stays prepared', async () => {
+      const gid = await fx.client.generateGid();
+      await fx.client.newMsg(gid).add(fx.target('/Deliver'), fx.payload({ n: 1 })).prepare(fx.target('/QueryPrepared'));
+
+      const saga = fx.client.newSaga(gid).add(fx.target('/Other'), fx.target('/OtherRevert'), fx.payload({ amount: 2 })).submitAndWait({ timeout: 10 });
+      await expect(saga).rejects.toBeInstanceOf(DtmGidInUseError);
+      await expect(saga).rejects.toMatchObject({ gid, currentStatus: 'prepared' });
+      await expect(saga).rejects.toThrow(/a msg, not this saga/);
+      await sleep(300);
+      expect(fx.recorder.callsFor(gid)).toEqual([]);
+      const record = await fx.client.query(gid);
+      expect(record).toMatchObject({ transType: 'msg', status: 'prepared' });
+    });
   });

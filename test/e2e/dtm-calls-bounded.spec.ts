@@ -219,13 +219,14 @@ describe('timeout is a deadline for the whole call, body included', () => {
   const NO_CONNECTION = {
     http: {
       newGid: /^could not reach http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid \(ETIMEDOUT, no connection\); check that the DTM server runs there and lynx\.dtm\.server_url points at it \(timeout 1 s\)$/,
-      submit: /^could not reach .*\/submit \(ETIMEDOUT, no connection\)/,
+      submit: /^could not reach .*\/query\?gid=g-nowhere-http-0001 \(ETIMEDOUT, no connection\)/,
       steps: ['http://127.0.0.1:9/a', 'http://127.0.0.1:9/b', {}] as const,
     },
     grpc: {
       // grpc-js's own words for a call still waiting for a connection: pinned, as the module reads them
       newGid: /^could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid \(no connection: Deadline exceeded after [\d.]+s,.*Waiting for LB pick\); check that the DTM server runs there and lynx\.dtm\.grpc_server points at it \(timeout 1 s\)$/,
-      submit: /^could not reach .*\/dtmgimp\.Dtm\/Submit \(no connection: /,
+      // submitAndWait's check of the gid (a query: over HTTP, DTM's gRPC API has none) is its first call
+      submit: /^could not reach .*\/query\?gid=g-nowhere-grpc-0001 \(ETIMEDOUT, no connection\)/,
       steps: ['127.0.0.1:9/svc.Bank/A', '127.0.0.1:9/svc.Bank/B', new Uint8Array(0)] as const,
     },
   };
@@ -263,7 +264,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       const neverGot = await measure(() => saga(unreachable.app.client));
       expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
       expect((neverGot.error as Error).message).toMatch(NO_CONNECTION[protocol].submit);
-      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent
+      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent, and the submit is not tried after a check of the gid that got no connection
       const mayHave = await measure(() => saga(unanswered.client));
       expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(mayHave.ms).toBeGreaterThanOrEqual(3900);

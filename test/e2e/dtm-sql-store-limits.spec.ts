@@ -96,3 +96,20 @@ it('a TCC whose options DTM cannot store: its prepare is refused, DtmServerError
   expect((error as Error).message).toContain("Data too long for column 'options'");
   expect(ran).toBe(false);
 });
+
+it('a SQL store keeps no saga steps: submitAndWait tells a saga still running under the gid by its branches (the same saga submitted again goes on, another one is DtmGidInUseError, nothing sent)', async () => {
+  const gid = await app.client.generateGid();
+  const transfer = (amount: number) =>
+    app.client.newSaga(gid, { retryInterval: 60 }).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount }).add(recorder.urlFor('/TransIn'), '', { amount });
+  recorder.answer('/TransOut', 425, 200);
+  await transfer(5).submit();
+  await recorder.waitForCalls('/TransOut', 1, { gid });
+  expect((await queryTrans(gid, dtm.serverUrl)).transaction?.steps).toBeUndefined();
+
+  // another payload: another saga
+  await expect(transfer(6).submitAndWait({ timeout: 10 })).rejects.toMatchObject({ name: 'DtmGidInUseError', gid, currentStatus: 'submitted' });
+  expect(recorder.callsFor(gid).map((c) => c.body)).toEqual(['{"amount":5}']);
+  const final = await transfer(5).submitAndWait({ timeout: 20 });
+  expect(final.status).toBe('succeed');
+  expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.body}`)).toEqual(['/TransOut {"amount":5}', '/TransOut {"amount":5}', '/TransIn {"amount":5}']);
+});

@@ -173,24 +173,28 @@ describe('Saga', () => {
 
   it('a submit DTM refuses because it holds the gid already is DtmGidInUseError, with waitResult too: the stored status is never read as this saga\'s', async () => {
     const { runtime } = recordingRuntime();
+    // queries after the refused submit (submitAndWait's check of the gid before it sends is one before)
     let queried = 0;
+    let refused = false;
     const refusal = (protocol: DtmProtocol) =>
       new DtmFailureError("DTM refused submit of gid-r: current status 'succeed', cannot sumbmit. FAILURE", { gid: 'gid-r', protocol, status: protocol === 'http' ? 409 : 10 });
     const refusing: TransactionRuntime = {
       ...runtime,
       query: async () => {
-        queried++;
+        if (refused) queried++;
         return null;
       },
       transport: (protocol) =>
         Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
           submit: async () => {
+            refused = true;
             throw refusal(protocol);
           },
         }),
     };
     for (const protocol of ['http', 'grpc'] as const) {
       for (const waitResult of [true, false]) {
+        refused = false;
         const err = await new Saga(refusing, 'gid-r', { protocol, waitResult }).add('http://a/x', {}).submitAndWait().catch((e: unknown) => e);
         expect(err).toBeInstanceOf(DtmGidInUseError);
         expect(err).toBeInstanceOf(DtmFailureError);
