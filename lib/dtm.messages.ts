@@ -217,6 +217,8 @@ export const MESSAGES = {
   badStepIndex: (step: unknown, count: number) =>
     typeof step === 'number' ? `step ${step} does not exist: the saga has ${count} step(s), numbered from 0` : `a step is given by its index, a whole number from 0 to ${count - 1}, got ${typeof step} ${JSON.stringify(step) ?? ''}`,
   preStepsNotArray: (step: unknown, got: unknown) => `addBranchOrder(${JSON.stringify(step) ?? String(step)}, preSteps): preSteps must be an array of step indexes, got ${got === null ? 'null' : typeof got}`,
+  branchOrderNotConcurrent: (step: number, pre: readonly number[], later: number) =>
+    `addBranchOrder(${step}, [${pre.join(', ')}]): without enableConcurrent() DTM runs the steps one after another, in the order they were added, and ignores branch orders, so step ${step} would run before step ${later}, which it waits for; call enableConcurrent(), or add the steps in that order`,
   branchOrderCycle: (cycle: number[]) =>
     `the saga's branch orders wait in a circle (${cycle.join(' → ')}): DTM would call none of those steps and the saga would never finish; remove one of the orders`,
   tccConfirmCancelMissing: (tryTarget: string) =>

@@ -68,7 +68,11 @@ export class Saga extends StepTransaction {
     return this;
   }
 
-  /** With {@link enableConcurrent}: step `step` (0-based) starts only after every step in `preSteps` succeeded. */
+  /**
+   * With {@link enableConcurrent}: step `step` (0-based) starts only after every step in `preSteps`
+   * succeeded. Without it DTM runs the steps one after another and ignores the orders: one waiting
+   * for a later step is refused at submit (`DtmUsageError`).
+   */
   addBranchOrder(step: number, preSteps: number[]): this {
     if (!Array.isArray(preSteps)) throw new DtmUsageError(MESSAGES.preStepsNotArray(step, preSteps), { gid: this.gid });
     this.orders.set(step, [...preSteps]);
@@ -127,6 +131,13 @@ export class Saga extends StepTransaction {
     }
     const cycle = orderCycle(this.orders);
     if (cycle) throw new DtmUsageError(MESSAGES.branchOrderCycle(cycle), { gid: this.gid });
+    if (!this.concurrent) {
+      // DTM runs the steps of a saga that is not concurrent one after another and never reads its orders
+      for (const [step, pre] of this.orders) {
+        const later = pre.find((index) => index > step);
+        if (later !== undefined) throw new DtmUsageError(MESSAGES.branchOrderNotConcurrent(step, pre, later), { gid: this.gid });
+      }
+    }
     const customData = this.concurrent
       ? JSON.stringify({ concurrent: true, orders: Object.fromEntries([...this.orders].map(([k, v]) => [String(k), v])) })
       : undefined;

@@ -124,6 +124,22 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(final.transaction.customData).toEqual({ concurrent: true, orders: { '2': [0, 1] } });
     });
 
+    it('a branch order that the order of the steps breaks, without enableConcurrent(): refused with DtmUsageError before anything is sent (DTM would ignore it and run the steps one after another)', async () => {
+      const gid = await fx.client.generateGid();
+      const saga = fx.client.newSaga(gid).add(fx.target('/A'), '', fx.payload({ step: 'A' })).add(fx.target('/B'), '', fx.payload({ step: 'B' })).addBranchOrder(0, [1]);
+      await expect(saga.submitAndWait({ timeout: 10 })).rejects.toThrow(DtmUsageError);
+      await expect(saga.submit()).rejects.toThrow(/addBranchOrder\(0, \[1\]\): without enableConcurrent\(\) DTM runs the steps one after another.*step 0 would run before step 1/);
+      await sleep(300);
+      expect(await fx.client.query(gid)).toBeNull();
+      expect(fx.recorder.callsFor(gid)).toEqual([]);
+
+      // an order the steps keep anyway is sent, and DTM runs them one after another
+      const kept = await fx.client.generateGid();
+      const final = await fx.client.newSaga(kept).add(fx.target('/A'), '', fx.payload({ step: 'A' })).add(fx.target('/B'), '', fx.payload({ step: 'B' })).addBranchOrder(1, [0]).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(kept).map((c) => c.path)).toEqual(['/A', '/B']);
+    });
+
     it('retryLimit: DTM re-runs a failing action that many times, then rolls back with its reason', async () => {
       const enough = await fx.client.generateGid();
       fx.recorder.answer('/TransIn', 500, 500, 500, 200);
