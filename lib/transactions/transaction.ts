@@ -75,6 +75,8 @@ export abstract class Transaction {
   private sentBy?: string;
   /** The observation of this transaction (when something observes): from its first call to DTM to its outcome. */
   private observation?: TransactionObservation;
+  /** Whether DTM took a submit of this object (answered it, or with waitResult answered its first round): the transaction DTM holds under the gid is this one. */
+  private submitTaken = false;
   /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
   protected unfinishedStatus?: string;
 
@@ -320,7 +322,7 @@ export abstract class Transaction {
 
   /** `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores under the gid, and that one is not this one. */
   private gidInUse(err: unknown, operation: string): DtmGidInUseError | undefined {
-    const refused = this.created ? undefined : refusedForStatus(err);
+    const refused = this.created || this.submitTaken ? undefined : refusedForStatus(err);
     if (!refused) return undefined;
     const { endpoint, protocol, status } = err as DtmFailureError;
     return new DtmGidInUseError(operation, this.gid, refused.status, refused.detail, { endpoint, protocol, status, cause: err });
@@ -339,7 +341,8 @@ export abstract class Transaction {
    * DTM's refusal of a submit because of the status it stores ("current status 'succeed', cannot
    * sumbmit") is not a refusal of this transaction when it is this transaction DTM went on with:
    * one this object prepared (TCC, XA, a prepared message, which DTM's own back-check may have
-   * delivered), or a saga or message DTM holds with exactly these steps and payloads after the
+   * delivered), one whose earlier submit from this object DTM took (`submitAndWait()` after
+   * `submit()`), or a saga or message DTM holds with exactly these steps and payloads after the
    * transport sent the submit a second time (the first one's connection was reset before the
    * answer, after DTM acted on it). Then the stored status decides as above: `submitted` or
    * `succeed` (and for such a saga or message `aborting`: its submit took, a branch failed) is
@@ -351,6 +354,7 @@ export abstract class Transaction {
     this.sentBy ??= 'submit()';
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
+      this.submitTaken = true;
     } catch (err) {
       const own = await this.ownSubmitRefused(err, request, tolerateUnfinished);
       if (!own) {
@@ -358,6 +362,7 @@ export abstract class Transaction {
         if (inUse) throw inUse;
         if (!(request.options.waitResult && isFirstRoundAnswer(err))) throw err;
       }
+      this.submitTaken = true;
       const answer = err as DtmFailureError | DtmOngoingError;
       const reason = answer instanceof DtmFailureError ? answer.reason : answer.message;
       const record = own ?? (await this.runtime.query(this.gid));
@@ -383,7 +388,7 @@ export abstract class Transaction {
     const refused = refusedForStatus(err);
     if (!refused || refused.status === 'prepared') return undefined;
     const resent = wasResent(err);
-    if (!this.created && !resent) return undefined;
+    if (!this.created && !this.submitTaken && !resent) return undefined;
     let record: TransactionRecord | null;
     try {
       record = await this.runtime.query(this.gid);
@@ -394,7 +399,8 @@ export abstract class Transaction {
     // a transaction this object prepared that DTM is rolling back (its timeoutToFail passed, or it was aborted): no submit of it
     // took, which is thrown, unless the caller waits for the outcome (the rollback, which its wait reads)
     if (this.created) return record.status === 'aborting' && !tolerateUnfinished ? undefined : record;
-    if (sameSteps(record, request)) return record;
+    // a saga or message whose earlier submit DTM took (a submitAndWait() after its submit()): DTM went on with it
+    if (this.submitTaken || sameSteps(record, request)) return record;
     return undefined;
   }
 }

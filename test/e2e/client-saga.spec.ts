@@ -290,6 +290,22 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(branchLines(record!)).toEqual(branchLines(first));
     });
 
+    it('submitAndWait() after this saga\'s own submit() that DTM finished in between: resolves with its outcome (with waitResult too), not DtmGidInUseError ("use a new gid" would run it twice); its steps are not run again', async () => {
+      for (const waitResult of [false, true]) {
+        const gid = await fx.client.generateGid();
+        fx.recorder.answer('/TransIn', { status: 409, body: { message: 'account frozen' } });
+        const saga = transfer(fx.client.newSaga(gid, { waitResult }));
+        await saga.submit().catch(() => undefined); // with waitResult DTM answers the rollback of its first round as FAILURE
+        expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('failed');
+
+        const final = await saga.submitAndWait({ timeout: 10 });
+        expect(final).toMatchObject({ gid, status: 'failed' });
+        expect(final.rollbackReason).toContain('account frozen');
+        expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransIn', '/TransInRevert', '/TransOutRevert']);
+        fx.recorder.reset();
+      }
+    });
+
     it('a gid DTM holds for another saga still running: submitAndWait throws DtmGidInUseError before submitting (DTM v1.19 would run the new steps over that saga and mark it done), the running saga goes on untouched', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransOut', 425, 200);
