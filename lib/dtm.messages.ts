@@ -225,6 +225,8 @@ export const MESSAGES = {
     `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
   optionsAfterSent: (transType: string, gid: string, call: string) =>
     `${transType} ${gid}: setOptions() after ${call}: DTM keeps the options of the ${call} call (a submit of a prepared transaction carries new ones to DTM's first round only; its retries and its timeout keep the stored ones), so they would not take effect, or only partly; set the options before ${call}: in new${transType === 'msg' ? 'Msg' : 'Saga'}(gid, options) or with setOptions()`,
+  sagaChangedAfterSubmit: (gid: string, what: string) =>
+    `saga ${gid}: ${what} after submit(): DTM keeps the steps of the submit it took (a finished saga is not run again, a running one would run the new steps over it), so this would silently never take effect, or only partly; add the steps and orders before submit()`,
   msgChangedAfterPrepare: (gid: string, what: string) =>
     `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,

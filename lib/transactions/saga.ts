@@ -27,7 +27,8 @@ export class Saga extends StepTransaction {
   /**
    * Adds a step with `payload`. `target` is the name of this app's `@SagaAction` (its
    * `@SagaCompensate` is the compensation), or a URL / gRPC target with no compensation; `''`
-   * is a step with nothing to call (DTM records it as done).
+   * is a step with nothing to call (DTM records it as done). Before `submit()` only: after it,
+   * `DtmUsageError` (DTM keeps the steps of the submit it took).
    */
   add(target: string, payload?: Payload): this;
   /**
@@ -42,6 +43,7 @@ export class Saga extends StepTransaction {
    */
   add<P>(branch: RemoteBranch<'saga', P>, payload: NoInfer<P>): this;
   add(target: string | RemoteBranch, second?: unknown, third?: unknown): this {
+    this.assertNotSent('add()');
     if (isRemoteBranch(target)) {
       this.addRemote(target, 'saga', second as Payload);
       return this;
@@ -74,15 +76,22 @@ export class Saga extends StepTransaction {
    * for a later step is refused at submit (`DtmUsageError`).
    */
   addBranchOrder(step: number, preSteps: number[]): this {
+    this.assertNotSent('addBranchOrder()');
     if (!Array.isArray(preSteps)) throw new DtmUsageError(MESSAGES.preStepsNotArray(step, preSteps), { gid: this.gid });
     this.orders.set(step, [...preSteps]);
     return this;
   }
 
-  /** Lets DTM run steps in parallel, subject to {@link addBranchOrder}. */
+  /** Lets DTM run steps in parallel, subject to {@link addBranchOrder}; before `submit()` only, as {@link add}. */
   enableConcurrent(): this {
+    this.assertNotSent('enableConcurrent()');
     this.concurrent = true;
     return this;
+  }
+
+  /** Refuses (`DtmUsageError`) a change of the steps once a submit of this saga may have reached DTM, which keeps the steps it took. */
+  private assertNotSent(what: string): void {
+    if (this.sentToDtm) throw new DtmUsageError(MESSAGES.sagaChangedAfterSubmit(this.gid, what), { gid: this.gid });
   }
 
   /** How many times DTM re-runs a failing action before rolling the saga back (DTM `retry_limit`); before `submit()` only, as {@link setOptions}. */

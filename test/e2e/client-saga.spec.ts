@@ -306,6 +306,22 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       }
     });
 
+    it('add(), addBranchOrder() and enableConcurrent() after submit() are refused (DtmUsageError): DTM keeps the steps of the submit it took, so a step added then would silently never run', async () => {
+      const gid = await fx.client.generateGid();
+      const saga = transfer(fx.client.newSaga(gid));
+      await saga.submit();
+      expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('succeed');
+
+      expect(() => saga.add(fx.target('/Late'), fx.target('/LateRevert'), fx.payload({ amount: 1 }))).toThrow(DtmUsageError);
+      expect(() => saga.add(fx.target('/Late'), fx.payload({ amount: 1 }))).toThrow(/saga \S+: add\(\) after submit\(\): DTM keeps the steps of the submit it took/);
+      expect(() => saga.addBranchOrder(1, [0])).toThrow(/addBranchOrder\(\) after submit\(\)/);
+      expect(() => saga.enableConcurrent()).toThrow(/enableConcurrent\(\) after submit\(\)/);
+      const final = await saga.submitAndWait({ timeout: 10 });
+      expect(final.status).toBe('succeed');
+      expect(final.branches).toHaveLength(4);
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransIn']);
+    });
+
     it('a gid DTM holds for another saga still running: submitAndWait throws DtmGidInUseError before submitting (DTM v1.19 would run the new steps over that saga and mark it done), the running saga goes on untouched', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransOut', 425, 200);
