@@ -94,7 +94,7 @@ export class Saga extends StepTransaction {
     if (this.sentToDtm) throw new DtmUsageError(MESSAGES.sagaChangedAfterSubmit(this.gid, what), { gid: this.gid });
   }
 
-  /** How many times DTM re-runs a failing action before rolling the saga back (DTM `retry_limit`); before `submit()` only, as {@link setOptions}. */
+  /** How many re-runs of failing actions DTM makes before rolling the saga back (DTM `retry_limit`: one count for the whole saga, not per action); before `submit()` only, as {@link setOptions}. */
   setRetryLimit(limit: number): this {
     return this.setOptions({ retryLimit: limit });
   }

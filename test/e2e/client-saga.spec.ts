@@ -156,6 +156,16 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(failed.branches.map((b) => b.status)).toEqual(['succeed', 'succeed', 'succeed', 'prepared']);
     });
 
+    it('retryLimit is one budget for the whole saga (DTM v1.19 counts the re-runs of every action together): two actions failing once each exceed a limit of 1', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransOut', 500, 200);
+      fx.recorder.answer('/TransIn', 500, 200);
+      const final = await transfer(fx.client.newSaga(gid)).setRetryLimit(1).submitAndWait();
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toBe('RetryCount is greater than RetryLimit, RetryLimit: 1');
+      expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/TransOut 500', '/TransOut 200', '/TransIn 500', '/TransInRevert 200', '/TransOutRevert 200']);
+    });
+
     it('timeoutToFail: a saga still unfinished after it fails with "Timeout after" and is compensated', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransOut', 425); // ONGOING forever
