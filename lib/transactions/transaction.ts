@@ -342,7 +342,8 @@ export abstract class Transaction {
    * sumbmit") is not a refusal of this transaction when it is this transaction DTM went on with:
    * one this object prepared (TCC, XA, a prepared message, which DTM's own back-check may have
    * delivered), one whose earlier submit from this object DTM took (`submitAndWait()` after
-   * `submit()`), or a saga or message DTM holds with exactly these steps and payloads after the
+   * `submit()`), or a saga or message DTM holds with exactly these steps and payloads (on a SQL
+   * store, the branches made of them) after the
    * transport sent the submit a second time (the first one's connection was reset before the
    * answer, after DTM acted on it). Then the stored status decides as above: `submitted` or
    * `succeed` (and for such a saga or message `aborting`: its submit took, a branch failed) is
@@ -414,11 +415,44 @@ function isFirstRoundAnswer(err: unknown): boolean {
   return err instanceof DtmFailureError || (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError));
 }
 
-/** Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted whole): the transaction it sent. */
+/**
+ * Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted
+ * whole): the transaction it sent. DTM's SQL stores (MySQL, PostgreSQL) answer no steps or payloads:
+ * there the branches DTM made of them decide ({@link sameBranches}).
+ */
 function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
   if (record.transType !== request.transType) return false;
+  const steps = request.steps ?? [];
+  if (record.steps.length === 0 && steps.length > 0) return sameBranches(record, steps, request.payloads ?? []);
   const payloads = (request.payloads ?? []).map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('latin1')));
-  return JSON.stringify(record.steps) === JSON.stringify(request.steps ?? []) && JSON.stringify(record.payloads) === JSON.stringify(payloads);
+  return JSON.stringify(record.steps) === JSON.stringify(steps) && JSON.stringify(record.payloads) === JSON.stringify(payloads);
+}
+
+/**
+ * Whether the branches of `record` are those DTM makes of `steps` and `payloads` (dtmsvr
+ * trans_type_saga.go / trans_type_msg.go `GenBranches`): per step `NN` (from 01), a saga's
+ * `compensate` and `action`, a message's `action` (`NN-MM`, one per subscriber, for a topic, whose
+ * URLs are the subscribers'), each with the step's target and payload bytes.
+ */
+function sameBranches(record: TransactionRecord, steps: readonly Record<string, string>[], payloads: readonly EncodedPayload[]): boolean {
+  const ops = record.transType === 'saga' ? ['compensate', 'action'] : ['action'];
+  const seen = new Set<string>();
+  for (const branch of record.branches) {
+    const id = /^(\d{2})(-\d{2})?$/.exec(branch.branchId);
+    const index = id ? Number(id[1]) - 1 : -1;
+    const step = steps[index];
+    if (step === undefined || !ops.includes(branch.op)) return false;
+    const target = step[branch.op] ?? '';
+    const topic = target.startsWith('topic://');
+    // a topic's branches are its subscribers (their URLs); any other step is one branch of its own target
+    if (!topic && (id![2] !== undefined || (branch.url ?? '') !== target)) return false;
+    const payload = payloads[index] ?? '';
+    if (!branch.data.equals(typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload))) return false;
+    const key = `${index} ${branch.op}`;
+    if (seen.has(key) && !topic) return false;
+    seen.add(key);
+  }
+  return seen.size === steps.length * ops.length;
 }
 
 /** Printable ASCII and tab: what a header value keeps from the AP through DTM to the branch, on either transport. */

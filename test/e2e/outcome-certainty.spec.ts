@@ -12,6 +12,7 @@ import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
+import { sqlStoreDtm } from '../support/sql-store-dtm.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
 
 const DTM_OPTIONS: StartDtmOptions = { name: 'dtm-outcome', store: 'boltdb' };
@@ -289,62 +290,80 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   });
 });
 
-describe('a kept-alive connection reset after DTM acted on the call (a proxy or DTM dying after its commit): never reported as refused', () => {
-  /** A TCP proxy in front of DTM; the next request whose first line starts with `armedFor` is forwarded, and DTM's answer replaced by a reset 1 s later. */
-  let proxy: net.Server;
+/**
+ * A TCP proxy in front of the DTM server at `serverUrl`: every request is forwarded; after
+ * `arm(start)`, the next request whose first line starts with `start` is forwarded and DTM's answer
+ * replaced by a reset 1 s later (DTM acted on it; the caller never hears). `seen` lists the
+ * requests forwarded, by their first line's start (`POST /api/dtmsvr/submit`).
+ */
+async function startResetProxy(serverUrl: string): Promise<{ url: string; seen: string[]; arm(start: string): void; close(): Promise<void> }> {
+  const upstream = new URL(serverUrl);
+  const seen: string[] = [];
   let armedFor: string | undefined;
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((client) => {
+    const up = net.connect(Number(upstream.port), upstream.hostname);
+    sockets.add(client).add(up);
+    let swallow = false;
+    client.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('latin1');
+      if (/^(GET|POST) /.test(text)) seen.push(text.slice(0, text.indexOf(' HTTP/')));
+      if (armedFor && text.startsWith(armedFor)) {
+        armedFor = undefined;
+        swallow = true;
+      }
+      up.write(chunk);
+    });
+    up.on('data', (chunk: Buffer) => {
+      if (!swallow) return void client.write(chunk);
+      up.destroy(); // DTM acted on the request and answered: the client gets a reset instead
+      setTimeout(() => client.resetAndDestroy(), 1000);
+    });
+    client.on('error', () => undefined);
+    up.on('error', () => undefined);
+    client.on('close', () => up.destroy());
+    up.on('close', () => {
+      if (!swallow) client.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`,
+    seen,
+    arm: (start) => void (armedFor = start),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+describe('a kept-alive connection reset after DTM acted on the call (a proxy or DTM dying after its commit): never reported as refused', () => {
+  let proxy: Awaited<ReturnType<typeof startResetProxy>>;
   /** The requests the proxy forwarded, by their first line's start. */
   let seen: string[] = [];
   let viaProxy: DtmTestApp;
-  const sockets = new Set<net.Socket>();
   /** The gids whose abort the module reported failed (`abort.failed`). */
   const abortsFailed: string[] = [];
-
   beforeAll(async () => {
-    const upstream = new URL(dtm.info.serverUrl);
-    proxy = net.createServer((client) => {
-      const up = net.connect(Number(upstream.port), upstream.hostname);
-      sockets.add(client).add(up);
-      let swallow = false;
-      client.on('data', (chunk: Buffer) => {
-        const text = chunk.toString('latin1');
-        if (/^(GET|POST) /.test(text)) seen.push(text.slice(0, text.indexOf(' HTTP/')));
-        if (armedFor && text.startsWith(armedFor)) {
-          armedFor = undefined;
-          swallow = true;
-        }
-        up.write(chunk);
-      });
-      up.on('data', (chunk: Buffer) => {
-        if (!swallow) return void client.write(chunk);
-        up.destroy(); // DTM acted on the request and answered: the client gets a reset instead
-        setTimeout(() => client.resetAndDestroy(), 1000);
-      });
-      client.on('error', () => undefined);
-      up.on('error', () => undefined);
-      client.on('close', () => up.destroy());
-      up.on('close', () => {
-        if (!swallow) client.destroy();
-      });
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    proxy = await startResetProxy(dtm.info.serverUrl);
+    seen = proxy.seen;
     viaProxy = await startDtmApp({
-      config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`, protocol: 'http', timeout: 5 },
+      config: { serverUrl: proxy.url, protocol: 'http', timeout: 5 },
       instrumentation: { hooks: { 'abort.failed': (e) => void abortsFailed.push(e.gid) } },
     });
   });
   afterAll(async () => {
     await viaProxy?.close();
-    for (const s of sockets) s.destroy();
-    await new Promise((resolve) => proxy?.close(resolve));
+    await proxy?.close();
   });
   beforeEach(() => {
-    seen = [];
+    seen.length = 0;
   });
 
   it('saga submit(): DTM ran the saga; the resent submit\'s refusal ("current status \'succeed\'") is read as this saga\'s own: submit() resolves', async () => {
     const gid = await viaProxy.client.generateGid(); // through the proxy: the kept-alive connection the submit reuses
-    armedFor = 'POST /api/dtmsvr/submit';
+    proxy.arm('POST /api/dtmsvr/submit');
     await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit();
     expect(seen.filter((r) => r.endsWith('/submit'))).toHaveLength(2); // sent again on a new connection after the reset
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
@@ -353,7 +372,7 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
 
   it('saga submitAndWait(): resolves with DTM\'s outcome (succeed), the branch called once', async () => {
     const gid = await viaProxy.client.generateGid();
-    armedFor = 'POST /api/dtmsvr/submit';
+    proxy.arm('POST /api/dtmsvr/submit');
     const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submitAndWait({ timeout: 20 });
     expect(final.status).toBe('succeed');
     expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
@@ -362,7 +381,7 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
   it('saga whose gid DTM holds for another transaction, its submit resent: still DtmGidInUseError (the steps differ)', async () => {
     const gid = await viaProxy.client.generateGid();
     await app.client.newSaga(gid).add(recorder.urlFor('/Other'), {}).submitAndWait({ timeout: 20 });
-    armedFor = 'POST /api/dtmsvr/submit';
+    proxy.arm('POST /api/dtmsvr/submit');
     const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmGidInUseError);
     expect(recorder.callsTo('/TransOut', gid)).toHaveLength(0);
@@ -372,7 +391,7 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
     const gid = await viaProxy.client.generateGid();
     const result = await viaProxy.client.tccGlobalTransaction(gid, async (tcc) => {
       await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
-      armedFor = 'POST /api/dtmsvr/submit';
+      proxy.arm('POST /api/dtmsvr/submit');
       return 'body done';
     });
     expect(result).toBe('body done');
@@ -386,7 +405,7 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
     const error = await viaProxy.client
       .tccGlobalTransaction(gid, async (tcc) => {
         await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
-        armedFor = 'POST /api/dtmsvr/abort';
+        proxy.arm('POST /api/dtmsvr/abort');
         throw bodyError;
       })
       .catch((e: unknown) => e);
@@ -399,7 +418,7 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
 
   it('TCC registerBranch reset after DTM stored the branch: not sent again (DTM would store it twice); the body fails, the transaction rolls back, nothing confirmed', async () => {
     const gid = await viaProxy.client.generateGid();
-    armedFor = 'POST /api/dtmsvr/registerBranch';
+    proxy.arm('POST /api/dtmsvr/registerBranch');
     const error = await viaProxy.client
       .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')))
       .catch((e: unknown) => e);
@@ -409,6 +428,70 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
     expect(recorder.callsTo('/Confirm', gid)).toHaveLength(0);
     expect(recorder.callsTo('/Try', gid)).toHaveLength(0);
+  });
+});
+
+describe('DTM on a SQL store (MariaDB), which answers no steps or payloads: a resent submit is still recognised by the branches DTM holds', () => {
+  let sqlStore: Awaited<ReturnType<typeof sqlStoreDtm>> | undefined;
+  let proxy: Awaited<ReturnType<typeof startResetProxy>>;
+  let viaProxy: DtmTestApp;
+  let direct: DtmTestApp;
+
+  beforeAll(async () => {
+    sqlStore = await sqlStoreDtm('dtm-outcome-sql');
+    proxy = await startResetProxy(sqlStore.info.serverUrl);
+    viaProxy = await startDtmApp({ config: { serverUrl: proxy.url, protocol: 'http', timeout: 5 } });
+    direct = await startDtmApp({ config: { serverUrl: sqlStore.info.serverUrl, protocol: 'http', timeout: 5 } });
+  });
+  afterAll(async () => {
+    await viaProxy?.close();
+    await direct?.close();
+    await proxy?.close();
+    await sqlStore?.stop();
+  });
+  beforeEach(() => {
+    proxy.seen.length = 0;
+  });
+
+  it('saga submit(): DTM ran the saga; the resent submit\'s refusal ("current status \'succeed\'") is this saga\'s own: submit() resolves, not DtmGidInUseError', async () => {
+    const gid = await viaProxy.client.generateGid(); // through the proxy: the kept-alive connection the submit reuses
+    proxy.arm('POST /api/dtmsvr/submit');
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).add(recorder.urlFor('/TransIn'), '', { amount: 1 }).submit().catch((e: unknown) => e);
+    expect(proxy.seen.filter((r) => r.endsWith('/submit'))).toHaveLength(2);
+    expect(error).toBeUndefined();
+    expect((await direct.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransIn']);
+  });
+
+  it('saga submitAndWait(): resolves with DTM\'s outcome (succeed), the branches called once', async () => {
+    const gid = await viaProxy.client.generateGid();
+    proxy.arm('POST /api/dtmsvr/submit');
+    const final = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/TransOut', gid)).toHaveLength(1);
+  });
+
+  it('a message submitted whole: submit() resolves, the branch called once', async () => {
+    const gid = await viaProxy.client.generateGid();
+    proxy.arm('POST /api/dtmsvr/submit');
+    const error = await viaProxy.client.newMsg(gid).add(recorder.urlFor('/Notify'), { amount: 1 }).submit().catch((e: unknown) => e);
+    expect(error).toBeUndefined();
+    expect((await direct.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/Notify', gid)).toHaveLength(1);
+  });
+
+  it.each([
+    ['another target', (url: (p: string) => string) => [url('/Other'), url('/TransOutRevert'), { amount: 1 }] as const],
+    ['another payload', (url: (p: string) => string) => [url('/TransOut'), url('/TransOutRevert'), { amount: 2 }] as const],
+  ])('a saga whose gid DTM holds for another saga (%s), its submit resent: still DtmGidInUseError', async (_what, other) => {
+    const gid = await viaProxy.client.generateGid();
+    const [action, compensate, payload] = other(recorder.urlFor);
+    await direct.client.newSaga(gid).add(action, compensate, payload).submitAndWait({ timeout: 20 });
+    recorder.reset();
+    proxy.arm('POST /api/dtmsvr/submit');
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmGidInUseError);
+    expect(recorder.callsFor(gid)).toHaveLength(0);
   });
 });
 
