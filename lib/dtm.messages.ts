@@ -104,6 +104,10 @@ export const MESSAGES = {
     `no complete answer from ${url} within the timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the DTM server may be overloaded, paused or waiting on its store, or a proxy in front of it holds the request; the request may or may not have reached DTM. If DTM is only slow, raise lynx.dtm.timeout`,
   branchNoAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
     `no complete answer from the branch ${url} within its timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the branch may be slow, stuck (on its database, a lock) or paused, or a proxy in front of it holds the call; the call may or may not have reached it. If the branch is only slow, raise lynx.dtm.branch_timeout`,
+  answerCut: (url: string, status: number, cause: string) =>
+    `the answer of ${url} (HTTP ${status}) broke off before its end (${cause}): the request reached the DTM server, which may have acted on it; the DTM server (crashed or restarting) or a proxy / load balancer in front of it closed the connection mid-answer`,
+  branchAnswerCut: (url: string, status: number, cause: string) =>
+    `the answer of the branch ${url} (HTTP ${status}) broke off before its end (${cause}): the call reached the branch, which may have acted on it; the branch (crashed or restarting) or a proxy / load balancer in front of it closed the connection mid-answer`,
   proxyUnavailable: (url: string, answer: string, cause: string, timeoutSeconds: number) =>
     `${url} answered ${grpcAnswerName(answer)}: most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it${
       answer === 'grpc'
@@ -467,10 +471,10 @@ export const MESSAGES = {
  * the module calls itself (TCC Try, XA). Both transports pick theirs here.
  */
 export const UNANSWERED = {
-  dtm: { unavailable: MESSAGES.unavailable, noAnswer: MESSAGES.noAnswer, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
+  dtm: { unavailable: MESSAGES.unavailable, noAnswer: MESSAGES.noAnswer, cut: MESSAGES.answerCut, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
   /** DTM over gRPC: the address to check is lynx.dtm.grpc_server. */
-  dtmGrpc: { unavailable: MESSAGES.grpcUnavailable, noAnswer: MESSAGES.noAnswer, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
-  branch: { unavailable: MESSAGES.branchUnavailable, noAnswer: MESSAGES.branchNoAnswer, proxy: MESSAGES.branchProxyUnavailable, tooLarge: MESSAGES.branchAnswerTooLarge },
+  dtmGrpc: { unavailable: MESSAGES.grpcUnavailable, noAnswer: MESSAGES.noAnswer, cut: MESSAGES.answerCut, proxy: MESSAGES.proxyUnavailable, tooLarge: MESSAGES.answerTooLarge },
+  branch: { unavailable: MESSAGES.branchUnavailable, noAnswer: MESSAGES.branchNoAnswer, cut: MESSAGES.branchAnswerCut, proxy: MESSAGES.branchProxyUnavailable, tooLarge: MESSAGES.branchAnswerTooLarge },
 } as const;
 
 /** The messages of {@link UNANSWERED} for one kind of peer. */

@@ -132,8 +132,8 @@ describe('waiting for the outcome through a DTM restart', () => {
 describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks', () => {
   /** A proxy in front of DTM that cuts the connection of every submit: before forwarding it, or after DTM answered. */
   let proxy: Server;
-  /** `before-once`: only the first submit is cut before DTM sees it. */
-  let cut: 'before' | 'before-once' | 'after' = 'before';
+  /** `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in its middle (status line and half the body sent). */
+  let cut: 'before' | 'before-once' | 'after' | 'mid' = 'before';
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
   let proxyUrl = '';
@@ -153,6 +153,12 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
           answer.on('data', (c: Buffer) => body.push(c));
           answer.on('end', () => {
             if (submit && cut === 'after') return req.socket.destroy(); // DTM has it; the caller never hears
+            if (submit && cut === 'mid') {
+              const whole = Buffer.concat(body);
+              res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
+              res.write(whole.subarray(0, whole.length >> 1));
+              return void setTimeout(() => req.socket.destroy(), 50); // DTM has it; the caller hears half of its answer
+            }
             // no kept-alive connection: a cut of a reused one would be sent again by the module at once (http.transport.ts)
             res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
             res.end(Buffer.concat(body));
@@ -275,6 +281,17 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     const result = await viaProxy.helper.executeMsg(gid, recorder.urlFor('/QueryPrepared'), [{ action: recorder.urlFor('/CutNotify'), data: { order: 3 } }], { timeoutToFail: 60, waitForFinal: { timeout: 20 } });
     expect(result.final?.status).toBe('succeed');
     expect(recorder.callsTo('/CutNotify', gid)).toHaveLength(1);
+  });
+
+  it('saga submit(): DTM\'s answer cut in its middle (DTM ran the saga) is not "could not reach ... check that the DTM server runs": the error says DTM got the request and its answer broke off', async () => {
+    cut = 'mid';
+    const gid = await app.client.generateGid();
+    const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/MidCut'), {}).submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).not.toMatch(/could not reach|check that the DTM server runs/);
+    expect((error as Error).message).toMatch(/answer .*HTTP 200.* broke off.* reached the DTM server/);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/MidCut', gid)).toHaveLength(1);
   });
 
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
@@ -618,6 +635,28 @@ describe('infrastructure between DTM or the app and a branch is named as such', 
     } finally {
       await grpcApp.close();
       await silent.close();
+    }
+  });
+
+  it('a Try\'s answer cut in its middle: the error and DTM\'s rollback reason say the branch got the call and its answer broke off, not "could not reach the branch"', async () => {
+    const cutting = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '40' });
+      res.write('{"dtm_result":"SUCC');
+      setTimeout(() => req.socket.destroy(), 50);
+    });
+    await new Promise<void>((resolve) => cutting.listen(0, '127.0.0.1', resolve));
+    try {
+      const gid = await app.client.generateGid();
+      const url = `http://127.0.0.1:${(cutting.address() as { port: number }).port}/try`;
+      const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({}, url, recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'))).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).not.toMatch(/could not reach/);
+      expect((error as Error).message).toMatch(/answer of the branch .*HTTP 200.* broke off.* reached the branch/);
+      const final = await app.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toMatch(/broke off/);
+    } finally {
+      await new Promise((resolve) => cutting.close(resolve));
     }
   });
 

@@ -417,9 +417,10 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
 /**
  * A request to `endpoint` that got no full answer (`err`, from axios), with `messages` for its
  * peer (DTM or a branch) and the call's `timeoutSeconds`: an answer over `maxAnswerBytes` as a
- * {@link DtmServerError}, anything else (no connection, the deadline passed) as a
+ * {@link DtmServerError}, anything else (no connection, the deadline passed, an answer broken off) as a
  * {@link DtmUnavailableError}: "no complete answer" when the deadline passed on a connection the
- * peer had accepted, else "could not reach" with the cause's code or message. A deadline that
+ * peer had accepted, "broke off" when the peer's answer began (its status read) and the connection
+ * broke before its end (the peer got the request), else "could not reach" with the cause's code or message. A deadline that
  * passed before the connection was made leaves `connected: false` on the error's cause: nothing
  * was sent (`mayHaveReachedDtm`, dtm-transient.ts).
  */
@@ -437,6 +438,8 @@ function requestError(
   }
   const connected = (err as { connected?: unknown } | undefined)?.connected;
   if (connected === true) return new DtmUnavailableError(messages.noAnswer(endpoint, timeoutSeconds), context);
+  // the peer began its answer (status line and headers read), then the connection broke: it got the request
+  if (axios.isAxiosError(err) && err.response !== undefined) return new DtmUnavailableError(messages.cut(endpoint, err.response.status, err.code ?? err.message), context);
   if (connected === false) {
     return new DtmUnavailableError(messages.unavailable(endpoint, 'ETIMEDOUT, no connection', timeoutSeconds), { ...context, cause: Object.assign(context.cause as Error, { connected: false }) });
   }
