@@ -1,12 +1,13 @@
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { BranchTarget } from '../transport/branch-target.js';
-import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
+import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
 import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
@@ -110,18 +111,37 @@ export class Msg extends StepTransaction {
 
   /**
    * Submits the message; DTM then delivers it. After this object's {@link prepare}, a submit that
-   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL) is
-   * `DtmOutcomeUnknownError` with `lastStatus` `prepared`, as for TCC and XA: DTM holds the message
-   * (its back-check delivers it if the submit was lost). Wait with `waitForFinal(gid)`; never run the
-   * local transaction again, nor send the message again under a new gid.
+   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; any other
+   * answer than DTM's FAILURE or ONGOING, a gateway's 4xx say) is `DtmOutcomeUnknownError` with
+   * `lastStatus` `prepared`, as for TCC and XA: DTM holds the message (its back-check delivers it if
+   * the submit was lost). Wait with `waitForFinal(gid)`; never run the local transaction again, nor
+   * send the message again under a new gid.
    */
   override async submit(): Promise<void> {
     try {
       await super.submit();
     } catch (err) {
-      if (!this.preparedInDtm || !isTransientDtmError(err)) throw err;
-      throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+      throw this.stillPrepared(err);
     }
+  }
+
+  /**
+   * {@link StepTransaction.submitAndWait}; after this object's {@link prepare}, an answer to the
+   * submit that is not DTM's decision (a gateway's 4xx, say: see {@link submit}) is
+   * `DtmOutcomeUnknownError` with `lastStatus` `prepared`, not an error that reads as "not sent".
+   */
+  override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
+    try {
+      return await super.submitAndWait(wait);
+    } catch (err) {
+      throw this.stillPrepared(err);
+    }
+  }
+
+  /** `err` of a submit, or when it leaves the message this object prepared as DTM holds it ({@link leftPrepared}), `DtmOutcomeUnknownError` (`prepared`). */
+  private stillPrepared(err: unknown): unknown {
+    if (!this.preparedInDtm || !leftPrepared(err)) return err;
+    return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
   }
 
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */
@@ -153,7 +173,7 @@ export class Msg extends StepTransaction {
    * Once `business` committed, a submit DTM refuses because it already delivered the message (its
    * own back-check ran while `business` outlasted the message's timeout: status `submitted` or
    * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
-   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL) is `DtmOutcomeUnknownError` with
+   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; a gateway's 4xx, any answer but DTM's FAILURE or ONGOING) is `DtmOutcomeUnknownError` with
    * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
    * and its back-check delivers it. With `waitResult`, a branch answering FAILURE or ONGOING in
    * DTM's first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
@@ -187,7 +207,7 @@ export class Msg extends StepTransaction {
       } catch (err) {
         if (businessError !== undefined) throw businessError;
         // the local transaction committed and DTM holds the message prepared: its back-check will deliver it
-        if (isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
+        if (leftPrepared(err)) throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
         // with waitResult, a branch answered FAILURE or ONGOING in DTM's first round: DTM took the submit and retries the branch
         if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
           const status = this.unfinishedStatus ?? 'unknown';
@@ -229,6 +249,18 @@ export class Msg extends StepTransaction {
     // doAndSubmit's prepare() set it, never empty (an empty back-check is refused there)
     await this.withinObservation((target) => this.invokeBranch(target, undefined, local.branchId, local.op), this.queryPrepared!);
   }
+}
+
+/**
+ * Whether `err`, the error of a submit of a message DTM holds prepared (this object's prepare took),
+ * leaves it so, for DTM's back-check to decide: a submit that may not have got through (transient),
+ * and any other answer that is not DTM's decision on the message ({@link DtmServerError}: a gateway's
+ * 4xx in front of DTM, a gRPC code of an interceptor, DTM's "topic not found" when the topic lost
+ * its subscribers since the prepare), none of which changes what DTM holds. Not DTM's FAILURE or
+ * ONGOING answer (the message's status decided it) nor a usage error.
+ */
+function leftPrepared(err: unknown): boolean {
+  return err instanceof DtmServerError || isTransientDtmError(err);
 }
 
 /** Whether `db` can open the outbox's local transaction: a SQL barrier database (`transaction()` and a dialect the barrier speaks). */

@@ -9,7 +9,7 @@ import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { harness } from '../support/harness.js';
+import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
 import { sqlStoreDtm } from '../support/sql-store-dtm.js';
@@ -132,8 +132,12 @@ describe('waiting for the outcome through a DTM restart', () => {
 describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks', () => {
   /** A proxy in front of DTM that cuts the connection of every submit: before forwarding it, or after DTM answered. */
   let proxy: Server;
-  /** `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in its middle (status line and half the body sent). */
-  let cut: 'before' | 'before-once' | 'after' | 'mid' = 'before';
+  /**
+   * `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in
+   * its middle (status line and half the body sent); `refuse`: every submit is answered 429 (a
+   * gateway's rate limit) and never reaches DTM.
+   */
+  let cut: 'before' | 'before-once' | 'after' | 'mid' | 'refuse' = 'before';
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
   let proxyUrl = '';
@@ -147,6 +151,10 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
         const submit = req.url?.endsWith('/submit') ?? false;
         const nth = submit ? ++submits : 0;
         if (submit && (cut === 'before' || (cut === 'before-once' && nth === 1))) return req.socket.destroy();
+        if (submit && cut === 'refuse') {
+          res.writeHead(429, { 'content-type': 'text/plain', connection: 'close' });
+          return void res.end('rate limit exceeded');
+        }
         const target = new URL(req.url ?? '/', dtm.info.httpUrl);
         const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
           const body: Buffer[] = [];
@@ -257,6 +265,51 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
     expect((error as Error).message).toContain('Do not run the local transaction again');
     expect(runs).toBe(1);
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    await app.client.forceStop(gid); // tidy: not back-checked in 60 s
+  });
+
+  it('msg doAndSubmit: the local transaction committed, its submit refused by a gateway in front of DTM (429): DtmOutcomeUnknownError (status prepared), not a DtmServerError that reads as "the message failed"; DTM\'s back-check delivers it', async () => {
+    cut = 'refuse';
+    const gid = await app.client.generateGid();
+    let runs = 0;
+    const error = await viaProxy.client
+      .newMsg(gid, { timeoutToFail: 1 })
+      .add(recorder.urlFor('/GatewayDeliver'), { order: 4 })
+      .doAndSubmit(recorder.urlFor('/QueryPrepared'), async () => {
+        runs++;
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect((error as Error).message).toMatch(/HTTP 429/);
+    expect(runs).toBe(1);
+    await sleep(1500);
+    await triggerCron(dtm.info.serverUrl); // past its timeoutToFail: DTM back-checks it now
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/GatewayDeliver', gid)).toHaveLength(1);
+  });
+
+  it('msg prepare() then submit() refused by a gateway (429): DtmOutcomeUnknownError (status prepared), DTM holds the message prepared', async () => {
+    cut = 'refuse';
+    const gid = await app.client.generateGid();
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/GatewayDeliver'), { order: 5 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const error = await msg.submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    await app.client.forceStop(gid); // tidy: not back-checked in 60 s
+  });
+
+  it('msg prepare() then submitAndWait() refused by a gateway (429): DtmOutcomeUnknownError (status prepared), not the gateway\'s DtmServerError', async () => {
+    cut = 'refuse';
+    const gid = await app.client.generateGid();
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/GatewayDeliver'), { order: 6 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const error = await msg.submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
     expect(await stored(gid)).toMatchObject({ status: 'prepared' });
     await app.client.forceStop(gid); // tidy: not back-checked in 60 s
   });
