@@ -505,7 +505,8 @@ function grpcAnswerName(answer: string): string {
 
 /** For a connection reset or cut: who may have done it (`peer`, or something between this app and it). */
 function resetNote(cause: string, peer: string): string {
-  return /ECONNRESET|EPIPE|socket hang up|ECONNABORTED|RST_STREAM/i.test(cause)
+  // grpc-js: "Connection dropped" for a connection closed (FIN) under a call, as by a process that died after reading it
+  return /ECONNRESET|EPIPE|socket hang up|ECONNABORTED|RST_STREAM|Connection dropped/i.test(cause)
     ? `: the connection was reset, by ${peer} (crashed or restarting) or by a proxy / load balancer between this app and it; the request may or may not have reached ${peer}`
     : '';
 }

@@ -361,33 +361,38 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
 });
 
 /**
- * A TCP proxy in front of the DTM server at `serverUrl`: every request is forwarded; after
- * `arm(start)`, the next request whose first line starts with `start` is forwarded and DTM's answer
- * replaced by a reset 1 s later (DTM acted on it; the caller never hears). `seen` lists the
+ * A TCP proxy in front of the DTM server at `serverUrl` (its host and port; HTTP or gRPC): every
+ * request is forwarded; after `arm(start)`, the next request whose first line starts with `start`
+ * (`''`: the next bytes the client sends, a gRPC call on an open connection) is forwarded and DTM's
+ * answer replaced by a reset 1 s later (`end` `close`: the connection closed, as by a process that
+ * died after reading the request; DTM acted on it; the caller never hears). `seen` lists the
  * requests forwarded, by their first line's start (`POST /api/dtmsvr/submit`).
  */
-async function startResetProxy(serverUrl: string): Promise<{ url: string; seen: string[]; arm(start: string): void; close(): Promise<void> }> {
+async function startResetProxy(serverUrl: string): Promise<{ url: string; seen: string[]; arm(start: string, end?: 'reset' | 'close'): void; close(): Promise<void> }> {
   const upstream = new URL(serverUrl);
   const seen: string[] = [];
   let armedFor: string | undefined;
+  let ending: 'reset' | 'close' = 'reset';
   const sockets = new Set<net.Socket>();
   const proxy = net.createServer((client) => {
     const up = net.connect(Number(upstream.port), upstream.hostname);
     sockets.add(client).add(up);
     let swallow = false;
+    let end: 'reset' | 'close' = 'reset';
     client.on('data', (chunk: Buffer) => {
       const text = chunk.toString('latin1');
       if (/^(GET|POST) /.test(text)) seen.push(text.slice(0, text.indexOf(' HTTP/')));
-      if (armedFor && text.startsWith(armedFor)) {
+      if (armedFor !== undefined && text.startsWith(armedFor)) {
         armedFor = undefined;
         swallow = true;
+        end = ending;
       }
       up.write(chunk);
     });
     up.on('data', (chunk: Buffer) => {
       if (!swallow) return void client.write(chunk);
-      up.destroy(); // DTM acted on the request and answered: the client gets a reset instead
-      setTimeout(() => client.resetAndDestroy(), 1000);
+      up.destroy(); // DTM acted on the request and answered: the client gets a reset (or the connection closed) instead
+      setTimeout(() => (end === 'reset' ? client.resetAndDestroy() : client.destroy()), 1000);
     });
     client.on('error', () => undefined);
     up.on('error', () => undefined);
@@ -400,7 +405,10 @@ async function startResetProxy(serverUrl: string): Promise<{ url: string; seen: 
   return {
     url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${upstream.pathname}`,
     seen,
-    arm: (start) => void (armedFor = start),
+    arm: (start, end = 'reset') => {
+      armedFor = start;
+      ending = end;
+    },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => proxy.close(resolve));
@@ -498,6 +506,45 @@ describe('a kept-alive connection reset after DTM acted on the call (a proxy or 
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
     expect(recorder.callsTo('/Confirm', gid)).toHaveLength(0);
     expect(recorder.callsTo('/Try', gid)).toHaveLength(0);
+  });
+});
+
+describe('DTM crashing after it got a saga\'s submit (the connection reset or closed before any answer): the same error over HTTP and gRPC, which says the submit may have reached DTM', () => {
+  let proxy: Awaited<ReturnType<typeof startResetProxy>>;
+  let grpcProxy: Awaited<ReturnType<typeof startResetProxy>>;
+  const apps: Partial<Record<'http' | 'grpc', DtmTestApp>> = {};
+
+  beforeAll(async () => {
+    proxy = await startResetProxy(dtm.info.serverUrl);
+    grpcProxy = await startResetProxy(`http://${dtm.info.grpcAddress}`);
+    const grpcServer = new URL(grpcProxy.url).host;
+    apps.http = await startDtmApp({ config: { serverUrl: proxy.url, protocol: 'http', timeout: 5 } });
+    apps.grpc = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, grpcServer, protocol: 'grpc', timeout: 5 } });
+  });
+  afterAll(async () => {
+    await apps.http?.close();
+    await apps.grpc?.close();
+    await proxy?.close();
+    await grpcProxy?.close();
+  });
+
+  it.each([
+    ['http', 'reset'],
+    ['grpc', 'reset'],
+    ['http', 'close'],
+    ['grpc', 'close'],
+  ] as const)('%s, the connection ended by a %s: DtmUnavailableError naming the broken connection and that the request may have reached DTM; DTM ran the saga once', async (protocol, end) => {
+    const via = apps[protocol]!;
+    // through the proxy: over gRPC, the connection the submit then goes on (over HTTP the submit gets a connection of its own: a reset of it is not sent again)
+    const gid = protocol === 'grpc' ? await via.client.generateGid() : await app.client.generateGid();
+    const saga = via.client.newSaga(gid).add(protocol === 'grpc' ? recorder.grpcTargetFor('/Crash') : recorder.urlFor('/Crash'), protocol === 'grpc' ? new Uint8Array() : {});
+    if (protocol === 'grpc') grpcProxy.arm('', end);
+    else proxy.arm('POST /api/dtmsvr/submit', end);
+    const error = await saga.submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toMatch(/the request may or may not have reached the DTM server/);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/Crash', gid)).toHaveLength(1);
   });
 });
 
