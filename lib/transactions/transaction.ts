@@ -366,7 +366,17 @@ export abstract class Transaction {
       this.submitTaken = true;
       const answer = err as DtmFailureError | DtmOngoingError;
       const reason = answer instanceof DtmFailureError ? answer.reason : answer.message;
-      const record = own ?? (await this.runtime.query(this.gid));
+      let record: TransactionRecord | null | undefined = own;
+      if (!record) {
+        try {
+          record = await this.runtime.query(this.gid);
+        } catch (queryError) {
+          // DTM answered the submit (it holds the transaction, its first round ran): not knowing its status is not "never got it"
+          if (tolerateUnfinished) return; // the caller's wait asks again
+          this.unfinishedStatus = 'unknown';
+          throw new DtmOutcomeUnknownError(MESSAGES.firstRoundStatusUnknown(this.gid, reason, (queryError as Error).message), this.gid, 'unknown', { cause: err });
+        }
+      }
       if (record?.status === 'succeed') return;
       if (record?.status === 'failed') {
         if (tolerateUnfinished) return; // the caller waits for the outcome, and a rollback is one (its wait reads it, with the reason)

@@ -135,13 +135,20 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   /**
    * `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in
    * its middle (status line and half the body sent); `refuse`: every submit is answered 429 (a
-   * gateway's rate limit) and never reaches DTM.
+   * gateway's rate limit) and never reaches DTM; `down-after`: DTM's answer passes, then the proxy
+   * refuses connections for 2 s (DTM gone right after it answered: the status query that follows is refused).
    */
-  let cut: 'before' | 'before-once' | 'after' | 'mid' | 'refuse' = 'before';
+  let cut: 'before' | 'before-once' | 'after' | 'mid' | 'refuse' | 'down-after' = 'before';
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
   let proxyUrl = '';
   let viaProxy: DtmTestApp;
+  /** Set once the tests ended: a proxy down for 2 s stays down. */
+  let closed = false;
+  /** Waits until the proxy (down for 2 s after a `down-after` submit) takes connections again. */
+  const proxyUp = async () => {
+    while (!proxy.listening) await sleep(50);
+  };
 
   beforeAll(async () => {
     proxy = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -170,6 +177,11 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
             // no kept-alive connection: a cut of a reused one would be sent again by the module at once (http.transport.ts)
             res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
             res.end(Buffer.concat(body));
+            if (submit && cut === 'down-after') {
+              const port = (proxy.address() as AddressInfo).port;
+              proxy.close();
+              setTimeout(() => closed || proxy.listen(port, '127.0.0.1'), 2000);
+            }
           });
         });
         forward.on('error', () => req.socket.destroy());
@@ -182,9 +194,11 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   });
   afterAll(async () => {
     await viaProxy?.close();
+    closed = true;
     proxy?.closeAllConnections();
     await new Promise((resolve) => proxy?.close(resolve));
   });
+  beforeEach(() => proxyUp());
 
   it('cut before DTM saw it, and DTM then holds nothing: submitted again under the same gid (DTM can run a saga it failed to store, dtm-store-stall.spec.ts); resolves with its outcome, the branch called once', async () => {
     cut = 'before-once';
@@ -345,6 +359,27 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect((error as Error).message).toMatch(/answer .*HTTP 200.* broke off.* reached the DTM server/);
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(recorder.callsTo('/MidCut', gid)).toHaveLength(1);
+  });
+
+  it('saga submit() with waitResult: DTM answers that its first round did not finish (a branch ONGOING), then cannot be asked its status: DtmOutcomeUnknownError, not the status query\'s DtmUnavailableError ("never got it"); DTM runs the saga', async () => {
+    cut = 'down-after';
+    recorder.answer('/FirstRoundOngoing', 425, 200);
+    const gid = await app.client.generateGid();
+    const error = await viaProxy.client.newSaga(gid, { waitResult: true, retryInterval: 1 }).add(recorder.urlFor('/FirstRoundOngoing'), {}).submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).not.toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toMatch(/DTM took the submit .*did not finish.*query.*ECONNREFUSED/);
+    expect((error as Error).message).toContain('never start it again under a new gid');
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+  });
+
+  it('saga submitAndWait() with waitResult, the same: waits it out and resolves with DTM\'s outcome, not DtmUnavailableError', async () => {
+    cut = 'down-after';
+    recorder.answer('/FirstRoundOngoing', 425, 200);
+    const gid = await app.client.generateGid();
+    const final = await viaProxy.client.newSaga(gid, { waitResult: true, retryInterval: 1 }).add(recorder.urlFor('/FirstRoundOngoing'), {}).submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/FirstRoundOngoing', gid).length).toBeGreaterThanOrEqual(2);
   });
 
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
