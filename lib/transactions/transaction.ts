@@ -13,7 +13,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { assertTransactionGid } from '../transport/branch-keys.js';
 import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
-import { wasResent } from '../transport/dtm-transient.js';
+import { mayHaveReachedDtm, wasResent } from '../transport/dtm-transient.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
@@ -77,6 +77,8 @@ export abstract class Transaction {
   private observation?: TransactionObservation;
   /** Whether DTM took a submit of this object (answered it, or with waitResult answered its first round): the transaction DTM holds under the gid is this one. */
   private submitTaken = false;
+  /** Whether a submit of this object may have made DTM act (taken, or lost on the way after it was sent): a later one's refusal "current status ..." may be of its doing. */
+  private submitMayHaveTaken = false;
   /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
   protected unfinishedStatus?: string;
 
@@ -345,7 +347,8 @@ export abstract class Transaction {
    * `submit()`), or a saga or message DTM holds with exactly these steps and payloads (on a SQL
    * store, the branches made of them) after the
    * transport sent the submit a second time (the first one's connection was reset before the
-   * answer, after DTM acted on it). Then the stored status decides as above: `submitted` or
+   * answer, after DTM acted on it), or after an earlier submit of this object that may have
+   * reached DTM (submitAndWait's submit again, DTM having held no record for a while). Then the stored status decides as above: `submitted` or
    * `succeed` (and for such a saga or message `aborting`: its submit took, a branch failed) is
    * submitted, `failed` is {@link DtmFailureError} with the rollback reason. A transaction this
    * object prepared that DTM holds `aborting` was not submitted (DTM rolls it back): the refusal is
@@ -353,11 +356,14 @@ export abstract class Transaction {
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     this.sentBy ??= 'submit()';
+    const earlier = this.submitMayHaveTaken;
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
       this.submitTaken = true;
+      this.submitMayHaveTaken = true;
     } catch (err) {
-      const own = await this.ownSubmitRefused(err, request, tolerateUnfinished);
+      if (mayHaveReachedDtm(err) || (request.options.waitResult && isFirstRoundAnswer(err))) this.submitMayHaveTaken = true;
+      const own = await this.ownSubmitRefused(err, request, tolerateUnfinished, earlier);
       if (!own) {
         const inUse = this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
@@ -394,11 +400,13 @@ export abstract class Transaction {
    * When `err` is DTM's refusal of `request`'s submit because of the status it stores, and what it
    * stores is this transaction gone on (see {@link submitRequest}): DTM's record of it. A query that
    * fails then is {@link DtmOutcomeUnknownError}: DTM holds the transaction, possibly submitted.
+   * `sentBefore`: an earlier submit of this object may have reached DTM.
    */
-  private async ownSubmitRefused(err: unknown, request: TransactionRequest, tolerateUnfinished: boolean): Promise<TransactionRecord | undefined> {
+  private async ownSubmitRefused(err: unknown, request: TransactionRequest, tolerateUnfinished: boolean, sentBefore: boolean): Promise<TransactionRecord | undefined> {
     const refused = refusedForStatus(err);
     if (!refused || refused.status === 'prepared') return undefined;
-    const resent = wasResent(err);
+    // sent again by the transport after a reset, or a submit again of one that may have reached DTM (submitAndWait's, after DTM held no record)
+    const resent = wasResent(err) || sentBefore;
     if (!this.created && !this.submitTaken && !resent) return undefined;
     let record: TransactionRecord | null;
     try {

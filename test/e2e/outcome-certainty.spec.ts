@@ -136,9 +136,13 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
    * `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in
    * its middle (status line and half the body sent); `refuse`: every submit is answered 429 (a
    * gateway's rate limit) and never reaches DTM; `down-after`: DTM's answer passes, then the proxy
-   * refuses connections for 2 s (DTM gone right after it answered: the status query that follows is refused).
+   * refuses connections for 2 s (DTM gone right after it answered: the status query that follows is refused);
+   * `late-first`: the first submit is held (no answer: the caller's timeout passes) and reaches DTM
+   * only when a second one comes, which follows it 0.5 s later (a submit stuck on the way, DTM slow to store it).
    */
-  let cut: 'before' | 'before-once' | 'after' | 'mid' | 'refuse' | 'down-after' = 'before';
+  let cut: 'before' | 'before-once' | 'after' | 'mid' | 'refuse' | 'down-after' | 'late-first' = 'before';
+  /** `late-first`: sends the held first submit to DTM, resolving once DTM answered it. */
+  let releaseFirst: (() => Promise<void>) | undefined;
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
   let proxyUrl = '';
@@ -163,6 +167,23 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
           return void res.end('rate limit exceeded');
         }
         const target = new URL(req.url ?? '/', dtm.info.httpUrl);
+        if (submit && cut === 'late-first' && nth === 1) {
+          // held until the second submit comes; then DTM gets it (and runs it), and the caller never hears
+          releaseFirst = () =>
+            new Promise<void>((resolve) => {
+              const first = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
+                answer.resume();
+                answer.on('end', () => {
+                  req.socket.destroy();
+                  resolve();
+                });
+              });
+              first.on('error', () => resolve());
+              first.end(Buffer.concat(chunks));
+            });
+          return;
+        }
+        const pass = () => {
         const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
           const body: Buffer[] = [];
           answer.on('data', (c: Buffer) => body.push(c));
@@ -186,6 +207,10 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
         });
         forward.on('error', () => req.socket.destroy());
         forward.end(Buffer.concat(chunks));
+        };
+        // the second submit reaches DTM after the first, once DTM ran it
+        if (submit && cut === 'late-first' && nth === 2 && releaseFirst) return void releaseFirst().then(() => sleep(500)).then(pass);
+        pass();
       });
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
@@ -380,6 +405,22 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     const final = await viaProxy.client.newSaga(gid, { waitResult: true, retryInterval: 1 }).add(recorder.urlFor('/FirstRoundOngoing'), {}).submitAndWait({ timeout: 20 });
     expect(final.status).toBe('succeed');
     expect(recorder.callsTo('/FirstRoundOngoing', gid).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('saga submitAndWait(): its first submit reaches DTM only after the wait sent it again (DTM held no record meanwhile); DTM ran it and refuses the second ("current status \'succeed\'"): resolves succeed, not DtmGidInUseError', async () => {
+    cut = 'late-first';
+    submits = 0;
+    releaseFirst = undefined;
+    const gid = await app.client.generateGid();
+    const outcome = await viaProxy.client
+      .newSaga(gid)
+      .add(recorder.urlFor('/LateFirst'), {})
+      .submitAndWait({ timeout: 20 })
+      .catch((e: unknown) => e);
+    expect(submits).toBe(2);
+    expect(outcome).not.toBeInstanceOf(DtmGidInUseError);
+    expect(outcome).toMatchObject({ gid, status: 'succeed' });
+    expect(recorder.callsTo('/LateFirst', gid)).toHaveLength(1);
   });
 
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
