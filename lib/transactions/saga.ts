@@ -6,6 +6,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { isTransientDtmError, mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { assertOneTransport, type BranchTarget } from '../transport/branch-target.js';
 import { StepTransaction } from './step-transaction.js';
+import { sameSteps } from './transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -126,7 +127,7 @@ export class Saga extends StepTransaction {
       if (isTransientDtmError(err) && !mayHaveReachedDtm(err)) throw err;
       return;
     }
-    if (!record || record.status === 'succeed' || record.status === 'failed' || holdsSaga(record, request)) return;
+    if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
     throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status), { protocol: this.protocol });
   }
 
@@ -179,20 +180,4 @@ function orderCycle(orders: ReadonlyMap<number, readonly number[]>): number[] | 
     if (cycle) return cycle;
   }
   return undefined;
-}
-
-/** Whether DTM's `record` is the saga `request` submits: its branches are the steps' actions and compensations, with the payloads. */
-function holdsSaga(record: TransactionRecord, request: TransactionRequest): boolean {
-  const steps = request.steps ?? [];
-  if (record.transType !== 'saga' || record.branches.length !== steps.length * 2) return false;
-  const branches = new Map(record.branches.map((b) => [`${b.branchId} ${b.op}`, b]));
-  return steps.every((step, i) => {
-    const payload = request.payloads?.[i] ?? '';
-    const data = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload);
-    const branchId = String(i + 1).padStart(2, '0');
-    return ['action', 'compensate'].every((op) => {
-      const branch = branches.get(`${branchId} ${op}`);
-      return branch !== undefined && (branch.url ?? '') === (step[op] ?? '') && branch.data.equals(data);
-    });
-  });
 }

@@ -438,7 +438,7 @@ function isFirstRoundAnswer(err: unknown): boolean {
  * whole): the transaction it sent. DTM's SQL stores (MySQL, PostgreSQL) answer no steps or payloads:
  * there the branches DTM made of them decide ({@link sameBranches}).
  */
-function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
+export function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
   if (record.transType !== request.transType) return false;
   const steps = request.steps ?? [];
   if (record.steps.length === 0 && steps.length > 0) return sameBranches(record, steps, request.payloads ?? []);
