@@ -435,13 +435,15 @@ function isFirstRoundAnswer(err: unknown): boolean {
 
 /**
  * Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted
- * whole): the transaction it sent. DTM's SQL stores (MySQL, PostgreSQL) answer no steps or payloads:
- * there the branches DTM made of them decide ({@link sameBranches}).
+ * whole): the transaction it sent. The branches DTM made of them decide ({@link sameBranches}):
+ * every store answers them, on both protocols (DTM's SQL stores answer no steps or payloads, and
+ * over gRPC its stored payloads read otherwise than they were sent); else the steps and payloads.
  */
 export function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
   if (record.transType !== request.transType) return false;
   const steps = request.steps ?? [];
-  if (record.steps.length === 0 && steps.length > 0) return sameBranches(record, steps, request.payloads ?? []);
+  if (sameBranches(record, steps, request.payloads ?? [])) return true;
+  if (record.steps.length === 0) return false;
   const payloads = (request.payloads ?? []).map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('latin1')));
   return JSON.stringify(record.steps) === JSON.stringify(steps) && JSON.stringify(record.payloads) === JSON.stringify(payloads);
 }
