@@ -1,4 +1,4 @@
-import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -10,7 +10,7 @@ import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
-import { recordBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
+import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
 
@@ -19,8 +19,8 @@ import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from '
  * on (see `BranchTransport.answer`: HTTP 409 / 425, gRPC ABORTED / FAILED_PRECONDITION). Warns,
  * naming the handler, when a handler whose FAILURE cannot roll anything back throws one (a
  * `DtmFailureError`, an HttpException 409, an RpcException ABORTED); records (for the diagnosis)
- * and logs any error DTM retries with the handler, gid, branch id and op of the call (not a call
- * the module refused before its handler ran: reported, never recorded).
+ * and logs any error DTM retries with the handler, gid, branch id and op of the call (a call the
+ * module refused before its handler ran is reported; only a refused token is kept, apart).
  */
 @Catch()
 @Injectable()
@@ -35,10 +35,14 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     const carrier = transport.carrier(host);
     const call = branchCallOf(carrier);
     if (call && isRefusal(exception)) {
-      // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is;
-      // never recorded for the diagnosis: anyone who reaches the app can make such calls, by the thousand, and
-      // would push the failures of real calls out of the store (it keeps the last 500)
+      // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is.
+      // A refused token is kept for the diagnosis (a proxy that rewrites DTM's calls refuses every one), apart from
+      // handler failures: anyone who reaches the app can make such calls by the thousand, and pushes out only those
       observeUnhandledCall(call, carrier, exception, answerOf(exception, transport.protocol));
+      if (exception instanceof UnauthorizedException) {
+        const info = transport.branchInfo(carrier, {});
+        if (info) recordBranchRefusal(info.gid, info.branchId, info.op, failureOf(handlerName(call.context), exception, transport.protocol));
+      }
     } else if (call) {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);

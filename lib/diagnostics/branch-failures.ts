@@ -13,30 +13,43 @@ export interface RecordedBranchFailure {
   at: number;
 }
 
-/** Most failures kept: the oldest goes first. */
+/** Most failures kept, and most refusals: the oldest goes first. */
 const MAX_RECORDED = 500;
 /** One record per process, shared by every copy of the package loaded in it (ESM and CommonJS). */
 const STORE = Symbol.for('nestjs-dtm:branch-failures');
 
-function store(): Map<string, RecordedBranchFailure> {
-  const global = globalThis as { [STORE]?: Map<string, RecordedBranchFailure> };
-  return (global[STORE] ??= new Map());
+/**
+ * Handler failures, and apart from them the calls the module refused for their token (anyone who
+ * reaches the app can make those by the thousand: they push out only other refusals, never a real
+ * failure).
+ */
+function stores(): { failures: Map<string, RecordedBranchFailure>; refusals: Map<string, RecordedBranchFailure> } {
+  const global = globalThis as { [STORE]?: { failures: Map<string, RecordedBranchFailure>; refusals: Map<string, RecordedBranchFailure> } };
+  return (global[STORE] ??= { failures: new Map(), refusals: new Map() });
+}
+
+function keep(records: Map<string, RecordedBranchFailure>, key: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
+  records.delete(key);
+  records.set(key, { ...failure, at: Date.now() });
+  if (records.size > MAX_RECORDED) records.delete(records.keys().next().value!);
+}
+
+/** Records that the call `gid` / `branchId` / `op` failed (runs only when a branch handler failed, or a pipe refused its call). */
+export function recordBranchFailure(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
+  keep(stores().failures, `${gid}\u0000${branchId}\u0000${op}`, failure);
 }
 
 /**
- * Records that the call `gid` / `branchId` / `op` failed (runs only when a branch handler failed;
- * never for a call the module refused before its handler ran, which anyone reaching the app can
- * make, and so push real failures out).
+ * Records that the module refused the call `gid` / `branchId` / `op` for its token (authenticated
+ * branch calls): kept apart from handler failures, so that forged calls never push those out.
  */
-export function recordBranchFailure(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
-  const failures = store();
-  const key = `${gid}\u0000${branchId}\u0000${op}`;
-  failures.delete(key);
-  failures.set(key, { ...failure, at: Date.now() });
-  if (failures.size > MAX_RECORDED) failures.delete(failures.keys().next().value!);
+export function recordBranchRefusal(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
+  keep(stores().refusals, `${gid}\u0000${branchId}\u0000${op}`, failure);
 }
 
-/** The last failure of the call `gid` / `branchId` / `op` this process answered, if any. */
+/** The last failure (else refusal) of the call `gid` / `branchId` / `op` this process answered, if any. */
 export function recordedBranchFailure(gid: string, branchId: string, op: string): RecordedBranchFailure | undefined {
-  return store().get(`${gid}\u0000${branchId}\u0000${op}`);
+  const key = `${gid}\u0000${branchId}\u0000${op}`;
+  const { failures, refusals } = stores();
+  return failures.get(key) ?? refusals.get(key);
 }

@@ -4,6 +4,8 @@
 // checks (route methods, global guards, the barrier table, the start-up ping); the branch's own
 // message in failures and rollback reasons, DTM v1.19's text on the raw fields.
 import { randomBytes } from 'node:crypto';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
@@ -359,6 +361,28 @@ describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failu
     expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' })]);
     expect((calls.explode ?? []).filter((g) => g?.startsWith('forged'))).toEqual([]);
+  });
+
+  it("a proxy in front of the app that rewrites DTM's calls (it strips app_url's path): every call is refused for its token, and the diagnosis names that refusal, not the route", async () => {
+    const port = await freePort();
+    // app_url http://127.0.0.1:<proxy>/svc: the proxy passes /svc/diag/debit on as /diag/debit, which no token signed
+    const proxy = createServer((req, res) => {
+      const forwarded = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url!.replace(/^\/svc/, ''), headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+      });
+      forwarded.on('error', () => res.destroy());
+      req.pipe(forwarded);
+    });
+    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+    try {
+      const app = await diagApp({ appUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/svc`, branchAuthKeys: [randomBytes(33).toString('base64')] }, { port });
+      const { error } = await unfinished(app, 'debit');
+      expect(error.unfinished).toEqual([expect.objectContaining({ name: 'debit', op: 'action', cause: expect.stringMatching(/^DiagController\.debit failed \(HTTP 401\): .*token/) })]);
+      expect(calls.debit ?? []).not.toContain(error.gid);
+    } finally {
+      await new Promise<void>((done) => proxy.close(() => done()));
+    }
   });
 });
 
