@@ -282,8 +282,8 @@ export function splitTccBranchId(branchId: string): { prefix: string; token?: st
 
 /** A branch id as log lines and refusals show it: what follows the dash of a TCC branch id (its token, or what a caller sent as one) as `<token>` (`01-<token>`), any other id as it is. */
 export function shownBranchId(branchId: string): string {
-  const { prefix, token } = splitTccBranchId(branchId);
-  return token === undefined ? branchId : `${prefix}-<token>`;
+  const dash = branchId.indexOf('-'); // as splitTccBranchId reads it, without its object: observed calls show every id
+  return dash < 0 ? branchId : `${branchId.slice(0, dash)}-<token>`;
 }
 
 /** The token of the call `op` / `branchId` in a `dtm-auth` header value (`op.branchId=token,...`); found without splitting it or building a string. */
