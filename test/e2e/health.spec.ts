@@ -169,6 +169,21 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
+  it('down (503) over grpc when server_url reaches no DTM although its gRPC API answers: the version is read over HTTP (docs/grpc.md)', async () => {
+    const closed = net.createServer();
+    const port = await new Promise<number>((resolve) => closed.listen(0, '127.0.0.1', () => resolve((closed.address() as net.AddressInfo).port)));
+    await new Promise((resolve) => closed.close(resolve)); // nothing listens there now
+    const { app, url } = await healthApp({ serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: dtm.info.grpcAddress, protocol: 'grpc', timeout: 2 });
+    try {
+      const res = await fetch(url);
+      const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
+      expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol: 'grpc' } } } });
+      expect(body.error!.dtm!.message).toContain(`127.0.0.1:${port}`);
+    } finally {
+      await app.close();
+    }
+  });
+
   it.each(['http', 'grpc'] as const)('down over %s within the timeout once the DTM server is stopped (it was up before)', async (protocol) => {
     const own = await startDtm(runDirFrom(harness().runDir), { name: `dtm-health-stop-${protocol}`, store: 'boltdb' });
     const { app, url } = await healthApp({ serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress, protocol, timeout: 2 });
