@@ -8,7 +8,7 @@ import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
-import { handlerName } from './branch.types.js';
+import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
@@ -47,8 +47,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
-      // as the log lines show the call: an authenticated TCC branch id without its token
-      const shown = info && { ...info, branchId: shownBranchId(info.branchId) };
+      // as the log lines show the call: an authenticated TCC branch id without its token, a made-up trans_type as `other`
+      const shown = info && { ...info, branchId: shownBranchId(info.branchId), transType: shownTransType(info.transType) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
       /** The message of a pipe's 400 that was answered FAILURE. */

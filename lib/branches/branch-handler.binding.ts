@@ -10,7 +10,7 @@ import { branchTransportOf } from './branch-transports.js';
 import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
 import { isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfBody, errorOfResultBody } from './branch-result.js';
-import { handlerName } from './branch.types.js';
+import { handlerName, shownTransType } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
 import type { BranchKind } from '../transport/dtm.types.js';
@@ -197,7 +197,7 @@ function observeBranch(instrumentation: DtmInstrumentation, call: BranchCallStat
     gid: transport.gid(carrier),
     branchId: shownBranchId(transport.branchId(carrier)), // a TCC branch id's token (`01-<token>`) goes nowhere
     op: op ?? transport.completeOp(carrier) ?? '',
-    transType: transport.transType(carrier),
+    transType: shownTransType(transport.transType(carrier)), // a caller's made-up type names no span of its own
     protocol: transport.protocol,
     started: performance.now(),
     // set as the call goes on; named here, so that every observation has the same shape

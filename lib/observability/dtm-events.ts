@@ -65,6 +65,7 @@ export interface DtmBranchCallEvent {
   /** The call's branch id; a TCC branch id of authenticated calls without its token (`01-<token>`). */
   branchId: string;
   op: string;
+  /** The call's `trans_type`: `saga`, `msg`, `tcc`, `xa`, `workflow`, or `other` for any other value a caller sent. */
   transType: string;
   protocol: DtmProtocol;
   /** What the barrier decided, for a handler behind one (`@UseBarrier`, `{ barrier }`, or `DtmClient.barrier(branch)` used by hand; the last one's when several; `@XaBranch` has none). */

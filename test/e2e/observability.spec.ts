@@ -17,7 +17,7 @@ import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 import { waitUntil } from '../support/services/process.js';
-import { startObservedApp, type ObservedApp } from './observability.app.js';
+import { startObservedApp, type Move, type ObservedApp } from './observability.app.js';
 
 /** A metric reader the test collects when it wants. */
 class OnDemandReader extends MetricReader {
@@ -596,9 +596,8 @@ describe('barrier decisions of a barrier used by hand (DtmClient.barrier)', () =
 });
 
 describe('a branch call the module refuses before its handler runs, and an undo call it answers without its handler', () => {
-  /** Calls `method` of the bank (`trans-out` over HTTP, `TransOut` over gRPC) with `keys` as DTM's keys: the answer's status (HTTP) or code (gRPC). */
-  async function callBank(protocol: DtmProtocol, [path, method]: [string, string], keys: Record<string, string>): Promise<number> {
-    const move = { account: 1, amount: 10 };
+  /** Calls `method` of the bank (`trans-out` over HTTP, `TransOut` over gRPC) with `keys` as DTM's keys and `move` as its body: the answer's status (HTTP) or code (gRPC). */
+  async function callBank(protocol: DtmProtocol, [path, method]: [string, string], keys: Record<string, string>, move: Move = { account: 1, amount: 10 }): Promise<number> {
     if (protocol === 'grpc') return (await callGrpc(`${t.grpcAddress}/tests.PgBank/${method}`, move, keys)).code;
     const res = await fetch(`${t.url}/bank/${path}?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(move) });
     return res.status;
@@ -647,6 +646,27 @@ describe('a branch call the module refuses before its handler runs, and an undo 
       'saga-compensate compensate success': 1,
     });
     expect(growth(decisionsBefore, await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision']))).toEqual({ 'compensate null-compensation': 1 });
+  });
+
+  it.each(PROTOCOLS)('over %s: a made-up trans_type (one per call, CR / LF and ANSI escapes over HTTP) names no span, hook event or log line: shown as `other`, on a refused call and on one whose handler throws', async (protocol) => {
+    const from = events.length;
+    const linesFrom = t.logger.lines.length;
+    const marker = `mk${randomBytes(6).toString('hex')}`;
+    // over HTTP the query may carry any character; gRPC metadata only printable ASCII
+    const forged = protocol === 'http' ? `saga\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[32m${marker} forged` : `saga-${marker}`;
+    const [refusedGid, thrownGid] = [await t.client.generateGid(), await t.client.generateGid()];
+    const answers = [
+      await callBank(protocol, ['trans-out', 'TransOut'], { gid: refusedGid, trans_type: forged, branch_id: '01', op: 'bogus' }),
+      await callBank(protocol, ['trans-in', 'TransIn'], { gid: thrownGid, trans_type: forged, branch_id: '01', op: 'action' }, { account: 2, amount: 0, fail: 'crash' }),
+    ];
+    expect(answers).toEqual(protocol === 'http' ? [400, 500] : [3, 13]);
+    const calls = branchCalls(from).filter((e) => e.gid === refusedGid || e.gid === thrownGid);
+    expect(calls.map((e) => `${e.handler} ${e.transType} ${e.outcome}`)).toEqual(['Bank.transOut other refused', 'Bank.transIn other error']);
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === refusedGid || s.attributes['dtm.gid'] === thrownGid);
+    expect(spans.map((s) => `${s.name} | ${s.attributes['dtm.trans_type']}`)).toEqual(['DTM other  transOut | other', 'DTM other action transIn | other']);
+    const lines = t.logger.lines.slice(linesFrom);
+    expect(lines.some((l) => l.includes(`Bank.transIn failed (${protocol}, other gid ${thrownGid}, branch 01, op action)`))).toBe(true);
+    expect(lines.filter((l) => l.includes(marker))).toEqual([]);
   });
 
   it('a saga whose compensation URL points at its action\'s handler: DTM\'s compensate call is refused (400, reported with its reason), DTM retries it', async () => {
