@@ -850,4 +850,25 @@ describe('the debug log (instrumentation.debugLogs)', () => {
       await debug.close();
     }
   });
+
+  it('a refused call whose gid and branch id carry CR / LF and an ANSI escape forges no line: its debug line and the error of a listener that threw on it show them quoted', async () => {
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false, hooks: { 'branch.call': () => { throw new Error('hook broke'); } } });
+    try {
+      const marker = `mk${randomBytes(6).toString('hex')}`;
+      const gid = `${await debug.client.generateGid()}\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[32m${marker} forged`;
+      const keys = { gid, trans_type: 'saga', branch_id: `01\n${marker}`, op: 'action' };
+      const res = await fetch(`${debug.url}/bank/trans-out?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account: 1, amount: 10 }) });
+      expect(res.status).toBe(409); // the gid breaks the rule of keys: FAILURE, nothing ran
+      const lines = debug.logger.lines.filter((l) => l.includes(marker)).map((l) => l.replace(/\d+\.\d ms/, 'N ms'));
+      const [shownGid, shownBranch] = [JSON.stringify(gid), JSON.stringify(keys.branch_id)];
+      expect(lines).toEqual([
+        `debug [DtmTrace] Bank.transOut (saga-action transOut) gid=${shownGid} branch=${shownBranch} op=action trans_type=saga over http: refused in N ms`,
+        expect.stringContaining(`error [DtmTrace] a listener of branch.call threw for gid=${shownGid} branch=${shownBranch} op=action (ignored`),
+      ]);
+      // (the listener's line goes on with its error's stack, on lines of its own)
+      expect(lines.filter((l) => l.includes('\r') || l.includes('\u001b') || l.includes('\n[Nest]') || l.includes(`\n${marker}`))).toEqual([]);
+    } finally {
+      await debug.close();
+    }
+  });
 });
