@@ -1,4 +1,4 @@
-import { redactUrl } from './redact.js';
+import { redactText, redactUrl } from './redact.js';
 
 /** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
 /** What the answer to a branch call without DTM's keys says (a diagnosis probe reads it: the route is reachable). */
@@ -134,7 +134,8 @@ export const MESSAGES = {
     GATEWAY_STATUSES.has(status)
       ? `the branch ${url} answered HTTP ${status} (${GATEWAY_STATUSES.get(status)}): most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(body)}`
       : `the branch ${url} answered HTTP ${status}: ${truncate(body)} (a branch must answer 200 for success, 409 for FAILURE, 425 for ONGOING)`,
-  failureFromDtm: (operation: string, gid: string, message: string) => `DTM refused ${operation} of ${gid}: ${message}`,
+  // DTM's text names a failed saga step's URL as given, credentials included
+  failureFromDtm: (operation: string, gid: string, message: string) => `DTM refused ${operation} of ${gid}: ${redactText(message)}`,
   waitResultNotFinal: (gid: string, status: string, message: string) =>
     `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
   firstRoundStatusUnknown: (gid: string, answer: string, queryError: string) =>

@@ -1,4 +1,5 @@
 // What a branch said when it refused, out of the text DTM (or the branch's HTTP answer) carries.
+import { redactUrl } from '../redact.js';
 
 /** DTM v1.19's rollback reason after a saga action answered FAILURE: `url:<target> return failed: <answer> FAILURE` (dtmsvr/trans_status.go). */
 const SAGA_FAILURE = /^url:([^\s]*) return failed: ([^]*)$/;
@@ -9,7 +10,7 @@ const FAILURE_SUFFIX = ' FAILURE';
 export interface FailureReason {
   /** The branch's own message (`no account zed`), or the text itself when it holds none. */
   message: string;
-  /** The branch target DTM named (a saga action's URL or gRPC method), when it did. */
+  /** The branch target DTM named (a saga action's URL or gRPC method), when it did; a URL's credentials shown as `***@`. */
   target?: string;
 }
 
@@ -23,7 +24,7 @@ export function readFailureReason(raw: string): FailureReason {
   if (saga) {
     let answer = saga[2];
     if (answer.endsWith(FAILURE_SUFFIX)) answer = answer.slice(0, -FAILURE_SUFFIX.length);
-    return { message: answerMessage(answer), target: saga[1] };
+    return { message: answerMessage(answer), target: redactUrl(saga[1]) };
   }
   return { message: answerMessage(raw) };
 }

@@ -11,7 +11,7 @@ import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { DtmFailureError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -826,6 +826,31 @@ describe('authenticated branch calls (lynx.dtm.branch_auth_keys)', () => {
 });
 
 // last: a second app replaces Nest's global logger (the first app's lines go to it from then on)
+describe('a saga step whose target URL holds credentials (user:password@)', () => {
+  it('its FAILURE reads without them: DtmFailureError.raw and readFailureReason().target show ***@, and no event, span or log line holds the password', async () => {
+    const [from, spansFrom, linesFrom] = [events.length, exporter.getFinishedSpans().length, t.logger.lines.length];
+    const secret = `s3cret${randomBytes(4).toString('hex')}`;
+    const base = t.url.replace('://', `://bank:${secret}@`);
+    const gid = await t.client.generateGid();
+    const err = await t.client
+      .newSaga(gid, { waitResult: true })
+      .add(`${base}/bank/trans-in`, `${base}/bank/trans-in-compensate`, { account: 2, amount: 10, fail: 'yes' })
+      .submit()
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmFailureError);
+    expect((err as DtmFailureError).reason).toBe('account 2 is frozen');
+    // DTM's own record names the target with its credentials (it stores what it was given)
+    const rollback = (await queryTrans(gid)).transaction!.rollback_reason!;
+    expect(rollback).toContain(secret);
+    expect(readFailureReason(rollback).target).toBe(`${t.url.replace('://', '://***@')}/bank/trans-in`);
+    expect((err as DtmFailureError).raw).toContain(`url:${t.url.replace('://', '://***@')}/bank/trans-in return failed`);
+    expect(inspect(err, { depth: 8 })).not.toContain(secret);
+    expect(inspect(events.slice(from), { depth: 8 })).not.toContain(secret);
+    expect(inspect(exporter.getFinishedSpans().slice(spansFrom).map((s) => [s.name, s.attributes, s.status, s.events]), { depth: 8 })).not.toContain(secret);
+    expect(t.logger.lines.slice(linesFrom).filter((l) => l.includes(secret))).toEqual([]);
+  });
+});
+
 describe('the debug log (instrumentation.debugLogs)', () => {
   it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
     const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
