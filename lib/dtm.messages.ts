@@ -63,6 +63,8 @@ export const MESSAGES = {
     `must not list ${names.join(', ')}: framing, connection and proxy headers (Host, Content-Length, Content-Type, Content-Encoding, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*) describe the request that carried them, not the branch call, and dtm-* / grpc-* are DTM's and gRPC's own metadata; remove them`,
   passThroughStored: (names: string[]) =>
     `lynx.dtm.pass_through_headers forwards ${names.join(', ')} of the request being served to every branch of the transactions it starts: DTM stores them with each transaction (branch_headers) and returns them to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. List only values that may be stored (request ids, tenants), not credentials (Authorization, Cookie, API keys), and keep DTM's API private`,
+  appUrlCredentialsStored: (shown: string) =>
+    `lynx.dtm.app_url (${shown}) holds credentials (user:password@): they are in every branch URL this app gives DTM, which DTM stores with each transaction, logs, and returns to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. Give app_url without them and authenticate branch calls with lynx.dtm.branch_auth_keys, or keep DTM's API, logs and storage as private as those credentials`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
 

@@ -377,11 +377,14 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * Warns at start-up that the headers `pass_through_headers` forwards that look like credentials
    * (Authorization, Cookie, API keys, tokens) are stored in DTM and readable through its API; a
-   * request id or a tenant, which may be stored, gets no warning.
+   * request id or a tenant, which may be stored, gets no warning. Warns too that an `app_url` with
+   * credentials puts them into every branch URL of this app, which DTM stores and shows alike.
    */
   onModuleInit(): void {
     const credentials = this.config.passThroughHeaders.filter(isCredentialHeader);
     if (this.config.enabled && credentials.length > 0) this.logger.warn(MESSAGES.passThroughStored(credentials));
+    const appUrl = this.config.appUrl;
+    if (this.config.enabled && appUrl !== undefined && withoutCredentials(appUrl) !== appUrl) this.logger.warn(MESSAGES.appUrlCredentialsStored(redactUrl(appUrl)));
   }
 
   /**

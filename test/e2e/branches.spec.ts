@@ -608,6 +608,16 @@ describe('branch URLs and header allow-list settings', () => {
       await t.close();
     }
   });
+
+  it('an app_url with credentials (publish_branches off) warns at start-up that DTM stores them in every branch URL, without showing them', async () => {
+    const t = await startBranchApp('express', { appUrl: 'http://bank:s3cret-pw@127.0.0.1:3000' });
+    try {
+      expect(t.logger.warnings.filter((w) => w.includes('lynx.dtm.app_url'))).toEqual([expect.stringContaining('lynx.dtm.app_url (http://***@127.0.0.1:3000) holds credentials (user:password@): they are in every branch URL')]);
+      expect(t.logger.warnings.filter((w) => w.includes('s3cret'))).toEqual([]);
+    } finally {
+      await t.close();
+    }
+  });
 });
 
 // the start-up validation that needs no server is in test/unit/branch-registry.spec.ts
