@@ -175,14 +175,16 @@ export const MESSAGES = {
     `the payload of ${target} is an object, but the module knows no proto declaring that method (neither grpcProtos nor the protos of this app's gRPC servers): add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
   grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
-  grpcMetadataValue: (what: string, value: string) =>
-    `${what} ${JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
+  /** `value` undefined: not shown (a header that looks like a credential). */
+  grpcMetadataValue: (what: string, value: string | undefined) =>
+    `${what} ${value === undefined ? '(value not shown: the header looks like a credential)' : JSON.stringify(value)} cannot travel as gRPC metadata, which DTM sends to every gRPC branch: use printable ASCII (DTM would fail every branch call and retry it forever)`,
   signedHeaderNotAscii: (name: string) =>
     `branch header ${name} has a value that is not printable ASCII: with lynx.dtm.branch_auth_keys its value is signed, and DTM delivers it as UTF-8 bytes that the branch reads as another value, so every call DTM makes would be refused; encode it (e.g. percent-encoding)`,
   signedHeaderNotGrpc: (name: string) =>
     `branch header ${name} cannot be signed for gRPC branches (lynx.dtm.branch_auth_keys): gRPC clients replace user-agent, and a -bin value arrives as bytes, so every call DTM makes would be refused; use another name`,
-  grpcMetadataSpaces: (name: string, value: string) =>
-    `branch header ${name} ${JSON.stringify(value)} has spaces around its value, which a gRPC branch never receives (HTTP/2 forbids them; the branch would get no such header): remove them`,
+  /** `value` undefined: not shown (a header that looks like a credential). */
+  grpcMetadataSpaces: (name: string, value: string | undefined) =>
+    `branch header ${name} ${value === undefined ? '(value not shown: the header looks like a credential)' : JSON.stringify(value)} has spaces around its value, which a gRPC branch never receives (HTTP/2 forbids them; the branch would get no such header): remove them`,
   grpcMetadataKey: (name: string) =>
     `branch header ${JSON.stringify(name)} cannot be a gRPC metadata key, which DTM sends to every gRPC branch: use lower-case [0-9a-z._-], not starting with grpc-`,
   grpcMetadataInvalid: (reason: string) =>

@@ -256,6 +256,26 @@ describe('what a gRPC transaction refuses before anything is sent', () => {
     expect((await queryTrans('gid-header-key')).transaction).toBeNull();
   });
 
+  it('the value of a refused branch header that looks like a credential is not shown in the error', () => {
+    const headers: Record<string, string>[] = [
+      { authorization: 'Bearer s3cr\u00e9t-token' }, // not printable ASCII
+      { 'x-api-key': ' s3cret-key ' }, // spaces around it
+    ];
+    const refused = headers.map((branchHeaders) => {
+      try {
+        t.client.newSaga('gid-secret-header', { branchHeaders });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'not refused';
+    });
+    expect(refused).toEqual([
+      expect.stringContaining('branch header authorization (value not shown: the header looks like a credential) cannot travel as gRPC metadata'),
+      expect.stringContaining('branch header x-api-key (value not shown: the header looks like a credential) has spaces around its value'),
+    ]);
+    expect(refused.filter((m) => m.includes('s3cr'))).toEqual([]);
+  });
+
   it('a saga step with a gRPC action and an http:// compensation (or the reverse): DTM would send the one payload to both, so the step is refused and DTM holds nothing', async () => {
     const gid = await t.client.generateGid();
     const revert = 'http://127.0.0.1:1/shop/reserve-revert';

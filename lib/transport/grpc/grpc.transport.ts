@@ -1,5 +1,6 @@
 import type { Client, Metadata, ServiceError } from '@grpc/grpc-js';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { isCredentialHeader } from '../../config/dtm-config.keys.js';
 import { MESSAGES, UNANSWERED, type UnansweredMessages } from '../../dtm.messages.js';
 import type { DtmErrorContext } from '../../errors/dtm-error.js';
 import { DtmFailureError } from '../../errors/dtm-failure.error.js';
@@ -195,8 +196,9 @@ export class GrpcTransport implements DtmTransport {
     for (const name in options.branchHeaders) {
       if (!METADATA_KEY.test(name) || name.startsWith('grpc-')) throw new DtmUsageError(MESSAGES.grpcMetadataKey(name), { gid });
       const value = options.branchHeaders[name];
-      if (!PRINTABLE_ASCII.test(value)) throw new DtmUsageError(MESSAGES.grpcMetadataValue(`branch header ${name}`, value), { gid });
-      if (value !== value.trim()) throw new DtmUsageError(MESSAGES.grpcMetadataSpaces(name, value), { gid });
+      // the value of a header that looks like a credential (authorization, x-api-key, ...) is not shown
+      if (!PRINTABLE_ASCII.test(value)) throw new DtmUsageError(MESSAGES.grpcMetadataValue(`branch header ${name}`, isCredentialHeader(name) ? undefined : value), { gid });
+      if (value !== value.trim()) throw new DtmUsageError(MESSAGES.grpcMetadataSpaces(name, isCredentialHeader(name) ? undefined : value), { gid });
     }
   }
 
