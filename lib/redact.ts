@@ -89,3 +89,17 @@ export function safeCause(err: unknown): Error {
   if (typeof source?.code === 'string') Object.assign(cause, { code: source.code });
   return cause;
 }
+
+/** Control characters (C0, DEL, C1) and the Unicode line and paragraph separators. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * `text` (which may hold what a caller sent: a pipe's message naming a payload's property) with
+ * every control character written as an escape (`\r`, `\n`, `\t`, `\u001b`, ...), so that it can
+ * neither break a log line nor forge one; `text` itself when it holds none.
+ */
+export function escapeControls(text: string): string {
+  if (!CONTROL.test(text)) return text;
+  return text.replace(CONTROLS, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+}

@@ -13,6 +13,7 @@ import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
+import { escapeControls } from '../redact.js';
 
 /**
  * DTM's branch protocol in one place, for decorated handlers, on the transport the call came in
@@ -95,11 +96,14 @@ function failureName(exception: unknown): string {
   return 'an RpcException with code ABORTED (FAILURE)';
 }
 
-/** The message of a pipe's 400 (class-validator's ValidationPipe answers a list of messages). */
+/**
+ * The message of a pipe's 400 (class-validator's ValidationPipe answers a list of messages), with
+ * control characters escaped: it may name what the payload holds (`property <name> should not exist`).
+ */
 function badRequestMessage(exception: BadRequestException): string {
   const response = exception.getResponse() as { message?: unknown } | string;
   const message = typeof response === 'string' ? response : response?.message;
-  return Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message;
+  return escapeControls(Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message);
 }
 
 /** What the module's refusal of a call (see `refusal`) is answered: the HTTP status (409 for FAILURE), or the gRPC code (ABORTED for FAILURE). */

@@ -37,12 +37,14 @@ class Move {
   amount!: number;
 }
 
-/** What class-validator's ValidationPipe does for Move with @IsPositive() account: a 400 listing the problems. */
+/** What class-validator's ValidationPipe does for Move with @IsPositive() account (and `forbidNonWhitelisted`, naming a property the payload should not have; here only names no DTO could declare, as the gRPC messages decode with fields Move lacks): a 400 listing the problems. */
 class ValidateMove implements PipeTransform {
   transform(value: unknown, { metatype }: ArgumentMetadata): unknown {
     if (metatype !== Move) return value;
     const account = (value as Partial<Move> | undefined)?.account;
     if (typeof account !== 'number' || account <= 0) throw new BadRequestException(['account must be a positive number']);
+    const extra = Object.keys(value as object).filter((key) => !/^\w+$/.test(key));
+    if (extra.length > 0) throw new BadRequestException(extra.map((key) => `property ${key} should not exist`));
     return value;
   }
 }
@@ -252,4 +254,19 @@ it.each(['express', 'fastify'] as const)('%s: a back-check whose barrier is the 
   const committed = await client.generateGid();
   await new BranchBarrier('msg', committed, '00', 'msg', { table: 'dtm_barrier' }).callWithDb(pgBarrierDatabase(pgPool), async () => undefined);
   expect(await check(committed)).toBe(200);
+});
+
+// a payload's property names are the caller's (gRPC messages carry only the fields of their type)
+describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('a pipe refusal naming what the payload holds, $name', ({ adapter }) => {
+  it('a message branch whose payload the pipe refuses naming a property with CR / LF and an ANSI escape in its name: the warning forges no line', async () => {
+    const gid = await apps[adapter]!.client.generateGid();
+    const marker = `mk${Date.now().toString(36)}`;
+    const forged = `x\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[31m${marker} forged`;
+    await apps[adapter]!.client.newMsg(gid, { protocol: 'http', retryInterval: 60 }).add(`${apps[adapter]!.url}/pipes/deliver`, { account: 1, amount: 5, [forged]: 1 }).submit();
+    await waitUntil('DTM called the message branch', async () => logger.lines.some((l) => l.startsWith('warn ') && l.includes(`gid ${gid}`)), { timeoutMs: 15_000 });
+    const warning = logger.lines.find((l) => l.startsWith('warn ') && l.includes(`gid ${gid}`))!;
+    expect(warning).toContain('a pipe refused its payload (property x\\r\\n[Nest] 1 - ERROR [DtmBranch] \\u001b[31m');
+    expect([warning.includes('\n'), warning.includes('\r'), warning.includes('\u001b')]).toEqual([false, false, false]);
+    await apps[adapter]!.client.forceStop(gid);
+  });
 });
