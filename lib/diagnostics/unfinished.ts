@@ -70,7 +70,8 @@ export async function diagnoseUnfinished(record: TransactionRecord, scope: Diagn
       const url = b.url!;
       const own = scope.ownRoute(url);
       // a TCC branch id as logs show it, without its token (`01-<token>`); the record of its failure is kept under the whole id
-      const branch: UnfinishedBranch = { branchId: shownBranchId(b.branchId), op: b.op, name: own?.name ?? nameOf(url), target: redactUrl(url) };
+      const target = redactUrl(url); // named from it too: a URL without a path would name the branch with its credentials
+      const branch: UnfinishedBranch = { branchId: shownBranchId(b.branchId), op: b.op, name: own?.name ?? nameOf(target), target };
       const recorded = recordedBranchFailure(record.gid, b.branchId, b.op);
       // DTM calls POST when the stored payload is not empty (and always for XA), else GET
       const method = b.data.length > 0 || record.transType === 'xa' ? 'POST' : 'GET';

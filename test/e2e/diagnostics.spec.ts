@@ -342,6 +342,25 @@ describe('a transaction that does not finish in time names its unfinished branch
   });
 });
 
+describe('a step target with credentials', () => {
+  it('a URL with credentials and no path: the unfinished branch is named without them', async () => {
+    const app = await diagApp({});
+    const dead = await freePort();
+    const gid = await app.client.generateGid();
+    const error = await app.client
+      .newSaga(gid)
+      .add(`http://payments:s3cret-pw@127.0.0.1:${dead}`, { amount: 1 })
+      .submitAndWait({ timeout: 2 })
+      .catch((err: unknown) => err);
+    await app.client.forceStop(gid);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    const unfinishedBranches = (error as DtmOutcomeUnknownError).unfinished;
+    expect(unfinishedBranches).toEqual([expect.objectContaining({ op: 'action', target: `http://***@127.0.0.1:${dead}` })]);
+    expect(JSON.stringify(unfinishedBranches)).not.toContain('s3cret');
+    expect((error as Error).message).not.toContain('s3cret');
+  });
+});
+
 describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failures kept for the diagnosis', () => {
   it("hold no forged call: one real failed branch, then 600 forged calls of the same route (refused, 401), and the diagnosis still names the real failure", async () => {
     const port = await freePort();
