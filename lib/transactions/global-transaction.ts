@@ -1,5 +1,5 @@
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
-import { isTransientDtmError } from '../transport/dtm-transient.js';
+import { isTransientDtmError, leftPrepared } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -27,9 +27,10 @@ export abstract class GlobalTransaction extends Transaction {
 
   /**
    * @internal Runs `body` inside the global transaction: prepare, body, then submit or abort.
-   * Returns what `body` returned. A submit that fails in a way that may not have reached DTM (DTM
-   * holds the prepared transaction: if the submit got lost, DTM fails it at its timeout) is
-   * {@link DtmOutcomeUnknownError}.
+   * Returns what `body` returned. A submit that fails in a way that may not have reached DTM, or
+   * is answered by something else than DTM's decision (a gateway's 4xx), is
+   * {@link DtmOutcomeUnknownError} (`prepared`): DTM holds the prepared transaction, and if no
+   * submit got through, DTM rolls it back at its timeout.
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
     this.assertBody(body);
@@ -41,7 +42,8 @@ export abstract class GlobalTransaction extends Transaction {
       try {
         await this.submitRequest(this.request(), false);
       } catch (err) {
-        if (!isTransientDtmError(err)) throw err;
+        // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
+        if (!leftPrepared(err)) throw err;
         throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
       }
     } catch (err) {
@@ -84,11 +86,14 @@ export abstract class GlobalTransaction extends Transaction {
         try {
           await again();
         } catch (err) {
-          if (!isTransientDtmError(err)) throw err;
+          if (!isTransientDtmError(err)) throw this.stillPrepared(err);
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
-        outcome = { ...(await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false }), wait)), result };
+        const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false }), wait).catch((err: unknown) => {
+          throw this.stillPrepared(err);
+        });
+        outcome = { ...final, result };
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -96,6 +101,16 @@ export abstract class GlobalTransaction extends Transaction {
     }
     this.observeEnd(outcome.status, outcome.status === 'failed' ? outcome.rollbackReason : undefined);
     return outcome;
+  }
+
+  /**
+   * `err` of a submit (or of one sent again by the wait), or when it is no answer of DTM's on the
+   * transaction ({@link leftPrepared}: a gateway's 4xx, say) `DtmOutcomeUnknownError` (`prepared`):
+   * DTM holds it prepared, never "not sent".
+   */
+  private stillPrepared(err: unknown): unknown {
+    if (err instanceof DtmOutcomeUnknownError || !leftPrepared(err)) return err;
+    return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
   }
 
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */

@@ -7,8 +7,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
-import { DtmServerError } from '../errors/dtm-server.error.js';
-import { isTransientDtmError } from '../transport/dtm-transient.js';
+import { leftPrepared } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
@@ -249,18 +248,6 @@ export class Msg extends StepTransaction {
     // doAndSubmit's prepare() set it, never empty (an empty back-check is refused there)
     await this.withinObservation((target) => this.invokeBranch(target, undefined, local.branchId, local.op), this.queryPrepared!);
   }
-}
-
-/**
- * Whether `err`, the error of a submit of a message DTM holds prepared (this object's prepare took),
- * leaves it so, for DTM's back-check to decide: a submit that may not have got through (transient),
- * and any other answer that is not DTM's decision on the message ({@link DtmServerError}: a gateway's
- * 4xx in front of DTM, a gRPC code of an interceptor, DTM's "topic not found" when the topic lost
- * its subscribers since the prepare), none of which changes what DTM holds. Not DTM's FAILURE or
- * ONGOING answer (the message's status decided it) nor a usage error.
- */
-function leftPrepared(err: unknown): boolean {
-  return err instanceof DtmServerError || isTransientDtmError(err);
 }
 
 /** Whether `db` can open the outbox's local transaction: a SQL barrier database (`transaction()` and a dialect the barrier speaks). */

@@ -78,3 +78,15 @@ export function markResent(err: object): void {
 export function wasResent(err: unknown): boolean {
   return typeof err === 'object' && err !== null && RESENT.has(err);
 }
+
+/**
+ * Whether `err`, the error of a submit of a transaction DTM holds prepared (a message this object
+ * prepared, a TCC or XA whose body ran), leaves it so: a submit that may not have got through
+ * (transient), and any other answer that is not DTM's decision on it ({@link DtmServerError}: a
+ * gateway's 4xx in front of DTM, a gRPC code of an interceptor, DTM's "topic not found" when a
+ * message's topic lost its subscribers since the prepare), none of which changes what DTM holds. Not
+ * DTM's FAILURE or ONGOING answer (the transaction's status decided it) nor a usage error.
+ */
+export function leftPrepared(err: unknown): boolean {
+  return err instanceof DtmServerError || isTransientDtmError(err);
+}

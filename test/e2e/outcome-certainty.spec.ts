@@ -7,7 +7,7 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, type Tcc } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -421,6 +421,28 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(outcome).not.toBeInstanceOf(DtmGidInUseError);
     expect(outcome).toMatchObject({ gid, status: 'succeed' });
     expect(recorder.callsTo('/LateFirst', gid)).toHaveLength(1);
+  });
+
+  it('TCC / XA submit refused by a gateway in front of DTM (429), with and without the wait: DtmOutcomeUnknownError (status prepared), not the gateway\'s DtmServerError that reads as "not sent"; DTM holds each prepared, nothing confirmed', async () => {
+    cut = 'refuse';
+    const tccBody = (tcc: Tcc) => tcc.callBranch({}, recorder.urlFor('/GatewayTry'), recorder.urlFor('/GatewayConfirm'), recorder.urlFor('/GatewayCancel'));
+    const runs: [string, (gid: string) => Promise<unknown>][] = [
+      ['tccGlobalTransaction', (gid) => viaProxy.client.tccGlobalTransaction(gid, tccBody, { timeoutToFail: 60 })],
+      ['tccGlobalTransactionAndWait', (gid) => viaProxy.client.tccGlobalTransactionAndWait(gid, tccBody, { timeoutToFail: 60 }, { timeout: 5 })],
+      ['xaGlobalTransaction', (gid) => viaProxy.client.xaGlobalTransaction(gid, async () => 1, { timeoutToFail: 60 })],
+      ['xaGlobalTransactionAndWait', (gid) => viaProxy.client.xaGlobalTransactionAndWait(gid, async () => 1, { timeoutToFail: 60 }, { timeout: 5 })],
+      ['executeTcc', (gid) => viaProxy.helper.executeTcc(gid, [{ try: recorder.urlFor('/GatewayTry'), confirm: recorder.urlFor('/GatewayConfirm'), cancel: recorder.urlFor('/GatewayCancel') }], { timeoutToFail: 60 })],
+    ];
+    for (const [name, run] of runs) {
+      const gid = await app.client.generateGid();
+      const error = await run(gid).catch((e: unknown) => e);
+      expect([name, error]).toEqual([name, expect.any(DtmOutcomeUnknownError)]);
+      expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+      expect((error as Error).message).toMatch(/HTTP 429/);
+      expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+      expect(recorder.callsTo('/GatewayConfirm', gid)).toHaveLength(0);
+      await app.client.forceStop(gid); // tidy: not rolled back for 60 s
+    }
   });
 
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
