@@ -2,12 +2,13 @@ import { Injectable } from '@nestjs/common';
 import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { parseTarget } from '../transport/branch-target.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
+import type { GlobalTransactionOutcome } from '../transactions/global-transaction.js';
+import type { Tcc } from '../transactions/tcc.js';
+import type { Xa } from '../transactions/xa.js';
 
 /**
  * A saga step for {@link TransactionHelper.executeSaga}: `action` is a URL or gRPC target (with an
@@ -89,37 +90,39 @@ export class TransactionHelper {
    * Runs a TCC transaction: registers and tries each branch in order, then confirms all, or cancels
    * all if a Try fails. A branch whose `try` is a target needs both `confirm` and `cancel` (`''`
    * when there is nothing to do): one missing is refused with `DtmUsageError` before anything is sent.
+   * With `waitForFinal`, as `DtmClient.tccGlobalTransactionAndWait`: a Try's FAILURE is a result
+   * (`failed`), and a submit DTM did not store (the transaction still prepared) is sent again.
    */
   async executeTcc(gid: string, branches: TccBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeTcc', branches);
     branches.forEach(assertTccBranch);
     const answers: BranchAnswer[] = [];
-    return this.settle(gid, answers, options, () =>
-      this.client.tccGlobalTransaction(
-        gid,
-        async (tcc) => {
-          for (const b of branches) {
-            answers.push(await (b.confirm === undefined ? tcc.callBranch(b.data, b.try) : tcc.callBranch(b.data, b.try, b.confirm, b.cancel!)));
-          }
-        },
-        transactionOptions(options),
-      ),
-    );
+    const body = async (tcc: Tcc) => {
+      for (const b of branches) {
+        answers.push(await (b.confirm === undefined ? tcc.callBranch(b.data, b.try) : tcc.callBranch(b.data, b.try, b.confirm, b.cancel!)));
+      }
+    };
+    if (!options.waitForFinal) {
+      await this.client.tccGlobalTransaction(gid, body, transactionOptions(options));
+      return { gid, answers };
+    }
+    // tccGlobalTransactionAndWait, not a run and a wait: it sends the submit again while DTM still holds the transaction prepared
+    return { gid, answers, final: finalOf(await this.client.tccGlobalTransactionAndWait(gid, body, transactionOptions(options), waitOptions(options.waitForFinal))) };
   }
 
-  /** Runs an XA transaction: calls each branch's action in order, then commits all, or rolls back if one fails. */
+  /** Runs an XA transaction: calls each branch's action in order, then commits all, or rolls back if one fails (with `waitForFinal`, as {@link executeTcc}). */
   async executeXa(gid: string, branches: XaBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeXa', branches);
     const answers: BranchAnswer[] = [];
-    return this.settle(gid, answers, options, () =>
-      this.client.xaGlobalTransaction(
-        gid,
-        async (xa) => {
-          for (const b of branches) answers.push(await xa.callBranch(b.data, b.action));
-        },
-        transactionOptions(options),
-      ),
-    );
+    const body = async (xa: Xa) => {
+      for (const b of branches) answers.push(await xa.callBranch(b.data, b.action));
+    };
+    if (!options.waitForFinal) {
+      await this.client.xaGlobalTransaction(gid, body, transactionOptions(options));
+      return { gid, answers };
+    }
+    // as executeTcc: the submit is sent again while DTM still holds the transaction prepared
+    return { gid, answers, final: finalOf(await this.client.xaGlobalTransactionAndWait(gid, body, transactionOptions(options), waitOptions(options.waitForFinal))) };
   }
 
   /**
@@ -145,26 +148,21 @@ export class TransactionHelper {
     return this.client.executeWorkflow<R>(name, gid, input, options);
   }
 
-  /**
-   * TCC / XA: a branch's FAILURE is a rollback; with `waitForFinal` that is a result, not an
-   * exception. A gid DTM already holds another transaction under is not: that one's outcome is not this one's.
-   */
-  private async settle(gid: string, answers: BranchAnswer[], options: HelperOptions, run: () => Promise<void>): Promise<ExecutionResult> {
-    try {
-      await run();
-    } catch (err) {
-      // a submit that may not have reached DTM (DtmOutcomeUnknownError) is waited out too: DTM holds the transaction
-      const settles = err instanceof DtmOutcomeUnknownError || (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError));
-      if (!(options.waitForFinal && settles)) throw err;
-    }
-    return this.finish(gid, answers, options);
-  }
-
   private async finish(gid: string, answers: BranchAnswer[], options: HelperOptions): Promise<ExecutionResult> {
     if (!options.waitForFinal) return { gid, answers };
-    const wait = options.waitForFinal === true ? {} : options.waitForFinal;
-    return { gid, answers, final: await this.client.waitForFinal(gid, wait) };
+    return { gid, answers, final: await this.client.waitForFinal(gid, waitOptions(options.waitForFinal)) };
   }
+}
+
+/** The wait's options of `waitForFinal` (`true`: the defaults). */
+function waitOptions(waitForFinal: true | WaitOptions): WaitOptions {
+  return waitForFinal === true ? {} : waitForFinal;
+}
+
+/** The final status of a TCC / XA outcome, without the body's result (the helper's body returns none). */
+function finalOf(outcome: GlobalTransactionOutcome<void>): FinalResult {
+  const { result: _result, ...final } = outcome;
+  return final;
 }
 
 function transactionOptions(options: HelperOptions): TransactionOptions {

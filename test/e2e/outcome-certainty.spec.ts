@@ -445,6 +445,25 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     }
   });
 
+  it('executeTcc / executeXa with waitForFinal, the first submit cut before DTM saw it: DTM holds the transaction prepared, so the submit is sent again (as tccGlobalTransactionAndWait does) and DTM confirms, not cancelled at its timeout', async () => {
+    cut = 'before-once';
+    submits = 0;
+    const tccGid = await app.client.generateGid();
+    const tcc = await viaProxy.helper.executeTcc(tccGid, [{ try: recorder.urlFor('/LostTry'), confirm: recorder.urlFor('/LostConfirm'), cancel: recorder.urlFor('/LostCancel') }], {
+      timeoutToFail: 60,
+      waitForFinal: { timeout: 15 },
+    });
+    expect(submits).toBe(2);
+    expect(tcc.final).toMatchObject({ gid: tccGid, status: 'succeed' });
+    expect(recorder.callsTo('/LostConfirm', tccGid)).toHaveLength(1);
+    expect(recorder.callsTo('/LostCancel', tccGid)).toHaveLength(0);
+    submits = 0;
+    const xaGid = await app.client.generateGid();
+    const xa = await viaProxy.helper.executeXa(xaGid, [{ action: recorder.urlFor('/LostXa'), data: {} }], { timeoutToFail: 60, waitForFinal: { timeout: 15 } });
+    expect(submits).toBe(2);
+    expect(xa.final).toMatchObject({ gid: xaGid, status: 'succeed' });
+  });
+
   it('TCC: a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared), never DtmUnavailableError; DTM confirms', async () => {
     cut = 'after';
     const gid = await app.client.generateGid();
