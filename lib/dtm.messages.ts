@@ -232,6 +232,8 @@ export const MESSAGES = {
     `addBranchOrder(${step}, [${pre.join(', ')}]): without enableConcurrent() DTM runs the steps one after another, in the order they were added, and ignores branch orders, so step ${step} would run before step ${later}, which it waits for; call enableConcurrent(), or add the steps in that order`,
   branchOrderCycle: (cycle: number[]) =>
     `the saga's branch orders wait in a circle (${cycle.join(' → ')}): DTM would call none of those steps and the saga would never finish; remove one of the orders`,
+  tccRegisterFailureSwallowed: (gid: string, branchId: string, cause: string) =>
+    `the body of tcc ${gid} went on after registering its branch ${branchId} failed (${truncate(cause)}): the branch's Try never ran, and DTM may hold the branch, so a submit would have DTM confirm work that was never tried. The transaction is aborted instead: let the error of callBranch() end the body (or abort), never catch it and carry on`,
   tccConfirmCancelMissing: (tryTarget: string) =>
     `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
   optionsAfterSent: (transType: string, gid: string, call: string) =>

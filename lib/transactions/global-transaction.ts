@@ -20,6 +20,8 @@ export interface GlobalTransactionOutcome<T> extends FinalResult {
 export abstract class GlobalTransaction extends Transaction {
   /** Whether the body threw (and the transaction was aborted). */
   private bodyFailed = false;
+  /** The first branch registration that failed (its Try never ran): a body that went on after it is refused its submit. */
+  protected registerFailure?: { branchId: string; error: unknown };
 
   protected constructor(runtime: TransactionRuntime, gid: string, transType: TransactionType, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, transType, options, parent);
@@ -119,13 +121,21 @@ export abstract class GlobalTransaction extends Transaction {
   }
 
   /**
-   * Runs `body` (with the transaction's span active); if it throws, aborts the transaction (the
+   * Runs `body` (with the transaction's span active); if it throws, or returns after a branch
+   * registration failed ({@link registerFailure}: `DtmUsageError`), aborts the transaction (the
    * error's message is the rollback reason, cut to the 1024 characters DTM's SQL stores keep, `…` marking a cut) and rethrows: DTM's answer to the abort does not change
    * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
    */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
-      return await this.withinObservation(body, this);
+      const result = await this.withinObservation(body, this);
+      // the body caught a failed registration and went on: DTM may hold that branch, whose Try never ran, and would confirm it
+      const failed = this.registerFailure;
+      if (failed) {
+        const cause = failed.error instanceof Error ? failed.error.message : String(failed.error);
+        throw new DtmUsageError(MESSAGES.tccRegisterFailureSwallowed(this.gid, failed.branchId, cause), { gid: this.gid, branchId: failed.branchId, cause: failed.error });
+      }
+      return result;
     } catch (err) {
       this.bodyFailed = true;
       // DTM's SQL stores keep at most 1024 characters of it: a longer one would make DTM refuse the abort (500, "Data too long")

@@ -7,7 +7,7 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, type Tcc } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type Tcc } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -662,6 +662,33 @@ describe('DTM crashing after it got a saga\'s submit (the connection reset or cl
     expect((error as Error).message).toMatch(/the request may or may not have reached the DTM server/);
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(recorder.callsTo('/Crash', gid)).toHaveLength(1);
+  });
+
+  it.each(['http', 'grpc'] as const)('%s: a TCC body that catches its failed registerBranch (reset after DTM stored the branch) and goes on is refused its submit: DtmUsageError naming the swallowed failure, the transaction aborted; DTM confirms no branch whose Try never ran', async (protocol) => {
+    const via = apps[protocol]!;
+    const gid = await app.client.generateGid();
+    const target = (path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+    const payload = protocol === 'grpc' ? new Uint8Array() : {};
+    let swallowed: unknown;
+    const error = await via.client
+      .tccGlobalTransaction(gid, async (tcc) => {
+        // over gRPC the prepare opened the connection through the proxy: its next call is the registration
+        if (protocol === 'grpc') grpcProxy.arm('', 'reset');
+        else proxy.arm('POST /api/dtmsvr/registerBranch', 'reset');
+        await tcc.callBranch(payload, target('/SwallowTry'), target('/SwallowConfirm'), target('/SwallowCancel')).catch((e: unknown) => {
+          swallowed = e;
+        });
+        return 'went on';
+      })
+      .catch((e: unknown) => e);
+    expect(swallowed).toBeInstanceOf(DtmUnavailableError);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toMatch(/went on after registering its branch 01 failed .*never ran/);
+    const final = await app.client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.branches.map((b) => `${b.op} ${b.status}`).sort()).toEqual(['cancel succeed', 'confirm prepared']); // DTM had stored the branch
+    expect(recorder.callsTo('/SwallowTry', gid)).toHaveLength(0);
+    expect(recorder.callsTo('/SwallowConfirm', gid)).toHaveLength(0);
   });
 });
 
