@@ -466,6 +466,8 @@ export const MESSAGES = {
     `a call to resume workflow ${JSON.stringify(name)} with gid ${JSON.stringify(gid)} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
   workflowNotJson: (what: string, reason: string) =>
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
+  gidTakenMeanwhile: (gid: string, transType: string, status: string) =>
+    `DTM's record of ${gid} ("${status}") holds another transaction's steps, not this ${transType}'s: another submit under the gid got there at the same time (after this one's check that the gid was free). DTM v1.19 took this submit too and may have run this ${transType}'s steps over the other transaction, keeping no record of them, so their outcome is not known: check what its branches did; never submit it again, under this gid or a new one, before you know`,
   gidHeldUnfinished: (transType: string, status: string) =>
     transType === 'saga'
       ? `another saga, still running: checked before the submit, which DTM v1.19 would take for a saga it holds "${status}" and run this one's steps over it`

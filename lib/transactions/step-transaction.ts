@@ -3,7 +3,9 @@ import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contrac
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { assertOneTransport } from '../transport/branch-target.js';
-import { Transaction } from './transaction.js';
+import { sameSteps, Transaction } from './transaction.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */
 export abstract class StepTransaction extends Transaction {
@@ -73,6 +75,8 @@ export abstract class StepTransaction extends Transaction {
    * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid
    * (a saga: also, nothing sent, when DTM holds another one unfinished under it, see `Saga.assertGidFree`).
+   * A saga whose final record holds another saga's branches (another submit took the gid after that
+   * check) is `DtmOutcomeUnknownError`: the other's outcome is not this one's.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     this.observeStart();
@@ -90,6 +94,10 @@ export abstract class StepTransaction extends Transaction {
       }
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
       final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
+      // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
+      if (this.transType === 'saga' && !sameSteps(final.transaction, this.submission())) {
+        throw new DtmOutcomeUnknownError(MESSAGES.gidTakenMeanwhile(this.gid, this.transType, final.status), this.gid, 'unknown');
+      }
     } catch (err) {
       this.observeEnd('error', err);
       throw err;

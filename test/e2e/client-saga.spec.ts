@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import { DtmGidInUseError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
+import { DtmGidInUseError, DtmOutcomeUnknownError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
@@ -354,6 +354,31 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
         `02 compensate ${fx.target('/TransInRevert')}`,
         `02 action ${fx.target('/TransIn')}`,
       ]);
+    });
+
+    it('two submitAndWait() of different sagas racing on the same fresh gid (both pass the check of the gid): the one whose branches DTM recorded resolves with its outcome; the other is DtmOutcomeUnknownError (or DtmGidInUseError when its check came late), not the winner\'s "succeed" as its own', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/RaceA', 425, 200);
+      fx.recorder.answer('/RaceB', 425, 200);
+      const race = (path: string) =>
+        fx.client
+          .newSaga(gid, { retryInterval: 1 })
+          .add(fx.target(path), fx.target(`${path}Revert`), fx.payload({ path }))
+          .submitAndWait({ timeout: 20 })
+          .then(
+            (final) => ({ path, final, error: undefined as unknown }),
+            (error: unknown) => ({ path, final: undefined, error }),
+          );
+      const outcomes = await Promise.all([race('/RaceA'), race('/RaceB')]);
+      const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
+      const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
+      const loser = outcomes.find((o) => o !== winner)!;
+      expect(winner.final).toMatchObject({ gid, status: 'succeed' });
+      // DtmGidInUseError when its check of the gid came after the other's submit (nothing of it sent); else DTM took both submits
+      if (!(loser.error instanceof DtmGidInUseError)) {
+        expect(loser.error).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect((loser.error as Error).message).toMatch(/holds another transaction's steps, not this saga's: another submit under the gid got there at the same time/);
+      }
     });
 
     it('the same saga submitted again under its gid while DTM still runs it (a new object, the same steps and payloads): not refused, submitAndWait resolves with its outcome', async () => {
