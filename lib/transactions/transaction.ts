@@ -435,17 +435,13 @@ function isFirstRoundAnswer(err: unknown): boolean {
 
 /**
  * Whether DTM's `record` holds the steps and payloads of `request` (a saga or message submitted
- * whole): the transaction it sent. The branches DTM made of them decide ({@link sameBranches}):
- * every store answers them, on both protocols (DTM's SQL stores answer no steps or payloads, and
- * over gRPC its stored payloads read otherwise than they were sent); else the steps and payloads.
+ * whole): the transaction it sent, told by the branches DTM made of them ({@link sameBranches}),
+ * which every store answers on both protocols and which are what DTM runs and retries. Never by
+ * the steps alone: DTM's SQL stores answer none, over gRPC its stored payloads read otherwise than
+ * sent, and two submits racing on one gid leave a record with one's steps and the other's branches.
  */
 export function sameSteps(record: TransactionRecord, request: TransactionRequest): boolean {
-  if (record.transType !== request.transType) return false;
-  const steps = request.steps ?? [];
-  if (sameBranches(record, steps, request.payloads ?? [])) return true;
-  if (record.steps.length === 0) return false;
-  const payloads = (request.payloads ?? []).map((p) => (typeof p === 'string' ? p : Buffer.from(p).toString('latin1')));
-  return JSON.stringify(record.steps) === JSON.stringify(steps) && JSON.stringify(record.payloads) === JSON.stringify(payloads);
+  return record.transType === request.transType && sameBranches(record, request.steps ?? [], request.payloads ?? []);
 }
 
 /**
