@@ -329,24 +329,15 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(recorder.callsTo('/GatewayDeliver', gid)).toHaveLength(1);
   });
 
-  it('msg prepare() then submit() refused by a gateway (429): DtmOutcomeUnknownError (status prepared), DTM holds the message prepared', async () => {
+  it.each([
+    ['submit', 5],
+    ['submitAndWait', 6],
+  ] as const)("msg prepare() then %s() refused by a gateway (429): DtmOutcomeUnknownError (status prepared), not the gateway's DtmServerError; DTM holds the message prepared", async (call, order) => {
     cut = 'refuse';
     const gid = await app.client.generateGid();
-    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/GatewayDeliver'), { order: 5 });
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/GatewayDeliver'), { order });
     await msg.prepare(recorder.urlFor('/QueryPrepared'));
-    const error = await msg.submit().catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
-    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
-    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
-    await app.client.forceStop(gid); // tidy: not back-checked in 60 s
-  });
-
-  it('msg prepare() then submitAndWait() refused by a gateway (429): DtmOutcomeUnknownError (status prepared), not the gateway\'s DtmServerError', async () => {
-    cut = 'refuse';
-    const gid = await app.client.generateGid();
-    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/GatewayDeliver'), { order: 6 });
-    await msg.prepare(recorder.urlFor('/QueryPrepared'));
-    const error = await msg.submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+    const error = await (call === 'submit' ? msg.submit() : msg.submitAndWait({ timeout: 5 })).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
     expect(await stored(gid)).toMatchObject({ status: 'prepared' });
