@@ -1,10 +1,9 @@
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
-import { isTransientDtmError, leftPrepared } from '../transport/dtm-transient.js';
+import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -31,7 +30,7 @@ export abstract class GlobalTransaction extends Transaction {
    * @internal Runs `body` inside the global transaction: prepare, body, then submit or abort.
    * Returns what `body` returned. A submit that fails in a way that may not have reached DTM, or
    * is answered by something else than DTM's decision (a gateway's 4xx), is
-   * {@link DtmOutcomeUnknownError} (`prepared`): DTM holds the prepared transaction, and if no
+   * `DtmOutcomeUnknownError` (`prepared`): DTM holds the prepared transaction, and if no
    * submit got through, DTM rolls it back at its timeout.
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
@@ -45,8 +44,7 @@ export abstract class GlobalTransaction extends Transaction {
         await this.submitRequest(this.request(), false);
       } catch (err) {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
-        if (!leftPrepared(err)) throw err;
-        throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+        throw stillPreparedError(this.gid, err);
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -88,12 +86,12 @@ export abstract class GlobalTransaction extends Transaction {
         try {
           await again();
         } catch (err) {
-          if (!isTransientDtmError(err)) throw this.stillPrepared(err);
+          if (!isTransientDtmError(err)) throw stillPreparedError(this.gid, err);
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
         const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false }), wait).catch((err: unknown) => {
-          throw this.stillPrepared(err);
+          throw stillPreparedError(this.gid, err);
         });
         outcome = { ...final, result };
       }
@@ -103,16 +101,6 @@ export abstract class GlobalTransaction extends Transaction {
     }
     this.observeEnd(outcome.status, outcome.status === 'failed' ? outcome.rollbackReason : undefined);
     return outcome;
-  }
-
-  /**
-   * `err` of a submit (or of one sent again by the wait), or when it is no answer of DTM's on the
-   * transaction ({@link leftPrepared}: a gateway's 4xx, say) `DtmOutcomeUnknownError` (`prepared`):
-   * DTM holds it prepared, never "not sent".
-   */
-  private stillPrepared(err: unknown): unknown {
-    if (err instanceof DtmOutcomeUnknownError || !leftPrepared(err)) return err;
-    return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
   }
 
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */

@@ -7,7 +7,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
-import { leftPrepared } from '../transport/dtm-transient.js';
+import { leftPrepared, stillPreparedError } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
@@ -120,7 +120,7 @@ export class Msg extends StepTransaction {
     try {
       await super.submit();
     } catch (err) {
-      throw this.stillPrepared(err);
+      throw this.preparedHere(err);
     }
   }
 
@@ -133,14 +133,13 @@ export class Msg extends StepTransaction {
     try {
       return await super.submitAndWait(wait);
     } catch (err) {
-      throw this.stillPrepared(err);
+      throw this.preparedHere(err);
     }
   }
 
-  /** `err` of a submit, or when it leaves the message this object prepared as DTM holds it ({@link leftPrepared}), `DtmOutcomeUnknownError` (`prepared`). */
-  private stillPrepared(err: unknown): unknown {
-    if (!this.preparedInDtm || !leftPrepared(err)) return err;
-    return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, 'prepared', (err as Error).message), this.gid, 'prepared', { cause: err });
+  /** `err` of a submit, or after this object's {@link prepare} {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`). */
+  private preparedHere(err: unknown): unknown {
+    return this.preparedInDtm ? stillPreparedError(this.gid, err) : err;
   }
 
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */

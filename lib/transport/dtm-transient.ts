@@ -2,6 +2,8 @@
 // outcome rides out (DTM restarting, a network error, a 502/503/504 of a proxy in front of DTM),
 // and which of them leave open whether a request reached DTM.
 import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { MESSAGES } from '../dtm.messages.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { definiteServerRefusal } from './dtm-refusal.js';
 
@@ -89,4 +91,14 @@ export function wasResent(err: unknown): boolean {
  */
 export function leftPrepared(err: unknown): boolean {
   return err instanceof DtmServerError || isTransientDtmError(err);
+}
+
+/**
+ * `err` of a submit of transaction `gid`, which DTM holds prepared; when the error leaves it so
+ * ({@link leftPrepared}: a gateway's 4xx, say), `DtmOutcomeUnknownError` (`prepared`) instead, never
+ * an error that reads as "not sent".
+ */
+export function stillPreparedError(gid: string, err: unknown): unknown {
+  if (err instanceof DtmOutcomeUnknownError || !leftPrepared(err)) return err;
+  return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(gid, 'prepared', (err as Error).message), gid, 'prepared', { cause: err });
 }
