@@ -36,14 +36,14 @@ export interface DtmBranchCall {
 }
 
 /** What DTM makes of a branch's answer. */
-export type DtmBranchOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
+export type DtmBranchAnswerOutcome = 'SUCCESS' | 'FAILURE' | 'ONGOING' | 'ERROR';
 
 /** A branch's answer to {@link callBranch} / {@link callGrpcBranch}. */
 export interface DtmBranchAnswer {
   /** The HTTP status; over gRPC the HTTP status of the outcome DTM reads from the code (SUCCESS 200, FAILURE 409, ONGOING 425, ERROR 500). */
   status: number;
   /** In DTM's order: ONGOING (425, or a body saying ONGOING), FAILURE (409, or a body saying FAILURE), SUCCESS (200 only), else ERROR: DTM retries. */
-  outcome: DtmBranchOutcome;
+  outcome: DtmBranchAnswerOutcome;
   /** The body (HTTP) or the gRPC status details / the reply's bytes as text. */
   text: string;
   /** The gRPC status code (gRPC only). */
@@ -133,7 +133,7 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
       }
       const code = err ? err.code : grpc.status.OK;
       // as DTM reads it: ABORTED is FAILURE (with the bare message ONGOING, the old ONGOING), FAILED_PRECONDITION ONGOING
-      const outcome: DtmBranchOutcome =
+      const outcome: DtmBranchAnswerOutcome =
         code === grpc.status.OK ? 'SUCCESS' : code === grpc.status.ABORTED ? (err?.details === 'ONGOING' ? 'ONGOING' : 'FAILURE') : code === grpc.status.FAILED_PRECONDITION ? 'ONGOING' : 'ERROR';
       const status = HTTP_STATUS_OF[outcome];
       const bytesBack = reply ?? Buffer.alloc(0);

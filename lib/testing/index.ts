@@ -15,5 +15,5 @@ export {
   type DtmTestServer,
   type StartDtmServerOptions,
 } from './dtm-server.js';
-export { callBranch, callGrpcBranch, type DtmBranchAnswer, type DtmBranchCall, type DtmBranchOutcome } from './branch-call.js';
+export { callBranch, callGrpcBranch, type DtmBranchAnswer, type DtmBranchCall, type DtmBranchAnswerOutcome } from './branch-call.js';
 export { queryTransaction, waitForTransaction } from './transactions.js';
