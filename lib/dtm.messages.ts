@@ -1,4 +1,4 @@
-import { redactText, redactUrl } from './redact.js';
+import { redactText, redactUrl, shorten, shownCallerValue } from './redact.js';
 
 /** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
 /** What the answer to a branch call without DTM's keys says (a diagnosis probe reads it: the route is reachable). */
@@ -72,7 +72,7 @@ export const MESSAGES = {
     `msg ${gid}: ${topic} cannot be authenticated (DTM picks the subscribers, the app cannot sign their calls); add each subscriber's URL instead, or unset lynx.dtm.branch_auth_keys`,
   // authenticated branch calls
   authRefused: (where: string, gid: string, branchId: string, op: string, reason: string) =>
-    `branch call refused (${where}, gid ${JSON.stringify(gid)}, branch ${JSON.stringify(branchId)}, op ${JSON.stringify(op)}): ${reason}; ` +
+    `branch call refused (${where}, gid ${JSON.stringify(shorten(gid))}, branch ${JSON.stringify(shorten(branchId))}, op ${JSON.stringify(shorten(op))}): ${reason}; ` +
     'with lynx.dtm.branch_auth_keys set, only calls signed by an app with one of the keys run a branch (the calling app needs the same keys)',
   authNoToken: (header: string, callHeader: string) => `it carries no token for this branch and op (neither ${header} nor ${callHeader})`,
   authBadToken: (where: string) => `the token in ${where} is not this call's (another gid, branch, op, endpoint, body or forwarded header value, or a key this app does not accept)`,
@@ -273,7 +273,7 @@ export const MESSAGES = {
   branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string; transType: string } | undefined, detail: string) =>
     `${where} failed (${protocol}${info ? `, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
-    `${where} serves op=${ops.join(' / ')}, but this call has op=${op}: the URL registered with DTM for op=${op} points at the wrong handler; the handler did not run`,
+    `${where} serves op=${ops.join(' / ')}, but this call has op=${shownCallerValue(op)}: the URL registered with DTM for op=${shownCallerValue(op)} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, what = 'DtmFailureError') =>
     `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}) threw ${what}, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
   resultBody: (where: string, result: string, body: string) =>
@@ -416,7 +416,7 @@ export const MESSAGES = {
     `XA branch of gid ${gid}, branch ${branchId}: PostgreSQL prepared nothing (PREPARE TRANSACTION '${xid}' answered ROLLBACK), because its transaction had already failed: a statement of the branch's code (the @XaBranch handler, or the workflow's xa step) failed and the code caught the error and went on (e.g. a unique violation or a timeout swallowed with .catch()), or the code ended the transaction itself (COMMIT / ROLLBACK). Its work is rolled back, so the branch answers FAILURE and the transaction rolls back. Fix the code: rethrow the SQL error (a DtmFailureError to refuse the branch), or run a statement that may fail inside SAVEPOINT ... / ROLLBACK TO SAVEPOINT`,
   pgTransactionNotCommitted: (status: string) =>
     `the barrier's local transaction on PostgreSQL was not committed (${status}): a statement of the handler's business failed and the code caught the error and went on (e.g. a unique violation or a timeout swallowed with .catch()), which aborts a PostgreSQL transaction (its COMMIT then rolls it back without an error), or the code ended the transaction itself (COMMIT / ROLLBACK). Nothing of the call is kept (neither its work nor its barrier rows), so it answers an error and DTM retries it. Fix the code: rethrow the SQL error (a DtmFailureError to refuse the branch), or run a statement that may fail inside SAVEPOINT ... / ROLLBACK TO SAVEPOINT`,
-  xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${op}`,
+  xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${shownCallerValue(op)}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   unknownXaDb: (where: string, name: string, known: string[]) =>
     `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections: { ${name}: ... } })`,

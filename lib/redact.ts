@@ -103,3 +103,16 @@ export function escapeControls(text: string): string {
   if (!CONTROL.test(text)) return text;
   return text.replace(CONTROLS, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
+
+/** What a message may show of a caller's value as it is: printable ASCII without spaces. */
+const PLAIN = /^[!-~]*$/;
+
+/**
+ * A value a caller may have chosen (a branch call's gid, branch id or op), as a log line or an error
+ * shows it: as it is when printable ASCII without spaces (every gid, branch id and op DTM sends),
+ * else cut to 200 characters and quoted as JSON, so that CR, LF, ANSI escapes and spaces neither
+ * forge a line nor a field, and a long value does not flood the log.
+ */
+export function shownCallerValue(value: string): string {
+  return value.length <= SHOWN_LENGTH && PLAIN.test(value) ? value : JSON.stringify(shorten(value));
+}

@@ -8,6 +8,7 @@ import { dtmResultOfAnsweredError, dtmResultOfBody } from '../branches/branch-re
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { offerContextCarrier } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { shownCallerValue } from '../redact.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import type { TransactionType } from '../transport/dtm.types.js';
 import type {
@@ -140,7 +141,7 @@ export class DtmInstrumentation {
   private listenerFailed(name: DtmEventName, event: DtmEvents[DtmEventName], err: unknown): void {
     const { gid, branchId, op } = event as { gid?: string; branchId?: string; op?: string };
     // a refused branch call's gid and branch id are what its caller sent: CR / LF must not forge a line
-    const where = gid ? ` for gid=${logged(gid)}${branchId !== undefined ? ` branch=${logged(branchId)}` : ''}${op !== undefined ? ` op=${logged(op)}` : ''}` : '';
+    const where = gid ? ` for gid=${shownCallerValue(gid)}${branchId !== undefined ? ` branch=${shownCallerValue(branchId)}` : ''}${op !== undefined ? ` op=${shownCallerValue(op)}` : ''}` : '';
     this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 
@@ -232,7 +233,7 @@ export class DtmInstrumentation {
     }
     if (this.debugLogs) {
       this.logger.debug(
-        `${o.handler} (${o.kind} ${o.branch}) gid=${logged(o.gid)} branch=${logged(o.branchId)} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
+        `${o.handler} (${o.kind} ${o.branch}) gid=${shownCallerValue(o.gid)} branch=${shownCallerValue(o.branchId)} op=${o.op} trans_type=${o.transType} over ${o.protocol}: ${outcome}${o.barrier ? `, barrier ${o.barrier}` : ''} in ${durationMs.toFixed(1)} ms`,
       );
     }
     if (this.listening) {
@@ -265,18 +266,6 @@ function annotateBranchSpan(span: OtelSpan, o: BranchObservation, outcome: DtmBr
 /** Whether `value` is a promise (or another thenable). */
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
-}
-
-/** What a log field may show as it is: printable ASCII without spaces. */
-const PLAIN = /^[!-~]*$/;
-
-/**
- * A value a caller may have chosen (a refused branch call's gid or branch id), as a log line shows
- * it: as it is when {@link PLAIN} (every gid and branch id DTM sends), else quoted as JSON, so that
- * CR, LF, ANSI escapes and spaces neither forge a line nor a field.
- */
-function logged(value: string): string {
-  return PLAIN.test(value) ? value : JSON.stringify(value);
 }
 
 /** An error's message for a log line (no stack, no request data). */

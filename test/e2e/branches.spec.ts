@@ -242,6 +242,14 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
       'BankController.transOut serves op=action, but this call has op=compensate: the URL registered with DTM for op=compensate points at the wrong handler',
     );
     expect((await call('trans-out', '')).status).toBe(400);
+    // the op is the caller's: a long one with a line break is shown cut and quoted, not as sent
+    const forged = `x\r\n${'y'.repeat(5000)}`;
+    const long = await call('trans-out', encodeURIComponent(forged));
+    expect(long.status).toBe(400);
+    const message = ((await long.json()) as { message: string }).message;
+    expect(message).toContain(`but this call has op=${JSON.stringify(`${forged.slice(0, 200)}…`)}: the URL`);
+    expect(message.length).toBeLessThan(800);
+    expect(message).not.toMatch(/[\r\n]/);
     expect(t.ledger.calls).toEqual([]);
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
   });
