@@ -184,7 +184,7 @@ describe('the packed tarball', () => {
     });
   });
 
-  it('protocol: grpc without the gRPC libraries installed fails start-up with a DtmConfigError at its path saying what to install; enabled: false or http boot', () => {
+  it('protocol: grpc (or grpcProtos) without the gRPC libraries installed fails start-up with a DtmConfigError at its path saying what to install; enabled: false or http boot', () => {
     const out = runInConsumer(
       'grpc-missing.mjs',
       `import 'reflect-metadata';
@@ -209,10 +209,19 @@ describe('the packed tarball', () => {
          file: await start({ configFile: 'grpc.yaml' }),
          overridden: await start({ configFile: 'grpc.yaml', config: { protocol: 'http' } }),
          disabled: await start({ config: { protocol: 'grpc', enabled: false } }),
+         protos: await start({ config: { protocol: 'http' }, grpcProtos: { protoPath: 'any.proto' } }),
        }));`,
     );
-    const problem = (path: string) => [true, [{ path, message: expect.stringContaining('@grpc/grpc-js is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader') }]];
-    expect(JSON.parse(out)).toEqual({ inline: problem('config.protocol'), file: problem('lynx.dtm.protocol'), overridden: 'started', disabled: 'started' });
+    const message = expect.stringContaining('@grpc/grpc-js is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader');
+    const problem = (path: string) => [true, [{ path, message }]];
+    expect(JSON.parse(out)).toEqual({
+      inline: problem('config.protocol'),
+      file: problem('lynx.dtm.protocol'),
+      overridden: 'started',
+      disabled: 'started',
+      // the protos of gRPC branches need the libraries too, whatever the protocol to DTM
+      protos: problem('grpcProtos'),
+    });
   });
 
   it('is requirable from a CommonJS module (its CommonJS build; Nest 12 itself through require(esm)), DI included', () => {

@@ -3,6 +3,7 @@
 // those its own gRPC servers load (as they load them).
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmConfigError } from '../../errors/dtm-config.error.js';
+import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import { loadGrpc } from './grpc-runtime.js';
 
 /** The protos the module encodes gRPC payloads with (module option `grpcProtos`). */
@@ -43,7 +44,14 @@ export class GrpcCodecs {
   static load(protos: GrpcProtos | undefined): GrpcCodecs {
     const codecs = new GrpcCodecs();
     if (!protos) return codecs;
-    const { protoLoader } = loadGrpc();
+    let protoLoader: ReturnType<typeof loadGrpc>['protoLoader'];
+    try {
+      ({ protoLoader } = loadGrpc());
+    } catch (err) {
+      // the optional peers are missing: a start-up problem at the option, saying what to install
+      if (!(err instanceof DtmUsageError)) throw err;
+      throw new DtmConfigError([{ path: 'grpcProtos', message: err.message }], 'module options');
+    }
     let definition: Record<string, unknown>;
     try {
       definition = protoLoader.loadSync(protos.protoPath, { longs: String, ...protos.loader } as Parameters<typeof protoLoader.loadSync>[1]);
