@@ -148,4 +148,4 @@ export { DtmXaPhase2Error } from './errors/dtm-xa-phase2.error.js';
 export { DtmHealthIndicator, type DtmHealthDetails } from './health/dtm-health.indicator.js';
 export type { UnfinishedBranch } from './diagnostics/unfinished.js';
 export { readFailureReason, type FailureReason } from './diagnostics/failure-reason.js';
-export { isDtmBranchHandler } from './diagnostics/startup-checks.js';
+export { DtmAwareGuard, isDtmBranchHandler } from './diagnostics/startup-checks.js';

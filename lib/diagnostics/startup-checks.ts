@@ -66,7 +66,13 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
   private checkGlobalGuards(): void {
     const grpcResume = this.grpc?.serves(WORKFLOW_SERVICE, 'workflow resume') === true;
     if (!grpcResume && !this.registry.all.some((r) => r.http || r.grpc)) return;
-    const names = [...this.appConfig.getGlobalGuards().map((g) => g?.constructor?.name), ...this.appConfig.getGlobalRequestGuards().map((w) => w.metatype?.name ?? String(w.name))]
+    const guards: [type: unknown, name: unknown][] = [
+      ...this.appConfig.getGlobalGuards().map((g): [unknown, unknown] => [g?.constructor, g?.constructor?.name]),
+      ...this.appConfig.getGlobalRequestGuards().map((w): [unknown, unknown] => [w.metatype, w.metatype?.name ?? String(w.name)]),
+    ];
+    const names = guards
+      .filter(([type]) => !isDtmAwareGuard(type))
+      .map(([, name]) => name)
       .filter((n): n is string => typeof n === 'string' && n !== '' && n !== 'Object');
     if (names.length === 0) return;
     this.logger.warn(
@@ -124,6 +130,25 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       }
     }
   }
+}
+
+/** Where {@link DtmAwareGuard} marks a guard class. */
+const DTM_AWARE_GUARD = Symbol.for('nestjs-dtm.dtm-aware-guard');
+
+/**
+ * Marks a global guard class that lets DTM's calls through (it returns true when
+ * {@link isDtmBranchHandler} is true for `context.getHandler()`): the start-up warning about global
+ * guards leaves it out. The module cannot check what a guard does; the mark is your word for it.
+ */
+export function DtmAwareGuard(): ClassDecorator {
+  return (target) => {
+    Reflect.defineMetadata(DTM_AWARE_GUARD, true, target);
+  };
+}
+
+/** Whether `type` (a guard's class) is marked with {@link DtmAwareGuard}. */
+function isDtmAwareGuard(type: unknown): boolean {
+  return typeof type === 'function' && Reflect.getMetadata(DTM_AWARE_GUARD, type) === true;
 }
 
 /**

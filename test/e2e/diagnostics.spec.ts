@@ -7,11 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type INestApplication } from '@nestjs/common';
+import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
 import {
+  DtmAwareGuard,
   DtmClient,
   DtmFailureError,
   DtmModule,
@@ -25,6 +26,7 @@ import {
   TccCancel,
   TccConfirm,
   TccTry,
+  isDtmBranchHandler,
   pgBarrierDatabase,
   type DtmBranchCallEvent,
   type DtmConfigInput,
@@ -149,6 +151,16 @@ class DenyAllGuard implements CanActivate {
   }
 }
 
+/** A session guard written as docs/diagnostics.md shows: DTM's calls through, and marked so. */
+@DtmAwareGuard()
+@Injectable()
+class SessionGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    if (isDtmBranchHandler(context.getHandler())) return true;
+    throw new ForbiddenException('no session');
+  }
+}
+
 interface DiagApp {
   app: INestApplication;
   client: DtmClient;
@@ -160,13 +172,13 @@ interface DiagApp {
 const apps: INestApplication[] = [];
 
 /** A Nest app with DiagController (and what `extra` adds: `branchCalls` gets its `branch.call` events), listening on 127.0.0.1; `appUrl` may point elsewhere. */
-async function diagApp(config: DtmConfigInput, extra: { guard?: boolean; vault?: pg.Pool; port?: number; branchCalls?: DtmBranchCallEvent[] } = {}): Promise<DiagApp> {
+async function diagApp(config: DtmConfigInput, extra: { guard?: boolean | 'aware'; vault?: pg.Pool; port?: number; branchCalls?: DtmBranchCallEvent[] } = {}): Promise<DiagApp> {
   const branchCalls = extra.branchCalls;
   const instrumentation = branchCalls ? { hooks: { 'branch.call': (e: DtmBranchCallEvent) => void branchCalls.push(e) }, openTelemetry: false } : undefined;
   @Module({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined, instrumentation })],
     controllers: extra.vault ? [DiagController, VaultController] : [DiagController],
-    providers: extra.guard ? [{ provide: APP_GUARD, useClass: DenyAllGuard }] : [],
+    providers: extra.guard ? [{ provide: APP_GUARD, useClass: extra.guard === 'aware' ? SessionGuard : DenyAllGuard }] : [],
   })
   class DiagModule {}
   const module = await Test.createTestingModule({ imports: [DiagModule] }).compile();
@@ -237,6 +249,18 @@ describe('a transaction that does not finish in time names its unfinished branch
     const { error } = await unfinished(app, 'debit');
     expect(error.unfinished[0].cause).toMatch(/^POST is refused with 403 before DiagController\.debit \(no session\): a global guard \(APP_GUARD\)/);
     expect((calls.debit ?? []).length).toBe(before);
+  });
+
+  it("a global guard marked @DtmAwareGuard() that lets DTM through: no start-up warning, and DTM's call runs the handler", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { guard: 'aware', port });
+    expect(app.logger.warnings.filter((w) => w.includes('global guard'))).toEqual([]);
+    // the guard lets every call of a branch route through: one without DTM's keys is the module's to refuse (400)
+    expect((await fetch(`${app.url}/diag/debit`, { method: 'POST' })).status).toBe(400);
+    const gid = await app.client.generateGid();
+    await expect(app.client.newSaga(gid).add('debit', { amount: 1 }).submitAndWait({ timeout: 10 })).resolves.toMatchObject({ status: 'succeed' });
+    expect(calls.debit).toContain(gid);
+    expect((await queryTrans(gid)).branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['succeed']);
   });
 
   it('a @Get route on a @SagaAction: a start-up warning, then 404 for POST named', async () => {
