@@ -252,6 +252,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * after the rollback callbacks ran, or `DtmWorkflowPendingError` when this execution stopped on
    * another error and DTM will resume the workflow; `DtmGidInUseError` (nothing ran) when DTM
    * holds another transaction under `gid` (another type, or a workflow of another name).
+   * `options` override the decorator's `transaction` options one by one (one given as `undefined` leaves the decorator's).
    */
   async executeWorkflow<R = unknown>(name: string, gid: string, input?: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
     this.assertEnabled('executeWorkflow()');

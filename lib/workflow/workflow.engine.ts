@@ -127,7 +127,9 @@ export class WorkflowEngine {
   }
 
   private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}): Promise<WorkflowResult> {
-    const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...options });
+    // an option given as undefined (an unset variable, say) leaves the decorator's value
+    const given = typeof options === 'object' && options !== null ? Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) : options;
+    const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...given });
     return tx.observed(() => this.runExecution(tx, definition, gid, input));
   }
 

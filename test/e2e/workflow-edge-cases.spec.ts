@@ -51,6 +51,11 @@ class ReviewWorkflows {
     return 'ok';
   }
 
+  @DtmWorkflow('review.opts.v1', { transaction: { retryInterval: 45, branchTimeout: 7 } })
+  async opts(wf: WorkflowContext<Urls>) {
+    return wf.step('a').http(wf.input.a, { n: 1 });
+  }
+
   @DtmWorkflow('review.one.v1')
   async one(wf: WorkflowContext<Urls>) {
     return wf.step('a').http(wf.input.a, { n: 1 });
@@ -182,6 +187,14 @@ describe('workflow mode at its edges', () => {
     expect(error).toBeInstanceOf(DtmFailureError);
     const { transaction } = await queryTrans(gid);
     expect(transaction).toMatchObject({ status: 'failed', rollback_reason: `${'x'.repeat(1023)}…` });
+  });
+
+  it("an option given as undefined when executing (an unset variable) leaves the decorator's value: DTM records the decorator's retry interval", async () => {
+    const gid = await A.client.generateGid();
+    const branchTimeout = process.env.NO_SUCH_VARIABLE_FOR_THIS_TEST ? Number(process.env.NO_SUCH_VARIABLE_FOR_THIS_TEST) : undefined;
+    await expect(A.client.executeWorkflow('review.opts.v1', gid, urls(), { retryInterval: undefined, branchTimeout })).resolves.toMatchObject({ status: 'succeed' });
+    const { transaction } = await queryTrans(gid);
+    expect(transaction).toMatchObject({ status: 'succeed', retry_interval: 45, request_timeout: 7 });
   });
 
   it('two executions of one gid: the slower one, finding the workflow ended in success, stops without running a rollback callback', async () => {
