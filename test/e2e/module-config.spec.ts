@@ -317,6 +317,34 @@ describe('module set-up', () => {
     }
   });
 
+  it.each(['useClass', 'useExisting'] as const)('forRootAsync with %s: the options from a provider\'s create() (reading ConfigService) take effect in what DTM stores', async (how) => {
+    @Injectable()
+    class DtmOptionsFactory {
+      constructor(private readonly config: ConfigService) {}
+      create() {
+        return { config: { serverUrl: this.config.get<string>('DTM_URL'), retryInterval: 23 } };
+      }
+    }
+    @Module({ imports: [ConfigModule], providers: [DtmOptionsFactory], exports: [DtmOptionsFactory] })
+    class OptionsModule {}
+    const module = await Test.createTestingModule({
+      imports: [
+        ConfigModule.forRoot({ ignoreEnvFile: true, isGlobal: true, load: [() => ({ DTM_URL: harness().dtm.serverUrl })] }),
+        how === 'useClass' ? DtmModule.forRootAsync({ useClass: DtmOptionsFactory }) : DtmModule.forRootAsync({ imports: [OptionsModule], useExisting: DtmOptionsFactory }),
+      ],
+    }).compile();
+    await module.init();
+    try {
+      const client = module.get(DtmClient);
+      expect(client.config).toMatchObject({ serverUrl: harness().dtm.serverUrl, retryInterval: 23 });
+      const gid = await client.generateGid();
+      await client.newSaga(gid).add(recorder.urlFor('/A'), recorder.urlFor('/Ac'), {}).submit();
+      expect((await client.query(gid))?.options.retryInterval).toBe(23);
+    } finally {
+      await module.close();
+    }
+  });
+
   it('a forRootAsync factory that returns nothing (a block body without return) fails start-up with a DtmConfigError at path options saying so, not a TypeError', async () => {
     const compiling = Test.createTestingModule({
       imports: [
