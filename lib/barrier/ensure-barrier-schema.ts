@@ -32,12 +32,22 @@ export async function ensureBarrierSchema(db: BarrierDatabase, options: { table?
   }
   const statements = barrierSchemaSql(db.dialect, table);
   for (const sql of statements) await db.execute(sql, []);
+  await assertBarrierKeysBinary(db, table);
+}
+
+/**
+ * MySQL / MariaDB: throws `DtmUsageError` naming the ALTER to run when the barrier table `table`
+ * keeps a key column in a character column (a table of an earlier version, or one made with DTM's
+ * own `dtmcli.barrier.mysql.sql`): its collation makes ids that differ in case, accents or trailing
+ * spaces one key. Asked of `information_schema`; a column it does not list is not judged here.
+ */
+export async function assertBarrierKeysBinary(db: BarrierDatabase, table: string): Promise<void> {
   const [schema, name] = table.includes('.') ? table.split('.') : [undefined, table];
   const { rows } = await db.execute(
     `SELECT COLUMN_NAME AS name, DATA_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ${schema ? '?' : 'DATABASE()'} AND TABLE_NAME = ?`,
     schema ? [schema, name] : [name],
   );
   const types = new Map(rows.map((row) => [String(row.name).toLowerCase(), String(row.type).toLowerCase()]));
-  const textual = BARRIER_KEY_COLUMNS.map(([column]) => column).filter((column) => !['varbinary', 'binary'].includes(types.get(column) ?? ''));
+  const textual = BARRIER_KEY_COLUMNS.map(([column]) => column).filter((column) => types.has(column) && !['varbinary', 'binary'].includes(types.get(column)!));
   if (textual.length > 0) throw new DtmUsageError(MESSAGES.barrierKeysNotBinary(table, textual, barrierBinaryKeysSql(table)));
 }

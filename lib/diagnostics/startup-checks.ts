@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
-import { ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
+import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
 import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import { isRedisConnection } from '../branches/branch-handler.binding.js';
@@ -82,7 +82,10 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     );
   }
 
-  /** The barrier table on each barrier database a branch uses: checked (a DtmUsageError naming ensureBarrierSchema when missing), or created with `create_barrier_table`. */
+  /**
+   * The barrier table on each barrier database a branch uses: checked (a DtmUsageError naming ensureBarrierSchema when missing; on
+   * MySQL / MariaDB, naming the ALTER when its key columns are character columns), or created with `create_barrier_table`.
+   */
   private async checkBarrierTables(): Promise<void> {
     const used = new Set(this.registry.all.map((r) => r.barrier).filter((b): b is string => b !== undefined));
     const table = this.config.barrierTable;
@@ -108,6 +111,13 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
             `Create it before the app serves branches: await ensureBarrierSchema(db, { table: '${table}' }), or run the module's sql/barrier.${db.dialect}.sql, or set lynx.dtm.create_barrier_table: true`,
           { cause: err },
         );
+      }
+      // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
+      if (db.dialect === 'mysql') {
+        await assertBarrierKeysBinary(db, table).catch((err: unknown) => {
+          if (err instanceof DtmUsageError) throw err;
+          this.logger.warn(`could not check the key columns of the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
+        });
       }
     }
   }

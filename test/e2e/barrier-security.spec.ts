@@ -29,7 +29,9 @@ import {
   mysqlBarrierDatabase,
   mysqlBarrierTransaction,
   mysqlXaDatabase,
+  SagaAction,
   typeormBarrierTransaction,
+  UseBarrier,
   XaBranch,
   type DtmProtocol,
 } from 'nestjs-dtm';
@@ -257,6 +259,42 @@ describe('exact barrier keys', () => {
       { executed: true, result: 'ran' },
       { executed: true, result: 'ran' },
     ]);
+  });
+
+  it("MariaDB: a barrier table with character key columns (DTM's own DDL, shared with Go services, or an earlier version's) fails start-up naming the ALTER, as ensureBarrierSchema does; after the ALTER the app starts", async () => {
+    await my.query('DROP TABLE IF EXISTS go_ddl_barrier');
+    // sqls/dtmcli.barrier.mysql.sql of DTM v1.19, under another name
+    await my.query(`CREATE TABLE go_ddl_barrier (
+      id bigint(22) PRIMARY KEY AUTO_INCREMENT, trans_type varchar(45) default '', gid varchar(128) default '', branch_id varchar(128) default '',
+      op varchar(45) default '', barrier_id varchar(45) default '', reason varchar(45) default '',
+      create_time datetime DEFAULT now(), update_time datetime DEFAULT now(),
+      key(create_time), key(update_time), UNIQUE key(gid, branch_id, op, barrier_id)) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4`);
+    @Controller('go-ddl')
+    @UseBarrier('mysql')
+    class GoDdl {
+      @Post('in') @SagaAction('goDdl.credit', { compensate: false }) credit() {}
+    }
+    const start = async () => {
+      const moduleRef = await Test.createTestingModule({
+        imports: [DtmModule.forRoot({ config: { serverUrl: dtm.info.serverUrl, barrierTable: 'go_ddl_barrier' }, barrierConnections: { mysql: mysqlBarrierDatabase(my) } })],
+        controllers: [GoDdl],
+      }).compile();
+      const app = moduleRef.createNestApplication({ logger: false });
+      const error = await app.init().then(() => undefined, (e: unknown) => e);
+      await app.close();
+      return error;
+    };
+    // the table folds ids: the second of two gids differing in case is skipped as a duplicate
+    const call = (gid: string) => new BranchBarrier('saga', gid, '01', 'action', { table: 'go_ddl_barrier' }).callWithDb(mysqlBarrierDatabase(my), async () => 'ran');
+    const u = unique();
+    expect([await call(`Order-9-${u}`), await call(`order-9-${u}`)]).toEqual([{ executed: true, result: 'ran' }, { executed: false, reason: 'duplicate' }]);
+    const error = await start();
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain('barrier table go_ddl_barrier keeps gid, branch_id, op, barrier_id in character columns');
+    expect((error as Error).message).toContain(barrierBinaryKeysSql('go_ddl_barrier'));
+    await my.query(barrierBinaryKeysSql('go_ddl_barrier'));
+    expect(await start()).toBeUndefined();
+    expect([await call(`Order-10-${u}`), await call(`order-10-${u}`)]).toEqual([{ executed: true, result: 'ran' }, { executed: true, result: 'ran' }]);
   });
 
   it('MariaDB through DTM: two sagas whose gids differ only in case both run', async () => {
