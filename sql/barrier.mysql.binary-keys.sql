@@ -6,7 +6,7 @@
 --   SELECT gid, branch_id FROM dtm_barrier.barrier WHERE LENGTH(gid) > 128 OR LENGTH(branch_id) > 128;
 -- ensureBarrierSchema(db) refuses a table whose key columns are not binary, naming this statement
 -- (test/unit/barrier-sql.spec.ts keeps it equal to barrierBinaryKeysSql()).
-ALTER TABLE dtm_barrier.barrier
+ALTER TABLE `dtm_barrier`.`barrier`
   MODIFY gid varbinary(128) NOT NULL DEFAULT '',
   MODIFY branch_id varbinary(128) NOT NULL DEFAULT '',
   MODIFY op varbinary(45) NOT NULL DEFAULT '',

@@ -2,9 +2,9 @@
 -- Idempotent. ensureBarrierSchema(db) runs the same statements (test/unit/barrier-sql.spec.ts keeps them equal).
 -- The key columns are varbinary: compared byte for byte (no case, accent or trailing-space folding).
 -- A table created before: see barrier.mysql.binary-keys.sql.
-CREATE DATABASE IF NOT EXISTS dtm_barrier;
+CREATE DATABASE IF NOT EXISTS `dtm_barrier`;
 
-CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
+CREATE TABLE IF NOT EXISTS `dtm_barrier`.`barrier` (
   trans_type varchar(45) NOT NULL DEFAULT '',
   gid varbinary(128) NOT NULL DEFAULT '',
   branch_id varbinary(128) NOT NULL DEFAULT '',

@@ -1,8 +1,8 @@
 -- The sub-transaction barrier table of nestjs-dtm (postgres), default name dtm_barrier.barrier.
 -- Idempotent. ensureBarrierSchema(db) runs the same statements (test/unit/barrier-sql.spec.ts keeps them equal).
-CREATE SCHEMA IF NOT EXISTS dtm_barrier;
+CREATE SCHEMA IF NOT EXISTS "dtm_barrier";
 
-CREATE TABLE IF NOT EXISTS dtm_barrier.barrier (
+CREATE TABLE IF NOT EXISTS "dtm_barrier"."barrier" (
   trans_type varchar(45) NOT NULL DEFAULT '',
   gid varchar(128) NOT NULL DEFAULT '',
   branch_id varchar(128) NOT NULL DEFAULT '',

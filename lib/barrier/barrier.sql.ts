@@ -18,6 +18,28 @@ export function assertBarrierTable(table: string): void {
   if (!isBarrierTableName(table)) throw new DtmUsageError(MESSAGES.badBarrierTable(table));
 }
 
+const quotedCache = new Map<string, string>();
+
+/**
+ * The barrier table `table` (`name` or `schema.name`, checked) as it goes into SQL: each part quoted,
+ * so that a reserved word (`order`, `user`) is a name too. PostgreSQL: `"name"` in lower case, the
+ * table PostgreSQL folds the name to unquoted, so `Barrier` is still the table `barrier`; MySQL /
+ * MariaDB: `` `name` ``, which folds nothing there either.
+ */
+export function quotedBarrierTable(dialect: BarrierDialect, table: string): string {
+  const key = `${dialect}:${table}`;
+  let quoted = quotedCache.get(key);
+  if (!quoted) {
+    assertBarrierTable(table);
+    quoted = table
+      .split('.')
+      .map((part) => (dialect === 'postgres' ? `"${part.toLowerCase()}"` : `\`${part}\``))
+      .join('.');
+    quotedCache.set(key, quoted);
+  }
+  return quoted;
+}
+
 const insertCache = new Map<string, string>();
 
 /**
@@ -31,10 +53,11 @@ export function insertBarrierSql(dialect: BarrierDialect, table: string): string
   let sql = insertCache.get(key);
   if (!sql) {
     const columns = '(trans_type, gid, branch_id, op, barrier_id, reason)';
+    const into = quotedBarrierTable(dialect, table);
     sql =
       dialect === 'postgres'
-        ? `INSERT INTO ${table} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gid, branch_id, op, barrier_id) DO NOTHING`
-        : `INSERT IGNORE INTO ${table} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
+        ? `INSERT INTO ${into} ${columns} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gid, branch_id, op, barrier_id) DO NOTHING`
+        : `INSERT IGNORE INTO ${into} ${columns} VALUES (?, ?, ?, ?, ?, ?)`;
     insertCache.set(key, sql);
   }
   return sql;
@@ -64,9 +87,10 @@ export function barrierConstraintName(table: string): string {
 
 /** The reason of one barrier row. */
 export function selectReasonSql(dialect: BarrierDialect, table: string): string {
+  const from = quotedBarrierTable(dialect, table);
   return dialect === 'postgres'
-    ? `SELECT reason FROM ${table} WHERE gid = $1 AND branch_id = $2 AND op = $3 AND barrier_id = $4`
-    : `SELECT reason FROM ${table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
+    ? `SELECT reason FROM ${from} WHERE gid = $1 AND branch_id = $2 AND op = $3 AND barrier_id = $4`
+    : `SELECT reason FROM ${from} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
 }
 
 /** The barrier's key columns, with their lengths: together the unique key of a barrier row. */
@@ -95,8 +119,8 @@ export function barrierSchemaSql(dialect: BarrierDialect, table = DEFAULT_BARRIE
 
 /** {@link barrierSchemaSql} with the PostgreSQL key constraint named `constraint` (`ensureBarrierSchema` picks it). */
 export function barrierSchemaStatements(dialect: BarrierDialect, table: string, constraint: string): string[] {
-  assertBarrierTable(table);
-  const schema = table.includes('.') ? table.split('.')[0] : undefined;
+  const name = quotedBarrierTable(dialect, table);
+  const schema = table.includes('.') ? name.slice(0, name.indexOf('.')) : undefined;
   const key = dialect === 'postgres' ? 'varchar' : 'varbinary';
   const columns = `  trans_type varchar(45) NOT NULL DEFAULT '',
 ${BARRIER_KEY_COLUMNS.map(([name, length]) => `  ${name} ${key}(${length}) NOT NULL DEFAULT '',`).join('\n')}
@@ -104,7 +128,7 @@ ${BARRIER_KEY_COLUMNS.map(([name, length]) => `  ${name} ${key}(${length}) NOT N
   if (dialect === 'postgres') {
     return [
       ...(schema ? [`CREATE SCHEMA IF NOT EXISTS ${schema}`] : []),
-      `CREATE TABLE IF NOT EXISTS ${table} (
+      `CREATE TABLE IF NOT EXISTS ${name} (
 ${columns}
   create_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now(),
@@ -114,7 +138,7 @@ ${columns}
   }
   return [
     ...(schema ? [`CREATE DATABASE IF NOT EXISTS ${schema}`] : []),
-    `CREATE TABLE IF NOT EXISTS ${table} (
+    `CREATE TABLE IF NOT EXISTS ${name} (
 ${columns}
   create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
   update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
@@ -129,6 +153,5 @@ ${columns}
  * (possible only for non-ASCII ids) must be removed first.
  */
 export function barrierBinaryKeysSql(table = DEFAULT_BARRIER_TABLE): string {
-  assertBarrierTable(table);
-  return `ALTER TABLE ${table}\n${BARRIER_KEY_COLUMNS.map(([name, length]) => `  MODIFY ${name} varbinary(${length}) NOT NULL DEFAULT ''`).join(',\n')}`;
+  return `ALTER TABLE ${quotedBarrierTable('mysql', table)}\n${BARRIER_KEY_COLUMNS.map(([name, length]) => `  MODIFY ${name} varbinary(${length}) NOT NULL DEFAULT ''`).join(',\n')}`;
 }

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
+import { quotedBarrierTable } from '../barrier/barrier.sql.js';
 import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
 import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
@@ -98,7 +99,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
         continue;
       }
       try {
-        await db.execute(`SELECT 1 FROM ${table} WHERE 1 = 0`, []);
+        await db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []);
       } catch (err) {
         const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
         if (!NO_SUCH_TABLE.has(code as string)) {

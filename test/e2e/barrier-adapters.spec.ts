@@ -8,6 +8,7 @@ import pg from 'pg';
 import { DataSource } from 'typeorm';
 import {
   BranchBarrier,
+  DtmFailureError,
   ensureBarrierSchema,
   mysqlBarrierDatabase,
   mysqlBarrierTransaction,
@@ -308,6 +309,49 @@ describe('PostgreSQL barrier tables', () => {
       { gid: 'dtm-ddl-null', op: 'compensate', reason: 'compensate' },
       { gid: 'dtm-ddl-msg', op: 'msg', reason: 'msg' },
     ]);
+  });
+});
+
+describe('a barrier table named by a reserved word', () => {
+  it.each([
+    ['postgres', 'order'],
+    ['postgres', 'user.barrier'],
+    ['mysql', 'order'],
+  ] as const)('%s, table %s: created by ensureBarrierSchema, guards each op, answers the back-check', async (dialect, table) => {
+    const db: BarrierDatabase = dialect === 'postgres' ? pgBarrierDatabase(pgPool) : mysqlBarrierDatabase(myPool);
+    await ensureBarrierSchema(db, { table });
+    const run = (gid: string, op: string) => new BranchBarrier('saga', gid, '01', op, { table }).callWithDb(db, async () => 'ran');
+    expect([await run('kw', 'action'), await run('kw', 'action'), await run('kw', 'compensate'), await run('kw-null', 'compensate'), await run('kw-null', 'action')]).toEqual([
+      { executed: true, result: 'ran' },
+      { executed: false, reason: 'duplicate' },
+      { executed: true, result: 'ran' },
+      { executed: false, reason: 'null-compensation' },
+      { executed: false, reason: 'duplicate' },
+    ]);
+    const msg = (gid: string) => new BranchBarrier('msg', gid, '00', 'msg', { table });
+    await msg('kw-msg').callWithDb(db, async () => undefined);
+    await expect(msg('kw-msg').queryPrepared(db)).resolves.toBeUndefined();
+    await expect(msg('kw-msg-none').queryPrepared(db)).rejects.toBeInstanceOf(DtmFailureError);
+    const quoted = table.split('.').map((part) => (dialect === 'postgres' ? `"${part}"` : `\`${part}\``)).join('.');
+    const sql = `SELECT gid, op, reason FROM ${quoted} ORDER BY gid, op`;
+    const rows = dialect === 'postgres' ? (await pgPool.query(sql)).rows : ((await myPool.query(sql))[0] as Record<string, unknown>[]);
+    expect(rows.map((r) => `${String(r.gid)} ${String(r.op)} ${String(r.reason)}`)).toEqual([
+      'kw action action',
+      'kw compensate compensate',
+      'kw-msg msg msg',
+      'kw-msg-none msg rollback',
+      'kw-null action compensate',
+      'kw-null compensate compensate',
+    ]);
+  });
+
+  it('PostgreSQL: a name with capitals is the table PostgreSQL folds it to, as before (one made unquoted is found)', async () => {
+    await pgPool.query('CREATE SCHEMA Folded_Schema; CREATE TABLE Folded_Schema.Barrier (trans_type varchar(45), gid varchar(128), branch_id varchar(128), op varchar(45), barrier_id varchar(45), reason varchar(45), UNIQUE (gid, branch_id, op, barrier_id))');
+    const db = pgBarrierDatabase(pgPool);
+    await ensureBarrierSchema(db, { table: 'Folded_Schema.Barrier' });
+    const run = (op: string) => new BranchBarrier('saga', 'folded', '01', op, { table: 'Folded_Schema.Barrier' }).callWithDb(db, async () => 'ran');
+    expect([await run('action'), await run('action')]).toEqual([{ executed: true, result: 'ran' }, { executed: false, reason: 'duplicate' }]);
+    expect((await pgPool.query('SELECT gid, op FROM folded_schema.barrier')).rows).toEqual([{ gid: 'folded', op: 'action' }]);
   });
 });
 

@@ -32,14 +32,20 @@ describe('the barrier DDL', () => {
     expect(mysql).not.toMatch(/(gid|branch_id|op|barrier_id) varchar/);
     expect(barrierSchemaSql('postgres').join('\n')).toContain('gid varchar(128)');
     expect(barrierBinaryKeysSql('orders.barrier')).toBe(
-      "ALTER TABLE orders.barrier\n  MODIFY gid varbinary(128) NOT NULL DEFAULT '',\n  MODIFY branch_id varbinary(128) NOT NULL DEFAULT '',\n  MODIFY op varbinary(45) NOT NULL DEFAULT '',\n  MODIFY barrier_id varbinary(45) NOT NULL DEFAULT ''",
+      "ALTER TABLE `orders`.`barrier`\n  MODIFY gid varbinary(128) NOT NULL DEFAULT '',\n  MODIFY branch_id varbinary(128) NOT NULL DEFAULT '',\n  MODIFY op varbinary(45) NOT NULL DEFAULT '',\n  MODIFY barrier_id varbinary(45) NOT NULL DEFAULT ''",
     );
   });
 
   it('names the PostgreSQL key constraint uniq_barrier, as DTM\'s SDKs name it in their insert, whatever the table', () => {
     expect(barrierSchemaSql('postgres').join('\n')).toContain('CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)');
     expect(barrierSchemaSql('postgres', 'orders.barrier_a').join('\n')).toContain('CONSTRAINT uniq_barrier PRIMARY KEY (gid, branch_id, op, barrier_id)');
-    expect(barrierSchemaSql('mysql', 'orders.barrier')).toEqual([expect.stringContaining('CREATE DATABASE IF NOT EXISTS orders'), expect.stringContaining('orders.barrier')]);
+    expect(barrierSchemaSql('mysql', 'orders.barrier')).toEqual([expect.stringContaining('CREATE DATABASE IF NOT EXISTS `orders`'), expect.stringContaining('`orders`.`barrier`')]);
+  });
+
+  it('quotes each part of the table name, so a reserved word is a name; PostgreSQL gets the lower-case name it folds an unquoted one to', () => {
+    expect(barrierSchemaSql('postgres', 'order')).toEqual([expect.stringContaining('CREATE TABLE IF NOT EXISTS "order" (')]);
+    expect(barrierSchemaSql('postgres', 'User.Barrier')).toEqual(['CREATE SCHEMA IF NOT EXISTS "user"', expect.stringContaining('CREATE TABLE IF NOT EXISTS "user"."barrier" (')]);
+    expect(barrierSchemaSql('mysql', 'Shop.order')).toEqual(['CREATE DATABASE IF NOT EXISTS `Shop`', expect.stringContaining('CREATE TABLE IF NOT EXISTS `Shop`.`order` (')]);
   });
 
   it('refuses table names that are not plain identifiers', () => {
