@@ -192,7 +192,9 @@ export class BranchBarrier {
    * the branch answers an error, which DTM retries (never FAILURE). A call that did not adjust the
    * amount never leaves its barrier key, so its retry does the work. `expireSeconds` keeps the
    * barrier keys that long: a positive whole number, else `DtmUsageError` before anything is written
-   * (Redis would refuse it after the amount was added, and every retry would add it again).
+   * (Redis would refuse it after the amount was added, and every retry would add it again). Once
+   * they expired, a compensation of the call is skipped as a null compensation (the amount is never
+   * given back): keep them longer than the transaction can stay unfinished.
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
     if (!Number.isSafeInteger(amount)) throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), { gid: this.gid, branchId: this.branchId });

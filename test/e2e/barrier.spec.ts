@@ -23,6 +23,7 @@ import { fileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { sleep } from '../support/services/process.js';
 import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
 
 /** Every SQL store over both protocols; Redis (handlers calling redisCheckAdjustAmount) over HTTP. */
@@ -461,6 +462,22 @@ describe('Redis barrier: nothing written for a call that did not adjust, duplica
     expect(await balances('redis', [2])).toEqual({ 2: 0 });
     expect(await t.redis.exists(t.redisKey(3))).toBe(0);
     expect(decisions).toEqual(['null-compensation', 'null-compensation', 'hanging-prevented', 'hanging-prevented']);
+  });
+
+  it("keys kept expireSeconds only: a compensation after its action's key expired is skipped as a null compensation (the amount never goes back), a back-check after the message's key expired answers FAILURE", async () => {
+    await seed('redis', { 2: 0 });
+    const gid = await t.client.generateGid();
+    const decisions: string[] = [];
+    expect(await barrier(gid, '02', 'action', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), 30, 1)).toEqual({ executed: true, result: undefined });
+    expect(await barrier(gid, '00', 'msg', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), 5, 1)).toEqual({ executed: true, result: undefined });
+    await expect(barrier(gid, '00', 'msg').redisQueryPrepared(t.redis)).resolves.toBeUndefined(); // committed: delivered
+    await sleep(1500);
+    expect(await barrierKeys(gid)).toEqual({});
+    expect(await barrier(gid, '02', 'compensate', decisions).redisCheckAdjustAmount(t.redis, t.redisKey(2), -30, 1)).toEqual({ executed: false, reason: 'null-compensation' });
+    expect(await balances('redis', [2])).toEqual({ 2: 35 });
+    // the same message, its local work done, is now rolled back by its back-check
+    await expect(barrier(gid, '00', 'msg').redisQueryPrepared(t.redis)).rejects.toBeInstanceOf(DtmFailureError);
+    expect(decisions).toEqual(['executed', 'executed', 'null-compensation']);
   });
 
   it('through DTM: the null compensation of a step refused on a missing key is skipped, so the saga fails and does not stay aborting', async () => {
