@@ -385,6 +385,10 @@ export const MESSAGES = {
     `${method}: expireSeconds must be a positive whole number of seconds (how long the barrier keys are kept; default 7 days), got ${typeof expireSeconds === 'number' ? expireSeconds : JSON.stringify(expireSeconds) ?? String(expireSeconds)}; nothing was written. Redis keys cannot be kept for ever this way (0 is not "never"): keep them longer than DTM may retry the call`,
   redisBalanceNotInteger: (key: string, stored: string) =>
     `redis key ${key} holds ${JSON.stringify(stored)}, not an integer INCRBY can add to (written by INCRBYFLOAT, or as a decimal?): the barrier wrote nothing and the branch answers an error, which DTM retries; store whole units there, e.g. cents (SET ${key} 1050), and the retry applies it`,
+  redisCrossSlot: (key: string, gid: string) => {
+    const tag = /\{([^}]+)\}/.exec(key)?.[1] ?? key;
+    return `redis answered CROSSSLOT: on Redis Cluster the barrier's script needs the amount key ${key} and the call's barrier keys (${gid}-<branch id>-<op>-<barrier id>) in one hash slot, and they are in others; nothing was written and the branch answers an error, which DTM retries for ever. Use a single Redis (or a primary with replicas) for barriers, or give the transaction's gid the amount key's hash tag (amount key {${tag}}..., gid {${tag}}-...)`;
+  },
   redisNotApplied: (key: string, amount: number, reason: string) =>
     `redis refused to add ${amount} to key ${key} (${reason}): the barrier wrote nothing and the branch answers an error, which DTM retries`,
   duplicated: (gid: string) =>

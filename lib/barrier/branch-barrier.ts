@@ -194,23 +194,24 @@ export class BranchBarrier {
    * barrier keys that long: a positive whole number, else `DtmUsageError` before anything is written
    * (Redis would refuse it after the amount was added, and every retry would add it again). Once
    * they expired, a compensation of the call is skipped as a null compensation (the amount is never
-   * given back): keep them longer than the transaction can stay unfinished.
+   * given back): keep them longer than the transaction can stay unfinished. On Redis Cluster, an
+   * amount key in another hash slot than the barrier keys (`<gid>-...`) is `DtmUsageError` (Redis's
+   * CROSSSLOT), nothing written.
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
     if (!Number.isSafeInteger(amount)) throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), { gid: this.gid, branchId: this.branchId });
     this.assertRedisExpiry('redisCheckAdjustAmount', expireSeconds);
     const barrierId = this.nextBarrierId();
     const originOp = ORIGIN_OP[this.op] ?? '';
-    const answer = await redis.eval(
-      REDIS_ADJUST_SCRIPT,
-      3,
-      key,
-      this.redisKey(this.op, barrierId),
-      this.redisKey(originOp, barrierId),
-      amount,
-      originOp,
-      expireSeconds,
-    );
+    const answer = await redis
+      .eval(REDIS_ADJUST_SCRIPT, 3, key, this.redisKey(this.op, barrierId), this.redisKey(originOp, barrierId), amount, originOp, expireSeconds)
+      .catch((err: unknown) => {
+        // Redis Cluster refuses the script before running it: say why, and what to do
+        if (/^CROSSSLOT\b/.test(String((err as Error | undefined)?.message))) {
+          throw new DtmUsageError(MESSAGES.redisCrossSlot(key, this.gid), { gid: this.gid, branchId: this.branchId, cause: err });
+        }
+        throw err;
+      });
     if (answer === 'DUPLICATE' || answer === 'HANGING') {
       if (this.op === 'msg') throw new DtmDuplicatedError(this.gid);
       this.onDecision?.(answer === 'HANGING' ? 'hanging-prevented' : 'duplicate');

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import { Redis } from 'ioredis';
 import {
   BranchBarrier,
   DtmBranchRegistryError,
@@ -23,7 +24,8 @@ import { fileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { sleep } from '../support/services/process.js';
+import { runDirFrom, sleep } from '../support/services/process.js';
+import { startRedis } from '../support/services/redis.js';
 import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
 
 /** Every SQL store over both protocols; Redis (handlers calling redisCheckAdjustAmount) over HTTP. */
@@ -536,6 +538,32 @@ describe('Redis barrier: nothing written for a call that did not adjust, duplica
     expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(await balances('redis', [1, 2])).toEqual({ 1: 70, 2: 30 });
     expect(await barrierKeys(gid)).toEqual({ '01-action-01': 'op', '02-action-01': 'op' });
+  });
+});
+
+describe('Redis barrier on Redis Cluster (one node holding every slot)', () => {
+  let cluster: Awaited<ReturnType<typeof startRedis>> | undefined;
+  let redis: Redis;
+  beforeAll(async () => {
+    cluster = await startRedis(runDirFrom(harness().runDir), { name: 'redis-cluster', cluster: true });
+    redis = new Redis(cluster.info.url);
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await cluster?.process.stop();
+  });
+
+  it("barrier keys in another hash slot than the amount key: a DtmUsageError naming Redis Cluster and the fix, nothing written; a gid carrying the amount key's hash tag works", async () => {
+    await redis.set('account-1', '100');
+    const gid = await t.client.generateGid();
+    const error = await new BranchBarrier('saga', gid, '01', 'action').redisCheckAdjustAmount(redis, 'account-1', -30).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain('Redis Cluster');
+    expect((error as Error).message).toContain('{account-1}');
+    expect([await redis.get('account-1'), await redis.exists(`${gid}-01-action-01`)]).toEqual(['100', 0]);
+    await redis.set('{acct-1}:balance', '100');
+    expect(await new BranchBarrier('saga', `{acct-1}-${gid}`, '01', 'action').redisCheckAdjustAmount(redis, '{acct-1}:balance', -30)).toEqual({ executed: true, result: undefined });
+    expect(await redis.get('{acct-1}:balance')).toBe('70');
   });
 });
 

@@ -12,21 +12,36 @@ export interface RedisInfo {
   url: string;
 }
 
-/** Starts a private Redis on a free port: loopback only, no persistence (no RDB snapshots, no AOF). */
-export async function startRedis(runDir: RunDir): Promise<{ info: RedisInfo; process: ManagedProcess }> {
+/**
+ * Starts a private Redis on a free port: loopback only, no persistence (no RDB snapshots, no AOF).
+ * `name` (default `redis`) names its directory and log, for a second one; `cluster`: a one-node
+ * Redis Cluster holding every hash slot (a script whose keys are in several slots answers CROSSSLOT).
+ */
+export async function startRedis(runDir: RunDir, options: { name?: string; cluster?: boolean } = {}): Promise<{ info: RedisInfo; process: ManagedProcess }> {
   const server = findBinary(['redis-server'], 'install the Redis server (Debian: apt-get install redis-server)');
-  const dir = join(runDir.path, 'redis');
+  const name = options.name ?? 'redis';
+  const dir = join(runDir.path, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
+  const cluster = options.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf')] : [];
   const proc = startProcess({
-    name: 'redis',
+    name,
     command: server,
-    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
+    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...cluster],
     runDir,
-    logFile: join(runDir.path, 'redis.log'),
+    logFile: join(runDir.path, `${name}.log`),
   });
   const info: RedisInfo = { host: '127.0.0.1', port, url: `redis://127.0.0.1:${port}` };
-  await waitUntil('redis', () => ping(info), { timeoutMs: 15_000, process: proc });
+  await waitUntil(name, () => ping(info), { timeoutMs: 15_000, process: proc });
+  if (options.cluster) {
+    const client = new Redis(info.url);
+    try {
+      await client.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+      await waitUntil(`${name} cluster`, async () => String(await client.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), { timeoutMs: 15_000, process: proc });
+    } finally {
+      client.disconnect();
+    }
+  }
   return { info, process: proc };
 }
 
