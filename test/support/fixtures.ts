@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import type { BranchAnswer, BranchRecord, DtmClient, DtmProtocol, Payload, TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
@@ -90,4 +91,31 @@ export function latch(): { open: () => void; reached: Promise<void>; wait: () =>
   const gate = new Promise<void>((resolve) => (open = resolve));
   const reached = new Promise<void>((resolve) => (entered = resolve));
   return { open, reached, wait: () => (entered(), gate) };
+}
+
+/**
+ * How many TCP connections this process holds open to `port` (established, its client side): the
+ * sockets of its file descriptors, read from Linux's /proc (keep-alive sockets a pool unref'd and
+ * gRPC's HTTP/2 sessions included, which Node's list of active handles leaves out).
+ */
+export function connectionsTo(port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const link = readlinkSync(`/proc/self/fd/${fd}`);
+      if (link.startsWith('socket:[')) inodes.add(link.slice(8, -1));
+    } catch {
+      // closed meanwhile (the fd of readdir itself)
+    }
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let count = 0;
+  for (const table of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').trim().split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // sl local_address rem_address st ... inode: 01 is ESTABLISHED
+      if (fields[2]?.endsWith(`:${hexPort}`) && fields[3] === '01' && inodes.has(fields[9]!)) count++;
+    }
+  }
+  return count;
 }

@@ -218,12 +218,17 @@ export class HttpTransport implements DtmTransport {
     return { body: parseAnswer(answer.text), raw: Buffer.from(answer.text, 'utf8') };
   }
 
-  /** Closes the keep-alive connections. */
+  /**
+   * Closes the idle keep-alive connections, and every other one as soon as its call is answered:
+   * a call under way is not cut (Nest closes the module before its HTTP server, whose requests may
+   * still be running transactions), and a call made after close keeps no connection open.
+   */
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
-    this.freshHttpAgent.destroy();
-    this.freshHttpsAgent.destroy();
+    for (const agent of [this.httpAgent, this.httpsAgent, this.freshHttpAgent, this.freshHttpsAgent]) {
+      // Node's agent destroys a socket freed while its pool allows no free one
+      agent.maxFreeSockets = 0;
+      for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    }
   }
 
   /**

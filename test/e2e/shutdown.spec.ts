@@ -1,0 +1,45 @@
+// What the module does when its app closes with work under way, against the real DTM server: Nest
+// runs onModuleDestroy before it stops its HTTP server, so a request being served (or drained by
+// Node's server.close()) may still be running a transaction with the app's DtmClient meanwhile.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { startDtmApp } from '../support/dtm-app.js';
+import type { DtmProtocol } from 'nestjs-dtm';
+import { connectionsTo, latch, sleep } from '../support/fixtures.js';
+import { harness, newGid, waitForTransStatus } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+
+let recorder: Recorder;
+beforeAll(async () => {
+  recorder = await startRecorder();
+});
+afterAll(() => recorder?.close());
+
+describe('app.close() while a transaction is under way', () => {
+  it.each<DtmProtocol>(['http'])('over %s: a TCC whose Try (a branch the module calls) is in flight when the app closes goes on: the call is not cut, DTM confirms, and no connection is left open after it', async (protocol) => {
+    const app = await startDtmApp({ config: { protocol } });
+    const grpc = protocol === 'grpc';
+    const target = (path: string) => (grpc ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+    const held = latch();
+    recorder.handle('/CloseTry', async () => {
+      await held.wait();
+      return 200;
+    });
+    const gid = await newGid();
+    const run = app.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch(grpc ? Buffer.from('{"n":1}') : { n: 1 }, target('/CloseTry'), target('/CloseConfirm'), target('/CloseCancel'));
+      return 'tried';
+    }, { protocol });
+    await held.reached;
+    await app.close();
+    held.open();
+    await expect(run).resolves.toBe('tried');
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
+    expect(recorder.callsTo('/CloseTry', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/CloseConfirm', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/CloseCancel', gid)).toHaveLength(0);
+    // what the closed app connected to is not kept open: the branch's server, and DTM's gRPC server (only the module's clients connect there)
+    await sleep(200);
+    const ports = grpc ? [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])] : [Number(new URL(recorder.url).port)];
+    expect(ports.map(connectionsTo)).toEqual(ports.map(() => 0));
+  });
+});
