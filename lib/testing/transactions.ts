@@ -3,9 +3,17 @@ import { DtmClient } from '../client/dtm.client.js';
 import { resolveDtmConfig } from '../config/resolve-dtm-config.js';
 import type { FinalResult, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 
-/** A client of the DTM server at `serverUrl` for tests (no Nest app needed). */
-function clientFor(serverUrl: string): DtmClient {
-  return new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {}));
+/**
+ * `use` with a client of the DTM server at `serverUrl` for tests (no Nest app needed), closed after
+ * it: DTM never closes an idle keep-alive connection, so each call would leave one open for good.
+ */
+async function withClient<T>(serverUrl: string, use: (client: DtmClient) => Promise<T>): Promise<T> {
+  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {}));
+  try {
+    return await use(client);
+  } finally {
+    client.onModuleDestroy();
+  }
 }
 
 /**
@@ -14,10 +22,10 @@ function clientFor(serverUrl: string): DtmClient {
  * after `timeout` seconds (default 60).
  */
 export function waitForTransaction(serverUrl: string, gid: string, options?: WaitOptions): Promise<FinalResult> {
-  return clientFor(serverUrl).waitForFinal(gid, options);
+  return withClient(serverUrl, (client) => client.waitForFinal(gid, options));
 }
 
 /** What DTM has recorded for `gid` now (its status and branches), or null when it does not know it. */
 export function queryTransaction(serverUrl: string, gid: string): Promise<TransactionRecord | null> {
-  return clientFor(serverUrl).query(gid);
+  return withClient(serverUrl, (client) => client.query(gid));
 }

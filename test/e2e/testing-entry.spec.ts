@@ -20,7 +20,7 @@ import {
   waitForDtmServer,
   waitForTransaction,
 } from 'nestjs-dtm/testing';
-import { settledWithin } from '../support/fixtures.js';
+import { connectionsTo, settledWithin } from '../support/fixtures.js';
 import { TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { harness, newGid } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -227,5 +227,20 @@ describe('waiting for a transaction', () => {
     expect(final.branches.map((b) => `${b.branchId}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
     expect((await queryTransaction(harness().dtm.serverUrl, gid))?.status).toBe('failed');
     expect(await queryTransaction(harness().dtm.serverUrl, `${gid}-unknown`)).toBeNull();
+  });
+
+  it('waitForTransaction / queryTransaction leave no connection to DTM open: 300 calls, no more connections (DTM never closes an idle one)', async () => {
+    const serverUrl = harness().dtm.serverUrl;
+    const gid = await newGid();
+    await new DtmClient(resolveDtmConfig({ config: { serverUrl } }, {})).newSaga(gid).add(recorder.urlFor('/L1'), recorder.urlFor('/L1c'), {}).submit();
+    expect((await waitForTransaction(serverUrl, gid, { timeout: 30 })).status).toBe('succeed');
+    const dtmPort = Number(new URL(serverUrl).port);
+    const before = connectionsTo(dtmPort);
+    for (let i = 0; i < 150; i++) {
+      expect((await queryTransaction(serverUrl, gid))?.status).toBe('succeed');
+      expect((await waitForTransaction(serverUrl, gid)).status).toBe('succeed');
+    }
+    // a few may come and go meanwhile (the harness's own fetch calls keep theirs a few seconds)
+    expect(connectionsTo(dtmPort) - before).toBeLessThanOrEqual(2);
   });
 });
