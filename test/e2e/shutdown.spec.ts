@@ -3,8 +3,7 @@
 // Node's server.close()) may still be running a transaction with the app's DtmClient meanwhile.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { startDtmApp } from '../support/dtm-app.js';
-import type { DtmProtocol } from 'nestjs-dtm';
-import { connectionsTo, latch, sleep } from '../support/fixtures.js';
+import { connectionsTo, latch, PROTOCOLS, sleep } from '../support/fixtures.js';
 import { harness, newGid, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
@@ -15,7 +14,7 @@ beforeAll(async () => {
 afterAll(() => recorder?.close());
 
 describe('app.close() while a transaction is under way', () => {
-  it.each<DtmProtocol>(['http'])('over %s: a TCC whose Try (a branch the module calls) is in flight when the app closes goes on: the call is not cut, DTM confirms, and no connection is left open after it', async (protocol) => {
+  it.each(PROTOCOLS)('over %s: a TCC whose Try (a branch the module calls) is in flight when the app closes goes on: the call is not cut, DTM confirms, and no connection is left open after it', async (protocol) => {
     const app = await startDtmApp({ config: { protocol } });
     const grpc = protocol === 'grpc';
     const target = (path: string) => (grpc ? recorder.grpcTargetFor(path) : recorder.urlFor(path));

@@ -148,6 +148,8 @@ export class GrpcTransport implements DtmTransport {
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
   private dtmClient?: Client;
   private readonly branchClients = new Map<string, Client>();
+  /** Set by {@link close}: a call made after it (a transaction the app still runs) gets a channel of its own, closed when the call ends. */
+  private closed = false;
   /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`, reconnects within {@link MAX_RECONNECT_BACKOFF_MS}. */
   private readonly channelOptions: Record<string, number>;
 
@@ -279,6 +281,7 @@ export class GrpcTransport implements DtmTransport {
     if (target.kind !== 'grpc') throw new DtmUsageError(MESSAGES.notCallable(target.value), { gid: call.gid, branchId: call.branchId });
     const metadata = this.metadata(call);
     const client = this.branchClient(target.server);
+    const closed = this.closed;
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint: target.value, protocol: 'grpc' };
     return new Promise((resolve, reject) => {
       withoutCallerStack(() =>
@@ -290,6 +293,7 @@ export class GrpcTransport implements DtmTransport {
           metadata,
           { deadline: Date.now() + call.timeoutSeconds * 1000 },
           (err, reply) => {
+            if (closed) client.close();
             if (err) return reject(branchError(err, context, call.timeoutSeconds, this.config.maxAnswerBytes));
             const raw = reply ?? EMPTY;
             const codec = this.codecs.get(target.method);
@@ -307,8 +311,12 @@ export class GrpcTransport implements DtmTransport {
     });
   }
 
-  /** Closes every gRPC channel. */
+  /**
+   * Closes every gRPC channel: the calls under way on them go on to their answer (grpc-js lets a
+   * started call end), and a call made after this gets a channel of its own, closed when it ends.
+   */
   close(): void {
+    this.closed = true;
     this.dtmClient?.close();
     this.dtmClient = undefined;
     for (const client of this.branchClients.values()) client.close();
@@ -332,13 +340,25 @@ export class GrpcTransport implements DtmTransport {
     return metadata;
   }
 
+  /** The channel to the branch server `server`: the kept one, or after {@link close} one for the call alone. */
   private branchClient(server: string): Client {
     let client = this.branchClients.get(server);
     if (!client) {
-      client = new this.grpc.Client(server, this.grpc.credentials.createInsecure(), this.channelOptions);
-      this.branchClients.set(server, client);
+      client = this.channel(server);
+      if (!this.closed) this.branchClients.set(server, client);
     }
     return client;
+  }
+
+  /** The channel to DTM's gRPC API (`grpc_server`): the kept one, or after {@link close} one for the call alone. */
+  private dtmChannel(): Client {
+    if (this.closed) return this.channel(this.config.grpcServer);
+    return (this.dtmClient ??= this.channel(this.config.grpcServer));
+  }
+
+  /** A new channel to `address`, with {@link channelOptions}. */
+  private channel(address: string): Client {
+    return new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions);
   }
 
   /**
@@ -347,11 +367,13 @@ export class GrpcTransport implements DtmTransport {
    */
   private unimplemented(): Promise<void> {
     const address = this.config.grpcServer;
-    const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions));
+    const client = this.dtmChannel();
+    const closed = this.closed;
     const timeout = this.config.timeout;
     const endpoint = `${address}${PING_METHOD}`;
     return new Promise((resolve, reject) =>
       client.makeUnaryRequest(PING_METHOD, () => EMPTY, identity, EMPTY_MESSAGE, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null) => {
+        if (closed) client.close();
         if (err?.code === UNIMPLEMENTED && PING_ANSWER.test(err.details ?? '')) return resolve();
         // a gRPC server that is not DTM's (another service's, a catch-all): it answered, but DTM is not there
         if (!err || err.code === UNIMPLEMENTED) {
@@ -369,12 +391,14 @@ export class GrpcTransport implements DtmTransport {
    */
   private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string): Promise<unknown> {
     const address = this.config.grpcServer;
-    const client = (this.dtmClient ??= new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions));
+    const client = this.dtmChannel();
+    const closed = this.closed;
     const { path, serialize, deserialize } = this.methods[method];
     const timeout = this.config.timeout;
     return new Promise((resolve, reject) =>
       withoutCallerStack(() =>
         client.makeUnaryRequest(path, serialize, deserialize, request, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null, value?: unknown) => {
+          if (closed) client.close();
           if (!err) return resolve(value);
           const context: DtmErrorContext = { gid, branchId, endpoint: `${address}${path}`, protocol: 'grpc', status: err.code };
           reject(dtmError(err, context, operation, timeout, this.config.maxAnswerBytes));
