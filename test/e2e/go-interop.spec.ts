@@ -6,18 +6,23 @@
 // what DTM recorded, the balances, and the barrier rows each side wrote into the same kind of table.
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
   BarrierTx,
+  BranchBarrier,
+  BranchContext,
   DtmClient,
   DtmFailureError,
   DtmModule,
+  DtmOngoingError,
+  DtmServerError,
   DtmWorkflow,
   MsgBranch,
+  MsgQueryPrepared,
   SagaAction,
   SagaCompensate,
   TccCancel,
@@ -29,6 +34,7 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
+  type BranchInfo,
   type WorkflowContext,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
@@ -109,6 +115,59 @@ class NestBank {
   async xaPg(@Body() m: Move, @BarrierTx() client: pg.Client) {
     await client.query(depositSql, [m.amount, m.account]);
   }
+
+  @Get('query-prepared')
+  @GrpcMethod('NestBank', 'QueryPrepared')
+  @MsgQueryPrepared('nest.check')
+  queryPrepared() {}
+}
+
+/** The BranchInfo.headers of each gid's call to NestNested.headers. */
+const seenHeaders = new Map<string, Record<string, string>>();
+
+/**
+ * A TCC branch of ours whose Try nests a TCC of its own (tccFromBranch): its sub-branch is the Go
+ * peer's MariaDB withdraw (confirm: noop, cancel: deposit), over the transport the call came in on;
+ * and a saga action that keeps the BranchInfo.headers it got.
+ */
+@Controller('nest')
+class NestNested {
+  constructor(private readonly dtm: DtmClient) {}
+
+  @Post('nested-try')
+  @GrpcMethod('NestBank', 'NestedTry')
+  @TccTry('nest.nested')
+  async nestedTry(@Body() m: Move, @BranchContext() branch: BranchInfo) {
+    // accounts 91 and 92: the Try answers ONGOING, or a plain error
+    if (m.account === 91) throw new DtmOngoingError('nest: not yet');
+    if (m.account === 92) throw new Error('nest: plain error');
+    const overHttp = /^https?:/.test(branch.dtm ?? '');
+    const go = (path: string, method: string) => (overHttp ? `${goUrl}/rm/${path}` : `${goGrpc}/bank.GoBank/${method}`);
+    await this.dtm.tccFromBranch(branch).callBranch({ account: m.account, amount: m.amount }, go('mysql/withdraw', 'MysqlWithdraw'), go('noop', 'Noop'), go('mysql/deposit', 'MysqlDeposit'));
+    return {};
+  }
+
+  @Post('headers')
+  @GrpcMethod('NestBank', 'Headers')
+  @SagaAction('nest.headers', { compensate: false })
+  headers(@BranchContext() branch: BranchInfo) {
+    seenHeaders.set(branch.gid, branch.headers);
+    return {};
+  }
+
+  @Post('nested-confirm')
+  @GrpcMethod('NestBank', 'NestedConfirm')
+  @TccConfirm('nest.nested')
+  nestedConfirm() {
+    return {};
+  }
+
+  @Post('nested-cancel')
+  @GrpcMethod('NestBank', 'NestedCancel')
+  @TccCancel('nest.nested')
+  nestedCancel() {
+    return {};
+  }
 }
 
 /** A workflow of ours whose steps are the Go peer's dtmcli branches (steps given in the input). */
@@ -121,6 +180,18 @@ class NestWorkflows {
         .step(`step-${i + 1}`)
         .onRollback((b) => b.http(step.compensate, step.payload))
         .http(step.action, step.payload);
+    }
+    return 'done';
+  }
+
+  /** The same over gRPC: steps on the Go peer's dtmgrpc branches (bank.GoBank methods). */
+  @DtmWorkflow('nest-to-go-grpc')
+  async transferGrpc(wf: WorkflowContext<{ steps: { action: string; compensate: string; payload: Move }[] }>) {
+    for (const [i, step] of wf.input.steps.entries()) {
+      await wf
+        .step(`step-${i + 1}`)
+        .onRollback((b) => b.grpc(step.compensate, step.payload))
+        .grpc(step.action, step.payload);
     }
     return 'done';
   }
@@ -152,7 +223,7 @@ beforeAll(async () => {
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, barrierTable: 'dtm_barrier' },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'] },
         grpcProtos: { protoPath: BANK_PROTO },
         barrierConnections: { pg: pgBarrierDatabase(pgPool) },
         xaConnections: {
@@ -161,7 +232,7 @@ beforeAll(async () => {
         },
       }),
     ],
-    controllers: [NestBank],
+    controllers: [NestBank, NestNested],
     providers: [NestWorkflows],
   }).compile();
   app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
@@ -250,8 +321,8 @@ const goSdks = [
 
 describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branches", ({ protocol, ap, nest }) => {
   /** Asks the Go peer to start a transaction with the SDK; resolves with its HTTP status and body. */
-  const goStarts = async (kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[]) => {
-    const res = await fetch(`${goUrl}${ap}/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches }) });
+  const goStarts = async (kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[], options: Record<string, unknown> = {}) => {
+    const res = await fetch(`${goUrl}${ap}/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches, ...options }) });
     return { status: res.status, text: await res.text() };
   };
   const step = (account: number, amount: number) => ({ action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account, amount } });
@@ -330,6 +401,93 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(await pgBalances()).toEqual([100, 9]);
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action']);
   });
+
+  it("TCC: our Try nests a TCC of its own (tccFromBranch) in the Go SDK's transaction: DTM confirms its sub-branch on the Go side with ours, or cancels it", async () => {
+    const branch = (amount: number) => ({ try: nest('NestedTry'), confirm: nest('NestedConfirm'), cancel: nest('NestedCancel'), payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
+    const committed = await client.waitForFinal(ok);
+    expect(committed.status).toBe('succeed');
+    expect(branchLines(committed).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('tcc', refused, [branch(900)]);
+    expect([answer.status, answer.text]).toEqual([409, expect.stringContaining('go: account 1 has less than 900')]);
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("saga: the Go SDK's BranchHeaders reach our branch; the pass-through one is in its BranchInfo.headers", async () => {
+    const gid = await client.generateGid();
+    const headers = { 'x-tenant': 't-1', 'x-other': 'o' };
+    expect((await goStarts('saga', gid, [{ action: nest('Headers'), compensate: '', payload: { account: 1, amount: 1 } }], { branchHeaders: headers })).status).toBe(200);
+    expect((await client.waitForFinal(gid)).status).toBe('succeed');
+    expect(seenHeaders.get(gid)).toEqual({ 'x-tenant': 't-1' });
+  });
+
+  it('saga: a step the Go SDK adds without compensation is done once; the rollback skips it', async () => {
+    const gid = await client.generateGid();
+    const bare = { ...step(1, 30), compensate: '' };
+    await goStarts('saga', gid, [bare, step(2, 10)]);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.transaction.steps?.[0]).toEqual({ action: nest('Withdraw'), compensate: '' });
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([70, 0]); // nothing undid step 1
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  // a plain error is an HTTP 500 Nest answers without its message (gRPC: INTERNAL with it)
+  it.each([
+    [91, 425, 'nest: not yet'],
+    [92, 500, protocol === 'http' ? 'Internal server error' : 'nest: plain error'],
+  ])("TCC: our Try answering ONGOING or a plain error (account %d) makes the Go SDK abort (%d), DTM's record naming our reason", async (account, status, reason) => {
+    const gid = await client.generateGid();
+    const answer = await goStarts('tcc', gid, [{ try: nest('NestedTry'), confirm: nest('NestedConfirm'), cancel: nest('NestedCancel'), payload: { account, amount: 1 } }]);
+    expect([answer.status, answer.text]).toEqual([status, expect.stringContaining(reason)]);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain(reason);
+    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared']);
+  });
+
+  it("msg: DTM back-checks the Go SDK's prepared message at our @MsgQueryPrepared, which reads the Go SDK's barrier row: delivered when its local transaction committed, rolled back when it did not", async () => {
+    const deliver = [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }];
+    // the Go AP prepares with our back-check and dies before its submit (with or without its local transaction)
+    const abandoned = { queryPrepared: nest('QueryPrepared'), prepareOnly: true, timeoutToFail: 1, retryInterval: 1 };
+    const committed = await client.generateGid();
+    expect((await goStarts('msg', committed, deliver, { ...abandoned, localCommit: true })).status).toBe(200);
+    expect((await client.waitForFinal(committed, { timeout: 20 })).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 9]);
+    expect(await pgBarrier(committed)).toEqual(['00/msg/01=msg', '01/action/01=action']);
+
+    const never = await client.generateGid();
+    expect((await goStarts('msg', never, deliver, abandoned)).status).toBe(200);
+    const final = await client.waitForFinal(never, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(branchLines(final)).toEqual(['01 action prepared']);
+    expect(await pgBarrier(never)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([100, 9]);
+  });
+});
+
+describe("DTM's Go SDK (dtmcli) asks our back-check itself", () => {
+  it("msg: DoAndSubmit whose local transaction failed with a plain error asks our @MsgQueryPrepared, which finds no row (FAILURE): the Go SDK aborts and returns its error", async () => {
+    const gid = await client.generateGid();
+    const res = await fetch(`${goUrl}/ap/msg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ gid, branches: [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }], queryPrepared: `${nestUrl}/query-prepared`, businessError: true }),
+    });
+    expect([res.status, await res.text()]).toEqual([500, expect.stringContaining('go: local transaction crashed')]);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(await pgBarrier(gid)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([100, 0]);
+  });
 });
 
 /**
@@ -393,6 +551,52 @@ describe.each(goBranches)('nestjs-dtm over $protocol drives branches written wit
     expect(await mysqlBalances()).toEqual([70, 0]);
   });
 
+  it("TCC: the Go SDK's Try nests its own TCC (TccFromQuery / TccFromGrpc) in our transaction: DTM confirms its sub-branch with ours, or cancels it", async () => {
+    const ok = await client.generateGid();
+    const outcome = await client.tccGlobalTransactionAndWait(ok, async (tcc) => tcc.callBranch({ account: 1, amount: 30 }, go('NestedTry'), go('Noop'), go('Noop')), options);
+    expect(outcome.status).toBe('succeed');
+    expect(branchLines(outcome).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const run = client.tccGlobalTransactionAndWait(refused, async (tcc) => tcc.callBranch({ account: 1, amount: 900 }, go('NestedTry'), go('Noop'), go('Noop')), options);
+    const rolledBack = await run;
+    expect(rolledBack.status).toBe('failed');
+    expect(rolledBack.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(branchLines(rolledBack).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("saga: our step without compensation on a Go branch is done once; the rollback on the Go branch's FAILURE skips it", async () => {
+    const gid = await client.generateGid();
+    const final = await client
+      .newSaga(gid, options)
+      .add(go('PgDeposit'), { account: 2, amount: 5 })
+      .add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 1000 })
+      .submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('go: account 1 has less than 1000');
+    expect(final.transaction.steps?.[0]).toEqual({ action: go('PgDeposit'), compensate: '' });
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([100, 5]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=compensate', '02/compensate/01=compensate']);
+  });
+
+  it.each([
+    [91, 'DtmOngoingError', DtmOngoingError, 'go: not yet'],
+    [92, 'DtmServerError', DtmServerError, 'go: plain error'],
+  ])("TCC: a Go Try answering ONGOING or a plain error (account %d) aborts ours (%s), DTM's record naming the Go branch's reason", async (account, _name, type, reason) => {
+    const gid = await client.generateGid();
+    // the cancel, behind the Go SDK's barrier, finds no Try done: a null compensation
+    const run = client.tccGlobalTransaction(gid, async (tcc) => tcc.callBranch({ account, amount: 1 }, go('Noop'), go('PgDeposit'), go('PgDeposit')), options);
+    await expect(run).rejects.toBeInstanceOf(type);
+    await expect(run).rejects.toThrow(reason);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain(reason);
+    expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared']);
+  });
+
   it("XA: the Go SDK's XaLocalTransaction registers with our transaction and prepares; commit, and rollback when one refuses", async () => {
     const ok = await client.generateGid();
     await client.xaGlobalTransaction(ok, async (xa) => xa.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), options);
@@ -436,6 +640,36 @@ describe.each(goBranches)('nestjs-dtm over $protocol drives branches written wit
     expect(await pgBarrier(abandoned)).toEqual(['00/msg/01=rollback']);
     expect(await pgBalances()).toEqual([100, 4]);
   });
+
+  it("msg: doAndSubmit asks the Go SDK's QueryPrepared itself after its local work threw: it finds our barrier row (submitted, delivered) or none (aborted)", async () => {
+    const barrier = (local: Parameters<typeof BranchBarrier.from>[0]) => BranchBarrier.from(local, { table: 'dtm_barrier' });
+    const committed = await client.generateGid();
+    const afterCommit = await client
+      .newMsg(committed, options)
+      .add(go('PgDeposit'), { account: 2, amount: 4 })
+      .doAndSubmit(go('PgQueryPrepared'), async (local) => {
+        await barrier(local).callWithDb(pgBarrierDatabase(pgPool), async () => undefined);
+        throw new Error('nest: crashed after the commit');
+      })
+      .catch((e: unknown) => e);
+    expect((afterCommit as Error).message).toBe('nest: crashed after the commit');
+    expect((await client.waitForFinal(committed)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 4]);
+    expect(await pgBarrier(committed)).toEqual(['00/msg/01=msg', '01/action/01=action']);
+
+    const crashed = await client.generateGid();
+    const beforeCommit = await client
+      .newMsg(crashed, options)
+      .add(go('PgDeposit'), { account: 2, amount: 5 })
+      .doAndSubmit(go('PgQueryPrepared'), async () => {
+        throw new Error('nest: crashed before the commit');
+      })
+      .catch((e: unknown) => e);
+    expect((beforeCommit as Error).message).toBe('nest: crashed before the commit');
+    expect((await client.waitForFinal(crashed)).status).toBe('failed');
+    expect(await pgBarrier(crashed)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([100, 4]);
+  });
 });
 
 describe('workflows across the two SDKs', () => {
@@ -468,6 +702,28 @@ describe('workflows across the two SDKs', () => {
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 
+  it("a Go workflow calls our gRPC branches through the SDK's workflow.Interceptor (ops action, commit, rollback); our Try's refusal rolls step 1 back", async () => {
+    const nest = (method: string) => `${nestGrpc}/bank.NestBank/${method}`;
+    const steps = (amount: number) => [
+      { action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account: 1, amount: 30 } },
+      { action: nest('Try'), commit: nest('Confirm'), compensate: nest('Cancel'), payload: { account: 1, amount } },
+    ];
+    const goWorkflow = (gid: string, amount: number) =>
+      fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps: steps(amount) } }) });
+    const ok = await client.generateGid();
+    expect((await goWorkflow(ok, 20)).status).toBe(200);
+    expect((await client.waitForFinal(ok)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([50, 0]);
+    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action', '02/commit/01=commit']);
+
+    const refused = await client.generateGid();
+    const res = await goWorkflow(refused, 500);
+    expect([res.status, await res.text()]).toEqual([409, expect.stringContaining('nest: account 1 has less than 500')]);
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await pgBalances()).toEqual([50, 0]);
+    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
+  });
+
   it('our workflow calls branches written with dtmcli; its FAILURE rolls our step 1 back on the Go side', async () => {
     const go = (path: string) => `${goUrl}/rm/${path}`;
     const ok = await client.generateGid();
@@ -495,6 +751,35 @@ describe('workflows across the two SDKs', () => {
     expect((await client.waitForFinal(refused)).status).toBe('failed');
     expect(await pgBalances()).toEqual([75, 25]);
     // dtmcli's barrier took our op=rollback as the compensation of branch 01's action
+    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
+  });
+
+  it('our workflow calls gRPC branches written with dtmgrpc; their FAILURE rolls our step 1 back on the Go side', async () => {
+    const go = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
+    const ok = await client.generateGid();
+    const done = await client.executeWorkflow('nest-to-go-grpc', ok, {
+      steps: [
+        { action: go('PgWithdraw'), compensate: go('PgDeposit'), payload: { account: 1, amount: 25 } },
+        { action: go('PgDeposit'), compensate: go('PgWithdraw'), payload: { account: 2, amount: 25 } },
+      ],
+    });
+    expect(done).toEqual({ status: 'succeed', result: 'done' });
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
+
+    const refused = await client.generateGid();
+    const error = await client
+      .executeWorkflow('nest-to-go-grpc', refused, {
+        steps: [
+          { action: go('PgDeposit'), compensate: go('PgWithdraw'), payload: { account: 2, amount: 5 } },
+          { action: go('PgWithdraw'), compensate: go('PgDeposit'), payload: { account: 1, amount: 1000 } },
+        ],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).reason).toContain('go: account 1 has less than 1000');
+    expect((await client.waitForFinal(refused)).status).toBe('failed');
+    expect(await pgBalances()).toEqual([75, 25]);
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 });

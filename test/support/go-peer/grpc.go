@@ -101,6 +101,9 @@ func readGrpcMove(msg *dynamicpb.Message) grpcMove {
 	}
 }
 
+// selfGrpc is this peer's gRPC address (127.0.0.1:port), set once it listens.
+var selfGrpc string
+
 // serveGrpc listens on GRPC_PORT, serves bank.GoBank there, and adds /ap/grpc/* to mux.
 func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf dtmcli.DBConf, dtm string) {
 	service := loadBank()
@@ -141,7 +144,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		"PgDeposit":     barrier(pg, deposit(pg)),
 		"MysqlWithdraw": barrier(my, withdraw(my)),
 		"MysqlDeposit":  barrier(my, deposit(my)),
-		"Noop":          func(context.Context, grpcMove) error { return nil },
+		"Noop":          func(_ context.Context, m grpcMove) error { return noop(int(m.account)) },
 		"MysqlXaDeposit": func(ctx context.Context, m grpcMove) error {
 			return dtmgrpc.XaLocalTransaction(ctx, xaConf, func(db *sql.DB, xa *dtmgrpc.XaGrpc) error {
 				return xaDeposit(db, m.account, m.amount, m.fail)
@@ -149,8 +152,19 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		},
 		"PgQueryPrepared":    queryPrepared(pg),
 		"MysqlQueryPrepared": queryPrepared(my),
-		"PgBench":            barrier(pg, bench(pg)),
-		"MysqlBench":         barrier(my, bench(my)),
+		// a nested TCC Try (dtmgrpc.TccFromGrpc): registers and tries its own sub-branch, this peer's
+		// MysqlWithdraw (confirm: Noop, cancel: MysqlDeposit), with the move it got
+		"NestedTry": func(ctx context.Context, m grpcMove) error {
+			tcc, err := dtmgrpc.TccFromGrpc(ctx)
+			if err != nil {
+				return err
+			}
+			self := selfGrpc + "/bank.GoBank/"
+			err = tcc.CallBranch(newMove(move{Account: int(m.account), Amount: int(m.amount)}), self+"MysqlWithdraw", self+"Noop", self+"MysqlDeposit", &emptypb.Empty{})
+			return dtmgrpc.GrpcError2DtmError(err)
+		},
+		"PgBench":    barrier(pg, bench(pg)),
+		"MysqlBench": barrier(my, bench(my)),
 	}
 	desc := grpc.ServiceDesc{
 		ServiceName: string(service.FullName()),
@@ -169,12 +183,13 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 	server.RegisterService(&desc, struct{}{})
 	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("GRPC_PORT"))
 	check(err)
+	selfGrpc = listener.Addr().String()
 	fmt.Printf("grpc port %d\n", listener.Addr().(*net.TCPAddr).Port)
 	go func() { log.Fatal(server.Serve(listener)) }()
 
 	mux.HandleFunc("POST /ap/grpc/saga", startGrpc(func(req apRequest) error {
 		saga := dtmgrpc.NewSagaGrpc(dtm, req.Gid)
-		saga.BranchHeaders = req.BranchHeaders
+		req.options(&saga.TransBase)
 		for _, b := range req.Branches {
 			saga.Add(b.Action, b.Compensate, newMove(b.Payload))
 		}
@@ -182,16 +197,17 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 	}))
 	mux.HandleFunc("POST /ap/grpc/msg", startGrpc(func(req apRequest) error {
 		msg := dtmgrpc.NewMsgGrpc(dtm, req.Gid)
-		msg.BranchHeaders = req.BranchHeaders
+		req.options(&msg.TransBase)
 		for _, b := range req.Branches {
 			msg.Add(b.Action, newMove(b.Payload))
 		}
-		if req.QueryPrepared != "" {
-			if err := msg.Prepare(req.QueryPrepared); err != nil {
-				return err
-			}
+		if req.QueryPrepared == "" {
+			return msg.Submit()
 		}
-		return msg.Submit()
+		if err := msg.Prepare(req.QueryPrepared); err != nil {
+			return err
+		}
+		return req.prepared(pg, table, msg.Submit)
 	}))
 	mux.HandleFunc("POST /ap/grpc/tcc", startGrpc(func(req apRequest) error {
 		return dtmgrpc.TccGlobalTransaction2(dtm, req.Gid, func(tcc *dtmgrpc.TccGrpc) {

@@ -30,10 +30,14 @@ import (
 	"strconv"
 
 	"github.com/dtm-labs/dtm/client/dtmcli"
+	"github.com/dtm-labs/dtm/client/dtmcli/dtmimp"
 	"github.com/go-resty/resty/v2"
 	"github.com/go-sql-driver/mysql"
 	_ "github.com/lib/pq"
 )
+
+// selfURL is this peer's HTTP address (http://127.0.0.1:port), set once it listens.
+var selfURL string
 
 // store is one database the branches write to.
 type store struct {
@@ -74,6 +78,18 @@ func xaDeposit(db *sql.DB, account, amount int64, fail bool) error {
 	}
 	if fail {
 		return dtmcli.ErrorMessage2Error("go: xa branch refused", dtmcli.ErrFailure)
+	}
+	return nil
+}
+
+// noop is the business of the Noop branches: success, but for account 91 ONGOING and for account
+// 92 a plain error (neither FAILURE nor ONGOING), as a Go branch answers them.
+func noop(account int) error {
+	switch account {
+	case 91:
+		return dtmcli.ErrorMessage2Error("go: not yet", dtmcli.ErrOngoing)
+	case 92:
+		return errors.New("go: plain error")
 	}
 	return nil
 }
@@ -140,7 +156,26 @@ func main() {
 			answer(w, nil, err)
 		})
 	}
-	mux.HandleFunc("POST /rm/noop", func(w http.ResponseWriter, r *http.Request) { answer(w, nil, nil) })
+	mux.HandleFunc("POST /rm/noop", func(w http.ResponseWriter, r *http.Request) {
+		m, err := readMove(r)
+		if err == nil {
+			err = noop(m.Account)
+		}
+		answer(w, nil, err)
+	})
+	// a nested TCC Try (dtmcli.TccFromQuery): registers and tries its own sub-branch, this peer's
+	// MariaDB withdraw (confirm: noop, cancel: deposit), with the move it got
+	mux.HandleFunc("POST /rm/nested/try", func(w http.ResponseWriter, r *http.Request) {
+		m, err := readMove(r)
+		var tcc *dtmcli.Tcc
+		if err == nil {
+			tcc, err = dtmcli.TccFromQuery(r.URL.Query())
+		}
+		if err == nil {
+			_, err = tcc.CallBranch(m, selfURL+"/rm/mysql/withdraw", selfURL+"/rm/noop", selfURL+"/rm/mysql/deposit")
+		}
+		answer(w, nil, err)
+	})
 	xaConf := xaDBConf(os.Getenv("MYSQL_URL"))
 	mux.HandleFunc("POST /rm/mysql/xa-deposit", func(w http.ResponseWriter, r *http.Request) {
 		m, err := readMove(r)
@@ -156,6 +191,7 @@ func main() {
 	dtm := os.Getenv("DTM_URL")
 	mux.HandleFunc("POST /ap/saga", start(func(req apRequest) error {
 		saga := dtmcli.NewSaga(dtm, req.Gid)
+		req.options(&saga.TransBase)
 		for _, b := range req.Branches {
 			saga.Add(b.Action, b.Compensate, b.Payload)
 		}
@@ -163,10 +199,25 @@ func main() {
 	}))
 	mux.HandleFunc("POST /ap/msg", start(func(req apRequest) error {
 		msg := dtmcli.NewMsg(dtm, req.Gid)
+		req.options(&msg.TransBase)
 		for _, b := range req.Branches {
 			msg.Add(b.Action, b.Payload)
 		}
-		return msg.Submit()
+		if req.QueryPrepared == "" {
+			return msg.Submit()
+		}
+		if req.BusinessError {
+			// the local transaction fails with an error that is no FAILURE: the SDK asks queryPrepared itself
+			return msg.DoAndSubmit(req.QueryPrepared, func(bb *dtmcli.BranchBarrier) error {
+				bb.DBType = dtmcli.DBTypePostgres
+				bb.BarrierTableName = table
+				return bb.CallWithDB(stores["pg"].db, func(*sql.Tx) error { return errors.New("go: local transaction crashed") })
+			})
+		}
+		if err := msg.Prepare(req.QueryPrepared); err != nil {
+			return err
+		}
+		return req.prepared(stores["pg"], table, msg.Submit)
 	}))
 	mux.HandleFunc("POST /ap/tcc", start(func(req apRequest) error {
 		return dtmcli.TccGlobalTransaction(dtm, req.Gid, func(tcc *dtmcli.Tcc) (*resty.Response, error) {
@@ -196,6 +247,7 @@ func main() {
 
 	listener, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	check(err)
+	selfURL = "http://" + listener.Addr().String()
 	initWorkflow(dtm, listener) // the callback URL needs the port
 	fmt.Printf("port %d\n", listener.Addr().(*net.TCPAddr).Port)
 	log.Fatal(http.Serve(listener, mux))
@@ -232,6 +284,41 @@ type apRequest struct {
 	} `json:"branches"`
 	QueryPrepared string            `json:"queryPrepared"` // msg: Prepare with it, then Submit
 	BranchHeaders map[string]string `json:"branchHeaders"`
+	// msg with queryPrepared: LocalCommit commits a local transaction holding the message's barrier
+	// row (branch 00, op msg) on PostgreSQL after the prepare, as DoAndSubmitDB does; PrepareOnly then
+	// stops there (an AP that died before its submit): DTM's back-check decides
+	LocalCommit   bool  `json:"localCommit"`
+	PrepareOnly   bool  `json:"prepareOnly"`
+	BusinessError bool  `json:"businessError"` // msg over HTTP: DoAndSubmit whose local transaction (PostgreSQL, behind the barrier) returns a plain error
+	TimeoutToFail int64 `json:"timeoutToFail"` // the transaction's options, as the SDK sets them
+	RetryInterval int64 `json:"retryInterval"`
+}
+
+// options sets req's transaction options on tb.
+func (req apRequest) options(tb *dtmimp.TransBase) {
+	tb.BranchHeaders = req.BranchHeaders
+	tb.TimeoutToFail = req.TimeoutToFail
+	tb.RetryInterval = req.RetryInterval
+}
+
+// prepared runs what follows a message's prepare: with LocalCommit, a local transaction holding its
+// barrier row on s commits; with PrepareOnly, no submit follows (DTM's back-check decides).
+func (req apRequest) prepared(s store, table string, submit func() error) error {
+	if req.LocalCommit {
+		bb, err := dtmcli.BarrierFrom("msg", req.Gid, "00", "msg")
+		if err != nil {
+			return err
+		}
+		bb.DBType = s.dbType
+		bb.BarrierTableName = table
+		if err := bb.CallWithDB(s.db, func(*sql.Tx) error { return nil }); err != nil {
+			return err
+		}
+	}
+	if req.PrepareOnly {
+		return nil
+	}
+	return submit()
 }
 
 // start serves an /ap/* endpoint: 200 once DTM took the transaction, else the error as dtmcli

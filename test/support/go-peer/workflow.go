@@ -5,7 +5,9 @@
 // Workflow `go-transfer`, input {"steps":[{"action","compensate","commit","payload"}]} (compensate
 // and commit optional). For each step, in order: wf.NewBranch() (branch ids 01, 02, …); OnRollback
 // posting the payload to compensate, OnCommit posting it to commit (both registered before the
-// action, as the SDK requires); then the action, POST payload through wf.NewRequest(). Every request
+// action, as the SDK requires); then the action, POST payload through wf.NewRequest(). A URL that
+// is no http(s):// URL is a gRPC target host:port/package.Service/Method, called with the payload
+// as a bank.Move through the SDK's workflow.Interceptor (the same dtm-* metadata and op). Every request
 // made with wf.NewRequest() carries the query gid, trans_type=workflow, branch_id and op, op being
 // the SDK's current op: `action` for the step, `rollback` / `commit` inside the phase-2 callbacks
 // (the SDK runs them in reverse order; they are not recorded as steps, the callback itself is).
@@ -39,8 +41,15 @@ import (
 	"net"
 	"net/http"
 
+	"strings"
+	"sync"
+
 	"github.com/dtm-labs/dtm/client/dtmcli"
+	"github.com/dtm-labs/dtm/client/dtmgrpc"
 	"github.com/dtm-labs/dtm/client/workflow"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 const (
@@ -81,22 +90,58 @@ func goTransfer(wf *workflow.Workflow, data []byte) error {
 		body := step.body()
 		wf.NewBranch()
 		if step.Compensate != "" {
-			wf.OnRollback(func(*dtmcli.BranchBarrier) error { return phase2Post(wf, step.Compensate, body) })
+			wf.OnRollback(func(*dtmcli.BranchBarrier) error { return phase2Call(wf, step.Compensate, body) })
 		}
 		if step.Commit != "" {
-			wf.OnCommit(func(*dtmcli.BranchBarrier) error { return phase2Post(wf, step.Commit, body) })
+			wf.OnCommit(func(*dtmcli.BranchBarrier) error { return phase2Call(wf, step.Commit, body) })
 		}
-		if _, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(body).Post(step.Action); err != nil {
+		if err := call(wf, step.Action, body); err != nil {
 			return err // FAILURE: rollback; ONGOING / other: DTM resumes
 		}
 	}
 	return nil
 }
 
-// phase2Post is a commit / rollback callback: POST body to url with the current op (the SDK sets
-// it). FAILURE is not an answer phase 2 may give (the SDK panics on it): it becomes a plain error.
-func phase2Post(wf *workflow.Workflow, url string, body []byte) error {
-	_, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(body).Post(url)
+// call sends body to target with the current op (the SDK sets it): an http(s):// URL gets it
+// POSTed through wf.NewRequest(); a gRPC target host:port/package.Service/Method gets it as a
+// bank.Move through a connection with the SDK's workflow.Interceptor, called with wf.Context.
+func call(wf *workflow.Workflow, target string, body []byte) error {
+	if strings.HasPrefix(target, "http://") || strings.HasPrefix(target, "https://") {
+		_, err := wf.NewRequest().SetHeader("Content-Type", "application/json").SetBody(body).Post(target)
+		return err
+	}
+	var m move
+	if err := json.Unmarshal(body, &m); err != nil {
+		return err
+	}
+	server, method, _ := strings.Cut(target, "/")
+	conn, err := workflowConn(server)
+	if err != nil {
+		return err
+	}
+	// the reply: any message decodes into Empty (its fields are kept as unknown fields)
+	return dtmgrpc.GrpcError2DtmError(conn.Invoke(wf.Context, "/"+method, newMove(m), &emptypb.Empty{}))
+}
+
+var workflowConns sync.Map
+
+// workflowConn is a connection to server whose calls go through the SDK's workflow.Interceptor.
+func workflowConn(server string) (*grpc.ClientConn, error) {
+	if conn, ok := workflowConns.Load(server); ok {
+		return conn.(*grpc.ClientConn), nil
+	}
+	conn, err := grpc.Dial(server, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(workflow.Interceptor))
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := workflowConns.LoadOrStore(server, conn)
+	return actual.(*grpc.ClientConn), nil
+}
+
+// phase2Call is a commit / rollback callback: body to target with the current op (see call).
+// FAILURE is not an answer phase 2 may give (the SDK panics on it): it becomes a plain error.
+func phase2Call(wf *workflow.Workflow, target string, body []byte) error {
+	err := call(wf, target, body)
 	if errors.Is(err, dtmcli.ErrFailure) {
 		return fmt.Errorf("go-transfer: phase 2 call answered FAILURE: %s", err.Error())
 	}
