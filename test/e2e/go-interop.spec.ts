@@ -783,3 +783,46 @@ describe('workflows across the two SDKs', () => {
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 });
+
+/** A second app of ours with authenticated branch calls (branch_auth_keys), whose transactions drive the Go peer's branches. */
+async function keyedApp(): Promise<INestApplication> {
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, barrierTable: 'dtm_barrier', branchAuthKeys: ['k'.repeat(40)] },
+        grpcProtos: { protoPath: BANK_PROTO },
+      }),
+    ],
+  }).compile();
+  const keyed = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
+  return keyed.init();
+}
+
+describe.each(goBranches)('nestjs-dtm with branch_auth_keys, over $protocol, drives branches written with $sdk', ({ protocol, go }) => {
+  let keyed: INestApplication;
+  beforeAll(async () => {
+    keyed = await keyedApp();
+  });
+  afterAll(async () => {
+    await keyed?.close();
+  });
+
+  it('TCC (its branch ids carry the token: 01-<token>), saga and XA: the Go SDK\'s barrier and XA take the calls, ignoring the tokens', async () => {
+    const dtm = keyed.get(DtmClient);
+    const options = { protocol } as const;
+    const tcc = await dtm.generateGid();
+    const outcome = await dtm.tccGlobalTransactionAndWait(tcc, async (t) => t.callBranch({ account: 1, amount: 30 }, go('MysqlWithdraw'), go('Noop'), go('MysqlDeposit')), options);
+    expect(outcome.status).toBe('succeed');
+    expect(outcome.branches.map((b) => b.branchId)).toEqual([expect.stringMatching(/^01-.{22}$/), expect.stringMatching(/^01-.{22}$/)]);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const saga = await dtm.generateGid();
+    expect((await dtm.newSaga(saga, options).add(go('PgWithdraw'), go('PgDeposit'), { account: 1, amount: 25 }).submitAndWait()).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([75, 0]);
+
+    const xa = await dtm.generateGid();
+    await dtm.xaGlobalTransaction(xa, async (x) => x.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), options);
+    expect((await dtm.waitForFinal(xa)).status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([70, 11]);
+  });
+});
