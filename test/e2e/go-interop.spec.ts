@@ -20,6 +20,7 @@ import {
   DtmModule,
   DtmOngoingError,
   DtmServerError,
+  DtmUnavailableError,
   DtmWorkflow,
   MsgBranch,
   MsgQueryPrepared,
@@ -824,5 +825,23 @@ describe.each(goBranches)('nestjs-dtm with branch_auth_keys, over $protocol, dri
     await dtm.xaGlobalTransaction(xa, async (x) => x.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), options);
     expect((await dtm.waitForFinal(xa)).status).toBe('succeed');
     expect(await mysqlBalances()).toEqual([70, 11]);
+  });
+});
+
+describe("nestjs-dtm with branch_auth_keys and a Go Try that nests a TCC of its own", () => {
+  it("over HTTP: DTM's Go SDK refuses a parent branch id of 20 characters or more (panics), which 01-<token> is: the call is reset, our TCC aborted, nothing withdrawn", async () => {
+    const keyed = await keyedApp();
+    try {
+      const dtm = keyed.get(DtmClient);
+      const gid = await dtm.generateGid();
+      const run = dtm.tccGlobalTransaction(gid, async (t) => t.callBranch({ account: 1, amount: 5 }, `${goUrl}/rm/nested/try`, `${goUrl}/rm/noop`, `${goUrl}/rm/noop`));
+      await expect(run).rejects.toBeInstanceOf(DtmUnavailableError);
+      const final = await dtm.waitForFinal(gid);
+      expect(final.status).toBe('failed');
+      expect(final.branches.map((b) => b.branchId)).toEqual([expect.stringMatching(/^01-.{22}$/), expect.stringMatching(/^01-.{22}$/)]); // no sub-branch registered
+      expect(await mysqlBalances()).toEqual([100, 0]);
+    } finally {
+      await keyed.close();
+    }
   });
 });
