@@ -845,3 +845,66 @@ describe("nestjs-dtm with branch_auth_keys and a Go Try that nests a TCC of its 
     }
   });
 });
+
+describe('a gRPC transaction of ours with http:// branches written with dtmcli beside dtmgrpc ones', () => {
+  const grpcGo = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
+  const httpGo = (path: string) => `${goUrl}/rm/${path}`;
+  const options = { protocol: 'grpc' } as const;
+
+  it('saga, TCC, XA, and a message whose back-check is an http:// one', async () => {
+    const saga = await client.generateGid();
+    const final = await client
+      .newSaga(saga, options)
+      .add(grpcGo('PgWithdraw'), grpcGo('PgDeposit'), { account: 1, amount: 25 })
+      .add(httpGo('pg/deposit'), httpGo('pg/withdraw'), { account: 2, amount: 25 })
+      .submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(await pgBalances()).toEqual([75, 25]);
+    expect(await pgBarrier(saga)).toEqual(['01/action/01=action', '02/action/01=action']);
+
+    const tcc = await client.generateGid();
+    const outcome = await client.tccGlobalTransactionAndWait(
+      tcc,
+      async (t) => {
+        await t.callBranch({ account: 1, amount: 30 }, grpcGo('MysqlWithdraw'), grpcGo('Noop'), grpcGo('MysqlDeposit'));
+        await t.callBranch({ account: 1, amount: 20 }, httpGo('mysql/withdraw'), httpGo('noop'), httpGo('mysql/deposit'));
+      },
+      options,
+    );
+    expect(outcome.status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([50, 0]);
+
+    const xa = await client.generateGid();
+    await client.xaGlobalTransaction(
+      xa,
+      async (x) => {
+        await x.callBranch({ account: 2, amount: 3 }, grpcGo('MysqlXaDeposit'));
+        await x.callBranch({ account: 1, amount: 4 }, httpGo('mysql/xa-deposit')); // another row: the first branch's prepared XA transaction holds row 2
+      },
+      options,
+    );
+    const committed = await client.waitForFinal(xa);
+    expect(committed.status).toBe('succeed');
+    expect(await mysqlBalances()).toEqual([54, 3]);
+    expect(await pendingXa(xa)).toEqual([]);
+
+    // a message with an http:// back-check: asked by our doAndSubmit, and by DTM for one left prepared
+    const msg = await client.generateGid();
+    const thrown = await client
+      .newMsg(msg, options)
+      .add(grpcGo('PgDeposit'), { account: 2, amount: 4 })
+      .doAndSubmit(httpGo('pg/query-prepared'), async () => {
+        throw new Error('nest: crashed before the commit');
+      })
+      .catch((e: unknown) => e);
+    expect((thrown as Error).message).toBe('nest: crashed before the commit');
+    expect((await client.waitForFinal(msg)).status).toBe('failed');
+    expect(await pgBarrier(msg)).toEqual(['00/msg/01=rollback']);
+
+    const abandoned = await client.generateGid();
+    await client.newMsg(abandoned, { ...options, timeoutToFail: 1, retryInterval: 1 }).add(grpcGo('PgDeposit'), { account: 2, amount: 50 }).prepare(httpGo('pg/query-prepared'));
+    expect((await client.waitForFinal(abandoned, { timeout: 20 })).status).toBe('failed');
+    expect(await pgBarrier(abandoned)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([75, 25]);
+  });
+});
