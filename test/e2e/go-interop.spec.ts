@@ -429,6 +429,17 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(seenHeaders.get(gid)).toEqual({ 'x-tenant': 't-1' });
   });
 
+  it("saga: concurrent with a branch order (step 2 after 0 and 1), as the Go SDK sends them; our FAILURE in step 2 compensates all three", async () => {
+    const gid = await client.generateGid();
+    expect((await goStarts('saga', gid, [step(1, 10), step(1, 20), step(1, 500)], { concurrent: true, orders: { 2: [0, 1] } })).status).toBe(200);
+    const final = await client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.transaction.customData).toEqual({ concurrent: true, orders: { '2': [0, 1] } });
+    expect(final.rollbackReason).toContain('nest: account 1 has less than 500');
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action succeed', '03 compensate succeed', '03 action failed']);
+    expect(await pgBalances()).toEqual([100, 0]);
+  });
+
   it('saga: a step the Go SDK adds without compensation is done once; the rollback skips it', async () => {
     const gid = await client.generateGid();
     const bare = { ...step(1, 30), compensate: '' };

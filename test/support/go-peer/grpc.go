@@ -190,6 +190,7 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 	mux.HandleFunc("POST /ap/grpc/saga", startGrpc(func(req apRequest) error {
 		saga := dtmgrpc.NewSagaGrpc(dtm, req.Gid)
 		req.options(&saga.TransBase)
+		req.sagaOptions(&saga.Saga)
 		for _, b := range req.Branches {
 			saga.Add(b.Action, b.Compensate, newMove(b.Payload))
 		}

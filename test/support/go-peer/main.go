@@ -192,6 +192,7 @@ func main() {
 	mux.HandleFunc("POST /ap/saga", start(func(req apRequest) error {
 		saga := dtmcli.NewSaga(dtm, req.Gid)
 		req.options(&saga.TransBase)
+		req.sagaOptions(saga)
 		for _, b := range req.Branches {
 			saga.Add(b.Action, b.Compensate, b.Payload)
 		}
@@ -292,6 +293,19 @@ type apRequest struct {
 	BusinessError bool  `json:"businessError"` // msg over HTTP: DoAndSubmit whose local transaction (PostgreSQL, behind the barrier) returns a plain error
 	TimeoutToFail int64 `json:"timeoutToFail"` // the transaction's options, as the SDK sets them
 	RetryInterval int64 `json:"retryInterval"`
+	// saga: SetConcurrent, and AddBranchOrder(step, preSteps) for each entry
+	Concurrent bool          `json:"concurrent"`
+	Orders     map[int][]int `json:"orders"`
+}
+
+// sagaOptions sets req's concurrency and branch orders on saga.
+func (req apRequest) sagaOptions(saga *dtmcli.Saga) {
+	if req.Concurrent {
+		saga.SetConcurrent()
+	}
+	for step, pre := range req.Orders {
+		saga.AddBranchOrder(step, pre)
+	}
 }
 
 // options sets req's transaction options on tb.
