@@ -234,6 +234,10 @@ export const MESSAGES = {
     `the saga's branch orders wait in a circle (${cycle.join(' → ')}): DTM would call none of those steps and the saga would never finish; remove one of the orders`,
   tccRegisterFailureSwallowed: (gid: string, branchId: string, cause: string) =>
     `the body of tcc ${gid} went on after registering its branch ${branchId} failed (${truncate(cause)}): the branch's Try never ran, and DTM may hold the branch, so a submit would have DTM confirm work that was never tried. The transaction is aborted instead: let the error of callBranch() end the body (or abort), never catch it and carry on`,
+  branchCallFailureSwallowed: (transType: string, gid: string, branchId: string, op: string, cause: string) =>
+    transType === 'tcc'
+      ? `the body of tcc ${gid} went on after the Try of its branch ${branchId} failed (${truncate(cause)}): DTM holds the branch, and a submit would have DTM confirm it, work whose Try failed or may not have run. The transaction is aborted instead (DTM cancels its branches): let the error of callBranch() end the body, never catch it and carry on`
+      : `the body of ${transType} ${gid} went on after the ${op} of its branch ${branchId} failed (${truncate(cause)}): its work was not prepared (or may not have been), and a submit would have DTM commit the other branches without it. The transaction is aborted instead (DTM rolls its branches back): let the error of callBranch() end the body, never catch it and carry on`,
   tccConfirmCancelMissing: (tryTarget: string) =>
     `tcc.callBranch(payload, ${JSON.stringify(redactUrl(tryTarget))}, confirm, cancel): a Try given as a target needs its Confirm and Cancel targets (strings; '' only when there is nothing to undo), else the Try's work would never be confirmed or cancelled`,
   optionsAfterSent: (transType: string, gid: string, call: string) =>

@@ -2,6 +2,7 @@ import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } fr
 import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { shownBranchId } from '../auth/branch-auth.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
@@ -19,8 +20,12 @@ export interface GlobalTransactionOutcome<T> extends FinalResult {
 export abstract class GlobalTransaction extends Transaction {
   /** Whether the body threw (and the transaction was aborted). */
   private bodyFailed = false;
-  /** The first branch registration that failed (its Try never ran): a body that went on after it is refused its submit. */
-  protected registerFailure?: { branchId: string; error: unknown };
+  /**
+   * The first call of a branch that failed once DTM may hold the branch (a TCC registration, a TCC
+   * Try, an XA action): a body that went on after it is refused its submit, which would have DTM
+   * confirm or commit every branch it holds, that one included.
+   */
+  private failedCall?: { branchId: string; op: 'register' | 'try' | 'action'; error: unknown };
 
   protected constructor(runtime: TransactionRuntime, gid: string, transType: TransactionType, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, transType, options, parent);
@@ -103,6 +108,20 @@ export abstract class GlobalTransaction extends Transaction {
     return outcome;
   }
 
+  /**
+   * Runs `call`, the `op` of branch `branchId` (its TCC registration or Try, an XA action); its
+   * failure is kept ({@link failedCall}: the first one) and rethrown, so that a body that catches it
+   * and returns is aborted instead of submitted.
+   */
+  protected async keepFailure<R>(branchId: string, op: 'register' | 'try' | 'action', call: () => Promise<R>): Promise<R> {
+    try {
+      return await call();
+    } catch (err) {
+      this.failedCall ??= { branchId, op, error: err };
+      throw err;
+    }
+  }
+
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */
   private assertBody(body: unknown): void {
     if (typeof body !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the body of ${this.transType} ${this.gid}`, body), { gid: this.gid });
@@ -110,18 +129,20 @@ export abstract class GlobalTransaction extends Transaction {
 
   /**
    * Runs `body` (with the transaction's span active); if it throws, or returns after a branch
-   * registration failed ({@link registerFailure}: `DtmUsageError`), aborts the transaction (the
+   * registration, a TCC Try or an XA action failed ({@link failedCall}: `DtmUsageError`), aborts the transaction (the
    * error's message is the rollback reason, cut to the 1024 characters DTM's SQL stores keep, `…` marking a cut) and rethrows: DTM's answer to the abort does not change
    * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
    */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
       const result = await this.withinObservation(body, this);
-      // the body caught a failed registration and went on: DTM may hold that branch, whose Try never ran, and would confirm it
-      const failed = this.registerFailure;
+      // the body caught a failed branch call and went on: DTM would confirm (commit) the branches it holds, that one's too
+      const failed = this.failedCall;
       if (failed) {
         const cause = failed.error instanceof Error ? failed.error.message : String(failed.error);
-        throw new DtmUsageError(MESSAGES.tccRegisterFailureSwallowed(this.gid, failed.branchId, cause), { gid: this.gid, branchId: failed.branchId, cause: failed.error });
+        const shown = shownBranchId(failed.branchId);
+        const message = failed.op === 'register' ? MESSAGES.tccRegisterFailureSwallowed(this.gid, shown, cause) : MESSAGES.branchCallFailureSwallowed(this.transType, this.gid, shown, failed.op, cause);
+        throw new DtmUsageError(message, { gid: this.gid, branchId: failed.branchId, cause: failed.error });
       }
       return result;
     } catch (err) {

@@ -50,12 +50,8 @@ export class Tcc extends GlobalTransaction {
     const data = this.encode(payload, tryTarget);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
     const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text) : this.ids.next();
-    try {
-      await this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } });
-    } catch (err) {
-      this.registerFailure ??= { branchId, error: err }; // run() refuses the submit should the body go on
-      throw err;
-    }
-    return service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try');
+    // a failure of either is kept: run() refuses the submit should the body go on (DTM would confirm the branch)
+    await this.keepFailure(branchId, 'register', () => this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } }));
+    return this.keepFailure(branchId, 'try', () => (service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try')));
   }
 }

@@ -116,6 +116,28 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
     });
 
+    it('a body that catches a Try\'s FAILURE and returns is aborted, not submitted: DtmUsageError naming the swallowed failure; DTM cancels, confirms nothing (the Try of the failed branch reserved nothing)', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/CaughtTry', { status: 409, body: { message: 'card declined' } });
+      let swallowed: unknown;
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ sku: 'a' }), fx.target('/KeptTry'), fx.target('/KeptConfirm'), fx.target('/KeptCancel'));
+          await tcc.callBranch(fx.payload({ amount: 10 }), fx.target('/CaughtTry'), fx.target('/CaughtConfirm'), fx.target('/CaughtCancel')).catch((e: unknown) => {
+            swallowed = e;
+          });
+          return 'went on';
+        })
+        .catch((e: unknown) => e);
+      expect(swallowed).toBeInstanceOf(DtmFailureError);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toMatch(/went on after the Try of its branch 02 failed \(.*card declined.*\)/);
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/CaughtCancel', '/KeptCancel']);
+    });
+
     it('nested: a Try registers and tries sub-branches 0101 and 0102 through the module\'s DTM server; DTM confirms all three', async () => {
       fx.recorder.handle('/OrderTry', async (call) => {
         const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: call.query.dtm, headers: {} };
@@ -352,6 +374,28 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
       expect(final.transaction?.rollback_reason).toContain('insufficient balance');
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'rollback').map((c) => c.path)).toEqual(['/BankA']);
+    });
+
+    it('a body that catches a failed action and returns is aborted, not submitted: DtmUsageError naming the swallowed failure; DTM rolls the prepared branch back, commits nothing', async () => {
+      fx.recorder.handle('/CaughtBankA', xaResourceManager('prepare'));
+      fx.recorder.handle('/CaughtBankB', xaResourceManager('fail'));
+      const gid = await fx.client.generateGid();
+      let swallowed: unknown;
+      const error = await fx.client
+        .xaGlobalTransaction(gid, async (xa) => {
+          await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/CaughtBankA'));
+          await xa.callBranch(fx.payload({ amount: 30 }), fx.target('/CaughtBankB')).catch((e: unknown) => {
+            swallowed = e;
+          });
+          return 'went on';
+        })
+        .catch((e: unknown) => e);
+      expect(swallowed).toBeInstanceOf(DtmFailureError);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toMatch(/went on after the action of its branch 02 failed \(.*insufficient balance.*\)/);
+      const final = await waitForTransStatus(gid, 'failed');
+      expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit')).toHaveLength(0);
     });
 
     it('xaGlobalTransactionAndWait (waitResult), a body that outlasts timeoutToFail: DTM rolled the XA back ("failed") before the submit, which it refuses; resolves failed with DTM\'s reason, not DtmFailureError', async () => {
