@@ -1,16 +1,19 @@
 // The terminus health indicator against a private real DTM server: up (version, latency) over HTTP
 // and gRPC, down within lynx.dtm.timeout when DTM is stopped or does not answer, and DTM's
 // transaction list unchanged by any number of health checks (the check creates nothing).
+import { createServer } from 'node:http';
 import net from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
-import { DtmClient, DtmHealthIndicator, DtmModule, type DtmConfigInput } from 'nestjs-dtm';
+import { DtmClient, DtmHealthIndicator, DtmModule, DtmUnavailableError, type DtmConfigInput } from 'nestjs-dtm';
 import { harness } from '../support/harness.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm } from '../support/services/dtm.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
+import { startStallProxy } from '../support/chaos/stall-proxy.js';
+import { startTrap } from '../support/trap.js';
 
 let dtm: RunningDtm;
 
@@ -48,6 +51,36 @@ async function allTransactions(serverUrl: string): Promise<unknown[]> {
     if (!answer.next_position) return all;
     position = answer.next_position;
   }
+}
+
+/** A proxy in front of DTM's HTTP API that forwards each request `delayMs` after it came: a DTM answering slowly; `serverUrl` is its server_url. */
+async function slowHttp(delayMs: number): Promise<{ serverUrl: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    setTimeout(() => {
+      fetch(new URL(req.url ?? '/', dtm.info.httpUrl)).then(
+        async (answer) => {
+          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'text/plain' });
+          res.end(await answer.text());
+        },
+        () => res.destroy(),
+      );
+    }, delayMs);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    serverUrl: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/api/dtmsvr`,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A proxy in front of DTM's gRPC API that holds everything `delayMs` before its first connection reaches DTM (then passes all): a DTM answering the first call slowly; `grpcServer` is its address. */
+async function slowGrpcOnce(delayMs: number): Promise<{ grpcServer: string; start(): void; close(): Promise<void> }> {
+  const proxy = await startStallProxy(`http://${dtm.info.grpcAddress}`);
+  proxy.stall();
+  return { grpcServer: new URL(proxy.url).host, start: () => void setTimeout(() => proxy.resume(), delayMs), close: () => proxy.close() };
 }
 
 beforeAll(async () => {
@@ -120,6 +153,45 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       await app.close();
       for (const s of sockets) s.destroy();
       silent.close();
+    }
+  });
+
+  it.each(['http', 'grpc'] as const)('up over %s, and DtmClient.ping() answers within lynx.dtm.timeout (1 s), when DTM answers each of the ping\'s two calls after 0.7 s', async (protocol) => {
+    const http = await slowHttp(700);
+    const grpc = await slowGrpcOnce(700);
+    const { app, url } = await healthApp({ serverUrl: http.serverUrl, grpcServer: protocol === 'grpc' ? grpc.grpcServer : dtm.info.grpcAddress, protocol, timeout: 1 });
+    try {
+      grpc.start();
+      const started = Date.now();
+      const ping = await app.get(DtmClient).ping();
+      const elapsed = Date.now() - started;
+      expect(ping).toMatchObject({ version: 'v1.19.0', protocol });
+      expect(elapsed).toBeLessThan(1000);
+      const res = await fetch(url);
+      expect(await res.json()).toMatchObject({ status: 'ok', details: { dtm: { status: 'up', version: 'v1.19.0', protocol } } });
+    } finally {
+      await app.close();
+      await http.close();
+      await grpc.close();
+    }
+  });
+
+  it('DtmClient.ping() over grpc (the call of each start-up ping) fails within lynx.dtm.timeout (1 s) when server_url accepts and never answers while DTM\'s gRPC API answers after 0.7 s', async () => {
+    const silent = await startTrap({ hold: true });
+    const grpc = await slowGrpcOnce(700);
+    const { app } = await healthApp({ serverUrl: silent.url, grpcServer: grpc.grpcServer, protocol: 'grpc', timeout: 1 });
+    try {
+      grpc.start();
+      const started = Date.now();
+      const error = await app.get(DtmClient).ping().catch((e: unknown) => e);
+      const elapsed = Date.now() - started;
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(elapsed).toBeLessThan(1400);
+    } finally {
+      await app.close();
+      await grpc.close();
+      await silent.close();
     }
   });
 
