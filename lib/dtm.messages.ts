@@ -244,6 +244,8 @@ export const MESSAGES = {
     `${transType} ${gid}: setOptions() after ${call}: DTM keeps the options of the ${call} call (a submit of a prepared transaction carries new ones to DTM's first round only; its retries and its timeout keep the stored ones), so they would not take effect, or only partly; set the options before ${call}: in new${transType === 'msg' ? 'Msg' : 'Saga'}(gid, options) or with setOptions()`,
   sagaChangedAfterSubmit: (gid: string, what: string) =>
     `saga ${gid}: ${what} after submit(): DTM keeps the steps of the submit it took (a finished saga is not run again, a running one would run the new steps over it), so this would silently never take effect, or only partly; add the steps and orders before submit()`,
+  msgBusinessAgain: (gid: string) =>
+    `msg ${gid}: doAndSubmit() again, after an earlier doAndSubmit() of this message ran its local transaction: DTM takes the prepare of a message it holds prepared, so the local transaction would run (and may commit) a second time. Nothing was sent or run. DTM holds the message and decides it from the first run (its back-check asks whether that one committed): wait for the outcome with waitForFinal(gid), never run the local transaction again`,
   msgChangedAfterPrepare: (gid: string, what: string) =>
     `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,

@@ -35,6 +35,8 @@ export class Msg extends StepTransaction {
   private queryPrepared?: BranchTarget;
   /** Set once a prepare was sent: DTM keeps the steps, delay and concurrency of that call. */
   private prepareSent = false;
+  /** Set once {@link doAndSubmit} ran (started) its local transaction: a second one would run it again. */
+  private businessRan = false;
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
@@ -175,11 +177,15 @@ export class Msg extends StepTransaction {
    * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
    * and its back-check delivers it. With `waitResult`, a branch answering FAILURE or ONGOING in
    * DTM's first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
-   * the branch. Do not run the business again; wait with `waitForFinal(gid)`.
+   * the branch. Do not run the business again; wait with `waitForFinal(gid)`. A second `doAndSubmit()`
+   * on an object whose local transaction ran already is refused (`DtmUsageError`, nothing sent or run).
    */
   async doAndSubmit<T>(queryPrepared: string, business: (local: MsgLocalTransaction) => Promise<T>): Promise<T> {
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
+    // DTM takes a prepare of a message it holds prepared (one left so by an earlier run): the business would run, and may commit, twice
+    if (this.businessRan) throw new DtmUsageError(MESSAGES.msgBusinessAgain(this.gid), { gid: this.gid });
     await this.prepare(queryPrepared);
+    this.businessRan = true;
     const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg' };
     let result: T | undefined;
     let businessError: unknown;

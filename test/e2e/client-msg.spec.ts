@@ -325,5 +325,26 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
       await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
     });
+
+    it('doAndSubmit() again on the same object after its local transaction ran (left prepared: the back-check could not tell): refused with DtmUsageError, the local transaction not run a second time; DTM holds the message prepared, nothing delivered', async () => {
+      fx.recorder.answer('/QueryPrepared', 500);
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/Deliver'), fx.payload({ order: 8 }));
+      let runs = 0;
+      const business = async () => {
+        runs++;
+        if (runs === 1) throw new Error('timeout while committing'); // it may have committed
+        return 'committed again';
+      };
+      const first = await msg.doAndSubmit(fx.target('/QueryPrepared'), business).catch((e: unknown) => e);
+      expect((first as Error).message).toBe('timeout while committing');
+      const again = await msg.doAndSubmit(fx.target('/QueryPrepared'), business).catch((e: unknown) => e);
+      expect(again).toBeInstanceOf(DtmUsageError);
+      expect((again as Error).message).toMatch(/doAndSubmit\(\) again, after an earlier doAndSubmit\(\) of this message ran its local transaction/);
+      expect(runs).toBe(1);
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
+      await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
+    });
   });
 });
