@@ -246,6 +246,8 @@ export const MESSAGES = {
     `saga ${gid}: ${what} after submit(): DTM keeps the steps of the submit it took (a finished saga is not run again, a running one would run the new steps over it), so this would silently never take effect, or only partly; add the steps and orders before submit()`,
   msgBusinessAgain: (gid: string) =>
     `msg ${gid}: doAndSubmit() again, after an earlier doAndSubmit() of this message ran its local transaction: DTM takes the prepare of a message it holds prepared, so the local transaction would run (and may commit) a second time. Nothing was sent or run. DTM holds the message and decides it from the first run (its back-check asks whether that one committed): wait for the outcome with waitForFinal(gid), never run the local transaction again`,
+  msgPreparedOverAnother: (transType: string) =>
+    `${transType === 'msg' ? 'another message, with other branches' : `a ${transType}`}, prepared: DTM v1.19 took this prepare for it (it takes a prepare of any gid it holds prepared), and a submit would have DTM deliver ${transType === 'msg' ? "that message's branches, never this one's" : `that ${transType}'s branches as this message`}; its local transaction was not run`,
   msgChangedAfterPrepare: (gid: string, what: string) =>
     `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,

@@ -1,10 +1,11 @@
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { BranchTarget } from '../transport/branch-target.js';
-import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import type { FinalResult, Payload, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { leftPrepared, stillPreparedError } from '../transport/dtm-transient.js';
@@ -12,7 +13,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
-import { assertWholeNumber } from './transaction.js';
+import { assertWholeNumber, sameSteps } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
@@ -37,6 +38,8 @@ export class Msg extends StepTransaction {
   private prepareSent = false;
   /** Set once {@link doAndSubmit} ran (started) its local transaction: a second one would run it again. */
   private businessRan = false;
+  /** Set when DTM took this object's prepare for another transaction it held prepared under the gid ({@link assertPreparedOwn}): every submit is refused with it. */
+  private heldByAnother?: DtmGidInUseError;
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
@@ -103,7 +106,9 @@ export class Msg extends StepTransaction {
     try {
       if (this.remoteSteps) await this.resolveRemote();
       this.prepareSent = true; // a prepare that may have reached DTM fixed the steps too
-      await this.prepareInDtm(this.submission());
+      const request = this.submission();
+      await this.prepareInDtm(request);
+      await this.assertPreparedOwn(request);
     } catch (err) {
       this.observeEnd('error', err);
       throw err;
@@ -119,6 +124,7 @@ export class Msg extends StepTransaction {
    * send the message again under a new gid.
    */
   override async submit(): Promise<void> {
+    if (this.heldByAnother) throw this.heldByAnother;
     try {
       await super.submit();
     } catch (err) {
@@ -132,11 +138,33 @@ export class Msg extends StepTransaction {
    * `DtmOutcomeUnknownError` with `lastStatus` `prepared`, not an error that reads as "not sent".
    */
   override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
+    if (this.heldByAnother) throw this.heldByAnother;
     try {
       return await super.submitAndWait(wait);
     } catch (err) {
       throw this.preparedHere(err);
     }
+  }
+
+  /**
+   * DTM v1.19 takes a prepare of a gid it holds prepared whatever it holds there (`svcPrepare`):
+   * another message with other branches (prepared at the same time, or left prepared under a gid
+   * used again), a TCC or XA. Its submit would then deliver that one's branches, and a
+   * `doAndSubmit()` would run its local transaction for a message DTM never delivers. So after the
+   * prepare, DTM's record must hold this message's branches ({@link sameSteps}), else
+   * `DtmGidInUseError` before anything else runs (and every later submit of this object is refused
+   * with it). A query that fails leaves the prepare as DTM answered it.
+   */
+  private async assertPreparedOwn(request: TransactionRequest): Promise<void> {
+    let record: TransactionRecord | null;
+    try {
+      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch {
+      return;
+    }
+    if (!record || sameSteps(record, request)) return;
+    this.heldByAnother = new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.msgPreparedOverAnother(record.transType), { protocol: this.protocol });
+    throw this.heldByAnother;
   }
 
   /** `err` of a submit, or after this object's {@link prepare} {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`). */

@@ -1,7 +1,7 @@
 // Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
@@ -324,6 +324,31 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
       expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
       await fx.client.forceStop(gid); // tidy: DTM would otherwise keep back-checking
+    });
+
+    it('a gid DTM holds prepared for another message (other branches: prepared at the same time, or left prepared), which DTM v1.19 takes the prepare for: doAndSubmit is DtmGidInUseError before its local transaction runs, not a success while DTM delivers the other\'s branches', async () => {
+      const gid = await fx.client.generateGid();
+      const other = fx.client.newMsg(gid).add(fx.target('/OtherDeliver'), fx.payload({ order: 1 }));
+      await other.prepare(fx.target('/QueryPrepared'));
+      let runs = 0;
+      const msg = fx.client.newMsg(gid).add(fx.target('/Deliver'), fx.payload({ order: 2 }));
+      const error = await msg
+        .doAndSubmit(fx.target('/QueryPrepared'), async () => {
+          runs++;
+          return 'committed';
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmGidInUseError);
+      expect(error).toMatchObject({ gid, currentStatus: 'prepared' });
+      expect((error as Error).message).toMatch(/another message, with other branches/);
+      expect(runs).toBe(0);
+      await expect(msg.submit()).rejects.toBe(error); // nothing of this object is sent any more
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+      expect(fx.recorder.callsTo('/OtherDeliver', gid)).toHaveLength(0);
+      expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(0);
+      // the same message prepared again (a prepare sent twice) is its own: taken
+      await fx.client.newMsg(gid).add(fx.target('/OtherDeliver'), fx.payload({ order: 1 })).prepare(fx.target('/QueryPrepared'));
+      await fx.client.forceStop(gid); // tidy
     });
 
     it('doAndSubmit() again on the same object after its local transaction ran (left prepared: the back-check could not tell): refused with DtmUsageError, the local transaction not run a second time; DTM holds the message prepared, nothing delivered', async () => {
