@@ -6,6 +6,7 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
+import { Client, credentials, Metadata, Server as GrpcServer, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type Tcc } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -744,6 +745,68 @@ describe('DTM on a SQL store (MariaDB), which answers no steps or payloads: a re
     const error = await viaProxy.client.newSaga(gid).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 }).submit().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmGidInUseError);
     expect(recorder.callsFor(gid)).toHaveLength(0);
+  });
+});
+
+describe('gRPC: the submit of a prepared transaction answered by a gateway in front of DTM (a gRPC code DTM does not give it), as over HTTP', () => {
+  /** The code the gateway answers DTM's Submit with (every other call of DTM's API passes); `undefined`: none refused. */
+  let refuse: number | undefined;
+  let gateway: GrpcServer;
+  let client: Client;
+  let viaGateway: DtmTestApp;
+  const identity = (bytes: Buffer) => bytes;
+
+  beforeAll(async () => {
+    gateway = new GrpcServer();
+    client = new Client(dtm.info.grpcAddress, credentials.createInsecure());
+    for (const method of ['NewGid', 'Prepare', 'Submit', 'Abort', 'RegisterBranch']) {
+      const path = `/dtmgimp.Dtm/${method}`;
+      const handler = (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+        if (method === 'Submit' && refuse !== undefined) return callback({ code: refuse, details: 'refused by the gateway', metadata: new Metadata() } as never);
+        client.makeUnaryRequest(path, identity, identity, call.request, new Metadata(), (err, reply) => callback(err, reply));
+      };
+      gateway.register(path, handler, identity, identity, 'unary');
+    }
+    const port = await new Promise<number>((resolve, reject) => gateway.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    viaGateway = await startDtmApp({ config: { protocol: 'grpc', serverUrl: dtm.info.serverUrl, grpcServer: `127.0.0.1:${port}`, timeout: 2 } });
+  });
+  afterAll(async () => {
+    await viaGateway?.close();
+    client?.close();
+    gateway?.forceShutdown();
+  });
+
+  it.each([
+    ['UNAVAILABLE', grpcStatus.UNAVAILABLE],
+    ['RESOURCE_EXHAUSTED', grpcStatus.RESOURCE_EXHAUSTED],
+    ['PERMISSION_DENIED', grpcStatus.PERMISSION_DENIED],
+  ] as const)('%s: TCC, XA, a message prepared then submitted, doAndSubmit: DtmOutcomeUnknownError (status prepared), never an error that reads as "not sent"; DTM holds each prepared, nothing confirmed or delivered', async (_name, code) => {
+    refuse = code;
+    const tccBody = (tcc: Tcc) => tcc.callBranch(new Uint8Array(), recorder.grpcTargetFor('/GwTry'), recorder.grpcTargetFor('/GwConfirm'), recorder.grpcTargetFor('/GwCancel'));
+    const runs: [string, (gid: string) => Promise<unknown>][] = [
+      ['tccGlobalTransaction', (gid) => viaGateway.client.tccGlobalTransaction(gid, tccBody, { timeoutToFail: 60 })],
+      ['xaGlobalTransaction', (gid) => viaGateway.client.xaGlobalTransaction(gid, async () => 1, { timeoutToFail: 60 })],
+      ['msg prepare() then submit()', async (gid) => {
+        const msg = viaGateway.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.grpcTargetFor('/GwDeliver'), new Uint8Array());
+        await msg.prepare(recorder.grpcTargetFor('/GwQueryPrepared'));
+        return msg.submit();
+      }],
+      ['doAndSubmit', (gid) => viaGateway.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.grpcTargetFor('/GwDeliver'), new Uint8Array()).doAndSubmit(recorder.grpcTargetFor('/GwQueryPrepared'), async () => 'committed')],
+    ];
+    try {
+      for (const [name, run] of runs) {
+        const gid = await app.client.generateGid();
+        const error = await run(gid).catch((e: unknown) => e);
+        expect([name, error]).toEqual([name, expect.any(DtmOutcomeUnknownError)]);
+        expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+        expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+        expect(recorder.callsTo('/GwConfirm', gid)).toHaveLength(0);
+        expect(recorder.callsTo('/GwDeliver', gid)).toHaveLength(0);
+        await app.client.forceStop(gid); // tidy: not rolled back for 60 s
+      }
+    } finally {
+      refuse = undefined;
+    }
   });
 });
 
