@@ -480,10 +480,10 @@ export const MESSAGES = {
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
   gidTakenMeanwhile: (gid: string, transType: string, status: string) =>
     `DTM's record of ${gid} ("${status}") holds another transaction's steps, not this ${transType}'s: another submit under the gid got there at the same time (after this one's check that the gid was free). DTM v1.19 took this submit too and may have run this ${transType}'s steps over the other transaction, keeping no record of them, so their outcome is not known: check what its branches did; never submit it again, under this gid or a new one, before you know`,
-  gidHeldUnfinished: (transType: string, status: string) =>
-    transType === 'saga'
-      ? `another saga, still running: checked before the submit, which DTM v1.19 would take for a saga it holds "${status}" and run this one's steps over it`
-      : `a ${transType}, not this saga: checked before the submit, which DTM v1.19 would take and drive that ${transType} as this saga`,
+  gidHeldUnfinished: (transType: string, status: string, own: string) =>
+    transType === own
+      ? `another ${own}, still running: checked before the submit, which DTM v1.19 would take for a ${own} it holds "${status}" and run this one's steps over it`
+      : `a ${transType}, not this ${own}: checked before the submit, which DTM v1.19 would take and drive that ${transType} as this ${own}`,
   workflowGidHeld: (transType: string, storedName: unknown, name: string) =>
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,

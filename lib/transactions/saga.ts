@@ -1,12 +1,9 @@
-import type { Payload, TransactionOptions, TransactionRecord } from '../transport/dtm.types.js';
+import type { Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
-import { isTransientDtmError, mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { assertOneTransport, type BranchTarget } from '../transport/branch-target.js';
 import { StepTransaction } from './step-transaction.js';
-import { sameSteps } from './transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -107,28 +104,6 @@ export class Saga extends StepTransaction {
       if (step.action) sign('action', branchId, step.action, this.payloads[i]);
       if (step.compensate) sign('compensate', branchId, step.compensate, this.payloads[i]);
     });
-  }
-
-  /**
-   * DTM v1.19 takes a saga's submit for a gid it holds unfinished and runs the submitted steps over
-   * that transaction (`dtmsvr/api.go`, svcSubmit): a saga still running with other steps is marked
-   * done once the new steps succeed (its own never run, or are never compensated); a prepared
-   * message or TCC is driven as this saga. So, before the first submit of `submitAndWait()`, a gid
-   * DTM holds unfinished for anything but this same saga (a resubmission of it, same steps and
-   * payloads, goes on) is refused with `DtmGidInUseError`, nothing sent. A query that got no
-   * connection is thrown (`DtmUnavailableError`: nothing sent; the wait's queries go there too);
-   * one that otherwise fails leaves the submit to say what happened. DTM refuses a finished one itself.
-   */
-  protected override async assertGidFree(request: TransactionRequest): Promise<void> {
-    let record: TransactionRecord | null;
-    try {
-      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
-    } catch (err) {
-      if (isTransientDtmError(err) && !mayHaveReachedDtm(err)) throw err;
-      return;
-    }
-    if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
-    throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status), { protocol: this.protocol });
   }
 
   protected submission(): TransactionRequest {

@@ -1,11 +1,12 @@
-import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import type { FinalResult, Payload, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
-import { mayHaveReachedDtm } from '../transport/dtm-transient.js';
+import { isTransientDtmError, mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { assertOneTransport } from '../transport/branch-target.js';
 import { sameSteps, Transaction } from './transaction.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */
 export abstract class StepTransaction extends Transaction {
@@ -74,7 +75,7 @@ export abstract class StepTransaction extends Transaction {
    * (status queries are retried through DTM restarts and network errors until then): wait again
    * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid
-   * (a saga: also, nothing sent, when DTM holds another one unfinished under it, see `Saga.assertGidFree`).
+   * (also, nothing sent, when DTM holds another one unfinished under it, see {@link assertGidFree}).
    * A saga whose final record holds another saga's branches (another submit took the gid after that
    * check) is `DtmOutcomeUnknownError`: the other's outcome is not this one's.
    */
@@ -107,10 +108,28 @@ export abstract class StepTransaction extends Transaction {
   }
 
   /**
-   * Before {@link submitAndWait}'s first submit: refuses (`DtmGidInUseError`, nothing sent) a gid DTM
-   * holds for another transaction that it would take the submit for. Nothing by default.
+   * DTM v1.19 takes a saga's or whole message's submit for a gid it holds unfinished and runs the
+   * submitted steps over that transaction (`dtmsvr/api.go`, svcSubmit): a saga or message still
+   * running with other steps is marked done once the new steps succeed (its own never run, or are
+   * never compensated; on boltdb its record is rewritten with the new steps, so DTM never retries
+   * its own); a prepared message or TCC is driven as this transaction. So, before the first submit
+   * of {@link submitAndWait} (not after this object's own prepare), a gid DTM holds unfinished for
+   * anything but this same transaction (a resubmission of it, same steps and payloads, goes on) is
+   * refused with `DtmGidInUseError`, nothing sent. A query that got no connection is thrown
+   * (`DtmUnavailableError`: nothing sent; the wait's queries go there too); one that otherwise
+   * fails leaves the submit to say what happened. DTM refuses a finished one itself.
    */
-  protected async assertGidFree(_request: TransactionRequest): Promise<void> {}
+  protected async assertGidFree(request: TransactionRequest): Promise<void> {
+    let record: TransactionRecord | null;
+    try {
+      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch (err) {
+      if (isTransientDtmError(err) && !mayHaveReachedDtm(err)) throw err;
+      return;
+    }
+    if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
+    throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status, this.transType), { protocol: this.protocol });
+  }
 
   /** What submit sends. */
   protected abstract submission(): TransactionRequest;

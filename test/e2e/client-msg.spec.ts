@@ -132,6 +132,22 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('succeed');
     });
 
+    it('submitAndWait() of a message submitted whole under a gid DTM holds for another message still running: DtmGidInUseError, nothing sent; not the other\'s record rewritten with this one\'s branch (DTM v1.19 takes the submit, delivers this one and marks it succeed, the other\'s branch never delivered)', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/FirstDeliver', 425); // ONGOING at every retry: the first message stays submitted
+      await fx.client.newMsg(gid, { retryInterval: 60 }).add(fx.target('/FirstDeliver'), fx.payload({ n: 1 })).submit();
+      await fx.recorder.waitForCalls('/FirstDeliver', 1, { gid });
+      const outcome = await fx.client.newMsg(gid).add(fx.target('/SecondDeliver'), fx.payload({ n: 2 })).submitAndWait({ timeout: 10 }).catch((e: unknown) => e);
+      expect(outcome).toBeInstanceOf(DtmGidInUseError);
+      expect(outcome).toMatchObject({ gid, currentStatus: 'submitted' });
+      expect((outcome as Error).message).toMatch(/another msg, still running/);
+      await sleep(300);
+      expect(fx.recorder.callsTo('/SecondDeliver', gid)).toHaveLength(0);
+      const record = await queryTrans(gid);
+      expect([record.transaction?.status, record.branches.map((b) => b.url)]).toEqual(['submitted', [fx.target('/FirstDeliver')]]);
+      await fx.client.forceStop(gid); // tidy: its branch answers ONGOING
+    });
+
     it('fans a topic out to every subscriber', async () => {
       const topic = `orders-${protocol}-${Date.now()}`;
       for (const path of ['/SubscriberA', '/SubscriberB']) {
