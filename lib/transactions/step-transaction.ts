@@ -119,7 +119,7 @@ export abstract class StepTransaction extends Transaction {
    * (`DtmUnavailableError`: nothing sent; the wait's queries go there too); one that otherwise
    * fails leaves the submit to say what happened. DTM refuses a finished one itself.
    */
-  protected async assertGidFree(request: TransactionRequest): Promise<void> {
+  private async assertGidFree(request: TransactionRequest): Promise<void> {
     let record: TransactionRecord | null;
     try {
       record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);

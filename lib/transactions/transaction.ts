@@ -75,10 +75,13 @@ export abstract class Transaction {
   private sentBy?: string;
   /** The observation of this transaction (when something observes): from its first call to DTM to its outcome. */
   private observation?: TransactionObservation;
-  /** Whether DTM took a submit of this object (answered it, or with waitResult answered its first round): the transaction DTM holds under the gid is this one. */
-  private submitTaken = false;
-  /** Whether a submit of this object may have made DTM act (taken, or lost on the way after it was sent): a later one's refusal "current status ..." may be of its doing. */
-  private submitMayHaveTaken = false;
+  /**
+   * What this object's submits did: `taken` once DTM took one (answered it, or with waitResult
+   * answered its first round: the transaction DTM holds under the gid is this one); `maybe` once one
+   * may have made DTM act (lost on the way after it was sent: a later one's refusal "current
+   * status ..." may be of its doing); else `none`.
+   */
+  private submitState: 'none' | 'maybe' | 'taken' = 'none';
   /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
   protected unfinishedStatus?: string;
 
@@ -324,7 +327,7 @@ export abstract class Transaction {
 
   /** `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores under the gid, and that one is not this one. */
   private gidInUse(err: unknown, operation: string): DtmGidInUseError | undefined {
-    const refused = this.created || this.submitTaken ? undefined : refusedForStatus(err);
+    const refused = this.created || this.submitState === 'taken' ? undefined : refusedForStatus(err);
     if (!refused) return undefined;
     const { endpoint, protocol, status } = err as DtmFailureError;
     return new DtmGidInUseError(operation, this.gid, refused.status, refused.detail, { endpoint, protocol, status, cause: err });
@@ -356,20 +359,19 @@ export abstract class Transaction {
    */
   protected async submitRequest(request: TransactionRequest, tolerateUnfinished: boolean): Promise<void> {
     this.sentBy ??= 'submit()';
-    const earlier = this.submitMayHaveTaken;
+    const earlier = this.submitState !== 'none';
     try {
       await this.withinObservation((r) => this.transport.submit(r), request);
-      this.submitTaken = true;
-      this.submitMayHaveTaken = true;
+      this.submitState = 'taken';
     } catch (err) {
-      if (mayHaveReachedDtm(err) || (request.options.waitResult && isFirstRoundAnswer(err))) this.submitMayHaveTaken = true;
+      if (this.submitState === 'none' && (mayHaveReachedDtm(err) || (request.options.waitResult && isFirstRoundAnswer(err)))) this.submitState = 'maybe';
       const own = await this.ownSubmitRefused(err, request, tolerateUnfinished, earlier);
       if (!own) {
         const inUse = this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
         if (!(request.options.waitResult && isFirstRoundAnswer(err))) throw err;
       }
-      this.submitTaken = true;
+      this.submitState = 'taken';
       const answer = err as DtmFailureError | DtmOngoingError;
       const reason = answer instanceof DtmFailureError ? answer.reason : answer.message;
       let record: TransactionRecord | null | undefined = own;
@@ -407,7 +409,7 @@ export abstract class Transaction {
     if (!refused || refused.status === 'prepared') return undefined;
     // sent again by the transport after a reset, or a submit again of one that may have reached DTM (submitAndWait's, after DTM held no record)
     const resent = wasResent(err) || sentBefore;
-    if (!this.created && !this.submitTaken && !resent) return undefined;
+    if (!this.created && this.submitState !== 'taken' && !resent) return undefined;
     let record: TransactionRecord | null;
     try {
       record = await this.runtime.query(this.gid);
@@ -419,7 +421,7 @@ export abstract class Transaction {
     // took, which is thrown, unless the caller waits for the outcome (the rollback, which its wait reads)
     if (this.created) return record.status === 'aborting' && !tolerateUnfinished ? undefined : record;
     // a saga or message whose earlier submit DTM took (a submitAndWait() after its submit()): DTM went on with it
-    if (this.submitTaken || sameSteps(record, request)) return record;
+    if (this.submitState === 'taken' || sameSteps(record, request)) return record;
     return undefined;
   }
 }
