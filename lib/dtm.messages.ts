@@ -469,7 +469,7 @@ export const MESSAGES = {
   unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,
   noWorkflowProto: () =>
-    "cannot start a gRPC workflow: DTM resumes it at the app's gRPC server (workflow.Workflow/Execute), which does not load the workflow proto, so every resume would answer UNIMPLEMENTED; add it to the gRPC microservice's options (package: [..., 'workflow'], protoPath: [..., DTM_WORKFLOW_PROTO]), or start the workflow with { protocol: 'http' }",
+    "cannot start a gRPC workflow: DTM resumes it at the app's gRPC server (workflow.Workflow/Execute), which does not load the workflow proto, or does not list its package 'workflow' (Nest serves only the listed packages), so every resume would answer UNIMPLEMENTED; add both to the gRPC microservice's options (package: [..., 'workflow'], protoPath: [..., DTM_WORKFLOW_PROTO]), or start the workflow with { protocol: 'http' }",
   noWorkflowResume: (protocol: string) =>
     protocol === 'grpc'
       ? 'cannot build the gRPC resume target of workflows: set lynx.dtm.grpc_app_address (or connect the gRPC microservice, with the workflow proto, before starting a workflow)'

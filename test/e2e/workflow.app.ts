@@ -158,8 +158,8 @@ export interface WorkflowAppOptions {
   pgUrl: string;
   /** Authenticated branch calls (lynx.dtm.branch_auth_keys). */
   branchAuthKeys?: string[];
-  /** The gRPC server without the workflow proto (as an app that forgot it). */
-  withoutWorkflowProto?: boolean;
+  /** The gRPC server without the workflow proto (as an app that forgot it); `'package'`: with the proto, but not the package `workflow`. */
+  withoutWorkflowProto?: boolean | 'package';
   /** lynx.dtm.pass_through_headers. */
   passThroughHeaders?: string[];
   /** The global guard is AdvisedGuard (gRPC calls need a token too) instead of AuthGuard (which lets every gRPC call through). */
@@ -194,7 +194,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
   })
   class WorkflowAppModule {}
   const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });
-  app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${options.grpcPort}`, { workflowResume: !options.withoutWorkflowProto }), { inheritAppConfig: true });
+  app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${options.grpcPort}`, { workflowResume: options.withoutWorkflowProto === 'package' ? 'proto only' : !options.withoutWorkflowProto }), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(options.port, '127.0.0.1');
   return {

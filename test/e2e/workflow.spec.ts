@@ -311,14 +311,17 @@ describe("an app's global guard", () => {
 });
 
 describe('a gRPC server without the workflow proto', () => {
-  it('a gRPC workflow is refused before DTM holds anything (every resume would answer UNIMPLEMENTED); an HTTP one runs', async () => {
-    const forgot = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url, withoutWorkflowProto: true });
+  it.each([
+    ['without the workflow proto', true],
+    ["with the workflow proto in protoPath but not the package 'workflow' (Nest serves only the listed packages)", 'package'],
+  ] as const)('%s: a gRPC workflow is refused before DTM holds anything (every resume would answer UNIMPLEMENTED); an HTTP one runs', async (_case, withoutWorkflowProto) => {
+    const forgot = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: harness().dtm.serverUrl, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url, withoutWorkflowProto });
     try {
       const forgotClient = forgot.app.get(DtmClient);
       const gid = await forgotClient.generateGid();
       const refused = await forgotClient.executeWorkflow('transfer.v1', gid, input(), { protocol: 'grpc' }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(DtmUsageError);
-      expect((refused as Error).message).toMatch(/^cannot start a gRPC workflow: DTM resumes it at the app's gRPC server \(workflow\.Workflow\/Execute\), which does not load the workflow proto/);
+      expect((refused as Error).message).toMatch(/^cannot start a gRPC workflow: DTM resumes it at the app's gRPC server \(workflow\.Workflow\/Execute\), which does not load the workflow proto, or does not list its package 'workflow'/);
       expect(await forgotClient.query(gid)).toBeNull();
       expect(recorder.callsFor(gid)).toEqual([]);
       const http = await forgotClient.generateGid();

@@ -26,9 +26,15 @@ export const TESTS_LOADER = { longs: Number, defaults: true } as const;
 /** DtmModule's `grpcProtos` for the test apps' services. */
 export const TESTS_GRPC_PROTOS = { protoPath: TESTS_PROTO, loader: TESTS_LOADER };
 
-/** Options of a Nest gRPC microservice serving the test apps' services on `url`; `workflowResume`: DTM's workflow resume service too (the package's protos/workflow.proto). */
-export function testsGrpcOptions(url: string, { workflowResume = false } = {}): GrpcOptions {
-  const protos = workflowResume ? { package: ['tests', 'workflow'], protoPath: [TESTS_PROTO, DTM_WORKFLOW_PROTO] } : { package: 'tests', protoPath: TESTS_PROTO };
+/**
+ * Options of a Nest gRPC microservice serving the test apps' services on `url`; `workflowResume`:
+ * DTM's workflow resume service too (the package's protos/workflow.proto); `'proto only'`: its
+ * proto loaded but the package `workflow` not listed (Nest then serves no resume).
+ */
+export function testsGrpcOptions(url: string, { workflowResume = false as boolean | 'proto only' } = {}): GrpcOptions {
+  const protos = workflowResume
+    ? { package: workflowResume === 'proto only' ? ['tests'] : ['tests', 'workflow'], protoPath: [TESTS_PROTO, DTM_WORKFLOW_PROTO] }
+    : { package: 'tests', protoPath: TESTS_PROTO };
   return { transport: Transport.GRPC, options: { ...protos, url, loader: TESTS_LOADER } };
 }
 

@@ -149,12 +149,23 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     return `${matches[0]}.${service}`;
   }
 
-  /** The fully qualified services of `server`'s protos (loaded once, as the server loads them). */
+  /**
+   * The fully qualified services `server` serves: those of its protos (loaded once, as the server
+   * loads them) in the packages of its `package` option, the only ones Nest binds handlers to (a
+   * service of a proto in `protoPath` whose package is not listed answers UNIMPLEMENTED).
+   */
   private servicesOf(server: GrpcServerLike, where: string): Set<string> {
     let services = this.services.get(server);
     if (!services) {
       const definition = this.definitionOf(server, where);
-      services = new Set(Object.entries(definition ?? {}).filter(([, v]) => v && typeof v === 'object' && !('format' in v)).map(([k]) => k));
+      const packages = ([] as (string | undefined)[]).concat(server.options?.package);
+      // Nest looks each package up from the root (none, or '': every service)
+      const listed = (name: string) => packages.some((p) => !p || name.startsWith(`${p}.`));
+      services = new Set(
+        Object.entries(definition ?? {})
+          .filter(([k, v]) => v && typeof v === 'object' && !('format' in v) && listed(k))
+          .map(([k]) => k),
+      );
       this.services.set(server, services);
     }
     return services;
