@@ -304,6 +304,8 @@ export const MESSAGES = {
     `cannot build the gRPC target of ${where}: the gRPC server listens on ${url}, port 0, whose real port grpc-js picks when it binds and Nest does not tell, so DTM could never reach it; give the server a fixed port (in a test: freeLocalPort() of nestjs-dtm/testing), or set lynx.dtm.grpc_app_address`,
   grpcAppAddressFromListen: (address: string) =>
     `lynx.dtm.grpc_app_address is not set: gRPC branch targets use ${address}, the address the gRPC server listens on, which DTM can only reach when it runs on the same host; set grpc_app_address to this service's gRPC address as DTM sees it`,
+  grpcMethodNotServed: (where: string, service: string, rpc: string, served: readonly string[]) =>
+    `${where}: @GrpcMethod('${service}', '${rpc}') names no method the app's gRPC servers serve (they serve ${served.join(', ') || 'no service'}): Nest binds a @GrpcMethod only to an rpc of a service of the packages its gRPC options list, and answers every call of another UNIMPLEMENTED, which DTM retries forever; fix the service or rpc name to those of the .proto, or add the proto and its package to the gRPC microservice's options`,
   grpcServiceAmbiguous: (where: string, service: string, count: number) =>
     `${where}: @GrpcMethod('${service}') ${count === 0 ? 'is in none of' : 'could be in several of'} the packages of the app's gRPC servers; give the service's full name, @GrpcMethod('package.${service}', ...)`,
   sagaWithoutCompensation: (decl: string, name: string) =>

@@ -198,14 +198,23 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
 
   /**
    * Warns once the app listens when HTTP branch URLs fall back to the listening address (no
-   * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server);
+   * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server)
+   * and for each `@GrpcMethod` branch the app's gRPC servers do not serve;
    * not with `enabled: false`, where this app starts no transaction (as the other start-up checks).
    */
   onApplicationBootstrap(): void {
     if (!this.config.enabled) return;
     const all = this.all;
     if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
-    const grpc = all.find((r) => r.grpc);
+    // a @GrpcMethod branch no gRPC server of the app serves: DTM's calls of it would answer UNIMPLEMENTED
+    const unserved = new Set<BranchRoute>();
+    for (const route of all.filter((r) => r.grpc)) {
+      const problem = this.grpcLocator.unserved(route.grpc!, route.handler);
+      if (problem === undefined) continue;
+      unserved.add(route);
+      this.logger.warn(problem);
+    }
+    const grpc = all.find((r) => r.grpc && !unserved.has(r));
     if (grpc && !this.config.grpcAppAddress) {
       try {
         this.logger.warn(MESSAGES.grpcAppAddressFromListen(this.grpcLocator.locate(grpc.grpc!, grpc.handler).address));

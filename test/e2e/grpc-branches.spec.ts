@@ -465,6 +465,58 @@ describe('one branch name on both transports', () => {
   });
 });
 
+describe('a @GrpcMethod branch the gRPC server does not serve (a service or rpc name the proto does not have)', () => {
+  @Controller()
+  class Typos {
+    @GrpcMethod('ShopService', 'Reserve') // the proto's service is Shop
+    @SagaAction('typo-service', { compensate: false })
+    typoService() {}
+
+    @GrpcMethod('Shop', 'Reserv') // the proto's rpc is Reserve
+    @SagaAction('typo-rpc', { compensate: false })
+    typoRpc() {}
+
+    @GrpcMethod('tests.Shop', 'Reserve')
+    @SagaAction('served', { compensate: false })
+    served() {}
+  }
+
+  it('start-up warns naming each, and a gRPC transaction refuses its step (Nest answers its calls UNIMPLEMENTED, which DTM retries forever): DTM holds nothing', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const logger = new RecordingLogger();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Typos],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const client = app.get(DtmClient);
+      const notServed = (handler: string, grpcMethod: string) =>
+        `${handler}: @GrpcMethod(${grpcMethod}) names no method the app's gRPC servers serve (they serve tests.PgBank, tests.MysqlBank, tests.XaBank, tests.Shop)`;
+      for (const [name, handler, grpcMethod] of [
+        ['typo-service', 'Typos.typoService', "'ShopService', 'Reserve'"],
+        ['typo-rpc', 'Typos.typoRpc', "'Shop', 'Reserv'"],
+      ]) {
+        const gid = await client.generateGid();
+        // a payload of bytes: nothing needs the method's proto before DTM calls it
+        const error = await (async () => client.newSaga(gid).add(name, new Uint8Array([10, 1, 97])).submitAndWait({ timeout: 3 }))().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(DtmUsageError);
+        expect((error as Error).message).toContain(notServed(handler, grpcMethod));
+        expect((error as Error).message).toContain('fix the service or rpc name to those of the .proto');
+        expect((await queryTrans(gid)).transaction).toBeNull();
+        expect(logger.lines).toContainEqual(expect.stringContaining(notServed(handler, grpcMethod)));
+      }
+      expect(app.get(DtmBranchRegistry).target('saga-action', 'served', 'grpc')).toBe(`${grpcAddress}/tests.Shop/Reserve`);
+      expect(logger.lines.filter((l) => l.includes('Typos.served'))).toEqual([]);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('gRPC branches the module calls itself (a TCC Try)', () => {
   let dir: string;
   let recorder: Recorder;

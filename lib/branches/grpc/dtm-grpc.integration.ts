@@ -57,7 +57,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   private readonly servers: GrpcServerLike[] = [];
   private readonly subscription?: Subscription;
   private readonly allowList: readonly string[];
-  private readonly services = new Map<GrpcServerLike, Set<string>>();
+  private readonly services = new Map<GrpcServerLike, Map<string, Set<string>>>();
   private readonly definitions = new Map<GrpcServerLike, Record<string, unknown>>();
 
   constructor(
@@ -87,6 +87,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * serves it) and its fully qualified service. Throws `DtmUsageError` when it cannot be told.
    */
   locate(method: GrpcMethodMetadata, where: string): GrpcBranchAddress {
+    const unserved = this.unserved(method, where);
+    if (unserved) throw new DtmUsageError(unserved);
     const server = this.serverOf(method, where);
     const service = method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where);
     if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service };
@@ -103,6 +105,24 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   serves(service: string, where: string): boolean | undefined {
     if (this.servers.length === 0) return undefined;
     return this.servers.some((server) => this.servicesOf(server, where).has(service));
+  }
+
+  /**
+   * Why none of the app's gRPC servers serves `method` (the message), or `undefined` when one does,
+   * or when the app has no gRPC server to ask. Nest binds a `@GrpcMethod` only to an rpc of a
+   * service of the packages its options list (named relative to its package or in full), and
+   * answers every other call UNIMPLEMENTED, which DTM retries forever.
+   */
+  unserved(method: GrpcMethodMetadata, where: string): string | undefined {
+    if (this.servers.length === 0) return undefined;
+    const serves = (server: GrpcServerLike) => {
+      const services = this.servicesOf(server, where);
+      const names = [method.service, ...packagesOf(server).filter((p) => p).map((p) => `${p}.${method.service}`)];
+      return names.some((name) => services.get(name)?.has(method.rpc));
+    };
+    if (this.servers.some(serves)) return undefined;
+    const served = [...new Set(this.servers.flatMap((server) => [...this.servicesOf(server, where).keys()]))];
+    return MESSAGES.grpcMethodNotServed(where, method.service, method.rpc, served);
   }
 
   /** The gRPC target DTM calls for `method`: `host:port/package.Service/Method`. */
@@ -134,14 +154,14 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   /** The server whose packages include `method`'s service (with one server: that one). */
   private serverOf(method: GrpcMethodMetadata, where: string): GrpcServerLike | undefined {
     if (this.servers.length <= 1) return this.servers[0];
-    const matching = this.servers.filter((s) => [...this.servicesOf(s, where)].some((q) => q === method.service || q.endsWith(`.${method.service}`)));
+    const matching = this.servers.filter((s) => [...this.servicesOf(s, where).keys()].some((q) => q === method.service || q.endsWith(`.${method.service}`)));
     if (matching.length !== 1) throw new DtmUsageError(MESSAGES.grpcServiceAmbiguous(where, method.service, matching.length));
     return matching[0];
   }
 
   /** `service` qualified with the one package of `server` that declares it. */
   private qualify(server: GrpcServerLike, service: string, where: string): string {
-    const packages = ([] as string[]).concat(server.options?.package ?? []);
+    const packages = packagesOf(server);
     if (packages.length === 1) return packages[0] ? `${packages[0]}.${service}` : service;
     const known = this.servicesOf(server, where);
     const matches = packages.filter((p) => known.has(`${p}.${service}`));
@@ -150,21 +170,22 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   }
 
   /**
-   * The fully qualified services `server` serves: those of its protos (loaded once, as the server
-   * loads them) in the packages of its `package` option, the only ones Nest binds handlers to (a
-   * service of a proto in `protoPath` whose package is not listed answers UNIMPLEMENTED).
+   * The fully qualified services `server` serves, each with its rpc names: those of its protos
+   * (loaded once, as the server loads them) in the packages of its `package` option, the only ones
+   * Nest binds handlers to (a service of a proto in `protoPath` whose package is not listed answers
+   * UNIMPLEMENTED).
    */
-  private servicesOf(server: GrpcServerLike, where: string): Set<string> {
+  private servicesOf(server: GrpcServerLike, where: string): Map<string, Set<string>> {
     let services = this.services.get(server);
     if (!services) {
       const definition = this.definitionOf(server, where);
-      const packages = ([] as (string | undefined)[]).concat(server.options?.package);
+      const packages = server.options?.package === undefined ? [''] : packagesOf(server);
       // Nest looks each package up from the root (none, or '': every service)
       const listed = (name: string) => packages.some((p) => !p || name.startsWith(`${p}.`));
-      services = new Set(
+      services = new Map(
         Object.entries(definition ?? {})
           .filter(([k, v]) => v && typeof v === 'object' && !('format' in v) && listed(k))
-          .map(([k]) => k),
+          .map(([k, v]) => [k, rpcNames(v as Record<string, { originalName?: unknown }>)]),
       );
       this.services.set(server, services);
     }
@@ -224,6 +245,24 @@ function keepRequestBytes(options: NonNullable<GrpcServerLike['options']>): void
     }
     previous?.(definition, server);
   };
+}
+
+/** The packages of `server`'s `package` option, a list. */
+function packagesOf(server: GrpcServerLike): string[] {
+  return ([] as string[]).concat(server.options?.package ?? []);
+}
+
+/**
+ * The rpc names a @GrpcMethod may give for the methods of `service` (a proto-loader service
+ * definition): each method's name, and its `originalName` (lower camel case), which Nest matches too.
+ */
+function rpcNames(service: Record<string, { originalName?: unknown }>): Set<string> {
+  const names = new Set<string>();
+  for (const [name, method] of Object.entries(service)) {
+    names.add(name);
+    if (typeof method?.originalName === 'string') names.add(method.originalName);
+  }
+  return names;
 }
 
 /** A listening address as a client on this host reaches it: `0.0.0.0` / `::` become loopback. */
