@@ -55,6 +55,17 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(direct).toEqual({ status: 200, code: 0, text: '' });
   });
 
+  it('an object payload with a key its request type does not have (a misspelt field, or the .proto\'s snake_case where the loader spells camelCase) is refused where it is added: DTM holds nothing, no branch runs with the field missing', async () => {
+    const gid = await t.client.generateGid();
+    const error = await (async () => t.client.newSaga(gid).add('reserve', { sku: 'k1', qty: 2, script: '' }).submitAndWait())().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toBe(
+      `the payload of ${t.target('Reserve')} does not fit the method's request type (the request type Item has no field "qty", which protobuf would drop: its fields are sku, quantity, script, spelt as the loader options of the protos say (keepCase)); fix the object`,
+    );
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    expect(t.ledger.callsOf(gid)).toEqual([]);
+  });
+
   it('rollback: DtmFailureError answers ABORTED; DTM compensates in reverse order, the reason recorded', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b')).add('reserve', item('c', 'refuse')).submitAndWait();

@@ -27,6 +27,28 @@ interface MethodDefinitionLike {
   path: string;
   requestSerialize(value: unknown): Buffer;
   responseDeserialize(bytes: Buffer): unknown;
+  /** The request type: its descriptor, whose field names are spelt as the loader options say (keepCase). */
+  requestType?: { type?: { name?: string; field?: { name?: string }[]; oneofDecl?: { name?: string }[] } };
+}
+
+/**
+ * A check of an object payload's keys against `method`'s request type: protobuf drops a key that
+ * is no field of it without a word (a misspelt field, or the .proto's snake_case where the loader
+ * spells camelCase), and the branch would run with that field missing. Undefined when the
+ * definition does not describe the type.
+ */
+function unknownKeyCheck(method: MethodDefinitionLike): ((value: object) => void) | undefined {
+  const type = method.requestType?.type;
+  if (!Array.isArray(type?.field)) return undefined;
+  const fields = type.field.map((f) => f.name).filter((n): n is string => typeof n === 'string');
+  // a oneof's name is what a decoded message (loader option oneofs) holds beside its set field: fromObject ignores it
+  const known = new Set([...fields, ...(type.oneofDecl ?? []).map((o) => o.name)]);
+  const typeName = `the request type${type.name ? ` ${type.name}` : ''}`;
+  return (value) => {
+    for (const key of Object.keys(value)) {
+      if (!known.has(key) && (value as Record<string, unknown>)[key] !== undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, key, fields));
+    }
+  };
 }
 
 /**
@@ -89,8 +111,12 @@ export class GrpcCodecs {
       if (!service || typeof service !== 'object' || 'format' in service) continue; // a message or enum type, not a service
       for (const method of Object.values(service as Record<string, MethodDefinitionLike>)) {
         if (typeof method?.path !== 'string' || this.byPath.has(method.path)) continue;
+        const check = unknownKeyCheck(method);
         this.byPath.set(method.path, {
-          serializeRequest: (value) => method.requestSerialize(value),
+          serializeRequest: (value) => {
+            check?.(value);
+            return method.requestSerialize(value);
+          },
           deserializeResponse: (bytes) => method.responseDeserialize(bytes),
         });
       }
