@@ -509,8 +509,14 @@ export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
 
 /** "could not reach" the DTM server at `url`, naming the configuration key (`key`) that points at it. */
 function dtmUnreachable(key: 'server_url' | 'grpc_server') {
-  return (url: string, cause: string, timeoutSeconds: number): string =>
-    `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
+  return (url: string, cause: string, timeoutSeconds: number): string => {
+    // grpc-js's "Protocol error": the peer answered bytes that are no HTTP/2, most often DTM's HTTP port given as grpc_server
+    if (key === 'grpc_server' && /Protocol error/.test(cause)) {
+      const address = url.split('/')[0];
+      return `could not reach ${url} (${cause}): something listens at ${address} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as DTM's HTTP port (36789 by default); lynx.dtm.grpc_server must be DTM's gRPC port (36790 by default) (timeout ${timeoutSeconds} s)`;
+    }
+    return `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
+  };
 }
 
 function truncate(text: string, max = 300): string {

@@ -9,7 +9,7 @@ import { Controller, Get, Module, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { DtmClient, DtmHealthIndicator, DtmModule, DtmUnavailableError, type DtmConfigInput } from 'nestjs-dtm';
-import { harness } from '../support/harness.js';
+import { harness, queryTrans } from '../support/harness.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm } from '../support/services/dtm.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
 import { startStallProxy } from '../support/chaos/stall-proxy.js';
@@ -238,6 +238,24 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     } finally {
       await app.close();
       other.forceShutdown();
+    }
+  });
+
+  it("down (503) over grpc when grpc_server is DTM's HTTP port (an HTTP/1 server answers there, not gRPC): the message says so and names the gRPC port, for the indicator, ping() and a transaction", async () => {
+    const httpPort = new URL(dtm.info.serverUrl).host; // 127.0.0.1:<DTM's HTTP port>, as a grpc_server copied from server_url
+    const { app, url } = await healthApp({ serverUrl: dtm.info.serverUrl, grpcServer: httpPort, protocol: 'grpc', timeout: 2 });
+    const hint = `something listens at ${httpPort} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as DTM's HTTP port (36789 by default); lynx.dtm.grpc_server must be DTM's gRPC port (36790 by default)`;
+    try {
+      const res = await fetch(url);
+      const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
+      expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol: 'grpc' } } } });
+      expect(body.error!.dtm!.message).toContain(hint);
+      await expect(app.get(DtmClient).ping()).rejects.toThrow(hint);
+      const gid = `grpc-on-http-port-${Date.now()}`;
+      await expect(app.get(DtmClient).newSaga(gid).add('http://127.0.0.1:1/a', 'http://127.0.0.1:1/b', {}).submit()).rejects.toThrow(hint);
+      expect((await queryTrans(gid, dtm.info.serverUrl)).transaction).toBeNull();
+    } finally {
+      await app.close();
     }
   });
 
