@@ -528,6 +528,31 @@ describe('a @GrpcMethod branch the gRPC server does not serve (a service or rpc 
   });
 });
 
+describe("a gRPC server whose protoPath does not load, the app initialised before it starts", () => {
+  it("start-up fails with Nest's error naming the server's proto, not a DtmUsageError telling to fix grpcProtos (which the app did not set)", async () => {
+    @Controller()
+    class Reserve {
+      @GrpcMethod('Shop', 'Reserve')
+      @SagaAction('reserve-missing-proto', { compensate: false })
+      reserve() {}
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
+      controllers: [Reserve],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
+    const options = testsGrpcOptions(`127.0.0.1:${await freePort()}`);
+    app.connectMicroservice({ ...options, options: { ...options.options, protoPath: '/nonexistent/tests.proto' } }, { inheritAppConfig: true });
+    const error = await app
+      .init()
+      .then(() => app.startAllMicroservices())
+      .catch((e: unknown) => e);
+    await app.close().catch(() => undefined);
+    expect(error).not.toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toBe('The invalid .proto definition (file at "/nonexistent/tests.proto" not found)');
+  });
+});
+
 describe('gRPC branches the module calls itself (a TCC Try)', () => {
   let dir: string;
   let recorder: Recorder;

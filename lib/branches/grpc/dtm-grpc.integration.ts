@@ -99,11 +99,13 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   }
 
   /**
-   * Whether one of the app's gRPC servers loads `service` (fully qualified); `undefined` when the
-   * app has no gRPC server to ask (grpc_app_address may point at another process).
+   * Whether one of the app's gRPC servers serves `service` (fully qualified); `undefined` when the
+   * app has no gRPC server to ask (grpc_app_address may point at another process), or one whose
+   * protos do not load (Nest fails to start it, naming its proto).
    */
   serves(service: string, where: string): boolean | undefined {
-    if (this.servers.length === 0) return undefined;
+    // no server, or one whose protos do not load (it fails to start, saying why): nothing to tell
+    if (this.servers.length === 0 || this.servers.some((server) => this.loadableDefinitionOf(server) === undefined)) return undefined;
     return this.servers.some((server) => this.servicesOf(server, where).has(service));
   }
 
@@ -114,7 +116,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * answers every other call UNIMPLEMENTED, which DTM retries forever.
    */
   unserved(method: GrpcMethodMetadata, where: string): string | undefined {
-    if (this.servers.length === 0) return undefined;
+    // no server, or one whose protos do not load (it fails to start, saying why): nothing to tell
+    if (this.servers.length === 0 || this.servers.some((server) => this.loadableDefinitionOf(server) === undefined)) return undefined;
     const serves = (server: GrpcServerLike) => {
       const services = this.servicesOf(server, where);
       const names = [method.service, ...packagesOf(server).filter((p) => p).map((p) => `${p}.${method.service}`)];
