@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
-import { GrpcMethod } from '@nestjs/microservices';
+import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, settledWithin } from '../support/fixtures.js';
-import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -524,6 +524,60 @@ describe('a @GrpcMethod branch the gRPC server does not serve (a service or rpc 
       expect(logger.lines.filter((l) => l.includes('Typos.served'))).toEqual([]);
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('a @GrpcMethod naming its rpc in lower camel case, or its service relative to a listed parent package (both of which Nest binds)', () => {
+  const called: string[] = [];
+
+  @Controller()
+  class Spelt {
+    @GrpcMethod('Shop', 'reserve') // proto-loader's originalName of rpc Reserve
+    @SagaAction('lower-rpc', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(`reserve ${branch.gid}`);
+    }
+
+    @GrpcMethod('nested.Ledger', 'Post') // service Ledger of package tests.nested, the server listing package tests
+    @SagaAction('nested-service', { compensate: false })
+    post(@Payload() _entry: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(`post ${branch.gid}`);
+    }
+  }
+
+  it('the target is the path of the method Nest bound (/tests.Shop/Reserve, /tests.nested.Ledger/Post): DTM reaches the handler and the saga succeeds', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-nested-proto-'));
+    const nestedProto = join(dir, 'nested.proto');
+    writeFileSync(nestedProto, 'syntax = "proto3";\npackage tests.nested;\nmessage Entry { string note = 1; }\nservice Ledger { rpc Post(Entry) returns (Entry); }\n');
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Spelt],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
+    const options = testsGrpcOptions(grpcAddress);
+    app.connectMicroservice({ ...options, options: { ...options.options, package: ['tests'], protoPath: [TESTS_PROTO, nestedProto], loader: TESTS_LOADER } }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const registry = app.get(DtmBranchRegistry);
+      const client = app.get(DtmClient);
+      for (const [name, handler, path] of [
+        ['lower-rpc', 'reserve', 'tests.Shop/Reserve'],
+        ['nested-service', 'post', 'tests.nested.Ledger/Post'],
+      ]) {
+        const gid = await client.generateGid();
+        const final = await client.newSaga(gid, { retryInterval: 1 }).add(name, new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+        expect([registry.target('saga-action', name, 'grpc'), (final as { status?: string }).status, called.filter((c) => c.endsWith(gid))]).toEqual([
+          `${grpcAddress}/${path}`,
+          'succeed',
+          [`${handler} ${gid}`],
+        ]);
+      }
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

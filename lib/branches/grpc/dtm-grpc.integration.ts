@@ -57,7 +57,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   private readonly servers: GrpcServerLike[] = [];
   private readonly subscription?: Subscription;
   private readonly allowList: readonly string[];
-  private readonly services = new Map<GrpcServerLike, Map<string, Set<string>>>();
+  private readonly services = new Map<GrpcServerLike, Map<string, Map<string, string>>>();
   private readonly definitions = new Map<GrpcServerLike, Record<string, unknown>>();
 
   constructor(
@@ -90,7 +90,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const unserved = this.unserved(method, where);
     if (unserved) throw new DtmUsageError(unserved);
     const server = this.serverOf(method, where);
-    const service = method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where);
+    const service = this.served(method, where)?.service ?? (method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where));
     if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service };
     if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
     // port 0: the port grpc-js picks when it binds, which Nest does not tell; no target can name it
@@ -118,20 +118,36 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   unserved(method: GrpcMethodMetadata, where: string): string | undefined {
     // no server, or one whose protos do not load (it fails to start, saying why): nothing to tell
     if (this.servers.length === 0 || this.servers.some((server) => this.loadableDefinitionOf(server) === undefined)) return undefined;
-    const serves = (server: GrpcServerLike) => {
-      const services = this.servicesOf(server, where);
-      const names = [method.service, ...packagesOf(server).filter((p) => p).map((p) => `${p}.${method.service}`)];
-      return names.some((name) => services.get(name)?.has(method.rpc));
-    };
-    if (this.servers.some(serves)) return undefined;
+    if (this.served(method, where)) return undefined;
     const served = [...new Set(this.servers.flatMap((server) => [...this.servicesOf(server, where).keys()]))];
     return MESSAGES.grpcMethodNotServed(where, method.service, method.rpc, served);
   }
 
-  /** The gRPC target DTM calls for `method`: `host:port/package.Service/Method`. */
+  /**
+   * The gRPC target DTM calls for `method`: `host:port/package.Service/Method`, the path of the
+   * method Nest binds it to (the service in full and the rpc as the proto declares them, however
+   * `@GrpcMethod` names them) when the app's gRPC servers tell.
+   */
   target(method: GrpcMethodMetadata, where: string): string {
     const { address, service } = this.locate(method, where);
-    return `${address}/${service}/${method.rpc}`;
+    return `${address}/${service}/${this.served(method, where)?.rpc ?? method.rpc}`;
+  }
+
+  /**
+   * The service (in full) and rpc (as declared) of the method of the app's gRPC servers Nest binds
+   * `method` to, if any: Nest matches the service named relative to a listed package or in full,
+   * and the rpc as declared or as proto-loader's `originalName` (lower camel case).
+   */
+  private served(method: GrpcMethodMetadata, where: string): { service: string; rpc: string } | undefined {
+    for (const server of this.servers) {
+      if (this.loadableDefinitionOf(server) === undefined) continue;
+      const services = this.servicesOf(server, where);
+      for (const service of [method.service, ...packagesOf(server).filter((p) => p).map((p) => `${p}.${method.service}`)]) {
+        const rpc = services.get(service)?.get(method.rpc);
+        if (rpc) return { service, rpc };
+      }
+    }
+    return undefined;
   }
 
   private install(server: GrpcServerLike): void {
@@ -178,7 +194,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * Nest binds handlers to (a service of a proto in `protoPath` whose package is not listed answers
    * UNIMPLEMENTED).
    */
-  private servicesOf(server: GrpcServerLike, where: string): Map<string, Set<string>> {
+  private servicesOf(server: GrpcServerLike, where: string): Map<string, Map<string, string>> {
     let services = this.services.get(server);
     if (!services) {
       const definition = this.definitionOf(server, where);
@@ -257,13 +273,14 @@ function packagesOf(server: GrpcServerLike): string[] {
 
 /**
  * The rpc names a @GrpcMethod may give for the methods of `service` (a proto-loader service
- * definition): each method's name, and its `originalName` (lower camel case), which Nest matches too.
+ * definition), each with the method's name as declared: that name, and its `originalName` (lower
+ * camel case), which Nest matches too.
  */
-function rpcNames(service: Record<string, { originalName?: unknown }>): Set<string> {
-  const names = new Set<string>();
+function rpcNames(service: Record<string, { originalName?: unknown }>): Map<string, string> {
+  const names = new Map<string, string>();
   for (const [name, method] of Object.entries(service)) {
-    names.add(name);
-    if (typeof method?.originalName === 'string') names.add(method.originalName);
+    names.set(name, name);
+    if (typeof method?.originalName === 'string' && !names.has(method.originalName)) names.set(method.originalName, name);
   }
   return names;
 }
