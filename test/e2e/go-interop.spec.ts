@@ -736,13 +736,15 @@ describe('workflows across the two SDKs', () => {
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 
-  it('our workflow calls branches written with dtmcli; its FAILURE rolls our step 1 back on the Go side', async () => {
-    const go = (path: string) => `${goUrl}/rm/${path}`;
+  it.each([
+    { sdk: 'branches written with dtmcli', workflow: 'nest-to-go', withdraw: () => `${goUrl}/rm/pg/withdraw`, deposit: () => `${goUrl}/rm/pg/deposit` },
+    { sdk: 'gRPC branches written with dtmgrpc', workflow: 'nest-to-go-grpc', withdraw: () => `${goGrpc}/bank.GoBank/PgWithdraw`, deposit: () => `${goGrpc}/bank.GoBank/PgDeposit` },
+  ])('our workflow calls $sdk; their FAILURE rolls our step 1 back on the Go side', async ({ workflow, withdraw, deposit }) => {
     const ok = await client.generateGid();
-    const done = await client.executeWorkflow('nest-to-go', ok, {
+    const done = await client.executeWorkflow(workflow, ok, {
       steps: [
-        { action: go('pg/withdraw'), compensate: go('pg/deposit'), payload: { account: 1, amount: 25 } },
-        { action: go('pg/deposit'), compensate: go('pg/withdraw'), payload: { account: 2, amount: 25 } },
+        { action: withdraw(), compensate: deposit(), payload: { account: 1, amount: 25 } },
+        { action: deposit(), compensate: withdraw(), payload: { account: 2, amount: 25 } },
       ],
     });
     expect(done).toEqual({ status: 'succeed', result: 'done' });
@@ -751,10 +753,10 @@ describe('workflows across the two SDKs', () => {
 
     const refused = await client.generateGid();
     const error = await client
-      .executeWorkflow('nest-to-go', refused, {
+      .executeWorkflow(workflow, refused, {
         steps: [
-          { action: go('pg/deposit'), compensate: go('pg/withdraw'), payload: { account: 2, amount: 5 } },
-          { action: go('pg/withdraw'), compensate: go('pg/deposit'), payload: { account: 1, amount: 1000 } },
+          { action: deposit(), compensate: withdraw(), payload: { account: 2, amount: 5 } },
+          { action: withdraw(), compensate: deposit(), payload: { account: 1, amount: 1000 } },
         ],
       })
       .catch((e: unknown) => e);
@@ -762,36 +764,7 @@ describe('workflows across the two SDKs', () => {
     expect((error as DtmFailureError).reason).toContain('go: account 1 has less than 1000');
     expect((await client.waitForFinal(refused)).status).toBe('failed');
     expect(await pgBalances()).toEqual([75, 25]);
-    // dtmcli's barrier took our op=rollback as the compensation of branch 01's action
-    expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
-  });
-
-  it('our workflow calls gRPC branches written with dtmgrpc; their FAILURE rolls our step 1 back on the Go side', async () => {
-    const go = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
-    const ok = await client.generateGid();
-    const done = await client.executeWorkflow('nest-to-go-grpc', ok, {
-      steps: [
-        { action: go('PgWithdraw'), compensate: go('PgDeposit'), payload: { account: 1, amount: 25 } },
-        { action: go('PgDeposit'), compensate: go('PgWithdraw'), payload: { account: 2, amount: 25 } },
-      ],
-    });
-    expect(done).toEqual({ status: 'succeed', result: 'done' });
-    expect(await pgBalances()).toEqual([75, 25]);
-    expect(await pgBarrier(ok)).toEqual(['01/action/01=action', '02/action/01=action']);
-
-    const refused = await client.generateGid();
-    const error = await client
-      .executeWorkflow('nest-to-go-grpc', refused, {
-        steps: [
-          { action: go('PgDeposit'), compensate: go('PgWithdraw'), payload: { account: 2, amount: 5 } },
-          { action: go('PgWithdraw'), compensate: go('PgDeposit'), payload: { account: 1, amount: 1000 } },
-        ],
-      })
-      .catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(DtmFailureError);
-    expect((error as DtmFailureError).reason).toContain('go: account 1 has less than 1000');
-    expect((await client.waitForFinal(refused)).status).toBe('failed');
-    expect(await pgBalances()).toEqual([75, 25]);
+    // dtm's Go barrier took our op=rollback as the compensation of branch 01's action
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
   });
 });
