@@ -41,4 +41,23 @@ describe('app.close() while a transaction is under way', () => {
     const ports = grpc ? [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])] : [Number(new URL(recorder.url).port)];
     expect(ports.map(connectionsTo)).toEqual(ports.map(() => 0));
   });
+
+  it("over grpc: a TCC whose first call to DTM is still waiting for its connection (a fresh channel) when the app closes goes on: grpc-js does not cancel it, DTM confirms, and no connection is left open after it", async () => {
+    const app = await startDtmApp({ config: { protocol: 'grpc' } });
+    recorder.handle('/FirstTry', () => 200);
+    const gid = await newGid();
+    // the app's first gRPC call: its channel to DTM is made now and is still connecting when close() runs
+    const run = app.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch(Buffer.from('{"n":1}'), recorder.grpcTargetFor('/FirstTry'), recorder.grpcTargetFor('/FirstConfirm'), recorder.grpcTargetFor('/FirstCancel'));
+      return 'tried';
+    }, { protocol: 'grpc' });
+    await app.close();
+    await expect(run).resolves.toBe('tried');
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
+    expect(recorder.callsTo('/FirstTry', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/FirstConfirm', gid)).toHaveLength(1);
+    await sleep(200);
+    const ports = [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])];
+    expect(ports.map(connectionsTo)).toEqual([0, 0]);
+  });
 });

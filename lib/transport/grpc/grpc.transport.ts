@@ -70,6 +70,19 @@ interface DtmMethodCodec {
   deserialize(bytes: Buffer): unknown;
 }
 
+/**
+ * A grpc-js channel and the calls under way on it: grpc-js's `close()` cancels the calls still
+ * waiting for a connection ("Channel closed before call started"), so a channel is closed only
+ * once no call is under way on it.
+ */
+interface Channel {
+  readonly client: Client;
+  /** Calls started on it and not yet answered. */
+  calls: number;
+  /** Closed when {@link calls} is next 0 (or now, if it is). */
+  retired: boolean;
+}
+
 /** A protobufjs message type (the little of it used here). */
 interface MessageType {
   encode(value: object): { finish(): Uint8Array };
@@ -146,8 +159,8 @@ export class GrpcTransport implements DtmTransport {
   readonly protocol = 'grpc' as const;
   private readonly grpc: GrpcJs;
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
-  private dtmClient?: Client;
-  private readonly branchClients = new Map<string, Client>();
+  private dtmClient?: Channel;
+  private readonly branchClients = new Map<string, Channel>();
   /** Set by {@link close}: a call made after it (a transaction the app still runs) gets a channel of its own, closed when the call ends. */
   private closed = false;
   /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`, reconnects within {@link MAX_RECONNECT_BACKOFF_MS}. */
@@ -283,12 +296,11 @@ export class GrpcTransport implements DtmTransport {
     if (target.kind === 'http') return this.http.callBranch(call);
     if (target.kind !== 'grpc') throw new DtmUsageError(MESSAGES.notCallable(target.value), { gid: call.gid, branchId: call.branchId });
     const metadata = this.metadata(call);
-    const client = this.branchClient(target.server);
-    const closed = this.closed;
+    const channel = this.branchClient(target.server);
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint: target.value, protocol: 'grpc' };
     return new Promise((resolve, reject) => {
       withoutCallerStack(() =>
-        client.makeUnaryRequest(
+        this.started(channel).makeUnaryRequest(
           target.method,
           identity,
           identity,
@@ -296,7 +308,7 @@ export class GrpcTransport implements DtmTransport {
           metadata,
           { deadline: Date.now() + call.timeoutSeconds * 1000 },
           (err, reply) => {
-            if (closed) client.close();
+            ended(channel);
             if (err) return reject(branchError(err, context, call.timeoutSeconds, this.config.maxAnswerBytes));
             const raw = reply ?? EMPTY;
             const codec = this.codecs.get(target.method);
@@ -315,15 +327,22 @@ export class GrpcTransport implements DtmTransport {
   }
 
   /**
-   * Closes every gRPC channel: the calls under way on them go on to their answer (grpc-js lets a
-   * started call end), and a call made after this gets a channel of its own, closed when it ends.
+   * Closes every gRPC channel, each once the calls under way on it are answered (grpc-js's close
+   * would cancel those still waiting for a connection), and a call made after this gets a channel
+   * of its own, closed when it ends.
    */
   close(): void {
     this.closed = true;
-    this.dtmClient?.close();
+    if (this.dtmClient) retire(this.dtmClient);
     this.dtmClient = undefined;
-    for (const client of this.branchClients.values()) client.close();
+    for (const channel of this.branchClients.values()) retire(channel);
     this.branchClients.clear();
+  }
+
+  /** Counts a call started on `channel`; {@link ended} ends it. */
+  private started(channel: Channel): Client {
+    channel.calls++;
+    return channel.client;
   }
 
   private metadata(call: DirectBranchCall): Metadata {
@@ -344,24 +363,24 @@ export class GrpcTransport implements DtmTransport {
   }
 
   /** The channel to the branch server `server`: the kept one, or after {@link close} one for the call alone. */
-  private branchClient(server: string): Client {
-    let client = this.branchClients.get(server);
-    if (!client) {
-      client = this.channel(server);
-      if (!this.closed) this.branchClients.set(server, client);
+  private branchClient(server: string): Channel {
+    let channel = this.branchClients.get(server);
+    if (!channel) {
+      channel = this.channel(server);
+      if (!this.closed) this.branchClients.set(server, channel);
     }
-    return client;
+    return channel;
   }
 
   /** The channel to DTM's gRPC API (`grpc_server`): the kept one, or after {@link close} one for the call alone. */
-  private dtmChannel(): Client {
+  private dtmChannel(): Channel {
     if (this.closed) return this.channel(this.config.grpcServer);
     return (this.dtmClient ??= this.channel(this.config.grpcServer));
   }
 
-  /** A new channel to `address`, with {@link channelOptions}. */
-  private channel(address: string): Client {
-    return new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions);
+  /** A new channel to `address`, with {@link channelOptions}; after {@link close}, retired: closed when its call ends. */
+  private channel(address: string): Channel {
+    return { client: new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions), calls: 0, retired: this.closed };
   }
 
   /**
@@ -370,13 +389,12 @@ export class GrpcTransport implements DtmTransport {
    */
   private unimplemented(): Promise<void> {
     const address = this.config.grpcServer;
-    const client = this.dtmChannel();
-    const closed = this.closed;
+    const channel = this.dtmChannel();
     const timeout = this.config.timeout;
     const endpoint = `${address}${PING_METHOD}`;
     return new Promise((resolve, reject) =>
-      client.makeUnaryRequest(PING_METHOD, () => EMPTY, identity, EMPTY_MESSAGE, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null) => {
-        if (closed) client.close();
+      this.started(channel).makeUnaryRequest(PING_METHOD, () => EMPTY, identity, EMPTY_MESSAGE, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null) => {
+        ended(channel);
         if (err?.code === UNIMPLEMENTED && PING_ANSWER.test(err.details ?? '')) return resolve();
         // a gRPC server that is not DTM's (another service's, a catch-all): it answered, but DTM is not there
         if (!err || err.code === UNIMPLEMENTED) {
@@ -394,14 +412,13 @@ export class GrpcTransport implements DtmTransport {
    */
   private dtm(method: DtmMethod, request: object, operation: string, gid?: string, branchId?: string): Promise<unknown> {
     const address = this.config.grpcServer;
-    const client = this.dtmChannel();
-    const closed = this.closed;
+    const channel = this.dtmChannel();
     const { path, serialize, deserialize } = this.methods[method];
     const timeout = this.config.timeout;
     return new Promise((resolve, reject) =>
       withoutCallerStack(() =>
-        client.makeUnaryRequest(path, serialize, deserialize, request, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null, value?: unknown) => {
-          if (closed) client.close();
+        this.started(channel).makeUnaryRequest(path, serialize, deserialize, request, { deadline: Date.now() + timeout * 1000 }, (err: ServiceError | null, value?: unknown) => {
+          ended(channel);
           if (!err) return resolve(value);
           const context: DtmErrorContext = { gid, branchId, endpoint: `${address}${path}`, protocol: 'grpc', status: err.code };
           reject(dtmError(err, context, operation, timeout, this.config.maxAnswerBytes));
@@ -409,6 +426,17 @@ export class GrpcTransport implements DtmTransport {
       ),
     );
   }
+}
+
+/** Ends a call {@link GrpcTransport.started} counted on `channel`: a retired channel is closed with its last call. */
+function ended(channel: Channel): void {
+  if (--channel.calls === 0 && channel.retired) channel.client.close();
+}
+
+/** Closes `channel` now if no call is under way on it, else with its last call. */
+function retire(channel: Channel): void {
+  channel.retired = true;
+  if (channel.calls === 0) channel.client.close();
 }
 
 /** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
