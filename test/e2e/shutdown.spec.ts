@@ -1,7 +1,7 @@
 // What the module does when its app closes with work under way, against the real DTM server: Nest
 // runs onModuleDestroy before it stops its HTTP server, so a request being served (or drained by
 // Node's server.close()) may still be running a transaction with the app's DtmClient meanwhile.
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { startDtmApp } from '../support/dtm-app.js';
 import { connectionsTo, latch, PROTOCOLS, sleep } from '../support/fixtures.js';
 import { harness, newGid, waitForTransStatus } from '../support/harness.js';
@@ -59,5 +59,41 @@ describe('app.close() while a transaction is under way', () => {
     await sleep(200);
     const ports = [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])];
     expect(ports.map(connectionsTo)).toEqual([0, 0]);
+  });
+});
+
+describe('a long-lived app over grpc', () => {
+  it("closes its channel to a branch server idle for 10 minutes (a target of another service's deploy, gone since), never one with a call under way", async () => {
+    // only setInterval is faked: the module's sweep of idle channels; grpc-js and the harness keep real time
+    jest.useFakeTimers({ doNotFake: ['Date', 'hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+    const app = await startDtmApp({ config: { protocol: 'grpc' } });
+    try {
+      const branchPort = Number(recorder.grpcAddress.split(':')[1]);
+      const held = latch();
+      recorder.handle('/IdleTry', async () => {
+        await held.wait();
+        return 200;
+      });
+      const gid = await newGid();
+      const run = app.client.tccGlobalTransaction(gid, async (tcc) => {
+        await tcc.callBranch(Buffer.from('{"n":1}'), recorder.grpcTargetFor('/IdleTry'), recorder.grpcTargetFor('/IdleConfirm'), recorder.grpcTargetFor('/IdleCancel'));
+        return 'tried';
+      }, { protocol: 'grpc' });
+      await held.reached;
+      // 20 minutes with the Try under way: its channel stays, and the call is answered
+      jest.advanceTimersByTime(20 * 60_000);
+      held.open();
+      await expect(run).resolves.toBe('tried');
+      expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
+      expect(recorder.callsTo('/IdleTry', gid)).toHaveLength(1);
+      expect(connectionsTo(branchPort)).toBe(1);
+      // then 10 minutes with no call to that server: the channel is closed
+      jest.advanceTimersByTime(10 * 60_000);
+      await sleep(200);
+      expect(connectionsTo(branchPort)).toBe(0);
+    } finally {
+      jest.useRealTimers();
+      await app.close();
+    }
   });
 });

@@ -55,6 +55,13 @@ const PING_ANSWER = /^unknown method NestjsDtmPing for service dtmgimp\.Dtm$/;
  * more, after a longer one up to 2 minutes. An attempt is one TCP connection.
  */
 const MAX_RECONNECT_BACKOFF_MS = 1000;
+/**
+ * How often the channels to branch servers are swept: one with no call under way and none since
+ * the last sweep (idle for 5 to 10 minutes) is closed, and made again by the next call to its
+ * server. Branch servers named by other services' targets change with their deploys (pod IPs):
+ * without it each address kept a channel for the life of the process.
+ */
+const BRANCH_CHANNEL_SWEEP_MS = 5 * 60_000;
 /** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
 const TOO_LARGE = 'Received message larger than max';
 /** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
@@ -81,6 +88,8 @@ interface Channel {
   calls: number;
   /** Closed when {@link calls} is next 0 (or now, if it is). */
   retired: boolean;
+  /** Whether a call started on it since the last sweep of idle branch channels. */
+  used: boolean;
 }
 
 /** A protobufjs message type (the little of it used here). */
@@ -161,6 +170,8 @@ export class GrpcTransport implements DtmTransport {
   private readonly methods: Record<DtmMethod, DtmMethodCodec>;
   private dtmClient?: Channel;
   private readonly branchClients = new Map<string, Channel>();
+  /** The sweep of idle branch channels ({@link BRANCH_CHANNEL_SWEEP_MS}), while any is kept. */
+  private sweeper?: ReturnType<typeof setInterval>;
   /** Set by {@link close}: a call made after it (a transaction the app still runs) gets a channel of its own, closed when the call ends. */
   private closed = false;
   /** Options of every channel: no proxy from the environment, answers up to `max_answer_bytes`, reconnects within {@link MAX_RECONNECT_BACKOFF_MS}. */
@@ -337,11 +348,14 @@ export class GrpcTransport implements DtmTransport {
     this.dtmClient = undefined;
     for (const channel of this.branchClients.values()) retire(channel);
     this.branchClients.clear();
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
   }
 
   /** Counts a call started on `channel`; {@link ended} ends it. */
   private started(channel: Channel): Client {
     channel.calls++;
+    channel.used = true;
     return channel.client;
   }
 
@@ -367,9 +381,24 @@ export class GrpcTransport implements DtmTransport {
     let channel = this.branchClients.get(server);
     if (!channel) {
       channel = this.channel(server);
-      if (!this.closed) this.branchClients.set(server, channel);
+      if (!this.closed) {
+        this.branchClients.set(server, channel);
+        this.sweeper ??= setInterval(() => this.sweepBranchChannels(), BRANCH_CHANNEL_SWEEP_MS).unref();
+      }
     }
     return channel;
+  }
+
+  /** Closes the branch channels with no call under way and none since the last sweep. */
+  private sweepBranchChannels(): void {
+    for (const [server, channel] of this.branchClients) {
+      if (channel.calls > 0 || channel.used) {
+        channel.used = false;
+        continue;
+      }
+      this.branchClients.delete(server);
+      retire(channel);
+    }
   }
 
   /** The channel to DTM's gRPC API (`grpc_server`): the kept one, or after {@link close} one for the call alone. */
@@ -380,7 +409,7 @@ export class GrpcTransport implements DtmTransport {
 
   /** A new channel to `address`, with {@link channelOptions}; after {@link close}, retired: closed when its call ends. */
   private channel(address: string): Channel {
-    return { client: new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions), calls: 0, retired: this.closed };
+    return { client: new this.grpc.Client(address, this.grpc.credentials.createInsecure(), this.channelOptions), calls: 0, retired: this.closed, used: false };
   }
 
   /**
