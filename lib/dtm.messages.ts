@@ -101,7 +101,12 @@ export const MESSAGES = {
   unavailable: dtmUnreachable('server_url'),
   grpcUnavailable: dtmUnreachable('grpc_server'),
   branchUnavailable: (url: string, cause: string, timeoutSeconds: number) =>
-    `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+    notGrpcAt(url, cause)
+      ? `could not reach the branch ${url} (${cause}, timeout ${timeoutSeconds} s): ${notGrpcAt(url, cause)}`
+      : `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  /** callGrpcBranch of the testing entry could not reach `target`. */
+  testingGrpcBranchUnreachable: (target: string, reason: string) =>
+    `callGrpcBranch: could not reach the branch ${target} (${reason}); ${notGrpcAt(target, reason) ?? "check that the app's gRPC server listens there"}`,
   noAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
     `no complete answer from ${url} within the timeout (${timeoutSeconds} s), on a connection it accepted${detail ? ` (${truncate(detail)})` : ''}: the DTM server may be overloaded, paused or waiting on its store, or a proxy in front of it holds the request; the request may or may not have reached DTM. If DTM is only slow, raise lynx.dtm.timeout`,
   branchNoAnswer: (url: string, timeoutSeconds: number, detail?: string) =>
@@ -517,6 +522,17 @@ function dtmUnreachable(key: 'server_url' | 'grpc_server') {
     }
     return `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
   };
+}
+
+/**
+ * For a gRPC branch `target` (`host:port/package.Service/Method`) whose call failed with grpc-js's
+ * "Protocol error" (the peer answered bytes that are no HTTP/2): what listens there and which
+ * setting to check; undefined for any other cause, or an http(s) URL.
+ */
+function notGrpcAt(target: string, cause: string): string | undefined {
+  if (/^https?:/i.test(target) || !/Protocol error/.test(cause)) return undefined;
+  const address = target.split('/')[0];
+  return `something listens at ${address} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)`;
 }
 
 function truncate(text: string, max = 300): string {

@@ -129,7 +129,7 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
       // no connection (grpc-js's own UNAVAILABLE, no answer of the peer's; a deadline passed still waiting for one): nothing reached the branch
       if (err && ((err.code === grpc.status.UNAVAILABLE && peerAnswer(err) === undefined) || neverSent(err))) {
         const reason = err.details || err.message;
-        return reject(new DtmUnavailableError(`callGrpcBranch: could not reach the branch ${target} (${reason}); check that the app's gRPC server listens there`, { endpoint: target, protocol: 'grpc', cause: err }));
+        return reject(new DtmUnavailableError(MESSAGES.testingGrpcBranchUnreachable(target, reason), { endpoint: target, protocol: 'grpc', cause: err }));
       }
       const code = err ? err.code : grpc.status.OK;
       // as DTM reads it: ABORTED is FAILURE (with the bare message ONGOING, the old ONGOING), FAILED_PRECONDITION ONGOING

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Controller, Post } from '@nestjs/common';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
@@ -632,6 +632,21 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
     // the recorder reads a binary value as UTF-8 text
     expect(recorder.callsTo('/BinTry', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
     expect(recorder.callsTo('/BinConfirm', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
+  });
+
+  it("a Try target at an HTTP/1 port (the app's HTTP port where its gRPC port belongs): the DtmUnavailableError says something there does not speak gRPC and which setting to check; the body's error aborts the TCC, DTM cancels it, the Try never reached", async () => {
+    const gid = await app.client.generateGid();
+    const httpAddress = new URL(recorder.url).host; // 127.0.0.1:<the recorder's HTTP port>
+    const onHttp = (path: string) => `${httpAddress}/recorder.Recorder${path}`;
+    // only the Try is misaddressed, so that DTM can cancel the branch and the TCC ends
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(Buffer.from('{}'), onHttp('/HTry'), recorder.grpcTargetFor('/HConfirm'), recorder.grpcTargetFor('/HCancel'))).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toContain(`Protocol error`);
+    expect((error as Error).message).toContain(
+      `something listens at ${httpAddress} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)`,
+    );
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/HCancel']);
   });
 
   it('a Try whose OK reply does not decode with the app\'s proto: DtmServerError saying so (no uncaught exception, no hang); the body\'s error aborts the TCC, DTM cancels it', async () => {

@@ -214,6 +214,17 @@ describe('calling a branch as DTM does', () => {
     expect(unreachable).toBeInstanceOf(DtmUnavailableError);
     expect((unreachable as Error).message).toMatch(/^callGrpcBranch: could not reach the branch 127\.0\.0\.1:\d+\/recorder\.Recorder\/Grpc \(.*ECONNREFUSED.*\); check that the app's gRPC server listens there$/);
   });
+
+  it("a gRPC branch target at an HTTP/1 port (the app's HTTP port where its gRPC port belongs): the DtmUnavailableError says something there does not speak gRPC, not only grpc-js's Protocol error", async () => {
+    const httpAddress = new URL(recorder.url).host;
+    const error = await callGrpcBranch(`${httpAddress}/recorder.Recorder/Grpc`, { gid: 'g-grpc-on-http', op: 'action' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toMatch(
+      new RegExp(`^callGrpcBranch: could not reach the branch 127\\.0\\.0\\.1:\\d+/recorder\\.Recorder/Grpc \\(.*Protocol error.*\\); something listens at ${httpAddress.replace(/\./g, '\\.')} but does not speak gRPC \\(HTTP/2\\)`),
+    );
+    expect((error as Error).message).toContain('lynx.dtm.grpc_app_address');
+    expect(recorder.callsFor('g-grpc-on-http')).toEqual([]);
+  });
 });
 
 describe('waiting for a transaction', () => {
