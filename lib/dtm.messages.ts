@@ -176,6 +176,8 @@ export const MESSAGES = {
   grpcNotInstalled: (name: string) =>
     `${name} is not installed, and the gRPC protocol needs it: npm install @grpc/grpc-js @grpc/proto-loader (or use protocol: http)`,
   grpcProtosUnreadable: (reason: string) => `cannot load the protos (${reason}); fix grpcProtos.protoPath (paths are relative to the working directory) or the .proto file`,
+  grpcServerProtosUnreadable: (where: string, url: string, protoPath: string, reason: string) =>
+    `cannot load the protos of the app's gRPC server at ${url} (${where}: ${reason}); fix the protoPath of that gRPC microservice's options (${protoPath}; paths are relative to the working directory) or the .proto file: the module reads the services it serves from them, as Nest does`,
   grpcPayloadNeedsProto: (target: string) =>
     `the payload of ${target} is an object, but the module knows no proto declaring that method (neither grpcProtos nor the protos of this app's gRPC servers): add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
   grpcPayloadUnknownField: (type: string, key: string, fields: readonly string[]) =>

@@ -607,6 +607,34 @@ describe("a gRPC server whose protoPath does not load, the app initialised befor
   });
 });
 
+describe("a gRPC server listing two packages whose protoPath does not load", () => {
+  it("building a branch's target (start-up, or a transaction before the server starts) names the server's protoPath, not grpcProtos (which the app did not set)", async () => {
+    @Controller()
+    class Reserve {
+      @GrpcMethod('Shop', 'Reserve')
+      @SagaAction('reserve-two-packages-missing-proto', { compensate: false })
+      reserve() {}
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
+      controllers: [Reserve],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
+    const gid = `two-packages-missing-proto-${Date.now()}`;
+    const options = testsGrpcOptions(`127.0.0.1:${await freePort()}`);
+    app.connectMicroservice({ ...options, options: { ...options.options, package: ['tests', 'tests.nested'], protoPath: '/nonexistent/tests.proto' } }, { inheritAppConfig: true });
+    const error = await app
+      .init()
+      .then(() => app.get(DtmClient).newSaga(gid).add('reserve-two-packages-missing-proto', new Uint8Array()).submit())
+      .catch((e: unknown) => e);
+    await app.close().catch(() => undefined);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).not.toContain('grpcProtos');
+    expect((error as Error).message).toMatch(/^cannot load the protos of the app's gRPC server at 127\.0\.0\.1:\d+ \(.*ENOENT.*\); fix the protoPath of that gRPC microservice's options \(\/nonexistent\/tests\.proto; /);
+    expect((await queryTrans(gid)).transaction).toBeNull();
+  });
+});
+
 describe('gRPC branches the module calls itself (a TCC Try)', () => {
   let dir: string;
   let recorder: Recorder;

@@ -218,7 +218,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
       try {
         definition = loadGrpc().protoLoader.loadSync(server.options.protoPath, server.options.loader as never) as Record<string, unknown>;
       } catch (err) {
-        throw new DtmUsageError(MESSAGES.grpcProtosUnreadable(`${where}: ${err instanceof Error ? err.message : String(err)}`), { cause: err });
+        const protoPath = [server.options.protoPath].flat().join(', ');
+        throw new DtmUsageError(MESSAGES.grpcServerProtosUnreadable(where, server.url, protoPath, err instanceof Error ? err.message : String(err)), { cause: err });
       }
       this.definitions.set(server, definition);
     }
