@@ -104,6 +104,8 @@ export const MESSAGES = {
     notGrpcAt(url, cause)
       ? `could not reach the branch ${url} (${cause}, timeout ${timeoutSeconds} s): ${notGrpcAt(url, cause)}`
       : `could not reach the branch ${url} (${cause}${resetNote(cause, 'the branch')}, timeout ${timeoutSeconds} s); check that the service runs and the URL is right`,
+  /** The diagnosis of an unfinished gRPC branch whose target answered the HTTP/2 preface with HTTP/1. */
+  grpcTargetNotGrpc: (address: string) => `something listens at ${address} but answers HTTP/1, not gRPC (HTTP/2): ${NOT_GRPC_FIX}`,
   /** callGrpcBranch of the testing entry could not reach `target`. */
   testingGrpcBranchUnreachable: (target: string, reason: string) =>
     `callGrpcBranch: could not reach the branch ${target} (${reason}); ${notGrpcAt(target, reason) ?? "check that the app's gRPC server listens there"}`,
@@ -526,6 +528,10 @@ function dtmUnreachable(key: 'server_url' | 'grpc_server') {
   };
 }
 
+/** What to check when a gRPC branch target is an HTTP/1 server. */
+const NOT_GRPC_FIX =
+  "an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)";
+
 /**
  * For a gRPC branch `target` (`host:port/package.Service/Method`) whose call failed with grpc-js's
  * "Protocol error" (the peer answered bytes that are no HTTP/2): what listens there and which
@@ -534,7 +540,7 @@ function dtmUnreachable(key: 'server_url' | 'grpc_server') {
 function notGrpcAt(target: string, cause: string): string | undefined {
   if (/^https?:/i.test(target) || !/Protocol error/.test(cause)) return undefined;
   const address = target.split('/')[0];
-  return `something listens at ${address} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)`;
+  return `something listens at ${address} but does not speak gRPC (HTTP/2): ${NOT_GRPC_FIX}`;
 }
 
 function truncate(text: string, max = 300): string {

@@ -1,6 +1,9 @@
 // Probes of a branch target, made only when a transaction did not finish in time, and only of
 // targets this process put into the transaction. They never run a branch's business logic:
 //  - `connect`: a DNS lookup and a TCP connection, closed at once; not one byte is sent;
+//  - `grpc`: for a gRPC target, the same connection with the HTTP/2 client preface and an empty
+//    SETTINGS frame (what any gRPC client sends first; no stream, so no method is called): an
+//    HTTP/1 server answers it with an HTTP/1 status line, which says the target is no gRPC server;
 //  - `http`: only for this app's own decorated routes: one request with the method DTM uses, no
 //    query and no body. The route's DtmBranchGuard refuses it (400: no gid, trans_type, branch_id,
 //    op) before any interceptor, pipe or handler, and before the branch-call authentication (so a
@@ -18,6 +21,7 @@ export type ProbeResult =
   | { kind: 'timeout'; address: string; ms: number }
   | { kind: 'unreachable'; address: string; code: string }
   | { kind: 'connected'; address: string }
+  | { kind: 'not-grpc'; address: string }
   | { kind: 'answered'; status: number; body: string };
 
 /** Most bytes of an answer a probe reads. */
@@ -40,6 +44,34 @@ export function hostPortOf(target: string): { host: string; port: number } | und
 /** A DNS lookup of `host`, then a TCP connection to it that is closed as soon as it opens (nothing is sent); both within `timeoutMs`. */
 export async function probeConnect(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
   return (await reach(host, port, Date.now() + timeoutMs, timeoutMs)).result;
+}
+
+/** The HTTP/2 client connection preface and an empty SETTINGS frame: what a gRPC client sends first. */
+const HTTP2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
+
+/**
+ * {@link probeConnect} of a gRPC target, then the HTTP/2 preface on that connection (see the file's
+ * comment): `not-grpc` when the answer is an HTTP/1 status line; else what the connection gave.
+ */
+export async function probeGrpc(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  const deadline = Date.now() + timeoutMs;
+  const { result, ip } = await reach(host, port, deadline, timeoutMs);
+  if (result.kind !== 'connected' || !ip) return result;
+  const left = deadline - Date.now();
+  if (left <= 0) return result;
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: ip, port });
+    const done = (found: ProbeResult) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(found);
+    };
+    const timer = setTimeout(() => done(result), left);
+    socket.once('connect', () => socket.write(HTTP2_PREFACE));
+    socket.once('data', (chunk: Buffer) => done(chunk.subarray(0, 5).toString('latin1') === 'HTTP/' ? { kind: 'not-grpc', address: result.address } : result));
+    socket.once('error', () => done(result));
+    socket.once('end', () => done(result));
+  });
 }
 
 /**

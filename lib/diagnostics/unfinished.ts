@@ -3,9 +3,9 @@
 import { redactUrl } from '../redact.js';
 import type { TransactionRecord } from '../transport/dtm.types.js';
 import { recordedBranchFailure } from './branch-failures.js';
-import { hostPortOf, probeConnect, probeOwnRoute, type ProbeResult } from './probe.js';
+import { hostPortOf, probeConnect, probeGrpc, probeOwnRoute, type ProbeResult } from './probe.js';
 import { answerMessage } from './failure-reason.js';
-import { BRANCH_KEYS_MISSING } from '../dtm.messages.js';
+import { BRANCH_KEYS_MISSING, MESSAGES } from '../dtm.messages.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 
 /** An unfinished branch of a transaction that did not finish in time, as `DtmOutcomeUnknownError.unfinished` lists it. */
@@ -90,7 +90,9 @@ export async function diagnoseUnfinished(record: TransactionRecord, scope: Diagn
 async function probeTarget(url: string, method: 'GET' | 'POST', scope: DiagnosisScope): Promise<ProbeResult | undefined> {
   if (scope.ownRoute(url)) return probeOwnRoute(url, method, scope.probeMs);
   const where = hostPortOf(url);
-  return where ? probeConnect(where.host, where.port, scope.probeMs) : undefined;
+  if (!where) return undefined;
+  // a gRPC target (host:port/package.Service/Method): also whether what listens there speaks HTTP/2
+  return /^https?:/i.test(url) ? probeConnect(where.host, where.port, scope.probeMs) : probeGrpc(where.host, where.port, scope.probeMs);
 }
 
 /** The sentence a probe's result gives. */
@@ -106,6 +108,8 @@ export function describeProbe(result: ProbeResult, method: string, own: OwnRoute
       return `${result.address} cannot be reached (${result.code})`;
     case 'connected':
       return undefined;
+    case 'not-grpc':
+      return MESSAGES.grpcTargetNotGrpc(result.address);
     case 'answered': {
       const message = answerMessage(result.body).slice(0, 300);
       if (result.status === 400 && result.body.includes(BRANCH_KEYS_MISSING)) {

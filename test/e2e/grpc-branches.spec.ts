@@ -677,6 +677,28 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
     expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/HCancel']);
   });
 
+  it("a saga step whose gRPC target is an HTTP/1 port, unfinished when submitAndWait gives up: the diagnosis says that what listens there does not speak gRPC, and which setting to check", async () => {
+    const gid = await app.client.generateGid();
+    const httpAddress = new URL(recorder.url).host;
+    const error = await app.client
+      .newSaga(gid)
+      .add(`${httpAddress}/recorder.Recorder/SAction`, `${httpAddress}/recorder.Recorder/SCompensate`, Buffer.from('{}'))
+      .submitAndWait({ timeout: 3 })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([
+      {
+        branchId: '01',
+        op: 'action',
+        name: 'SAction',
+        target: `${httpAddress}/recorder.Recorder/SAction`,
+        cause: `something listens at ${httpAddress} but answers HTTP/1, not gRPC (HTTP/2): an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)`,
+      },
+    ]);
+    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    expect(recorder.callsFor(gid)).toEqual([]);
+  });
+
   it('a Try whose OK reply does not decode with the app\'s proto: DtmServerError saying so (no uncaught exception, no hang); the body\'s error aborts the TCC, DTM cancels it', async () => {
     const uncaught: unknown[] = [];
     const record = (err: unknown) => uncaught.push(err);
