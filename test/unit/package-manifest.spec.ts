@@ -22,7 +22,7 @@ describe('package.json', () => {
     const missing: string[] = [];
     for (const file of sourceFiles(join(root, 'lib'))) {
       const text = readFileSync(file, 'utf8');
-      for (const [, spec] of text.matchAll(/(?:from|import)\s*\(?\s*'([^'.][^']*)'/g)) {
+      for (const [, spec] of text.matchAll(/(?<![.\w$])(?:from|import)\s*\(?\s*'([^'.][^']*)'/g)) {
         if (spec.startsWith('node:') || builtins.has(spec)) continue;
         const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
         if (!declared.has(name)) missing.push(`${file.slice(root.length + 1)}: ${name}`);
