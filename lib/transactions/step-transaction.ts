@@ -76,8 +76,8 @@ export abstract class StepTransaction extends Transaction {
    * for the same gid (or, with `lastStatus` `absent`, call this again), never a new one. Throws
    * `DtmGidInUseError` if DTM refused the submit because it holds another transaction under the gid
    * (also, nothing sent, when DTM holds another one unfinished under it, see {@link assertGidFree}).
-   * A saga whose final record holds another saga's branches (another submit took the gid after that
-   * check) is `DtmOutcomeUnknownError`: the other's outcome is not this one's.
+   * A saga or message whose final record holds another transaction's branches (another submit took
+   * the gid after that check) is `DtmOutcomeUnknownError`: the other's outcome is not this one's.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     this.observeStart();
@@ -96,7 +96,7 @@ export abstract class StepTransaction extends Transaction {
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
       final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
       // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
-      if (this.transType === 'saga' && !sameSteps(final.transaction, this.submission())) {
+      if (!sameSteps(final.transaction, this.submission())) {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenMeanwhile(this.gid, this.transType, final.status), this.gid, 'unknown');
       }
     } catch (err) {

@@ -148,6 +148,32 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       await fx.client.forceStop(gid); // tidy: its branch answers ONGOING
     });
 
+    it('two submitAndWait() of different messages submitted whole, racing on the same fresh gid (both pass the check of the gid): the one whose branch DTM recorded resolves with its outcome; the other is DtmOutcomeUnknownError (or DtmGidInUseError when its check came late), not the winner\'s "succeed" as its own, as for a saga', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/RaceA', 425, 200);
+      fx.recorder.answer('/RaceB', 425, 200);
+      const race = (path: string) =>
+        fx.client
+          .newMsg(gid, { retryInterval: 1 })
+          .add(fx.target(path), fx.payload({ path }))
+          .submitAndWait({ timeout: 20 })
+          .then(
+            (final) => ({ path, final, error: undefined as unknown }),
+            (error: unknown) => ({ path, final: undefined, error }),
+          );
+      const outcomes = await Promise.all([race('/RaceA'), race('/RaceB')]);
+      const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
+      const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
+      const loser = outcomes.find((o) => o !== winner)!;
+      expect(winner.final).toMatchObject({ gid, status: 'succeed' });
+      expect(loser.final).toBeUndefined();
+      // DtmGidInUseError when its check of the gid came after the other's submit (nothing of it sent); else DTM took both submits
+      if (!(loser.error instanceof DtmGidInUseError)) {
+        expect(loser.error).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect((loser.error as Error).message).toMatch(/holds another transaction's steps, not this msg's: another submit under the gid got there at the same time/);
+      }
+    });
+
     it('fans a topic out to every subscriber', async () => {
       const topic = `orders-${protocol}-${Date.now()}`;
       for (const path of ['/SubscriberA', '/SubscriberB']) {
