@@ -1,10 +1,12 @@
-import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
+import { randomUUID } from 'node:crypto';
+import type { FinalResult, TransactionOptions, TransactionRecord, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { Transaction, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -26,6 +28,8 @@ export abstract class GlobalTransaction extends Transaction {
    * confirm or commit every branch it holds, that one included.
    */
   private failedCall?: { branchId: string; op: 'register' | 'try' | 'action'; error: unknown };
+  /** What this transaction's prepare stores in DTM's `custom_data` (`prepared_by`) (unused by DTM for TCC / XA): what tells its record from another's, before any branch is registered. */
+  private readonly mark = randomUUID();
 
   protected constructor(runtime: TransactionRuntime, gid: string, transType: TransactionType, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, transType, options, parent);
@@ -43,7 +47,7 @@ export abstract class GlobalTransaction extends Transaction {
     this.observeStart();
     let result: T;
     try {
-      await this.prepareInDtm(this.request());
+      await this.prepareOwn();
       result = await this.runBody(body);
       try {
         await this.submitRequest(this.request(), false);
@@ -73,7 +77,7 @@ export abstract class GlobalTransaction extends Transaction {
     this.observeStart();
     let outcome: GlobalTransactionOutcome<T>;
     try {
-      await this.prepareInDtm(this.request());
+      await this.prepareOwn();
       let result: T | undefined;
       let rolledBack = false;
       try {
@@ -120,6 +124,27 @@ export abstract class GlobalTransaction extends Transaction {
       this.failedCall ??= { branchId, op, error: err };
       throw err;
     }
+  }
+
+  /**
+   * Prepares the transaction, then reads DTM's record: DTM v1.19 takes a prepare of a gid it holds
+   * prepared whatever it holds there (`svcPrepare`), another TCC or XA (two run at the same time
+   * under one gid, or a gid used again while an old one sits prepared) or a message. This one's
+   * branches would join it: its submit would confirm (commit) the other's branches, its abort
+   * cancel them. So the record must carry this prepare's {@link mark}, else `DtmGidInUseError`
+   * before the body runs, nothing more sent (no abort: the transaction is the other's). A query
+   * that fails leaves the prepare as DTM answered it.
+   */
+  private async prepareOwn(): Promise<void> {
+    await this.prepareInDtm(this.request({ customData: JSON.stringify({ prepared_by: this.mark }) }));
+    let record: TransactionRecord | null;
+    try {
+      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch {
+      return;
+    }
+    if (!record || (record.customData as { prepared_by?: unknown } | null | undefined)?.prepared_by === this.mark) return;
+    throw new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.globalPreparedOverAnother(this.transType, record.transType), { protocol: this.protocol });
   }
 
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */

@@ -138,6 +138,40 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/CaughtCancel', '/KeptCancel']);
     });
 
+    it('two tccGlobalTransaction() racing on one gid (DTM v1.19 takes a prepare of a gid it holds prepared): the second is DtmGidInUseError before its body runs, sending nothing more; not a submit confirming the first one\'s branch 01 while the first one\'s branch 02 is refused', async () => {
+      const gid = await fx.client.generateGid();
+      let secondRan = false;
+      let firstError: unknown;
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const first = fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/ATry'), fx.target('/AConfirm'), fx.target('/ACancel'));
+          await released; // the second transaction, under the same gid, runs here
+          await tcc.callBranch(fx.payload({ n: 2 }), fx.target('/A2Try'), fx.target('/A2Confirm'), fx.target('/A2Cancel'));
+          return 'first';
+        })
+        .catch((e: unknown) => (firstError = e));
+      await fx.recorder.waitForCalls('/ATry', 1, { gid });
+      const second = await fx.client
+        .tccGlobalTransaction(gid, async () => {
+          secondRan = true;
+          return 'second';
+        })
+        .catch((e: unknown) => e);
+      release();
+      await first;
+      expect(second).toBeInstanceOf(DtmGidInUseError);
+      expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
+      expect(secondRan).toBe(false);
+      expect(firstError).toBeUndefined();
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '02 cancel prepared', '02 confirm succeed']);
+      expect(fx.recorder.callsTo('/AConfirm', gid)).toHaveLength(1);
+      expect(fx.recorder.callsTo('/A2Confirm', gid)).toHaveLength(1);
+    });
+
     it('nested: a Try registers and tries sub-branches 0101 and 0102 through the module\'s DTM server; DTM confirms all three', async () => {
       fx.recorder.handle('/OrderTry', async (call) => {
         const branch = { gid: call.query.gid, transType: call.query.trans_type, branchId: call.query.branch_id, op: call.query.op, dtm: call.query.dtm, headers: {} };
