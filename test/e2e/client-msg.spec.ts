@@ -2,7 +2,7 @@
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
-import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 
@@ -149,22 +149,9 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('two submitAndWait() of different messages submitted whole, racing on the same fresh gid (both pass the check of the gid): the one whose branch DTM recorded resolves with its outcome; the other is DtmOutcomeUnknownError (or DtmGidInUseError when its check came late), not the winner\'s "succeed" as its own, as for a saga', async () => {
-      const gid = await fx.client.generateGid();
-      fx.recorder.answer('/RaceA', 425, 200);
-      fx.recorder.answer('/RaceB', 425, 200);
-      const race = (path: string) =>
-        fx.client
-          .newMsg(gid, { retryInterval: 1 })
-          .add(fx.target(path), fx.payload({ path }))
-          .submitAndWait({ timeout: 20 })
-          .then(
-            (final) => ({ path, final, error: undefined as unknown }),
-            (error: unknown) => ({ path, final: undefined, error }),
-          );
-      const outcomes = await Promise.all([race('/RaceA'), race('/RaceB')]);
-      const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
-      const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
-      const loser = outcomes.find((o) => o !== winner)!;
+      const { gid, winner, loser } = await raceOnFreshGid(fx, (id, path) =>
+        fx.client.newMsg(id, { retryInterval: 1 }).add(fx.target(path), fx.payload({ path })).submitAndWait({ timeout: 20 }),
+      );
       expect(winner.final).toMatchObject({ gid, status: 'succeed' });
       expect(loser.final).toBeUndefined();
       // DtmGidInUseError when its check of the gid came after the other's submit (nothing of it sent); else DTM took both submits

@@ -2,7 +2,7 @@
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
 import { DtmGidInUseError, DtmOutcomeUnknownError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
-import { branchLines, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 
 describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
@@ -357,22 +357,9 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
     });
 
     it('two submitAndWait() of different sagas racing on the same fresh gid (both pass the check of the gid): the one whose branches DTM recorded resolves with its outcome; the other is DtmOutcomeUnknownError (or DtmGidInUseError when its check came late), not the winner\'s "succeed" as its own', async () => {
-      const gid = await fx.client.generateGid();
-      fx.recorder.answer('/RaceA', 425, 200);
-      fx.recorder.answer('/RaceB', 425, 200);
-      const race = (path: string) =>
-        fx.client
-          .newSaga(gid, { retryInterval: 1 })
-          .add(fx.target(path), fx.target(`${path}Revert`), fx.payload({ path }))
-          .submitAndWait({ timeout: 20 })
-          .then(
-            (final) => ({ path, final, error: undefined as unknown }),
-            (error: unknown) => ({ path, final: undefined, error }),
-          );
-      const outcomes = await Promise.all([race('/RaceA'), race('/RaceB')]);
-      const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
-      const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
-      const loser = outcomes.find((o) => o !== winner)!;
+      const { gid, winner, loser } = await raceOnFreshGid(fx, (id, path) =>
+        fx.client.newSaga(id, { retryInterval: 1 }).add(fx.target(path), fx.target(`${path}Revert`), fx.payload({ path })).submitAndWait({ timeout: 20 }),
+      );
       expect(winner.final).toMatchObject({ gid, status: 'succeed' });
       // DtmGidInUseError when its check of the gid came after the other's submit (nothing of it sent); else DTM took both submits
       if (!(loser.error instanceof DtmGidInUseError)) {

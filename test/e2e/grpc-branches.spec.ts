@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Post } from '@nestjs/common';
+import { Controller, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
@@ -582,21 +582,30 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
   });
 });
 
+/**
+ * An app whose one branch (`name`, `@GrpcMethod('Shop', 'Reserve')`) is served by a gRPC server
+ * whose protoPath does not load (listing `packages`), the microservice connected, not started.
+ */
+async function appWithMissingProto(name: string, packages?: string[]): Promise<INestApplication> {
+  @Controller()
+  class Reserve {
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction(name, { compensate: false })
+    reserve() {}
+  }
+  const moduleRef = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
+    controllers: [Reserve],
+  }).compile();
+  const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
+  const options = testsGrpcOptions(`127.0.0.1:${await freePort()}`);
+  app.connectMicroservice({ ...options, options: { ...options.options, ...(packages ? { package: packages } : {}), protoPath: '/nonexistent/tests.proto' } }, { inheritAppConfig: true });
+  return app;
+}
+
 describe("a gRPC server whose protoPath does not load, the app initialised before it starts", () => {
   it("start-up fails with Nest's error naming the server's proto, not a DtmUsageError telling to fix grpcProtos (which the app did not set)", async () => {
-    @Controller()
-    class Reserve {
-      @GrpcMethod('Shop', 'Reserve')
-      @SagaAction('reserve-missing-proto', { compensate: false })
-      reserve() {}
-    }
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
-      controllers: [Reserve],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
-    const options = testsGrpcOptions(`127.0.0.1:${await freePort()}`);
-    app.connectMicroservice({ ...options, options: { ...options.options, protoPath: '/nonexistent/tests.proto' } }, { inheritAppConfig: true });
+    const app = await appWithMissingProto('reserve-missing-proto');
     const error = await app
       .init()
       .then(() => app.startAllMicroservices())
@@ -609,20 +618,8 @@ describe("a gRPC server whose protoPath does not load, the app initialised befor
 
 describe("a gRPC server listing two packages whose protoPath does not load", () => {
   it("building a branch's target (start-up, or a transaction before the server starts) names the server's protoPath, not grpcProtos (which the app did not set)", async () => {
-    @Controller()
-    class Reserve {
-      @GrpcMethod('Shop', 'Reserve')
-      @SagaAction('reserve-two-packages-missing-proto', { compensate: false })
-      reserve() {}
-    }
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
-      controllers: [Reserve],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
+    const app = await appWithMissingProto('reserve-two-packages-missing-proto', ['tests', 'tests.nested']);
     const gid = `two-packages-missing-proto-${Date.now()}`;
-    const options = testsGrpcOptions(`127.0.0.1:${await freePort()}`);
-    app.connectMicroservice({ ...options, options: { ...options.options, package: ['tests', 'tests.nested'], protoPath: '/nonexistent/tests.proto' } }, { inheritAppConfig: true });
     const error = await app
       .init()
       .then(() => app.get(DtmClient).newSaga(gid).add('reserve-two-packages-missing-proto', new Uint8Array()).submit())

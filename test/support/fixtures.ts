@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
-import type { BranchAnswer, BranchRecord, DtmClient, DtmProtocol, Payload, TransactionHelper } from 'nestjs-dtm';
+import type { BranchAnswer, BranchRecord, DtmClient, DtmProtocol, FinalResult, Payload, TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
 import { harness } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
@@ -60,6 +60,34 @@ export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http'): DtmAppWit
     get dtm() { return grpc ? harness().dtm.grpcAddress : harness().dtm.serverUrl; },
     method: (http) => (grpc ? 'GRPC' : http),
   };
+}
+
+/** How one of {@link raceOnFreshGid}'s two transactions ended: its outcome, or its error. */
+export interface RaceOutcome {
+  path: string;
+  final?: FinalResult;
+  error?: unknown;
+}
+
+/**
+ * Two transactions of one step each (`/RaceA`, `/RaceB` of the recorder, each answering ONGOING
+ * once, so that DTM retries them) started by `submitAndWait` on one fresh gid at the same time:
+ * `build(gid, path)` gives each one's submitAndWait. Resolves the one whose branch DTM recorded
+ * (`winner`) and the other (`loser`), once DTM finished the gid.
+ */
+export async function raceOnFreshGid(fx: DtmAppWithRecorder, build: (gid: string, path: string) => Promise<FinalResult>): Promise<{ gid: string; winner: RaceOutcome; loser: RaceOutcome }> {
+  const gid = await fx.client.generateGid();
+  fx.recorder.answer('/RaceA', 425, 200);
+  fx.recorder.answer('/RaceB', 425, 200);
+  const race = (path: string): Promise<RaceOutcome> =>
+    build(gid, path).then(
+      (final) => ({ path, final }),
+      (error: unknown) => ({ path, error }),
+    );
+  const outcomes = await Promise.all([race('/RaceA'), race('/RaceB')]);
+  const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
+  const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
+  return { gid, winner, loser: outcomes.find((o) => o !== winner)! };
 }
 
 /** A transaction's branches as DTM recorded them, one `branchId op status` line each, in storage order. */
