@@ -522,8 +522,8 @@ export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
 function dtmUnreachable(key: 'server_url' | 'grpc_server') {
   return (url: string, cause: string, timeoutSeconds: number): string => {
     // grpc-js's "Protocol error": the peer answered bytes that are no HTTP/2, most often DTM's HTTP port given as grpc_server
-    if (key === 'grpc_server' && /Protocol error/.test(cause)) {
-      const address = url.split('/')[0];
+    const address = key === 'grpc_server' ? notHttp2At(url, cause) : undefined;
+    if (address) {
       return `could not reach ${url} (${cause}): something listens at ${address} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as DTM's HTTP port (36789 by default); lynx.dtm.grpc_server must be DTM's gRPC port (36790 by default) (timeout ${timeoutSeconds} s)`;
     }
     return `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
@@ -540,9 +540,13 @@ const NOT_GRPC_FIX =
  * setting to check; undefined for any other cause, or an http(s) URL.
  */
 function notGrpcAt(target: string, cause: string): string | undefined {
-  if (/^https?:/i.test(target) || !/Protocol error/.test(cause)) return undefined;
-  const address = target.split('/')[0];
-  return `something listens at ${address} but does not speak gRPC (HTTP/2): ${NOT_GRPC_FIX}`;
+  const address = notHttp2At(target, cause);
+  return address && `something listens at ${address} but does not speak gRPC (HTTP/2): ${NOT_GRPC_FIX}`;
+}
+
+/** The address of gRPC `target` (`host:port/...`) when its call failed with grpc-js's "Protocol error" (the peer answered bytes that are no HTTP/2); else undefined. */
+function notHttp2At(target: string, cause: string): string | undefined {
+  return /^https?:/i.test(target) || !/Protocol error/.test(cause) ? undefined : target.split('/')[0];
 }
 
 function truncate(text: string, max = 300): string {

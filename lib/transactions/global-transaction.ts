@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { FinalResult, TransactionOptions, TransactionRecord, TransactionType, WaitOptions } from '../transport/dtm.types.js';
+import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -137,12 +137,7 @@ export abstract class GlobalTransaction extends Transaction {
    */
   private async prepareOwn(): Promise<void> {
     await this.prepareInDtm(this.request({ customData: JSON.stringify({ prepared_by: this.mark }) }));
-    let record: TransactionRecord | null;
-    try {
-      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
-    } catch {
-      return;
-    }
+    const record = await this.recordIfKnown();
     if (!record || (record.customData as { prepared_by?: unknown } | null | undefined)?.prepared_by === this.mark) return;
     throw new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.globalPreparedOverAnother(this.transType, record.transType), { protocol: this.protocol });
   }

@@ -1,7 +1,7 @@
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
 import type { BranchTarget } from '../transport/branch-target.js';
-import type { FinalResult, Payload, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
+import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -156,12 +156,7 @@ export class Msg extends StepTransaction {
    * with it). A query that fails leaves the prepare as DTM answered it.
    */
   private async assertPreparedOwn(request: TransactionRequest): Promise<void> {
-    let record: TransactionRecord | null;
-    try {
-      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
-    } catch {
-      return;
-    }
+    const record = await this.recordIfKnown();
     if (!record || sameSteps(record, request)) return;
     this.heldByAnother = new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.msgPreparedOverAnother(record.transType), { protocol: this.protocol });
     throw this.heldByAnother;

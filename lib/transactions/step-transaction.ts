@@ -84,8 +84,9 @@ export abstract class StepTransaction extends Transaction {
     let final: FinalResult;
     try {
       if (this.remoteSteps) await this.resolveRemote();
-      if (!this.sentToDtm) await this.assertGidFree(this.submission());
-      const again = () => this.submitRequest(this.submission(), true);
+      const request = this.submission(); // built (and with authenticated calls signed) once: the check, the submit, a submit again and the final comparison
+      if (!this.sentToDtm) await this.assertGidFree(request);
+      const again = () => this.submitRequest(request, true);
       let lost: Error | undefined;
       try {
         await again();
@@ -96,7 +97,7 @@ export abstract class StepTransaction extends Transaction {
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
       final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
       // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
-      if (!sameSteps(final.transaction, this.submission())) {
+      if (!sameSteps(final.transaction, request)) {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenMeanwhile(this.gid, this.transType, final.status), this.gid, 'unknown');
       }
     } catch (err) {

@@ -129,6 +129,15 @@ export abstract class Transaction {
     this.instrumentation.endTransaction(observation, outcome, error);
   }
 
+  /** DTM's record of the gid now (queried with the transaction's span active), or `undefined` when the query failed: a check after a prepare then leaves the prepare as DTM answered it. */
+  protected async recordIfKnown(): Promise<TransactionRecord | null | undefined> {
+    try {
+      return await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
   protected withinObservation<A, T>(fn: (arg: A) => T, arg: A): T {
     return this.observation ? this.instrumentation.within(this.observation, () => fn(arg)) : fn(arg);

@@ -19,16 +19,13 @@ export class Xa extends GlobalTransaction {
   /** Calls another service's XA branch by name: an entry of its contract (whose payload type `payload` must have) or `{ service, branch }`. */
   callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'xa', P>): Promise<BranchAnswer>;
   async callBranch(payload: Payload, target: string | RemoteBranch): Promise<BranchAnswer> {
-    // a failed action is kept: run() refuses the submit should the body go on (DTM would commit the branches it holds without this one's work)
-    if (isRemoteBranch(target)) {
-      const resolved = (await this.remoteTargets(target, 'xa')).action;
-      const data = this.encode(payload, resolved);
-      const branchId = this.ids.next();
-      return this.keepFailure(branchId, 'action', () => this.invokeRemote(target.service, resolved, data, branchId, 'action', resolved.value));
-    }
-    const resolved = this.target(target, 'xa', 'XA action', true);
+    const service = isRemoteBranch(target) ? target.service : undefined;
+    const resolved = isRemoteBranch(target) ? (await this.remoteTargets(target, 'xa')).action : this.target(target, 'xa', 'XA action', true);
     const data = this.encode(payload, resolved);
     const branchId = this.ids.next();
-    return this.keepFailure(branchId, 'action', () => this.invokeBranch(resolved, data, branchId, 'action', resolved.value));
+    // a failed action is kept: run() refuses the submit should the body go on (DTM would commit the branches it holds without this one's work)
+    return this.keepFailure(branchId, 'action', () =>
+      service === undefined ? this.invokeBranch(resolved, data, branchId, 'action', resolved.value) : this.invokeRemote(service, resolved, data, branchId, 'action', resolved.value),
+    );
   }
 }

@@ -40,6 +40,8 @@ function isGrpcServer(server: unknown): server is GrpcServerLike {
 export interface GrpcBranchAddress {
   address: string;
   service: string;
+  /** The rpc as the proto declares it (the one Nest binds the handler to). */
+  rpc: string;
   /** Set when the address is the server's listening address (no `grpc_app_address`). */
   fromListen?: boolean;
 }
@@ -87,15 +89,17 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * serves it) and its fully qualified service. Throws `DtmUsageError` when it cannot be told.
    */
   locate(method: GrpcMethodMetadata, where: string): GrpcBranchAddress {
-    const unserved = this.unserved(method, where);
-    if (unserved) throw new DtmUsageError(unserved);
+    const served = this.served(method, where);
+    const notServed = served ? undefined : this.notServed(method, where);
+    if (notServed) throw new DtmUsageError(notServed);
     const server = this.serverOf(method, where);
-    const service = this.served(method, where)?.service ?? (method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where));
-    if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service };
+    const service = served?.service ?? (method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where));
+    const rpc = served?.rpc ?? method.rpc;
+    if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service, rpc };
     if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
     // port 0: the port grpc-js picks when it binds, which Nest does not tell; no target can name it
     if (/:0+$/.test(server.url)) throw new DtmUsageError(MESSAGES.grpcPortZero(where, server.url));
-    return { address: reachable(server.url), service, fromListen: true };
+    return { address: reachable(server.url), service, rpc, fromListen: true };
   }
 
   /**
@@ -116,9 +120,13 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * answers every other call UNIMPLEMENTED, which DTM retries forever.
    */
   unserved(method: GrpcMethodMetadata, where: string): string | undefined {
+    return this.served(method, where) ? undefined : this.notServed(method, where);
+  }
+
+  /** {@link unserved}'s message for a `method` {@link served} found no server for; `undefined` when no server can tell. */
+  private notServed(method: GrpcMethodMetadata, where: string): string | undefined {
     // no server, or one whose protos do not load (it fails to start, saying why): nothing to tell
     if (this.servers.length === 0 || this.servers.some((server) => this.loadableDefinitionOf(server) === undefined)) return undefined;
-    if (this.served(method, where)) return undefined;
     const served = [...new Set(this.servers.flatMap((server) => [...this.servicesOf(server, where).keys()]))];
     return MESSAGES.grpcMethodNotServed(where, method.service, method.rpc, served);
   }
@@ -129,8 +137,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * `@GrpcMethod` names them) when the app's gRPC servers tell.
    */
   target(method: GrpcMethodMetadata, where: string): string {
-    const { address, service } = this.locate(method, where);
-    return `${address}/${service}/${this.served(method, where)?.rpc ?? method.rpc}`;
+    const { address, service, rpc } = this.locate(method, where);
+    return `${address}/${service}/${rpc}`;
   }
 
   /**
