@@ -383,6 +383,8 @@ export const MESSAGES = {
   nestedTccNotVerified: () =>
     'tccFromBranch() with lynx.dtm.branch_auth_keys needs the BranchInfo that @BranchContext() gave for the verified call being served (not a copy or one built by hand): its sub-branches must carry the headers that call\'s token signed',
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
+  nestedTccFailureSwallowed: (handler: string, gid: string, branchId: string, op: string, cause: string) =>
+    `${handler}, the Try of tcc ${gid}, went on after the ${op === 'register' ? 'registration' : 'Try'} of its sub-branch ${branchId} failed (${truncate(cause)}) and answered success: DTM holds the sub-branch, and that success would have DTM confirm it, work whose Try failed or may not have run. The Try is answered FAILURE instead (DTM cancels the transaction's branches, the sub-branch's too): let the error of the nested callBranch() end the Try, never catch it and carry on`,
   nestedTccNotInTry: (op: string) =>
     `tccFromBranch() was given the @BranchContext() of a TCC call with op ${op}: sub-branches are registered and tried in a Try (op try) only, while DTM holds the transaction prepared; DTM confirms or cancels them itself, with their parent. Call it in the @TccTry handler`,
   notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',

@@ -11,7 +11,10 @@ import { handlerName } from './branch.types.js';
  * Parameter decorator: the `BranchInfo` (gid, transType, branchId, op, dtm?, phase2Url?, headers)
  * of the DTM call being served, read from the HTTP query or the gRPC `dtm-*` metadata.
  */
-export const BranchContext = createParamDecorator((_data: unknown, context: ExecutionContext): BranchInfo => {
+export const BranchContext = createParamDecorator(branchContextFactory);
+
+/** The factory of `@BranchContext()` (what the handler binding looks for among a handler's arguments). */
+export function branchContextFactory(_data: unknown, context: ExecutionContext): BranchInfo {
   const transport = branchTransportOf(context);
   if (!transport) throw new InternalServerErrorException(MESSAGES.branchContextTransport(handlerName(context), context.getType()));
   const carrier = transport.carrier(context);
@@ -23,4 +26,4 @@ export const BranchContext = createParamDecorator((_data: unknown, context: Exec
   const source = localTransactionOf(context.getHandler());
   if (source && 'barrier' in source) markBehindBarrier(info);
   return info;
-});
+}

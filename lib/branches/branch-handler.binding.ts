@@ -1,9 +1,12 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
-import { defaultIfEmpty, isObservable, lastValueFrom, map, tap, type Observable } from 'rxjs';
+import { concat, defaultIfEmpty, defer, EMPTY, isObservable, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { NESTED_FAILURE, type NestedFailure } from '../transactions/transaction.js';
+import { branchContextFactory } from './branch-context.decorator.js';
 import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
@@ -54,6 +57,8 @@ interface Binding {
   /** Made by a controller's `@UseBarrier()` (a subclass's may replace it), not by the method's own decorator. */
   byController: boolean;
   original: Handler;
+  /** What the wrapper calls: {@link original}, or for a TCC Try taking its `@BranchContext()`, {@link original} then the nested-TCC check ({@link nestedChecked}). */
+  run: Handler;
   /** Index of the hidden last argument carrying the call (the HTTP request, the gRPC call). */
   carrierIndex?: number;
   /** Indexes of the `@BarrierTx()` arguments. */
@@ -116,22 +121,25 @@ export function localTransactionOf(handler: unknown): LocalTransactionSource | u
  * handle. Called by the branch decorators (once per method), and by `@UseBarrier()`, whose source a
  * subclass's `@UseBarrier()` replaces (on the subclass only); a method's own source stays.
  */
-export function bindBranchHandler(target: object, key: string | symbol, descriptor: PropertyDescriptor, source?: LocalTransactionSource, byController = false, checksResultBody = false): void {
+export function bindBranchHandler(target: object, key: string | symbol, descriptor: PropertyDescriptor, source?: LocalTransactionSource, byController = false, checksResultBody = false, nestsTcc = false): void {
   const current = descriptor.value as Handler;
   if (typeof current !== 'function') return;
   const bound = current[BINDING];
   if (bound && (!source || (bound.source && !(byController && bound.byController)))) return;
   const controller = target.constructor;
   const original = bound?.original ?? current;
-  const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, txIndexes: [], checksResultBody };
+  const where = `${controller.name}.${String(key)}`;
+  const binding: Binding = bound ? { ...bound, source, byController } : { source, byController, original, run: original, txIndexes: [], checksResultBody };
   if (binding.carrierIndex === undefined) {
     const declared = Object.values((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, key) ?? {}) as Record<string, { index: number; factory?: unknown }>);
     binding.carrierIndex = Math.max(original.length, ...declared.map((arg) => arg.index + 1));
     binding.txIndexes = declared.filter((arg) => arg.factory === barrierTxFactory).map((arg) => arg.index);
+    // a Try that can start a nested TCC (it takes the BranchInfo tccFromBranch() needs) is checked once it answered; no other handler is
+    const infoIndex = nestsTcc ? declared.find((arg) => arg.factory === branchContextFactory)?.index : undefined;
+    if (infoIndex !== undefined) binding.run = nestedChecked(original, infoIndex, where);
     CarrierArgument()(target, key, binding.carrierIndex);
   }
-  const { carrierIndex, txIndexes, checksResultBody: checksBody } = binding;
-  const where = `${controller.name}.${String(key)}`;
+  const { carrierIndex, txIndexes, checksResultBody: checksBody, run } = binding;
   // with something observing (hooks, OpenTelemetry, debug log) the call goes through the
   // instrumentation seam; otherwise straight on (nothing made, no clock read)
   const wrapped: Handler = source
@@ -142,7 +150,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
         const business = (handle: unknown) => {
           for (const index of txIndexes) args[index] = handle;
-          return original.apply(this, args);
+          return run.apply(this, args);
         };
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
@@ -157,9 +165,9 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
-        if (!observation) return answered(carrier, checksBody ? resultBodyChecked(carrier, original.apply(this, args), where) : original.apply(this, args));
+        if (!observation) return answered(carrier, checksBody ? resultBodyChecked(carrier, run.apply(this, args), where) : run.apply(this, args));
         call!.observation = observation;
-        return answered(carrier, observed(instrumentation!, observation, () => (checksBody ? resultBodyChecked(carrier, original.apply(this, args), where) : original.apply(this, args))));
+        return answered(carrier, observed(instrumentation!, observation, () => (checksBody ? resultBodyChecked(carrier, run.apply(this, args), where) : run.apply(this, args))));
       };
   for (const metadataKey of Reflect.getOwnMetadataKeys(current)) {
     Reflect.defineMetadata(metadataKey, Reflect.getOwnMetadata(metadataKey, current), wrapped);
@@ -167,6 +175,31 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
   Object.defineProperty(wrapped, 'name', { value: original.name });
   wrapped[BINDING] = binding;
   descriptor.value = wrapped;
+}
+
+/**
+ * `handler` (a TCC Try whose argument `infoIndex` is its `@BranchContext()`), checked once it
+ * answered: when a nested TCC it started (`tccFromBranch()` with that `BranchInfo`) saw a sub-branch
+ * call fail ({@link NESTED_FAILURE}) and the handler went on and answered success, it throws a
+ * `DtmFailureError` naming that failure instead, which the filter answers FAILURE: DTM then rolls
+ * the transaction back, cancelling the sub-branch, where the success would have had it confirm a
+ * sub-branch whose Try failed. In a local transaction (a barrier) the check runs before it commits.
+ * A promise or an Observable is checked once it ends; an error of the handler goes on as it is.
+ */
+function nestedChecked(handler: Handler, infoIndex: number, where: string): Handler {
+  const check = (info: unknown, value: unknown) => {
+    const failure = (info as { [NESTED_FAILURE]?: NestedFailure } | undefined)?.[NESTED_FAILURE];
+    if (failure === undefined) return value;
+    const cause = failure.error instanceof Error ? failure.error.message : String(failure.error);
+    throw new DtmFailureError(MESSAGES.nestedTccFailureSwallowed(where, failure.gid, shownBranchId(failure.branchId), failure.op, cause), { gid: failure.gid, branchId: failure.branchId, cause: failure.error });
+  };
+  const checkObservable = (info: unknown, value: Observable<unknown>) => concat(value, defer(() => (check(info, undefined), EMPTY)));
+  return function (this: unknown, ...args: unknown[]) {
+    const info = args[infoIndex];
+    const result = handler.apply(this, args);
+    if (result instanceof Promise) return result.then((value: unknown) => (isObservable(value) ? checkObservable(info, value) : check(info, value)));
+    return isObservable(result) ? checkObservable(info, result) : check(info, result);
+  };
 }
 
 /** What observing a wrapped handler's calls needs of it that does not change from call to call (read on its first observed call, per controller class). */

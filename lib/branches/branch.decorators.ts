@@ -37,7 +37,7 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
   // in production (no DtmBranchBodyInterceptor), a FAILURE body of a branch whose FAILURE cannot roll anything back is still thrown, for the filter's warning
   const checksResultBody = production && (FAILURE_CANNOT_ROLL_BACK.has(kind) || kind === 'xa');
   return applyDecorators(
-    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source, false, checksResultBody)) as MethodDecorator,
+    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source, false, checksResultBody, kind === 'tcc-try')) as MethodDecorator,
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
     UseGuards(DtmBranchGuard),

@@ -226,7 +226,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     // with authenticated calls, its sub-branches' calls and confirm / cancel tokens carry the headers DTM holds for the transaction: those the call's token signed
     const signedHeaders = signedHeadersOf(branch);
     if (this.config.branchAuthKeys && signedHeaders === undefined) throw new DtmUsageError(MESSAGES.nestedTccNotVerified());
-    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders });
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders, info: branch });
   }
 
   /**

@@ -7,7 +7,7 @@ import { shownBranchId } from '../auth/branch-auth.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
-import { Transaction, type ParentBranch } from './transaction.js';
+import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE out of it rolled it back). */
@@ -115,13 +115,19 @@ export abstract class GlobalTransaction extends Transaction {
   /**
    * Runs `call`, the `op` of branch `branchId` (its TCC registration or Try, an XA action); its
    * failure is kept ({@link failedCall}: the first one) and rethrown, so that a body that catches it
-   * and returns is aborted instead of submitted.
+   * and returns is aborted instead of submitted; a nested TCC flags the `BranchInfo` of its Try with
+   * it ({@link NESTED_FAILURE}), so that a Try handler that catches it and returns answers FAILURE.
    */
   protected async keepFailure<R>(branchId: string, op: 'register' | 'try' | 'action', call: () => Promise<R>): Promise<R> {
     try {
       return await call();
     } catch (err) {
-      this.failedCall ??= { branchId, op, error: err };
+      if (this.failedCall === undefined) {
+        this.failedCall = { branchId, op, error: err };
+        // nested TCC: the Try it runs in must not answer success should its handler catch this and go on
+        const info = this.parent?.info;
+        if (info && Object.isExtensible(info) && !(NESTED_FAILURE in info)) Object.defineProperty(info, NESTED_FAILURE, { value: { gid: this.gid, ...this.failedCall } satisfies NestedFailure });
+      }
       throw err;
     }
   }

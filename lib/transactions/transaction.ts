@@ -48,9 +48,27 @@ function assertOptions(o: TransactionOptions, gid: string): void {
   }
 }
 
+/**
+ * Where a nested TCC flags the `BranchInfo` of the Try it runs in with its first sub-branch call
+ * (registration or Try) that failed: the module's branch handling reads it once the Try's handler
+ * returned, and answers FAILURE instead of the handler's success (a Try that caught the failure and
+ * went on would have DTM confirm the failed sub-branch).
+ */
+export const NESTED_FAILURE = Symbol('nestjs-dtm:nested-tcc-failure');
+
+/** What {@link NESTED_FAILURE} holds: the failed sub-branch call. */
+export interface NestedFailure {
+  gid: string;
+  branchId: string;
+  op: 'register' | 'try' | 'action';
+  error: unknown;
+}
+
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
+  /** The `BranchInfo` given to `tccFromBranch()`: flagged ({@link NESTED_FAILURE}) with the first sub-branch call that failed. */
+  info?: object;
   /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too; the sub-branches' calls carry them. */
   signedHeaders?: string;
 }

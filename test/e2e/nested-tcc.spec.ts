@@ -1,0 +1,153 @@
+// Nested TCC (tccFromBranch) in decorated Try handlers, over HTTP and gRPC, against the real DTM
+// server: the app's own @TccTry handlers nest a TCC whose sub-branches are recorder targets.
+import 'reflect-metadata';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { GrpcMethod, Payload } from '@nestjs/microservices';
+import { Test } from '@nestjs/testing';
+import { BranchContext, DtmClient, DtmFailureError, DtmModule, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
+import { branchLines, PROTOCOLS } from '../support/fixtures.js';
+import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { harness } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { freePort } from '../support/services/process.js';
+
+/** `tests.Move`, the payload of the outer branch. */
+interface Move {
+  account: number;
+  amount: number;
+  fail: string;
+}
+
+/** Where the nested sub-branches go (set by the test), and what the nesting Tries caught. */
+@Injectable()
+class Nesting {
+  /** The sub-branch's targets on the transport of the call being served. */
+  targets!: (protocol: DtmProtocol) => { try: string; confirm: string; cancel: string; payload: string | Buffer };
+  /** The errors of sub-branch calls the Tries caught (and went on after). */
+  swallowed: unknown[] = [];
+  /** The outer branch's Confirm / Cancel calls, `op gid`. */
+  outer: string[] = [];
+
+  /** A Try's body: nests a TCC, tries one sub-branch, catches its failure and answers success all the same. */
+  async tryAndSwallow(dtm: DtmClient, branch: BranchInfo, protocol: DtmProtocol): Promise<void> {
+    const sub = dtm.tccFromBranch(branch);
+    const t = this.targets(protocol);
+    await sub.callBranch(t.payload, t.try, t.confirm, t.cancel).catch((err: unknown) => void this.swallowed.push(err));
+  }
+}
+
+@Controller('nest')
+class NestingController {
+  constructor(
+    private readonly dtm: DtmClient,
+    private readonly nesting: Nesting,
+  ) {}
+
+  @Post('try')
+  @TccTry('nest')
+  async try(@Body() _body: unknown, @BranchContext() branch: BranchInfo) {
+    await this.nesting.tryAndSwallow(this.dtm, branch, 'http');
+    return { tried: true };
+  }
+
+  @Post('confirm')
+  @TccConfirm('nest')
+  confirm(@BranchContext() branch: BranchInfo) {
+    this.nesting.outer.push(`confirm ${branch.gid}`);
+  }
+
+  @Post('cancel')
+  @TccCancel('nest')
+  cancel(@BranchContext() branch: BranchInfo) {
+    this.nesting.outer.push(`cancel ${branch.gid}`);
+  }
+
+  @GrpcMethod('PgBank', 'TccOutTry')
+  @TccTry('nestGrpc')
+  async grpcTry(@Payload() _move: Move, @BranchContext() branch: BranchInfo) {
+    await this.nesting.tryAndSwallow(this.dtm, branch, 'grpc');
+    return { message: 'tried' };
+  }
+
+  @GrpcMethod('PgBank', 'TccOutConfirm')
+  @TccConfirm('nestGrpc')
+  grpcConfirm(@Payload() _move: Move, @BranchContext() branch: BranchInfo) {
+    this.nesting.outer.push(`confirm ${branch.gid}`);
+  }
+
+  @GrpcMethod('PgBank', 'TccOutCancel')
+  @TccCancel('nestGrpc')
+  grpcCancel(@Payload() _move: Move, @BranchContext() branch: BranchInfo) {
+    this.nesting.outer.push(`cancel ${branch.gid}`);
+  }
+}
+
+describe('nested TCC in a decorated Try', () => {
+  let app: INestApplication;
+  let recorder: Recorder;
+  let nesting: Nesting;
+  let client: DtmClient;
+
+  beforeAll(async () => {
+    recorder = await startRecorder();
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress }, grpcProtos: TESTS_GRPC_PROTOS })],
+      controllers: [NestingController],
+      providers: [Nesting],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.listen(0, '127.0.0.1');
+    client = app.get(DtmClient);
+    nesting = app.get(Nesting);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await recorder?.close();
+  });
+  beforeEach(() => {
+    recorder.reset();
+    nesting.swallowed = [];
+    nesting.outer = [];
+    nesting.targets = (protocol) =>
+      protocol === 'grpc'
+        ? { try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') }
+        : { try: recorder.urlFor('/SubTry'), confirm: recorder.urlFor('/SubConfirm'), cancel: recorder.urlFor('/SubCancel'), payload: '{"sub":1}' };
+  });
+
+  describe.each(PROTOCOLS)('over %s', (protocol) => {
+    const branch = protocol === 'grpc' ? 'nestGrpc' : 'nest';
+    const payload = { account: 1, amount: 5, fail: '' };
+
+    it('a Try that catches the FAILURE of its nested sub-Try and returns answers FAILURE all the same: DTM rolls back, cancels the sub-branch, confirms nothing', async () => {
+      recorder.answer('/SubTry', { status: 409, body: { dtm_result: 'FAILURE', message: 'sub declined' } });
+      const gid = await client.generateGid();
+      const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(payload, branch), { protocol }).catch((e: unknown) => e);
+      expect(nesting.swallowed).toHaveLength(1);
+      expect(nesting.swallowed[0]).toBeInstanceOf(DtmFailureError);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((error as Error).message).toMatch(/went on after the Try of its sub-branch 0101 failed .*sub declined/);
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('sub declined');
+      expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+      expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(0);
+      expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(1);
+      expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`cancel ${gid}`]);
+    });
+
+    it('a Try whose nested sub-Try succeeds answers success: DTM confirms the branch and its sub-branch', async () => {
+      const gid = await client.generateGid();
+      await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(payload, branch), { protocol });
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(nesting.swallowed).toEqual([]);
+      expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
+      expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
+    });
+  });
+});
