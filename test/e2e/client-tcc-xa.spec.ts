@@ -432,6 +432,44 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit')).toHaveLength(0);
     });
 
+    it('two xaGlobalTransaction() racing on one gid (DTM v1.19 takes a prepare of a gid it holds prepared): the second is DtmGidInUseError before its body runs, sending nothing more; the first commits both its branches', async () => {
+      fx.recorder.handle('/RaceBankA', xaResourceManager('prepare'));
+      fx.recorder.handle('/RaceBankB', xaResourceManager('prepare'));
+      fx.recorder.handle('/RaceBankC', xaResourceManager('prepare'));
+      const gid = await fx.client.generateGid();
+      let secondRan = false;
+      let firstError: unknown;
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const first = fx.client
+        .xaGlobalTransaction(gid, async (xa) => {
+          await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/RaceBankA'));
+          await released; // the second transaction, under the same gid, runs here
+          await xa.callBranch(fx.payload({ amount: 30 }), fx.target('/RaceBankB'));
+          return 'first';
+        })
+        .catch((e: unknown) => (firstError = e));
+      await fx.recorder.waitForCalls('/RaceBankA', 1, { gid });
+      const second = await fx.client
+        .xaGlobalTransaction(gid, async (xa) => {
+          secondRan = true;
+          await xa.callBranch(fx.payload({ amount: 1 }), fx.target('/RaceBankC'));
+          return 'second';
+        })
+        .catch((e: unknown) => e);
+      release();
+      expect(await first).toBe('first');
+      expect(second).toBeInstanceOf(DtmGidInUseError);
+      expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
+      expect(secondRan).toBe(false);
+      expect(firstError).toBeUndefined();
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit').map((c) => c.path)).toEqual(['/RaceBankA', '/RaceBankB']);
+      expect(fx.recorder.callsTo('/RaceBankC', gid)).toHaveLength(0);
+    });
+
     it('xaGlobalTransactionAndWait (waitResult), a body that outlasts timeoutToFail: DTM rolled the XA back ("failed") before the submit, which it refuses; resolves failed with DTM\'s reason, not DtmFailureError', async () => {
       fx.recorder.handle('/LateBank', xaResourceManager('prepare'));
       const gid = await fx.client.generateGid();
