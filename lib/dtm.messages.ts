@@ -383,6 +383,17 @@ export const MESSAGES = {
   nestedTccNotVerified: () =>
     'tccFromBranch() with lynx.dtm.branch_auth_keys needs the BranchInfo that @BranchContext() gave for the verified call being served (not a copy or one built by hand): its sub-branches must carry the headers that call\'s token signed',
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
+  abortFailed: (transType: string, gid: string, error: string, status: string | undefined) => {
+    const message = transType === 'msg';
+    if (status === 'failed') return `DTM refused the abort of ${transType} gid=${gid}: it holds it failed, rolled back already (${message ? 'the message is not delivered' : 'its branches cancelled or rolled back'}); the caller gets the body's error: ${error}`;
+    if (status === 'succeed' || status === 'submitted') {
+      return message
+        ? `DTM refused the abort of msg gid=${gid}: it holds it ${status}: DTM's back-check found the local transaction committed and it ${status === 'succeed' ? 'delivered' : 'is delivering'} the message, though the local transaction then threw (the caller gets that error). Make the back-check answer FAILURE until the local transaction commits (a @MsgQueryPrepared with { barrier } on the database of doAndSubmitDb does): ${error}`
+        : `DTM refused the abort of ${transType} gid=${gid}: it holds it ${status}: it ${transType === 'xa' ? 'commits' : 'confirms'} the branches, though the body threw (the caller gets that error): ${error}`;
+    }
+    const then = message ? 'DTM asks the back-check at the message\'s timeout and delivers or fails the message as it answers' : 'DTM rolls the prepared transaction back at its timeout';
+    return `abort of ${transType} gid=${gid} failed after its body threw (the caller gets the body's error; ${status === undefined ? `unless an abort got through, ${then}` : `DTM holds it ${status}: ${then}`}): ${error}`;
+  },
   nestedTccFailureSwallowed: (handler: string, gid: string, branchId: string, op: string, cause: string) =>
     `${handler}, the Try of tcc ${gid}, went on after the ${op === 'register' ? 'registration' : 'Try'} of its sub-branch ${branchId} failed (${truncate(cause)}) and answered success: DTM holds the sub-branch, and that success would have DTM confirm it, work whose Try failed or may not have run. The Try is answered FAILURE instead (DTM cancels the transaction's branches, the sub-branch's too): let the error of the nested callBranch() end the Try, never catch it and carry on`,
   nestedTccNotInTry: (op: string) =>

@@ -87,6 +87,8 @@ export interface DtmAbortFailedEvent {
   error: unknown;
   /** The body's error, which is what the caller receives. */
   cause: unknown;
+  /** When DTM refused the abort: the status it holds the transaction in (`failed`: rolled back already; `succeed` / `submitted`: going forward, a message delivered); undefined when not known. */
+  currentStatus?: string;
 }
 
 /** The events of the module, by name, with their payloads. */

@@ -199,10 +199,14 @@ export class DtmInstrumentation {
     if (this.listening) this.emit('transaction.end', { gid, transType, protocol, outcome, error, durationMs });
   }
 
-  /** @internal The abort after a failed body failed: logged (warning) and reported; the caller gets the body's error. */
-  abortFailed(gid: string, transType: TransactionType, protocol: DtmProtocol, error: unknown, cause: unknown): void {
-    this.logger.warn(`abort of ${transType} gid=${gid} failed after its body threw (the caller gets the body's error; DTM fails the prepared transaction at its timeout): ${errorText(error)}`);
-    if (this.listening) this.emit('abort.failed', { gid, transType, protocol, error, cause });
+  /**
+   * @internal The abort after a failed body failed: logged (warning) and reported; the caller gets
+   * the body's error. `currentStatus`: what DTM holds when it refused the abort (read after the
+   * refusal; undefined when unknown), which says what became of the transaction.
+   */
+  abortFailed(gid: string, transType: TransactionType, protocol: DtmProtocol, error: unknown, cause: unknown, currentStatus?: string): void {
+    this.logger.warn(MESSAGES.abortFailed(transType, gid, errorText(error), currentStatus));
+    if (this.listening) this.emit('abort.failed', { gid, transType, protocol, error, cause, currentStatus });
   }
 
   /**

@@ -161,9 +161,14 @@ export abstract class Transaction {
     return this.observation ? this.instrumentation.within(this.observation, () => fn(arg)) : fn(arg);
   }
 
-  /** Reports (log, `abort.failed`) that the abort after the body's error `cause` failed with `error`. */
-  protected abortFailed(error: unknown, cause: unknown): void {
-    this.instrumentation.abortFailed(this.gid, this.transType, this.protocol, error, cause);
+  /**
+   * Reports (log, `abort.failed`) that the abort after the body's error `cause` failed with `error`;
+   * when DTM refused it (its FAILURE: the transaction is no longer prepared), with the status DTM
+   * holds it in, read after the refusal (rolled back already, or a message its back-check delivered).
+   */
+  protected async abortFailed(error: unknown, cause: unknown): Promise<void> {
+    const status = error instanceof DtmFailureError ? (await this.recordIfKnown())?.status : undefined;
+    this.instrumentation.abortFailed(this.gid, this.transType, this.protocol, error, cause, status);
   }
 
   /** The headers DTM adds to branch calls: the transaction's, with the trace context of its span when it has one. */

@@ -1,10 +1,12 @@
 // Two-phase messages through DtmClient against the real DTM server, DtmClient talking HTTP and
 // gRPC to DTM (the same scenarios); branches and the back-check endpoint are the recorder app.
 import { describe, expect, it } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 
 describe.each(PROTOCOLS)('over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
@@ -303,6 +305,35 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(outcome).toBe('order saved');
       expect(fx.recorder.callsTo('/QueryPrepared', gid).length).toBeGreaterThanOrEqual(1); // DTM's own back-check
       expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+    });
+
+    it('business outlasted the message\'s timeout, DTM\'s own back-check (answering success) delivered it, then the business threw DtmFailureError: the abort DTM refuses is reported as the delivery it is (DTM holds it succeed), not as a message DTM fails at its timeout', async () => {
+      const logger = new RecordingLogger();
+      Logger.overrideLogger(logger);
+      try {
+        const gid = await fx.client.generateGid();
+        const failure = new DtmFailureError('order refused');
+        const msg = fx.client.newMsg(gid, { timeoutToFail: 1, retryInterval: 1 }).add(fx.target('/Deliver'), fx.payload({ order: 8 }));
+        const error = await msg
+          .doAndSubmit(fx.target('/QueryPrepared'), async () => {
+            await sleep(1500); // past the message's timeout
+            await triggerCron();
+            await fx.recorder.waitForCalls('/Deliver', 1, { gid, timeoutMs: 20_000 });
+            await waitForTransStatus(gid, 'succeed');
+            throw failure;
+          })
+          .catch((e: unknown) => e);
+        expect(error).toBe(failure);
+        expect(fx.recorder.callsTo('/Deliver', gid)).toHaveLength(1);
+        const warnings = logger.lines.filter((line) => line.startsWith('warn ') && line.includes(gid));
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toContain(`DTM refused the abort of msg gid=${gid}: it holds it succeed`);
+        expect(warnings[0]).toContain('delivered the message');
+        expect(warnings[0]).not.toContain('at its timeout');
+      } finally {
+        Logger.overrideLogger(false);
+        Logger.overrideLogger(new Logger());
+      }
     });
 
     it('a message to a topic nobody subscribed: DTM refuses it at once ("topic not found"); DtmServerError naming the topic and the fix, not waited out as "outcome unknown"', async () => {

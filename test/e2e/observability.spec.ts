@@ -722,8 +722,9 @@ describe('the abort after a failed body reports its error', () => {
     const reported = events.slice(from).filter((e) => e.name === 'abort.failed');
     expect(reported).toHaveLength(1);
     const event = reported[0].event as DtmEvents['abort.failed'];
-    expect([event.gid, event.transType, event.cause, event.error instanceof Error]).toEqual([gid, 'tcc', bodyError, true]);
-    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of tcc gid=${gid} failed after its body threw`));
+    expect([event.gid, event.transType, event.cause, event.error instanceof Error, event.currentStatus]).toEqual([gid, 'tcc', bodyError, true, 'failed']);
+    // what DTM holds, read after its refusal: rolled back already, not a prepared transaction it fails at its timeout
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] DTM refused the abort of tcc gid=${gid}: it holds it failed, rolled back already`));
     expect((await queryTrans(gid)).transaction!.status).toBe('failed');
     const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
     expect([end.outcome, end.error]).toEqual(['aborted', bodyError]);
@@ -743,8 +744,8 @@ describe('the abort after a failed body reports its error', () => {
         }),
     ).rejects.toBe(failure);
     const reported = events.slice(from).filter((e) => e.name === 'abort.failed').map((e) => e.event as DtmEvents['abort.failed']);
-    expect(reported.map((e) => [e.gid, e.transType, e.cause])).toEqual([[gid, 'msg', failure]]);
-    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] abort of msg gid=${gid} failed after its body threw`));
+    expect(reported.map((e) => [e.gid, e.transType, e.cause, e.currentStatus])).toEqual([[gid, 'msg', failure, 'failed']]);
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`warn [DtmTrace] DTM refused the abort of msg gid=${gid}: it holds it failed, rolled back already (the message is not delivered)`));
     expect(await t.balances([3])).toEqual({ 3: 100 });
   });
 });
