@@ -149,6 +149,8 @@ export const MESSAGES = {
     `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
   firstRoundStatusUnknown: (gid: string, answer: string, queryError: string) =>
     `DTM took the submit of ${gid} and answered that its first round did not finish (${truncate(answer)}), but its status could not be asked then (query: ${truncate(queryError)}): DTM goes on with it, its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+  waitClosed: (gid: string, status: string) =>
+    `the app closed while waiting for the outcome of ${gid} (${status === 'unknown' ? 'DTM may hold it' : `last known status "${status}"`}): the wait ended there, and DTM goes on with the transaction; look it up with waitForFinal("${gid}") or query("${gid}") from a running app, never start it again under a new gid`,
   notFinal: (gid: string, status: string, timeoutSeconds: number, lastError?: string) =>
     lastError === undefined
       ? `transaction ${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`

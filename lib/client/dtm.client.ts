@@ -68,6 +68,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   private readonly foreignDtm = new Set<string>();
   /** The manifests of the services whose branches the app adds by name. */
   private readonly services: RemoteBranchDirectory;
+  /** Set by {@link onModuleDestroy}: a wait for an outcome under way ends at its next look at DTM's record, and one started later looks once. */
+  private closed = false;
+  /** The waits between two looks at DTM's record: each one's wake-up, which close() calls. */
+  private readonly sleepingWaits = new Set<() => void>();
 
   constructor(
     @Inject(DTM_CONFIG) readonly config: DtmConfig,
@@ -326,6 +330,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
           }
         } else unstoredSince = undefined;
       }
+      // the app closed: the wait ends (DTM goes on with the transaction); it must not keep the closed app polling DTM until its deadline
+      if (this.closed) throw new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, lastStatus), gid, lastStatus, { cause: lastError ?? submitted?.lost });
       if (Date.now() >= deadline) {
         // no submit got stored: DTM calls none of its branches, there is nothing to diagnose
         if (submitted && isUnstored(lastStatus)) {
@@ -336,9 +342,22 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
         throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? submitted?.lost }, unfinished);
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(interval, Math.max(0, deadline - Date.now()))));
+      await this.pause(Math.min(interval, Math.max(0, deadline - Date.now())));
       interval = Math.min(interval * 1.5, 1000);
     }
+  }
+
+  /** Waits `ms` between two looks of a wait at DTM's record, or until the app closes. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleepingWaits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleepingWaits.add(wake);
+    });
   }
 
   /**
@@ -397,8 +416,14 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     if (this.config.enabled && this.contracts.length > 0) await this.services.check(this.contracts);
   }
 
-  /** Closes the connections when the Nest app shuts down. */
+  /**
+   * Closes the connections when the Nest app shuts down (calls under way go on to their answer), and
+   * ends the waits for an outcome under way at once ({@link waitForFinal}, `submitAndWait()`, `...AndWait`):
+   * `DtmOutcomeUnknownError` saying the app closed.
+   */
   onModuleDestroy(): void {
+    this.closed = true;
+    for (const wake of this.sleepingWaits) wake();
     this.http.close();
     this.grpc?.close();
   }

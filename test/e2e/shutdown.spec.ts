@@ -3,8 +3,9 @@
 // Node's server.close()) may still be running a transaction with the app's DtmClient meanwhile.
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { startDtmApp } from '../support/dtm-app.js';
-import { connectionsTo, latch, PROTOCOLS, sleep } from '../support/fixtures.js';
-import { harness, newGid, waitForTransStatus } from '../support/harness.js';
+import { DtmOutcomeUnknownError, type FinalResult } from 'nestjs-dtm';
+import { connectionsTo, latch, PROTOCOLS, settledWithin, sleep } from '../support/fixtures.js';
+import { dtmPost, harness, newGid, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
 let recorder: Recorder;
@@ -59,6 +60,31 @@ describe('app.close() while a transaction is under way', () => {
     await sleep(200);
     const ports = [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])];
     expect(ports.map(connectionsTo)).toEqual([0, 0]);
+  });
+});
+
+describe('app.close() while a wait for an outcome is under way', () => {
+  it.each(PROTOCOLS)("over %s: a submitAndWait() whose saga DTM cannot finish yet ends as soon as the app closes, with DtmOutcomeUnknownError saying so (not after its timeout, polling DTM meanwhile); a wait started after close looks once", async (protocol) => {
+    const app = await startDtmApp({ config: { protocol } });
+    const grpc = protocol === 'grpc';
+    const target = (path: string) => (grpc ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+    recorder.answer('/StuckStep', 425); // ONGOING: DTM retries it at its retry interval (60 s), the saga stays submitted
+    const gid = await newGid();
+    const run = app.client.newSaga(gid, { retryInterval: 60 }).add(target('/StuckStep'), target('/StuckBack'), grpc ? Buffer.from('{"n":1}') : { n: 1 }).submitAndWait({ timeout: 60 });
+    await recorder.waitForCalls('/StuckStep', 1, { gid });
+    const closedAt = Date.now();
+    await app.close();
+    const outcome = await settledWithin(run, 10_000);
+    expect(outcome).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(outcome).toMatchObject({ gid, lastStatus: 'submitted' });
+    expect((outcome as Error).message).toContain('the app closed while waiting');
+    expect(Date.now() - closedAt).toBeLessThan(10_000);
+    // after close: one look at DTM's record, no polling
+    const later = await settledWithin(app.client.waitForFinal(gid, { timeout: 60 }), 10_000);
+    expect(later).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(later).toMatchObject({ gid, lastStatus: 'submitted' });
+    await dtmPost('/forceStop', { gid });
+    expect((await settledWithin(app.client.waitForFinal(gid, { timeout: 60 }), 10_000)) as FinalResult).toMatchObject({ gid, status: 'failed' });
   });
 });
 
