@@ -5,7 +5,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmClient, DtmFailureError, DtmModule, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
+import pg from 'pg';
+import { BarrierTx, BranchContext, DtmClient, DtmFailureError, DtmModule, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
@@ -28,6 +30,8 @@ class Nesting {
   swallowed: unknown[] = [];
   /** The outer branch's Confirm / Cancel calls, `op gid`. */
   outer: string[] = [];
+  /** The Cancels of the branch behind the barrier whose body ran (not a null compensation), `gid`. */
+  compensated: string[] = [];
 
   /** A Try's body: nests a TCC, tries one sub-branch, catches its failure and answers success all the same. */
   async tryAndSwallow(dtm: DtmClient, branch: BranchInfo, protocol: DtmProtocol): Promise<void> {
@@ -63,6 +67,28 @@ class NestingController {
     this.nesting.outer.push(`cancel ${branch.gid}`);
   }
 
+  /** Behind the barrier on PostgreSQL: takes 5 from account 1, then nests. */
+  @Post('pg-try')
+  @TccTry('nestPg', { barrier: 'pg' })
+  async pgTry(@Body() _body: unknown, @BarrierTx() tx: pg.PoolClient, @BranchContext() branch: BranchInfo) {
+    await tx.query('UPDATE account SET balance = balance - 5 WHERE id = 1');
+    await this.nesting.tryAndSwallow(this.dtm, branch, 'http');
+    return { tried: true };
+  }
+
+  @Post('pg-confirm')
+  @TccConfirm('nestPg', { barrier: 'pg' })
+  pgConfirm(@BranchContext() branch: BranchInfo) {
+    this.nesting.outer.push(`confirm ${branch.gid}`);
+  }
+
+  @Post('pg-cancel')
+  @TccCancel('nestPg', { barrier: 'pg' })
+  async pgCancel(@BarrierTx() tx: pg.PoolClient, @BranchContext() branch: BranchInfo) {
+    await tx.query('UPDATE account SET balance = balance + 5 WHERE id = 1');
+    this.nesting.compensated.push(branch.gid);
+  }
+
   @GrpcMethod('PgBank', 'TccOutTry')
   @TccTry('nestGrpc')
   async grpcTry(@Payload() _move: Move, @BranchContext() branch: BranchInfo) {
@@ -88,12 +114,19 @@ describe('nested TCC in a decorated Try', () => {
   let recorder: Recorder;
   let nesting: Nesting;
   let client: DtmClient;
+  let pool: pg.Pool;
 
   beforeAll(async () => {
     recorder = await startRecorder();
+    pool = new pg.Pool({ connectionString: (await fileDatabases()).postgres.url, max: 5 });
+    await pool.query('DROP TABLE IF EXISTS account');
+    await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await pool.query('INSERT INTO account VALUES (1, 100)');
+    const barrier = pgBarrierDatabase(pool);
+    await ensureBarrierSchema(barrier, { table: 'dtm_barrier' });
     const grpcAddress = `127.0.0.1:${await freePort()}`;
     const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress }, grpcProtos: TESTS_GRPC_PROTOS })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier' }, barrierConnections: { pg: barrier }, grpcProtos: TESTS_GRPC_PROTOS })],
       controllers: [NestingController],
       providers: [Nesting],
     }).compile();
@@ -107,11 +140,13 @@ describe('nested TCC in a decorated Try', () => {
   afterAll(async () => {
     await app?.close();
     await recorder?.close();
+    await pool?.end();
   });
   beforeEach(() => {
     recorder.reset();
     nesting.swallowed = [];
     nesting.outer = [];
+    nesting.compensated = [];
     nesting.targets = (protocol) =>
       protocol === 'grpc'
         ? { try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') }
@@ -149,5 +184,18 @@ describe('nested TCC in a decorated Try', () => {
       expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
       expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
     });
+  });
+
+  it('behind the barrier: the Try\'s local transaction is rolled back when it swallowed its sub-Try\'s FAILURE (checked before it commits): nothing taken, and the Cancel finds nothing to undo (a null compensation)', async () => {
+    recorder.answer('/SubTry', { status: 409, body: { dtm_result: 'FAILURE', message: 'sub declined' } });
+    const gid = await client.generateGid();
+    const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, 'nestPg')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(0);
+    expect((await pool.query('SELECT balance FROM account WHERE id = 1')).rows).toEqual([{ balance: 100 }]);
+    expect(nesting.compensated).toEqual([]);
   });
 });
