@@ -66,6 +66,33 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect(t.ledger.callsOf(gid)).toEqual([]);
   });
 
+  it('an object payload whose field protobuf would change (a fraction or an out-of-range or non-decimal string in an int64, an object in a string) is refused where it is added: DTM holds nothing, no branch runs with another value', async () => {
+    const wrong: [Record<string, unknown>, string][] = [
+      [{ sku: 'k1', quantity: 2.5, script: '' }, 'field "quantity" (int64) of the request type Item takes a whole number within its range (a safe integer, a bigint or a string of decimal digits), got number 2.5, which protobuf would not send as it is'],
+      [{ sku: 'k1', quantity: '12.50', script: '' }, 'field "quantity" (int64) of the request type Item takes a whole number within its range (a safe integer, a bigint or a string of decimal digits), got "12.50", which protobuf would not send as it is'],
+      [{ sku: 'k1', quantity: '1e3', script: '' }, 'got "1e3"'],
+      [{ sku: 'k1', quantity: '99999999999999999999', script: '' }, 'got "99999999999999999999"'],
+      [{ sku: 'k1', quantity: 2 ** 63, script: '' }, 'got number 9223372036854776000'],
+      [{ sku: { id: 1 }, quantity: 2, script: '' }, 'field "sku" (string) of the request type Item takes a string or a number, got an object, which protobuf would not send as it is'],
+    ];
+    for (const [payload, message] of wrong) {
+      const gid = await t.client.generateGid();
+      const error = await (async () => t.client.newSaga(gid).add('reserve', payload).submitAndWait())().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(message);
+      expect((error as Error).message).toContain(`the payload of ${t.target('Reserve')} does not fit the method's request type`);
+      expect((await queryTrans(gid)).transaction).toBeNull();
+      expect(t.ledger.callsOf(gid)).toEqual([]);
+    }
+    // what protobuf sends as given still goes: a string of digits, a bigint, a whole number
+    for (const quantity of ['3', BigInt(3), 3]) {
+      const gid = await t.client.generateGid();
+      const final = await t.client.newSaga(gid).add('reserve', { sku: 'k2', quantity, script: '' } as Record<string, unknown>).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(t.ledger.callsOf(gid).map((c) => c.item.quantity)).toEqual([3]);
+    }
+  });
+
   it('rollback: DtmFailureError answers ABORTED; DTM compensates in reverse order, the reason recorded', async () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b')).add('reserve', item('c', 'refuse')).submitAndWait();

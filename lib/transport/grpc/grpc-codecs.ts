@@ -28,25 +28,126 @@ interface MethodDefinitionLike {
   requestSerialize(value: unknown): Buffer;
   responseDeserialize(bytes: Buffer): unknown;
   /** The request type: its descriptor, whose field names are spelt as the loader options say (keepCase). */
-  requestType?: { type?: { name?: string; field?: { name?: string }[]; oneofDecl?: { name?: string }[] } };
+  requestType?: { type?: { name?: string; field?: FieldDescriptorLike[]; oneofDecl?: { name?: string }[] } };
+}
+
+/** A field of a request type's descriptor, as proto-loader gives it. */
+interface FieldDescriptorLike {
+  name?: string;
+  type?: string;
+  label?: string;
+}
+
+/** What a value of one scalar field type must be so that protobuf sends it as it is (it coerces anything else without a word). */
+interface ScalarRule {
+  /** The type's name as a .proto spells it. */
+  proto: string;
+  /** What the field takes, for the message. */
+  want: string;
+  fits(value: unknown): boolean;
+}
+
+const DIGITS = /^-?\d+$/;
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+function wholeRule(proto: string, bits: 32 | 64, signed: boolean): ScalarRule {
+  const min = signed ? -(BigInt(2) ** BigInt(bits - 1)) : BigInt(0);
+  const max = (signed ? BigInt(2) ** BigInt(bits - 1) : BigInt(2) ** BigInt(bits)) - BigInt(1);
+  const within = (n: bigint) => n >= min && n <= max;
+  // the usual value, a number, compared as one: every safe integer fits a 64-bit type's range (but a negative one an unsigned type's)
+  const [low, high] = bits === 64 ? [signed ? Number.MIN_SAFE_INTEGER : 0, Number.MAX_SAFE_INTEGER] : [Number(min), Number(max)];
+  return {
+    proto,
+    want: bits === 64 ? 'a whole number within its range (a safe integer, a bigint or a string of decimal digits)' : 'a whole number within its range (a number or a string of decimal digits)',
+    fits: (value) => {
+      // a number past 2^53 has already lost digits; a fraction, or a string protobuf's parser reads another way (1e3, 0x10, 12.50), would be sent as another number
+      if (typeof value === 'number') return Number.isSafeInteger(value) && value >= low && value <= high;
+      if (typeof value === 'string') return DIGITS.test(value) && within(BigInt(value));
+      if (typeof value === 'bigint') return bits === 64 && within(value);
+      // a Long (what a decoded message holds with the loader's default longs)
+      return bits === 64 && typeof value === 'object' && value !== null && typeof (value as { low?: unknown }).low === 'number' && typeof (value as { high?: unknown }).high === 'number';
+    },
+  };
+}
+
+/** The field types whose values the module checks, by their descriptor name. Messages and groups are left to protobuf (it refuses what is not an object). */
+const SCALAR_RULES: Readonly<Record<string, ScalarRule>> = {
+  TYPE_INT64: wholeRule('int64', 64, true),
+  TYPE_SINT64: wholeRule('sint64', 64, true),
+  TYPE_SFIXED64: wholeRule('sfixed64', 64, true),
+  TYPE_UINT64: wholeRule('uint64', 64, false),
+  TYPE_FIXED64: wholeRule('fixed64', 64, false),
+  TYPE_INT32: wholeRule('int32', 32, true),
+  TYPE_SINT32: wholeRule('sint32', 32, true),
+  TYPE_SFIXED32: wholeRule('sfixed32', 32, true),
+  TYPE_UINT32: wholeRule('uint32', 32, false),
+  TYPE_FIXED32: wholeRule('fixed32', 32, false),
+  TYPE_DOUBLE: { proto: 'double', want: 'a number (or a string of one)', fits: isNumberLike },
+  TYPE_FLOAT: { proto: 'float', want: 'a number (or a string of one)', fits: isNumberLike },
+  // protobuf sends any value's truthiness: "false" would be true
+  TYPE_BOOL: { proto: 'bool', want: 'true or false', fits: (value) => typeof value === 'boolean' },
+  // an object would be sent as "[object Object]", a list as its items joined by commas
+  TYPE_STRING: { proto: 'string', want: 'a string or a number', fits: (value) => typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' },
+  // an object that is no byte array (a Buffer's JSON form) would be sent as no bytes
+  TYPE_BYTES: {
+    proto: 'bytes',
+    want: 'bytes (a Uint8Array, a list of byte values or a base64 string)',
+    fits: (value) => value instanceof Uint8Array || (typeof value === 'string' && BASE64.test(value) && value.length % 4 !== 1) || (Array.isArray(value) && value.every((b) => Number.isInteger(b) && b >= 0 && b <= 255)),
+  },
+  TYPE_ENUM: { proto: 'enum', want: 'a value name or a whole number', fits: (value) => typeof value === 'string' || Number.isInteger(value) },
+};
+
+function isNumberLike(value: unknown): boolean {
+  if (typeof value === 'number') return true;
+  return typeof value === 'string' && value.trim() !== '' && (value === 'NaN' || !Number.isNaN(Number(value)));
+}
+
+/** A value as the messages of the payload checks show it. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (typeof value === 'bigint') return `bigint ${value}n`;
+  if (typeof value === 'number' || typeof value === 'boolean') return `${typeof value} ${value}`;
+  return Array.isArray(value) ? 'a list' : value === null ? 'null' : `an ${typeof value}`;
 }
 
 /**
- * A check of an object payload's keys against `method`'s request type: protobuf drops a key that
- * is no field of it without a word (a misspelt field, or the .proto's snake_case where the loader
- * spells camelCase), and the branch would run with that field missing. Undefined when the
- * definition does not describe the type.
+ * A check of an object payload against `method`'s request type, where protobuf would send
+ * something else than the object says without a word: a key that is no field of the type (a
+ * misspelt field, or the .proto's snake_case where the loader spells camelCase) is dropped, and a
+ * scalar field's value of another kind is coerced (2.5 or "12.50" in an int64 sent as 2 or 12,
+ * "1e3" as 1, a string of digits past the range wrapped around, "false" in a bool sent as true, an
+ * object in a string as "[object Object]"): the branch would run on other data. Top-level fields
+ * only (and the items of their lists). Undefined when the definition does not describe the type.
  */
-function unknownKeyCheck(method: MethodDefinitionLike): ((value: object) => void) | undefined {
+function payloadCheck(method: MethodDefinitionLike): ((value: object) => void) | undefined {
   const type = method.requestType?.type;
   if (!Array.isArray(type?.field)) return undefined;
   const fields = type.field.map((f) => f.name).filter((n): n is string => typeof n === 'string');
-  // a oneof's name is what a decoded message (loader option oneofs) holds beside its set field: fromObject ignores it
-  const known = new Set([...fields, ...(type.oneofDecl ?? []).map((o) => o.name)]);
+  // by name: the rule of a scalar field, null for a field protobuf checks itself and for a oneof's
+  // name (what a decoded message, loader option oneofs, holds beside its set field: fromObject ignores it)
+  const known = new Map<string, { rule: ScalarRule; repeated: boolean } | null>((type.oneofDecl ?? []).map((o) => [o.name as string, null]));
+  for (const field of type.field) {
+    if (typeof field.name !== 'string') continue;
+    const rule = field.type === undefined ? undefined : SCALAR_RULES[field.type];
+    known.set(field.name, rule ? { rule, repeated: field.label === 'LABEL_REPEATED' } : null);
+  }
   const typeName = `the request type${type.name ? ` ${type.name}` : ''}`;
+  const refuse = (key: string, rule: ScalarRule, got: unknown, item?: number): never => {
+    throw new Error(MESSAGES.grpcPayloadFieldValue(typeName, key, item === undefined ? rule.proto : `${rule.proto}, item ${item}`, rule.want, shown(got)));
+  };
   return (value) => {
     for (const key of Object.keys(value)) {
-      if (!known.has(key) && (value as Record<string, unknown>)[key] !== undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, key, fields));
+      const got = (value as Record<string, unknown>)[key];
+      if (got === undefined) continue;
+      const field = known.get(key);
+      if (field === undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, key, fields));
+      // null leaves the field unset, as undefined does
+      if (field === null || got === null) continue;
+      if (!field.repeated) {
+        if (!field.rule.fits(got)) refuse(key, field.rule, got);
+      } else if (Array.isArray(got)) {
+        got.forEach((item, i) => field.rule.fits(item) || refuse(key, field.rule, item, i));
+      }
     }
   };
 }
@@ -111,7 +212,7 @@ export class GrpcCodecs {
       if (!service || typeof service !== 'object' || 'format' in service) continue; // a message or enum type, not a service
       for (const method of Object.values(service as Record<string, MethodDefinitionLike>)) {
         if (typeof method?.path !== 'string' || this.byPath.has(method.path)) continue;
-        const check = unknownKeyCheck(method);
+        const check = payloadCheck(method);
         this.byPath.set(method.path, {
           serializeRequest: (value) => {
             check?.(value);

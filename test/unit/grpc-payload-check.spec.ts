@@ -1,0 +1,95 @@
+// The check of object payloads for gRPC branches against their request type, before protobuf
+// encodes them: protobufjs's fromObject coerces a value of another kind without a word (a fraction
+// in an integer truncated, "false" in a bool sent as true, a Buffer's JSON form in bytes sent as no
+// bytes), so a branch would run on other data. What passes is what protobuf sends as it is.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import protoLoader from '@grpc/proto-loader';
+import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'grpc-payload-check-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const protoPath = join(dir, 'kinds.proto');
+writeFileSync(
+  protoPath,
+  `syntax = "proto3";
+package kinds;
+enum Color { RED = 0; BLUE = 1; }
+message Inner { string s = 1; }
+message All {
+  int32 i32 = 1; uint32 u32 = 2; int64 i64 = 3; uint64 u64 = 4; sint64 s64 = 5;
+  double d = 6; float f = 7; bool b = 8; string s = 9; bytes raw = 10; Color color = 11;
+  repeated int64 many = 12; Inner inner = 13; map<string, int64> by_name = 14;
+}
+service Kinds { rpc Put(All) returns (All); }
+`,
+);
+const loader = { longs: String, keepCase: true };
+const codec = GrpcCodecs.load({ protoPath, loader }).get('/kinds.Kinds/Put')!;
+const method = (protoLoader.loadSync(protoPath, loader)['kinds.Kinds'] as Record<string, { requestDeserialize(b: Buffer): Record<string, unknown> }>).Put;
+const roundTrip = (value: object) => method.requestDeserialize(codec.serializeRequest(value));
+
+describe('object payloads for gRPC branches: what protobuf would change is refused', () => {
+  it.each([
+    [{ i32: 1.5 }, 'field "i32" (int32) of the request type All takes a whole number within its range (a number or a string of decimal digits), got number 1.5'],
+    [{ i32: 2 ** 31 }, 'got number 2147483648'],
+    [{ u32: -1 }, 'field "u32" (uint32)'],
+    [{ i64: '0x10' }, 'got "0x10"'],
+    [{ i64: '9223372036854775808' }, 'got "9223372036854775808"'],
+    [{ u64: '-1' }, 'field "u64" (uint64)'],
+    [{ s64: 2 ** 53 }, 'field "s64" (sint64)'],
+    [{ i64: true }, 'got boolean true'],
+    [{ d: 'ten' }, 'field "d" (double) of the request type All takes a number (or a string of one), got "ten"'],
+    [{ f: true }, 'field "f" (float)'],
+    [{ b: 'false' }, 'field "b" (bool) of the request type All takes true or false, got "false"'],
+    [{ b: 1 }, 'got number 1'],
+    [{ s: ['a', 'b'] }, 'field "s" (string) of the request type All takes a string or a number, got a list'],
+    [{ raw: JSON.parse(JSON.stringify(Buffer.from('hi'))) as object }, 'field "raw" (bytes) of the request type All takes bytes (a Uint8Array, a list of byte values or a base64 string), got an object'],
+    [{ raw: 'not base64!' }, 'got "not base64!"'],
+    [{ raw: [1, 256] }, 'got a list'],
+    [{ color: { name: 'RED' } }, 'field "color" (enum) of the request type All takes a value name or a whole number, got an object'],
+    [{ many: [1, 2.5] }, 'field "many" (int64, item 1) of the request type All takes a whole number'],
+  ])('%j', (value, message) => {
+    expect(() => codec.serializeRequest(value)).toThrow(message);
+  });
+
+  it('what protobuf sends as it is passes, and arrives as given', () => {
+    expect(
+      roundTrip({
+        i32: -2147483648,
+        u32: '4294967295',
+        i64: '-9223372036854775808',
+        u64: BigInt('18446744073709551615'),
+        s64: Number.MAX_SAFE_INTEGER,
+        d: '12.5',
+        f: 0.5,
+        b: false,
+        s: 42,
+        raw: 'aGk=',
+        color: 'BLUE',
+        many: ['1', 2, BigInt(3)],
+        inner: { s: 'x' },
+        by_name: { a: '7' },
+      }),
+    ).toMatchObject({
+      i32: -2147483648,
+      u32: 4294967295,
+      i64: '-9223372036854775808',
+      u64: '18446744073709551615',
+      s64: String(Number.MAX_SAFE_INTEGER),
+      d: 12.5,
+      f: 0.5,
+      b: false,
+      s: '42',
+      raw: Buffer.from('hi'),
+      color: 1,
+      many: ['1', '2', '3'],
+      inner: { s: 'x' },
+      by_name: { a: '7' },
+    });
+    // null and undefined leave a field unset, as before
+    expect(roundTrip({ i64: null, b: undefined, raw: new Uint8Array([1, 2]) })).toMatchObject({ raw: Buffer.from([1, 2]) });
+  });
+});
