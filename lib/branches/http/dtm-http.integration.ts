@@ -13,9 +13,10 @@ import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { answerResume, WORKFLOW_RESUME_PATH } from '../workflow-resume.js';
 import { keepBranchQuery, keepRawBodyText, parseBranchQuery } from './http-branch.transport.js';
+import { UNDO_OPS } from '../../transport/branch-keys.js';
 import { MANIFEST_PATH } from '../../contracts/branch-manifest.js';
 
-/** Largest branch body the parser reads (DTM payloads are small; larger bodies get 413, unread). */
+/** Largest branch body the parser reads (DTM payloads are small; larger bodies are answered unread, see `tooLargeAnswer`). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
 
 /** Content type a Fastify branch call is given so that only this module's parser reads it. */
@@ -53,10 +54,11 @@ export function isBranchCall(request: { method?: string; url?: string }, routes:
  *   `Content-Type: application/json`; Express's strict JSON parser rejects `null` and strings (400,
  *   retried forever) and Fastify rejects empty bodies (XA phase 2). Express: read here, ahead of
  *   Nest's JSON parser, which then leaves the request alone; a body over
- *   {@link MAX_BRANCH_BODY_BYTES} gets 413 from its `Content-Length` before it is read, or, sent
- *   chunked, as soon as it passes the limit. Fastify: branch calls (whatever content type they
+ *   {@link MAX_BRANCH_BODY_BYTES} is answered (FAILURE for an action or Try, see `tooLargeAnswer`)
+ *   from its `Content-Length` before it is read, or, sent chunked, as soon as it passes the limit. Fastify: branch calls (whatever content type they
  *   name: on both adapters a branch call's body is read the one way its token signed it) get a
- *   content type of their own, read by this module's parser (whose `bodyLimit` does the same).
+ *   content type of their own, read by this module's parser (whose `bodyLimit` answers 413), and one
+ *   over the limit by its `Content-Length` is answered as on Express from the `onRequest` hook.
  * - with `publish_branches`, it serves the branch manifest (GET {@link MANIFEST_PATH}), outside Nest's routing too.
  * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
  *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
@@ -120,13 +122,13 @@ function expressMiddleware(allowList: readonly string[], routes: BranchRoutes) {
 
 /**
  * Reads a branch call's body, at most {@link MAX_BRANCH_BODY_BYTES}: a larger `Content-Length` is
- * answered 413 before anything is read; a chunked body is cut with 413 as soon as it passes the
- * limit. Either way the connection is closed after the answer (Node discards the rest), `done` is
+ * answered (see {@link tooLargeAnswer}) before anything is read; a chunked body is cut so as soon as
+ * it passes the limit. Either way the connection is closed after the answer (Node discards the rest), `done` is
  * not called, and the handler does not run.
  */
 function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unknown) => void): void {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > MAX_BRANCH_BODY_BYTES) return refuseTooLarge(res);
+  if (declared !== undefined && Number(declared) > MAX_BRANCH_BODY_BYTES) return refuseTooLarge(req, res);
   const chunks: Buffer[] = [];
   let size = 0;
   const onData = (chunk: Buffer) => {
@@ -135,7 +137,7 @@ function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unkn
     req.off('data', onData);
     req.off('end', onEnd);
     chunks.length = 0;
-    refuseTooLarge(res);
+    refuseTooLarge(req, res);
   };
   const onEnd = () => {
     // Node's HTTP parser gives each body chunk a Buffer of its own: a body of one chunk is kept as it came (no copy)
@@ -149,11 +151,28 @@ function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unkn
   req.on('end', onEnd);
 }
 
-/** Answers 413 and closes the connection once the answer is sent. */
-function refuseTooLarge(res: ServerResponse): void {
+/** Answers a branch call whose body is over the limit (see {@link tooLargeAnswer}) and closes the connection once the answer is sent. */
+function refuseTooLarge(req: NodeRequest, res: ServerResponse): void {
   if (res.headersSent) return;
-  res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
-  res.end(JSON.stringify({ statusCode: 413, message: MESSAGES.branchBodyTooLarge(MAX_BRANCH_BODY_BYTES) }));
+  const url = req.url ?? '';
+  const [status, body] = tooLargeAnswer(parseBranchQuery(url.slice(url.indexOf('?') + 1)).op);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+  res.end(JSON.stringify(body));
+}
+
+/**
+ * The answer to a branch call of op `op` whose body is over {@link MAX_BRANCH_BODY_BYTES}, unread.
+ * DTM sends a step's or branch's one payload to each of its ops and retries a 413 for ever, so a
+ * saga holding such a step would stay unfinished: a saga action, TCC Try or XA action answers
+ * FAILURE (DTM rolls back, the limit as reason); its compensation or Cancel answers success
+ * without running the handler, since its action was refused the same way (as for a call whose
+ * keys are refused); any other op 413.
+ */
+function tooLargeAnswer(op: unknown): [number, object] {
+  const message = MESSAGES.branchBodyTooLarge(MAX_BRANCH_BODY_BYTES);
+  if (op === 'action' || op === 'try') return [409, { dtm_result: 'FAILURE', message }];
+  if (typeof op === 'string' && UNDO_OPS.has(op)) return [200, {}];
+  return [413, { statusCode: 413, message }];
 }
 
 interface FastifyRequestLike {
@@ -163,8 +182,14 @@ interface FastifyRequestLike {
   headers: Record<string, string | string[] | undefined>;
 }
 
+interface FastifyReplyLike {
+  code(status: number): FastifyReplyLike;
+  header(name: string, value: string): FastifyReplyLike;
+  send(body: string): unknown;
+}
+
 interface FastifyLike {
-  addHook(name: 'onRequest' | 'preHandler', hook: (request: FastifyRequestLike, reply: unknown, done: () => void) => void): void;
+  addHook(name: 'onRequest' | 'preHandler', hook: (request: FastifyRequestLike, reply: FastifyReplyLike, done: () => void) => void): void;
   addContentTypeParser(
     type: string,
     options: { parseAs: 'string'; bodyLimit: number },
@@ -179,11 +204,17 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     if (headers) dtmContext.run({ headers }, done);
     else done();
   });
-  fastify.addHook('onRequest', (request, _reply, done) => {
+  fastify.addHook('onRequest', (request, reply, done) => {
     // whatever content type a branch call names (DTM sends JSON): the same bytes are read one way, the way its token signed them
     const type = request.headers['content-type'];
     if (typeof type === 'string' && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
       request.headers['content-type'] = FASTIFY_BRANCH_CONTENT_TYPE;
+      // over the limit by its Content-Length (what DTM sends): answered as on Express, unread; a chunked one gets the parser's 413
+      if (Number(request.headers['content-length']) > MAX_BRANCH_BODY_BYTES) {
+        const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
+        reply.code(status).header('content-type', 'application/json; charset=utf-8').header('connection', 'close').send(JSON.stringify(body));
+        return;
+      }
     }
     done();
   });
