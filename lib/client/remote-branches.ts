@@ -81,24 +81,36 @@ export class RemoteBranchDirectory {
   /**
    * The start-up check of the module's contracts: every entry must name a configured service that
    * has a branch of that name and kind. A service that does not answer is checked on first use
-   * instead (a warning), so that a participant briefly down does not stop its callers.
+   * instead (a warning), so that a participant briefly down does not stop its callers. The services
+   * are asked at once (a start-up waits for the slowest, at most `timeout`, not for each in turn);
+   * the problems are listed in the order of `refs`.
    */
   async check(refs: readonly RemoteBranch[]): Promise<void> {
-    const problems: DtmRemoteBranchError['problems'][number][] = [];
-    const deferred = new Set<string>();
-    for (const ref of refs) {
-      if (deferred.has(ref.service)) continue;
-      try {
-        const branch = await this.branch(ref, ref.kind);
-        if (ref.kind && branch.kind !== ref.kind) problems.push({ service: ref.service, branch: ref.branch, problem: 'kind', message: MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, ref.kind) });
-      } catch (err) {
-        if (err instanceof DtmRemoteBranchError) problems.push(...err.problems);
-        else {
-          deferred.add(ref.service);
-          this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, redactText(err instanceof Error ? err.message : String(err))));
+    const found: DtmRemoteBranchError['problems'][number][][] = refs.map(() => []);
+    const byService = new Map<string, number[]>();
+    refs.forEach((ref, i) => {
+      const indexes = byService.get(ref.service);
+      if (indexes) indexes.push(i);
+      else byService.set(ref.service, [i]);
+    });
+    const checkService = async (indexes: number[]): Promise<void> => {
+      // one service's entries in turn: the first fetches its manifest, the others read the kept one
+      for (const i of indexes) {
+        const ref = refs[i];
+        try {
+          const branch = await this.branch(ref, ref.kind);
+          if (ref.kind && branch.kind !== ref.kind) found[i].push({ service: ref.service, branch: ref.branch, problem: 'kind', message: MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, ref.kind) });
+        } catch (err) {
+          if (err instanceof DtmRemoteBranchError) found[i].push(...err.problems);
+          else {
+            this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, redactText(err instanceof Error ? err.message : String(err))));
+            return; // its other entries are checked on first use too
+          }
         }
       }
-    }
+    };
+    await Promise.all([...byService.values()].map(checkService));
+    const problems = found.flat();
     if (problems.length > 0) throw new DtmRemoteBranchError(problems);
   }
 

@@ -187,4 +187,37 @@ describe('RemoteBranchDirectory', () => {
     expect((err as DtmRemoteBranchError).problems.map((p) => p.problem)).toEqual(['unknown-branch', 'kind', 'unknown-service']);
     expect((err as Error).message).toContain('service "bank" has no branch "withdrw"; its branches: reserve (tcc), withdraw (saga)');
   });
+
+  it('the start-up check asks the services at once: three that accept and never answer hold start-up one timeout, not three; each deferred with its warning, the problems of the others still listed in order', async () => {
+    answer = { status: 200, body: manifest(1) };
+    const held = createServer(() => undefined); // accepts, reads, never answers
+    await new Promise<void>((done) => held.listen(0, '127.0.0.1', done));
+    const silent = `http://127.0.0.1:${(held.address() as { port: number }).port}`;
+    const logger = new RecordingLogger();
+    Logger.overrideLogger(logger);
+    try {
+      const services = { a: { url: silent }, b: { url: `${silent}/b` }, c: { url: `${silent}/c` }, bank: { url: base } };
+      const d = new RemoteBranchDirectory(resolveDtmConfig({ config: { timeout: 2, services } }, {}));
+      const started = Date.now();
+      const err = await d
+        .check([
+          { service: 'a', branch: 'x', kind: 'saga' },
+          { service: 'bank', branch: 'withdrw', kind: 'saga' },
+          { service: 'b', branch: 'x', kind: 'saga' },
+          { service: 'c', branch: 'x', kind: 'saga' },
+          { service: 'bank', branch: 'reserve', kind: 'saga' },
+        ])
+        .catch((e: unknown) => e);
+      const took = Date.now() - started;
+      expect((err as DtmRemoteBranchError).problems.map((p) => `${p.service} ${p.branch} ${p.problem}`)).toEqual(['bank withdrw unknown-branch', 'bank reserve kind']);
+      expect(logger.lines.filter((l) => l.includes('no complete answer within 2 s')).length).toBe(3);
+      // one at a time: 3 x 2 s at least; at once: about 2 s
+      expect(took).toBeLessThan(5000);
+    } finally {
+      Logger.overrideLogger(false);
+      Logger.overrideLogger(new Logger());
+      held.closeAllConnections();
+      await new Promise((done) => held.close(done));
+    }
+  }, 20_000);
 });
