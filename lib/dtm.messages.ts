@@ -335,6 +335,8 @@ export const MESSAGES = {
     `${where} is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()`,
   branchPathParameters: (where: string, path: string) =>
     `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
+  branchHttpCode: (where: string, code: number) =>
+    `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
   branchNotUriVersioned: (where: string, type: string) =>
     `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
   helperBranchNotObject: (method: string, index: number, got: unknown) => `${method}: branch ${index} must be an object ({ action, data, ... }), got ${got === null ? 'null' : Array.isArray(got) ? 'an array' : typeof got}`,

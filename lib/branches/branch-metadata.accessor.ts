@@ -7,6 +7,7 @@ import type { StandardSchemaV1 } from '../contracts/branch-contract.js';
 const PATH_METADATA = 'path';
 const METHOD_METADATA = 'method';
 const VERSION_METADATA = '__version__';
+const HTTP_CODE_METADATA = '__httpCode__';
 /** `@nestjs/microservices`' pattern metadata key: `@GrpcMethod` writes `[{ service, rpc, streaming }]`. */
 const PATTERN_METADATA = 'microservices:pattern';
 
@@ -62,6 +63,8 @@ export function routeMetadataOf(controller: object, handler: object) {
     controllerPath: Reflect.getMetadata(PATH_METADATA, controller) as string | string[] | undefined,
     methodVersion: Reflect.getMetadata(VERSION_METADATA, handler) as unknown,
     controllerVersion: Reflect.getMetadata(VERSION_METADATA, controller) as unknown,
+    /** The status of a success as `@HttpCode()` set it last (the branch decorators set 200; one written above them wins). */
+    httpCode: Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined,
   };
 }
 

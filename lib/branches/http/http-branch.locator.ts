@@ -57,6 +57,7 @@ export class HttpBranchLocator {
     );
     const route = { method: RequestMethod[meta.requestMethod], path: paths[0] };
     if (/\/:|\*/.test(route.path)) return { route, problem: MESSAGES.branchPathParameters(where, route.path) };
+    if (meta.httpCode !== undefined && meta.httpCode !== 200) return { route, problem: MESSAGES.branchHttpCode(where, meta.httpCode) };
     if (versioning && versioning.type !== VersioningType.URI && (meta.methodVersion || meta.controllerVersion)) {
       return { route, problem: MESSAGES.branchNotUriVersioned(where, VersioningType[versioning.type]) };
     }
