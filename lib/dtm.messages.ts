@@ -337,8 +337,8 @@ export const MESSAGES = {
     `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
   branchHttpCode: (where: string, code: number) =>
     `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
-  branchNotUriVersioned: (where: string, type: string) =>
-    `${where} is versioned by ${type}, which DTM cannot send per branch; use URI versioning or a version-neutral branch route`,
+  branchNotUriVersioned: (where: string, type: string, byDefault: boolean) =>
+    `${where} is versioned by ${type}${byDefault ? ' (the defaultVersion of enableVersioning)' : ''}, which DTM cannot send per branch: Nest would answer its calls 404 and DTM retry them forever; use URI versioning or make the branch route version-neutral (@Version(VERSION_NEUTRAL) on it or its controller)`,
   helperBranchNotObject: (method: string, index: number, got: unknown) => `${method}: branch ${index} must be an object ({ action, data, ... }), got ${got === null ? 'null' : Array.isArray(got) ? 'an array' : typeof got}`,
   noBranches: (method: string) => `${method} needs at least one branch`,
   helperTccConfirmCancelMissing: (index: number, tryTarget: unknown, missing: string) =>

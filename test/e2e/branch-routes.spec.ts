@@ -2,7 +2,7 @@
 // controller hosts, @Res()), on Express and on Fastify: the module computes the URL DTM calls and
 // answers DTM's protocol, or refuses at start-up what DTM could never call right.
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { Controller, HttpCode, Post, type INestApplication, type Type } from '@nestjs/common';
+import { Controller, HttpCode, Post, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmClient, DtmModule, SagaAction, type DtmConfigInput } from 'nestjs-dtm';
@@ -29,6 +29,34 @@ class CodedBelow {
   @HttpCode(204)
   a() {
     ran.push('codedBelow');
+  }
+}
+
+@Controller('versioned')
+class VersionedByDefault {
+  @Post('a')
+  @SagaAction('byDefault', { compensate: false })
+  a() {
+    ran.push('byDefault');
+  }
+}
+
+@Controller({ path: 'neutral', version: VERSION_NEUTRAL })
+class NeutralController {
+  @Post('a')
+  @SagaAction('neutral', { compensate: false })
+  a() {
+    ran.push('neutral');
+  }
+}
+
+@Controller('neutral-too')
+class NeutralMethod {
+  @Post('a')
+  @Version([VERSION_NEUTRAL, '2'])
+  @SagaAction('neutralToo', { compensate: false })
+  a() {
+    ran.push('neutralToo');
   }
 }
 
@@ -74,5 +102,21 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(app).not.toBeInstanceOf(Error);
     expect(await sagaOutcome(app as INestApplication, 'codedBelow')).toBe('succeed');
     expect(ran).toEqual(['codedBelow']);
+  });
+
+  it("header versioning with a defaultVersion fails start-up for a branch route without a version of its own (Nest would answer DTM's calls, which name no version, 404)", async () => {
+    const started = await start(adapter, [VersionedByDefault], (app) => app.enableVersioning({ type: VersioningType.HEADER, header: 'X-API-Version', defaultVersion: '1' }));
+    expect(started).toBeInstanceOf(DtmBranchRegistryError);
+    expect((started as Error).message).toContain('VersionedByDefault.a is versioned by HEADER (the defaultVersion of enableVersioning), which DTM cannot send per branch');
+  });
+
+  it('a version-neutral branch route under header or media-type versioning starts, and DTM records its saga succeeded', async () => {
+    const byHeader = await start(adapter, [NeutralController], (app) => app.enableVersioning({ type: VersioningType.HEADER, header: 'X-API-Version', defaultVersion: '1' }));
+    expect(byHeader).not.toBeInstanceOf(Error);
+    expect(await sagaOutcome(byHeader as INestApplication, 'neutral')).toBe('succeed');
+    const byMediaType = await start(adapter, [NeutralMethod], (app) => app.enableVersioning({ type: VersioningType.MEDIA_TYPE, key: 'v=' }));
+    expect(byMediaType).not.toBeInstanceOf(Error);
+    expect(await sagaOutcome(byMediaType as INestApplication, 'neutralToo')).toBe('succeed');
+    expect(ran).toEqual(['neutral', 'neutralToo']);
   });
 });

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional, RequestMethod, VersioningType, type Type } from '@nestjs/common';
+import { Inject, Injectable, Optional, RequestMethod, VERSION_NEUTRAL, VersioningType, type Type } from '@nestjs/common';
 import { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core';
 import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -58,8 +58,14 @@ export class HttpBranchLocator {
     const route = { method: RequestMethod[meta.requestMethod], path: paths[0] };
     if (/\/:|\*/.test(route.path)) return { route, problem: MESSAGES.branchPathParameters(where, route.path) };
     if (meta.httpCode !== undefined && meta.httpCode !== 200) return { route, problem: MESSAGES.branchHttpCode(where, meta.httpCode) };
-    if (versioning && versioning.type !== VersioningType.URI && (meta.methodVersion || meta.controllerVersion)) {
-      return { route, problem: MESSAGES.branchNotUriVersioned(where, VersioningType[versioning.type]) };
+    if (versioning && versioning.type !== VersioningType.URI) {
+      // Nest's version filter: a route of a version answers only calls naming it (DTM's name none); a neutral one answers any
+      const version = (meta.methodVersion ?? meta.controllerVersion ?? (versioning as { defaultVersion?: unknown }).defaultVersion) as unknown;
+      const neutral = version === VERSION_NEUTRAL || (versioning.type !== VersioningType.CUSTOM && Array.isArray(version) && version.includes(VERSION_NEUTRAL));
+      if (version !== undefined && !neutral) {
+        const byDefault = meta.methodVersion === undefined && meta.controllerVersion === undefined;
+        return { route, problem: MESSAGES.branchNotUriVersioned(where, VersioningType[versioning.type], byDefault) };
+      }
     }
     return { route };
   }
