@@ -68,6 +68,19 @@ export function routeMetadataOf(controller: object, handler: object) {
   };
 }
 
+/** Nest's route-argument and `@Res({ passthrough })` metadata keys (the same in Nest 11 and 12), and its `@Res()` / `@Next()` argument types. */
+const ROUTE_ARGS_METADATA = '__routeArguments__';
+const RESPONSE_PASSTHROUGH_METADATA = '__responsePassthrough__';
+const RESPONSE_ARGUMENT = 1;
+const NEXT_ARGUMENT = 2;
+
+/** Whether the route `methodName` of `controller` answers its calls itself (`@Res()` or `@Next()` without `passthrough`): Nest then sends nothing it returns, as Nest decides it. */
+export function answersItself(controller: object, methodName: string): boolean {
+  const args = Object.keys((Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, methodName) ?? {}) as Record<string, unknown>);
+  const takesResponse = args.some((key) => key.startsWith(`${RESPONSE_ARGUMENT}:`) || key.startsWith(`${NEXT_ARGUMENT}:`));
+  return takesResponse && Reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, methodName) !== true;
+}
+
 /** The unary `@GrpcMethod` of `handler`, if it is one. */
 export function grpcMethodOf(handler: object): GrpcMethodMetadata | undefined {
   const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;

@@ -4,7 +4,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { localTransactionOf } from './branch-handler.binding.js';
-import { branchMetadataOf, grpcMethodOf } from './branch-metadata.accessor.js';
+import { answersItself, branchMetadataOf, grpcMethodOf } from './branch-metadata.accessor.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
@@ -42,6 +42,8 @@ export class DtmBranchExplorer implements OnModuleInit {
         const route: BranchRoute = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: bound && 'barrier' in bound ? bound.barrier : undefined, http, grpc, problem };
         if (!http && !grpc) route.problem = MESSAGES.branchNotRoute(where);
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
+        // the module answers some calls of a handler in a local transaction without running it, and a success only once it committed
+        if (!route.problem && bound && http && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchAnswersItself(where);
         // the guard checks tokens with the keys of the DtmModule it sees: without one, it would let any call run
         if (!route.problem && this.config.branchAuthKeys && !guard?.runtime) route.problem = MESSAGES.noBranchRuntimeAuth(where);
         routes.push(route);

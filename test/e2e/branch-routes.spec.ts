@@ -1,11 +1,13 @@
 // Decorated HTTP branches in apps that use ordinary Nest routing features (@HttpCode, versioning,
 // controller hosts, @Res()), on Express and on Fastify: the module computes the URL DTM calls and
 // answers DTM's protocol, or refuses at start-up what DTM could never call right.
-import { afterEach, describe, expect, it } from '@jest/globals';
-import { Controller, HttpCode, Post, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
+import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
+import { Controller, HttpCode, Post, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmClient, DtmModule, SagaAction, type DtmConfigInput } from 'nestjs-dtm';
+import pg from 'pg';
+import { DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, SagaAction, SagaCompensate, ensureBarrierSchema, pgBarrierDatabase, type DtmConfigInput } from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { ADAPTERS, CapturingLogger, type AdapterName } from './branch-app.js';
 
@@ -60,16 +62,69 @@ class NeutralMethod {
   }
 }
 
+/** A response as both adapters give it to `@Res()`. */
+interface AnyResponse {
+  status(code: number): { send(body: string): unknown };
+}
+
+/** Behind the barrier, answering its calls itself: its action refuses, so DTM's compensation finds no action to undo. */
+@Controller('own-answer')
+class OwnAnswer {
+  @Post('a')
+  @SagaAction('ownAnswer', { barrier: 'pg' })
+  a(@Res() _res: AnyResponse) {
+    ran.push('ownAnswer action');
+    throw new DtmFailureError('refused');
+  }
+
+  @Post('c')
+  @SagaCompensate('ownAnswer', { barrier: 'pg' })
+  c(@Res() res: AnyResponse) {
+    ran.push('ownAnswer compensate');
+    res.status(200).send('');
+  }
+}
+
+/** The same with @Res({ passthrough: true }). */
+@Controller('passthrough')
+class Passthrough {
+  @Post('a')
+  @SagaAction('passthrough', { barrier: 'pg' })
+  a(@Res({ passthrough: true }) _res: AnyResponse) {
+    ran.push('passthrough action');
+    throw new DtmFailureError('refused');
+  }
+
+  @Post('c')
+  @SagaCompensate('passthrough', { barrier: 'pg' })
+  c(@Res({ passthrough: true }) _res: AnyResponse) {
+    ran.push('passthrough compensate');
+  }
+}
+
+let pool: pg.Pool | undefined;
+/** This file's PostgreSQL database, with the barrier table. */
+async function barrierPool(): Promise<pg.Pool> {
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: (await fileDatabases()).postgres.url, max: 4 });
+    await ensureBarrierSchema(pgBarrierDatabase(pool));
+  }
+  return pool;
+}
+
 const apps: INestApplication[] = [];
 afterEach(async () => {
   for (const app of apps.splice(0)) await app.close();
   ran.length = 0;
 });
+afterAll(async () => {
+  await pool?.end();
+});
 
 /** Starts an app with `controllers` on `adapter` (after `setup`, listening on 127.0.0.1), or the error its start-up threw. */
 async function start(adapter: AdapterName, controllers: Type[], setup: (app: INestApplication) => void = () => undefined, config: DtmConfigInput = {}, port = 0): Promise<INestApplication | Error> {
   const moduleRef = await Test.createTestingModule({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config } })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: { pg: pgBarrierDatabase(await barrierPool()) } })],
     controllers,
   }).compile();
   const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
@@ -118,5 +173,19 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(byMediaType).not.toBeInstanceOf(Error);
     expect(await sagaOutcome(byMediaType as INestApplication, 'neutralToo')).toBe('succeed');
     expect(ran).toEqual(['neutral', 'neutralToo']);
+  });
+
+  it('a barrier branch answering its calls itself (@Res() without passthrough) fails start-up naming it: its compensation of an action that never ran would get no answer at all', async () => {
+    const started = await start(adapter, [OwnAnswer]);
+    expect(started).toBeInstanceOf(DtmBranchRegistryError);
+    expect((started as Error).message).toContain('OwnAnswer.a runs in a local transaction (a barrier, or an XA branch\'s db) and answers its calls itself (@Res() or @Next() without passthrough)');
+    expect((started as Error).message).toContain('OwnAnswer.c runs in a local transaction');
+  });
+
+  it('with @Res({ passthrough: true }) a barrier saga whose action refuses is rolled back: DTM records it failed, the compensation of the action that never ran answered without running', async () => {
+    const app = await start(adapter, [Passthrough]);
+    expect(app).not.toBeInstanceOf(Error);
+    expect(await sagaOutcome(app as INestApplication, 'passthrough')).toBe('failed');
+    expect(ran).toEqual(['passthrough action']);
   });
 });
