@@ -8,6 +8,7 @@ const PATH_METADATA = 'path';
 const METHOD_METADATA = 'method';
 const VERSION_METADATA = '__version__';
 const HTTP_CODE_METADATA = '__httpCode__';
+const HOST_METADATA = 'host';
 /** `@nestjs/microservices`' pattern metadata key: `@GrpcMethod` writes `[{ service, rpc, streaming }]`. */
 const PATTERN_METADATA = 'microservices:pattern';
 
@@ -65,6 +66,8 @@ export function routeMetadataOf(controller: object, handler: object) {
     controllerVersion: Reflect.getMetadata(VERSION_METADATA, controller) as unknown,
     /** The status of a success as `@HttpCode()` set it last (the branch decorators set 200; one written above them wins). */
     httpCode: Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined,
+    /** The hosts the controller answers (`@Controller({ host })`), if it is bound to some. */
+    host: Reflect.getMetadata(HOST_METADATA, controller) as string | RegExp | (string | RegExp)[] | undefined,
   };
 }
 

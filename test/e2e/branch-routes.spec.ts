@@ -1,6 +1,7 @@
 // Decorated HTTP branches in apps that use ordinary Nest routing features (@HttpCode, versioning,
 // controller hosts, @Res()), on Express and on Fastify: the module computes the URL DTM calls and
 // answers DTM's protocol, or refuses at start-up what DTM could never call right.
+import net from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { Controller, HttpCode, Post, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
@@ -102,6 +103,33 @@ class Passthrough {
   }
 }
 
+@Controller({ path: 'hosted', host: 'admin.example.com' })
+class AdminHosted {
+  @Post('a')
+  @SagaAction('adminHosted', { compensate: false })
+  a() {
+    ran.push('adminHosted');
+  }
+}
+
+@Controller({ path: 'local', host: ['127.0.0.1', /^localhost$/] })
+class LocalHosted {
+  @Post('a')
+  @SagaAction('localHosted', { compensate: false })
+  a() {
+    ran.push('localHosted');
+  }
+}
+
+/** A TCP port free at the time of the call. */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((closed) => server.close(closed));
+  return port;
+}
+
 let pool: pg.Pool | undefined;
 /** This file's PostgreSQL database, with the barrier table. */
 async function barrierPool(): Promise<pg.Pool> {
@@ -187,5 +215,22 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(app).not.toBeInstanceOf(Error);
     expect(await sagaOutcome(app as INestApplication, 'passthrough')).toBe('failed');
     expect(ran).toEqual(['passthrough action']);
+  });
+
+  it("a branch in a controller bound to a host fails start-up naming it when DTM would call another host (app_url's, or the listening address without app_url): Nest answers such calls 404", async () => {
+    const withoutAppUrl = await start(adapter, [AdminHosted]);
+    expect(withoutAppUrl).toBeInstanceOf(DtmBranchRegistryError);
+    expect((withoutAppUrl as Error).message).toContain('AdminHosted.a is in a controller bound to the host admin.example.com (@Controller({ host })), but DTM calls it at the address the app listens on');
+    const elsewhere = await start(adapter, [AdminHosted], undefined, { appUrl: 'http://127.0.0.1:9' });
+    expect(elsewhere).toBeInstanceOf(DtmBranchRegistryError);
+    expect((elsewhere as Error).message).toContain("but DTM calls it at app_url's host 127.0.0.1");
+  });
+
+  it("a branch in a controller bound to app_url's host starts, and DTM records its saga succeeded", async () => {
+    const port = await freePort();
+    const app = await start(adapter, [LocalHosted], undefined, { appUrl: `http://127.0.0.1:${port}` }, port);
+    expect(app).not.toBeInstanceOf(Error);
+    expect(await sagaOutcome(app as INestApplication, 'localHosted')).toBe('succeed');
+    expect(ran).toEqual(['localHosted']);
   });
 });

@@ -58,6 +58,14 @@ export class HttpBranchLocator {
     const route = { method: RequestMethod[meta.requestMethod], path: paths[0] };
     if (/\/:|\*/.test(route.path)) return { route, problem: MESSAGES.branchPathParameters(where, route.path) };
     if (meta.httpCode !== undefined && meta.httpCode !== 200) return { route, problem: MESSAGES.branchHttpCode(where, meta.httpCode) };
+    if (meta.host !== undefined) {
+      // Nest answers 404 to a call of a host-bound controller's route whose Host it does not serve; DTM's calls go to app_url's host
+      const hosts = Array.isArray(meta.host) ? meta.host : [meta.host];
+      const called = hostnameOf(this.config.appUrl);
+      if (called === undefined || !hosts.some((host) => hostPattern(host).test(called))) {
+        return { route, problem: MESSAGES.branchHostBound(where, hosts.map(String), called) };
+      }
+    }
     if (versioning && versioning.type !== VersioningType.URI) {
       // Nest's version filter: a route of a version answers only calls naming it (DTM's name none); a neutral one answers any
       const version = (meta.methodVersion ?? meta.controllerVersion ?? (versioning as { defaultVersion?: unknown }).defaultVersion) as unknown;
@@ -94,6 +102,27 @@ export class HttpBranchLocator {
     const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
     return `${scheme}://${host}:${address.port}`;
   }
+}
+
+/** The host name of `url` (what Nest matches a controller's `host` against), lower-cased; undefined without one. */
+function hostnameOf(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return new URL(url).hostname.toLowerCase() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A controller's `host` as Nest matches it: a RegExp as it is; a string whole, case-insensitively, each `:param` any text, `{...}` optional. */
+function hostPattern(host: string | RegExp): RegExp {
+  if (host instanceof RegExp) return host;
+  const source = host
+    .replace(/[.+?^$|[\]\\()*]/g, '\\$&')
+    .replace(/:[A-Za-z_$][\w$]*/g, '.+?')
+    .replace(/\{/g, '(?:')
+    .replace(/\}/g, ')?');
+  return new RegExp(`^${source}$`, 'i');
 }
 
 function first(value: string | string[] | undefined): string | undefined {
