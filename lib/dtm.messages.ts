@@ -339,6 +339,8 @@ export const MESSAGES = {
     `${where} runs in a local transaction (a barrier, or an XA branch's db) and answers its calls itself (@Res() or @Next() without passthrough): the module answers some of its calls without running it (a repeated call, a compensation of an action that never ran, a back-check, an XA phase 2), to which Nest would then send no answer at all (DTM times the call out and retries it forever), and an answer it sends goes out before its transaction commits; use @Res({ passthrough: true }) and return the body`,
   branchHostBound: (where: string, hosts: string[], called: string | undefined) =>
     `${where} is in a controller bound to the host ${hosts.join(' or ')} (@Controller({ host })), but DTM calls it at ${called === undefined ? 'the address the app listens on (lynx.dtm.app_url is not set)' : `app_url's host ${called}`}: Nest would answer those calls 404 and DTM retry them forever; set lynx.dtm.app_url to a URL whose host the controller serves, or serve the branch from a controller without host`,
+  sharedBranchRoute: (route: string, handlers: string[]) =>
+    `${handlers.join(' and ')} serve the same route ${route}: Nest calls the first of them for every call, so DTM's calls of the others' branches would run it (or be refused by it, retried forever); give each branch route a path of its own`,
   branchHttpCode: (where: string, code: number) =>
     `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
   branchNotUriVersioned: (where: string, type: string, byDefault: boolean) =>

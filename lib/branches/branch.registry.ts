@@ -75,6 +75,15 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       served.set(k, { http: overHttp[0], grpc: overGrpc[0] });
       if (overHttp.length === 1 && overGrpc.length === 1) this.logger.log(MESSAGES.branchOnBothTransports(decl, overHttp[0].handler, overGrpc[0].handler));
     }
+    // two handlers on one route: Nest calls the first it registered for every call, the other's branch included
+    const byPath = new Map<string, { method: string; handler: string }[]>();
+    for (const { http, handler } of routes) {
+      if (!http) continue;
+      const same = byPath.get(http.path) ?? [];
+      const clash = same.find((r) => r.handler !== handler && (r.method === http.method || r.method === 'ALL' || http.method === 'ALL'));
+      if (clash) problems.push(MESSAGES.sharedBranchRoute(`${http.method} ${http.path}`, [clash.handler, handler]));
+      byPath.set(http.path, [...same, { method: http.method, handler }]);
+    }
     const has = (kind: BranchKind, name: string) => byKey.has(key(kind, name));
     for (const route of routes) {
       const decl = `${BRANCH_DECORATOR[route.kind]}('${route.name}') on ${route.handler}`;

@@ -121,6 +121,24 @@ class LocalHosted {
   }
 }
 
+@Controller('same')
+class SameRouteA {
+  @Post('x')
+  @SagaAction('sameA', { compensate: false })
+  a() {
+    ran.push('sameA');
+  }
+}
+
+@Controller('same')
+class SameRouteB {
+  @Post('x')
+  @SagaAction('sameB', { compensate: false })
+  b() {
+    ran.push('sameB');
+  }
+}
+
 /** A TCP port free at the time of the call. */
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -232,5 +250,15 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(app).not.toBeInstanceOf(Error);
     expect(await sagaOutcome(app as INestApplication, 'localHosted')).toBe('succeed');
     expect(ran).toEqual(['localHosted']);
+  });
+
+  it("two branch handlers on one route (same path and method) fail start-up naming both: Nest would run the first for the other's calls (Fastify refuses the second route itself)", async () => {
+    const started = await start(adapter, [SameRouteA, SameRouteB]);
+    if (adapter === 'fastify') {
+      expect((started as Error).message).toContain("already declared for route '/same/x'");
+      return;
+    }
+    expect(started).toBeInstanceOf(DtmBranchRegistryError);
+    expect((started as Error).message).toContain('SameRouteA.a and SameRouteB.b serve the same route POST /same/x');
   });
 });
