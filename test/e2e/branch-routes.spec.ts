@@ -139,6 +139,16 @@ class SameRouteB {
   }
 }
 
+/** A route whose path is not ASCII: DTM (Go) sends it percent-encoded. */
+@Controller('café')
+class NonAscii {
+  @Post('a')
+  @SagaAction('nonAscii', { compensate: false })
+  a() {
+    ran.push('nonAscii');
+  }
+}
+
 /** A TCP port free at the time of the call. */
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -261,4 +271,13 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(started).toBeInstanceOf(DtmBranchRegistryError);
     expect((started as Error).message).toContain('SameRouteA.a and SameRouteB.b serve the same route POST /same/x');
   });
+
+  if (adapter === 'fastify') {
+    it("Fastify: a branch route with a non-ASCII path gets its URL percent-encoded, as DTM sends it: with branch_auth_keys DTM's signed calls are accepted and DTM records the saga succeeded", async () => {
+      const app = await start(adapter, [NonAscii], undefined, { branchAuthKeys: ['routes-spec-key-0123456789abcdefghijkl'] });
+      expect(app).not.toBeInstanceOf(Error);
+      expect(await sagaOutcome(app as INestApplication, 'nonAscii')).toBe('succeed');
+      expect(ran).toEqual(['nonAscii']);
+    });
+  }
 });

@@ -16,7 +16,7 @@ const MODULE_PATH = '__module_path__';
 export interface HttpBranchRoute {
   /** HTTP method of the route. */
   method: string;
-  /** Full path: global prefix, module path, URI version, controller and method paths. */
+  /** Full path: global prefix, module path, URI version, controller and method paths; what is not ASCII percent-encoded (UTF-8). */
   path: string;
 }
 
@@ -55,7 +55,8 @@ export class HttpBranchLocator {
       },
       meta.requestMethod,
     );
-    const route = { method: RequestMethod[meta.requestMethod], path: paths[0] };
+    // as it goes on the wire: DTM (Go) percent-encodes what is not ASCII, Fastify routes it decoded, and the module compares and signs it encoded
+    const route = { method: RequestMethod[meta.requestMethod], path: paths[0].replace(/[^\x21-\x7e]+/g, encodeURIComponent) };
     if (/\/:|\*/.test(route.path)) return { route, problem: MESSAGES.branchPathParameters(where, route.path) };
     if (meta.httpCode !== undefined && meta.httpCode !== 200) return { route, problem: MESSAGES.branchHttpCode(where, meta.httpCode) };
     if (meta.host !== undefined) {
