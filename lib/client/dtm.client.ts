@@ -35,6 +35,7 @@ import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
 import { HttpTransport } from '../transport/http/http.transport.js';
+import { branchStatusesBatched } from '../transport/http/http-wire.js';
 import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumentation.js';
 import { InstrumentedTransport } from '../observability/instrumented-transport.js';
 
@@ -44,6 +45,12 @@ import { InstrumentedTransport } from '../observability/instrumented-transport.j
  * broke shows up within this time).
  */
 const UNSTORED_CONFIRM_MS = 3000;
+
+/** How long after a finished record with `prepared` branches from a SQL store the module reads it again: past DTM's 200 ms batch of branch statuses. */
+const BRANCH_BATCH_MS = 300;
+
+/** At most this many extra reads of a finished record whose branch statuses DTM is still writing (see `settledBranches`). */
+const BRANCH_BATCH_READS = 4;
 
 /** What DTM's record of a transaction shows while no submit of it is stored: no record, or still prepared. */
 const isUnstored = (status: string): status is 'absent' | 'prepared' => status === 'absent' || status === 'prepared';
@@ -318,7 +325,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       if (record === null && !submitted?.mayBeAbsent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
       if (record !== undefined) {
         if (record?.status === 'succeed' || record?.status === 'failed') {
-          return finalResult(record as TransactionRecord & { status: 'succeed' | 'failed' });
+          return finalResult((await this.settledBranches(gid, record, deadline)) as TransactionRecord & { status: 'succeed' | 'failed' });
         }
         lastStatus = record?.status ?? 'absent';
         if (record) lastRecord = record;
@@ -358,6 +365,27 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       const timer = setTimeout(wake, ms);
       this.sleepingWaits.add(wake);
     });
+  }
+
+  /**
+   * `record`, finished, with its branch statuses as DTM wrote them in the end: on a SQL store DTM
+   * writes them in batches (see {@link branchStatusesBatched}), so a finished record whose branches
+   * still read `prepared` is read again {@link BRANCH_BATCH_MS} later, and again while that changes
+   * them (at most {@link BRANCH_BATCH_READS} reads, within the wait's deadline). Nothing more on
+   * boltdb and Redis, which write them before the transaction's status.
+   */
+  private async settledBranches(gid: string, record: TransactionRecord, deadline: number): Promise<TransactionRecord> {
+    const statuses = (r: TransactionRecord) => r.branches.map((b) => b.status).join();
+    for (let reads = 0; reads < BRANCH_BATCH_READS && branchStatusesBatched(record) && record.branches.some((b) => b.status === 'prepared'); reads++) {
+      if (Date.now() + BRANCH_BATCH_MS > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, BRANCH_BATCH_MS));
+      const again = await this.http.query(gid).catch(() => null);
+      if (!again || again.status !== record.status || again.branches.length !== record.branches.length) break;
+      const changed = statuses(again) !== statuses(record);
+      record = again;
+      if (!changed) break;
+    }
+    return record;
   }
 
   /**

@@ -113,3 +113,24 @@ it('a SQL store keeps no saga steps: submitAndWait tells a saga still running un
   expect(final.status).toBe('succeed');
   expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.body}`)).toEqual(['/TransOut {"amount":5}', '/TransOut {"amount":5}', '/TransIn {"amount":5}']);
 });
+
+it('the outcome a wait answers on a SQL store has the branch statuses DTM wrote in the end (DTM writes them in 200 ms batches, after it recorded the transaction finished): a saga\'s actions and a TCC\'s confirms succeed, not prepared', async () => {
+  const saga = await app.client.generateGid();
+  const sagaFinal = await app.client
+    .newSaga(saga)
+    .add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 })
+    .add(recorder.urlFor('/TransIn'), recorder.urlFor('/TransInRevert'), { amount: 1 })
+    .submitAndWait();
+  expect([sagaFinal.status, sagaFinal.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)]).toEqual([
+    'succeed',
+    ['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed'],
+  ]);
+
+  const tcc = await app.client.generateGid();
+  const tccFinal = await app.client.tccGlobalTransactionAndWait(tcc, async (t) => {
+    await t.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+  });
+  expect([tccFinal.status, tccFinal.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)]).toEqual(['succeed', ['01 cancel prepared', '01 confirm succeed']]);
+  // what DTM holds now: the same
+  expect((await queryTrans(tcc, dtm.serverUrl)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
+});

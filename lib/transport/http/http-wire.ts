@@ -54,8 +54,26 @@ function hasKeys(value: object): boolean {
   return false;
 }
 
+/** Records read from one of DTM's SQL stores (see {@link branchStatusesBatched}). */
+const FROM_SQL_STORE = new WeakSet<TransactionRecord>();
+
+/**
+ * Whether `record` was read from one of DTM's SQL stores (MySQL, Postgres: its row has an id),
+ * where DTM v1.19 writes branch statuses in batches, up to 200 ms after it called the branches
+ * (dtmsvr changeBranchStatus), and may record the transaction finished before them.
+ */
+export function branchStatusesBatched(record: TransactionRecord): boolean {
+  return FROM_SQL_STORE.has(record);
+}
+
 /** A `/query` or `/all` transaction as the TypeScript API shows it. */
 export function fromWireTransaction(global: WireTransGlobal, branches: WireTransBranch[]): TransactionRecord {
+  const record = toRecord(global, branches);
+  if (typeof global.id === 'number' && global.id > 0) FROM_SQL_STORE.add(record);
+  return record;
+}
+
+function toRecord(global: WireTransGlobal, branches: WireTransBranch[]): TransactionRecord {
   return {
     gid: global.gid,
     transType: global.trans_type,

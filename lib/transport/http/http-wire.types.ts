@@ -34,6 +34,8 @@ export type WireRegisterBranch = Record<string, string> & { gid: string; trans_t
 
 /** A global transaction in `/query` and `/all` answers. */
 export interface WireTransGlobal {
+  /** The row's id on DTM's SQL stores (MySQL, Postgres); 0 or absent on boltdb and Redis. */
+  id?: number;
   gid: string;
   trans_type: WireTransType;
   status: TransactionStatus;
