@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
-import { queryTrans } from '../support/harness.js';
+import { queryTrans, rawQueryTrans } from '../support/harness.js';
 import type { DtmInfo } from '../support/services/dtm.js';
 import { sqlStoreDtm } from '../support/sql-store-dtm.js';
 import { waitUntil } from '../support/services/process.js';
@@ -54,7 +54,7 @@ it('DTM on MariaDB: query() and list() show the options the saga was submitted w
   const done = await app.client.newSaga(gid, options).add('transOut', { amount: 1 }).add('transIn', { amount: 1 }).submitAndWait({ timeout: 20 });
   expect(done.status).toBe('succeed');
   // DTM's answer: no top-level option fields, the options as JSON text
-  const raw = (await queryTrans(gid, dtm.serverUrl)).transaction as unknown as Record<string, unknown>;
+  const raw = (await rawQueryTrans(gid, dtm.serverUrl)).transaction as unknown as Record<string, unknown>;
   expect([raw.timeout_to_fail, raw.retry_interval, raw.branch_headers]).toEqual([undefined, undefined, undefined]);
   expect(JSON.parse(raw.options as string)).toMatchObject({ timeout_to_fail: 300, retry_interval: 7, request_timeout: 5, retry_limit: 4 });
   const expected = { timeoutToFail: 300, retryInterval: 7, branchTimeout: 5, retryLimit: 4, branchHeaders: { 'x-tenant': 't1' } };

@@ -318,7 +318,8 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const [cancel] = await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 });
       await hung;
       expectFirstLookAtTimeout(recorded);
-      expect(cancel.at - started).toBeGreaterThanOrEqual(2500);
+      // DTM's SQL stores keep create_time in whole seconds (datetime), from which DTM counts the timeout: up to 1 s early there
+      expect(cancel.at - started).toBeGreaterThanOrEqual(harness().dtm.store === 'mysql' ? 1500 : 2500);
       expect(cancel.at - started).toBeLessThan(FIRST_LOOK_BOUND_MS);
       expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
       expect(fx.recorder.callsTo('/Confirm', gid)).toHaveLength(0);

@@ -19,7 +19,7 @@ import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { testsGrpcOptions } from '../support/grpc.js';
-import { queryTrans, triggerCron } from '../support/harness.js';
+import { queryTrans, rawQueryTrans, triggerCron } from '../support/harness.js';
 import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
 import type { DtmInfo } from '../support/services/dtm.js';
 import { freePort, waitUntil } from '../support/services/process.js';
@@ -235,7 +235,7 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM on MariaDB', (protocol: D
     const pending = await app.client.executeWorkflow('sqlwf.transfer.v1', gid, input(), options).catch((e: unknown) => e);
     expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
     // on MariaDB, DTM answers the options only as its `options` text
-    const stored = (await record(gid)).transaction as unknown as Record<string, unknown>;
+    const stored = (await rawQueryTrans(gid, dtm.serverUrl)).transaction as unknown as Record<string, unknown>;
     expect([stored.status, stored.branch_headers, stored.request_timeout]).toEqual(['prepared', undefined, undefined]);
     expect(JSON.parse(stored.options as string)).toMatchObject({ request_timeout: 2, retry_interval: 60, branch_headers: { 'x-tenant': 'acme' } });
 
@@ -295,7 +295,7 @@ describe('with authenticated calls', () => {
     recorder.answer('/Reserve', 425, 200);
     const pending = await signed.client.executeWorkflow('sqlwf.transfer.v1', gid, input(), { protocol, retryInterval: 60, branchHeaders: { 'x-tenant': 'acme' } }).catch((e: unknown) => e);
     expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
-    const stored = (await record(gid)).transaction as unknown as Record<string, unknown>;
+    const stored = (await rawQueryTrans(gid, dtm.serverUrl)).transaction as unknown as Record<string, unknown>;
     expect(stored.branch_headers).toBeUndefined();
     const headers = (JSON.parse(stored.options as string) as { branch_headers: Record<string, string> }).branch_headers;
     expect(headers).toMatchObject({ 'x-tenant': 'acme', 'dtm-auth-headers': 'x-tenant', 'dtm-auth': expect.stringMatching(/^sqlwf\.transfer\.v1\.00=/) });

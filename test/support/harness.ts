@@ -29,6 +29,8 @@ export type BranchStatus = 'prepared' | 'succeed' | 'failed';
 
 /** A global transaction as `/api/dtmsvr/query` returns it (the fields tests look at). */
 export interface DtmTransRecord {
+  /** The row's id on DTM's SQL stores; 0 on boltdb and Redis. */
+  id?: number;
   gid: string;
   trans_type: string;
   status: TransStatus;
@@ -120,9 +122,32 @@ export async function newGid(serverUrl?: string): Promise<string> {
 
 /** What DTM (the harness's, or the one at `serverUrl`) recorded for `gid` (`/api/dtmsvr/query`). */
 export async function queryTrans(gid: string, serverUrl?: string): Promise<DtmQueryAnswer> {
+  const answer = await rawQueryTrans(gid, serverUrl);
+  if (answer.transaction) withStoredOptions(answer.transaction);
+  return answer;
+}
+
+/** DTM's `/query` answer for `gid` as it is: on a SQL store without the top-level option fields {@link queryTrans} fills in (for tests that pin that answer). */
+export async function rawQueryTrans(gid: string, serverUrl?: string): Promise<DtmQueryAnswer> {
   const answer = await dtmGet<DtmQueryAnswer>(`/query?gid=${encodeURIComponent(gid)}`, serverUrl);
   if (answer.status !== 200) throw new Error(`query ${gid} answered ${answer.status}: ${answer.text}`);
   return answer.body;
+}
+
+/** The transaction options DTM answers as top-level fields on boltdb and Redis, and only as the JSON text of `options` on SQL stores. */
+const OPTION_FIELDS = ['timeout_to_fail', 'request_timeout', 'retry_interval', 'retry_limit', 'wait_result', 'branch_headers', 'concurrent'];
+
+/**
+ * Sets on `record` each option DTM stored only in its `options` text (on a SQL store, where those
+ * fields are no columns), as boltdb and Redis answer it: tests read DTM's options one way on every store.
+ */
+function withStoredOptions(record: DtmTransRecord): void {
+  if (!record.options) return;
+  const text = JSON.parse(record.options) as Record<string, unknown>;
+  const top = record as unknown as Record<string, unknown>;
+  for (const key of OPTION_FIELDS) {
+    if (top[key] === undefined && text[key] !== undefined && text[key] !== 0 && text[key] !== false) top[key] = text[key];
+  }
 }
 
 /** Branch statuses of `gid` in DTM's storage order (saga: compensate, action per step). */
@@ -144,7 +169,7 @@ export async function waitForTransStatus(
   let last: DtmQueryAnswer | undefined;
   for (;;) {
     last = await queryTrans(gid);
-    if (last.transaction && wanted.includes(last.transaction.status)) return last;
+    if (last.transaction && wanted.includes(last.transaction.status)) return settledBranches(gid, last);
     if (Date.now() >= deadline) break;
     await sleep(100);
   }
@@ -153,6 +178,24 @@ export async function waitForTransStatus(
       (last.transaction.rollback_reason ? `, rollback_reason "${last.transaction.rollback_reason}"` : '')
     : 'no such transaction';
   throw new Error(`transaction ${gid} did not reach ${wanted.join(' or ')} within ${timeoutMs} ms: ${seen}`);
+}
+
+/**
+ * `answer` with its branch statuses as DTM wrote them in the end: DTM on a SQL store (its rows have
+ * an id) writes them in 200 ms batches and may record a finished transaction before them, so a
+ * finished answer with `prepared` branches is read again 300 ms later while that changes them.
+ */
+async function settledBranches(gid: string, answer: DtmQueryAnswer): Promise<DtmQueryAnswer> {
+  const finished = (a: DtmQueryAnswer) => a.transaction?.status === 'succeed' || a.transaction?.status === 'failed';
+  const statuses = (a: DtmQueryAnswer) => a.branches.map((b) => b.status).join();
+  for (let reads = 0; reads < 4 && finished(answer) && (answer.transaction?.id ?? 0) > 0 && answer.branches.some((b) => b.status === 'prepared'); reads++) {
+    await sleep(300);
+    const again = await queryTrans(gid);
+    const changed = statuses(again) !== statuses(answer);
+    answer = again;
+    if (!changed) break;
+  }
+  return answer;
 }
 
 /**
