@@ -95,6 +95,21 @@ export function branchLines(record: { branches: BranchRecord[] }): string[] {
   return record.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`);
 }
 
+/**
+ * Whether the harness's DTM answers a finished saga's or message's `steps` (and `payloads`): boltdb
+ * only. DTM's SQL stores keep none; its Redis store writes them with the new transaction, then
+ * clears them on the object it goes on saving (storage/redis MaySaveNewTrans), so they are gone at
+ * its first status change. Tests read the branches (URL, op, payload) on every store.
+ */
+export function dtmKeepsSteps(): boolean {
+  return harness().dtm.store === 'boltdb';
+}
+
+/** `branchId op url` of each branch DTM holds, in storage order: the targets DTM made of the steps, on every store. */
+export function branchTargets(record: { branches: BranchRecord[] }): string[] {
+  return record.branches.map((b) => `${b.branchId} ${b.op} ${b.url ?? ''}`);
+}
+
 export { sleep } from './services/process.js';
 
 /**
