@@ -82,11 +82,12 @@ export interface TransactionRecord {
   customData?: unknown;
   queryPrepared?: string;
   /**
-   * Saga / msg steps and their payloads as DTM answers them: only on Redis and boltdb stores. On
-   * SQL stores (MySQL, Postgres) DTM does not answer them (empty): read the branches instead.
+   * Saga / msg steps and their payloads as DTM answers them: on its boltdb store. On SQL stores
+   * (MySQL, Postgres) DTM does not answer them (empty), and on Redis only until its first write
+   * after the transaction was created (a status change, a retry): read the branches instead.
    */
   steps: Record<string, string>[];
-  /** See {@link steps}: empty on SQL stores. */
+  /** See {@link steps}: empty on SQL stores, and on Redis once DTM wrote the transaction again. */
   payloads: string[];
   options: StoredTransactionOptions;
   createTime?: Date;
