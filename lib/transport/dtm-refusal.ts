@@ -22,8 +22,11 @@ export function refusedForStatus(err: unknown): { status: string; detail: string
 export function definiteServerRefusal(body: string): { cause: string; fix: string } | undefined {
   if (/\btopic not found\b/.test(body)) {
     return {
-      cause: 'the message names a topic nobody subscribed on the DTM server (DTM answers "topic not found")',
-      fix: 'subscribe the topic first (DTM\'s POST <server_url>/subscribe {topic, url, remark}) or correct its name, then send it again (same gid or a new one)',
+      cause: 'the message names a topic of which the DTM server knows no subscriber (DTM answers "topic not found")',
+      fix:
+        'subscribe the topic first (DTM v1.19: GET <server_url>/subscribe?topic=<topic>&url=<subscriber URL>&remark=<text>, or the gRPC Subscribe; it has no POST /subscribe) or correct its name, then send it again (same gid or a new one). ' +
+        'DTM reads its topics from its store every ConfigUpdateInterval (3 s by default): it refuses a topic subscribed just before. ' +
+        'On its Redis store DTM v1.19 reads them with one SCAN call, which sees only a part of a Redis holding more keys, so it may never find a subscribed topic: add() each subscriber\'s URL instead',
     };
   }
   const column = /Data too long for column '([A-Za-z_]+)'/.exec(body)?.[1];

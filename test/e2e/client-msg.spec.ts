@@ -4,7 +4,7 @@ import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmServerError, DtmUsageError } from 'nestjs-dtm';
 import { branchLines, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
-import { dtmGet, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { dtmGet, dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 
@@ -171,7 +171,18 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       }
       await sleep(1500); // the server refreshes its topic map every ConfigUpdateInterval (1 s in the harness)
       const gid = await fx.client.generateGid();
-      const final = await fx.client.newMsg(gid).addTopic(topic, fx.payload({ order: 1 })).submitAndWait();
+      const sent = fx.client.newMsg(gid).addTopic(topic, fx.payload({ order: 1 })).submitAndWait();
+      if (harness().dtm.store === 'redis') {
+        // DTM v1.19 on Redis finds a topic only when its one SCAN call meets it (dtm-redis-topics.spec.ts); when not, the refusal of a topic it does not know, nothing run
+        const refused = await sent.then(() => undefined, (e: unknown) => e);
+        if (refused !== undefined) {
+          expect([refused instanceof DtmServerError, (refused as Error).message]).toEqual([true, expect.stringMatching(/topic not found.*On its Redis store/)]);
+          expect((await queryTrans(gid)).transaction).toBeFalsy();
+          expect(fx.recorder.callsFor(gid)).toEqual([]);
+          return;
+        }
+      }
+      const final = await sent;
 
       expect(final.status).toBe('succeed');
       expect(final.branches.map((b) => b.branchId).sort()).toEqual(['01-01', '01-02']);
@@ -336,14 +347,25 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       }
     });
 
-    it('a message to a topic nobody subscribed: DTM refuses it at once ("topic not found"); DtmServerError naming the topic and the fix, not waited out as "outcome unknown"', async () => {
+    it('a message to a topic nobody subscribed: DTM refuses it at once ("topic not found"); DtmServerError naming the topic and a fix that works (DTM v1.19 subscribes with GET, answers a POST 404), not waited out as "outcome unknown"', async () => {
       const gid = await fx.client.generateGid();
+      const topic = `no-such-topic-${gid}`;
       const started = Date.now();
-      const error = await fx.client.newMsg(gid).addTopic(`no-such-topic-${gid}`, { n: 1 }).submitAndWait({ timeout: 15 }).catch((e: unknown) => e);
+      const error = await fx.client.newMsg(gid).addTopic(topic, fx.payload({ n: 1 })).submitAndWait({ timeout: 15 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmServerError);
-      expect((error as Error).message).toMatch(/topic nobody subscribed.*subscribe the topic first/);
+      expect((error as Error).message).toMatch(/knows no subscriber.*subscribe the topic first \(DTM v1\.19: GET <server_url>\/subscribe\?topic=<topic>&url=<subscriber URL>&remark=<text>/);
+      expect((error as Error).message).toMatch(/On its Redis store .* add\(\) each subscriber's URL instead/);
       expect(Date.now() - started).toBeLessThan(10_000); // not the wait's 15 s
       expect((await queryTrans(gid)).transaction).toBeFalsy();
+
+      // the fix the message names: a GET (a POST, what it used to say, is DTM's 404), then the same gid again
+      expect((await dtmPost('/subscribe', { topic, url: fx.target('/Subscriber'), remark: 'test' })).status).toBe(404);
+      expect((await dtmGet(`/subscribe?topic=${topic}&url=${encodeURIComponent(fx.target('/Subscriber'))}&remark=test`)).status).toBe(200);
+      if (harness().dtm.store === 'redis') return; // DTM may never find it there (the message says so; dtm-redis-topics.spec.ts pins it)
+      await sleep(1500); // the server reads its topics every ConfigUpdateInterval (1 s in the harness)
+      const final = await fx.client.newMsg(gid).addTopic(topic, fx.payload({ n: 1 })).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Subscriber']);
     });
 
     it('business threw DtmFailureError: aborted, nothing delivered, no back-check asked', async () => {
