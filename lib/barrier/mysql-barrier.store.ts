@@ -1,3 +1,5 @@
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { BarrierDatabase, BarrierExecResult, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 
 /** The part of a `mysql2/promise` connection the barrier uses. */
@@ -49,8 +51,20 @@ export interface MysqlPoolLike<C extends MysqlConnectionLike> extends MysqlConne
   >;
 }
 
-/** The barrier's view of a `mysql2` connection inside your open transaction (`beginTransaction()` already called). */
+/**
+ * The barrier's view of a `mysql2` connection inside your open transaction (`beginTransaction()`
+ * already called). A pool is refused with `DtmUsageError`: the barrier's rows would commit on their
+ * own, whatever your business does.
+ */
 export function mysqlBarrierTransaction(connection: MysqlConnectionLike): BarrierTransaction {
+  if (typeof (connection as Partial<MysqlPoolLike<MysqlConnectionLike>>).getConnection === 'function') {
+    throw new DtmUsageError(MESSAGES.barrierTxIsPool('mysqlBarrierTransaction', 'the connection you called beginTransaction() on (const conn = await pool.getConnection())'));
+  }
+  return ownMysqlTransaction(connection);
+}
+
+/** {@link mysqlBarrierTransaction} of a connection this module began the transaction on itself (no check). */
+function ownMysqlTransaction(connection: MysqlConnectionLike): BarrierTransaction {
   return { dialect: 'mysql', execute: (sql, params) => mysqlExecute(connection, sql, params) };
 }
 
@@ -74,7 +88,7 @@ export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlP
       try {
         await boundMysqlSession(connection, bounds);
         const leadingResults = await begin(connection, leading);
-        const result = await work(connection, mysqlBarrierTransaction(connection), leadingResults);
+        const result = await work(connection, ownMysqlTransaction(connection), leadingResults);
         await connection.commit();
         return result;
       } catch (err) {

@@ -24,8 +24,30 @@ export interface PgPoolLike<C extends PgClientLike> extends PgClientLike {
   connect(): Promise<C & { release(err?: Error | boolean): void }>;
 }
 
-/** The barrier's view of a `pg` client inside your open transaction (`BEGIN` already sent). */
+/**
+ * The barrier's view of a `pg` client inside your open transaction (`BEGIN` already sent). A pool,
+ * or a client with no transaction open (pg's transaction status `I`), is refused with
+ * `DtmUsageError` before the barrier writes anything: its rows would commit on their own, whatever
+ * your business does.
+ */
 export function pgBarrierTransaction(client: PgClientLike): BarrierTransaction {
+  if (isPgPool(client)) throw new DtmUsageError(MESSAGES.barrierTxIsPool('pgBarrierTransaction', 'the client you sent BEGIN on (const client = await pool.connect())'));
+  return {
+    dialect: 'postgres',
+    execute: (sql, params) => {
+      if (typeof client.getTransactionStatus === 'function' && client.getTransactionStatus() === 'I') throw new DtmUsageError(MESSAGES.barrierTxNotOpen('pgBarrierTransaction', "Send BEGIN on the client and wait for its answer (await client.query('BEGIN'))"));
+      return pgExecute(client, sql, params);
+    },
+  };
+}
+
+/** Whether `client` is a `pg` pool (each of its queries on a pooled client of its own, committed at once), not a client. */
+function isPgPool(client: PgClientLike): boolean {
+  return typeof (client as Partial<PgPoolLike<PgClientLike>>).connect === 'function' && 'totalCount' in client && 'idleCount' in client;
+}
+
+/** {@link pgBarrierTransaction} of a client this module sent the BEGIN on itself (no check). */
+function ownPgTransaction(client: PgClientLike): BarrierTransaction {
   return { dialect: 'postgres', execute: (sql, params) => pgExecute(client, sql, params) };
 }
 
@@ -50,7 +72,7 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
       let broken: Error | undefined;
       try {
         const leadingResults = await begin(client, leading, bounds);
-        const result = await work(client, pgBarrierTransaction(client), leadingResults);
+        const result = await work(client, ownPgTransaction(client), leadingResults);
         assertPgTransactionOpen(client);
         assertPgCommitted((await client.query('COMMIT'))?.command);
         return result;

@@ -9,6 +9,8 @@ export interface TypeormQueryRunnerLike {
   query(sql: string, params: unknown[] | undefined, useStructuredResult: true): Promise<{ affected?: number; records?: Record<string, unknown>[] }>;
   /** The driver's connection of the runner (MySQL / MariaDB: a mysql2 connection, whose prepared statements the barrier uses). */
   connect?(): Promise<unknown>;
+  /** Whether the runner's transaction is open (`startTransaction()` called, not yet committed or rolled back). */
+  readonly isTransactionActive?: boolean;
 }
 
 /** The part of a callback-style mysql2 connection (what TypeORM's MySQL driver holds) the barrier uses. */
@@ -32,7 +34,9 @@ export interface TypeormDataSourceLike<M extends TypeormEntityManagerLike = Type
 
 /**
  * The barrier's view of your open TypeORM transaction: the transactional `EntityManager` (inside
- * `dataSource.transaction(...)`) or a `QueryRunner` after `startTransaction()`.
+ * `dataSource.transaction(...)`) or a `QueryRunner` after `startTransaction()`. A runner (or its
+ * manager) with no transaction open is refused with `DtmUsageError` before the barrier writes
+ * anything: its rows would commit on their own, whatever your business does.
  */
 export function typeormBarrierTransaction(
   managerOrRunner: TypeormEntityManagerLike | TypeormQueryRunnerLike,
@@ -41,7 +45,13 @@ export function typeormBarrierTransaction(
   // a QueryRunner can start transactions; an EntityManager carries the runner of its transaction
   const runner = 'startTransaction' in managerOrRunner ? (managerOrRunner as TypeormQueryRunnerLike) : (managerOrRunner as TypeormEntityManagerLike).queryRunner;
   if (!runner) throw new DtmUsageError(MESSAGES.typeormNoTransaction());
-  return { dialect, execute: (sql, params) => typeormExecute(runner, dialect, sql, params) };
+  return {
+    dialect,
+    execute: (sql, params) => {
+      if (runner.isTransactionActive === false) throw new DtmUsageError(MESSAGES.barrierTxNotOpen('typeormBarrierTransaction', 'Call startTransaction() on the QueryRunner (or pass the manager of dataSource.transaction(...))'));
+      return typeormExecute(runner, dialect, sql, params);
+    },
+  };
 }
 
 /**

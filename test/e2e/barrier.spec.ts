@@ -16,11 +16,19 @@ import {
   DtmUsageError,
   SagaAction,
   UseBarrier,
+  mysqlBarrierTransaction,
+  pgBarrierTransaction,
   redisBarrierConnection,
+  typeormBarrierTransaction,
+  type BarrierTransaction,
   type DtmProtocol,
+  type MsgLocalTransaction,
 } from 'nestjs-dtm';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DataSource } from 'typeorm';
 import { REDIS_ADJUST_SCRIPT } from '../../lib/barrier/redis-barrier.store.js';
-import { fileDatabases } from '../support/databases.js';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
@@ -33,8 +41,10 @@ const CASES: [Store, DtmProtocol][] = [...SQL_STORES.flatMap((store) => PROTOCOL
 const SQL_CASES = CASES.filter(([store]) => store !== 'redis') as [SqlStore, DtmProtocol][];
 
 let t: BarrierApp;
+let dbs: FileDatabases;
 beforeAll(async () => {
-  t = await startBarrierApp(await fileDatabases());
+  dbs = await fileDatabases();
+  t = await startBarrierApp(dbs);
 });
 afterAll(async () => {
   await t?.close();
@@ -606,6 +616,110 @@ describe('Redis outbox: doAndSubmit with redisCheckAdjustAmount as the local wor
       expect((error as Error).message).toMatch(/db must be a barrier database .*got an object without transaction\(\) and dialect postgres \/ mysql.*Redis.*doAndSubmit\(queryPrepared, business\).*redisCheckAdjustAmount/);
       expect(ran).toBe(false);
       expect((await queryTrans(gid)).transaction).toBeNull();
+    }
+  });
+});
+
+describe('the outbox in your own transaction (doAndSubmit with barrier.call): the barrier row must go into that transaction', () => {
+  type Wrap = (client: unknown, pool: unknown) => BarrierTransaction;
+  /**
+   * A local transaction on `store` (`BEGIN` on a client of its own pool, unless `begin` is false)
+   * that debits account 1, then fails: the msg barrier's `call` is given `wrap(client, pool)`; the
+   * error rolls the transaction back.
+   */
+  async function failingLocal(store: SqlStore, local: MsgLocalTransaction, wrap: Wrap, begin: boolean): Promise<void> {
+    const barrier = BranchBarrier.from(local, { table: 'dtm_barrier' });
+    if (store === 'pg') {
+      const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2 });
+      const client = await pool.connect();
+      try {
+        if (begin) await client.query('BEGIN');
+        await barrier.call(wrap(client, pool), async () => {
+          if (begin) await client.query('UPDATE account SET balance = balance - 7 WHERE id = 1');
+          throw new Error('stock gone');
+        });
+        await client.query('COMMIT');
+      } catch (err) {
+        if (begin) await client.query('ROLLBACK');
+        throw err;
+      } finally {
+        client.release();
+        await pool.end();
+      }
+      return;
+    }
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    const conn = await pool.getConnection();
+    try {
+      await conn.beginTransaction();
+      await barrier.call(wrap(conn, pool), async () => {
+        await conn.execute('UPDATE account SET balance = balance - 7 WHERE id = 1');
+        throw new Error('stock gone');
+      });
+      await conn.commit();
+    } catch (err) {
+      await conn.rollback();
+      throw err;
+    } finally {
+      conn.release();
+      await pool.end();
+    }
+  }
+
+  it.each([
+    ['pg', 'the pool instead of the transaction\'s client', true, /a pool/, (_client: unknown, pool: unknown) => pgBarrierTransaction(pool as pg.Pool)],
+    ['pg', 'a client with no transaction open (BEGIN forgotten)', false, /no transaction open/, (client: unknown) => pgBarrierTransaction(client as pg.PoolClient)],
+    ['mysql', 'the pool instead of the transaction\'s connection', true, /a pool/, (_conn: unknown, pool: unknown) => mysqlBarrierTransaction(pool as mysql.Pool)],
+  ] as [SqlStore, string, boolean, RegExp, Wrap][])('%s, %s: DtmUsageError before the barrier row is written; DTM fails the message, nothing delivered, nothing debited', async (store, _what, begin, message, wrap) => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const error = await t.client
+      .newMsg(gid, { timeoutToFail: 1, retryInterval: 1 })
+      .add(`${store}.deliver`, { account: 2, amount: 7 })
+      .doAndSubmit(`${store}.outbox`, (local) => failingLocal(store, local, wrap, begin))
+      .catch((e: unknown) => e);
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+    expect([error, final.status, await balances(store, [1, 2]), await barrierRows(store, gid), t.runs.of(`${store}.deliver`)]).toEqual([
+      expect.any(DtmUsageError),
+      'failed',
+      { 1: 100, 2: 0 },
+      ['00/msg/01=rollback'],
+      0,
+    ]);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('pg, a TypeORM QueryRunner whose startTransaction() was forgotten: DtmUsageError before the barrier row is written; DTM fails the message, nothing delivered, nothing debited', async () => {
+    await seed('pg', { 1: 100, 2: 0 });
+    const source = await new DataSource({ type: 'postgres', url: dbs.postgres.url, poolSize: 2 }).initialize();
+    const gid = await t.client.generateGid();
+    try {
+      const error = await t.client
+        .newMsg(gid, { timeoutToFail: 1, retryInterval: 1 })
+        .add('pg.deliver', { account: 2, amount: 7 })
+        .doAndSubmit('pg.outbox', async (local) => {
+          const runner = source.createQueryRunner();
+          try {
+            await BranchBarrier.from(local, { table: 'dtm_barrier' }).call(typeormBarrierTransaction(runner.manager, 'postgres'), async () => {
+              await runner.query('UPDATE account SET balance = balance - 7 WHERE id = 1');
+              throw new Error('stock gone');
+            });
+          } finally {
+            await runner.release();
+          }
+        })
+        .catch((e: unknown) => e);
+      const final = await t.client.waitForFinal(gid, { timeout: 20 });
+      expect([error, final.status, await balances('pg', [1, 2]), await barrierRows('pg', gid), t.runs.of('pg.deliver')]).toEqual([
+        expect.any(DtmUsageError),
+        'failed',
+        { 1: 100, 2: 0 },
+        ['00/msg/01=rollback'],
+        0,
+      ]);
+      expect((error as Error).message).toMatch(/no transaction open/);
+    } finally {
+      await source.destroy();
     }
   });
 });
