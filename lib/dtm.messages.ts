@@ -417,6 +417,8 @@ export const MESSAGES = {
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
   barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>
     `barrier table ${table} keeps ${columns.join(', ')} in character columns, whose collation makes ids that differ in case, accents or trailing spaces one key (the second branch would be skipped as a duplicate); make them binary, once, with: ${alter} (see sql/barrier.mysql.binary-keys.sql)`,
+  outboxRolledBack: (gid: string) =>
+    `msg ${gid}: the outbox's local transaction was rolled back before its commit (its barrier row is gone): on MySQL / MariaDB a deadlock rolls the whole transaction back, and a business that catches it and goes on runs the rest on its own, each statement committed at once. The message is not sent (DTM fails it); rethrow a deadlock (or any SQL error) from the business instead of going on, and check what the statements after it committed`,
   barrierTxIsPool: (adapter: string, pass: string) =>
     `${adapter}(...) was given a pool, not the connection of your open transaction: each barrier statement would run on a pooled connection of its own and commit at once, so the barrier row would not roll back with your business (a message delivered, or a branch later skipped as a duplicate, for a business that rolled back); nothing was written. Pass ${pass}, or let the barrier open the transaction: callWithDb(db, business) / doAndSubmitDb`,
   barrierTxNotOpen: (adapter: string, open: string) =>

@@ -105,8 +105,24 @@ export class BranchBarrier {
    * transaction is retried, up to 3 times: the business had not run yet.
    */
   async callWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
+    return this.withDb(db, business, false);
+  }
+
+  /**
+   * @internal `Msg.doAndSubmitDb`'s local transaction: {@link callWithDb}, and on MySQL / MariaDB the
+   * message's barrier row read back in the transaction before its commit (one query): a deadlock
+   * the business caught and went on from rolled the whole transaction back, row included, and what
+   * followed ran on its own; committing would report a success whose message DTM then delivers.
+   * Such a transaction is `DtmUsageError` (rolled back; the back-check then answers FAILURE).
+   */
+  async outboxWithDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<BarrierOutcome<T>> {
+    return this.withDb(db, business, db.dialect === 'mysql');
+  }
+
+  private async withDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>, confirmRow: boolean): Promise<BarrierOutcome<T>> {
     if (this.behindBarrier) throw this.alreadyBehindBarrier('callWithDb');
-    const inserts = this.inserts(db.dialect, this.nextBarrierId());
+    const barrierId = this.nextBarrierId();
+    const inserts = this.inserts(db.dialect, barrierId);
     for (let attempt = 1; ; attempt++) {
       let businessStarted = false;
       try {
@@ -119,7 +135,9 @@ export class BranchBarrier {
           const skipped = this.decide(results);
           if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
           businessStarted = true;
-          return this.executed(await business(handle));
+          const result = await business(handle);
+          if (confirmRow) await this.assertOwnRow(tx, barrierId);
+          return this.executed(result);
         }, inserts, this.bounds);
       } catch (err) {
         if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
@@ -154,6 +172,12 @@ export class BranchBarrier {
     if (current === 0) return { executed: false, reason: 'duplicate' };
     if (origin > 0) return { executed: false, reason: 'null-compensation' };
     return undefined;
+  }
+
+  /** Throws `DtmUsageError` unless `tx` still sees this call's own barrier row (see {@link outboxWithDb}). */
+  private async assertOwnRow(tx: BarrierTransaction, barrierId: string): Promise<void> {
+    const { rows } = await tx.execute(selectReasonSql(tx.dialect, this.table), [this.gid, this.branchId, this.op, barrierId]);
+    if (rows[0]?.reason !== this.op) throw new DtmUsageError(MESSAGES.outboxRolledBack(this.gid));
   }
 
   /** Tells `onDecision` why the business was `skipped` (a skipped action or Try asked on `tx` whether it was hanging). */

@@ -263,7 +263,7 @@ export class Msg extends StepTransaction {
     if (!isBarrierDatabase(db)) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
     return this.doAndSubmit(queryPrepared, async (local) => {
-      const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).callWithDb(db, business);
+      const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).outboxWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError
     });
   }

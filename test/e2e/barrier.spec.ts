@@ -689,6 +689,51 @@ describe('the outbox in your own transaction (doAndSubmit with barrier.call): th
     expect((error as Error).message).toMatch(message);
   });
 
+  it('mysql, doAndSubmitDb whose business caught a deadlock and went on (MariaDB rolled the whole transaction back, barrier row included; what follows runs on its own): DtmUsageError before the commit, DTM fails the message, nothing delivered', async () => {
+    await seed('mysql', { 1: 100, 2: 0, 4: 0 });
+    await t.sql.mysql.run('CREATE TABLE IF NOT EXISTS filler (id int PRIMARY KEY, n int NOT NULL)');
+    await t.sql.mysql.run('INSERT IGNORE INTO filler SELECT seq, 0 FROM seq_1_to_50');
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 1 });
+    // another session holding account 4 with more work done than the outbox's (so InnoDB picks the outbox's as the deadlock victim)
+    const other = await pool.getConnection();
+    await other.beginTransaction();
+    await other.query('UPDATE filler SET n = n + 1');
+    await other.query('SELECT balance FROM account WHERE id = 4 FOR UPDATE');
+    const gid = await t.client.generateGid();
+    let deadlock: unknown;
+    try {
+      const outcome = await t.client
+        .newMsg(gid, { timeoutToFail: 1, retryInterval: 1 })
+        .add('mysql.deliver', { account: 2, amount: 7 })
+        .doAndSubmitDb('mysql.outbox', t.databases.mysql, async (conn) => {
+          const c = conn as mysql.PoolConnection;
+          await c.execute('UPDATE account SET balance = balance - 7 WHERE id = 1');
+          const otherWaits = other.query('SELECT balance FROM account WHERE id = 1 FOR UPDATE').catch((e: unknown) => e);
+          await sleep(300);
+          await c.execute('SELECT balance FROM account WHERE id = 4 FOR UPDATE').catch((e: unknown) => (deadlock = e)); // "not needed after all"
+          await otherWaits;
+        })
+        .then(
+          () => 'resolved',
+          (e: unknown) => e,
+        );
+      await other.rollback();
+      const final = await t.client.waitForFinal(gid, { timeout: 20 });
+      expect(String(deadlock)).toContain('Deadlock');
+      expect([outcome, final.status, await balances('mysql', [1, 2]), await barrierRows('mysql', gid), t.runs.of('mysql.deliver')]).toEqual([
+        expect.any(DtmUsageError),
+        'failed',
+        { 1: 100, 2: 0 },
+        ['00/msg/01=rollback'],
+        0,
+      ]);
+      expect((outcome as Error).message).toMatch(/rolled back/);
+    } finally {
+      other.release();
+      await pool.end();
+    }
+  });
+
   it('pg, a TypeORM QueryRunner whose startTransaction() was forgotten: DtmUsageError before the barrier row is written; DTM fails the message, nothing delivered, nothing debited', async () => {
     await seed('pg', { 1: 100, 2: 0 });
     const source = await new DataSource({ type: 'postgres', url: dbs.postgres.url, poolSize: 2 }).initialize();
