@@ -75,10 +75,15 @@ export class BranchBarrier {
     this.behindBarrier = options.behindBarrier === true;
   }
 
-  /** The barrier of the branch call described by `branch` (from `@BranchContext()`). */
-  static from(branch: { transType: string; gid: string; branchId: string; op: string }, options?: BranchBarrierOptions): BranchBarrier {
+  /**
+   * The barrier of the branch call described by `branch` (from `@BranchContext()`), or of a message's
+   * local transaction (`doAndSubmit`'s argument, whose `barrierTable`, the module's, is the table
+   * unless `options.table` is given).
+   */
+  static from(branch: { transType: string; gid: string; branchId: string; op: string; barrierTable?: string }, options?: BranchBarrierOptions): BranchBarrier {
     if (typeof branch !== 'object' || branch === null) throw new DtmUsageError(MESSAGES.barrierWithoutCall(branch === null ? 'null' : typeof branch));
-    return new BranchBarrier(branch.transType, branch.gid, branch.branchId, branch.op, options);
+    const localTable = options?.table === undefined ? branch.barrierTable : undefined;
+    return new BranchBarrier(branch.transType, branch.gid, branch.branchId, branch.op, localTable === undefined ? options : { ...options, table: localTable });
   }
 
   /**

@@ -24,6 +24,11 @@ export interface MsgLocalTransaction {
   branchId: string;
   /** Always `msg`. */
   op: string;
+  /**
+   * The module's barrier table (`lynx.dtm.barrier_table`), where its `@MsgQueryPrepared` back-check
+   * reads: `BranchBarrier.from(local)` writes the message's row there unless given another `table`.
+   */
+  barrierTable: string;
 }
 
 /**
@@ -209,7 +214,7 @@ export class Msg extends StepTransaction {
     if (this.businessRan) throw new DtmUsageError(MESSAGES.msgBusinessAgain(this.gid), { gid: this.gid });
     await this.prepare(queryPrepared);
     this.businessRan = true;
-    const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg' };
+    const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg', barrierTable: this.runtime.config.barrierTable };
     let result: T | undefined;
     let businessError: unknown;
     let checkError: unknown;

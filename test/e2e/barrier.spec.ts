@@ -15,6 +15,7 @@ import {
   DtmModule,
   DtmUsageError,
   SagaAction,
+  ensureBarrierSchema,
   UseBarrier,
   mysqlBarrierTransaction,
   pgBarrierTransaction,
@@ -732,6 +733,28 @@ describe('the outbox in your own transaction (doAndSubmit with barrier.call): th
       other.release();
       await pool.end();
     }
+  });
+
+  it('pg, doAndSubmit whose local transaction is BranchBarrier.from(local).callWithDb (no table given, lynx.dtm.barrier_table set, DTM\'s default table there too), failing after its commit: the back-check finds the row, DTM delivers', async () => {
+    await seed('pg', { 1: 100, 2: 0 });
+    await ensureBarrierSchema(t.databases.pg); // dtm_barrier.barrier, beside the app's barrier_table dtm_barrier
+    const gid = await t.client.generateGid();
+    const error = await t.client
+      .newMsg(gid, { timeoutToFail: 1, retryInterval: 1 })
+      .add('pg.deliver', { account: 2, amount: 7 })
+      .doAndSubmit('pg.outbox', async (local) => {
+        await BranchBarrier.from(local).callWithDb(t.databases.pg, (client) => (client as pg.PoolClient).query('UPDATE account SET balance = balance - 7 WHERE id = 1'));
+        throw new Error('the process crashed after the commit');
+      })
+      .catch((e: unknown) => e);
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+    expect([String(error), final.status, await balances('pg', [1, 2]), await barrierRows('pg', gid), t.runs.of('pg.deliver')]).toEqual([
+      'Error: the process crashed after the commit',
+      'succeed',
+      { 1: 93, 2: 7 },
+      ['00/msg/01=msg', '01/action/01=action'],
+      1,
+    ]);
   });
 
   it('pg, a TypeORM QueryRunner whose startTransaction() was forgotten: DtmUsageError before the barrier row is written; DTM fails the message, nothing delivered, nothing debited', async () => {
