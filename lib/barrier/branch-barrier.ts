@@ -200,13 +200,30 @@ export class BranchBarrier {
   /**
    * The two-phase message back-check (`@MsgQueryPrepared` with a barrier): resolves if the local
    * transaction committed; throws `DtmFailureError` (answer 409) if it did not, and from then on it
-   * never can (its barrier insert will find this row). Outside any transaction; if the local
-   * transaction is still running, this waits for it on the row lock.
+   * never can (its barrier insert will find this row). If the local transaction is still running,
+   * this waits for it on the row lock: with `timeoutSeconds` (the module passes the branch timeout)
+   * no longer than that, in a short transaction of its own bounded as {@link callWithDb}'s are (past
+   * it, the database's lock timeout error: DTM retries), so that back-checks DTM stopped waiting for
+   * do not hold pooled connections while a local transaction hangs; without it, outside any transaction.
    */
   async queryPrepared(db: BarrierDatabase): Promise<void> {
-    const params = ['msg', this.gid, '00', 'msg', '01', 'rollback'];
-    await db.execute(insertBarrierSql(db.dialect, this.table), params);
-    const { rows } = await db.execute(selectReasonSql(db.dialect, this.table), [this.gid, '00', 'msg', '01']);
+    const insert = { sql: insertBarrierSql(db.dialect, this.table), params: ['msg', this.gid, '00', 'msg', '01', 'rollback'] };
+    const select = selectReasonSql(db.dialect, this.table);
+    const keys = [this.gid, '00', 'msg', '01'];
+    let rows: Record<string, unknown>[];
+    if (this.bounds) {
+      rows = await db.transaction(
+        async (_handle, tx, leading) => {
+          if (leading?.length !== 1) await tx.execute(insert.sql, insert.params);
+          return (await tx.execute(select, keys)).rows;
+        },
+        [insert],
+        this.bounds,
+      );
+    } else {
+      await db.execute(insert.sql, insert.params);
+      rows = (await db.execute(select, keys)).rows;
+    }
     if (rows[0]?.reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
   }
 

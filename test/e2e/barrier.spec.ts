@@ -30,7 +30,7 @@ import pg from 'pg';
 import { DataSource } from 'typeorm';
 import { REDIS_ADJUST_SCRIPT } from '../../lib/barrier/redis-barrier.store.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { PROTOCOLS } from '../support/fixtures.js';
+import { latch, PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
@@ -789,6 +789,24 @@ describe('the outbox in your own transaction (doAndSubmit with barrier.call): th
     } finally {
       await source.destroy();
     }
+  });
+});
+
+describe.each(SQL_STORES)('the back-check on %s while the local transaction is held open', (store) => {
+  it('waits for the row lock no longer than timeoutSeconds (the branch timeout): an error DTM retries, never FAILURE, and no rollback row; once the local transaction committed, it answers committed', async () => {
+    const gid = await t.client.generateGid();
+    const local = latch();
+    const held = new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier' }).callWithDb(t.databases[store], () => local.wait());
+    await sleep(300); // the local transaction holds its msg row
+    const check = () => new BranchBarrier('msg', gid, '00', 'msg', { table: 'dtm_barrier', timeoutSeconds: 1 }).queryPrepared(t.databases[store]);
+    const started = Date.now();
+    const answer = await settledWithin(check(), 10_000);
+    const waitedMs = Date.now() - started;
+    local.open();
+    await held;
+    expect([answer instanceof Error && !(answer instanceof DtmFailureError), waitedMs < 6_000]).toEqual([true, true]);
+    expect(await barrierRows(store, gid)).toEqual(['00/msg/01=msg']);
+    await expect(check()).resolves.toBeUndefined();
   });
 });
 
