@@ -10,9 +10,11 @@ import { DtmGrpcIntegration } from '../branches/grpc/dtm-grpc.integration.js';
 import { WORKFLOW_SERVICE } from '../branches/workflow-resume.js';
 import { DtmClient } from '../client/dtm.client.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG } from '../dtm.constants.js';
+import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
+import { MESSAGES } from '../dtm.messages.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import type { XaDatabase } from '../xa/xa.types.js';
 
 /** Errors of a query on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
 const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
@@ -21,7 +23,8 @@ const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
  * What the module checks once, when the app starts (never on a branch call): the methods of the
  * branch routes against those DTM uses, global guards in front of them (a warning naming them), the
  * barrier table on every barrier connection a branch uses (or its creation, `create_barrier_table`),
- * and, with `startup_ping`, that DTM answers.
+ * that each PostgreSQL database of `xaConnections` can prepare transactions, and, with `startup_ping`,
+ * that DTM answers.
  */
 @Injectable()
 export class DtmStartupChecks implements OnApplicationBootstrap {
@@ -34,6 +37,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     private readonly appConfig: ApplicationConfig,
     @Optional() private readonly grpc?: DtmGrpcIntegration,
     @Optional() @Inject(DTM_BARRIER_CONNECTIONS) private readonly barrierConnections?: Map<string, BarrierConnection>,
+    @Optional() @Inject(DTM_XA_CONNECTIONS) private readonly xaConnections?: Map<string, XaDatabase>,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -41,6 +45,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     this.checkRouteMethods();
     this.checkGlobalGuards();
     await this.checkBarrierTables();
+    await this.checkXaDatabases();
     if (this.config.startupPing) await this.ping();
   }
 
@@ -120,6 +125,31 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
           this.logger.warn(`could not check the key columns of the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
         });
       }
+    }
+  }
+
+  /**
+   * Each PostgreSQL database of `xaConnections` (one connection each, closed again): with
+   * `max_prepared_transactions` 0 (PostgreSQL's default, and its Docker image's) every PREPARE
+   * TRANSACTION fails, so every XA branch on it would fail; a DtmUsageError saying how to fix it.
+   * A database that cannot be asked is a warning (it may not be up yet).
+   */
+  private async checkXaDatabases(): Promise<void> {
+    for (const [name, db] of this.xaConnections ?? []) {
+      if (db.dialect !== 'postgres') continue;
+      let value: unknown;
+      try {
+        const connection = await db.connect();
+        try {
+          value = (await connection.execute('SHOW max_prepared_transactions', [])).rows[0]?.max_prepared_transactions;
+        } finally {
+          await connection.close().catch(() => undefined);
+        }
+      } catch (err) {
+        this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, err instanceof Error ? err.message : String(err)));
+        continue;
+      }
+      if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
     }
   }
 

@@ -6,13 +6,27 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Controller, Post } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, type DtmClient, type DtmProtocol } from 'nestjs-dtm';
+import {
+  DtmFailureError,
+  DtmModule,
+  DtmUsageError,
+  ensureBarrierSchema,
+  mysqlBarrierDatabase,
+  pgBarrierDatabase,
+  pgXaDatabase,
+  XaBranch,
+  type DtmClient,
+  type DtmProtocol,
+} from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
@@ -304,6 +318,58 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     await expect(run).rejects.toThrow(/over MySQL's limit of 64: use a shorter gid/);
     expect((await client.waitForFinal(gid)).status).toBe('failed');
     expect(await balances()).toEqual(before);
+  });
+});
+
+describe("a PostgreSQL XA database with max_prepared_transactions = 0 (PostgreSQL's default, and the postgres Docker image's)", () => {
+  let off: { info: PostgresInfo; process: ManagedProcess } | undefined;
+  beforeAll(async () => {
+    off = await startPostgres(runDirFrom(harness().runDir), { name: `postgres-no-xa-${process.pid}`, maxPreparedTransactions: 0 });
+  }, 60_000);
+  afterAll(async () => {
+    await off?.process.stop();
+  });
+
+  @Controller('xa-off')
+  class XaOffController {
+    @Post('pay')
+    @XaBranch('xaOff.pay', { db: 'pg' })
+    pay() {}
+  }
+
+  /** An app whose @XaBranch runs on the PostgreSQL at `url`. */
+  const appOn = async (url: string) => {
+    const connect = async () => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      return c;
+    };
+    const module = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl }, xaConnections: { pg: pgXaDatabase(connect) } })],
+      controllers: [XaOffController],
+    }).compile();
+    return module.createNestApplication();
+  };
+
+  it('fails start-up with a DtmUsageError saying how to set it, and leaves no connection open; with it set, the app starts', async () => {
+    const app = await appOn(postgresUrl(off!.info, 'postgres'));
+    const error = await app.init().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await app.close();
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain('XA database "pg" (PostgreSQL) has max_prepared_transactions = 0');
+    expect((error as Error).message).toContain('postgres:16 -c max_prepared_transactions=100');
+    const admin = new pg.Client({ connectionString: postgresUrl(off!.info, 'postgres') });
+    await admin.connect();
+    const open = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    await admin.end();
+    expect(open.rows[0].n).toBe(0);
+
+    const fine = await appOn(dbs.postgres.url);
+    await fine.init();
+    await fine.close();
   });
 });
 

@@ -21,21 +21,27 @@ export const PG_MAX_PREPARED_TRANSACTIONS = 64;
 /**
  * Starts a private PostgreSQL on a free port with its data in the run directory, set up for tests:
  * trust authentication on 127.0.0.1 only, `max_prepared_transactions` > 0 for XA, no fsync unless
- * `durable` (benchmarks compare with figures measured on durable databases).
+ * `durable` (benchmarks compare with figures measured on durable databases). `name` names its directory
+ * and log (default `postgres`: another name for a second instance in one run); `maxPreparedTransactions`
+ * replaces {@link PG_MAX_PREPARED_TRANSACTIONS} (0: PostgreSQL's own default, XA disabled).
  * As root it runs as the `postgres` user (or `nobody`), since PostgreSQL refuses to run as root.
  */
-export async function startPostgres(runDir: RunDir, options: { durable?: boolean } = {}): Promise<{ info: PostgresInfo; process: ManagedProcess }> {
+export async function startPostgres(
+  runDir: RunDir,
+  options: { durable?: boolean; name?: string; maxPreparedTransactions?: number } = {},
+): Promise<{ info: PostgresInfo; process: ManagedProcess }> {
   const hint = 'install PostgreSQL server binaries (Debian: apt-get install postgresql)';
   const initdb = findBinary(['initdb'], hint);
   const postgres = findBinary(['postgres'], hint);
-  const dir = join(runDir.path, 'postgres');
+  const name = options.name ?? 'postgres';
+  const dir = join(runDir.path, name);
   const data = join(dir, 'data');
   mkdirSync(dir, { recursive: true });
   const user = process.getuid?.() === 0 ? serviceUser() : undefined;
   if (user) chownTo(dir, user);
 
   const port = await freePort();
-  const logFile = join(runDir.path, 'postgres.log');
+  const logFile = join(runDir.path, `${name}.log`);
   const initArgs = ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'];
   const init = user ? asUser(user, initdb, initArgs) : { command: initdb, args: initArgs };
   execFileSync(init.command, init.args, {
@@ -43,14 +49,14 @@ export async function startPostgres(runDir: RunDir, options: { durable?: boolean
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const proc = startProcess({
-    name: 'postgres',
+    name,
     command: postgres,
     args: [
       '-D', data,
       '-p', String(port),
       '-h', '127.0.0.1',
       '-k', dir,
-      '-c', `max_prepared_transactions=${PG_MAX_PREPARED_TRANSACTIONS}`,
+      '-c', `max_prepared_transactions=${options.maxPreparedTransactions ?? PG_MAX_PREPARED_TRANSACTIONS}`,
       '-c', 'max_connections=300',
       '-c', 'shared_buffers=64MB',
       // tests: no durability, for speed; benchmarks: PostgreSQL's defaults (fsync at every commit)
