@@ -296,7 +296,13 @@ export const MESSAGES = {
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
   branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string; transType: string } | undefined, detail: string) =>
-    `${where} failed (${protocol}${info ? `, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); DTM will retry the call: ${detail}`,
+    `${where} failed (${protocol}${info ? `, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}` : ''}); ${
+      info && (info.op === 'try' || (info.transType === 'xa' && info.op === 'action'))
+        ? `the app running the transaction gets the error and aborts it (DTM never calls a ${info.op === 'try' ? 'TCC Try' : 'XA action'} itself, so nothing retries it)`
+        : 'DTM will retry the call'
+    }: ${detail}`,
+  ownBranchHandlerFailed: (endpoint: string, answered: string, handler: string, message: string) =>
+    `the branch ${endpoint} answered ${answered}: its handler ${handler}, in this app, threw: ${truncate(message)} (logged with its stack by DtmBranch; DTM's rollback reason does not hold it)`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
     `${where} serves op=${ops.join(' / ')}, but this call has op=${shownCallerValue(op)}: the URL registered with DTM for op=${shownCallerValue(op)} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, what = 'DtmFailureError') =>

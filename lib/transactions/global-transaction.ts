@@ -7,12 +7,49 @@ import { shownBranchId } from '../auth/branch-auth.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
+import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE out of it rolled it back). */
 export interface GlobalTransactionOutcome<T> extends FinalResult {
   result?: T;
+}
+
+/**
+ * The text DTM gets as the rollback reason for an error {@link withOwnHandlerFailure} made: the
+ * branch call's own message, without the handler's error (kept in this process, as the branch's
+ * answer to DTM was kept without it).
+ */
+const REASON_FOR_DTM = new WeakMap<object, string>();
+
+/** The rollback reason DTM gets for `err`. */
+function reasonForDtm(err: unknown): string {
+  return err instanceof Error ? (REASON_FOR_DTM.get(err) ?? err.message) : String(err);
+}
+
+/**
+ * A TCC Try / XA action answered with an error (DtmServerError) by a handler of this process that
+ * threw: the same error, its message naming the handler and what it threw (recorded by the branch's
+ * exception filter before it answered), instead of the bare 500 and its generic body. Any other
+ * error as it is. Runs on a failed call only.
+ */
+function withOwnHandlerFailure(err: unknown, gid: string, branchId: string, op: string): unknown {
+  if (!(err instanceof DtmServerError) || err.name !== 'DtmServerError') return err;
+  const recorded = recordedBranchFailure(gid, branchId, op);
+  if (!recorded || recorded.status !== err.status) return err;
+  const answered = err.protocol === 'grpc' ? `gRPC status ${err.status}` : `HTTP ${err.status}`;
+  const error = new DtmServerError(MESSAGES.ownBranchHandlerFailed(err.endpoint ?? '', answered, recorded.handler, recorded.message), err.body, {
+    gid: err.gid,
+    branchId: err.branchId,
+    endpoint: err.endpoint,
+    protocol: err.protocol,
+    status: err.status,
+    cause: err,
+  });
+  REASON_FOR_DTM.set(error, err.message);
+  return error;
 }
 
 /**
@@ -122,13 +159,14 @@ export abstract class GlobalTransaction extends Transaction {
     try {
       return await call();
     } catch (err) {
+      const error = op === 'register' ? err : withOwnHandlerFailure(err, this.gid, branchId, op);
       if (this.failedCall === undefined) {
-        this.failedCall = { branchId, op, error: err };
+        this.failedCall = { branchId, op, error };
         // nested TCC: the Try it runs in must not answer success should its handler catch this and go on
         const info = this.parent?.info;
         if (info && Object.isExtensible(info) && !(NESTED_FAILURE in info)) Object.defineProperty(info, NESTED_FAILURE, { value: { gid: this.gid, ...this.failedCall } satisfies NestedFailure });
       }
-      throw err;
+      throw error;
     }
   }
 
@@ -165,7 +203,7 @@ export abstract class GlobalTransaction extends Transaction {
       // the body caught a failed branch call and went on: DTM would confirm (commit) the branches it holds, that one's too
       const failed = this.failedCall;
       if (failed) {
-        const cause = failed.error instanceof Error ? failed.error.message : String(failed.error);
+        const cause = reasonForDtm(failed.error);
         const shown = shownBranchId(failed.branchId);
         const message = failed.op === 'register' ? MESSAGES.tccRegisterFailureSwallowed(this.gid, shown, cause) : MESSAGES.branchCallFailureSwallowed(this.transType, this.gid, shown, failed.op, cause);
         throw new DtmUsageError(message, { gid: this.gid, branchId: failed.branchId, cause: failed.error });
@@ -174,7 +212,7 @@ export abstract class GlobalTransaction extends Transaction {
     } catch (err) {
       this.bodyFailed = true;
       // DTM's SQL stores keep at most 1024 characters of it: a longer one would make DTM refuse the abort (500, "Data too long")
-      const reason = cutToStore(err instanceof Error ? err.message : String(err));
+      const reason = cutToStore(reasonForDtm(err));
       await this.withinObservation((r) => this.transport.abort(r), this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
       throw err;
     }

@@ -18,6 +18,7 @@ import {
   DtmModule,
   DtmOngoingError,
   DtmOutcomeUnknownError,
+  DtmServerError,
   DtmUnavailableError,
   DtmUsageError,
   MsgBranch,
@@ -114,6 +115,24 @@ class DiagController {
   ledgerCheck(@Query('gid') gid?: string) {
     called('ledger-check', gid);
     throw new Error('ledger offline');
+  }
+
+  @TccTry('burn')
+  @Post('burn-try')
+  burnTry() {
+    throw new Error('relation "ledger" does not exist');
+  }
+
+  @TccConfirm('burn')
+  @Post('burn-confirm')
+  burnConfirm() {
+    return {};
+  }
+
+  @TccCancel('burn')
+  @Post('burn-cancel')
+  burnCancel() {
+    return {};
   }
 
   @TccTry('hold')
@@ -363,6 +382,26 @@ describe('a transaction that does not finish in time names its unfinished branch
     await pool.query('DROP SCHEMA diag_created CASCADE');
     const { error } = await unfinished(app, 'stash');
     expect(error.unfinished[0]).toMatchObject({ name: 'stash', op: 'action', cause: expect.stringMatching(/^VaultController\.stash failed \(HTTP 500\): .*relation "diag_created\.barrier" does not exist/) });
+  });
+});
+
+describe('a TCC Try of this app whose handler throws', () => {
+  it("the caller's DtmServerError names the handler and what it threw (DTM's rollback reason does not hold it); the handler's log line does not say that DTM retries the Try", async () => {
+    const app = await diagApp({});
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, 'burn')).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmServerError);
+    expect((error as DtmServerError).status).toBe(500);
+    expect((error as Error).message).toMatch(/^the branch http:\/\/127\.0\.0\.1:\d+\/diag\/burn-try answered HTTP 500: its handler DiagController\.burnTry, in this app, threw: relation "ledger" does not exist/);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toContain('answered HTTP 500');
+    expect(final.rawRollbackReason).not.toContain('ledger');
+    expect((await queryTrans(gid)).branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
+    const lines = app.logger.errors.filter((l) => l.includes(gid));
+    expect(lines).toEqual([expect.stringContaining('DiagController.burnTry failed (http, tcc gid')]);
+    expect(lines[0]).toContain('the app running the transaction gets the error and aborts it');
+    expect(lines[0]).not.toContain('DTM will retry');
   });
 });
 
