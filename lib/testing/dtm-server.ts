@@ -73,15 +73,27 @@ function searchedPlaces(env: NodeJS.ProcessEnv): string[] {
 /** The linker flags of DTM's release builds (so `/api/dtmsvr/version` answers the version). */
 const LDFLAGS = `-s -w -X main.Version=${DTM_SERVER_VERSION}`;
 
-/** The Go module that pins the DTM server and its dependencies (shipped as dist/dtm-server; test/support/dtm-server in the repository). */
+/**
+ * The Go module that pins the DTM server and its dependencies (shipped as dist/dtm-server; test/support/dtm-server in the repository),
+ * looked for up to the package's root: the first package.json with a name (dist/cjs/package.json, which only sets the module type, is not one).
+ */
 function dtmServerModuleDir(): string | undefined {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     for (const candidate of [join(dir, 'dist', 'dtm-server'), join(dir, 'test', 'support', 'dtm-server')]) {
       if (existsSync(join(candidate, 'go.sum'))) return candidate;
     }
-    if (existsSync(join(dir, 'package.json')) || dirname(dir) === dir) return undefined;
+    if (isPackageRoot(dir) || dirname(dir) === dir) return undefined;
     dir = dirname(dir);
+  }
+}
+
+/** Whether `dir` holds a package.json naming a package (not one that only sets `type`, as dist/cjs's does). */
+function isPackageRoot(dir: string): boolean {
+  try {
+    return typeof (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown }).name === 'string';
+  } catch {
+    return false;
   }
 }
 

@@ -244,6 +244,28 @@ describe('the packed tarball', () => {
     expect(JSON.parse(out)).toEqual({ retryInterval: 12, typed: true });
   });
 
+  it("startDtmServer() with no binary found builds the DTM server with Go from the Go module the package ships (found from dist/cjs, whose package.json only sets the type), as docs/testing.md says", () => {
+    const cache = mkdtempSync(join(tmpdir(), 'nestjs-dtm-cache-'));
+    try {
+      const file = join(work, 'app', 'build-dtm.cjs');
+      writeFileSync(
+        file,
+        `const { startDtmServer } = require('nestjs-dtm/testing');
+         startDtmServer().then(
+           async (dtm) => { console.log(JSON.stringify({ from: dtm.binary.from, path: dtm.binary.path, version: dtm.version })); await dtm.stop(); },
+           (e) => console.log(JSON.stringify({ error: e.message })),
+         );`,
+      );
+      // a cache of its own: nothing found there, nor in DTM_BINARY or on PATH, so the first start builds it; Go's own build
+      // cache (under XDG_CACHE_HOME unless GOCACHE says otherwise) stays where it was, which keeps the build short
+      const env = { ...process.env, XDG_CACHE_HOME: cache, DTM_BINARY: '', GOCACHE: execFileSync('go', ['env', 'GOCACHE'], { encoding: 'utf8' }).trim() };
+      const out = execFileSync(process.execPath, [file], { cwd: join(work, 'app'), env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 170_000 });
+      expect(JSON.parse(out)).toEqual({ from: 'built', path: join(cache, 'nestjs-dtm', 'dtm-v1.19.0', 'dtm'), version: 'v1.19.0' });
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  }, 180_000);
+
   it('boots in a Nest 11 app too (peer range ^11 || ^12): DtmModule, a decorated branch route, the client', () => {
     const app = join(work, 'nest11');
     execFileSync('mkdir', ['-p', app]);
