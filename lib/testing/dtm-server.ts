@@ -325,6 +325,9 @@ export async function startDtmServer(options: StartDtmServerOptions = {}): Promi
   // dependency's (go-zero) graceful-shutdown handler, which re-raises it only 5.5 s later.
   const child = spawn(binary.path, ['-c', configFile], { cwd: dir, stdio: ['ignore', fd, fd] });
   closeSync(fd);
+  // a server whose stop() is never called (a test hook that timed out while it started: the caller never got it) must not
+  // keep the process alive: it is killed when the process exits (killOnExit)
+  child.unref();
   let ended: string | undefined;
   const exited = new Promise<void>((resolve) => {
     child.on('exit', (code, signal) => {

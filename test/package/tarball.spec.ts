@@ -266,6 +266,19 @@ describe('the packed tarball', () => {
     }
   }, 180_000);
 
+  it("a DTM server from startDtmServer() never stopped (a test hook that timed out while it started) neither keeps the process alive nor outlives it", async () => {
+    const file = join(work, 'app', 'leak-dtm.cjs');
+    writeFileSync(file, `require('nestjs-dtm/testing').startDtmServer().then((dtm) => console.log(dtm.httpUrl));`);
+    const out = execFileSync(process.execPath, [file], { cwd: join(work, 'app'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    const url = out.trim();
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const answer = await fetch(`${url}/api/ping`).then(
+      (r) => `HTTP ${r.status}`,
+      () => 'nothing listens',
+    );
+    expect(answer).toBe('nothing listens');
+  }, 90_000);
+
   it('boots in a Nest 11 app too (peer range ^11 || ^12): DtmModule, a decorated branch route, the client', () => {
     const app = join(work, 'nest11');
     execFileSync('mkdir', ['-p', app]);
