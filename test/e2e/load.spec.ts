@@ -1,0 +1,157 @@
+// Many transactions at once from one app, behind the barrier on small database pools, against the
+// real DTM server.
+import 'reflect-metadata';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import { BarrierTx, BranchContext, DtmClient, DtmModule, DtmUnavailableError, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { harness } from '../support/harness.js';
+
+@Injectable()
+class Own {
+  url = '';
+  tries = 0;
+  subTries = 0;
+}
+
+@Controller('load')
+class LoadController {
+  constructor(
+    private readonly dtm: DtmClient,
+    private readonly own: Own,
+  ) {}
+
+  /** Behind the barrier: takes 1 from account 1, then nests a TCC whose sub-Try is behind the barrier on the same pool. */
+  @Post('try')
+  @TccTry('outer', { barrier: 'pg' })
+  async try(@Body() _b: unknown, @BarrierTx() tx: pg.PoolClient, @BranchContext() branch: BranchInfo) {
+    this.own.tries++;
+    await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 1');
+    await this.dtm.tccFromBranch(branch).callBranch({ n: 1 }, `${this.own.url}/load/sub-try`, `${this.own.url}/load/sub-confirm`, `${this.own.url}/load/sub-cancel`);
+    return {};
+  }
+
+  @Post('confirm')
+  @TccConfirm('outer', { barrier: 'pg' })
+  confirm() {}
+
+  @Post('cancel')
+  @TccCancel('outer', { barrier: 'pg' })
+  async cancel(@BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance + 1 WHERE id = 1');
+  }
+
+  /** As `try`, but its sub-Try is behind the barrier on a pool of its own. */
+  @Post('try-apart')
+  @TccTry('outerApart', { barrier: 'pg' })
+  async tryApart(@Body() _b: unknown, @BarrierTx() tx: pg.PoolClient, @BranchContext() branch: BranchInfo) {
+    this.own.tries++;
+    await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 1');
+    await this.dtm.tccFromBranch(branch).callBranch({ n: 1 }, `${this.own.url}/load/apart-try`, `${this.own.url}/load/apart-confirm`, `${this.own.url}/load/apart-cancel`);
+    return {};
+  }
+
+  @Post('confirm-apart')
+  @TccConfirm('outerApart', { barrier: 'pg' })
+  confirmApart() {}
+
+  @Post('cancel-apart')
+  @TccCancel('outerApart', { barrier: 'pg' })
+  async cancelApart(@BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance + 1 WHERE id = 1');
+  }
+
+  @Post('apart-try')
+  @TccTry('apart', { barrier: 'pgApart' })
+  async apartTry(@Body() _b: unknown, @BarrierTx() tx: pg.PoolClient) {
+    this.own.subTries++;
+    await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 2');
+    return {};
+  }
+
+  @Post('apart-confirm')
+  @TccConfirm('apart', { barrier: 'pgApart' })
+  apartConfirm() {}
+
+  @Post('apart-cancel')
+  @TccCancel('apart', { barrier: 'pgApart' })
+  async apartCancel(@BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance + 1 WHERE id = 2');
+  }
+
+  @Post('sub-try')
+  @TccTry('sub', { barrier: 'pg' })
+  async subTry(@Body() _b: unknown, @BarrierTx() tx: pg.PoolClient) {
+    this.own.subTries++;
+    await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 2');
+    return {};
+  }
+
+  @Post('sub-confirm')
+  @TccConfirm('sub', { barrier: 'pg' })
+  subConfirm() {}
+
+  @Post('sub-cancel')
+  @TccCancel('sub', { barrier: 'pg' })
+  async subCancel(@BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance + 1 WHERE id = 2');
+  }
+}
+
+describe('load: nested TCC behind the barrier on a pool of 2', () => {
+  let app: INestApplication;
+  let client: DtmClient;
+  let pool: pg.Pool;
+  let apartPool: pg.Pool;
+
+  beforeAll(async () => {
+    pool = new pg.Pool({ connectionString: (await fileDatabases()).postgres.url, max: 2 });
+    apartPool = new pg.Pool({ connectionString: (await fileDatabases()).postgres.url, max: 2 });
+    await pool.query('DROP TABLE IF EXISTS account');
+    await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await pool.query('INSERT INTO account VALUES (1, 1000), (2, 1000)');
+    const barrier = pgBarrierDatabase(pool);
+    await ensureBarrierSchema(barrier, { table: 'dtm_barrier' });
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier', branchTimeout: 3 }, barrierConnections: { pg: barrier, pgApart: pgBarrierDatabase(apartPool) } })],
+      controllers: [LoadController],
+      providers: [Own],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    client = app.get(DtmClient);
+    app.get(Own).url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  });
+  afterAll(async () => {
+    await app?.close();
+    await pool?.end();
+    await apartPool?.end();
+  });
+  beforeEach(async () => {
+    await pool.query('UPDATE account SET balance = 1000');
+  });
+
+  /** `n` TCCs at once, each with one branch `branch`: how each ended, what DTM holds at the end. */
+  async function burst(n: number, branch: string): Promise<{ errors: unknown[]; statuses: string[] }> {
+    const gids = await Promise.all(Array.from({ length: n }, () => client.generateGid()));
+    const errors = await Promise.all(gids.map((gid) => client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, branch)).then(() => undefined, (e: unknown) => e)));
+    const statuses = await Promise.all(gids.map(async (gid) => (await client.waitForFinal(gid, { timeout: 30 })).status));
+    return { errors, statuses };
+  }
+
+  it('a Try whose nested sub-Try is behind the barrier on the same pool: with as many TCCs at once as the pool has connections, every one waits for a connection no Try gives back, and all fail at branch_timeout (rolled back, nothing taken)', async () => {
+    const { errors, statuses } = await burst(8, 'outer');
+    expect(errors.every((e) => e instanceof DtmUnavailableError)).toBe(true);
+    expect(statuses).toEqual(Array(8).fill('failed'));
+    expect((await pool.query('SELECT balance FROM account ORDER BY id')).rows).toEqual([{ balance: 1000 }, { balance: 1000 }]);
+  }, 60_000);
+
+  it('the same with the sub-Try on a pool of its own (docs/tcc.md): all succeed', async () => {
+    const { errors, statuses } = await burst(8, 'outerApart');
+    expect(errors).toEqual(Array(8).fill(undefined));
+    expect(statuses).toEqual(Array(8).fill('succeed'));
+    expect((await pool.query('SELECT balance FROM account ORDER BY id')).rows).toEqual([{ balance: 992 }, { balance: 992 }]);
+  }, 60_000);
+});
