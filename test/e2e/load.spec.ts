@@ -7,6 +7,7 @@ import { Test } from '@nestjs/testing';
 import pg from 'pg';
 import { BarrierTx, BranchContext, DtmClient, DtmModule, DtmUnavailableError, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
+import { connectionsTo } from '../support/fixtures.js';
 import { harness } from '../support/harness.js';
 
 @Injectable()
@@ -154,4 +155,59 @@ describe('load: nested TCC behind the barrier on a pool of 2', () => {
     expect(statuses).toEqual(Array(8).fill('succeed'));
     expect((await pool.query('SELECT balance FROM account ORDER BY id')).rows).toEqual([{ balance: 992 }, { balance: 992 }]);
   }, 60_000);
+});
+
+@Controller('slow')
+class SlowController {
+  @Post('try')
+  @TccTry('slow')
+  async try() {
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    return {};
+  }
+
+  @Post('confirm')
+  @TccConfirm('slow')
+  confirm() {}
+
+  @Post('cancel')
+  @TccCancel('slow')
+  cancel() {}
+}
+
+describe('load: connections to DTM after a burst', () => {
+  it('a call under way longer than a connection may stay idle is not cut: a Try answering after 7 s, the TCC succeeds', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchTimeout: 20 } })], controllers: [SlowController] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, 'slow'));
+      expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    } finally {
+      await app.close();
+    }
+  }, 40_000);
+
+  it('150 calls to DTM at once open up to 150 keep-alive connections; once idle for a while they are closed, not kept for the life of the app', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    try {
+      const client = app.get(DtmClient);
+      const port = Number(new URL(harness().dtm.serverUrl).port);
+      const before = connectionsTo(port);
+      const gids = await Promise.all(Array.from({ length: 150 }, () => client.generateGid()));
+      expect(new Set(gids).size).toBe(150);
+      const afterBurst = connectionsTo(port) - before;
+      expect(afterBurst).toBeGreaterThan(20);
+      await new Promise((resolve) => setTimeout(resolve, 8_000));
+      expect(connectionsTo(port)).toBeLessThanOrEqual(before);
+      // and the client still works, on a new connection
+      await expect(client.generateGid()).resolves.toEqual(expect.any(String));
+    } finally {
+      await app.close();
+    }
+  }, 30_000);
 });

@@ -45,6 +45,14 @@ interface Send {
 const RESENT_OPERATIONS: ReadonlySet<string> = new Set(['prepare', 'prepareWorkflow', 'submit', 'abort']);
 
 /**
+ * How long a keep-alive connection may stay idle in the agents' pools before it is closed (Node's
+ * own default agent's figure). DTM's HTTP server closes no idle connection: without it, every
+ * connection a burst of calls opened (one per call at once) stayed open for the life of the app.
+ * The agent destroys only a free socket on it; a call under way is bounded by its own deadline.
+ */
+const IDLE_CONNECTION_MS = 5_000;
+
+/**
  * DTM's HTTP API and HTTP branches, through one axios instance with keep-alive agents. Bodies go
  * out and come back as text, so payloads pass verbatim. Also the HTTP half of the gRPC transport:
  * DTM's query, list and forceStop exist only over HTTP, and HTTP branches are called over HTTP in a
@@ -59,8 +67,8 @@ const RESENT_OPERATIONS: ReadonlySet<string> = new Set(['prepare', 'prepareWorkf
  */
 export class HttpTransport implements DtmTransport {
   readonly protocol = 'http' as const;
-  private readonly httpAgent = new http.Agent({ keepAlive: true });
-  private readonly httpsAgent = new https.Agent({ keepAlive: true });
+  private readonly httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_CONNECTION_MS });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true, timeout: IDLE_CONNECTION_MS });
   /** Agents for the one retry of a call whose pooled connection the peer had closed: a new connection, closed after the answer. */
   private readonly freshHttpAgent = new http.Agent({ keepAlive: false });
   private readonly freshHttpsAgent = new https.Agent({ keepAlive: false });
