@@ -63,6 +63,42 @@ describe('app.close() while a transaction is under way', () => {
   });
 });
 
+describe('app.close() with many transactions under way', () => {
+  it.each(PROTOCOLS)('over %s: 50 TCCs whose Tries are in flight when the app closes all go on: each is confirmed, and no connection to the branch server or DTM is left open after them', async (protocol) => {
+    const gids: string[] = [];
+    for (let i = 0; i < 50; i++) gids.push(await newGid());
+    const dtmPort = protocol === 'grpc' ? Number(harness().dtm.grpcAddress.split(':')[1]) : Number(new URL(harness().dtm.serverUrl).port);
+    // the harness's own connection to DTM's HTTP port (its queries), not the app's
+    const harnessOwn = connectionsTo(dtmPort);
+    const app = await startDtmApp({ config: { protocol } });
+    const grpc = protocol === 'grpc';
+    const target = (path: string) => (grpc ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+    const held = latch();
+    let entered = 0;
+    recorder.handle('/ManyTry', async () => {
+      entered++;
+      await held.wait();
+      return 200;
+    });
+    const runs = gids.map((gid) =>
+      app.client.tccGlobalTransaction(gid, async (tcc) => {
+        await tcc.callBranch(grpc ? Buffer.from('{"n":1}') : { n: 1 }, target('/ManyTry'), target('/ManyConfirm'), target('/ManyCancel'));
+        return 'tried';
+      }, { protocol }),
+    );
+    for (const deadline = Date.now() + 20_000; entered < 50 && Date.now() < deadline; ) await sleep(50);
+    expect(entered).toBe(50);
+    await app.close();
+    held.open();
+    expect(await Promise.all(runs)).toEqual(gids.map(() => 'tried'));
+    for (const gid of gids) expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
+    expect(gids.map((gid) => recorder.callsTo('/ManyConfirm', gid).length)).toEqual(gids.map(() => 1));
+    await sleep(200);
+    expect(connectionsTo(grpc ? Number(recorder.grpcAddress.split(':')[1]) : Number(new URL(recorder.url).port))).toBe(0);
+    expect(connectionsTo(dtmPort)).toBeLessThanOrEqual(harnessOwn + (grpc ? 0 : 1));
+  }, 60_000);
+});
+
 describe('app.close() while a wait for an outcome is under way', () => {
   it.each(PROTOCOLS)("over %s: a submitAndWait() whose saga DTM cannot finish yet ends as soon as the app closes, with DtmOutcomeUnknownError saying so (not after its timeout, polling DTM meanwhile); a wait started after close looks once", async (protocol) => {
     const app = await startDtmApp({ config: { protocol } });
