@@ -2,10 +2,11 @@
 // real DTM server.
 import 'reflect-metadata';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BarrierTx, BranchContext, DtmClient, DtmModule, DtmUnavailableError, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BarrierTx, BranchContext, DtmClient, DtmModule, DtmUnavailableError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, mysqlBarrierDatabase, pgBarrierDatabase, SagaAction, SagaCompensate, UseBarrier, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { connectionsTo } from '../support/fixtures.js';
 import { harness } from '../support/harness.js';
@@ -210,4 +211,75 @@ describe('load: connections to DTM after a burst', () => {
       await app.close();
     }
   }, 30_000);
+});
+
+@Controller('ship')
+@UseBarrier('mysql')
+class ShipController {
+  @Post('notify')
+  @MsgBranch('ship.notify')
+  async notify(@Body() o: { id: number }, @BarrierTx() tx: mysql.PoolConnection) {
+    await tx.execute('INSERT INTO shipment (order_id) VALUES (?)', [o.id]);
+  }
+
+  @Post('take')
+  @SagaAction('ship.take')
+  async take(@Body() o: { id: number }, @BarrierTx() tx: mysql.PoolConnection) {
+    await tx.execute('UPDATE stock SET n = n - 1 WHERE id = 1');
+    await tx.execute('INSERT INTO taken (order_id) VALUES (?)', [o.id]);
+  }
+
+  @Post('give')
+  @SagaCompensate('ship.take')
+  async give(@BarrierTx() tx: mysql.PoolConnection) {
+    await tx.execute('UPDATE stock SET n = n + 1 WHERE id = 1');
+  }
+
+  @Get('check')
+  @MsgQueryPrepared('ship.check')
+  check() {}
+}
+
+describe('load: 100 messages and 100 sagas at once behind the barrier on a MariaDB pool of 2', () => {
+  let app: INestApplication;
+  let client: DtmClient;
+  let pool: mysql.Pool;
+
+  beforeAll(async () => {
+    pool = mysql.createPool({ ...(await fileDatabases()).mariadb.config, connectionLimit: 2 });
+    await pool.query('DROP TABLE IF EXISTS shipment, purchase, stock, taken');
+    await pool.query('CREATE TABLE shipment (order_id int PRIMARY KEY)');
+    await pool.query('CREATE TABLE purchase (id int PRIMARY KEY)');
+    await pool.query('CREATE TABLE taken (order_id int PRIMARY KEY)');
+    await pool.query('CREATE TABLE stock (id int PRIMARY KEY, n int NOT NULL)');
+    await pool.query('INSERT INTO stock VALUES (1, 1000)');
+    const barrier = mysqlBarrierDatabase(pool);
+    await ensureBarrierSchema(barrier, { table: 'dtm_barrier' });
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier', branchTimeout: 10 }, barrierConnections: { mysql: barrier } })],
+      controllers: [ShipController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    client = app.get(DtmClient);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await pool?.end();
+  });
+
+  it('every message is delivered once and every saga succeeds: the pool of 2 queues the local transactions, nothing waits on itself', async () => {
+    const ids = Array.from({ length: 100 }, (_, i) => i + 1);
+    const db = mysqlBarrierDatabase(pool);
+    const gids = await Promise.all(ids.map(() => client.generateGid()));
+    const sagaGids = await Promise.all(ids.map(() => client.generateGid()));
+    await Promise.all([
+      ...ids.map((id, i) => client.newMsg(gids[i]).add('ship.notify', { id }).doAndSubmitDb('ship.check', db, (conn) => conn.execute('INSERT INTO purchase (id) VALUES (?)', [id]))),
+      ...ids.map((id, i) => client.newSaga(sagaGids[i]).add('ship.take', { id }).submit()),
+    ]);
+    const statuses = await Promise.all([...gids, ...sagaGids].map(async (gid) => (await client.waitForFinal(gid, { timeout: 60 })).status));
+    expect(statuses).toEqual(statuses.map(() => 'succeed'));
+    const [[purchases], [shipments], [taken], [stock]] = await Promise.all(['SELECT count(*) AS n FROM purchase', 'SELECT count(*) AS n FROM shipment', 'SELECT count(*) AS n FROM taken', 'SELECT n FROM stock'].map((sql) => pool.query(sql)));
+    expect([purchases, shipments, taken, stock]).toEqual([[{ n: 100 }], [{ n: 100 }], [{ n: 100 }], [{ n: 900 }]]);
+  }, 120_000);
 });
