@@ -5,7 +5,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type FinalResult, type Tcc } from 'nestjs-dtm';
-import { branchLines, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, latch, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 import { startRecorder, type RecordedCall } from '../support/recorder.js';
@@ -142,24 +142,23 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const gid = await fx.client.generateGid();
       let secondRan = false;
       let firstError: unknown;
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const held = latch();
       const first = fx.client
         .tccGlobalTransaction(gid, async (tcc) => {
           await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/ATry'), fx.target('/AConfirm'), fx.target('/ACancel'));
-          await released; // the second transaction, under the same gid, runs here
+          await held.wait(); // the second transaction, under the same gid, runs here
           await tcc.callBranch(fx.payload({ n: 2 }), fx.target('/A2Try'), fx.target('/A2Confirm'), fx.target('/A2Cancel'));
           return 'first';
         })
         .catch((e: unknown) => (firstError = e));
-      await fx.recorder.waitForCalls('/ATry', 1, { gid });
+      await held.reached;
       const second = await fx.client
         .tccGlobalTransaction(gid, async () => {
           secondRan = true;
           return 'second';
         })
         .catch((e: unknown) => e);
-      release();
+      held.open();
       await first;
       expect(second).toBeInstanceOf(DtmGidInUseError);
       expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
@@ -440,17 +439,16 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const gid = await fx.client.generateGid();
       let secondRan = false;
       let firstError: unknown;
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const held = latch();
       const first = fx.client
         .xaGlobalTransaction(gid, async (xa) => {
           await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/RaceBankA'));
-          await released; // the second transaction, under the same gid, runs here
+          await held.wait(); // the second transaction, under the same gid, runs here
           await xa.callBranch(fx.payload({ amount: 30 }), fx.target('/RaceBankB'));
           return 'first';
         })
         .catch((e: unknown) => (firstError = e));
-      await fx.recorder.waitForCalls('/RaceBankA', 1, { gid });
+      await held.reached;
       const second = await fx.client
         .xaGlobalTransaction(gid, async (xa) => {
           secondRan = true;
@@ -458,7 +456,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
           return 'second';
         })
         .catch((e: unknown) => e);
-      release();
+      held.open();
       expect(await first).toBe('first');
       expect(second).toBeInstanceOf(DtmGidInUseError);
       expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
