@@ -347,6 +347,9 @@ export const MESSAGES = {
     `${where} is in a controller bound to the host ${hosts.join(' or ')} (@Controller({ host })), but DTM calls it at ${called === undefined ? 'the address the app listens on (lynx.dtm.app_url is not set)' : `app_url's host ${called}`}: Nest would answer those calls 404 and DTM retry them forever; set lynx.dtm.app_url to a URL whose host the controller serves, or serve the branch from a controller without host`,
   sharedBranchRoute: (route: string, handlers: string[]) =>
     `${handlers.join(' and ')} serve the same route ${route}: Nest calls the first of them for every call, so DTM's calls of the others' branches would run it (or be refused by it, retried forever); give each branch route a path of its own`,
+  branchWrongMethod: (where: string, kind: string, name: string, method: string, wanted: string) =>
+    `${where} (${kind} '${name}') is a @${method.charAt(0)}${method.slice(1).toLowerCase()}() route, but DTM calls it with ${wanted}` +
+    `${wanted === 'POST' ? ' (GET only when the payload is empty, which the module never sends; an XA branch always POST)' : ' (a back-check has no body)'}: every call would answer 404 and DTM would retry it forever. Use @${wanted === 'POST' ? 'Post' : 'Get'}() or @All()`,
   branchHttpCode: (where: string, code: number) =>
     `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
   branchNotUriVersioned: (where: string, type: string, byDefault: boolean) =>

@@ -71,6 +71,11 @@ export function routeMetadataOf(controller: object, handler: object) {
   };
 }
 
+/** The HTTP method DTM calls a branch of `kind` with: GET for a message back-check (no body), POST for every other (the module never sends an empty payload, and an XA branch is always POST). */
+export function dtmMethodOf(kind: string): 'GET' | 'POST' {
+  return kind === 'msg-query-prepared' ? 'GET' : 'POST';
+}
+
 /** Nest's route-argument and `@Res({ passthrough })` metadata keys (the same in Nest 11 and 12), and its `@Res()` / `@Next()` argument types. */
 const ROUTE_ARGS_METADATA = '__routeArguments__';
 const RESPONSE_PASSTHROUGH_METADATA = '__responsePassthrough__';

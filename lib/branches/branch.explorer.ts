@@ -4,7 +4,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { localTransactionOf } from './branch-handler.binding.js';
-import { answersItself, branchMetadataOf, grpcMethodOf } from './branch-metadata.accessor.js';
+import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf } from './branch-metadata.accessor.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
@@ -44,6 +44,9 @@ export class DtmBranchExplorer implements OnModuleInit {
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
         // the module answers some calls of a handler in a local transaction without running it, and a success only once it committed
         if (!route.problem && bound && http && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchAnswersItself(where);
+        // DTM calls a branch with one method (an HTTP-only route serving another is never called; with a gRPC method too, a start-up warning)
+        const wanted = dtmMethodOf(branch.kind);
+        if (!route.problem && http && !grpc && http.method !== 'ALL' && http.method !== wanted) route.problem = MESSAGES.branchWrongMethod(where, branch.kind, branch.name, http.method, wanted);
         // the guard checks tokens with the keys of the DtmModule it sees: without one, it would let any call run
         if (!route.problem && this.config.branchAuthKeys && !guard?.runtime) route.problem = MESSAGES.noBranchRuntimeAuth(where);
         routes.push(route);

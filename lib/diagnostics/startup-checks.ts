@@ -5,7 +5,7 @@ import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-
 import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import { isRedisConnection } from '../branches/branch-handler.binding.js';
-import { branchMetadataOf, isDtmEndpoint } from '../branches/branch-metadata.accessor.js';
+import { branchMetadataOf, dtmMethodOf, isDtmEndpoint } from '../branches/branch-metadata.accessor.js';
 import { DtmGrpcIntegration } from '../branches/grpc/dtm-grpc.integration.js';
 import { WORKFLOW_SERVICE } from '../branches/workflow-resume.js';
 import { DtmClient } from '../client/dtm.client.js';
@@ -49,18 +49,17 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     if (this.config.startupPing) await this.ping();
   }
 
-  /** Warns about a route DTM calls with a method it does not serve (DTM: POST with a payload, GET without; a back-check always GET). */
+  /**
+   * Warns about a route that is also a gRPC method and serves HTTP with a method DTM does not use
+   * (DTM: POST with a payload, GET without; a back-check always GET): it may be served to DTM over
+   * gRPC only. An HTTP-only branch route of that kind fails start-up (the branch explorer).
+   */
   private checkRouteMethods(): void {
     for (const route of this.registry.all) {
       const method = route.http?.method;
-      if (!method || method === 'ALL') continue;
-      const wanted = route.kind === 'msg-query-prepared' ? 'GET' : 'POST';
-      if (method !== wanted) {
-        this.logger.warn(
-          `${route.handler} (${route.kind} '${route.name}') is a @${method.charAt(0)}${method.slice(1).toLowerCase()}() route, but DTM calls it with ${wanted}` +
-            `${wanted === 'POST' ? ' (GET only when the payload is empty)' : ' (a back-check has no body)'}: every call would answer 404 and DTM would retry it forever. Use @${wanted === 'POST' ? 'Post' : 'Get'}() or @All()`,
-        );
-      }
+      if (!method || !route.grpc || route.problem) continue;
+      const wanted = dtmMethodOf(route.kind);
+      if (method !== 'ALL' && method !== wanted) this.logger.warn(MESSAGES.branchWrongMethod(route.handler, route.kind, route.name, method, wanted));
     }
   }
 

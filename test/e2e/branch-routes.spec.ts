@@ -3,11 +3,11 @@
 // answers DTM's protocol, or refuses at start-up what DTM could never call right.
 import net from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
-import { Controller, HttpCode, Post, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
+import { Controller, Get, HttpCode, Post, Put, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
-import { DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, SagaAction, SagaCompensate, ensureBarrierSchema, pgBarrierDatabase, type DtmConfigInput } from 'nestjs-dtm';
+import { DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, ensureBarrierSchema, pgBarrierDatabase, type DtmConfigInput } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { ADAPTERS, CapturingLogger, type AdapterName } from './branch-app.js';
@@ -66,6 +66,31 @@ class NeutralMethod {
 /** A response as both adapters give it to `@Res()`. */
 interface AnyResponse {
   status(code: number): { send(body: string): unknown };
+}
+
+/** Routes DTM never calls: it calls a saga action (and a message branch) with POST, a back-check with GET. */
+@Controller('wrong-method')
+class WrongMethod {
+  @Get('a')
+  @SagaAction('byGet', { compensate: false })
+  a() {
+    ran.push('byGet');
+    return {};
+  }
+
+  @Put('m')
+  @MsgBranch('byPut')
+  m() {
+    ran.push('byPut');
+    return {};
+  }
+
+  @Post('q')
+  @MsgQueryPrepared('byPut')
+  q() {
+    ran.push('byPut back-check');
+    return {};
+  }
 }
 
 /** Behind the barrier, answering its calls itself: its action refuses, so DTM's compensation finds no action to undo. */
@@ -229,6 +254,15 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(byMediaType).not.toBeInstanceOf(Error);
     expect(await sagaOutcome(byMediaType as INestApplication, 'neutralToo')).toBe('succeed');
     expect(ran).toEqual(['neutral', 'neutralToo']);
+  });
+
+  it('a branch route with a method DTM never calls (@Get saga action, @Put message branch, @Post back-check) fails start-up naming each (DTM would be answered 404 forever)', async () => {
+    const started = await start(adapter, [WrongMethod]);
+    expect(started).toBeInstanceOf(DtmBranchRegistryError);
+    expect((started as Error).message).toContain("WrongMethod.a (saga-action 'byGet') is a @Get() route, but DTM calls it with POST");
+    expect((started as Error).message).toContain("WrongMethod.m (msg 'byPut') is a @Put() route, but DTM calls it with POST");
+    expect((started as Error).message).toContain("WrongMethod.q (msg-query-prepared 'byPut') is a @Post() route, but DTM calls it with GET");
+    expect(ran).toEqual([]);
   });
 
   it('a barrier branch answering its calls itself (@Res() without passthrough) fails start-up naming it: its compensation of an action that never ran would get no answer at all', async () => {

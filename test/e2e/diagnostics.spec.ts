@@ -1,7 +1,7 @@
 // Diagnostics that name the cause, against the real DTM server: a transaction that does not finish
 // in time names its unfinished branches and why (a wrong app_url host, a port nothing listens on, a
-// global guard, a @Get route, a handler's plain Error, a barrier table that is missing); start-up
-// checks (route methods, global guards, the barrier table, the start-up ping); the branch's own
+// global guard, a handler's plain Error, a barrier table that is missing); start-up
+// checks (global guards, the barrier table, the start-up ping); the branch's own
 // message in failures and rollback reasons, DTM v1.19's text on the raw fields.
 import { randomBytes } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
@@ -94,13 +94,6 @@ class DiagController {
   @Post('zed')
   zed() {
     throw new DtmFailureError('no account zed');
-  }
-
-  @SagaAction('by-get', { compensate: false })
-  @Get('by-get')
-  byGet(@Query('gid') gid?: string) {
-    called('by-get', gid);
-    return {};
   }
 
   @MsgBranch('ledger-notify')
@@ -280,15 +273,6 @@ describe('a transaction that does not finish in time names its unfinished branch
     await expect(app.client.newSaga(gid).add('debit', { amount: 1 }).submitAndWait({ timeout: 10 })).resolves.toMatchObject({ status: 'succeed' });
     expect(calls.debit).toContain(gid);
     expect((await queryTrans(gid)).branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['succeed']);
-  });
-
-  it('a @Get route on a @SagaAction: a start-up warning, then 404 for POST named', async () => {
-    const port = await freePort();
-    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
-    expect(app.logger.warnings).toContainEqual(expect.stringContaining("DiagController.byGet (saga-action 'by-get') is a @Get() route, but DTM calls it with POST"));
-    const { error } = await unfinished(app, 'by-get');
-    expect(error.unfinished[0].cause).toContain('404 for POST: no route serves POST at this path (DiagController.byGet is @Get;');
-    expect(calls['by-get'] ?? []).toEqual([]);
   });
 
   it('a handler throwing a plain Error: its message and HTTP 500, from this process (DTM was answered without it)', async () => {
