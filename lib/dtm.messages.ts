@@ -365,8 +365,8 @@ export const MESSAGES = {
     `service ${JSON.stringify(service)} has no branch ${JSON.stringify(branch)}; its branches: ${known.length ? known.join(', ') : 'none (it publishes no decorated branch)'}. Fix the name (or the contract both services import)`,
   remoteWrongKind: (service: string, branch: string, kind: string, wanted: string) =>
     `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is a ${kind} branch, not a ${wanted} branch; ${kind === 'saga' ? 'add it to a saga' : kind === 'tcc' ? 'call it with tcc.callBranch' : kind === 'msg' ? 'add it to a msg' : 'call it with xa.callBranch'}`,
-  remoteWrongTransport: (service: string, branch: string, protocol: string, has: string[]) =>
-    `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is served over ${has.join(' and ') || 'no transport this app can reach'} only, and DTM calls the branches of a transaction on ${protocol} ${protocol === 'http' ? 'over HTTP only: start the transaction with { protocol: \'grpc\' } (DTM then calls HTTP and gRPC branches)' : ''}`,
+  remoteWrongTransport: (service: string, branch: string) =>
+    `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is served over gRPC only, and DTM calls the branches of an HTTP transaction over HTTP only: start the transaction with { protocol: 'grpc' } (DTM then calls HTTP and gRPC branches)`,
   remoteManifestMissingOp: (service: string, branch: string, op: string) =>
     `service ${JSON.stringify(service)} publishes branch ${JSON.stringify(branch)} without a target for op ${op}; check its decorators (each kind needs all of its handlers)`,
   remoteManifestNotPublished: (service: string, endpoint: string) =>

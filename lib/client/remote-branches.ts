@@ -55,11 +55,11 @@ export class RemoteBranchDirectory {
     if (branch.kind !== kind) throw error(ref, 'kind', MESSAGES.remoteWrongKind(ref.service, ref.branch, branch.kind, kind));
     const targets: RemoteTargets = {};
     for (const [op, where] of Object.entries(branch.ops)) {
-      const target = protocol === 'grpc' ? (where.grpc ?? where.http) : where.http;
+      const target = protocol === 'grpc' ? (where?.grpc ?? where?.http) : where?.http;
       if (target) targets[op] = target;
-      else if (REQUIRED_OPS[kind].includes(op) || op === 'compensate') {
-        throw error(ref, 'transport', MESSAGES.remoteWrongTransport(ref.service, ref.branch, protocol, Object.keys(where).map((t) => (t === 'grpc' ? 'gRPC' : 'HTTP'))));
-      }
+      // an op published without any target: never dropped (a compensation would be lost without a word)
+      else if (!where?.grpc) throw error(ref, 'manifest', MESSAGES.remoteManifestMissingOp(ref.service, ref.branch, op));
+      else if (REQUIRED_OPS[kind].includes(op) || op === 'compensate') throw error(ref, 'transport', MESSAGES.remoteWrongTransport(ref.service, ref.branch));
     }
     for (const op of REQUIRED_OPS[kind]) if (!targets[op]) throw error(ref, 'manifest', MESSAGES.remoteManifestMissingOp(ref.service, ref.branch, op));
     return targets;

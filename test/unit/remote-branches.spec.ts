@@ -101,6 +101,29 @@ describe('RemoteBranchDirectory', () => {
     await expect(d.resolve({ service: 'bank', branch: 'reserve' }, 'tcc', 'http')).rejects.toMatchObject({ problem: 'transport' });
   });
 
+  it('an op published with an empty or null target object: DtmRemoteBranchError saying the manifest lacks that op, on either protocol', async () => {
+    for (const empty of [{}, null]) {
+      for (const [op, ops] of [
+        ['action', { action: empty, compensate: { http: 'http://bank:1/withdraw-revert' } }],
+        // a compensation published without a target is not dropped (the step would have none)
+        ['compensate', { action: { http: 'http://bank:1/withdraw' }, compensate: empty }],
+      ] as const) {
+        answer = { status: 200, body: JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: [{ name: 'withdraw', kind: 'saga', ops }] }) };
+        for (const protocol of ['http', 'grpc'] as const) {
+          const err = await directory().resolve(withdraw, 'saga', protocol).catch((e: unknown) => e);
+          expect(err).toBeInstanceOf(DtmRemoteBranchError);
+          expect(err).toMatchObject({ problem: 'manifest', message: expect.stringContaining(`service "bank" publishes branch "withdraw" without a target for op ${op}`) });
+        }
+      }
+    }
+  });
+
+  it('a gRPC-only branch in an HTTP transaction: the transport error names gRPC and says how to start the transaction', async () => {
+    answer = { status: 200, body: manifest(1) };
+    const err = await directory().resolve({ service: 'bank', branch: 'reserve' }, 'tcc', 'http').catch((e: unknown) => e);
+    expect((err as Error).message).toBe('branch "reserve" of service "bank" is served over gRPC only, and DTM calls the branches of an HTTP transaction over HTTP only: start the transaction with { protocol: \'grpc\' } (DTM then calls HTTP and gRPC branches)');
+  });
+
   it('a service that does not publish (404), answers no manifest, or lists a target that is not one: DtmRemoteBranchError naming why', async () => {
     answer = { status: 404, body: '' };
     const err = await directory().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
