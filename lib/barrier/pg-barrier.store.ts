@@ -46,6 +46,15 @@ function isPgPool(client: PgClientLike): boolean {
   return typeof (client as Partial<PgPoolLike<PgClientLike>>).connect === 'function' && 'totalCount' in client && 'idleCount' in client;
 }
 
+/**
+ * Whether `db` is a `pg` client (a `pg.Client`, or a client a pool lent), not a pool: a client has
+ * pg's transaction status or process id and no pool counts (read once, where the database is made).
+ */
+function isPgClient(db: object): boolean {
+  if ('totalCount' in db) return false;
+  return typeof (db as { getTransactionStatus?: unknown }).getTransactionStatus === 'function' || 'processID' in db || typeof (db as { release?: unknown }).release === 'function';
+}
+
 /** {@link pgBarrierTransaction} of a client this module sent the BEGIN on itself (no check). */
 function ownPgTransaction(client: PgClientLike): BarrierTransaction {
   return { dialect: 'postgres', execute: (sql, params) => pgExecute(client, sql, params) };
@@ -61,6 +70,7 @@ function ownPgTransaction(client: PgClientLike): BarrierTransaction {
  * never a resolved call.
  */
 export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): BarrierDatabase<C> {
+  if (typeof pool === 'object' && pool !== null && isPgClient(pool)) throw new DtmUsageError(MESSAGES.pgBarrierDatabaseClient());
   return {
     dialect: 'postgres',
     async transaction<T>(

@@ -14,6 +14,7 @@ import {
   DtmFailureError,
   DtmModule,
   DtmUsageError,
+  pgBarrierDatabase,
   SagaAction,
   ensureBarrierSchema,
   UseBarrier,
@@ -811,6 +812,34 @@ describe.each(SQL_STORES)('the back-check on %s while the local transaction is h
 });
 
 describe('start-up validation of barrier options', () => {
+  it('pgBarrierDatabase given a pg.Client or a pool\'s client (not a Pool) is refused with DtmUsageError saying to pass a Pool (every barrier call would fail)', async () => {
+    const client = new pg.Client({ connectionString: dbs.postgres.url });
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 1 });
+    const pooled = await pool.connect();
+    try {
+      const refusal = (db: unknown) => {
+        try {
+          return pgBarrierDatabase(db as pg.Pool);
+        } catch (err) {
+          return err;
+        }
+      };
+      for (const db of [client, pooled]) {
+        const error = refusal(db);
+        expect(error).toBeInstanceOf(DtmUsageError);
+        expect((error as Error).message).toContain('pgBarrierDatabase() takes a pg.Pool');
+      }
+      await client.connect();
+      expect(refusal(client)).toBeInstanceOf(DtmUsageError);
+      // a pool is taken
+      expect(refusal(pool)).not.toBeInstanceOf(Error);
+    } finally {
+      pooled.release();
+      await pool.end();
+      await client.end();
+    }
+  });
+
   it('names the handler of an unknown barrier connection, and of a Redis barrier where a transaction is needed', async () => {
     @Controller('v')
     @UseBarrier('orders-db')
