@@ -1,14 +1,14 @@
-import { BadRequestException, Inject, Injectable, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { BadRequestException, Inject, Injectable, Logger, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, refusal, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import type { BranchCarrier } from './branch-transport.js';
-import { branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
+import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
 import { schemaProblem, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { branchTransportOf } from './branch-transports.js';
-import { handlerName, VALIDATED_OPS } from './branch.types.js';
+import { BRANCH_DECORATOR, handlerName, VALIDATED_OPS } from './branch.types.js';
 import { authenticateBranchCall } from './branch-authentication.js';
 
 /**
@@ -62,9 +62,25 @@ export class DtmBranchGuard implements CanActivate {
   }
 }
 
-/** Whether the payload passes `schema`; a `DtmFailureError` with the schema's message (FAILURE: DTM rolls back, never retries) when it does not. */
+/**
+ * Whether the payload passes `schema`; a `DtmFailureError` with the schema's message (FAILURE: DTM
+ * rolls back, never retries) when it does not. A schema whose `validate` throws (a bug of the
+ * schema: Standard Schema returns issues) is FAILURE too, logged as an error naming the branch and
+ * the handler: answered 500, DTM would retry the action forever with the same payload.
+ */
 async function checkPayload(schema: StandardSchemaV1, payload: unknown, context: ExecutionContext): Promise<true> {
-  const problem = await schemaProblem(schema, payload);
+  let problem: string | undefined;
+  try {
+    problem = await schemaProblem(schema, payload);
+  } catch (err) {
+    const branch = branchMetadataOf(context.getHandler());
+    const message = MESSAGES.schemaThrew(branch ? `${BRANCH_DECORATOR[branch.kind]}('${branch.name}')` : 'a branch', handlerName(context), err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+    schemaLogger.error(message, err instanceof Error ? err.stack : undefined);
+    throw new DtmFailureError(message, { cause: err });
+  }
   if (problem !== undefined) throw new DtmFailureError(MESSAGES.invalidPayload(handlerName(context), problem));
   return true;
 }
+
+/** Logs a schema that threw (on such a call only). */
+const schemaLogger = new Logger('DtmBranch');

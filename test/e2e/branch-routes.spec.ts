@@ -1,6 +1,7 @@
 // Decorated HTTP branches in apps that use ordinary Nest routing features (@HttpCode, versioning,
-// controller hosts, @Res()), on Express and on Fastify: the module computes the URL DTM calls and
-// answers DTM's protocol, or refuses at start-up what DTM could never call right.
+// controller hosts, @Res(), a route's method, a schema that throws), on Express and on Fastify: the
+// module computes the URL DTM calls and answers DTM's protocol, or refuses at start-up what DTM
+// could never call right.
 import net from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { Controller, Get, HttpCode, Post, Put, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
@@ -89,6 +90,34 @@ class WrongMethod {
   @MsgQueryPrepared('byPut')
   q() {
     ran.push('byPut back-check');
+    return {};
+  }
+}
+
+/** A Standard Schema whose validate throws (a bug of the schema) instead of returning issues. */
+const throwingSchema = {
+  '~standard': {
+    version: 1 as const,
+    vendor: 'test',
+    validate: (): never => {
+      throw new TypeError("Cannot read properties of undefined (reading 'currency')");
+    },
+  },
+};
+
+@Controller('throwing-schema')
+class ThrowingSchema {
+  @Post('a')
+  @SagaAction('throwingSchema', { schema: throwingSchema })
+  a() {
+    ran.push('throwingSchema action');
+    return {};
+  }
+
+  @Post('c')
+  @SagaCompensate('throwingSchema')
+  c() {
+    ran.push('throwingSchema compensate');
     return {};
   }
 }
@@ -203,13 +232,17 @@ afterAll(async () => {
 });
 
 /** Starts an app with `controllers` on `adapter` (after `setup`, listening on 127.0.0.1), or the error its start-up threw. */
+/** The logger of the app start() made last. */
+let lastLogger: CapturingLogger;
+
 async function start(adapter: AdapterName, controllers: Type[], setup: (app: INestApplication) => void = () => undefined, config: DtmConfigInput = {}, port = 0): Promise<INestApplication | Error> {
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: { pg: pgBarrierDatabase(await barrierPool()) } })],
     controllers,
   }).compile();
   const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
-  app.useLogger(new CapturingLogger());
+  lastLogger = new CapturingLogger();
+  app.useLogger(lastLogger);
   setup(app);
   apps.push(app);
   return app.listen(port, '127.0.0.1').then(
@@ -263,6 +296,20 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect((started as Error).message).toContain("WrongMethod.m (msg 'byPut') is a @Put() route, but DTM calls it with POST");
     expect((started as Error).message).toContain("WrongMethod.q (msg-query-prepared 'byPut') is a @Post() route, but DTM calls it with GET");
     expect(ran).toEqual([]);
+  });
+
+  it('a schema whose validate throws: the action answers FAILURE naming the branch, the handler and the error, logged as an error; DTM rolls the saga back instead of retrying it forever', async () => {
+    const app = await start(adapter, [ThrowingSchema]);
+    expect(app).not.toBeInstanceOf(Error);
+    const client = (app as INestApplication).get(DtmClient);
+    const gid = await client.generateGid();
+    const final = await client.newSaga(gid).add('throwingSchema', { amount: 1 }).submitAndWait({ timeout: 8 }).catch((e: unknown) => e);
+    expect(final).toMatchObject({ status: 'failed' });
+    const record = await queryTrans(gid);
+    expect(record.transaction?.status).toBe('failed');
+    expect(record.transaction?.rollback_reason).toContain("the schema of @SagaAction('throwingSchema') threw on the payload of ThrowingSchema.a (TypeError: Cannot read properties of undefined (reading 'currency'))");
+    expect(ran).toEqual(['throwingSchema compensate']); // the action never ran; DTM's rule runs the compensation
+    expect(lastLogger.errors).toContainEqual(expect.stringContaining("the schema of @SagaAction('throwingSchema') threw on the payload of ThrowingSchema.a (TypeError: Cannot read properties of undefined (reading 'currency'))"));
   });
 
   it('a barrier branch answering its calls itself (@Res() without passthrough) fails start-up naming it: its compensation of an action that never ran would get no answer at all', async () => {
