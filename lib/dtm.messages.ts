@@ -350,6 +350,8 @@ export const MESSAGES = {
   branchWrongMethod: (where: string, kind: string, name: string, method: string, wanted: string) =>
     `${where} (${kind} '${name}') is a @${method.charAt(0)}${method.slice(1).toLowerCase()}() route, but DTM calls it with ${wanted}` +
     `${wanted === 'POST' ? ' (GET only when the payload is empty, which the module never sends; an XA branch always POST)' : ' (a back-check has no body)'}: every call would answer 404 and DTM would retry it forever. Use @${wanted === 'POST' ? 'Post' : 'Get'}() or @All()`,
+  branchUndoAnswersItself: (where: string, op: string) =>
+    `${where} undoes an action (op ${op}) and answers its calls itself (@Res() or @Next() without passthrough): the module answers its call without running it when the action was refused for its gid or branch id (there is nothing to undo), to which Nest would then send no answer at all (DTM times the call out and retries it forever, the transaction never finishing); use @Res({ passthrough: true }) and return the body`,
   branchHttpCode: (where: string, code: number) =>
     `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
   branchNotUriVersioned: (where: string, type: string, byDefault: boolean) =>

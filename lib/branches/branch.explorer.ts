@@ -8,6 +8,10 @@ import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf } from './br
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
+import type { BranchKind } from '../transport/dtm.types.js';
+
+/** The undo op of the kinds serving one: the module answers it itself for an action refused for its keys. */
+const UNDO_OP_OF: Partial<Record<BranchKind, string>> = { 'saga-compensate': 'compensate', 'tcc-cancel': 'cancel', xa: 'rollback' };
 
 /**
  * Finds the decorated branch handlers once, at start-up, and registers each with where DTM
@@ -44,6 +48,9 @@ export class DtmBranchExplorer implements OnModuleInit {
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
         // the module answers some calls of a handler in a local transaction without running it, and a success only once it committed
         if (!route.problem && bound && http && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchAnswersItself(where);
+        // without one, the undo call of an action refused for its keys (see the branch guard) is answered without running it too
+        const undoOp = UNDO_OP_OF[branch.kind];
+        if (!route.problem && !bound && http && undoOp && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchUndoAnswersItself(where, undoOp);
         // DTM calls a branch with one method (an HTTP-only route serving another is never called; with a gRPC method too, a start-up warning)
         const wanted = dtmMethodOf(branch.kind);
         if (!route.problem && http && !grpc && http.method !== 'ALL' && http.method !== wanted) route.problem = MESSAGES.branchWrongMethod(where, branch.kind, branch.name, http.method, wanted);

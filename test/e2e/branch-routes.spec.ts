@@ -10,7 +10,7 @@ import { Test } from '@nestjs/testing';
 import pg from 'pg';
 import { DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, ensureBarrierSchema, pgBarrierDatabase, type DtmConfigInput } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { ADAPTERS, CapturingLogger, type AdapterName } from './branch-app.js';
 
 /** The handlers that ran, in order. */
@@ -137,6 +137,42 @@ class OwnAnswer {
   c(@Res() res: AnyResponse) {
     ran.push('ownAnswer compensate');
     res.status(200).send('');
+  }
+}
+
+/** Without a barrier, its compensation answering itself: DTM's compensation of a refused action (a gid that breaks the key rule) is answered by the module without running it. */
+@Controller('own-answer-plain')
+class OwnAnswerPlain {
+  @Post('a')
+  @SagaAction('ownAnswerPlain')
+  a() {
+    ran.push('ownAnswerPlain action');
+    return {};
+  }
+
+  @Post('c')
+  @SagaCompensate('ownAnswerPlain')
+  c(@Res() res: AnyResponse) {
+    ran.push('ownAnswerPlain compensate');
+    res.status(200).send('');
+  }
+}
+
+/** The same with @Res({ passthrough: true }). */
+@Controller('passthrough-plain')
+class PassthroughPlain {
+  @Post('a')
+  @SagaAction('passthroughPlain')
+  a() {
+    ran.push('passthroughPlain action');
+    return {};
+  }
+
+  @Post('c')
+  @SagaCompensate('passthroughPlain')
+  c(@Res({ passthrough: true }) _res: AnyResponse) {
+    ran.push('passthroughPlain compensate');
+    return {};
   }
 }
 
@@ -310,6 +346,25 @@ describe.each(ADAPTERS)('decorated branches and Nest routing on %s', (adapter) =
     expect(record.transaction?.rollback_reason).toContain("the schema of @SagaAction('throwingSchema') threw on the payload of ThrowingSchema.a (TypeError: Cannot read properties of undefined (reading 'currency'))");
     expect(ran).toEqual(['throwingSchema compensate']); // the action never ran; DTM's rule runs the compensation
     expect(lastLogger.errors).toContainEqual(expect.stringContaining("the schema of @SagaAction('throwingSchema') threw on the payload of ThrowingSchema.a (TypeError: Cannot read properties of undefined (reading 'currency'))"));
+  });
+
+  it('a compensation without a barrier answering its calls itself (@Res() without passthrough) fails start-up naming it: its call for an action refused for its gid would get no answer at all', async () => {
+    const started = await start(adapter, [OwnAnswerPlain]);
+    expect(started).toBeInstanceOf(DtmBranchRegistryError);
+    expect((started as Error).message).toContain('OwnAnswerPlain.c undoes an action (op compensate) and answers its calls itself (@Res() or @Next() without passthrough)');
+    expect((started as Error).message).not.toContain('OwnAnswerPlain.a');
+  });
+
+  it('with @Res({ passthrough: true }) on a compensation without a barrier, a saga whose gid breaks the key rule (sent by another SDK) ends failed, the compensation answered without running', async () => {
+    const app = (await start(adapter, [PassthroughPlain])) as INestApplication;
+    expect(app).not.toBeInstanceOf(Error);
+    const url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+    const gid = `x-${Date.now()}${Math.random().toString(36).slice(2)} `; // a trailing space: the action is refused FAILURE
+    const submitted = await dtmPost('/submit', { gid, trans_type: 'saga', request_timeout: 2, steps: [{ action: `${url}/passthrough-plain/a`, compensate: `${url}/passthrough-plain/c` }], payloads: ['{}'] });
+    expect(submitted.status).toBe(200);
+    const final = await waitForTransStatus(gid, 'failed', 15_000);
+    expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['compensate succeed', 'action failed']);
+    expect(ran).toEqual([]);
   });
 
   it('a barrier branch answering its calls itself (@Res() without passthrough) fails start-up naming it: its compensation of an action that never ran would get no answer at all', async () => {
