@@ -545,6 +545,10 @@ export const MESSAGES = {
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
   gidTakenMeanwhile: (gid: string, transType: string, status: string) =>
     `DTM's record of ${gid} ("${status}") holds another transaction's steps, not this ${transType}'s: another submit under the gid got there at the same time (after this one's check that the gid was free). DTM v1.19 took this submit too and may have run this ${transType}'s steps over the other transaction, keeping no record of them, so their outcome is not known: check what its branches did; never submit it again, under this gid or a new one, before you know`,
+  gidHeldOtherCase: (held: string, transType: string) =>
+    `DTM answers it as ${JSON.stringify(held)}, a ${transType} of another gid that differs only in case: DTM's MySQL store compares gids without case, so there they are one transaction (a submit would be taken as that one, and its outcome is not this one's). Give each transaction a gid of its own, not one that differs from another only in case (generateGid(), or gids in one case)`,
+  gidTakenOtherCase: (gid: string, held: string, transType: string, status: string) =>
+    `DTM's record of ${gid} is ${JSON.stringify(held)} ("${status}"), another gid that differs only in case (DTM's MySQL store compares gids without case): another ${transType} under it took this submit (it got there after this one's check), and DTM may have run this ${transType}'s steps as that one's, so their outcome is not known: check what its branches did; never submit it again before you know, and give each transaction a gid of its own (not one that differs from another only in case)`,
   gidHeldUnfinished: (transType: string, status: string, own: string) =>
     transType === own
       ? `another ${own}, still running: checked before the submit, which DTM v1.19 would take for a ${own} it holds "${status}" and run this one's steps over it`

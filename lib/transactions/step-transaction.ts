@@ -97,6 +97,9 @@ export abstract class StepTransaction extends Transaction {
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
       final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
       // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
+      if (final.transaction.gid !== this.gid) {
+        throw new DtmOutcomeUnknownError(MESSAGES.gidTakenOtherCase(this.gid, final.transaction.gid, this.transType, final.status), this.gid, 'unknown');
+      }
       if (!sameSteps(final.transaction, request)) {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenMeanwhile(this.gid, this.transType, final.status), this.gid, 'unknown');
       }
@@ -128,6 +131,8 @@ export abstract class StepTransaction extends Transaction {
       if (isTransientDtmError(err) && !mayHaveReachedDtm(err)) throw err;
       return;
     }
+    // DTM's MySQL store finds a gid without case: a record of another gid is another transaction, finished or not
+    if (record && record.gid !== this.gid) throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldOtherCase(record.gid, record.transType), { protocol: this.protocol });
     if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
     throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status, this.transType), { protocol: this.protocol });
   }
