@@ -156,14 +156,18 @@ export class Msg extends StepTransaction {
    * another message with other branches (prepared at the same time, or left prepared under a gid
    * used again), a TCC or XA. Its submit would then deliver that one's branches, and a
    * `doAndSubmit()` would run its local transaction for a message DTM never delivers. So after the
-   * prepare, DTM's record must hold this message's branches ({@link sameSteps}), else
+   * prepare, DTM's record must be of this gid (DTM's MySQL store finds gids without case) and hold
+   * this message's branches ({@link sameSteps}), else
    * `DtmGidInUseError` before anything else runs (and every later submit of this object is refused
    * with it). A query that fails leaves the prepare as DTM answered it.
    */
   private async assertPreparedOwn(request: TransactionRequest): Promise<void> {
     const record = await this.recordIfKnown();
-    if (!record || sameSteps(record, request)) return;
-    this.heldByAnother = new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.msgPreparedOverAnother(record.transType), { protocol: this.protocol });
+    // DTM's MySQL store finds a gid without case: a record of another gid is another message, whatever its steps
+    const otherGid = record ? record.gid !== this.gid : false;
+    if (!record || (!otherGid && sameSteps(record, request))) return;
+    const detail = otherGid ? MESSAGES.gidHeldOtherCase(record.gid, record.transType) : MESSAGES.msgPreparedOverAnother(record.transType);
+    this.heldByAnother = new DtmGidInUseError('prepare', this.gid, record.status, detail, { protocol: this.protocol });
     throw this.heldByAnother;
   }
 

@@ -60,3 +60,16 @@ it('a saga or a message under Order-N after order-N finished: DtmGidInUseError n
   expect(recorder.calls.filter((c) => c.query.gid === upper || c.query.gid === msgUpper)).toEqual([]);
   expect((await queryTrans(lower, dtm.serverUrl)).transaction?.status).toBe('succeed');
 });
+
+it('a message prepared under Order-N while DTM holds order-N prepared with the same branches: DtmGidInUseError naming the gid DTM answered (before: taken as its own, delivered under both gids), order-N delivered once', async () => {
+  const [lower, upper] = gids();
+  const first = app.client.newMsg(lower).add(recorder.urlFor('/Notify'), { amount: 1 });
+  await first.prepare(recorder.urlFor('/QueryPrepared'));
+  const second = app.client.newMsg(upper).add(recorder.urlFor('/Notify'), { amount: 1 });
+  const error = await second.prepare(recorder.urlFor('/QueryPrepared')).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(DtmGidInUseError);
+  expect((error as Error).message).toContain(`DTM answers it as "${lower}", a msg of another gid that differs only in case`);
+  await first.submit();
+  expect((await waitForTransaction(dtm.serverUrl, lower, { timeout: 10 })).status).toBe('succeed');
+  expect(recorder.calls.map((c) => `${c.query.gid} ${c.path}`)).toEqual([`${lower} /Notify`]);
+});
