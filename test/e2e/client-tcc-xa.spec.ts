@@ -12,6 +12,14 @@ import { startRecorder, type RecordedCall } from '../support/recorder.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
 
+/** Two TCC / XA transactions raced on one gid: the second refused before its body ran (DtmGidInUseError, DTM holding the first prepared), the first untouched. */
+function expectSecondRefused(gid: string, second: unknown, secondRan: boolean, firstError: unknown): void {
+  expect(second).toBeInstanceOf(DtmGidInUseError);
+  expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
+  expect(secondRan).toBe(false);
+  expect(firstError).toBeUndefined();
+}
+
 describe.each(PROTOCOLS)('over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
 
@@ -160,10 +168,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         .catch((e: unknown) => e);
       held.open();
       await first;
-      expect(second).toBeInstanceOf(DtmGidInUseError);
-      expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
-      expect(secondRan).toBe(false);
-      expect(firstError).toBeUndefined();
+      expectSecondRefused(gid, second, secondRan, firstError);
       const final = await fx.client.waitForFinal(gid, { timeout: 20 });
       expect(final.status).toBe('succeed');
       expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '02 cancel prepared', '02 confirm succeed']);
@@ -458,10 +463,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         .catch((e: unknown) => e);
       held.open();
       expect(await first).toBe('first');
-      expect(second).toBeInstanceOf(DtmGidInUseError);
-      expect(second).toMatchObject({ gid, currentStatus: 'prepared' });
-      expect(secondRan).toBe(false);
-      expect(firstError).toBeUndefined();
+      expectSecondRefused(gid, second, secondRan, firstError);
       const final = await fx.client.waitForFinal(gid, { timeout: 20 });
       expect(final.status).toBe('succeed');
       expect(branchLines(final)).toEqual(['01 rollback prepared', '01 commit succeed', '02 rollback prepared', '02 commit succeed']);

@@ -4,90 +4,71 @@
 // holds nothing of the call. The module cuts the rollback reason it sends to 1024 characters (an
 // abort DTM refused would leave the transaction to its timeoutToFail), and reads DTM's refusal of
 // options too long as a refusal, at once (DtmServerError), not as a 5xx that may pass.
-import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
+import { expect, it } from '@jest/globals';
 import { DtmServerError } from 'nestjs-dtm';
 import { waitForTransaction } from 'nestjs-dtm/testing';
-import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { queryTrans } from '../support/harness.js';
-import { startRecorder, type Recorder } from '../support/recorder.js';
-import type { DtmInfo } from '../support/services/dtm.js';
-import { sqlStoreDtm } from '../support/sql-store-dtm.js';
+import { useSqlStoreDtmApp } from '../support/sql-store-dtm.js';
 
-let sqlStore: Awaited<ReturnType<typeof sqlStoreDtm>> | undefined;
-let dtm: DtmInfo;
-let app: DtmTestApp;
-let recorder: Recorder;
-
-beforeAll(async () => {
-  sqlStore = await sqlStoreDtm('dtm-sql-limits');
-  dtm = sqlStore.info;
-  recorder = await startRecorder();
-  app = await startDtmApp({ config: { serverUrl: dtm.serverUrl, protocol: 'http' } });
-});
-afterAll(async () => {
-  await app?.close();
-  await recorder?.close();
-  await sqlStore?.stop();
-});
-beforeEach(() => recorder.reset());
+const fx = useSqlStoreDtmApp('dtm-sql-limits');
 
 /** POSTs `body` to DTM's `op` straight (not through the module): `<status> <body>`. */
 async function post(op: string, body: unknown): Promise<string> {
-  const res = await fetch(`${dtm.serverUrl}/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${fx.dtm.serverUrl}/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return `${res.status} ${await res.text()}`;
 }
 
 it('pins DTM v1.19 on MariaDB: rollback_reason takes 1024 characters (4-byte ones too: characters, not bytes); one more is a 500 "Data too long" and the abort is lost', async () => {
-  const fits = await app.client.generateGid();
+  const fits = await fx.app.client.generateGid();
   expect(await post('prepare', { gid: fits, trans_type: 'tcc', protocol: '' })).toMatch(/^200/);
   expect(await post('abort', { gid: fits, trans_type: 'tcc', rollback_reason: '😀'.repeat(1024), protocol: '' })).toMatch(/^200/);
   // DTM answers the abort before it finishes it (a goroutine moves 'aborting' to 'failed').
-  const finished = await waitForTransaction(dtm.serverUrl, fits, { timeout: 10 });
+  const finished = await waitForTransaction(fx.dtm.serverUrl, fits, { timeout: 10 });
   expect(finished.status).toBe('failed');
   expect(Array.from(finished.rawRollbackReason ?? '')).toHaveLength(1024);
 
-  const over = await app.client.generateGid();
+  const over = await fx.app.client.generateGid();
   expect(await post('prepare', { gid: over, trans_type: 'tcc', protocol: '' })).toMatch(/^200/);
   expect(await post('abort', { gid: over, trans_type: 'tcc', rollback_reason: 'x'.repeat(1025), protocol: '' })).toMatch(/^500 .*Data too long for column 'rollback_reason'/);
-  expect((await queryTrans(over, dtm.serverUrl)).transaction?.status).toBe('prepared');
+  expect((await queryTrans(over, fx.dtm.serverUrl)).transaction?.status).toBe('prepared');
   await post('forceStop', { gid: over });
 });
 
 it('TCC whose body error has a message over 1024 characters: the abort reaches DTM (the reason cut to 1024 characters, marked), the branch is cancelled at once', async () => {
-  const gid = await app.client.generateGid();
-  recorder.answer('/Try', { status: 409, body: { message: `insufficient stock 😀: ${'sku-123, '.repeat(150)}` } });
-  const outcome = await app.client
+  const gid = await fx.app.client.generateGid();
+  fx.recorder.answer('/Try', { status: 409, body: { message: `insufficient stock 😀: ${'sku-123, '.repeat(150)}` } });
+  const outcome = await fx.app.client
     .tccGlobalTransactionAndWait(gid, async (tcc) => {
-      await tcc.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+      await tcc.callBranch({ amount: 1 }, fx.recorder.urlFor('/Try'), fx.recorder.urlFor('/Confirm'), fx.recorder.urlFor('/Cancel'));
     }, { timeoutToFail: 600 }, { timeout: 10 })
     .then((o) => o.status, (e: Error) => `${e.name}: ${e.message.slice(0, 300)}`);
   expect(outcome).toBe('failed');
-  expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Try', '/Cancel']);
-  const reason = (await queryTrans(gid, dtm.serverUrl)).transaction?.rollback_reason ?? '';
+  expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Try', '/Cancel']);
+  const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
   expect(Array.from(reason)).toHaveLength(1024);
   expect(reason).toContain('insufficient stock 😀');
   expect(reason.endsWith('…')).toBe(true);
 });
 
 it('a saga whose options DTM cannot store (a 1100-character forwarded bearer token): DtmServerError at once naming the column and the fix, not a resubmit loop ending "outcome unknown"; nothing stored or run', async () => {
-  const gid = await app.client.generateGid();
+  const gid = await fx.app.client.generateGid();
   const started = Date.now();
-  const error = await app.client
+  const error = await fx.app.client
     .newSaga(gid, { branchHeaders: { authorization: `Bearer ${'x'.repeat(1100)}` } })
-    .add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 })
+    .add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount: 1 })
     .submitAndWait({ timeout: 15 })
     .catch((e: unknown) => e);
   expect(error).toBeInstanceOf(DtmServerError);
   expect((error as Error).message).toMatch(/options.*varchar\(1024\).*branch header/s);
   expect(Date.now() - started).toBeLessThan(10_000); // not the wait's 15 s
-  expect((await queryTrans(gid, dtm.serverUrl)).transaction).toBeFalsy();
-  expect(recorder.callsFor(gid)).toEqual([]);
+  expect((await queryTrans(gid, fx.dtm.serverUrl)).transaction).toBeFalsy();
+  expect(fx.recorder.callsFor(gid)).toEqual([]);
 });
 
 it('a TCC whose options DTM cannot store: its prepare is refused, DtmServerError before the body runs', async () => {
-  const gid = await app.client.generateGid();
+  const gid = await fx.app.client.generateGid();
   let ran = false;
-  const error = await app.client
+  const error = await fx.app.client
     .tccGlobalTransaction(gid, async () => {
       ran = true;
     }, { branchHeaders: { authorization: `Bearer ${'x'.repeat(1100)}` } })
@@ -98,39 +79,39 @@ it('a TCC whose options DTM cannot store: its prepare is refused, DtmServerError
 });
 
 it('a SQL store keeps no saga steps: submitAndWait tells a saga still running under the gid by its branches (the same saga submitted again goes on, another one is DtmGidInUseError, nothing sent)', async () => {
-  const gid = await app.client.generateGid();
+  const gid = await fx.app.client.generateGid();
   const transfer = (amount: number) =>
-    app.client.newSaga(gid, { retryInterval: 60 }).add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount }).add(recorder.urlFor('/TransIn'), '', { amount });
-  recorder.answer('/TransOut', 425, 200);
+    fx.app.client.newSaga(gid, { retryInterval: 60 }).add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount }).add(fx.recorder.urlFor('/TransIn'), '', { amount });
+  fx.recorder.answer('/TransOut', 425, 200);
   await transfer(5).submit();
-  await recorder.waitForCalls('/TransOut', 1, { gid });
-  expect((await queryTrans(gid, dtm.serverUrl)).transaction?.steps).toBeUndefined();
+  await fx.recorder.waitForCalls('/TransOut', 1, { gid });
+  expect((await queryTrans(gid, fx.dtm.serverUrl)).transaction?.steps).toBeUndefined();
 
   // another payload: another saga
   await expect(transfer(6).submitAndWait({ timeout: 10 })).rejects.toMatchObject({ name: 'DtmGidInUseError', gid, currentStatus: 'submitted' });
-  expect(recorder.callsFor(gid).map((c) => c.body)).toEqual(['{"amount":5}']);
+  expect(fx.recorder.callsFor(gid).map((c) => c.body)).toEqual(['{"amount":5}']);
   const final = await transfer(5).submitAndWait({ timeout: 20 });
   expect(final.status).toBe('succeed');
-  expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.body}`)).toEqual(['/TransOut {"amount":5}', '/TransOut {"amount":5}', '/TransIn {"amount":5}']);
+  expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.body}`)).toEqual(['/TransOut {"amount":5}', '/TransOut {"amount":5}', '/TransIn {"amount":5}']);
 });
 
 it('the outcome a wait answers on a SQL store has the branch statuses DTM wrote in the end (DTM writes them in 200 ms batches, after it recorded the transaction finished): a saga\'s actions and a TCC\'s confirms succeed, not prepared', async () => {
-  const saga = await app.client.generateGid();
-  const sagaFinal = await app.client
+  const saga = await fx.app.client.generateGid();
+  const sagaFinal = await fx.app.client
     .newSaga(saga)
-    .add(recorder.urlFor('/TransOut'), recorder.urlFor('/TransOutRevert'), { amount: 1 })
-    .add(recorder.urlFor('/TransIn'), recorder.urlFor('/TransInRevert'), { amount: 1 })
+    .add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount: 1 })
+    .add(fx.recorder.urlFor('/TransIn'), fx.recorder.urlFor('/TransInRevert'), { amount: 1 })
     .submitAndWait();
   expect([sagaFinal.status, sagaFinal.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)]).toEqual([
     'succeed',
     ['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed'],
   ]);
 
-  const tcc = await app.client.generateGid();
-  const tccFinal = await app.client.tccGlobalTransactionAndWait(tcc, async (t) => {
-    await t.callBranch({ amount: 1 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
+  const tcc = await fx.app.client.generateGid();
+  const tccFinal = await fx.app.client.tccGlobalTransactionAndWait(tcc, async (t) => {
+    await t.callBranch({ amount: 1 }, fx.recorder.urlFor('/Try'), fx.recorder.urlFor('/Confirm'), fx.recorder.urlFor('/Cancel'));
   });
   expect([tccFinal.status, tccFinal.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)]).toEqual(['succeed', ['01 cancel prepared', '01 confirm succeed']]);
   // what DTM holds now: the same
-  expect((await queryTrans(tcc, dtm.serverUrl)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
+  expect((await queryTrans(tcc, fx.dtm.serverUrl)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
 });

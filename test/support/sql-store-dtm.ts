@@ -1,6 +1,9 @@
+import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { startDtmApp, type DtmTestApp } from './dtm-app.js';
 import { harness } from './harness.js';
+import { startRecorder, type Recorder } from './recorder.js';
 import { startDtm, type DtmInfo } from './services/dtm.js';
 import { runDirFrom } from './services/process.js';
 
@@ -36,4 +39,33 @@ export async function sqlStoreDtm(name: string): Promise<{ info: DtmInfo; stop: 
     rmSync(lock, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** What {@link useSqlStoreDtmApp} gives a test file: filled in its `beforeAll`. */
+export interface SqlStoreDtmApp {
+  /** The DTM server on a MariaDB store. */
+  dtm: DtmInfo;
+  /** An app whose module talks HTTP to that server. */
+  app: DtmTestApp;
+  /** The branches' recorder, reset before each test. */
+  recorder: Recorder;
+}
+
+/** For a test file: a DTM server on a MariaDB store ({@link sqlStoreDtm} named `name`), an app talking HTTP to it and a recorder, stopped after the file. */
+export function useSqlStoreDtmApp(name: string): SqlStoreDtmApp {
+  const fx = {} as SqlStoreDtmApp;
+  let sqlStore: Awaited<ReturnType<typeof sqlStoreDtm>> | undefined;
+  beforeAll(async () => {
+    sqlStore = await sqlStoreDtm(name);
+    fx.dtm = sqlStore.info;
+    fx.recorder = await startRecorder();
+    fx.app = await startDtmApp({ config: { serverUrl: fx.dtm.serverUrl, protocol: 'http' } });
+  });
+  afterAll(async () => {
+    await fx.app?.close();
+    await fx.recorder?.close();
+    await sqlStore?.stop();
+  });
+  beforeEach(() => fx.recorder.reset());
+  return fx;
 }
