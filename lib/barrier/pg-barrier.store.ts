@@ -51,7 +51,7 @@ function isPgPool(client: PgClientLike): boolean {
  * pg's transaction status or process id and no pool counts (read once, where the database is made).
  */
 function isPgClient(db: object): boolean {
-  if ('totalCount' in db) return false;
+  if (isPgPool(db as PgClientLike)) return false;
   return typeof (db as { getTransactionStatus?: unknown }).getTransactionStatus === 'function' || 'processID' in db || typeof (db as { release?: unknown }).release === 'function';
 }
 

@@ -7,7 +7,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { NESTED_FAILURE, type NestedFailure } from '../transactions/transaction.js';
 import { branchContextFactory } from './branch-context.decorator.js';
-import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
+import { branchMetadataOf, branchSpecOf, ROUTE_ARGS_METADATA, workflowOpsOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
@@ -43,9 +43,6 @@ import { shownBranchId } from '../auth/branch-auth.js';
 // before the wrapped handler and would refuse that empty request: on those handlers only,
 // DtmModuleAnswerInterceptor (module-answer.interceptor.ts) calls the wrapped handler with the
 // carrier alone ({@link answerByModule}) before the pipes run.
-
-/** Nest's route-argument metadata key (the same in Nest 11 and 12). */
-const ROUTE_ARGS_METADATA = '__routeArguments__';
 
 /** Where a handler's local transaction comes from: a barrier connection, or an XA database. */
 export type LocalTransactionSource = { barrier: string; queryPrepared: boolean } | { xa: string };

@@ -76,8 +76,9 @@ export function dtmMethodOf(kind: string): 'GET' | 'POST' {
   return kind === 'msg-query-prepared' ? 'GET' : 'POST';
 }
 
-/** Nest's route-argument and `@Res({ passthrough })` metadata keys (the same in Nest 11 and 12), and its `@Res()` / `@Next()` argument types. */
-const ROUTE_ARGS_METADATA = '__routeArguments__';
+/** Nest's route-argument metadata key (the same in Nest 11 and 12). */
+export const ROUTE_ARGS_METADATA = '__routeArguments__';
+/** Nest's `@Res({ passthrough })` metadata key, and its `@Res()` / `@Next()` argument types. */
 const RESPONSE_PASSTHROUGH_METADATA = '__responsePassthrough__';
 const RESPONSE_ARGUMENT = 1;
 const NEXT_ARGUMENT = 2;

@@ -378,7 +378,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const statuses = (r: TransactionRecord) => r.branches.map((b) => b.status).join();
     for (let reads = 0; reads < BRANCH_BATCH_READS && branchStatusesBatched(record) && record.branches.some((b) => b.status === 'prepared'); reads++) {
       if (Date.now() + BRANCH_BATCH_MS > deadline) break;
-      await new Promise((resolve) => setTimeout(resolve, BRANCH_BATCH_MS));
+      await this.pause(BRANCH_BATCH_MS);
       const again = await this.http.query(gid).catch(() => null);
       if (!again || again.status !== record.status || again.branches.length !== record.branches.length) break;
       const changed = statuses(again) !== statuses(record);
