@@ -379,6 +379,9 @@ export const MESSAGES = {
   remoteManifestStale: (service: string, why: string) => `the branch manifest of service ${JSON.stringify(service)} could not be refetched (${why}); using the one fetched before`,
   remoteCheckDeferred: (service: string, why: string) =>
     `service ${JSON.stringify(service)} did not answer its branch manifest at start-up (${why}); its branches will be checked on first use`,
+  remotePayloadRefused: (service: string, branch: string, where: string, problem: string) =>
+    `the payload for branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} (${where}) does not pass the schema of its contract entry: ${problem}. Nothing was sent to DTM (the service would refuse it with FAILURE, or, a message branch, DTM would call it again forever); fix the payload`,
+  remoteSchemaThrew: (error: string) => `the schema threw (${error}) instead of returning issues: a bug of the schema (a Standard Schema's validate returns { issues } for a payload it refuses)`,
   contractNotBranches: (got: string) => `DtmModule option contracts must list contracts made with defineBranches(service, {...}), got ${got}`,
   schemaNotChecked: (decorator: string, name: string) =>
     `${decorator}(${JSON.stringify(name)}) was given a schema, which would never be checked there: a FAILURE of a compensation, Confirm, Cancel or message branch is retried by DTM forever, so only @SagaAction, @TccTry and @XaBranch check one. Check the payload where the transaction is started, and remove the schema`,

@@ -8,7 +8,7 @@ import type { LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { DtmBranchRegistry, type BranchRecord, type FinalResult } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmRemoteBranchError, type BranchRecord, type FinalResult } from 'nestjs-dtm';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
@@ -23,7 +23,7 @@ const HELP = `Usage: npm run demo [-- options]
 Starts a DTM server v1.19.0, PostgreSQL and MariaDB (private instances on free ports, removed at the
 end), starts the sample app (sample-app/: bank A on PostgreSQL, bank B and a shop on MariaDB) and
 runs: a saga transfer that commits; a saga checkout that fails at shipping and compensates; one whose
-order the shop's contract refuses (its schema: a FAILURE, not a retry); a TCC
+order the shop's contract refuses (its schema, checked before anything reaches DTM); a TCC
 reservation that confirms and one that cancels; an outbox message; an XA transfer that commits and
 one that rolls back; a workflow transfer that succeeds and one that is refused. Prints, per
 transaction, DTM's final status, the rollback reason (the branch's own message), the gid, the
@@ -93,9 +93,19 @@ async function main(): Promise<void> {
 
       const rows: Row[] = [];
       const registry = app.get(DtmBranchRegistry);
-      const run = async (mode: string, what: string, expected: FinalResult['status'], show: (s: State) => string, action: () => Promise<FinalResult>) => {
+      // 'refused': the caller refuses the transaction before anything reaches DTM (a contract's schema)
+      const run = async (mode: string, what: string, expected: FinalResult['status'] | 'refused', show: (s: State) => string, action: () => Promise<FinalResult>) => {
         const before = await state();
-        const final = await action();
+        let final: FinalResult;
+        try {
+          final = await action();
+        } catch (err) {
+          if (expected !== 'refused' || !(err instanceof DtmRemoteBranchError)) throw err;
+          const why = /contract entry: (.*?)\. Nothing was sent/.exec(err.message)?.[1] ?? err.message;
+          const change = `${show(before)} -> ${show(await state())}`;
+          rows.push({ mode, what, gid: '(none: nothing was sent to DTM)', status: 'refused', reason: `${err.name}: ${why}`, branches: [], change, ok: true });
+          return;
+        }
         const after = await state();
         rows.push({
           mode,
@@ -115,7 +125,7 @@ async function main(): Promise<void> {
 
       await run('saga', 'transfer 30 alice -> bob', 'succeed', bank, () => transfers.saga('alice', 'bob', 30));
       await run('saga', 'checkout 2 widgets, ship to atlantis', 'failed', stock, () => shop.checkout(order('o-1', 2, 40, 'atlantis')));
-      await run('saga', 'checkout -1 widgets (the contract refuses it)', 'failed', stock, () => shop.checkout(order('o-0', -1, 10)));
+      await run('saga', 'checkout -1 widgets (the contract refuses it)', 'refused', stock, () => shop.checkout(order('o-0', -1, 10)));
       await run('tcc', 'reserve 1 widget, pay 25', 'succeed', reserve, () => shop.reserve(order('o-2', 1, 25)));
       await run('tcc', 'reserve 2 widgets, pay 500', 'failed', reserve, () => shop.reserve(order('o-3', 2, 500)));
       await run('msg', 'order placed -> shipping told', 'succeed', outbox, () => shop.placeOrder(order('o-4', 1, 20)));

@@ -44,7 +44,7 @@ export interface RemoteBranch<K extends RemoteBranchKind = RemoteBranchKind, P =
   readonly branch: string;
   /** Its kind; absent: checked only against the service's manifest at run time. */
   readonly kind?: K;
-  /** Checks the payload where the participant serves the branch. */
+  /** Checks the payload where the participant serves the branch, and (HTTP branches) where the caller adds it, before anything reaches DTM. */
   readonly schema?: StandardSchemaV1<P, unknown>;
   /** Never set: carries the payload type. */
   readonly payloadType?: P;
@@ -66,7 +66,7 @@ function declaration<K extends RemoteBranchKind, P>(kind: K, schema?: StandardSc
 export const sagaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'saga', P> => declaration('saga', schema);
 /** A TCC branch (`@TccTry` + `@TccConfirm` + `@TccCancel`) whose payload is `P`. */
 export const tccBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'tcc', P> => declaration('tcc', schema);
-/** A two-phase message branch (`@MsgBranch`) whose payload is `P` (DTM retries a message branch until it succeeds, so its schema is not applied by the participant). */
+/** A two-phase message branch (`@MsgBranch`) whose payload is `P` (DTM retries a message branch until it succeeds, so its schema is checked by the caller only, for an HTTP branch). */
 export const msgBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'msg', P> => declaration('msg', schema);
 /** An XA branch (`@XaBranch`) whose payload is `P`. */
 export const xaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'xa', P> => declaration('xa', schema);

@@ -29,11 +29,13 @@ export abstract class StepTransaction extends Transaction {
     const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));
     // every step is checked before any is filled in; a refused one stays to resolve (a submit again is refused too, never sent with empty targets)
     steps.forEach((s, i) => assertOneTransport(() => `${this.transType} ${this.gid} step ${s.index} (branch ${JSON.stringify(s.ref.branch)} of service ${JSON.stringify(s.ref.service)})`, resolved[i], this.gid));
+    const data = steps.map((s, i) => this.encode(s.payload, resolved[i].action));
+    await this.assertContractPayloads(steps.map((s, i) => ({ ref: s.ref, target: resolved[i].action, data: data[i], where: `step ${s.index}` })));
     steps.forEach((s, i) => {
       const targets = resolved[i];
       this.steps[s.index].action = targets.action.value;
       if (s.kind === 'saga') this.steps[s.index].compensate = targets.compensate?.value ?? '';
-      this.payloads[s.index] = this.encode(s.payload, targets.action);
+      this.payloads[s.index] = data[i];
     });
     this.remoteSteps = undefined;
   }

@@ -34,7 +34,7 @@ export class Tcc extends GlobalTransaction {
     if (isRemoteBranch(tryOrName)) {
       const targets = await this.remoteTargets(tryOrName, 'tcc');
       assertOneTransport(() => `tcc ${this.gid} branch ${JSON.stringify(tryOrName.branch)} of service ${JSON.stringify(tryOrName.service)}`, targets, this.gid);
-      return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName.service);
+      return this.register(payload, targets.try, targets.confirm, targets.cancel, tryOrName);
     }
     const named = confirm === undefined && parseTarget(tryOrName, this.gid).kind === 'name';
     if (!named && (typeof confirm !== 'string' || typeof cancel !== 'string')) throw new DtmUsageError(MESSAGES.tccConfirmCancelMissing(String(tryOrName)), { gid: this.gid });
@@ -45,9 +45,11 @@ export class Tcc extends GlobalTransaction {
     return this.register(payload, tryTarget, confirmTarget, cancelTarget);
   }
 
-  /** Registers the branch with its confirm and cancel, then calls its Try (`service`: of another service, by name). */
-  private async register(payload: Payload, tryTarget: BranchTarget, confirmTarget: BranchTarget, cancelTarget: BranchTarget, service?: string): Promise<BranchAnswer> {
+  /** Registers the branch with its confirm and cancel, then calls its Try (`remote`: another service's branch, by name, its payload checked by its contract's schema first). */
+  private async register(payload: Payload, tryTarget: BranchTarget, confirmTarget: BranchTarget, cancelTarget: BranchTarget, remote?: RemoteBranch): Promise<BranchAnswer> {
     const data = this.encode(payload, tryTarget);
+    const service = remote?.service;
+    if (remote) await this.assertContractPayloads([{ ref: remote, target: tryTarget, data, where: 'try' }]);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
     const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text) : this.ids.next();
     // a failure of either is kept: run() refuses the submit should the body go on (DTM would confirm the branch)

@@ -11,12 +11,14 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { assertTransactionGid } from '../transport/branch-keys.js';
+import { parseAnswer } from '../transport/payload.js';
 import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { mayHaveReachedDtm, wasResent } from '../transport/dtm-transient.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
-import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
+import { schemaProblem, type RemoteBranch, type RemoteBranchKind } from '../contracts/branch-contract.js';
+import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 import { UNOBSERVED, type DtmInstrumentation, type TransactionObservation } from '../observability/dtm-instrumentation.js';
 import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
@@ -256,6 +258,31 @@ export abstract class Transaction {
       parsed[op] = target;
     }
     return parsed;
+  }
+
+  /**
+   * Checks payloads given to other services' branches against the schemas of their contract
+   * entries, as each participant checks them, before anything of them reaches DTM: the JSON an HTTP
+   * branch receives. A gRPC branch's payload is left to its participant (what that receives depends
+   * on its proto loader's options), as is one given to `{ service, branch }` (no schema). Every
+   * refusal at once: `DtmRemoteBranchError` (problem `payload`).
+   */
+  protected async assertContractPayloads(items: readonly { ref: RemoteBranch; target: BranchTarget; data: EncodedPayload; where: string }[]): Promise<void> {
+    const problems = await Promise.all(
+      items.map(async ({ ref, target, data, where }) => {
+        if (!ref.schema || target.kind !== 'http') return undefined;
+        const text = typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8');
+        let problem: string | undefined;
+        try {
+          problem = await schemaProblem(ref.schema, parseAnswer(text));
+        } catch (err) {
+          problem = MESSAGES.remoteSchemaThrew(err instanceof Error ? err.message : String(err));
+        }
+        return problem === undefined ? undefined : { service: ref.service, branch: ref.branch, problem: 'payload' as const, message: MESSAGES.remotePayloadRefused(ref.service, ref.branch, `${this.transType} ${this.gid} ${where}`, problem) };
+      }),
+    );
+    const refused = problems.filter((p) => p !== undefined);
+    if (refused.length > 0) throw new DtmRemoteBranchError(refused);
   }
 
   /** Calls a branch of another service itself (TCC Try, XA action): a failure that says its target moved has its manifest refetched at the next use. */

@@ -22,6 +22,7 @@ export class Xa extends GlobalTransaction {
     const service = isRemoteBranch(target) ? target.service : undefined;
     const resolved = isRemoteBranch(target) ? (await this.remoteTargets(target, 'xa')).action : this.target(target, 'xa', 'XA action', true);
     const data = this.encode(payload, resolved);
+    if (isRemoteBranch(target)) await this.assertContractPayloads([{ ref: target, target: resolved, data, where: 'action' }]);
     const branchId = this.ids.next();
     // a failed action is kept: run() refuses the submit should the body go on (DTM would commit the branches it holds without this one's work)
     return this.keepFailure(branchId, 'action', () =>

@@ -239,6 +239,20 @@ describe('branches by name across services', () => {
     expect((await bankState()).calls.slice(calls)).toEqual(['withdraw-revert  -5']);
   });
 
+  it('a caller using the contract checks an HTTP branch\'s payload against its schema first: saga, TCC and msg refused with every problem, the bank never called', async () => {
+    const calls = (await bankState()).calls.length;
+    for (const path of ['saga', 'tcc', 'msg'] as const) {
+      const outcome = await order(path, { movement: { account: '', amount: -5 }, item: widgets(1) });
+      expect(outcome).toMatchObject({ error: 'DtmRemoteBranchError', problem: 'payload' });
+      expect(outcome.message).toContain(`does not pass the schema of its contract entry: account: must be a non-empty string; amount: must be a positive number`);
+      const record = await queryTrans(outcome.gid);
+      // a saga or msg was never sent; a TCC was prepared before its body ran, and aborted without a branch
+      if (path === 'tcc') expect([record.transaction?.status, record.branches]).toEqual(['failed', []]);
+      else expect(record.transaction).toBeNull();
+    }
+    expect((await bankState()).calls.slice(calls)).toEqual([]);
+  });
+
   it('an invalid payload refused by a Nest pipe (400) is a FAILURE too, with the pipe\'s message', async () => {
     const outcome = await order('saga', { raw: { ref: { service: 'bank', branch: 'deposit' }, payload: { account: 'bob', amount: 2.5 } } });
     expect(outcome).toMatchObject({ status: 'failed' });

@@ -1,7 +1,8 @@
 // The contracts of services-by-name.spec.ts's participants, imported by them and by the orders
 // service that calls them: the bank (HTTP) and the stock (gRPC only). The bank's withdraw carries a
 // Standard Schema (written here, as any validator's would be: the module depends on none), so the
-// bank answers an invalid payload FAILURE.
+// bank answers an invalid payload FAILURE; its hold and credit carry it too (a caller using the
+// contract checks all three before anything reaches DTM).
 import { defineBranches, msgBranch, sagaBranch, tccBranch, type StandardSchemaV1 } from 'nestjs-dtm';
 
 /** A bank movement. */
@@ -34,8 +35,8 @@ export const movementSchema: StandardSchemaV1<Movement> = {
 /** The bank's branches (an HTTP service). */
 export const Bank = defineBranches('bank', {
   withdraw: sagaBranch(movementSchema),
-  hold: tccBranch<Movement>(),
-  credit: msgBranch<Movement>(),
+  hold: tccBranch(movementSchema),
+  credit: msgBranch(movementSchema),
 });
 
 /** The stock's branches (a gRPC-only service). */

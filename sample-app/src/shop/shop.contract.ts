@@ -2,7 +2,8 @@
 // type. Imported by the controllers that serve them and by ShopService, which adds them by name
 // (lynx.dtm.services.shop in config.yaml; in a real system, a module the services share). The
 // inventory's branches check the order with a Standard Schema (written out here: zod, valibot or
-// arktype schemas plug in the same way), so an invalid order is a FAILURE, not a retry.
+// arktype schemas plug in the same way): ShopService refuses an invalid order before anything reaches DTM,
+// and a caller without the schema gets FAILURE from the inventory, not a retry.
 import { defineBranches, msgBranch, sagaBranch, tccBranch, type StandardSchemaV1 } from 'nestjs-dtm';
 import type { Order } from './shop.types.js';
 
