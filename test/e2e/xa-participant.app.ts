@@ -64,6 +64,7 @@ class XaBank {
         grpcServer: process.env.DTM_GRPC!,
         grpcAppAddress: `127.0.0.1:${process.env.GRPC_PORT}`,
         barrierTable: 'dtm_barrier',
+        publishBranches: true, // xa.spec's caller of its branches by name reads them from its manifest
         // BRANCH_AUTH_KEY: authenticated branch calls
         ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}),
       },

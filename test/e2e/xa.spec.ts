@@ -15,13 +15,16 @@ import {
   DtmFailureError,
   DtmModule,
   DtmUsageError,
+  defineBranches,
   ensureBarrierSchema,
   mysqlBarrierDatabase,
   pgBarrierDatabase,
   pgXaDatabase,
   XaBranch,
+  xaBranch,
   type DtmClient,
   type DtmProtocol,
+  type StandardSchemaV1,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -31,6 +34,19 @@ import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type Managed
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { startTrap } from '../support/trap.js';
+
+/** The participant's PostgreSQL XA branch as a caller's contract names it, with a schema (a move of a non-zero whole amount). */
+const moveSchema: StandardSchemaV1<{ account: number; amount: number }> = {
+  '~standard': {
+    version: 1,
+    vendor: 'nestjs-dtm-tests',
+    validate: (value) => {
+      const v = value as { account?: unknown; amount?: unknown } | null;
+      return Number.isInteger(v?.amount) && v!.amount !== 0 && Number.isInteger(v?.account) ? { value: v as { account: number; amount: number } } : { issues: [{ message: 'must be a non-zero whole number', path: ['amount'] }] };
+    },
+  },
+};
+const XaBankBranches = defineBranches('xabank', { pgBank: xaBranch(moveSchema) });
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -318,6 +334,31 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     await expect(run).rejects.toThrow(/over MySQL's limit of 64: use a shorter gid/);
     expect((await client.waitForFinal(gid)).status).toBe('failed');
     expect(await balances()).toEqual(before);
+  });
+
+  it("another service's XA branch by name (a contract entry, resolved from its manifest): DTM commits it; over HTTP a payload the contract's schema refuses never reaches DTM or the branch", async () => {
+    const caller = await startDtmApp({ grpcProtos: TESTS_GRPC_PROTOS, config: { services: { xabank: { url: `http://127.0.0.1:${port}` } } } });
+    try {
+      const before = await balances();
+      const gid = await client.generateGid();
+      await caller.client.xaGlobalTransaction(gid, async (xa) => void (await xa.callBranch({ account: 1, amount: 12 }, XaBankBranches.pgBank)), { protocol });
+      const final = await caller.client.waitForFinal(gid);
+      expect([final.status, branchLines(final)]).toEqual(['succeed', ['01 rollback prepared', '01 commit succeed']]);
+      expect(final.branches[1].url).toBe(target('pg', protocol));
+      expect(await balances()).toEqual({ mysql: before.mysql, pg: before.pg + 12 });
+      expect(await pendingXa()).toEqual([]);
+      if (protocol === 'http') {
+        const refused = await client.generateGid();
+        const run = caller.client.xaGlobalTransaction(refused, (xa) => xa.callBranch({ account: 1, amount: 0 }, XaBankBranches.pgBank), { protocol });
+        await expect(run).rejects.toMatchObject({ name: 'DtmRemoteBranchError', problem: 'payload', message: expect.stringContaining('amount: must be a non-zero whole number') });
+        const record = await client.waitForFinal(refused);
+        expect([record.status, record.branches]).toEqual(['failed', []]); // prepared before the body ran, aborted without a branch
+        expect(await balances()).toEqual({ mysql: before.mysql, pg: before.pg + 12 });
+        expect(await barrierRows(refused)).toEqual([]);
+      }
+    } finally {
+      await caller.close();
+    }
   });
 });
 
