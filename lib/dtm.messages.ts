@@ -184,10 +184,10 @@ export const MESSAGES = {
     `cannot load the protos of the app's gRPC server at ${url} (${where}: ${reason}); fix the protoPath of that gRPC microservice's options (${protoPath}; paths are relative to the working directory) or the .proto file: the module reads the services it serves from them, as Nest does`,
   grpcPayloadNeedsProto: (target: string) =>
     `the payload of ${target} is an object, but the module knows no proto declaring that method (neither grpcProtos nor the protos of this app's gRPC servers): add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
-  grpcPayloadUnknownField: (type: string, key: string, fields: readonly string[]) =>
-    `${type} has no field ${JSON.stringify(key.slice(0, 60))}, which protobuf would drop: its fields are ${fields.join(', ') || 'none'}, spelt as the loader options of the protos say (keepCase)`,
+  grpcPayloadUnknownField: (type: string, key: string, fields: readonly string[], of?: string) =>
+    `${type} has no field ${JSON.stringify(key.slice(0, 100))}, which protobuf would drop: its fields${of ? ` (of ${of})` : ''} are ${fields.join(', ') || 'none'}, spelt as the loader options of the protos say (keepCase)`,
   grpcPayloadFieldValue: (type: string, field: string, proto: string, want: string, got: string) =>
-    `field ${JSON.stringify(field.slice(0, 60))} (${proto}) of ${type} takes ${want}, got ${got}, which protobuf would not send as it is`,
+    `field ${JSON.stringify(field.slice(0, 100))} (${proto}) of ${type} takes ${want}, got ${got}, which protobuf would not send as it is`,
   grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,
   grpcPayloadType: (target: string, type: string) => `the payload of the gRPC branch ${target} must be an object or a Uint8Array of protobuf, got ${type}`,
   /** `value` undefined: not shown (a header that looks like a credential). */

@@ -28,13 +28,30 @@ interface MethodDefinitionLike {
   requestSerialize(value: unknown): Buffer;
   responseDeserialize(bytes: Buffer): unknown;
   /** The request type: its descriptor, whose field names are spelt as the loader options say (keepCase). */
-  requestType?: { type?: { name?: string; field?: FieldDescriptorLike[]; oneofDecl?: { name?: string }[] } };
+  requestType?: { type?: MessageDescriptorLike };
 }
 
-/** A field of a request type's descriptor, as proto-loader gives it. */
+/** A message type's descriptor, as proto-loader gives it (its nested types and enums inside it). */
+interface MessageDescriptorLike {
+  name?: string;
+  field?: FieldDescriptorLike[];
+  oneofDecl?: { name?: string }[];
+  nestedType?: MessageDescriptorLike[];
+  enumType?: EnumDescriptorLike[];
+  options?: { mapEntry?: boolean } | null;
+}
+
+/** An enum type's descriptor. */
+interface EnumDescriptorLike {
+  name?: string;
+  value?: { name?: string; number?: number }[];
+}
+
+/** A field of a message type's descriptor, as proto-loader gives it (`typeName`: a message or enum type's name, relative to the field's message, as protobufjs spells it). */
 interface FieldDescriptorLike {
   name?: string;
   type?: string;
+  typeName?: string;
   label?: string;
 }
 
@@ -110,46 +127,166 @@ function shown(value: unknown): string {
   return Array.isArray(value) ? 'a list' : value === null ? 'null' : `an ${typeof value}`;
 }
 
+/** A message or enum type of a package definition, with its full name. */
+type ResolvedType = { fullName: string; message: MessageDescriptorLike; enumType?: undefined } | { fullName: string; enumType: EnumDescriptorLike; message?: undefined };
+
+/**
+ * Finds the types that message fields name in a proto-loader package definition: the top-level
+ * types are its keys (full names), nested ones (and map entries) are inside their message's
+ * descriptor, and a field names its type relative to its message, as protobuf resolves names.
+ */
+class ProtoTypes {
+  constructor(private readonly definition: Record<string, unknown>) {}
+
+  /** The type `name` (relative, or absolute with a leading dot) as seen from the message `scope` (a full name). */
+  resolve(name: string, scope: string): ResolvedType | undefined {
+    if (name.startsWith('.')) return this.find(name.slice(1));
+    const parts = scope.split('.');
+    for (let i = parts.length; i >= 0; i--) {
+      const found = this.find([...parts.slice(0, i), name].join('.'));
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  /**
+   * The request type of the service method at `/<service>/<method>`, whose descriptor gives its
+   * short name only: looked up from the service's scope, else the one top-level type of that name
+   * with as many fields (another package's); undefined when that does not single it out.
+   */
+  request(methodPath: string, type: MessageDescriptorLike): ResolvedType | undefined {
+    const name = type.name;
+    if (name === undefined) return undefined;
+    const alike = (found: ResolvedType | undefined) => found?.message?.field?.length === type.field?.length;
+    const found = this.resolve(name, methodPath.split('/')[1] ?? '');
+    if (alike(found)) return found;
+    const others = Object.keys(this.definition).filter((key) => key.endsWith(`.${name}`) || key === name).map((key) => this.find(key)).filter(alike);
+    return others.length === 1 ? others[0] : undefined;
+  }
+
+  private find(fullName: string): ResolvedType | undefined {
+    const parts = fullName.split('.');
+    for (let i = parts.length; i > 0; i--) {
+      const entry = this.definition[parts.slice(0, i).join('.')] as { format?: unknown; type?: MessageDescriptorLike & EnumDescriptorLike } | undefined;
+      if (typeof entry?.format !== 'string' || !entry.type) continue;
+      if (entry.format.endsWith('EnumDescriptorProto')) return i === parts.length ? { fullName, enumType: entry.type } : undefined;
+      let message: MessageDescriptorLike | undefined = entry.type;
+      for (const [j, part] of parts.slice(i).entries()) {
+        const last = i + j === parts.length - 1;
+        const enumType = last ? message?.enumType?.find((e) => e.name === part) : undefined;
+        if (enumType) return { fullName, enumType };
+        message = message?.nestedType?.find((m) => m.name === part);
+      }
+      return message ? { fullName, message } : undefined;
+    }
+    return undefined;
+  }
+}
+
+/** How many value names an enum field's refusal lists. */
+const ENUM_NAMES_SHOWN = 12;
+
+/** The check of one message type's object (its path in the payload given), built once per type. */
+type MessageCheck = (value: object, path: string) => void;
+
 /**
  * A check of an object payload against `method`'s request type, where protobuf would send
  * something else than the object says without a word: a key that is no field of the type (a
- * misspelt field, or the .proto's snake_case where the loader spells camelCase) is dropped, and a
+ * misspelt field, or the .proto's snake_case where the loader spells camelCase) is dropped, a
  * scalar field's value of another kind is coerced (2.5 or "12.50" in an int64 sent as 2 or 12,
  * "1e3" as 1, a string of digits past the range wrapped around, "false" in a bool sent as true, an
- * object in a string as "[object Object]"): the branch would run on other data. Top-level fields
- * only (and the items of their lists). Undefined when the definition does not describe the type.
+ * object in a string as "[object Object]"), and an enum name the enum does not have is sent as its
+ * default value: the branch would run on other data. Every field, the items of lists and the values
+ * of maps, down through nested messages (those of `google.protobuf` are left to protobuf, as are
+ * the fields of a type the definition does not let the check find). Undefined when the definition
+ * does not describe the type.
  */
-function payloadCheck(method: MethodDefinitionLike): ((value: object) => void) | undefined {
+function payloadCheck(method: MethodDefinitionLike, types: ProtoTypes): ((value: object) => void) | undefined {
   const type = method.requestType?.type;
   if (!Array.isArray(type?.field)) return undefined;
-  const fields = type.field.map((f) => f.name).filter((n): n is string => typeof n === 'string');
-  // by name: the rule of a scalar field, null for a field protobuf checks itself and for a oneof's
-  // name (what a decoded message, loader option oneofs, holds beside its set field: fromObject ignores it)
-  const known = new Map<string, { rule: ScalarRule; repeated: boolean } | null>((type.oneofDecl ?? []).map((o) => [o.name as string, null]));
-  for (const field of type.field) {
-    if (typeof field.name !== 'string') continue;
-    const rule = field.type === undefined ? undefined : SCALAR_RULES[field.type];
-    known.set(field.name, rule ? { rule, repeated: field.label === 'LABEL_REPEATED' } : null);
-  }
   const typeName = `the request type${type.name ? ` ${type.name}` : ''}`;
-  const refuse = (key: string, rule: ScalarRule, got: unknown, item?: number): never => {
-    throw new Error(MESSAGES.grpcPayloadFieldValue(typeName, key, item === undefined ? rule.proto : `${rule.proto}, item ${item}`, rule.want, shown(got)));
+  const request = types.request(method.path, type);
+  const checks = new Map<string, MessageCheck>();
+
+  /** The check of message type `message` (full name `fullName`; unknown for the request type the definition did not let the check find, whose nested fields are then left to protobuf). */
+  const messageCheck = (message: MessageDescriptorLike, fullName: string | undefined): MessageCheck => {
+    const cached = fullName === undefined ? undefined : checks.get(fullName);
+    if (cached) return cached;
+    let built: MessageCheck | undefined;
+    const check: MessageCheck = (value, path) => (built ??= buildCheck(message, fullName))(value, path);
+    if (fullName !== undefined) checks.set(fullName, check);
+    return check;
   };
-  return (value) => {
-    for (const key of Object.keys(value)) {
-      const got = (value as Record<string, unknown>)[key];
-      if (got === undefined) continue;
-      const field = known.get(key);
-      if (field === undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, key, fields));
-      // null leaves the field unset, as undefined does
-      if (field === null || got === null) continue;
-      if (!field.repeated) {
-        if (!field.rule.fits(got)) refuse(key, field.rule, got);
-      } else if (Array.isArray(got)) {
-        got.forEach((item, i) => field.rule.fits(item) || refuse(key, field.rule, item, i));
-      }
+
+  const buildCheck = (message: MessageDescriptorLike, fullName: string | undefined): MessageCheck => {
+    const fields = (message.field ?? []).map((f) => f.name).filter((n): n is string => typeof n === 'string');
+    // by name: how to check a field's value (a single value; lists are checked item by item), null for
+    // a field protobuf checks itself and for a oneof's name (what a decoded message, loader option
+    // oneofs, holds beside its set field: fromObject ignores it)
+    const known = new Map<string, { check: (got: unknown, path: string, item?: number) => void; repeated: boolean } | null>((message.oneofDecl ?? []).map((o) => [o.name as string, null]));
+    for (const field of message.field ?? []) {
+      if (typeof field.name !== 'string') continue;
+      known.set(field.name, fieldCheck(field, fullName));
     }
+    const of = fullName === undefined || fullName === request?.fullName ? undefined : fullName;
+    return (value, path) => {
+      for (const key of Object.keys(value)) {
+        const got = (value as Record<string, unknown>)[key];
+        if (got === undefined) continue;
+        const field = known.get(key);
+        if (field === undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, path + key, fields, of));
+        // null leaves the field unset, as undefined does
+        if (field === null || got === null) continue;
+        if (!field.repeated) field.check(got, path + key);
+        else if (Array.isArray(got)) got.forEach((item, i) => field.check(item, path + key, i));
+      }
+    };
   };
+
+  /** How one field's value is checked; null: left to protobuf. */
+  const fieldCheck = (field: FieldDescriptorLike, scope: string | undefined): { check: (got: unknown, path: string, item?: number) => void; repeated: boolean } | null => {
+    const repeated = field.label === 'LABEL_REPEATED';
+    const rule = field.type === undefined || field.type === 'TYPE_ENUM' ? undefined : SCALAR_RULES[field.type];
+    if (rule) return { repeated, check: (got, path, item) => rule.fits(got) || refuse(path, item, rule.proto, rule.want, got) };
+    if (field.type !== 'TYPE_ENUM' && field.type !== 'TYPE_MESSAGE') return null;
+    const resolved = scope === undefined || !field.typeName ? undefined : types.resolve(field.typeName, scope);
+    if (field.type === 'TYPE_ENUM') {
+      const values = resolved?.enumType?.value;
+      if (!values) return { repeated, check: (got, path, item) => SCALAR_RULES.TYPE_ENUM.fits(got) || refuse(path, item, 'enum', SCALAR_RULES.TYPE_ENUM.want, got) };
+      const names = new Set(values.map((v) => v.name));
+      const shownNames = [...names].slice(0, ENUM_NAMES_SHOWN).join(', ') + (names.size > ENUM_NAMES_SHOWN ? ', …' : '');
+      // proto3 enums are open: a number the enum does not name is sent as it is
+      return { repeated, check: (got, path, item) => Number.isInteger(got) || (typeof got === 'string' && names.has(got)) || refuse(path, item, `enum ${resolved!.fullName}`, `one of ${shownNames} (or a whole number)`, got) };
+    }
+    const nested = resolved?.message;
+    if (!nested || resolved!.fullName.startsWith('google.protobuf.')) return null;
+    if (nested.options?.mapEntry) {
+      // a map: an object whose values are checked as the entry's value field (its keys are strings in JavaScript either way)
+      const valueField = nested.field?.find((f) => f.name === 'value');
+      const value = valueField ? fieldCheck({ ...valueField, label: 'LABEL_OPTIONAL' }, resolved!.fullName) : null;
+      if (!value) return null;
+      return {
+        repeated: false,
+        check: (got, path) => {
+          if (typeof got !== 'object' || Array.isArray(got) || got instanceof Uint8Array) return;
+          for (const key of Object.keys(got as object)) {
+            const item = (got as Record<string, unknown>)[key];
+            if (item !== undefined && item !== null) value.check(item, `${path}.${key}`);
+          }
+        },
+      };
+    }
+    const check = messageCheck(nested, resolved!.fullName);
+    // anything but an object is refused by protobuf itself
+    return { repeated, check: (got, path, item) => typeof got === 'object' && !Array.isArray(got) && !(got instanceof Uint8Array) && check(got as object, `${path}${item === undefined ? '' : `[${item}]`}.`) };
+  };
+
+  const refuse = (path: string, item: number | undefined, proto: string, want: string, got: unknown): never => {
+    throw new Error(MESSAGES.grpcPayloadFieldValue(typeName, path, item === undefined ? proto : `${proto}, item ${item}`, want, shown(got)));
+  };
+
+  const top = messageCheck(type, request?.fullName);
+  return (value) => top(value, '');
 }
 
 /**
@@ -208,11 +345,12 @@ export class GrpcCodecs {
 
   /** Adds the methods of the services of `definition` (a proto-loader package definition) that are not known yet: `grpcProtos` wins. */
   private index(definition: Record<string, unknown>): void {
+    const types = new ProtoTypes(definition);
     for (const service of Object.values(definition)) {
       if (!service || typeof service !== 'object' || 'format' in service) continue; // a message or enum type, not a service
       for (const method of Object.values(service as Record<string, MethodDefinitionLike>)) {
         if (typeof method?.path !== 'string' || this.byPath.has(method.path)) continue;
-        const check = payloadCheck(method);
+        const check = payloadCheck(method, types);
         this.byPath.set(method.path, {
           serializeRequest: (value) => {
             check?.(value);
