@@ -384,7 +384,7 @@ export const MESSAGES = {
   remoteSchemaThrew: (error: string) => `the schema threw (${error}) instead of returning issues: a bug of the schema (a Standard Schema's validate returns { issues } for a payload it refuses)`,
   contractNotBranches: (got: string) => `DtmModule option contracts must list contracts made with defineBranches(service, {...}), got ${got}`,
   schemaNotChecked: (decorator: string, name: string) =>
-    `${decorator}(${JSON.stringify(name)}) was given a schema, which would never be checked there: a FAILURE of a compensation, Confirm, Cancel or message branch is retried by DTM forever, so only @SagaAction, @TccTry and @XaBranch check one. Check the payload where the transaction is started, and remove the schema`,
+    `${decorator}(${JSON.stringify(name)}) was given a schema, which would never be checked there: a FAILURE of a compensation, Confirm, Cancel or message branch is retried by DTM forever, so only @SagaAction, @TccTry and @XaBranch check one. Remove the schema, and check the payload where the transaction is started: a contract entry's schema (msgBranch(schema), ...) is checked there for an HTTP branch added by name`,
   schemaThrew: (decl: string, handler: string, error: string) =>
     `the schema of ${decl} threw on the payload of ${handler} (${error}) instead of returning issues: a bug of the schema (a Standard Schema's validate returns { issues } for a payload it refuses). Answered FAILURE, so DTM rolls the transaction back rather than retrying the call forever; fix the schema`,
   invalidPayload: (where: string, problem: string) => `invalid payload for ${where}: ${problem}`,
