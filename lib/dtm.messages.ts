@@ -496,6 +496,10 @@ export const MESSAGES = {
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   xaPreparedTransactionsDisabled: (name: string) =>
     `XA database "${name}" (PostgreSQL) has max_prepared_transactions = 0, PostgreSQL's default (the postgres Docker image's too): PREPARE TRANSACTION fails there ("prepared transactions are disabled"), so every XA branch on it would fail and its transaction roll back. Set max_prepared_transactions above the number of XA branches that may be prepared at once (postgresql.conf, or docker run ... postgres:16 -c max_prepared_transactions=100) and restart PostgreSQL`,
+  startupDatabaseNoAnswer: (timeoutSeconds: number) =>
+    `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
+  barrierTableNotCreated: (table: string, name: string, reason: string) =>
+    `could not create the barrier table ${table} on barrier connection "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
   xaPreparedTransactionsUnchecked: (name: string, reason: string) =>
     `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0): ${truncate(reason)}`,
   unknownXaDb: (where: string, name: string, known: string[]) =>

@@ -99,11 +99,14 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       if (!connection || isRedisConnection(connection)) continue;
       const db = connection as BarrierDatabase;
       if (this.config.createBarrierTable) {
-        await ensureBarrierSchema(db, { table });
+        await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
+          if (!(err instanceof NoAnswer)) throw err;
+          throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, name, err.message), { cause: err });
+        });
         continue;
       }
       try {
-        await db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []);
+        await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
       } catch (err) {
         const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
         if (!NO_SUCH_TABLE.has(code as string)) {
@@ -119,7 +122,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       }
       // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
       if (db.dialect === 'mysql') {
-        await assertBarrierKeysBinary(db, table).catch((err: unknown) => {
+        await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
           if (err instanceof DtmUsageError) throw err;
           this.logger.warn(`could not check the key columns of the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
         });
@@ -138,11 +141,11 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       if (db.dialect !== 'postgres') continue;
       let value: unknown;
       try {
-        const connection = await db.connect();
+        const connection = await this.answered(db.connect(), (late) => void late.close().catch(() => undefined));
         try {
-          value = (await connection.execute('SHOW max_prepared_transactions', [])).rows[0]?.max_prepared_transactions;
+          value = (await this.answered(connection.execute('SHOW max_prepared_transactions', []))).rows[0]?.max_prepared_transactions;
         } finally {
-          await connection.close().catch(() => undefined);
+          await this.answered(connection.close()).catch(() => undefined);
         }
       } catch (err) {
         this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, err instanceof Error ? err.message : String(err)));
@@ -150,6 +153,33 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       }
       if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
     }
+  }
+
+  /**
+   * `work` (a start-up check's call to a database), or a {@link NoAnswer} once `lynx.dtm.timeout`
+   * passed without its answer: a database (or a proxy) that accepts the connection and never answers
+   * would otherwise hold the start-up for ever (pg waits without a bound by default). `late` gets what
+   * `work` gives after that (a connection to close).
+   */
+  private answered<T>(work: Promise<T>, late?: (value: T) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let over = false;
+      const timer = setTimeout(() => {
+        over = true;
+        reject(new NoAnswer(MESSAGES.startupDatabaseNoAnswer(this.config.timeout)));
+      }, Math.ceil(this.config.timeout * 1000));
+      work.then(
+        (value) => {
+          clearTimeout(timer);
+          if (over) late?.(value);
+          else resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (!over) reject(err);
+        },
+      );
+    });
   }
 
   /** `DtmClient.ping` until DTM answers, at most `startup_ping_attempts` times, `startup_ping_delay` seconds apart. */
@@ -171,6 +201,9 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     }
   }
 }
+
+/** A start-up check's database call that had no answer within `lynx.dtm.timeout`. */
+class NoAnswer extends Error {}
 
 /** Where {@link DtmAwareGuard} marks a guard class. */
 const DTM_AWARE_GUARD = Symbol.for('nestjs-dtm.dtm-aware-guard');

@@ -29,13 +29,16 @@ import {
   TccTry,
   isDtmBranchHandler,
   pgBarrierDatabase,
+  pgXaDatabase,
   type DtmBranchCallEvent,
+  type XaDatabase,
   type DtmConfigInput,
 } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
+import { startTrap } from '../support/trap.js';
 
 /** The gids each handler was called with (a keyless probe would show up as an undefined gid). */
 const calls: Record<string, (string | undefined)[]> = {};
@@ -184,11 +187,11 @@ interface DiagApp {
 const apps: INestApplication[] = [];
 
 /** A Nest app with DiagController (and what `extra` adds: `branchCalls` gets its `branch.call` events), listening on 127.0.0.1; `appUrl` may point elsewhere. */
-async function diagApp(config: DtmConfigInput, extra: { guard?: boolean | 'aware'; vault?: pg.Pool; port?: number; branchCalls?: DtmBranchCallEvent[] } = {}): Promise<DiagApp> {
+async function diagApp(config: DtmConfigInput, extra: { guard?: boolean | 'aware'; vault?: pg.Pool; xa?: XaDatabase; port?: number; branchCalls?: DtmBranchCallEvent[] } = {}): Promise<DiagApp> {
   const branchCalls = extra.branchCalls;
   const instrumentation = branchCalls ? { hooks: { 'branch.call': (e: DtmBranchCallEvent) => void branchCalls.push(e) }, openTelemetry: false } : undefined;
   @Module({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined, instrumentation })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...config }, barrierConnections: extra.vault ? { pg: pgBarrierDatabase(extra.vault) } : undefined, xaConnections: extra.xa ? { pg: extra.xa } : undefined, instrumentation })],
     controllers: extra.vault ? [DiagController, VaultController] : [DiagController],
     providers: extra.guard ? [{ provide: APP_GUARD, useClass: extra.guard === 'aware' ? SessionGuard : DenyAllGuard }] : [],
   })
@@ -460,6 +463,52 @@ describe('start-up barrier check', () => {
       expect(app.logger.warnings).toContainEqual(expect.stringMatching(/^could not check the barrier table diag_any\.barrier on barrier connection "pg": .*ECONNREFUSED/));
     } finally {
       await dead.end();
+    }
+  });
+
+  it('a barrier database and an XA database that accept the connection and never answer (a stalled server or proxy): warnings after lynx.dtm.timeout, not a start-up that never ends', async () => {
+    const stalled = await startTrap({ hold: true });
+    // pg's defaults: no connection timeout, no query timeout
+    const vault = new pg.Pool({ connectionString: `postgres://nobody@${stalled.address}/none`, max: 1 });
+    const xaClients: pg.Client[] = [];
+    const xa = pgXaDatabase(async () => {
+      const c = new pg.Client({ connectionString: `postgres://nobody@${stalled.address}/none` });
+      xaClients.push(c);
+      await c.connect();
+      return c;
+    });
+    try {
+      const started = Date.now();
+      const app = await Promise.race([
+        diagApp({ barrierTable: 'diag_any.barrier', timeout: 1 }, { vault, xa }),
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 20_000).unref()),
+      ]);
+      expect(app).toBeDefined();
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(app!.logger.warnings).toContainEqual(expect.stringMatching(/^could not check the barrier table diag_any\.barrier on barrier connection "pg": .*no answer within 1 s \(lynx\.dtm\.timeout\)/));
+      expect(app!.logger.warnings).toContainEqual(expect.stringMatching(/^could not check max_prepared_transactions of XA database "pg" .*no answer within 1 s \(lynx\.dtm\.timeout\)/));
+    } finally {
+      await stalled.close();
+      for (const c of xaClients) await c.end().catch(() => undefined);
+      await vault.end().catch(() => undefined);
+    }
+  });
+
+  it('with create_barrier_table, a barrier database that accepts the connection and never answers fails start-up after lynx.dtm.timeout with DtmUnavailableError naming the connection', async () => {
+    const stalled = await startTrap({ hold: true });
+    const vault = new pg.Pool({ connectionString: `postgres://nobody@${stalled.address}/none`, max: 1 });
+    try {
+      const started = Date.now();
+      const error = await Promise.race([
+        diagApp({ barrierTable: 'diag_any.barrier', timeout: 1, createBarrierTable: true }, { vault }).then(() => 'started', (e: unknown) => e),
+        new Promise<string>((resolve) => setTimeout(() => resolve('hung'), 20_000).unref()),
+      ]);
+      expect(error).toBeInstanceOf(DtmUnavailableError);
+      expect((error as Error).message).toMatch(/^could not create the barrier table diag_any\.barrier on barrier connection "pg" \(lynx\.dtm\.create_barrier_table\): no answer within 1 s/);
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await stalled.close();
+      await vault.end().catch(() => undefined);
     }
   });
 });
