@@ -1,0 +1,84 @@
+// Many XA transactions at once against a PostgreSQL with few prepared-transaction slots, against the
+// real DTM server: the module must fail clearly, never hang, and leave nothing prepared behind.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import { BarrierTx, DtmClient, DtmModule, DtmServerError, ensureBarrierSchema, pgBarrierDatabase, XaBranch } from 'nestjs-dtm';
+import { harness } from '../support/harness.js';
+import { pgXaAt } from '../support/pg-xa.js';
+import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
+import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
+
+@Controller('xa-load')
+class XaLoadController {
+  @Post('pg')
+  @XaBranch('pgLoad', { db: 'pg' })
+  async pg(@Body() m: { id: number }, @BarrierTx() client: pg.Client) {
+    await client.query('UPDATE account SET balance = balance + 1 WHERE id = $1', [m.id]);
+    await new Promise((r) => setTimeout(r, 100));
+    return { ok: true };
+  }
+}
+
+describe('XA under load on a PostgreSQL with 4 prepared-transaction slots', () => {
+  let server: { info: PostgresInfo; process: ManagedProcess } | undefined;
+  let url: string;
+  let pool: pg.Pool;
+  let app: INestApplication;
+  let client: DtmClient;
+
+  beforeAll(async () => {
+    server = await startPostgres(runDirFrom(harness().runDir), { name: `postgres-xa-load-${process.pid}`, maxPreparedTransactions: 4 });
+    url = postgresUrl(server.info, 'postgres');
+    pool = new pg.Pool({ connectionString: url, max: 1, application_name: 'xa-load-check' });
+    await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await pool.query('INSERT INTO account SELECT i, 0 FROM generate_series(1, 200) i');
+    await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier', retryInterval: 1, branchTimeout: 10 }, xaConnections: { pg: pgXaAt(url) } })],
+      controllers: [XaLoadController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: ['error', 'warn'], forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    client = app.get(DtmClient);
+  }, 60_000);
+  afterAll(async () => {
+    await app?.close();
+    await pool?.end();
+    await server?.process.stop();
+  });
+
+  it('50 XA transactions of two branches at once: those that find no slot fail at once naming the limit (not a hang), DTM rolls them back, nothing stays prepared or connected, the balances match', async () => {
+    const gids = await Promise.all(Array.from({ length: 50 }, () => client.generateGid()));
+    const started = Date.now();
+    const outcomes = await Promise.all(
+      gids.map((gid, i) =>
+        client
+          .xaGlobalTransaction(gid, async (xa) => {
+            await xa.callBranch({ id: 2 * i + 1 }, 'pgLoad');
+            await xa.callBranch({ id: 2 * i + 2 }, 'pgLoad');
+          })
+          .then(() => 'ok', (e: unknown) => e),
+      ),
+    );
+    expect(Date.now() - started).toBeLessThan(60_000);
+    const errors = outcomes.filter((o) => o !== 'ok');
+    // 4 slots for 100 branches: most transactions find none free when their branch prepares
+    expect(errors.length).toBeGreaterThan(0);
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toContain('maximum number of prepared transactions reached');
+    }
+    const finals = await Promise.all(gids.map(async (gid) => (await client.waitForFinal(gid, { timeout: 60 })).status));
+    expect(finals.filter((s) => s === 'failed')).toHaveLength(errors.length);
+    expect(finals.filter((s) => s === 'succeed')).toHaveLength(50 - errors.length);
+    // DTM rolled back every branch that had prepared; nothing is left holding a slot or a row
+    expect((await pool.query('SELECT gid FROM pg_prepared_xacts')).rows).toEqual([]);
+    const balance = Number((await pool.query('SELECT sum(balance) AS s FROM account')).rows[0].s);
+    expect(balance).toBe(2 * (50 - errors.length));
+    const open = await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name <> 'xa-load-check' AND pid <> pg_backend_pid()");
+    expect(open.rows[0].n).toBe(0);
+  }, 300_000);
+});
