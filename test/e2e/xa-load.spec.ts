@@ -1,12 +1,15 @@
-// Many XA transactions at once against a PostgreSQL with few prepared-transaction slots, against the
-// real DTM server: the module must fail clearly, never hang, and leave nothing prepared behind.
+// Many XA transactions at once against a PostgreSQL with few prepared-transaction slots and a
+// MariaDB user allowed few connections, against the real DTM server: the module must fail clearly,
+// never hang, and leave nothing prepared behind.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BarrierTx, DtmClient, DtmModule, DtmServerError, ensureBarrierSchema, pgBarrierDatabase, XaBranch } from 'nestjs-dtm';
-import { harness } from '../support/harness.js';
+import { BarrierTx, DtmClient, DtmModule, DtmServerError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, XaBranch } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { harness, triggerCron } from '../support/harness.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
@@ -80,5 +83,88 @@ describe('XA under load on a PostgreSQL with 4 prepared-transaction slots', () =
     expect(balance).toBe(2 * (50 - errors.length));
     const open = await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name <> 'xa-load-check' AND pid <> pg_backend_pid()");
     expect(open.rows[0].n).toBe(0);
+  }, 300_000);
+});
+
+@Controller('xa-load-my')
+class XaLoadMyController {
+  @Post('my')
+  @XaBranch('myLoad', { db: 'my' })
+  async my(@Body() m: { id: number }, @BarrierTx() conn: mysql.Connection) {
+    await conn.query('UPDATE account SET balance = balance + 1 WHERE id = ?', [m.id]);
+    await new Promise((r) => setTimeout(r, 100));
+    return { ok: true };
+  }
+}
+
+describe('XA under load on MariaDB for a user allowed 4 connections', () => {
+  let dbs: FileDatabases;
+  let admin: mysql.Pool;
+  let app: INestApplication;
+  let client: DtmClient;
+  const user = `xa_load_${process.pid}`;
+
+  beforeAll(async () => {
+    dbs = await fileDatabases();
+    admin = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    await admin.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+    await admin.query('INSERT INTO account SELECT seq, 0 FROM seq_1_to_200');
+    await ensureBarrierSchema(mysqlBarrierDatabase(admin), { table: 'dtm_barrier' });
+    await admin.query(`DROP USER IF EXISTS '${user}'@'%'`);
+    await admin.query(`CREATE USER '${user}'@'%' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 4`);
+    await admin.query(`GRANT ALL PRIVILEGES ON \`${dbs.mariadb.database}\`.* TO '${user}'@'%'`);
+    const limited = { ...dbs.mariadb.config, user, password: 'pw' };
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier', retryInterval: 1, branchTimeout: 10 }, xaConnections: { my: mysqlXaDatabase(() => mysql.createConnection(limited)) } })],
+      controllers: [XaLoadMyController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: ['error', 'warn'], forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    client = app.get(DtmClient);
+  }, 60_000);
+  afterAll(async () => {
+    await app?.close();
+    await admin?.query(`DROP USER IF EXISTS '${user}'@'%'`).catch(() => undefined);
+    await admin?.end();
+  });
+
+  it('50 XA transactions of two branches at once: those refused a connection fail naming the limit, phase 2 refused a connection is retried by DTM; every one ends, nothing stays prepared, the balances match', async () => {
+    const gids = await Promise.all(Array.from({ length: 50 }, () => client.generateGid()));
+    const outcomes = await Promise.all(
+      gids.map((gid, i) =>
+        client
+          .xaGlobalTransaction(gid, async (xa) => {
+            await xa.callBranch({ id: 2 * i + 1 }, 'myLoad');
+            await xa.callBranch({ id: 2 * i + 2 }, 'myLoad');
+          })
+          .then(() => 'ok', (e: unknown) => e),
+      ),
+    );
+    const errors = outcomes.filter((o) => o !== 'ok');
+    expect(errors.length).toBeGreaterThan(0);
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toContain("has exceeded the 'max_user_connections' resource");
+    }
+    // a phase 2 refused a connection is retried by DTM: have its cron take them now
+    const finals: string[] = [];
+    for (const gid of gids) {
+      let status = '';
+      for (let i = 0; i < 40; i++) {
+        status = (await client.query(gid))?.status ?? 'absent';
+        if (status === 'succeed' || status === 'failed') break;
+        await triggerCron();
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      finals.push(status);
+    }
+    const [recovered] = await admin.query('XA RECOVER');
+    const ours = (recovered as { data: string }[]).filter((r) => gids.some((gid) => r.data.includes(gid)));
+    const [rows] = await admin.query('SELECT sum(balance) AS s FROM account');
+    const succeeded = finals.filter((s) => s === 'succeed').length;
+    expect(ours).toEqual([]);
+    expect(finals.every((s) => s === 'succeed' || s === 'failed')).toBe(true);
+    expect(finals.filter((s) => s === 'failed')).toHaveLength(errors.length);
+    expect(Number((rows as { s: number }[])[0].s)).toBe(2 * succeeded);
   }, 300_000);
 });
