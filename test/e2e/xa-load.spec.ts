@@ -7,7 +7,7 @@ import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BarrierTx, DtmClient, DtmModule, DtmServerError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, XaBranch } from 'nestjs-dtm';
+import { BarrierTx, DtmClient, DtmModule, DtmServerError, DtmUnavailableError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, XaBranch } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, triggerCron } from '../support/harness.js';
 import { pgXaAt } from '../support/pg-xa.js';
@@ -23,7 +23,19 @@ class XaLoadController {
     await new Promise((r) => setTimeout(r, 100));
     return { ok: true };
   }
+
+  /** Slower than the transaction's branch timeout: the caller gives up before it registers. */
+  @Post('pg-slow')
+  @XaBranch('pgSlow', { db: 'pg' })
+  async pgSlow(@Body() m: { id: number }, @BarrierTx() client: pg.Client) {
+    await client.query('UPDATE account SET balance = balance + 1 WHERE id = $1', [m.id]);
+    await new Promise((r) => setTimeout(r, 4000));
+    slowDone.push(m.id);
+    return { ok: true };
+  }
 }
+
+const slowDone: number[] = [];
 
 describe('XA under load on a PostgreSQL with 4 prepared-transaction slots', () => {
   let server: { info: PostgresInfo; process: ManagedProcess } | undefined;
@@ -84,6 +96,22 @@ describe('XA under load on a PostgreSQL with 4 prepared-transaction slots', () =
     const open = await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name <> 'xa-load-check' AND pid <> pg_backend_pid()");
     expect(open.rows[0].n).toBe(0);
   }, 300_000);
+
+  it('an XA branch slower than the branch timeout: the caller gives up and aborts, and the late branch, refused its registration, prepares nothing', async () => {
+    await pool.query('UPDATE account SET balance = 0');
+    const gid = await client.generateGid();
+    const error = await client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ id: 7 }, 'pgSlow'), { branchTimeout: 1 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toContain('no complete answer from the branch');
+    expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    // the branch ends about 4 s after it was called
+    await new Promise((r) => setTimeout(r, 6000));
+    expect(slowDone).toContain(7);
+    expect((await pool.query('SELECT gid FROM pg_prepared_xacts')).rows).toEqual([]);
+    expect(Number((await pool.query('SELECT balance FROM account WHERE id = 7')).rows[0].balance)).toBe(0);
+    // the late branch's registration was refused: DTM holds no branch of it
+    expect((await client.query(gid))?.branches).toEqual([]);
+  }, 60_000);
 });
 
 @Controller('xa-load-my')
