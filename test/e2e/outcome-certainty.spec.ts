@@ -1010,3 +1010,68 @@ describe('gRPC: DTM passes a gRPC branch\'s status through to a submit with wait
     expect(status).toBe('submitted');
   });
 });
+
+describe('a prepare DTM stored whose answer never came (DtmUnavailableError before the body ran): what running it again may do', () => {
+  /** A TCP proxy in front of DTM that, while `hold` is set, forwards a prepare to DTM and never passes its answer on. */
+  let proxy: net.Server;
+  let hold = false;
+  let viaProxy: DtmTestApp;
+  beforeAll(async () => {
+    const upstream = new URL(dtm.info.serverUrl);
+    proxy = net.createServer((client) => {
+      const up = net.connect(Number(upstream.port), upstream.hostname);
+      let swallow = false;
+      client.on('data', (chunk: Buffer) => {
+        if (hold && chunk.toString('latin1').startsWith('POST /api/dtmsvr/prepare')) swallow = true;
+        up.write(chunk);
+      });
+      up.on('data', (chunk: Buffer) => void (swallow || client.write(chunk)));
+      client.on('error', () => undefined);
+      up.on('error', () => undefined);
+      client.on('close', () => up.destroy());
+      up.on('close', () => void (swallow || client.destroy()));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    viaProxy = await startDtmApp({ config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/api/dtmsvr`, timeout: 2 } });
+  });
+  afterAll(async () => {
+    await viaProxy?.close();
+    await new Promise((resolve) => proxy?.close(resolve));
+  });
+
+  it.each(['tcc', 'xa'] as const)('%s: DTM holds the first prepare (with no branch) until its timeoutToFail, so the same gid again is DtmGidInUseError, its body not run; a new gid runs', async (kind) => {
+    const ran: string[] = [];
+    const run = (client: DtmTestApp['client'], gid: string) =>
+      kind === 'tcc'
+        ? client.tccGlobalTransaction(gid, async () => void ran.push(gid), { timeoutToFail: 60 })
+        : client.xaGlobalTransaction(gid, async () => void ran.push(gid), { timeoutToFail: 60 });
+    const gid = await app.client.generateGid();
+    hold = true;
+    const first = await run(viaProxy.client, gid).catch((e: unknown) => e);
+    hold = false;
+    expect(first).toBeInstanceOf(DtmUnavailableError);
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+
+    const again = await run(app.client, gid).catch((e: unknown) => e);
+    expect(again).toBeInstanceOf(DtmGidInUseError);
+    expect(ran).toEqual([]);
+    const fresh = await app.client.generateGid();
+    await run(app.client, fresh);
+    expect(ran).toEqual([fresh]);
+    await app.client.forceStop(gid); // tidy: DTM would roll it back at its timeoutToFail
+  });
+
+  it('msg: the same message (same branches and payloads) prepared again under the same gid goes on', async () => {
+    const gid = await app.client.generateGid();
+    const msg = (client: DtmTestApp['client']) => client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/HeldNotify'), { order: 9 });
+    hold = true;
+    const first = await msg(viaProxy.client).prepare(recorder.urlFor('/QueryPrepared')).catch((e: unknown) => e);
+    hold = false;
+    expect(first).toBeInstanceOf(DtmUnavailableError);
+    const again = msg(app.client);
+    await again.prepare(recorder.urlFor('/QueryPrepared'));
+    await again.submit();
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/HeldNotify', gid)).toHaveLength(1);
+  });
+});
