@@ -109,7 +109,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     if (workflowEnvironment) this.workflows = new WorkflowEngine(this.runtime, workflowEnvironment);
   }
 
-  /** False when `lynx.dtm.enabled` is false; every other method then throws `DtmDisabledError`. */
+  /** False when `lynx.dtm.enabled` is false; every other method then throws `DtmDisabledError`, but `barrier()` (a branch's own barrier, which needs no DTM). */
   get enabled(): boolean {
     return this.config.enabled;
   }

@@ -3,7 +3,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 
 /** The resolved `lynx.dtm` configuration (camelCase; durations in seconds). */
 export interface DtmConfig {
-  /** When false the app boots, and any use of the client throws `DtmDisabledError`. Default true. */
+  /** When false the app boots, and any use of the client throws `DtmDisabledError` (but `DtmClient.barrier()`, which needs no DTM). Default true. */
   enabled: boolean;
   /** DTM's HTTP API, e.g. `http://localhost:36789/api/dtmsvr`. */
   serverUrl: string;

@@ -10,6 +10,7 @@ import { Injectable, Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { Test } from '@nestjs/testing';
 import {
+  BranchBarrier,
   DtmClient,
   DtmConfigError,
   type DtmProtocol,
@@ -273,13 +274,14 @@ describe('reaching the DTM server', () => {
 });
 
 describe('module set-up', () => {
-  it('enabled: false boots the app; any use of the client throws DtmDisabledError', async () => {
+  it('enabled: false boots the app; any use of the client throws DtmDisabledError, but barrier(), a branch\'s own barrier, which needs no DTM', async () => {
     const app = await startDtmApp({ config: { enabled: false, serverUrl: 'http://127.0.0.1:1/api/dtmsvr' } });
     try {
       expect(app.client.enabled).toBe(false);
       await expect(app.client.generateGid()).rejects.toBeInstanceOf(DtmDisabledError);
       expect(() => app.client.newMsg('g')).toThrow(DtmDisabledError);
       await expect(app.helper.mustGenGid()).rejects.toBeInstanceOf(DtmDisabledError);
+      expect(app.client.barrier({ gid: 'g-disabled', transType: 'saga', branchId: '01', op: 'action', headers: {} })).toBeInstanceOf(BranchBarrier);
     } finally {
       await app.close();
     }
