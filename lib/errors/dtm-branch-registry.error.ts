@@ -1,6 +1,6 @@
 import { DtmUsageError } from './dtm-usage.error.js';
 
-/** Decorated branches that do not fit together (found at start-up), or a branch name no handler has. */
+/** Decorated branches (or `@DtmWorkflow`s) that do not fit together, found at start-up; a branch name no handler has, used in a transaction, is a plain `DtmUsageError`. */
 export class DtmBranchRegistryError extends DtmUsageError {
   /** Every problem, each naming the handlers involved and the fix. */
   readonly problems: readonly string[];
