@@ -1,6 +1,6 @@
 // Workflow mode where an execution meets another one, a refused record, an HTTP body holding DTM's
 // words, an XA step that cannot be resumed, an XA step that caught an SQL error, two callbacks on
-// one step, a second input, and a name gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
+// one step, a second input, the failed step's own rollback (compensateFailedStep), and a name gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
 // against the real DTM server (found by a review of the workflow mode).
 import 'reflect-metadata';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
@@ -121,10 +121,35 @@ class ReviewWorkflows {
     return wf.step('a').run(() => bump(attempts, wf.input.key), { barrier: 'cache' });
   }
 
+  /** Step a succeeds, step b answers FAILURE; each has an onRollback, which notes its step in `rolledBack` (per key, in the order they ran). */
+  @DtmWorkflow('review.failed-step.v1')
+  async failedStep(wf: WorkflowContext<{ key: string }>) {
+    await failedStepBody(wf);
+  }
+
+  @DtmWorkflow('review.failed-step-compensated.v1', { compensateFailedStep: true })
+  async failedStepCompensated(wf: WorkflowContext<{ key: string }>) {
+    await failedStepBody(wf);
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
   }
+}
+
+/** The onRollback callbacks that ran, per workflow key, in their order. */
+const rolledBack = new Map<string, string[]>();
+
+async function failedStepBody(wf: WorkflowContext<{ key: string }>): Promise<void> {
+  const note = (step: string) => void rolledBack.set(wf.input.key, [...(rolledBack.get(wf.input.key) ?? []), step]);
+  await wf.step('a').onRollback(() => note('a')).run(() => 1);
+  await wf
+    .step('b')
+    .onRollback(() => note('b'))
+    .run(() => {
+      throw new DtmFailureError('b refused');
+    });
 }
 
 async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
@@ -317,6 +342,20 @@ describe('workflow mode at its edges', () => {
     expect((outcome as Error).message).toMatch(message);
     expect([attempts.get(gid), done.get(`${gid}-cb1`), done.get(`${gid}-cb`)]).toEqual([undefined, undefined, undefined]);
     expect((await queryTrans(gid)).branches).toEqual([]);
+  });
+
+  it("a DtmFailureError runs the onRollback of the steps before the failed one, not the failed step's own; with compensateFailedStep that one too, first", async () => {
+    for (const [name, expected] of [
+      ['review.failed-step.v1', ['a']],
+      ['review.failed-step-compensated.v1', ['b', 'a']],
+    ] as const) {
+      const gid = await A.client.generateGid();
+      const error = await A.client.executeWorkflow(name, gid, { key: gid }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((error as DtmFailureError).reason).toBe('b refused');
+      expect({ name, rolledBack: rolledBack.get(gid) }).toEqual({ name, rolledBack: expected });
+      expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'failed' });
+    }
   });
 
   it('executed again with another input before any step was recorded: every execution runs with the input DTM stored first', async () => {
