@@ -132,7 +132,7 @@ export interface ListPage {
 
 /** Options of `waitForFinal` / `submitAndWait`, in seconds. */
 export interface WaitOptions {
-  /** Give up (with `DtmOngoingError`) after this many seconds. Default 60. */
+  /** Give up after this many seconds, with `DtmOutcomeUnknownError` (a `DtmOngoingError`: wait again for the same gid). Default 60. */
   timeout?: number;
   /** First delay between queries, in seconds; it grows to 1 s. Default 0.05. */
   pollInterval?: number;
