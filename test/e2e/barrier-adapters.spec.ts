@@ -1,11 +1,16 @@
 // The barrier inside the caller's own transaction, through each shipped adapter: a raw pg client,
 // a mysql2 connection, TypeORM (EntityManager and QueryRunner) on PostgreSQL and MariaDB; the lock
-// bounds of the TypeORM adapter; the decisions each adapter tells onDecision.
+// bounds of the TypeORM adapter; the decisions each adapter tells onDecision; the adapter of your own that
+// docs/barrier.md shows, loaded from the page.
 import 'reflect-metadata';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
+import ts from 'typescript';
 import {
   BranchBarrier,
   DtmFailureError,
@@ -22,6 +27,7 @@ import {
   type PgPoolLike,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { fencedBlocks, REPO_ROOT } from '../support/docs.js';
 import { settledWithin } from '../support/fixtures.js';
 
 let dbs: FileDatabases;
@@ -442,5 +448,43 @@ describe('the msg back-check racing the local transaction (DTM asks while it is 
         await expect(new BranchBarrier('msg', gid, '00', 'msg', { table }).callWithDb(db(), async () => undefined)).rejects.toThrow(/back-check ran first/);
       }
     }
+  });
+});
+
+describe("docs/barrier.md's adapter for another ORM or driver, as the page shows it", () => {
+  /** The page's block, compiled to JavaScript (its imports are types only) and loaded as a module. */
+  async function docsAdapter(): Promise<(pool: pg.Pool) => BarrierDatabase<pg.PoolClient>> {
+    const block = fencedBlocks('docs/barrier.md').find((b) => b.lang === 'ts' && b.code.includes('export const myBarrierDatabase'));
+    expect(block).toBeDefined();
+    const { outputText } = ts.transpileModule(block!.code, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+    mkdirSync(join(REPO_ROOT, '.build'), { recursive: true });
+    const dir = mkdtempSync(join(REPO_ROOT, '.build', 'docs-adapter-'));
+    writeFileSync(join(dir, 'adapter.mjs'), outputText);
+    try {
+      return ((await import(pathToFileURL(join(dir, 'adapter.mjs')).href)) as { myBarrierDatabase: (pool: pg.Pool) => BarrierDatabase<pg.PoolClient> }).myBarrierDatabase;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('runs the business once behind the barrier; a business whose statement failed (its error caught) is refused, not answered success with nothing committed', async () => {
+    const db = (await docsAdapter())(pgPool);
+    const gid = `docs-adapter-${Date.now()}`;
+    const before = await count('postgres');
+    const business = async (client: pg.PoolClient) => void (await client.query('UPDATE counter SET n = n + 1 WHERE id = 1'));
+    expect(await barrierFor('postgres', gid).callWithDb(db, business)).toEqual({ executed: true, result: undefined });
+    expect(await barrierFor('postgres', gid).callWithDb(db, business)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await count('postgres')).toBe(before + 1);
+
+    const swallowed = `${gid}-x`;
+    const outcome = await barrierFor('postgres', swallowed)
+      .callWithDb(db, async (client) => {
+        await client.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+        await client.query('SELECT 1/0').catch(() => undefined); // the transaction is aborted now: its COMMIT answers ROLLBACK
+      })
+      .catch((e: unknown) => e);
+    expect(outcome).toBeInstanceOf(Error);
+    expect(await count('postgres')).toBe(before + 1);
+    expect((await pgPool.query('SELECT count(*)::int AS n FROM dtm_barrier.barrier WHERE gid = $1', [swallowed])).rows[0].n).toBe(0);
   });
 });
