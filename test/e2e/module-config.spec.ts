@@ -18,6 +18,7 @@ import {
   DtmFailureError,
   DtmModule,
   DtmUnavailableError,
+  DtmUsageError,
   type StoredTransactionOptions,
   type TransactionOptions,
 } from 'nestjs-dtm';
@@ -248,6 +249,10 @@ describe('reaching the DTM server', () => {
     const { client, target } = appOf(protocol);
     expect(await client.ping()).toEqual({ version: 'v1.19.0', protocol, latencyMs: expect.any(Number) });
     expect(await client.query('no-such-gid')).toBeNull();
+    // a wait for a gid DTM does not hold (never made, or gone from DTM's Redis store): a DtmUsageError at once, not a wait until the timeout
+    const waited = await client.waitForFinal('no-such-gid', { timeout: 30 }).catch((e: unknown) => e);
+    expect(waited).toBeInstanceOf(DtmUsageError);
+    expect((waited as Error).message).toBe('DTM has no transaction no-such-gid');
 
     const gids: string[] = [];
     for (let i = 0; i < 3; i++) {
