@@ -337,6 +337,10 @@ export const MESSAGES = {
   compensationWithoutAction: (decl: string, name: string) => `${decl} compensates no @SagaAction('${name}'); add the action or fix the name`,
   tccIncomplete: (decl: string, missing: string[]) => `${decl} has no ${missing.join(' and no ')}; a TCC branch needs all three`,
   tccWithoutTry: (decl: string, name: string) => `${decl} belongs to no @TccTry('${name}'); add the Try or fix the name`,
+  branchOtherPattern: (where: string) =>
+    `${where} is decorated as a DTM branch and is also a @MessagePattern / @EventPattern of a microservice transport other than gRPC: DTM calls branches over HTTP and gRPC only, and the module cannot check a call that comes another way (its gid, op, token), so such a call would run the handler unchecked. Serve the branch from a handler of its own, and the message from another handler that calls the same service`,
+  branchOtherTransport: (where: string, type: string) =>
+    `${where} is a DTM branch and was called over ${JSON.stringify(type)}: DTM calls branches over HTTP and gRPC only, and the module checks only those calls, so this one is refused and its handler does not run`,
   branchNotRoute: (where: string) =>
     `${where} is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()`,
   branchPathParameters: (where: string, path: string) =>

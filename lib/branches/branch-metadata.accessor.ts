@@ -90,6 +90,12 @@ export function answersItself(controller: object, methodName: string): boolean {
   return takesResponse && Reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, methodName) !== true;
 }
 
+/** Whether `handler` is also a message or event pattern of a microservice transport other than gRPC (`@MessagePattern`, `@EventPattern`). */
+export function hasNonGrpcPattern(handler: object): boolean {
+  const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;
+  return (patterns ?? []).some((p) => typeof (p as { service?: unknown } | null)?.service !== 'string' || typeof (p as { rpc?: unknown }).rpc !== 'string');
+}
+
 /** The unary `@GrpcMethod` of `handler`, if it is one. */
 export function grpcMethodOf(handler: object): GrpcMethodMetadata | undefined {
   const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;

@@ -4,7 +4,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { localTransactionOf } from './branch-handler.binding.js';
-import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf } from './branch-metadata.accessor.js';
+import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf, hasNonGrpcPattern } from './branch-metadata.accessor.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
@@ -45,6 +45,8 @@ export class DtmBranchExplorer implements OnModuleInit {
         const grpc = grpcMethodOf(handler);
         const route: BranchRoute = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: bound && 'barrier' in bound ? bound.barrier : undefined, http, grpc, problem };
         if (!http && !grpc) route.problem = MESSAGES.branchNotRoute(where);
+        // reached over TCP, NATS, Kafka, ...: no DTM call, nothing the guard can check (it refuses such calls)
+        if (!route.problem && hasNonGrpcPattern(handler)) route.problem = MESSAGES.branchOtherPattern(where);
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
         // the module answers some calls of a handler in a local transaction without running it, and a success only once it committed
         if (!route.problem && bound && http && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchAnswersItself(where);

@@ -2,6 +2,7 @@ import { BadRequestException, Inject, Injectable, Logger, Optional, type CanActi
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, refusal, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import type { BranchCarrier } from './branch-transport.js';
@@ -12,7 +13,8 @@ import { BRANCH_DECORATOR, handlerName, VALIDATED_OPS } from './branch.types.js'
 import { authenticateBranchCall } from './branch-authentication.js';
 
 /**
- * Before a decorated handler, on either transport: a call without DTM's branch keys (HTTP query,
+ * Before a decorated handler, on either transport (a call over any other, a TCP message or a
+ * WebSocket event, is refused: DTM never sends one and nothing in it can be checked): a call without DTM's branch keys (HTTP query,
  * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve (in a workflow's call
  * also the workflow ops that mean the same, see `WORKFLOW_BRANCH_OPS`), is refused (HTTP 400,
  * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A call whose gid or
@@ -31,7 +33,8 @@ export class DtmBranchGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     const transport = branchTransportOf(context);
-    if (!transport) return true;
+    // a branch reached another way (a microservice transport but gRPC, a WebSocket gateway): nothing DTM sends, nothing to check it by
+    if (!transport) throw new DtmUsageError(MESSAGES.branchOtherTransport(handlerName(context), context.getType()));
     const carrier = transport.carrier(context);
     const op = transport.completeOp(carrier);
     if (op === undefined) throw this.refused(context, carrier, new BadRequestException(MESSAGES.branchQueryMissing(handlerName(context), transport.missing(carrier))));

@@ -50,6 +50,15 @@ describe('DtmBranchGuard', () => {
     expect(guard.canActivate(grpc.context)).toBe(true);
   });
 
+  it('refuses a call of a branch handler over any transport but HTTP and gRPC (a TCP message, a WebSocket event), whatever it carries: nothing there can be checked', () => {
+    for (const [type, args] of [['rpc', [{ gid: 'made-up', amount: 1_000_000 }, { getPattern: () => 'pay' }]], ['ws', [{}, { gid: 'made-up' }]]] as const) {
+      const context = new ExecutionContextHost([...args], Bank, Bank.prototype.pay);
+      context.setType(type);
+      expect(() => guard.canActivate(context)).toThrow(DtmUsageError);
+      expect(() => guard.canActivate(context)).toThrow(`Bank.pay is a DTM branch and was called over "${type}"`);
+    }
+  });
+
   it('refuses a call without DTM\'s keys (400 naming the missing ones), and an op the handler does not serve', () => {
     const missing = () => guard.canActivate(httpCall('pay', { gid: 'g', op: 'action' }).context);
     expect(missing).toThrow(BadRequestException);

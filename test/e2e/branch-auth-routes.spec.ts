@@ -1,0 +1,170 @@
+// Authenticated branch calls (lynx.dtm.branch_auth_keys) reached through every form of a route an
+// attacker can write, on Express and Fastify, against the real DTM server: a token read back from
+// DTM, replayed at another spelling of its branch's path (double slashes, a trailing slash, another
+// case, percent-encoding, dot segments, the version or prefix spelt otherwise), runs nothing; and a
+// branch handler that another transport of the app would also reach (a TCP message pattern of a
+// hybrid app), where the module can check nothing, fails start-up.
+import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Injectable, Post, VersioningType, type INestApplication } from '@nestjs/common';
+import { ClientProxyFactory, MessagePattern, Transport, type ClientProxy } from '@nestjs/microservices';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { Test } from '@nestjs/testing';
+import { DtmBranchRegistryError, DtmClient, DtmModule, DtmOngoingError, SagaAction } from 'nestjs-dtm';
+import { harness, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
+
+const KEY = randomBytes(33).toString('base64');
+
+/** What the handlers ran, by gid. */
+@Injectable()
+class Runs {
+  readonly calls: { handler: string; gid: string; amount: unknown }[] = [];
+  /** Gids whose first step answers ONGOING until released. */
+  readonly held = new Set<string>();
+}
+
+@Controller({ path: 'sec', version: '1' })
+class SecController {
+  constructor(private readonly runs: Runs) {}
+
+  @Post('hold')
+  @SagaAction('hold', { compensate: false })
+  hold(@Body() body: { gid: string }): object {
+    if (this.runs.held.has(body.gid)) throw new DtmOngoingError('held');
+    this.runs.calls.push({ handler: 'hold', gid: body.gid, amount: undefined });
+    return {};
+  }
+
+  @Post('pay')
+  @SagaAction('pay', { compensate: false })
+  pay(@Body() body: { gid: string; amount: number }): object {
+    this.runs.calls.push({ handler: 'pay', gid: body?.gid, amount: body?.amount });
+    return {};
+  }
+}
+
+/** A branch handler that is also a TCP message pattern (a hybrid app). */
+@Controller('hybrid')
+class HybridController {
+  constructor(private readonly runs: Runs) {}
+
+  @Post('pay')
+  @SagaAction('hybridPay', { compensate: false })
+  @MessagePattern('pay')
+  pay(@Body() body: { gid: string; amount: number }): object {
+    this.runs.calls.push({ handler: 'hybridPay', gid: body?.gid, amount: body?.amount });
+    return {};
+  }
+}
+
+/** One raw HTTP request, the path sent exactly as written (fetch would normalise dot segments). */
+function raw(port: number, path: string, headers: Record<string, string>, body: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path, headers: { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe.each(['express', 'fastify'] as const)('a token read back from DTM, at another spelling of its route, on %s', (adapter) => {
+  let app: INestApplication;
+  let runs: Runs;
+  let client: DtmClient;
+  let port: number;
+
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY] } })],
+      controllers: [SecController],
+      providers: [Runs],
+    }).compile();
+    app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
+    app.useLogger(false);
+    app.setGlobalPrefix('api');
+    app.enableVersioning({ type: VersioningType.URI });
+    await app.listen(0, '127.0.0.1');
+    port = (app.getHttpServer().address() as { port: number }).port;
+    runs = app.get(Runs);
+    client = app.get(DtmClient);
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('runs nothing at any other spelling of the path; at its own path it is the call DTM makes (documented), run once', async () => {
+    const gid = await client.generateGid();
+    runs.held.add(gid);
+    await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 30 }).submit();
+    const stored: DtmQueryAnswer = await waitForTransStatus(gid, 'submitted');
+    const headers = { 'dtm-auth': stored.transaction?.branch_headers?.['dtm-auth'] ?? '' };
+    expect(headers['dtm-auth']).toContain('action.02=');
+    const query = `?gid=${gid}&trans_type=saga&branch_id=02&op=action`;
+    const body = JSON.stringify({ gid, amount: 30 });
+    const variants = [
+      '//api/v1/sec/pay',
+      '/api//v1/sec/pay',
+      '/api/v1//sec/pay',
+      '/api/v1/sec//pay',
+      '/api/v1/sec/pay/',
+      '/API/v1/sec/pay',
+      '/api/V1/sec/pay',
+      '/api/v1/sec/PAY',
+      '/api/v1/sec/%70ay',
+      '/api/v1/%73ec/pay',
+      '/api%2Fv1%2Fsec%2Fpay',
+      '/api/v1/sec/./pay',
+      '/api/v1/x/../sec/pay',
+      '/api/v1/sec/pay;x',
+      '/api/v1/sec/pay%00',
+      '/api/v1/sec/pay%20',
+      '/api/v1/sec/pay#x',
+    ];
+    const statuses: Record<string, number> = {};
+    for (const path of variants) statuses[path] = await raw(port, `${path}${query}`, headers, body);
+    for (const path of variants) expect([path, statuses[path] >= 400]).toEqual([path, true]);
+    expect(runs.calls.filter((c) => c.handler === 'pay')).toEqual([]);
+
+    // the token is a valid one: at the path it signs, the call runs (what DTM itself does next)
+    expect(await raw(port, `/api/v1/sec/pay${query}`, headers, body)).toBe(200);
+    expect(runs.calls.filter((c) => c.handler === 'pay')).toEqual([{ handler: 'pay', gid, amount: 30 }]);
+    runs.held.delete(gid);
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+  });
+});
+
+describe('a branch handler that is also a TCP message pattern of a hybrid app (branch_auth_keys set)', () => {
+  it('fails start-up naming it: a TCP message would run it with nothing checked (before, an unsigned message of any amount ran it)', async () => {
+    const tcpPort = await freePort();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY] } })],
+      controllers: [HybridController],
+      providers: [Runs],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true });
+    app.useLogger(false);
+    app.connectMicroservice({ transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } });
+    let started = false;
+    try {
+      await app.startAllMicroservices();
+      await app.listen(0, '127.0.0.1');
+      started = true;
+      // what an attacker who reaches the TCP port does, had it started
+      const tcp: ClientProxy = ClientProxyFactory.create({ transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } });
+      await new Promise<void>((resolve) => tcp.send('pay', { gid: 'tcp-made-up', amount: 1_000_000 }).subscribe({ next: () => resolve(), error: () => resolve() }));
+      await tcp.close();
+    } catch (err) {
+      expect(err).toBeInstanceOf(DtmBranchRegistryError);
+      expect((err as Error).message).toContain('HybridController.pay is decorated as a DTM branch and is also a @MessagePattern');
+    } finally {
+      await app.close();
+    }
+    expect(app.get(Runs).calls).toEqual([]);
+    expect(started).toBe(false);
+  });
+});
