@@ -368,7 +368,7 @@ export const MESSAGES = {
   remoteUnknownService: (service: string, branch: string, known: string[]) =>
     `branch ${JSON.stringify(branch)} names service ${JSON.stringify(service)}, which lynx.dtm.services does not configure (${known.length ? `it configures: ${known.join(', ')}` : 'it configures none'}); add lynx.dtm.services.${service}: { url: http://host:port } (or { grpc: host:port })`,
   remoteUnknownBranch: (service: string, branch: string, known: string[]) =>
-    `service ${JSON.stringify(service)} has no branch ${JSON.stringify(branch)}; its branches: ${known.length ? known.join(', ') : 'none (it publishes no decorated branch)'}. Fix the name (or the contract both services import)`,
+    `service ${JSON.stringify(service)} has no branch ${JSON.stringify(branch)}; its branches: ${known.length ? known.slice(0, 20).join(', ') + (known.length > 20 ? ` and ${known.length - 20} more` : '') : 'none (it publishes no decorated branch)'}. Fix the name (or the contract both services import)`,
   remoteWrongKind: (service: string, branch: string, kind: string, wanted: string) =>
     `branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)} is a ${kind} branch, not a ${wanted} branch; ${kind === 'saga' ? 'add it to a saga' : kind === 'tcc' ? 'call it with tcc.callBranch' : kind === 'msg' ? 'add it to a msg' : 'call it with xa.callBranch'}`,
   remoteWrongTransport: (service: string, branch: string) =>

@@ -10,6 +10,7 @@ import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../cl
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
 import { BRANCH_DECORATOR, type BranchMetadata, type BranchOptions, type SagaActionOptions, type ValidatedBranchOptions, type XaBranchOptions } from './branch.types.js';
 import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
+import { BRANCH_NAME_RULE } from '../contracts/branch-manifest.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 
@@ -57,11 +58,8 @@ function answerBeforePipes(handler: object): void {
   UseInterceptors(DtmModuleAnswerInterceptor)({}, 'handler', { value: handler });
 }
 
-/**
- * A branch name `add(name)` / `callBranch(name)` can reach: not empty, no space or control
- * character, no `/` (a target would be read instead), at most 128 characters.
- */
-const BRANCH_NAME = /^[^\x00-\x20\x7f/]{1,128}$/;
+/** A branch name `add(name)` / `callBranch(name)` can reach (see {@link BRANCH_NAME_RULE}). */
+const BRANCH_NAME = BRANCH_NAME_RULE;
 
 /** The handler kinds whose payload a contract entry's schema checks (their first op); not a message branch: DTM retries its FAILURE forever. */
 const VALIDATES: ReadonlySet<BranchKind> = new Set(['saga-action', 'tcc-try', 'xa']);

@@ -7,13 +7,13 @@
 import { Logger } from '@nestjs/common';
 import type { DtmConfig, DtmServiceConfig } from '../config/dtm-config.types.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
-import { MANIFEST_FORMAT, MANIFEST_GRPC_METHOD, MANIFEST_PATH, REQUIRED_OPS, type ManifestBranch } from '../contracts/branch-manifest.js';
+import { BRANCH_NAME_RULE, MANIFEST_FORMAT, MANIFEST_GRPC_METHOD, MANIFEST_PATH, REQUIRED_OPS, type ManifestBranch } from '../contracts/branch-manifest.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import { DtmRemoteBranchError, type DtmRemoteBranchProblem } from '../errors/dtm-remote-branch.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
-import { redactText, redactUrl } from '../redact.js';
+import { escapeControls, redactText, redactUrl, shownCallerValue } from '../redact.js';
 import { parseAddress } from '../transport/branch-target.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
 
@@ -122,7 +122,7 @@ export class RemoteBranchDirectory {
     }
     const manifest = await this.manifest(ref.service, service);
     const named = manifest.branches.get(ref.branch);
-    if (!named) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].flat().map((b) => `${b.name} (${b.kind})`).sort()));
+    if (!named) throw error(ref, 'unknown-branch', MESSAGES.remoteUnknownBranch(ref.service, ref.branch, [...manifest.branches.values()].flat().map((b) => escapeControls(`${b.name} (${b.kind})`)).sort()));
     return named.find((b) => b.kind === kind) ?? named[0];
   }
 
@@ -223,7 +223,7 @@ function error(ref: Pick<RemoteBranch, 'service' | 'branch'>, problem: DtmRemote
 
 /** The branches of a manifest's JSON, checked: every target must be an http(s) URL or a gRPC target. */
 function readManifest(service: string, endpoint: string, text: string): Map<string, ManifestBranch[]> {
-  const bad = (why: string) => error({ service, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(service, endpoint, why));
+  const bad = (why: string) => error({ service, branch: '' }, 'manifest', MESSAGES.remoteManifestBad(service, endpoint, escapeControls(why)));
   let manifest: { format?: unknown; branches?: unknown };
   try {
     manifest = JSON.parse(text) as typeof manifest;
@@ -233,11 +233,13 @@ function readManifest(service: string, endpoint: string, text: string): Map<stri
   if (manifest?.format !== MANIFEST_FORMAT || !Array.isArray(manifest.branches)) throw bad(`not a ${MANIFEST_FORMAT} manifest`);
   const branches = new Map<string, ManifestBranch[]>();
   for (const raw of manifest.branches as ManifestBranch[]) {
-    if (typeof raw?.name !== 'string' || !(raw.kind in REQUIRED_OPS) || typeof raw.ops !== 'object' || raw.ops === null) throw bad('a branch without name, kind or ops');
+    // what a manifest holds reaches errors and log lines: a name, kind or transport that is none is refused, shown as JSON
+    if (typeof raw?.name !== 'string' || typeof raw.kind !== 'string' || !Object.hasOwn(REQUIRED_OPS, raw.kind) || typeof raw.ops !== 'object' || raw.ops === null) throw bad('a branch without name, kind or ops');
+    if (!BRANCH_NAME_RULE.test(raw.name)) throw bad(`a branch name that is not one: ${shownCallerValue(raw.name)}`);
     for (const where of Object.values(raw.ops)) {
       for (const [transport, target] of Object.entries(where ?? {})) {
         const parsed = typeof target === 'string' ? safeParse(target) : undefined;
-        if (parsed !== transport) throw bad(`branch ${JSON.stringify(raw.name)} has a ${transport} target that is not one`);
+        if (parsed !== transport) throw bad(`branch ${JSON.stringify(raw.name)} has a ${shownCallerValue(transport)} target that is not one`);
       }
     }
     const named = branches.get(raw.name) ?? [];

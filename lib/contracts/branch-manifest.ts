@@ -44,6 +44,12 @@ export const MANIFEST_OP: Readonly<Partial<Record<BranchKind, { kind: RemoteBran
   msg: { kind: 'msg', op: 'action' },
 };
 
+/**
+ * A branch name a decorator takes (and a manifest may list): not empty, no space or control
+ * character, no `/` (a target would be read instead), at most 128 characters.
+ */
+export const BRANCH_NAME_RULE = /^[^\x00-\x20\x7f/]{1,128}$/;
+
 /** The ops a caller needs of each kind (a saga step's compensation is optional). */
 export const REQUIRED_OPS: Readonly<Record<RemoteBranchKind, readonly string[]>> = {
   saga: ['action'],

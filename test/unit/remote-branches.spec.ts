@@ -135,6 +135,31 @@ describe('RemoteBranchDirectory', () => {
     await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('has a http target that is not one');
   });
 
+  it('a hostile manifest cannot forge log lines or flood an error: names, kinds and transports that are none are refused (quoted), and an unknown branch lists a bounded number of names', async () => {
+    const one = (branch: object) => JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: [branch] });
+    const forged = 'x\r\n[Nest] 1 - ERROR [DtmBranch] forged\u001b[31m';
+    const controls = /[\u0000-\u001f\u007f-\u009f]/;
+    answer = { status: 200, body: one({ name: forged, kind: 'saga', ops: { action: { http: 'http://bank:1/a' } } }) };
+    let err = await directory().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmRemoteBranchError);
+    expect((err as Error).message).toContain('a branch name that is not one');
+    expect((err as Error).message).not.toMatch(controls);
+    answer = { status: 200, body: one({ name: 'withdraw', kind: 'saga', ops: { action: { [forged]: 'http://bank:1/a' } } }) };
+    err = await directory().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmRemoteBranchError);
+    expect((err as Error).message).not.toMatch(controls);
+    // a kind that is a property every object has is no kind
+    answer = { status: 200, body: one({ name: 'withdraw', kind: 'constructor', ops: { action: { http: 'http://bank:1/a' } } }) };
+    await expect(directory().resolve(withdraw, 'saga', 'http')).rejects.toThrow('a branch without name, kind or ops');
+    // 30,000 branches (2 MB, under max_answer_bytes), none of them the one asked for
+    answer = { status: 200, body: JSON.stringify({ format: 'nestjs-dtm.branches/1', branches: Array.from({ length: 30_000 }, (_, i) => ({ name: `b${i}`, kind: 'saga', ops: { action: { http: 'http://bank:1/a' } } })) }) };
+    err = await directory().resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmRemoteBranchError);
+    expect((err as Error).message).toContain('has no branch "withdraw"');
+    expect((err as Error).message).toContain('and 29980 more');
+    expect((err as Error).message.length).toBeLessThan(1_000);
+  });
+
   it('a manifest whose body stalls, or never ends, is a typed error within the bounds (timeout, max_answer_bytes), not a hang or a raw abort', async () => {
     const bounded = () => new RemoteBranchDirectory(resolveDtmConfig({ config: { timeout: 1, maxAnswerBytes: 65_536, services: { bank: { url: base } } } }, {}));
     answer = { status: 200, body: '{"format":"nestjs-dtm.branches/1","branches":[', then: 'stall' };
