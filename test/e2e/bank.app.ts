@@ -94,7 +94,7 @@ const port = Number(process.env.PORT);
 @Module({
   imports: [
     DtmModule.forRoot({
-      config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, appUrl: `http://127.0.0.1:${port}`, publishBranches: true, retryInterval: 1 },
+      config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, appUrl: `http://127.0.0.1:${port}`, publishBranches: true, retryInterval: 1, ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}) },
     }),
   ],
   controllers: [BankController],

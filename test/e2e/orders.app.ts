@@ -83,6 +83,7 @@ const Drifted = defineBranches('bank', { withdrw: sagaBranch<Movement>() });
         serverUrl: process.env.DTM_URL!,
         grpcServer: process.env.DTM_GRPC!,
         retryInterval: 1,
+        ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}),
         services: {
           bank: { url: process.env.BANK_URL! },
           stock: { grpc: process.env.STOCK_GRPC!, refresh: Number(process.env.STOCK_REFRESH ?? 30) },

@@ -5,6 +5,7 @@
 // configured at a stable address (a TCP forwarder here, as a load balancer or a DNS name would be)
 // in front of the instance, whose branch targets are its own address: so a participant restarted
 // on another port is found again through its manifest.
+import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -401,5 +402,51 @@ describe('a participant down, after a call to one of its targets failed', () => 
       await caller.close();
       await participant.close();
     }
+  });
+});
+
+describe('branches by name with branch_auth_keys on the three services', () => {
+  const key = randomBytes(33).toString('base64');
+  let apps: ManagedProcess[] = [];
+  let fronts: Front[] = [];
+  let ports: { bank: number; stock: number; orders: number };
+
+  beforeAll(async () => {
+    ports = { bank: await freePort(), stock: await freePort(), orders: await freePort() };
+    apps = await Promise.all([
+      startApp('bank-auth', 'bank.app.js', { PORT: String(ports.bank), BRANCH_AUTH_KEY: key }, httpReady(ports.bank)),
+      startApp('stock-auth', 'stock.app.js', { GRPC_PORT: String(ports.stock), BRANCH_AUTH_KEY: key }, stockReady(ports.stock)),
+    ]);
+    fronts = await Promise.all([startFront(ports.bank), startFront(ports.stock)]);
+    apps.push(
+      await startApp('orders-auth', 'orders.app.js', { PORT: String(ports.orders), BANK_URL: `http://127.0.0.1:${fronts[0].port}`, STOCK_GRPC: `127.0.0.1:${fronts[1].port}`, BRANCH_AUTH_KEY: key }, httpReady(ports.orders)),
+    );
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.stop()));
+    await Promise.all(fronts.map((f) => f.close()));
+  });
+
+  it('saga, TCC and msg by name run on both participants (HTTP and gRPC) with signed calls; an unsigned call to the bank runs nothing', async () => {
+    const before = await stockLevel(ports.stock);
+    const state = async () => (await fetch(`http://127.0.0.1:${ports.bank}/bank/state`)).json() as Promise<BankState>;
+    const saga = await order('saga', { movement: alice(10), item: widgets(2) }, ports.orders);
+    expect(saga).toMatchObject({ status: 'succeed' });
+    expect((await queryTrans(saga.gid)).transaction?.branch_headers?.['dtm-auth']).toMatch(/^action\.01=/);
+    const tcc = await order('tcc', { movement: alice(7), item: widgets(1) }, ports.orders);
+    expect(tcc).toMatchObject({ status: 'succeed' });
+    const msg = await order('msg', { movement: { account: 'bob', amount: 3 }, item: widgets(4) }, ports.orders);
+    expect(msg).toMatchObject({ status: 'succeed' });
+    const bank = await state();
+    expect(bank.calls).toEqual(expect.arrayContaining(['withdraw alice 10', 'hold-try alice 7', 'hold-confirm alice 7']));
+    expect(await stockLevel(ports.stock)).toEqual({ available: before.available - 2 - 1, reserved: 0, shipped: before.shipped + 1 + 4 });
+
+    const forged = await fetch(`http://127.0.0.1:${ports.bank}/bank/withdraw?gid=made-up-1&trans_type=saga&branch_id=01&op=action`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ account: 'alice', amount: 1000 }),
+    });
+    expect(forged.status).toBe(401);
+    expect((await state()).calls).toEqual(bank.calls);
   });
 });

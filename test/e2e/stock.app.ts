@@ -78,7 +78,7 @@ class SessionGuard implements CanActivate {
 const grpcAddress = `127.0.0.1:${process.env.GRPC_PORT}`;
 
 @Module({
-  imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: !process.env.UNPUBLISHED, retryInterval: 1 } })],
+  imports: [DtmModule.forRoot({ config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: grpcAddress, publishBranches: !process.env.UNPUBLISHED, retryInterval: 1, ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}) } })],
   controllers: [StockController],
   providers: process.env.GUARDED ? [{ provide: APP_GUARD, useClass: SessionGuard }] : [],
 })
