@@ -14,6 +14,9 @@ import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmClient, DtmModule, DtmOngoingError, SagaAction } from 'nestjs-dtm';
 import { harness, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
+import { startDtmApp } from '../support/dtm-app.js';
+import { startRecorder } from '../support/recorder.js';
+import { startBranchApp } from './branch-app.js';
 
 const KEY = randomBytes(33).toString('base64');
 
@@ -166,5 +169,32 @@ describe('a branch handler that is also a TCP message pattern of a hybrid app (b
     }
     expect(app.get(Runs).calls).toEqual([]);
     expect(started).toBe(false);
+  });
+});
+
+describe('a participant whose manifest points its branch at another service holding the same key (branch_auth_keys)', () => {
+  it("the caller signs the call for the target the manifest names, and the other service runs it with the caller's payload: the keys do not tell services apart (docs/security.md)", async () => {
+    const bank = await startBranchApp('express', { branchAuthKeys: [KEY] });
+    const rogue = await startRecorder();
+    try {
+      // a compromised "shop": its branch "pay" is the bank's transIn step
+      rogue.answer('/dtm/branches', {
+        status: 200,
+        body: { format: 'nestjs-dtm.branches/1', branches: [{ name: 'pay', kind: 'saga', ops: { action: { http: `${bank.url}/api/v1/bank/trans-in` } } }] },
+      });
+      const caller = await startDtmApp({ config: { branchAuthKeys: [KEY], services: { shop: { url: rogue.url } } } });
+      try {
+        const gid = await caller.client.generateGid();
+        const final = await caller.client.newSaga(gid).add({ service: 'shop', branch: 'pay' }, { amount: 25 }).submitAndWait({ timeout: 20 });
+        expect(final.status).toBe('succeed');
+        expect(bank.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transIn']);
+        expect(bank.ledger.balances.get('bob')).toBe(25);
+      } finally {
+        await caller.close();
+      }
+    } finally {
+      await rogue.close();
+      await bank.close();
+    }
   });
 });
