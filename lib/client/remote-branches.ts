@@ -173,7 +173,8 @@ export class RemoteBranchDirectory {
     };
     let answer: Response;
     try {
-      answer = await fetch(endpoint, { redirect: 'error', signal });
+      // a redirect is not followed (the manifest names where the app's calls go): answered as the status it is
+      answer = await fetch(endpoint, { redirect: 'manual', signal });
     } catch (err) {
       throw unreachable(err);
     }
@@ -184,7 +185,10 @@ export class RemoteBranchDirectory {
       throw err;
     };
     if (answer.status === 404) return refuse(error({ service: name, branch: '' }, 'manifest', MESSAGES.remoteManifestNotPublished(name, shown)));
-    if (answer.status !== 200) return refuse(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, `HTTP ${answer.status}`), { endpoint: shown, protocol: 'http', status: answer.status }));
+    if (answer.status !== 200) {
+      const why = answer.status >= 300 && answer.status < 400 ? `HTTP ${answer.status}, a redirect, not followed` : `HTTP ${answer.status}`;
+      return refuse(new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http', status: answer.status }));
+    }
     if (Number(answer.headers.get('content-length')) > max) return refuse(tooLarge());
     const chunks: Uint8Array[] = [];
     let size = 0;

@@ -160,6 +160,30 @@ describe('RemoteBranchDirectory', () => {
     expect((err as Error).message.length).toBeLessThan(1_000);
   });
 
+  it('a manifest answered with a redirect is not followed: the place it names is never asked, and the error is typed, naming the status', async () => {
+    let reached = 0;
+    const elsewhere = createServer((_req, res) => {
+      reached += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(manifest(9));
+    });
+    await new Promise<void>((done) => elsewhere.listen(0, '127.0.0.1', done));
+    const redirecting = createServer((_req, res) => {
+      res.writeHead(302, { location: `http://127.0.0.1:${(elsewhere.address() as { port: number }).port}/dtm/branches` });
+      res.end();
+    });
+    await new Promise<void>((done) => redirecting.listen(0, '127.0.0.1', done));
+    try {
+      const d = new RemoteBranchDirectory(resolveDtmConfig({ config: { services: { bank: { url: `http://127.0.0.1:${(redirecting.address() as { port: number }).port}` } } } }, {}));
+      const err = await d.resolve(withdraw, 'saga', 'http').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmUnavailableError);
+      expect((err as Error).message).toContain('(HTTP 302, a redirect, not followed)');
+      expect(reached).toBe(0);
+    } finally {
+      await Promise.all([elsewhere, redirecting].map((server) => new Promise((done) => server.close(done))));
+    }
+  });
+
   it('a manifest whose body stalls, or never ends, is a typed error within the bounds (timeout, max_answer_bytes), not a hang or a raw abort', async () => {
     const bounded = () => new RemoteBranchDirectory(resolveDtmConfig({ config: { timeout: 1, maxAnswerBytes: 65_536, services: { bank: { url: base } } } }, {}));
     answer = { status: 200, body: '{"format":"nestjs-dtm.branches/1","branches":[', then: 'stall' };
