@@ -13,7 +13,8 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmClient, DtmModule, DtmOngoingError, SagaAction } from 'nestjs-dtm';
 import { harness, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
-import { freePort } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { startDtmApp } from '../support/dtm-app.js';
 import { startRecorder } from '../support/recorder.js';
 import { startBranchApp } from './branch-app.js';
@@ -195,6 +196,64 @@ describe('a participant whose manifest points its branch at another service hold
     } finally {
       await rogue.close();
       await bank.close();
+    }
+  });
+});
+
+describe('key rotation with transactions under way (branch_auth_keys)', () => {
+  const OLD = randomBytes(33).toString('base64');
+  const NEW = randomBytes(33).toString('base64');
+
+  /** The sec app with `keys`, on `port` (0: any); its logger records the refusals. */
+  async function secApp(keys: string[], port = 0): Promise<{ app: INestApplication; runs: Runs; client: DtmClient; port: number; logger: RecordingLogger }> {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: keys } })],
+      controllers: [SecController],
+      providers: [Runs],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true });
+    const logger = new RecordingLogger();
+    app.useLogger(logger);
+    app.setGlobalPrefix('api');
+    app.enableVersioning({ type: VersioningType.URI });
+    await app.listen(port, '127.0.0.1');
+    return { app, runs: app.get(Runs), client: app.get(DtmClient), port: (app.getHttpServer().address() as { port: number }).port, logger };
+  }
+
+  it("a transaction signed with the old key is refused for ever once the old key is dropped; it finishes when the old key is kept second (docs/security.md's rotation)", async () => {
+    const before = await secApp([OLD]);
+    const gid = await before.client.generateGid();
+    before.runs.held.add(gid);
+    await before.client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 30 }).submit();
+    await waitForTransStatus(gid, 'submitted');
+    const port = before.port;
+    await before.app.close();
+
+    // the old key dropped at once: DTM's retries carry the tokens signed with it
+    const dropped = await secApp([NEW], port);
+    try {
+      await waitUntil(
+        'a retry refused',
+        async () => {
+          await triggerCron();
+          return dropped.logger.lines.some((l) => l.startsWith('warn') && l.includes(gid));
+        },
+        { timeoutMs: 20_000 },
+      );
+      expect(dropped.runs.calls).toEqual([]);
+      expect((await waitForTransStatus(gid, 'submitted')).transaction?.status).toBe('submitted');
+    } finally {
+      await dropped.app.close();
+    }
+
+    // as the docs say to rotate: the new key first, the old one kept second
+    const rotated = await secApp([NEW, OLD], port);
+    try {
+      await triggerCron();
+      expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+      expect(rotated.runs.calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+    } finally {
+      await rotated.app.close();
     }
   });
 });
