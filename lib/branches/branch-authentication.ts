@@ -38,7 +38,8 @@ export type RecordReader = (gid: string) => Promise<TransactionRecord | null>;
  * (`dtm-auth-call`); a call DTM makes carries the transaction's tokens (`dtm-auth`), or for TCC
  * confirm / cancel a token in its branch id. Compensating and confirming ops also need DTM's record
  * to say that phase began (one query, nothing cached), and DTM's back-check of a message needs the
- * message to be due for one.
+ * message to be due for one. `appUrlPath`: the path of `app_url` (see the guard), put before a
+ * request path that arrived without it.
  */
 export function authenticateBranchCall(
   auth: BranchAuth,
@@ -48,11 +49,15 @@ export function authenticateBranchCall(
   carrier: BranchCarrier,
   where: string,
   checkActions = false,
+  appUrlPath = '',
 ): true | Promise<true> {
   const info = transport.branchInfo(carrier, {})!;
   const payload = transport.rawBody(context, carrier);
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
-  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path: transport.path(carrier), payload };
+  let path = transport.path(carrier);
+  // targets are app_url + route: a proxy in front of the app that takes app_url's path off delivers the route's path alone
+  if (appUrlPath !== '' && transport.protocol === 'http' && !underPath(path, appUrlPath)) path = appUrlPath + path;
+  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path, payload };
   const names = transport.header(carrier, AUTH_HEADERS_HEADER);
   let forwarded: HeadersOfCall | undefined;
   if (names !== undefined) {
@@ -85,6 +90,13 @@ export function authenticateBranchCall(
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
   if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
   return true;
+}
+
+/** Whether the request path (and query) `path` is `prefix` or under it. */
+function underPath(path: string, prefix: string): boolean {
+  if (!path.startsWith(prefix)) return false;
+  const next = path.charAt(prefix.length);
+  return next === '' || next === '/' || next === '?';
 }
 
 /**

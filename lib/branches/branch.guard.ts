@@ -11,6 +11,7 @@ import { schemaProblem, type StandardSchemaV1 } from '../contracts/branch-contra
 import { branchTransportOf } from './branch-transports.js';
 import { BRANCH_DECORATOR, handlerName, VALIDATED_OPS } from './branch.types.js';
 import { authenticateBranchCall } from './branch-authentication.js';
+import { targetPath } from '../auth/branch-auth.js';
 
 /**
  * Before a decorated handler, on either transport (a call over any other, a TCP message or a
@@ -29,7 +30,12 @@ import { authenticateBranchCall } from './branch-authentication.js';
  */
 @Injectable()
 export class DtmBranchGuard implements CanActivate {
-  constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {}
+  /** The path of `app_url` (`/svc` of `http://gw/svc`), which a proxy in front of the app takes off: '' without one. */
+  private readonly appUrlPath: string;
+
+  constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {
+    this.appUrlPath = appUrlPathOf(runtime?.config.appUrl);
+  }
 
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     const transport = branchTransportOf(context);
@@ -49,7 +55,7 @@ export class DtmBranchGuard implements CanActivate {
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions) : true;
+    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions, this.appUrlPath) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
     // the payload's schema (only on handlers that have one): after the authentication, before the handler
     return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();
@@ -83,6 +89,17 @@ async function checkPayload(schema: StandardSchemaV1, payload: unknown, context:
   }
   if (problem !== undefined) throw new DtmFailureError(MESSAGES.invalidPayload(handlerName(context), problem));
   return true;
+}
+
+/**
+ * The path of `app_url` as the targets DTM calls hold it (`/svc` of `http://gw/svc`), without a
+ * trailing slash; '' when it has none. Branch targets are `app_url` + route path, so a call that
+ * reaches the app through a proxy which takes that path off arrives at the route path alone.
+ */
+function appUrlPathOf(appUrl: string | undefined): string {
+  if (!appUrl) return '';
+  const path = targetPath(appUrl).replace(/\/+$/, '');
+  return path.startsWith('/') ? path : '';
 }
 
 /** Logs a schema that threw (on such a call only). */

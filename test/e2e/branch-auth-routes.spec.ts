@@ -5,7 +5,7 @@
 // branch handler that another transport of the app would also reach (a TCP message pattern of a
 // hybrid app), where the module can check nothing, fails start-up.
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Injectable, Post, VersioningType, type INestApplication } from '@nestjs/common';
 import { ClientProxyFactory, MessagePattern, Transport, type ClientProxy } from '@nestjs/microservices';
@@ -254,6 +254,49 @@ describe('key rotation with transactions under way (branch_auth_keys)', () => {
       expect(rotated.runs.calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
     } finally {
       await rotated.app.close();
+    }
+  });
+});
+
+describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)', () => {
+  it.each(['express', 'fastify'] as const)('on %s: DTM reaches the branches at app_url + route, the proxy passes /api/... on, and the signed calls run: DTM records the saga succeeded', async (adapter) => {
+    let appPort = 0;
+    const proxied: string[] = [];
+    // an ingress routing /svc/* to the app with the prefix taken off
+    const proxy = createServer((req, res) => {
+      const path = (req.url ?? '/').replace(/^\/svc(?=\/)/, '');
+      proxied.push(path.split('?')[0]);
+      const upstream = httpRequest({ host: '127.0.0.1', port: appPort, method: req.method, path, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+    const proxyPort = (proxy.address() as { port: number }).port;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${proxyPort}/svc` } })],
+      controllers: [SecController],
+      providers: [Runs],
+    }).compile();
+    const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
+    app.useLogger(false);
+    app.setGlobalPrefix('api');
+    app.enableVersioning({ type: VersioningType.URI });
+    try {
+      await app.listen(0, '127.0.0.1');
+      appPort = (app.getHttpServer().address() as { port: number }).port;
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 5 }).submitAndWait({ timeout: 8 }).catch((err: unknown) => err as Error);
+      expect(proxied).toContain('/api/v1/sec/hold');
+      expect(final).toMatchObject({ status: 'succeed' });
+      expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+    } finally {
+      await app.close();
+      proxy.closeAllConnections();
+      await new Promise((done) => proxy.close(done));
     }
   });
 });
