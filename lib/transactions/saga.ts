@@ -92,7 +92,7 @@ export class Saga extends StepTransaction {
     if (this.sentToDtm) throw new DtmUsageError(MESSAGES.sagaChangedAfterSubmit(this.gid, what), { gid: this.gid });
   }
 
-  /** How many re-runs of failing actions DTM makes before rolling the saga back (DTM `retry_limit`: one count for the whole saga, not per action); before `submit()` only, as {@link setOptions}. */
+  /** How many re-runs of failing actions DTM makes before rolling the saga back (DTM `retry_limit`: one count for the whole saga, not per action; 1 or more, 0 being DTM's "no limit" is refused); before `submit()` only, as {@link setOptions}. */
   setRetryLimit(limit: number): this {
     return this.setOptions({ retryLimit: limit });
   }

@@ -46,7 +46,9 @@ function assertOptions(o: TransactionOptions, gid: string): void {
   if (o.branchTimeout !== undefined) assertWholeNumber('branchTimeout', o.branchTimeout, 1, BRANCH_TIMEOUT_MAX, 'seconds', NODE_TIMER, gid);
   if (o.waitResult !== undefined && typeof o.waitResult !== 'boolean') throw new DtmUsageError(MESSAGES.optionNotBoolean('waitResult', o.waitResult), { gid });
   if (o.retryLimit !== undefined) {
-    assertWholeNumber('retryLimit', o.retryLimit, 0, Number.MAX_SAFE_INTEGER, 'retries', 'the largest whole number a JavaScript number holds exactly', gid);
+    // DTM v1.19 reads a retry limit only above 0: 0 is no limit at all, the opposite of "no re-run"
+    if (o.retryLimit === 0) throw new DtmUsageError(MESSAGES.retryLimitZero(), { gid });
+    assertWholeNumber('retryLimit', o.retryLimit, 1, Number.MAX_SAFE_INTEGER, 'retries', 'the largest whole number a JavaScript number holds exactly', gid);
   }
 }
 

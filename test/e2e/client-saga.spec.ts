@@ -176,6 +176,18 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/TransOut 500', '/TransOut 200', '/TransIn 500', '/TransInRevert 200', '/TransOutRevert 200']);
     });
 
+    it('retryLimit 0 (DTM v1.19 reads a limit only above 0: 0 is no limit, a failing action retried for ever, never rolled back) is refused with DtmUsageError before anything is sent', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', 500);
+      const saga = transfer(fx.client.newSaga(gid, { retryInterval: 1 }));
+      expect(() => saga.setRetryLimit(0)).toThrow(DtmUsageError);
+      expect(() => saga.setRetryLimit(0)).toThrow(/retryLimit 0 is DTM's "no limit".*Leave retryLimit unset for no limit, or give 1 or more/);
+      expect(() => fx.client.newSaga(gid, { retryLimit: 0 })).toThrow(DtmUsageError);
+      await expect(fx.helper.executeSaga(gid, [{ action: fx.target('/TransIn'), data: fx.payload({}) }], { retryLimit: 0 })).rejects.toThrow(DtmUsageError);
+      expect(await fx.client.query(gid)).toBeNull();
+      expect(fx.recorder.callsFor(gid)).toHaveLength(0);
+    });
+
     it('timeoutToFail: a saga still unfinished after it fails with "Timeout after" and is compensated', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransOut', 425); // ONGOING forever

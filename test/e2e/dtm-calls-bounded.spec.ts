@@ -561,7 +561,7 @@ describe('options DTM and Node cannot honour are refused before anything is sent
     const saga = app.client.newSaga(gid).add(recorder.urlFor('/Never'), {});
     expect(() => saga.setOptions({ timeoutToFail: 2.5 })).toThrow(/timeoutToFail must be a whole number of seconds from 0 to 2147483647/);
     expect(() => saga.setOptions({ branchTimeout: 3_000_000 })).toThrow(/branchTimeout must be a whole number of seconds from 1 to 2147483 \(Node's timers/);
-    expect(() => saga.setOptions({ retryLimit: -1 })).toThrow(/retryLimit must be a whole number of retries from 0/);
+    expect(() => saga.setOptions({ retryLimit: -1 })).toThrow(/retryLimit must be a whole number of retries from 1/);
     await expect(app.client.tccGlobalTransaction(gid, async () => undefined, { timeoutToFail: -1 })).rejects.toThrow(DtmUsageError);
     expect(() => app.client.newMsg(gid).setDelay(1.5)).toThrow(/setDelay\(seconds\) must be a whole number of seconds from 0/);
     expect((await queryTrans(gid)).transaction).toBeNull();
