@@ -13,6 +13,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { assertTransactionGid } from '../transport/branch-keys.js';
 import { parseAnswer } from '../transport/payload.js';
 import { isForbiddenBranchHeader } from '../config/dtm-config.keys.js';
+import { closest } from '../config/resolve-dtm-config.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { mayHaveReachedDtm, wasResent } from '../transport/dtm-transient.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
@@ -39,8 +40,27 @@ export function assertWholeNumber(option: string, value: unknown, min: number, m
   }
 }
 
-/** Checks the numeric transaction options given in code, against the ranges the `lynx.dtm` keys have. */
+/** The keys of {@link TransactionOptions}. */
+const OPTION_KEYS: ReadonlySet<string> = new Set(['protocol', 'timeoutToFail', 'retryInterval', 'branchTimeout', 'retryLimit', 'waitResult', 'branchHeaders']);
+
+/** Names other than the module's that mean one of its options: DTM's and its Go SDK's request timeout. */
+const OPTION_ALIASES: Readonly<Record<string, string>> = { request_timeout: 'branchTimeout', requestTimeout: 'branchTimeout' };
+
+/**
+ * Refuses (`DtmUsageError`) a key of `o` that is no transaction option (DTM's snake_case name, a
+ * typo): it would be dropped without a word, the transaction going with the default. One given as
+ * `undefined` changes nothing, whatever its name.
+ */
+function assertKnownOptions(o: TransactionOptions, gid: string): void {
+  for (const key in o) {
+    if (OPTION_KEYS.has(key) || (o as Record<string, unknown>)[key] === undefined) continue;
+    throw new DtmUsageError(MESSAGES.unknownTransactionOption(key, OPTION_ALIASES[key] ?? closest(key, [...OPTION_KEYS]), [...OPTION_KEYS]), { gid });
+  }
+}
+
+/** Checks the transaction options given in code: known keys ({@link assertKnownOptions}), numbers within the ranges the `lynx.dtm` keys have. */
 function assertOptions(o: TransactionOptions, gid: string): void {
+  assertKnownOptions(o, gid);
   if (o.timeoutToFail !== undefined) assertWholeNumber('timeoutToFail', o.timeoutToFail, 0, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.retryInterval !== undefined) assertWholeNumber('retryInterval', o.retryInterval, 1, DTM_SECONDS_MAX, 'seconds', DTM_INTEGER, gid);
   if (o.branchTimeout !== undefined) assertWholeNumber('branchTimeout', o.branchTimeout, 1, BRANCH_TIMEOUT_MAX, 'seconds', NODE_TIMER, gid);

@@ -13,6 +13,7 @@ export type BranchStatus = 'prepared' | 'succeed' | 'failed';
  * Per-transaction options; any not given takes the module's `lynx.dtm` value. Every duration is in
  * seconds. They are resolved when the transaction is created (`newSaga`, `newMsg`,
  * `tccGlobalTransaction`, ...), together with the pass-through headers of the request being served.
+ * A key not listed here (DTM's `timeout_to_fail`, a typo) is refused with `DtmUsageError`.
  */
 export interface TransactionOptions {
   /** How the module talks to DTM for this transaction (`lynx.dtm.protocol`, default `http`). Fixed at creation. */

@@ -250,6 +250,26 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(final.transaction.options.branchHeaders).toEqual({ 'x-tenant': 'acme', 'x-request-id': 'r-42' });
     });
 
+    it('an option the module does not know (DTM\'s own snake_case name, the Go SDK\'s requestTimeout, a typo) is refused with DtmUsageError naming it, in every mode; nothing is sent', async () => {
+      const gid = await fx.client.generateGid();
+      // options built elsewhere (a shared object, plain JavaScript): TypeScript checks only literals
+      const snake = { timeout_to_fail: 5 } as object;
+      const goName = { timeoutToFail: 300, requestTimeout: 3 } as object;
+      const typo = { retryIntervall: 1 } as object;
+      expect(() => fx.client.newSaga(gid, snake)).toThrow(DtmUsageError);
+      expect(() => fx.client.newSaga(gid, snake)).toThrow(/the transaction options have no "timeout_to_fail"; did you mean "timeoutToFail"\?/);
+      expect(() => fx.client.newMsg(gid, goName)).toThrow(/the transaction options have no "requestTimeout"; did you mean "branchTimeout"\?/);
+      const saga = transfer(fx.client.newSaga(gid));
+      expect(() => saga.setOptions(typo)).toThrow(/the transaction options have no "retryIntervall"; did you mean "retryInterval"\?/);
+      await expect(fx.client.tccGlobalTransaction(gid, async (tcc) => tcc.callBranch(fx.payload({}), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel')), goName)).rejects.toThrow(DtmUsageError);
+      await expect(fx.helper.executeSaga(gid, [{ action: fx.target('/TransIn'), data: fx.payload({}) }], { waitForFinal: true, ...snake })).rejects.toThrow(DtmUsageError);
+      expect(await fx.client.query(gid)).toBeNull();
+      expect(fx.recorder.callsFor(gid)).toHaveLength(0);
+      // an option given as undefined changes nothing, whatever its name
+      await saga.setOptions({ unused: undefined } as object).submit();
+      expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('succeed');
+    });
+
     it('setOptions() and setRetryLimit() after submit() are refused: DTM keeps the options it was submitted with', async () => {
       const gid = await fx.client.generateGid();
       const saga = transfer(fx.client.newSaga(gid, { branchHeaders: { 'x-tenant': 'sent' } }));
