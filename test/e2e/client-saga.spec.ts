@@ -176,6 +176,17 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/TransOut 500', '/TransOut 200', '/TransIn 500', '/TransInRevert 200', '/TransOutRevert 200']);
     });
 
+    it('retryLimit: DTM makes its re-runs at once, not at the retry interval, and counts an ONGOING answer as one: an action answering ONGOING is rolled back after limit + 1 calls', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', 425, 425, 425, 200); // would succeed at the 4th call
+      const final = await transfer(fx.client.newSaga(gid, { retryInterval: 60 })).setRetryLimit(2).submitAndWait({ timeout: 30 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toBe('RetryCount is greater than RetryLimit, RetryLimit: 2');
+      // three calls within DTM's first round: a retry interval of 60 s never passed
+      expect(fx.recorder.callsTo('/TransIn', gid).map((c) => c.status)).toEqual([425, 425, 425]);
+      expect(fx.recorder.callsTo('/TransOutRevert', gid)).toHaveLength(1);
+    });
+
     it('retryLimit 0 (DTM v1.19 reads a limit only above 0: 0 is no limit, a failing action retried for ever, never rolled back) is refused with DtmUsageError before anything is sent', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/TransIn', 500);
