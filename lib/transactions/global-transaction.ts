@@ -195,7 +195,10 @@ export abstract class GlobalTransaction extends Transaction {
    * Runs `body` (with the transaction's span active); if it throws, or returns after a branch
    * registration, a TCC Try or an XA action failed ({@link failedCall}: `DtmUsageError`), aborts the transaction (the
    * error's message is the rollback reason, cut to the 1024 characters DTM's SQL stores keep, `…` marking a cut) and rethrows: DTM's answer to the abort does not change
-   * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed.
+   * what is thrown, and an abort that fails is reported (log, `abort.failed`), never swallowed. With
+   * `waitResult` DTM runs the first round of Cancels (rollbacks) inside the abort and answers a
+   * branch's error or ONGOING: when DTM then holds the transaction `aborting`, it took the abort and
+   * retries those branches, which is no failed abort.
    */
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
@@ -213,7 +216,11 @@ export abstract class GlobalTransaction extends Transaction {
       this.bodyFailed = true;
       // DTM's SQL stores keep at most 1024 characters of it: a longer one would make DTM refuse the abort (500, "Data too long")
       const reason = cutToStore(reasonForDtm(err));
-      await this.withinObservation((r) => this.transport.abort(r), this.request({ rollbackReason: reason })).catch((abortError: unknown) => this.abortFailed(abortError, err));
+      const request = this.request({ rollbackReason: reason });
+      await this.withinObservation((r) => this.transport.abort(r), request).catch(async (abortError: unknown) => {
+        if (request.options.waitResult && !(abortError instanceof DtmFailureError) && (await this.recordIfKnown())?.status === 'aborting') return;
+        return this.abortFailed(abortError, err);
+      });
       throw err;
     }
   }

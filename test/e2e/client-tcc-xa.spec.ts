@@ -371,6 +371,27 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect((error as Error).message).toMatch(new RegExp(`^${gid} did not succeed in DTM's first round \\(.*\\) and is "submitted": DTM goes on with it`));
       expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
     });
+
+    // with waitResult DTM runs the abort's first round of Cancels inside the abort call and answers a Cancel's error (500 / UNKNOWN) or ONGOING: it took the abort
+    it.each([500, 425])('a body that throws, a Cancel answering %s once: the abort DTM took and answered with the Cancel\'s answer is not reported as a failed abort (no warning); DTM cancels', async (answer) => {
+      const logger = new RecordingLogger();
+      Logger.overrideLogger(logger);
+      try {
+        const gid = await fx.client.generateGid();
+        fx.recorder.answer('/AbCancel', answer, 200);
+        const bodyError = new Error('payment refused');
+        const error = await fx.client.tccGlobalTransaction(gid, (tcc) => oneBranch('Ab')(tcc).then(() => Promise.reject(bodyError)), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+        expect(error).toBe(bodyError);
+        expect(logger.lines.filter((l) => l.includes(`abort of tcc gid=${gid}`) || l.includes(`the abort of tcc gid=${gid}`))).toEqual([]);
+        expect(fx.recorder.callsTo('/AbCancel', gid).length).toBeGreaterThanOrEqual(1);
+        const final = await fx.client.waitForFinal(gid, { timeout: 30 });
+        expect([final.status, final.rollbackReason]).toEqual(['failed', 'payment refused']);
+        expect(fx.recorder.callsTo('/AbCancel', gid).map((c) => c.status)).toEqual([answer, 200]);
+      } finally {
+        Logger.overrideLogger(false);
+        Logger.overrideLogger(new Logger());
+      }
+    });
   });
 
   describe('XA (application side)', () => {
