@@ -280,6 +280,8 @@ export const MESSAGES = {
     `${option} must be a whole number of ${unit} from ${min} to ${max} (${why}), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
   unknownTransactionOption: (key: string, suggestion: string | undefined, known: readonly string[]) =>
     `the transaction options have no ${JSON.stringify(key.length > 60 ? `${key.slice(0, 60)}…` : key)}${suggestion ? `; did you mean "${suggestion}"?` : ''} (they are ${known.join(', ')}, in camelCase, every duration in seconds); an option the module does not know would be dropped, the transaction going with its default`,
+  retryLimitNotSaga: (transType: string, gid: string) =>
+    `${transType} ${gid}: retryLimit is a saga option: DTM v1.19 reads it for sagas only, and would store it with this ${transType} without ever applying it (DTM retries its branches until they answer, at the retry interval); leave it out`,
   retryLimitZero: () =>
     `retryLimit 0 is DTM's "no limit", not "no re-run": DTM v1.19 reads a saga's retry limit only when it is above 0, and retries a failing action until it succeeds, never rolling the saga back for it; it cannot roll back at an action's first error. Leave retryLimit unset for no limit, or give 1 or more (the re-runs of failing actions DTM makes before it rolls the saga back)`,
   waitOptionRange: (option: string, min: number, max: number, got: unknown) =>

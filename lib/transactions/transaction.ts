@@ -245,7 +245,11 @@ export abstract class Transaction {
     // no retry interval unless the app set one: DTM's own then applies (the first look at a transaction after a shorter timeoutToFail)
     const retryInterval = o.retryInterval ?? config.retryInterval;
     if (retryInterval !== undefined) resolved.retryInterval = retryInterval;
-    if (o.retryLimit !== undefined) resolved.retryLimit = o.retryLimit;
+    if (o.retryLimit !== undefined) {
+      // DTM v1.19 reads retry_limit in its saga processor only: stored with another transaction, it would never apply
+      if (this.transType !== 'saga') throw new DtmUsageError(MESSAGES.retryLimitNotSaga(this.transType, this.gid), { gid: this.gid });
+      resolved.retryLimit = o.retryLimit;
+    }
     if (o.waitResult) resolved.waitResult = true;
     this.transport.checkTransaction(this.gid, resolved);
     if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid, this.protocol);

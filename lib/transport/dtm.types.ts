@@ -37,7 +37,7 @@ export interface TransactionOptions {
    * (`lynx.dtm.branch_timeout`; DTM `request_timeout`; whole, 1 to 2147483).
    */
   branchTimeout?: number;
-  /** Saga only: how many re-runs of failing actions DTM makes before it rolls the saga back, counted for the whole saga, not per action (a whole number, 1 or more; unset: no limit, DTM retries until the action succeeds; 0, DTM's "no limit" too, is refused). DTM makes the re-runs at once, not at the retry interval, and counts an ONGOING answer as one. */
+  /** Saga only (refused with `DtmUsageError` for the others, where DTM never applies it): how many re-runs of failing actions DTM makes before it rolls the saga back, counted for the whole saga, not per action (a whole number, 1 or more; unset: no limit, DTM retries until the action succeeds; 0, DTM's "no limit" too, is refused). DTM makes the re-runs at once, not at the retry interval, and counts an ONGOING answer as one. */
   retryLimit?: number;
   /** DTM `wait_result`: submit answers only after DTM's first round. */
   waitResult?: boolean;

@@ -237,7 +237,8 @@ function resumeHeaders(inbound: Record<string, string>, stored: Record<string, s
 
 /**
  * The options a resumed workflow runs with: those DTM stored when it was started (its protocol,
- * timeouts, retry interval and limit, branch headers), so a resume sends what the first run sent.
+ * timeouts, retry interval, branch headers), so a resume sends what the first run sent (not a retry
+ * limit, a saga option DTM never applies to a workflow, which one stored by an older version may hold).
  * The headers the module adds itself (`dtm-auth` tokens) are made anew, not copied.
  */
 function resumedOptions(record: TransactionRecord): TransactionOptions {
@@ -246,7 +247,6 @@ function resumedOptions(record: TransactionRecord): TransactionOptions {
   if (stored.timeoutToFail !== undefined) options.timeoutToFail = stored.timeoutToFail;
   if (stored.retryInterval !== undefined) options.retryInterval = stored.retryInterval;
   if (stored.branchTimeout !== undefined) options.branchTimeout = stored.branchTimeout;
-  if (stored.retryLimit !== undefined) options.retryLimit = stored.retryLimit;
   const headers: Record<string, string> = {};
   for (const name in stored.branchHeaders) if (!isForbiddenBranchHeader(name.toLowerCase())) headers[name] = stored.branchHeaders[name];
   if (Object.keys(headers).length > 0) options.branchHeaders = headers;

@@ -281,6 +281,17 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect((await fx.client.waitForFinal(gid, { timeout: 10 })).status).toBe('succeed');
     });
 
+    it('retryLimit, which DTM v1.19 reads for sagas only, given to a message, a TCC or an XA transaction (where DTM would store it and never apply it) is refused with DtmUsageError; nothing is sent', async () => {
+      const gid = await fx.client.generateGid();
+      expect(() => fx.client.newMsg(gid, { retryLimit: 2 })).toThrow(DtmUsageError);
+      expect(() => fx.client.newMsg(gid).setOptions({ retryLimit: 2 })).toThrow(/retryLimit is a saga option: DTM v1.19 reads it for sagas only/);
+      await expect(fx.client.tccGlobalTransaction(gid, async (tcc) => tcc.callBranch(fx.payload({}), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel')), { retryLimit: 2 })).rejects.toThrow(DtmUsageError);
+      await expect(fx.helper.executeTcc(gid, [{ try: fx.target('/Try'), confirm: fx.target('/Confirm'), cancel: fx.target('/Cancel'), data: fx.payload({}) }], { retryLimit: 2 })).rejects.toThrow(DtmUsageError);
+      await expect(fx.client.xaGlobalTransaction(gid, async () => undefined, { retryLimit: 2 })).rejects.toThrow(DtmUsageError);
+      expect(await fx.client.query(gid)).toBeNull();
+      expect(fx.recorder.callsFor(gid)).toHaveLength(0);
+    });
+
     it('setOptions() and setRetryLimit() after submit() are refused: DTM keeps the options it was submitted with', async () => {
       const gid = await fx.client.generateGid();
       const saga = transfer(fx.client.newSaga(gid, { branchHeaders: { 'x-tenant': 'sent' } }));
