@@ -55,8 +55,9 @@ export async function diagnoseUnfinished(record: TransactionRecord, scope: Diagn
   // a prepared message: DTM calls none of its branches before its back-check says the local transaction committed
   if (record.transType === 'msg' && record.status === 'prepared') pending = record.queryPrepared ? [{ branchId: '00', op: 'msg', url: record.queryPrepared, data: EMPTY }] : [];
   else pending = record.branches.filter((b) => b.status === 'prepared' && (undo ? UNDO : FORWARD).has(b.op) && b.url);
-  // a saga without concurrency runs its actions in order: the first unfinished one holds the rest up
-  if (record.transType === 'saga' && !undo && !record.options.concurrent) pending = pending.slice(0, 1);
+  // a saga without concurrency runs its actions in order: the first unfinished one holds the rest up. DTM reads a
+  // saga's concurrency from its custom data (the top-level concurrent, which the gRPC API lacks, is for messages)
+  if (record.transType === 'saga' && !undo && (record.customData as { concurrent?: unknown } | null | undefined)?.concurrent !== true) pending = pending.slice(0, 1);
   pending = pending.slice(0, MAX_NAMED);
   const probes = new Map<string, Promise<ProbeResult | undefined>>();
   const probe = (url: string, method: 'GET' | 'POST') => {

@@ -134,6 +134,20 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(final.transaction.customData).toEqual({ concurrent: true, orders: { '2': [0, 1] } });
     });
 
+    it('a concurrent saga whose actions all fail with an error: the DtmOutcomeUnknownError of submitAndWait names every unfinished action (DTM runs them at once), not only the first as for a saga in order', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/StuckA', 500);
+      fx.recorder.answer('/StuckB', 500);
+      const saga = fx.client.newSaga(gid).add(fx.target('/StuckA'), '', fx.payload({ step: 'A' })).add(fx.target('/StuckB'), '', fx.payload({ step: 'B' })).enableConcurrent();
+      try {
+        const error = await saga.submitAndWait({ timeout: 2 }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect((error as DtmOutcomeUnknownError).unfinished.map((u) => `${u.branchId} ${u.op}`)).toEqual(['01 action', '02 action']);
+      } finally {
+        await fx.client.forceStop(gid);
+      }
+    });
+
     it('a branch order that the order of the steps breaks, without enableConcurrent(): refused with DtmUsageError before anything is sent (DTM would ignore it and run the steps one after another)', async () => {
       const gid = await fx.client.generateGid();
       const saga = fx.client.newSaga(gid).add(fx.target('/A'), '', fx.payload({ step: 'A' })).add(fx.target('/B'), '', fx.payload({ step: 'B' })).addBranchOrder(0, [1]);

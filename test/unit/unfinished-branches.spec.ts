@@ -17,12 +17,15 @@ function record(partial: Partial<TransactionRecord> & Pick<TransactionRecord, 'g
 }
 
 describe('diagnoseUnfinished', () => {
-  const saga = (status: TransactionRecord['status'], concurrent: boolean) =>
+  // DTM reads a saga's concurrency from its custom data; the top-level concurrent is there only when it came over HTTP
+  const saga = (status: TransactionRecord['status'], concurrent: boolean, protocol: TransactionRecord['protocol'] = 'http') =>
     record({
       gid: `g-${status}-${concurrent}`,
       transType: 'saga',
       status,
-      options: { branchHeaders: {}, concurrent },
+      protocol,
+      customData: concurrent ? { concurrent: true, orders: {} } : undefined,
+      options: { branchHeaders: {}, concurrent: concurrent && protocol === 'http' },
       branches: [
         branch('01', 'compensate', 'succeed', 'http://bank/api/withdraw-revert'),
         branch('01', 'action', 'succeed', 'http://bank/api/withdraw'),
@@ -37,8 +40,8 @@ describe('diagnoseUnfinished', () => {
     expect(await diagnoseUnfinished(saga('submitted', false), noProbe)).toEqual([{ branchId: '02', op: 'action', name: 'deposit', target: 'http://bank/api/deposit' }]);
   });
 
-  it('a concurrent saga: every unfinished action; a gRPC target is named by its method', async () => {
-    expect((await diagnoseUnfinished(saga('submitted', true), noProbe)).map((b) => `${b.branchId} ${b.op} ${b.name}`)).toEqual(['02 action deposit', '03 action Ship']);
+  it.each(['http', 'grpc'] as const)('a concurrent saga submitted over %s: every unfinished action; a gRPC target is named by its method', async (protocol) => {
+    expect((await diagnoseUnfinished(saga('submitted', true, protocol), noProbe)).map((b) => `${b.branchId} ${b.op} ${b.name}`)).toEqual(['02 action deposit', '03 action Ship']);
   });
 
   it('an aborting transaction: its unfinished undo ops', async () => {
