@@ -68,6 +68,11 @@ export interface StoredTransactionOptions {
   retryLimit?: number;
   waitResult?: boolean;
   branchHeaders: Record<string, string>;
+  /**
+   * DTM's top-level `concurrent` option, which DTM reads for messages only. A saga's concurrency is
+   * in {@link TransactionRecord.customData} (`{ concurrent: true, orders }`), what DTM runs it by:
+   * a concurrent saga submitted over gRPC (whose API has no such option) shows `false` here.
+   */
   concurrent: boolean;
 }
 
