@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { parseTarget } from '../transport/branch-target.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
@@ -128,7 +128,8 @@ export class TransactionHelper {
   /**
    * Prepares a message of `branches` with back-check `queryPrepared` (a URL or a `@MsgQueryPrepared`
    * name), then submits it. A submit that does not get through is `DtmOutcomeUnknownError` (DTM holds
-   * the message prepared); with `waitForFinal`, that is waited out.
+   * the message prepared); with `waitForFinal`, that is waited out, as is, with `waitResult`, DTM's first
+   * round that did not deliver every branch (`DtmOngoingError` without it).
    */
   async executeMsg(gid: string, queryPrepared: string, branches: MsgBranch[], options: HelperOptions = {}): Promise<ExecutionResult> {
     assertBranches('executeMsg', branches);
@@ -138,7 +139,9 @@ export class TransactionHelper {
     try {
       await msg.submit();
     } catch (err) {
-      if (!(options.waitForFinal && err instanceof DtmOutcomeUnknownError)) throw err;
+      // DTM holds the message (a submit that did not get through: DtmOutcomeUnknownError; with waitResult, a first
+      // round that did not deliver every branch: DtmOngoingError, its parent class): the wait below reads the outcome
+      if (!(options.waitForFinal && err instanceof DtmOngoingError)) throw err;
     }
     return this.finish(gid, [], options);
   }

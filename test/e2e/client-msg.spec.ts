@@ -211,6 +211,14 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/WrMsgIn', gid)).toHaveLength(2);
     });
 
+    it.each([409, 425, 500])('TransactionHelper.executeMsg with waitForFinal, a branch answering %s once in DTM\'s first round: waits and resolves the final outcome (succeed), as documented, not a DtmOngoingError', async (status) => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/HxMsgIn', status, 200);
+      const result = await fx.helper.executeMsg(gid, fx.target('/HxQueryPrepared'), [{ action: fx.target('/HxMsgIn'), data: fx.payload({ amount: 3 }) }], { waitResult: true, retryInterval: 1, waitForFinal: { timeout: 30 } });
+      expect(result.final).toMatchObject({ gid, status: 'succeed' });
+      expect(fx.recorder.callsTo('/HxMsgIn', gid).map((c) => c.status)).toEqual([status, 200]);
+    });
+
     it('a branch answering a retryable error once, the local transaction committed: doAndSubmit throws DtmOutcomeUnknownError (never run the business again), not a bare DtmServerError; DTM delivers', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/WrMsgIn', 500, 200);
