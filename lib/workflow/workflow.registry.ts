@@ -29,6 +29,7 @@ export class DtmWorkflowRegistry implements OnModuleInit {
 
   onModuleInit(): void {
     const found: WorkflowDefinition[] = [];
+    const problems: string[] = [];
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       const instance = wrapper.instance as Record<string, unknown> | undefined;
       if (!instance || typeof instance !== 'object' || !wrapper.metatype) continue;
@@ -37,10 +38,15 @@ export class DtmWorkflowRegistry implements OnModuleInit {
         const fn = prototype[method];
         const meta = typeof fn === 'function' ? (Reflect.getMetadata(DTM_WORKFLOW_METADATA, fn) as WorkflowMetadata | undefined) : undefined;
         if (!meta) continue;
-        found.push({ name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler: `${instance.constructor.name}.${method}` });
+        const handler = `${instance.constructor.name}.${method}`;
+        // the instance discovery sees of a request-scoped or transient provider was never constructed (its dependencies undefined)
+        if (wrapper.isTransient || !wrapper.isDependencyTreeStatic()) {
+          problems.push(MESSAGES.workflowNotStatic(meta.name, handler, wrapper.isTransient ? 'transient' : 'request-scoped'));
+          continue;
+        }
+        found.push({ name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler });
       }
     }
-    const problems: string[] = [];
     for (const definition of found) {
       const same = found.filter((d) => d.name === definition.name);
       if (same.length > 1 && same[0] === definition) problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));

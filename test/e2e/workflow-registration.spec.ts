@@ -1,0 +1,134 @@
+// Which workflows an app hosts, against the real DTM server: a @DtmWorkflow on a provider that is
+// not of the default scope (request-scoped, transient, or depending on REQUEST), two workflows of
+// one name, and a name with characters a URL's query must escape, resumed by DTM over HTTP.
+import 'reflect-metadata';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { Inject, Injectable, Module, Scope, type INestApplication, type Type } from '@nestjs/common';
+import { NestFactory, REQUEST } from '@nestjs/core';
+import { DtmBranchRegistryError, DtmClient, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { freePort, waitUntil } from '../support/services/process.js';
+
+@Injectable()
+class Rates {
+  rate(): number {
+    return 2;
+  }
+}
+
+@Injectable({ scope: Scope.REQUEST })
+class RequestScopedWorkflows {
+  constructor(private readonly rates: Rates) {}
+  @DtmWorkflow('scoped.request.v1')
+  async run(wf: WorkflowContext<unknown>) {
+    return wf.step('rate').run(() => this.rates.rate());
+  }
+}
+
+@Injectable({ scope: Scope.TRANSIENT })
+class TransientWorkflows {
+  constructor(private readonly rates: Rates) {}
+  @DtmWorkflow('scoped.transient.v1')
+  async run(wf: WorkflowContext<unknown>) {
+    return wf.step('rate').run(() => this.rates.rate());
+  }
+}
+
+/** Request-scoped without saying so: it depends on REQUEST. */
+@Injectable()
+class RequestBoundWorkflows {
+  constructor(
+    @Inject(REQUEST) readonly request: unknown,
+    private readonly rates: Rates,
+  ) {}
+  @DtmWorkflow('scoped.implicit.v1')
+  async run(wf: WorkflowContext<unknown>) {
+    return wf.step('rate').run(() => this.rates.rate());
+  }
+}
+
+@Injectable()
+class Orders {
+  @DtmWorkflow('order.v1')
+  async place(wf: WorkflowContext<unknown>) {
+    return wf.step('a').run(() => 1);
+  }
+}
+
+@Injectable()
+class OtherOrders {
+  @DtmWorkflow('order.v1')
+  async place(wf: WorkflowContext<unknown>) {
+    return wf.step('b').run(() => 2);
+  }
+}
+
+/** Executions per gid of the workflow with the unusual name; the first one of a gid fails with a plain error (left pending). */
+const runs = new Map<string, number>();
+const ODD_NAME = 'pay & ship+fast #1 100%/ü?=';
+
+@Injectable()
+class OddlyNamed {
+  @DtmWorkflow(ODD_NAME)
+  async run(wf: WorkflowContext<{ n: number }>) {
+    const n = (runs.get(wf.gid) ?? 0) + 1;
+    runs.set(wf.gid, n);
+    if (n === 1) throw new Error('crashed before its step');
+    return wf.step('a').run(() => wf.input.n * 2);
+  }
+}
+
+const apps: INestApplication[] = [];
+afterAll(async () => {
+  for (const app of apps) await app.close();
+});
+
+/** An app of `providers` (its workflows resumed over HTTP at its own port); init() only, or listening. */
+async function startApp(providers: Type[]): Promise<{ app: INestApplication; client: DtmClient }> {
+  const port = await freePort();
+  @Module({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 1 } })],
+    providers: [Rates, ...providers],
+  })
+  class WorkflowsModule {}
+  const app = await NestFactory.create(WorkflowsModule, { logger: false, forceCloseConnections: true });
+  apps.push(app);
+  await app.listen(port, '127.0.0.1');
+  return { app, client: app.get(DtmClient) };
+}
+
+const startError = (providers: Type[]) => startApp(providers).then(() => undefined, (e: unknown) => e);
+
+describe('workflow registration', () => {
+  it('a @DtmWorkflow on a request-scoped, a transient, or a REQUEST-dependent provider: start-up fails naming each (before: the app started, and every execution ran with the dependencies undefined, the workflow pending in DTM forever)', async () => {
+    const error = await startError([RequestScopedWorkflows, TransientWorkflows, RequestBoundWorkflows]);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    const problems = (error as DtmBranchRegistryError).problems;
+    expect(problems).toHaveLength(3);
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^@DtmWorkflow\('scoped\.request\.v1'\) is on RequestScopedWorkflows\.run, whose provider is request-scoped .* put the workflow on a provider of the default scope/),
+        expect.stringMatching(/^@DtmWorkflow\('scoped\.transient\.v1'\) is on TransientWorkflows\.run, whose provider is transient/),
+        expect.stringMatching(/^@DtmWorkflow\('scoped\.implicit\.v1'\) is on RequestBoundWorkflows\.run, whose provider is request-scoped \(Scope\.REQUEST, or it depends on REQUEST/),
+      ]),
+    );
+  });
+
+  it('two workflows of one name: start-up fails naming both handlers', async () => {
+    const error = await startError([Orders, OtherOrders]);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as Error).message).toBe("@DtmWorkflow('order.v1') is on Orders.place and OtherOrders.place: workflow names must be unique; rename one (a new version: a new name)");
+  });
+
+  it('a name with characters a query escapes (& + # % / ? = space, non-ASCII): left pending, DTM resumes it over HTTP under that name and it succeeds', async () => {
+    const { client } = await startApp([OddlyNamed]);
+    const gid = await client.generateGid();
+    await expect(client.executeWorkflow(ODD_NAME, gid, { n: 21 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    await waitUntil('DTM resuming the workflow', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'succeed';
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    expect(runs.get(gid)).toBe(2);
+    await expect(client.executeWorkflow(ODD_NAME, gid, { n: 0 })).resolves.toEqual({ status: 'succeed', result: 42 });
+  });
+});
