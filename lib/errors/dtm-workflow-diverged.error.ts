@@ -2,9 +2,10 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from './dtm-error.js';
 
 /**
- * A workflow resumed with different code: the step at a position is not the one recorded there
- * (a step added, removed, renamed or reordered while executions were running). The execution
- * stops before applying anything; DTM keeps the workflow for a resume by code that matches.
+ * A workflow resumed with different code: the step at a position is not the one recorded there,
+ * or the code ends before a recorded step (a step added, removed, renamed or reordered while
+ * executions were running). The execution stops before applying anything; DTM keeps the workflow
+ * for a resume by code that matches.
  */
 export class DtmWorkflowDivergedError extends DtmError {
   constructor(
@@ -15,7 +16,7 @@ export class DtmWorkflowDivergedError extends DtmError {
     op: string,
     /** The step name recorded at that position. */
     readonly recordedStep: string,
-    /** The step name the code has there now. */
+    /** The step name the code has there now; `''` when the code now ends before that position. */
     readonly currentStep: string,
   ) {
     super(MESSAGES.workflowDiverged(workflow, gid, branchId, op, recordedStep, currentStep), { gid, branchId });

@@ -69,6 +69,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   private readonly ids = new BranchIdGenerator();
   private readonly phase2: Phase2Item[] = [];
   private running?: string;
+  /** How many steps this execution made (the last branch id it gave). */
+  private steps = 0;
 
   constructor(
     private readonly tx: WorkflowTransaction,
@@ -94,7 +96,9 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
 
   step(name: string): WorkflowStep {
     if (typeof name !== 'string' || name === '') throw new DtmUsageError(MESSAGES.workflowStepName(this.name), { gid: this.gid });
-    return new Step(this, name, this.ids.next());
+    const branchId = this.ids.next();
+    this.steps += 1;
+    return new Step(this, name, branchId);
   }
 
   now(): Promise<Date> {
@@ -152,6 +156,20 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   /** @internal Whether step `branchId`'s `op` was recorded (checked to be `step`). */
   wasRecorded(step: string, branchId: string, op: string): boolean {
     return this.replay(step, branchId, op) !== undefined;
+  }
+
+  /**
+   * @internal Before phase 2: throws `DtmWorkflowDivergedError` when an earlier execution recorded
+   * a step at a position this one never reached (the code now ends before it): its callbacks would
+   * never run (a rollback without its compensation, a success without its commit).
+   */
+  assertNothingLeftBehind(): void {
+    let first: { branchId: string; op: string; step: string } | undefined;
+    for (const [key, { record }] of this.recorded) {
+      const [branchId, op] = key.split('-');
+      if (Number(branchId) > this.steps && (!first || Number(branchId) < Number(first.branchId))) first = { branchId, op, step: record.k };
+    }
+    if (first) throw new DtmWorkflowDivergedError(this.name, this.gid, first.branchId, first.op, first.step, '');
   }
 
   /** @internal Runs the phase-2 callbacks of `op` in reverse order of registration, each recorded once. */

@@ -161,10 +161,12 @@ export class WorkflowEngine {
       value = await definition.run(execution as WorkflowExecution<never>);
     } catch (err) {
       if (!(err instanceof DtmFailureError)) throw new DtmWorkflowPendingError(definition.name, gid, err);
+      assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
       await this.settle(definition, gid, () => tx.finish('failed', err.reason, undefined));
       throw new DtmFailureError(err.reason, { gid, cause: err });
     }
+    assertReplayed(definition, gid, execution);
     let result: string;
     try {
       result = storedJson({ v: value } satisfies StoredInput, `the result of workflow "${definition.name}"`, gid);
@@ -183,6 +185,15 @@ export class WorkflowEngine {
     } catch (err) {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
+  }
+}
+
+/** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause the divergence) when `execution` ended before a step an earlier one recorded. */
+function assertReplayed(definition: WorkflowDefinition, gid: string, execution: WorkflowExecution<unknown>): void {
+  try {
+    execution.assertNothingLeftBehind();
+  } catch (err) {
+    throw new DtmWorkflowPendingError(definition.name, gid, err);
   }
 }
 
