@@ -33,6 +33,7 @@ import {
   type BranchInfo,
   type DtmConfigInput,
   type DtmProtocol,
+  type XaDatabase,
 } from 'nestjs-dtm';
 import type { FileDatabases } from '../support/databases.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
@@ -322,6 +323,10 @@ export interface BarrierAppOptions {
   mysqlSession?: string;
   /** More `lynx.dtm` settings of the app's module (e.g. `branchAuthKeys`). */
   config?: DtmConfigInput;
+  /** More providers (e.g. workflows calling the app's own branches; they can inject `pg-db`, `mysql-db`). */
+  providers?: Type[];
+  /** The module's `xaConnections`. */
+  xaConnections?: Record<string, XaDatabase>;
 }
 
 /**
@@ -367,11 +372,12 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
           ...options.config,
         },
         barrierConnections: { pg: databases.pg, mysql: databases.mysql, redis: redisBarrierConnection(redis) },
+        xaConnections: options.xaConnections,
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
     controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix)],
-    providers: [Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
+    providers: [...(options.providers ?? []), Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
   }).compile();
   const app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
   app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
