@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { BarrierDatabase, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { Payload } from '../transport/dtm.types.js';
+import { cutToStore } from '../transport/dtm-limits.js';
 import type { WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
@@ -136,8 +137,10 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
       value = await action();
     } catch (err) {
       if (err instanceof DtmFailureError) {
-        await this.tx.record(branchId, 'action', 'failed', JSON.stringify({ k: step, e: err.reason }));
-        throw this.refused(branchId, err.reason);
+        // recorded as DTM keeps the rollback reason it becomes: a longer one (a 409's large body) could never be recorded
+        const reason = cutToStore(err.reason);
+        await this.tx.record(branchId, 'action', 'failed', JSON.stringify({ k: step, e: reason }));
+        throw this.refused(branchId, reason, err);
       }
       throw err;
     } finally {
@@ -232,12 +235,12 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     return found;
   }
 
-  private refused(branchId: string, reason: string): DtmFailureError {
+  private refused(branchId: string, reason: string, cause?: DtmFailureError): DtmFailureError {
     if (!this.env.compensateFailedStep) {
       const index = this.phase2.findLastIndex((p) => p.branchId === branchId && p.op === 'rollback');
       if (index >= 0) this.phase2.splice(index, 1);
     }
-    return new DtmFailureError(reason, { gid: this.gid, branchId });
+    return new DtmFailureError(reason, { gid: this.gid, branchId, cause });
   }
 
   private phase2Handle(item: Phase2Item): WorkflowPhase2 {

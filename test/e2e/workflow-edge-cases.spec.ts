@@ -409,4 +409,22 @@ describe('workflow mode at its edges', () => {
     expect((await queryTrans(gid)).transaction).toBeNull();
     expect(await A.client.executeWorkflow('überweisung', gid, { key: gid })).toEqual({ status: 'succeed', result: `sent ${gid}` });
   });
+
+  it("a step's FAILURE with a reason over 64 KB (a local step's, an HTTP step's 409 body): recorded cut as DTM's rollback reason is, the workflow rolls back (before: never recordable, it stayed pending forever and the step was run again at every resume)", async () => {
+    const local = await A.client.generateGid();
+    const localError = await A.client.executeWorkflow('review.reason.v1', local, { xs: 70_000 }).catch((e: unknown) => e);
+    expect(failure(localError)).toBe(`DtmFailureError: ${'x'.repeat(1023)}…`);
+    const remote = await A.client.generateGid();
+    recorder.answer('/A', { status: 409, body: 'y'.repeat(70_000) });
+    const remoteError = await A.client.executeWorkflow('review.two.v1', remote, urls()).catch((e: unknown) => e);
+    expect(failure(remoteError)).toBe(`DtmFailureError: ${'y'.repeat(1023)}…`);
+    for (const [gid, letter] of [[local, 'x'], [remote, 'y']]) {
+      const { transaction, branches } = await queryTrans(gid);
+      expect(transaction).toMatchObject({ status: 'failed', rollback_reason: `${letter.repeat(1023)}…` });
+      expect(branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action failed']);
+    }
+    // replayed, the recorded FAILURE gives the same reason
+    await expect(A.client.executeWorkflow('review.two.v1', remote, urls())).rejects.toThrow(`${'y'.repeat(1023)}…`);
+    expect(recorder.callsTo('/A', remote)).toHaveLength(1);
+  });
 });
