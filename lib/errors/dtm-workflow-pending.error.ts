@@ -1,3 +1,4 @@
+import { types } from 'node:util';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from './dtm-error.js';
 
@@ -11,8 +12,16 @@ export class DtmWorkflowPendingError extends DtmError {
     /** The workflow's name. */
     readonly workflow: string,
     gid: string,
-    cause?: unknown,
+    /** Why this execution stopped (what it threw, even `undefined`); none: another execution of it is running. */
+    ...cause: [] | [unknown]
   ) {
-    super(MESSAGES.workflowPending(workflow, gid, cause instanceof Error ? cause.message : cause === undefined ? 'another execution of it is running' : String(cause)), { gid, cause });
+    super(MESSAGES.workflowPending(workflow, gid, cause.length === 0 ? 'another execution of it is running' : whyStopped(cause[0])), cause.length === 0 ? { gid } : { gid, cause: cause[0] });
   }
+}
+
+/** What stopped an execution, as its message says: an Error's message, or the value thrown instead of one. */
+function whyStopped(cause: unknown): string {
+  // an Error of another realm (a vm context, a test runner's sandbox) is an Error too
+  if (cause instanceof Error || types.isNativeError(cause)) return cause.message;
+  return `it threw ${typeof cause === 'string' ? JSON.stringify(cause) : String(cause)}, no Error`;
 }

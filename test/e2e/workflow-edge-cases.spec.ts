@@ -132,6 +132,13 @@ class ReviewWorkflows {
     await failedStepBody(wf);
   }
 
+  /** Rejects with no reason (a library's `reject()`), after a step. */
+  @DtmWorkflow('review.reject.v1')
+  async reject(wf: WorkflowContext<unknown>) {
+    await wf.step('a').run(() => 1);
+    return Promise.reject(undefined);
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
@@ -408,6 +415,14 @@ describe('workflow mode at its edges', () => {
     expect((refused as Error).message).toMatch(/workflow "überweisung" cannot run over gRPC: .* rename the workflow, or run it over HTTP/);
     expect((await queryTrans(gid)).transaction).toBeNull();
     expect(await A.client.executeWorkflow('überweisung', gid, { key: gid })).toEqual({ status: 'succeed', result: `sent ${gid}` });
+  });
+
+  it('a workflow function rejecting with no reason: pending, the error saying so (before: "another execution of it is running", which no other execution was)', async () => {
+    const gid = await A.client.generateGid();
+    const error = await A.client.executeWorkflow('review.reject.v1', gid, {}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((error as Error).message).toBe(`workflow "review.reject.v1" (gid ${gid}) is not finished (it threw undefined, no Error); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
   });
 
   it("a step's FAILURE with a reason over 64 KB (a local step's, an HTTP step's 409 body): recorded cut as DTM's rollback reason is, the workflow rolls back (before: never recordable, it stayed pending forever and the step was run again at every resume)", async () => {
