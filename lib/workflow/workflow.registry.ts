@@ -28,6 +28,17 @@ export class DtmWorkflowRegistry implements OnModuleInit {
   ) {}
 
   onModuleInit(): void {
+    const { found, problems } = this.scan();
+    for (const definition of found) {
+      const same = found.filter((d) => d.name === definition.name);
+      if (same.length > 1 && same[0] === definition) problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));
+      this.workflows.set(definition.name, definition);
+    }
+    if (problems.length > 0) throw new DtmBranchRegistryError(problems);
+  }
+
+  /** The `@DtmWorkflow` methods of the app's providers and controllers now, and those that cannot run (not of the default scope). */
+  private scan(): { found: WorkflowDefinition[]; problems: string[] } {
     const found: WorkflowDefinition[] = [];
     const problems: string[] = [];
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
@@ -47,19 +58,17 @@ export class DtmWorkflowRegistry implements OnModuleInit {
         found.push({ name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler });
       }
     }
-    for (const definition of found) {
-      const same = found.filter((d) => d.name === definition.name);
-      if (same.length > 1 && same[0] === definition) problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));
-      this.workflows.set(definition.name, definition);
-    }
-    if (problems.length > 0) throw new DtmBranchRegistryError(problems);
+    return { found, problems };
   }
 
   /** The workflow `name`; `DtmUsageError` for an unknown one. */
   get(name: string): WorkflowDefinition {
     const found = this.workflows.get(name);
-    if (!found) throw new DtmUsageError(MESSAGES.unknownWorkflow(name, [...this.workflows.keys()]));
-    return found;
+    if (found) return found;
+    // declared in a module loaded after start-up (LazyModuleLoader): not served, as DTM may resume it on an instance that never loaded it
+    const late = this.scan().found.find((d) => d.name === name);
+    if (late) throw new DtmUsageError(MESSAGES.workflowLoadedLate(name, late.handler));
+    throw new DtmUsageError(MESSAGES.unknownWorkflow(name, [...this.workflows.keys()]));
   }
 
   /** Whether the app has a workflow `name`. */

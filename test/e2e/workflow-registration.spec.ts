@@ -4,8 +4,8 @@
 import 'reflect-metadata';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { Inject, Injectable, Module, Scope, type INestApplication, type Type } from '@nestjs/common';
-import { NestFactory, REQUEST } from '@nestjs/core';
-import { DtmBranchRegistryError, DtmClient, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
+import { LazyModuleLoader, NestFactory, REQUEST } from '@nestjs/core';
+import { DtmBranchRegistryError, DtmClient, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
 import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 
@@ -63,6 +63,18 @@ class OtherOrders {
   }
 }
 
+@Injectable()
+class LateWorkflows {
+  @DtmWorkflow('late.v1')
+  async run(wf: WorkflowContext<unknown>) {
+    return wf.step('a').run(() => 'late');
+  }
+}
+
+/** A module an app loads after start-up (LazyModuleLoader). */
+@Module({ providers: [LateWorkflows] })
+class LateModule {}
+
 /** Executions per gid of the workflow with the unusual name; the first one of a gid fails with a plain error (left pending). */
 const runs = new Map<string, number>();
 const ODD_NAME = 'pay & ship+fast #1 100%/ü?=';
@@ -118,6 +130,19 @@ describe('workflow registration', () => {
     const error = await startError([Orders, OtherOrders]);
     expect(error).toBeInstanceOf(DtmBranchRegistryError);
     expect((error as Error).message).toBe("@DtmWorkflow('order.v1') is on Orders.place and OtherOrders.place: workflow names must be unique; rename one (a new version: a new name)");
+  });
+
+  it('a workflow in a module loaded after start-up (LazyModuleLoader): executeWorkflow refuses it saying so, DTM holds nothing (before: "no @DtmWorkflow named", as if it were declared nowhere)', async () => {
+    const { app, client } = await startApp([]);
+    await app.get(LazyModuleLoader).load(() => LateModule);
+    const gid = await client.generateGid();
+    const error = await client.executeWorkflow('late.v1', gid, {}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toBe(
+      "@DtmWorkflow('late.v1') is on LateWorkflows.run, whose module was loaded after start-up (LazyModuleLoader): workflows are found when the app starts, as DTM may resume one on any instance, also one that never loaded that module; import its module in the app's modules at start-up",
+    );
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    await expect(client.executeWorkflow('nowhere.v1', gid, {})).rejects.toThrow('no @DtmWorkflow named "nowhere.v1" (known: none)');
   });
 
   it('a name with characters a query escapes (& + # % / ? = space, non-ASCII): left pending, DTM resumes it over HTTP under that name and it succeeds', async () => {
