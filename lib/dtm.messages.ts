@@ -551,6 +551,8 @@ export const MESSAGES = {
   unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   workflowNotStatic: (name: string, handler: string, scope: 'request-scoped' | 'transient') =>
     `@DtmWorkflow('${name}') is on ${handler}, whose provider is ${scope === 'transient' ? 'transient (Scope.TRANSIENT)' : 'request-scoped (Scope.REQUEST, or it depends on REQUEST or a request-scoped provider)'}: DTM runs and resumes a workflow outside any request, and no instance of that provider with its dependencies exists there (the workflow would run with them undefined and stay pending forever); put the workflow on a provider of the default scope (resolve a request-scoped service inside it with ModuleRef.resolve)`,
+  workflowForceStopped: (name: string, gid: string) =>
+    `workflow ${JSON.stringify(name)} (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
   workflowLoadedLate: (name: string, handler: string) =>
     `@DtmWorkflow('${name}') is on ${handler}, whose module was loaded after start-up (LazyModuleLoader): workflows are found when the app starts, as DTM may resume one on any instance, also one that never loaded that module; import its module in the app's modules at start-up`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,

@@ -146,7 +146,11 @@ export class WorkflowEngine {
       throw new DtmGidInUseError(`executeWorkflow(${definition.name})`, gid, progress.status, MESSAGES.workflowGidHeld(held.transType, stored?.name, definition.name));
     }
     if (progress.status === 'succeed') return { status: 'succeed', result: resultOf(progress.result ?? held?.result) };
-    if (progress.status === 'failed') throw new DtmFailureError(readFailureReason(progress.rollbackReason ?? 'FAILURE').message, { gid, raw: progress.rollbackReason });
+    if (progress.status === 'failed') {
+      // the module always submits a reason: none is DTM's forceStop, which ran no rollback callback
+      if (!progress.rollbackReason) throw new DtmFailureError(MESSAGES.workflowForceStopped(definition.name, gid), { gid, raw: 'FAILURE' });
+      throw new DtmFailureError(readFailureReason(progress.rollbackReason).message, { gid, raw: progress.rollbackReason });
+    }
     // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
     // also one that finds no step recorded yet
     input = inputOf(stored, input);
@@ -163,8 +167,10 @@ export class WorkflowEngine {
       if (!(err instanceof DtmFailureError)) throw new DtmWorkflowPendingError(definition.name, gid, err);
       assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
-      await this.settle(definition, gid, () => tx.finish('failed', err.reason, undefined));
-      throw new DtmFailureError(err.reason, { gid, cause: err });
+      // never an empty reason: DTM holds a forceStop's failure without one
+      const reason = err.reason || 'FAILURE';
+      await this.settle(definition, gid, () => tx.finish('failed', reason, undefined));
+      throw new DtmFailureError(reason, { gid, cause: err });
     }
     assertReplayed(definition, gid, execution);
     let result: string;

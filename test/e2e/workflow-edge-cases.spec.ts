@@ -103,6 +103,7 @@ class ReviewWorkflows {
   @DtmWorkflow('review.reason.v1')
   async reason(wf: WorkflowContext<{ xs: number }>) {
     await wf.step('a').run(() => {
+      if (wf.input.xs < 0) throw new DtmFailureError(''); // no reason
       throw new DtmFailureError(`${'x'.repeat(wf.input.xs)}😀 and more`); // its character xs + 1 takes two UTF-16 units
     });
   }
@@ -423,6 +424,26 @@ describe('workflow mode at its edges', () => {
     expect(error).toBeInstanceOf(DtmWorkflowPendingError);
     expect((error as Error).message).toBe(`workflow "review.reject.v1" (gid ${gid}) is not finished (it threw undefined, no Error); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`);
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+  });
+
+  it('a pending workflow stopped with forceStop: executeWorkflow says it was stopped and that no rollback callback ran (before: DtmFailureError "FAILURE", which reads as rolled back)', async () => {
+    const gid = await A.client.generateGid();
+    recorder.answer('/B', 425);
+    await expect(A.client.executeWorkflow('review.two.v1', gid, urls())).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    await A.client.forceStop(gid);
+    const error = await A.client.executeWorkflow('review.two.v1', gid, urls()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as Error).message).toBe(
+      `workflow "review.two.v1" (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
+    );
+    expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+  });
+
+  it('a workflow rolled back by a DtmFailureError without a reason: DTM records "FAILURE" as its rollback reason, not the empty one of a forceStop', async () => {
+    const gid = await A.client.generateGid();
+    await expect(A.client.executeWorkflow('review.reason.v1', gid, { xs: -1 })).rejects.toThrow(DtmFailureError);
+    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'failed', rollback_reason: 'FAILURE' });
+    await expect(A.client.executeWorkflow('review.reason.v1', gid, { xs: -1 })).rejects.toThrow(/^FAILURE$/);
   });
 
   it("a step's FAILURE with a reason over 64 KB (a local step's, an HTTP step's 409 body): recorded cut as DTM's rollback reason is, the workflow rolls back (before: never recordable, it stayed pending forever and the step was run again at every resume)", async () => {
