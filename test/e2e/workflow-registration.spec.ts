@@ -2,6 +2,7 @@
 // not of the default scope (request-scoped, transient, or depending on REQUEST), two workflows of
 // one name, and a name with characters a URL's query must escape, resumed by DTM over HTTP.
 import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { Inject, Injectable, Module, Scope, type INestApplication, type Type } from '@nestjs/common';
 import { LazyModuleLoader, NestFactory, REQUEST } from '@nestjs/core';
@@ -77,7 +78,7 @@ class LateModule {}
 
 /** Executions per gid of the workflow with the unusual name; the first one of a gid fails with a plain error (left pending). */
 const runs = new Map<string, number>();
-const ODD_NAME = 'pay & ship+fast #1 100%/ü?=';
+const ODD_NAME = 'pay & ship+fast #1, 100%/ü?=';
 
 @Injectable()
 class OddlyNamed {
@@ -96,10 +97,10 @@ afterAll(async () => {
 });
 
 /** An app of `providers` (its workflows resumed over HTTP at its own port); init() only, or listening. */
-async function startApp(providers: Type[]): Promise<{ app: INestApplication; client: DtmClient }> {
+async function startApp(providers: Type[], branchAuthKeys?: string[]): Promise<{ app: INestApplication; client: DtmClient }> {
   const port = await freePort();
   @Module({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 1 } })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 1, branchAuthKeys } })],
     providers: [Rates, ...providers],
   })
   class WorkflowsModule {}
@@ -145,8 +146,8 @@ describe('workflow registration', () => {
     await expect(client.executeWorkflow('nowhere.v1', gid, {})).rejects.toThrow('no @DtmWorkflow named "nowhere.v1" (known: none)');
   });
 
-  it('a name with characters a query escapes (& + # % / ? = space, non-ASCII): left pending, DTM resumes it over HTTP under that name and it succeeds', async () => {
-    const { client } = await startApp([OddlyNamed]);
+  it.each([['', undefined], [' and authenticated calls', [randomBytes(33).toString('base64')]]] as const)('a name with characters a query escapes (& + # % / ? = space, non-ASCII, a comma)%s: left pending, DTM resumes it over HTTP under that name and it succeeds', async (_with, keys) => {
+    const { client } = await startApp([OddlyNamed], keys ? [...keys] : undefined);
     const gid = await client.generateGid();
     await expect(client.executeWorkflow(ODD_NAME, gid, { n: 21 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
     await waitUntil('DTM resuming the workflow', async () => {
