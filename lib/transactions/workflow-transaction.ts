@@ -96,6 +96,8 @@ export class WorkflowTransaction extends Transaction {
    */
   call(target: string, payload: Payload, branchId: string, op: string): Promise<BranchAnswer> {
     const parsed = parseAddress(target, this.gid);
+    // a saga's '' (nothing to call) and a message's topic mean nothing to a call the app makes itself
+    if (parsed.kind !== 'http' && parsed.kind !== 'grpc') throw new DtmUsageError(MESSAGES.workflowStepTarget(branchId, op, target), { gid: this.gid, branchId });
     const transport = this.runtime.transport(parsed.kind === 'grpc' ? 'grpc' : 'http');
     const encoded = transport.encode(payload, parsed);
     return transport.callBranch({

@@ -133,6 +133,16 @@ class ReviewWorkflows {
     await failedStepBody(wf);
   }
 
+  /** One step calling `t`, or a compensation calling it. */
+  @DtmWorkflow('review.target.v1')
+  async target(wf: WorkflowContext<{ t: string; a?: string }>) {
+    if (wf.input.a) {
+      await wf.step('a').onRollback((b) => b.http(wf.input.t)).http(wf.input.a, { n: 1 });
+      throw new DtmFailureError('roll back');
+    }
+    return wf.step('a').http(wf.input.t, { n: 1 });
+  }
+
   /** Rejects with no reason (a library's `reject()`), after a step. */
   @DtmWorkflow('review.reject.v1')
   async reject(wf: WorkflowContext<unknown>) {
@@ -416,6 +426,21 @@ describe('workflow mode at its edges', () => {
     expect((refused as Error).message).toMatch(/workflow "überweisung" cannot run over gRPC: .* rename the workflow, or run it over HTTP/);
     expect((await queryTrans(gid)).transaction).toBeNull();
     expect(await A.client.executeWorkflow('überweisung', gid, { key: gid })).toEqual({ status: 'succeed', result: `sent ${gid}` });
+  });
+
+  it("a step or a compensation calling '' or a topic:// target: pending with a DtmUsageError saying a workflow calls only http(s) URLs and gRPC targets (before: TypeError 'Invalid URL', or 'could not reach the branch topic://x ... check that the service runs')", async () => {
+    const causes: string[] = [];
+    for (const input of [{ t: '' }, { t: 'topic://stock' }, { t: '', a: recorder.urlFor('/A') }]) {
+      const gid = await A.client.generateGid();
+      const error = await A.client.executeWorkflow('review.target.v1', gid, input).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+      causes.push(failure((error as Error).cause));
+    }
+    expect(causes).toEqual([
+      `DtmUsageError: workflow step 01 (op action) calls "", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
+      `DtmUsageError: workflow step 01 (op action) calls "topic://stock", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
+      `DtmUsageError: workflow step 01 (op rollback) calls "", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
+    ]);
   });
 
   it('a workflow function rejecting with no reason: pending, the error saying so (before: "another execution of it is running", which no other execution was)', async () => {
