@@ -557,6 +557,8 @@ export const MESSAGES = {
     `workflow ${JSON.stringify(name)} (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
   workflowLoadedLate: (name: string, handler: string) =>
     `@DtmWorkflow('${name}') is on ${handler}, whose module was loaded after start-up (LazyModuleLoader): workflows are found when the app starts, as DTM may resume one on any instance, also one that never loaded that module; import its module in the app's modules at start-up`,
+  workflowProviderTwice: (name: string, handler: string, modules: string[]) =>
+    `@DtmWorkflow('${name}') is on ${handler}, a provider listed by ${modules.join(' and ')}, which makes an instance each: list it in one module and export it from there`,
   duplicateWorkflow: (name: string, handlers: string[]) => `@DtmWorkflow('${name}') is on ${handlers.join(' and ')}: workflow names must be unique; rename one (a new version: a new name)`,
   noWorkflowProto: () =>
     "cannot start a gRPC workflow: DTM resumes it at the app's gRPC server (workflow.Workflow/Execute), which does not load the workflow proto, or does not list its package 'workflow' (Nest serves only the listed packages), so every resume would answer UNIMPLEMENTED; add both to the gRPC microservice's options (package: [..., 'workflow'], protoPath: [..., DTM_WORKFLOW_PROTO]), or start the workflow with { protocol: 'http' }",

@@ -28,19 +28,25 @@ export class DtmWorkflowRegistry implements OnModuleInit {
   ) {}
 
   onModuleInit(): void {
-    const { found, problems } = this.scan();
+    const { found, problems, origins } = this.scan();
     for (const definition of found) {
       const same = found.filter((d) => d.name === definition.name);
-      if (same.length > 1 && same[0] === definition) problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));
+      if (same.length > 1 && same[0] === definition) {
+        // one declaration, on a provider two modules list (an instance each), is not two workflows
+        const classes = new Set(same.map((d) => origins.get(d)?.metatype));
+        if (classes.size === 1 && new Set(same.map((d) => d.handler)).size === 1) problems.push(MESSAGES.workflowProviderTwice(definition.name, definition.handler, same.map((d) => origins.get(d)?.module ?? '?')));
+        else problems.push(MESSAGES.duplicateWorkflow(definition.name, same.map((d) => d.handler)));
+      }
       this.workflows.set(definition.name, definition);
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
   }
 
   /** The `@DtmWorkflow` methods of the app's providers and controllers now, and those that cannot run (not of the default scope). */
-  private scan(): { found: WorkflowDefinition[]; problems: string[] } {
+  private scan(): { found: WorkflowDefinition[]; problems: string[]; origins: Map<WorkflowDefinition, { metatype: unknown; module?: string }> } {
     const found: WorkflowDefinition[] = [];
     const problems: string[] = [];
+    const origins = new Map<WorkflowDefinition, { metatype: unknown; module?: string }>();
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       const instance = wrapper.instance as Record<string, unknown> | undefined;
       if (!instance || typeof instance !== 'object' || !wrapper.metatype) continue;
@@ -55,10 +61,12 @@ export class DtmWorkflowRegistry implements OnModuleInit {
           problems.push(MESSAGES.workflowNotStatic(meta.name, handler, wrapper.isTransient ? 'transient' : 'request-scoped'));
           continue;
         }
-        found.push({ name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler });
+        const definition: WorkflowDefinition = { name: meta.name, options: meta.options, run: (fn as WorkflowFunction).bind(instance), handler };
+        found.push(definition);
+        origins.set(definition, { metatype: wrapper.metatype, module: wrapper.host?.name });
       }
     }
-    return { found, problems };
+    return { found, problems, origins };
   }
 
   /** The workflow `name`; `DtmUsageError` for an unknown one. */

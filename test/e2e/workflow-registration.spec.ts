@@ -133,6 +133,26 @@ describe('workflow registration', () => {
     expect((error as Error).message).toBe("@DtmWorkflow('order.v1') is on Orders.place and OtherOrders.place: workflow names must be unique; rename one (a new version: a new name)");
   });
 
+  it('one @DtmWorkflow whose provider two modules list (not one exporting it): start-up fails saying so, naming the modules (before: "is on Orders.place and Orders.place ... rename one", for a workflow declared once)', async () => {
+    @Module({ providers: [Orders] })
+    class ShopModule {}
+    @Module({ providers: [Orders] })
+    class BillingModule {}
+    const port = await freePort();
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}` } }), ShopModule, BillingModule] })
+    class TwiceModule {}
+    const error = await NestFactory.create(TwiceModule, { logger: false })
+      .then(async (app) => {
+        apps.push(app);
+        await app.init();
+      })
+      .then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as Error).message).toBe(
+      "@DtmWorkflow('order.v1') is on Orders.place, a provider listed by ShopModule and BillingModule, which makes an instance each: list it in one module and export it from there",
+    );
+  });
+
   it('a workflow in a module loaded after start-up (LazyModuleLoader): executeWorkflow refuses it saying so, DTM holds nothing (before: "no @DtmWorkflow named", as if it were declared nowhere)', async () => {
     const { app, client } = await startApp([]);
     await app.get(LazyModuleLoader).load(() => LateModule);
