@@ -432,11 +432,12 @@ describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failu
     expect((calls.explode ?? []).filter((g) => g?.startsWith('forged'))).toEqual([]);
   });
 
-  it("a proxy in front of the app that rewrites DTM's calls (it strips app_url's path): every call is refused for its token, and the diagnosis names that refusal, not the route", async () => {
+  it("a proxy in front of the app that rewrites DTM's calls (it strips app_url's path and spells the rest in capitals): every call is refused for its token, and the diagnosis names that refusal, not the route", async () => {
     const port = await freePort();
-    // app_url http://127.0.0.1:<proxy>/svc: the proxy passes /svc/diag/debit on as /diag/debit, which no token signed
+    // app_url http://127.0.0.1:<proxy>/svc: the proxy passes /svc/diag/debit on as /DIAG/debit, which Express routes
+    // (without case) to the handler but no token signed (a proxy that only strips app_url's path is served: branch-auth-routes.spec)
     const proxy = createServer((req, res) => {
-      const forwarded = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url!.replace(/^\/svc/, ''), headers: req.headers }, (answer) => {
+      const forwarded = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url!.replace(/^\/svc\/diag\//, '/DIAG/'), headers: req.headers }, (answer) => {
         res.writeHead(answer.statusCode!, answer.headers);
         answer.pipe(res);
       });
