@@ -208,7 +208,8 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
   /**
    * Warns once the app listens when HTTP branch URLs fall back to the listening address (no
    * `app_url`), and at start-up when gRPC branches have no `grpc_app_address` (or no gRPC server)
-   * and for each `@GrpcMethod` branch the app's gRPC servers do not serve;
+   * and for each `@GrpcMethod` branch the app's gRPC servers do not serve (or, with several of
+   * them, whose server's address `grpc_app_address` does not tell);
    * not with `enabled: false`, where this app starts no transaction (as the other start-up checks).
    */
   onApplicationBootstrap(): void {
@@ -224,6 +225,16 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       this.logger.warn(problem);
     }
     const grpc = all.find((r) => r.grpc && !unserved.has(r));
+    // with several gRPC servers, grpc_app_address names one of them: a branch of another whose address cannot be told from it
+    if (grpc && this.config.grpcAppAddress && this.grpcLocator.hasSeveralServers) {
+      for (const route of all.filter((r) => r.grpc && !unserved.has(r))) {
+        try {
+          this.grpcLocator.locate(route.grpc!, route.handler);
+        } catch (err) {
+          this.logger.warn(err instanceof Error ? err.message : String(err));
+        }
+      }
+    }
     if (grpc && !this.config.grpcAppAddress) {
       try {
         this.logger.warn(MESSAGES.grpcAppAddressFromListen(this.grpcLocator.locate(grpc.grpc!, grpc.handler).address));

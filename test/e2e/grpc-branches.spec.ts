@@ -618,6 +618,79 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
   });
 });
 
+describe('two gRPC microservices in one app (two ports, two proto packages) with grpc_app_address set', () => {
+  const called: string[] = [];
+
+  @Controller()
+  class TwoServers {
+    @GrpcMethod('Shop', 'Reserve') // served by the first server (package tests), the one grpc_app_address names
+    @SagaAction('two-servers-shop', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(`reserve ${branch.gid}`);
+    }
+
+    @GrpcMethod('Ledger', 'Post') // served by the second server (package ledger), on another port
+    @SagaAction('two-servers-ledger', { compensate: false })
+    post(@Payload() _entry: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(`post ${branch.gid}`);
+    }
+  }
+
+  /** The app: grpc_app_address at `host`:(the first server's port, or `appPort`), the second server on its own port. */
+  async function twoServersApp(appPort?: number): Promise<{ app: INestApplication; first: number; second: number; dir: string; logger: RecordingLogger }> {
+    const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-two-servers-'));
+    const ledgerProto = join(dir, 'ledger.proto');
+    writeFileSync(ledgerProto, 'syntax = "proto3";\npackage ledger;\nmessage Entry { string note = 1; }\nservice Ledger { rpc Post(Entry) returns (Entry); }\n');
+    const [first, second] = [await freePort(), await freePort()];
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: `localhost:${appPort ?? first}`, protocol: 'grpc' } })],
+      controllers: [TwoServers],
+    }).compile();
+    const logger = new RecordingLogger();
+    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(`0.0.0.0:${first}`), { inheritAppConfig: true });
+    app.connectMicroservice({ ...testsGrpcOptions(`0.0.0.0:${second}`), options: { package: 'ledger', protoPath: ledgerProto, url: `0.0.0.0:${second}`, loader: TESTS_LOADER } }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    return { app, first, second, dir, logger };
+  }
+
+  it("each branch's target is grpc_app_address's host at the port of the server that serves it: DTM reaches both handlers and the saga succeeds", async () => {
+    const { app, first, second, dir, logger } = await twoServersApp();
+    try {
+      expect(logger.lines.filter((l) => l.startsWith('warn') && l.includes('TwoServers'))).toEqual([]);
+      const registry = app.get(DtmBranchRegistry);
+      const client = app.get(DtmClient);
+      expect([registry.target('saga-action', 'two-servers-shop', 'grpc'), registry.target('saga-action', 'two-servers-ledger', 'grpc')]).toEqual([
+        `localhost:${first}/tests.Shop/Reserve`,
+        `localhost:${second}/ledger.Ledger/Post`,
+      ]);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid, { retryInterval: 1 }).add('two-servers-shop', new Uint8Array()).add('two-servers-ledger', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+      expect([(final as { status?: string }).status, called.filter((c) => c.endsWith(gid))]).toEqual(['succeed', [`reserve ${gid}`, `post ${gid}`]]);
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a grpc_app_address whose port is neither server\'s (a port mapped in front of the app): a branch of the server it cannot name is refused with a DtmUsageError saying why, DTM holds nothing', async () => {
+    const { app, second, dir, logger } = await twoServersApp(await freePort());
+    try {
+      expect(logger.lines).toContainEqual(expect.stringContaining(`warn TwoServers.post is served by the app's gRPC server on port ${second}`));
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const error = await (async () => client.newSaga(gid).add('two-servers-ledger', new Uint8Array()).submitAndWait({ timeout: 3 }))().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(`TwoServers.post is served by the app's gRPC server on port ${second}`);
+      expect((await queryTrans(gid)).transaction).toBeNull();
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 /**
  * An app whose one branch (`name`, `@GrpcMethod('Shop', 'Reserve')`) is served by a gRPC server
  * whose protoPath does not load (listing `packages`), the microservice connected, not started.

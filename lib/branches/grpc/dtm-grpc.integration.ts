@@ -80,6 +80,11 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     return this.servers.length > 0;
   }
 
+  /** Whether the app has several gRPC servers (then `grpc_app_address` names one of them, see {@link locate}). */
+  get hasSeveralServers(): boolean {
+    return this.servers.length > 1;
+  }
+
   onModuleDestroy(): void {
     this.subscription?.unsubscribe();
   }
@@ -95,11 +100,29 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const server = this.serverOf(method, where);
     const service = served?.service ?? (method.service.includes('.') || !server ? method.service : this.qualify(server, method.service, where));
     const rpc = served?.rpc ?? method.rpc;
-    if (this.config.grpcAppAddress) return { address: this.config.grpcAppAddress, service, rpc };
+    if (this.config.grpcAppAddress) return { address: this.appAddressOf(server, this.config.grpcAppAddress, where), service, rpc };
     if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
     // port 0: the port grpc-js picks when it binds, which Nest does not tell; no target can name it
     if (/:0+$/.test(server.url)) throw new DtmUsageError(MESSAGES.grpcPortZero(where, server.url));
     return { address: reachable(server.url), service, rpc, fromListen: true };
+  }
+
+  /**
+   * Where DTM reaches `server` given `grpc_app_address` (`address`): the address itself, unless the
+   * app has gRPC servers on several ports and `server` is not the one at its port; then its host at
+   * `server`'s own port, when the address's port is one of the servers' (so not mapped in front of
+   * the app). Throws `DtmUsageError` when it cannot be told (DTM would call a server that does not
+   * serve the method: UNIMPLEMENTED, retried forever).
+   */
+  private appAddressOf(server: GrpcServerLike | undefined, address: string, where: string): string {
+    if (!server || this.servers.length <= 1) return address;
+    const port = portOf(server.url);
+    const ports = [...new Set(this.servers.map((s) => portOf(s.url)))];
+    const separator = address.lastIndexOf(':');
+    const appPort = address.slice(separator + 1).replace(/^0+(?=\d)/, '');
+    if (port === undefined || ports.length <= 1 || appPort === port) return address;
+    if (ports.includes(appPort)) return `${address.slice(0, separator)}:${port}`;
+    throw new DtmUsageError(MESSAGES.grpcAppAddressOfOtherServer(where, address, port, ports.filter((p) => p !== undefined)));
   }
 
   /**
@@ -273,6 +296,11 @@ function keepRequestBytes(options: NonNullable<GrpcServerLike['options']>): void
     }
     previous?.(definition, server);
   };
+}
+
+/** The port of a gRPC server's `url` (`host:port`), without leading zeros; undefined when it names none. */
+function portOf(url: string): string | undefined {
+  return /:0*(\d+)$/.exec(url)?.[1];
 }
 
 /** The packages of `server`'s `package` option, a list. */
