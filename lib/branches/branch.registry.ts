@@ -225,6 +225,9 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       this.logger.warn(problem);
     }
     const grpc = all.find((r) => r.grpc && !unserved.has(r));
+    // DTM dials gRPC branches without TLS
+    const tls = new Set(all.filter((r) => r.grpc && !unserved.has(r)).map((r) => this.grpcLocator.tlsServerOf(r.grpc!, r.handler)));
+    for (const url of tls) if (url !== undefined) this.logger.warn(MESSAGES.grpcServerTlsAtStartup(url));
     // with several gRPC servers, grpc_app_address names one of them: a branch of another whose address cannot be told from it
     if (grpc && this.config.grpcAppAddress && this.grpcLocator.hasSeveralServers) {
       for (const route of all.filter((r) => r.grpc && !unserved.has(r))) {

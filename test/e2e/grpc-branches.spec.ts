@@ -5,12 +5,14 @@
 // what the module refuses before anything is sent, start-up messages, and the gRPC branches the
 // module calls itself (a -bin header carried as binary metadata, a reply that does not decode).
 // The barrier, TCC and XA scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
+import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
 import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -684,6 +686,49 @@ describe('two gRPC microservices in one app (two ports, two proto packages) with
       expect(error).toBeInstanceOf(DtmUsageError);
       expect((error as Error).message).toContain(`TwoServers.post is served by the app's gRPC server on port ${second}`);
       expect((await queryTrans(gid)).transaction).toBeNull();
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a gRPC server with TLS credentials serving @GrpcMethod branches (DTM v1.19 dials gRPC branches without TLS)', () => {
+  const called: string[] = [];
+
+  @Controller()
+  class Secure {
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('tls-reserve', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(branch.gid);
+    }
+  }
+
+  it('start-up warns naming the server, and without grpc_app_address a gRPC transaction refuses its branch (DTM could never call it): DTM holds nothing, the handler never runs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-tls-'));
+    const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    const url = `127.0.0.1:${await freePort()}`;
+    const logger = new RecordingLogger();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
+      controllers: [Secure],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    const options = testsGrpcOptions(url);
+    const credentials = ServerCredentials.createSsl(null, [{ private_key: readFileSync(key), cert_chain: readFileSync(cert) }], false);
+    app.connectMicroservice({ ...options, options: { ...options.options, credentials } }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      expect(logger.lines).toContainEqual(expect.stringContaining(`warn the app's gRPC server at ${url} has TLS credentials (ServerCredentials.createSsl), but DTM v1.19 dials gRPC branches without TLS`));
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const error = await (async () => client.newSaga(gid, { retryInterval: 1 }).add('tls-reserve', new Uint8Array()).submitAndWait({ timeout: 4 }))().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(`Secure.reserve is served by the app's gRPC server at ${url}, which has TLS credentials`);
+      expect([(await queryTrans(gid)).transaction, called]).toEqual([null, []]);
     } finally {
       await app.close();
       rmSync(dir, { recursive: true, force: true });

@@ -25,6 +25,8 @@ interface GrpcServerLike {
     protoPath?: string | string[];
     packageDefinition?: Record<string, unknown>;
     loader?: object;
+    /** grpc-js `ServerCredentials` (insecure when not given). */
+    credentials?: { _isSecure?: () => boolean };
     onLoadPackageDefinition?: (definition: Record<string, unknown>, server: unknown) => void;
   };
   onProcessingStartHook: ProcessingStartHook;
@@ -80,6 +82,16 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     return this.servers.length > 0;
   }
 
+  /** The address of the app's gRPC server serving `method` when it has TLS credentials, which DTM (dialing branches without TLS) cannot call; else undefined. */
+  tlsServerOf(method: GrpcMethodMetadata, where: string): string | undefined {
+    try {
+      const server = this.serverOf(method, where);
+      return server && usesTls(server) ? server.url : undefined;
+    } catch {
+      return undefined; // no server to tell (locate says why)
+    }
+  }
+
   /** Whether the app has several gRPC servers (then `grpc_app_address` names one of them, see {@link locate}). */
   get hasSeveralServers(): boolean {
     return this.servers.length > 1;
@@ -102,6 +114,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const rpc = served?.rpc ?? method.rpc;
     if (this.config.grpcAppAddress) return { address: this.appAddressOf(server, this.config.grpcAppAddress, where), service, rpc };
     if (!server) throw new DtmUsageError(MESSAGES.noGrpcAppAddress(where));
+    // DTM dials branches without TLS: it can never call the listening address of a server with TLS credentials
+    if (usesTls(server)) throw new DtmUsageError(MESSAGES.grpcServerTls(where, server.url));
     // port 0: the port grpc-js picks when it binds, which Nest does not tell; no target can name it
     if (/:0+$/.test(server.url)) throw new DtmUsageError(MESSAGES.grpcPortZero(where, server.url));
     return { address: reachable(server.url), service, rpc, fromListen: true };
@@ -296,6 +310,12 @@ function keepRequestBytes(options: NonNullable<GrpcServerLike['options']>): void
     }
     previous?.(definition, server);
   };
+}
+
+/** Whether `server` was given secure (TLS) credentials: DTM v1.19 dials gRPC branches insecurely. */
+function usesTls(server: GrpcServerLike): boolean {
+  const credentials = server.options?.credentials;
+  return typeof credentials?._isSecure === 'function' && credentials._isSecure() === true;
 }
 
 /** The port of a gRPC server's `url` (`host:port`), without leading zeros; undefined when it names none. */
