@@ -341,6 +341,8 @@ export const MESSAGES = {
     `the app's gRPC server at ${url} has TLS credentials (ServerCredentials.createSsl), but DTM v1.19 dials gRPC branches without TLS: it cannot call the @GrpcMethod branches this server serves (without grpc_app_address a gRPC transaction refuses them); serve them from a gRPC server without TLS on a network you trust, or set lynx.dtm.grpc_app_address to an address DTM reaches in plaintext that forwards to it`,
   grpcAppAddressOfOtherServer: (where: string, address: string, port: string, ports: readonly string[]) =>
     `${where} is served by the app's gRPC server on port ${port}, but lynx.dtm.grpc_app_address (${address}) is one address for the app's gRPC servers on ports ${ports.join(', ')} and its port is none of theirs, so the module cannot tell where DTM reaches that server (at ${address} DTM's calls would be answered UNIMPLEMENTED, retried forever); give grpc_app_address the port of one of the app's gRPC servers as DTM reaches it (the others are then called at its host on their own ports), or serve the branches from one gRPC server`,
+  grpcMethodOnStreamingRpc: (where: string, service: string, rpc: string) =>
+    `${where}: @GrpcMethod('${service}', '${rpc}') names an rpc the .proto declares client-streaming (rpc ${rpc}(stream ...)), to which Nest binds no @GrpcMethod (its calls are answered UNIMPLEMENTED, which DTM retries forever), and DTM calls a branch with one unary call anyway; give the branch a unary rpc (rpc ${rpc}(Request) returns (Reply))`,
   grpcServiceAmbiguous: (where: string, service: string, count: number) =>
     `${where}: @GrpcMethod('${service}') ${count === 0 ? 'is in none of' : 'could be in several of'} the packages of the app's gRPC servers; give the service's full name, @GrpcMethod('package.${service}', ...)`,
   sagaWithoutCompensation: (decl: string, name: string) =>
@@ -355,6 +357,8 @@ export const MESSAGES = {
     `${where} is a DTM branch and was called over ${JSON.stringify(type)}: DTM calls branches over HTTP and gRPC only, and the module checks only those calls, so this one is refused and its handler does not run`,
   branchNotRoute: (where: string) =>
     `${where} is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()`,
+  branchOnGrpcStream: (where: string, decorator: string) =>
+    `${where} is decorated as a DTM branch and is a streaming gRPC handler (${decorator}), but DTM calls a branch with one unary call (one request, one reply), which Nest never routes to a streaming handler; use @GrpcMethod() on a unary rpc (rpc M(Request) returns (Reply)), or an HTTP route`,
   branchPathParameters: (where: string, path: string) =>
     `${where} (${path}) has path parameters or wildcards: DTM calls one fixed URL per branch, so give it a plain path`,
   branchAnswersItself: (where: string) =>

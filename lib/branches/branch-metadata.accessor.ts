@@ -105,3 +105,14 @@ export function grpcMethodOf(handler: object): GrpcMethodMetadata | undefined {
   }
   return undefined;
 }
+
+/** The `@GrpcStreamMethod` / `@GrpcStreamCall` of `handler`, if it is one (its decorator's name). */
+export function grpcStreamDecoratorOf(handler: object): string | undefined {
+  const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;
+  for (const pattern of patterns ?? []) {
+    const streaming = (pattern as { streaming?: unknown } | undefined)?.streaming;
+    if (streaming === 'rx_stream') return '@GrpcStreamMethod';
+    if (streaming === 'pt_stream') return '@GrpcStreamCall';
+  }
+  return undefined;
+}

@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post, type INestApplication } from '@nestjs/common';
-import { GrpcMethod, Payload } from '@nestjs/microservices';
+import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
@@ -729,6 +729,69 @@ describe('a gRPC server with TLS credentials serving @GrpcMethod branches (DTM v
       expect(error).toBeInstanceOf(DtmUsageError);
       expect((error as Error).message).toContain(`Secure.reserve is served by the app's gRPC server at ${url}, which has TLS credentials`);
       expect([(await queryTrans(gid)).transaction, called]).toEqual([null, []]);
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a branch on a streaming gRPC handler or rpc (DTM calls every branch with one unary call)', () => {
+  it('@GrpcStreamMethod / @GrpcStreamCall decorated as a branch fails start-up with a DtmBranchRegistryError naming the handler', async () => {
+    @Controller()
+    class Streams {
+      @GrpcStreamMethod('Shop', 'Reserve')
+      @SagaAction('stream-reserve', { compensate: false })
+      reserve() {}
+
+      @SagaAction('stream-call', { compensate: false })
+      @GrpcStreamCall('Shop', 'ReserveRevert')
+      revert() {}
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
+      controllers: [Streams],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
+    app.connectMicroservice(testsGrpcOptions(`127.0.0.1:${await freePort()}`), { inheritAppConfig: true });
+    const error = await app.init().catch((e: unknown) => e);
+    await app.close().catch(() => undefined);
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as DtmBranchRegistryError).problems).toEqual([
+      expect.stringMatching(/^Streams\.reserve is decorated as a DTM branch and is a streaming gRPC handler \(@GrpcStreamMethod\), but DTM calls a branch with one unary call/),
+      expect.stringMatching(/^Streams\.revert is decorated as a DTM branch and is a streaming gRPC handler \(@GrpcStreamCall\), but DTM calls a branch with one unary call/),
+    ]);
+  });
+
+  it('@GrpcMethod on an rpc the .proto declares client-streaming (which Nest does not bind it to): a start-up warning, and a gRPC transaction refuses its step; DTM holds nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-stream-proto-'));
+    const proto = join(dir, 'ledger.proto');
+    writeFileSync(proto, 'syntax = "proto3";\npackage ledger;\nmessage Entry { string note = 1; }\nservice Ledger { rpc Put(stream Entry) returns (Entry); rpc Post(Entry) returns (Entry); }\n');
+    @Controller()
+    class Ledger {
+      @GrpcMethod('Ledger', 'Put')
+      @SagaAction('client-stream-put', { compensate: false })
+      put() {}
+    }
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const logger = new RecordingLogger();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Ledger],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    app.connectMicroservice({ ...testsGrpcOptions(grpcAddress), options: { package: 'ledger', protoPath: proto, url: grpcAddress, loader: TESTS_LOADER } }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const message = "Ledger.put: @GrpcMethod('Ledger', 'Put') names an rpc the .proto declares client-streaming";
+      expect(logger.lines).toContainEqual(expect.stringContaining(`warn ${message}`));
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const error = await (async () => client.newSaga(gid, { retryInterval: 1 }).add('client-stream-put', new Uint8Array()).submitAndWait({ timeout: 4 }))().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(message);
+      expect((await queryTrans(gid)).transaction).toBeNull();
     } finally {
       await app.close();
       rmSync(dir, { recursive: true, force: true });

@@ -165,7 +165,20 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     // no server, or one whose protos do not load (it fails to start, saying why): nothing to tell
     if (this.servers.length === 0 || this.servers.some((server) => this.loadableDefinitionOf(server) === undefined)) return undefined;
     const served = [...new Set(this.servers.flatMap((server) => [...this.servicesOf(server, where).keys()]))];
+    if (this.streamingRpc(method)) return MESSAGES.grpcMethodOnStreamingRpc(where, method.service, method.rpc);
     return MESSAGES.grpcMethodNotServed(where, method.service, method.rpc, served);
+  }
+
+  /** Whether `method` names a client-streaming rpc of the app's gRPC servers (as the proto declares it, or by its originalName). */
+  private streamingRpc(method: GrpcMethodMetadata): boolean {
+    for (const server of this.servers) {
+      const definition = this.loadableDefinitionOf(server) as Record<string, Record<string, { originalName?: unknown; requestStream?: unknown }> | undefined> | undefined;
+      for (const service of [method.service, ...packagesOf(server).filter((p) => p).map((p) => `${p}.${method.service}`)]) {
+        const methods = definition?.[service];
+        if (methods && typeof methods === 'object' && Object.entries(methods).some(([name, m]) => (name === method.rpc || m?.originalName === method.rpc) && m?.requestStream === true)) return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -333,9 +346,11 @@ function packagesOf(server: GrpcServerLike): string[] {
  * definition), each with the method's name as declared: that name, and its `originalName` (lower
  * camel case), which Nest matches too.
  */
-function rpcNames(service: Record<string, { originalName?: unknown }>): Map<string, string> {
+function rpcNames(service: Record<string, { originalName?: unknown; requestStream?: unknown }>): Map<string, string> {
   const names = new Map<string, string>();
   for (const [name, method] of Object.entries(service)) {
+    // a client-streaming rpc: Nest binds no @GrpcMethod to it (only @GrpcStreamMethod / @GrpcStreamCall), and DTM calls unary
+    if (method?.requestStream === true) continue;
     names.set(name, name);
     if (typeof method?.originalName === 'string' && !names.has(method.originalName)) names.set(method.originalName, name);
   }
