@@ -102,6 +102,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       if ((route.kind === 'tcc-confirm' || route.kind === 'tcc-cancel') && !has('tcc-try', route.name)) problems.push(MESSAGES.tccWithoutTry(decl, route.name));
     }
     if (problems.length > 0) throw new DtmBranchRegistryError(problems);
+    this.grpcLocator.useBranchMethods(routes.filter((r) => r.grpc).map((r) => r.grpc!));
     for (const [k, entry] of served) this.routes.set(k, entry);
     for (const { http } of routes) {
       if (!http) continue;

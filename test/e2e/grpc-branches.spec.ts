@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Post, type INestApplication } from '@nestjs/common';
+import { Controller, Post, type INestApplication, type Type } from '@nestjs/common';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
@@ -639,14 +639,23 @@ describe('two gRPC microservices in one app (two ports, two proto packages) with
   }
 
   /** The app: grpc_app_address at `host`:(the first server's port, or `appPort`), the second server on its own port. */
-  async function twoServersApp(appPort?: number): Promise<{ app: INestApplication; first: number; second: number; dir: string; logger: RecordingLogger }> {
+  @Controller()
+  class ShopOnly {
+    @GrpcMethod('Shop', 'Reserve') // the second server (package ledger) serves no decorated branch: a health service, say
+    @SagaAction('shop-only', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(`shop-only ${branch.gid}`);
+    }
+  }
+
+  async function twoServersApp(appPort?: number, controller: Type = TwoServers): Promise<{ app: INestApplication; first: number; second: number; dir: string; logger: RecordingLogger }> {
     const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-two-servers-'));
     const ledgerProto = join(dir, 'ledger.proto');
     writeFileSync(ledgerProto, 'syntax = "proto3";\npackage ledger;\nmessage Entry { string note = 1; }\nservice Ledger { rpc Post(Entry) returns (Entry); }\n');
     const [first, second] = [await freePort(), await freePort()];
     const moduleRef = await Test.createTestingModule({
       imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: `localhost:${appPort ?? first}`, protocol: 'grpc' } })],
-      controllers: [TwoServers],
+      controllers: [controller],
     }).compile();
     const logger = new RecordingLogger();
     const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
@@ -686,6 +695,18 @@ describe('two gRPC microservices in one app (two ports, two proto packages) with
       expect(error).toBeInstanceOf(DtmUsageError);
       expect((error as Error).message).toContain(`TwoServers.post is served by the app's gRPC server on port ${second}`);
       expect((await queryTrans(gid)).transaction).toBeNull();
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a grpc_app_address whose port is neither server's, the decorated branches all on one server: grpc_app_address is their target as given, no warning", async () => {
+    const mapped = await freePort();
+    const { app, dir, logger } = await twoServersApp(mapped, ShopOnly);
+    try {
+      expect(logger.lines.filter((l) => l.startsWith('warn') && l.includes('ShopOnly'))).toEqual([]);
+      expect(app.get(DtmBranchRegistry).target('saga-action', 'shop-only', 'grpc')).toBe(`localhost:${mapped}/tests.Shop/Reserve`);
     } finally {
       await app.close();
       rmSync(dir, { recursive: true, force: true });

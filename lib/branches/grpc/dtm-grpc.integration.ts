@@ -63,6 +63,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   private readonly allowList: readonly string[];
   private readonly services = new Map<GrpcServerLike, Map<string, Map<string, string>>>();
   private readonly definitions = new Map<GrpcServerLike, Record<string, unknown>>();
+  private branchMethods: readonly GrpcMethodMetadata[] = [];
 
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
@@ -125,8 +126,10 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
    * Where DTM reaches `server` given `grpc_app_address` (`address`): the address itself, unless the
    * app has gRPC servers on several ports and `server` is not the one at its port; then its host at
    * `server`'s own port, when the address's port is one of the servers' (so not mapped in front of
-   * the app). Throws `DtmUsageError` when it cannot be told (DTM would call a server that does not
-   * serve the method: UNIMPLEMENTED, retried forever).
+   * the app). A port of none of them (a port mapped in front of the app) names the one server
+   * serving decorated branches if there is one (the others, e.g. a health server, serve none);
+   * when decorated branches are on servers on several ports it cannot be told: `DtmUsageError`
+   * (DTM would call a server that does not serve the method: UNIMPLEMENTED, retried forever).
    */
   private appAddressOf(server: GrpcServerLike | undefined, address: string, where: string): string {
     if (!server || this.servers.length <= 1) return address;
@@ -136,7 +139,28 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
     const appPort = address.slice(separator + 1).replace(/^0+(?=\d)/, '');
     if (port === undefined || ports.length <= 1 || appPort === port) return address;
     if (ports.includes(appPort)) return `${address.slice(0, separator)}:${port}`;
-    throw new DtmUsageError(MESSAGES.grpcAppAddressOfOtherServer(where, address, port, ports.filter((p) => p !== undefined)));
+    const branchPorts = this.branchServerPorts(where);
+    if (branchPorts.length <= 1) return address;
+    throw new DtmUsageError(MESSAGES.grpcAppAddressOfOtherServer(where, address, port, branchPorts));
+  }
+
+  /** The ports of the app's gRPC servers that serve a decorated branch ({@link useBranchMethods}). */
+  private branchServerPorts(where: string): string[] {
+    const ports = new Set<string>();
+    for (const method of this.branchMethods) {
+      try {
+        const port = portOf(this.serverOf(method, where)?.url ?? '');
+        if (port !== undefined) ports.add(port);
+      } catch {
+        // a method whose server cannot be told: locate says why when it is used
+      }
+    }
+    return [...ports];
+  }
+
+  /** The `@GrpcMethod`s of the app's decorated branches (the registry gives them at start-up). */
+  useBranchMethods(methods: readonly GrpcMethodMetadata[]): void {
+    this.branchMethods = methods;
   }
 
   /**
