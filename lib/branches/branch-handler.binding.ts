@@ -72,8 +72,12 @@ const BINDING = Symbol('nestjs-dtm:branch-handler');
 /** What `@BarrierTx()` resolves to until the wrapped handler puts the transaction's handle in its place. */
 const TX_PLACEHOLDER = Object.freeze({ '@BarrierTx()': 'replaced by the local transaction when the handler runs' });
 
-/** What a gRPC handler that returned nothing answers: the method's response type, every field at its default. */
-const EMPTY_MESSAGE = Object.freeze({});
+/**
+ * What a gRPC handler that returned nothing answers: the method's response type, every field at its
+ * default. A new object per answer, not a shared frozen one: the app's interceptors run on it and may
+ * set a field (a frozen object would throw there, an error DTM retries forever, running the handler again).
+ */
+const emptyMessage = (): object => ({});
 
 type Handler = ((...args: unknown[]) => unknown) & { [BINDING]?: Binding };
 
@@ -337,15 +341,15 @@ function observedObservable(instrumentation: DtmInstrumentation, observation: Br
  */
 function answered(carrier: BranchCarrier | undefined, result: unknown): unknown {
   if (!isGrpcCall(carrier)) return isObservable(result) ? answeredObservable(false, result) : result; // an HTTP promise as it is: no step added per call
-  if (result instanceof Promise) return result.then((value: unknown) => (isObservable(value) ? answeredObservable(true, value) : (value ?? EMPTY_MESSAGE)));
+  if (result instanceof Promise) return result.then((value: unknown) => (isObservable(value) ? answeredObservable(true, value) : (value ?? emptyMessage())));
   if (isObservable(result)) return answeredObservable(true, result);
-  return result ?? EMPTY_MESSAGE;
+  return result ?? emptyMessage();
 }
 
 /** An Observable a handler answered, as {@link answered} says: at least one value; over gRPC, none of them `undefined`. */
 function answeredObservable(grpc: boolean, result: Observable<unknown>): Observable<unknown> {
   const some = result.pipe(defaultIfEmpty(undefined));
-  return grpc ? some.pipe(map((value: unknown) => value ?? EMPTY_MESSAGE)) : some;
+  return grpc ? some.pipe(map((value: unknown) => value ?? emptyMessage())) : some;
 }
 
 /**

@@ -10,7 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Post, type INestApplication, type Type } from '@nestjs/common';
+import { Controller, Injectable, Post, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type Type } from '@nestjs/common';
+import { map, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
@@ -816,6 +817,54 @@ describe('a branch on a streaming gRPC handler or rpc (DTM calls every branch wi
     } finally {
       await app.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a global interceptor that stamps each reply object (data.message = ...) on a branch handler that returns nothing', () => {
+  const called: string[] = [];
+
+  @Controller()
+  class Quiet {
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('stamped-reserve', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(branch.gid); // no barrier: each call does the work again
+    }
+  }
+
+  @Injectable()
+  class Stamp implements NestInterceptor {
+    intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+      return next.handle().pipe(
+        map((data: unknown) => {
+          if (data !== null && typeof data === 'object') (data as { message?: string }).message ??= 'stamped';
+          return data;
+        }),
+      );
+    }
+  }
+
+  it('the empty message the module answers for it is the interceptor\'s to change: DTM records the step once, the handler runs once', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Quiet],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
+    app.useGlobalInterceptors(new Stamp());
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid, { retryInterval: 1 }).add('stamped-reserve', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+      expect([(final as { status?: string }).status, called.filter((c) => c === gid).length]).toEqual(['succeed', 1]);
+      const direct = await callGrpc(`${grpcAddress}/tests.Shop/Reserve`, { sku: 'd', quantity: 1, script: '' }, { gid: `${gid}-d`, trans_type: 'saga', branch_id: '01', op: 'action' });
+      expect([direct.status, direct.text]).toEqual([200, '\n\x07stamped']);
+    } finally {
+      await app.close();
     }
   });
 });
