@@ -54,14 +54,14 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const branch = branchMetadataOf(call.context.getHandler());
       /** The message of a pipe's 400 that was answered FAILURE. */
       let refusedByPipe: string | undefined;
-      if (exception instanceof BadRequestException) {
+      if (isPayloadRefusal(exception)) {
         if (branch && shown && isEmptyRequestCall(branch.kind, shown.op)) {
-          // a call DTM sends empty (a back-check, an XA phase 2) refused with 400: a pipe found the empty
+          // a call DTM sends empty (a back-check, an XA phase 2) refused with 400 / 422: a pipe found the empty
           // request invalid, which says nothing of the transaction: an error DTM retries, never FAILURE
           this.logger.error(MESSAGES.emptyRequestRefused(where, shown, badRequestMessage(exception)));
           exception = new InternalServerErrorException(MESSAGES.emptyRequestAnswer(where), { cause: exception });
         } else {
-          // a 400 after the guard accepted the call: the app's validation (a pipe) refused the payload,
+          // a 400 / 422 after the guard accepted the call: the app's validation (a pipe) refused the payload,
           // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
           refusedByPipe = badRequestMessage(exception);
           exception = new DtmFailureError(MESSAGES.invalidPayload(where, refusedByPipe), { cause: exception });
@@ -97,10 +97,18 @@ function failureName(exception: unknown): string {
 }
 
 /**
- * The message of a pipe's 400 (class-validator's ValidationPipe answers a list of messages), with
+ * Whether `exception` is a validation's refusal of the payload: a 400, or a 422 (ValidationPipe's
+ * `errorHttpStatusCode: HttpStatus.UNPROCESSABLE_ENTITY`, a common choice), which no retry changes.
+ */
+function isPayloadRefusal(exception: unknown): exception is HttpException {
+  return exception instanceof BadRequestException || (exception instanceof HttpException && exception.getStatus() === 422);
+}
+
+/**
+ * The message of a pipe's 400 / 422 (class-validator's ValidationPipe answers a list of messages), with
  * control characters escaped: it may name what the payload holds (`property <name> should not exist`).
  */
-function badRequestMessage(exception: BadRequestException): string {
+function badRequestMessage(exception: HttpException): string {
   const response = exception.getResponse() as { message?: unknown } | string;
   const message = typeof response === 'string' ? response : response?.message;
   return escapeControls(Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message);

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Injectable, Post, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type Type } from '@nestjs/common';
+import { Controller, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
 import { map, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
@@ -863,6 +863,48 @@ describe('a global interceptor that stamps each reply object (data.message = ...
       expect([(final as { status?: string }).status, called.filter((c) => c === gid).length]).toEqual(['succeed', 1]);
       const direct = await callGrpc(`${grpcAddress}/tests.Shop/Reserve`, { sku: 'd', quantity: 1, script: '' }, { gid: `${gid}-d`, trans_type: 'saga', branch_id: '01', op: 'action' });
       expect([direct.status, direct.text]).toEqual([200, '\n\x07stamped']);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("a validating pipe configured to answer 422 (ValidationPipe's errorHttpStatusCode: HttpStatus.UNPROCESSABLE_ENTITY) on a gRPC saga action", () => {
+  const called: string[] = [];
+
+  @Injectable()
+  class PositiveQuantity implements PipeTransform {
+    transform(value: { quantity?: number }) {
+      if (!(Number(value?.quantity) > 0)) throw new UnprocessableEntityException(['quantity must be a positive number']);
+      return value;
+    }
+  }
+
+  @Controller()
+  class Validated {
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('validated-422', { compensate: false })
+    reserve(@Payload(PositiveQuantity) _item: unknown, @BranchContext() branch: BranchInfo) {
+      called.push(branch.gid);
+    }
+  }
+
+  it('refuses the payload as FAILURE, as a 400 is: DTM rolls the saga back instead of retrying it forever, the handler never runs', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Validated],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid, { retryInterval: 1 }).add('validated-422', { sku: 'v', quantity: 0, script: '' }).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+      expect([(final as { status?: string }).status, called]).toEqual(['failed', []]);
+      expect((await queryTrans(gid)).transaction?.rollback_reason).toContain('quantity must be a positive number');
     } finally {
       await app.close();
     }
