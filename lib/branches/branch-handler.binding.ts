@@ -1,5 +1,5 @@
 import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
-import { concat, defaultIfEmpty, defer, EMPTY, isObservable, lastValueFrom, map, tap, type Observable } from 'rxjs';
+import { concat, defaultIfEmpty, defer, EMPTY, isObservable, last, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -346,10 +346,18 @@ function answered(carrier: BranchCarrier | undefined, result: unknown): unknown 
   return result ?? emptyMessage();
 }
 
-/** An Observable a handler answered, as {@link answered} says: at least one value; over gRPC, none of them `undefined`. */
+/**
+ * An Observable a handler answered, as {@link answered} says: at least one value; over gRPC, only its
+ * last one (or its error), never `undefined`. Nest's gRPC server answers a unary call with the first
+ * value an Observable emits, so one that emits and then fails would answer success (DTM goes on,
+ * nothing rolls back) where Nest's HTTP router, which waits for the last value, answers the error.
+ */
 function answeredObservable(grpc: boolean, result: Observable<unknown>): Observable<unknown> {
-  const some = result.pipe(defaultIfEmpty(undefined));
-  return grpc ? some.pipe(map((value: unknown) => value ?? emptyMessage())) : some;
+  if (!grpc) return result.pipe(defaultIfEmpty(undefined));
+  return result.pipe(
+    last(null, undefined),
+    map((value: unknown) => value ?? emptyMessage()),
+  );
 }
 
 /**

@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
-import { map, type Observable } from 'rxjs';
+import { concat, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
@@ -905,6 +905,38 @@ describe("a validating pipe configured to answer 422 (ValidationPipe's errorHttp
       const final = await client.newSaga(gid, { retryInterval: 1 }).add('validated-422', { sku: 'v', quantity: 0, script: '' }).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
       expect([(final as { status?: string }).status, called]).toEqual(['failed', []]);
       expect((await queryTrans(gid)).transaction?.rollback_reason).toContain('quantity must be a positive number');
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('a gRPC branch handler whose Observable emits a value and then fails', () => {
+  @Controller()
+  class Late {
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('late-failure', { compensate: false })
+    reserve(): Observable<unknown> {
+      // the failure a moment later (a second call made after the first answered, say)
+      return concat(of({ message: 'a first value' }), timer(50).pipe(mergeMap(() => throwError(() => new DtmFailureError('refused after a first value')))));
+    }
+  }
+
+  it('is answered as Nest answers it over HTTP, by how it ends (its last value, or its error): FAILURE, and DTM rolls the saga back', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Late],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid).add('late-failure', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+      expect([(final as { status?: string }).status, (await queryTrans(gid)).transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining('refused after a first value')]);
     } finally {
       await app.close();
     }
