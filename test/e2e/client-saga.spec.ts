@@ -472,3 +472,23 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(record).toMatchObject({ transType: 'msg', status: 'prepared' });
     });
   });
+
+describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s: 5 s with DTM's default), within branch_timeout", () => {
+  const fx = useDtmAppWithRecorder('http');
+
+  it('ends the round unfinished; the next round calls the step again while its first call still runs (docs/saga.md)', async () => {
+    const gid = await fx.client.generateGid();
+    fx.recorder.handle('/Slow', async () => {
+      await sleep(12_000);
+      return 200;
+    });
+    const submitted = Date.now();
+    await fx.client.newSaga(gid, { retryInterval: 1 }).add(fx.target('/Slow'), fx.target('/SlowRevert'), fx.payload({ amount: 1 })).submit();
+    await sleep(6_000 - (Date.now() - submitted)); // past DTM's round: the first call still runs
+    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    await triggerCron();
+    const calls = await fx.recorder.waitForCalls('/Slow', 2, { gid, timeoutMs: 20_000 });
+    expect(calls[1].at).toBeLessThan(calls[0].answeredAt); // the second call arrived before the first was answered
+    expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+  }, 40_000);
+});
