@@ -3,10 +3,8 @@
 // fail at about the branch timeout instead of holding its pooled connection, so the pool is never
 // exhausted by a pile-up, on PostgreSQL and MariaDB.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import mysql from 'mysql2/promise';
-import pg from 'pg';
-import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { bankHelpers, SQL_STORES, startBarrierApp, type BarrierApp, type SqlStore } from './barrier-app.js';
+import { fileDatabases, holdRowLock, type FileDatabases } from '../support/databases.js';
+import { bankHelpers, SQL_STORES, startBarrierApp, type BarrierApp } from './barrier-app.js';
 
 const BRANCH_TIMEOUT = 2;
 let dbs: FileDatabases;
@@ -21,25 +19,10 @@ afterAll(async () => {
 
 const { seed, balances, barrierRows, callBranch } = bankHelpers(() => t);
 
-/** Another session holding the row lock of account `id` in `store` until `release()`. */
-async function holdRowLock(store: SqlStore, id: number): Promise<{ release(): Promise<void> }> {
-  if (store === 'pg') {
-    const client = new pg.Client({ connectionString: dbs.postgres.url });
-    await client.connect();
-    await client.query('BEGIN');
-    await client.query('SELECT balance FROM account WHERE id = $1 FOR UPDATE', [id]);
-    return { release: async () => void (await client.query('ROLLBACK'), await client.end()) };
-  }
-  const connection = await mysql.createConnection(dbs.mariadb.config);
-  await connection.beginTransaction();
-  await connection.query('SELECT balance FROM account WHERE id = ? FOR UPDATE', [id]);
-  return { release: async () => void (await connection.rollback(), await connection.end()) };
-}
-
 describe.each(SQL_STORES)('barrier local transactions on %s bounded by branch_timeout', (store) => {
   it('25 calls (more than the pool\'s 20 connections) behind a held row lock fail at about the branch timeout; then the pool serves at once', async () => {
     await seed(store, { 1: 100 });
-    const lock = await holdRowLock(store, 1);
+    const lock = await holdRowLock(dbs, store, 1);
     const gids = Array.from({ length: 25 }, (_, i) => `lock-${store}-${Date.now()}-${i}`);
     let answers: { status: number }[];
     const started = Date.now();

@@ -89,3 +89,18 @@ export async function onceDetached<T>(finish: () => Promise<T>, timeoutMs = 5000
     }
   }
 }
+
+/** Another session holding the row lock of `account` row `id` (table `account`) in `dbs`'s PostgreSQL or MariaDB database until `release()`. */
+export async function holdRowLock(dbs: FileDatabases, store: 'pg' | 'mysql', id: number): Promise<{ release(): Promise<void> }> {
+  if (store === 'pg') {
+    const client = new pg.Client({ connectionString: dbs.postgres.url });
+    await client.connect();
+    await client.query('BEGIN');
+    await client.query('SELECT balance FROM account WHERE id = $1 FOR UPDATE', [id]);
+    return { release: async () => void (await client.query('ROLLBACK'), await client.end()) };
+  }
+  const connection = await mysql.createConnection(dbs.mariadb.config);
+  await connection.beginTransaction();
+  await connection.query('SELECT balance FROM account WHERE id = ? FOR UPDATE', [id]);
+  return { release: async () => void (await connection.rollback(), await connection.end()) };
+}
