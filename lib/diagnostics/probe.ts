@@ -168,12 +168,21 @@ function codeOf(err: unknown): string {
   return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+/**
+ * `promise`, or `timedOut()`'s error once `ms` passed without its outcome (default: an `ETIMEDOUT`
+ * error). `late` gets what `promise` gives after that (a connection to close).
+ */
+export function withTimeout<T>(promise: Promise<T>, ms: number, timedOut: () => Error = () => Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), late?: (value: T) => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let over = false;
+  if (late) void promise.then((value) => over && late(value), () => undefined);
   return Promise.race([
     promise,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), ms);
+      timer = setTimeout(() => {
+        over = true;
+        reject(timedOut());
+      }, ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

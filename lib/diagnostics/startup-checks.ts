@@ -12,6 +12,7 @@ import { DtmClient } from '../client/dtm.client.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { withTimeout } from './probe.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
@@ -162,24 +163,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
    * `work` gives after that (a connection to close).
    */
   private answered<T>(work: Promise<T>, late?: (value: T) => void): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let over = false;
-      const timer = setTimeout(() => {
-        over = true;
-        reject(new NoAnswer(MESSAGES.startupDatabaseNoAnswer(this.config.timeout)));
-      }, Math.ceil(this.config.timeout * 1000));
-      work.then(
-        (value) => {
-          clearTimeout(timer);
-          if (over) late?.(value);
-          else resolve(value);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          if (!over) reject(err);
-        },
-      );
-    });
+    return withTimeout(work, Math.ceil(this.config.timeout * 1000), () => new NoAnswer(MESSAGES.startupDatabaseNoAnswer(this.config.timeout)), late);
   }
 
   /** `DtmClient.ping` until DTM answers, at most `startup_ping_attempts` times, `startup_ping_delay` seconds apart. */
