@@ -20,6 +20,9 @@ export const TESTS_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'tests.p
 /** The stock service of services-by-name.spec.ts (test/e2e/protos/stock.proto, package `stock`). */
 export const STOCK_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'stock.proto');
 
+/** The chaos bank's services (test/support/chaos/chaos.proto, package `chaos`). */
+export const CHAOS_PROTO = join(projectRoot(), 'test', 'support', 'chaos', 'chaos.proto');
+
 /** How the test apps load it, on both sides (Nest's gRPC server, DtmModule's grpcProtos): int64 as numbers, defaults filled in. */
 export const TESTS_LOADER = { longs: Number, defaults: true } as const;
 

@@ -1,13 +1,16 @@
 // The participant of the chaos suite (test/support/chaos/chaos.ts), in a process of its own so that
 // it can be killed with -9 and started again: two banks, one on PostgreSQL and one on MariaDB, each
-// with saga, TCC and msg branches behind the barrier and XA branches. Every business run writes a
+// with saga, TCC and msg branches behind the barrier and XA branches, each an HTTP route and (with
+// GRPC_PORT) a gRPC method of test/support/chaos/chaos.proto. Every business run writes a
 // row in `runs` inside its own local transaction, so what committed can be counted afterwards
 // ("no branch step ran twice"). Accounts hold `balance` and `frozen` (TCC's reserved amounts).
 //
-// Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT.
+// Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT;
+// for gRPC: GRPC_PORT (its gRPC server), GRPC_APP_ADDRESS (the proxy in front of it), DTM_GRPC.
 import 'reflect-metadata';
 import { Body, Controller, Get, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { GrpcMethod, Transport, type MicroserviceOptions } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
@@ -29,6 +32,7 @@ import {
   pgBarrierDatabase,
   type BranchInfo,
 } from 'nestjs-dtm';
+import { CHAOS_PROTO, TESTS_LOADER } from '../grpc.js';
 import { pgXaAt } from '../pg-xa.js';
 
 /** What every branch of the chaos suite gets. */
@@ -54,11 +58,14 @@ function bank(store: Store): Type & { xa: Type } {
   const add = 'UPDATE account SET balance = balance + ? WHERE id = ?';
   const take = 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?';
   const run = (h: unknown, b: BranchInfo) => exec(store, h, 'INSERT INTO runs (gid, branch_id, op) VALUES (?, ?, ?)', [b.gid, b.branchId, b.op]);
+  // the same handler over gRPC: chaos.PgBank / chaos.MysqlBank
+  const Grpc = (method: string) => GrpcMethod(store === 'pg' ? 'PgBank' : 'MysqlBank', method);
 
   @Controller(store)
   @UseBarrier(store)
   class Bank {
     @Post('out')
+    @Grpc('Out')
     @SagaAction(`${store}.out`)
     async out(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -66,6 +73,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('out-revert')
+    @Grpc('OutRevert')
     @SagaCompensate(`${store}.out`)
     async outRevert(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -73,6 +81,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('in')
+    @Grpc('In')
     @SagaAction(`${store}.in`)
     @MsgBranch(`${store}.deposit`)
     async in(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
@@ -81,6 +90,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('in-revert')
+    @Grpc('InRevert')
     @SagaCompensate(`${store}.in`)
     async inRevert(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -88,6 +98,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('tcc-out-try')
+    @Grpc('TccOutTry')
     @TccTry(`${store}.tccOut`)
     async tccOutTry(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -96,6 +107,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('tcc-out-confirm')
+    @Grpc('TccOutConfirm')
     @TccConfirm(`${store}.tccOut`)
     async tccOutConfirm(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -103,6 +115,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('tcc-out-cancel')
+    @Grpc('TccOutCancel')
     @TccCancel(`${store}.tccOut`)
     async tccOutCancel(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -110,12 +123,14 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('tcc-in-try')
+    @Grpc('TccInTry')
     @TccTry(`${store}.tccIn`)
     async tccInTry(@BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
     }
 
     @Post('tcc-in-confirm')
+    @Grpc('TccInConfirm')
     @TccConfirm(`${store}.tccIn`)
     async tccInConfirm(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -123,12 +138,14 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('tcc-in-cancel')
+    @Grpc('TccInCancel')
     @TccCancel(`${store}.tccIn`)
     async tccInCancel(@BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
     }
 
     @Get('query-prepared')
+    @Grpc('QueryPrepared')
     @MsgQueryPrepared(`${store}.outbox`)
     queryPrepared() {
       throw new Error('not called: the barrier answers');
@@ -138,6 +155,7 @@ function bank(store: Store): Type & { xa: Type } {
   @Controller(`${store}-xa`)
   class XaBank {
     @Post('out')
+    @Grpc('XaOut')
     @XaBranch(`${store}.xaOut`, { db: store })
     async out(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -145,6 +163,7 @@ function bank(store: Store): Type & { xa: Type } {
     }
 
     @Post('in')
+    @Grpc('XaIn')
     @XaBranch(`${store}.xaIn`, { db: store })
     async in(@Body() m: ChaosMove, @BarrierTx() h: unknown, @BranchContext() b: BranchInfo) {
       await run(h, b);
@@ -162,7 +181,14 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
 @Module({
   imports: [
     DtmModule.forRoot({
-      config: { serverUrl: env.DTM_URL!, appUrl: env.APP_URL!, barrierTable: 'dtm_barrier', branchTimeout: Number(env.BRANCH_TIMEOUT ?? 3), timeout: 3 },
+      config: {
+        serverUrl: env.DTM_URL!,
+        appUrl: env.APP_URL!,
+        ...(env.GRPC_PORT ? { grpcServer: env.DTM_GRPC!, grpcAppAddress: env.GRPC_APP_ADDRESS! } : {}),
+        barrierTable: 'dtm_barrier',
+        branchTimeout: Number(env.BRANCH_TIMEOUT ?? 3),
+        timeout: 3,
+      },
       barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: env.MYSQL_URL })),
@@ -175,5 +201,12 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
 class ChaosBankModule {}
 
 const app = await NestFactory.create(ChaosBankModule, { logger: ['error'] });
+if (env.GRPC_PORT) {
+  app.connectMicroservice<MicroserviceOptions>(
+    { transport: Transport.GRPC, options: { package: 'chaos', protoPath: CHAOS_PROTO, url: `127.0.0.1:${env.GRPC_PORT}`, loader: TESTS_LOADER } },
+    { inheritAppConfig: true },
+  );
+  await app.startAllMicroservices();
+}
 await app.listen(Number(env.PORT), '127.0.0.1');
 process.stdout.write('ready\n');
