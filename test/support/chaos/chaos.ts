@@ -9,6 +9,12 @@
 // for longer than the branch timeout (test/support/chaos/stall-proxy.ts holds every byte, then
 // delivers them), and (`dtmStoreStalls`, with DTM on a Redis store) DTM's own store stops answering
 // DTM the same way.
+// `protocol: 'grpc'` runs the same transfers over gRPC: the caller talks to DTM's gRPC API
+// (grpc_server) with payloads encoded by test/support/chaos/chaos.proto, the banks' branches are
+// @GrpcMethod handlers that DTM (and the caller, for TCC Tries and XA actions) calls over gRPC, and
+// the faults are injected by a gRPC proxy in front of the bank's gRPC server
+// (test/support/chaos/grpc-fault-proxy.ts: INTERNAL before the bank, late and duplicate calls,
+// UNAVAILABLE after the bank committed); kills, pauses and stalls are the same.
 // Everything is drawn from one seeded generator: the same seed gives the same transfers and faults
 // (the timing of a run still varies). At the end the run checks what a user relies on:
 // - every transaction DTM holds is final (stuck = 0 after the drain);
@@ -20,12 +26,15 @@
 //   "DTM never got it" (DtmUnavailableError) only for a transaction DTM does not hold).
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
   DtmClient,
   DtmFailureError,
   DtmInstrumentation,
+  DtmModule,
   DtmOutcomeUnknownError,
   DtmUnavailableError,
   ensureBarrierSchema,
@@ -33,7 +42,11 @@ import {
   pgBarrierDatabase,
   resolveDtmConfig,
   type BarrierDatabase,
+  type DtmConfigInput,
+  type DtmInstrumentationOptions,
 } from 'nestjs-dtm';
+import { CHAOS_PROTO, TESTS_LOADER } from '../grpc.js';
+import { startGrpcFaultProxy } from './grpc-fault-proxy.js';
 import { startStallProxy, type StallProxy } from './stall-proxy.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../services/dtm.js';
 import type { RedisInfo } from '../services/redis.js';
@@ -43,6 +56,8 @@ import { freePort, minimalEnv, startProcess, waitUntil, type ManagedProcess, typ
 export interface ChaosOptions {
   seed: number;
   transfers: number;
+  /** How the caller talks to DTM and DTM to the banks' branches, and what the faults hit: 'http' (default) or 'grpc'. */
+  protocol?: ChaosProtocol;
   /** Transfers in flight at once. Default 8. */
   concurrency?: number;
   /** The run's temp directory (DTM's boltdb file, the bank's log). */
@@ -76,6 +91,9 @@ export interface ChaosOptions {
   log?: (line: string) => void;
 }
 
+/** The transport of a chaos run. */
+export type ChaosProtocol = 'http' | 'grpc';
+
 /** What the proxy in front of the banks does to one branch call. */
 export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer';
 const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer'];
@@ -105,6 +123,7 @@ type Store = 'pg' | 'mysql';
 /** The outcome of a chaos run: figures, and every broken invariant (none: `problems` is empty). */
 export interface ChaosReport {
   seed: number;
+  protocol: ChaosProtocol;
   transfers: number;
   /** Seconds the transfers took (all callers returned). */
   transferSeconds: number;
@@ -161,6 +180,7 @@ interface Sql {
 /** Runs a chaos run with `options`; resolves with its report (the run's problems in `problems`). */
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => undefined);
+  const protocol = options.protocol ?? 'http';
   const random = generator(options.seed);
   const branchTimeout = options.branchTimeout ?? 2;
   const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, ...options.faults };
@@ -175,6 +195,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let bank: ManagedProcess | undefined;
   let proxy: Proxy | undefined;
   let client: DtmClient | undefined;
+  let closeClient: (() => Promise<void>) | undefined;
   // the bank and the outbox's local transactions (the caller's side of a msg transfer) reach the
   // databases through these; the run's set-up and its checks do not
   const stallProxies: Partial<Record<Store, StallProxy>> = {};
@@ -205,14 +226,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
     dtm = await startDtm(options.runDir, dtmOptions);
     const bankPort = await freePort();
-    proxy = await startProxy(bankPort, branchTimeout, rates, random);
+    const bankGrpcPort = protocol === 'grpc' ? await freePort() : undefined;
+    proxy = protocol === 'grpc' ? await startGrpcProxy(`127.0.0.1:${bankGrpcPort}`, branchTimeout, rates, random) : await startProxy(bankPort, branchTimeout, rates, random);
+    // over gRPC the bank's branches are reached at its gRPC server, through the proxy (grpc_app_address)
+    const grpcEnv = protocol === 'grpc' ? { GRPC_PORT: String(bankGrpcPort), GRPC_APP_ADDRESS: proxy.url, DTM_GRPC: dtm.info.grpcAddress } : {};
+    const appUrl = protocol === 'http' ? proxy.url : `http://127.0.0.1:${bankPort}`;
     const startBank = async (): Promise<ManagedProcess> => {
       const proc = startProcess({
         name: 'chaos-bank',
         command: process.execPath,
         args: [join(process.cwd(), '.build', 'test', 'support', 'chaos', 'bank.app.js')],
         cwd: process.cwd(),
-        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: proxy!.url, PG_URL: stallProxies.pg!.url, MYSQL_URL: stallProxies.mysql!.url, BRANCH_TIMEOUT: String(branchTimeout) }),
+        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: appUrl, PG_URL: stallProxies.pg!.url, MYSQL_URL: stallProxies.mysql!.url, BRANCH_TIMEOUT: String(branchTimeout), ...grpcEnv }),
         runDir: options.runDir,
         logFile: join(options.runDir.path, 'chaos-bank.log'),
       });
@@ -222,11 +247,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     bank = await startBank();
     // the submits each gid took (a hook of the module's instrumentation seam)
     const submitsOf = new Map<string, number>();
-    const instrumentation = new DtmInstrumentation({ hooks: { 'dtm.call': (e) => void (e.operation === 'submit' && e.gid && submitsOf.set(e.gid, (submitsOf.get(e.gid) ?? 0) + 1)) } });
-    client = new DtmClient(resolveDtmConfig({ config: { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 } }, {}), undefined, undefined, undefined, undefined, instrumentation);
+    const instrumentationOptions: DtmInstrumentationOptions = { hooks: { 'dtm.call': (e) => void (e.operation === 'submit' && e.gid && submitsOf.set(e.gid, (submitsOf.get(e.gid) ?? 0) + 1)) } };
+    const callerConfig: DtmConfigInput = { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 };
+    if (protocol === 'grpc') {
+      // as an app talking gRPC to DTM does: the module, with the banks' proto (the payloads below are objects)
+      const caller = await grpcCaller({ ...callerConfig, protocol: 'grpc', grpcServer: dtm.info.grpcAddress }, instrumentationOptions);
+      client = caller.client;
+      closeClient = caller.close;
+    } else {
+      client = new DtmClient(resolveDtmConfig({ config: callerConfig }, {}), undefined, undefined, undefined, undefined, new DtmInstrumentation(instrumentationOptions));
+    }
 
     // the transfers, drawn up front so that the faults' draws do not shift them
-    const P = proxy.url;
+    const branch = branchTargets(protocol, proxy.url);
     const plan: ChaosTransfer[] = Array.from({ length: options.transfers }, (_, i) => {
       const mode = MODES[Math.floor(random() * MODES.length)];
       const fromStore: Store = random() < 0.5 ? 'pg' : 'mysql';
@@ -255,7 +288,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       try {
         let status: string;
         if (t.mode === 'saga') {
-          const saga = c.newSaga(t.gid).add(`${P}/${src}/out`, `${P}/${src}/out-revert`, out).add(`${P}/${dst}/in`, `${P}/${dst}/in-revert`, into);
+          const saga = c.newSaga(t.gid).add(branch(src, 'out'), branch(src, 'outRevert'), out).add(branch(dst, 'in'), branch(dst, 'inRevert'), into);
           // as docs/client.md says: DTM holding no record when the wait ended is submitted again, under the same gid
           for (let round = 1; ; round++) {
             try {
@@ -269,8 +302,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           const outcome = await c.tccGlobalTransactionAndWait(
             t.gid,
             async (tcc) => {
-              await tcc.callBranch(out, `${P}/${src}/tcc-out-try`, `${P}/${src}/tcc-out-confirm`, `${P}/${src}/tcc-out-cancel`);
-              await tcc.callBranch(into, `${P}/${dst}/tcc-in-try`, `${P}/${dst}/tcc-in-confirm`, `${P}/${dst}/tcc-in-cancel`);
+              await tcc.callBranch(out, branch(src, 'tccOutTry'), branch(src, 'tccOutConfirm'), branch(src, 'tccOutCancel'));
+              await tcc.callBranch(into, branch(dst, 'tccInTry'), branch(dst, 'tccInConfirm'), branch(dst, 'tccInCancel'));
             },
             {},
             wait,
@@ -278,13 +311,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           status = outcome.status;
         } else if (t.mode === 'xa') {
           status = (await c.xaGlobalTransactionAndWait(t.gid, async (xa) => {
-            await xa.callBranch(out, `${P}/${src}-xa/out`);
-            await xa.callBranch(into, `${P}/${dst}-xa/in`);
+            await xa.callBranch(out, branch(src, 'xaOut'));
+            await xa.callBranch(into, branch(dst, 'xaIn'));
           }, {}, wait)).status;
         } else {
           // the outbox: the withdrawal is the local transaction, the deposit the message's branch
           try {
-            await c.newMsg(t.gid, { timeoutToFail: 3 }).add(`${P}/${dst}/in`, into).doAndSubmitDb(`${P}/${src}/query-prepared`, outbox[src], async (h) => {
+            await c.newMsg(t.gid, { timeoutToFail: 3 }).add(branch(dst, 'in'), into).doAndSubmitDb(branch(src, 'queryPrepared'), outbox[src], async (h) => {
               await execOn(src, h, 'INSERT INTO runs (gid, branch_id, op) VALUES (?, ?, ?)', [t.gid, '00', 'msg']);
               const taken = await execOn(src, h, 'UPDATE account SET balance = balance - ? WHERE id = ? AND balance >= ?', [t.amount, t.from.account, t.amount]);
               if (taken === 0) throw new DtmFailureError('insufficient balance');
@@ -426,6 +459,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const known = plan.filter((t) => t.caller === 'succeed' || t.caller === 'failed').map((t) => t.latencyMs);
     return {
       seed: options.seed,
+      protocol,
       transfers: plan.length,
       transferSeconds,
       throughput: plan.length / transferSeconds,
@@ -451,7 +485,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       transfersDetail: plan,
     };
   } finally {
-    client?.onModuleDestroy();
+    if (closeClient) await closeClient();
+    else client?.onModuleDestroy();
     await bank?.stop(2000);
     await proxy?.close();
     await Promise.all([outboxPools?.pg.end(), outboxPools?.mysql.end()]);
@@ -529,6 +564,63 @@ interface Proxy {
   close(): Promise<void>;
 }
 
+/** The fault of one branch call (none while `proxy.faultsOn` is off), drawn with `random` at the `rates`, and counted. */
+function pickFault(proxy: Proxy, rates: Record<Fault, number>, random: () => number): Fault | undefined {
+  if (!proxy.faultsOn) return undefined;
+  let draw = random();
+  for (const f of FAULTS) {
+    if (draw < rates[f]) {
+      proxy.injected[f]++;
+      return f;
+    }
+    draw -= rates[f];
+  }
+  return undefined;
+}
+
+/** A bank's branches: the path of each under the bank's HTTP prefix, and its gRPC method (chaos.proto). */
+const BRANCHES = {
+  out: ['/out', 'Out'],
+  outRevert: ['/out-revert', 'OutRevert'],
+  in: ['/in', 'In'],
+  inRevert: ['/in-revert', 'InRevert'],
+  tccOutTry: ['/tcc-out-try', 'TccOutTry'],
+  tccOutConfirm: ['/tcc-out-confirm', 'TccOutConfirm'],
+  tccOutCancel: ['/tcc-out-cancel', 'TccOutCancel'],
+  tccInTry: ['/tcc-in-try', 'TccInTry'],
+  tccInConfirm: ['/tcc-in-confirm', 'TccInConfirm'],
+  tccInCancel: ['/tcc-in-cancel', 'TccInCancel'],
+  queryPrepared: ['/query-prepared', 'QueryPrepared'],
+  xaOut: ['-xa/out', 'XaOut'],
+  xaIn: ['-xa/in', 'XaIn'],
+} as const;
+
+/** The gRPC service of a store's bank (chaos.proto). */
+const grpcService = (store: Store): string => `chaos.${store === 'pg' ? 'PgBank' : 'MysqlBank'}`;
+
+/** The target of a bank's branch through the proxy at `proxyUrl`: its URL, or for gRPC `host:port/chaos.PgBank/Out`. */
+function branchTargets(protocol: ChaosProtocol, proxyUrl: string): (store: Store, name: keyof typeof BRANCHES) => string {
+  return (store, name) => (protocol === 'grpc' ? `${proxyUrl}/${grpcService(store)}/${BRANCHES[name][1]}` : `${proxyUrl}/${store}${BRANCHES[name][0]}`);
+}
+
+/** The caller of a gRPC run: a Nest application context with the module talking gRPC to DTM, its payloads encoded with chaos.proto. */
+async function grpcCaller(config: DtmConfigInput, instrumentation: DtmInstrumentationOptions): Promise<{ client: DtmClient; close(): Promise<void> }> {
+  @Module({ imports: [DtmModule.forRoot({ config, grpcProtos: { protoPath: CHAOS_PROTO, loader: TESTS_LOADER }, instrumentation })] })
+  class ChaosCallerModule {}
+  const app = await NestFactory.createApplicationContext(ChaosCallerModule, { logger: ['error'] });
+  return { client: app.get(DtmClient), close: () => app.close() };
+}
+
+/** Starts the gRPC proxy (grpc-fault-proxy.ts) to the bank's gRPC server at `bankAddress`; its `url` is its `host:port`. */
+async function startGrpcProxy(bankAddress: string, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
+  const paths = (['pg', 'mysql'] as const).flatMap((store) => Object.values(BRANCHES).map(([, method]) => `/${grpcService(store)}/${method}`));
+  const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0 }, close: async () => undefined };
+  const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random));
+  proxy.url = grpc.address;
+  proxy.close = () => grpc.close();
+  return proxy;
+}
+
 /** Starts the proxy to the bank on `bankPort`: each call suffers at most one fault, drawn with `random` at the `rates`. */
 async function startProxy(bankPort: number, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
   const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 64 });
@@ -558,18 +650,7 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
       const body = Buffer.concat(chunks);
-      let fault: Fault | undefined;
-      if (proxy.faultsOn) {
-        let draw = random();
-        for (const f of FAULTS) {
-          if (draw < rates[f]) {
-            fault = f;
-            break;
-          }
-          draw -= rates[f];
-        }
-      }
-      if (fault) proxy.injected[fault]++;
+      const fault = pickFault(proxy, rates, random);
       const answer = (a: { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }) => {
         if (res.writableEnded || res.destroyed) return;
         res.writeHead(a.status, { 'content-type': String(a.headers['content-type'] ?? 'text/plain') });

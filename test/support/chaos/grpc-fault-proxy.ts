@@ -1,0 +1,78 @@
+// The chaos suite's proxy in front of the bank's gRPC server (test/support/chaos/chaos.ts, protocol
+// 'grpc'): a grpc-js server that takes every unary call to the given method paths as raw bytes and
+// forwards it, bytes and metadata (dtm-* keys, branch headers) as they came, to the bank over a
+// connection of its own, with the fault the caller picks for it, as the HTTP proxy does:
+// - 'error500': answered INTERNAL without reaching the bank (DTM retries);
+// - 'delay': held past the branch timeout, then forwarded (DTM gave up on the call and retries;
+//   the late call still runs at the bank);
+// - 'duplicate': forwarded twice at once, answered with the first answer;
+// - 'lostAnswer': forwarded, run and committed at the bank, then answered UNAVAILABLE.
+// Forwarded calls get a deadline of their own (not the caller's): a late call runs at the bank as a
+// late HTTP request does. While the bank is down, a call is answered UNAVAILABLE at once.
+import { Client, Metadata, Server, ServerCredentials, credentials, status, type ServerUnaryCall, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
+import type { Fault } from './chaos.js';
+
+/** A running gRPC fault proxy. */
+export interface GrpcFaultProxy {
+  /** `host:port` it listens on: the bank's `grpc_app_address`. */
+  address: string;
+  close(): Promise<void>;
+}
+
+/** One answer of the bank, or of the proxy: a reply's bytes, or an error. */
+type Answer = { error: Partial<ServiceError> & { code: number }; reply?: undefined } | { error?: undefined; reply: Buffer };
+
+const same = (b: Buffer): Buffer => b;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Metadata grpc-js sets on each call itself. */
+const OWN_KEYS = new Set(['user-agent', 'content-type', 'te', 'grpc-timeout', 'grpc-encoding', 'grpc-accept-encoding']);
+
+/**
+ * Starts the proxy for the bank at `bankAddress` (`host:port`), serving `paths`
+ * (`/chaos.PgBank/Out`, ...); `pick()` gives each call's fault (or none); `branchTimeout` in seconds.
+ */
+export async function startGrpcFaultProxy(bankAddress: string, paths: string[], branchTimeout: number, pick: () => Fault | undefined): Promise<GrpcFaultProxy> {
+  // reconnects soon after a kill of the bank (grpc-js's default backoff grows to minutes)
+  const bank = new Client(bankAddress, credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 500 });
+  const forward = (path: string, bytes: Buffer, inbound: Metadata): Promise<Answer> => {
+    const metadata = new Metadata();
+    for (const [key, values] of Object.entries(inbound.toJSON())) {
+      if (OWN_KEYS.has(key) || key.startsWith(':')) continue;
+      for (const value of values) metadata.add(key, value);
+    }
+    return new Promise((resolve) => {
+      bank.makeUnaryRequest(path, same, same, bytes, metadata, { deadline: Date.now() + 30_000 }, (err: ServiceError | null, reply?: Buffer) => {
+        resolve(err ? { error: { code: err.code, details: err.details, metadata: err.metadata } } : { reply: reply ?? Buffer.alloc(0) });
+      });
+    });
+  };
+  const handler = (path: string) => async (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+    const fault = pick();
+    const answer = (a: Answer) => (a.error ? callback(a.error) : callback(null, a.reply));
+    if (fault === 'error500') return answer({ error: { code: status.INTERNAL, details: 'injected error' } });
+    if (fault === 'delay') await sleep(branchTimeout * 1000 + 500); // the caller gave up; the call arrives late
+    if (fault === 'duplicate') {
+      const [first] = await Promise.all([forward(path, call.request, call.metadata), forward(path, call.request, call.metadata)]);
+      return answer(first);
+    }
+    const got = await forward(path, call.request, call.metadata);
+    if (fault === 'lostAnswer') return answer({ error: { code: status.UNAVAILABLE, details: 'injected: answer lost' } });
+    answer(got);
+  };
+  const server = new Server();
+  const service = Object.fromEntries(
+    paths.map((path) => [
+      path,
+      { path, requestStream: false, responseStream: false, requestSerialize: same, requestDeserialize: same, responseSerialize: same, responseDeserialize: same },
+    ]),
+  );
+  server.addService(service, Object.fromEntries(paths.map((path) => [path, handler(path)])));
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return {
+    address: `127.0.0.1:${port}`,
+    close: async () => {
+      server.forceShutdown();
+      bank.close();
+    },
+  };
+}
