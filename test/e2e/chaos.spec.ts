@@ -42,3 +42,27 @@ it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalle
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
 }, 115_000);
+
+it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+  const dbs = await fileDatabases();
+  const report = await runChaos({
+    protocol: 'grpc',
+    seed: 11,
+    transfers: 30,
+    concurrency: 8,
+    runDir: runDirFrom(harness().runDir),
+    pgUrl: dbs.postgres.url,
+    mysqlUrl: dbs.mariadb.url,
+    bankKills: 1,
+    dtmRestarts: 1,
+    dtmPauses: 1,
+    drainSeconds: 30,
+  });
+
+  expect(report.problems).toEqual([]);
+  expect(report.stuck).toBe(0);
+  expect([report.bankKills, report.dtmRestarts, report.dtmPauses]).toEqual([1, 1, 1]);
+  expect(Object.values(report.faultsInjected).every((n) => n > 0)).toBe(true);
+  expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
+  expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
+}, 115_000);
