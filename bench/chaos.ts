@@ -1,4 +1,4 @@
-// npm run chaos -- --seed S --transfers N [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
+// npm run chaos -- --seed S --transfers N [--protocol http|grpc] [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
 //                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--dtm-store-stalls 0]
 //                  [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
 //
@@ -9,7 +9,9 @@
 // (SIGSTOP, --dtm-pauses, each --pause-seconds long), and the banks' databases stalling for the
 // banks and the outbox (--db-stalls, each --stall-seconds long). --dtm-store-stalls N > 0: DTM keeps
 // its transactions in a Redis of the run's own instead of boltdb, and that store stalls for DTM N
-// times (each --stall-seconds long). Prints the
+// times (each --stall-seconds long). --protocol grpc: the same run over gRPC (the caller talks gRPC to
+// DTM, the banks' branches are @GrpcMethod handlers, the faults are injected by a gRPC proxy in front
+// of the banks' gRPC server). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -25,6 +27,7 @@ const { values } = parseArgs({
   options: {
     seed: { type: 'string', default: '1' },
     transfers: { type: 'string', default: '400' },
+    protocol: { type: 'string', default: 'http' },
     concurrency: { type: 'string', default: '8' },
     'branch-timeout': { type: 'string', default: '2' },
     'bank-kills': { type: 'string', default: '2' },
@@ -62,6 +65,11 @@ const options = {
   drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),
   dtmStoreStalls: whole('dtm-store-stalls', values['dtm-store-stalls'], 0),
 };
+if (values.protocol !== 'http' && values.protocol !== 'grpc') {
+  console.error(`--protocol must be http or grpc, got ${values.protocol}`);
+  process.exit(2);
+}
+const protocol = values.protocol;
 const rate = Number(values['fault-rate']);
 if (!(rate >= 0 && rate <= 0.25)) {
   console.error(`--fault-rate must be from 0 to 0.25 (a share of branch calls per fault), got ${values['fault-rate']}`);
@@ -80,9 +88,10 @@ try {
   const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
   await my.query('CREATE DATABASE chaos');
   await my.end();
-  console.log(`chaos: seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
+  console.log(`chaos: ${protocol}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
   const report = await runChaos({
     ...options,
+    protocol,
     runDir: stack.runDir,
     pgUrl: postgresUrl(pgInfo, 'chaos'),
     mysqlUrl: mariadbUrl(myInfo, 'chaos'),
