@@ -5,6 +5,8 @@
 // both started again, DTM is paused once (SIGSTOP for 4 s), each bank's database stops answering
 // the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
 // run's DTM keeps its transactions in the harness's Redis). Every invariant must hold at the end.
+// The second seed does the same over gRPC (runChaos's protocol 'grpc': the caller on DTM's gRPC API,
+// the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them).
 import { expect, it } from '@jest/globals';
 import { runChaos } from '../support/chaos/chaos.js';
 import { fileDatabases } from '../support/databases.js';
@@ -43,7 +45,7 @@ it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalle
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
 }, 115_000);
 
-it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
   const dbs = await fileDatabases();
   const report = await runChaos({
     protocol: 'grpc',
@@ -56,12 +58,17 @@ it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused o
     bankKills: 1,
     dtmRestarts: 1,
     dtmPauses: 1,
+    dbStalls: 2,
+    dtmRedis: harness().redis!,
+    dtmStoreStalls: 1,
     drainSeconds: 30,
   });
 
   expect(report.problems).toEqual([]);
   expect(report.stuck).toBe(0);
-  expect([report.bankKills, report.dtmRestarts, report.dtmPauses]).toEqual([1, 1, 1]);
+  expect([report.bankKills, report.dtmRestarts, report.dbStalls, report.dtmPauses, report.dtmStoreStalls]).toEqual([1, 1, 2, 1, 1]);
+  expect(report.dtmStoreHeld.connections).toBeGreaterThan(0);
+  expect(report.stallsHeld.pg.connections + report.stallsHeld.mysql.connections).toBeGreaterThan(0);
   expect(Object.values(report.faultsInjected).every((n) => n > 0)).toBe(true);
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
