@@ -1,6 +1,6 @@
 // npm run chaos -- --seed S --transfers N [--protocol http|grpc] [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
 //                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--dtm-store-stalls 0]
-//                  [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//                  [--connection-cuts 0] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
 //
 // The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
 // MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
@@ -11,7 +11,8 @@
 // its transactions in a Redis of the run's own instead of boltdb, and that store stalls for DTM N
 // times (each --stall-seconds long). --protocol grpc: the same run over gRPC (the caller talks gRPC to
 // DTM, the banks' branches are @GrpcMethod handlers, the faults are injected by a gRPC proxy in front
-// of the banks' gRPC server). Prints the
+// of the banks' gRPC server); --connection-cuts N: N times every gRPC connection to DTM and to the
+// banks is reset (calls in flight on them lost). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     'db-stalls': { type: 'string', default: '2' },
     'stall-seconds': { type: 'string' },
     'dtm-store-stalls': { type: 'string', default: '0' },
+    'connection-cuts': { type: 'string', default: '0' },
     durable: { type: 'boolean', default: false },
     json: { type: 'string' },
     'fault-rate': { type: 'string', default: '0.06' },
@@ -64,12 +66,17 @@ const options = {
   stallSeconds: values['stall-seconds'] === undefined ? undefined : whole('stall-seconds', values['stall-seconds'], 1),
   drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),
   dtmStoreStalls: whole('dtm-store-stalls', values['dtm-store-stalls'], 0),
+  connectionCuts: whole('connection-cuts', values['connection-cuts'], 0),
 };
 if (values.protocol !== 'http' && values.protocol !== 'grpc') {
   console.error(`--protocol must be http or grpc, got ${values.protocol}`);
   process.exit(2);
 }
 const protocol = values.protocol;
+if (options.connectionCuts > 0 && protocol !== 'grpc') {
+  console.error('--connection-cuts needs --protocol grpc');
+  process.exit(2);
+}
 const rate = Number(values['fault-rate']);
 if (!(rate >= 0 && rate <= 0.25)) {
   console.error(`--fault-rate must be from 0 to 0.25 (a share of branch calls per fault), got ${values['fault-rate']}`);

@@ -6,7 +6,8 @@
 // the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
 // run's DTM keeps its transactions in the harness's Redis). Every invariant must hold at the end.
 // The second seed does the same over gRPC (runChaos's protocol 'grpc': the caller on DTM's gRPC API,
-// the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them).
+// the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them),
+// and cuts (resets) every gRPC connection to DTM and to the bank twice, calls in flight on them lost.
 import { expect, it } from '@jest/globals';
 import { runChaos } from '../support/chaos/chaos.js';
 import { fileDatabases } from '../support/databases.js';
@@ -45,7 +46,7 @@ it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalle
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
 }, 115_000);
 
-it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once, the gRPC connections cut twice: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
   const dbs = await fileDatabases();
   const report = await runChaos({
     protocol: 'grpc',
@@ -61,6 +62,7 @@ it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused o
     dbStalls: 2,
     dtmRedis: harness().redis!,
     dtmStoreStalls: 1,
+    connectionCuts: 2,
     drainSeconds: 30,
   });
 
@@ -69,6 +71,9 @@ it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused o
   expect([report.bankKills, report.dtmRestarts, report.dbStalls, report.dtmPauses, report.dtmStoreStalls]).toEqual([1, 1, 2, 1, 1]);
   expect(report.dtmStoreHeld.connections).toBeGreaterThan(0);
   expect(report.stallsHeld.pg.connections + report.stallsHeld.mysql.connections).toBeGreaterThan(0);
+  // the cuts reset the gRPC connections open then (the caller's to DTM at least)
+  expect(report.connectionCuts.cuts).toBe(2);
+  expect(report.connectionCuts.connections).toBeGreaterThan(0);
   expect(Object.values(report.faultsInjected).every((n) => n > 0)).toBe(true);
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);

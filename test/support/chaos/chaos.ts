@@ -85,6 +85,8 @@ export interface ChaosOptions {
   dtmRedis?: RedisInfo;
   /** Times DTM's store (`dtmRedis`) stops answering DTM for `stallSeconds` while transfers run: DTM is up, but nothing it stores or reads gets through. Default 0. */
   dtmStoreStalls?: number;
+  /** Over gRPC: times every connection to DTM's gRPC API and to the bank's gRPC proxy is cut (reset, calls in flight lost) while transfers run. Default 0. */
+  connectionCuts?: number;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -141,6 +143,8 @@ export interface ChaosReport {
   dbStalls: number;
   dtmPauses: number;
   dtmStoreStalls: number;
+  /** Times the gRPC connections were cut, and how many connections the cuts reset. */
+  connectionCuts: { cuts: number; connections: number };
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
   /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
@@ -201,6 +205,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const stallProxies: Partial<Record<Store, StallProxy>> = {};
   // DTM reaches its Redis store (when it has one) through this one
   let storeProxy: StallProxy | undefined;
+  // over gRPC with connectionCuts: in front of DTM's gRPC API, and of the bank's gRPC proxy
+  const cutProxies: StallProxy[] = [];
   let outboxPools: { pg: pg.Pool; mysql: mysql.Pool } | undefined;
   try {
     stallProxies.pg = await startStallProxy(options.pgUrl);
@@ -229,7 +235,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const bankGrpcPort = protocol === 'grpc' ? await freePort() : undefined;
     proxy = protocol === 'grpc' ? await startGrpcProxy(`127.0.0.1:${bankGrpcPort}`, branchTimeout, rates, random) : await startProxy(bankPort, branchTimeout, rates, random);
     // over gRPC the bank's branches are reached at its gRPC server, through the proxy (grpc_app_address)
-    const grpcEnv = protocol === 'grpc' ? { GRPC_PORT: String(bankGrpcPort), GRPC_APP_ADDRESS: proxy.url, DTM_GRPC: dtm.info.grpcAddress } : {};
+    // connections that can be cut: DTM's gRPC API for the caller and the bank, the bank's gRPC proxy for DTM and the caller
+    const cuts = options.connectionCuts ?? 0;
+    if (cuts > 0 && protocol !== 'grpc') throw new Error('connectionCuts are of a gRPC run');
+    if (cuts > 0) {
+      cutProxies.push(await startStallProxy(`grpc://${dtm.info.grpcAddress}`), await startStallProxy(`grpc://${proxy.url}`));
+    }
+    const dtmGrpc = cuts > 0 ? new URL(cutProxies[0].url).host : dtm.info.grpcAddress;
+    const bankGrpc = cuts > 0 ? new URL(cutProxies[1].url).host : proxy.url;
+    const grpcEnv = protocol === 'grpc' ? { GRPC_PORT: String(bankGrpcPort), GRPC_APP_ADDRESS: bankGrpc, DTM_GRPC: dtmGrpc } : {};
     const appUrl = protocol === 'http' ? proxy.url : `http://127.0.0.1:${bankPort}`;
     const startBank = async (): Promise<ManagedProcess> => {
       const proc = startProcess({
@@ -251,7 +265,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const callerConfig: DtmConfigInput = { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 };
     if (protocol === 'grpc') {
       // as an app talking gRPC to DTM does: the module, with the banks' proto (the payloads below are objects)
-      const caller = await grpcCaller({ ...callerConfig, protocol: 'grpc', grpcServer: dtm.info.grpcAddress }, instrumentationOptions);
+      const caller = await grpcCaller({ ...callerConfig, protocol: 'grpc', grpcServer: dtmGrpc }, instrumentationOptions);
       client = caller.client;
       closeClient = caller.close;
     } else {
@@ -259,7 +273,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
 
     // the transfers, drawn up front so that the faults' draws do not shift them
-    const branch = branchTargets(protocol, proxy.url);
+    const branch = branchTargets(protocol, protocol === 'grpc' ? bankGrpc : proxy.url);
     const plan: ChaosTransfer[] = Array.from({ length: options.transfers }, (_, i) => {
       const mode = MODES[Math.floor(random() * MODES.length)];
       const fromStore: Store = random() < 0.5 ? 'pg' : 'mysql';
@@ -352,7 +366,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const pauses = options.dtmPauses ?? 0;
     const pauseMs = (options.pauseSeconds ?? branchTimeout + 2) * 1000;
     const storeStalls = options.dtmStoreStalls ?? 0;
-    const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | 'dtm-store' | Store }[] = [
+    const events: { at: number; what: 'bank' | 'dtm' | 'dtm-pause' | 'dtm-store' | 'cut' | Store }[] = [
+      ...Array.from({ length: cuts }, (_, k) => ({ at: Math.floor((options.transfers * (6 * k + 5)) / (6 * cuts + 3)), what: 'cut' as const })),
       ...Array.from({ length: kills }, (_, k) => ({ at: Math.floor((options.transfers * (k + 1)) / (kills + 2)), what: 'bank' as const })),
       ...Array.from({ length: restarts }, (_, k) => ({ at: Math.floor((options.transfers * (2 * k + 1)) / (2 * restarts + 1)), what: 'dtm' as const })),
       // stalls and pauses spread over the run, away from the kills' and restarts' points
@@ -366,6 +381,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     let dbStalls = 0;
     let dtmPauses = 0;
     let dtmStoreStalls = 0;
+    const connectionCuts = { cuts: 0, connections: 0 };
     const chaos = (async () => {
       for (const event of events) {
         while (done < event.at) await sleep(50);
@@ -388,6 +404,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           await sleep(pauseMs);
           paused.resume();
           dtmPauses++;
+        } else if (event.what === 'cut') {
+          const cut = cutProxies.reduce((n, p) => n + p.cut(), 0);
+          log(`${cut} gRPC connections cut after ${done} transfers`);
+          connectionCuts.cuts++;
+          connectionCuts.connections += cut;
         } else if (event.what === 'dtm-store') {
           log(`DTM's Redis store stalls for ${stallMs / 1000} s after ${done} transfers`);
           storeProxy!.stall();
@@ -472,6 +493,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dbStalls,
       dtmPauses,
       dtmStoreStalls,
+      connectionCuts,
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
       submittedAgain: Object.fromEntries(MODES.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Record<ChaosMode, number>,
       stallsHeld: {
@@ -493,6 +515,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const stallProxy of Object.values(stallProxies)) await stallProxy.close();
     await dtm?.process.stop();
     await storeProxy?.close();
+    for (const cutProxy of cutProxies) await cutProxy.close();
     await Promise.all([pgPool.end(), myPool.end()]);
   }
 }

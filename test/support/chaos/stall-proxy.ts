@@ -20,6 +20,8 @@ export interface StallProxy {
   stall(): void;
   /** Delivers what it held and moves bytes again. */
   resume(): void;
+  /** Cuts every open connection now (a reset on both sides: what is in flight is lost); returns how many. New connections are taken as before. */
+  cut(): number;
   close(): Promise<void>;
 }
 
@@ -115,6 +117,15 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
         if (!pair.server) connect(pair);
         else flush(pair);
       }
+    },
+    cut: () => {
+      const open = [...pairs];
+      for (const pair of open) {
+        pairs.delete(pair);
+        pair.client.resetAndDestroy();
+        if (pair.server && !pair.server.destroyed) pair.server.resetAndDestroy();
+      }
+      return open.length;
     },
     close: async () => {
       for (const pair of pairs) {
