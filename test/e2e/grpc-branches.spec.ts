@@ -183,10 +183,13 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     return seen;
   }
 
-  it('an RpcException with code ABORTED is FAILURE: DTM rolls back, the log does not say DTM will retry the call, the hook reports failure', async () => {
+  it.each([
+    ['', 'rpc-abort'],
+    [' (its details, which grpc-js answers in place of its message ONGOING, say why)', 'rpc-details-abort'],
+  ])('an RpcException with code ABORTED%s is FAILURE: DTM rolls back, the log does not say DTM will retry the call, the hook reports failure', async (_how, script) => {
     const gid = await t.client.generateGid();
     const hooks = await branchCallsDuring(gid, async () => {
-      const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', 'rpc-abort')).submitAndWait({ timeout: 20 });
+      const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b', script)).submitAndWait({ timeout: 20 });
       expect(final.status).toBe('failed');
       expect(final.rollbackReason).toContain('out of stock: b');
     });
@@ -203,6 +206,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
   it.each([
     ['FAILED_PRECONDITION', 'rpc-ongoing-once'],
     ['ABORTED and the message ONGOING (DTM\'s protocol before v1.10)', 'rpc-old-ongoing-once'],
+    ['ABORTED and the details ONGOING (what grpc-js answers, in place of the message)', 'rpc-details-ongoing-once'],
   ])('an RpcException with code %s is ONGOING, as DTM reads it: asked again, no log line, the hook reports ongoing', async (_code, script) => {
     const gid = await t.client.generateGid();
     const hooks = await branchCallsDuring(gid, async () => {

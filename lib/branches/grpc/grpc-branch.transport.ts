@@ -186,13 +186,17 @@ export function rpcExceptionCode(exception: unknown): number | undefined {
 }
 
 /**
- * What DTM reads an RpcException as (its `GrpcError2DtmError`): ABORTED is FAILURE (ONGOING when its
- * message is exactly `ONGOING`, DTM's protocol before v1.10), FAILED_PRECONDITION is ONGOING, any
- * other code an error it retries.
+ * What DTM reads an RpcException as (its `GrpcError2DtmError`): ABORTED is FAILURE (ONGOING when the
+ * message DTM gets is exactly `ONGOING`, DTM's protocol before v1.10), FAILED_PRECONDITION is
+ * ONGOING, any other code an error it retries. The message DTM gets is the error's `details` when it
+ * has a string one (grpc-js answers it in place of `message`), else its `message`.
  */
 export function dtmResultOfRpcException(exception: unknown): 'FAILURE' | 'ONGOING' | undefined {
   const code = rpcExceptionCode(exception);
-  if (code === CODE.ABORTED) return (exception as { getError(): { message?: unknown } }).getError().message === 'ONGOING' ? 'ONGOING' : 'FAILURE';
+  if (code === CODE.ABORTED) {
+    const { message, details } = (exception as { getError(): { message?: unknown; details?: unknown } }).getError();
+    return (typeof details === 'string' ? details : message) === 'ONGOING' ? 'ONGOING' : 'FAILURE';
+  }
   return code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
 }
 
