@@ -1,9 +1,11 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import { DtmGidInUseError, DtmOutcomeUnknownError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
+import { startDtmApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
 
 describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
@@ -334,6 +336,34 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       );
       // ...and submitAndWait() with waitResult reads the 409 as "not final yet"
       expect((await fx.client.waitForFinal(ongoing, { timeout: 20 })).status).toBe('succeed');
+    });
+
+    it('waitResult: submit() throws the same typed errors on both protocols (DTM answers 409 / ABORTED for a rolled-back and a still-running first round alike): rolled back, DtmFailureError with the rollback reason; still running, DtmOngoingError; DTM unreachable, DtmUnavailableError', async () => {
+      const failed = await fx.client.generateGid();
+      fx.recorder.answer('/TransIn', { status: 409, body: { message: 'account frozen' } });
+      const rolledBack = await transfer(fx.client.newSaga(failed, { waitResult: true })).submit().catch((e: unknown) => e);
+      expect(rolledBack).toBeInstanceOf(DtmFailureError);
+      expect([(rolledBack as DtmFailureError).reason, (await queryTrans(failed)).transaction?.status]).toEqual(['account frozen', 'failed']);
+
+      fx.recorder.reset();
+      const running = await fx.client.generateGid();
+      fx.recorder.answer('/TransOut', 500, 200);
+      const unfinished = await transfer(fx.client.newSaga(running, { waitResult: true, retryInterval: 1 })).submit().catch((e: unknown) => e);
+      expect([unfinished instanceof DtmOngoingError, unfinished instanceof DtmOutcomeUnknownError]).toEqual([true, false]);
+      expect((unfinished as Error).message).toMatch(/did not succeed in DTM's first round .* is "submitted"/);
+      expect((await fx.client.waitForFinal(running, { timeout: 20 })).status).toBe('succeed');
+
+      const port = await freePort();
+      const down = await startDtmApp({ config: { protocol, serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, timeout: 2 } });
+      try {
+        const gid = `down-wait-result-${protocol}`;
+        const unreachable = await transfer(down.client.newSaga(gid, { waitResult: true })).submit().catch((e: unknown) => e);
+        expect(unreachable).toBeInstanceOf(DtmUnavailableError);
+        expect((unreachable as Error).message).toContain(protocol === 'grpc' ? `could not reach 127.0.0.1:${port}/dtmgimp.Dtm/Submit` : `could not reach http://127.0.0.1:${port}/api/dtmsvr/submit`);
+        expect(fx.recorder.callsFor(gid)).toEqual([]);
+      } finally {
+        await down.close();
+      }
     });
 
     it('waitResult, a step answering FAILURE: submitAndWait resolves failed with the reason (DTM rolled back in its first round and answered FAILURE), not DtmFailureError', async () => {
