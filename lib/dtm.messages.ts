@@ -61,6 +61,8 @@ export const MESSAGES = {
   configBadHeaders: (bad: string[]) => `must list HTTP header names (letters, digits, -), these are not: ${bad.join(', ')}`,
   configForbiddenHeaders: (names: string[]) =>
     `must not list ${names.join(', ')}: framing, connection and proxy headers (Host, Content-Length, Content-Type, Content-Encoding, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect, Proxy-*) describe the request that carried them, not the branch call, and dtm-* / grpc-* are DTM's and gRPC's own metadata; remove them`,
+  configBinaryHeaders: (names: string[]) =>
+    `must not list ${names.join(', ')}: a name ending in -bin is gRPC binary metadata, whose bytes DTM's branch_headers (text) cannot hold: a value that is not printable ASCII would make every transaction started while serving the call fail (and over HTTP, where gRPC-web sends such a value as base64, a gRPC branch would get the base64 text's bytes, not the value); pass it on under a name without -bin, as text (base64 if it is binary), or set it per transaction with branchHeaders`,
   passThroughStored: (names: string[]) =>
     `lynx.dtm.pass_through_headers forwards ${names.join(', ')} of the request being served to every branch of the transactions it starts: DTM stores them with each transaction (branch_headers) and returns them to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. List only values that may be stored (request ids, tenants), not credentials (Authorization, Cookie, API keys), and keep DTM's API private`,
   appUrlCredentialsStored: (shown: string) =>

@@ -368,7 +368,13 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       // both kinds of bad entry at once, so that one start-up names all there is to fix
       const bad = raw.filter((h) => typeof h !== 'string' || !HEADER_NAME.test(h));
       const forbidden = raw.filter((h): h is string => typeof h === 'string' && HEADER_NAME.test(h) && isForbiddenBranchHeader(h));
-      const problems = [...(bad.length > 0 ? [MESSAGES.configBadHeaders(bad.map((h) => describe(h)))] : []), ...(forbidden.length > 0 ? [MESSAGES.configForbiddenHeaders(forbidden)] : [])];
+      // an inbound call's binary metadata (Buffers) cannot go through DTM's text branch_headers (a branch's own branchHeaders may name one: the bytes of its text)
+      const binary = raw.filter((h): h is string => typeof h === 'string' && HEADER_NAME.test(h) && !isForbiddenBranchHeader(h) && h.toLowerCase().endsWith('-bin'));
+      const problems = [
+        ...(bad.length > 0 ? [MESSAGES.configBadHeaders(bad.map((h) => describe(h)))] : []),
+        ...(forbidden.length > 0 ? [MESSAGES.configForbiddenHeaders(forbidden)] : []),
+        ...(binary.length > 0 ? [MESSAGES.configBinaryHeaders(binary)] : []),
+      ];
       if (problems.length > 0) return { problem: problems.join('; and it ') };
       return { value: [...new Set((raw as string[]).map((h) => h.toLowerCase()))] };
     }

@@ -15,7 +15,7 @@ import { concat, map, mergeMap, of, throwError, timer, type Observable } from 'r
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
@@ -285,6 +285,18 @@ describe('header passthrough from gRPC metadata', () => {
     const [reserve] = t.ledger.callsOf(gid);
     expect(reserve.metadata).toMatchObject({ 'x-request-id': 'req-77', traceparent });
     expect(reserve.metadata['x-secret']).toBeUndefined();
+  });
+
+  it('pass_through_headers listing a -bin name (binary gRPC metadata, which DTM\'s text branch_headers cannot hold) fails start-up with a DtmConfigError at lynx.dtm.pass_through_headers, saying why: no app whose every transaction started while serving a call with a binary value fails', async () => {
+    const error = await startShopApp('hybrid', { passThroughHeaders: ['X-Request-ID', 'X-Ctx-Bin'] }).then(
+      async (started) => {
+        await started.close();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems).toEqual([{ path: 'config.passThroughHeaders', message: expect.stringMatching(/^must not list X-Ctx-Bin: a name ending in -bin is gRPC binary metadata/) }]);
   });
 
   it('malformed trace context metadata is dropped, not stored in DTM nor passed on', async () => {

@@ -270,6 +270,13 @@ lynx:
     expect(resolveDtmConfig({ config: { passThroughHeaders: ['X-Host', 'Hostname', 'Authorization', 'X-Proxy-Id'] } }, {}).passThroughHeaders).toEqual(['x-host', 'hostname', 'authorization', 'x-proxy-id']);
   });
 
+  it('refuses -bin names (binary gRPC metadata) in pass_through_headers, naming them and the YAML path', () => {
+    const problems = problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    pass_through_headers: [X-Request-ID, x-ctx-bin, Host]\n') });
+    expect(problems).toEqual([{ path: 'lynx.dtm.pass_through_headers', message: expect.stringMatching(/^must not list Host: .*; and it must not list x-ctx-bin: a name ending in -bin is gRPC binary metadata/) }]);
+    // a name that only holds "bin" is fine
+    expect(resolveDtmConfig({ config: { passThroughHeaders: ['X-Bin-Id', 'x-binary'] } }, {}).passThroughHeaders).toEqual(['x-bin-id', 'x-binary']);
+  });
+
   it('pass_trace_context turns the W3C trace context passthrough off; it must be true or false', () => {
     expect(resolveDtmConfig({ configFile: yamlFile('lynx:\n  dtm:\n    pass_trace_context: false\n') }, {}).passTraceContext).toBe(false);
     expect(problemsOf({ configFile: yamlFile('lynx:\n  dtm:\n    pass_trace_context: "no"\n') })).toEqual([{ path: 'lynx.dtm.pass_trace_context', message: 'must be true or false, got "no"' }]);
