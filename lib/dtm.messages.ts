@@ -177,6 +177,8 @@ export const MESSAGES = {
   grpcServerNotDtm: (address: string, answer: string) =>
     `${address} is a gRPC server but not DTM's: it answered ${truncate(answer)} where DTM answers a method its service dtmgimp.Dtm does not have with UNIMPLEMENTED "unknown method ... for service dtmgimp.Dtm"; check that lynx.dtm.grpc_server is the DTM server's gRPC address (port 36790 by default), not another service's`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
+  branchRequestTooLarge: (endpoint: string, size: string, limit: string) =>
+    `the gRPC server of the branch ${endpoint} refused the request: its ${size} bytes are over the server's limit, ${limit} bytes (maxReceiveMessageLength), before any handler saw it. DTM sends the branch's other ops (a Confirm or Cancel, a saga step's compensation) the same payload, which that server refuses too, and retries them forever: raise the server's maxReceiveMessageLength above the largest payload, or send less`,
   branchGrpcStatus: (endpoint: string, code: number, message: string) =>
     `the branch ${endpoint} answered gRPC status ${code}: ${truncate(message)} (a gRPC branch answers OK for success, ABORTED for FAILURE, FAILED_PRECONDITION for ONGOING)`,
   grpcNotInstalled: (name: string) =>

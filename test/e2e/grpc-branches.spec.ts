@@ -15,7 +15,7 @@ import { concat, map, mergeMap, of, throwError, timer, type Observable } from 'r
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
@@ -951,6 +951,55 @@ describe('a gRPC branch handler whose Observable emits a value and then fails', 
       const final = await client.newSaga(gid).add('late-failure', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
       expect([(final as { status?: string }).status, (await queryTrans(gid)).transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining('refused after a first value')]);
     } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("a TCC Try whose payload is over its gRPC server's maxReceiveMessageLength", () => {
+  const calls: string[] = [];
+  @Controller()
+  class Inventory {
+    @GrpcMethod('Shop', 'Reserve')
+    @TccTry('small-limit')
+    hold() {
+      calls.push('try');
+    }
+    @GrpcMethod('Shop', 'ReserveRevert')
+    @TccConfirm('small-limit')
+    confirm() {
+      calls.push('confirm');
+    }
+    @GrpcMethod('Shop', 'Notify')
+    @TccCancel('small-limit')
+    cancel() {
+      calls.push('cancel');
+    }
+  }
+
+  it("is a DtmServerError saying the branch's server refused the request for its size (not that the branch answered more than max_answer_bytes); DTM cancels it, and its Cancel, sent the same payload, is refused too: no handler runs", async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+      controllers: [Inventory],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
+    const options = testsGrpcOptions(grpcAddress);
+    app.connectMicroservice({ ...options, options: { ...options.options, maxReceiveMessageLength: 64 } }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    const gid = await app.get(DtmClient).generateGid();
+    try {
+      const error = await app
+        .get(DtmClient)
+        .tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x'.repeat(200), quantity: 1, script: '' }, 'small-limit'), { retryInterval: 1 })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toMatch(new RegExp(`^the gRPC server of the branch ${grpcAddress}/tests.Shop/Reserve refused the request: its \\d+ bytes are over the server's limit, 64 bytes \\(maxReceiveMessageLength\\)`));
+      expect((await waitForTransStatus(gid, 'aborting', 5000)).transaction?.status).toBe('aborting');
+      expect(calls).toEqual([]);
+    } finally {
+      await dtmPost('/forceStop', { gid });
       await app.close();
     }
   });

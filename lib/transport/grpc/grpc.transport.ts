@@ -62,8 +62,12 @@ const MAX_RECONNECT_BACKOFF_MS = 1000;
  * without it each address kept a channel for the life of the process.
  */
 const BRANCH_CHANNEL_SWEEP_MS = 5 * 60_000;
-/** How grpc-js says an answer was over `grpc.max_receive_message_length` (it stops reading at the message's length prefix). */
-const TOO_LARGE = 'Received message larger than max';
+/**
+ * How grpc-js says a message was over `grpc.max_receive_message_length` (it stops reading at the
+ * message's length prefix), with the message's size and the limit: this client's of an answer, or
+ * a grpc-js server's of this client's request (which it answers with these words).
+ */
+const TOO_LARGE = /^Received message larger than max \((\d+) vs\.? (\d+)\)/;
 /** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
 const OVER_SIZE_LIMIT = /received message larger than max/i;
 
@@ -471,7 +475,7 @@ function retire(channel: Channel): void {
 /** What an error of DTM's gRPC API means (DTM's `DtmError2GrpcError`, read back). */
 function dtmError(err: ServiceError, context: DtmErrorContext, operation: string, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
-  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.dtmGrpc.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
+  if (isTooLarge(err, maxAnswerBytes)) return new DtmServerError(UNANSWERED.dtmGrpc.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...context, cause: plainCause(err) });
   switch (err.code) {
     case ABORTED:
       return new DtmFailureError(MESSAGES.failureFromDtm(operation, context.gid ?? '?', detail), context);
@@ -492,7 +496,9 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
 function branchError(err: ServiceError, context: DtmErrorContext, timeout: number, maxAnswerBytes: number): Error {
   const detail = err.details || err.message;
   const withCode = { ...context, status: err.code };
-  if (isTooLarge(err)) return new DtmServerError(UNANSWERED.branch.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
+  if (isTooLarge(err, maxAnswerBytes)) return new DtmServerError(UNANSWERED.branch.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
+  const refused = requestTooLarge(err, maxAnswerBytes);
+  if (refused) return new DtmServerError(MESSAGES.branchRequestTooLarge(context.endpoint!, refused.size, refused.limit), detail, withCode);
   if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
   if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
@@ -529,9 +535,20 @@ export function peerAnswer(err: ServiceError): string | undefined {
   return err.metadata && Object.keys(err.metadata.getMap()).length > 0 ? 'grpc' : undefined;
 }
 
-/** Whether grpc-js refused the answer for its size (`grpc.max_receive_message_length`), not the peer. */
-function isTooLarge(err: ServiceError): boolean {
-  return err.code === RESOURCE_EXHAUSTED && typeof err.details === 'string' && err.details.startsWith(TOO_LARGE);
+/** Whether grpc-js refused the answer for its size (`grpc.max_receive_message_length`, which is `maxAnswerBytes`), not the peer. */
+function isTooLarge(err: ServiceError, maxAnswerBytes: number): boolean {
+  return err.code === RESOURCE_EXHAUSTED && TOO_LARGE.exec(err.details ?? '')?.[2] === String(maxAnswerBytes);
+}
+
+/**
+ * The request's size and the limit, when the peer (a grpc-js server) refused the request for its
+ * size (its `maxReceiveMessageLength`): grpc-js's words with a limit that is not this client's
+ * `maxAnswerBytes`. Undefined for any other error.
+ */
+function requestTooLarge(err: ServiceError, maxAnswerBytes: number): { size: string; limit: string } | undefined {
+  if (err.code !== RESOURCE_EXHAUSTED) return undefined;
+  const sizes = TOO_LARGE.exec(err.details ?? '');
+  return sizes && sizes[2] !== String(maxAnswerBytes) ? { size: sizes[1], limit: sizes[2] } : undefined;
 }
 
 /**
