@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
-import { concat, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
+import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
@@ -925,6 +925,7 @@ describe("a validating pipe configured to answer 422 (ValidationPipe's errorHttp
 });
 
 describe('a gRPC branch handler whose Observable emits a value and then fails', () => {
+  const runs: string[] = [];
   @Controller()
   class Late {
     @GrpcMethod('Shop', 'Reserve')
@@ -933,9 +934,25 @@ describe('a gRPC branch handler whose Observable emits a value and then fails', 
       // the failure a moment later (a second call made after the first answered, say)
       return concat(of({ message: 'a first value' }), timer(50).pipe(mergeMap(() => throwError(() => new DtmFailureError('refused after a first value')))));
     }
+
+    /** The same from an async handler: a Promise of the Observable. */
+    @GrpcMethod('Shop', 'ReserveRevert')
+    @SagaAction('late-failure-async', { compensate: false })
+    async reserveLater(): Promise<Observable<unknown>> {
+      runs.push('late-failure-async');
+      return concat(of({ message: 'a first value' }), timer(50).pipe(mergeMap(() => throwError(() => new DtmFailureError('refused after a first value')))));
+    }
+
+    /** A Promise of an Observable that completes without a value. */
+    @GrpcMethod('Shop', 'Notify')
+    @SagaAction('quiet-async', { compensate: false })
+    async quietLater(): Promise<Observable<unknown>> {
+      runs.push('quiet-async');
+      return EMPTY;
+    }
   }
 
-  it('is answered as Nest answers it over HTTP, by how it ends (its last value, or its error): FAILURE, and DTM rolls the saga back', async () => {
+  it('is answered as Nest answers it over HTTP, by how it ends (its last value, or its error): FAILURE, and DTM rolls the saga back; from an async handler too, and a Promise of an Observable without a value is an empty message', async () => {
     const grpcAddress = `127.0.0.1:${await freePort()}`;
     const moduleRef = await Test.createTestingModule({
       imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
@@ -950,6 +967,15 @@ describe('a gRPC branch handler whose Observable emits a value and then fails', 
       const gid = await client.generateGid();
       const final = await client.newSaga(gid).add('late-failure', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
       expect([(final as { status?: string }).status, (await queryTrans(gid)).transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining('refused after a first value')]);
+      // an async handler's Observable (a Promise of it) is answered the same way, by how it ends; one without a value as an empty message, at the first call
+      const later = await client.generateGid();
+      const failed = await client.newSaga(later).add('late-failure-async', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
+      expect([(failed as { status?: string }).status, (await queryTrans(later)).transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining('refused after a first value')]);
+      const quiet = await client.generateGid();
+      // a short branch timeout: a call left unanswered would be timed out and retried within the wait
+      const done = await client.newSaga(quiet, { retryInterval: 1, branchTimeout: 2 }).add('quiet-async', new Uint8Array()).submitAndWait({ timeout: 9 }).catch((e: unknown) => e);
+      expect((done as { status?: string }).status).toBe('succeed');
+      expect(runs).toEqual(['late-failure-async', 'quiet-async']);
     } finally {
       await app.close();
     }
