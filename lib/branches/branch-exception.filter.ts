@@ -11,7 +11,7 @@ import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
-import { grpcCodeOfHttpException, rpcExceptionCode } from './grpc/grpc-branch.transport.js';
+import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
 import { escapeControls } from '../redact.js';
 
@@ -80,7 +80,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         }
       } else if (result !== 'ONGOING') {
         if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
-        if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)));
+        if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
       this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
@@ -128,6 +128,18 @@ function failureOf(handler: string, exception: unknown, protocol: string): Omit<
   const http = exception instanceof HttpException;
   // what the call was answered (see the transports' `answer`): over gRPC the code an HttpException's status stands for, an RpcException's own code, else INTERNAL (13)
   const status = protocol === 'grpc' ? (http ? grpcCodeOfHttpException(exception) : (rpcExceptionCode(exception) ?? 13)) : http ? exception.getStatus() : 500;
-  const message = exception instanceof Error ? exception.message : String(exception);
+  const message = rpcExceptionDetails(exception) ?? (exception instanceof Error ? exception.message : String(exception));
   return { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
+}
+
+/**
+ * A handler's error as its log line shows it: its stack, and for an RpcException the message grpc-js
+ * answered (its details, which its own message and stack leave out) in place of the stack's first line.
+ */
+function shownError(exception: unknown): string {
+  const details = rpcExceptionDetails(exception);
+  if (details === undefined) return exception instanceof Error ? (exception.stack ?? exception.message) : String(exception);
+  const stack = (exception as Error).stack ?? '';
+  const frames = stack.indexOf('\n    at ');
+  return `RpcException: ${details}${frames >= 0 ? stack.slice(frames) : ''}`;
 }

@@ -36,7 +36,8 @@ export interface Item {
    * '' (succeed, returning nothing), 'refuse' (FAILURE), 'ongoing-once', 'crash-once' (a plain Error), 'reply' (return a Reply),
    * 'quiet' (return an Observable that completes without a value), 'rpc-abort' (an RpcException with code ABORTED),
    * 'rpc-ongoing-once' (an RpcException with code FAILED_PRECONDITION the first time), 'rpc-old-ongoing-once' / 'rpc-details-ongoing-once'
-   * (ABORTED saying ONGOING, in its message / its details, the first time), 'rpc-details-abort' (ABORTED whose details say why, its message ONGOING).
+   * (ABORTED saying ONGOING, in its message / its details, the first time), 'rpc-details-abort' (ABORTED whose details say why, its message ONGOING),
+   * 'rpc-details-unavailable' (UNAVAILABLE whose details, not its message, say why).
    */
   script: string;
 }
@@ -91,6 +92,7 @@ export class ShopController {
     if (item.script === 'rpc-old-ongoing-once' && once) throw new RpcException({ code: status.ABORTED, message: 'ONGOING' }); // DTM's protocol before v1.10
     // grpc-js answers an error's details, when it has them, in place of its message
     if (item.script === 'rpc-details-ongoing-once' && once) throw new RpcException({ code: status.ABORTED, details: 'ONGOING' });
+    if (item.script === 'rpc-details-unavailable') throw new RpcException({ code: status.UNAVAILABLE, details: `warehouse db down: ${item.sku}` });
     if (item.script === 'rpc-details-abort') throw new RpcException({ code: status.ABORTED, message: 'ONGOING', details: `out of stock: ${item.sku}` });
     if (item.script === 'quiet') return from(Promise.resolve('stock written')).pipe(ignoreElements());
     return item.script === 'reply' ? { message: `reserved ${item.quantity} ${item.sku}` } : undefined;

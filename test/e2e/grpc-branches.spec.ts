@@ -158,6 +158,19 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect((await dtmPost('/forceStop', { gid })).status).toBe(200);
   });
 
+  it('an RpcException whose details (what grpc-js answers, in place of its message) say why, with a code DTM retries: the log line and a transaction left unfinished by it name those details, not "Rpc Exception"', async () => {
+    const gid = await t.client.generateGid();
+    const error = await t.client
+      .newSaga(gid, { retryInterval: 60 })
+      .add('reserve', item('zz', 'rpc-details-unavailable'))
+      .submitAndWait({ timeout: 2 })
+      .then(() => undefined, (err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ op: 'action', cause: 'ShopController.reserve failed (gRPC status 14): warehouse db down: zz' })]);
+    expect(t.logger.lines).toContainEqual(expect.stringContaining(`error ShopController.reserve failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: RpcException: warehouse db down: zz`));
+    expect((await dtmPost('/forceStop', { gid })).status).toBe(200);
+  });
+
   it('a handler answering with an Observable that completes without a value answers an empty message: the saga succeeds at the first call, the handler runs once', async () => {
     const gid = await t.client.generateGid();
     // a short branch timeout: a call left unanswered would be timed out and retried within the wait

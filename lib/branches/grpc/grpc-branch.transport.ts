@@ -200,6 +200,17 @@ export function dtmResultOfRpcException(exception: unknown): 'FAILURE' | 'ONGOIN
   return code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
 }
 
+/**
+ * The message grpc-js answers for an RpcException whose error is an object with a numeric `code`:
+ * its `details` when a string, else its `message` (RpcException's own message knows only
+ * `message`); undefined for any other exception.
+ */
+export function rpcExceptionDetails(exception: unknown): string | undefined {
+  if (rpcExceptionCode(exception) === undefined) return undefined;
+  const { details, message } = (exception as { getError(): { details?: unknown; message?: unknown } }).getError();
+  return typeof details === 'string' ? details : typeof message === 'string' ? message : undefined;
+}
+
 /** `@nestjs/microservices`' RpcException or a subclass (not imported: an optional peer). */
 function isRpcException(value: unknown): value is { getError(): unknown } {
   if (typeof (value as { getError?: unknown } | undefined)?.getError !== 'function') return false;
