@@ -4,11 +4,15 @@ import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.
 import { GlobalTransaction } from './global-transaction.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
 /** A TCC global transaction, handed to the callback of `DtmClient.tccGlobalTransaction`. */
 export class Tcc extends GlobalTransaction {
+  /** A nested TCC over HTTP: whether DTM's record was read for the transaction's protocol (see {@link followDtmProtocol}). */
+  private dtmProtocolRead = false;
+
   /** @internal use `DtmClient.tccGlobalTransaction` or `DtmClient.tccFromBranch` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions, parent?: ParentBranch) {
     super(runtime, gid, 'tcc', options, parent);
@@ -31,6 +35,7 @@ export class Tcc extends GlobalTransaction {
    */
   callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'tcc', P>): Promise<BranchAnswer>;
   async callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
+    if (this.parent && this.protocol === 'http' && !this.dtmProtocolRead) await this.followDtmProtocol(tryOrName);
     if (isRemoteBranch(tryOrName)) {
       const targets = await this.remoteTargets(tryOrName, 'tcc');
       assertOneTransport(() => `tcc ${this.gid} branch ${JSON.stringify(tryOrName.branch)} of service ${JSON.stringify(tryOrName.service)}`, targets, this.gid);
@@ -43,6 +48,43 @@ export class Tcc extends GlobalTransaction {
     const cancelTarget = this.target(named ? tryOrName : (cancel ?? ''), 'tcc-cancel', 'cancel');
     assertOneTransport(() => `tcc ${this.gid} branch${named ? ` ${JSON.stringify(tryOrName)}` : ''}`, { try: tryTarget, confirm: confirmTarget, cancel: cancelTarget }, this.gid);
     return this.register(payload, tryTarget, confirmTarget, cancelTarget);
+  }
+
+  /**
+   * A nested TCC talks to DTM as its Try was called (the call's `dtm`): over HTTP for a Try called
+   * over HTTP. A gRPC transaction calls HTTP Tries too (with `dtm` its HTTP server URL, as DTM's
+   * SDKs expect), and DTM calls the gRPC branches of a transaction it holds as gRPC over gRPC, so a
+   * sub-branch that needs gRPC (a gRPC target, a branch of this app or another service served over gRPC only)
+   * moves this TCC to gRPC when DTM's record says the transaction is one (one query, the first
+   * time); else it is refused as in any HTTP transaction.
+   */
+  private async followDtmProtocol(tryOrName: string | RemoteBranch): Promise<void> {
+    if (!(await this.needsGrpc(tryOrName))) return;
+    this.dtmProtocolRead = true;
+    if ((await this.runtime.query(this.gid))?.protocol === 'grpc') this.switchProtocol('grpc');
+  }
+
+  /** Whether a sub-branch can be called over gRPC only; another service's branch that does not resolve throws here as it would when called. */
+  private async needsGrpc(tryOrName: string | RemoteBranch): Promise<boolean> {
+    if (!isRemoteBranch(tryOrName)) {
+      const parsed = parseTarget(tryOrName, this.gid);
+      if (parsed.kind !== 'name') return parsed.kind === 'grpc';
+      // this app's branch: one with no HTTP route (an unknown name is refused by the call)
+      if (!this.runtime.hasBranch('tcc-try', parsed.name)) return false;
+      try {
+        this.runtime.branchTarget('tcc-try', parsed.name, 'http');
+        return false;
+      } catch {
+        return true;
+      }
+    }
+    try {
+      await this.runtime.remoteBranch(tryOrName, 'tcc', 'http');
+      return false;
+    } catch (err) {
+      if (err instanceof DtmRemoteBranchError && err.problems.length === 1 && err.problems[0].problem === 'transport') return true;
+      throw err;
+    }
   }
 
   /** Registers the branch with its confirm and cancel, then calls its Try (`remote`: another service's branch, by name, its payload checked by its contract's schema first). */

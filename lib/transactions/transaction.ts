@@ -106,7 +106,7 @@ export interface ParentBranch {
 export abstract class Transaction {
   /** How the module talks to DTM for this transaction. */
   readonly protocol: DtmProtocol;
-  protected readonly transport: DtmTransport;
+  protected transport: DtmTransport;
   protected readonly ids: BranchIdGenerator;
   private resolved: ResolvedOptions;
   private overrides: TransactionOptions;
@@ -145,6 +145,16 @@ export abstract class Transaction {
     this.overrides = options;
     this.resolved = this.resolve();
     this.ids = new BranchIdGenerator(parent?.branchId ?? '');
+  }
+
+  /**
+   * Moves this transaction to `protocol` before anything of it that depends on the transport was
+   * sent (a nested TCC, see `Tcc`); its options are checked again for that transport.
+   */
+  protected switchProtocol(protocol: DtmProtocol): void {
+    (this as { protocol: DtmProtocol }).protocol = protocol;
+    this.transport = this.runtime.transport(protocol);
+    this.resolved = this.resolve();
   }
 
   /** The options this transaction is sent with (seconds): module defaults overridden by the transaction's. */

@@ -33,9 +33,16 @@ class Nesting {
   /** The Cancels of the branch behind the barrier whose body ran (not a null compensation), `gid`. */
   compensated: string[] = [];
 
+  /** The HTTP Try nests this app's gRPC-only TCC branch `nestGrpc` instead (which nests the targets in turn). */
+  viaOwnGrpc = false;
+
   /** A Try's body: nests a TCC, tries one sub-branch, catches its failure and answers success all the same. */
   async tryAndSwallow(dtm: DtmClient, branch: BranchInfo, protocol: DtmProtocol): Promise<void> {
     const sub = dtm.tccFromBranch(branch);
+    if (protocol === 'http' && this.viaOwnGrpc) {
+      await sub.callBranch({ account: 1, amount: 5, fail: '' }, 'nestGrpc').catch((err: unknown) => void this.swallowed.push(err));
+      return;
+    }
     const t = this.targets(protocol);
     await sub.callBranch(t.payload, t.try, t.confirm, t.cancel).catch((err: unknown) => void this.swallowed.push(err));
   }
@@ -147,6 +154,7 @@ describe('nested TCC in a decorated Try', () => {
     nesting.swallowed = [];
     nesting.outer = [];
     nesting.compensated = [];
+    nesting.viaOwnGrpc = false;
     nesting.targets = (protocol) =>
       protocol === 'grpc'
         ? { try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') }
@@ -184,6 +192,33 @@ describe('nested TCC in a decorated Try', () => {
       expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
       expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
     });
+  });
+
+  it("a gRPC TCC calling an HTTP Try that nests a gRPC sub-branch: DTM holds the transaction as gRPC, so the sub-Try is called and registered over gRPC, and DTM confirms it", async () => {
+    nesting.targets = () => ({ try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') });
+    const gid = await client.generateGid();
+    // 'nest' is an HTTP route only: the gRPC transaction calls its Try over HTTP (dtm= is server_url)
+    await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 5, fail: '' }, 'nest'), { protocol: 'grpc' });
+    expect(nesting.swallowed).toEqual([]);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+    expect(recorder.callsTo('/SubTry', gid).map((c) => c.method)).toEqual(['GRPC']);
+    expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
+    expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
+  });
+
+  it("a gRPC TCC calling an HTTP Try that nests this app's gRPC-only TCC branch by name: it is called over gRPC, DTM confirms both levels", async () => {
+    nesting.viaOwnGrpc = true;
+    const gid = await client.generateGid();
+    await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 5, fail: '' }, 'nest'), { protocol: 'grpc' });
+    expect(nesting.swallowed).toEqual([]);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '010101 cancel prepared', '010101 confirm succeed']);
+    expect(recorder.callsTo('/SubTry', gid).map((c) => c.method)).toEqual(['GRPC']);
+    expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`, `confirm ${gid}`]);
   });
 
   it('behind the barrier: the Try\'s local transaction is rolled back when it swallowed its sub-Try\'s FAILURE (checked before it commits): nothing taken, and the Cancel finds nothing to undo (a null compensation)', async () => {
