@@ -103,6 +103,7 @@ class BankController {
   async withdrawCompensate(@Body() m: Move, @BarrierTx() tx: pg.PoolClient, @BranchContext() b: BranchInfo) {
     see('bank.withdraw-compensate', b);
     await tx.query(pgSql(UPDATE), [m.amount, m.account]);
+    if (m.fail === 'compensate-error') failIfAsked({ ...m, fail: 'error' }, 'bank.withdraw-compensate', b);
   }
 
   @Post('deposit')
@@ -162,9 +163,14 @@ class BankXaController {
   }
 }
 
+/** The gid of the saga the stock's ship started, by the message's gid. */
+const chained = new Map<string, string>();
+
 @Controller()
 @UseBarrier('mysql')
 class StockController {
+  constructor(@Inject(DtmClient) private readonly dtm: DtmClient) {}
+
   @GrpcMethod('MysqlBank', 'TransOut')
   @SagaAction(Stock.take)
   async take(@Payload() m: Move, @BarrierTx() tx: mysql.PoolConnection, @BranchContext() b: BranchInfo) {
@@ -180,6 +186,7 @@ class StockController {
   async takeCompensate(@Payload() m: Move, @BarrierTx() tx: mysql.PoolConnection, @BranchContext() b: BranchInfo) {
     see('stock.take-compensate', b);
     await tx.query(UPDATE, [m.amount, m.account]);
+    failIfAsked(m, 'stock.take-compensate', b);
   }
 
   @GrpcMethod('MysqlBank', 'TccOutTry')
@@ -208,6 +215,12 @@ class StockController {
   async ship(@Payload() m: Move, @BarrierTx() tx: mysql.PoolConnection, @BranchContext() b: BranchInfo) {
     see('stock.ship', b);
     await tx.query(UPDATE, [-m.amount, m.account]);
+    if (m.fail === 'chain') {
+      // the stock starts a transaction of its own from the branch call: it passes on what the call's token signed
+      const gid = await this.dtm.generateGid();
+      chained.set(b.gid, gid);
+      await this.dtm.newSaga(gid, { protocol: 'grpc' }).add(`${bankUrl}/bank/deposit`, `${bankUrl}/bank/deposit-compensate`, { account: 3, amount: m.amount }).submit();
+    }
   }
 }
 
@@ -217,6 +230,7 @@ interface PlaceInput {
   bank: string;
   amount: number;
   fail?: string;
+  compensateFail?: string;
 }
 
 @Injectable()
@@ -226,7 +240,7 @@ class OrderWorkflows {
     const { stock, bank, amount, fail } = wf.input;
     await wf
       .step('take')
-      .onRollback((b) => b.grpc(`${stock}/tests.MysqlBank/TransOutCompensate`, { account: 1, amount }))
+      .onRollback((b) => b.grpc(`${stock}/tests.MysqlBank/TransOutCompensate`, { account: 1, amount, fail: wf.input.compensateFail }))
       .grpc(`${stock}/tests.MysqlBank/TransOut`, { account: 1, amount });
     await wf
       .step('pay')
@@ -247,11 +261,11 @@ class OrdersController {
 
   /** A saga over gRPC: the stock's take by contract (gRPC), the bank's withdraw by `{ service, branch }` (HTTP only), a deposit by URL. */
   @Post('saga')
-  async saga(@Body() o: { gid: string; amount: number; bank: string; fail?: string }) {
+  async saga(@Body() o: { gid: string; amount: number; bank: string; fail?: string; withdrawFail?: string }) {
     return this.dtm
       .newSaga(o.gid, { protocol: 'grpc' })
       .add(Stock.take, { account: 1, amount: o.amount })
-      .add({ service: 'bank', branch: 'withdraw' }, { account: 1, amount: o.amount })
+      .add({ service: 'bank', branch: 'withdraw' }, { account: 1, amount: o.amount, fail: o.withdrawFail })
       .add(`${o.bank}/bank/deposit`, `${o.bank}/bank/deposit-compensate`, { account: 2, amount: o.amount, fail: o.fail })
       .submitAndWait({ timeout: 20 });
   }
@@ -269,8 +283,9 @@ class OrdersController {
 
   /** A message over HTTP from the outbox: the bank's credit by contract, its local transaction an order row. */
   @Post('msg')
-  async msg(@Body() o: { gid: string; amount: number; crash?: 'before' | 'after' }) {
-    const msg = this.dtm.newMsg(o.gid, { protocol: 'http', timeoutToFail: 1 }).add(Bank.credit, { account: 2, amount: o.amount });
+  async msg(@Body() o: { gid: string; amount: number; crash?: 'before' | 'after'; protocol?: 'http' | 'grpc'; chain?: boolean }) {
+    const msg = this.dtm.newMsg(o.gid, { protocol: o.protocol ?? 'http', timeoutToFail: 1 }).add(Bank.credit, { account: 2, amount: o.amount });
+    if (o.protocol === 'grpc') msg.add(Stock.ship, { account: 1, amount: o.amount, fail: o.chain ? 'chain' : undefined });
     if (!o.crash) {
       await msg.doAndSubmitDb('orders.check', this.db, (tx) => tx.query('INSERT INTO orders (id, gid) VALUES ($1, $2)', [++orderSeq, o.gid]));
       return this.dtm.waitForFinal(o.gid, { timeout: 20 });
@@ -285,9 +300,9 @@ class OrdersController {
 
   /** XA over HTTP: the bank's escrow by contract. */
   @Post('xa')
-  async xa(@Body() o: { gid: string; amount: number; fail?: string }) {
+  async xa(@Body() o: { gid: string; amount: number; fail?: string; protocol?: 'http' | 'grpc' }) {
     try {
-      await this.dtm.xaGlobalTransactionAndWait(o.gid, (xa) => xa.callBranch({ account: 3, amount: o.amount, fail: o.fail }, Bank.xa), { protocol: 'http' }, { timeout: 20 });
+      await this.dtm.xaGlobalTransactionAndWait(o.gid, (xa) => xa.callBranch({ account: 3, amount: o.amount, fail: o.fail }, Bank.xa), { protocol: o.protocol ?? 'http' }, { timeout: 20 });
     } catch (err) {
       if (!(err instanceof DtmFailureError)) throw err;
     }
@@ -377,7 +392,7 @@ beforeAll(async () => {
   const ordersModuleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { ...dtmConfig(), appUrl: ordersUrl, services: { bank: { url: bankUrl }, stock: { grpc: stockAddress } } },
+        config: { ...dtmConfig(), passThroughHeaders: ['X-Tenant', 'X-Request-ID'], appUrl: ordersUrl, services: { bank: { url: bankUrl }, stock: { grpc: stockAddress } } },
         barrierConnections: { pg: ordersDb },
         contracts: [Bank, Stock],
         grpcProtos: TESTS_GRPC_PROTOS,
@@ -459,6 +474,15 @@ describe('a saga over gRPC: by contract (gRPC), by { service, branch } (HTTP onl
     expectHeaders(gid, requestId);
     expect(await balances()).toEqual({ bank: { 1: 100, 2: 100, 3: 100 }, stock: 10 });
   });
+
+  it('a compensation failing once is retried by DTM later, still signed and in its phase: it runs, everything back', async () => {
+    const gid = await orders.get(DtmClient).generateGid();
+    const { requestId, answer } = await order('saga', { gid, amount: 3, bank: bankUrl, fail: 'failure', withdrawFail: 'compensate-error' });
+    if (answer.status !== 'failed') await untilDtmRecords(gid, 'failed');
+    expect(seenOf(gid).filter((s) => s.what === 'bank.withdraw-compensate')).toHaveLength(2);
+    expectHeaders(gid, requestId);
+    expect(await balances()).toEqual({ bank: { 1: 100, 2: 100, 3: 100 }, stock: 10 });
+  });
 });
 
 describe('a TCC over gRPC whose bank Try nests the stock', () => {
@@ -501,13 +525,24 @@ describe('a message over HTTP from the outbox', () => {
   });
 });
 
-describe('XA over HTTP', () => {
+describe.each(['http', 'grpc'] as const)('XA over %s', (protocol) => {
   it.each([undefined, 'failure'])('fail %s: committed or rolled back', async (fail) => {
     const gid = await orders.get(DtmClient).generateGid();
-    const { requestId, answer } = await order('xa', { gid, amount: 6, fail });
+    const { requestId, answer } = await order('xa', { gid, amount: 6, fail, protocol });
     expect(answer.status).toBe(fail ? 'failed' : 'succeed');
     expectHeaders(gid, requestId);
     expect((await balances()).bank).toEqual({ 1: 100, 2: 100, 3: fail ? 100 : 106 });
+  });
+});
+
+describe('a message over gRPC (the bank over HTTP, the stock over gRPC) with its back-check over HTTP', () => {
+  it.each([undefined, 'after', 'before'] as const)('crash %s: delivered to both, or dropped, with the headers', async (crash) => {
+    const gid = await orders.get(DtmClient).generateGid();
+    const { requestId } = await order('msg', { gid, amount: 2, crash, protocol: 'grpc' });
+    await untilDtmRecords(gid, crash === 'before' ? 'failed' : 'succeed');
+    expectHeaders(gid, requestId);
+    expect(seenOf(gid).map((s) => `${s.what} ${s.op}`).sort()).toEqual(crash === 'before' ? [] : ['bank.credit action', 'stock.ship action']);
+    expect(await balances()).toEqual(crash === 'before' ? { bank: { 1: 100, 2: 100, 3: 100 }, stock: 10 } : { bank: { 1: 100, 2: 102, 3: 100 }, stock: 8 });
   });
 });
 
@@ -529,6 +564,29 @@ describe('a workflow mixing a gRPC and an HTTP step', () => {
     expectHeaders(gid, requestId);
     expect(seenOf(gid).map((s) => `${s.what} ${s.op}`)).toContain('stock.take-compensate rollback');
     expect(await balances()).toEqual({ bank: { 1: 100, 2: 100, 3: 100 }, stock: 10 });
+  });
+
+  it('the HTTP step refuses and the gRPC compensation fails once: DTM resumes the rollback (signed), the compensation gets the headers and runs once', async () => {
+    const gid = await orders.get(DtmClient).generateGid();
+    const { requestId, answer } = await order('workflow', { gid, input: { stock: stockAddress, bank: bankUrl, amount: 2, fail: 'failure', compensateFail: 'error' } });
+    expect(answer).toEqual({ pending: true });
+    await untilDtmRecords(gid, 'failed');
+    expectHeaders(gid, requestId);
+    expect(seenOf(gid).filter((s) => s.what === 'stock.take-compensate')).toHaveLength(2);
+    expect(await balances()).toEqual({ bank: { 1: 100, 2: 100, 3: 100 }, stock: 10 });
+  });
+});
+
+describe('a branch starting a transaction of its own', () => {
+  it("the stock's message branch starts a saga: the saga's branches get the headers the call's token signed", async () => {
+    const gid = await orders.get(DtmClient).generateGid();
+    const { requestId } = await order('msg', { gid, amount: 2, protocol: 'grpc', chain: true });
+    await untilDtmRecords(gid, 'succeed');
+    const child = chained.get(gid)!;
+    await untilDtmRecords(child, 'succeed');
+    expect(seenOf(child).map((s) => `${s.what} ${s.op}`)).toEqual(['bank.deposit action']);
+    expectHeaders(child, requestId);
+    expect((await queryTrans(child)).transaction?.branch_headers).toMatchObject({ 'x-tenant': 'acme', 'x-request-id': requestId });
   });
 });
 
