@@ -343,7 +343,7 @@ let stockAddress: string;
 let orders: INestApplication;
 let ordersUrl: string;
 
-const dtmConfig = () => ({ serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, branchAuthKeys: [KEY], passThroughHeaders: PASSED, barrierTable: 'dtm_barrier', retryInterval: 1 });
+const dtmConfig = () => ({ serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, branchAuthKeys: [KEY], branchAuthCheckActions: true, passThroughHeaders: PASSED, barrierTable: 'dtm_barrier', retryInterval: 1 });
 
 async function startStock(): Promise<INestMicroservice> {
   const moduleRef = await Test.createTestingModule({
