@@ -609,6 +609,10 @@ describe('the stock shut down while DTM calls it, then started again', () => {
     expectHeaders(gid, requestId);
     expect(await balances()).toEqual({ bank: { 1: 99, 2: 101, 3: 100 }, stock: 9 });
     expect(seenOf(gid).filter((s) => s.what === 'bank.withdraw')).toHaveLength(1);
+    // the bank's kept channel to the stock (its nested Tries) serves the stock started again
+    const tccGid = await orders.get(DtmClient).generateGid();
+    expect((await order('tcc', { gid: tccGid, amount: 1 })).answer.status).toBe('succeed');
+    expect(await balances()).toEqual({ bank: { 1: 98, 2: 101, 3: 100 }, stock: 8 });
   });
 });
 
