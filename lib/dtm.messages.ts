@@ -168,6 +168,8 @@ export const MESSAGES = {
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM still holds it prepared, so no submit of it got stored${cause === undefined ? '' : ` (the last: ${truncate(cause)})`}. DTM calls none of its branches meanwhile, and rolls it back at its timeout_to_fail unless a submit gets through: wait with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+  firstRoundUnfinished: (gid: string, status: string, cause: string) =>
+    `DTM took the submit of ${gid} and holds it "${status}", but its first round did not finish (DTM passed on a branch's answer: ${truncate(cause)}): DTM retries the branch and goes on with the transaction. Do not run it again; wait for its outcome with waitForFinal("${gid}")`,
   msgFirstRoundUnfinished: (gid: string, status: string, cause: string) =>
     `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but DTM's first round did not deliver every branch (DTM answered: ${cause}): DTM delivers them later (after the message's delay, if it has one) and retries a branch until it succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   msgSubmitOutcomeUnknown: (gid: string, cause: string) =>

@@ -345,12 +345,14 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/WrConfirm', gid).length).toBeGreaterThanOrEqual(2);
     });
 
-    it('a Confirm answering a retryable error once: tccGlobalTransaction throws DtmOutcomeUnknownError (DTM has it: never run it again), not a bare DtmServerError; DTM confirms', async () => {
+    it('a Confirm answering a retryable error once: tccGlobalTransaction throws DtmOutcomeUnknownError (DTM has it: never run it again) saying DTM took the submit and holds it submitted, not a bare DtmServerError nor "may not have reached DTM ... prepared"; DTM confirms', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/WrConfirm', 500, 200);
       const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
+      expect((error as DtmOutcomeUnknownError).lastStatus).toBe('submitted');
+      expect((error as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted", but its first round did not finish`));
       expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
     });
 
