@@ -54,13 +54,23 @@ export interface MysqlPoolLike<C extends MysqlConnectionLike> extends MysqlConne
 /**
  * The barrier's view of a `mysql2` connection inside your open transaction (`beginTransaction()`
  * already called). A pool is refused with `DtmUsageError`: the barrier's rows would commit on their
- * own, whatever your business does.
+ * own, whatever your business does; so is a connection of mysql2's callback API (pass `conn.promise()`).
  */
 export function mysqlBarrierTransaction(connection: MysqlConnectionLike): BarrierTransaction {
   if (typeof (connection as Partial<MysqlPoolLike<MysqlConnectionLike>>).getConnection === 'function') {
     throw new DtmUsageError(MESSAGES.barrierTxIsPool('mysqlBarrierTransaction', 'the connection you called beginTransaction() on (const conn = await pool.getConnection())'));
   }
+  if (isCallbackApi(connection)) throw new DtmUsageError(MESSAGES.mysqlCallbackApi('mysqlBarrierTransaction', 'connection', 'conn.promise()'));
   return ownMysqlTransaction(connection);
+}
+
+/**
+ * Whether `client` is of mysql2's callback API (`mysql2`, not `mysql2/promise`: what TypeORM's and
+ * Knex's MySQL drivers hold): its `query` / `execute` answer through a callback, and it has
+ * `promise()`, which gives the promise API of the same connection or pool.
+ */
+function isCallbackApi(client: object): boolean {
+  return typeof (client as { promise?: unknown }).promise === 'function';
 }
 
 /** {@link mysqlBarrierTransaction} of a connection this module began the transaction on itself (no check). */
@@ -73,9 +83,14 @@ function ownMysqlTransaction(connection: MysqlConnectionLike): BarrierTransactio
  * connection. The barrier's statements are prepared statements whose parameters the server binds,
  * so they are safe whatever the sql_mode (see {@link mysqlExecute}); `multipleStatements` is not
  * needed. With the branch timeout (the module passes it), each pooled connection's session gets
- * `innodb_lock_wait_timeout` once, on its first use: no extra round trip after that.
+ * `innodb_lock_wait_timeout` once, on its first use: no extra round trip after that. A connection
+ * (no `getConnection()`) or a pool of mysql2's callback API is refused with `DtmUsageError`.
  */
 export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlPoolLike<C>): BarrierDatabase<C> {
+  if (typeof pool === 'object' && pool !== null) {
+    if (isCallbackApi(pool)) throw new DtmUsageError(MESSAGES.mysqlCallbackApi('mysqlBarrierDatabase', 'pool', 'pool.promise()'));
+    if (typeof pool.getConnection !== 'function') throw new DtmUsageError(MESSAGES.mysqlBarrierDatabaseNotPool());
+  }
   return {
     dialect: 'mysql',
     async transaction<T>(

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import mysqlCallback from 'mysql2';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
@@ -14,6 +15,7 @@ import ts from 'typescript';
 import {
   BranchBarrier,
   DtmFailureError,
+  DtmUsageError,
   ensureBarrierSchema,
   mysqlBarrierDatabase,
   mysqlBarrierTransaction,
@@ -23,6 +25,7 @@ import {
   typeormBarrierTransaction,
   type BarrierDatabase,
   type BarrierDialect,
+  type BarrierTransaction,
   type PgClientLike,
   type PgPoolLike,
 } from 'nestjs-dtm';
@@ -126,6 +129,42 @@ describe('inside your own transaction', () => {
     const compensation = await barrierFor(dialect, gid, 'compensate').callWithDb(db, (manager) => manager.query('UPDATE counter SET n = n - 1 WHERE id = 1'));
     expect(compensation.executed).toBe(true);
     expect(await count(dialect)).toBe(before);
+  });
+});
+
+describe('mysql2 objects the adapters cannot use', () => {
+  // what a JavaScript caller, or one passing an `any` (TypeORM's queryRunner.connect(), Knex's raw connection), can give
+  it('a connection (no pool) or a callback-API pool to mysqlBarrierDatabase, a callback-API connection to mysqlBarrierTransaction: DtmUsageError saying what to pass, nothing written', async () => {
+    const conn = await mysql.createConnection(dbs.mariadb.config);
+    const callbackPool = mysqlCallback.createPool(dbs.mariadb.config);
+    const callbackConn = mysqlCallback.createConnection(dbs.mariadb.config);
+    const gids = ['odd-conn', 'odd-callback-pool', 'odd-callback-conn'].map((g) => `${g}-${Date.now()}`);
+    const ran: string[] = [];
+    const attempt = async (gid: string, make: () => BarrierDatabase | BarrierTransaction): Promise<unknown> => {
+      try {
+        const adapter = make();
+        const business = async () => void ran.push(gid);
+        return await ('transaction' in adapter ? barrierFor('mysql', gid).callWithDb(adapter, business) : barrierFor('mysql', gid).call(adapter, business));
+      } catch (err) {
+        return err;
+      }
+    };
+    try {
+      const results = [
+        await attempt(gids[0], () => mysqlBarrierDatabase(conn as never)),
+        await attempt(gids[1], () => mysqlBarrierDatabase(callbackPool as never)),
+        await attempt(gids[2], () => mysqlBarrierTransaction(callbackConn as never)),
+      ];
+      const [rows] = await myPool.query(`SELECT gid FROM ${tableOf('mysql')} WHERE gid IN (?, ?, ?)`, gids);
+      expect([results, rows, ran]).toEqual([[expect.any(DtmUsageError), expect.any(DtmUsageError), expect.any(DtmUsageError)], [], []]);
+      expect((results[0] as Error).message).toMatch(/mysqlBarrierDatabase\(\) takes a mysql2\/promise pool, got a connection/);
+      expect((results[1] as Error).message).toMatch(/callback-API mysql2 pool.*pool\.promise\(\)/);
+      expect((results[2] as Error).message).toMatch(/callback-API mysql2 connection.*\.promise\(\)/);
+    } finally {
+      await conn.end();
+      await new Promise((resolve) => callbackPool.end(resolve));
+      await new Promise((resolve) => callbackConn.end(resolve));
+    }
   });
 });
 
