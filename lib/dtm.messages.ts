@@ -465,6 +465,8 @@ export const MESSAGES = {
     `${adapter}(...) was given a pool, not the connection of your open transaction: each barrier statement would run on a pooled connection of its own and commit at once, so the barrier row would not roll back with your business (a message delivered, or a branch later skipped as a duplicate, for a business that rolled back); nothing was written. Pass ${pass}, or let the barrier open the transaction: callWithDb(db, business) / doAndSubmitDb`,
   barrierTxNotOpen: (adapter: string, open: string) =>
     `${adapter}(...): the client has no transaction open, so the barrier row would commit at once, whether your business commits or not (a message delivered, or a branch later skipped as a duplicate, for a business that rolled back); nothing was written. ${open} before barrier.call(...), or let the barrier open the transaction: callWithDb(db, business) / doAndSubmitDb`,
+  barrierTxAutocommitted: (gid: string, branchId: string, op: string) =>
+    `barrier.call(...) for gid ${gid} branch ${branchId} op ${op}: the connection has no transaction open (a mysql2 connection: beginTransaction() not called, or its transaction already ended), so the barrier row committed at once, whether your business commits or not (a message delivered, or a branch later skipped as a duplicate, for a business that rolled back). The row was deleted again and the business not run. Call await conn.beginTransaction() before barrier.call(...), or let the barrier open the transaction: callWithDb(db, business) / doAndSubmitDb`,
   typeormNoTransaction: () =>
     'the TypeORM EntityManager has no query runner: pass the manager of dataSource.transaction(...), or a QueryRunner after startTransaction()',
   typeormNoPreparedStatements: () =>

@@ -93,6 +93,14 @@ export function selectReasonSql(dialect: BarrierDialect, table: string): string 
     : `SELECT reason FROM ${from} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
 }
 
+/** The delete of one barrier row (`gid, branch_id, op, barrier_id`): a row written outside a transaction, undone. */
+export function deleteBarrierSql(dialect: BarrierDialect, table: string): string {
+  const from = quotedBarrierTable(dialect, table);
+  return dialect === 'postgres'
+    ? `DELETE FROM ${from} WHERE gid = $1 AND branch_id = $2 AND op = $3 AND barrier_id = $4`
+    : `DELETE FROM ${from} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?`;
+}
+
 /** The barrier's key columns, with their lengths: together the unique key of a barrier row. */
 export const BARRIER_KEY_COLUMNS = [
   ['gid', 128],

@@ -13,6 +13,12 @@ export interface BarrierExecResult {
    * `ROLLBACK` when it prepared nothing; without it, the branch asks `pg_prepared_xacts` instead.
    */
   command?: string;
+  /**
+   * The statement ran outside any transaction, so it is committed already (MySQL / MariaDB tell it in
+   * every answer's server status; `mysqlBarrierTransaction` reports it): `BranchBarrier.call` then
+   * deletes the barrier rows it wrote and refuses the call before the business runs.
+   */
+  outsideTransaction?: boolean;
 }
 
 /**

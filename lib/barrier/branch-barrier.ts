@@ -2,7 +2,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { assertBarrierTable, DEFAULT_BARRIER_TABLE, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
+import { assertBarrierTable, DEFAULT_BARRIER_TABLE, deleteBarrierSql, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
@@ -96,7 +96,11 @@ export class BranchBarrier {
     if (this.behindBarrier) throw this.alreadyBehindBarrier('call');
     const inserts = this.inserts(tx.dialect, this.nextBarrierId());
     const results: BarrierExecResult[] = [];
-    for (const insert of inserts) results.push(await tx.execute(insert.sql, insert.params));
+    for (const insert of inserts) {
+      const result = await tx.execute(insert.sql, insert.params);
+      results.push(result);
+      if (result.outsideTransaction) await this.undoOutsideTransaction(tx, inserts, results);
+    }
     const skipped = this.decide(results);
     if (skipped) return this.onDecision ? this.reportSkipped(tx, skipped) : skipped;
     return this.executed(await business());
@@ -177,6 +181,20 @@ export class BranchBarrier {
     if (current === 0) return { executed: false, reason: 'duplicate' };
     if (origin > 0) return { executed: false, reason: 'null-compensation' };
     return undefined;
+  }
+
+  /**
+   * A barrier insert of {@link call} ran outside any transaction (`tx` told so: a mysql2 connection
+   * whose `beginTransaction()` was forgotten), so the rows it wrote are committed whatever the business
+   * does: deletes the rows the inserts so far added, then throws `DtmUsageError` (the business never runs).
+   */
+  private async undoOutsideTransaction(tx: BarrierTransaction, inserts: BarrierStatement[], results: BarrierExecResult[]): Promise<never> {
+    const sql = deleteBarrierSql(tx.dialect, this.table);
+    for (let i = 0; i < results.length; i++) {
+      const [, gid, branchId, op, barrierId] = inserts[i].params;
+      if (results[i].affected > 0) await tx.execute(sql, [gid, branchId, op, barrierId]);
+    }
+    throw new DtmUsageError(MESSAGES.barrierTxAutocommitted(this.gid, shownBranchId(this.branchId), this.op), { gid: this.gid, branchId: this.branchId });
   }
 
   /** Throws `DtmUsageError` unless `tx` still sees this call's own barrier row (see {@link outboxWithDb}). */

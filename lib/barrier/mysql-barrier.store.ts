@@ -55,14 +55,29 @@ export interface MysqlPoolLike<C extends MysqlConnectionLike> extends MysqlConne
  * The barrier's view of a `mysql2` connection inside your open transaction (`beginTransaction()`
  * already called). A pool is refused with `DtmUsageError`: the barrier's rows would commit on their
  * own, whatever your business does; so is a connection of mysql2's callback API (pass `conn.promise()`).
+ * A connection with no transaction open is told by the server's answer to the barrier's first insert:
+ * `BranchBarrier.call` deletes that row again and refuses the call with `DtmUsageError`.
  */
 export function mysqlBarrierTransaction(connection: MysqlConnectionLike): BarrierTransaction {
   if (typeof (connection as Partial<MysqlPoolLike<MysqlConnectionLike>>).getConnection === 'function') {
     throw new DtmUsageError(MESSAGES.barrierTxIsPool('mysqlBarrierTransaction', 'the connection you called beginTransaction() on (const conn = await pool.getConnection())'));
   }
   if (isCallbackApi(connection)) throw new DtmUsageError(MESSAGES.mysqlCallbackApi('mysqlBarrierTransaction', 'connection', 'conn.promise()'));
-  return ownMysqlTransaction(connection);
+  return {
+    dialect: 'mysql',
+    execute: async (sql, params) => {
+      const answer = await mysqlRun(connection, sql, params);
+      const result = toExecResult(answer);
+      // the server's answer tells whether the statement ran in a transaction (beginTransaction() forgotten: committed already)
+      const status = (answer as { serverStatus?: unknown } | null)?.serverStatus;
+      if (typeof status === 'number' && (status & SERVER_STATUS_IN_TRANS) === 0) result.outsideTransaction = true;
+      return result;
+    },
+  };
 }
+
+/** The server status flag of MySQL's protocol set while a transaction is open (in every OK packet). */
+const SERVER_STATUS_IN_TRANS = 0x0001;
 
 /**
  * Whether `client` is of mysql2's callback API (`mysql2`, not `mysql2/promise`: what TypeORM's and
@@ -126,9 +141,14 @@ export function mysqlBarrierDatabase<C extends MysqlConnectionLike>(pool: MysqlP
  * the prepared-statement protocol does not take) it goes as text.
  */
 export async function mysqlExecute(connection: MysqlConnectionLike, sql: string, params: unknown[]): Promise<BarrierExecResult> {
+  return toExecResult(await mysqlRun(connection, sql, params));
+}
+
+/** {@link mysqlExecute}'s statement, answered as mysql2 answers it (rows, or a result header). */
+async function mysqlRun(connection: MysqlConnectionLike, sql: string, params: unknown[]): Promise<unknown> {
   // the barrier's values are strings; others a BarrierTransaction's user passes are checked by mysql2
   const [result] = params.length > 0 ? await connection.execute(sql, params as (string | number | null)[]) : await connection.query(sql);
-  return toExecResult(result);
+  return result;
 }
 
 /** A mysql2 answer (rows, or a result header) as the barrier reads it. */

@@ -107,6 +107,25 @@ describe('inside your own transaction', () => {
     expect(await count('mysql')).toBe(1);
   });
 
+  it.each(['action', 'compensate'])('mysql2 connection with no transaction open (beginTransaction() forgotten), op %s: DtmUsageError before the business, the barrier rows it committed deleted again; begun, the same call runs', async (op) => {
+    const gid = `own-my-nobegin-${op}-${Date.now()}`;
+    const rowsOf = async () => ((await myPool.query(`SELECT op, reason FROM ${tableOf('mysql')} WHERE gid = ?`, [gid]))[0] as { op: Buffer; reason: string }[]).map((r) => `${String(r.op)}=${r.reason}`).sort();
+    const conn = await myPool.getConnection();
+    const ran: string[] = [];
+    try {
+      const refused = await barrierFor('mysql', gid, op).call(mysqlBarrierTransaction(conn), async () => void ran.push('no begin')).catch((e: unknown) => e);
+      expect([refused, (refused as Error).message, ran, await rowsOf()]).toEqual([expect.any(DtmUsageError), expect.stringContaining('no transaction open'), [], []]);
+
+      await conn.beginTransaction();
+      const done = await barrierFor('mysql', gid, op).call(mysqlBarrierTransaction(conn), async () => void ran.push('begun'));
+      await conn.commit();
+      // a compensation whose action never ran is a null compensation (its origin row written), as for any call
+      expect([done.executed, ran, await rowsOf()]).toEqual(op === 'action' ? [true, ['begun'], ['action=action']] : [false, [], ['action=compensate', 'compensate=compensate']]);
+    } finally {
+      conn.release();
+    }
+  });
+
   it.each(['postgres', 'mysql'] as const)('TypeORM on %s: EntityManager in dataSource.transaction, and a QueryRunner', async (dialect) => {
     const source = sources[dialect]!;
     const before = await count(dialect);

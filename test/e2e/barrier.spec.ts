@@ -625,7 +625,7 @@ describe('Redis outbox: doAndSubmit with redisCheckAdjustAmount as the local wor
 describe('the outbox in your own transaction (doAndSubmit with barrier.call): the barrier row must go into that transaction', () => {
   type Wrap = (client: unknown, pool: unknown) => BarrierTransaction;
   /**
-   * A local transaction on `store` (`BEGIN` on a client of its own pool, unless `begin` is false)
+   * A local transaction on `store` (`BEGIN` / `beginTransaction()` on a client of its own pool, unless `begin` is false)
    * that debits account 1, then fails: the msg barrier's `call` is given `wrap(client, pool)`; the
    * error rolls the transaction back.
    */
@@ -653,14 +653,14 @@ describe('the outbox in your own transaction (doAndSubmit with barrier.call): th
     const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
     const conn = await pool.getConnection();
     try {
-      await conn.beginTransaction();
+      if (begin) await conn.beginTransaction();
       await barrier.call(wrap(conn, pool), async () => {
-        await conn.execute('UPDATE account SET balance = balance - 7 WHERE id = 1');
+        if (begin) await conn.execute('UPDATE account SET balance = balance - 7 WHERE id = 1');
         throw new Error('stock gone');
       });
       await conn.commit();
     } catch (err) {
-      await conn.rollback();
+      if (begin) await conn.rollback();
       throw err;
     } finally {
       conn.release();
@@ -672,6 +672,7 @@ describe('the outbox in your own transaction (doAndSubmit with barrier.call): th
     ['pg', 'the pool instead of the transaction\'s client', true, /a pool/, (_client: unknown, pool: unknown) => pgBarrierTransaction(pool as pg.Pool)],
     ['pg', 'a client with no transaction open (BEGIN forgotten)', false, /no transaction open/, (client: unknown) => pgBarrierTransaction(client as pg.PoolClient)],
     ['mysql', 'the pool instead of the transaction\'s connection', true, /a pool/, (_conn: unknown, pool: unknown) => mysqlBarrierTransaction(pool as mysql.Pool)],
+    ['mysql', 'a connection with no transaction open (beginTransaction() forgotten)', false, /no transaction open/, (conn: unknown) => mysqlBarrierTransaction(conn as mysql.PoolConnection)],
   ] as [SqlStore, string, boolean, RegExp, Wrap][])('%s, %s: DtmUsageError before the barrier row is written; DTM fails the message, nothing delivered, nothing debited', async (store, _what, begin, message, wrap) => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
