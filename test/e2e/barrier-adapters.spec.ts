@@ -187,6 +187,48 @@ describe('mysql2 objects the adapters cannot use', () => {
   });
 });
 
+describe('a pool with no connection free: the wait for one is the pool\'s, not bounded by timeoutSeconds', () => {
+  it.each([
+    ['the Try queued first, then its Cancel', ['try', 'cancel'], ['try', 'cancel']],
+    ['the Cancel queued first (DTM gave up on the Try), then the late Try', ['cancel', 'try'], []],
+  ])('pg pool of 1 held elsewhere: %s still wait after 2 s (timeoutSeconds 1); once free, the barrier applies them in that order, the counter back where it was', async (_what, order, ran) => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 1 });
+    const holder = await pool.connect();
+    const gid = `pool-wait-${order[0]}-${Date.now()}`;
+    const before = await count('postgres');
+    const log: string[] = [];
+    try {
+      const calls = order.map((op) =>
+        new BranchBarrier('tcc', gid, '01', op, { table: tableOf('postgres'), timeoutSeconds: 1 }).callWithDb(pgBarrierDatabase(pool), async (client) => {
+          log.push(op);
+          await client.query(`UPDATE counter SET n = n ${op === 'try' ? '+' : '-'} 1 WHERE id = 1`);
+        }),
+      );
+      expect(await settledWithin(Promise.all(calls), 2000)).toBe('still waiting');
+      holder.release();
+      await Promise.all(calls);
+      expect([log, await count('postgres')]).toEqual([ran, before]);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('with the pool\'s own bound (pg: connectionTimeoutMillis) the call fails within it, an error DTM retries, nothing written', async () => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 1, connectionTimeoutMillis: 1000 });
+    const holder = await pool.connect();
+    const gid = `pool-bounded-${Date.now()}`;
+    try {
+      const outcome = await settledWithin(barrierFor('postgres', gid).callWithDb(pgBarrierDatabase(pool), async () => 'ran'), 5000);
+      expect(String(outcome)).toMatch(/timeout exceeded when trying to connect/);
+      holder.release();
+      expect((await pgPool.query(`SELECT 1 FROM ${tableOf('postgres')} WHERE gid = $1`, [gid])).rowCount).toBe(0);
+      expect(await barrierFor('postgres', gid).callWithDb(pgBarrierDatabase(pool), async () => 'ran')).toEqual({ executed: true, result: 'ran' });
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
 describe('TypeORM as a barrier database: lock waits bounded by timeoutSeconds', () => {
   /** Another session holding the row lock of counter 1 until `release()`. */
   async function holdCounter(dialect: BarrierDialect): Promise<{ release(): Promise<void> }> {
