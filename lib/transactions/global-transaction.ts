@@ -190,7 +190,9 @@ export abstract class GlobalTransaction extends Transaction {
     await this.prepareInDtm(this.request({ customData: JSON.stringify({ prepared_by: this.mark }) }));
     const record = await this.recordIfKnown();
     if (!record || (record.customData as { prepared_by?: unknown } | null | undefined)?.prepared_by === this.mark) return;
-    throw new DtmGidInUseError('prepare', this.gid, record.status, MESSAGES.globalPreparedOverAnother(this.transType, record.transType), { protocol: this.protocol });
+    // DTM's MySQL store finds a gid without case: the record may be of another gid
+    const detail = record.gid !== this.gid ? MESSAGES.gidHeldOtherCase(record.gid, record.transType) : MESSAGES.globalPreparedOverAnother(this.transType, record.transType);
+    throw new DtmGidInUseError('prepare', this.gid, record.status, detail, { protocol: this.protocol });
   }
 
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */

@@ -415,17 +415,23 @@ export abstract class Transaction {
       // with the transaction's span active, so that an HTTP / gRPC client instrumentation's span of the call is its child
       await this.withinObservation((r) => this.transport.prepare(r), request);
     } catch (err) {
-      throw this.gidInUse(err, 'prepare') ?? err;
+      throw (await this.gidInUse(err, 'prepare')) ?? err;
     }
     this.created = true;
   }
 
-  /** `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores under the gid, and that one is not this one. */
-  private gidInUse(err: unknown, operation: string): DtmGidInUseError | undefined {
+  /**
+   * `err` as {@link DtmGidInUseError} when it is DTM's refusal because of the transaction it stores
+   * under the gid, and that one is not this one. DTM's MySQL store finds gids without case, so the
+   * one it holds may be of another gid: asked (one query, on such a refusal only) to name it.
+   */
+  private async gidInUse(err: unknown, operation: string): Promise<DtmGidInUseError | undefined> {
     const refused = this.created || this.submitState === 'taken' ? undefined : refusedForStatus(err);
     if (!refused) return undefined;
     const { endpoint, protocol, status } = err as DtmFailureError;
-    return new DtmGidInUseError(operation, this.gid, refused.status, refused.detail, { endpoint, protocol, status, cause: err });
+    const held = await this.runtime.query(this.gid).catch(() => null);
+    const detail = held && held.gid !== this.gid ? MESSAGES.gidHeldOtherCase(held.gid, held.transType) : refused.detail;
+    return new DtmGidInUseError(operation, this.gid, refused.status, detail, { endpoint, protocol, status, cause: err });
   }
 
   /**
@@ -462,7 +468,7 @@ export abstract class Transaction {
       if (this.submitState === 'none' && (mayHaveReachedDtm(err) || (request.options.waitResult && isFirstRoundAnswer(err)))) this.submitState = 'maybe';
       const own = await this.ownSubmitRefused(err, request, tolerateUnfinished, earlier);
       if (!own) {
-        const inUse = this.gidInUse(err, 'submit');
+        const inUse = await this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
         if (!(request.options.waitResult && isFirstRoundAnswer(err))) throw err;
       }

@@ -54,3 +54,27 @@ it('a message prepared under Order-N while DTM holds order-N prepared with the s
   expect((await waitForTransaction(fx.dtm.serverUrl, lower, { timeout: 10 })).status).toBe('succeed');
   expect(fx.recorder.calls.map((c) => `${c.query.gid} ${c.path}`)).toEqual([`${lower} /Notify`]);
 });
+
+it('a TCC under Order-N, order-N held prepared by another TCC, then finished: DtmGidInUseError naming the gid DTM answered and the case rule, the body never run, order-N untouched', async () => {
+  const [lower, upper] = gids();
+  const ran: string[] = [];
+  const second = () =>
+    fx.app.client
+      .tccGlobalTransaction(upper, async (tcc) => {
+        ran.push(upper);
+        await tcc.callBranch({ amount: 1 }, fx.recorder.urlFor('/Try'), fx.recorder.urlFor('/Confirm'), fx.recorder.urlFor('/Cancel'));
+      })
+      .catch((e: unknown) => e);
+  let whilePrepared: unknown;
+  await fx.app.client.tccGlobalTransaction(lower, async (tcc) => {
+    await tcc.callBranch({ amount: 1 }, fx.recorder.urlFor('/Try'), fx.recorder.urlFor('/Confirm'), fx.recorder.urlFor('/Cancel'));
+    whilePrepared = await second();
+  });
+  expect((await waitForTransaction(fx.dtm.serverUrl, lower, { timeout: 10 })).status).toBe('succeed');
+  const afterFinished = await second();
+  for (const error of [whilePrepared, afterFinished]) {
+    expect(error).toBeInstanceOf(DtmGidInUseError);
+    expect((error as Error).message).toContain(`DTM answers it as "${lower}", a tcc of another gid that differs only in case`);
+  }
+  expect([ran, fx.recorder.calls.map((c) => `${c.query.gid} ${c.path}`)]).toEqual([[], [`${lower} /Try`, `${lower} /Confirm`]]);
+});

@@ -3,7 +3,7 @@
 // transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
 import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
-import type { BranchInfo, BranchKind } from '../../lib/transport/dtm.types.js';
+import type { BranchInfo, BranchKind, TransactionRecord } from '../../lib/transport/dtm.types.js';
 import type { XaDatabase } from '../../lib/xa/xa.types.js';
 import type { BranchRegistration, DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { parseTarget } from '../../lib/transport/branch-target.js';
@@ -202,7 +202,14 @@ describe('Saga', () => {
         expect((err as Error).message).toContain(`DTM refused submit of gid-r: it already holds a transaction gid-r that is "succeed" (current status 'succeed', cannot sumbmit)`);
       }
     }
-    expect(queried).toBe(0);
+    // one query per refusal, which only names the gid DTM holds (its MySQL store finds gids without case), never read as this saga's status
+    expect(queried).toBe(4);
+
+    // DTM's record under the gid is of another gid, differing in case: the refusal names it
+    const otherCase: TransactionRuntime = { ...refusing, query: async () => ({ gid: 'GID-R', status: 'succeed', transType: 'saga' }) as unknown as TransactionRecord };
+    const named = await new Saga(otherCase, 'gid-r', { protocol: 'http' }).add('http://a/x', {}).submit().catch((e: unknown) => e);
+    expect(named).toBeInstanceOf(DtmGidInUseError);
+    expect((named as Error).message).toContain('DTM answers it as "GID-R", a saga of another gid that differs only in case');
 
     // a message this object prepared: the transaction under the gid is its own, so the refusal is its outcome
     const own = new Msg(refusing, 'gid-m').add('http://a/x', {});
