@@ -59,6 +59,8 @@ export interface TransactionRequest {
 
 /** What `prepareWorkflow` answers: the workflow's status and every step DTM recorded for it. */
 export interface WorkflowProgress {
+  /** The gid of the transaction DTM answered with (DTM's MySQL store finds gids without case: it may differ in case); the gRPC API never returns it. */
+  gid?: string;
   status: TransactionStatus;
   rollbackReason?: string;
   /** The submitted result as DTM stores it (base64 text); the gRPC API never returns it. */

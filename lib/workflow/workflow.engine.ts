@@ -141,6 +141,10 @@ export class WorkflowEngine {
     // answer says which, over gRPC it is read back (and with it the input and result the gRPC API does not answer).
     // DTM's boltdb and Redis stores keep no custom data (no name) once a workflow is finished
     const held = progress.transType !== undefined ? { ...progress, transType: progress.transType } : await this.runtime.query(gid);
+    // DTM's MySQL store finds a gid without case: a workflow of another gid is another one, whose steps, input and outcome are not this one's
+    if (held?.gid !== undefined && held.gid !== gid) {
+      throw new DtmGidInUseError(`executeWorkflow(${definition.name})`, gid, progress.status, MESSAGES.gidHeldOtherCase(held.gid, held.transType));
+    }
     const stored = customDataOf(held?.customData);
     if (held && (held.transType !== 'workflow' || (typeof stored?.name === 'string' && stored.name !== definition.name))) {
       throw new DtmGidInUseError(`executeWorkflow(${definition.name})`, gid, progress.status, MESSAGES.workflowGidHeld(held.transType, stored?.name, definition.name));

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { DtmClient, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { testsGrpcOptions } from '../support/grpc.js';
 import { queryTrans, rawQueryTrans, triggerCron } from '../support/harness.js';
@@ -163,6 +163,17 @@ const untilDtmResumes = (gid: string, status: 'succeed' | 'failed' = 'succeed') 
 const resumeTargetOf = (a: WorkflowApp, protocol: DtmProtocol) => (protocol === 'grpc' ? `127.0.0.1:${a.grpcPort}/workflow.Workflow/Execute` : `http://127.0.0.1:${a.port}/dtm/workflow/resume`);
 
 describe.each(PROTOCOLS)('a workflow talking %s to DTM on MariaDB', (protocol: DtmProtocol) => {
+  it('under a gid that differs only in case from a finished workflow of the same name (DTM\'s MySQL store finds gids without case): DtmGidInUseError naming the gid DTM answered, the workflow not run, nothing called (before: the other\'s outcome and result as its own)', async () => {
+    const lower = `wfcase-${randomBytes(6).toString('hex')}`;
+    const upper = lower.replace('wfcase', 'WfCase');
+    expect((await app.client.executeWorkflow('sqlwf.transfer.v1', lower, input(), { protocol, retryInterval: 60 })).status).toBe('succeed');
+    recorder.reset();
+    const other = await app.client.executeWorkflow('sqlwf.transfer.v1', upper, input({ amount: 5 }), { protocol, retryInterval: 60 }).catch((e: unknown) => e);
+    expect([other, executions.get(upper), recorder.calls]).toEqual([expect.any(DtmGidInUseError), undefined, []]);
+    expect((other as Error).message).toContain(`DTM answers it as "${lower}", a workflow of another gid that differs only in case`);
+    expect((await record(lower)).transaction?.status).toBe('succeed');
+  });
+
   it('succeeds: DTM records succeed with the result, the stored input, and one row per step holding its value', async () => {
     const gid = await app.client.generateGid();
     const done = await app.client.executeWorkflow('sqlwf.transfer.v1', gid, input(), { protocol, retryInterval: 60 });

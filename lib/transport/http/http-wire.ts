@@ -141,6 +141,7 @@ function stringMap(value: unknown): Record<string, string> {
 export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
   const global = answer.transaction;
   return {
+    gid: global?.gid || undefined,
     status: global?.status ?? 'prepared',
     rollbackReason: global?.rollback_reason || undefined,
     result: global?.result || undefined,
