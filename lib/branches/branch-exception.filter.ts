@@ -1,4 +1,4 @@
-import { BadRequestException, Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -12,7 +12,7 @@ import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
-import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall } from './branch-result.js';
+import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
 import { escapeControls } from '../redact.js';
 
 /**
@@ -94,14 +94,6 @@ function failureName(exception: unknown): string {
   if (exception instanceof DtmFailureError) return 'DtmFailureError';
   if (exception instanceof HttpException) return `an HttpException with status 409 (FAILURE)`;
   return 'an RpcException with code ABORTED (FAILURE)';
-}
-
-/**
- * Whether `exception` is a validation's refusal of the payload: a 400, or a 422 (ValidationPipe's
- * `errorHttpStatusCode: HttpStatus.UNPROCESSABLE_ENTITY`, a common choice), which no retry changes.
- */
-function isPayloadRefusal(exception: unknown): exception is HttpException {
-  return exception instanceof BadRequestException || (exception instanceof HttpException && exception.getStatus() === 422);
 }
 
 /**

@@ -60,11 +60,19 @@ export function isEmptyRequestCall(kind: BranchKind, op: string): boolean {
 }
 
 /**
+ * Whether `exception` is a validation's refusal of the payload: a 400, or a 422 (ValidationPipe's
+ * `errorHttpStatusCode: HttpStatus.UNPROCESSABLE_ENTITY`, a common choice), which no retry changes.
+ */
+export function isPayloadRefusal(exception: unknown): exception is HttpException {
+  return exception instanceof BadRequestException || (exception instanceof HttpException && exception.getStatus() === 422);
+}
+
+/**
  * What DTM reads the error a branch handler of `kind` threw on `op` as, once the module's exception
- * filter answered it: {@link dtmResultOfError}, and a `BadRequestException` is FAILURE unless the call
- * came empty ({@link isEmptyRequestCall}).
+ * filter answered it: {@link dtmResultOfError}, and a payload refusal (a 400 or 422, see
+ * {@link isPayloadRefusal}) is FAILURE unless the call came empty ({@link isEmptyRequestCall}).
  */
 export function dtmResultOfAnsweredError(exception: unknown, kind: BranchKind, op: string): 'FAILURE' | 'ONGOING' | undefined {
-  if (exception instanceof BadRequestException) return isEmptyRequestCall(kind, op) ? undefined : 'FAILURE';
+  if (isPayloadRefusal(exception)) return isEmptyRequestCall(kind, op) ? undefined : 'FAILURE';
   return dtmResultOfError(exception);
 }

@@ -6,7 +6,7 @@
 // `x-tenant` as pass-through header; branches that use the barrier by hand, on PostgreSQL and on
 // Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
-import { BadRequestException, Body, Controller, Get, Injectable, Post, type INestApplication, type PipeTransform } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, UnprocessableEntityException, type INestApplication, type PipeTransform } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
@@ -45,7 +45,7 @@ import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
-/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error. */
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `unprocessable`: an UnprocessableEntityException (422, FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error. */
 export interface Move {
   account: number;
   amount: number;
@@ -86,6 +86,7 @@ class Bank {
     await exec(tx, add, [m.amount, m.account]);
     if (m.fail === 'crash') throw new Error('ledger disk full');
     if (m.fail === 'bad-request') throw new BadRequestException(`account ${m.account} is closed`); // answered FAILURE by the module's filter
+    if (m.fail === 'unprocessable') throw new UnprocessableEntityException(`account ${m.account} is closed`); // a 422: answered FAILURE too
     if (m.fail === 'old-protocol') return { dtm_result: 'FAILURE', message: `account ${m.account} is frozen` }; // DTM's result protocol before v1.10, which v1.19 still reads
     if (m.fail) throw new DtmFailureError(`account ${m.account} is frozen`);
   }
@@ -190,6 +191,14 @@ class AtMost100 implements PipeTransform<Move, Move> {
   }
 }
 
+/** A pipe that refuses a move of more than 100 as ValidationPipe does with `errorHttpStatusCode: 422` (also answered FAILURE). */
+class AtMost100As422 implements PipeTransform<Move, Move> {
+  transform(m: Move): Move {
+    if (m.amount > 100) throw new UnprocessableEntityException(`amount ${m.amount} is over 100`);
+    return m;
+  }
+}
+
 /** A Standard Schema that refuses a move of more than 100 (the guard answers FAILURE before the handler). */
 const atMost100 = {
   '~standard': {
@@ -199,7 +208,7 @@ const atMost100 = {
   },
 };
 
-/** Actions whose payload is refused before the handler runs: by a pipe, and by the decorator's `{ schema }`. */
+/** Actions whose payload is refused before the handler runs: by a pipe (400, or 422), and by the decorator's `{ schema }`. */
 @Controller('checked')
 class CheckedBank {
   @Post('piped-in')
@@ -209,6 +218,14 @@ class CheckedBank {
   @Post('piped-in-compensate')
   @SagaCompensate('pipedIn')
   pipedInCompensate() {}
+
+  @Post('piped-422-in')
+  @SagaAction('piped422In')
+  piped422In(@Body(new AtMost100As422()) _m: Move) {}
+
+  @Post('piped-422-in-compensate')
+  @SagaCompensate('piped422In')
+  piped422InCompensate() {}
 
   @Post('schema-in')
   @SagaAction('schemaIn', { schema: atMost100 })

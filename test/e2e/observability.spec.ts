@@ -416,14 +416,17 @@ describe('hooks', () => {
   });
 });
 
-describe('a barrier handler throwing a BadRequestException itself (answered FAILURE by the module, as a pipe\'s 400)', () => {
-  it('the hooks report the call as a failure, as DTM reads the answer, not as an error: its write rolls back, DTM rolls the saga back with its message', async () => {
+describe('a barrier handler throwing a BadRequestException (or a 422) itself (answered FAILURE by the module, as a pipe\'s 400)', () => {
+  it.each([
+    ['a BadRequestException', 'bad-request'],
+    ['an UnprocessableEntityException (422)', 'unprocessable'],
+  ])('%s: the hooks report the call as a failure, as DTM reads the answer, not as an error: its write rolls back, DTM rolls the saga back with its message', async (_what, fail) => {
     const from = events.length;
     const gid = await t.client.generateGid();
     const final = await t.client
       .newSaga(gid, { protocol: 'http', retryInterval: 1 })
       .add('transOut', { account: 1, amount: 10 })
-      .add('transIn', { account: 2, amount: 10, fail: 'bad-request' })
+      .add('transIn', { account: 2, amount: 10, fail })
       .submitAndWait({ timeout: 20 });
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('account 2 is closed');
@@ -460,6 +463,7 @@ describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result:
 describe('a branch call the module answers FAILURE before its handler runs (a pipe\'s 400, the decorator\'s { schema })', () => {
   it.each([
     ['a pipe', 'pipedIn', 'CheckedBank.pipedIn'],
+    ['a pipe answering 422 (ValidationPipe\'s errorHttpStatusCode: 422)', 'piped422In', 'CheckedBank.piped422In'],
     ['the schema', 'schemaIn', 'CheckedBank.schemaIn'],
   ])('refused by %s: the hooks, the span and the counters have the call, a failure, as DTM has it', async (_by, branch, handler) => {
     const from = events.length;
