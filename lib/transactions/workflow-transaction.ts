@@ -5,6 +5,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { cutToStore, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { Transaction } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -38,7 +39,8 @@ export class WorkflowTransaction extends Transaction {
 
   /**
    * @internal Runs this execution of the workflow (`run`) observed, with its span active: `succeed`,
-   * `failed` (a `DtmFailureError`), or `error` (the workflow is left to DTM, or a call failed).
+   * `failed` (a `DtmFailureError`: rolled back), or `error` (the workflow is left to DTM, a call
+   * failed, or DTM holds another transaction under the gid: `DtmGidInUseError`, nothing rolled back).
    */
   async observed<T>(run: () => Promise<T>): Promise<T> {
     this.observeStart();
@@ -46,7 +48,7 @@ export class WorkflowTransaction extends Transaction {
     try {
       value = await this.withinObservation(run, undefined);
     } catch (err) {
-      this.observeEnd(err instanceof DtmFailureError ? 'failed' : 'error', err);
+      this.observeEnd(err instanceof DtmFailureError && !(err instanceof DtmGidInUseError) ? 'failed' : 'error', err);
       throw err;
     }
     this.observeEnd('succeed');

@@ -11,7 +11,7 @@ import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -244,6 +244,23 @@ describe('OpenTelemetry for a workflow', () => {
     const { ap, branches } = expectOneTrace(gid);
     expect([ap.name, ap.attributes['dtm.trans_type'], ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['DTM workflow', 'workflow', 'failed', SpanStatusCode.ERROR]);
     expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action transIn - failure', '01 rollback transOut executed success']);
+  });
+
+  it('a workflow under a gid DTM holds for a saga is refused (DtmGidInUseError, a DtmFailureError): reported error, not failed, as nothing rolled back', async () => {
+    const gid = await t.client.generateGid();
+    expect((await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).submitAndWait()).status).toBe('succeed');
+    const from = events.length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const err = await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmGidInUseError);
+    // the saga DTM holds stays as it was, and no step of the workflow ran
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 90, 2: 100 });
+    const ends = events.slice(from).filter((e) => e.name === 'transaction.end').map((e) => e.event as DtmEvents['transaction.end']);
+    expect(ends.map((e) => [e.gid, e.transType, e.outcome, e.error])).toEqual([[gid, 'workflow', 'error', err]]);
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.trans_type'] === 'workflow');
+    expect(spans.map((s) => [s.name, s.attributes['dtm.outcome'], s.status.code])).toEqual([['DTM workflow', 'error', SpanStatusCode.ERROR]]);
+    expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'workflow error': 1 });
   });
 
   it.each(PROTOCOLS)('a workflow DTM resumes (%s): the resumed execution and the step it runs join the first execution\'s trace', async (protocol) => {
