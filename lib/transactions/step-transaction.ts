@@ -22,8 +22,17 @@ export abstract class StepTransaction extends Transaction {
     (this.remoteSteps ??= []).push({ index: this.steps.length - 1, ref, kind, payload });
   }
 
-  /** Fills in the targets and payloads of the steps added by name of another service (from the kept manifests: no call once fetched). */
-  protected async resolveRemote(): Promise<void> {
+  /**
+   * Fills in the targets and payloads of the steps added by name of another service (from the kept
+   * manifests: no call once fetched), with the transaction's span active: the manifests' fetch and
+   * the contracts' payload checks are part of its preparation.
+   */
+  protected resolveRemote(): Promise<void> {
+    return this.withinObservation(() => this.resolveRemoteSteps(), undefined);
+  }
+
+  /** {@link resolveRemote}'s work. */
+  private async resolveRemoteSteps(): Promise<void> {
     const steps = this.remoteSteps;
     if (!steps) return;
     const resolved = await Promise.all(steps.map((s) => this.remoteTargets(s.ref, s.kind)));

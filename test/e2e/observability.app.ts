@@ -322,8 +322,11 @@ export interface ObservedApp {
   close(): Promise<void>;
 }
 
-/** Starts the app on this file's PostgreSQL database (accounts 1..3 with 100 each), with `instrumentation` as its module option and `config` over its `lynx.dtm` config. */
-export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmInstrumentationOptions, config: DtmConfigInput = {}): Promise<ObservedApp> {
+/**
+ * Starts the app on this file's PostgreSQL database (accounts 1..3 with 100 each), with `instrumentation` as its module option and `config` over its `lynx.dtm` config
+ * (or what `config` makes of the app's own addresses, its HTTP base URL and gRPC address: to name it under `services`, say).
+ */
+export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmInstrumentationOptions, config: DtmConfigInput | ((own: { url: string; grpcAddress: string }) => DtmConfigInput) = {}): Promise<ObservedApp> {
   const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
   db = pgBarrierDatabase(pool);
   await pool.query('DROP TABLE IF EXISTS account');
@@ -334,10 +337,12 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   const redisClient = dbs.redis && (redis = new Redis(dbs.redis.url));
   redisPrefix = dbs.redis?.keyPrefix ?? '';
   const grpcAddress = `127.0.0.1:${await freePort()}`;
+  const httpPort = await freePort();
+  const overrides = typeof config === 'function' ? config({ url: `http://127.0.0.1:${httpPort}`, grpcAddress }) : config;
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'], ...config },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'], ...overrides },
         barrierConnections: { pg: db },
         xaConnections: {
           pg: pgXaAt(dbs.postgres.url),
@@ -353,11 +358,10 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
   app.connectMicroservice(testsGrpcOptions(grpcAddress, { workflowResume: true }), { inheritAppConfig: true });
   await app.startAllMicroservices();
-  await app.listen(0, '127.0.0.1');
-  const { port } = app.getHttpServer().address() as { port: number };
+  await app.listen(httpPort, '127.0.0.1');
   return {
     app,
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${httpPort}`,
     grpcAddress,
     client: app.get(DtmClient),
     instrumentation: app.get(DtmInstrumentation),

@@ -11,7 +11,7 @@ import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -870,6 +870,49 @@ describe('a saga step whose target URL holds credentials (user:password@)', () =
     expect(inspect(events.slice(from), { depth: 8 })).not.toContain(secret);
     expect(inspect(exporter.getFinishedSpans().slice(spansFrom).map((s) => [s.name, s.attributes, s.status, s.events]), { depth: 8 })).not.toContain(secret);
     expect(t.logger.lines.slice(linesFrom).filter((l) => l.includes(secret))).toEqual([]);
+  });
+});
+
+// a second app (after the tests reading the first one's log lines): a service of its own, by name
+describe('a saga step of another service by name, from its contract', () => {
+  // (over gRPC the manifest is fetched at the same place; this app's gRPC server does not serve it)
+  it('the manifest fetch and the contract\'s payload check run with the saga\'s span active, as the rest of its preparation, and a refused payload ends it in error', async () => {
+    /** The span active each time the contract's schema checked a payload. */
+    const activeInCheck: (string | undefined)[] = [];
+    const checked = {
+      '~standard': {
+        version: 1 as const,
+        vendor: 'observability-test',
+        validate: (value: unknown) => {
+          activeInCheck.push(trace.getActiveSpan()?.spanContext().spanId);
+          return (value as Move).amount > 100 ? { issues: [{ message: 'amount over 100', path: ['amount'] }] } : { value: value as Move };
+        },
+      },
+    };
+    const Self = defineBranches('self', { transOut: sagaBranch(checked) });
+    const s = await startObservedApp(dbs, { hooks }, (own) => ({ publishBranches: true, services: { self: { url: own.url } } }));
+    try {
+      const gid = await s.client.generateGid();
+      const final = await s.client.newSaga(gid).add(Self.transOut, { account: 1, amount: 10 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(await s.balances([1])).toEqual({ 1: 90 });
+      const { ap } = expectOneTrace(gid);
+      expect(activeInCheck).toEqual([ap.spanContext().spanId]);
+
+      const refusedGid = await s.client.generateGid();
+      const from = events.length;
+      const err = await s.client.newSaga(refusedGid).add(Self.transOut, { account: 1, amount: 500 }).submitAndWait().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmRemoteBranchError);
+      expect((err as DtmRemoteBranchError).problems.map((p) => p.problem)).toEqual(['payload']);
+      expect((await queryTrans(refusedGid)).transaction ?? null).toBeNull(); // nothing reached DTM
+      const refused = exporter.getFinishedSpans().filter((sp) => sp.attributes['dtm.gid'] === refusedGid);
+      expect(refused.map((sp) => [sp.name, sp.attributes['dtm.outcome'], sp.status.code])).toEqual([['DTM saga', 'error', SpanStatusCode.ERROR]]);
+      expect(activeInCheck).toEqual([ap.spanContext().spanId, refused[0].spanContext().spanId]);
+      const ends = events.slice(from).filter((e) => e.name === 'transaction.end').map((e) => e.event as DtmEvents['transaction.end']);
+      expect(ends.map((e) => [e.gid, e.outcome, e.error])).toEqual([[refusedGid, 'error', err]]);
+    } finally {
+      await s.close();
+    }
   });
 });
 
