@@ -14,7 +14,7 @@ export interface DtmCallEvent {
   protocol: DtmProtocol;
   /** The transaction's gid, when the call has one. */
   gid?: string;
-  /** `callBranch`, `registerBranch`: the branch id (a TCC branch id of authenticated calls without its token, `01-<token>`); `callBranch`: the op called. */
+  /** `callBranch`, `registerBranch`: the branch id (a TCC branch id of authenticated calls without its token, `01-<token>`); `callBranch`: the op called; `registerBranch` of a workflow step: the op whose outcome it records. */
   branchId?: string;
   op?: string;
   /** `ok`, or `error` (then `error` is what the call threw). */

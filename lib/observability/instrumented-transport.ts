@@ -64,7 +64,8 @@ export class InstrumentedTransport implements DtmTransport {
     return this.observe('prepareWorkflow', request.gid, () => this.inner.prepareWorkflow(request));
   }
   registerBranch(registration: BranchRegistration): Promise<void> {
-    return this.observe('registerBranch', registration.gid, () => this.inner.registerBranch(registration), registration.branchId);
+    // a workflow step's record names the op whose outcome it records (a TCC / XA registration has none)
+    return this.observe('registerBranch', registration.gid, () => this.inner.registerBranch(registration), registration.branchId, registration.fields.op);
   }
   callBranch(call: DirectBranchCall): Promise<BranchAnswer> {
     // an http(s):// branch goes over HTTP whatever the transaction's protocol

@@ -941,6 +941,22 @@ describe('the debug log (instrumentation.debugLogs)', () => {
     }
   });
 
+  it('shows a workflow\'s step records (registerBranch) with the op each records: an action, then its rollback', async () => {
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
+    try {
+      const gid = await debug.client.generateGid();
+      await expect(debug.client.executeWorkflow('observed.transfer', gid, { base: debug.url, fail: 'yes' })).rejects.toBeInstanceOf(DtmFailureError);
+      const records = debug.logger.lines.filter((l) => l.includes(`registerBranch over http gid=${gid}`)).map((l) => l.replace(/: ok in \d+\.\d ms$/, ''));
+      expect(records).toEqual([
+        `debug [DtmTrace] registerBranch over http gid=${gid} branch=01 op=action`,
+        `debug [DtmTrace] registerBranch over http gid=${gid} branch=02 op=action`,
+        `debug [DtmTrace] registerBranch over http gid=${gid} branch=01 op=rollback`,
+      ]);
+    } finally {
+      await debug.close();
+    }
+  });
+
   it('a refused call whose gid and branch id carry CR / LF and an ANSI escape forges no line: its debug line and the error of a listener that threw on it show them quoted', async () => {
     const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false, hooks: { 'branch.call': () => { throw new Error('hook broke'); } } });
     try {
