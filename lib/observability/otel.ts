@@ -298,6 +298,12 @@ export class OtelBridge {
     return this.api.context.with(ctx as ApiContext, fn);
   }
 
+  /** The W3C trace context of the active span (undefined without one, or when it is not valid). */
+  activeTraceHeaders(): Record<string, string> | undefined {
+    const span = this.api.trace.getActiveSpan();
+    return span && this.traceHeaders(span);
+  }
+
   /** The W3C trace context of `span` (what goes into DTM's `branch_headers`), undefined when it is not valid. */
   traceHeaders(span: OtelSpan): Record<string, string> | undefined {
     const sc = span.spanContext();

@@ -383,14 +383,26 @@ export abstract class Transaction {
   /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
   protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
 
-  /** The headers of a call the app makes itself: the transaction's, and with authenticated calls its token. */
+  /**
+   * The headers of a call the app makes itself: the transaction's, and with authenticated calls its
+   * token. A sub-branch's Try (nested TCC), called from within the Try being served, carries the
+   * trace context of the span active there (that Try's), so its span is that one's child.
+   */
   protected callHeaders(target: BranchTarget, payload: EncodedPayload | undefined, branchId: string, op: string, phase2Target?: string): Record<string, string> {
     const auth = this.auth;
-    const headers = this.branchHeaders;
+    const headers = this.parent ? this.nestedCallHeaders() : this.branchHeaders;
     if (!auth) return headers;
     const signed = signedHeaders(headers);
     const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: withPhase2(targetPath(target.value), phase2Target), payload, headers: signed?.text });
     return withAuthHeaders(headers, [AUTH_CALL_HEADER, token], signed);
+  }
+
+  /** A nested TCC's {@link branchHeaders}, with the trace context of the active span when an SDK made one (and trace context is passed on). */
+  private nestedCallHeaders(): Record<string, string> {
+    const headers = this.branchHeaders;
+    if (this.runtime.config.passTraceContext === false) return headers;
+    const trace = this.instrumentation.otel()?.activeTraceHeaders();
+    return trace ? { ...headers, ...trace } : headers;
   }
 
   /** Calls a branch itself (TCC Try, XA action, msg back-check), within the branch timeout. */

@@ -3,7 +3,7 @@
 // XA branch on PostgreSQL), each branch an HTTP route and a gRPC method (services PgBank and
 // XaBank of test/e2e/protos/tests.proto), so that every span of a transaction lands in one
 // in-memory exporter; a route that starts a message whose branch starts a saga (Relay), with
-// `x-tenant` as pass-through header; branches that use the barrier by hand, on PostgreSQL and on
+// `x-tenant` as pass-through header; a TCC branch whose Try nests a TCC; branches that use the barrier by hand, on PostgreSQL and on
 // Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
 import { BadRequestException, Body, Controller, Get, Injectable, Post, UnprocessableEntityException, type INestApplication, type PipeTransform } from '@nestjs/common';
@@ -183,6 +183,26 @@ class ManualBarrierBank {
   }
 }
 
+/** A TCC branch whose Try nests a TCC (`tccFromBranch`) trying the bank's `tccOut` with the same move. */
+@Controller('nesting')
+class NestingBank {
+  constructor(private readonly dtm: DtmClient) {}
+
+  @Post('try')
+  @TccTry('nestOut')
+  async try(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    await this.dtm.tccFromBranch(b).callBranch(m, 'tccOut');
+  }
+
+  @Post('confirm')
+  @TccConfirm('nestOut')
+  confirm() {}
+
+  @Post('cancel')
+  @TccCancel('nestOut')
+  cancel() {}
+}
+
 /** A pipe that refuses (400, which the module answers FAILURE) a move of more than 100. */
 class AtMost100 implements PipeTransform<Move, Move> {
   transform(m: Move): Move {
@@ -351,7 +371,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank, ReactiveBank],
+    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank, ReactiveBank, NestingBank],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();

@@ -236,6 +236,26 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
   });
 });
 
+describe('OpenTelemetry for a nested TCC (tccFromBranch)', () => {
+  it('the sub-branch\'s Try, which the outer Try calls, is a child of the outer Try\'s span; DTM\'s confirms are children of the AP\'s span, one trace', async () => {
+    const gid = await t.client.generateGid();
+    const outcome = await t.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10 }, 'nestOut'));
+    expect(outcome.status).toBe('succeed');
+    expect(await t.balances([1])).toEqual({ 1: 90 });
+    const { ap, branches } = spansOf(gid);
+    const byLine = new Map(branches.map((s) => [`${s.attributes['dtm.branch_id']} ${s.attributes['dtm.op']}`, s]));
+    expect([...byLine.keys()].sort()).toEqual(['01 confirm', '01 try', '0101 confirm', '0101 try']);
+    const parentOf = (key: string) => [key, byLine.get(key)!.spanContext().traceId, byLine.get(key)!.parentSpanContext?.spanId];
+    const { traceId, spanId } = ap.spanContext();
+    expect(['01 try', '0101 try', '01 confirm', '0101 confirm'].map(parentOf)).toEqual([
+      ['01 try', traceId, spanId],
+      ['0101 try', traceId, byLine.get('01 try')!.spanContext().spanId],
+      ['01 confirm', traceId, spanId],
+      ['0101 confirm', traceId, spanId],
+    ]);
+  });
+});
+
 describe('OpenTelemetry for a workflow', () => {
   it('a workflow that rolls back: the AP span and the steps it calls, their rollback included, are one trace', async () => {
     const gid = await t.client.generateGid();
