@@ -126,6 +126,8 @@ export abstract class Transaction {
   private submitState: 'none' | 'maybe' | 'taken' = 'none';
   /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
   protected unfinishedStatus?: string;
+  /** The `DtmFailureError` {@link submitRequest} threw for a transaction DTM's record showed rolled back (`failed`, with waitResult): reported `failed`, not `error`. */
+  private rolledBack?: DtmFailureError;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -173,12 +175,15 @@ export abstract class Transaction {
     this.observation = this.instrumentation.startTransaction(this.gid, this.transType, this.protocol, this.inboundHeaders, this.runtime.config.passTraceContext !== false);
   }
 
-  /** Ends observing the transaction with `outcome` (nothing when it is not observed, or already ended). */
+  /**
+   * Ends observing the transaction with `outcome` (nothing when it is not observed, or already
+   * ended); an `error` that is the rollback DTM holds (a waitResult submit's, see {@link rolledBack}) is `failed`.
+   */
   protected observeEnd(outcome: DtmTransactionOutcome, error?: unknown): void {
     const observation = this.observation;
     if (!observation) return;
     this.observation = undefined;
-    this.instrumentation.endTransaction(observation, outcome, error);
+    this.instrumentation.endTransaction(observation, outcome === 'error' && error !== undefined && error === this.rolledBack ? 'failed' : outcome, error);
   }
 
   /** DTM's record of the gid now (queried with the transaction's span active), or `undefined` when the query failed: a check after a prepare then leaves the prepare as DTM answered it. */
@@ -502,7 +507,7 @@ export abstract class Transaction {
       if (record?.status === 'failed') {
         if (tolerateUnfinished) return; // the caller waits for the outcome, and a rollback is one (its wait reads it, with the reason)
         const raw = record.rollbackReason ?? (answer instanceof DtmFailureError ? answer.raw : answer.message);
-        throw new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: answer.endpoint, protocol: answer.protocol, status: answer.status, cause: err });
+        throw (this.rolledBack = new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, endpoint: answer.endpoint, protocol: answer.protocol, status: answer.status, cause: err }));
       }
       if (own && !request.options.waitResult) return; // submitted (or rolling back, which the wait or a query shows): DTM took it
       if (tolerateUnfinished) return;

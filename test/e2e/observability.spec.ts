@@ -338,6 +338,22 @@ describe('hooks', () => {
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]); // nothing logged per call on the success path by default
   });
 
+  it('a saga submitted with waitResult that DTM rolls back in its first round: submit() throws the rollback (DtmFailureError), reported failed as DTM holds it, not error', async () => {
+    const from = events.length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const gid = await t.client.generateGid();
+    const err = await t.client.newSaga(gid, { waitResult: true }).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submit().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DtmFailureError);
+    expect((err as DtmFailureError).reason).toBe('account 2 is frozen');
+    expect((await queryTrans(gid)).transaction?.status).toBe('failed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
+    expect(end.map((e) => [e.outcome, e.error])).toEqual([['failed', err]]);
+    const { ap } = spansOf(gid);
+    expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['failed', SpanStatusCode.ERROR]);
+    expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'saga failed': 1 });
+  });
+
   it('receive every event of a TCC transaction, in order', async () => {
     const from = events.length;
     const gid = await t.client.generateGid();
