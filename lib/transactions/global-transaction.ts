@@ -66,6 +66,10 @@ export abstract class GlobalTransaction extends Transaction {
    * confirm or commit every branch it holds, that one included.
    */
   private failedCall?: { branchId: string; op: 'register' | 'try' | 'action'; error: unknown };
+  /** The branch calls (`callBranch()`) under way: the body must not end before them ({@link runBody}). */
+  private readonly callsUnderWay = new Set<Promise<unknown>>();
+  /** Set once the body returned or threw: DTM takes no branch after the submit or abort that follows. */
+  private bodyEnded = false;
   /** What this transaction's prepare stores in DTM's `custom_data` (`prepared_by`) (unused by DTM for TCC / XA): what tells its record from another's, before any branch is registered. */
   private readonly mark = randomUUID();
 
@@ -157,6 +161,22 @@ export abstract class GlobalTransaction extends Transaction {
   }
 
   /**
+   * Runs `call`, one `callBranch()` (a TCC registration and Try, an XA action), counted as under way
+   * until it settles: refused (`DtmUsageError`, nothing sent) once the body ended, as DTM takes no
+   * branch after the submit or abort; a body that returns before it settled is aborted ({@link runBody}).
+   */
+  protected async branchCall<R>(call: () => Promise<R>): Promise<R> {
+    if (this.bodyEnded) throw new DtmUsageError(MESSAGES.branchCallAfterBody(this.transType, this.gid), { gid: this.gid });
+    const underWay = call();
+    this.callsUnderWay.add(underWay);
+    try {
+      return await underWay;
+    } finally {
+      this.callsUnderWay.delete(underWay);
+    }
+  }
+
+  /**
    * Runs `call`, the `op` of branch `branchId` (its TCC registration or Try, an XA action); its
    * failure is kept ({@link failedCall}: the first one) and rethrown, so that a body that catches it
    * and returns is aborted instead of submitted; a nested TCC flags the `BranchInfo` of its Try with
@@ -195,6 +215,11 @@ export abstract class GlobalTransaction extends Transaction {
     throw new DtmGidInUseError('prepare', this.gid, record.status, detail, { protocol: this.protocol });
   }
 
+  /** Resolves once every branch call under way settled (each is bounded by the branch timeout). */
+  private async callsSettled(): Promise<void> {
+    while (this.callsUnderWay.size > 0) await Promise.allSettled([...this.callsUnderWay]);
+  }
+
   /** Refuses a body that is not a function before anything is sent (DTM would hold a transaction nothing runs). */
   private assertBody(body: unknown): void {
     if (typeof body !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the body of ${this.transType} ${this.gid}`, body), { gid: this.gid });
@@ -212,6 +237,13 @@ export abstract class GlobalTransaction extends Transaction {
   private async runBody<T>(body: (self: this) => Promise<T>): Promise<T> {
     try {
       const result = await this.withinObservation(body, this);
+      this.bodyEnded = true;
+      // a callBranch() not awaited: a submit now would have DTM confirm (commit) a branch whose Try (action) has not answered
+      const underWay = this.callsUnderWay.size;
+      if (underWay > 0) {
+        await this.callsSettled();
+        throw new DtmUsageError(MESSAGES.branchCallsOutlivedBody(this.transType, this.gid, underWay), { gid: this.gid });
+      }
       // the body caught a failed branch call and went on: DTM would confirm (commit) the branches it holds, that one's too
       const failed = this.failedCall;
       if (failed) {
@@ -222,7 +254,10 @@ export abstract class GlobalTransaction extends Transaction {
       }
       return result;
     } catch (err) {
+      this.bodyEnded = true;
       this.bodyFailed = true;
+      // a call still under way (the others of a Promise.all one of which failed): DTM's Cancel (rollback) must not overtake its Try (action)
+      await this.callsSettled();
       // DTM's SQL stores keep at most 1024 characters of it: a longer one would make DTM refuse the abort (500, "Data too long")
       const reason = cutToStore(reasonForDtm(err));
       const request = this.request({ rollbackReason: reason });

@@ -34,7 +34,12 @@ export class Tcc extends GlobalTransaction {
    * targets come from the service's manifest (`lynx.dtm.services`).
    */
   callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'tcc', P>): Promise<BranchAnswer>;
-  async callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
+  callBranch(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
+    return this.branchCall(() => this.callOne(payload, tryOrName, confirm, cancel));
+  }
+
+  /** {@link callBranch}: the targets, then the registration and the Try. */
+  private async callOne(payload: Payload, tryOrName: string | RemoteBranch, confirm?: string, cancel?: string): Promise<BranchAnswer> {
     if (this.parent && this.protocol === 'http' && !this.dtmProtocolRead) await this.followDtmProtocol(tryOrName);
     if (isRemoteBranch(tryOrName)) {
       const targets = await this.remoteTargets(tryOrName, 'tcc');

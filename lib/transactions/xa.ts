@@ -18,7 +18,12 @@ export class Xa extends GlobalTransaction {
   callBranch(payload: Payload, target: string): Promise<BranchAnswer>;
   /** Calls another service's XA branch by name: an entry of its contract (whose payload type `payload` must have) or `{ service, branch }`. */
   callBranch<P>(payload: NoInfer<P>, branch: RemoteBranch<'xa', P>): Promise<BranchAnswer>;
-  async callBranch(payload: Payload, target: string | RemoteBranch): Promise<BranchAnswer> {
+  callBranch(payload: Payload, target: string | RemoteBranch): Promise<BranchAnswer> {
+    return this.branchCall(() => this.callOne(payload, target));
+  }
+
+  /** {@link callBranch}: the target, then the action. */
+  private async callOne(payload: Payload, target: string | RemoteBranch): Promise<BranchAnswer> {
     const service = isRemoteBranch(target) ? target.service : undefined;
     const resolved = isRemoteBranch(target) ? (await this.remoteTargets(target, 'xa')).action : this.target(target, 'xa', 'XA action', true);
     const data = this.encode(payload, resolved);

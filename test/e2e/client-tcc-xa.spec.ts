@@ -4,8 +4,8 @@
 // (registerBranch with the phase-2 target, before answering the action).
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type FinalResult, type Tcc } from 'nestjs-dtm';
-import { branchLines, latch, PROTOCOLS, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type FinalResult, type Tcc, type Xa } from 'nestjs-dtm';
+import { branchLines, latch, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 import { startRecorder, type RecordedCall } from '../support/recorder.js';
@@ -144,6 +144,76 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(final.status).toBe('failed');
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'cancel').map((c) => c.path)).toEqual(['/CaughtCancel', '/KeptCancel']);
+    });
+
+    it('a body that returns while a callBranch() it started is still under way (not awaited), whose Try then answers FAILURE: not submitted (DTM would confirm the failed Try), DtmUsageError naming the call; aborted once the Try answered, DTM cancels, confirms nothing', async () => {
+      const gid = await fx.client.generateGid();
+      const started = latch();
+      fx.recorder.handle('/LooseTry', async () => {
+        started.open();
+        await sleep(1500);
+        return { status: 409, body: { message: 'out of stock' } };
+      });
+      let loose: Promise<unknown> | undefined;
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          loose = tcc.callBranch(fx.payload({ sku: 'a' }), fx.target('/LooseTry'), fx.target('/LooseConfirm'), fx.target('/LooseCancel')).catch((e: unknown) => e);
+          await started.wait(); // registered, its Try under way
+          return 'returned early';
+        })
+        .catch((e: unknown) => e);
+      expect(await loose).toBeInstanceOf(DtmFailureError);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(`the body of tcc ${gid} returned while 1 callBranch() it started was still under way (not awaited)`);
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+      const [tryCall] = fx.recorder.callsTo('/LooseTry', gid);
+      const cancels = fx.recorder.callsTo('/LooseCancel', gid);
+      expect(cancels).toHaveLength(1);
+      expect(cancels[0].at).toBeGreaterThanOrEqual(tryCall.answeredAt); // the Cancel comes after the Try answered
+    });
+
+    it('await Promise.all of two callBranch(), the first Try answering FAILURE at once while the second Try still runs: the abort waits for the second Try to answer, so its Cancel never overtakes it (a Try run after its Cancel would reserve for good)', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/FastTry', { status: 409, body: { message: 'card declined' } });
+      const started = latch();
+      fx.recorder.handle('/SlowTry', async () => {
+        started.open();
+        await sleep(1500);
+        return 200;
+      });
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await Promise.all([
+            tcc.callBranch(fx.payload({ n: 2 }), fx.target('/SlowTry'), fx.target('/SlowConfirm'), fx.target('/SlowCancel')),
+            started.wait().then(() => tcc.callBranch(fx.payload({ n: 1 }), fx.target('/FastTry'), fx.target('/FastConfirm'), fx.target('/FastCancel'))),
+          ]);
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      const [slowTry] = await fx.recorder.waitForCalls('/SlowTry', 1, { gid });
+      const slowCancels = fx.recorder.callsTo('/SlowCancel', gid);
+      expect(slowCancels).toHaveLength(1);
+      expect(slowCancels[0].at).toBeGreaterThanOrEqual(slowTry.answeredAt);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
+    });
+
+    it('callBranch() on the Tcc of a transaction whose body ended (kept past tccGlobalTransaction): DtmUsageError, nothing sent (not DTM\'s refusal of the registration read as the branch\'s FAILURE)', async () => {
+      const gid = await fx.client.generateGid();
+      let kept: Tcc | undefined;
+      await fx.client.tccGlobalTransaction(gid, async (tcc) => {
+        kept = tcc;
+        await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/EndTry'), fx.target('/EndConfirm'), fx.target('/EndCancel'));
+      });
+      expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+      const late = await kept!.callBranch(fx.payload({ n: 2 }), fx.target('/LateTry'), fx.target('/LateConfirm'), fx.target('/LateCancel')).catch((e: unknown) => e);
+      expect(late).toBeInstanceOf(DtmUsageError);
+      expect((late as Error).message).toContain(`tcc ${gid}: callBranch() after the body of the transaction ended`);
+      expect(branchLines(await fx.client.waitForFinal(gid))).toEqual(['01 cancel prepared', '01 confirm succeed']);
+      expect(fx.recorder.callsTo('/LateTry', gid)).toHaveLength(0);
     });
 
     it('two tccGlobalTransaction() racing on one gid (DTM v1.19 takes a prepare of a gid it holds prepared): the second is DtmGidInUseError before its body runs, sending nothing more; not a submit confirming the first one\'s branch 01 while the first one\'s branch 02 is refused', async () => {
@@ -458,6 +528,37 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const final = await waitForTransStatus(gid, 'failed');
       expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit')).toHaveLength(0);
+    });
+
+    it('a body that returns while an xa.callBranch() it started is still under way (not awaited): not submitted (DTM would commit before the action prepared), DtmUsageError; aborted once the action answered, DTM rolls it back, commits nothing; xa.callBranch() after the body ended is refused, the action not called', async () => {
+      const prepare = xaResourceManager('prepare');
+      const started = latch();
+      fx.recorder.handle('/LooseBank', async (call) => {
+        started.open();
+        await sleep(1500);
+        return prepare(call);
+      });
+      const gid = await fx.client.generateGid();
+      let kept: Xa | undefined;
+      let loose: Promise<unknown> | undefined;
+      const error = await fx.client
+        .xaGlobalTransaction(gid, async (xa) => {
+          kept = xa;
+          loose = xa.callBranch(fx.payload({ amount: 30 }), fx.target('/LooseBank')).catch((e: unknown) => e);
+          await started.wait(); // its action under way
+          return 'returned early';
+        })
+        .catch((e: unknown) => e);
+      expect(await loose).not.toBeInstanceOf(Error);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(`the body of xa ${gid} returned while 1 callBranch() it started was still under way (not awaited)`);
+      const final = await waitForTransStatus(gid, 'failed');
+      expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 rollback succeed', '01 commit prepared']);
+      expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'commit')).toHaveLength(0);
+      const late = await kept!.callBranch(fx.payload({ amount: 1 }), fx.target('/LateBank')).catch((e: unknown) => e);
+      expect(late).toBeInstanceOf(DtmUsageError);
+      expect((late as Error).message).toContain(`xa ${gid}: callBranch() after the body of the transaction ended`);
+      expect(fx.recorder.callsTo('/LateBank', gid)).toHaveLength(0);
     });
 
     it('two xaGlobalTransaction() racing on one gid (DTM v1.19 takes a prepare of a gid it holds prepared): the second is DtmGidInUseError before its body runs, sending nothing more; the first commits both its branches', async () => {
