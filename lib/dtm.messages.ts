@@ -275,6 +275,10 @@ export const MESSAGES = {
     `${transType === 'msg' ? 'another message, with other branches' : `a ${transType}`}, prepared: DTM v1.19 took this prepare for it (it takes a prepare of any gid it holds prepared), and a submit would have DTM deliver ${transType === 'msg' ? "that message's branches, never this one's" : `that ${transType}'s branches as this message`}; its local transaction was not run`,
   globalPreparedOverAnother: (own: string, transType: string) =>
     `${transType === own ? `another ${own}` : `a ${transType}`}, prepared: DTM v1.19 took this ${own}'s prepare for it (it takes a prepare of any gid it holds prepared), and this one's branches would have joined it, its submit confirming (committing) the other's branches, its abort cancelling them; the body was not run and nothing more was sent. Use a gid of its own (generateGid(), or one unique per business operation)`,
+  msgPrepareAfterSubmit: (gid: string) =>
+    `msg ${gid}: prepare() after submit(): DTM holds the message submitted (delivered, or being delivered) and refuses a prepare of it, which would read as a failure of the message; nothing was sent. Read its outcome with waitForFinal(gid) or query(gid); another message needs a Msg and a gid of its own`,
+  msgPrepareOtherCheck: (gid: string, check: string, first: string) =>
+    `msg ${gid}: prepare() again with another back-check (${truncate(check)}, first ${truncate(first)}): DTM keeps the back-check of the first prepare and asks only that one, while doAndSubmit() would ask this one; nothing was sent. Prepare a message once, or again with the same back-check`,
   msgChangedAfterPrepare: (gid: string, what: string) =>
     `msg ${gid}: ${what} after prepare(): DTM builds a message's branches (and keeps its delay and concurrency) from the prepare call only, so this would silently never take effect; add the steps and set the delay / concurrency before prepare()`,
   notAFunction: (what: string, got: unknown) => `${what} must be a function, got ${got === null ? 'null' : typeof got}`,

@@ -43,6 +43,8 @@ export class Msg extends StepTransaction {
   private prepareSent = false;
   /** Set once {@link doAndSubmit} ran (started) its local transaction: a second one would run it again. */
   private businessRan = false;
+  /** Set once a submit of this object was started: DTM refuses a prepare of a message it holds submitted or finished. */
+  private submitStarted = false;
   /** Set when DTM took this object's prepare for another transaction it held prepared under the gid ({@link assertPreparedOwn}): every submit is refused with it. */
   private heldByAnother?: DtmGidInUseError;
 
@@ -103,10 +105,16 @@ export class Msg extends StepTransaction {
    * Registers the message as prepared, with the target DTM calls to ask whether the local
    * transaction committed (if the message is neither submitted nor aborted before its timeout): a
    * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`. DTM keeps the steps, delay
-   * and concurrency of this call: add them all before it (later ones are refused).
+   * and concurrency of this call: add them all before it (later ones are refused). Again on the same
+   * object: taken with the same back-check; refused (`DtmUsageError`, nothing sent) with another
+   * one (DTM keeps the first) or after a submit.
    */
   async prepare(queryPrepared: string): Promise<void> {
-    this.queryPrepared = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
+    if (this.submitStarted) throw new DtmUsageError(MESSAGES.msgPrepareAfterSubmit(this.gid), { gid: this.gid });
+    const check = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
+    // DTM v1.19 takes a prepare of a message it holds prepared without storing anything of it: the first back-check stays
+    if (this.prepareSent && this.queryPrepared && check.value !== this.queryPrepared.value) throw new DtmUsageError(MESSAGES.msgPrepareOtherCheck(this.gid, check.value, this.queryPrepared.value), { gid: this.gid });
+    this.queryPrepared = check;
     this.observeStart();
     try {
       if (this.remoteSteps) await this.resolveRemote();
@@ -130,6 +138,7 @@ export class Msg extends StepTransaction {
    */
   override async submit(): Promise<void> {
     if (this.heldByAnother) throw this.heldByAnother;
+    this.submitStarted = true;
     try {
       await super.submit();
     } catch (err) {
@@ -144,6 +153,7 @@ export class Msg extends StepTransaction {
    */
   override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     if (this.heldByAnother) throw this.heldByAnother;
+    this.submitStarted = true;
     try {
       return await super.submitAndWait(wait);
     } catch (err) {
@@ -238,6 +248,7 @@ export class Msg extends StepTransaction {
       await this.withinObservation((r) => this.transport.abort(r), this.submission()).catch((abortError: unknown) => this.abortFailed(abortError, cause));
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
+      this.submitStarted = true;
       try {
         await super.submit(); // its own message for a submit that does not get through: the local transaction committed
       } catch (err) {

@@ -102,6 +102,32 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/First']);
     });
 
+    it('prepare() again: with the same back-check it is taken (DTM holds the message prepared once); with another back-check (DTM keeps the first), or after this object\'s submit (DTM holds the message submitted or delivered), refused with DtmUsageError, nothing sent; never DTM\'s refusal read as a DtmFailureError', async () => {
+      const gid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(gid).add(fx.target('/Again'), fx.payload({ n: 1 }));
+      await msg.prepare(fx.target('/QueryPrepared'));
+      await msg.prepare(fx.target('/QueryPrepared'));
+      const other = await msg.prepare(fx.target('/OtherCheck')).catch((e: unknown) => e);
+      expect(other).toBeInstanceOf(DtmUsageError);
+      expect((other as Error).message).toContain(`msg ${gid}: prepare() again with another back-check (${fx.target('/OtherCheck')}, first ${fx.target('/QueryPrepared')})`);
+      const another = await msg.doAndSubmit(fx.target('/OtherCheck'), async () => 'ran').catch((e: unknown) => e);
+      expect(another).toBeInstanceOf(DtmUsageError);
+      expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', query_prepared: fx.target('/QueryPrepared') });
+      expect((await msg.submitAndWait({ timeout: 10 })).status).toBe('succeed');
+      const late = await msg.prepare(fx.target('/QueryPrepared')).catch((e: unknown) => e);
+      expect(late).toBeInstanceOf(DtmUsageError);
+      expect((late as Error).message).toContain(`msg ${gid}: prepare() after submit()`);
+      const whole = await fx.client.generateGid();
+      const bare = fx.client.newMsg(whole).add(fx.target('/Again'), fx.payload({ n: 2 }));
+      await bare.submit();
+      const afterBare = await bare.prepare(fx.target('/QueryPrepared')).catch((e: unknown) => e);
+      expect(afterBare).toBeInstanceOf(DtmUsageError);
+      expect((await fx.client.waitForFinal(whole, { timeout: 10 })).status).toBe('succeed');
+      expect(fx.recorder.callsTo('/Again', gid)).toHaveLength(1);
+      expect(fx.recorder.callsTo('/Again', whole)).toHaveLength(1);
+      expect(fx.recorder.callsTo('/OtherCheck')).toHaveLength(0);
+    });
+
     it('setOptions() after prepare() is refused (DTM keeps the prepare\'s options; a submit would carry new ones to its first round only): the branch gets the prepared headers, DTM stores them', async () => {
       const gid = await fx.client.generateGid();
       const msg = fx.client.newMsg(gid, { retryInterval: 7 }).setOptions({ branchHeaders: { 'x-tenant': 'prepared' } }).add(fx.target('/Notify'), fx.payload({ n: 1 }));
