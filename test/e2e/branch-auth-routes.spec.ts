@@ -11,7 +11,9 @@ import { Body, Controller, Injectable, Post, VersioningType, type INestApplicati
 import { ClientProxyFactory, MessagePattern, Transport, type ClientProxy } from '@nestjs/microservices';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmClient, DtmModule, DtmOngoingError, SagaAction } from 'nestjs-dtm';
+import mysql from 'mysql2/promise';
+import { BarrierTx, DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, DtmOngoingError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, SagaAction, TccCancel, TccConfirm, TccTry, XaBranch } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
@@ -293,6 +295,124 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)'
       expect(proxied).toContain('/api/v1/sec/hold');
       expect(final).toMatchObject({ status: 'succeed' });
       expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+    } finally {
+      await app.close();
+      proxy.closeAllConnections();
+      await new Promise((done) => proxy.close(done));
+    }
+  });
+});
+
+/** TCC and XA branches, whose phase 2 (Confirm / Cancel, XA commit / rollback) DTM calls at the targets it registered. */
+@Controller({ path: 'two-phase', version: '1' })
+class TwoPhaseController {
+  constructor(private readonly runs: Runs) {}
+
+  @Post('hold-try')
+  @TccTry('hold2')
+  hold(@Body() body: { gid: string; refuse?: boolean }): object {
+    this.runs.calls.push({ handler: 'try', gid: body.gid, amount: undefined });
+    if (body.refuse) throw new DtmFailureError('refused');
+    return {};
+  }
+
+  @Post('hold-confirm')
+  @TccConfirm('hold2')
+  confirm(@Body() body: { gid: string }): object {
+    this.runs.calls.push({ handler: 'confirm', gid: body.gid, amount: undefined });
+    return {};
+  }
+
+  @Post('hold-cancel')
+  @TccCancel('hold2')
+  cancel(@Body() body: { gid: string }): object {
+    this.runs.calls.push({ handler: 'cancel', gid: body?.gid, amount: undefined });
+    return {};
+  }
+
+  @Post('xa-pay')
+  @XaBranch('xaPay', { db: 'mysql' })
+  async xaPay(@Body() body: { gid: string; amount: number }, @BarrierTx() conn: mysql.Connection): Promise<object> {
+    await conn.query('INSERT INTO paid (gid, amount) VALUES (?, ?)', [body.gid, body.amount]);
+    return {};
+  }
+}
+
+describe('app_url with a path, behind a proxy that strips it (branch_auth_keys): TCC Confirm / Cancel and XA commit / rollback', () => {
+  let dbs: FileDatabases;
+  beforeAll(async () => {
+    dbs = await fileDatabases();
+    const conn = await mysql.createConnection(dbs.mariadb.config);
+    await conn.query('CREATE TABLE paid (gid VARCHAR(64) PRIMARY KEY, amount INT NOT NULL)');
+    await conn.end();
+    const pool = mysql.createPool(dbs.mariadb.config);
+    await ensureBarrierSchema(mysqlBarrierDatabase(pool), { table: `${dbs.name}.dtm_barrier` });
+    await pool.end();
+  });
+
+  it.each(['express', 'fastify'] as const)('on %s: DTM\'s phase-2 calls reach the handlers through the proxy and pass the check of their tokens: a TCC confirmed, one cancelled, an XA committed, one rolled back', async (adapter) => {
+    let appPort = 0;
+    const proxied: string[] = [];
+    const proxy = createServer((req, res) => {
+      const path = (req.url ?? '/').replace(/^\/svc(?=\/)/, '');
+      proxied.push(path.split('?')[0]);
+      const upstream = httpRequest({ host: '127.0.0.1', port: appPort, method: req.method, path, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+    const proxyPort = (proxy.address() as { port: number }).port;
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${proxyPort}/svc`, retryInterval: 1, barrierTable: 'dtm_barrier' },
+          xaConnections: { mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) },
+        }),
+      ],
+      controllers: [TwoPhaseController],
+      providers: [Runs],
+    }).compile();
+    const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
+    app.useLogger(false);
+    app.setGlobalPrefix('api');
+    app.enableVersioning({ type: VersioningType.URI });
+    try {
+      await app.listen(0, '127.0.0.1');
+      appPort = (app.getHttpServer().address() as { port: number }).port;
+      const client = app.get(DtmClient);
+      const runs = app.get(Runs);
+      const handlers = (gid: string) => runs.calls.filter((c) => c.gid === gid).map((c) => c.handler);
+      const tccOk = await client.generateGid();
+      const confirmed = await client.tccGlobalTransactionAndWait(tccOk, async (tcc) => tcc.callBranch({ gid: tccOk }, 'hold2'), undefined, { timeout: 15 });
+      const tccNo = await client.generateGid();
+      const cancelled = await client.tccGlobalTransactionAndWait(tccNo, async (tcc) => {
+        await tcc.callBranch({ gid: tccNo }, 'hold2');
+        await tcc.callBranch({ gid: tccNo, refuse: true }, 'hold2');
+      }, undefined, { timeout: 15 });
+      const xaOk = await client.generateGid();
+      const committed = await client.xaGlobalTransactionAndWait(xaOk, async (xa) => xa.callBranch({ gid: xaOk, amount: 5 }, 'xaPay'), undefined, { timeout: 15 });
+      const xaNo = await client.generateGid();
+      const rolledBack = await client.xaGlobalTransactionAndWait(xaNo, async (xa) => {
+        await xa.callBranch({ gid: xaNo, amount: 7 }, 'xaPay');
+        throw new DtmFailureError('changed my mind');
+      }, undefined, { timeout: 15 });
+
+      expect([confirmed.status, cancelled.status, committed.status, rolledBack.status]).toEqual(['succeed', 'failed', 'succeed', 'failed']);
+      expect(handlers(tccOk)).toEqual(['try', 'confirm']);
+      expect(handlers(tccNo).sort()).toEqual(['cancel', 'cancel', 'try', 'try']);
+      expect(proxied).toEqual(expect.arrayContaining(['/api/v1/two-phase/hold-confirm', '/api/v1/two-phase/hold-cancel', '/api/v1/two-phase/xa-pay']));
+      const conn = await mysql.createConnection(dbs.mariadb.config);
+      try {
+        const [rows] = await conn.query('SELECT gid, amount FROM paid WHERE gid IN (?, ?)', [xaOk, xaNo]);
+        expect(rows).toEqual([{ gid: xaOk, amount: 5 }]);
+        const [prepared] = await conn.query('XA RECOVER');
+        expect((prepared as { data: string }[]).filter((x) => x.data.includes(xaOk) || x.data.includes(xaNo))).toEqual([]);
+      } finally {
+        await conn.end();
+      }
     } finally {
       await app.close();
       proxy.closeAllConnections();
