@@ -100,6 +100,14 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
   });
 
+  it('a message (trans_type msg) whose branch is a @SagaAction route: delivered, the handler run once with transType msg (DTM and its SDKs pick a handler by op alone; the call\'s trans_type is not checked against the decorator)', async () => {
+    const gid = await t.client.generateGid();
+    const final = await t.client.newMsg(gid).add(`${t.url}/api/v1/bank/audit`, { n: 1 }).submitAndWait();
+    expect(final.status).toBe('succeed');
+    expect(branchLines(final)).toEqual(['01 action succeed']);
+    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.branch.transType, c.branch.op])).toEqual([['audit', 'msg', 'action']]);
+  });
+
   it('saga rollback: a DtmFailureError is a 409 DTM rolls back on, and the failed step\'s compensation runs too', async () => {
     t.ledger.script('transIn', 'failure');
     const gid = await t.client.generateGid();
