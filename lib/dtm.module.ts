@@ -133,8 +133,40 @@ export class DtmModule extends DtmConfigurableModule {
    * The factory must return the options (a `DtmConfigError` at `options` when it returns nothing).
    */
   static forRootAsync(options: typeof DTM_ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withProviders(super.forRootAsync(options));
+    const definition = withProviders(super.forRootAsync(options));
+    const factory = options?.useFactory ? undefined : (options?.useClass ?? options?.useExisting);
+    if (factory === undefined) return definition;
+    // useClass / useExisting: Nest calls the provider's create(); one without it (plain JavaScript) failed with a TypeError of Nest's
+    const path = options.useClass ? 'options.useClass' : 'options.useExisting';
+    const created = { provide: DTM_MODULE_OPTIONS, useFactory: (provider: unknown) => createdOptions(provider, path), inject: [factory] };
+    definition.providers = definition.providers?.map((p) => (typeof p === 'object' && 'provide' in p && p.provide === DTM_MODULE_OPTIONS ? created : p));
+    return definition;
   }
+}
+
+/** What the `create()` of a forRootAsync `useClass` / `useExisting` provider returns; a `DtmConfigError` at `path` when it has none. */
+async function createdOptions(provider: unknown, path: string): Promise<unknown> {
+  const create = (provider as { create?: unknown } | null | undefined)?.create;
+  if (typeof create === 'function') return (await create.call(provider)) as unknown;
+  throw new DtmConfigError([{ path, message: MESSAGES.moduleOptionsFactoryNoCreate(nameOf(provider), methodsOf(provider)) }], 'options');
+}
+
+/** The class name of `value` (or its type). */
+function nameOf(value: unknown): string {
+  const name = (value as { constructor?: { name?: unknown } } | null | undefined)?.constructor?.name;
+  return typeof name === 'string' && name !== '' && name !== 'Object' ? name : `the provider (${value === null ? 'null' : typeof value})`;
+}
+
+/** The methods `value` has (its class's, and its own function properties), at most 10. */
+function methodsOf(value: unknown): string[] {
+  if (typeof value !== 'object' || value === null) return [];
+  const names = new Set<string>();
+  for (let o: object | null = value; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o) as object | null) {
+    for (const name of Object.getOwnPropertyNames(o)) {
+      if (name !== 'constructor' && typeof (value as Record<string, unknown>)[name] === 'function') names.add(name);
+    }
+  }
+  return [...names].slice(0, 10);
 }
 
 /** Every option `DtmModuleOptions` has: any other key would be silently ignored. */

@@ -352,6 +352,24 @@ describe('module set-up', () => {
     }
   });
 
+  it.each(['useClass', 'useExisting'] as const)('forRootAsync with %s whose provider has no create() (plain JavaScript; createDtmOptions() as other modules name it) fails start-up with a DtmConfigError at options.useClass / options.useExisting naming the method to add, not Nest\'s TypeError', async (how) => {
+    class DtmOptionsFactory {
+      createDtmOptions() {
+        return { config: { serverUrl: harness().dtm.serverUrl } };
+      }
+    }
+    @Module({ providers: [DtmOptionsFactory], exports: [DtmOptionsFactory] })
+    class OptionsModule {}
+    const async = (how === 'useClass' ? { useClass: DtmOptionsFactory } : { imports: [OptionsModule], useExisting: DtmOptionsFactory }) as never;
+    const error = await Test.createTestingModule({ imports: [DtmModule.forRootAsync(async)] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems).toEqual([
+      { path: `options.${how}`, message: 'DtmOptionsFactory has no method create(), which DtmModule.forRootAsync calls for the options (it has createDtmOptions()); name the method create()' },
+    ]);
+  });
+
   it('a forRootAsync factory that returns nothing (a block body without return) fails start-up with a DtmConfigError at path options saying so, not a TypeError', async () => {
     const compiling = Test.createTestingModule({
       imports: [
