@@ -323,8 +323,8 @@ export const MESSAGES = {
         ? `the app running the transaction gets the error and aborts it (DTM never calls a ${info.op === 'try' ? 'TCC Try' : 'XA action'} itself, so nothing retries it)`
         : 'DTM will retry the call'
     }: ${detail}`,
-  ownBranchHandlerFailed: (endpoint: string, answered: string, handler: string, message: string) =>
-    `the branch ${endpoint} answered ${answered}: its handler ${handler}, in this app, threw: ${truncate(message)} (logged with its stack by DtmBranch; DTM's rollback reason does not hold it)`,
+  ownBranchHandlerFailed: (endpoint: string, answered: string, handler: string, message: string, step?: string) =>
+    `the branch ${endpoint} answered ${answered}: ${step ? `the ${step} of the module's local XA transaction around its handler ${handler}, in this app, failed (not the handler's business)` : `its handler ${handler}, in this app, threw`}: ${truncate(message)} (logged with its stack by DtmBranch; DTM's rollback reason does not hold it)`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>
     `${where} serves op=${ops.join(' / ')}, but this call has op=${shownCallerValue(op)}: the URL registered with DTM for op=${shownCallerValue(op)} points at the wrong handler; the handler did not run`,
   failureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, what = 'DtmFailureError') =>

@@ -11,6 +11,7 @@ import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
+import { xaModuleStepOf } from '../xa/xa-local-transaction.js';
 import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
 import { escapeControls } from '../redact.js';
@@ -121,7 +122,10 @@ function failureOf(handler: string, exception: unknown, protocol: string): Omit<
   // what the call was answered (see the transports' `answer`): over gRPC the code an HttpException's status stands for, an RpcException's own code, else INTERNAL (13)
   const status = protocol === 'grpc' ? (http ? grpcCodeOfHttpException(exception) : (rpcExceptionCode(exception) ?? 13)) : http ? exception.getStatus() : 500;
   const message = rpcExceptionDetails(exception) ?? (exception instanceof Error ? exception.message : String(exception));
-  return { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
+  const failure: Omit<RecordedBranchFailure, 'at'> = { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
+  const step = xaModuleStepOf(exception);
+  if (step) failure.step = step;
+  return failure;
 }
 
 /**

@@ -9,6 +9,8 @@ export interface RecordedBranchFailure {
   status: number;
   /** The error's message (kept in this process only; DTM was answered without it). */
   message: string;
+  /** The module's own step that failed around the handler (an XA branch's connection, PREPARE, ...), when the error was not the handler's. */
+  step?: string;
   /** When it happened (ms since the epoch). */
   at: number;
 }

@@ -41,7 +41,7 @@ function withOwnHandlerFailure(err: unknown, gid: string, branchId: string, op: 
   const recorded = recordedBranchFailure(gid, branchId, op);
   if (!recorded || recorded.status !== err.status) return err;
   const answered = err.protocol === 'grpc' ? `gRPC status ${err.status}` : `HTTP ${err.status}`;
-  const error = new DtmServerError(MESSAGES.ownBranchHandlerFailed(err.endpoint ?? '', answered, recorded.handler, recorded.message), err.body, {
+  const error = new DtmServerError(MESSAGES.ownBranchHandlerFailed(err.endpoint ?? '', answered, recorded.handler, recorded.message, recorded.step), err.body, {
     gid: err.gid,
     branchId: err.branchId,
     endpoint: err.endpoint,

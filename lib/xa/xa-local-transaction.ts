@@ -93,6 +93,14 @@ export interface XaBarrierRow {
  * connection is closed on every path. With `bounds`, statements wait for locks no longer than the
  * branch timeout.
  */
+/** The step of the module's own (not the handler's business) each error of a local XA transaction's phase 1 came from. */
+const MODULE_STEPS = new WeakMap<object, string>();
+
+/** The step of the module's local XA transaction `err` came from (the connection, XA START, PREPARE, ...); undefined for the business's own error. */
+export function xaModuleStepOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? MODULE_STEPS.get(err) : undefined;
+}
+
 export async function prepareXa<H, T>(
   db: XaDatabase<H>,
   xid: string,
@@ -102,31 +110,44 @@ export async function prepareXa<H, T>(
   bounds?: LocalTransactionBounds,
 ): Promise<T> {
   const mysql = db.dialect === 'mysql';
-  const conn = await db.connect();
+  // the module's step under way: an error of it is named so, not taken for the business's ('' while the business runs)
+  let step = 'connection to the XA database';
   try {
-    // lock waits bounded by the branch timeout (PostgreSQL: in the BEGIN's query; MySQL: the new connection's session)
-    const lockWait = mysql ? mysqlLockWaitSql(bounds) : undefined;
-    if (lockWait) await conn.execute(lockWait); // a new connection each call: one statement more on MySQL
-    await conn.execute(mysql ? `XA START '${xid}'` : pgBeginSql(bounds));
-    let result: T;
+    const conn = await db.connect();
     try {
-      await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']);
-      result = await business(conn.handle);
-      await beforePrepare();
-    } catch (err) {
-      await abandon(conn, mysql, xid);
-      throw err;
+      // lock waits bounded by the branch timeout (PostgreSQL: in the BEGIN's query; MySQL: the new connection's session)
+      const lockWait = mysql ? mysqlLockWaitSql(bounds) : undefined;
+      step = mysql ? 'XA START' : 'BEGIN';
+      if (lockWait) await conn.execute(lockWait); // a new connection each call: one statement more on MySQL
+      await conn.execute(mysql ? `XA START '${xid}'` : pgBeginSql(bounds));
+      let result: T;
+      try {
+        step = 'barrier row';
+        await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']);
+        step = '';
+        result = await business(conn.handle);
+        step = 'registration of the branch with DTM';
+        await beforePrepare();
+      } catch (err) {
+        await abandon(conn, mysql, xid);
+        throw err;
+      }
+      step = mysql ? 'XA PREPARE' : 'PREPARE TRANSACTION';
+      if (mysql) {
+        await conn.execute(`XA END '${xid}'`);
+        await conn.execute(`XA PREPARE '${xid}'`);
+      } else if (!(await pgPrepared(conn, xid, await conn.execute(`PREPARE TRANSACTION '${xid}'`)))) {
+        step = ''; // the business's: it caught an SQL error, which left nothing to prepare
+        // its work is gone, barrier row included: DTM's rollback of the branch finds nothing to undo
+        throw new DtmFailureError(MESSAGES.xaNotPrepared(row.gid, row.branchId, xid), { gid: row.gid, branchId: row.branchId });
+      }
+      return result;
+    } finally {
+      await conn.close().catch(() => undefined);
     }
-    if (mysql) {
-      await conn.execute(`XA END '${xid}'`);
-      await conn.execute(`XA PREPARE '${xid}'`);
-    } else if (!(await pgPrepared(conn, xid, await conn.execute(`PREPARE TRANSACTION '${xid}'`)))) {
-      // its work is gone, barrier row included: DTM's rollback of the branch finds nothing to undo
-      throw new DtmFailureError(MESSAGES.xaNotPrepared(row.gid, row.branchId, xid), { gid: row.gid, branchId: row.branchId });
-    }
-    return result;
-  } finally {
-    await conn.close().catch(() => undefined);
+  } catch (err) {
+    if (step && typeof err === 'object' && err !== null && !MODULE_STEPS.has(err)) MODULE_STEPS.set(err, step);
+    throw err;
   }
 }
 

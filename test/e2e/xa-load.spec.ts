@@ -85,6 +85,8 @@ describe('XA under load on a PostgreSQL with 4 prepared-transaction slots', () =
     for (const error of errors) {
       expect(error).toBeInstanceOf(DtmServerError);
       expect((error as Error).message).toContain('maximum number of prepared transactions reached');
+      // the module's PREPARE failed, not the handler's business
+      expect((error as Error).message).toContain("the PREPARE TRANSACTION of the module's local XA transaction around its handler XaLoadController.pg, in this app, failed (not the handler's business)");
     }
     const finals = await Promise.all(gids.map(async (gid) => (await client.waitForFinal(gid, { timeout: 60 })).status));
     expect(finals.filter((s) => s === 'failed')).toHaveLength(errors.length);
@@ -173,6 +175,8 @@ describe('XA under load on MariaDB for a user allowed 4 connections', () => {
     for (const error of errors) {
       expect(error).toBeInstanceOf(DtmServerError);
       expect((error as Error).message).toContain("has exceeded the 'max_user_connections' resource");
+      // the module's connection failed, before the handler ran
+      expect((error as Error).message).toContain("the connection to the XA database of the module's local XA transaction around its handler XaLoadMyController.");
     }
     // a phase 2 refused a connection is retried by DTM: have its cron take them now
     const finals: string[] = [];
