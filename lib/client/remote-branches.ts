@@ -140,7 +140,8 @@ export class RemoteBranchDirectory {
       this.fetched.set(name, fresh);
       return fresh;
     } catch (err) {
-      if (!kept || err instanceof DtmRemoteBranchError) throw err;
+      // any failed refetch, a 404 or an answer that is no manifest too (an ingress or a maintenance page during a deploy): the kept one worked
+      if (!kept) throw err;
       this.logger.warn(MESSAGES.remoteManifestStale(name, redactText(err instanceof Error ? err.message : String(err))));
       // tried again at the next refresh (or after another call to its targets failed as if it had
       // moved), not on every use while the service is down: stale no more, as a fresh one

@@ -405,6 +405,40 @@ describe('a participant down, after a call to one of its targets failed', () => 
   });
 });
 
+describe('a participant whose manifest endpoint answers something else than its manifest, after a call to one of its targets failed', () => {
+  it.each([
+    ['404 (an ingress with no route to it during a deploy)', 404],
+    ['a 200 that is not a manifest (a maintenance page)', { status: 200, body: '<html>back soon</html>' }],
+  ] as const)('%s: its kept manifest is used (a warning), as when it does not answer; not DtmRemoteBranchError for every transaction', async (_what, answer) => {
+    const participant = await startRecorder();
+    const dead = await freePort();
+    const manifest = {
+      format: 'nestjs-dtm.branches/1',
+      branches: [
+        { name: 'pay', kind: 'saga', ops: { action: { http: participant.urlFor('/pay') }, compensate: { http: participant.urlFor('/pay-back') } } },
+        { name: 'hold', kind: 'tcc', ops: { try: { http: `http://127.0.0.1:${dead}/hold-try` }, confirm: { http: participant.urlFor('/hold-confirm') }, cancel: { http: participant.urlFor('/hold-cancel') } } },
+      ],
+    };
+    participant.answer('/dtm/branches', { status: 200, body: manifest });
+    const caller = await startDtmApp({ config: { services: { shop: { url: participant.url, refresh: 3600 } } } });
+    try {
+      const gid = await caller.client.generateGid();
+      await expect(caller.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, { service: 'shop', branch: 'hold' }))).rejects.toThrow(`127.0.0.1:${dead}/hold-try`);
+      participant.answer('/dtm/branches', answer);
+      for (let i = 0; i < 3; i++) {
+        const saga = await caller.client.generateGid();
+        const final = await caller.client.newSaga(saga).add({ service: 'shop', branch: 'pay' }, { n: i }).submitAndWait({ timeout: 20 });
+        expect(final.status).toBe('succeed');
+      }
+      expect(participant.callsTo('/dtm/branches').map((c) => c.status)).toEqual([200, typeof answer === 'number' ? answer : answer.status]);
+      expect(participant.callsTo('/pay')).toHaveLength(3);
+    } finally {
+      await caller.close();
+      await participant.close();
+    }
+  });
+});
+
 describe('branches by name with branch_auth_keys on the three services', () => {
   const key = randomBytes(33).toString('base64');
   let apps: ManagedProcess[] = [];
