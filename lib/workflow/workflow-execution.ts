@@ -6,6 +6,7 @@ import { cutToStore } from '../transport/dtm-limits.js';
 import type { WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowDivergedError } from '../errors/dtm-workflow-diverged.error.js';
 import { BranchIdGenerator } from '../transactions/branch-id.generator.js';
@@ -136,7 +137,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     try {
       value = await action();
     } catch (err) {
-      if (err instanceof DtmFailureError) {
+      // a transaction of the step's own refused its gid (taken by the first run of this step, on a resume): no FAILURE of the step's work, which may have succeeded
+      if (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError)) {
         // recorded as DTM keeps the rollback reason it becomes: a longer one (a 409's large body) could never be recorded
         const reason = cutToStore(err.reason);
         await this.tx.record(branchId, 'action', 'failed', JSON.stringify({ k: step, e: reason }));

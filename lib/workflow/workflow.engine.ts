@@ -168,7 +168,8 @@ export class WorkflowEngine {
     try {
       value = await definition.run(execution as WorkflowExecution<never>);
     } catch (err) {
-      if (!(err instanceof DtmFailureError)) throw new DtmWorkflowPendingError(definition.name, gid, err);
+      // a DtmGidInUseError (a transaction the workflow's code runs found its gid taken, by its own first run on a resume) says nothing failed: pending, never a rollback
+      if (!(err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw new DtmWorkflowPendingError(definition.name, gid, err);
       assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
       // never an empty reason: DTM holds a forceStop's failure without one

@@ -11,6 +11,7 @@ import pg from 'pg';
 import {
   DtmClient,
   DtmFailureError,
+  DtmGidInUseError,
   DtmModule,
   DtmUsageError,
   DtmWorkflow,
@@ -25,7 +26,7 @@ import {
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin } from '../support/fixtures.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
@@ -487,5 +488,62 @@ describe('workflow mode at its edges', () => {
     // replayed, the recorded FAILURE gives the same reason
     await expect(A.client.executeWorkflow('review.two.v1', remote, urls())).rejects.toThrow(`${'y'.repeat(1023)}…`);
     expect(recorder.callsTo('/A', remote)).toHaveLength(1);
+  });
+});
+
+/** Gids whose step 'inner' already threw once after its TCC (the process "crashed" there). */
+const innerCrashed = new Set<string>();
+
+@Injectable()
+class InnerTccWorkflows {
+  constructor(private readonly dtm: DtmClient) {}
+
+  /** A step running a TCC of its own under a gid made from the workflow's, which throws once after it (a crash before the step was recorded). */
+  @DtmWorkflow('review.inner-tcc.v1')
+  async innerTcc(wf: WorkflowContext<{ u: string }>) {
+    await wf.step('pay').onRollback((b) => b.http(`${wf.input.u}/PayRevert`, { n: 1 })).http(`${wf.input.u}/Pay`, { n: 1 });
+    await wf.step('inner').run(async () => {
+      await this.dtm.tccGlobalTransaction(`in${wf.gid}`, async (tcc) => {
+        await tcc.callBranch({ n: 1 }, `${wf.input.u}/ITry`, `${wf.input.u}/IConfirm`, `${wf.input.u}/ICancel`);
+      });
+      if (!innerCrashed.has(wf.gid)) {
+        innerCrashed.add(wf.gid);
+        throw new Error('crashed after the inner TCC');
+      }
+    });
+    return 'ok';
+  }
+}
+
+describe('a step whose own transaction finds its gid taken on a resume', () => {
+  let app: INestApplication;
+  let client: DtmClient;
+  let rec: Recorder;
+  beforeAll(async () => {
+    rec = await startRecorder();
+    const port = await freePort();
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 } })], providers: [InnerTccWorkflows] })
+    class InnerTccModule {}
+    app = await NestFactory.create(InnerTccModule, { logger: false });
+    await app.listen(port, '127.0.0.1');
+    client = app.get(DtmClient);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await rec?.close();
+  });
+
+  it('the inner TCC succeeded in the first run; the resume\'s DtmGidInUseError (a DtmFailureError) leaves the workflow pending, not rolled back while the inner TCC stays confirmed', async () => {
+    const gid = await client.generateGid();
+    const first = await client.executeWorkflow('review.inner-tcc.v1', gid, { u: rec.url }).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    const again = await client.executeWorkflow('review.inner-tcc.v1', gid, { u: rec.url }).catch((e: unknown) => e);
+    expect(again).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((again as Error).cause).toBeInstanceOf(DtmGidInUseError);
+    expect((await waitForTransStatus(`in${gid}`, 'succeed')).transaction?.status).toBe('succeed');
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(rec.callsTo('/PayRevert')).toHaveLength(0);
+    expect(rec.calls.map((c) => c.path)).toEqual(['/Pay', '/ITry', '/IConfirm']);
+    await client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 });
