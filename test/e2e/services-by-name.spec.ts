@@ -10,7 +10,7 @@ import { createServer, connect, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { credentials, Client, Metadata } from '@grpc/grpc-js';
-import { harness, queryTrans } from '../support/harness.js';
+import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { settledWithin } from '../support/fixtures.js';
 import { freePort, logTail, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { STOCK_PROTO } from '../support/grpc.js';
@@ -246,8 +246,8 @@ describe('branches by name across services', () => {
       const outcome = await order(path, { movement: { account: '', amount: -5 }, item: widgets(1) });
       expect(outcome).toMatchObject({ error: 'DtmRemoteBranchError', problem: 'payload' });
       expect(outcome.message).toContain(`does not pass the schema of its contract entry: account: must be a non-empty string; amount: must be a positive number`);
-      const record = await queryTrans(outcome.gid);
-      // a saga or msg was never sent; a TCC was prepared before its body ran, and aborted without a branch
+      // a saga or msg was never sent; a TCC was prepared before its body ran, and aborted without a branch (DTM goes from aborting to failed after its abort answered)
+      const record = path === 'tcc' ? await waitForTransStatus(outcome.gid, 'failed') : await queryTrans(outcome.gid);
       if (path === 'tcc') expect([record.transaction?.status, record.branches]).toEqual(['failed', []]);
       else expect(record.transaction).toBeNull();
     }
