@@ -225,7 +225,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * Nested TCC: inside a `@TccTry` handler, the TCC transaction of the branch being served (its
    * `@BranchContext()`), so that the handler can register and try sub-branches of its own branch
-   * (ids `0101`, `0102`, ... under branch `01`), as DTM's Go SDK (`TccFromQuery`) allows. The
+   * (ids `0101`, `0102`, ... under branch `01`; the nested TCCs made with one `BranchInfo` share
+   * them, so that a second one goes on at `0102`), as DTM's Go SDK (`TccFromQuery`) allows. The
    * sub-branches are registered with the module's own DTM server, whatever server the call named.
    * Only in a Try (op `try`): elsewhere `DtmUsageError`.
    */

@@ -88,10 +88,27 @@ export interface NestedFailure {
   error: unknown;
 }
 
+/**
+ * The sub-branch ids of the Try whose `BranchInfo` nested TCCs were made with: one generator per
+ * served call, so that a Try making two nested TCCs (two sub-services, one made in a loop) numbers
+ * their sub-branches `0101`, `0102`, ... instead of both starting at `0101`, which DTM refuses
+ * (a second registration of one branch id: "storage: UniqueKeyConflict").
+ */
+const SUB_BRANCH_IDS = new WeakMap<object, BranchIdGenerator>();
+
+/** The sub-branch ids of the nested TCCs under `parent` (shared by all those made with its `BranchInfo`). */
+function subBranchIds(parent: ParentBranch | undefined): BranchIdGenerator {
+  const info = parent?.info;
+  if (!info) return new BranchIdGenerator(parent?.branchId ?? '');
+  let ids = SUB_BRANCH_IDS.get(info);
+  if (!ids) SUB_BRANCH_IDS.set(info, (ids = new BranchIdGenerator(parent.branchId)));
+  return ids;
+}
+
 /** Where a transaction sits when it is a branch of another app's transaction (nested TCC). */
 export interface ParentBranch {
   branchId: string;
-  /** The `BranchInfo` given to `tccFromBranch()`: flagged ({@link NESTED_FAILURE}) with the first sub-branch call that failed. */
+  /** The `BranchInfo` given to `tccFromBranch()`: flagged ({@link NESTED_FAILURE}) with the first sub-branch call that failed; the key of its sub-branch ids ({@link subBranchIds}). */
   info?: object;
   /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too; the sub-branches' calls carry them. */
   signedHeaders?: string;
@@ -146,7 +163,7 @@ export abstract class Transaction {
     this.inboundHeaders = runtime.passThroughHeaders();
     this.overrides = options;
     this.resolved = this.resolve();
-    this.ids = new BranchIdGenerator(parent?.branchId ?? '');
+    this.ids = subBranchIds(parent);
   }
 
   /**

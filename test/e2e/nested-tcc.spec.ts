@@ -35,6 +35,8 @@ class Nesting {
 
   /** The HTTP Try nests this app's gRPC-only TCC branch `nestGrpc` instead (which nests the targets in turn). */
   viaOwnGrpc = false;
+  /** How many nested TCCs a Try makes, one after the other (each its own `tccFromBranch()`, trying one sub-branch). */
+  nestedTccs = 1;
 
   /** A Try's body: nests a TCC, tries one sub-branch, catches its failure and answers success all the same. */
   async tryAndSwallow(dtm: DtmClient, branch: BranchInfo, protocol: DtmProtocol): Promise<void> {
@@ -45,6 +47,13 @@ class Nesting {
     }
     const t = this.targets(protocol);
     await sub.callBranch(t.payload, t.try, t.confirm, t.cancel).catch((err: unknown) => void this.swallowed.push(err));
+    // a Try nesting two sub-services, each through a TCC of its own (or one made in a loop)
+    for (let more = 1; more < this.nestedTccs; more++) {
+      await dtm
+        .tccFromBranch(branch)
+        .callBranch(t.payload, t.try, t.confirm, t.cancel)
+        .catch((err: unknown) => void this.swallowed.push(err));
+    }
   }
 }
 
@@ -155,6 +164,7 @@ describe('nested TCC in a decorated Try', () => {
     nesting.outer = [];
     nesting.compensated = [];
     nesting.viaOwnGrpc = false;
+    nesting.nestedTccs = 1;
     nesting.targets = (protocol) =>
       protocol === 'grpc'
         ? { try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') }
@@ -191,6 +201,19 @@ describe('nested TCC in a decorated Try', () => {
       expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
       expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
       expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
+    });
+
+    it('a Try that makes two nested TCCs (tccFromBranch() twice on its BranchInfo) numbers their sub-branches 0101, 0102: DTM holds both, confirms both', async () => {
+      nesting.nestedTccs = 2;
+      const gid = await client.generateGid();
+      await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(payload, branch), { protocol });
+      expect(nesting.swallowed).toEqual([]);
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '0102 cancel prepared', '0102 confirm succeed']);
+      expect(recorder.callsTo('/SubTry', gid).map((c) => c.query.branch_id)).toEqual(['0101', '0102']);
+      expect(recorder.callsTo('/SubConfirm', gid).map((c) => c.query.branch_id).sort()).toEqual(['0101', '0102']);
+      expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
     });
   });
 
