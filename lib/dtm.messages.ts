@@ -460,6 +460,8 @@ export const MESSAGES = {
   },
   nestedTccFailureSwallowed: (handler: string, gid: string, branchId: string, op: string, cause: string) =>
     `${handler}, the Try of tcc ${gid}, went on after the ${op === 'register' ? 'registration' : 'Try'} of its sub-branch ${branchId} failed (${truncate(cause)}) and answered success: DTM holds the sub-branch, and that success would have DTM confirm it, work whose Try failed or may not have run. The Try is answered FAILURE instead (DTM cancels the transaction's branches, the sub-branch's too): let the error of the nested callBranch() end the Try, never catch it and carry on`,
+  nestedTccGrpcUnreachable: (gid: string, grpcServer: string, isDefault: boolean, cause: string) =>
+    `this nested TCC was called over HTTP, but DTM holds tcc ${gid} as gRPC and its sub-branch can be called over gRPC only, so it registers the sub-branch with DTM over gRPC, at lynx.dtm.grpc_server (${grpcServer}${isDefault ? ', the default: this app does not set it' : ''}), which did not answer: set grpc_server to the DTM server's gRPC address (port 36790 by default) in this app too, though it serves HTTP only. ${cause}`,
   nestedTccNotInTry: (op: string) =>
     `tccFromBranch() was given the @BranchContext() of a TCC call with op ${op}: sub-branches are registered and tried in a Try (op try) only, while DTM holds the transaction prepared; DTM confirms or cancels them itself, with their parent. Call it in the @TccTry handler`,
   notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',

@@ -5,6 +5,8 @@ import { GlobalTransaction } from './global-transaction.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { defaultDtmConfig } from '../config/dtm-config.keys.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -12,6 +14,8 @@ import type { TransactionRuntime } from './transaction-runtime.js';
 export class Tcc extends GlobalTransaction {
   /** A nested TCC over HTTP: whether DTM's record was read for the transaction's protocol (see {@link followDtmProtocol}). */
   private dtmProtocolRead = false;
+  /** A nested TCC called over HTTP that moved to gRPC (see {@link followDtmProtocol}): its registrations go to `grpc_server`, which an HTTP-only app may not have set. */
+  private movedToGrpc = false;
 
   /** @internal use `DtmClient.tccGlobalTransaction` or `DtmClient.tccFromBranch` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions, parent?: ParentBranch) {
@@ -66,7 +70,9 @@ export class Tcc extends GlobalTransaction {
   private async followDtmProtocol(tryOrName: string | RemoteBranch): Promise<void> {
     if (!(await this.needsGrpc(tryOrName))) return;
     this.dtmProtocolRead = true;
-    if ((await this.runtime.query(this.gid))?.protocol === 'grpc') this.switchProtocol('grpc');
+    if ((await this.runtime.query(this.gid))?.protocol !== 'grpc') return;
+    this.switchProtocol('grpc');
+    this.movedToGrpc = true;
   }
 
   /** Whether a sub-branch can be called over gRPC only; another service's branch that does not resolve throws here as it would when called. */
@@ -100,7 +106,31 @@ export class Tcc extends GlobalTransaction {
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
     const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text) : this.ids.next();
     // a failure of either is kept: run() refuses the submit should the body go on (DTM would confirm the branch)
-    await this.keepFailure(branchId, 'register', () => this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } }));
+    await this.keepFailure(branchId, 'register', () =>
+      this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } }).catch((err: unknown) => {
+        throw this.movedToGrpc ? grpcMoveExplained(err, this.runtime.config.grpcServer) : err;
+      }),
+    );
     return this.keepFailure(branchId, 'try', () => (service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try')));
   }
+}
+
+/** `grpc_server` when the configuration does not set it. */
+const DEFAULT_GRPC_SERVER = defaultDtmConfig().grpcServer;
+
+/**
+ * The error of a registration over gRPC that a nested TCC called over HTTP made because DTM holds
+ * the transaction as gRPC: a `DtmUnavailableError` (no DTM at `grpc_server`, which an HTTP-only
+ * app often leaves at its default) says why the app talks gRPC at all and what to set; any other as it is.
+ */
+function grpcMoveExplained(err: unknown, grpcServer: string): unknown {
+  if (!(err instanceof DtmUnavailableError)) return err;
+  return new DtmUnavailableError(MESSAGES.nestedTccGrpcUnreachable(err.gid ?? '', grpcServer, grpcServer === DEFAULT_GRPC_SERVER, err.message), {
+    gid: err.gid,
+    branchId: err.branchId,
+    endpoint: err.endpoint,
+    protocol: err.protocol,
+    status: err.status,
+    cause: err,
+  });
 }

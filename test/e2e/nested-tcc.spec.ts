@@ -6,7 +6,7 @@ import { Body, Controller, Injectable, Post, type INestApplication } from '@nest
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
-import { BarrierTx, BranchContext, DtmClient, DtmFailureError, DtmModule, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
+import { BarrierTx, BranchContext, DtmClient, DtmFailureError, DtmModule, DtmUnavailableError, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
@@ -123,6 +123,30 @@ class NestingController {
   grpcCancel(@Payload() _move: Move, @BranchContext() branch: BranchInfo) {
     this.nesting.outer.push(`cancel ${branch.gid}`);
   }
+}
+
+/** A participant served over HTTP only, whose configuration sets no grpc_server: its Try nests a TCC. */
+@Controller('plain')
+class HttpOnlyNestingController {
+  constructor(
+    private readonly dtm: DtmClient,
+    private readonly nesting: Nesting,
+  ) {}
+
+  @Post('try')
+  @TccTry('plainNest')
+  async try(@Body() _body: unknown, @BranchContext() branch: BranchInfo) {
+    await this.nesting.tryAndSwallow(this.dtm, branch, 'http');
+    return { tried: true };
+  }
+
+  @Post('confirm')
+  @TccConfirm('plainNest')
+  confirm() {}
+
+  @Post('cancel')
+  @TccCancel('plainNest')
+  cancel() {}
 }
 
 describe('nested TCC in a decorated Try', () => {
@@ -242,6 +266,34 @@ describe('nested TCC in a decorated Try', () => {
     expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '010101 cancel prepared', '010101 confirm succeed']);
     expect(recorder.callsTo('/SubTry', gid).map((c) => c.method)).toEqual(['GRPC']);
     expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`, `confirm ${gid}`]);
+  });
+
+  it('a gRPC TCC calling the HTTP Try of a participant without grpc_server, whose Try nests a gRPC sub-branch: the sub-branch\'s registration fails saying that the nested TCC follows DTM onto gRPC and that grpc_server must be set', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, timeout: 2 } })],
+      controllers: [HttpOnlyNestingController],
+      providers: [Nesting],
+    }).compile();
+    const plain = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    await plain.listen(0, '127.0.0.1');
+    try {
+      const plainNesting = plain.get(Nesting);
+      plainNesting.targets = () => ({ try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') });
+      const url = await plain.getUrl();
+      const gid = await client.generateGid();
+      const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, `${url}/plain/try`, `${url}/plain/confirm`, `${url}/plain/cancel`), { protocol: 'grpc' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect(plainNesting.swallowed).toHaveLength(1);
+      const swallowed = plainNesting.swallowed[0] as Error;
+      expect(swallowed).toBeInstanceOf(DtmUnavailableError);
+      expect(swallowed.message).toContain(`DTM holds tcc ${gid} as gRPC and its sub-branch can be called over gRPC only`);
+      expect(swallowed.message).toContain('lynx.dtm.grpc_server (localhost:36790, the default: this app does not set it), which did not answer: set grpc_server');
+      expect(swallowed.message).toMatch(/could not reach localhost:36790\/dtmgimp.Dtm\/RegisterBranch/);
+      expect(recorder.callsTo('/SubTry', gid)).toHaveLength(0);
+      expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    } finally {
+      await plain.close();
+    }
   });
 
   it('behind the barrier: the Try\'s local transaction is rolled back when it swallowed its sub-Try\'s FAILURE (checked before it commits): nothing taken, and the Cancel finds nothing to undo (a null compensation)', async () => {
