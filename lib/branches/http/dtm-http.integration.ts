@@ -22,6 +22,12 @@ export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
 /** Content type a Fastify branch call is given so that only this module's parser reads it. */
 const FASTIFY_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch';
 
+/** The same for a Fastify branch call without `Content-Length` (sent chunked, by a proxy between DTM and the app): read by {@link readChunkedBranchBody}. */
+const FASTIFY_CHUNKED_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch-chunked';
+
+/** The body {@link readChunkedBranchBody} gives a Fastify branch call it stopped reading at the limit: the preHandler hook answers it as {@link tooLargeAnswer} says. */
+const TOO_LARGE_BODY = Symbol('nestjs-dtm:branch-body-too-large');
+
 /** Whether the first `pathLength` characters of `url` are the path of a decorated branch route for `method`. */
 type BranchRoutes = (method: string, url: string, pathLength: number) => boolean;
 
@@ -57,8 +63,8 @@ export function isBranchCall(request: { method?: string; url?: string }, routes:
  *   {@link MAX_BRANCH_BODY_BYTES} is answered (FAILURE for an action or Try, see `tooLargeAnswer`)
  *   from its `Content-Length` before it is read, or, sent chunked, as soon as it passes the limit. Fastify: branch calls (whatever content type they
  *   name: on both adapters a branch call's body is read the one way its token signed it) get a
- *   content type of their own, read by this module's parser (whose `bodyLimit` answers 413), and one
- *   over the limit by its `Content-Length` is answered as on Express from the `onRequest` hook.
+ *   content type of their own, read by this module's parser; one over the limit by its `Content-Length`
+ *   is answered as on Express from the `onRequest` hook, one sent chunked once it passes the limit (from the `preHandler` hook).
  * - with `publish_branches`, it serves the branch manifest (GET {@link MANIFEST_PATH}), outside Nest's routing too.
  * - it serves the route DTM resumes workflows at (GET and POST {@link WORKFLOW_RESUME_PATH}),
  *   outside Nest's routing: DTM sends no credentials, so the app's guards must not see it.
@@ -180,6 +186,7 @@ interface FastifyRequestLike {
   url: string;
   query?: unknown;
   headers: Record<string, string | string[] | undefined>;
+  body?: unknown;
 }
 
 interface FastifyReplyLike {
@@ -195,11 +202,46 @@ interface FastifyLike {
     options: { parseAs: 'string'; bodyLimit: number },
     parser: (request: object, body: string, done: (err: Error | null, body?: unknown) => void) => void,
   ): void;
+  addContentTypeParser(type: string, parser: (request: object, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: unknown) => void) => void): void;
+}
+
+/**
+ * Fastify's parser of a branch call sent chunked (no `Content-Length`: DTM always sends one, a
+ * proxy may re-chunk it): reads at most {@link MAX_BRANCH_BODY_BYTES}, and once the body passes
+ * that, stops reading it and gives {@link TOO_LARGE_BODY}, which the preHandler hook answers as a
+ * `Content-Length` over the limit is answered (Fastify's own `bodyLimit` would answer 413, which
+ * DTM retries for ever).
+ */
+function readChunkedBranchBody(request: object, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: unknown) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const onData = (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= MAX_BRANCH_BODY_BYTES) return void chunks.push(chunk);
+    payload.off('data', onData);
+    payload.off('end', onEnd);
+    chunks.length = 0;
+    done(null, TOO_LARGE_BODY);
+  };
+  const onEnd = () => {
+    const text = Buffer.concat(chunks).toString('utf8');
+    keepRawBodyText(request, text);
+    done(null, parseAnswer(text));
+  };
+  payload.on('data', onData);
+  payload.on('error', done);
+  payload.on('end', onEnd);
 }
 
 function installFastify(fastify: FastifyLike, allowList: readonly string[], routes: BranchRoutes): void {
   // the handler runs inside done(): the context covers it and everything it starts
-  fastify.addHook('preHandler', (request, _reply, done) => {
+  fastify.addHook('preHandler', (request, reply, done) => {
+    // a branch call sent chunked whose body passed the limit: answered unread, as one over the limit by its Content-Length
+    if (request.body === TOO_LARGE_BODY) {
+      const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
+      reply.code(status).header('content-type', 'application/json; charset=utf-8').header('connection', 'close').send(JSON.stringify(body));
+      return;
+    }
     const headers = pickHeaders(request.headers, allowList);
     if (headers) dtmContext.run({ headers }, done);
     else done();
@@ -208,9 +250,10 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     // whatever content type a branch call names (DTM sends JSON): the same bytes are read one way, the way its token signed them
     const type = request.headers['content-type'];
     if (typeof type === 'string' && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
-      request.headers['content-type'] = FASTIFY_BRANCH_CONTENT_TYPE;
-      // over the limit by its Content-Length (what DTM sends): answered as on Express, unread; a chunked one gets the parser's 413
-      if (Number(request.headers['content-length']) > MAX_BRANCH_BODY_BYTES) {
+      const declared = request.headers['content-length'];
+      request.headers['content-type'] = declared === undefined ? FASTIFY_CHUNKED_BRANCH_CONTENT_TYPE : FASTIFY_BRANCH_CONTENT_TYPE;
+      // over the limit by its Content-Length (what DTM sends): answered as on Express, unread; a chunked one is cut by readChunkedBranchBody
+      if (Number(declared) > MAX_BRANCH_BODY_BYTES) {
         const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
         reply.code(status).header('content-type', 'application/json; charset=utf-8').header('connection', 'close').send(JSON.stringify(body));
         return;
@@ -222,4 +265,5 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     keepRawBodyText(request, body);
     done(null, parseAnswer(body));
   });
+  fastify.addContentTypeParser(FASTIFY_CHUNKED_BRANCH_CONTENT_TYPE, readChunkedBranchBody);
 }
