@@ -330,6 +330,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         }
         lastStatus = record?.status ?? 'absent';
         if (record) lastRecord = record;
+        // the app closed while this look was under way: nothing more is sent (no submit again)
+        if (this.closed) throw new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, lastStatus), gid, lastStatus, { cause: lastError ?? submitted?.lost });
         if (submitted && isUnstored(lastStatus)) {
           unstoredSince ??= Date.now();
           if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < deadline) {

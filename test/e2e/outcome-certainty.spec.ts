@@ -146,6 +146,8 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   let releaseFirst: (() => Promise<void>) | undefined;
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
+  /** When set, a status query the proxy receives is held until this resolves, if `holdQuery.when(now)` says so (checked once per query). */
+  let holdQuery: { when: (now: number) => boolean; held: () => void; release: Promise<void> } | undefined;
   let proxyUrl = '';
   let viaProxy: DtmTestApp;
   /** Set once the tests ended: a proxy down for 2 s stays down. */
@@ -162,6 +164,20 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
       req.on('end', () => {
         const submit = req.url?.endsWith('/submit') ?? false;
         const nth = submit ? ++submits : 0;
+        const hold = holdQuery;
+        if (hold && req.url?.includes('/query?') && hold.when(Date.now())) {
+          holdQuery = undefined;
+          hold.held();
+          return void hold.release.then(() => {
+            const target = new URL(req.url ?? '/', dtm.info.httpUrl);
+            const forward = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
+              res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
+              answer.pipe(res);
+            });
+            forward.on('error', () => req.socket.destroy());
+            forward.end();
+          });
+        }
         if (submit && (cut === 'before' || (cut === 'before-once' && nth === 1))) return req.socket.destroy();
         if (submit && cut === 'refuse') {
           res.writeHead(429, { 'content-type': 'text/plain', connection: 'close' });
@@ -224,7 +240,10 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     proxy?.closeAllConnections();
     await new Promise((resolve) => proxy?.close(resolve));
   });
-  beforeEach(() => proxyUp());
+  beforeEach(async () => {
+    holdQuery = undefined;
+    await proxyUp();
+  });
 
   it('cut before DTM saw it, and DTM then holds nothing: submitted again under the same gid (DTM can run a saga it failed to store, dtm-store-stall.spec.ts); resolves with its outcome, the branch called once', async () => {
     cut = 'before-once';
@@ -286,6 +305,40 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(recorder.callsTo('/Try', gid)).toHaveLength(1);
     expect([...recorder.callsTo('/Confirm', gid), ...recorder.callsTo('/Cancel', gid)]).toEqual([]);
     await app.client.forceStop(gid); // ends it now (DTM calls no branch), not at its timeout in 60 s
+  });
+
+  it('tccGlobalTransactionAndWait, its submit cut before DTM saw it, the app closed while the wait\'s status query (the one that would send the submit again) is under way: nothing is submitted after close(); DtmOutcomeUnknownError "the app closed while waiting", DTM holds it prepared', async () => {
+    cut = 'before';
+    submits = 0;
+    const closing = await startDtmApp({ config: { serverUrl: proxyUrl, timeout: 2 } });
+    const gid = await app.client.generateGid();
+    let release!: () => void;
+    let held!: () => void;
+    const queryHeld = new Promise<void>((resolve) => (held = resolve));
+    // the first status query of the wait (after the cut submit) starts its 3 s count of "not stored": hold the one that comes 2.9 s later
+    let firstWaitQuery: number | undefined;
+    holdQuery = {
+      when: (now) => submits > 0 && now - (firstWaitQuery ??= now) >= 2900,
+      held,
+      release: new Promise<void>((resolve) => (release = resolve)),
+    };
+    const run = closing.client
+      .tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({}, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel')), { timeoutToFail: 60 }, { timeout: 30 })
+      .catch((e: unknown) => e);
+    await queryHeld;
+    expect(submits).toBe(1);
+    await closing.close();
+    await sleep(200);
+    release();
+    const error = await run;
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
+    expect((error as Error).message).toContain('the app closed while waiting');
+    await sleep(500);
+    expect(submits).toBe(1); // the cut one only: none sent after close()
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    expect([...recorder.callsTo('/Confirm', gid), ...recorder.callsTo('/Cancel', gid)]).toEqual([]);
+    await app.client.forceStop(gid);
   });
 
   it('msg doAndSubmit: the local transaction committed, its submit cut before DTM saw it: DtmOutcomeUnknownError (status prepared), never DtmUnavailableError ("run it again" would run the business twice); DTM holds it prepared', async () => {
