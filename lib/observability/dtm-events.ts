@@ -32,7 +32,7 @@ export interface DtmTransactionStartEvent {
 }
 
 /**
- * How a transaction ended for this app: `submitted` (DTM drives it now), `succeed` / `failed` (the
+ * How a transaction ended for this app: `submitted` (DTM drives it now, also after a `waitResult` submit whose first round did not finish), `succeed` / `failed` (the
  * final status, when the app waited for it), `aborted` (a TCC / XA / msg body failed and the module
  * aborted it), `prepared` (a msg left prepared for DTM's back-check), `error` (a call failed: `error`).
  */
@@ -41,7 +41,7 @@ export type DtmTransactionOutcome = 'submitted' | 'succeed' | 'failed' | 'aborte
 /** The end of a transaction this app started. */
 export interface DtmTransactionEndEvent extends DtmTransactionStartEvent {
   outcome: DtmTransactionOutcome;
-  /** The error thrown to the caller (`error`, `aborted`). */
+  /** The error thrown to the caller (`error`, `aborted`; `failed` and `submitted` after a `waitResult` submit that threw). */
   error?: unknown;
   durationMs: number;
 }

@@ -98,7 +98,10 @@ export abstract class GlobalTransaction extends Transaction {
         // with waitResult, DTM passes on the error of a Confirm (commit) of its first round (500 / UNKNOWN): when its record says it took the submit, say so
         const taken = request.options.waitResult && err instanceof DtmServerError ? await this.recordIfKnown() : undefined;
         if (taken && taken.status !== 'prepared' && taken.status !== 'succeed') {
-          throw new DtmOutcomeUnknownError(MESSAGES.firstRoundUnfinished(this.gid, taken.status, (err as Error).message), this.gid, taken.status, { cause: err });
+          const unfinished = new DtmOutcomeUnknownError(MESSAGES.firstRoundUnfinished(this.gid, taken.status, (err as Error).message), this.gid, taken.status, { cause: err });
+          // DTM took the submit and drives it on (its cron retries the Confirm / commit): reported submitted
+          if (taken.status === 'submitted') this.goneOn = unfinished;
+          throw unfinished;
         }
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
         if (taken?.status !== 'succeed') throw stillPreparedError(this.gid, err);

@@ -145,6 +145,8 @@ export abstract class Transaction {
   protected unfinishedStatus?: string;
   /** The `DtmFailureError` {@link submitRequest} threw for a transaction DTM's record showed rolled back (`failed`, with waitResult): reported `failed`, not `error`. */
   private rolledBack?: DtmFailureError;
+  /** The `DtmOngoingError` {@link submitRequest} threw for a transaction DTM took and still drives (with waitResult, its first round unfinished: `submitted`, `aborting`): reported `submitted`, not `error`. */
+  protected goneOn?: DtmOngoingError;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -194,13 +196,18 @@ export abstract class Transaction {
 
   /**
    * Ends observing the transaction with `outcome` (nothing when it is not observed, or already
-   * ended); an `error` that is the rollback DTM holds (a waitResult submit's, see {@link rolledBack}) is `failed`.
+   * ended); an `error` that is the rollback DTM holds (a waitResult submit's, see {@link rolledBack}) is `failed`,
+   * one that says DTM took the submit and goes on with it ({@link goneOn}) is `submitted`.
    */
   protected observeEnd(outcome: DtmTransactionOutcome, error?: unknown): void {
     const observation = this.observation;
     if (!observation) return;
     this.observation = undefined;
-    this.instrumentation.endTransaction(observation, outcome === 'error' && error !== undefined && error === this.rolledBack ? 'failed' : outcome, error);
+    if (outcome === 'error' && error !== undefined) {
+      if (error === this.rolledBack) outcome = 'failed';
+      else if (error === this.goneOn) outcome = 'submitted';
+    }
+    this.instrumentation.endTransaction(observation, outcome, error);
   }
 
   /** DTM's record of the gid now (queried with the transaction's span active), or `undefined` when the query failed: a check after a prepare then leaves the prepare as DTM answered it. */
@@ -529,7 +536,10 @@ export abstract class Transaction {
       if (own && !request.options.waitResult) return; // submitted (or rolling back, which the wait or a query shows): DTM took it
       if (tolerateUnfinished) return;
       this.unfinishedStatus = record?.status ?? 'unknown';
-      throw new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', reason), { gid: this.gid, cause: err });
+      const ongoing = new DtmOngoingError(MESSAGES.waitResultNotFinal(this.gid, record?.status ?? 'unknown', reason), { gid: this.gid, cause: err });
+      // DTM holds it and drives it on (its cron retries the unfinished round): reported submitted
+      if (record?.status === 'submitted' || record?.status === 'aborting') this.goneOn = ongoing;
+      throw ongoing;
     }
   }
 

@@ -11,7 +11,7 @@ import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -352,6 +352,45 @@ describe('hooks', () => {
     const { ap } = spansOf(gid);
     expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['failed', SpanStatusCode.ERROR]);
     expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'saga failed': 1 });
+  });
+
+  it('a saga submitted with waitResult whose first round DTM did not finish (a step answered an error, which DTM retries): submit() throws DtmOngoingError, reported submitted (DTM took it and drives it), not error', async () => {
+    const from = events.length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const gid = await t.client.generateGid();
+    const err = await t.client.newSaga(gid, { waitResult: true, retryInterval: 60 }).add('transIn', { account: 2, amount: 10, fail: 'crash' }).submit().catch((e: unknown) => e);
+    try {
+      expect(err).toBeInstanceOf(DtmOngoingError);
+      expect(err).not.toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
+      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
+      const { ap } = spansOf(gid);
+      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
+      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'saga submitted': 1 });
+    } finally {
+      await t.client.forceStop(gid);
+    }
+    expect(await t.balances([2])).toEqual({ 2: 100 });
+  });
+
+  it('a TCC submitted with waitResult whose Confirm of DTM\'s first round answered an error (DTM retries it): the body\'s result is not returned (DtmOutcomeUnknownError "submitted"), reported submitted (DTM took it and confirms on), not error', async () => {
+    const from = events.length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const gid = await t.client.generateGid();
+    const err = await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10, fail: 'confirm' }, 'tccOut'), { waitResult: true, retryInterval: 60 }).catch((e: unknown) => e);
+    try {
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
+      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
+      const { ap } = spansOf(gid);
+      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
+      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'tcc submitted': 1 });
+    } finally {
+      await t.client.forceStop(gid);
+    }
   });
 
   it('receive every event of a TCC transaction, in order', async () => {
