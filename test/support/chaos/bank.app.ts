@@ -4,11 +4,14 @@
 // GRPC_PORT) a gRPC method of test/support/chaos/chaos.proto. Every business run writes a
 // row in `runs` inside its own local transaction, so what committed can be counted afterwards
 // ("no branch step ran twice"). Accounts hold `balance` and `frozen` (TCC's reserved amounts).
+// It is also the caller app of the workflow transfers: it registers the workflow 'chaos.transfer'
+// (steps on the saga routes, through the proxy) and starts one at POST /wf/transfer, so a kill -9
+// of this process kills workflows mid-way, which DTM resumes here once it is back.
 //
 // Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT;
 // for gRPC: GRPC_PORT (its gRPC server), GRPC_APP_ADDRESS (the proxy in front of it), DTM_GRPC.
 import 'reflect-metadata';
-import { Body, Controller, Get, Module, Post, type Type } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Injectable, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { GrpcMethod, Transport, type MicroserviceOptions } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
@@ -16,8 +19,14 @@ import pg from 'pg';
 import {
   BarrierTx,
   BranchContext,
+  DtmClient,
   DtmFailureError,
+  DtmGidInUseError,
   DtmModule,
+  DtmOutcomeUnknownError,
+  DtmUnavailableError,
+  DtmWorkflow,
+  DtmWorkflowPendingError,
   MsgBranch,
   MsgQueryPrepared,
   SagaAction,
@@ -31,6 +40,7 @@ import {
   mysqlXaDatabase,
   pgBarrierDatabase,
   type BranchInfo,
+  type WorkflowContext,
 } from 'nestjs-dtm';
 import { CHAOS_PROTO, TESTS_LOADER } from '../grpc.js';
 import { pgXaAt } from '../pg-xa.js';
@@ -174,6 +184,59 @@ function bank(store: Store): Type & { xa: Type } {
 }
 
 const env = process.env;
+
+/** A workflow transfer's input: the deposit first, then the withdrawal, so that a refused withdrawal rolls the deposit back. */
+export interface ChaosWorkflowTransfer {
+  from: { store: Store; account: number };
+  to: { store: Store; account: number };
+  amount: number;
+}
+
+/** What the chaos run's caller is told of a workflow transfer it asked this app to execute. */
+export interface ChaosWorkflowAnswer {
+  view: 'succeed' | 'failed' | 'unknown' | 'error';
+  error?: string;
+}
+
+/**
+ * The workflow of the chaos suite: its steps call the banks' saga routes through the faulty proxy
+ * (APP_URL), each with its compensation. This process is the workflow's caller app too: DTM resumes
+ * it here (APP_URL + the module's resume route, through the proxy), also after a kill -9.
+ */
+@Injectable()
+class ChaosWorkflows {
+  @DtmWorkflow('chaos.transfer')
+  async transfer(wf: WorkflowContext<ChaosWorkflowTransfer>) {
+    const { from, to, amount } = wf.input;
+    const at = (store: Store, path: string) => `${env.APP_URL}/${store}/${path}`;
+    const into = { account: to.account, amount };
+    const out = { account: from.account, amount };
+    await wf.step('deposit').onRollback((b) => b.http(at(to.store, 'in-revert'), into)).http(at(to.store, 'in'), into);
+    await wf.step('withdraw').onRollback((b) => b.http(at(from.store, 'out-revert'), out)).http(at(from.store, 'out'), out);
+  }
+}
+
+/** Where the chaos run starts a workflow transfer (called directly, not through the proxy). */
+@Controller('wf')
+class ChaosWorkflowCaller {
+  constructor(private readonly dtm: DtmClient) {}
+
+  @Post('transfer')
+  @HttpCode(200)
+  async transfer(@Body() input: ChaosWorkflowTransfer & { gid: string }): Promise<ChaosWorkflowAnswer> {
+    const { gid, ...transfer } = input;
+    try {
+      const outcome = await this.dtm.executeWorkflow('chaos.transfer', gid, transfer);
+      return { view: outcome.status === 'succeed' ? 'succeed' : 'error', error: `status ${outcome.status}` };
+    } catch (err) {
+      const error = `${(err as Error).name}: ${(err as Error).message}`.slice(0, 300);
+      if (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError)) return { view: 'failed', error };
+      // pending (DTM resumes it), or DTM's answer not known: the workflow may be held and run by DTM
+      if (err instanceof DtmWorkflowPendingError || err instanceof DtmOutcomeUnknownError || err instanceof DtmUnavailableError) return { view: 'unknown', error };
+      return { view: 'error', error };
+    }
+  }
+}
 const pgPool = new pg.Pool({ connectionString: env.PG_URL, max: 20 });
 const myPool = mysql.createPool({ uri: env.MYSQL_URL, connectionLimit: 20 });
 const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
@@ -196,7 +259,8 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
       },
     }),
   ],
-  controllers: banks.flatMap((b) => [b, b.xa]),
+  controllers: [...banks.flatMap((b) => [b, b.xa]), ChaosWorkflowCaller],
+  providers: [ChaosWorkflows],
 })
 class ChaosBankModule {}
 
