@@ -1,6 +1,6 @@
 // npm run chaos -- --seed S --transfers N [--protocol http|grpc] [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
 //                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--dtm-store-stalls 0]
-//                  [--connection-cuts 0] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//                  [--connection-cuts 0] [--workflows] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
 //
 // The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
 // MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
@@ -12,7 +12,8 @@
 // times (each --stall-seconds long). --protocol grpc: the same run over gRPC (the caller talks gRPC to
 // DTM, the banks' branches are @GrpcMethod handlers, the faults are injected by a gRPC proxy in front
 // of the banks' gRPC server); --connection-cuts N: N times every gRPC connection to DTM and to the
-// banks is reset (calls in flight on them lost). Prints the
+// banks is reset (calls in flight on them lost). --workflows (HTTP): workflow transfers too, whose app
+// is the banks' process (its kills kill them mid-way; DTM resumes them there). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     'dtm-store-stalls': { type: 'string', default: '0' },
     'connection-cuts': { type: 'string', default: '0' },
     durable: { type: 'boolean', default: false },
+    workflows: { type: 'boolean', default: false },
     json: { type: 'string' },
     'fault-rate': { type: 'string', default: '0.06' },
     'drain-seconds': { type: 'string', default: '300' },
@@ -67,12 +69,17 @@ const options = {
   drainSeconds: whole('drain-seconds', values['drain-seconds'], 1),
   dtmStoreStalls: whole('dtm-store-stalls', values['dtm-store-stalls'], 0),
   connectionCuts: whole('connection-cuts', values['connection-cuts'], 0),
+  workflows: values.workflows,
 };
 if (values.protocol !== 'http' && values.protocol !== 'grpc') {
   console.error(`--protocol must be http or grpc, got ${values.protocol}`);
   process.exit(2);
 }
 const protocol = values.protocol;
+if (options.workflows && protocol !== 'http') {
+  console.error('--workflows needs --protocol http');
+  process.exit(2);
+}
 if (options.connectionCuts > 0 && protocol !== 'grpc') {
   console.error('--connection-cuts needs --protocol grpc');
   process.exit(2);
@@ -95,7 +102,7 @@ try {
   const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
   await my.query('CREATE DATABASE chaos');
   await my.end();
-  console.log(`chaos: ${protocol}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
+  console.log(`chaos: ${protocol}${options.workflows ? ' with workflows' : ''}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
   const report = await runChaos({
     ...options,
     protocol,

@@ -87,6 +87,8 @@ export interface ChaosOptions {
   dtmStoreStalls?: number;
   /** Over gRPC: times every connection to DTM's gRPC API and to the bank's gRPC proxy is cut (reset, calls in flight lost) while transfers run. Default 0. */
   connectionCuts?: number;
+  /** Workflow transfers too (HTTP only): a workflow of the bank's process, which DTM resumes there after a kill. Default false. */
+  workflows?: boolean;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -101,7 +103,7 @@ export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer';
 const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer'];
 
 /** A transfer's mode. */
-export type ChaosMode = 'saga' | 'tcc' | 'msg' | 'xa';
+export type ChaosMode = 'saga' | 'tcc' | 'msg' | 'xa' | 'workflow';
 const MODES: ChaosMode[] = ['saga', 'tcc', 'msg', 'xa'];
 
 /** What the caller was told: an outcome, "outcome unknown" (wait again), "DTM never got it", or another error. */
@@ -148,12 +150,13 @@ export interface ChaosReport {
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
   /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
-  submittedAgain: Record<ChaosMode, number>;
+  submittedAgain: Partial<Record<ChaosMode, number>>;
   /** What the stalls of each database held of the bank's and the outbox's traffic: bytes, and connections (with bytes held, or opened during a stall). */
   stallsHeld: Record<Store, { bytes: number; connections: number }>;
   callerViews: Record<CallerView, number>;
   dtmOutcomes: Record<string, number>;
-  byMode: Record<ChaosMode, Record<string, number>>;
+  /** By mode (those of the run: 'workflow' with `workflows`), what DTM recorded. */
+  byMode: Partial<Record<ChaosMode, Record<string, number>>>;
   problems: string[];
   transfersDetail: ChaosTransfer[];
 }
@@ -185,6 +188,8 @@ interface Sql {
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => undefined);
   const protocol = options.protocol ?? 'http';
+  if (options.workflows && protocol !== 'http') throw new Error('workflows are of an HTTP run');
+  const modes: ChaosMode[] = options.workflows ? [...MODES, 'workflow'] : MODES;
   const random = generator(options.seed);
   const branchTimeout = options.branchTimeout ?? 2;
   const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, ...options.faults };
@@ -275,7 +280,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // the transfers, drawn up front so that the faults' draws do not shift them
     const branch = branchTargets(protocol, protocol === 'grpc' ? bankGrpc : proxy.url);
     const plan: ChaosTransfer[] = Array.from({ length: options.transfers }, (_, i) => {
-      const mode = MODES[Math.floor(random() * MODES.length)];
+      const mode = modes[Math.floor(random() * modes.length)];
       const fromStore: Store = random() < 0.5 ? 'pg' : 'mysql';
       const toStore: Store = fromStore === 'pg' ? 'mysql' : 'pg';
       return {
@@ -323,6 +328,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             wait,
           );
           status = outcome.status;
+        } else if (t.mode === 'workflow') {
+          // the bank's process starts it (it is the workflow's app); its death or silence leaves the workflow to DTM
+          const answer = await fetch(`http://127.0.0.1:${bankPort}/wf/transfer`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ gid: t.gid, from: t.from, to: t.to, amount: t.amount }),
+            signal: AbortSignal.timeout(60_000),
+          }).then(
+            async (res) => (res.status === 200 ? ((await res.json()) as { view: CallerView; error?: string }) : { view: 'unknown' as const, error: `the bank answered ${res.status}` }),
+            (err: Error) => ({ view: 'unknown' as const, error: `the bank did not answer: ${err.message}` }),
+          );
+          t.caller = answer.view;
+          t.latencyMs = Date.now() - started;
+          if (answer.view !== 'succeed') t.callerError = answer.error;
+          return;
         } else if (t.mode === 'xa') {
           status = (await c.xaGlobalTransactionAndWait(t.gid, async (xa) => {
             await xa.callBranch(out, branch(src, 'xaOut'));
@@ -471,11 +491,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const count = <K extends string>(keys: K[]) => Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
     const callerViews = count<CallerView>(['succeed', 'failed', 'unknown', 'never-got-it', 'error']);
     const dtmOutcomes: Record<string, number> = {};
-    const byMode = Object.fromEntries(MODES.map((m) => [m, {}])) as Record<ChaosMode, Record<string, number>>;
+    const byMode = Object.fromEntries(modes.map((m) => [m, {}])) as Partial<Record<ChaosMode, Record<string, number>>>;
     for (const t of plan) {
       callerViews[t.caller]++;
       dtmOutcomes[t.dtm ?? '?'] = (dtmOutcomes[t.dtm ?? '?'] ?? 0) + 1;
-      byMode[t.mode][t.dtm ?? '?'] = (byMode[t.mode][t.dtm ?? '?'] ?? 0) + 1;
+      byMode[t.mode]![t.dtm ?? '?'] = (byMode[t.mode]![t.dtm ?? '?'] ?? 0) + 1;
     }
     const known = plan.filter((t) => t.caller === 'succeed' || t.caller === 'failed').map((t) => t.latencyMs);
     return {
@@ -495,7 +515,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmStoreStalls,
       connectionCuts,
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
-      submittedAgain: Object.fromEntries(MODES.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Record<ChaosMode, number>,
+      submittedAgain: Object.fromEntries(modes.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Partial<Record<ChaosMode, number>>,
       stallsHeld: {
         pg: { bytes: stallProxies.pg!.heldBytes, connections: stallProxies.pg!.heldConnections },
         mysql: { bytes: stallProxies.mysql!.heldBytes, connections: stallProxies.mysql!.heldConnections },
