@@ -4,7 +4,9 @@
 // bank process is killed with -9 and DTM (a server of this file's own, on boltdb) is killed with -9,
 // both started again, DTM is paused once (SIGSTOP for 4 s), each bank's database stops answering
 // the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
-// run's DTM keeps its transactions in the harness's Redis). Every invariant must hold at the end.
+// run's DTM keeps its transactions in the harness's Redis). Workflow transfers run among the others:
+// the bank's process is their app, so its kill -9 kills workflows mid-way, which DTM resumes there
+// (through the faulty proxy) once it is back. Every invariant must hold at the end.
 // The second seed does the same over gRPC (runChaos's protocol 'grpc': the caller on DTM's gRPC API,
 // the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them),
 // and cuts (resets) every gRPC connection to DTM and to the bank twice, calls in flight on them lost.
@@ -14,7 +16,7 @@ import { fileDatabases } from '../support/databases.js';
 import { harness } from '../support/harness.js';
 import { runDirFrom } from '../support/services/process.js';
 
-it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+it('seed 7, 40 transfers (workflows among them), DTM paused once, each database and DTM\'s store stalled once: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
   const dbs = await fileDatabases();
   const report = await runChaos({
     seed: 7,
@@ -30,6 +32,7 @@ it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalle
     dtmRedis: harness().redis!,
     dtmStoreStalls: 1,
     drainSeconds: 45,
+    workflows: true,
   });
 
   expect(report.problems).toEqual([]);
@@ -44,6 +47,7 @@ it('seed 7, 40 transfers, DTM paused once, each database and DTM\'s store stalle
   expect(Object.values(report.faultsInjected).every((n) => n > 0)).toBe(true);
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
+  expect(Object.keys(report.byMode)).toContain('workflow');
 }, 115_000);
 
 it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once, the gRPC connections cut twice: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
