@@ -12,8 +12,8 @@
 // times (each --stall-seconds long). --protocol grpc: the same run over gRPC (the caller talks gRPC to
 // DTM, the banks' branches are @GrpcMethod handlers, the faults are injected by a gRPC proxy in front
 // of the banks' gRPC server); --connection-cuts N: N times every gRPC connection to DTM and to the
-// banks is reset (calls in flight on them lost). --workflows (HTTP): workflow transfers too, whose app
-// is the banks' process (its kills kill them mid-way; DTM resumes them there). Prints the
+// banks is reset (calls in flight on them lost). --workflows: workflow transfers too, whose app is the
+// banks' process (its kills kill them mid-way; DTM resumes them there; over gRPC gRPC workflows). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
 import { writeFileSync } from 'node:fs';
@@ -76,10 +76,6 @@ if (values.protocol !== 'http' && values.protocol !== 'grpc') {
   process.exit(2);
 }
 const protocol = values.protocol;
-if (options.workflows && protocol !== 'http') {
-  console.error('--workflows needs --protocol http');
-  process.exit(2);
-}
 if (options.connectionCuts > 0 && protocol !== 'grpc') {
   console.error('--connection-cuts needs --protocol grpc');
   process.exit(2);

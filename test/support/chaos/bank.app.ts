@@ -5,8 +5,10 @@
 // row in `runs` inside its own local transaction, so what committed can be counted afterwards
 // ("no branch step ran twice"). Accounts hold `balance` and `frozen` (TCC's reserved amounts).
 // It is also the caller app of the workflow transfers: it registers the workflow 'chaos.transfer'
-// (steps on the saga routes, through the proxy) and starts one at POST /wf/transfer, so a kill -9
-// of this process kills workflows mid-way, which DTM resumes here once it is back.
+// (steps on the saga routes, through the proxy; with `grpc` in its input a gRPC workflow whose steps
+// are the @GrpcMethods, through the gRPC proxy, and which DTM resumes at workflow.Workflow/Execute
+// through it) and starts one at POST /wf/transfer, so a kill -9 of this process kills workflows
+// mid-way, which DTM resumes here once it is back.
 //
 // Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT;
 // for gRPC: GRPC_PORT (its gRPC server), GRPC_APP_ADDRESS (the proxy in front of it), DTM_GRPC.
@@ -19,6 +21,7 @@ import pg from 'pg';
 import {
   BarrierTx,
   BranchContext,
+  DTM_WORKFLOW_PROTO,
   DtmClient,
   DtmFailureError,
   DtmGidInUseError,
@@ -190,6 +193,8 @@ export interface ChaosWorkflowTransfer {
   from: { store: Store; account: number };
   to: { store: Store; account: number };
   amount: number;
+  /** The steps are the banks' @GrpcMethods (through the gRPC proxy, GRPC_APP_ADDRESS), the workflow a gRPC one. */
+  grpc?: boolean;
 }
 
 /** What the chaos run's caller is told of a workflow transfer it asked this app to execute. */
@@ -207,10 +212,16 @@ export interface ChaosWorkflowAnswer {
 class ChaosWorkflows {
   @DtmWorkflow('chaos.transfer')
   async transfer(wf: WorkflowContext<ChaosWorkflowTransfer>) {
-    const { from, to, amount } = wf.input;
-    const at = (store: Store, path: string) => `${env.APP_URL}/${store}/${path}`;
+    const { from, to, amount, grpc } = wf.input;
     const into = { account: to.account, amount };
     const out = { account: from.account, amount };
+    if (grpc) {
+      const at = (store: Store, method: string) => `${env.GRPC_APP_ADDRESS}/chaos.${store === 'pg' ? 'PgBank' : 'MysqlBank'}/${method}`;
+      await wf.step('deposit').onRollback((b) => b.grpc(at(to.store, 'InRevert'), into)).grpc(at(to.store, 'In'), into);
+      await wf.step('withdraw').onRollback((b) => b.grpc(at(from.store, 'OutRevert'), out)).grpc(at(from.store, 'Out'), out);
+      return;
+    }
+    const at = (store: Store, path: string) => `${env.APP_URL}/${store}/${path}`;
     await wf.step('deposit').onRollback((b) => b.http(at(to.store, 'in-revert'), into)).http(at(to.store, 'in'), into);
     await wf.step('withdraw').onRollback((b) => b.http(at(from.store, 'out-revert'), out)).http(at(from.store, 'out'), out);
   }
@@ -226,7 +237,7 @@ class ChaosWorkflowCaller {
   async transfer(@Body() input: ChaosWorkflowTransfer & { gid: string }): Promise<ChaosWorkflowAnswer> {
     const { gid, ...transfer } = input;
     try {
-      const outcome = await this.dtm.executeWorkflow('chaos.transfer', gid, transfer);
+      const outcome = await this.dtm.executeWorkflow('chaos.transfer', gid, transfer, transfer.grpc ? { protocol: 'grpc' } : {});
       return { view: outcome.status === 'succeed' ? 'succeed' : 'error', error: `status ${outcome.status}` };
     } catch (err) {
       const error = `${(err as Error).name}: ${(err as Error).message}`.slice(0, 300);
@@ -253,6 +264,8 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
         timeout: 3,
       },
       barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
+      // the gRPC workflows' step payloads are objects, encoded with the banks' proto
+      ...(env.GRPC_PORT ? { grpcProtos: { protoPath: CHAOS_PROTO, loader: TESTS_LOADER } } : {}),
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: env.MYSQL_URL })),
         pg: pgXaAt(env.PG_URL),
@@ -267,7 +280,8 @@ class ChaosBankModule {}
 const app = await NestFactory.create(ChaosBankModule, { logger: ['error'] });
 if (env.GRPC_PORT) {
   app.connectMicroservice<MicroserviceOptions>(
-    { transport: Transport.GRPC, options: { package: 'chaos', protoPath: CHAOS_PROTO, url: `127.0.0.1:${env.GRPC_PORT}`, loader: TESTS_LOADER } },
+    // and DTM's workflow resume (workflow.Workflow/Execute), which DTM calls at GRPC_APP_ADDRESS
+    { transport: Transport.GRPC, options: { package: ['chaos', 'workflow'], protoPath: [CHAOS_PROTO, DTM_WORKFLOW_PROTO], url: `127.0.0.1:${env.GRPC_PORT}`, loader: TESTS_LOADER } },
     { inheritAppConfig: true },
   );
   await app.startAllMicroservices();

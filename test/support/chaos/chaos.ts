@@ -87,7 +87,7 @@ export interface ChaosOptions {
   dtmStoreStalls?: number;
   /** Over gRPC: times every connection to DTM's gRPC API and to the bank's gRPC proxy is cut (reset, calls in flight lost) while transfers run. Default 0. */
   connectionCuts?: number;
-  /** Workflow transfers too (HTTP only): a workflow of the bank's process, which DTM resumes there after a kill. Default false. */
+  /** Workflow transfers too: a workflow of the bank's process (over gRPC a gRPC workflow), which DTM resumes there after a kill. Default false. */
   workflows?: boolean;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
@@ -188,7 +188,6 @@ interface Sql {
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => undefined);
   const protocol = options.protocol ?? 'http';
-  if (options.workflows && protocol !== 'http') throw new Error('workflows are of an HTTP run');
   const modes: ChaosMode[] = options.workflows ? [...MODES, 'workflow'] : MODES;
   const random = generator(options.seed);
   const branchTimeout = options.branchTimeout ?? 2;
@@ -333,7 +332,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           const answer = await fetch(`http://127.0.0.1:${bankPort}/wf/transfer`, {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ gid: t.gid, from: t.from, to: t.to, amount: t.amount }),
+            body: JSON.stringify({ gid: t.gid, from: t.from, to: t.to, amount: t.amount, grpc: protocol === 'grpc' }),
             signal: AbortSignal.timeout(60_000),
           }).then(
             async (res) => (res.status === 200 ? ((await res.json()) as { view: CallerView; error?: string }) : { view: 'unknown' as const, error: `the bank answered ${res.status}` }),
@@ -656,7 +655,8 @@ async function grpcCaller(config: DtmConfigInput, instrumentation: DtmInstrument
 
 /** Starts the gRPC proxy (grpc-fault-proxy.ts) to the bank's gRPC server at `bankAddress`; its `url` is its `host:port`. */
 async function startGrpcProxy(bankAddress: string, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
-  const paths = (['pg', 'mysql'] as const).flatMap((store) => Object.values(BRANCHES).map(([, method]) => `/${grpcService(store)}/${method}`));
+  // and DTM's resume of the gRPC workflows, which the bank serves
+  const paths = [...(['pg', 'mysql'] as const).flatMap((store) => Object.values(BRANCHES).map(([, method]) => `/${grpcService(store)}/${method}`)), '/workflow.Workflow/Execute'];
   const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0 }, close: async () => undefined };
   const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random));
   proxy.url = grpc.address;
