@@ -9,7 +9,8 @@
 // (through the faulty proxy) once it is back. Every invariant must hold at the end.
 // The second seed does the same over gRPC (runChaos's protocol 'grpc': the caller on DTM's gRPC API,
 // the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them),
-// and cuts (resets) every gRPC connection to DTM and to the bank twice, calls in flight on them lost.
+// and cuts (resets) every gRPC connection to DTM and to the bank twice, calls in flight on them lost;
+// its workflows are gRPC workflows (steps on the @GrpcMethods, DTM resuming them over gRPC through the proxy).
 import { expect, it } from '@jest/globals';
 import { runChaos } from '../support/chaos/chaos.js';
 import { fileDatabases } from '../support/databases.js';
@@ -50,7 +51,7 @@ it('seed 7, 40 transfers (workflows among them), DTM paused once, each database 
   expect(Object.keys(report.byMode)).toContain('workflow');
 }, 115_000);
 
-it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once, the gRPC connections cut twice: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
+it('over gRPC, seed 11, 30 transfers (gRPC workflows among them), the bank and DTM killed once, DTM paused once, each database and DTM\'s store stalled once, the gRPC connections cut twice: every transaction final, money conserved, no step twice, nothing prepared, no caller view contradicting DTM', async () => {
   const dbs = await fileDatabases();
   const report = await runChaos({
     protocol: 'grpc',
@@ -68,6 +69,7 @@ it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused o
     dtmStoreStalls: 1,
     connectionCuts: 2,
     drainSeconds: 30,
+    workflows: true,
   });
 
   expect(report.problems).toEqual([]);
@@ -78,6 +80,7 @@ it('over gRPC, seed 11, 30 transfers, the bank and DTM killed once, DTM paused o
   // the cuts reset the gRPC connections open then (the caller's to DTM at least)
   expect(report.connectionCuts.cuts).toBe(2);
   expect(report.connectionCuts.connections).toBeGreaterThan(0);
+  expect(Object.keys(report.byMode)).toContain('workflow');
   expect(Object.values(report.faultsInjected).every((n) => n > 0)).toBe(true);
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
