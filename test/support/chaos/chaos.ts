@@ -289,7 +289,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         mode,
         from: { store: fromStore, account: ACCOUNTS[Math.floor(random() * ACCOUNTS.length)] },
         to: { store: toStore, account: ACCOUNTS[Math.floor(random() * ACCOUNTS.length)] },
-        amount: 1 + Math.floor(random() * 150),
+        // a workflow moves 4 times as much (the same draw): more of them are refused and roll their deposit back
+        amount: (1 + Math.floor(random() * 150)) * (mode === 'workflow' ? 4 : 1),
         caller: 'error',
         latencyMs: 0,
       };
