@@ -330,15 +330,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           status = outcome.status;
         } else if (t.mode === 'workflow') {
           // the bank's process starts it (it is the workflow's app); its death or silence leaves the workflow to DTM
-          const answer = await fetch(`http://127.0.0.1:${bankPort}/wf/transfer`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ gid: t.gid, from: t.from, to: t.to, amount: t.amount, grpc: protocol === 'grpc' }),
-            signal: AbortSignal.timeout(60_000),
-          }).then(
-            async (res) => (res.status === 200 ? ((await res.json()) as { view: CallerView; error?: string }) : { view: 'unknown' as const, error: `the bank answered ${res.status}` }),
-            (err: Error) => ({ view: 'unknown' as const, error: `the bank did not answer: ${err.message}` }),
-          );
+          const ask = () =>
+            fetch(`http://127.0.0.1:${bankPort}/wf/transfer`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ gid: t.gid, from: t.from, to: t.to, amount: t.amount, grpc: protocol === 'grpc' }),
+              signal: AbortSignal.timeout(60_000),
+            }).then(
+              async (res) => (res.status === 200 ? ((await res.json()) as { view: CallerView; error?: string }) : { view: 'unknown' as const, error: `the bank answered ${res.status}` }),
+              (err: Error & { cause?: { code?: string } }) => ({ view: 'unknown' as const, error: `the bank did not answer: ${err.message} (${err.cause?.code ?? 'no code'})`, refused: err.cause?.code === 'ECONNREFUSED' }),
+            );
+          // as an app's caller would: the process down (nothing sent) is asked again once it is back
+          let answer = await ask();
+          for (let tries = 0; tries < 60 && 'refused' in answer && answer.refused; tries++) {
+            await sleep(500);
+            answer = await ask();
+          }
           t.caller = answer.view;
           t.latencyMs = Date.now() - started;
           if (answer.view !== 'succeed') t.callerError = answer.error;
