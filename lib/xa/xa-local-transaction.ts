@@ -84,6 +84,14 @@ export interface XaBarrierRow {
   table: string;
 }
 
+/** The step of the module's own (not the handler's business) each error of a local XA transaction's phase 1 came from. */
+const MODULE_STEPS = new WeakMap<object, string>();
+
+/** The step of the module's local XA transaction `err` came from (the connection, XA START, PREPARE, ...); undefined for the business's own error. */
+export function xaModuleStepOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? MODULE_STEPS.get(err) : undefined;
+}
+
 /**
  * Phase 1 of a local XA transaction on a dedicated connection of `db`: XA START (PostgreSQL:
  * BEGIN), the barrier row DTM's SDK writes (reason `action`), `business`, then `beforePrepare`
@@ -93,14 +101,6 @@ export interface XaBarrierRow {
  * connection is closed on every path. With `bounds`, statements wait for locks no longer than the
  * branch timeout.
  */
-/** The step of the module's own (not the handler's business) each error of a local XA transaction's phase 1 came from. */
-const MODULE_STEPS = new WeakMap<object, string>();
-
-/** The step of the module's local XA transaction `err` came from (the connection, XA START, PREPARE, ...); undefined for the business's own error. */
-export function xaModuleStepOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null ? MODULE_STEPS.get(err) : undefined;
-}
-
 export async function prepareXa<H, T>(
   db: XaDatabase<H>,
   xid: string,
