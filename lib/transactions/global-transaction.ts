@@ -8,7 +8,6 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
-import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -91,20 +90,11 @@ export abstract class GlobalTransaction extends Transaction {
     try {
       await this.prepareOwn();
       result = await this.runBody(body);
-      const request = this.request();
       try {
-        await this.submitRequest(request, false);
+        await this.submitRequest(this.request(), false);
       } catch (err) {
-        // with waitResult, DTM passes on the error of a Confirm (commit) of its first round (500 / UNKNOWN): when its record says it took the submit, say so
-        const taken = request.options.waitResult && err instanceof DtmServerError ? await this.recordIfKnown() : undefined;
-        if (taken && taken.status !== 'prepared' && taken.status !== 'succeed') {
-          const unfinished = new DtmOutcomeUnknownError(MESSAGES.firstRoundUnfinished(this.gid, taken.status, (err as Error).message), this.gid, taken.status, { cause: err });
-          // DTM took the submit and drives it on (its cron retries the Confirm / commit): reported submitted
-          if (taken.status === 'submitted') this.goneOn = unfinished;
-          throw unfinished;
-        }
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
-        if (taken?.status !== 'succeed') throw stillPreparedError(this.gid, err);
+        throw stillPreparedError(this.gid, err);
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);

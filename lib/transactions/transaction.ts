@@ -17,6 +17,7 @@ import { closest } from '../config/resolve-dtm-config.js';
 import { refusedForStatus } from '../transport/dtm-refusal.js';
 import { mayHaveReachedDtm, wasResent } from '../transport/dtm-transient.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
 import { BranchIdGenerator } from './branch-id.generator.js';
 import { schemaProblem, type RemoteBranch, type RemoteBranchKind } from '../contracts/branch-contract.js';
 import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
@@ -511,7 +512,10 @@ export abstract class Transaction {
       if (!own) {
         const inUse = await this.gidInUse(err, 'submit');
         if (inUse) throw inUse;
-        if (!(request.options.waitResult && isFirstRoundAnswer(err))) throw err;
+        if (!(request.options.waitResult && isFirstRoundAnswer(err))) {
+          if (request.options.waitResult && err instanceof DtmServerError && !tolerateUnfinished && (await this.tookUnfinished(err))) return;
+          throw err;
+        }
       }
       this.submitState = 'taken';
       const answer = err as DtmFailureError | DtmOngoingError;
@@ -541,6 +545,25 @@ export abstract class Transaction {
       if (record?.status === 'submitted' || record?.status === 'aborting') this.goneOn = ongoing;
       throw ongoing;
     }
+  }
+
+  /**
+   * With waitResult DTM passes on the error of a branch of its first round (HTTP 500 / gRPC UNKNOWN:
+   * a saga step's or a message branch's, a Confirm's or an XA commit's), after it stored the
+   * submit. `err` is such an answer: when DTM's record says it took the submit, true if it succeeded
+   * meanwhile, else `DtmOutcomeUnknownError` saying DTM took it (reported `submitted` when DTM holds
+   * it so); false when the record says nothing of the kind (still prepared, none, or no answer).
+   */
+  private async tookUnfinished(err: DtmServerError): Promise<boolean> {
+    const taken = await this.recordIfKnown();
+    if (!taken || taken.status === 'prepared' || taken.status === 'failed') return false;
+    if (taken.status === 'succeed') return true;
+    this.submitState = 'taken';
+    this.unfinishedStatus = taken.status;
+    const unfinished = new DtmOutcomeUnknownError(MESSAGES.firstRoundUnfinished(this.gid, taken.status, err.message), this.gid, taken.status, { cause: err });
+    // DTM took the submit and drives it on (its cron retries the branch): reported submitted
+    if (taken.status === 'submitted' || taken.status === 'aborting') this.goneOn = unfinished;
+    throw unfinished;
   }
 
   /**

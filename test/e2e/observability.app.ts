@@ -125,6 +125,7 @@ class Bank {
   @MsgBranch('deliver')
   async deliver(@Body() m: Move, @BarrierTx() tx: unknown) {
     await exec(tx, add, [m.amount, m.account]);
+    if (m.fail === 'crash') throw new Error('ledger disk full'); // DTM retries it
   }
 
   @Get('query-prepared')

@@ -374,6 +374,27 @@ describe('hooks', () => {
     expect(await t.balances([2])).toEqual({ 2: 100 });
   });
 
+  it('a message submitted with waitResult whose branch answered an error in DTM\'s first round (DTM passes it on as HTTP 500 and delivers on): submit() throws DtmOutcomeUnknownError "submitted", not a bare DtmServerError; reported submitted, not error', async () => {
+    const from = events.length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const gid = await t.client.generateGid();
+    const err = await t.client.newMsg(gid, { waitResult: true, retryInterval: 60 }).add('deliver', { account: 2, amount: 10, fail: 'crash' }).submit().catch((e: unknown) => e);
+    try {
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((err as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted", but its first round did not finish`));
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
+      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
+      const { ap } = spansOf(gid);
+      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
+      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'msg submitted': 1 });
+    } finally {
+      await t.client.forceStop(gid);
+    }
+    expect(await t.balances([2])).toEqual({ 2: 100 });
+  });
+
   it('a TCC submitted with waitResult whose Confirm of DTM\'s first round answered an error (DTM retries it): the body\'s result is not returned (DtmOutcomeUnknownError "submitted"), reported submitted (DTM took it and confirms on), not error', async () => {
     const from = events.length;
     const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
