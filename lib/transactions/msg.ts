@@ -133,8 +133,9 @@ export class Msg extends StepTransaction {
    * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; any other
    * answer than DTM's FAILURE or ONGOING, a gateway's 4xx say) is `DtmOutcomeUnknownError` with
    * `lastStatus` `prepared`, as for TCC and XA: DTM holds the message (its back-check delivers it if
-   * the submit was lost). Wait with `waitForFinal(gid)`; never run the local transaction again, nor
-   * send the message again under a new gid.
+   * the submit was lost); with `waitResult`, a branch's error DTM passes on from its first round, with
+   * `lastStatus` `submitted` (DTM took it and retries the branch). Wait with `waitForFinal(gid)`;
+   * never run the local transaction again, nor send the message again under a new gid.
    */
   override async submit(): Promise<void> {
     if (this.heldByAnother) throw this.heldByAnother;
@@ -217,8 +218,8 @@ export class Msg extends StepTransaction {
    * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
    * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; a gateway's 4xx, any answer but DTM's FAILURE or ONGOING) is `DtmOutcomeUnknownError` with
    * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
-   * and its back-check delivers it. With `waitResult`, a branch answering FAILURE or ONGOING in
-   * DTM's first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
+   * and its back-check delivers it. With `waitResult`, a branch answering FAILURE, ONGOING or an error DTM
+   * passes on in its first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
    * the branch. Do not run the business again; wait with `waitForFinal(gid)`. A second `doAndSubmit()`
    * on an object whose local transaction ran already is refused (`DtmUsageError`, nothing sent or run).
    */

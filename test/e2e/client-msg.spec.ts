@@ -245,7 +245,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/HxMsgIn', gid).map((c) => c.status)).toEqual([status, 200]);
     });
 
-    it('a branch answering a retryable error once, the local transaction committed: doAndSubmit throws DtmOutcomeUnknownError (never run the business again), not a bare DtmServerError; DTM delivers', async () => {
+    it('a branch answering a retryable error once, the local transaction committed: doAndSubmit throws DtmOutcomeUnknownError (lastStatus submitted: DTM took the submit, never run the business again), not a bare DtmServerError nor "DTM holds the message prepared"; DTM delivers', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/WrMsgIn', 500, 200);
       let businessRuns = 0;
@@ -258,8 +258,23 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         .catch((e: unknown) => e);
       expect(businessRuns).toBe(1);
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((error as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted"`));
       expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
       expect(fx.recorder.callsTo('/WrQueryPrepared', gid)).toHaveLength(0);
+    });
+
+    it('prepare() then submit() with waitResult, a branch answering a retryable error once: DtmOutcomeUnknownError with lastStatus submitted (DTM took the submit), not "DTM holds the message prepared"; DTM delivers', async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/WpMsgIn', 500, 200);
+      const msg = fx.client.newMsg(gid, { waitResult: true, retryInterval: 1 }).add(fx.target('/WpMsgIn'), fx.payload({ amount: 3 }));
+      await msg.prepare(fx.target('/WpQueryPrepared'));
+      const error = await msg.submit().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
+      expect(fx.recorder.callsTo('/WpMsgIn', gid)).toHaveLength(2);
+      expect(fx.recorder.callsTo('/WpQueryPrepared', gid)).toHaveLength(0);
     });
 
     // DTM answers a waitResult submit 409 / ABORTED when a branch answered FAILURE (dtmsvr/trans_status.go wraps it with %w;
