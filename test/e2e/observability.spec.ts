@@ -111,6 +111,28 @@ function growth(before: Map<string, number>, after: Map<string, number>): Record
   return grown;
 }
 
+/**
+ * Runs `call`, a submit of `gid` that throws, and checks how it was reported: DTM holds `dtmStatus`,
+ * one `transaction.end` event with `outcome` and the error thrown, the AP span's outcome and status
+ * code, and the transactions counter grown by one `<transType> <outcome>`. Resolves with the error.
+ */
+async function expectEndReported(gid: string, call: () => Promise<unknown>, transType: string, outcome: string, dtmStatus: string, spanCode: SpanStatusCode): Promise<unknown> {
+  const from = events.length;
+  const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+  const err = await call().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeDefined();
+  expect((await queryTrans(gid)).transaction?.status).toBe(dtmStatus);
+  const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
+  expect(end.map((e) => [e.outcome, e.error])).toEqual([[outcome, err]]);
+  const { ap } = spansOf(gid);
+  expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual([outcome, spanCode]);
+  expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ [`${transType} ${outcome}`]: 1 });
+  return err;
+}
+
 /** What DTM recorded of `gid`'s branches that ran (`branch op status`), sorted. */
 async function dtmBranches(gid: string): Promise<string[]> {
   return (await queryTrans(gid)).branches
@@ -339,35 +361,21 @@ describe('hooks', () => {
   });
 
   it('a saga submitted with waitResult that DTM rolls back in its first round: submit() throws the rollback (DtmFailureError), reported failed as DTM holds it, not error', async () => {
-    const from = events.length;
-    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
     const gid = await t.client.generateGid();
-    const err = await t.client.newSaga(gid, { waitResult: true }).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submit().catch((e: unknown) => e);
+    const submit = () => t.client.newSaga(gid, { waitResult: true }).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submit();
+    const err = await expectEndReported(gid, submit, 'saga', 'failed', 'failed', SpanStatusCode.ERROR);
     expect(err).toBeInstanceOf(DtmFailureError);
     expect((err as DtmFailureError).reason).toBe('account 2 is frozen');
-    expect((await queryTrans(gid)).transaction?.status).toBe('failed');
     expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
-    const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
-    expect(end.map((e) => [e.outcome, e.error])).toEqual([['failed', err]]);
-    const { ap } = spansOf(gid);
-    expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['failed', SpanStatusCode.ERROR]);
-    expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'saga failed': 1 });
   });
 
   it('a saga submitted with waitResult whose first round DTM did not finish (a step answered an error, which DTM retries): submit() throws DtmOngoingError, reported submitted (DTM took it and drives it), not error', async () => {
-    const from = events.length;
-    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
     const gid = await t.client.generateGid();
-    const err = await t.client.newSaga(gid, { waitResult: true, retryInterval: 60 }).add('transIn', { account: 2, amount: 10, fail: 'crash' }).submit().catch((e: unknown) => e);
+    const submit = () => t.client.newSaga(gid, { waitResult: true, retryInterval: 60 }).add('transIn', { account: 2, amount: 10, fail: 'crash' }).submit();
     try {
+      const err = await expectEndReported(gid, submit, 'saga', 'submitted', 'submitted', SpanStatusCode.UNSET);
       expect(err).toBeInstanceOf(DtmOngoingError);
       expect(err).not.toBeInstanceOf(DtmOutcomeUnknownError);
-      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
-      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
-      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
-      const { ap } = spansOf(gid);
-      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
-      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'saga submitted': 1 });
     } finally {
       await t.client.forceStop(gid);
     }
@@ -375,20 +383,13 @@ describe('hooks', () => {
   });
 
   it('a message submitted with waitResult whose branch answered an error in DTM\'s first round (DTM passes it on as HTTP 500 and delivers on): submit() throws DtmOutcomeUnknownError "submitted", not a bare DtmServerError; reported submitted, not error', async () => {
-    const from = events.length;
-    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
     const gid = await t.client.generateGid();
-    const err = await t.client.newMsg(gid, { waitResult: true, retryInterval: 60 }).add('deliver', { account: 2, amount: 10, fail: 'crash' }).submit().catch((e: unknown) => e);
+    const submit = () => t.client.newMsg(gid, { waitResult: true, retryInterval: 60 }).add('deliver', { account: 2, amount: 10, fail: 'crash' }).submit();
     try {
+      const err = await expectEndReported(gid, submit, 'msg', 'submitted', 'submitted', SpanStatusCode.UNSET);
       expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(err).toMatchObject({ gid, lastStatus: 'submitted' });
       expect((err as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted", but its first round did not finish`));
-      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
-      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
-      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
-      const { ap } = spansOf(gid);
-      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
-      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'msg submitted': 1 });
     } finally {
       await t.client.forceStop(gid);
     }
@@ -396,19 +397,12 @@ describe('hooks', () => {
   });
 
   it('a TCC submitted with waitResult whose Confirm of DTM\'s first round answered an error (DTM retries it): the body\'s result is not returned (DtmOutcomeUnknownError "submitted"), reported submitted (DTM took it and confirms on), not error', async () => {
-    const from = events.length;
-    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
     const gid = await t.client.generateGid();
-    const err = await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10, fail: 'confirm' }, 'tccOut'), { waitResult: true, retryInterval: 60 }).catch((e: unknown) => e);
+    const run = () => t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10, fail: 'confirm' }, 'tccOut'), { waitResult: true, retryInterval: 60 });
     try {
+      const err = await expectEndReported(gid, run, 'tcc', 'submitted', 'submitted', SpanStatusCode.UNSET);
       expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(err).toMatchObject({ gid, lastStatus: 'submitted' });
-      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
-      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => e.event as DtmEvents['transaction.end']);
-      expect(end.map((e) => [e.outcome, e.error])).toEqual([['submitted', err]]);
-      const { ap } = spansOf(gid);
-      expect([ap.attributes['dtm.outcome'], ap.status.code]).toEqual(['submitted', SpanStatusCode.UNSET]);
-      expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'tcc submitted': 1 });
     } finally {
       await t.client.forceStop(gid);
     }
