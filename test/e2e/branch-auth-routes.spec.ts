@@ -260,23 +260,48 @@ describe('key rotation with transactions under way (branch_auth_keys)', () => {
   });
 });
 
+/** An ingress in front of the app: it takes `prefix` off each path (`/svc/api/...` to `/api/...`) and passes the call on to `upstreamPort`. */
+interface StripPathProxy {
+  /** The proxy's port. */
+  port: number;
+  /** The app's port, set once it listens. */
+  upstreamPort: number;
+  /** The paths passed on, without their query. */
+  proxied: string[];
+  /** Closes the proxy and its connections. */
+  close(): Promise<void>;
+}
+
+/** Starts a {@link StripPathProxy} taking `prefix` off. */
+async function stripPathProxy(prefix: string): Promise<StripPathProxy> {
+  const strip = new RegExp(`^${prefix}(?=/)`);
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').replace(strip, '');
+    proxy.proxied.push(path.split('?')[0]);
+    const upstream = httpRequest({ host: '127.0.0.1', port: proxy.upstreamPort, method: req.method, path, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const proxy: StripPathProxy = {
+    port: (server.address() as { port: number }).port,
+    upstreamPort: 0,
+    proxied: [],
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    },
+  };
+  return proxy;
+}
+
 describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)', () => {
   it.each(['express', 'fastify'] as const)('on %s: DTM reaches the branches at app_url + route, the proxy passes /api/... on, and the signed calls run: DTM records the saga succeeded', async (adapter) => {
-    let appPort = 0;
-    const proxied: string[] = [];
-    // an ingress routing /svc/* to the app with the prefix taken off
-    const proxy = createServer((req, res) => {
-      const path = (req.url ?? '/').replace(/^\/svc(?=\/)/, '');
-      proxied.push(path.split('?')[0]);
-      const upstream = httpRequest({ host: '127.0.0.1', port: appPort, method: req.method, path, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      upstream.on('error', () => res.destroy());
-      req.pipe(upstream);
-    });
-    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
-    const proxyPort = (proxy.address() as { port: number }).port;
+    const proxy = await stripPathProxy('/svc');
+    const { proxied, port: proxyPort } = proxy;
     const moduleRef = await Test.createTestingModule({
       imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${proxyPort}/svc` } })],
       controllers: [SecController],
@@ -288,7 +313,7 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)'
     app.enableVersioning({ type: VersioningType.URI });
     try {
       await app.listen(0, '127.0.0.1');
-      appPort = (app.getHttpServer().address() as { port: number }).port;
+      proxy.upstreamPort = (app.getHttpServer().address() as { port: number }).port;
       const client = app.get(DtmClient);
       const gid = await client.generateGid();
       const final = await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 5 }).submitAndWait({ timeout: 8 }).catch((err: unknown) => err as Error);
@@ -297,8 +322,7 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)'
       expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
     } finally {
       await app.close();
-      proxy.closeAllConnections();
-      await new Promise((done) => proxy.close(done));
+      await proxy.close();
     }
   });
 });
@@ -351,20 +375,8 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys):
   });
 
   it.each(['express', 'fastify'] as const)('on %s: DTM\'s phase-2 calls reach the handlers through the proxy and pass the check of their tokens: a TCC confirmed, one cancelled, an XA committed, one rolled back', async (adapter) => {
-    let appPort = 0;
-    const proxied: string[] = [];
-    const proxy = createServer((req, res) => {
-      const path = (req.url ?? '/').replace(/^\/svc(?=\/)/, '');
-      proxied.push(path.split('?')[0]);
-      const upstream = httpRequest({ host: '127.0.0.1', port: appPort, method: req.method, path, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      upstream.on('error', () => res.destroy());
-      req.pipe(upstream);
-    });
-    await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
-    const proxyPort = (proxy.address() as { port: number }).port;
+    const proxy = await stripPathProxy('/svc');
+    const { proxied, port: proxyPort } = proxy;
     const moduleRef = await Test.createTestingModule({
       imports: [
         DtmModule.forRoot({
@@ -381,7 +393,7 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys):
     app.enableVersioning({ type: VersioningType.URI });
     try {
       await app.listen(0, '127.0.0.1');
-      appPort = (app.getHttpServer().address() as { port: number }).port;
+      proxy.upstreamPort = (app.getHttpServer().address() as { port: number }).port;
       const client = app.get(DtmClient);
       const runs = app.get(Runs);
       const handlers = (gid: string) => runs.calls.filter((c) => c.gid === gid).map((c) => c.handler);
@@ -415,8 +427,7 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys):
       }
     } finally {
       await app.close();
-      proxy.closeAllConnections();
-      await new Promise((done) => proxy.close(done));
+      await proxy.close();
     }
   });
 });
