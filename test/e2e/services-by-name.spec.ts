@@ -370,8 +370,12 @@ describe('branches by name across services', () => {
   });
 });
 
-describe('a participant down, after a call to one of its targets failed', () => {
-  it('its kept manifest is used until refresh once a refetch failed: the next transactions do not each fetch it again (nor warn each time)', async () => {
+describe('a participant whose manifest refetch fails, after a call to one of its targets failed', () => {
+  it.each([
+    ['503 (the service down)', 503],
+    ['404 (an ingress with no route to it during a deploy)', 404],
+    ['a 200 that is not a manifest (a maintenance page)', { status: 200, body: '<html>back soon</html>' }],
+  ] as const)('%s: its kept manifest is used until refresh; the next transactions go on with it and do not each fetch it again (not DtmRemoteBranchError for every transaction)', async (_what, answer) => {
     const participant = await startRecorder();
     const dead = await freePort(); // nothing listens there: the TCC Try is unreachable
     const manifest = {
@@ -387,49 +391,14 @@ describe('a participant down, after a call to one of its targets failed', () => 
       // the Try's target is unreachable: the manifest is marked stale
       const gid = await caller.client.generateGid();
       await expect(caller.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, { service: 'shop', branch: 'hold' }))).rejects.toThrow(`127.0.0.1:${dead}/hold-try`);
-      // the service stops answering its manifest; three sagas by name go on with the kept one
-      participant.answer('/dtm/branches', 503);
-      for (let i = 0; i < 3; i++) {
-        const saga = await caller.client.generateGid();
-        const final = await caller.client.newSaga(saga).add({ service: 'shop', branch: 'pay' }, { n: i }).submitAndWait({ timeout: 20 });
-        expect(final.status).toBe('succeed');
-      }
-
-      // fetched at first use, then once again after the failed Try (which failed): not at each of the three sagas
-      expect(participant.callsTo('/dtm/branches').map((c) => c.status)).toEqual([200, 503]);
-      expect(participant.callsTo('/pay')).toHaveLength(3);
-    } finally {
-      await caller.close();
-      await participant.close();
-    }
-  });
-});
-
-describe('a participant whose manifest endpoint answers something else than its manifest, after a call to one of its targets failed', () => {
-  it.each([
-    ['404 (an ingress with no route to it during a deploy)', 404],
-    ['a 200 that is not a manifest (a maintenance page)', { status: 200, body: '<html>back soon</html>' }],
-  ] as const)('%s: its kept manifest is used (a warning), as when it does not answer; not DtmRemoteBranchError for every transaction', async (_what, answer) => {
-    const participant = await startRecorder();
-    const dead = await freePort();
-    const manifest = {
-      format: 'nestjs-dtm.branches/1',
-      branches: [
-        { name: 'pay', kind: 'saga', ops: { action: { http: participant.urlFor('/pay') }, compensate: { http: participant.urlFor('/pay-back') } } },
-        { name: 'hold', kind: 'tcc', ops: { try: { http: `http://127.0.0.1:${dead}/hold-try` }, confirm: { http: participant.urlFor('/hold-confirm') }, cancel: { http: participant.urlFor('/hold-cancel') } } },
-      ],
-    };
-    participant.answer('/dtm/branches', { status: 200, body: manifest });
-    const caller = await startDtmApp({ config: { services: { shop: { url: participant.url, refresh: 3600 } } } });
-    try {
-      const gid = await caller.client.generateGid();
-      await expect(caller.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, { service: 'shop', branch: 'hold' }))).rejects.toThrow(`127.0.0.1:${dead}/hold-try`);
+      // the refetch fails; three sagas by name go on with the kept manifest
       participant.answer('/dtm/branches', answer);
       for (let i = 0; i < 3; i++) {
         const saga = await caller.client.generateGid();
         const final = await caller.client.newSaga(saga).add({ service: 'shop', branch: 'pay' }, { n: i }).submitAndWait({ timeout: 20 });
         expect(final.status).toBe('succeed');
       }
+      // fetched at first use, then once again after the failed Try: not at each of the three sagas
       expect(participant.callsTo('/dtm/branches').map((c) => c.status)).toEqual([200, typeof answer === 'number' ? answer : answer.status]);
       expect(participant.callsTo('/pay')).toHaveLength(3);
     } finally {
