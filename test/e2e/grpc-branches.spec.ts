@@ -561,16 +561,7 @@ describe('a @GrpcMethod branch the gRPC server does not serve (a service or rpc 
   }
 
   it('start-up warns naming each, and a gRPC transaction refuses its step (Nest answers its calls UNIMPLEMENTED, which DTM retries forever): DTM holds nothing', async () => {
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const logger = new RecordingLogger();
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Typos],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, logger, grpcAddress } = await startGrpcBranchApp(Typos);
     try {
       const client = app.get(DtmClient);
       const notServed = (handler: string, grpcMethod: string) =>
@@ -649,6 +640,26 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
     }
   });
 });
+
+/**
+ * An app of `controller` whose gRPC server (tests.proto) serves its branches at a free port, the
+ * module talking gRPC to DTM with that server as grpc_app_address; `setup` runs before the server
+ * starts (global interceptors, say). Started and initialised.
+ */
+async function startGrpcBranchApp(controller: Type, setup?: (app: INestApplication) => void): Promise<{ app: INestApplication; logger: RecordingLogger; grpcAddress: string }> {
+  const grpcAddress = `127.0.0.1:${await freePort()}`;
+  const logger = new RecordingLogger();
+  const moduleRef = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+    controllers: [controller],
+  }).compile();
+  const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+  setup?.(app);
+  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.init();
+  return { app, logger, grpcAddress };
+}
 
 /** A gRPC saga of `app`'s branch `name` (an empty payload): refused with `DtmUsageError` saying `message` before anything reaches DTM (DTM holds nothing under its gid). */
 async function expectSagaRefusedBeforeDtm(app: INestApplication, name: string, message: string): Promise<void> {
@@ -872,16 +883,7 @@ describe('a global interceptor that stamps each reply object (data.message = ...
   }
 
   it('the empty message the module answers for it is the interceptor\'s to change: DTM records the step once, the handler runs once', async () => {
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Quiet],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
-    app.useGlobalInterceptors(new Stamp());
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, grpcAddress } = await startGrpcBranchApp(Quiet, (a) => a.useGlobalInterceptors(new Stamp()));
     try {
       const client = app.get(DtmClient);
       const gid = await client.generateGid();
@@ -916,15 +918,7 @@ describe("a validating pipe configured to answer 422 (ValidationPipe's errorHttp
   }
 
   it('refuses the payload as FAILURE, as a 400 is: DTM rolls the saga back instead of retrying it forever, the handler never runs', async () => {
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Validated],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app } = await startGrpcBranchApp(Validated);
     try {
       const client = app.get(DtmClient);
       const gid = await client.generateGid();
@@ -966,15 +960,7 @@ describe('a gRPC branch handler whose Observable emits a value and then fails', 
   }
 
   it('is answered as Nest answers it over HTTP, by how it ends (its last value, or its error): FAILURE, and DTM rolls the saga back; from an async handler too, and a Promise of an Observable without a value is an empty message', async () => {
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Late],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app } = await startGrpcBranchApp(Late);
     try {
       const client = app.get(DtmClient);
       const gid = await client.generateGid();
