@@ -16,6 +16,11 @@ export interface DtmErrorContext {
   cause?: unknown;
 }
 
+/** The context of `err` (its transaction, branch, peer and answer), with `err` as the cause: for an error that restates it. */
+export function restatedContext(err: DtmError): DtmErrorContext {
+  return { gid: err.gid, branchId: err.branchId, endpoint: err.endpoint, protocol: err.protocol, status: err.status, cause: err };
+}
+
 /** Marks an error with the names of its error classes, so that `instanceof` works across two loaded copies of the package. */
 const KINDS = Symbol.for('nestjs-dtm:error-kinds');
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
+import { restatedContext } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -40,14 +41,7 @@ function withOwnHandlerFailure(err: unknown, gid: string, branchId: string, op: 
   const recorded = recordedBranchFailure(gid, branchId, op);
   if (!recorded || recorded.status !== err.status) return err;
   const answered = err.protocol === 'grpc' ? `gRPC status ${err.status}` : `HTTP ${err.status}`;
-  const error = new DtmServerError(MESSAGES.ownBranchHandlerFailed(err.endpoint ?? '', answered, recorded.handler, recorded.message, recorded.step), err.body, {
-    gid: err.gid,
-    branchId: err.branchId,
-    endpoint: err.endpoint,
-    protocol: err.protocol,
-    status: err.status,
-    cause: err,
-  });
+  const error = new DtmServerError(MESSAGES.ownBranchHandlerFailed(err.endpoint ?? '', answered, recorded.handler, recorded.message, recorded.step), err.body, restatedContext(err));
   REASON_FOR_DTM.set(error, err.message);
   return error;
 }

@@ -2,6 +2,7 @@ import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm
 import { assertOneTransport, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { GlobalTransaction } from './global-transaction.js';
+import { restatedContext } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
@@ -125,12 +126,5 @@ const DEFAULT_GRPC_SERVER = defaultDtmConfig().grpcServer;
  */
 function grpcMoveExplained(err: unknown, grpcServer: string): unknown {
   if (!(err instanceof DtmUnavailableError)) return err;
-  return new DtmUnavailableError(MESSAGES.nestedTccGrpcUnreachable(err.gid ?? '', grpcServer, grpcServer === DEFAULT_GRPC_SERVER, err.message), {
-    gid: err.gid,
-    branchId: err.branchId,
-    endpoint: err.endpoint,
-    protocol: err.protocol,
-    status: err.status,
-    cause: err,
-  });
+  return new DtmUnavailableError(MESSAGES.nestedTccGrpcUnreachable(err.gid ?? '', grpcServer, grpcServer === DEFAULT_GRPC_SERVER, err.message), restatedContext(err));
 }
