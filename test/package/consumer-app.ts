@@ -16,8 +16,8 @@ const root = resolve(import.meta.dirname, '..', '..');
 /** An example app installed in a temp directory. */
 export interface ConsumerApp {
   dir: string;
-  /** Runs `npm run <script>` (or `npx <args>`) in the app; its exit code and output. */
-  run(command: 'npm' | 'npx', args: string[]): { status: number | null; output: string };
+  /** Runs `npm run <script>` (or `npx <args>`, or this process's `node` with `args`) in the app, `env` added; its exit code and output. */
+  run(command: 'npm' | 'npx' | 'node', args: string[], env?: NodeJS.ProcessEnv): { status: number | null; output: string };
   remove(): void;
 }
 
@@ -55,11 +55,12 @@ export function installConsumerApp(name: string, sourcesFrom?: string, from = jo
   execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   return {
     dir,
-    run(command, args) {
+    run(command, args, extra = {}) {
       // the harness's DTM server binary (scripts/setup.sh built it); CI=1: no watch mode, no colours
       const env: NodeJS.ProcessEnv = { ...process.env, DTM_BINARY: dtmBinaryPath(), CI: '1', FORCE_COLOR: '0', NO_COLOR: '1' };
       delete env.NODE_OPTIONS; // jest's --experimental-vm-modules is this repository's, not the app's
-      const child = spawnSync(command, args, { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
+      Object.assign(env, extra);
+      const child = spawnSync(command === 'node' ? process.execPath : command, args, { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
       return { status: child.status, output: `${child.stdout}\n${child.stderr}` };
     },
     remove() {
