@@ -41,6 +41,7 @@ export const MESSAGES = {
     "is undefined and nothing else configures the module: the object you meant to pass is missing (ConfigService.get returns undefined for a missing key); pass the settings object, pass `section: config.get('lynx.dtm')` for snake_case YAML settings, or leave `config` out for the defaults",
   configSectionNotMapping: (got: string) => `must be a mapping of settings (server_url: ..., timeout: ...), got ${got}`,
   configEnvMissing: (name: string) => `environment variable ${name} is not set; set it, or give a default as \${${name}:default}`,
+  configEnvEmptyKey: (name: string) => `environment variable ${name} is set but empty: a key cannot be empty; set it to a key, or write \${${name}:} for a key that may be left out`,
   configUnknownKey: (known: string[], suggestion?: string) =>
     `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ''} (known keys: ${known.join(', ')})`,
   configWant: (want: string, got: string) => `must be ${want}, got ${got}`,

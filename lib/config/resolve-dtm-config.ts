@@ -205,6 +205,8 @@ function substituteEnv(value: string, path: string, walk: Walk): unknown {
   const whole = WHOLE_PLACEHOLDER.exec(value);
   const replaced = value.replace(PLACEHOLDER, (_match, name: string, fallback: string | undefined) => {
     const fromEnv = walk.env[name];
+    // a branch_auth_keys item required (no default) but set empty: refused, never dropped (the next key would sign)
+    if (fromEnv === '' && fallback === undefined && path.startsWith(SECRETS_PATH)) walk.problems.push({ path, message: MESSAGES.configEnvEmptyKey(name) });
     if (fromEnv !== undefined) return fromEnv;
     if (fallback !== undefined) return fallback;
     walk.problems.push({ path, message: MESSAGES.configEnvMissing(name) });

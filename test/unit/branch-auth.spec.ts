@@ -177,6 +177,15 @@ describe('lynx.dtm.branch_auth_keys', () => {
     expect(short).toEqual([expect.stringContaining('lynx.dtm.branch_auth_keys: must list keys of at least 32 characters')]);
     expect(short.join()).not.toContain('secret-but-short');
     expect(problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_keys: ["${K1:}"]\n') })).toEqual([expect.stringContaining('lists no key')]);
+    // a required key (no default) whose variable is set but empty (docker compose's `${K1}` of an unset host
+    // variable): said so, not dropped, which left the old key signing or "lists no key ... with the variable set"
+    const security = 'lynx:\n  dtm:\n    branch_auth_keys: ["${K1}", "${K2:}"]\n';
+    expect(problems({ configFile: file(security) }, { K1: '' })).toEqual([
+      'lynx.dtm.branch_auth_keys[0]: environment variable K1 is set but empty: a key cannot be empty; set it to a key, or write ${K1:} for a key that may be left out',
+      expect.stringContaining('lynx.dtm.branch_auth_keys: lists no key'),
+    ]);
+    expect(problems({ configFile: file(security) }, { K1: '', K2: KEY_B })).toEqual([expect.stringContaining('lynx.dtm.branch_auth_keys[0]: environment variable K1 is set but empty')]);
+    expect(resolveDtmConfig({ configFile: file(security) }, { K1: KEY_A, K2: '' }).branchAuthKeys?.verify(call, new BranchAuth([KEY_A]).sign(call))).toBe(true);
     expect(problems({ config: { branchAuthKeys: [12345 as unknown as string] } })).toEqual([expect.stringContaining('#1: number (quote it)')]);
     // checking actions needs the keys: said with the path, not silently ignored
     expect(problems({ configFile: file('lynx:\n  dtm:\n    branch_auth_check_actions: true\n') })).toEqual([
