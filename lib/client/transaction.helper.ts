@@ -1,8 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import type { BranchAnswer, FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
+import { isUndecidedSubmit } from '../transport/dtm-transient.js';
 import { DtmClient } from './dtm.client.js';
 import { MESSAGES } from '../dtm.messages.js';
-import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { parseTarget } from '../transport/branch-target.js';
 import type { WorkflowResult } from '../workflow/workflow.types.js';
@@ -136,24 +136,25 @@ export class TransactionHelper {
     const msg = this.client.newMsg(gid, transactionOptions(options));
     for (const b of branches) msg.add(b.action, b.data);
     await msg.prepare(queryPrepared);
-    try {
+    if (!options.waitForFinal) {
       await msg.submit();
-    } catch (err) {
-      // DTM holds the message (a submit that did not get through: DtmOutcomeUnknownError; with waitResult, a first
-      // round that did not deliver every branch: DtmOngoingError, its parent class): the wait below reads the outcome
-      if (!(options.waitForFinal && err instanceof DtmOngoingError)) throw err;
+      return { gid, answers: [] };
     }
-    return this.finish(gid, [], options);
+    // a submit that may not have got through, and with waitResult a first round that did not deliver every
+    // branch, are waited out by submitAndWait, which reports the final status as the other execute* do
+    const wait = waitOptions(options.waitForFinal);
+    try {
+      return { gid, answers: [], final: await msg.submitAndWait(wait) };
+    } catch (err) {
+      // an answer to the submit that is not DTM's decision (a gateway's 4xx, say): DTM holds the message prepared, its back-check decides
+      if (!isUndecidedSubmit(err)) throw err;
+    }
+    return { gid, answers: [], final: await this.client.waitForFinal(gid, wait) };
   }
 
   /** Runs (or re-attaches to) the workflow `name` as `gid`: see `DtmClient.executeWorkflow`. */
   async executeWorkflow<R = unknown>(name: string, gid: string, input?: unknown, options?: TransactionOptions): Promise<WorkflowResult<R>> {
     return this.client.executeWorkflow<R>(name, gid, input, options);
-  }
-
-  private async finish(gid: string, answers: BranchAnswer[], options: HelperOptions): Promise<ExecutionResult> {
-    if (!options.waitForFinal) return { gid, answers };
-    return { gid, answers, final: await this.client.waitForFinal(gid, waitOptions(options.waitForFinal)) };
   }
 }
 

@@ -100,5 +100,15 @@ export function leftPrepared(err: unknown): boolean {
  */
 export function stillPreparedError(gid: string, err: unknown): unknown {
   if (err instanceof DtmOutcomeUnknownError || !leftPrepared(err)) return err;
-  return new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(gid, 'prepared', (err as Error).message), gid, 'prepared', { cause: err });
+  const undecided = new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(gid, 'prepared', (err as Error).message), gid, 'prepared', { cause: err });
+  UNDECIDED.add(undecided);
+  return undecided;
+}
+
+/** The errors {@link stillPreparedError} made (see {@link isUndecidedSubmit}). */
+const UNDECIDED = new WeakSet<object>();
+
+/** Whether `err` is {@link stillPreparedError}'s: a submit DTM did not decide, DTM holding the transaction prepared; never a wait's error. */
+export function isUndecidedSubmit(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && UNDECIDED.has(err);
 }

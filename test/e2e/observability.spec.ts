@@ -11,7 +11,7 @@ import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, TransactionHelper, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -358,6 +358,20 @@ describe('hooks', () => {
     const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
     expect(end.durationMs).toBeGreaterThan(0);
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]); // nothing logged per call on the success path by default
+  });
+
+  it.each(['saga', 'msg'] as const)('TransactionHelper.execute* of a %s with waitForFinal: reported with the final status it resolves (succeed), as a submitAndWait is, not submitted', async (kind) => {
+    const helper = t.app.get(TransactionHelper);
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    const result =
+      kind === 'saga'
+        ? await helper.executeSaga(gid, [{ action: 'transOut', data: { account: 1, amount: 10 } }], { waitForFinal: { timeout: 20 } })
+        : await helper.executeMsg(gid, 'outbox', [{ action: 'deliver', data: { account: 2, amount: 10 } }], { waitForFinal: { timeout: 20 } });
+    expect(result.final?.status).toBe('succeed');
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    const ends = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid);
+    expect(ends.map((e) => `${(e.event as DtmEvents['transaction.end']).transType} ${(e.event as DtmEvents['transaction.end']).outcome}`)).toEqual([`${kind} succeed`]);
   });
 
   it('a saga submitted with waitResult that DTM rolls back in its first round: submit() throws the rollback (DtmFailureError), reported failed as DTM holds it, not error', async () => {
