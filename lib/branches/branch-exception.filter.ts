@@ -14,7 +14,7 @@ import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } 
 import { xaModuleStepOf } from '../xa/xa-local-transaction.js';
 import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
-import { escapeControls } from '../redact.js';
+import { escapeControls, shownCallerValue } from '../redact.js';
 
 /**
  * DTM's branch protocol in one place, for decorated handlers, on the transport the call came in
@@ -49,8 +49,10 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // a call answered before its handler ran (a pipe, the guard's schema check) is a branch call the hooks, spans and metrics report too
       observeUnhandledCall(call, carrier, exception);
       const info = transport.branchInfo(transport.carrier(call.context), currentPassThroughHeaders());
-      // as the log lines show the call: an authenticated TCC branch id without its token, a made-up trans_type as `other`
-      const shown = info && { ...info, branchId: shownBranchId(info.branchId), transType: shownTransType(info.transType) };
+      // as the log lines show the call: an authenticated TCC branch id without its token, a made-up trans_type as `other`, and
+      // a gid or branch id that breaks the key rule (an undo call's: the guard lets it on, to be answered without its handler, and
+      // the app's pipes run first) quoted, so that CR / LF or ANSI escapes in them forge no line
+      const shown = info && { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
       /** The message of a pipe's 400 that was answered FAILURE. */

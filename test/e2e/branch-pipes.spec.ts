@@ -18,6 +18,8 @@ import {
   DtmModule,
   MsgBranch,
   MsgQueryPrepared,
+  SagaAction,
+  SagaCompensate,
   UseBarrier,
   XaBranch,
   ensureBarrierSchema,
@@ -89,6 +91,22 @@ class PipedBank {
   }
 }
 
+/** A saga step without a barrier, HTTP only (the guard answers an undo call whose gid breaks the key rule without its handler, but the app's pipes run first). */
+@Controller('pipes-undo')
+class PipedUndo {
+  @Post('pay')
+  @SagaAction('pipes.refund')
+  pay(@Body() _m: Move) {
+    return undefined;
+  }
+
+  @Post('refund')
+  @SagaCompensate('pipes.refund')
+  refund(@Body() _m: Move) {
+    return undefined;
+  }
+}
+
 /** A back-check whose barrier is the controller's default (`@UseBarrier()`), HTTP only. */
 @UseBarrier('pg')
 @Controller('pipes-default')
@@ -131,7 +149,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
-    controllers: [PipedBank, PipedOutbox],
+    controllers: [PipedBank, PipedOutbox, PipedUndo],
     providers: [Delivered],
   }).compile();
   const options = { logger, forceCloseConnections: true };
@@ -268,5 +286,18 @@ describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('a pipe refusal nam
     expect(warning).toContain('a pipe refused its payload (property x\\r\\n[Nest] 1 - ERROR [DtmBranch] \\u001b[31m');
     expect([warning.includes('\n'), warning.includes('\r'), warning.includes('\u001b')]).toEqual([false, false, false]);
     await apps[adapter]!.client.forceStop(gid);
+  });
+});
+
+describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('a pipe refusal of a call whose gid breaks the key rule, $name', ({ adapter }) => {
+  it('a compensation whose gid and branch id carry CR / LF and an ANSI escape, its payload refused by the pipe: the warning shows them quoted and forges no line', async () => {
+    const marker = `mk${Date.now().toString(36)}`;
+    const gid = `${await apps[adapter]!.client.generateGid()}\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[31m${marker} forged`;
+    const keys = { gid, trans_type: 'saga', branch_id: `01\n${marker}`, op: 'compensate' };
+    const res = await fetch(`${apps[adapter]!.url}/pipes-undo/refund?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account: 0, amount: 5 }) });
+    expect(res.status).toBe(409); // the pipe's refusal, answered FAILURE
+    const lines = logger.lines.filter((l) => l.includes(marker));
+    expect(lines).toEqual([expect.stringContaining(`warn PipedUndo.refund (saga-compensate, saga gid ${JSON.stringify(gid)}, branch ${JSON.stringify(keys.branch_id)}, op compensate): a pipe refused its payload`)]);
+    expect(lines.filter((l) => l.includes('\r') || l.includes('\n') || l.includes('\u001b'))).toEqual([]);
   });
 });
