@@ -129,6 +129,9 @@ describe.each(['express', 'fastify'] as const)('a token read back from DTM, at a
       '/api/v1/sec/pay%00',
       '/api/v1/sec/pay%20',
       '/api/v1/sec/pay#x',
+      // absolute-form request targets (RFC 9112 3.2.2): Express routes them by their path
+      `http://127.0.0.1:${port}/api/v1/sec/pay`,
+      'http://other.example/api/v1/sec/pay',
     ];
     const statuses: Record<string, number> = {};
     for (const path of variants) statuses[path] = await raw(port, `${path}${query}`, headers, body);
