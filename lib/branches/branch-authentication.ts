@@ -11,6 +11,8 @@ import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 const CONFIRMING: readonly TransactionStatus[] = ['submitted', 'succeed'];
 /** DTM's statuses of a transaction whose compensating phase began (saga compensate, TCC cancel, XA rollback). */
 const COMPENSATING: readonly TransactionStatus[] = ['aborting', 'failed'];
+/** DTM's `TimeoutToFail` by default (seconds): what a message prepared with `timeout_to_fail` 0 waits before DTM back-checks it. */
+const DTM_DEFAULT_TIMEOUT_TO_FAIL = 35;
 /** How much earlier than DTM's own clock says a back-check may arrive (clocks of DTM and the app differ a little). */
 const BACK_CHECK_CLOCK_SLACK_MS = 1000;
 
@@ -184,10 +186,15 @@ async function checkXaPhase2(readRecord: RecordReader, call: CallUnderCheck, whe
   return true;
 }
 
-/** DTM back-checks a message only while it is prepared, once its `timeout_to_fail` has passed. */
+/**
+ * DTM back-checks a message only while it is prepared, once its `timeout_to_fail` has passed; one
+ * of 0 (or none) is DTM's own `TimeoutToFail` (dtmsvr/trans_status.go, `isTimeout`), taken as
+ * its default ({@link DTM_DEFAULT_TIMEOUT_TO_FAIL}): not due at once.
+ */
 async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
   const record = await inPhase(readRecord, call, ['prepared'], where);
-  const due = (record.createTime?.getTime() ?? 0) + (record.options.timeoutToFail ?? 0) * 1000 - BACK_CHECK_CLOCK_SLACK_MS;
+  const timeoutToFail = record.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
+  const due = (record.createTime?.getTime() ?? 0) + timeoutToFail * 1000 - BACK_CHECK_CLOCK_SLACK_MS;
   if (Date.now() < due) throw refuse(where, call, MESSAGES.authBackCheckEarly(new Date(due + BACK_CHECK_CLOCK_SLACK_MS).toISOString()));
   return true;
 }

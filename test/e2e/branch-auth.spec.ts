@@ -294,6 +294,17 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     ]);
   });
 
+  it("msg prepared with timeoutToFail 0 (DTM's own TimeoutToFail applies, 35 s by default): a back-check with the token read from DTM right after the prepare runs nothing", async () => {
+    const gid = await t.client.generateGid();
+    await t.client.newMsg(gid, { timeoutToFail: 0 }).add('notify', { order: 8 }).prepare('order');
+    const stored = await queryTrans(gid);
+    expect(stored.transaction?.status).toBe('prepared');
+    const early = await call(t, '/api/outbox/query-prepared', { gid, trans_type: 'msg', branch_id: '00', op: 'msg' }, { headers: { 'dtm-auth': storedTokens(stored) } });
+    expect([early.status, early.text]).toEqual([401, expect.stringContaining('DTM back-checks this message only after')]);
+    expect(t.ledger.callsOf(gid)).toEqual([]);
+    await t.client.forceStop(gid);
+  });
+
   it('XA: a rollback sent before the commit runs nothing, the commit DTM sends runs', async () => {
     const gid = await t.client.generateGid();
     let attack: { status: number; text: string } | undefined;
