@@ -56,15 +56,16 @@ const providers: Provider[] = [
   },
   {
     provide: DTM_BRANCH_RUNTIME,
-    useFactory: (config: DtmConfig, barrierConnections: Map<string, BarrierConnection>, xaDatabases: Map<string, XaDatabase>, dtm: DtmClient, instrumentation: DtmInstrumentation): DtmBranchRuntime => ({
+    useFactory: (config: DtmConfig, barrierConnections: Map<string, BarrierConnection>, xaDatabases: Map<string, XaDatabase>, dtm: DtmClient, instrumentation: DtmInstrumentation, registry: DtmBranchRegistry): DtmBranchRuntime => ({
       config,
       barrierConnections,
       xaDatabases,
       query: (gid) => dtm.query(gid),
       xaLocalTransaction: (branch, db, business) => dtm.xaLocalTransaction(branch, db, business),
       instrumentation,
+      isHttpRoutePath: (path) => registry.isHttpRoutePath(path),
     }),
-    inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, DtmInstrumentation],
+    inject: [DTM_CONFIG, DTM_BARRIER_CONNECTIONS, DTM_XA_CONNECTIONS, DtmClient, DtmInstrumentation, DtmBranchRegistry],
   },
   // the instrumentation seam: hooks, OpenTelemetry, debug log (one per module)
   { provide: DtmInstrumentation, useFactory: (options: DtmModuleOptions) => new DtmInstrumentation(options.instrumentation), inject: [DTM_CHECKED_OPTIONS] },

@@ -52,13 +52,14 @@ export function authenticateBranchCall(
   where: string,
   checkActions = false,
   appUrlPath = '',
+  isRoutePath?: (path: string) => boolean,
 ): true | Promise<true> {
   const info = transport.branchInfo(carrier, {})!;
   const payload = transport.rawBody(context, carrier);
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   let path = transport.path(carrier);
   // targets are app_url + route: a proxy in front of the app that takes app_url's path off delivers the route's path alone
-  if (appUrlPath !== '' && transport.protocol === 'http' && !underPath(path, appUrlPath)) path = appUrlPath + path;
+  if (appUrlPath !== '' && transport.protocol === 'http' && arrivedWithout(path, appUrlPath, isRoutePath)) path = appUrlPath + path;
   const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path, payload };
   const names = transport.header(carrier, AUTH_HEADERS_HEADER);
   let forwarded: HeadersOfCall | undefined;
@@ -92,6 +93,18 @@ export function authenticateBranchCall(
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
   if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
   return true;
+}
+
+/**
+ * Whether the request path (and query) `path` arrived without app_url's path `prefix` (a proxy took
+ * it off): it is a decorated route's path (`isRoutePath`; an app mounted under `prefix` gets
+ * `prefix` + route path); without that knowledge, when it is not under `prefix`. A route whose
+ * path begins with `prefix` (app_url `http://gw/api`, global prefix `api`) is told apart only so.
+ */
+function arrivedWithout(path: string, prefix: string, isRoutePath: ((path: string) => boolean) | undefined): boolean {
+  if (!isRoutePath) return !underPath(path, prefix);
+  const q = path.indexOf('?');
+  return isRoutePath(q < 0 ? path : path.slice(0, q));
 }
 
 /** Whether the request path (and query) `path` is `prefix` or under it. */

@@ -20,6 +20,8 @@ export interface DtmBranchRuntime {
   xaLocalTransaction<H, T>(branch: BranchInfo, db: XaDatabase<H>, business: (handle: H) => Promise<T>): Promise<T | undefined>;
   /** The module's instrumentation seam (absent: nothing observes). */
   instrumentation?: DtmInstrumentation;
+  /** Whether `path` (no query) is the path of one of this app's decorated HTTP routes (`DtmBranchRegistry.isHttpRoutePath`). */
+  isHttpRoutePath?(path: string): boolean;
 }
 
 /** What the guard leaves on a call's carrier: the handler serving it (for the filter), and the serving module's runtime. */

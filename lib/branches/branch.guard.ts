@@ -55,7 +55,7 @@ export class DtmBranchGuard implements CanActivate {
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions, this.appUrlPath) : true;
+    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions, this.appUrlPath, this.runtime!.isHttpRoutePath) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
     // the payload's schema (only on handlers that have one): after the authentication, before the handler
     return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();

@@ -114,6 +114,11 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     }
   }
 
+  /** @internal Whether `path` (without a query) is the path of a decorated HTTP branch route, for any method. */
+  isHttpRoutePath(path: string): boolean {
+    return this.httpPaths.get(path.length)?.some((p) => p.path === path) ?? false;
+  }
+
   /**
    * @internal Whether the first `pathLength` characters of `url` are the path of a decorated HTTP
    * branch route for `method` (the calls whose bodies the module reads itself). Called for every

@@ -5,7 +5,7 @@
 // branch handler that another transport of the app would also reach (a TCP message pattern of a
 // hybrid app), where the module can check nothing, fails start-up.
 import { randomBytes } from 'node:crypto';
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Injectable, Post, VersioningType, type INestApplication } from '@nestjs/common';
 import { ClientProxyFactory, MessagePattern, Transport, type ClientProxy } from '@nestjs/microservices';
@@ -302,11 +302,17 @@ async function stripPathProxy(prefix: string): Promise<StripPathProxy> {
 }
 
 describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)', () => {
-  it.each(['express', 'fastify'] as const)('on %s: DTM reaches the branches at app_url + route, the proxy passes /api/... on, and the signed calls run: DTM records the saga succeeded', async (adapter) => {
-    const proxy = await stripPathProxy('/svc');
+  // an ingress path that is also the app's global prefix ('/api'): DTM calls /api/api/v1/sec/hold, the app gets /api/v1/sec/hold
+  it.each([
+    ['express', '/svc'],
+    ['fastify', '/svc'],
+    ['express', '/api'],
+    ['fastify', '/api'],
+  ] as const)('on %s, app_url path %s: DTM reaches the branches at app_url + route, the proxy passes /api/... on, and the signed calls run: DTM records the saga succeeded', async (adapter, ingress) => {
+    const proxy = await stripPathProxy(ingress);
     const { proxied, port: proxyPort } = proxy;
     const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${proxyPort}/svc` } })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${proxyPort}${ingress}` } })],
       controllers: [SecController],
       providers: [Runs],
     }).compile();
@@ -326,6 +332,42 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)'
     } finally {
       await app.close();
       await proxy.close();
+    }
+  });
+});
+
+describe('app_url with a path, the Nest app mounted under it (branch_auth_keys)', () => {
+  it("DTM's calls arrive with app_url's path (req.originalUrl /api/api/v1/sec/...): the signed calls run, DTM records the saga succeeded", async () => {
+    // what an Express app does for an app mounted at /api (parent.use('/api', nestExpressApp)): req.url without it, req.originalUrl with it
+    let nest: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+    const listening = createServer((req, res) => {
+      (req as IncomingMessage & { originalUrl?: string }).originalUrl = req.url;
+      req.url = (req.url ?? '/').replace(/^\/api(?=\/)/, '');
+      nest!(req, res);
+    });
+    await new Promise<void>((done) => listening.listen(0, '127.0.0.1', done));
+    const port = (listening.address() as { port: number }).port;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY], appUrl: `http://127.0.0.1:${port}/api` } })],
+      controllers: [SecController],
+      providers: [Runs],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true });
+    app.useLogger(false);
+    app.setGlobalPrefix('api');
+    app.enableVersioning({ type: VersioningType.URI });
+    try {
+      await app.init();
+      nest = app.getHttpAdapter().getInstance();
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 5 }).submitAndWait({ timeout: 8 }).catch((err: unknown) => err as Error);
+      expect(final).toMatchObject({ status: 'succeed' });
+      expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+    } finally {
+      await app.close();
+      listening.closeAllConnections();
+      await new Promise((done) => listening.close(done));
     }
   });
 });
