@@ -9,6 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
+import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
@@ -35,6 +36,7 @@ import {
   mysqlBarrierDatabase,
   mysqlXaDatabase,
   pgBarrierDatabase,
+  redisBarrierConnection,
   type BranchInfo,
   type WorkflowContext,
 } from 'nestjs-dtm';
@@ -121,6 +123,16 @@ class NestBank {
   @GrpcMethod('NestBank', 'QueryPrepared')
   @MsgQueryPrepared('nest.check')
   queryPrepared() {}
+
+  @Get('query-prepared-mysql')
+  @GrpcMethod('NestBank', 'QueryPreparedMysql')
+  @MsgQueryPrepared('nest.checkMysql', { barrier: 'mysql' })
+  queryPreparedMysql() {}
+
+  @Get('query-prepared-redis')
+  @GrpcMethod('NestBank', 'QueryPreparedRedis')
+  @MsgQueryPrepared('nest.checkRedis', { barrier: 'redis' })
+  queryPreparedRedis() {}
 }
 
 /** The BranchInfo.headers of each gid's call to NestNested.headers. */
@@ -145,6 +157,31 @@ class NestNested {
     const overHttp = /^https?:/.test(branch.dtm ?? '');
     const go = (path: string, method: string) => (overHttp ? `${goUrl}/rm/${path}` : `${goGrpc}/bank.GoBank/${method}`);
     await this.dtm.tccFromBranch(branch).callBranch({ account: m.account, amount: m.amount }, go('mysql/withdraw', 'MysqlWithdraw'), go('noop', 'Noop'), go('mysql/deposit', 'MysqlDeposit'));
+    return {};
+  }
+
+  /** The same Try whose sub-branch is the Go peer's nested Try (which nests its own TCC): three levels. */
+  @Post('nested-try-deep')
+  @GrpcMethod('NestBank', 'NestedTryDeep')
+  @TccTry('nest.nestedDeep')
+  async nestedTryDeep(@Body() m: Move, @BranchContext() branch: BranchInfo) {
+    const overHttp = /^https?:/.test(branch.dtm ?? '');
+    const go = (path: string, method: string) => (overHttp ? `${goUrl}/rm/${path}` : `${goGrpc}/bank.GoBank/${method}`);
+    await this.dtm.tccFromBranch(branch).callBranch({ account: m.account, amount: m.amount }, go('nested/try', 'NestedTry'), go('noop', 'Noop'), go('noop', 'Noop'));
+    return {};
+  }
+
+  @Post('nested-confirm-deep')
+  @GrpcMethod('NestBank', 'NestedConfirmDeep')
+  @TccConfirm('nest.nestedDeep')
+  nestedConfirmDeep() {
+    return {};
+  }
+
+  @Post('nested-cancel-deep')
+  @GrpcMethod('NestBank', 'NestedCancelDeep')
+  @TccCancel('nest.nestedDeep')
+  nestedCancelDeep() {
     return {};
   }
 
@@ -200,6 +237,9 @@ class NestWorkflows {
 
 let pgPool: pg.Pool;
 let myPool: mysql.Pool;
+let redis: Redis;
+/** The Redis key the Go peer's message barrier adjusts (RedisCheckAdjustAmount). */
+let redisAmountKey: string;
 let app: INestApplication;
 let client: DtmClient;
 let nestUrl: string;
@@ -215,6 +255,8 @@ beforeAll(async () => {
   const dbs = await fileDatabases();
   pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
   myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 10 });
+  redis = new Redis(dbs.redis.url);
+  redisAmountKey = `${dbs.redis.keyPrefix}amount`;
   for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
     await run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
   }
@@ -226,7 +268,7 @@ beforeAll(async () => {
       DtmModule.forRoot({
         config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, barrierTable: 'dtm_barrier', passThroughHeaders: ['x-tenant'] },
         grpcProtos: { protoPath: BANK_PROTO },
-        barrierConnections: { pg: pgBarrierDatabase(pgPool) },
+        barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool), redis: redisBarrierConnection(redis) },
         xaConnections: {
           mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)),
           pg: pgXaAt(dbs.postgres.url),
@@ -258,6 +300,9 @@ beforeAll(async () => {
       GRPC_PORT: String(grpcPort),
       PG_URL: dbs.postgres.url,
       MYSQL_URL: dbs.mariadb.url,
+      REDIS_URL: dbs.redis.url,
+      NEST_URL: nestUrl,
+      NEST_GRPC: nestGrpc,
       DTM_URL: harness().dtm.serverUrl,
       DTM_GRPC: harness().dtm.grpcAddress,
       BARRIER_TABLE: 'dtm_barrier',
@@ -274,12 +319,14 @@ afterAll(async () => {
   await app?.close();
   await pgPool?.end();
   await myPool?.end();
+  redis?.disconnect();
 });
 beforeEach(async () => {
   for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
     await run('DELETE FROM account');
     await run('INSERT INTO account (id, balance) VALUES (1, 100), (2, 0)');
   }
+  await redis.set(redisAmountKey, '100');
 });
 
 async function pgBalances(): Promise<number[]> {
@@ -421,6 +468,46 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(await mysqlBalances()).toEqual([70, 0]);
   });
 
+  it("TCC, three levels: our Try (01) nests the Go SDK's Try (0101), which nests its own (010101); DTM confirms every level, or cancels every level", async () => {
+    const branch = (amount: number) => ({ try: nest('NestedTryDeep'), confirm: nest('NestedConfirmDeep'), cancel: nest('NestedCancelDeep'), payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
+    const committed = await client.waitForFinal(ok);
+    expect(committed.status).toBe('succeed');
+    expect(branchLines(committed).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '010101 cancel prepared', '010101 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('tcc', refused, [branch(900)]);
+    expect([answer.status, answer.text]).toEqual([409, expect.stringContaining('go: account 1 has less than 900')]);
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared', '010101 cancel succeed', '010101 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("TCC, three levels: the Go SDK's Try (01, TccFromQuery / TccFromGrpc) nests our Try (0101), which nests its own (tccFromBranch, 010101); confirmed, or cancelled at every level", async () => {
+    const goTry = protocol === 'http' ? `${goUrl}/rm/nested/try-nest` : `${goGrpc}/bank.GoBank/NestedTryNest`;
+    const goNoop = protocol === 'http' ? `${goUrl}/rm/noop` : `${goGrpc}/bank.GoBank/Noop`;
+    const branch = (amount: number) => ({ try: goTry, confirm: goNoop, cancel: goNoop, payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
+    const committed = await client.waitForFinal(ok);
+    expect(committed.status).toBe('succeed');
+    expect(branchLines(committed).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '010101 cancel prepared', '010101 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('tcc', refused, [branch(900)]);
+    expect([answer.status, answer.text]).toEqual([409, expect.stringContaining('go: account 1 has less than 900')]);
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared', '010101 cancel succeed', '010101 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
   it("saga: the Go SDK's BranchHeaders reach our branch; the pass-through one is in its BranchInfo.headers", async () => {
     const gid = await client.generateGid();
     const headers = { 'x-tenant': 't-1', 'x-other': 'o' };
@@ -483,6 +570,42 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(final.status).toBe('failed');
     expect(branchLines(final)).toEqual(['01 action prepared']);
     expect(await pgBarrier(never)).toEqual(['00/msg/01=rollback']);
+    expect(await pgBalances()).toEqual([100, 9]);
+  });
+
+  // the Go AP's DoAndSubmit: its local work behind the Go SDK's barrier on each store, then a plain
+  // error (after the commit, or before it): the SDK asks our back-check itself, which reads the
+  // row / key the Go SDK wrote (or finds none and writes rollback)
+  it.each([
+    { store: 'pg', check: 'QueryPrepared' },
+    { store: 'mysql', check: 'QueryPreparedMysql' },
+    { store: 'redis', check: 'QueryPreparedRedis' },
+  ])("msg: DoAndSubmit whose local work ($store) threw asks our @MsgQueryPrepared itself: submitted and delivered after a commit, aborted before one", async ({ store, check }) => {
+    const deliver = [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }];
+    const local = { queryPrepared: nest(check), store, redisKey: redisAmountKey, amount: -7 };
+    const msgRows = async (gid: string): Promise<string[]> => {
+      if (store === 'pg') return (await pgBarrier(gid)).filter((r) => r.startsWith('00/'));
+      if (store === 'mysql') {
+        const [rows] = await myPool.query("SELECT reason FROM dtm_barrier WHERE gid = ? AND branch_id = '00'", [gid]);
+        return (rows as { reason: string }[]).map((r) => `00/msg/01=${r.reason}`);
+      }
+      const value = await redis.get(`${gid}-00-msg-01`);
+      return value === null ? [] : [`00/msg/01=${value === 'op' ? 'msg' : value}`];
+    };
+
+    const committed = await client.generateGid();
+    expect(await goStarts('msg', committed, deliver, { ...local, crashAfterCommit: true })).toEqual({ status: 500, text: expect.stringContaining('go: crashed after the commit') });
+    expect((await client.waitForFinal(committed, { timeout: 20 })).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 9]);
+    expect(await msgRows(committed)).toEqual(['00/msg/01=msg']);
+    if (store === 'redis') expect(await redis.get(redisAmountKey)).toBe('93');
+
+    const crashed = await client.generateGid();
+    expect(await goStarts('msg', crashed, deliver, { ...local, businessError: true })).toEqual({ status: 500, text: expect.stringContaining('go: local transaction crashed') });
+    const final = await client.waitForFinal(crashed, { timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(branchLines(final)).toEqual(['01 action prepared']);
+    expect(await msgRows(crashed)).toEqual(['00/msg/01=rollback']);
     expect(await pgBalances()).toEqual([100, 9]);
   });
 });

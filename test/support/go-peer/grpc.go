@@ -163,6 +163,17 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 			err = tcc.CallBranch(newMove(move{Account: int(m.account), Amount: int(m.amount)}), self+"MysqlWithdraw", self+"Noop", self+"MysqlDeposit", &emptypb.Empty{})
 			return dtmgrpc.GrpcError2DtmError(err)
 		},
+		// a nested TCC Try whose sub-branch is nestjs-dtm's bank.NestBank/NestedTry (at NEST_GRPC),
+		// which nests a TCC of its own: three levels
+		"NestedTryNest": func(ctx context.Context, m grpcMove) error {
+			tcc, err := dtmgrpc.TccFromGrpc(ctx)
+			if err != nil {
+				return err
+			}
+			nest := os.Getenv("NEST_GRPC") + "/bank.NestBank/"
+			err = tcc.CallBranch(newMove(move{Account: int(m.account), Amount: int(m.amount)}), nest+"NestedTry", nest+"NestedConfirm", nest+"NestedCancel", &emptypb.Empty{})
+			return dtmgrpc.GrpcError2DtmError(err)
+		},
 		"PgBench":    barrier(pg, bench(pg)),
 		"MysqlBench": barrier(my, bench(my)),
 	}
@@ -205,10 +216,14 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		if req.QueryPrepared == "" {
 			return msg.Submit()
 		}
+		if req.BusinessError || req.CrashAfterCommit {
+			// the local work fails with an error that is no FAILURE: the SDK asks queryPrepared itself (gRPC)
+			return msg.DoAndSubmit(req.QueryPrepared, req.localWork(stores, table))
+		}
 		if err := msg.Prepare(req.QueryPrepared); err != nil {
 			return err
 		}
-		return req.prepared(pg, table, msg.Submit)
+		return req.prepared(stores, table, msg.Submit)
 	}))
 	mux.HandleFunc("POST /ap/grpc/tcc", startGrpc(func(req apRequest) error {
 		return dtmgrpc.TccGlobalTransaction2(dtm, req.Gid, func(tcc *dtmgrpc.TccGrpc) {

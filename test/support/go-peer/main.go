@@ -10,7 +10,9 @@
 // As a workflow application (DTM's workflow SDK over HTTP) it runs the workflow go-transfer, whose
 // steps are nestjs-dtm handlers: see workflow.go (POST /ap/workflow, DTM's callback /workflow/resume).
 //
-// Environment: PG_URL, MYSQL_URL (postgres:// and mysql:// URLs), DTM_URL (DTM's HTTP API, for the
+// Environment: PG_URL, MYSQL_URL (postgres:// and mysql:// URLs), REDIS_URL (optional: the msg
+// barrier's Redis store), NEST_URL and NEST_GRPC (optional: nestjs-dtm's routes under /nest and its
+// gRPC server, host:port, for the Tries that nest a nestjs-dtm Try), DTM_URL (DTM's HTTP API, for the
 // transactions it starts), DTM_GRPC (DTM's gRPC API, host:port, for the ones /ap/grpc/* starts),
 // BARRIER_TABLE (default dtm_barrier), PORT and GRPC_PORT (default: any free port; both on 127.0.0.1).
 // Prints "grpc port N", then "port N" once both listen. Built by scripts/setup.sh (cached).
@@ -34,6 +36,7 @@ import (
 	"github.com/go-resty/resty/v2"
 	"github.com/go-sql-driver/mysql"
 	_ "github.com/lib/pq"
+	"github.com/redis/go-redis/v9"
 )
 
 // selfURL is this peer's HTTP address (http://127.0.0.1:port), set once it listens.
@@ -108,6 +111,11 @@ func main() {
 		table = "dtm_barrier"
 	}
 	dtmcli.SetBarrierTableName(table) // the XA branch's barrier row goes there too
+	if raw := os.Getenv("REDIS_URL"); raw != "" {
+		opts, err := redis.ParseURL(raw)
+		check(err)
+		rdb = redis.NewClient(opts)
+	}
 	pg, err := sql.Open("postgres", postgresDSN(os.Getenv("PG_URL")))
 	check(err)
 	my, err := sql.Open("mysql", mysqlConfig(os.Getenv("MYSQL_URL")).FormatDSN())
@@ -176,6 +184,20 @@ func main() {
 		}
 		answer(w, nil, err)
 	})
+	// a nested TCC Try whose sub-branch is nestjs-dtm's nested Try (NEST_URL: /nested-try, which
+	// nests a TCC of its own: three levels), with the move it got
+	mux.HandleFunc("POST /rm/nested/try-nest", func(w http.ResponseWriter, r *http.Request) {
+		m, err := readMove(r)
+		var tcc *dtmcli.Tcc
+		if err == nil {
+			tcc, err = dtmcli.TccFromQuery(r.URL.Query())
+		}
+		if err == nil {
+			nest := os.Getenv("NEST_URL")
+			_, err = tcc.CallBranch(m, nest+"/nested-try", nest+"/nested-confirm", nest+"/nested-cancel")
+		}
+		answer(w, nil, err)
+	})
 	xaConf := xaDBConf(os.Getenv("MYSQL_URL"))
 	mux.HandleFunc("POST /rm/mysql/xa-deposit", func(w http.ResponseWriter, r *http.Request) {
 		m, err := readMove(r)
@@ -207,18 +229,14 @@ func main() {
 		if req.QueryPrepared == "" {
 			return msg.Submit()
 		}
-		if req.BusinessError {
-			// the local transaction fails with an error that is no FAILURE: the SDK asks queryPrepared itself
-			return msg.DoAndSubmit(req.QueryPrepared, func(bb *dtmcli.BranchBarrier) error {
-				bb.DBType = dtmcli.DBTypePostgres
-				bb.BarrierTableName = table
-				return bb.CallWithDB(stores["pg"].db, func(*sql.Tx) error { return errors.New("go: local transaction crashed") })
-			})
+		if req.BusinessError || req.CrashAfterCommit {
+			// the local work fails with an error that is no FAILURE: the SDK asks queryPrepared itself
+			return msg.DoAndSubmit(req.QueryPrepared, req.localWork(stores, table))
 		}
 		if err := msg.Prepare(req.QueryPrepared); err != nil {
 			return err
 		}
-		return req.prepared(stores["pg"], table, msg.Submit)
+		return req.prepared(stores, table, msg.Submit)
 	}))
 	mux.HandleFunc("POST /ap/tcc", start(func(req apRequest) error {
 		return dtmcli.TccGlobalTransaction(dtm, req.Gid, func(tcc *dtmcli.Tcc) (*resty.Response, error) {
@@ -288,11 +306,18 @@ type apRequest struct {
 	// msg with queryPrepared: LocalCommit commits a local transaction holding the message's barrier
 	// row (branch 00, op msg) on PostgreSQL after the prepare, as DoAndSubmitDB does; PrepareOnly then
 	// stops there (an AP that died before its submit): DTM's back-check decides
-	LocalCommit   bool  `json:"localCommit"`
-	PrepareOnly   bool  `json:"prepareOnly"`
-	BusinessError bool  `json:"businessError"` // msg over HTTP: DoAndSubmit whose local transaction (PostgreSQL, behind the barrier) returns a plain error
-	TimeoutToFail int64 `json:"timeoutToFail"` // the transaction's options, as the SDK sets them
-	RetryInterval int64 `json:"retryInterval"`
+	LocalCommit   bool `json:"localCommit"`
+	PrepareOnly   bool `json:"prepareOnly"`
+	BusinessError bool `json:"businessError"` // msg: DoAndSubmit whose local transaction (behind the barrier) returns a plain error
+	// msg: DoAndSubmit whose local work commits (its barrier row / key written), then a plain error
+	CrashAfterCommit bool `json:"crashAfterCommit"`
+	// msg: where DoAndSubmit's local work and LocalCommit write the message's barrier: "pg"
+	// (default), "mysql", or "redis" (RedisCheckAdjustAmount of amount on the key RedisKey)
+	Store         string `json:"store"`
+	RedisKey      string `json:"redisKey"`
+	Amount        int    `json:"amount"`
+	TimeoutToFail int64  `json:"timeoutToFail"` // the transaction's options, as the SDK sets them
+	RetryInterval int64  `json:"retryInterval"`
 	// saga: SetConcurrent, and AddBranchOrder(step, preSteps) for each entry
 	Concurrent bool          `json:"concurrent"`
 	Orders     map[int][]int `json:"orders"`
@@ -315,17 +340,56 @@ func (req apRequest) options(tb *dtmimp.TransBase) {
 	tb.RetryInterval = req.RetryInterval
 }
 
+// rdb is the Redis the msg barrier's "redis" store writes to (REDIS_URL), nil without one.
+var rdb *redis.Client
+
+// localWork is DoAndSubmit's local work on req's store: behind the barrier (msg, 00, msg), a plain
+// error before the commit (BusinessError) or after it (CrashAfterCommit).
+func (req apRequest) localWork(stores map[string]store, table string) func(*dtmcli.BranchBarrier) error {
+	return func(bb *dtmcli.BranchBarrier) error {
+		if req.BusinessError {
+			if req.Store != "redis" {
+				s := stores[orPg(req.Store)]
+				bb.DBType = s.dbType
+				bb.BarrierTableName = table
+				return bb.CallWithDB(s.db, func(*sql.Tx) error { return errors.New("go: local transaction crashed") })
+			}
+			return errors.New("go: local transaction crashed")
+		}
+		if err := req.commitLocal(bb, stores, table); err != nil {
+			return err
+		}
+		return errors.New("go: crashed after the commit")
+	}
+}
+
+// commitLocal commits the message's local work behind bb on req's store.
+func (req apRequest) commitLocal(bb *dtmcli.BranchBarrier, stores map[string]store, table string) error {
+	if req.Store == "redis" {
+		return bb.RedisCheckAdjustAmount(rdb, req.RedisKey, req.Amount, 86400)
+	}
+	s := stores[orPg(req.Store)]
+	bb.DBType = s.dbType
+	bb.BarrierTableName = table
+	return bb.CallWithDB(s.db, func(*sql.Tx) error { return nil })
+}
+
+func orPg(name string) string {
+	if name == "" {
+		return "pg"
+	}
+	return name
+}
+
 // prepared runs what follows a message's prepare: with LocalCommit, a local transaction holding its
 // barrier row on s commits; with PrepareOnly, no submit follows (DTM's back-check decides).
-func (req apRequest) prepared(s store, table string, submit func() error) error {
+func (req apRequest) prepared(stores map[string]store, table string, submit func() error) error {
 	if req.LocalCommit {
 		bb, err := dtmcli.BarrierFrom("msg", req.Gid, "00", "msg")
 		if err != nil {
 			return err
 		}
-		bb.DBType = s.dbType
-		bb.BarrierTableName = table
-		if err := bb.CallWithDB(s.db, func(*sql.Tx) error { return nil }); err != nil {
+		if err := req.commitLocal(bb, stores, table); err != nil {
 			return err
 		}
 	}
