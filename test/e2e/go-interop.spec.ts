@@ -171,6 +171,31 @@ class NestNested {
     return {};
   }
 
+  /** The same Try whose sub-branch is another TCC branch of ours (NestBank's, behind the barrier), over the transport the call came in on. */
+  @Post('nested-try-own')
+  @GrpcMethod('NestBank', 'NestedTryOwn')
+  @TccTry('nest.nestedOwn')
+  async nestedTryOwn(@Body() m: Move, @BranchContext() branch: BranchInfo) {
+    const overHttp = /^https?:/.test(branch.dtm ?? '');
+    const own = (path: string, method: string) => (overHttp ? `${nestUrl}/${path}` : `${nestGrpc}/bank.NestBank/${method}`);
+    await this.dtm.tccFromBranch(branch).callBranch({ account: m.account, amount: m.amount }, own('try', 'Try'), own('confirm', 'Confirm'), own('cancel', 'Cancel'));
+    return {};
+  }
+
+  @Post('nested-confirm-own')
+  @GrpcMethod('NestBank', 'NestedConfirmOwn')
+  @TccConfirm('nest.nestedOwn')
+  nestedConfirmOwn() {
+    return {};
+  }
+
+  @Post('nested-cancel-own')
+  @GrpcMethod('NestBank', 'NestedCancelOwn')
+  @TccCancel('nest.nestedOwn')
+  nestedCancelOwn() {
+    return {};
+  }
+
   @Post('nested-confirm-deep')
   @GrpcMethod('NestBank', 'NestedConfirmDeep')
   @TccConfirm('nest.nestedDeep')
@@ -466,6 +491,27 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(final.status).toBe('failed');
     expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
     expect(await mysqlBalances()).toEqual([70, 0]);
+  });
+
+  it("TCC: our Try nests a TCC whose sub-branch is another TCC branch of ours behind the barrier: its rows are 0101's, confirmed, or cancelled (a null cancel) when it refuses", async () => {
+    const branch = (amount: number) => ({ try: nest('NestedTryOwn'), confirm: nest('NestedConfirmOwn'), cancel: nest('NestedCancelOwn'), payload: { account: 1, amount } });
+    const ok = await client.generateGid();
+    expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
+    const committed = await client.waitForFinal(ok);
+    expect(committed.status).toBe('succeed');
+    expect(branchLines(committed).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+    expect(await pgBalances()).toEqual([70, 0]);
+    expect(await pgBarrier(ok)).toEqual(['0101/confirm/01=confirm', '0101/try/01=try']);
+
+    const refused = await client.generateGid();
+    const answer = await goStarts('tcc', refused, [branch(500)]);
+    expect([answer.status, answer.text]).toEqual([409, expect.stringContaining('nest: account 1 has less than 500')]);
+    const final = await client.waitForFinal(refused);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('nest: account 1 has less than 500');
+    expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+    expect(await pgBalances()).toEqual([70, 0]);
+    expect(await pgBarrier(refused)).toEqual(['0101/cancel/01=cancel', '0101/try/01=cancel']);
   });
 
   it("TCC, three levels: our Try (01) nests the Go SDK's Try (0101), which nests its own (010101); DTM confirms every level, or cancels every level", async () => {
@@ -934,6 +980,71 @@ describe.each(goBranches)('nestjs-dtm with branch_auth_keys, over $protocol, dri
     await dtm.xaGlobalTransaction(xa, async (x) => x.callBranch({ account: 2, amount: 11 }, go('MysqlXaDeposit')), options);
     expect((await dtm.waitForFinal(xa)).status).toBe('succeed');
     expect(await mysqlBalances()).toEqual([70, 11]);
+  });
+});
+
+/** The calls each gid's step reached KeyedBank's handler with, by op. */
+const keyedRuns = new Map<string, number>();
+
+/** A saga action of ours (no compensation) that counts the calls its handler runs. */
+@Controller('nest')
+class KeyedBank {
+  @Post('headers')
+  @GrpcMethod('NestBank', 'Headers')
+  @SagaAction('keyed.step', { compensate: false })
+  step(@BranchContext() branch: BranchInfo) {
+    keyedRuns.set(branch.gid, (keyedRuns.get(branch.gid) ?? 0) + 1);
+    return {};
+  }
+}
+
+/**
+ * An app of ours serving KeyedBank on the given HTTP port and gRPC address, with branch_auth_keys
+ * or without; its 'branch.call' events with outcome refused go to `refused` (gids).
+ */
+async function keyedBranchApp(keys: boolean, port: number, grpcAddress: string, refused: string[]): Promise<INestApplication> {
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, ...(keys ? { branchAuthKeys: ['k'.repeat(40)] } : {}) },
+        grpcProtos: { protoPath: BANK_PROTO },
+        instrumentation: { hooks: { 'branch.call': (e) => void (e.outcome === 'refused' && refused.push(e.gid)) } },
+      }),
+    ],
+    controllers: [KeyedBank],
+  }).compile();
+  const served = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+  served.connectMicroservice({ transport: Transport.GRPC, options: { package: 'bank', protoPath: BANK_PROTO, url: grpcAddress } }, { inheritAppConfig: true });
+  await served.startAllMicroservices();
+  await served.listen(port, '127.0.0.1');
+  return served;
+}
+
+describe.each(goSdks)("DTM's Go SDK ($sdk) and our $protocol branches with branch_auth_keys", ({ protocol, ap }) => {
+  it("a Go saga on our routes is refused (it cannot sign): DTM keeps it submitted, the handler never runs; with the setting off (security.md's advice), DTM's next retry runs the step once", async () => {
+    const [port, grpcAddress] = [await freePort(), `127.0.0.1:${await freePort()}`];
+    const refused: string[] = [];
+    const step = protocol === 'http' ? `http://127.0.0.1:${port}/nest/headers` : `${grpcAddress}/bank.NestBank/Headers`;
+    let served = await keyedBranchApp(true, port, grpcAddress, refused);
+    try {
+      const gid = await client.generateGid();
+      const res = await fetch(`${goUrl}${ap}/saga`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ gid, branches: [{ action: step, compensate: '', payload: { account: 1, amount: 1 } }], retryInterval: 1 }),
+      });
+      expect(res.status).toBe(200);
+      await waitUntil('the step refused', async () => refused.includes(gid), { timeoutMs: 20_000 });
+      expect((await client.query(gid))?.status).toBe('submitted');
+      expect(keyedRuns.get(gid)).toBeUndefined();
+
+      await served.close();
+      served = await keyedBranchApp(false, port, grpcAddress, refused);
+      expect((await client.waitForFinal(gid, { timeout: 60 })).status).toBe('succeed');
+      expect(keyedRuns.get(gid)).toBe(1);
+    } finally {
+      await served.close();
+    }
   });
 });
 
