@@ -44,7 +44,7 @@ import { fileDatabases } from '../support/databases.js';
 import { harness } from '../support/harness.js';
 import { goPeerBinaryPath } from '../support/services/binaries.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { branchLines, branchTargets, dtmKeepsSteps } from '../support/fixtures.js';
+import { branchLines, branchTargets, dtmKeepsSteps, latch } from '../support/fixtures.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
 interface Move {
@@ -76,6 +76,16 @@ class NestBank {
   @SagaCompensate('nest.withdraw')
   async withdrawCompensate(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
     await tx.query(depositSql, [m.amount, m.account]);
+  }
+
+  /** The withdraw as a step without compensation whose first call, when {@link holdNext} is set, waits for it to open (after its withdrawal, before its commit). */
+  @Post('withdraw-held')
+  @SagaAction('nest.withdrawHeld', { compensate: false })
+  async withdrawHeld(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    await this.withdraw(tx, m);
+    const hold = holdNext;
+    holdNext = undefined;
+    await hold?.wait();
   }
 
   @Post('try')
@@ -134,6 +144,9 @@ class NestBank {
   @MsgQueryPrepared('nest.checkRedis', { barrier: 'redis' })
   queryPreparedRedis() {}
 }
+
+/** When set, the next call of NestBank.withdrawHeld waits on it. */
+let holdNext: ReturnType<typeof latch> | undefined;
 
 /** The BranchInfo.headers of each gid's call to NestNested.headers. */
 const seenHeaders = new Map<string, Record<string, string>>();
@@ -272,6 +285,7 @@ let goUrl: string;
 let goGrpc: string;
 let nestGrpc: string;
 let peer: ManagedProcess;
+let startPeer: () => ManagedProcess;
 
 /** The Go peer's proto: the same file its dtmgrpc service compiles. */
 const BANK_PROTO = join(import.meta.dirname, '..', 'support', 'go-peer', 'bank.proto');
@@ -316,7 +330,7 @@ beforeAll(async () => {
 
   const [port, grpcPort] = [await freePort(), await freePort()];
   const runDir = runDirFrom(harness().runDir);
-  peer = startProcess({
+  startPeer = () => startProcess({
     name: 'go-peer',
     command: goPeerBinaryPath(),
     args: [],
@@ -337,8 +351,14 @@ beforeAll(async () => {
   });
   goUrl = `http://127.0.0.1:${port}`;
   goGrpc = `127.0.0.1:${grpcPort}`;
-  await waitUntil('go peer', async () => (await fetch(`${goUrl}/`)).status === 404, { timeoutMs: 20_000, process: peer });
+  await restartPeer();
 });
+
+/** Starts the Go peer (again, on the same ports) and waits until it listens. */
+async function restartPeer(): Promise<void> {
+  peer = startPeer();
+  await waitUntil('go peer', async () => (await fetch(`${goUrl}/`)).status === 404, { timeoutMs: 20_000, process: peer });
+}
 afterAll(async () => {
   await peer?.stop();
   await app?.close();
@@ -869,6 +889,34 @@ describe('workflows across the two SDKs', () => {
     // our barrier recorded the workflow's ops as it records a saga's / TCC's
     expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action', '02/commit/01=commit']);
   });
+
+  it("a Go workflow killed (kill -9) during its second step, on our route, is resumed by DTM through the Go SDK's callback once the Go service is back: the step it runs again (ours, committed while the Go service was dead) is skipped by our barrier: each withdrawal made once", async () => {
+    const gid = await client.generateGid();
+    const steps = [
+      { action: `${nestUrl}/withdraw`, payload: { account: 1, amount: 30 } },
+      { action: `${nestUrl}/withdraw-held`, payload: { account: 1, amount: 20 } },
+    ];
+    const hold = (holdNext = latch());
+    const started = fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer-fast', input: { steps } }) }).then(
+      (res) => res.status,
+      (e: unknown) => (e as Error).message,
+    );
+    await hold.reached;
+    try {
+      await peer.kill();
+      expect(await started).toBe('fetch failed'); // the Go service died under its caller
+      hold.open(); // our step commits its withdrawal; nobody reads its answer
+      expect((await client.query(gid))?.status).toBe('prepared');
+    } finally {
+      hold.open();
+      await restartPeer();
+    }
+    // DTM calls the Go SDK's resume callback (the first calls, while the peer was down, refused)
+    const final = await client.waitForFinal(gid, { timeout: 45 });
+    expect(final.status).toBe('succeed');
+    expect(await pgBalances()).toEqual([50, 0]);
+    expect(await pgBarrier(gid)).toEqual(['01/action/01=action', '02/action/01=action']);
+  }, 90_000);
 
   it("a Go workflow whose second step our TCC Try refuses: the Go SDK rolls step 1 back through our compensation (op rollback)", async () => {
     const gid = await client.generateGid();

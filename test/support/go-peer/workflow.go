@@ -19,6 +19,9 @@
 // An empty input (DTM resumes with GET and no body then) is a workflow without steps.
 //
 // Endpoints on the HTTP mux:
+// go-transfer-fast is the same workflow with TimeoutToFail 1 and RetryInterval 1: DTM resumes it
+// through the callback 1 s after it was left unfinished (the peer killed during a step).
+//
 //   - POST /ap/workflow {gid, name (default go-transfer), input}: workflow.ExecuteCtx; answers like
 //     /ap/*: 200 {"gid"}, 409 FAILURE (rollback reason), 425 ONGOING, else 500.
 //   - POST and GET /workflow/resume: DTM's resume callback (query op = workflow name, gid; body = the
@@ -151,6 +154,12 @@ func phase2Call(wf *workflow.Workflow, target string, body []byte) error {
 // serveWorkflow registers go-transfer and adds /ap/workflow and /workflow/resume to mux.
 func serveWorkflow(mux *http.ServeMux) {
 	check(workflow.Register(goTransferName, goTransfer))
+	// the same workflow, which DTM resumes 1 s after it was left unfinished (TimeoutToFail 1,
+	// RetryInterval 1), instead of the default 35 s
+	check(workflow.Register(goTransferName+"-fast", goTransfer, func(wf *workflow.Workflow) {
+		wf.TimeoutToFail = 1
+		wf.RetryInterval = 1
+	}))
 	// executions run with their own context: neither DTM's request timeout on the resume call nor a
 	// caller that gives up cuts a workflow short between a step and its registration
 	resume := func(w http.ResponseWriter, r *http.Request) {
