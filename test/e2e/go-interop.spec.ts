@@ -487,6 +487,24 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(await pendingXa(ok, refused)).toEqual([]);
   });
 
+  it("XA: the Go AP dies once our @XaBranch branches (MariaDB, PostgreSQL) answered, before its submit: DTM times the transaction out and rolls both back, no prepared XA transaction left", async () => {
+    const gid = await client.generateGid();
+    const crashed = await goStarts('xa', gid, [
+      { action: nest('Xa'), payload: { account: 2, amount: 7 } },
+      { action: nest('XaPg'), payload: { account: 2, amount: 3 } },
+    ], { timeoutToFail: 1, retryInterval: 1, crashBeforeSubmit: true }).catch((e: unknown) => (e as Error).message);
+    expect(crashed).toBe('fetch failed'); // the Go service exited under its caller
+    await restartPeer();
+    const final = await client.waitForFinal(gid, { timeout: 30 });
+    expect(final.status).toBe('failed');
+    expect(branchLines(final)).toEqual(['01 rollback succeed', '01 commit prepared', '02 rollback succeed', '02 commit prepared']);
+    expect([await mysqlBalances(), await pgBalances()]).toEqual([
+      [100, 0],
+      [100, 0],
+    ]);
+    expect(await pendingXa(gid)).toEqual([]);
+  });
+
   it("msg: DTM delivers the Go SDK's message to our branch", async () => {
     const gid = await client.generateGid();
     expect((await goStarts('msg', gid, [{ action: nest('Deliver'), payload: { account: 2, amount: 9 } }])).status).toBe(200);
@@ -1118,6 +1136,21 @@ describe('a gRPC transaction of ours with http:// branches written with dtmcli b
   const grpcGo = (method: string) => `${goGrpc}/bank.GoBank/${method}`;
   const httpGo = (path: string) => `${goUrl}/rm/${path}`;
   const options = { protocol: 'grpc' } as const;
+
+  it("TCC: an http:// Try written with dtmcli that nests its own TCC (TccFromQuery, over DTM's HTTP API) in our gRPC transaction: DTM confirms its http:// sub-branch, or cancels it", async () => {
+    const ok = await client.generateGid();
+    const outcome = await client.tccGlobalTransactionAndWait(ok, async (tcc) => tcc.callBranch({ account: 1, amount: 30 }, httpGo('nested/try'), httpGo('noop'), httpGo('noop')), options);
+    expect(outcome.status).toBe('succeed');
+    expect(branchLines(outcome).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+
+    const refused = await client.generateGid();
+    const rolledBack = await client.tccGlobalTransactionAndWait(refused, async (tcc) => tcc.callBranch({ account: 1, amount: 900 }, httpGo('nested/try'), httpGo('noop'), httpGo('noop')), options);
+    expect(rolledBack.status).toBe('failed');
+    expect(rolledBack.rollbackReason).toContain('go: account 1 has less than 900');
+    expect(branchLines(rolledBack).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+    expect(await mysqlBalances()).toEqual([70, 0]);
+  });
 
   it('saga, TCC, XA, and a message whose back-check is an http:// one', async () => {
     const saga = await client.generateGid();

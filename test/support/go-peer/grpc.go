@@ -240,13 +240,14 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 	}))
 	mux.HandleFunc("POST /ap/grpc/xa", startGrpc(func(req apRequest) error {
 		return dtmgrpc.XaGlobalTransaction2(dtm, req.Gid, func(xa *dtmgrpc.XaGrpc) {
-			xa.BranchHeaders = req.BranchHeaders
+			req.options(&xa.TransBase)
 		}, func(xa *dtmgrpc.XaGrpc) error {
 			for _, b := range req.Branches {
 				if err := xa.CallBranch(newMove(b.Payload), b.Action, &emptypb.Empty{}); err != nil {
 					return err
 				}
 			}
+			req.crash()
 			return nil
 		})
 	}))

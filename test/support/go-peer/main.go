@@ -249,12 +249,15 @@ func main() {
 		})
 	}))
 	mux.HandleFunc("POST /ap/xa", start(func(req apRequest) error {
-		return dtmcli.XaGlobalTransaction(dtm, req.Gid, func(xa *dtmcli.Xa) (*resty.Response, error) {
+		return dtmcli.XaGlobalTransaction2(dtm, req.Gid, func(xa *dtmcli.Xa) {
+			req.options(&xa.TransBase)
+		}, func(xa *dtmcli.Xa) (*resty.Response, error) {
 			for _, b := range req.Branches {
 				if _, err := xa.CallBranch(b.Payload, b.Action); err != nil {
 					return nil, err
 				}
 			}
+			req.crash()
 			return nil, nil
 		})
 	}))
@@ -318,9 +321,19 @@ type apRequest struct {
 	Amount        int    `json:"amount"`
 	TimeoutToFail int64  `json:"timeoutToFail"` // the transaction's options, as the SDK sets them
 	RetryInterval int64  `json:"retryInterval"`
+	// xa: the process exits (status 3, as a crash) once every branch answered, before the submit
+	CrashBeforeSubmit bool `json:"crashBeforeSubmit"`
 	// saga: SetConcurrent, and AddBranchOrder(step, preSteps) for each entry
 	Concurrent bool          `json:"concurrent"`
 	Orders     map[int][]int `json:"orders"`
+}
+
+// crash ends the process at once when req asks for it (CrashBeforeSubmit): an AP that died mid-way.
+func (req apRequest) crash() {
+	if req.CrashBeforeSubmit {
+		log.Printf("crashing before the submit of %s, as asked", req.Gid)
+		os.Exit(3)
+	}
 }
 
 // sagaOptions sets req's concurrency and branch orders on saga.
