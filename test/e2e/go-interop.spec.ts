@@ -6,8 +6,8 @@
 // what DTM recorded, the balances, and the barrier rows each side wrote into the same kind of table.
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Get, Injectable, Post, type INestApplication } from '@nestjs/common';
-import { GrpcMethod, Transport } from '@nestjs/microservices';
+import { Body, Controller, Get, HttpException, Injectable, Post, type INestApplication } from '@nestjs/common';
+import { GrpcMethod, RpcException, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
@@ -68,6 +68,8 @@ class NestBank {
   @GrpcMethod('NestBank', 'Withdraw')
   @SagaAction('nest.withdraw')
   withdrawAction(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    // account 93: FAILURE said as gRPC says it, an RpcException with code ABORTED (its details say why), whichever transport called
+    if (m.account === 93) throw new RpcException({ code: 10, message: 'ONGOING', details: 'nest: out of stock' });
     return this.withdraw(tx, m);
   }
 
@@ -167,6 +169,10 @@ class NestNested {
     // accounts 91 and 92: the Try answers ONGOING, or a plain error
     if (m.account === 91) throw new DtmOngoingError('nest: not yet');
     if (m.account === 92) throw new Error('nest: plain error');
+    // accounts 93 to 95: FAILURE as an RpcException with details (its message says ONGOING), ONGOING as an RpcException, FAILURE as an HttpException 409
+    if (m.account === 93) throw new RpcException({ code: 10, message: 'ONGOING', details: 'nest: out of stock' });
+    if (m.account === 94) throw new RpcException({ code: 9, message: 'nest: later' });
+    if (m.account === 95) throw new HttpException('nest: conflict', 409);
     const overHttp = /^https?:/.test(branch.dtm ?? '');
     const go = (path: string, method: string) => (overHttp ? `${goUrl}/rm/${path}` : `${goGrpc}/bank.GoBank/${method}`);
     await this.dtm.tccFromBranch(branch).callBranch({ account: m.account, amount: m.amount }, go('mysql/withdraw', 'MysqlWithdraw'), go('noop', 'Noop'), go('mysql/deposit', 'MysqlDeposit'));
@@ -611,6 +617,16 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(await pgBalances()).toEqual([100, 0]);
   });
 
+  it("saga: our step refusing with an RpcException with code ABORTED (a handler that is a route and a @GrpcMethod) rolls the Go SDK's saga back with its details as the reason", async () => {
+    const gid = await client.generateGid();
+    expect((await goStarts('saga', gid, [step(1, 30), step(93, 1)])).status).toBe(200);
+    const final = await client.waitForFinal(gid, { timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('nest: out of stock');
+    expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await pgBalances()).toEqual([100, 0]);
+  });
+
   it('saga: a step the Go SDK adds without compensation is done once; the rollback skips it', async () => {
     const gid = await client.generateGid();
     const bare = { ...step(1, 30), compensate: '' };
@@ -628,6 +644,9 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
   it.each([
     [91, 425, 'nest: not yet'],
     [92, 500, protocol === 'http' ? 'Internal server error' : 'nest: plain error'],
+    [93, 409, 'nest: out of stock'],
+    [94, 425, 'nest: later'],
+    [95, 409, 'nest: conflict'],
   ])("TCC: our Try answering ONGOING or a plain error (account %d) makes the Go SDK abort (%d), DTM's record naming our reason", async (account, status, reason) => {
     const gid = await client.generateGid();
     const answer = await goStarts('tcc', gid, [{ try: nest('NestedTry'), confirm: nest('NestedConfirm'), cancel: nest('NestedCancel'), payload: { account, amount: 1 } }]);

@@ -92,6 +92,15 @@ describe('outcome mapping', () => {
     expect(httpAnswer(new Error('FAILURE inside a secret message'))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
   });
 
+  it('HTTP: an RpcException (a handler that is also a @GrpcMethod) is answered as DTM reads its code over gRPC: ABORTED 409 FAILURE, FAILED_PRECONDITION and ABORTED saying ONGOING 425, its details (else message) as reason; any other code 500', () => {
+    expect(httpAnswer(new RpcException({ code: 10, message: 'ONGOING', details: 'out of stock' }))).toEqual([409, { dtm_result: 'FAILURE', message: 'out of stock' }]);
+    expect(httpAnswer(new RpcException({ code: 10, message: 'no account zed' }))).toEqual([409, { dtm_result: 'FAILURE', message: 'no account zed' }]);
+    expect(httpAnswer(new RpcException({ code: 9, message: 'later' }))).toEqual([425, { dtm_result: 'ONGOING', message: 'later' }]);
+    expect(httpAnswer(new RpcException({ code: 10, details: 'ONGOING' }))).toEqual([425, { dtm_result: 'ONGOING', message: 'ONGOING' }]);
+    expect(httpAnswer(new RpcException({ code: 14, details: 'db down FAILURE' }))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
+    expect(httpAnswer(new RpcException('a plain RpcException'))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
+  });
+
   it('gRPC: ABORTED, FAILED_PRECONDITION, an RpcException as given, an HttpException by its status, anything else INTERNAL', async () => {
     const grpcAnswer = (error: unknown) => firstValueFrom(grpcBranchTransport.answer(error, grpcCall('pay', KEYS).context, undefined) as never).catch((e: unknown) => e);
     expect(await grpcAnswer(new DtmFailureError('no account zed'))).toEqual({ code: status.ABORTED, message: 'no account zed' });

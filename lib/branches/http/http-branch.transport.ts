@@ -6,6 +6,7 @@ import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
 import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 import { formDecode, signedQuery } from '../../auth/branch-auth.js';
+import { dtmResultOfRpcException, rpcExceptionDetails } from '../grpc/grpc-branch.transport.js';
 
 type Query = Record<string, unknown>;
 /** DTM's keys of a branch call, read from the request once (Express 5 parses the whole query string on every read of `req.query`). */
@@ -137,13 +138,16 @@ export const httpBranchTransport: BranchTransport = {
 
   /**
    * `DtmFailureError` → 409 with a body DTM reads as FAILURE (the reason in it), `DtmOngoingError` →
-   * 425 (ONGOING), an HttpException → its own status and body, anything else → 500 with a generic
-   * body (DTM retries with backoff; the error's text is not sent, because DTM would read a FAILURE
-   * or ONGOING in it as that result). DTM reads an HttpException's answer by its status alone: a
-   * 409's body never holds the word ONGOING, another status's (but 425's) neither FAILURE nor
-   * ONGOING ({@link escapedText}).
+   * 425 (ONGOING), an HttpException → its own status and body, an RpcException that DTM reads over
+   * gRPC as FAILURE or ONGOING (code ABORTED / FAILED_PRECONDITION: a handler that is a route and a
+   * `@GrpcMethod`) → 409 / 425 as those errors, its details (else message) as the reason, anything
+   * else → 500 with a generic body (DTM retries with backoff; the error's text is not sent, because
+   * DTM would read a FAILURE or ONGOING in it as that result). DTM reads an HttpException's answer
+   * by its status alone: a 409's body never holds the word ONGOING, another status's (but 425's)
+   * neither FAILURE nor ONGOING ({@link escapedText}).
    */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown {
+    const rpc = dtmResultOfRpcException(exception);
     const [status, body] =
       exception instanceof DtmFailureError
         ? [409, { dtm_result: 'FAILURE', message: exception.reason }]
@@ -151,7 +155,9 @@ export const httpBranchTransport: BranchTransport = {
           ? [425, { dtm_result: 'ONGOING', message: exception.message }]
           : exception instanceof HttpException
             ? [exception.getStatus(), exception.getResponse()]
-            : [500, { statusCode: 500, message: 'Internal server error' }];
+            : rpc !== undefined
+              ? [rpc === 'FAILURE' ? 409 : 425, { dtm_result: rpc, message: rpcExceptionDetails(exception) ?? rpc }]
+              : [500, { statusCode: 500, message: 'Internal server error' }];
     const response = host.switchToHttp().getResponse();
     const adapter = adapterHost!.httpAdapter;
     const text = status === 425 ? undefined : escapedText(body, status === 409 ? ONGOING : RESULT_WORDS);
