@@ -881,6 +881,35 @@ describe.each(goBranches)('nestjs-dtm over $protocol drives branches written wit
     expect(await pgBalances()).toEqual([100, 4]);
   });
 
+  it("msg: doAndSubmit whose local work is on Redis (redisCheckAdjustAmount) threw: the Go SDK's RedisQueryPrepared finds our key (submitted, delivered) or none (aborted, rollback written)", async () => {
+    const committed = await client.generateGid();
+    const afterCommit = await client
+      .newMsg(committed, options)
+      .add(go('PgDeposit'), { account: 2, amount: 7 })
+      .doAndSubmit(go('RedisQueryPrepared'), async (local) => {
+        await BranchBarrier.from(local).redisCheckAdjustAmount(redis, redisAmountKey, -7);
+        throw new Error('nest: crashed after the commit');
+      })
+      .catch((e: unknown) => e);
+    expect((afterCommit as Error).message).toBe('nest: crashed after the commit');
+    expect((await client.waitForFinal(committed)).status).toBe('succeed');
+    expect(await pgBalances()).toEqual([100, 7]);
+    expect([await redis.get(redisAmountKey), await redis.get(`${committed}-00-msg-01`)]).toEqual(['93', 'op']);
+
+    const crashed = await client.generateGid();
+    const beforeCommit = await client
+      .newMsg(crashed, options)
+      .add(go('PgDeposit'), { account: 2, amount: 5 })
+      .doAndSubmit(go('RedisQueryPrepared'), async () => {
+        throw new Error('nest: crashed before the commit');
+      })
+      .catch((e: unknown) => e);
+    expect((beforeCommit as Error).message).toBe('nest: crashed before the commit');
+    expect((await client.waitForFinal(crashed)).status).toBe('failed');
+    expect(await redis.get(`${crashed}-00-msg-01`)).toBe('rollback');
+    expect([await pgBalances(), await redis.get(redisAmountKey)]).toEqual([[100, 7], '93']);
+  });
+
   it("msg: doAndSubmit asks the Go SDK's QueryPrepared itself after its local work threw: it finds our barrier row (submitted, delivered) or none (aborted)", async () => {
     const barrier = (local: Parameters<typeof BranchBarrier.from>[0]) => BranchBarrier.from(local, { table: 'dtm_barrier' });
     const committed = await client.generateGid();

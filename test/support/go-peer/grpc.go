@@ -152,6 +152,13 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		},
 		"PgQueryPrepared":    queryPrepared(pg),
 		"MysqlQueryPrepared": queryPrepared(my),
+		"RedisQueryPrepared": func(ctx context.Context, _ grpcMove) error {
+			bb, err := dtmgrpc.BarrierFromGrpc(ctx)
+			if err != nil {
+				return err
+			}
+			return bb.RedisQueryPrepared(rdb, 86400)
+		},
 		// a nested TCC Try (dtmgrpc.TccFromGrpc): registers and tries its own sub-branch, this peer's
 		// MysqlWithdraw (confirm: Noop, cancel: MysqlDeposit), with the move it got
 		"NestedTry": func(ctx context.Context, m grpcMove) error {

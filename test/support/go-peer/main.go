@@ -164,6 +164,14 @@ func main() {
 			answer(w, nil, err)
 		})
 	}
+	// a message's back-check on Redis: did the local work that wrote the key <gid>-00-msg-01 happen?
+	mux.HandleFunc("/rm/redis/query-prepared", func(w http.ResponseWriter, r *http.Request) {
+		bb, err := dtmcli.BarrierFromQuery(r.URL.Query())
+		if err == nil {
+			err = bb.RedisQueryPrepared(rdb, 86400)
+		}
+		answer(w, nil, err)
+	})
 	mux.HandleFunc("POST /rm/noop", func(w http.ResponseWriter, r *http.Request) {
 		m, err := readMove(r)
 		if err == nil {
