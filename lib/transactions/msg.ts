@@ -47,6 +47,8 @@ export class Msg extends StepTransaction {
   private submitStarted = false;
   /** Set when DTM took this object's prepare for another transaction it held prepared under the gid ({@link assertPreparedOwn}): every submit is refused with it. */
   private heldByAnother?: DtmGidInUseError;
+  /** Set while {@link doAndSubmit} submits, its local transaction committed; `businessError`: the local transaction's own error (its back-check said it committed), thrown instead of the submit's. */
+  private committedLocal?: { businessError: unknown };
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
@@ -140,11 +142,7 @@ export class Msg extends StepTransaction {
   override async submit(): Promise<void> {
     if (this.heldByAnother) throw this.heldByAnother;
     this.submitStarted = true;
-    try {
-      await super.submit();
-    } catch (err) {
-      throw this.preparedHere(err);
-    }
+    await super.submit(); // its error restated by submitError()
   }
 
   /**
@@ -155,11 +153,7 @@ export class Msg extends StepTransaction {
   override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     if (this.heldByAnother) throw this.heldByAnother;
     this.submitStarted = true;
-    try {
-      return await super.submitAndWait(wait);
-    } catch (err) {
-      throw this.preparedHere(err);
-    }
+    return super.submitAndWait(wait); // its error restated by submitError()
   }
 
   /**
@@ -182,9 +176,34 @@ export class Msg extends StepTransaction {
     throw this.heldByAnother;
   }
 
-  /** `err` of a submit, or after this object's {@link prepare} {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`). */
-  private preparedHere(err: unknown): unknown {
-    return this.preparedInDtm ? stillPreparedError(this.gid, err) : err;
+  /**
+   * `err` of a submit as the caller gets it (and `transaction.end` carries it): after {@link doAndSubmit}'s
+   * local transaction committed, {@link committedSubmitError}; after this object's {@link prepare},
+   * {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`); else `err`. Restating an error
+   * that says DTM took the submit and goes on keeps it reported `submitted`.
+   */
+  protected override submitError(err: unknown): unknown {
+    const thrown = this.committedLocal ? this.committedSubmitError(err, this.committedLocal.businessError) : this.preparedInDtm ? stillPreparedError(this.gid, err) : err;
+    if (thrown !== err && err === this.goneOn) this.goneOn = thrown;
+    return thrown;
+  }
+
+  /**
+   * `err` of {@link doAndSubmit}'s submit, its local transaction committed: the local transaction's
+   * own error when it threw (`businessError`: its back-check said it committed); DTM holding the
+   * message prepared (the submit did not get through) is `DtmOutcomeUnknownError` (`prepared`): its
+   * back-check delivers it; with waitResult, a branch's FAILURE or ONGOING in DTM's first round is
+   * `DtmOutcomeUnknownError` with the status DTM holds: DTM took the submit and retries the branch.
+   */
+  private committedSubmitError(err: unknown, businessError: unknown): unknown {
+    if (businessError !== undefined) return businessError;
+    if (leftPrepared(err)) return new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
+    if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
+      const status = this.unfinishedStatus ?? 'unknown';
+      const answer = err.cause instanceof Error ? err.cause.message : err.message; // DTM's own answer, not the advice around it
+      return new DtmOutcomeUnknownError(MESSAGES.msgFirstRoundUnfinished(this.gid, status, answer), this.gid, status, { cause: err });
+    }
+    return err;
   }
 
   /** Each branch (`01`, `02`, ...) and the back-check DTM makes (branch `00`, op `msg`, no body). */
@@ -250,22 +269,14 @@ export class Msg extends StepTransaction {
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
       this.submitStarted = true;
+      this.committedLocal = { businessError };
       try {
-        await super.submit(); // its own message for a submit that does not get through: the local transaction committed
-      } catch (err) {
-        if (businessError !== undefined) throw businessError;
-        // the local transaction committed and DTM holds the message prepared: its back-check will deliver it
-        if (leftPrepared(err)) throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
-        // with waitResult, a branch answered FAILURE or ONGOING in DTM's first round: DTM took the submit and retries the branch
-        if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
-          const status = this.unfinishedStatus ?? 'unknown';
-          const answer = err.cause instanceof Error ? err.cause.message : err.message; // DTM's own answer, not the advice around it
-          throw new DtmOutcomeUnknownError(MESSAGES.msgFirstRoundUnfinished(this.gid, status, answer), this.gid, status, { cause: err });
-        }
-        throw err;
+        await super.submit(); // its error restated by submitError(): the local transaction committed
+      } finally {
+        this.committedLocal = undefined; // a later submit() of this object is restated as any other
       }
     } else {
-      this.observeEnd('prepared', checkError);
+      this.observeEnd('prepared', businessError);
     }
     if (businessError !== undefined) throw businessError;
     if (checkError !== undefined) throw checkError;

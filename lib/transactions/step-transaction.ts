@@ -70,8 +70,9 @@ export abstract class StepTransaction extends Transaction {
       if (this.remoteSteps) await this.resolveRemote();
       await this.submitRequest(this.submission(), false);
     } catch (err) {
-      this.observeEnd('error', err);
-      throw err;
+      const thrown = this.submitError(err);
+      this.observeEnd('error', thrown);
+      throw thrown;
     }
     this.observeEnd('submitted');
   }
@@ -115,8 +116,9 @@ export abstract class StepTransaction extends Transaction {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenMeanwhile(this.gid, this.transType, final.status), this.gid, 'unknown');
       }
     } catch (err) {
-      this.observeEnd('error', err);
-      throw err;
+      const thrown = this.submitError(err);
+      this.observeEnd('error', thrown);
+      throw thrown;
     }
     this.observeEnd(final.status, final.status === 'failed' ? final.rollbackReason : undefined);
     return final;
@@ -146,6 +148,11 @@ export abstract class StepTransaction extends Transaction {
     if (record && record.gid !== this.gid) throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldOtherCase(record.gid, record.transType), { protocol: this.protocol });
     if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
     throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status, this.transType), { protocol: this.protocol });
+  }
+
+  /** The error {@link submit} / {@link submitAndWait} throw for `err`: `err` itself; a subclass restating it does so here, so that `transaction.end` carries what the caller gets. */
+  protected submitError(err: unknown): unknown {
+    return err;
   }
 
   /** What submit sends. */

@@ -146,8 +146,8 @@ export abstract class Transaction {
   protected unfinishedStatus?: string;
   /** The `DtmFailureError` {@link submitRequest} threw for a transaction DTM's record showed rolled back (`failed`, with waitResult): reported `failed`, not `error`. */
   private rolledBack?: DtmFailureError;
-  /** The `DtmOngoingError` {@link submitRequest} threw for a transaction DTM took and still drives (with waitResult, its first round unfinished: `submitted`, `aborting`): reported `submitted`, not `error`. */
-  protected goneOn?: DtmOngoingError;
+  /** The `DtmOngoingError` {@link submitRequest} threw for a transaction DTM took and still drives (with waitResult, its first round unfinished: `submitted`, `aborting`), or the error a subclass restates it with: reported `submitted`, not `error`. */
+  protected goneOn?: unknown;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,

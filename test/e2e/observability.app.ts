@@ -126,6 +126,7 @@ class Bank {
   async deliver(@Body() m: Move, @BarrierTx() tx: unknown) {
     await exec(tx, add, [m.amount, m.account]);
     if (m.fail === 'crash') throw new Error('ledger disk full'); // DTM retries it
+    if (m.fail) throw new DtmFailureError(`account ${m.account} is frozen`); // a message cannot roll back: DTM retries it too
   }
 
   @Get('query-prepared')

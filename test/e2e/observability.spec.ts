@@ -16,7 +16,7 @@ import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
-import { waitUntil } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
 import { startObservedApp, type Move, type ObservedApp } from './observability.app.js';
 
 /** A metric reader the test collects when it wants. */
@@ -408,6 +408,42 @@ describe('hooks', () => {
       await t.client.forceStop(gid);
     }
     expect(await t.balances([2])).toEqual({ 2: 100 });
+  });
+
+  it('a message\'s doAndSubmit() with waitResult whose branch answered FAILURE in DTM\'s first round (DTM answers the submit FAILURE and delivers on): transaction.end carries the DtmOutcomeUnknownError "submitted" thrown to the caller, not the DtmOngoingError it restates; reported submitted', async () => {
+    const gid = await t.client.generateGid();
+    const run = () => t.client.newMsg(gid, { waitResult: true, retryInterval: 60 }).add('deliver', { account: 2, amount: 10, fail: 'yes' }).doAndSubmit('outbox', async () => 'committed');
+    try {
+      const err = await expectEndReported(gid, run, 'msg', 'submitted', 'submitted', SpanStatusCode.UNSET);
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((err as DtmOutcomeUnknownError).cause).toBeInstanceOf(DtmOngoingError);
+    } finally {
+      await t.client.forceStop(gid);
+    }
+    expect(await t.balances([2])).toEqual({ 2: 100 });
+  });
+
+  it('a message\'s doAndSubmit() whose local transaction threw and whose back-check could not be asked (left prepared for DTM\'s own): transaction.end "prepared" carries the local transaction\'s error, the one thrown to the caller, not the back-check\'s', async () => {
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    const unreachable = `http://127.0.0.1:${await freePort()}/query-prepared`;
+    const localError = new Error('the ledger write timed out');
+    const err = await t.client
+      .newMsg(gid, { timeoutToFail: 60 })
+      .add('deliver', { account: 2, amount: 10 })
+      .doAndSubmit(unreachable, async () => {
+        throw localError;
+      })
+      .catch((e: unknown) => e);
+    try {
+      expect(err).toBe(localError);
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid);
+      expect(end.map((e) => [(e.event as DtmEvents['transaction.end']).outcome, (e.event as DtmEvents['transaction.end']).error])).toEqual([['prepared', localError]]);
+    } finally {
+      await t.client.forceStop(gid);
+    }
   });
 
   it('a TCC submitted with waitResult whose Confirm of DTM\'s first round answered an error (DTM retries it): the body\'s result is not returned (DtmOutcomeUnknownError "submitted"), reported submitted (DTM took it and confirms on), not error', async () => {
