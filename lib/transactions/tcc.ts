@@ -7,6 +7,8 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmServerError } from '../errors/dtm-server.error.js';
 import { defaultDtmConfig } from '../config/dtm-config.keys.js';
 import type { ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -109,11 +111,20 @@ export class Tcc extends GlobalTransaction {
     // a failure of either is kept: run() refuses the submit should the body go on (DTM would confirm the branch)
     await this.keepFailure(branchId, 'register', () =>
       this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } }).catch((err: unknown) => {
+        if (this.parent && branchIdTaken(err)) throw new DtmFailureError(MESSAGES.nestedSubBranchTaken(this.gid, branchId.split('-')[0], err.message), restatedContext(err));
         throw this.movedToGrpc ? grpcMoveExplained(err, this.runtime.config.grpcServer) : err;
       }),
     );
     return this.keepFailure(branchId, 'try', () => (service === undefined ? this.invokeBranch(tryTarget, data, branchId, 'try') : this.invokeRemote(service, tryTarget, data, branchId, 'try')));
   }
+}
+
+/**
+ * Whether `err` is DTM's refusal of a branch registration because it holds that branch id already:
+ * "storage: UniqueKeyConflict" (boltdb, Redis), the database's duplicate-key error (a SQL store).
+ */
+function branchIdTaken(err: unknown): err is DtmServerError {
+  return err instanceof DtmServerError && /UniqueKeyConflict|Duplicate entry|duplicate key value/.test(err.message);
 }
 
 /** `grpc_server` when the configuration does not set it. */

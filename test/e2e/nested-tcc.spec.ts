@@ -9,7 +9,7 @@ import pg from 'pg';
 import { BarrierTx, BranchContext, DtmClient, DtmFailureError, DtmModule, DtmUnavailableError, ensureBarrierSchema, pgBarrierDatabase, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
-import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
+import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -37,6 +37,10 @@ class Nesting {
   viaOwnGrpc = false;
   /** How many nested TCCs a Try makes, one after the other (each its own `tccFromBranch()`, trying one sub-branch). */
   nestedTccs = 1;
+  /** The Try lets a sub-branch call's error out (does not catch it). */
+  uncaught = false;
+  /** Each nested TCC is made on a copy of the Try's `BranchInfo` (`{ ...branch }`). */
+  onCopies = false;
 
   /** A Try's body: nests a TCC, tries one sub-branch, catches its failure and answers success all the same. */
   async tryAndSwallow(dtm: DtmClient, branch: BranchInfo, protocol: DtmProtocol): Promise<void> {
@@ -46,6 +50,10 @@ class Nesting {
       return;
     }
     const t = this.targets(protocol);
+    if (this.uncaught) {
+      for (let n = 0; n < this.nestedTccs; n++) await dtm.tccFromBranch(this.onCopies ? { ...branch } : branch).callBranch(t.payload, t.try, t.confirm, t.cancel);
+      return;
+    }
     await sub.callBranch(t.payload, t.try, t.confirm, t.cancel).catch((err: unknown) => void this.swallowed.push(err));
     // a Try nesting two sub-services, each through a TCC of its own (or one made in a loop)
     for (let more = 1; more < this.nestedTccs; more++) {
@@ -155,6 +163,8 @@ describe('nested TCC in a decorated Try', () => {
   let nesting: Nesting;
   let client: DtmClient;
   let pool: pg.Pool;
+  let appUrl: string;
+  let grpcAppAddress: string;
 
   beforeAll(async () => {
     recorder = await startRecorder();
@@ -176,6 +186,8 @@ describe('nested TCC in a decorated Try', () => {
     await app.listen(0, '127.0.0.1');
     client = app.get(DtmClient);
     nesting = app.get(Nesting);
+    appUrl = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+    grpcAppAddress = grpcAddress;
   });
   afterAll(async () => {
     await app?.close();
@@ -189,6 +201,8 @@ describe('nested TCC in a decorated Try', () => {
     nesting.compensated = [];
     nesting.viaOwnGrpc = false;
     nesting.nestedTccs = 1;
+    nesting.uncaught = false;
+    nesting.onCopies = false;
     nesting.targets = (protocol) =>
       protocol === 'grpc'
         ? { try: recorder.grpcTargetFor('/SubTry'), confirm: recorder.grpcTargetFor('/SubConfirm'), cancel: recorder.grpcTargetFor('/SubCancel'), payload: Buffer.from('{"sub":1}') }
@@ -239,6 +253,69 @@ describe('nested TCC in a decorated Try', () => {
       expect(recorder.callsTo('/SubConfirm', gid).map((c) => c.query.branch_id).sort()).toEqual(['0101', '0102']);
       expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
     });
+
+    it('a Try that makes two nested TCCs, each on a copy of its BranchInfo, and lets their errors out: the copy\'s second 0101 is refused by DTM, and the Try answers FAILURE saying why (not a bare 500 "storage: UniqueKeyConflict"); DTM rolls back', async () => {
+      nesting.nestedTccs = 2;
+      nesting.uncaught = true;
+      nesting.onCopies = true;
+      const gid = await client.generateGid();
+      const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(payload, branch), { protocol }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((error as DtmFailureError).reason).toContain(`DTM already holds sub-branch 0101 of tcc ${gid} and refused to register it again`);
+      expect((error as DtmFailureError).reason).toContain('never a copy');
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('failed');
+      expect(branchLines(final)).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared']);
+      expect(recorder.callsTo('/SubTry', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(0);
+    });
+
+    it('a Try nesting a TCC, without a barrier, called a second time with the same branch id (its caller called it again): the second call is answered FAILURE saying the Try ran before and to put it behind the barrier, not a bare 500; DTM keeps the first call\'s sub-branch and confirms it once', async () => {
+      nesting.uncaught = true;
+      const gid = await client.generateGid();
+      let again: { status: number; text: string } | undefined;
+      await client.tccGlobalTransaction(
+        gid,
+        async (tcc) => {
+          await tcc.callBranch(payload, branch);
+          // the same Try called again, as its caller's retry would (branch 01)
+          const query = { gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: protocol === 'grpc' ? harness().dtm.grpcAddress : harness().dtm.serverUrl };
+          if (protocol === 'grpc') again = await callGrpc(`${grpcAppAddress}/tests.PgBank/TccOutTry`, payload, query);
+          else {
+            const res = await fetch(`${appUrl}/nest/try?${new URLSearchParams(query)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+            again = { status: res.status, text: await res.text() };
+          }
+        },
+        { protocol },
+      );
+      expect(again?.status).toBe(409);
+      expect(again?.text).toContain(`DTM already holds sub-branch 0101 of tcc ${gid}`);
+      expect(again?.text).toContain('behind the barrier');
+      const final = await client.waitForFinal(gid, { timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(branchLines(final)).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed']);
+      expect(recorder.callsTo('/SubTry', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
+    });
+  });
+
+  it('a Try nesting a TCC behind the barrier, called a second time with the same branch id: the barrier answers the second call success without running it (nothing taken twice, no second registration); DTM confirms once', async () => {
+    nesting.uncaught = true;
+    const before = Number((await pool.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance);
+    const gid = await client.generateGid();
+    let again: Response | undefined;
+    await client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch({ account: 1, amount: 5, fail: '' }, 'nestPg');
+      const query = new URLSearchParams({ gid, trans_type: 'tcc', branch_id: '01', op: 'try', dtm: harness().dtm.serverUrl });
+      again = await fetch(`${appUrl}/nest/pg-try?${query}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"account":1,"amount":5,"fail":""}' });
+    });
+    expect(again?.status).toBe(200);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/SubTry', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
+    expect(Number((await pool.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance)).toBe(before - 5);
+    await pool.query('UPDATE account SET balance = $1 WHERE id = 1', [before]); // the next tests start from it
   });
 
   it("a gRPC TCC calling an HTTP Try that nests a gRPC sub-branch: DTM holds the transaction as gRPC, so the sub-Try is called and registered over gRPC, and DTM confirms it", async () => {
