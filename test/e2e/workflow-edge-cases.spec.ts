@@ -25,7 +25,7 @@ import {
 } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { latch, settledWithin } from '../support/fixtures.js';
+import { latch, settledWithin, sleep } from '../support/fixtures.js';
 import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -37,6 +37,9 @@ interface Urls {
   b: string;
   amount?: number;
 }
+
+/** What a `review.hang.v1` execution waits on, per gid. */
+const holds = new Map<string, ReturnType<typeof latch>>();
 
 /** Completed runs of callbacks, per name. */
 const done = new Map<string, number>();
@@ -55,6 +58,13 @@ class ReviewWorkflows {
   @DtmWorkflow('review.opts.v1', { transaction: { retryInterval: 45, branchTimeout: 7 } })
   async opts(wf: WorkflowContext<Urls>) {
     return wf.step('a').http(wf.input.a, { n: 1 });
+  }
+
+  @DtmWorkflow('review.hang.v1', { transaction: { branchTimeout: 1 } })
+  async hang(wf: WorkflowContext<{ key: string }>) {
+    await wf.step('a').run(() => 1);
+    await holds.get(wf.input.key)!.wait(); // outside any step: nothing of the module bounds it
+    return 'released';
   }
 
   @DtmWorkflow('review.one.v1')
@@ -385,6 +395,40 @@ describe('workflow mode at its edges', () => {
     expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
     expect(await A.client.executeWorkflow('review.two.v1', gid, { ...urls(), amount: 50 })).toEqual({ status: 'succeed', result: 'ok' });
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.body}`)).toEqual(['/A 425 {"amount":30}', '/A 200 {"amount":30}', '/B 425 {"amount":30}', '/B 200 {"amount":30}']);
+  });
+
+  it('executed again while unfinished, with other options: DTM keeps the first execution\'s (its resumes run with them), each execution runs its own steps with its own, and the one that finishes the workflow leaves its options in DTM\'s record', async () => {
+    const gid = await A.client.generateGid();
+    recorder.answer('/A', 425, 425, 200);
+    const record = async () => {
+      const t = (await queryTrans(gid)).transaction;
+      return [t?.status, t?.retry_interval, t?.request_timeout, t?.branch_headers];
+    };
+    const run = (retryInterval: number, branchTimeout: number, tenant: string) => A.client.executeWorkflow('review.one.v1', gid, urls(), { retryInterval, branchTimeout, branchHeaders: { 'x-tenant': tenant } });
+    expect(await run(30, 9, 'first').catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await record()).toEqual(['prepared', 30, 9, { 'x-tenant': 'first' }]);
+    expect(await run(5, 4, 'second').catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await record()).toEqual(['prepared', 30, 9, { 'x-tenant': 'first' }]);
+    expect(await run(7, 3, 'third')).toMatchObject({ status: 'succeed' });
+    expect(await record()).toEqual(['succeed', 7, 3, { 'x-tenant': 'third' }]);
+    expect(recorder.callsTo('/A', gid).map((c) => `${c.status} ${c.headers['x-tenant']}`)).toEqual(['425 first', '425 second', '200 third']);
+  });
+
+  it('a workflow function that never settles (awaits, outside any step, a promise that does not resolve): nothing bounds it, executeWorkflow does not resolve, DTM holds it prepared and a resume meanwhile is answered pending (425); it ends when the promise does', async () => {
+    const gid = await A.client.generateGid();
+    const hold = latch();
+    holds.set(gid, hold);
+    const execution = A.client.executeWorkflow('review.hang.v1', gid, { key: gid });
+    let settled = false;
+    void execution.finally(() => (settled = true)).catch(() => undefined);
+    await hold.reached; // the function waits, its step 'a' recorded
+    await sleep(1500); // longer than the workflow's branch timeout (1 s): no bound applies to the function itself
+    expect(settled).toBe(false);
+    const resume = await fetch(`${await A.app.getUrl()}/dtm/workflow/resume?gid=${gid}&op=review.hang.v1&trans_type=workflow&branch_id=00`.replace('[::1]', '127.0.0.1'), { method: 'POST' });
+    expect(resume.status).toBe(425);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    hold.open();
+    await expect(execution).resolves.toEqual({ status: 'succeed', result: 'released' });
   });
 
   it('a value JSON cannot hold (a BigInt): as the input, refused (DtmUsageError) before DTM holds anything; as the result or a step\'s value, the workflow is left pending (DtmWorkflowPendingError, its cause a DtmUsageError saying so), nothing submitted', async () => {
