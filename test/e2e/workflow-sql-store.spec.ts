@@ -174,6 +174,21 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM on MariaDB', (protocol: D
     expect((await record(lower)).transaction?.status).toBe('succeed');
   });
 
+  it('under a gid that differs only in case from an unfinished workflow of the same name (pending, its step answered ONGOING): DtmGidInUseError naming the gid DTM answered, nothing run or called; the other one then finishes as it would have', async () => {
+    const lower = `wfcase-${randomBytes(6).toString('hex')}`;
+    const upper = lower.replace('wfcase', 'WfCase');
+    recorder.answer('/Debit', 425, 200);
+    expect(await app.client.executeWorkflow('sqlwf.transfer.v1', lower, input(), { protocol, retryInterval: 60 }).catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((await record(lower)).transaction?.status).toBe('prepared');
+    recorder.reset();
+    const other = await app.client.executeWorkflow('sqlwf.transfer.v1', upper, input({ amount: 5 }), { protocol, retryInterval: 60 }).catch((e: unknown) => e);
+    expect([other, executions.get(upper), recorder.calls]).toEqual([expect.any(DtmGidInUseError), undefined, []]);
+    expect((other as Error).message).toContain(`DTM answers it as "${lower}", a workflow of another gid that differs only in case`);
+    expect((await record(lower)).transaction?.status).toBe('prepared');
+    expect((await app.client.executeWorkflow('sqlwf.transfer.v1', lower, input(), { protocol, retryInterval: 60 })).status).toBe('succeed');
+    expect(recorder.calls.every((c) => c.query.gid === lower)).toBe(true);
+  });
+
   it('succeeds: DTM records succeed with the result, the stored input, and one row per step holding its value', async () => {
     const gid = await app.client.generateGid();
     const done = await app.client.executeWorkflow('sqlwf.transfer.v1', gid, input(), { protocol, retryInterval: 60 });
