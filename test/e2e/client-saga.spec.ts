@@ -277,6 +277,14 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(final.transaction.options.branchHeaders).toEqual({ 'x-tenant': 'acme', 'x-request-id': 'r-42' });
     });
 
+    it('a branchHeaders name ending in -bin (gRPC binary metadata) is carried, not refused: every branch reads its text (an HTTP header; over gRPC the bytes of the text, as DTM\'s grpc-go sends them), DTM stores it as given', async () => {
+      const gid = await fx.client.generateGid();
+      const final = await transfer(fx.client.newSaga(gid, { branchHeaders: { 'x-ctx-bin': 'abc' } })).submitAndWait({ timeout: 20 });
+      expect(final.status).toBe('succeed');
+      expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.headers['x-ctx-bin']}`)).toEqual(['/TransOut abc', '/TransIn abc']);
+      expect(final.transaction.options.branchHeaders).toEqual({ 'x-ctx-bin': 'abc' });
+    });
+
     it('an option the module does not know (DTM\'s own snake_case name, the Go SDK\'s requestTimeout, a typo) is refused with DtmUsageError naming it, in every mode; nothing is sent', async () => {
       const gid = await fx.client.generateGid();
       // options built elsewhere (a shared object, plain JavaScript): TypeScript checks only literals
