@@ -5,8 +5,8 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
-import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { cutToStore } from '../transport/dtm-limits.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
@@ -153,7 +153,8 @@ export class WorkflowEngine {
     if (progress.status === 'failed') {
       // the module always submits a reason: none is DTM's forceStop, which ran no rollback callback
       if (!progress.rollbackReason) throw new DtmFailureError(MESSAGES.workflowForceStopped(definition.name, gid), { gid, raw: 'FAILURE' });
-      throw new DtmFailureError(readFailureReason(progress.rollbackReason).message, { gid, raw: progress.rollbackReason });
+      // the reason this module submitted, as it is: a workflow's holds no saga step's URL or branch answer to read out of it
+      throw new DtmFailureError(progress.rollbackReason, { gid });
     }
     // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
     // also one that finds no step recorded yet
@@ -172,8 +173,8 @@ export class WorkflowEngine {
       if (!(err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw new DtmWorkflowPendingError(definition.name, gid, err);
       assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
-      // never an empty reason: DTM holds a forceStop's failure without one
-      const reason = err.reason || 'FAILURE';
+      // never an empty reason: DTM holds a forceStop's failure without one; cut as DTM keeps it, so every later call throws the same
+      const reason = cutToStore(err.reason || 'FAILURE');
       await this.settle(definition, gid, () => tx.finish('failed', reason, undefined));
       throw new DtmFailureError(reason, { gid, cause: err });
     }

@@ -119,6 +119,16 @@ class ReviewWorkflows {
     });
   }
 
+  /** Rolls back with reason `r` (`times` times over): thrown by a local step, or (`direct`) by the workflow's code after it. */
+  @DtmWorkflow('review.reason-text.v1')
+  async reasonText(wf: WorkflowContext<{ r: string; times: number; direct: boolean }>) {
+    const reason = wf.input.r.repeat(wf.input.times);
+    await wf.step('a').run(() => {
+      if (!wf.input.direct) throw new DtmFailureError(reason);
+    });
+    throw new DtmFailureError(reason);
+  }
+
   /** Returns a BigInt (or, with `step`, has a step return one), which JSON cannot hold. */
   @DtmWorkflow('review.bigint.v1')
   async bigint(wf: WorkflowContext<{ step?: boolean }>) {
@@ -514,6 +524,22 @@ describe('workflow mode at its edges', () => {
     await expect(A.client.executeWorkflow('review.reason.v1', gid, { xs: -1 })).rejects.toThrow(DtmFailureError);
     expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'failed', rollback_reason: 'FAILURE' });
     await expect(A.client.executeWorkflow('review.reason.v1', gid, { xs: -1 })).rejects.toThrow(/^FAILURE$/);
+  });
+
+  it.each([
+    ['a local step\'s JSON text', '{"code":"NO_FUNDS","message":"balance 12 < 30"}', 1, false],
+    ['a local step\'s text with spaces around it', '  refused by the fraud check  ', 1, false],
+    ['a local step\'s text in the form of a saga\'s reason', 'url:http://bank/debit return failed: no funds FAILURE', 1, false],
+    ['the workflow code\'s text over 1024 characters', 'z', 1100, true],
+  ])('a rollback reason (%s) is the same on every call: the first execution throws what DTM records, and executeWorkflow of the failed workflow throws it unchanged (before: the JSON text came back as its "message", the spaces trimmed, the saga form as "no funds", the long one whole then cut)', async (_what, r, times, direct) => {
+    const gid = await A.client.generateGid();
+    const first = await A.client.executeWorkflow('review.reason-text.v1', gid, { r, times, direct }).catch((e: unknown) => e);
+    const recorded = (await queryTrans(gid)).transaction?.rollback_reason;
+    const again = await A.client.executeWorkflow('review.reason-text.v1', gid, { r, times, direct }).catch((e: unknown) => e);
+    const reason = r.repeat(times);
+    const expected = reason.length > 1024 ? `${reason.slice(0, 1023)}…` : reason;
+    expect([recorded, (first as DtmFailureError).reason, (again as DtmFailureError).reason]).toEqual([expected, expected, expected]);
+    expect(again).toBeInstanceOf(DtmFailureError);
   });
 
   it("a step's FAILURE with a reason over 64 KB (a local step's, an HTTP step's 409 body): recorded cut as DTM's rollback reason is, the workflow rolls back (before: never recordable, it stayed pending forever and the step was run again at every resume)", async () => {
