@@ -42,6 +42,25 @@ interface Phase2Item {
   callback: WorkflowCallback;
 }
 
+/**
+ * The promise a step's action returns: notes when the workflow's code takes its outcome (`await`,
+ * `then`, `catch`, `Promise.all` all call `then`). One never taken when the function ends is a
+ * step whose outcome the code dropped (a forgotten `await`).
+ */
+class StepOutcome<T> extends Promise<T> {
+  /** Promises made from it (`then`'s) are plain ones. */
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  taken = false;
+
+  override then<R1 = T, R2 = never>(onFulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null, onRejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null): Promise<R1 | R2> {
+    this.taken = true;
+    return super.then(onFulfilled, onRejected);
+  }
+}
+
 /** `value` as a record's payload: bytes as base64, anything else as its JSON. */
 function recordOf(step: string, value: unknown): StepRecord {
   return value instanceof Uint8Array ? { k: step, b: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') } : { k: step, d: value };
@@ -71,6 +90,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   private readonly ids = new BranchIdGenerator();
   private readonly phase2: Phase2Item[] = [];
   private running?: string;
+  /** Every step action's outcome, with its step: each must be taken by the workflow's code before it ends. */
+  private readonly outcomes: { step: string; branchId: string; outcome: StepOutcome<unknown> }[] = [];
   /** How many steps this execution made (the last branch id it gave). */
   private steps = 0;
 
@@ -151,6 +172,29 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid);
     await this.tx.record(branchId, 'action', 'succeed', text);
     return valueOf(JSON.parse(text) as StepRecord) as T;
+  }
+
+  /**
+   * @internal What a step's action returns to the workflow's code: `action`'s outcome, noted so that
+   * {@link assertAllAwaited} finds one the code never took. Its rejection is handled here: an
+   * outcome never taken is reported by that check, not as an unhandled rejection ending the process.
+   */
+  outcome<T>(step: string, branchId: string, action: Promise<T>): Promise<T> {
+    const outcome = new StepOutcome<T>((resolve, reject) => void Promise.prototype.then.call(action, resolve, reject));
+    void Promise.prototype.then.call(outcome, undefined, () => undefined);
+    this.outcomes.push({ step, branchId, outcome: outcome as StepOutcome<unknown> });
+    return outcome;
+  }
+
+  /**
+   * @internal When the workflow function ended (returned, or threw `DtmFailureError`): `DtmUsageError`
+   * naming a step whose outcome its code never took (a forgotten `await`), or still running: its
+   * FAILURE would not have changed the workflow's outcome, so neither a commit nor a rollback is right.
+   */
+  assertAllAwaited(): void {
+    const dropped = this.outcomes.find((o) => !o.outcome.taken);
+    const step = dropped ?? (this.running === undefined ? undefined : this.outcomes.findLast((o) => o.step === this.running));
+    if (step) throw new DtmUsageError(MESSAGES.workflowStepNotAwaited(this.name, step.step, step.branchId), { gid: this.gid, branchId: step.branchId });
   }
 
   /** @internal Records that a step's business ran inside its XA transaction (`business`), as DTM's Go SDK does before XA PREPARE. */
@@ -281,14 +325,16 @@ class Step implements WorkflowStep {
   run<T, H = unknown>(action: (handle: H) => Promise<T> | T, options: LocalStepOptions<H> = {}): Promise<T> {
     this.act();
     const { barrier } = options;
-    if (barrier === undefined) return this.execution.action<T>(this.name, this.branchId, async () => action(undefined as H));
+    if (barrier === undefined) return this.outcome(this.execution.action<T>(this.name, this.branchId, async () => action(undefined as H)));
     const db = this.execution.barrierDatabase(barrier);
     const branch = this.execution.barrier(this.branchId, 'action');
-    return this.execution.action<T>(this.name, this.branchId, async () => {
-      // committed but not recorded (a crash in between): the barrier skips it; the value is gone
-      const outcome = await branch.callWithDb(db, async (handle) => action(handle));
-      return outcome.executed ? outcome.result : undefined;
-    });
+    return this.outcome(
+      this.execution.action<T>(this.name, this.branchId, async () => {
+        // committed but not recorded (a crash in between): the barrier skips it; the value is gone
+        const outcome = await branch.callWithDb(db, async (handle) => action(handle));
+        return outcome.executed ? outcome.result : undefined;
+      }),
+    );
   }
 
   http<T = unknown>(target: string, payload?: Payload): Promise<T> {
@@ -319,18 +365,24 @@ class Step implements WorkflowStep {
       execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'commit', callback: () => finishXa(db, xid, true, row) });
       execution.addPhase2({ branchId: this.branchId, step: this.name, op: 'rollback', callback: () => finishXa(db, xid, false, row) });
     };
-    return acted.then(
-      (value) => (phase2(), value),
-      (err: unknown) => {
-        phase2();
-        throw err;
-      },
+    return this.outcome(
+      acted.then(
+        (value) => (phase2(), value),
+        (err: unknown) => {
+          phase2();
+          throw err;
+        },
+      ),
     );
   }
 
   private call<T>(target: string, payload: Payload | undefined): Promise<T> {
     this.act();
-    return this.execution.action<T>(this.name, this.branchId, async () => (await this.execution.transaction.call(target, payload, this.branchId, 'action')).body);
+    return this.outcome(this.execution.action<T>(this.name, this.branchId, async () => (await this.execution.transaction.call(target, payload, this.branchId, 'action')).body));
+  }
+
+  private outcome<T>(action: Promise<T>): Promise<T> {
+    return this.execution.outcome(this.name, this.branchId, action);
   }
 
   private callback(op: 'commit' | 'rollback', callback: WorkflowCallback): this {

@@ -171,6 +171,7 @@ export class WorkflowEngine {
     } catch (err) {
       // a DtmGidInUseError (a transaction the workflow's code runs found its gid taken, by its own first run on a resume) says nothing failed: pending, never a rollback
       if (!(err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw new DtmWorkflowPendingError(definition.name, gid, err);
+      assertAwaited(definition, gid, execution);
       assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
       // never an empty reason: DTM holds a forceStop's failure without one; cut as DTM keeps it, so every later call throws the same
@@ -178,6 +179,7 @@ export class WorkflowEngine {
       await this.settle(definition, gid, () => tx.finish('failed', reason, undefined));
       throw new DtmFailureError(reason, { gid, cause: err });
     }
+    assertAwaited(definition, gid, execution);
     assertReplayed(definition, gid, execution);
     let result: string;
     try {
@@ -197,6 +199,15 @@ export class WorkflowEngine {
     } catch (err) {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
+  }
+}
+
+/** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause a `DtmUsageError`) when `execution`'s code ended without awaiting a step. */
+function assertAwaited(definition: WorkflowDefinition, gid: string, execution: WorkflowExecution<unknown>): void {
+  try {
+    execution.assertAllAwaited();
+  } catch (err) {
+    throw new DtmWorkflowPendingError(definition.name, gid, err);
   }
 }
 

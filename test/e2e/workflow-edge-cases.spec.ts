@@ -129,6 +129,14 @@ class ReviewWorkflows {
     throw new DtmFailureError(reason);
   }
 
+  /** Step b's outcome is never awaited (a forgotten `await`): the function returns while it runs. */
+  @DtmWorkflow('review.unawaited.v1')
+  async unawaited(wf: WorkflowContext<Urls>) {
+    await wf.step('a').onRollback((b) => b.http(wf.input.aRevert, { n: 1 })).http(wf.input.a, { amount: 1 });
+    void wf.step('b').http(wf.input.b, { amount: 1 });
+    return 'ok';
+  }
+
   /** Returns a BigInt (or, with `step`, has a step return one), which JSON cannot hold. */
   @DtmWorkflow('review.bigint.v1')
   async bigint(wf: WorkflowContext<{ step?: boolean }>) {
@@ -540,6 +548,31 @@ describe('workflow mode at its edges', () => {
     const expected = reason.length > 1024 ? `${reason.slice(0, 1023)}…` : reason;
     expect([recorded, (first as DtmFailureError).reason, (again as DtmFailureError).reason]).toEqual([expected, expected, expected]);
     expect(again).toBeInstanceOf(DtmFailureError);
+  });
+
+  it('a step whose outcome the workflow never awaits (a forgotten await) leaves the workflow pending with a DtmUsageError naming it, on every execution, and commits nothing (before: DTM recorded succeed while the step answered FAILURE afterwards, its rejection unhandled)', async () => {
+    const gid = await A.client.generateGid();
+    recorder.handle('/B', async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      return 409;
+    });
+    const first = await A.client.executeWorkflow('review.unawaited.v1', gid, urls()).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((first as Error).cause).toBeInstanceOf(DtmUsageError);
+    expect(failure((first as Error).cause)).toMatch(/step "b" \(branch 02\).*never awaited/);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    // the step ends after the function: its FAILURE is recorded, and DTM's record stays prepared
+    await recorder.waitForCalls('/B', 1, { gid });
+    await new Promise((r) => setTimeout(r, 500));
+    const { transaction, branches } = await queryTrans(gid);
+    expect([transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['prepared', '01 action succeed', '02 action failed']);
+    // replayed, the same: never a commit or a rollback of what the code did not wait for
+    const again = await A.client.executeWorkflow('review.unawaited.v1', gid, urls()).catch((e: unknown) => e);
+    expect(failure((again as Error).cause)).toMatch(/step "b" \(branch 02\).*never awaited/);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+    expect(recorder.callsTo('/B', gid)).toHaveLength(1);
+    await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 
   it("a step's FAILURE with a reason over 64 KB (a local step's, an HTTP step's 409 body): recorded cut as DTM's rollback reason is, the workflow rolls back (before: never recordable, it stayed pending forever and the step was run again at every resume)", async () => {
