@@ -557,6 +557,8 @@ export const MESSAGES = {
   workflowPending: (workflow: string, gid: string, why: string) =>
     `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
+  workflowStepInPhase2: (workflow: string, step: string, owner: string, op: 'commit' | 'rollback') =>
+    `workflow "${workflow}": step "${step}" started in the ${op} callback of step "${owner}"; a callback records no steps of its own (its record would lie past the workflow's last step, where every resume would take it for changed code): call branches through the handle the callback gets (b.http, b.grpc, b.barrier)`,
   workflowStepNotAwaited: (workflow: string, step: string, branchId: string) =>
     `workflow "${workflow}": step "${step}" (branch ${branchId}) was never awaited, or still ran, when the workflow function ended: its outcome (a FAILURE, say) could not change the workflow's, so the workflow is neither committed nor rolled back; await each step (a forgotten await), then DTM's next resume ends it`,
   workflowStepsConcurrent: (workflow: string, running: string, step: string) =>

@@ -90,6 +90,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   private readonly ids = new BranchIdGenerator();
   private readonly phase2: Phase2Item[] = [];
   private running?: string;
+  /** The phase-2 callback running, if one is: it starts no steps. */
+  private inPhase2?: Phase2Item;
   /** Every step action's outcome, with its step: each must be taken by the workflow's code before it ends. */
   private readonly outcomes: { step: string; branchId: string; outcome: StepOutcome<unknown> }[] = [];
   /** How many steps this execution made (the last branch id it gave). */
@@ -119,6 +121,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
 
   step(name: string): WorkflowStep {
     if (typeof name !== 'string' || name === '') throw new DtmUsageError(MESSAGES.workflowStepName(this.name), { gid: this.gid });
+    if (this.inPhase2) throw new DtmUsageError(MESSAGES.workflowStepInPhase2(this.name, name, this.inPhase2.step, this.inPhase2.op), { gid: this.gid });
     const branchId = this.ids.next();
     this.steps += 1;
     return new Step(this, name, branchId);
@@ -225,11 +228,14 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   async runPhase2(op: 'commit' | 'rollback'): Promise<void> {
     for (const item of [...this.phase2].reverse()) {
       if (item.op !== op || this.replay(item.step, item.branchId, op)) continue;
+      this.inPhase2 = item;
       try {
         await item.callback(this.phase2Handle(item));
       } catch (err) {
         if (err instanceof DtmFailureError) throw new Error(MESSAGES.workflowPhase2Failure(this.name, this.gid, item.step, op, err.reason), { cause: err });
         throw err;
+      } finally {
+        this.inPhase2 = undefined;
       }
       await this.tx.record(item.branchId, op, 'succeed', JSON.stringify({ k: item.step }));
     }

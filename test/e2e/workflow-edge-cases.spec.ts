@@ -137,6 +137,21 @@ class ReviewWorkflows {
     return 'ok';
   }
 
+  /** Step b's onRollback starts a step of the workflow (wf.step) instead of calling through its handle; step c refuses. */
+  @DtmWorkflow('review.phase2-step.v1')
+  async phase2Step(wf: WorkflowContext<Urls & { key: string }>) {
+    await wf.step('a').onRollback((b) => b.http(wf.input.aRevert, { n: 1 })).http(wf.input.a, { amount: 1 });
+    await wf
+      .step('b')
+      .onRollback(async () => {
+        await wf.step('refund').run(() => void bump(done, `${wf.input.key}-refund`));
+      })
+      .run(() => 1);
+    await wf.step('c').run(() => {
+      throw new DtmFailureError('c refused');
+    });
+  }
+
   /** Returns a BigInt (or, with `step`, has a step return one), which JSON cannot hold. */
   @DtmWorkflow('review.bigint.v1')
   async bigint(wf: WorkflowContext<{ step?: boolean }>) {
@@ -572,6 +587,20 @@ describe('workflow mode at its edges', () => {
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
     expect(recorder.callsTo('/B', gid)).toHaveLength(1);
+    await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
+  });
+
+  it("a rollback callback starting a step of the workflow (wf.step instead of its handle): DtmUsageError at once, nothing of it recorded (before: its step was recorded after the workflow's last one, and when a later compensation failed once every resume stopped on a divergence, that compensation never run again)", async () => {
+    const gid = await A.client.generateGid();
+    const key = `p2-${gid}`;
+    recorder.answer('/ARevert', 500, 200);
+    const first = await A.client.executeWorkflow('review.phase2-step.v1', gid, { ...urls(), key }).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((first as Error).cause).toBeInstanceOf(DtmUsageError);
+    expect(failure((first as Error).cause)).toMatch(/step "refund" started in the rollback callback of step "b"/);
+    expect(done.get(`${key}-refund`)).toBeUndefined();
+    const { transaction, branches } = await queryTrans(gid);
+    expect([transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['prepared', '01 action succeed', '02 action succeed', '03 action failed']);
     await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 
