@@ -557,6 +557,8 @@ export const MESSAGES = {
   workflowPending: (workflow: string, gid: string, why: string) =>
     `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
+  workflowTooManySteps: (workflow: string, step: string, max: number) =>
+    `workflow "${workflow}": step "${step}" would be its ${max + 1}th; a workflow takes at most ${max} steps (DTM's branch ids 01 to ${max}; wf.now(), wf.uuid() and wf.random() are steps too), so this one can never finish: do fewer steps (one step for many items), and forceStop this gid, undoing what its steps did`,
   workflowStepInPhase2: (workflow: string, step: string, owner: string, op: 'commit' | 'rollback') =>
     `workflow "${workflow}": step "${step}" started in the ${op} callback of step "${owner}"; a callback records no steps of its own (its record would lie past the workflow's last step, where every resume would take it for changed code): call branches through the handle the callback gets (b.http, b.grpc, b.barrier)`,
   workflowStepNotAwaited: (workflow: string, step: string, branchId: string) =>

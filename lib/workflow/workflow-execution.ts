@@ -26,6 +26,9 @@ interface StepRecord {
   e?: string;
 }
 
+/** The most steps a workflow takes: DTM's branch ids of one level, `01` to `99`. */
+const MAX_STEPS = 99;
+
 /** What the execution needs besides the transaction: the module's databases and the workflow's options. */
 export interface WorkflowExecutionEnvironment {
   barrierConnections: ReadonlyMap<string, unknown>;
@@ -122,6 +125,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   step(name: string): WorkflowStep {
     if (typeof name !== 'string' || name === '') throw new DtmUsageError(MESSAGES.workflowStepName(this.name), { gid: this.gid });
     if (this.inPhase2) throw new DtmUsageError(MESSAGES.workflowStepInPhase2(this.name, name, this.inPhase2.step, this.inPhase2.op), { gid: this.gid });
+    if (this.steps >= MAX_STEPS) throw new DtmUsageError(MESSAGES.workflowTooManySteps(this.name, name, MAX_STEPS), { gid: this.gid });
     const branchId = this.ids.next();
     this.steps += 1;
     return new Step(this, name, branchId);

@@ -152,6 +152,14 @@ class ReviewWorkflows {
     });
   }
 
+  /** One local step per item, after a recorded time: `n` items make `n + 1` steps. */
+  @DtmWorkflow('review.many-steps.v1')
+  async manySteps(wf: WorkflowContext<{ n: number }>) {
+    await wf.now();
+    for (let i = 0; i < wf.input.n; i++) await wf.step(`item-${i}`).run(() => i);
+    return wf.input.n;
+  }
+
   /** Returns a BigInt (or, with `step`, has a step return one), which JSON cannot hold. */
   @DtmWorkflow('review.bigint.v1')
   async bigint(wf: WorkflowContext<{ step?: boolean }>) {
@@ -601,6 +609,17 @@ describe('workflow mode at its edges', () => {
     expect(done.get(`${key}-refund`)).toBeUndefined();
     const { transaction, branches } = await queryTrans(gid);
     expect([transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['prepared', '01 action succeed', '02 action succeed', '03 action failed']);
+    await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
+  });
+
+  it('a workflow of more steps than DTM has branch ids for (99; wf.now() is one): pending after 99, with a DtmUsageError saying a workflow takes at most 99 steps (before: "no more sub-branch ids under an empty parent", which names no step)', async () => {
+    await expect(A.client.executeWorkflow('review.many-steps.v1', await A.client.generateGid(), { n: 98 })).resolves.toEqual({ status: 'succeed', result: 98 });
+    const gid = await A.client.generateGid();
+    const error = await A.client.executeWorkflow('review.many-steps.v1', gid, { n: 99 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((error as Error).cause).toBeInstanceOf(DtmUsageError);
+    expect(failure((error as Error).cause)).toMatch(/^DtmUsageError: workflow "review\.many-steps\.v1": step "item-98" would be its 100th; a workflow takes at most 99 steps/);
+    expect((await queryTrans(gid)).branches).toHaveLength(99);
     await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 
