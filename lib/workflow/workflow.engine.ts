@@ -94,13 +94,8 @@ export class WorkflowEngine {
     }
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
     try {
-      // with the options and protocol DTM stored for it (branch headers, retry interval, ...), not the module's defaults
-      // the forwarded headers are DTM's stored ones, none the call adds (only its trace context): for
-      // the steps, and for what the workflow's code starts (as the request that started it passed them on)
-      const options = resumedOptions(record);
-      const input = inputOf(stored, undefined);
-      const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
-      await dtmContext.run({ headers }, () => this.execute(name, gid, input, options));
+      const definition = this.env.registry.get(name);
+      await this.once(name, gid, () => this.runStored(definition, gid, inputOf(stored, undefined), record));
       return 'succeed';
     } catch (err) {
       if (err instanceof DtmFailureError) return 'failed';
@@ -126,14 +121,26 @@ export class WorkflowEngine {
     return done;
   }
 
-  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}): Promise<WorkflowResult> {
+  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}, fromStore = false): Promise<WorkflowResult> {
     // an option given as undefined (an unset variable, say) leaves the decorator's value
     const given = typeof options === 'object' && options !== null ? Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) : options;
     const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...given });
-    return tx.observed(() => this.runExecution(tx, definition, gid, input));
+    return tx.observed(() => this.runExecution(tx, definition, gid, input, fromStore));
   }
 
-  private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown): Promise<WorkflowResult> {
+  /**
+   * An execution of a workflow DTM holds (`record`): with the options and protocol DTM stored for it
+   * (branch headers, retry interval, ...), not the module's defaults nor a later caller's. The
+   * forwarded headers are DTM's stored ones, none the request adds (only its trace context): for
+   * the steps, and for what the workflow's code starts (as the request that started it passed them on).
+   */
+  private runStored(definition: WorkflowDefinition, gid: string, input: unknown, record: TransactionRecord): Promise<WorkflowResult> {
+    const options = resumedOptions(record);
+    const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
+    return dtmContext.run({ headers }, () => this.run(definition, gid, input, options, true));
+  }
+
+  private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown, fromStore: boolean): Promise<WorkflowResult> {
     // DTM resumes a gRPC workflow with its name in gRPC metadata, which grpc-go refuses to send for such a name (every resume would fail)
     if (tx.protocol === 'grpc' && !GRPC_METADATA_VALUE.test(definition.name)) throw new DtmUsageError(MESSAGES.workflowNameNotGrpc(definition.name), { gid });
     const progress = await tx.prepare(definition.name, storedJson({ v: input } satisfies StoredInput, `the input of workflow "${definition.name}"`, gid), this.env.resumeTarget(tx.protocol));
@@ -159,6 +166,12 @@ export class WorkflowEngine {
     // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
     // also one that finds no step recorded yet
     input = inputOf(stored, input);
+    if (!fromStore && progress.progresses.length > 0) {
+      // re-attached by gid to a workflow an earlier execution started: the rest runs as DTM's resume
+      // runs it, with what DTM stored (the first call's branch headers, timeouts), not this call's
+      const record = progress.transType !== undefined ? await this.runtime.query(gid) : (held as TransactionRecord | null | undefined);
+      if (record) return this.runStored(definition, gid, input, record);
+    }
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {
       barrierConnections: this.env.barrierConnections,
       xaDatabases: this.env.xaDatabases,

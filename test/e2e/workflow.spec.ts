@@ -274,6 +274,17 @@ describe('DTM resumes workflows', () => {
     expect(record).toMatchObject({ status: 'succeed', protocol, options: { retryInterval: 7, branchTimeout: 9, branchHeaders: { 'x-tenant': 'acme' } } });
   });
 
+  it.each(PROTOCOLS)('executeWorkflow again on a pending workflow (%s; another request re-attaching by gid, with headers of its own) runs the rest with the branch headers DTM stored for it, as a resume does (before: with its own, the resumed step got x-tenant other)', async (protocol) => {
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    const pending = await client.executeWorkflow('transfer.v1', gid, input(), { protocol, branchHeaders: { 'x-tenant': 'acme' } }).catch((e: unknown) => e);
+    expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
+    const again = await client.executeWorkflow('transfer.v1', gid, input(), { protocol, branchHeaders: { 'x-tenant': 'other' } });
+    expect(again.status).toBe('succeed');
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.headers['x-tenant']}`)).toEqual(['/Debit 200 acme', '/Reserve 425 acme', '/Reserve 200 acme']);
+    expect(await client.query(gid)).toMatchObject({ status: 'succeed', options: { branchHeaders: { 'x-tenant': 'acme' } } });
+  });
+
   it('a resume that arrives while the first execution runs: one execution only', async () => {
     const gid = await client.generateGid();
     const started = Date.now();
