@@ -438,7 +438,7 @@ describe('workflow mode at its edges', () => {
     expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status} ${c.body}`)).toEqual(['/A 425 {"amount":30}', '/A 200 {"amount":30}', '/B 425 {"amount":30}', '/B 200 {"amount":30}']);
   });
 
-  it('executed again while unfinished, with other options: DTM keeps the first execution\'s (its resumes run with them), each execution runs its own steps with its own, and the one that finishes the workflow leaves its options in DTM\'s record', async () => {
+  it('executed again while unfinished, before any step was recorded, with other options: DTM keeps the first execution\'s (its resumes run with them), each execution runs its own steps with its own, and the one that finishes the workflow leaves its options in DTM\'s record', async () => {
     const gid = await A.client.generateGid();
     recorder.answer('/A', 425, 425, 200);
     const record = async () => {
