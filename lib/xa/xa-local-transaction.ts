@@ -137,9 +137,10 @@ export async function prepareXa<H, T>(
         await conn.execute(`XA END '${xid}'`);
         await conn.execute(`XA PREPARE '${xid}'`);
       } else if (!(await pgPrepared(conn, xid, await conn.execute(`PREPARE TRANSACTION '${xid}'`)))) {
-        step = ''; // the business's: it caught an SQL error, which left nothing to prepare
-        // its work is gone, barrier row included: DTM's rollback of the branch finds nothing to undo
-        throw new DtmFailureError(MESSAGES.xaNotPrepared(row.gid, row.branchId, xid), { gid: row.gid, branchId: row.branchId });
+        step = ''; // the business's: it caught an SQL error, or ended the transaction itself, which left nothing to prepare
+        // its work is gone, barrier row included (DTM's rollback of the branch finds nothing to undo), unless the business committed it
+        const message = (await pgCommittedByBusiness(conn, row)) ? MESSAGES.xaCommittedByBranch(row.gid, row.branchId, xid, row.table) : MESSAGES.xaNotPrepared(row.gid, row.branchId, xid);
+        throw new DtmFailureError(message, { gid: row.gid, branchId: row.branchId });
       }
       return result;
     } finally {
@@ -161,6 +162,21 @@ async function pgPrepared(conn: XaConnection, xid: string, answer: BarrierExecRe
   if (answer.command !== undefined) return !/^ROLLBACK\b/i.test(answer.command);
   const { rows } = await conn.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()', [xid]);
   return rows.length > 0;
+}
+
+/**
+ * Whether the branch's barrier row is committed after a PREPARE TRANSACTION that prepared nothing:
+ * the business ran COMMIT itself, committing its work outside the XA transaction. Asked on that
+ * failure path only, on the branch's connection, which no longer has a transaction open; a query
+ * that fails answers false (the general message covers both cases).
+ */
+async function pgCommittedByBusiness(conn: XaConnection, row: XaBarrierRow): Promise<boolean> {
+  try {
+    const { rows } = await conn.execute(selectReasonSql('postgres', row.table), [row.gid, row.branchId, 'action', '01']);
+    return rows[0]?.reason === 'action';
+  } catch {
+    return false;
+  }
 }
 
 async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<void> {

@@ -4,7 +4,8 @@
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
 // its write (which must roll back); /xa/pg with `fail: 'swallow'` runs a failing statement after its
-// write and catches its error (the business swallows an SQL error). POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
+// write and catches its error (the business swallows an SQL error), with `fail: 'commit'` commits its
+// transaction itself after its write. POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
 import 'reflect-metadata';
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -40,6 +41,8 @@ class XaBank {
     await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
     // a business that catches an SQL error and goes on: PostgreSQL's transaction is aborted now
     if (m.fail === 'swallow') await client.query('SELECT 1 / 0').catch(() => undefined);
+    // a business that ends the transaction itself (a helper running its own BEGIN / COMMIT on the client it gets)
+    else if (m.fail === 'commit') await client.query('COMMIT');
     else if (m.fail) throw new DtmFailureError('pg branch refused');
     return { ok: true };
   }

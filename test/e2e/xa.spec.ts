@@ -210,6 +210,41 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     expect(await barrierRows(gid)).toEqual(['mysql 01=rollback', 'pg 02=rollback']);
   });
 
+  it('a PostgreSQL branch whose code commits its transaction itself (a COMMIT on the XA client) answers FAILURE saying its work is committed outside the XA transaction, not rolled back; DTM\'s rollback of it fails until that work is undone by hand as the error says, then the transaction ends failed', async () => {
+    const before = await balances();
+    const gid = await client.generateGid();
+    const error = await client
+      .xaGlobalTransaction(
+        gid,
+        async (xa) => {
+          await xa.callBranch({ account: 1, amount: -30 }, url('mysql'));
+          await xa.callBranch({ account: 1, amount: 30, fail: 'commit' }, url('pg'));
+        },
+        { protocol, retryInterval: 60 },
+      )
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const message = (error as Error).message;
+    expect(message).toContain(`committed its transaction itself`);
+    expect(message).not.toContain('Its work is rolled back');
+    await waitUntil('DTM rolling the MariaDB branch back', async () => (await client.query(gid))?.branches.find((b) => b.branchId === '01' && b.op === 'rollback')?.status === 'succeed', { timeoutMs: 20_000, intervalMs: 300 });
+    const held = await client.query(gid);
+    // the PostgreSQL branch's work is committed: DTM's rollback of it is refused, the transaction stays aborting
+    expect([held?.status, held?.rollbackReason]).toEqual(['aborting', expect.stringContaining('committed its transaction itself')]);
+    expect(await balances()).toEqual({ mysql: before.mysql, pg: before.pg + 30 });
+    expect(await barrierRows(gid)).toEqual(['mysql 01=rollback', 'pg 02=action']);
+    expect(await pendingXa()).toEqual([]);
+
+    // settled by hand as the error says: the work undone and the branch's barrier row deleted in one transaction
+    await pgPool.query(`BEGIN; UPDATE account SET balance = balance - 30 WHERE id = 1; DELETE FROM dtm_barrier WHERE gid = '${gid}' AND branch_id = '02'; COMMIT`);
+    await waitUntil('DTM finishing the rollback', async () => {
+      await triggerCron();
+      return (await client.query(gid))?.status === 'failed';
+    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    expect(await balances()).toEqual(before);
+    expect(await barrierRows(gid)).toEqual(['mysql 01=rollback', 'pg 02=rollback']);
+  });
+
   it('the participant is killed after XA PREPARE; once it is back, DTM\'s retry commits the prepared branch', async () => {
     const before = await balances();
     const gid = await client.generateGid();
