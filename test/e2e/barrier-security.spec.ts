@@ -597,6 +597,26 @@ describe('XA phase 2 of an xid the database does not know', () => {
     expect(await barrierRows('pg', gid)).toEqual(['01/action/01=rollback']);
   });
 
+  it.each([
+    ['mysql', 'commit', 130, '01/action/01=action'],
+    ['mysql', 'rollback', 100, '01/action/01=rollback'],
+    ['pg', 'commit', 130, '01/action/01=action'],
+    ['pg', 'rollback', 100, '01/action/01=rollback'],
+  ] as const)('%s: the same %s of a prepared branch twice at once (DTM\'s retry overlapping its first call): the branch is finished once, each call answered', async (store, op, balanceAfter, rowAfter) => {
+    const gid = `twice-${unique()}`;
+    if (store === 'mysql') await (await preparedAndHeld(gid)).end();
+    else {
+      const running = await pgActionRunning(gid);
+      await running.query(`PREPARE TRANSACTION '${gid}-01'`);
+      await running.end();
+    }
+    const answers = await Promise.all([phase2(store, gid, op), phase2(store, gid, op)]);
+    const errors = logged.filter((l) => l.includes(gid));
+    expect([answers, errors]).toEqual([[200, 200], []]);
+    expect(await balance(store, 1)).toBe(balanceAfter);
+    expect(await barrierRows(store, gid)).toEqual([rowAfter]);
+  });
+
   it.each(['mysql', 'pg'] as const)('%s: a rollback of a committed branch is an error too; a rollback of a branch that never prepared is done, and recorded so that no commit can follow', async (store) => {
     const committed = await client.generateGid();
     await client.xaGlobalTransaction(committed, (xa) => xa.callBranch({ account: 1, amount: 30 }, `${xaUrl}/${store}`));
