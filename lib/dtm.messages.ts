@@ -549,6 +549,17 @@ export const MESSAGES = {
     `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
   barrierTableNotCreated: (table: string, name: string, reason: string) =>
     `could not create the barrier table ${table} on barrier connection "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
+  xaDatabaseUnchecked: (name: string, dialect: string, table: string, reason: string) =>
+    dialect === 'postgres'
+      ? `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0), nor its barrier table ${table}: ${truncate(reason)}`
+      : `could not check the barrier table ${table} on XA database "${name}" (every XA branch writes its barrier row there): ${truncate(reason)}`,
+  xaBarrierTableMissing: (table: string, name: string, dialect: string) =>
+    `the barrier table ${table} does not exist on XA database "${name}" (${dialect}): every XA branch writes its barrier row there inside its XA transaction, so every XA branch on it would fail and its transaction roll back. ` +
+    `Create it before the app serves XA branches: await ensureBarrierSchema(db, { table: '${table}' }) with a barrier database on that database, or run the module's sql/barrier.${dialect}.sql there, or set lynx.dtm.create_barrier_table: true`,
+  xaBarrierTableNotCreated: (table: string, name: string, reason: string) =>
+    `could not create the barrier table ${table} on XA database "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
+  xaBarrierTableUnchecked: (table: string, name: string, reason: string) =>
+    `could not check the barrier table ${table} on XA database "${name}" (every XA branch writes its barrier row there): ${truncate(reason)}`,
   xaPreparedTransactionsUnchecked: (name: string, reason: string) =>
     `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0): ${truncate(reason)}`,
   unknownXaDb: (where: string, name: string, known: string[]) =>

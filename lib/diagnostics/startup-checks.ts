@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } fro
 import { ApplicationConfig } from '@nestjs/core';
 import { quotedBarrierTable } from '../barrier/barrier.sql.js';
 import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
-import type { BarrierConnection, BarrierDatabase } from '../barrier/barrier.types.js';
+import type { BarrierConnection, BarrierDatabase, BarrierDialect } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import { isRedisConnection } from '../branches/branch-handler.binding.js';
 import { branchMetadataOf, dtmMethodOf, isDtmEndpoint } from '../branches/branch-metadata.accessor.js';
@@ -15,7 +15,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { withTimeout } from './probe.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import type { XaDatabase } from '../xa/xa.types.js';
+import type { XaConnection, XaDatabase } from '../xa/xa.types.js';
 
 /** Errors of a query on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
 const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
@@ -23,8 +23,8 @@ const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
 /**
  * What the module checks once, when the app starts (never on a branch call): the methods of the
  * branch routes against those DTM uses, global guards in front of them (a warning naming them), the
- * barrier table on every barrier connection a branch uses (or its creation, `create_barrier_table`),
- * that each PostgreSQL database of `xaConnections` can prepare transactions, and, with `startup_ping`,
+ * barrier table on every barrier connection a branch uses and every database of `xaConnections` (or
+ * its creation, `create_barrier_table`), that each PostgreSQL database of `xaConnections` can prepare transactions, and, with `startup_ping`,
  * that DTM answers.
  */
 @Injectable()
@@ -132,27 +132,70 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
   }
 
   /**
-   * Each PostgreSQL database of `xaConnections` (one connection each, closed again): with
-   * `max_prepared_transactions` 0 (PostgreSQL's default, and its Docker image's) every PREPARE
-   * TRANSACTION fails, so every XA branch on it would fail; a DtmUsageError saying how to fix it.
-   * A database that cannot be asked is a warning (it may not be up yet).
+   * Each database of `xaConnections` (one connection each, closed again): the barrier table every
+   * XA branch writes its row into, checked (a DtmUsageError naming ensureBarrierSchema when missing;
+   * on MySQL / MariaDB, naming the ALTER when its key columns are character columns) or created with
+   * `create_barrier_table`, as on a barrier connection; and on PostgreSQL `max_prepared_transactions`,
+   * which at 0 (PostgreSQL's default, and its Docker image's) makes every PREPARE TRANSACTION fail,
+   * so every XA branch on it would fail; a DtmUsageError saying how to fix it. A database that
+   * cannot be asked is a warning (it may not be up yet).
    */
   private async checkXaDatabases(): Promise<void> {
     for (const [name, db] of this.xaConnections ?? []) {
-      if (db.dialect !== 'postgres') continue;
-      let value: unknown;
+      let connection: XaConnection;
       try {
-        const connection = await this.answered(db.connect(), (late) => void late.close().catch(() => undefined));
-        try {
-          value = (await this.answered(connection.execute('SHOW max_prepared_transactions', []))).rows[0]?.max_prepared_transactions;
-        } finally {
-          await this.answered(connection.close()).catch(() => undefined);
-        }
+        connection = await this.answered(db.connect(), (late) => void late.close().catch(() => undefined));
       } catch (err) {
-        this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.xaDatabaseUnchecked(name, db.dialect, this.config.barrierTable, err instanceof Error ? err.message : String(err)));
         continue;
       }
-      if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
+      try {
+        if (db.dialect === 'postgres') await this.checkPreparedTransactions(name, connection);
+        await this.checkXaBarrierTable(name, db.dialect, connection);
+      } finally {
+        await this.answered(connection.close()).catch(() => undefined);
+      }
+    }
+  }
+
+  /** PostgreSQL XA database `name`: a DtmUsageError when `max_prepared_transactions` is 0; a warning when it cannot be asked. */
+  private async checkPreparedTransactions(name: string, connection: XaConnection): Promise<void> {
+    let value: unknown;
+    try {
+      value = (await this.answered(connection.execute('SHOW max_prepared_transactions', []))).rows[0]?.max_prepared_transactions;
+    } catch (err) {
+      this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, err instanceof Error ? err.message : String(err)));
+      return;
+    }
+    if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
+  }
+
+  /** The barrier table on XA database `name`, on its start-up `connection`: checked, or created with `create_barrier_table`. */
+  private async checkXaBarrierTable(name: string, dialect: BarrierDialect, connection: XaConnection): Promise<void> {
+    const table = this.config.barrierTable;
+    const db = xaConnectionAsBarrierDatabase(dialect, connection);
+    if (this.config.createBarrierTable) {
+      await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
+        if (!(err instanceof NoAnswer)) throw err;
+        throw new DtmUnavailableError(MESSAGES.xaBarrierTableNotCreated(table, name, err.message), { cause: err });
+      });
+      return;
+    }
+    try {
+      await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(dialect, table)} WHERE 1 = 0`, []));
+    } catch (err) {
+      const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
+      if (!NO_SUCH_TABLE.has(code as string)) {
+        this.logger.warn(MESSAGES.xaBarrierTableUnchecked(table, name, err instanceof Error ? err.message : String(err)));
+        return;
+      }
+      throw new DtmUsageError(MESSAGES.xaBarrierTableMissing(table, name, dialect), { cause: err });
+    }
+    if (dialect === 'mysql') {
+      await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
+        if (err instanceof DtmUsageError) throw err;
+        this.logger.warn(MESSAGES.xaBarrierTableUnchecked(table, name, err instanceof Error ? err.message : String(err)));
+      });
     }
   }
 
@@ -216,4 +259,28 @@ function isDtmAwareGuard(type: unknown): boolean {
  */
 export function isDtmBranchHandler(handler: unknown): boolean {
   return typeof handler === 'function' && (branchMetadataOf(handler) !== undefined || isDtmEndpoint(handler));
+}
+
+/**
+ * A start-up connection of an XA database as the barrier database `ensureBarrierSchema` and the
+ * table checks take: its statements on that one connection (autocommit), a transaction as BEGIN /
+ * COMMIT around `work` there.
+ */
+function xaConnectionAsBarrierDatabase(dialect: BarrierDialect, connection: XaConnection): BarrierDatabase {
+  const tx = { dialect, execute: (sql: string, params: unknown[]) => connection.execute(sql, params) };
+  return {
+    dialect,
+    execute: tx.execute,
+    async transaction(work) {
+      await connection.execute('BEGIN', []);
+      try {
+        const result = await work(connection.handle, tx, []);
+        await connection.execute('COMMIT', []);
+        return result;
+      } catch (err) {
+        await connection.execute('ROLLBACK', []).catch(() => undefined);
+        throw err;
+      }
+    },
+  };
 }

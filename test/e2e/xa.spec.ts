@@ -6,23 +6,25 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Controller, Post } from '@nestjs/common';
+import { Body, Controller, Post } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
+  BarrierTx,
+  DtmClient,
   DtmFailureError,
   DtmModule,
   DtmUsageError,
   defineBranches,
   ensureBarrierSchema,
   mysqlBarrierDatabase,
+  mysqlXaDatabase,
   pgBarrierDatabase,
   pgXaDatabase,
   XaBranch,
   xaBranch,
-  type DtmClient,
   type DtmProtocol,
   type StandardSchemaV1,
 } from 'nestjs-dtm';
@@ -34,6 +36,7 @@ import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type Managed
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { startTrap } from '../support/trap.js';
+import { pgXaAt } from '../support/pg-xa.js';
 
 /** The participant's PostgreSQL XA branch as a caller's contract names it, with a schema (a move of a non-zero whole amount). */
 const moveSchema: StandardSchemaV1<{ account: number; amount: number }> = {
@@ -413,7 +416,7 @@ describe("a PostgreSQL XA database with max_prepared_transactions = 0 (PostgreSQ
     pay() {}
   }
 
-  /** An app whose @XaBranch runs on the PostgreSQL at `url`. */
+  /** An app whose @XaBranch runs on the PostgreSQL at `url` (with this file's barrier table). */
   const appOn = async (url: string) => {
     const connect = async () => {
       const c = new pg.Client({ connectionString: url });
@@ -421,7 +424,7 @@ describe("a PostgreSQL XA database with max_prepared_transactions = 0 (PostgreSQ
       return c;
     };
     const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl }, xaConnections: { pg: pgXaDatabase(connect) } })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(connect) } })],
       controllers: [XaOffController],
     }).compile();
     return module.createNestApplication();
@@ -567,5 +570,68 @@ describe('with authenticated branch calls', () => {
     expect(await pendingXa()).toEqual([]);
     expect(await barrierRows(gid)).toEqual([]);
     expect((await balances()).mysql).toBe(before.mysql);
+  });
+});
+
+describe('XA databases without the barrier table (each XA branch writes its barrier row there)', () => {
+  @Controller('xa-tableless')
+  class XaTablelessController {
+    @Post('pg')
+    @XaBranch('xaTableless.pg', { db: 'pg' })
+    async pg(@Body() m: { amount: number }, @BarrierTx() c: pg.Client) {
+      await c.query('UPDATE account SET balance = balance + $1 WHERE id = 1', [m.amount]);
+    }
+
+    @Post('mysql')
+    @XaBranch('xaTableless.mysql', { db: 'mysql' })
+    async mysql(@Body() m: { amount: number }, @BarrierTx() c: mysql.Connection) {
+      await c.execute('UPDATE account SET balance = balance + ? WHERE id = 1', [m.amount]);
+    }
+  }
+
+  /** An app whose XA branches run on this file's databases, its barrier table `table` (none there yet). */
+  const appWith = async (table: string, createBarrierTable: boolean) => {
+    const module = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, barrierTable: table, createBarrierTable },
+          xaConnections: { pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) },
+        }),
+      ],
+      controllers: [XaTablelessController],
+    }).compile();
+    return module.createNestApplication({ logger: false, forceCloseConnections: true });
+  };
+
+  it('fail start-up with a DtmUsageError naming the XA database and how to create the table (every XA branch would fail); with create_barrier_table the table is made there, and an XA transaction commits', async () => {
+    const table = `xa_tableless_${randomBytes(4).toString('hex')}`;
+    const refused = await appWith(table, false);
+    const error = await refused.init().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await refused.close();
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain(`the barrier table ${table} does not exist on XA database "`);
+    expect((error as Error).message).toContain('ensureBarrierSchema');
+
+    const app = await appWith(table, true);
+    await app.listen(0, '127.0.0.1');
+    try {
+      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-tableless`;
+      const before = await balances();
+      const gid = await client.generateGid();
+      await app.get(DtmClient).xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ amount: 4 }, `${base}/pg`);
+        await xa.callBranch({ amount: -4 }, `${base}/mysql`);
+      });
+      await waitForTransStatus(gid, 'succeed', 20_000);
+      expect(await balances()).toEqual({ mysql: before.mysql - 4, pg: before.pg + 4 });
+      const [my] = await myPool.query(`SELECT branch_id, reason FROM ${table} WHERE gid = ?`, [gid]);
+      const pgRows = await pgPool.query(`SELECT branch_id, reason FROM ${table} WHERE gid = $1`, [gid]);
+      expect([my, pgRows.rows]).toEqual([[{ branch_id: Buffer.from('02'), reason: 'action' }], [{ branch_id: '01', reason: 'action' }]]);
+    } finally {
+      await app.close();
+    }
   });
 });
