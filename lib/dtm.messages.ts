@@ -549,6 +549,8 @@ export const MESSAGES = {
     `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
   barrierTableNotCreated: (table: string, name: string, reason: string) =>
     `could not create the barrier table ${table} on barrier connection "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
+  mysqlXaPooledConnection: () =>
+    "mysqlXaDatabase()'s connect() returned a pool's connection (pool.getConnection()); make a new one each call instead: mysqlXaDatabase(() => mysql.createConnection(options)). An XA branch's transaction stays prepared on the connection that ran it until that connection closes: a pool's connection would go back to the pool with it (its end() releases it), the next work given that connection would fail with XAER_RMFAIL, and DTM's commit or rollback could not reach the branch",
   xaDatabaseUnchecked: (name: string, dialect: string, table: string, reason: string) =>
     dialect === 'postgres'
       ? `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0), nor its barrier table ${table}: ${truncate(reason)}`

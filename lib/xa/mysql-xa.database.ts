@@ -1,4 +1,6 @@
 import { mysqlExecute, type MysqlConnectionLike } from '../barrier/mysql-barrier.store.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from './xa.types.js';
 
 /**
@@ -12,14 +14,19 @@ export interface MysqlXaConnectionLike extends MysqlConnectionLike {
 
 /**
  * MySQL / MariaDB for XA branches. `connect` makes a new dedicated connection each time, e.g.
- * `() => mysql.createConnection(options)` (not a pool's: a connection left in an XA state must
- * not go back to a pool).
+ * `() => mysql.createConnection(options)`. A mysql2 pool's connection is given back at once and
+ * refused with `DtmUsageError`: its `end()` would put it back into the pool with the branch's XA
+ * transaction prepared on it, which the pool then hands out to other work.
  */
 export function mysqlXaDatabase<C extends MysqlXaConnectionLike>(connect: () => Promise<C>): XaDatabase<C> {
   return {
     dialect: 'mysql',
     async connect() {
       const connection = await connect();
+      if (isPoolConnection(connection)) {
+        connection.release(); // nothing ran on it
+        throw new DtmUsageError(MESSAGES.mysqlXaPooledConnection());
+      }
       return {
         handle: connection,
         execute: (sql, params = []) => mysqlExecute(connection, sql, params),
@@ -27,4 +34,14 @@ export function mysqlXaDatabase<C extends MysqlXaConnectionLike>(connect: () => 
       };
     },
   };
+}
+
+/**
+ * Whether `connection` is a mysql2 pool's connection: the driver connection a `mysql2/promise`
+ * connection wraps (or the connection itself) has `release()` only when a pool lent it (a promise
+ * connection has a `release()` of its own either way, which calls that one).
+ */
+function isPoolConnection(connection: object): connection is { release(): void } {
+  const driver = (connection as { connection?: { release?: unknown } }).connection ?? (connection as { release?: unknown });
+  return typeof driver === 'object' && driver !== null && typeof driver.release === 'function';
 }

@@ -635,3 +635,46 @@ describe('XA databases without the barrier table (each XA branch writes its barr
     }
   });
 });
+
+describe('mysqlXaDatabase given a pool\'s connection (connect: () => pool.getConnection())', () => {
+  @Controller('xa-pooled')
+  class XaPooledController {
+    @Post('mysql')
+    @XaBranch('xaPooled.mysql', { db: 'mysql' })
+    async mysql(@Body() m: { amount: number }, @BarrierTx() c: mysql.Connection) {
+      await c.execute('UPDATE account SET balance = balance + ? WHERE id = 1', [m.amount]);
+    }
+  }
+
+  it('an XA action is refused before XA START with a DtmUsageError saying to make a connection of its own (a prepared XA transaction would go back to the pool, which hands it out again); the transaction rolls back, nothing prepared, the pool still usable', async () => {
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 1 });
+    const module = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { mysql: mysqlXaDatabase(() => pool.getConnection()) } })],
+      controllers: [XaPooledController],
+    }).compile();
+    const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    try {
+      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-pooled`;
+      const before = await balances();
+      const gid = await client.generateGid();
+      const error = await app
+        .get(DtmClient)
+        .xaGlobalTransaction(gid, async (xa) => {
+          await xa.callBranch({ amount: -4 }, `${base}/mysql`);
+          await xa.callBranch({ amount: 4 }, `${base}/mysql`);
+        })
+        .catch((e: unknown) => e);
+      expect((error as Error).message).toContain('mysqlXaDatabase');
+      expect((error as Error).message).toContain('mysql.createConnection');
+      await waitForTransStatus(gid, 'failed', 20_000);
+      expect(await balances()).toEqual(before);
+      expect(await pendingXa()).toEqual([]);
+      const [rows] = await pool.query('SELECT 1 AS one');
+      expect(rows).toEqual([{ one: 1 }]);
+    } finally {
+      await app.close();
+      await pool.end();
+    }
+  });
+});
