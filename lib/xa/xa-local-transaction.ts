@@ -272,7 +272,9 @@ async function pgInsertWaitingAtMost(conn: XaConnection, sql: string, params: un
  * Runs phase 2's statement: undefined once it ran, `{ cause }` when the database does not know the
  * id. While `held()` says another connection still holds the branch (MySQL), the statement is
  * repeated (pauses of 5 ms doubling up to 100 ms) until it runs or {@link XA_ATTACHED_WAIT_MS}
- * have passed, then `stillHeld` is thrown.
+ * have passed, then `stillHeld` is thrown. PostgreSQL's "prepared transaction ... is busy" (another
+ * session commits or rolls it back at this moment: the same phase 2 twice at once) is waited out the
+ * same way, then rethrown (DTM retries); the statement run again then finds the id finished.
  */
 async function runPhase2(
   conn: XaConnection,
@@ -285,9 +287,14 @@ async function runPhase2(
       await conn.execute(sql);
       return undefined;
     } catch (err) {
-      if (!isUnknownXid(err)) throw err;
-      if (!held || !(await held())) return { cause: err };
-      if (waited >= XA_ATTACHED_WAIT_MS) throw stillHeld(waited, err);
+      if (isXidBusy(err)) {
+        // PostgreSQL: another session finishes this prepared transaction right now (the same phase 2 twice at once)
+        if (waited >= XA_ATTACHED_WAIT_MS) throw err;
+      } else {
+        if (!isUnknownXid(err)) throw err;
+        if (!held || !(await held())) return { cause: err };
+        if (waited >= XA_ATTACHED_WAIT_MS) throw stillHeld(waited, err);
+      }
     }
     await delay(pause);
   }
@@ -310,6 +317,12 @@ async function barrierRowLocked(conn: XaConnection, table: string, key: string[]
     // MySQL 8: ER_LOCK_NOWAIT; MariaDB: ER_LOCK_WAIT_TIMEOUT
     return e?.errno === 3572 || e?.errno === 1205 || e?.code === 'ER_LOCK_NOWAIT' || e?.code === 'ER_LOCK_WAIT_TIMEOUT';
   }
+}
+
+/** Whether `err` is PostgreSQL's refusal of a prepared transaction that another session is finishing ("... is busy", 55000). */
+function isXidBusy(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  return e?.code === '55000' && /is busy/.test(String(e?.message));
 }
 
 /** Whether `err` says the database has no prepared XA transaction of that id (MySQL XAER_NOTA, PostgreSQL "does not exist"). */
