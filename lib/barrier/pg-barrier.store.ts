@@ -104,7 +104,7 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
  */
 export function assertPgTransactionOpen(client: { getTransactionStatus?(): string | null }): void {
   if (typeof client.getTransactionStatus === 'function' && client.getTransactionStatus() === 'I') {
-    throw new DtmUsageError(MESSAGES.pgTransactionNotCommitted('it was no longer open when the business returned'));
+    throw new DtmUsageError(MESSAGES.pgTransactionEndedByBusiness());
   }
 }
 

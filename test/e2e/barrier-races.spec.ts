@@ -258,6 +258,24 @@ describe.each(['pg', 'typeorm-pg'])('PostgreSQL on %s: a business that ended the
     await expect(call).rejects.toThrow(/no longer open/);
     expect([await account(store, gid), await barrierRows(store, gid)]).toEqual([{ balance: 100, frozen: 0 }, []]);
   });
+
+  it('COMMIT in the business (a helper with its own BEGIN / COMMIT): the call is an error saying its work and barrier row were committed (not that nothing was kept); the retry is a duplicate, the work applied once', async () => {
+    const store = STORES[name];
+    const gid = `ended-c-${name}`;
+    await seed(store, gid, 100);
+    const error = await barrier(store, gid, 'try')
+      .callWithDb(store.db(), async (handle) => {
+        await tryFreeze(store, gid, 40)(handle);
+        await store.run(handle, 'COMMIT', []);
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).not.toContain('Nothing of the call is kept');
+    expect((error as Error).message).toContain('with COMMIT, its work and barrier rows are committed');
+    expect([await account(store, gid), await barrierRows(store, gid)]).toEqual([{ balance: 60, frozen: 40 }, ['try=try']]);
+    expect(await barrier(store, gid, 'try').callWithDb(store.db(), tryFreeze(store, gid, 40))).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await account(store, gid)).toEqual({ balance: 60, frozen: 40 });
+  });
 });
 
 describe.each(['repeatable read', 'serializable'])('PostgreSQL at %s', (isolation) => {
