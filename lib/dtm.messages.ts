@@ -549,21 +549,22 @@ export const MESSAGES = {
     `XA database "${name}" (PostgreSQL) has max_prepared_transactions = 0, PostgreSQL's default (the postgres Docker image's too): PREPARE TRANSACTION fails there ("prepared transactions are disabled"), so every XA branch on it would fail and its transaction roll back. Set max_prepared_transactions above the number of XA branches that may be prepared at once (postgresql.conf, or docker run ... postgres:16 -c max_prepared_transactions=100) and restart PostgreSQL`,
   startupDatabaseNoAnswer: (timeoutSeconds: number) =>
     `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
-  barrierTableNotCreated: (table: string, name: string, reason: string) =>
-    `could not create the barrier table ${table} on barrier connection "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
+  barrierTableNotCreated: (table: string, place: string, reason: string) => `could not create the barrier table ${table} on ${place} (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
+  barrierTableUnchecked: (table: string, place: string, user: 'branch' | 'xa', reason: string) =>
+    `could not check the barrier table ${table} on ${place}${user === 'xa' ? ' (every XA branch writes its barrier row there)' : ''}: ${truncate(reason)}`,
+  barrierKeysUnchecked: (table: string, place: string, reason: string) => `could not check the key columns of the barrier table ${table} on ${place}: ${truncate(reason)}`,
+  barrierTableMissing: (table: string, place: string, dialect: string, user: 'branch' | 'xa') =>
+    `the barrier table ${table} does not exist on ${place} (${dialect}): ` +
+    (user === 'xa'
+      ? 'every XA branch writes its barrier row there inside its XA transaction, so every XA branch on it would fail and its transaction roll back. Create it before the app serves XA branches: '
+      : 'every branch call with its barrier would fail (500) and DTM would retry it forever. Create it before the app serves branches: ') +
+    `await ensureBarrierSchema(db, { table: '${table}' })${user === 'xa' ? ' with a barrier database on that database' : ''}, or run the module's sql/barrier.${dialect}.sql${user === 'xa' ? ' there' : ''}, or set lynx.dtm.create_barrier_table: true`,
   mysqlXaPooledConnection: () =>
     "mysqlXaDatabase()'s connect() returned a pool's connection (pool.getConnection()); make a new one each call instead: mysqlXaDatabase(() => mysql.createConnection(options)). An XA branch's transaction stays prepared on the connection that ran it until that connection closes: a pool's connection would go back to the pool with it (its end() releases it), the next work given that connection would fail with XAER_RMFAIL, and DTM's commit or rollback could not reach the branch",
   xaDatabaseUnchecked: (name: string, dialect: string, table: string, reason: string) =>
     dialect === 'postgres'
       ? `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0), nor its barrier table ${table}: ${truncate(reason)}`
       : `could not check the barrier table ${table} on XA database "${name}" (every XA branch writes its barrier row there): ${truncate(reason)}`,
-  xaBarrierTableMissing: (table: string, name: string, dialect: string) =>
-    `the barrier table ${table} does not exist on XA database "${name}" (${dialect}): every XA branch writes its barrier row there inside its XA transaction, so every XA branch on it would fail and its transaction roll back. ` +
-    `Create it before the app serves XA branches: await ensureBarrierSchema(db, { table: '${table}' }) with a barrier database on that database, or run the module's sql/barrier.${dialect}.sql there, or set lynx.dtm.create_barrier_table: true`,
-  xaBarrierTableNotCreated: (table: string, name: string, reason: string) =>
-    `could not create the barrier table ${table} on XA database "${name}" (lynx.dtm.create_barrier_table): ${truncate(reason)}`,
-  xaBarrierTableUnchecked: (table: string, name: string, reason: string) =>
-    `could not check the barrier table ${table} on XA database "${name}" (every XA branch writes its barrier row there): ${truncate(reason)}`,
   xaPreparedTransactionsUnchecked: (name: string, reason: string) =>
     `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0): ${truncate(reason)}`,
   unknownXaDb: (where: string, name: string, known: string[]) =>

@@ -94,40 +94,10 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
    */
   private async checkBarrierTables(): Promise<void> {
     const used = new Set(this.registry.all.map((r) => r.barrier).filter((b): b is string => b !== undefined));
-    const table = this.config.barrierTable;
     for (const name of used) {
       const connection = this.barrierConnections?.get(name);
       if (!connection || isRedisConnection(connection)) continue;
-      const db = connection as BarrierDatabase;
-      if (this.config.createBarrierTable) {
-        await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
-          if (!(err instanceof NoAnswer)) throw err;
-          throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, name, err.message), { cause: err });
-        });
-        continue;
-      }
-      try {
-        await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
-      } catch (err) {
-        const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
-        if (!NO_SUCH_TABLE.has(code as string)) {
-          // the database may not be up yet: not the module's to fail the start for
-          this.logger.warn(`could not check the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
-          continue;
-        }
-        throw new DtmUsageError(
-          `the barrier table ${table} does not exist on barrier connection "${name}" (${db.dialect}): every branch call with its barrier would fail (500) and DTM would retry it forever. ` +
-            `Create it before the app serves branches: await ensureBarrierSchema(db, { table: '${table}' }), or run the module's sql/barrier.${db.dialect}.sql, or set lynx.dtm.create_barrier_table: true`,
-          { cause: err },
-        );
-      }
-      // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
-      if (db.dialect === 'mysql') {
-        await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
-          if (err instanceof DtmUsageError) throw err;
-          this.logger.warn(`could not check the key columns of the barrier table ${table} on barrier connection "${name}": ${err instanceof Error ? err.message : String(err)}`);
-        });
-      }
+      await this.checkBarrierTable(connection as BarrierDatabase, `barrier connection "${name}"`, 'branch');
     }
   }
 
@@ -154,7 +124,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       }
       try {
         if (db.dialect === 'postgres') await this.checkPreparedTransactions(name, connection);
-        await this.checkXaBarrierTable(name, db.dialect, connection);
+        await this.checkBarrierTable(xaConnectionAsBarrierDatabase(db.dialect, connection), `XA database "${name}"`, 'xa');
       } finally {
         await this.answered(connection.close()).catch(() => undefined);
       }
@@ -173,31 +143,37 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
   }
 
-  /** The barrier table on XA database `name`, on its start-up `connection`: checked, or created with `create_barrier_table`. */
-  private async checkXaBarrierTable(name: string, dialect: BarrierDialect, connection: XaConnection): Promise<void> {
+  /**
+   * The barrier table on `db`, named `place` in the messages (`barrier connection "pg"`, `XA
+   * database "pg"`): created with `create_barrier_table`, else checked: missing, a DtmUsageError
+   * saying what would fail (`user`: every branch call with its barrier, or every XA branch); on
+   * MySQL / MariaDB, character key columns too. A database that cannot be asked is a warning (it
+   * may not be up yet: not the module's to fail the start for).
+   */
+  private async checkBarrierTable(db: BarrierDatabase, place: string, user: 'branch' | 'xa'): Promise<void> {
     const table = this.config.barrierTable;
-    const db = xaConnectionAsBarrierDatabase(dialect, connection);
     if (this.config.createBarrierTable) {
       await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
         if (!(err instanceof NoAnswer)) throw err;
-        throw new DtmUnavailableError(MESSAGES.xaBarrierTableNotCreated(table, name, err.message), { cause: err });
+        throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, place, err.message), { cause: err });
       });
       return;
     }
     try {
-      await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(dialect, table)} WHERE 1 = 0`, []));
+      await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
     } catch (err) {
       const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
       if (!NO_SUCH_TABLE.has(code as string)) {
-        this.logger.warn(MESSAGES.xaBarrierTableUnchecked(table, name, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.barrierTableUnchecked(table, place, user, err instanceof Error ? err.message : String(err)));
         return;
       }
-      throw new DtmUsageError(MESSAGES.xaBarrierTableMissing(table, name, dialect), { cause: err });
+      throw new DtmUsageError(MESSAGES.barrierTableMissing(table, place, db.dialect, user), { cause: err });
     }
-    if (dialect === 'mysql') {
+    // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
+    if (db.dialect === 'mysql') {
       await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
         if (err instanceof DtmUsageError) throw err;
-        this.logger.warn(MESSAGES.xaBarrierTableUnchecked(table, name, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.barrierKeysUnchecked(table, place, err instanceof Error ? err.message : String(err)));
       });
     }
   }
