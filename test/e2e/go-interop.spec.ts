@@ -558,29 +558,20 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
     expect(await pgBarrier(refused)).toEqual(['0101/cancel/01=cancel', '0101/try/01=cancel']);
   });
 
-  it("TCC, three levels: our Try (01) nests the Go SDK's Try (0101), which nests its own (010101); DTM confirms every level, or cancels every level", async () => {
-    const branch = (amount: number) => ({ try: nest('NestedTryDeep'), confirm: nest('NestedConfirmDeep'), cancel: nest('NestedCancelDeep'), payload: { account: 1, amount } });
-    const ok = await client.generateGid();
-    expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
-    const committed = await client.waitForFinal(ok);
-    expect(committed.status).toBe('succeed');
-    expect(branchLines(committed).sort()).toEqual(['01 cancel prepared', '01 confirm succeed', '0101 cancel prepared', '0101 confirm succeed', '010101 cancel prepared', '010101 confirm succeed']);
-    expect(await mysqlBalances()).toEqual([70, 0]);
-
-    const refused = await client.generateGid();
-    const answer = await goStarts('tcc', refused, [branch(900)]);
-    expect([answer.status, answer.text]).toEqual([409, expect.stringContaining('go: account 1 has less than 900')]);
-    const final = await client.waitForFinal(refused);
-    expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toContain('go: account 1 has less than 900');
-    expect(branchLines(final).sort()).toEqual(['01 cancel succeed', '01 confirm prepared', '0101 cancel succeed', '0101 confirm prepared', '010101 cancel succeed', '010101 confirm prepared']);
-    expect(await mysqlBalances()).toEqual([70, 0]);
-  });
-
-  it("TCC, three levels: the Go SDK's Try (01, TccFromQuery / TccFromGrpc) nests our Try (0101), which nests its own (tccFromBranch, 010101); confirmed, or cancelled at every level", async () => {
-    const goTry = protocol === 'http' ? `${goUrl}/rm/nested/try-nest` : `${goGrpc}/bank.GoBank/NestedTryNest`;
-    const goNoop = protocol === 'http' ? `${goUrl}/rm/noop` : `${goGrpc}/bank.GoBank/Noop`;
-    const branch = (amount: number) => ({ try: goTry, confirm: goNoop, cancel: goNoop, payload: { account: 1, amount } });
+  it.each([
+    {
+      levels: "our Try (01) nests the Go SDK's Try (0101), which nests its own (010101); DTM confirms every level, or cancels every level",
+      branch: (amount: number) => ({ try: nest('NestedTryDeep'), confirm: nest('NestedConfirmDeep'), cancel: nest('NestedCancelDeep'), payload: { account: 1, amount } }),
+    },
+    {
+      levels: "the Go SDK's Try (01, TccFromQuery / TccFromGrpc) nests our Try (0101), which nests its own (tccFromBranch, 010101); confirmed, or cancelled at every level",
+      branch: (amount: number) => {
+        const goTry = protocol === 'http' ? `${goUrl}/rm/nested/try-nest` : `${goGrpc}/bank.GoBank/NestedTryNest`;
+        const goNoop = protocol === 'http' ? `${goUrl}/rm/noop` : `${goGrpc}/bank.GoBank/Noop`;
+        return { try: goTry, confirm: goNoop, cancel: goNoop, payload: { account: 1, amount } };
+      },
+    },
+  ])('TCC, three levels: $levels', async ({ branch }) => {
     const ok = await client.generateGid();
     expect(await goStarts('tcc', ok, [branch(30)])).toEqual({ status: 200, text: expect.any(String) });
     const committed = await client.waitForFinal(ok);
