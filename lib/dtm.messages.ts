@@ -561,6 +561,8 @@ export const MESSAGES = {
     `await ensureBarrierSchema(db, { table: '${table}' })${user === 'xa' ? ' with a barrier database on that database' : ''}, or run the module's sql/barrier.${dialect}.sql${user === 'xa' ? ' there' : ''}, or set lynx.dtm.create_barrier_table: true`,
   mysqlXaPooledConnection: () =>
     "mysqlXaDatabase()'s connect() returned a pool's connection (pool.getConnection()); make a new one each call instead: mysqlXaDatabase(() => mysql.createConnection(options)). An XA branch's transaction stays prepared on the connection that ran it until that connection closes: a pool's connection would go back to the pool with it (its end() releases it), the next work given that connection would fail with XAER_RMFAIL, and DTM's commit or rollback could not reach the branch",
+  pgXaPooledClient: () =>
+    "pgXaDatabase()'s connect() returned a pool's client (pool.connect()); make a new one each call instead: pgXaDatabase(async () => { const c = new pg.Client(config); await c.connect(); return c; }). The module ends an XA branch's client when the branch is done: a pool's client ended so is never given back, its slot stays taken, and once the pool's slots are used up every connect() (the next branch's, DTM's commit or rollback, the app's other work on that pool) waits for one",
   xaDatabaseUnchecked: (name: string, dialect: string, table: string, reason: string) =>
     dialect === 'postgres'
       ? `could not check max_prepared_transactions of XA database "${name}" (PostgreSQL; XA needs it above 0), nor its barrier table ${table}: ${truncate(reason)}`

@@ -1,4 +1,6 @@
 import { pgExecute } from '../barrier/pg-barrier.store.js';
+import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from './xa.types.js';
 
 /** The part of a connected `pg` `Client` an XA branch uses. */
@@ -11,13 +13,19 @@ export interface PgXaClientLike {
 /**
  * PostgreSQL for XA branches (two-phase commit: PREPARE TRANSACTION; the server needs
  * `max_prepared_transactions` > 0). `connect` makes a new dedicated, connected client each time,
- * e.g. `async () => { const c = new pg.Client(config); await c.connect(); return c; }`.
+ * e.g. `async () => { const c = new pg.Client(config); await c.connect(); return c; }`. A pg
+ * pool's client (`pool.connect()`) is given back at once and refused with `DtmUsageError`: the
+ * branch's `end()` would close it without giving its slot back, so the pool would run out of slots.
  */
 export function pgXaDatabase<C extends PgXaClientLike>(connect: () => Promise<C>): XaDatabase<C> {
   return {
     dialect: 'postgres',
     async connect() {
       const client = await connect();
+      if (typeof (client as { release?: unknown }).release === 'function') {
+        (client as unknown as { release(): void }).release(); // nothing ran on it
+        throw new DtmUsageError(MESSAGES.pgXaPooledClient());
+      }
       return {
         handle: client,
         execute: (sql, params = []) => pgExecute(client, sql, params),

@@ -703,3 +703,49 @@ describe('mysqlXaDatabase given a pool\'s connection (connect: () => pool.getCon
     }
   });
 });
+
+describe("pgXaDatabase given a pool's client (connect: () => pool.connect())", () => {
+  @Controller('xa-pg-pooled')
+  class XaPgPooledController {
+    @Post('pg')
+    @XaBranch('xaPgPooled.pg', { db: 'pg' })
+    async pg(@Body() m: { amount: number }, @BarrierTx() c: pg.PoolClient) {
+      await c.query('UPDATE account SET balance = balance + $1 WHERE id = 1', [m.amount]);
+    }
+  }
+
+  it("two XA transactions in a row (one to commit, one the callback aborts) are refused at their first action, before BEGIN, with a DtmUsageError saying to make a client of its own (the module's end() of a lent client closed it without giving its slot back: the pool's slots ran out and the next connect() waited for ever); each rolls back, nothing prepared, the pool keeps its one slot usable", async () => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 1, connectionTimeoutMillis: 5_000 });
+    const module = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(() => pool.connect()) } })],
+      controllers: [XaPgPooledController],
+    }).compile();
+    const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    try {
+      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-pg-pooled`;
+      const before = await balances();
+      for (const abort of [false, true]) {
+        const gid = await client.generateGid();
+        const error = await app
+          .get(DtmClient)
+          .xaGlobalTransaction(gid, async (xa) => {
+            await xa.callBranch({ amount: -4 }, `${base}/pg`);
+            await xa.callBranch({ amount: 4 }, `${base}/pg`);
+            if (abort) throw new Error('abort');
+          })
+          .catch((e: unknown) => e);
+        expect((error as Error).message).toContain('pgXaDatabase');
+        expect((error as Error).message).toContain('new pg.Client');
+        await waitForTransStatus(gid, 'failed', 20_000);
+        expect(await balances()).toEqual(before);
+        expect(await pendingXa()).toEqual([]);
+        expect((await pool.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+        expect(pool.totalCount).toBeLessThanOrEqual(1);
+      }
+    } finally {
+      await app.close();
+      await pool.end();
+    }
+  });
+});
