@@ -3,6 +3,7 @@
 // branches are HTTP routes and gRPC methods at once; every scenario runs on both, the transaction
 // talking the same protocol to DTM.
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -30,12 +31,13 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { harness, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { startTrap } from '../support/trap.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
 /** The participant's PostgreSQL XA branch as a caller's contract names it, with a schema (a move of a non-zero whole amount). */
@@ -746,6 +748,142 @@ describe("pgXaDatabase given a pool's client (connect: () => pool.connect())", (
     } finally {
       await app.close();
       await pool.end();
+    }
+  });
+});
+
+/**
+ * A TCP proxy in front of a database that, once a connection's prepare (`XA PREPARE`, `PREPARE
+ * TRANSACTION`) was answered, closes that connection towards the app and keeps it open, silent,
+ * towards the database: a network cut the database does not see (no FIN, no RST reaches it).
+ */
+async function cutAfterPrepareProxy(host: string, dbPort: number, prepare: string): Promise<{ port: number; cuts: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const state = { cuts: 0 };
+  const proxy = net.createServer((client) => {
+    const server = net.connect(dbPort, host);
+    sockets.add(client).add(server);
+    let prepared = false;
+    let cut = false;
+    client.on('data', (chunk: Buffer) => {
+      if (cut) return;
+      if (chunk.includes(prepare)) prepared = true;
+      server.write(chunk);
+    });
+    server.on('data', (chunk: Buffer) => {
+      if (cut) return;
+      client.write(chunk);
+      if (prepared) {
+        cut = true;
+        state.cuts++;
+        client.end(); // the app sees its connection closed; the database sees nothing
+      }
+    });
+    client.on('error', () => undefined);
+    server.on('error', () => client.destroy());
+    client.on('close', () => {
+      if (!cut) server.destroy();
+    });
+    server.on('close', () => client.destroy());
+  });
+  await new Promise<void>((done) => proxy.listen(0, '127.0.0.1', done));
+  return {
+    port: (proxy.address() as net.AddressInfo).port,
+    get cuts() {
+      return state.cuts;
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((done) => proxy.close(done));
+    },
+  };
+}
+
+describe('an XA branch whose connection to the database is cut right after its prepare (the database does not see the cut)', () => {
+  @Controller('xa-cut')
+  class XaCutController {
+    @Post('mysql')
+    @XaBranch('xaCut.mysql', { db: 'mysql' })
+    async mysql(@Body() m: { amount: number }, @BarrierTx() c: mysql.Connection) {
+      await c.execute('UPDATE account SET balance = balance + ? WHERE id = 1', [m.amount]);
+    }
+
+    @Post('pg')
+    @XaBranch('xaCut.pg', { db: 'pg' })
+    async pg(@Body() m: { amount: number }, @BarrierTx() c: pg.Client) {
+      await c.query('UPDATE account SET balance = balance + $1 WHERE id = 1', [m.amount]);
+    }
+  }
+
+  async function cutApp(store: 'mysql' | 'pg', waitTimeout: number) {
+    const proxy =
+      store === 'mysql'
+        ? await cutAfterPrepareProxy(String(dbs.mariadb.config.host), Number(dbs.mariadb.config.port), 'XA PREPARE')
+        : await cutAfterPrepareProxy(new URL(dbs.postgres.url).hostname, Number(new URL(dbs.postgres.url).port), 'PREPARE TRANSACTION');
+    const pgUrl = new URL(dbs.postgres.url);
+    pgUrl.hostname = '127.0.0.1';
+    pgUrl.port = String(proxy.port);
+    const module = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
+          xaConnections: {
+            mysql: mysqlXaDatabase(async () => {
+              const c = await mysql.createConnection({ ...dbs.mariadb.config, host: '127.0.0.1', port: proxy.port });
+              await c.query(`SET SESSION wait_timeout = ${waitTimeout}`);
+              return c;
+            }),
+            pg: pgXaDatabase(async () => {
+              const c = new pg.Client({ connectionString: pgUrl.toString() });
+              c.on('error', () => undefined);
+              await c.connect();
+              return c;
+            }),
+          },
+        }),
+      ],
+      controllers: [XaCutController],
+    }).compile();
+    const app = module.createNestApplication({ forceCloseConnections: true });
+    const logger = new RecordingLogger();
+    app.useLogger(logger);
+    await app.listen(0, '127.0.0.1');
+    return { app, proxy, logger, base: `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-cut` };
+  }
+
+  it('MariaDB keeps the dead session and its prepared branch until the session\'s wait_timeout (here 8 s): DTM\'s commit meanwhile fails "still held" (500, logged) and is retried; once the server drops the session the next retry commits the branch, the transaction succeeds with the work done once', async () => {
+    const { app, proxy, logger, base } = await cutApp('mysql', 8);
+    try {
+      const before = await balances();
+      const gid = await app.get(DtmClient).generateGid();
+      ours.add(gid);
+      const started = Date.now();
+      await app.get(DtmClient).xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ amount: 7 }, `${base}/mysql`);
+      });
+      expect(proxy.cuts).toBe(1);
+      // the first commit, in DTM's submit, met the dead session's branch
+      await waitUntil('the still-held commit logged', async () => logger.lines.some((l) => l.includes(gid) && l.includes('still held')), { timeoutMs: 20_000 });
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+      // the line names this case and what ends it, not only a connection the app keeps open
+      const held = logger.lines.find((l) => l.includes(gid) && l.includes('still held'))!;
+      expect(held).toContain('DtmXaPhase2Error');
+      expect(held).toContain('cut');
+      expect(held).toContain('wait_timeout');
+      expect(held).toContain('docs/xa.md');
+      let answer = await queryTrans(gid);
+      while (answer.transaction?.status !== 'succeed' && Date.now() - started < 60_000) {
+        await triggerCron();
+        await new Promise((r) => setTimeout(r, 1_000));
+        answer = await queryTrans(gid);
+      }
+      expect(answer.transaction?.status).toBe('succeed');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(7_000); // not before the server dropped the session
+      expect(await balances()).toEqual({ ...before, mysql: before.mysql + 7 });
+      expect((await pendingXa()).filter((xid) => xid.includes(gid))).toEqual([]);
+    } finally {
+      await app.close();
+      await proxy.close();
     }
   });
 });
