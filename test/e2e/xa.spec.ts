@@ -886,4 +886,24 @@ describe('an XA branch whose connection to the database is cut right after its p
       await proxy.close();
     }
   });
+
+  it('PostgreSQL: the prepared transaction outlives its session, so DTM\'s commit finishes at once though the database never saw the cut (nothing logged, the work done once)', async () => {
+    const { app, proxy, logger, base } = await cutApp('pg', 8);
+    try {
+      const before = await balances();
+      const gid = await app.get(DtmClient).generateGid();
+      ours.add(gid);
+      await app.get(DtmClient).xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ amount: 7 }, `${base}/pg`);
+      });
+      expect(proxy.cuts).toBe(1);
+      await waitForTransStatus(gid, 'succeed', 5_000);
+      expect(await balances()).toEqual({ ...before, pg: before.pg + 7 });
+      expect((await pendingXa()).filter((xid) => xid.includes(gid))).toEqual([]);
+      expect(logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+    } finally {
+      await app.close();
+      await proxy.close();
+    }
+  });
 });
