@@ -109,7 +109,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
    * which at 0 (PostgreSQL's default, and its Docker image's) makes every PREPARE TRANSACTION fail,
    * so every XA branch on it would fail; a DtmUsageError saying how to fix it. A database that
    * cannot be asked is a warning (it may not be up yet); a `connect()` whose connection the adapter
-   * refuses (a mysql2 pool's, `mysqlXaDatabase`) fails the start-up with that `DtmUsageError`.
+   * refuses (a pool's: `mysqlXaDatabase`, `pgXaDatabase`) fails the start-up with that `DtmUsageError`.
    */
   private async checkXaDatabases(): Promise<void> {
     for (const [name, db] of this.xaConnections ?? []) {
@@ -117,7 +117,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
       try {
         connection = await this.answered(db.connect(), (late) => void late.close().catch(() => undefined));
       } catch (err) {
-        // the adapter's refusal of what connect() gave (a mysql2 pool's connection): every branch on it would fail
+        // the adapter's refusal of what connect() gave (a pool's connection): every XA action on it would fail
         if (err instanceof DtmUsageError) throw err;
         this.logger.warn(MESSAGES.xaDatabaseUnchecked(name, db.dialect, this.config.barrierTable, err instanceof Error ? err.message : String(err)));
         continue;

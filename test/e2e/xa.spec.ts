@@ -27,6 +27,7 @@ import {
   XaBranch,
   xaBranch,
   type DtmProtocol,
+  type XaDatabase,
   type StandardSchemaV1,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
@@ -650,8 +651,9 @@ describe('mysqlXaDatabase given a pool\'s connection (connect: () => pool.getCon
 
   it('the start-up fails with that DtmUsageError (its check of the barrier table asks connect() too), not a warning that the database could not be asked: every XA branch on it would fail; the pool still usable', async () => {
     const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 1 });
+    let connects = 0; // the start-up's check gets a connection of its own (a pool's fails the start-up), the actions the pool's
     const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { mysql: mysqlXaDatabase(() => pool.getConnection()) } })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { mysql: mysqlXaDatabase(() => (++connects === 1 ? mysql.createConnection(dbs.mariadb.config) : pool.getConnection())) } })],
       controllers: [XaPooledController],
     }).compile();
     const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
@@ -718,8 +720,14 @@ describe("pgXaDatabase given a pool's client (connect: () => pool.connect())", (
 
   it("two XA transactions in a row (one to commit, one the callback aborts) are refused at their first action, before BEGIN, with a DtmUsageError saying to make a client of its own (the module's end() of a lent client closed it without giving its slot back: the pool's slots ran out and the next connect() waited for ever); each rolls back, nothing prepared, the pool keeps its one slot usable", async () => {
     const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 1, connectionTimeoutMillis: 5_000 });
+    let connects = 0; // the start-up's check gets a client of its own (a pool's fails the start-up), the actions the pool's
+    const connectedClient = async () => {
+      const c = new pg.Client({ connectionString: dbs.postgres.url });
+      await c.connect();
+      return c;
+    };
     const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(() => pool.connect()) } })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(async () => (++connects === 1 ? connectedClient() : pool.connect())) } })],
       controllers: [XaPgPooledController],
     }).compile();
     const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
@@ -904,6 +912,29 @@ describe('an XA branch whose connection to the database is cut right after its p
     } finally {
       await app.close();
       await proxy.close();
+    }
+  });
+});
+
+describe("an app whose XA database's connect() gives a pool's connection (pool.getConnection(), pool.connect())", () => {
+  it.each(['mysql', 'pg'] as const)('%s: the start-up fails with the DtmUsageError every XA action would meet (it warned "could not check" and started, each XA action then failing); the pool keeps its slot', async (store) => {
+    const myPooled = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 1 });
+    const pgPooled = new pg.Pool({ connectionString: dbs.postgres.url, max: 1, connectionTimeoutMillis: 5_000 });
+    const xaConnections: Record<string, XaDatabase<unknown>> = store === 'mysql' ? { mysql: mysqlXaDatabase(() => myPooled.getConnection()) } : { pg: pgXaDatabase(() => pgPooled.connect()) };
+    const module = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections })],
+    }).compile();
+    const app = module.createNestApplication({ logger: false });
+    try {
+      const error = await app.init().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(store === 'mysql' ? 'mysql.createConnection' : 'new pg.Client');
+      const [rows] = await myPooled.query('SELECT 1 AS one');
+      expect(rows).toEqual([{ one: 1 }]);
+      expect((await pgPooled.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await app.close().catch(() => undefined);
+      await Promise.all([myPooled.end(), pgPooled.end()]);
     }
   });
 });
