@@ -606,7 +606,8 @@ export const MESSAGES = {
     `workflow "${workflow}" (gid ${gid}): the ${op} callback of step "${step}" threw DtmFailureError (${reason}), which a ${op} cannot answer; it is retried when DTM resumes the workflow`,
   workflowInputTooLong: (workflow: string, length: number, max: number) =>
     `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
-  workflowResultTooLong: (length: number, max: number) => `the workflow's result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less`,
+  workflowResultTooLong: (workflow: string, length: number, max: number) =>
+    `workflow "${workflow}": its result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less (an id to look up). It is left pending, nothing committed (no onCommit ran): DTM resumes it, and code returning less finishes it`,
   workflowStepTooLarge: (branchId: string, bytes: number, max: number) => `step ${branchId}'s value is ${bytes} bytes recorded, over the ${max} of DTM's MySQL store; return less from the step`,
   badHook: (name: string, events: readonly string[], what: string) =>
     `instrumentation.hooks.${name}: ${what}; the events are ${events.join(', ')}, each with a function (event) => void`,

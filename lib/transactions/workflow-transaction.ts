@@ -81,14 +81,17 @@ export class WorkflowTransaction extends Transaction {
     }
   }
 
-  /** Ends the workflow: `succeed` with `result`, or `failed` with `reason` (cut at a character to what DTM's stores take). */
+  /** `result` (the workflow's JSON) as DTM stores it (base64); `DtmUsageError` when DTM's SQL stores cannot keep it. */
+  storedResult(name: string, result: string): string {
+    const encoded = Buffer.from(result, 'utf8').toString('base64');
+    if (encoded.length > MAX_WORKFLOW_TEXT) throw new DtmUsageError(MESSAGES.workflowResultTooLong(name, encoded.length, MAX_WORKFLOW_TEXT), { gid: this.gid });
+    return encoded;
+  }
+
+  /** Ends the workflow: `succeed` with `result` (as {@link storedResult} gives it), or `failed` with `reason` (cut at a character to what DTM's stores take). */
   async finish(status: 'succeed' | 'failed', reason: string | undefined, result: string | undefined): Promise<void> {
     const extra: Record<string, string> = { status, rollback_reason: cutToStore(reason ?? '') };
-    if (result !== undefined) {
-      const encoded = Buffer.from(result, 'utf8').toString('base64');
-      if (encoded.length > MAX_WORKFLOW_TEXT) throw new DtmUsageError(MESSAGES.workflowResultTooLong(encoded.length, MAX_WORKFLOW_TEXT), { gid: this.gid });
-      extra.result = encoded;
-    }
+    if (result !== undefined) extra.result = result;
     await this.transport.submit(this.request({ extra }));
   }
 

@@ -195,13 +195,16 @@ export class WorkflowEngine {
     assertAwaited(definition, gid, execution);
     assertReplayed(definition, gid, execution);
     let result: string;
+    let encoded: string;
     try {
       result = storedJson({ v: value } satisfies StoredInput, `the result of workflow "${definition.name}"`, gid);
+      // checked before the commit callbacks: a result DTM cannot keep would leave the workflow pending with them done
+      encoded = tx.storedResult(definition.name, result);
     } catch (err) {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
     await this.settle(definition, gid, () => execution.runPhase2('commit'));
-    await this.settle(definition, gid, () => tx.finish('succeed', undefined, result));
+    await this.settle(definition, gid, () => tx.finish('succeed', undefined, encoded));
     return { status: 'succeed', result: (JSON.parse(result) as StoredInput).v };
   }
 

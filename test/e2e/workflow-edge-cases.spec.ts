@@ -202,6 +202,16 @@ class ReviewWorkflows {
     return Promise.reject(undefined);
   }
 
+  /** A step whose onCommit notes its run (per key), and a result of `n` characters. */
+  @DtmWorkflow('review.big-result.v1')
+  async bigResult(wf: WorkflowContext<{ key: string; n: number }>) {
+    await wf
+      .step('a')
+      .onCommit(() => void bump(done, `${wf.input.key}-commit`))
+      .run(() => 1);
+    return 'r'.repeat(wf.input.n);
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
@@ -639,6 +649,25 @@ describe('workflow mode at its edges', () => {
     // replayed, the recorded FAILURE gives the same reason
     await expect(A.client.executeWorkflow('review.two.v1', remote, urls())).rejects.toThrow(`${'y'.repeat(1023)}…`);
     expect(recorder.callsTo('/A', remote)).toHaveLength(1);
+  });
+
+  it("a result longer than DTM's SQL stores keep: the workflow is left pending before any onCommit runs (DtmWorkflowPendingError, its cause a DtmUsageError naming the workflow and saying to return less), nothing committed, on every execution (before: the commit callbacks ran and were recorded, then the submit was refused: pending for good with its commits done)", async () => {
+    const gid = await A.client.generateGid();
+    const key = `big-${gid}`;
+    const outcomes: unknown[] = [];
+    for (let i = 0; i < 2; i++) outcomes.push(await A.client.executeWorkflow('review.big-result.v1', gid, { key, n: 800 }).catch((e: unknown) => e));
+    const { transaction, branches } = await queryTrans(gid);
+    await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
+    for (const outcome of outcomes) {
+      expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+      expect(failure((outcome as Error).cause)).toMatch(/^DtmUsageError: workflow "review\.big-result\.v1": its result takes 1080 characters as DTM stores it \(base64\), over the 1024 of DTM's SQL stores; return less/);
+    }
+    expect(done.get(`${key}-commit`)).toBeUndefined();
+    expect([transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['prepared', '01 action succeed']);
+    // a result DTM's stores keep: the same workflow commits and succeeds
+    const small = await A.client.generateGid();
+    await expect(A.client.executeWorkflow('review.big-result.v1', small, { key: `big-${small}`, n: 700 })).resolves.toEqual({ status: 'succeed', result: 'r'.repeat(700) });
+    expect(done.get(`big-${small}-commit`)).toBe(1);
   });
 });
 
