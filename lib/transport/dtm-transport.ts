@@ -70,6 +70,8 @@ export interface WorkflowProgress {
   /** The type of the transaction DTM holds under the gid (another one than a workflow when the gid was used before); the gRPC API never returns it. */
   transType?: TransactionType;
   progresses: { branchId: string; op: string; status: BranchStatus; data: Buffer }[];
+  /** The transaction DTM holds under the gid as it answered it (its stored options, protocol; a new one's are the request's); the gRPC API never returns it. */
+  stored?: TransactionRecord;
 }
 
 /** A branch the module registers with DTM (TCC: its confirm and cancel; XA: its phase-2 target). */

@@ -166,11 +166,13 @@ export class WorkflowEngine {
     // every execution runs with the input DTM stored (it keeps the first prepare's, and resumes with it),
     // also one that finds no step recorded yet
     input = inputOf(stored, input);
-    if (!fromStore && progress.progresses.length > 0) {
-      // re-attached by gid to a workflow an earlier execution started: the rest runs as DTM's resume
-      // runs it, with what DTM stored (the first call's branch headers, timeouts), not this call's
-      const record = progress.transType !== undefined ? await this.runtime.query(gid) : (held as TransactionRecord | null | undefined);
-      if (record) return this.runStored(definition, gid, input, record);
+    if (!fromStore) {
+      // re-attached by gid to a workflow an earlier execution started (steps recorded, or options
+      // DTM holds that are not this call's: a new one holds the call's own): it runs as DTM's resume
+      // runs it, with what DTM stored (the first call's branch headers, timeouts), not this call's.
+      // The transaction DTM holds: over HTTP its prepareWorkflow answer, over gRPC the query above
+      const record = progress.transType !== undefined ? progress.stored : (held as TransactionRecord | null | undefined);
+      if (record && (progress.progresses.length > 0 || !runsAsStored(tx, record))) return this.runStored(definition, gid, input, record);
     }
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {
       barrierConnections: this.env.barrierConnections,
@@ -234,6 +236,30 @@ function assertReplayed(definition: WorkflowDefinition, gid: string, execution: 
   } catch (err) {
     throw new DtmWorkflowPendingError(definition.name, gid, err);
   }
+}
+
+/**
+ * Whether execution `tx` runs with the options DTM stored in `record` (its protocol, timeouts, retry
+ * interval, and branch headers but those made per call: trace context, the module's `dtm-*` tokens).
+ */
+function runsAsStored(tx: WorkflowTransaction, record: TransactionRecord): boolean {
+  const mine = tx.options;
+  const stored = record.options;
+  const seconds = (value: number | undefined) => value || undefined; // DTM answers none for 0
+  if (record.protocol !== tx.protocol || seconds(stored.timeoutToFail) !== seconds(mine.timeoutToFail)) return false;
+  if (seconds(stored.retryInterval) !== seconds(mine.retryInterval) || seconds(stored.branchTimeout) !== seconds(mine.branchTimeout)) return false;
+  const [a, b] = [kept(stored.branchHeaders), kept(mine.branchHeaders)];
+  return a.length === b.length && a.every(([name, value], i) => b[i][0] === name && b[i][1] === value);
+}
+
+/** The branch headers a resume runs with (see {@link resumedOptions}) but the trace context, lower case, in name order. */
+function kept(headers: Record<string, string> | undefined): [string, string][] {
+  const entries: [string, string][] = [];
+  for (const name in headers) {
+    const lower = name.toLowerCase();
+    if (!isForbiddenBranchHeader(lower) && !TRACE_CONTEXT_HEADERS.includes(lower)) entries.push([lower, headers[name]]);
+  }
+  return entries.sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
 }
 
 /** A finished workflow's result, from the base64 text DTM stores. */

@@ -148,6 +148,7 @@ export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
     customData: global?.custom_data || undefined,
     transType: global?.trans_type || undefined,
     progresses: (answer.progresses ?? []).map((b) => ({ branchId: b.branch_id, op: b.op, status: b.status, data: b.bin_data ? Buffer.from(b.bin_data, 'base64') : Buffer.alloc(0) })),
+    stored: global ? toRecord(global, []) : undefined,
   };
 }
 
