@@ -13,6 +13,7 @@ import {
   DtmFailureError,
   DtmGidInUseError,
   DtmModule,
+  DtmUnavailableError,
   DtmUsageError,
   DtmWorkflow,
   DtmWorkflowPendingError,
@@ -23,6 +24,7 @@ import {
   redisBarrierConnection,
   type WorkflowContext,
 } from 'nestjs-dtm';
+import net from 'node:net';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep } from '../support/fixtures.js';
@@ -232,14 +234,14 @@ async function failedStepBody(wf: WorkflowContext<{ key: string }>): Promise<voi
     });
 }
 
-async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
+async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string, dtm: { serverUrl?: string; timeout?: number } = {}): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
   const port = await freePort();
   const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
   const redis = new Redis(redisUrl);
   @Module({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, barrierTable: 'dtm_barrier', retryInterval: 60 },
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, barrierTable: 'dtm_barrier', retryInterval: 60, ...dtm },
         barrierConnections: { pg: pgBarrierDatabase(pool), cache: redisBarrierConnection(redis) },
         xaConnections: {
           pg: pgXaAt(pgUrl),
@@ -668,6 +670,40 @@ describe('workflow mode at its edges', () => {
     const small = await A.client.generateGid();
     await expect(A.client.executeWorkflow('review.big-result.v1', small, { key: `big-${small}`, n: 700 })).resolves.toEqual({ status: 'succeed', result: 'r'.repeat(700) });
     expect(done.get(`big-${small}-commit`)).toBe(1);
+  });
+
+  it("a prepareWorkflow DTM took whose answer never came: DtmUnavailableError saying the request may have reached DTM, which holds the workflow prepared and would resume it; executeWorkflow again with the same gid runs it once and finishes it", async () => {
+    // a TCP proxy in front of DTM that passes a prepareWorkflow on and never its answer
+    const upstream = new URL(harness().dtm.serverUrl);
+    const proxy = net.createServer((client) => {
+      const up = net.connect(Number(upstream.port), upstream.hostname);
+      let swallow = false;
+      client.on('data', (chunk: Buffer) => {
+        if (chunk.toString('latin1').startsWith('POST /api/dtmsvr/prepareWorkflow')) swallow = true;
+        up.write(chunk);
+      });
+      up.on('data', (chunk: Buffer) => void (swallow || client.write(chunk)));
+      client.on('error', () => undefined);
+      up.on('error', () => undefined);
+      client.on('close', () => up.destroy());
+      up.on('close', () => void (swallow || client.destroy()));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, { serverUrl: `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}/api/dtmsvr`, timeout: 2 });
+    try {
+      const gid = await A.client.generateGid();
+      const first = await C.client.executeWorkflow('review.one.v1', gid, urls()).catch((e: unknown) => e);
+      expect(first).toBeInstanceOf(DtmUnavailableError);
+      expect((first as Error).message).toMatch(/prepareWorkflow within the timeout \(2 s\).*the request may or may not have reached DTM/);
+      expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', trans_type: 'workflow' });
+      expect(recorder.callsTo('/A', gid)).toHaveLength(0);
+      await expect(A.client.executeWorkflow('review.one.v1', gid, urls())).resolves.toMatchObject({ status: 'succeed' });
+      expect(recorder.callsTo('/A', gid)).toHaveLength(1);
+      expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'succeed' });
+    } finally {
+      await C.close();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 });
 
