@@ -15,6 +15,7 @@ import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
 import { sqlStoreDtm } from '../support/sql-store-dtm.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
+import { answerSwallowingProxy, type AnswerSwallowingProxy } from '../support/swallow-proxy.js';
 
 const DTM_OPTIONS: StartDtmOptions = { name: 'dtm-outcome', store: 'boltdb' };
 let dtm: RunningDtm;
@@ -1066,30 +1067,16 @@ describe('gRPC: DTM passes a gRPC branch\'s status through to a submit with wait
 
 describe('a prepare DTM stored whose answer never came (DtmUnavailableError before the body ran): what running it again may do', () => {
   /** A TCP proxy in front of DTM that, while `hold` is set, forwards a prepare to DTM and never passes its answer on. */
-  let proxy: net.Server;
+  let proxy: AnswerSwallowingProxy;
   let hold = false;
   let viaProxy: DtmTestApp;
   beforeAll(async () => {
-    const upstream = new URL(dtm.info.serverUrl);
-    proxy = net.createServer((client) => {
-      const up = net.connect(Number(upstream.port), upstream.hostname);
-      let swallow = false;
-      client.on('data', (chunk: Buffer) => {
-        if (hold && chunk.toString('latin1').startsWith('POST /api/dtmsvr/prepare')) swallow = true;
-        up.write(chunk);
-      });
-      up.on('data', (chunk: Buffer) => void (swallow || client.write(chunk)));
-      client.on('error', () => undefined);
-      up.on('error', () => undefined);
-      client.on('close', () => up.destroy());
-      up.on('close', () => void (swallow || client.destroy()));
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    viaProxy = await startDtmApp({ config: { serverUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/api/dtmsvr`, timeout: 2 } });
+    proxy = await answerSwallowingProxy(dtm.info.serverUrl, (request) => hold && request.startsWith('POST /api/dtmsvr/prepare'));
+    viaProxy = await startDtmApp({ config: { serverUrl: proxy.url, timeout: 2 } });
   });
   afterAll(async () => {
     await viaProxy?.close();
-    await new Promise((resolve) => proxy?.close(resolve));
+    await proxy?.close();
   });
 
   it.each(['tcc', 'xa'] as const)('%s: DTM holds the first prepare (with no branch) until its timeoutToFail, so the same gid again is DtmGidInUseError, its body not run; a new gid runs', async (kind) => {

@@ -24,7 +24,6 @@ import {
   redisBarrierConnection,
   type WorkflowContext,
 } from 'nestjs-dtm';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep } from '../support/fixtures.js';
@@ -32,6 +31,7 @@ import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
+import { answerSwallowingProxy } from '../support/swallow-proxy.js';
 
 interface Urls {
   a: string;
@@ -674,22 +674,8 @@ describe('workflow mode at its edges', () => {
 
   it("a prepareWorkflow DTM took whose answer never came: DtmUnavailableError saying the request may have reached DTM, which holds the workflow prepared and would resume it; executeWorkflow again with the same gid runs it once and finishes it", async () => {
     // a TCP proxy in front of DTM that passes a prepareWorkflow on and never its answer
-    const upstream = new URL(harness().dtm.serverUrl);
-    const proxy = net.createServer((client) => {
-      const up = net.connect(Number(upstream.port), upstream.hostname);
-      let swallow = false;
-      client.on('data', (chunk: Buffer) => {
-        if (chunk.toString('latin1').startsWith('POST /api/dtmsvr/prepareWorkflow')) swallow = true;
-        up.write(chunk);
-      });
-      up.on('data', (chunk: Buffer) => void (swallow || client.write(chunk)));
-      client.on('error', () => undefined);
-      up.on('error', () => undefined);
-      client.on('close', () => up.destroy());
-      up.on('close', () => void (swallow || client.destroy()));
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, { serverUrl: `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}/api/dtmsvr`, timeout: 2 });
+    const proxy = await answerSwallowingProxy(harness().dtm.serverUrl, (request) => request.startsWith('POST /api/dtmsvr/prepareWorkflow'));
+    const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, { serverUrl: proxy.url, timeout: 2 });
     try {
       const gid = await A.client.generateGid();
       const first = await C.client.executeWorkflow('review.one.v1', gid, urls()).catch((e: unknown) => e);
@@ -702,7 +688,7 @@ describe('workflow mode at its edges', () => {
       expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'succeed' });
     } finally {
       await C.close();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 });
