@@ -352,7 +352,10 @@ describe('branches by name across services', () => {
     const tcc = await order('tcc', { movement: alice(1), item: widgets(1) });
     expect(tcc).toMatchObject({ status: 'succeed' });
     expect((await queryTrans(tcc.gid)).branches[0].url).toBe(`http://127.0.0.1:${bankPort}/bank/hold-cancel`);
-    expect((await bankState()).calls).toEqual(['hold-try alice 1', 'hold-confirm alice 1']);
+    // the Try ran once and DTM confirmed (at least once: another test file's /resetCronTime on the shared DTM can have its cron confirm again meanwhile), never cancelled
+    const calls = (await bankState()).calls;
+    expect(calls.filter((c) => c !== 'hold-confirm alice 1')).toEqual(['hold-try alice 1']);
+    expect(calls.slice(0, 2)).toEqual(['hold-try alice 1', 'hold-confirm alice 1']);
   }, 60_000);
 
   it('keeps working from its kept manifests while a participant\'s manifest cannot be fetched', async () => {
