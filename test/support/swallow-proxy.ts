@@ -14,8 +14,13 @@ export interface AnswerSwallowingProxy {
  */
 export async function answerSwallowingProxy(upstream: string, swallows: (request: string) => boolean): Promise<AnswerSwallowingProxy> {
   const target = new URL(upstream);
+  const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const up = net.connect(Number(target.port), target.hostname);
+    for (const socket of [client, up]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    }
     let swallow = false;
     client.on('data', (chunk: Buffer) => {
       if (swallows(chunk.toString('latin1'))) swallow = true;
@@ -30,6 +35,11 @@ export async function answerSwallowingProxy(upstream: string, swallows: (request
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}${target.pathname}`,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    // a swallowed answer's connections too: closing never waits for them
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
   };
 }
