@@ -7,7 +7,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Post } from '@nestjs/common';
+import { Body, Controller, Post, type INestApplication, type NestApplicationOptions, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
@@ -26,6 +26,7 @@ import {
   pgXaDatabase,
   XaBranch,
   xaBranch,
+  type DtmModuleOptions,
   type DtmProtocol,
   type XaDatabase,
   type StandardSchemaV1,
@@ -112,6 +113,24 @@ async function barrierRows(gid: string): Promise<string[]> {
   const [my] = await myPool.query('SELECT branch_id, reason FROM dtm_barrier WHERE gid = ? ORDER BY branch_id', [gid]);
   const pgRows = await pgPool.query('SELECT branch_id, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id', [gid]);
   return [...(my as { branch_id: string; reason: string }[]).map((r) => `mysql ${r.branch_id}=${r.reason}`), ...pgRows.rows.map((r) => `pg ${r.branch_id}=${r.reason}`)];
+}
+
+/**
+ * A Nest app (not listening yet) whose XA branches (`controllers`) run on `xaConnections`, with the
+ * harness's DTM and this file's barrier table unless `config` says otherwise.
+ */
+async function xaApp(xaConnections: Record<string, XaDatabase<unknown>>, controllers: Type[], config: DtmModuleOptions['config'] = {}, appOptions: NestApplicationOptions = { logger: false, forceCloseConnections: true }): Promise<INestApplication> {
+  const module = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier', ...config }, xaConnections })],
+    controllers,
+  }).compile();
+  return module.createNestApplication(appOptions);
+}
+
+/** Starts `app` on a free local port; the base URL of its routes under `path`. */
+async function listenAt(app: INestApplication, path: string): Promise<string> {
+  await app.listen(0, '127.0.0.1');
+  return `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/${path}`;
 }
 
 beforeAll(async () => {
@@ -426,11 +445,7 @@ describe("a PostgreSQL XA database with max_prepared_transactions = 0 (PostgreSQ
       await c.connect();
       return c;
     };
-    const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(connect) } })],
-      controllers: [XaOffController],
-    }).compile();
-    return module.createNestApplication();
+    return xaApp({ pg: pgXaDatabase(connect) }, [XaOffController], {}, {});
   };
 
   it('fails start-up with a DtmUsageError saying how to set it, and leaves no connection open; with it set, the app starts', async () => {
@@ -593,18 +608,8 @@ describe('XA databases without the barrier table (each XA branch writes its barr
   }
 
   /** An app whose XA branches run on this file's databases, its barrier table `table` (none there yet). */
-  const appWith = async (table: string, createBarrierTable: boolean) => {
-    const module = await Test.createTestingModule({
-      imports: [
-        DtmModule.forRoot({
-          config: { serverUrl: harness().dtm.serverUrl, barrierTable: table, createBarrierTable },
-          xaConnections: { pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) },
-        }),
-      ],
-      controllers: [XaTablelessController],
-    }).compile();
-    return module.createNestApplication({ logger: false, forceCloseConnections: true });
-  };
+  const appWith = (table: string, createBarrierTable: boolean) =>
+    xaApp({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) }, [XaTablelessController], { barrierTable: table, createBarrierTable });
 
   it('fail start-up with a DtmUsageError naming the XA database and how to create the table (every XA branch would fail); with create_barrier_table the table is made there, and an XA transaction commits', async () => {
     const table = `xa_tableless_${randomBytes(4).toString('hex')}`;
@@ -619,9 +624,8 @@ describe('XA databases without the barrier table (each XA branch writes its barr
     expect((error as Error).message).toContain('ensureBarrierSchema');
 
     const app = await appWith(table, true);
-    await app.listen(0, '127.0.0.1');
     try {
-      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-tableless`;
+      const base = await listenAt(app, 'xa-tableless');
       const before = await balances();
       const gid = await client.generateGid();
       await app.get(DtmClient).xaGlobalTransaction(gid, async (xa) => {
@@ -654,14 +658,9 @@ describe('mysqlXaDatabase given a pool\'s connection (connect: () => pool.getCon
     // the start-up check gets a connection of its own (a pool's fails the start-up: 'an app whose XA database's connect() gives a pool's connection' below); the branches then a pool's
     let calls = 0;
     const connect = (): Promise<mysql.Connection> => (calls++ === 0 ? mysql.createConnection(dbs.mariadb.config) : pool.getConnection());
-    const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { mysql: mysqlXaDatabase(connect) } })],
-      controllers: [XaPooledController],
-    }).compile();
-    const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
-    await app.listen(0, '127.0.0.1');
+    const app = await xaApp({ mysql: mysqlXaDatabase(connect) }, [XaPooledController]);
     try {
-      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-pooled`;
+      const base = await listenAt(app, 'xa-pooled');
       const before = await balances();
       const gid = await client.generateGid();
       const error = await app
@@ -703,14 +702,9 @@ describe("pgXaDatabase given a pool's client (connect: () => pool.connect())", (
       await c.connect();
       return c;
     };
-    const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections: { pg: pgXaDatabase(async () => (++connects === 1 ? connectedClient() : pool.connect())) } })],
-      controllers: [XaPgPooledController],
-    }).compile();
-    const app = module.createNestApplication({ logger: false, forceCloseConnections: true });
-    await app.listen(0, '127.0.0.1');
+    const app = await xaApp({ pg: pgXaDatabase(async () => (++connects === 1 ? connectedClient() : pool.connect())) }, [XaPgPooledController]);
     try {
-      const base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-pg-pooled`;
+      const base = await listenAt(app, 'xa-pg-pooled');
       const before = await balances();
       for (const abort of [false, true]) {
         const gid = await client.generateGid();
@@ -808,32 +802,27 @@ describe('an XA branch whose connection to the database is cut right after its p
     const pgUrl = new URL(dbs.postgres.url);
     pgUrl.hostname = '127.0.0.1';
     pgUrl.port = String(proxy.port);
-    const module = await Test.createTestingModule({
-      imports: [
-        DtmModule.forRoot({
-          config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' },
-          xaConnections: {
-            mysql: mysqlXaDatabase(async () => {
-              const c = await mysql.createConnection({ ...dbs.mariadb.config, host: '127.0.0.1', port: proxy.port });
-              await c.query(`SET SESSION wait_timeout = ${waitTimeout}`);
-              return c;
-            }),
-            pg: pgXaDatabase(async () => {
-              const c = new pg.Client({ connectionString: pgUrl.toString() });
-              c.on('error', () => undefined);
-              await c.connect();
-              return c;
-            }),
-          },
+    const app = await xaApp(
+      {
+        mysql: mysqlXaDatabase(async () => {
+          const c = await mysql.createConnection({ ...dbs.mariadb.config, host: '127.0.0.1', port: proxy.port });
+          await c.query(`SET SESSION wait_timeout = ${waitTimeout}`);
+          return c;
         }),
-      ],
-      controllers: [XaCutController],
-    }).compile();
-    const app = module.createNestApplication({ forceCloseConnections: true });
+        pg: pgXaDatabase(async () => {
+          const c = new pg.Client({ connectionString: pgUrl.toString() });
+          c.on('error', () => undefined);
+          await c.connect();
+          return c;
+        }),
+      },
+      [XaCutController],
+      {},
+      { forceCloseConnections: true },
+    );
     const logger = new RecordingLogger();
     app.useLogger(logger);
-    await app.listen(0, '127.0.0.1');
-    return { app, proxy, logger, base: `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa-cut` };
+    return { app, proxy, logger, base: await listenAt(app, 'xa-cut') };
   }
 
   it('MariaDB keeps the dead session and its prepared branch until the session\'s wait_timeout (here 8 s): DTM\'s commit meanwhile fails "still held" (500, logged) and is retried; once the server drops the session the next retry commits the branch, the transaction succeeds with the work done once', async () => {
@@ -898,10 +887,7 @@ describe("an app whose XA database's connect() gives a pool's connection (pool.g
     const myPooled = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 1 });
     const pgPooled = new pg.Pool({ connectionString: dbs.postgres.url, max: 1, connectionTimeoutMillis: 5_000 });
     const xaConnections: Record<string, XaDatabase<unknown>> = store === 'mysql' ? { mysql: mysqlXaDatabase(() => myPooled.getConnection()) } : { pg: pgXaDatabase(() => pgPooled.connect()) };
-    const module = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, xaConnections })],
-    }).compile();
-    const app = module.createNestApplication({ logger: false });
+    const app = await xaApp(xaConnections, [], {}, { logger: false });
     try {
       const error = await app.init().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmUsageError);
