@@ -7,10 +7,14 @@ import type { TransactionRecord, TransactionStatus } from '../transport/dtm.type
 import { MESSAGES } from '../dtm.messages.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 
-/** DTM's statuses of a transaction whose confirming phase began (TCC confirm, XA commit). */
-const CONFIRMING: readonly TransactionStatus[] = ['submitted', 'succeed'];
-/** DTM's statuses of a transaction whose compensating phase began (saga compensate, TCC cancel, XA rollback). */
-const COMPENSATING: readonly TransactionStatus[] = ['aborting', 'failed'];
+/**
+ * DTM's status while it confirms (TCC confirm, XA commit). Not `succeed`: DTM records that only once
+ * every confirm answered success and calls none after it, so a confirm then is a replay (one whose
+ * barrier rows were purged would run again).
+ */
+const CONFIRMING: readonly TransactionStatus[] = ['submitted'];
+/** DTM's status while it compensates (saga compensate, TCC cancel, XA rollback); not `failed`, after which DTM calls none. */
+const COMPENSATING: readonly TransactionStatus[] = ['aborting'];
 /** DTM's `TimeoutToFail` by default (seconds): what a message prepared with `timeout_to_fail` 0 waits before DTM back-checks it. */
 const DTM_DEFAULT_TIMEOUT_TO_FAIL = 35;
 /** How much earlier than DTM's own clock says a back-check may arrive (clocks of DTM and the app differ a little). */

@@ -108,6 +108,39 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     expect(await balances(store, [1])).toEqual({ 1: 60 });
   });
 
+  it("a TCC confirm replayed with DTM's token after DTM recorded succeed, its barrier rows purged (docs/barrier.md: once DTM finished it), is refused and does not confirm again", async () => {
+    await seed(store, { 1: 100 });
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, async (tcc) => tcc.callBranch({ account: 1, amount: 40 }, `${store}.tccOut`), { protocol });
+    const done = await waitForTransStatus(gid, 'succeed');
+    const confirms = t.runs.of(`${store}.tccOutConfirm`);
+    await t.sql[store].run('DELETE FROM dtm_barrier WHERE gid = ?', [gid]);
+    const branchId = done.branches.find((b) => b.op === 'confirm')!.branch_id;
+    const replay = await attack(store, protocol, 'tcc-out-confirm', { gid, trans_type: 'tcc', branch_id: branchId, op: 'confirm' }, { account: 1, amount: 40 });
+    expect(replay).toMatchObject(refused(protocol));
+    expect(replay.text).toContain('DTM records the tcc transaction as succeed');
+    expect(t.runs.of(`${store}.tccOutConfirm`)).toBe(confirms);
+    expect(await barrierRows(store, gid)).toEqual([]);
+  });
+
+  it("a saga compensation replayed with DTM's token after DTM recorded failed, its barrier rows purged, is refused and writes nothing", async () => {
+    await seed(store, { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const failed = await t.client
+      .newSaga(gid, { protocol })
+      .add(`${store}.transOut`, { account: 1, amount: 30 })
+      .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'failure' })
+      .submitAndWait();
+    expect(failed.status).toBe('failed');
+    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
+    await t.sql[store].run('DELETE FROM dtm_barrier WHERE gid = ?', [gid]);
+    const replay = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 30 }, { 'dtm-auth': stored });
+    expect(replay).toMatchObject(refused(protocol));
+    expect(replay.text).toContain('DTM records the saga transaction as failed');
+    expect(await barrierRows(store, gid)).toEqual([]);
+    expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
+  });
+
   it('an anonymous back-check does not block the outbox: no barrier row, the message is delivered', async () => {
     await seed(store, { 1: 0 });
     const gid = await t.client.generateGid();
