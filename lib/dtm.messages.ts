@@ -671,6 +671,11 @@ function dtmUnreachable(key: 'server_url' | 'grpc_server') {
     if (address) {
       return `could not reach ${url} (${cause}): something listens at ${address} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as DTM's HTTP port (36789 by default); lynx.dtm.grpc_server must be DTM's gRPC port (36790 by default) (timeout ${timeoutSeconds} s)`;
     }
+    // Node's HTTP parser: the peer answered bytes that are no HTTP/1 response, most often DTM's gRPC port given as server_url
+    const http1 = key === 'server_url' ? notHttp1At(url, cause) : undefined;
+    if (http1) {
+      return `could not reach ${url} (${cause}): something listens at ${http1} but does not speak HTTP/1: an HTTP/2-only server (gRPC), such as DTM's gRPC port (36790 by default); lynx.dtm.server_url must be DTM's HTTP port (36789 by default) (timeout ${timeoutSeconds} s)`;
+    }
     return `could not reach ${url} (${cause}${resetNote(cause, 'the DTM server')}); check that the DTM server runs there and lynx.dtm.${key} points at it (timeout ${timeoutSeconds} s)`;
   };
 }
@@ -692,6 +697,16 @@ function notGrpcAt(target: string, cause: string): string | undefined {
 /** The address of gRPC `target` (`host:port/...`) when its call failed with grpc-js's "Protocol error" (the peer answered bytes that are no HTTP/2); else undefined. */
 function notHttp2At(target: string, cause: string): string | undefined {
   return /^https?:/i.test(target) || !/Protocol error/.test(cause) ? undefined : target.split('/')[0];
+}
+
+/** The host:port of http(s) `url` when its call failed with Node's HPE_INVALID_CONSTANT (the peer answered bytes that are no HTTP/1 status line); else undefined. */
+function notHttp1At(url: string, cause: string): string | undefined {
+  if (!/HPE_INVALID_CONSTANT/.test(cause)) return undefined;
+  try {
+    return new URL(url).host;
+  } catch {
+    return undefined;
+  }
 }
 
 function truncate(text: string, max = 300): string {

@@ -259,6 +259,25 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
+  it("down (503) over http when server_url is DTM's gRPC port (an HTTP/2-only gRPC server answers there, not HTTP/1): the message says so and names the HTTP port, for the indicator, ping() and a transaction", async () => {
+    const grpcPort = dtm.info.grpcAddress; // 127.0.0.1:<DTM's gRPC port>, as a server_url copied from grpc_server
+    const { app, url } = await healthApp({ serverUrl: `http://${grpcPort}/api/dtmsvr`, grpcServer: dtm.info.grpcAddress, protocol: 'http', timeout: 2 });
+    const hint = `something listens at ${grpcPort} but does not speak HTTP/1: an HTTP/2-only server (gRPC), such as DTM's gRPC port (36790 by default); lynx.dtm.server_url must be DTM's HTTP port (36789 by default)`;
+    try {
+      const res = await fetch(url);
+      const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
+      expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol: 'http' } } } });
+      expect(body.error!.dtm!.message).toContain(hint);
+      await expect(app.get(DtmClient).ping()).rejects.toThrow(hint);
+      const gid = `http-on-grpc-port-${Date.now()}`;
+      await expect(app.get(DtmClient).newSaga(gid).add('http://127.0.0.1:1/a', 'http://127.0.0.1:1/b', {}).submit()).rejects.toThrow(hint);
+      await expect(app.get(DtmClient).query(gid)).rejects.toThrow(hint);
+      expect((await queryTrans(gid, dtm.info.serverUrl)).transaction).toBeNull();
+    } finally {
+      await app.close();
+    }
+  });
+
   it('down (503) over grpc when server_url reaches no DTM although its gRPC API answers: the version is read over HTTP (docs/grpc.md)', async () => {
     const closed = net.createServer();
     const port = await new Promise<number>((resolve) => closed.listen(0, '127.0.0.1', () => resolve((closed.address() as net.AddressInfo).port)));
