@@ -12,6 +12,8 @@ export const MESSAGES = {
     'goes beside useFactory, not in what it returns: DtmModule.forRootAsync({ isGlobal: true, useFactory }); returned, it would be ignored',
   moduleOptionUnknown: (known: readonly string[], suggestion: string | undefined) =>
     `unknown option${suggestion ? `; did you mean "${suggestion}"?` : ''} (the options: ${known.join(', ')}; lynx.dtm settings go inside config)`,
+  instrumentationOptionUnknown: (known: readonly string[], suggestion: string | undefined) =>
+    `unknown instrumentation option${suggestion ? `; did you mean "${suggestion}"?` : ''} (the options: ${known.join(', ')})`,
   moduleOptionsFactoryNoCreate: (factory: string, methods: readonly string[]) =>
     `${factory} has no method create(), which DtmModule.forRootAsync calls for the options${methods.length > 0 ? ` (it has ${methods.map((m) => `${m}()`).join(', ')})` : ''}; name the method create()`,
   moduleOptionsNotObject: (got: string) =>

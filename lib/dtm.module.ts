@@ -182,7 +182,8 @@ const MODULE_OPTION_KEYS: readonly (keyof DtmModuleOptions)[] = ['configFile', '
 function checkedOptions(options: unknown): DtmModuleOptions {
   if (typeof options === 'object' && options !== null && !Array.isArray(options)) {
     const unknown = Object.keys(options).filter((key) => !(MODULE_OPTION_KEYS as readonly string[]).includes(key));
-    if (unknown.length === 0) return options as DtmModuleOptions;
+    const instrumentation = instrumentationProblems((options as DtmModuleOptions).instrumentation);
+    if (unknown.length === 0 && instrumentation.length === 0) return options as DtmModuleOptions;
     const problems: DtmConfigProblem[] = unknown.map((key) => {
       const setting = DTM_CONFIG_KEYS.find((k) => k.camel === key || k.yaml === key);
       const message = setting
@@ -192,6 +193,7 @@ function checkedOptions(options: unknown): DtmModuleOptions {
           : MESSAGES.moduleOptionUnknown(MODULE_OPTION_KEYS, closest(key, [...MODULE_OPTION_KEYS]));
       return { path: `options.${key.slice(0, 60)}`, message };
     });
+    problems.push(...instrumentation);
     // and what the known options' configuration has wrong: every problem in one start-up
     const known = Object.fromEntries(Object.entries(options).filter(([key]) => !unknown.includes(key))) as DtmModuleOptions;
     let source = 'options';
@@ -206,6 +208,38 @@ function checkedOptions(options: unknown): DtmModuleOptions {
   }
   const got = options === undefined || options === null ? String(options) : Array.isArray(options) ? 'a list' : `${typeof options} ${String(options).slice(0, 50)}`;
   throw new DtmConfigError([{ path: 'options', message: MESSAGES.moduleOptionsNotObject(got) }], 'options');
+}
+
+/** Every key of `DtmModuleOptions['instrumentation']`. */
+const INSTRUMENTATION_KEYS = ['hooks', 'openTelemetry', 'debugLogs'] as const;
+
+/**
+ * The problems of the `instrumentation` option, each at `options.instrumentation[.<key>]`: not a
+ * mapping, a key it does not have (a typo: `debugLog`), a flag that is not a boolean (`'false'`
+ * from the environment would turn nothing off), hooks that are not a mapping. The hooks' own
+ * entries are checked by {@link DtmInstrumentation}.
+ */
+function instrumentationProblems(instrumentation: unknown): DtmConfigProblem[] {
+  if (instrumentation === undefined) return [];
+  const path = 'options.instrumentation';
+  const got = (value: unknown) => (typeof value === 'function' ? 'a function' : value === null ? 'null' : Array.isArray(value) ? 'a list' : `${typeof value} ${String(value).slice(0, 50)}`);
+  if (typeof instrumentation !== 'object' || instrumentation === null || Array.isArray(instrumentation)) {
+    return [{ path, message: MESSAGES.configWant('a mapping such as { debugLogs: true }', got(instrumentation)) }];
+  }
+  const problems: DtmConfigProblem[] = [];
+  for (const [key, value] of Object.entries(instrumentation)) {
+    const at = `${path}.${key.slice(0, 60)}`;
+    if (!(INSTRUMENTATION_KEYS as readonly string[]).includes(key)) {
+      problems.push({ path: at, message: MESSAGES.instrumentationOptionUnknown(INSTRUMENTATION_KEYS, closest(key, [...INSTRUMENTATION_KEYS])) });
+    } else if (value === undefined) {
+      continue;
+    } else if (key === 'hooks') {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) problems.push({ path: at, message: MESSAGES.configWant("a mapping of event names to listeners, such as { 'branch.call': (e) => ... }", got(value)) });
+    } else if (typeof value !== 'boolean') {
+      problems.push({ path: at, message: MESSAGES.configWant('true or false', got(value)) });
+    }
+  }
+  return problems;
 }
 
 /** What {@link resolveModule} gives. */

@@ -411,6 +411,28 @@ describe('module set-up', () => {
     expect((fromForRoot as DtmConfigError).problems.map((p) => p.path)).toEqual(['options.timeout']);
   });
 
+  it('instrumentation options the module does not know or cannot read (a typo, a string "false" from the environment, hooks that are no mapping) fail start-up with a DtmConfigError at options.instrumentation.<key>, not silently ignored', async () => {
+    const error = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, timeout: -1 }, instrumentation: { debugLog: true, openTelemetry: 'false', hooks: () => undefined } } as never)],
+    })
+      .compile()
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmConfigError);
+    expect((error as DtmConfigError).problems).toEqual([
+      { path: 'options.instrumentation.debugLog', message: 'unknown instrumentation option; did you mean "debugLogs"? (the options: hooks, openTelemetry, debugLogs)' },
+      { path: 'options.instrumentation.openTelemetry', message: 'must be true or false, got string false' },
+      { path: 'options.instrumentation.hooks', message: "must be a mapping of event names to listeners, such as { 'branch.call': (e) => ... }, got a function" },
+      { path: 'config.timeout', message: expect.stringContaining('must be a positive number of seconds') },
+    ]);
+    const notObject = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl }, instrumentation: true } as never)] })
+      .compile()
+      .catch((e: unknown) => e);
+    expect((notObject as DtmConfigError).problems).toEqual([{ path: 'options.instrumentation', message: 'must be a mapping such as { debugLogs: true }, got boolean true' }]);
+    // the known options, well typed, still start (and an undefined one is as if not given)
+    const app = await startDtmApp({ instrumentation: { debugLogs: false, openTelemetry: undefined, hooks: {} } });
+    await app.close();
+  });
+
   it('an option the module does not know beside a bad lynx.dtm section: one DtmConfigError lists both, not one start-up each', async () => {
     const file = join(dir, 'bad-beside-unknown.yaml');
     writeFileSync(file, 'lynx:\n  dtm:\n    timeout: -5\n');
