@@ -441,6 +441,8 @@ export const MESSAGES = {
     `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
+  appAddressUnspecified: (key: 'app_url' | 'grpc_app_address', host: string) =>
+    `lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`,
   appUrlFromListen: (url: string) =>
     `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
   noRegistry: (name: string) =>

@@ -220,6 +220,11 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
    */
   onApplicationBootstrap(): void {
     if (!this.config.enabled) return;
+    // 0.0.0.0 / [::] in app_url or grpc_app_address (copied from where the app listens): DTM would call its own host
+    for (const [key, value] of [['app_url', this.config.appUrl], ['grpc_app_address', this.config.grpcAppAddress && `http://${this.config.grpcAppAddress}`]] as const) {
+      const host = unspecifiedHost(value);
+      if (host) this.logger.warn(MESSAGES.appAddressUnspecified(key, host));
+    }
     const all = this.all;
     if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
     // a @GrpcMethod branch no gRPC server of the app serves: DTM's calls of it would answer UNIMPLEMENTED
@@ -256,4 +261,15 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
 
 function key(kind: BranchKind, name: string): string {
   return `${kind}:${name}`;
+}
+
+/** The host of URL `url` when it is the unspecified address (0.0.0.0, [::]: one to listen on, not to call); else undefined. */
+function unspecifiedHost(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    const host = new URL(url).hostname;
+    return host === '0.0.0.0' || host === '[::]' ? host : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -415,6 +415,31 @@ describe('a pure gRPC microservice', () => {
   });
 });
 
+describe('app_url and grpc_app_address set to an address to listen on', () => {
+  it('0.0.0.0 / [::] (DTM calling it calls its own host): a start-up warning for each, naming the key and the fix; the branches still run with DTM on this host', async () => {
+    const port = await freePort();
+    const app = await startShopApp('hybrid', { appUrl: 'http://[::]:3000', grpcAppAddress: `0.0.0.0:${port}` }, `127.0.0.1:${port}`);
+    try {
+      const warned = (key: string, host: string) =>
+        `warn lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`;
+      expect(app.logger.lines).toEqual(expect.arrayContaining([warned('app_url', '[::]'), warned('grpc_app_address', '0.0.0.0')]));
+      const gid = await app.client.generateGid();
+      const final = await app.client.newSaga(gid).add('reserve', item('u1')).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(branchTargets(final)).toContain(`01 action 0.0.0.0:${port}/tests.Shop/Reserve`);
+    } finally {
+      await app.close();
+    }
+    // an address DTM can call: no such warning
+    const fine = await startShopApp('hybrid', { appUrl: 'http://127.0.0.1:3000' });
+    try {
+      expect(fine.logger.lines.filter((l) => l.includes('an address a server listens on'))).toEqual([]);
+    } finally {
+      await fine.close();
+    }
+  });
+});
+
 describe('a gRPC-only app with a global guard', () => {
   it('the start-up warning names the guard (its gRPC branch methods are behind it); written as advised, the guard lets DTM through', async () => {
     const app = await startShopApp('microservice', {}, undefined, { guard: SessionGuard });
