@@ -195,6 +195,12 @@ export abstract class Transaction {
     this.observation = this.instrumentation.startTransaction(this.gid, this.transType, this.protocol, this.inboundHeaders, this.runtime.config.passTraceContext !== false);
   }
 
+  /** Takes over `other`'s observation, which `other` then no longer ends: one observation for what the app sees as one transaction. */
+  protected takeObservation(other: Transaction): void {
+    this.observation = other.observation;
+    other.observation = undefined;
+  }
+
   /**
    * Ends observing the transaction with `outcome` (nothing when it is not observed, or already
    * ended); an `error` that is the rollback DTM holds (a waitResult submit's, see {@link rolledBack}) is `failed`,

@@ -55,6 +55,14 @@ export class WorkflowTransaction extends Transaction {
     return value;
   }
 
+  /**
+   * @internal Goes on with the execution `from` observes (a re-attach run again with the options DTM
+   * stored): its span, start and end are this one's, so the execution is reported once.
+   */
+  continues(from: WorkflowTransaction): void {
+    this.takeObservation(from);
+  }
+
   /** Creates the workflow (prepared, with its name, input and resume target) or finds it; its status and recorded progress. */
   prepare(name: string, input: string, resumeTarget: string): Promise<WorkflowProgress> {
     const customData = JSON.stringify({ data: Buffer.from(input, 'utf8').toString('base64'), name });

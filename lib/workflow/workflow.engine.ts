@@ -121,10 +121,12 @@ export class WorkflowEngine {
     return done;
   }
 
-  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}, fromStore = false): Promise<WorkflowResult> {
+  /** `reattached`: the execution that found DTM holding the workflow with other options, whose observation this one goes on with. */
+  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}, fromStore = false, reattached?: WorkflowTransaction): Promise<WorkflowResult> {
     // an option given as undefined (an unset variable, say) leaves the decorator's value
     const given = typeof options === 'object' && options !== null ? Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) : options;
     const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...given });
+    if (reattached) tx.continues(reattached);
     return tx.observed(() => this.runExecution(tx, definition, gid, input, fromStore));
   }
 
@@ -134,10 +136,10 @@ export class WorkflowEngine {
    * forwarded headers are DTM's stored ones, none the request adds (only its trace context): for
    * the steps, and for what the workflow's code starts (as the request that started it passed them on).
    */
-  private runStored(definition: WorkflowDefinition, gid: string, input: unknown, record: TransactionRecord): Promise<WorkflowResult> {
+  private runStored(definition: WorkflowDefinition, gid: string, input: unknown, record: TransactionRecord, reattached?: WorkflowTransaction): Promise<WorkflowResult> {
     const options = resumedOptions(record);
     const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
-    return dtmContext.run({ headers }, () => this.run(definition, gid, input, options, true));
+    return dtmContext.run({ headers }, () => this.run(definition, gid, input, options, true, reattached));
   }
 
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown, fromStore: boolean): Promise<WorkflowResult> {
@@ -172,7 +174,7 @@ export class WorkflowEngine {
       // runs it, with what DTM stored (the first call's branch headers, timeouts), not this call's.
       // The transaction DTM holds: over HTTP its prepareWorkflow answer, over gRPC the query above
       const record = progress.transType !== undefined ? progress.stored : (held as TransactionRecord | null | undefined);
-      if (record && (progress.progresses.length > 0 || !runsAsStored(tx, record))) return this.runStored(definition, gid, input, record);
+      if (record && (progress.progresses.length > 0 || !runsAsStored(tx, record))) return this.runStored(definition, gid, input, record, tx);
     }
     const execution = new WorkflowExecution(tx, definition.name, input, progress, {
       barrierConnections: this.env.barrierConnections,

@@ -328,6 +328,27 @@ describe('OpenTelemetry for a workflow', () => {
       ['02 action transIn executed success', traceId, resumedAp.spanContext().spanId],
     ]);
   });
+
+  it.each(PROTOCOLS)('a workflow executed again by gid after its first execution recorded a step (a re-attach over %s, run with DTM\'s stored options): one transaction.start, one transaction.end, one span, counted once', async (protocol) => {
+    const gid = await t.client.generateGid();
+    // retryInterval 60: DTM does not resume it meanwhile; this app executes it again itself
+    const first = await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '', pauseOnce: true }, { protocol, retryInterval: 60 }).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(DtmWorkflowPendingError);
+    const from = events.length;
+    const spansBefore = exporter.getFinishedSpans().length;
+    const before = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    const again = await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '', pauseOnce: true }, { protocol, retryInterval: 60 });
+    expect(again).toEqual({ status: 'succeed', result: 'moved' });
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(await t.balances([1, 2])).toEqual({ 1: 80, 2: 120 });
+    const mine = events.slice(from).filter((e) => (e.event as { gid?: string }).gid === gid && e.name.startsWith('transaction.'));
+    expect(mine.map((e) => `${e.name} ${(e.event as DtmEvents['transaction.end']).outcome ?? ''}`.trim())).toEqual(['transaction.start', 'transaction.end succeed']);
+    const aps = exporter.getFinishedSpans().slice(spansBefore).filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(aps.map((s) => [s.name, s.attributes['dtm.outcome']])).toEqual([['DTM workflow', 'succeed']]);
+    const steps = exporter.getFinishedSpans().slice(spansBefore).filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] !== undefined);
+    expect(steps.map((s) => [line(s), s.parentSpanContext?.spanId])).toEqual([['02 action transIn executed success', aps[0].spanContext().spanId]]);
+    expect(growth(before, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'workflow succeed': 1 });
+  });
 });
 
 describe('hooks', () => {
