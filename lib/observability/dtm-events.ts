@@ -41,7 +41,7 @@ export type DtmTransactionOutcome = 'submitted' | 'succeed' | 'failed' | 'aborte
 /** The end of a transaction this app started. */
 export interface DtmTransactionEndEvent extends DtmTransactionStartEvent {
   outcome: DtmTransactionOutcome;
-  /** The error thrown to the caller (`error`, `aborted`, a msg's `prepared`; `failed` and `submitted` after a `waitResult` submit that threw). */
+  /** The error thrown to the caller (`error`, `aborted`, a msg's `prepared`; `failed` and `submitted` after a `waitResult` submit that threw, and a `doAndSubmit` whose local transaction threw after it committed). */
   error?: unknown;
   durationMs: number;
 }

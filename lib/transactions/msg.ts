@@ -15,6 +15,7 @@ import { StepTransaction } from './step-transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { assertWholeNumber, sameSteps } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
+import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
 export interface MsgLocalTransaction {
@@ -174,6 +175,11 @@ export class Msg extends StepTransaction {
     const detail = otherGid ? MESSAGES.gidHeldOtherCase(record.gid, record.transType) : MESSAGES.msgPreparedOverAnother(record.transType);
     this.heldByAnother = new DtmGidInUseError('prepare', this.gid, record.status, detail, { protocol: this.protocol });
     throw this.heldByAnother;
+  }
+
+  /** A submit after {@link doAndSubmit}'s local transaction threw (its back-check said it committed) ends `submitted` with that error, the one the caller gets. */
+  protected override observeEnd(outcome: DtmTransactionOutcome, error?: unknown): void {
+    super.observeEnd(outcome, error === undefined && outcome === 'submitted' ? this.committedLocal?.businessError : error);
   }
 
   /**

@@ -5,6 +5,8 @@
 // included); the counters against what DTM recorded; hooks in order, hooks that throw, and the
 // aborts whose errors were once swallowed.
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
@@ -464,6 +466,31 @@ describe('hooks', () => {
       expect(end.map((e) => [(e.event as DtmEvents['transaction.end']).outcome, (e.event as DtmEvents['transaction.end']).error])).toEqual([['prepared', localError]]);
     } finally {
       await t.client.forceStop(gid);
+    }
+  });
+
+  it('a message\'s doAndSubmit() whose local transaction threw after it committed (its back-check answers success): submitted, and transaction.end carries the local transaction\'s error, the one thrown to the caller', async () => {
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    // a back-check that finds the local transaction committed
+    const checked = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    await new Promise<void>((resolve) => checked.listen(0, '127.0.0.1', resolve));
+    const localError = new Error('the receipt mail failed after the commit');
+    try {
+      const err = await t.client
+        .newMsg(gid)
+        .add('deliver', { account: 2, amount: 10 })
+        .doAndSubmit(`http://127.0.0.1:${(checked.address() as AddressInfo).port}/query-prepared`, async () => {
+          throw localError;
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBe(localError);
+      await waitUntil('DTM delivering the message', async () => (await queryTrans(gid)).transaction?.status === 'succeed', { timeoutMs: 20_000, intervalMs: 200 });
+      expect(await t.balances([2])).toEqual({ 2: 110 });
+      const end = events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid);
+      expect(end.map((e) => [(e.event as DtmEvents['transaction.end']).outcome, (e.event as DtmEvents['transaction.end']).error])).toEqual([['submitted', localError]]);
+    } finally {
+      checked.close();
     }
   });
 
