@@ -6,6 +6,8 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
+import type { BranchCarrier, BranchTransport } from './branch-transport.js';
+import { cutToStore, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
@@ -88,8 +90,43 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
       this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
     }
-    return transport.answer(exception, host, this.adapterHost);
+    return transport.answer(fittedSagaFailure(exception, transport, carrier), host, this.adapterHost);
   }
+}
+
+/** What DTM v1.19 adds around a saga action's FAILURE answer in its rollback reason: `url:<url> return failed: <answer> FAILURE`. */
+const SAGA_REASON_FRAME = 'url: return failed:  FAILURE'.length;
+
+/** Room kept in a saga action's FAILURE answer for what the call's URL may not show of DTM's (a proxy's host or path prefix; a gRPC target's host, which the call does not carry). */
+const SAGA_URL_SLACK = 100;
+
+/** The least of a saga action's FAILURE reason kept, whatever the length of its URL. */
+const MIN_FAILURE_REASON = 64;
+
+/** What the HTTP answer of a FAILURE puts around its reason (see the HTTP transport's `answer`). */
+const HTTP_FAILURE_FRAME = JSON.stringify({ dtm_result: 'FAILURE', message: '' }).length;
+
+/**
+ * `exception`, or, for a saga action's `DtmFailureError` whose answer would make DTM's rollback reason
+ * longer than its SQL stores keep (varchar(1024): DTM then fails to store the rollback, and rolls the
+ * saga back only a retry interval later, its reason "fail message lost"), one with the reason cut to
+ * fit, ending in `…`. Error answers only: no cost on a call that succeeds.
+ */
+function fittedSagaFailure(exception: unknown, transport: BranchTransport, carrier: BranchCarrier): unknown {
+  if (!(exception instanceof DtmFailureError) || transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') return exception;
+  const http = transport.protocol === 'http';
+  const url = (http ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
+  const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK - (http ? HTTP_FAILURE_FRAME : 0), MIN_FAILURE_REASON);
+  // as DTM stores it: code points, of the JSON text over HTTP (escapes included; the answer's ONGOING written \u004fNGOING)
+  const length = (text: string) => (http ? Array.from(JSON.stringify(text)).length - 2 + 5 * text.split('ONGOING').length - 5 : Array.from(text).length);
+  let over = length(exception.reason) - budget;
+  if (over <= 0) return exception;
+  let reason = exception.reason;
+  for (let keep = Array.from(reason).length - over; over > 0 && keep > 1; keep -= over) {
+    reason = cutToStore(exception.reason, keep);
+    over = length(reason) - budget;
+  }
+  return new DtmFailureError(reason, { cause: exception, gid: exception.gid });
 }
 
 /** How a FAILURE answer's error is named in the warning that it cannot roll anything back. */

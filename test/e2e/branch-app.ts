@@ -26,7 +26,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -63,6 +63,7 @@ export class Ledger {
     const outcome = this.scripts.get(handler)?.shift() ?? 'ok';
     if (outcome === 'failure') throw new DtmFailureError(`${handler} refused: account frozen`);
     if (outcome === 'failure-ongoing') throw new DtmFailureError(`${handler} refused: review ONGOING`);
+    if (outcome === 'failure-long') throw new DtmFailureError(`${handler} refused: "limits" 😀 ${'line over its limit; '.repeat(80)}`);
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
     if (outcome === 'unavailable-saying-failure') throw new ServiceUnavailableException(`${handler}: the card gateway answered FAILURE, try later`);

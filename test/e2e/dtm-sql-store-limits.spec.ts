@@ -9,6 +9,8 @@ import { DtmServerError } from 'nestjs-dtm';
 import { waitForTransaction } from 'nestjs-dtm/testing';
 import { queryTrans } from '../support/harness.js';
 import { useSqlStoreDtmApp } from '../support/sql-store-dtm.js';
+import { startBranchApp } from './branch-app.js';
+import { startShopApp } from './grpc-app.js';
 
 const fx = useSqlStoreDtmApp('dtm-sql-limits');
 
@@ -114,4 +116,38 @@ it('the outcome a wait answers on a SQL store has the branch statuses DTM wrote 
   expect([tccFinal.status, tccFinal.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)]).toEqual(['succeed', ['01 cancel prepared', '01 confirm succeed']]);
   // what DTM holds now: the same
   expect((await queryTrans(tcc, fx.dtm.serverUrl)).branches.map((b) => b.status)).toEqual(['prepared', 'succeed']);
+});
+
+it("a saga action of this app answering FAILURE with a reason over what DTM's rollback_reason takes (DTM stores 'url:<url> return failed: <answer> FAILURE'): the saga rolls back at once with the reason cut, not after a retry interval with 'fail message lost'", async () => {
+  const bank = await startBranchApp('express', { serverUrl: fx.dtm.serverUrl, retryInterval: 60 });
+  try {
+    const gid = await bank.client.generateGid();
+    bank.ledger.script('transIn', 'failure-long');
+    const final = await bank.client.newSaga(gid).add('transOut', { amount: 10 }).add('transIn', { amount: 10 }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('transIn refused: "limits" 😀 line over its limit;');
+    const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
+    expect(reason).toMatch(/^url:http:\/\/127\.0\.0\.1:\d+\/api\/v1\/bank\/trans-in return failed: \{"dtm_result":"FAILURE","message":"transIn refused: .*…"\} FAILURE$/);
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
+    expect(bank.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
+  } finally {
+    await bank.close();
+  }
+});
+
+it('the same over gRPC: a @GrpcMethod saga action answering ABORTED with a reason over what DTM stores rolls the saga back at once, its reason cut', async () => {
+  const shop = await startShopApp('microservice', { serverUrl: fx.dtm.serverUrl, grpcServer: fx.dtm.grpcAddress, retryInterval: 60 });
+  try {
+    const gid = await shop.client.generateGid();
+    const sku = `sku-"7" 😀 ${'one line over its limit; '.repeat(70)}`;
+    const final = await shop.client.newSaga(gid).add('reserve', { sku, quantity: 1, script: 'refuse' }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('out of stock: sku-"7" 😀 one line over its limit;');
+    const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
+    expect(reason).toMatch(/^url:127\.0\.0\.1:\d+\/tests\.Shop\/Reserve return failed: out of stock: sku-"7" .*… FAILURE$/);
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
+    expect(shop.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserveRevert']);
+  } finally {
+    await shop.close();
+  }
 });
