@@ -30,11 +30,24 @@ export function definiteServerRefusal(body: string): { cause: string; fix: strin
     };
   }
   const column = /Data too long for column '([A-Za-z_]+)'/.exec(body)?.[1];
-  if (column !== undefined) return { cause: `DTM's SQL store keeps ${column} in a varchar(1024) column, and this transaction's is longer (DTM answers "Data too long for column '${column}'")`, fix: TOO_LONG_FIX[column] ?? 'shorten it to 1024 characters' };
+  if (column !== undefined) {
+    const large = LARGE_COLUMNS[column];
+    if (large) return { cause: `DTM's MySQL store keeps ${large.what} (${column}) in a ${large.type} column, at most 65535 bytes, and one of this transaction's is larger (DTM answers "Data too long for column '${column}'")`, fix: large.fix };
+    return { cause: `DTM's SQL store keeps ${column} in a varchar(1024) column, and this transaction's is longer (DTM answers "Data too long for column '${column}'")`, fix: TOO_LONG_FIX[column] ?? 'shorten it to 1024 characters' };
+  }
   const type = /value too long for type (character varying\(\d+\))/.exec(body)?.[1];
   if (type !== undefined) return { cause: `DTM's SQL store refused a value longer than its column (${type})`, fix: `keep each of the transaction's options (as JSON), custom data, branch URLs and back-check URL within that many characters: ${TOO_LONG_FIX.options}` };
   return undefined;
 }
+
+/** DTM's MySQL columns that are no varchar(1024) but a BLOB (65535 bytes): what they hold, and how to stay within them. */
+const LARGE_COLUMNS: Record<string, { what: string; type: string; fix: string }> = {
+  bin_data: {
+    what: "each branch's payload",
+    type: 'BLOB',
+    fix: "keep each branch's payload as sent (the JSON text over HTTP, the message's bytes over gRPC) within 65535 bytes: pass large data by reference (an id the branch reads), or run DTM on PostgreSQL, whose bytea has no such limit",
+  },
+};
 
 /** How to stay within DTM's varchar(1024) columns, by column. */
 const TOO_LONG_FIX: Record<string, string> = {

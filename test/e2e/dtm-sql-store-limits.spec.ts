@@ -151,3 +151,19 @@ it('the same over gRPC: a @GrpcMethod saga action answering ABORTED with a reaso
     await shop.close();
   }
 });
+
+it("a saga step whose payload is over what DTM's MySQL store keeps of a branch's payload (bin_data, a BLOB: 65535 bytes): DtmServerError naming that column's limit in bytes, not a varchar(1024) and 'shorten it to 1024 characters'; nothing stored or run", async () => {
+  const gid = await fx.app.client.generateGid();
+  const saga = () => fx.app.client.newSaga(gid).add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount: 1, pad: 'x'.repeat(70_000) });
+  for (const error of [await saga().submitAndWait({ timeout: 15 }).catch((e: unknown) => e), await saga().submit().catch((e: unknown) => e)]) {
+    expect(error).toBeInstanceOf(DtmServerError);
+    expect((error as Error).message).toMatch(/bin_data.* BLOB .*65535 bytes/);
+    expect((error as Error).message).not.toMatch(/varchar\(1024\)|1024 characters/);
+  }
+  // a payload within it is taken
+  const fits = await fx.app.client.generateGid();
+  const final = await fx.app.client.newSaga(fits).add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount: 1, pad: 'x'.repeat(60_000) }).submitAndWait({ timeout: 15 });
+  expect(final.status).toBe('succeed');
+  expect((await queryTrans(gid, fx.dtm.serverUrl)).transaction).toBeFalsy();
+  expect(fx.recorder.callsFor(gid)).toEqual([]);
+});
