@@ -181,6 +181,10 @@ export const MESSAGES = {
     `the local transaction of msg ${gid} committed, but its submit did not get through (${cause}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   dtmRefusedDefinitely: (operation: string, gid: string, cause: string, fix: string, body: string) =>
     `DTM refused ${operation} of ${gid}: ${cause}. Nothing of this call is stored or run, and DTM refuses it the same way each time: ${fix}. DTM answered ${body.startsWith('gRPC status') ? '' : 'HTTP 500: '}${truncate(body)}`,
+  dtmGrpcRequestTooLarge: (size: string, limit: string) =>
+    `DTM's gRPC server takes requests of at most ${limit} bytes (grpc-go's default, which DTM v1.19 keeps), and this one is ${size} bytes`,
+  dtmGrpcRequestTooLargeFix:
+    "send less: keep the transaction's payloads together under that size (pass large data by reference, an id the branch reads)",
   grpcServerNotDtm: (address: string, answer: string) =>
     `${address} is a gRPC server but not DTM's: it answered ${truncate(answer)} where DTM answers a method its service dtmgimp.Dtm does not have with UNIMPLEMENTED "unknown method ... for service dtmgimp.Dtm"; check that lynx.dtm.grpc_server is the DTM server's gRPC address (port 36790 by default), not another service's`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,

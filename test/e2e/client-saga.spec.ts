@@ -1,7 +1,7 @@
 // DtmClient sagas against the real DTM server, DtmClient talking HTTP and gRPC to DTM (the same
 // scenarios); branches are the recorder app (HTTP routes, or gRPC methods).
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
@@ -528,5 +528,22 @@ describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s
     const calls = await fx.recorder.waitForCalls('/Slow', 2, { gid, timeoutMs: 20_000 });
     expect(calls[1].at).toBeLessThan(calls[0].answeredAt); // the second call arrived before the first was answered
     expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+  }, 40_000);
+});
+
+describe("a gRPC saga over DTM's gRPC limit on a request (grpc-go's 4 MiB, which DTM v1.19 keeps)", () => {
+  const fx = useDtmAppWithRecorder('grpc');
+
+  it('is DTM\'s definite refusal naming the limit, the size and what to do, at once: nothing stored or run', async () => {
+    const gid = await fx.client.generateGid();
+    const big = fx.payload({ pad: 'x'.repeat(5 * 1024 * 1024) });
+    const started = Date.now();
+    for (const error of [await fx.client.newSaga(gid).add(fx.target('/Big'), big).submitAndWait({ timeout: 15 }).catch((e: unknown) => e), await fx.client.newSaga(gid).add(fx.target('/Big'), big).submit().catch((e: unknown) => e)]) {
+      expect(error).toBeInstanceOf(DtmServerError);
+      expect((error as Error).message).toMatch(/^DTM refused submit of \S+: DTM's gRPC server takes requests of at most 4194304 bytes .* this one is 52\d{5} bytes\. Nothing of this call is stored or run.*payload/);
+    }
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect((await queryTrans(gid)).transaction).toBeFalsy();
+    expect(fx.recorder.callsFor(gid)).toEqual([]);
   }, 40_000);
 });

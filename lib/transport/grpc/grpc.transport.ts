@@ -71,6 +71,9 @@ const TOO_LARGE = /^Received message larger than max \((\d+) vs\.? (\d+)\)/;
 /** How grpc-go (DTM's server) and grpc-js word a message over their size limit: refused before any handler read it. */
 const OVER_SIZE_LIMIT = /received message larger than max/i;
 
+/** grpc-go's words (DTM's gRPC server) for a request over its size limit: the request's size and the limit. */
+const DTM_TOO_LARGE = /^grpc: received message larger than max \((\d+) vs\.? (\d+)\)/;
+
 /** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
 type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch' | 'PrepareWorkflow';
 
@@ -485,6 +488,9 @@ function dtmError(err: ServiceError, context: DtmErrorContext, operation: string
     case DEADLINE_EXCEEDED:
       return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.dtmGrpc, context.endpoint!, detail, timeout), { ...context, cause: plainCause(err) });
     default: {
+      // grpc-go's refusal of a request over DTM's limit, before DTM's handler: definite, as DTM's own refusals
+      const sizes = err.code === RESOURCE_EXHAUSTED ? DTM_TOO_LARGE.exec(detail) : null;
+      if (sizes) return new DtmServerError(MESSAGES.dtmRefusedDefinitely(operation, context.gid ?? '?', MESSAGES.dtmGrpcRequestTooLarge(sizes[1], sizes[2]), MESSAGES.dtmGrpcRequestTooLargeFix, `gRPC status ${err.code}: ${detail}`), detail, context);
       const refused = definiteServerRefusal(detail);
       if (refused) return new DtmServerError(MESSAGES.dtmRefusedDefinitely(operation, context.gid ?? '?', refused.cause, refused.fix, `gRPC status ${err.code}: ${detail}`), detail, context);
       return new DtmServerError(MESSAGES.serverGrpcStatus(context.endpoint!, err.code, detail), detail, context);
