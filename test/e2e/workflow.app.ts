@@ -99,6 +99,16 @@ export class Holds {
   }
 }
 
+/** reserve-only.v1: one gRPC step first of all (nothing recorded before it), with its own branch timeout and headers as given. */
+@Injectable()
+export class Reserves {
+  @DtmWorkflow('reserve-only.v1')
+  async reserve(wf: WorkflowContext<{ reserve: string; amount: number }>) {
+    await wf.step('reserve').grpc(wf.input.reserve, Buffer.from(JSON.stringify({ amount: wf.input.amount })));
+    return 'reserved';
+  }
+}
+
 /** Lets a test in another process start workflows and read the executions. */
 @Controller('wf')
 class WorkflowControl {
@@ -190,7 +200,7 @@ export async function startWorkflowApp(options: WorkflowAppOptions): Promise<{ a
       }),
     ],
     controllers: [WorkflowControl],
-    providers: [Executions, Transfers, Holds, { provide: APP_GUARD, useClass: options.advisedGuard ? AdvisedGuard : AuthGuard }],
+    providers: [Executions, Transfers, Holds, Reserves, { provide: APP_GUARD, useClass: options.advisedGuard ? AdvisedGuard : AuthGuard }],
   })
   class WorkflowAppModule {}
   const app = await NestFactory.create(WorkflowAppModule, { logger: ['error', 'warn'] });

@@ -196,6 +196,26 @@ describe('the gRPC resume endpoint', () => {
   });
 });
 
+describe('a gRPC workflow executed again before any step was recorded', () => {
+  it('with other options and headers: every execution runs with the first one\'s, which DTM keeps (its resumes run with them) and records when the workflow finishes', async () => {
+    const gid = await client.generateGid();
+    recorder.answer('/Reserve', 425, 425, 200);
+    const record = async () => {
+      const t = (await queryTrans(gid)).transaction;
+      return [t?.status, t?.protocol, t?.retry_interval, t?.request_timeout, t?.branch_headers];
+    };
+    const run = (retryInterval: number, branchTimeout: number, tenant: string) =>
+      client.executeWorkflow('reserve-only.v1', gid, { reserve: recorder.grpcTargetFor('/Reserve'), amount: 30 }, { protocol: 'grpc', retryInterval, branchTimeout, branchHeaders: { 'x-tenant': tenant } });
+    expect(await run(60, 9, 'first').catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await record()).toEqual(['prepared', 'grpc', 60, 9, { 'x-tenant': 'first' }]);
+    expect(await run(50, 4, 'second').catch((e: unknown) => e)).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(await record()).toEqual(['prepared', 'grpc', 60, 9, { 'x-tenant': 'first' }]);
+    expect(await run(40, 3, 'third')).toEqual({ status: 'succeed', result: 'reserved' });
+    expect(await record()).toEqual(['succeed', 'grpc', 60, 9, { 'x-tenant': 'first' }]);
+    expect(recorder.callsTo('/Reserve', gid).map((c) => `${c.status} ${c.headers['x-tenant']}`)).toEqual(['425 first', '425 first', '200 first']);
+  });
+});
+
 describe('a local XA step', () => {
   const pendingXa = async () => (await pool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows;
 
