@@ -62,9 +62,9 @@ export class Saga extends StepTransaction {
       compensate = this.target(actionSpec, 'saga-compensate', 'compensation');
     }
     assertOneTransport(() => `saga ${this.gid} step ${this.steps.length}${actionSpec !== action.value ? ` (${JSON.stringify(actionSpec)})` : ''}`, { action, compensate }, this.gid);
-    this.steps.push({ action: action.value, compensate: compensate.value });
-    // encoded for the op DTM calls: the compensation when the action is empty
+    // encoded for the op DTM calls: the compensation when the action is empty; a payload refused adds no step
     this.payloads.push(this.encode(payload, action.kind === 'none' ? compensate : action));
+    this.steps.push({ action: action.value, compensate: compensate.value });
     return this;
   }
 

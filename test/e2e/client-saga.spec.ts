@@ -3,7 +3,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, type FinalResult, type Saga } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
-import { branchLines, branchTargets, dtmKeepsSteps, PROTOCOLS, raceOnFreshGid, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
+import { branchLines, branchTargets, dtmKeepsSteps, PROTOCOLS, raceOnFreshGid, settledWithin, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
 
@@ -510,6 +510,24 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(record).toMatchObject({ transType: 'msg', status: 'prepared' });
     });
   });
+
+describe.each(PROTOCOLS)('an add() whose payload is refused (over %s), the error caught', (protocol) => {
+  const fx = useDtmAppWithRecorder(protocol);
+
+  it('adds no step: the saga and the message as they were before it are submitted and run (before: a step without a payload, which DTM\'s submit panicked on, retried until the wait gave up)', async () => {
+    const gid = await fx.client.generateGid();
+    const saga = fx.client.newSaga(gid).add(fx.target('/TransOut'), fx.target('/TransOutRevert'), fx.payload({ amount: 30 }));
+    expect(() => saga.add(fx.target('/TransIn'), fx.target('/TransInRevert'), '')).toThrow(DtmUsageError);
+    expect(await settledWithin(saga.submitAndWait({ timeout: 15 }), 25_000)).toMatchObject({ status: 'succeed' });
+    expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut']);
+
+    const msgGid = await fx.client.generateGid();
+    const msg = fx.client.newMsg(msgGid).add(fx.target('/TransIn'), fx.payload({ amount: 30 }));
+    expect(() => msg.add(fx.target('/TransOut'), '')).toThrow(DtmUsageError);
+    expect(await settledWithin(msg.submitAndWait({ timeout: 15 }), 25_000)).toMatchObject({ status: 'succeed' });
+    expect(fx.recorder.callsFor(msgGid).map((c) => c.path)).toEqual(['/TransIn']);
+  }, 60_000);
+});
 
 describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s: 5 s with DTM's default), within branch_timeout", () => {
   const fx = useDtmAppWithRecorder('http');
