@@ -188,6 +188,8 @@ export const MESSAGES = {
   grpcServerNotDtm: (address: string, answer: string) =>
     `${address} is a gRPC server but not DTM's: it answered ${truncate(answer)} where DTM answers a method its service dtmgimp.Dtm does not have with UNIMPLEMENTED "unknown method ... for service dtmgimp.Dtm"; check that lynx.dtm.grpc_server is the DTM server's gRPC address (port 36790 by default), not another service's`,
   serverGrpcStatus: (endpoint: string, code: number, message: string) => `${endpoint} answered gRPC status ${code}: ${truncate(message)}`,
+  payloadsOverDtmGrpcLimit: (where: string, kind: string, total: number, limit: number) =>
+    `${where}: its payload takes the ${kind}'s payloads to ${total} bytes, over the ${limit} bytes (4 MiB) DTM's gRPC API takes in one request (grpc-go's default, which DTM v1.19 does not raise), where DTM gets them all at once (the ${kind === 'msg' ? 'prepare and the submit' : 'submit'}): DTM would refuse it (RESOURCE_EXHAUSTED) and hold nothing. Send less in each step (an id or a URL of the data, not the data), or split the work into several transactions`,
   branchRequestTooLarge: (endpoint: string, size: string, limit: string) =>
     `the gRPC server of the branch ${endpoint} refused the request: its ${size} bytes are over the server's limit, ${limit} bytes (maxReceiveMessageLength), before any handler saw it. DTM sends the branch's other ops (a Confirm or Cancel, a saga step's compensation) the same payload, which that server refuses too, and retries them forever: raise the server's maxReceiveMessageLength above the largest payload, or send less`,
   branchGrpcStatus: (endpoint: string, code: number, message: string) =>

@@ -73,7 +73,7 @@ export class Msg extends StepTransaction {
     const target = this.target(action, 'msg', 'action');
     if (target.kind === 'topic' && this.auth) throw new DtmUsageError(MESSAGES.topicWithAuth(this.gid, target.value), { gid: this.gid });
     // a payload refused adds no step
-    this.payloads.push(this.encode(payload, target));
+    this.pushPayload(this.encode(payload, target));
     this.steps.push({ action: target.value });
     return this;
   }

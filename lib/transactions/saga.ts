@@ -63,7 +63,7 @@ export class Saga extends StepTransaction {
     }
     assertOneTransport(() => `saga ${this.gid} step ${this.steps.length}${actionSpec !== action.value ? ` (${JSON.stringify(actionSpec)})` : ''}`, { action, compensate }, this.gid);
     // encoded for the op DTM calls: the compensation when the action is empty; a payload refused adds no step
-    this.payloads.push(this.encode(payload, action.kind === 'none' ? compensate : action));
+    this.pushPayload(this.encode(payload, action.kind === 'none' ? compensate : action));
     this.steps.push({ action: action.value, compensate: compensate.value });
     return this;
   }

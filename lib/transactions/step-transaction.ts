@@ -7,11 +7,17 @@ import { sameSteps, Transaction } from './transaction.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+
+/** The largest request DTM v1.19's gRPC API takes (grpc-go's default receive limit, which DTM does not raise). */
+export const DTM_GRPC_MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 
 /** Saga and msg: steps DTM calls, given to it whole; the app submits and DTM drives the rest. */
 export abstract class StepTransaction extends Transaction {
   protected readonly steps: Record<string, string>[] = [];
   protected readonly payloads: EncodedPayload[] = [];
+  /** The bytes of {@link payloads} together, counted over gRPC only (DTM's gRPC API takes them in one request). */
+  private payloadBytes = 0;
   /** Steps naming another service's branch, resolved from its manifest before the transaction is sent. */
   protected remoteSteps?: { index: number; ref: RemoteBranch; kind: RemoteBranchKind; payload: Payload }[];
 
@@ -20,6 +26,24 @@ export abstract class StepTransaction extends Transaction {
     this.steps.push(kind === 'saga' ? { action: '', compensate: '' } : { action: '' });
     this.payloads.push('');
     (this.remoteSteps ??= []).push({ index: this.steps.length - 1, ref, kind, payload });
+  }
+
+  /**
+   * Adds the payload of the next step; over gRPC refused (`DtmUsageError`) when it takes the
+   * payloads together over {@link DTM_GRPC_MAX_REQUEST_BYTES}, which DTM would refuse at the submit.
+   */
+  protected pushPayload(payload: EncodedPayload): void {
+    if (this.protocol === 'grpc') {
+      const total = this.payloadBytes + byteLength(payload);
+      this.assertWithinDtmGrpc(this.payloads.length, total);
+      this.payloadBytes = total;
+    }
+    this.payloads.push(payload);
+  }
+
+  /** Throws the `DtmUsageError` of a step `index` whose payload takes the payloads to `total` bytes, when that is over what DTM's gRPC API takes. */
+  private assertWithinDtmGrpc(index: number, total: number): void {
+    if (total > DTM_GRPC_MAX_REQUEST_BYTES) throw new DtmUsageError(MESSAGES.payloadsOverDtmGrpcLimit(`${this.transType} ${this.gid} step ${index}`, this.transType, total, DTM_GRPC_MAX_REQUEST_BYTES), { gid: this.gid });
   }
 
   /**
@@ -40,6 +64,14 @@ export abstract class StepTransaction extends Transaction {
     steps.forEach((s, i) => assertOneTransport(() => `${this.transType} ${this.gid} step ${s.index} (branch ${JSON.stringify(s.ref.branch)} of service ${JSON.stringify(s.ref.service)})`, resolved[i], this.gid));
     const data = steps.map((s, i) => this.encode(s.payload, resolved[i].action));
     await this.assertContractPayloads(steps.map((s, i) => ({ ref: s.ref, target: resolved[i].action, data: data[i], where: `step ${s.index}` })));
+    if (this.protocol === 'grpc') {
+      let total = this.payloadBytes;
+      steps.forEach((s, i) => {
+        total += byteLength(data[i]);
+        this.assertWithinDtmGrpc(s.index, total);
+      });
+      this.payloadBytes = total;
+    }
     steps.forEach((s, i) => {
       const targets = resolved[i];
       this.steps[s.index].action = targets.action.value;
@@ -157,4 +189,9 @@ export abstract class StepTransaction extends Transaction {
 
   /** What submit sends. */
   protected abstract submission(): TransactionRequest;
+}
+
+/** The bytes `payload` takes on the wire. */
+function byteLength(payload: EncodedPayload): number {
+  return typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
 }

@@ -549,19 +549,36 @@ describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s
   }, 40_000);
 });
 
-describe("a gRPC saga over DTM's gRPC limit on a request (grpc-go's 4 MiB, which DTM v1.19 keeps)", () => {
+describe("a gRPC saga or message whose payloads are more than DTM's gRPC API takes in one request (4 MiB, grpc-go's default, which DTM v1.19 keeps)", () => {
   const fx = useDtmAppWithRecorder('grpc');
+  const MiB = 1024 * 1024;
 
-  it('is DTM\'s definite refusal naming the limit, the size and what to do, at once: nothing stored or run', async () => {
+  it('is refused at the add() that takes it over, with a DtmUsageError saying so (not at the submit, by DTM, as gRPC status 8): DTM holds nothing, no branch runs', async () => {
     const gid = await fx.client.generateGid();
-    const big = fx.payload({ pad: 'x'.repeat(5 * 1024 * 1024) });
-    const started = Date.now();
-    for (const error of [await fx.client.newSaga(gid).add(fx.target('/Big'), big).submitAndWait({ timeout: 15 }).catch((e: unknown) => e), await fx.client.newSaga(gid).add(fx.target('/Big'), big).submit().catch((e: unknown) => e)]) {
-      expect(error).toBeInstanceOf(DtmServerError);
-      expect((error as Error).message).toMatch(/^DTM refused submit of \S+: DTM's gRPC server takes requests of at most 4194304 bytes .* this one is 52\d{5} bytes\. Nothing of this call is stored or run.*payload/);
-    }
-    expect(Date.now() - started).toBeLessThan(10_000);
-    expect((await queryTrans(gid)).transaction).toBeFalsy();
+    const saga = fx.client.newSaga(gid).add(fx.target('/TransOut'), fx.target('/TransOutRevert'), Buffer.alloc(2.5 * MiB, 0x61));
+    const refused = (() => {
+      try {
+        saga.add(fx.target('/TransIn'), fx.target('/TransInRevert'), Buffer.alloc(2.5 * MiB, 0x62));
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(refused).toBeInstanceOf(DtmUsageError);
+    expect((refused as Error).message).toContain(`saga ${gid} step 1: its payload takes the saga's payloads to 5242880 bytes, over the 4194304 bytes (4 MiB) DTM's gRPC API takes in one request`);
+    const msgGid = await fx.client.generateGid();
+    expect(() => fx.client.newMsg(msgGid).add(fx.target('/TransIn'), Buffer.alloc(4 * MiB + 1, 0x61))).toThrow(`msg ${msgGid} step 0: its payload takes the msg's payloads to 4194305 bytes, over the 4194304 bytes`);
+    // the saga as it was before the refused add() goes on
+    expect((await saga.submitAndWait()).status).toBe('succeed');
+    expect(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.body.length}`)).toEqual([`/TransOut ${2.5 * MiB}`]);
+    expect((await queryTrans(msgGid)).transaction).toBeNull();
+  }, 60_000);
+
+  it("a TCC branch's payload over it (DTM's registration refuses it): a DtmServerError saying so, not a bare gRPC status 8; the TCC is aborted, its Try never called", async () => {
+    const gid = await fx.client.generateGid();
+    const error = await fx.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(Buffer.alloc(4 * MiB, 0x61), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel'))).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmServerError);
+    expect((error as Error).message).toMatch(new RegExp(`^DTM refused registerBranch of ${gid}: DTM's gRPC server takes requests of at most 4194304 bytes .*, and this one is \\d+ bytes\\. Nothing of this call is stored or run`));
+    expect((await queryTrans(gid)).transaction?.status).toBe('failed');
     expect(fx.recorder.callsFor(gid)).toEqual([]);
-  }, 40_000);
+  }, 60_000);
 });

@@ -72,7 +72,7 @@ const TOO_LARGE = /^Received message larger than max \((\d+) vs\.? (\d+)\)/;
 const OVER_SIZE_LIMIT = /received message larger than max/i;
 
 /** grpc-go's words (DTM's gRPC server) for a request over its size limit: the request's size and the limit. */
-const DTM_TOO_LARGE = /^grpc: received message larger than max \((\d+) vs\.? (\d+)\)/;
+const DTM_TOO_LARGE = /received message larger than max \((\d+) vs\.? (\d+)\)/;
 
 /** The methods of DTM's gRPC API (`dtmgimp.Dtm`) the module calls. */
 type DtmMethod = 'NewGid' | 'Submit' | 'Prepare' | 'Abort' | 'RegisterBranch' | 'PrepareWorkflow';
