@@ -10,7 +10,7 @@ import { BarrierTx, BranchContext, DtmClient, DtmFailureError, DtmModule, DtmUna
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
-import { harness } from '../support/harness.js';
+import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 
@@ -331,6 +331,22 @@ describe('nested TCC in a decorated Try', () => {
     expect(recorder.callsTo('/SubConfirm', gid)).toHaveLength(1);
     expect(recorder.callsTo('/SubCancel', gid)).toHaveLength(0);
     expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`confirm ${gid}`]);
+  });
+
+  it.each([
+    ['succeeds', 200, 'succeed'],
+    ['answers FAILURE', 409, 'failed'],
+  ] as const)("a gRPC TCC calling an HTTP Try that nests an http:// sub-branch whose Try %s: the sub-branch is registered over HTTP, and DTM confirms or cancels it over HTTP with its JSON body", async (_case, subTry, status) => {
+    recorder.answer('/SubTry', subTry === 409 ? { status: 409, body: { dtm_result: 'FAILURE', message: 'sub declined' } } : 200);
+    const gid = await client.generateGid();
+    const outcome = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ account: 1, amount: 5, fail: '' }, 'nest'), { protocol: 'grpc' }).catch((e: unknown) => e);
+    const final = await client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe(status);
+    expect((await queryTrans(gid)).transaction?.protocol).toBe('grpc');
+    const phase2 = status === 'succeed' ? '/SubConfirm' : '/SubCancel';
+    expect(recorder.callsFor(gid).map((c) => `${c.method} ${c.path} ${c.query.branch_id} ${c.query.op} ${c.body}`)).toEqual([`POST /SubTry 0101 try {"sub":1}`, `POST ${phase2} 0101 ${phase2 === '/SubConfirm' ? 'confirm' : 'cancel'} {"sub":1}`]);
+    if (status === 'failed') expect(outcome).toBeInstanceOf(DtmFailureError);
+    expect(nesting.outer.filter((line) => line.endsWith(gid))).toEqual([`${status === 'succeed' ? 'confirm' : 'cancel'} ${gid}`]);
   });
 
   it("a gRPC TCC calling an HTTP Try that nests this app's gRPC-only TCC branch by name: it is called over gRPC, DTM confirms both levels", async () => {
