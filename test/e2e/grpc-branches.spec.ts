@@ -10,13 +10,15 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
+import { Controller, Inject, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
 import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, MsgBranch, MsgQueryPrepared, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { Redis } from 'ioredis';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
+import { fileDatabases } from '../support/databases.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
 import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
@@ -1190,5 +1192,107 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
     } finally {
       process.off('uncaughtException', record);
     }
+  });
+});
+
+describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', () => {
+  let app: INestApplication;
+  let client: DtmClient;
+  let redis: Redis;
+  let prefix: string;
+  const runs: string[] = [];
+  const key = (sku: string) => `${prefix}stock-${sku}`;
+  const stock = async (sku: string) => Number(await redis.get(key(sku)));
+
+  @Controller()
+  class RedisShop {
+    constructor(@Inject(DtmClient) private readonly dtm: DtmClient) {}
+
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('rshop.reserve')
+    async reserve(@Payload() item: { sku: string; quantity: number }, @BranchContext() b: BranchInfo) {
+      runs.push(`reserve ${b.gid} ${b.branchId}`);
+      await this.dtm.barrier(b).redisCheckAdjustAmount(redis, key(item.sku), -item.quantity);
+    }
+
+    @GrpcMethod('Shop', 'ReserveRevert')
+    @SagaCompensate('rshop.reserve')
+    async revert(@Payload() item: { sku: string; quantity: number }, @BranchContext() b: BranchInfo) {
+      runs.push(`revert ${b.gid} ${b.branchId}`);
+      await this.dtm.barrier(b).redisCheckAdjustAmount(redis, key(item.sku), item.quantity);
+    }
+
+    @GrpcMethod('Shop', 'Notify')
+    @MsgBranch('rshop.notify')
+    async notify(@Payload() item: { sku: string; quantity: number }, @BranchContext() b: BranchInfo) {
+      await this.dtm.barrier(b).redisCheckAdjustAmount(redis, key(`${item.sku}-notified`), item.quantity);
+    }
+
+    @GrpcMethod('Shop', 'Check')
+    @MsgQueryPrepared('rshop.outbox', { barrier: 'redis' })
+    check() {
+      throw new Error('not called: the barrier answers');
+    }
+  }
+
+  beforeAll(async () => {
+    const dbs = await fileDatabases();
+    redis = new Redis(dbs.redis.url);
+    prefix = `${dbs.redis.keyPrefix}grpc-`;
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' },
+          barrierConnections: { redis: redisBarrierConnection(redis) },
+          grpcProtos: TESTS_GRPC_PROTOS,
+        }),
+      ],
+      controllers: [RedisShop],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    client = app.get(DtmClient);
+  });
+  afterAll(async () => {
+    await app?.close();
+    redis?.disconnect();
+  });
+
+  it('a saga whose second reservation the barrier refuses (stock would go below 0): FAILURE, DTM compensates the first (once) and the refused one (a null compensation, nothing given back); the stock is back', async () => {
+    await redis.set(key('A'), 5);
+    const gid = await client.generateGid();
+    const final = await client.newSaga(gid).add('rshop.reserve', { sku: 'A', quantity: 3 }).add('rshop.reserve', { sku: 'A', quantity: 4 }).submitAndWait();
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('adding -4 would make it negative');
+    expect(await stock('A')).toBe(5);
+    expect(runs.filter((r) => r.includes(gid))).toEqual([`reserve ${gid} 01`, `reserve ${gid} 02`, `revert ${gid} 02`, `revert ${gid} 01`]);
+  });
+
+  it('a message whose local work (redisCheckAdjustAmount) committed and then threw: the module asks the gRPC back-check, which the barrier answers from Redis, and DTM delivers once; with the work not done, the back-check writes rollback and the message is aborted', async () => {
+    await redis.set(key('B'), 10);
+    await redis.set(key('B-notified'), 0);
+    const gid = await client.generateGid();
+    const done = client.newMsg(gid).add('rshop.notify', { sku: 'B', quantity: 2 }).doAndSubmit('rshop.outbox', async (local) => {
+      await BranchBarrier.from(local).redisCheckAdjustAmount(redis, key('B'), -2);
+      throw new Error('crashed after the commit');
+    });
+    await expect(done).rejects.toThrow('crashed after the commit');
+    expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect([await stock('B'), await stock('B-notified')]).toEqual([8, 2]);
+
+    const none = await client.generateGid();
+    const aborted = await client
+      .newMsg(none)
+      .add('rshop.notify', { sku: 'B', quantity: 2 })
+      .doAndSubmit('rshop.outbox', async () => {
+        throw new Error('crashed before the work');
+      })
+      .catch((e: unknown) => e);
+    expect(aborted).toBeInstanceOf(Error);
+    expect((await client.waitForFinal(none, { timeout: 20 })).status).toBe('failed');
+    expect([await stock('B'), await stock('B-notified')]).toEqual([8, 2]);
   });
 });
