@@ -482,23 +482,41 @@ describe('with authenticated calls', () => {
 
   it.each(PROTOCOLS)('a resume without the workflow\'s token runs nothing (401); DTM\'s own resume (%s) carries it and the workflow finishes', async (protocol) => {
     const gid = await signedClient.generateGid();
-    recorder.answer('/Reserve', 425, 200);
+    // ONGOING until the test lets it succeed. DTM's own resume (carrying the token), which another test file's /resetCronTime
+    // on the shared server can bring at any moment, may meet it too; a call made while a forged resume is answered is one that resume ran
+    let ready = false;
+    let forging = 0;
+    const ranByForged: string[] = [];
+    recorder.handle('/Reserve', () => {
+      if (forging > 0) ranByForged.push('/Reserve');
+      return ready ? 200 : 425;
+    });
+    const forge = async (url: string, init?: RequestInit) => {
+      forging += 1;
+      try {
+        return await fetch(url, init);
+      } finally {
+        forging -= 1;
+      }
+    };
     await expect(signedClient.executeWorkflow('transfer.v1', gid, input(), { protocol, retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
     const { port } = signed.app.getHttpServer().address() as { port: number };
-    const forged = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const forged = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(forged.status).toBe(401);
-    const forgedToken = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { headers: { 'dtm-auth': 'transfer.v1.00=AAAAAAAAAAAAAAAAAAAAAA' } });
+    const forgedToken = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { headers: { 'dtm-auth': 'transfer.v1.00=AAAAAAAAAAAAAAAAAAAAAA' } });
     expect(forgedToken.status).toBe(401);
     // a made-up gid, or one that is no workflow of this name: the same 401 as a bad token, which tells nothing of DTM's records
-    const made = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=made-up-gid&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
-    const otherName = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v2&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    const made = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=made-up-gid&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    const otherName = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v2&trans_type=workflow&branch_id=00`, { method: 'POST' });
     expect([made.status, otherName.status]).toEqual([401, 425]); // transfer.v2 is no workflow of this app: ONGOING before any lookup
     expect(await made.text()).toContain('the call carries no token stored by the app that started it');
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
-    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425']);
+    expect(ranByForged).toEqual([]);
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`).join(', ')).toMatch(/^\/Debit 200(, \/Reserve 425)+$/);
 
+    ready = true;
     await untilDtmResumes(gid);
-    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`)).toEqual(['/Debit 200', '/Reserve 425', '/Reserve 200']);
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.status}`).join(', ')).toMatch(/^\/Debit 200(, \/Reserve 425)+, \/Reserve 200$/);
     expect(await balance()).toBe(130);
   });
 
