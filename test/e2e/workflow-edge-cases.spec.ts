@@ -628,12 +628,16 @@ describe('workflow mode at its edges', () => {
     await new Promise((r) => setTimeout(r, 500));
     const { transaction, branches } = await queryTrans(gid);
     expect([transaction?.status, ...branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['prepared', '01 action succeed', '02 action failed']);
-    // replayed, the same: never a commit or a rollback of what the code did not wait for
+    // step b is called once; twice when DTM resumed the workflow before the first call was recorded (another
+    // test file's /resetCronTime on the shared DTM server can bring that resume at any moment)
+    const bCalls = recorder.callsTo('/B', gid).length;
+    expect([1, 2]).toContain(bCalls);
+    // replayed, the same: never a commit or a rollback of what the code did not wait for, nor step b (recorded) called again
     const again = await A.client.executeWorkflow('review.unawaited.v1', gid, urls()).catch((e: unknown) => e);
     expect(failure((again as Error).cause)).toMatch(/step "b" \(branch 02\).*never awaited/);
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
-    expect(recorder.callsTo('/B', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/B', gid)).toHaveLength(bCalls);
     await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 
