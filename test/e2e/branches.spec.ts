@@ -45,6 +45,46 @@ function rawExchange(url: string, head: string, chunks: Buffer[] = [], gapMs = 0
   });
 }
 
+/**
+ * Sends `head` and the first `first` bytes of `body` on a raw connection to `url`'s port, the rest of the
+ * body once the answer is in (as DTM's Go client goes on writing a body the server answered early),
+ * then `next`, a second request on the same connection; resolves once the server closed the
+ * connection (or 25 s passed: `closed` false) with what it answered and the socket error met, if any
+ * (writing to a connection the server closed with unread data in it fails: EPIPE, ECONNRESET).
+ */
+function rawSendAround(url: string, head: string, body: Buffer, first: number, next: string): Promise<{ answer: string; error?: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    let answer = '';
+    let error: string | undefined;
+    let rest: (() => void) | undefined;
+    const answered = new Promise<void>((resolveAnswered) => (rest = resolveAnswered));
+    const done = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ answer, error, closed });
+    };
+    const timer = setTimeout(() => done(false), 25_000);
+    socket.on('data', (data: Buffer) => {
+      answer += data.toString('latin1');
+      const end = answer.indexOf('\r\n\r\n');
+      const length = /\r\ncontent-length: *(\d+)/i.exec(answer.slice(0, end));
+      if (end >= 0 && (length ? answer.length >= end + 4 + Number(length[1]) : answer.endsWith('\r\n0\r\n\r\n'))) rest!(); // the answer's body is in
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => (error ??= err.code ?? err.message));
+    socket.on('close', () => done(true));
+    socket.write(head.replace(/\n/g, '\r\n'));
+    socket.write(body.subarray(0, first));
+    void (async () => {
+      await answered;
+      for (let at = first; at < body.length && !socket.destroyed; at += 64 * 1024) {
+        await new Promise((written) => socket.write(body.subarray(at, at + 64 * 1024), written));
+      }
+      if (!socket.destroyed) socket.write(next.replace(/\n/g, '\r\n'));
+    })();
+  });
+}
+
 /** A well-formed W3C traceparent. */
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
@@ -472,6 +512,28 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(t.ledger.calls).toEqual([]);
   }, 30_000);
 
+  it('a saga step whose payload is over the limit ends failed at DTM\'s first call of each op, with DTM\'s default retry interval: the answer reaches DTM', async () => {
+    const gid = await t.client.generateGid();
+    const seen: string[] = [];
+    const server = t.app.getHttpServer() as import('node:http').Server;
+    const onRequest = (req: import('node:http').IncomingMessage) => {
+      if (req.url?.includes(`gid=${gid}`)) seen.push(new URL(req.url, 'http://app').searchParams.get('op')!);
+    };
+    server.on('request', onRequest);
+    try {
+      // no retryInterval: DTM's default, 10 s, then 20 s ...; a lost answer is called again only then. Read
+      // with the harness's /query: DTM's answer holds the payload of each op, more than the client reads
+      await t.client.newSaga(gid).add('transOut', { amount: 5, pad: 'x'.repeat(4 * MAX_BRANCH_BODY) }).submit();
+      const final = await waitForTransStatus(gid, ['failed', 'succeed'], 8000);
+      expect([final.transaction?.status, final.transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining(`a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`)]);
+      expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action failed']);
+      expect(seen).toEqual(['action', 'compensate']);
+    } finally {
+      server.off('request', onRequest);
+    }
+    expect(t.ledger.calls).toEqual([]);
+  }, 30_000);
+
   it('a chunked branch call body (a proxy re-chunked it) is cut once it passes the limit and answered as above (an action FAILURE, a compensation success, another op 413); the handler does not run', async () => {
     const size = MAX_BRANCH_BODY + 4096;
     const chunk = Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n')]);
@@ -484,6 +546,41 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(await call('audit', 'confirm')).toMatch(/^HTTP\/1\.1 413 /);
     expect(t.ledger.calls).toEqual([]);
   });
+
+  it.each([
+    ['with Content-Length', (size: number) => [`Content-Length: ${size}`, Buffer.alloc(size, 0x61)] as const],
+    ['chunked', (size: number) => ['Transfer-Encoding: chunked', Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n0\r\n\r\n')])] as const],
+  ])('a body over the limit (%s) whose sender goes on writing it after the answer came is read to its end and dropped, not reset: the connection serves the next request', async (_how, framed) => {
+    const [header, body] = framed(2 * MAX_BRANCH_BODY);
+    const call = (path: string, op: string) =>
+      rawSendAround(t.url, `POST /api/v1/bank/${path}?gid=g-whole-big&trans_type=saga&branch_id=01&op=${op} HTTP/1.1\nHost: app\nContent-Type: application/json\n${header}\n\n`, body, MAX_BRANCH_BODY + 64 * 1024, 'GET /api/no-such-route HTTP/1.1\nHost: app\nConnection: close\n\n');
+    const answers = (exchange: { answer: string }) => exchange.answer.match(/HTTP\/1\.1 \d{3}(?= )/g);
+    const action = await call('audit', 'action');
+    expect([action.error, answers(action)]).toEqual([undefined, ['HTTP/1.1 409', 'HTTP/1.1 404']]);
+    expect(action.answer).toContain(`{"dtm_result":"FAILURE","message":"a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`);
+    const compensate = await call('trans-out-compensate', 'compensate');
+    expect([compensate.error, answers(compensate)]).toEqual([undefined, ['HTTP/1.1 200', 'HTTP/1.1 404']]);
+    const confirm = await call('audit', 'confirm');
+    expect([confirm.error, answers(confirm)]).toEqual([undefined, ['HTTP/1.1 413', 'HTTP/1.1 404']]);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it.each([
+    ['with Content-Length', (size: number) => [`Content-Length: ${size}`, Buffer.alloc(size, 0x61)] as const],
+    ['chunked', (size: number) => ['Transfer-Encoding: chunked', Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n0\r\n\r\n')])] as const],
+  ])('a body over the limit (%s) is read and dropped up to 8 MiB only: a sender going beyond is cut after its answer, and the connection serves nothing more', async (_how, framed) => {
+    const [header, body] = framed(8 * MAX_BRANCH_BODY + 64 * 1024);
+    const exchange = await rawSendAround(t.url, `POST /api/v1/bank/audit?gid=g-huge&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\n${header}\n\n`, body, MAX_BRANCH_BODY + 64 * 1024, 'GET /api/no-such-route HTTP/1.1\nHost: app\nConnection: close\n\n');
+    expect(exchange.answer.match(/HTTP\/1\.1 \d{3}(?= )/g)).toEqual(['HTTP/1.1 409']);
+    expect(exchange.answer).toContain(`{"dtm_result":"FAILURE","message":"a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`);
+    expect(t.ledger.calls).toEqual([]);
+  });
+
+  it('a sender that stops sending a body over the limit after its answer is cut within 10 s, not waited for for ever', async () => {
+    const exchange = await rawSendAround(t.url, `POST /api/v1/bank/audit?gid=g-stalled&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${2 * MAX_BRANCH_BODY}\n\n`, Buffer.alloc(MAX_BRANCH_BODY + 64 * 1024, 0x61), MAX_BRANCH_BODY + 64 * 1024, '');
+    expect([exchange.closed, exchange.answer.match(/HTTP\/1\.1 \d{3}(?= )/g)]).toEqual([true, ['HTTP/1.1 409']]);
+    expect(t.ledger.calls).toEqual([]);
+  }, 40_000);
 
   it('passes on only well-formed W3C trace context: a malformed or oversized traceparent / tracestate is dropped, not stored in DTM', async () => {
     const cases: [Record<string, string>, Record<string, string>][] = [

@@ -1,5 +1,6 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { take } from 'rxjs';
@@ -18,6 +19,12 @@ import { MANIFEST_PATH } from '../../contracts/branch-manifest.js';
 
 /** Largest branch body the parser reads (DTM payloads are small; larger bodies are answered unread, see `tooLargeAnswer`). */
 export const MAX_BRANCH_BODY_BYTES = 1024 * 1024;
+
+/** How much of a body over {@link MAX_BRANCH_BODY_BYTES} is still read, and dropped, after its answer (see {@link discardRest}). */
+const MAX_DISCARDED_BODY_BYTES = 8 * MAX_BRANCH_BODY_BYTES;
+
+/** How long the rest of such a body may take to arrive before its connection is cut (see {@link discardRest}). */
+const DISCARD_TIMEOUT_MS = 10_000;
 
 /** Content type a Fastify branch call is given so that only this module's parser reads it. */
 const FASTIFY_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch';
@@ -128,8 +135,8 @@ function expressMiddleware(allowList: readonly string[], routes: BranchRoutes) {
 
 /**
  * Reads a branch call's body, at most {@link MAX_BRANCH_BODY_BYTES}: a larger `Content-Length` is
- * answered (see {@link tooLargeAnswer}) before anything is read; a chunked body is cut so as soon as
- * it passes the limit. Either way the connection is closed after the answer (Node discards the rest), `done` is
+ * answered (see {@link tooLargeAnswer}) before anything is read; a chunked body is answered as soon as
+ * it passes the limit. Either way the rest of the body is dropped (see {@link discardRest}), `done` is
  * not called, and the handler does not run.
  */
 function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unknown) => void): void {
@@ -142,8 +149,9 @@ function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unkn
     if (size <= MAX_BRANCH_BODY_BYTES) return void chunks.push(chunk);
     req.off('data', onData);
     req.off('end', onEnd);
+    req.off('error', done);
     chunks.length = 0;
-    refuseTooLarge(req, res);
+    refuseTooLarge(req, res, size);
   };
   const onEnd = () => {
     // Node's HTTP parser gives each body chunk a Buffer of its own: a body of one chunk is kept as it came (no copy)
@@ -157,13 +165,45 @@ function readBranchBody(req: NodeRequest, res: ServerResponse, done: (err?: unkn
   req.on('end', onEnd);
 }
 
-/** Answers a branch call whose body is over the limit (see {@link tooLargeAnswer}) and closes the connection once the answer is sent. */
-function refuseTooLarge(req: NodeRequest, res: ServerResponse): void {
+/** Answers a branch call whose body is over the limit (see {@link tooLargeAnswer}), `read` bytes of it read, and drops the rest (see {@link discardRest}). */
+function refuseTooLarge(req: NodeRequest, res: ServerResponse, read = 0): void {
   if (res.headersSent) return;
   const url = req.url ?? '';
   const [status, body] = tooLargeAnswer(parseBranchQuery(url.slice(url.indexOf('?') + 1)).op);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
+  const kept = discardRest(req, req.socket, read, Number(req.headers['content-length']));
+  res.writeHead(status, kept ? { 'content-type': 'application/json; charset=utf-8' } : { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
   res.end(JSON.stringify(body));
+}
+
+/**
+ * Reads the rest of a branch call's body over the limit, answered early, and drops it. A server
+ * closing a connection with unread data in it resets the connection: a client still writing the
+ * body (DTM's Go client writes the whole of it) gets "write: broken pipe" instead of the answer and
+ * calls again at its retry interval (10 s, then 20 s ...), so the FAILURE never reached DTM. At most
+ * {@link MAX_DISCARDED_BODY_BYTES} in all (`read` of them already read) and for
+ * {@link DISCARD_TIMEOUT_MS}: a sender going beyond is cut. A body that declares more is not read:
+ * false, and its answer closes the connection.
+ */
+function discardRest(body: NodeJS.ReadableStream, socket: Socket | undefined, read: number, declared: number): boolean {
+  if (!socket || declared > MAX_DISCARDED_BODY_BYTES) return false;
+  // the connection is kept alive: nothing of this call stays on it once the body ended
+  const settled = () => {
+    clearTimeout(timer);
+    socket.off('close', settled);
+  };
+  const cut = () => {
+    settled();
+    socket.destroy();
+  };
+  const timer = setTimeout(cut, DISCARD_TIMEOUT_MS).unref();
+  body.on('data', (chunk: Buffer) => {
+    read += chunk.length;
+    if (read > MAX_DISCARDED_BODY_BYTES) cut();
+  });
+  body.on('error', settled); // the sender went away: nothing to answer
+  body.on('end', settled);
+  socket.once('close', settled);
+  return true;
 }
 
 /**
@@ -187,6 +227,7 @@ interface FastifyRequestLike {
   query?: unknown;
   headers: Record<string, string | string[] | undefined>;
   body?: unknown;
+  raw?: IncomingMessage;
 }
 
 interface FastifyReplyLike {
@@ -208,7 +249,7 @@ interface FastifyLike {
 /**
  * Fastify's parser of a branch call sent chunked (no `Content-Length`: DTM always sends one, a
  * proxy may re-chunk it): reads at most {@link MAX_BRANCH_BODY_BYTES}, and once the body passes
- * that, stops reading it and gives {@link TOO_LARGE_BODY}, which the preHandler hook answers as a
+ * that, drops the rest (see {@link discardRest}) and gives {@link TOO_LARGE_BODY}, which the preHandler hook answers as a
  * `Content-Length` over the limit is answered (Fastify's own `bodyLimit` would answer 413, which
  * DTM retries for ever).
  */
@@ -220,7 +261,10 @@ function readChunkedBranchBody(request: object, payload: NodeJS.ReadableStream, 
     if (size <= MAX_BRANCH_BODY_BYTES) return void chunks.push(chunk);
     payload.off('data', onData);
     payload.off('end', onEnd);
+    payload.off('error', done);
     chunks.length = 0;
+    // a body sent chunked declares no length: its rest is always read, up to the bound
+    if (!discardRest(payload, (request as FastifyRequestLike).raw?.socket, size, Number.NaN)) payload.on('error', () => undefined);
     done(null, TOO_LARGE_BODY);
   };
   const onEnd = () => {
@@ -236,10 +280,12 @@ function readChunkedBranchBody(request: object, payload: NodeJS.ReadableStream, 
 function installFastify(fastify: FastifyLike, allowList: readonly string[], routes: BranchRoutes): void {
   // the handler runs inside done(): the context covers it and everything it starts
   fastify.addHook('preHandler', (request, reply, done) => {
-    // a branch call sent chunked whose body passed the limit: answered unread, as one over the limit by its Content-Length
+    // a branch call sent chunked whose body passed the limit: answered as one over the limit by its Content-Length, its rest dropped by readChunkedBranchBody
     if (request.body === TOO_LARGE_BODY) {
       const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
-      reply.code(status).header('content-type', 'application/json; charset=utf-8').header('connection', 'close').send(JSON.stringify(body));
+      reply.code(status).header('content-type', 'application/json; charset=utf-8');
+      if (!request.raw?.socket) reply.header('connection', 'close');
+      reply.send(JSON.stringify(body));
       return;
     }
     const headers = pickHeaders(request.headers, allowList);
@@ -252,10 +298,12 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     if (typeof type === 'string' && isBranchCall(request, routes, (request.query ?? {}) as Record<string, unknown>)) {
       const declared = request.headers['content-length'];
       request.headers['content-type'] = declared === undefined ? FASTIFY_CHUNKED_BRANCH_CONTENT_TYPE : FASTIFY_BRANCH_CONTENT_TYPE;
-      // over the limit by its Content-Length (what DTM sends): answered as on Express, unread; a chunked one is cut by readChunkedBranchBody
+      // over the limit by its Content-Length (what DTM sends): answered as on Express, its rest dropped; a chunked one is cut by readChunkedBranchBody
       if (Number(declared) > MAX_BRANCH_BODY_BYTES) {
         const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
-        reply.code(status).header('content-type', 'application/json; charset=utf-8').header('connection', 'close').send(JSON.stringify(body));
+        reply.code(status).header('content-type', 'application/json; charset=utf-8');
+        if (!request.raw || !discardRest(request.raw, request.raw.socket, 0, Number(declared))) reply.header('connection', 'close');
+        reply.send(JSON.stringify(body));
         return;
       }
     }
