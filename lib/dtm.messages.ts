@@ -557,6 +557,11 @@ export const MESSAGES = {
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   xaPreparedTransactionsDisabled: (name: string) =>
     `XA database "${name}" (PostgreSQL) has max_prepared_transactions = 0, PostgreSQL's default (the postgres Docker image's too): PREPARE TRANSACTION fails there ("prepared transactions are disabled"), so every XA branch on it would fail and its transaction roll back. Set max_prepared_transactions above the number of XA branches that may be prepared at once (postgresql.conf, or docker run ... postgres:16 -c max_prepared_transactions=100) and restart PostgreSQL`,
+  startupPingAnswered: (version: string, protocol: string, latencyMs: number) => `DTM ${version} answers on ${protocol} (${latencyMs} ms)`,
+  startupPingRetrying: (attempt: number, attempts: number, delaySeconds: number, reason: string) =>
+    `DTM did not answer the start-up ping (attempt ${attempt} of ${attempts}), retrying in ${delaySeconds} s: ${reason}`,
+  startupPingFailed: (attempts: number, reason: string) =>
+    `DTM did not answer the start-up ping (lynx.dtm.startup_ping) after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${reason}`,
   startupDatabaseNoAnswer: (timeoutSeconds: number) =>
     `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
   barrierTableNotCreated: (table: string, place: string, reason: string) => `could not create the barrier table ${table} on ${place} (lynx.dtm.create_barrier_table): ${truncate(reason)}`,

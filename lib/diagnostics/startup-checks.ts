@@ -194,14 +194,14 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     for (let attempt = 1; ; attempt++) {
       try {
         const answer = await this.client.ping();
-        this.logger.log(`DTM ${answer.version} answers on ${answer.protocol} (${answer.latencyMs} ms)`);
+        this.logger.log(MESSAGES.startupPingAnswered(answer.version, answer.protocol, answer.latencyMs));
         return;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         if (attempt >= attempts) {
-          throw new DtmUnavailableError(`DTM did not answer the start-up ping (lynx.dtm.startup_ping) after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${message}`, { cause: err });
+          throw new DtmUnavailableError(MESSAGES.startupPingFailed(attempts, message), { cause: err });
         }
-        this.logger.warn(`DTM did not answer the start-up ping (attempt ${attempt} of ${attempts}), retrying in ${this.config.startupPingDelay} s: ${message}`);
+        this.logger.warn(MESSAGES.startupPingRetrying(attempt, attempts, this.config.startupPingDelay, message));
         await new Promise((resolve) => setTimeout(resolve, this.config.startupPingDelay * 1000));
       }
     }
