@@ -562,6 +562,8 @@ export const MESSAGES = {
     `DTM did not answer the start-up ping (attempt ${attempt} of ${attempts}), retrying in ${delaySeconds} s: ${reason}`,
   startupPingFailed: (attempts: number, reason: string) =>
     `DTM did not answer the start-up ping (lynx.dtm.startup_ping) after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${reason}`,
+  startupPingClosed: (attempt: number, attempts: number, reason: string | undefined) =>
+    `the app closed during the start-up ping (lynx.dtm.startup_ping), at attempt ${attempt} of ${attempts}: ${reason === undefined ? 'no attempt was made' : `DTM did not answer (${reason})`}; no further attempt is made`,
   startupDatabaseNoAnswer: (timeoutSeconds: number) =>
     `no answer within ${timeoutSeconds} s (lynx.dtm.timeout): the database (or a proxy in front of it) accepted the connection and did not answer; the start-up went on without the check (the database's driver keeps waiting: give it a connection timeout, e.g. pg's connectionTimeoutMillis)`,
   barrierTableNotCreated: (table: string, place: string, reason: string) => `could not create the barrier table ${table} on ${place} (lynx.dtm.create_barrier_table): ${truncate(reason)}`,

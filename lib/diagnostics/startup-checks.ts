@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
 import { quotedBarrierTable } from '../barrier/barrier.sql.js';
 import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
@@ -28,8 +28,12 @@ const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
  * that DTM answers.
  */
 @Injectable()
-export class DtmStartupChecks implements OnApplicationBootstrap {
+export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger('DtmStartup');
+  /** Set by {@link onModuleDestroy}: the start-up ping tries no more. */
+  private closed = false;
+  /** Ends the start-up ping's wait before its next attempt (set while it waits). */
+  private wakePing?: () => void;
 
   constructor(
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
@@ -48,6 +52,12 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     await this.checkBarrierTables();
     await this.checkXaDatabases();
     if (this.config.startupPing) await this.ping();
+  }
+
+  /** The app closes (possibly while it is still starting): the start-up ping stops, its wait ended now. */
+  onModuleDestroy(): void {
+    this.closed = true;
+    this.wakePing?.();
   }
 
   /**
@@ -188,24 +198,42 @@ export class DtmStartupChecks implements OnApplicationBootstrap {
     return withTimeout(work, Math.ceil(this.config.timeout * 1000), () => new NoAnswer(MESSAGES.startupDatabaseNoAnswer(this.config.timeout)), late);
   }
 
-  /** `DtmClient.ping` until DTM answers, at most `startup_ping_attempts` times, `startup_ping_delay` seconds apart. */
+  /**
+   * `DtmClient.ping` until DTM answers, at most `startup_ping_attempts` times, `startup_ping_delay`
+   * seconds apart; a `DtmUnavailableError` once the app is closed (no attempt after the close).
+   */
   private async ping(): Promise<void> {
     const attempts = this.config.startupPingAttempts;
+    let last: unknown;
     for (let attempt = 1; ; attempt++) {
+      // closed while starting (Nest's close() does not wait for the start-up): DTM is not called again
+      if (this.closed) throw new DtmUnavailableError(MESSAGES.startupPingClosed(attempt - 1, attempts, last === undefined ? undefined : errorText(last)), { cause: last });
       try {
         const answer = await this.client.ping();
         this.logger.log(MESSAGES.startupPingAnswered(answer.version, answer.protocol, answer.latencyMs));
         return;
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        if (attempt >= attempts) {
-          throw new DtmUnavailableError(MESSAGES.startupPingFailed(attempts, message), { cause: err });
-        }
-        this.logger.warn(MESSAGES.startupPingRetrying(attempt, attempts, this.config.startupPingDelay, message));
-        await new Promise((resolve) => setTimeout(resolve, this.config.startupPingDelay * 1000));
+        last = err;
+        if (attempt >= attempts) throw new DtmUnavailableError(MESSAGES.startupPingFailed(attempts, errorText(err)), { cause: err });
+        if (this.closed) continue;
+        this.logger.warn(MESSAGES.startupPingRetrying(attempt, attempts, this.config.startupPingDelay, errorText(err)));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.config.startupPingDelay * 1000);
+          this.wakePing = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakePing = undefined;
       }
     }
   }
+
+}
+
+/** What `err` says (an Error's message, else its text). */
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** A start-up check's database call that had no answer within `lynx.dtm.timeout`. */

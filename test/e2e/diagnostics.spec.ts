@@ -529,6 +529,34 @@ describe('start-up ping', () => {
     expect((error as Error).message).toMatch(/^DTM did not answer the start-up ping \(lynx\.dtm\.startup_ping\) after 3 attempts: .*ECONNREFUSED/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(400);
   });
+
+  it('stops when the app is closed while it retries: start-up fails at once, and DTM is not called after the close', async () => {
+    const trap = await startTrap(); // a DTM that accepts and closes: every ping fails fast
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: trap.url, startupPing: true, startupPingAttempts: 1000, startupPingDelay: 0.3, timeout: 2 } })] })
+    class PingModule {}
+    const module = await Test.createTestingModule({ imports: [PingModule] }).compile();
+    const app = module.createNestApplication({ forceCloseConnections: true });
+    const logger = new CapturingLogger();
+    app.useLogger(logger);
+    let settled: { error?: unknown } | undefined;
+    void app.init().then(
+      () => (settled = {}),
+      (error: unknown) => (settled = { error }),
+    );
+    try {
+      await waitUntil('a start-up ping retried', () => Promise.resolve(logger.warnings.some((w) => w.includes('(attempt 2 of 1000)'))), { timeoutMs: 20_000 });
+      await app.close();
+      const atClose = trap.connections;
+      // before: the pings went on (attempt after attempt, 0.3 s apart, for up to 1000 x (0.3 s + timeout)) and the start-up never ended
+      await waitUntil('the start-up ended', () => Promise.resolve(settled !== undefined), { timeoutMs: 5_000 }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(trap.connections - atClose).toBeLessThanOrEqual(1); // at most the ping in flight at the close
+      expect(settled?.error).toBeInstanceOf(DtmUnavailableError);
+      expect((settled?.error as Error).message).toMatch(/^the app closed during the start-up ping \(lynx\.dtm\.startup_ping\), at attempt \d+ of 1000: DTM did not answer/);
+    } finally {
+      await trap.close();
+    }
+  });
 });
 
 describe('failures give the branch\'s own message; DTM\'s text stays on the raw fields', () => {
