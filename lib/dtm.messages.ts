@@ -72,6 +72,8 @@ export const MESSAGES = {
     `lynx.dtm.pass_through_headers forwards ${names.join(', ')} of the request being served to every branch of the transactions it starts: DTM stores them with each transaction (branch_headers) and returns them to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. List only values that may be stored (request ids, tenants), not credentials (Authorization, Cookie, API keys), and keep DTM's API private`,
   appUrlCredentialsStored: (shown: string) =>
     `lynx.dtm.app_url (${shown}) holds credentials (user:password@): they are in every branch URL this app gives DTM, which DTM stores with each transaction, logs, and returns to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. Give app_url without them and authenticate branch calls with lynx.dtm.branch_auth_keys, or keep DTM's API, logs and storage as private as those credentials`,
+  serverUrlDefaultBesideGrpc: (grpcServer: string, serverUrl: string) =>
+    `lynx.dtm.grpc_server is ${grpcServer}, but lynx.dtm.server_url is not set, so it is its default ${serverUrl}: transactions over gRPC reach grpc_server, while query(), list(), forceStop(), the waits (submitAndWait(), waitForFinal(), ...AndWait) and the version that ping(), startup_ping and the health indicator read use DTM's HTTP API (its gRPC API has none of them), at ${serverUrl}. Set lynx.dtm.server_url to the same DTM's HTTP API (http://<its host>:36789/api/dtmsvr by default)`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
 

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { barrierDecisionsOf, behindBarrier, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
-import { NODE_TIMER_MAX_MS, isCredentialHeader } from '../config/dtm-config.keys.js';
+import { NODE_TIMER_MAX_MS, defaultDtmConfig, isCredentialHeader } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_CONTRACTS, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import type { RemoteBranch } from '../contracts/branch-contract.js';
@@ -429,13 +429,16 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * Warns at start-up that the headers `pass_through_headers` forwards that look like credentials
    * (Authorization, Cookie, API keys, tokens) are stored in DTM and readable through its API; a
    * request id or a tenant, which may be stored, gets no warning. Warns too that an `app_url` with
-   * credentials puts them into every branch URL of this app, which DTM stores and shows alike.
+   * credentials puts them into every branch URL of this app, which DTM stores and shows alike; and
+   * that `grpc_server` names a DTM beside a `server_url` left at its default (localhost), where
+   * query, the waits and the ping would go (DTM's gRPC API has none of them).
    */
   onModuleInit(): void {
     const credentials = this.config.passThroughHeaders.filter(isCredentialHeader);
     if (this.config.enabled && credentials.length > 0) this.logger.warn(MESSAGES.passThroughStored(credentials));
     const appUrl = this.config.appUrl;
     if (this.config.enabled && appUrl !== undefined && withoutCredentials(appUrl) !== appUrl) this.logger.warn(MESSAGES.appUrlCredentialsStored(redactUrl(appUrl)));
+    if (this.config.enabled && serverUrlLeftBesideGrpc(this.config)) this.logger.warn(MESSAGES.serverUrlDefaultBesideGrpc(this.config.grpcServer, this.config.serverUrl));
   }
 
   /**
@@ -524,3 +527,16 @@ function listFilterProblem(filter: ListFilter): string | undefined {
 
 /** The largest `list()` page asked for: a page of transactions with their payloads must stay readable (max_answer_bytes). */
 const LIST_LIMIT_MAX = 1000;
+
+/** `grpc_server`s that are the default's DTM (on this host, its gRPC port): the default `server_url` is the same DTM's HTTP API. */
+const LOCAL_DEFAULT_GRPC = new Set(['localhost:36790', '127.0.0.1:36790', '[::1]:36790']);
+
+/**
+ * Whether `server_url` is left at its default (DTM on localhost) while `grpc_server` names another
+ * DTM address: the transactions over gRPC reach that DTM, but query, list, forceStop, the waits and
+ * the ping's version (HTTP only) go to localhost.
+ */
+function serverUrlLeftBesideGrpc(config: DtmConfig): boolean {
+  const defaults = defaultDtmConfig();
+  return config.serverUrl === defaults.serverUrl && !LOCAL_DEFAULT_GRPC.has(config.grpcServer.toLowerCase());
+}

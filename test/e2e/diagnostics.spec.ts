@@ -36,7 +36,7 @@ import {
 } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases } from '../support/databases.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { dtmPost, harness, queryTrans } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { startTrap } from '../support/trap.js';
 
@@ -556,6 +556,47 @@ describe('start-up ping', () => {
     } finally {
       await trap.close();
     }
+  });
+});
+
+describe('server_url left at its default beside grpc_server', () => {
+  /** A module talking to the harness's DTM with `config` (no serverUrl unless given), and its start-up warnings. */
+  async function grpcApp(config: DtmConfigInput): Promise<{ client: DtmClient; warnings: string[] }> {
+    @Module({ imports: [DtmModule.forRoot({ config })] })
+    class GrpcDtmModule {}
+    const module = await Test.createTestingModule({ imports: [GrpcDtmModule] }).compile();
+    const app = module.createNestApplication({ forceCloseConnections: true });
+    const logger = new CapturingLogger();
+    app.useLogger(logger);
+    apps.push(app);
+    await app.init();
+    return { client: app.get(DtmClient), warnings: logger.warnings };
+  }
+  const defaultUrl = 'http://localhost:36789/api/dtmsvr';
+
+  it('warns at start-up, naming server_url: the transactions go to grpc_server, but query, the waits and ping to localhost', async () => {
+    const { client, warnings } = await grpcApp({ protocol: 'grpc', grpcServer: harness().dtm.grpcAddress, timeout: 2 });
+    // the trap: the saga is taken over gRPC (DTM holds it), the wait for it asks localhost, where DTM is not
+    const gid = await client.generateGid();
+    await client.newSaga(gid).add(`${harness().dtm.serverUrl}/no-such-branch`, `${harness().dtm.serverUrl}/no-such-branch`, { a: 1 }).submit();
+    expect((await queryTrans(gid)).transaction?.protocol).toBe('grpc');
+    const error = await client.query(gid).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmUnavailableError);
+    expect((error as Error).message).toContain('localhost:36789');
+    await dtmPost('/forceStop', { gid });
+    // before: no word at start-up
+    const warned = warnings.filter((w) => w.includes('lynx.dtm.server_url'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain(`lynx.dtm.grpc_server is ${harness().dtm.grpcAddress}`);
+    expect(warned[0]).toContain(defaultUrl);
+    expect(warned[0]).toMatch(/query\(\), list\(\), forceStop\(\), the waits .*ping\(\), startup_ping and the health indicator/);
+  });
+
+  it('does not warn when server_url is set, or when both are left at their defaults (one DTM on this host)', async () => {
+    const set = await grpcApp({ protocol: 'grpc', grpcServer: harness().dtm.grpcAddress, serverUrl: harness().dtm.serverUrl });
+    expect(set.warnings.filter((w) => w.includes('lynx.dtm.server_url'))).toEqual([]);
+    const defaults = await grpcApp({ protocol: 'grpc' });
+    expect(defaults.warnings.filter((w) => w.includes('lynx.dtm.server_url'))).toEqual([]);
   });
 });
 
