@@ -234,7 +234,7 @@ export const MESSAGES = {
     `a branch call named ${named} as its DTM server (the dtm query parameter, or dtm-dtm metadata over gRPC), which is not lynx.dtm.${key} (${configured}): the module talks only to the DTM server it is configured with, so the branch is registered there (and fails if that server has no such transaction). Logged once per name`,
   branchHeaderTwice: (names: string[]) => `branch headers ${names.join(' and ')} are one header (names are case-insensitive); give it once`,
   branchHeaderForbidden: (name: string) =>
-    `branch header ${JSON.stringify(name)} describes the request that carries it (framing, connection, proxy), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
+    `branch header ${JSON.stringify(name)} describes the request that carries it (framing, content type or encoding, connection, proxy: DTM gives each branch call its own, and one given here would replace it, e.g. DTM would send the JSON payload as text/plain, which a branch reading JSON may then not parse), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
   branchHeaderNotString: (name: string, got: unknown) => `branch header ${JSON.stringify(name)} must have a string value, got ${typeof got}`,
   httpHeaderName: (name: string) =>
     `branch header ${JSON.stringify(name)} is not an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-, no spaces): DTM could never send it, and would retry every branch call forever; fix the name`,

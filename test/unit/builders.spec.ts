@@ -165,9 +165,11 @@ describe('Saga', () => {
       .submit();
     expect(sent[0].request.options.branchHeaders).toEqual({ traceparent: 'tp', 'X-Tenant': 'explicit', 'X-REQUEST-ID': 'mine', 'x-env': 'b' });
     expect(() => new Saga(runtime, 'gid-h2', { branchHeaders: { 'X-A': '1', 'x-a': '2' } })).toThrow(new DtmUsageError('branch headers X-A and x-a are one header (names are case-insensitive); give it once'));
-    for (const name of ['Content-Length', 'host', 'Transfer-Encoding', 'Proxy-Authorization', 'dtm-gid']) {
+    for (const name of ['Content-Length', 'host', 'Transfer-Encoding', 'Proxy-Authorization', 'dtm-gid', 'Content-Type', 'content-encoding']) {
       expect(() => new Saga(runtime, 'gid-h3', { branchHeaders: { [name]: '2' } })).toThrow(/describes the request that carries it/);
     }
+    // a content type of the app's would replace the one DTM gives the payload it sends: the error says so
+    expect(() => new Saga(runtime, 'gid-h4', { branchHeaders: { 'content-type': 'text/plain' } })).toThrow(/content type or encoding, connection, proxy: DTM gives each branch call its own, and one given here would replace it/);
     expect(sent).toHaveLength(1);
   });
 
