@@ -228,7 +228,6 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
       }
     }
   }
-
 }
 
 /** What `err` says (an Error's message, else its text). */
