@@ -1,6 +1,7 @@
 // npm run chaos -- --seed S --transfers N [--protocol http|grpc] [--concurrency 8] [--branch-timeout 2] [--bank-kills 2] [--dtm-restarts 1]
 //                  [--dtm-pauses 1] [--pause-seconds 4] [--db-stalls 2] [--stall-seconds 4] [--dtm-store-stalls 0]
-//                  [--connection-cuts 0] [--workflows] [--fault-rate 0.06] [--drain-seconds 300] [--durable] [--json file]
+//                  [--connection-cuts 0] [--workflows] [--branch-auth [--check-actions]] [--fault-rate 0.06] [--replay-rate 0] [--drain-seconds 300]
+//                  [--durable] [--json file]
 //
 // The fault-injection suite (test/support/chaos/chaos.ts) on private servers: a PostgreSQL and a
 // MariaDB (the harness's; --durable: fsync at every commit), a DTM server on boltdb that the run
@@ -14,9 +15,16 @@
 // of the banks' gRPC server); --connection-cuts N: N times every gRPC connection to DTM and to the
 // banks is reset (calls in flight on them lost). --workflows: workflow transfers too, whose app is the
 // banks' process (its kills kill them mid-way; DTM resumes them there; over gRPC gRPC workflows). Prints the
+// --branch-auth: the banks and the caller hold a branch key (branch_auth_keys: every branch call signed
+// and checked, confirms / compensations only in DTM's phase); --check-actions: the banks also set
+// branch_auth_check_actions. --replay-rate R: that share of branch calls is delivered once more 3 to 8 s
+// after it was answered (a replay; often after the transaction ended). Prints the
 // figures (throughput, caller latencies, drain time, stuck transactions) and every broken invariant;
 // exits with 1 if there is one.
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -42,8 +50,11 @@ const { values } = parseArgs({
     'connection-cuts': { type: 'string', default: '0' },
     durable: { type: 'boolean', default: false },
     workflows: { type: 'boolean', default: false },
+    'branch-auth': { type: 'boolean', default: false },
+    'check-actions': { type: 'boolean', default: false },
     json: { type: 'string' },
     'fault-rate': { type: 'string', default: '0.06' },
+    'replay-rate': { type: 'string', default: '0' },
     'drain-seconds': { type: 'string', default: '300' },
   },
 });
@@ -70,7 +81,13 @@ const options = {
   dtmStoreStalls: whole('dtm-store-stalls', values['dtm-store-stalls'], 0),
   connectionCuts: whole('connection-cuts', values['connection-cuts'], 0),
   workflows: values.workflows,
+  branchAuthKey: values['branch-auth'] ? randomBytes(33).toString('base64') : undefined,
+  branchAuthCheckActions: values['check-actions'],
 };
+if (options.branchAuthCheckActions && !options.branchAuthKey) {
+  console.error('--check-actions needs --branch-auth (branch_auth_check_actions works with branch_auth_keys only)');
+  process.exit(2);
+}
 if (values.protocol !== 'http' && values.protocol !== 'grpc') {
   console.error(`--protocol must be http or grpc, got ${values.protocol}`);
   process.exit(2);
@@ -86,6 +103,12 @@ if (!(rate >= 0 && rate <= 0.25)) {
   process.exit(2);
 }
 
+const replayRate = Number(values['replay-rate']);
+if (!(replayRate >= 0 && replayRate <= 0.25)) {
+  console.error(`--replay-rate must be from 0 to 0.25 (a share of branch calls delivered again 3 to 8 s later), got ${values['replay-rate']}`);
+  process.exit(2);
+}
+
 const stack = await startStack({ dtm: false, redis: options.dtmStoreStalls > 0, durable: values.durable });
 let failed: boolean;
 try {
@@ -98,7 +121,7 @@ try {
   const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
   await my.query('CREATE DATABASE chaos');
   await my.end();
-  console.log(`chaos: ${protocol}${options.workflows ? ' with workflows' : ''}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
+  console.log(`chaos: ${protocol}${options.workflows ? ' with workflows' : ''}${options.branchAuthKey ? `, branch_auth_keys${options.branchAuthCheckActions ? ' and branch_auth_check_actions' : ''}` : ''}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
   const report = await runChaos({
     ...options,
     protocol,
@@ -106,13 +129,19 @@ try {
     pgUrl: postgresUrl(pgInfo, 'chaos'),
     mysqlUrl: mariadbUrl(myInfo, 'chaos'),
     dtmRedis: stack.info.redis,
-    faults: { error500: rate, delay: rate, duplicate: rate, lostAnswer: rate },
+    faults: { error500: rate, delay: rate, duplicate: rate, lostAnswer: rate, replay: replayRate },
     log: (line) => console.log(`  ${line}`),
   });
   const { transfersDetail, ...figures } = report;
   console.log(JSON.stringify(figures, null, 2));
   if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2));
   failed = report.problems.length > 0;
+  if (failed) {
+    // the run directory goes with the stack: keep its logs (DTM's, the banks') to find why
+    const kept = mkdtempSync(join(tmpdir(), `chaos-${options.seed}-logs-`));
+    for (const file of readdirSync(stack.runDir.path).filter((f) => f.endsWith('.log'))) copyFileSync(join(stack.runDir.path, file), join(kept, file));
+    console.log(`logs kept in ${kept}`);
+  }
   console.log(failed ? `FAILED: ${report.problems.length} problems` : 'OK: every invariant holds');
 } finally {
   await stack.stop();

@@ -11,7 +11,8 @@
 // mid-way, which DTM resumes here once it is back.
 //
 // Environment: PORT, DTM_URL, APP_URL (the proxy in front of this app), PG_URL, MYSQL_URL, BRANCH_TIMEOUT;
-// for gRPC: GRPC_PORT (its gRPC server), GRPC_APP_ADDRESS (the proxy in front of it), DTM_GRPC.
+// for gRPC: GRPC_PORT (its gRPC server), GRPC_APP_ADDRESS (the proxy in front of it), DTM_GRPC;
+// authenticated branch calls: BRANCH_AUTH_KEY (branch_auth_keys), CHECK_ACTIONS=1 (branch_auth_check_actions).
 import 'reflect-metadata';
 import { Body, Controller, Get, HttpCode, Injectable, Module, Post, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -262,6 +263,8 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
         barrierTable: 'dtm_barrier',
         branchTimeout: Number(env.BRANCH_TIMEOUT ?? 3),
         timeout: 3,
+        // authenticated branch calls: the caller holds the same key
+        ...(env.BRANCH_AUTH_KEY ? { branchAuthKeys: [env.BRANCH_AUTH_KEY], branchAuthCheckActions: env.CHECK_ACTIONS === '1' } : {}),
       },
       barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
       // the gRPC workflows' step payloads are objects, encoded with the banks' proto
@@ -277,7 +280,8 @@ const banks = (['pg', 'mysql'] as const).map((store) => bank(store));
 })
 class ChaosBankModule {}
 
-const app = await NestFactory.create(ChaosBankModule, { logger: ['error'] });
+// with the keys, the warnings too: each refused branch call is one (the run counts them)
+const app = await NestFactory.create(ChaosBankModule, { logger: env.BRANCH_AUTH_KEY ? ['error', 'warn'] : ['error'] });
 if (env.GRPC_PORT) {
   app.connectMicroservice<MicroserviceOptions>(
     // and DTM's workflow resume (workflow.Workflow/Execute), which DTM calls at GRPC_APP_ADDRESS

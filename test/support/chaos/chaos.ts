@@ -24,6 +24,7 @@
 // - nothing is left prepared (pg_prepared_xacts, XA RECOVER);
 // - the caller's view of each outcome never contradicts DTM's record (succeed / failed as recorded;
 //   "DTM never got it" (DtmUnavailableError) only for a transaction DTM does not hold).
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Module } from '@nestjs/common';
@@ -67,7 +68,7 @@ export interface ChaosOptions {
   mysqlUrl: string;
   /** `lynx.dtm.branch_timeout` of the bank and the transactions, seconds. Default 2. */
   branchTimeout?: number;
-  /** Share of branch calls per fault. Defaults: 0.06 each. */
+  /** Share of branch calls per fault. Defaults: 0.06 each, 'replay' 0. */
   faults?: Partial<Record<Fault, number>>;
   /** Times the bank process is killed with -9 (and started again) while transfers run. Default 2. */
   bankKills?: number;
@@ -89,6 +90,10 @@ export interface ChaosOptions {
   connectionCuts?: number;
   /** Workflow transfers too: a workflow of the bank's process (over gRPC a gRPC workflow), which DTM resumes there after a kill. Default false. */
   workflows?: boolean;
+  /** Authenticated branch calls: the banks and the caller hold this key (`branch_auth_keys`), so every branch call is signed and checked. Default: none (off). */
+  branchAuthKey?: string;
+  /** With `branchAuthKey`: the banks also set `branch_auth_check_actions` (a saga action or message branch DTM calls needs DTM's record to say it is due). Default false. */
+  branchAuthCheckActions?: boolean;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
   /** Where progress lines go. */
@@ -98,9 +103,15 @@ export interface ChaosOptions {
 /** The transport of a chaos run. */
 export type ChaosProtocol = 'http' | 'grpc';
 
-/** What the proxy in front of the banks does to one branch call. */
-export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer';
-const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer'];
+/**
+ * What the proxy in front of the banks does to one branch call; 'replay': delivered and answered as
+ * it came, then delivered once more a few seconds later (`REPLAY_MS`), its answer dropped, as a
+ * replay read from DTM or taken on the wire would be (often after the transaction ended).
+ */
+export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer' | 'replay';
+const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer', 'replay'];
+/** How much later than the call a replay comes: from, and up to this much more, ms. */
+export const REPLAY_MS = [3000, 5000] as const;
 
 /** A transfer's mode. */
 export type ChaosMode = 'saga' | 'tcc' | 'msg' | 'xa' | 'workflow';
@@ -147,6 +158,10 @@ export interface ChaosReport {
   dtmStoreStalls: number;
   /** Times the gRPC connections were cut, and how many connections the cuts reset. */
   connectionCuts: { cuts: number; connections: number };
+  /** Transactions DTM held with the module's tokens (`dtm-auth`) in their branch_headers: with `branchAuthKey`, those whose calls DTM makes are signed (saga, msg, workflow); 0 without. */
+  signedByDtm: number;
+  /** Branch calls the banks refused (401 / UNAUTHENTICATED: a late or duplicate call out of its phase, ...), counted from their log, by op and reason; empty without `branchAuthKey`. */
+  authRefusals: Record<string, number>;
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
   /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
@@ -189,9 +204,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => undefined);
   const protocol = options.protocol ?? 'http';
   const modes: ChaosMode[] = options.workflows ? [...MODES, 'workflow'] : MODES;
+  if (options.branchAuthCheckActions && !options.branchAuthKey) throw new Error('branchAuthCheckActions needs branchAuthKey');
+  const authEnv = options.branchAuthKey ? { BRANCH_AUTH_KEY: options.branchAuthKey, ...(options.branchAuthCheckActions ? { CHECK_ACTIONS: '1' } : {}) } : {};
+  const authConfig: DtmConfigInput = options.branchAuthKey ? { branchAuthKeys: [options.branchAuthKey] } : {};
   const random = generator(options.seed);
   const branchTimeout = options.branchTimeout ?? 2;
-  const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, ...options.faults };
+  const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, replay: 0, ...options.faults };
   const pgPool = new pg.Pool({ connectionString: options.pgUrl, max: 10 });
   const myPool = mysql.createPool({ uri: options.mysqlUrl, connectionLimit: 10 });
   const sql: Record<Store, Sql> = {
@@ -255,7 +273,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         command: process.execPath,
         args: [join(process.cwd(), '.build', 'test', 'support', 'chaos', 'bank.app.js')],
         cwd: process.cwd(),
-        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: appUrl, PG_URL: stallProxies.pg!.url, MYSQL_URL: stallProxies.mysql!.url, BRANCH_TIMEOUT: String(branchTimeout), ...grpcEnv }),
+        env: minimalEnv({ PORT: String(bankPort), DTM_URL: dtm!.info.serverUrl, APP_URL: appUrl, PG_URL: stallProxies.pg!.url, MYSQL_URL: stallProxies.mysql!.url, BRANCH_TIMEOUT: String(branchTimeout), ...grpcEnv, ...authEnv }),
         runDir: options.runDir,
         logFile: join(options.runDir.path, 'chaos-bank.log'),
       });
@@ -266,7 +284,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // the submits each gid took (a hook of the module's instrumentation seam)
     const submitsOf = new Map<string, number>();
     const instrumentationOptions: DtmInstrumentationOptions = { hooks: { 'dtm.call': (e) => void (e.operation === 'submit' && e.gid && submitsOf.set(e.gid, (submitsOf.get(e.gid) ?? 0) + 1)) } };
-    const callerConfig: DtmConfigInput = { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20 };
+    const callerConfig: DtmConfigInput = { serverUrl: dtm.info.serverUrl, timeout: 3, retryInterval: 1, branchTimeout, barrierTable: 'dtm_barrier', transactionTimeout: 20, ...authConfig };
     if (protocol === 'grpc') {
       // as an app talking gRPC to DTM does: the module, with the banks' proto (the payloads below are objects)
       const caller = await grpcCaller({ ...callerConfig, protocol: 'grpc', grpcServer: dtmGrpc }, instrumentationOptions);
@@ -472,8 +490,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const drainStarted = Date.now();
     const deadline = drainStarted + (options.drainSeconds ?? 120) * 1000;
     let pending = plan;
+    // the transactions DTM holds with the module's tokens in their branch_headers (with branchAuthKey: the calls DTM makes are signed)
+    const signedGids = new Set<string>();
     for (;;) {
-      const statuses = await Promise.all(pending.map(async (t) => [t, await dtmStatus(dtm!.info.serverUrl, t.gid)] as const));
+      const statuses = await Promise.all(pending.map(async (t) => [t, await dtmStatus(dtm!.info.serverUrl, t.gid, signedGids)] as const));
       for (const [t, status] of statuses) t.dtm = status;
       pending = statuses.filter(([, s]) => s !== 'succeed' && s !== 'failed' && s !== 'absent').map(([t]) => t);
       if (pending.length === 0 || Date.now() >= deadline) break;
@@ -481,6 +501,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await sleep(1000);
     }
     const drainSeconds = (Date.now() - drainStarted) / 1000;
+    // the replays still to come land before the checks
+    await Promise.all(proxy.replays);
     // phase 2 of XA and the last branch calls are done once DTM recorded the end: give the last answers a moment
     await sleep(300);
 
@@ -521,6 +543,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmPauses,
       dtmStoreStalls,
       connectionCuts,
+      signedByDtm: signedGids.size,
+      authRefusals: options.branchAuthKey ? authRefusalsIn(join(options.runDir.path, 'chaos-bank.log')) : {},
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
       submittedAgain: Object.fromEntries(modes.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Partial<Record<ChaosMode, number>>,
       stallsHeld: {
@@ -547,10 +571,25 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   }
 }
 
-/** DTM's status of `gid`, `absent` if it holds none, `?` if it could not be asked. */
-async function dtmStatus(serverUrl: string, gid: string): Promise<string> {
+/** The branch calls the banks' log (every start of the process) shows refused by the branch authentication, counted by op and reason. */
+function authRefusalsIn(logFile: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  if (!existsSync(logFile)) return counts;
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    const refused = /branch call refused \(.*, op "([^"]*)"\): (.*?); with lynx\.dtm\.branch_auth_keys/.exec(line);
+    if (!refused) continue;
+    // a reason without its instant (a back-check's due time)
+    const key = `${refused[1]}: ${refused[2].replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, '<time>')}`;
+    counts[key] = (counts[key] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/** DTM's status of `gid`, `absent` if it holds none, `?` if it could not be asked; a gid DTM holds with a `dtm-auth` token in its branch_headers goes into `signed`. */
+async function dtmStatus(serverUrl: string, gid: string, signed: Set<string>): Promise<string> {
   try {
-    const answer = (await (await fetch(`${serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as { transaction: { status: string } | null };
+    const answer = (await (await fetch(`${serverUrl}/query?gid=${encodeURIComponent(gid)}`)).json()) as { transaction: { status: string; branch_headers?: Record<string, string> | null } | null };
+    if (answer.transaction?.branch_headers?.['dtm-auth']) signed.add(gid);
     return answer.transaction?.status ?? 'absent';
   } catch {
     return '?';
@@ -611,6 +650,8 @@ interface Proxy {
   url: string;
   faultsOn: boolean;
   injected: Record<Fault, number>;
+  /** The replays not yet delivered (and answered). */
+  replays: Set<Promise<unknown>>;
   close(): Promise<void>;
 }
 
@@ -665,11 +706,19 @@ async function grpcCaller(config: DtmConfigInput, instrumentation: DtmInstrument
 async function startGrpcProxy(bankAddress: string, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
   // and DTM's resume of the gRPC workflows, which the bank serves
   const paths = [...(['pg', 'mysql'] as const).flatMap((store) => Object.values(BRANCHES).map(([, method]) => `/${grpcService(store)}/${method}`)), '/workflow.Workflow/Execute'];
-  const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0 }, close: async () => undefined };
-  const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random));
+  const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0, replay: 0 }, replays: new Set(), close: async () => undefined };
+  const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random), (deliver) => replayLater(proxy, random, deliver));
   proxy.url = grpc.address;
   proxy.close = () => grpc.close();
   return proxy;
+}
+
+/** Delivers a call once more (`deliver`) a while after it was answered (`REPLAY_MS`, drawn with `random`), its answer dropped; tracked in `proxy.replays`. */
+function replayLater(proxy: Proxy, random: () => number, deliver: () => Promise<unknown>): void {
+  const replay = sleep(REPLAY_MS[0] + Math.floor(random() * REPLAY_MS[1]))
+    .then(deliver)
+    .finally(() => proxy.replays.delete(replay));
+  proxy.replays.add(replay);
 }
 
 /** Starts the proxy to the bank on `bankPort`: each call suffers at most one fault, drawn with `random` at the `rates`. */
@@ -689,7 +738,8 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
   const proxy: Proxy = {
     url: '',
     faultsOn: true,
-    injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0 },
+    injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0, replay: 0 },
+    replays: new Set(),
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -714,6 +764,7 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
         return answer(first);
       }
       const got = await forward(req, body);
+      if (fault === 'replay') replayLater(proxy, random, () => forward(req, body));
       if (fault === 'lostAnswer') return answer({ status: 502, headers: {}, body: Buffer.from('injected: answer lost') });
       answer(got);
     });

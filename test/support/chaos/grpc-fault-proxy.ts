@@ -6,7 +6,8 @@
 // - 'delay': held past the branch timeout, then forwarded (DTM gave up on the call and retries;
 //   the late call still runs at the bank);
 // - 'duplicate': forwarded twice at once, answered with the first answer;
-// - 'lostAnswer': forwarded, run and committed at the bank, then answered UNAVAILABLE.
+// - 'lostAnswer': forwarded, run and committed at the bank, then answered UNAVAILABLE;
+// - 'replay': forwarded and answered, then forwarded once more later (`replay`), its answer dropped.
 // Forwarded calls get a deadline of their own (not the caller's): a late call runs at the bank as a
 // late HTTP request does. While the bank is down, a call is answered UNAVAILABLE at once.
 import { Client, Metadata, Server, ServerCredentials, credentials, status, type ServerUnaryCall, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
@@ -29,9 +30,16 @@ const OWN_KEYS = new Set(['user-agent', 'content-type', 'te', 'grpc-timeout', 'g
 
 /**
  * Starts the proxy for the bank at `bankAddress` (`host:port`), serving `paths`
- * (`/chaos.PgBank/Out`, ...); `pick()` gives each call's fault (or none); `branchTimeout` in seconds.
+ * (`/chaos.PgBank/Out`, ...); `pick()` gives each call's fault (or none); `replay(deliver)` delivers a
+ * replayed call later; `branchTimeout` in seconds.
  */
-export async function startGrpcFaultProxy(bankAddress: string, paths: string[], branchTimeout: number, pick: () => Fault | undefined): Promise<GrpcFaultProxy> {
+export async function startGrpcFaultProxy(
+  bankAddress: string,
+  paths: string[],
+  branchTimeout: number,
+  pick: () => Fault | undefined,
+  replay: (deliver: () => Promise<unknown>) => void,
+): Promise<GrpcFaultProxy> {
   // reconnects soon after a kill of the bank (grpc-js's default backoff grows to minutes)
   const bank = new Client(bankAddress, credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 500 });
   const forward = (path: string, bytes: Buffer, inbound: Metadata): Promise<Answer> => {
@@ -56,6 +64,7 @@ export async function startGrpcFaultProxy(bankAddress: string, paths: string[], 
       return answer(first);
     }
     const got = await forward(path, call.request, call.metadata);
+    if (fault === 'replay') replay(() => forward(path, call.request, call.metadata));
     if (fault === 'lostAnswer') return answer({ error: { code: status.UNAVAILABLE, details: 'injected: answer lost' } });
     answer(got);
   };
