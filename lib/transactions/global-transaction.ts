@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
-import { isTransientDtmError, stillPreparedError } from '../transport/dtm-transient.js';
+import { isTransientDtmError, isUndecidedSubmit, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { restatedContext } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -9,6 +9,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
@@ -75,7 +76,8 @@ export abstract class GlobalTransaction extends Transaction {
    * Returns what `body` returned. A submit that fails in a way that may not have reached DTM, or
    * is answered by something else than DTM's decision (a gateway's 4xx), is
    * `DtmOutcomeUnknownError` (`prepared`): DTM holds the prepared transaction, and if no
-   * submit got through, DTM rolls it back at its timeout.
+   * submit got through, DTM rolls it back at its timeout; unless DTM's record then shows the
+   * submit taken ({@link tookUnanswered}).
    */
   async run<T>(body: (self: this) => Promise<T>): Promise<T> {
     this.assertBody(body);
@@ -88,7 +90,8 @@ export abstract class GlobalTransaction extends Transaction {
         await this.submitRequest(this.request(), false);
       } catch (err) {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
-        throw stillPreparedError(this.gid, err);
+        const undecided = stillPreparedError(this.gid, err);
+        if (!isUndecidedSubmit(undecided) || !(await this.tookUnanswered(err))) throw undecided;
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -200,6 +203,22 @@ export abstract class GlobalTransaction extends Transaction {
     // DTM's MySQL store finds a gid without case: the record may be of another gid
     const detail = record.gid !== this.gid ? MESSAGES.gidHeldOtherCase(record.gid, record.transType) : MESSAGES.globalPreparedOverAnother(this.transType, record.transType);
     throw new DtmGidInUseError('prepare', this.gid, record.status, detail, { protocol: this.protocol });
+  }
+
+  /**
+   * After a submit left undecided (`err`: no answer in time, a broken connection, an answer not
+   * DTM's), whether DTM took it all the same, by its record (one query, on that error path only):
+   * `succeed`, true (submitted); `submitted`, `DtmOutcomeUnknownError` with that status, reported
+   * submitted (a submit with waitResult whose first round of Confirms / commits outlasted
+   * `lynx.dtm.timeout`, say); anything else (still prepared, no answer), false.
+   */
+  private async tookUnanswered(err: unknown): Promise<boolean> {
+    const record = await this.recordIfKnown();
+    if (record?.status === 'succeed') return true;
+    if (record?.status !== 'submitted') return false;
+    const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, record.status, (err as Error).message), this.gid, record.status, { cause: err });
+    this.goneOn = taken;
+    throw taken;
   }
 
   /** Resolves once every branch call under way settled (each is bounded by the branch timeout). */

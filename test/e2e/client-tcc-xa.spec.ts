@@ -2,13 +2,14 @@
 // server, DtmClient talking HTTP and gRPC to DTM (the same scenarios). The XA resource managers
 // are recorder handlers that register their branch with DTM the way DTM's Go SDK does
 // (registerBranch with the phase-2 target, before answering the action).
-import { describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUsageError, resolveDtmConfig, type FinalResult, type Tcc, type Xa } from 'nestjs-dtm';
 import { branchLines, latch, PROTOCOLS, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
-import { startRecorder, type RecordedCall } from '../support/recorder.js';
+import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
+import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
 
@@ -645,6 +646,43 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       await expect(fx.helper.executeTcc(sagaGid, [{ try: fx.target('/Try'), data: {} }, 'x' as never])).rejects.toThrow('executeTcc: branch 1 must be an object');
     });
   });
+});
+
+// With waitResult DTM answers the submit once its first round of Confirms ended: a round longer than the app's
+// lynx.dtm.timeout (here 2 s, a Confirm taking 4 s) leaves the caller without an answer, DTM holding the TCC submitted
+describe.each(PROTOCOLS)('over %s, a TCC with waitResult whose first round outlasts lynx.dtm.timeout', (protocol) => {
+  let app: DtmTestApp;
+  let recorder: Recorder;
+  beforeAll(async () => {
+    recorder = await startRecorder();
+    app = await startDtmApp({ config: { protocol, timeout: 2 } });
+  });
+  afterAll(async () => {
+    await app?.close();
+    await recorder?.close();
+  });
+  const target = (path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+
+  it('tccGlobalTransaction throws DtmOutcomeUnknownError with the status DTM holds ("submitted": DTM confirms it), not "may not have reached DTM" with lastStatus prepared (which reads as rolled back at timeoutToFail); DTM confirms', async () => {
+    const gid = await app.client.generateGid();
+    recorder.handle('/SlowConfirm', async () => {
+      await sleep(4000);
+      return 200;
+    });
+    const payload = protocol === 'grpc' ? Buffer.from('{"n":1}') : { n: 1 };
+    const error = await app.client
+      .tccGlobalTransaction(gid, async (tcc) => tcc.callBranch(payload, target('/SlowTry'), target('/SlowConfirm'), target('/SlowCancel')), { waitResult: true, retryInterval: 1 })
+      .catch((e: unknown) => e);
+    expect((await queryTrans(gid)).transaction?.status).not.toBe('prepared'); // DTM took the submit
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
+    expect((error as DtmOutcomeUnknownError).lastStatus).toBe('submitted');
+    expect((error as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted"`));
+    const final = await app.client.waitForFinal(gid, { timeout: 40 });
+    expect(final.status).toBe('succeed');
+    expect(recorder.callsTo('/SlowConfirm', gid).length).toBeGreaterThanOrEqual(1);
+    expect(recorder.callsTo('/SlowCancel', gid)).toHaveLength(0);
+  }, 60_000);
 });
 
 describe('server_url with credentials (DTM behind a proxy with basic auth)', () => {
