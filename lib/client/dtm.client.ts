@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { barrierDecisionsOf, behindBarrier, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
-import { NODE_TIMER_MAX_MS, defaultDtmConfig, isCredentialHeader } from '../config/dtm-config.keys.js';
+import { defaultDtmConfig, isCredentialHeader } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_CONTRACTS, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import type { RemoteBranch } from '../contracts/branch-contract.js';
@@ -23,6 +23,7 @@ import { Saga } from '../transactions/saga.js';
 import type { GlobalTransactionOutcome } from '../transactions/global-transaction.js';
 import { Tcc } from '../transactions/tcc.js';
 import { assertGid } from '../transactions/transaction.js';
+import { assertWaitOptions, DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT } from '../transactions/wait-options.js';
 import type { SubmittedHere, TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { Xa } from '../transactions/xa.js';
 import { WorkflowEngine, type WorkflowEnvironment } from '../workflow/workflow.engine.js';
@@ -302,10 +303,9 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   private async awaitFinal(gid: string, options: WaitOptions, submitted?: SubmittedHere, targets?: readonly Record<string, string>[]): Promise<FinalResult> {
     this.assertEnabled('waitForFinal()');
     assertGid(gid);
-    const timeout = options.timeout ?? 60;
-    const pollInterval = options.pollInterval ?? 0.05;
-    assertWaitOption('timeout', timeout, 0);
-    assertWaitOption('pollInterval', pollInterval, 0.001);
+    assertWaitOptions(options);
+    const timeout = options.timeout ?? DEFAULT_WAIT_TIMEOUT;
+    const pollInterval = options.pollInterval ?? DEFAULT_POLL_INTERVAL;
     const deadline = Date.now() + timeout * 1000;
     let interval = pollInterval * 1000;
     let lastStatus = 'unknown';
@@ -493,12 +493,6 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     }
     return protocol;
   }
-}
-
-/** Throws `DtmUsageError` unless `value` is a number of seconds from `min` to what a Node timer can wait. */
-function assertWaitOption(option: string, value: unknown, min: number): void {
-  const max = NODE_TIMER_MAX_MS / 1000;
-  if (typeof value !== 'number' || !(value >= min && value <= max)) throw new DtmUsageError(MESSAGES.waitOptionRange(option, min, max, value));
 }
 
 /** The final result of `record`: its rollback reason as the branch said it, DTM's text on `rawRollbackReason`. */

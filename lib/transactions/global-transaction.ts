@@ -11,6 +11,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
+import { assertWaitOptions } from './wait-options.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 
@@ -112,6 +113,7 @@ export abstract class GlobalTransaction extends Transaction {
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
     this.assertBody(body);
+    assertWaitOptions(wait);
     this.observeStart();
     let outcome: GlobalTransactionOutcome<T>;
     try {

@@ -8,6 +8,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { assertWaitOptions } from './wait-options.js';
 
 /** The largest request DTM v1.19's gRPC API takes (grpc-go's default receive limit, which DTM does not raise). */
 export const DTM_GRPC_MAX_REQUEST_BYTES = 4 * 1024 * 1024;
@@ -124,6 +125,7 @@ export abstract class StepTransaction extends Transaction {
    * the gid after that check) is `DtmOutcomeUnknownError`: the other's outcome is not this one's.
    */
   async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
+    assertWaitOptions(wait); // before the submit: a refusal after it would read as "not sent" while DTM runs it
     this.observeStart();
     let final: FinalResult;
     try {

@@ -361,6 +361,32 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const empty = await fx.helper.executeTcc(gid, [{ try: fx.target('/Try1'), confirm: fx.target('/Confirm1'), cancel: '', data: fx.payload({ n: 1 }) }], { waitForFinal: true });
       expect(empty.final?.status).toBe('succeed');
     });
+
+    it.each([
+      ['a negative timeout', { timeout: -1 }],
+      ['a timeout read from the environment as text', { timeout: '30' as unknown as number }],
+      ['a pollInterval of 0', { pollInterval: 0 }],
+    ])('tccGlobalTransactionAndWait / xaGlobalTransactionAndWait / saga submitAndWait / execute* with waitForFinal, %s as wait option: DtmUsageError before anything is sent (not after DTM took the submit, which DTM then confirms while the caller reads "bad input")', async (_case, wait) => {
+      const body = async (tcc: Tcc) => tcc.callBranch(fx.payload({ n: 1 }), fx.target('/WaitTry'), fx.target('/WaitConfirm'), fx.target('/WaitCancel'));
+      const calls: [string, (gid: string) => Promise<unknown>][] = [
+        ['tccGlobalTransactionAndWait', (gid) => fx.client.tccGlobalTransactionAndWait(gid, body, {}, wait)],
+        ['xaGlobalTransactionAndWait', (gid) => fx.client.xaGlobalTransactionAndWait(gid, async (xa) => xa.callBranch(fx.payload({ n: 1 }), fx.target('/WaitXa')), {}, wait)],
+        ['executeTcc', (gid) => fx.helper.executeTcc(gid, [{ try: fx.target('/WaitTry'), confirm: fx.target('/WaitConfirm'), cancel: fx.target('/WaitCancel'), data: fx.payload({ n: 1 }) }], { waitForFinal: wait })],
+        ['executeXa', (gid) => fx.helper.executeXa(gid, [{ action: fx.target('/WaitXa'), data: fx.payload({ n: 1 }) }], { waitForFinal: wait })],
+        ['saga submitAndWait', (gid) => fx.client.newSaga(gid).add(fx.target('/WaitAction'), fx.target('/WaitCompensate'), fx.payload({ n: 1 })).submitAndWait(wait)],
+        ['executeSaga', (gid) => fx.helper.executeSaga(gid, [{ action: fx.target('/WaitAction'), compensate: fx.target('/WaitCompensate'), data: fx.payload({ n: 1 }) }], { waitForFinal: wait })],
+      ];
+      for (const [name, call] of calls) {
+        const gid = await fx.client.generateGid();
+        const error = await call(gid).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect([name, error]).toEqual([name, expect.any(DtmUsageError)]);
+        expect([name, (await queryTrans(gid)).transaction]).toEqual([name, null]);
+        expect([name, fx.recorder.callsFor(gid)]).toEqual([name, []]);
+      }
+    });
   });
 
   /** An XA resource manager as DTM's Go SDK runs one: registers its branch before answering the action. */
