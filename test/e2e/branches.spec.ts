@@ -527,7 +527,9 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
       const final = await waitForTransStatus(gid, ['failed', 'succeed'], 8000);
       expect([final.transaction?.status, final.transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining(`a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`)]);
       expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action failed']);
-      expect(seen).toEqual(['action', 'compensate']);
+      // the action, then its compensation; more only if another test file's /resetCronTime had DTM's cron run the saga
+      // again meanwhile (at least once): the 8 s above, under DTM's 10 s retry interval, is what shows the answers reached DTM
+      expect(seen.join(', ')).toMatch(/^(action, )+compensate(, compensate)*$/);
     } finally {
       server.off('request', onRequest);
     }
