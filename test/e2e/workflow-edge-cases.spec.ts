@@ -26,7 +26,7 @@ import {
 } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { latch, settledWithin, sleep } from '../support/fixtures.js';
+import { latch, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -286,22 +286,6 @@ beforeEach(() => recorder.reset());
 const urls = (): Urls => ({ a: recorder.urlFor('/A'), aRevert: recorder.urlFor('/ARevert'), b: recorder.urlFor('/B') });
 
 const failure = (e: unknown) => (e instanceof Error ? `${e.constructor.name}: ${e.message}` : JSON.stringify(e));
-
-/**
- * Another test file's /resetCronTime on the shared DTM server can have DTM resume a pending workflow
- * of this file at any moment. `execute`, run again (at most twice more) while it answers pending:
- * an execution joins the resume running in this process, which can have met its step's ONGOING
- * just before the test let the step succeed.
- */
-async function untilNotPending<T>(execute: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await execute();
-    } catch (e) {
-      if (!(e instanceof DtmWorkflowPendingError) || attempt === 3) throw e;
-    }
-  }
-}
 
 describe('workflow mode at its edges', () => {
   it('a failure reason longer than DTM\'s SQL stores keep is cut at a character, never inside one: DTM records the first 1023 and "…"', async () => {

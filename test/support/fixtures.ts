@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
-import type { BranchAnswer, BranchRecord, DtmClient, DtmProtocol, FinalResult, Payload, TransactionHelper } from 'nestjs-dtm';
+import { DtmWorkflowPendingError, type BranchAnswer, type BranchRecord, type DtmClient, type DtmProtocol, type FinalResult, type Payload, type TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
 import { harness } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
@@ -161,4 +161,20 @@ export function connectionsTo(port: number): number {
     }
   }
   return count;
+}
+
+/**
+ * Another test file's /resetCronTime on the shared DTM server can have DTM resume a pending workflow
+ * at any moment. `execute` (an execution of that workflow), run again (at most twice more) while it
+ * answers pending: an execution joins the resume running in this process, which can have met its
+ * step's ONGOING just before the test let the step succeed.
+ */
+export async function untilNotPending<T>(execute: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await execute();
+    } catch (e) {
+      if (!(e instanceof DtmWorkflowPendingError) || attempt === 3) throw e;
+    }
+  }
 }
