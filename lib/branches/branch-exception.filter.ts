@@ -103,9 +103,6 @@ const SAGA_URL_SLACK = 100;
 /** The least of a saga action's FAILURE reason kept, whatever the length of its URL. */
 const MIN_FAILURE_REASON = 64;
 
-/** What the HTTP answer of a FAILURE puts around its reason (see the HTTP transport's `answer`). */
-const HTTP_FAILURE_FRAME = JSON.stringify({ dtm_result: 'FAILURE', message: '' }).length;
-
 /**
  * `exception`, or, for a saga action's `DtmFailureError` whose answer would make DTM's rollback reason
  * longer than its SQL stores keep (varchar(1024): DTM then fails to store the rollback, and rolls the
@@ -114,11 +111,10 @@ const HTTP_FAILURE_FRAME = JSON.stringify({ dtm_result: 'FAILURE', message: '' }
  */
 function fittedSagaFailure(exception: unknown, transport: BranchTransport, carrier: BranchCarrier): unknown {
   if (!(exception instanceof DtmFailureError) || transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') return exception;
-  const http = transport.protocol === 'http';
-  const url = (http ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
-  const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK - (http ? HTTP_FAILURE_FRAME : 0), MIN_FAILURE_REASON);
-  // as DTM stores it: code points, of the JSON text over HTTP (escapes included; the answer's ONGOING written \u004fNGOING)
-  const length = (text: string) => (http ? Array.from(JSON.stringify(text)).length - 2 + 5 * text.split('ONGOING').length - 5 : Array.from(text).length);
+  const url = (transport.protocol === 'http' ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
+  // as DTM stores it: code points of the text the transport answers (over HTTP the JSON body, its escapes included)
+  const length = (reason: string) => Array.from(transport.failureText(reason)).length;
+  const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK, length('') + MIN_FAILURE_REASON);
   let over = length(exception.reason) - budget;
   if (over <= 0) return exception;
   let reason = exception.reason;

@@ -34,6 +34,8 @@ export interface BranchTransport {
   rawBody(context: ArgumentsHost, carrier: BranchCarrier): string | Uint8Array | undefined;
   /** The call's payload as the handler receives it (HTTP: the parsed body; gRPC: the decoded request message). */
   payload(context: ArgumentsHost, carrier: BranchCarrier): unknown;
+  /** The text DTM receives as this transport's FAILURE answer with `reason` (what DTM quotes in a saga's rollback reason): HTTP the 409's body, gRPC the ABORTED's message. */
+  failureText(reason: string): string;
   /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown;
 }

@@ -146,6 +146,10 @@ export const grpcBranchTransport: BranchTransport = {
    * HttpException → the code its status stands for, anything else → INTERNAL with its message
    * (DTM retries with backoff). Nest's RPC filters answer with an error Observable.
    */
+  failureText(reason: string): string {
+    return abortedMessage(reason);
+  },
+
   answer(exception: unknown): unknown {
     let error: { code: number; message: string } | object;
     if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: abortedMessage(exception.reason) };

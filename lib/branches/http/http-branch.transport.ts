@@ -146,11 +146,16 @@ export const httpBranchTransport: BranchTransport = {
    * by its status alone: a 409's body never holds the word ONGOING, another status's (but 425's)
    * neither FAILURE nor ONGOING ({@link escapedText}).
    */
+  failureText(reason: string): string {
+    const body = failureBody(reason);
+    return escapedText(body, ONGOING) ?? JSON.stringify(body);
+  },
+
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown {
     const rpc = dtmResultOfRpcException(exception);
     const [status, body] =
       exception instanceof DtmFailureError
-        ? [409, { dtm_result: 'FAILURE', message: exception.reason }]
+        ? [409, failureBody(exception.reason)]
         : exception instanceof DtmOngoingError
           ? [425, { dtm_result: 'ONGOING', message: exception.message }]
           : exception instanceof HttpException
@@ -172,6 +177,11 @@ export const httpBranchTransport: BranchTransport = {
 };
 
 const ONGOING: readonly string[] = ['ONGOING'];
+
+/** The body of a 409 FAILURE answer with `reason`. */
+function failureBody(reason: string): { dtm_result: 'FAILURE'; message: string } {
+  return { dtm_result: 'FAILURE', message: reason };
+}
 const RESULT_WORDS: readonly string[] = ['FAILURE', 'ONGOING'];
 
 /**
