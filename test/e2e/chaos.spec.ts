@@ -52,7 +52,7 @@ async function runSeed(options: Pick<ChaosOptions, 'seed' | 'transfers' | 'drain
   // the stalls held traffic to the databases (which store a stall catches depends on the run's timing;
   // harness.spec.ts shows the proxy holds both)
   expect(report.stallsHeld.pg.connections + report.stallsHeld.mysql.connections).toBeGreaterThan(0);
-  // the faults did happen, and in every mode (workflows included) transfers were made
+  // the faults did happen (the proxy injects each kind early: pickFault), and in every mode (workflows included) transfers were made
   expect(Object.entries(report.faultsInjected).every(([fault, n]) => (fault === 'replay' && !options.faults?.replay ? n === 0 : n > 0))).toBe(true);
   expect(Object.keys(report.byMode)).toContain('workflow');
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
