@@ -74,6 +74,8 @@ export const MESSAGES = {
     `lynx.dtm.app_url (${shown}) holds credentials (user:password@): they are in every branch URL this app gives DTM, which DTM stores with each transaction, logs, and returns to anyone who can read its API (/api/dtmsvr/query, /all) or its storage. Give app_url without them and authenticate branch calls with lynx.dtm.branch_auth_keys, or keep DTM's API, logs and storage as private as those credentials`,
   serverUrlDefaultBesideGrpc: (grpcServer: string, serverUrl: string) =>
     `lynx.dtm.grpc_server is ${grpcServer}, but lynx.dtm.server_url is not set, so it is its default ${serverUrl}: transactions over gRPC reach grpc_server, while query(), list(), forceStop(), the waits (submitAndWait(), waitForFinal(), ...AndWait) and the version that ping(), startup_ping and the health indicator read use DTM's HTTP API (its gRPC API has none of them), at ${serverUrl}. Set lynx.dtm.server_url to the same DTM's HTTP API (http://<its host>:36789/api/dtmsvr by default)`,
+  grpcServerDefaultBesideServerUrl: (serverUrl: string, grpcServer: string) =>
+    `lynx.dtm.protocol is grpc and lynx.dtm.server_url is ${serverUrl}, but lynx.dtm.grpc_server is not set, so it is its default ${grpcServer}: query(), the waits and ping() use server_url, while every transaction (prepare, submit, abort, registerBranch) goes to ${grpcServer}. Set lynx.dtm.grpc_server to the same DTM's gRPC API (<its host>:36790 by default)`,
   disabled: (operation: string) =>
     `DTM is disabled (lynx.dtm.enabled: false), so ${operation} cannot run; set lynx.dtm.enabled to true, or check DtmClient.enabled first`,
 

@@ -431,7 +431,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * request id or a tenant, which may be stored, gets no warning. Warns too that an `app_url` with
    * credentials puts them into every branch URL of this app, which DTM stores and shows alike; and
    * that `grpc_server` names a DTM beside a `server_url` left at its default (localhost), where
-   * query, the waits and the ping would go (DTM's gRPC API has none of them).
+   * query, the waits and the ping would go (DTM's gRPC API has none of them), or, with `protocol:
+   * grpc`, a `server_url` naming another DTM beside a `grpc_server` left at its default.
    */
   onModuleInit(): void {
     const credentials = this.config.passThroughHeaders.filter(isCredentialHeader);
@@ -439,6 +440,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const appUrl = this.config.appUrl;
     if (this.config.enabled && appUrl !== undefined && withoutCredentials(appUrl) !== appUrl) this.logger.warn(MESSAGES.appUrlCredentialsStored(redactUrl(appUrl)));
     if (this.config.enabled && serverUrlLeftBesideGrpc(this.config)) this.logger.warn(MESSAGES.serverUrlDefaultBesideGrpc(this.config.grpcServer, this.config.serverUrl));
+    if (this.config.enabled && grpcServerLeftBesideServerUrl(this.config)) this.logger.warn(MESSAGES.grpcServerDefaultBesideServerUrl(this.config.serverUrl, this.config.grpcServer));
   }
 
   /**
@@ -533,4 +535,16 @@ const LOCAL_DEFAULT_GRPC = new Set(['localhost:36790', '127.0.0.1:36790', '[::1]
 function serverUrlLeftBesideGrpc(config: DtmConfig): boolean {
   const defaults = defaultDtmConfig();
   return config.serverUrl === defaults.serverUrl && !LOCAL_DEFAULT_GRPC.has(config.grpcServer.toLowerCase());
+}
+
+/** `server_url`s that are the default's DTM (on this host, its HTTP port): the default `grpc_server` is the same DTM's gRPC API. */
+const LOCAL_DEFAULT_HTTP = /^https?:\/\/(localhost|127\.0\.0\.1|\[::1\]):36789(\/|$)/i;
+
+/**
+ * Whether, with `protocol: grpc`, `grpc_server` is left at its default (DTM on localhost) while
+ * `server_url` names another DTM: query and the waits reach that DTM, but every transaction goes to
+ * localhost's gRPC port.
+ */
+function grpcServerLeftBesideServerUrl(config: DtmConfig): boolean {
+  return config.protocol === 'grpc' && config.grpcServer === defaultDtmConfig().grpcServer && !LOCAL_DEFAULT_HTTP.test(config.serverUrl);
 }

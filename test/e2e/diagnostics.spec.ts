@@ -600,6 +600,40 @@ describe('server_url left at its default beside grpc_server', () => {
   });
 });
 
+describe('grpc_server left at its default beside server_url, with protocol grpc', () => {
+  /** A module with `config` and its start-up warnings that name grpc_server. */
+  async function grpcApp(config: DtmConfigInput): Promise<{ client: DtmClient; warned: string[] }> {
+    @Module({ imports: [DtmModule.forRoot({ config })] })
+    class GrpcDtmModule {}
+    const module = await Test.createTestingModule({ imports: [GrpcDtmModule] }).compile();
+    const app = module.createNestApplication({ forceCloseConnections: true });
+    const logger = new CapturingLogger();
+    app.useLogger(logger);
+    apps.push(app);
+    await app.init();
+    return { client: app.get(DtmClient), warned: logger.warnings.filter((w) => w.includes('lynx.dtm.grpc_server is not set')) };
+  }
+
+  it('warns at start-up, naming grpc_server: query and the waits reach server_url, the transactions go to localhost:36790', async () => {
+    const { client, warned } = await grpcApp({ protocol: 'grpc', serverUrl: harness().dtm.serverUrl, timeout: 2 });
+    // the trap: the saga never reaches server_url's DTM, whatever localhost:36790 makes of it
+    const gid = `grpc-server-default-${randomBytes(6).toString('hex')}`;
+    await client.newSaga(gid).add(`${harness().dtm.serverUrl}/no-such-branch`, `${harness().dtm.serverUrl}/no-such-branch`, { a: 1 }).submit().catch(() => undefined);
+    expect((await queryTrans(gid)).transaction).toBeFalsy();
+    // before: no word at start-up
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain(`lynx.dtm.server_url is ${harness().dtm.serverUrl}`);
+    expect(warned[0]).toContain('its default localhost:36790');
+    expect(warned[0]).toContain('Set lynx.dtm.grpc_server');
+  });
+
+  it('does not warn when grpc_server is set, with protocol http, or when server_url is the default DTM\'s', async () => {
+    expect((await grpcApp({ protocol: 'grpc', serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress })).warned).toEqual([]);
+    expect((await grpcApp({ serverUrl: harness().dtm.serverUrl })).warned).toEqual([]);
+    expect((await grpcApp({ protocol: 'grpc', serverUrl: 'http://127.0.0.1:36789/api/dtmsvr' })).warned).toEqual([]);
+  });
+});
+
 describe('failures give the branch\'s own message; DTM\'s text stays on the raw fields', () => {
   it("a saga's rollback reason: the branch's message, and DTM v1.19's text as rawRollbackReason", async () => {
     const port = await freePort();
