@@ -13,8 +13,8 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 /** The DTM server version nestjs-dtm is tested against, and the one {@link startDtmServer} runs. */
 export const DTM_SERVER_VERSION = 'v1.19.0';
 
-/** The `docker run` line that starts the same DTM server (HTTP on 36789, gRPC on 36790). */
-export const DTM_DOCKER_RUN = 'docker run --rm -p 36789:36789 -p 36790:36790 yedf/dtm:1.19.0';
+/** The `docker run` line that starts the same DTM server (HTTP on 36789, gRPC on 36790), published on the host's loopback only. */
+export const DTM_DOCKER_RUN = 'docker run --rm -p 127.0.0.1:36789:36789 -p 127.0.0.1:36790:36790 yedf/dtm:1.19.0';
 
 /** No DTM server binary was found and none could be built; the message lists every way to get one. */
 export class DtmServerNotFoundError extends DtmUsageError {
@@ -27,7 +27,7 @@ export class DtmServerNotFoundError extends DtmUsageError {
         `  - set DTM_BINARY to a dtm ${DTM_SERVER_VERSION} binary (a release from https://github.com/dtm-labs/dtm/releases/tag/${DTM_SERVER_VERSION});\n` +
         `  - put that binary on PATH as "dtm";\n` +
         `  - install Go 1.24 or newer: the first start builds it into ${dtmCachedBinaryPath()} (a few minutes, once);\n` +
-        `  - or run DTM in Docker and point your tests at it instead of starting one: ${DTM_DOCKER_RUN}  (server_url http://localhost:36789/api/dtmsvr; branches on the host are reached from the container at host.docker.internal, add --add-host=host.docker.internal:host-gateway on Linux)`,
+        `  - or run DTM in Docker and point your tests at it instead of starting one: ${DTM_DOCKER_RUN}  (server_url http://127.0.0.1:36789/api/dtmsvr; branches on the host are reached from the container at host.docker.internal, add --add-host=host.docker.internal:host-gateway on Linux)`,
     );
     this.searched = searched;
   }

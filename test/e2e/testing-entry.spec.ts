@@ -72,7 +72,9 @@ describe('startDtmServer', () => {
       for (const way of ['set DTM_BINARY', 'on PATH as "dtm"', `install Go 1.24 or newer: the first start builds it into ${join(empty, 'nestjs-dtm', 'dtm-v1.19.0', 'dtm')}`, DTM_DOCKER_RUN]) {
         expect(message).toContain(way);
       }
-      expect(DTM_DOCKER_RUN).toBe('docker run --rm -p 36789:36789 -p 36790:36790 yedf/dtm:1.19.0');
+      // published on the host's loopback only: DTM authenticates nothing and calls any URL it is given
+      expect(DTM_DOCKER_RUN).toBe('docker run --rm -p 127.0.0.1:36789:36789 -p 127.0.0.1:36790:36790 yedf/dtm:1.19.0');
+      expect(message).toContain('server_url http://127.0.0.1:36789/api/dtmsvr');
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
