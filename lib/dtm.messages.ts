@@ -640,6 +640,8 @@ export const MESSAGES = {
     `@DtmWorkflow('${name}') is on ${handler}, whose provider is ${scope === 'transient' ? 'transient (Scope.TRANSIENT)' : 'request-scoped (Scope.REQUEST, or it depends on REQUEST or a request-scoped provider)'}: DTM runs and resumes a workflow outside any request, and no instance of that provider with its dependencies exists there (the workflow would run with them undefined and stay pending forever); put the workflow on a provider of the default scope (resolve a request-scoped service inside it with ModuleRef.resolve)`,
   workflowStepTarget: (branchId: string, op: string, target: string) =>
     `workflow step ${branchId} (op ${op}) calls ${JSON.stringify(redactUrl(target))}, which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
+  workflowPrepareUnanswered: (name: string, gid: string, cause: string) =>
+    `executeWorkflow(${JSON.stringify(name)}, gid ${JSON.stringify(gid)}): DTM may hold the workflow prepared and resume it by itself; call executeWorkflow again with the same gid, never a new one (both would run). Its prepareWorkflow call: ${cause}`,
   workflowForceStopped: (name: string, gid: string) =>
     `workflow ${JSON.stringify(name)} (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
   workflowLoadedLate: (name: string, handler: string) =>

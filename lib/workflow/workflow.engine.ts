@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { TransactionOptions, TransactionRecord } from '../transport/dtm.types.js';
 import { isForbiddenBranchHeader, TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
-import type { DtmProtocol } from '../errors/dtm-error.js';
+import { restatedContext, type DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
@@ -13,6 +13,8 @@ import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from 
 import { AUTH_HEADERS_HEADER, headersOfCall, tokenInHeader } from '../auth/branch-auth.js';
 import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
+import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
+import { mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { branchKeysProblem } from '../transport/branch-keys.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { storedJson, WorkflowExecution } from './workflow-execution.js';
@@ -145,7 +147,9 @@ export class WorkflowEngine {
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown, fromStore: boolean): Promise<WorkflowResult> {
     // DTM resumes a gRPC workflow with its name in gRPC metadata, which grpc-go refuses to send for such a name (every resume would fail)
     if (tx.protocol === 'grpc' && !GRPC_METADATA_VALUE.test(definition.name)) throw new DtmUsageError(MESSAGES.workflowNameNotGrpc(definition.name), { gid });
-    const progress = await tx.prepare(definition.name, storedJson({ v: input } satisfies StoredInput, `the input of workflow "${definition.name}"`, gid), this.env.resumeTarget(tx.protocol));
+    const progress = await tx.prepare(definition.name, storedJson({ v: input } satisfies StoredInput, `the input of workflow "${definition.name}"`, gid), this.env.resumeTarget(tx.protocol)).catch((err: unknown) => {
+      throw unansweredPrepare(definition.name, gid, err);
+    });
     // DTM answers with the transaction it holds under the gid, whatever its type and name: the HTTP
     // answer says which, over gRPC it is read back (and with it the input and result the gRPC API does not answer).
     // DTM's boltdb and Redis stores keep no custom data (no name) once a workflow is finished
@@ -220,6 +224,17 @@ export class WorkflowEngine {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
   }
+}
+
+/**
+ * `err` of the prepareWorkflow that starts an execution of workflow `name` under `gid`; when the
+ * request may have reached DTM ({@link mayHaveReachedDtm}: no complete answer in time, a reset),
+ * DTM may hold the workflow prepared and resume it: a `DtmUnavailableError` that says so and to call
+ * again with the same gid, `err` its cause. Other errors as they are.
+ */
+function unansweredPrepare(name: string, gid: string, err: unknown): unknown {
+  if (!(err instanceof DtmUnavailableError) || !mayHaveReachedDtm(err)) return err;
+  return new DtmUnavailableError(MESSAGES.workflowPrepareUnanswered(name, gid, err.message), { ...restatedContext(err), gid });
 }
 
 /** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause a `DtmUsageError`) when `execution`'s code ended without awaiting a step. */

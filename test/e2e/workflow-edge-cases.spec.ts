@@ -704,6 +704,10 @@ describe('workflow mode at its edges', () => {
     }
     expect(first).toBeInstanceOf(DtmUnavailableError);
     expect((first as Error).message).toMatch(/prepareWorkflow within the timeout \(2 s\).*the request may or may not have reached DTM/);
+    // what to do, in the error itself: the same gid again, never a new one (DTM may hold this one and resume it)
+    expect((first as Error).message).toContain(`executeWorkflow("review.one.v1", gid "${gid!}"): DTM may hold the workflow prepared and resume it by itself; call executeWorkflow again with the same gid, never a new one (both would run)`);
+    expect((first as DtmUnavailableError).gid).toBe(gid!);
+    expect((first as Error).cause).toBeInstanceOf(DtmUnavailableError);
     expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', trans_type: 'workflow' });
     expect(recorder.callsTo('/A', gid)).toHaveLength(0);
     expect(await settledWithin(A.client.executeWorkflow('review.one.v1', gid, urls()), 20_000)).toMatchObject({ status: 'succeed' });
