@@ -550,6 +550,27 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   });
 
   it.each([
+    ['with Content-Length', (bytes: Buffer) => [`Content-Length: ${bytes.length}`, bytes] as const],
+    ['chunked', (bytes: Buffer) => ['Transfer-Encoding: chunked', Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, Buffer.from('\r\n0\r\n\r\n')])] as const],
+  ])('at the limit (%s): a body of the limit less one byte and one of exactly the limit are read and run the handler, one byte more is answered FAILURE, as the message says ("at most N bytes")', async (_how, framed) => {
+    const frame = JSON.stringify({ amount: 1, pad: '' }).length;
+    const json = (size: number) => Buffer.from(JSON.stringify({ amount: 1, pad: 'x'.repeat(size - frame) }));
+    const answers: string[] = [];
+    for (const size of [MAX_BRANCH_BODY - 1, MAX_BRANCH_BODY, MAX_BRANCH_BODY + 1]) {
+      expect(json(size).length).toBe(size);
+      const [header, body] = framed(json(size));
+      const answer = await rawExchange(t.url, `POST /api/v1/bank/audit?gid=g-edge-${size}&trans_type=saga&branch_id=01&op=action HTTP/1.1\nHost: app\nContent-Type: application/json\n${header}\nConnection: close\n\n`, [body]);
+      answers.push(`${size - MAX_BRANCH_BODY} ${/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1]}`);
+      if (size > MAX_BRANCH_BODY) expect(answer).toContain(`{"dtm_result":"FAILURE","message":"a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`);
+    }
+    expect(answers).toEqual(['-1 200', '0 200', '1 409']);
+    expect(t.ledger.calls.map((c) => [c.branch.gid, (c.body as { pad: string }).pad.length])).toEqual([
+      [`g-edge-${MAX_BRANCH_BODY - 1}`, MAX_BRANCH_BODY - 1 - frame],
+      [`g-edge-${MAX_BRANCH_BODY}`, MAX_BRANCH_BODY - frame],
+    ]);
+  });
+
+  it.each([
     ['with Content-Length', (size: number) => [`Content-Length: ${size}`, Buffer.alloc(size, 0x61)] as const],
     ['chunked', (size: number) => ['Transfer-Encoding: chunked', Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 0x61), Buffer.from('\r\n0\r\n\r\n')])] as const],
   ])('a body over the limit (%s) whose sender goes on writing it after the answer came is read to its end and dropped, not reset: the connection serves the next request', async (_how, framed) => {

@@ -573,6 +573,17 @@ describe("a gRPC saga or message whose payloads are more than DTM's gRPC API tak
     expect((await queryTrans(msgGid)).transaction).toBeNull();
   }, 60_000);
 
+  it("payloads of exactly 4 MiB together: the add() takes them (its limit is on the payloads), the submit is refused by DTM for the request's other bytes (gid, targets, options) with a DtmServerError saying so, at once; DTM holds nothing, no branch runs", async () => {
+    const gid = await fx.client.generateGid();
+    const saga = fx.client.newSaga(gid).add(fx.target('/TransOut'), fx.target('/TransOutRevert'), Buffer.alloc(2 * MiB, 0x61));
+    saga.add(fx.target('/TransIn'), fx.target('/TransInRevert'), Buffer.alloc(2 * MiB, 0x62)); // 4194304 bytes: not over the limit
+    const error = await saga.submitAndWait({ timeout: 10 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmServerError);
+    expect((error as Error).message).toMatch(new RegExp(`^DTM refused submit of ${gid}: DTM's gRPC server takes requests of at most 4194304 bytes .*, and this one is 419\\d{4} bytes\\. Nothing of this call is stored or run`));
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    expect(fx.recorder.callsFor(gid)).toEqual([]);
+  }, 60_000);
+
   it("a TCC branch's payload over it (DTM's registration refuses it): a DtmServerError saying so, not a bare gRPC status 8; the TCC is aborted, its Try never called", async () => {
     const gid = await fx.client.generateGid();
     const error = await fx.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(Buffer.alloc(4 * MiB, 0x61), fx.target('/Try'), fx.target('/Confirm'), fx.target('/Cancel'))).catch((e: unknown) => e);
