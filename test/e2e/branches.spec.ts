@@ -804,6 +804,34 @@ describe('the branch manifest, read by anyone who reaches the app', () => {
   });
 });
 
+describe('the branch manifest\'s targets', () => {
+  it.each(ADAPTERS)('are the URLs DTM is given, global prefix and URI version included (%s): each reaches its handler when called as DTM calls it; with app_url, its origin and path come first', async (adapter) => {
+    const t = await startBranchApp(adapter, { publishBranches: true });
+    try {
+      const manifest = (await (await fetch(`${t.url}/dtm/branches`)).json()) as { branches: { name: string; kind: string; ops: Record<string, { http?: string }> }[] };
+      const transOut = manifest.branches.find((b) => b.kind === 'saga' && b.name === 'transOut');
+      expect(transOut?.ops).toEqual({ action: { http: `${t.url}/api/v1/bank/trans-out` }, compensate: { http: `${t.url}/api/v1/bank/trans-out-compensate` } });
+      expect(transOut?.ops.action.http).toBe(t.app.get(DtmBranchRegistry).target('saga-action', 'transOut', 'http'));
+      const inventory = manifest.branches.find((b) => b.kind === 'tcc' && b.name === 'inventory');
+      expect(inventory?.ops.try.http).toBe(`${t.url}/api/inventory/try`);
+      for (const [op, target] of Object.entries(transOut!.ops)) {
+        const res = await fetch(`${target.http}?gid=g-manifest&trans_type=saga&branch_id=01&op=${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount: 1 }) });
+        expect(`${op} ${res.status}`).toBe(`${op} 200`);
+      }
+      expect(t.ledger.calls.map((c) => `${c.handler} ${c.branch.op}`)).toEqual(['transOut action', 'transOutCompensate compensate']);
+    } finally {
+      await t.close();
+    }
+    const behind = await startBranchApp(adapter, { publishBranches: true, appUrl: 'http://bank.internal:8080/svc' });
+    try {
+      const manifest = (await (await fetch(`${behind.url}/dtm/branches`)).json()) as { branches: { name: string; kind: string; ops: Record<string, { http?: string }> }[] };
+      expect(manifest.branches.find((b) => b.kind === 'saga' && b.name === 'transOut')?.ops.action.http).toBe('http://bank.internal:8080/svc/api/v1/bank/trans-out');
+    } finally {
+      await behind.close();
+    }
+  });
+});
+
 describe('lynx.dtm.enabled: false', () => {
   it('logs no start-up warning about DTM (the app does not use it), and its branches still run the transactions other apps start', async () => {
     const disabled = await startBranchApp('express', { enabled: false });
