@@ -330,6 +330,10 @@ export const MESSAGES = {
   branchQueryMissing: (where: string, missing: readonly string[]) =>
     `${where} ${BRANCH_KEYS_MISSING} ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
   branchBodyTooLarge: (max: number) => `a DTM branch call's body may be at most ${max} bytes; this one is larger, and was not read`,
+  branchBodyTooLargeRefused: (path: string, call: { gid: string; branchId: string; op: string }, size: string, max: number, status: number) =>
+    `a DTM branch call to ${shownCallerValue(path)} (gid ${shownCallerValue(call.gid)}, branch ${shownCallerValue(call.branchId)}, op ${shownCallerValue(call.op)}) was answered ${status} before Nest routed it: its body, ${size}, is over the ${max} bytes a branch call's body may have (no guard, handler, hook, span or metric of the app sees it); ${
+      status === 409 ? 'FAILURE: DTM rolls the transaction back' : status === 200 ? 'success without running the handler (its action was refused the same way)' : 'DTM retries it'
+    }. Send less (an id of the data, not the data)`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,
   branchError: (where: string, protocol: string, info: { gid: string; branchId: string; op: string; transType: string } | undefined, detail: string) =>

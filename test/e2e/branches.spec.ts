@@ -501,6 +501,15 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(await call('trans-out-compensate', 'compensate')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await call('audit', 'confirm')).toMatch(/^HTTP\/1\.1 413 /);
     expect(t.ledger.calls).toEqual([]);
+    // no hook, span or metric sees such a call (it never reaches Nest): one warning per call says what happened
+    const warned = t.logger.warnings.filter((w) => w.includes('gid g-big'));
+    expect(warned).toEqual([
+      `a DTM branch call to /api/v1/bank/audit (gid g-big, branch 01, op action) was answered 409 before Nest routed it: its body, ${2 * MAX_BRANCH_BODY} bytes, is over the ${MAX_BRANCH_BODY} bytes a branch call's body may have (no guard, handler, hook, span or metric of the app sees it); FAILURE: DTM rolls the transaction back. Send less (an id of the data, not the data)`,
+      expect.stringContaining('/api/v1/bank/trans-out-compensate (gid g-big, branch 01, op compensate) was answered 200 before Nest routed it'),
+      expect.stringContaining('/api/v1/bank/audit (gid g-big, branch 01, op confirm) was answered 413 before Nest routed it'),
+    ]);
+    expect(warned[1]).toContain('success without running the handler (its action was refused the same way)');
+    expect(warned[2]).toContain('DTM retries it');
   });
 
   it('a saga step whose payload is over the limit ends failed with the limit as reason (its action answered FAILURE, its compensation success, neither handler run), not retried for ever', async () => {
@@ -547,6 +556,9 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     expect(await call('trans-out-compensate', 'compensate')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await call('audit', 'confirm')).toMatch(/^HTTP\/1\.1 413 /);
     expect(t.ledger.calls).toEqual([]);
+    expect(t.logger.warnings.filter((w) => w.includes('gid g-chunked')).map((w) => w.replace(/ \(gid.*?\) /, ' '))).toEqual(
+      [['audit', 409], ['trans-out-compensate', 200], ['audit', 413]].map(([path, status]) => expect.stringContaining(`a DTM branch call to /api/v1/bank/${path} was answered ${status} before Nest routed it: its body, more than ${MAX_BRANCH_BODY} bytes (sent chunked), is over`)),
+    );
   });
 
   it.each([

@@ -1,7 +1,7 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { Inject, Injectable, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { take } from 'rxjs';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
@@ -170,6 +170,7 @@ function refuseTooLarge(req: NodeRequest, res: ServerResponse, read = 0): void {
   if (res.headersSent) return;
   const url = req.url ?? '';
   const [status, body] = tooLargeAnswer(parseBranchQuery(url.slice(url.indexOf('?') + 1)).op);
+  warnTooLarge(url, status, read > 0 ? undefined : req.headers['content-length']);
   const kept = discardRest(req, req.socket, read, Number(req.headers['content-length']));
   res.writeHead(status, kept ? { 'content-type': 'application/json; charset=utf-8' } : { 'content-type': 'application/json; charset=utf-8', connection: 'close' });
   res.end(JSON.stringify(body));
@@ -204,6 +205,23 @@ function discardRest(body: NodeJS.ReadableStream, socket: Socket | undefined, re
   body.on('end', settled);
   socket.once('close', settled);
   return true;
+}
+
+/** The logger of the warnings of branch calls refused before Nest routed them (their body over the limit). */
+const branchLogger = new Logger('DtmBranch');
+
+/**
+ * Warns of a branch call to `url` refused for its body's size, answered `status` (what DTM reads
+ * it as): nothing of the app (guard, handler, hook, span, metric) sees such a call. `declared`: its
+ * `Content-Length`; none for a body sent chunked and cut once it passed the limit. On that refusal only.
+ */
+function warnTooLarge(url: string, status: number, declared: string | undefined): void {
+  const q = url.indexOf('?');
+  const query = parseBranchQuery(q < 0 ? '' : url.slice(q + 1));
+  const text = (value: unknown) => (typeof value === 'string' ? value : '');
+  const size = declared !== undefined ? `${declared} bytes` : `more than ${MAX_BRANCH_BODY_BYTES} bytes (sent chunked)`;
+  const call = { gid: text(query.gid), branchId: text(query.branch_id), op: text(query.op) };
+  branchLogger.warn(MESSAGES.branchBodyTooLargeRefused(q < 0 ? url : url.slice(0, q), call, size, MAX_BRANCH_BODY_BYTES, status));
 }
 
 /**
@@ -283,6 +301,7 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
     // a branch call sent chunked whose body passed the limit: answered as one over the limit by its Content-Length, its rest dropped by readChunkedBranchBody
     if (request.body === TOO_LARGE_BODY) {
       const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
+      warnTooLarge(request.url, status, undefined);
       reply.code(status).header('content-type', 'application/json; charset=utf-8');
       if (!request.raw?.socket) reply.header('connection', 'close');
       reply.send(JSON.stringify(body));
@@ -301,6 +320,7 @@ function installFastify(fastify: FastifyLike, allowList: readonly string[], rout
       // over the limit by its Content-Length (what DTM sends): answered as on Express, its rest dropped; a chunked one is cut by readChunkedBranchBody
       if (Number(declared) > MAX_BRANCH_BODY_BYTES) {
         const [status, body] = tooLargeAnswer((request.query as Record<string, unknown> | undefined)?.op);
+        warnTooLarge(request.url, status, typeof declared === 'string' ? declared : undefined);
         reply.code(status).header('content-type', 'application/json; charset=utf-8');
         if (!request.raw || !discardRest(request.raw, request.raw.socket, 0, Number(declared))) reply.header('connection', 'close');
         reply.send(JSON.stringify(body));
