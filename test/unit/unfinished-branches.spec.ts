@@ -2,7 +2,7 @@
 // the in-process failure a handler recorded, and the sentences a probe's result gives. No probe
 // runs here: no target of these records is this app's route or one of the transaction's own.
 import { describe, expect, it } from '@jest/globals';
-import { recordBranchFailure } from '../../lib/diagnostics/branch-failures.js';
+import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure } from '../../lib/diagnostics/branch-failures.js';
 import { describeProbe, describeUnfinished, diagnoseUnfinished, type DiagnosisScope } from '../../lib/diagnostics/unfinished.js';
 import type { BranchRecord, TransactionRecord } from '../../lib/transport/dtm.types.js';
 
@@ -64,6 +64,25 @@ describe('diagnoseUnfinished', () => {
   it('names at most five branches', async () => {
     const many = record({ gid: 'g-many', transType: 'msg', status: 'submitted', branches: Array.from({ length: 8 }, (_, i) => branch(`0${i + 1}`, 'action', 'prepared', `http://x/b${i}`)) });
     expect(await diagnoseUnfinished(many, noProbe)).toHaveLength(5);
+  });
+});
+
+describe('the failures kept for diagnoses (the last 500 of this process)', () => {
+  const real = { handler: 'BankController.debit', status: 500, message: 'the real failure' };
+  const forged = { handler: 'BankController.debit', status: 500, message: 'a call with a made-up gid' };
+
+  it('calls refused for their token (branch_auth_keys) are kept apart: 500 of them leave a real failure in place', () => {
+    recordBranchFailure('g-real-1', '01', 'action', real);
+    for (let i = 0; i < 600; i++) recordBranchRefusal(`g-forged-${i}`, '01', 'action', forged);
+    expect(recordedBranchFailure('g-real-1', '01', 'action')?.message).toBe('the real failure');
+  });
+
+  it('without keys a failed call of a made-up gid is kept like DTM\'s: 500 of them push a real failure out (the documented bound, docs/diagnostics.md)', () => {
+    recordBranchFailure('g-real-2', '01', 'action', real);
+    for (let i = 0; i < 499; i++) recordBranchFailure(`g-made-up-${i}`, '01', 'action', forged);
+    expect(recordedBranchFailure('g-real-2', '01', 'action')?.message).toBe('the real failure');
+    recordBranchFailure('g-made-up-last', '01', 'action', forged);
+    expect(recordedBranchFailure('g-real-2', '01', 'action')).toBeUndefined();
   });
 });
 
