@@ -49,7 +49,7 @@ const report = (s: ReadableSpan): ReportedSpan => ({
 });
 
 // the app uses the PostgreSQL database only
-const t = await startObservedApp({ postgres: { url: process.argv[2] } } as FileDatabases, {});
+const t = await startObservedApp({ postgres: { url: process.argv[2] } } as FileDatabases, {}, process.env.PASS_TRACE_CONTEXT === 'false' ? { passTraceContext: false } : {});
 
 async function rolledBackSaga(protocol: DtmProtocol) {
   await t.sql('UPDATE account SET balance = 100');
@@ -83,6 +83,20 @@ async function tcc(protocol: DtmProtocol, fail: boolean) {
   return { gid, status: outcome.status, spans: (await traceOf(gid, fail ? 4 : 2)).map(report) };
 }
 
+/** A TCC that confirms (its Try called by the module, its Confirm by DTM); the spans of every trace holding a span of `gid`, once both calls ended (or 5 s passed). */
+async function tccTraces(protocol: DtmProtocol) {
+  await t.sql('UPDATE account SET balance = 100');
+  const gid = await t.client.generateGid();
+  const outcome = await t.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 30 }, 'tccOut').then(() => undefined), { protocol });
+  const traces = () => {
+    const ids = new Set(exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid).map((s) => s.spanContext().traceId));
+    return exporter.getFinishedSpans().filter((s) => ids.has(s.spanContext().traceId));
+  };
+  for (let waited = 0; traces().filter((s) => s.attributes['dtm.op'] !== undefined).length < 2 && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 300)); // the server spans around them end as their answers go out
+  return { gid, status: outcome.status, spans: traces().map(report) };
+}
+
 async function abortedMsg(protocol: DtmProtocol) {
   const gid = await t.client.generateGid();
   const thrown = await t.client
@@ -110,12 +124,14 @@ async function relayed(protocol: DtmProtocol, traceparent: string) {
   return { gid, nestedStatus: nested.status, balances: await t.balances([2, 3]) };
 }
 
-process.on('message', (message: { saga?: DtmProtocol; tcc?: DtmProtocol; fail?: boolean; msg?: DtmProtocol; relay?: DtmProtocol; traceparent?: string; close?: boolean }) => {
+process.on('message', (message: { saga?: DtmProtocol; tcc?: DtmProtocol; tccTraces?: DtmProtocol; fail?: boolean; msg?: DtmProtocol; relay?: DtmProtocol; traceparent?: string; close?: boolean }) => {
   if (message.close) {
     void t.close().then(() => process.exit(0));
     return;
   }
-  const run = message.relay
+  const run = message.tccTraces
+    ? tccTraces(message.tccTraces)
+    : message.relay
     ? relayed(message.relay, message.traceparent!)
     : message.tcc
       ? tcc(message.tcc, message.fail === true)

@@ -150,3 +150,51 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
     expect(headers.map((h) => h?.traceparent?.split('-')[1])).toEqual([traceId, traceId]);
   });
 });
+
+describe('with pass_trace_context: false, under the same instrumentations', () => {
+  let untraced: ChildProcess;
+  beforeAll(async () => {
+    const dbs = await fileDatabases();
+    untraced = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
+      execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
+      env: { ...process.env, PASS_TRACE_CONTEXT: 'false' },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    await new Promise<void>((ready, failed) => {
+      untraced.once('message', () => ready());
+      untraced.once('exit', (code) => failed(new Error(`the instrumented app exited with ${code}`)));
+    });
+  });
+  afterAll(async () => {
+    if (!untraced || untraced.exitCode !== null) return;
+    const exited = new Promise((r) => untraced.once('exit', r));
+    untraced.send({ close: true });
+    await exited;
+  });
+
+  it.each(PROTOCOLS)("a TCC over %s: DTM's Confirm starts a trace of its own, the Try the module calls itself is in the AP's trace (the client instrumentation's context); each call is two spans, the instrumentation's server span and the module's, under it, with the dtm attributes", async (protocol) => {
+    const answer = await new Promise<{ gid: string; status: string; spans: ReportedSpan[]; error?: string }>((resolve) => {
+      untraced.once('message', resolve);
+      untraced.send({ tccTraces: protocol });
+    });
+    expect(answer.error).toBeUndefined();
+    const { gid, status, spans } = answer;
+    expect(status).toBe('succeed');
+    const ap = spans.find((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined)!;
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    /** The instrumentation's server span `s` is under (itself or an ancestor). */
+    const serverOf = (s: ReportedSpan): ReportedSpan | undefined => (s.kind === SpanKind.SERVER ? s : s.parentSpanId ? serverOf(byId.get(s.parentSpanId)!) : undefined);
+    const calls = ['try', 'confirm'].map((op) => spans.find((s) => s.attributes['dtm.op'] === op)!);
+    expect(calls.map((s) => [s.scope, s.name, s.kind])).toEqual([
+      ['nestjs-dtm', 'DTM tcc try tccOut', SpanKind.INTERNAL],
+      ['nestjs-dtm', 'DTM tcc confirm tccOut', SpanKind.INTERNAL],
+    ]);
+    const [tryServer, confirmServer] = calls.map(serverOf);
+    expect([tryServer?.scope, confirmServer?.scope]).toEqual([SCOPES[protocol], SCOPES[protocol]]);
+    expect([tryServer?.attributes['dtm.op'], confirmServer?.attributes['dtm.op']]).toEqual([undefined, undefined]);
+    // the Try: in the AP's trace, under the client span of the module's call; the Confirm: the root of a trace of its own
+    expect(calls.map((s) => s.traceId === ap.traceId)).toEqual([true, false]);
+    expect(byId.get(tryServer!.parentSpanId!)?.kind).toBe(SpanKind.CLIENT);
+    expect(confirmServer?.parentSpanId).toBeUndefined();
+  });
+});
