@@ -60,6 +60,7 @@ export {
   xaBranch,
   type BranchContract,
   type BranchDeclaration,
+  type DeclaredPayload,
   type BranchPayload,
   type RemoteBranch,
   type RemoteBranchKind,

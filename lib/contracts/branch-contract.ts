@@ -58,18 +58,26 @@ export type BranchContract<S extends string, T extends Record<string, BranchDecl
   readonly [N in keyof T & string]: T[N] extends BranchDeclaration<infer K, infer P> ? RemoteBranch<K, P> & { readonly service: S; readonly branch: N } : never;
 };
 
-function declaration<K extends RemoteBranchKind, P>(kind: K, schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<K, P> {
-  return schema ? { kind, schema } : { kind };
+/**
+ * The payload type an entry declared with `P` carries: `P`, but any {@link Payload} for `unknown` (a
+ * schema without an input type, as `StandardSchemaV1` unparameterised, zod's `z.preprocess()` or
+ * `z.unknown()`; or `sagaBranch<unknown>()`), which no contract, decorator or `add()` would take;
+ * `any` (`sagaBranch<any>()`, zod's `z.any()`) stays `any`.
+ */
+export type DeclaredPayload<P> = 0 extends 1 & P ? P : unknown extends P ? Payload : P;
+
+function declaration<K extends RemoteBranchKind, P>(kind: K, schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<K, DeclaredPayload<P>> {
+  return (schema ? { kind, schema } : { kind }) as BranchDeclaration<K, DeclaredPayload<P>>;
 }
 
 /** A saga step (`@SagaAction` + `@SagaCompensate`) whose payload is `P` (given, or the input type of `schema`). */
-export const sagaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'saga', P> => declaration('saga', schema);
+export const sagaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'saga', DeclaredPayload<P>> => declaration('saga', schema);
 /** A TCC branch (`@TccTry` + `@TccConfirm` + `@TccCancel`) whose payload is `P`. */
-export const tccBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'tcc', P> => declaration('tcc', schema);
+export const tccBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'tcc', DeclaredPayload<P>> => declaration('tcc', schema);
 /** A two-phase message branch (`@MsgBranch`) whose payload is `P` (DTM retries a message branch until it succeeds, so its schema is checked by the caller only, for an HTTP branch). */
-export const msgBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'msg', P> => declaration('msg', schema);
+export const msgBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'msg', DeclaredPayload<P>> => declaration('msg', schema);
 /** An XA branch (`@XaBranch`) whose payload is `P`. */
-export const xaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'xa', P> => declaration('xa', schema);
+export const xaBranch = <P = Payload>(schema?: StandardSchemaV1<P, unknown>): BranchDeclaration<'xa', DeclaredPayload<P>> => declaration('xa', schema);
 
 const BRANCH_NAME = /^[A-Za-z0-9_][\w.:-]{0,127}$/;
 

@@ -3,11 +3,20 @@
 // contract is caught at compile time, on the caller's side and on the participant's. Never run.
 import { Body, Controller, Post } from '@nestjs/common';
 import { MsgBranch, SagaAction, SagaCompensate, TccConfirm, TccTry, type BranchPayload, type DtmClient, type Msg, type Saga, type StandardSchemaV1, type Tcc, type Xa } from 'nestjs-dtm';
-import { defineBranches, xaBranch } from 'nestjs-dtm';
+import { defineBranches, msgBranch, sagaBranch, xaBranch } from 'nestjs-dtm';
 import { Bank, Stock, type Movement } from '../e2e/shop-contracts.js';
 
 const Ledger = defineBranches('ledger', { post: xaBranch<{ entry: string }>() });
 declare const aSchema: StandardSchemaV1;
+// a schema without an input type (StandardSchemaV1 as written here; zod's z.preprocess, z.unknown()), or
+// a payload typed unknown: the entry takes any payload, checked at run time only, and keeps its kind
+const Audit = defineBranches('audit', { record: sagaBranch(aSchema), note: msgBranch<unknown>() });
+// a schema whose input is typed any (zod's z.any()): the entry's payload stays any, as sagaBranch<any>() says
+declare const anySchema: StandardSchemaV1<ReturnType<typeof JSON.parse>>;
+const Loose = defineBranches('loose', { entry: sagaBranch(anySchema) });
+const loose: BranchPayload<typeof Loose.entry> = { amount: 1 };
+void (loose.amount satisfies number);
+void Loose;
 
 export function caller(saga: Saga, msg: Msg, tcc: Tcc, xa: Xa, dtm: DtmClient): void {
   // what compiles: each payload as its contract says
@@ -17,6 +26,8 @@ export function caller(saga: Saga, msg: Msg, tcc: Tcc, xa: Xa, dtm: DtmClient): 
   void xa.callBranch({ entry: 'x' }, Ledger.post);
   // untyped by name: any payload
   saga.add({ service: 'bank', branch: 'withdraw' }, { anything: true });
+  saga.add(Audit.record, { anything: true });
+  msg.add(Audit.note, 'text');
   void dtm;
 
   // @ts-expect-error a misspelt field (amout)
@@ -37,6 +48,10 @@ export function caller(saga: Saga, msg: Msg, tcc: Tcc, xa: Xa, dtm: DtmClient): 
   void xa.callBranch({ entry: 1 }, Ledger.post);
   // @ts-expect-error a branch the contract does not have
   saga.add(Bank.withdrw, { account: 'alice', amount: 30 });
+  // @ts-expect-error an untyped entry still has its kind: a message branch as a saga step
+  saga.add(Audit.note, 'text');
+  // @ts-expect-error an untyped entry still takes a payload only (a bigint is none)
+  saga.add(Audit.record, 1n);
 }
 
 // the participant: the handler receives the contract's payload type
@@ -59,6 +74,13 @@ export class TypedParticipant {
   @SagaCompensate(Bank.withdraw)
   revert(@Body() m: BranchPayload<typeof Bank.withdraw>): string {
     return m.account;
+  }
+
+  // an untyped entry names its handler as a typed one does
+  @Post('audit')
+  @SagaAction(Audit.record, { compensate: false })
+  audit(@Body() entry: BranchPayload<typeof Audit.record>): void {
+    void entry;
   }
 
   // @ts-expect-error a TCC decorator given a saga step
