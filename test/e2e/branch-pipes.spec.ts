@@ -107,6 +107,26 @@ class PipedUndo {
   }
 }
 
+/** The compensation of a refused payload (docs/branches.md): the action validated by the pipe, the compensation typed so the pipe leaves it alone, behind the barrier; HTTP only. */
+@UseBarrier('pg')
+@Controller('pipes-undo-barrier')
+class PipedUndoBehindBarrier {
+  /** The payloads each op's handler received. */
+  static readonly calls: string[] = [];
+
+  @Post('pay')
+  @SagaAction('pipes.refund-barrier')
+  pay(@Body() m: Move) {
+    PipedUndoBehindBarrier.calls.push(`pay ${JSON.stringify(m)}`);
+  }
+
+  @Post('refund')
+  @SagaCompensate('pipes.refund-barrier')
+  refund(@Body() m: Pick<Move, 'account' | 'amount'>) {
+    PipedUndoBehindBarrier.calls.push(`refund ${JSON.stringify(m)}`);
+  }
+}
+
 /** A back-check whose barrier is the controller's default (`@UseBarrier()`), HTTP only. */
 @UseBarrier('pg')
 @Controller('pipes-default')
@@ -149,7 +169,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
-    controllers: [PipedBank, PipedOutbox, PipedUndo],
+    controllers: [PipedBank, PipedOutbox, PipedUndo, PipedUndoBehindBarrier],
     providers: [Delivered],
   }).compile();
   const options = { logger, forceCloseConnections: true };
@@ -299,5 +319,24 @@ describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('a pipe refusal of 
     const lines = logger.lines.filter((l) => l.includes(marker));
     expect(lines).toEqual([expect.stringContaining(`warn PipedUndo.refund (saga-compensate, saga gid ${JSON.stringify(gid)}, branch ${JSON.stringify(keys.branch_id)}, op compensate): a pipe refused its payload`)]);
     expect(lines.filter((l) => l.includes('\r') || l.includes('\n') || l.includes('\u001b'))).toEqual([]);
+  });
+});
+
+describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('the undo of a payload its action\'s pipe refused, $name', ({ adapter }) => {
+  it('a compensation the pipe leaves alone, behind the barrier: a null compensation, skipped; DTM records the saga failed with the pipe\'s reason', async () => {
+    const client = apps[adapter]!.client;
+    const gid = await client.generateGid();
+    const final = await client.newSaga(gid, { protocol: 'http', retryInterval: 1 }).add('pipes.refund-barrier', { account: 0, amount: 5 }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toBe('invalid payload for PipedUndoBehindBarrier.pay: account must be a positive number');
+    expect(final.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['compensate succeed', 'action failed']);
+    // neither handler ran: the pipe refused the action, the barrier skipped the compensation (its action never committed)
+    expect(PipedUndoBehindBarrier.calls.filter((c) => c.includes('"account":0'))).toEqual([]);
+    // the barrier's null compensation: its own row and the action's, both written by the compensation
+    const rows = await pgPool.query('SELECT op, reason FROM dtm_barrier WHERE gid = $1 ORDER BY op', [gid]);
+    expect(rows.rows).toEqual([
+      { op: 'action', reason: 'compensate' },
+      { op: 'compensate', reason: 'compensate' },
+    ]);
   });
 });
