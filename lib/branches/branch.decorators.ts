@@ -8,7 +8,7 @@ import { FAILURE_CANNOT_ROLL_BACK } from './branch-result.js';
 import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
-import { BRANCH_DECORATOR, type BranchMetadata, type BranchOptions, type SagaActionOptions, type ValidatedBranchOptions, type XaBranchOptions } from './branch.types.js';
+import { BRANCH_DECORATOR, BRANCH_OPTIONS, type BranchMetadata, type BranchOptions, type SagaActionOptions, type ValidatedBranchOptions, type XaBranchOptions } from './branch.types.js';
 import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { BRANCH_NAME_RULE } from '../contracts/branch-manifest.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -30,6 +30,8 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
   if (typeof given !== 'object' || given === null) throw new DtmUsageError(MESSAGES.notAnObject(`the options of ${BRANCH_DECORATOR[kind]}(${JSON.stringify(named.name)})`, given));
   if (given.schema !== undefined && !VALIDATES.has(kind)) throw new DtmUsageError(MESSAGES.schemaNotChecked(BRANCH_DECORATOR[kind], named.name));
   if (given.schema !== undefined && !isStandardSchema(given.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(named.name));
+  const unknown = Object.keys(given).filter((key) => (given as Record<string, unknown>)[key] !== undefined && !BRANCH_OPTIONS[kind].includes(key));
+  if (unknown.length > 0) throw new DtmUsageError(MESSAGES.unknownBranchOptions(BRANCH_DECORATOR[kind], named.name, unknown, BRANCH_OPTIONS[kind].filter((key) => key !== 'barrier' || kind !== 'xa')));
   const schema = given.schema ?? (VALIDATES.has(kind) ? named.schema : undefined);
   const options = schema ? { ...given, schema } : given;
   const metadata: BranchMetadata = { kind, name: named.name, options };

@@ -87,6 +87,22 @@ export interface BranchMetadata {
   options: SagaActionOptions & XaBranchOptions;
 }
 
+/**
+ * The options each kind's decorator takes, as its options type says: refused otherwise where the
+ * decorator is applied (plain JavaScript, or an options object built elsewhere, which TypeScript
+ * checks for excess properties only as a literal). `barrier` on `@XaBranch` is refused at start-up.
+ */
+export const BRANCH_OPTIONS: Readonly<Record<BranchKind, readonly string[]>> = {
+  'saga-action': ['barrier', 'compensate', 'schema'],
+  'saga-compensate': ['barrier'],
+  'tcc-try': ['barrier', 'schema'],
+  'tcc-confirm': ['barrier'],
+  'tcc-cancel': ['barrier'],
+  xa: ['db', 'schema', 'barrier'],
+  msg: ['barrier'],
+  'msg-query-prepared': ['barrier'],
+};
+
 /** The decorator of each branch kind, as messages name it. */
 export const BRANCH_DECORATOR: Record<BranchKind, string> = {
   'saga-action': '@SagaAction',

@@ -4,7 +4,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type StandardSchemaV1 } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, XaBranch, type StandardSchemaV1 } from 'nestjs-dtm';
 
 /** An app (initialised, not listening) with DtmModule and `controllers`. */
 async function appWith(...controllers: Type[]) {
@@ -122,6 +122,26 @@ describe('start-up validation of decorated branches', () => {
     expect(() => TccTry('stock:v2')).not.toThrow(); // any other character is a name
     expect(() => SagaAction('pay', untyped(null))).toThrow('the options of @SagaAction("pay") must be an object, got null');
     expect(() => SagaAction('pay', { schema: untyped({}) })).toThrow(/the schema of branch "pay" does not implement Standard Schema v1/);
+  });
+
+  it('refuses, as the decorator is applied, an option its kind does not take: a typo in an options object built elsewhere (which TypeScript checks only as a literal), one of another kind', () => {
+    const schema = { '~standard': { version: 1, vendor: 'test', validate: () => ({ value: {} }) } } as StandardSchemaV1;
+    const untyped = <T>(value: unknown) => value as T;
+    // shared options: the types take them (they share barrier), and without the check the schema is never applied
+    const validated = { barrier: 'pg', shema: schema };
+    expect(() => SagaAction('pay', validated)).toThrow(DtmUsageError);
+    expect(() => SagaAction('pay', validated)).toThrow('@SagaAction("pay") has no option "shema": it takes barrier, compensate and schema');
+    const noCompensation = { barrier: false as const, compensation: false };
+    expect(() => SagaAction('pay', noCompensation)).toThrow('@SagaAction("pay") has no option "compensation": it takes barrier, compensate and schema');
+    // an option of another kind, as plain JavaScript may pass it
+    expect(() => TccTry('hold', untyped({ compensate: false }))).toThrow('@TccTry("hold") has no option "compensate": it takes barrier and schema');
+    expect(() => SagaAction('pay', untyped({ db: 'mysql' }))).toThrow('@SagaAction("pay") has no option "db"');
+    expect(() => TccCancel('hold', untyped({ barrier: 'pg', sagaBarrier: 1, retry: 2 }))).toThrow('@TccCancel("hold") has no option "sagaBarrier", "retry": it takes barrier (an option');
+    expect(() => XaBranch('ledger', untyped({ dB: 'pg' }))).toThrow('@XaBranch("ledger") has no option "dB": it takes db and schema');
+    // what each takes, and an option given as undefined
+    expect(() => SagaAction('pay', { barrier: 'pg', compensate: false, schema })).not.toThrow();
+    expect(() => XaBranch('ledger', { db: 'pg', schema })).not.toThrow();
+    expect(() => SagaCompensate('pay', untyped({ barrier: false, schema: undefined }))).not.toThrow();
   });
 
   it('refuses a workflow name that is no string or empty, and options @DtmWorkflow does not have (a transaction option given beside transaction)', () => {
