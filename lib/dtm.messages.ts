@@ -453,6 +453,8 @@ export const MESSAGES = {
     `${decorator}(${JSON.stringify(got.length > 140 ? `${got.slice(0, 140)}…` : got)}): a branch name must be 1 to 128 characters without spaces, control characters or '/', so that add(name) can find it (a string with '/' is read as a URL or gRPC target)`,
   unknownBranchOptions: (decorator: string, name: string, keys: string[], takes: readonly string[]) =>
     `${decorator}(${JSON.stringify(name)}) has no option ${keys.map((k) => JSON.stringify(k)).join(', ')}: it takes ${takes.length > 1 ? `${takes.slice(0, -1).join(', ')} and ${takes[takes.length - 1]}` : takes[0]} (an option it does not take would be ignored: check the spelling)`,
+  contractKindMismatch: (decorator: string, entryKind: string, branch: string, service: string, servedBy: string) =>
+    `${decorator} was given the ${entryKind} branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)}: a${/^[aeiouxX]/.test(entryKind) ? 'n' : ''} ${entryKind} branch is served by ${servedBy}; callers of the contract add it as a ${entryKind} branch, so decorate the handler with one of those (or change the contract's entry)`,
   decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
   notStandardSchema: (branch: string) => `the schema of branch ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
   unknownBranch: (kind: string, name: string, known: string[]) =>

@@ -9,7 +9,7 @@ import { DtmBranchBodyInterceptor } from './http/branch-body.interceptor.js';
 import type { MsgBranch as MsgBranchSpec, XaBranch as XaBranchSpec } from '../client/transaction.helper.js';
 import type { BranchKind, Payload } from '../transport/dtm.types.js';
 import { BRANCH_DECORATOR, BRANCH_OPTIONS, type BranchMetadata, type BranchOptions, type SagaActionOptions, type ValidatedBranchOptions, type XaBranchOptions } from './branch.types.js';
-import { isRemoteBranch, isStandardSchema, type RemoteBranch, type StandardSchemaV1 } from '../contracts/branch-contract.js';
+import { isRemoteBranch, isStandardSchema, type RemoteBranch, type RemoteBranchKind, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { BRANCH_NAME_RULE } from '../contracts/branch-manifest.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -66,6 +66,26 @@ const BRANCH_NAME = BRANCH_NAME_RULE;
 /** The handler kinds whose payload a contract entry's schema checks (their first op); not a message branch: DTM retries its FAILURE forever. */
 const VALIDATES: ReadonlySet<BranchKind> = new Set(['saga-action', 'tcc-try', 'xa']);
 
+/** The kind of contract entry each decorator serves (`@MsgQueryPrepared` takes a name only). */
+const CONTRACT_KIND: Readonly<Record<BranchKind, RemoteBranchKind | undefined>> = {
+  'saga-action': 'saga',
+  'saga-compensate': 'saga',
+  'tcc-try': 'tcc',
+  'tcc-confirm': 'tcc',
+  'tcc-cancel': 'tcc',
+  xa: 'xa',
+  msg: 'msg',
+  'msg-query-prepared': undefined,
+};
+
+/** The decorators that serve each kind of contract entry, as messages name them. */
+const KIND_DECORATORS: Readonly<Partial<Record<string, string>>> = {
+  saga: '@SagaAction / @SagaCompensate',
+  tcc: '@TccTry / @TccConfirm / @TccCancel',
+  msg: '@MsgBranch',
+  xa: '@XaBranch',
+};
+
 /** A branch decorator's name: given, or that of a contract entry (with its schema). */
 function contractName(nameOrBranch: string | RemoteBranch, kind: BranchKind): { name: string; schema?: StandardSchemaV1 } {
   if (typeof nameOrBranch === 'string') {
@@ -73,6 +93,11 @@ function contractName(nameOrBranch: string | RemoteBranch, kind: BranchKind): { 
     return { name: nameOrBranch };
   }
   if (!isRemoteBranch(nameOrBranch)) throw new DtmUsageError(MESSAGES.decoratorName(kind, typeof nameOrBranch));
+  if (!BRANCH_NAME.test(nameOrBranch.branch)) throw new DtmUsageError(MESSAGES.badBranchName(BRANCH_DECORATOR[kind], nameOrBranch.branch));
+  const entryKind = nameOrBranch.kind;
+  if (entryKind !== undefined && entryKind !== CONTRACT_KIND[kind]) {
+    throw new DtmUsageError(MESSAGES.contractKindMismatch(BRANCH_DECORATOR[kind], String(entryKind), nameOrBranch.branch, nameOrBranch.service, KIND_DECORATORS[entryKind] ?? 'none of the branch decorators'));
+  }
   if (nameOrBranch.schema !== undefined && !isStandardSchema(nameOrBranch.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(nameOrBranch.branch));
   return { name: nameOrBranch.branch, schema: nameOrBranch.schema as StandardSchemaV1 | undefined };
 }

@@ -4,7 +4,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, XaBranch, type StandardSchemaV1 } from 'nestjs-dtm';
+import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, XaBranch, defineBranches, msgBranch, sagaBranch, tccBranch, xaBranch, type StandardSchemaV1 } from 'nestjs-dtm';
 
 /** An app (initialised, not listening) with DtmModule and `controllers`. */
 async function appWith(...controllers: Type[]) {
@@ -142,6 +142,20 @@ describe('start-up validation of decorated branches', () => {
     expect(() => SagaAction('pay', { barrier: 'pg', compensate: false, schema })).not.toThrow();
     expect(() => XaBranch('ledger', { db: 'pg', schema })).not.toThrow();
     expect(() => SagaCompensate('pay', untyped({ barrier: false, schema: undefined }))).not.toThrow();
+  });
+
+  it('refuses, as the decorator is applied, a contract entry of another kind (plain JavaScript: the types refuse it) and a { service, branch } whose name a string could not be', () => {
+    const untyped = <T>(value: unknown) => value as T;
+    const Bank = defineBranches('bank', { withdraw: sagaBranch<{ amount: number }>(), hold: tccBranch<{ amount: number }>(), credit: msgBranch<{ amount: number }>(), post: xaBranch<{ amount: number }>() });
+    expect(() => TccTry(untyped(Bank.withdraw))).toThrow(DtmUsageError);
+    expect(() => TccTry(untyped(Bank.withdraw))).toThrow('@TccTry was given the saga branch "withdraw" of service "bank": a saga branch is served by @SagaAction / @SagaCompensate');
+    expect(() => SagaCompensate(untyped(Bank.hold))).toThrow('@SagaCompensate was given the tcc branch "hold" of service "bank": a tcc branch is served by @TccTry / @TccConfirm / @TccCancel');
+    expect(() => XaBranch(untyped(Bank.credit))).toThrow('a msg branch is served by @MsgBranch');
+    expect(() => MsgBranch(untyped(Bank.post))).toThrow('an xa branch is served by @XaBranch');
+    expect(() => SagaAction(untyped({ service: 'bank', branch: 'a b' }))).toThrow(/@SagaAction\("a b"\): a branch name must be 1 to 128 characters/);
+    // each decorator of the entry's kind, and an entry without a kind (untyped by name)
+    expect(() => [SagaAction(Bank.withdraw), SagaCompensate(Bank.withdraw), TccTry(Bank.hold), TccConfirm(Bank.hold), TccCancel(Bank.hold), MsgBranch(Bank.credit), XaBranch(Bank.post)]).not.toThrow();
+    expect(() => TccTry({ service: 'bank', branch: 'hold' })).not.toThrow();
   });
 
   it('refuses a workflow name that is no string or empty, and options @DtmWorkflow does not have (a transaction option given beside transaction)', () => {
