@@ -52,6 +52,11 @@ export const MESSAGES = {
   configAuthKeysEmpty: () => 'lists no key: give at least one key (e.g. [${DTM_BRANCH_KEY}] with the variable set), or remove the setting to leave branch calls unauthenticated',
   configAuthKeysBad: (bad: string[], min: number) => `must list keys of at least ${min} characters (e.g. \`openssl rand -base64 33\`); these are not (position: problem): ${bad.join(', ')}`,
   configRange: (min: number, max: number, unit: string, why: string, got: number) => `must be from ${min} to ${max} ${unit} (${why}), got ${got}`,
+  contractServiceName: (got: string) => `defineBranches: the service name must be a letter then letters, digits, _ and - (the key of lynx.dtm.services), got ${got}`,
+  contractBranchName: (service: string, branch: string) =>
+    `defineBranches(${JSON.stringify(service)}): branch name ${JSON.stringify(branch.length > 140 ? `${branch.slice(0, 140)}…` : branch)} must be a letter, digit or _ then letters, digits and _ . : - (at most 128 characters)`,
+  contractDeclaration: (service: string, branch: string, got: string) =>
+    `defineBranches(${JSON.stringify(service)}): branch ${JSON.stringify(branch)} must be declared with sagaBranch(), tccBranch(), msgBranch() or xaBranch() (called: sagaBranch<Payload>() or sagaBranch(schema)), got ${got}`,
   configServiceName: (got: string) => `service names must be a letter then letters, digits, _ and - (as in defineBranches), got ${got}`,
   configServiceWhere: (given: number) =>
     given === 0

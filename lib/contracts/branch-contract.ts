@@ -2,6 +2,8 @@
 // module both the participant and its callers import. Types only, plus the branch name and kind a
 // caller resolves against the participant's manifest and the schema the participant validates with.
 import type { Payload } from '../transport/dtm.types.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { MESSAGES } from '../dtm.messages.js';
 
 /**
  * The Standard Schema interface (https://standardschema.dev, v1), as zod, valibot, arktype and
@@ -87,13 +89,25 @@ const BRANCH_NAME = /^[A-Za-z0-9_][\w.:-]{0,127}$/;
  * The participant names its handlers with the entries (`@SagaAction(Bank.withdraw)`), callers add them (`saga.add(Bank.withdraw, payload)`).
  */
 export function defineBranches<const S extends string, const T extends Record<string, BranchDeclaration>>(service: S, branches: T): BranchContract<S, T> {
-  if (typeof service !== 'string' || !SERVICE_NAME.test(service)) throw new TypeError(`defineBranches: service name ${JSON.stringify(service)} must be letters, digits, _ and - (the key of lynx.dtm.services)`);
+  if (typeof service !== 'string' || !SERVICE_NAME.test(service)) throw new DtmUsageError(MESSAGES.contractServiceName(shownValue(service)));
+  if (typeof branches !== 'object' || branches === null) throw new DtmUsageError(MESSAGES.notAnObject(`the branches of defineBranches(${JSON.stringify(service)})`, branches));
   const contract: Record<string, RemoteBranch> = {};
   for (const [branch, decl] of Object.entries(branches)) {
-    if (!BRANCH_NAME.test(branch)) throw new TypeError(`defineBranches(${JSON.stringify(service)}): branch name ${JSON.stringify(branch)} must be letters, digits and _ . : -`);
+    if (!BRANCH_NAME.test(branch)) throw new DtmUsageError(MESSAGES.contractBranchName(service, branch));
+    const kind = (decl as Partial<BranchDeclaration> | null | undefined)?.kind;
+    if (typeof decl !== 'object' || decl === null || !KINDS.has(kind as string)) throw new DtmUsageError(MESSAGES.contractDeclaration(service, branch, typeof decl === 'function' ? 'a function' : shownValue(kind ?? decl)));
+    if (decl.schema !== undefined && !isStandardSchema(decl.schema)) throw new DtmUsageError(MESSAGES.notStandardSchema(branch));
     contract[branch] = Object.freeze({ service, branch, kind: decl.kind, ...(decl.schema ? { schema: decl.schema } : {}) });
   }
   return Object.freeze(contract) as BranchContract<S, T>;
+}
+
+/** The kinds a declaration may have. */
+const KINDS: ReadonlySet<string> = new Set<RemoteBranchKind>(['saga', 'tcc', 'msg', 'xa']);
+
+/** `value` as a message shows it. */
+function shownValue(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : value === null ? 'null' : typeof value;
 }
 
 /** What a service name may be (a key of `lynx.dtm.services`). */

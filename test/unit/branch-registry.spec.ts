@@ -158,6 +158,21 @@ describe('start-up validation of decorated branches', () => {
     expect(() => TccTry({ service: 'bank', branch: 'hold' })).not.toThrow();
   });
 
+  it('defineBranches refuses, with DtmUsageError, a service or branch name callers could not use and a declaration that is none (plain JavaScript: the types refuse them)', () => {
+    const untyped = (value: unknown) => value as never;
+    expect(() => defineBranches('bank eu', { withdraw: sagaBranch() })).toThrow(DtmUsageError);
+    expect(() => defineBranches('bank eu', { withdraw: sagaBranch() })).toThrow('defineBranches: the service name must be a letter then letters, digits, _ and - (the key of lynx.dtm.services), got "bank eu"');
+    expect(() => defineBranches('bank', { 'with draw': sagaBranch() })).toThrow(DtmUsageError);
+    expect(() => defineBranches('bank', { 'with draw': sagaBranch() })).toThrow('defineBranches("bank"): branch name "with draw" must be a letter, digit or _ then');
+    // sagaBranch not called, a misspelt kind, nothing: each would be an entry without a kind, any decorator's, its schema lost
+    expect(() => defineBranches('bank', untyped({ withdraw: sagaBranch }))).toThrow('defineBranches("bank"): branch "withdraw" must be declared with sagaBranch(), tccBranch(), msgBranch() or xaBranch() (called: sagaBranch<Payload>() or sagaBranch(schema)), got a function');
+    expect(() => defineBranches('bank', untyped({ withdraw: { kind: 'sagas' } }))).toThrow('branch "withdraw" must be declared with sagaBranch(), tccBranch(), msgBranch() or xaBranch() (called: sagaBranch<Payload>() or sagaBranch(schema)), got "sagas"');
+    expect(() => defineBranches('bank', untyped({ withdraw: undefined }))).toThrow(/got undefined$/);
+    expect(() => defineBranches('bank', untyped({ withdraw: sagaBranch(untyped({ validate: () => ({}) })) }))).toThrow(/the schema of branch "withdraw" does not implement Standard Schema v1/);
+    expect(() => defineBranches('bank', untyped(null))).toThrow('the branches of defineBranches("bank") must be an object, got null');
+    expect(defineBranches('bank', { withdraw: sagaBranch(), 'stock:v2': tccBranch() })['stock:v2']).toEqual({ service: 'bank', branch: 'stock:v2', kind: 'tcc' });
+  });
+
   it('refuses a workflow name that is no string or empty, and options @DtmWorkflow does not have (a transaction option given beside transaction)', () => {
     const untyped = <T>(value: unknown) => value as T;
     expect(() => DtmWorkflow('')).toThrow(/a workflow name must be a string of 1 to 128 characters/);
