@@ -462,8 +462,10 @@ export const MESSAGES = {
     `${decorator} was given the ${entryKind} branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)}: a${/^[aeiouxX]/.test(entryKind) ? 'n' : ''} ${entryKind} branch is served by ${servedBy}; callers of the contract add it as a ${entryKind} branch, so decorate the handler with one of those (or change the contract's entry)`,
   decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
   notStandardSchema: (branch: string) => `the schema of branch ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
-  unknownBranch: (kind: string, name: string, known: string[]) =>
-    `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
+  unknownBranch: (kind: string, name: string, known: string[], declared: readonly string[]) =>
+    declared.length
+      ? `no ${kind} branch named "${name}" among the controllers of this app (known: ${known.length ? known.join(', ') : 'none'}): ${declared.join(', ')} ${declared.length > 1 ? 'are' : 'is'} decorated ${kind}('${name}'), but Nest never created ${[...new Set(declared.map((d) => d.slice(0, d.lastIndexOf('.'))))].join(' or ')} as a controller; list it in the controllers of a module the app imports (not in providers)`
+      : `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
   appAddressUnspecified: (key: 'app_url' | 'grpc_app_address', host: string) =>

@@ -27,6 +27,22 @@ interface HandlerSpec {
 
 const specCache = new WeakMap<object, HandlerSpec>();
 
+/** The handlers each branch decorator was put on (`Class.method`), by kind and name: read only to explain an unknown name. */
+const declaredHandlers = new Map<string, string[]>();
+
+/** Records that the handler `where` was decorated as branch `name` of `kind` (when its class is defined). */
+export function recordDeclaredBranch(kind: string, name: string, where: string): void {
+  const key = `${kind}:${name}`;
+  const list = declaredHandlers.get(key);
+  if (!list) declaredHandlers.set(key, [where]);
+  else if (!list.includes(where)) list.push(where);
+}
+
+/** The handlers decorated as branch `name` of `kind` in this process, whether or not a module lists their class. */
+export function declaredBranchHandlers(kind: string, name: string): readonly string[] {
+  return declaredHandlers.get(`${kind}:${name}`) ?? [];
+}
+
 /** The branch record a branch decorator wrote on `handler`, if any. */
 export function branchMetadataOf(handler: object): BranchMetadata | undefined {
   return Reflect.getMetadata(DTM_BRANCH_METADATA, handler) as BranchMetadata | undefined;

@@ -12,6 +12,7 @@ import { BRANCH_DECORATOR, BRANCH_OPTIONS, type BranchMetadata, type BranchOptio
 import { isRemoteBranch, isStandardSchema, type RemoteBranch, type RemoteBranchKind, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { BRANCH_NAME_RULE } from '../contracts/branch-manifest.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { recordDeclaredBranch } from './branch-metadata.accessor.js';
 import { MESSAGES } from '../dtm.messages.js';
 
 /**
@@ -40,7 +41,10 @@ function branchDecorator(kind: BranchKind, nameOrBranch: string | RemoteBranch, 
   // in production (no DtmBranchBodyInterceptor), a FAILURE body of a branch whose FAILURE cannot roll anything back is still thrown, for the filter's warning
   const checksResultBody = production && (FAILURE_CANNOT_ROLL_BACK.has(kind) || kind === 'xa');
   return applyDecorators(
-    ((target, key, descriptor) => bindBranchHandler(target, key, descriptor, source, false, checksResultBody, kind === 'tcc-try')) as MethodDecorator,
+    ((target, key, descriptor) => {
+      recordDeclaredBranch(kind, named.name, `${(target as { constructor: { name: string } }).constructor.name}.${String(key)}`);
+      return bindBranchHandler(target, key, descriptor, source, false, checksResultBody, kind === 'tcc-try');
+    }) as MethodDecorator,
     SetMetadata(DTM_BRANCH_METADATA, metadata),
     HttpCode(200),
     UseGuards(DtmBranchGuard),

@@ -8,7 +8,7 @@ import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { isRedisConnection } from './branch-handler.binding.js';
-import type { GrpcMethodMetadata } from './branch-metadata.accessor.js';
+import { declaredBranchHandlers, type GrpcMethodMetadata } from './branch-metadata.accessor.js';
 import type { BranchKind, BranchResolver } from '../transport/dtm.types.js';
 import { BRANCH_DECORATOR, type SagaActionOptions, type XaBranchOptions } from './branch.types.js';
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
@@ -154,7 +154,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     const entry = this.routes.get(key(kind, name));
     if (!entry) {
       const known = [...this.routes.values()].map((e) => (e.http ?? e.grpc)!).filter((r) => r.kind === kind).map((r) => r.name);
-      throw new DtmUsageError(MESSAGES.unknownBranch(BRANCH_DECORATOR[kind], name, known));
+      throw new DtmUsageError(MESSAGES.unknownBranch(BRANCH_DECORATOR[kind], name, known, declaredBranchHandlers(kind, name)));
     }
     if (protocol === 'grpc' && entry.grpc) return this.grpcLocator.target(entry.grpc.grpc!, entry.grpc.handler);
     if (entry.http) return this.httpLocator.target(entry.http.http!, name);

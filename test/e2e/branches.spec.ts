@@ -6,7 +6,7 @@ import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '.
 import { Controller, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailureError, DtmModule, DtmUsageError, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailureError, DtmModule, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { ADAPTERS, CapturingLogger, startBranchApp, type BranchApp, type Outcome } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
@@ -789,6 +789,33 @@ describe('start-up validation of decorated branches', () => {
       expect(() => t.client.newSaga('g').add('transfer', {})).toThrow('no @SagaAction branch named "transfer" (known: transOut, transIn, credit, audit, quiet, oldProtocol, chatty)');
       await expect(t.client.tccGlobalTransaction(await t.client.generateGid(), (tcc) => tcc.callBranch({}, 'stock'))).rejects.toThrow(
         'no @TccTry branch named "stock" (known: inventory, order, bundle)',
+      );
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+/** A controller with decorated branches that no module lists (the newcomer's forgotten `controllers: [...]`). */
+@Controller('unlisted')
+class UnlistedBankController {
+  @Post('pay')
+  @SagaAction('unlisted.pay')
+  pay() {}
+
+  @Post('refund')
+  @SagaCompensate('unlisted.pay')
+  refund() {}
+}
+
+describe('a decorated branch whose controller no module lists', () => {
+  it("is named in the unknown name's error, which says to list its class in a module's controllers", async () => {
+    expect(UnlistedBankController.name).toBe('UnlistedBankController'); // defined (decorated) in this process, in no module
+    const t = await startBranchApp('express');
+    try {
+      expect(() => t.client.newSaga('g').add('unlisted.pay', {})).toThrow(DtmUsageError);
+      expect(() => t.client.newSaga('g').add('unlisted.pay', {})).toThrow(
+        'no @SagaAction branch named "unlisted.pay" among the controllers of this app (known: transOut, transIn, credit, audit, quiet, oldProtocol, chatty): UnlistedBankController.pay is decorated @SagaAction(\'unlisted.pay\'), but Nest never created UnlistedBankController as a controller; list it in the controllers of a module the app imports (not in providers)',
       );
     } finally {
       await t.close();
