@@ -650,7 +650,10 @@ export const MESSAGES = {
   badHook: (name: string, events: readonly string[], what: string) =>
     `instrumentation.hooks.${name}: ${what}; the events are ${events.join(', ')}, each with a function (event) => void`,
   noWorkflows: () => 'workflows need DtmModule (it finds the @DtmWorkflow methods): use the DtmClient that DtmModule provides',
-  unknownWorkflow: (name: string, known: string[]) => `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
+  unknownWorkflow: (name: string, known: string[], declared: readonly string[]) =>
+    declared.length
+      ? `no @DtmWorkflow named "${name}" among the providers of this app (known: ${known.length ? known.join(', ') : 'none'}): ${declared.join(', ')} ${declared.length > 1 ? 'are' : 'is'} decorated @DtmWorkflow('${name}'), but Nest never created ${[...new Set(declared.map((d) => d.slice(0, d.lastIndexOf('.'))))].join(' or ')}; list it in the providers of a module the app imports`
+      : `no @DtmWorkflow named "${name}" (known: ${known.length ? known.join(', ') : 'none'})`,
   workflowNotStatic: (name: string, handler: string, scope: 'request-scoped' | 'transient') =>
     `@DtmWorkflow('${name}') is on ${handler}, whose provider is ${scope === 'transient' ? 'transient (Scope.TRANSIENT)' : 'request-scoped (Scope.REQUEST, or it depends on REQUEST or a request-scoped provider)'}: DTM runs and resumes a workflow outside any request, and no instance of that provider with its dependencies exists there (the workflow would run with them undefined and stay pending forever); put the workflow on a provider of the default scope (resolve a request-scoped service inside it with ModuleRef.resolve)`,
   workflowStepTarget: (branchId: string, op: string, target: string) =>

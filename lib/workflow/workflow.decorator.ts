@@ -20,8 +20,23 @@ export const DtmWorkflow = (name: string, options: WorkflowOptions = {}): Method
   if (typeof options !== 'object' || options === null) throw new DtmUsageError(MESSAGES.notAnObject(`the options of @DtmWorkflow(${JSON.stringify(name)})`, options));
   const unknown = Object.keys(options).filter((key) => !WORKFLOW_OPTIONS.has(key));
   if (unknown.length > 0) throw new DtmUsageError(MESSAGES.unknownWorkflowOptions(name, unknown));
-  return SetMetadata(DTM_WORKFLOW_METADATA, { name, options } satisfies WorkflowMetadata);
+  const metadata = SetMetadata(DTM_WORKFLOW_METADATA, { name, options } satisfies WorkflowMetadata);
+  return (target, key, descriptor) => {
+    const where = `${(target as { constructor: { name: string } }).constructor.name}.${String(key)}`;
+    const list = declaredWorkflows.get(name);
+    if (!list) declaredWorkflows.set(name, [where]);
+    else if (!list.includes(where)) list.push(where);
+    return metadata(target, key, descriptor);
+  };
 };
+
+/** The methods `@DtmWorkflow` was put on (`Class.method`), by name: read only to explain an unknown name. */
+const declaredWorkflows = new Map<string, string[]>();
+
+/** The methods decorated `@DtmWorkflow(name)` in this process, whether or not a module lists their class. */
+export function declaredWorkflowHandlers(name: string): readonly string[] {
+  return declaredWorkflows.get(name) ?? [];
+}
 
 /** The keys of {@link WorkflowOptions}. */
 const WORKFLOW_OPTIONS: ReadonlySet<string> = new Set(['compensateFailedStep', 'transaction']);

@@ -4,7 +4,7 @@ import { DTM_WORKFLOW_METADATA } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import type { WorkflowMetadata } from './workflow.decorator.js';
+import { declaredWorkflowHandlers, type WorkflowMetadata } from './workflow.decorator.js';
 import type { WorkflowFunction, WorkflowOptions } from './workflow.types.js';
 
 /** A workflow as the app declared it. */
@@ -76,7 +76,7 @@ export class DtmWorkflowRegistry implements OnModuleInit {
     // declared in a module loaded after start-up (LazyModuleLoader): not served, as DTM may resume it on an instance that never loaded it
     const late = this.scan().found.find((d) => d.name === name);
     if (late) throw new DtmUsageError(MESSAGES.workflowLoadedLate(name, late.handler));
-    throw new DtmUsageError(MESSAGES.unknownWorkflow(name, [...this.workflows.keys()]));
+    throw new DtmUsageError(MESSAGES.unknownWorkflow(name, [...this.workflows.keys()], declaredWorkflowHandlers(name)));
   }
 
   /** Whether the app has a workflow `name`. */

@@ -97,6 +97,15 @@ afterAll(async () => {
 });
 
 /** An app of `providers` (its workflows resumed over HTTP at its own port); init() only, or listening. */
+/** A workflow whose class no module lists (the newcomer's forgotten `providers: [...]`). */
+@Injectable()
+class UnlistedWorkflows {
+  @DtmWorkflow('unlisted.v1')
+  async run() {
+    return 1;
+  }
+}
+
 async function startApp(providers: Type[], branchAuthKeys?: string[]): Promise<{ app: INestApplication; client: DtmClient }> {
   const port = await freePort();
   @Module({
@@ -125,6 +134,18 @@ describe('workflow registration', () => {
         expect.stringMatching(/^@DtmWorkflow\('scoped\.implicit\.v1'\) is on RequestBoundWorkflows\.run, whose provider is request-scoped \(Scope\.REQUEST, or it depends on REQUEST/),
       ]),
     );
+  });
+
+  it('a @DtmWorkflow on a class no module lists: executeWorkflow refuses it naming the class and saying to list it in providers (before: "no @DtmWorkflow named", as if it were declared nowhere), DTM holds nothing', async () => {
+    expect(UnlistedWorkflows.name).toBe('UnlistedWorkflows');
+    const { client } = await startApp([]);
+    const gid = await client.generateGid();
+    const error = await client.executeWorkflow('unlisted.v1', gid, {}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toBe(
+      "no @DtmWorkflow named \"unlisted.v1\" among the providers of this app (known: none): UnlistedWorkflows.run is decorated @DtmWorkflow('unlisted.v1'), but Nest never created UnlistedWorkflows; list it in the providers of a module the app imports",
+    );
+    expect((await queryTrans(gid)).transaction).toBeNull();
   });
 
   it('two workflows of one name: start-up fails naming both handlers', async () => {
