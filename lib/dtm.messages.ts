@@ -470,6 +470,8 @@ export const MESSAGES = {
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
   appAddressUnspecified: (key: 'app_url' | 'grpc_app_address', host: string) =>
     `lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`,
+  appUrlLoopbackOtherPort: (appUrl: string, port: number, listening: number) =>
+    `lynx.dtm.app_url (${appUrl}) names this host's loopback at port ${port}, but the app listens on port ${listening}: DTM would call every branch where nothing of this app answers (connection refused, retried forever), unless a proxy on this host forwards that port to the app; set app_url's port to ${listening} (and its host to this service's address as DTM sees it, when DTM runs elsewhere)`,
   appUrlFromListen: (url: string) =>
     `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
   noRegistry: (name: string) =>

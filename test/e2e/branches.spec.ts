@@ -769,10 +769,30 @@ describe('branch URLs and header allow-list settings', () => {
     }
   });
 
-  it('an app_url with credentials (publish_branches off) warns at start-up that DTM stores them in every branch URL, without showing them', async () => {
-    const t = await startBranchApp('express', { appUrl: 'http://bank:s3cret-pw@127.0.0.1:3000' });
+  it("an app_url on this host's loopback at a port the app does not listen on (a newcomer's typo, or a port changed in one place): a start-up warning names both ports (IPv4, IPv6, localhost; the scheme's default port); none for another host", async () => {
+    const wrong = await startBranchApp('express', { appUrl: 'http://localhost:9' });
+    const port = Number(new URL(wrong.url).port);
     try {
-      expect(t.logger.warnings.filter((w) => w.includes('lynx.dtm.app_url'))).toEqual([expect.stringContaining('lynx.dtm.app_url (http://***@127.0.0.1:3000) holds credentials (user:password@): they are in every branch URL')]);
+      expect(wrong.logger.warnings.filter((w) => w.includes('lynx.dtm.app_url'))).toEqual([
+        `lynx.dtm.app_url (http://localhost:9) names this host's loopback at port 9, but the app listens on port ${port}: DTM would call every branch where nothing of this app answers (connection refused, retried forever), unless a proxy on this host forwards that port to the app; set app_url's port to ${port} (and its host to this service's address as DTM sees it, when DTM runs elsewhere)`,
+      ]);
+    } finally {
+      await wrong.close();
+    }
+    for (const appUrl of ['http://bank.internal:9', 'http://[::1]:9', 'https://127.0.0.2']) {
+      const t = await startBranchApp('express', { appUrl });
+      try {
+        expect(t.logger.warnings.filter((w) => w.includes("names this host's loopback"))).toEqual(appUrl.includes('bank.internal') ? [] : [expect.stringContaining(`but the app listens on port ${new URL(t.url).port}`)]);
+      } finally {
+        await t.close();
+      }
+    }
+  });
+
+  it('an app_url with credentials (publish_branches off) warns at start-up that DTM stores them in every branch URL, without showing them', async () => {
+    const t = await startBranchApp('express', { appUrl: 'http://bank:s3cret-pw@bank.internal:3000' });
+    try {
+      expect(t.logger.warnings.filter((w) => w.includes('lynx.dtm.app_url'))).toEqual([expect.stringContaining('lynx.dtm.app_url (http://***@bank.internal:3000) holds credentials (user:password@): they are in every branch URL')]);
       expect(t.logger.warnings.filter((w) => w.includes('s3cret'))).toEqual([]);
     } finally {
       await t.close();

@@ -8,6 +8,7 @@ import { DTM_CONFIG } from '../../dtm.constants.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import { routeMetadataOf } from '../branch-metadata.accessor.js';
+import { redactUrl } from '../../redact.js';
 
 /** Nest's module path metadata key (RouterModule; the same in Nest 11 and 12). */
 const MODULE_PATH = '__module_path__';
@@ -86,9 +87,21 @@ export class HttpBranchLocator {
     return `${base}${route.path}`;
   }
 
-  /** Calls `warn` once the app listens, when branch URLs fall back to the listening address. */
+  /** Calls `warn` once the app listens, when branch URLs fall back to the listening address, or `app_url` names this host's loopback at another port than the app's. */
   warnWithoutAppUrl(warn: (message: string) => void): void {
-    if (this.config.appUrl || !this.adapterHost) return;
+    if (!this.adapterHost) return;
+    const appUrl = this.config.appUrl;
+    if (appUrl) {
+      // app_url on this host's loopback at a port the app does not listen on: nothing of this app answers there
+      const local = loopbackPortOf(appUrl);
+      if (local === undefined) return;
+      this.adapterHost.listen$.subscribe(() => {
+        const url = this.listenUrl();
+        const port = url ? Number(new URL(url).port) : undefined;
+        if (port !== undefined && port !== local) warn(MESSAGES.appUrlLoopbackOtherPort(redactUrl(appUrl), local, port));
+      });
+      return;
+    }
     this.adapterHost.listen$.subscribe(() => {
       const url = this.listenUrl();
       if (url) warn(MESSAGES.appUrlFromListen(url));
@@ -102,6 +115,18 @@ export class HttpBranchLocator {
     const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
     return `${scheme}://${host}:${address.port}`;
+  }
+}
+
+/** The port of `url` when its host is this host's loopback (`localhost`, `127.x.x.x`, `[::1]`), the scheme's default when it names none; else undefined. */
+function loopbackPortOf(url: string): number | undefined {
+  try {
+    const parsed = new URL(url);
+    const host = parsed.hostname.toLowerCase();
+    if (host !== 'localhost' && !host.endsWith('.localhost') && !/^127\.\d+\.\d+\.\d+$/.test(host) && host !== '[::1]') return undefined;
+    return parsed.port ? Number(parsed.port) : parsed.protocol === 'https:' ? 443 : 80;
+  } catch {
+    return undefined;
   }
 }
 
