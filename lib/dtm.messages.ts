@@ -468,6 +468,8 @@ export const MESSAGES = {
       : `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
   noAppUrl: (name: string) =>
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
+  appAddressLoopback: (key: 'app_url' | 'grpc_app_address', host: string, dtmHost: string) =>
+    `lynx.dtm.${key} names ${host}, this host's loopback, while DTM is at ${dtmHost} (lynx.dtm.server_url): DTM calling ${host} reaches its own host, not this app, so every branch call fails and is retried forever, unless DTM runs on this host under that name; set ${key} to this service's address as DTM sees it (its host name or IP; from a DTM container, host.docker.internal for an app on the Docker host)`,
   appAddressUnspecified: (key: 'app_url' | 'grpc_app_address', host: string) =>
     `lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`,
   appUrlLoopbackOtherPort: (appUrl: string, port: number, listening: number) =>

@@ -225,6 +225,14 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       const host = unspecifiedHost(value);
       if (host) this.logger.warn(MESSAGES.appAddressUnspecified(key, host));
     }
+    // app_url or grpc_app_address on this host's loopback while DTM is another host (server_url's): DTM would call its own loopback
+    const dtmHost = hostOf(this.config.serverUrl);
+    if (dtmHost && !isLoopback(dtmHost)) {
+      for (const [key, value] of [['app_url', this.config.appUrl], ['grpc_app_address', this.config.grpcAppAddress && `http://${this.config.grpcAppAddress}`]] as const) {
+        const host = hostOf(value);
+        if (host && isLoopback(host)) this.logger.warn(MESSAGES.appAddressLoopback(key, host, dtmHost));
+      }
+    }
     const all = this.all;
     if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
     // a @GrpcMethod branch no gRPC server of the app serves: DTM's calls of it would answer UNIMPLEMENTED
@@ -264,6 +272,21 @@ function key(kind: BranchKind, name: string): string {
 }
 
 /** The host of URL `url` when it is the unspecified address (0.0.0.0, [::]: one to listen on, not to call); else undefined. */
+/** The host name of `url`, lower-cased; undefined without one. */
+function hostOf(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return new URL(url).hostname.toLowerCase() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `host` (a URL's host name) is this host's loopback: `localhost`, `*.localhost`, `127.x.x.x`, `[::1]`. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]';
+}
+
 function unspecifiedHost(url: string | undefined): string | undefined {
   if (!url) return undefined;
   try {

@@ -789,6 +789,24 @@ describe('branch URLs and header allow-list settings', () => {
     }
   });
 
+  it("an app_url / grpc_app_address on this host's loopback while server_url names another host (DTM in another container or host, the app_url copied from a local set-up): a start-up warning names the key, the loopback and DTM's host; none when DTM is on the loopback too", async () => {
+    const remote = await startBranchApp('express', { serverUrl: 'http://dtm.example:36789/api/dtmsvr', appUrl: 'http://127.0.0.1:9', grpcAppAddress: 'localhost:50051' });
+    try {
+      expect(remote.logger.warnings.filter((w) => w.includes("this host's loopback, while DTM"))).toEqual([
+        "lynx.dtm.app_url names 127.0.0.1, this host's loopback, while DTM is at dtm.example (lynx.dtm.server_url): DTM calling 127.0.0.1 reaches its own host, not this app, so every branch call fails and is retried forever, unless DTM runs on this host under that name; set app_url to this service's address as DTM sees it (its host name or IP; from a DTM container, host.docker.internal for an app on the Docker host)",
+        expect.stringMatching(/^lynx\.dtm\.grpc_app_address names localhost, this host's loopback, while DTM is at dtm\.example/),
+      ]);
+    } finally {
+      await remote.close();
+    }
+    const local = await startBranchApp('express', { appUrl: 'http://127.0.0.1:9', grpcAppAddress: 'localhost:50051' });
+    try {
+      expect(local.logger.warnings.filter((w) => w.includes("this host's loopback, while DTM"))).toEqual([]);
+    } finally {
+      await local.close();
+    }
+  });
+
   it('an app_url with credentials (publish_branches off) warns at start-up that DTM stores them in every branch URL, without showing them', async () => {
     const t = await startBranchApp('express', { appUrl: 'http://bank:s3cret-pw@bank.internal:3000' });
     try {
