@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
+import { isLoopbackHost } from '../config/dtm-config.keys.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
@@ -227,10 +228,10 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
     }
     // app_url or grpc_app_address on this host's loopback while DTM is another host (server_url's): DTM would call its own loopback
     const dtmHost = hostOf(this.config.serverUrl);
-    if (dtmHost && !isLoopback(dtmHost)) {
+    if (dtmHost && !isLoopbackHost(dtmHost)) {
       for (const [key, value] of [['app_url', this.config.appUrl], ['grpc_app_address', this.config.grpcAppAddress && `http://${this.config.grpcAppAddress}`]] as const) {
         const host = hostOf(value);
-        if (host && isLoopback(host)) this.logger.warn(MESSAGES.appAddressLoopback(key, host, dtmHost));
+        if (host && isLoopbackHost(host)) this.logger.warn(MESSAGES.appAddressLoopback(key, host, dtmHost));
       }
     }
     const all = this.all;
@@ -271,7 +272,6 @@ function key(kind: BranchKind, name: string): string {
   return `${kind}:${name}`;
 }
 
-/** The host of URL `url` when it is the unspecified address (0.0.0.0, [::]: one to listen on, not to call); else undefined. */
 /** The host name of `url`, lower-cased; undefined without one. */
 function hostOf(url: string | undefined): string | undefined {
   if (!url) return undefined;
@@ -282,11 +282,7 @@ function hostOf(url: string | undefined): string | undefined {
   }
 }
 
-/** Whether `host` (a URL's host name) is this host's loopback: `localhost`, `*.localhost`, `127.x.x.x`, `[::1]`. */
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]';
-}
-
+/** The host of URL `url` when it is the unspecified address (0.0.0.0, [::]: one to listen on, not to call); else undefined. */
 function unspecifiedHost(url: string | undefined): string | undefined {
   if (!url) return undefined;
   try {

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import { barrierDecisionsOf, behindBarrier, signedHeadersOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
-import { defaultDtmConfig, isCredentialHeader } from '../config/dtm-config.keys.js';
+import { defaultDtmConfig, isCredentialHeader, isLoopbackHost } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BRANCH_RESOLVER, DTM_CONFIG, DTM_CONTRACTS, DTM_GRPC_CODECS, DTM_WORKFLOW_ENVIRONMENT } from '../dtm.constants.js';
 import type { RemoteBranch } from '../contracts/branch-contract.js';
@@ -537,14 +537,13 @@ function serverUrlLeftBesideGrpc(config: DtmConfig): boolean {
   return config.serverUrl === defaults.serverUrl && !LOCAL_DEFAULT_GRPC.has(config.grpcServer.toLowerCase());
 }
 
-/** `server_url`s that are the default's DTM (on this host, its HTTP port): the default `grpc_server` is the same DTM's gRPC API. */
-const LOCAL_DEFAULT_HTTP = /^https?:\/\/(localhost|127\.0\.0\.1|\[::1\]):36789(\/|$)/i;
-
 /**
  * Whether, with `protocol: grpc`, `grpc_server` is left at its default (DTM on localhost) while
- * `server_url` names another DTM: query and the waits reach that DTM, but every transaction goes to
- * localhost's gRPC port.
+ * `server_url` names another DTM than the default's (this host's loopback, port 36789): query and the
+ * waits reach that DTM, but every transaction goes to localhost's gRPC port.
  */
 function grpcServerLeftBesideServerUrl(config: DtmConfig): boolean {
-  return config.protocol === 'grpc' && config.grpcServer === defaultDtmConfig().grpcServer && !LOCAL_DEFAULT_HTTP.test(config.serverUrl);
+  if (config.protocol !== 'grpc' || config.grpcServer !== defaultDtmConfig().grpcServer) return false;
+  const url = new URL(config.serverUrl);
+  return !(isLoopbackHost(url.hostname.toLowerCase()) && url.port === '36789');
 }

@@ -41,6 +41,11 @@ export function isForbiddenBranchHeader(name: string): boolean {
  */
 const CREDENTIAL_HEADER = /auth|cookie|token|secret|passw|api-?key|session|credential|jwt|signature/i;
 
+/** Whether `host` (a URL's host name, lower-cased) is this host's loopback: `localhost`, `*.localhost`, `127.x.x.x`, `[::1]`. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]';
+}
+
 /** Whether header `name` (any case) looks like one that carries a credential ({@link CREDENTIAL_HEADER}). */
 export function isCredentialHeader(name: string): boolean {
   return CREDENTIAL_HEADER.test(name);

@@ -4,6 +4,7 @@ import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
+import { isLoopbackHost } from '../../config/dtm-config.keys.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
@@ -122,8 +123,7 @@ export class HttpBranchLocator {
 function loopbackPortOf(url: string): number | undefined {
   try {
     const parsed = new URL(url);
-    const host = parsed.hostname.toLowerCase();
-    if (host !== 'localhost' && !host.endsWith('.localhost') && !/^127\.\d+\.\d+\.\d+$/.test(host) && host !== '[::1]') return undefined;
+    if (!isLoopbackHost(parsed.hostname.toLowerCase())) return undefined;
     return parsed.port ? Number(parsed.port) : parsed.protocol === 'https:' ? 443 : 80;
   } catch {
     return undefined;
