@@ -89,7 +89,7 @@ export type {
 export { ensureBarrierSchema } from './barrier/ensure-barrier-schema.js';
 export { barrierBinaryKeysSql, barrierSchemaSql, DEFAULT_BARRIER_TABLE } from './barrier/barrier.sql.js';
 export { branchKeysProblem, MAX_BRANCH_KEY_LENGTH } from './transport/branch-keys.js';
-export { pgBarrierDatabase, pgBarrierTransaction, type PgClientLike, type PgPoolLike } from './barrier/pg-barrier.store.js';
+export { pgBarrierDatabase, pgBarrierTransaction, type PgClientLike, type PgLentClientLike, type PgPoolLike } from './barrier/pg-barrier.store.js';
 export { mysqlBarrierDatabase, mysqlBarrierTransaction, type MysqlConnectionLike, type MysqlPoolLike } from './barrier/mysql-barrier.store.js';
 export {
   typeormBarrierDatabase,

@@ -21,7 +21,17 @@ export interface PgClientLike {
 
 /** The part of a `pg` `Pool` the barrier uses. */
 export interface PgPoolLike<C extends PgClientLike> extends PgClientLike {
-  connect(): Promise<C & { release(err?: Error | boolean): void }>;
+  connect(): Promise<C & PgLentClientLike>;
+}
+
+/** What the barrier uses of a client a `pg` pool lent. */
+export interface PgLentClientLike {
+  /** Gives the client back to its pool; with an error, the pool closes it. */
+  release(err?: Error | boolean): void;
+  /** `pg` emits `'error'` on a client whose connection broke while no query was running on it. */
+  on?(event: 'error', listener: (err: Error) => void): unknown;
+  /** Removes a listener {@link on} added. */
+  removeListener?(event: 'error', listener: (err: Error) => void): unknown;
 }
 
 /**
@@ -80,6 +90,11 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
     ): Promise<T> {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // the server may end the session while the work awaits something else (pg_terminate_backend,
+      // idle_in_transaction_session_timeout, a failover): pg then emits 'error' on the client, which
+      // its pool does not listen to while the client is lent, so unheard it would end the process
+      const onError = (err: Error) => (broken ??= err);
+      client.on?.('error', onError);
       try {
         const leadingResults = await begin(client, leading, bounds);
         const result = await work(client, ownPgTransaction(client), leadingResults);
@@ -90,6 +105,7 @@ export function pgBarrierDatabase<C extends PgClientLike>(pool: PgPoolLike<C>): 
         await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
         throw err;
       } finally {
+        client.removeListener?.('error', onError);
         client.release(broken);
       }
     },

@@ -1,0 +1,204 @@
+// The barrier's local transaction meeting faults of the database and of the handler, on every SQL
+// adapter (pg, mysql2 on MariaDB, TypeORM on both), with small pools: the session killed by the
+// server (pg_terminate_backend, MariaDB KILL) while the business is in its transaction, and many
+// handlers that throw. The call must be an error DTM retries (never a resolved call), nothing of it
+// kept, the process alive and the pool serving again.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DataSource } from 'typeorm';
+import { BranchBarrier, DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { latch, settledWithin, sleep } from '../support/fixtures.js';
+
+let dbs: FileDatabases;
+let pgPool: pg.Pool;
+let myPool: mysql.Pool;
+let pgSource: DataSource;
+let mySource: DataSource;
+let admin: { pg: pg.Pool; my: mysql.Pool };
+
+interface Store {
+  dialect: BarrierDialect;
+  db: () => BarrierDatabase;
+  /** Runs `sql` (`?` placeholders) on the handle the business got. */
+  run: (handle: unknown, sql: string, params: unknown[]) => Promise<unknown>;
+  /** The server's id of the session behind the handle the business got. */
+  sessionOf: (handle: unknown) => Promise<number>;
+  /** Kills the session `id` from another connection. */
+  kill: (id: number) => Promise<void>;
+  query: (sql: string, params?: unknown[]) => Promise<Record<string, unknown>[]>;
+}
+
+const numbered = (sql: string) => {
+  let i = 0;
+  return sql.replace(/\?/g, () => `$${++i}`);
+};
+const pgQuery = async (sql: string, params: unknown[] = []) => (await admin.pg.query(numbered(sql), params)).rows;
+const myQuery = async (sql: string, params: unknown[] = []) => (await admin.my.query(sql, params))[0] as Record<string, unknown>[];
+const pgKill = async (id: number) => void (await admin.pg.query('SELECT pg_terminate_backend($1)', [id]));
+const myKill = async (id: number) => void (await admin.my.query(`KILL ${Number(id)}`));
+const firstValue = (rows: unknown) => Number(Object.values((rows as Record<string, unknown>[])[0])[0]);
+
+const STORES: Record<string, Store> = {
+  pg: {
+    dialect: 'postgres',
+    db: () => pgBarrierDatabase(pgPool),
+    run: (handle, sql, params) => (handle as pg.PoolClient).query(numbered(sql), params),
+    sessionOf: async (handle) => Number((await (handle as pg.PoolClient).query('SELECT pg_backend_pid() AS id')).rows[0].id),
+    kill: pgKill,
+    query: pgQuery,
+  },
+  mysql: {
+    dialect: 'mysql',
+    db: () => mysqlBarrierDatabase(myPool),
+    run: (handle, sql, params) => (handle as mysql.PoolConnection).execute(sql, params as string[]),
+    sessionOf: async (handle) => firstValue((await (handle as mysql.PoolConnection).query('SELECT CONNECTION_ID() AS id'))[0]),
+    kill: myKill,
+    query: myQuery,
+  },
+  'typeorm-pg': {
+    dialect: 'postgres',
+    db: () => typeormBarrierDatabase(pgSource),
+    run: (handle, sql, params) => (handle as DataSource['manager']).query(numbered(sql), params),
+    sessionOf: async (handle) => firstValue(await (handle as DataSource['manager']).query('SELECT pg_backend_pid() AS id')),
+    kill: pgKill,
+    query: pgQuery,
+  },
+  'typeorm-mysql': {
+    dialect: 'mysql',
+    db: () => typeormBarrierDatabase(mySource),
+    run: (handle, sql, params) => (handle as DataSource['manager']).query(sql, params),
+    sessionOf: async (handle) => firstValue(await (handle as DataSource['manager']).query('SELECT CONNECTION_ID() AS id')),
+    kill: myKill,
+    query: myQuery,
+  },
+};
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  // the pools under test are small: a connection that is not given back shows at once
+  pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2 });
+  myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+  admin = { pg: new pg.Pool({ connectionString: dbs.postgres.url, max: 2 }), my: mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 }) };
+  await ensureBarrierSchema(pgBarrierDatabase(admin.pg));
+  await ensureBarrierSchema(mysqlBarrierDatabase(admin.my), { table: `${dbs.name}.dtm_barrier` });
+  await admin.pg.query('CREATE TABLE account (id text PRIMARY KEY, balance int NOT NULL)');
+  await admin.my.query('CREATE TABLE account (id varchar(64) PRIMARY KEY, balance int NOT NULL)');
+  pgSource = await new DataSource({ type: 'postgres', url: dbs.postgres.url, poolSize: 2 }).initialize();
+  const { host, port, user, password, database } = dbs.mariadb.config;
+  mySource = await new DataSource({ type: 'mariadb', host, port, username: user, password, database, poolSize: 2 }).initialize();
+});
+afterAll(async () => {
+  await Promise.all([pgPool?.end(), myPool?.end(), pgSource?.destroy(), mySource?.destroy(), admin?.pg.end(), admin?.my.end()]);
+});
+
+const tableOf = (dialect: BarrierDialect) => (dialect === 'postgres' ? 'dtm_barrier.barrier' : `${dbs.name}.dtm_barrier`);
+const barrier = (store: Store, gid: string, op = 'action') => new BranchBarrier('saga', gid, '01', op, { table: tableOf(store.dialect), timeoutSeconds: 5 });
+
+async function seed(store: Store, id: string, balance: number): Promise<void> {
+  await store.query('DELETE FROM account WHERE id = ?', [id]);
+  await store.query('INSERT INTO account (id, balance) VALUES (?, ?)', [id, balance]);
+}
+async function balance(store: Store, id: string): Promise<number> {
+  const [row] = await store.query('SELECT balance FROM account WHERE id = ?', [id]);
+  return Number(row.balance);
+}
+async function barrierRows(store: Store, gid: string): Promise<number> {
+  return (await store.query(`SELECT op FROM ${tableOf(store.dialect)} WHERE gid = ?`, [gid])).length;
+}
+
+/** How `call` settled within 10 s: `{ resolved }`, `{ rejected }`, or 'still waiting'. */
+const outcomeOf = (call: Promise<unknown>) =>
+  settledWithin(
+    call.then(
+      (resolved) => ({ resolved }),
+      (rejected: unknown) => ({ rejected }),
+    ),
+    10_000,
+  );
+
+describe.each(Object.keys(STORES))('%s: the session killed while the business is in its transaction', (name) => {
+  const store = STORES[name];
+
+  it('between two statements (the business awaiting something else): an error, nothing kept, the process alive, the pool serving; the retry applies it once', async () => {
+    const gid = `kill-idle-${name}-${Date.now()}`;
+    await seed(store, gid, 100);
+    const held = latch();
+    let session = 0;
+    const call = barrier(store, gid).callWithDb(store.db(), async (handle) => {
+      await store.run(handle, 'UPDATE account SET balance = balance - 30 WHERE id = ?', [gid]);
+      session = await store.sessionOf(handle);
+      await held.wait();
+      await store.run(handle, 'UPDATE account SET balance = balance - 1 WHERE id = ?', [gid]);
+    });
+    call.catch(() => undefined);
+    await held.reached;
+    await store.kill(session);
+    await sleep(300);
+    held.open();
+    const outcome = await outcomeOf(call);
+    expect(outcome).toHaveProperty('rejected');
+    expect((outcome as { rejected: unknown }).rejected).not.toBeInstanceOf(DtmFailureError);
+    expect(await balance(store, gid)).toBe(100);
+    expect(await barrierRows(store, gid)).toBe(0);
+    // DTM's retry: the pool serves again and the work is done once
+    for (let i = 0; i < 4; i++) {
+      const again = await settledWithin(barrier(store, gid).callWithDb(store.db(), (handle) => store.run(handle, 'UPDATE account SET balance = balance - 30 WHERE id = ?', [gid])), 10_000);
+      expect(again).toMatchObject({ executed: i === 0 });
+    }
+    expect(await balance(store, gid)).toBe(70);
+  });
+
+  it('during a statement: an error DTM retries, nothing kept, the pool serving', async () => {
+    const gid = `kill-busy-${name}-${Date.now()}`;
+    await seed(store, gid, 100);
+    let session = 0;
+    const reached = latch();
+    const call = barrier(store, gid).callWithDb(store.db(), async (handle) => {
+      await store.run(handle, 'UPDATE account SET balance = balance - 30 WHERE id = ?', [gid]);
+      session = await store.sessionOf(handle);
+      const slow = store.run(handle, store.dialect === 'postgres' ? 'SELECT pg_sleep(3)' : 'SELECT SLEEP(3)', []);
+      void reached.wait();
+      await slow;
+    });
+    call.catch(() => undefined);
+    await reached.reached;
+    await sleep(300);
+    await store.kill(session);
+    const outcome = await outcomeOf(call);
+    expect(outcome).toHaveProperty('rejected');
+    expect((outcome as { rejected: unknown }).rejected).not.toBeInstanceOf(DtmFailureError);
+    expect(await balance(store, gid)).toBe(100);
+    expect(await barrierRows(store, gid)).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      expect(await settledWithin(barrier(store, `${gid}-${i}`).callWithDb(store.db(), async () => 'ok'), 10_000)).toEqual({ executed: true, result: 'ok' });
+    }
+  });
+});
+
+describe.each(Object.keys(STORES))('%s: handlers that throw, on a pool of 2', (name) => {
+  const store = STORES[name];
+  it('100 failing calls roll everything back and give every connection back; the next call runs', async () => {
+    const gid = `throw-${name}-${Date.now()}`;
+    await seed(store, gid, 100);
+    const calls = Array.from({ length: 100 }, (_, i) =>
+      barrier(store, `${gid}-${i}`)
+        .callWithDb(store.db(), async (handle) => {
+          await store.run(handle, 'UPDATE account SET balance = balance - 1 WHERE id = ?', [gid]);
+          throw i % 2 ? new DtmFailureError('refused') : new Error('boom');
+        })
+        .then(
+          () => 'resolved',
+          (e: unknown) => (e instanceof DtmFailureError ? 'failure' : 'error'),
+        ),
+    );
+    const outcomes = (await settledWithin(Promise.all(calls), 60_000)) as string[];
+    expect(outcomes.filter((o) => o === 'failure')).toHaveLength(50);
+    expect(outcomes.filter((o) => o === 'error')).toHaveLength(50);
+    expect(await balance(store, gid)).toBe(100);
+    expect((await store.query(`SELECT count(*) AS n FROM ${tableOf(store.dialect)} WHERE gid LIKE ?`, [`${gid}-%`]))[0].n).toEqual(store.dialect === 'postgres' ? '0' : 0);
+    expect(await settledWithin(barrier(store, `${gid}-next`).callWithDb(store.db(), async () => 'ok'), 10_000)).toEqual({ executed: true, result: 'ok' });
+  });
+});
