@@ -202,3 +202,72 @@ describe.each(Object.keys(STORES))('%s: handlers that throw, on a pool of 2', (n
     expect(await settledWithin(barrier(store, `${gid}-next`).callWithDb(store.db(), async () => 'ok'), 10_000)).toEqual({ executed: true, result: 'ok' });
   });
 });
+
+/** A barrier database under a session setting a user may have, for the race below. */
+interface RaceStore {
+  store: Store;
+  db: () => BarrierDatabase;
+}
+const raceStores: Record<string, () => RaceStore> = {};
+const extraPools: { end(): Promise<void> }[] = [];
+afterAll(async () => {
+  await Promise.all(extraPools.map((p) => p.end()));
+});
+for (const level of ['serializable', 'repeatable read']) {
+  raceStores[`pg, default_transaction_isolation ${level}`] = () => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10, options: `-c default_transaction_isolation=${level.replace(' ', '\\ ')}` });
+    extraPools.push(pool);
+    return { store: STORES.pg, db: () => pgBarrierDatabase(pool) };
+  };
+}
+for (const level of ['READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE']) {
+  raceStores[`mysql, ${level}`] = () => {
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 10 });
+    pool.pool.on('connection', (conn) => conn.query(`SET SESSION TRANSACTION ISOLATION LEVEL ${level}`));
+    extraPools.push(pool);
+    return { store: STORES.mysql, db: () => mysqlBarrierDatabase(pool) };
+  };
+}
+raceStores.pg = () => ({ store: STORES.pg, db: STORES.pg.db });
+raceStores['typeorm-pg'] = () => ({ store: STORES['typeorm-pg'], db: STORES['typeorm-pg'].db });
+raceStores['typeorm-mysql'] = () => ({ store: STORES['typeorm-mysql'], db: STORES['typeorm-mysql'].db });
+
+describe.each(Object.keys(raceStores))('%s: 50 sagas, each action delivered twice at once and its compensation racing them', (name) => {
+  it('every call settles (retried as DTM would on an error), each business at most once, the compensation undoes exactly what ran, no FAILURE or usage error', async () => {
+    const { store, db } = raceStores[name]();
+    const run = `race-${name.replace(/[^a-z]+/gi, '')}-${Date.now()}`;
+    const ids = Array.from({ length: 50 }, (_, i) => `${run}-${i}`);
+    for (const id of ids) await seed(store, id, 100);
+    const ran = new Map<string, number>();
+    const errors = new Map<string, number>();
+    const deliver = async (id: string, op: 'action' | 'compensate', delayMs: number) => {
+      await sleep(delayMs);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await barrier(store, id, op).callWithDb(db(), async (handle) => {
+            await store.run(handle, 'UPDATE account SET balance = balance + ? WHERE id = ?', [op === 'action' ? -10 : 10, id]);
+            await sleep(5);
+            ran.set(`${id} ${op}`, (ran.get(`${id} ${op}`) ?? 0) + 1);
+          });
+        } catch (err) {
+          const e = err as { code?: string; constructor: { name: string } };
+          const key = `${e.constructor.name} ${e.code ?? ''}`;
+          errors.set(key, (errors.get(key) ?? 0) + 1);
+          if (err instanceof DtmFailureError || e.constructor.name === 'DtmUsageError' || attempt >= 20) throw err;
+          await sleep(20);
+        }
+      }
+    };
+    const results = await Promise.allSettled(ids.flatMap((id, i) => [deliver(id, 'action', 0), deliver(id, 'action', 0), deliver(id, 'compensate', i % 10)]));
+    const rejected = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+    expect({ rejected, errors: [...errors] }).toEqual({ rejected: [], errors: expect.any(Array) });
+    for (const id of ids) {
+      const action = ran.get(`${id} action`) ?? 0;
+      expect([id, action, ran.get(`${id} compensate`) ?? 0]).toEqual([id, action, action]);
+      expect(action).toBeLessThanOrEqual(1);
+      expect(await balance(store, id)).toBe(100);
+    }
+    // what the retries met, for the record
+    process.stdout.write(`${name}: errors retried ${JSON.stringify([...errors])}, actions run ${[...ran].filter(([k]) => k.endsWith('action')).length}\n`);
+  });
+});
