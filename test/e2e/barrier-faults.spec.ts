@@ -271,3 +271,43 @@ describe.each(Object.keys(raceStores))('%s: 50 sagas, each action delivered twic
     process.stdout.write(`${name}: errors retried ${JSON.stringify([...errors])}, actions run ${[...ran].filter(([k]) => k.endsWith('action')).length}\n`);
   });
 });
+
+describe('database settings a user may have', () => {
+  /** What the barrier decided for `ops` of one branch, called in this order. */
+  const decisions = async (db: BarrierDatabase, table: string, gid: string, ops = ['compensate', 'action', 'compensate']) => {
+    const decided: string[] = [];
+    for (const op of ops) {
+      const outcome = await new BranchBarrier('saga', gid, '01', op, { table, timeoutSeconds: 5 }).callWithDb(db, async () => op);
+      decided.push(outcome.executed ? 'executed' : outcome.reason);
+    }
+    return decided;
+  };
+
+  it('MariaDB sql_mode ANSI (ANSI_QUOTES, PIPES_AS_CONCAT) with STRICT_ALL_TABLES and NO_BACKSLASH_ESCAPES: the table is made, each op guarded, the back-check answered', async () => {
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    extraPools.push(pool);
+    pool.pool.on('connection', (conn) => conn.query("SET SESSION sql_mode = 'ANSI,STRICT_ALL_TABLES,NO_BACKSLASH_ESCAPES,ONLY_FULL_GROUP_BY'"));
+    const db = mysqlBarrierDatabase(pool);
+    const table = `${dbs.name}.ansi_barrier`;
+    await ensureBarrierSchema(db, { table });
+    expect((await pool.query('SELECT @@SESSION.sql_mode AS m'))[0]).toEqual([{ m: expect.stringContaining('ANSI_QUOTES') }]);
+    expect(await decisions(db, table, `ansi-${Date.now()}`)).toEqual(['null-compensation', 'duplicate', 'duplicate']);
+    expect(await decisions(db, table, `ansi-ok-${Date.now()}`, ['action', 'action', 'compensate', 'compensate'])).toEqual(['executed', 'duplicate', 'executed', 'duplicate']);
+    const msg = `ansi-msg-${Date.now()}`;
+    await new BranchBarrier('msg', msg, '00', 'msg', { table, timeoutSeconds: 5 }).callWithDb(db, async () => undefined);
+    await expect(new BranchBarrier('msg', msg, '00', 'msg', { table, timeoutSeconds: 5 }).queryPrepared(db)).resolves.toBeUndefined();
+  });
+
+  it('PostgreSQL search_path another schema than public, the table named without a schema: made in that schema and used there', async () => {
+    await admin.pg.query('CREATE SCHEMA IF NOT EXISTS app');
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c search_path=app' });
+    extraPools.push(pool);
+    const db = pgBarrierDatabase(pool);
+    await ensureBarrierSchema(db, { table: 'barrier' });
+    const gid = `path-${Date.now()}`;
+    expect(await decisions(db, 'barrier', gid)).toEqual(['null-compensation', 'duplicate', 'duplicate']);
+    expect(await decisions(db, 'barrier', `${gid}-ok`, ['action', 'compensate', 'compensate'])).toEqual(['executed', 'executed', 'duplicate']);
+    const rows = await admin.pg.query("SELECT op, reason FROM app.barrier WHERE gid LIKE $1 || '%' ORDER BY gid, op", [gid]);
+    expect(rows.rows.map((r: { op: string; reason: string }) => `${r.op}=${r.reason}`)).toEqual(['action=compensate', 'compensate=compensate', 'action=action', 'compensate=compensate']);
+  });
+});
