@@ -8,7 +8,12 @@ export interface PgXaClientLike {
   /** `command`: the command tag's first word, as `pg` reports it (without it, each prepare is checked in `pg_prepared_xacts`: one round trip more). */
   query(sql: string, params?: unknown[]): Promise<{ rowCount: number | null; rows: Record<string, unknown>[]; command?: string }>;
   end(): Promise<void>;
+  /** `pg` emits `'error'` on a client whose connection broke while no query was running on it. */
+  on?(event: 'error', listener: (err: Error) => void): unknown;
 }
+
+/** The 'error' listener of an XA branch's client: the broken connection fails the branch's next statement, or its end, instead. */
+const heardError = (): void => undefined;
 
 /**
  * PostgreSQL for XA branches (two-phase commit: PREPARE TRANSACTION; the server needs
@@ -26,6 +31,9 @@ export function pgXaDatabase<C extends PgXaClientLike>(connect: () => Promise<C>
         (client as unknown as { release(): void }).release(); // nothing ran on it
         throw new DtmUsageError(MESSAGES.pgXaPooledClient());
       }
+      // the server may end the session during the branch (pg_terminate_backend, a failover): pg then
+      // emits 'error' on the client, which unheard would end the process
+      client.on?.('error', heardError);
       return {
         handle: client,
         execute: (sql, params = []) => pgExecute(client, sql, params),

@@ -9,6 +9,8 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
 import { BranchBarrier, DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
+import { pgXaDatabase } from 'nestjs-dtm';
+import { prepareXa } from '../../lib/xa/xa-local-transaction.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep } from '../support/fixtures.js';
 
@@ -309,5 +311,43 @@ describe('database settings a user may have', () => {
     expect(await decisions(db, 'barrier', `${gid}-ok`, ['action', 'compensate', 'compensate'])).toEqual(['executed', 'executed', 'duplicate']);
     const rows = await admin.pg.query("SELECT op, reason FROM app.barrier WHERE gid LIKE $1 || '%' ORDER BY gid, op", [gid]);
     expect(rows.rows.map((r: { op: string; reason: string }) => `${r.op}=${r.reason}`)).toEqual(['action=compensate', 'compensate=compensate', 'action=action', 'compensate=compensate']);
+  });
+});
+
+describe('an XA branch on PostgreSQL (pgXaDatabase, a new pg.Client each call as docs/xa.md shows it)', () => {
+  it('its session killed while the business is in phase 1: an error, nothing prepared or kept, the process alive', async () => {
+    const gid = `xa-kill-${Date.now()}`;
+    await seed(STORES.pg, gid, 100);
+    const db = pgXaDatabase(async () => {
+      const client = new pg.Client({ connectionString: dbs.postgres.url });
+      await client.connect();
+      return client;
+    });
+    const held = latch();
+    let session = 0;
+    const xid = `${gid}-01`;
+    const row = { transType: 'xa', gid, branchId: '01', table: 'dtm_barrier.barrier' };
+    const call = prepareXa(
+      db,
+      xid,
+      row,
+      async (client: pg.Client) => {
+        await client.query("UPDATE account SET balance = balance - 30 WHERE id = $1", [gid]);
+        session = Number((await client.query('SELECT pg_backend_pid() AS id')).rows[0].id);
+        await held.wait();
+        await client.query("UPDATE account SET balance = balance - 1 WHERE id = $1", [gid]);
+      },
+      async () => undefined,
+      { timeoutSeconds: 5 },
+    );
+    call.catch(() => undefined);
+    await held.reached;
+    await pgKill(session);
+    await sleep(300);
+    held.open();
+    expect(await outcomeOf(call)).toHaveProperty('rejected');
+    expect(await balance(STORES.pg, gid)).toBe(100);
+    expect(await barrierRows(STORES.pg, gid)).toBe(0);
+    expect((await admin.pg.query('SELECT gid FROM pg_prepared_xacts WHERE gid = $1', [xid])).rows).toEqual([]);
   });
 });
