@@ -7,6 +7,7 @@ import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import { BranchBarrier, DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
 import { pgXaDatabase } from 'nestjs-dtm';
@@ -349,5 +350,28 @@ describe('an XA branch on PostgreSQL (pgXaDatabase, a new pg.Client each call as
     expect(await balance(STORES.pg, gid)).toBe(100);
     expect(await barrierRows(STORES.pg, gid)).toBe(0);
     expect((await admin.pg.query('SELECT gid FROM pg_prepared_xacts WHERE gid = $1', [xid])).rows).toEqual([]);
+  });
+});
+
+describe('redis: 50 sagas, each action delivered twice at once and its compensation racing them', () => {
+  it('each amount moved at most once and given back exactly when it moved', async () => {
+    const redis = new Redis(dbs.redis.url);
+    try {
+      const run = `${dbs.redis.keyPrefix}race-${Date.now()}`;
+      const ids = Array.from({ length: 50 }, (_, i) => `${run}-${i}`);
+      await Promise.all(ids.map((id) => redis.set(`${id}:balance`, '100')));
+      const call = (id: string, op: 'action' | 'compensate', delayMs: number) =>
+        sleep(delayMs).then(() => new BranchBarrier('saga', id, '01', op).redisCheckAdjustAmount(redis, `${id}:balance`, op === 'action' ? -10 : 10, 600));
+      const outcomes = await Promise.all(ids.flatMap((id, i) => [call(id, 'action', 0), call(id, 'action', 0), call(id, 'compensate', i % 10)]));
+      for (const [i, id] of ids.entries()) {
+        const [a1, a2, c] = outcomes.slice(i * 3, i * 3 + 3);
+        const actions = Number(a1.executed) + Number(a2.executed);
+        expect([id, actions, Number(c.executed)]).toEqual([id, actions, actions]);
+        expect(actions).toBeLessThanOrEqual(1);
+        expect(await redis.get(`${id}:balance`)).toBe('100');
+      }
+    } finally {
+      redis.disconnect();
+    }
   });
 });
