@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -254,7 +255,10 @@ export class BranchBarrier {
    * SDKs take `amount int`): else `DtmUsageError` before anything is written. A stored value that is
    * not an integer (e.g. written by INCRBYFLOAT) throws `DtmUsageError` too, with nothing written:
    * the branch answers an error, which DTM retries (never FAILURE). A call that did not adjust the
-   * amount never leaves its barrier key, so its retry does the work. `expireSeconds` keeps the
+   * amount never leaves its barrier key, so its retry does the work. The script sent again by the
+   * Redis client after Redis ran it (ioredis resends a command whose answer a cut connection lost)
+   * answers what it did the first time: each call marks its key with a value of its own (`op:<uuid>`;
+   * DTM's SDKs read only `rollback`). `expireSeconds` keeps the
    * barrier keys that long: a positive whole number, else `DtmUsageError` before anything is written
    * (Redis would refuse it after the amount was added, and every retry would add it again). Once
    * they expired, a compensation of the call is skipped as a null compensation (the amount is never
@@ -268,7 +272,8 @@ export class BranchBarrier {
     const barrierId = this.nextBarrierId();
     const originOp = ORIGIN_OP[this.op] ?? '';
     const answer = await redis
-      .eval(REDIS_ADJUST_SCRIPT, 3, key, this.redisKey(this.op, barrierId), this.redisKey(originOp, barrierId), amount, originOp, expireSeconds)
+      // the call's own mark: sent again by the client after a cut connection, it answers what it did
+      .eval(REDIS_ADJUST_SCRIPT, 3, key, this.redisKey(this.op, barrierId), this.redisKey(originOp, barrierId), amount, originOp, expireSeconds, `op:${randomUUID()}`)
       .catch((err: unknown) => {
         // Redis Cluster refuses the script before running it: say why, and what to do
         if (/^CROSSSLOT\b/.test(String((err as Error | undefined)?.message))) {

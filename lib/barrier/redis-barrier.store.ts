@@ -6,7 +6,11 @@ export interface RedisLike {
 /**
  * Lua of DTM's Redis barrier, as its semantics are described (our own script): KEYS[1] the amount,
  * KEYS[2] this call's barrier key, KEYS[3] its origin op's key; ARGV[1] the amount to add,
- * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds. Answers, in this order:
+ * ARGV[2] the origin op ('' when none), ARGV[3] the keys' expiry in seconds, ARGV[4] (optional) this
+ * call's mark: the value this call's key gets (`op` without it; DTM's SDKs read only `rollback`), so
+ * that the same call sent again (ioredis resends a command whose answer a cut connection lost, after
+ * Redis ran it) answers what it did the first time, APPLIED or NULL_COMPENSATION, not DUPLICATE of
+ * itself. Answers, in this order:
  * DUPLICATE (this call's key is there), HANGING (a duplicate too: an action whose key its
  * compensation wrote first), NULL_COMPENSATION (a compensating op whose origin key is missing: it
  * writes both keys and moves nothing), FAILURE (the amount key is missing, or the sum would be
@@ -23,15 +27,27 @@ export const REDIS_ADJUST_SCRIPT = `
 if not string.match(ARGV[3], '^[1-9]%d*$') then
   return 'BAD_EXPIRY'
 end
+local mark = 'op'
+if ARGV[4] ~= nil and ARGV[4] ~= '' then
+  mark = ARGV[4]
+end
 local done = redis.call('GET', KEYS[2])
 if done == 'rollback' then
   return 'HANGING'
+end
+if done ~= false and mark ~= 'op' then
+  if done == mark then
+    return 'APPLIED'
+  end
+  if done == mark .. ':null' then
+    return 'NULL_COMPENSATION'
+  end
 end
 if done ~= false then
   return 'DUPLICATE'
 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == false then
-  redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
+  redis.call('SET', KEYS[2], mark .. ':null', 'EX', ARGV[3])
   redis.call('SET', KEYS[3], 'rollback', 'EX', ARGV[3])
   return 'NULL_COMPENSATION'
 end
@@ -55,7 +71,7 @@ local added = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(added) == 'table' and added.err then
   return 'NOT_APPLIED ' .. added.err
 end
-redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
+redis.call('SET', KEYS[2], mark, 'EX', ARGV[3])
 return 'APPLIED'
 `;
 

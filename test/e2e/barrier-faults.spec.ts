@@ -6,6 +6,7 @@
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
+import * as net from 'node:net';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
@@ -372,6 +373,70 @@ describe('redis: 50 sagas, each action delivered twice at once and its compensat
       }
     } finally {
       redis.disconnect();
+    }
+  });
+});
+
+/**
+ * A TCP proxy in front of Redis that, for the first command whose bytes contain `marker`, passes it
+ * on and then cuts the connection before Redis's answer reaches the client: the script ran, its
+ * caller never heard. ioredis reconnects and sends the unanswered command again.
+ */
+async function cuttingRedisProxy(upstream: string, marker: string): Promise<{ url: string; cuts: () => number; close: () => Promise<void> }> {
+  const target = new URL(upstream);
+  const sockets = new Set<net.Socket>();
+  let cuts = 0;
+  const server = net.createServer((client) => {
+    const up = net.connect(Number(target.port), target.hostname);
+    for (const socket of [client, up]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    let cutting = false;
+    client.on('data', (chunk: Buffer) => {
+      if (cuts === 0 && chunk.includes(marker)) {
+        cuts++;
+        cutting = true;
+        up.write(chunk);
+        setTimeout(() => (client.destroy(), up.destroy()), 200);
+        return;
+      }
+      up.write(chunk);
+    });
+    up.on('data', (chunk: Buffer) => void (cutting || client.write(chunk)));
+    client.on('close', () => up.destroy());
+    up.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    cuts: () => cuts,
+    close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))),
+  };
+}
+
+describe('redis: the connection cut after Redis ran the script, before its answer arrived (ioredis sends the command again on reconnect)', () => {
+  it.each(['msg', 'action'])('%s: the call resolves as applied (it was, once), not as a duplicate of itself', async (op) => {
+    const gid = `${dbs.redis.keyPrefix}cut-${op}-${Date.now()}`;
+    const direct = new Redis(dbs.redis.url);
+    const proxy = await cuttingRedisProxy(dbs.redis.url, gid);
+    const redis = new Redis(proxy.url, { retryStrategy: () => 50 });
+    try {
+      await direct.set(`${gid}:balance`, '100');
+      const decisions: string[] = [];
+      const barrier = new BranchBarrier(op === 'msg' ? 'msg' : 'saga', gid, op === 'msg' ? '00' : '01', op, { onDecision: (d) => decisions.push(d) });
+      const outcome = await barrier.redisCheckAdjustAmount(redis, `${gid}:balance`, -30, 600).catch((e: unknown) => e);
+      expect(proxy.cuts()).toBe(1);
+      expect(await direct.get(`${gid}:balance`)).toBe('70');
+      expect([outcome, decisions]).toEqual([{ executed: true, result: undefined }, ['executed']]);
+      // DTM's back-check of the message reads it as committed (and delivers it)
+      if (op === 'msg') await expect(new BranchBarrier('msg', gid, '00', 'msg').redisQueryPrepared(direct)).resolves.toBeUndefined();
+    } finally {
+      redis.disconnect();
+      direct.disconnect();
+      await proxy.close();
     }
   });
 });
