@@ -506,7 +506,7 @@ export const MESSAGES = {
   xaDbMissing: (got: unknown) =>
     `xaLocalTransaction(branch, db, business): db must be an XA database (mysqlXaDatabase(() => mysql.createConnection(...)), pgXaDatabase(...)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without connect() and dialect mysql / postgres' : typeof got}`,
   badBarrierTable: (table: string) =>
-    `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _), e.g. dtm_barrier.barrier`,
+    `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _; each part at most 63 characters), e.g. dtm_barrier.barrier`,
   barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>
     `barrier table ${table} keeps ${columns.join(', ')} in character columns, whose collation makes ids that differ in case, accents or trailing spaces one key (the second branch would be skipped as a duplicate); make them binary, once, with: ${alter} (see sql/barrier.mysql.binary-keys.sql)`,
   outboxRolledBack: (gid: string) =>

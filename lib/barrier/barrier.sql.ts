@@ -6,9 +6,10 @@ import type { BarrierDialect } from './barrier.types.js';
 /** The barrier table DTM's SDKs use unless told otherwise. */
 export const DEFAULT_BARRIER_TABLE = 'dtm_barrier.barrier';
 
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$/;
+// each part at most 63 characters: PostgreSQL cuts a longer name without a word (two names could be one table), MySQL / MariaDB refuse one over 64
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/;
 
-/** Whether `table` is `name` or `schema.name` made of letters, digits and `_` (it is quoted into SQL as it is). */
+/** Whether `table` is `name` or `schema.name` made of letters, digits and `_`, each part at most 63 characters (it is quoted into SQL as it is). */
 export function isBarrierTableName(table: unknown): table is string {
   return typeof table === 'string' && IDENTIFIER.test(table);
 }

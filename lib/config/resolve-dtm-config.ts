@@ -351,7 +351,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       return { value: raw };
     }
     case 'sql-table': {
-      return isBarrierTableName(raw) ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _), such as ${key.example}`, got) };
+      return isBarrierTableName(raw) ? { value: raw } : { problem: MESSAGES.configWant(`a table name or schema.name (letters, digits, _; each part at most 63 characters), such as ${key.example}`, got) };
     }
     case 'services':
       return { problem: 'checked by checkServices' };

@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
-import { BranchBarrier, DtmFailureError, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
+import { BranchBarrier, DtmConfigError, DtmFailureError, DtmUsageError, ensureBarrierSchema, resolveDtmConfig, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
 import { pgXaDatabase } from 'nestjs-dtm';
 import { prepareXa } from '../../lib/xa/xa-local-transaction.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
@@ -438,5 +438,23 @@ describe('redis: the connection cut after Redis ran the script, before its answe
       direct.disconnect();
       await proxy.close();
     }
+  });
+});
+
+describe('a barrier table name longer than the databases take (PostgreSQL cuts a name at 63 bytes without a word, MySQL / MariaDB refuse one over 64 characters)', () => {
+  const long = (n: number) => `t${'x'.repeat(n - 1)}`;
+
+  it('a part over 63 characters is refused where it is given (the config, a BranchBarrier), naming the limit; 63 is taken', async () => {
+    for (const table of [long(64), `dtm.${long(64)}`, `${long(64)}.barrier`]) {
+      expect(() => resolveDtmConfig({ config: { barrierTable: table } }, {})).toThrow(DtmConfigError);
+      expect(() => resolveDtmConfig({ config: { barrierTable: table } }, {})).toThrow(/63/);
+      expect(() => new BranchBarrier('saga', 'g', '01', 'action', { table })).toThrow(DtmUsageError);
+      expect(() => new BranchBarrier('saga', 'g', '01', 'action', { table })).toThrow(/63/);
+    }
+    const table = `${dbs.name}.${long(63)}`;
+    expect(resolveDtmConfig({ config: { barrierTable: table } }, {}).barrierTable).toBe(table);
+    await ensureBarrierSchema(mysqlBarrierDatabase(admin.my), { table });
+    const outcome = await new BranchBarrier('saga', `long-${Date.now()}`, '01', 'action', { table }).callWithDb(mysqlBarrierDatabase(admin.my), async () => 'ran');
+    expect(outcome).toEqual({ executed: true, result: 'ran' });
   });
 });
