@@ -35,7 +35,8 @@ describe('app.close() while a transaction is under way', () => {
     await expect(run).resolves.toBe('tried');
     expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
     expect(recorder.callsTo('/CloseTry', gid)).toHaveLength(1);
-    expect(recorder.callsTo('/CloseConfirm', gid)).toHaveLength(1);
+    // DTM confirms at least once: another test file's /resetCronTime on the shared DTM can have its cron confirm again meanwhile
+    expect(recorder.callsTo('/CloseConfirm', gid).length).toBeGreaterThanOrEqual(1);
     expect(recorder.callsTo('/CloseCancel', gid)).toHaveLength(0);
     // what the closed app connected to is not kept open: the branch's server, and DTM's gRPC server (only the module's clients connect there)
     await sleep(200);
@@ -56,7 +57,8 @@ describe('app.close() while a transaction is under way', () => {
     await expect(run).resolves.toBe('tried');
     expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
     expect(recorder.callsTo('/FirstTry', gid)).toHaveLength(1);
-    expect(recorder.callsTo('/FirstConfirm', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/FirstConfirm', gid).length).toBeGreaterThanOrEqual(1); // at least once, as above
+    expect(recorder.callsTo('/FirstCancel', gid)).toHaveLength(0);
     await sleep(200);
     const ports = [Number(recorder.grpcAddress.split(':')[1]), Number(harness().dtm.grpcAddress.split(':')[1])];
     expect(ports.map(connectionsTo)).toEqual([0, 0]);
@@ -92,7 +94,9 @@ describe('app.close() with many transactions under way', () => {
     held.open();
     expect(await Promise.all(runs)).toEqual(gids.map(() => 'tried'));
     for (const gid of gids) expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
-    expect(gids.map((gid) => recorder.callsTo('/ManyConfirm', gid).length)).toEqual(gids.map(() => 1));
+    // each confirmed (at least once: another test file's /resetCronTime can have DTM's cron confirm one again meanwhile), none cancelled
+    expect(gids.filter((gid) => recorder.callsTo('/ManyConfirm', gid).length === 0)).toEqual([]);
+    expect(gids.flatMap((gid) => recorder.callsTo('/ManyCancel', gid))).toEqual([]);
     await sleep(200);
     expect(connectionsTo(grpc ? Number(recorder.grpcAddress.split(':')[1]) : Number(new URL(recorder.url).port))).toBe(0);
     expect(connectionsTo(dtmPort)).toBeLessThanOrEqual(harnessOwn + (grpc ? 0 : 1));
