@@ -1,5 +1,5 @@
 // The orders service of services-by-name.spec.ts: the caller, run as its own process (environment:
-// PORT, DTM_URL, DTM_GRPC, BANK_URL, STOCK_GRPC, STOCK_REFRESH; CONTRACT_TYPO=1 adds a contract
+// PORT, DTM_URL, DTM_GRPC, BANK_URL, BANK_REFRESH, STOCK_GRPC, STOCK_REFRESH; CONTRACT_TYPO=1 adds a contract
 // naming a branch the bank does not have, which must fail start-up). It adds the bank's (HTTP) and
 // the stock's (gRPC) branches by name, from the contracts of shop-contracts.ts, and answers each
 // transaction's gid and outcome, or the error that refused it.
@@ -85,7 +85,7 @@ const Drifted = defineBranches('bank', { withdrw: sagaBranch<Movement>() });
         retryInterval: 1,
         ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}),
         services: {
-          bank: { url: process.env.BANK_URL! },
+          bank: { url: process.env.BANK_URL!, refresh: Number(process.env.BANK_REFRESH ?? 30) },
           stock: { grpc: process.env.STOCK_GRPC!, refresh: Number(process.env.STOCK_REFRESH ?? 30) },
         },
       },
