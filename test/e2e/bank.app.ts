@@ -1,12 +1,12 @@
 // The bank of services-by-name.spec.ts, a participant over HTTP run as its own process (environment:
 // PORT, DTM_URL, DTM_GRPC). It publishes its branches (publish_branches) as the contract Bank of
 // shop-contracts.ts names them; balances are kept in memory, and GET /bank/state shows them with
-// every branch call received. withdraw checks its payload with the contract's schema; deposit with
+// every branch call that ran (once per gid, branch and op: see once()). withdraw checks its payload with the contract's schema; deposit with
 // a Nest pipe (as class-validator's ValidationPipe would): an invalid payload is a FAILURE.
 import 'reflect-metadata';
 import { BadRequestException, Body, Controller, Get, Injectable, Module, Post, type PipeTransform } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { DtmFailureError, DtmModule, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchPayload } from 'nestjs-dtm';
+import { BranchContext, DtmFailureError, DtmModule, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type BranchPayload } from 'nestjs-dtm';
 import { Bank, type Movement } from './shop-contracts.js';
 
 /** What the bank holds and what it was called with. */
@@ -19,6 +19,21 @@ class WholeAmount implements PipeTransform {
     if (!Number.isInteger(value?.amount) || value.amount <= 0) throw new BadRequestException(['amount must be a positive whole number']);
     return value;
   }
+}
+
+/** The gid, branch and op of each call that ran to success. */
+const ran = new Set<string>();
+
+/**
+ * Runs `work` for the call `b` unless one of the same gid, branch and op ran to success before: DTM calls a branch
+ * at least once (its cron can call one again while the first call runs, e.g. after another test file's
+ * /resetCronTime on the shared DTM), and a participant's business runs once, as the barrier makes it for a real one.
+ */
+function once(b: BranchInfo, work: () => void): void {
+  const key = `${b.gid} ${b.branchId} ${b.op}`;
+  if (ran.has(key)) return;
+  work();
+  ran.add(key);
 }
 
 function move(account: string, by: number): void {
@@ -36,56 +51,70 @@ class BankController {
 
   @Post('withdraw')
   @SagaAction(Bank.withdraw)
-  withdraw(@Body() m: BranchPayload<typeof Bank.withdraw>) {
-    state.calls.push(`withdraw ${m.account} ${m.amount}`);
-    move(m.account, -m.amount);
+  withdraw(@Body() m: BranchPayload<typeof Bank.withdraw>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`withdraw ${m.account} ${m.amount}`);
+      move(m.account, -m.amount);
+    });
   }
 
   @Post('withdraw-revert')
   @SagaCompensate(Bank.withdraw)
-  withdrawRevert(@Body() m: BranchPayload<typeof Bank.withdraw>) {
-    state.calls.push(`withdraw-revert ${m.account} ${m.amount}`);
-    // the action of an invalid payload never ran: nothing to put back
-    if (typeof m?.account === 'string' && m.amount > 0 && state.calls.includes(`withdraw ${m.account} ${m.amount}`)) state.balances[m.account] += m.amount;
+  withdrawRevert(@Body() m: BranchPayload<typeof Bank.withdraw>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`withdraw-revert ${m.account} ${m.amount}`);
+      // the action of an invalid payload never ran: nothing to put back
+      if (typeof m?.account === 'string' && m.amount > 0 && state.calls.includes(`withdraw ${m.account} ${m.amount}`)) state.balances[m.account] += m.amount;
+    });
   }
 
   @Post('deposit')
   @SagaAction('deposit', { compensate: false })
-  deposit(@Body(WholeAmount) m: Movement) {
-    state.calls.push(`deposit ${m.account} ${m.amount}`);
-    move(m.account, m.amount);
+  deposit(@Body(WholeAmount) m: Movement, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`deposit ${m.account} ${m.amount}`);
+      move(m.account, m.amount);
+    });
   }
 
   @Post('hold-try')
   @TccTry(Bank.hold)
-  holdTry(@Body() m: BranchPayload<typeof Bank.hold>) {
-    state.calls.push(`hold-try ${m.account} ${m.amount}`);
-    move(m.account, -m.amount);
-    state.held += m.amount;
+  holdTry(@Body() m: BranchPayload<typeof Bank.hold>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`hold-try ${m.account} ${m.amount}`);
+      move(m.account, -m.amount);
+      state.held += m.amount;
+    });
   }
 
   @Post('hold-confirm')
   @TccConfirm(Bank.hold)
-  holdConfirm(@Body() m: BranchPayload<typeof Bank.hold>) {
-    state.calls.push(`hold-confirm ${m.account} ${m.amount}`);
-    state.held -= m.amount;
+  holdConfirm(@Body() m: BranchPayload<typeof Bank.hold>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`hold-confirm ${m.account} ${m.amount}`);
+      state.held -= m.amount;
+    });
   }
 
   @Post('hold-cancel')
   @TccCancel(Bank.hold)
-  holdCancel(@Body() m: BranchPayload<typeof Bank.hold>) {
-    state.calls.push(`hold-cancel ${m.account} ${m.amount}`);
-    if (state.calls.includes(`hold-try ${m.account} ${m.amount}`)) {
-      state.balances[m.account] += m.amount;
-      state.held -= m.amount;
-    }
+  holdCancel(@Body() m: BranchPayload<typeof Bank.hold>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`hold-cancel ${m.account} ${m.amount}`);
+      if (state.calls.includes(`hold-try ${m.account} ${m.amount}`)) {
+        state.balances[m.account] += m.amount;
+        state.held -= m.amount;
+      }
+    });
   }
 
   @Post('credit')
   @MsgBranch(Bank.credit)
-  credit(@Body() m: BranchPayload<typeof Bank.credit>) {
-    state.calls.push(`credit ${m.account} ${m.amount}`);
-    move(m.account, m.amount);
+  credit(@Body() m: BranchPayload<typeof Bank.credit>, @BranchContext() b: BranchInfo) {
+    once(b, () => {
+      state.calls.push(`credit ${m.account} ${m.amount}`);
+      move(m.account, m.amount);
+    });
   }
 }
 
