@@ -17,8 +17,9 @@ import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, Dtm
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
-import { queryTrans, triggerCron } from '../support/harness.js';
-import { freePort, waitUntil } from '../support/services/process.js';
+import { harness, queryTrans as queryTransOn, triggerCron as triggerCronOn } from '../support/harness.js';
+import { startDtm, stopDtm, type RunningDtm } from '../support/services/dtm.js';
+import { freePort, runDirFrom, waitUntil } from '../support/services/process.js';
 import { startObservedApp, type Move, type ObservedApp } from './observability.app.js';
 
 /** A metric reader the test collects when it wants. */
@@ -45,17 +46,29 @@ const hooks = {
   'abort.failed': record('abort.failed'),
 };
 
+/**
+ * This file's own DTM server: its tests count every branch call DTM makes (events, spans, metrics), and another test
+ * file's /resetCronTime on the shared one can have DTM's cron call a branch again meanwhile (DTM calls at least once).
+ */
+let dtm: RunningDtm;
+/** The configuration that points an app at {@link dtm}. */
+const onOwnDtm = () => ({ serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress });
+const queryTrans = (gid: string) => queryTransOn(gid, dtm.info.serverUrl);
+const triggerCron = () => triggerCronOn(dtm.info.serverUrl);
+
 let t: ObservedApp;
 let dbs: FileDatabases;
 beforeAll(async () => {
+  dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-observability' });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
   dbs = await fileDatabases();
-  t = await startObservedApp(dbs, { hooks });
+  t = await startObservedApp(dbs, { hooks }, onOwnDtm());
 });
 afterAll(async () => {
   await t?.close();
+  if (dtm) await stopDtm(dtm);
 });
 beforeEach(async () => {
   await t.sql('UPDATE account SET balance = 100');
@@ -964,7 +977,7 @@ describe('the abort after a failed body reports its error', () => {
 describe('authenticated branch calls (lynx.dtm.branch_auth_keys)', () => {
   let a: ObservedApp;
   beforeAll(async () => {
-    a = await startObservedApp(dbs, { hooks }, { branchAuthKeys: [randomBytes(33).toString('base64')] });
+    a = await startObservedApp(dbs, { hooks }, { ...onOwnDtm(), branchAuthKeys: [randomBytes(33).toString('base64')] });
   });
   afterAll(async () => {
     await a?.close();
@@ -1083,7 +1096,7 @@ describe('a saga step of another service by name, from its contract', () => {
       },
     };
     const Self = defineBranches('self', { transOut: sagaBranch(checked) });
-    const s = await startObservedApp(dbs, { hooks }, (own) => ({ publishBranches: true, services: { self: { url: own.url } } }));
+    const s = await startObservedApp(dbs, { hooks }, (own) => ({ ...onOwnDtm(), publishBranches: true, services: { self: { url: own.url } } }));
     try {
       const gid = await s.client.generateGid();
       const final = await s.client.newSaga(gid).add(Self.transOut, { account: 1, amount: 10 }).submitAndWait();
@@ -1111,7 +1124,7 @@ describe('a saga step of another service by name, from its contract', () => {
 
 describe('the debug log (instrumentation.debugLogs)', () => {
   it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
-    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false }, onOwnDtm());
     try {
       const gid = await debug.client.generateGid();
       const final = await debug.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10, fail: 'yes' }).submitAndWait();
@@ -1135,7 +1148,7 @@ describe('the debug log (instrumentation.debugLogs)', () => {
   });
 
   it('shows a workflow\'s step records (registerBranch) with the op each records: an action, then its rollback', async () => {
-    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false });
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false }, onOwnDtm());
     try {
       const gid = await debug.client.generateGid();
       await expect(debug.client.executeWorkflow('observed.transfer', gid, { base: debug.url, fail: 'yes' })).rejects.toBeInstanceOf(DtmFailureError);
@@ -1151,7 +1164,7 @@ describe('the debug log (instrumentation.debugLogs)', () => {
   });
 
   it('a refused call whose gid and branch id carry CR / LF and an ANSI escape forges no line: its debug line and the error of a listener that threw on it show them quoted', async () => {
-    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false, hooks: { 'branch.call': () => { throw new Error('hook broke'); } } });
+    const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false, hooks: { 'branch.call': () => { throw new Error('hook broke'); } } }, onOwnDtm());
     try {
       const marker = `mk${randomBytes(6).toString('hex')}`;
       const gid = `${await debug.client.generateGid()}\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[32m${marker} forged`;
