@@ -30,10 +30,15 @@ function keepCalling(port: number, everyMs: number): { answered: () => number; s
 }
 
 it('plain Node: close() with a keep-alive request in flight never ends while the client keeps calling', async () => {
-  const server = http.createServer((_req, res) => setTimeout(() => res.end('ok'), 150));
+  let received!: () => void;
+  const inFlight = new Promise<void>((resolve) => (received = resolve));
+  const server = http.createServer((_req, res) => {
+    received();
+    setTimeout(() => res.end('ok'), 150);
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const caller = keepCalling((server.address() as { port: number }).port, 300);
-  await new Promise((resolve) => setTimeout(resolve, 100)); // a request in flight
+  await inFlight; // a request in flight (not a fixed wait: a worker stalled past it would close a connection not yet accepted)
   let closed = false;
   server.close(() => (closed = true));
   const before = caller.answered();
@@ -46,12 +51,15 @@ it('plain Node: close() with a keep-alive request in flight never ends while the
 
 it('the harness\'s apps (forceCloseConnections): close() ends at once although the client keeps calling', async () => {
   const recorder = await startRecorder();
+  let received!: () => void;
+  const inFlight = new Promise<void>((resolve) => (received = resolve));
   recorder.handle('/Slow', async () => {
+    received();
     await new Promise((resolve) => setTimeout(resolve, 150));
     return 200;
   });
   const caller = keepCalling(Number(new URL(recorder.url).port), 300);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await inFlight; // a request in flight
   const started = Date.now();
   await recorder.close();
   caller.stop();
