@@ -73,7 +73,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       fx.recorder.answer('/QueryPrepared', 409);
       const prepared = Date.now();
       await fx.client.newMsg(gid, { timeoutToFail: 3 }).add(fx.target('/TransIn'), fx.payload({ amount: 5 })).prepare(fx.target('/QueryPrepared')); // ... and the app never submits
-      expectFirstLookAtTimeout((await queryTrans(gid)).transaction);
+      expectFirstLookAtTimeout((await queryTrans(gid)).transaction, gid);
       const [check] = await fx.recorder.waitForCalls('/QueryPrepared', 1, { gid, timeoutMs: 20_000 });
       expect(check.at - prepared).toBeGreaterThanOrEqual(2500);
       expect(check.at - prepared).toBeLessThan(FIRST_LOOK_BOUND_MS);

@@ -418,7 +418,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         .catch(() => undefined);
       const [cancel] = await fx.recorder.waitForCalls('/Cancel', 1, { gid, timeoutMs: 20_000 });
       await hung;
-      expectFirstLookAtTimeout(recorded);
+      expectFirstLookAtTimeout(recorded, gid);
       // DTM's SQL stores keep create_time in whole seconds (datetime), from which DTM counts the timeout: up to 1 s early there
       expect(cancel.at - started).toBeGreaterThanOrEqual(harness().dtm.store === 'mysql' ? 1500 : 2500);
       expect(cancel.at - started).toBeLessThan(FIRST_LOOK_BOUND_MS);
