@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap } from '@nestjs/common';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import { isLoopbackHost } from '../config/dtm-config.keys.js';
+import { isLoopbackHost, urlHostname } from '../config/dtm-config.keys.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
@@ -227,10 +227,10 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       if (host) this.logger.warn(MESSAGES.appAddressUnspecified(key, host));
     }
     // app_url or grpc_app_address on this host's loopback while DTM is another host (server_url's): DTM would call its own loopback
-    const dtmHost = hostOf(this.config.serverUrl);
+    const dtmHost = urlHostname(this.config.serverUrl);
     if (dtmHost && !isLoopbackHost(dtmHost)) {
       for (const [key, value] of [['app_url', this.config.appUrl], ['grpc_app_address', this.config.grpcAppAddress && `http://${this.config.grpcAppAddress}`]] as const) {
-        const host = hostOf(value);
+        const host = urlHostname(value);
         if (host && isLoopbackHost(host)) this.logger.warn(MESSAGES.appAddressLoopback(key, host, dtmHost));
       }
     }
@@ -270,16 +270,6 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
 
 function key(kind: BranchKind, name: string): string {
   return `${kind}:${name}`;
-}
-
-/** The host name of `url`, lower-cased; undefined without one. */
-function hostOf(url: string | undefined): string | undefined {
-  if (!url) return undefined;
-  try {
-    return new URL(url).hostname.toLowerCase() || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The host of URL `url` when it is the unspecified address (0.0.0.0, [::]: one to listen on, not to call); else undefined. */

@@ -41,6 +41,16 @@ export function isForbiddenBranchHeader(name: string): boolean {
  */
 const CREDENTIAL_HEADER = /auth|cookie|token|secret|passw|api-?key|session|credential|jwt|signature/i;
 
+/** The host name of `url`, lower-cased (what Nest matches a controller's `host` against); undefined without one or for no URL. */
+export function urlHostname(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return new URL(url).hostname.toLowerCase() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether `host` (a URL's host name, lower-cased) is this host's loopback: `localhost`, `*.localhost`, `127.x.x.x`, `[::1]`. */
 export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '[::1]';

@@ -8,6 +8,7 @@ import { BadRequestException, Body, Controller, Get, Injectable, Module, Post, t
 import { NestFactory } from '@nestjs/core';
 import { BranchContext, DtmFailureError, DtmModule, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type BranchPayload } from 'nestjs-dtm';
 import { Bank, type Movement } from './shop-contracts.js';
+import { oncePerCall } from '../support/once-per-call.js';
 
 /** What the bank holds and what it was called with. */
 const state = { balances: { alice: 100, bob: 0 } as Record<string, number>, held: 0, calls: [] as string[] };
@@ -21,20 +22,8 @@ class WholeAmount implements PipeTransform {
   }
 }
 
-/** The gid, branch and op of each call that ran to success. */
-const ran = new Set<string>();
-
-/**
- * Runs `work` for the call `b` unless one of the same gid, branch and op ran to success before: DTM calls a branch
- * at least once (its cron can call one again while the first call runs, e.g. after another test file's
- * /resetCronTime on the shared DTM), and a participant's business runs once, as the barrier makes it for a real one.
- */
-function once(b: BranchInfo, work: () => void): void {
-  const key = `${b.gid} ${b.branchId} ${b.op}`;
-  if (ran.has(key)) return;
-  work();
-  ran.add(key);
-}
+/** Runs a call's business once per gid, branch and op (DTM calls a branch at least once). */
+const once = oncePerCall();
 
 function move(account: string, by: number): void {
   if (!(account in state.balances)) throw new DtmFailureError(`no account ${account}`);

@@ -559,19 +559,21 @@ describe('start-up ping', () => {
   });
 });
 
+/** A module talking to DTM with `config` (the defaults where not given), and its start-up warnings. */
+async function warningsApp(config: DtmConfigInput): Promise<{ client: DtmClient; warnings: string[] }> {
+  @Module({ imports: [DtmModule.forRoot({ config })] })
+  class WarningsDtmModule {}
+  const module = await Test.createTestingModule({ imports: [WarningsDtmModule] }).compile();
+  const app = module.createNestApplication({ forceCloseConnections: true });
+  const logger = new CapturingLogger();
+  app.useLogger(logger);
+  apps.push(app);
+  await app.init();
+  return { client: app.get(DtmClient), warnings: logger.warnings };
+}
+
 describe('server_url left at its default beside grpc_server', () => {
-  /** A module talking to the harness's DTM with `config` (no serverUrl unless given), and its start-up warnings. */
-  async function grpcApp(config: DtmConfigInput): Promise<{ client: DtmClient; warnings: string[] }> {
-    @Module({ imports: [DtmModule.forRoot({ config })] })
-    class GrpcDtmModule {}
-    const module = await Test.createTestingModule({ imports: [GrpcDtmModule] }).compile();
-    const app = module.createNestApplication({ forceCloseConnections: true });
-    const logger = new CapturingLogger();
-    app.useLogger(logger);
-    apps.push(app);
-    await app.init();
-    return { client: app.get(DtmClient), warnings: logger.warnings };
-  }
+  const grpcApp = warningsApp;
   const defaultUrl = 'http://localhost:36789/api/dtmsvr';
 
   it('warns at start-up, naming server_url: the transactions go to grpc_server, but query, the waits and ping to localhost', async () => {
@@ -603,15 +605,8 @@ describe('server_url left at its default beside grpc_server', () => {
 describe('grpc_server left at its default beside server_url, with protocol grpc', () => {
   /** A module with `config` and its start-up warnings that name grpc_server. */
   async function grpcApp(config: DtmConfigInput): Promise<{ client: DtmClient; warned: string[] }> {
-    @Module({ imports: [DtmModule.forRoot({ config })] })
-    class GrpcDtmModule {}
-    const module = await Test.createTestingModule({ imports: [GrpcDtmModule] }).compile();
-    const app = module.createNestApplication({ forceCloseConnections: true });
-    const logger = new CapturingLogger();
-    app.useLogger(logger);
-    apps.push(app);
-    await app.init();
-    return { client: app.get(DtmClient), warned: logger.warnings.filter((w) => w.includes('lynx.dtm.grpc_server is not set')) };
+    const { client, warnings } = await warningsApp(config);
+    return { client, warned: warnings.filter((w) => w.includes('lynx.dtm.grpc_server is not set')) };
   }
 
   it('warns at start-up, naming grpc_server: query and the waits reach server_url, the transactions go to localhost:36790', async () => {

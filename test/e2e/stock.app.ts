@@ -12,24 +12,13 @@ import type { Metadata } from '@grpc/grpc-js';
 import { BranchContext, DTM_BRANCHES_PROTO, DtmFailureError, DtmModule, isDtmBranchHandler, MsgBranch, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type BranchPayload } from 'nestjs-dtm';
 import { Stock } from './shop-contracts.js';
 import { STOCK_PROTO, TESTS_LOADER } from '../support/grpc.js';
+import { oncePerCall } from '../support/once-per-call.js';
 
 
 const level = { available: 10, reserved: 0, shipped: 0 };
 const calls: string[] = [];
-/** The gid, branch and op of each call that ran to success. */
-const ran = new Set<string>();
-
-/**
- * Runs `work` for the call `b` unless one of the same gid, branch and op ran to success before: DTM calls a branch
- * at least once (its cron can call one again while the first call runs, e.g. after another test file's
- * /resetCronTime on the shared DTM), and a participant's business runs once, as the barrier makes it for a real one.
- */
-function once(b: BranchInfo, work: () => void): void {
-  const key = `${b.gid} ${b.branchId} ${b.op}`;
-  if (ran.has(key)) return;
-  work();
-  ran.add(key);
-}
+/** Runs a call's business once per gid, branch and op (DTM calls a branch at least once). */
+const once = oncePerCall();
 
 @Controller()
 class StockController {

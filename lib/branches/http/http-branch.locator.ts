@@ -4,7 +4,7 @@ import { RoutePathFactory } from '@nestjs/core/router/route-path-factory.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
-import { isLoopbackHost } from '../../config/dtm-config.keys.js';
+import { isLoopbackHost, urlHostname } from '../../config/dtm-config.keys.js';
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
@@ -64,7 +64,7 @@ export class HttpBranchLocator {
     if (meta.host !== undefined) {
       // Nest answers 404 to a call of a host-bound controller's route whose Host it does not serve; DTM's calls go to app_url's host
       const hosts = Array.isArray(meta.host) ? meta.host : [meta.host];
-      const called = hostnameOf(this.config.appUrl);
+      const called = urlHostname(this.config.appUrl);
       if (called === undefined || !hosts.some((host) => hostPattern(host).test(called))) {
         return { route, problem: MESSAGES.branchHostBound(where, hosts.map(String), called) };
       }
@@ -130,15 +130,6 @@ function loopbackPortOf(url: string): number | undefined {
   }
 }
 
-/** The host name of `url` (what Nest matches a controller's `host` against), lower-cased; undefined without one. */
-function hostnameOf(url: string | undefined): string | undefined {
-  if (!url) return undefined;
-  try {
-    return new URL(url).hostname.toLowerCase() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** A controller's `host` as Nest matches it: a RegExp as it is; a string whole, case-insensitively, each `:param` any text, `{...}` optional. */
 function hostPattern(host: string | RegExp): RegExp {
