@@ -524,17 +524,23 @@ function listFilterProblem(filter: ListFilter): string | undefined {
 /** The largest `list()` page asked for: a page of transactions with their payloads must stay readable (max_answer_bytes). */
 const LIST_LIMIT_MAX = 1000;
 
-/** `grpc_server`s that are the default's DTM (on this host, its gRPC port): the default `server_url` is the same DTM's HTTP API. */
-const LOCAL_DEFAULT_GRPC = new Set(['localhost:36790', '127.0.0.1:36790', '[::1]:36790']);
+/** Whether `url` names this host's loopback ({@link isLoopbackHost}) at `port`: where the defaults put DTM (HTTP 36789, gRPC 36790). */
+function onLoopbackAt(url: string, port: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return isLoopbackHost(parsed.hostname.toLowerCase()) && parsed.port === port;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Whether `server_url` is left at its default (DTM on localhost) while `grpc_server` names another
- * DTM address: the transactions over gRPC reach that DTM, but query, list, forceStop, the waits and
- * the ping's version (HTTP only) go to localhost.
+ * DTM address than the default's (this host's loopback, port 36790): the transactions over gRPC reach
+ * that DTM, but query, list, forceStop, the waits and the ping's version (HTTP only) go to localhost.
  */
 function serverUrlLeftBesideGrpc(config: DtmConfig): boolean {
-  const defaults = defaultDtmConfig();
-  return config.serverUrl === defaults.serverUrl && !LOCAL_DEFAULT_GRPC.has(config.grpcServer.toLowerCase());
+  return config.serverUrl === defaultDtmConfig().serverUrl && !onLoopbackAt(`http://${config.grpcServer}`, '36790');
 }
 
 /**
@@ -543,7 +549,5 @@ function serverUrlLeftBesideGrpc(config: DtmConfig): boolean {
  * waits reach that DTM, but every transaction goes to localhost's gRPC port.
  */
 function grpcServerLeftBesideServerUrl(config: DtmConfig): boolean {
-  if (config.protocol !== 'grpc' || config.grpcServer !== defaultDtmConfig().grpcServer) return false;
-  const url = new URL(config.serverUrl);
-  return !(isLoopbackHost(url.hostname.toLowerCase()) && url.port === '36789');
+  return config.protocol === 'grpc' && config.grpcServer === defaultDtmConfig().grpcServer && !onLoopbackAt(config.serverUrl, '36789');
 }
