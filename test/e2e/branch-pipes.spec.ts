@@ -16,6 +16,7 @@ import {
   BranchContext,
   DtmClient,
   DtmModule,
+  DtmOutcomeUnknownError,
   MsgBranch,
   MsgQueryPrepared,
   SagaAction,
@@ -41,10 +42,16 @@ class Move {
 
 /** What class-validator's ValidationPipe does for Move with @IsPositive() account (and `forbidNonWhitelisted`, naming a property the payload should not have; here only names no DTO could declare, as the gRPC messages decode with fields Move lacks): a 400 listing the problems. */
 class ValidateMove implements PipeTransform {
+  /** The `fail` field (a test's marker) of each payload refused. */
+  static readonly refused: unknown[] = [];
+
   transform(value: unknown, { metatype }: ArgumentMetadata): unknown {
     if (metatype !== Move) return value;
     const account = (value as Partial<Move> | undefined)?.account;
-    if (typeof account !== 'number' || account <= 0) throw new BadRequestException(['account must be a positive number']);
+    if (typeof account !== 'number' || account <= 0) {
+      ValidateMove.refused.push((value as { fail?: unknown } | undefined)?.fail);
+      throw new BadRequestException(['account must be a positive number']);
+    }
     const extra = Object.keys(value as object).filter((key) => !/^\w+$/.test(key));
     if (extra.length > 0) throw new BadRequestException(extra.map((key) => `property ${key} should not exist`));
     return value;
@@ -91,19 +98,41 @@ class PipedBank {
   }
 }
 
-/** A saga step without a barrier, HTTP only (the guard answers an undo call whose gid breaks the key rule without its handler, but the app's pipes run first). */
+/** A saga step without a barrier, its action and compensation validated alike (the guard answers an undo call whose gid breaks the key rule without its handler, but the app's pipes run first). */
 @Controller('pipes-undo')
 class PipedUndo {
   @Post('pay')
+  @GrpcMethod('PgBank', 'TransIn')
   @SagaAction('pipes.refund')
   pay(@Body() _m: Move) {
     return undefined;
   }
 
   @Post('refund')
+  @GrpcMethod('PgBank', 'TransInCompensate')
   @SagaCompensate('pipes.refund')
   refund(@Body() _m: Move) {
     return undefined;
+  }
+}
+
+/** A saga's first step, its payloads valid: records the calls its handlers ran (the payload's `fail` marker). */
+@Controller('pipes-reserve')
+class PipedReserve {
+  static readonly calls: string[] = [];
+
+  @Post('reserve')
+  @GrpcMethod('PgBank', 'TransOut')
+  @SagaAction('pipes.reserve')
+  reserve(@Body() m: Move) {
+    PipedReserve.calls.push(`reserve ${(m as { fail?: string }).fail}`);
+  }
+
+  @Post('release')
+  @GrpcMethod('PgBank', 'TransOutCompensate')
+  @SagaCompensate('pipes.reserve')
+  release(@Body() m: Move) {
+    PipedReserve.calls.push(`release ${(m as { fail?: string }).fail}`);
   }
 }
 
@@ -169,7 +198,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
-    controllers: [PipedBank, PipedOutbox, PipedUndo, PipedUndoBehindBarrier],
+    controllers: [PipedBank, PipedOutbox, PipedUndo, PipedUndoBehindBarrier, PipedReserve],
     providers: [Delivered],
   }).compile();
   const options = { logger, forceCloseConnections: true };
@@ -317,7 +346,7 @@ describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('a pipe refusal of 
     const res = await fetch(`${apps[adapter]!.url}/pipes-undo/refund?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account: 0, amount: 5 }) });
     expect(res.status).toBe(409); // the pipe's refusal, answered FAILURE
     const lines = logger.lines.filter((l) => l.includes(marker));
-    expect(lines).toEqual([expect.stringContaining(`warn PipedUndo.refund (saga-compensate, saga gid ${JSON.stringify(gid)}, branch ${JSON.stringify(keys.branch_id)}, op compensate): a pipe refused its payload`)]);
+    expect(lines).toEqual([expect.stringContaining(`error PipedUndo.refund (saga-compensate, saga gid ${JSON.stringify(gid)}, branch ${JSON.stringify(keys.branch_id)}, op compensate): a pipe refused its payload`)]);
     expect(lines.filter((l) => l.includes('\r') || l.includes('\n') || l.includes('\u001b'))).toEqual([]);
   });
 });
@@ -339,4 +368,37 @@ describe.each(VARIANTS.filter((v) => v.protocol === 'http'))('the undo of a payl
       { op: 'compensate', reason: 'compensate' },
     ]);
   });
+});
+
+describe.each(VARIANTS)('a compensation whose payload the pipe refuses as it refused its action\'s, $name', ({ adapter, protocol }) => {
+  it('never answered success (the saga stays aborting, the step before it not compensated yet); the wait\'s DtmOutcomeUnknownError and one error line (not one per retry) say why, naming the gid, the branch and what to do', async () => {
+    const { client } = apps[adapter]!;
+    const gid = await client.generateGid();
+    const saga = client
+      .newSaga(gid, { protocol, retryInterval: 1 })
+      .add('pipes.reserve', { account: 1, amount: 5, fail: gid })
+      .add('pipes.refund', { account: 0, amount: 5, fail: gid });
+    const waited = await saga.submitAndWait({ timeout: 4 }).then(() => undefined, (err: unknown) => err);
+    expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+    const unfinished = (waited as Error).message.slice((waited as Error).message.indexOf('branch 02'));
+    expect(unfinished).toMatch(/^branch 02 "[^"]+" \(op compensate, [^)]+\): PipedUndo\.refund failed \((HTTP 409|gRPC status 10)\): PipedUndo\.refund \(saga-compensate, saga gid /);
+    expect(unfinished).toContain('a pipe refused its payload (account must be a positive number), so this compensation did not run');
+    // the action's refusal, then two of the compensation's at least (DTM's retries)
+    await waitUntil('DTM retried the compensation', async () => {
+      await triggerCron();
+      return ValidateMove.refused.filter((r) => r === gid).length >= 3;
+    }, { timeoutMs: 45_000, intervalMs: 500 });
+    const trans = await queryTrans(gid);
+    expect(trans.transaction?.status).toBe('aborting');
+    expect(trans.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort()).toEqual(['01 action succeed', '01 compensate prepared', '02 action failed', '02 compensate prepared']);
+    expect(PipedReserve.calls.filter((c) => c.endsWith(gid))).toEqual([`reserve ${gid}`]);
+    const lines = logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
+    expect(lines).toEqual([
+      expect.stringContaining(`error PipedUndo.refund (saga-compensate, saga gid ${gid}, branch 02, op compensate): a pipe refused its payload (account must be a positive number), so this compensation did not run`),
+    ]);
+    expect(lines[0]).toContain('the saga stays aborting');
+    expect(lines[0]).toContain('forceStop');
+    expect(lines[0]).not.toContain('Fix the payload the transaction sends');
+    await client.forceStop(gid);
+  }, 70_000);
 });
