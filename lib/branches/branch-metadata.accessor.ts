@@ -106,6 +106,44 @@ export function answersItself(controller: object, methodName: string): boolean {
   return takesResponse && Reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, methodName) !== true;
 }
 
+/** Nest's `@UsePipes()` metadata key (on a controller and on a handler), and the argument type of `@Body()` / `@Payload()` (the same number for both). */
+const PIPES_METADATA = '__pipes__';
+const PAYLOAD_ARGUMENT = 3;
+/** Parameter types a validating pipe leaves alone (class-validator's `ValidationPipe` checks other classes only). */
+const NOT_VALIDATED: ReadonlySet<unknown> = new Set([undefined, Object, String, Number, Boolean, Array, Date, Buffer, Promise]);
+
+/** A handler's whole-payload parameter typed with a class (see {@link payloadParameterOf}). */
+export interface PayloadParameter {
+  /** The parameter's class (a DTO). */
+  type: abstract new (...args: never) => unknown;
+  /** The names of the pipes of the handler, its controller and the parameter (not the app's global ones). */
+  pipes: string[];
+}
+
+/**
+ * The parameter of `methodName` of `controller` that takes the whole payload (`@Body()`, `@Payload()`)
+ * when its type is a class a validating pipe checks (a DTO; not an interface, a type alias, a builtin),
+ * with the pipes the handler declares around it. Start-up only.
+ */
+export function payloadParameterOf(controller: abstract new (...args: never) => unknown, methodName: string): PayloadParameter | undefined {
+  const args = (Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, methodName) ?? {}) as Record<string, { index: number; data?: unknown; pipes?: unknown[] }>;
+  const entry = Object.entries(args).find(([key, arg]) => key.startsWith(`${PAYLOAD_ARGUMENT}:`) && arg.data === undefined)?.[1];
+  if (!entry) return undefined;
+  const prototype = controller.prototype as object;
+  const type = (Reflect.getMetadata('design:paramtypes', prototype, methodName) as unknown[] | undefined)?.[entry.index];
+  if (typeof type !== 'function' || NOT_VALIDATED.has(type)) return undefined;
+  const handler = (prototype as Record<string, unknown>)[methodName] as object;
+  const declared = [...((Reflect.getMetadata(PIPES_METADATA, controller) as unknown[] | undefined) ?? []), ...((Reflect.getMetadata(PIPES_METADATA, handler) as unknown[] | undefined) ?? []), ...(entry.pipes ?? [])];
+  return { type: type as PayloadParameter['type'], pipes: declared.map(pipeName) };
+}
+
+/** A pipe's name: its class's, given as a class or an instance. */
+export function pipeName(pipe: unknown): string {
+  const type = typeof pipe === 'function' ? pipe : (pipe as { constructor?: { name?: unknown } } | null)?.constructor;
+  const name = (type as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' && name !== '' ? name : 'a pipe';
+}
+
 /** Whether `handler` is also a message or event pattern of a microservice transport other than gRPC (`@MessagePattern`, `@EventPattern`). */
 export function hasNonGrpcPattern(handler: object): boolean {
   const patterns = Reflect.getMetadata(PATTERN_METADATA, handler) as unknown[] | undefined;

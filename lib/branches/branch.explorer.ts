@@ -4,7 +4,7 @@ import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { localTransactionOf } from './branch-handler.binding.js';
-import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern } from './branch-metadata.accessor.js';
+import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern, payloadParameterOf } from './branch-metadata.accessor.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
@@ -44,6 +44,8 @@ export class DtmBranchExplorer implements OnModuleInit {
         const { route: http, problem } = this.http.locate(metatype as Type, handler, where, wrapper.host?.metatype);
         const grpc = grpcMethodOf(handler);
         const route: BranchRoute = { kind: branch.kind, name: branch.name, options: branch.options, handler: where, barrier: bound && 'barrier' in bound ? bound.barrier : undefined, http, grpc, problem };
+        const payload = payloadParameterOf(metatype as Type, methodName);
+        if (payload) route.payload = payload;
         // DTM calls every branch with one unary call: a streaming handler would never be called as one
         const stream = grpcStreamDecoratorOf(handler);
         if (stream) route.problem = MESSAGES.branchOnGrpcStream(where, stream);

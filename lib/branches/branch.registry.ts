@@ -9,7 +9,7 @@ import { DtmBranchRegistryError } from '../errors/dtm-branch-registry.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import { isRedisConnection } from './branch-handler.binding.js';
-import { declaredBranchHandlers, type GrpcMethodMetadata } from './branch-metadata.accessor.js';
+import { declaredBranchHandlers, type GrpcMethodMetadata, type PayloadParameter } from './branch-metadata.accessor.js';
 import type { BranchKind, BranchResolver } from '../transport/dtm.types.js';
 import { BRANCH_DECORATOR, type SagaActionOptions, type XaBranchOptions } from './branch.types.js';
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
@@ -29,6 +29,8 @@ export interface BranchRoute {
   grpc?: GrpcMethodMetadata;
   /** The barrier connection it runs with, if any. */
   barrier?: string;
+  /** Its whole payload's parameter (`@Body()` / `@Payload()`), when typed with a class (a DTO): the class and the pipes of the handler, its controller and the parameter. */
+  payload?: PayloadParameter;
   /** A start-up problem of this route, if any (e.g. path parameters). */
   problem?: string;
 }

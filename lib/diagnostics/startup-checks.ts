@@ -5,7 +5,7 @@ import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-
 import type { BarrierConnection, BarrierDatabase, BarrierDialect } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
 import { isRedisConnection } from '../branches/branch-handler.binding.js';
-import { branchMetadataOf, dtmMethodOf, isDtmEndpoint } from '../branches/branch-metadata.accessor.js';
+import { branchMetadataOf, dtmMethodOf, isDtmEndpoint, pipeName } from '../branches/branch-metadata.accessor.js';
 import { DtmGrpcIntegration } from '../branches/grpc/dtm-grpc.integration.js';
 import { WORKFLOW_SERVICE } from '../branches/workflow-resume.js';
 import { DtmClient } from '../client/dtm.client.js';
@@ -16,6 +16,10 @@ import { withTimeout } from './probe.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaConnection, XaDatabase } from '../xa/xa.types.js';
+import type { BranchKind } from '../transport/dtm.types.js';
+
+/** The action kind of each undo kind whose payload is its action's. */
+const ACTION_OF_UNDO: Partial<Record<BranchKind, BranchKind>> = { 'saga-compensate': 'saga-action', 'tcc-cancel': 'tcc-try' };
 
 /** Errors of a query on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
 const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
@@ -49,6 +53,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
     if (!this.config.enabled) return;
     this.checkRouteMethods();
     this.checkGlobalGuards();
+    this.checkUndoPayloadPipes();
     await this.checkBarrierTables();
     await this.checkXaDatabases();
     if (this.config.startupPing) await this.ping();
@@ -96,6 +101,24 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
         `DTM's calls carry no user credentials, and a refused call (403, or a gRPC error) is retried by DTM until the transaction times out (a workflow resume: forever). ` +
         `Let DTM's calls through: skip handlers for which isDtmBranchHandler(context.getHandler()) is true (branch calls are checked by DtmBranchGuard, and by branch_auth_keys when set; the workflow resume trusts nothing of the call but the gid)`,
     );
+  }
+
+  /**
+   * Warns about each compensation / TCC Cancel whose payload parameter has the class of its action's
+   * (Try's) under a pipe (the app's global ones, or its own): DTM sends the undo the payload the action
+   * got, so a payload the pipe refused there (answered FAILURE: DTM rolls back) is refused here too,
+   * and that undo never runs (see the exception filter). Names the handlers, the class and the pipes.
+   */
+  private checkUndoPayloadPipes(): void {
+    const routes = this.registry.all;
+    const global = [...this.appConfig.getGlobalPipes().map(pipeName), ...this.appConfig.getGlobalRequestPipes().map((w) => pipeName(w.metatype))];
+    for (const undo of routes) {
+      const actionKind = ACTION_OF_UNDO[undo.kind];
+      if (!actionKind || !undo.payload || undo.problem) continue;
+      const action = routes.find((r) => r.kind === actionKind && r.name === undo.name && r.payload?.type === undo.payload!.type);
+      const pipes = [...new Set([...global, ...undo.payload.pipes])];
+      if (action && pipes.length > 0) this.logger.warn(MESSAGES.undoValidatedLikeAction(undo.handler, undo.kind, undo.name, undo.payload.type.name, action.handler, pipes));
+    }
   }
 
   /**

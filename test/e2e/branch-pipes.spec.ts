@@ -402,3 +402,14 @@ describe.each(VARIANTS)('a compensation whose payload the pipe refuses as it ref
     await client.forceStop(gid);
   }, 70_000);
 });
+
+it('start-up warns, once per handler, about a compensation that takes its action\'s DTO class under a pipe (naming the handlers, the class and the pipe), not about one typed so the pipe leaves it alone', () => {
+  const warnings = logger.lines.filter((l) => l.startsWith('warn ') && l.includes('takes its payload as'));
+  const refund = warnings.filter((l) => l.includes('PipedUndo.refund'));
+  // one per app (Express, Fastify)
+  expect(refund).toHaveLength(2);
+  expect(refund[0]).toContain("PipedUndo.refund (@SagaCompensate('pipes.refund')) takes its payload as Move, as its action PipedUndo.pay does, under the pipe ValidateMove");
+  expect(refund[0]).toContain('DTM retries it forever');
+  expect(warnings.filter((l) => l.includes('PipedReserve.release'))).toHaveLength(2);
+  expect(warnings.filter((l) => l.includes('PipedUndoBehindBarrier'))).toEqual([]);
+});
