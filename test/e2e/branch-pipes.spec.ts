@@ -21,6 +21,9 @@ import {
   MsgQueryPrepared,
   SagaAction,
   SagaCompensate,
+  TccCancel,
+  TccConfirm,
+  TccTry,
   UseBarrier,
   XaBranch,
   ensureBarrierSchema,
@@ -116,6 +119,28 @@ class PipedUndo {
   }
 }
 
+/** A TCC branch whose Try and Cancel are validated alike, HTTP only. */
+@Controller('pipes-hold')
+class PipedHold {
+  @Post('try')
+  @TccTry('pipes.hold')
+  hold(@Body() _m: Move) {
+    return undefined;
+  }
+
+  @Post('confirm')
+  @TccConfirm('pipes.hold')
+  confirm(@Body() _m: Move) {
+    return undefined;
+  }
+
+  @Post('cancel')
+  @TccCancel('pipes.hold')
+  cancel(@Body() _m: Move) {
+    return undefined;
+  }
+}
+
 /** A saga's first step, its payloads valid: records the calls its handlers ran (the payload's `fail` marker). */
 @Controller('pipes-reserve')
 class PipedReserve {
@@ -198,7 +223,7 @@ async function startApp(adapter: 'express' | 'fastify'): Promise<PipedApp> {
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
-    controllers: [PipedBank, PipedOutbox, PipedUndo, PipedUndoBehindBarrier, PipedReserve],
+    controllers: [PipedBank, PipedOutbox, PipedUndo, PipedUndoBehindBarrier, PipedReserve, PipedHold],
     providers: [Delivered],
   }).compile();
   const options = { logger, forceCloseConnections: true };
@@ -413,3 +438,23 @@ it('start-up warns, once per handler, about a compensation that takes its action
   expect(warnings.filter((l) => l.includes('PipedReserve.release'))).toHaveLength(2);
   expect(warnings.filter((l) => l.includes('PipedUndoBehindBarrier'))).toEqual([]);
 });
+
+it('a TCC whose Try and Cancel the pipe refuses alike: the Cancel is never answered success (the TCC stays aborting), one error line says it did not run', async () => {
+  const { client } = apps.express!;
+  const gid = await client.generateGid();
+  const run = client.tccGlobalTransaction(gid, async (tcc) => void (await tcc.callBranch({ account: 0, amount: 5, fail: gid }, 'pipes.hold')), { retryInterval: 1 });
+  await expect(run).rejects.toThrow();
+  await waitUntil('DTM retried the Cancel', async () => {
+    await triggerCron();
+    return ValidateMove.refused.filter((r) => r === gid).length >= 3;
+  }, { timeoutMs: 45_000, intervalMs: 500 });
+  const trans = await queryTrans(gid);
+  expect(trans.transaction?.status).toBe('aborting');
+  expect(trans.branches.filter((b) => b.op === 'cancel').map((b) => b.status)).toEqual(['prepared']);
+  const lines = logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
+  expect(lines).toEqual([expect.stringContaining(`error PipedHold.cancel (tcc-cancel, tcc gid ${gid}, branch 01, op cancel): a pipe refused its payload (account must be a positive number), so this Cancel did not run`)]);
+  expect(lines[0]).toContain('the TCC stays aborting');
+  expect(lines[0]).toContain('DTM sends it the payload of its Try');
+  expect(logger.lines.filter((l) => l.startsWith('warn ') && l.includes("PipedHold.cancel (@TccCancel('pipes.hold')) takes its payload as Move, as its Try PipedHold.hold does"))).toHaveLength(2);
+  await client.forceStop(gid);
+}, 70_000);
