@@ -104,6 +104,8 @@ export const MESSAGES = {
   authWrongPhase: (transType: string, status: string, statuses: readonly string[]) =>
     `DTM records the ${transType} transaction as ${status}, and this op runs only when it is ${statuses.join(' or ')}`,
   authNotRecorded: (path: string) => `DTM's record of this branch does not name ${path} for this op`,
+  authXaNotDue: (op: string) =>
+    `DTM's record does not show this XA branch due for its ${op} at this target (an XA ${op} carries no token: only a call DTM makes in the transaction's phase runs; the app's log says what the record holds)`,
   workflowResumeUnsigned: (name: string, gid: string) =>
     `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
   authActionNotDue: (transType: string, pending: readonly string[]) =>

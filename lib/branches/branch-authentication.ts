@@ -196,10 +196,21 @@ async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: 
   return true;
 }
 
-/** XA phase 2 carries no payload: it may only finish what a verified action prepared, in the phase DTM is in, at the target it registered. */
+/**
+ * XA phase 2 carries no payload: it may only finish what a verified action prepared, in the phase
+ * DTM is in, at the target it registered. It carries no token either, so its refusal answers one
+ * reason whatever DTM's record said (a caller learns nothing of it: whether DTM holds the gid, its
+ * type, its status); the app's warning names what the record said.
+ */
 async function checkXaPhase2(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
-  const record = await inPhase(readRecord, call, call.op === 'commit' ? CONFIRMING : COMPENSATING, where);
-  checkRecordedTarget(record, call, where);
+  const statuses = call.op === 'commit' ? CONFIRMING : COMPENSATING;
+  const record = await readRecord(call.gid);
+  const url = record ? recordedUrl(record, call, call.op) : undefined;
+  let problem: string | undefined;
+  if (!record) problem = MESSAGES.authUnknownTransaction();
+  else if (record.transType !== call.transType || !statuses.includes(record.status)) problem = MESSAGES.authWrongPhase(record.transType, record.status, statuses);
+  else if (!url || targetPath(url) !== call.path) problem = MESSAGES.authNotRecorded(call.path);
+  if (problem !== undefined) throw refuse(where, call, problem, MESSAGES.authXaNotDue(call.op));
   return true;
 }
 
@@ -236,9 +247,13 @@ function keepSignedHeaders(carrier: BranchCarrier, text: string | undefined, for
   }
 }
 
-/** A refusal (HTTP 401, gRPC UNAUTHENTICATED; reported as `refused`, see `refusal`), logged as a warning; a TCC branch id's token is shown as `<token>`, never logged. */
-function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string): UnauthorizedException {
-  const message = MESSAGES.authRefused(where, call.gid, shownBranchId(call.branchId), call.op, reason);
-  logger.warn(message);
-  return refusal(new UnauthorizedException(message));
+/**
+ * A refusal (HTTP 401, gRPC UNAUTHENTICATED; reported as `refused`, see `refusal`), logged as a
+ * warning; a TCC branch id's token is shown as `<token>`, never logged. `answered`: the reason the
+ * caller is told, when it must not learn `reason` (DTM's record, for a call no token vouches for).
+ */
+function refuse(where: string, call: Pick<CallUnderCheck, 'gid' | 'branchId' | 'op'>, reason: string, answered = reason): UnauthorizedException {
+  const shown = (why: string) => MESSAGES.authRefused(where, call.gid, shownBranchId(call.branchId), call.op, why);
+  logger.warn(shown(reason));
+  return refusal(new UnauthorizedException(shown(answered)));
 }

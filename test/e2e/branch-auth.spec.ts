@@ -314,9 +314,35 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
       attack = await call(t, '/api/outbox/xa', { gid, trans_type: 'xa', branch_id: '01', op: 'rollback' }, { method: 'POST' });
     });
     expect(attack?.status).toBe(401);
-    expect(attack?.text).toContain('DTM records the xa transaction as prepared');
+    expect(attack?.text).toContain("DTM's record does not show this XA branch due for its rollback");
+    expect(t.logger.warnings.filter((w) => w.includes(gid)).join('\n')).toContain('DTM records the xa transaction as prepared');
     await waitForTransStatus(gid, 'succeed');
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
+  });
+
+  it("XA: a commit or rollback sent by anyone (no token: none is signed) answers the same for a made-up gid, another type's gid, an XA in another phase: DTM's record is only in the app's log", async () => {
+    const saga = await t.client.generateGid();
+    expect((await t.client.newSaga(saga).add('transOut', { amount: 1 }).submitAndWait()).status).toBe('succeed');
+    const xaGid = await t.client.generateGid();
+    const answers: { status: number; text: string }[] = [];
+    await t.client.xaGlobalTransaction(xaGid, async (xa) => {
+      await xa.callBranch({ amount: 5 }, 'bank');
+      const probe = (gid: string) => call(t, '/api/outbox/xa', { gid, trans_type: 'xa', branch_id: '01', op: 'commit' }, { method: 'POST' });
+      answers.push(await probe('made-up-xa-gid')); // DTM holds no such gid
+      answers.push(await probe(saga)); // a saga DTM finished
+      answers.push(await probe(xaGid)); // the XA, still prepared
+    });
+    expect(answers.map((a) => a.status)).toEqual([401, 401, 401]);
+    const shown = answers.map((a, i) => a.text.replace(['made-up-xa-gid', saga, xaGid][i], '<gid>'));
+    expect(new Set(shown).size).toBe(1);
+    expect(shown[0]).not.toMatch(/DTM (records|has no)|does not name/);
+    // the app's warnings keep what DTM's record said, for its operators
+    const warned = (gid: string) => t.logger.warnings.filter((w) => w.includes(gid)).join('\n');
+    expect(warned('made-up-xa-gid')).toContain('DTM has no such transaction');
+    expect(warned(saga)).toContain('DTM records the saga transaction as succeed');
+    expect(warned(xaGid)).toContain('DTM records the xa transaction as prepared');
+    await waitForTransStatus(xaGid, 'succeed');
+    expect(t.ledger.callsOf(xaGid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
   });
 
   it("XA: the app's own action call, taken off the wire and replayed with another phase2_url (where DTM would send its commit), is refused and prepares nothing", async () => {
