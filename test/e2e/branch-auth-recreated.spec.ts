@@ -1,0 +1,112 @@
+// A transaction DTM forgot (its Redis store deletes a finished one after FinishedDataExpire, 1 day by
+// default; 1 s here), re-created under its gid through DTM's API with what DTM's /query showed of it
+// while it was held (branch headers with the dtm-auth tokens, targets, payloads): DTM then makes
+// calls whose tokens verify and whose phase DTM's new record confirms. What such a replay runs,
+// performed against a DTM server of this file's own on a Redis store, with the barrier bank on
+// PostgreSQL and branch_auth_keys (docs/security.md says so).
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { harness, type DtmQueryAnswer } from '../support/harness.js';
+import { startDtm, type DtmInfo } from '../support/services/dtm.js';
+import { runDirFrom, waitUntil, type ManagedProcess } from '../support/services/process.js';
+import { startRedis } from '../support/services/redis.js';
+import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
+
+const KEY = randomBytes(33).toString('base64');
+
+let t: BarrierApp;
+let dbs: FileDatabases;
+let redis: ManagedProcess | undefined;
+let dtm: { info: DtmInfo; process: ManagedProcess } | undefined;
+/** A step target of the attacker's: answers every call FAILURE, so DTM rolls the re-created saga back. */
+let refuser: Server;
+let refuserUrl: string;
+
+beforeAll(async () => {
+  const runDir = runDirFrom(harness().runDir);
+  const started = await startRedis(runDir, { name: 'redis-recreated' });
+  redis = started.process;
+  const store = { Driver: 'redis', Host: started.info.host, Port: started.info.port, User: '', Password: '', RedisPrefix: '{dtm}', FinishedDataExpire: 1 };
+  dtm = await startDtm(runDir, { name: 'dtm-recreated', store: 'redis', redis: started.info, extraConfig: { Store: store } });
+  dbs = await fileDatabases();
+  t = await startBarrierApp(dbs, { dtm: { serverUrl: dtm.info.serverUrl, grpcAddress: dtm.info.grpcAddress }, config: { branchAuthKeys: [KEY], branchAuthCheckActions: true } });
+  refuser = createServer((_req, res) => res.writeHead(409, { 'content-type': 'application/json' }).end('{"dtm_result":"FAILURE"}'));
+  await new Promise<void>((resolve) => refuser.listen(0, '127.0.0.1', resolve));
+  refuserUrl = `http://127.0.0.1:${(refuser.address() as AddressInfo).port}/fail`;
+});
+afterAll(async () => {
+  await t?.close();
+  await new Promise((resolve) => refuser?.close(resolve));
+  await dtm?.process.stop();
+  await redis?.stop();
+});
+
+const { seed, balances } = bankHelpers(() => t);
+
+/** The saga or message DTM showed (`seen`) submitted again under its gid, as it was: its steps' targets and payloads, its branch headers. */
+async function resubmit(seen: DtmQueryAnswer): Promise<void> {
+  const ids = [...new Set(seen.branches.map((b) => b.branch_id))];
+  const branch = (id: string, op: string) => seen.branches.find((b) => b.branch_id === id && b.op === op);
+  const steps = ids.map((id) => ({ action: branch(id, 'action')!.url, ...(branch(id, 'compensate') ? { compensate: branch(id, 'compensate')!.url } : {}) }));
+  const payloads = ids.map((id) => Buffer.from(branch(id, 'action')!.bin_data ?? '', 'base64').toString('utf8'));
+  const { gid, trans_type, branch_headers } = seen.transaction!;
+  expect((await dtmApi('/submit', { gid, trans_type, steps, payloads, branch_headers })).status).toBe(200);
+}
+
+/** DTM's HTTP API, as the attacker reaches it. */
+async function dtmApi(path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const res = await fetch(`${dtm!.info.serverUrl}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, json: text ? (JSON.parse(text) as unknown) : undefined };
+}
+const query = async (gid: string) => (await dtmApi(`/query?gid=${encodeURIComponent(gid)}`)).json as DtmQueryAnswer;
+const forgotten = (gid: string) => waitUntil(`DTM forgetting ${gid}`, async () => !(await query(gid)).transaction, { timeoutMs: 30_000 });
+const finalStatus = async (gid: string) => {
+  let status: string | undefined;
+  await waitUntil(`${gid} final`, async () => ['succeed', 'failed'].includes((status = (await query(gid)).transaction?.status) ?? ''), { timeoutMs: 30_000 });
+  return status;
+};
+
+describe('branch_auth_keys, a transaction DTM forgot and someone re-created with its tokens', () => {
+  it("a saga that succeeded: re-created with a first step of the attacker's that fails, DTM compensates the real step with its stored token, and the barrier runs it (the withdrawal given back after the transfer)", async () => {
+    await seed('pg', { 1: 100, 2: 0 });
+    const gid = await t.client.generateGid();
+    const ok = await t.client.newSaga(gid).add('pg.transOut', { account: 1, amount: 30 }).add('pg.transIn', { account: 2, amount: 30 }).submitAndWait();
+    expect(ok.status).toBe('succeed');
+    expect(await balances('pg', [1, 2])).toEqual({ 1: 70, 2: 30 });
+    // what anyone reading DTM's API saw while DTM held it
+    const seen = await query(gid);
+    const compensate = seen.branches.find((b) => b.branch_id === '01' && b.op === 'compensate')!;
+    const headers = seen.transaction!.branch_headers!;
+    expect(headers['dtm-auth']).toContain('compensate.01=');
+
+    await forgotten(gid);
+    // re-created: step 01's action is the attacker's (FAILURE), its compensation the bank's, with the payload and tokens DTM showed
+    const submit = await dtmApi('/submit', { gid, trans_type: 'saga', steps: [{ action: refuserUrl, compensate: compensate.url }], payloads: [Buffer.from(compensate.bin_data ?? '', 'base64').toString('utf8')], branch_headers: headers });
+    expect(submit.status).toBe(200);
+    expect(await finalStatus(gid)).toBe('failed');
+    // the documented limit (docs/security.md): the compensation ran, account 1 got its 30 back while account 2 keeps them
+    expect(t.runs.of('pg.transOutCompensate')).toBe(1);
+    expect(await balances('pg', [1, 2])).toEqual({ 1: 100, 2: 30 });
+  });
+
+  it.each(['pg', 'mysql', 'redis'] as const)("a saga and a message (barrier on %s) submitted again as DTM showed them: DTM calls every step with its token and branch_auth_check_actions finds them due, but the barrier's rows make each a duplicate: nothing moves again", async (store) => {
+    await seed(store, { 1: 100, 2: 0 });
+    const saga = await t.client.generateGid();
+    expect((await t.client.newSaga(saga).add(`${store}.transOut`, { account: 1, amount: 30 }).add(`${store}.transIn`, { account: 2, amount: 30 }).submitAndWait()).status).toBe('succeed');
+    const msg = await t.client.generateGid();
+    await t.client.newMsg(msg).add(`${store}.deliver`, { account: 2, amount: 5 }).submit();
+    expect(await finalStatus(msg)).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 35 });
+    const seen = [await query(saga), await query(msg)];
+
+    for (const gid of [saga, msg]) await forgotten(gid);
+    for (const one of seen) await resubmit(one);
+    expect(await finalStatus(saga)).toBe('succeed');
+    expect(await finalStatus(msg)).toBe('succeed');
+    expect(await balances(store, [1, 2])).toEqual({ 1: 70, 2: 35 });
+  });
+});
