@@ -3,6 +3,7 @@
 // branches are HTTP routes and gRPC methods at once; every scenario runs on both, the transaction
 // talking the same protocol to DTM.
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -494,6 +495,36 @@ describe('an XA branch answering with an Observable (over HTTP)', () => {
     expect(await balances()).toEqual(before);
     expect(await pendingXa()).toEqual([]);
     expect(await barrierRows(gid)).toEqual([]);
+  });
+});
+
+describe('without branch_auth_keys, an XA action call names where DTM sends its phase 2 (phase2_url, as DTM\'s SDKs take it)', () => {
+  it("anyone reaching an XA route while an XA transaction is prepared has DTM call an address of theirs with the commit, and leaves an XA branch prepared that only that address is asked to finish (docs/security.md)", async () => {
+    const seen: string[] = [];
+    const elsewhere = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"dtm_result":"SUCCESS"}');
+    });
+    await new Promise<void>((done) => elsewhere.listen(0, '127.0.0.1', done));
+    const internal = `http://127.0.0.1:${(elsewhere.address() as net.AddressInfo).port}/internal/admin`;
+    const real = target('mysql', 'http');
+    const gid = await client.generateGid();
+    try {
+      await client.xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ account: 1, amount: 0 }, real);
+        const query = { gid, trans_type: 'xa', branch_id: '09', op: 'action', phase2_url: internal };
+        const forged = await fetch(`${real}?${new URLSearchParams(query)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ account: 2, amount: 0 }) }); // a row the real branch does not lock
+        expect(forged.status).toBe(200);
+      });
+      expect((await client.waitForFinal(gid)).status).toBe('succeed');
+      expect(seen).toEqual([expect.stringMatching(/^POST \/internal\/admin\?.*op=commit/)]);
+      expect(await pendingXa()).toEqual([expect.stringContaining(gid)]);
+    } finally {
+      // the forged branch's prepared XA transaction (it holds row locks), committed at the real route
+      await fetch(`${real}?${new URLSearchParams({ gid, trans_type: 'xa', branch_id: '09', op: 'commit' })}`, { method: 'POST' });
+      await new Promise((done) => elsewhere.close(done));
+    }
+    expect(await pendingXa()).toEqual([]);
   });
 });
 
