@@ -111,6 +111,31 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
+  it("down (503) over http with server_url's credentials (http://user:password@...) nowhere in the answer a health route gives anyone: DTM's port closed, or a gateway answering 502 in front of it", async () => {
+    const gateway = createServer((_req, res) => res.writeHead(502, { 'content-type': 'text/plain' }).end('bad gateway'));
+    await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const closedPort = (closed.address() as net.AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    try {
+      for (const port of [closedPort, (gateway.address() as net.AddressInfo).port]) {
+        const { app, url } = await healthApp({ serverUrl: `http://dtm-user:s3cret-pw@127.0.0.1:${port}/api/dtmsvr`, protocol: 'http', timeout: 2 });
+        try {
+          const res = await fetch(url);
+          expect(res.status).toBe(503);
+          const text = await res.text();
+          expect(text).toContain('"status":"down"');
+          expect(text).not.toMatch(/s3cret-pw|dtm-user/);
+        } finally {
+          await app.close();
+        }
+      }
+    } finally {
+      await new Promise((resolve) => gateway.close(resolve));
+    }
+  });
+
   it('up (200) with enabled: false when lynx.dtm.enabled is false, and nothing reaches the configured address', async () => {
     let connections = 0;
     const trap = net.createServer((s) => {
