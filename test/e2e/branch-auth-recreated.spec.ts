@@ -93,6 +93,28 @@ describe('branch_auth_keys, a transaction DTM forgot and someone re-created with
     expect(await balances('pg', [1, 2])).toEqual({ 1: 100, 2: 30 });
   });
 
+  it('a TCC that was confirmed: re-created (prepare, its branch registered with the id and targets DTM showed, abort), DTM sends the cancel with the token in the branch id, and the barrier runs it (the hold given back after the confirm)', async () => {
+    await seed('pg', { 1: 100 });
+    const gid = await t.client.generateGid();
+    await t.client.tccGlobalTransaction(gid, async (tcc) => tcc.callBranch({ account: 1, amount: 40 }, 'pg.tccOut'));
+    expect(await finalStatus(gid)).toBe('succeed');
+    expect(await balances('pg', [1])).toEqual({ 1: 60 });
+    const seen = await query(gid);
+    const cancel = seen.branches.find((b) => b.op === 'cancel')!;
+    const confirm = seen.branches.find((b) => b.op === 'confirm')!;
+    expect(cancel.branch_id).toMatch(/^01-/);
+
+    await forgotten(gid);
+    expect((await dtmApi('/prepare', { gid, trans_type: 'tcc', branch_headers: seen.transaction!.branch_headers ?? {} })).status).toBe(200);
+    const data = Buffer.from(cancel.bin_data ?? '', 'base64').toString('utf8');
+    expect((await dtmApi('/registerBranch', { gid, trans_type: 'tcc', branch_id: cancel.branch_id, data, confirm: confirm.url, cancel: cancel.url })).status).toBe(200);
+    expect((await dtmApi('/abort', { gid, trans_type: 'tcc' })).status).toBe(200);
+    expect(await finalStatus(gid)).toBe('failed');
+    // the documented limit (docs/security.md): the cancel ran after the confirm, the 40 given back
+    expect(t.runs.of('pg.tccOutCancel')).toBe(1);
+    expect(await balances('pg', [1])).toEqual({ 1: 100 });
+  });
+
   it.each(['pg', 'mysql', 'redis'] as const)("a saga and a message (barrier on %s) submitted again as DTM showed them: DTM calls every step with its token and branch_auth_check_actions finds them due, but the barrier's rows make each a duplicate: nothing moves again", async (store) => {
     await seed(store, { 1: 100, 2: 0 });
     const saga = await t.client.generateGid();
