@@ -614,6 +614,16 @@ export const MESSAGES = {
       ? 'every XA branch writes its barrier row there inside its XA transaction, so every XA branch on it would fail and its transaction roll back. Create it before the app serves XA branches: '
       : 'every branch call with its barrier would fail (500) and DTM would retry it forever. Create it before the app serves branches: ') +
     `await ensureBarrierSchema(db, { table: '${table}' })${user === 'xa' ? ' with a barrier database on that database' : ''}, or run the module's sql/barrier.${dialect}.sql${user === 'xa' ? ' there' : ''}, or set lynx.dtm.create_barrier_table: true`,
+  barrierTableNotWritable: (table: string, place: string, dialect: string, user: 'branch' | 'xa', reason: string) =>
+    `the barrier table ${table} on ${place} (${dialect}) refuses the barrier's insert, for want of a permission (${truncate(reason)}): ` +
+    (user === 'xa'
+      ? 'every XA branch writes its barrier row there inside its XA transaction, so every XA branch on it would fail and its transaction roll back. '
+      : 'every branch call with its barrier would fail (500) and DTM would retry it forever. ') +
+    `Grant the database user the app connects as: GRANT SELECT, INSERT ON ${table} TO <user>` +
+    (dialect === 'postgres' && table.includes('.') ? ` (and GRANT USAGE ON SCHEMA ${table.split('.')[0]} TO <user>)` : ''),
+  barrierTableReadOnly: (table: string, place: string, dialect: string, reason: string) =>
+    `the barrier table ${table} on ${place} (${dialect}) refuses the barrier's insert: the database is read-only (${truncate(reason)}); ` +
+    'every branch call with its barrier fails (500, DTM retries it) until it takes writes. Point the connection at a primary that takes writes (not a replica, nor a read-only session or user: default_transaction_read_only, read_only)',
   mysqlXaPooledConnection: () =>
     "mysqlXaDatabase()'s connect() returned a pool's connection (pool.getConnection()); make a new one each call instead: mysqlXaDatabase(() => mysql.createConnection(options)). An XA branch's transaction stays prepared on the connection that ran it until that connection closes: a pool's connection would go back to the pool with it (its end() releases it), the next work given that connection would fail with XAER_RMFAIL, and DTM's commit or rollback could not reach the branch",
   pgXaPooledClient: () =>

@@ -164,3 +164,24 @@ ${columns}
 export function barrierBinaryKeysSql(table = DEFAULT_BARRIER_TABLE): string {
   return `ALTER TABLE ${quotedBarrierTable('mysql', table)}\n${BARRIER_KEY_COLUMNS.map(([name, length]) => `  MODIFY ${name} varbinary(${length}) NOT NULL DEFAULT ''`).join(',\n')}`;
 }
+
+/** Errors of a statement the database user may not run on the table: PostgreSQL `42501`, MySQL / MariaDB `ER_TABLEACCESS_DENIED_ERROR` (1142). */
+const NO_PERMISSION = new Set<unknown>(['42501', 'ER_TABLEACCESS_DENIED_ERROR', 1142]);
+
+/**
+ * Errors of a write to a read-only database: PostgreSQL `25006` (a read-only transaction or session, a
+ * standby), MySQL / MariaDB `read_only` (`ER_OPTION_PREVENTS_STATEMENT`, 1290), a read-only
+ * transaction (1792) or InnoDB in read-only mode (1836).
+ */
+const READ_ONLY = new Set<unknown>(['25006', 'ER_OPTION_PREVENTS_STATEMENT', 1290, 'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION', 1792, 'ER_READ_ONLY_MODE', 1836]);
+
+/**
+ * Why the database refused a barrier statement, when the refusal is the database user's
+ * (`permission`: a privilege not granted) or the database's (`read-only`); undefined for any other error.
+ */
+export function barrierWriteRefusal(err: unknown): 'permission' | 'read-only' | undefined {
+  const e = err as { code?: unknown; errno?: unknown } | null | undefined;
+  if (NO_PERMISSION.has(e?.code) || NO_PERMISSION.has(e?.errno)) return 'permission';
+  if (READ_ONLY.has(e?.code) || READ_ONLY.has(e?.errno)) return 'read-only';
+  return undefined;
+}

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
-import { quotedBarrierTable } from '../barrier/barrier.sql.js';
+import { randomUUID } from 'node:crypto';
+import { barrierWriteRefusal, insertBarrierSql, quotedBarrierTable } from '../barrier/barrier.sql.js';
 import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
 import type { BarrierConnection, BarrierDatabase, BarrierDialect } from '../barrier/barrier.types.js';
 import { DtmBranchRegistry } from '../branches/branch.registry.js';
@@ -122,8 +123,9 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
   }
 
   /**
-   * The barrier table on each barrier database a branch uses: checked (a DtmUsageError naming ensureBarrierSchema when missing; on
-   * MySQL / MariaDB, naming the ALTER when its key columns are character columns), or created with `create_barrier_table`.
+   * The barrier table on each barrier database a branch uses: checked (a DtmUsageError naming ensureBarrierSchema when missing, the
+   * grant when the database user may not insert into it; on MySQL / MariaDB, naming the ALTER when its key columns are character
+   * columns), or created with `create_barrier_table`.
    */
   private async checkBarrierTables(): Promise<void> {
     const used = new Set(this.registry.all.map((r) => r.barrier).filter((b): b is string => b !== undefined));
@@ -180,7 +182,8 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
    * The barrier table on `db`, named `place` in the messages (`barrier connection "pg"`, `XA
    * database "pg"`): created with `create_barrier_table`, else checked: missing, a DtmUsageError
    * saying what would fail (`user`: every branch call with its barrier, or every XA branch); on
-   * MySQL / MariaDB, character key columns too. A database that cannot be asked is a warning (it
+   * MySQL / MariaDB, character key columns too; then, created or there, the barrier's insert tried
+   * and rolled back ({@link checkBarrierInsert}). A database that cannot be asked is a warning (it
    * may not be up yet: not the module's to fail the start for).
    */
   private async checkBarrierTable(db: BarrierDatabase, place: string, user: 'branch' | 'xa'): Promise<void> {
@@ -190,24 +193,51 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
         if (!(err instanceof NoAnswer)) throw err;
         throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, place, err.message), { cause: err });
       });
+      await this.checkBarrierInsert(db, table, place, user);
       return;
     }
     try {
       await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
     } catch (err) {
       const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
+      if (barrierWriteRefusal(err) === 'permission') throw new DtmUsageError(MESSAGES.barrierTableNotWritable(table, place, db.dialect, user, errorText(err)), { cause: err });
       if (!NO_SUCH_TABLE.has(code as string)) {
-        this.logger.warn(MESSAGES.barrierTableUnchecked(table, place, user, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.barrierTableUnchecked(table, place, user, errorText(err)));
         return;
       }
       throw new DtmUsageError(MESSAGES.barrierTableMissing(table, place, db.dialect, user), { cause: err });
     }
+    await this.checkBarrierInsert(db, table, place, user);
     // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
     if (db.dialect === 'mysql') {
       await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
         if (err instanceof DtmUsageError) throw err;
         this.logger.warn(MESSAGES.barrierKeysUnchecked(table, place, err instanceof Error ? err.message : String(err)));
       });
+    }
+  }
+
+  /**
+   * The barrier's insert of a row of no transaction into `table` on `db`, in a transaction rolled back
+   * (nothing kept): a database user without the INSERT (or SELECT) privilege on it is a DtmUsageError
+   * naming the grant (every branch call with its barrier would fail, and DTM retry it forever); a
+   * read-only database (a replica, a read-only session or user) a warning, as it may take writes later.
+   */
+  private async checkBarrierInsert(db: BarrierDatabase, table: string, place: string, user: 'branch' | 'xa'): Promise<void> {
+    const rolledBack = new Error('the start-up check rolls its insert back');
+    const params = ['saga', `nestjs-dtm-startup-check-${randomUUID()}`, '00', 'action', '01', 'action'];
+    try {
+      await this.answered(
+        db.transaction(async (_handle, tx) => {
+          await tx.execute(insertBarrierSql(db.dialect, table), params);
+          throw rolledBack;
+        }),
+      );
+    } catch (err) {
+      if (err === rolledBack) return;
+      const refusal = barrierWriteRefusal(err);
+      if (refusal === 'permission') throw new DtmUsageError(MESSAGES.barrierTableNotWritable(table, place, db.dialect, user, errorText(err)), { cause: err });
+      this.logger.warn(refusal === 'read-only' ? MESSAGES.barrierTableReadOnly(table, place, db.dialect, errorText(err)) : MESSAGES.barrierTableUnchecked(table, place, user, errorText(err)));
     }
   }
 

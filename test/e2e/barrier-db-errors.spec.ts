@@ -1,0 +1,166 @@
+// Database errors at the barrier, against the real DTM server, PostgreSQL and MariaDB: a barrier table
+// the app's database user may read but not write (no INSERT granted, a read-only database or session),
+// what the start-up check says of it and what DTM gets from a branch call behind it.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Controller, Post, type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import { DtmClient, DtmModule, DtmUsageError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
+import { CapturingLogger } from './branch-app.js';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { harness, queryTrans } from '../support/harness.js';
+import { freePort, waitUntil } from '../support/services/process.js';
+
+const TABLE = 'dberr_barrier';
+
+/** The times each store's branch ran its business. */
+const runs: Record<string, number> = {};
+
+@Controller('dberr-pg')
+@UseBarrier('pg')
+class PgBranches {
+  @Post('credit')
+  @SagaAction('dberr.pg.credit', { compensate: false })
+  credit() {
+    runs.pg = (runs.pg ?? 0) + 1;
+  }
+}
+
+@Controller('dberr-mysql')
+@UseBarrier('mysql')
+class MysqlBranches {
+  @Post('credit')
+  @SagaAction('dberr.mysql.credit', { compensate: false })
+  credit() {
+    runs.mysql = (runs.mysql ?? 0) + 1;
+  }
+}
+
+type Store = 'pg' | 'mysql';
+
+let dbs: FileDatabases;
+let admin: { pg: pg.Pool; mysql: mysql.Pool };
+/** A database user that may read the barrier table and not insert into it, per store. */
+let readOnlyUser: { pg: string; mysql: string };
+const closers: (() => Promise<unknown>)[] = [];
+const apps: INestApplication[] = [];
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  admin = { pg: new pg.Pool({ connectionString: dbs.postgres.url, max: 2 }), mysql: mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 }) };
+  for (const store of ['pg', 'mysql'] as const) await ensureBarrierSchema(store === 'pg' ? pgBarrierDatabase(admin.pg) : mysqlBarrierDatabase(admin.mysql), { table: TABLE });
+  const user = `${dbs.name}_sel`.slice(0, 60);
+  // roles are the server's, not the database's: the file's database was dropped with the grants, so the role can go
+  await admin.pg.query(`DROP ROLE IF EXISTS ${user}`);
+  await admin.pg.query(`CREATE ROLE ${user} LOGIN PASSWORD 'sel'`);
+  await admin.pg.query(`GRANT SELECT ON ${TABLE} TO ${user}`);
+  await admin.mysql.query(`DROP USER IF EXISTS '${user}'@'%'`);
+  await admin.mysql.query(`CREATE USER '${user}'@'%' IDENTIFIED BY 'sel'`);
+  await admin.mysql.query(`GRANT SELECT ON ${dbs.name}.* TO '${user}'@'%'`);
+  readOnlyUser = { pg: user, mysql: user };
+});
+
+afterAll(async () => {
+  for (const app of apps) await app.close().catch(() => undefined);
+  for (const close of closers) await close().catch(() => undefined);
+  await admin.mysql.query(`DROP USER IF EXISTS '${readOnlyUser.mysql}'@'%'`).catch(() => undefined);
+  await admin.pg.end();
+  await admin.mysql.end();
+});
+
+/** A barrier database of `store` as `how`: a user without INSERT on the barrier table, or every session read-only. */
+function barrierDatabase(store: Store, how: 'no-insert' | 'read-only'): BarrierDatabase {
+  if (store === 'pg') {
+    const h = harness().postgres!;
+    const pool =
+      how === 'no-insert'
+        ? new pg.Pool({ host: h.host, port: h.port, database: dbs.name, user: readOnlyUser.pg, password: 'sel', max: 2 })
+        : new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c default_transaction_read_only=on' });
+    pool.on('error', () => undefined);
+    closers.push(() => pool.end());
+    return pgBarrierDatabase(pool);
+  }
+  const pool = mysql.createPool(how === 'no-insert' ? { ...dbs.mariadb.config, user: readOnlyUser.mysql, password: 'sel', connectionLimit: 2 } : { ...dbs.mariadb.config, connectionLimit: 2 });
+  // MariaDB's read_only is global (SUPER users pass it; it would stop every other test file on the shared
+  // server): a session whose transactions are read-only meets the same refusal of the barrier's insert
+  if (how === 'read-only') pool.on('connection', (conn) => void conn.query('SET SESSION TRANSACTION READ ONLY'));
+  closers.push(() => pool.end());
+  return mysqlBarrierDatabase(pool);
+}
+
+/** An XA database of `store` connecting as the user without INSERT on the barrier table (`noInsert`), else as the file's own. */
+function xaDatabase(store: Store, noInsert: boolean): XaDatabase<unknown> {
+  if (store === 'pg') {
+    const h = harness().postgres!;
+    return pgXaDatabase(async () => {
+      const client = new pg.Client(noInsert ? { host: h.host, port: h.port, database: dbs.name, user: readOnlyUser.pg, password: 'sel' } : { connectionString: dbs.postgres.url });
+      await client.connect();
+      return client;
+    }) as XaDatabase<unknown>;
+  }
+  return mysqlXaDatabase(() => mysql.createConnection(noInsert ? { ...dbs.mariadb.config, user: readOnlyUser.mysql, password: 'sel' } : dbs.mariadb.config)) as XaDatabase<unknown>;
+}
+
+/** Starts (or fails to start) an app whose `store` branch is behind `db` (or with `db` as its XA database, no branch). */
+async function start(store: Store, db: BarrierDatabase | { xa: XaDatabase<unknown> }): Promise<{ app?: INestApplication; error?: unknown; logger: CapturingLogger }> {
+  const port = await freePort();
+  const databases = 'xa' in db ? { xaConnections: { [store]: db.xa } } : { barrierConnections: { [store]: db } };
+  const moduleRef = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE }, ...databases })],
+    controllers: 'xa' in db ? [] : [store === 'pg' ? PgBranches : MysqlBranches],
+  }).compile();
+  const app = moduleRef.createNestApplication({ forceCloseConnections: true });
+  const logger = new CapturingLogger();
+  app.useLogger(logger);
+  const error = await app.listen(port, '127.0.0.1').then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (error !== undefined) {
+    await app.close().catch(() => undefined);
+    return { error, logger };
+  }
+  apps.push(app);
+  return { app, logger };
+}
+
+describe.each(['pg', 'mysql'] as const)('the barrier table on %s', (store) => {
+  it('a database user without INSERT on the barrier table: start-up fails with DtmUsageError naming the table and the grant, instead of an app whose every branch call fails', async () => {
+    const { app, error } = await start(store, barrierDatabase(store, 'no-insert'));
+    if (app) await app.close();
+    expect(error).toBeInstanceOf(DtmUsageError);
+    const message = (error as Error).message;
+    expect(message).toContain(`the barrier table ${TABLE} on barrier connection "${store}" (${store === 'pg' ? 'postgres' : 'mysql'}) refuses the barrier's insert`);
+    expect(message).toContain(`GRANT SELECT, INSERT ON ${TABLE} TO`);
+    expect(message).toMatch(store === 'pg' ? /permission denied for table dberr_barrier/ : /INSERT command denied/);
+  });
+
+  it('a read-only database (session): start-up warns, naming the table; a branch call behind it is an error DTM retries (never FAILURE)', async () => {
+    const { app, logger } = await start(store, barrierDatabase(store, 'read-only'));
+    expect(app).toBeDefined();
+    expect(logger.warnings).toContainEqual(expect.stringContaining(`the barrier table ${TABLE} on barrier connection "${store}" (${store === 'pg' ? 'postgres' : 'mysql'}) refuses the barrier's insert: the database is read-only`));
+    const client = app!.get(DtmClient);
+    const gid = await client.generateGid();
+    await client.newSaga(gid, { retryInterval: 60 }).add(`dberr.${store}.credit`, { amount: 1 }).submit();
+    await waitUntil('the branch call failing', async () => logger.errors.some((line) => line.includes(gid)), { timeoutMs: 15_000, intervalMs: 100 });
+    const stored = await queryTrans(gid);
+    expect(stored.transaction?.status).toBe('submitted');
+    expect(stored.branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['prepared']);
+    expect(logger.errors.find((line) => line.includes(gid))).toContain('DTM will retry the call');
+    expect(runs[store] ?? 0).toBe(0);
+    await client.forceStop(gid);
+  });
+
+  it("an XA database whose user may not insert into the barrier table (every XA branch writes its row there): start-up fails naming the grant; as a user who may, it starts without a warning", async () => {
+    const refused = await start(store, { xa: xaDatabase(store, true) });
+    if (refused.app) await refused.app.close();
+    expect(refused.error).toBeInstanceOf(DtmUsageError);
+    expect((refused.error as Error).message).toContain(`the barrier table ${TABLE} on XA database "${store}" (${store === 'pg' ? 'postgres' : 'mysql'}) refuses the barrier's insert`);
+    expect((refused.error as Error).message).toContain('every XA branch writes its barrier row there');
+    const allowed = await start(store, { xa: xaDatabase(store, false) });
+    expect(allowed.error).toBeUndefined();
+    expect(allowed.logger.warnings.filter((line) => line.includes('barrier'))).toEqual([]);
+  });
+});
