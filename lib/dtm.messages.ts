@@ -522,6 +522,8 @@ export const MESSAGES = {
     `barrier table ${JSON.stringify(table)} must be name or schema.name (letters, digits, _; each part at most 63 characters), e.g. dtm_barrier.barrier`,
   barrierKeysNotBinary: (table: string, columns: readonly string[], alter: string) =>
     `barrier table ${table} keeps ${columns.join(', ')} in character columns, whose collation makes ids that differ in case, accents or trailing spaces one key (the second branch would be skipped as a duplicate); make them binary, once, with: ${alter} (see sql/barrier.mysql.binary-keys.sql)`,
+  outboxCommitAnswerLost: (gid: string, cause: string) =>
+    `the local transaction of msg ${gid} failed (${truncate(cause)}), but its back-check found its barrier row: the database committed it and the answer to its COMMIT was lost (a connection cut while it ran), so the message was submitted and DTM delivers it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   outboxRolledBack: (gid: string) =>
     `msg ${gid}: the outbox's local transaction was rolled back before its commit (its barrier row is gone): on MySQL / MariaDB a deadlock rolls the whole transaction back, and a business that catches it and goes on runs the rest on its own, each statement committed at once. The message is not sent (DTM fails it); rethrow a deadlock (or any SQL error) from the business instead of going on, and check what the statements after it committed`,
   barrierTxIsPool: (adapter: string, pass: string) =>

@@ -50,6 +50,8 @@ export class Msg extends StepTransaction {
   private heldByAnother?: DtmGidInUseError;
   /** Set while {@link doAndSubmit} submits, its local transaction committed; `businessError`: the local transaction's own error (its back-check said it committed), thrown instead of the submit's. */
   private committedLocal?: { businessError: unknown };
+  /** Set by {@link doAndSubmitDb}: the local transaction is the module's own, so an error it threw while its back-check found it committed is the lost answer of its COMMIT. */
+  private outboxDb = false;
 
   /** @internal use `DtmClient.newMsg` */
   constructor(runtime: TransactionRuntime, gid: string, options?: TransactionOptions) {
@@ -197,13 +199,14 @@ export class Msg extends StepTransaction {
 
   /**
    * `err` of {@link doAndSubmit}'s submit, its local transaction committed: the local transaction's
-   * own error when it threw (`businessError`: its back-check said it committed); DTM holding the
+   * own error when it threw (`businessError`: its back-check said it committed; {@link doAndSubmitDb}'s
+   * restated as its COMMIT's lost answer, unless the submit did not get through either); DTM holding the
    * message prepared (the submit did not get through) is `DtmOutcomeUnknownError` (`prepared`): its
    * back-check delivers it; with waitResult, a branch's FAILURE or ONGOING in DTM's first round is
    * `DtmOutcomeUnknownError` with the status DTM holds: DTM took the submit and retries the branch.
    */
   private committedSubmitError(err: unknown, businessError: unknown): unknown {
-    if (businessError !== undefined) return businessError;
+    if (businessError !== undefined && !(this.outboxDb && leftPrepared(err))) return businessError;
     if (leftPrepared(err)) return new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
     if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
       const status = this.unfinishedStatus ?? 'unknown';
@@ -275,6 +278,8 @@ export class Msg extends StepTransaction {
       await this.withinObservation((r) => this.transport.abort(r), this.submission()).catch((abortError: unknown) => this.abortFailed(abortError, cause));
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
+      // the outbox's own transaction threw, and committed: its COMMIT's answer was lost, which the bare error does not say
+      if (businessError !== undefined && this.outboxDb) businessError = new DtmOutcomeUnknownError(MESSAGES.outboxCommitAnswerLost(this.gid, businessError instanceof Error ? businessError.message : String(businessError)), this.gid, 'submitted', { cause: businessError });
       this.submitStarted = true;
       this.committedLocal = { businessError };
       try {
@@ -295,12 +300,15 @@ export class Msg extends StepTransaction {
    * guarded by the message barrier (branch `00`, op `msg`, barrier `01`), whose row commits with your
    * business. A `@MsgQueryPrepared` back-check on the same database (with `{ barrier }`) then knows
    * for sure whether the business committed. Throws `DtmDuplicatedError` (and sends nothing) if the
-   * back-check ran first.
+   * back-check ran first. A local transaction that threw and yet committed (its COMMIT's answer lost:
+   * a connection cut while it ran; the back-check finds its row) is submitted and throws
+   * `DtmOutcomeUnknownError` (`submitted`, the database's error as its cause): do not run it again.
    */
   async doAndSubmitDb<H, T>(queryPrepared: string, db: BarrierDatabase<H>, business: (handle: H) => Promise<T>): Promise<T> {
     // checked before the prepare: a Redis connection or a bare pool would fail only inside the local transaction, after DTM holds the message
     if (!isBarrierDatabase(db)) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
+    this.outboxDb = true;
     return this.doAndSubmit(queryPrepared, async (local) => {
       const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).outboxWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError

@@ -3,15 +3,16 @@
 // what the start-up check says of it and what DTM gets from a branch call behind it.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Controller, Post, type INestApplication } from '@nestjs/common';
+import { Controller, Get, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { DtmClient, DtmModule, DtmUsageError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
+import { BranchContext, DtmClient, DtmGidInUseError, DtmModule, DtmOutcomeUnknownError, DtmUsageError, MsgBranch, MsgQueryPrepared, type BranchInfo, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
+import { answerSwallowingProxy } from '../support/swallow-proxy.js';
 
 const TABLE = 'dberr_barrier';
 
@@ -35,6 +36,22 @@ class MysqlBranches {
   @SagaAction('dberr.mysql.credit', { compensate: false })
   credit() {
     runs.mysql = (runs.mysql ?? 0) + 1;
+  }
+}
+
+/** The gids whose message DTM delivered to the outbox's branch. */
+const shipped: string[] = [];
+
+@Controller('dberr-outbox')
+class OutboxBranches {
+  @Get('check')
+  @MsgQueryPrepared('dberr.outbox.check', { barrier: 'pg' })
+  check() {}
+
+  @Post('ship')
+  @MsgBranch('dberr.outbox.ship')
+  ship(@BranchContext() branch: BranchInfo) {
+    shipped.push(branch.gid);
   }
 }
 
@@ -162,5 +179,82 @@ describe.each(['pg', 'mysql'] as const)('the barrier table on %s', (store) => {
     const allowed = await start(store, { xa: xaDatabase(store, false) });
     expect(allowed.error).toBeUndefined();
     expect(allowed.logger.warnings.filter((line) => line.includes('barrier'))).toEqual([]);
+  });
+});
+
+describe('the outbox (doAndSubmitDb) on PostgreSQL', () => {
+  let outbox: { app: INestApplication; client: DtmClient };
+  beforeAll(async () => {
+    await admin.pg.query('CREATE TABLE IF NOT EXISTS dberr_orders (id text PRIMARY KEY)');
+    const port = await freePort();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE }, barrierConnections: { pg: pgBarrierDatabase(admin.pg) } })],
+      controllers: [OutboxBranches],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true, logger: false });
+    await app.listen(port, '127.0.0.1');
+    apps.push(app);
+    outbox = { app, client: app.get(DtmClient) };
+  });
+
+  const order = (gid: string) => outbox.client.newMsg(gid, { timeoutToFail: 3, retryInterval: 1 }).add('dberr.outbox.ship', { id: gid });
+  const saved = async (gid: string) => (await admin.pg.query('SELECT 1 FROM dberr_orders WHERE id = $1', [gid])).rowCount;
+
+  it("its COMMIT's answer lost (the connection dropped after PostgreSQL committed): the back-check finds the commit and DTM delivers; the caller gets DtmOutcomeUnknownError (submitted) saying the local transaction committed, not the bare connection error", async () => {
+    const proxy = await answerSwallowingProxy(dbs.postgres.url.replace(/^postgres(ql)?:/, 'http:'), (request) => request.includes('COMMIT'));
+    const url = new URL(dbs.postgres.url);
+    url.host = new URL(proxy.url).host;
+    const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
+    pool.on('error', () => undefined);
+    closers.push(() => pool.end());
+    const gid = await outbox.client.generateGid();
+    const done = order(gid)
+      .doAndSubmitDb('dberr.outbox.check', pgBarrierDatabase(pool), (client) => client.query('INSERT INTO dberr_orders (id) VALUES ($1)', [gid]))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    await waitUntil('PostgreSQL committing the local transaction', async () => (await saved(gid)) === 1, { timeoutMs: 10_000, intervalMs: 50 });
+    await proxy.close();
+    const error = await done;
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+    expect((error as Error).message).toContain('committed');
+    expect((error as Error).cause).toBeInstanceOf(Error);
+    expect((await outbox.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(shipped.filter((g) => g === gid)).toEqual([gid]);
+    expect(await saved(gid)).toBe(1);
+  });
+
+  it('a serialization failure (40001) of the local transaction under SERIALIZABLE: rolled back, the message failed and never delivered, the caller gets the database error (code 40001); the same gid again is DtmGidInUseError, nothing run', async () => {
+    await admin.pg.query('CREATE TABLE IF NOT EXISTS dberr_seats (gid text PRIMARY KEY)');
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c default_transaction_isolation=serializable' });
+    pool.on('error', () => undefined);
+    closers.push(() => pool.end());
+    const db = pgBarrierDatabase(pool);
+    let read = 0;
+    let bothRead!: () => void;
+    const gate = new Promise<void>((resolve) => (bothRead = resolve));
+    // write skew: each counts the seats, then takes one; SSI lets only one of the two commit
+    const takeSeat = (gid: string) => async (client: { query(sql: string, params?: unknown[]): Promise<unknown> }) => {
+      await client.query('SELECT count(*) FROM dberr_seats');
+      if (++read === 2) bothRead();
+      await gate;
+      await client.query('INSERT INTO dberr_seats (gid) VALUES ($1)', [gid]);
+    };
+    const gids = [await outbox.client.generateGid(), await outbox.client.generateGid()];
+    const results = await Promise.all(gids.map((gid) => order(gid).doAndSubmitDb('dberr.outbox.check', db, takeSeat(gid)).then(() => 'ok', (e: unknown) => e)));
+    const failed = results.findIndex((r) => r !== 'ok');
+    expect(results.filter((r) => r === 'ok')).toHaveLength(1);
+    expect(results[failed]).toMatchObject({ code: '40001' });
+    const loser = gids[failed];
+    expect((await outbox.client.waitForFinal(loser, { timeout: 20 })).status).toBe('failed');
+    expect((await outbox.client.waitForFinal(gids[1 - failed], { timeout: 20 })).status).toBe('succeed');
+    expect((await admin.pg.query('SELECT gid FROM dberr_seats WHERE gid = ANY($1)', [gids])).rows.map((r: { gid: string }) => r.gid)).toEqual([gids[1 - failed]]);
+    const again = await order(loser).doAndSubmitDb('dberr.outbox.check', db, takeSeat(loser)).then(() => 'ok', (e: unknown) => e);
+    expect(again).toBeInstanceOf(DtmGidInUseError);
+    expect(read).toBe(2);
+    expect((again as Error).message).toContain('use a new one');
+    expect(shipped).not.toContain(loser);
   });
 });
