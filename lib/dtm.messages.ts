@@ -623,6 +623,13 @@ export const MESSAGES = {
       : 'every branch call with its barrier would fail (500) and DTM would retry it forever. ') +
     `Grant the database user the app connects as: GRANT SELECT, INSERT ON ${table} TO <user>` +
     (dialect === 'postgres' && table.includes('.') ? ` (and GRANT USAGE ON SCHEMA ${table.split('.')[0]} TO <user>)` : ''),
+  barrierStatementRefused: (table: string, dialect: string, refusal: 'permission' | 'read-only' | 'no-table', reason: string) =>
+    `the database refused the barrier's statement on its table ${table} (${dialect}: ${truncate(reason)}), so the business did not run and the call answers an error DTM retries; ` +
+    (refusal === 'permission'
+      ? `the database user the barrier connects as lacks a privilege: GRANT SELECT, INSERT ON ${table} TO <user>${dialect === 'postgres' && table.includes('.') ? ` (and GRANT USAGE ON SCHEMA ${table.split('.')[0]} TO <user>)` : ''}`
+      : refusal === 'read-only'
+        ? 'the database is read-only (a replica, or a read-only session or user): point the barrier connection at a primary that takes writes'
+        : `the barrier table does not exist there: create it with ensureBarrierSchema(db, { table: '${table}' }), or the module's sql/barrier.${dialect}.sql, or set lynx.dtm.create_barrier_table: true`),
   barrierTableReadOnly: (table: string, place: string, dialect: string, reason: string) =>
     `the barrier table ${table} on ${place} (${dialect}) refuses the barrier's insert: the database is read-only (${truncate(reason)}); ` +
     'every branch call with its barrier fails (500, DTM retries it) until it takes writes. Point the connection at a primary that takes writes (not a replica, nor a read-only session or user: default_transaction_read_only, read_only)',

@@ -175,13 +175,18 @@ const NO_PERMISSION = new Set<unknown>(['42501', 'ER_TABLEACCESS_DENIED_ERROR', 
  */
 const READ_ONLY = new Set<unknown>(['25006', 'ER_OPTION_PREVENTS_STATEMENT', 1290, 'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION', 1792, 'ER_READ_ONLY_MODE', 1836]);
 
+/** Errors of a statement on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
+const NO_TABLE = new Set<unknown>(['42P01', 'ER_NO_SUCH_TABLE', 1146]);
+
 /**
  * Why the database refused a barrier statement, when the refusal is the database user's
- * (`permission`: a privilege not granted) or the database's (`read-only`); undefined for any other error.
+ * (`permission`: a privilege not granted), the database's (`read-only`) or the table's absence
+ * (`no-table`); undefined for any other error.
  */
-export function barrierWriteRefusal(err: unknown): 'permission' | 'read-only' | undefined {
+export function barrierWriteRefusal(err: unknown): 'permission' | 'read-only' | 'no-table' | undefined {
   const e = err as { code?: unknown; errno?: unknown } | null | undefined;
   if (NO_PERMISSION.has(e?.code) || NO_PERMISSION.has(e?.errno)) return 'permission';
   if (READ_ONLY.has(e?.code) || READ_ONLY.has(e?.errno)) return 'read-only';
+  if (NO_TABLE.has(e?.code) || NO_TABLE.has(e?.errno)) return 'no-table';
   return undefined;
 }

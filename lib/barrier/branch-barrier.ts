@@ -3,7 +3,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { assertBarrierTable, DEFAULT_BARRIER_TABLE, deleteBarrierSql, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
+import { assertBarrierTable, barrierWriteRefusal, DEFAULT_BARRIER_TABLE, deleteBarrierSql, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
@@ -150,7 +150,8 @@ export class BranchBarrier {
           return this.executed(result);
         }, inserts, this.bounds);
       } catch (err) {
-        if (businessStarted || !isDeadlock(err) || attempt >= 3) throw err;
+        if (businessStarted) throw err;
+        if (!isDeadlock(err) || attempt >= 3) throw this.refusedByDatabase(err, db.dialect);
       }
     }
   }
@@ -230,18 +231,22 @@ export class BranchBarrier {
     const select = selectReasonSql(db.dialect, this.table);
     const keys = [this.gid, '00', 'msg', '01'];
     let rows: Record<string, unknown>[];
-    if (this.bounds) {
-      rows = await db.transaction(
-        async (_handle, tx, leading) => {
-          if (leading?.length !== 1) await tx.execute(insert.sql, insert.params);
-          return (await tx.execute(select, keys)).rows;
-        },
-        [insert],
-        this.bounds,
-      );
-    } else {
-      await db.execute(insert.sql, insert.params);
-      rows = (await db.execute(select, keys)).rows;
+    try {
+      if (this.bounds) {
+        rows = await db.transaction(
+          async (_handle, tx, leading) => {
+            if (leading?.length !== 1) await tx.execute(insert.sql, insert.params);
+            return (await tx.execute(select, keys)).rows;
+          },
+          [insert],
+          this.bounds,
+        );
+      } else {
+        await db.execute(insert.sql, insert.params);
+        rows = (await db.execute(select, keys)).rows;
+      }
+    } catch (err) {
+      throw this.refusedByDatabase(err, db.dialect);
     }
     if (rows[0]?.reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
   }
@@ -323,6 +328,19 @@ export class BranchBarrier {
   /** Throws `DtmUsageError` unless `expireSeconds` is a positive safe integer (Redis's `SET ... EX` takes nothing else). */
   private assertRedisExpiry(method: string, expireSeconds: number): void {
     if (!Number.isSafeInteger(expireSeconds) || expireSeconds <= 0) throw new DtmUsageError(MESSAGES.redisBadExpiry(method, expireSeconds), { gid: this.gid, branchId: this.branchId });
+  }
+
+  /**
+   * `err` of a barrier statement (before any business ran), as the caller gets it: the database's
+   * refusal of the barrier table (a privilege not granted, a read-only database, no such table) is a
+   * `DtmUsageError` naming the table and what to do, with `err` as its cause (the call answers an
+   * error DTM retries, as before); any other error as it is.
+   */
+  private refusedByDatabase(err: unknown, dialect: BarrierDialect): unknown {
+    const refusal = barrierWriteRefusal(err);
+    if (refusal === undefined) return err;
+    const reason = err instanceof Error ? err.message : String(err);
+    return new DtmUsageError(MESSAGES.barrierStatementRefused(this.table, dialect, refusal, reason), { gid: this.gid, branchId: this.branchId, cause: err });
   }
 
   /** The error of a SQL barrier call in a handler the module already runs behind one (see {@link BranchBarrierOptions.behindBarrier}). */

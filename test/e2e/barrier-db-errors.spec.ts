@@ -154,7 +154,7 @@ describe.each(['pg', 'mysql'] as const)('the barrier table on %s', (store) => {
     expect(message).toMatch(store === 'pg' ? /permission denied for table dberr_barrier/ : /INSERT command denied/);
   });
 
-  it('a read-only database (session): start-up warns, naming the table; a branch call behind it is an error DTM retries (never FAILURE)', async () => {
+  it('a read-only database (session): start-up warns, naming the table; a branch call behind it is an error DTM retries (never FAILURE), its log line naming the barrier table and the read-only database', async () => {
     const { app, logger } = await start(store, barrierDatabase(store, 'read-only'));
     expect(app).toBeDefined();
     expect(logger.warnings).toContainEqual(expect.stringContaining(`the barrier table ${TABLE} on barrier connection "${store}" (${store === 'pg' ? 'postgres' : 'mysql'}) refuses the barrier's insert: the database is read-only`));
@@ -166,6 +166,8 @@ describe.each(['pg', 'mysql'] as const)('the barrier table on %s', (store) => {
     expect(stored.transaction?.status).toBe('submitted');
     expect(stored.branches.filter((b) => b.op === 'action').map((b) => b.status)).toEqual(['prepared']);
     expect(logger.errors.find((line) => line.includes(gid))).toContain('DTM will retry the call');
+    expect(logger.errors.find((line) => line.includes(gid))).toContain(`the database refused the barrier's statement on its table ${TABLE}`);
+    expect(logger.errors.find((line) => line.includes(gid))).toContain('the database is read-only');
     expect(runs[store] ?? 0).toBe(0);
     await client.forceStop(gid);
   });
