@@ -180,7 +180,8 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
 
   /**
    * The barrier table on `db`, named `place` in the messages (`barrier connection "pg"`, `XA
-   * database "pg"`): created with `create_barrier_table`, else checked: missing, a DtmUsageError
+   * database "pg"`): created with `create_barrier_table` unless it is there (its CREATE ... IF NOT
+   * EXISTS needs the CREATE privilege even then), else checked: missing, a DtmUsageError
    * saying what would fail (`user`: every branch call with its barrier, or every XA branch); on
    * MySQL / MariaDB, character key columns too; then, created or there, the barrier's insert tried
    * and rolled back ({@link checkBarrierInsert}). A database that cannot be asked is a warning (it
@@ -188,7 +189,8 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
    */
   private async checkBarrierTable(db: BarrierDatabase, place: string, user: 'branch' | 'xa'): Promise<void> {
     const table = this.config.barrierTable;
-    if (this.config.createBarrierTable) {
+    const exists = () => this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
+    if (this.config.createBarrierTable && !(await exists().then(() => true, () => false))) {
       await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
         if (!(err instanceof NoAnswer)) throw err;
         throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, place, err.message), { cause: err });
@@ -197,7 +199,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
       return;
     }
     try {
-      await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
+      await exists();
     } catch (err) {
       const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
       if (barrierWriteRefusal(err) === 'permission') throw new DtmUsageError(MESSAGES.barrierTableNotWritable(table, place, db.dialect, user, errorText(err)), { cause: err });

@@ -61,6 +61,8 @@ let dbs: FileDatabases;
 let admin: { pg: pg.Pool; mysql: mysql.Pool };
 /** A database user that may read the barrier table and not insert into it, per store. */
 let readOnlyUser: { pg: string; mysql: string };
+/** A database user that may read and insert into the barrier table, and create nothing (both stores). */
+let writerUser: string;
 const closers: (() => Promise<unknown>)[] = [];
 const apps: INestApplication[] = [];
 
@@ -77,29 +79,40 @@ beforeAll(async () => {
   await admin.mysql.query(`CREATE USER '${user}'@'%' IDENTIFIED BY 'sel'`);
   await admin.mysql.query(`GRANT SELECT ON ${dbs.name}.* TO '${user}'@'%'`);
   readOnlyUser = { pg: user, mysql: user };
+  writerUser = `${dbs.name}_rw`.slice(0, 60);
+  await admin.pg.query(`DROP ROLE IF EXISTS ${writerUser}`);
+  await admin.pg.query(`CREATE ROLE ${writerUser} LOGIN PASSWORD 'rw'`);
+  await admin.pg.query(`GRANT SELECT, INSERT ON ${TABLE} TO ${writerUser}`);
+  await admin.mysql.query(`DROP USER IF EXISTS '${writerUser}'@'%'`);
+  await admin.mysql.query(`CREATE USER '${writerUser}'@'%' IDENTIFIED BY 'rw'`);
+  await admin.mysql.query(`GRANT SELECT, INSERT ON ${dbs.name}.${TABLE} TO '${writerUser}'@'%'`);
 });
 
 afterAll(async () => {
   for (const app of apps) await app.close().catch(() => undefined);
   for (const close of closers) await close().catch(() => undefined);
   await admin.mysql.query(`DROP USER IF EXISTS '${readOnlyUser.mysql}'@'%'`).catch(() => undefined);
+  await admin.mysql.query(`DROP USER IF EXISTS '${writerUser}'@'%'`).catch(() => undefined);
   await admin.pg.end();
   await admin.mysql.end();
 });
 
-/** A barrier database of `store` as `how`: a user without INSERT on the barrier table, or every session read-only. */
-function barrierDatabase(store: Store, how: 'no-insert' | 'read-only'): BarrierDatabase {
+/** A barrier database of `store` as `how`: a user without INSERT on the barrier table, every session read-only, or a user who may only read and insert. */
+function barrierDatabase(store: Store, how: 'no-insert' | 'read-only' | 'no-create'): BarrierDatabase {
   if (store === 'pg') {
     const h = harness().postgres!;
     const pool =
       how === 'no-insert'
         ? new pg.Pool({ host: h.host, port: h.port, database: dbs.name, user: readOnlyUser.pg, password: 'sel', max: 2 })
-        : new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c default_transaction_read_only=on' });
+        : how === 'no-create'
+          ? new pg.Pool({ host: h.host, port: h.port, database: dbs.name, user: writerUser, password: 'rw', max: 2 })
+          : new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c default_transaction_read_only=on' });
     pool.on('error', () => undefined);
     closers.push(() => pool.end());
     return pgBarrierDatabase(pool);
   }
-  const pool = mysql.createPool(how === 'no-insert' ? { ...dbs.mariadb.config, user: readOnlyUser.mysql, password: 'sel', connectionLimit: 2 } : { ...dbs.mariadb.config, connectionLimit: 2 });
+  const user = { 'no-insert': { user: readOnlyUser.mysql, password: 'sel' }, 'no-create': { user: writerUser, password: 'rw' }, 'read-only': {} }[how];
+  const pool = mysql.createPool({ ...dbs.mariadb.config, ...user, connectionLimit: 2 });
   // MariaDB's read_only is global (SUPER users pass it; it would stop every other test file on the shared
   // server): a session whose transactions are read-only meets the same refusal of the barrier's insert
   if (how === 'read-only') pool.on('connection', (conn) => void conn.query('SET SESSION TRANSACTION READ ONLY'));
@@ -121,11 +134,11 @@ function xaDatabase(store: Store, noInsert: boolean): XaDatabase<unknown> {
 }
 
 /** Starts (or fails to start) an app whose `store` branch is behind `db` (or with `db` as its XA database, no branch). */
-async function start(store: Store, db: BarrierDatabase | { xa: XaDatabase<unknown> }): Promise<{ app?: INestApplication; error?: unknown; logger: CapturingLogger }> {
+async function start(store: Store, db: BarrierDatabase | { xa: XaDatabase<unknown> }, createBarrierTable = false): Promise<{ app?: INestApplication; error?: unknown; logger: CapturingLogger }> {
   const port = await freePort();
   const databases = 'xa' in db ? { xaConnections: { [store]: db.xa } } : { barrierConnections: { [store]: db } };
   const moduleRef = await Test.createTestingModule({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE }, ...databases })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE, createBarrierTable }, ...databases })],
     controllers: 'xa' in db ? [] : [store === 'pg' ? PgBranches : MysqlBranches],
   }).compile();
   const app = moduleRef.createNestApplication({ forceCloseConnections: true });
@@ -170,6 +183,17 @@ describe.each(['pg', 'mysql'] as const)('the barrier table on %s', (store) => {
     expect(logger.errors.find((line) => line.includes(gid))).toContain('the database is read-only');
     expect(runs[store] ?? 0).toBe(0);
     await client.forceStop(gid);
+  });
+
+  it('create_barrier_table with the table there, as a database user who may read and insert into it but create nothing (a migration made it): the app starts without a warning, and its branch runs', async () => {
+    const { app, error, logger } = await start(store, barrierDatabase(store, 'no-create'), true);
+    expect(error).toBeUndefined();
+    expect(logger.warnings.filter((line) => line.includes('barrier'))).toEqual([]);
+    const client = app!.get(DtmClient);
+    const gid = await client.generateGid();
+    const before = runs[store] ?? 0;
+    expect((await client.newSaga(gid).add(`dberr.${store}.credit`, { amount: 1 }).submitAndWait()).status).toBe('succeed');
+    expect(runs[store]).toBe(before + 1);
   });
 
   it("an XA database whose user may not insert into the barrier table (every XA branch writes its row there): start-up fails naming the grant; as a user who may, it starts without a warning", async () => {
