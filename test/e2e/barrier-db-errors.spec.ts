@@ -7,7 +7,7 @@ import { Controller, Get, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BranchContext, DtmClient, DtmGidInUseError, DtmModule, DtmOutcomeUnknownError, DtmUsageError, MsgBranch, MsgQueryPrepared, type BranchInfo, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmClient, DtmGidInUseError, DtmModule, DtmOutcomeUnknownError, DtmUsageError, MsgBranch, MsgQueryPrepared, type BranchInfo, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
@@ -282,5 +282,48 @@ describe('the outbox (doAndSubmitDb) on PostgreSQL', () => {
     expect(read).toBe(2);
     expect((again as Error).message).toContain('use a new one');
     expect(shipped).not.toContain(loser);
+  });
+});
+
+describe('MariaDB deadlocks (1213) in the business', () => {
+  /** Two businesses taking rows 1 and 2 in opposite orders, each waiting until both hold their first row: InnoDB kills one. */
+  const crossing = () => {
+    let held = 0;
+    let bothHeld!: () => void;
+    const gate = new Promise<void>((resolve) => (bothHeld = resolve));
+    return (first: number, second: number) => async (conn: mysql.PoolConnection) => {
+      await conn.execute('UPDATE dberr_stock SET n = n - 1 WHERE id = ?', [first]);
+      if (++held === 2) bothHeld();
+      await gate;
+      await conn.execute('UPDATE dberr_stock SET n = n - 1 WHERE id = ?', [second]);
+    };
+  };
+  const stock = async () => ((await admin.mysql.query('SELECT id, n FROM dberr_stock ORDER BY id'))[0] as { n: number }[]).map((r) => r.n);
+  beforeAll(async () => {
+    await admin.mysql.query('CREATE TABLE IF NOT EXISTS dberr_stock (id int PRIMARY KEY, n int NOT NULL)');
+  });
+
+  it('behind callWithDb: the victim throws ER_LOCK_DEADLOCK (an error DTM retries), nothing of it kept; its retry runs the business once', async () => {
+    await admin.mysql.query('REPLACE INTO dberr_stock (id, n) VALUES (1, 10), (2, 10)');
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    closers.push(() => pool.end());
+    const db = mysqlBarrierDatabase(pool);
+    const take = crossing();
+    const barrier = (gid: string) => new BranchBarrier('saga', gid, '01', 'action', { table: TABLE, timeoutSeconds: 10 });
+    const gids = [`dl-a-${Date.now()}`, `dl-b-${Date.now()}`];
+    const results = await Promise.all([barrier(gids[0]).callWithDb(db, take(1, 2)), barrier(gids[1]).callWithDb(db, take(2, 1))].map((p) => p.then((r) => r, (e: unknown) => e)));
+    const victim = results.findIndex((r) => r instanceof Error);
+    expect(results[1 - victim]).toEqual({ executed: true, result: undefined });
+    expect(results[victim]).toMatchObject({ code: 'ER_LOCK_DEADLOCK' });
+    expect(await stock()).toEqual([9, 9]);
+    const [rows] = await admin.mysql.query(`SELECT gid FROM ${TABLE} WHERE gid = ?`, [gids[victim]]);
+    expect(rows).toEqual([]);
+    // DTM's retry of the victim
+    const retry = await barrier(gids[victim]).callWithDb(db, async (conn) => {
+      await conn.execute('UPDATE dberr_stock SET n = n - 1 WHERE id IN (1, 2)', []);
+    });
+    expect(retry).toEqual({ executed: true, result: undefined });
+    expect(await barrier(gids[victim]).callWithDb(db, async () => 'again')).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await stock()).toEqual([8, 8]);
   });
 });
