@@ -561,6 +561,8 @@ export const MESSAGES = {
   barrierOnXa: (where: string) => `${where}: XA branches do not take a barrier connection; they run their own local XA transaction`,
   notInBranchCall: (where: string) =>
     `${where} runs in a local transaction (barrier or XA database), which the module opens only for a branch call DTM makes through its route (or gRPC method), and this call did not come that way (a direct call, from a unit test say). Call it as DTM does (callBranch() of nestjs-dtm/testing on the running app), or unit-test the business logic in a service that takes the transaction`,
+  dtmModuleSetUpTwice: (count: number, importers: string[]) =>
+    `DtmModule is set up ${count} times in this app (DtmModule.forRoot / forRootAsync imported by ${importers.join(', ')}): each would serve every decorated branch of the app with its own options (barrier connections, keys, hooks), and on Fastify only one can install its body parser. Set it up once: in the root module with isGlobal: true, or in one module that imports it and exports it (exports: [DtmModule]), imported where it is needed`,
   noBranchRuntime: (where: string) =>
     `${where} runs in a local transaction (barrier or XA database), but no DtmModule serves it: import DtmModule in its module, or make it global (isGlobal: true)`,
   noBranchRuntimeAuth: (where: string) =>

@@ -1,8 +1,9 @@
 import { Inject, Injectable, type OnModuleInit, type Type } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { DiscoveryService, MetadataScanner, ModulesContainer } from '@nestjs/core';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { localTransactionOf } from './branch-handler.binding.js';
 import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern, payloadParameterOf } from './branch-metadata.accessor.js';
 import { DtmBranchGuard } from './branch.guard.js';
@@ -25,9 +26,11 @@ export class DtmBranchExplorer implements OnModuleInit {
     private readonly http: HttpBranchLocator,
     private readonly registry: DtmBranchRegistry,
     @Inject(DTM_CONFIG) private readonly config: DtmConfig,
+    private readonly modules: ModulesContainer,
   ) {}
 
   onModuleInit(): void {
+    this.assertSetUpOnce();
     const routes: BranchRoute[] = [];
     for (const wrapper of this.discovery.getControllers()) {
       const { instance, metatype } = wrapper;
@@ -67,5 +70,18 @@ export class DtmBranchExplorer implements OnModuleInit {
       }
     }
     this.registry.register(routes);
+  }
+
+  /**
+   * A `DtmUsageError` when the app holds more than one DtmModule (forRoot / forRootAsync imported by
+   * two modules): each would find every decorated handler of the app and serve it with its own
+   * options, and the second one's HTTP integration is not installed (see DtmHttpIntegration).
+   */
+  private assertSetUpOnce(): void {
+    const instances = [...this.modules.values()].filter((m) => m.providers.has(DtmBranchExplorer));
+    if (instances.length < 2) return;
+    const importers = new Set<string>();
+    for (const m of this.modules.values()) if ([...m.imports].some((i) => instances.includes(i))) importers.add(m.metatype?.name ?? m.name);
+    throw new DtmUsageError(MESSAGES.dtmModuleSetUpTwice(instances.length, [...importers]));
   }
 }

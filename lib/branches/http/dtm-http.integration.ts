@@ -35,6 +35,9 @@ const FASTIFY_CHUNKED_BRANCH_CONTENT_TYPE = 'application/x-nestjs-dtm-branch-chu
 /** The body {@link readChunkedBranchBody} gives a Fastify branch call it stopped reading at the limit: the preHandler hook answers it as {@link tooLargeAnswer} says. */
 const TOO_LARGE_BODY = Symbol('nestjs-dtm:branch-body-too-large');
 
+/** Marks an HTTP adapter a DtmModule of the app installed its parsers and routes on. */
+const INSTALLED = Symbol('nestjs-dtm:http-integration-installed');
+
 /** Whether the first `pathLength` characters of `url` are the path of a decorated branch route for `method`. */
 type BranchRoutes = (method: string, url: string, pathLength: number) => boolean;
 
@@ -95,6 +98,10 @@ export class DtmHttpIntegration {
 
   private install(adapter: HttpAdapterHost['httpAdapter'] | undefined): void {
     if (!adapter) return;
+    // a second DtmModule of the app (refused at start-up by the explorer): Fastify would throw on the parser added again, uncaught
+    const marked = adapter as { [INSTALLED]?: true };
+    if (marked[INSTALLED]) return;
+    marked[INSTALLED] = true;
     const type = adapter.getType();
     if (type === 'express') adapter.use(expressMiddleware(this.allowList, this.routes));
     if (type === 'fastify') installFastify(adapter.getInstance(), this.allowList, this.routes);
