@@ -425,6 +425,8 @@ export const MESSAGES = {
     `${wanted === 'POST' ? ' (GET only when the payload is empty, which the module never sends; an XA branch always POST)' : ' (a back-check has no body)'}: every call would answer 404 and DTM would retry it forever. Use @${wanted === 'POST' ? 'Post' : 'Get'}() or @All()`,
   branchUndoAnswersItself: (where: string, op: string) =>
     `${where} undoes an action (op ${op}) and answers its calls itself (@Res() or @Next() without passthrough): the module answers its call without running it when the action was refused for its gid or branch id (there is nothing to undo), to which Nest would then send no answer at all (DTM times the call out and retries it forever, the transaction never finishing); use @Res({ passthrough: true }) and return the body`,
+  branchFilterBeforeModule: (where: string, filter: string) =>
+    `${where} has @UseFilters(${filter}) above its branch decorator: Nest tries that filter before the module's, and it catches what the module answers DTM with (a DtmFailureError, a DtmOngoingError, a pipe's 400), answering it itself: a 200 DTM records as the step's success (nothing rolled back), any other status an error DTM retries forever. Write it below the branch decorator, or on the controller: the module's filter then answers the branch's errors, as it does before the app's global filters`,
   branchHttpCode: (where: string, code: number) =>
     `${where} answers its success with ${code} (@HttpCode(${code})), but DTM reads every status but 200 as an error and calls the branch again and again; remove that @HttpCode (the branch decorator answers 200)`,
   branchNotUriVersioned: (where: string, type: string, byDefault: boolean) =>

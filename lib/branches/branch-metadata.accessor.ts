@@ -9,6 +9,9 @@ const METHOD_METADATA = 'method';
 const VERSION_METADATA = '__version__';
 const HTTP_CODE_METADATA = '__httpCode__';
 const HOST_METADATA = 'host';
+/** Nest's `@UseFilters()` metadata key, and the exception types a filter's `@Catch()` recorded (the same in Nest 11 and 12). */
+const EXCEPTION_FILTERS_METADATA = '__exceptionFilters__';
+const FILTER_CATCH_EXCEPTIONS = '__filterCatchExceptions__';
 /** `@nestjs/microservices`' pattern metadata key: `@GrpcMethod` writes `[{ service, rpc, streaming }]`. */
 const PATTERN_METADATA = 'microservices:pattern';
 
@@ -85,6 +88,21 @@ export function routeMetadataOf(controller: object, handler: object) {
     /** The hosts the controller answers (`@Controller({ host })`), if it is bound to some. */
     host: Reflect.getMetadata(HOST_METADATA, controller) as string | RegExp | (string | RegExp)[] | undefined,
   };
+}
+
+/**
+ * The exception filters of `handler`'s own `@UseFilters()` that Nest tries before `moduleFilter`
+ * (those written above the branch decorator: Nest tries a method's filters last one first), each
+ * with the exception types its `@Catch()` names (none: it catches everything).
+ */
+export function filtersTriedBefore(handler: object, moduleFilter: object): { name: string; catches: unknown[] }[] {
+  const filters = (Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, handler) ?? []) as unknown[];
+  const at = filters.lastIndexOf(moduleFilter);
+  if (at < 0) return [];
+  return filters.slice(at + 1).map((filter) => {
+    const type = (typeof filter === 'function' ? filter : (filter as { constructor?: unknown } | null)?.constructor) as { name?: string } | undefined;
+    return { name: type?.name || 'a filter', catches: ((type && Reflect.getMetadata(FILTER_CATCH_EXCEPTIONS, type)) ?? []) as unknown[] };
+  });
 }
 
 /** The HTTP method DTM calls a branch of `kind` with: GET for a message back-check (no body), POST for every other (the module never sends an empty payload, and an XA branch is always POST). */

@@ -1,11 +1,14 @@
-import { Inject, Injectable, type OnModuleInit, type Type } from '@nestjs/common';
+import { BadRequestException, Inject, Injectable, type OnModuleInit, type Type } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, ModulesContainer } from '@nestjs/core';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_CONFIG } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DtmFailureError } from '../errors/dtm-failure.error.js';
+import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { localTransactionOf } from './branch-handler.binding.js';
-import { answersItself, branchMetadataOf, dtmMethodOf, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern, payloadParameterOf } from './branch-metadata.accessor.js';
+import { answersItself, branchMetadataOf, dtmMethodOf, filtersTriedBefore, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern, payloadParameterOf } from './branch-metadata.accessor.js';
+import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
 import { DtmBranchRegistry, type BranchRoute } from './branch.registry.js';
 import { HttpBranchLocator } from './http/http-branch.locator.js';
@@ -13,6 +16,15 @@ import type { BranchKind } from '../transport/dtm.types.js';
 
 /** The undo op of the kinds serving one: the module answers it itself for an action refused for its keys. */
 const UNDO_OP_OF: Partial<Record<BranchKind, string>> = { 'saga-compensate': 'compensate', 'tcc-cancel': 'cancel', xa: 'rollback' };
+
+/** The errors the module's filter turns into DTM's answers: FAILURE, ONGOING, and a pipe's refusal of a payload (FAILURE). */
+const MODULE_ANSWERS: readonly (abstract new (...args: never[]) => unknown)[] = [DtmFailureError, DtmOngoingError, BadRequestException];
+
+/** Whether a filter catching `catches` (none: everything) would catch one of {@link MODULE_ANSWERS}. */
+function catchesModuleAnswers({ catches }: { catches: unknown[] }): boolean {
+  if (catches.length === 0) return true;
+  return catches.some((type) => typeof type === 'function' && typeof type.prototype === 'object' && MODULE_ANSWERS.some((answer) => answer === type || answer.prototype instanceof type));
+}
 
 /**
  * Finds the decorated branch handlers once, at start-up, and registers each with where DTM
@@ -64,6 +76,9 @@ export class DtmBranchExplorer implements OnModuleInit {
         // DTM calls a branch with one method (an HTTP-only route serving another is never called; with a gRPC method too, a start-up warning)
         const wanted = dtmMethodOf(branch.kind);
         if (!route.problem && http && !grpc && http.method !== 'ALL' && http.method !== wanted) route.problem = MESSAGES.branchWrongMethod(where, branch.kind, branch.name, http.method, wanted);
+        // a filter of its own that Nest tries before the module's and that catches DTM's answers: a FAILURE answered 200 is the step's success
+        const first = route.problem ? undefined : filtersTriedBefore(handler, DtmBranchExceptionFilter).find(catchesModuleAnswers);
+        if (first) route.problem = MESSAGES.branchFilterBeforeModule(where, first.name);
         // the guard checks tokens with the keys of the DtmModule it sees: without one, it would let any call run
         if (!route.problem && this.config.branchAuthKeys && !guard?.runtime) route.problem = MESSAGES.noBranchRuntimeAuth(where);
         routes.push(route);

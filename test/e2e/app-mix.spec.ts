@@ -15,6 +15,7 @@ import {
   Module,
   Post,
   Scope,
+  UseFilters,
   VersioningType,
   type ArgumentsHost,
   type CallHandler,
@@ -34,6 +35,7 @@ import { catchError, map, throwError, timeout } from 'rxjs';
 import {
   BranchContext,
   DtmAwareGuard,
+  DtmBranchRegistryError,
   DtmClient,
   DtmFailureError,
   DtmModule,
@@ -462,6 +464,104 @@ describe('an interceptor of the app mapping errors to other errors (documented i
     } finally {
       await dtm.forceStop(gid).catch(() => undefined);
       await app.close();
+    }
+  });
+});
+
+describe('a filter of the app on a branch method itself, tried before the module\'s', () => {
+  /** Answers every error 200 with a body of its own, as an API's "errors as results" filter does. */
+  @Catch()
+  class ErrorsAsResults implements ExceptionFilter {
+    catch(err: unknown, host: ArgumentsHost) {
+      host.switchToHttp().getResponse<{ status(s: number): { json(b: unknown): void } }>().status(200).json({ ok: false, error: String(err) });
+    }
+  }
+
+  /** Only a database's errors: never one of the module's answers. */
+  class QueryFailed extends Error {}
+  @Catch(QueryFailed)
+  class QueryFailedIs503 implements ExceptionFilter {
+    catch(_err: unknown, host: ArgumentsHost) {
+      host.switchToHttp().getResponse<{ status(s: number): { json(b: unknown): void } }>().status(503).json({ retry: true });
+    }
+  }
+
+  const ran: string[] = [];
+
+  @Controller('mix-filtered')
+  class Filtered {
+    @Post('take')
+    @UseFilters(ErrorsAsResults) // above the branch decorator: Nest tries it before the module's filter
+    @SagaAction('mixFiltered')
+    take(@BranchContext() b: BranchInfo) {
+      ran.push(`take ${b.gid}`);
+      throw new DtmFailureError('out of stock');
+    }
+
+    @Post('take-compensate')
+    @SagaCompensate('mixFiltered')
+    giveBack(@BranchContext() b: BranchInfo) {
+      ran.push(`giveBack ${b.gid}`);
+    }
+  }
+
+  @Controller('mix-filtered-ok')
+  class FilteredFine {
+    @Post('below')
+    @SagaAction('mixFilteredBelow', { compensate: false })
+    @UseFilters(ErrorsAsResults) // below: the module's filter is tried first, as for a controller's or a global one
+    below() {
+      throw new DtmFailureError('refused below');
+    }
+
+    @Post('specific')
+    @UseFilters(QueryFailedIs503) // above, but catching a database's errors only
+    @SagaAction('mixFilteredSpecific', { compensate: false })
+    specific() {
+      throw new DtmFailureError('refused specific');
+    }
+  }
+
+  const start = async (controller: object) => {
+    const moduleRef = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })], controllers: [controller as never] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    return app.listen(0, '127.0.0.1').then(
+      () => ({ app, error: undefined }),
+      async (error: unknown) => {
+        await app.close().catch(() => undefined);
+        return { app: undefined, error };
+      },
+    );
+  };
+
+  it('one catching everything, written above the branch decorator (before: it answered the action\'s FAILURE 200, DTM recorded the saga succeed and never compensated): start-up fails naming the handler and the filter', async () => {
+    const { app, error } = await start(Filtered);
+    if (app) {
+      // what happens when it starts: DTM's outcome, for the record
+      const dtm = app.get(DtmClient);
+      const gid = await dtm.generateGid();
+      await dtm.newSaga(gid).add('mixFiltered', {}).submitAndWait({ timeout: 5 }).catch(() => undefined);
+      const record = await queryTrans(gid);
+      await app.close();
+      throw new Error(`started; DTM recorded ${record.transaction?.status}, branches ${record.branches.map((b) => `${b.op} ${b.status}`).join(', ')}; ran ${ran.join(', ')}`);
+    }
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    expect((error as Error).message).toContain('Filtered.take has @UseFilters(ErrorsAsResults) above its branch decorator');
+  });
+
+  it('one written below the branch decorator, or one catching other errors only, is left alone: the FAILUREs reach DTM', async () => {
+    const { app, error } = await start(FilteredFine);
+    expect(error).toBeUndefined();
+    try {
+      const dtm = app!.get(DtmClient);
+      for (const [name, reason] of [['mixFilteredBelow', 'refused below'], ['mixFilteredSpecific', 'refused specific']]) {
+        const gid = await dtm.generateGid();
+        await dtm.newSaga(gid).add(name, {}).submitAndWait({ timeout: 10 });
+        expect((await queryTrans(gid)).transaction?.status).toBe('failed');
+        expect((await queryTrans(gid)).transaction?.rollback_reason).toContain(reason);
+      }
+    } finally {
+      await app!.close();
     }
   });
 });
