@@ -148,13 +148,17 @@ describe.each(['express', 'fastify'] as const)('DtmModule set up by two modules 
     expect((error as Error).message).toContain('isGlobal: true');
   });
 
-  it('set up once in a module that exports it, used by two feature modules: a saga behind the barrier and a TCC both succeed', async () => {
+  it.each([
+    ['in a module that exports it', 'exported'],
+    ['as one forRoot() result both feature modules import (Nest makes one module of it)', 'shared'],
+  ])('set up once %s, used by two feature modules: a saga behind the barrier and a TCC both succeed', async (_title, how) => {
     const config = { serverUrl: harness().dtm.serverUrl };
-    @Module({ imports: [DtmModule.forRoot({ config, barrierConnections: { pg: pgBarrierDatabase(pool) } })], exports: [DtmModule] })
+    const dtmModule = DtmModule.forRoot({ config, barrierConnections: { pg: pgBarrierDatabase(pool) } });
+    @Module({ imports: [dtmModule], exports: [DtmModule] })
     class DtmSetupModule {}
-    @Module({ imports: [DtmSetupModule], controllers: [PayController] })
+    @Module({ imports: [how === 'exported' ? DtmSetupModule : dtmModule], controllers: [PayController] })
     class PaymentsModule {}
-    @Module({ imports: [DtmSetupModule], controllers: [HoldController] })
+    @Module({ imports: [how === 'exported' ? DtmSetupModule : dtmModule], controllers: [HoldController] })
     class HoldsModule {}
     @Module({ imports: [PaymentsModule, HoldsModule] })
     class ShopModule {}
