@@ -117,7 +117,7 @@ export function describeProbe(result: ProbeResult, method: string, own: OwnRoute
         return `${own?.handler ?? 'the route'} is reachable and answers ${method}; the cause is in the handler or in DTM's log`;
       }
       if (result.status === 403 || result.status === 401) {
-        return `${method} is refused with ${result.status} before ${own?.handler ?? 'the handler'} (${message}): a global guard (APP_GUARD) or a guard of the controller refuses DTM's calls, which carry no credentials; let DTM's calls through`;
+        return MESSAGES.probeRefusedBeforeHandler(method, result.status, own?.handler ?? 'the handler', message);
       }
       if (result.status === 404) {
         return `404 for ${method}: no route serves ${method} at this path${own ? ` (${own.handler} is @${titleCase(own.method)}; DTM calls POST when the payload is not empty, GET when it is)` : ''}; check app_url, the global prefix and the route's method`;

@@ -14,6 +14,7 @@ import {
   Injectable,
   Module,
   Post,
+  RequestMethod,
   Scope,
   UseFilters,
   VersioningType,
@@ -23,7 +24,9 @@ import {
   type ExceptionFilter,
   type ExecutionContext,
   type INestApplication,
+  type MiddlewareConsumer,
   type NestInterceptor,
+  type NestModule,
 } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD, APP_INTERCEPTOR, REQUEST } from '@nestjs/core';
 import { ConfigModule, ConfigService } from '@nestjs/config';
@@ -566,6 +569,64 @@ describe('a filter of the app on a branch method itself, tried before the module
       }
     } finally {
       await app!.close();
+    }
+  });
+});
+
+describe('a middleware of the app refusing requests without its credentials (CSRF, auth) in front of a branch route', () => {
+  /** A CSRF check, as apps apply to every route: a POST without its token is refused 403. */
+  function csrf(req: { method: string; headers: Record<string, string | undefined> }, res: { statusCode: number; setHeader(k: string, v: string): void; end(b: string): void }, next: () => void) {
+    if (req.method !== 'POST' || req.headers['x-csrf-token']) return next();
+    res.statusCode = 403;
+    res.setHeader('content-type', 'application/json');
+    res.end('{"message":"invalid csrf token"}');
+  }
+
+  @Controller('mix-mw')
+  class Guarded {
+    @Post('take')
+    @SagaAction('mixMiddleware', { compensate: false })
+    take() {}
+  }
+
+  const start = async (excludeBranches: boolean) => {
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })], controllers: [Guarded] })
+    class MiddlewareApp implements NestModule {
+      configure(consumer: MiddlewareConsumer) {
+        const applied = consumer.apply(csrf);
+        (excludeBranches ? applied.exclude({ path: 'mix-mw/{*rest}', method: RequestMethod.ALL }) : applied).forRoutes('*');
+      }
+    }
+    const moduleRef = await Test.createTestingModule({ imports: [MiddlewareApp] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    await app.listen(0, '127.0.0.1');
+    return app;
+  };
+
+  it('DTM retries its 403 and the diagnosis names a middleware as a possible cause, not only guards (before: "a global guard (APP_GUARD) or a guard of the controller refuses DTM\'s calls")', async () => {
+    const app = await start(false);
+    const dtm = app.get(DtmClient);
+    const gid = await dtm.generateGid();
+    try {
+      const error = await dtm.newSaga(gid).add('mixMiddleware', {}).submitAndWait({ timeout: 3 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((error as DtmOutcomeUnknownError).unfinished[0]?.cause).toMatch(/^POST is refused with 403 before Guarded\.take \(invalid csrf token\): .*a middleware of the app \(app\.use, MiddlewareConsumer/);
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    } finally {
+      await dtm.forceStop(gid).catch(() => undefined);
+      await app.close();
+    }
+  });
+
+  it('with the branch routes left out of it (exclude), as docs/branches.md advises, the saga succeeds', async () => {
+    const app = await start(true);
+    try {
+      const dtm = app.get(DtmClient);
+      const gid = await dtm.generateGid();
+      await dtm.newSaga(gid).add('mixMiddleware', {}).submitAndWait({ timeout: 10 });
+      expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    } finally {
+      await app.close();
     }
   });
 });
