@@ -630,7 +630,7 @@ function sameBranches(record: TransactionRecord, steps: readonly Record<string, 
   const ops = record.transType === 'saga' ? ['compensate', 'action'] : ['action'];
   const seen = new Set<string>();
   for (const branch of record.branches) {
-    const id = /^(\d{2})(-\d{2})?$/.exec(branch.branchId);
+    const id = /^(\d{2,})(-\d{2,})?$/.exec(branch.branchId); // %02d: 100 and on have three digits
     const index = id ? Number(id[1]) - 1 : -1;
     const step = steps[index];
     if (step === undefined || !ops.includes(branch.op)) return false;

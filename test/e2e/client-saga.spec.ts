@@ -503,6 +503,22 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransOut', '/TransIn']);
     });
 
+    it.each([99, 100, 101])("a saga and a message of %i steps (DTM numbers the 100th step's branches 100): submitAndWait resolves with the outcome DTM recorded, every step run once (before: from 100 steps, DtmOutcomeUnknownError 'holds another transaction's steps' for a saga DTM finished)", async (count) => {
+      const sagaGid = await fx.client.generateGid();
+      const saga = fx.client.newSaga(sagaGid);
+      for (let i = 1; i <= count; i += 1) saga.add(fx.target('/Step'), fx.target('/StepRevert'), fx.payload({ i }));
+      const final = await saga.submitAndWait({ timeout: 30 });
+      expect(final.status).toBe('succeed');
+      expect(final.branches.at(-1)).toMatchObject({ branchId: String(count), op: 'action', status: 'succeed' });
+      expect(fx.recorder.callsFor(sagaGid).map((c) => c.path)).toEqual(Array.from({ length: count }, () => '/Step'));
+
+      const msgGid = await fx.client.generateGid();
+      const msg = fx.client.newMsg(msgGid);
+      for (let i = 1; i <= count; i += 1) msg.add(fx.target('/Deliver'), fx.payload({ i }));
+      expect((await msg.submitAndWait({ timeout: 30 })).status).toBe('succeed');
+      expect(fx.recorder.callsFor(msgGid)).toHaveLength(count);
+    }, 90_000);
+
     it('a gid DTM holds for a prepared message: submitAndWait throws DtmGidInUseError and sends nothing; the message stays prepared', async () => {
       const gid = await fx.client.generateGid();
       await fx.client.newMsg(gid).add(fx.target('/Deliver'), fx.payload({ n: 1 })).prepare(fx.target('/QueryPrepared'));
