@@ -246,6 +246,8 @@ export const MESSAGES = {
   branchHeaderTwice: (names: string[]) => `branch headers ${names.join(' and ')} are one header (names are case-insensitive); give it once`,
   branchHeaderForbidden: (name: string) =>
     `branch header ${JSON.stringify(name)} describes the request that carries it (framing, content type or encoding, connection, proxy: DTM gives each branch call its own, and one given here would replace it, e.g. DTM would send the JSON payload as text/plain, which a branch reading JSON may then not parse), or is DTM's or gRPC's own metadata (dtm-*, grpc-*): it cannot be set for every branch call; remove it`,
+  branchHeadersTooLarge: (bytes: number, max: number, tokens: number | undefined) =>
+    `the branch headers take ${bytes} bytes as DTM sends them to an HTTP branch (each "name: value" and a line end${tokens === undefined ? '' : `; the tokens of DTM's calls, lynx.dtm.branch_auth_keys, take ${tokens} of them, one per step and op`}), over the ${max} the module allows: a Node.js branch refuses a call whose headers pass 16 KiB (431, before any handler runs, http.maxHeaderSize), and DTM would retry every call for ever, the transaction never ending. ${tokens === undefined ? 'Forward less (an id to look up, not the data; fewer pass_through_headers)' : 'Split the work into transactions of fewer steps, or forward less'}`,
   branchHeaderNotString: (name: string, got: unknown) => `branch header ${JSON.stringify(name)} must have a string value, got ${typeof got}`,
   httpHeaderName: (name: string) =>
     `branch header ${JSON.stringify(name)} is not an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-, no spaces): DTM could never send it, and would retry every branch call forever; fix the name`,

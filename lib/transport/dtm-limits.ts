@@ -20,3 +20,20 @@ export function cutToStore(text: string, max = DTM_TEXT_MAX): string {
   if (points.length <= max) return text;
   return points.slice(0, max - 1).join('') + CUT_MARK;
 }
+
+/**
+ * The most bytes the headers DTM adds to an HTTP branch call (`branch_headers`: forwarded headers,
+ * `branchHeaders`, with `lynx.dtm.branch_auth_keys` the tokens of DTM's calls) may take, each as
+ * `name: value` and a line end. Node's HTTP server refuses a request whose header section passes
+ * 16 KiB (`http.maxHeaderSize`) with 431 before any handler runs, which DTM retries for ever;
+ * the other 4 KiB are left for what DTM sends itself (the request line, with the branch's URL,
+ * gid, op and DTM's address, and its own headers).
+ */
+export const HTTP_BRANCH_HEADERS_MAX = 12 * 1024;
+
+/** The bytes `headers` take in an HTTP request's header section (`name: value` and CRLF each). */
+export function httpHeaderBytes(headers: Record<string, string>): number {
+  let bytes = 0;
+  for (const name in headers) bytes += Buffer.byteLength(name) + Buffer.byteLength(headers[name]) + 4;
+  return bytes;
+}

@@ -16,6 +16,7 @@ import { isDtmGid, type BranchRegistration, type ResolvedOptions, type DirectBra
 import { NOT_SENT, markResent, wasResent } from '../dtm-transient.js';
 import { definiteServerRefusal, refusedForStatus } from '../dtm-refusal.js';
 import { parseAnswer, payloadText } from '../payload.js';
+import { HTTP_BRANCH_HEADERS_MAX, httpHeaderBytes } from '../dtm-limits.js';
 import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
@@ -106,12 +107,18 @@ export class HttpTransport implements DtmTransport {
     if (target.kind === 'grpc') throw new DtmUsageError(MESSAGES.grpcTargetOverHttp(target.value), { gid });
   }
 
-  /** DTM passes any gid to HTTP branches; a branch header it could never send (a name that is not an HTTP token, a line break in a value) is refused. */
+  /**
+   * DTM passes any gid to HTTP branches; a branch header it could never send (a name that is not an
+   * HTTP token, a line break in a value), and branch headers over {@link HTTP_BRANCH_HEADERS_MAX}
+   * together (a Node.js branch would refuse every call, 431), are refused.
+   */
   checkTransaction(gid: string, options: ResolvedOptions): void {
     for (const name in options.branchHeaders) {
       if (!HTTP_TOKEN.test(name)) throw new DtmUsageError(MESSAGES.httpHeaderName(name), { gid });
       if (HTTP_VALUE_CONTROL.test(options.branchHeaders[name])) throw new DtmUsageError(MESSAGES.httpHeaderValue(name), { gid });
     }
+    const bytes = httpHeaderBytes(options.branchHeaders);
+    if (bytes > HTTP_BRANCH_HEADERS_MAX) throw new DtmUsageError(MESSAGES.branchHeadersTooLarge(bytes, HTTP_BRANCH_HEADERS_MAX, undefined), { gid });
   }
 
   /** A gid from DTM, checked: a server that answers anything but `{"gid": "<1 to 128 safe characters>"}` gives `DtmServerError`. */
