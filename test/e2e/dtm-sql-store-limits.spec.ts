@@ -5,8 +5,10 @@
 // abort DTM refused would leave the transaction to its timeoutToFail), and reads DTM's refusal of
 // options too long as a refusal, at once (DtmServerError), not as a 5xx that may pass.
 import { expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
 import { DtmServerError } from 'nestjs-dtm';
 import { waitForTransaction } from 'nestjs-dtm/testing';
+import { startDtmApp } from '../support/dtm-app.js';
 import { queryTrans } from '../support/harness.js';
 import { useSqlStoreDtmApp } from '../support/sql-store-dtm.js';
 import { startBranchApp } from './branch-app.js';
@@ -167,3 +169,36 @@ it("a saga step whose payload is over what DTM's MySQL store keeps of a branch's
   expect((await queryTrans(gid, fx.dtm.serverUrl)).transaction).toBeFalsy();
   expect(fx.recorder.callsFor(gid)).toEqual([]);
 });
+
+it("with branch_auth_keys, the dtm-auth tokens (one per step and op) fill DTM's options column: a saga of 13 steps is stored, one of 14 is refused (a message: 28 and 29) with a DtmServerError naming the tokens and what to do (before: only 'pass a long value (a bearer token) some other way than as a branch header', which a transaction forwarding no header cannot follow)", async () => {
+  const signing = await startDtmApp({ config: { serverUrl: fx.dtm.serverUrl, protocol: 'http', branchAuthKeys: [randomBytes(33).toString('base64')] } });
+  try {
+    const saga = async (steps: number) => {
+      const gid = await signing.client.generateGid();
+      const s = signing.client.newSaga(gid);
+      for (let i = 1; i <= steps; i += 1) s.add(fx.recorder.urlFor('/Step'), fx.recorder.urlFor('/StepRevert'), { i });
+      return { gid, outcome: await s.submitAndWait({ timeout: 15 }).catch((e: unknown) => e) };
+    };
+    const fits = await saga(13);
+    expect(fits.outcome).toMatchObject({ status: 'succeed' });
+    expect(fx.recorder.callsFor(fits.gid)).toHaveLength(13);
+    const over = await saga(14);
+    expect(over.outcome).toBeInstanceOf(DtmServerError);
+    expect((over.outcome as Error).message).toMatch(/options .*varchar\(1024\).*with lynx\.dtm\.branch_auth_keys the dtm-auth tokens of DTM's calls, about 35 characters per step and op: a saga of 14 steps or more, a message of 29 or more, cannot be stored.*split the work into transactions of fewer steps, or run DTM on its boltdb or Redis store/s);
+    expect((await queryTrans(over.gid, fx.dtm.serverUrl)).transaction).toBeFalsy();
+    expect(fx.recorder.callsFor(over.gid)).toEqual([]);
+    // a message: one token per step
+    const msg = async (steps: number) => {
+      const gid = await signing.client.generateGid();
+      const m = signing.client.newMsg(gid);
+      for (let i = 1; i <= steps; i += 1) m.add(fx.recorder.urlFor('/Deliver'), { i });
+      return m.submitAndWait({ timeout: 15 }).catch((e: unknown) => e);
+    };
+    expect(await msg(28)).toMatchObject({ status: 'succeed' });
+    const refused = await msg(29);
+    expect(refused).toBeInstanceOf(DtmServerError);
+    expect((refused as Error).message).toContain('a message of 29 or more, cannot be stored');
+  } finally {
+    await signing.close();
+  }
+}, 120_000);
