@@ -690,6 +690,8 @@ export const MESSAGES = {
     `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
   workflowResultTooLong: (workflow: string, length: number, max: number) =>
     `workflow "${workflow}": its result takes ${length} characters as DTM stores it (base64), over the ${max} of DTM's SQL stores; return less (an id to look up). It is left pending, nothing committed (no onCommit ran): DTM resumes it, and code returning less finishes it`,
+  workflowStepValueTooLarge: (workflow: string, step: string, branchId: string, bytes: number, max: number) =>
+    `workflow "${workflow}": step "${step}" (${branchId}) returned a value recorded in ${bytes} bytes, over the ${max} DTM's MySQL store keeps of a step (the module records no more on any store). The workflow is left pending with the value unrecorded: its work ran, and DTM's resume runs the step again (its work again, unless a barrier or its own check stops it) and stops here again; return less from the step (an id to look up, not the data) and the next resume finishes it, or forceStop the gid`,
   workflowStepTooLarge: (branchId: string, bytes: number, max: number) => `step ${branchId}'s value is ${bytes} bytes recorded, over the ${max} of DTM's MySQL store; return less from the step`,
   badHook: (name: string, events: readonly string[], what: string) =>
     `instrumentation.hooks.${name}: ${what}; the events are ${events.join(', ')}, each with a function (event) => void`,

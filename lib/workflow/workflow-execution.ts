@@ -10,7 +10,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmWorkflowDivergedError } from '../errors/dtm-workflow-diverged.error.js';
 import { BranchIdGenerator } from '../transactions/branch-id.generator.js';
-import type { WorkflowTransaction } from '../transactions/workflow-transaction.js';
+import { MAX_STEP_DATA_BYTES, type WorkflowTransaction } from '../transactions/workflow-transaction.js';
 import { finishXa, prepareXa, xidOf } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowPhase2, WorkflowStep } from './workflow.types.js';
@@ -177,6 +177,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
       this.running = undefined;
     }
     const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid);
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_STEP_DATA_BYTES) throw new DtmUsageError(MESSAGES.workflowStepValueTooLarge(this.name, step, branchId, bytes, MAX_STEP_DATA_BYTES), { gid: this.gid, branchId });
     await this.tx.record(branchId, 'action', 'succeed', text);
     return valueOf(JSON.parse(text) as StepRecord) as T;
   }

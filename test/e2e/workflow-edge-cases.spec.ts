@@ -204,6 +204,16 @@ class ReviewWorkflows {
     return Promise.reject(undefined);
   }
 
+  /** Step a (its runs counted per key) returns `n` characters, recorded as `{"k":"a","d":"..."}`: `n + 16` bytes. */
+  @DtmWorkflow('review.big-step.v1')
+  async bigStep(wf: WorkflowContext<{ key: string; n: number }>) {
+    const value = await wf.step('a').run(() => {
+      bump(attempts, wf.input.key);
+      return 'v'.repeat(wf.input.n);
+    });
+    return value.length;
+  }
+
   /** A step whose onCommit notes its run (per key), and a result of `n` characters. */
   @DtmWorkflow('review.big-result.v1')
   async bigResult(wf: WorkflowContext<{ key: string; n: number }>) {
@@ -666,6 +676,23 @@ describe('workflow mode at its edges', () => {
     // replayed, the recorded FAILURE gives the same reason
     await expect(A.client.executeWorkflow('review.two.v1', remote, urls())).rejects.toThrow(`${'y'.repeat(1023)}…`);
     expect(recorder.callsTo('/A', remote)).toHaveLength(1);
+  });
+
+  it.each([65_534, 65_535, 65_536])("a step's value recorded in %i bytes (DTM's MySQL store keeps 65535 of a branch's data, the module takes no more on any store): within it recorded and the workflow succeeds; over it the workflow is left pending, the error naming the workflow, the step, that its work ran and runs again at every resume, and that returning less finishes it", async (bytes) => {
+    const gid = await A.client.generateGid();
+    const key = `big-step-${gid}`;
+    const outcome = await A.client.executeWorkflow('review.big-step.v1', gid, { key, n: bytes - 16 }).catch((e: unknown) => e);
+    const { transaction, branches } = await queryTrans(gid);
+    if (bytes <= 65_535) {
+      expect(outcome).toEqual({ status: 'succeed', result: bytes - 16 });
+      expect(branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action succeed']);
+      return;
+    }
+    await A.client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
+    expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(failure((outcome as Error).cause)).toBe(`DtmUsageError: workflow "review.big-step.v1": step "a" (01) returned a value recorded in 65536 bytes, over the 65535 DTM's MySQL store keeps of a step (the module records no more on any store). The workflow is left pending with the value unrecorded: its work ran, and DTM's resume runs the step again (its work again, unless a barrier or its own check stops it) and stops here again; return less from the step (an id to look up, not the data) and the next resume finishes it, or forceStop the gid`);
+    expect([transaction?.status, ...branches.map((b) => b.branch_id)]).toEqual(['prepared']);
+    expect(attempts.get(key)).toBe(1);
   });
 
   it("a result longer than DTM's SQL stores keep: the workflow is left pending before any onCommit runs (DtmWorkflowPendingError, its cause a DtmUsageError naming the workflow and saying to return less), nothing committed, on every execution (before: the commit callbacks ran and were recorded, then the submit was refused: pending for good with its commits done)", async () => {
