@@ -214,6 +214,12 @@ class ReviewWorkflows {
     return value.length;
   }
 
+  /** One local step; its input's `pad` only makes the input as long as a test needs (the name has 19 characters). */
+  @DtmWorkflow('review.big-input.v1')
+  async bigInput(wf: WorkflowContext<{ pad: string }>) {
+    return wf.step('a').run(() => wf.input.pad.length);
+  }
+
   /** A step whose onCommit notes its run (per key), and a result of `n` characters. */
   @DtmWorkflow('review.big-result.v1')
   async bigResult(wf: WorkflowContext<{ key: string; n: number }>) {
@@ -676,6 +682,18 @@ describe('workflow mode at its edges', () => {
     // replayed, the recorded FAILURE gives the same reason
     await expect(A.client.executeWorkflow('review.two.v1', remote, urls())).rejects.toThrow(`${'y'.repeat(1023)}…`);
     expect(recorder.callsTo('/A', remote)).toHaveLength(1);
+  });
+
+  it.each([[719, 1020], [722, 1024], [723, 1028]])("an input of {pad: %i characters}, stored by DTM as %i characters (base64 with the name, in custom_data, varchar(1024) on its SQL stores): within 1024 the workflow runs; over it DtmUsageError before anything is sent, DTM holding nothing", async (pad, stored) => {
+    const gid = await A.client.generateGid();
+    const outcome = await A.client.executeWorkflow('review.big-input.v1', gid, { pad: 'p'.repeat(pad) }).catch((e: unknown) => e);
+    if (stored <= 1024) {
+      expect(outcome).toEqual({ status: 'succeed', result: pad });
+      expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+      return;
+    }
+    expect(failure(outcome)).toBe(`DtmUsageError: workflow "review.big-input.v1": its input takes ${stored} characters as DTM stores it (base64, with the name), over the 1024 of DTM's SQL stores; pass less (an id to look up)`);
+    expect((await queryTrans(gid)).transaction).toBeNull();
   });
 
   it.each([65_534, 65_535, 65_536])("a step's value recorded in %i bytes (DTM's MySQL store keeps 65535 of a branch's data, the module takes no more on any store): within it recorded and the workflow succeeds; over it the workflow is left pending, the error naming the workflow, the step, that its work ran and runs again at every resume, and that returning less finishes it", async (bytes) => {
