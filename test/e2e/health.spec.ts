@@ -202,18 +202,19 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 
-  it('DtmClient.ping() over grpc (the call of each start-up ping) fails within lynx.dtm.timeout (1 s) when server_url accepts and never answers while DTM\'s gRPC API answers after 0.7 s', async () => {
+  it('DtmClient.ping() over grpc (the call of each start-up ping) fails within lynx.dtm.timeout (2 s) when server_url accepts and never answers while DTM\'s gRPC API answers after 1.4 s', async () => {
+    // the two calls run at once: one after the other they would take 3.4 s; the bound leaves 600 ms
     const silent = await startTrap({ hold: true });
-    const grpc = await slowGrpcOnce(700);
-    const { app } = await healthApp({ serverUrl: silent.url, grpcServer: grpc.grpcServer, protocol: 'grpc', timeout: 1 });
+    const grpc = await slowGrpcOnce(1400);
+    const { app } = await healthApp({ serverUrl: silent.url, grpcServer: grpc.grpcServer, protocol: 'grpc', timeout: 2 });
     try {
       grpc.start();
       const started = Date.now();
       const error = await app.get(DtmClient).ping().catch((e: unknown) => e);
       const elapsed = Date.now() - started;
       expect(error).toBeInstanceOf(DtmUnavailableError);
-      expect(elapsed).toBeGreaterThanOrEqual(900);
-      expect(elapsed).toBeLessThan(1400);
+      expect(elapsed).toBeGreaterThanOrEqual(1900);
+      expect(elapsed).toBeLessThan(2600);
     } finally {
       await app.close();
       await grpc.close();
