@@ -202,7 +202,9 @@ describe('timeout is a deadline for the whole call, body included', () => {
       expect((error as Error).message).toMatch(
         /^no complete answer from the branch http:\/\/127\.0\.0\.1:\d+\/try within its timeout \(1 s\), on a connection it accepted: .*If the branch is only slow, raise lynx\.dtm\.branch_timeout$/,
       );
-      expect(ms).toBeLessThan(2000);
+      // the Try's 1 s and the TCC's own calls to DTM (prepare, registerBranch, abort) on a loaded
+      // machine; a Try not cut at its timeout would be dripped to for ever
+      expect(ms).toBeLessThan(3000);
       const final = await waitForTransStatus(gid, 'failed');
       expect(final.branches.map((b) => [b.op, b.status])).toEqual([
         ['cancel', 'succeed'],
