@@ -2,7 +2,6 @@
 // controller hosts, @Res(), a route's method, a schema that throws), on Express and on Fastify: the
 // module computes the URL DTM calls and answers DTM's protocol, or refuses at start-up what DTM
 // could never call right.
-import net from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { Controller, Get, HttpCode, Post, Put, Res, Version, VERSION_NEUTRAL, VersioningType, type INestApplication, type Type } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
@@ -11,6 +10,7 @@ import pg from 'pg';
 import { DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, ensureBarrierSchema, pgBarrierDatabase, type DtmConfigInput } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
 import { ADAPTERS, CapturingLogger, type AdapterName } from './branch-app.js';
 
 /** The handlers that ran, in order. */
@@ -237,15 +237,6 @@ class NonAscii {
   a() {
     ran.push('nonAscii');
   }
-}
-
-/** A TCP port free at the time of the call. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((closed) => server.close(closed));
-  return port;
 }
 
 let pool: pg.Pool | undefined;

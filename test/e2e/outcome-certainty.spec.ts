@@ -14,7 +14,7 @@ import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
 import { sqlStoreDtm } from '../support/sql-store-dtm.js';
-import { runDirFrom, sleep } from '../support/services/process.js';
+import { freePort, runDirFrom, sleep } from '../support/services/process.js';
 import { answerSwallowingProxy, type AnswerSwallowingProxy } from '../support/swallow-proxy.js';
 
 const DTM_OPTIONS: StartDtmOptions = { name: 'dtm-outcome', store: 'boltdb' };
@@ -157,8 +157,19 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   const proxyUp = async () => {
     while (!proxy.listening) await sleep(50);
   };
+  let proxyPort = 0;
+  /** Listens on the proxy's port again (down-after), trying again every 100 ms while something else holds it. */
+  const listenAgain = () => {
+    proxy.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EADDRINUSE') throw err;
+      setTimeout(() => closed || listenAgain(), 100);
+    });
+    proxy.once('listening', () => proxy.removeAllListeners('error'));
+    proxy.listen(proxyPort, '127.0.0.1');
+  };
 
   beforeAll(async () => {
+    proxyPort = await freePort();
     proxy = createServer((req: IncomingMessage, res: ServerResponse) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -217,9 +228,8 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
             res.writeHead(answer.statusCode ?? 502, { ...answer.headers, connection: 'close' });
             res.end(Buffer.concat(body));
             if (submit && cut === 'down-after') {
-              const port = (proxy.address() as AddressInfo).port;
               proxy.close();
-              setTimeout(() => closed || proxy.listen(port, '127.0.0.1'), 2000);
+              setTimeout(() => closed || listenAgain(), 2000);
             }
           });
         });
@@ -231,8 +241,11 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
         pass();
       });
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}/api/dtmsvr`;
+    // a port below the ephemeral range (freePort): the proxy closes it for 2 s and listens on it again
+    // (down-after), and a port of listen(0) is one an outgoing connection or another file's listen(0)
+    // can take meanwhile; the listen is tried again if it is taken for a moment all the same
+    await new Promise<void>((resolve) => proxy.listen(proxyPort, '127.0.0.1', resolve));
+    proxyUrl = `http://127.0.0.1:${proxyPort}/api/dtmsvr`;
     viaProxy = await startDtmApp({ config: { serverUrl: proxyUrl, timeout: 2 } });
   });
   afterAll(async () => {
