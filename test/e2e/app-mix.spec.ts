@@ -174,7 +174,8 @@ describe.each(['express', 'fastify'] as const)('DtmModule set up by two modules 
       await dtm.tccGlobalTransactionAndWait(tcc, async (t) => void (await t.callBranch({ amount: 1 }, 'mixHold')), {}, { timeout: 10 });
       expect((await queryTrans(saga)).transaction?.status).toBe('succeed');
       expect((await queryTrans(tcc)).transaction?.status).toBe('succeed');
-      expect(seen.filter((s) => s.endsWith(saga) || s.endsWith(tcc))).toEqual([`debit ${saga}`, `try ${tcc}`, `confirm ${tcc}`]);
+      // each at least once (a cron pass another file's /resetCronTime starts may call a branch again), nothing else
+      expect(new Set(seen.filter((s) => s.endsWith(saga) || s.endsWith(tcc)))).toEqual(new Set([`debit ${saga}`, `try ${tcc}`, `confirm ${tcc}`]));
       const rows = (await pool.query('SELECT branch_id, op FROM dtm_barrier.barrier WHERE gid = $1', [saga])).rows;
       expect(rows).toEqual([{ branch_id: '01', op: 'action' }]);
     } finally {
@@ -416,7 +417,8 @@ describe('a request-scoped controller serving a saga over gRPC and HTTP', () => 
         await dtm.newSaga(refused, { protocol }).add('mixScoped', { sku: 'none' }).submitAndWait({ timeout: 10 });
         expect((await queryTrans(refused)).transaction?.status).toBe('failed');
         expect((await queryTrans(refused)).transaction?.rollback_reason).toContain('no such sku');
-        expect(calls.filter((c) => c.includes(ok) || c.includes(refused))).toEqual([`reserve ${ok} object`, `reserve ${refused} object`, `revert ${refused}`]);
+        // each at least once (a cron pass another file's /resetCronTime starts may call a branch again), nothing else
+        expect(new Set(calls.filter((c) => c.includes(ok) || c.includes(refused)))).toEqual(new Set([`reserve ${ok} object`, `reserve ${refused} object`, `revert ${refused}`]));
       }
       for (let i = 0; i < 30; i++) {
         const gid = await dtm.generateGid();
