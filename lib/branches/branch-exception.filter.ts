@@ -12,7 +12,7 @@ import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
-import { recordBranchFailure, recordBranchRefusal, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
+import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { xaModuleStepOf } from '../xa/xa-local-transaction.js';
 import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
@@ -80,7 +80,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           // an undo whose payload a pipe refused never runs, whatever DTM retries: said once per transaction and branch, at
           // error level, and kept for the diagnosis of a transaction that does not finish in time
           const message = MESSAGES.pipeRefusedUndo(where, branch.kind, shown, refusedByPipe);
-          if (firstUndoRefusal(info.gid, info.branchId, info.op)) this.logger.error(message);
+          // a retry of DTM's finds the same refusal recorded (as far as the bounded record goes)
+          if (recordedBranchFailure(info.gid, info.branchId, info.op)?.message !== message) this.logger.error(message);
           else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown));
           recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_ABORTED : 409, message });
         } else if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
@@ -99,25 +100,6 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     }
     return transport.answer(fittedSagaFailure(exception, transport, carrier), host, this.adapterHost);
   }
-}
-
-/** Most undo calls (gid, branch, op) remembered as refused by a pipe: the oldest goes first. */
-const MAX_REFUSED_UNDOS = 500;
-
-/** The undo calls a pipe refused lately, in the order first seen (one set per module copy: a repeated line at worst). */
-const refusedUndos = new Set<string>();
-
-/**
- * Whether this is the first time a pipe refused the undo call `gid` / `branchId` / `op` (as far as the
- * last {@link MAX_REFUSED_UNDOS} such calls go): its error is then logged, a retry's only at debug level.
- * Error path only.
- */
-function firstUndoRefusal(gid: string, branchId: string, op: string): boolean {
-  const key = `${gid}\u0000${branchId}\u0000${op}`;
-  if (refusedUndos.has(key)) return false;
-  refusedUndos.add(key);
-  if (refusedUndos.size > MAX_REFUSED_UNDOS) refusedUndos.delete(refusedUndos.values().next().value!);
-  return true;
 }
 
 /** What DTM v1.19 adds around a saga action's FAILURE answer in its rollback reason: `url:<url> return failed: <answer> FAILURE`. */

@@ -22,8 +22,6 @@ import type { BranchKind } from '../transport/dtm.types.js';
 /** The action kind of each undo kind whose payload is its action's. */
 const ACTION_OF_UNDO: Partial<Record<BranchKind, BranchKind>> = { 'saga-compensate': 'saga-action', 'tcc-cancel': 'tcc-try' };
 
-/** Errors of a query on a table that does not exist: PostgreSQL `42P01`, MySQL / MariaDB `ER_NO_SUCH_TABLE` (1146). */
-const NO_SUCH_TABLE = new Set(['42P01', 'ER_NO_SUCH_TABLE', 1146, '1146']);
 
 /**
  * What the module checks once, when the app starts (never on a branch call): the methods of the
@@ -189,25 +187,24 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
    */
   private async checkBarrierTable(db: BarrierDatabase, place: string, user: 'branch' | 'xa'): Promise<void> {
     const table = this.config.barrierTable;
-    const exists = () => this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
-    if (this.config.createBarrierTable && !(await exists().then(() => true, () => false))) {
-      await this.answered(ensureBarrierSchema(db, { table })).catch((err: unknown) => {
-        if (!(err instanceof NoAnswer)) throw err;
-        throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, place, err.message), { cause: err });
-      });
-      await this.checkBarrierInsert(db, table, place, user);
-      return;
-    }
     try {
-      await exists();
+      await this.answered(db.execute(`SELECT 1 FROM ${quotedBarrierTable(db.dialect, table)} WHERE 1 = 0`, []));
     } catch (err) {
-      const code = (err as { code?: unknown; errno?: unknown }).code ?? (err as { errno?: unknown }).errno;
-      if (barrierWriteRefusal(err) === 'permission') throw new DtmUsageError(MESSAGES.barrierTableNotWritable(table, place, db.dialect, user, errorText(err)), { cause: err });
-      if (!NO_SUCH_TABLE.has(code as string)) {
+      const refusal = barrierWriteRefusal(err);
+      if (refusal === 'permission') throw new DtmUsageError(MESSAGES.barrierTableNotWritable(table, place, db.dialect, user, errorText(err)), { cause: err });
+      if (!this.config.createBarrierTable) {
+        if (refusal === 'no-table') throw new DtmUsageError(MESSAGES.barrierTableMissing(table, place, db.dialect, user), { cause: err });
         this.logger.warn(MESSAGES.barrierTableUnchecked(table, place, user, errorText(err)));
         return;
       }
-      throw new DtmUsageError(MESSAGES.barrierTableMissing(table, place, db.dialect, user), { cause: err });
+      // created only when the look failed (no table, or no answer: the creation then says so), never over a table that is
+      // there: CREATE ... IF NOT EXISTS needs the CREATE privilege even then
+      await this.answered(ensureBarrierSchema(db, { table })).catch((createError: unknown) => {
+        if (!(createError instanceof NoAnswer)) throw createError;
+        throw new DtmUnavailableError(MESSAGES.barrierTableNotCreated(table, place, createError.message), { cause: createError });
+      });
+      await this.checkBarrierInsert(db, table, place, user);
+      return;
     }
     await this.checkBarrierInsert(db, table, place, user);
     // MySQL / MariaDB: character key columns fold ids that differ in case into one key (a branch skipped as a duplicate)
