@@ -24,7 +24,6 @@ import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 import { UNOBSERVED, type DtmInstrumentation, type TransactionObservation } from '../observability/dtm-instrumentation.js';
 import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
-import { HTTP_BRANCH_HEADERS_MAX, httpHeaderBytes } from '../transport/dtm-limits.js';
 
 /** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
 export function assertGid(gid: unknown): asserts gid is string {
@@ -407,11 +406,9 @@ export abstract class Transaction {
       });
       // the names go to DTM even without a token of its calls: TCC confirm / cancel carry theirs in the branch id
       if (entries.length > 0 || signed) {
-        const tokens = entries.length > 0 ? entries.join(',') : undefined;
-        request.options = { ...request.options, branchHeaders: withAuthHeaders(request.options.branchHeaders, tokens === undefined ? undefined : [AUTH_HEADER, tokens], signed) };
-        // the tokens grow with the steps: checked with them, as DTM sends them to HTTP branches
-        const bytes = this.protocol === 'http' ? httpHeaderBytes(request.options.branchHeaders) : 0;
-        if (bytes > HTTP_BRANCH_HEADERS_MAX) throw new DtmUsageError(MESSAGES.branchHeadersTooLarge(bytes, HTTP_BRANCH_HEADERS_MAX, tokens === undefined ? 0 : httpHeaderBytes({ [AUTH_HEADER]: tokens })), { gid: this.gid });
+        request.options = { ...request.options, branchHeaders: withAuthHeaders(request.options.branchHeaders, entries.length > 0 ? [AUTH_HEADER, entries.join(',')] : undefined, signed) };
+        // the tokens grow with the steps: the branch headers checked again with them, as DTM sends them
+        this.transport.checkTransaction(this.gid, request.options);
       }
     }
     return request;

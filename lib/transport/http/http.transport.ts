@@ -17,6 +17,7 @@ import { NOT_SENT, markResent, wasResent } from '../dtm-transient.js';
 import { definiteServerRefusal, refusedForStatus } from '../dtm-refusal.js';
 import { parseAnswer, payloadText } from '../payload.js';
 import { HTTP_BRANCH_HEADERS_MAX, httpHeaderBytes } from '../dtm-limits.js';
+import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
@@ -118,7 +119,10 @@ export class HttpTransport implements DtmTransport {
       if (HTTP_VALUE_CONTROL.test(options.branchHeaders[name])) throw new DtmUsageError(MESSAGES.httpHeaderValue(name), { gid });
     }
     const bytes = httpHeaderBytes(options.branchHeaders);
-    if (bytes > HTTP_BRANCH_HEADERS_MAX) throw new DtmUsageError(MESSAGES.branchHeadersTooLarge(bytes, HTTP_BRANCH_HEADERS_MAX, undefined), { gid });
+    if (bytes > HTTP_BRANCH_HEADERS_MAX) {
+      const tokens = options.branchHeaders[AUTH_HEADER];
+      throw new DtmUsageError(MESSAGES.branchHeadersTooLarge(bytes, HTTP_BRANCH_HEADERS_MAX, tokens === undefined ? undefined : httpHeaderBytes({ [AUTH_HEADER]: tokens })), { gid });
+    }
   }
 
   /** A gid from DTM, checked: a server that answers anything but `{"gid": "<1 to 128 safe characters>"}` gives `DtmServerError`. */
