@@ -162,6 +162,8 @@ export interface ChaosReport {
   signedByDtm: number;
   /** Branch calls the banks refused (401 / UNAUTHENTICATED: a late or duplicate call out of its phase, ...), counted from their log, by op and reason; empty without `branchAuthKey`. */
   authRefusals: Record<string, number>;
+  /** HTTP with replays: the status the bank answered a replay of a call DTM made, held back until every transaction had ended (undefined: none held, or transactions left pending). */
+  lateReplay?: number;
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
   /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
@@ -501,8 +503,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await sleep(1000);
     }
     const drainSeconds = (Date.now() - drainStarted) / 1000;
-    // the replays still to come land before the checks
+    // the replays still to come land before the checks, the one held back once the drain ended
     await Promise.all(proxy.replays);
+    if (proxy.held && pending.length === 0) proxy.held.answered = (await proxy.held.deliver()).status;
     // phase 2 of XA and the last branch calls are done once DTM recorded the end: give the last answers a moment
     await sleep(300);
 
@@ -545,6 +548,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       connectionCuts,
       signedByDtm: signedGids.size,
       authRefusals: options.branchAuthKey ? authRefusalsIn(join(options.runDir.path, 'chaos-bank.log')) : {},
+      lateReplay: proxy.held?.answered,
       dtmStoreHeld: { bytes: storeProxy?.heldBytes ?? 0, connections: storeProxy?.heldConnections ?? 0 },
       submittedAgain: Object.fromEntries(modes.map((m) => [m, plan.filter((t) => t.mode === m && (submitsOf.get(t.gid) ?? 0) > 1).length])) as Partial<Record<ChaosMode, number>>,
       stallsHeld: {
@@ -652,6 +656,8 @@ interface Proxy {
   injected: Record<Fault, number>;
   /** The replays not yet delivered (and answered). */
   replays: Set<Promise<unknown>>;
+  /** HTTP: one replay of a call DTM made, held back until every transaction ended (so out of its phase whatever the draws), and the status it was answered. */
+  held?: { deliver(): Promise<{ status: number }>; answered?: number };
   close(): Promise<void>;
 }
 
@@ -770,7 +776,12 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
         return answer(first);
       }
       const got = await forward(req, body);
-      if (fault === 'replay') replayLater(proxy, random, () => forward(req, body));
+      if (fault === 'replay') {
+        const url = new URL(req.url ?? '/', 'http://proxy');
+        // a call DTM made (the caller's own calls carry dtm-auth-call) of a transaction the branch authentication checks the phase of
+        if (!proxy.held && req.headers['dtm-auth-call'] === undefined && url.searchParams.get('trans_type') !== 'workflow') proxy.held = { deliver: () => forward(req, body) };
+        else replayLater(proxy, random, () => forward(req, body));
+      }
       if (fault === 'lostAnswer') return answer({ status: 502, headers: {}, body: Buffer.from('injected: answer lost') });
       answer(got);
     });
