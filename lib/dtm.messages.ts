@@ -103,9 +103,13 @@ export const MESSAGES = {
   authUnknownTransaction: () => 'DTM has no such transaction',
   authWrongPhase: (transType: string, status: string, statuses: readonly string[]) =>
     `DTM records the ${transType} transaction as ${status}, and this op runs only when it is ${statuses.join(' or ')}`,
+  authRecreated: (apart: number, window: number) =>
+    `DTM's record of this transaction was created ${apart} s away from the time its tokens were issued (more than lynx.dtm.branch_auth_issue_window, ${window} s): ` +
+    `DTM forgot the transaction they were issued for, and it was re-created under its gid with them. If not, the clocks of the app that started it and of DTM differ by that much: sync them, or raise branch_auth_issue_window`,
   authNotRecorded: (path: string) => `DTM's record of this branch does not name ${path} for this op`,
   authXaNotDue: (op: string) =>
     `DTM's record does not show this XA branch due for its ${op} at this target (an XA ${op} carries no token: only a call DTM makes in the transaction's phase runs; the app's log says what the record holds)`,
+  workflowResumeRefusedFor: (name: string, gid: string, reason: string) => `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: ${reason}`,
   workflowResumeUnsigned: (name: string, gid: string) =>
     `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
   authActionNotDue: (transType: string, pending: readonly string[]) =>

@@ -17,6 +17,10 @@
 // - `dtm-auth-headers`: the names of the forwarded headers every token of the transaction signs
 //   with their values (all its branch headers but trace propagation and the module's own); absent
 //   when it forwards none. A participant passes on only the forwarded headers a token signed.
+// - `dtm-auth-issued`: when the transaction's tokens were issued (Unix seconds), among its branch
+//   headers; every token signs it. A check that reads DTM's record compares it with the record's
+//   creation: tokens read from a transaction DTM has forgotten cannot drive one re-created under its
+//   gid (`issueProblem`).
 import { inspect } from 'node:util';
 import { hmacSha256Key, MacMessage, type HmacSha256Key } from './hmac-sha256.js';
 
@@ -28,6 +32,9 @@ export const AUTH_CALL_HEADER = 'dtm-auth-call';
 
 /** Header (gRPC metadata key) naming the forwarded headers a call's token signs, lower case, comma-separated. */
 export const AUTH_HEADERS_HEADER = 'dtm-auth-headers';
+
+/** Header (gRPC metadata key) of the time a transaction's tokens were issued, in Unix seconds: among its branch headers, signed by each token. */
+export const AUTH_ISSUED_HEADER = 'dtm-auth-issued';
 
 /** Smallest accepted key length, in characters. */
 export const MIN_AUTH_KEY_LENGTH = 32;
@@ -48,6 +55,8 @@ export interface SignedCall {
   payload: string | Uint8Array | undefined | null;
   /** The forwarded headers the token signs, as {@link signedHeaders} writes them; none when empty or absent. */
   headers?: string;
+  /** When the transaction's tokens were issued ({@link AUTH_ISSUED_HEADER}); none from an app that signed no issue time. */
+  issued?: string;
 }
 
 /** Forwarded headers as tokens sign them: `names` goes in {@link AUTH_HEADERS_HEADER}, `text` into each token. */
@@ -59,7 +68,7 @@ export interface SignedHeaders {
 }
 
 /** The module's own headers, never signed as forwarded headers. */
-const MODULE_HEADERS: ReadonlySet<string> = new Set([AUTH_HEADER, AUTH_CALL_HEADER, AUTH_HEADERS_HEADER]);
+const MODULE_HEADERS: ReadonlySet<string> = new Set([AUTH_HEADER, AUTH_CALL_HEADER, AUTH_HEADERS_HEADER, AUTH_ISSUED_HEADER]);
 
 /**
  * Trace propagation headers, never signed: an HTTP / gRPC client instrumentation (OpenTelemetry's
@@ -100,6 +109,21 @@ export function signedHeaders(headers: Record<string, string> | undefined): Sign
   for (const [name, value] of lower) text += `${name}:${trimHeaderValue(value)}\n`;
   return { names: lower.map(([name]) => name).join(','), text };
 }
+
+/**
+ * When DTM's record of a transaction says it was created (`created`, DTM's clock) too far from the
+ * time its tokens were issued (`issued`, a verified {@link AUTH_ISSUED_HEADER} value, the app's
+ * clock): more than `windowSeconds` apart either way, the seconds apart; otherwise (or when either
+ * is unknown: tokens issued before issue times were signed) undefined.
+ */
+export function issueProblem(created: Date | undefined, issued: string | undefined, windowSeconds: number): number | undefined {
+  if (created === undefined || issued === undefined || !ISSUED_VALUE.test(issued)) return undefined;
+  const apart = Math.abs(created.getTime() / 1000 - Number(issued));
+  return apart > windowSeconds ? Math.round(apart) : undefined;
+}
+
+/** An {@link AUTH_ISSUED_HEADER} value: Unix seconds. */
+const ISSUED_VALUE = /^\d{1,12}$/;
 
 /** The headers a signed text ({@link SignedHeaders.text}) holds, by name: each line is `name:value` (a name has no colon, a value no line break). */
 export function headersOfText(text: string): Record<string, string> {
@@ -256,8 +280,8 @@ export class BranchAuth {
   }
 
   /** The TCC branch id that carries its own token: `01-<token>`. */
-  tccBranchId(branchId: string, gid: string, confirm: string, cancel: string, payload: string | Uint8Array | undefined, headers?: string): string {
-    return `${branchId}-${this.sign({ channel: 'dtm', gid, transType: 'tcc', branchId, op: 'tcc', target: tccTargets(confirm, cancel), payload, headers })}`;
+  tccBranchId(branchId: string, gid: string, confirm: string, cancel: string, payload: string | Uint8Array | undefined, headers: string | undefined, issued: string | undefined): string {
+    return `${branchId}-${this.sign({ channel: 'dtm', gid, transType: 'tcc', branchId, op: 'tcc', target: tccTargets(confirm, cancel), payload, headers, issued })}`;
   }
 
   toJSON(): string {
@@ -307,17 +331,17 @@ export function tokenInHeader(header: string | undefined, op: string, branchId: 
 
 /**
  * What a token is the HMAC-SHA256 of: the call's names, each after its length (so that no two
- * calls read the same), with forwarded headers their text (under a version of its own: a call
- * without any signs what it signed before headers were signed), then the payload's bytes.
+ * calls read the same), with its issue time and forwarded headers' text (each version signs what
+ * the one before it did and one more part: 2 neither, 3 forwarded headers, 4 the issue time and
+ * forwarded headers, possibly none, so that a token of an app that signed less still verifies),
+ * then the payload's bytes.
  */
 function message(call: SignedCall): MacMessage {
-  const headers = call.headers;
-  const signed = MacMessage.begin()
-    .text(headers ? (call.channel === 'dtm' ? 'nestjs-dtm/3\ndtm\n' : 'nestjs-dtm/3\napp\n') : call.channel === 'dtm' ? 'nestjs-dtm/2\ndtm\n' : 'nestjs-dtm/2\napp\n')
-    .field(call.gid)
-    .field(call.transType)
-    .field(call.branchId)
-    .field(call.op)
-    .field(call.target);
-  return (headers ? signed.field(headers) : signed).tail(call.payload);
+  const { headers, issued } = call;
+  const dtm = call.channel === 'dtm';
+  const version = issued !== undefined ? (dtm ? 'nestjs-dtm/4\ndtm\n' : 'nestjs-dtm/4\napp\n') : headers ? (dtm ? 'nestjs-dtm/3\ndtm\n' : 'nestjs-dtm/3\napp\n') : dtm ? 'nestjs-dtm/2\ndtm\n' : 'nestjs-dtm/2\napp\n';
+  const signed = MacMessage.begin().text(version).field(call.gid).field(call.transType).field(call.branchId).field(call.op).field(call.target);
+  if (issued !== undefined) signed.field(issued).field(headers ?? '');
+  else if (headers) signed.field(headers);
+  return signed.tail(call.payload);
 }

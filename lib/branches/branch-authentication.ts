@@ -1,5 +1,5 @@
 import { Logger, UnauthorizedException } from '@nestjs/common';
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, headersOfCall, isSignedHeader, shownBranchId, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, AUTH_ISSUED_HEADER, headersOfCall, issueProblem, isSignedHeader, shownBranchId, splitTccBranchId, targetPath, tccTargets, tokenInHeader, withPhase2, type BranchAuth, type HeadersOfCall, type SignedCall } from '../auth/branch-auth.js';
 import { branchCallOf, refusal } from './branch-call.js';
 import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
@@ -32,6 +32,20 @@ interface CallUnderCheck {
   payload: string | Uint8Array;
   /** The forwarded headers the call's token must sign (see `headersOfCall`), if it names any. */
   headers?: string;
+  /** When its transaction's tokens were issued, as the call's signed headers say ({@link AUTH_ISSUED_HEADER}); none from an app that signed no issue time. */
+  issued?: string;
+}
+
+/** What a branch call is checked for beyond its token (the module's configuration, fixed for the app's life). */
+export interface BranchCallChecks {
+  /** `branch_auth_check_actions`. */
+  actions: boolean;
+  /** `branch_auth_issue_window`, seconds. */
+  issueWindow: number;
+  /** The path of `app_url` (see the guard), put before a request path that arrived without it; '' for none. */
+  appUrlPath: string;
+  /** Whether a path (no query) is one of the app's decorated HTTP routes. */
+  isRoutePath?: (path: string) => boolean;
 }
 
 /** Where the check reads DTM's record of a transaction (the module's configured server, never one a call names). */
@@ -54,16 +68,15 @@ export function authenticateBranchCall(
   context: ArgumentsHost,
   carrier: BranchCarrier,
   where: string,
-  checkActions = false,
-  appUrlPath = '',
-  isRoutePath?: (path: string) => boolean,
+  checks: BranchCallChecks,
 ): true | Promise<true> {
   const info = transport.branchInfo(carrier, {})!;
   const payload = transport.rawBody(context, carrier);
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   let path = transport.path(carrier);
   // targets are app_url + route: a proxy in front of the app that takes app_url's path off delivers the route's path alone
-  if (appUrlPath !== '' && transport.protocol === 'http' && arrivedWithout(path, appUrlPath, isRoutePath)) path = appUrlPath + path;
+  const appUrlPath = checks.appUrlPath;
+  if (appUrlPath !== '' && transport.protocol === 'http' && arrivedWithout(path, appUrlPath, checks.isRoutePath)) path = appUrlPath + path;
   const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path, payload };
   const names = transport.header(carrier, AUTH_HEADERS_HEADER);
   let forwarded: HeadersOfCall | undefined;
@@ -73,8 +86,9 @@ export function authenticateBranchCall(
     if (forwarded.missing !== undefined) throw refuse(where, call, MESSAGES.authSignedHeaderMissing(forwarded.missing, AUTH_HEADERS_HEADER));
     call.headers = forwarded.text;
   }
-  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: withPhase2(call.path, info.phase2Url), payload, headers: call.headers };
-  const verified = () => keepSignedHeaders(carrier, call.headers, forwarded);
+  call.issued = transport.header(carrier, AUTH_ISSUED_HEADER);
+  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: withPhase2(call.path, info.phase2Url), payload, headers: call.headers, issued: call.issued };
+  const verified = () => keepSignedHeaders(carrier, call, forwarded);
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
@@ -82,7 +96,7 @@ export function authenticateBranchCall(
     verified();
     return true;
   }
-  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, verified);
+  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, verified, checks.issueWindow);
   if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) {
     keepSignedHeaders(carrier, undefined, undefined); // no token signs them: only trace propagation goes on
     return checkXaPhase2(readRecord, call, where);
@@ -93,9 +107,10 @@ export function authenticateBranchCall(
   signed.channel = 'dtm';
   if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
   verified();
-  if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where).then(() => true as const);
-  if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where);
-  if (checkActions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where);
+  const window = checks.issueWindow;
+  if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where, window).then(() => true as const);
+  if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where, window);
+  if (checks.actions && call.op === 'action' && (call.transType === 'saga' || call.transType === 'msg')) return checkActionDue(readRecord, call, where, window);
   return true;
 }
 
@@ -125,8 +140,8 @@ function underPath(path: string, prefix: string): boolean {
  * (the step after a failed one, a step ahead of its turn, a branch of a message still prepared or
  * aborted) is refused.
  */
-async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
-  let record = await inPhase(readRecord, call, ['submitted'], where);
+async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, where: string, window: number): Promise<true> {
+  let record = await inPhase(readRecord, call, ['submitted'], where, window);
   if (call.transType !== 'saga') return true;
   const waitsFor = stepsWaitedFor(record, Number(call.branchId));
   const pendingIn = (r: TransactionRecord) => r.branches.filter((b) => b.op === 'action' && waitsFor(Number(b.branchId)) && b.status !== 'succeed').map((b) => b.branchId);
@@ -136,7 +151,7 @@ async function checkActionDue(readRecord: RecordReader, call: CallUnderCheck, wh
   // this one may still read as prepared; read again before refusing
   for (let tries = 0; pending.length > 0 && tries < RECORD_SETTLE_TRIES; tries++) {
     await new Promise((resolve) => setTimeout(resolve, RECORD_SETTLE_MS));
-    record = await inPhase(readRecord, call, ['submitted'], where);
+    record = await inPhase(readRecord, call, ['submitted'], where, window);
     pending = pendingIn(record);
   }
   if (pending.length > 0) throw refuse(where, call, MESSAGES.authActionNotDue(call.transType, pending));
@@ -159,11 +174,23 @@ function stepsWaitedFor(record: TransactionRecord, step: number): (other: number
   return custom.concurrent === true ? (other) => named.has(other) : (other) => other < step || named.has(other);
 }
 
-async function inPhase(readRecord: RecordReader, call: CallUnderCheck, statuses: readonly TransactionStatus[], where: string): Promise<TransactionRecord> {
+/** DTM's record of the call's transaction, which must be in one of `statuses` and created within `window` seconds of the call's tokens ({@link checkIssued}). */
+async function inPhase(readRecord: RecordReader, call: CallUnderCheck, statuses: readonly TransactionStatus[], where: string, window: number): Promise<TransactionRecord> {
   const record = await readRecord(call.gid);
   if (!record) throw refuse(where, call, MESSAGES.authUnknownTransaction());
   if (record.transType !== call.transType || !statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
+  checkIssued(record, call, where, window);
   return record;
+}
+
+/**
+ * DTM's record must be of the transaction the call's tokens were issued for: created within
+ * `window` seconds of their issue time. Else DTM forgot that transaction and someone re-created it
+ * under its gid with the tokens its API showed (or the clocks of the app and DTM differ that much).
+ */
+function checkIssued(record: TransactionRecord, call: CallUnderCheck, where: string, window: number): void {
+  const apart = issueProblem(record.createTime, call.issued, window);
+  if (apart !== undefined) throw refuse(where, call, MESSAGES.authRecreated(apart, window));
 }
 
 /** The target DTM recorded for this call's branch and `op`, if any. */
@@ -182,16 +209,17 @@ function checkRecordedTarget(record: TransactionRecord, call: CallUnderCheck, wh
  * read first; the token is checked before anything about the record is said, so that a caller
  * without one learns nothing (whether DTM holds the gid, its status, its targets).
  */
-async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string, verified: () => void): Promise<true> {
+async function checkTccPhase2(auth: BranchAuth, readRecord: RecordReader, call: CallUnderCheck, where: string, verified: () => void, window: number): Promise<true> {
   const { prefix, token } = splitTccBranchId(call.branchId);
   if (!token) throw refuse(where, call, MESSAGES.authTccIdWithoutToken());
   const record = await readRecord(call.gid);
   const targets = record ? tccTargets(recordedUrl(record, call, 'confirm') ?? '', recordedUrl(record, call, 'cancel') ?? '') : '';
-  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload, headers: call.headers };
+  const signed = { channel: 'dtm' as const, gid: call.gid, transType: 'tcc', branchId: prefix, op: 'tcc', target: targets, payload: call.payload, headers: call.headers, issued: call.issued };
   if (!record || record.transType !== 'tcc' || !auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken('branch id'));
   verified();
   const statuses = call.op === 'confirm' ? CONFIRMING : COMPENSATING;
   if (!statuses.includes(record.status)) throw refuse(where, call, MESSAGES.authWrongPhase(record.transType, record.status, statuses));
+  checkIssued(record, call, where, window);
   checkRecordedTarget(record, call, where);
   return true;
 }
@@ -219,8 +247,8 @@ async function checkXaPhase2(readRecord: RecordReader, call: CallUnderCheck, whe
  * of 0 (or none) is DTM's own `TimeoutToFail` (dtmsvr/trans_status.go, `isTimeout`), taken as
  * its default ({@link DTM_DEFAULT_TIMEOUT_TO_FAIL}): not due at once.
  */
-async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck, where: string): Promise<true> {
-  const record = await inPhase(readRecord, call, ['prepared'], where);
+async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck, where: string, window: number): Promise<true> {
+  const record = await inPhase(readRecord, call, ['prepared'], where, window);
   const timeoutToFail = record.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
   const due = (record.createTime?.getTime() ?? 0) + timeoutToFail * 1000 - BACK_CHECK_CLOCK_SLACK_MS;
   if (Date.now() < due) throw refuse(where, call, MESSAGES.authBackCheckEarly(new Date(due + BACK_CHECK_CLOCK_SLACK_MS).toISOString()));
@@ -231,12 +259,12 @@ async function checkBackCheckDue(readRecord: RecordReader, call: CallUnderCheck,
  * After a call's token verified: the request context passes on (to `BranchInfo.headers` and the
  * transactions the handler starts) only the forwarded headers the token signed, with the values it
  * signed, and trace propagation; an allow-listed header the caller added is dropped. The call
- * remembers what its token signed (`text`): a nested TCC branch signs its confirm and cancel over
- * it, as DTM sends them the transaction's headers.
+ * remembers what its token signed of the transaction (`call`: forwarded headers, issue time): a
+ * nested TCC branch signs its sub-branches over it, as DTM sends them the transaction's headers.
  */
-function keepSignedHeaders(carrier: BranchCarrier, text: string | undefined, forwarded: HeadersOfCall | undefined): void {
+function keepSignedHeaders(carrier: BranchCarrier, call: Pick<CallUnderCheck, 'headers' | 'issued'> | undefined, forwarded: HeadersOfCall | undefined): void {
   const state = branchCallOf(carrier);
-  if (state) state.signedHeaders = text ?? '';
+  if (state) state.verified = call ?? {};
   const headers = dtmContext.getStore()?.headers;
   if (!headers) return;
   for (const name in headers) {

@@ -35,8 +35,8 @@ export interface BranchCallState {
   skip?: string;
   /** The call's observation, while its handler runs (absent: nothing observes). */
   observation?: BranchObservation;
-  /** With authenticated calls, once verified: the forwarded headers its token signed (their text; none when it signed none). */
-  signedHeaders?: string;
+  /** With authenticated calls, once verified: what its token signed of the transaction (see {@link VerifiedCall}). */
+  verified?: VerifiedCall;
 }
 
 /** Where the guard leaves the {@link BranchCallState} on the carrier (HTTP request, gRPC call). */
@@ -69,12 +69,12 @@ export function branchCallOf(carrier: BranchCarrier | undefined): BranchCallStat
 const observedCallOfInfo = new WeakMap<BranchInfo, BranchCallState>();
 
 /** The forwarded headers the verified calls whose `BranchInfo` `@BranchContext()` gave out signed (authenticated calls). */
-const signedHeadersOfInfo = new WeakMap<BranchInfo, string>();
+const verifiedOfInfo = new WeakMap<BranchInfo, VerifiedCall>();
 
-/** Remembers that `info` describes the call `call` (when something observes it, for {@link barrierDecisionsOf}; when it was verified, for {@link signedHeadersOf}). */
+/** Remembers that `info` describes the call `call` (when something observes it, for {@link barrierDecisionsOf}; when it was verified, for {@link verifiedCallOf}). */
 export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefined): void {
   if (call?.runtime?.instrumentation?.active) observedCallOfInfo.set(info, call);
-  if (call?.signedHeaders !== undefined) signedHeadersOfInfo.set(info, call.signedHeaders);
+  if (call?.verified !== undefined) verifiedOfInfo.set(info, call.verified);
 }
 
 /** The `BranchInfo`s `@BranchContext()` gave handlers that already run behind a SQL barrier (`@UseBarrier`, `{ barrier }`). */
@@ -90,9 +90,17 @@ export function behindBarrier(info: BranchInfo): boolean {
   return behindBarrierInfos.has(info);
 }
 
-/** The forwarded headers (their text, `''` for none) the verified call `info` describes signed; undefined when no token was checked. */
-export function signedHeadersOf(info: BranchInfo): string | undefined {
-  return signedHeadersOfInfo.get(info);
+/** What the token of the verified call `info` describes signed of its transaction; undefined when no token was checked. */
+export function verifiedCallOf(info: BranchInfo): VerifiedCall | undefined {
+  return verifiedOfInfo.get(info);
+}
+
+/** What a verified call's token signed of its transaction, which DTM sends to every branch of it (a nested TCC's sub-branches sign the same). */
+export interface VerifiedCall {
+  /** The forwarded headers' text; none when it signed none. */
+  headers?: string;
+  /** When the transaction's tokens were issued; none from an app that signed no issue time. */
+  issued?: string;
 }
 
 /** Where the barrier of the call `info` describes tells its decisions: the call's observation; undefined when nothing observes it. */

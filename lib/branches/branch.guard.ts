@@ -10,7 +10,7 @@ import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata
 import { schemaProblem, type StandardSchemaV1 } from '../contracts/branch-contract.js';
 import { branchTransportOf } from './branch-transports.js';
 import { BRANCH_DECORATOR, handlerName, VALIDATED_OPS } from './branch.types.js';
-import { authenticateBranchCall } from './branch-authentication.js';
+import { authenticateBranchCall, type BranchCallChecks } from './branch-authentication.js';
 import { targetPath } from '../auth/branch-auth.js';
 
 /**
@@ -30,11 +30,12 @@ import { targetPath } from '../auth/branch-auth.js';
  */
 @Injectable()
 export class DtmBranchGuard implements CanActivate {
-  /** The path of `app_url` (`/svc` of `http://gw/svc`), which a proxy in front of the app takes off: '' without one. */
-  private readonly appUrlPath: string;
+  /** What authenticated calls are checked for beyond their token (`app_url`'s path, which a proxy in front of the app takes off, among it). */
+  private readonly checks?: BranchCallChecks;
 
   constructor(@Optional() @Inject(DTM_BRANCH_RUNTIME) readonly runtime?: DtmBranchRuntime) {
-    this.appUrlPath = appUrlPathOf(runtime?.config.appUrl);
+    const config = runtime?.config;
+    if (config) this.checks = { actions: config.branchAuthCheckActions, issueWindow: config.branchAuthIssueWindow, appUrlPath: appUrlPathOf(config.appUrl), isRoutePath: runtime.isHttpRoutePath };
   }
 
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
@@ -55,7 +56,7 @@ export class DtmBranchGuard implements CanActivate {
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;
-    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.runtime!.config.branchAuthCheckActions, this.appUrlPath, this.runtime!.isHttpRoutePath) : true;
+    const authenticated = auth && keysProblem === undefined ? authenticateBranchCall(auth, this.runtime!.query, transport, context, carrier, handlerName(context), this.checks!) : true;
     if (!schema || !VALIDATED_OPS.has(op) || keysProblem !== undefined) return authenticated;
     // the payload's schema (only on handlers that have one): after the authentication, before the handler
     return (async () => (await authenticated) && checkPayload(schema, transport.payload(context, carrier), context))();

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import { barrierDecisionsOf, behindBarrier, signedHeadersOf } from '../branches/branch-call.js';
+import { barrierDecisionsOf, behindBarrier, verifiedCallOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { defaultDtmConfig, isCredentialHeader, isLoopbackHost } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -237,9 +237,9 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     // DTM takes sub-branches only while the transaction is prepared: in a Try, never in a Confirm / Cancel (DTM would refuse them with FAILURE)
     if (branch.op !== 'try') throw new DtmUsageError(MESSAGES.nestedTccNotInTry(branch.op), { gid: branch.gid, branchId: branch.branchId });
     // with authenticated calls, its sub-branches' calls and confirm / cancel tokens carry the headers DTM holds for the transaction: those the call's token signed
-    const signedHeaders = signedHeadersOf(branch);
-    if (this.config.branchAuthKeys && signedHeaders === undefined) throw new DtmUsageError(MESSAGES.nestedTccNotVerified());
-    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, signedHeaders, info: branch });
+    const verified = verifiedCallOf(branch);
+    if (this.config.branchAuthKeys && verified === undefined) throw new DtmUsageError(MESSAGES.nestedTccNotVerified());
+    return new Tcc(this.runtime, branch.gid, { ...options, protocol: this.callerProtocol(branch) }, { branchId: branch.branchId, verified, info: branch });
   }
 
   /**

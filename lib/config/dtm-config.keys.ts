@@ -115,6 +115,7 @@ export const DTM_CONFIG_KEYS: readonly DtmConfigKey[] = [
   { yaml: 'barrier_table', camel: 'barrierTable', kind: 'sql-table', default: 'dtm_barrier.barrier', example: 'dtm_barrier.barrier' },
   { yaml: 'branch_auth_keys', camel: 'branchAuthKeys', kind: 'secret-list', example: '["${DTM_BRANCH_KEY}"]' },
   { yaml: 'branch_auth_check_actions', camel: 'branchAuthCheckActions', kind: 'boolean', default: false },
+  { yaml: 'branch_auth_issue_window', camel: 'branchAuthIssueWindow', kind: 'whole-seconds', default: 900, range: { min: 1, max: DTM_SECONDS_MAX, why: DTM_INTEGER } },
   { yaml: 'publish_branches', camel: 'publishBranches', kind: 'boolean', default: false },
   { yaml: 'services', camel: 'services', kind: 'services', default: {} },
   { yaml: 'startup_ping', camel: 'startupPing', kind: 'boolean', default: false },

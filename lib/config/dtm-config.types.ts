@@ -81,6 +81,15 @@ export interface DtmConfig {
    */
   branchAuthCheckActions: boolean;
   /**
+   * With `branchAuthKeys`: how far apart (seconds, either way) DTM's record of a transaction may say
+   * it was created and its tokens say they were issued, where a branch call's check reads the record
+   * (compensations, cancels, confirms, back-checks, checked actions, workflow resumes). Farther
+   * apart, the call is refused: the transaction was forgotten by DTM and re-created under its gid
+   * with its old tokens (or the clocks of the app and DTM differ that much). Keep DTM's
+   * `FinishedDataExpire` above it. Default 900.
+   */
+  branchAuthIssueWindow: number;
+  /**
    * Serve this app's branch manifest (`GET /dtm/branches`, and `nestjs_dtm.Branches/Manifest` on
    * gRPC servers that load `DTM_BRANCHES_PROTO`): each decorated branch's name, kind, ops and
    * targets, for callers that add its branches by name. Default false.

@@ -107,7 +107,7 @@ export class Tcc extends GlobalTransaction {
     const service = remote?.service;
     if (remote) await this.assertContractPayloads([{ ref: remote, target: tryTarget, data, where: 'try' }]);
     // with authenticated calls the id carries the token of its confirm and cancel (registered after branch_headers were fixed)
-    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text) : this.ids.next();
+    const branchId = this.auth ? this.auth.tccBranchId(this.ids.next(), this.gid, confirmTarget.value, cancelTarget.value, data, this.signedHeaders()?.text, this.issued) : this.ids.next();
     // a failure of either is kept: run() refuses the submit should the body go on (DTM would confirm the branch)
     await this.keepFailure(branchId, 'register', () =>
       this.transport.registerBranch({ gid: this.gid, transType: 'tcc', branchId, payload: data, fields: { confirm: confirmTarget.value, cancel: cancelTarget.value } }).catch((err: unknown) => {

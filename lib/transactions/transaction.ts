@@ -1,4 +1,5 @@
-import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, withPhase2, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
+import { AUTH_CALL_HEADER, AUTH_HEADER, AUTH_HEADERS_HEADER, AUTH_ISSUED_HEADER, authEntryKey, headersOfText, isSignedHeader, signedHeaders, targetPath, withPhase2, type BranchAuth, type SignedHeaders } from '../auth/branch-auth.js';
+import type { VerifiedCall } from '../branches/branch-call.js';
 import { parseAddress, parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, BranchKind, Payload, TransactionOptions, TransactionRecord, TransactionType } from '../transport/dtm.types.js';
 import type { DtmTransport, EncodedPayload, ResolvedOptions, TransactionRequest } from '../transport/dtm-transport.js';
@@ -111,8 +112,8 @@ export interface ParentBranch {
   branchId: string;
   /** The `BranchInfo` given to `tccFromBranch()`: flagged ({@link NESTED_FAILURE}) with the first sub-branch call that failed; the key of its sub-branch ids ({@link subBranchIds}). */
   info?: object;
-  /** With authenticated calls: the forwarded headers the parent call's verified token signed (their text, `''` for none), which DTM sends to its sub-branches too; the sub-branches' calls carry them. */
-  signedHeaders?: string;
+  /** With authenticated calls: what the parent call's verified token signed of the transaction (forwarded headers, issue time), which DTM sends to its sub-branches too; the sub-branches' calls carry them. */
+  verified?: VerifiedCall;
 }
 
 /**
@@ -278,15 +279,15 @@ export abstract class Transaction {
       branchTimeout: o.branchTimeout ?? config.branchTimeout,
       branchHeaders: o.branchHeaders ? overrideHeaders(this.inboundHeaders, o.branchHeaders, this.gid) : this.inboundHeaders,
     };
-    const parentSigned = this.parent?.signedHeaders;
-    if (parentSigned !== undefined) {
+    const verified = this.parent?.verified;
+    if (verified) {
       // a sub-branch (nested TCC) with authenticated calls: its calls carry the headers DTM holds for
       // the transaction (those the parent call's token signed), as DTM's own calls of it do, whatever
       // this app passes on; trace propagation is the request's
       if (o.branchHeaders) throw new DtmUsageError(MESSAGES.nestedTccHeaders(), { gid: this.gid });
       const headers: Record<string, string> = {};
       for (const name in this.inboundHeaders) if (!isSignedHeader(name)) headers[name] = this.inboundHeaders[name];
-      resolved.branchHeaders = Object.assign(headers, headersOfText(parentSigned));
+      resolved.branchHeaders = Object.assign(headers, headersOfText(verified.headers ?? ''));
     }
     // no retry interval unless the app set one: DTM's own then applies (the first look at a transaction after a shorter timeoutToFail)
     const retryInterval = o.retryInterval ?? config.retryInterval;
@@ -297,6 +298,12 @@ export abstract class Transaction {
       resolved.retryLimit = o.retryLimit;
     }
     if (o.waitResult) resolved.waitResult = true;
+    // with authenticated calls, when the tokens were issued (every token signs it; a dtm-* header, which
+    // no app's headers hold): now; a sub-branch's, its transaction's
+    if (config.branchAuthKeys) {
+      const issued = this.parent ? verified?.issued : String(Math.floor(Date.now() / 1000));
+      if (issued !== undefined) resolved.branchHeaders = { ...resolved.branchHeaders, [AUTH_ISSUED_HEADER]: issued };
+    }
     this.transport.checkTransaction(this.gid, resolved);
     if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid, this.protocol);
     return resolved;
@@ -401,8 +408,9 @@ export abstract class Transaction {
       const entries: string[] = [];
       const signed = signedHeaders(request.options.branchHeaders);
       const headers = signed?.text;
+      const issued = this.issued;
       this.signDtmCalls((op, branchId, target, payload) => {
-        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload, headers })}`);
+        entries.push(`${authEntryKey(op, branchId)}=${auth.sign({ channel: 'dtm', gid: this.gid, transType: this.transType, branchId, op, target: targetPath(target), payload, headers, issued })}`);
       });
       // the names go to DTM even without a token of its calls: TCC confirm / cancel carry theirs in the branch id
       if (entries.length > 0 || signed) {
@@ -419,6 +427,11 @@ export abstract class Transaction {
     return signedHeaders(this.branchHeaders);
   }
 
+  /** With authenticated calls: when this transaction's tokens were issued ({@link AUTH_ISSUED_HEADER}, among its branch headers). */
+  protected get issued(): string | undefined {
+    return this.resolved.branchHeaders[AUTH_ISSUED_HEADER];
+  }
+
 
   /** With authenticated calls: names every call DTM will make for `request` (saga steps, msg branches and back-check, workflow resume). */
   protected signDtmCalls(_sign: (op: string, branchId: string, target: string, payload: EncodedPayload | undefined) => void): void {}
@@ -433,7 +446,7 @@ export abstract class Transaction {
     const headers = this.parent ? this.nestedCallHeaders() : this.branchHeaders;
     if (!auth) return headers;
     const signed = signedHeaders(headers);
-    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: withPhase2(targetPath(target.value), phase2Target), payload, headers: signed?.text });
+    const token = auth.sign({ channel: 'app', gid: this.gid, transType: this.transType, branchId, op, target: withPhase2(targetPath(target.value), phase2Target), payload, headers: signed?.text, issued: this.issued });
     return withAuthHeaders(headers, [AUTH_CALL_HEADER, token], signed);
   }
 

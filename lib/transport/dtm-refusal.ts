@@ -52,7 +52,7 @@ const LARGE_COLUMNS: Record<string, { what: string; type: string; fix: string }>
 /** How to stay within DTM's varchar(1024) columns, by column. */
 const TOO_LONG_FIX: Record<string, string> = {
   options:
-    'DTM stores the transaction\'s options (timeouts, retry settings, branch headers and the headers pass_through_headers forwards, and with lynx.dtm.branch_auth_keys the dtm-auth tokens of DTM\'s calls, about 35 characters per step and op: a saga of 14 steps or more, a message of 29 or more, cannot be stored) as one JSON text within 1024 characters: pass a long value (a bearer token) some other way than as a branch header; with branch_auth_keys, split the work into transactions of fewer steps, or run DTM on its boltdb or Redis store',
+    'DTM stores the transaction\'s options (timeouts, retry settings, branch headers and the headers pass_through_headers forwards, and with lynx.dtm.branch_auth_keys the dtm-auth tokens of DTM\'s calls, about 35 characters per step and op: a saga of 14 steps or more, a message of 28 or more, cannot be stored) as one JSON text within 1024 characters: pass a long value (a bearer token) some other way than as a branch header; with branch_auth_keys, split the work into transactions of fewer steps, or run DTM on its boltdb or Redis store',
   custom_data: 'DTM stores the custom data (saga branch orders, msg delay, workflow name and input) within 1024 characters: fewer orders, a shorter workflow input',
   url: 'keep every branch URL (and target) within 1024 characters',
   query_prepared: 'keep the back-check URL within 1024 characters',

@@ -10,7 +10,7 @@ import { cutToStore } from '../transport/dtm-limits.js';
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import type { TransactionRuntime } from '../transactions/transaction-runtime.js';
 import { RESUME_AUTH_TARGET, WORKFLOW_RESUME_BRANCH, WorkflowTransaction } from '../transactions/workflow-transaction.js';
-import { AUTH_HEADERS_HEADER, headersOfCall, tokenInHeader } from '../auth/branch-auth.js';
+import { AUTH_HEADERS_HEADER, AUTH_ISSUED_HEADER, headersOfCall, issueProblem, tokenInHeader } from '../auth/branch-auth.js';
 import { currentPassThroughHeaders, dtmContext, passThroughAllowList } from '../context/dtm-context.js';
 import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js';
 import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
@@ -88,10 +88,14 @@ export class WorkflowEngine {
       // the token DTM stored with the workflow names its gid, name and stored input: only the app that started it made one
       const input = typeof stored.data === 'string' ? Buffer.from(stored.data, 'base64') : undefined;
       // ... and the forwarded headers DTM stored with it (those its stored list names), which the resumed run passes on
-      const headers = storedSignedHeaders(record.options.branchHeaders);
+      const { headers, issued } = storedSigned(record.options.branchHeaders);
       if (headers === null) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
-      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input, headers };
+      const call = { channel: 'dtm' as const, gid, transType: 'workflow', branchId: WORKFLOW_RESUME_BRANCH, op: name, target: RESUME_AUTH_TARGET, payload: input, headers, issued };
       if (!auth.verify(call, tokenInHeader(authHeader, name, WORKFLOW_RESUME_BRANCH))) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
+      // ... for the workflow DTM holds: created when its tokens were issued, not re-created under its gid after DTM forgot it
+      const window = this.runtime.config.branchAuthIssueWindow;
+      const apart = issueProblem(record.createTime, issued, window);
+      if (apart !== undefined) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeRefusedFor(name, gid, MESSAGES.authRecreated(apart, window)), { gid });
       if (this.running.has(gid)) return 'pending';
     }
     if (record.status === 'succeed' || record.status === 'failed') return record.status;
@@ -307,14 +311,19 @@ function inputOf(stored: { data?: unknown } | undefined, fallback: unknown): unk
   return typeof data === 'string' && data !== '' ? (JSON.parse(Buffer.from(data, 'base64').toString('utf8')) as StoredInput).v : fallback;
 }
 
-/** The signed text of the forwarded headers DTM stored for a workflow, as its `dtm-auth-headers` lists them (undefined: none; null: a list they do not match). */
-function storedSignedHeaders(stored: Record<string, string>): string | undefined | null {
+/**
+ * What the resume token of a workflow signs of the branch headers DTM stored for it: the text of the
+ * forwarded headers its `dtm-auth-headers` lists (undefined: none; null: a list they do not match),
+ * and the tokens' issue time.
+ */
+function storedSigned(stored: Record<string, string>): { headers: string | undefined | null; issued: string | undefined } {
   const lower: Record<string, string> = {};
   for (const name in stored) lower[name.toLowerCase()] = stored[name];
+  const issued = lower[AUTH_ISSUED_HEADER];
   const list = lower[AUTH_HEADERS_HEADER];
-  if (list === undefined) return undefined;
+  if (list === undefined) return { headers: undefined, issued };
   const read = headersOfCall(list, (name) => lower[name]);
-  return read.bad || read.missing !== undefined ? null : read.text;
+  return { headers: read.bad || read.missing !== undefined ? null : read.text, issued };
 }
 
 /** The request context of a resumed run: the resume call's trace context, and the stored forwarded headers this app passes on (`allowList`). */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { BranchBarrier, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { queryTrans, storedAuth, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { waitUntil } from '../support/services/process.js';
 import { bankHelpers, SQL_STORES, startBarrierApp, type BankAnswer, type BarrierApp, type SqlStore } from './barrier-app.js';
 
@@ -71,7 +71,7 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     const { gid, stored: headers } = await heldSaga(store, protocol);
     const stored = headers['dtm-auth'] ?? '';
     expect(stored).toContain('compensate.02=');
-    const early = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '02', op: 'compensate' }, { account: 1, amount: 30 }, { 'dtm-auth': stored });
+    const early = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '02', op: 'compensate' }, { account: 1, amount: 30 }, storedAuth(headers));
     expect(early).toMatchObject(refused(protocol));
     expect(early.text).toContain('DTM records the saga transaction as submitted');
     expect((await barrierRows(store, gid)).filter((r) => r.startsWith('02/'))).toEqual([]);
@@ -116,7 +116,7 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     const confirms = t.runs.of(`${store}.tccOutConfirm`);
     await t.sql[store].run('DELETE FROM dtm_barrier WHERE gid = ?', [gid]);
     const branchId = done.branches.find((b) => b.op === 'confirm')!.branch_id;
-    const replay = await attack(store, protocol, 'tcc-out-confirm', { gid, trans_type: 'tcc', branch_id: branchId, op: 'confirm' }, { account: 1, amount: 40 });
+    const replay = await attack(store, protocol, 'tcc-out-confirm', { gid, trans_type: 'tcc', branch_id: branchId, op: 'confirm' }, { account: 1, amount: 40 }, storedAuth(done));
     expect(replay).toMatchObject(refused(protocol));
     expect(replay.text).toContain('DTM records the tcc transaction as succeed');
     expect(t.runs.of(`${store}.tccOutConfirm`)).toBe(confirms);
@@ -132,9 +132,9 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
       .add(`${store}.transIn`, { account: 2, amount: 30, fail: 'failure' })
       .submitAndWait();
     expect(failed.status).toBe('failed');
-    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
+    const stored = storedAuth(await queryTrans(gid));
     await t.sql[store].run('DELETE FROM dtm_barrier WHERE gid = ?', [gid]);
-    const replay = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 30 }, { 'dtm-auth': stored });
+    const replay = await attack(store, protocol, 'trans-out-compensate', { gid, trans_type: 'saga', branch_id: '01', op: 'compensate' }, { account: 1, amount: 30 }, stored);
     expect(replay).toMatchObject(refused(protocol));
     expect(replay.text).toContain('DTM records the saga transaction as failed');
     expect(await barrierRows(store, gid)).toEqual([]);
@@ -188,7 +188,7 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
     if (protocol === 'grpc') expect(() => t.client.newSaga('gid-spaces', { protocol, branchHeaders: { 'x-tenant': ' t1 ' } })).toThrow('has spaces around its value');
     const { gid, stored } = await heldSaga(store, protocol, { 'x-tenant': protocol === 'http' ? ' t1 ' : 't1' });
     expect(stored['dtm-auth-headers']).toBe('x-tenant');
-    const auth = { 'dtm-auth': stored['dtm-auth'] ?? '', 'dtm-auth-headers': 'x-tenant' };
+    const auth: Record<string, string> = { ...storedAuth(stored), 'dtm-auth-headers': 'x-tenant' };
     const withdraw = (headers: Record<string, string>) =>
       attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, headers);
 
@@ -221,7 +221,7 @@ describe.each(PROTOCOLS)('forwarded headers of authenticated calls over %s', (pr
   it('a header the caller adds to a call whose token signs none does not reach the handler', async () => {
     const { gid, stored } = await heldSaga(store, protocol);
     expect(stored['dtm-auth-headers']).toBeUndefined();
-    const added = await attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, { 'dtm-auth': stored['dtm-auth'] ?? '', 'x-tenant': 'evil' });
+    const added = await attack(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 1, amount: 30 }, { ...storedAuth(stored), 'x-tenant': 'evil' });
     expect(added.status).toBe(200);
     // no run saw the added header (DTM may have run its failing deposit again meanwhile: other files trigger its cron)
     const runs = tenants(gid);
@@ -253,8 +253,8 @@ describe('branch_auth_check_actions on the barrier bank', () => {
       .add(`${store}.transIn`, { account: 2, amount: 30 })
       .submitAndWait();
     expect(failed.status).toBe('failed');
-    const stored = (await queryTrans(gid)).transaction?.branch_headers?.['dtm-auth'] ?? '';
-    const deposit = await bank.callBranch(store, protocol, 'trans-in', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 2, amount: 30 }, { 'dtm-auth': stored });
+    const stored = storedAuth(await queryTrans(gid));
+    const deposit = await bank.callBranch(store, protocol, 'trans-in', { gid, trans_type: 'saga', branch_id: '02', op: 'action' }, { account: 2, amount: 30 }, stored);
     expect(deposit).toMatchObject(refused(protocol));
     expect(deposit.text).toContain('DTM records the saga transaction as failed, and this op runs only when it is submitted');
     expect(await bank.balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });

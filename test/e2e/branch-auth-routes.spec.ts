@@ -14,7 +14,7 @@ import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import { BarrierTx, DtmBranchRegistryError, DtmClient, DtmFailureError, DtmModule, DtmOngoingError, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, SagaAction, TccCancel, TccConfirm, TccTry, XaBranch } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { harness, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { harness, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startDtmApp } from '../support/dtm-app.js';
@@ -107,7 +107,7 @@ describe.each(['express', 'fastify'] as const)('a token read back from DTM, at a
     runs.held.add(gid);
     await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 30 }).submit();
     const stored: DtmQueryAnswer = await waitForTransStatus(gid, 'submitted');
-    const headers = { 'dtm-auth': stored.transaction?.branch_headers?.['dtm-auth'] ?? '' };
+    const headers = storedAuth(stored);
     expect(headers['dtm-auth']).toContain('action.02=');
     const query = `?gid=${gid}&trans_type=saga&branch_id=02&op=action`;
     const body = JSON.stringify({ gid, amount: 30 });

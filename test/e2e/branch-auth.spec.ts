@@ -10,7 +10,7 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, SagaAction } from 'nestjs-dtm';
 import { BranchAuth } from '../../lib/auth/branch-auth.js';
-import { harness, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
@@ -82,7 +82,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const gid = await t.client.generateGid();
     await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
     const stored = await waitForTransStatus(gid, 'submitted');
-    const headers = { 'dtm-auth': storedTokens(stored) };
+    const headers = storedAuth(stored);
     const q = (over: Record<string, string> = {}) => ({ gid, trans_type: 'saga', branch_id: '02', op: 'action', ...over });
 
     const attempts = [
@@ -114,7 +114,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const attack = async (query: string) => {
       const res = await fetch(`${t.url}/api/v1/bank/credit?${query}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'dtm-auth': storedTokens(stored) },
+        headers: { 'content-type': 'application/json', ...storedAuth(stored) },
         body: JSON.stringify({ amount: 30 }),
       });
       return res.status;
@@ -140,7 +140,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const q = new URLSearchParams({ gid, trans_type: 'saga', branch_id: '02', op: 'action' });
     const attacks = [];
     for (const type of ['text/plain', 'text/plain; charset=utf-8']) {
-      const res = await fetch(`${t.url}/api/v1/bank/trans-in?${q}`, { method: 'POST', headers: { 'content-type': type, 'dtm-auth': storedTokens(stored) }, body: '{"amount":30}' });
+      const res = await fetch(`${t.url}/api/v1/bank/trans-in?${q}`, { method: 'POST', headers: { 'content-type': type, ...storedAuth(stored) }, body: '{"amount":30}' });
       attacks.push(res.status);
     }
     // the call it signed, as DTM would make it (the barrier makes DTM's own a no-op), or refused: never a string where the payload was an object
@@ -172,7 +172,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
 
     const q = { gid, trans_type: 'tcc', branch_id: branchId, op: 'cancel' };
-    const lateCancel = await call(t, '/api/inventory/cancel', q, { body: { sku: 'x' } });
+    const lateCancel = await call(t, '/api/inventory/cancel', q, { body: { sku: 'x' }, headers: storedAuth(done) });
     expect(lateCancel.status).toBe(401);
     expect(lateCancel.text).toContain('DTM records the tcc transaction as succeed');
     const otherBody = await call(t, '/api/inventory/confirm', { ...q, op: 'confirm' }, { body: { sku: 'y' } });
@@ -214,7 +214,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(seen()).toEqual(['inventoryTry r1', 'inventoryConfirm r1']);
 
     const q = { gid, trans_type: 'tcc', branch_id: done.branches[0].branch_id, op: 'confirm' };
-    const replay = (headers: Record<string, string>) => call(t, '/api/inventory/confirm', q, { body: { sku: 'x' }, headers });
+    const replay = (headers: Record<string, string>) => call(t, '/api/inventory/confirm', q, { body: { sku: 'x' }, headers: { ...storedAuth(done), ...headers } });
     const other = await replay({ 'dtm-auth-headers': 'x-request-id', 'x-request-id': 'r2' });
     const noList = await replay({ 'x-request-id': 'r1' });
     expect([other.status, noList.status]).toEqual([401, 401]);
@@ -281,7 +281,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     await t.client.newMsg(gid, { timeoutToFail: 3 }).add('notify', { order: 7 }).prepare('order');
     const q = { gid, trans_type: 'msg', branch_id: '00', op: 'msg' };
     expect((await call(t, '/api/outbox/query-prepared', q)).status).toBe(401);
-    const early = await call(t, '/api/outbox/query-prepared', q, { headers: { 'dtm-auth': storedTokens(await queryTrans(gid)) } });
+    const early = await call(t, '/api/outbox/query-prepared', q, { headers: storedAuth(await queryTrans(gid)) });
     expect(early.status).toBe(401);
     expect(early.text).toContain('DTM back-checks this message only after');
     expect(t.ledger.callsOf(gid)).toEqual([]);
@@ -300,7 +300,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     await t.client.newMsg(gid, { timeoutToFail: 0 }).add('notify', { order: 8 }).prepare('order');
     const stored = await queryTrans(gid);
     expect(stored.transaction?.status).toBe('prepared');
-    const early = await call(t, '/api/outbox/query-prepared', { gid, trans_type: 'msg', branch_id: '00', op: 'msg' }, { headers: { 'dtm-auth': storedTokens(stored) } });
+    const early = await call(t, '/api/outbox/query-prepared', { gid, trans_type: 'msg', branch_id: '00', op: 'msg' }, { headers: storedAuth(stored) });
     expect([early.status, early.text]).toEqual([401, expect.stringContaining('DTM back-checks this message only after')]);
     expect(t.ledger.callsOf(gid)).toEqual([]);
     await t.client.forceStop(gid);
@@ -430,7 +430,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     const failed = await strict.client.newSaga(gid).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
     expect(failed.status).toBe('failed');
     expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transOutCompensate']);
-    const headers = { 'dtm-auth': storedTokens(await queryTrans(gid)) };
+    const headers = storedAuth(await queryTrans(gid));
     const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
     const balances = Object.fromEntries(strict.ledger.balances);
     const refused = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
@@ -452,7 +452,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     strict.ledger.script('transOut', ...HELD); // ONGOING until released: other files' cron triggers make DTM retry at any time
     const gid = await strict.client.generateGid();
     await strict.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
-    const headers = { 'dtm-auth': storedTokens(await waitForTransStatus(gid, 'submitted')) };
+    const headers = storedAuth(await waitForTransStatus(gid, 'submitted'));
     const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
     const early = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
     expect(early.status).toBe(401);
@@ -478,7 +478,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
       .addBranchOrder(1, [0])
       .submit();
     const stored = await waitForTransStatus(gid, 'submitted');
-    const headers = { 'dtm-auth': storedTokens(stored) };
+    const headers = storedAuth(stored);
     const q = { gid, trans_type: 'saga', branch_id: '02', op: 'action' };
     const early = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers });
     expect(early.status).toBe(401);
@@ -498,7 +498,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
   it('a branch of a message still prepared is refused; once DTM has it submitted, its own call runs', async () => {
     const gid = await strict.client.generateGid();
     await strict.client.newMsg(gid).add('notify', { order: 7 }).prepare('order');
-    const headers = { 'dtm-auth': storedTokens(await queryTrans(gid)) };
+    const headers = storedAuth(await queryTrans(gid));
     const q = { gid, trans_type: 'msg', branch_id: '01', op: 'action' };
     const early = await call(strict, '/api/outbox/notify', q, { body: { order: 7 }, headers });
     expect(early.status).toBe(401);

@@ -120,6 +120,22 @@ export async function newGid(serverUrl?: string): Promise<string> {
   return answer.body.gid;
 }
 
+/**
+ * The module's own headers DTM sends with every branch call of a transaction (its tokens,
+ * `dtm-auth`; their issue time, `dtm-auth-issued`), as its query answer shows them: what a call
+ * replayed from DTM's API carries (its forwarded headers and their list aside).
+ */
+export function storedAuth(from: DtmQueryAnswer | Record<string, string>): Record<string, string> {
+  const stored = isQueryAnswer(from) ? (from.transaction?.branch_headers ?? {}) : from;
+  const auth: Record<string, string> = {};
+  for (const name of ['dtm-auth', 'dtm-auth-issued']) if (stored[name] !== undefined) auth[name] = stored[name];
+  return auth;
+}
+
+function isQueryAnswer(from: DtmQueryAnswer | Record<string, string>): from is DtmQueryAnswer {
+  return Array.isArray((from as DtmQueryAnswer).branches);
+}
+
 /** What DTM (the harness's, or the one at `serverUrl`) recorded for `gid` (`/api/dtmsvr/query`). */
 export async function queryTrans(gid: string, serverUrl?: string): Promise<DtmQueryAnswer> {
   const answer = await rawQueryTrans(gid, serverUrl);

@@ -6,7 +6,7 @@ import { inspect } from 'node:util';
 import { createHmac, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
-import { BranchAuth, headersOfCall, signedHeaders, signedQuery, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
+import { BranchAuth, headersOfCall, issueProblem, signedHeaders, signedQuery, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
 
 const KEY_A = 'a'.repeat(40);
 const KEY_B = 'b'.repeat(40);
@@ -103,6 +103,24 @@ describe('BranchAuth', () => {
     expect(tokenInHeader('compensate.01=AAA', 'action', '01')).toBeUndefined();
     expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
     expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
+  });
+});
+
+describe('issueProblem: DTM\'s record created within the window of the tokens\' issue time', () => {
+  const issued = '1764979200';
+  const at = (seconds: number) => new Date((1764979200 + seconds) * 1000);
+  it('within the window either way (clocks of the app and DTM apart, a submit retried): none; beyond it: the seconds apart', () => {
+    expect(issueProblem(at(0), issued, 900)).toBeUndefined();
+    expect(issueProblem(at(900), issued, 900)).toBeUndefined();
+    expect(issueProblem(at(-900), issued, 900)).toBeUndefined();
+    expect(issueProblem(at(901), issued, 900)).toBe(901);
+    expect(issueProblem(at(-901), issued, 900)).toBe(901);
+    expect(issueProblem(at(86_400), issued, 900)).toBe(86_400);
+  });
+  it('tokens without an issue time (an app of an older version), a record without a creation time, or a value that is no Unix time: nothing to compare', () => {
+    expect(issueProblem(at(86_400), undefined, 900)).toBeUndefined();
+    expect(issueProblem(undefined, issued, 900)).toBeUndefined();
+    for (const bad of ['', '-5', '1e9', ' 1764979200', '17649792001234']) expect(issueProblem(at(86_400), bad, 900)).toBeUndefined();
   });
 });
 

@@ -449,6 +449,8 @@ describe('bad input is refused with DtmUsageError before anything is sent', () =
     expect(() => new Saga(runtime, 'gid-a', { branchHeaders: { 'x-tenant': 'José' } })).not.toThrow(); // without keys: as before
     await new Saga(signing, 'gid-a', { branchHeaders: { 'X-Tenant': 't1', 'x-b3-traceid': 'ab' } }).add('http://a/x', 'http://a/y', {}).submit();
     expect(sent[0].request.options.branchHeaders).toMatchObject({ 'x-request-id': 'r1', baggage: 'k=v', 'X-Tenant': 't1', 'dtm-auth-headers': 'x-request-id,x-tenant' });
+    // the tokens' issue time (Unix seconds), which they sign
+    expect(Math.abs(Number(sent[0].request.options.branchHeaders['dtm-auth-issued']) - Date.now() / 1000)).toBeLessThan(5);
     // over gRPC: spaces around a value and user-agent never reach a gRPC branch as sent
     expect(() => new Saga(runtime, 'gid-g', { protocol: 'grpc', branchHeaders: { 'x-tenant': 't1 ' } })).toThrow(/has spaces around its value/);
     expect(() => new Saga(signing, 'gid-g', { protocol: 'grpc', branchHeaders: { 'user-agent': 'me' } })).toThrow(/branch header user-agent cannot be signed for gRPC branches/);
