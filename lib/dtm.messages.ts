@@ -635,8 +635,13 @@ export const MESSAGES = {
       : 'every branch call with its barrier would fail (500) and DTM would retry it forever. ') +
     `Grant the database user the app connects as: GRANT SELECT, INSERT ON ${table} TO <user>` +
     (dialect === 'postgres' && table.includes('.') ? ` (and GRANT USAGE ON SCHEMA ${table.split('.')[0]} TO <user>)` : ''),
-  barrierStatementRefused: (table: string, dialect: string, refusal: 'permission' | 'read-only' | 'no-table', reason: string) =>
-    `the database refused the barrier's statement on its table ${table} (${dialect}: ${truncate(reason)}), so the business did not run and the call answers an error DTM retries; ` +
+  barrierStatementRefused: (table: string, dialect: string, refusal: 'permission' | 'read-only' | 'no-table', reason: string, step: 'call' | 'xa-action' | 'xa-phase2' = 'call') =>
+    `the database refused the barrier's statement on its table ${table} (${dialect}: ${truncate(reason)}), ` +
+    (step === 'xa-action'
+      ? 'so the XA branch\'s business did not run and the call fails: the app running the XA transaction aborts it; '
+      : step === 'xa-phase2'
+        ? 'so the XA branch\'s rollback could not record itself and the call answers an error DTM retries; '
+        : 'so the business did not run and the call answers an error DTM retries; ') +
     (refusal === 'permission'
       ? `the database user the barrier connects as lacks a privilege: GRANT SELECT, INSERT ON ${table} TO <user>${dialect === 'postgres' && table.includes('.') ? ` (and GRANT USAGE ON SCHEMA ${table.split('.')[0]} TO <user>)` : ''}`
       : refusal === 'read-only'

@@ -190,3 +190,21 @@ export function barrierWriteRefusal(err: unknown): 'permission' | 'read-only' | 
   if (NO_TABLE.has(e?.code) || NO_TABLE.has(e?.errno)) return 'no-table';
   return undefined;
 }
+
+/**
+ * `err` of a barrier statement as its caller gets it: the database's refusal of the barrier table
+ * `table` ({@link barrierWriteRefusal}) is a `DtmUsageError` naming the table and what to do, with
+ * `err` as its cause; any other error as it is. `step` says what the refused statement belonged to.
+ */
+export function barrierStatementError(
+  err: unknown,
+  table: string,
+  dialect: BarrierDialect,
+  context: { gid: string; branchId: string },
+  step?: 'call' | 'xa-action' | 'xa-phase2',
+): unknown {
+  const refusal = barrierWriteRefusal(err);
+  if (refusal === undefined) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  return new DtmUsageError(MESSAGES.barrierStatementRefused(table, dialect, refusal, reason, step), { ...context, cause: err });
+}

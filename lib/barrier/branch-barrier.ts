@@ -3,7 +3,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmDuplicatedError } from '../errors/dtm-duplicated.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
-import { assertBarrierTable, barrierWriteRefusal, DEFAULT_BARRIER_TABLE, deleteBarrierSql, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
+import { assertBarrierTable, barrierStatementError, DEFAULT_BARRIER_TABLE, deleteBarrierSql, insertBarrierSql, selectReasonSql } from './barrier.sql.js';
 import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome, BarrierStatement, BarrierTransaction, LocalTransactionBounds } from './barrier.types.js';
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
@@ -90,7 +90,8 @@ export class BranchBarrier {
   /**
    * Runs `business` inside your open local transaction `tx`, guarded by the barrier. Resolves with
    * what it did; a business error propagates (never swallowed): roll your transaction back then,
-   * which removes the barrier rows too. Commit when it resolves, also when the business was skipped
+   * which removes the barrier rows too. A barrier insert the database refuses for the table itself
+   * (a privilege, a read-only database, no such table) is `DtmUsageError` saying what to do. Commit when it resolves, also when the business was skipped
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
@@ -98,7 +99,9 @@ export class BranchBarrier {
     const inserts = this.inserts(tx.dialect, this.nextBarrierId());
     const results: BarrierExecResult[] = [];
     for (const insert of inserts) {
-      const result = await tx.execute(insert.sql, insert.params);
+      const result = await tx.execute(insert.sql, insert.params).catch((err: unknown) => {
+        throw this.refusedByDatabase(err, tx.dialect);
+      });
       results.push(result);
       if (result.outsideTransaction) await this.undoOutsideTransaction(tx, inserts, results);
     }
@@ -337,10 +340,7 @@ export class BranchBarrier {
    * error DTM retries, as before); any other error as it is.
    */
   private refusedByDatabase(err: unknown, dialect: BarrierDialect): unknown {
-    const refusal = barrierWriteRefusal(err);
-    if (refusal === undefined) return err;
-    const reason = err instanceof Error ? err.message : String(err);
-    return new DtmUsageError(MESSAGES.barrierStatementRefused(this.table, dialect, refusal, reason), { gid: this.gid, branchId: this.branchId, cause: err });
+    return barrierStatementError(err, this.table, dialect, { gid: this.gid, branchId: this.branchId });
   }
 
   /** The error of a SQL barrier call in a handler the module already runs behind one (see {@link BranchBarrierOptions.behindBarrier}). */

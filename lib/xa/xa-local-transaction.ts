@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
+import { barrierStatementError, insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect, BarrierExecResult, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { mysqlLockWaitSql } from '../barrier/mysql-barrier.store.js';
 import { pgBeginSql } from '../barrier/pg-barrier.store.js';
@@ -123,7 +123,9 @@ export async function prepareXa<H, T>(
       let result: T;
       try {
         step = 'barrier row';
-        await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']);
+        await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']).catch((err: unknown) => {
+          throw barrierStatementError(err, row.table, db.dialect, { gid: row.gid, branchId: row.branchId }, 'xa-action');
+        });
         step = '';
         result = await business(conn.handle);
         step = 'registration of the branch with DTM';
@@ -235,12 +237,15 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
         if (commit || reason === 'rollback') return;
       }
       if (commit) return;
+      const refused = (err: unknown) => {
+        throw barrierStatementError(err, row.table, db.dialect, context, 'xa-phase2');
+      };
       if (db.dialect === 'mysql' || !unknown) {
-        await conn.execute(insert, rollbackRow);
+        await conn.execute(insert, rollbackRow).catch(refused);
         return;
       }
       // PostgreSQL, not prepared and no row seen: the action may still run, holding its row
-      const inserted = await pgInsertWaitingAtMost(conn, insert, rollbackRow, pause);
+      const inserted = await pgInsertWaitingAtMost(conn, insert, rollbackRow, pause).catch(refused);
       if (inserted === 1) return;
       // still locked, or written meanwhile (the next round reads it): the rollback again
       if (waited >= XA_ATTACHED_WAIT_MS) throw new DtmXaPhase2Error(MESSAGES.xaPhase2Running(row.gid, row.branchId, xid, waited + pause), op, context);

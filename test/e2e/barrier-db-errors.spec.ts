@@ -3,14 +3,14 @@
 // what the start-up check says of it and what DTM gets from a branch call behind it.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Controller, Get, Post, type INestApplication } from '@nestjs/common';
+import { Body, Controller, Get, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { BranchBarrier, BranchContext, DtmClient, DtmGidInUseError, DtmModule, DtmOutcomeUnknownError, DtmUsageError, MsgBranch, MsgQueryPrepared, type BranchInfo, ensureBarrierSchema, mysqlBarrierDatabase, mysqlXaDatabase, pgBarrierDatabase, pgXaDatabase, SagaAction, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
+import { BarrierTx, BranchBarrier, BranchContext, DtmClient, DtmGidInUseError, DtmModule, DtmOutcomeUnknownError, DtmUsageError, MsgBranch, MsgQueryPrepared, type BranchInfo, ensureBarrierSchema, mysqlBarrierDatabase, mysqlBarrierTransaction, mysqlXaDatabase, pgBarrierDatabase, pgBarrierTransaction, pgXaDatabase, SagaAction, XaBranch, UseBarrier, type BarrierDatabase, type XaDatabase } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { answerSwallowingProxy } from '../support/swallow-proxy.js';
 
@@ -52,6 +52,26 @@ class OutboxBranches {
   @MsgBranch('dberr.outbox.ship')
   ship(@BranchContext() branch: BranchInfo) {
     shipped.push(branch.gid);
+  }
+}
+
+/** The times each store's XA branch ran its business. */
+const xaRuns: Record<string, number> = {};
+
+@Controller('dberr-xa')
+class XaBranches {
+  @Post('pg')
+  @XaBranch('dberr.xa.pg', { db: 'pg' })
+  async pg(@Body() m: { amount: number }, @BarrierTx() c: pg.Client) {
+    xaRuns.pg = (xaRuns.pg ?? 0) + 1;
+    await c.query('SELECT $1::int', [m.amount]);
+  }
+
+  @Post('mysql')
+  @XaBranch('dberr.xa.mysql', { db: 'mysql' })
+  async mysql(@Body() m: { amount: number }, @BarrierTx() c: mysql.Connection) {
+    xaRuns.mysql = (xaRuns.mysql ?? 0) + 1;
+    await c.execute('SELECT ?', [m.amount]);
   }
 }
 
@@ -325,5 +345,116 @@ describe('MariaDB deadlocks (1213) in the business', () => {
     expect(retry).toEqual({ executed: true, result: undefined });
     expect(await barrier(gids[victim]).callWithDb(db, async () => 'again')).toEqual({ executed: false, reason: 'duplicate' });
     expect(await stock()).toEqual([8, 8]);
+  });
+});
+
+describe('barrier statements the database refuses outside callWithDb', () => {
+  /** Whether the XA databases of {@link startXa}'s app give read-only connections from now on. */
+  let xaReadOnly = true;
+  /** An app whose XA branches (XaBranches) run on this file's databases, read-only while {@link xaReadOnly}. */
+  const startXa = async () => {
+    const xa = {
+      pg: pgXaDatabase(async () => {
+        const c = new pg.Client({ connectionString: dbs.postgres.url, options: xaReadOnly ? '-c default_transaction_read_only=on' : undefined });
+        await c.connect();
+        return c;
+      }),
+      mysql: mysqlXaDatabase(async () => {
+        const c = await mysql.createConnection(dbs.mariadb.config);
+        if (xaReadOnly) await c.query('SET SESSION TRANSACTION READ ONLY');
+        return c;
+      }),
+    };
+    const port = await freePort();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE }, xaConnections: xa })],
+      controllers: [XaBranches],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true });
+    const logger = new CapturingLogger();
+    app.useLogger(logger);
+    await app.listen(port, '127.0.0.1');
+    apps.push(app);
+    return { client: app.get(DtmClient), logger };
+  };
+
+  it.each(['pg', 'mysql'] as const)('an XA branch on %s whose database is read-only: the branch call fails with the DtmUsageError naming the barrier table and the read-only database (not the bare driver error), the business never runs, the XA transaction is rolled back', async (store) => {
+    xaReadOnly = true;
+    const { client, logger } = await startXa();
+    const gid = await client.generateGid();
+    const error = await client
+      .xaGlobalTransaction(gid, async (x) => {
+        await x.callBranch({ amount: 1 }, `dberr.xa.${store}`);
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(Error);
+    expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    expect(xaRuns[store] ?? 0).toBe(0);
+    const line = logger.errors.find((l) => l.includes(gid));
+    expect(line).toContain(`the database refused the barrier's statement on its table ${TABLE}`);
+    expect(line).toContain('the database is read-only');
+    expect(line).toContain('DtmUsageError');
+  });
+
+  it.each(['pg', 'mysql'] as const)("an XA branch on %s prepared, whose rollback meets a read-only database (a failover to a replica): the rollback's barrier row refused is the DtmUsageError naming the table (DTM retries), and once the database takes writes the rollback finishes", async (store) => {
+    xaReadOnly = false;
+    const { client, logger } = await startXa();
+    const gid = await client.generateGid();
+    const before = xaRuns[store] ?? 0;
+    const error = await client
+      .xaGlobalTransaction(gid, async (x) => {
+        await x.callBranch({ amount: 1 }, `dberr.xa.${store}`);
+        xaReadOnly = true;
+        throw new Error('the AP gives up');
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect((error as Error).message).toContain('the AP gives up');
+    expect(xaRuns[store]).toBe(before + 1);
+    await waitUntil('the rollback refused', async () => logger.errors.some((l) => l.includes(gid) && l.includes('op rollback')), { timeoutMs: 15_000, intervalMs: 100 });
+    const line = logger.errors.find((l) => l.includes(gid) && l.includes('op rollback'));
+    expect(line).toContain(`the database refused the barrier's statement on its table ${TABLE}`);
+    expect(line).toContain("the XA branch's rollback could not record itself");
+    expect(line).toContain('the database is read-only');
+    xaReadOnly = false;
+    await triggerCron();
+    expect((await client.waitForFinal(gid, { timeout: 30 })).status).toBe('failed');
+  });
+
+  it.each(['pg', 'mysql'] as const)("BranchBarrier.call() in the caller's own transaction on %s, as a database user without INSERT on the barrier table: DtmUsageError naming the table and the grant, with the driver's error as its cause; the business never runs", async (store) => {
+    let ran = 0;
+    const barrier = new BranchBarrier('saga', `call-${store}-${Date.now()}`, '01', 'action', { table: TABLE });
+    let error: unknown;
+    if (store === 'pg') {
+      const h = harness().postgres!;
+      const c = new pg.Client({ host: h.host, port: h.port, database: dbs.name, user: readOnlyUser.pg, password: 'sel' });
+      await c.connect();
+      try {
+        await c.query('BEGIN');
+        error = await barrier.call(pgBarrierTransaction(c), async () => ran++).then(() => undefined, (e: unknown) => e);
+        await c.query('ROLLBACK');
+      } finally {
+        await c.end();
+      }
+    } else {
+      const c = await mysql.createConnection({ ...dbs.mariadb.config, user: readOnlyUser.mysql, password: 'sel' });
+      try {
+        await c.beginTransaction();
+        error = await barrier.call(mysqlBarrierTransaction(c), async () => ran++).then(() => undefined, (e: unknown) => e);
+        await c.rollback();
+      } finally {
+        await c.end();
+      }
+    }
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toContain(`the database refused the barrier's statement on its table ${TABLE}`);
+    expect((error as Error).message).toContain(`GRANT SELECT, INSERT ON ${TABLE} TO`);
+    expect((error as Error).cause).toMatchObject({ code: store === 'pg' ? '42501' : 'ER_TABLEACCESS_DENIED_ERROR' });
+    expect(ran).toBe(0);
   });
 });
