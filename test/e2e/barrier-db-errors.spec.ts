@@ -55,6 +55,19 @@ class OutboxBranches {
   }
 }
 
+@Controller('dberr-outbox-mysql')
+class MysqlOutboxBranches {
+  @Get('check')
+  @MsgQueryPrepared('dberr.outboxMysql.check', { barrier: 'mysql' })
+  check() {}
+
+  @Post('ship')
+  @MsgBranch('dberr.outboxMysql.ship')
+  ship(@BranchContext() branch: BranchInfo) {
+    shipped.push(branch.gid);
+  }
+}
+
 /** The times each store's XA branch ran its business. */
 const xaRuns: Record<string, number> = {};
 
@@ -456,5 +469,86 @@ describe('barrier statements the database refuses outside callWithDb', () => {
     expect((error as Error).message).toContain(`GRANT SELECT, INSERT ON ${TABLE} TO`);
     expect((error as Error).cause).toMatchObject({ code: store === 'pg' ? '42501' : 'ER_TABLEACCESS_DENIED_ERROR' });
     expect(ran).toBe(0);
+  });
+});
+
+describe('MariaDB lock wait timeout (1205) in the business (innodb_rollback_on_timeout OFF: only the statement is rolled back)', () => {
+  /** Another session holding row `id` of dberr_stock locked until `release()`. */
+  const holdRow = async (id: number) => {
+    const conn = await admin.mysql.getConnection();
+    await conn.beginTransaction();
+    await conn.query('SELECT n FROM dberr_stock WHERE id = ? FOR UPDATE', [id]);
+    return async () => {
+      await conn.rollback();
+      conn.release();
+    };
+  };
+  /** The business: takes row 2 (not locked), then row 1 (locked by the other session: 1205 after the session's lock wait). */
+  const takeBoth = (conn: mysql.PoolConnection) =>
+    (async () => {
+      await conn.execute('UPDATE dberr_stock SET n = n - 1 WHERE id = 2', []);
+      await conn.execute('UPDATE dberr_stock SET n = n - 1 WHERE id = 1', []);
+    })();
+  const stock = async () => ((await admin.mysql.query('SELECT id, n FROM dberr_stock ORDER BY id'))[0] as { n: number }[]).map((r) => r.n);
+  beforeAll(async () => {
+    expect(((await admin.mysql.query('SELECT @@GLOBAL.innodb_rollback_on_timeout AS v'))[0] as { v: number }[])[0].v).toBe(0);
+    await admin.mysql.query('CREATE TABLE IF NOT EXISTS dberr_stock (id int PRIMARY KEY, n int NOT NULL)');
+  });
+
+  it("behind callWithDb: the business's half (row 2) is not committed with the barrier row: the whole local transaction is rolled back, the caller gets ER_LOCK_WAIT_TIMEOUT (an error DTM retries), and the retry runs the business once", async () => {
+    await admin.mysql.query('REPLACE INTO dberr_stock (id, n) VALUES (1, 10), (2, 10)');
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    closers.push(() => pool.end());
+    const db = mysqlBarrierDatabase(pool);
+    const gid = `lw-${Date.now()}`;
+    const barrier = () => new BranchBarrier('saga', gid, '01', 'action', { table: TABLE, timeoutSeconds: 1 });
+    const release = await holdRow(1);
+    let error: unknown;
+    try {
+      error = await barrier()
+        .callWithDb(db, takeBoth)
+        .then(() => undefined, (e: unknown) => e);
+    } finally {
+      await release();
+    }
+    expect(error).toMatchObject({ code: 'ER_LOCK_WAIT_TIMEOUT' });
+    expect(await stock()).toEqual([10, 10]);
+    expect((await admin.mysql.query(`SELECT reason FROM ${TABLE} WHERE gid = ?`, [gid]))[0]).toEqual([]);
+    expect(await barrier().callWithDb(db, takeBoth)).toEqual({ executed: true, result: undefined });
+    expect(await barrier().callWithDb(db, takeBoth)).toEqual({ executed: false, reason: 'duplicate' });
+    expect(await stock()).toEqual([9, 9]);
+  });
+
+  it("inside doAndSubmitDb: the local transaction is rolled back whole (row 2 untouched), the caller gets ER_LOCK_WAIT_TIMEOUT, DTM's back-check answers FAILURE: the message fails, never delivered", async () => {
+    await admin.mysql.query('REPLACE INTO dberr_stock (id, n) VALUES (1, 10), (2, 10)');
+    const pool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 2 });
+    pool.on('connection', (conn) => void conn.query('SET SESSION innodb_lock_wait_timeout = 1'));
+    closers.push(() => pool.end());
+    const port = await freePort();
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, barrierTable: TABLE }, barrierConnections: { mysql: mysqlBarrierDatabase(admin.mysql) } })],
+      controllers: [MysqlOutboxBranches],
+    }).compile();
+    const app = moduleRef.createNestApplication({ forceCloseConnections: true, logger: false });
+    await app.listen(port, '127.0.0.1');
+    apps.push(app);
+    const client = app.get(DtmClient);
+    const gid = await client.generateGid();
+    const release = await holdRow(1);
+    let error: unknown;
+    try {
+      error = await client
+        .newMsg(gid, { timeoutToFail: 3, retryInterval: 1 })
+        .add('dberr.outboxMysql.ship', { id: gid })
+        .doAndSubmitDb('dberr.outboxMysql.check', mysqlBarrierDatabase(pool), takeBoth)
+        .then(() => undefined, (e: unknown) => e);
+    } finally {
+      await release();
+    }
+    expect(error).toMatchObject({ code: 'ER_LOCK_WAIT_TIMEOUT' });
+    expect(await stock()).toEqual([10, 10]);
+    expect((await client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
+    expect(shipped).not.toContain(gid);
+    expect((await admin.mysql.query(`SELECT reason FROM ${TABLE} WHERE gid = ?`, [gid]))[0]).toEqual([{ reason: 'rollback' }]);
   });
 });
