@@ -316,6 +316,48 @@ describe('the outbox (doAndSubmitDb) on PostgreSQL', () => {
     expect((again as Error).message).toContain('use a new one');
     expect(shipped).not.toContain(loser);
   });
+  it("a serialization failure (40001) of the local transaction while DTM's back-check of the same message waits on its barrier row: the back-check answers FAILURE once the transaction rolled back (the winner's answers success), the caller gets the database error (40001), the message fails and is never delivered", async () => {
+    await admin.pg.query('CREATE TABLE IF NOT EXISTS dberr_seats2 (gid text PRIMARY KEY)');
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2, options: '-c default_transaction_isolation=serializable' });
+    pool.on('error', () => undefined);
+    closers.push(() => pool.end());
+    const db = pgBarrierDatabase(pool);
+    const gids = [await outbox.client.generateGid(), await outbox.client.generateGid()];
+    let read = 0;
+    let bothRead!: () => void;
+    const gate = new Promise<void>((resolve) => (bothRead = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const takeSeat = (gid: string) => async (client: { query(sql: string, params?: unknown[]): Promise<unknown> }) => {
+      await client.query('SELECT count(*) FROM dberr_seats2');
+      if (++read === 2) bothRead();
+      await released;
+      await client.query('INSERT INTO dberr_seats2 (gid) VALUES ($1)', [gid]);
+    };
+    const results = Promise.all(gids.map((gid) => order(gid).doAndSubmitDb('dberr.outbox.check', db, takeSeat(gid)).then(() => 'ok', (e: unknown) => e)));
+    await gate;
+    // DTM's back-check of each message, as DTM calls it, while both local transactions hold their barrier rows
+    const base = (await outbox.app.getUrl()).replace('[::1]', '127.0.0.1');
+    const checks = gids.map((gid) => fetch(`${base}/dberr-outbox/check?gid=${gid}&trans_type=msg&branch_id=00&op=msg`).then((r) => r.status));
+    // on a client of its own: the back-checks hold the module's pool (admin.pg) while they wait
+    const monitor = new pg.Client({ connectionString: dbs.postgres.url });
+    await monitor.connect();
+    closers.push(() => monitor.end());
+    const waiting = async () => (await monitor.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%dberr_barrier%'")).rows[0].n as number;
+    // ours, and DTM's own once the messages' timeoutToFail passed
+    await waitUntil('both back-checks waiting on the barrier rows', async () => (await waiting()) >= 2, { timeoutMs: 10_000, intervalMs: 50 }).finally(release);
+    const outcome = await results;
+    const failed = outcome.findIndex((r) => r !== 'ok');
+    expect(outcome.filter((r) => r === 'ok')).toHaveLength(1);
+    expect(outcome[failed]).toMatchObject({ code: '40001' });
+    const answers = await Promise.all(checks);
+    expect(answers[failed]).toBe(409);
+    expect(answers[1 - failed]).toBe(200);
+    expect((await outbox.client.waitForFinal(gids[failed], { timeout: 20 })).status).toBe('failed');
+    expect((await outbox.client.waitForFinal(gids[1 - failed], { timeout: 20 })).status).toBe('succeed');
+    expect(shipped).not.toContain(gids[failed]);
+    expect((await admin.pg.query('SELECT gid FROM dberr_seats2 WHERE gid = ANY($1)', [gids])).rows.map((r: { gid: string }) => r.gid)).toEqual([gids[1 - failed]]);
+  });
 });
 
 describe('MariaDB deadlocks (1213) in the business', () => {
