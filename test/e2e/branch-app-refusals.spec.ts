@@ -1,0 +1,268 @@
+// What the app's own pipes, guards and request-scoped providers do to DTM's calls of branches
+// behind the barrier and of a workflow's compensations, against the real DTM server: a
+// compensation a pipe refuses (logged once, the barrier row left for a fixed deploy to run it), a
+// workflow's compensation refused by a pipe or a guard, a request-scoped provider that fails.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  BadRequestException,
+  Body,
+  Controller,
+  Inject,
+  Injectable,
+  Post,
+  Scope,
+  UseGuards,
+  type ArgumentMetadata,
+  type CanActivate,
+  type INestApplication,
+  type PipeTransform,
+} from '@nestjs/common';
+import { REQUEST } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
+import pg from 'pg';
+import {
+  BarrierTx,
+  BranchContext,
+  DtmClient,
+  DtmFailureError,
+  DtmModule,
+  DtmOutcomeUnknownError,
+  DtmWorkflow,
+  DtmWorkflowPendingError,
+  SagaAction,
+  SagaCompensate,
+  UseBarrier,
+  ensureBarrierSchema,
+  pgBarrierDatabase,
+  type BranchInfo,
+  type WorkflowContext,
+} from 'nestjs-dtm';
+import { fileDatabases } from '../support/databases.js';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { RecordingLogger } from '../support/recording-logger.js';
+import { waitUntil } from '../support/services/process.js';
+
+/** The action's DTO. */
+class Move {
+  account!: number;
+  amount!: number;
+}
+
+/** The compensation's DTO: a field the action's payload lacks (a pipe refuses it until the "fixed deploy"). */
+class Refund {
+  account!: number;
+  amount!: number;
+  reason!: string;
+}
+
+/** A validating pipe (as class-validator's ValidationPipe): Refund needs a reason, unless the app was fixed. */
+class ValidateRefund implements PipeTransform {
+  static fixed = false;
+
+  transform(value: unknown, { metatype }: ArgumentMetadata): unknown {
+    if (metatype !== Refund || ValidateRefund.fixed) return value;
+    if (typeof (value as Partial<Refund> | undefined)?.reason !== 'string') throw new BadRequestException(['reason must be a string']);
+    return value;
+  }
+}
+
+let pool: pg.Pool;
+
+/** Behind the barrier: debit, its refund validated by the pipe. */
+@UseBarrier('pg')
+@Controller('refusals-wallet')
+class Wallet {
+  static readonly calls: string[] = [];
+
+  @Post('debit')
+  @SagaAction('refusals.debit')
+  async debit(@Body() m: Move & { refuse?: boolean }, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
+    Wallet.calls.push(`debit ${b.gid}`);
+    await tx.query('UPDATE account SET balance = balance - $1 WHERE id = $2', [m.amount, m.account]);
+    if (m.refuse) throw new DtmFailureError('insufficient funds');
+  }
+
+  @Post('refund')
+  @SagaCompensate('refusals.debit')
+  async refund(@Body() m: Refund, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
+    Wallet.calls.push(`refund ${b.gid}`);
+    await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
+/** A guard of the app refusing calls until the app is fixed. */
+class DenyUntilFixed implements CanActivate {
+  static fixed = false;
+
+  canActivate(): boolean {
+    return DenyUntilFixed.fixed;
+  }
+}
+
+/** Behind the barrier: a debit whose refund a guard of the app refuses. */
+@UseBarrier('pg')
+@Controller('refusals-guarded')
+class GuardedWallet {
+  @Post('debit')
+  @SagaAction('refusals.guarded')
+  async debit(@Body() m: Move & { refuse?: boolean }, @BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance - $1 WHERE id = $2', [m.amount, m.account]);
+    if (m.refuse) throw new DtmFailureError('insufficient funds');
+  }
+
+  @Post('refund')
+  @UseGuards(DenyUntilFixed)
+  @SagaCompensate('refusals.guarded')
+  async refund(@Body() m: Move, @BarrierTx() tx: pg.PoolClient) {
+    await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
+/** A step that always refuses, its compensation a no-op. */
+@Controller('refusals-fail')
+class Refuser {
+  @Post('try')
+  @SagaAction('refusals.fail')
+  refuse() {
+    throw new DtmFailureError('refused by the second step');
+  }
+
+  @Post('undo')
+  @SagaCompensate('refusals.fail')
+  undo() {
+    return undefined;
+  }
+}
+
+/** A request-scoped provider whose construction fails while its database is down. */
+@Injectable({ scope: Scope.REQUEST })
+class TenantDb {
+  static down = false;
+
+  constructor(@Inject(REQUEST) readonly request: unknown) {
+    if (TenantDb.down) throw new Error('tenant database unreachable');
+  }
+}
+
+@Controller('refusals-scoped')
+class Scoped {
+  static readonly calls: string[] = [];
+
+  constructor(private readonly tenant: TenantDb) {}
+
+  @Post('act')
+  @SagaAction('refusals.scoped', { compensate: false })
+  act(@BranchContext() b: BranchInfo) {
+    void this.tenant;
+    Scoped.calls.push(b.gid);
+  }
+}
+
+interface WfInput {
+  base: string;
+  amount: number;
+  path: string;
+}
+
+@Injectable()
+class Workflows {
+  @DtmWorkflow('refusals.wf', { compensateFailedStep: true })
+  async transfer(wf: WorkflowContext<WfInput>) {
+    const { base, amount, path } = wf.input;
+    await wf
+      .step('debit')
+      .onRollback((b) => b.http(`${base}/${path}/refund`, { account: 1, amount }))
+      .http(`${base}/${path}/debit`, { account: 1, amount, refuse: true });
+  }
+}
+
+const logger = new RecordingLogger();
+let app: INestApplication;
+let dtm: DtmClient;
+let base: string;
+
+beforeAll(async () => {
+  const dbs = await fileDatabases();
+  pool = new pg.Pool({ connectionString: dbs.postgres.url });
+  pool.on('error', () => undefined);
+  await pool.query('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');
+  await pool.query('INSERT INTO account VALUES (1, 1000)');
+  await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
+  const moduleRef = await Test.createTestingModule({
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: { pg: pgBarrierDatabase(pool) } })],
+    controllers: [Wallet, GuardedWallet, Refuser, Scoped],
+    providers: [TenantDb, Workflows],
+  }).compile();
+  app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+  app.useGlobalPipes(new ValidateRefund());
+  await app.listen(0, '127.0.0.1');
+  dtm = app.get(DtmClient);
+  base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+});
+afterAll(async () => {
+  await app?.close();
+  await pool?.end();
+});
+
+const balance = async () => Number((await pool.query('SELECT balance FROM account WHERE id = 1')).rows[0].balance);
+const barrierRows = async (gid: string) => (await pool.query('SELECT branch_id, op, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id, op', [gid])).rows as unknown[];
+const linesOf = (gid: string) => logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
+
+/** Polls DTM (each time making every pending transaction due) until `gid` is `status`. */
+async function untilStatus(gid: string, status: string): Promise<void> {
+  await waitUntil(`${gid} ${status}`, async () => {
+    await triggerCron();
+    return (await queryTrans(gid)).transaction?.status === status;
+  }, { timeoutMs: 30_000, intervalMs: 500 });
+}
+
+it('a compensation behind the barrier whose payload the app\'s pipe refuses: the saga stays aborting, one error line, the wait\'s diagnosis says why; no barrier row of the compensation, so the fixed app\'s compensation runs and gives the money back', async () => {
+  ValidateRefund.fixed = false;
+  const before = await balance();
+  const gid = await dtm.generateGid();
+  const saga = dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.debit', { account: 1, amount: 7 }).add('refusals.fail', {});
+  const waited = await saga.submitAndWait({ timeout: 4 }).then(() => undefined, (e: unknown) => e);
+  expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+  expect((waited as Error).message).toContain('Wallet.refund failed (HTTP 409): Wallet.refund (saga-compensate, saga gid');
+  expect((waited as Error).message).toContain('a pipe refused its payload (reason must be a string), so this compensation did not run');
+  // DTM's retries of the compensation, refused alike
+  for (let i = 0; i < 3; i += 1) {
+    await triggerCron();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+  }
+  const trans = await queryTrans(gid);
+  expect(trans.transaction?.status).toBe('aborting');
+  expect(trans.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort()).toEqual(['01 action succeed', '01 compensate prepared', '02 action failed', '02 compensate succeed']);
+  expect(await balance()).toBe(before - 7);
+  expect(await barrierRows(gid)).toEqual([{ branch_id: '01', op: 'action', reason: 'action' }]);
+  expect(linesOf(gid)).toEqual([expect.stringContaining(`error Wallet.refund (saga-compensate, saga gid ${gid}, branch 01, op compensate): a pipe refused its payload (reason must be a string)`)]);
+  // a fixed deploy: DTM's next retry runs the compensation, once
+  ValidateRefund.fixed = true;
+  await untilStatus(gid, 'failed');
+  expect(await balance()).toBe(before);
+  expect(Wallet.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `refund ${gid}`]);
+  expect(await barrierRows(gid)).toEqual([
+    { branch_id: '01', op: 'action', reason: 'action' },
+    { branch_id: '01', op: 'compensate', reason: 'compensate' },
+  ]);
+  ValidateRefund.fixed = false;
+}, 70_000);
+
+describe('a workflow with compensateFailedStep whose failed step\'s compensation the app refuses', () => {
+  it('by a guard of the app (403): the workflow stays pending, executeWorkflow names the 403; let through, DTM\'s resume ends it failed', async () => {
+    DenyUntilFixed.fixed = false;
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    const error = await dtm.executeWorkflow('refusals.wf', gid, { base, amount: 3, path: 'refusals-guarded' }, { retryInterval: 1 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((error as Error).message).toContain(`${base}/refusals-guarded/refund answered HTTP 403`);
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    DenyUntilFixed.fixed = true;
+    await untilStatus(gid, 'failed');
+    expect(await balance()).toBe(before);
+    expect(await barrierRows(gid)).toEqual([
+      { branch_id: '01', op: 'action', reason: 'rollback' },
+      { branch_id: '01', op: 'rollback', reason: 'rollback' },
+    ]);
+  }, 60_000);
+});
