@@ -249,6 +249,33 @@ it('a compensation behind the barrier whose payload the app\'s pipe refuses: the
 }, 70_000);
 
 describe('a workflow with compensateFailedStep whose failed step\'s compensation the app refuses', () => {
+  it('by a pipe: the workflow stays pending (DTM holds it prepared); executeWorkflow and the one error line say why, as for a workflow (its callback\'s payload, resent at every resume; not "aborting"); fixed, DTM\'s resume ends it failed, the compensation a null one', async () => {
+    ValidateRefund.fixed = false;
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    const error = await dtm.executeWorkflow('refusals.wf', gid, { base, amount: 3, path: 'refusals-wallet' }, { retryInterval: 1 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect((error as Error).message).toContain('the rollback callback of step "debit" threw DtmFailureError (invalid payload for Wallet.refund: reason must be a string)');
+    const trans = await queryTrans(gid);
+    expect(trans.transaction?.status).toBe('prepared');
+    expect(trans.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action failed']);
+    const errors = linesOf(gid).filter((l) => l.startsWith('error '));
+    expect(errors).toEqual([expect.stringContaining(`error Wallet.refund (saga-compensate, workflow gid ${gid}, branch 01, op rollback): a pipe refused its payload (reason must be a string), so this compensation did not run`)]);
+    expect(errors[0]).toContain("The workflow's onRollback callback of this step sent that payload and sends it again at every resume");
+    expect(errors[0]).toContain('the workflow stays pending (DTM holds it prepared, executeWorkflow throws DtmWorkflowPendingError)');
+    expect(errors[0]).not.toContain('the payload of its action');
+    expect(errors[0]).not.toContain('aborting');
+    ValidateRefund.fixed = true;
+    await untilStatus(gid, 'failed');
+    // the action's debit rolled back with its FAILURE; its compensation, behind the barrier, a null one
+    expect(await balance()).toBe(before);
+    expect(await barrierRows(gid)).toEqual([
+      { branch_id: '01', op: 'action', reason: 'rollback' },
+      { branch_id: '01', op: 'rollback', reason: 'rollback' },
+    ]);
+    ValidateRefund.fixed = false;
+  }, 60_000);
+
   it('by a guard of the app (403): the workflow stays pending, executeWorkflow names the 403; let through, DTM\'s resume ends it failed', async () => {
     DenyUntilFixed.fixed = false;
     const before = await balance();
