@@ -355,6 +355,8 @@ export const MESSAGES = {
         ? `the app running the transaction gets the error and aborts it (DTM never calls a ${info.op === 'try' ? 'TCC Try' : 'XA action'} itself, so nothing retries it)`
         : 'DTM will retry the call'
     }: ${detail}`,
+  beforeBranchHandler: (path: string) =>
+    `the branch call to ${shownCallerValue(path)}, before its handler and the module's checks ran (a request-scoped controller or provider Nest could not make for it, or a guard of the app ahead of the module's),`,
   ownBranchHandlerFailed: (endpoint: string, answered: string, handler: string, message: string, step?: string) =>
     `the branch ${endpoint} answered ${answered}: ${step ? `the ${step} of the module's local XA transaction around its handler ${handler}, in this app, failed (not the handler's business)` : `its handler ${handler}, in this app, threw`}: ${truncate(message)} (logged with its stack by DtmBranch; DTM's rollback reason does not hold it)`,
   branchWrongOp: (where: string, op: string, ops: readonly string[]) =>

@@ -96,7 +96,16 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
-      this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
+      // the call failed before the module's guard ran (a request-scoped controller or provider that could not be made for it, a
+      // guard of the app ahead of the module's): an error DTM retries, logged and kept for the diagnosis with the call's keys
+      const info = dtmResultOfError(exception) === undefined ? transport.branchInfo(carrier, {}) : undefined;
+      if (!info) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
+      else {
+        const where = MESSAGES.beforeBranchHandler(transport.path(carrier));
+        const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
+        recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
+        this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
+      }
     }
     return transport.answer(fittedSagaFailure(exception, transport, carrier), host, this.adapterHost);
   }

@@ -293,3 +293,21 @@ describe('a workflow with compensateFailedStep whose failed step\'s compensation
     ]);
   }, 60_000);
 });
+
+it('a request-scoped provider Nest cannot make for a branch call: an error DTM retries (never FAILURE), logged and diagnosed with the call (before: a bare stack, and "POST answered 500: Internal server error"); once it can, the retry runs the handler', async () => {
+  TenantDb.down = true;
+  const gid = await dtm.generateGid();
+  const waited = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.scoped', {}).submitAndWait({ timeout: 4 }).then(() => undefined, (e: unknown) => e);
+  expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+  expect((waited as Error).message).toContain('the branch call to /refusals-scoped/act, before its handler and the module\'s checks ran (a request-scoped controller or provider Nest could not make for it, or a guard of the app ahead of the module\'s), failed (HTTP 500): tenant database unreachable');
+  const trans = await queryTrans(gid);
+  expect(trans.transaction?.status).toBe('submitted');
+  const lines = linesOf(gid);
+  expect(lines.length).toBeGreaterThanOrEqual(1);
+  expect(lines[0]).toContain(`error the branch call to /refusals-scoped/act, before its handler`);
+  expect(lines[0]).toContain(`failed (http, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: tenant database unreachable`);
+  expect(Scoped.calls).not.toContain(gid);
+  TenantDb.down = false;
+  await untilStatus(gid, 'succeed');
+  expect(Scoped.calls.filter((c) => c === gid).length).toBeGreaterThanOrEqual(1);
+}, 60_000);
