@@ -1,7 +1,8 @@
 // What the app's own pipes, guards and request-scoped providers do to DTM's calls of branches
 // behind the barrier and of a workflow's compensations, against the real DTM server: a
 // compensation a pipe refuses (logged once, the barrier row left for a fixed deploy to run it), a
-// workflow's compensation refused by a pipe or a guard, a request-scoped provider that fails.
+// workflow's compensation refused by a pipe or a guard, a request-scoped provider that fails, an
+// interceptor that fails after the handler committed.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   BadRequestException,
@@ -12,14 +13,19 @@ import {
   Post,
   Scope,
   UseGuards,
+  UseInterceptors,
+  type CallHandler,
   type ArgumentMetadata,
   type CanActivate,
+  type ExecutionContext,
   type INestApplication,
+  type NestInterceptor,
   type PipeTransform,
 } from '@nestjs/common';
 import { REQUEST } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
+import { map } from 'rxjs';
 import {
   BarrierTx,
   BranchContext,
@@ -118,6 +124,50 @@ class GuardedWallet {
   }
 }
 
+/** An interceptor of the app that fails once the handler answered (an audit write, a check of the response), as the test sets per gid. */
+@Injectable()
+class FailAfter implements NestInterceptor {
+  /** Per gid: fail the action's answer once with a plain error, or every time with a 400. */
+  static readonly modes = new Map<string, 'error-once' | 'bad-request'>();
+
+  intercept(context: ExecutionContext, next: CallHandler) {
+    const { gid, op } = context.switchToHttp().getRequest<{ query: Record<string, string> }>().query;
+    return next.handle().pipe(
+      map((value: unknown) => {
+        const mode = op === 'action' ? FailAfter.modes.get(gid) : undefined;
+        if (mode === 'error-once') {
+          FailAfter.modes.delete(gid);
+          throw new Error('audit store unreachable');
+        }
+        if (mode === 'bad-request') throw new BadRequestException('the answer failed its check');
+        return value;
+      }),
+    );
+  }
+}
+
+/** Behind the barrier, under the interceptor that fails after it. */
+@UseBarrier('pg')
+@UseInterceptors(FailAfter)
+@Controller('refusals-audited')
+class Audited {
+  static readonly calls: string[] = [];
+
+  @Post('debit')
+  @SagaAction('refusals.audited')
+  async debit(@Body() m: Move, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
+    Audited.calls.push(`debit ${b.gid}`);
+    await tx.query('UPDATE account SET balance = balance - $1 WHERE id = $2', [m.amount, m.account]);
+  }
+
+  @Post('credit')
+  @SagaCompensate('refusals.audited')
+  async credit(@Body() m: Move, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
+    Audited.calls.push(`credit ${b.gid}`);
+    await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
 /** A step that always refuses, its compensation a no-op. */
 @Controller('refusals-fail')
 class Refuser {
@@ -190,7 +240,7 @@ beforeAll(async () => {
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: { pg: pgBarrierDatabase(pool) } })],
-    controllers: [Wallet, GuardedWallet, Refuser, Scoped],
+    controllers: [Wallet, GuardedWallet, Refuser, Scoped, Audited],
     providers: [TenantDb, Workflows],
   }).compile();
   app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
@@ -311,3 +361,29 @@ it('a request-scoped provider Nest cannot make for a branch call: an error DTM r
   await untilStatus(gid, 'succeed');
   expect(Scoped.calls.filter((c) => c === gid).length).toBeGreaterThanOrEqual(1);
 }, 60_000);
+
+describe('an interceptor of the app that fails after a handler behind the barrier committed', () => {
+  it('with a plain error, once: DTM retries, the barrier skips the repeat (the debit applied once), the saga succeeds', async () => {
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    FailAfter.modes.set(gid, 'error-once');
+    await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 5 }).submit();
+    await untilStatus(gid, 'succeed');
+    expect(await balance()).toBe(before - 5);
+    expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`]);
+    expect(await barrierRows(gid)).toEqual([{ branch_id: '01', op: 'action', reason: 'action' }]);
+    expect(linesOf(gid)).toEqual([expect.stringContaining('Audited.debit failed (http, saga gid')]);
+  }, 60_000);
+
+  it('with a 400: answered FAILURE (the module reads it as a pipe\'s refusal); DTM rolls back and the compensation gives back what the action committed', async () => {
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    FailAfter.modes.set(gid, 'bad-request');
+    const final = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 5 }).submitAndWait({ timeout: 15 });
+    FailAfter.modes.delete(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toBe('invalid payload for Audited.debit: the answer failed its check');
+    expect(await balance()).toBe(before);
+    expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+  }, 60_000);
+});
