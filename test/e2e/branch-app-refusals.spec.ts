@@ -23,6 +23,7 @@ import {
   type PipeTransform,
 } from '@nestjs/common';
 import { REQUEST } from '@nestjs/core';
+import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
 import { map } from 'rxjs';
@@ -44,9 +45,10 @@ import {
   type WorkflowContext,
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
+import { testsGrpcOptions } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { RecordingLogger } from '../support/recording-logger.js';
-import { waitUntil } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
 
 /** The action's DTO. */
 class Move {
@@ -385,5 +387,52 @@ describe('an interceptor of the app that fails after a handler behind the barrie
     expect(final.rollbackReason).toBe('invalid payload for Audited.debit: the answer failed its check');
     expect(await balance()).toBe(before);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+  }, 60_000);
+});
+
+describe('over gRPC', () => {
+  @Controller()
+  class ScopedGrpc {
+    static readonly calls: string[] = [];
+
+    constructor(private readonly tenant: TenantDb) {}
+
+    @GrpcMethod('Shop', 'Reserve')
+    @SagaAction('refusals.scoped-grpc', { compensate: false })
+    reserve(@Payload() _item: unknown, @BranchContext() b: BranchInfo) {
+      void this.tenant;
+      ScopedGrpc.calls.push(b.gid);
+      return {};
+    }
+  }
+
+  it('a request-scoped provider Nest cannot make for a gRPC branch call: an error DTM retries, logged and diagnosed with the call; once it can, the retry runs the handler', async () => {
+    const grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress } })],
+      controllers: [ScopedGrpc],
+      providers: [TenantDb],
+    }).compile();
+    const grpcApp = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    grpcApp.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await grpcApp.startAllMicroservices();
+    await grpcApp.listen(0, '127.0.0.1');
+    try {
+      TenantDb.down = true;
+      const client = grpcApp.get(DtmClient);
+      const gid = await client.generateGid();
+      const waited = await client.newSaga(gid, { protocol: 'grpc', retryInterval: 1 }).add('refusals.scoped-grpc', {}).submitAndWait({ timeout: 4 }).then(() => undefined, (e: unknown) => e);
+      expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((waited as Error).message).toContain("the branch call to /tests.Shop/Reserve, before its handler and the module's checks ran");
+      expect((waited as Error).message).toContain('failed (gRPC status 13): tenant database unreachable');
+      expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+      expect(linesOf(gid)[0]).toContain(`failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: tenant database unreachable`);
+      TenantDb.down = false;
+      await untilStatus(gid, 'succeed');
+      expect(ScopedGrpc.calls).toContain(gid);
+    } finally {
+      TenantDb.down = false;
+      await grpcApp.close();
+    }
   }, 60_000);
 });
