@@ -12,6 +12,7 @@ import {
   Injectable,
   Post,
   Scope,
+  SetMetadata,
   UseGuards,
   UseInterceptors,
   type CallHandler,
@@ -22,7 +23,7 @@ import {
   type NestInterceptor,
   type PipeTransform,
 } from '@nestjs/common';
-import { REQUEST } from '@nestjs/core';
+import { REQUEST, Reflector } from '@nestjs/core';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -433,6 +434,77 @@ describe('over gRPC', () => {
     } finally {
       TenantDb.down = false;
       await grpcApp.close();
+    }
+  }, 60_000);
+});
+
+describe('a guard of the app reading its metadata with Reflector', () => {
+  const IS_PUBLIC = 'refusals:public';
+  const Public = () => SetMetadata(IS_PUBLIC, true);
+
+  /** An auth guard as Nest's docs write it: a route marked @Public() passes, any other needs credentials DTM never sends. */
+  @Injectable()
+  class AuthGuard implements CanActivate {
+    constructor(private readonly reflector: Reflector) {}
+
+    canActivate(context: ExecutionContext): boolean {
+      return this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, [context.getHandler(), context.getClass()]) === true;
+    }
+  }
+
+  /** Behind the barrier (the class decorator wraps the handlers again), @Public() written above and below the branch decorators. */
+  @UseBarrier('pg')
+  @UseGuards(AuthGuard)
+  @Controller('refusals-public')
+  class PublicWallet {
+    static readonly calls: string[] = [];
+
+    @Public()
+    @Post('debit')
+    @SagaAction('refusals.public')
+    debit(@BranchContext() b: BranchInfo) {
+      PublicWallet.calls.push(`debit ${b.gid}`);
+    }
+
+    @Post('credit')
+    @SagaCompensate('refusals.public')
+    @Public()
+    credit(@BranchContext() b: BranchInfo) {
+      PublicWallet.calls.push(`credit ${b.gid}`);
+    }
+
+    @Post('refuse')
+    @SagaAction('refusals.public-refuse')
+    @Public()
+    refuse() {
+      throw new DtmFailureError('refused');
+    }
+
+    @Public()
+    @Post('refuse-undo')
+    @SagaCompensate('refusals.public-refuse')
+    undo() {
+      return undefined;
+    }
+  }
+
+  it('@Public() above or below the branch decorator, on a controller behind @UseBarrier: the guard sees it on every handler; the saga rolls back through both', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: { pg: pgBarrierDatabase(pool) } })],
+      controllers: [PublicWallet],
+      providers: [AuthGuard],
+    }).compile();
+    const publicApp = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
+    await publicApp.listen(0, '127.0.0.1');
+    try {
+      const client = publicApp.get(DtmClient);
+      const gid = await client.generateGid();
+      const final = await client.newSaga(gid).add('refusals.public', {}).add('refusals.public-refuse', {}).submitAndWait({ timeout: 10 });
+      expect(final.status).toBe('failed');
+      expect(final.rollbackReason).toContain('refused');
+      expect(new Set(PublicWallet.calls.filter((c) => c.endsWith(gid)))).toEqual(new Set([`debit ${gid}`, `credit ${gid}`]));
+    } finally {
+      await publicApp.close();
     }
   }, 60_000);
 });
