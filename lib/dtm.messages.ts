@@ -615,6 +615,8 @@ export const MESSAGES = {
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
   xaPreparedTransactionsDisabled: (name: string) =>
     `XA database "${name}" (PostgreSQL) has max_prepared_transactions = 0, PostgreSQL's default (the postgres Docker image's too): PREPARE TRANSACTION fails there ("prepared transactions are disabled"), so every XA branch on it would fail and its transaction roll back. Set max_prepared_transactions above the number of XA branches that may be prepared at once (postgresql.conf, or docker run ... postgres:16 -c max_prepared_transactions=100) and restart PostgreSQL`,
+  pingStoreFailed: (serverUrl: string, reason: string) =>
+    `DTM at ${serverUrl} answers its ping, but could not read its store (a query of a transaction failed: ${reason}): until its store (its database or Redis) answers again, DTM can neither keep nor report a transaction. Check DTM's store and DTM's log`,
   startupPingAnswered: (version: string, protocol: string, latencyMs: number) => `DTM ${version} answers on ${protocol} (${latencyMs} ms)`,
   startupPingRetrying: (attempt: number, attempts: number, delaySeconds: number, reason: string) =>
     `DTM did not answer the start-up ping (attempt ${attempt} of ${attempts}), retrying in ${delaySeconds} s: ${reason}`,

@@ -155,7 +155,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     }
   }
 
-  /** Checks that the DTM server answers on `lynx.dtm.protocol` (and its version over HTTP); changes nothing. */
+  /** Checks that the DTM server answers on `lynx.dtm.protocol` (and its version over HTTP) and can read its store (a query that finds nothing); changes nothing. */
   async ping(): Promise<PingResult> {
     this.assertEnabled('ping()');
     return this.transport(this.config.protocol).ping();

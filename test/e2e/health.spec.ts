@@ -337,3 +337,34 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
     }
   });
 });
+
+describe("DTM whose store does not answer (its Redis down)", () => {
+  it.each(['http', 'grpc'] as const)('down (503) over %s within lynx.dtm.timeout, the message naming the store: DTM answers /api/ping and its version, but can neither take nor read a transaction', async (protocol) => {
+    const store = await startStallProxy(harness().redis!.url);
+    const through = new URL(store.url);
+    const own = await startDtm(runDirFrom(harness().runDir), {
+      name: `dtm-health-store-${protocol}`,
+      store: 'redis',
+      redis: { ...harness().redis!, host: through.hostname, port: Number(through.port), url: store.url },
+      redisPrefix: `{health-store-${protocol}-${Date.now()}}`,
+    });
+    const { app, url } = await healthApp({ serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress, protocol, timeout: 2 });
+    try {
+      expect((await fetch(url)).status).toBe(200);
+      await store.close(); // DTM's Redis is gone: every read and write of its store fails
+      // what the module meets: DTM cannot read a transaction (nor keep one: dtm-store-stall.spec)
+      await expect(app.get(DtmClient).query(`health-store-${protocol}-${Date.now()}`)).rejects.toThrow();
+      const started = Date.now();
+      const res = await fetch(url);
+      const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
+      expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol } } } });
+      expect(body.error!.dtm!.message).toContain('answers its ping, but could not read its store');
+      expect(Date.now() - started).toBeLessThan(2600);
+      await expect(app.get(DtmClient).ping()).rejects.toThrow(/answers its ping, but could not read its store \(a query of a transaction failed: .+\)/);
+    } finally {
+      await app.close();
+      await stopDtm(own, true).catch(() => undefined);
+      await store.close().catch(() => undefined);
+    }
+  }, 60_000);
+});

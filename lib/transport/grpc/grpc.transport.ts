@@ -23,7 +23,7 @@ import {
   type WorkflowProgress,
 } from '../dtm-transport.js';
 import { redactText, shorten } from '../../redact.js';
-import type { HttpTransport } from '../http/http.transport.js';
+import { answersAndStore, type HttpTransport } from '../http/http.transport.js';
 import { payloadText } from '../payload.js';
 import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
 import type { GrpcCodecs } from './grpc-codecs.js';
@@ -291,12 +291,13 @@ export class GrpcTransport implements DtmTransport {
 
   /**
    * DTM's gRPC server answers UNIMPLEMENTED to a method it does not have ({@link PING_METHOD}): a
-   * round trip that runs nothing on it. The version is read over HTTP at the same time: each call
-   * is bounded by `timeout`, so the ping is too (one after the other they took up to twice that).
+   * round trip that runs nothing on it. The version, and DTM's store (a query that finds nothing),
+   * are read over HTTP at the same time: each call is bounded by `timeout`, so the ping is too (one
+   * after the other they took up to twice that).
    */
   async ping(): Promise<PingResult> {
     const started = Date.now();
-    const [latencyMs, version] = await Promise.all([this.unimplemented().then(() => Date.now() - started), this.http.version()]);
+    const [latencyMs, version] = await answersAndStore(Promise.all([this.unimplemented().then(() => Date.now() - started), this.http.version()]), this.http.readStore());
     return { version, protocol: 'grpc', latencyMs };
   }
 

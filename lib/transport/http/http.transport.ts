@@ -187,12 +187,32 @@ export class HttpTransport implements DtmTransport {
     return this.operation('forceStop', { gid }, gid);
   }
 
-  /** `GET /ping`, and `/version` at the same time: each is bounded by `timeout`, so the ping is too (one after the other they took up to twice that). */
+  /**
+   * `GET /ping`, `/version` and a read of DTM's store ({@link readStore}) at the same time: each is
+   * bounded by `timeout`, so the ping is too (one after the other they took up to twice that).
+   */
   async ping(): Promise<PingResult> {
     const started = Date.now();
     const pinged = this.server('GET', new URL('../ping', `${this.config.serverUrl}/`).toString(), undefined, 'ping').then(() => Date.now() - started);
-    const [latencyMs, version] = await Promise.all([pinged, this.version()]);
+    const [latencyMs, version] = await answersAndStore(Promise.all([pinged, this.version()]), this.readStore());
     return { version, protocol: 'http', latencyMs };
+  }
+
+  /**
+   * A read of DTM's store that keeps nothing: `/query` of a gid no transaction has. DTM answers
+   * `/ping` and `/version` without its store, so a DTM whose database or Redis is down answers
+   * them while it can neither keep nor report a transaction.
+   */
+  async readStore(): Promise<void> {
+    try {
+      await this.serverJson('GET', `query?gid=${PING_GID}`, 'query', undefined, undefined, isQueryAnswer);
+    } catch (err) {
+      throw new DtmUnavailableError(MESSAGES.pingStoreFailed(redactUrl(this.config.serverUrl), err instanceof Error ? err.message : String(err)), {
+        endpoint: this.endpointOf('query'),
+        protocol: 'http',
+        cause: err,
+      });
+    }
   }
 
   /** What the server's `/version` answers. */
@@ -497,6 +517,20 @@ const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HTTP_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
+/** The gid the ping's read of DTM's store asks for: none of DTM's (22 characters of base62-ish) nor the module's. */
+const PING_GID = 'nestjs-dtm-ping-store-read';
+
+/**
+ * What `answers` (DTM's ping and version) give, once `store` (the read of its store, started at the
+ * same time) ended too: their error first (DTM not reached at all), else the store's.
+ */
+export async function answersAndStore<T>(answers: Promise<T>, store: Promise<void>): Promise<T> {
+  const [answered, stored] = await Promise.allSettled([answers, store]);
+  if (answered.status === 'rejected') throw answered.reason;
+  if (stored.status === 'rejected') throw stored.reason;
+  return answered.value;
+}
+
 const isQueryAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.branches);
 const isListAnswer = (a: Record<string, unknown>) => isRecordList(a.transactions);
 const isWorkflowAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.progresses);
