@@ -499,6 +499,8 @@ export const MESSAGES = {
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
   appAddressLoopback: (key: 'app_url' | 'grpc_app_address', host: string, dtmHost: string) =>
     `lynx.dtm.${key} names ${host}, this host's loopback, while DTM is at ${dtmHost} (lynx.dtm.server_url): DTM calling ${host} reaches its own host, not this app, so every branch call fails and is retried forever, unless DTM runs on this host under that name; set ${key} to this service's address as DTM sees it (its host name or IP; from a DTM container, host.docker.internal for an app on the Docker host)`,
+  appAddressUnresolved: (key: 'app_url' | 'grpc_app_address', host: string, code: string) =>
+    `lynx.dtm.${key} names ${host}, which does not resolve here (${code}): if DTM cannot resolve it either, every branch call DTM makes fails and is retried forever, with nothing in this app's log until a wait for a transaction ends; set ${key} to this service's address as DTM sees it (a typo in the host name?)`,
   appAddressUnspecified: (key: 'app_url' | 'grpc_app_address', host: string) =>
     `lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`,
   appUrlLoopbackOtherPort: (appUrl: string, port: number, listening: number) =>

@@ -1,6 +1,8 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { barrierWriteRefusal, insertBarrierSql, quotedBarrierTable } from '../barrier/barrier.sql.js';
 import { assertBarrierKeysBinary, ensureBarrierSchema } from '../barrier/ensure-barrier-schema.js';
 import type { BarrierConnection, BarrierDatabase, BarrierDialect } from '../barrier/barrier.types.js';
@@ -10,6 +12,7 @@ import { branchMetadataOf, dtmMethodOf, isDtmEndpoint, pipeName } from '../branc
 import { DtmGrpcIntegration } from '../branches/grpc/dtm-grpc.integration.js';
 import { WORKFLOW_SERVICE } from '../branches/workflow-resume.js';
 import { DtmClient } from '../client/dtm.client.js';
+import { isLoopbackHost, urlHostname } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
 import { DTM_BARRIER_CONNECTIONS, DTM_CONFIG, DTM_XA_CONNECTIONS } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -53,9 +56,35 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
     this.checkRouteMethods();
     this.checkGlobalGuards();
     this.checkUndoPayloadPipes();
+    await this.checkAppAddressesResolve();
     await this.checkBarrierTables();
     await this.checkXaDatabases();
     if (this.config.startupPing) await this.ping();
+  }
+
+  /**
+   * Warns when the host of `app_url` or `grpc_app_address` (a name, not an address) does not resolve
+   * here: DTM, in the same network, most likely cannot resolve it either, and then fails every branch
+   * call it makes, retried forever, with nothing in this app's log until a wait ends. One lookup each,
+   * at once, bounded by `timeout` (at most 3 s); only "no such name" (ENOTFOUND) warns.
+   */
+  private async checkAppAddressesResolve(): Promise<void> {
+    const keys = [
+      ['app_url', urlHostname(this.config.appUrl)],
+      ['grpc_app_address', this.config.grpcAppAddress ? urlHostname(`http://${this.config.grpcAppAddress}`) : undefined],
+    ] as const;
+    const ms = Math.min(this.config.timeout * 1000, 3000);
+    await Promise.all(
+      keys.map(async ([key, host]) => {
+        if (!host || isIP(host) || host.startsWith('[') || isLoopbackHost(host)) return;
+        try {
+          await withTimeout(lookup(host), ms);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOTFOUND') this.logger.warn(MESSAGES.appAddressUnresolved(key, host, code));
+        }
+      }),
+    );
   }
 
   /** The app closes (possibly while it is still starting): the start-up ping stops, its wait ended now. */

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
@@ -247,6 +248,19 @@ describe('a transaction that does not finish in time names its unfinished branch
     ]);
     expect(error.message).toContain(`Unfinished: branch 01 "debit" (op action, http://no-such-host.invalid:${port}/diag/debit): its host no-such-host.invalid does not resolve`);
     expect(error.message).toContain('lynx.dtm.app_url');
+    // before: nothing at start-up, though every call DTM made failed from the first one
+    expect(app.logger.warnings.filter((w) => w.includes('does not resolve here'))).toEqual([
+      "lynx.dtm.app_url names no-such-host.invalid, which does not resolve here (ENOTFOUND): if DTM cannot resolve it either, every branch call DTM makes fails and is retried forever, with nothing in this app's log until a wait for a transaction ends; set app_url to this service's address as DTM sees it (a typo in the host name?)",
+    ]);
+  });
+
+  it("a start-up warning for grpc_app_address's host too; none for a host that resolves here, an IP address or the loopback", async () => {
+    const grpcTypo = await warningsApp({ serverUrl: harness().dtm.serverUrl, grpcAppAddress: 'no-such-host.invalid:50051' });
+    expect(grpcTypo.warnings.filter((w) => w.includes('does not resolve here'))).toEqual([expect.stringMatching(/^lynx\.dtm\.grpc_app_address names no-such-host\.invalid, which does not resolve here \(ENOTFOUND\)/)]);
+    for (const config of [{ appUrl: `http://${hostname()}:3000`, grpcAppAddress: `${hostname()}:50051` }, { appUrl: 'http://10.0.0.7:3000', grpcAppAddress: '[fd00::7]:50051' }, { appUrl: 'http://localhost:3000', grpcAppAddress: '127.0.0.1:50051' }]) {
+      const { warnings } = await warningsApp({ serverUrl: harness().dtm.serverUrl, ...config });
+      expect(warnings.filter((w) => w.includes('does not resolve here'))).toEqual([]);
+    }
   });
 
   it('app_url with a port nothing listens on: connection refused', async () => {
