@@ -142,7 +142,14 @@ export class DtmInstrumentation {
     const { gid, branchId, op } = event as { gid?: string; branchId?: string; op?: string };
     // a refused branch call's gid and branch id are what its caller sent: CR / LF must not forge a line
     const where = gid ? ` for gid=${shownCallerValue(gid)}${branchId !== undefined ? ` branch=${shownCallerValue(branchId)}` : ''}${op !== undefined ? ` op=${shownCallerValue(op)}` : ''}` : '';
-    this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    let thrown: string;
+    // what a listener throws is anything: String() of an object without a prototype throws, and must not reach the transaction
+    try {
+      thrown = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    } catch {
+      thrown = 'a value that cannot be converted to text';
+    }
+    this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${thrown}`);
   }
 
   /**

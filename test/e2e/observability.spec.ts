@@ -615,6 +615,38 @@ describe('hooks', () => {
     }
   });
 
+  it('a hook that throws (or rejects with) a value String() cannot convert (an object without a prototype) breaks no transaction and is never left unhandled: logged as such', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const offs = [
+      ...(['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'] as const).map((name) =>
+        t.instrumentation.on(name, () => {
+          throw Object.assign(Object.create(null) as object, { hook: name });
+        }),
+      ),
+      t.instrumentation.on('transaction.end', async () => {
+        await Promise.resolve();
+        throw Object.create(null) as object;
+      }),
+    ];
+    try {
+      const gid = await t.client.generateGid();
+      // before: submitAndWait() threw "TypeError: Cannot convert object to primitive value", from the module's log line of the hook's error
+      const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
+      expect(final.status).toBe('succeed');
+      expect(await t.balances([1, 2])).toEqual({ 1: 90, 2: 110 });
+      const expected = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call'].map((name) => `error [DtmTrace] a listener of ${name} threw for gid=${gid}`);
+      await waitUntil('the errors logged', async () => expected.every((e) => t.logger.lines.filter((l) => l.includes(e)).length >= (e.includes('transaction.end') ? 2 : 1)), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
+      expect(expected.filter((e) => !t.logger.lines.some((l) => l.includes(e)))).toEqual([]);
+      expect(t.logger.lines.filter((l) => l.includes(`a listener of transaction.end threw for gid=${gid} (ignored: the transaction goes on): a value that cannot be converted to text`))).toHaveLength(2);
+      expect(unhandled).toHaveLength(0);
+    } finally {
+      for (const off of offs) off();
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('a listener that unsubscribes itself while the event is emitted does not keep the next listener from receiving it', async () => {
     const seen: string[] = [];
     const offFirst: () => void = t.instrumentation.on('transaction.start', (e) => {
