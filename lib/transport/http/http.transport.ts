@@ -516,7 +516,6 @@ const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What no HTTP header value may hold: control characters other than tab (CR and LF above all). */
 const HTTP_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 
-/** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
 /** The gid the ping's read of DTM's store asks for: none of DTM's (22 characters of base62-ish) nor the module's. */
 const PING_GID = 'nestjs-dtm-ping-store-read';
 
@@ -531,6 +530,7 @@ export async function answersAndStore<T>(answers: Promise<T>, store: Promise<voi
   return answered.value;
 }
 
+/** The shapes of DTM's JSON answers, checked before the wire mapping reads them. */
 const isQueryAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.branches);
 const isListAnswer = (a: Record<string, unknown>) => isRecordList(a.transactions);
 const isWorkflowAnswer = (a: Record<string, unknown>) => isRecordOrNull(a.transaction) && isRecordList(a.progresses);
