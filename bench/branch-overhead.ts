@@ -59,7 +59,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import protoLoader from '@grpc/proto-loader';
 import { randomBytes } from 'node:crypto';
-import { BranchAuth } from '../lib/auth/branch-auth.js';
+import { AUTH_ISSUED_HEADER, BranchAuth } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
@@ -135,16 +135,20 @@ const GRPC_PATH = '/bench.BranchBench/Branch';
 const orderBytes = (protoLoader.loadSync(BENCH_PROTO, BENCH_LOADER)['bench.BranchBench'] as unknown as Record<string, { requestSerialize(v: unknown): Buffer }>).Branch.requestSerialize(order);
 const grpcRequest = { bytes: orderBytes, metadata: branchMetadata('BenchGid0000000000001', 'action', values.trace ? { traceparent } : {}) };
 
-// --auth: the tokens a two-step saga stores in DTM, this call's among them (as DTM sends them on every call)
+// --auth: the tokens a two-step saga stores in DTM, this call's among them, and their issue time (as DTM sends them on every call)
 const AUTH_KEY = randomBytes(33).toString('base64');
+const ISSUED = String(Math.floor(Date.now() / 1000));
 function sagaTokens(path: string, payload: string | Uint8Array): string {
   const auth = new BranchAuth([AUTH_KEY]);
   const sign = (branchId: string, op: string, target: string) =>
-    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, payload })}`;
+    `${op}.${branchId}=${auth.sign({ channel: 'dtm', gid: 'BenchGid0000000000001', transType: 'saga', branchId, op, target, payload, issued: ISSUED })}`;
   return [sign('01', 'action', path), sign('01', 'compensate', `${path}-compensate`), sign('02', 'action', `${path}-2`), sign('02', 'compensate', `${path}-2-compensate`)].join(',');
 }
-const authHeaders = { ...headers, 'dtm-auth': sagaTokens('/bench/branch', body) };
-const authGrpcRequest = { bytes: orderBytes, metadata: branchMetadata('BenchGid0000000000001', 'action', { ...(values.trace ? { traceparent } : {}), 'dtm-auth': sagaTokens(GRPC_PATH, orderBytes) }) };
+const authHeaders = { ...headers, 'dtm-auth': sagaTokens('/bench/branch', body), [AUTH_ISSUED_HEADER]: ISSUED };
+const authGrpcRequest = {
+  bytes: orderBytes,
+  metadata: branchMetadata('BenchGid0000000000001', 'action', { ...(values.trace ? { traceparent } : {}), 'dtm-auth': sagaTokens(GRPC_PATH, orderBytes), [AUTH_ISSUED_HEADER]: ISSUED }),
+};
 
 interface App {
   pid: number;
