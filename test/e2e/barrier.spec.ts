@@ -224,10 +224,12 @@ describe.each(SQL_CASES)('barrier on %s over %s: local transactions', (store, pr
     const gid = await t.client.generateGid();
     await t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: 1, amount: 30 }).add(`${store}.transInRx`, { account: 2, amount: 30, fail: 'error' }).submit();
     while (t.runs.of(`${store}.transInRx`) < 1) await new Promise((r) => setTimeout(r, 50));
-    // the first delivery wrote, then errored: nothing of it committed, the barrier row neither
+    // the first delivery wrote, then errored: nothing of it committed, the barrier row neither. Asserted when no
+    // second run had started by the end of the reads: DTM's cron retries the step at once after another file's
+    // /resetCronTime, and that retry commits its write. The second run's inTx below shows it in any case
     await new Promise((r) => setTimeout(r, 200));
-    expect(await balances(store, [2])).toEqual({ 2: 0 });
-    expect(await barrierRows(store, gid)).toEqual(['01/action/01=action']);
+    const early = [await balances(store, [2]), await barrierRows(store, gid)];
+    if (t.runs.of(`${store}.transInRx`) === 1) expect(early).toEqual([{ 2: 0 }, ['01/action/01=action']]);
     await triggerCron();
     expect((await t.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     expect(t.runs.of(`${store}.transInRx`)).toBe(2);
