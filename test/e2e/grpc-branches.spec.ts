@@ -41,6 +41,16 @@ beforeEach(() => {
 
 const item = (sku: string, script = '') => ({ sku, quantity: 2, script });
 
+/**
+ * The calls DTM made, each once, in the order it first made them. DTM calls a branch at least once: a cron pass
+ * that takes a saga while its submit's pass runs (another file's /resetCronTime makes it due) calls the branches
+ * it finds prepared again, in the same order; a call missing, out of order or of another kind still shows.
+ */
+function firstCalls<T>(calls: T[]): T[] {
+  const seen = new Set<string>();
+  return calls.filter((call) => !seen.has(JSON.stringify(call)) && Boolean(seen.add(JSON.stringify(call))));
+}
+
 describe('saga branches served by @GrpcMethod handlers', () => {
   it('commit: DTM calls each action over gRPC with its payload and dtm-* metadata; handlers that return nothing answer an empty message', async () => {
     const gid = await t.client.generateGid();
@@ -56,7 +66,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     );
     expect(branchTargets(final)).toEqual(['01', '02'].flatMap((id) => [`${id} compensate ${t.target('ReserveRevert')}`, `${id} action ${t.target('Reserve')}`]));
     expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed', '02 compensate prepared', '02 action succeed']);
-    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.transType, c.branch.branchId, c.branch.op, c.branch.dtm])).toEqual([
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.transType, c.branch.branchId, c.branch.op, c.branch.dtm]))).toEqual([
       ['reserve', 'a', 'saga', '01', 'action', undefined],
       ['reserve', 'b', 'saga', '02', 'action', undefined],
     ]);
@@ -108,7 +118,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const final = await t.client.newSaga(gid).add('reserve', item('a')).add('reserve', item('b')).add('reserve', item('c', 'refuse')).submitAndWait();
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('out of stock: c');
-    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual([
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`))).toEqual([
       'reserve 01',
       'reserve 02',
       'reserve 03',
@@ -123,7 +133,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('reserve', item('a')).add('reserve', item('ONGOING', 'refuse-state')).submitAndWait({ timeout: 15 });
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain('ONGOING');
-    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`))).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
   });
 
   it('DtmOngoingError answers FAILED_PRECONDITION: DTM asks again at the retry interval, then the saga succeeds', async () => {
@@ -179,7 +189,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const final = await t.client.newSaga(gid, { retryInterval: 1, branchTimeout: 2 }).add('reserve', item('a', 'quiet')).submitAndWait({ timeout: 9 });
     expect(final.status).toBe('succeed');
     expect(branchLines(final)).toEqual(['01 compensate prepared', '01 action succeed']);
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve']);
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => c.handler))).toEqual(['reserve']);
     const direct = await callGrpc(t.target('Reserve'), item('b', 'quiet'), { gid: 'direct-3', trans_type: 'saga', branch_id: '01', op: 'action' });
     expect(direct).toEqual({ status: 200, code: 0, text: '' });
   });
@@ -208,9 +218,9 @@ describe('saga branches served by @GrpcMethod handlers', () => {
       expect(final.status).toBe('failed');
       expect(final.rollbackReason).toContain('out of stock: b');
     });
-    expect(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`)).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`))).toEqual(['reserve 01', 'reserve 02', 'reserveRevert 02', 'reserveRevert 01']);
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
-    expect(hooks).toEqual([
+    expect(firstCalls(hooks)).toEqual([
       'ShopController.reserve 01 action success',
       'ShopController.reserve 02 action failure',
       'ShopController.reserveRevert 02 compensate success',
@@ -269,7 +279,7 @@ describe('two-phase messages to @GrpcMethod handlers', () => {
     const gid = await t.client.generateGid();
     const final = await t.client.newMsg(gid).add('notify', item('n1')).submitAndWait();
     expect(final.status).toBe('succeed');
-    expect(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.op])).toEqual([['notify', 'n1', 'action']]);
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => [c.handler, c.item.sku, c.branch.op]))).toEqual([['notify', 'n1', 'action']]);
   });
 
   it.each([
