@@ -301,9 +301,12 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
 
       const final = await fx.client.waitForFinal(gid);
       expect(final.status).toBe('succeed');
-      expect(refused).toHaveLength(1);
-      expect(refused[0]).toBeInstanceOf(DtmUsageError);
-      expect((refused[0] as Error).message).toContain('op confirm');
+      // one refusal per Confirm DTM sent: at least one (a cron pass another file's /resetCronTime starts may confirm again)
+      expect(refused.length).toBeGreaterThanOrEqual(1);
+      for (const error of refused) {
+        expect(error).toBeInstanceOf(DtmUsageError);
+        expect((error as Error).message).toContain('op confirm');
+      }
       expect(fx.recorder.callsTo('/StockTry', gid)).toHaveLength(0);
     });
 
