@@ -149,6 +149,8 @@ export abstract class Transaction {
   private rolledBack?: DtmFailureError;
   /** The `DtmOngoingError` {@link submitRequest} threw for a transaction DTM took and still drives (with waitResult, its first round unfinished: `submitted`, `aborting`), or the error a subclass restates it with: reported `submitted`, not `error`. */
   protected goneOn?: unknown;
+  /** Whether this gRPC transaction has an HTTP branch target (DTM calls it over HTTP, with the branch headers): the headers are then held to the HTTP bound too. */
+  private httpTargets = false;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -304,7 +306,7 @@ export abstract class Transaction {
       const issued = this.parent ? verified?.issued : String(Math.floor(Date.now() / 1000));
       if (issued !== undefined) resolved.branchHeaders = { ...resolved.branchHeaders, [AUTH_ISSUED_HEADER]: issued };
     }
-    this.transport.checkTransaction(this.gid, resolved);
+    this.checkTransaction(resolved);
     if (config.branchAuthKeys) checkSignedHeaderValues(resolved.branchHeaders, this.gid, this.protocol);
     return resolved;
   }
@@ -321,7 +323,24 @@ export abstract class Transaction {
     if (target.kind === 'none' && mustCall) throw new DtmUsageError(MESSAGES.emptyTarget(role), { gid: this.gid });
     if (target.kind === 'topic' && kind !== 'msg') throw new DtmUsageError(MESSAGES.topicOutsideMsg(spec, role), { gid: this.gid });
     this.transport.checkTarget(target, this.gid);
+    if (target.kind === 'http' && !this.httpTargets && this.protocol === 'grpc') this.takeHttpTarget();
     return target;
+  }
+
+  /**
+   * Checks `options` with this transaction's transport; a gRPC transaction with an HTTP branch
+   * target also with the HTTP transport's rules (its branch headers' bound): DTM calls that branch
+   * over HTTP with them.
+   */
+  private checkTransaction(options: ResolvedOptions): void {
+    this.transport.checkTransaction(this.gid, options);
+    if (this.httpTargets) this.runtime.transport('http').checkTransaction(this.gid, options);
+  }
+
+  /** A gRPC transaction's first HTTP branch target: its branch headers checked as DTM sends them over HTTP (refused: the target is not taken). */
+  private takeHttpTarget(): void {
+    this.runtime.transport('http').checkTransaction(this.gid, this.resolved);
+    this.httpTargets = true;
   }
 
   /**
@@ -334,6 +353,7 @@ export abstract class Transaction {
     for (const op in targets) {
       const target = parseAddress(targets[op], this.gid);
       this.transport.checkTarget(target, this.gid);
+      if (target.kind === 'http' && !this.httpTargets && this.protocol === 'grpc') this.takeHttpTarget();
       parsed[op] = target;
     }
     return parsed;
@@ -416,7 +436,7 @@ export abstract class Transaction {
       if (entries.length > 0 || signed) {
         request.options = { ...request.options, branchHeaders: withAuthHeaders(request.options.branchHeaders, entries.length > 0 ? [AUTH_HEADER, entries.join(',')] : undefined, signed) };
         // the tokens grow with the steps: the branch headers checked again with them, as DTM sends them
-        this.transport.checkTransaction(this.gid, request.options);
+        this.checkTransaction(request.options);
       }
     }
     return request;

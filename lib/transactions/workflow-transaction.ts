@@ -113,6 +113,9 @@ export class WorkflowTransaction extends Transaction {
     if (parsed.kind !== 'http' && parsed.kind !== 'grpc') throw new DtmUsageError(MESSAGES.workflowStepTarget(branchId, op, target), { gid: this.gid, branchId });
     const transport = this.runtime.transport(parsed.kind === 'grpc' ? 'grpc' : 'http');
     const encoded = transport.encode(payload, parsed);
+    const headers = this.callHeaders(parsed, encoded, branchId, op);
+    // a gRPC workflow's headers are checked as gRPC metadata only: an HTTP step's call carries them as HTTP headers, which a Node.js branch refuses past 16 KiB (431)
+    if (parsed.kind === 'http' && this.protocol === 'grpc') transport.checkTransaction(this.gid, { ...this.options, branchHeaders: headers });
     return transport.callBranch({
       target: parsed,
       gid: this.gid,
@@ -120,7 +123,7 @@ export class WorkflowTransaction extends Transaction {
       branchId,
       op,
       payload: encoded,
-      headers: this.callHeaders(parsed, encoded, branchId, op),
+      headers,
       timeoutSeconds: this.options.branchTimeout,
     });
   }

@@ -600,6 +600,26 @@ describe("branch headers at the HTTP limit (12 KiB, each 'name: value' and a lin
     expect(grpc.recorder.callsFor(gid).map((c) => c.headers['x-big']?.length)).toEqual([17_000 - 9]);
   }, 60_000);
 
+  it("a gRPC saga with an HTTP step (DTM calls it over HTTP, with the branch headers): 17000 bytes are refused where the step is added, DtmUsageError, nothing sent; headers grown past the limit by setOptions() after it are refused too (before: taken, DTM's every call of the step answered 431 unseen, submitAndWait DtmOutcomeUnknownError 'still submitted' naming no cause)", async () => {
+    const gid = await grpc.client.generateGid();
+    let error: unknown;
+    try {
+      await grpc.client.newSaga(gid, { branchHeaders: big(17_000) }).add(grpc.recorder.urlFor('/Big'), grpc.recorder.urlFor('/BigRevert'), { n: 1 }).submitAndWait({ timeout: 8 });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(DtmUsageError);
+    expect((error as Error).message).toMatch(/^the branch headers take 17000 bytes as DTM sends them to an HTTP branch .* over the 12288 the module allows/);
+    const saga = grpc.client.newSaga(gid, { branchHeaders: big(100) }).add(grpc.recorder.urlFor('/Big'), grpc.recorder.urlFor('/BigRevert'), { n: 1 });
+    expect(() => saga.setOptions({ branchHeaders: { 'x-more': 'b'.repeat(LIMIT) } })).toThrow(DtmUsageError);
+    expect((await queryTrans(gid)).transaction).toBeNull();
+    expect(grpc.recorder.callsFor(gid)).toEqual([]);
+    // within the limit the same saga runs, its HTTP step getting the header whole
+    const final = await saga.submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(grpc.recorder.callsFor(gid).map((c) => [c.path, c.headers['x-big']?.length])).toEqual([['/Big', 100 - 9]]);
+  }, 60_000);
+
   it("with branch_auth_keys, the tokens of DTM's calls count (one per step and op): 150 steps succeed; 260 are refused at the submit, nothing sent (before: DTM held the saga 'submitted' for ever, every call answered 431 unseen)", async () => {
     const app = signing!;
     const many = async (count: number) => {

@@ -237,6 +237,22 @@ describe('a gRPC workflow executed again before any step was recorded', () => {
   });
 });
 
+describe("a gRPC workflow's HTTP step with branch headers over the HTTP limit (12 KiB)", () => {
+  it("is refused before the app calls it: DtmWorkflowPendingError whose cause is the DtmUsageError naming the limit, the step never called, DTM holding no step (before: the call went out and the branch's Node server answered 431 unseen, a cause naming only that status)", async () => {
+    const gid = await client.generateGid();
+    const outcome = await client.executeWorkflow('transfer.v1', gid, input(), { protocol: 'grpc', retryInterval: 60, branchHeaders: { 'x-big': 'a'.repeat(17_000) } }).catch((e: unknown) => e);
+    expect(outcome).toBeInstanceOf(DtmWorkflowPendingError);
+    const cause = (outcome as Error).cause;
+    expect(cause).toBeInstanceOf(DtmUsageError);
+    expect((cause as Error).message).toMatch(/^the branch headers take 17009 bytes as DTM sends them to an HTTP branch .* over the 12288 the module allows: a Node\.js branch refuses a call whose headers pass 16 KiB/);
+    const record = (await queryTrans(gid)).transaction;
+    expect(record?.status).toBe('prepared');
+    expect((await queryTrans(gid)).branches.filter((b) => b.op === 'action' && b.branch_id !== '01')).toEqual([]);
+    expect(recorder.callsFor(gid)).toEqual([]);
+    await dtmPost('/forceStop', { gid });
+  });
+});
+
 describe('a local XA step', () => {
   const pendingXa = async () => (await pool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()')).rows;
 
