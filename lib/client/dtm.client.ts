@@ -58,6 +58,8 @@ const isUnstored = (status: string): status is 'absent' | 'prepared' => status =
 
 /** Longest a probe of an unfinished branch's target may take (less when `lynx.dtm.timeout` is shorter). */
 const PROBE_MAX_SECONDS = 3;
+/** The least time a wait's look at DTM's record gets when less of the wait is left (one look even with `timeout: 0`). */
+const LAST_LOOK_MIN_MS = 1000;
 
 /** How many distinct foreign DTM server names a client logs (a caller chooses them: the log must stay bounded). */
 const MAX_LOGGED_FOREIGN_DTM = 100;
@@ -315,7 +317,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     for (;;) {
       let record: TransactionRecord | null | undefined;
       try {
-        record = await this.http.query(gid);
+        record = await this.http.query(gid, this.lookBound(deadline));
         lastError = undefined;
       } catch (err) {
         // an answer that cannot be used (too large, not DTM's shape): the outcome is not known, and DTM may hold the transaction
@@ -355,6 +357,17 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       await this.pause(Math.min(interval, Math.max(0, deadline - Date.now())));
       interval = Math.min(interval * 1.5, 1000);
     }
+  }
+
+  /**
+   * The seconds a look at DTM's record may take within a wait ending at `deadline`: what is left of
+   * it (at least {@link LAST_LOOK_MIN_MS}) when that is less than `lynx.dtm.timeout`, else undefined
+   * (the transport's own timeout): a DTM that does not answer holds the wait up to about its
+   * `timeout`, not `lynx.dtm.timeout` past it.
+   */
+  private lookBound(deadline: number): number | undefined {
+    const left = Math.max(deadline - Date.now(), LAST_LOOK_MIN_MS);
+    return left < this.config.timeout * 1000 ? left / 1000 : undefined;
   }
 
   /** Waits `ms` between two looks of a wait at DTM's record, or until the app closes. */

@@ -71,8 +71,8 @@ export class InstrumentedTransport implements DtmTransport {
     // an http(s):// branch goes over HTTP whatever the transaction's protocol
     return this.observe('callBranch', call.gid, () => this.inner.callBranch(call), call.branchId, call.op, call.target.kind === 'http' ? 'http' : this.protocol);
   }
-  query(gid: string): Promise<TransactionRecord | null> {
-    return this.observe('query', gid, () => this.inner.query(gid));
+  query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null> {
+    return this.observe('query', gid, () => this.inner.query(gid, timeoutSeconds));
   }
   list(filter: ListFilter): Promise<ListPage> {
     return this.observe('list', undefined, () => this.inner.list(filter));

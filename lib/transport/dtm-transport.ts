@@ -118,7 +118,8 @@ export interface DtmTransport {
   /** Registers a branch with the module's own DTM server (never one a branch call named). */
   registerBranch(registration: BranchRegistration): Promise<void>;
   callBranch(call: DirectBranchCall): Promise<BranchAnswer>;
-  query(gid: string): Promise<TransactionRecord | null>;
+  /** DTM's record of `gid` (null: none); within `timeoutSeconds` when given (what is left of a wait), else `lynx.dtm.timeout`. */
+  query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null>;
   list(filter: ListFilter): Promise<ListPage>;
   forceStop(gid: string): Promise<void>;
   ping(): Promise<PingResult>;

@@ -138,7 +138,7 @@ export interface ListPage {
 
 /** Options of `waitForFinal` / `submitAndWait`, in seconds. */
 export interface WaitOptions {
-  /** Give up after this many seconds, with `DtmOutcomeUnknownError` (a `DtmOngoingError`: wait again for the same gid). Default 60. */
+  /** Give up after this many seconds, with `DtmOutcomeUnknownError` (a `DtmOngoingError`: wait again for the same gid); each status query gets what is left (at least 1 s, at most `lynx.dtm.timeout`). Default 60. */
   timeout?: number;
   /** First delay between queries, in seconds; it grows to 1 s. Default 0.05. */
   pollInterval?: number;

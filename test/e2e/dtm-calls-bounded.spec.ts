@@ -16,6 +16,7 @@ import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startTrap } from '../support/trap.js';
 
 const MiB = 1024 * 1024;
 
@@ -296,6 +297,22 @@ describe('timeout is a deadline for the whole call, body included', () => {
     } finally {
       await dripped.close();
       await server.close();
+    }
+  });
+
+  it.each(PROTOCOLS)("over %s, a wait's timeout bounds its looks at DTM's record: waitForFinal({ timeout: 1 }) against a DTM that accepts and never answers ends in about 1 s with DtmOutcomeUnknownError, not after lynx.dtm.timeout (10 s)", async (protocol) => {
+    const trap = await startTrap({ hold: true });
+    const app = await startDtmApp({ config: { protocol, serverUrl: trap.url, timeout: 10 } });
+    try {
+      const { error, ms } = await measure(() => app.client.waitForFinal('waitboundgid0001', { timeout: 1 }));
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect((error as Error).message).toMatch(/^the outcome of waitboundgid0001 is not known after 1 s: DTM could not be asked \(no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/query\?gid=waitboundgid0001 within the timeout/);
+      expect(ms).toBeGreaterThanOrEqual(900);
+      // before: 10 s, each look bounded by lynx.dtm.timeout alone; now the wait's 1 s and at most one look of LAST_LOOK_MIN_MS after it
+      expect(ms).toBeLessThan(5000);
+    } finally {
+      await app.close();
+      await trap.close();
     }
   });
 });

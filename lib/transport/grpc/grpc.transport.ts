@@ -277,8 +277,8 @@ export class GrpcTransport implements DtmTransport {
     await this.dtm('RegisterBranch', toGrpcRegistration(registration), 'registerBranch', registration.gid, registration.branchId);
   }
 
-  query(gid: string): Promise<TransactionRecord | null> {
-    return this.http.query(gid);
+  query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null> {
+    return this.http.query(gid, timeoutSeconds);
   }
 
   list(filter: ListFilter): Promise<ListPage> {

@@ -166,8 +166,8 @@ export class HttpTransport implements DtmTransport {
     return this.operation('registerBranch', toWireRegistration(registration), registration.gid, registration.branchId);
   }
 
-  async query(gid: string): Promise<TransactionRecord | null> {
-    const answer = await this.serverJson<WireQueryAnswer>('GET', `query?gid=${encodeURIComponent(gid)}`, 'query', undefined, gid, isQueryAnswer);
+  async query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null> {
+    const answer = await this.serverJson<WireQueryAnswer>('GET', `query?gid=${encodeURIComponent(gid)}`, 'query', undefined, gid, isQueryAnswer, timeoutSeconds);
     return answer.transaction ? fromWireTransaction(answer.transaction, answer.branches ?? []) : null;
   }
 
@@ -283,16 +283,16 @@ export class HttpTransport implements DtmTransport {
    * Calls `<server_url>/<path>` (or `path` itself when it is an absolute URL) and returns the body
    * text. 200 → the body; 409 → {@link DtmFailureError}; 425 → {@link DtmOngoingError}; other
    * statuses → {@link DtmServerError} (DTM's definite 500 refusals, see `definiteServerRefusal`, with
-   * their cause and fix); no answer within `timeout` → {@link DtmUnavailableError}.
+   * their cause and fix); no answer within `timeoutSeconds` (else `timeout`) → {@link DtmUnavailableError}.
    */
-  private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false): Promise<string> {
+  private async server(method: 'GET' | 'POST', path: string, body: string | undefined, operation: string, gid?: string, branchId?: string, scanFailure = false, timeoutSeconds?: number): Promise<string> {
     const url = this.urlOf(path);
     let answer: { status: number; text: string; resent?: boolean };
     try {
-      answer = await this.send({ method, url, body, resend: method === 'GET' || RESENT_OPERATIONS.has(operation) });
+      answer = await this.send({ method, url, body, resend: method === 'GET' || RESENT_OPERATIONS.has(operation), timeoutSeconds });
     } catch (err) {
       const endpoint = redactUrl(url);
-      throw requestError(err, UNANSWERED.dtm, endpoint, this.config.timeout, this.config.maxAnswerBytes, { gid, branchId });
+      throw requestError(err, UNANSWERED.dtm, endpoint, timeoutSeconds ?? this.config.timeout, this.config.maxAnswerBytes, { gid, branchId });
     }
     if (answer.status === 200 && !(scanFailure && answer.text.includes('FAILURE'))) return answer.text;
     // what follows runs only when DTM refused: the endpoint's redacted name is made only then
@@ -320,8 +320,9 @@ export class HttpTransport implements DtmTransport {
     body?: string,
     gid?: string,
     valid: (answer: Record<string, unknown>) => boolean = isRecord,
+    timeoutSeconds?: number,
   ): Promise<T> {
-    const text = await this.server(method, path, body, operation, gid);
+    const text = await this.server(method, path, body, operation, gid, undefined, false, timeoutSeconds);
     let answer: unknown;
     try {
       answer = JSON.parse(text);
