@@ -32,7 +32,7 @@ interface CallUnderCheck {
   payload: string | Uint8Array;
   /** The forwarded headers the call's token must sign (see `headersOfCall`), if it names any. */
   headers?: string;
-  /** When its transaction's tokens were issued, as the call's signed headers say ({@link AUTH_ISSUED_HEADER}); none from an app that signed no issue time. */
+  /** When its transaction's tokens were issued, as the call's {@link AUTH_ISSUED_HEADER} says (its token signs it); none from an app that signed no issue time. */
   issued?: string;
 }
 
