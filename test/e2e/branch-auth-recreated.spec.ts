@@ -3,7 +3,7 @@
 // while it was held (branch headers with the dtm-auth tokens, targets, payloads): DTM then makes
 // calls whose tokens verify and whose phase DTM's new record confirms. Every token signs when it was
 // issued (the dtm-auth-issued branch header), and a check that reads DTM's record refuses a record
-// created farther from it than branch_auth_issue_window (2 s here): each attack below is performed
+// created farther from it than branch_auth_issue_window (5 s here): each attack below is performed
 // against a DTM server of this file's own on a Redis store, with the barrier bank on PostgreSQL and
 // branch_auth_keys, and refused.
 import { randomBytes } from 'node:crypto';
@@ -22,7 +22,7 @@ import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js'
 
 const KEY = randomBytes(33).toString('base64');
 /** The app's branch_auth_issue_window, seconds. */
-const WINDOW = 2;
+const WINDOW = 5;
 const logger = new RecordingLogger();
 
 /** A workflow that counts its executions, and waits for `release` before it ends (so DTM's record of it can be read while it runs). */
