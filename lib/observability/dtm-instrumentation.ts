@@ -142,14 +142,7 @@ export class DtmInstrumentation {
     const { gid, branchId, op } = event as { gid?: string; branchId?: string; op?: string };
     // a refused branch call's gid and branch id are what its caller sent: CR / LF must not forge a line
     const where = gid ? ` for gid=${shownCallerValue(gid)}${branchId !== undefined ? ` branch=${shownCallerValue(branchId)}` : ''}${op !== undefined ? ` op=${shownCallerValue(op)}` : ''}` : '';
-    let thrown: string;
-    // what a listener throws is anything: String() of an object without a prototype throws, and must not reach the transaction
-    try {
-      thrown = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    } catch {
-      thrown = 'a value that cannot be converted to text';
-    }
-    this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${thrown}`);
+    this.logger.error(`a listener of ${name} threw${where} (ignored: the transaction goes on): ${err instanceof Error ? (err.stack ?? err.message) : textOf(err)}`);
   }
 
   /**
@@ -281,7 +274,16 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 /** An error's message for a log line (no stack, no request data). */
 function errorText(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return error instanceof Error ? `${error.name}: ${error.message}` : textOf(error);
+}
+
+/** `value` as text; what is thrown is anything, and String() of an object without a prototype throws, which must not reach the transaction being reported. */
+function textOf(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return 'a value that cannot be converted to text';
+  }
 }
 
 /** @internal What a runtime without a module's instrumentation uses (a transaction made outside DtmModule): logs, nothing else. */
