@@ -6,7 +6,9 @@
 // the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
 // run's DTM keeps its transactions in the harness's Redis). Workflow transfers run among the others:
 // the bank's process is their app, so its kill -9 kills workflows mid-way, which DTM resumes there
-// (through the faulty proxy) once it is back. Every invariant must hold at the end.
+// (through the faulty proxy) once it is back; the kill waits for a workflow's withdrawal to have run
+// at the bank and lands before the app hears of it, so at least one is killed mid-run (and must be
+// resumed, end final, its steps committed once each). Every invariant must hold at the end.
 // The second seed does the same over gRPC (runChaos's protocol 'grpc': the caller on DTM's gRPC API,
 // the bank's branches @GrpcMethod handlers, the faults injected by a gRPC proxy in front of them),
 // and cuts (resets) every gRPC connection to DTM and to the bank twice, calls in flight on them lost;
@@ -57,6 +59,14 @@ async function runSeed(options: Pick<ChaosOptions, 'seed' | 'transfers' | 'drain
   expect(Object.keys(report.byMode)).toContain('workflow');
   expect(Object.values(report.byMode).every((outcomes) => Object.values(outcomes).reduce((a, b) => a + b, 0) > 0)).toBe(true);
   expect(report.dtmOutcomes.succeed).toBeGreaterThan(0);
+  // the bank's kill landed inside a workflow (its withdrawal run at the bank, the answer held until the kill: the
+  // proxy does so whatever the draws), which DTM held prepared with its app dead; DTM resumed it (and any other the
+  // kill caught mid-run) on the restarted bank, which ended it: final, its steps committed once each as its outcome says
+  const killed = report.workflowKills;
+  expect(killed.caught).toMatch(/^chaos-/);
+  expect(report.transfersDetail.find((t) => t.gid === killed.caught)).toMatchObject({ killedMidRun: true, resumed: true, dtm: expect.stringMatching(/^(succeed|failed)$/) });
+  expect(killed.midRun).toBeGreaterThanOrEqual(1);
+  expect([killed.resumed, killed.final]).toEqual([killed.midRun, killed.midRun]);
   // the calls DTM made were signed (its record holds the module's tokens) exactly when the run had keys
   if (options.branchAuthKey) expect(report.signedByDtm).toBeGreaterThan(0);
   else expect(report.signedByDtm).toBe(0);

@@ -21,6 +21,10 @@
 // - money is conserved (balances + frozen amounts), no amount is left frozen, and every balance is
 //   what the transfers DTM recorded as succeeded make it (failed ones moved nothing);
 // - no branch step's business committed twice (the `runs` rows the branches write in their local transaction);
+// - each workflow's steps committed what its outcome in DTM says, once each, and DTM's record of its steps says the same;
+// - every workflow a bank kill caught mid-run (DTM holding it prepared with its app dead) was resumed by DTM on the
+//   restarted bank and ended final; the first kill waits for a workflow's withdrawal to have run at the bank and
+//   lands before the app hears of it (`workflowKills`), so a run with workflows has at least one;
 // - nothing is left prepared (pg_prepared_xacts, XA RECOVER);
 // - the caller's view of each outcome never contradicts DTM's record (succeed / failed as recorded;
 //   "DTM never got it" (DtmUnavailableError) only for a transaction DTM does not hold).
@@ -110,6 +114,8 @@ export type ChaosProtocol = 'http' | 'grpc';
  */
 export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer' | 'replay';
 const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer', 'replay'];
+/** How long the first bank kill of a run with workflows waits for a workflow's withdrawal to hold (and land inside it), ms. */
+const CATCH_MS = 20_000;
 /** How much later than the call a replay comes: from, and up to this much more, ms. */
 export const REPLAY_MS = [3000, 5000] as const;
 
@@ -131,6 +137,12 @@ export interface ChaosTransfer {
   callerError?: string;
   latencyMs: number;
   dtm?: string;
+  /** A workflow a bank kill caught mid-run: DTM held it prepared when its app was killed and still when the app came back, so only DTM's resume could end it. */
+  killedMidRun?: boolean;
+  /** With `killedMidRun`: the resume calls of it the bank had answered with success (the workflow ended) before the kill. */
+  resumedBeforeKill?: number;
+  /** With `killedMidRun`: a resume call DTM made of it after the kill was answered with success by the restarted bank. */
+  resumed?: boolean;
 }
 
 type Store = 'pg' | 'mysql';
@@ -164,6 +176,15 @@ export interface ChaosReport {
   authRefusals: Record<string, number>;
   /** HTTP with replays: the status the bank answered a replay of a call DTM made, held back until every transaction had ended (undefined: none held, or transactions left pending). */
   lateReplay?: number;
+  /**
+   * With workflows: the workflow transfers in flight at the bank kills (`inFlight`: their caller waiting on the bank,
+   * or the step held for the first kill, whichever execution ran it), those of them a kill caught
+   * mid-run (`midRun`: DTM held them prepared when their app was killed, and still when it came back), how many
+   * of those DTM resumed on the restarted bank (a resume call the bank answered with success: the workflow ended)
+   * and how many ended final; `caught`: the workflow the first kill was made to land in (its withdrawal, the second
+   * step, run and committed at the bank, its answer held until the kill), whatever the draws.
+   */
+  workflowKills: { inFlight: number; midRun: number; resumed: number; final: number; caught?: string };
   /** What the stalls of DTM's store held of DTM's traffic to it. */
   dtmStoreHeld: { bytes: number; connections: number };
   /** Transfers whose caller submitted them more than once, by mode (a submit DTM did not store is sent again: docs/client.md). */
@@ -315,6 +336,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         latencyMs: 0,
       };
     });
+    // the workflow transfers whose caller is waiting on the bank's process (their app)
+    const workflowsInFlight = new Set<ChaosTransfer>();
     const transfer = async (t: ChaosTransfer): Promise<void> => {
       const out = { account: t.from.account, amount: t.amount };
       const into = { account: t.to.account, amount: t.amount };
@@ -361,11 +384,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
               (err: Error & { cause?: { code?: string } }) => ({ view: 'unknown' as const, error: `the bank did not answer: ${err.message} (${err.cause?.code ?? 'no code'})`, refused: err.cause?.code === 'ECONNREFUSED' }),
             );
           // as an app's caller would: the process down (nothing sent) is asked again once it is back
+          workflowsInFlight.add(t);
           let answer = await ask();
           for (let tries = 0; tries < 60 && 'refused' in answer && answer.refused; tries++) {
             await sleep(500);
             answer = await ask();
           }
+          workflowsInFlight.delete(t);
           t.caller = answer.view;
           t.latencyMs = Date.now() - started;
           if (answer.view !== 'succeed') t.callerError = answer.error;
@@ -429,13 +454,38 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     let dtmPauses = 0;
     let dtmStoreStalls = 0;
     const connectionCuts = { cuts: 0, connections: 0 };
+    const workflowKills: ChaosReport['workflowKills'] = { inFlight: 0, midRun: 0, resumed: 0, final: 0 };
     const chaos = (async () => {
       for (const event of events) {
         while (done < event.at) await sleep(50);
         if (event.what === 'bank') {
-          log(`kill -9 of the bank after ${done} transfers`);
+          // the first kill lands inside a workflow whatever the draws: after its withdrawal ran at the bank, before the app heard of it
+          let release = () => undefined as void;
+          if (options.workflows && bankKills === 0) {
+            const released = new Promise<void>((resolve) => (release = resolve));
+            const gid = await new Promise<string | undefined>((resolve) => {
+              const timer = setTimeout(() => resolve(undefined), CATCH_MS);
+              proxy!.stepCatch = { held: (caught) => (clearTimeout(timer), resolve(caught)), released };
+            });
+            log(gid ? `the answer of ${gid}'s withdrawal held for the kill` : `no workflow reached its withdrawal in ${CATCH_MS / 1000} s`);
+          }
+          // the workflows whose caller waits on the bank, and the one whose step is held (its execution may be a resume of DTM's)
+          const caught = plan.find((t) => t.gid === proxy!.stepCatch?.gid);
+          const inFlight = [...new Set([...workflowsInFlight, ...(caught ? [caught] : [])])];
+          log(`kill -9 of the bank after ${done} transfers, ${inFlight.length} workflows in flight`);
           await bank!.kill();
+          release();
+          workflowKills.caught ??= caught?.gid;
+          proxy!.stepCatch = undefined;
+          const resumedBefore = new Map(inFlight.map((t) => [t, proxy!.resumed.get(t.gid) ?? 0]));
           await sleep(500 + Math.floor(random() * 1500));
+          // mid-run: DTM holds it prepared with its app down (a request the app had sent before it died has landed by now)
+          for (const t of inFlight) {
+            workflowKills.inFlight++;
+            if (t.killedMidRun || (await dtmStatus(dtm!.info.serverUrl, t.gid, new Set())) !== 'prepared') continue;
+            t.killedMidRun = true;
+            t.resumedBeforeKill = resumedBefore.get(t)!;
+          }
           bank = await startBank();
           bankKills++;
         } else if (event.what === 'pg' || event.what === 'mysql') {
@@ -509,7 +559,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // phase 2 of XA and the last branch calls are done once DTM recorded the end: give the last answers a moment
     await sleep(300);
 
-    const problems = await checkInvariants(plan, sql, pending.length);
+    const problems = [...(await checkInvariants(plan, sql, pending.length)), ...(await workflowRecordProblems(dtm.info.serverUrl, plan))];
+    // the workflows a kill caught mid-run: DTM resumed each on the restarted bank, which ended it
+    for (const t of plan.filter((w) => w.killedMidRun)) {
+      workflowKills.midRun++;
+      t.resumed = (proxy.resumed.get(t.gid) ?? 0) > t.resumedBeforeKill!;
+      if (t.resumed) workflowKills.resumed++;
+      if (t.dtm === 'succeed' || t.dtm === 'failed') workflowKills.final++;
+      else problems.push(`${t.gid} (workflow): a bank kill caught it mid-run, and DTM holds it ${t.dtm} after the drain`);
+      if (!t.resumed) problems.push(`${t.gid} (workflow): a bank kill caught it mid-run, and no resume of it by DTM ended it on the restarted bank (DTM holds it ${t.dtm})`);
+    }
     if (problems.length > 0) {
       for (const store of ['pg', 'mysql'] as const) {
         const rows = await sql[store].run('SELECT gid, branch_id, op FROM runs');
@@ -546,6 +605,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       dtmPauses,
       dtmStoreStalls,
       connectionCuts,
+      workflowKills,
       signedByDtm: signedGids.size,
       authRefusals: options.branchAuthKey ? authRefusalsIn(join(options.runDir.path, 'chaos-bank.log')) : {},
       lateReplay: proxy.held?.answered,
@@ -612,6 +672,8 @@ async function checkInvariants(plan: ChaosTransfer[], sql: Record<Store, Sql>, s
     expected[t.to.store].set(t.to.account, expected[t.to.store].get(t.to.account)! + t.amount);
   }
   let total = 0;
+  // the branch steps that committed, by gid: `store:branch/op`
+  const stepsOf = new Map<string, string[]>();
   for (const store of ['pg', 'mysql'] as const) {
     for (const row of await sql[store].run('SELECT id, balance, frozen FROM account ORDER BY id')) {
       const [id, balance, frozen] = [Number(row.id), Number(row.balance), Number(row.frozen)];
@@ -621,6 +683,18 @@ async function checkInvariants(plan: ChaosTransfer[], sql: Record<Store, Sql>, s
     }
     const twice = await sql[store].run('SELECT gid, branch_id, op, COUNT(*) AS n FROM runs GROUP BY gid, branch_id, op HAVING COUNT(*) > 1');
     for (const row of twice) problems.push(`${store}: ${row.gid} branch ${row.branch_id} ${row.op} committed ${row.n} times`);
+    for (const row of await sql[store].run("SELECT gid, branch_id, op FROM runs WHERE gid LIKE 'chaos-%'")) {
+      const gid = String(row.gid);
+      stepsOf.set(gid, [...(stepsOf.get(gid) ?? []), `${store}:${row.branch_id}/${row.op}`]);
+    }
+  }
+  // each workflow's steps committed exactly what its outcome in DTM says: the deposit (step 01 on the `to` bank)
+  // and the withdrawal (02 on the `from` bank) once each; failed, the deposit and its rollback once each and no
+  // withdrawal (a refused one commits nothing, its own rollback is dropped); absent, nothing
+  for (const t of plan.filter((w) => w.mode === 'workflow')) {
+    const wanted = t.dtm === 'succeed' ? [`${t.to.store}:01/action`, `${t.from.store}:02/action`] : t.dtm === 'failed' ? [`${t.to.store}:01/action`, `${t.to.store}:01/rollback`] : t.dtm === 'absent' ? [] : undefined;
+    const steps = (stepsOf.get(t.gid) ?? []).sort();
+    if (wanted && steps.join() !== wanted.sort().join()) problems.push(`${t.gid} (workflow, ${t.dtm} in DTM${t.killedMidRun ? ', killed mid-run' : ''}): its steps committed ${steps.join(', ') || 'nothing'}, its outcome makes them ${wanted.join(', ') || 'nothing'}`);
   }
   if (total !== 2 * ACCOUNTS.length * INITIAL_BALANCE) problems.push(`money not conserved: ${total} instead of ${2 * ACCOUNTS.length * INITIAL_BALANCE}`);
   const pgPrepared = await sql.pg.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'chaos-%'");
@@ -634,6 +708,22 @@ async function checkInvariants(plan: ChaosTransfer[], sql: Record<Store, Sql>, s
       (t.caller === 'never-got-it' && t.dtm !== 'absent') ||
       (t.caller === 'error' && t.dtm === 'succeed');
     if (contradiction) problems.push(`${t.gid} (${t.mode}): the caller was told ${t.caller}${t.callerError ? ` (${t.callerError})` : ''}, DTM recorded ${t.dtm}`);
+  }
+  return problems;
+}
+
+/**
+ * Every final workflow whose record in DTM does not hold the steps its outcome says ran (each `branch op status`
+ * once or more): succeed, the deposit (01) and the withdrawal (02) succeeded; failed, the withdrawal failed and the
+ * deposit succeeded and was rolled back.
+ */
+async function workflowRecordProblems(serverUrl: string, plan: ChaosTransfer[]): Promise<string[]> {
+  const problems: string[] = [];
+  for (const t of plan.filter((w) => w.mode === 'workflow' && (w.dtm === 'succeed' || w.dtm === 'failed'))) {
+    const wanted = t.dtm === 'succeed' ? ['01 action succeed', '02 action succeed'] : ['01 action succeed', '01 rollback succeed', '02 action failed'];
+    const answer = (await (await fetch(`${serverUrl}/query?gid=${t.gid}`)).json()) as { branches?: { branch_id: string; op: string; status: string }[] | null };
+    const recorded = [...new Set((answer.branches ?? []).map((b) => `${b.branch_id} ${b.op} ${b.status}`))].sort();
+    if (recorded.join() !== wanted.join()) problems.push(`${t.gid} (workflow, ${t.dtm}${t.killedMidRun ? ', killed mid-run' : ''}): DTM recorded its steps ${recorded.join(', ') || 'none'}, its outcome makes them ${wanted.join(', ')}`);
   }
   return problems;
 }
@@ -658,7 +748,36 @@ interface Proxy {
   replays: Set<Promise<unknown>>;
   /** HTTP: one replay of a call DTM made, held back until every transaction ended (so out of its phase whatever the draws), and the status it was answered. */
   held?: { deliver(): Promise<{ status: number }>; answered?: number };
+  /** Per workflow gid, DTM's resume calls of it (branch 00) the bank answered with success: the resumed execution ended it (or found it ended). */
+  resumed: Map<string, number>;
+  /**
+   * Armed before a bank kill: the next workflow step 02 action (a withdrawal) is forwarded and run at the bank, and
+   * its answer held until `released` (the kill comes in between, so the workflow's app dies mid-run with the step
+   * committed and not recorded); `gid` is its workflow's, `held` is told it.
+   */
+  stepCatch?: { gid?: string; held(gid: string): void; released: Promise<void> };
   close(): Promise<void>;
+}
+
+/** What names a branch call the proxies forward: the query of an HTTP call, the `dtm-*` metadata of a gRPC one. */
+export interface CallKeys {
+  gid: string;
+  transType: string;
+  branchId: string;
+  op: string;
+}
+
+/** The armed `proxy.stepCatch` when the call of `keys` is the workflow step it holds (taken: no other call is), else undefined. */
+function catchesStep(proxy: Proxy, keys: CallKeys): Proxy['stepCatch'] {
+  const armed = proxy.stepCatch;
+  if (!armed || armed.gid !== undefined || keys.transType !== 'workflow' || keys.branchId !== '02' || keys.op !== 'action') return undefined;
+  armed.gid = keys.gid;
+  return armed;
+}
+
+/** Notes a call of `keys` the bank answered (`ok`: with success): DTM's resume of a workflow (branch 00) goes into `proxy.resumed`. */
+function noteAnswered(proxy: Proxy, keys: CallKeys, ok: boolean): void {
+  if (ok && keys.transType === 'workflow' && keys.branchId === '00') proxy.resumed.set(keys.gid, (proxy.resumed.get(keys.gid) ?? 0) + 1);
 }
 
 /**
@@ -718,8 +837,14 @@ async function grpcCaller(config: DtmConfigInput, instrumentation: DtmInstrument
 async function startGrpcProxy(bankAddress: string, branchTimeout: number, rates: Record<Fault, number>, random: () => number): Promise<Proxy> {
   // and DTM's resume of the gRPC workflows, which the bank serves
   const paths = [...(['pg', 'mysql'] as const).flatMap((store) => Object.values(BRANCHES).map(([, method]) => `/${grpcService(store)}/${method}`)), '/workflow.Workflow/Execute'];
-  const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0, replay: 0 }, replays: new Set(), close: async () => undefined };
-  const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random), (deliver) => replayLater(proxy, random, deliver));
+  const proxy: Proxy = { url: '', faultsOn: true, injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0, replay: 0 }, replays: new Set(), resumed: new Map(), close: async () => undefined };
+  const grpc = await startGrpcFaultProxy(bankAddress, paths, branchTimeout, () => pickFault(proxy, rates, random), (deliver) => replayLater(proxy, random, deliver), {
+    hold: (keys) => {
+      const caught = catchesStep(proxy, keys);
+      return caught && (() => (caught.held(keys.gid), caught.released));
+    },
+    answered: (keys, ok) => noteAnswered(proxy, keys, ok),
+  });
   proxy.url = grpc.address;
   proxy.close = () => grpc.close();
   return proxy;
@@ -752,6 +877,7 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
     faultsOn: true,
     injected: { error500: 0, delay: 0, duplicate: 0, lostAnswer: 0, replay: 0 },
     replays: new Set(),
+    resumed: new Map(),
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -763,23 +889,34 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
       const body = Buffer.concat(chunks);
-      const fault = pickFault(proxy, rates, random);
+      const query = new URL(req.url ?? '/', 'http://proxy').searchParams;
+      const keys: CallKeys = { gid: query.get('gid') ?? '', transType: query.get('trans_type') ?? '', branchId: query.get('branch_id') ?? '', op: query.get('op') ?? '' };
       const answer = (a: { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }) => {
         if (res.writableEnded || res.destroyed) return;
         res.writeHead(a.status, { 'content-type': String(a.headers['content-type'] ?? 'text/plain') });
         res.end(a.body);
       };
+      const caught = catchesStep(proxy, keys);
+      if (caught) {
+        // run at the bank, its answer held until the bank was killed (its caller, the workflow's app, is gone by then)
+        const ran = await forward(req, body);
+        caught.held(keys.gid);
+        await caught.released;
+        return answer(ran);
+      }
+      const fault = pickFault(proxy, rates, random);
       if (fault === 'error500') return answer({ status: 500, headers: {}, body: Buffer.from('injected 500') });
       if (fault === 'delay') await sleep(branchTimeout * 1000 + 500); // the caller gave up; the call arrives late
       if (fault === 'duplicate') {
-        const [first] = await Promise.all([forward(req, body), forward(req, body)]);
-        return answer(first);
+        const both = await Promise.all([forward(req, body), forward(req, body)]);
+        noteAnswered(proxy, keys, both.some((a) => a.status === 200));
+        return answer(both[0]);
       }
       const got = await forward(req, body);
+      noteAnswered(proxy, keys, got.status === 200);
       if (fault === 'replay') {
-        const url = new URL(req.url ?? '/', 'http://proxy');
         // a call DTM made (the caller's own calls carry dtm-auth-call) of a transaction the branch authentication checks the phase of
-        if (!proxy.held && req.headers['dtm-auth-call'] === undefined && url.searchParams.get('trans_type') !== 'workflow') proxy.held = { deliver: () => forward(req, body) };
+        if (!proxy.held && req.headers['dtm-auth-call'] === undefined && keys.transType !== 'workflow') proxy.held = { deliver: () => forward(req, body) };
         else replayLater(proxy, random, () => forward(req, body));
       }
       if (fault === 'lostAnswer') return answer({ status: 502, headers: {}, body: Buffer.from('injected: answer lost') });

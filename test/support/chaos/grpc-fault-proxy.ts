@@ -10,14 +10,24 @@
 // - 'replay': forwarded and answered, then forwarded once more later (`replay`), its answer dropped.
 // Forwarded calls get a deadline of their own (not the caller's): a late call runs at the bank as a
 // late HTTP request does. While the bank is down, a call is answered UNAVAILABLE at once.
+// `watch` sees each call's dtm-* keys: `hold` may take a call (forwarded without a fault, its answer held
+// until the run lets it go), `answered` hears of every call the bank answered.
 import { Client, Metadata, Server, ServerCredentials, credentials, status, type ServerUnaryCall, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
-import type { Fault } from './chaos.js';
+import type { CallKeys, Fault } from './chaos.js';
 
 /** A running gRPC fault proxy. */
 export interface GrpcFaultProxy {
   /** `host:port` it listens on: the bank's `grpc_app_address`. */
   address: string;
   close(): Promise<void>;
+}
+
+/** What the run sees of the calls the proxy forwards (test/support/chaos/chaos.ts). */
+export interface GrpcProxyWatch {
+  /** For a call to hold: a function called once the call ran at the bank (forwarded without a fault), whose promise its answer waits for; else undefined. */
+  hold(keys: CallKeys): (() => Promise<void>) | undefined;
+  /** The bank answered the call of `keys`, with success (`ok`) or an error. */
+  answered(keys: CallKeys, ok: boolean): void;
 }
 
 /** One answer of the bank, or of the proxy: a reply's bytes, or an error. */
@@ -31,7 +41,7 @@ const OWN_KEYS = new Set(['user-agent', 'content-type', 'te', 'grpc-timeout', 'g
 /**
  * Starts the proxy for the bank at `bankAddress` (`host:port`), serving `paths`
  * (`/chaos.PgBank/Out`, ...); `pick()` gives each call's fault (or none); `replay(deliver)` delivers a
- * replayed call later; `branchTimeout` in seconds.
+ * replayed call later; `branchTimeout` in seconds; `watch` sees the calls ({@link GrpcProxyWatch}).
  */
 export async function startGrpcFaultProxy(
   bankAddress: string,
@@ -39,6 +49,7 @@ export async function startGrpcFaultProxy(
   branchTimeout: number,
   pick: () => Fault | undefined,
   replay: (deliver: () => Promise<unknown>) => void,
+  watch?: GrpcProxyWatch,
 ): Promise<GrpcFaultProxy> {
   // reconnects soon after a kill of the bank (grpc-js's default backoff grows to minutes)
   const bank = new Client(bankAddress, credentials.createInsecure(), { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 500 });
@@ -55,15 +66,25 @@ export async function startGrpcFaultProxy(
     });
   };
   const handler = (path: string) => async (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
-    const fault = pick();
+    const key = (name: string) => String(call.metadata.get(`dtm-${name}`)[0] ?? '');
+    const keys: CallKeys = { gid: key('gid'), transType: key('trans_type'), branchId: key('branch_id'), op: key('op') };
     const answer = (a: Answer) => (a.error ? callback(a.error) : callback(null, a.reply));
+    const held = watch?.hold(keys);
+    if (held) {
+      const ran = await forward(path, call.request, call.metadata);
+      await held();
+      return answer(ran);
+    }
+    const fault = pick();
     if (fault === 'error500') return answer({ error: { code: status.INTERNAL, details: 'injected error' } });
     if (fault === 'delay') await sleep(branchTimeout * 1000 + 500); // the caller gave up; the call arrives late
     if (fault === 'duplicate') {
-      const [first] = await Promise.all([forward(path, call.request, call.metadata), forward(path, call.request, call.metadata)]);
-      return answer(first);
+      const both = await Promise.all([forward(path, call.request, call.metadata), forward(path, call.request, call.metadata)]);
+      watch?.answered(keys, both.some((a) => !a.error));
+      return answer(both[0]);
     }
     const got = await forward(path, call.request, call.metadata);
+    watch?.answered(keys, !got.error);
     if (fault === 'replay') replay(() => forward(path, call.request, call.metadata));
     if (fault === 'lostAnswer') return answer({ error: { code: status.UNAVAILABLE, details: 'injected: answer lost' } });
     answer(got);
