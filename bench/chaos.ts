@@ -14,7 +14,9 @@
 // DTM, the banks' branches are @GrpcMethod handlers, the faults are injected by a gRPC proxy in front
 // of the banks' gRPC server); --connection-cuts N: N times every gRPC connection to DTM and to the
 // banks is reset (calls in flight on them lost). --workflows: workflow transfers too, whose app is the
-// banks' process (its kills kill them mid-way; DTM resumes them there; over gRPC gRPC workflows). Prints the
+// banks' process (its kills kill them mid-way; DTM resumes them there; over gRPC gRPC workflows); the first
+// kill waits for a workflow's withdrawal to have run at the banks and lands before their app hears of it
+// (workflowKills counts the workflows killed mid-run, resumed and final).
 // --branch-auth: the banks and the caller hold a branch key (branch_auth_keys: every branch call signed
 // and checked, confirms / compensations only in DTM's phase); --check-actions: the banks also set
 // branch_auth_check_actions. --replay-rate R: that share of branch calls is delivered once more 3 to 8 s
