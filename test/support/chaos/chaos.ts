@@ -115,7 +115,7 @@ export type ChaosProtocol = 'http' | 'grpc';
 export type Fault = 'error500' | 'delay' | 'duplicate' | 'lostAnswer' | 'replay';
 const FAULTS: Fault[] = ['error500', 'delay', 'duplicate', 'lostAnswer', 'replay'];
 /** How long the first bank kill of a run with workflows waits for a workflow's withdrawal to hold (and land inside it), ms. */
-const CATCH_MS = 20_000;
+const CATCH_MS = 30_000;
 /** How much later than the call a replay comes: from, and up to this much more, ms. */
 export const REPLAY_MS = [3000, 5000] as const;
 
