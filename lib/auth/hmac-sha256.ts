@@ -35,22 +35,31 @@ const IV = new Int32Array(8);
 
 const W = new Int32Array(64);
 
-/** Runs SHA-256's compression over the 64-byte blocks of `data[from, to)`, updating `state`. */
+/**
+ * Runs SHA-256's compression over the 64-byte blocks of `data[from, to)`, updating `state`. The
+ * message schedule is computed in the rounds' loop (one pass over W instead of two).
+ */
 function compress(state: Int32Array, data: Uint8Array, from: number, to: number): void {
+  const w = W;
+  const k = K;
   let h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3], h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7];
   for (let o = from; o < to; o += BLOCK) {
-    for (let i = 0, j = o; i < 16; i++, j += 4) W[i] = (data[j] << 24) | (data[j + 1] << 16) | (data[j + 2] << 8) | data[j + 3];
-    for (let i = 16; i < 64; i++) {
-      const x = W[i - 15];
-      const y = W[i - 2];
-      const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
-      const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
-      W[i] = (W[i - 16] + s0 + W[i - 7] + s1) | 0;
-    }
     let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7;
     for (let i = 0; i < 64; i++) {
+      let wi: number;
+      if (i < 16) {
+        const j = o + 4 * i;
+        wi = (data[j] << 24) | (data[j + 1] << 16) | (data[j + 2] << 8) | data[j + 3];
+      } else {
+        const x = w[i - 15];
+        const y = w[i - 2];
+        const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+        const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+        wi = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+      }
+      w[i] = wi;
       const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
-      const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K[i] + W[i]) | 0;
+      const t1 = (h + S1 + ((e & f) ^ (~e & g)) + k[i] + wi) | 0;
       const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
       const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
       h = g;
@@ -158,19 +167,29 @@ export class MacMessage {
 
   /** Appends `name` after its length in UTF-16 code units and a colon, then a newline: `4:name\n`. */
   field(name: string): this {
-    this.room(12);
+    let size = name.length;
+    this.room(3 * size + 13); // the length's digits, ':', the name (UTF-8: at most 3 bytes per UTF-16 unit), '\n'
     const bytes = this.bytes;
     let n = this.length;
-    let size = name.length;
-    let digits = 1;
-    for (let x = size; x >= 10; x = Math.floor(x / 10)) digits++;
-    for (let i = n + digits - 1; i >= n; i--, size = Math.floor(size / 10)) bytes[i] = 48 + (size % 10);
-    n += digits;
+    if (size < 10) bytes[n++] = 48 + size;
+    else {
+      let digits = 1;
+      for (let x = size; x >= 10; x = Math.floor(x / 10)) digits++;
+      for (let i = n + digits - 1; i >= n; i--, size = Math.floor(size / 10)) bytes[i] = 48 + (size % 10);
+      n += digits;
+    }
     bytes[n++] = 58; // ':'
+    // ASCII copied as it is (as text() does), anything else encoded
+    const length = name.length;
+    let i = 0;
+    for (; i < length; i++) {
+      const c = name.charCodeAt(i);
+      if (c >= 0x80) break;
+      bytes[n++] = c;
+    }
+    if (i < length) n += bytes.write(name.slice(i), n, 'utf8');
+    bytes[n++] = 10; // '\n'
     this.length = n;
-    this.text(name);
-    this.room(1);
-    this.bytes[this.length++] = 10; // '\n'
     return this;
   }
 
