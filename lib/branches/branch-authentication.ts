@@ -22,6 +22,9 @@ const BACK_CHECK_CLOCK_SLACK_MS = 1000;
 
 const logger = new Logger('DtmBranchAuth');
 
+/** The headers `branchInfo` is given: the check reads none of them (one object for every call, never written). */
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /** The call being checked: DTM's keys and what it came with. */
 interface CallUnderCheck {
   gid: string;
@@ -70,14 +73,15 @@ export function authenticateBranchCall(
   where: string,
   checks: BranchCallChecks,
 ): true | Promise<true> {
-  const info = transport.branchInfo(carrier, {})!;
+  const info = transport.branchInfo(carrier, NO_HEADERS)!;
   const payload = transport.rawBody(context, carrier);
   if (payload === undefined) throw refuse(where, info, MESSAGES.authNoRawBody(transport.protocol));
   let path = transport.path(carrier);
   // targets are app_url + route: a proxy in front of the app that takes app_url's path off delivers the route's path alone
   const appUrlPath = checks.appUrlPath;
   if (appUrlPath !== '' && transport.protocol === 'http' && arrivedWithout(path, appUrlPath, checks.isRoutePath)) path = appUrlPath + path;
-  const call: CallUnderCheck = { gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path, payload };
+  // one object is the call under check and what its token signs (channel 'app' until it is DTM's call)
+  const call: CallUnderCheck & SignedCall = { channel: 'app', gid: info.gid, transType: info.transType, branchId: info.branchId, op: info.op, path, target: withPhase2(path, info.phase2Url), payload, headers: undefined, issued: undefined };
   const names = transport.header(carrier, AUTH_HEADERS_HEADER);
   let forwarded: HeadersOfCall | undefined;
   if (names !== undefined) {
@@ -87,16 +91,14 @@ export function authenticateBranchCall(
     call.headers = forwarded.text;
   }
   call.issued = transport.header(carrier, AUTH_ISSUED_HEADER);
-  const signed: SignedCall = { channel: 'app', gid: call.gid, transType: call.transType, branchId: call.branchId, op: call.op, target: withPhase2(call.path, info.phase2Url), payload, headers: call.headers, issued: call.issued };
-  const verified = () => keepSignedHeaders(carrier, call, forwarded);
 
   const callToken = transport.header(carrier, AUTH_CALL_HEADER);
   if (callToken !== undefined) {
-    if (!auth.verify(signed, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
-    verified();
+    if (!auth.verify(call, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
+    keepSignedHeaders(carrier, call, forwarded);
     return true;
   }
-  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, verified, checks.issueWindow);
+  if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, () => keepSignedHeaders(carrier, call, forwarded), checks.issueWindow);
   if (call.transType === 'xa' && (call.op === 'commit' || call.op === 'rollback')) {
     keepSignedHeaders(carrier, undefined, undefined); // no token signs them: only trace propagation goes on
     return checkXaPhase2(readRecord, call, where);
@@ -104,9 +106,9 @@ export function authenticateBranchCall(
 
   const token = tokenInHeader(transport.header(carrier, AUTH_HEADER), call.op, call.branchId);
   if (token === undefined) throw refuse(where, call, MESSAGES.authNoToken(AUTH_HEADER, AUTH_CALL_HEADER));
-  signed.channel = 'dtm';
-  if (!auth.verify(signed, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
-  verified();
+  call.channel = 'dtm';
+  if (!auth.verify(call, token)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_HEADER));
+  keepSignedHeaders(carrier, call, forwarded);
   const window = checks.issueWindow;
   if (call.op === 'compensate' || call.op === 'cancel' || call.op === 'rollback') return inPhase(readRecord, call, COMPENSATING, where, window).then(() => true as const);
   if (call.op === 'msg') return checkBackCheckDue(readRecord, call, where, window);
