@@ -589,6 +589,8 @@ export const MESSAGES = {
     `${where}: barrier connection "${name}" is Redis, which cannot wrap a handler in a transaction; use BranchBarrier.redisCheckAdjustAmount() in the handler`,
   noBarrierTx: (where: string) =>
     `${where} asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), or @XaBranch(name, { db })`,
+  branchBarrierTxWithoutTransaction: (where: string) =>
+    `${where} asks for @BarrierTx(), but runs without a barrier or XA database, so every call DTM makes would answer 500 and be retried forever: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), use @XaBranch(name, { db }), or drop the @BarrierTx() parameter`,
   xidTooLong: (xid: string, bytes: number, dialect: string, max: number) =>
     `XA id "${xid}" (<gid>-<branch_id>) is ${bytes} bytes, over ${dialect === 'mysql' ? "MySQL's" : "PostgreSQL's"} limit of ${max}: use a shorter gid (DTM's newGid gives 22 characters)`,
   xaPhase2Unknown: (op: 'commit' | 'rollback', gid: string, branchId: string, xid: string, reason: string | undefined) =>

@@ -110,6 +110,11 @@ export function answerByModule(handler: unknown, carrier: BranchCarrier): unknow
   return (handler as Handler)(...args);
 }
 
+/** Whether `handler` is a wrapped branch handler with a `@BarrierTx()` parameter (which needs a local transaction). */
+export function takesBarrierTx(handler: unknown): boolean {
+  return typeof handler === 'function' && ((handler as Handler)[BINDING]?.txIndexes.length ?? 0) > 0;
+}
+
 /** Whether `handler` was wrapped to run in a local transaction, and in which. */
 export function localTransactionOf(handler: unknown): LocalTransactionSource | undefined {
   return typeof handler === 'function' ? (handler as Handler)[BINDING]?.source : undefined;

@@ -6,7 +6,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { localTransactionOf } from './branch-handler.binding.js';
+import { localTransactionOf, takesBarrierTx } from './branch-handler.binding.js';
 import { answersItself, branchMetadataOf, dtmMethodOf, filtersTriedBefore, grpcMethodOf, grpcStreamDecoratorOf, hasNonGrpcPattern, payloadParameterOf } from './branch-metadata.accessor.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { DtmBranchGuard } from './branch.guard.js';
@@ -68,6 +68,8 @@ export class DtmBranchExplorer implements OnModuleInit {
         // reached over TCP, NATS, Kafka, ...: no DTM call, nothing the guard can check (it refuses such calls)
         if (!route.problem && hasNonGrpcPattern(handler)) route.problem = MESSAGES.branchOtherPattern(where);
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);
+        // @BarrierTx() with nothing to give: every call would answer 500 (barrierTxFactory), retried by DTM forever
+        if (!route.problem && !bound && takesBarrierTx(handler)) route.problem = MESSAGES.branchBarrierTxWithoutTransaction(where);
         // the module answers some calls of a handler in a local transaction without running it, and a success only once it committed
         if (!route.problem && bound && http && answersItself(metatype as Type, methodName)) route.problem = MESSAGES.branchAnswersItself(where);
         // without one, the undo call of an action refused for its keys (see the branch guard) is answered without running it too

@@ -70,12 +70,32 @@ class DecoratorOrder {
     this.runs.calls.push({ handler: 'noTx', body, tx: false });
   }
 
-  /** Asks for a transaction it does not have: no barrier on this branch. */
+  /** A route that is no branch asking for a transaction it does not have (a decorated branch doing so fails start-up: StrayTx). */
   @Post('stray-tx')
-  @SagaAction('strayTx', { compensate: false })
   strayTx(@BarrierTx() tx: unknown) {
     this.runs.calls.push({ handler: 'strayTx', body: undefined, tx: tx !== undefined });
   }
+}
+
+/** Branches asking for a transaction they do not have: no barrier on the first, opted out of its controller's on the second. */
+@Controller('stray')
+@UseBarrier('pg')
+class StrayTx {
+  @Post('plain')
+  @SagaAction('strayPlain', { compensate: false, barrier: false })
+  plain(@BarrierTx() tx: unknown) {
+    return tx;
+  }
+
+  @Post('opted-out')
+  @SagaAction('strayOptedOut', { barrier: false })
+  optedOut(@Body() body: unknown, @BarrierTx() tx: unknown) {
+    return [body, tx];
+  }
+
+  @Post('opted-out-compensate')
+  @SagaCompensate('strayOptedOut')
+  optedOutCompensate() {}
 }
 
 /** Handlers answering with an Observable (Nest subscribes to it): the barrier waits for it inside its transaction. */
@@ -332,13 +352,28 @@ describe('barrier wiring', () => {
     expect(await recorded(g)).toEqual({ ran: ['rxEmpty'], barrier: ['01/action/01=action'] });
   });
 
-  it('@BarrierTx() on a branch without a barrier answers 500 naming the fix, and the handler does not run', async () => {
+  it('@BarrierTx() on a route that is no branch answers 500 naming the fix, and the handler does not run', async () => {
     const g = gid();
     const res = await call('order/stray-tx', g);
     expect(res.status).toBe(500);
     expect(JSON.parse(res.text).message).toContain("DecoratorOrder.strayTx asks for @BarrierTx(), but runs without a barrier or XA database: give its decorator { barrier: '<connection>' }");
     expect(runs.calls).toEqual([]);
     expect(await recorded(g)).toEqual({ ran: [], barrier: [] });
+  });
+});
+
+describe('@BarrierTx() on a decorated branch without a barrier or XA database', () => {
+  it('fails start-up naming each such handler and the fix (every call DTM made would answer 500 and be retried forever)', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: barrierConnections() })],
+      controllers: [StrayTx],
+    }).compile();
+    const stray = moduleRef.createNestApplication({ logger: false });
+    const error = await stray.listen(0, '127.0.0.1').then(() => undefined, (e: unknown) => e);
+    await stray.close();
+    expect(error).toBeInstanceOf(DtmBranchRegistryError);
+    const fix = "asks for @BarrierTx(), but runs without a barrier or XA database, so every call DTM makes would answer 500 and be retried forever: give its decorator { barrier: '<connection>' } (its controller @UseBarrier()), use @XaBranch(name, { db }), or drop the @BarrierTx() parameter";
+    expect((error as DtmBranchRegistryError).problems).toEqual([expect.stringContaining(`StrayTx.plain ${fix}`), expect.stringContaining(`StrayTx.optedOut ${fix}`)]);
   });
 });
 
