@@ -21,12 +21,14 @@ export class DtmServerNotFoundError extends DtmUsageError {
   /** Where the binary was looked for. */
   readonly searched: readonly string[];
 
-  constructor(searched: string[], why: string) {
+  constructor(searched: string[], why: string, buildDisabled = false) {
     super(
       `No DTM server ${DTM_SERVER_VERSION} binary for the tests (${why}). Looked at: ${searched.join(', ')}. Any one of these fixes it:\n` +
         `  - set DTM_BINARY to a dtm ${DTM_SERVER_VERSION} binary (a release from https://github.com/dtm-labs/dtm/releases/tag/${DTM_SERVER_VERSION});\n` +
         `  - put that binary on PATH as "dtm";\n` +
-        `  - install Go 1.24 or newer: the first start builds it into ${dtmCachedBinaryPath()} (a few minutes, once);\n` +
+        (buildDisabled
+          ? `  - with Go 1.24 or newer, build it once into ${dtmCachedBinaryPath()} (a few minutes): node -e "require('nestjs-dtm/testing').buildDtmServer()", or drop build: false and the first start builds it;\n`
+          : `  - install Go 1.24 or newer: the first start builds it into ${dtmCachedBinaryPath()} (a few minutes, once);\n`) +
         `  - or run DTM in Docker and point your tests at it instead of starting one: ${DTM_DOCKER_RUN}  (server_url http://127.0.0.1:36789/api/dtmsvr; branches on the host are reached from the container at host.docker.internal, add --add-host=host.docker.internal:host-gateway on Linux)`,
     );
     this.searched = searched;
@@ -312,7 +314,7 @@ export async function startDtmServer(options: StartDtmServerOptions = {}): Promi
   if (problems.length > 0) throw new DtmUsageError(`startDtmServer(options): ${problems.join('; ')}`);
   let binary: DtmBinary | undefined = options.binary ? { path: options.binary, from: 'option' } : findDtmServerBinary();
   if (!binary) {
-    if (options.build === false) throw new DtmServerNotFoundError(searchedPlaces(process.env), 'build: false');
+    if (options.build === false) throw new DtmServerNotFoundError(searchedPlaces(process.env), 'build: false', true);
     binary = { path: buildDtmServer(), from: 'built' };
   }
   const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-server-'));
