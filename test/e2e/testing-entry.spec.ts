@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmConfigError, DtmModule, DtmServerError, DtmUnavailableError, DtmUsageError, resolveDtmConfig } from 'nestjs-dtm';
 import {
   DTM_DOCKER_RUN,
   DtmServerNotFoundError,
@@ -244,6 +244,21 @@ describe('waiting for a transaction', () => {
     expect(final.branches.map((b) => `${b.branchId}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
     expect((await queryTransaction(harness().dtm.serverUrl, gid))?.status).toBe('failed');
     expect(await queryTransaction(harness().dtm.serverUrl, `${gid}-unknown`)).toBeNull();
+  });
+
+  it("given the server's httpUrl instead of its serverUrl, waitForTransaction / queryTransaction throw a DtmUsageError naming the call and the URL to use, not an app configuration's DtmConfigError", async () => {
+    const httpUrl = harness().dtm.serverUrl.replace(/\/api\/dtmsvr$/, '');
+    for (const [fn, call] of [
+      ['waitForTransaction', () => waitForTransaction(httpUrl, 'any-gid', { timeout: 1 })],
+      ['queryTransaction', () => queryTransaction(httpUrl, 'any-gid')],
+    ] as const) {
+      const error = await call().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect(error).not.toBeInstanceOf(DtmConfigError);
+      expect((error as Error).message).toBe(
+        `${fn}(serverUrl, gid): serverUrl must end with /api/dtmsvr, the path of DTM's HTTP API (DTM answers 404 to anything else); got "${httpUrl}": use "${httpUrl}/api/dtmsvr" (startDtmServer() gives it as serverUrl, not httpUrl)`,
+      );
+    }
   });
 
   it('waitForTransaction / queryTransaction leave no connection to DTM open: 300 calls, no more connections (DTM never closes an idle one)', async () => {
