@@ -330,6 +330,10 @@ export const MESSAGES = {
     `retryLimit 0 is DTM's "no limit", not "no re-run": DTM v1.19 reads a saga's retry limit only when it is above 0, and retries a failing action until it succeeds, never rolling the saga back for it; it cannot roll back at an action's first error. Leave retryLimit unset for no limit, or give 1 or more (the re-runs of failing actions DTM makes before it rolls the saga back)`,
   waitOptionRange: (option: string, min: number, max: number, got: unknown) =>
     `waitForFinal's ${option} must be a number of seconds from ${min} to ${max} (Node's timers stop at 2147483647 ms), got ${typeof got === 'number' ? got : JSON.stringify(got) ?? typeof got}`,
+  waitOptionUnknown: (key: string) =>
+    `waitForFinal's options take timeout and pollInterval (both in seconds), not ${JSON.stringify(key)}${/^timeout/i.test(key) && key !== 'timeout' ? ': use timeout, in seconds' : ''}`,
+  waitOptionsNotObject: (got: unknown) =>
+    `waitForFinal's options must be an object ({ timeout, pollInterval }, in seconds), got ${Array.isArray(got) ? 'an array' : typeof got === 'number' ? `${got}: use { timeout: ${got} }` : typeof got}`,
   badGid: (gid: unknown) => `gid must be a non-empty string without spaces, got ${JSON.stringify(gid)}; use generateGid()`,
   gidRefused: (gid: string, problem: string) =>
     `gid ${JSON.stringify(gid.length > 60 ? `${gid.slice(0, 60)}…` : gid)} cannot be used: ${problem}; nothing was sent to DTM. Use generateGid(), or a business id such as order-7 or Order_7:2026`,

@@ -76,6 +76,22 @@ function recordingRuntime(headers: Record<string, string> = {}) {
 }
 
 describe('Saga', () => {
+  it("submitAndWait's options other than timeout and pollInterval (another API's timeoutMs, a bare number) are a DtmUsageError before anything is sent, not a wait of the default 60 s", async () => {
+    const { runtime, sent } = recordingRuntime();
+    const refusal = (wait: unknown) => new Saga(runtime, 'gid-wait', {}).add('withdraw', { amount: 1 }).submitAndWait(wait as never).catch((e: unknown) => e);
+    const unknownKey = await refusal({ timeoutMs: 5000 });
+    expect(unknownKey).toBeInstanceOf(DtmUsageError);
+    expect((unknownKey as Error).message).toBe('waitForFinal\'s options take timeout and pollInterval (both in seconds), not "timeoutMs": use timeout, in seconds');
+    expect(((await refusal({ timeout: 5, poll: 1 })) as Error).message).toBe('waitForFinal\'s options take timeout and pollInterval (both in seconds), not "poll"');
+    const bareNumber = await refusal(5);
+    expect(bareNumber).toBeInstanceOf(DtmUsageError);
+    expect((bareNumber as Error).message).toBe("waitForFinal's options must be an object ({ timeout, pollInterval }, in seconds), got 5: use { timeout: 5 }");
+    expect(sent).toEqual([]);
+    const client = new DtmClient(config);
+    await expect(client.waitForFinal('gid-wait', { timeoutMs: 5000 } as never)).rejects.toThrow('not "timeoutMs": use timeout, in seconds');
+    client.onModuleDestroy();
+  });
+
   it('a step of another service by name takes its targets from the service (resolved at submit), in the order the steps were added', async () => {
     const { runtime, sent } = recordingRuntime();
     await new Saga(runtime, 'gid-remote').add('http://a/TransOut', 'http://a/TransOutRevert', { amount: 1 }).add({ service: 'bank', branch: 'withdraw' }, { amount: 2 }).add('audit', { amount: 3 }).submit();
