@@ -495,6 +495,28 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect(calls.filter((c) => c === 'transIn 03')).toHaveLength(2); // DTM's call and the replay (this app has no barrier)
   });
 
+  it.each(['succeed', 'failed'] as const)("a TCC Try (the app's own call) taken off the wire and replayed once the TCC %s is refused before it runs; without the check it runs again, reserving what nothing will confirm or cancel", async (end) => {
+    const gid = await strict.client.generateGid();
+    const run = strict.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch({ sku: 'x' }, 'inventory');
+      if (end === 'failed') throw new DtmFailureError('the order is refused');
+    });
+    if (end === 'failed') await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    else await run;
+    await waitForTransStatus(gid, end);
+    const [tried] = strict.ledger.callsOf(gid);
+    expect(tried.handler).toBe('inventoryTry');
+    const q = { gid, trans_type: 'tcc', branch_id: tried.branch.branchId, op: 'try' };
+    const headers = { 'dtm-auth-call': String(tried.headers['dtm-auth-call']), 'dtm-auth-issued': String(tried.headers['dtm-auth-issued']) };
+    const calls = strict.ledger.callsOf(gid).map((c) => c.handler);
+    const replayed = await call(strict, '/api/inventory/try', q, { body: { sku: 'x' }, headers });
+    expect(replayed.status).toBe(401);
+    expect(replayed.text).toContain(`DTM records the tcc transaction as ${end}, and this op runs only when it is prepared`);
+    expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(calls);
+    expect((await call(loose, '/api/inventory/try', q, { body: { sku: 'x' }, headers })).status).toBe(200); // control
+    expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry']);
+  });
+
   it('a branch of a message still prepared is refused; once DTM has it submitted, its own call runs', async () => {
     const gid = await strict.client.generateGid();
     await strict.client.newMsg(gid).add('notify', { order: 7 }).prepare('order');

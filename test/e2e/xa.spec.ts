@@ -8,13 +8,14 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Post, type INestApplication, type NestApplicationOptions, type Type } from '@nestjs/common';
+import { Body, Controller, Post, Req, type INestApplication, type NestApplicationOptions, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
   BarrierTx,
+  BranchContext,
   DtmClient,
   DtmFailureError,
   DtmModule,
@@ -27,6 +28,7 @@ import {
   pgXaDatabase,
   XaBranch,
   xaBranch,
+  type BranchInfo,
   type DtmModuleOptions,
   type DtmProtocol,
   type XaDatabase,
@@ -619,6 +621,106 @@ describe('with authenticated branch calls', () => {
     expect(await pendingXa()).toEqual([]);
     expect(await barrierRows(gid)).toEqual([]);
     expect((await balances()).mysql).toBe(before.mysql);
+  });
+});
+
+describe('with authenticated branch calls, an XA action call taken off the wire and replayed once the transaction ended', () => {
+  const key = randomBytes(33).toString('base64');
+  /** Each run of a replay branch's business: `<port the call reached> <gid> <store>`. */
+  const runs: string[] = [];
+
+  @Controller('xa-replay')
+  class XaReplayController {
+    @Post('mysql')
+    @XaBranch('xaReplay.mysql', { db: 'mysql' })
+    async mysql(@Body() m: { amount: number }, @BarrierTx() c: mysql.Connection, @BranchContext() b: BranchInfo, @Req() req: { socket: net.Socket }) {
+      runs.push(`${req.socket.localPort} ${b.gid} mysql`);
+      await c.execute('UPDATE account SET balance = balance + ? WHERE id = 1', [m.amount]);
+    }
+
+    @Post('pg')
+    @XaBranch('xaReplay.pg', { db: 'pg' })
+    async pg(@Body() m: { amount: number }, @BarrierTx() c: pg.Client, @BranchContext() b: BranchInfo, @Req() req: { socket: net.Socket }) {
+      runs.push(`${req.socket.localPort} ${b.gid} pg`);
+      await c.query('UPDATE account SET balance = balance + $1 WHERE id = 1', [m.amount]);
+    }
+  }
+
+  // strict checks actions against DTM's record; loose (the default) is the control: the same call, with the same token, runs its business there
+  let strict: INestApplication;
+  let loose: INestApplication;
+  let strictUrl: string;
+  let looseUrl: string;
+  let signedAp: DtmTestApp;
+  /** Between the AP and strict: forwards every call, keeping the action calls (URL, headers, body) as an attacker on the wire would. */
+  let wire: ReturnType<typeof createServer>;
+  let wireUrl: string;
+  const taken: { url: string; headers: Record<string, string>; body: string }[] = [];
+  const databases = () => ({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) });
+  beforeAll(async () => {
+    strict = await xaApp(databases(), [XaReplayController], { branchAuthKeys: [key], branchAuthCheckActions: true });
+    strictUrl = await listenAt(strict, 'xa-replay');
+    loose = await xaApp(databases(), [XaReplayController], { branchAuthKeys: [key] });
+    looseUrl = await listenAt(loose, 'xa-replay');
+    wire = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name.startsWith('dtm-') || name === 'content-type')) as Record<string, string>;
+        if (req.url!.includes('op=action')) taken.push({ url: req.url!, headers, body });
+        void fetch(new URL(req.url!, strictUrl), { method: req.method, headers, body: body === '' ? undefined : body }).then(async (answer) => {
+          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(await answer.text());
+        });
+      });
+    });
+    await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
+    wireUrl = `http://127.0.0.1:${(wire.address() as net.AddressInfo).port}`;
+    signedAp = await startDtmApp({ config: { branchAuthKeys: [key] } });
+  });
+  afterAll(async () => {
+    await signedAp?.close();
+    await new Promise((done) => wire?.close(done));
+    await strict?.close();
+    await loose?.close();
+  });
+
+  const portOf = (url: string) => new URL(url).port;
+  /** The action call `call` sent again, as it was taken, to the app at `base`. */
+  const replay = async (call: (typeof taken)[number], base: string) => {
+    const answer = await fetch(new URL(call.url, base), { method: 'POST', headers: call.headers, body: call.body });
+    return { status: answer.status, text: await answer.text() };
+  };
+
+  it.each(['commit', 'rollback'] as const)('after its %s: with branch_auth_check_actions the action is refused (401) before its business runs; without it, the business runs again and its work is rolled back when DTM refuses the registration; nothing moved twice, nothing left prepared', async (end) => {
+    taken.length = 0;
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    const before = await balances();
+    const run = signedAp.client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ amount: 6 }, `${wireUrl}/xa-replay/mysql`);
+      await xa.callBranch({ amount: 6 }, `${wireUrl}/xa-replay/pg`);
+      if (end === 'rollback') throw new DtmFailureError('the order is refused');
+    });
+    if (end === 'rollback') await expect(run).rejects.toBeInstanceOf(DtmFailureError);
+    else await run;
+    const final = await signedAp.client.waitForFinal(gid);
+    expect(final.status).toBe(end === 'commit' ? 'succeed' : 'failed');
+    const after = end === 'commit' ? { mysql: before.mysql + 6, pg: before.pg + 6 } : before;
+    expect(await balances()).toEqual(after);
+    expect(taken).toHaveLength(2);
+    expect(runs.filter((r) => r.includes(gid))).toEqual([`${portOf(strictUrl)} ${gid} mysql`, `${portOf(strictUrl)} ${gid} pg`]);
+
+    const refused = [await replay(taken[0], strictUrl), await replay(taken[1], strictUrl)];
+    expect(refused.map((r) => r.status)).toEqual([401, 401]);
+    expect(refused[0].text).toContain(`DTM records the xa transaction as ${final.status}, and this op runs only when it is prepared`);
+    expect(runs.filter((r) => r.includes(gid))).toHaveLength(2);
+    // control: the token is good; without the check the business runs again, and only DTM's refusal to register the branch rolls it back
+    const control = [await replay(taken[0], looseUrl), await replay(taken[1], looseUrl)];
+    expect(control.map((r) => r.status)).not.toContain(200);
+    expect(runs.filter((r) => r.includes(gid) && r.startsWith(portOf(looseUrl)))).toEqual([`${portOf(looseUrl)} ${gid} mysql`, `${portOf(looseUrl)} ${gid} pg`]);
+    expect(await balances()).toEqual(after);
+    expect(await pendingXa()).toEqual([]);
+    expect((await queryTrans(gid)).transaction?.status).toBe(final.status);
   });
 });
 
