@@ -547,6 +547,28 @@ describe('with authenticated calls', () => {
     expect(await balance()).toBe(130);
   });
 
+  it.each([['succeed', 1], ['failed', 99]] as const)("DTM's resume replayed with the token read from DTM once the workflow %s: no execution, no step or compensation called, account 1's balance as it ended", async (end, account) => {
+    const gid = await signedClient.generateGid();
+    recorder.answer('/Reserve', 425, 200);
+    // account 99 does not exist: the local step answers FAILURE and the workflow rolls back
+    await expect(signedClient.executeWorkflow('transfer.v1', gid, input({ account }), { retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const { 'dtm-auth': token } = (await queryTrans(gid)).transaction?.branch_headers ?? {}; // what anyone reading DTM's API saw while it was pending
+    const { port } = signed.app.getHttpServer().address() as { port: number };
+    const resume = () => fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'dtm-auth': token ?? '' } });
+    expect((await resume()).status).toBe(200); // as DTM's own resume: the workflow finishes
+    expect((await queryTrans(gid)).transaction?.status).toBe(end);
+    const executions = signed.app.get((await import('./workflow.app.js')).Executions);
+    const ran = { executions: executions.counts.get(gid), calls: recorder.callsFor(gid).map((c) => c.path), balance: await balance() };
+    expect(ran.calls).toEqual(end === 'succeed' ? ['/Debit', '/Reserve', '/Reserve'] : ['/Debit', '/Reserve', '/Reserve', '/ReserveRevert', '/DebitRevert']);
+
+    const replayed = await resume();
+    // DTM's boltdb store (the harness's) keeps no custom data of a finished workflow: its record names no workflow, which the module answers as it answers a call without its token
+    expect(replayed.status).toBe(401);
+    expect(await replayed.text()).toContain('the call carries no token stored by the app that started it');
+    expect({ executions: executions.counts.get(gid), calls: recorder.callsFor(gid).map((c) => c.path), balance: await balance() }).toEqual(ran);
+    expect((await queryTrans(gid)).transaction?.status).toBe(end);
+  });
+
   it('DTM\'s resume replayed with the token read from DTM and headers of the caller\'s own: the resumed run passes on only the headers it was started with', async () => {
     const gid = await signedClient.generateGid();
     recorder.answer('/Reserve', 425, 200);
