@@ -1,6 +1,6 @@
 // An XA participant (resource manager) for xa.spec.ts, run as its own process so that a test can
 // kill it between XA PREPARE and phase 2. Environment: PORT, GRPC_PORT, PG_URL, MYSQL_URL, DTM_URL,
-// DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls. Two XA branches, each an HTTP route and a gRPC method (service XaBank of
+// DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls (BRANCH_AUTH_CHECK_ACTIONS=1: with branch_auth_check_actions). Two XA branches, each an HTTP route and a gRPC method (service XaBank of
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
 // its write (which must roll back); /xa/pg with `fail: 'swallow'` runs a failing statement after its
@@ -70,6 +70,8 @@ class XaBank {
         publishBranches: true, // xa.spec's caller of its branches by name reads them from its manifest
         // BRANCH_AUTH_KEY: authenticated branch calls
         ...(process.env.BRANCH_AUTH_KEY ? { branchAuthKeys: [process.env.BRANCH_AUTH_KEY] } : {}),
+        // BRANCH_AUTH_CHECK_ACTIONS=1: branch_auth_check_actions too
+        ...(process.env.BRANCH_AUTH_CHECK_ACTIONS === '1' ? { branchAuthCheckActions: true } : {}),
       },
       xaConnections: {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: process.env.MYSQL_URL })),

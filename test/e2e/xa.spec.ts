@@ -68,11 +68,12 @@ let port: number;
 let grpcPort: number;
 let participant: ManagedProcess;
 
-/** Starts the participant process on `port` (again, after a kill); `authKey`: with authenticated branch calls, on ports of its own. */
-async function startParticipant(authKey?: string, ports = { http: port, grpc: grpcPort }): Promise<ManagedProcess> {
+/** Starts the participant process on `port` (again, after a kill); `authKey`: with authenticated branch calls, on ports of its own; `checkActions`: with branch_auth_check_actions too. */
+async function startParticipant(authKey?: string, ports = { http: port, grpc: grpcPort }, checkActions = false): Promise<ManagedProcess> {
   const runDir = runDirFrom(harness().runDir);
+  const name = `xa-participant${authKey ? '-auth' : ''}${checkActions ? '-strict' : ''}`;
   const proc = startProcess({
-    name: authKey ? 'xa-participant-auth' : 'xa-participant',
+    name,
     command: process.execPath,
     args: [join(root, '.build', 'test', 'e2e', 'xa-participant.app.js')],
     cwd: root,
@@ -80,13 +81,14 @@ async function startParticipant(authKey?: string, ports = { http: port, grpc: gr
       PORT: String(ports.http),
       GRPC_PORT: String(ports.grpc),
       ...(authKey ? { BRANCH_AUTH_KEY: authKey } : {}),
+      ...(checkActions ? { BRANCH_AUTH_CHECK_ACTIONS: '1' } : {}),
       PG_URL: `${dbs.postgres.url}?application_name=xa-participant`,
       MYSQL_URL: dbs.mariadb.url,
       DTM_URL: harness().dtm.serverUrl,
       DTM_GRPC: harness().dtm.grpcAddress,
     }),
     runDir,
-    logFile: join(runDir.path, `xa-participant${authKey ? '-auth' : ''}-${process.pid}.log`),
+    logFile: join(runDir.path, `${name}-${process.pid}.log`),
   });
   await waitUntil('xa participant', async () => (await fetch(`http://127.0.0.1:${ports.http}/`)).status === 404, { timeoutMs: 20_000, process: proc });
   return proc;
@@ -721,6 +723,59 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
     expect(await balances()).toEqual(after);
     expect(await pendingXa()).toEqual([]);
     expect((await queryTrans(gid)).transaction?.status).toBe(final.status);
+  });
+});
+
+describe('over grpc, with branch_auth_check_actions: an XA action call taken off the wire', () => {
+  const key = randomBytes(33).toString('base64');
+  let ports: { http: number; grpc: number };
+  let strictParticipant: ManagedProcess;
+  let signedAp: DtmTestApp;
+  beforeAll(async () => {
+    ports = { http: await freePort(), grpc: await freePort() };
+    strictParticipant = await startParticipant(key, ports, true);
+    signedAp = await startDtmApp({ grpcProtos: TESTS_GRPC_PROTOS, config: { branchAuthKeys: [key] } });
+  });
+  afterAll(async () => {
+    await signedAp?.close();
+    await strictParticipant?.stop();
+  });
+
+  it('replayed after DTM committed the transaction is refused (UNAUTHENTICATED): nothing moved twice, nothing prepared', async () => {
+    // an attacker on the wire between the app and the participant: forwards every call (the action, DTM's commit), keeping the action's metadata and bytes
+    const taken: { metadata: Metadata; bytes: Buffer }[] = [];
+    const raw = (b: Buffer) => b;
+    const method = { path: '/tests.XaBank/Mysql', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw };
+    const participant = new Client(`127.0.0.1:${ports.grpc}`, credentials.createInsecure());
+    const send = (bytes: Buffer, metadata: Metadata) =>
+      new Promise<{ code: number; answer?: Buffer }>((done) =>
+        participant.makeUnaryRequest(method.path, raw, raw, bytes, metadata, { deadline: Date.now() + 10_000 }, (error, answer) => done(error ? { code: error.code } : { code: status.OK, answer })),
+      );
+    const wire = new Server();
+    wire.addService({ Mysql: method }, {
+      Mysql: (call: ServerUnaryCall<Buffer, Buffer>, answer: sendUnaryData<Buffer>) => {
+        if (call.metadata.get('dtm-op')[0] === 'action') taken.push({ metadata: call.metadata.clone(), bytes: call.request });
+        void send(call.request, call.metadata.clone()).then((r) => (r.code === status.OK ? answer(null, r.answer) : answer({ code: r.code, details: 'refused by the participant' })));
+      },
+    });
+    const wirePort = await new Promise<number>((done, fail) => wire.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) => (error ? fail(error) : done(bound))));
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    const before = await balances();
+    try {
+      await signedAp.client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 4 }, `127.0.0.1:${wirePort}/tests.XaBank/Mysql`), { protocol: 'grpc' });
+      expect((await signedAp.client.waitForFinal(gid)).status).toBe('succeed');
+      expect((await balances()).mysql).toBe(before.mysql + 4);
+      expect(taken).toHaveLength(1);
+      expect((await send(taken[0].bytes, taken[0].metadata.clone())).code).toBe(status.UNAUTHENTICATED);
+    } finally {
+      wire.forceShutdown();
+      participant.close();
+    }
+    expect((await balances()).mysql).toBe(before.mysql + 4);
+    expect(await pendingXa()).toEqual([]);
+    expect(await barrierRows(gid)).toEqual(['mysql 01=action']);
+    expect(readFileSync(strictParticipant.logFile, 'utf8')).toContain('DTM records the xa transaction as succeed, and this op runs only when it is prepared');
   });
 });
 
