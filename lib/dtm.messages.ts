@@ -731,6 +731,8 @@ export const MESSAGES = {
     `workflow step ${branchId} (op ${op}) calls ${JSON.stringify(redactUrl(target))}, which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
   workflowPrepareUnanswered: (name: string, gid: string, cause: string) =>
     `executeWorkflow(${JSON.stringify(name)}, gid ${JSON.stringify(gid)}): DTM may hold the workflow prepared and resume it by itself; call executeWorkflow again with the same gid, never a new one (both would run). Its prepareWorkflow call: ${cause}`,
+  workflowPreparedUnread: (name: string, gid: string, cause: string) =>
+    `executeWorkflow(${JSON.stringify(name)}, gid ${JSON.stringify(gid)}): DTM took the workflow over gRPC and holds it prepared, but reading it back from DTM's HTTP API (server_url) failed, so it did not run here; it runs once server_url answers (DTM's resume reads it back the same way): call executeWorkflow again with the same gid, never a new one (both would run), and check server_url. The read: ${cause}`,
   workflowForceStopped: (name: string, gid: string) =>
     `workflow ${JSON.stringify(name)} (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
   workflowLoadedLate: (name: string, handler: string) =>

@@ -157,7 +157,12 @@ export class WorkflowEngine {
     // DTM answers with the transaction it holds under the gid, whatever its type and name: the HTTP
     // answer says which, over gRPC it is read back (and with it the input and result the gRPC API does not answer).
     // DTM's boltdb and Redis stores keep no custom data (no name) once a workflow is finished
-    const held = progress.transType !== undefined ? { ...progress, transType: progress.transType } : await this.runtime.query(gid);
+    const held =
+      progress.transType !== undefined
+        ? { ...progress, transType: progress.transType }
+        : await this.runtime.query(gid).catch((err: unknown) => {
+            throw unreadPrepared(definition.name, gid, err);
+          });
     // DTM's MySQL store finds a gid without case: a workflow of another gid is another one, whose steps, input and outcome are not this one's
     if (held?.gid !== undefined && held.gid !== gid) {
       throw new DtmGidInUseError(`executeWorkflow(${definition.name})`, gid, progress.status, MESSAGES.gidHeldOtherCase(held.gid, held.transType));
@@ -239,6 +244,17 @@ export class WorkflowEngine {
 function unansweredPrepare(name: string, gid: string, err: unknown): unknown {
   if (!(err instanceof DtmUnavailableError) || !mayHaveReachedDtm(err)) return err;
   return new DtmUnavailableError(MESSAGES.workflowPrepareUnanswered(name, gid, err.message), { ...restatedContext(err), gid });
+}
+
+/**
+ * `err` of the read-back (DTM's HTTP API, `server_url`) of a workflow `name` DTM took over gRPC
+ * under `gid`: DTM holds it prepared, so a `DtmUnavailableError` says so and to call again with the
+ * same gid, `err` its cause (not "never reached DTM", as the prepare's own "could not reach" is).
+ * Other errors as they are.
+ */
+function unreadPrepared(name: string, gid: string, err: unknown): unknown {
+  if (!(err instanceof DtmUnavailableError)) return err;
+  return new DtmUnavailableError(MESSAGES.workflowPreparedUnread(name, gid, err.message), { ...restatedContext(err), gid });
 }
 
 /** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause a `DtmUsageError`) when `execution`'s code ended without awaiting a step. */

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import { status } from '@grpc/grpc-js';
-import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
+import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUnavailableError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -234,6 +234,31 @@ describe('a gRPC workflow executed again before any step was recorded', () => {
     expect(await record()).toEqual(['succeed', 'grpc', 60, 9, { 'x-tenant': 'first' }]);
     // the two pending executions' calls (and any resume's), then the one that succeeded: all with the first one's headers
     expect(recorder.callsTo('/Reserve', gid).map((c) => `${c.status} ${c.headers['x-tenant']}`).join(', ')).toMatch(/^(425 first, ){2,}200 first$/);
+  });
+});
+
+describe("a gRPC workflow DTM took whose read-back over server_url fails", () => {
+  it("DtmUnavailableError saying DTM holds the workflow prepared and to call again with the same gid (before: the read's bare 'could not reach', which docs/workflow.md reads as 'never reached DTM'); the same gid again on an app that reaches server_url runs it", async () => {
+    const dead = await freePort();
+    const lost = await startWorkflowApp({ port: await freePort(), grpcPort: await freePort(), dtmUrl: `http://127.0.0.1:${dead}/api/dtmsvr`, dtmGrpc: harness().dtm.grpcAddress, pgUrl: dbs.postgres.url });
+    const gid = await client.generateGid();
+    const reserveOnly = { reserve: recorder.grpcTargetFor('/Reserve'), amount: 30 };
+    let first: unknown;
+    try {
+      first = await lost.app.get(DtmClient).executeWorkflow('reserve-only.v1', gid, reserveOnly, { protocol: 'grpc', retryInterval: 60 }).catch((e: unknown) => e);
+    } finally {
+      await lost.close();
+    }
+    expect(first).toBeInstanceOf(DtmUnavailableError);
+    expect((first as Error).message).toContain(`executeWorkflow("reserve-only.v1", gid "${gid}"): DTM took the workflow over gRPC and holds it prepared, but reading it back from DTM's HTTP API (server_url) failed, so it did not run here`);
+    expect((first as Error).message).toContain(`127.0.0.1:${dead}`);
+    expect((first as DtmUnavailableError).gid).toBe(gid);
+    expect((first as Error).cause).toBeInstanceOf(DtmUnavailableError);
+    expect((await queryTrans(gid)).transaction).toMatchObject({ status: 'prepared', trans_type: 'workflow' });
+    expect(recorder.callsTo('/Reserve', gid)).toEqual([]);
+    expect(await untilNotPending(() => client.executeWorkflow('reserve-only.v1', gid, reserveOnly, { protocol: 'grpc' }))).toEqual({ status: 'succeed', result: 'reserved' });
+    expect(await branchLines(gid)).toEqual(['01 action succeed']);
+    expect(recorder.callsTo('/Reserve', gid).length).toBeGreaterThanOrEqual(1);
   });
 });
 
