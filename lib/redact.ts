@@ -1,6 +1,7 @@
 // What errors and logs may show of a URL, a configuration value or a failed request: never
 // credentials, whatever their characters (a password may hold `@`, `:`, `/`, `?`, `#`, spaces) and
 // wherever the URL sits in the text.
+import { textOf } from './errors/text-of.js';
 
 /** `scheme://`, anywhere. */
 const SCHEME = /[a-z][a-z0-9+.-]*:\/\//gi;
@@ -84,7 +85,7 @@ export function shorten(value: string): string {
  */
 export function safeCause(err: unknown): Error {
   const source = err as { code?: unknown; message?: unknown } | undefined;
-  const message = typeof source?.message === 'string' ? source.message : String(err);
+  const message = typeof source?.message === 'string' ? source.message : textOf(err);
   const cause = new Error(redactText(message));
   if (typeof source?.code === 'string') Object.assign(cause, { code: source.code });
   return cause;

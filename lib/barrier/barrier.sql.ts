@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import type { BarrierDialect } from './barrier.types.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** The barrier table DTM's SDKs use unless told otherwise. */
 export const DEFAULT_BARRIER_TABLE = 'dtm_barrier.barrier';
@@ -205,6 +206,6 @@ export function barrierStatementError(
 ): unknown {
   const refusal = barrierWriteRefusal(err);
   if (refusal === undefined) return err;
-  const reason = err instanceof Error ? err.message : String(err);
+  const reason = messageOf(err);
   return new DtmUsageError(MESSAGES.barrierStatementRefused(table, dialect, refusal, reason, step), { ...context, cause: err });
 }

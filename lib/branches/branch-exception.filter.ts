@@ -17,6 +17,7 @@ import { xaModuleStepOf } from '../xa/xa-local-transaction.js';
 import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
 import { escapeControls, shownCallerValue } from '../redact.js';
+import { messageOf, textOf } from '../errors/text-of.js';
 
 /**
  * DTM's branch protocol in one place, for decorated handlers, on the transport the call came in
@@ -99,7 +100,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // the call failed before the module's guard ran (a request-scoped controller or provider that could not be made for it, a
       // guard of the app ahead of the module's): an error DTM retries, logged and kept for the diagnosis with the call's keys
       const info = dtmResultOfError(exception) === undefined ? transport.branchInfo(carrier, {}) : undefined;
-      if (!info) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
+      if (!info) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : textOf(exception));
       else {
         const where = MESSAGES.beforeBranchHandler(transport.path(carrier));
         const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
@@ -173,7 +174,7 @@ function failureOf(handler: string, exception: unknown, protocol: string): Omit<
   const http = exception instanceof HttpException;
   // what the call was answered (see the transports' `answer`): over gRPC the code an HttpException's status stands for, an RpcException's own code, else INTERNAL (13)
   const status = protocol === 'grpc' ? (http ? grpcCodeOfHttpException(exception) : (rpcExceptionCode(exception) ?? 13)) : http ? exception.getStatus() : 500;
-  const message = rpcExceptionDetails(exception) ?? (exception instanceof Error ? exception.message : String(exception));
+  const message = rpcExceptionDetails(exception) ?? messageOf(exception);
   const failure: Omit<RecordedBranchFailure, 'at'> = { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
   const step = xaModuleStepOf(exception);
   if (step) failure.step = step;
@@ -186,7 +187,7 @@ function failureOf(handler: string, exception: unknown, protocol: string): Omit<
  */
 function shownError(exception: unknown): string {
   const details = rpcExceptionDetails(exception);
-  if (details === undefined) return exception instanceof Error ? (exception.stack ?? exception.message) : String(exception);
+  if (details === undefined) return exception instanceof Error ? (exception.stack ?? exception.message) : textOf(exception);
   const stack = (exception as Error).stack ?? '';
   const frames = stack.indexOf('\n    at ');
   return `RpcException: ${details}${frames >= 0 ? stack.slice(frames) : ''}`;

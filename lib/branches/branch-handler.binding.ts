@@ -19,6 +19,7 @@ import type { BranchObservation, DtmInstrumentation } from '../observability/dtm
 import type { BranchKind } from '../transport/dtm.types.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import { shownBranchId } from '../auth/branch-auth.js';
+import { messageOf } from '../errors/text-of.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
 // interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
@@ -196,7 +197,7 @@ function nestedChecked(handler: Handler, infoIndex: number, where: string): Hand
   const check = (info: unknown, value: unknown) => {
     const failure = (info as { [NESTED_FAILURE]?: NestedFailure } | undefined)?.[NESTED_FAILURE];
     if (failure === undefined) return value;
-    const cause = failure.error instanceof Error ? failure.error.message : String(failure.error);
+    const cause = messageOf(failure.error);
     throw new DtmFailureError(MESSAGES.nestedTccFailureSwallowed(where, failure.gid, shownBranchId(failure.branchId), failure.op, cause), { gid: failure.gid, branchId: failure.branchId, cause: failure.error });
   };
   const checkObservable = (info: unknown, value: Observable<unknown>) => concat(value, defer(() => (check(info, undefined), EMPTY)));

@@ -12,6 +12,7 @@ import { branchTransportOf } from './branch-transports.js';
 import { BRANCH_DECORATOR, handlerName, VALIDATED_OPS } from './branch.types.js';
 import { authenticateBranchCall, type BranchCallChecks } from './branch-authentication.js';
 import { targetPath } from '../auth/branch-auth.js';
+import { textOf } from '../errors/text-of.js';
 
 /**
  * Before a decorated handler, on either transport (a call over any other, a TCP message or a
@@ -84,7 +85,7 @@ async function checkPayload(schema: StandardSchemaV1, payload: unknown, context:
     problem = await schemaProblem(schema, payload);
   } catch (err) {
     const branch = branchMetadataOf(context.getHandler());
-    const message = MESSAGES.schemaThrew(branch ? `${BRANCH_DECORATOR[branch.kind]}('${branch.name}')` : 'a branch', handlerName(context), err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+    const message = MESSAGES.schemaThrew(branch ? `${BRANCH_DECORATOR[branch.kind]}('${branch.name}')` : 'a branch', handlerName(context), err instanceof Error ? `${err.name}: ${err.message}` : textOf(err));
     schemaLogger.error(message, err instanceof Error ? err.stack : undefined);
     throw new DtmFailureError(message, { cause: err });
   }

@@ -15,6 +15,7 @@ import { BRANCH_DECORATOR, type SagaActionOptions, type XaBranchOptions } from '
 import { DtmGrpcIntegration } from './grpc/dtm-grpc.integration.js';
 import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.locator.js';
 import { MANIFEST_FORMAT, MANIFEST_OP, type BranchManifest, type ManifestBranch, type ManifestTargets } from '../contracts/branch-manifest.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** A decorated handler as the explorer found it: where DTM reaches it over HTTP and / or gRPC. */
 export interface BranchRoute {
@@ -256,7 +257,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
         try {
           this.grpcLocator.locate(route.grpc!, route.handler);
         } catch (err) {
-          this.logger.warn(err instanceof Error ? err.message : String(err));
+          this.logger.warn(messageOf(err));
         }
       }
     }
@@ -264,7 +265,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       try {
         this.logger.warn(MESSAGES.grpcAppAddressFromListen(this.grpcLocator.locate(grpc.grpc!, grpc.handler).address));
       } catch (err) {
-        this.logger.warn(err instanceof Error ? err.message : String(err));
+        this.logger.warn(messageOf(err));
       }
     }
   }

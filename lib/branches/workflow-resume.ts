@@ -13,6 +13,7 @@ import { DtmUnauthenticatedError } from '../errors/dtm-unauthenticated.error.js'
 import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js';
 import { WorkflowResumeRefused } from '../workflow/workflow.engine.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
+import { textOf } from '../errors/text-of.js';
 
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
@@ -59,7 +60,7 @@ export async function answerResume(client: DtmClient, name: string, gid: string,
       logger.warn(err.message);
       return { status: 425, body: { dtm_result: 'ONGOING', message: err.message } };
     }
-    logger.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    logger.error(err instanceof Error ? (err.stack ?? err.message) : textOf(err));
     return { status: 500, body: { message: 'workflow resume failed; see the app log' } };
   }
 }

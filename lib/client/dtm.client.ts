@@ -39,6 +39,7 @@ import { HttpTransport } from '../transport/http/http.transport.js';
 import { branchStatusesBatched } from '../transport/http/http-wire.js';
 import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumentation.js';
 import { InstrumentedTransport } from '../observability/instrumented-transport.js';
+import { messageOf } from '../errors/text-of.js';
 
 /**
  * How long DTM's record must keep showing that this app's submit is not stored (no record, or still
@@ -433,7 +434,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       return await diagnoseUnfinished(record, { ownRoute: (url) => branches?.routeAt?.(url), targets: known, probeMs });
     } catch (err) {
       // the diagnosis only adds to the error the wait throws: it must not replace it
-      this.logger.warn(`gid ${record.gid}: could not diagnose the unfinished branches: ${err instanceof Error ? err.message : String(err)}`);
+      this.logger.warn(`gid ${record.gid}: could not diagnose the unfinished branches: ${messageOf(err)}`);
       return [];
     }
   }

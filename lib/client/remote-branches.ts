@@ -16,6 +16,7 @@ import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { escapeControls, redactText, redactUrl, shownCallerValue } from '../redact.js';
 import { parseAddress } from '../transport/branch-target.js';
 import { loadGrpc } from '../transport/grpc/grpc-runtime.js';
+import { messageOf, textOf } from '../errors/text-of.js';
 
 /** gRPC NOT_FOUND, UNIMPLEMENTED: the method is not served there. */
 const NOT_SERVED_CODES = new Set([5, 12]);
@@ -103,7 +104,7 @@ export class RemoteBranchDirectory {
         } catch (err) {
           if (err instanceof DtmRemoteBranchError) found[i].push(...err.problems);
           else {
-            this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, redactText(err instanceof Error ? err.message : String(err))));
+            this.logger.warn(MESSAGES.remoteCheckDeferred(ref.service, redactText(messageOf(err))));
             return; // its other entries are checked on first use too
           }
         }
@@ -142,7 +143,7 @@ export class RemoteBranchDirectory {
     } catch (err) {
       // any failed refetch, a 404 or an answer that is no manifest too (an ingress or a maintenance page during a deploy): the kept one worked
       if (!kept) throw err;
-      this.logger.warn(MESSAGES.remoteManifestStale(name, redactText(err instanceof Error ? err.message : String(err))));
+      this.logger.warn(MESSAGES.remoteManifestStale(name, redactText(messageOf(err))));
       // tried again at the next refresh (or after another call to its targets failed as if it had
       // moved), not on every use while the service is down: stale no more, as a fresh one
       kept.at = Date.now();
@@ -169,7 +170,7 @@ export class RemoteBranchDirectory {
     const signal = AbortSignal.timeout(Math.ceil(timeout * 1000));
     const unreachable = (err: unknown) => {
       // fetch's own text may repeat the URL whole (a TypeError for one with credentials): redacted
-      const why = signal.aborted ? `no complete answer within ${timeout} s` : redactText(err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err));
+      const why = signal.aborted ? `no complete answer within ${timeout} s` : redactText(err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : textOf(err));
       return new DtmUnavailableError(MESSAGES.remoteManifestUnreachable(name, shown, why), { endpoint: shown, protocol: 'http' });
     };
     let answer: Response;

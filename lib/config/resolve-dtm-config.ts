@@ -9,6 +9,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { DEFAULT_MANIFEST_REFRESH, DTM_CONFIG_KEYS, NODE_TIMER, NODE_TIMER_MAX_MS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
 import type { DtmConfig, DtmConfigSource, DtmServiceConfig } from './dtm-config.types.js';
 import { SERVICE_NAME } from '../contracts/branch-contract.js';
+import { messageOf } from '../errors/text-of.js';
 
 const SECTION = 'lynx.dtm';
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -151,7 +152,7 @@ function readConfigFile(file: string, path: string, problems: DtmConfigProblem[]
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') problems.push({ path: 'configFile', message: MESSAGES.configFileMissing(file, path) });
     else if (code === 'EACCES' || code === 'EPERM') unreadable('cannot be read: permission denied');
-    else unreadable(`cannot be read (${code ?? (err instanceof Error ? err.message : String(err))})`);
+    else unreadable(`cannot be read (${code ?? (messageOf(err))})`);
     return undefined;
   }
 }

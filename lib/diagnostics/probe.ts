@@ -13,6 +13,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
+import { messageOf } from '../errors/text-of.js';
 
 /** What a probe found. */
 export type ProbeResult =
@@ -165,7 +166,7 @@ export async function probeOwnRoute(url: string, method: 'GET' | 'POST', timeout
 
 function codeOf(err: unknown): string {
   const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+  return typeof code === 'string' ? code : messageOf(err);
 }
 
 /**

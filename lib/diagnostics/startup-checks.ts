@@ -21,6 +21,7 @@ import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { XaConnection, XaDatabase } from '../xa/xa.types.js';
 import type { BranchKind } from '../transport/dtm.types.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** The action kind of each undo kind whose payload is its action's. */
 const ACTION_OF_UNDO: Partial<Record<BranchKind, BranchKind>> = { 'saga-compensate': 'saga-action', 'tcc-cancel': 'tcc-try' };
@@ -181,7 +182,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
       } catch (err) {
         // the adapter's refusal of what connect() gave (a pool's connection): every XA action on it would fail
         if (err instanceof DtmUsageError) throw err;
-        this.logger.warn(MESSAGES.xaDatabaseUnchecked(name, db.dialect, this.config.barrierTable, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.xaDatabaseUnchecked(name, db.dialect, this.config.barrierTable, messageOf(err)));
         continue;
       }
       try {
@@ -199,7 +200,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
     try {
       value = (await this.answered(connection.execute('SHOW max_prepared_transactions', []))).rows[0]?.max_prepared_transactions;
     } catch (err) {
-      this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, err instanceof Error ? err.message : String(err)));
+      this.logger.warn(MESSAGES.xaPreparedTransactionsUnchecked(name, messageOf(err)));
       return;
     }
     if (String(value) === '0') throw new DtmUsageError(MESSAGES.xaPreparedTransactionsDisabled(name));
@@ -240,7 +241,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
     if (db.dialect === 'mysql') {
       await this.answered(assertBarrierKeysBinary(db, table)).catch((err: unknown) => {
         if (err instanceof DtmUsageError) throw err;
-        this.logger.warn(MESSAGES.barrierKeysUnchecked(table, place, err instanceof Error ? err.message : String(err)));
+        this.logger.warn(MESSAGES.barrierKeysUnchecked(table, place, messageOf(err)));
       });
     }
   }
@@ -313,7 +314,7 @@ export class DtmStartupChecks implements OnApplicationBootstrap, OnModuleDestroy
 
 /** What `err` says (an Error's message, else its text). */
 function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return messageOf(err);
 }
 
 /** A start-up check's database call that had no answer within `lynx.dtm.timeout`. */

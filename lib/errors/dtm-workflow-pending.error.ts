@@ -1,6 +1,7 @@
 import { types } from 'node:util';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmError } from './dtm-error.js';
+import { textOf } from './text-of.js';
 
 /**
  * A workflow is not finished: this execution stopped on an error that is not a business FAILURE
@@ -23,5 +24,5 @@ export class DtmWorkflowPendingError extends DtmError {
 function whyStopped(cause: unknown): string {
   // an Error of another realm (a vm context, a test runner's sandbox) is an Error too
   if (cause instanceof Error || types.isNativeError(cause)) return cause.message;
-  return `it threw ${typeof cause === 'string' ? JSON.stringify(cause) : String(cause)}, no Error`;
+  return `it threw ${typeof cause === 'string' ? JSON.stringify(cause) : textOf(cause)}, no Error`;
 }

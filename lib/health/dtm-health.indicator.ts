@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DtmClient } from '../client/dtm.client.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** What {@link DtmHealthIndicator.isHealthy} reports under its key: a `@nestjs/terminus` `HealthIndicatorResult` entry. */
 export type DtmHealthDetails =
@@ -35,7 +36,7 @@ export class DtmHealthIndicator {
       ]);
       return result({ status: 'up', version: ping.version, protocol: ping.protocol, latencyMs: ping.latencyMs });
     } catch (err) {
-      return result({ status: 'down', protocol, message: err instanceof Error ? err.message : String(err) });
+      return result({ status: 'down', protocol, message: messageOf(err) });
     } finally {
       clearTimeout(timer);
     }

@@ -21,6 +21,7 @@ import type {
   DtmTransactionOutcome,
 } from './dtm-events.js';
 import { OtelBridge, type BranchSpanSlot, type OtelContext, type OtelSpan } from './otel.js';
+import { textOf } from '../errors/text-of.js';
 
 /** @internal An observed transaction: its start, span and the trace headers DTM carries to its branches. */
 export interface TransactionObservation {
@@ -275,15 +276,6 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 /** An error's message for a log line (no stack, no request data). */
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : textOf(error);
-}
-
-/** `value` as text; what is thrown is anything, and String() of an object without a prototype throws, which must not reach the transaction being reported. */
-function textOf(value: unknown): string {
-  try {
-    return String(value);
-  } catch {
-    return 'a value that cannot be converted to text';
-  }
 }
 
 /** @internal What a runtime without a module's instrumentation uses (a transaction made outside DtmModule): logs, nothing else. */

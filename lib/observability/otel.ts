@@ -3,6 +3,7 @@
 // when an SDK registered a tracer provider and/or a meter provider (checked once).
 import { createRequire } from 'node:module';
 import { isValidTracestate, parseTraceparent, type DtmRequestContext, type RequestContextCarrier } from '../context/dtm-context.js';
+import { textOf } from '../errors/text-of.js';
 
 // The types of @opentelemetry/api appear only inside this file: the declarations the package ships
 // must not name a package an app may not have installed.
@@ -319,7 +320,7 @@ export class OtelBridge {
     if (attributes) span.setAttributes(attributes);
     if (failed) {
       if (error instanceof Error) span.recordException(error);
-      span.setStatus({ code: this.api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : error === undefined ? undefined : String(error) });
+      span.setStatus({ code: this.api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : error === undefined ? undefined : textOf(error) });
     }
     if (own) span.end();
   }

@@ -9,6 +9,7 @@ import { DtmUnavailableError } from '../errors/dtm-unavailable.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { redactUrl } from '../redact.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** The HTTP status that means each outcome, for a gRPC answer's `status`. */
 const HTTP_STATUS_OF = { SUCCESS: 200, FAILURE: 409, ONGOING: 425, ERROR: 500 } as const;
@@ -80,7 +81,7 @@ export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmB
   try {
     body = call.body === undefined ? undefined : JSON.stringify(call.body);
   } catch (err) {
-    throw new DtmUsageError(MESSAGES.payloadNotSerializable(err instanceof Error ? err.message : String(err)));
+    throw new DtmUsageError(MESSAGES.payloadNotSerializable(messageOf(err)));
   }
   let response: Response;
   let text: string;
@@ -94,7 +95,7 @@ export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmB
     text = await response.text();
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const why = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err));
+    const why = cause?.code ?? cause?.message ?? (messageOf(err));
     throw new DtmUnavailableError(`callBranch: could not reach the branch ${redactUrl(url)} (${why}); check that the app listens there`, { endpoint: redactUrl(url), protocol: 'http', cause: err });
   }
   return { status: response.status, outcome: readBranchAnswer(response.status, text), text };
@@ -142,7 +143,7 @@ export async function callGrpcBranch(target: string, call: DtmBranchCall, protos
       try {
         if (!err && codec) decoded = { reply: codec.deserializeResponse(bytesBack) };
       } catch (decodeError) {
-        const reason = decodeError instanceof Error ? decodeError.message : String(decodeError);
+        const reason = messageOf(decodeError);
         return reject(new DtmServerError(MESSAGES.branchReplyNotDecodable(target, bytesBack.length, reason), reason, { endpoint: target, protocol: 'grpc', status: 0, cause: decodeError }));
       }
       resolve({ status, outcome, grpcCode: code, text: err ? err.details : bytesBack.toString('utf8'), ...decoded });

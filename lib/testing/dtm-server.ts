@@ -9,6 +9,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dump } from 'js-yaml';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** The DTM server version nestjs-dtm is tested against, and the one {@link startDtmServer} runs. */
 export const DTM_SERVER_VERSION = 'v1.19.0';
@@ -280,7 +281,7 @@ export async function waitForDtmServer(httpUrl: string, timeoutMs: number, exite
   const deadline = Date.now() + timeoutMs;
   /** Aborts a request when the time left runs out (at least 1 ms: AbortSignal.timeout wants a positive delay). */
   const timeLeft = () => AbortSignal.timeout(Math.max(1, deadline - Date.now()));
-  const why = (err: unknown) => (err instanceof Error ? err.message : String(err));
+  const why = (err: unknown) => (messageOf(err));
   let last = 'no answer yet';
   for (;;) {
     const ended = exited();

@@ -14,6 +14,7 @@ import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { assertWaitOptions } from './wait-options.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
+import { textOf } from '../errors/text-of.js';
 
 /** The final outcome of a TCC or XA transaction run with `DtmClient.tccGlobalTransactionAndWait` / `xaGlobalTransactionAndWait`; `result` is what the body returned (absent when a branch's FAILURE out of it rolled it back). */
 export interface GlobalTransactionOutcome<T> extends FinalResult {
@@ -29,7 +30,7 @@ const REASON_FOR_DTM = new WeakMap<object, string>();
 
 /** The rollback reason DTM gets for `err`. */
 function reasonForDtm(err: unknown): string {
-  return err instanceof Error ? (REASON_FOR_DTM.get(err) ?? err.message) : String(err);
+  return err instanceof Error ? (REASON_FOR_DTM.get(err) ?? err.message) : textOf(err);
 }
 
 /**

@@ -16,6 +16,7 @@ import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.
 import { assertWholeNumber, sameSteps } from './transaction.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** Identity of the local transaction of a two-phase message (what the msg barrier records). */
 export interface MsgLocalTransaction {
@@ -279,7 +280,7 @@ export class Msg extends StepTransaction {
       this.observeEnd('aborted', cause);
     } else if (checkError === undefined) {
       // the outbox's own transaction threw, and committed: its COMMIT's answer was lost, which the bare error does not say
-      if (businessError !== undefined && this.outboxDb) businessError = new DtmOutcomeUnknownError(MESSAGES.outboxCommitAnswerLost(this.gid, businessError instanceof Error ? businessError.message : String(businessError)), this.gid, 'submitted', { cause: businessError });
+      if (businessError !== undefined && this.outboxDb) businessError = new DtmOutcomeUnknownError(MESSAGES.outboxCommitAnswerLost(this.gid, messageOf(businessError)), this.gid, 'submitted', { cause: businessError });
       this.submitStarted = true;
       this.committedLocal = { businessError };
       try {

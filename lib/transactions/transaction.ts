@@ -25,6 +25,7 @@ import { DtmRemoteBranchError } from '../errors/dtm-remote-branch.error.js';
 import type { TransactionRuntime } from './transaction-runtime.js';
 import { UNOBSERVED, type DtmInstrumentation, type TransactionObservation } from '../observability/dtm-instrumentation.js';
 import type { DtmTransactionOutcome } from '../observability/dtm-events.js';
+import { messageOf } from '../errors/text-of.js';
 
 /** Throws `DtmUsageError` unless `gid` is usable as a DTM global transaction id. */
 export function assertGid(gid: unknown): asserts gid is string {
@@ -375,7 +376,7 @@ export abstract class Transaction {
         try {
           problem = await schemaProblem(ref.schema, parseAnswer(text));
         } catch (err) {
-          problem = MESSAGES.remoteSchemaThrew(err instanceof Error ? err.message : String(err));
+          problem = MESSAGES.remoteSchemaThrew(messageOf(err));
         }
         return problem === undefined ? undefined : { service: ref.service, branch: ref.branch, problem: 'payload' as const, message: MESSAGES.remotePayloadRefused(ref.service, ref.branch, `${this.transType} ${this.gid} ${where}`, problem) };
       }),

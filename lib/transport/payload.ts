@@ -2,6 +2,7 @@
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import type { Payload } from './dtm.types.js';
+import { messageOf } from '../errors/text-of.js';
 
 /**
  * A branch payload as an HTTP branch receives it: a string, never empty (DTM would call the branch
@@ -25,7 +26,7 @@ export function payloadText(payload: Payload, gid?: string): string {
   try {
     text = JSON.stringify(payload);
   } catch (err) {
-    throw new DtmUsageError(MESSAGES.payloadNotSerializable(err instanceof Error ? err.message : String(err)), { gid, cause: err });
+    throw new DtmUsageError(MESSAGES.payloadNotSerializable(messageOf(err)), { gid, cause: err });
   }
   if (text === undefined) throw new DtmUsageError(MESSAGES.payloadNotSerializable(`${typeof payload} has no JSON form`), { gid });
   return text;

@@ -14,6 +14,7 @@ import { MAX_STEP_DATA_BYTES, type WorkflowTransaction } from '../transactions/w
 import { finishXa, prepareXa, xidOf } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowPhase2, WorkflowStep } from './workflow.types.js';
+import { messageOf } from '../errors/text-of.js';
 
 /**
  * What a recorded step holds (the `bin_data` of its branch row, JSON): the step's name `k`, and its
@@ -74,7 +75,7 @@ export function storedJson(value: unknown, what: string, gid: string): string {
   try {
     return JSON.stringify(value);
   } catch (err) {
-    throw new DtmUsageError(MESSAGES.workflowNotJson(what, err instanceof Error ? err.message : String(err)), { gid, cause: err });
+    throw new DtmUsageError(MESSAGES.workflowNotJson(what, messageOf(err)), { gid, cause: err });
   }
 }
 

@@ -12,6 +12,7 @@ import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmXaPhase2Error } from '../errors/dtm-xa-phase2.error.js';
 import { branchKeysProblem } from '../transport/branch-keys.js';
 import type { XaConnection, XaDatabase } from './xa.types.js';
+import { textOf } from '../errors/text-of.js';
 
 /** Longest XA id each database takes (MySQL: the gtrid, 64 bytes; PostgreSQL: the GID, 199). */
 const MAX_XID_BYTES: Record<BarrierDialect, number> = { mysql: 64, postgres: 199 };
@@ -333,5 +334,5 @@ function isXidBusy(err: unknown): boolean {
 /** Whether `err` says the database has no prepared XA transaction of that id (MySQL XAER_NOTA, PostgreSQL "does not exist"). */
 function isUnknownXid(err: unknown): boolean {
   const e = err as { code?: unknown; errno?: unknown; message?: unknown } | undefined;
-  return e?.code === 'ER_XAER_NOTA' || e?.errno === 1397 || e?.code === '42704' || /XAER_NOTA|does not exist/.test(String(e?.message ?? err));
+  return e?.code === 'ER_XAER_NOTA' || e?.errno === 1397 || e?.code === '42704' || /XAER_NOTA|does not exist/.test(textOf(e?.message ?? err));
 }

@@ -26,7 +26,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -66,6 +66,9 @@ export class Ledger {
     if (outcome === 'failure-long') throw new DtmFailureError(`${handler} refused: "limits" 😀 ${'line over its limit; '.repeat(80)}`);
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
+    // values that are no Error and that String() cannot convert (it throws a TypeError, or what toString throws)
+    if (outcome === 'throw-no-prototype') throw Object.assign(Object.create(null) as object, { handler });
+    if (outcome === 'throw-bad-tostring') throw { toString: () => { throw new Error('toString broke'); } };
     if (outcome === 'unavailable-saying-failure') throw new ServiceUnavailableException(`${handler}: the card gateway answered FAILURE, try later`);
   }
 

@@ -10,6 +10,7 @@ import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailure
 import { ADAPTERS, CapturingLogger, startBranchApp, type BranchApp, type Outcome } from './branch-app.js';
 import { branchLines } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
+import { recordedBranchFailure } from '../../lib/diagnostics/branch-failures.js';
 
 /** The largest body the module reads of a branch call (MAX_BRANCH_BODY_BYTES). */
 const MAX_BRANCH_BODY = 1024 * 1024;
@@ -231,6 +232,13 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
   it('any other error is a 500: DTM retries the branch, and a retry succeeds', async () => {
     await sagaRetriedOnce('error');
     expect(t.logger.errors.some((e) => e.includes('transIn crashed'))).toBe(true);
+  });
+
+  it.each(['throw-no-prototype', 'throw-bad-tostring'] as const)("a handler throwing a value String() cannot convert (%s) is an error DTM retries like any other: a 500, a readable log line and diagnosis, and a retry succeeds (before: the module's own report of it threw, and DTM got no answer)", async (outcome) => {
+    await sagaRetriedOnce(outcome);
+    const first = t.ledger.calls.find((c) => c.handler === 'transIn')!.branch;
+    expect(t.logger.errors.filter((e) => e.includes(`gid ${first.gid}, branch 02, op action`) && e.includes('a value that cannot be converted to text'))).not.toEqual([]);
+    expect(recordedBranchFailure(first.gid, first.branchId, 'action')).toMatchObject({ handler: 'BankController.transIn', status: 500, message: 'a value that cannot be converted to text' });
   });
 
   it('an HttpException of another status whose message holds FAILURE (a 503) is an error DTM retries, not a FAILURE it rolls back on; clients read the message back whole', async () => {

@@ -141,6 +141,22 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).filter((c) => c.query.op === 'confirm')).toHaveLength(0);
     });
 
+    it("a body that throws a value String() cannot convert (Object.create(null)): aborted at once with a readable rollback reason, the value rethrown as it is, DTM cancels (before: the module's reason for DTM threw a TypeError, no abort was sent and the caller got that TypeError)", async () => {
+      const gid = await fx.client.generateGid();
+      const thrown = Object.create(null) as object;
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/OddTry'), fx.target('/OddConfirm'), fx.target('/OddCancel'));
+          throw thrown;
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBe(thrown);
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect([final.status, final.rollbackReason]).toEqual(['failed', 'a value that cannot be converted to text']);
+      expectCalledByDtm(fx.recorder.callsTo('/OddCancel', gid));
+      expect(fx.recorder.callsTo('/OddConfirm', gid)).toHaveLength(0);
+    });
+
     it('a body that catches a Try\'s FAILURE and returns is aborted, not submitted: DtmUsageError naming the swallowed failure; DTM cancels, confirms nothing (the Try of the failed branch reserved nothing)', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/CaughtTry', { status: 409, body: { message: 'card declined' } });

@@ -37,7 +37,8 @@ export interface Item {
    * 'quiet' (return an Observable that completes without a value), 'rpc-abort' (an RpcException with code ABORTED),
    * 'rpc-ongoing-once' (an RpcException with code FAILED_PRECONDITION the first time), 'rpc-old-ongoing-once' / 'rpc-details-ongoing-once'
    * (ABORTED saying ONGOING, in its message / its details, the first time), 'rpc-details-abort' (ABORTED whose details say why, its message ONGOING),
-   * 'rpc-details-unavailable' (UNAVAILABLE whose details, not its message, say why).
+   * 'rpc-details-unavailable' (UNAVAILABLE whose details, not its message, say why), 'no-prototype-once' (a value that is no Error and
+   * that String() cannot convert, Object.create(null), the first time).
    */
   script: string;
 }
@@ -86,6 +87,7 @@ export class ShopController {
     if (item.script === 'refuse-state') throw new DtmFailureError(item.sku); // a reason that is a state of the business, e.g. ONGOING
     if (item.script === 'ongoing-once' && once) throw new DtmOngoingError('still reserving');
     if (item.script === 'crash-once' && once) throw new Error(`warehouse offline (${key})`);
+    if (item.script === 'no-prototype-once' && once) throw Object.assign(Object.create(null) as object, { key });
     if (item.script === 'not-found') throw new NotFoundException(`no such sku: ${item.sku}`);
     if (item.script === 'rpc-abort') throw new RpcException({ code: status.ABORTED, message: `out of stock: ${item.sku}` });
     if (item.script === 'rpc-ongoing-once' && once) throw new RpcException({ code: status.FAILED_PRECONDITION, message: 'still reserving' });

@@ -156,6 +156,18 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     expect([direct.code, direct.text]).toEqual([13, 'warehouse offline (direct-2/01/action)']);
   });
 
+  it("a thrown value String() cannot convert (Object.create(null)) answers INTERNAL, which DTM retries, with a log line naming handler, gid, branch and op and saying what it was (before: the module's own answer of it threw a TypeError, logged without the call)", async () => {
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid).add('reserve', item('a', 'no-prototype-once')).submit();
+    while (t.ledger.callsOf(gid).length < 1) await new Promise((r) => setTimeout(r, 50));
+    await triggerCron();
+    const final = await t.client.waitForFinal(gid, { timeout: 20 });
+    expect(final.status).toBe('succeed');
+    expect(t.logger.lines).toContainEqual(`error ShopController.reserve failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: a value that cannot be converted to text`);
+    const direct = await callGrpc(t.target('Reserve'), item('x', 'no-prototype-once'), { gid: 'direct-no-prototype', trans_type: 'saga', branch_id: '01', op: 'action' });
+    expect([direct.code, direct.text]).toEqual([13, 'a value that cannot be converted to text']);
+  });
+
   it('an HttpException (404) a handler throws answers the gRPC code it stands for (NOT_FOUND), and a transaction left unfinished by it names that code, not the HTTP status', async () => {
     const gid = await t.client.generateGid();
     const error = await t.client

@@ -10,6 +10,7 @@ import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { GrpcMethodMetadata } from '../branch-metadata.accessor.js';
 import { RAW_REQUEST, type MetadataLike } from './grpc-branch.transport.js';
+import { messageOf } from '../../errors/text-of.js';
 
 /** `@nestjs/microservices`' `Transport.GRPC`. */
 const GRPC_TRANSPORT_ID = 4;
@@ -301,7 +302,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
         definition = loadGrpc().protoLoader.loadSync(server.options.protoPath, server.options.loader as never) as Record<string, unknown>;
       } catch (err) {
         const protoPath = [server.options.protoPath].flat().join(', ');
-        throw new DtmUsageError(MESSAGES.grpcServerProtosUnreadable(where, server.url, protoPath, err instanceof Error ? err.message : String(err)), { cause: err });
+        throw new DtmUsageError(MESSAGES.grpcServerProtosUnreadable(where, server.url, protoPath, messageOf(err)), { cause: err });
       }
       this.definitions.set(server, definition);
     }

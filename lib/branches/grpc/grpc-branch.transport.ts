@@ -5,6 +5,7 @@ import { DtmOngoingError } from '../../errors/dtm-ongoing.error.js';
 import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
 import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
+import { messageOf, textOf } from '../../errors/text-of.js';
 
 /** gRPC status codes (grpc-js `status`; not imported: @grpc/grpc-js is an optional peer). */
 const CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;
@@ -156,11 +157,11 @@ export const grpcBranchTransport: BranchTransport = {
     else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: exception.message };
     else if (isRpcException(exception)) {
       const inner = exception.getError();
-      error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: String(inner) };
+      error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: textOf(inner) };
     } else if (exception instanceof HttpException) {
       const code = grpcCodeOfHttpException(exception);
       error = { code, message: code === CODE.ABORTED ? abortedMessage(exception.message) : exception.message };
-    } else error = { code: CODE.INTERNAL, message: exception instanceof Error ? exception.message : String(exception) };
+    } else error = { code: CODE.INTERNAL, message: messageOf(exception) };
     return throwError(() => error);
   },
 };

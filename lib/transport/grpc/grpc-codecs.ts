@@ -5,6 +5,7 @@ import { MESSAGES } from '../../dtm.messages.js';
 import { DtmConfigError } from '../../errors/dtm-config.error.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import { loadGrpc } from './grpc-runtime.js';
+import { messageOf } from '../../errors/text-of.js';
 
 /** The protos the module encodes gRPC payloads with (module option `grpcProtos`). */
 export interface GrpcProtos {
@@ -316,7 +317,7 @@ export class GrpcCodecs {
     try {
       definition = protoLoader.loadSync(protos.protoPath, { longs: String, ...protos.loader } as Parameters<typeof protoLoader.loadSync>[1]);
     } catch (err) {
-      throw new DtmConfigError([{ path: 'grpcProtos.protoPath', message: MESSAGES.grpcProtosUnreadable(err instanceof Error ? err.message : String(err)) }], 'module options');
+      throw new DtmConfigError([{ path: 'grpcProtos.protoPath', message: MESSAGES.grpcProtosUnreadable(messageOf(err)) }], 'module options');
     }
     codecs.index(definition);
     return codecs;

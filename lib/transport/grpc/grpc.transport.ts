@@ -29,6 +29,7 @@ import { DTM_GRPC_DESCRIPTOR } from './dtm-grpc.proto.js';
 import type { GrpcCodecs } from './grpc-codecs.js';
 import { loadGrpc, type GrpcJs } from './grpc-runtime.js';
 import { fromGrpcProgress, toGrpcRegistration, toGrpcRequest, type GrpcDtmProgressesReply } from './grpc-wire.js';
+import { messageOf } from '../../errors/text-of.js';
 
 /** gRPC status codes DTM's protocol gives a meaning (grpc-js `status`). */
 const ABORTED = 10;
@@ -208,7 +209,7 @@ export class GrpcTransport implements DtmTransport {
       try {
         return codec.serializeRequest(payload);
       } catch (err) {
-        throw new DtmUsageError(MESSAGES.grpcPayloadNotEncodable(target.value, err instanceof Error ? err.message : String(err)), { cause: err });
+        throw new DtmUsageError(MESSAGES.grpcPayloadNotEncodable(target.value, messageOf(err)), { cause: err });
       }
     }
     throw new DtmUsageError(MESSAGES.grpcPayloadType(target.value, payload === null ? 'null' : typeof payload));
@@ -336,7 +337,7 @@ export class GrpcTransport implements DtmTransport {
             try {
               resolve({ body: codec.deserializeResponse(raw), raw });
             } catch (decodeError) {
-              const reason = decodeError instanceof Error ? decodeError.message : String(decodeError);
+              const reason = messageOf(decodeError);
               reject(new DtmServerError(MESSAGES.branchReplyNotDecodable(target.value, raw.length, reason), reason, { ...context, status: 0, cause: decodeError }));
             }
           },
@@ -379,7 +380,7 @@ export class GrpcTransport implements DtmTransport {
       // a `-bin` name is binary metadata: its value travels as the bytes of the text, as grpc-go sends it for DTM and its Go SDK
       for (const name in call.headers) metadata.set(name, name.endsWith('-bin') ? Buffer.from(call.headers[name], 'utf8') : call.headers[name]);
     } catch (err) {
-      throw new DtmUsageError(MESSAGES.grpcMetadataInvalid(err instanceof Error ? err.message : String(err)), { gid: call.gid, branchId: call.branchId, cause: err });
+      throw new DtmUsageError(MESSAGES.grpcMetadataInvalid(messageOf(err)), { gid: call.gid, branchId: call.branchId, cause: err });
     }
     return metadata;
   }

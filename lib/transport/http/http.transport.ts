@@ -21,6 +21,7 @@ import { AUTH_HEADER } from '../../auth/branch-auth.js';
 import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../redact.js';
 import { fromWireProgress, fromWireTransaction, readBranchAnswer, readWorkflowAnswer, toWireListQuery, toWireRegistration, toWireRequest } from './http-wire.js';
 import type { WireListAnswer, WireQueryAnswer, WireWorkflowAnswer } from './http-wire.types.js';
+import { messageOf as thrownMessage } from '../../errors/text-of.js';
 
 /** What one request carries besides its URL: the body (text), and for a branch its headers and timeout. */
 interface Send {
@@ -207,7 +208,7 @@ export class HttpTransport implements DtmTransport {
     try {
       await this.serverJson('GET', `query?gid=${PING_GID}`, 'query', undefined, undefined, isQueryAnswer);
     } catch (err) {
-      throw new DtmUnavailableError(MESSAGES.pingStoreFailed(redactUrl(this.config.serverUrl), err instanceof Error ? err.message : String(err)), {
+      throw new DtmUnavailableError(MESSAGES.pingStoreFailed(redactUrl(this.config.serverUrl), thrownMessage(err)), {
         endpoint: this.endpointOf('query'),
         protocol: 'http',
         cause: err,
@@ -490,7 +491,7 @@ function requestError(
     return new DtmUnavailableError(messages.unavailable(endpoint, 'ETIMEDOUT, no connection', timeoutSeconds), { ...context, cause: Object.assign(context.cause as Error, { connected: false }) });
   }
   const code = (err as { code?: unknown } | undefined)?.code;
-  const cause = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+  const cause = typeof code === 'string' ? code : thrownMessage(err);
   return new DtmUnavailableError(messages.unavailable(endpoint, redactText(cause), timeoutSeconds), context);
 }
 
