@@ -161,6 +161,9 @@ export const MESSAGES = {
     GATEWAY_STATUSES.has(status)
       ? `${url} answered HTTP ${status} (${GATEWAY_STATUSES.get(status)}): most likely from a proxy, load balancer or gateway in front of the DTM server, which could not get an answer from it (DTM itself answers 200, 409 or 500): ${truncate(body)}`
       : `${url} answered HTTP ${status}: ${truncate(body)}`,
+  /** A branch the app called itself (a TCC Try, an XA action, a workflow step) answered ONGOING; `answered` is how (`HTTP 425`, `gRPC status 9`), `message` the branch's own (its JSON body's `message`), if any. */
+  branchOngoing: (url: string, answered: string, message: string) =>
+    `the branch ${url} answered ONGOING (${answered}): not finished yet${message === '' || message === 'ONGOING' ? '' : `, saying: ${truncate(redactText(message))}`}`,
   branchStatus: (url: string, status: number, body: string) =>
     GATEWAY_STATUSES.has(status)
       ? `the branch ${url} answered HTTP ${status} (${GATEWAY_STATUSES.get(status)}): most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(body)}`

@@ -157,6 +157,22 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       expect(fx.recorder.callsTo('/OddConfirm', gid)).toHaveLength(0);
     });
 
+    it("a Try answering ONGOING: callBranch's DtmOngoingError says in words which branch answered what (before, over HTTP: the raw JSON body, {\"dtm_result\":\"ONGOING\",\"message\":...}); DTM rolls the TCC back with that reason", async () => {
+      const gid = await fx.client.generateGid();
+      fx.recorder.answer('/PendingTry', { status: 425, body: { dtm_result: 'ONGOING', message: 'stock review pending' } });
+      const error = await fx.client
+        .tccGlobalTransaction(gid, async (tcc) => {
+          await tcc.callBranch(fx.payload({ n: 1 }), fx.target('/PendingTry'), fx.target('/PendingConfirm'), fx.target('/PendingCancel'));
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOngoingError);
+      const message = `the branch ${fx.target('/PendingTry')} answered ONGOING (${protocol === 'grpc' ? 'gRPC status 9' : 'HTTP 425'}): not finished yet, saying: stock review pending`;
+      expect((error as Error).message).toBe(message);
+      const final = await fx.client.waitForFinal(gid, { timeout: 20 });
+      expect([final.status, final.rollbackReason]).toEqual(['failed', message]);
+      expect(fx.recorder.callsTo('/PendingConfirm', gid)).toHaveLength(0);
+    });
+
     it('a body that catches a Try\'s FAILURE and returns is aborted, not submitted: DtmUsageError naming the swallowed failure; DTM cancels, confirms nothing (the Try of the failed branch reserved nothing)', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/CaughtTry', { status: 409, body: { message: 'card declined' } });

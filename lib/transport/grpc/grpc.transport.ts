@@ -507,8 +507,8 @@ function branchError(err: ServiceError, context: DtmErrorContext, timeout: numbe
   if (isTooLarge(err, maxAnswerBytes)) return new DtmServerError(UNANSWERED.branch.tooLarge(context.endpoint!, maxAnswerBytes), detail, { ...withCode, cause: plainCause(err) });
   const refused = requestTooLarge(err, maxAnswerBytes);
   if (refused) return new DtmServerError(MESSAGES.branchRequestTooLarge(context.endpoint!, refused.size, refused.limit), detail, withCode);
-  if (err.code === ABORTED) return detail === 'ONGOING' ? new DtmOngoingError(detail, withCode) : new DtmFailureError(detail || 'FAILURE', withCode);
-  if (err.code === FAILED_PRECONDITION) return new DtmOngoingError(detail || 'ONGOING', withCode);
+  if (err.code === ABORTED && detail !== 'ONGOING') return new DtmFailureError(detail || 'FAILURE', withCode);
+  if (err.code === ABORTED || err.code === FAILED_PRECONDITION) return new DtmOngoingError(MESSAGES.branchOngoing(context.endpoint!, `gRPC status ${err.code}`, detail), withCode);
   if (err.code === UNAVAILABLE || err.code === DEADLINE_EXCEEDED) {
     return new DtmUnavailableError(unansweredMessage(err, UNANSWERED.branch, context.endpoint!, detail, timeout), { ...withCode, cause: plainCause(err) });
   }

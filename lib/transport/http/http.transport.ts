@@ -250,7 +250,7 @@ export class HttpTransport implements DtmTransport {
     // a workflow's own calls (its steps, their phase 2) are read as DTM's Go workflow SDK reads them: by the status alone
     switch (call.transType === 'workflow' ? readWorkflowAnswer(answer.status) : readBranchAnswer(answer.status, answer.text)) {
       case 'ONGOING':
-        throw new DtmOngoingError(answer.text || 'ONGOING', context);
+        throw new DtmOngoingError(MESSAGES.branchOngoing(endpoint, `HTTP ${answer.status}`, answerMessage(answer.text)), context);
       case 'FAILURE':
         throw new DtmFailureError(answer.text ? answerMessage(answer.text) : 'FAILURE', { ...context, raw: answer.text || 'FAILURE' });
       case 'ERROR':
