@@ -828,8 +828,18 @@ function notHttp1At(url: string, cause: string): string | undefined {
   }
 }
 
+/**
+ * `text`, or when it is longer than `max` its start and `…`: cut after the last whole word within
+ * `max` (a word ending right at `max` kept), unless that would drop more than a fifth of it (one long
+ * word: a URL, a JSON body without spaces), then at `max`, never inside a surrogate pair.
+ */
 function truncate(text: string, max = 300): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
+  if (text.length <= max) return text;
+  let head = text.slice(0, max);
+  const space = /\s/.test(text[max]) ? max : head.search(/\s+\S*$/);
+  if (space >= max * 0.8) head = head.slice(0, space).trimEnd();
+  else if (/[\uD800-\uDBFF]$/.test(head)) head = head.slice(0, -1);
+  return `${head}…`;
 }
 
 /** Statuses a proxy, load balancer or gateway answers when the server behind it did not (Bad Gateway, Service Unavailable, Gateway Timeout). */

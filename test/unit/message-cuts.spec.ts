@@ -1,0 +1,41 @@
+// Where the module's error texts shorten what they quote (a cause, an answer's body): the cut falls between words.
+import { describe, expect, it } from '@jest/globals';
+import { MESSAGES } from '../../lib/dtm.messages.js';
+
+/** What `message` quotes of `quoted` between `before` and `after` (the message's own words around it). */
+function quotedIn(message: string, before: string, after: string): string {
+  const start = message.indexOf(before) + before.length;
+  return message.slice(start, message.indexOf(after, start));
+}
+
+describe("a wait's error text quoting a long cause", () => {
+  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(' '); // 549 characters
+
+  it('cuts it after its last whole word within 300 characters, with …', () => {
+    const quoted = quotedIn(MESSAGES.queryUnusable('g1', words), '(', '). DTM goes on');
+    expect(quoted).toBe(`${words.slice(0, words.lastIndexOf(' ', 300))}…`);
+    expect(quoted.length).toBeLessThanOrEqual(301);
+    expect(quoted).toMatch(/ word\d+…$/);
+  });
+
+  it('keeps a word that ends right at the limit', () => {
+    const text = `${'a'.repeat(296)} bcd efgh`; // "bcd" ends at 300
+    expect(quotedIn(MESSAGES.submitTakenUnanswered('g1', 'submitted', text), 'did not come (', '); with waitResult')).toBe(`${'a'.repeat(296)} bcd…`);
+  });
+
+  it('keeps a text of at most 300 characters whole', () => {
+    const text = `${'x'.repeat(290)} last word`;
+    expect(quotedIn(MESSAGES.notStoredAfterSubmit('g1', 'prepared', 5, text), '(the last: ', '). DTM calls')).toBe(text);
+  });
+
+  it('cuts one long word (a URL, a JSON body without spaces) at the limit, never inside a surrogate pair', () => {
+    expect(quotedIn(MESSAGES.queryUnusable('g1', `{"a":"${'b'.repeat(600)}"}`), '(', '). DTM goes on')).toBe(`{"a":"${'b'.repeat(294)}…`);
+    const emoji = `${'c'.repeat(299)}😀${'d'.repeat(50)}`;
+    expect(quotedIn(MESSAGES.queryUnusable('g1', emoji), '(', '). DTM goes on')).toBe(`${'c'.repeat(299)}…`);
+  });
+
+  it('the outcome-unknown text of a submit DTM holds no record of quotes its cause cut the same way', () => {
+    const message = MESSAGES.notStoredAfterSubmit('g1', 'absent', 5, words);
+    expect(quotedIn(message, 'may have reached it (', '), and DTM')).toMatch(/^word0 .* word\d+…$/);
+  });
+});
