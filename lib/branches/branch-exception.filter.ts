@@ -7,7 +7,7 @@ import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
-import { cutToStore, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
+import { cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
@@ -133,14 +133,8 @@ function fittedSagaFailure(exception: unknown, transport: BranchTransport, carri
   // as DTM stores it: code points of the text the transport answers (over HTTP the JSON body, its escapes included)
   const length = (reason: string) => Array.from(transport.failureText(reason)).length;
   const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK, length('') + MIN_FAILURE_REASON);
-  let over = length(exception.reason) - budget;
-  if (over <= 0) return exception;
-  let reason = exception.reason;
-  for (let keep = Array.from(reason).length - over; over > 0 && keep > 1; keep -= over) {
-    reason = cutToStore(exception.reason, keep);
-    over = length(reason) - budget;
-  }
-  return new DtmFailureError(reason, { cause: exception, gid: exception.gid });
+  const reason = cutToFit(exception.reason, budget, length);
+  return reason === exception.reason ? exception : new DtmFailureError(reason, { cause: exception, gid: exception.gid });
 }
 
 /** How a FAILURE answer's error is named in the warning that it cannot roll anything back. */

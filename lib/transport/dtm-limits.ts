@@ -22,6 +22,25 @@ export function cutToStore(text: string, max = DTM_TEXT_MAX): string {
 }
 
 /**
+ * @internal `text`, or when `length` of it (how long the text made of it is: a JSON body, escapes
+ * included) passes `budget`, its start cut ({@link cutToStore}, ending in `…`) so that it fits. A text
+ * of more than 4 × `budget` UTF-16 units is measured by that much of its start only (what is kept is
+ * at most `budget` code points, each 1 or 2 units): a handler's error of megabytes costs no more.
+ */
+export function cutToFit(text: string, budget: number, length: (text: string) => number): string {
+  const source = text.length > 4 * budget ? text.slice(0, 4 * budget) : text;
+  if (source === text && length(text) <= budget) return text;
+  // from at most `budget` characters down, each pass in proportion to what is over (escapes make a text longer than it has characters)
+  let keep = Math.min(Array.from(source).length, budget);
+  let cut = cutToStore(source, keep);
+  for (let over = length(cut) - budget; over > 0 && keep > 1; over = length(cut) - budget) {
+    keep = Math.max(1, Math.min(keep - 1, Math.floor((keep * budget) / (budget + over))));
+    cut = cutToStore(source, keep);
+  }
+  return cut;
+}
+
+/**
  * The most bytes the headers DTM adds to an HTTP branch call (`branch_headers`: forwarded headers,
  * `branchHeaders`, with `lynx.dtm.branch_auth_keys` the tokens of DTM's calls) may take, each as
  * `name: value` and a line end. Node's HTTP server refuses a request whose header section passes

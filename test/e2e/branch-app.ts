@@ -26,7 +26,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring' | 'failure-quotes';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -64,6 +64,7 @@ export class Ledger {
     if (outcome === 'failure') throw new DtmFailureError(`${handler} refused: account frozen`);
     if (outcome === 'failure-ongoing') throw new DtmFailureError(`${handler} refused: review ONGOING`);
     if (outcome === 'failure-long') throw new DtmFailureError(`${handler} refused: "limits" 😀 ${'line over its limit; '.repeat(80)}`);
+    if (outcome === 'failure-quotes') throw new DtmFailureError(`${handler} refused: ${'"'.repeat(1500)}`); // its 409 body twice as long: each quote escaped
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
     // values that are no Error and that String() cannot convert (it throws a TypeError, or what toString throws)

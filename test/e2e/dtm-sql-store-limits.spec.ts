@@ -137,6 +137,22 @@ it("a saga action of this app answering FAILURE with a reason over what DTM's ro
   }
 });
 
+it("the same for a reason of quotes, whose JSON escapes make the answer twice its length (before: the cut gave up on it, the answer went whole and DTM failed to store the rollback)", async () => {
+  const bank = await startBranchApp('express', { serverUrl: fx.dtm.serverUrl, retryInterval: 60 });
+  try {
+    const gid = await bank.client.generateGid();
+    bank.ledger.script('transIn', 'failure-quotes');
+    const final = await bank.client.newSaga(gid).add('transOut', { amount: 10 }).add('transIn', { amount: 10 }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toMatch(/^transIn refused: "+…$/);
+    const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
+    expect(bank.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
+  } finally {
+    await bank.close();
+  }
+});
+
 it('the same over gRPC: a @GrpcMethod saga action answering ABORTED with a reason over what DTM stores rolls the saga back at once, its reason cut', async () => {
   const shop = await startShopApp('microservice', { serverUrl: fx.dtm.serverUrl, grpcServer: fx.dtm.grpcAddress, retryInterval: 60 });
   try {

@@ -2,7 +2,7 @@
 // which 500 answers of DTM are definite refusals rather than "may pass if sent again".
 import { describe, expect, it } from '@jest/globals';
 import { DtmServerError } from '../../lib/errors/dtm-server.error.js';
-import { cutToStore, DTM_TEXT_MAX } from '../../lib/transport/dtm-limits.js';
+import { cutToFit, cutToStore, DTM_TEXT_MAX } from '../../lib/transport/dtm-limits.js';
 import { definiteServerRefusal } from '../../lib/transport/dtm-refusal.js';
 import { isTransientDtmError, markBranchStatus, mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
 
@@ -17,6 +17,35 @@ describe('cutToStore', () => {
     expect(Array.from(cut)).toHaveLength(DTM_TEXT_MAX);
     expect(cut.endsWith('😀…')).toBe(true);
     expect(cut).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])/);
+  });
+});
+
+describe('cutToFit (a saga action\'s FAILURE reason, as its answer\'s JSON body is measured)', () => {
+  /** Code points of the 409 body made of `reason` (JSON escapes count). */
+  const bodyLength = (reason: string) => Array.from(JSON.stringify({ dtm_result: 'FAILURE', message: reason })).length;
+
+  it('keeps a reason that fits', () => {
+    expect(cutToFit('card declined', 800, bodyLength)).toBe('card declined');
+  });
+
+  it("cuts a reason of quotes and backslashes, whose escapes make its body longer than twice its length (before: sent whole, over DTM's 1024 characters)", () => {
+    for (const reason of ['"'.repeat(2000), '\\'.repeat(2000), `say ${'\u0001'.repeat(3000)}`]) {
+      const cut = cutToFit(reason, 800, bodyLength);
+      expect(bodyLength(cut)).toBeLessThanOrEqual(800);
+      expect(bodyLength(cut)).toBeGreaterThan(700);
+      expect(cut.endsWith('…')).toBe(true);
+      expect(reason.startsWith(cut.slice(0, -1))).toBe(true);
+    }
+  });
+
+  it('measures a reason of megabytes by its start only (before: the whole text, twice, blocking the event loop for seconds), and keeps as much of it', () => {
+    const measured: number[] = [];
+    const reason = `${'declined; '.repeat(900_000)}end`; // 9 MB
+    const cut = cutToFit(reason, 800, (text) => (measured.push(text.length), bodyLength(text)));
+    expect(Math.max(...measured)).toBeLessThanOrEqual(4 * 800);
+    expect(bodyLength(cut)).toBeLessThanOrEqual(800);
+    expect(bodyLength(cut)).toBeGreaterThan(790);
+    expect(reason.startsWith(cut.slice(0, -1))).toBe(true);
   });
 });
 
