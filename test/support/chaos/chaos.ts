@@ -748,7 +748,7 @@ interface Proxy {
   replays: Set<Promise<unknown>>;
   /** HTTP: one replay of a call DTM made, held back until every transaction ended (so out of its phase whatever the draws), and the status it was answered. */
   held?: { deliver(): Promise<{ status: number }>; answered?: number };
-  /** Per workflow gid, DTM's resume calls of it (branch 00) the bank answered with success: the resumed execution ended it (or found it ended). */
+  /** Per workflow gid, DTM's resume calls of it (branch 00), or their replays, the bank answered with success: the resumed execution ended it (or found it ended). */
   resumed: Map<string, number>;
   /**
    * Armed before a bank kill: the next workflow step 02 action (a withdrawal) is forwarded and run at the bank, and
@@ -917,7 +917,8 @@ async function startProxy(bankPort: number, branchTimeout: number, rates: Record
       if (fault === 'replay') {
         // a call DTM made (the caller's own calls carry dtm-auth-call) of a transaction the branch authentication checks the phase of
         if (!proxy.held && req.headers['dtm-auth-call'] === undefined && keys.transType !== 'workflow') proxy.held = { deliver: () => forward(req, body) };
-        else replayLater(proxy, random, () => forward(req, body));
+        // a replayed resume the restarted bank answered with success ended the workflow as DTM's own would have
+        else replayLater(proxy, random, () => forward(req, body).then((a) => noteAnswered(proxy, keys, a.status === 200)));
       }
       if (fault === 'lostAnswer') return answer({ status: 502, headers: {}, body: Buffer.from('injected: answer lost') });
       answer(got);

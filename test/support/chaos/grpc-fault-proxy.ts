@@ -85,7 +85,8 @@ export async function startGrpcFaultProxy(
     }
     const got = await forward(path, call.request, call.metadata);
     watch?.answered(keys, !got.error);
-    if (fault === 'replay') replay(() => forward(path, call.request, call.metadata));
+    // a replayed resume the restarted bank answered with success ended the workflow as DTM's own would have
+    if (fault === 'replay') replay(() => forward(path, call.request, call.metadata).then((a) => watch?.answered(keys, !a.error)));
     if (fault === 'lostAnswer') return answer({ error: { code: status.UNAVAILABLE, details: 'injected: answer lost' } });
     answer(got);
   };
