@@ -166,6 +166,20 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
   }
 
   /**
+   * @internal The handler DTM calls for this app's branch `name` of `kind` in a transaction on
+   * `protocol` (the one {@link target} names) and its barrier: the `barrierConnections` name and what
+   * it stores in (a SQL dialect, or `redis`); `undefined` when the app has no such branch.
+   */
+  barrierOf(kind: BranchKind, name: string, protocol: DtmProtocol): { handler: string; barrier?: string; store?: string } | undefined {
+    const entry = this.routes.get(key(kind, name));
+    const route = entry && (protocol === 'grpc' && entry.grpc ? entry.grpc : (entry.http ?? entry.grpc));
+    if (!route) return undefined;
+    if (!route.barrier) return { handler: route.handler };
+    const connection = this.barrierConnections?.get(route.barrier);
+    return { handler: route.handler, barrier: route.barrier, store: connection && (isRedisConnection(connection) ? 'redis' : connection.dialect) };
+  }
+
+  /**
    * The manifest of this app's branches (`publish_branches`): each branch callers can add by name,
    * with its ops and where DTM reaches each over HTTP and / or gRPC. Built when asked (not on any
    * branch call); a transport that cannot be located yet (no `app_url` before the app listens, no

@@ -106,6 +106,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         return branches.target(kind, name, protocol);
       },
       hasBranch: (kind, name) => branches?.has(kind, name) ?? false,
+      branchBarrier: (kind, name, protocol) => branches?.barrierOf?.(kind, name, protocol),
       remoteBranch: (ref, kind, protocol) => services.resolve(ref, kind, protocol),
       remoteFailed: (service, err) => services.failed(service, err),
       instrumentation,

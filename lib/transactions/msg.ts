@@ -1,6 +1,6 @@
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierDatabase } from '../barrier/barrier.types.js';
-import type { BranchTarget } from '../transport/branch-target.js';
+import { parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { FinalResult, Payload, TransactionOptions, WaitOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, TransactionRequest } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -300,7 +300,8 @@ export class Msg extends StepTransaction {
    * The transactional outbox: {@link doAndSubmit} with the local transaction opened on `db` and
    * guarded by the message barrier (branch `00`, op `msg`, barrier `01`), whose row commits with your
    * business. A `@MsgQueryPrepared` back-check on the same database (with `{ barrier }`) then knows
-   * for sure whether the business committed. Throws `DtmDuplicatedError` (and sends nothing) if the
+   * for sure whether the business committed (this app's `@MsgQueryPrepared` without a barrier on that
+   * kind of database is refused, `DtmUsageError`, nothing sent). Throws `DtmDuplicatedError` (and sends nothing) if the
    * back-check ran first. A local transaction that threw and yet committed (its COMMIT's answer lost:
    * a connection cut while it ran; the back-check finds its row) is submitted and throws
    * `DtmOutcomeUnknownError` (`submitted`, the database's error as its cause): do not run it again.
@@ -309,11 +310,30 @@ export class Msg extends StepTransaction {
     // checked before the prepare: a Redis connection or a bare pool would fail only inside the local transaction, after DTM holds the message
     if (!isBarrierDatabase(db)) throw new DtmUsageError(MESSAGES.barrierDbMissing(db), { gid: this.gid });
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
+    this.assertOutboxCheck(queryPrepared, db);
     this.outboxDb = true;
     return this.doAndSubmit(queryPrepared, async (local) => {
       const outcome = await BranchBarrier.from(local, { table: this.runtime.config.barrierTable }).outboxWithDb(db, business);
       return (outcome as { result: T }).result; // a msg barrier call either runs the business or throws DtmDuplicatedError
     });
+  }
+
+  /**
+   * Refuses (before anything is sent) an outbox whose back-check is this app's `@MsgQueryPrepared`
+   * without a barrier on `db`'s kind of database: it cannot see the barrier row the local transaction
+   * commits, so it answers for a local transaction that failed as if it committed (a handler that
+   * returns: the message is delivered) or the other way round (Redis: never delivered after a crash).
+   */
+  private assertOutboxCheck(queryPrepared: string, db: BarrierDatabase<unknown>): void {
+    let parsed: ReturnType<typeof parseTarget>;
+    try {
+      parsed = parseTarget(queryPrepared, this.gid);
+    } catch {
+      return; // prepare() refuses it, saying why
+    }
+    if (parsed.kind !== 'name') return; // a URL or gRPC target: not this app's to tell
+    const check = this.runtime.branchBarrier?.('msg-query-prepared', parsed.name, this.protocol);
+    if (check && check.store !== db.dialect) throw new DtmUsageError(MESSAGES.outboxCheckWithoutBarrier(this.gid, queryPrepared, check, db.dialect), { gid: this.gid });
   }
 
   private assertNotPrepared(what: string): void {

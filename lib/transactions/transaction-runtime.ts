@@ -21,6 +21,8 @@ export interface TransactionRuntime {
   waitForFinal(gid: string, options?: WaitOptions, submitted?: SubmittedHere, targets?: readonly Record<string, string>[]): Promise<FinalResult>;
   /** The target (URL) of this app's decorated branch `name` of `kind`, for a transaction on `protocol`; throws for an unknown name. */
   branchTarget(kind: BranchKind, name: string, protocol: DtmProtocol): string;
+  /** The handler DTM calls for this app's branch `name` of `kind` on `protocol`, and its barrier (name, and `redis` or the SQL dialect it stores in); `undefined` for no such branch. */
+  branchBarrier?(kind: BranchKind, name: string, protocol: DtmProtocol): { handler: string; barrier?: string; store?: string } | undefined;
   /** Whether this app has a decorated branch `name` of `kind`. */
   hasBranch(kind: BranchKind, name: string): boolean;
   /** The targets (by op) of another service's branch `ref` of `kind`, for a transaction on `protocol`, from that service's manifest. */

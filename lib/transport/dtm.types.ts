@@ -204,6 +204,8 @@ export interface BranchResolver {
   target(kind: BranchKind, name: string, protocol: DtmProtocol): string;
   /** Whether a decorated branch `name` of `kind` exists. */
   has(kind: BranchKind, name: string): boolean;
+  /** The handler DTM calls for branch `name` of `kind` on `protocol`, and its barrier (name; `redis` or the SQL dialect it stores in); `undefined` for no such branch. */
+  barrierOf?(kind: BranchKind, name: string, protocol: DtmProtocol): { handler: string; barrier?: string; store?: string } | undefined;
   /** The decorated HTTP route of this app whose target is `url`, if any (for diagnoses, never on a branch call). */
   routeAt?(url: string): { name: string; handler: string; method: string } | undefined;
 }

@@ -15,8 +15,9 @@ import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } 
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, MsgBranch, MsgQueryPrepared, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
@@ -308,6 +309,35 @@ describe('two-phase messages to @GrpcMethod handlers', () => {
     const [check] = t.ledger.callsOf(gid);
     expect(check.branch).toMatchObject({ transType: 'msg', branchId: '00', op: 'msg' });
     expect(check.item).toEqual({ sku: '', quantity: 0, script: '' }); // DTM's back-check sends an empty message
+  });
+
+  it("doAndSubmitDb (the outbox on PostgreSQL) whose back-check is this app's @MsgQueryPrepared without a barrier: DtmUsageError saying to give it the database's barrier, before anything is sent; the business never runs, DTM holds nothing, nothing delivered", async () => {
+    // that back-check cannot see the barrier row the outbox commits: before, a business that failed (rolled back) was
+    // asked of it, the handler answered OK, and the message was submitted and delivered for an order never saved
+    const pool = new pg.Pool({ connectionString: (await fileDatabases()).postgres.url });
+    try {
+      const db = pgBarrierDatabase(pool);
+      await ensureBarrierSchema(db);
+      const gid = await t.client.generateGid();
+      let ran = false;
+      const error = await t.client
+        .newMsg(gid)
+        .add('notify', item('outbox'))
+        .doAndSubmitDb('check', db, async () => {
+          ran = true;
+          throw new Error('the order was not saved');
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toBe(
+        `doAndSubmitDb("check", db, business) of msg ${gid}: its back-check @MsgQueryPrepared('check') on ShopController.check has no barrier, so it cannot see the barrier row the local transaction commits on postgres: it would answer for a local transaction that failed as if it had committed (the message delivered) or for one that committed as if it had not (the message lost); give the handler the barrier of that database (@UseBarrier('<name>') on its controller, or @MsgQueryPrepared('check', { barrier: '<name>' }), a postgres connection of barrierConnections); nothing was sent`,
+      );
+      expect(ran).toBe(false);
+      expect((await queryTrans(gid)).transaction).toBeNull();
+      expect(t.ledger.callsOf(gid)).toEqual([]);
+    } finally {
+      await pool.end();
+    }
   });
 });
 
@@ -1222,6 +1252,7 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
   let client: DtmClient;
   let redis: Redis;
   let prefix: string;
+  let postgresUrl: string;
   const runs: string[] = [];
   const key = (sku: string) => `${prefix}stock-${sku}`;
   const stock = async (sku: string) => Number(await redis.get(key(sku)));
@@ -1259,6 +1290,7 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
 
   beforeAll(async () => {
     const dbs = await fileDatabases();
+    postgresUrl = dbs.postgres.url;
     redis = new Redis(dbs.redis.url);
     prefix = `${dbs.redis.keyPrefix}grpc-`;
     const grpcAddress = `127.0.0.1:${await freePort()}`;
@@ -1316,5 +1348,26 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
     expect(aborted).toBeInstanceOf(Error);
     expect((await client.waitForFinal(none, { timeout: 20 })).status).toBe('failed');
     expect([await stock('B'), await stock('B-notified')]).toEqual([8, 2]);
+  });
+
+  it("doAndSubmitDb on PostgreSQL whose back-check's barrier is Redis (where the outbox writes no row): DtmUsageError naming the barrier, nothing sent, the business never runs", async () => {
+    const pool = new pg.Pool({ connectionString: postgresUrl });
+    try {
+      const gid = await client.generateGid();
+      let ran = false;
+      const error = await client
+        .newMsg(gid)
+        .add('rshop.notify', { sku: 'C', quantity: 1 })
+        .doAndSubmitDb('rshop.outbox', pgBarrierDatabase(pool), async () => {
+          ran = true;
+        })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain(`its back-check @MsgQueryPrepared('rshop.outbox') on RedisShop.check has the barrier 'redis', which stores in redis, so it cannot see the barrier row the local transaction commits on postgres`);
+      expect(ran).toBe(false);
+      expect((await queryTrans(gid)).transaction).toBeNull();
+    } finally {
+      await pool.end();
+    }
   });
 });
