@@ -1,4 +1,4 @@
-import { parseAddress, type BranchTarget } from '../transport/branch-target.js';
+import { parseTarget, type BranchTarget } from '../transport/branch-target.js';
 import type { BranchAnswer, Payload, TransactionOptions } from '../transport/dtm.types.js';
 import type { EncodedPayload, WorkflowProgress } from '../transport/dtm-transport.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -108,7 +108,8 @@ export class WorkflowTransaction extends Transaction {
    * target: the app calls workflow steps itself, so an HTTP workflow can call gRPC branches too.
    */
   call(target: string, payload: Payload, branchId: string, op: string): Promise<BranchAnswer> {
-    const parsed = parseAddress(target, this.gid);
+    const parsed = parseTarget(target, this.gid);
+    if (parsed.kind === 'name') throw new DtmUsageError(MESSAGES.workflowStepBranchName(branchId, op, parsed.name), { gid: this.gid, branchId });
     // a saga's '' (nothing to call) and a message's topic mean nothing to a call the app makes itself
     if (parsed.kind !== 'http' && parsed.kind !== 'grpc') throw new DtmUsageError(MESSAGES.workflowStepTarget(branchId, op, target), { gid: this.gid, branchId });
     const transport = this.runtime.transport(parsed.kind === 'grpc' ? 'grpc' : 'http');

@@ -553,9 +553,9 @@ describe('workflow mode at its edges', () => {
     expect(await A.client.executeWorkflow('überweisung', gid, { key: gid })).toEqual({ status: 'succeed', result: `sent ${gid}` });
   });
 
-  it("a step or a compensation calling '' or a topic:// target: pending with a DtmUsageError saying a workflow calls only http(s) URLs and gRPC targets (before: TypeError 'Invalid URL', or 'could not reach the branch topic://x ... check that the service runs')", async () => {
+  it("a step or a compensation calling '', a topic:// target or a branch name: pending with a DtmUsageError saying a workflow calls only http(s) URLs and gRPC targets (before: TypeError 'Invalid URL', or 'could not reach the branch topic://x ... check that the service runs')", async () => {
     const causes: string[] = [];
-    for (const input of [{ t: '' }, { t: 'topic://stock' }, { t: '', a: recorder.urlFor('/A') }]) {
+    for (const input of [{ t: '' }, { t: 'topic://stock' }, { t: '', a: recorder.urlFor('/A') }, { t: 'withdraw' }, { t: 'give-back', a: recorder.urlFor('/A') }]) {
       const gid = await A.client.generateGid();
       const error = await A.client.executeWorkflow('review.target.v1', gid, input).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DtmWorkflowPendingError);
@@ -565,6 +565,9 @@ describe('workflow mode at its edges', () => {
       `DtmUsageError: workflow step 01 (op action) calls "", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
       `DtmUsageError: workflow step 01 (op action) calls "topic://stock", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
       `DtmUsageError: workflow step 01 (op rollback) calls "", which nothing can be called at: a workflow's steps and their callbacks call http(s):// URLs and gRPC targets (host:port/package.Service/Method) only`,
+      // a branch name, as a saga's add() takes (before: '"withdraw" is neither a URL ..., nor a gRPC target ..., nor a branch name', which it is)
+      `DtmUsageError: workflow step 01 (op action) calls "withdraw", a branch name: a workflow's steps and their callbacks take the target itself, an http(s):// URL or a gRPC target (host:port/package.Service/Method), not a branch name; for a decorated branch of this app, app.get(DtmBranchRegistry).target(kind, name, protocol) gives it (e.g. target('saga-action', "withdraw", 'grpc') for its @GrpcMethod, 'http' for its route)`,
+      `DtmUsageError: workflow step 01 (op rollback) calls "give-back", a branch name: a workflow's steps and their callbacks take the target itself, an http(s):// URL or a gRPC target (host:port/package.Service/Method), not a branch name; for a decorated branch of this app, app.get(DtmBranchRegistry).target(kind, name, protocol) gives it (e.g. target('saga-action', "give-back", 'grpc') for its @GrpcMethod, 'http' for its route)`,
     ]);
   });
 
