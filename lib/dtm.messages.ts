@@ -431,6 +431,8 @@ export const MESSAGES = {
     `${where} is a DTM branch and was called over ${JSON.stringify(type)}: DTM calls branches over HTTP and gRPC only, and the module checks only those calls, so this one is refused and its handler does not run`,
   branchNotRoute: (where: string) =>
     `${where} is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()`,
+  branchOnPatternOnly: (where: string) =>
+    `${where} is decorated as a DTM branch but is a @MessagePattern / @EventPattern handler, neither a route nor a gRPC method: DTM calls branches over HTTP and gRPC only, and Nest routes a gRPC call (even on a Transport.GRPC server) only to @GrpcMethod('Service', 'Rpc') of the .proto's rpc, never to a pattern; replace the pattern with @GrpcMethod(), or add @Post() (or @Get() for @MsgQueryPrepared)`,
   branchOnGrpcStream: (where: string, decorator: string) =>
     `${where} is decorated as a DTM branch and is a streaming gRPC handler (${decorator}), but DTM calls a branch with one unary call (one request, one reply), which Nest never routes to a streaming handler; use @GrpcMethod() on a unary rpc (rpc M(Request) returns (Reply)), or an HTTP route`,
   branchPathParameters: (where: string, path: string) =>

@@ -64,7 +64,7 @@ export class DtmBranchExplorer implements OnModuleInit {
         // DTM calls every branch with one unary call: a streaming handler would never be called as one
         const stream = grpcStreamDecoratorOf(handler);
         if (stream) route.problem = MESSAGES.branchOnGrpcStream(where, stream);
-        else if (!http && !grpc) route.problem = MESSAGES.branchNotRoute(where);
+        else if (!http && !grpc) route.problem = hasNonGrpcPattern(handler) ? MESSAGES.branchOnPatternOnly(where) : MESSAGES.branchNotRoute(where);
         // reached over TCP, NATS, Kafka, ...: no DTM call, nothing the guard can check (it refuses such calls)
         if (!route.problem && hasNonGrpcPattern(handler)) route.problem = MESSAGES.branchOtherPattern(where);
         if (!route.problem && bound && !guard?.runtime) route.problem = MESSAGES.noBranchRuntime(where);

@@ -3,6 +3,7 @@
 // in one DtmBranchRegistryError.
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Get, Module, Post, type Type } from '@nestjs/common';
+import { EventPattern, MessagePattern } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistry, DtmBranchRegistryError, DtmModule, DtmUsageError, DtmWorkflow, MsgBranch, MsgQueryPrepared, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, XaBranch, defineBranches, msgBranch, sagaBranch, tccBranch, xaBranch, type StandardSchemaV1 } from 'nestjs-dtm';
 
@@ -190,6 +191,20 @@ describe('start-up validation of decorated branches', () => {
     const problems = await failureOf([D]);
     expect(problems).toContainEqual(expect.stringContaining('D.x is decorated as a DTM branch but is neither a route nor a gRPC method; add @Post() (or @Get() for @MsgQueryPrepared), or @GrpcMethod()'));
     expect(problems).toContainEqual(expect.stringContaining('D.y (/d/:id) has path parameters'));
+  });
+
+  it('refuses a branch on a @MessagePattern handler with neither a route nor a @GrpcMethod, saying a gRPC branch needs @GrpcMethod (before: only "neither a route nor a gRPC method", with no word on the pattern)', async () => {
+    @Controller()
+    class P {
+      @MessagePattern('withdraw') @SagaAction('patternOnly', { compensate: false }) x() {}
+      @EventPattern('shipped') @MsgBranch('eventOnly') y(_order: unknown) {}
+    }
+    const problems = await failureOf([P]);
+    for (const where of ['P.x', 'P.y']) {
+      expect(problems).toContainEqual(
+        `${where} is decorated as a DTM branch but is a @MessagePattern / @EventPattern handler, neither a route nor a gRPC method: DTM calls branches over HTTP and gRPC only, and Nest routes a gRPC call (even on a Transport.GRPC server) only to @GrpcMethod('Service', 'Rpc') of the .proto's rpc, never to a pattern; replace the pattern with @GrpcMethod(), or add @Post() (or @Get() for @MsgQueryPrepared)`,
+      );
+    }
   });
 
 });
