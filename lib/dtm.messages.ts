@@ -183,6 +183,8 @@ export const MESSAGES = {
   badListFilter: (problem: string) => `list(filter): ${problem}; nothing was sent`,
   queryUnusable: (gid: string, cause: string) =>
     `the outcome of ${gid} is not known: DTM's answer to its status query could not be used (${truncate(cause)}). DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
+  recordTooLarge: (gid: string, status: string, final: boolean, timeoutSeconds: number, max: number) =>
+    `${final ? `DTM holds ${gid} "${status}"` : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM holds it "${status}"`}, read alone: its record with its branches is more than ${max} bytes (lynx.dtm.max_answer_bytes; it holds each branch's payload several times), so neither its branches nor that it holds the steps this app submitted could be read. Raise max_answer_bytes above the record's size, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
   submitAgain: (gid: string, status: 'absent' | 'prepared', lost?: string) =>
     `DTM ${status === 'absent' ? `holds no transaction ${gid}` : `still holds ${gid} as prepared`} ${lost === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(lost)})`}: submitting it again under the same gid (DTM v1.19 goes on when storing a submit failed, e.g. its store did not answer in time: ${status === 'absent' ? "it runs a saga's or message's branches with no record; a branch must take a repeated call" : 'it would roll the transaction back at its timeout'})`,
   notStoredAfterSubmit: (gid: string, status: 'absent' | 'prepared', timeoutSeconds: number, cause?: string) =>

@@ -35,7 +35,7 @@ import type { DtmTransport } from '../transport/dtm-transport.js';
 import { isTransientDtmError } from '../transport/dtm-transient.js';
 import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
-import { HttpTransport } from '../transport/http/http.transport.js';
+import { HttpTransport, isAnswerTooLarge } from '../transport/http/http.transport.js';
 import { branchStatusesBatched } from '../transport/http/http-wire.js';
 import { DtmInstrumentation, UNOBSERVED } from '../observability/dtm-instrumentation.js';
 import { InstrumentedTransport } from '../observability/instrumented-transport.js';
@@ -323,6 +323,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         lastError = undefined;
       } catch (err) {
         // an answer that cannot be used (too large, not DTM's shape): the outcome is not known, and DTM may hold the transaction
+        // a record too large to read (its branches' payloads): the wait goes on with the status alone, to say where DTM is
+        if (isAnswerTooLarge(err)) throw await this.statusAlone(gid, err as DtmServerError, deadline, interval, timeout);
         if (err instanceof DtmServerError && !isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, err.message), gid, lastStatus, { cause: err });
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
@@ -404,6 +406,29 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       if (!changed) break;
     }
     return record;
+  }
+
+  /**
+   * The end of a wait whose status query DTM answered with more than `max_answer_bytes` (`tooLarge`;
+   * the record holds each branch's payload several times): reads the status alone (DTM's `/all` of
+   * `gid`, no branches) until it is final or the wait's deadline, and gives the error that says it, the
+   * setting to raise to read the whole record (its branches, and that it holds this transaction's steps).
+   */
+  private async statusAlone(gid: string, tooLarge: DtmServerError, deadline: number, interval: number, timeout: number): Promise<DtmOutcomeUnknownError> {
+    let status = 'unknown';
+    for (;;) {
+      try {
+        status = (await this.http.list({ gid })).transactions.find((t) => t.gid === gid)?.status ?? 'absent';
+      } catch (err) {
+        if (!isTransientDtmError(err)) return new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, tooLarge.message), gid, status, { cause: tooLarge });
+      }
+      const final = status === 'succeed' || status === 'failed';
+      if (final || this.closed || Date.now() >= deadline) {
+        return new DtmOutcomeUnknownError(MESSAGES.recordTooLarge(gid, status, final, timeout, this.config.maxAnswerBytes), gid, status, { cause: tooLarge });
+      }
+      await this.pause(Math.min(interval, Math.max(0, deadline - Date.now())));
+      interval = Math.min(interval * 1.5, 1000);
+    }
   }
 
   /**

@@ -402,6 +402,54 @@ describe('answers over max_answer_bytes are refused while they stream in', () =>
   });
 });
 
+describe('a wait whose status query DTM answers over max_answer_bytes (the record holds each payload several times)', () => {
+  // default settings: an HTTP saga of 3 x 0.9 MB (its /query answer 9.9 MB), a gRPC one of 3 x 1.3 MB (10.4 MB); here the
+  // least limit (64 KiB) and payloads of 2 x 25 kB, whose /query answers are over it, and whose /all answers (the status alone) are not
+  it.each(PROTOCOLS)('over %s: submitAndWait reads the status alone and ends with DtmOutcomeUnknownError carrying the final status and naming the setting, not "unknown" at the first look', async (protocol) => {
+    const small = await startDtmApp({ config: { protocol, maxAnswerBytes: 64 * 1024 } });
+    try {
+      const gid = await small.client.generateGid();
+      const saga = small.client.newSaga(gid);
+      for (const step of ['A', 'B']) {
+        if (protocol === 'http') saga.add(recorder.urlFor(`/Large${step}`), recorder.urlFor(`/Large${step}Revert`), { blob: step.repeat(25_000) });
+        else saga.add(recorder.grpcTargetFor(`/Large${step}`), recorder.grpcTargetFor(`/Large${step}Revert`), Buffer.alloc(25_000, step));
+      }
+      const error = await saga.submitAndWait({ timeout: 20 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'succeed' });
+      expect((error as Error).message).toContain(`DTM holds ${gid} "succeed", read alone: its record with its branches is more than 65536 bytes (lynx.dtm.max_answer_bytes;`);
+      expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+      // a wait of its own, the same
+      await expect(small.client.waitForFinal(gid, { timeout: 5 })).rejects.toMatchObject({ lastStatus: 'succeed' });
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a saga rolled back: lastStatus failed; one that does not finish in time: its last status, after the wait', async () => {
+    const small = await startDtmApp({ config: { maxAnswerBytes: 64 * 1024 } });
+    try {
+      recorder.answer('/LargeRefused', { status: 409, body: { dtm_result: 'FAILURE', message: 'refused' } });
+      const failed = await small.client.generateGid();
+      const rolledBack = small.client.newSaga(failed).add(recorder.urlFor('/LargeOk'), recorder.urlFor('/LargeOkRevert'), { blob: 'a'.repeat(25_000) });
+      rolledBack.add(recorder.urlFor('/LargeRefused'), recorder.urlFor('/LargeRefusedRevert'), { blob: 'b'.repeat(25_000) });
+      await expect(rolledBack.submitAndWait({ timeout: 20 })).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: failed, lastStatus: 'failed' });
+
+      recorder.answer('/LargeSlow', { status: 500, body: 'not yet' });
+      const slow = await small.client.generateGid();
+      const started = Date.now();
+      const pending = small.client.newSaga(slow, { retryInterval: 60 }).add(recorder.urlFor('/LargeSlow'), recorder.urlFor('/LargeSlowRevert'), { blob: 'c'.repeat(40_000) });
+      const error = await pending.submitAndWait({ timeout: 2 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ name: 'DtmOutcomeUnknownError', gid: slow, lastStatus: 'submitted' });
+      expect((error as Error).message).toContain(`the outcome of ${slow} is not known after 2 s: DTM holds it "submitted", read alone`);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+      await dtmPost('/forceStop', { gid: slow });
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe("DTM's answers are checked before use", () => {
   it.each<[string, RegExp]>([
     ['{"gid":""}', /answered newGid with "", which is not a gid/],

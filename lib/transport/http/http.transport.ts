@@ -461,6 +461,14 @@ function deadlineTransport(deadline: Deadline): { request: typeof http.request }
   };
 }
 
+/** The errors of answers over `maxAnswerBytes` (see {@link isAnswerTooLarge}). */
+const tooLargeAnswers = new WeakSet<object>();
+
+/** Whether `err` is the module's refusal of an HTTP answer over `max_answer_bytes` (left unread). */
+export function isAnswerTooLarge(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && tooLargeAnswers.has(err);
+}
+
 /**
  * A request to `endpoint` that got no full answer (`err`, from axios), with `messages` for its
  * peer (DTM or a branch) and the call's `timeoutSeconds`: an answer over `maxAnswerBytes` as a
@@ -481,7 +489,9 @@ function requestError(
 ): DtmServerError | DtmUnavailableError {
   const context: DtmErrorContext = { ...ids, endpoint, protocol: 'http', cause: safeCause(err) };
   if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
-    return new DtmServerError(messages.tooLarge(endpoint, maxAnswerBytes), '', { ...context, status: err.response?.status });
+    const tooLarge = new DtmServerError(messages.tooLarge(endpoint, maxAnswerBytes), '', { ...context, status: err.response?.status });
+    tooLargeAnswers.add(tooLarge);
+    return tooLarge;
   }
   const connected = (err as { connected?: unknown } | undefined)?.connected;
   if (connected === true) return new DtmUnavailableError(messages.noAnswer(endpoint, timeoutSeconds), context);
