@@ -98,13 +98,15 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
       // the call failed before the module's guard ran (a request-scoped controller or provider that could not be made for it, a
-      // guard of the app ahead of the module's): an error DTM retries, logged and kept for the diagnosis with the call's keys
+      // guard of the app ahead of the module's): an error DTM retries, logged and kept for the diagnosis with the call's keys,
+      // apart from handler failures as a refused token is: nothing of the call was checked, so anyone who reaches the app can
+      // make such calls by the thousand (while the provider fails), and they push out only those
       const info = dtmResultOfError(exception) === undefined ? transport.branchInfo(carrier, {}) : undefined;
       if (!info) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : textOf(exception));
       else {
         const where = MESSAGES.beforeBranchHandler(transport.path(carrier));
         const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
-        recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
+        recordBranchRefusal(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
         this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }
     }

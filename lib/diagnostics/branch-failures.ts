@@ -21,9 +21,9 @@ const MAX_RECORDED = 500;
 const STORE = Symbol.for('nestjs-dtm:branch-failures');
 
 /**
- * Handler failures, and apart from them the calls the module refused for their token (anyone who
- * reaches the app can make those by the thousand: they push out only other refusals, never a real
- * failure).
+ * Handler failures, and apart from them the calls the module refused for their token and those that
+ * failed before its checks ran (anyone who reaches the app can make those by the thousand: they push
+ * out only each other, never a handler's failure).
  */
 function stores(): { failures: Map<string, RecordedBranchFailure>; refusals: Map<string, RecordedBranchFailure> } {
   const global = globalThis as { [STORE]?: { failures: Map<string, RecordedBranchFailure>; refusals: Map<string, RecordedBranchFailure> } };
@@ -43,7 +43,8 @@ export function recordBranchFailure(gid: string, branchId: string, op: string, f
 
 /**
  * Records that the module refused the call `gid` / `branchId` / `op` for its token (authenticated
- * branch calls): kept apart from handler failures, so that forged calls never push those out.
+ * branch calls), or that it failed before the module's checks ran: kept apart from handler
+ * failures, so that forged calls never push those out.
  */
 export function recordBranchRefusal(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
   keep(stores().refusals, `${gid}\u0000${branchId}\u0000${op}`, failure);

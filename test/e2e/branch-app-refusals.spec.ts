@@ -27,6 +27,7 @@ import { REQUEST, Reflector } from '@nestjs/core';
 import { GrpcMethod, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
+import { recordBranchFailure, recordedBranchFailure } from '../../lib/diagnostics/branch-failures.js';
 import { map } from 'rxjs';
 import {
   BarrierTx,
@@ -363,6 +364,26 @@ it('a request-scoped provider Nest cannot make for a branch call: an error DTM r
   TenantDb.down = false;
   await untilStatus(gid, 'succeed');
   expect(Scoped.calls.filter((c) => c === gid).length).toBeGreaterThanOrEqual(1);
+}, 60_000);
+
+it("calls with made-up gids failing the same way (600, more than the 500 failures kept) push out no handler's failure kept for another transaction's diagnosis: nothing of them was checked, they are kept apart", async () => {
+  const real = `real-${await dtm.generateGid()}`;
+  // a handler's failure, as the filter keeps it for DTM's call of another transaction
+  recordBranchFailure(real, '01', 'action', { handler: 'Wallet.debit', status: 500, message: 'ledger offline' });
+  TenantDb.down = true;
+  try {
+    const forged = (i: number) =>
+      fetch(`${base}/refusals-scoped/act?${new URLSearchParams({ gid: `${real}-forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.status);
+    const statuses: number[] = [];
+    for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
+    expect([...new Set(statuses)]).toEqual([500]);
+  } finally {
+    TenantDb.down = false;
+  }
+  expect(recordedBranchFailure(real, '01', 'action')).toMatchObject({ handler: 'Wallet.debit', message: 'ledger offline' });
+  // such a call is still kept for its own diagnosis (the last 500 of them)
+  expect(recordedBranchFailure(`${real}-forged-599`, '01', 'action')?.message).toBe('tenant database unreachable');
+  expect(recordedBranchFailure(`${real}-forged-0`, '01', 'action')).toBeUndefined();
 }, 60_000);
 
 describe('an interceptor of the app that fails after a handler behind the barrier committed', () => {
