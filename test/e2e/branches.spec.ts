@@ -525,6 +525,8 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     const final = await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 5, pad: 'x'.repeat(MAX_BRANCH_BODY) }).submitAndWait({ timeout: 15 });
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toContain(`a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`);
+    // what the caller reads says what to do: the limit is the module's, no setting raises it
+    expect(final.rollbackReason).toContain('(a fixed limit of nestjs-dtm, no setting raises it); this one is larger, and was not read: send less in the step (an id or a URL of the data, not the data)');
     expect(branchLines(final)).toEqual(['01 compensate succeed', '01 action failed']);
     expect(t.ledger.calls).toEqual([]);
   }, 30_000);
