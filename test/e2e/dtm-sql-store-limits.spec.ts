@@ -218,3 +218,19 @@ it("with branch_auth_keys, the dtm-auth tokens (one per step and op) fill DTM's 
     await signing.close();
   }
 }, 120_000);
+
+it("a wait whose /query answer is over max_answer_bytes (payloads of 2 x 25 kB under a 64 KiB limit): DTM's SQL store keeps no saga steps in its global row, so the status read alone (/all) is small, and the wait ends with DtmOutcomeUnknownError carrying the final status", async () => {
+  const small = await startDtmApp({ config: { serverUrl: fx.dtm.serverUrl, protocol: 'http', maxAnswerBytes: 64 * 1024 } });
+  try {
+    const gid = await small.client.generateGid();
+    const saga = small.client.newSaga(gid);
+    for (const step of ['A', 'B']) saga.add(fx.recorder.urlFor(`/Large${step}`), fx.recorder.urlFor(`/Large${step}Revert`), { blob: step.repeat(25_000) });
+    const error = await saga.submitAndWait({ timeout: 20 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ name: 'DtmOutcomeUnknownError', gid, lastStatus: 'succeed' });
+    expect((error as Error).message).toContain(`DTM holds ${gid} "succeed", read alone: its record with its branches is more than 65536 bytes (lynx.dtm.max_answer_bytes;`);
+    // the whole record, with the default limit
+    expect((await fx.app.client.waitForFinal(gid, { timeout: 5 })).branches).toHaveLength(4);
+  } finally {
+    await small.close();
+  }
+});
