@@ -392,8 +392,17 @@ export const MESSAGES = {
     const [decorator, what, act] = kind === 'tcc-cancel' ? ['@TccCancel', 'Cancel', 'Try'] : ['@SagaCompensate', 'compensation', 'action'];
     return `${undo} (${decorator}('${name}')) takes its payload as ${type}, as its ${act} ${action} does, under the pipe${pipes.length > 1 ? 's' : ''} ${pipes.join(', ')}: DTM sends the ${what} the payload of its ${act}, so if ${pipes.length > 1 ? 'one of them validates' : 'it validates'} (a ValidationPipe), a payload refused on the ${act} (answered FAILURE: DTM rolls back) is refused on the ${what} too, which then never runs: DTM retries it forever, and the transaction stays aborting. Give the ${what} a parameter type the pipe leaves alone (the contract's type, BranchPayload<...>, or an interface) and a barrier, which skips the undo of an ${act} that never ran (docs/branches.md, "The undo of a refused payload")`;
   },
-  pipeRefusedUndoAgain: (where: string, info: { gid: string; branchId: string; op: string; transType: string }) =>
-    `${where} (${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): a pipe refused its payload again; the ${info.transType} stays ${info.transType === 'workflow' ? 'pending' : 'aborting'} (see the error logged at its first refusal)`,
+  interceptorRefusedUndo: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, status: number, problem: string) => {
+    const tcc = kind === 'tcc-cancel';
+    const undo = tcc ? 'Cancel' : 'compensation';
+    const stays =
+      info.transType === 'workflow'
+        ? "the workflow's onRollback callback calls it again at every resume of DTM's, and the workflow stays pending (DTM holds it prepared, executeWorkflow throws DtmWorkflowPendingError)"
+        : `DTM retries the call until it answers success and the ${tcc ? 'TCC' : info.transType} stays aborting${tcc ? '' : ' (the compensations of the steps before it wait behind this one)'}`;
+    return `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): its handler ran (behind a barrier: its local transaction committed, or the barrier skipped a ${undo} already done), and then an interceptor of the app answered its answer with ${status} (${problem}): the module answers that FAILURE, which a ${undo} cannot roll back, so ${stays}, for as long as the interceptor refuses the answer. Fix the interceptor: let DTM's branch calls through (isDtmBranchHandler). Logged once per transaction and branch (later refusals at debug level)`;
+  },
+  pipeRefusedUndoAgain: (where: string, info: { gid: string; branchId: string; op: string; transType: string }, ran = false) =>
+    `${where} (${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): ${ran ? 'an interceptor of the app refused its answer again, after the handler ran' : 'a pipe refused its payload again'}; the ${info.transType} stays ${info.transType === 'workflow' ? 'pending' : 'aborting'} (see the error logged at its first refusal)`,
   successBodyHasResultWord: (where: string, body: string) =>
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>

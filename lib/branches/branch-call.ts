@@ -33,6 +33,8 @@ export interface BranchCallState {
    * rollback) whose gid or branch id breaks the rule; its action was refused, so nothing is to undo.
    */
   skip?: string;
+  /** Set once the wrapped handler was called (not skipped): an error answered after that (an interceptor's) is not a pipe's refusal of the payload, and the handler ran. */
+  ran?: boolean;
   /** The call's observation, while its handler runs (absent: nothing observes). */
   observation?: BranchObservation;
   /** With authenticated calls, once verified: what its token signed of the transaction (see {@link VerifiedCall}). */

@@ -58,8 +58,9 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const shown = info && { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
-      /** The message of a pipe's 400 that was answered FAILURE. */
+      /** The message of a pipe's 400 that was answered FAILURE (or an interceptor's, after the handler ran), and its status. */
       let refusedByPipe: string | undefined;
+      let refusedStatus = 400;
       if (isPayloadRefusal(exception)) {
         if (branch && shown && isEmptyRequestCall(branch.kind, shown.op)) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400 / 422: a pipe found the empty
@@ -70,6 +71,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           // a 400 / 422 after the guard accepted the call: the app's validation (a pipe) refused the payload,
           // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
           refusedByPipe = badRequestMessage(exception);
+          refusedStatus = exception.getStatus();
           exception = new DtmFailureError(MESSAGES.invalidPayload(where, refusedByPipe), { cause: exception });
         }
       }
@@ -80,10 +82,12 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         if (branch && info && shown && refusedByPipe !== undefined && (branch.kind === 'saga-compensate' || branch.kind === 'tcc-cancel')) {
           // an undo whose payload a pipe refused never runs, whatever DTM retries: said once per transaction and branch, at
           // error level, and kept for the diagnosis of a transaction that does not finish in time
-          const message = MESSAGES.pipeRefusedUndo(where, branch.kind, shown, refusedByPipe);
+          // ... unless its handler ran (an interceptor of the app refused its answer after it): said so, not as a pipe's refusal
+          const ran = call.ran === true;
+          const message = ran ? MESSAGES.interceptorRefusedUndo(where, branch.kind, shown, refusedStatus, refusedByPipe) : MESSAGES.pipeRefusedUndo(where, branch.kind, shown, refusedByPipe);
           // a retry of DTM's finds the same refusal recorded (as far as the bounded record goes)
           if (recordedBranchFailure(info.gid, info.branchId, info.op)?.message !== message) this.logger.error(message);
-          else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown));
+          else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown, ran));
           recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_ABORTED : 409, message });
         } else if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
           this.logger.warn(

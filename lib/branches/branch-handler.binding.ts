@@ -155,6 +155,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         args.length = carrierIndex;
         const call = branchCallOf(carrier);
         if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
+        if (call) call.ran = true;
         const business = (handle: unknown) => {
           for (const index of txIndexes) args[index] = handle;
           return run.apply(this, args);
@@ -170,6 +171,7 @@ export function bindBranchHandler(target: object, key: string | symbol, descript
         args.length = carrierIndex;
         const call = branchCallOf(carrier);
         if (call?.skip !== undefined) return answered(carrier, skipped(call, carrier, binding));
+        if (call) call.ran = true;
         const instrumentation = call?.runtime?.instrumentation;
         const observation = instrumentation?.active ? observeBranch(instrumentation, call!, carrier!, binding) : undefined;
         if (!observation) return answered(carrier, checksBody ? resultBodyChecked(carrier, run.apply(this, args), where) : run.apply(this, args));

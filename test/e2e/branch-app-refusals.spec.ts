@@ -131,14 +131,19 @@ class GuardedWallet {
 /** An interceptor of the app that fails once the handler answered (an audit write, a check of the response), as the test sets per gid. */
 @Injectable()
 class FailAfter implements NestInterceptor {
-  /** Per gid: fail the action's answer once with a plain error, or every time with a 400. */
-  static readonly modes = new Map<string, 'error-once' | 'bad-request'>();
+  /** Per gid: fail the action's answer once with a plain error, or every time with a 400; or the compensation's, every time with a 400. */
+  static readonly modes = new Map<string, 'error-once' | 'bad-request' | 'bad-request-undo'>();
 
   intercept(context: ExecutionContext, next: CallHandler) {
     const { gid, op } = context.switchToHttp().getRequest<{ query: Record<string, string> }>().query;
     return next.handle().pipe(
       map((value: unknown) => {
-        const mode = op === 'action' ? FailAfter.modes.get(gid) : undefined;
+        const set = FailAfter.modes.get(gid);
+        if (set === 'bad-request-undo') {
+          if (op === 'compensate') throw new BadRequestException('the answer failed its check');
+          return value;
+        }
+        const mode = op === 'action' ? set : undefined;
         if (mode === 'error-once') {
           FailAfter.modes.delete(gid);
           throw new Error('audit store unreachable');
@@ -407,6 +412,33 @@ describe('an interceptor of the app that fails after a handler behind the barrie
     FailAfter.modes.delete(gid);
     expect(final.status).toBe('failed');
     expect(final.rollbackReason).toBe('invalid payload for Audited.debit: the answer failed its check');
+    expect(await balance()).toBe(before);
+    expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+  }, 60_000);
+});
+
+describe('an interceptor of the app that refuses, with a 400, the answer of a compensation behind the barrier', () => {
+  it('the error line says the compensation ran and its local transaction committed, the interceptor refusing its answer (before: "a pipe refused its payload ..., so this compensation did not run"); let through, DTM\'s retry ends the saga failed, the compensation applied once', async () => {
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    FailAfter.modes.set(gid, 'bad-request-undo');
+    const waited = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 4 }).add('refusals.fail', {}).submitAndWait({ timeout: 4 }).then(() => undefined, (e: unknown) => e);
+    expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((await queryTrans(gid)).transaction?.status).toBe('aborting');
+    // the compensation ran and committed: the money is back, its barrier row written
+    expect(await balance()).toBe(before);
+    expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+    expect(await barrierRows(gid)).toEqual([
+      { branch_id: '01', op: 'action', reason: 'action' },
+      { branch_id: '01', op: 'compensate', reason: 'compensate' },
+    ]);
+    const errors = linesOf(gid).filter((l) => l.startsWith('error '));
+    expect(errors).toEqual([
+      `error Audited.credit (saga-compensate, saga gid ${gid}, branch 01, op compensate): its handler ran (behind a barrier: its local transaction committed, or the barrier skipped a compensation already done), and then an interceptor of the app answered its answer with 400 (the answer failed its check): the module answers that FAILURE, which a compensation cannot roll back, so DTM retries the call until it answers success and the saga stays aborting (the compensations of the steps before it wait behind this one), for as long as the interceptor refuses the answer. Fix the interceptor: let DTM's branch calls through (isDtmBranchHandler). Logged once per transaction and branch (later refusals at debug level)`,
+    ]);
+    expect(errors[0]).not.toContain('did not run');
+    FailAfter.modes.delete(gid);
+    await untilStatus(gid, 'failed');
     expect(await balance()).toBe(before);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
   }, 60_000);
