@@ -13,7 +13,12 @@ import type { BranchCarrier, BranchTransport } from './branch-transport.js';
  * barrier rows were purged would run again).
  */
 const CONFIRMING: readonly TransactionStatus[] = ['submitted'];
-/** DTM's status while the app calls its own action-phase branches (TCC Try, XA action): before the submit or abort, after which DTM refuses their registration. */
+/**
+ * DTM's status while the app calls its own branches: a TCC Try or an XA action (before the submit
+ * or abort, after which DTM refuses their registration), a workflow's steps and their commit and
+ * rollback (DTM holds a workflow prepared until the app submits its outcome, after its phase 2; its
+ * resumes too).
+ */
 const PREPARING: readonly TransactionStatus[] = ['prepared'];
 /** DTM's status while it compensates (saga compensate, TCC cancel, XA rollback); not `failed`, after which DTM calls none. */
 const COMPENSATING: readonly TransactionStatus[] = ['aborting'];
@@ -63,8 +68,8 @@ export type RecordReader = (gid: string) => Promise<TransactionRecord | null>;
  * (`dtm-auth-call`); a call DTM makes carries the transaction's tokens (`dtm-auth`), or for TCC
  * confirm / cancel a token in its branch id. Compensating and confirming ops also need DTM's record
  * to say that phase began (one query, nothing cached), and DTM's back-check of a message needs the
- * message to be due for one; with `branch_auth_check_actions`, actions need it due too (a TCC Try or
- * an XA action, which the app calls itself: the transaction prepared). `appUrlPath`: the path of `app_url` (see the guard), put before a
+ * message to be due for one; with `branch_auth_check_actions`, actions need it due too (a TCC Try,
+ * an XA action or a workflow's step, which the app calls itself: the transaction prepared). `appUrlPath`: the path of `app_url` (see the guard), put before a
  * request path that arrived without it.
  */
 export function authenticateBranchCall(
@@ -99,8 +104,8 @@ export function authenticateBranchCall(
   if (callToken !== undefined) {
     if (!auth.verify(call, callToken)) throw refuse(where, call, MESSAGES.authBadToken(AUTH_CALL_HEADER));
     keepSignedHeaders(carrier, call, forwarded);
-    // the app calls a TCC Try or an XA action only while DTM holds the transaction prepared: one replayed later runs nothing
-    if (checks.actions && ((call.transType === 'tcc' && call.op === 'try') || (call.transType === 'xa' && call.op === 'action'))) return inPhase(readRecord, call, PREPARING, where, checks.issueWindow).then(() => true as const);
+    // the app calls a TCC Try, an XA action or a workflow's step (action, commit, rollback) only while DTM holds the transaction prepared: one replayed later runs nothing
+    if (checks.actions && ((call.transType === 'tcc' && call.op === 'try') || (call.transType === 'xa' && call.op === 'action') || call.transType === 'workflow')) return inPhase(readRecord, call, PREPARING, where, checks.issueWindow).then(() => true as const);
     return true;
   }
   if (call.transType === 'tcc' && (call.op === 'confirm' || call.op === 'cancel')) return checkTccPhase2(auth, readRecord, call, where, () => keepSignedHeaders(carrier, call, forwarded), checks.issueWindow);

@@ -77,7 +77,9 @@ export interface DtmConfig {
    * With `branchAuthKeys`: a saga action or a message branch called by DTM also needs DTM's record
    * to say it is due (the transaction `submitted`; in a saga, every step it waits for done: all
    * earlier ones, or with concurrency those its branch orders name), one query to DTM per such call, so that a token read back from DTM cannot run a
-   * step DTM has not called. Default false.
+   * step DTM has not called; a TCC Try, an XA action and a workflow's call of a remote branch, which
+   * the app makes itself, need the transaction prepared, so that one taken off the wire and replayed
+   * after the transaction ended runs nothing. Default false.
    */
   branchAuthCheckActions: boolean;
   /**

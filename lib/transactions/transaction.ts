@@ -152,6 +152,8 @@ export abstract class Transaction {
   protected goneOn?: unknown;
   /** Whether this gRPC transaction has an HTTP branch target (DTM calls it over HTTP, with the branch headers): the headers are then held to the HTTP bound too. */
   private httpTargets = false;
+  /** With authenticated calls, the issue time its tokens sign when not now (see {@link signAsIssued}). */
+  private issuedAt?: string;
 
   protected constructor(
     protected readonly runtime: TransactionRuntime,
@@ -304,7 +306,7 @@ export abstract class Transaction {
     // with authenticated calls, when the tokens were issued (every token signs it; a dtm-* header, which
     // no app's headers hold): now; a sub-branch's, its transaction's
     if (config.branchAuthKeys) {
-      const issued = this.parent ? verified?.issued : String(Math.floor(Date.now() / 1000));
+      const issued = this.parent ? verified?.issued : (this.issuedAt ?? String(Math.floor(Date.now() / 1000)));
       if (issued !== undefined) resolved.branchHeaders = { ...resolved.branchHeaders, [AUTH_ISSUED_HEADER]: issued };
     }
     this.checkTransaction(resolved);
@@ -446,6 +448,17 @@ export abstract class Transaction {
   /** With authenticated calls: the forwarded headers this transaction's tokens sign (those DTM and the app send to its branches; for a nested TCC, the transaction's). */
   protected signedHeaders(): SignedHeaders | undefined {
     return signedHeaders(this.branchHeaders);
+  }
+
+  /**
+   * With authenticated calls, has this transaction's tokens sign `issued` (Unix seconds) as their
+   * issue time instead of now: a workflow run from DTM's record signs that of the tokens DTM stored,
+   * which its record's creation time is checked against. Anything but Unix seconds leaves it as it is.
+   */
+  protected signAsIssued(issued: string | undefined): void {
+    if (!this.runtime.config.branchAuthKeys || this.parent || issued === undefined || !/^\d{1,12}$/.test(issued)) return;
+    this.issuedAt = issued;
+    this.resolved = this.resolve();
   }
 
   /** With authenticated calls: when this transaction's tokens were issued ({@link AUTH_ISSUED_HEADER}, among its branch headers). */

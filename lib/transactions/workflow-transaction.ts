@@ -63,6 +63,16 @@ export class WorkflowTransaction extends Transaction {
     this.takeObservation(from);
   }
 
+  /**
+   * @internal An execution of a workflow DTM holds: its tokens sign the issue time of those DTM
+   * stored for it (`issued`, its `dtm-auth-issued`), as its record's creation time is checked against
+   * it (`branch_auth_issue_window`): signed now, a run resumed later than the window would have its
+   * own step calls refused by `branch_auth_check_actions`.
+   */
+  runsAsIssued(issued: string | undefined): void {
+    this.signAsIssued(issued);
+  }
+
   /** Creates the workflow (prepared, with its name, input and resume target) or finds it; its status and recorded progress. */
   prepare(name: string, input: string, resumeTarget: string): Promise<WorkflowProgress> {
     const customData = JSON.stringify({ data: Buffer.from(input, 'utf8').toString('base64'), name });

@@ -127,13 +127,15 @@ export class WorkflowEngine {
     return done;
   }
 
-  /** `reattached`: the execution that found DTM holding the workflow with other options, whose observation this one goes on with. */
-  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}, fromStore = false, reattached?: WorkflowTransaction): Promise<WorkflowResult> {
+  /** `stored`: DTM's record, for a run of the workflow DTM holds (a resume, a re-attach); `reattached`: the execution that found DTM holding the workflow with other options, whose observation this one goes on with. */
+  private async run(definition: WorkflowDefinition, gid: string, input: unknown, options: TransactionOptions = {}, stored?: TransactionRecord, reattached?: WorkflowTransaction): Promise<WorkflowResult> {
     // an option given as undefined (an unset variable, say) leaves the decorator's value
     const given = typeof options === 'object' && options !== null ? Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) : options;
     const tx = new WorkflowTransaction(this.runtime, gid, { ...definition.options.transaction, ...given });
+    // its tokens sign the issue time of those DTM stored, which DTM's record is checked against
+    if (stored) tx.runsAsIssued(storedSigned(stored.options.branchHeaders).issued);
     if (reattached) tx.continues(reattached);
-    return tx.observed(() => this.runExecution(tx, definition, gid, input, fromStore));
+    return tx.observed(() => this.runExecution(tx, definition, gid, input, stored !== undefined));
   }
 
   /**
@@ -145,7 +147,7 @@ export class WorkflowEngine {
   private runStored(definition: WorkflowDefinition, gid: string, input: unknown, record: TransactionRecord, reattached?: WorkflowTransaction): Promise<WorkflowResult> {
     const options = resumedOptions(record);
     const headers = resumeHeaders(currentPassThroughHeaders(), options.branchHeaders, passThroughAllowList(this.runtime.config));
-    return dtmContext.run({ headers }, () => this.run(definition, gid, input, options, true, reattached));
+    return dtmContext.run({ headers }, () => this.run(definition, gid, input, options, record, reattached));
   }
 
   private async runExecution(tx: WorkflowTransaction, definition: WorkflowDefinition, gid: string, input: unknown, fromStore: boolean): Promise<WorkflowResult> {

@@ -2,7 +2,7 @@
 // handler records what it received and does what the test scripted for its next call.
 import 'reflect-metadata';
 import type { IncomingHttpHeaders } from 'node:http';
-import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, Query, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, Query, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService, type Provider } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { from, ignoreElements } from 'rxjs';
 import { Test } from '@nestjs/testing';
@@ -326,15 +326,15 @@ export type AdapterName = (typeof ADAPTERS)[number];
 
 /**
  * Starts the branch test app on `adapter`, with global prefix `api` and URI versioning (the bank
- * controller is version 1), against the harness's DTM server.
+ * controller is version 1), against the harness's DTM server. `providers`: more of the app's own (a workflow).
  */
-export async function startBranchApp(adapter: AdapterName, config: DtmConfigInput = {}): Promise<BranchApp> {
+export async function startBranchApp(adapter: AdapterName, config: DtmConfigInput = {}, providers: Provider[] = []): Promise<BranchApp> {
   const moduleRef = await Test.createTestingModule({
     imports: [
       DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, passThroughHeaders: ['X-Request-ID'], ...config } }),
     ],
     controllers: [BankController, InventoryController, OutboxController, StartController],
-    providers: [Ledger],
+    providers: [Ledger, ...providers],
   }).compile();
   const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
   const logger = new CapturingLogger();

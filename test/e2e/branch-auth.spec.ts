@@ -8,10 +8,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, SagaAction } from 'nestjs-dtm';
+import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type WorkflowContext } from 'nestjs-dtm';
 import { BranchAuth } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
-import { PROTOCOLS } from '../support/fixtures.js';
+import { PROTOCOLS, sleep } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
@@ -407,12 +407,27 @@ function expectHeldThenRun(calls: string[], held: string, next: string): void {
   expect(calls.slice(0, -1).every((c) => c === held)).toBe(true);
 }
 
+/** bank-in.v1: one step calling the bank's transIn of the app at `base` (its rollback: transInCompensate), then FAILURE when `fail`. */
+@Injectable()
+class BankWorkflows {
+  @DtmWorkflow('bank-in.v1')
+  async bankIn(wf: WorkflowContext<{ base: string; fail: boolean }>) {
+    const { base, fail } = wf.input;
+    await wf
+      .step('in')
+      .onRollback((b) => b.http(`${base}/api/v1/bank/trans-in-compensate`, { amount: 30 }))
+      .http(`${base}/api/v1/bank/trans-in`, { amount: 30 });
+    if (fail) throw new DtmFailureError('the transfer is refused');
+    return 'done';
+  }
+}
+
 describe('branch_auth_check_actions: a token read back from DTM runs no step DTM has not called', () => {
   // strict checks actions against DTM's record; loose (the default) is the control: the same call, with the same token, runs there
   let strict: BranchApp;
   let loose: BranchApp;
   beforeAll(async () => {
-    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: harness().dtm.grpcAddress });
+    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: harness().dtm.grpcAddress }, [BankWorkflows]);
     loose = await startBranchApp('express', { branchAuthKeys: [KEY] });
   });
   afterAll(async () => {
@@ -515,6 +530,50 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(calls);
     expect((await call(loose, '/api/inventory/try', q, { body: { sku: 'x' }, headers })).status).toBe(200); // control
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry']);
+  });
+
+  it.each(['succeed', 'failed'] as const)("a workflow step's calls (the app's own) taken off the wire and replayed once the workflow %s are refused before they run; without the check they run again", async (end) => {
+    const gid = await strict.client.generateGid();
+    // the workflow's own calls go to the strict app itself: with the check on, its step and its rollback run (DTM holds the workflow prepared while they do)
+    const run = strict.client.executeWorkflow('bank-in.v1', gid, { base: strict.url, fail: end === 'failed' });
+    if (end === 'failed') await expect(run).rejects.toThrow('the transfer is refused');
+    else expect(await run).toEqual({ status: 'succeed', result: 'done' });
+    expect((await queryTrans(gid)).transaction?.status).toBe(end);
+    const made = strict.ledger.callsOf(gid);
+    expect(made.map((c) => `${c.handler} ${c.branch.transType} ${c.branch.op}`)).toEqual(end === 'succeed' ? ['transIn workflow action'] : ['transIn workflow action', 'transInCompensate workflow rollback']);
+    const balances = Object.fromEntries(strict.ledger.balances);
+    for (const c of made) {
+      const path = c.handler === 'transIn' ? '/api/v1/bank/trans-in' : '/api/v1/bank/trans-in-compensate';
+      const q = { gid, trans_type: 'workflow', branch_id: c.branch.branchId, op: c.branch.op };
+      const headers = { 'dtm-auth-call': String(c.headers['dtm-auth-call']), 'dtm-auth-issued': String(c.headers['dtm-auth-issued']) };
+      const replayed = await call(strict, path, q, { body: { amount: 30 }, headers });
+      expect(replayed.status).toBe(401);
+      expect(replayed.text).toContain(`DTM records the workflow transaction as ${end}, and this op runs only when it is prepared`);
+      expect((await call(loose, path, q, { body: { amount: 30 }, headers })).status).toBe(200); // control: the token verifies, and the handler runs again
+    }
+    expect(strict.ledger.callsOf(gid)).toHaveLength(made.length);
+    expect(Object.fromEntries(strict.ledger.balances)).toEqual(balances);
+    expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(made.map((c) => c.handler));
+  });
+
+  it("a workflow resumed later than branch_auth_issue_window after it was started: its steps still run (they sign the issue time of the tokens DTM stored, not the resume's)", async () => {
+    const windowed = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, branchAuthIssueWindow: 2 }, [BankWorkflows]);
+    try {
+      windowed.ledger.script('transIn', 'ongoing');
+      const gid = await windowed.client.generateGid();
+      await expect(windowed.client.executeWorkflow('bank-in.v1', gid, { base: windowed.url, fail: false }, { retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+      await sleep(3500); // the resume comes more than the window after the workflow's tokens were issued
+      expect(windowed.ledger.callsOf(gid)).toHaveLength(1); // nothing resumed it yet
+      const { 'dtm-auth': token } = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+      const { port } = windowed.app.getHttpServer().address() as { port: number };
+      const resumed = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=bank-in.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'dtm-auth': token ?? '' } });
+      expect(resumed.status).toBe(200);
+      expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+      expect(windowed.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transIn', 'transIn']);
+      expect(windowed.logger.warnings.filter((w) => w.includes(gid))).toEqual([]);
+    } finally {
+      await windowed.close();
+    }
   });
 
   it('a branch of a message still prepared is refused; once DTM has it submitted, its own call runs', async () => {
