@@ -9,12 +9,14 @@ import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type WorkflowContext } from 'nestjs-dtm';
-import { BranchAuth } from '../../lib/auth/branch-auth.js';
+import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS, sleep } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
+import { startShopApp } from './grpc-app.js';
+import { callGrpc, requestBytes } from '../support/grpc.js';
 
 const KEY = randomBytes(33).toString('base64');
 const OLD_KEY = randomBytes(33).toString('base64');
@@ -420,6 +422,13 @@ class BankWorkflows {
     if (fail) throw new DtmFailureError('the transfer is refused');
     return 'done';
   }
+
+  /** shop-reserve.v1: one gRPC step, `item` (base64 bytes of a tests.Item) to the Shop's Reserve at `target`. */
+  @DtmWorkflow('shop-reserve.v1')
+  async shopReserve(wf: WorkflowContext<{ target: string; item: string }>) {
+    await wf.step('reserve').grpc(wf.input.target, Buffer.from(wf.input.item, 'base64'));
+    return 'done';
+  }
 }
 
 describe('branch_auth_check_actions: a token read back from DTM runs no step DTM has not called', () => {
@@ -554,6 +563,33 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect(strict.ledger.callsOf(gid)).toHaveLength(made.length);
     expect(Object.fromEntries(strict.ledger.balances)).toEqual(balances);
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(made.map((c) => c.handler));
+  });
+
+  it("over gRPC: a workflow step's call (the app's own) replayed once the workflow succeed is refused UNAUTHENTICATED before it runs; without the check it runs again", async () => {
+    const [shop, looseShop] = await Promise.all([startShopApp('microservice', { branchAuthKeys: [KEY], branchAuthCheckActions: true }), startShopApp('microservice', { branchAuthKeys: [KEY] })]);
+    try {
+      const gid = await strict.client.generateGid();
+      const item = requestBytes('tests.Shop', 'Reserve', { sku: 'wf-grpc', quantity: 1, script: '' });
+      // the workflow's own call goes to the checking Shop: it runs (DTM holds the workflow prepared)
+      expect(await strict.client.executeWorkflow('shop-reserve.v1', gid, { target: shop.target('Reserve'), item: item.toString('base64') })).toEqual({ status: 'succeed', result: 'done' });
+      const stored = await queryTrans(gid);
+      expect(stored.transaction?.status).toBe('succeed');
+      expect(shop.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.transType} ${c.branch.op}`)).toEqual(['reserve workflow action']);
+      // the call as it went on the wire: its metadata's token is the app's HMAC of exactly this call (a wire capture holds the same)
+      const issued = stored.transaction?.branch_headers?.['dtm-auth-issued'] ?? '';
+      const token = new BranchAuth([KEY]).sign({ channel: 'app', gid, transType: 'workflow', branchId: '01', op: 'action', target: targetPath(shop.target('Reserve')), payload: item, issued });
+      const keys = { gid, trans_type: 'workflow', branch_id: '01', op: 'action' };
+      const headers = { 'dtm-auth-call': token, 'dtm-auth-issued': issued };
+      const replayed = await callGrpc(shop.target('Reserve'), { sku: 'wf-grpc', quantity: 1, script: '' }, keys, headers);
+      expect(replayed.code).toBe(16); // UNAUTHENTICATED
+      expect(replayed.text).toContain('DTM records the workflow transaction as succeed, and this op runs only when it is prepared');
+      expect(shop.ledger.callsOf(gid)).toHaveLength(1);
+      // control: the same call (a token signs the method, not the host) verifies on a Shop without the check, and runs there
+      expect((await callGrpc(looseShop.target('Reserve'), { sku: 'wf-grpc', quantity: 1, script: '' }, keys, headers)).code).toBe(0);
+      expect(looseShop.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve']);
+    } finally {
+      await Promise.all([shop.close(), looseShop.close()]);
+    }
   });
 
   it("a workflow resumed later than branch_auth_issue_window after it was started: its steps still run (they sign the issue time of the tokens DTM stored, not the resume's)", async () => {
