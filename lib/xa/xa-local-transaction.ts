@@ -1,8 +1,9 @@
 import { setTimeout as delay } from 'node:timers/promises';
+import { Logger, UnauthorizedException } from '@nestjs/common';
 import { barrierStatementError, insertBarrierSql, selectReasonSql } from '../barrier/barrier.sql.js';
 import type { BarrierDialect, BarrierExecResult, LocalTransactionBounds } from '../barrier/barrier.types.js';
 import { mysqlLockWaitSql } from '../barrier/mysql-barrier.store.js';
-import { pgBeginSql } from '../barrier/pg-barrier.store.js';
+import { pgBeginSql, pgLocalBoundsSql } from '../barrier/pg-barrier.store.js';
 import type { BranchInfo } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -13,6 +14,7 @@ import { DtmXaPhase2Error } from '../errors/dtm-xa-phase2.error.js';
 import { branchKeysProblem } from '../transport/branch-keys.js';
 import type { XaConnection, XaDatabase } from './xa.types.js';
 import { textOf } from '../errors/text-of.js';
+import { refusal } from '../branches/branch-call.js';
 
 /** Longest XA id each database takes (MySQL: the gtrid, 64 bytes; PostgreSQL: the GID, 199). */
 const MAX_XID_BYTES: Record<BarrierDialect, number> = { mysql: 64, postgres: 199 };
@@ -74,8 +76,19 @@ export async function xaLocalTransaction<H, T>(
     business,
     () => runtime.transport.registerBranch({ gid: branch.gid, transType: 'xa', branchId: branch.branchId, fields: { url: phase2Url } }),
     { timeoutSeconds: runtime.config.branchTimeout },
+    { once: runtime.config.branchAuthCheckActions },
   );
 }
+
+/**
+ * The barrier id of the row an XA action call writes, committed before its XA transaction starts,
+ * with `branch_auth_check_actions` (`(xa, gid, branch, action, 00, call)`): a second call of the
+ * same branch (a replay while the transaction is still prepared, whatever became of the first)
+ * finds it and is refused. DTM's SDKs number barrier ids from 01, so no barrier row takes it.
+ */
+const XA_CALL_BARRIER_ID = '00';
+
+const logger = new Logger('DtmBranchAuth');
 
 /** The barrier row an XA branch writes: `(transType, gid, branchId, action, 01)`, in `table`. */
 export interface XaBarrierRow {
@@ -100,7 +113,8 @@ export function xaModuleStepOf(err: unknown): string | undefined {
  * is rolled back and the error rethrown. A PREPARE TRANSACTION that prepared nothing (the
  * transaction had failed: `business` caught an SQL error) is a {@link DtmFailureError}. The
  * connection is closed on every path. With `bounds`, statements wait for locks no longer than the
- * branch timeout.
+ * branch timeout. `call`: the phase 1 of an XA action call (not a workflow's `xa` step), which may
+ * be a second call of its branch ({@link XaActionCall}).
  */
 export async function prepareXa<H, T>(
   db: XaDatabase<H>,
@@ -109,6 +123,7 @@ export async function prepareXa<H, T>(
   business: (handle: H) => Promise<T>,
   beforePrepare: () => Promise<unknown>,
   bounds?: LocalTransactionBounds,
+  call?: XaActionCall,
 ): Promise<T> {
   const mysql = db.dialect === 'mysql';
   // the module's step under way: an error of it is named so, not taken for the business's ('' while the business runs)
@@ -116,17 +131,45 @@ export async function prepareXa<H, T>(
   try {
     const conn = await db.connect();
     try {
+      if (call?.once) {
+        // autocommit, before the XA transaction: the row stays whatever becomes of it
+        step = 'barrier row of the call';
+        const claimed = await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', XA_CALL_BARRIER_ID, 'call']).catch((err: unknown) => {
+          throw barrierStatementError(err, row.table, db.dialect, { gid: row.gid, branchId: row.branchId }, 'xa-action');
+        });
+        if (claimed.affected === 0) {
+          step = '';
+          const message = MESSAGES.authXaCalledBefore(row.gid, row.branchId, xid, row.table);
+          logger.warn(message);
+          throw refusal(new UnauthorizedException(message));
+        }
+      }
       // lock waits bounded by the branch timeout (PostgreSQL: in the BEGIN's query; MySQL: the new connection's session)
       const lockWait = mysql ? mysqlLockWaitSql(bounds) : undefined;
       step = mysql ? 'XA START' : 'BEGIN';
       if (lockWait) await conn.execute(lockWait); // a new connection each call: one statement more on MySQL
-      await conn.execute(mysql ? `XA START '${xid}'` : pgBeginSql(bounds));
+      const refused = (err: unknown) => barrierStatementError(err, row.table, db.dialect, { gid: row.gid, branchId: row.branchId }, 'xa-action');
+      // a second call of the branch: its first one holds the XA id (MySQL) or the barrier row (PostgreSQL), prepared or running
+      const secondCall = (err: unknown) => (call && isHeldBranch(err, mysql) ? new DtmFailureError(MESSAGES.xaBranchHeld(row.gid, row.branchId, xid), { gid: row.gid, branchId: row.branchId, cause: err }) : err);
+      if (mysql || !call) {
+        await conn.execute(mysql ? `XA START '${xid}'` : pgBeginSql(bounds)).catch((err: unknown) => {
+          throw secondCall(err);
+        });
+      } else {
+        // an action call on PostgreSQL: BEGIN and the barrier row in one round trip, the row waiting a second at most
+        step = 'BEGIN and barrier row';
+        await conn.execute(pgXaCallBeginSql(row, bounds)).catch((err: unknown) => {
+          throw secondCall(refused(err));
+        });
+      }
       let result: T;
       try {
-        step = 'barrier row';
-        await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']).catch((err: unknown) => {
-          throw barrierStatementError(err, row.table, db.dialect, { gid: row.gid, branchId: row.branchId }, 'xa-action');
-        });
+        if (mysql || !call) {
+          step = 'barrier row';
+          await conn.execute(insertBarrierSql(db.dialect, row.table), [row.transType, row.gid, row.branchId, 'action', '01', 'action']).catch((err: unknown) => {
+            throw refused(err);
+          });
+        }
         step = '';
         result = await business(conn.handle);
         step = 'registration of the branch with DTM';
@@ -180,6 +223,30 @@ async function pgCommittedByBusiness(conn: XaConnection, row: XaBarrierRow): Pro
   } catch {
     return false;
   }
+}
+
+/** What {@link prepareXa} knows of an XA action call: `once`, with `branch_auth_check_actions` (a committed row marks the branch called, {@link XA_CALL_BARRIER_ID}; a call that finds it is refused before anything runs). */
+export interface XaActionCall {
+  once: boolean;
+}
+
+/**
+ * PostgreSQL, an XA action call: BEGIN, the branch's barrier row, then the transaction's bounds, as
+ * one query (one round trip). The row waits for a lock {@link XA_ATTACHED_WAIT_MS} at most: only
+ * another call of the same branch holds it longer (its first call prepared, or still running), and
+ * that call, a replay, must not hold this connection until `lock_timeout`. The values are quoted
+ * into the SQL as the XA id is ({@link xidOf}: the key rule leaves no quote or backslash).
+ */
+function pgXaCallBeginSql(row: XaBarrierRow, bounds?: LocalTransactionBounds): string {
+  const values = [row.transType, row.gid, row.branchId, 'action', '01', 'action'];
+  const insert = insertBarrierSql('postgres', row.table).replace(/\$(\d+)/g, (_, n: string) => `'${values[Number(n) - 1].replace(/'/g, "''")}'`);
+  return `BEGIN; SET LOCAL lock_timeout = '${XA_ATTACHED_WAIT_MS}ms'; ${insert}; ${pgLocalBoundsSql(bounds) ?? 'SET LOCAL lock_timeout = DEFAULT'}`;
+}
+
+/** Whether `err` says another call holds the branch: MySQL's XA START of an id it knows (XAER_DUPID), PostgreSQL's lock timeout on the barrier row (55P03). */
+function isHeldBranch(err: unknown, mysql: boolean): boolean {
+  const e = err as { code?: unknown; errno?: unknown } | undefined;
+  return mysql ? e?.errno === 1440 || e?.code === 'ER_XAER_DUPID' : e?.code === '55P03';
 }
 
 async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<void> {

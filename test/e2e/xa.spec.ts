@@ -726,6 +726,161 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
   });
 });
 
+describe('with authenticated branch calls, an XA action call taken off the wire and replayed while its transaction is still prepared', () => {
+  const key = randomBytes(33).toString('base64');
+  /** Each run of a branch's business: `<port the call reached> <gid> <store>`. */
+  const runs: string[] = [];
+  /** `<gid> <store>` of the branches whose first call was refused (`fail`: the first call of a branch fails, any later one does not). */
+  const failedOnce = new Set<string>();
+  const business = (port: number, b: BranchInfo, store: string, fail: boolean | undefined) => {
+    runs.push(`${port} ${b.gid} ${store}`);
+    if (fail && !failedOnce.has(`${b.gid} ${store}`)) {
+      failedOnce.add(`${b.gid} ${store}`);
+      throw new DtmFailureError('not enough funds (yet)');
+    }
+  };
+
+  @Controller('xa-once')
+  class XaOnceController {
+    @Post('mysql')
+    @XaBranch('xaOnce.mysql', { db: 'mysql' })
+    async mysql(@Body() m: { amount: number; fail?: boolean }, @BarrierTx() c: mysql.Connection, @BranchContext() b: BranchInfo, @Req() req: { socket: net.Socket }) {
+      await c.execute('UPDATE account SET balance = balance + ? WHERE id = 1', [m.amount]);
+      business(req.socket.localPort!, b, 'mysql', m.fail);
+    }
+
+    @Post('pg')
+    @XaBranch('xaOnce.pg', { db: 'pg' })
+    async pg(@Body() m: { amount: number; fail?: boolean }, @BarrierTx() c: pg.Client, @BranchContext() b: BranchInfo, @Req() req: { socket: net.Socket }) {
+      await c.query('UPDATE account SET balance = balance + $1 WHERE id = 1', [m.amount]);
+      business(req.socket.localPort!, b, 'pg', m.fail);
+    }
+  }
+
+  // strict: with branch_auth_check_actions; loose (the default): the control. Both wait for locks 5 s at most (branch_timeout)
+  let strict: INestApplication;
+  let loose: INestApplication;
+  const base: { strict: string; loose: string } = { strict: '', loose: '' };
+  let signedAp: DtmTestApp;
+  /** Between the AP and the app under test (`behind`): forwards every call, keeping the action calls as an attacker on the wire would. */
+  let wire: ReturnType<typeof createServer>;
+  let wireUrl: string;
+  let behind = '';
+  const taken: { url: string; headers: Record<string, string>; body: string }[] = [];
+  const databases = () => ({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) });
+  beforeAll(async () => {
+    strict = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchAuthCheckActions: true, branchTimeout: 5 });
+    base.strict = await listenAt(strict, 'xa-once');
+    loose = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchTimeout: 5 });
+    base.loose = await listenAt(loose, 'xa-once');
+    wire = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name.startsWith('dtm-') || name === 'content-type')) as Record<string, string>;
+        if (req.url!.includes('op=action')) taken.push({ url: req.url!, headers, body });
+        void fetch(new URL(req.url!, behind), { method: req.method, headers, body: body === '' ? undefined : body }).then(async (answer) => {
+          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(await answer.text());
+        });
+      });
+    });
+    await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
+    wireUrl = `http://127.0.0.1:${(wire.address() as net.AddressInfo).port}`;
+    signedAp = await startDtmApp({ config: { branchAuthKeys: [key] } });
+  });
+  afterAll(async () => {
+    await signedAp?.close();
+    await new Promise((done) => wire?.close(done));
+    await strict?.close();
+    await loose?.close();
+  });
+
+  const portOf = (url: string) => new URL(url).port;
+  const replay = async (call: (typeof taken)[number], to: string) => {
+    const started = Date.now();
+    const answer = await fetch(new URL(call.url, to), { method: 'POST', headers: call.headers, body: call.body });
+    return { status: answer.status, text: await answer.text(), ms: Date.now() - started };
+  };
+
+  it.each([
+    ['mysql', 'strict'],
+    ['pg', 'strict'],
+    ['mysql', 'loose'],
+    ['pg', 'loose'],
+  ] as const)("on %s, %s: the action failed, the app caught its error and went on, and the call is replayed while DTM holds the transaction prepared: with branch_auth_check_actions (strict) it is refused (401, nothing ran); without it (loose) it runs, prepares and registers its branch, which DTM rolls back with the abort the module sends for the failed call; nothing moved", async (store, app) => {
+    taken.length = 0;
+    behind = base[app];
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    const before = await balances();
+    let replayed: Awaited<ReturnType<typeof replay>> | undefined;
+    let midway: { prepared: string[]; branches: string[] } | undefined;
+    const run = signedAp.client.xaGlobalTransaction(gid, async (xa) => {
+      await expect(xa.callBranch({ amount: 9, fail: true }, `${wireUrl}/xa-once/${store}`)).rejects.toBeInstanceOf(DtmFailureError);
+      // the app carries on (other branches, say) while DTM holds the transaction prepared: the call is replayed now
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+      replayed = await replay(taken[0], base[app]);
+      midway = { prepared: await pendingXa(), branches: ((await queryTrans(gid)).branches ?? []).map((b) => `${b.branch_id} ${b.op} ${b.status}`) };
+    });
+    // the module aborts a body that went on after a failed callBranch, whatever came after it
+    await expect(run).rejects.toBeInstanceOf(DtmUsageError);
+    const final = await signedAp.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    const ranHere = runs.filter((r) => r.includes(gid));
+    if (app === 'strict') {
+      expect(replayed).toMatchObject({ status: 401 });
+      expect(replayed!.text).toContain('was called before');
+      expect(ranHere).toEqual([`${portOf(base.strict)} ${gid} ${store}`]);
+      expect(midway).toEqual({ prepared: [], branches: [] });
+    } else {
+      // without the check the replay runs the business (now without failing), prepares and registers its branch with DTM
+      expect(replayed).toMatchObject({ status: 200 });
+      expect(ranHere).toEqual([`${portOf(base.loose)} ${gid} ${store}`, `${portOf(base.loose)} ${gid} ${store}`]);
+      expect(midway!.prepared).toEqual([`${store}:${gid}-01`]);
+      expect(midway!.branches).toEqual(['01 rollback prepared', '01 commit prepared']);
+      // ... and DTM rolls it back with the abort the failed call brought: nothing moved
+      expect(branchLines(final)).toEqual(['01 rollback succeed', '01 commit prepared']);
+    }
+    expect(await balances()).toEqual(before);
+    expect(await pendingXa()).toEqual([]);
+  });
+
+  it.each([
+    ['mysql', 'strict'],
+    ['pg', 'strict'],
+    ['mysql', 'loose'],
+    ['pg', 'loose'],
+  ] as const)("on %s, %s: the action prepared, and its call is replayed before the commit: strict refuses it at once (401); loose answers FAILURE saying an earlier call holds the branch, at once on MariaDB (XAER_DUPID), after a second at most on PostgreSQL (its barrier row waits for the prepared branch's, no longer until lock_timeout); the work done once", async (store, app) => {
+    taken.length = 0;
+    behind = base[app];
+    const gid = await signedAp.client.generateGid();
+    ours.add(gid);
+    const before = await balances();
+    let replayed: Awaited<ReturnType<typeof replay>> | undefined;
+    await signedAp.client.xaGlobalTransaction(gid, async (xa) => {
+      await xa.callBranch({ amount: 3 }, `${wireUrl}/xa-once/${store}`);
+      replayed = await replay(taken[0], base[app]);
+    });
+    expect((await signedAp.client.waitForFinal(gid)).status).toBe('succeed');
+    const ranHere = runs.filter((r) => r.includes(gid));
+    if (app === 'strict') {
+      // refused at once, before XA START (BEGIN): no wait on the prepared branch's locks
+      expect(replayed).toMatchObject({ status: 401 });
+      expect(replayed!.ms).toBeLessThan(1500);
+      expect(ranHere).toHaveLength(1);
+    } else {
+      // MariaDB: XA START of an id the server holds prepared fails at once (XAER_DUPID); PostgreSQL: the barrier row waits
+      // for the prepared branch's own a second at most, not until lock_timeout (branch_timeout, 5 s here): FAILURE saying why
+      expect(replayed!.status).toBe(409);
+      expect(replayed!.text).toContain('is held by an earlier call of it');
+      expect(replayed!.ms).toBeLessThan(store === 'mysql' ? 1500 : 3000);
+      expect(ranHere).toHaveLength(1);
+    }
+    expect(await balances()).toEqual({ ...before, [store]: before[store] + 3 });
+    expect(await pendingXa()).toEqual([]);
+  });
+});
+
 describe('over grpc, with branch_auth_check_actions: an XA action call taken off the wire', () => {
   const key = randomBytes(33).toString('base64');
   let ports: { http: number; grpc: number };
@@ -774,7 +929,8 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
     }
     expect((await balances()).mysql).toBe(before.mysql + 4);
     expect(await pendingXa()).toEqual([]);
-    expect(await barrierRows(gid)).toEqual(['mysql 01=action']);
+    // the action's row, and the row of its call, written before XA START, which refuses a second call of the branch
+    expect((await barrierRows(gid)).sort()).toEqual(['mysql 01=action', 'mysql 01=call']);
     expect(readFileSync(strictParticipant.logFile, 'utf8')).toContain('DTM records the xa transaction as succeed, and this op runs only when it is prepared');
   });
 });
