@@ -896,7 +896,7 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
     await strictParticipant?.stop();
   });
 
-  it('replayed after DTM committed the transaction is refused (UNAUTHENTICATED): nothing moved twice, nothing prepared', async () => {
+  it('replayed while the transaction is still prepared (the branch was called before) and after DTM committed it is refused (UNAUTHENTICATED): nothing moved twice, nothing prepared', async () => {
     // an attacker on the wire between the app and the participant: forwards every call (the action, DTM's commit), keeping the action's metadata and bytes
     const taken: { metadata: Metadata; bytes: Buffer }[] = [];
     const raw = (b: Buffer) => b;
@@ -918,7 +918,16 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
     ours.add(gid);
     const before = await balances();
     try {
-      await signedAp.client.xaGlobalTransaction(gid, (xa) => xa.callBranch({ account: 1, amount: 4 }, `127.0.0.1:${wirePort}/tests.XaBank/Mysql`), { protocol: 'grpc' });
+      let early: number | undefined;
+      await signedAp.client.xaGlobalTransaction(
+        gid,
+        async (xa) => {
+          await xa.callBranch({ account: 1, amount: 4 }, `127.0.0.1:${wirePort}/tests.XaBank/Mysql`);
+          early = (await send(taken[0].bytes, taken[0].metadata.clone())).code;
+        },
+        { protocol: 'grpc' },
+      );
+      expect(early).toBe(status.UNAUTHENTICATED);
       expect((await signedAp.client.waitForFinal(gid)).status).toBe('succeed');
       expect((await balances()).mysql).toBe(before.mysql + 4);
       expect(taken).toHaveLength(1);
@@ -931,7 +940,9 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
     expect(await pendingXa()).toEqual([]);
     // the action's row, and the row of its call, written before XA START, which refuses a second call of the branch
     expect((await barrierRows(gid)).sort()).toEqual(['mysql 01=action', 'mysql 01=call']);
-    expect(readFileSync(strictParticipant.logFile, 'utf8')).toContain('DTM records the xa transaction as succeed, and this op runs only when it is prepared');
+    const log = readFileSync(strictParticipant.logFile, 'utf8');
+    expect(log).toContain(`branch call refused (XA action, gid "${gid}", branch "01"): this branch (xid '${gid}-01') was called before`);
+    expect(log).toContain('DTM records the xa transaction as succeed, and this op runs only when it is prepared');
   });
 });
 
