@@ -154,6 +154,8 @@ export const MESSAGES = {
     `the branch ${url} answered ${grpcAnswerName(answer)}: most likely not the branch itself but a proxy, load balancer or gateway between this app and it, which could not get an answer from the branch (down, restarting, or slower than the proxy's timeout); the call may or may not have reached the branch: ${truncate(cause)} (timeout ${timeoutSeconds} s)`,
   answerTooLarge: (url: string, max: number) =>
     `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
+  branchFailureTooLarge: (url: string, max: number) =>
+    `the branch ${url} answered FAILURE (HTTP 409) with a body of more than ${max} bytes (lynx.dtm.max_answer_bytes), not read: its reason is not known here`,
   branchReplyNotDecodable: (url: string, bytes: number, reason: string) =>
     `the branch ${url} answered OK with a reply (${bytes} bytes) that does not decode as the method's reply type in the protos the module has (grpcProtos, or the app's own gRPC servers' protos): ${truncate(reason)}; check that the branch implements that method as those protos declare it`,
   branchAnswerTooLarge: (url: string, max: number) =>
@@ -176,7 +178,7 @@ export const MESSAGES = {
   // DTM's text names a failed saga step's URL as given, credentials included
   failureFromDtm: (operation: string, gid: string, message: string) => `DTM refused ${operation} of ${gid}: ${redactText(message)}`,
   waitResultNotFinal: (gid: string, status: string, message: string) =>
-    `${gid} did not succeed in DTM's first round (${message}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
+    `${gid} did not succeed in DTM's first round (${truncate(message)}) and is "${status}": DTM goes on with it; use submitAndWait() or waitForFinal() for the final status`,
   firstRoundStatusUnknown: (gid: string, answer: string, queryError: string) =>
     `DTM took the submit of ${gid} and answered that its first round did not finish (${truncate(answer)}), but its status could not be asked then (query: ${truncate(queryError)}): DTM goes on with it, its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   waitClosed: (gid: string, status: string) =>
@@ -184,7 +186,7 @@ export const MESSAGES = {
   notFinal: (gid: string, status: string, timeoutSeconds: number, lastError?: string) =>
     lastError === undefined
       ? `transaction ${gid} is still "${status}" after ${timeoutSeconds} s; DTM keeps retrying it: wait longer or query it later (with the same gid: never start it again under a new one)`
-      : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM could not be asked (${lastError}); ${status === 'unknown' ? 'DTM may hold it' : `its last known status is "${status}", DTM goes on with it`}: wait again with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
+      : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM could not be asked (${truncate(lastError)}); ${status === 'unknown' ? 'DTM may hold it' : `its last known status is "${status}", DTM goes on with it`}: wait again with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   badListFilter: (problem: string) => `list(filter): ${problem}; nothing was sent`,
   queryUnusable: (gid: string, cause: string) =>
     `the outcome of ${gid} is not known: DTM's answer to its status query could not be used (${truncate(cause)}). DTM goes on with the transaction: fix what the cause names, then wait with waitForFinal("${gid}") or query it; never start it again under a new gid`,
@@ -197,15 +199,15 @@ export const MESSAGES = {
       ? `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM holds no record of it ${cause === undefined ? 'although it accepted its submit' : `after a submit that may have reached it (${truncate(cause)})`}, and DTM v1.19 can run a transaction's branches without storing it. Submit the same transaction again under the same gid (call submitAndWait() again), never under a new one`
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM still holds it prepared, so no submit of it got stored${cause === undefined ? '' : ` (the last: ${truncate(cause)})`}. DTM calls none of its branches meanwhile, and rolls it back at its timeout_to_fail unless a submit gets through: wait with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
-    `the submit of ${gid} may not have reached DTM (${cause}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+    `the submit of ${gid} may not have reached DTM (${truncate(cause)}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   submitTakenUnanswered: (gid: string, status: string, cause: string) =>
     `DTM took the submit of ${gid} and holds it "${status}", though its answer did not come (${truncate(cause)}); with waitResult DTM answers only once its first round of branch calls ended, which can outlast lynx.dtm.timeout. DTM goes on with the transaction: do not run it again; wait for its outcome with waitForFinal("${gid}")`,
   firstRoundUnfinished: (gid: string, status: string, cause: string) =>
     `DTM took the submit of ${gid} and holds it "${status}", but its first round did not finish (DTM passed on a branch's answer: ${truncate(cause)}): DTM retries the branch and goes on with the transaction. Do not run it again; wait for its outcome with waitForFinal("${gid}")`,
   msgFirstRoundUnfinished: (gid: string, status: string, cause: string) =>
-    `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but DTM's first round did not deliver every branch (DTM answered: ${cause}): DTM delivers them later (after the message's delay, if it has one) and retries a branch until it succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
+    `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but DTM's first round did not deliver every branch (DTM answered: ${truncate(cause)}): DTM delivers them later (after the message's delay, if it has one) and retries a branch until it succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   msgSubmitOutcomeUnknown: (gid: string, cause: string) =>
-    `the local transaction of msg ${gid} committed, but its submit did not get through (${cause}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
+    `the local transaction of msg ${gid} committed, but its submit did not get through (${truncate(cause)}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   dtmRefusedDefinitely: (operation: string, gid: string, cause: string, fix: string, body: string) =>
     `DTM refused ${operation} of ${gid}: ${cause}. Nothing of this call is stored or run, and DTM refuses it the same way each time: ${fix}. DTM answered ${body.startsWith('gRPC status') ? '' : 'HTTP 500: '}${truncate(body)}`,
   dtmGrpcRequestTooLarge: (size: string, limit: string) =>
@@ -544,14 +546,14 @@ export const MESSAGES = {
   notInTccBranch: () => 'tccFromBranch() needs the @BranchContext() of a TCC branch call (a @TccTry handler)',
   abortFailed: (transType: string, gid: string, error: string, status: string | undefined) => {
     const message = transType === 'msg';
-    if (status === 'failed') return `DTM refused the abort of ${transType} gid=${gid}: it holds it failed, rolled back already (${message ? 'the message is not delivered' : 'its branches cancelled or rolled back'}); the caller gets the body's error: ${error}`;
+    if (status === 'failed') return `DTM refused the abort of ${transType} gid=${gid}: it holds it failed, rolled back already (${message ? 'the message is not delivered' : 'its branches cancelled or rolled back'}); the caller gets the body's error: ${truncate(error)}`;
     if (status === 'succeed' || status === 'submitted') {
       return message
-        ? `DTM refused the abort of msg gid=${gid}: it holds it ${status}: DTM's back-check found the local transaction committed and it ${status === 'succeed' ? 'delivered' : 'is delivering'} the message, though the local transaction then threw (the caller gets that error). Make the back-check answer FAILURE until the local transaction commits (a @MsgQueryPrepared with { barrier } on the database of doAndSubmitDb does): ${error}`
-        : `DTM refused the abort of ${transType} gid=${gid}: it holds it ${status}: it ${transType === 'xa' ? 'commits' : 'confirms'} the branches, though the body threw (the caller gets that error): ${error}`;
+        ? `DTM refused the abort of msg gid=${gid}: it holds it ${status}: DTM's back-check found the local transaction committed and it ${status === 'succeed' ? 'delivered' : 'is delivering'} the message, though the local transaction then threw (the caller gets that error). Make the back-check answer FAILURE until the local transaction commits (a @MsgQueryPrepared with { barrier } on the database of doAndSubmitDb does): ${truncate(error)}`
+        : `DTM refused the abort of ${transType} gid=${gid}: it holds it ${status}: it ${transType === 'xa' ? 'commits' : 'confirms'} the branches, though the body threw (the caller gets that error): ${truncate(error)}`;
     }
     const then = message ? 'DTM asks the back-check at the message\'s timeout and delivers or fails the message as it answers' : 'DTM rolls the prepared transaction back at its timeout';
-    return `abort of ${transType} gid=${gid} failed after its body threw (the caller gets the body's error; ${status === undefined ? `unless an abort got through, ${then}` : `DTM holds it ${status}: ${then}`}): ${error}`;
+    return `abort of ${transType} gid=${gid} failed after its body threw (the caller gets the body's error; ${status === undefined ? `unless an abort got through, ${then}` : `DTM holds it ${status}: ${then}`}): ${truncate(error)}`;
   },
   nestedTccFailureSwallowed: (handler: string, gid: string, branchId: string, op: string, cause: string) =>
     `${handler}, the Try of tcc ${gid}, went on after the ${op === 'register' ? 'registration' : 'Try'} of its sub-branch ${branchId} failed (${truncate(cause)}) and answered success: DTM holds the sub-branch, and that success would have DTM confirm it, work whose Try failed or may not have run. The Try is answered FAILURE instead (DTM cancels the transaction's branches, the sub-branch's too): let the error of the nested callBranch() end the Try, never catch it and carry on`,
@@ -706,7 +708,7 @@ export const MESSAGES = {
   workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string) =>
     `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds step "${recorded}", ${current === '' ? 'the code now ends before it' : `the code now has "${current}" there`}; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
   workflowPending: (workflow: string, gid: string, why: string) =>
-    `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${why}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
+    `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${truncate(why)}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
   workflowTooManySteps: (workflow: string, step: string, max: number) =>
     `workflow "${workflow}": step "${step}" would be its ${max + 1}th; a workflow takes at most ${max} steps (DTM's branch ids 01 to ${max}; wf.now(), wf.uuid() and wf.random() are steps too), so this one can never finish: do fewer steps (one step for many items), and forceStop this gid, undoing what its steps did`,
@@ -723,7 +725,7 @@ export const MESSAGES = {
   workflowXaStepCallbacks: (step: string) =>
     `XA step "${step}" has an onRollback or onCommit: its phase 2 is the XA commit or rollback; put the callback on a step of its own`,
   workflowRecordRefused: (branchId: string, op: string, reason: string) =>
-    `DTM refused to record step ${branchId}'s ${op} (${reason}): the workflow is no longer prepared (another execution of it ended it, or it was stopped); this execution stops, nothing is rolled back for it`,
+    `DTM refused to record step ${branchId}'s ${op} (${truncate(reason)}): the workflow is no longer prepared (another execution of it ended it, or it was stopped); this execution stops, nothing is rolled back for it`,
   workflowNameNotGrpc: (name: string) =>
     `workflow ${JSON.stringify(name)} cannot run over gRPC: DTM resumes it with its name in gRPC metadata, which takes printable ASCII without spaces around it; rename the workflow, or run it over HTTP ({ protocol: 'http' })`,
   workflowSecondAction: (step: string) => `step "${step}" already has its action; a step has exactly one (start another step)`,
@@ -734,7 +736,7 @@ export const MESSAGES = {
   workflowXaNotResumable: (step: string) =>
     `XA step "${step}" prepared in an earlier execution that stopped before recording it: its outcome cannot be resumed, so the workflow rolls back`,
   workflowPhase2Failure: (workflow: string, gid: string, step: string, op: string, reason: string) =>
-    `workflow "${workflow}" (gid ${gid}): the ${op} callback of step "${step}" threw DtmFailureError (${reason}), which a ${op} cannot answer; it is retried when DTM resumes the workflow`,
+    `workflow "${workflow}" (gid ${gid}): the ${op} callback of step "${step}" threw DtmFailureError (${truncate(reason)}), which a ${op} cannot answer; it is retried when DTM resumes the workflow`,
   workflowInputTooLong: (workflow: string, length: number, max: number) =>
     `workflow "${workflow}": its input takes ${length} characters as DTM stores it (base64, with the name), over the ${max} of DTM's SQL stores; pass less (an id to look up)`,
   workflowResultTooLong: (workflow: string, length: number, max: number) =>
@@ -852,11 +854,11 @@ function notHttp1At(url: string, cause: string): string | undefined {
 }
 
 /**
- * `text`, or when it is longer than `max` its start and `…`: cut after the last whole word within
+ * @internal `text`, or when it is longer than `max` its start and `…`: cut after the last whole word within
  * `max` (a word ending right at `max` kept), unless that would drop more than a fifth of it (one long
  * word: a URL, a JSON body without spaces), then at `max`, never inside a surrogate pair.
  */
-function truncate(text: string, max = 300): string {
+export function truncate(text: string, max = 300): string {
   if (text.length <= max) return text;
   let head = text.slice(0, max);
   const space = /\s/.test(text[max]) ? max : head.search(/\s+\S*$/);

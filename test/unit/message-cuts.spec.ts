@@ -39,3 +39,29 @@ describe("a wait's error text quoting a long cause", () => {
     expect(quotedIn(message, 'may have reached it (', '), and DTM')).toMatch(/^word0 .* word\d+…$/);
   });
 });
+
+describe('the other texts that quote a cause cut it the same way', () => {
+  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(' '); // 549 characters
+  const cut = `${words.slice(0, words.lastIndexOf(' ', 300))}…`;
+
+  it("notFinal: the last error of DTM's status query", () => {
+    expect(quotedIn(MESSAGES.notFinal('g1', 'submitted', 5, words), 'could not be asked (', '); its last known')).toBe(cut);
+  });
+
+  it("abortFailed: the body's error, whatever DTM answered the abort", () => {
+    expect(MESSAGES.abortFailed('tcc', 'g1', words, undefined).endsWith(`): ${cut}`)).toBe(true);
+    expect(MESSAGES.abortFailed('tcc', 'g1', words, 'failed').endsWith(`the caller gets the body's error: ${cut}`)).toBe(true);
+    expect(MESSAGES.abortFailed('xa', 'g1', words, 'succeed').endsWith(`(the caller gets that error): ${cut}`)).toBe(true);
+    expect(MESSAGES.abortFailed('msg', 'g1', words, 'submitted').endsWith(`doAndSubmitDb does): ${cut}`)).toBe(true);
+  });
+
+  it("the submit's, the first round's and the workflow's causes", () => {
+    expect(quotedIn(MESSAGES.submitOutcomeUnknown('g1', 'prepared', words), 'reached DTM (', '), and DTM')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgFirstRoundUnfinished('g1', 'submitted', words), 'DTM answered: ', '): DTM delivers')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgSubmitOutcomeUnknown('g1', words), 'get through (', '): DTM holds')).toBe(cut);
+    expect(quotedIn(MESSAGES.waitResultNotFinal('g1', 'submitted', words), 'first round (', ') and is')).toBe(cut);
+    expect(quotedIn(MESSAGES.workflowPending('w', 'g1', words), 'not finished (', '); DTM will')).toBe(cut);
+    expect(quotedIn(MESSAGES.workflowRecordRefused('01', 'action', words), 'action (', '): the workflow')).toBe(cut);
+    expect(quotedIn(MESSAGES.workflowPhase2Failure('w', 'g1', 's', 'compensation', words), 'DtmFailureError (', '), which')).toBe(cut);
+  });
+});
