@@ -1,13 +1,13 @@
 import { Catch, HttpException, Injectable, InternalServerErrorException, Logger, Optional, UnauthorizedException, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
-import { MESSAGES } from '../dtm.messages.js';
+import { MESSAGES, truncate } from '../dtm.messages.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
-import { cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
+import { ANSWERED_TEXT_MAX, cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
 import { observeUnhandledCall } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
@@ -106,7 +106,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // apart from handler failures as a refused token is: nothing of the call was checked, so anyone who reaches the app can
       // make such calls by the thousand (while the provider fails), and they push out only those
       const info = dtmResultOfError(exception) === undefined ? transport.branchInfo(carrier, {}) : undefined;
-      if (!info) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : textOf(exception));
+      if (!info) this.logger.error(shownError(exception));
       else {
         const where = MESSAGES.beforeBranchHandler(transport.path(carrier));
         const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
@@ -114,7 +114,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }
     }
-    return transport.answer(fittedSagaFailure(exception, transport, carrier), host, this.adapterHost);
+    return transport.answer(fittedFailure(exception, transport, carrier), host, this.adapterHost);
   }
 }
 
@@ -131,10 +131,16 @@ const MIN_FAILURE_REASON = 64;
  * `exception`, or, for a saga action's `DtmFailureError` whose answer would make DTM's rollback reason
  * longer than its SQL stores keep (varchar(1024): DTM then fails to store the rollback, and rolls the
  * saga back only a retry interval later, its reason "fail message lost"), one with the reason cut to
- * fit, ending in `…`. Error answers only: no cost on a call that succeeds.
+ * fit, ending in `…`; for any other op's whose reason passes {@link ANSWERED_TEXT_MAX} (a TCC Try's,
+ * an XA action's, a workflow step's: over gRPC the answer would never arrive, over HTTP it may pass
+ * the caller's max_answer_bytes), one with the reason cut to that. Error answers only: no cost on a
+ * call that succeeds.
  */
-function fittedSagaFailure(exception: unknown, transport: BranchTransport, carrier: BranchCarrier): unknown {
-  if (!(exception instanceof DtmFailureError) || transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') return exception;
+function fittedFailure(exception: unknown, transport: BranchTransport, carrier: BranchCarrier): unknown {
+  if (!(exception instanceof DtmFailureError)) return exception;
+  if (transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') {
+    return exception.reason.length <= ANSWERED_TEXT_MAX ? exception : new DtmFailureError(truncate(exception.reason, ANSWERED_TEXT_MAX), { cause: exception, gid: exception.gid });
+  }
   const url = (transport.protocol === 'http' ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
   // as DTM stores it: code points of the text the transport answers (over HTTP the JSON body, its escapes included)
   const length = (reason: string) => Array.from(transport.failureText(reason)).length;
@@ -169,13 +175,16 @@ function answerOf(refusal: unknown, protocol: string): number {
 /** gRPC's code ABORTED: DTM's FAILURE. */
 const GRPC_ABORTED = 10;
 
+/** The most characters of a failed branch call's message recorded for the diagnosis (cut between words, see `truncate`). */
+const RECORDED_MESSAGE_MAX = 500;
+
 /** What a failed branch call is recorded as (for the diagnosis of a transaction that does not finish in time). */
 function failureOf(handler: string, exception: unknown, protocol: string): Omit<RecordedBranchFailure, 'at'> {
   const http = exception instanceof HttpException;
   // what the call was answered (see the transports' `answer`): over gRPC the code an HttpException's status stands for, an RpcException's own code, else INTERNAL (13)
   const status = protocol === 'grpc' ? (http ? grpcCodeOfHttpException(exception) : (rpcExceptionCode(exception) ?? 13)) : http ? exception.getStatus() : 500;
   const message = rpcExceptionDetails(exception) ?? messageOf(exception);
-  const failure: Omit<RecordedBranchFailure, 'at'> = { handler, status, message: message.length > 500 ? `${message.slice(0, 500)}…` : message };
+  const failure: Omit<RecordedBranchFailure, 'at'> = { handler, status, message: truncate(message, RECORDED_MESSAGE_MAX) };
   const step = xaModuleStepOf(exception);
   if (step) failure.step = step;
   return failure;
@@ -187,8 +196,21 @@ function failureOf(handler: string, exception: unknown, protocol: string): Omit<
  */
 function shownError(exception: unknown): string {
   const details = rpcExceptionDetails(exception);
-  if (details === undefined) return exception instanceof Error ? (exception.stack ?? exception.message) : textOf(exception);
+  if (details === undefined) {
+    if (!(exception instanceof Error)) return loggedText(textOf(exception));
+    const { stack, message } = exception;
+    if (stack === undefined) return loggedText(message);
+    if (stack.length <= ANSWERED_TEXT_MAX) return stack;
+    // a message of megabytes (each retry of DTM's logs it again): cut, its stack's frames kept
+    const at = stack.indexOf(message);
+    return at < 0 ? loggedText(stack) : `${stack.slice(0, at)}${loggedText(message)}${stack.slice(at + message.length)}`;
+  }
   const stack = (exception as Error).stack ?? '';
   const frames = stack.indexOf('\n    at ');
-  return `RpcException: ${details}${frames >= 0 ? stack.slice(frames) : ''}`;
+  return `RpcException: ${loggedText(details)}${frames >= 0 ? stack.slice(frames) : ''}`;
+}
+
+/** `text` as a log line quotes it: whole up to {@link ANSWERED_TEXT_MAX} characters, else cut (`truncate`) with a note of its length. */
+function loggedText(text: string): string {
+  return text.length <= ANSWERED_TEXT_MAX ? text : `${truncate(text, ANSWERED_TEXT_MAX)} [cut for the log: ${text.length} characters in all]`;
 }

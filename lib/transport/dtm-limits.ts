@@ -41,6 +41,15 @@ export function cutToFit(text: string, budget: number, length: (text: string) =>
 }
 
 /**
+ * The most characters (UTF-16 units) of an error's text a branch of this app answers (a FAILURE's
+ * reason, over gRPC an error's message), cut between words (`truncate`, dtm.messages.ts) past it:
+ * grpc-js sends no status of more than ~64 KiB (its message percent-encoded: up to 9 characters a
+ * unit), the call then waits for its deadline, and a caller of this module refuses an HTTP answer
+ * over its `max_answer_bytes` (64 KiB at least). The same bound applies to what a log line quotes.
+ */
+export const ANSWERED_TEXT_MAX = 4000;
+
+/**
  * The most bytes the headers DTM adds to an HTTP branch call (`branch_headers`: forwarded headers,
  * `branchHeaders`, with `lynx.dtm.branch_auth_keys` the tokens of DTM's calls) may take, each as
  * `name: value` and a line end. Node's HTTP server refuses a request whose header section passes

@@ -43,6 +43,10 @@ import { startTrap } from '../support/trap.js';
 
 /** The gids each handler was called with (a keyless probe would show up as an undefined gid). */
 const calls: Record<string, (string | undefined)[]> = {};
+/** An error's text of over a megabyte, words of different lengths (its 500th character falls inside one). */
+const LONG_ERROR = `ledger offline: ${Array.from({ length: 120_000 }, (_, i) => `entry${i}`).join(' ')}`;
+/** What the diagnosis keeps of {@link LONG_ERROR}: its whole words within 500 characters, and `…`. */
+const LONG_ERROR_KEPT = `${LONG_ERROR.slice(0, LONG_ERROR.lastIndexOf(' ', 500))}…`;
 const called = (name: string, gid: string | undefined) => (calls[name] ??= []).push(gid);
 
 @Controller('diag')
@@ -66,6 +70,13 @@ class DiagController {
   explode(@Query('gid') gid?: string) {
     called('explode', gid);
     throw new Error('ledger offline');
+  }
+
+  @SagaAction('explode-long', { compensate: false })
+  @Post('explode-long')
+  explodeLong(@Query('gid') gid?: string) {
+    called('explode-long', gid);
+    throw new Error(LONG_ERROR);
   }
 
   @SagaAction('slow-http', { compensate: false })
@@ -112,6 +123,26 @@ class DiagController {
   ledgerCheck(@Query('gid') gid?: string) {
     called('ledger-check', gid);
     throw new Error('ledger offline');
+  }
+
+  @TccTry('refuse-long')
+  @Post('refuse-long-try')
+  refuseLongTry() {
+    throw new DtmFailureError(LONG_ERROR);
+  }
+
+  @TccConfirm('refuse-long')
+  @Post('refuse-long-confirm')
+  refuseLongConfirm(@Query('gid') gid?: string) {
+    called('refuse-long-confirm', gid);
+    return {};
+  }
+
+  @TccCancel('refuse-long')
+  @Post('refuse-long-cancel')
+  refuseLongCancel(@Query('gid') gid?: string) {
+    called('refuse-long-cancel', gid);
+    return {};
   }
 
   @TccTry('burn')
@@ -300,6 +331,23 @@ describe('a transaction that does not finish in time names its unfinished branch
     expect(calls.explode).toContain(gid);
   });
 
+  it("a handler throwing a plain Error of a megabyte: the diagnosis keeps its whole words within 500 characters (before: cut inside a word), and its log line (written again at each of DTM's retries) its first 4000 characters with a note of its length, and its stack's frames (before: the megabyte)", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
+    const { gid, error } = await unfinished(app, 'explode-long');
+    expect(LONG_ERROR[500]).toMatch(/\S/); // the cut falls inside a word
+    expect(LONG_ERROR_KEPT).toMatch(/ entry\d+…$/);
+    expect(error.unfinished[0]).toMatchObject({ name: 'explode-long', op: 'action', cause: `DiagController.explodeLong failed (HTTP 500): ${LONG_ERROR_KEPT}` });
+    const lines = app.logger.errors.filter((l) => l.includes(gid));
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    for (const line of lines) {
+      expect(line).toContain(`DiagController.explodeLong failed (http, saga gid ${gid}, branch 01, op action)`);
+      expect(line).toContain(`Error: ledger offline: entry0 entry1 `);
+      expect(line).toContain(`… [cut for the log: ${LONG_ERROR.length} characters in all]\n    at `);
+      expect(line.length).toBeLessThan(6000);
+    }
+  });
+
   it('a prepared message whose back-check fails: the back-check is named (branch 00, op msg) with its handler\'s error, not the branches DTM has not called yet', async () => {
     const port = await freePort();
     const app = await diagApp({ appUrl: `http://127.0.0.1:${port}` }, { port });
@@ -403,6 +451,59 @@ describe('a TCC Try of this app whose handler throws', () => {
     expect(lines).toEqual([expect.stringContaining('DiagController.burnTry failed (http, tcc gid')]);
     expect(lines[0]).toContain('the app running the transaction gets the error and aborts it');
     expect(lines[0]).not.toContain('DTM will retry');
+  });
+});
+
+describe('a TCC Try whose FAILURE answer is larger than the caller reads (max_answer_bytes)', () => {
+  it("of this app (a reason of a megabyte): answered with its reason cut to 4000 characters, so the caller gets the branch's DtmFailureError (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
+    const app = await diagApp({ maxAnswerBytes: 65536 });
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, 'refuse-long')).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const reason = (error as DtmFailureError).reason;
+    expect(reason.length).toBeLessThanOrEqual(4001);
+    expect(reason).toMatch(/^ledger offline: entry0 entry1 .* entry\d+…$/);
+    expect(LONG_ERROR.startsWith(reason.slice(0, -1))).toBe(true);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toMatch(/^ledger offline: entry0 entry1 /);
+    expect((await queryTrans(gid)).branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
+    expect(calls['refuse-long-cancel']).toContain(gid);
+    expect(calls['refuse-long-confirm'] ?? []).not.toContain(gid);
+  });
+
+  it("of another service (HTTP 409, a body of 100 KB): the caller gets a DtmFailureError saying the branch answered FAILURE with a body it did not read (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
+    const cancels: string[] = [];
+    const server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      req.resume();
+      if (url.pathname === '/try') {
+        res.writeHead(409, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ dtm_result: 'FAILURE', message: 'x'.repeat(100_000) }));
+        return;
+      }
+      if (url.pathname === '/cancel') cancels.push(url.searchParams.get('gid') ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const app = await diagApp({ maxAnswerBytes: 65536 });
+      const gid = await app.client.generateGid();
+      const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`)).catch((err: unknown) => err);
+      expect(error).toBeInstanceOf(DtmFailureError);
+      expect((error as DtmFailureError).reason).toBe(`the branch ${base}/try answered FAILURE (HTTP 409) with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read: its reason is not known here`);
+      expect((error as DtmFailureError).status).toBe(409);
+      const final = await app.client.waitForFinal(gid);
+      expect(final.status).toBe('failed');
+      expect(final.rawRollbackReason).toContain('answered FAILURE (HTTP 409) with a body of more than 65536 bytes');
+      expect(cancels).toContain(gid);
+      expect((await queryTrans(gid)).branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

@@ -1060,6 +1060,62 @@ describe('a gRPC branch handler whose Observable emits a value and then fails', 
   });
 });
 
+describe('a gRPC TCC Try of this app whose error text is of 200 KB (grpc-js sends no status that large: the call waited for its deadline)', () => {
+  const LONG = `out of stock: ${Array.from({ length: 20_000 }, (_, i) => `sku${i}`).join(' ')}`;
+  const calls: string[] = [];
+  @Controller()
+  class LongErrors {
+    @GrpcMethod('Shop', 'Reserve')
+    @TccTry('long-error')
+    hold(@Payload() payload: { script: string }) {
+      throw payload.script === 'crash' ? new Error(LONG) : new DtmFailureError(LONG);
+    }
+    @GrpcMethod('Shop', 'ReserveRevert')
+    @TccConfirm('long-error')
+    confirm(@BranchContext() branch: BranchInfo) {
+      calls.push(`confirm ${branch.gid}`);
+    }
+    @GrpcMethod('Shop', 'Notify')
+    @TccCancel('long-error')
+    cancel(@BranchContext() branch: BranchInfo) {
+      calls.push(`cancel ${branch.gid}`);
+    }
+  }
+  let app: INestApplication;
+  beforeAll(async () => {
+    ({ app } = await startGrpcBranchApp(LongErrors));
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("a DtmFailureError: answered ABORTED with its reason cut to 4000 characters; the caller gets the branch's FAILURE at once (before: DtmUnavailableError at the branch timeout), DTM cancels", async () => {
+    const client = app.get(DtmClient);
+    const gid = await client.generateGid();
+    const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(item('a'), 'long-error'), { branchTimeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const reason = (error as DtmFailureError).reason;
+    expect(reason.length).toBeLessThanOrEqual(4001);
+    expect(reason).toMatch(/^out of stock: sku0 sku1 .* sku\d+…$/);
+    expect(LONG.startsWith(reason.slice(0, -1))).toBe(true);
+    expect((await waitForTransStatus(gid, 'failed')).transaction?.rollback_reason).toMatch(/^out of stock: sku0 sku1 /);
+    expect(calls).toContain(`cancel ${gid}`);
+    expect(calls).not.toContain(`confirm ${gid}`);
+  });
+
+  it("a plain Error: answered INTERNAL with its message cut to 4000 characters; the caller gets the DtmServerError naming the handler at once (before: DtmUnavailableError at the branch timeout), DTM cancels", async () => {
+    const client = app.get(DtmClient);
+    const gid = await client.generateGid();
+    const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(item('a', 'crash'), 'long-error'), { branchTimeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmServerError);
+    expect((error as DtmServerError).status).toBe(13);
+    expect((error as Error).message).toMatch(/answered gRPC status 13: its handler LongErrors\.hold, in this app, threw: out of stock: sku0 sku1 .* sku\d+…/);
+    expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+    expect(calls).toContain(`cancel ${gid}`);
+    expect(calls).not.toContain(`confirm ${gid}`);
+  });
+});
+
 describe("a TCC Try whose payload is over its gRPC server's maxReceiveMessageLength", () => {
   const calls: string[] = [];
   @Controller()

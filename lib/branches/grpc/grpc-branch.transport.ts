@@ -6,6 +6,8 @@ import type { BranchCarrier, BranchTransport } from '../branch-transport.js';
 import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 import { messageOf, textOf } from '../../errors/text-of.js';
+import { truncate } from '../../dtm.messages.js';
+import { ANSWERED_TEXT_MAX } from '../../transport/dtm-limits.js';
 
 /** gRPC status codes (grpc-js `status`; not imported: @grpc/grpc-js is an optional peer). */
 const CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;
@@ -161,7 +163,7 @@ export const grpcBranchTransport: BranchTransport = {
     } else if (exception instanceof HttpException) {
       const code = grpcCodeOfHttpException(exception);
       error = { code, message: code === CODE.ABORTED ? abortedMessage(exception.message) : exception.message };
-    } else error = { code: CODE.INTERNAL, message: messageOf(exception) };
+    } else error = { code: CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
     return throwError(() => error);
   },
 };

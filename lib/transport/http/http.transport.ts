@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import axios, { type AxiosInstance, type AxiosRequestConfig } from 'axios';
+import axios, { type AxiosError, type AxiosInstance, type AxiosRequestConfig } from 'axios';
 import type { DtmConfig } from '../../config/dtm-config.types.js';
 import { MESSAGES, UNANSWERED, type UnansweredMessages } from '../../dtm.messages.js';
 import type { DtmErrorContext } from '../../errors/dtm-error.js';
@@ -244,6 +244,11 @@ export class HttpTransport implements DtmTransport {
     try {
       answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
     } catch (err) {
+      // a 409 is FAILURE whatever its body (DTM reads it so): one too large to read is still the branch's FAILURE, its reason unread
+      if (isTooLarge(err) && (err as { answerStatus?: number }).answerStatus === 409) {
+        const reason = MESSAGES.branchFailureTooLarge(endpoint, this.config.maxAnswerBytes);
+        throw new DtmFailureError(reason, { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: 409 });
+      }
       throw requestError(err, UNANSWERED.branch, endpoint, call.timeoutSeconds, this.config.maxAnswerBytes, { gid: call.gid, branchId: call.branchId });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
@@ -399,6 +404,8 @@ export class HttpTransport implements DtmTransport {
         const what = deadline.connected ? 'no complete answer' : 'no connection';
         throw Object.assign(new Error(`${what} within ${deadline.ms} ms`), { code: 'ETIMEDOUT', connected: deadline.connected });
       }
+      // an answer over max_answer_bytes: axios keeps none of it, its status is the request's
+      if (isTooLarge(err)) Object.assign(err as object, { answerStatus: (deadline.request as { res?: http.IncomingMessage } | undefined)?.res?.statusCode });
       throw err;
     }
   }
@@ -488,7 +495,7 @@ function requestError(
   ids: Pick<DtmErrorContext, 'gid' | 'branchId'>,
 ): DtmServerError | DtmUnavailableError {
   const context: DtmErrorContext = { ...ids, endpoint, protocol: 'http', cause: safeCause(err) };
-  if (axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of')) {
+  if (isTooLarge(err)) {
     const tooLarge = new DtmServerError(messages.tooLarge(endpoint, maxAnswerBytes), '', { ...context, status: err.response?.status });
     tooLargeAnswers.add(tooLarge);
     return tooLarge;
@@ -503,6 +510,11 @@ function requestError(
   const code = (err as { code?: unknown } | undefined)?.code;
   const cause = typeof code === 'string' ? code : thrownMessage(err);
   return new DtmUnavailableError(messages.unavailable(endpoint, redactText(cause), timeoutSeconds), context);
+}
+
+/** Whether axios gave up reading an answer for its size (over `maxContentLength`, which is `max_answer_bytes`). */
+function isTooLarge(err: unknown): err is AxiosError {
+  return axios.isAxiosError(err) && err.code === 'ERR_BAD_RESPONSE' && err.message.startsWith('maxContentLength size of');
 }
 
 /** An answer's text as an error message shows it: URLs' credentials redacted, at most 200 characters. */
