@@ -152,7 +152,7 @@ function readConfigFile(file: string, path: string, problems: DtmConfigProblem[]
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') problems.push({ path: 'configFile', message: MESSAGES.configFileMissing(file, path) });
     else if (code === 'EACCES' || code === 'EPERM') unreadable('cannot be read: permission denied');
-    else unreadable(`cannot be read (${code ?? (messageOf(err))})`);
+    else unreadable(`cannot be read (${code ?? messageOf(err)})`);
     return undefined;
   }
 }

@@ -95,7 +95,7 @@ export async function callBranch(url: string, call: DtmBranchCall): Promise<DtmB
     text = await response.text();
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const why = cause?.code ?? cause?.message ?? (messageOf(err));
+    const why = cause?.code ?? cause?.message ?? messageOf(err);
     throw new DtmUnavailableError(`callBranch: could not reach the branch ${redactUrl(url)} (${why}); check that the app listens there`, { endpoint: redactUrl(url), protocol: 'http', cause: err });
   }
   return { status: response.status, outcome: readBranchAnswer(response.status, text), text };

@@ -281,7 +281,7 @@ export async function waitForDtmServer(httpUrl: string, timeoutMs: number, exite
   const deadline = Date.now() + timeoutMs;
   /** Aborts a request when the time left runs out (at least 1 ms: AbortSignal.timeout wants a positive delay). */
   const timeLeft = () => AbortSignal.timeout(Math.max(1, deadline - Date.now()));
-  const why = (err: unknown) => (messageOf(err));
+  const why = (err: unknown) => messageOf(err);
   let last = 'no answer yet';
   for (;;) {
     const ended = exited();
