@@ -611,7 +611,8 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
       const calls = windowed.ledger.callsOf(gid).map((c) => c.handler);
       expect(calls.length).toBeGreaterThan(before);
       expect(new Set(calls)).toEqual(new Set(['transIn']));
-      expect(windowed.logger.warnings.filter((w) => w.includes(gid))).toEqual([]);
+      // no warning but those of the ONGOING answers before the window passed (a refused step is warned of)
+      expect(windowed.logger.warnings.filter((w) => w.includes(gid) && !w.includes('saying: transIn not ready'))).toEqual([]);
     } finally {
       await windowed.close();
     }
