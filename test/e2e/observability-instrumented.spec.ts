@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { DtmProtocol } from 'nestjs-dtm';
-import { fileDatabases } from '../support/databases.js';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { queryTrans } from '../support/harness.js';
 import type { ReportedSpan } from './observability-instrumented.app.js';
@@ -37,8 +37,11 @@ function ask<T>(message: object): Promise<T> {
   });
 }
 
+/** This file's databases, made once: a second fileDatabases() drops them (WITH FORCE), ending the first app's connections. */
+let dbs: FileDatabases;
+
 beforeAll(async () => {
-  const dbs = await fileDatabases();
+  dbs = await fileDatabases();
   child = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
     execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -154,7 +157,6 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
 describe('with pass_trace_context: false, under the same instrumentations', () => {
   let untraced: ChildProcess;
   beforeAll(async () => {
-    const dbs = await fileDatabases();
     untraced = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
       execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
       env: { ...process.env, PASS_TRACE_CONTEXT: 'false' },

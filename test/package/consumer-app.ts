@@ -43,7 +43,7 @@ function copySourcesAsEsm(from: string, dir: string): void {
 export function installConsumerApp(name: string, sourcesFrom?: string, from = join(root, 'test', 'package', 'apps', name)): ConsumerApp {
   const work = mkdtempSync(join(tmpdir(), `nestjs-dtm-${name}-`));
   const packed = JSON.parse(
-    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 }),
   ) as { filename: string }[];
   const dir = join(work, name);
   cpSync(from, dir, { recursive: true, filter: (source) => !/[/\\](node_modules|dist)$/.test(source) });
@@ -52,7 +52,8 @@ export function installConsumerApp(name: string, sourcesFrom?: string, from = jo
   const app = JSON.parse(readFileSync(manifest, 'utf8')) as { dependencies: Record<string, string> };
   app.dependencies['nestjs-dtm'] = `file:${join(work, packed[0].filename)}`; // the apps' "file:NESTJS_DTM_TARBALL", the example's version range
   writeFileSync(manifest, JSON.stringify(app, null, 2));
-  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  // bounded: execFileSync blocks the worker, so no jest timeout can end an npm that hangs on the registry
+  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], timeout: 170_000 });
   return {
     dir,
     run(command, args, extra = {}) {

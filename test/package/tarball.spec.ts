@@ -16,7 +16,7 @@ let packedFiles: string[];
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'nestjs-dtm-pack-'));
   const packed = JSON.parse(
-    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 }),
   ) as { filename: string; files: { path: string }[] }[];
   tarball = join(work, packed[0].filename);
   packedFiles = packed[0].files.map((f) => f.path);
@@ -24,11 +24,12 @@ beforeAll(() => {
   const app = join(work, 'app');
   execFileSync('mkdir', ['-p', app]);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
-  // peers as a Nest 12 app has them; --prefer-offline reuses what `npm ci` put in the npm cache
+  // peers as a Nest 12 app has them; --prefer-offline reuses what `npm ci` put in the npm cache. Bounded: execFileSync
+  // blocks the worker, so jest's hook timeout cannot end an npm that hangs on the registry (it held a CI run to its cap)
   execFileSync(
     'npm',
     ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@nestjs/common@^12', '@nestjs/core@^12', 'reflect-metadata', 'rxjs'],
-    { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: app, stdio: ['ignore', 'pipe', 'pipe'], timeout: 150_000 },
   );
 }, 180_000);
 
@@ -40,7 +41,7 @@ afterAll(() => {
 function runInConsumer(name: string, code: string, app = 'app'): string {
   const file = join(work, app, name);
   writeFileSync(file, code);
-  return execFileSync(process.execPath, [file], { cwd: join(work, app), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(process.execPath, [file], { cwd: join(work, app), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
 }
 
 describe('the packed tarball', () => {
@@ -286,7 +287,7 @@ describe('the packed tarball', () => {
     execFileSync(
       'npm',
       ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, '@nestjs/common@^11', '@nestjs/core@^11', '@nestjs/platform-express@^11', 'reflect-metadata', 'rxjs'],
-      { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: app, stdio: ['ignore', 'pipe', 'pipe'], timeout: 150_000 }, // bounded: see the install in beforeAll
     );
     const out = runInConsumer(
       'check.cjs',
