@@ -230,8 +230,11 @@ export const MESSAGES = {
     `cannot load the protos of the app's gRPC server at ${url} (${where}: ${reason}); fix the protoPath of that gRPC microservice's options (${protoPath}; paths are relative to the working directory) or the .proto file: the module reads the services it serves from them, as Nest does`,
   grpcPayloadNeedsProto: (target: string) =>
     `the payload of ${target} is an object, but the module knows no proto declaring that method (neither grpcProtos nor the protos of this app's gRPC servers): add its .proto to DtmModule.forRoot({ grpcProtos: { protoPath } }), or pass the encoded message as a Uint8Array`,
-  grpcPayloadUnknownField: (type: string, key: string, fields: readonly string[], of?: string) =>
-    `${type} has no field ${JSON.stringify(key.slice(0, 100))}, which protobuf would drop: its fields${of ? ` (of ${of})` : ''} are ${fields.join(', ') || 'none'}, spelt as the loader options of the protos say (keepCase)`,
+  /** `near`: the field `key` names once case and underscores are ignored (`user_id` for `userId`), if any. */
+  grpcPayloadUnknownField: (type: string, key: string, fields: readonly string[], of?: string, near?: string) =>
+    `${type} has no field ${JSON.stringify(key.slice(0, 100))}, which protobuf would drop: its fields${of ? ` (of ${of})` : ''} are ${fields.join(', ') || 'none'}${
+      near === undefined ? '' : `; spell it ${JSON.stringify(near)}, as the loader options of the protos name that field (keepCase: false, the default, camelCases the .proto's names; true keeps them)`
+    }`,
   grpcPayloadFieldValue: (type: string, field: string, proto: string, want: string, got: string) =>
     `field ${JSON.stringify(field.slice(0, 100))} (${proto}) of ${type} takes ${want}, got ${got}, which protobuf would not send as it is`,
   grpcPayloadNotEncodable: (target: string, reason: string) => `the payload of ${target} does not fit the method's request type (${reason}); fix the object`,

@@ -81,7 +81,7 @@ describe('saga branches served by @GrpcMethod handlers', () => {
     const error = await (async () => t.client.newSaga(gid).add('reserve', { sku: 'k1', qty: 2, script: '' }).submitAndWait())().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmUsageError);
     expect((error as Error).message).toBe(
-      `the payload of ${t.target('Reserve')} does not fit the method's request type (the request type Item has no field "qty", which protobuf would drop: its fields are sku, quantity, script, spelt as the loader options of the protos say (keepCase)); fix the object`,
+      `the payload of ${t.target('Reserve')} does not fit the method's request type (the request type Item has no field "qty", which protobuf would drop: its fields are sku, quantity, script); fix the object`,
     );
     expect((await queryTrans(gid)).transaction).toBeNull();
     expect(t.ledger.callsOf(gid)).toEqual([]);

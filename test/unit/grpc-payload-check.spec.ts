@@ -144,6 +144,33 @@ service S { rpc Put(other.sub.Ext) returns (other.sub.Ext); rpc Mix(Mix) returns
     expect(() => codecs.get(path)!.serializeRequest(value)).toThrow(message);
   });
 
+  it("an unknown key names keepCase (and the field to spell) only when it is a field's name spelt otherwise, ignoring case and underscores", () => {
+    const refusal = (send: () => unknown) => {
+      try {
+        send();
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    const keepCase = '(keepCase: false, the default, camelCases the .proto\'s names; true keeps them)';
+    // the loader's default camelCases the .proto's names: snake_case keys are the mix-up
+    expect(refusal(() => codecs.get('/mix.S/Mix')!.serializeRequest({ part: { part_amount: 1 } }))).toBe(
+      `the request type Mix has no field "part.part_amount", which protobuf would drop: its fields (of mix.Mix.Part) are partAmount; spell it "partAmount", as the loader options of the protos name that field ${keepCase}`,
+    );
+    expect(refusal(() => codecs.get('/mix.S/Mix')!.serializeRequest({ Some_Amount: 1 }))).toContain('has no field "Some_Amount", which protobuf would drop: its fields are ext, nest, at, someAmount, part; spell it "someAmount", as the loader options');
+    // keepCase: true keeps them: the camelCase key is the mix-up
+    expect(refusal(() => codec.serializeRequest({ byName: { a: 1 } }))).toContain('has no field "byName", which protobuf would drop: its fields are i32, u32, i64, u64, s64, d, f, b, s, raw, color, many, inner, by_name, inners, by_inner, deep, colors; spell it "by_name", as the loader options');
+    // a key that is no field's name, however spelt: no word of keepCase
+    for (const [send, message] of [
+      [() => codec.serializeRequest({ inner: { typo: 'x' } }), 'the request type All has no field "inner.typo", which protobuf would drop: its fields (of kinds.Inner) are s'],
+      [() => codecs.get('/mix.S/Mix')!.serializeRequest({ nest: { m: 1 } }), 'the request type Mix has no field "nest.m", which protobuf would drop: its fields (of other.sub.Ext.Nest) are n'],
+      [() => codecs.get('/mix.S/Mix')!.serializeRequest({ amount: 1 }), 'the request type Mix has no field "amount", which protobuf would drop: its fields are ext, nest, at, someAmount, part'],
+    ] as const) {
+      expect(refusal(send)).toBe(message);
+    }
+  });
+
   it('passes what protobuf sends as it is; a google.protobuf type is left to protobuf', () => {
     expect(() => codecs.get('/mix.S/Mix')!.serializeRequest({ ext: { e: 'x', nest: { n: 3 } }, nest: { n: -1 }, at: { seconds: '5', nanos: 1 }, someAmount: '7', part: { partAmount: 9 } })).not.toThrow();
   });

@@ -120,6 +120,12 @@ function isNumberLike(value: unknown): boolean {
   return typeof value === 'string' && value.trim() !== '' && (value === 'NaN' || !Number.isNaN(Number(value)));
 }
 
+/** The field of `fields` that `key` names once case and underscores are ignored (`user_id`, `UserId` for `userId`), if any. */
+function sameNameAs(key: string, fields: readonly string[]): string | undefined {
+  const bare = (name: string) => name.replace(/_/g, '').toLowerCase();
+  return fields.find((field) => bare(field) === bare(key));
+}
+
 /** A value as the messages of the payload checks show it. */
 function shown(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
@@ -235,7 +241,7 @@ function payloadCheck(method: MethodDefinitionLike, types: ProtoTypes): ((value:
         const got = (value as Record<string, unknown>)[key];
         if (got === undefined) continue;
         const field = known.get(key);
-        if (field === undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, path + key, fields, of));
+        if (field === undefined) throw new Error(MESSAGES.grpcPayloadUnknownField(typeName, path + key, fields, of, sameNameAs(key, fields)));
         // null leaves the field unset, as undefined does
         if (field === null || got === null) continue;
         if (!field.repeated) field.check(got, path + key);
