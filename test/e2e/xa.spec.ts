@@ -138,6 +138,31 @@ async function listenAt(app: INestApplication, path: string): Promise<string> {
   return `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/${path}`;
 }
 
+/** An HTTP action call as a wire between the AP and an app saw it: its URL (path and query), dtm-* headers and content type, body. */
+type TakenCall = { url: string; headers: Record<string, string>; body: string };
+
+/**
+ * An HTTP server on 127.0.0.1 between the AP and an app (at `behind()`, asked at each call): forwards
+ * every call (its dtm-* headers, content type and body) and its answer, and keeps the action calls
+ * in `taken` as an attacker on the wire would.
+ */
+async function recordingWire(behind: () => string): Promise<{ url: string; taken: TakenCall[]; close(): Promise<void> }> {
+  const taken: TakenCall[] = [];
+  const wire = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+    req.on('end', () => {
+      const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name.startsWith('dtm-') || name === 'content-type')) as Record<string, string>;
+      if (req.url!.includes('op=action')) taken.push({ url: req.url!, headers, body });
+      void fetch(new URL(req.url!, behind()), { method: req.method, headers, body: body === '' ? undefined : body }).then(async (answer) => {
+        res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(await answer.text());
+      });
+    });
+  });
+  await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
+  return { url: `http://127.0.0.1:${(wire.address() as net.AddressInfo).port}`, taken, close: () => new Promise<void>((done) => wire.close(() => done())) };
+}
+
 beforeAll(async () => {
   dbs = await fileDatabases();
   pgPool = new pg.Pool({ connectionString: dbs.postgres.url });
@@ -655,33 +680,22 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
   let looseUrl: string;
   let signedAp: DtmTestApp;
   /** Between the AP and strict: forwards every call, keeping the action calls (URL, headers, body) as an attacker on the wire would. */
-  let wire: ReturnType<typeof createServer>;
+  let wire: Awaited<ReturnType<typeof recordingWire>>;
   let wireUrl: string;
-  const taken: { url: string; headers: Record<string, string>; body: string }[] = [];
+  let taken: TakenCall[];
   const databases = () => ({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) });
   beforeAll(async () => {
     strict = await xaApp(databases(), [XaReplayController], { branchAuthKeys: [key], branchAuthCheckActions: true });
     strictUrl = await listenAt(strict, 'xa-replay');
     loose = await xaApp(databases(), [XaReplayController], { branchAuthKeys: [key] });
     looseUrl = await listenAt(loose, 'xa-replay');
-    wire = createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
-      req.on('end', () => {
-        const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name.startsWith('dtm-') || name === 'content-type')) as Record<string, string>;
-        if (req.url!.includes('op=action')) taken.push({ url: req.url!, headers, body });
-        void fetch(new URL(req.url!, strictUrl), { method: req.method, headers, body: body === '' ? undefined : body }).then(async (answer) => {
-          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(await answer.text());
-        });
-      });
-    });
-    await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
-    wireUrl = `http://127.0.0.1:${(wire.address() as net.AddressInfo).port}`;
+    wire = await recordingWire(() => strictUrl);
+    ({ url: wireUrl, taken } = wire);
     signedAp = await startDtmApp({ config: { branchAuthKeys: [key] } });
   });
   afterAll(async () => {
     await signedAp?.close();
-    await new Promise((done) => wire?.close(done));
+    await wire?.close();
     await strict?.close();
     await loose?.close();
   });
@@ -763,34 +777,23 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
   const base: { strict: string; loose: string } = { strict: '', loose: '' };
   let signedAp: DtmTestApp;
   /** Between the AP and the app under test (`behind`): forwards every call, keeping the action calls as an attacker on the wire would. */
-  let wire: ReturnType<typeof createServer>;
+  let wire: Awaited<ReturnType<typeof recordingWire>>;
   let wireUrl: string;
   let behind = '';
-  const taken: { url: string; headers: Record<string, string>; body: string }[] = [];
+  let taken: TakenCall[];
   const databases = () => ({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) });
   beforeAll(async () => {
     strict = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchAuthCheckActions: true, branchTimeout: 5 });
     base.strict = await listenAt(strict, 'xa-once');
     loose = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchTimeout: 5 });
     base.loose = await listenAt(loose, 'xa-once');
-    wire = createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
-      req.on('end', () => {
-        const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name.startsWith('dtm-') || name === 'content-type')) as Record<string, string>;
-        if (req.url!.includes('op=action')) taken.push({ url: req.url!, headers, body });
-        void fetch(new URL(req.url!, behind), { method: req.method, headers, body: body === '' ? undefined : body }).then(async (answer) => {
-          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(await answer.text());
-        });
-      });
-    });
-    await new Promise<void>((done) => wire.listen(0, '127.0.0.1', done));
-    wireUrl = `http://127.0.0.1:${(wire.address() as net.AddressInfo).port}`;
+    wire = await recordingWire(() => behind);
+    ({ url: wireUrl, taken } = wire);
     signedAp = await startDtmApp({ config: { branchAuthKeys: [key] } });
   });
   afterAll(async () => {
     await signedAp?.close();
-    await new Promise((done) => wire?.close(done));
+    await wire?.close();
     await strict?.close();
     await loose?.close();
   });
