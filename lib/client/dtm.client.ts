@@ -62,6 +62,12 @@ const PROBE_MAX_SECONDS = 3;
 /** The least time a wait's look at DTM's record gets when less of the wait is left (one look even with `timeout: 0`). */
 const LAST_LOOK_MIN_MS = 1000;
 
+/** A wait at DTM's record: when it ends (epoch ms), and the pause before its next look (ms), which grows. */
+interface WaitState {
+  deadline: number;
+  interval: number;
+}
+
 /** How many distinct foreign DTM server names a client logs (a caller chooses them: the log must stay bounded). */
 const MAX_LOGGED_FOREIGN_DTM = 100;
 
@@ -309,22 +315,20 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     assertGid(gid);
     assertWaitOptions(options);
     const timeout = options.timeout ?? DEFAULT_WAIT_TIMEOUT;
-    const pollInterval = options.pollInterval ?? DEFAULT_POLL_INTERVAL;
-    const deadline = Date.now() + timeout * 1000;
-    let interval = pollInterval * 1000;
+    const wait: WaitState = { deadline: Date.now() + timeout * 1000, interval: (options.pollInterval ?? DEFAULT_POLL_INTERVAL) * 1000 };
     let lastStatus = 'unknown';
     let lastRecord: TransactionRecord | undefined;
     let lastError: Error | undefined;
     let unstoredSince: number | undefined;
-    for (;;) {
+    const look = async (): Promise<FinalResult | undefined> => {
       let record: TransactionRecord | null | undefined;
       try {
-        record = await this.http.query(gid, this.lookBound(deadline));
+        record = await this.http.query(gid, this.lookBound(wait.deadline));
         lastError = undefined;
       } catch (err) {
         // an answer that cannot be used (too large, not DTM's shape): the outcome is not known, and DTM may hold the transaction
         // a record too large to read (its branches' payloads): the wait goes on with the status alone, to say where DTM is
-        if (isAnswerTooLarge(err)) throw await this.statusAlone(gid, err as DtmServerError, deadline, interval, timeout);
+        if (isAnswerTooLarge(err)) return this.statusAlone(gid, err as DtmServerError, wait, timeout);
         if (err instanceof DtmServerError && !isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, err.message), gid, lastStatus, { cause: err });
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
@@ -332,7 +336,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
       if (record === null && !submitted?.mayBeAbsent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
       if (record !== undefined) {
         if (record?.status === 'succeed' || record?.status === 'failed') {
-          return finalResult((await this.settledBranches(gid, record, deadline)) as TransactionRecord & { status: 'succeed' | 'failed' });
+          return finalResult((await this.settledBranches(gid, record, wait.deadline)) as TransactionRecord & { status: 'succeed' | 'failed' });
         }
         lastStatus = record?.status ?? 'absent';
         if (record) lastRecord = record;
@@ -340,26 +344,42 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         if (this.closed) throw new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, lastStatus), gid, lastStatus, { cause: lastError ?? submitted?.lost });
         if (submitted && isUnstored(lastStatus)) {
           unstoredSince ??= Date.now();
-          if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < deadline) {
+          if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < wait.deadline) {
             unstoredSince = undefined;
             lastError = await this.submitAgain(gid, lastStatus, submitted);
           }
         } else unstoredSince = undefined;
       }
-      // the app closed: the wait ends (DTM goes on with the transaction); it must not keep the closed app polling DTM until its deadline
-      if (this.closed) throw new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, lastStatus), gid, lastStatus, { cause: lastError ?? submitted?.lost });
-      if (Date.now() >= deadline) {
-        // no submit got stored: DTM calls none of its branches, there is nothing to diagnose
-        if (submitted && isUnstored(lastStatus)) {
-          const cause = lastError ?? submitted.lost;
-          throw new DtmOutcomeUnknownError(MESSAGES.notStoredAfterSubmit(gid, lastStatus, timeout, cause?.message), gid, lastStatus, { cause });
-        }
-        // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
-        const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
-        throw new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? submitted?.lost }, unfinished);
+      return undefined;
+    };
+    const expired = async (): Promise<Error> => {
+      // no submit got stored: DTM calls none of its branches, there is nothing to diagnose
+      if (submitted && isUnstored(lastStatus)) {
+        const cause = lastError ?? submitted.lost;
+        return new DtmOutcomeUnknownError(MESSAGES.notStoredAfterSubmit(gid, lastStatus, timeout, cause?.message), gid, lastStatus, { cause });
       }
-      await this.pause(Math.min(interval, Math.max(0, deadline - Date.now())));
-      interval = Math.min(interval * 1.5, 1000);
+      // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
+      const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
+      return new DtmOutcomeUnknownError(MESSAGES.notFinal(gid, lastStatus, timeout, lastError?.message) + describeUnfinished(unfinished), gid, lastStatus, { cause: lastError ?? submitted?.lost }, unfinished);
+    };
+    return this.waitLoop(wait, look, () => new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, lastStatus), gid, lastStatus, { cause: lastError ?? submitted?.lost }), expired);
+  }
+
+  /**
+   * The loop of a wait at DTM's record ({@link awaitFinal}, {@link statusAlone}): `look`, whose
+   * result ends the wait (as what it throws does); then, the app closed, the error of `closed()`
+   * (DTM goes on with the transaction: a closed app must not poll DTM until the deadline); past
+   * `wait.deadline`, the error of `expired()`; else a pause of `wait.interval` ms (to the deadline
+   * at most; the app's close ends it), 1.5 times longer each time up to 1 s.
+   */
+  private async waitLoop<T>(wait: WaitState, look: () => Promise<T | undefined>, closed: () => Error, expired: () => Promise<Error> | Error): Promise<T> {
+    for (;;) {
+      const result = await look();
+      if (result !== undefined) return result;
+      if (this.closed) throw closed();
+      if (Date.now() >= wait.deadline) throw await expired();
+      await this.pause(Math.min(wait.interval, Math.max(0, wait.deadline - Date.now())));
+      wait.interval = Math.min(wait.interval * 1.5, 1000);
     }
   }
 
@@ -411,24 +431,23 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * The end of a wait whose status query DTM answered with more than `max_answer_bytes` (`tooLarge`;
    * the record holds each branch's payload several times): reads the status alone (DTM's `/all` of
-   * `gid`, no branches) until it is final or the wait's deadline, and gives the error that says it, the
-   * setting to raise to read the whole record (its branches, and that it holds this transaction's steps).
+   * `gid`, no branches) until it is final or the wait's deadline, and throws the error that says it, the
+   * setting to raise to read the whole record (its branches, and that it holds this transaction's steps);
+   * the app closed meanwhile, the error that says so, as {@link awaitFinal}'s.
    */
-  private async statusAlone(gid: string, tooLarge: DtmServerError, deadline: number, interval: number, timeout: number): Promise<DtmOutcomeUnknownError> {
+  private statusAlone(gid: string, tooLarge: DtmServerError, wait: WaitState, timeout: number): Promise<never> {
     let status = 'unknown';
-    for (;;) {
+    const readAlone = (final: boolean) => new DtmOutcomeUnknownError(MESSAGES.recordTooLarge(gid, status, final, timeout, this.config.maxAnswerBytes), gid, status, { cause: tooLarge });
+    const look = async (): Promise<undefined> => {
       try {
         status = (await this.http.list({ gid })).transactions.find((t) => t.gid === gid)?.status ?? 'absent';
       } catch (err) {
-        if (!isTransientDtmError(err)) return new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, tooLarge.message), gid, status, { cause: tooLarge });
+        if (!isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, tooLarge.message), gid, status, { cause: tooLarge });
       }
-      const final = status === 'succeed' || status === 'failed';
-      if (final || this.closed || Date.now() >= deadline) {
-        return new DtmOutcomeUnknownError(MESSAGES.recordTooLarge(gid, status, final, timeout, this.config.maxAnswerBytes), gid, status, { cause: tooLarge });
-      }
-      await this.pause(Math.min(interval, Math.max(0, deadline - Date.now())));
-      interval = Math.min(interval * 1.5, 1000);
-    }
+      if (status === 'succeed' || status === 'failed') throw readAlone(true);
+      return undefined;
+    };
+    return this.waitLoop<never>(wait, look, () => new DtmOutcomeUnknownError(MESSAGES.waitClosed(gid, status), gid, status, { cause: tooLarge }), () => readAlone(false));
   }
 
   /**

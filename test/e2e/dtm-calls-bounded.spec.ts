@@ -448,6 +448,34 @@ describe('a wait whose status query DTM answers over max_answer_bytes (the recor
       await small.close();
     }
   });
+
+  it('the app closed while the wait reads the status alone: the wait ends then, saying the app closed (its last status, the record over max_answer_bytes as the cause), not that the outcome is unknown after the wait', async () => {
+    let listed!: () => void;
+    const readingAlone = new Promise<void>((done) => (listed = done));
+    const small = await startDtmApp({ config: { maxAnswerBytes: 64 * 1024 }, instrumentation: { hooks: { 'dtm.call': (e) => void (e.operation === 'list' && listed()) } } });
+    let open = true;
+    try {
+      recorder.answer('/LargeHeld', { status: 500, body: 'not yet' });
+      const gid = await small.client.generateGid();
+      const saga = small.client.newSaga(gid, { retryInterval: 60 }).add(recorder.urlFor('/LargeHeld'), recorder.urlFor('/LargeHeldRevert'), { blob: 'd'.repeat(40_000) });
+      const waiting = saga.submitAndWait({ timeout: 30 }).catch((e: unknown) => e);
+      await readingAlone; // its first read of the status alone is done: the wait pauses before the next
+      const closing = Date.now();
+      await small.close();
+      open = false;
+      const error = await waiting;
+      expect(Date.now() - closing).toBeLessThan(5000); // not the 30 s of the wait
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+      expect((error as Error).message).toBe(
+        `the app closed while waiting for the outcome of ${gid} (last known status "submitted"): the wait ended there, and DTM goes on with the transaction; look it up with waitForFinal("${gid}") or query("${gid}") from a running app, never start it again under a new gid`,
+      );
+      expect(((error as Error).cause as Error).message).toContain('answered more than 65536 bytes (lynx.dtm.max_answer_bytes)');
+      await dtmPost('/forceStop', { gid });
+    } finally {
+      if (open) await small.close();
+    }
+  });
 });
 
 describe("DTM's answers are checked before use", () => {
