@@ -3,12 +3,14 @@
 // or plant barrier rows are performed over both transports, and the databases are the oracle.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { BranchBarrier, type DtmProtocol } from 'nestjs-dtm';
+import { BranchBarrier, DtmUsageError, type DtmProtocol } from 'nestjs-dtm';
+import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
+import { requestBytes } from '../support/grpc.js';
 import { queryTrans, storedAuth, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { waitUntil } from '../support/services/process.js';
-import { bankHelpers, SQL_STORES, startBarrierApp, type BankAnswer, type BarrierApp, type SqlStore } from './barrier-app.js';
+import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BankAnswer, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
 
 const KEY = randomBytes(33).toString('base64');
 const CASES = SQL_STORES.flatMap((store) => PROTOCOLS.map((protocol): [SqlStore, DtmProtocol] => [store, protocol]));
@@ -23,7 +25,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-const { seed, balances, barrierRows, callBranch: attack } = bankHelpers(() => t);
+const { seed, balances, barrierRows, callBranch: attack, target } = bankHelpers(() => t);
 
 /** Refused as unauthenticated: HTTP 401, gRPC UNAUTHENTICATED (16). */
 const refused = (protocol: DtmProtocol) => (protocol === 'http' ? { status: 401 } : { code: 16 });
@@ -167,6 +169,30 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
     expect(await balances(store, [1])).toEqual({ 1: 0 }); // nothing delivered
   });
 
+  it("the app's own back-check taken off the wire and replayed after the message failed answers FAILURE again and writes nothing (it reads the barrier row, and the rollback row is there); DTM's back-check replayed then is refused", async () => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 300 }).add(`${store}.deliver`, { account: 1, amount: 5 });
+    await expect(
+      msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    const stored = await queryTrans(gid);
+    expect(stored.transaction?.status).toBe('failed');
+    // the call as the app sent it: its dtm-auth-call is the app's HMAC of exactly this call (no body)
+    const issued = stored.transaction?.branch_headers?.['dtm-auth-issued'] ?? '';
+    const token = new BranchAuth([KEY]).sign({ channel: 'app', gid, transType: 'msg', branchId: '00', op: 'msg', target: targetPath(target(store, protocol, 'query-prepared')), payload: undefined, issued });
+    const q = { gid, trans_type: 'msg', branch_id: '00', op: 'msg' };
+    const own = await attack(store, protocol, 'query-prepared', q, undefined, { 'dtm-auth-call': token, 'dtm-auth-issued': issued });
+    expect(own).toMatchObject(protocol === 'http' ? { status: 409 } : { code: 10 }); // FAILURE, as the app's own call was answered
+    const dtms = await attack(store, protocol, 'query-prepared', q, undefined, storedAuth(stored));
+    expect(dtms).toMatchObject(refused(protocol));
+    expect(dtms.text).toContain('DTM records the msg transaction as failed, and this op runs only when it is prepared');
+    expect(await barrierRows(store, gid)).toEqual(['00/msg/01=rollback']);
+    expect(await balances(store, [1])).toEqual({ 1: 0 });
+  });
+
   it('commit, then a crash before submit: DTM\'s own back-check, with its token and due, finds the commit and delivers', async () => {
     await seed(store, { 1: 0 });
     const gid = await t.client.generateGid();
@@ -242,6 +268,64 @@ describe('branch_auth_check_actions on the barrier bank', () => {
   });
   afterAll(async () => {
     await strict?.close();
+  });
+
+  /**
+   * The TCC Try call of `gid`'s first branch with `move`, as the app sent it (an attacker on the wire
+   * keeps the same: its `dtm-auth-call` is the app's HMAC of exactly this call), sent again to the bank.
+   */
+  const replayTry = async (store: SqlStore, protocol: DtmProtocol, gid: string, move: Move): Promise<BankAnswer> => {
+    const record = await queryTrans(gid);
+    const branchId = record.branches[0].branch_id;
+    const issued = record.transaction?.branch_headers?.['dtm-auth-issued'] ?? '';
+    const payload = protocol === 'http' ? JSON.stringify(move) : requestBytes(`tests.${grpcServiceOf(store)}`, 'TccOutTry', move);
+    const token = new BranchAuth([KEY]).sign({ channel: 'app', gid, transType: 'tcc', branchId, op: 'try', target: targetPath(bank.target(store, protocol, 'tcc-out-try')), payload, issued });
+    return bank.callBranch(store, protocol, 'tcc-out-try', { gid, trans_type: 'tcc', branch_id: branchId, op: 'try' }, move, { 'dtm-auth-call': token, 'dtm-auth-issued': issued });
+  };
+  /** `gid`'s barrier rows, the TCC branch id's token left out. */
+  const tccRows = async (store: SqlStore, gid: string) => (await bank.barrierRows(store, gid)).map((r) => r.replace(/^01-[\w-]+/, '01'));
+
+  it.each(CASES)("on %s over %s: a TCC Try taken off the wire and replayed while its TCC is still prepared passes the check (DTM's record says prepared): after a first call that reserved, the barrier makes it a duplicate (answered success, nothing reserved twice)", async (store, protocol) => {
+    await bank.seed(store, { 1: 100 });
+    const gid = await strict.client.generateGid();
+    const tries = strict.runs.of(`${store}.tccOutTry`);
+    let replayed: BankAnswer | undefined;
+    await strict.client.tccGlobalTransaction(
+      gid,
+      async (tcc) => {
+        await tcc.callBranch({ account: 1, amount: 40 }, `${store}.tccOut`);
+        replayed = await replayTry(store, protocol, gid, { account: 1, amount: 40 });
+      },
+      { protocol },
+    );
+    expect(replayed).toMatchObject({ status: 200 }); // its token verified, DTM's record said prepared: the barrier skipped it
+    expect(strict.runs.of(`${store}.tccOutTry`)).toBe(tries + 1);
+    await waitForTransStatus(gid, 'succeed');
+    expect(await bank.balances(store, [1])).toEqual({ 1: 60 });
+    expect(await tccRows(store, gid)).toEqual(['01/confirm/01=confirm', '01/try/01=try']);
+  });
+
+  it.each(CASES)('on %s over %s: a TCC Try whose first call failed, replayed while its TCC is still prepared, runs (its first call wrote nothing); the abort that failed call brings cancels what it reserved', async (store, protocol) => {
+    await bank.seed(store, { 1: 10 });
+    const gid = await strict.client.generateGid();
+    let replayed: BankAnswer | undefined;
+    const run = strict.client.tccGlobalTransaction(
+      gid,
+      async (tcc) => {
+        await expect(tcc.callBranch({ account: 1, amount: 40 }, `${store}.tccOut`)).rejects.toThrow('insufficient balance');
+        expect(await tccRows(store, gid)).toEqual([]); // the failed Try's barrier row rolled back with it
+        await strict.sql[store].run('UPDATE account SET balance = 100 WHERE id = 1');
+        replayed = await replayTry(store, protocol, gid, { account: 1, amount: 40 });
+        expect(await bank.balances(store, [1])).toEqual({ 1: 60 }); // reserved by the replay
+      },
+      { protocol },
+    );
+    // the body went on after a failed callBranch: aborted all the same, so DTM cancels the branch
+    await expect(run).rejects.toBeInstanceOf(DtmUsageError);
+    expect(replayed).toMatchObject({ status: 200 });
+    await waitForTransStatus(gid, 'failed');
+    expect(await bank.balances(store, [1])).toEqual({ 1: 100 });
+    expect(await tccRows(store, gid)).toEqual(['01/cancel/01=cancel', '01/try/01=try']);
   });
 
   it.each(CASES)('on %s over %s: the deposit after a refused withdraw, run with its token read from DTM, is refused (no money from nothing); a legitimate saga runs', async (store, protocol) => {

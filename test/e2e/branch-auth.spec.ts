@@ -541,6 +541,22 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry']);
   });
 
+  it("a TCC Try (the app's own call) taken off the wire and replayed while its TCC is still prepared passes the check (DTM's record says prepared): without a barrier it runs again, reserving what one confirm will not release", async () => {
+    const gid = await strict.client.generateGid();
+    let replayed: { status: number; text: string } | undefined;
+    await strict.client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch({ sku: 'x' }, 'inventory');
+      // the body goes on (other branches): an attacker on the wire sends the Try's call again, as it went
+      const [tried] = strict.ledger.callsOf(gid);
+      const q = { gid, trans_type: 'tcc', branch_id: tried.branch.branchId, op: 'try' };
+      replayed = await call(strict, '/api/inventory/try', q, { body: { sku: 'x' }, headers: { 'dtm-auth-call': String(tried.headers['dtm-auth-call']), 'dtm-auth-issued': String(tried.headers['dtm-auth-issued']) } });
+    });
+    expect(replayed?.status).toBe(200);
+    await waitForTransStatus(gid, 'succeed');
+    // the Try ran twice, its Confirm once (DTM confirms each branch once): behind the barrier the replay is a duplicate (branch-auth-barrier.spec)
+    expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryTry', 'inventoryConfirm']);
+  });
+
   it.each(['succeed', 'failed'] as const)("a workflow step's calls (the app's own) taken off the wire and replayed once the workflow %s are refused before they run; without the check they run again", async (end) => {
     const gid = await strict.client.generateGid();
     // the workflow's own calls go to the strict app itself: with the check on, its step and its rollback run (DTM holds the workflow prepared while they do)
@@ -563,6 +579,27 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect(strict.ledger.callsOf(gid)).toHaveLength(made.length);
     expect(Object.fromEntries(strict.ledger.balances)).toEqual(balances);
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(made.map((c) => c.handler));
+  });
+
+  it("a workflow step's call (the app's own) taken off the wire and replayed while the workflow is still prepared passes the check: the step runs, and without a barrier it runs again at the workflow's next call of it", async () => {
+    strict.ledger.script('transIn', ...HELD); // ONGOING: the workflow stays prepared (other files' cron triggers make DTM resume it at any time)
+    const gid = await strict.client.generateGid();
+    await expect(strict.client.executeWorkflow('bank-in.v1', gid, { base: strict.url, fail: false }, { retryInterval: 60 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    const [first] = strict.ledger.callsOf(gid);
+    expect(`${first.handler} ${first.branch.op}`).toBe('transIn action');
+    strict.ledger.script('transIn', 'ok', ...HELD);
+    const q = { gid, trans_type: 'workflow', branch_id: first.branch.branchId, op: 'action' };
+    const replayed = await call(strict, '/api/v1/bank/trans-in', q, { body: { amount: 30 }, headers: { 'dtm-auth-call': String(first.headers['dtm-auth-call']), 'dtm-auth-issued': String(first.headers['dtm-auth-issued']) } });
+    expect(replayed.status).toBe(200);
+    expect(strict.ledger.balances.get('bob')).toBe(30);
+    // the workflow's resume calls the step again (its first call answered ONGOING): the bank, without a barrier, credits again
+    strict.ledger.script('transIn');
+    const { 'dtm-auth': token } = (await queryTrans(gid)).transaction?.branch_headers ?? {};
+    const { port } = strict.app.getHttpServer().address() as { port: number };
+    const resumed = await fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=bank-in.v1&trans_type=workflow&branch_id=00`, { method: 'POST', headers: { 'dtm-auth': token ?? '' } });
+    expect(resumed.status).toBe(200);
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    expect(strict.ledger.balances.get('bob')).toBe(60);
   });
 
   it("over gRPC: a workflow step's call (the app's own) replayed once the workflow succeed is refused UNAUTHENTICATED before it runs; without the check it runs again", async () => {

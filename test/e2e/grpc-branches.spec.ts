@@ -6,6 +6,7 @@
 // module calls itself (a -bin header carried as binary metadata, a reply that does not decode).
 // The barrier, TCC and XA scenarios run over gRPC in barrier.spec.ts and xa.spec.ts.
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +22,8 @@ import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
-import { callGrpc, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
+import { callGrpc, requestBytes, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
+import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -1425,5 +1427,74 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
     } finally {
       await pool.end();
     }
+  });
+});
+
+describe('with branch_auth_check_actions, a gRPC TCC Try without a barrier taken off the wire and replayed while its TCC is still prepared', () => {
+  const key = randomBytes(33).toString('base64');
+  let app: INestApplication;
+  let client: DtmClient;
+  let grpcAddress: string;
+  const runs: string[] = [];
+
+  @Controller()
+  class PlainStock {
+    @GrpcMethod('PgBank', 'TccOutTry')
+    @TccTry('plain.tccOut')
+    try(@BranchContext() b: BranchInfo) {
+      runs.push(`try ${b.gid}`);
+    }
+
+    @GrpcMethod('PgBank', 'TccOutConfirm')
+    @TccConfirm('plain.tccOut')
+    confirm(@BranchContext() b: BranchInfo) {
+      runs.push(`confirm ${b.gid}`);
+    }
+
+    @GrpcMethod('PgBank', 'TccOutCancel')
+    @TccCancel('plain.tccOut')
+    cancel(@BranchContext() b: BranchInfo) {
+      runs.push(`cancel ${b.gid}`);
+    }
+  }
+
+  beforeAll(async () => {
+    grpcAddress = `127.0.0.1:${await freePort()}`;
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        DtmModule.forRoot({
+          config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc', branchAuthKeys: [key], branchAuthCheckActions: true },
+          grpcProtos: TESTS_GRPC_PROTOS,
+        }),
+      ],
+      controllers: [PlainStock],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
+    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.init();
+    client = app.get(DtmClient);
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("passes the check (DTM's record says prepared) and runs again: the Try ran twice, its Confirm once (docs/security.md: give every Try the barrier)", async () => {
+    const gid = await client.generateGid();
+    const move = { account: 1, amount: 4 };
+    let replayed: number | undefined;
+    await client.tccGlobalTransaction(gid, async (tcc) => {
+      await tcc.callBranch(move, 'plain.tccOut');
+      // the call as it went on the wire: its metadata's token is the app's HMAC of exactly this call (a wire capture holds the same)
+      const record = await queryTrans(gid);
+      const branchId = record.branches[0].branch_id;
+      const issued = record.transaction?.branch_headers?.['dtm-auth-issued'] ?? '';
+      const target = `${grpcAddress}/tests.PgBank/TccOutTry`;
+      const token = new BranchAuth([key]).sign({ channel: 'app', gid, transType: 'tcc', branchId, op: 'try', target: targetPath(target), payload: requestBytes('tests.PgBank', 'TccOutTry', move), issued });
+      replayed = (await callGrpc(target, move, { gid, trans_type: 'tcc', branch_id: branchId, op: 'try' }, { 'dtm-auth-call': token, 'dtm-auth-issued': issued })).code;
+    });
+    expect(replayed).toBe(0);
+    await waitForTransStatus(gid, 'succeed');
+    expect(runs.filter((r) => r.endsWith(gid))).toEqual([`try ${gid}`, `try ${gid}`, `confirm ${gid}`]);
   });
 });
