@@ -45,7 +45,7 @@ import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
-/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `unprocessable`: an UnprocessableEntityException (422, FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error. */
+/** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `unprocessable`: an UnprocessableEntityException (422, FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error; `undo-once`: transOut's compensation throws a plain Error at its first call of a gid. */
 export interface Move {
   account: number;
   amount: number;
@@ -53,6 +53,8 @@ export interface Move {
 }
 
 let db: BarrierDatabase;
+/** The gids whose transOut compensation already crashed once (`fail: 'undo-once'`). */
+const undoneOnce = new Set<string>();
 let redis: Redis;
 let redisPrefix: string;
 const add = 'UPDATE account SET balance = balance + $1 WHERE id = $2';
@@ -75,7 +77,11 @@ class Bank {
   @Post('trans-out-compensate')
   @GrpcMethod('PgBank', 'TransOutCompensate')
   @SagaCompensate('transOut')
-  async transOutCompensate(@Body() m: Move, @BarrierTx() tx: unknown) {
+  async transOutCompensate(@Body() m: Move, @BarrierTx() tx: unknown, @BranchContext() b: BranchInfo) {
+    if (m.fail === 'undo-once' && !undoneOnce.has(b.gid)) {
+      undoneOnce.add(b.gid);
+      throw new Error('ledger offline'); // DTM calls the compensation again at its next retry
+    }
     await exec(tx, add, [m.amount, m.account]);
   }
 

@@ -271,6 +271,29 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(branches.map(line).sort()).toEqual(['01 action xaPg - success', '01 rollback xaPg - success', '02 action xaPg - failure']);
     expect(asDtm(branches, ['rollback', 'commit'])).toEqual(await dtmBranches(gid));
   });
+
+  it('a compensation DTM calls again after /resetCronTime (its first call crashed, retry interval 60 s) is in the AP span\'s trace, a child of the AP\'s span', async () => {
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    await t.client.newSaga(gid, { protocol, retryInterval: 60 }).add('transOut', { account: 1, amount: 30, fail: 'undo-once' }).add('transIn', { account: 2, amount: 30, fail: 'yes' }).submit();
+    const undo = () => branchCalls(from, gid).filter((e) => e.op === 'compensate' && e.branchId === '01');
+    await waitUntil('the first compensation of transOut to crash', async () => undo().length > 0, { timeoutMs: 20_000, intervalMs: 100 });
+    // DTM holds it aborting until its next retry, 60 s away: /resetCronTime makes it now
+    expect((await queryTrans(gid)).transaction?.status).toBe('aborting');
+    await waitUntil('DTM calling the compensation again', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'failed';
+    }, { timeoutMs: 30_000, intervalMs: 500 });
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
+    expect(undo().map((e) => e.outcome)).toEqual(['error', 'success']);
+    const { ap, branches } = expectOneTrace(gid);
+    expect([ap.name, ap.attributes['dtm.outcome']]).toEqual(['DTM saga', 'submitted']);
+    // the crashed call has no barrier decision: its barrier row rolled back with the handler's work
+    expect(branches.filter((s) => s.attributes['dtm.branch_id'] === '01' && s.attributes['dtm.op'] === 'compensate').map(line)).toEqual([
+      '01 compensate transOut - error',
+      '01 compensate transOut executed success',
+    ]);
+  });
 });
 
 describe('OpenTelemetry for a nested TCC (tccFromBranch)', () => {
@@ -541,6 +564,28 @@ describe('hooks', () => {
       flow: ['transaction.start xa', 'branch.call 01 action XaBank.pg - success', 'branch.call 01 commit XaBank.pg - success', 'transaction.end xa succeed'],
       dtmCalls: ['prepare ok', 'registerBranch ok', 'callBranch 01 action ok', 'submit ok'],
     });
+  });
+
+  it.each(PROTOCOLS)('receive every event of a workflow over %s, in order', async (protocol) => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    expect(await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '' }, { protocol })).toEqual({ status: 'succeed', result: 'moved' });
+    expect(await t.balances([1, 2])).toEqual({ 1: 80, 2: 120 });
+    const { flow, dtmCalls } = eventsOf(gid, from);
+    expect(flow).toEqual([
+      'transaction.start workflow',
+      'branch.call 01 action Bank.transOut executed success',
+      'branch.call 02 action Bank.transIn executed success',
+      'transaction.end workflow succeed',
+    ]);
+    // the app calls the steps itself (callBranch), then records each step's outcome in DTM
+    expect(dtmCalls).toEqual(['prepareWorkflow ok', 'callBranch 01 action ok', 'registerBranch 01 action ok', 'callBranch 02 action ok', 'registerBranch 02 action ok', 'submit ok']);
+    // every event over the workflow's protocol, but the calls of its http:// steps
+    const protocols = events
+      .slice(from)
+      .filter((e) => e.name !== 'branch.call' && (e.event as { gid?: string }).gid === gid && (e.event as Partial<DtmEvents['dtm.call']>).operation !== 'query')
+      .map((e) => `${e.name === 'dtm.call' ? (e.event as DtmEvents['dtm.call']).operation : e.name} ${(e.event as { protocol: string }).protocol}`);
+    expect(new Set(protocols)).toEqual(new Set(['transaction.start', 'prepareWorkflow', 'registerBranch', 'submit', 'transaction.end'].map((n) => `${n} ${protocol}`).concat('callBranch http')));
   });
 
   it('dtm.call names the protocol a branch call went over: an http:// Try of a TCC transaction on gRPC is an HTTP call', async () => {
@@ -1150,6 +1195,33 @@ describe('a saga step of another service by name, from its contract', () => {
       expect(ends.map((e) => [e.gid, e.outcome, e.error])).toEqual([[refusedGid, 'error', err]]);
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('logs at the default level (no debugLogs, no hook)', () => {
+  it.each(PROTOCOLS)('a saga, a TCC, a msg, an XA transaction and a workflow over %s that succeed log nothing, at any level', async (protocol) => {
+    const quiet = await startObservedApp(dbs, {}, onOwnDtm());
+    try {
+      quiet.logger.lines.length = 0; // what Nest logs at start-up
+      const gids: string[] = [];
+      const next = async () => {
+        const gid = await quiet.client.generateGid();
+        gids.push(gid);
+        return gid;
+      };
+      expect((await quiet.client.newSaga(await next(), { protocol }).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait()).status).toBe('succeed');
+      expect((await quiet.client.tccGlobalTransactionAndWait(await next(), (tcc) => tcc.callBranch({ account: 1, amount: 10 }, 'tccOut'), { protocol })).status).toBe('succeed');
+      const msg = await next();
+      await quiet.client.newMsg(msg, { protocol }).add('deliver', { account: 3, amount: 5 }).doAndSubmit('outbox', async () => undefined);
+      expect((await quiet.client.waitForFinal(msg)).status).toBe('succeed');
+      expect((await quiet.client.xaGlobalTransactionAndWait(await next(), (xa) => xa.callBranch({ account: 3, amount: 5 }, 'xaPg'), { protocol })).status).toBe('succeed');
+      expect(await quiet.client.executeWorkflow('observed.transfer', await next(), { base: quiet.url, fail: '' }, { protocol })).toEqual({ status: 'succeed', result: 'moved' });
+      for (const gid of gids) expect([gid, (await queryTrans(gid)).transaction?.status]).toEqual([gid, 'succeed']);
+      expect(await quiet.balances([1, 2, 3])).toEqual({ 1: 60, 2: 130, 3: 110 });
+      expect(quiet.logger.lines).toEqual([]);
+    } finally {
+      await quiet.close();
     }
   });
 });
