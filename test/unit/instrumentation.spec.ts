@@ -2,6 +2,7 @@
 // nothing observed (no listener, no OpenTelemetry SDK registered in this process, no debug log)
 // meaning the transport passes DTM's promise straight through, the debug log's lines, and the
 // abort after a failed TCC body reporting its error.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmInstrumentation, DtmUsageError, type DtmEvents, type DtmHooks } from '../../lib/index.js';
@@ -69,6 +70,48 @@ describe('DtmInstrumentation', () => {
     expect(seen).toEqual(['hook prepare ok', 'on prepare g-1 ok true', 'hook abort error', 'on abort g-1 error true']);
     off();
     expect(instrumentation.active).toBe(true); // the hook is still there
+  });
+
+  it('reports every operation of the transport, under the name docs/observability.md gives it, with its gid, branch id and op when it has them', async () => {
+    const seen: string[] = [];
+    const instrumentation = new DtmInstrumentation({ hooks: { 'dtm.call': (e) => seen.push(`${e.operation} ${e.protocol} ${e.gid ?? '-'} ${e.branchId ?? '-'} ${e.op ?? '-'} ${e.outcome}`) } });
+    const transport = new InstrumentedTransport(fakeTransport(() => Promise.resolve()), instrumentation);
+    const registration = { gid: 'g-1', branchId: '01', transType: 'workflow', fields: { op: 'action' } } as unknown as Parameters<DtmTransport['registerBranch']>[0];
+    const call = { gid: 'g-1', branchId: '02', op: 'try', target: { kind: 'http', value: 'http://b/try' } } as unknown as Parameters<DtmTransport['callBranch']>[0];
+    const calls: Record<string, () => Promise<unknown>> = {
+      newGid: () => transport.newGid(),
+      prepare: () => transport.prepare(request),
+      submit: () => transport.submit(request),
+      abort: () => transport.abort(request),
+      prepareWorkflow: () => transport.prepareWorkflow(request),
+      registerBranch: () => transport.registerBranch(registration),
+      callBranch: () => transport.callBranch(call),
+      query: () => transport.query('g-1'),
+      list: () => transport.list({}),
+      forceStop: () => transport.forceStop('g-1'),
+      ping: () => transport.ping(),
+    };
+    // every asynchronous method of the transport (the calls to DTM, and to a branch) is one of them
+    const local = ['constructor', 'observe', 'encode', 'checkTarget', 'checkTransaction', 'close'];
+    expect(Object.getOwnPropertyNames(InstrumentedTransport.prototype).filter((m) => !local.includes(m)).sort()).toEqual(Object.keys(calls).sort());
+    for (const run of Object.values(calls)) await run();
+    expect(seen).toEqual([
+      'newGid http - - - ok',
+      'prepare http g-1 - - ok',
+      'submit http g-1 - - ok',
+      'abort http g-1 - - ok',
+      'prepareWorkflow http g-1 - - ok',
+      'registerBranch http g-1 01 action ok',
+      'callBranch http g-1 02 try ok',
+      'query http g-1 - - ok',
+      'list http - - - ok',
+      'forceStop http g-1 - - ok',
+      'ping http - - - ok',
+    ]);
+    // the operations the event table of docs/observability.md lists
+    const docs = readFileSync(new URL('../../docs/observability.md', import.meta.url), 'utf8');
+    const listed = /`operation` \(([^)]*)\)/.exec(docs)?.[1].match(/`(\w+)`/g)?.map((m) => m.slice(1, -1));
+    expect(listed?.sort()).toEqual(Object.keys(calls).sort());
   });
 
   it('a listener that throws is logged and the others still run; the call goes on', async () => {
