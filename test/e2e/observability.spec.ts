@@ -405,15 +405,20 @@ describe('hooks', () => {
     return { flow, dtmCalls };
   }
 
-  it('receive every event of a saga, in order', async () => {
+  /** The protocols the events of `gid` from `from` on name (but DTM's status queries', always over HTTP). */
+  const protocolsOf = (gid: string, from: number) =>
+    new Set(events.slice(from).filter(({ event }) => (event as { gid?: string }).gid === gid && (event as Partial<DtmEvents['dtm.call']>).operation !== 'query').map(({ event }) => (event as { protocol: string }).protocol));
+
+  it.each(PROTOCOLS)('receive every event of a saga over %s, in order', async (protocol) => {
     const from = events.length;
     const gid = await t.client.generateGid();
-    const final = await t.client.newSaga(gid).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
+    const final = await t.client.newSaga(gid, { protocol }).add('transOut', { account: 1, amount: 10 }).add('transIn', { account: 2, amount: 10 }).submitAndWait();
     expect(final.status).toBe('succeed');
     expect(eventsOf(gid, from)).toEqual({
       flow: ['transaction.start saga', 'branch.call 01 action Bank.transOut executed success', 'branch.call 02 action Bank.transIn executed success', 'transaction.end saga succeed'],
       dtmCalls: ['submit ok'],
     });
+    expect(protocolsOf(gid, from)).toEqual(new Set([protocol]));
     const end = events.slice(from).find((e) => e.name === 'transaction.end')!.event as DtmEvents['transaction.end'];
     expect(end.durationMs).toBeGreaterThan(0);
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]); // nothing logged per call on the success path by default
@@ -542,28 +547,30 @@ describe('hooks', () => {
     }
   });
 
-  it('receive every event of a TCC transaction, in order', async () => {
+  it.each(PROTOCOLS)('receive every event of a TCC transaction over %s, in order', async (protocol) => {
     const from = events.length;
     const gid = await t.client.generateGid();
-    const outcome = await t.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10 }, 'tccOut'));
+    const outcome = await t.client.tccGlobalTransactionAndWait(gid, (tcc) => tcc.callBranch({ account: 1, amount: 10 }, 'tccOut'), { protocol });
     expect(outcome.status).toBe('succeed');
     expect(await t.balances([1])).toEqual({ 1: 90 });
     expect(eventsOf(gid, from)).toEqual({
       flow: ['transaction.start tcc', 'branch.call 01 try Bank.tccOutTry executed success', 'branch.call 01 confirm Bank.tccOutConfirm executed success', 'transaction.end tcc succeed'],
       dtmCalls: ['prepare ok', 'registerBranch ok', 'callBranch 01 try ok', 'submit ok'],
     });
+    expect(protocolsOf(gid, from)).toEqual(new Set([protocol]));
   });
 
-  it('receive every event of an XA transaction, in order', async () => {
+  it.each(PROTOCOLS)('receive every event of an XA transaction over %s, in order', async (protocol) => {
     const from = events.length;
     const gid = await t.client.generateGid();
-    const outcome = await t.client.xaGlobalTransactionAndWait(gid, (xa) => xa.callBranch({ account: 1, amount: 4 }, 'xaPg'));
+    const outcome = await t.client.xaGlobalTransactionAndWait(gid, (xa) => xa.callBranch({ account: 1, amount: 4 }, 'xaPg'), { protocol });
     expect(outcome.status).toBe('succeed');
     expect(await t.balances([1])).toEqual({ 1: 104 });
     expect(eventsOf(gid, from)).toEqual({
       flow: ['transaction.start xa', 'branch.call 01 action XaBank.pg - success', 'branch.call 01 commit XaBank.pg - success', 'transaction.end xa succeed'],
       dtmCalls: ['prepare ok', 'registerBranch ok', 'callBranch 01 action ok', 'submit ok'],
     });
+    expect(protocolsOf(gid, from)).toEqual(new Set([protocol]));
   });
 
   it.each(PROTOCOLS)('receive every event of a workflow over %s, in order', async (protocol) => {
