@@ -272,6 +272,29 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(asDtm(branches, ['rollback', 'commit'])).toEqual(await dtmBranches(gid));
   });
 
+  it('a message prepared and never submitted (its app gone): the back-check DTM makes once its timeout_to_fail passed is in the trace the AP\'s span joined', async () => {
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    // the AP's span is never ended (nothing tells the module the message ended: docs/observability.md), so the test's own span gives the trace
+    const outer = trace.getTracer('test').startSpan('the app that crashed');
+    await context.with(trace.setSpan(context.active(), outer), () => t.client.newMsg(gid, { protocol, timeoutToFail: 1 }).add('deliver', { account: 3, amount: 7 }).prepare('outbox'));
+    outer.end();
+    // DTM asks a prepared message's back-check once its timeout_to_fail passed, at its next cron pass
+    await waitUntil('DTM asking the back-check', async () => {
+      await triggerCron();
+      return (await queryTrans(gid)).transaction?.status === 'failed';
+    }, { timeoutMs: 30_000, intervalMs: 500 });
+    expect(await t.balances([3])).toEqual({ 3: 100 });
+    // the barrier answered FAILURE: the local transaction never committed
+    expect(branchCalls(from, gid).map((e) => `${e.kind} ${e.branchId} ${e.op} ${e.barrier ?? '-'} ${e.outcome}`)).toContain('msg-query-prepared 00 msg - failure');
+    const checks = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === 'msg');
+    expect(checks.length).toBeGreaterThan(0);
+    for (const check of checks) {
+      expect(check.spanContext().traceId).toBe(outer.spanContext().traceId);
+      expect([undefined, outer.spanContext().spanId]).not.toContain(check.parentSpanContext?.spanId); // the AP's span, between
+    }
+  });
+
   it('a compensation DTM calls again after /resetCronTime (its first call crashed, retry interval 60 s) is in the AP span\'s trace, a child of the AP\'s span', async () => {
     const gid = await t.client.generateGid();
     const from = events.length;
