@@ -237,6 +237,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
 
   it('a two-phase message: the AP span (prepare, local transaction, submit) and the branch DTM delivers are one trace', async () => {
     const gid = await t.client.generateGid();
+    const [callsBefore, txBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol'])];
     let activeInBody: string | undefined;
     await t.client
       .newMsg(gid, { protocol })
@@ -251,10 +252,13 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(activeInBody).toBe(ap.spanContext().spanId); // the local transaction runs under the AP's span
     expect(branches.map(line)).toEqual(['01 action deliver executed success']);
     expect(asDtm(branches)).toEqual(await dtmBranches(gid));
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({ 'msg action success': 1 });
+    expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`msg submitted ${protocol}`]: 1 });
   });
 
   it('an XA transaction that rolls back: the actions the AP calls and the rollback DTM makes are one trace', async () => {
     const gid = await t.client.generateGid();
+    const [callsBefore, txBefore] = [await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS), await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol'])];
     const outcome = await t.client.xaGlobalTransactionAndWait(
       gid,
       async (xa) => {
@@ -270,6 +274,8 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect([ap.name, ap.attributes['dtm.outcome']]).toEqual(['DTM xa', 'failed']);
     expect(branches.map(line).sort()).toEqual(['01 action xaPg - success', '01 rollback xaPg - success', '02 action xaPg - failure']);
     expect(asDtm(branches, ['rollback', 'commit'])).toEqual(await dtmBranches(gid));
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({ 'xa action success': 1, 'xa action failure': 1, 'xa rollback success': 1 });
+    expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`xa failed ${protocol}`]: 1 });
   });
 
   it('a message prepared and never submitted (its app gone): the back-check DTM makes once its timeout_to_fail passed is in the trace the AP\'s span joined', async () => {
