@@ -14,6 +14,7 @@ import { DtmWorkflowPendingError } from '../errors/dtm-workflow-pending.error.js
 import { WorkflowResumeRefused } from '../workflow/workflow.engine.js';
 import { DtmBranchExceptionFilter } from './branch-exception.filter.js';
 import { textOf } from '../errors/text-of.js';
+import { shownCallerValue } from '../redact.js';
 
 /** The path of the HTTP resume route (on the adapter, without the app's global prefix): DTM calls `app_url` + this. */
 export const WORKFLOW_RESUME_PATH = '/dtm/workflow/resume';
@@ -60,7 +61,8 @@ export async function answerResume(client: DtmClient, name: string, gid: string,
       logger.warn(err.message);
       return { status: 425, body: { dtm_result: 'ONGOING', message: err.message } };
     }
-    logger.error(err instanceof Error ? (err.stack ?? err.message) : textOf(err));
+    // the gid is the caller's (resume() checked it only on the paths above): quoted when not printable
+    logger.error(`workflow ${shownCallerValue(name)} gid=${shownCallerValue(gid)}: the resume failed (answered 500: DTM calls it again later): ${err instanceof Error ? (err.stack ?? err.message) : textOf(err)}`);
     return { status: 500, body: { message: 'workflow resume failed; see the app log' } };
   }
 }

@@ -1262,6 +1262,24 @@ describe('logs at the default level (no debugLogs, no hook)', () => {
   });
 });
 
+describe('a workflow resume that fails for want of DTM (answered 500)', () => {
+  it('is logged with the workflow\'s name and gid', async () => {
+    const closed = await freePort(); // nothing listens there
+    const lost = await startObservedApp(dbs, {}, { serverUrl: `http://127.0.0.1:${closed}/api/dtmsvr`, grpcServer: `127.0.0.1:${closed}`, timeout: 2 });
+    try {
+      lost.logger.lines.length = 0;
+      const gid = `resume-${randomBytes(6).toString('hex')}`;
+      const answer = await fetch(`${lost.url}/dtm/workflow/resume?gid=${gid}&op=observed.transfer&trans_type=workflow&branch_id=00`, { method: 'POST' });
+      expect(answer.status).toBe(500);
+      const errors = lost.logger.lines.filter((l) => l.startsWith('error '));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toContain(`workflow observed.transfer gid=${gid}: `);
+    } finally {
+      await lost.close();
+    }
+  });
+});
+
 describe('the debug log (instrumentation.debugLogs)', () => {
   it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
     const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false }, onOwnDtm());
