@@ -21,13 +21,21 @@ export class InstrumentedTransport implements DtmTransport {
 
   /**
    * `call()` (operation `operation` of transaction `gid`): passed straight on when nothing observes
-   * the calls to DTM, else timed from just before it starts and reported when it settles (as a call
-   * over `protocol`, by default this transport's).
+   * the calls to DTM, else timed from just before it starts and reported when it settles, or when
+   * `call()` throws at once (as a call over `protocol`, by default this transport's).
    */
   private observe<T>(operation: string, gid: string | undefined, call: () => Promise<T>, branchId?: string, op?: string, protocol: DtmProtocol = this.protocol): Promise<T> {
     if (!this.instrumentation.observesDtmCalls) return call();
     const started = performance.now();
-    return call().then(
+    let pending: Promise<T>;
+    try {
+      pending = call();
+    } catch (err) {
+      // refused before it was sent (the gRPC transport throws at once on metadata grpc-js refuses): a failed call all the same
+      this.instrumentation.dtmCall(operation, protocol, gid, started, true, err, branchId, op);
+      throw err;
+    }
+    return pending.then(
       (value) => {
         this.instrumentation.dtmCall(operation, protocol, gid, started, false, undefined, branchId, op);
         return value;

@@ -114,6 +114,20 @@ describe('DtmInstrumentation', () => {
     expect(listed?.sort()).toEqual(Object.keys(calls).sort());
   });
 
+  it('reports a call the transport refuses before sending it (it throws at once, as the gRPC transport does for metadata grpc-js refuses), and throws that error as before', () => {
+    const seen: string[] = [];
+    const instrumentation = new DtmInstrumentation({ hooks: { 'dtm.call': (e) => seen.push(`${e.operation} ${e.gid} ${e.branchId} ${e.outcome} ${String(e.error)}`) } });
+    const refused = new Error('metadata refused');
+    const inner = fakeTransport(() => Promise.resolve());
+    inner.callBranch = () => {
+      throw refused;
+    };
+    const transport = new InstrumentedTransport(inner, instrumentation);
+    const call = { gid: 'g-1', branchId: '01', op: 'try', target: { kind: 'grpc', value: 'localhost:1/s.S/M' } } as unknown as Parameters<DtmTransport['callBranch']>[0];
+    expect(() => transport.callBranch(call)).toThrow(refused);
+    expect(seen).toEqual(['callBranch g-1 01 error Error: metadata refused']);
+  });
+
   it('a listener that throws is logged and the others still run; the call goes on', async () => {
     await withLines(async (lines) => {
       const seen: DtmEvents['dtm.call'][] = [];
