@@ -431,16 +431,17 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * The end of a wait whose status query DTM answered with more than `max_answer_bytes` (`tooLarge`;
    * the record holds each branch's payload several times): reads the status alone (DTM's `/all` of
-   * `gid`, no branches) until it is final or the wait's deadline, and throws the error that says it, the
-   * setting to raise to read the whole record (its branches, and that it holds this transaction's steps);
-   * the app closed meanwhile, the error that says so, as {@link awaitFinal}'s.
+   * `gid`, no branches; each read within what is left of the wait) until it is final or the wait's
+   * deadline, and throws the error that says it, the setting to raise to read the whole record (its
+   * branches, and that it holds this transaction's steps); the app closed meanwhile, the error that
+   * says so, as {@link awaitFinal}'s.
    */
   private statusAlone(gid: string, tooLarge: DtmServerError, wait: WaitState, timeout: number): Promise<never> {
     let status = 'unknown';
     const readAlone = (final: boolean) => new DtmOutcomeUnknownError(MESSAGES.recordTooLarge(gid, status, final, timeout, this.config.maxAnswerBytes), gid, status, { cause: tooLarge });
     const look = async (): Promise<undefined> => {
       try {
-        status = (await this.http.list({ gid })).transactions.find((t) => t.gid === gid)?.status ?? 'absent';
+        status = (await this.http.list({ gid }, this.lookBound(wait.deadline))).transactions.find((t) => t.gid === gid)?.status ?? 'absent';
       } catch (err) {
         if (!isTransientDtmError(err)) throw new DtmOutcomeUnknownError(MESSAGES.queryUnusable(gid, tooLarge.message), gid, status, { cause: tooLarge });
       }

@@ -82,8 +82,8 @@ export class InstrumentedTransport implements DtmTransport {
   query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null> {
     return this.observe('query', gid, () => this.inner.query(gid, timeoutSeconds));
   }
-  list(filter: ListFilter): Promise<ListPage> {
-    return this.observe('list', undefined, () => this.inner.list(filter));
+  list(filter: ListFilter, timeoutSeconds?: number): Promise<ListPage> {
+    return this.observe('list', undefined, () => this.inner.list(filter, timeoutSeconds));
   }
   forceStop(gid: string): Promise<void> {
     return this.observe('forceStop', gid, () => this.inner.forceStop(gid));

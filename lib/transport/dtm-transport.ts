@@ -120,7 +120,8 @@ export interface DtmTransport {
   callBranch(call: DirectBranchCall): Promise<BranchAnswer>;
   /** DTM's record of `gid` (null: none); within `timeoutSeconds` when given (what is left of a wait), else `lynx.dtm.timeout`. */
   query(gid: string, timeoutSeconds?: number): Promise<TransactionRecord | null>;
-  list(filter: ListFilter): Promise<ListPage>;
+  /** A page of DTM's transactions (no branches); within `timeoutSeconds` when given, else `lynx.dtm.timeout`. */
+  list(filter: ListFilter, timeoutSeconds?: number): Promise<ListPage>;
   forceStop(gid: string): Promise<void>;
   ping(): Promise<PingResult>;
   /** Closes connections. */

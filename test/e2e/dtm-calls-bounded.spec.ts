@@ -16,6 +16,7 @@ import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
+import { answerSwallowingProxy } from '../support/swallow-proxy.js';
 import { startTrap } from '../support/trap.js';
 
 const MiB = 1024 * 1024;
@@ -474,6 +475,27 @@ describe('a wait whose status query DTM answers over max_answer_bytes (the recor
       await dtmPost('/forceStop', { gid });
     } finally {
       if (open) await small.close();
+    }
+  });
+
+  it('a DTM that stops answering while the wait reads the status alone holds the wait to its deadline, not lynx.dtm.timeout past it', async () => {
+    // every answer of GET /all is swallowed (DTM got the read; the app never hears): each read of the status alone gets what is left of the wait
+    const proxy = await answerSwallowingProxy(harness().dtm.serverUrl, (request) => request.startsWith('GET /api/dtmsvr/all'));
+    const small = await startDtmApp({ config: { serverUrl: proxy.url, maxAnswerBytes: 64 * 1024, timeout: 15 } });
+    try {
+      recorder.answer('/LargeStalled', { status: 500, body: 'not yet' });
+      const gid = await small.client.generateGid();
+      const saga = small.client.newSaga(gid, { retryInterval: 60 }).add(recorder.urlFor('/LargeStalled'), recorder.urlFor('/LargeStalledRevert'), { blob: 'e'.repeat(40_000) });
+      const started = Date.now();
+      const error = await saga.submitAndWait({ timeout: 2 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(error).toMatchObject({ gid, lastStatus: 'unknown' });
+      expect((error as Error).message).toContain(`the outcome of ${gid} is not known after 2 s`);
+      expect(Date.now() - started).toBeLessThan(9000); // unbounded, the first read alone took the 15 s of lynx.dtm.timeout
+      await dtmPost('/forceStop', { gid });
+    } finally {
+      await small.close();
+      await proxy.close();
     }
   });
 });

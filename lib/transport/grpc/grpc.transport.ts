@@ -282,8 +282,8 @@ export class GrpcTransport implements DtmTransport {
     return this.http.query(gid, timeoutSeconds);
   }
 
-  list(filter: ListFilter): Promise<ListPage> {
-    return this.http.list(filter);
+  list(filter: ListFilter, timeoutSeconds?: number): Promise<ListPage> {
+    return this.http.list(filter, timeoutSeconds);
   }
 
   forceStop(gid: string): Promise<void> {

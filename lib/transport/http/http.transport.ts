@@ -172,9 +172,9 @@ export class HttpTransport implements DtmTransport {
     return answer.transaction ? fromWireTransaction(answer.transaction, answer.branches ?? []) : null;
   }
 
-  async list(filter: ListFilter): Promise<ListPage> {
+  async list(filter: ListFilter, timeoutSeconds?: number): Promise<ListPage> {
     const query = toWireListQuery(filter);
-    const answer = await this.serverJson<WireListAnswer>('GET', `all${query ? `?${query}` : ''}`, 'list', undefined, undefined, isListAnswer);
+    const answer = await this.serverJson<WireListAnswer>('GET', `all${query ? `?${query}` : ''}`, 'list', undefined, undefined, isListAnswer, timeoutSeconds);
     return {
       transactions: (answer.transactions ?? []).map((t) => {
         const { branches: _branches, ...record } = fromWireTransaction(t, []);
