@@ -156,6 +156,8 @@ export const MESSAGES = {
     `${url} answered more than ${max} bytes (lynx.dtm.max_answer_bytes); the answer was not read. A query of a transaction with many large payloads can be that big: raise max_answer_bytes; otherwise check that lynx.dtm.server_url points at a DTM server`,
   branchFailureTooLarge: (url: string, max: number) =>
     `the branch ${url} answered FAILURE (HTTP 409) with a body of more than ${max} bytes (lynx.dtm.max_answer_bytes), not read: its reason is not known here`,
+  branchOngoingTooLarge: (url: string, max: number) =>
+    `the branch ${url} answered ONGOING (HTTP 425): not finished yet, with a body of more than ${max} bytes (lynx.dtm.max_answer_bytes), not read`,
   branchReplyNotDecodable: (url: string, bytes: number, reason: string) =>
     `the branch ${url} answered OK with a reply (${bytes} bytes) that does not decode as the method's reply type in the protos the module has (grpcProtos, or the app's own gRPC servers' protos): ${truncate(reason)}; check that the branch implements that method as those protos declare it`,
   branchAnswerTooLarge: (url: string, max: number) =>

@@ -507,6 +507,48 @@ describe('a TCC Try whose FAILURE answer is larger than the caller reads (max_an
   });
 });
 
+describe('a TCC Try of another service answering ONGOING with a body larger than the caller reads (max_answer_bytes)', () => {
+  it("HTTP 425 with a body of 2 MB: the caller gets a DtmOngoingError saying so, its text not read (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
+    const cancels: string[] = [];
+    const server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      req.resume();
+      if (url.pathname === '/try') {
+        res.writeHead(425, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ dtm_result: 'ONGOING', message: 'y'.repeat(2_000_000) }));
+        return;
+      }
+      if (url.pathname === '/cancel') cancels.push(url.searchParams.get('gid') ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const app = await diagApp({ maxAnswerBytes: 65536 });
+      const gid = await app.client.generateGid();
+      let tried: unknown;
+      await app.client
+        .tccGlobalTransaction(gid, (tcc) =>
+          tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`).catch((err: unknown) => {
+            tried = err;
+            throw err;
+          }),
+        )
+        .catch(() => undefined);
+      expect(tried).toBeInstanceOf(DtmOngoingError);
+      expect((tried as DtmOngoingError).message).toBe(`the branch ${base}/try answered ONGOING (HTTP 425): not finished yet, with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read`);
+      expect((tried as DtmOngoingError).status).toBe(425);
+      const final = await app.client.waitForFinal(gid);
+      expect(final.status).toBe('failed');
+      expect(cancels).toContain(gid);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
 describe('a step target with credentials', () => {
   it('a URL with credentials and no path: the unfinished branch is named without them', async () => {
     const app = await diagApp({});

@@ -244,11 +244,13 @@ export class HttpTransport implements DtmTransport {
     try {
       answer = await this.send({ method: body === undefined ? 'GET' : 'POST', url: url.toString(), body, headers: call.headers, timeoutSeconds: call.timeoutSeconds });
     } catch (err) {
-      // a 409 is FAILURE whatever its body (DTM reads it so): one too large to read is still the branch's FAILURE, its reason unread
-      if (isTooLarge(err) && (err as { answerStatus?: number }).answerStatus === 409) {
+      // a 409 is FAILURE, a 425 ONGOING, whatever the body (DTM reads them so): one too large to read is still that, its text unread
+      const status = isTooLarge(err) ? (err as { answerStatus?: number }).answerStatus : undefined;
+      if (status === 409) {
         const reason = MESSAGES.branchFailureTooLarge(endpoint, this.config.maxAnswerBytes);
-        throw new DtmFailureError(reason, { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: 409 });
+        throw new DtmFailureError(reason, { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status });
       }
+      if (status === 425) throw new DtmOngoingError(MESSAGES.branchOngoingTooLarge(endpoint, this.config.maxAnswerBytes), { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status });
       throw requestError(err, UNANSWERED.branch, endpoint, call.timeoutSeconds, this.config.maxAnswerBytes, { gid: call.gid, branchId: call.branchId });
     }
     const context: DtmErrorContext = { gid: call.gid, branchId: call.branchId, endpoint, protocol: 'http', status: answer.status };
