@@ -8,7 +8,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import { Body, ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -37,7 +37,7 @@ import {
 } from 'nestjs-dtm';
 import { CapturingLogger } from './branch-app.js';
 import { fileDatabases } from '../support/databases.js';
-import { dtmPost, harness, queryTrans } from '../support/harness.js';
+import { dtmPost, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { startTrap } from '../support/trap.js';
 
@@ -142,6 +142,33 @@ class DiagController {
   @Post('refuse-long-cancel')
   refuseLongCancel(@Query('gid') gid?: string) {
     called('refuse-long-cancel', gid);
+    return {};
+  }
+
+  @SagaAction('conflict-long', { compensate: false })
+  @Post('conflict-long')
+  conflictLong() {
+    throw new ConflictException(LONG_ERROR);
+  }
+
+  @TccTry('answer-long')
+  @Post('answer-long-try')
+  answerLongTry(@Query('gid') gid?: string, @Body() body?: { script?: string }) {
+    called('answer-long-try', gid);
+    throw body?.script === 'conflict' ? new ConflictException(LONG_ERROR) : new DtmOngoingError(LONG_ERROR);
+  }
+
+  @TccConfirm('answer-long')
+  @Post('answer-long-confirm')
+  answerLongConfirm(@Query('gid') gid?: string) {
+    called('answer-long-confirm', gid);
+    return {};
+  }
+
+  @TccCancel('answer-long')
+  @Post('answer-long-cancel')
+  answerLongCancel(@Query('gid') gid?: string) {
+    called('answer-long-cancel', gid);
     return {};
   }
 
@@ -546,6 +573,52 @@ describe('a TCC Try of another service answering ONGOING with a body larger than
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe("this app's own ONGOING and HttpException answers of 1 MB (cut to 4000 characters, as its FAILURE reasons are)", () => {
+  it("a TCC Try's DtmOngoingError: the caller reads it (max_answer_bytes 65536) and gets the branch's ONGOING with its text (before: a body over max_answer_bytes, not read); DTM cancels", async () => {
+    const app = await diagApp({ maxAnswerBytes: 65536 });
+    const gid = await app.client.generateGid();
+    let tried: unknown;
+    await app.client
+      .tccGlobalTransaction(gid, (tcc) =>
+        tcc.callBranch({ script: 'ongoing' }, 'answer-long').catch((err: unknown) => {
+          tried = err;
+          throw err;
+        }),
+      )
+      .catch(() => undefined);
+    expect(tried).toBeInstanceOf(DtmOngoingError);
+    expect((tried as Error).message).toMatch(/answered ONGOING \(HTTP 425\): not finished yet, saying: ledger offline: entry0 entry1 .*…$/);
+    expect((await app.client.waitForFinal(gid)).status).toBe('failed');
+    expect(calls['answer-long-cancel']).toContain(gid);
+  });
+
+  it("a TCC Try's ConflictException (409): the caller reads it and gets the branch's FAILURE with its reason cut (before: a body over max_answer_bytes, its reason not read); DTM records the cut reason and cancels", async () => {
+    const app = await diagApp({ maxAnswerBytes: 65536 });
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ script: 'conflict' }, 'answer-long')).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const reason = (error as DtmFailureError).reason;
+    expect(reason).toMatch(/^ledger offline: entry0 entry1 .* entry\d+…$/);
+    expect(reason.length).toBeLessThanOrEqual(4001);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toMatch(/^ledger offline: entry0 entry1 /);
+    expect(final.rawRollbackReason?.length).toBeLessThanOrEqual(4001);
+    expect(calls['answer-long-cancel']).toContain(gid);
+    expect(calls['answer-long-confirm'] ?? []).not.toContain(gid);
+  });
+
+  it("a saga action's ConflictException (409): DTM's rollback reason, made of its answer, holds the message cut to 4000 characters (before: the whole megabyte)", async () => {
+    const app = await diagApp({});
+    const gid = await app.client.generateGid();
+    await app.client.newSaga(gid).add('conflict-long', { amount: 1 }).submit();
+    const reason = (await waitForTransStatus(gid, 'failed')).transaction?.rollback_reason ?? '';
+    expect(reason).toContain('ledger offline: entry0 entry1 ');
+    expect(reason).toMatch(/entry\d+…/);
+    expect(reason.length).toBeLessThan(4200);
   });
 });
 

@@ -11,12 +11,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Controller, Inject, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
+import { ConflictException, Controller, Inject, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
 import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
-import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload } from '@nestjs/microservices';
+import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException } from '@nestjs/microservices';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -1070,6 +1070,9 @@ describe('a gRPC TCC Try of this app whose error text is of 200 KB (grpc-js send
     @GrpcMethod('Shop', 'Reserve')
     @TccTry('long-error')
     hold(@Payload() payload: { script: string }) {
+      if (payload.script === 'ongoing') throw new DtmOngoingError(LONG);
+      if (payload.script === 'conflict') throw new ConflictException(LONG);
+      if (payload.script === 'rpc') throw new RpcException({ code: 10, message: LONG });
       throw payload.script === 'crash' ? new Error(LONG) : new DtmFailureError(LONG);
     }
     @GrpcMethod('Shop', 'ReserveRevert')
@@ -1113,6 +1116,39 @@ describe('a gRPC TCC Try of this app whose error text is of 200 KB (grpc-js send
     expect((error as DtmServerError).status).toBe(13);
     expect((error as Error).message).toMatch(/answered gRPC status 13: its handler LongErrors\.hold, in this app, threw: out of stock: sku0 sku1 .* sku\d+…/);
     expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+    expect(calls).toContain(`cancel ${gid}`);
+    expect(calls).not.toContain(`confirm ${gid}`);
+  });
+
+  it("a DtmOngoingError: answered FAILED_PRECONDITION with its message cut to 4000 characters; the caller gets the branch's ONGOING at once (before: DtmUnavailableError at the branch timeout), DTM cancels", async () => {
+    const client = app.get(DtmClient);
+    const gid = await client.generateGid();
+    let tried: unknown;
+    await client
+      .tccGlobalTransaction(gid, (tcc) => tcc.callBranch(item('a', 'ongoing'), 'long-error').catch((e: unknown) => { tried = e; throw e; }), { branchTimeout: 5 })
+      .catch(() => undefined);
+    expect(tried).toBeInstanceOf(DtmOngoingError);
+    expect((tried as DtmOngoingError).status).toBe(9);
+    expect((tried as Error).message).toMatch(/answered ONGOING \(gRPC status 9\): not finished yet, saying: out of stock: sku0 sku1 .*…$/);
+    expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+    expect(calls).toContain(`cancel ${gid}`);
+    expect(calls).not.toContain(`confirm ${gid}`);
+  });
+
+  it.each([
+    ['an HttpException 409 (ConflictException)', 'conflict'],
+    ['an RpcException with code ABORTED', 'rpc'],
+  ])("%s: answered ABORTED with its message cut to 4000 characters; the caller gets the branch's FAILURE at once (before: DtmUnavailableError at the branch timeout), DTM records the cut reason and cancels", async (_how, script) => {
+    const client = app.get(DtmClient);
+    const gid = await client.generateGid();
+    const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(item('a', script), 'long-error'), { branchTimeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    const reason = (error as DtmFailureError).reason;
+    expect(reason.length).toBeLessThanOrEqual(4001);
+    expect(reason).toMatch(/^out of stock: sku0 sku1 .* sku\d+…$/);
+    const recorded = (await waitForTransStatus(gid, 'failed')).transaction?.rollback_reason ?? '';
+    expect(recorded).toMatch(/^out of stock: sku0 sku1 /);
+    expect(recorded.length).toBeLessThanOrEqual(4001);
     expect(calls).toContain(`cancel ${gid}`);
     expect(calls).not.toContain(`confirm ${gid}`);
   });

@@ -2,7 +2,7 @@
 // as DtmBranchGuard checks it (HTTP query / gRPC dtm-* metadata), and errors mapped to what DTM
 // reads (HTTP 409 / 425 / 500 with their bodies; gRPC ABORTED / FAILED_PRECONDITION / INTERNAL).
 import { describe, expect, it } from '@jest/globals';
-import { BadRequestException, ForbiddenException } from '@nestjs/common';
+import { BadRequestException, ConflictException, ForbiddenException, HttpException } from '@nestjs/common';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import { Metadata, status } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
@@ -99,6 +99,30 @@ describe('outcome mapping', () => {
     expect(httpAnswer(new RpcException({ code: 10, details: 'ONGOING' }))).toEqual([425, { dtm_result: 'ONGOING', message: 'ONGOING' }]);
     expect(httpAnswer(new RpcException({ code: 14, details: 'db down FAILURE' }))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
     expect(httpAnswer(new RpcException('a plain RpcException'))).toEqual([500, { statusCode: 500, message: 'Internal server error' }]);
+  });
+
+  it("HTTP: an ONGOING's, RpcException's or HttpException's text past 4000 characters is cut between words (the body's other fields kept while short), a short one sent whole", () => {
+    const long = Array.from({ length: 2000 }, (_, i) => `w${i}`).join(' '); // 10889 characters
+    const cut = `${long.slice(0, long.lastIndexOf(' ', 4000))}…`;
+    expect(httpAnswer(new DtmOngoingError(long))).toEqual([425, { dtm_result: 'ONGOING', message: cut }]);
+    expect(httpAnswer(new RpcException({ code: 10, details: long }))).toEqual([409, { dtm_result: 'FAILURE', message: cut }]);
+    expect(httpAnswer(new ConflictException(long))).toEqual([409, { statusCode: 409, message: cut, error: 'Conflict' }]);
+    expect(httpAnswer(new HttpException(long, 503))).toEqual([503, cut]);
+    expect(httpAnswer(new HttpException({ message: 'db down', trace: long }, 503))).toEqual([503, { statusCode: 503, message: 'db down' }]);
+    expect(httpAnswer(new HttpException({ message: long, code: 'E42' }, 503))).toEqual([503, { message: cut, code: 'E42' }]);
+    const short = { message: 'db down', trace: 'x'.repeat(3000) };
+    expect(httpAnswer(new HttpException(short, 503))[1]).toBe(short);
+  });
+
+  it("gRPC: an ONGOING's, RpcException's or HttpException's message past 4000 characters is cut between words", async () => {
+    const grpcAnswer = (error: unknown) => firstValueFrom(grpcBranchTransport.answer(error, grpcCall('pay', KEYS).context, undefined) as never).catch((e: unknown) => e);
+    const long = Array.from({ length: 2000 }, (_, i) => `w${i}`).join(' ');
+    const cut = `${long.slice(0, long.lastIndexOf(' ', 4000))}…`;
+    expect(await grpcAnswer(new DtmOngoingError(long))).toEqual({ code: status.FAILED_PRECONDITION, message: cut });
+    expect(await grpcAnswer(new ConflictException(long))).toEqual({ code: status.ABORTED, message: cut });
+    expect(await grpcAnswer(new HttpException(long, 503))).toEqual({ code: status.INTERNAL, message: cut });
+    expect(await grpcAnswer(new RpcException({ code: status.ABORTED, details: long, message: 'short' }))).toEqual({ code: status.ABORTED, details: cut, message: 'short' });
+    expect(await grpcAnswer(new RpcException({ code: status.UNAVAILABLE, message: long }))).toEqual({ code: status.UNAVAILABLE, message: cut });
   });
 
   it('gRPC: ABORTED, FAILED_PRECONDITION, an RpcException as given, an HttpException by its status, anything else INTERNAL', async () => {

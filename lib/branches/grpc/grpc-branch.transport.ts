@@ -147,7 +147,8 @@ export const grpcBranchTransport: BranchTransport = {
    * As DTM reads a gRPC branch (its `GrpcError2DtmError`): `DtmFailureError` → ABORTED (the reason
    * as message, see {@link abortedMessage}), `DtmOngoingError` → FAILED_PRECONDITION, an RpcException → its own error, an
    * HttpException → the code its status stands for, anything else → INTERNAL with its message
-   * (DTM retries with backoff). Nest's RPC filters answer with an error Observable.
+   * (DTM retries with backoff). Every message past {@link ANSWERED_TEXT_MAX} is cut (`truncate`): a
+   * Node server fails to send a status whose message takes 64 KiB or more. Nest's RPC filters answer with an error Observable.
    */
   failureText(reason: string): string {
     return abortedMessage(reason);
@@ -156,17 +157,30 @@ export const grpcBranchTransport: BranchTransport = {
   answer(exception: unknown): unknown {
     let error: { code: number; message: string } | object;
     if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: abortedMessage(exception.reason) };
-    else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: exception.message };
+    else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: truncate(exception.message, ANSWERED_TEXT_MAX) };
     else if (isRpcException(exception)) {
       const inner = exception.getError();
-      error = typeof inner === 'object' && inner !== null ? inner : { code: CODE.INTERNAL, message: textOf(inner) };
+      error = typeof inner === 'object' && inner !== null ? answeredRpcError(inner) : { code: CODE.INTERNAL, message: truncate(textOf(inner), ANSWERED_TEXT_MAX) };
     } else if (exception instanceof HttpException) {
       const code = grpcCodeOfHttpException(exception);
-      error = { code, message: code === CODE.ABORTED ? abortedMessage(exception.message) : exception.message };
+      const message = truncate(exception.message, ANSWERED_TEXT_MAX);
+      error = { code, message: code === CODE.ABORTED ? abortedMessage(message) : message };
     } else error = { code: CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
     return throwError(() => error);
   },
 };
+
+/**
+ * An RpcException's error as it is answered: itself, unless its string `details` or `message` (what
+ * grpc-js sends as the status message) passes {@link ANSWERED_TEXT_MAX}: then a copy with it cut
+ * (`truncate`); grpc-js sends no status message of ~64 KiB or more.
+ */
+function answeredRpcError(error: object): object {
+  const { details, message } = error as { details?: unknown; message?: unknown };
+  const long = (text: unknown): text is string => typeof text === 'string' && text.length > ANSWERED_TEXT_MAX;
+  if (!long(details) && !long(message)) return error;
+  return { ...error, ...(long(details) ? { details: truncate(details, ANSWERED_TEXT_MAX) } : {}), ...(long(message) ? { message: truncate(message, ANSWERED_TEXT_MAX) } : {}) };
+}
 
 /** The gRPC code an HttpException a gRPC handler throws is answered with: the one its status stands for, else INTERNAL. */
 export function grpcCodeOfHttpException(exception: HttpException): number {

@@ -7,6 +7,8 @@ import { type BranchInfo } from '../../transport/dtm.types.js';
 import { REQUIRED_BRANCH_QUERY } from '../branch.types.js';
 import { formDecode, signedQuery } from '../../auth/branch-auth.js';
 import { dtmResultOfRpcException, rpcExceptionDetails } from '../grpc/grpc-branch.transport.js';
+import { truncate } from '../../dtm.messages.js';
+import { ANSWERED_TEXT_MAX } from '../../transport/dtm-limits.js';
 
 type Query = Record<string, unknown>;
 /** DTM's keys of a branch call, read from the request once (Express 5 parses the whole query string on every read of `req.query`). */
@@ -138,7 +140,8 @@ export const httpBranchTransport: BranchTransport = {
 
   /**
    * `DtmFailureError` → 409 with a body DTM reads as FAILURE (the reason in it), `DtmOngoingError` →
-   * 425 (ONGOING), an HttpException → its own status and body, an RpcException that DTM reads over
+   * 425 (ONGOING), an HttpException → its own status and body (cut past {@link ANSWERED_TEXT_MAX}, as
+   * an ONGOING's or RpcException's message is, see {@link answeredResponse}), an RpcException that DTM reads over
    * gRPC as FAILURE or ONGOING (code ABORTED / FAILED_PRECONDITION: a handler that is a route and a
    * `@GrpcMethod`) → 409 / 425 as those errors, its details (else message) as the reason, anything
    * else → 500 with a generic body (DTM retries with backoff; the error's text is not sent, because
@@ -157,11 +160,11 @@ export const httpBranchTransport: BranchTransport = {
       exception instanceof DtmFailureError
         ? [409, failureBody(exception.reason)]
         : exception instanceof DtmOngoingError
-          ? [425, { dtm_result: 'ONGOING', message: exception.message }]
+          ? [425, { dtm_result: 'ONGOING', message: truncate(exception.message, ANSWERED_TEXT_MAX) }]
           : exception instanceof HttpException
-            ? [exception.getStatus(), exception.getResponse()]
+            ? [exception.getStatus(), answeredResponse(exception)]
             : rpc !== undefined
-              ? [rpc === 'FAILURE' ? 409 : 425, { dtm_result: rpc, message: rpcExceptionDetails(exception) ?? rpc }]
+              ? [rpc === 'FAILURE' ? 409 : 425, { dtm_result: rpc, message: truncate(rpcExceptionDetails(exception) ?? rpc, ANSWERED_TEXT_MAX) }]
               : [500, { statusCode: 500, message: 'Internal server error' }];
     const response = host.switchToHttp().getResponse();
     const adapter = adapterHost!.httpAdapter;
@@ -177,6 +180,26 @@ export const httpBranchTransport: BranchTransport = {
 };
 
 const ONGOING: readonly string[] = ['ONGOING'];
+
+/**
+ * The body an HttpException is answered with: its response, unless its text passes
+ * {@link ANSWERED_TEXT_MAX} (DTM's log lines, a saga's rollback reason, a caller's max_answer_bytes):
+ * then a string cut (`truncate`), an object's string `message` cut, and an object still longer than
+ * twice that (other fields) replaced by `{ statusCode, message }`, the message cut.
+ */
+function answeredResponse(exception: HttpException): unknown {
+  const response = exception.getResponse();
+  if (typeof response === 'string') return truncate(response, ANSWERED_TEXT_MAX);
+  if (typeof response !== 'object' || response === null) return response;
+  const text = JSON.stringify(response);
+  if (text === undefined || text.length <= ANSWERED_TEXT_MAX) return response;
+  const message = (response as { message?: unknown }).message;
+  if (typeof message === 'string') {
+    const cut = { ...response, message: truncate(message, ANSWERED_TEXT_MAX) };
+    if (JSON.stringify(cut).length <= 2 * ANSWERED_TEXT_MAX) return cut;
+  }
+  return { statusCode: exception.getStatus(), message: truncate(exception.message, ANSWERED_TEXT_MAX) };
+}
 
 /** The body of a 409 FAILURE answer with `reason`. */
 function failureBody(reason: string): { dtm_result: 'FAILURE'; message: string } {
