@@ -42,10 +42,12 @@ export function cutToFit(text: string, budget: number, length: (text: string) =>
 
 /**
  * The most characters (UTF-16 units) of an error's text a branch of this app answers (a FAILURE's
- * reason, over gRPC an error's message), cut between words (`truncate`, dtm.messages.ts) past it:
- * grpc-js sends no status of more than ~64 KiB (its message percent-encoded: up to 9 characters a
- * unit), the call then waits for its deadline, and a caller of this module refuses an HTTP answer
- * over its `max_answer_bytes` (64 KiB at least). The same bound applies to what a log line quotes.
+ * reason, an ONGOING's message, an HttpException's body or message, over gRPC any error's message),
+ * cut between words (`truncate`, dtm.messages.ts) past it: a grpc-js server cannot send a status
+ * whose message takes ~64 KiB or more (percent-encoded: up to 9 characters a unit; Node's HTTP/2
+ * closes the connection, the calls on it wait for their deadline, docs/grpc.md), and a caller of
+ * this module refuses an HTTP answer over its `max_answer_bytes` (64 KiB at least). The same bound
+ * applies to what a log line quotes.
  */
 export const ANSWERED_TEXT_MAX = 4000;
 

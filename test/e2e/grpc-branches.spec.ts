@@ -14,7 +14,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { ConflictException, Controller, Inject, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
 import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException } from '@nestjs/microservices';
-import { ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
 import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
@@ -1151,6 +1151,64 @@ describe('a gRPC TCC Try of this app whose error text is of 200 KB (grpc-js send
     expect(recorded.length).toBeLessThanOrEqual(4001);
     expect(calls).toContain(`cancel ${gid}`);
     expect(calls).not.toContain(`confirm ${gid}`);
+  });
+});
+
+describe("a gRPC TCC Try of another service (a grpc-js server) answering ABORTED with a long message (a documented limit: docs/grpc.md, 'How long an error's message may be')", () => {
+  /** A grpc-js server whose Try answers ABORTED with `reason`, its Confirm and Cancel OK (the gids of the Cancels kept). */
+  async function foreign(reason: string): Promise<{ server: Server; address: string; cancels: string[] }> {
+    const server = new Server();
+    const cancels: string[] = [];
+    const identity = (bytes: Buffer) => bytes;
+    server.register('/other.Stock/Try', (_call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => callback({ code: status.ABORTED, details: reason } as never), identity, identity, 'unary');
+    server.register('/other.Stock/Confirm', (_call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => callback(null, Buffer.alloc(0)), identity, identity, 'unary');
+    server.register(
+      '/other.Stock/Cancel',
+      (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+        cancels.push(String(call.metadata.get('dtm-gid')[0]));
+        callback(null, Buffer.alloc(0));
+      },
+      identity,
+      identity,
+      'unary',
+    );
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    return { server, address: `127.0.0.1:${port}`, cancels };
+  }
+  const words = (count: number) => `no stock: ${Array.from({ length: count }, (_, i) => `sku${i}`).join(' ')}`;
+  @Controller()
+  class NoBranches {}
+  let app: INestApplication;
+  beforeAll(async () => {
+    ({ app } = await startGrpcBranchApp(NoBranches));
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it.each([
+    ['of 60 KB: delivered, the caller gets its DtmFailureError (the whole reason) at once', 8_000],
+    ['of 100 KB: the grpc-js server cannot send it (nghttp2 encodes no header field of 64 KiB), and the caller gets DtmUnavailableError at its branch timeout', 14_000],
+  ])('%s; DTM cancels', async (_how, count) => {
+    const reason = words(count);
+    const { server, address, cancels } = await foreign(reason);
+    try {
+      const client = app.get(DtmClient);
+      const gid = await client.generateGid();
+      const started = Date.now();
+      const error = await client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch(new Uint8Array(), `${address}/other.Stock/Try`, `${address}/other.Stock/Confirm`, `${address}/other.Stock/Cancel`), { branchTimeout: 2 }).catch((e: unknown) => e);
+      if (reason.length < 65_536) {
+        expect(error).toBeInstanceOf(DtmFailureError);
+        expect((error as DtmFailureError).reason).toBe(reason);
+      } else {
+        expect(error).toBeInstanceOf(DtmUnavailableError);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+      }
+      expect((await waitForTransStatus(gid, 'failed')).transaction?.status).toBe('failed');
+      expect(cancels).toContain(gid);
+    } finally {
+      server.forceShutdown();
+    }
   });
 });
 
