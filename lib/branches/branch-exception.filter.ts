@@ -9,7 +9,7 @@ import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 import { ANSWERED_TEXT_MAX, cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
-import { observeUnhandledCall } from './branch-handler.binding.js';
+import { observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
@@ -43,7 +43,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // the module refused the call before its handler ran (see `refusal`): reported as refused, answered as it is.
       // A refused token is kept for the diagnosis (a proxy that rewrites DTM's calls refuses every one), apart from
       // handler failures: anyone who reaches the app can make such calls by the thousand, and pushes out only those
-      observeUnhandledCall(call, carrier, exception, answerOf(exception, transport.protocol));
+      observeUnhandledCall(call, carrier, exception, refusalAnswer(exception, transport.protocol));
       if (exception instanceof UnauthorizedException) {
         const info = transport.branchInfo(carrier, {});
         if (info) recordBranchRefusal(info.gid, info.branchId, info.op, failureOf(handlerName(call.context), exception, transport.protocol));
@@ -164,12 +164,6 @@ function badRequestMessage(exception: HttpException): string {
   const response = exception.getResponse() as { message?: unknown } | string;
   const message = typeof response === 'string' ? response : response?.message;
   return escapeControls(Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message);
-}
-
-/** What the module's refusal of a call (see `refusal`) is answered: the HTTP status (409 for FAILURE), or the gRPC code (ABORTED for FAILURE). */
-function answerOf(refusal: unknown, protocol: string): number {
-  if (refusal instanceof HttpException) return protocol === 'grpc' ? grpcCodeOfHttpException(refusal) : refusal.getStatus();
-  return protocol === 'grpc' ? GRPC_ABORTED : 409; // a DtmFailureError
 }
 
 /** gRPC's code ABORTED: DTM's FAILURE. */

@@ -1,4 +1,4 @@
-import { createParamDecorator, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
+import { createParamDecorator, HttpException, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
 import { concat, defaultIfEmpty, defer, EMPTY, isObservable, last, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
@@ -10,13 +10,14 @@ import { branchContextFactory } from './branch-context.decorator.js';
 import { branchMetadataOf, branchSpecOf, ROUTE_ARGS_METADATA, workflowOpsOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
-import { barrierDecisionsInto, branchCallOf } from './branch-call.js';
-import { isGrpcCall } from './grpc/grpc-branch.transport.js';
+import { barrierDecisionsInto, branchCallOf, isRefusal } from './branch-call.js';
+import { grpcCodeOfHttpException, isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfBody, errorOfResultBody } from './branch-result.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
 import type { BranchObservation, DtmInstrumentation } from '../observability/dtm-instrumentation.js';
 import type { BranchKind } from '../transport/dtm.types.js';
+import type { DtmProtocol } from '../errors/dtm-error.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { messageOf } from '../errors/text-of.js';
@@ -306,7 +307,7 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
   try {
     result = instrumentation.within(observation, run);
   } catch (err) {
-    instrumentation.endBranch(observation, true, err);
+    endFailed(instrumentation, observation, err);
     throw err;
   }
   if (result instanceof Promise) {
@@ -318,7 +319,7 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
         return value;
       },
       (err: unknown) => {
-        instrumentation.endBranch(observation, true, err);
+        endFailed(instrumentation, observation, err);
         throw err;
       },
     );
@@ -328,13 +329,32 @@ function observed(instrumentation: DtmInstrumentation, observation: BranchObserv
   return result;
 }
 
+/**
+ * Ends `observation` of a call whose wrapped handler failed with `err`: as the handler's error, or,
+ * when `err` is the module's refusal raised inside the wrapped handler (an XA action's second call
+ * with `branch_auth_check_actions`, refused before its business ran), as `refused` with what it is
+ * answered. Failure paths only.
+ */
+function endFailed(instrumentation: DtmInstrumentation, observation: BranchObservation, err: unknown): void {
+  instrumentation.endBranch(observation, true, err, undefined, isRefusal(err) ? refusalAnswer(err, observation.protocol) : undefined);
+}
+
+/** What the module's refusal of a call (see `refusal`) is answered: the HTTP status (409 for FAILURE), or the gRPC code (ABORTED for FAILURE). */
+export function refusalAnswer(refusal: unknown, protocol: DtmProtocol): number {
+  if (refusal instanceof HttpException) return protocol === 'grpc' ? grpcCodeOfHttpException(refusal) : refusal.getStatus();
+  return protocol === 'grpc' ? GRPC_ABORTED : 409; // a DtmFailureError
+}
+
+/** gRPC's code ABORTED: DTM's FAILURE. */
+const GRPC_ABORTED = 10;
+
 /** `result` (a handler's Observable), ending `observation` when it errors or completes (its last value the answer). */
 function observedObservable(instrumentation: DtmInstrumentation, observation: BranchObservation, result: Observable<unknown>): Observable<unknown> {
   let last: unknown;
   return result.pipe(
     tap({
       next: (value: unknown) => void (last = value),
-      error: (err: unknown) => instrumentation.endBranch(observation, true, err),
+      error: (err: unknown) => endFailed(instrumentation, observation, err),
       complete: () => instrumentation.endBranch(observation, false, undefined, last),
     }),
   );

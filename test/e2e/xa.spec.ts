@@ -18,6 +18,7 @@ import {
   BranchContext,
   DtmClient,
   DtmFailureError,
+  DtmInstrumentation,
   DtmModule,
   DtmUsageError,
   defineBranches,
@@ -29,6 +30,7 @@ import {
   XaBranch,
   xaBranch,
   type BranchInfo,
+  type DtmBranchCallEvent,
   type DtmModuleOptions,
   type DtmProtocol,
   type XaDatabase,
@@ -782,11 +784,18 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
   let behind = '';
   let taken: TakenCall[];
   const databases = () => ({ pg: pgXaAt(dbs.postgres.url), mysql: mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config)) });
+  /** The `branch.call` events of each app's hook. */
+  const reported: { strict: DtmBranchCallEvent[]; loose: DtmBranchCallEvent[] } = { strict: [], loose: [] };
+  /** How app `app`'s hook reported the action calls of `gid`: `<outcome> <status>`, and the error's message when it is a refusal. */
+  const actionsReported = (app: 'strict' | 'loose', gid: string) =>
+    reported[app].filter((e) => e.gid === gid && e.op === 'action').map((e) => `${e.outcome} ${e.status ?? '-'}${e.outcome === 'refused' ? ` ${(e.error as Error).message}` : ''}`);
   beforeAll(async () => {
     strict = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchAuthCheckActions: true, branchTimeout: 5 });
     base.strict = await listenAt(strict, 'xa-once');
     loose = await xaApp(databases(), [XaOnceController], { branchAuthKeys: [key], branchTimeout: 5 });
     base.loose = await listenAt(loose, 'xa-once');
+    strict.get(DtmInstrumentation).on('branch.call', (e) => reported.strict.push(e));
+    loose.get(DtmInstrumentation).on('branch.call', (e) => reported.loose.push(e));
     wire = await recordingWire(() => behind);
     ({ url: wireUrl, taken } = wire);
     signedAp = await startDtmApp({ config: { branchAuthKeys: [key] } });
@@ -835,10 +844,13 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
       expect(replayed!.text).toContain('was called before');
       expect(ranHere).toEqual([`${portOf(base.strict)} ${gid} ${store}`]);
       expect(midway).toEqual({ prepared: [], branches: [] });
+      // the hook has the replay as the refusal it was answered (401), not as an error of the handler
+      expect(actionsReported('strict', gid)).toEqual(['failure -', expect.stringMatching(/^refused 401 .*this branch \(xid '.*'\) was called before/)]);
     } else {
       // without the check the replay runs the business (now without failing), prepares and registers its branch with DTM
       expect(replayed).toMatchObject({ status: 200 });
       expect(ranHere).toEqual([`${portOf(base.loose)} ${gid} ${store}`, `${portOf(base.loose)} ${gid} ${store}`]);
+      expect(actionsReported('loose', gid)).toEqual(['failure -', 'success -']);
       expect(midway!.prepared).toEqual([`${store}:${gid}-01`]);
       expect(midway!.branches).toEqual(['01 rollback prepared', '01 commit prepared']);
       // ... and DTM rolls it back with the abort the failed call brought: nothing moved
@@ -871,6 +883,7 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
       expect(replayed).toMatchObject({ status: 401 });
       expect(replayed!.ms).toBeLessThan(1500);
       expect(ranHere).toHaveLength(1);
+      expect(actionsReported('strict', gid)).toEqual(['success -', expect.stringMatching(/^refused 401 .*was called before/)]);
     } else {
       // MariaDB: XA START of an id the server holds prepared fails at once (XAER_DUPID); PostgreSQL: the barrier row waits
       // for the prepared branch's own a second at most, not until lock_timeout (branch_timeout, 5 s here): FAILURE saying why
@@ -878,6 +891,8 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
       expect(replayed!.text).toContain('is held by an earlier call of it');
       expect(replayed!.ms).toBeLessThan(store === 'mysql' ? 1500 : 3000);
       expect(ranHere).toHaveLength(1);
+      // the FAILURE of a branch held by an earlier call is the module's answer after the guard: a failure, as DTM reads it
+      expect(actionsReported('loose', gid)).toEqual(['success -', 'failure -']);
     }
     expect(await balances()).toEqual({ ...before, [store]: before[store] + 3 });
     expect(await pendingXa()).toEqual([]);
