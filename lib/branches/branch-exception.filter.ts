@@ -9,7 +9,7 @@ import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 import { ANSWERED_TEXT_MAX, cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
-import { observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
+import { answeredAfterHandler, observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
@@ -69,10 +69,14 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           exception = new InternalServerErrorException(MESSAGES.emptyRequestAnswer(where), { cause: exception });
         } else {
           // a 400 / 422 after the guard accepted the call: the app's validation (a pipe) refused the payload,
-          // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying
+          // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying. Once the handler ran,
+          // the payload passed the pipes: the handler's own refusal (said as a pipe's, when known), or an interceptor's
+          // of its answer, which DTM's rollback reason says (the action ran: its compensation undoes it)
           refusedByPipe = badRequestMessage(exception);
           refusedStatus = exception.getStatus();
-          exception = new DtmFailureError(MESSAGES.invalidPayload(where, refusedByPipe), { cause: exception });
+          const after = answeredAfterHandler(call, exception);
+          const reason = after === false ? MESSAGES.invalidPayload(where, refusedByPipe) : MESSAGES.answerRefusedAfterRun(where, refusedStatus, refusedByPipe, after === true);
+          exception = new DtmFailureError(reason, { cause: exception });
         }
       }
       // an HttpException with status 409 or 425 and an RpcException with code ABORTED or FAILED_PRECONDITION are DTM's

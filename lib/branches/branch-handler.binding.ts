@@ -455,7 +455,7 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    return runtime.xaLocalTransaction(info, db, (handle) => settled(business(handle), carrier, where));
+    return runtime.xaLocalTransaction(info, db, (handle) => settled(business, handle, carrier, where));
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));
@@ -468,25 +468,49 @@ async function runInLocalTransaction(
     return undefined;
   }
   if (isRedisConnection(connection)) throw new InternalServerErrorException(MESSAGES.redisBarrierOnHandler(where, source.barrier));
-  const outcome = await barrier.callWithDb(connection, (handle) => settled(business(handle), carrier, where));
+  const outcome = await barrier.callWithDb(connection, (handle) => settled(business, handle, carrier, where));
   return outcome.executed ? outcome.result : undefined;
 }
 
 /**
- * What a handler in a local transaction answered, settled before the transaction ends: a promise
- * awaited, an Observable (Nest allows one; awaiting it would not run it) subscribed to and waited
- * for, its last value the answer (undefined if it completes without one), as Nest answers it. Its
- * error rolls the transaction back, barrier rows included, so DTM's retry runs the business again.
- * Over HTTP, an answer DTM reads as FAILURE or ONGOING (a string or `{ dtm_result }` body holding
- * the word, see {@link dtmResultOfBody}) is that error thrown: the transaction rolls back, as for a
+ * What a handler in a local transaction answered (`business` run with `handle`), settled before the
+ * transaction ends: a promise awaited, an Observable (Nest allows one; awaiting it would not run it)
+ * subscribed to and waited for, its last value the answer (undefined if it completes without one),
+ * as Nest answers it. Its error rolls the transaction back, barrier rows included, so DTM's retry
+ * runs the business again; it is remembered as the handler's own ({@link answeredAfterHandler}). Over
+ * HTTP, an answer DTM reads as FAILURE or ONGOING (a string or `{ dtm_result }` body holding the
+ * word, see {@link dtmResultOfBody}) is that error thrown: the transaction rolls back, as for a
  * thrown `DtmFailureError`, instead of committing work DTM then rolls back or retries.
  */
-async function settled(result: unknown, carrier: BranchCarrier | undefined, where: string): Promise<unknown> {
-  let value: unknown = await result;
-  if (isObservable(value)) value = await lastValueFrom(value, { defaultValue: undefined });
+async function settled(business: (handle: unknown) => unknown, handle: unknown, carrier: BranchCarrier | undefined, where: string): Promise<unknown> {
+  let value: unknown;
+  try {
+    value = await business(handle);
+    if (isObservable(value)) value = await lastValueFrom(value, { defaultValue: undefined });
+  } catch (err) {
+    // failure path only: an error answered once the handler ran (an interceptor's) is told from the handler's own
+    if (typeof err === 'object' && err !== null) handlerErrors.add(err);
+    throw err;
+  }
   if (value !== undefined && value !== null && !isGrpcCall(carrier)) {
     const body = dtmResultOfBody(value);
     if (body) throw errorOfResultBody(where, body);
   }
   return value;
+}
+
+/** The errors handlers in a local transaction threw (see {@link settled}). */
+const handlerErrors = new WeakSet<object>();
+
+/**
+ * Whether `error`, answered for the call `call`, came after its handler ran and answered (an
+ * interceptor of the app that refused the answer): true or false for a handler in a local
+ * transaction (a barrier, an XA database), which tells its own errors apart ({@link settled});
+ * undefined for another handler that ran, whose own errors go to Nest untouched (telling them apart
+ * would cost a promise step on every call). False when the handler did not run. Failure paths only.
+ */
+export function answeredAfterHandler(call: BranchCallState, error: unknown): boolean | undefined {
+  if (call.ran !== true) return false;
+  if (localTransactionOf(call.context.getHandler()) === undefined) return undefined;
+  return !(typeof error === 'object' && error !== null && handlerErrors.has(error));
 }

@@ -164,9 +164,10 @@ class Audited {
 
   @Post('debit')
   @SagaAction('refusals.audited')
-  async debit(@Body() m: Move, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
+  async debit(@Body() m: Move & { refuse?: boolean }, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
     Audited.calls.push(`debit ${b.gid}`);
     await tx.query('UPDATE account SET balance = balance - $1 WHERE id = $2', [m.amount, m.account]);
+    if (m.refuse) throw new BadRequestException(`account ${m.account} is closed`); // the handler's own 400: its write rolls back
   }
 
   @Post('credit')
@@ -174,6 +175,25 @@ class Audited {
   async credit(@Body() m: Move, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
     Audited.calls.push(`credit ${b.gid}`);
     await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+}
+
+/** Without a local transaction, under the interceptor that fails after it: what the filter cannot tell from the handler's own 400. */
+@UseInterceptors(FailAfter)
+@Controller('refusals-audited-plain')
+class AuditedPlain {
+  static readonly calls: string[] = [];
+
+  @Post('debit')
+  @SagaAction('refusals.audited-plain')
+  debit(@BranchContext() b: BranchInfo) {
+    AuditedPlain.calls.push(`debit ${b.gid}`);
+  }
+
+  @Post('credit')
+  @SagaCompensate('refusals.audited-plain')
+  credit(@BranchContext() b: BranchInfo) {
+    AuditedPlain.calls.push(`credit ${b.gid}`);
   }
 }
 
@@ -249,7 +269,7 @@ beforeAll(async () => {
   await ensureBarrierSchema(pgBarrierDatabase(pool), { table: 'dtm_barrier' });
   const moduleRef = await Test.createTestingModule({
     imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, barrierTable: 'dtm_barrier' }, barrierConnections: { pg: pgBarrierDatabase(pool) } })],
-    controllers: [Wallet, GuardedWallet, Refuser, Scoped, Audited],
+    controllers: [Wallet, GuardedWallet, Refuser, Scoped, Audited, AuditedPlain],
     providers: [TenantDb, Workflows],
   }).compile();
   app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
@@ -404,16 +424,44 @@ describe('an interceptor of the app that fails after a handler behind the barrie
     expect(linesOf(gid)).toEqual([expect.stringContaining('Audited.debit failed (http, saga gid')]);
   }, 60_000);
 
-  it('with a 400: answered FAILURE (the module reads it as a pipe\'s refusal); DTM rolls back and the compensation gives back what the action committed', async () => {
+  it('with a 400: answered FAILURE; DTM rolls back and the compensation gives back what the action committed, the rollback reason saying the app refused the answer after the action ran (before: "invalid payload for ...", while the payload had passed)', async () => {
     const before = await balance();
     const gid = await dtm.generateGid();
     FailAfter.modes.set(gid, 'bad-request');
     const final = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 5 }).submitAndWait({ timeout: 15 });
     FailAfter.modes.delete(gid);
     expect(final.status).toBe('failed');
-    expect(final.rollbackReason).toBe('invalid payload for Audited.debit: the answer failed its check');
+    expect(final.rollbackReason).toBe(
+      'the app refused the answer of Audited.debit after it ran: an interceptor answered 400 (the answer failed its check) once its local transaction was done (committed, an XA branch prepared, or a call its barrier skipped); answered FAILURE, so DTM rolls the transaction back, undoing what it did',
+    );
     expect(await balance()).toBe(before);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+  }, 60_000);
+
+  it("the handler's own 400 (its write rolled back) is still the refusal of its payload, not the interceptor's: 'invalid payload for ...'", async () => {
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    const final = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 5, refuse: true }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toBe('invalid payload for Audited.debit: account 1 is closed');
+    expect(await balance()).toBe(before);
+    // the action's row rolled back with its write: the compensation found none (a null compensation, which writes both rows)
+    expect(await barrierRows(gid)).toEqual([
+      { branch_id: '01', op: 'action', reason: 'compensate' },
+      { branch_id: '01', op: 'compensate', reason: 'compensate' },
+    ]);
+  }, 60_000);
+
+  it('without a local transaction, where the module cannot tell the handler\'s own 400 from an interceptor\'s after it, the rollback reason says both, never "invalid payload": the handler ran', async () => {
+    const gid = await dtm.generateGid();
+    FailAfter.modes.set(gid, 'bad-request');
+    const final = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited-plain', {}).submitAndWait({ timeout: 15 });
+    FailAfter.modes.delete(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toBe(
+      "AuditedPlain.debit ran and was answered 400 (the answer failed its check): the handler's own refusal, or an interceptor of the app refusing its answer after it ran; answered FAILURE, so DTM rolls the transaction back",
+    );
+    expect(AuditedPlain.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
   }, 60_000);
 });
 
