@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type WorkflowContext } from 'nestjs-dtm';
+import { DtmBranchRegistryError, DtmFailureError, DtmInstrumentation, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type DtmBranchCallEvent, type WorkflowContext } from 'nestjs-dtm';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { PROTOCOLS, sleep } from '../support/fixtures.js';
@@ -41,10 +41,19 @@ async function call(
 
 const storedTokens = (answer: DtmQueryAnswer): string => answer.transaction?.branch_headers?.['dtm-auth'] ?? '';
 
+/** Records the `branch.call` events of `t`'s hook; their `<op> <outcome> <status>` of a gid with `of(gid)`. */
+function recordBranchCalls(t: BranchApp): { of(gid: string): string[] } {
+  const events: DtmBranchCallEvent[] = [];
+  t.app.get(DtmInstrumentation).on('branch.call', (e) => events.push(e));
+  return { of: (gid) => events.filter((e) => e.gid === gid).map((e) => `${e.op} ${e.outcome} ${e.status ?? '-'}`) };
+}
+
 describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
   let t: BranchApp;
+  let reported: ReturnType<typeof recordBranchCalls>;
   beforeAll(async () => {
     t = await startBranchApp(adapter, { branchAuthKeys: [KEY, OLD_KEY] });
+    reported = recordBranchCalls(t);
   });
   afterAll(async () => {
     await t?.close();
@@ -287,6 +296,8 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(early.status).toBe(401);
     expect(early.text).toContain('DTM back-checks this message only after');
     expect(t.ledger.callsOf(gid)).toEqual([]);
+    // both refused before the handler, the early one by the phase check after its token verified: reported so, with the answer
+    expect(reported.of(gid).slice(0, 2)).toEqual(['msg refused 401', 'msg refused 401']);
 
     await new Promise((resolve) => setTimeout(resolve, 3000));
     await triggerCron();
@@ -438,11 +449,13 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
   beforeAll(async () => {
     strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: harness().dtm.grpcAddress }, [BankWorkflows]);
     loose = await startBranchApp('express', { branchAuthKeys: [KEY] });
+    reported = recordBranchCalls(strict);
   });
   afterAll(async () => {
     await strict?.close();
     await loose?.close();
   });
+  let reported: ReturnType<typeof recordBranchCalls>;
   beforeEach(() => {
     strict.ledger.reset();
     loose.ledger.reset();
@@ -536,6 +549,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     const replayed = await call(strict, '/api/inventory/try', q, { body: { sku: 'x' }, headers });
     expect(replayed.status).toBe(401);
     expect(replayed.text).toContain(`DTM records the tcc transaction as ${end}, and this op runs only when it is prepared`);
+    expect(reported.of(gid).filter((e) => e.startsWith('try '))).toEqual(['try success -', 'try refused 401']);
     expect(strict.ledger.callsOf(gid).map((c) => c.handler)).toEqual(calls);
     expect((await call(loose, '/api/inventory/try', q, { body: { sku: 'x' }, headers })).status).toBe(200); // control
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry']);
@@ -577,6 +591,8 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
       expect((await call(loose, path, q, { body: { amount: 30 }, headers })).status).toBe(200); // control: the token verifies, and the handler runs again
     }
     expect(strict.ledger.callsOf(gid)).toHaveLength(made.length);
+    // each replay refused by the phase check, before the handler: reported so, with the answer
+    expect(reported.of(gid)).toEqual([...made.map((c) => `${c.branch.op} success -`), ...made.map((c) => `${c.branch.op} refused 401`)]);
     expect(Object.fromEntries(strict.ledger.balances)).toEqual(balances);
     expect(loose.ledger.callsOf(gid).map((c) => c.handler)).toEqual(made.map((c) => c.handler));
   });
