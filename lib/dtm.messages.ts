@@ -389,8 +389,18 @@ export const MESSAGES = {
     `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}) threw ${what}, but a FAILURE here cannot roll anything back: DTM keeps retrying this call until it succeeds. Make the handler succeed (the barrier makes repeated and out-of-order calls harmless), or throw another error to have it retried`,
   resultBody: (where: string, result: string, body: string) =>
     `${where} answered 200 with a body DTM reads as ${result} (${truncate(body)}): answered as ${result}, as if the handler threw ${result === 'FAILURE' ? 'DtmFailureError' : 'DtmOngoingError'} (its local transaction rolled back); throw that error instead`,
-  pipeFailureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, problem: string) =>
-    `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): a pipe refused its payload (${problem}), answered FAILURE, but a FAILURE here cannot roll anything back: DTM keeps retrying this call with the same payload until it succeeds. Fix the payload the transaction sends, or what the handler's DTO / pipe accepts`,
+  pipeFailureCannotRollBack: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, problem: string, by: 'before' | 'handler' | 'after' | undefined = 'before') =>
+    `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): ${
+      by === 'before'
+        ? `a pipe refused its payload (${problem})`
+        : by === 'after'
+          ? `its handler ran, and then an interceptor of the app refused its answer (${problem})`
+          : by === 'handler'
+            ? `its handler refused it (${problem}), its local transaction rolled back`
+            : `its handler ran, and the call was refused (${problem}): the handler's own refusal, or an interceptor of the app refusing its answer after it ran`
+    }, answered FAILURE, but a FAILURE here cannot roll anything back: DTM keeps retrying this call with the same payload until it succeeds. ${
+      by === 'before' ? "Fix the payload the transaction sends, or what the handler's DTO / pipe accepts" : by === 'after' ? "Fix the interceptor: let DTM's branch calls through (isDtmBranchHandler)" : 'Fix what refused it: such a handler must not refuse its call; let DTM\'s branch calls through interceptors (isDtmBranchHandler)'
+    }`,
   pipeRefusedUndo: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, problem: string) => {
     if (info.transType === 'workflow') {
       // a workflow's onRollback callback sends its own payload (not the action's), again at every resume; DTM holds the workflow prepared
@@ -404,17 +414,26 @@ export const MESSAGES = {
     const [decorator, what, act] = kind === 'tcc-cancel' ? ['@TccCancel', 'Cancel', 'Try'] : ['@SagaCompensate', 'compensation', 'action'];
     return `${undo} (${decorator}('${name}')) takes its payload as ${type}, as its ${act} ${action} does, under the pipe${pipes.length > 1 ? 's' : ''} ${pipes.join(', ')}: DTM sends the ${what} the payload of its ${act}, so if ${pipes.length > 1 ? 'one of them validates' : 'it validates'} (a ValidationPipe), a payload refused on the ${act} (answered FAILURE: DTM rolls back) is refused on the ${what} too, which then never runs: DTM retries it forever, and the transaction stays aborting. Give the ${what} a parameter type the pipe leaves alone (the contract's type, BranchPayload<...>, or an interface) and a barrier, which skips the undo of an ${act} that never ran (docs/branches.md, "The undo of a refused payload")`;
   },
-  interceptorRefusedUndo: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, status: number, problem: string) => {
+  interceptorRefusedUndo: (where: string, kind: string, info: { gid: string; branchId: string; op: string; transType: string }, status: number, problem: string, by: 'handler' | 'after' | undefined) => {
     const tcc = kind === 'tcc-cancel';
-    const undo = tcc ? 'Cancel' : 'compensation';
+    const [undo, action] = tcc ? ['Cancel', 'Try'] : ['compensation', 'action'];
     const stays =
       info.transType === 'workflow'
         ? "the workflow's onRollback callback calls it again at every resume of DTM's, and the workflow stays pending (DTM holds it prepared, executeWorkflow throws DtmWorkflowPendingError)"
         : `DTM retries the call until it answers success and the ${tcc ? 'TCC' : info.transType} stays aborting${tcc ? '' : ' (the compensations of the steps before it wait behind this one)'}`;
-    return `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): its handler ran (behind a barrier: its local transaction committed, or the barrier skipped a ${undo} already done), and then an interceptor of the app answered its answer with ${status} (${problem}): the module answers that FAILURE, which a ${undo} cannot roll back, so ${stays}, for as long as the interceptor refuses the answer. Fix the interceptor: let DTM's branch calls through (isDtmBranchHandler). Logged once per transaction and branch (later refusals at debug level)`;
+    const head = `${where} (${kind}, ${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op})`;
+    const tail = 'Logged once per transaction and branch (later refusals at debug level)';
+    if (by === 'after') {
+      return `${head}: its handler ran (behind a barrier: its local transaction committed, or the barrier skipped a ${undo} already done), and then an interceptor of the app answered its answer with ${status} (${problem}): the module answers that FAILURE, which a ${undo} cannot roll back, so ${stays}, for as long as the interceptor refuses the answer. Fix the interceptor: let DTM's branch calls through (isDtmBranchHandler). ${tail}`;
+    }
+    const handlerFix = `a ${undo} must not refuse its call (DTM sends it the payload of its ${action}, the same at every retry): answer success when there is nothing to undo, or throw an error DTM retries while it cannot undo yet`;
+    if (by === 'handler') {
+      return `${head}: its handler answered ${status} itself (${problem}), which rolled its local transaction back, so this ${undo} did not apply: the module answers that FAILURE, which a ${undo} cannot roll back, so ${stays}, for as long as the handler refuses it. Fix the handler: ${handlerFix}. ${tail}`;
+    }
+    return `${head}: its handler ran, and the call was answered ${status} (${problem}): the handler's own refusal, or an interceptor of the app refusing its answer after it ran (the module cannot tell them apart without a barrier): the module answers that FAILURE, which a ${undo} cannot roll back, so ${stays}, for as long as it is refused. Fix whichever refused it: let DTM's branch calls through the interceptor (isDtmBranchHandler); in the handler, ${handlerFix}. ${tail}`;
   },
-  pipeRefusedUndoAgain: (where: string, info: { gid: string; branchId: string; op: string; transType: string }, ran = false) =>
-    `${where} (${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): ${ran ? 'an interceptor of the app refused its answer again, after the handler ran' : 'a pipe refused its payload again'}; the ${info.transType} stays ${info.transType === 'workflow' ? 'pending' : 'aborting'} (see the error logged at its first refusal)`,
+  pipeRefusedUndoAgain: (where: string, info: { gid: string; branchId: string; op: string; transType: string }, by: 'before' | 'handler' | 'after' | undefined = 'before') =>
+    `${where} (${info.transType} gid ${info.gid}, branch ${info.branchId}, op ${info.op}): ${by === 'before' ? 'a pipe refused its payload again' : by === 'after' ? 'an interceptor of the app refused its answer again, after the handler ran' : by === 'handler' ? 'its handler refused it again' : 'it was refused again, after the handler ran'}; the ${info.transType} stays ${info.transType === 'workflow' ? 'pending' : 'aborting'} (see the error logged at its first refusal)`,
   successBodyHasResultWord: (where: string, body: string) =>
     `${where} answered 200 with a body containing FAILURE or ONGOING, which DTM would read as that result instead of success: ${truncate(body)}. The answer was replaced by a 500 (in production, NODE_ENV=production, it is sent as it is)`,
   successBodyRefused: (where: string) =>

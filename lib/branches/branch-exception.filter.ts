@@ -9,7 +9,7 @@ import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 import { ANSWERED_TEXT_MAX, cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
 import { branchCallOf, isRefusal } from './branch-call.js';
-import { answeredAfterHandler, observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
+import { answeredBy, observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
@@ -58,9 +58,10 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       const shown = info && { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
-      /** The message of a pipe's 400 that was answered FAILURE (or an interceptor's, after the handler ran), and its status. */
+      /** The message of a pipe's 400 that was answered FAILURE (or an interceptor's, after the handler ran), its status, and who answered it. */
       let refusedByPipe: string | undefined;
       let refusedStatus = 400;
+      let refusedBy: ReturnType<typeof answeredBy> = 'before';
       if (isPayloadRefusal(exception)) {
         if (branch && shown && isEmptyRequestCall(branch.kind, shown.op)) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400 / 422: a pipe found the empty
@@ -74,8 +75,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           // of its answer, which DTM's rollback reason says (the action ran: its compensation undoes it)
           refusedByPipe = badRequestMessage(exception);
           refusedStatus = exception.getStatus();
-          const after = answeredAfterHandler(call, exception);
-          const reason = after === false ? MESSAGES.invalidPayload(where, refusedByPipe) : MESSAGES.answerRefusedAfterRun(where, refusedStatus, refusedByPipe, after === true);
+          refusedBy = answeredBy(call, exception);
+          const reason = refusedBy === 'before' || refusedBy === 'handler' ? MESSAGES.invalidPayload(where, refusedByPipe) : MESSAGES.answerRefusedAfterRun(where, refusedStatus, refusedByPipe, refusedBy === 'after');
           exception = new DtmFailureError(reason, { cause: exception });
         }
       }
@@ -86,17 +87,17 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         if (branch && info && shown && refusedByPipe !== undefined && (branch.kind === 'saga-compensate' || branch.kind === 'tcc-cancel')) {
           // an undo whose payload a pipe refused never runs, whatever DTM retries: said once per transaction and branch, at
           // error level, and kept for the diagnosis of a transaction that does not finish in time
-          // ... unless its handler ran (an interceptor of the app refused its answer after it): said so, not as a pipe's refusal
-          const ran = call.ran === true;
-          const message = ran ? MESSAGES.interceptorRefusedUndo(where, branch.kind, shown, refusedStatus, refusedByPipe) : MESSAGES.pipeRefusedUndo(where, branch.kind, shown, refusedByPipe);
+          // ... unless its handler ran (it refused the call itself, or an interceptor of the app refused its answer after it): said so, not as a pipe's refusal
+          const message =
+            refusedBy === 'before' ? MESSAGES.pipeRefusedUndo(where, branch.kind, shown, refusedByPipe) : MESSAGES.interceptorRefusedUndo(where, branch.kind, shown, refusedStatus, refusedByPipe, refusedBy);
           // a retry of DTM's finds the same refusal recorded (as far as the bounded record goes)
           if (recordedBranchFailure(info.gid, info.branchId, info.op)?.message !== message) this.logger.error(message);
-          else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown, ran));
+          else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown, refusedBy));
           recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_ABORTED : 409, message });
         } else if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
           this.logger.warn(
             refusedByPipe !== undefined
-              ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, shown, refusedByPipe)
+              ? MESSAGES.pipeFailureCannotRollBack(where, branch.kind, shown, refusedByPipe, refusedBy)
               : MESSAGES.failureCannotRollBack(where, branch.kind, shown, failureName(exception)),
           );
         }

@@ -477,7 +477,7 @@ async function runInLocalTransaction(
  * transaction ends: a promise awaited, an Observable (Nest allows one; awaiting it would not run it)
  * subscribed to and waited for, its last value the answer (undefined if it completes without one),
  * as Nest answers it. Its error rolls the transaction back, barrier rows included, so DTM's retry
- * runs the business again; it is remembered as the handler's own ({@link answeredAfterHandler}). Over
+ * runs the business again; it is remembered as the handler's own ({@link answeredBy}). Over
  * HTTP, an answer DTM reads as FAILURE or ONGOING (a string or `{ dtm_result }` body holding the
  * word, see {@link dtmResultOfBody}) is that error thrown: the transaction rolls back, as for a
  * thrown `DtmFailureError`, instead of committing work DTM then rolls back or retries.
@@ -503,14 +503,15 @@ async function settled(business: (handle: unknown) => unknown, handle: unknown, 
 const handlerErrors = new WeakSet<object>();
 
 /**
- * Whether `error`, answered for the call `call`, came after its handler ran and answered (an
- * interceptor of the app that refused the answer): true or false for a handler in a local
- * transaction (a barrier, an XA database), which tells its own errors apart ({@link settled});
- * undefined for another handler that ran, whose own errors go to Nest untouched (telling them apart
- * would cost a promise step on every call). False when the handler did not run. Failure paths only.
+ * Who answered `error` (a pipe's or an interceptor's 400, say) for the call `call`: `before` its
+ * handler ran (a pipe, an interceptor before it), the `handler` itself, or `after` it answered (an
+ * interceptor of the app refusing its answer). A handler in a local transaction (a barrier, an XA
+ * database) tells its own errors apart ({@link settled}); for another handler that ran, whose own
+ * errors go to Nest untouched (telling them apart would cost a promise step on every call), it is
+ * not known: undefined. Failure paths only.
  */
-export function answeredAfterHandler(call: BranchCallState, error: unknown): boolean | undefined {
-  if (call.ran !== true) return false;
+export function answeredBy(call: BranchCallState, error: unknown): 'before' | 'handler' | 'after' | undefined {
+  if (call.ran !== true) return 'before';
   if (localTransactionOf(call.context.getHandler()) === undefined) return undefined;
-  return !(typeof error === 'object' && error !== null && handlerErrors.has(error));
+  return typeof error === 'object' && error !== null && handlerErrors.has(error) ? 'handler' : 'after';
 }

@@ -170,11 +170,15 @@ class Audited {
     if (m.refuse) throw new BadRequestException(`account ${m.account} is closed`); // the handler's own 400: its write rolls back
   }
 
+  /** The gids whose compensation the handler itself refuses (400, after its write, which rolls back). */
+  static readonly refuseUndo = new Set<string>();
+
   @Post('credit')
   @SagaCompensate('refusals.audited')
   async credit(@Body() m: Move, @BranchContext() b: BranchInfo, @BarrierTx() tx: pg.PoolClient) {
     Audited.calls.push(`credit ${b.gid}`);
     await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+    if (Audited.refuseUndo.has(b.gid)) throw new BadRequestException('the refund is not allowed');
   }
 }
 
@@ -489,6 +493,27 @@ describe('an interceptor of the app that refuses, with a 400, the answer of a co
     await untilStatus(gid, 'failed');
     expect(await balance()).toBe(before);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+  }, 60_000);
+});
+
+describe('a compensation behind the barrier whose handler refuses its call with a 400 itself', () => {
+  it('the error line says the handler refused it and its local transaction rolled back (before: "its handler ran (behind a barrier: its local transaction committed ...), and then an interceptor of the app answered its answer with 400"); once it lets the call through, DTM\'s retry ends the saga failed, the money given back once', async () => {
+    const before = await balance();
+    const gid = await dtm.generateGid();
+    Audited.refuseUndo.add(gid);
+    const waited = await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 4 }).add('refusals.fail', {}).submitAndWait({ timeout: 4 }).then(() => undefined, (e: unknown) => e);
+    expect(waited).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((await queryTrans(gid)).transaction?.status).toBe('aborting');
+    // the compensation's write rolled back with its barrier row: the money is still out
+    expect(await balance()).toBe(before - 4);
+    expect(await barrierRows(gid)).toEqual([{ branch_id: '01', op: 'action', reason: 'action' }]);
+    const errors = linesOf(gid).filter((l) => l.startsWith('error '));
+    expect(errors).toEqual([
+      `error Audited.credit (saga-compensate, saga gid ${gid}, branch 01, op compensate): its handler answered 400 itself (the refund is not allowed), which rolled its local transaction back, so this compensation did not apply: the module answers that FAILURE, which a compensation cannot roll back, so DTM retries the call until it answers success and the saga stays aborting (the compensations of the steps before it wait behind this one), for as long as the handler refuses it. Fix the handler: a compensation must not refuse its call (DTM sends it the payload of its action, the same at every retry): answer success when there is nothing to undo, or throw an error DTM retries while it cannot undo yet. Logged once per transaction and branch (later refusals at debug level)`,
+    ]);
+    Audited.refuseUndo.delete(gid);
+    await untilStatus(gid, 'failed');
+    expect(await balance()).toBe(before);
   }, 60_000);
 });
 
