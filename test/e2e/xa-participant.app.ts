@@ -1,13 +1,14 @@
 // An XA participant (resource manager) for xa.spec.ts, run as its own process so that a test can
 // kill it between XA PREPARE and phase 2. Environment: PORT, GRPC_PORT, PG_URL, MYSQL_URL, DTM_URL,
-// DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls (BRANCH_AUTH_CHECK_ACTIONS=1: with branch_auth_check_actions). Two XA branches, each an HTTP route and a gRPC method (service XaBank of
+// DTM_GRPC, and BRANCH_AUTH_KEY for authenticated branch calls (BRANCH_AUTH_CHECK_ACTIONS=1: with branch_auth_check_actions, and a
+// branch.call hook that warns `branch.call <gid> <branch> <op>: <outcome> <status>` of each call not answered success). Two XA branches, each an HTTP route and a gRPC method (service XaBank of
 // test/e2e/protos/tests.proto): POST /xa/mysql (XaBank/Mysql) on MariaDB, POST /xa/pg (XaBank/Pg)
 // on PostgreSQL; each adds `amount` to account `account`, and with `fail` set throws FAILURE after
 // its write (which must roll back); /xa/pg with `fail: 'swallow'` runs a failing statement after its
 // write and catches its error (the business swallows an SQL error), with `fail: 'commit'` commits its
 // transaction itself after its write. POST /xa/pg-rx: the PostgreSQL branch answering with an Observable.
 import 'reflect-metadata';
-import { Body, Controller, Module, Post } from '@nestjs/common';
+import { Body, Controller, Logger, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { GrpcMethod } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
@@ -77,6 +78,9 @@ class XaBank {
         mysql: mysqlXaDatabase(() => mysql.createConnection({ uri: process.env.MYSQL_URL })),
         pg: pgXaAt(process.env.PG_URL),
       },
+      ...(process.env.BRANCH_AUTH_CHECK_ACTIONS === '1'
+        ? { instrumentation: { hooks: { 'branch.call': (e) => void (e.outcome !== 'success' && new Logger('XaParticipant').warn(`branch.call ${e.gid} ${e.branchId} ${e.op}: ${e.outcome} ${e.status ?? '-'}`)) } } }
+        : {}),
     }),
   ],
   controllers: [XaBank],

@@ -961,6 +961,12 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
     const log = readFileSync(strictParticipant.logFile, 'utf8');
     expect(log).toContain(`branch call refused (XA action, gid "${gid}", branch "01"): this branch (xid '${gid}-01') was called before`);
     expect(log).toContain('DTM records the xa transaction as succeed, and this op runs only when it is prepared');
+    // the participant's branch.call hook: both replays reported refused with the code answered (the first, raised in the wrapped handler, was an error)
+    const plain = log.replace(/\u001b\[[0-9;]*m/g, ''); // the logger's colours
+    expect(plain.split('\n').filter((l) => l.includes(`branch.call ${gid} `)).map((l) => l.slice(l.indexOf('branch.call ')).trimEnd())).toEqual([
+      `branch.call ${gid} 01 action: refused 16`,
+      `branch.call ${gid} 01 action: refused 16`,
+    ]);
   });
 });
 
