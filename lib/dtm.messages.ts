@@ -675,6 +675,8 @@ export const MESSAGES = {
     `the barrier's local transaction on PostgreSQL was not committed (${status}): a statement of the handler's business failed and the code caught the error and went on (e.g. a unique violation or a timeout swallowed with .catch()), which aborts a PostgreSQL transaction (its COMMIT then rolls it back without an error). Nothing of the call is kept (neither its work nor its barrier rows), so it answers an error and DTM retries it. Fix the code: rethrow the SQL error (a DtmFailureError to refuse the branch), or run a statement that may fail inside SAVEPOINT ... / ROLLBACK TO SAVEPOINT`,
   xaBadOp: (op: string) => `an XA branch serves op=action, commit and rollback; got op=${shownCallerValue(op)}`,
   xaNoPhase2Url: () => 'an XA action call needs phase2_url in its query (the AP sends it: DtmClient.xaGlobalTransaction, or DTM SDKs)',
+  xaActionWithoutPhase2Url: (where: string) =>
+    `${where} refused an XA action call without phase2_url (dtm-phase2_url over gRPC), where its branch registers its commit and rollback: the app that calls the branch sends it (DtmClient.xaGlobalTransaction, DTM's SDKs); the handler did not run`,
   xaPreparedTransactionsDisabled: (name: string) =>
     `XA database "${name}" (PostgreSQL) has max_prepared_transactions = 0, PostgreSQL's default (the postgres Docker image's too): PREPARE TRANSACTION fails there ("prepared transactions are disabled"), so every XA branch on it would fail and its transaction roll back. Set max_prepared_transactions above the number of XA branches that may be prepared at once (postgresql.conf, or docker run ... postgres:16 -c max_prepared_transactions=100) and restart PostgreSQL`,
   pingStoreFailed: (serverUrl: string, reason: string) =>

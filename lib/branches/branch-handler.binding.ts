@@ -1,4 +1,4 @@
-import { createParamDecorator, HttpException, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
+import { BadRequestException, createParamDecorator, HttpException, InternalServerErrorException, type ExecutionContext } from '@nestjs/common';
 import { concat, defaultIfEmpty, defer, EMPTY, isObservable, last, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
 import type { BarrierConnection } from '../barrier/barrier.types.js';
@@ -10,7 +10,7 @@ import { branchContextFactory } from './branch-context.decorator.js';
 import { branchMetadataOf, branchSpecOf, ROUTE_ARGS_METADATA, workflowOpsOf } from './branch-metadata.accessor.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
-import { barrierDecisionsInto, branchCallOf, isRefusal } from './branch-call.js';
+import { barrierDecisionsInto, branchCallOf, isRefusal, refusal } from './branch-call.js';
 import { grpcCodeOfHttpException, isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfBody, errorOfResultBody } from './branch-result.js';
 import { handlerName, shownTransType } from './branch.types.js';
@@ -455,7 +455,14 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    return runtime.xaLocalTransaction(info, db, (handle) => settled(business, handle, carrier, where));
+    try {
+      return await runtime.xaLocalTransaction(info, db, (handle) => settled(business, handle, carrier, where));
+    } catch (err) {
+      // an XA action call without phase2_url (which the app calling it always sends) is not one the handler may serve: refused
+      // (400, gRPC INVALID_ARGUMENT) as a call without DTM's keys is, not a failure of the handler's (500, logged, recorded)
+      if (err instanceof DtmUsageError && info.op === 'action' && info.phase2Url === undefined) throw refusal(new BadRequestException(MESSAGES.xaActionWithoutPhase2Url(where), { cause: err }));
+      throw err;
+    }
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));

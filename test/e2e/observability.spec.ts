@@ -983,6 +983,23 @@ describe('a branch call the module refuses before its handler runs, and an undo 
     expect(growth(decisionsBefore, await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision']))).toEqual({ 'compensate null-compensation': 1 });
   });
 
+  it.each(PROTOCOLS)('over %s: an XA action call without phase2_url (the app calling a branch always sends one) is refused before its business runs (400, INVALID_ARGUMENT; before: 500, INTERNAL), reported refused with its reason, and logged as no error of the handler', async (protocol) => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const keys = { gid, trans_type: 'xa', branch_id: '01', op: 'action' };
+    const move = { account: 1, amount: 10 };
+    const answer =
+      protocol === 'grpc'
+        ? (await callGrpc(`${t.grpcAddress}/tests.XaBank/Pg`, move, keys)).code
+        : (await fetch(`${t.url}/xa/pg?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(move) })).status;
+    expect(answer).toBe(protocol === 'grpc' ? 3 : 400);
+    expect(await t.balances([1])).toEqual({ 1: 100 });
+    const calls = branchCalls(from, gid);
+    expect(calls.map((e) => `${e.op} ${e.handler} ${e.outcome} ${e.status ?? '-'}`)).toEqual([`action XaBank.pg refused ${answer}`]);
+    expect((calls[0].error as Error).message).toContain('XaBank.pg refused an XA action call without phase2_url');
+    expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
+  });
+
   it.each(PROTOCOLS)('over %s: a made-up trans_type (one per call, CR / LF and ANSI escapes over HTTP) names no span, hook event or log line: shown as `other`, on a refused call and on one whose handler throws', async (protocol) => {
     const from = events.length;
     const linesFrom = t.logger.lines.length;
