@@ -49,9 +49,10 @@ export interface DtmTransactionEndEvent extends DtmTransactionStartEvent {
 /**
  * How a branch handler answered DTM: `success`, `failure` (DtmFailureError: roll back), `ongoing`
  * (DtmOngoingError: retry later), `error` (anything else: DTM retries); or `refused`: the module
- * refused the call before its handler ran, as not one the handler may serve (DTM's keys missing, an XA action's phase2_url among them,
- * an op it does not serve, a gid or branch id breaking the key rule, a refused authentication, an
- * XA action's branch called before with `branch_auth_check_actions`).
+ * refused the call before its handler ran, as not one the handler may serve (DTM's keys missing, an
+ * XA action's phase2_url among them; an op it does not serve, a gid or branch id breaking the key
+ * rule, a refused authentication, an XA action's branch called before with
+ * `branch_auth_check_actions`).
  */
 export type DtmBranchOutcome = 'success' | 'failure' | 'ongoing' | 'error' | 'refused';
 
