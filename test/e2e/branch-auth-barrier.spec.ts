@@ -49,6 +49,19 @@ async function heldSaga(store: SqlStore, protocol: DtmProtocol, branchHeaders?: 
 }
 
 describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, protocol) => {
+  /** A message (to deliver 5 to account 1, at 0) whose local transaction fails with 'disk full': its gid. */
+  const outboxFailed = async (): Promise<string> => {
+    await seed(store, { 1: 0 });
+    const gid = await t.client.generateGid();
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 300 }).add(`${store}.deliver`, { account: 1, amount: 5 });
+    await expect(
+      msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    return gid;
+  };
+
   it('a legitimate saga runs over DTM, its rollback compensates; a forged deposit with a made-up gid moves nothing', async () => {
     await seed(store, { 1: 100, 2: 0 });
     const gid = await t.client.generateGid();
@@ -156,28 +169,14 @@ describe.each(CASES)('authenticated calls, barrier on %s over %s', (store, proto
   });
 
   it('a local transaction that fails with an error: the app\'s own back-check (its call token) runs, finds the rollback and the message fails at once, nothing delivered', async () => {
-    await seed(store, { 1: 0 });
-    const gid = await t.client.generateGid();
-    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 300 }).add(`${store}.deliver`, { account: 1, amount: 5 });
-    await expect(
-      msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
-        throw new Error('disk full');
-      }),
-    ).rejects.toThrow('disk full');
+    const gid = await outboxFailed();
     expect((await queryTrans(gid)).transaction?.status).toBe('failed');
     expect(await barrierRows(store, gid)).toEqual(['00/msg/01=rollback']);
     expect(await balances(store, [1])).toEqual({ 1: 0 }); // nothing delivered
   });
 
   it("the app's own back-check taken off the wire and replayed after the message failed answers FAILURE again and writes nothing (it reads the barrier row, and the rollback row is there); DTM's back-check replayed then is refused", async () => {
-    await seed(store, { 1: 0 });
-    const gid = await t.client.generateGid();
-    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 300 }).add(`${store}.deliver`, { account: 1, amount: 5 });
-    await expect(
-      msg.doAndSubmitDb(`${store}.outbox`, t.databases[store], async () => {
-        throw new Error('disk full');
-      }),
-    ).rejects.toThrow('disk full');
+    const gid = await outboxFailed();
     const stored = await queryTrans(gid);
     expect(stored.transaction?.status).toBe('failed');
     // the call as the app sent it: its dtm-auth-call is the app's HMAC of exactly this call (no body)

@@ -4,7 +4,7 @@
 // checks (global guards, the barrier table, the start-up ping); the branch's own
 // message in failures and rollback reasons, DTM v1.19's text on the raw fields.
 import { randomBytes } from 'node:crypto';
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -292,8 +292,36 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const app of apps) await app.close().catch(() => undefined);
+  for (const server of foreignServers) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
   await pool.end();
 });
+
+const foreignServers: Server[] = [];
+/**
+ * Another service's TCC branch (a plain node:http server, closed after the file): its Try answers
+ * `status` with `body`, its Confirm and Cancel 200; `cancels` has the gid of each Cancel.
+ */
+async function foreignTry(status: number, body: object): Promise<{ base: string; cancels: string[] }> {
+  const cancels: string[] = [];
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    req.resume();
+    if (url.pathname === '/try') {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+      return;
+    }
+    if (url.pathname === '/cancel') cancels.push(url.searchParams.get('gid') ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{}');
+  });
+  foreignServers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, cancels };
+}
 
 describe('a transaction that does not finish in time names its unfinished branches and why', () => {
   it('app_url with a host that does not resolve: DNS', async () => {
@@ -500,79 +528,41 @@ describe('a TCC Try whose FAILURE answer is larger than the caller reads (max_an
   });
 
   it("of another service (HTTP 409, a body of 100 KB): the caller gets a DtmFailureError saying the branch answered FAILURE with a body it did not read (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
-    const cancels: string[] = [];
-    const server = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      req.resume();
-      if (url.pathname === '/try') {
-        res.writeHead(409, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ dtm_result: 'FAILURE', message: 'x'.repeat(100_000) }));
-        return;
-      }
-      if (url.pathname === '/cancel') cancels.push(url.searchParams.get('gid') ?? '');
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const app = await diagApp({ maxAnswerBytes: 65536 });
-      const gid = await app.client.generateGid();
-      const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`)).catch((err: unknown) => err);
-      expect(error).toBeInstanceOf(DtmFailureError);
-      expect((error as DtmFailureError).reason).toBe(`the branch ${base}/try answered FAILURE (HTTP 409) with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read: its reason is not known here`);
-      expect((error as DtmFailureError).status).toBe(409);
-      const final = await app.client.waitForFinal(gid);
-      expect(final.status).toBe('failed');
-      expect(final.rawRollbackReason).toContain('answered FAILURE (HTTP 409) with a body of more than 65536 bytes');
-      expect(cancels).toContain(gid);
-      expect((await queryTrans(gid)).branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    const { base, cancels } = await foreignTry(409, { dtm_result: 'FAILURE', message: 'x'.repeat(100_000) });
+    const app = await diagApp({ maxAnswerBytes: 65536 });
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`)).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).reason).toBe(`the branch ${base}/try answered FAILURE (HTTP 409) with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read: its reason is not known here`);
+    expect((error as DtmFailureError).status).toBe(409);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toContain('answered FAILURE (HTTP 409) with a body of more than 65536 bytes');
+    expect(cancels).toContain(gid);
+    expect((await queryTrans(gid)).branches.map((b) => `${b.op} ${b.status}`)).toEqual(['cancel succeed', 'confirm prepared']);
   });
 });
 
 describe('a TCC Try of another service answering ONGOING with a body larger than the caller reads (max_answer_bytes)', () => {
   it("HTTP 425 with a body of 2 MB: the caller gets a DtmOngoingError saying so, its text not read (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
-    const cancels: string[] = [];
-    const server = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      req.resume();
-      if (url.pathname === '/try') {
-        res.writeHead(425, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ dtm_result: 'ONGOING', message: 'y'.repeat(2_000_000) }));
-        return;
-      }
-      if (url.pathname === '/cancel') cancels.push(url.searchParams.get('gid') ?? '');
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const app = await diagApp({ maxAnswerBytes: 65536 });
-      const gid = await app.client.generateGid();
-      let tried: unknown;
-      await app.client
-        .tccGlobalTransaction(gid, (tcc) =>
-          tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`).catch((err: unknown) => {
-            tried = err;
-            throw err;
-          }),
-        )
-        .catch(() => undefined);
-      expect(tried).toBeInstanceOf(DtmOngoingError);
-      expect((tried as DtmOngoingError).message).toBe(`the branch ${base}/try answered ONGOING (HTTP 425): not finished yet, with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read`);
-      expect((tried as DtmOngoingError).status).toBe(425);
-      const final = await app.client.waitForFinal(gid);
-      expect(final.status).toBe('failed');
-      expect(cancels).toContain(gid);
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    const { base, cancels } = await foreignTry(425, { dtm_result: 'ONGOING', message: 'y'.repeat(2_000_000) });
+    const app = await diagApp({ maxAnswerBytes: 65536 });
+    const gid = await app.client.generateGid();
+    let tried: unknown;
+    await app.client
+      .tccGlobalTransaction(gid, (tcc) =>
+        tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`).catch((err: unknown) => {
+          tried = err;
+          throw err;
+        }),
+      )
+      .catch(() => undefined);
+    expect(tried).toBeInstanceOf(DtmOngoingError);
+    expect((tried as DtmOngoingError).message).toBe(`the branch ${base}/try answered ONGOING (HTTP 425): not finished yet, with a body of more than 65536 bytes (lynx.dtm.max_answer_bytes), not read`);
+    expect((tried as DtmOngoingError).status).toBe(425);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(cancels).toContain(gid);
   });
 });
 
