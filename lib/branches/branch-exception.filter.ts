@@ -14,7 +14,7 @@ import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { recordBranchFailure, recordBranchRefusal, recordedBranchFailure, type RecordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { xaModuleStepOf } from '../xa/xa-local-transaction.js';
-import { grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
+import { GRPC_CODE, grpcCodeOfHttpException, rpcExceptionCode, rpcExceptionDetails } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfError, FAILURE_CANNOT_ROLL_BACK, isEmptyRequestCall, isPayloadRefusal } from './branch-result.js';
 import { escapeControls, shownCallerValue } from '../redact.js';
 import { messageOf, textOf } from '../errors/text-of.js';
@@ -93,7 +93,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           // a retry of DTM's finds the same refusal recorded (as far as the bounded record goes)
           if (recordedBranchFailure(info.gid, info.branchId, info.op)?.message !== message) this.logger.error(message);
           else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown, refusedBy));
-          recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_ABORTED : 409, message });
+          recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_CODE.ABORTED : 409, message });
         } else if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
           this.logger.warn(
             refusedByPipe !== undefined
@@ -170,9 +170,6 @@ function badRequestMessage(exception: HttpException): string {
   const message = typeof response === 'string' ? response : response?.message;
   return escapeControls(Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message);
 }
-
-/** gRPC's code ABORTED: DTM's FAILURE. */
-const GRPC_ABORTED = 10;
 
 /** The most characters of a failed branch call's message recorded for the diagnosis (cut between words, see `truncate`). */
 const RECORDED_MESSAGE_MAX = 500;

@@ -11,7 +11,7 @@ import { branchMetadataOf, branchSpecOf, ROUTE_ARGS_METADATA, workflowOpsOf } fr
 import type { BranchCarrier } from './branch-transport.js';
 import { branchTransportOf } from './branch-transports.js';
 import { barrierDecisionsInto, branchCallOf, isRefusal, refusal } from './branch-call.js';
-import { grpcCodeOfHttpException, isGrpcCall } from './grpc/grpc-branch.transport.js';
+import { GRPC_CODE, grpcCodeOfHttpException, isGrpcCall } from './grpc/grpc-branch.transport.js';
 import { dtmResultOfBody, errorOfResultBody } from './branch-result.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import type { BranchCallState } from './branch-call.js';
@@ -342,11 +342,8 @@ function endFailed(instrumentation: DtmInstrumentation, observation: BranchObser
 /** What the module's refusal of a call (see `refusal`) is answered: the HTTP status (409 for FAILURE), or the gRPC code (ABORTED for FAILURE). */
 export function refusalAnswer(refusal: unknown, protocol: DtmProtocol): number {
   if (refusal instanceof HttpException) return protocol === 'grpc' ? grpcCodeOfHttpException(refusal) : refusal.getStatus();
-  return protocol === 'grpc' ? GRPC_ABORTED : 409; // a DtmFailureError
+  return protocol === 'grpc' ? GRPC_CODE.ABORTED : 409; // a DtmFailureError
 }
-
-/** gRPC's code ABORTED: DTM's FAILURE. */
-const GRPC_ABORTED = 10;
 
 /** `result` (a handler's Observable), ending `observation` when it errors or completes (its last value the answer). */
 function observedObservable(instrumentation: DtmInstrumentation, observation: BranchObservation, result: Observable<unknown>): Observable<unknown> {
@@ -455,14 +452,10 @@ async function runInLocalTransaction(
   if ('xa' in source) {
     const db = runtime.xaDatabases.get(source.xa);
     if (!db) throw new InternalServerErrorException(MESSAGES.unknownXaDb(where, source.xa, [...runtime.xaDatabases.keys()]));
-    try {
-      return await runtime.xaLocalTransaction(info, db, (handle) => settled(business, handle, carrier, where));
-    } catch (err) {
-      // an XA action call without phase2_url (which the app calling it always sends) is not one the handler may serve: refused
-      // (400, gRPC INVALID_ARGUMENT) as a call without DTM's keys is, not a failure of the handler's (500, logged, recorded)
-      if (err instanceof DtmUsageError && info.op === 'action' && info.phase2Url === undefined) throw refusal(new BadRequestException(MESSAGES.xaActionWithoutPhase2Url(where), { cause: err }));
-      throw err;
-    }
+    // an XA action call without phase2_url (which the app calling it always sends) is not one the handler may serve: refused
+    // (400, gRPC INVALID_ARGUMENT) as a call without DTM's keys is, not a failure of the handler's (500, logged, recorded)
+    if (info.op === 'action' && !info.phase2Url) throw refusal(new BadRequestException(MESSAGES.xaActionWithoutPhase2Url(where)));
+    return runtime.xaLocalTransaction(info, db, (handle) => settled(business, handle, carrier, where));
   }
   const connection = runtime.barrierConnections.get(source.barrier);
   if (!connection) throw new InternalServerErrorException(MESSAGES.unknownBarrier(where, source.barrier, [...runtime.barrierConnections.keys()]));

@@ -16,7 +16,7 @@ import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } 
 import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException } from '@nestjs/microservices';
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmConfigInput } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -725,13 +725,13 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
 /**
  * An app of `controller` whose gRPC server (tests.proto) serves its branches at a free port, the
  * module talking gRPC to DTM with that server as grpc_app_address; `setup` runs before the server
- * starts (global interceptors, say). Started and initialised.
+ * starts (global interceptors, say); `config` adds to the module's configuration. Started and initialised.
  */
-async function startGrpcBranchApp(controller: Type, setup?: (app: INestApplication) => void): Promise<{ app: INestApplication; logger: RecordingLogger; grpcAddress: string }> {
+async function startGrpcBranchApp(controller: Type, setup?: (app: INestApplication) => void, config: DtmConfigInput = {}): Promise<{ app: INestApplication; logger: RecordingLogger; grpcAddress: string }> {
   const grpcAddress = `127.0.0.1:${await freePort()}`;
   const logger = new RecordingLogger();
   const moduleRef = await Test.createTestingModule({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc', ...config } })],
     controllers: [controller],
   }).compile();
   const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
@@ -1562,20 +1562,7 @@ describe('with branch_auth_check_actions, a gRPC TCC Try without a barrier taken
   }
 
   beforeAll(async () => {
-    grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        DtmModule.forRoot({
-          config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc', branchAuthKeys: [key], branchAuthCheckActions: true },
-          grpcProtos: TESTS_GRPC_PROTOS,
-        }),
-      ],
-      controllers: [PlainStock],
-    }).compile();
-    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    ({ app, grpcAddress } = await startGrpcBranchApp(PlainStock, undefined, { branchAuthKeys: [key], branchAuthCheckActions: true }));
     client = app.get(DtmClient);
   });
   afterAll(async () => {

@@ -10,10 +10,10 @@ import { truncate } from '../../dtm.messages.js';
 import { ANSWERED_TEXT_MAX } from '../../transport/dtm-limits.js';
 
 /** gRPC status codes (grpc-js `status`; not imported: @grpc/grpc-js is an optional peer). */
-const CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;
+export const GRPC_CODE = { INVALID_ARGUMENT: 3, NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, ABORTED: 10, INTERNAL: 13, UNAUTHENTICATED: 16 } as const;
 
 /** What gRPC code an HttpException's status stands for (409 / 425 as DTM reads them on HTTP). */
-const CODE_OF_STATUS: Record<number, number> = { 400: CODE.INVALID_ARGUMENT, 401: CODE.UNAUTHENTICATED, 403: CODE.PERMISSION_DENIED, 404: CODE.NOT_FOUND, 409: CODE.ABORTED, 425: CODE.FAILED_PRECONDITION };
+const CODE_OF_STATUS: Record<number, number> = { 400: GRPC_CODE.INVALID_ARGUMENT, 401: GRPC_CODE.UNAUTHENTICATED, 403: GRPC_CODE.PERMISSION_DENIED, 404: GRPC_CODE.NOT_FOUND, 409: GRPC_CODE.ABORTED, 425: GRPC_CODE.FAILED_PRECONDITION };
 
 /** A grpc-js `Metadata` (the second argument of a `@GrpcMethod` handler). */
 export interface MetadataLike {
@@ -156,16 +156,16 @@ export const grpcBranchTransport: BranchTransport = {
 
   answer(exception: unknown): unknown {
     let error: { code: number; message: string } | object;
-    if (exception instanceof DtmFailureError) error = { code: CODE.ABORTED, message: abortedMessage(exception.reason) };
-    else if (exception instanceof DtmOngoingError) error = { code: CODE.FAILED_PRECONDITION, message: truncate(exception.message, ANSWERED_TEXT_MAX) };
+    if (exception instanceof DtmFailureError) error = { code: GRPC_CODE.ABORTED, message: abortedMessage(exception.reason) };
+    else if (exception instanceof DtmOngoingError) error = { code: GRPC_CODE.FAILED_PRECONDITION, message: truncate(exception.message, ANSWERED_TEXT_MAX) };
     else if (isRpcException(exception)) {
       const inner = exception.getError();
-      error = typeof inner === 'object' && inner !== null ? answeredRpcError(inner) : { code: CODE.INTERNAL, message: truncate(textOf(inner), ANSWERED_TEXT_MAX) };
+      error = typeof inner === 'object' && inner !== null ? answeredRpcError(inner) : { code: GRPC_CODE.INTERNAL, message: truncate(textOf(inner), ANSWERED_TEXT_MAX) };
     } else if (exception instanceof HttpException) {
       const code = grpcCodeOfHttpException(exception);
       const message = truncate(exception.message, ANSWERED_TEXT_MAX);
-      error = { code, message: code === CODE.ABORTED ? abortedMessage(message) : message };
-    } else error = { code: CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
+      error = { code, message: code === GRPC_CODE.ABORTED ? abortedMessage(message) : message };
+    } else error = { code: GRPC_CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
     return throwError(() => error);
   },
 };
@@ -184,7 +184,7 @@ function answeredRpcError(error: object): object {
 
 /** The gRPC code an HttpException a gRPC handler throws is answered with: the one its status stands for, else INTERNAL. */
 export function grpcCodeOfHttpException(exception: HttpException): number {
-  return CODE_OF_STATUS[exception.getStatus()] ?? CODE.INTERNAL;
+  return CODE_OF_STATUS[exception.getStatus()] ?? GRPC_CODE.INTERNAL;
 }
 
 /**
@@ -214,11 +214,11 @@ export function rpcExceptionCode(exception: unknown): number | undefined {
  */
 export function dtmResultOfRpcException(exception: unknown): 'FAILURE' | 'ONGOING' | undefined {
   const code = rpcExceptionCode(exception);
-  if (code === CODE.ABORTED) {
+  if (code === GRPC_CODE.ABORTED) {
     const { message, details } = (exception as { getError(): { message?: unknown; details?: unknown } }).getError();
     return (typeof details === 'string' ? details : message) === 'ONGOING' ? 'ONGOING' : 'FAILURE';
   }
-  return code === CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
+  return code === GRPC_CODE.FAILED_PRECONDITION ? 'ONGOING' : undefined;
 }
 
 /**
