@@ -93,6 +93,8 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const gid = await t.client.generateGid();
     await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submit();
     const stored = await waitForTransStatus(gid, 'submitted');
+    // DTM calls step 1 after it answered the submit: on a busy machine the attempts below could all come before that call
+    await waitUntil('DTM calling step 1 of the saga', async () => t.ledger.callsOf(gid).length > 0, { timeoutMs: 10_000 });
     const headers = storedAuth(stored);
     const q = (over: Record<string, string> = {}) => ({ gid, trans_type: 'saga', branch_id: '02', op: 'action', ...over });
 
