@@ -13,10 +13,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { ConflictException, Controller, Inject, Injectable, Post, UnprocessableEntityException, type CallHandler, type ExecutionContext, type INestApplication, type NestInterceptor, type PipeTransform, type Type } from '@nestjs/common';
 import { concat, EMPTY, map, mergeMap, of, throwError, timer, type Observable } from 'rxjs';
-import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException } from '@nestjs/microservices';
+import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException, type GrpcOptions } from '@nestjs/microservices';
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
-import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmConfigInput } from 'nestjs-dtm';
+import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmConfigInput, type DtmModuleOptions } from 'nestjs-dtm';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
@@ -690,16 +690,7 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
     const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-nested-proto-'));
     const nestedProto = join(dir, 'nested.proto');
     writeFileSync(nestedProto, 'syntax = "proto3";\npackage tests.nested;\nmessage Entry { string note = 1; }\nservice Ledger { rpc Post(Entry) returns (Entry); }\n');
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Spelt],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
-    const options = testsGrpcOptions(grpcAddress);
-    app.connectMicroservice({ ...options, options: { ...options.options, package: ['tests'], protoPath: [TESTS_PROTO, nestedProto], loader: TESTS_LOADER } }, { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, grpcAddress } = await startGrpcBranchApp(Spelt, undefined, {}, { serverOptions: { package: ['tests'], protoPath: [TESTS_PROTO, nestedProto] } });
     try {
       const registry = app.get(DtmBranchRegistry);
       const client = app.get(DtmClient);
@@ -725,18 +716,27 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
 /**
  * An app of `controller` whose gRPC server (tests.proto) serves its branches at a free port, the
  * module talking gRPC to DTM with that server as grpc_app_address; `setup` runs before the server
- * starts (global interceptors, say); `config` adds to the module's configuration. Started and initialised.
+ * starts (global interceptors, say); `config` adds to the module's configuration; `more` gives the
+ * module its barrier connections and the protos of other services' gRPC branches, and the gRPC server
+ * options to set beside testsGrpcOptions' (other protos, a message size limit). Started and initialised.
  */
-async function startGrpcBranchApp(controller: Type, setup?: (app: INestApplication) => void, config: DtmConfigInput = {}): Promise<{ app: INestApplication; logger: RecordingLogger; grpcAddress: string }> {
+async function startGrpcBranchApp(
+  controller: Type,
+  setup?: (app: INestApplication) => void,
+  config: DtmConfigInput = {},
+  more: Pick<DtmModuleOptions, 'barrierConnections' | 'grpcProtos'> & { serverOptions?: Partial<GrpcOptions['options']> } = {},
+): Promise<{ app: INestApplication; logger: RecordingLogger; grpcAddress: string }> {
   const grpcAddress = `127.0.0.1:${await freePort()}`;
   const logger = new RecordingLogger();
+  const { serverOptions, ...moduleOptions } = more;
   const moduleRef = await Test.createTestingModule({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc', ...config } })],
+    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc', ...config }, ...moduleOptions })],
     controllers: [controller],
   }).compile();
   const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
   setup?.(app);
-  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  const options = testsGrpcOptions(grpcAddress);
+  app.connectMicroservice({ ...options, options: { ...options.options, ...serverOptions } }, { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.init();
   return { app, logger, grpcAddress };
@@ -1243,16 +1243,7 @@ describe("a TCC Try whose payload is over its gRPC server's maxReceiveMessageLen
   }
 
   it("is a DtmServerError saying the branch's server refused the request for its size (not that the branch answered more than max_answer_bytes); DTM cancels it, and its Cancel, sent the same payload, is refused too: no handler runs", async () => {
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Inventory],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger: new RecordingLogger(), forceCloseConnections: true });
-    const options = testsGrpcOptions(grpcAddress);
-    app.connectMicroservice({ ...options, options: { ...options.options, maxReceiveMessageLength: 64 } }, { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, grpcAddress } = await startGrpcBranchApp(Inventory, undefined, {}, { serverOptions: { maxReceiveMessageLength: 64 } });
     const gid = await app.get(DtmClient).generateGid();
     try {
       const error = await app
@@ -1454,21 +1445,7 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
     postgresUrl = dbs.postgres.url;
     redis = new Redis(dbs.redis.url);
     prefix = `${dbs.redis.keyPrefix}grpc-`;
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        DtmModule.forRoot({
-          config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' },
-          barrierConnections: { redis: redisBarrierConnection(redis) },
-          grpcProtos: TESTS_GRPC_PROTOS,
-        }),
-      ],
-      controllers: [RedisShop],
-    }).compile();
-    app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: true });
-    app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    ({ app } = await startGrpcBranchApp(RedisShop, undefined, {}, { barrierConnections: { redis: redisBarrierConnection(redis) }, grpcProtos: TESTS_GRPC_PROTOS }));
     client = app.get(DtmClient);
   });
   afterAll(async () => {
