@@ -2,7 +2,8 @@
 // reaches a file (and its #anchor, a heading there); the README's Quick start shows the files of
 // examples/quick-start verbatim (test/package/quick-start.spec.ts runs that app against DTM); the
 // README's first screen has exactly the two commands; docs/testing.md's outbox and gRPC examples are the
-// recipes test/e2e/testing-outbox.spec.ts and testing-grpc.spec.ts run; no TypeScript hides under another fence
+// recipes test/e2e/testing-outbox.spec.ts and testing-grpc.spec.ts run, and docs/grpc.md's bank.controller.ts
+// the one grpc-bank-controller.spec.ts runs; no TypeScript hides under another fence
 // language (test/package/docs-typecheck.spec.ts type-checks every ts block).
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -85,6 +86,12 @@ describe('the documentation', () => {
     const block = fencedBlocks('docs/testing.md').find((b) => b.lang === 'ts' && b.code.includes("@GrpcMethod('Bank', 'Withdraw')"));
     expect(block?.prelude).toBeDefined();
     expect(`${block!.prelude!.code}\n${block!.code}\n`).toBe(readFileSync(join(REPO_ROOT, 'test', 'e2e', 'testing-grpc.recipe.ts'), 'utf8'));
+  });
+
+  it("docs/grpc.md's bank.controller.ts is test/e2e/grpc-bank-controller.recipe.ts (which grpc-bank-controller.spec.ts runs), verbatim", () => {
+    const block = fencedBlocks('docs/grpc.md').find((b) => b.lang === 'ts' && namedFile(b) === 'bank.controller.ts');
+    expect(block).toBeDefined();
+    expect(`${block!.code}\n`).toBe(readFileSync(join(REPO_ROOT, 'test', 'e2e', 'grpc-bank-controller.recipe.ts'), 'utf8'));
   });
 
   it('no TypeScript is fenced as another language (each ts block is type-checked; a bare or other fence is not)', () => {
