@@ -858,18 +858,8 @@ describe('a gRPC server with TLS credentials serving @GrpcMethod branches (DTM v
     const dir = mkdtempSync(join(tmpdir(), 'nestjs-dtm-tls-'));
     const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
-    const url = `127.0.0.1:${await freePort()}`;
-    const logger = new RecordingLogger();
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, protocol: 'grpc' } })],
-      controllers: [Secure],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
-    const options = testsGrpcOptions(url);
     const credentials = ServerCredentials.createSsl(null, [{ private_key: readFileSync(key), cert_chain: readFileSync(cert) }], false);
-    app.connectMicroservice({ ...options, options: { ...options.options, credentials } }, { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, logger, grpcAddress: url } = await startGrpcBranchApp(Secure, undefined, { grpcAppAddress: undefined }, { serverOptions: { credentials } });
     try {
       expect(logger.lines).toContainEqual(expect.stringContaining(`warn the app's gRPC server at ${url} has TLS credentials (ServerCredentials.createSsl), but DTM v1.19 dials gRPC branches without TLS`));
       await expectSagaRefusedBeforeDtm(app, 'tls-reserve', `Secure.reserve is served by the app's gRPC server at ${url}, which has TLS credentials`);
@@ -918,16 +908,7 @@ describe('a branch on a streaming gRPC handler or rpc (DTM calls every branch wi
       @SagaAction('client-stream-put', { compensate: false })
       put() {}
     }
-    const grpcAddress = `127.0.0.1:${await freePort()}`;
-    const logger = new RecordingLogger();
-    const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, grpcAppAddress: grpcAddress, protocol: 'grpc' } })],
-      controllers: [Ledger],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
-    app.connectMicroservice({ ...testsGrpcOptions(grpcAddress), options: { package: 'ledger', protoPath: proto, url: grpcAddress, loader: TESTS_LOADER } }, { inheritAppConfig: true });
-    await app.startAllMicroservices();
-    await app.init();
+    const { app, logger } = await startGrpcBranchApp(Ledger, undefined, {}, { serverOptions: { package: 'ledger', protoPath: proto } });
     try {
       const message = "Ledger.put: @GrpcMethod('Ledger', 'Put') names an rpc the .proto declares client-streaming";
       expect(logger.lines).toContainEqual(expect.stringContaining(`warn ${message}`));
