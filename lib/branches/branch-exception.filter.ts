@@ -8,7 +8,7 @@ import { branchMetadataOf } from './branch-metadata.accessor.js';
 import { branchTransportOf } from './branch-transports.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 import { ANSWERED_TEXT_MAX, cutToFit, DTM_TEXT_MAX } from '../transport/dtm-limits.js';
-import { branchCallOf, isRefusal } from './branch-call.js';
+import { branchCallOf, isRefusal, type BranchCallState } from './branch-call.js';
 import { answeredBy, observeUnhandledCall, refusalAnswer } from './branch-handler.binding.js';
 import { handlerName, shownTransType } from './branch.types.js';
 import { shownBranchId } from '../auth/branch-auth.js';
@@ -93,7 +93,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           // a retry of DTM's finds the same refusal recorded (as far as the bounded record goes)
           if (recordedBranchFailure(info.gid, info.branchId, info.op)?.message !== message) this.logger.error(message);
           else this.logger.debug(MESSAGES.pipeRefusedUndoAgain(where, shown, refusedBy));
-          recordBranchFailure(info.gid, info.branchId, info.op, { handler: where, status: transport.protocol === 'grpc' ? GRPC_CODE.ABORTED : 409, message });
+          keepFailure(call, info, { handler: where, status: transport.protocol === 'grpc' ? GRPC_CODE.ABORTED : 409, message });
         } else if (branch && shown && (FAILURE_CANNOT_ROLL_BACK.has(branch.kind) || (branch.kind === 'xa' && shown.op !== 'action'))) {
           this.logger.warn(
             refusedByPipe !== undefined
@@ -102,7 +102,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
           );
         }
       } else if (result !== 'ONGOING') {
-        if (info) recordBranchFailure(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
+        if (info) keepFailure(call, info, failureOf(where, exception, transport.protocol));
         if (!(exception instanceof HttpException)) this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }
     } else if (!(exception instanceof HttpException) && !(exception instanceof DtmFailureError) && !(exception instanceof DtmOngoingError)) {
@@ -121,6 +121,19 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
     }
     return transport.answer(fittedFailure(exception, transport, carrier), host, this.adapterHost);
   }
+}
+
+/**
+ * Keeps the failure of `call` for the diagnosis: among handler failures when the call was checked,
+ * else among refusals (which push out only each other): a call whose gid or branch id breaks the
+ * key rule (an undo op's, answered without its handler and, with `branch_auth_keys`, without a
+ * token check; never one of a transaction this module started), and with `branch_auth_keys` one
+ * whose token was not verified (the guard failed before it could say). Anyone who reaches the app
+ * can send those by the thousand, with made-up gids.
+ */
+function keepFailure(call: BranchCallState, info: { gid: string; branchId: string; op: string }, failure: Omit<RecordedBranchFailure, 'at'>): void {
+  const unchecked = call.skip !== undefined || (call.runtime?.config.branchAuthKeys !== undefined && call.verified === undefined);
+  (unchecked ? recordBranchRefusal : recordBranchFailure)(info.gid, info.branchId, info.op, failure);
 }
 
 /** What DTM v1.19 adds around a saga action's FAILURE answer in its rollback reason: `url:<url> return failed: <answer> FAILURE`. */

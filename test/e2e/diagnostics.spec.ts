@@ -8,7 +8,7 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Body, ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import { Body, ConflictException, Controller, ForbiddenException, Get, HttpException, Injectable, Module, ParseIntPipe, Post, Query, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import pg from 'pg';
@@ -25,6 +25,7 @@ import {
   MsgBranch,
   MsgQueryPrepared,
   SagaAction,
+  SagaCompensate,
   TccCancel,
   TccConfirm,
   TccTry,
@@ -55,6 +56,20 @@ class DiagController {
   @Post('debit')
   debit(@Query('gid') gid?: string) {
     called('debit', gid);
+    return {};
+  }
+
+  @SagaAction('refund')
+  @Post('refund-action')
+  refundAction() {
+    return {};
+  }
+
+  /** Its amount must be an integer (a pipe of the app): a compensation of a call that breaks the key rule is answered without its handler, after the pipes. */
+  @SagaCompensate('refund')
+  @Post('refund-compensate')
+  refundCompensate(@Body('amount', ParseIntPipe) amount: number, @Query('gid') gid?: string) {
+    called('refund-compensate', `${gid}:${amount}`);
     return {};
   }
 
@@ -650,6 +665,26 @@ describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failu
     expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' })]);
     expect((calls.explode ?? []).filter((g) => g?.startsWith('forged'))).toEqual([]);
+  });
+
+  it("hold no keyless compensation that breaks the key rule (answered without its handler or a token check) whose payload a pipe refused: 600 of them, and the diagnosis still names the real failure (before: pushed out, the route probed)", async () => {
+    const port = await freePort();
+    const app = await diagApp({ appUrl: `http://127.0.0.1:${port}`, branchAuthKeys: [randomBytes(33).toString('base64')] }, { port });
+    const gid = await app.client.generateGid();
+    await app.client.newSaga(gid, { retryInterval: 60 }).add('explode', { amount: 1 }).submit();
+    await waitUntil('DTM calling the failing step', async () => (calls.explode ?? []).includes(gid), { timeoutMs: 10_000, intervalMs: 50 });
+    // the attack: a compensation is let past the token check when its gid breaks the key rule (a space here), since its handler
+    // never runs; the app's pipe refuses the payload first (FAILURE), and before the fix each refusal was kept among handler failures
+    const forged = (i: number) =>
+      fetch(`${app.url}/diag/refund-compensate?${new URLSearchParams({ gid: `forged ${i}`, trans_type: 'saga', branch_id: '01', op: 'compensate' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"amount":"x"}' }).then((r) => r.status);
+    const statuses: number[] = [];
+    for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
+    expect([...new Set(statuses)]).toEqual([409]);
+    const error = await app.client.waitForFinal(gid, { timeout: 1 }).catch((err: unknown) => err);
+    await app.client.forceStop(gid);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as DtmOutcomeUnknownError).unfinished).toEqual([expect.objectContaining({ name: 'explode', op: 'action', cause: 'DiagController.explode failed (HTTP 500): ledger offline' })]);
+    expect(calls['refund-compensate'] ?? []).toEqual([]);
   });
 
   it("a proxy in front of the app that rewrites DTM's calls (it strips app_url's path and spells the rest in capitals): every call is refused for its token, and the diagnosis names that refusal, not the route", async () => {
