@@ -5,7 +5,7 @@
 // a token over a 200-byte message is five compressions of SHA-256's block, about 2 µs. Messages
 // over SHORT_MESSAGE bytes go through node:crypto (same bytes: the unit test compares both with
 // `createHmac` over every length up to several blocks).
-import { hash } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
 const BLOCK = 64;
 /** Longer messages are hashed by node:crypto, which is faster per byte. */
@@ -126,9 +126,20 @@ const outerBlock = Buffer.alloc(BLOCK);
 outerBlock[32] = 0x80;
 outerBlock.writeUInt32BE((BLOCK + 32) * 8, 60); // the outer message: a block of key, then the 32-byte inner digest
 const digest = Buffer.alloc(32);
-/** base64url's alphabet, as character codes. */
+/** base64url's alphabet. */
 const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-const BASE64URL = Uint8Array.from(BASE64URL_ALPHABET, (c) => c.charCodeAt(0));
+/** The 6-bit value of each ASCII character in base64url, -1 for one outside it. */
+const BASE64URL_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < BASE64URL_ALPHABET.length; i++) BASE64URL_VALUE[BASE64URL_ALPHABET.charCodeAt(i)] = i;
+/** The 6-bit value of `token`'s character at `at` in base64url; -1 outside it. */
+function sextet(token: string, at: number): number {
+  const code = token.charCodeAt(at);
+  return code < 128 ? BASE64URL_VALUE[code] : -1;
+}
+/** A token's 16 bytes, decoded (reused). */
+const given16 = Buffer.alloc(16);
+/** The first 16 bytes of the MAC it is compared with (reused). */
+const expected16 = Buffer.alloc(16);
 
 /**
  * A message to MAC, written piece by piece (into a buffer the module reuses, valid until the next
@@ -219,24 +230,28 @@ export class MacMessage {
   }
 
   /**
-   * Whether `token` is the base64url text of the first 16 bytes of the message's HMAC under `key`:
-   * compared character by character from the digest, in time that does not depend on where they
-   * differ, without making the text.
+   * Whether `token` is the base64url text of the first 16 bytes of the message's HMAC under `key`
+   * (22 characters, the last carrying 2 bits): the token (the caller's, not secret) is decoded, and
+   * its bytes compared with the MAC's by node:crypto's `timingSafeEqual`, in time that does not
+   * depend on where they differ. A token of another form is refused before the comparison.
    */
   matches16(key: HmacSha256Key, token: string): boolean {
-    const d = this.digest(key);
-    let diff = token.length ^ 22;
-    let j = 0;
-    for (let i = 0; i < 15; i += 3) {
-      const n = (d[i] << 16) | (d[i + 1] << 8) | d[i + 2];
-      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 18) & 63];
-      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 12) & 63];
-      diff |= token.charCodeAt(j++) ^ BASE64URL[(n >>> 6) & 63];
-      diff |= token.charCodeAt(j++) ^ BASE64URL[n & 63];
+    if (token.length !== 22) return false;
+    let bad = 0;
+    for (let i = 0, j = 0; i < 15; i += 3, j += 4) {
+      const a = sextet(token, j), b = sextet(token, j + 1), c = sextet(token, j + 2), d = sextet(token, j + 3);
+      bad |= a | b | c | d;
+      given16[i] = (a << 2) | (b >> 4);
+      given16[i + 1] = (b << 4) | (c >> 2);
+      given16[i + 2] = (c << 6) | d;
     }
-    diff |= token.charCodeAt(j++) ^ BASE64URL[d[15] >>> 2];
-    diff |= token.charCodeAt(j) ^ BASE64URL[(d[15] & 3) << 4];
-    return diff === 0;
+    const y = sextet(token, 20), z = sextet(token, 21);
+    // a negative value marks a character outside base64url; the last one's 4 low bits are no MAC's
+    if ((bad | y | z) < 0 || (z & 15) !== 0) return false;
+    given16[15] = (y << 2) | (z >> 4);
+    const d = this.digest(key);
+    for (let i = 0; i < 16; i++) expected16[i] = d[i];
+    return timingSafeEqual(given16, expected16);
   }
 
   /** The 32 bytes of the message's HMAC-SHA256 under `key` (a buffer the module reuses). */
