@@ -3,6 +3,7 @@ import type { TransactionOptions, TransactionRecord } from '../transport/dtm.typ
 import { isForbiddenBranchHeader, TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import { restatedContext, type DtmProtocol } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { shorten } from '../redact.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
@@ -70,12 +71,12 @@ export class WorkflowEngine {
    */
   async resume(name: string, gid: string, authHeader?: string): Promise<'succeed' | 'failed' | 'pending'> {
     const auth = this.runtime.config.branchAuthKeys;
-    // a gid no transaction can have (anyone can call this endpoint): refused before it is queried or logged
+    // a gid no transaction can have (anyone can call this endpoint): refused before it is queried, and said (answered, logged) cut, as the name
     if (branchKeysProblem(gid, '') !== undefined) {
-      if (auth) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(name, gid), { gid });
-      throw new WorkflowResumeRefused(MESSAGES.workflowResumeRefused(name, gid), { gid });
+      if (auth) throw new DtmUnauthenticatedError(MESSAGES.workflowResumeUnsigned(shorten(name), shorten(gid)), { gid: shorten(gid) });
+      throw new WorkflowResumeRefused(MESSAGES.workflowResumeRefused(shorten(name), shorten(gid)), { gid: shorten(gid) });
     }
-    if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(name, gid, new Error(MESSAGES.workflowResumeUnknown(name, gid)));
+    if (!this.env.registry.has(name)) throw new DtmWorkflowPendingError(shorten(name), gid, new Error(MESSAGES.workflowResumeUnknown(shorten(name), gid)));
     if (!auth && this.running.has(gid)) return 'pending';
     const record = await this.runtime.query(gid);
     const stored = record?.customData as { name?: unknown; data?: unknown } | undefined;

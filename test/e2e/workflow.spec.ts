@@ -183,6 +183,21 @@ describe('the resume endpoint', () => {
     expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
     expect(await balance()).toBe(130); // the stored amount (30), not the forged one
   });
+
+  it('a resume call with a name or gid of 10 kB (line breaks in it) is answered, and logged, with each cut to 200 characters: anyone can send it, and it must not flood the log (before: the whole value, twice)', async () => {
+    const url = app.app.getHttpServer().address() as { port: number };
+    const long = `x\r\nforged line ${'y'.repeat(10_000)}`;
+    const resume = (gid: string, op: string) => fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?${new URLSearchParams({ gid, op, trans_type: 'workflow', branch_id: '00' })}`, { method: 'POST' });
+    // a name this app does not have: ONGOING; a gid that breaks the key rule: refused
+    for (const [gid, op, status] of [['forged-gid-long', long, 425], [long, 'transfer.v1', 400]] as const) {
+      const answered = await resume(gid, op);
+      expect(answered.status).toBe(status);
+      const { message } = (await answered.json()) as { message: string };
+      expect(message).toContain(`x\\r\\nforged line ${'y'.repeat(185)}…`);
+      expect(message.length).toBeLessThan(1000);
+    }
+    expect(recorder.calls).toEqual([]);
+  });
 });
 
 describe('the gRPC resume endpoint', () => {
