@@ -87,6 +87,31 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 0 });
   });
 
+  it('odd input without a key (__proto__ and constructor.prototype in the query, headers, token list and body; duplicate keys, a huge number, nesting 400 000 deep) runs nothing and pollutes no prototype: 401 or FAILURE, the app still serves', async () => {
+    const q = { gid: 'made-up-odd', trans_type: 'saga', branch_id: '01', op: 'action' };
+    const raw = async (query: string, body: string, headers: Record<string, string> = {}, path = '/api/v1/bank/trans-in') =>
+      (await fetch(`${t.url}${path}?${query}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })).status;
+    const keys = new URLSearchParams(q).toString();
+    const statuses = [
+      await raw(`${keys}&__proto__[polluted]=1&constructor[prototype][polluted]=1`, '{"amount":1}'),
+      await raw(keys, '{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}},"amount":1,"amount":1e400}'),
+      await raw(keys, '{"amount":1}', { 'dtm-auth-headers': '__proto__,constructor', 'dtm-auth': '__proto__.01=AAAAAAAAAAAAAAAAAAAAAA,action.01=AAAAAAAAAAAAAAAAAAAAAA' }),
+      await raw(keys, '{"amount":1}', { 'dtm-auth-headers': 'x-tenant', 'x-tenant': 'a', 'dtm-auth-call': 'AAAAAAAAAAAAAAAAAAAAAA', 'dtm-auth-issued': '1e400' }),
+      await raw(keys, `${'['.repeat(400_000)}${']'.repeat(400_000)}`),
+      await raw(`gid=made-up-odd&gid=other&trans_type=saga&branch_id=01&op=action`, '{"amount":1}'),
+    ];
+    // the duplicate gid: DTM's keys incomplete (400), the rest: no token of this call (401)
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 400]);
+    // an undo call whose gid breaks the key rule passes without a token and its handler does not run
+    expect(await raw('gid=__proto__%20x&trans_type=saga&branch_id=01&op=compensate', '{"__proto__":{"polluted":true}}', {}, '/api/v1/bank/trans-in-compensate')).toBe(200);
+    for (const o of [{}, Object.prototype, Object.create(Object.prototype)]) expect((o as { polluted?: unknown }).polluted).toBeUndefined();
+    expect(t.ledger.calls).toEqual([]);
+    // the app still serves: DTM's own call runs
+    const gid = await t.client.generateGid();
+    expect((await t.client.newSaga(gid).add('transIn', { amount: 5 }).submitAndWait()).status).toBe('succeed');
+    expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 100, bob: 5 });
+  });
+
   it('tokens read back from DTM run no other gid, branch, op, endpoint or body, and no early compensation', async () => {
     // step 1 answers ONGOING: the saga stays submitted, its tokens readable in DTM, step 2 not run yet
     t.ledger.script('transOut', 'ongoing');
