@@ -24,6 +24,15 @@ describe('parseBranchQuery', () => {
     }
   });
 
+  it("gives every query one shape, DTM's six keys, unset unless given (no dictionary object per call: the middleware reads each branch call's query)", () => {
+    for (const query of ['', 'gid=a&op=action&trans_type=saga&branch_id=01', 'op=try&other=1&__proto__=x&dtm=d&phase2_url=p']) {
+      const keys = parseBranchQuery(query);
+      expect([query, Object.keys(keys)]).toEqual([query, KEYS]);
+      expect(Object.getPrototypeOf(keys)).toBe(Object.prototype);
+    }
+    expect(parseBranchQuery('op=try&other=1')).toEqual({ op: 'try' }); // toEqual leaves out the unset ones
+  });
+
   it('keeps malformed escapes as they are', () => {
     expect(parseBranchQuery('gid=%E2%82&op=%zz')).toEqual(Object.assign(Object.create(null), { gid: '%E2%82', op: '%zz' }));
   });
