@@ -59,7 +59,7 @@ const IDLE_CONNECTION_MS = 5_000;
  * The TCP keep-alive delay of the pooled connections: axios sets 60 s on the connection of every
  * request it sends, and Node's agent sets its own `keepAliveMsecs` (1 s by default) back on it when
  * the answer frees it; the two differing, each request cost eight `setsockopt` system calls (four
- * per change), about a tenth of a saga's CPU on the caller's side (measured). With the same figure,
+ * per change), 1.24 µs of CPU per request on a connected socket (measured). With the same figure,
  * neither changes anything. What differs: a connection idle in the pool no longer sends a probe
  * after 1 s (the pool closes it after {@link IDLE_CONNECTION_MS}, before a 60 s probe); a peer that
  * dropped it without a word (its host restarted; a process that exits closes its connections) is
