@@ -66,14 +66,14 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
         if (branch && shown && isEmptyRequestCall(branch.kind, shown.op)) {
           // a call DTM sends empty (a back-check, an XA phase 2) refused with 400 / 422: a pipe found the empty
           // request invalid, which says nothing of the transaction: an error DTM retries, never FAILURE
-          this.logger.error(MESSAGES.emptyRequestRefused(where, shown, badRequestMessage(exception)));
+          this.logger.error(MESSAGES.emptyRequestRefused(where, shown, httpExceptionMessage(exception)));
           exception = new InternalServerErrorException(MESSAGES.emptyRequestAnswer(where), { cause: exception });
         } else {
           // a 400 / 422 after the guard accepted the call: the app's validation (a pipe) refused the payload,
           // which no retry changes: FAILURE with its message, so DTM rolls back instead of retrying. Once the handler ran,
           // the payload passed the pipes: the handler's own refusal (said as a pipe's, when known), or an interceptor's
           // of its answer, which DTM's rollback reason says (the action ran: its compensation undoes it)
-          refusedByPipe = badRequestMessage(exception);
+          refusedByPipe = httpExceptionMessage(exception);
           refusedStatus = exception.getStatus();
           refusedBy = answeredBy(call, exception);
           const reason = refusedBy === 'before' || refusedBy === 'handler' ? MESSAGES.invalidPayload(where, refusedByPipe) : MESSAGES.answerRefusedAfterRun(where, refusedStatus, refusedByPipe, refusedBy === 'after');
@@ -146,25 +146,39 @@ const SAGA_URL_SLACK = 100;
 const MIN_FAILURE_REASON = 64;
 
 /**
- * `exception`, or, for a saga action's `DtmFailureError` whose answer would make DTM's rollback reason
- * longer than its SQL stores keep (varchar(1024): DTM then fails to store the rollback, and rolls the
- * saga back only a retry interval later, its reason "fail message lost"), one with the reason cut to
- * fit, ending in `…`; for any other op's whose reason passes {@link ANSWERED_TEXT_MAX} (a TCC Try's,
- * an XA action's, a workflow step's: over gRPC the answer would never arrive, over HTTP it may pass
- * the caller's max_answer_bytes), one with the reason cut to that. Error answers only: no cost on a
- * call that succeeds.
+ * `exception`, or, for a saga action's FAILURE (a `DtmFailureError`, or an app's own HttpException
+ * 409 / RpcException ABORTED) whose answer would make DTM's rollback reason longer than its SQL stores
+ * keep (varchar(1024): DTM then fails to store the rollback, and rolls the saga back only a retry
+ * interval later, its reason "fail message lost"), a `DtmFailureError` with the reason (the app's
+ * exception's message) cut to fit, ending in `…`; for any other op's `DtmFailureError` whose reason
+ * passes {@link ANSWERED_TEXT_MAX} (a TCC Try's, an XA action's, a workflow step's: over gRPC the
+ * answer would never arrive, over HTTP it may pass the caller's max_answer_bytes), one with the
+ * reason cut to that (the transports cut the app's own exceptions to that too). Error answers only:
+ * no cost on a call that succeeds.
  */
 function fittedFailure(exception: unknown, transport: BranchTransport, carrier: BranchCarrier): unknown {
-  if (!(exception instanceof DtmFailureError)) return exception;
+  const own = exception instanceof DtmFailureError;
+  if (!own && dtmResultOfError(exception) !== 'FAILURE') return exception;
   if (transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') {
+    if (!(exception instanceof DtmFailureError)) return exception;
     return exception.reason.length <= ANSWERED_TEXT_MAX ? exception : new DtmFailureError(truncate(exception.reason, ANSWERED_TEXT_MAX), { cause: exception, gid: exception.gid });
   }
   const url = (transport.protocol === 'http' ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
   // as DTM stores it: code points of the text the transport answers (over HTTP the JSON body, its escapes included)
   const length = (reason: string) => Array.from(transport.failureText(reason)).length;
   const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK, length('') + MIN_FAILURE_REASON);
+  if (!(exception instanceof DtmFailureError)) {
+    // an app's own 409 / ABORTED: answered as it is when it fits, else as the module's FAILURE with its message cut to fit
+    if (Array.from(transport.answeredText(exception)).length <= budget) return exception;
+    return new DtmFailureError(cutToFit(failureMessage(exception), budget, length), { cause: exception });
+  }
   const reason = cutToFit(exception.reason, budget, length);
   return reason === exception.reason ? exception : new DtmFailureError(reason, { cause: exception, gid: exception.gid });
+}
+
+/** The message of an app's own FAILURE (an HttpException 409, an RpcException ABORTED): what its answer says why. */
+function failureMessage(exception: unknown): string {
+  return rpcExceptionDetails(exception) ?? (exception instanceof HttpException ? httpExceptionMessage(exception) : messageOf(exception));
 }
 
 /** How a FAILURE answer's error is named in the warning that it cannot roll anything back. */
@@ -175,10 +189,10 @@ function failureName(exception: unknown): string {
 }
 
 /**
- * The message of a pipe's 400 / 422 (class-validator's ValidationPipe answers a list of messages), with
- * control characters escaped: it may name what the payload holds (`property <name> should not exist`).
+ * The message of an HttpException (a pipe's 400 / 422: class-validator's ValidationPipe answers a list of messages),
+ * with control characters escaped: it may name what the payload holds (`property <name> should not exist`).
  */
-function badRequestMessage(exception: HttpException): string {
+function httpExceptionMessage(exception: HttpException): string {
   const response = exception.getResponse() as { message?: unknown } | string;
   const message = typeof response === 'string' ? response : response?.message;
   return escapeControls(Array.isArray(message) ? message.join('; ') : typeof message === 'string' ? message : exception.message);

@@ -2,7 +2,7 @@
 // handler records what it received and does what the test scripted for its next call.
 import 'reflect-metadata';
 import type { IncomingHttpHeaders } from 'node:http';
-import { Body, Controller, Get, Headers, HttpCode, Injectable, Post, Query, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService, type Provider } from '@nestjs/common';
+import { Body, ConflictException, Controller, Get, Headers, HttpCode, Injectable, Post, Query, ServiceUnavailableException, VersioningType, type INestApplication, type LoggerService, type Provider } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { from, ignoreElements } from 'rxjs';
 import { Test } from '@nestjs/testing';
@@ -26,7 +26,7 @@ import {
 import { harness } from '../support/harness.js';
 
 /** What the next call of a handler does. */
-export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring' | 'failure-quotes';
+export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring' | 'failure-quotes' | 'conflict-long';
 
 /** One call a decorated handler received. */
 export interface HandlerCall {
@@ -65,6 +65,7 @@ export class Ledger {
     if (outcome === 'failure-ongoing') throw new DtmFailureError(`${handler} refused: review ONGOING`);
     if (outcome === 'failure-long') throw new DtmFailureError(`${handler} refused: "limits" 😀 ${'line over its limit; '.repeat(80)}`);
     if (outcome === 'failure-quotes') throw new DtmFailureError(`${handler} refused: ${'"'.repeat(1500)}`); // its 409 body twice as long: each quote escaped
+    if (outcome === 'conflict-long') throw new ConflictException(`${handler} conflicts: "limits" 😀 ${'line over its limit; '.repeat(95)}`); // an app's own 409 of some 2000 characters
     if (outcome === 'ongoing') throw new DtmOngoingError(`${handler} not ready`);
     if (outcome === 'error') throw new Error(`${handler} crashed`);
     // values that are no Error and that String() cannot convert (it throws a TypeError, or what toString throws)

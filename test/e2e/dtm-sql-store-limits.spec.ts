@@ -170,6 +170,40 @@ it('the same over gRPC: a @GrpcMethod saga action answering ABORTED with a reaso
   }
 });
 
+it("a saga action of this app throwing its own ConflictException (409) of some 2000 characters: the saga rolls back at once, DTM's rollback reason the cut message within 1024 characters (before: the 409 went cut to 4000 only, DTM failed to store it and rolled back a retry interval later, 'fail message lost')", async () => {
+  const bank = await startBranchApp('express', { serverUrl: fx.dtm.serverUrl, retryInterval: 60 });
+  try {
+    const gid = await bank.client.generateGid();
+    bank.ledger.script('transIn', 'conflict-long');
+    const final = await bank.client.newSaga(gid).add('transOut', { amount: 10 }).add('transIn', { amount: 10 }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toMatch(/^transIn conflicts: "limits" 😀 (line over its limit; )+[a-z ]*…$/);
+    const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
+    expect(reason).toMatch(/^url:http:\/\/127\.0\.0\.1:\d+\/api\/v1\/bank\/trans-in return failed: \{"dtm_result":"FAILURE","message":"transIn conflicts: .*…"\} FAILURE$/);
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
+    expect(bank.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
+  } finally {
+    await bank.close();
+  }
+});
+
+it("the same over gRPC for a @GrpcMethod saga action's own RpcException ABORTED of some 2000 characters: rolled back at once, its reason cut within 1024", async () => {
+  const shop = await startShopApp('microservice', { serverUrl: fx.dtm.serverUrl, grpcServer: fx.dtm.grpcAddress, retryInterval: 60 });
+  try {
+    const gid = await shop.client.generateGid();
+    const sku = `sku-"8" 😀 ${'one line over its limit; '.repeat(80)}`;
+    const final = await shop.client.newSaga(gid).add('reserve', { sku, quantity: 1, script: 'rpc-abort' }).submitAndWait({ timeout: 15 });
+    expect(final.status).toBe('failed');
+    expect(final.rollbackReason).toContain('out of stock: sku-"8" 😀 one line over its limit;');
+    const reason = (await queryTrans(gid, fx.dtm.serverUrl)).transaction?.rollback_reason ?? '';
+    expect(reason).toMatch(/^url:127\.0\.0\.1:\d+\/tests\.Shop\/Reserve return failed: out of stock: sku-"8" .*… FAILURE$/);
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
+    expect(shop.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['reserve', 'reserveRevert']);
+  } finally {
+    await shop.close();
+  }
+});
+
 it("a saga step whose payload is over what DTM's MySQL store keeps of a branch's payload (bin_data, a BLOB: 65535 bytes): DtmServerError naming that column's limit in bytes, not a varchar(1024) and 'shorten it to 1024 characters'; nothing stored or run", async () => {
   const gid = await fx.app.client.generateGid();
   const saga = () => fx.app.client.newSaga(gid).add(fx.recorder.urlFor('/TransOut'), fx.recorder.urlFor('/TransOutRevert'), { amount: 1, pad: 'x'.repeat(70_000) });

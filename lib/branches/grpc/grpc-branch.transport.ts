@@ -154,21 +154,32 @@ export const grpcBranchTransport: BranchTransport = {
     return abortedMessage(reason);
   },
 
+  answeredText(exception: unknown): string {
+    const { details, message } = errorOf(exception) as { details?: unknown; message?: unknown };
+    return typeof details === 'string' ? details : typeof message === 'string' ? message : '';
+  },
+
   answer(exception: unknown): unknown {
-    let error: { code: number; message: string } | object;
-    if (exception instanceof DtmFailureError) error = { code: GRPC_CODE.ABORTED, message: abortedMessage(exception.reason) };
-    else if (exception instanceof DtmOngoingError) error = { code: GRPC_CODE.FAILED_PRECONDITION, message: truncate(exception.message, ANSWERED_TEXT_MAX) };
-    else if (isRpcException(exception)) {
-      const inner = exception.getError();
-      error = typeof inner === 'object' && inner !== null ? answeredRpcError(inner) : { code: GRPC_CODE.INTERNAL, message: truncate(textOf(inner), ANSWERED_TEXT_MAX) };
-    } else if (exception instanceof HttpException) {
-      const code = grpcCodeOfHttpException(exception);
-      const message = truncate(exception.message, ANSWERED_TEXT_MAX);
-      error = { code, message: code === GRPC_CODE.ABORTED ? abortedMessage(message) : message };
-    } else error = { code: GRPC_CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
+    const error = errorOf(exception);
     return throwError(() => error);
   },
 };
+
+/** The error `exception` is answered with (see `answer`). */
+function errorOf(exception: unknown): object {
+  if (exception instanceof DtmFailureError) return { code: GRPC_CODE.ABORTED, message: abortedMessage(exception.reason) };
+  if (exception instanceof DtmOngoingError) return { code: GRPC_CODE.FAILED_PRECONDITION, message: truncate(exception.message, ANSWERED_TEXT_MAX) };
+  if (isRpcException(exception)) {
+    const inner = exception.getError();
+    return typeof inner === 'object' && inner !== null ? answeredRpcError(inner) : { code: GRPC_CODE.INTERNAL, message: truncate(textOf(inner), ANSWERED_TEXT_MAX) };
+  }
+  if (exception instanceof HttpException) {
+    const code = grpcCodeOfHttpException(exception);
+    const message = truncate(exception.message, ANSWERED_TEXT_MAX);
+    return { code, message: code === GRPC_CODE.ABORTED ? abortedMessage(message) : message };
+  }
+  return { code: GRPC_CODE.INTERNAL, message: truncate(messageOf(exception), ANSWERED_TEXT_MAX) }; // DTM needs the code only; grpc-js sends no status of ~64 KiB
+}
 
 /**
  * An RpcException's error as it is answered: itself, unless its string `details` or `message` (what

@@ -156,21 +156,16 @@ export const httpBranchTransport: BranchTransport = {
     return escapedText(body, ONGOING) ?? JSON.stringify(body);
   },
 
+  answeredText(exception: unknown): string {
+    const [status, body] = answerOf(exception);
+    return escapedAnswer(status, body) ?? (typeof body === 'string' ? body : (JSON.stringify(body) ?? ''));
+  },
+
   answer(exception: unknown, host: ArgumentsHost, adapterHost: HttpAdapterHost | undefined): unknown {
-    const rpc = dtmResultOfRpcException(exception);
-    const [status, body] =
-      exception instanceof DtmFailureError
-        ? [409, failureBody(exception.reason)]
-        : exception instanceof DtmOngoingError
-          ? [425, { dtm_result: 'ONGOING', message: truncate(exception.message, ANSWERED_TEXT_MAX) }]
-          : exception instanceof HttpException
-            ? [exception.getStatus(), answeredResponse(exception)]
-            : rpc !== undefined
-              ? [rpc === 'FAILURE' ? 409 : 425, { dtm_result: rpc, message: truncate(rpcExceptionDetails(exception) ?? rpc, ANSWERED_TEXT_MAX) }]
-              : [500, { statusCode: 500, message: 'Internal server error' }];
+    const [status, body] = answerOf(exception);
     const response = host.switchToHttp().getResponse();
     const adapter = adapterHost!.httpAdapter;
-    const text = status === 425 ? undefined : escapedText(body, status === 409 ? ONGOING : RESULT_WORDS);
+    const text = escapedAnswer(status, body);
     if (text === undefined) {
       adapter.reply(response, body, status);
     } else {
@@ -182,6 +177,21 @@ export const httpBranchTransport: BranchTransport = {
 };
 
 const ONGOING: readonly string[] = ['ONGOING'];
+
+/** The status and body `exception` is answered with (see `answer`). */
+function answerOf(exception: unknown): [number, unknown] {
+  const rpc = dtmResultOfRpcException(exception);
+  if (exception instanceof DtmFailureError) return [409, failureBody(exception.reason)];
+  if (exception instanceof DtmOngoingError) return [425, { dtm_result: 'ONGOING', message: truncate(exception.message, ANSWERED_TEXT_MAX) }];
+  if (exception instanceof HttpException) return [exception.getStatus(), answeredResponse(exception)];
+  if (rpc !== undefined) return [rpc === 'FAILURE' ? 409 : 425, { dtm_result: rpc, message: truncate(rpcExceptionDetails(exception) ?? rpc, ANSWERED_TEXT_MAX) }];
+  return [500, { statusCode: 500, message: 'Internal server error' }];
+}
+
+/** The answer's body as JSON text with the words DTM would misread escapes ({@link escapedText}), or undefined when it goes as it is. */
+function escapedAnswer(status: number, body: unknown): string | undefined {
+  return status === 425 ? undefined : escapedText(body, status === 409 ? ONGOING : RESULT_WORDS);
+}
 
 /**
  * The body an HttpException is answered with: its response, unless its text passes
