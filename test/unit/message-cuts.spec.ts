@@ -65,3 +65,25 @@ describe('the other texts that quote a cause cut it the same way', () => {
     expect(quotedIn(MESSAGES.workflowPhase2Failure('w', 'g1', 's', 'compensation', words), 'DtmFailureError (', '), which')).toBe(cut);
   });
 });
+
+describe("the warnings that quote a refusal's message (a pipe's, a handler's 400 / 422, an interceptor's) cut it the same way", () => {
+  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(' '); // 549 characters
+  const cut = `${words.slice(0, words.lastIndexOf(' ', 300))}…`;
+  const info = { gid: 'g1', branchId: '01', op: 'confirm', transType: 'tcc' };
+
+  it('pipeFailureCannotRollBack, whoever refused', () => {
+    expect(quotedIn(MESSAGES.pipeFailureCannotRollBack('C.confirm', 'tcc-confirm', info, words, 'before'), 'refused its payload (', '), answered FAILURE')).toBe(cut);
+    expect(quotedIn(MESSAGES.pipeFailureCannotRollBack('C.confirm', 'tcc-confirm', info, words, 'handler'), 'its handler refused it (', '), its local')).toBe(cut);
+    expect(quotedIn(MESSAGES.pipeFailureCannotRollBack('C.confirm', 'tcc-confirm', info, words, 'after'), 'refused its answer (', '), answered FAILURE')).toBe(cut);
+  });
+
+  it('pipeRefusedUndo and interceptorRefusedUndo (a TCC Cancel, a workflow compensation)', () => {
+    const cancel = { ...info, op: 'cancel' };
+    expect(quotedIn(MESSAGES.pipeRefusedUndo('C.cancel', 'tcc-cancel', cancel, words), 'refused its payload (', '), so this')).toBe(cut);
+    expect(quotedIn(MESSAGES.pipeRefusedUndo('C.undo', 'saga-compensate', { ...cancel, transType: 'workflow', op: 'compensate' }, words), 'refused its payload (', '), so this')).toBe(cut);
+    expect(quotedIn(MESSAGES.interceptorRefusedUndo('C.cancel', 'tcc-cancel', cancel, 422, words, 'handler'), 'answered 422 itself (', '), which')).toBe(cut);
+    expect(quotedIn(MESSAGES.interceptorRefusedUndo('C.cancel', 'tcc-cancel', cancel, 422, words, 'after'), 'its answer with 422 (', '): the module')).toBe(cut);
+    expect(MESSAGES.interceptorRefusedUndo('C.cancel', 'tcc-cancel', cancel, 422, words, undefined)).toContain(`(${cut})`);
+    expect(MESSAGES.interceptorRefusedUndo('C.cancel', 'tcc-cancel', cancel, 422, words, undefined)).not.toContain('word79');
+  });
+});
