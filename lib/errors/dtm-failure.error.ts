@@ -1,4 +1,6 @@
+import { truncate } from '../dtm.messages.js';
 import { redactText } from '../redact.js';
+import { ANSWERED_TEXT_MAX } from '../transport/dtm-limits.js';
 import { DtmError, type DtmErrorContext } from './dtm-error.js';
 
 /**
@@ -11,8 +13,13 @@ export class DtmFailureError extends DtmError {
   /** The text as received (a branch's answer body, DTM's rollback reason, which names a saga step's URL), with URLs' credentials shown as `***@`, when it was more than {@link reason}; else `reason`. */
   readonly raw: string;
 
+  /**
+   * The message is `reason`, cut between words within {@link ANSWERED_TEXT_MAX} characters past that
+   * (a note saying so): another service's FAILURE answer may be as long as `max_answer_bytes`, which
+   * a log line of the message (and its stack) should not repeat; `reason` keeps it whole.
+   */
   constructor(reason = 'FAILURE', context: DtmErrorContext & { raw?: string } = {}) {
-    super(reason, context);
+    super(reason.length <= ANSWERED_TEXT_MAX ? reason : `${truncate(reason, ANSWERED_TEXT_MAX)} [cut: its reason has all ${reason.length} characters]`, context);
     this.reason = reason;
     this.raw = context.raw === undefined ? reason : redactText(context.raw);
   }

@@ -558,6 +558,26 @@ describe('a TCC Try whose FAILURE answer is larger than the caller reads (max_an
   });
 });
 
+describe('a TCC Try of another service answering FAILURE with a long reason the caller reads (under max_answer_bytes)', () => {
+  it("HTTP 409 with a reason of 30000 characters: the DtmFailureError keeps it whole in reason, its message cut within 4000 characters saying so (before: a message of 30000 characters, logged whole wherever the app logs it); DTM's rollback reason cut to 1024 characters; DTM cancels", async () => {
+    const long = `card declined: ${'detail of the decline; '.repeat(1300)}`;
+    const { base, cancels } = await foreignTry(409, { dtm_result: 'FAILURE', message: long });
+    const app = await diagApp({});
+    const gid = await app.client.generateGid();
+    const error = await app.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ amount: 1 }, `${base}/try`, `${base}/confirm`, `${base}/cancel`)).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(DtmFailureError);
+    expect((error as DtmFailureError).reason).toBe(long);
+    const { message } = error as DtmFailureError;
+    expect(message).toMatch(new RegExp(`^card declined: (detail of the decline; )+[a-z ]*… \\[cut: its reason has all ${long.length} characters\\]$`));
+    expect(message.length).toBeLessThan(4100);
+    const final = await app.client.waitForFinal(gid);
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toMatch(/^card declined: detail of the decline; /);
+    expect(Array.from(final.rawRollbackReason ?? '').length).toBeLessThanOrEqual(1024);
+    expect(cancels).toContain(gid);
+  });
+});
+
 describe('a TCC Try of another service answering ONGOING with a body larger than the caller reads (max_answer_bytes)', () => {
   it("HTTP 425 with a body of 2 MB: the caller gets a DtmOngoingError saying so, its text not read (before: 'answered more than 65536 bytes', a DtmServerError); DTM cancels", async () => {
     const { base, cancels } = await foreignTry(425, { dtm_result: 'ONGOING', message: 'y'.repeat(2_000_000) });
@@ -616,14 +636,13 @@ describe("this app's own ONGOING and HttpException answers of 1 MB (cut to 4000 
     expect(calls['answer-long-confirm'] ?? []).not.toContain(gid);
   });
 
-  it("a saga action's ConflictException (409): DTM's rollback reason, made of its answer, holds the message cut to 4000 characters (before: the whole megabyte)", async () => {
+  it("a saga action's ConflictException (409): DTM's rollback reason, made of its answer, holds the message cut to fit DTM's SQL stores (1024 characters), answered as the module's FAILURE (before: the whole megabyte; then cut to 4000 characters only)", async () => {
     const app = await diagApp({});
     const gid = await app.client.generateGid();
     await app.client.newSaga(gid).add('conflict-long', { amount: 1 }).submit();
     const reason = (await waitForTransStatus(gid, 'failed')).transaction?.rollback_reason ?? '';
-    expect(reason).toContain('ledger offline: entry0 entry1 ');
-    expect(reason).toMatch(/entry\d+…/);
-    expect(reason.length).toBeLessThan(4200);
+    expect(reason).toMatch(/^url:http:\/\/[^ ]+\/diag\/conflict-long return failed: \{"dtm_result":"FAILURE","message":"ledger offline: entry0 entry1 .*…"\} FAILURE$/);
+    expect(Array.from(reason).length).toBeLessThanOrEqual(1024);
   });
 });
 

@@ -1,6 +1,6 @@
 // Reading the branch's own message out of DTM's rollback reasons and branch answers (the formats of DTM v1.19).
 import { describe, expect, it } from '@jest/globals';
-import { readFailureReason } from 'nestjs-dtm';
+import { DtmFailureError, readFailureReason } from 'nestjs-dtm';
 
 describe('readFailureReason', () => {
   it("reads a saga's rollback reason as DTM v1.19 forms it (url:<target> return failed: <answer> FAILURE)", () => {
@@ -34,5 +34,21 @@ describe('readFailureReason', () => {
   it('text that only looks like JSON stays as it is', () => {
     expect(readFailureReason('{not json').message).toBe('{not json');
     expect(readFailureReason('url:http://x/a return failed: {broken FAILURE').message).toBe('{broken');
+  });
+});
+
+describe("DtmFailureError's message and reason", () => {
+  it('a reason of at most 4000 characters is its message too', () => {
+    const reason = `${'x'.repeat(3990)} last word`;
+    expect(new DtmFailureError(reason)).toMatchObject({ reason, message: reason });
+  });
+
+  it('a longer one (a foreign branch answer of up to max_answer_bytes) stays whole in reason; the message keeps its whole words within 4000 characters and says where the rest is', () => {
+    const reason = `limit: ${'word '.repeat(200_000)}end`;
+    const error = new DtmFailureError(reason, { raw: reason });
+    expect(error.reason).toBe(reason);
+    expect(error.raw).toBe(reason);
+    expect(error.message).toBe(`limit: ${'word '.repeat(798).trimEnd()}… [cut: its reason has all ${reason.length} characters]`);
+    expect(error.stack).not.toContain('word '.repeat(900));
   });
 });
