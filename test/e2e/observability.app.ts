@@ -143,6 +143,31 @@ class Bank {
   }
 }
 
+/**
+ * A saga action behind the barrier defined as in production (NODE_ENV=production while its decorators
+ * run: no development check of success bodies), answering a body that holds FAILURE outside DTM's
+ * result protocol (no `dtm_result`), which the module does not read on a success (docs/branches.md).
+ */
+function productionBank() {
+  const previous = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
+  try {
+    @Controller('prod-bank')
+    @UseBarrier('pg')
+    class ProdBank {
+      @Post('trans-in')
+      @SagaAction('prodTransIn', { compensate: false })
+      async transIn(@Body() m: Move, @BarrierTx() tx: unknown) {
+        await exec(tx, add, [m.amount, m.account]);
+        return { account: m.account, note: 'last check: no FAILURE' };
+      }
+    }
+    return ProdBank;
+  } finally {
+    process.env.NODE_ENV = previous;
+  }
+}
+
 @Controller('xa')
 class XaBank {
   @Post('pg')
@@ -379,7 +404,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
         instrumentation,
       }),
     ],
-    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank, ReactiveBank, NestingBank],
+    controllers: [Bank, XaBank, Relay, ManualBarrierBank, CheckedBank, ReactiveBank, NestingBank, productionBank()],
     providers: [Transfers],
   }).compile();
   const logger = new LineLogger();

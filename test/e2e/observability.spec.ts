@@ -791,6 +791,27 @@ describe('a barrier handler answering a body DTM reads as FAILURE ({ dtm_result:
   });
 });
 
+describe("in production, a barrier handler answering a body that holds FAILURE outside DTM's result protocol (no dtm_result: not read on a success, a documented limit)", () => {
+  it("pins what DTM v1.19 does with it: reads FAILURE, rolls the saga back with the body as its reason; the module reported success and the barrier executed, and the write stays committed (a step without compensation: nothing undoes it)", async () => {
+    const from = events.length;
+    const gid = await t.client.generateGid();
+    const final = await t.client
+      .newSaga(gid, { protocol: 'http', retryInterval: 1 })
+      .add('transOut', { account: 1, amount: 10 })
+      .add(`${t.url}/prod-bank/trans-in`, '', { account: 2, amount: 10 })
+      .submitAndWait({ timeout: 20 });
+    expect(final.status).toBe('failed');
+    expect(final.rawRollbackReason).toMatch(/^url:http:\/\/[^ ]+\/prod-bank\/trans-in return failed: \{"account":2,"note":"last check: no FAILURE"\} FAILURE$/);
+    expect(final.branches.map((b) => `${b.branchId} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action succeed', '02 compensate succeed', '02 action failed']);
+    expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 110 });
+    expect(branchCalls(from, gid).map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.barrier} ${e.outcome}`)).toEqual([
+      '01 action Bank.transOut executed success',
+      '02 action ProdBank.transIn executed success',
+      '01 compensate Bank.transOutCompensate executed success',
+    ]);
+  });
+});
+
 describe('a branch call the module answers FAILURE before its handler runs (a pipe\'s 400, the decorator\'s { schema })', () => {
   it.each([
     ['a pipe', 'pipedIn', 'CheckedBank.pipedIn'],
