@@ -5,6 +5,7 @@ import { dtmContext } from '../context/dtm-context.js';
 import type { ArgumentsHost } from '@nestjs/common';
 import type { TransactionRecord, TransactionStatus } from '../transport/dtm.types.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { DTM_DEFAULT_TIMEOUT_TO_FAIL } from '../config/dtm-config.keys.js';
 import type { BranchCarrier, BranchTransport } from './branch-transport.js';
 
 /**
@@ -22,8 +23,6 @@ const CONFIRMING: readonly TransactionStatus[] = ['submitted'];
 const PREPARING: readonly TransactionStatus[] = ['prepared'];
 /** DTM's status while it compensates (saga compensate, TCC cancel, XA rollback); not `failed`, after which DTM calls none. */
 const COMPENSATING: readonly TransactionStatus[] = ['aborting'];
-/** DTM's `TimeoutToFail` by default (seconds): what a message prepared with `timeout_to_fail` 0 waits before DTM back-checks it. */
-const DTM_DEFAULT_TIMEOUT_TO_FAIL = 35;
 /** How much earlier than DTM's own clock says a back-check may arrive (clocks of DTM and the app differ a little). */
 const BACK_CHECK_CLOCK_SLACK_MS = 1000;
 

@@ -515,10 +515,12 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * Closes the connections when the Nest app shuts down (calls under way go on to their answer), and
    * ends the waits for an outcome under way at once ({@link waitForFinal}, `submitAndWait()`, `...AndWait`):
-   * `DtmOutcomeUnknownError` saying the app closed.
+   * `DtmOutcomeUnknownError` saying the app closed. A message prepared and not submitted ends `prepared`
+   * for the instrumentation (its span, its count).
    */
   onModuleDestroy(): void {
     this.closed = true;
+    this.instrumentation.endParked(); // messages prepared and never submitted: their spans end (prepared)
     for (const wake of this.sleepingWaits) wake();
     this.http.close();
     this.grpc?.close();

@@ -72,6 +72,8 @@ export const DTM_SECONDS_MAX = 2_147_483_647;
 /** Longest branch timeout: DTM's limit, and the module waits for its own branch calls with a Node timer. */
 export const BRANCH_TIMEOUT_MAX = Math.floor(NODE_TIMER_MAX_MS / 1000);
 
+/** DTM's `TimeoutToFail` by default (seconds): what a message prepared with `timeout_to_fail` 0 waits before DTM back-checks it. */
+export const DTM_DEFAULT_TIMEOUT_TO_FAIL = 35;
 /** Why a range of seconds ends where it does: Node's timers (for waits of the module's own). */
 export const NODE_TIMER = "Node's timers stop at 2147483647 ms";
 /** Why a range of seconds ends where it does: what DTM can store (for values DTM waits on). */

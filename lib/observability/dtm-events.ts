@@ -34,7 +34,8 @@ export interface DtmTransactionStartEvent {
 /**
  * How a transaction ended for this app: `submitted` (DTM drives it now, also after a `waitResult` submit whose first round did not finish), `succeed` / `failed` (the
  * final status, when the app waited for it), `aborted` (a TCC / XA / msg body failed and the module
- * aborted it), `prepared` (a msg left prepared for DTM's back-check), `error` (a call failed: `error`).
+ * aborted it), `prepared` (a msg left prepared for DTM's back-check, also one `prepare()`d and not submitted
+ * within its `timeoutToFail` or before the app closed), `error` (a call failed: `error`).
  */
 export type DtmTransactionOutcome = 'submitted' | 'succeed' | 'failed' | 'aborted' | 'prepared' | 'error';
 

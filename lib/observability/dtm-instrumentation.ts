@@ -22,6 +22,7 @@ import type {
 } from './dtm-events.js';
 import { OtelBridge, type BranchSpanSlot, type OtelContext, type OtelSpan } from './otel.js';
 import { textOf } from '../errors/text-of.js';
+import { NODE_TIMER_MAX_MS } from '../config/dtm-config.keys.js';
 
 /** @internal An observed transaction: its start, span and the trace headers DTM carries to its branches. */
 export interface TransactionObservation {
@@ -34,6 +35,10 @@ export interface TransactionObservation {
   context?: OtelContext;
   /** `traceparent` (and `tracestate`) of the span. */
   headers?: Record<string, string>;
+  /** Set once it ended: it ends once, whichever path comes first (a message left prepared, see {@link DtmInstrumentation.park}). */
+  ended?: boolean;
+  /** While parked ({@link DtmInstrumentation.park}): the timer that ends it. */
+  parkTimer?: NodeJS.Timeout;
 }
 
 /** @internal An observed branch call, filled in as it runs: what its `branch.call` event reports (a TCC branch id without its token, `01-<token>`), and its start and span. */
@@ -68,6 +73,8 @@ export class DtmInstrumentation {
   private readonly openTelemetry: boolean;
   /** undefined: not probed yet; null: no OpenTelemetry SDK (or turned off). */
   private otelBridge?: OtelBridge | null;
+  /** The observations of messages left prepared by `prepare()` ({@link park}), which the app's close ends. */
+  private readonly parked = new Set<TransactionObservation>();
 
   constructor(options: DtmInstrumentationOptions = {}) {
     this.debugLogs = options.debugLogs === true;
@@ -186,8 +193,36 @@ export class DtmInstrumentation {
     return ctx ? this.otel()!.run(ctx, fn) : fn();
   }
 
-  /** @internal Ends observing a transaction. */
+  /**
+   * @internal Parks the observation of a message its app prepared with `prepare()` and has not
+   * submitted: it ends `prepared` after `seconds` (when DTM's back-check takes the message over), or
+   * when the app closes ({@link endParked}), unless a submit ends it first ({@link unpark}).
+   */
+  park(observation: TransactionObservation, seconds: number): void {
+    this.unpark(observation);
+    if (observation.ended) return;
+    observation.parkTimer = setTimeout(() => this.endTransaction(observation, 'prepared'), Math.min(seconds * 1000, NODE_TIMER_MAX_MS)).unref();
+    this.parked.add(observation);
+  }
+
+  /** @internal Takes `observation` off the parked ones (a submit of the message goes on with it). */
+  unpark(observation: TransactionObservation): void {
+    if (observation.parkTimer === undefined) return;
+    clearTimeout(observation.parkTimer);
+    observation.parkTimer = undefined;
+    this.parked.delete(observation);
+  }
+
+  /** @internal The app closes: the messages left prepared end `prepared` (their spans exported, counted). */
+  endParked(): void {
+    for (const observation of [...this.parked]) this.endTransaction(observation, 'prepared');
+  }
+
+  /** @internal Ends observing a transaction (once: nothing when it ended already). */
   endTransaction(observation: TransactionObservation, outcome: DtmTransactionOutcome, error?: unknown): void {
+    if (observation.ended) return;
+    observation.ended = true;
+    this.unpark(observation);
     const { gid, transType, protocol } = observation;
     const durationMs = performance.now() - observation.started;
     const failed = outcome === 'failed' || outcome === 'aborted' || outcome === 'error';

@@ -10,7 +10,7 @@ import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmOngoingError } from '../errors/dtm-ongoing.error.js';
 import { leftPrepared, stillPreparedError } from '../transport/dtm-transient.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
+import { DTM_DEFAULT_TIMEOUT_TO_FAIL, DTM_SECONDS_MAX } from '../config/dtm-config.keys.js';
 import { StepTransaction } from './step-transaction.js';
 import { isRemoteBranch, type RemoteBranch } from '../contracts/branch-contract.js';
 import { assertWholeNumber, sameSteps } from './transaction.js';
@@ -114,9 +114,18 @@ export class Msg extends StepTransaction {
    * URL, a gRPC target, or the name of this app's `@MsgQueryPrepared`. DTM keeps the steps, delay
    * and concurrency of this call: add them all before it (later ones are refused). Again on the same
    * object: taken with the same back-check; refused (`DtmUsageError`, nothing sent) with another
-   * one (DTM keeps the first) or after a submit.
+   * one (DTM keeps the first) or after a submit. Observed (hooks, OpenTelemetry), the message ends
+   * at its submit; one never submitted ends `prepared` once its `timeoutToFail` passed (DTM's
+   * back-check decides it then), or when the app closes.
    */
   async prepare(queryPrepared: string): Promise<void> {
+    await this.prepareMessage(queryPrepared);
+    this.parkObservation(this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL);
+  }
+
+  /** {@link prepare}, without parking the observation ({@link doAndSubmit} ends it on every path). */
+  private async prepareMessage(queryPrepared: string): Promise<void> {
+    this.unparkObservation();
     if (this.submitStarted) throw new DtmUsageError(MESSAGES.msgPrepareAfterSubmit(this.gid), { gid: this.gid });
     const check = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
     // DTM v1.19 takes a prepare of a message it holds prepared without storing anything of it: the first back-check stays
@@ -147,6 +156,7 @@ export class Msg extends StepTransaction {
   override async submit(): Promise<void> {
     if (this.heldByAnother) throw this.heldByAnother;
     this.submitStarted = true;
+    this.unparkObservation(); // the submit ends it
     await super.submit(); // its error restated by submitError()
   }
 
@@ -158,6 +168,7 @@ export class Msg extends StepTransaction {
   override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     if (this.heldByAnother) throw this.heldByAnother;
     this.submitStarted = true;
+    this.unparkObservation(); // the submit ends it
     return super.submitAndWait(wait); // its error restated by submitError()
   }
 
@@ -257,7 +268,7 @@ export class Msg extends StepTransaction {
     if (typeof business !== 'function') throw new DtmUsageError(MESSAGES.notAFunction(`the local transaction of msg ${this.gid}`, business), { gid: this.gid });
     // DTM takes a prepare of a message it holds prepared (one left so by an earlier run): the business would run, and may commit, twice
     if (this.businessRan) throw new DtmUsageError(MESSAGES.msgBusinessAgain(this.gid), { gid: this.gid });
-    await this.prepare(queryPrepared);
+    await this.prepareMessage(queryPrepared);
     this.businessRan = true;
     const local: MsgLocalTransaction = { gid: this.gid, transType: 'msg', branchId: '00', op: 'msg', barrierTable: this.runtime.config.barrierTable };
     let result: T | undefined;

@@ -223,6 +223,16 @@ export abstract class Transaction {
     this.instrumentation.endTransaction(observation, outcome, error);
   }
 
+  /** Parks the observation (a message prepared and not submitted, see `DtmInstrumentation.park`): it ends `prepared` after `seconds`, or when the app closes, unless a submit ends it first. */
+  protected parkObservation(seconds: number): void {
+    if (this.observation) this.instrumentation.park(this.observation, seconds);
+  }
+
+  /** Takes the observation off the parked ones: what comes next (a submit) ends it. */
+  protected unparkObservation(): void {
+    if (this.observation) this.instrumentation.unpark(this.observation);
+  }
+
   /** DTM's record of the gid now (queried with the transaction's span active), or `undefined` when the query failed: a check after a prepare then leaves the prepare as DTM answered it. */
   protected async recordIfKnown(): Promise<TransactionRecord | null | undefined> {
     try {

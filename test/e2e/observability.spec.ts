@@ -8,11 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { context, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { context, diag, DiagLogLevel, metrics, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, TransactionHelper, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
@@ -28,7 +28,23 @@ class OnDemandReader extends MetricReader {
   protected override async onShutdown(): Promise<void> {}
 }
 
+/** The module's spans started and not ended yet (a span processor's onStart / onEnd): each must end once, on every path. */
+class OpenSpans implements SpanProcessor {
+  readonly open = new Set<ReadableSpan>();
+  onStart(span: Span): void {
+    if (span.instrumentationScope.name === 'nestjs-dtm') this.open.add(span);
+  }
+  onEnd(span: ReadableSpan): void {
+    this.open.delete(span);
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
+
 const exporter = new InMemorySpanExporter();
+const openSpans = new OpenSpans();
+/** What the SDK said of a span used once it ended (a second end(), an attribute set after it): none must be. */
+const endedSpanUses: string[] = [];
 const reader = new OnDemandReader();
 /** Every event the module emitted, in order. */
 const events: { name: DtmEventName; event: DtmEvents[DtmEventName] }[] = [];
@@ -61,7 +77,11 @@ let dbs: FileDatabases;
 beforeAll(async () => {
   dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-observability' });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+  const used = (message: string) => {
+    if (/ended Span|call end\(\) on a span once/.test(message)) endedSpanUses.push(message);
+  };
+  diag.setLogger({ error: used, warn: used, info: () => undefined, debug: () => undefined, verbose: () => undefined }, DiagLogLevel.WARN);
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter), openSpans] }));
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
   dbs = await fileDatabases();
   t = await startObservedApp(dbs, { hooks }, onOwnDtm());
@@ -73,6 +93,15 @@ afterAll(async () => {
 beforeEach(async () => {
   await t.sql('UPDATE account SET balance = 100');
   t.logger.lines.length = 0;
+});
+// every span the module started in a test ended by its end (a branch call DTM makes meanwhile, of this test or an
+// earlier one, may still be under way: it ends within its handler's time)
+afterEach(async () => {
+  await waitUntil('the module\'s spans to end', async () => openSpans.open.size === 0, { timeoutMs: 10_000, intervalMs: 50 }).catch(() => undefined);
+  const left = [...openSpans.open].map((s) => `${s.name} ${String(s.attributes['dtm.gid'] ?? '')}`);
+  openSpans.open.clear(); // reported once, by the test that left it
+  expect(left).toEqual([]);
+  expect(endedSpanUses.splice(0)).toEqual([]);
 });
 
 /** The `branch.call` events recorded from event `from` on, of `gid` only when given. */
@@ -278,13 +307,21 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`xa failed ${protocol}`]: 1 });
   });
 
-  it('a message prepared and never submitted (its app gone): the back-check DTM makes once its timeout_to_fail passed is in the trace the AP\'s span joined', async () => {
+  it('a message prepared and never submitted: its span ends "prepared" once its timeout_to_fail passed (when DTM\'s back-check takes it over), once, counted; the back-check DTM makes then is a child of it', async () => {
     const gid = await t.client.generateGid();
     const from = events.length;
-    // the AP's span is never ended (nothing tells the module the message ended: docs/observability.md), so the test's own span gives the trace
-    const outer = trace.getTracer('test').startSpan('the app that crashed');
+    const txBefore = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']);
+    const outer = trace.getTracer('test').startSpan('the app that gave up');
     await context.with(trace.setSpan(context.active(), outer), () => t.client.newMsg(gid, { protocol, timeoutToFail: 1 }).add('deliver', { account: 3, amount: 7 }).prepare('outbox'));
     outer.end();
+    const ended = () => exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(ended()).toEqual([]); // prepared, not ended: the app may still submit it
+    await waitUntil('the message\'s span to end', async () => ended().length > 0, { timeoutMs: 5_000, intervalMs: 50 });
+    const [ap] = ended();
+    expect([ap.name, ap.attributes['dtm.outcome'], ap.status.code, ap.parentSpanContext?.spanId]).toEqual(['DTM msg', 'prepared', SpanStatusCode.UNSET, outer.spanContext().spanId]);
+    const ends = () => events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => (e.event as DtmEvents['transaction.end']).outcome);
+    expect(ends()).toEqual(['prepared']);
+    expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`msg prepared ${protocol}`]: 1 });
     // DTM asks a prepared message's back-check once its timeout_to_fail passed, at its next cron pass
     await waitUntil('DTM asking the back-check', async () => {
       await triggerCron();
@@ -295,10 +332,21 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(branchCalls(from, gid).map((e) => `${e.kind} ${e.branchId} ${e.op} ${e.barrier ?? '-'} ${e.outcome}`)).toContain('msg-query-prepared 00 msg - failure');
     const checks = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === 'msg');
     expect(checks.length).toBeGreaterThan(0);
-    for (const check of checks) {
-      expect(check.spanContext().traceId).toBe(outer.spanContext().traceId);
-      expect([undefined, outer.spanContext().spanId]).not.toContain(check.parentSpanContext?.spanId); // the AP's span, between
-    }
+    for (const check of checks) expect([check.spanContext().traceId, check.parentSpanContext?.spanId]).toEqual([outer.spanContext().traceId, ap.spanContext().spanId]);
+    expect(ends()).toEqual(['prepared']); // ended once
+  });
+
+  it('a message prepared and then submitted before its timeout_to_fail: one span, ended "submitted" at the submit, one transaction.end', async () => {
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 1 }).add('deliver', { account: 3, amount: 7 });
+    await msg.prepare('outbox');
+    await msg.submit();
+    await waitUntil('DTM delivering the message', async () => (await queryTrans(gid)).transaction?.status === 'succeed', { timeoutMs: 20_000, intervalMs: 100 });
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the timeout_to_fail the message was prepared with: nothing ends it again
+    const ap = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+    expect(ap.map((s) => s.attributes['dtm.outcome'])).toEqual(['submitted']);
+    expect(events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => (e.event as DtmEvents['transaction.end']).outcome)).toEqual(['submitted']);
   });
 
   it('a compensation DTM calls again after /resetCronTime (its first call crashed, retry interval 60 s) is in the AP span\'s trace, a child of the AP\'s span', async () => {
@@ -1377,6 +1425,30 @@ describe('the debug log (instrumentation.debugLogs)', () => {
       expect(lines.filter((l) => l.includes('\r') || l.includes('\u001b') || l.includes('\n[Nest]') || l.includes(`\n${marker}`))).toEqual([]);
     } finally {
       await debug.close();
+    }
+  });
+});
+
+describe('a message prepared and never submitted when its app closes', () => {
+  it('ends "prepared" at the close (its span exported, one transaction.end, counted), well before its timeout_to_fail', async () => {
+    const closing = await startObservedApp(dbs, { hooks }, onOwnDtm());
+    let closed = false;
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    const txBefore = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']);
+    try {
+      await closing.client.newMsg(gid, { timeoutToFail: 600 }).add('deliver', { account: 3, amount: 7 }).prepare('outbox');
+      expect([...openSpans.open].filter((s) => s.attributes['dtm.gid'] === gid).map((s) => s.name)).toEqual(['DTM msg']);
+      closed = true;
+      await closing.close();
+      const ap = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
+      expect(ap.map((s) => [s.name, s.attributes['dtm.outcome'], s.status.code])).toEqual([['DTM msg', 'prepared', SpanStatusCode.UNSET]]);
+      expect(events.slice(from).filter((e) => e.name === 'transaction.end').map((e) => [(e.event as DtmEvents['transaction.end']).gid, (e.event as DtmEvents['transaction.end']).outcome])).toEqual([[gid, 'prepared']]);
+      expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome']))).toEqual({ 'msg prepared': 1 });
+      expect((await queryTrans(gid)).transaction?.status).toBe('prepared'); // DTM's back-check decides it
+    } finally {
+      if (!closed) await closing.close();
+      await t.client.forceStop(gid);
     }
   });
 });
