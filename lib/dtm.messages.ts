@@ -820,6 +820,8 @@ export const MESSAGES = {
       : `a ${transType}, not this ${own}: checked before the submit, which DTM v1.19 would take and drive that ${transType} as this ${own}`,
   workflowGidHeld: (transType: string, storedName: unknown, name: string) =>
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
+  observableAbandoned: (handler: string) =>
+    `the Observable ${handler} answered was unsubscribed before it ended (an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome, which the handler may still reach`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
 } as const;
 

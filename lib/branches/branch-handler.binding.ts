@@ -345,7 +345,10 @@ export function refusalAnswer(refusal: unknown, protocol: DtmProtocol): number {
   return protocol === 'grpc' ? GRPC_CODE.ABORTED : 409; // a DtmFailureError
 }
 
-/** `result` (a handler's Observable), ending `observation` when it errors or completes (its last value the answer). */
+/**
+ * `result` (a handler's Observable), ending `observation` when it errors or completes (its last value
+ * the answer), or, unsubscribed before either (an interceptor's `timeout()` gave up on it), as an error.
+ */
 function observedObservable(instrumentation: DtmInstrumentation, observation: BranchObservation, result: Observable<unknown>): Observable<unknown> {
   let last: unknown;
   return result.pipe(
@@ -353,6 +356,7 @@ function observedObservable(instrumentation: DtmInstrumentation, observation: Br
       next: (value: unknown) => void (last = value),
       error: (err: unknown) => endFailed(instrumentation, observation, err),
       complete: () => instrumentation.endBranch(observation, false, undefined, last),
+      unsubscribe: () => instrumentation.endBranch(observation, true, new Error(MESSAGES.observableAbandoned(observation.handler))),
     }),
   );
 }

@@ -6,11 +6,11 @@
 // `x-tenant` as pass-through header; a TCC branch whose Try nests a TCC; branches that use the barrier by hand, on PostgreSQL and on
 // Redis (ManualBarrierBank); a workflow. Its logger records every line.
 import 'reflect-metadata';
-import { BadRequestException, Body, Controller, Get, Injectable, Post, UnprocessableEntityException, type INestApplication, type PipeTransform } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Injectable, Post, RequestTimeoutException, UnprocessableEntityException, UseInterceptors, type CallHandler, type INestApplication, type NestInterceptor, type PipeTransform } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
-import { map, timer, type Observable } from 'rxjs';
+import { map, throwError, timeout, timer, type Observable } from 'rxjs';
 import pg from 'pg';
 import {
   BarrierTx,
@@ -289,6 +289,14 @@ class CheckedBank {
   schemaInCompensate() {}
 }
 
+/** Gives up on a handler's answer after 50 ms, as a timeout interceptor of an app does: 408, the handler's Observable unsubscribed. */
+@Injectable()
+class GiveUpAfter50Ms implements NestInterceptor {
+  intercept(_context: unknown, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(timeout({ first: 50, with: () => throwError(() => new RequestTimeoutException('gave up after 50 ms')) }));
+  }
+}
+
 /** An async action without a barrier that answers an Observable (as `HttpService` calls give), which fails with `fail`. */
 @Controller('reactive')
 class ReactiveBank {
@@ -307,6 +315,19 @@ class ReactiveBank {
   @Post('in-compensate')
   @SagaCompensate('reactiveIn')
   reactiveInCompensate() {}
+
+  /** An Observable that answers after 3 s, which its interceptor gives up on after 50 ms. */
+  @Post('slow')
+  @SagaAction('reactiveSlow')
+  @UseInterceptors(GiveUpAfter50Ms)
+  async reactiveSlow(): Promise<Observable<object>> {
+    await Promise.resolve();
+    return timer(3_000).pipe(map(() => ({ late: true })));
+  }
+
+  @Post('slow-compensate')
+  @SagaCompensate('reactiveSlow')
+  reactiveSlowCompensate() {}
 }
 
 /** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */

@@ -905,6 +905,19 @@ describe('an async handler answering an Observable (a Promise of one)', () => {
     expect(branches.map(line)).toEqual(['01 action transOut executed success', '02 action reactiveIn - failure', '02 compensate reactiveIn - success', '01 compensate transOut executed success']);
     expect(branches[1].status.code).toBe(SpanStatusCode.ERROR);
   });
+
+  it('given up by an interceptor of the app before it ended (a timeout()): reported once, as an error saying so, and its span ended', async () => {
+    const from = events.length;
+    const gid = `slow-${randomBytes(6).toString('hex')}`;
+    const keys = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
+    const res = await fetch(`${t.url}/reactive/slow?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(408);
+    const calls = branchCalls(from, gid);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual(['01 action ReactiveBank.reactiveSlow error']);
+    expect((calls[0].error as Error).message).toBe('the Observable ReactiveBank.reactiveSlow answered was unsubscribed before it ended (an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler\'s outcome, which the handler may still reach');
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
+    expect(spans.map((s) => [s.name, s.attributes['dtm.outcome'], s.status.code])).toEqual([['DTM saga action reactiveSlow', 'error', SpanStatusCode.ERROR]]);
+  });
 });
 
 describe('barrier decisions', () => {
