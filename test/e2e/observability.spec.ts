@@ -1380,6 +1380,26 @@ describe('a workflow resume that fails for want of DTM (answered 500)', () => {
 });
 
 describe('the debug log (instrumentation.debugLogs)', () => {
+  it.each(PROTOCOLS)('a ping over %s is reported as every other call to DTM: one dtm.call with operation "ping" and the protocol, one debug line "ping over <protocol>"', async (protocol) => {
+    const seen: DtmEvents['dtm.call'][] = [];
+    const pinging = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false, hooks: { 'dtm.call': (e) => seen.push(e) } }, { ...onOwnDtm(), protocol });
+    try {
+      pinging.logger.lines.length = 0;
+      seen.length = 0;
+      expect(await pinging.client.ping()).toMatchObject({ protocol });
+      expect(seen.map((e) => [e.operation, e.protocol, e.gid, e.branchId, e.op, e.outcome])).toEqual([['ping', protocol, undefined, undefined, undefined, 'ok']]);
+      expect(pinging.logger.lines.map((l) => l.replace(/\d+\.\d ms/, 'N ms'))).toEqual([`debug [DtmTrace] ping over ${protocol}: ok in N ms`]);
+      // a submit is named the same way
+      const gid = await pinging.client.generateGid();
+      pinging.logger.lines.length = 0;
+      await pinging.client.newSaga(gid).add('transOut', { account: 1, amount: 1 }).submit();
+      expect(pinging.logger.lines.filter((l) => l.includes(' over ')).map((l) => l.replace(/\d+\.\d ms/, 'N ms'))).toContain(`debug [DtmTrace] submit over ${protocol} gid=${gid}: ok in N ms`);
+      await waitUntil('the saga to end', async () => (await queryTrans(gid)).transaction?.status === 'succeed', { timeoutMs: 20_000, intervalMs: 100 });
+    } finally {
+      await pinging.close();
+    }
+  });
+
   it('shows every DTM call and every branch decision, with gid, branch and op', async () => {
     const debug = await startObservedApp(dbs, { debugLogs: true, openTelemetry: false }, onOwnDtm());
     try {
