@@ -102,7 +102,28 @@ afterEach(async () => {
   openSpans.open.clear(); // reported once, by the test that left it
   expect(left).toEqual([]);
   expect(endedSpanUses.splice(0)).toEqual([]);
+  // no metric attribute carries a gid, a branch id or a caller's text: every value is one of a bounded set
+  const { resourceMetrics } = await reader.collect();
+  const unbounded: string[] = [];
+  for (const scope of resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      for (const point of metric.dataPoints) {
+        for (const [key, value] of Object.entries(point.attributes)) if (!BOUNDED_ATTRIBUTES[key]?.includes(String(value))) unbounded.push(`${metric.descriptor.name} ${key}=${String(value)}`);
+      }
+    }
+  }
+  expect(unbounded).toEqual([]);
 });
+
+/** The values each metric attribute may take (docs/observability.md, Metrics). */
+const BOUNDED_ATTRIBUTES: Record<string, readonly string[]> = {
+  'dtm.trans_type': ['saga', 'msg', 'tcc', 'xa', 'workflow'],
+  'dtm.protocol': ['http', 'grpc'],
+  'dtm.outcome': ['submitted', 'succeed', 'failed', 'aborted', 'prepared', 'error', 'success', 'failure', 'ongoing', 'refused'],
+  'dtm.branch.kind': ['saga-action', 'saga-compensate', 'tcc-try', 'tcc-confirm', 'tcc-cancel', 'xa', 'msg', 'msg-query-prepared'],
+  'dtm.op': ['action', 'compensate', 'try', 'confirm', 'cancel', 'msg', 'rollback', 'commit', ''],
+  'dtm.barrier.decision': ['executed', 'duplicate', 'null-compensation', 'hanging-prevented'],
+};
 
 /** The `branch.call` events recorded from event `from` on, of `gid` only when given. */
 function branchCalls(from: number, gid?: string): DtmEvents['branch.call'][] {
@@ -1357,6 +1378,62 @@ describe('logs at the default level (no debugLogs, no hook)', () => {
       expect(quiet.logger.lines).toEqual([]);
     } finally {
       await quiet.close();
+    }
+  });
+});
+
+describe('every transaction span ends once, when DTM cannot be reached or the app closes mid-wait', () => {
+  /** The `transaction.end` outcomes of `gid` from event `from` on. */
+  const endsOf = (from: number, gid: string) => events.slice(from).filter((e) => e.name === 'transaction.end' && (e.event as DtmEvents['transaction.end']).gid === gid).map((e) => (e.event as DtmEvents['transaction.end']).outcome);
+  /** The ended transaction spans of `gid`, as `name outcome status`. */
+  const apSpansOf = (gid: string) => exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined).map((s) => `${s.name} ${String(s.attributes['dtm.outcome'])} ${s.status.code}`);
+
+  it.each(PROTOCOLS)('DTM unreachable over %s: a saga, a msg (prepare, doAndSubmit), a TCC, an XA transaction and a workflow each end "error" once, their spans ended in error', async (protocol) => {
+    const closed = await freePort(); // nothing listens there
+    const lost = await startObservedApp(dbs, { hooks }, { serverUrl: `http://127.0.0.1:${closed}/api/dtmsvr`, grpcServer: `127.0.0.1:${closed}`, timeout: 2, protocol });
+    try {
+      const from = events.length;
+      const gid = (kind: string) => `lost-${kind}-${randomBytes(6).toString('hex')}`;
+      const runs: Record<string, (g: string) => Promise<unknown>> = {
+        saga: (g) => lost.client.newSaga(g).add('transOut', { account: 1, amount: 1 }).submitAndWait(),
+        msg: (g) => lost.client.newMsg(g).add('deliver', { account: 1, amount: 1 }).prepare('outbox'),
+        msgDo: (g) => lost.client.newMsg(g).add('deliver', { account: 1, amount: 1 }).doAndSubmit('outbox', async () => 'never run'),
+        tcc: (g) => lost.client.tccGlobalTransaction(g, (tcc) => tcc.callBranch({ account: 1, amount: 1 }, 'tccOut')),
+        xa: (g) => lost.client.xaGlobalTransaction(g, (xa) => xa.callBranch({ account: 1, amount: 1 }, 'xaPg')),
+        workflow: (g) => lost.client.executeWorkflow('observed.transfer', g, { base: lost.url, fail: '' }),
+      };
+      for (const [kind, run] of Object.entries(runs)) {
+        const g = gid(kind);
+        const err = await run(g).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect([kind, err]).toEqual([kind, expect.any(Error)]);
+        expect([kind, endsOf(from, g)]).toEqual([kind, ['error']]);
+        expect([kind, apSpansOf(g)]).toEqual([kind, [`DTM ${kind.replace('Do', '')} error ${SpanStatusCode.ERROR}`]]);
+      }
+    } finally {
+      await lost.close();
+    }
+  });
+
+  it('a submitAndWait() under way when its app closes: ends "error" once (DtmOutcomeUnknownError), its span ended', async () => {
+    const closing = await startObservedApp(dbs, { hooks }, onOwnDtm());
+    let closed = false;
+    const gid = await t.client.generateGid();
+    const from = events.length;
+    try {
+      // its step crashes and DTM retries it in 60 s: the wait goes on until the app closes
+      const waiting = closing.client.newSaga(gid, { retryInterval: 60 }).add('transIn', { account: 2, amount: 1, fail: 'crash' }).submitAndWait().catch((e: unknown) => e);
+      await waitUntil('DTM calling the step', async () => branchCalls(from, gid).length > 0, { timeoutMs: 20_000, intervalMs: 50 });
+      closed = true;
+      await closing.close();
+      expect(await waiting).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(endsOf(from, gid)).toEqual(['error']);
+      expect(apSpansOf(gid)).toEqual([`DTM saga error ${SpanStatusCode.ERROR}`]);
+    } finally {
+      if (!closed) await closing.close();
+      await t.client.forceStop(gid);
     }
   });
 });

@@ -181,6 +181,28 @@ describe('DtmInstrumentation', () => {
   });
 });
 
+describe('a transaction\'s observation', () => {
+  it('ends once, whichever path comes first: a parked one (a message prepared, not submitted) at its bound or at endParked(), never again after', async () => {
+    const ends: string[] = [];
+    const instrumentation = new DtmInstrumentation({ hooks: { 'transaction.end': (e) => ends.push(`${e.gid} ${e.outcome}`) } });
+    const timed = instrumentation.startTransaction('g-timed', 'msg', 'http', {}, true)!;
+    const closing = instrumentation.startTransaction('g-closing', 'msg', 'http', {}, true)!;
+    const submitted = instrumentation.startTransaction('g-submitted', 'msg', 'http', {}, true)!;
+    instrumentation.park(timed, 0.01);
+    instrumentation.park(closing, 600);
+    instrumentation.park(submitted, 0.01);
+    instrumentation.unpark(submitted); // a submit takes it off: it ends as the submit ends
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ends).toEqual(['g-timed prepared']);
+    instrumentation.endParked(); // the app closes
+    expect(ends).toEqual(['g-timed prepared', 'g-closing prepared']);
+    instrumentation.endTransaction(submitted, 'submitted');
+    for (const o of [timed, closing, submitted]) instrumentation.endTransaction(o, 'error', new Error('a submit after the bound'));
+    instrumentation.endParked();
+    expect(ends).toEqual(['g-timed prepared', 'g-closing prepared', 'g-submitted submitted']);
+  });
+});
+
 describe('the abort after a failed TCC body', () => {
   it('is reported (event and warning) when it fails, and the caller gets the body\'s error', async () => {
     await withLines(async (lines) => {
