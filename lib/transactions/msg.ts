@@ -125,12 +125,12 @@ export class Msg extends StepTransaction {
 
   /** {@link prepare}, without parking the observation ({@link doAndSubmit} ends it on every path). */
   private async prepareMessage(queryPrepared: string): Promise<void> {
-    this.unparkObservation();
     if (this.submitStarted) throw new DtmUsageError(MESSAGES.msgPrepareAfterSubmit(this.gid), { gid: this.gid });
     const check = this.target(queryPrepared, 'msg-query-prepared', 'back-check', true);
     // DTM v1.19 takes a prepare of a message it holds prepared without storing anything of it: the first back-check stays
     if (this.prepareSent && this.queryPrepared && check.value !== this.queryPrepared.value) throw new DtmUsageError(MESSAGES.msgPrepareOtherCheck(this.gid, check.value, this.queryPrepared.value), { gid: this.gid });
     this.queryPrepared = check;
+    this.unparkObservation(); // a prepare again (refused ones above leave it parked): this one ends or parks it
     this.observeStart();
     try {
       if (this.remoteSteps) await this.resolveRemote();

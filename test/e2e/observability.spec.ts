@@ -13,7 +13,7 @@ import { context, diag, DiagLogLevel, metrics, SpanStatusCode, trace } from '@op
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { defineBranches, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, TransactionHelper, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
+import { defineBranches, DtmFailureError, DtmGidInUseError, DtmUsageError, DtmOngoingError, DtmOutcomeUnknownError, DtmRemoteBranchError, sagaBranch, DtmWorkflowPendingError, METRIC_NAMES, readFailureReason, TransactionHelper, type DtmEventName, type DtmEvents, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
@@ -333,8 +333,11 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     const from = events.length;
     const txBefore = await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']);
     const outer = trace.getTracer('test').startSpan('the app that gave up');
-    await context.with(trace.setSpan(context.active(), outer), () => t.client.newMsg(gid, { protocol, timeoutToFail: 1 }).add('deliver', { account: 3, amount: 7 }).prepare('outbox'));
+    const msg = t.client.newMsg(gid, { protocol, timeoutToFail: 1 }).add('deliver', { account: 3, amount: 7 });
+    await context.with(trace.setSpan(context.active(), outer), () => msg.prepare('outbox'));
     outer.end();
+    // a prepare again with another back-check is refused before anything is sent: the message stays as it was, left to its bound
+    await expect(msg.prepare(`http://127.0.0.1:${await freePort()}/query-prepared`)).rejects.toThrow(DtmUsageError);
     const ended = () => exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid && s.attributes['dtm.op'] === undefined);
     expect(ended()).toEqual([]); // prepared, not ended: the app may still submit it
     await waitUntil('the message\'s span to end', async () => ended().length > 0, { timeoutMs: 5_000, intervalMs: 50 });
