@@ -46,6 +46,13 @@ export interface BranchObservation extends Pick<DtmBranchCallEvent, 'kind' | 'br
   started: number;
 }
 
+/**
+ * @internal Most messages left prepared the instrumentation keeps open ({@link DtmInstrumentation.park}):
+ * past it the oldest ends `prepared` at once (an app that prepares a message per request, never
+ * submitted, with a long `timeoutToFail`, would otherwise hold an open span per request that long).
+ */
+export const MAX_PARKED = 10_000;
+
 /** The names of the events ({@link DtmEvents}). */
 const EVENT_NAMES: readonly DtmEventName[] = ['transaction.start', 'transaction.end', 'dtm.call', 'branch.call', 'abort.failed'];
 
@@ -196,13 +203,16 @@ export class DtmInstrumentation {
   /**
    * @internal Parks the observation of a message its app prepared with `prepare()` and has not
    * submitted: it ends `prepared` after `seconds` (when DTM's back-check takes the message over), or
-   * when the app closes ({@link endParked}), unless a submit ends it first ({@link unpark}).
+   * when the app closes ({@link endParked}), unless a submit ends it first ({@link unpark}); past
+   * {@link MAX_PARKED} parked, the oldest ends `prepared` at once.
    */
   park(observation: TransactionObservation, seconds: number): void {
     this.unpark(observation);
     if (observation.ended) return;
     observation.parkTimer = setTimeout(() => this.endTransaction(observation, 'prepared'), Math.min(seconds * 1000, NODE_TIMER_MAX_MS)).unref();
     this.parked.add(observation);
+    // bounded: the oldest parked (the first in the set's order) ends now, as its timeoutToFail would end it
+    if (this.parked.size > MAX_PARKED) this.endTransaction(this.parked.values().next().value!, 'prepared');
   }
 
   /** @internal Takes `observation` off the parked ones (a submit of the message goes on with it). */

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { DtmInstrumentation, DtmUsageError, type DtmEvents, type DtmHooks } from '../../lib/index.js';
+import { MAX_PARKED } from '../../lib/observability/dtm-instrumentation.js';
 import { InstrumentedTransport } from '../../lib/observability/instrumented-transport.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
 import { Tcc } from '../../lib/transactions/tcc.js';
@@ -200,6 +201,18 @@ describe('a transaction\'s observation', () => {
     for (const o of [timed, closing, submitted]) instrumentation.endTransaction(o, 'error', new Error('a submit after the bound'));
     instrumentation.endParked();
     expect(ends).toEqual(['g-timed prepared', 'g-closing prepared', 'g-submitted submitted']);
+  });
+
+  it('parked ones are bounded: past MAX_PARKED messages prepared and never submitted (a long timeoutToFail), the oldest ends "prepared" at once', () => {
+    const ends: string[] = [];
+    const instrumentation = new DtmInstrumentation({ hooks: { 'transaction.end': (e) => ends.push(`${e.gid} ${e.outcome}`) } });
+    const observations = Array.from({ length: MAX_PARKED + 3 }, (_, i) => instrumentation.startTransaction(`g-${i}`, 'msg', 'http', {}, true)!);
+    for (const o of observations) instrumentation.park(o, 86_400);
+    expect(ends).toEqual(['g-0 prepared', 'g-1 prepared', 'g-2 prepared']);
+    expect(observations.filter((o) => o.parkTimer !== undefined)).toHaveLength(MAX_PARKED);
+    instrumentation.endParked(); // the rest, at the app's close
+    expect(ends).toHaveLength(MAX_PARKED + 3);
+    expect(new Set(ends).size).toBe(MAX_PARKED + 3);
   });
 });
 
