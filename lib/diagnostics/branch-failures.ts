@@ -1,5 +1,6 @@
 // The last errors this process's branch handlers answered, kept (bounded) so that a transaction
 // that does not finish in time can say why: DTM v1.19 stores no branch error (its /query has none).
+import { MAX_BRANCH_KEY_LENGTH } from '../transport/branch-keys.js';
 
 /** What a branch handler of this process answered when it failed. */
 export interface RecordedBranchFailure {
@@ -30,7 +31,15 @@ function stores(): { failures: Map<string, RecordedBranchFailure>; refusals: Map
   return (global[STORE] ??= { failures: new Map(), refusals: new Map() });
 }
 
-function keep(records: Map<string, RecordedBranchFailure>, key: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
+/**
+ * Keeps `failure` under `gid` / `branchId` / `op`, the oldest record going first past {@link MAX_RECORDED}.
+ * A call whose gid, branch id or op is longer than any key of a transaction this module started
+ * ({@link MAX_BRANCH_KEY_LENGTH}: a forged call's, up to the request's header limit) is not kept: no
+ * diagnosis could ever look it up, and it would only push out records that can be found.
+ */
+function keep(records: Map<string, RecordedBranchFailure>, gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
+  if (gid.length > MAX_BRANCH_KEY_LENGTH || branchId.length > MAX_BRANCH_KEY_LENGTH || op.length > MAX_BRANCH_KEY_LENGTH) return;
+  const key = `${gid}\u0000${branchId}\u0000${op}`;
   records.delete(key);
   records.set(key, { ...failure, at: Date.now() });
   if (records.size > MAX_RECORDED) records.delete(records.keys().next().value!);
@@ -38,7 +47,7 @@ function keep(records: Map<string, RecordedBranchFailure>, key: string, failure:
 
 /** Records that the call `gid` / `branchId` / `op` failed (runs only when a branch handler failed, or a pipe refused its call). */
 export function recordBranchFailure(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
-  keep(stores().failures, `${gid}\u0000${branchId}\u0000${op}`, failure);
+  keep(stores().failures, gid, branchId, op, failure);
 }
 
 /**
@@ -47,7 +56,7 @@ export function recordBranchFailure(gid: string, branchId: string, op: string, f
  * failures, so that forged calls never push those out.
  */
 export function recordBranchRefusal(gid: string, branchId: string, op: string, failure: Omit<RecordedBranchFailure, 'at'>): void {
-  keep(stores().refusals, `${gid}\u0000${branchId}\u0000${op}`, failure);
+  keep(stores().refusals, gid, branchId, op, failure);
 }
 
 /** The last failure (else refusal) of the call `gid` / `branchId` / `op` this process answered, if any. */

@@ -84,6 +84,23 @@ describe('the failures kept for diagnoses (the last 500 of this process)', () =>
     recordBranchFailure('g-made-up-last', '01', 'action', forged);
     expect(recordedBranchFailure('g-real-2', '01', 'action')).toBeUndefined();
   });
+
+  it('a call whose gid, branch id or op is longer than any key of a transaction this module started (128) is not kept: 600 forged ones of 10 000 characters each hold nothing and push nothing out', () => {
+    recordBranchRefusal('g-refused-3', '01', 'action', forged);
+    recordBranchFailure('g-real-3', '01', 'action', real);
+    const pad = 'x'.repeat(10_000);
+    for (let i = 0; i < 200; i++) {
+      recordBranchRefusal(`${pad}-${i}`, '01', 'action', forged);
+      recordBranchRefusal(`g-${i}`, `${pad}-${i}`, 'action', forged);
+      recordBranchFailure(`g-${i}`, '01', `${pad}-${i}`, forged);
+    }
+    expect(recordedBranchFailure(`${pad}-0`, '01', 'action')).toBeUndefined();
+    expect(recordedBranchFailure('g-refused-3', '01', 'action')?.message).toBe('a call with a made-up gid');
+    expect(recordedBranchFailure('g-real-3', '01', 'action')?.message).toBe('the real failure');
+    // 128 characters is a key like any other
+    recordBranchRefusal('g'.repeat(128), '0'.repeat(128), 'action', forged);
+    expect(recordedBranchFailure('g'.repeat(128), '0'.repeat(128), 'action')?.message).toBe('a call with a made-up gid');
+  });
 });
 
 describe('describeProbe', () => {
