@@ -367,9 +367,9 @@ export const MESSAGES = {
     `${where} ${BRANCH_KEYS_MISSING} ${missing.join(', ')} (DTM sends gid, trans_type, branch_id and op: in the query over HTTP, as dtm-* metadata over gRPC); the handler did not run`,
   branchBodyTooLarge: (max: number) =>
     `a DTM branch call's body may be at most ${max} bytes (a fixed limit of nestjs-dtm, no setting raises it); this one is larger, and was not read: send less in the step (an id or a URL of the data, not the data)`,
-  branchBodyTooLargeRefused: (path: string, call: { gid: string; branchId: string; op: string }, size: string, max: number, status: number) =>
+  branchBodyTooLargeRefused: (path: string, call: { gid: string; branchId: string; op: string; transType: string }, size: string, max: number, status: number) =>
     `a DTM branch call to ${shownCallerValue(path)} (gid ${shownCallerValue(call.gid)}, branch ${shownCallerValue(call.branchId)}, op ${shownCallerValue(call.op)}) was answered ${status} before Nest routed it: its body, ${size}, is over the ${max} bytes a branch call's body may have (no guard, handler, hook, span or metric of the app sees it); ${
-      status === 409 ? 'FAILURE: DTM rolls the transaction back' : status === 200 ? 'success without running the handler (its action was refused the same way)' : 'DTM retries it'
+      status === 409 ? (call.transType === 'msg' ? 'FAILURE, which DTM retries for ever: a message has no rollback' : 'FAILURE: DTM rolls the transaction back') : status === 200 ? 'success without running the handler (its action was refused the same way)' : 'DTM retries it'
     }. Send less (an id of the data, not the data)`,
   branchContextTransport: (where: string, type: string) =>
     `${where} asks for @BranchContext(), but serves a ${type} call: DTM calls branches over HTTP or gRPC only`,

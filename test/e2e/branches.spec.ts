@@ -500,9 +500,9 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     ]);
   });
 
-  it('a branch call whose Content-Length is over the limit is answered before its body is read (an action FAILURE, a compensation success, another op 413); the handler does not run', async () => {
-    const call = (path: string, op: string) =>
-      rawExchange(t.url, `POST /api/v1/bank/${path}?gid=g-big&trans_type=saga&branch_id=01&op=${op} HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${2 * MAX_BRANCH_BODY}\n\n`); // no byte of the body is ever sent
+  it('a branch call whose Content-Length is over the limit is answered before its body is read (an action FAILURE, a compensation success, another op 413: by op, whatever the trans_type); the handler does not run', async () => {
+    const call = (path: string, op: string, transType = 'saga', gid = 'g-big') =>
+      rawExchange(t.url, `POST /api/v1/bank/${path}?gid=${gid}&trans_type=${transType}&branch_id=01&op=${op} HTTP/1.1\nHost: app\nContent-Type: application/json\nContent-Length: ${2 * MAX_BRANCH_BODY}\n\n`); // no byte of the body is ever sent
     const action = await call('audit', 'action');
     expect(action).toMatch(/^HTTP\/1\.1 409 /);
     expect(action).toContain(`{"dtm_result":"FAILURE","message":"a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`);
@@ -518,6 +518,10 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     ]);
     expect(warned[1]).toContain('success without running the handler (its action was refused the same way)');
     expect(warned[2]).toContain('DTM retries it');
+    // a message branch's op is action too: FAILURE, which DTM retries (a message has no rollback), and the warning says so
+    expect(await call('audit', 'action', 'msg', 'g-big-msg')).toMatch(/^HTTP\/1\.1 409 /);
+    expect(t.logger.warnings.filter((w) => w.includes('gid g-big-msg'))).toEqual([expect.stringContaining('was answered 409 before Nest routed it')]);
+    expect(t.logger.warnings.find((w) => w.includes('gid g-big-msg'))).toContain('FAILURE, which DTM retries for ever: a message has no rollback');
   });
 
   it('a saga step whose payload is over the limit ends failed with the limit as reason (its action answered FAILURE, its compensation success, neither handler run), not retried for ever', async () => {

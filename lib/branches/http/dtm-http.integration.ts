@@ -227,15 +227,16 @@ function warnTooLarge(url: string, status: number, declared: string | undefined)
   const query = parseBranchQuery(q < 0 ? '' : url.slice(q + 1));
   const text = (value: unknown) => (typeof value === 'string' ? value : '');
   const size = declared !== undefined ? `${declared} bytes` : `more than ${MAX_BRANCH_BODY_BYTES} bytes (sent chunked)`;
-  const call = { gid: text(query.gid), branchId: text(query.branch_id), op: text(query.op) };
+  const call = { gid: text(query.gid), branchId: text(query.branch_id), op: text(query.op), transType: text(query.trans_type) };
   branchLogger.warn(MESSAGES.branchBodyTooLargeRefused(q < 0 ? url : url.slice(0, q), call, size, MAX_BRANCH_BODY_BYTES, status));
 }
 
 /**
  * The answer to a branch call of op `op` whose body is over {@link MAX_BRANCH_BODY_BYTES}, unread.
  * DTM sends a step's or branch's one payload to each of its ops and retries a 413 for ever, so a
- * saga holding such a step would stay unfinished: a saga action, TCC Try or XA action answers
- * FAILURE (DTM rolls back, the limit as reason); its compensation or Cancel answers success
+ * saga holding such a step would stay unfinished: an action (saga, XA, workflow, and a message
+ * branch, whose FAILURE DTM retries all the same) or TCC Try answers FAILURE (DTM rolls back, the
+ * limit as reason); its compensation, Cancel or rollback answers success
  * without running the handler, since its action was refused the same way (as for a call whose
  * keys are refused); any other op 413.
  */
