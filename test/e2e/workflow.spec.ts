@@ -12,6 +12,7 @@ import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { logEnd, logLines } from '../support/log-lines.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { AdvisedGuard, startWorkflowApp, type TransferInput } from './workflow.app.js';
@@ -384,9 +385,10 @@ describe('DTM resumes workflows', () => {
 
   it('a resume that arrives while the first execution runs: one execution only', async () => {
     const gid = await client.generateGid();
-    const { readFileSync } = await import('node:fs');
-    // DTM's cron logs each time it takes a transaction to resume it
-    const resumes = () => readFileSync(harness().dtm.logFile, 'utf8').split('\n').filter((l) => l.includes('cron job return a trans') && l.includes(gid)).length;
+    // DTM's cron logs each time it takes a transaction to resume it (its log read from here on only: see logLines)
+    const logFile = harness().dtm.logFile;
+    const from = logEnd(logFile);
+    const resumes = () => logLines(logFile, from, gid).filter((l) => l.includes('cron job return a trans')).length;
     let finished = false;
     const running = client.executeWorkflow('transfer.v1', gid, input({ slow: 6000 }), { retryInterval: 1 }).finally(() => (finished = true));
     // DTM takes it to resume it while it runs: made due now (the cron's own timing under load is no part of the test)

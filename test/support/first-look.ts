@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { expect } from '@jest/globals';
 import { harness, type DtmTransRecord } from './harness.js';
+import { logLines } from './log-lines.js';
 
 /**
  * How late DTM's first look at a prepared transaction with `timeoutToFail: 3` (and no
@@ -43,7 +43,8 @@ const DTM_RETRY_INTERVAL_MS = 10_000;
  */
 function movedByCron(gid: string, created: number): number[] {
   const moves: number[] = [];
-  for (const line of readFileSync(harness().dtm.logFile, 'utf8').split('\n')) {
+  const logFile = harness().dtm.logFile;
+  for (const line of [...logLines(logFile, 0, '/resetCronTime'), ...logLines(logFile, 0, gid)]) {
     const reset = line.includes('/resetCronTime');
     const take = line.includes('cron job return a trans') && line.includes(gid);
     if (!reset && !take) continue;
