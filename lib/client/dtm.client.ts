@@ -15,7 +15,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { redactUrl, withoutCredentials } from '../redact.js';
+import { redactUrl, shorten, withoutCredentials } from '../redact.js';
 import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { describeUnfinished, diagnoseUnfinished, type UnfinishedBranch } from '../diagnostics/unfinished.js';
 import { Msg } from '../transactions/msg.js';
@@ -81,7 +81,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   private readonly runtime: TransactionRuntime;
   private readonly workflows?: WorkflowEngine;
   private readonly logger = new Logger('DtmBranch');
-  /** The foreign DTM server names branch calls carried that were logged. */
+  /** The foreign DTM server names branch calls carried that were logged, each cut to 200 characters (a caller chooses them). */
   private readonly foreignDtm = new Set<string>();
   /** The manifests of the services whose branches the app adds by name. */
   private readonly services: RemoteBranchDirectory;
@@ -549,14 +549,23 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const protocol: DtmProtocol = /^https?:\/\//i.test(named) ? 'http' : 'grpc';
     const configured = protocol === 'http' ? this.config.serverUrl : this.config.grpcServer;
     // the module sends its own server_url to the branches it calls without credentials: that is the configured server too
-    if (named.replace(/\/+$/, '') !== configured && named.replace(/\/+$/, '') !== withoutCredentials(configured) && !this.foreignDtm.has(named) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
-      this.foreignDtm.add(named);
-      const redacted = redactUrl(named);
-      const shown = JSON.stringify(redacted.length > 200 ? `${redacted.slice(0, 200)}…` : redacted);
+    const bare = withoutTrailingSlashes(named);
+    // kept cut: a caller can send some 16 KiB per name, and names that differ past 200 characters are logged once
+    const kept = shorten(named);
+    if (bare !== configured && bare !== withoutCredentials(configured) && !this.foreignDtm.has(kept) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
+      this.foreignDtm.add(kept);
+      const shown = JSON.stringify(shorten(redactUrl(named)));
       this.logger.warn(MESSAGES.foreignDtm(shown, protocol === 'http' ? 'server_url' : 'grpc_server', redactUrl(configured)));
     }
     return protocol;
   }
+}
+
+/** `value` without its trailing `/`s, in one pass (`/\/+$/` takes quadratic time on a long run of `/` not at the end, which a caller can send). */
+function withoutTrailingSlashes(value: string): string {
+  let end = value.length;
+  while (end > 0 && value.charCodeAt(end - 1) === 47) end--;
+  return end === value.length ? value : value.slice(0, end);
 }
 
 /** The final result of `record`: its rollback reason as the branch said it, DTM's text on `rawRollbackReason`. */
