@@ -822,6 +822,8 @@ export const MESSAGES = {
     `${transType === 'workflow' ? `workflow ${JSON.stringify(storedName)}` : `a ${transType}`}, not workflow ${JSON.stringify(name)}`,
   observableAbandoned: (handler: string) =>
     `the Observable ${handler} answered was unsubscribed before it ended (an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome, which the handler may still reach`,
+  observableNeverSubscribed: (handler: string) =>
+    `the Observable ${handler} answered was never subscribed (the call was answered before the handler answered: an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome`,
   workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
 } as const;
 

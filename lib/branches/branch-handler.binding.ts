@@ -348,15 +348,30 @@ export function refusalAnswer(refusal: unknown, protocol: DtmProtocol): number {
 /**
  * `result` (a handler's Observable), ending `observation` when it errors or completes (its last value
  * the answer), or, unsubscribed before either (an interceptor's `timeout()` gave up on it), as an error.
+ * Nest subscribes to a handler's Observable in the microtasks after the handler answered, or never:
+ * when the call was answered meanwhile (an interceptor gave up before an async handler answered), Nest
+ * drops it. One not subscribed by the next turn of the event loop ends then, as an error saying so:
+ * only for an Observable answered while something observes. Ended once, whichever comes first.
  */
 function observedObservable(instrumentation: DtmInstrumentation, observation: BranchObservation, result: Observable<unknown>): Observable<unknown> {
   let last: unknown;
+  let subscribed = false;
+  let ended = false;
+  const once = (end: () => void) => {
+    if (ended) return;
+    ended = true;
+    end();
+  };
+  setImmediate(() => {
+    if (!subscribed) once(() => instrumentation.endBranch(observation, true, new Error(MESSAGES.observableNeverSubscribed(observation.handler))));
+  });
   return result.pipe(
     tap({
+      subscribe: () => void (subscribed = true),
       next: (value: unknown) => void (last = value),
-      error: (err: unknown) => endFailed(instrumentation, observation, err),
-      complete: () => instrumentation.endBranch(observation, false, undefined, last),
-      unsubscribe: () => instrumentation.endBranch(observation, true, new Error(MESSAGES.observableAbandoned(observation.handler))),
+      error: (err: unknown) => once(() => endFailed(instrumentation, observation, err)),
+      complete: () => once(() => instrumentation.endBranch(observation, false, undefined, last)),
+      unsubscribe: () => once(() => instrumentation.endBranch(observation, true, new Error(MESSAGES.observableAbandoned(observation.handler)))),
     }),
   );
 }

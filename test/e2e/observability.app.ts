@@ -328,6 +328,19 @@ class ReactiveBank {
   @Post('slow-compensate')
   @SagaCompensate('reactiveSlow')
   reactiveSlowCompensate() {}
+
+  /** An Observable answered after 300 ms, when its interceptor gave up (after 50 ms): Nest drops it, never subscribed. */
+  @Post('late')
+  @SagaAction('reactiveLate')
+  @UseInterceptors(GiveUpAfter50Ms)
+  async reactiveLate(): Promise<Observable<object>> {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return timer(0).pipe(map(() => ({ late: true })));
+  }
+
+  @Post('late-compensate')
+  @SagaCompensate('reactiveLate')
+  reactiveLateCompensate() {}
 }
 
 /** Transactions started inside requests, to show the pass-through header `x-tenant` travelling. */

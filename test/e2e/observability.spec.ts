@@ -942,6 +942,23 @@ describe('an async handler answering an Observable (a Promise of one)', () => {
     const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
     expect(spans.map((s) => [s.name, s.attributes['dtm.outcome'], s.status.code])).toEqual([['DTM saga action reactiveSlow', 'error', SpanStatusCode.ERROR]]);
   });
+
+  it('answered only after an interceptor of the app gave up on the call (Nest drops it, never subscribed): reported once, as an error saying so, and its span ended', async () => {
+    const from = events.length;
+    const gid = `late-${randomBytes(6).toString('hex')}`;
+    const keys = { gid, trans_type: 'saga', branch_id: '01', op: 'action' };
+    const res = await fetch(`${t.url}/reactive/late?${new URLSearchParams(keys)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(408);
+    await waitUntil('the late call to be reported', async () => branchCalls(from, gid).length > 0, { timeoutMs: 5_000, intervalMs: 20 });
+    const calls = branchCalls(from, gid);
+    expect(calls.map((e) => `${e.branchId} ${e.op} ${e.handler} ${e.outcome}`)).toEqual(['01 action ReactiveBank.reactiveLate error']);
+    expect((calls[0].error as Error).message).toBe(
+      "the Observable ReactiveBank.reactiveLate answered was never subscribed (the call was answered before the handler answered: an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome",
+    );
+    expect(calls[0].durationMs).toBeGreaterThanOrEqual(250); // the handler's 300 ms
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);
+    expect(spans.map((s) => [s.name, s.attributes['dtm.outcome'], s.status.code])).toEqual([['DTM saga action reactiveLate', 'error', SpanStatusCode.ERROR]]);
+  });
 });
 
 describe('barrier decisions', () => {
