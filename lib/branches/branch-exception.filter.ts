@@ -55,7 +55,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       // as the log lines show the call: an authenticated TCC branch id without its token, a made-up trans_type as `other`, and
       // a gid or branch id that breaks the key rule (an undo call's: the guard lets it on, to be answered without its handler, and
       // the app's pipes run first) quoted, so that CR / LF or ANSI escapes in them forge no line
-      const shown = info && { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
+      const shown = info && { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), op: shownCallerValue(info.op), transType: shownTransType(info.transType) };
       const where = handlerName(call.context);
       const branch = branchMetadataOf(call.context.getHandler());
       /** The message of a pipe's 400 that was answered FAILURE (or an interceptor's, after the handler ran), its status, and who answered it. */
@@ -114,7 +114,8 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
       if (!info) this.logger.error(shownError(exception));
       else {
         const where = MESSAGES.beforeBranchHandler(transport.path(carrier));
-        const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), transType: shownTransType(info.transType) };
+        // nothing of the call was checked: its op too as the caller sent it (of any length), quoted and cut when not plain
+        const shown = { ...info, gid: shownCallerValue(info.gid), branchId: shownCallerValue(shownBranchId(info.branchId)), op: shownCallerValue(info.op), transType: shownTransType(info.transType) };
         recordBranchRefusal(info.gid, info.branchId, info.op, failureOf(where, exception, transport.protocol));
         this.logger.error(MESSAGES.branchError(where, transport.protocol, shown, shownError(exception)));
       }

@@ -415,6 +415,23 @@ it("calls with made-up gids failing the same way (600, more than the 500 failure
   expect(recordedBranchFailure(`${real}-forged-0`, '01', 'action')).toBeUndefined();
 }, 60_000);
 
+it('a call failing that way with a made-up op of 8 000 characters holding CR / LF: its error line shows the op quoted and cut to 200 characters, on one line', async () => {
+  const gid = `long-op-${await dtm.generateGid()}`;
+  const op = `${'o'.repeat(8000)}\r\nerror forged line`;
+  TenantDb.down = true;
+  try {
+    const res = await fetch(`${base}/refusals-scoped/act?${new URLSearchParams({ gid, trans_type: 'saga', branch_id: '01', op })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(500);
+  } finally {
+    TenantDb.down = false;
+  }
+  const lines = linesOf(gid);
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toContain(`failed (http, saga gid ${gid}, branch 01, op "${'o'.repeat(200)}…"); DTM will retry the call: Error: tenant database unreachable`);
+  expect(lines[0]).not.toContain('o'.repeat(201));
+  expect(lines[0]).not.toMatch(/[\r\n]error forged/);
+});
+
 describe('an interceptor of the app that fails after a handler behind the barrier committed', () => {
   it('with a plain error, once: DTM retries, the barrier skips the repeat (the debit applied once), the saga succeeds', async () => {
     const before = await balance();

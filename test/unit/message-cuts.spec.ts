@@ -87,3 +87,20 @@ describe("the warnings that quote a refusal's message (a pipe's, a handler's 400
     expect(MESSAGES.interceptorRefusedUndo('C.cancel', 'tcc-cancel', cancel, 422, words, undefined)).not.toContain('word79');
   });
 });
+
+describe('messages quoting what a caller sent (a forged call can send some 16 KiB per header or query value, more in a body)', () => {
+  it("a header a call's token signs and the call lacks: named cut to 200 characters and quoted", () => {
+    const name = `x-${'a'.repeat(16 * 1024)}`;
+    const message = MESSAGES.authSignedHeaderMissing(name, 'dtm-auth-headers');
+    expect(message).toBe(`it lacks the forwarded header ${JSON.stringify(`${name.slice(0, 200)}…`)} (or carries it twice), which its token signs (dtm-auth-headers): a proxy between DTM and this app must pass it on unchanged`);
+    expect(MESSAGES.authSignedHeaderMissing('x-tenant', 'dtm-auth-headers')).toContain('lacks the forwarded header x-tenant (');
+  });
+
+  it("a pipe's refusal of a call DTM sends empty (a back-check): its message (naming what the body held) cut between words", () => {
+    const problem = Array.from({ length: 5000 }, (_, i) => `property p${i} should not exist`).join('; ');
+    const message = MESSAGES.emptyRequestRefused('Shop.check', { gid: 'g1', branchId: '00', op: 'msg', transType: 'msg' }, problem);
+    const quoted = quotedIn(message, 'Shop.check answered 400 (', ') to DTM');
+    expect(quoted).toBe(`${problem.slice(0, problem.lastIndexOf(' ', 300))}…`);
+    expect(message.length).toBeLessThan(1500);
+  });
+});
