@@ -590,7 +590,7 @@ export const MESSAGES = {
   nestedTccGrpcUnreachable: (gid: string, grpcServer: string, isDefault: boolean, cause: string) =>
     `this nested TCC was called over HTTP, but DTM holds tcc ${gid} as gRPC and its sub-branch can be called over gRPC only, so it registers the sub-branch with DTM over gRPC, at lynx.dtm.grpc_server (${grpcServer}${isDefault ? ', the default: this app does not set it' : ''}), which did not answer: set grpc_server to the DTM server's gRPC address (port 36790 by default) in this app too, though it serves HTTP only. ${cause}`,
   nestedTccNotInTry: (op: string) =>
-    `tccFromBranch() was given the @BranchContext() of a TCC call with op ${op}: sub-branches are registered and tried in a Try (op try) only, while DTM holds the transaction prepared; DTM confirms or cancels them itself, with their parent. Call it in the @TccTry handler`,
+    `tccFromBranch() was given the @BranchContext() of a TCC call with op ${shownCallerValue(op)}: sub-branches are registered and tried in a Try (op try) only, while DTM holds the transaction prepared; DTM confirms or cancels them itself, with their parent. Call it in the @TccTry handler`,
   notInXaBranch: () => 'xaLocalTransaction(branch, db, business) needs the @BranchContext() of an XA branch call (an @XaBranch handler) as branch',
   xaDbMissing: (got: unknown) =>
     `xaLocalTransaction(branch, db, business): db must be an XA database (mysqlXaDatabase(() => mysql.createConnection(...)), pgXaDatabase(...)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without connect() and dialect mysql / postgres' : typeof got}`,

@@ -96,6 +96,14 @@ describe('messages quoting what a caller sent (a forged call can send some 16 Ki
     expect(MESSAGES.authSignedHeaderMissing('x-tenant', 'dtm-auth-headers')).toContain('lacks the forwarded header x-tenant (');
   });
 
+  it("tccFromBranch() given the @BranchContext() of a call that is no Try (an undecorated route's, whose op nothing checked): its op cut to 200 characters and quoted", () => {
+    const op = `${'o'.repeat(16 * 1024)}\nforged`;
+    const message = MESSAGES.nestedTccNotInTry(op);
+    expect(message).toContain(`of a TCC call with op ${JSON.stringify(`${'o'.repeat(200)}…`)}: sub-branches`);
+    expect(message).not.toContain('\n');
+    expect(MESSAGES.nestedTccNotInTry('cancel')).toContain('of a TCC call with op cancel: sub-branches');
+  });
+
   it("a pipe's refusal of a call DTM sends empty (a back-check): its message (naming what the body held) cut between words", () => {
     const problem = Array.from({ length: 5000 }, (_, i) => `property p${i} should not exist`).join('; ');
     const message = MESSAGES.emptyRequestRefused('Shop.check', { gid: 'g1', branchId: '00', op: 'msg', transType: 'msg' }, problem);
