@@ -674,10 +674,7 @@ describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failu
     await app.client.newSaga(gid, { retryInterval: 60 }).add('explode', { amount: 1 }).submit();
     await waitUntil('DTM calling the failing step', async () => (calls.explode ?? []).includes(gid), { timeoutMs: 10_000, intervalMs: 50 });
     // the attack: more forged calls than the 500 failures kept, each of its own made-up gid, without a token
-    const forged = (i: number) =>
-      fetch(`${app.url}/diag/explode?${new URLSearchParams({ gid: `forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"amount":1}' }).then((r) => r.status);
-    const statuses: number[] = [];
-    for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
+    const statuses = await forgedCalls(600, (i) => `${app.url}/diag/explode?${new URLSearchParams({ gid: `forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, '{"amount":1}');
     expect([...new Set(statuses)]).toEqual([401]);
     const error = await app.client.waitForFinal(gid, { timeout: 1 }).catch((err: unknown) => err);
     await app.client.forceStop(gid);
@@ -694,10 +691,7 @@ describe('with authenticated branch calls (lynx.dtm.branch_auth_keys): the failu
     await waitUntil('DTM calling the failing step', async () => (calls.explode ?? []).includes(gid), { timeoutMs: 10_000, intervalMs: 50 });
     // the attack: a compensation is let past the token check when its gid breaks the key rule (a space here), since its handler
     // never runs; the app's pipe refuses the payload first (FAILURE), and before the fix each refusal was kept among handler failures
-    const forged = (i: number) =>
-      fetch(`${app.url}/diag/refund-compensate?${new URLSearchParams({ gid: `forged ${i}`, trans_type: 'saga', branch_id: '01', op: 'compensate' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"amount":"x"}' }).then((r) => r.status);
-    const statuses: number[] = [];
-    for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
+    const statuses = await forgedCalls(600, (i) => `${app.url}/diag/refund-compensate?${new URLSearchParams({ gid: `forged ${i}`, trans_type: 'saga', branch_id: '01', op: 'compensate' })}`, '{"amount":"x"}');
     expect([...new Set(statuses)]).toEqual([409]);
     const error = await app.client.waitForFinal(gid, { timeout: 1 }).catch((err: unknown) => err);
     await app.client.forceStop(gid);
@@ -832,6 +826,15 @@ describe('start-up ping', () => {
     }
   });
 });
+
+/** Sends `count` forged branch calls (POST `body` to `url(i)`, without a token), 50 at a time; their statuses. */
+async function forgedCalls(count: number, url: (i: number) => string, body: string): Promise<number[]> {
+  const statuses: number[] = [];
+  for (let i = 0; i < count; i += 50) {
+    statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => fetch(url(i + j), { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.status)))));
+  }
+  return statuses;
+}
 
 /** A module talking to DTM with `config` (the defaults where not given), and its start-up warnings. */
 async function warningsApp(config: DtmConfigInput): Promise<{ client: DtmClient; warnings: string[] }> {
