@@ -72,6 +72,13 @@ export function redactText(text: string): string {
   return out + text.slice(from);
 }
 
+/** `value` without its trailing `/`s, in one pass (`/\/+$/` takes quadratic time on a long run of `/` not at the end, which a caller can send). */
+export function withoutTrailingSlashes(value: string): string {
+  let end = value.length;
+  while (end > 0 && value.charCodeAt(end - 1) === 47) end--;
+  return end === value.length ? value : value.slice(0, end);
+}
+
 /** `value` shortened for a message: at most 200 characters, then `…`. */
 export function shorten(value: string): string {
   return value.length > SHOWN_LENGTH ? `${value.slice(0, SHOWN_LENGTH)}…` : value;

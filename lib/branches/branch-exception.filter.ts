@@ -161,14 +161,14 @@ function fittedFailure(exception: unknown, transport: BranchTransport, carrier: 
   const own = exception instanceof DtmFailureError;
   if (!own && dtmResultOfError(exception) !== 'FAILURE') return exception;
   if (transport.completeOp(carrier) !== 'action' || transport.transType(carrier) !== 'saga') {
-    if (!(exception instanceof DtmFailureError)) return exception;
-    return exception.reason.length <= ANSWERED_TEXT_MAX ? exception : new DtmFailureError(truncate(exception.reason, ANSWERED_TEXT_MAX), { cause: exception, gid: exception.gid });
+    // the transports cut an app's own exceptions to ANSWERED_TEXT_MAX
+    return !own || exception.reason.length <= ANSWERED_TEXT_MAX ? exception : new DtmFailureError(truncate(exception.reason, ANSWERED_TEXT_MAX), { cause: exception, gid: exception.gid });
   }
   const url = (transport.protocol === 'http' ? 'https://'.length + (transport.header(carrier, 'host') ?? '').length : 0) + transport.path(carrier).length;
   // as DTM stores it: code points of the text the transport answers (over HTTP the JSON body, its escapes included)
   const length = (reason: string) => Array.from(transport.failureText(reason)).length;
   const budget = Math.max(DTM_TEXT_MAX - SAGA_REASON_FRAME - url - SAGA_URL_SLACK, length('') + MIN_FAILURE_REASON);
-  if (!(exception instanceof DtmFailureError)) {
+  if (!own) {
     // an app's own 409 / ABORTED: answered as it is when it fits, else as the module's FAILURE with its message cut to fit
     if (Array.from(transport.answeredText(exception)).length <= budget) return exception;
     return new DtmFailureError(cutToFit(failureMessage(exception), budget, length), { cause: exception });

@@ -1,6 +1,7 @@
 import { BadRequestException, Inject, Injectable, Logger, Optional, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { DTM_BRANCH_RUNTIME } from '../dtm.constants.js';
 import { MESSAGES } from '../dtm.messages.js';
+import { withoutTrailingSlashes } from '../redact.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
@@ -100,7 +101,7 @@ async function checkPayload(schema: StandardSchemaV1, payload: unknown, context:
  */
 function appUrlPathOf(appUrl: string | undefined): string {
   if (!appUrl) return '';
-  const path = targetPath(appUrl).replace(/\/+$/, '');
+  const path = withoutTrailingSlashes(targetPath(appUrl));
   return path.startsWith('/') ? path : '';
 }
 

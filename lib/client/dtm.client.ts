@@ -15,7 +15,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { redactUrl, shorten, withoutCredentials } from '../redact.js';
+import { redactUrl, shorten, withoutCredentials, withoutTrailingSlashes } from '../redact.js';
 import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { describeUnfinished, diagnoseUnfinished, type UnfinishedBranch } from '../diagnostics/unfinished.js';
 import { Msg } from '../transactions/msg.js';
@@ -559,13 +559,6 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     }
     return protocol;
   }
-}
-
-/** `value` without its trailing `/`s, in one pass (`/\/+$/` takes quadratic time on a long run of `/` not at the end, which a caller can send). */
-function withoutTrailingSlashes(value: string): string {
-  let end = value.length;
-  while (end > 0 && value.charCodeAt(end - 1) === 47) end--;
-  return end === value.length ? value : value.slice(0, end);
 }
 
 /** The final result of `record`: its rollback reason as the branch said it, DTM's text on `rawRollbackReason`. */

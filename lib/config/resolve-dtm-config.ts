@@ -4,7 +4,7 @@ import { CORE_SCHEMA, load, mergeTag, YAMLException } from 'js-yaml';
 import { DtmConfigError, type DtmConfigProblem } from '../errors/dtm-config.error.js';
 import { isBarrierTableName } from '../barrier/barrier.sql.js';
 import { BranchAuth, MIN_AUTH_KEY_LENGTH } from '../auth/branch-auth.js';
-import { redactText, redactUrl, shorten } from '../redact.js';
+import { redactText, redactUrl, shorten, withoutTrailingSlashes } from '../redact.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DEFAULT_MANIFEST_REFRESH, DTM_CONFIG_KEYS, NODE_TIMER, NODE_TIMER_MAX_MS, defaultDtmConfig, isForbiddenBranchHeader, type DtmConfigKey } from './dtm-config.keys.js';
 import type { DtmConfig, DtmConfigSource, DtmServiceConfig } from './dtm-config.types.js';
@@ -328,7 +328,7 @@ function checkValue(key: DtmConfigKey, raw: unknown): { value: unknown } | { pro
       if (URL_SPACES.test(raw)) return { problem: MESSAGES.configUrlSpaces(got) };
       // shown without what follows ? or # (a token, often), and without credentials (a password may hold a ?)
       if (raw.includes('?') || raw.includes('#')) return { problem: MESSAGES.configUrlQuery(describe(redactUrl(raw).replace(/[?#][^]*$/, (rest) => `${rest[0]}…`))) };
-      return { value: raw.replace(/\/+$/, '') };
+      return { value: withoutTrailingSlashes(raw) };
     }
     case 'host-port': {
       const match = typeof raw === 'string' ? /^(\[[0-9A-Za-z:.%]+\]|[0-9A-Za-z._-]+):(\d+)$/.exec(raw) : null;

@@ -1,6 +1,6 @@
 // Why a transaction did not finish in time: its unfinished branches from DTM's record, each with
 // the cause the module could find (the failure its handler in this process answered, or a probe).
-import { redactUrl } from '../redact.js';
+import { redactUrl, withoutTrailingSlashes } from '../redact.js';
 import type { TransactionRecord } from '../transport/dtm.types.js';
 import { recordedBranchFailure } from './branch-failures.js';
 import { hostPortOf, probeConnect, probeGrpc, probeOwnRoute, type ProbeResult } from './probe.js';
@@ -134,7 +134,7 @@ function titleCase(method: string): string {
 
 /** The last part of a target: `http://bank/api/withdraw` → `withdraw`, `host:1/bank.Bank/Withdraw` → `Withdraw`. */
 function nameOf(target: string): string {
-  const path = target.replace(/[?#].*$/, '').replace(/\/+$/, '');
+  const path = withoutTrailingSlashes(target.replace(/[?#].*$/, ''));
   return path.slice(path.lastIndexOf('/') + 1) || target;
 }
 
