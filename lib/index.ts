@@ -104,7 +104,7 @@ export { BarrierTx } from './branches/barrier-tx.decorator.js';
 
 export type { XaConnection, XaDatabase } from './xa/xa.types.js';
 export { mysqlXaDatabase, type MysqlXaConnectionLike } from './xa/mysql-xa.database.js';
-export { pgXaDatabase, type PgXaClientLike } from './xa/pg-xa.database.js';
+export { pgXaDatabase, type PgXaClientLike, type PgXaPoolLike, type PgXaPooledClientLike } from './xa/pg-xa.database.js';
 
 export { DtmWorkflow } from './workflow/workflow.decorator.js';
 export type { LocalStepOptions, WorkflowCallback, WorkflowContext, WorkflowOptions, WorkflowPhase2, WorkflowResult, WorkflowStep } from './workflow/workflow.types.js';

@@ -130,6 +130,7 @@ export async function prepareXa<H, T>(
   let step = 'connection to the XA database';
   try {
     const conn = await db.connect();
+    let clean = false; // the session left with nothing open: a pool may lend it again
     try {
       if (call?.once) {
         // autocommit, before the XA transaction: the row stays whatever becomes of it
@@ -175,22 +176,24 @@ export async function prepareXa<H, T>(
         step = 'registration of the branch with DTM';
         await beforePrepare();
       } catch (err) {
-        await abandon(conn, mysql, xid);
+        clean = await abandon(conn, mysql, xid);
         throw err;
       }
       step = mysql ? 'XA PREPARE' : 'PREPARE TRANSACTION';
       if (mysql) {
         await conn.execute(`XA END '${xid}'`);
         await conn.execute(`XA PREPARE '${xid}'`);
+        clean = true;
       } else if (!(await pgPrepared(conn, xid, await conn.execute(`PREPARE TRANSACTION '${xid}'`)))) {
         step = ''; // the business's: it caught an SQL error, or ended the transaction itself, which left nothing to prepare
         // its work is gone, barrier row included (DTM's rollback of the branch finds nothing to undo), unless the business committed it
         const message = (await pgCommittedByBusiness(conn, row)) ? MESSAGES.xaCommittedByBranch(row.gid, row.branchId, xid, row.table) : MESSAGES.xaNotPrepared(row.gid, row.branchId, xid);
         throw new DtmFailureError(message, { gid: row.gid, branchId: row.branchId });
       }
+      clean = true;
       return result;
     } finally {
-      await conn.close().catch(() => undefined);
+      await conn.close(clean).catch(() => undefined);
     }
   } catch (err) {
     if (step && typeof err === 'object' && err !== null && !MODULE_STEPS.has(err)) MODULE_STEPS.set(err, step);
@@ -249,9 +252,17 @@ function isHeldBranch(err: unknown, mysql: boolean): boolean {
   return mysql ? e?.errno === 1440 || e?.code === 'ER_XAER_DUPID' : e?.code === '55P03';
 }
 
-async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<void> {
+/** Rolls back the branch's XA transaction after an error; whether the rollback ran, leaving nothing open on the connection. */
+async function abandon(conn: XaConnection, mysql: boolean, xid: string): Promise<boolean> {
   const statements = mysql ? [`XA END '${xid}'`, `XA ROLLBACK '${xid}'`] : ['ROLLBACK'];
-  for (const sql of statements) await conn.execute(sql).catch(() => undefined);
+  let rolledBack = true;
+  for (const sql of statements) {
+    rolledBack = await conn.execute(sql).then(
+      () => true,
+      () => false,
+    );
+  }
+  return rolledBack;
 }
 
 /**
@@ -292,8 +303,8 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
   const op = commit ? 'commit' : 'rollback';
   const context = { gid: row.gid, branchId: row.branchId };
   const conn = await db.connect();
-  try {
-    const held = db.dialect === 'mysql' ? () => barrierRowLocked(conn, row.table, key) : undefined;
+  const held = db.dialect === 'mysql' ? () => barrierRowLocked(conn, row.table, key) : undefined;
+  const finish = async (): Promise<void> => {
     for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
       const unknown = await runPhase2(conn, sql, held, (ms, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, ms), op, { ...context, cause }));
       if (unknown) {
@@ -318,8 +329,13 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
       // still locked, or written meanwhile (the next round reads it): the rollback again
       if (waited >= XA_ATTACHED_WAIT_MS) throw new DtmXaPhase2Error(MESSAGES.xaPhase2Running(row.gid, row.branchId, xid, waited + pause), op, context);
     }
+  };
+  let clean = false; // finished: every statement ran, nothing is open on the connection
+  try {
+    await finish();
+    clean = true;
   } finally {
-    await conn.close().catch(() => undefined);
+    await conn.close(clean).catch(() => undefined);
   }
 }
 

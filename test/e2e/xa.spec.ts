@@ -1110,6 +1110,101 @@ describe("pgXaDatabase given a pool's client (connect: () => pool.connect())", (
   });
 });
 
+describe('pgXaDatabase(pool): XA branches on clients a pg Pool lends', () => {
+  /** How a phase-1 call ends: its handler swallows an SQL error, throws, or its session is ended by the server (pg_terminate_backend) under it. */
+  type End = 'swallowed' | 'threw' | 'killed';
+  /** What each phase-1 call saw: its account move, the PostgreSQL session it ran on, and how it ended. */
+  const calls: { account: number; pid: number; end?: End }[] = [];
+  const accounts = async () => (await pgPool.query('SELECT id, balance FROM xa_pool_account ORDER BY id')).rows.map((r) => [r.id, r.balance] as [number, number]);
+
+  @Controller('xa-pg-pool')
+  class XaPgPoolController {
+    @Post('pg')
+    @XaBranch('xaPgPool.pg', { db: 'pg' })
+    async pg(@Body() m: { account: number; amount: number; end?: End }, @BarrierTx() c: pg.PoolClient) {
+      const pid = Number((await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+      calls.push({ account: m.account, pid, end: m.end });
+      await c.query('UPDATE xa_pool_account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+      // an SQL error the handler swallows: the transaction is aborted, PREPARE TRANSACTION prepares nothing
+      if (m.end === 'swallowed') await c.query('SELECT 1 / 0').catch(() => undefined);
+      if (m.end === 'threw') throw new DtmFailureError('xa-pg-pool: refused');
+      if (m.end === 'killed') {
+        await pgPool.query('SELECT pg_terminate_backend($1)', [pid]);
+        await c.query('SELECT 1'); // fails: the session is gone
+      }
+    }
+  }
+
+  it("commits and rolls back on the pool's sessions (each reused, none left in a transaction); a session the server ended under a branch, or whose transaction the handler broke, is discarded, never lent again (the next transfers work); a rolled-back one is lent again; balances and DTM agree", async () => {
+    const pool = new pg.Pool({ connectionString: dbs.postgres.url, max: 2, application_name: 'xa-pg-pool', connectionTimeoutMillis: 5_000 });
+    const app = await xaApp({ pg: pgXaDatabase(pool) }, [XaPgPoolController]);
+    try {
+      const base = await listenAt(app, 'xa-pg-pool');
+      await pgPool.query('CREATE TABLE IF NOT EXISTS xa_pool_account (id int PRIMARY KEY, balance int NOT NULL)');
+      await pgPool.query('INSERT INTO xa_pool_account VALUES (1, 100), (2, 100) ON CONFLICT (id) DO UPDATE SET balance = 100');
+      const run = async (end?: End): Promise<string> => {
+        const gid = await client.generateGid();
+        ours.add(gid);
+        await app
+          .get(DtmClient)
+          .xaGlobalTransaction(gid, async (xa) => {
+            await xa.callBranch({ account: 1, amount: -3 }, `${base}/pg`);
+            await xa.callBranch({ account: 2, amount: 3, end }, `${base}/pg`);
+          })
+          .catch(() => undefined);
+        return gid;
+      };
+      const committed = [await run(), await run(), await run()];
+      const threw = await run('threw');
+      const swallowed = await run('swallowed');
+      const killed = await run('killed');
+      const after = [await run(), await run()];
+      for (const gid of [...committed, ...after]) expect((await waitForTransStatus(gid, 'succeed', 20_000)).transaction?.status).toBe('succeed');
+      for (const gid of [threw, swallowed, killed]) await waitForTransStatus(gid, 'failed', 20_000);
+      // five transfers of 3 committed, the three others rolled back
+      expect(await accounts()).toEqual([
+        [1, 85],
+        [2, 115],
+      ]);
+      expect(await pendingXa()).toEqual([]);
+      expect(calls).toHaveLength(16);
+      // reused: 16 phase-1 calls (and their phase-2 calls) on the pool's two sessions and the two replacing the discarded, where a client per call made 16 sessions for phase 1 alone
+      expect(new Set(calls.map((c) => c.pid)).size).toBeLessThanOrEqual(4);
+      for (const end of ['swallowed', 'killed'] as const) {
+        const broken = calls.find((c) => c.end === end)!;
+        const later = calls.slice(calls.indexOf(broken) + 1).map((c) => c.pid);
+        expect(later.length).toBeGreaterThanOrEqual(4);
+        expect(later).not.toContain(broken.pid);
+      }
+      // the session of the call that threw was rolled back, then lent again (its pid may come back), and worked
+      expect(pool.totalCount).toBeLessThanOrEqual(2);
+      const open = await pgPool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'xa-pg-pool' AND state LIKE 'idle in transaction%'");
+      expect(open.rows[0].n).toBe(0);
+    } finally {
+      await app.close();
+      await pool.end();
+    }
+  });
+
+  it('refuses what is neither a pool nor a function: 42 when called, a pg.Client (its connect() lends nothing) at start-up, each with a DtmUsageError saying what to pass', async () => {
+    expect(() => pgXaDatabase(42 as never)).toThrow(DtmUsageError);
+    expect(() => pgXaDatabase(42 as never)).toThrow(/pgXaDatabase\(pool\)/);
+    const single = new pg.Client({ connectionString: dbs.postgres.url });
+    try {
+      const app = await xaApp({ pg: pgXaDatabase(single as never) }, [XaPgPoolController]);
+      const error = await app.init().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await app.close().catch(() => undefined);
+      expect(error).toBeInstanceOf(DtmUsageError);
+      expect((error as Error).message).toContain('a pg.Client itself is neither');
+    } finally {
+      await single.end().catch(() => undefined);
+    }
+  });
+});
+
 /**
  * A TCP proxy in front of a database that, once a connection's prepare (`XA PREPARE`, `PREPARE
  * TRANSACTION`) was answered, closes that connection towards the app and keeps it open, silent,
