@@ -11,8 +11,10 @@
 //                   /registerBranch with axios; HTTP only;
 //   /saga/<store>   a @SagaAction behind the sub-transaction barrier doing the same UPDATE in a local
 //                   transaction (for sagas on the same accounts), also bench.XaBench/PgSaga, /MysqlSaga.
-// Every XA branch gets a new connection per call (mysql.createConnection, a new pg.Client), as the
-// module demands and DTM's SDK does; the saga steps run on pools. Prints `grpc port N`, `port N`.
+// Every XA branch gets a new connection per call (mysql.createConnection, a new pg.Client), as DTM's
+// SDK does; with PG_XA_POOL=1 (bench:xa --pg-pool) PostgreSQL's XA branches, the module's
+// (pgXaDatabase(pool)) and the hand-written ones, borrow a pool's client instead. The saga steps run
+// on pools. Prints `grpc port N`, `port N`.
 import 'reflect-metadata';
 import http from 'node:http';
 import { Body, Controller, HttpCode, HttpException, Inject, Module, Param, Post, Query, type Type } from '@nestjs/common';
@@ -43,6 +45,17 @@ const connectPg = async () => {
 };
 const connectMy = () => mysql.createConnection({ uri: myUrl });
 const pgPool = new pg.Pool({ connectionString: pgUrl, max: 32 });
+/** PG_XA_POOL=1: PostgreSQL's XA branches on a pool of their own. */
+const pgXaPool = process.env.PG_XA_POOL === '1' ? new pg.Pool({ connectionString: pgUrl, max: 32 }) : undefined;
+/** A PostgreSQL client for one hand-written XA branch call, and how to let it go: given back to the pool when the call left nothing open on it, else discarded (a new client is always ended). */
+const borrowPg = async (): Promise<{ client: pg.ClientBase; done(clean: boolean): Promise<void> }> => {
+  if (!pgXaPool) {
+    const client = await connectPg();
+    return { client, done: () => client.end() };
+  }
+  const client = await pgXaPool.connect();
+  return { client, done: async (clean) => client.release(!clean) };
+};
 const myPool = mysql.createPool({ uri: myUrl, connectionLimit: 32 });
 
 /** The module's branches: the handler does the business alone. */
@@ -51,7 +64,7 @@ class ModuleXa {
   @Post('pg')
   @microservices.GrpcMethod('XaBench', 'Pg')
   @XaBranch('xa.pg', { db: 'pg' })
-  async pg(@Body() body: { id: number }, @BarrierTx() client: pg.Client) {
+  async pg(@Body() body: { id: number }, @BarrierTx() client: pg.ClientBase) {
     await client.query(PG_UPDATE, [body.id]);
   }
 
@@ -119,7 +132,8 @@ class HandXa {
   }
 
   private async pgAction(q: XaQuery, xid: string, id: number) {
-    const client = await connectPg();
+    const { client, done } = await borrowPg();
+    let clean = false;
     try {
       await client.query('BEGIN');
       try {
@@ -131,8 +145,9 @@ class HandXa {
         throw err;
       }
       await client.query(`PREPARE TRANSACTION '${xid}'`);
+      clean = true;
     } finally {
-      await client.end();
+      await done(clean);
     }
   }
 
@@ -158,12 +173,14 @@ class HandXa {
 
   /** Phase 2; a rollback also writes the barrier's `rollback` row, as DTM's SDK does (the bench's transactions never roll back). */
   private async pgPhase2(q: XaQuery, xid: string) {
-    const client = await connectPg();
+    const { client, done } = await borrowPg();
+    let clean = false;
     try {
       await client.query(`${q.op === 'commit' ? 'COMMIT' : 'ROLLBACK'} PREPARED '${xid}'`);
       if (q.op === 'rollback') await client.query(PG_BARRIER, ['xa', q.gid, q.branch_id, 'action', '01', 'rollback']);
+      clean = true;
     } finally {
-      await client.end();
+      await done(clean);
     }
   }
 
@@ -183,7 +200,7 @@ class HandXa {
     DtmModule.forRoot({
       config: { serverUrl: process.env.DTM_URL!, grpcServer: process.env.DTM_GRPC!, grpcAppAddress: `127.0.0.1:${grpcPort}`, barrierTable: TABLE },
       barrierConnections: { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) },
-      xaConnections: { pg: pgXaDatabase(connectPg), mysql: mysqlXaDatabase(connectMy) },
+      xaConnections: { pg: pgXaPool ? pgXaDatabase(pgXaPool) : pgXaDatabase(connectPg), mysql: mysqlXaDatabase(connectMy) },
     }),
   ],
   controllers: [ModuleXa, HandXa, sagaController()],
@@ -193,4 +210,4 @@ class XaBenchModule {}
 
 const app = await NestFactory.create(XaBenchModule, { logger: ['error', 'warn'] });
 await listenBenchApp(app, microservices, grpcPort);
-process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end()])).then(() => process.exit(0)));
+process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end(), pgXaPool?.end()])).then(() => process.exit(0)));

@@ -29,8 +29,10 @@
 //
 // Databases with their default durability (fsync at every commit; --fast: the tests' settings).
 // --fresh: a new caller process (warmed up) for every driver before each round after the first.
+// --pg-pool: PostgreSQL's XA branches, the module's (pgXaDatabase(pool)) and the hand-written ones,
+// borrow a pg Pool's client instead of a new client per call (MariaDB's stay a new connection each).
 //
-//   npm run bench:xa -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 6] [--fast] [--fresh]
+//   npm run bench:xa -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 6] [--fast] [--fresh] [--pg-pool]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -55,6 +57,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '6' },
     fast: { type: 'boolean', default: false },
     fresh: { type: 'boolean', default: false },
+    'pg-pool': { type: 'boolean', default: false },
   },
 });
 type Protocol = 'http' | 'grpc';
@@ -246,6 +249,7 @@ async function main(): Promise<void> {
       DTM_URL: dtm.serverUrl,
       DTM_GRPC: dtm.grpcAddress,
       GRPC_PORT: String(grpcPort),
+      ...(values['pg-pool'] ? { PG_XA_POOL: '1' } : {}),
     });
     const at: Endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, appUrl: `http://127.0.0.1:${app.port}`, appGrpc: `127.0.0.1:${app.grpcPort}` };
     for (const protocol of protocols) {
@@ -260,7 +264,7 @@ async function main(): Promise<void> {
 
     console.log(
       `xa-throughput: DTM ${dtm.version} (redis store), PostgreSQL and MariaDB (${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
-        `${protocols.map(label).join(' and ')}, ${callers} callers, ${rounds} rounds of ${seconds} s per driver, drivers in turn, each round starting with the next; ` +
+        `PostgreSQL's XA branches on ${values['pg-pool'] ? "a pool's clients (--pg-pool)" : 'a new client per call'}, ${protocols.map(label).join(' and ')}, ${callers} callers, ${rounds} rounds of ${seconds} s per driver, drivers in turn, each round starting with the next; ` +
         `each driver in a caller process of its own${values.fresh ? ' (a new one each round)' : ''}; the participant a Nest app in a child process, NODE_ENV=production`,
     );
     const warmUp = Math.min(4, seconds);
