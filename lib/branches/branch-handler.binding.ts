@@ -21,6 +21,7 @@ import type { DtmProtocol } from '../errors/dtm-error.js';
 import { TRACE_CONTEXT_HEADERS } from '../config/dtm-config.keys.js';
 import { shownBranchId } from '../auth/branch-auth.js';
 import { messageOf } from '../errors/text-of.js';
+import { shorten } from '../redact.js';
 
 // Every decorated branch handler is wrapped here, when its decorator runs, instead of by a Nest
 // interceptor: any interceptor on a route makes Nest run the call through an RxJS pipeline (defer,
@@ -270,8 +271,21 @@ export function observeUnhandledCall(call: BranchCallState, carrier: BranchCarri
   if (!instrumentation?.active) return;
   const observation = observeBranch(instrumentation, call, carrier, {}, refusedWith === undefined ? undefined : servedOp(call, carrier));
   if (!observation) return;
+  cutKeys(observation);
   call.observation = observation;
   instrumentation.endBranch(observation, true, error, undefined, refusedWith);
+}
+
+/**
+ * `observation` of a call whose gid and branch id may break the key rule (refused, or an undo
+ * answered without its handler: up to the request's header limit from a forged call) with both cut
+ * to 200 characters and `…` (`shorten`), for its span attributes, `branch.call` event and debug line
+ * (set when it ends). A call that passed the guard has keys of at most 128 characters: not called
+ * for it, nothing added to the hot path.
+ */
+function cutKeys(observation: BranchObservation): void {
+  observation.gid = shorten(observation.gid);
+  observation.branchId = shorten(observation.branchId);
 }
 
 /** The op of the call on `carrier` if its handler serves it (in a workflow's call or not), else ''. */
@@ -291,6 +305,7 @@ function skipped(call: BranchCallState, carrier: BranchCarrier | undefined, cach
   const instrumentation = call.runtime?.instrumentation;
   const observation = instrumentation?.active && carrier ? observeBranch(instrumentation, call, carrier, cache) : undefined;
   if (observation) {
+    cutKeys(observation);
     observation.barrier = 'null-compensation';
     call.observation = observation;
     instrumentation!.endBranch(observation, false);

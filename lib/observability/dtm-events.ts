@@ -64,9 +64,11 @@ export interface DtmBranchCallEvent {
   branch: string;
   /** `Class.method` of the handler. */
   handler: string;
+  /** The call's gid; of a call breaking the key rule (`refused`, or an undo answered without its handler: a forged call's, of any length) cut to 200 characters and `…`. */
   gid: string;
-  /** The call's branch id; a TCC branch id of authenticated calls without its token (`01-<token>`). */
+  /** The call's branch id; a TCC branch id of authenticated calls without its token (`01-<token>`); cut as `gid` is. */
   branchId: string;
+  /** The call's op; `''` for a `refused` call naming one its handler does not serve (or none). */
   op: string;
   /** The call's `trans_type`: `saga`, `msg`, `tcc`, `xa`, `workflow`, or `other` for any other value a caller sent. */
   transType: string;

@@ -1106,6 +1106,47 @@ describe('a branch call the module refuses before its handler runs, and an undo 
     expect(growth(decisionsBefore, await counter(METRIC_NAMES.branchCalls, ['dtm.op', 'dtm.barrier.decision']))).toEqual({ 'compensate null-compensation': 1 });
   });
 
+  it.each(PROTOCOLS)('over %s: a forged call\'s gid, branch id and op of thousands of characters reach no span attribute, hook event or metric whole: gid and branch id cut to 200 characters and …, the op not served left out', async (protocol) => {
+    const from = events.length;
+    const callsBefore = await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS);
+    const gid = await t.client.generateGid();
+    // two to a call, as long as the transport takes: Node's HTTP header limit is 16 KiB (the query included), grpc-js's metadata limit 8 KiB
+    const long = (c: string) => c.repeat(protocol === 'http' ? 7_000 : 3_500);
+    /** Whether `text` holds more than 200 characters of one of the caller's values. */
+    const holdsWhole = (text: string) => ['g', 'b', 'o'].some((c) => text.includes(c.repeat(201)));
+    const [longGid, longBranch, longOp] = [`${gid}${long('g')}`, `01${long('b')}`, `bogus${long('o')}`];
+    const out: [string, string] = ['trans-out', 'TransOut'];
+    const answers = [
+      await callBank(protocol, out, { gid: longGid, trans_type: 'saga', branch_id: '01', op: 'action' }),
+      await callBank(protocol, out, { gid, trans_type: 'saga', branch_id: longBranch, op: 'action' }),
+      await callBank(protocol, out, { gid: longGid, trans_type: 'saga', branch_id: '01', op: longOp }),
+      await callBank(protocol, out, { gid: longGid, op: 'action' }),
+      await callBank(protocol, ['trans-out-compensate', 'TransOutCompensate'], { gid: longGid, trans_type: 'saga', branch_id: longBranch, op: 'compensate' }),
+    ];
+    expect(answers).toEqual(protocol === 'http' ? [409, 409, 400, 400, 200] : [10, 10, 3, 3, 0]);
+    const [cutGid, cutBranch] = [`${longGid.slice(0, 200)}…`, `${longBranch.slice(0, 200)}…`];
+    const calls = branchCalls(from).filter((e) => e.gid.startsWith(gid));
+    expect(calls.map((e) => [e.gid, e.branchId, e.op, e.outcome])).toEqual([
+      [cutGid, '01', 'action', 'refused'],
+      [gid, cutBranch, 'action', 'refused'],
+      [cutGid, '01', '', 'refused'],
+      [cutGid, '', '', 'refused'],
+      [cutGid, cutBranch, 'compensate', 'success'],
+    ]);
+    // the refusals name what is wrong, the caller's values in them cut too
+    expect(calls.filter((e) => holdsWhole(String((e.error as Error | undefined)?.message)))).toEqual([]);
+    const spans = exporter.getFinishedSpans().filter((s) => String(s.attributes['dtm.gid']).startsWith(gid));
+    expect(spans.map((s) => [s.attributes['dtm.gid'], s.attributes['dtm.branch_id'], s.attributes['dtm.op']])).toEqual(calls.map((e) => [e.gid, e.branchId, e.op]));
+    // nothing of the span holds more than a cut value: its name, attributes, status, recorded exception
+    const texts = spans.flatMap((s) => [s.name, s.status.message ?? '', ...Object.values(s.attributes).map(String), ...s.events.flatMap((e) => Object.values(e.attributes ?? {}).map(String))]);
+    expect(texts.filter(holdsWhole).map((text) => text.slice(0, 80))).toEqual([]);
+    expect(growth(callsBefore, await counter(METRIC_NAMES.branchCalls, BRANCH_KEYS))).toEqual({
+      'saga-action action refused': 2,
+      'saga-action  refused': 2,
+      'saga-compensate compensate success': 1,
+    });
+  });
+
   it.each(PROTOCOLS)('over %s: an XA action call without phase2_url (the app calling a branch always sends one) is refused before its business runs (400, INVALID_ARGUMENT; before: 500, INTERNAL), reported refused with its reason, and logged as no error of the handler', async (protocol) => {
     const from = events.length;
     const gid = await t.client.generateGid();
