@@ -1,7 +1,7 @@
-// A short seed of the fault-injection suite (test/support/chaos/chaos.ts; the long run is
+// Three short seeds of the fault-injection suite (test/support/chaos/chaos.ts; the long run is
 // `npm run chaos`, its figures in bench/README.md): transfers in every mode between a PostgreSQL and
 // a MariaDB bank while a proxy injects 500s, late and duplicate deliveries and lost answers, the
-// bank process is killed with -9 and DTM (a server of this file's own, on boltdb) is killed with -9,
+// bank process is killed with -9 and DTM (a server of this file's own) is killed with -9,
 // both started again, DTM is paused once (SIGSTOP for 4 s), each bank's database stops answering
 // the bank and the outbox for longer than the branch timeout, once, and so does DTM's own store (this
 // run's DTM keeps its transactions in the harness's Redis). Workflow transfers run among the others:
@@ -32,8 +32,8 @@ import { runDirFrom } from '../support/services/process.js';
 const SEED_TIMEOUT_MS = 170_000;
 
 /**
- * A seed with the faults both seeds inject (the bank and DTM killed once, DTM paused once, each
- * database and DTM's store stalled once, workflows among the transfers) and what both must show:
+ * A seed with the faults every seed injects (the bank and DTM killed once, DTM paused once, each
+ * database and DTM's store stalled once, workflows among the transfers) and what every seed must show:
  * no broken invariant, nothing stuck, every fault injected, transfers made in every mode.
  */
 async function runSeed(options: Pick<ChaosOptions, 'seed' | 'transfers' | 'drainSeconds'> & Partial<ChaosOptions>): Promise<ChaosReport> {
