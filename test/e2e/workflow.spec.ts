@@ -158,10 +158,10 @@ describe.each(PROTOCOLS)('a workflow talking %s to DTM', (protocol: DtmProtocol)
 describe('the resume endpoint', () => {
   it('trusts nothing of the call but the gid: a forged resume creates no workflow and calls nothing; a pending one runs with the input DTM stored', async () => {
     const url = app.app.getHttpServer().address() as { port: number };
-    const resume = (gid: string, body: unknown) =>
+    const resume = (gid: string, body: unknown, headers: Record<string, string> = {}) =>
       fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?gid=${gid}&op=transfer.v1&trans_type=workflow&branch_id=00`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...headers },
         body: JSON.stringify(body),
       });
     const forged = await resume('forged-gid-1', { v: input({ amount: 1_000_000 }) });
@@ -174,12 +174,16 @@ describe('the resume endpoint', () => {
     const unknown = await fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?gid=forged-gid-2&op=no.such.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
     expect(unknown.status).toBe(425);
     expect(await unknown.json()).toEqual({ dtm_result: 'ONGOING', message: expect.stringContaining('which this app does not have') });
+    // a gid that breaks the key rule is refused first, whatever the name
+    const malformed = await fetch(`http://127.0.0.1:${url.port}/dtm/workflow/resume?gid=bad%3Bgid&op=no.such.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
+    expect(malformed.status).toBe(400);
     expect(recorder.calls).toEqual([]);
 
     const gid = await client.generateGid();
     recorder.answer('/Reserve', 425, 200);
     await expect(client.executeWorkflow('transfer.v1', gid, input())).rejects.toBeInstanceOf(DtmWorkflowPendingError);
-    const answered = await resume(gid, { v: input({ amount: 1_000_000, account: 99 }) });
+    // without branch_auth_keys no token is checked: a bad one changes nothing
+    const answered = await resume(gid, { v: input({ amount: 1_000_000, account: 99 }) }, { 'dtm-auth': 'transfer.v1.00=AAAAAAAAAAAAAAAAAAAAAA' });
     expect(answered.status).toBe(200);
     expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
     expect(await balance()).toBe(130); // the stored amount (30), not the forged one
@@ -578,6 +582,9 @@ describe('with authenticated calls', () => {
     const made = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=made-up-gid&op=transfer.v1&trans_type=workflow&branch_id=00`, { method: 'POST' });
     const otherName = await forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=${gid}&op=transfer.v2&trans_type=workflow&branch_id=00`, { method: 'POST' });
     expect([made.status, otherName.status]).toEqual([401, 425]); // transfer.v2 is no workflow of this app: ONGOING before any lookup
+    // a gid that breaks the key rule: the same 401, whatever the name (checked before it)
+    const malformed = await Promise.all(['transfer.v1', 'transfer.v2'].map((op) => forge(`http://127.0.0.1:${port}/dtm/workflow/resume?gid=bad%3Bgid&op=${op}&trans_type=workflow&branch_id=00`, { method: 'POST' })));
+    expect(malformed.map((r) => r.status)).toEqual([401, 401]);
     expect(await made.text()).toContain('the call carries no token stored by the app that started it');
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(ranByForged).toEqual([]);
