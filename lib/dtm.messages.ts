@@ -106,7 +106,7 @@ export const MESSAGES = {
   authRecreated: (apart: number, window: number) =>
     `DTM's record of this transaction was created ${apart} s away from the time its tokens were issued (more than lynx.dtm.branch_auth_issue_window, ${window} s): ` +
     `DTM forgot the transaction they were issued for, and it was re-created under its gid with them. If not, the clocks of the app that started it and of DTM differ by that much: sync them, or raise branch_auth_issue_window`,
-  authNotRecorded: (path: string) => `DTM's record of this branch does not name ${path} for this op`,
+  authNotRecorded: (path: string) => `DTM's record of this branch does not name ${shownCallerValue(path)} for this op`,
   authXaCalledBefore: (gid: string, branchId: string, xid: string, table: string) =>
     `branch call refused (XA action, gid ${JSON.stringify(gid)}, branch ${JSON.stringify(branchId)}): this branch (xid '${xid}') was called before, and with lynx.dtm.branch_auth_check_actions an XA action runs for its first call only ` +
     `(which wrote the row (action, 00, call) of ${table}); the app calls each XA branch once, so a second call is a replay of one taken off the wire, or the app's call sent again after the branch had read it. Nothing ran`,

@@ -104,6 +104,14 @@ describe('messages quoting what a caller sent (a forged call can send some 16 Ki
     expect(MESSAGES.nestedTccNotInTry('cancel')).toContain('of a TCC call with op cancel: sub-branches');
   });
 
+  it("an XA commit / rollback or a TCC confirm / cancel at another endpoint than DTM recorded: the path (its query but DTM's keys, any length) named cut to 200 characters and quoted", () => {
+    const path = `/xa/pg?junk=${'j'.repeat(15_000)}`;
+    const message = MESSAGES.authNotRecorded(path);
+    expect(message).toContain(JSON.stringify(`${path.slice(0, 200)}…`));
+    expect(message.length).toBeLessThan(400);
+    expect(MESSAGES.authNotRecorded('/xa/pg?tenant=7')).toBe("DTM's record of this branch does not name /xa/pg?tenant=7 for this op"); // a plain one as it is
+  });
+
   it("a pipe's refusal of a call DTM sends empty (a back-check): its message (naming what the body held) cut between words", () => {
     const problem = Array.from({ length: 5000 }, (_, i) => `property p${i} should not exist`).join('; ');
     const message = MESSAGES.emptyRequestRefused('Shop.check', { gid: 'g1', branchId: '00', op: 'msg', transType: 'msg' }, problem);
