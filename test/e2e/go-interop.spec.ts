@@ -45,6 +45,7 @@ import { harness } from '../support/harness.js';
 import { goPeerBinaryPath } from '../support/services/binaries.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, branchTargets, dtmKeepsSteps, latch } from '../support/fixtures.js';
+import { closeEach, postJsonWithin, within } from '../support/deadline.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
 interface Move {
@@ -363,21 +364,33 @@ beforeAll(async () => {
 /** Starts the Go peer (again, on the same ports) and waits until it listens. */
 async function restartPeer(): Promise<void> {
   peer = startPeer();
-  await waitUntil('go peer', async () => (await fetch(`${goUrl}/`)).status === 404, { timeoutMs: 20_000, process: peer });
+  await waitUntil('go peer', async (signal) => (await fetch(`${goUrl}/`, { signal })).status === 404, { timeoutMs: 20_000, process: peer });
 }
 afterAll(async () => {
-  await peer?.stop();
-  await app?.close();
-  await pgPool?.end();
-  await myPool?.end();
-  redis?.disconnect();
+  // each close within its deadline, all of them: one that never ends names itself
+  await closeEach([
+    ['afterAll: stopping the Go peer', () => peer?.stop()],
+    ['afterAll: app.close()', () => app?.close()],
+    ['afterAll: the PostgreSQL pool end()', () => pgPool?.end()],
+    ['afterAll: the MariaDB pool end()', () => myPool?.end()],
+    ['afterAll: the Redis disconnect()', () => redis?.disconnect()],
+  ]);
 });
 beforeEach(async () => {
-  for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
-    await run('DELETE FROM account');
-    await run('INSERT INTO account (id, balance) VALUES (1, 100), (2, 0)');
+  try {
+    await within('beforeEach: resetting the accounts (PostgreSQL, MariaDB, Redis)', 20_000, async () => {
+      for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
+        await run('DELETE FROM account');
+        await run('INSERT INTO account (id, balance) VALUES (1, 100), (2, 0)');
+      }
+      await redis.set(redisAmountKey, '100');
+    });
+  } catch (err) {
+    // a prepared XA transaction an earlier test left holds rows of account: the DELETE waits on it
+    // (PostgreSQL: for ever), and each later test would time out without saying why
+    const left = await within('listing the prepared XA transactions', 5_000, () => pendingXa()).catch((e: unknown) => (e as Error).message);
+    throw new Error(`${(err as Error).message}; prepared XA transactions of this database: ${JSON.stringify(left)}`, { cause: err });
   }
-  await redis.set(redisAmountKey, '100');
 });
 
 async function pgBalances(): Promise<number[]> {
@@ -397,13 +410,13 @@ async function pgBarrier(gid: string): Promise<string[]> {
 
 /**
  * Prepared XA transactions of `gids` left in MariaDB and PostgreSQL (XA RECOVER lists the whole
- * server's, other test files' included: only these gids' count).
+ * server's, other test files' included: only these gids' count); no gids: all of them.
  */
 async function pendingXa(...gids: string[]): Promise<string[]> {
   const [rows] = await myPool.query('XA RECOVER');
   const prepared = await pgPool.query('SELECT gid FROM pg_prepared_xacts WHERE database = current_database()');
   const xids = [...(rows as { data: unknown }[]).map((r) => `mysql:${String(r.data)}`), ...prepared.rows.map((r: { gid: string }) => `pg:${r.gid}`)];
-  return xids.filter((xid) => gids.some((gid) => xid.includes(gid)));
+  return xids.filter((xid) => gids.length === 0 || gids.some((gid) => xid.includes(gid)));
 }
 
 /** `WithdrawCompensate` → `withdraw-compensate`: a gRPC method's name as the peer's HTTP path. */
@@ -421,8 +434,7 @@ const goSdks = [
 describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branches", ({ protocol, ap, nest }) => {
   /** Asks the Go peer to start a transaction with the SDK; resolves with its HTTP status and body. */
   const goStarts = async (kind: 'saga' | 'tcc' | 'xa' | 'msg', gid: string, branches: Record<string, unknown>[], options: Record<string, unknown> = {}) => {
-    const res = await fetch(`${goUrl}${ap}/${kind}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, branches, ...options }) });
-    return { status: res.status, text: await res.text() };
+    return postJsonWithin(`${goUrl}${ap}/${kind}`, { gid, branches, ...options });
   };
   const step = (account: number, amount: number) => ({ action: nest('Withdraw'), compensate: nest('WithdrawCompensate'), payload: { account, amount } });
 
@@ -707,12 +719,13 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) drives nestjs-dtm's $protocol branche
 describe("DTM's Go SDK (dtmcli) asks our back-check itself", () => {
   it("msg: DoAndSubmit whose local transaction failed with a plain error asks our @MsgQueryPrepared, which finds no row (FAILURE): the Go SDK aborts and returns its error", async () => {
     const gid = await client.generateGid();
-    const res = await fetch(`${goUrl}/ap/msg`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ gid, branches: [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }], queryPrepared: `${nestUrl}/query-prepared`, businessError: true }),
+    const res = await postJsonWithin(`${goUrl}/ap/msg`, {
+      gid,
+      branches: [{ action: `${nestUrl}/deliver`, payload: { account: 2, amount: 9 } }],
+      queryPrepared: `${nestUrl}/query-prepared`,
+      businessError: true,
     });
-    expect([res.status, await res.text()]).toEqual([500, expect.stringContaining('go: local transaction crashed')]);
+    expect([res.status, res.text]).toEqual([500, expect.stringContaining('go: local transaction crashed')]);
     const final = await client.waitForFinal(gid, { timeout: 20 });
     expect(final.status).toBe('failed');
     expect(await pgBarrier(gid)).toEqual(['00/msg/01=rollback']);
@@ -940,7 +953,7 @@ describe('workflows across the two SDKs', () => {
       { action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account: 1, amount: 30 } },
       { action: `${nestUrl}/try`, commit: `${nestUrl}/confirm`, compensate: `${nestUrl}/cancel`, payload: { account: 1, amount: 20 } },
     ];
-    const res = await fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps } }) });
+    const res = await postJsonWithin(`${goUrl}/ap/workflow`, { gid, name: 'go-transfer', input: { steps } });
     expect(res.status).toBe(200);
     expect((await client.waitForFinal(gid)).status).toBe('succeed');
     expect(await pgBalances()).toEqual([50, 0]);
@@ -955,11 +968,11 @@ describe('workflows across the two SDKs', () => {
       { action: `${nestUrl}/withdraw-held`, payload: { account: 1, amount: 20 } },
     ];
     const hold = (holdNext = latch());
-    const started = fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer-fast', input: { steps } }) }).then(
+    const started = postJsonWithin(`${goUrl}/ap/workflow`, { gid, name: 'go-transfer-fast', input: { steps } }).then(
       (res) => res.status,
       (e: unknown) => (e as Error).message,
     );
-    await hold.reached;
+    await within(`the Go workflow ${gid} reaching our step withdraw-held`, 30_000, () => hold.reached);
     try {
       await peer.kill();
       expect(await started).toBe('fetch failed'); // the Go service died under its caller
@@ -982,9 +995,9 @@ describe('workflows across the two SDKs', () => {
       { action: `${nestUrl}/withdraw`, compensate: `${nestUrl}/withdraw-compensate`, payload: { account: 1, amount: 30 } },
       { action: `${nestUrl}/try`, commit: `${nestUrl}/confirm`, compensate: `${nestUrl}/cancel`, payload: { account: 1, amount: 500 } },
     ];
-    const res = await fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps } }) });
+    const res = await postJsonWithin(`${goUrl}/ap/workflow`, { gid, name: 'go-transfer', input: { steps } });
     expect(res.status).toBe(409);
-    expect(await res.text()).toContain('nest: account 1 has less than 500');
+    expect(res.text).toContain('nest: account 1 has less than 500');
     const final = await client.waitForFinal(gid);
     expect(final.status).toBe('failed');
     expect(await pgBalances()).toEqual([100, 0]);
@@ -998,7 +1011,7 @@ describe('workflows across the two SDKs', () => {
       { action: nest('Try'), commit: nest('Confirm'), compensate: nest('Cancel'), payload: { account: 1, amount } },
     ];
     const goWorkflow = (gid: string, amount: number) =>
-      fetch(`${goUrl}/ap/workflow`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gid, name: 'go-transfer', input: { steps: steps(amount) } }) });
+      postJsonWithin(`${goUrl}/ap/workflow`, { gid, name: 'go-transfer', input: { steps: steps(amount) } });
     const ok = await client.generateGid();
     expect((await goWorkflow(ok, 20)).status).toBe(200);
     expect((await client.waitForFinal(ok)).status).toBe('succeed');
@@ -1007,7 +1020,7 @@ describe('workflows across the two SDKs', () => {
 
     const refused = await client.generateGid();
     const res = await goWorkflow(refused, 500);
-    expect([res.status, await res.text()]).toEqual([409, expect.stringContaining('nest: account 1 has less than 500')]);
+    expect([res.status, res.text]).toEqual([409, expect.stringContaining('nest: account 1 has less than 500')]);
     expect((await client.waitForFinal(refused)).status).toBe('failed');
     expect(await pgBalances()).toEqual([50, 0]);
     expect(await pgBarrier(refused)).toEqual(['01/action/01=action', '01/rollback/01=rollback']);
@@ -1134,11 +1147,7 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) and our $protocol branches with branc
     let served = await keyedBranchApp(true, port, grpcAddress, refused);
     try {
       const gid = await client.generateGid();
-      const res = await fetch(`${goUrl}${ap}/saga`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ gid, branches: [{ action: step, compensate: '', payload: { account: 1, amount: 1 } }], retryInterval: 1 }),
-      });
+      const res = await postJsonWithin(`${goUrl}${ap}/saga`, { gid, branches: [{ action: step, compensate: '', payload: { account: 1, amount: 1 } }], retryInterval: 1 });
       expect(res.status).toBe(200);
       await waitUntil('the step refused', async () => refused.includes(gid), { timeoutMs: 20_000 });
       expect((await client.query(gid))?.status).toBe('submitted');
@@ -1151,7 +1160,7 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) and our $protocol branches with branc
     } finally {
       await served.close();
     }
-  });
+  }, 100_000); // its waitForFinal waits up to 60 s (DTM's retries back off): its error, naming the gid, comes before jest's
 });
 
 describe("nestjs-dtm with branch_auth_keys and a Go Try that nests a TCC of its own", () => {

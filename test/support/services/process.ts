@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { within } from '../deadline.js';
 
 /** Where a run keeps its temp data: one directory per run, removed by its reaper. */
 export interface RunDir {
@@ -181,10 +182,14 @@ export function minimalEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: process.env.HOME ?? '/tmp', ...extra };
 }
 
-/** Polls `probe` until it resolves truthy; fails with the process log tail if the process ends or time runs out. */
+/**
+ * Polls `probe` until it resolves truthy; fails with the process log tail if the process ends or time
+ * runs out. Each probe has what is left of the time: one that never settles (a fetch to a port that
+ * accepts and never answers) fails the wait at its deadline, and its signal aborts then.
+ */
 export async function waitUntil(
   what: string,
-  probe: () => Promise<boolean>,
+  probe: (signal: AbortSignal) => Promise<boolean>,
   options: { timeoutMs: number; process?: ManagedProcess; intervalMs?: number },
 ): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
@@ -194,7 +199,7 @@ export async function waitUntil(
       throw new Error(`${what}: the process ended (${await options.process.exited})\n${logTail(options.process.logFile)}`);
     }
     try {
-      if (await probe()) return;
+      if (await within('the probe', Math.max(1, deadline - Date.now()), probe)) return;
     } catch (err) {
       lastError = err;
     }
