@@ -19,7 +19,7 @@ export default {
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/package/apps/'],
   globalSetup: '<rootDir>/.build/test/support/global-setup.js',
   globalTeardown: '<rootDir>/.build/test/support/global-teardown.js',
-  reporters: ['default', '<rootDir>/test/support/dtm-log-reporter.js'],
+  reporters: ['default', '<rootDir>/test/support/dtm-log-reporter.js', '<rootDir>/test/support/progress-reporter.js'],
   testTimeout: 60_000,
   maxWorkers: 3,
 };

@@ -8,4 +8,4 @@ const { globalSetup, globalTeardown, ...rest } = base;
 void globalSetup;
 void globalTeardown;
 
-export default { ...rest, testMatch: ['<rootDir>/test/unit/**/*.spec.ts'], reporters: ['default'] };
+export default { ...rest, testMatch: ['<rootDir>/test/unit/**/*.spec.ts'], reporters: ['default', '<rootDir>/test/support/progress-reporter.js'] };

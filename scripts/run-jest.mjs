@@ -5,15 +5,20 @@
 // line (from jest's JSON results, after jest and its global teardown have finished) and exits
 // non-zero on any failure. Arguments are passed to jest (e.g. a path pattern).
 // With --unit (`npm run test:unit`): only test/unit, no type check, lint, declarations nor servers (jest.unit.config.js).
+// JEST_RUN_TIMEOUT_MINUTES (default 15, fractions allowed): the whole-run guard (scripts/jest-guard.mjs).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runGuarded } from './jest-guard.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const resultFile = join(root, '.test-results', 'jest.json');
+// where test/support/progress-reporter.js keeps what runs now, for the guard's report
+const progressFile = join(root, '.test-results', 'progress.json');
 mkdirSync(dirname(resultFile), { recursive: true });
 rmSync(resultFile, { force: true });
+rmSync(progressFile, { force: true });
 
 const unit = process.argv.includes('--unit');
 const jestArgs = process.argv.slice(2).filter((a) => a !== '--unit');
@@ -41,9 +46,10 @@ if (!unit) {
 }
 
 // a run that outlives this (a test that hangs, or a handle left open that keeps jest alive after
-// the last test) is killed and counted as a failure, so that it never eats CI's time
+// the last test) is killed and counted as a failure, so that it never eats CI's time; before the
+// kill, the guard prints the files still running, their test, and the servers' last log lines
 const jestTimeoutMinutes = Number(process.env.JEST_RUN_TIMEOUT_MINUTES ?? 15);
-const jest = spawnSync(
+const jest = await runGuarded(
   process.execPath,
   [
     '--experimental-vm-modules',
@@ -54,9 +60,9 @@ const jest = spawnSync(
     `--outputFile=${resultFile}`,
     ...jestArgs,
   ],
-  { cwd: root, stdio: 'inherit', timeout: jestTimeoutMinutes * 60_000, killSignal: 'SIGKILL' },
+  { cwd: root, env: { ...process.env, NESTJS_DTM_PROGRESS: progressFile }, timeoutMs: jestTimeoutMinutes * 60_000, progressFile },
 );
-const timedOut = jest.error?.code === 'ETIMEDOUT';
+const timedOut = jest.timedOut;
 
 let passed = 0;
 let failed = 0;
