@@ -4,6 +4,7 @@
 // serves with the SDK's barrier and XA, over HTTP and over gRPC (the service bank.GoBank of
 // go-peer/bank.proto, whose payloads DtmClient encodes from objects with that proto). Outcomes:
 // what DTM recorded, the balances, and the barrier rows each side wrote into the same kind of table.
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Get, HttpException, Injectable, Post, type INestApplication } from '@nestjs/common';
@@ -293,6 +294,10 @@ let goGrpc: string;
 let nestGrpc: string;
 let peer: ManagedProcess;
 let startPeer: () => ManagedProcess;
+/** Starts another Go peer on `port` (its gRPC on `grpcPort`) whose MariaDB is at `mysqlUrl`. */
+let startOtherPeer: (port: number, grpcPort: number, mysqlUrl: string) => ManagedProcess;
+/** The file's MariaDB database, as a mysql:// URL. */
+let mysqlUrl: string;
 
 /** The Go peer's proto: the same file its dtmgrpc service compiles. */
 const BANK_PROTO = join(import.meta.dirname, '..', 'support', 'go-peer', 'bank.proto');
@@ -337,7 +342,8 @@ beforeAll(async () => {
 
   const [port, grpcPort] = [await freePort(), await freePort()];
   const runDir = runDirFrom(harness().runDir);
-  startPeer = () => startProcess({
+  mysqlUrl = dbs.mariadb.url;
+  startOtherPeer = (port, grpcPort, mysqlUrl) => startProcess({
     name: 'go-peer',
     command: goPeerBinaryPath(),
     args: [],
@@ -345,7 +351,7 @@ beforeAll(async () => {
       PORT: String(port),
       GRPC_PORT: String(grpcPort),
       PG_URL: dbs.postgres.url,
-      MYSQL_URL: dbs.mariadb.url,
+      MYSQL_URL: mysqlUrl,
       REDIS_URL: dbs.redis.url,
       NEST_URL: nestUrl,
       NEST_GRPC: nestGrpc,
@@ -354,8 +360,9 @@ beforeAll(async () => {
       BARRIER_TABLE: 'dtm_barrier',
     }),
     runDir,
-    logFile: join(runDir.path, `go-peer-${process.pid}.log`),
+    logFile: join(runDir.path, `go-peer-${process.pid}-${port}.log`),
   });
+  startPeer = () => startOtherPeer(port, grpcPort, dbs.mariadb.url);
   goUrl = `http://127.0.0.1:${port}`;
   goGrpc = `127.0.0.1:${grpcPort}`;
   await restartPeer();
@@ -376,7 +383,10 @@ afterAll(async () => {
     ['afterAll: the Redis disconnect()', () => redis?.disconnect()],
   ]);
 });
+/** Why an earlier beforeEach could not reset the accounts: the later ones fail at once with it, instead of waiting out their deadline each. */
+let accountsStuck: string | undefined;
 beforeEach(async () => {
+  if (accountsStuck) throw new Error(`an earlier beforeEach could not reset the accounts: ${accountsStuck}`);
   try {
     await within('beforeEach: resetting the accounts (PostgreSQL, MariaDB, Redis)', 20_000, async () => {
       for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
@@ -389,7 +399,8 @@ beforeEach(async () => {
     // a prepared XA transaction an earlier test left holds rows of account: the DELETE waits on it
     // (PostgreSQL: for ever), and each later test would time out without saying why
     const left = await within('listing the prepared XA transactions', 5_000, () => pendingXa()).catch((e: unknown) => (e as Error).message);
-    throw new Error(`${(err as Error).message}; prepared XA transactions of this database: ${JSON.stringify(left)}`, { cause: err });
+    accountsStuck = `${(err as Error).message}; prepared XA transactions of this database: ${JSON.stringify(left)}`;
+    throw new Error(accountsStuck, { cause: err });
   }
 });
 
@@ -1256,5 +1267,79 @@ describe('a gRPC transaction of ours with http:// branches written with dtmcli b
     expect((await client.waitForFinal(abandoned, { timeout: 20 })).status).toBe('failed');
     expect(await pgBarrier(abandoned)).toEqual(['00/msg/01=rollback']);
     expect(await pgBalances()).toEqual([75, 25]);
+  });
+});
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of MariaDB at `upstream` (a mysql:// URL; answers its URL
+ * through the proxy) that holds a client's COM_QUIT, and its close, `ms` before passing them on: the
+ * server keeps the connection, and an XA transaction it prepared stays attached to it, that long
+ * after the client let go (what a loaded server does for a moment). `quits`: the ones passed on.
+ */
+async function quitHoldingProxy(upstream: string, ms: number): Promise<{ url: string; quits: () => number; close: () => Promise<void> }> {
+  const target = new URL(upstream);
+  const sockets = new Set<Socket>();
+  let quits = 0;
+  const COM_QUIT = Buffer.from([1, 0, 0, 0, 1]);
+  const server = createServer((client) => {
+    const up = connect(Number(target.port), target.hostname);
+    for (const socket of [client, up]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    let quitting = false;
+    client.on('data', (chunk: Buffer) => {
+      if (!chunk.equals(COM_QUIT)) return void up.write(chunk);
+      quitting = true;
+      setTimeout(() => {
+        up.end(chunk);
+        quits += 1;
+      }, ms);
+    });
+    up.on('data', (chunk: Buffer) => void client.write(chunk));
+    client.on('close', () => void (quitting || up.destroy()));
+    up.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(upstream);
+  url.port = String((server.address() as AddressInfo).port);
+  return {
+    url: url.toString(),
+    quits: () => quits,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe("DTM's Go SDK's XA phase 2 on MariaDB", () => {
+  it("DTM's commit reaches the Go XA branch while MariaDB still holds its prepared XA transaction attached to the connection the SDK closed: committed all the same, nothing left prepared", async () => {
+    // the SDK's XaHandlePhase2 took the XAER_NOTA MariaDB answers then for a repeated commit: DTM
+    // recorded the branch committed, the deposit never was, and the prepared transaction stayed,
+    // holding its rows: every later write to them (each test's reset of the accounts) waited 50 s
+    const proxy = await quitHoldingProxy(mysqlUrl, 400);
+    const [port, grpcPort] = [await freePort(), await freePort()];
+    const other = startOtherPeer(port, grpcPort, proxy.url);
+    const gid = await client.generateGid();
+    try {
+      await waitUntil('the second go peer', async (signal) => (await fetch(`http://127.0.0.1:${port}/`, { signal })).status === 404, { timeoutMs: 20_000, process: other });
+      const quitsBefore = proxy.quits();
+      await client.xaGlobalTransaction(gid, async (xa) => xa.callBranch({ account: 2, amount: 11 }, `http://127.0.0.1:${port}/rm/mysql/xa-deposit`));
+      expect((await client.waitForFinal(gid)).status).toBe('succeed');
+      // the branch's connection has quit: its prepared transaction, if any, is detached and listed
+      await waitUntil('the XA branch connection quit', async () => proxy.quits() > quitsBefore, { timeoutMs: 10_000 });
+      expect(await pendingXa(gid)).toEqual([]);
+      expect(await mysqlBalances()).toEqual([100, 11]);
+    } finally {
+      // one left prepared would stall every later test: rolled back here
+      for (const xid of await pendingXa(gid)) await myPool.query(`XA ROLLBACK '${xid.slice('mysql:'.length)}'`).catch(() => undefined);
+      await closeEach([
+        ['stopping the second Go peer', () => other.stop()],
+        ['closing the proxy', () => proxy.close()],
+      ]);
+    }
   });
 });

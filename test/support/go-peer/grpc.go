@@ -146,6 +146,9 @@ func serveGrpc(mux *http.ServeMux, stores map[string]store, table string, xaConf
 		"MysqlDeposit":  barrier(my, deposit(my)),
 		"Noop":          func(_ context.Context, m grpcMove) error { return noop(int(m.account)) },
 		"MysqlXaDeposit": func(ctx context.Context, m grpcMove) error {
+			if xa, err := dtmgrpc.XaGrpcFromRequest(ctx); err == nil {
+				awaitXaDetached(stores["mysql"].db, table, xa.Gid, xa.BranchID, xa.Op)
+			}
 			return dtmgrpc.XaLocalTransaction(ctx, xaConf, func(db *sql.DB, xa *dtmgrpc.XaGrpc) error {
 				return xaDeposit(db, m.account, m.amount, m.fail)
 			})

@@ -210,7 +210,9 @@ func main() {
 	mux.HandleFunc("POST /rm/mysql/xa-deposit", func(w http.ResponseWriter, r *http.Request) {
 		m, err := readMove(r)
 		if err == nil {
-			err = dtmcli.XaLocalTransaction(r.URL.Query(), xaConf, func(db *sql.DB, xa *dtmcli.Xa) error {
+			q := r.URL.Query()
+			awaitXaDetached(my, table, q.Get("gid"), q.Get("branch_id"), q.Get("op"))
+			err = dtmcli.XaLocalTransaction(q, xaConf, func(db *sql.DB, xa *dtmcli.Xa) error {
 				return xaDeposit(db, int64(m.Account), int64(m.Amount), m.Fail)
 			})
 		}

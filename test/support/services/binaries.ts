@@ -45,7 +45,7 @@ export function isExecutable(file: string): boolean {
   }
 }
 
-/** Path of the Go peer (test/support/go-peer, DTM's Go SDK) that scripts/setup.sh builds. */
+/** Path of the Go peer (test/support/go-peer, DTM's Go SDK): `GO_PEER_BINARY` (one built by hand from changed sources), else the one scripts/setup.sh builds. */
 export function goPeerBinaryPath(): string {
-  return join(nestjsDtmCacheDir(), 'go-peer', 'go-peer');
+  return process.env.GO_PEER_BINARY || join(nestjsDtmCacheDir(), 'go-peer', 'go-peer');
 }
