@@ -1090,7 +1090,7 @@ describe.each(goBranches)('nestjs-dtm with branch_auth_keys, over $protocol, dri
     keyed = await keyedApp();
   });
   afterAll(async () => {
-    await keyed?.close();
+    await closeEach([['afterAll: closing the app with branch_auth_keys', () => keyed?.close()]]);
   });
 
   it('TCC (its branch ids carry the token: 01-<token>), saga and XA: the Go SDK\'s barrier and XA take the calls, ignoring the tokens', async () => {
@@ -1169,7 +1169,7 @@ describe.each(goSdks)("DTM's Go SDK ($sdk) and our $protocol branches with branc
       expect((await client.waitForFinal(gid, { timeout: 60 })).status).toBe('succeed');
       expect(keyedRuns.get(gid)).toBe(1);
     } finally {
-      await served.close();
+      await closeEach([['closing the app serving KeyedBank', () => served.close()]]);
     }
   }, 100_000); // its waitForFinal waits up to 60 s (DTM's retries back off): its error, naming the gid, comes before jest's
 });
@@ -1187,7 +1187,7 @@ describe("nestjs-dtm with branch_auth_keys and a Go Try that nests a TCC of its 
       expect(final.branches.map((b) => b.branchId)).toEqual([expect.stringMatching(/^01-.{22}$/), expect.stringMatching(/^01-.{22}$/)]); // no sub-branch registered
       expect(await mysqlBalances()).toEqual([100, 0]);
     } finally {
-      await keyed.close();
+      await closeEach([['closing the app with branch_auth_keys', () => keyed.close()]]);
     }
   });
 });
