@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, fstatSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { within } from '../deadline.js';
@@ -213,10 +213,24 @@ export async function waitUntil(
 /** The last lines of a log file, for error messages. */
 export function logTail(file: string, lines = 30): string {
   try {
-    const text = readFileSync(file, 'utf8').trimEnd().split('\n');
+    // its last 256 KiB at most: a child's log can be large, and this runs in a failing wait's message
+    const text = lastBytes(file, 256 * 1024).trimEnd().split('\n');
     return `--- last ${Math.min(lines, text.length)} lines of ${file} ---\n${text.slice(-lines).join('\n')}`;
   } catch {
     return `(no log at ${file})`;
+  }
+}
+
+/** The last `max` bytes of `file` (all of it when smaller), as text. */
+function lastBytes(file: string, max: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const buffer = Buffer.alloc(Math.min(size, max));
+    readSync(fd, buffer, 0, buffer.length, size - buffer.length);
+    return buffer.toString('utf8');
+  } finally {
+    closeSync(fd);
   }
 }
 
