@@ -202,6 +202,8 @@ export const MESSAGES = {
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM still holds it prepared, so no submit of it got stored${cause === undefined ? '' : ` (the last: ${truncate(cause)})`}. DTM calls none of its branches meanwhile, and rolls it back at its timeout_to_fail unless a submit gets through: wait with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${truncate(cause)}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+  submitStatusUnknown: (gid: string, transType: string, cause: string, queryError: string) =>
+    `the submit of ${gid} may or may not have reached DTM (${truncate(cause)}), and DTM could not be asked what it holds then (${truncate(queryError)}): it holds the transaction either prepared (no submit got through: it rolls it back at its timeout_to_fail) or submitted (it ${transType === 'xa' ? 'commits' : 'confirms'} the branches). Its outcome is not known yet: wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   submitTakenUnanswered: (gid: string, status: string, cause: string) =>
     `DTM took the submit of ${gid} and holds it "${status}", though its answer did not come (${truncate(cause)}); with waitResult DTM answers only once its first round of branch calls ended, which can outlast lynx.dtm.timeout. DTM goes on with the transaction: do not run it again; wait for its outcome with waitForFinal("${gid}")`,
   firstRoundUnfinished: (gid: string, status: string, cause: string) =>

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
-import { isTransientDtmError, isUndecidedSubmit, stillPreparedError } from '../transport/dtm-transient.js';
+import type { FinalResult, TransactionOptions, TransactionRecord, TransactionType, WaitOptions } from '../transport/dtm.types.js';
+import { isTransientDtmError, isUndecidedSubmit, mayHaveReachedDtm, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { restatedContext } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -213,10 +213,18 @@ export abstract class GlobalTransaction extends Transaction {
    * DTM's), whether DTM took it all the same, by its record (one query, on that error path only):
    * `succeed`, true (submitted); `submitted`, `DtmOutcomeUnknownError` with that status, reported
    * submitted (a submit with waitResult whose first round of Confirms / commits outlasted
-   * `lynx.dtm.timeout`, say); anything else (still prepared, no answer), false.
+   * `lynx.dtm.timeout`, say); DTM not answering the query after a submit that may have reached it
+   * (DTM killed or restarting right after it took the submit), `DtmOutcomeUnknownError` `unknown`;
+   * anything else (still prepared, a submit never sent), false.
    */
   private async tookUnanswered(err: unknown): Promise<boolean> {
-    const record = await this.recordIfKnown();
+    let record: TransactionRecord | null;
+    try {
+      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch (queryError) {
+      if (!mayHaveReachedDtm(err)) return false; // never sent: DTM holds it prepared
+      throw new DtmOutcomeUnknownError(MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, (queryError as Error).message), this.gid, 'unknown', { cause: err });
+    }
     if (record?.status === 'succeed') return true;
     if (record?.status !== 'submitted') return false;
     const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, record.status, (err as Error).message), this.gid, record.status, { cause: err });

@@ -327,6 +327,10 @@ export interface BarrierAppOptions {
   providers?: Type[];
   /** The module's `xaConnections`. */
   xaConnections?: Record<string, XaDatabase>;
+  /** More controllers (e.g. XA branches on `xaConnections`). */
+  controllers?: Type[];
+  /** Its gRPC server also serves DTM's workflow resume (gRPC workflows). */
+  workflowResume?: boolean;
 }
 
 /**
@@ -376,11 +380,11 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
         grpcProtos: TESTS_GRPC_PROTOS,
       }),
     ],
-    controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix)],
+    controllers: [sqlBank('pg'), sqlBank('mysql'), redisBank(dbs.redis.keyPrefix), ...(options.controllers ?? [])],
     providers: [...(options.providers ?? []), Runs, { provide: 'pg-db', useValue: databases.pg }, { provide: 'mysql-db', useValue: databases.mysql }, { provide: 'redis', useValue: redis }],
   }).compile();
   const app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
-  app.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
+  app.connectMicroservice(testsGrpcOptions(grpcAddress, { workflowResume: options.workflowResume }), { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as { port: number };
