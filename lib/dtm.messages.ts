@@ -202,6 +202,8 @@ export const MESSAGES = {
       : `the outcome of ${gid} is not known after ${timeoutSeconds} s: DTM still holds it prepared, so no submit of it got stored${cause === undefined ? '' : ` (the last: ${truncate(cause)})`}. DTM calls none of its branches meanwhile, and rolls it back at its timeout_to_fail unless a submit gets through: wait with waitForFinal("${gid}") or query it later, never start it again under a new gid`,
   submitOutcomeUnknown: (gid: string, status: string, cause: string) =>
     `the submit of ${gid} may not have reached DTM (${truncate(cause)}), and DTM holds the transaction ("${status}"): its outcome is not known yet. Wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
+  submitMaybeLost: (gid: string, cause: string) =>
+    `the submit of ${gid} may not have reached DTM (${truncate(cause)}): DTM holds the transaction prepared unless it did (then submitted). Its outcome is not known yet: wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   submitStatusUnknown: (gid: string, transType: string, cause: string, queryError: string) =>
     `the submit of ${gid} may or may not have reached DTM (${truncate(cause)}), and DTM could not be asked what it holds then (${truncate(queryError)}): it holds the transaction either prepared (no submit got through: it rolls it back at its timeout_to_fail) or submitted (it ${transType === 'xa' ? 'commits' : 'confirms'} the branches). Its outcome is not known yet: wait for it with waitForFinal("${gid}"), never start it again under a new gid`,
   submitTakenUnanswered: (gid: string, status: string, cause: string) =>
@@ -211,7 +213,7 @@ export const MESSAGES = {
   msgFirstRoundUnfinished: (gid: string, status: string, cause: string) =>
     `the local transaction of msg ${gid} committed and DTM took its submit ("${status}"), but DTM's first round did not deliver every branch (DTM answered: ${truncate(cause)}): DTM delivers them later (after the message's delay, if it has one) and retries a branch until it succeeds (a branch's FAILURE cannot roll a message back: make it succeed, or answer an error). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   msgSubmitOutcomeUnknown: (gid: string, cause: string) =>
-    `the local transaction of msg ${gid} committed, but its submit did not get through (${truncate(cause)}): DTM holds the message prepared and its back-check will deliver it. Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
+    `the local transaction of msg ${gid} committed, but its submit may not have reached DTM (${truncate(cause)}): DTM holds the message prepared, unless the submit reached it (then submitted), and delivers it either way (its back-check finds the local transaction committed). Do not run the local transaction again; wait for it with waitForFinal("${gid}")`,
   dtmRefusedDefinitely: (operation: string, gid: string, cause: string, fix: string, body: string) =>
     `DTM refused ${operation} of ${gid}: ${cause}. Nothing of this call is stored or run, and DTM refuses it the same way each time: ${fix}. DTM answered ${body.startsWith('gRPC status') ? '' : 'HTTP 500: '}${truncate(body)}`,
   dtmGrpcRequestTooLarge: (size: string, limit: string) =>

@@ -100,7 +100,7 @@ export function leftPrepared(err: unknown): boolean {
  */
 export function stillPreparedError(gid: string, err: unknown): unknown {
   if (err instanceof DtmOutcomeUnknownError || !leftPrepared(err)) return err;
-  const undecided = new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(gid, 'prepared', (err as Error).message), gid, 'prepared', { cause: err });
+  const undecided = new DtmOutcomeUnknownError(MESSAGES.submitMaybeLost(gid, (err as Error).message), gid, 'prepared', { cause: err });
   UNDECIDED.add(undecided);
   return undecided;
 }

@@ -373,6 +373,8 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over
     const outcome = (await c.outcome) as { error?: Error };
     expect(outcome.error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'prepared' });
+    // not asked of DTM, so the message does not say it as a fact
+    expect(outcome.error?.message).toMatch(/may not have reached DTM .*: DTM holds the transaction prepared unless it did \(then submitted\)/);
     await untilDtmRecords(c.gid, 'succeed');
     expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + AMOUNT });
   });
@@ -413,6 +415,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over
     const outcome = (await c.outcome) as { error?: Error };
     expect(outcome.error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'prepared' });
+    expect(outcome.error?.message).toMatch(/committed, but its submit may not have reached DTM .*DTM holds the message prepared, unless the submit reached it \(then submitted\), and delivers it either way/);
     await untilDtmRecords(c.gid, 'succeed');
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
