@@ -117,6 +117,12 @@ interface Cell {
   outcome: Promise<unknown>;
 }
 
+/** A promise (`reached`) and the function that resolves it (`set`). */
+function flag(): { set: () => void; reached: Promise<void> } {
+  let set!: () => void;
+  const reached = new Promise<void>((resolve) => (set = resolve));
+  return { set, reached };
+}
 const settle = (p: Promise<unknown>) => p.then((value) => ({ value }), (error: unknown) => ({ error }));
 const payloadOf = (protocol: DtmProtocol) => (protocol === 'grpc' ? new Uint8Array() : {});
 const gateTarget = (protocol: DtmProtocol, path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
@@ -227,8 +233,7 @@ beforeAll(async () => {
     });
     // a TCC body whose Try ran, ending once DTM is down: its submit meets no DTM
     await add('tcc submit', (gid, m) => {
-      let tried!: () => void;
-      const inFlight = new Promise<void>((resolve) => (tried = resolve));
+      const { set: tried, reached: inFlight } = flag();
       return {
         inFlight,
         outcome: client.tccGlobalTransactionAndWait(
@@ -246,8 +251,7 @@ beforeAll(async () => {
     });
     // a TCC body whose first Try ran, registering its second branch once DTM is down
     await add('tcc register', (gid, m) => {
-      let tried!: () => void;
-      const inFlight = new Promise<void>((resolve) => (tried = resolve));
+      const { set: tried, reached: inFlight } = flag();
       return {
         inFlight,
         outcome: client.tccGlobalTransactionAndWait(
@@ -266,8 +270,7 @@ beforeAll(async () => {
     });
     // an XA body whose branches are prepared (PostgreSQL and MariaDB), ending once DTM is down: its submit meets no DTM
     await add('xa submit', (gid, m) => {
-      let prepared!: () => void;
-      const inFlight = new Promise<void>((resolve) => (prepared = resolve));
+      const { set: prepared, reached: inFlight } = flag();
       return {
         inFlight,
         outcome: client.xaGlobalTransactionAndWait(
@@ -286,8 +289,7 @@ beforeAll(async () => {
     });
     // a message whose local transaction (the outbox on PostgreSQL) commits once DTM is down: its submit meets no DTM
     await add('msg', (gid, m) => {
-      let saving!: () => void;
-      const inFlight = new Promise<void>((resolve) => (saving = resolve));
+      const { set: saving, reached: inFlight } = flag();
       return {
         inFlight,
         outcome: client
