@@ -1159,7 +1159,7 @@ describe('pgXaDatabase(pool): XA branches on clients a pg Pool lends', () => {
       const swallowed = await run('swallowed');
       const killed = await run('killed');
       const after = [await run(), await run()];
-      for (const gid of [...committed, ...after]) expect((await waitForTransStatus(gid, 'succeed', 20_000)).transaction?.status).toBe('succeed');
+      for (const gid of [...committed, ...after]) await waitForTransStatus(gid, 'succeed', 20_000);
       for (const gid of [threw, swallowed, killed]) await waitForTransStatus(gid, 'failed', 20_000);
       // five transfers of 3 committed, the three others rolled back
       expect(await accounts()).toEqual([

@@ -41,3 +41,16 @@ export function logLines(file: string, from: number, needle: string): string[] {
     closeSync(fd);
   }
 }
+
+/** The last `max` bytes of `file` (all of it when smaller), as text: the end of a log that may be too large to read whole. */
+export function logEndText(file: string, max: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const bytes = Buffer.alloc(Math.min(size, max));
+    const read = readSync(fd, bytes, 0, bytes.length, size - bytes.length);
+    return bytes.toString('utf8', 0, read);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, fstatSync, readSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { within } from '../deadline.js';
+import { logEndText } from '../log-lines.js';
 
 /** Where a run keeps its temp data: one directory per run, removed by its reaper. */
 export interface RunDir {
@@ -214,23 +215,10 @@ export async function waitUntil(
 export function logTail(file: string, lines = 30): string {
   try {
     // its last 256 KiB at most: a child's log can be large, and this runs in a failing wait's message
-    const text = lastBytes(file, 256 * 1024).trimEnd().split('\n');
+    const text = logEndText(file, 256 * 1024).trimEnd().split('\n');
     return `--- last ${Math.min(lines, text.length)} lines of ${file} ---\n${text.slice(-lines).join('\n')}`;
   } catch {
     return `(no log at ${file})`;
-  }
-}
-
-/** The last `max` bytes of `file` (all of it when smaller), as text. */
-function lastBytes(file: string, max: number): string {
-  const fd = openSync(file, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const buffer = Buffer.alloc(Math.min(size, max));
-    readSync(fd, buffer, 0, buffer.length, size - buffer.length);
-    return buffer.toString('utf8');
-  } finally {
-    closeSync(fd);
   }
 }
 
