@@ -20,6 +20,7 @@ export default {
   globalSetup: '<rootDir>/.build/test/support/global-setup.js',
   globalTeardown: '<rootDir>/.build/test/support/global-teardown.js',
   reporters: ['default', '<rootDir>/test/support/dtm-log-reporter.js', '<rootDir>/test/support/progress-reporter.js'],
+  testSequencer: '<rootDir>/test/support/slow-first-sequencer.js',
   testTimeout: 60_000,
   // Most spec files wait on DTM's timers (retry intervals, a message's timeout, its cron), not on the CPU: on a
   // 2-core machine one run of the suite took about 9 minutes with 3 workers, 6.3 with 5, 4.7 with 8 (the CPU then saturated).
