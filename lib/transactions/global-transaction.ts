@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { FinalResult, TransactionOptions, TransactionRecord, TransactionType, WaitOptions } from '../transport/dtm.types.js';
-import { isTransientDtmError, isUndecidedSubmit, mayHaveReachedDtm, stillPreparedError } from '../transport/dtm-transient.js';
+import type { FinalResult, TransactionOptions, TransactionType, WaitOptions } from '../transport/dtm.types.js';
+import { isTransientDtmError, isUndecidedSubmit, stillPreparedError } from '../transport/dtm-transient.js';
 import { cutToStore } from '../transport/dtm-limits.js';
 import { restatedContext } from '../errors/dtm-error.js';
 import { MESSAGES } from '../dtm.messages.js';
@@ -9,7 +9,6 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
-import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { assertWaitOptions } from './wait-options.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
@@ -93,7 +92,7 @@ export abstract class GlobalTransaction extends Transaction {
       } catch (err) {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
         const undecided = stillPreparedError(this.gid, err);
-        if (!isUndecidedSubmit(undecided) || !(await this.tookUnanswered(err))) throw undecided;
+        if (!isUndecidedSubmit(undecided) || (await this.tookUnanswered(err)) !== 'succeed') throw undecided;
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -209,27 +208,15 @@ export abstract class GlobalTransaction extends Transaction {
   }
 
   /**
-   * After a submit left undecided (`err`: no answer in time, a broken connection, an answer not
-   * DTM's), whether DTM took it all the same, by its record (one query, on that error path only):
-   * `succeed`, true (submitted); `submitted`, `DtmOutcomeUnknownError` with that status, reported
-   * submitted (a submit with waitResult whose first round of Confirms / commits outlasted
-   * `lynx.dtm.timeout`, say); DTM not answering the query after a submit that may have reached it
-   * (DTM killed or restarting right after it took the submit), `DtmOutcomeUnknownError` `unknown`;
-   * anything else (still prepared, a submit never sent), false.
+   * After a submit left undecided (`err`), DTM's status of it ({@link statusAfterUndecidedSubmit}: one
+   * query, on that error path only): `succeed`, the submit took; `submitted`, `DtmOutcomeUnknownError`
+   * with that status, reported submitted (a submit with waitResult whose first round of Confirms /
+   * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
+   * `DtmOutcomeUnknownError` `unknown`; anything else (still prepared, a submit never sent): DTM
+   * holds it prepared.
    */
-  private async tookUnanswered(err: unknown): Promise<boolean> {
-    let record: TransactionRecord | null;
-    try {
-      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
-    } catch (queryError) {
-      if (!mayHaveReachedDtm(err)) return false; // never sent: DTM holds it prepared
-      throw new DtmOutcomeUnknownError(MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, (queryError as Error).message), this.gid, 'unknown', { cause: err });
-    }
-    if (record?.status === 'succeed') return true;
-    if (record?.status !== 'submitted') return false;
-    const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, record.status, (err as Error).message), this.gid, record.status, { cause: err });
-    this.goneOn = taken;
-    throw taken;
+  private tookUnanswered(err: unknown): Promise<string | undefined> {
+    return this.statusAfterUndecidedSubmit(err, false, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
   }
 
   /** Resolves once every branch call under way settled (each is bounded by the branch timeout). */

@@ -147,11 +147,13 @@ export class Msg extends StepTransaction {
   /**
    * Submits the message; DTM then delivers it. After this object's {@link prepare}, a submit that
    * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; any other
-   * answer than DTM's FAILURE or ONGOING, a gateway's 4xx say) is `DtmOutcomeUnknownError` with
-   * `lastStatus` `prepared`, as for TCC and XA: DTM holds the message (its back-check delivers it if
-   * the submit was lost); with `waitResult`, a branch's error DTM passes on from its first round, with
-   * `lastStatus` `submitted` (DTM took it and retries the branch). Wait with `waitForFinal(gid)`;
-   * never run the local transaction again, nor send the message again under a new gid.
+   * answer than DTM's FAILURE or ONGOING, a gateway's 4xx say) is decided by DTM's record, as for TCC
+   * and XA (one query, on that error path only): `submitted` or `succeed`, the submit took and this
+   * resolves (with `waitResult`, `submitted` is `DtmOutcomeUnknownError` `submitted`); `prepared`,
+   * `DtmOutcomeUnknownError` `prepared` (DTM's back-check delivers it after `timeoutToFail`, or submit
+   * again); DTM answering no query, `unknown`. With `waitResult`, a branch's error DTM passes on from
+   * its first round is `lastStatus` `submitted` (DTM took it and retries the branch). Wait with
+   * `waitForFinal(gid)`; never run the local transaction again, nor send the message again under a new gid.
    */
   override async submit(): Promise<void> {
     if (this.heldByAnother) throw this.heldByAnother;
@@ -198,10 +200,38 @@ export class Msg extends StepTransaction {
   }
 
   /**
+   * {@link submit}'s `err` (also {@link doAndSubmit}'s submit), after this object's {@link prepare}
+   * or once the local transaction committed, when it leaves the submit undecided ({@link leftPrepared}:
+   * no answer in time, a broken connection, a 5xx, an answer not DTM's): DTM's record decides, as for
+   * TCC / XA ({@link statusAfterUndecidedSubmit}: one query, on that error path only). `submitted` or
+   * `succeed`: the submit took, it resolves (with waitResult, `submitted` is `DtmOutcomeUnknownError`
+   * `submitted`: DTM's first round is not known to have ended); `prepared` (or a submit that never
+   * reached DTM, which then answers no query): `DtmOutcomeUnknownError` `prepared`, saying what comes
+   * next; no answer after a submit that may have reached DTM: `unknown`. Any other error as
+   * {@link submitError} restates it.
+   */
+  protected override async submitFailed(err: unknown): Promise<void> {
+    const committed = this.committedLocal;
+    // a local transaction's own error (its back-check said it committed) is what the caller gets, whatever the submit did; the outbox's lost COMMIT answer only once the submit took
+    const asks = committed ? committed.businessError === undefined || this.outboxDb : this.preparedInDtm;
+    if (!asks || !leftPrepared(err)) throw this.submitError(err);
+    const cause = (err as Error).message;
+    const local = committed !== undefined;
+    const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
+    if (status === 'submitted' || status === 'succeed') return;
+    if (status === undefined || status === 'prepared') {
+      const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
+      throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });
+    }
+    throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, cause), this.gid, status, { cause: err });
+  }
+
+  /**
    * `err` of a submit as the caller gets it (and `transaction.end` carries it): after {@link doAndSubmit}'s
    * local transaction committed, {@link committedSubmitError}; after this object's {@link prepare},
-   * {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`); else `err`. Restating an error
-   * that says DTM took the submit and goes on keeps it reported `submitted`.
+   * {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`: {@link submitAndWait}'s, which
+   * does not ask DTM); else `err`. Restating an error that says DTM took the submit and goes on keeps
+   * it reported `submitted`.
    */
   protected override submitError(err: unknown): unknown {
     const thrown = this.committedLocal ? this.committedSubmitError(err, this.committedLocal.businessError) : this.preparedInDtm ? stillPreparedError(this.gid, err) : err;
@@ -210,16 +240,14 @@ export class Msg extends StepTransaction {
   }
 
   /**
-   * `err` of {@link doAndSubmit}'s submit, its local transaction committed: the local transaction's
-   * own error when it threw (`businessError`: its back-check said it committed; {@link doAndSubmitDb}'s
-   * restated as its COMMIT's lost answer, unless the submit did not get through either); DTM holding the
-   * message prepared (the submit did not get through) is `DtmOutcomeUnknownError` (`prepared`): its
-   * back-check delivers it; with waitResult, a branch's FAILURE or ONGOING in DTM's first round is
+   * `err` of {@link doAndSubmit}'s submit, its local transaction committed, unless it left the submit
+   * undecided (then {@link submitFailed} asked DTM): the local transaction's own error when it threw
+   * (`businessError`: its back-check said it committed; {@link doAndSubmitDb}'s restated as its
+   * COMMIT's lost answer); with waitResult, a branch's FAILURE or ONGOING in DTM's first round is
    * `DtmOutcomeUnknownError` with the status DTM holds: DTM took the submit and retries the branch.
    */
   private committedSubmitError(err: unknown, businessError: unknown): unknown {
-    if (businessError !== undefined && !(this.outboxDb && leftPrepared(err))) return businessError;
-    if (leftPrepared(err)) return new DtmOutcomeUnknownError(MESSAGES.msgSubmitOutcomeUnknown(this.gid, (err as Error).message), this.gid, 'prepared', { cause: err });
+    if (businessError !== undefined) return businessError;
     if (err instanceof DtmOngoingError && !(err instanceof DtmOutcomeUnknownError)) {
       const status = this.unfinishedStatus ?? 'unknown';
       const answer = err.cause instanceof Error ? err.cause.message : err.message; // DTM's own answer, not the advice around it
@@ -257,9 +285,9 @@ export class Msg extends StepTransaction {
    * Once `business` committed, a submit DTM refuses because it already delivered the message (its
    * own back-check ran while `business` outlasted the message's timeout: status `submitted` or
    * `succeed`) is a success; only a message DTM failed is a {@link DtmFailureError}. A submit that
-   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; a gateway's 4xx, any answer but DTM's FAILURE or ONGOING) is `DtmOutcomeUnknownError` with
-   * `lastStatus` `prepared`, never the bare `DtmUnavailableError`: DTM holds the message prepared
-   * and its back-check delivers it. With `waitResult`, a branch answering FAILURE, ONGOING or an error DTM
+   * does not get through (DTM unreachable, no answer, a 5xx; over gRPC UNKNOWN or INTERNAL; a gateway's 4xx, any answer but DTM's FAILURE or ONGOING) is decided by DTM's record, as in {@link submit}:
+   * taken, this resolves; `prepared`, `DtmOutcomeUnknownError` `prepared` (its back-check delivers it);
+   * no answer, `unknown`; never the bare `DtmUnavailableError`. With `waitResult`, a branch answering FAILURE, ONGOING or an error DTM
    * passes on in its first round is `DtmOutcomeUnknownError` too, with `lastStatus` `submitted`: DTM retries
    * the branch. Do not run the business again; wait with `waitForFinal(gid)`. A second `doAndSubmit()`
    * on an object whose local transaction ran already is refused (`DtmUsageError`, nothing sent or run).

@@ -103,9 +103,12 @@ export abstract class StepTransaction extends Transaction {
       if (this.remoteSteps) await this.resolveRemote();
       await this.submitRequest(this.submission(), false);
     } catch (err) {
-      const thrown = this.submitError(err);
-      this.observeEnd('error', thrown);
-      throw thrown;
+      try {
+        await this.submitFailed(err);
+      } catch (thrown) {
+        this.observeEnd('error', thrown);
+        throw thrown;
+      }
     }
     this.observeEnd('submitted');
   }
@@ -182,6 +185,15 @@ export abstract class StepTransaction extends Transaction {
     if (record && record.gid !== this.gid) throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldOtherCase(record.gid, record.transType), { protocol: this.protocol });
     if (!record || record.status === 'succeed' || record.status === 'failed' || sameSteps(record, request)) return;
     throw new DtmGidInUseError('submit', this.gid, record.status, MESSAGES.gidHeldUnfinished(record.transType, record.status, this.transType), { protocol: this.protocol });
+  }
+
+  /**
+   * What {@link submit} does when its submit failed with `err`: throws {@link submitError}'s error;
+   * a subclass that finds the submit took all the same (DTM's record, read on that error path only)
+   * returns instead, and the submit resolves.
+   */
+  protected async submitFailed(err: unknown): Promise<void> {
+    throw this.submitError(err);
   }
 
   /** The error {@link submit} / {@link submitAndWait} throw for `err`: `err` itself; a subclass restating it does so here, so that `transaction.end` carries what the caller gets. */

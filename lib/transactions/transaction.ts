@@ -242,6 +242,32 @@ export abstract class Transaction {
     }
   }
 
+  /**
+   * After a submit of a transaction DTM holds prepared (a TCC / XA whose body ran, a message this
+   * object prepared) was left undecided (`err`: no answer in time, a broken connection, an answer not
+   * DTM's), the status DTM's record then shows (one query, on that error path only; `absent` for no
+   * record), or `undefined` when the query failed after a submit that never reached DTM (DTM holds
+   * it prepared). Throws `DtmOutcomeUnknownError`: `unknown` (`unknownText` of the query's error)
+   * when DTM answers no query after a submit that may have reached it (DTM killed or restarting as
+   * it took the submit); `submitted` (reported submitted) when DTM holds it so and `submittedTook`
+   * is false (with waitResult, DTM answers only once its first round ended, which can outlast
+   * `lynx.dtm.timeout`).
+   */
+  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<string | undefined> {
+    let record: TransactionRecord | null;
+    try {
+      record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
+    } catch (queryError) {
+      if (!mayHaveReachedDtm(err)) return undefined; // never reached DTM: it holds it prepared
+      throw new DtmOutcomeUnknownError(unknownText((queryError as Error).message), this.gid, 'unknown', { cause: err });
+    }
+    const status = record?.status ?? 'absent';
+    if (status !== 'submitted' || submittedTook) return status;
+    const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
+    this.goneOn = taken;
+    throw taken;
+  }
+
   /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
   protected withinObservation<A, T>(fn: (arg: A) => T, arg: A): T {
     return this.observation ? this.instrumentation.within(this.observation, () => fn(arg)) : fn(arg);

@@ -370,13 +370,12 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
 
-  it('a message\'s submit() with waitResult after its prepare(), DTM killed in its first round: DtmOutcomeUnknownError "prepared" (the module does not ask; DTM held it submitted); DTM, back, delivers every branch once', async () => {
+  it('a message\'s submit() with waitResult after its prepare(), DTM killed in its first round: DtmOutcomeUnknownError "unknown" (DTM could not be asked; it held the submit), not "prepared", as for TCC; DTM, back, delivers every branch once', async () => {
     const c = cell('msg bare submit', protocol);
     const outcome = (await c.outcome) as { error?: Error };
     expect(outcome.error).toBeInstanceOf(DtmOutcomeUnknownError);
-    expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'prepared' });
-    // not asked of DTM, so the message does not say it as a fact
-    expect(outcome.error?.message).toMatch(/may not have reached DTM .*: DTM holds the transaction prepared unless it did \(then submitted\)/);
+    expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'unknown' });
+    expect(outcome.error?.message).toMatch(/^the submit of msg \S+ may or may not have reached DTM .*DTM could not be asked what it holds then .*either prepared \(no submit got through: it back-checks .*\) or submitted \(it delivers it\).*never send it again under a new gid/);
     await untilDtmRecords(c.gid, 'succeed');
     expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + AMOUNT });
   });
@@ -412,12 +411,12 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
 
-  it('a message whose local transaction committed while DTM is down: DtmOutcomeUnknownError (prepared); DTM back-checks it after the restart and delivers once', async () => {
+  it('a message whose local transaction committed while DTM is down: DtmOutcomeUnknownError (prepared: the submit never reached DTM, which answered no query either); DTM back-checks it after the restart and delivers once', async () => {
     const c = cell('msg', protocol);
     const outcome = (await c.outcome) as { error?: Error };
     expect(outcome.error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'prepared' });
-    expect(outcome.error?.message).toMatch(/committed, but its submit may not have reached DTM .*DTM holds the message prepared, unless the submit reached it \(then submitted\), and delivers it either way/);
+    expect(outcome.error?.message).toMatch(/^the local transaction of msg \S+ committed, but its submit did not get through \(.*\): it did not reach DTM, which answered no query either: DTM holds the message prepared\. DTM back-checks its query-prepared target once its timeout_to_fail \(8 s\) passed .*Do not run the local transaction again/);
     await untilDtmRecords(c.gid, 'succeed');
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });

@@ -355,7 +355,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     await app.client.forceStop(gid);
   });
 
-  it('msg doAndSubmit: the local transaction committed, its submit cut before DTM saw it: DtmOutcomeUnknownError (status prepared), never DtmUnavailableError ("run it again" would run the business twice); DTM holds it prepared', async () => {
+  it('msg doAndSubmit: the local transaction committed, its submit cut before DTM saw it: DtmOutcomeUnknownError (status prepared, DTM asked), never DtmUnavailableError ("run it again" would run the business twice); DTM holds it prepared', async () => {
     cut = 'before';
     const gid = await app.client.generateGid();
     let runs = 0;
@@ -371,9 +371,29 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     expect(error).not.toBeInstanceOf(DtmUnavailableError);
     expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
     expect((error as Error).message).toContain('Do not run the local transaction again');
+    // DTM was asked after the cut submit: what comes next, and that a submit still on its way may take
+    expect((error as Error).message).toMatch(/committed, but its submit did not get through \(.*\): DTM, asked after it, holds the message prepared \(a submit still on its way to DTM may yet take it\)\. DTM back-checks its query-prepared target once its timeout_to_fail \(60 s\) passed/);
     expect(runs).toBe(1);
     expect(await stored(gid)).toMatchObject({ status: 'prepared' });
     await app.client.forceStop(gid); // tidy: not back-checked in 60 s
+  });
+
+  it('msg doAndSubmit: the local transaction committed, its submit cut after DTM accepted it: DTM, asked, holds it submitted (or delivered), so the submit took and doAndSubmit resolves with the business result; delivered once', async () => {
+    cut = 'after';
+    const gid = await app.client.generateGid();
+    let runs = 0;
+    const result = await viaProxy.client
+      .newMsg(gid, { timeoutToFail: 60 })
+      .add(recorder.urlFor('/CutDeliver'), { order: 7 })
+      .doAndSubmit(recorder.urlFor('/QueryPrepared'), async () => {
+        runs++;
+        return 'order saved';
+      });
+    expect(result).toBe('order saved');
+    expect(runs).toBe(1);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/CutDeliver', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   });
 
   it('msg doAndSubmit: the local transaction committed, its submit refused by a gateway in front of DTM (429): DtmOutcomeUnknownError (status prepared), not a DtmServerError that reads as "the message failed"; DTM\'s back-check delivers it', async () => {
@@ -412,19 +432,57 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
     await app.client.forceStop(gid); // tidy: not back-checked in 60 s
   });
 
-  it('msg prepare() then submit(): a submit cut after DTM accepted it is DtmOutcomeUnknownError (status prepared, as for TCC), never DtmUnavailableError ("run it again" would run the local transaction twice, or send the message twice under a new gid); DTM delivers once', async () => {
+  it('msg prepare() then submit(): a submit cut after DTM accepted it is read from DTM\'s record, as for TCC: DTM holds it submitted (or delivered), so submit() resolves, never DtmUnavailableError ("run it again" would send the message twice under a new gid); DTM delivers once', async () => {
     cut = 'after';
     const gid = await app.client.generateGid();
     const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/CutDeliver'), { order: 2 });
     await msg.prepare(recorder.urlFor('/QueryPrepared'));
     const error = await msg.submit().catch((e: unknown) => e);
+    expect(error).toBeUndefined();
+    expect(['submitted', 'succeed']).toContain((await stored(gid))?.status);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/CutDeliver', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+  });
+
+  it('msg prepare() then submit(): a submit cut before DTM saw it is DtmOutcomeUnknownError (status prepared: DTM, asked, holds it prepared) saying to submit it again or leave it to the back-check; submit() again on the same Msg is taken by DTM (v1.19 submits a message it holds prepared) and delivers once, no back-check', async () => {
+    cut = 'before-once';
+    submits = 0;
+    const gid = await app.client.generateGid();
+    const msg = viaProxy.client.newMsg(gid, { timeoutToFail: 60 }).add(recorder.urlFor('/AgainDeliver'), { order: 8 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const error = await msg.submit().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(error).not.toBeInstanceOf(DtmUnavailableError);
     expect(error).toMatchObject({ gid, lastStatus: 'prepared' });
-    expect((error as Error).message).toContain('never start it again under a new gid');
+    expect((error as Error).message).toMatch(/^the submit of msg \S+ did not get through \(.*\): DTM, asked after it, holds the message prepared \(a submit still on its way to DTM may yet take it\)\. DTM back-checks its query-prepared target once its timeout_to_fail \(60 s\) passed and delivers it if the local transaction committed; or submit it again now: submit\(\) on the same Msg/);
+    expect((error as Error).message).toContain('never send it again under a new gid');
+    expect(await stored(gid)).toMatchObject({ status: 'prepared' });
+    expect(recorder.callsTo('/AgainDeliver', gid)).toHaveLength(0);
+    await msg.submit();
+    expect(submits).toBe(2);
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
-    expect(recorder.callsTo('/CutDeliver', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/AgainDeliver', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   });
+
+  it('msg prepare() then submit() with waitResult, DTM\'s first round (a branch taking 4 s) outlasting lynx.dtm.timeout (2 s): DtmOutcomeUnknownError with the status DTM holds (submitted: DTM took it and delivers), not "prepared"; delivered', async () => {
+    const gid = await app.client.generateGid();
+    recorder.handle('/SlowDeliver', async () => {
+      await sleep(4000);
+      return 200;
+    });
+    const msg = app.client.newMsg(gid, { timeoutToFail: 60, waitResult: true, retryInterval: 1 }).add(recorder.urlFor('/SlowDeliver'), { order: 9 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const error = await msg.submit().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
+    expect((error as Error).message).toMatch(new RegExp(`^DTM took the submit of ${gid} and holds it "submitted", though its answer did not come`));
+    expect((await stored(gid))?.status).not.toBe('prepared');
+    expect((await app.client.waitForFinal(gid, { timeout: 40 })).status).toBe('succeed');
+    expect(recorder.callsTo('/SlowDeliver', gid).length).toBeGreaterThanOrEqual(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+  }, 60_000);
 
   it('executeMsg with waitForFinal, its submit cut after DTM accepted it: waits the outcome out and resolves succeed (DTM has the message), not DtmUnavailableError', async () => {
     cut = 'after';

@@ -2,7 +2,7 @@
 // send (in neutral terms), with the real HTTP / gRPC payload encoding. The wire mapping of each
 // transport is tested in wire-mapping.spec.ts.
 import { describe, expect, it } from '@jest/globals';
-import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
+import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
 import type { BranchInfo, BranchKind, TransactionRecord } from '../../lib/transport/dtm.types.js';
 import type { XaDatabase } from '../../lib/xa/xa.types.js';
 import type { BranchRegistration, DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
@@ -353,6 +353,97 @@ describe('Msg', () => {
       },
     });
     expect(() => new Msg(runtime, 'gid-21', { protocol: 'grpc' }).enableConcurrent()).toThrow(/gRPC API cannot carry concurrent messages/);
+  });
+
+  describe("a submit left undecided after the prepare (no answer, a broken connection) is decided by DTM's record, as for TCC / XA", () => {
+    /** DTM's status of the gid after the submit (`query failed`: no answer), and the submit's error: one that may have reached DTM, or one never sent. */
+    const undecided = (after: string, sent: 'maybe' | 'never', waitResult = false) => {
+      const { runtime } = recordingRuntime();
+      const state = { submits: 0, queriesAfter: 0 };
+      const submitError = new DtmUnavailableError(`could not reach http://dtm:36789/api/dtmsvr/submit (${sent === 'maybe' ? 'socket hang up' : 'connect ECONNREFUSED'})`, {
+        cause: { code: sent === 'maybe' ? 'ECONNRESET' : 'ECONNREFUSED' },
+      });
+      const deciding: TransactionRuntime = {
+        ...runtime,
+        query: async (gid) => {
+          if (state.submits === 0) return null; // the check after the prepare
+          state.queriesAfter++;
+          if (after === 'query failed') throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/query (connect ECONNREFUSED)');
+          return { gid, status: after, transType: 'msg' } as unknown as TransactionRecord;
+        },
+        transport: (protocol) =>
+          Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+            submit: async () => {
+              state.submits++;
+              throw submitError;
+            },
+          }),
+      };
+      const msg = new Msg(deciding, 'gid-u', { waitResult, timeoutToFail: 40 }).add('http://a/x', {});
+      return { msg, state, submitError };
+    };
+
+    it('submitted or succeed: the submit took, submit() resolves (one query, after the failed submit)', async () => {
+      for (const status of ['submitted', 'succeed']) {
+        const { msg, state } = undecided(status, 'maybe');
+        await msg.prepare('http://a/check');
+        await expect(msg.submit()).resolves.toBeUndefined();
+        expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+      }
+    });
+
+    it("with waitResult, submitted: DtmOutcomeUnknownError 'submitted' (DTM took it, its first round not known ended); succeed resolves", async () => {
+      const { msg, submitError } = undecided('submitted', 'maybe', true);
+      await msg.prepare('http://a/check');
+      const err = await msg.submit().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid: 'gid-u', lastStatus: 'submitted', cause: submitError });
+      expect((err as Error).message).toMatch(/^DTM took the submit of gid-u and holds it "submitted", though its answer did not come \(could not reach .*socket hang up\)/);
+      const succeeded = undecided('succeed', 'maybe', true);
+      await succeeded.msg.prepare('http://a/check');
+      await expect(succeeded.msg.submit()).resolves.toBeUndefined();
+    });
+
+    it("prepared: DtmOutcomeUnknownError 'prepared' saying DTM was asked, that a submit on its way may still take, and what comes next (the back-check after timeout_to_fail, or a submit again)", async () => {
+      const { msg } = undecided('prepared', 'maybe');
+      await msg.prepare('http://a/check');
+      const err = await msg.submit().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid: 'gid-u', lastStatus: 'prepared' });
+      expect((err as Error).message).toBe(
+        'the submit of msg gid-u did not get through (could not reach http://dtm:36789/api/dtmsvr/submit (socket hang up)): DTM, asked after it, holds the message prepared (a submit still on its way to DTM may yet take it). DTM back-checks its query-prepared target once its timeout_to_fail (40 s) passed and delivers it if the local transaction committed; or submit it again now: submit() on the same Msg (DTM takes the submit of a message it holds prepared). Wait for it with waitForFinal("gid-u"), never send it again under a new gid',
+      );
+    });
+
+    it("DTM answering no query: 'unknown' after a submit that may have reached it; 'prepared' after one never sent, saying it did not reach DTM", async () => {
+      const maybe = undecided('query failed', 'maybe');
+      await maybe.msg.prepare('http://a/check');
+      const unknown = await maybe.msg.submit().catch((e: unknown) => e);
+      expect(unknown).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(unknown).toMatchObject({ gid: 'gid-u', lastStatus: 'unknown' });
+      expect((unknown as Error).message).toMatch(/^the submit of msg gid-u may or may not have reached DTM \(.*socket hang up\)\), and DTM could not be asked what it holds then \(.*query \(connect ECONNREFUSED\)\): it holds the message either prepared \(no submit got through: it back-checks .*\) or submitted \(it delivers it\)/);
+      const never = undecided('query failed', 'never');
+      await never.msg.prepare('http://a/check');
+      const prepared = await never.msg.submit().catch((e: unknown) => e);
+      expect(prepared).toMatchObject({ gid: 'gid-u', lastStatus: 'prepared' });
+      expect((prepared as Error).message).toContain('(could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)): it did not reach DTM, which answered no query either: DTM holds the message prepared.');
+    });
+
+    it('doAndSubmit, its local transaction committed: submitted resolves with its result; prepared says not to run the local transaction again', async () => {
+      const took = undecided('submitted', 'maybe');
+      await expect(took.msg.doAndSubmit('http://a/check', async () => 'saved')).resolves.toBe('saved');
+      expect(took.state).toEqual({ submits: 1, queriesAfter: 1 });
+      const held = undecided('prepared', 'maybe');
+      const err = await held.msg.doAndSubmit('http://a/check', async () => 'saved').catch((e: unknown) => e);
+      expect(err).toMatchObject({ gid: 'gid-u', lastStatus: 'prepared' });
+      expect((err as Error).message).toMatch(/^the local transaction of msg gid-u committed, but its submit did not get through \(.*\): DTM, asked after it, holds the message prepared .* Do not run the local transaction again; wait for it with waitForFinal\("gid-u"\)/);
+    });
+
+    it('a message submitted whole (no prepare) is not asked: the submit\'s own error, no query', async () => {
+      const { msg, state, submitError } = undecided('submitted', 'maybe');
+      await expect(msg.submit()).rejects.toBe(submitError);
+      expect(state).toEqual({ submits: 1, queriesAfter: 0 });
+    });
   });
 });
 

@@ -58,7 +58,11 @@ describe('the other texts that quote a cause cut it the same way', () => {
   it("the submit's, the first round's and the workflow's causes", () => {
     expect(quotedIn(MESSAGES.submitOutcomeUnknown('g1', 'prepared', words), 'reached DTM (', '), and DTM')).toBe(cut);
     expect(quotedIn(MESSAGES.msgFirstRoundUnfinished('g1', 'submitted', words), 'DTM answered: ', '): DTM delivers')).toBe(cut);
-    expect(quotedIn(MESSAGES.msgSubmitOutcomeUnknown('g1', words), 'reached DTM (', '): DTM holds')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgSubmitNotTaken('g1', words, true, 60, true), 'did not get through (', '): DTM, asked')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgSubmitNotTaken('g1', words, false, 60, false), 'did not get through (', '): it did not')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgSubmitStatusUnknown('g1', words, words, true), 'reached DTM (', '), and DTM')).toBe(cut);
+    expect(quotedIn(MESSAGES.msgSubmitStatusUnknown('g1', 'reset', words, false), 'what it holds then (', '): it holds')).toBe(cut);
+    expect(quotedIn(MESSAGES.submitStatusUnknown('g1', 'tcc', 'reset', words), 'what it holds then (', '): it holds')).toBe(cut);
     expect(quotedIn(MESSAGES.submitMaybeLost('g1', words), 'reached DTM (', '): DTM holds')).toBe(cut);
     expect(quotedIn(MESSAGES.waitResultNotFinal('g1', 'submitted', words), 'first round (', ') and is')).toBe(cut);
     expect(quotedIn(MESSAGES.workflowPending('w', 'g1', words), 'not finished (', '); DTM will')).toBe(cut);
