@@ -27,14 +27,14 @@ afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-/** How long `run` took to settle, and what it settled to (its error's message). */
+/** How long `run` took to settle (on the monotonic clock timers run on: the wall clock may be slewed), and what it settled to (its error's message). */
 async function timed(run: Promise<unknown>): Promise<{ ms: number; outcome: string }> {
-  const started = Date.now();
+  const started = performance.now();
   const outcome = await run.then(
     () => 'resolved',
     (e: unknown) => (e as Error).message,
   );
-  return { ms: Date.now() - started, outcome };
+  return { ms: performance.now() - started, outcome };
 }
 
 describe('deadlines of the test support', () => {

@@ -54,7 +54,7 @@ describe("run-jest.mjs's guard", () => {
   it('kills a run whose test blocks for good: the output names the file and the test, the last log lines, and ends with "0 passed, 1 failed"', async () => {
     // a copy of the runner in a throwaway project: its build step a no-op, one spec that blocks the event loop
     const project = join(temp, 'project');
-    for (const file of ['scripts/run-jest.mjs', 'scripts/jest-guard.mjs', 'jest.config.js', 'jest.unit.config.js', 'tsconfig.json', 'test/support/progress-reporter.js']) {
+    for (const file of ['scripts/run-jest.mjs', 'scripts/jest-guard.mjs', 'jest.config.js', 'jest.unit.config.js', 'tsconfig.json', 'test/support/progress-reporter.js', 'test/support/slow-first-sequencer.js']) {
       mkdirSync(dirname(join(project, file)), { recursive: true });
       copyFileSync(join(root, file), join(project, file));
     }
