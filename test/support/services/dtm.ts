@@ -2,10 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
+import pg from 'pg';
 import { dtmTestServerConfig, freeLocalPort, waitForDtmServer } from 'nestjs-dtm/testing';
 import { DTM_VERSION, dtmBinaryPath, isExecutable } from './binaries.js';
 import { logTail, startProcess, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
 import type { MariadbInfo } from './mariadb.js';
+import type { PostgresInfo } from './postgres.js';
 import type { RedisInfo } from './redis.js';
 
 /** Where the harness's DTM server listens and what it runs with. */
@@ -26,11 +28,12 @@ export interface DtmInfo {
 }
 
 /**
- * Storage engine of the DTM server: boltdb in the temp dir (default), the harness's Redis, or the
- * harness's MariaDB (database `dtm`, the store of DTM's own benchmark; its schema is created by
- * DTM's `-r` from the SQL files of its Go module).
+ * Storage engine of the DTM server: boltdb in the temp dir (default), the harness's Redis, the
+ * harness's MariaDB (database `dtm`, the store of DTM's own benchmark), or a PostgreSQL database
+ * (schema `dtm` of `postgresDb`); a SQL store's tables are created by DTM's `-r` from the SQL files
+ * of its Go module.
  */
-export type DtmStore = 'boltdb' | 'redis' | 'mysql';
+export type DtmStore = 'boltdb' | 'redis' | 'mysql' | 'postgres';
 
 /** Options for {@link startDtm}. */
 export interface StartDtmOptions {
@@ -41,6 +44,12 @@ export interface StartDtmOptions {
   redisPrefix?: string;
   /** Required when `store` is `mysql`. */
   mariadb?: MariadbInfo;
+  /** Required when `store` is `postgres`, with `postgresDb`. */
+  postgres?: PostgresInfo;
+  /** The existing PostgreSQL database of a `postgres` store (DTM's tables go to its schema `dtm`). */
+  postgresDb?: string;
+  /** A SQL store's tables are dropped and created again (DTM's `-r`; default true): false for a restart on what DTM stored. */
+  resetSqlStore?: boolean;
   /** Seconds the cron sleeps when no transaction is due (DTM default 3; the harness uses 1). */
   cronIntervalSeconds?: number;
   /** Extra top-level keys of DTM's config file (e.g. `{ RequestTimeout: 5 }`). */
@@ -68,19 +77,26 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     await conn.query('CREATE DATABASE IF NOT EXISTS dtm');
     await conn.end();
   }
+  if (store === 'postgres') {
+    // -r creates DTM's tables in the schema of its connection's search_path, which must exist
+    const client = new pg.Client({ host: options.postgres!.host, port: options.postgres!.port, user: options.postgres!.user, password: options.postgres!.password, database: options.postgresDb });
+    await client.connect();
+    await client.query('CREATE SCHEMA IF NOT EXISTS dtm').finally(() => client.end());
+  }
+  const sqlStore = store === 'mysql' || store === 'postgres';
   const configFile = join(dir, 'dtm.yml');
   // the configuration nestjs-dtm/testing's startDtmServer writes, with the harness's store
   writeFileSync(configFile, dtmTestServerConfig({ http: httpPort, grpc: grpcPort }, { ...options, store: storeConfig(store, options) }));
   const logFile = join(runDir.path, `${name}.log`);
-  // boltdb keeps its file in the working directory: the server runs in its own temp directory; for the
-  // mysql store it runs in its Go module's directory, whose sqls/ its -r (create the schema) reads.
+  // boltdb keeps its file in the working directory: the server runs in its own temp directory; for a
+  // SQL store it runs in its Go module's directory, whose sqls/ its -r (create the schema) reads.
   // SIGINT, not SIGTERM: a SIGTERM that arrives before DTM's main has installed its handler is caught
   // by go-zero's (a dependency) graceful-shutdown handler, which only re-raises it 5.5 s later.
   const proc = startProcess({
     name,
     command: binary,
-    args: store === 'mysql' ? ['-c', configFile, '-r'] : ['-c', configFile],
-    cwd: store === 'mysql' ? dtmModuleDir() : dir,
+    args: sqlStore && options.resetSqlStore !== false ? ['-c', configFile, '-r'] : ['-c', configFile],
+    cwd: sqlStore ? dtmModuleDir() : dir,
     env: minimalEnv(),
     runDir,
     logFile,
@@ -106,6 +122,13 @@ function storeConfig(store: DtmStore, options: StartDtmOptions): Record<string, 
     const db = options.mariadb;
     if (!db) throw new Error('the mysql DTM store needs a running MariaDB (pass options.mariadb)');
     return { Driver: 'mysql', Host: db.host, Port: db.port, User: db.user, Password: db.password, Db: 'dtm' };
+  }
+  if (store === 'postgres') {
+    const db = options.postgres;
+    if (!db || !options.postgresDb) throw new Error('the postgres DTM store needs a running PostgreSQL and a database of it (pass options.postgres and options.postgresDb)');
+    // DTM's DSN is 'host=.. user=.. password=%s dbname=..': lib/pq reads an empty password as the
+    // next field ("dbname=..."), and connects to the user's database; trust authentication ignores it
+    return { Driver: 'postgres', Host: db.host, Port: db.port, User: db.user, Password: db.password || 'unused', Db: options.postgresDb, Schema: 'dtm' };
   }
   const redis = options.redis;
   if (!redis) throw new Error('the redis DTM store needs a running Redis (pass options.redis)');
@@ -144,9 +167,9 @@ export async function stopDtm(dtm: RunningDtm, hard = false): Promise<void> {
   await (hard ? dtm.process.kill() : dtm.process.stop());
 }
 
-/** Starts a stopped `dtm` again with `options` (those it was started with), on its ports and store. */
+/** Starts a stopped `dtm` again with `options` (those it was started with), on its ports and store (a SQL store's tables kept: no `-r`). */
 export async function startDtmAgain(runDir: RunDir, dtm: RunningDtm, options: StartDtmOptions = {}): Promise<RunningDtm> {
   const httpPort = Number(new URL(dtm.info.httpUrl).port);
   const grpcPort = Number(dtm.info.grpcAddress.split(':').pop());
-  return startDtm(runDir, { ...options, store: dtm.info.store, extraConfig: { ...options.extraConfig, HttpPort: httpPort, GrpcPort: grpcPort } });
+  return startDtm(runDir, { ...options, store: dtm.info.store, resetSqlStore: false, extraConfig: { ...options.extraConfig, HttpPort: httpPort, GrpcPort: grpcPort } });
 }

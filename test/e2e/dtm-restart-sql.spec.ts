@@ -1,0 +1,394 @@
+// DTM on a SQL store (PostgreSQL: its tables in schema `dtm` of this file's own database) killed (-9)
+// with transactions in flight, and started again on what it stored (without -r, which would drop
+// its tables). dtm-restart.spec.ts does the same on Redis; a SQL store differs in that DTM v1.19
+// writes branch results asynchronously (batched every 200 ms, dtmsvr/trans_status.go
+// changeBranchStatus), so what it did just before the kill may be done again. One kill for all
+// cells, over HTTP and gRPC each:
+// - an XA transaction in its commit round: both branches prepared, DTM's phase 2 of the first held
+//   at the branch (its COMMIT PREPARED waits) until DTM is killed, then run while DTM is down;
+// - a saga whose branches run: its second step held until the kill;
+// - a workflow whose step (another service) answers only once DTM is down;
+// - a message prepared, then submitted, DTM delivering it: its first branch held until the kill;
+// - a saga rolling back (its third step FAILURE) whose actions' results DTM had not written at the
+//   kill: a lock on DTM's rows of the saga (trans_branch_op) holds DTM's writes, which it makes up
+//   to 200 ms late anyway, so that the kill finds them unwritten every time; DTM's default (written
+//   asynchronously, the kill during the compensations) and with a timeoutToFail (written before DTM
+//   goes on: trans_type_saga.go sets updateBranchSync), the kill while the first write waits.
+// Each asserts what the caller's await gave, DTM's record after the restart, the barrier banks'
+// balances (moved once, PostgreSQL to MariaDB), and for XA that nothing stays prepared in either
+// database and that DTM's repeated phase 2 of the branch committed while it was down is taken as done.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Body, Controller, Injectable, Post } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
+import mysql from 'mysql2/promise';
+import pg from 'pg';
+import {
+  BarrierTx,
+  DtmWorkflow,
+  DtmWorkflowPendingError,
+  XaBranch,
+  mysqlXaDatabase,
+  type DtmProtocol,
+  type WorkflowContext,
+  type XaDatabase,
+} from 'nestjs-dtm';
+import { fileDatabases, type FileDatabases } from '../support/databases.js';
+import { PROTOCOLS } from '../support/fixtures.js';
+import { harness, queryTrans, triggerCron, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
+import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
+import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
+import { pgXaAt } from '../support/pg-xa.js';
+import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
+
+/** What a workflow transfer of this file is given: the gate is a step of another service (the recorder). */
+interface RestartTransfer {
+  protocol: DtmProtocol;
+  account: number;
+  amount: number;
+  gate: string;
+}
+
+/** Resolves once DTM was killed (set before the cells start). */
+let killed!: Promise<void>;
+let t: BarrierApp;
+
+/** A transfer as a workflow: out of PostgreSQL, through the gate, into MariaDB; each bank step with its compensation. */
+@Injectable()
+class SqlRestartWorkflows {
+  @DtmWorkflow('sqlrestart.transfer')
+  async transfer(wf: WorkflowContext<RestartTransfer>) {
+    const { protocol, account, amount, gate } = wf.input;
+    const move = { account, amount };
+    const bank = bankHelpers(() => t);
+    const at = (store: 'pg' | 'mysql', path: string) => bank.target(store, protocol, path);
+    const call = <T>(step: { http(t: string, p?: object): Promise<T>; grpc(t: string, p?: object | Uint8Array): Promise<T> }, target: string, payload: object | Uint8Array) =>
+      protocol === 'grpc' ? step.grpc(target, payload) : step.http(target, payload as object);
+    await call(wf.step('withdraw').onRollback((b) => call(b, at('pg', 'trans-out-compensate'), move)), at('pg', 'trans-out'), move);
+    await call(wf.step('gate'), gate, protocol === 'grpc' ? new Uint8Array() : {});
+    await call(wf.step('deposit').onRollback((b) => call(b, at('mysql', 'trans-in-compensate'), move)), at('mysql', 'trans-in'), move);
+  }
+}
+
+/** XA branches adding `amount` (negative: taking it) to `account`, on PostgreSQL and MariaDB. */
+@Controller('xa-bank')
+class SqlRestartXaBank {
+  @Post('pg')
+  @GrpcMethod('XaBank', 'Pg')
+  @XaBranch('xa.pg', { db: 'pgxa' })
+  async pg(@Body() m: { account: number; amount: number }, @BarrierTx() client: pg.Client) {
+    await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
+  }
+
+  @Post('mysql')
+  @GrpcMethod('XaBank', 'Mysql')
+  @XaBranch('xa.mysql', { db: 'myxa' })
+  async mysql(@Body() m: { account: number; amount: number }, @BarrierTx() conn: mysql.Connection) {
+    await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
+  }
+}
+
+/** Set once DTM is up again: the gates let their calls through. */
+let restarted = false;
+/** By gid, the transactions holding DTM's rows of the 'saga aborting' cells' branches locked until the kill. */
+const branchRowsLocks = new Map<string, pg.Client>();
+/** The gids whose lock a DTM write waits on. */
+const waitingOnLock = new Set<string>();
+/** The XA ids whose phase-2 commit the branch holds until the kill. */
+const holdCommitOf = new Set<string>();
+/** Each phase-2 statement the XA branches ran (`XA COMMIT '<xid>'`, `COMMIT PREPARED '<xid>'`), with what it gave. */
+const phase2Runs: string[] = [];
+
+/** `db` whose phase-2 commit of an id in {@link holdCommitOf} waits until DTM was killed (before the restart only), every phase-2 statement noted in {@link phase2Runs}. */
+function holdingCommits<H>(db: XaDatabase<H>): XaDatabase<H> {
+  return {
+    dialect: db.dialect,
+    async connect() {
+      const conn = await db.connect();
+      return {
+        handle: conn.handle,
+        close: (clean?: boolean) => conn.close(clean),
+        async execute(sql: string, params?: unknown[]) {
+          const xid = /^(?:XA COMMIT|COMMIT PREPARED|XA ROLLBACK|ROLLBACK PREPARED) '(.+)'$/.exec(sql)?.[1];
+          if (xid === undefined) return conn.execute(sql, params);
+          if (!restarted && holdCommitOf.has(xid) && /COMMIT/.test(sql)) {
+            phase2Runs.push(`held ${sql}`);
+            await killed;
+          }
+          return conn.execute(sql, params).then(
+            (r) => (phase2Runs.push(`${sql} ran`), r),
+            (err: unknown) => {
+              phase2Runs.push(`${sql} failed: ${(err as Error).message}`);
+              throw err;
+            },
+          );
+        },
+      };
+    },
+  };
+}
+
+let dtmOptions: StartDtmOptions;
+let dtm: RunningDtm;
+let dbs: FileDatabases;
+let recorder: Recorder;
+const bank = bankHelpers(() => t);
+
+/** What this file's DTM holds for `gid` (its HTTP API, not through the module). */
+const stored = (gid: string) => queryTrans(gid, dtm.info.serverUrl);
+const branchLines = (answer: DtmQueryAnswer) => answer.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort();
+
+/** Waits until this file's DTM records `gid` with `status` and every branch line `done` says (its asynchronous branch writes flushed), having its cron take pending transactions every second. */
+async function untilDtmRecords(gid: string, status: TransStatus, done: (lines: string[]) => boolean = () => true): Promise<DtmQueryAnswer> {
+  let last: DtmQueryAnswer | undefined;
+  await waitUntil(`DTM recording ${gid} ${status}`, async () => {
+    last = await stored(gid);
+    if (last.transaction?.status === status && done(branchLines(last))) return true;
+    await triggerCron(dtm.info.serverUrl);
+    return false;
+  }, { timeoutMs: 30_000, intervalMs: 500 });
+  return last!;
+}
+
+/** One transaction in flight at the kill: `inFlight` resolves when it reached the moment the kill must catch; `outcome` is what its caller's await gave (value or error). */
+interface Cell {
+  gid: string;
+  account: number;
+  inFlight: Promise<unknown>;
+  outcome: Promise<{ value?: unknown; error?: unknown }>;
+}
+const settle = (p: Promise<unknown>) => p.then((value) => ({ value }), (error: unknown) => ({ error }));
+const payloadOf = (protocol: DtmProtocol) => (protocol === 'grpc' ? new Uint8Array() : {});
+const gateTarget = (protocol: DtmProtocol, path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
+
+/** The cells, by name and protocol. */
+const cells = new Map<string, Cell>();
+const cell = (name: string, protocol: DtmProtocol) => cells.get(`${name} ${protocol}`)!;
+const AMOUNT = 10;
+/** `<path> <gid>` of the gate calls held until the kill. */
+const reached = new Set<string>();
+/** The recorder's `path` holds each call until DTM was killed (answering 200 then, and at once after the restart). */
+const holdUntilKilled = (path: string) =>
+  recorder.handle(path, async (call) => {
+    if (!restarted) {
+      reached.add(`${path} ${call.query.gid}`);
+      await killed;
+    }
+    return 200;
+  });
+/** Resolves once `held()` says so. */
+const until = (what: string, held: () => boolean) => waitUntil(what, async () => held(), { timeoutMs: 20_000, intervalMs: 50 });
+
+beforeAll(async () => {
+  dbs = await fileDatabases();
+  dtmOptions = { name: 'dtm-restart-sql', store: 'postgres', postgres: harness().postgres!, postgresDb: dbs.postgres.database };
+  dtm = await startDtm(runDirFrom(harness().runDir), dtmOptions);
+  recorder = await startRecorder();
+  t = await startBarrierApp(dbs, {
+    dtm: dtm.info,
+    providers: [SqlRestartWorkflows],
+    controllers: [SqlRestartXaBank],
+    xaConnections: { pgxa: holdingCommits(pgXaAt(dbs.postgres.url)), myxa: holdingCommits(mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config))) },
+    workflowResume: true,
+    config: { retryInterval: 1, timeout: 10 },
+  });
+  const accounts = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [i + 1, 100]));
+  await bank.seed('pg', accounts);
+  await bank.seed('mysql', accounts);
+
+  let kill!: () => void;
+  killed = new Promise<void>((resolve) => (kill = resolve));
+  const client = t.client;
+  let account = 0;
+  const add = async (name: string, start: (gid: string, m: { account: number; amount: number }) => { inFlight: Promise<unknown>; outcome: Promise<unknown> }, protocol: DtmProtocol) => {
+    const gid = await client.generateGid();
+    const m = { account: ++account, amount: AMOUNT };
+    const { inFlight, outcome } = start(gid, m);
+    cells.set(`${name} ${protocol}`, { gid, account: m.account, inFlight, outcome: settle(outcome) });
+  };
+  for (const protocol of PROTOCOLS) {
+
+    // XA: both branches prepared, the submit taken; DTM's commit of branch 01 held at the branch until the kill
+    await add('xa', (gid, m) => {
+      holdCommitOf.add(`${gid}-01`);
+      return {
+        inFlight: until(`phase 2 of ${gid}-01 held`, () => phase2Runs.some((r) => r.startsWith('held') && r.includes(`'${gid}-01'`))),
+        outcome: client.xaGlobalTransactionAndWait(
+          gid,
+          async (xa) => {
+            await xa.callBranch({ account: m.account, amount: -m.amount }, 'xa.pg');
+            await xa.callBranch(m, 'xa.mysql');
+            return 'prepared';
+          },
+          { protocol, timeoutToFail: 60, retryInterval: 1 },
+          { timeout: 45 },
+        ),
+      };
+    }, protocol);
+    // a saga whose second step holds DTM's call until the kill
+    await add('saga', (gid, m) => {
+      const path = `/SagaGate${protocol}`;
+      holdUntilKilled(path);
+      return {
+        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        outcome: client.newSaga(gid, { protocol, retryInterval: 1 }).add('pg.transOut', m).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.transIn', m).submitAndWait({ timeout: 45 }),
+      };
+    }, protocol);
+    // a workflow whose gate step (another service) answers only once DTM is down
+    await add('workflow', (gid, m) => {
+      const path = `/WorkflowGate${protocol}`;
+      holdUntilKilled(path);
+      return {
+        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        outcome: client.executeWorkflow('sqlrestart.transfer', gid, { protocol, ...m, gate: gateTarget(protocol, path) } satisfies RestartTransfer, { protocol, retryInterval: 1 }),
+      };
+    }, protocol);
+    // a message prepared, then submitted (no waitResult); DTM's call of its first branch held until the kill
+    await add('msg', (gid, m) => {
+      const path = `/MsgGate${protocol}`;
+      holdUntilKilled(path);
+      const msg = client.newMsg(gid, { protocol, timeoutToFail: 60, retryInterval: 1 }).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.deliver', m);
+      return {
+        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        outcome: msg.prepare(bank.target('pg', protocol, 'query-prepared')).then(() => msg.submit()),
+      };
+    }, protocol);
+  }
+  // a saga whose third step fails, DTM's writes of the actions' results not yet made at the kill (they
+  // wait up to 200 ms in DTM; here a lock on DTM's rows of the saga holds them), its compensations under
+  // way; and the same saga with a timeoutToFail, whose branch results DTM writes before it goes on
+  const lostSaga = (name: string, options: { timeoutToFail?: number }) =>
+    add(name, (gid, m) => {
+      const path = (p: string) => `/${name.replace(/\W/g, '')}${p}`;
+      recorder.handle(path('Gate'), async () => {
+        if (!restarted && !branchRowsLocks.has(gid)) {
+          const client = new pg.Client({ connectionString: dbs.postgres.url });
+          await client.connect();
+          await client.query('BEGIN');
+          await client.query('SELECT id FROM dtm.trans_branch_op WHERE gid = $1 FOR UPDATE', [gid]);
+          branchRowsLocks.set(gid, client);
+        }
+        return 200;
+      });
+      recorder.answer(path('Fail'), 409);
+      holdUntilKilled(path('FailRevert'));
+      return {
+        // asynchronous writes: DTM went on to the compensations; synchronous: its write of the first result waits on the lock
+        inFlight: options.timeoutToFail
+          ? until(`DTM's write of ${gid} waiting on the lock`, () => waitingOnLock.has(gid))
+          : until(`a call of ${gid} held at ${path('FailRevert')}`, () => reached.has(`${path('FailRevert')} ${gid}`)),
+        outcome: client
+          .newSaga(gid, { protocol: 'http', retryInterval: 1, ...options })
+          .add(recorder.urlFor(path('Gate')), recorder.urlFor(path('GateRevert')), {})
+          .add('pg.transOut', m)
+          .add(recorder.urlFor(path('Fail')), recorder.urlFor(path('FailRevert')), {})
+          .submitAndWait({ timeout: 45 }),
+      };
+    }, 'http');
+  await lostSaga('saga aborting', {});
+  await lostSaga('saga aborting sync', { timeoutToFail: 60 });
+  const watching = setInterval(() => {
+    for (const [gid, lock] of branchRowsLocks) {
+      void lock.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))').then(({ rows }) => rows[0].n > 0 && waitingOnLock.add(gid), () => undefined);
+    }
+  }, 100);
+  await Promise.all([...cells.values()].map((c) => c.inFlight));
+  await stopDtm(dtm, true);
+  kill();
+  clearInterval(watching);
+  for (const lock of branchRowsLocks.values()) {
+    // the killed DTM's write waits on the lock in a backend of its own, which would run it once the lock
+    // is gone (PostgreSQL does not see the client gone while it waits): ended first, as the write never left DTM
+    await lock.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))');
+    await lock.query('ROLLBACK');
+    await lock.end();
+  }
+  await sleep(500);
+  dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
+  restarted = true;
+}, 60_000);
+
+afterAll(async () => {
+  await t?.close();
+  await recorder?.close();
+  await dtm?.process.stop();
+});
+
+/** The balances of the cell's account in both banks. */
+const balancesOf = async (c: Cell) => ({ pg: (await bank.balances('pg', [c.account]))[c.account], mysql: (await bank.balances('mysql', [c.account]))[c.account] });
+const allDone = (lines: string[]) => lines.every((l) => !/ (action|commit) prepared$/.test(l));
+
+describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store, over %s', (protocol) => {
+  it('an XA transaction in its commit round (phase 2 of branch 01 held at the branch, run while DTM is down): xaGlobalTransactionAndWait resolves succeed; DTM calls that phase 2 again, taken as done; both committed once, nothing left prepared', async () => {
+    const c = cell('xa', protocol);
+    expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'succeed', result: 'prepared' }) });
+    const record = await untilDtmRecords(c.gid, 'succeed', allDone);
+    expect(branchLines(record)).toEqual(['01 commit succeed', '01 rollback prepared', '02 commit succeed', '02 rollback prepared']);
+    // the held commit ran once DTM was down; DTM, back, had no result of it and sent it again: the database no longer knows the id
+    const runs = phase2Runs.filter((r) => r.includes(`'${c.gid}-01'`));
+    expect(runs[0]).toBe(`held COMMIT PREPARED '${c.gid}-01'`);
+    expect(runs).toContain(`COMMIT PREPARED '${c.gid}-01' ran`);
+    expect(runs.filter((r) => /failed: prepared transaction with identifier .* does not exist/.test(r)).length).toBeGreaterThanOrEqual(1);
+    expect(phase2Runs.filter((r) => r === `XA COMMIT '${c.gid}-02' ran`)).toHaveLength(1);
+    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+    expect((await t.sql.pg.run('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE ?', [`${c.gid}%`])).rows).toEqual([]);
+    expect((await t.sql.mysql.run('XA RECOVER')).rows.filter((r) => String(r.data).startsWith(c.gid))).toEqual([]);
+  });
+
+  it('a saga whose second step is under way: submitAndWait rides the restart out and resolves succeed; DTM calls that step again; the money moved once', async () => {
+    const c = cell('saga', protocol);
+    expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'succeed' }) });
+    const record = await untilDtmRecords(c.gid, 'succeed', allDone);
+    expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate prepared', '02 action succeed', '02 compensate prepared', '03 action succeed', '03 compensate prepared']);
+    expect(recorder.callsTo(`/SagaGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
+    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+  });
+
+  it('a workflow whose step answers while DTM is down: DtmWorkflowPendingError; DTM resumes it after the restart, it succeeds, each bank step moved once', async () => {
+    const c = cell('workflow', protocol);
+    const outcome = await c.outcome;
+    expect(outcome.error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(outcome.error).toMatchObject({ gid: c.gid });
+    const record = await untilDtmRecords(c.gid, 'succeed', allDone);
+    expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed']);
+    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+  });
+
+  it('a message prepared and submitted, DTM delivering it: submit() resolved; DTM, back, delivers every branch, MariaDB credited once', async () => {
+    const c = cell('msg', protocol);
+    expect(await c.outcome).toEqual({ value: undefined });
+    const record = await untilDtmRecords(c.gid, 'succeed', allDone);
+    expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed']);
+    expect(recorder.callsTo(`/MsgGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
+    expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + AMOUNT });
+  });
+});
+
+describe('DTM killed (-9) and restarted on its PostgreSQL store, a saga rolling back (its third step FAILURE) before DTM wrote its actions\' results', () => {
+  const callLines = (gid: string) => [...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((x) => `${x.path.replace(/^\/sagaaborting(sync)?/, '')} ${x.status}`);
+
+  it('DTM\'s default (results written asynchronously, up to 200 ms later), the kill during the compensations: DTM, back, compensates the first step only, records the saga failed, and the second step\'s withdrawal stays (money lost: DTM v1.19, documented)', async () => {
+    const c = cell('saga aborting', 'http');
+    expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'failed' }) });
+    const record = await untilDtmRecords(c.gid, 'failed', (lines) => lines.includes('01 compensate succeed'));
+    expect(record.transaction?.rollback_reason).toMatch(/sagaabortingFail return failed: .*FAILURE/);
+    // every action 'prepared': after the restart DTM took the first as possibly run and the others as never run
+    expect(branchLines(record)).toEqual(['01 action prepared', '01 compensate succeed', '02 action prepared', '02 compensate prepared', '03 action prepared', '03 compensate prepared']);
+    expect(callLines(c.gid)).toEqual(['Gate 200', 'Fail 409', 'FailRevert 200', 'GateRevert 200']);
+    // step 02 ran (its barrier row), its compensation was never called: PostgreSQL keeps the withdrawal, MariaDB got nothing
+    expect(await bank.barrierRows('pg', c.gid)).toEqual(['02/action/01=action']);
+    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 });
+  });
+
+  it('with a timeoutToFail (DTM then writes the saga\'s branch results before going on), the kill while its first write waits: DTM, back, runs the saga again from its first step and compensates every step; the money is back', async () => {
+    const c = cell('saga aborting sync', 'http');
+    expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'failed' }) });
+    const record = await untilDtmRecords(c.gid, 'failed', (lines) => lines.includes('01 compensate succeed'));
+    expect(record.transaction?.rollback_reason).toMatch(/sagaabortingsyncFail return failed: .*FAILURE/);
+    expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate succeed', '02 action succeed', '02 compensate succeed', '03 action failed', '03 compensate succeed']);
+    expect(callLines(c.gid)).toEqual(['Gate 200', 'Gate 200', 'Fail 409', 'FailRevert 200', 'GateRevert 200']);
+    expect(await bank.barrierRows('pg', c.gid)).toEqual(['02/action/01=action', '02/compensate/01=compensate']);
+    expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 });
+  });
+});
