@@ -317,6 +317,8 @@ afterAll(async () => {
 
 /** The balances of the cell's account in both banks. */
 const balancesOf = async (c: Cell) => ({ pg: (await bank.balances('pg', [c.account]))[c.account], mysql: (await bank.balances('mysql', [c.account]))[c.account] });
+/** The barrier rows of the cell's gid in both banks: one per branch that ran, whatever DTM repeated. */
+const barrierOf = async (c: Cell) => ({ pg: await bank.barrierRows('pg', c.gid), mysql: await bank.barrierRows('mysql', c.gid) });
 const allDone = (lines: string[]) => lines.every((l) => !/ (action|commit) prepared$/.test(l));
 
 describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store, over %s', (protocol) => {
@@ -331,6 +333,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     expect(runs).toContain(`COMMIT PREPARED '${c.gid}-01' ran`);
     expect(runs.filter((r) => /failed: prepared transaction with identifier .* does not exist/.test(r)).length).toBeGreaterThanOrEqual(1);
     expect(phase2Runs.filter((r) => r === `XA COMMIT '${c.gid}-02' ran`)).toHaveLength(1);
+    expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['02/action/01=action'] });
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
     expect((await t.sql.pg.run('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE ?', [`${c.gid}%`])).rows).toEqual([]);
     expect((await t.sql.mysql.run('XA RECOVER')).rows.filter((r) => String(r.data).startsWith(c.gid))).toEqual([]);
@@ -342,6 +345,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     const record = await untilDtmRecords(c.gid, 'succeed', allDone);
     expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate prepared', '02 action succeed', '02 compensate prepared', '03 action succeed', '03 compensate prepared']);
     expect(recorder.callsTo(`/SagaGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
+    expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['03/action/01=action'] });
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
 
@@ -352,6 +356,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     expect(outcome.error).toMatchObject({ gid: c.gid });
     const record = await untilDtmRecords(c.gid, 'succeed', allDone);
     expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed']);
+    expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['03/action/01=action'] });
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
 
@@ -361,6 +366,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     const record = await untilDtmRecords(c.gid, 'succeed', allDone);
     expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed']);
     expect(recorder.callsTo(`/MsgGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
+    expect(await barrierOf(c)).toEqual({ pg: [], mysql: ['02/action/01=action'] });
     expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + AMOUNT });
   });
 });
