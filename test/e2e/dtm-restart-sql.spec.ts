@@ -14,6 +14,8 @@
 //   to 200 ms late anyway, so that the kill finds them unwritten every time; DTM's default (written
 //   asynchronously, the kill during the compensations) and with a timeoutToFail (written before DTM
 //   goes on: trans_type_saga.go sets updateBranchSync), the kill while the first write waits.
+// Last, with no kill: the same saga whose write is held while a compensation fails once (DTM reads
+// the saga back from its store for the next round).
 // Each asserts what the caller's await gave, DTM's record after the restart, the barrier banks'
 // balances (moved once, PostgreSQL to MariaDB), and for XA that nothing stays prepared in either
 // database and that DTM's repeated phase 2 of the branch committed while it was down is taken as done.
@@ -193,7 +195,7 @@ beforeAll(async () => {
     workflowResume: true,
     config: { retryInterval: 1, timeout: 10 },
   });
-  const accounts = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [i + 1, 100]));
+  const accounts = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [i + 1, 100]));
   await bank.seed('pg', accounts);
   await bank.seed('mysql', accounts);
 
@@ -397,4 +399,41 @@ describe('DTM killed (-9) and restarted on its PostgreSQL store, a saga rolling 
     expect(await bank.barrierRows('pg', c.gid)).toEqual(['02/action/01=action', '02/compensate/01=compensate']);
     expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 });
   });
+});
+
+describe('DTM on its PostgreSQL store, not killed: a saga rolling back while DTM\'s writes of its actions\' results are late', () => {
+  it('a compensation failing once (retried a round later), DTM\'s write of the actions\' results still waiting on its store then: the later round compensates the first step only and records the saga failed; the second step\'s withdrawal stays (DTM v1.19, documented)', async () => {
+    const gid = await t.client.generateGid();
+    const account = 11;
+    let lock: pg.Client | undefined;
+    recorder.handle('/StallGate', async () => {
+      if (!lock) {
+        lock = new pg.Client({ connectionString: dbs.postgres.url });
+        await lock.connect();
+        await lock.query('BEGIN');
+        await lock.query('SELECT id FROM dtm.trans_branch_op WHERE gid = $1 FOR UPDATE', [gid]);
+      }
+      return 200;
+    });
+    recorder.answer('/StallFail', 409);
+    recorder.answer('/StallFailRevert', 500, 200);
+    try {
+      const outcome = await t.client
+        .newSaga(gid, { protocol: 'http', retryInterval: 1 })
+        .add(recorder.urlFor('/StallGate'), recorder.urlFor('/StallGateRevert'), {})
+        .add('pg.transOut', { account, amount: AMOUNT })
+        .add(recorder.urlFor('/StallFail'), recorder.urlFor('/StallFailRevert'), {})
+        .submitAndWait({ timeout: 30 });
+      expect(outcome).toMatchObject({ gid, status: 'failed' });
+    } finally {
+      await lock?.query('ROLLBACK');
+      await lock?.end();
+    }
+    // the late writes land, then the first step's compensation: the second's never ran
+    const record = await untilDtmRecords(gid, 'failed', (lines) => lines.includes('01 compensate succeed') && lines.includes('02 action succeed'));
+    expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate succeed', '02 action succeed', '02 compensate prepared', '03 action failed', '03 compensate prepared']);
+    expect([...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((x) => `${x.path} ${x.status}`)).toEqual(['/StallGate 200', '/StallFail 409', '/StallFailRevert 500', '/StallGateRevert 200']);
+    expect(await bank.barrierRows('pg', gid)).toEqual(['02/action/01=action']);
+    expect({ pg: (await bank.balances('pg', [account]))[account], mysql: (await bank.balances('mysql', [account]))[account] }).toEqual({ pg: 100 - AMOUNT, mysql: 100 });
+  }, 40_000);
 });
