@@ -210,7 +210,6 @@ beforeAll(async () => {
     cells.set(`${name} ${protocol}`, { gid, account: m.account, inFlight, outcome: settle(outcome) });
   };
   for (const protocol of PROTOCOLS) {
-
     // XA: both branches prepared, the submit taken; DTM's commit of branch 01 held at the branch until the kill
     await add('xa', (gid, m) => {
       holdCommitOf.add(`${gid}-01`);
