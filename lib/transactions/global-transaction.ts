@@ -92,7 +92,9 @@ export abstract class GlobalTransaction extends Transaction {
       } catch (err) {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
         const undecided = stillPreparedError(this.gid, err);
-        if (!isUndecidedSubmit(undecided) || (await this.tookUnanswered(err)) !== 'succeed') throw undecided;
+        if (!isUndecidedSubmit(undecided)) throw undecided;
+        const status = await this.tookUnanswered(err);
+        if (status !== 'succeed' && status !== 'submitted') throw undecided;
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -209,14 +211,15 @@ export abstract class GlobalTransaction extends Transaction {
 
   /**
    * After a submit left undecided (`err`), DTM's status of it ({@link statusAfterUndecidedSubmit}: one
-   * query, on that error path only): `succeed`, the submit took; `submitted`, `DtmOutcomeUnknownError`
-   * with that status, reported submitted (a submit with waitResult whose first round of Confirms /
+   * query, on that error path only): `succeed`, the submit took; `submitted` without waitResult, the
+   * submit took (DTM's answer to it would have said no more); `submitted` with waitResult,
+   * `DtmOutcomeUnknownError` with that status, reported submitted (its first round of Confirms /
    * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
    * `DtmOutcomeUnknownError` `unknown`; anything else (still prepared, a submit never sent): DTM
    * holds it prepared.
    */
   private tookUnanswered(err: unknown): Promise<string | undefined> {
-    return this.statusAfterUndecidedSubmit(err, false, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
+    return this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
   }
 
   /** Resolves once every branch call under way settled (each is bounded by the branch timeout). */

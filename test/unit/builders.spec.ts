@@ -467,6 +467,50 @@ describe('TCC', () => {
   });
 });
 
+describe("TCC / XA: a submit left undecided (no answer, a broken connection) is decided by DTM's record", () => {
+  /** A TCC or XA whose submit fails with a reset (it may have reached DTM), DTM's status of its gid then being `after`. */
+  const undecided = (kind: 'tcc' | 'xa', after: string, waitResult = false) => {
+    const { runtime } = recordingRuntime();
+    const state = { submits: 0, queriesAfter: 0 };
+    const submitError = new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/submit (socket hang up)', { cause: { code: 'ECONNRESET' } });
+    const deciding: TransactionRuntime = {
+      ...runtime,
+      query: async (gid) => {
+        if (state.submits === 0) return null; // the check after the prepare
+        state.queriesAfter++;
+        return { gid, status: after, transType: kind } as unknown as TransactionRecord;
+      },
+      transport: (protocol) =>
+        Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+          submit: async () => {
+            state.submits++;
+            throw submitError;
+          },
+        }),
+    };
+    const run = () => (kind === 'tcc' ? new Tcc(deciding, 'gid-d', { waitResult }).run(async () => 'body') : new Xa(deciding, 'gid-d', { waitResult }).run(async () => 'body'));
+    return { run, state };
+  };
+
+  it("submitted or succeed without waitResult: the submit took, the body's result (one query, after the failed submit)", async () => {
+    for (const kind of ['tcc', 'xa'] as const) {
+      for (const status of ['submitted', 'succeed']) {
+        const { run, state } = undecided(kind, status);
+        await expect(run()).resolves.toBe('body');
+        expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+      }
+    }
+  });
+
+  it("with waitResult, submitted: DtmOutcomeUnknownError 'submitted' (its first round not known to have ended); prepared: 'prepared' either way", async () => {
+    for (const kind of ['tcc', 'xa'] as const) {
+      await expect(undecided(kind, 'submitted', true).run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'submitted' });
+      await expect(undecided(kind, 'prepared').run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'prepared' });
+      await expect(undecided(kind, 'prepared', true).run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'prepared' });
+    }
+  });
+});
+
 describe('branch targets', () => {
   it('a URL scheme in any case is an HTTP (or topic) target whose scheme is lower-cased, the rest kept: DTM tells http:// from gRPC case-sensitively', async () => {
     expect(parseTarget('HTTP://Host:8080/Path/X?q=A')).toEqual({ kind: 'http', value: 'http://Host:8080/Path/X?q=A' });
