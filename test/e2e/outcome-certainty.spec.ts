@@ -28,6 +28,15 @@ async function stored(gid: string): Promise<{ status?: string } | null> {
   return answer.transaction;
 }
 
+/** The gid of a submit's JSON body (`''` when it has none). */
+function gidOf(body: Buffer): string {
+  try {
+    return String((JSON.parse(body.toString('utf8')) as { gid?: unknown }).gid ?? '');
+  } catch {
+    return '';
+  }
+}
+
 /** Stops the private DTM now, and starts it again (same ports, same boltdb file) after `downMs`. */
 function bounceDtm(downMs: number): Promise<void> {
   return (async () => {
@@ -58,7 +67,7 @@ describe('waiting for the outcome through a DTM restart', () => {
       .add(recorder.urlFor('/Slow'), recorder.urlFor('/SlowRevert'), { n: 1 })
       .submitAndWait({ timeout: 60 });
     await recorder.waitForCalls('/Slow', 1, { gid });
-    await bounceDtm(2500);
+    await bounceDtm(1000);
     recorder.answer('/Slow', 200);
     const final = await waiting;
 
@@ -71,7 +80,7 @@ describe('waiting for the outcome through a DTM restart', () => {
     const gid = await app.client.generateGid();
     recorder.answer('/Held', 425);
     const saga = app.client.newSaga(gid, { retryInterval: 1 }).add(recorder.urlFor('/Held'), recorder.urlFor('/HeldRevert'), {});
-    const waiting = saga.submitAndWait({ timeout: 4 }).catch((e: unknown) => e);
+    const waiting = saga.submitAndWait({ timeout: 2.5 }).catch((e: unknown) => e);
     await recorder.waitForCalls('/Held', 1, { gid });
     await stopDtm(dtm, true);
     const error = await waiting;
@@ -95,7 +104,7 @@ describe('waiting for the outcome through a DTM restart', () => {
       gid,
       async (tcc) => {
         await tcc.callBranch({ amount: 5 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
-        down = bounceDtm(1500); // stops DTM before the submit
+        down = bounceDtm(1000); // stops DTM before the submit
         await sleep(300);
         return 'tried';
       },
@@ -135,7 +144,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   /** A proxy in front of DTM that cuts the connection of every submit: before forwarding it, or after DTM answered. */
   let proxy: Server;
   /**
-   * `before-once`: only the first submit is cut before DTM sees it; `mid`: DTM's answer is cut in
+   * `before-once`: only the first submit of each gid is cut before DTM sees it; `mid`: DTM's answer is cut in
    * its middle (status line and half the body sent); `refuse`: every submit is answered 429 (a
    * gateway's rate limit) and never reaches DTM; `down-after`: DTM's answer passes, then the proxy
    * refuses connections for 2 s (DTM gone right after it answered: the status query that follows is refused);
@@ -147,6 +156,8 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   let releaseFirst: (() => Promise<void>) | undefined;
   /** Submits the proxy saw (a test resets it). */
   let submits = 0;
+  /** Submits the proxy saw, by gid (a test clears it). */
+  const submitsOf = new Map<string, number>();
   /** When set, a status query the proxy receives is held until this resolves, if `holdQuery.when(now)` says so (checked once per query). */
   let holdQuery: { when: (now: number) => boolean; held: () => void; release: Promise<void> } | undefined;
   let proxyUrl = '';
@@ -176,6 +187,9 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
       req.on('end', () => {
         const submit = req.url?.endsWith('/submit') ?? false;
         const nth = submit ? ++submits : 0;
+        const gid = submit ? gidOf(Buffer.concat(chunks)) : '';
+        const nthOfGid = submit ? (submitsOf.get(gid) ?? 0) + 1 : 0;
+        if (submit) submitsOf.set(gid, nthOfGid);
         const hold = holdQuery;
         if (hold && req.url?.includes('/query?') && hold.when(Date.now())) {
           holdQuery = undefined;
@@ -190,7 +204,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
             forward.end();
           });
         }
-        if (submit && (cut === 'before' || (cut === 'before-once' && nth === 1))) return req.socket.destroy();
+        if (submit && (cut === 'before' || (cut === 'before-once' && nthOfGid === 1))) return req.socket.destroy();
         if (submit && cut === 'refuse') {
           res.writeHead(429, { 'content-type': 'text/plain', connection: 'close' });
           return void res.end('rate limit exceeded');
@@ -565,19 +579,21 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   it('executeTcc / executeXa with waitForFinal, the first submit cut before DTM saw it: DTM holds the transaction prepared, so the submit is sent again (as tccGlobalTransactionAndWait does) and DTM confirms, not cancelled at its timeout', async () => {
     cut = 'before-once';
     submits = 0;
+    submitsOf.clear();
     const tccGid = await app.client.generateGid();
-    const tcc = await viaProxy.helper.executeTcc(tccGid, [{ try: recorder.urlFor('/LostTry'), confirm: recorder.urlFor('/LostConfirm'), cancel: recorder.urlFor('/LostCancel') }], {
-      timeoutToFail: 60,
-      waitForFinal: { timeout: 15 },
-    });
-    expect(submits).toBe(2);
+    const xaGid = await app.client.generateGid();
+    // both at once: each waits DTM's record out (3 s of "still prepared") before its submit is sent again
+    const [tcc, xa] = await Promise.all([
+      viaProxy.helper.executeTcc(tccGid, [{ try: recorder.urlFor('/LostTry'), confirm: recorder.urlFor('/LostConfirm'), cancel: recorder.urlFor('/LostCancel') }], {
+        timeoutToFail: 60,
+        waitForFinal: { timeout: 15 },
+      }),
+      viaProxy.helper.executeXa(xaGid, [{ action: recorder.urlFor('/LostXa'), data: {} }], { timeoutToFail: 60, waitForFinal: { timeout: 15 } }),
+    ]);
+    expect([submits, submitsOf.get(tccGid), submitsOf.get(xaGid)]).toEqual([4, 2, 2]);
     expect(tcc.final).toMatchObject({ gid: tccGid, status: 'succeed' });
     expect(recorder.callsTo('/LostConfirm', tccGid)).toHaveLength(1);
     expect(recorder.callsTo('/LostCancel', tccGid)).toHaveLength(0);
-    submits = 0;
-    const xaGid = await app.client.generateGid();
-    const xa = await viaProxy.helper.executeXa(xaGid, [{ action: recorder.urlFor('/LostXa'), data: {} }], { timeoutToFail: 60, waitForFinal: { timeout: 15 } });
-    expect(submits).toBe(2);
     expect(xa.final).toMatchObject({ gid: xaGid, status: 'succeed' });
   });
 
@@ -1143,7 +1159,8 @@ describe('a prepare DTM stored whose answer never came (DtmUnavailableError befo
   let viaProxy: DtmTestApp;
   beforeAll(async () => {
     proxy = await answerSwallowingProxy(dtm.info.serverUrl, (request) => hold && request.startsWith('POST /api/dtmsvr/prepare'));
-    viaProxy = await startDtmApp({ config: { serverUrl: proxy.url, timeout: 2 } });
+    // its held prepare is given up after 1 s (DTM stores a prepare within milliseconds)
+    viaProxy = await startDtmApp({ config: { serverUrl: proxy.url, timeout: 1 } });
   });
   afterAll(async () => {
     await viaProxy?.close();
