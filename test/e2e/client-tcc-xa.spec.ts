@@ -198,9 +198,11 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     it('a body that returns while a callBranch() it started is still under way (not awaited), whose Try then answers FAILURE: not submitted (DTM would confirm the failed Try), DtmUsageError naming the call; aborted once the Try answered, DTM cancels, confirms nothing', async () => {
       const gid = await fx.client.generateGid();
       const started = latch();
+      const returned = latch();
       fx.recorder.handle('/LooseTry', async () => {
         started.open();
-        await sleep(1500);
+        await returned.wait();
+        await sleep(600); // answers well after the body returned
         return { status: 409, body: { message: 'out of stock' } };
       });
       let loose: Promise<unknown> | undefined;
@@ -208,6 +210,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         .tccGlobalTransaction(gid, async (tcc) => {
           loose = tcc.callBranch(fx.payload({ sku: 'a' }), fx.target('/LooseTry'), fx.target('/LooseConfirm'), fx.target('/LooseCancel')).catch((e: unknown) => e);
           await started.wait(); // registered, its Try under way
+          returned.open();
           return 'returned early';
         })
         .catch((e: unknown) => e);
@@ -226,9 +229,10 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/FastTry', { status: 409, body: { message: 'card declined' } });
       const started = latch();
-      fx.recorder.handle('/SlowTry', async () => {
+      fx.recorder.handle('/SlowTry', async (call) => {
         started.open();
-        await sleep(1500);
+        await fx.recorder.waitForCalls('/FastTry', 1, { gid: call.query.gid });
+        await sleep(600); // answers well after the first Try's FAILURE
         return 200;
       });
       const error = await fx.client
@@ -477,6 +481,19 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
   });
 
   describe('TCC with waitResult: DTM answers the submit after its first round of Confirms', () => {
+    /**
+     * Once DTM put its next look at `gid` off after a branch's retryable error (its backoff: retry_interval 1
+     * doubled, next_cron_interval 2), a cron pass now (triggerCron): DTM retries the branch within a cron tick,
+     * not 2 s and a tick later. Gives up after 10 s (DTM's own retry then comes as it would).
+     */
+    async function retrySoonAfterBackoff(gid: string): Promise<void> {
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline) {
+        if (((await queryTrans(gid)).transaction?.next_cron_interval ?? 0) >= 2) return triggerCron();
+        await sleep(50);
+      }
+    }
+
     /** A TCC of one branch under `gid` whose Try answers, with waitResult (DTM retries a Confirm every second). */
     const oneBranch = (prefix: string) => (tcc: Tcc) =>
       tcc.callBranch(fx.payload({ n: 1 }), fx.target(`/${prefix}Try`), fx.target(`/${prefix}Confirm`), fx.target(`/${prefix}Cancel`)).then(() => 'tried');
@@ -486,7 +503,9 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     it('a Confirm answering a retryable error once: tccGlobalTransactionAndWait waits and resolves succeed, DTM retried the Confirm', async () => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/WrConfirm', 500, 200);
+      const retried = retrySoonAfterBackoff(gid);
       const outcome = await fx.client.tccGlobalTransactionAndWait(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }, { timeout: 30 });
+      await retried;
       expect(outcome).toMatchObject({ gid, status: 'succeed', result: 'tried' });
       expect(fx.recorder.callsTo('/WrConfirm', gid).length).toBeGreaterThanOrEqual(2);
     });
@@ -495,6 +514,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/WrConfirm', 500, 200);
       const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Wr'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+      await triggerCron(); // DTM stored its retry (2 s out) before it answered: it retries now
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
       expect((error as DtmOutcomeUnknownError).lastStatus).toBe('submitted');
@@ -515,6 +535,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
       const gid = await fx.client.generateGid();
       fx.recorder.answer('/OgConfirm', 425, 200);
       const error = await fx.client.tccGlobalTransaction(gid, oneBranch('Og'), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+      await triggerCron(); // DTM stored its retry (1 s out) before it answered: it retries now
       expect(error).toBeInstanceOf(DtmOngoingError);
       expect((error as Error).message).toMatch(new RegExp(`^${gid} did not succeed in DTM's first round \\(.*\\) and is "submitted": DTM goes on with it`));
       expect((await fx.client.waitForFinal(gid, { timeout: 30 })).status).toBe('succeed');
@@ -529,6 +550,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
         fx.recorder.answer('/AbCancel', answer, 200);
         const bodyError = new Error('payment refused');
         const error = await fx.client.tccGlobalTransaction(gid, (tcc) => oneBranch('Ab')(tcc).then(() => Promise.reject(bodyError)), { waitResult: true, retryInterval: 1 }).catch((e: unknown) => e);
+        await triggerCron(); // DTM stored its retry of the Cancel before it answered the abort: it retries now
         expect(error).toBe(bodyError);
         expect(logger.lines.filter((l) => l.includes(`abort of tcc gid=${gid}`) || l.includes(`the abort of tcc gid=${gid}`))).toEqual([]);
         expect(fx.recorder.callsTo('/AbCancel', gid).length).toBeGreaterThanOrEqual(1);
@@ -609,9 +631,11 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     it('a body that returns while an xa.callBranch() it started is still under way (not awaited): not submitted (DTM would commit before the action prepared), DtmUsageError; aborted once the action answered, DTM rolls it back, commits nothing; xa.callBranch() after the body ended is refused, the action not called', async () => {
       const prepare = xaResourceManager('prepare');
       const started = latch();
+      const returned = latch();
       fx.recorder.handle('/LooseBank', async (call) => {
         started.open();
-        await sleep(1500);
+        await returned.wait();
+        await sleep(600); // answers well after the body returned
         return prepare(call);
       });
       const gid = await fx.client.generateGid();
@@ -622,6 +646,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
           kept = xa;
           loose = xa.callBranch(fx.payload({ amount: 30 }), fx.target('/LooseBank')).catch((e: unknown) => e);
           await started.wait(); // its action under way
+          returned.open();
           return 'returned early';
         })
         .catch((e: unknown) => e);
@@ -724,7 +749,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
 });
 
 // With waitResult DTM answers the submit once its first round of Confirms ended: a round longer than the app's
-// lynx.dtm.timeout (here 2 s, a Confirm taking 4 s) leaves the caller without an answer, DTM holding the TCC submitted
+// lynx.dtm.timeout (here 2 s, a Confirm answering only once the caller gave up) leaves the caller without an answer, DTM holding the TCC submitted
 describe.each(PROTOCOLS)('over %s, a TCC with waitResult whose first round outlasts lynx.dtm.timeout', (protocol) => {
   let app: DtmTestApp;
   let recorder: Recorder;
@@ -740,14 +765,24 @@ describe.each(PROTOCOLS)('over %s, a TCC with waitResult whose first round outla
 
   it('tccGlobalTransaction throws DtmOutcomeUnknownError with the status DTM holds ("submitted": DTM confirms it), not "may not have reached DTM" with lastStatus prepared (which reads as rolled back at timeoutToFail); DTM confirms', async () => {
     const gid = await app.client.generateGid();
-    recorder.handle('/SlowConfirm', async () => {
-      await sleep(4000);
-      return 200;
-    });
+    const callerGaveUp = latch();
+    // answers once the caller's call ended (its timeout, 2 s, and its query of DTM), at most 10 s later: DTM's round outlasts the timeout
+    recorder.handle(
+      '/SlowConfirm',
+      () =>
+        new Promise<number>((resolve) => {
+          const timer = setTimeout(() => resolve(200), 10_000);
+          void callerGaveUp.wait().then(() => {
+            clearTimeout(timer);
+            resolve(200);
+          });
+        }),
+    );
     const payload = protocol === 'grpc' ? Buffer.from('{"n":1}') : { n: 1 };
     const error = await app.client
       .tccGlobalTransaction(gid, async (tcc) => tcc.callBranch(payload, target('/SlowTry'), target('/SlowConfirm'), target('/SlowCancel')), { waitResult: true, retryInterval: 1 })
       .catch((e: unknown) => e);
+    callerGaveUp.open();
     expect((await queryTrans(gid)).transaction?.status).not.toBe('prepared'); // DTM took the submit
     expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect((error as DtmOutcomeUnknownError).gid).toBe(gid);
