@@ -147,7 +147,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
    * `before-once`: only the first submit of each gid is cut before DTM sees it; `mid`: DTM's answer is cut in
    * its middle (status line and half the body sent); `refuse`: every submit is answered 429 (a
    * gateway's rate limit) and never reaches DTM; `down-after`: DTM's answer passes, then the proxy
-   * refuses connections for 2 s (DTM gone right after it answered: the status query that follows is refused);
+   * refuses connections for 1 s (DTM gone right after it answered: the status query that follows is refused);
    * `late-first`: the first submit is held (no answer: the caller's timeout passes) and reaches DTM
    * only when a second one comes, which follows it 0.5 s later (a submit stuck on the way, DTM slow to store it).
    */
@@ -162,9 +162,9 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
   let holdQuery: { when: (now: number) => boolean; held: () => void; release: Promise<void> } | undefined;
   let proxyUrl = '';
   let viaProxy: DtmTestApp;
-  /** Set once the tests ended: a proxy down for 2 s stays down. */
+  /** Set once the tests ended: a proxy down for 1 s stays down. */
   let closed = false;
-  /** Waits until the proxy (down for 2 s after a `down-after` submit) takes connections again. */
+  /** Waits until the proxy (down for 1 s after a `down-after` submit) takes connections again. */
   const proxyUp = async () => {
     while (!proxy.listening) await sleep(50);
   };
@@ -243,7 +243,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
             res.end(Buffer.concat(body));
             if (submit && cut === 'down-after') {
               proxy.close();
-              setTimeout(() => closed || listenAgain(), 2000);
+              setTimeout(() => closed || listenAgain(), 1000);
             }
           });
         });
@@ -255,7 +255,7 @@ describe('"DTM never got it" vs "DTM has it": a submit whose connection breaks',
         pass();
       });
     });
-    // a port below the ephemeral range (freePort): the proxy closes it for 2 s and listens on it again
+    // a port below the ephemeral range (freePort): the proxy closes it for 1 s and listens on it again
     // (down-after), and a port of listen(0) is one an outgoing connection or another file's listen(0)
     // can take meanwhile; the listen is tried again if it is taken for a moment all the same
     await new Promise<void>((resolve) => proxy.listen(proxyPort, '127.0.0.1', resolve));
