@@ -6,7 +6,7 @@ import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownEr
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, PROTOCOLS, raceOnFreshGid, settledWithin, sleep, useDtmAppWithRecorder } from '../support/fixtures.js';
 import { queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
-import { freePort } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
 
 describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
   const fx = useDtmAppWithRecorder(protocol);
@@ -143,7 +143,7 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       fx.recorder.answer('/StuckB', 500);
       const saga = fx.client.newSaga(gid).add(fx.target('/StuckA'), '', fx.payload({ step: 'A' })).add(fx.target('/StuckB'), '', fx.payload({ step: 'B' })).enableConcurrent();
       try {
-        const error = await saga.submitAndWait({ timeout: 2 }).catch((e: unknown) => e);
+        const error = await saga.submitAndWait({ timeout: 1 }).catch((e: unknown) => e);
         expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
         expect((error as DtmOutcomeUnknownError).unfinished.map((u) => `${u.branchId} ${u.op}`)).toEqual(['01 action', '02 action']);
       } finally {
@@ -360,7 +360,8 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       const unfinished = await transfer(fx.client.newSaga(running, { waitResult: true, retryInterval: 1 })).submit().catch((e: unknown) => e);
       expect([unfinished instanceof DtmOngoingError, unfinished instanceof DtmOutcomeUnknownError]).toEqual([true, false]);
       expect((unfinished as Error).message).toMatch(/did not succeed in DTM's first round .* is "submitted"/);
-      expect((await fx.client.waitForFinal(running, { timeout: 20 })).status).toBe('succeed');
+      // DTM's retry of its step (a retry interval later) is awaited below, while DTM unreachable is tried
+      const runningOutcome = fx.client.waitForFinal(running, { timeout: 20 }).then((final) => final.status, (e: unknown) => e);
 
       const port = await freePort();
       const down = await startDtmApp({ config: { protocol, serverUrl: `http://127.0.0.1:${port}/api/dtmsvr`, grpcServer: `127.0.0.1:${port}`, timeout: 2 } });
@@ -373,6 +374,7 @@ describe.each(PROTOCOLS)('DtmClient sagas over %s', (protocol) => {
       } finally {
         await down.close();
       }
+      expect(await runningOutcome).toBe('succeed');
     });
 
     it('waitResult, a step answering FAILURE: submitAndWait resolves failed with the reason (DTM rolled back in its first round and answered FAILURE), not DtmFailureError', async () => {
@@ -650,8 +652,16 @@ describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s
 
   it('ends the round unfinished; the next round calls the step again while its first call still runs (docs/saga.md)', async () => {
     const gid = await fx.client.generateGid();
+    // every call of the step runs until the test has seen a second one arrive past DTM's round, 12 s at most
+    // (the recorder records a call once answered)
+    let arrived = 0;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
     fx.recorder.handle('/Slow', async () => {
-      await sleep(12_000);
+      arrived += 1;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([released, new Promise((resolve) => (timer = setTimeout(resolve, 12_000)))]);
+      clearTimeout(timer);
       return 200;
     });
     const submitted = Date.now();
@@ -659,6 +669,8 @@ describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s
     await sleep(6_000 - (Date.now() - submitted)); // past DTM's round: the first call still runs
     expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
     await triggerCron();
+    await waitUntil('a second call of /Slow', async () => arrived >= 2, { timeoutMs: 20_000, intervalMs: 50 });
+    release();
     const calls = await fx.recorder.waitForCalls('/Slow', 2, { gid, timeoutMs: 20_000 });
     expect(calls[1].at).toBeLessThan(calls[0].answeredAt); // the second call arrived before the first was answered
     expect((await fx.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
