@@ -104,8 +104,8 @@ describe("a saga step slower than DTM's round (its server's RequestTimeout + 2 s
 
   it('ends the round unfinished; the next round calls the step again while its first call still runs (docs/saga.md)', async () => {
     const gid = await fx.client.generateGid();
-    // every call of the step runs until the test has seen a second one arrive past DTM's round, 12 s at most
-    // (the recorder records a call once answered)
+    // every call of the step runs until the test, past DTM's round, has seen a second one arrive (12 s at
+    // most, as the 12 s step this test had); the recorder records a call once answered
     let arrived = 0;
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
