@@ -34,7 +34,9 @@ const SEED_TIMEOUT_MS = 170_000;
 /**
  * A seed with the faults every seed injects (the bank and DTM killed once, DTM paused once, each
  * database and DTM's store stalled once, workflows among the transfers) and what every seed must show:
- * no broken invariant, nothing stuck, every fault injected, transfers made in every mode.
+ * no broken invariant, nothing stuck, every fault injected, transfers made in every mode. Once the faults of processes
+ * are over, DTM's cron is nudged every second while callers still wait (`nudgeAfterFaults`: their retries do not sit
+ * out DTM's backoff, doubled at each failure through the faults; the proxy's faults go on).
  */
 async function runSeed(options: Pick<ChaosOptions, 'seed' | 'transfers' | 'drainSeconds'> & Partial<ChaosOptions>): Promise<ChaosReport> {
   const dbs = await fileDatabases();
@@ -50,6 +52,7 @@ async function runSeed(options: Pick<ChaosOptions, 'seed' | 'transfers' | 'drain
     dtmRedis: harness().redis!,
     dtmStoreStalls: 1,
     workflows: true,
+    nudgeAfterFaults: true,
     ...options,
   });
 

@@ -100,6 +100,14 @@ export interface ChaosOptions {
   branchAuthCheckActions?: boolean;
   /** Longest the drain may take, seconds. Default 120. */
   drainSeconds?: number;
+  /**
+   * Once the faults of processes (kills, pauses, stalls, cuts) are all over, make DTM's cron take every transaction
+   * now, every second, as the drain does, while callers still wait (not while a workflow's caller waits on the bank):
+   * their transactions' retries no longer sit out DTM's backoff (the retry interval doubled at each failed branch
+   * call: 16 s and more after the faults' run of failures). The proxy's faults go on. Default false (the figures of
+   * `npm run chaos` keep DTM's own schedule).
+   */
+  nudgeAfterFaults?: boolean;
   /** Where progress lines go. */
   log?: (line: string) => void;
 }
@@ -454,6 +462,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     let dtmPauses = 0;
     let dtmStoreStalls = 0;
     const connectionCuts = { cuts: 0, connections: 0 };
+    // every caller returned (the transfers are over): ends the nudges of nudgeAfterFaults
+    let callersReturned = false;
+    let callersReturn = () => undefined as void;
+    const allReturned = new Promise<void>((resolve) => (callersReturn = resolve));
     const workflowKills: ChaosReport['workflowKills'] = { inFlight: 0, midRun: 0, resumed: 0, final: 0 };
     const chaos = (async () => {
       for (const event of events) {
@@ -520,6 +532,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           dtmRestarts++;
         }
       }
+      if (!options.nudgeAfterFaults) return;
+      log(`faults of processes over after ${done} transfers; DTM's cron nudged every second until the callers return`);
+      while (!callersReturned) {
+        if (workflowsInFlight.size === 0) await fetch(`${dtm!.info.serverUrl}/resetCronTime?timeout=0&limit=1000`).catch(() => undefined);
+        await Promise.race([sleep(1000), allReturned]);
+      }
     })();
 
     const started = Date.now();
@@ -534,6 +552,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }),
     );
     const transferSeconds = (Date.now() - started) / 1000;
+    callersReturned = true;
+    callersReturn();
     await chaos;
     log(`${plan.length} transfers in ${transferSeconds.toFixed(1)} s; draining`);
 
