@@ -6,18 +6,18 @@
 import { relative, sep } from 'node:path';
 import JestSequencer from '@jest/test-sequencer';
 
-/** Spec files of about 40 s and more alone in CI (3d076d9, 3 workers), slowest first. */
+/** Spec files of about 40 s and more when run alone, slowest first. */
 export const SLOW_FIRST = [
-  'test/e2e/client-msg.spec.ts',
   'test/e2e/chaos.spec.ts',
-  'test/e2e/client-tcc-xa.spec.ts',
   'test/e2e/outcome-certainty.spec.ts',
   'test/e2e/dtm-store-stall.spec.ts',
-  'test/e2e/client-saga.spec.ts',
-  'test/e2e/health.spec.ts',
+  'test/e2e/client-tcc-xa.spec.ts',
+  'test/e2e/client-msg.spec.ts',
+  'test/e2e/client-msg-grpc.spec.ts',
   'test/e2e/branches.spec.ts',
   'test/e2e/branch-auth-recreated.spec.ts',
   'test/e2e/go-interop.spec.ts',
+  'test/e2e/client-saga.spec.ts',
   'test/e2e/xa.spec.ts',
   'test/e2e/barrier.spec.ts',
 ];
