@@ -21,18 +21,12 @@
 // database and that DTM's repeated phase 2 of the branch committed while it was down is taken as done.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Injectable, Post } from '@nestjs/common';
-import { GrpcMethod } from '@nestjs/microservices';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
-  BarrierTx,
-  DtmWorkflow,
   DtmWorkflowPendingError,
-  XaBranch,
   mysqlXaDatabase,
   type DtmProtocol,
-  type WorkflowContext,
   type XaDatabase,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
@@ -43,53 +37,11 @@ import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions
 import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
-
-/** What a workflow transfer of this file is given: the gate is a step of another service (the recorder). */
-interface RestartTransfer {
-  protocol: DtmProtocol;
-  account: number;
-  amount: number;
-  gate: string;
-}
+import { restartWorkflows, RestartXaBank, type RestartTransfer } from './restart-bank.js';
 
 /** Resolves once DTM was killed (set before the cells start). */
 let killed!: Promise<void>;
 let t: BarrierApp;
-
-/** A transfer as a workflow: out of PostgreSQL, through the gate, into MariaDB; each bank step with its compensation. */
-@Injectable()
-class SqlRestartWorkflows {
-  @DtmWorkflow('sqlrestart.transfer')
-  async transfer(wf: WorkflowContext<RestartTransfer>) {
-    const { protocol, account, amount, gate } = wf.input;
-    const move = { account, amount };
-    const bank = bankHelpers(() => t);
-    const at = (store: 'pg' | 'mysql', path: string) => bank.target(store, protocol, path);
-    const call = <T>(step: { http(t: string, p?: object): Promise<T>; grpc(t: string, p?: object | Uint8Array): Promise<T> }, target: string, payload: object | Uint8Array) =>
-      protocol === 'grpc' ? step.grpc(target, payload) : step.http(target, payload as object);
-    await call(wf.step('withdraw').onRollback((b) => call(b, at('pg', 'trans-out-compensate'), move)), at('pg', 'trans-out'), move);
-    await call(wf.step('gate'), gate, protocol === 'grpc' ? new Uint8Array() : {});
-    await call(wf.step('deposit').onRollback((b) => call(b, at('mysql', 'trans-in-compensate'), move)), at('mysql', 'trans-in'), move);
-  }
-}
-
-/** XA branches adding `amount` (negative: taking it) to `account`, on PostgreSQL and MariaDB. */
-@Controller('xa-bank')
-class SqlRestartXaBank {
-  @Post('pg')
-  @GrpcMethod('XaBank', 'Pg')
-  @XaBranch('xa.pg', { db: 'pgxa' })
-  async pg(@Body() m: { account: number; amount: number }, @BarrierTx() client: pg.Client) {
-    await client.query('UPDATE account SET balance = balance + $1 WHERE id = $2', [m.amount, m.account]);
-  }
-
-  @Post('mysql')
-  @GrpcMethod('XaBank', 'Mysql')
-  @XaBranch('xa.mysql', { db: 'myxa' })
-  async mysql(@Body() m: { account: number; amount: number }, @BarrierTx() conn: mysql.Connection) {
-    await conn.query('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
-  }
-}
 
 /** Set once DTM is up again: the gates let their calls through. */
 let restarted = false;
@@ -189,8 +141,8 @@ beforeAll(async () => {
   recorder = await startRecorder();
   t = await startBarrierApp(dbs, {
     dtm: dtm.info,
-    providers: [SqlRestartWorkflows],
-    controllers: [SqlRestartXaBank],
+    providers: [restartWorkflows('sqlrestart.transfer', () => t)],
+    controllers: [RestartXaBank],
     xaConnections: { pgxa: holdingCommits(pgXaAt(dbs.postgres.url)), myxa: holdingCommits(mysqlXaDatabase(() => mysql.createConnection(dbs.mariadb.config))) },
     workflowResume: true,
     config: { retryInterval: 1, timeout: 10 },
