@@ -9,6 +9,7 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
+import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { assertWaitOptions } from './wait-options.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
@@ -93,8 +94,12 @@ export abstract class GlobalTransaction extends Transaction {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
         const undecided = stillPreparedError(this.gid, err);
         if (!isUndecidedSubmit(undecided)) throw undecided;
-        const status = await this.tookUnanswered(err);
-        if (status !== 'succeed' && status !== 'submitted') throw undecided;
+        const decided = await this.tookUnanswered(err);
+        if (decided?.status === 'failed') throw this.rolledBackBy(decided.rollbackReason, err);
+        if (decided?.status === 'aborting') {
+          throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, decided.status, (err as Error).message), this.gid, decided.status, { cause: err });
+        }
+        if (decided?.status !== 'succeed' && decided?.status !== 'submitted') throw undecided;
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -215,10 +220,11 @@ export abstract class GlobalTransaction extends Transaction {
    * submit took (DTM's answer to it would have said no more); `submitted` with waitResult,
    * `DtmOutcomeUnknownError` with that status, reported submitted (its first round of Confirms /
    * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
-   * `DtmOutcomeUnknownError` `unknown`; anything else (still prepared, a submit never sent): DTM
-   * holds it prepared.
+   * `DtmOutcomeUnknownError` `unknown`; `failed` (DTM rolled it back, its timeoutToFail passed
+   * before the submit took), `DtmFailureError` with DTM's rollback reason ({@link rolledBackBy}); anything else (still prepared, a submit never
+   * sent): DTM holds it prepared.
    */
-  private tookUnanswered(err: unknown): Promise<string | undefined> {
+  private tookUnanswered(err: unknown): Promise<{ status: string; rollbackReason?: string } | undefined> {
     return this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
   }
 

@@ -217,7 +217,7 @@ export class Msg extends StepTransaction {
     if (!asks || !leftPrepared(err)) throw this.submitError(err);
     const cause = (err as Error).message;
     const local = committed !== undefined;
-    const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
+    const status = (await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local)))?.status;
     if (status === 'submitted' || status === 'succeed') return;
     if (status === undefined || status === 'prepared') {
       const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;

@@ -245,15 +245,15 @@ export abstract class Transaction {
   /**
    * After a submit of a transaction DTM holds prepared (a TCC / XA whose body ran, a message this
    * object prepared) was left undecided (`err`: no answer in time, a broken connection, an answer not
-   * DTM's), the status DTM's record then shows (one query, on that error path only; `absent` for no
-   * record), or `undefined` when the query failed after a submit that never reached DTM (DTM holds
-   * it prepared). Throws `DtmOutcomeUnknownError`: `unknown` (`unknownText` of the query's error)
+   * DTM's), the status DTM's record then shows, with its rollback reason (one query, on that error path
+   * only; `absent` for no record), or `undefined` when the query failed after a submit that never
+   * reached DTM (DTM holds it prepared). Throws `DtmOutcomeUnknownError`: `unknown` (`unknownText` of the query's error)
    * when DTM answers no query after a submit that may have reached it (DTM killed or restarting as
    * it took the submit); `submitted` (reported submitted) when DTM holds it so and `submittedTook`
    * is false (with waitResult, DTM answers only once its first round ended, which can outlast
    * `lynx.dtm.timeout`).
    */
-  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<string | undefined> {
+  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<{ status: string; rollbackReason?: string } | undefined> {
     let record: TransactionRecord | null;
     try {
       record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
@@ -262,10 +262,20 @@ export abstract class Transaction {
       throw new DtmOutcomeUnknownError(unknownText((queryError as Error).message), this.gid, 'unknown', { cause: err });
     }
     const status = record?.status ?? 'absent';
-    if (status !== 'submitted' || submittedTook) return status;
+    if (status !== 'submitted' || submittedTook) return { status, rollbackReason: record?.rollbackReason };
     const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
     this.goneOn = taken;
     throw taken;
+  }
+
+  /**
+   * The error for a transaction DTM's record shows `failed` after this object's submit (`err`, left
+   * undecided): `DtmFailureError` with DTM's rollback reason (`FAILURE` when it holds none), as for
+   * DTM's refusal of a submit of a transaction it rolled back; reported `failed`.
+   */
+  protected rolledBackBy(rollbackReason: string | undefined, err: unknown): DtmFailureError {
+    const raw = rollbackReason || 'FAILURE';
+    return (this.rolledBack = new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, protocol: this.protocol, cause: err }));
   }
 
   /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */

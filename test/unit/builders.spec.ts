@@ -468,7 +468,7 @@ describe('TCC', () => {
 });
 
 describe("TCC / XA: a submit left undecided (no answer, a broken connection) is decided by DTM's record", () => {
-  /** A TCC or XA whose submit fails with a reset (it may have reached DTM), DTM's status of its gid then being `after`. */
+  /** A TCC or XA whose submit fails with a reset (it may have reached DTM), DTM's status of its gid then being `after` (`failed` with a rollback reason). */
   const undecided = (kind: 'tcc' | 'xa', after: string, waitResult = false) => {
     const { runtime } = recordingRuntime();
     const state = { submits: 0, queriesAfter: 0 };
@@ -478,7 +478,7 @@ describe("TCC / XA: a submit left undecided (no answer, a broken connection) is 
       query: async (gid) => {
         if (state.submits === 0) return null; // the check after the prepare
         state.queriesAfter++;
-        return { gid, status: after, transType: kind } as unknown as TransactionRecord;
+        return { gid, status: after, transType: kind, ...(after === 'failed' ? { rollbackReason: 'Timeout after 30 seconds' } : {}) } as unknown as TransactionRecord;
       },
       transport: (protocol) =>
         Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
@@ -507,6 +507,17 @@ describe("TCC / XA: a submit left undecided (no answer, a broken connection) is 
       await expect(undecided(kind, 'submitted', true).run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'submitted' });
       await expect(undecided(kind, 'prepared').run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'prepared' });
       await expect(undecided(kind, 'prepared', true).run()).rejects.toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'prepared' });
+    }
+  });
+
+  it("failed (DTM rolled it back, its timeoutToFail passed before the submit took): DtmFailureError with DTM's rollback reason; aborting: DtmOutcomeUnknownError 'aborting', not 'prepared'", async () => {
+    for (const kind of ['tcc', 'xa'] as const) {
+      const failed = await undecided(kind, 'failed').run().catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(DtmFailureError);
+      expect(failed).toMatchObject({ gid: 'gid-d', reason: 'Timeout after 30 seconds' });
+      const aborting = await undecided(kind, 'aborting').run().catch((e: unknown) => e);
+      expect(aborting).toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'aborting' });
+      expect((aborting as Error).message).toMatch(/^the submit of gid-d may not have reached DTM \(.*socket hang up\)\), and DTM holds the transaction \("aborting"\)/);
     }
   });
 });
