@@ -221,7 +221,8 @@ export abstract class GlobalTransaction extends Transaction {
    * `DtmOutcomeUnknownError` with that status, reported submitted (its first round of Confirms /
    * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
    * `DtmOutcomeUnknownError` `unknown`; `failed` (DTM rolled it back, its timeoutToFail passed
-   * before the submit took), `DtmFailureError` with DTM's rollback reason ({@link rolledBackBy}); anything else (still prepared, a submit never
+   * before the submit took), `DtmFailureError` with DTM's rollback reason ({@link rolledBackBy});
+   * `aborting`, `DtmOutcomeUnknownError` `aborting`; anything else (still prepared, a submit never
    * sent): DTM holds it prepared.
    */
   private tookUnanswered(err: unknown): Promise<{ status: string; rollbackReason?: string } | undefined> {

@@ -207,7 +207,8 @@ export class Msg extends StepTransaction {
    * `succeed`: the submit took, it resolves (with waitResult, `submitted` is `DtmOutcomeUnknownError`
    * `submitted`: DTM's first round is not known to have ended); `prepared` (or a submit that never
    * reached DTM, which then answers no query): `DtmOutcomeUnknownError` `prepared`, saying what comes
-   * next; no answer after a submit that may have reached DTM: `unknown`. Any other error as
+   * next; `failed` (its back-check found the local transaction rolled back): `DtmFailureError` with
+   * DTM's reason; no answer after a submit that may have reached DTM: `unknown`. Any other error as
    * {@link submitError} restates it.
    */
   protected override async submitFailed(err: unknown): Promise<void> {
@@ -217,8 +218,10 @@ export class Msg extends StepTransaction {
     if (!asks || !leftPrepared(err)) throw this.submitError(err);
     const cause = (err as Error).message;
     const local = committed !== undefined;
-    const status = (await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local)))?.status;
+    const decided = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
+    const status = decided?.status;
     if (status === 'submitted' || status === 'succeed') return;
+    if (status === 'failed') throw this.rolledBackBy(decided?.rollbackReason, err);
     if (status === undefined || status === 'prepared') {
       const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
       throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });

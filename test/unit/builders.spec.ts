@@ -439,6 +439,15 @@ describe('Msg', () => {
       expect((err as Error).message).toMatch(/^the local transaction of msg gid-u committed, but its submit did not get through \(.*\): DTM, asked after it, holds the message prepared .* Do not run the local transaction again; wait for it with waitForFinal\("gid-u"\)/);
     });
 
+    it("failed (DTM's back-check found the local transaction rolled back): DtmFailureError", async () => {
+      const { msg, state } = undecided('failed', 'maybe');
+      await msg.prepare('http://a/check');
+      const err = await msg.submit().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmFailureError);
+      expect(err).toMatchObject({ gid: 'gid-u', reason: 'FAILURE' });
+      expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+    });
+
     it('a message submitted whole (no prepare) is not asked: the submit\'s own error, no query', async () => {
       const { msg, state, submitError } = undecided('submitted', 'maybe');
       await expect(msg.submit()).rejects.toBe(submitError);
