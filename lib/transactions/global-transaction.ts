@@ -94,12 +94,9 @@ export abstract class GlobalTransaction extends Transaction {
         // a gateway's 4xx (any answer but DTM's FAILURE / ONGOING) leaves it prepared too: DTM rolls it back at its timeout unless a submit gets through
         const undecided = stillPreparedError(this.gid, err);
         if (!isUndecidedSubmit(undecided)) throw undecided;
-        const decided = await this.tookUnanswered(err);
-        if (decided?.status === 'failed') throw this.rolledBackBy(decided.rollbackReason, err);
-        if (decided?.status === 'aborting') {
-          throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, decided.status, (err as Error).message), this.gid, decided.status, { cause: err });
-        }
-        if (decided?.status !== 'succeed' && decided?.status !== 'submitted') throw undecided;
+        const status = await this.tookUnanswered(err);
+        if (status === 'aborting') throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
+        if (status !== 'succeed' && status !== 'submitted') throw undecided;
       }
     } catch (err) {
       this.observeEnd(this.bodyFailed ? 'aborted' : 'error', err);
@@ -221,11 +218,11 @@ export abstract class GlobalTransaction extends Transaction {
    * `DtmOutcomeUnknownError` with that status, reported submitted (its first round of Confirms /
    * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
    * `DtmOutcomeUnknownError` `unknown`; `failed` (DTM rolled it back, its timeoutToFail passed
-   * before the submit took), `DtmFailureError` with DTM's rollback reason ({@link rolledBackBy});
+   * before the submit took), `DtmFailureError` with DTM's rollback reason;
    * `aborting`, `DtmOutcomeUnknownError` `aborting`; anything else (still prepared, a submit never
    * sent): DTM holds it prepared.
    */
-  private tookUnanswered(err: unknown): Promise<{ status: string; rollbackReason?: string } | undefined> {
+  private tookUnanswered(err: unknown): Promise<string | undefined> {
     return this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
   }
 

@@ -218,10 +218,8 @@ export class Msg extends StepTransaction {
     if (!asks || !leftPrepared(err)) throw this.submitError(err);
     const cause = (err as Error).message;
     const local = committed !== undefined;
-    const decided = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
-    const status = decided?.status;
+    const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
     if (status === 'submitted' || status === 'succeed') return;
-    if (status === 'failed') throw this.rolledBackBy(decided?.rollbackReason, err);
     if (status === undefined || status === 'prepared') {
       const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
       throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });

@@ -146,7 +146,7 @@ export abstract class Transaction {
   private submitState: 'none' | 'maybe' | 'taken' = 'none';
   /** The status DTM's record showed when the last submit was answered as not finished ({@link submitRequest}'s `DtmOngoingError`). */
   protected unfinishedStatus?: string;
-  /** The `DtmFailureError` {@link submitRequest} threw for a transaction DTM's record showed rolled back (`failed`, with waitResult): reported `failed`, not `error`. */
+  /** The `DtmFailureError` {@link submitRequest} (with waitResult) or {@link statusAfterUndecidedSubmit} threw for a transaction DTM's record showed rolled back (`failed`): reported `failed`, not `error`. */
   private rolledBack?: DtmFailureError;
   /** The `DtmOngoingError` {@link submitRequest} threw for a transaction DTM took and still drives (with waitResult, its first round unfinished: `submitted`, `aborting`), or the error a subclass restates it with: reported `submitted`, not `error`. */
   protected goneOn?: unknown;
@@ -245,15 +245,17 @@ export abstract class Transaction {
   /**
    * After a submit of a transaction DTM holds prepared (a TCC / XA whose body ran, a message this
    * object prepared) was left undecided (`err`: no answer in time, a broken connection, an answer not
-   * DTM's), the status DTM's record then shows, with its rollback reason (one query, on that error path
-   * only; `absent` for no record), or `undefined` when the query failed after a submit that never
-   * reached DTM (DTM holds it prepared). Throws `DtmOutcomeUnknownError`: `unknown` (`unknownText` of the query's error)
-   * when DTM answers no query after a submit that may have reached it (DTM killed or restarting as
-   * it took the submit); `submitted` (reported submitted) when DTM holds it so and `submittedTook`
-   * is false (with waitResult, DTM answers only once its first round ended, which can outlast
-   * `lynx.dtm.timeout`).
+   * DTM's), the status DTM's record then shows (one query, on that error path only; `absent` for no
+   * record), or `undefined` when the query failed after a submit that never reached DTM (DTM holds it
+   * prepared). Throws `DtmFailureError` with DTM's rollback reason when DTM holds it `failed`
+   * (reported failed: DTM rolled it back, a TCC's / XA's timeoutToFail passed, a message's back-check
+   * found its local transaction rolled back), and `DtmOutcomeUnknownError`: `unknown` (`unknownText`
+   * of the query's error) when DTM answers no query after a submit that may have reached it (DTM
+   * killed or restarting as it took the submit); `submitted` (reported submitted) when DTM holds it
+   * so and `submittedTook` is false (with waitResult, DTM answers only once its first round ended,
+   * which can outlast `lynx.dtm.timeout`).
    */
-  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<{ status: string; rollbackReason?: string } | undefined> {
+  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<string | undefined> {
     let record: TransactionRecord | null;
     try {
       record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
@@ -262,20 +264,14 @@ export abstract class Transaction {
       throw new DtmOutcomeUnknownError(unknownText((queryError as Error).message), this.gid, 'unknown', { cause: err });
     }
     const status = record?.status ?? 'absent';
-    if (status !== 'submitted' || submittedTook) return { status, rollbackReason: record?.rollbackReason };
+    if (status === 'failed') {
+      const raw = record?.rollbackReason || 'FAILURE';
+      throw (this.rolledBack = new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, protocol: this.protocol, cause: err }));
+    }
+    if (status !== 'submitted' || submittedTook) return status;
     const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
     this.goneOn = taken;
     throw taken;
-  }
-
-  /**
-   * The error for a transaction DTM's record shows `failed` after this object's submit (`err`, left
-   * undecided): `DtmFailureError` with DTM's rollback reason (`FAILURE` when it holds none), as for
-   * DTM's refusal of a submit of a transaction it rolled back; reported `failed`.
-   */
-  protected rolledBackBy(rollbackReason: string | undefined, err: unknown): DtmFailureError {
-    const raw = rollbackReason || 'FAILURE';
-    return (this.rolledBack = new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, protocol: this.protocol, cause: err }));
   }
 
   /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
