@@ -89,7 +89,11 @@ describe("branch headers at the HTTP limit (12 KiB, each 'name: value' and a lin
     };
     const fits = await many(150);
     expect(fits.outcome).toMatchObject({ status: 'succeed' });
-    expect(http.recorder.callsFor(fits.gid)).toHaveLength(150);
+    // every step called and answered 200 (none 431), none compensated; DTM may call a step again (a round cut short
+    // under load, another file's cron nudge on the shared DTM): at least once each
+    const calls = http.recorder.callsFor(fits.gid);
+    expect(new Set(calls.map((c) => c.body))).toEqual(new Set(Array.from({ length: 150 }, (_, k) => JSON.stringify({ i: k + 1 }))));
+    expect(calls.filter((c) => c.path !== '/Step' || c.status !== 200)).toEqual([]);
 
     const over = await many(260);
     expect(over.outcome).toBeInstanceOf(DtmUsageError);

@@ -41,7 +41,7 @@ describe('deadlines of the test support', () => {
   it('a POST to a peer that never answers fails at its deadline, naming the method, the URL and the gid', async () => {
     const { ms, outcome } = await timed(postJsonWithin(`${url}/ap/saga`, { gid: 'g-stuck-1', branches: [] }, 600));
     expect(outcome).toBe(`POST ${url}/ap/saga (gid g-stuck-1): no answer within 600 ms`);
-    expect(ms).toBeGreaterThanOrEqual(590);
+    expect(ms).toBeGreaterThanOrEqual(550); // libuv times from the loop's cached clock, which may be ms behind: a CI run measured 589.5
     expect(ms).toBeLessThan(5_000);
   }, 10_000);
 
