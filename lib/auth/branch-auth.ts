@@ -206,7 +206,8 @@ const BRANCH_QUERY_KEYS: ReadonlySet<string> = new Set(['gid', 'trans_type', 'br
  * form-decoded, in their order, each written `?key=value` / `&key=value` URI-encoded; '' when
  * there is none (the token then signs what it signed before queries were signed). DTM keeps a
  * target's query as it was and appends its keys; the module's own calls re-encode it: both read
- * the same here, and an attacker who changes, adds or repeats a parameter changes it.
+ * the same here, and an attacker who changes, adds or repeats a parameter changes it. A key or
+ * value whose escapes are malformed is written as it came ({@link signedPart}).
  */
 export function signedQuery(query: string): string {
   let signed = '';
@@ -216,12 +217,28 @@ export function signedQuery(query: string): string {
     if (end > start) {
       let eq = query.indexOf('=', start);
       if (eq < 0 || eq > end) eq = end;
-      const key = formDecode(query.slice(start, eq));
-      if (!BRANCH_QUERY_KEYS.has(key)) signed += `${signed === '' ? '?' : '&'}${encodeURIComponent(key)}=${encodeURIComponent(eq < end ? formDecode(query.slice(eq + 1, end)) : '')}`;
+      const key = query.slice(start, eq);
+      if (!BRANCH_QUERY_KEYS.has(formDecode(key))) signed += `${signed === '' ? '?' : '&'}${signedPart(key)}=${eq < end ? signedPart(query.slice(eq + 1, end)) : ''}`;
     }
     start = end + 1;
   }
   return signed;
+}
+
+/**
+ * A query key or value as a token signs it: form-decoded and URI-encoded again, so that every
+ * spelling of one value signs the same; as it came when its escapes are malformed (`%41%ZZ`), which
+ * parsers read apart (node:querystring, Express 5's, and the WHATWG URL decode the valid escapes
+ * around a bad one: `A%ZZ`; qs and Fastify's none: `%41%ZZ`, the value of `%2541%25ZZ`). Written
+ * so, it signs as no other text does: an encoded text always decodes.
+ */
+function signedPart(text: string): string {
+  if (text.indexOf('%') < 0 && text.indexOf('+') < 0) return encodeURIComponent(text);
+  try {
+    return encodeURIComponent(decodeURIComponent(text.replace(/\+/g, ' ')));
+  } catch {
+    return text;
+  }
 }
 
 /** A query string's key or value decoded as a form (`+` is a space); malformed escapes stay as they are. */

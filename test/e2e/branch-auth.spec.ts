@@ -169,6 +169,26 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(Object.fromEntries(t.ledger.balances)).toEqual({ alice: 70, bob: 30 });
   });
 
+  it("a token read back from DTM runs its step only with its target's query as it was written: a malformed escape spelled otherwise (which Express's parser reads as another account) is refused", async () => {
+    // the account its target names, '%41%ZZ', spelled '%2541%25ZZ'; sent as '%41%ZZ', node:querystring (Express 5) reads 'A%ZZ'
+    t.ledger.script('transOut', ...HELD);
+    const gid = await t.client.generateGid();
+    await t.client.newSaga(gid, { retryInterval: 1 }).add('transOut', { amount: 30 }).add(`${t.url}/api/v1/bank/credit?account=%2541%25ZZ`, { amount: 30 }).submit();
+    const stored = await waitForTransStatus(gid, 'submitted');
+    const res = await fetch(`${t.url}/api/v1/bank/credit?account=%41%ZZ&gid=${gid}&trans_type=saga&branch_id=02&op=action`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...storedAuth(stored) },
+      body: JSON.stringify({ amount: 30 }),
+    });
+    expect(res.status).toBe(401);
+    expect(t.ledger.callsOf(gid).every((c) => c.handler === 'transOut')).toBe(true);
+    // DTM's own call (the query it stored, its keys appended) still runs, for the account the target names
+    t.ledger.script('transOut');
+    await triggerCron();
+    expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
+    expect(t.ledger.callsOf(gid).at(-1)?.handler).toBe('credit %41%ZZ');
+  });
+
   it('a token read back from DTM runs its call only with the value its body signed: the same bytes under another content type are not read as another value', async () => {
     // step 1 held ONGOING: step 2 not run yet, its token readable in DTM
     t.ledger.script('transOut', ...HELD);

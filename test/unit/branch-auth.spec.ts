@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { createHmac, randomBytes } from 'node:crypto';
+import { parse } from 'node:querystring';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { DtmConfigError, resolveDtmConfig } from 'nestjs-dtm';
 import { BranchAuth, headersOfCall, issueProblem, signedHeaders, signedQuery, splitTccBranchId, targetPath, tokenInHeader, type SignedCall } from '../../lib/auth/branch-auth.js';
@@ -103,6 +104,17 @@ describe('BranchAuth', () => {
     expect(tokenInHeader('compensate.01=AAA', 'action', '01')).toBeUndefined();
     expect(splitTccBranchId('01-abc-def')).toEqual({ prefix: '01', token: 'abc-def' });
     expect(splitTccBranchId('0102')).toEqual({ prefix: '0102' });
+  });
+
+  it("signs a query part whose escapes are malformed as it came: parsers read it apart (Express 5's node:querystring and the WHATWG URL decode the valid escapes around a bad one), so no other spelling signs the same", () => {
+    // '%41%ZZ' is the value '%41%ZZ' to qs and Fastify, 'A%ZZ' to Express 5; '%2541%25ZZ' is '%41%ZZ' to all of them
+    expect([parse('a=%41%ZZ').a, parse('a=%2541%25ZZ').a, new URLSearchParams('a=%41%ZZ').get('a')]).toEqual(['A%ZZ', '%41%ZZ', 'A%ZZ']);
+    expect(signedQuery('a=%41%ZZ')).toBe('?a=%41%ZZ');
+    expect(signedQuery('a=%2541%25ZZ')).toBe('?a=%2541%25ZZ');
+    expect(signedQuery('a%ZZ=1&b=%E2%82&c=1+%zz')).toBe('?a%ZZ=1&b=%E2%82&c=1+%zz');
+    expect(targetPath('http://bank/credit?account=%41%ZZ')).not.toBe(targetPath('http://bank/credit?account=%2541%25ZZ'));
+    // well-formed spellings of one value still sign the same (every parser reads them alike)
+    expect(signedQuery('a=%41+b&c')).toBe(signedQuery('a=A%20b&c='));
   });
 });
 
