@@ -1,4 +1,4 @@
-import { redactText, redactUrl, shorten, shownCallerValue } from './redact.js';
+import { quotedCallerValue, redactText, redactUrl, shorten, shownCallerValue } from './redact.js';
 
 /** Every message nestjs-dtm shows a user: what happened, and how to fix it. URLs given by the app are shown with their credentials redacted. */
 /** What the answer to a branch call without DTM's keys says (a diagnosis probe reads it: the route is reachable). */
@@ -88,7 +88,7 @@ export const MESSAGES = {
     `msg ${gid}: ${topic} cannot be authenticated (DTM picks the subscribers, the app cannot sign their calls); add each subscriber's URL instead, or unset lynx.dtm.branch_auth_keys`,
   // authenticated branch calls
   authRefused: (where: string, gid: string, branchId: string, op: string, reason: string) =>
-    `branch call refused (${where}, gid ${JSON.stringify(shorten(gid))}, branch ${JSON.stringify(shorten(branchId))}, op ${JSON.stringify(shorten(op))}): ${reason}; ` +
+    `branch call refused (${where}, gid ${quotedCallerValue(shorten(gid))}, branch ${quotedCallerValue(shorten(branchId))}, op ${quotedCallerValue(shorten(op))}): ${reason}; ` +
     'with lynx.dtm.branch_auth_keys set, only calls signed by an app with one of the keys run a branch (the calling app needs the same keys)',
   authNoToken: (header: string, callHeader: string) => `it carries no token for this branch and op (neither ${header} nor ${callHeader})`,
   authBadToken: (where: string) => `the token in ${where} is not this call's (another gid, branch, op, endpoint, body or forwarded header value, or a key this app does not accept)`,
@@ -114,9 +114,9 @@ export const MESSAGES = {
     `XA branch ${JSON.stringify(branchId)} of ${JSON.stringify(gid)} (xid '${xid}') is held by an earlier call of it (prepared, or its action still running): this call is a second one of a branch that ran (the app calls each XA branch once: a replay of a call taken off the wire, or the app's call sent again after the branch had read it). Nothing ran`,
   authXaNotDue: (op: string) =>
     `DTM's record does not show this XA branch due for its ${op} at this target (an XA ${op} carries no token: only a call DTM makes in the transaction's phase runs; the app's log says what the record holds)`,
-  workflowResumeRefusedFor: (name: string, gid: string, reason: string) => `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: ${reason}`,
+  workflowResumeRefusedFor: (name: string, gid: string, reason: string) => `resume of workflow ${quotedCallerValue(name)} (gid ${quotedCallerValue(gid)}) refused: ${reason}`,
   workflowResumeUnsigned: (name: string, gid: string) =>
-    `resume of workflow ${JSON.stringify(name)} (gid ${JSON.stringify(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
+    `resume of workflow ${quotedCallerValue(name)} (gid ${quotedCallerValue(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
   authActionNotDue: (transType: string, pending: readonly string[]) =>
     `DTM has not called this ${transType} step yet: the step${pending.length > 1 ? 's' : ''} before it (branch ${pending.join(', ')}) ${pending.length > 1 ? 'are' : 'is'} not done`,
   configPublishedAppUrlCredentials: (got: string) =>
@@ -746,7 +746,7 @@ export const MESSAGES = {
   workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string) =>
     `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds step "${recorded}", ${current === '' ? 'the code now ends before it' : `the code now has "${current}" there`}; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
   workflowPending: (workflow: string, gid: string, why: string) =>
-    `workflow ${JSON.stringify(workflow)} (gid ${gid}) is not finished (${truncate(why)}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
+    `workflow ${quotedCallerValue(workflow)} (gid ${gid}) is not finished (${truncate(why)}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,
   workflowTooManySteps: (workflow: string, step: string, max: number) =>
     `workflow "${workflow}": step "${step}" would be its ${max + 1}th; a workflow takes at most ${max} steps (DTM's branch ids 01 to ${max}; wf.now(), wf.uuid() and wf.random() are steps too), so this one can never finish: do fewer steps (one step for many items), and forceStop this gid, undoing what its steps did`,
@@ -813,7 +813,7 @@ export const MESSAGES = {
       ? 'cannot build the gRPC resume target of workflows: set lynx.dtm.grpc_app_address (or connect the gRPC microservice, with the workflow proto, before starting a workflow)'
       : 'cannot build the URL DTM resumes workflows at: set lynx.dtm.app_url, or start workflows after app.listen()',
   workflowResumeRefused: (name: string, gid: string) =>
-    `a call to resume workflow ${JSON.stringify(name)} with gid ${JSON.stringify(gid)} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
+    `a call to resume workflow ${quotedCallerValue(name)} with gid ${quotedCallerValue(gid)} was refused: DTM has no such workflow under that name (the resume endpoint only resumes workflows DTM holds, with the input DTM stored)`,
   workflowNotJson: (what: string, reason: string) =>
     `${what} cannot be stored as JSON (${reason}): DTM records it as JSON text; give plain JSON values (a BigInt as a string or a number, no cycles)`,
   gidTakenMeanwhile: (gid: string, transType: string, status: string) =>
@@ -832,7 +832,7 @@ export const MESSAGES = {
     `the Observable ${handler} answered was unsubscribed before it ended (an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome, which the handler may still reach`,
   observableNeverSubscribed: (handler: string) =>
     `the Observable ${handler} answered was never subscribed (the call was answered before the handler answered: an interceptor of the app gave up on it, a timeout() say): the call was answered without the handler's outcome`,
-  workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${JSON.stringify(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
+  workflowResumeUnknown: (name: string, gid: string) => `DTM resumes workflow ${quotedCallerValue(name)} (gid ${gid}), which this app does not have: deploy it here, or forceStop the gid`,
 } as const;
 
 /**

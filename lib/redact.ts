@@ -118,9 +118,18 @@ const PLAIN = /^[!-~]*$/;
 /**
  * A value a caller may have chosen (a branch call's gid, branch id or op), as a log line or an error
  * shows it: as it is when printable ASCII without spaces (every gid, branch id and op DTM sends),
- * else cut to 200 characters and quoted as JSON, so that CR, LF, ANSI escapes and spaces neither
- * forge a line nor a field, and a long value does not flood the log.
+ * else cut to 200 characters and quoted ({@link quotedCallerValue}), so that CR, LF, ANSI escapes
+ * and spaces neither forge a line nor a field, and a long value does not flood the log.
  */
 export function shownCallerValue(value: string): string {
-  return value.length <= SHOWN_LENGTH && PLAIN.test(value) ? value : JSON.stringify(shorten(value));
+  return value.length <= SHOWN_LENGTH && PLAIN.test(value) ? value : quotedCallerValue(shorten(value));
+}
+
+/**
+ * `value` quoted as JSON, with the characters JSON leaves as they are escaped too (DEL, C1 controls
+ * such as NEL and CSI, U+2028, U+2029: a line break to Unicode-aware viewers, an ANSI escape to some
+ * terminals; {@link escapeControls}): still JSON, which reads back as `value`.
+ */
+export function quotedCallerValue(value: string): string {
+  return escapeControls(JSON.stringify(value));
 }

@@ -15,7 +15,7 @@ import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
 import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { redactUrl, shorten, withoutCredentials, withoutTrailingSlashes } from '../redact.js';
+import { quotedCallerValue, redactUrl, shorten, withoutCredentials, withoutTrailingSlashes } from '../redact.js';
 import { readFailureReason } from '../diagnostics/failure-reason.js';
 import { describeUnfinished, diagnoseUnfinished, type UnfinishedBranch } from '../diagnostics/unfinished.js';
 import { Msg } from '../transactions/msg.js';
@@ -554,7 +554,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     const kept = shorten(named);
     if (bare !== configured && bare !== withoutCredentials(configured) && !this.foreignDtm.has(kept) && this.foreignDtm.size < MAX_LOGGED_FOREIGN_DTM) {
       this.foreignDtm.add(kept);
-      const shown = JSON.stringify(shorten(redactUrl(named)));
+      const shown = quotedCallerValue(shorten(redactUrl(named)));
       this.logger.warn(MESSAGES.foreignDtm(shown, protocol === 'http' ? 'server_url' : 'grpc_server', redactUrl(configured)));
     }
     return protocol;

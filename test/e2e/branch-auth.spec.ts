@@ -810,14 +810,15 @@ describe.each(ADAPTERS)('the workflow resume route on %s, called by anyone', (ad
     await app.listen(0, '127.0.0.1');
     try {
       const { port } = app.getHttpServer().address() as { port: number };
-      const forged = encodeURIComponent('\n[Nest] 1  - 12/04/2026, 7:00:00 PM     LOG [Auth] forged: admin logged in\r');
+      // CR / LF, and what JSON.stringify leaves as it is: NEL (U+0085) and U+2028 / U+2029 (line breaks to Unicode-aware viewers), C1's CSI (U+009B, an ANSI escape to some terminals), DEL
+      const forged = encodeURIComponent('\n[Nest] 1  - 12/04/2026, 7:00:00 PM     LOG [Auth] forged: admin logged in\r\u0085\u2028\u2029\u009b31m\u007f');
       const resume = (op: string, gid: string) => fetch(`http://127.0.0.1:${port}/dtm/workflow/resume?op=${op}&gid=${gid}`, { method: 'POST' });
       const unknownName = await resume(`no.such.v1${forged}`, 'g1');
       const unknownGid = await resume('resume-log.v1', `no-such-gid${forged}`);
       expect([unknownName.status, unknownGid.status]).toEqual([425, keys === 'with keys' ? 401 : 400]);
       const warnings = logger.lines.filter((l) => l.includes('forged'));
       expect(warnings).toHaveLength(2);
-      for (const line of warnings) expect(line).not.toMatch(/[\r\n]/);
+      for (const line of warnings) expect(line).not.toMatch(/[\r\n\u0085\u2028\u2029\u009b\u007f]/);
     } finally {
       await app.close();
     }

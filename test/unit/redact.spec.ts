@@ -1,7 +1,7 @@
 // What errors may show of URLs and values: credentials never, whatever their characters (`@`, `:`,
 // `/`, `?`, `#`, spaces in a password) and wherever the URL sits in the text.
 import { describe, expect, it } from '@jest/globals';
-import { redactText, redactUrl, safeCause, shorten, withoutCredentials } from '../../lib/redact.js';
+import { redactText, redactUrl, safeCause, shorten, shownCallerValue, withoutCredentials } from '../../lib/redact.js';
 
 /** Passwords an attacker's test (and real users) use, each with the secret part `S3CR3T`. */
 const TRICKY_URLS = [
@@ -92,5 +92,16 @@ describe('shorten', () => {
   it('cuts long values to 200 characters', () => {
     expect(shorten('x'.repeat(500))).toBe(`${'x'.repeat(200)}…`);
     expect(shorten('short')).toBe('short');
+  });
+});
+
+describe('shownCallerValue', () => {
+  it('shows a plain value as it is, any other quoted, cut, and with every character that could break or colour a log line escaped: also those JSON leaves as they are (DEL, C1 such as NEL and CSI, U+2028, U+2029)', () => {
+    expect(shownCallerValue('order-7')).toBe('order-7');
+    const forged = 'g\r\n[Nest] LOG forged\u0085\u2028\u2029\u009b31m\u001b[0m\u007f"';
+    const shown = shownCallerValue(forged);
+    expect(shown).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
+    expect(JSON.parse(shown)).toBe(forged); // still JSON: it reads back as the value
+    expect(shownCallerValue(`\u2028${'x'.repeat(500)}`)).toBe(`"\\u2028${'x'.repeat(199)}…"`);
   });
 });
