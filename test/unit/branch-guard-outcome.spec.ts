@@ -8,8 +8,9 @@ import { Metadata, status } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { BarrierTx, DtmBranchGuard, DtmFailureError, DtmOngoingError, DtmUsageError, SagaAction, SagaCompensate } from 'nestjs-dtm';
-import { BRANCH_CALL } from '../../lib/branches/branch-call.js';
-import { grpcBranchTransport } from '../../lib/branches/grpc/grpc-branch.transport.js';
+import { BRANCH_CALL, type DtmBranchRuntime } from '../../lib/branches/branch-call.js';
+import { BranchAuth } from '../../lib/auth/branch-auth.js';
+import { grpcBranchTransport, RAW_REQUEST } from '../../lib/branches/grpc/grpc-branch.transport.js';
 import { httpBranchTransport } from '../../lib/branches/http/http-branch.transport.js';
 
 class Bank {
@@ -73,6 +74,52 @@ describe('DtmBranchGuard', () => {
     const { request, context } = httpCall('refund', { ...bad, op: 'compensate' });
     expect(guard.canActivate(context)).toBe(true);
     expect((request[BRANCH_CALL] as { skip?: string }).skip).toEqual(expect.any(String));
+  });
+});
+
+describe('DtmBranchGuard with branch_auth_keys: gRPC metadata an attacker shapes', () => {
+  const auth = new BranchAuth(['k'.repeat(40)]);
+  const runtime = { config: { branchAuthKeys: auth, branchAuthCheckActions: false, branchAuthIssueWindow: 900 }, query: async () => null } as unknown as DtmBranchRuntime;
+  const authGuard = new DtmBranchGuard(runtime);
+  const payload = Buffer.from([8, 30]);
+  const issued = '1800000000';
+  const token = auth.sign({ channel: 'dtm', gid: 'g1', transType: 'saga', branchId: '01', op: 'action', target: '/bank.Bank/Pay', payload, issued, headers: 'x-tenant:acme\n' });
+  /** The call DTM makes (its `dtm-auth`, issue time and forwarded header), with `shape` applied to its metadata. */
+  const check = async (shape: (metadata: Metadata) => void = () => undefined): Promise<string> => {
+    const metadata = new Metadata();
+    for (const [k, v] of Object.entries({ gid: 'g1', trans_type: 'saga', branch_id: '01', op: 'action' })) metadata.set(`dtm-${k}`, v);
+    metadata.set('dtm-auth', `action.01=${token}`);
+    metadata.set('dtm-auth-issued', issued);
+    metadata.set('dtm-auth-headers', 'x-tenant');
+    metadata.set('x-tenant', 'acme');
+    shape(metadata);
+    const call = { metadata, getPath: () => '/bank.Bank/Pay' };
+    const context = new ExecutionContextHost([{ [RAW_REQUEST]: payload }, metadata, call], Bank, Bank.prototype.pay);
+    context.setType('rpc');
+    try {
+      return `${await authGuard.canActivate(context)} ${grpcBranchTransport.gid(call)}`;
+    } catch (err) {
+      return err instanceof HttpException ? `${err.getStatus()}` : `${err as Error}`;
+    }
+  };
+
+  it('runs the call as signed; a key repeated, sent only as binary (-bin) or in upper case changes nothing it checks: the first dtm-* value is the call, a repeated token, issue time or signed header is refused', async () => {
+    expect(await check()).toBe('true g1');
+    // DTM's keys: the first value is read everywhere (the guard, the token, the barrier, @BranchContext): a second one is ignored
+    expect(await check((m) => m.add('dtm-gid', 'g2'))).toBe('true g1');
+    expect(await check((m) => (m.set('dtm-gid', 'g2'), m.add('dtm-gid', 'g1')))).toBe('401');
+    expect(await check((m) => m.add('dtm-op', 'compensate'))).toBe('true g1');
+    // grpc-js reads keys in lower case (HTTP/2 sends no other): a key in upper case is the same key
+    expect(await check((m) => m.set('DTM-GID', 'g2'))).toBe('401');
+    // a token, an issue time or a signed header twice: none of them is read, refused
+    expect(await check((m) => m.add('dtm-auth', `action.01=${token}`))).toBe('401');
+    expect(await check((m) => m.add('dtm-auth-issued', issued))).toBe('401');
+    expect(await check((m) => m.add('x-tenant', 'acme'))).toBe('401');
+    expect(await check((m) => m.add('x-tenant', 'evil'))).toBe('401');
+    // the token as binary metadata only: not read (no token), refused
+    expect(await check((m) => (m.remove('dtm-auth'), m.set('dtm-auth-bin', Buffer.from(`action.01=${token}`))))).toBe('401');
+    // another method, op or branch under the same token
+    expect(await check((m) => m.set('dtm-branch_id', '02'))).toBe('401');
   });
 });
 
