@@ -227,19 +227,24 @@ export function signedQuery(query: string): string {
 
 /**
  * A query key or value as a token signs it: form-decoded and URI-encoded again, so that every
- * spelling of one value signs the same; as it came when its escapes are malformed (`%41%ZZ`), which
- * parsers read apart (node:querystring, Express 5's, and the WHATWG URL decode the valid escapes
- * around a bad one: `A%ZZ`; qs and Fastify's none: `%41%ZZ`, the value of `%2541%25ZZ`). Written
- * so, it signs as no other text does: an encoded text always decodes.
+ * spelling of one value signs the same. One that does not decode but holds a valid escape
+ * (`%41%ZZ`, `%FF`) is read apart by parsers (node:querystring, Express 5's, and the WHATWG URL
+ * decode the valid escapes: `A%ZZ`, `\uFFFD`; qs and Fastify's none: `%41%ZZ`, `%FF`, the values of
+ * `%2541%25ZZ`, `%25FF`): it is signed as it came, which no other text signs (an encoded text always
+ * decodes). One with no valid escape (`50%`) every parser reads as its text, `50%25`'s value.
  */
 function signedPart(text: string): string {
   if (text.indexOf('%') < 0 && text.indexOf('+') < 0) return encodeURIComponent(text);
+  const spaced = text.replace(/\+/g, ' ');
   try {
-    return encodeURIComponent(decodeURIComponent(text.replace(/\+/g, ' ')));
+    return encodeURIComponent(decodeURIComponent(spaced));
   } catch {
-    return text;
+    return VALID_ESCAPE.test(text) ? text : encodeURIComponent(spaced);
   }
 }
+
+/** A percent escape that decodes to a byte. */
+const VALID_ESCAPE = /%[0-9A-Fa-f]{2}/;
 
 /** A query string's key or value decoded as a form (`+` is a space); malformed escapes stay as they are. */
 export function formDecode(text: string): string {

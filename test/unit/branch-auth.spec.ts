@@ -111,7 +111,17 @@ describe('BranchAuth', () => {
     expect([parse('a=%41%ZZ').a, parse('a=%2541%25ZZ').a, new URLSearchParams('a=%41%ZZ').get('a')]).toEqual(['A%ZZ', '%41%ZZ', 'A%ZZ']);
     expect(signedQuery('a=%41%ZZ')).toBe('?a=%41%ZZ');
     expect(signedQuery('a=%2541%25ZZ')).toBe('?a=%2541%25ZZ');
-    expect(signedQuery('a%ZZ=1&b=%E2%82&c=1+%zz')).toBe('?a%ZZ=1&b=%E2%82&c=1+%zz');
+    expect(signedQuery('b=%E2%82&c=%FF+%zz')).toBe('?b=%E2%82&c=%FF+%zz');
+    expect([parse('c=%FF').c, parse('c=%25FF').c]).toEqual(['\uFFFD', '%FF']);
+    expect(signedQuery('c=%FF')).not.toBe(signedQuery('c=%25FF'));
+    // without a valid escape every parser reads the text as it is (a stray %): the same value as its well-formed spelling, signed the same
+    expect([parse('a%ZZ=50%&b=1+%zz'), parse('a%25ZZ=50%25&b=1%20%25zz')].map((q) => ({ ...q }))).toEqual([{ 'a%ZZ': '50%', b: '1 %zz' }, { 'a%ZZ': '50%', b: '1 %zz' }]);
+    expect(signedQuery('a%ZZ=50%&b=1+%zz')).toBe(signedQuery('a%25ZZ=50%25&b=1%20%25zz'));
+    // so the app's own calls to such a target (TCC Try, XA action, workflow steps), whose query the WHATWG URL writes again with DTM's keys, sign as the target did
+    const own = new URL('http://bank/credit?d=50%&n=1+%zz');
+    own.searchParams.set('gid', 'g1');
+    expect(own.search).toBe('?d=50%25&n=1+%25zz&gid=g1');
+    expect(targetPath(own.href)).toBe(targetPath('http://bank/credit?d=50%&n=1+%zz'));
     expect(targetPath('http://bank/credit?account=%41%ZZ')).not.toBe(targetPath('http://bank/credit?account=%2541%25ZZ'));
     // well-formed spellings of one value still sign the same (every parser reads them alike)
     expect(signedQuery('a=%41+b&c')).toBe(signedQuery('a=A%20b&c='));
