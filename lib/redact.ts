@@ -3,8 +3,26 @@
 // wherever the URL sits in the text.
 import { textOf } from './errors/text-of.js';
 
-/** `scheme://`, anywhere. */
-const SCHEME = /[a-z][a-z0-9+.-]*:\/\//gi;
+/** A character of a URL's scheme (`[a-z0-9+.-]`, any case); one begins with a letter. */
+const SCHEME_CHAR = /[a-z0-9+.-]/i;
+const LETTER = /[a-z]/i;
+
+/**
+ * Where the first `scheme://` at or after `from` begins (what `/[a-z][a-z0-9+.-]*:\/\//gi` finds
+ * from there), and where it ends; undefined when there is none. Linear in the text: that regex
+ * tries every start in a run of scheme characters again (quadratic: a 64 KB run with an `@`, which
+ * a branch's answer or a call's `dtm` parameter can hold, took seconds; an answer of
+ * `max_answer_bytes`, hours), whereas each `://` is found once and its run walked once.
+ */
+function nextScheme(text: string, from: number): { start: number; end: number } | undefined {
+  for (let sep = text.indexOf('://', from); sep >= 0; sep = text.indexOf('://', sep + 3)) {
+    let start = sep;
+    while (start > from && SCHEME_CHAR.test(text[start - 1]!)) start--;
+    while (start < sep && !LETTER.test(text[start]!)) start++;
+    if (start < sep) return { start, end: sep + 3 };
+  }
+  return undefined;
+}
 /** What ends a URL inside free text. */
 const WHITESPACE = /\s/;
 /** Longest value shown in a message; longer ones are cut. */
@@ -21,9 +39,8 @@ const SHOWN_LENGTH = 200;
 export function redactUrl(value: string): string {
   const at = value.lastIndexOf('@');
   if (at < 0) return value;
-  SCHEME.lastIndex = 0;
-  const scheme = SCHEME.exec(value);
-  const start = scheme && scheme.index + scheme[0].length <= at ? scheme.index + scheme[0].length : 0;
+  const scheme = nextScheme(value, 0);
+  const start = scheme && scheme.end <= at ? scheme.end : 0;
   return `${value.slice(0, start)}***${value.slice(at)}`;
 }
 
@@ -56,18 +73,18 @@ export function redactText(text: string): string {
   if (!text.includes('@')) return text;
   let out = '';
   let from = 0;
-  SCHEME.lastIndex = 0;
-  for (let match = SCHEME.exec(text); match; match = SCHEME.exec(text)) {
-    const start = match.index + match[0].length;
-    if (start < from) continue;
+  for (let match = nextScheme(text, 0); match; ) {
+    const start = match.end;
     let end = start;
     while (end < text.length && !WHITESPACE.test(text[end])) end++;
-    const at = text.lastIndexOf('@', end - 1);
+    // the last @ of this URL, looked for in it only (lastIndexOf would walk back past it, each URL again)
+    let at = end - 1;
+    while (at >= start && text.charCodeAt(at) !== 64) at--;
     if (at >= start) {
       out += `${text.slice(from, start)}***`;
       from = at;
     }
-    SCHEME.lastIndex = end;
+    match = nextScheme(text, end);
   }
   return out + text.slice(from);
 }
