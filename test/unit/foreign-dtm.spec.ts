@@ -50,6 +50,19 @@ describe('the DTM server a branch call names', () => {
     expect(lines[0]).not.toMatch(/[\r\n]/);
   });
 
+  it('is redacted in linear time (a name of 16 KiB, scheme characters up to an @, took 0.2 s each), and shown with NEL, U+2028 and C1 controls escaped', () => {
+    const client = new DtmClient(config);
+    const started = Date.now();
+    const lines = warnings(() => {
+      for (let i = 0; i < 40; i++) client.tccFromBranch(tryCall(`h${i}${'a1.b-'.repeat(3300)}@evil.example:36790`));
+    });
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(lines).toHaveLength(40);
+    expect(lines[0]).toContain('a branch call named "***@evil.example:36790" as its DTM server');
+    const escaped = warnings(() => client.tccFromBranch(tryCall('http://evil.example/\u0085\u2028\u2029\u009b31m')));
+    expect(escaped).toEqual([expect.stringContaining('a branch call named "http://evil.example/\\u0085\\u2028\\u2029\\u009b31m" as its DTM server')]);
+  });
+
   it('the configured server, with trailing slashes, is not foreign; a long run of / not at the end is read in linear time', () => {
     const client = new DtmClient(config);
     expect(warnings(() => client.tccFromBranch(tryCall('http://127.0.0.1:9/api/dtmsvr//')))).toEqual([]);
