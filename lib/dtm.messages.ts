@@ -555,10 +555,13 @@ export const MESSAGES = {
     `${decorator} was given the ${entryKind} branch ${JSON.stringify(branch)} of service ${JSON.stringify(service)}: a${/^[aeiouxX]/.test(entryKind) ? 'n' : ''} ${entryKind} branch is served by ${servedBy}; callers of the contract add it as a ${entryKind} branch, so decorate the handler with one of those (or change the contract's entry)`,
   decoratorName: (kind: string, got: string) => `a ${kind} branch decorator takes a branch name or a contract entry (defineBranches), got ${got}`,
   notStandardSchema: (branch: string) => `the schema of branch ${JSON.stringify(branch)} does not implement Standard Schema v1 (a '~standard' property with version 1 and validate()); use zod >= 3.24, valibot >= 1, arktype, or write one`,
-  unknownBranch: (kind: string, name: string, known: string[], declared: readonly string[]) =>
-    declared.length
+  unknownBranch: (kind: string, name: string, known: string[], declared: readonly string[], otherKinds: readonly string[] = []) =>
+    (declared.length
       ? `no ${kind} branch named "${name}" among the controllers of this app (known: ${known.length ? known.join(', ') : 'none'}): ${declared.join(', ')} ${declared.length > 1 ? 'are' : 'is'} decorated ${kind}('${name}'), but Nest never created ${[...new Set(declared.map((d) => d.slice(0, d.lastIndexOf('.'))))].join(' or ')} as a controller; list it in the controllers of a module the app imports (not in providers)`
-      : `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`,
+      : `no ${kind} branch named "${name}" (known: ${known.length ? known.join(', ') : 'none'}); check the name, or decorate the handler`) +
+    (otherKinds.length
+      ? `. "${name}" is ${otherKinds.map((k) => `a ${k} branch of this app${BRANCH_USE[k] ? ` (for ${BRANCH_USE[k]})` : ''}`).join(' and ')}; ${BRANCH_USE[kind] ?? 'this call'} takes ${kind} branches only`
+      : ''),
   noAppUrl: (name: string) =>
     `cannot build the URL of branch "${name}": lynx.dtm.app_url is not set and the app is not listening yet; set app_url, or start the transaction after app.listen()`,
   appAddressLoopback: (key: 'app_url' | 'grpc_app_address', host: string, dtmHost: string) =>
@@ -850,6 +853,15 @@ export const UNANSWERED = {
 export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
 
 /** "could not reach" the DTM server at `url`, naming the configuration key (`key`) that points at it. */
+/** What adds a branch of each kind to a transaction by name, for the message of a name of another kind. */
+const BRANCH_USE: Record<string, string> = {
+  '@SagaAction': "a saga's add()",
+  '@TccTry': "a TCC's callBranch()",
+  '@XaBranch': "an XA transaction's callBranch()",
+  '@MsgBranch': "a message's add()",
+  '@MsgQueryPrepared': "a message's back-check (doAndSubmit(), doAndSubmitDb())",
+};
+
 function dtmUnreachable(key: 'server_url' | 'grpc_server') {
   return (url: string, cause: string, timeoutSeconds: number): string => {
     // grpc-js's "Protocol error": the peer answered bytes that are no HTTP/2, most often DTM's HTTP port given as grpc_server

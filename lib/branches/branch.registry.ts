@@ -17,6 +17,9 @@ import { HttpBranchLocator, type HttpBranchRoute } from './http/http-branch.loca
 import { MANIFEST_FORMAT, MANIFEST_OP, type BranchManifest, type ManifestBranch, type ManifestTargets } from '../contracts/branch-manifest.js';
 import { messageOf } from '../errors/text-of.js';
 
+/** The kinds of branch a transaction adds by name (a saga's add(), a TCC's or XA's callBranch(), a message's add() and back-check). */
+const BY_NAME: ReadonlySet<BranchKind> = new Set<BranchKind>(['saga-action', 'tcc-try', 'xa', 'msg', 'msg-query-prepared']);
+
 /** A decorated handler as the explorer found it: where DTM reaches it over HTTP and / or gRPC. */
 export interface BranchRoute {
   kind: BranchKind;
@@ -157,8 +160,11 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
   target(kind: BranchKind, name: string, protocol: DtmProtocol): string {
     const entry = this.routes.get(key(kind, name));
     if (!entry) {
-      const known = [...this.routes.values()].map((e) => (e.http ?? e.grpc)!).filter((r) => r.kind === kind).map((r) => r.name);
-      throw new DtmUsageError(MESSAGES.unknownBranch(BRANCH_DECORATOR[kind], name, known, declaredBranchHandlers(kind, name)));
+      const routes = [...this.routes.values()].map((e) => (e.http ?? e.grpc)!);
+      const known = routes.filter((r) => r.kind === kind).map((r) => r.name);
+      // the same name as a branch of another kind a transaction adds by name (a saga action given to a TCC, say)
+      const otherKinds = routes.filter((r) => r.name === name && r.kind !== kind && BY_NAME.has(r.kind)).map((r) => BRANCH_DECORATOR[r.kind]);
+      throw new DtmUsageError(MESSAGES.unknownBranch(BRANCH_DECORATOR[kind], name, known, declaredBranchHandlers(kind, name), otherKinds));
     }
     if (protocol === 'grpc' && entry.grpc) return this.grpcLocator.target(entry.grpc.grpc!, entry.grpc.handler);
     if (entry.http) return this.httpLocator.target(entry.http.http!, name);

@@ -63,6 +63,20 @@ describe('DtmBranchExplorer and DtmBranchRegistry', () => {
     expect(() => registry.target('saga-action', 'nope', 'http')).toThrow(/pay/);
     await app.close();
   });
+
+  it("an unknown name that is a branch of another kind says so, and what takes it (a saga action given to a TCC's callBranch, a Try to a saga's add)", async () => {
+    const app = await appWith(Bank);
+    const registry = app.get(DtmBranchRegistry);
+    expect(() => registry.target('tcc-try', 'pay', 'http')).toThrow(
+      'no @TccTry branch named "pay" (known: reserve); check the name, or decorate the handler. "pay" is a @SagaAction branch of this app (for a saga\'s add()); a TCC\'s callBranch() takes @TccTry branches only',
+    );
+    expect(() => registry.target('saga-action', 'reserve', 'http')).toThrow(
+      'no @SagaAction branch named "reserve" (known: pay); check the name, or decorate the handler. "reserve" is a @TccTry branch of this app (for a TCC\'s callBranch()); a saga\'s add() takes @SagaAction branches only',
+    );
+    // a name of no kind: the message as before
+    expect(() => registry.target('saga-action', 'nope', 'http')).toThrow(/^no @SagaAction branch named "nope" \(known: pay\); check the name, or decorate the handler$/);
+    await app.close();
+  });
 });
 
 // (moved from test/e2e/branches.spec.ts: they need no server)
