@@ -572,6 +572,8 @@ export const MESSAGES = {
     `lynx.dtm.${key} names ${host}, an address a server listens on, not one DTM can call: DTM calling it reaches its own host, so only a DTM server on this host reaches this app's branches; set ${key} to this service's address as DTM sees it (its host name or IP)`,
   appUrlLoopbackOtherPort: (appUrl: string, port: number, listening: number) =>
     `lynx.dtm.app_url (${appUrl}) names this host's loopback at port ${port}, but the app listens on port ${listening}: DTM would call every branch where nothing of this app answers (connection refused, retried forever), unless a proxy on this host forwards that port to the app; set app_url's port to ${listening} (and its host to this service's address as DTM sees it, when DTM runs elsewhere)`,
+  appUrlWithGlobalPrefix: (appUrl: string, prefix: string) =>
+    `lynx.dtm.app_url (${appUrl}) ends with the app's global prefix ${prefix}, which the module adds to each branch route's path itself: DTM would call ${appUrl.replace(/\/+$/, '')}${prefix}/... and get 404, retried forever, unless what is in front of the app (a proxy, a parent app it is mounted in) strips one ${prefix}; set app_url to the app's base URL without the global prefix`,
   appUrlFromListen: (url: string) =>
     `lynx.dtm.app_url is not set: branch URLs use ${url}, the address this app listens on, which DTM can only reach when it runs on the same host; set app_url to this service's address as DTM sees it`,
   noRegistry: (name: string) =>

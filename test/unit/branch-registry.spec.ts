@@ -79,6 +79,36 @@ describe('DtmBranchExplorer and DtmBranchRegistry', () => {
   });
 });
 
+describe('app_url and the global prefix', () => {
+  /** The start-up warnings of an app with `Bank`, `app_url` and the global prefix `prefix`. */
+  const warningsOf = async (appUrl: string, prefix?: string) => {
+    const warnings: string[] = [];
+    const logger = { log() {}, error() {}, warn: (message: unknown) => void warnings.push(String(message)) };
+    @Module({ imports: [DtmModule.forRoot({ config: { appUrl } })], controllers: [Bank] })
+    class AppModule {}
+    const module = await Test.createTestingModule({ imports: [AppModule] }).compile();
+    const app = module.createNestApplication({ logger });
+    if (prefix) app.setGlobalPrefix(prefix);
+    await app.init();
+    const target = app.get(DtmBranchRegistry).target('saga-action', 'pay', 'http');
+    await app.close();
+    return { target, warnings: warnings.filter((w) => w.includes('global prefix')) };
+  };
+
+  it("warns at start-up when app_url ends with the global prefix, which DTM's URLs would hold twice (a 404 DTM retries forever); not for an app_url without it, nor without a prefix", async () => {
+    expect(await warningsOf('http://orders:3000/api', 'api')).toEqual({
+      target: 'http://orders:3000/api/api/bank/pay',
+      warnings: [
+        "lynx.dtm.app_url (http://orders:3000/api) ends with the app's global prefix /api, which the module adds to each branch route's path itself: DTM would call http://orders:3000/api/api/... and get 404, retried forever, unless what is in front of the app (a proxy, a parent app it is mounted in) strips one /api; set app_url to the app's base URL without the global prefix",
+      ],
+    });
+    expect((await warningsOf('http://orders:3000/v1/api/', '/v1/api/')).warnings).toEqual([expect.stringContaining('ends with the app\'s global prefix /v1/api,')]);
+    expect(await warningsOf('http://orders:3000', 'api')).toEqual({ target: 'http://orders:3000/api/bank/pay', warnings: [] });
+    expect((await warningsOf('http://gateway/orders-api', 'api')).warnings).toEqual([]); // a path that only ends in the same letters
+    expect((await warningsOf('http://gateway/api')).warnings).toEqual([]); // a proxy's path, no global prefix
+  });
+});
+
 // (moved from test/e2e/branches.spec.ts: they need no server)
 describe('start-up validation of decorated branches', () => {
   const failureOf = async (controllers: Type[]) => {

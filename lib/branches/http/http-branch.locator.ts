@@ -88,11 +88,17 @@ export class HttpBranchLocator {
     return `${base}${route.path}`;
   }
 
-  /** Calls `warn` once the app listens, when branch URLs fall back to the listening address, or `app_url` names this host's loopback at another port than the app's. */
+  /**
+   * Calls `warn` once the app listens, when branch URLs fall back to the listening address, or `app_url` names this host's loopback at another port than the app's;
+   * at once when `app_url` ends with the app's global prefix, which each route's path holds already.
+   */
   warnWithoutAppUrl(warn: (message: string) => void): void {
     if (!this.adapterHost) return;
     const appUrl = this.config.appUrl;
     if (appUrl) {
+      // app_url copied with the global prefix (http://orders:3000/api): DTM would call /api/api/... and get 404
+      const prefix = prefixAtEnd(appUrl, this.appConfig.getGlobalPrefix());
+      if (prefix) warn(MESSAGES.appUrlWithGlobalPrefix(redactUrl(appUrl), prefix));
       // app_url on this host's loopback at a port the app does not listen on: nothing of this app answers there
       const local = loopbackPortOf(appUrl);
       if (local === undefined) return;
@@ -116,6 +122,17 @@ export class HttpBranchLocator {
     const host = address.address === '::' || address.address === '0.0.0.0' ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const scheme = typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function' ? 'https' : 'http';
     return `${scheme}://${host}:${address.port}`;
+  }
+}
+
+/** The global prefix as a path (`/api`) when the path of `url` ends with it; else undefined. */
+function prefixAtEnd(url: string, globalPrefix: string): string | undefined {
+  const prefix = `/${globalPrefix.replace(/^\/+|\/+$/g, '')}`;
+  if (prefix === '/') return undefined;
+  try {
+    return new URL(url).pathname.replace(/\/+$/, '').endsWith(prefix) ? prefix : undefined;
+  } catch {
+    return undefined;
   }
 }
 
