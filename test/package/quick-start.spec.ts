@@ -3,6 +3,7 @@
 // built with its own tsc, started with `node dist/main.js` against the harness's DTM server and a
 // PostgreSQL database of its own. A transfer through its POST /transfers route: what DTM recorded,
 // the barrier rows and the balances; then a transfer DTM rolls back.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
@@ -85,4 +86,19 @@ describe('the Quick start (examples/quick-start) against the real DTM server', (
     expect(record.branches.map((b) => `${b.branch_id}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
     expect(await balances()).toEqual({ alice: 70, bob: 30 });
   });
+});
+
+describe("the Quick start's tsconfig with tests beside src/", () => {
+  it("npm start's tsc builds src/ alone when the app has files outside it: docs/testing.md's test/*.e2e-spec.ts, a vitest.config.ts (before: TS6059, not under rootDir src)", () => {
+    mkdirSync(join(app.dir, 'test'), { recursive: true });
+    writeFileSync(join(app.dir, 'test', 'transfers.e2e-spec.ts'), "import { Transfers } from '../src/transfers.js';\nexport const used = Transfers;\n");
+    writeFileSync(join(app.dir, 'vitest.config.ts'), 'export default {};\n');
+    try {
+      const build = app.run('npm', ['run', 'build']);
+      expect([build.status, build.output.includes('TS6059')]).toEqual([0, false]);
+    } finally {
+      rmSync(join(app.dir, 'test'), { recursive: true, force: true });
+      rmSync(join(app.dir, 'vitest.config.ts'), { force: true });
+    }
+  }, 120_000);
 });
