@@ -138,9 +138,9 @@ function nameOf(target: string): string {
   return path.slice(path.lastIndexOf('/') + 1) || target;
 }
 
-/** The error message's list of unfinished branches. */
+/** The error message's list of unfinished branches, a sentence of its own after the message it ends. */
 export function describeUnfinished(branches: readonly UnfinishedBranch[]): string {
   if (branches.length === 0) return '';
   const lines = branches.map((b) => `branch ${b.branchId} "${b.name}" (op ${b.op}, ${b.target})${b.cause ? `: ${b.cause}` : ''}`);
-  return ` Unfinished: ${lines.join('; ')}`;
+  return `. Unfinished: ${lines.join('; ')}`;
 }

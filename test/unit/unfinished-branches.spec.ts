@@ -58,7 +58,8 @@ describe('diagnoseUnfinished', () => {
     recordBranchFailure('g-tcc-recorded', '01', 'confirm', { handler: 'BankController.confirm', status: 500, message: 'relation "dtm_barrier.barrier" does not exist' });
     const found = await diagnoseUnfinished(tcc, noProbe);
     expect(found).toEqual([{ branchId: '01', op: 'confirm', name: 'confirm', target: 'http://***@bank/confirm', cause: 'BankController.confirm failed (HTTP 500): relation "dtm_barrier.barrier" does not exist' }]);
-    expect(describeUnfinished(found)).toBe(' Unfinished: branch 01 "confirm" (op confirm, http://***@bank/confirm): BankController.confirm failed (HTTP 500): relation "dtm_barrier.barrier" does not exist');
+    // a sentence of its own after the message it ends ("... under a new one). Unfinished: ...", not "... one) Unfinished: ...")
+    expect(describeUnfinished(found)).toBe('. Unfinished: branch 01 "confirm" (op confirm, http://***@bank/confirm): BankController.confirm failed (HTTP 500): relation "dtm_barrier.barrier" does not exist');
   });
 
   it('names at most five branches', async () => {
