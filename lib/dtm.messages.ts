@@ -854,7 +854,6 @@ export const UNANSWERED = {
 /** The messages of {@link UNANSWERED} for one kind of peer. */
 export type UnansweredMessages = (typeof UNANSWERED)[keyof typeof UNANSWERED];
 
-/** "could not reach" the DTM server at `url`, naming the configuration key (`key`) that points at it. */
 /** What adds a branch of each kind to a transaction by name, for the message of a name of another kind. */
 const BRANCH_USE: Record<string, string> = {
   '@SagaAction': "a saga's add()",
@@ -864,6 +863,7 @@ const BRANCH_USE: Record<string, string> = {
   '@MsgQueryPrepared': "a message's back-check (doAndSubmit(), doAndSubmitDb())",
 };
 
+/** "could not reach" the DTM server at `url`, naming the configuration key (`key`) that points at it. */
 function dtmUnreachable(key: 'server_url' | 'grpc_server') {
   return (url: string, cause: string, timeoutSeconds: number): string => {
     // grpc-js's "Protocol error": the peer answered bytes that are no HTTP/2, most often DTM's HTTP port given as grpc_server

@@ -258,7 +258,7 @@ export class DtmBranchRegistry implements BranchResolver, OnApplicationBootstrap
       }
     }
     const all = this.all;
-    if (all.some((r) => r.http)) this.httpLocator.warnWithoutAppUrl((message) => this.logger.warn(message));
+    if (all.some((r) => r.http)) this.httpLocator.warnOnAppUrl((message) => this.logger.warn(message));
     // a @GrpcMethod branch no gRPC server of the app serves: DTM's calls of it would answer UNIMPLEMENTED
     const unserved = new Set<BranchRoute>();
     for (const route of all.filter((r) => r.grpc)) {

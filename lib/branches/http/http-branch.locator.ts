@@ -92,7 +92,7 @@ export class HttpBranchLocator {
    * Calls `warn` once the app listens, when branch URLs fall back to the listening address, or `app_url` names this host's loopback at another port than the app's;
    * at once when `app_url` ends with the app's global prefix, which each route's path holds already.
    */
-  warnWithoutAppUrl(warn: (message: string) => void): void {
+  warnOnAppUrl(warn: (message: string) => void): void {
     if (!this.adapterHost) return;
     const appUrl = this.config.appUrl;
     if (appUrl) {
