@@ -71,9 +71,9 @@ function recordOf(step: string, value: unknown): StepRecord {
 }
 
 /** `value`'s JSON text, as DTM stores it; `DtmUsageError` naming `what` when JSON cannot hold it (a BigInt, a cycle). */
-export function storedJson(value: unknown, what: string, gid: string): string {
+export function storedJson(value: unknown, what: string, gid: string, replacer?: (key: string, value: unknown) => unknown): string {
   try {
-    return JSON.stringify(value);
+    return JSON.stringify(value, replacer);
   } catch (err) {
     throw new DtmUsageError(MESSAGES.workflowNotJson(what, messageOf(err)), { gid, cause: err });
   }
@@ -82,6 +82,25 @@ export function storedJson(value: unknown, what: string, gid: string): string {
 /** The value a record holds, as a replay sees it (and the first run too: it goes through the same JSON). */
 function valueOf(record: StepRecord): unknown {
   return record.b !== undefined ? Buffer.from(record.b, 'base64') : record.d;
+}
+
+/** JSON.stringify's replacer of a step's value: a byte array inside it as a Buffer's JSON (a Buffer's own `toJSON` already gives it), not an object of numbered keys. */
+function bytesAsBuffers(_key: string, value: unknown): unknown {
+  return value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toJSON() : value;
+}
+
+/**
+ * A step's record from its JSON `text`, the JSON of a Buffer inside its value (`{ "type": "Buffer",
+ * "data": [bytes] }`: a gRPC reply's bytes field, a Buffer a local step returned) a Buffer again,
+ * on the first run as on a replay (as DTM's Go SDK gives a reply back from its proto bytes).
+ */
+function parsedRecord(text: string): StepRecord {
+  return JSON.parse(text, (_key, value: unknown) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+    const { type, data } = value as { type?: unknown; data?: unknown };
+    if (type !== 'Buffer' || !Array.isArray(data) || Object.keys(value).length !== 2) return value;
+    return data.every((byte) => Number.isInteger(byte) && byte >= 0 && byte <= 255) ? Buffer.from(data as number[]) : value;
+  }) as StepRecord;
 }
 
 /**
@@ -111,7 +130,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     for (const p of progress.progresses) {
       let record: StepRecord;
       try {
-        record = JSON.parse(p.data.toString('utf8')) as StepRecord;
+        record = parsedRecord(p.data.toString('utf8'));
       } catch {
         record = { k: '?' }; // not recorded by this module: a divergence if a step reaches it
       }
@@ -177,11 +196,11 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     } finally {
       this.running = undefined;
     }
-    const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid);
+    const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid, bytesAsBuffers);
     const bytes = Buffer.byteLength(text);
     if (bytes > MAX_STEP_DATA_BYTES) throw new DtmUsageError(MESSAGES.workflowStepValueTooLarge(this.name, step, branchId, bytes, MAX_STEP_DATA_BYTES), { gid: this.gid, branchId });
     await this.tx.record(branchId, 'action', 'succeed', text);
-    return valueOf(JSON.parse(text) as StepRecord) as T;
+    return valueOf(parsedRecord(text)) as T;
   }
 
   /**

@@ -1,10 +1,12 @@
 // Workflow replays against the real DTM server: what a resumed execution finds recorded by an
-// earlier one, when the workflow's code changed under it (a deploy while executions were pending).
+// earlier one, when the workflow's code changed under it (a deploy while executions were pending),
+// and step values holding bytes (a gRPC reply's bytes field, a local step's Buffer).
 import 'reflect-metadata';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowDivergedError, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
+import { RECORDER_PROTO } from '../support/grpc.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
@@ -35,6 +37,24 @@ class ChangingWorkflows {
   }
 }
 
+/** What bytes.v1's code got from its steps, per execution: the reply's bytes field and the local step's digest (byte values when they are Buffers). */
+const seen: unknown[] = [];
+const bytesOf = (value: unknown) => (Buffer.isBuffer(value) ? { buffer: [...value] } : value);
+
+@Injectable()
+class BytesWorkflows {
+  /** A gRPC step whose reply (recorder.Blob) holds bytes, passed on to the next gRPC step's bytes field; a local step returning a Buffer and a Uint8Array; then step c. */
+  @DtmWorkflow('bytes.v1')
+  async bytes(wf: WorkflowContext<{ blob: string; keep: string; c: string }>) {
+    const reply = await wf.step('blob').grpc<{ data: Buffer; note: string }>(wf.input.blob, { note: 'give' });
+    const local = await wf.step('digest').run(() => ({ digest: Buffer.from([0, 1, 254, 255]), raw: new Uint8Array([9, 8]) }));
+    await wf.step('keep').grpc(wf.input.keep, { data: reply.data, note: 'keep' });
+    seen.push({ reply: bytesOf(reply.data), note: reply.note, digest: bytesOf(local.digest), raw: bytesOf(local.raw) });
+    await wf.step('c').http(wf.input.c, { n: 3 });
+    return 'kept';
+  }
+}
+
 let recorder: Recorder;
 let app: INestApplication;
 let client: DtmClient;
@@ -43,8 +63,13 @@ beforeAll(async () => {
   recorder = await startRecorder();
   const port = await freePort();
   @Module({
-    imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 } })],
-    providers: [ChangingWorkflows],
+    imports: [
+      DtmModule.forRoot({
+        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 },
+        grpcProtos: { protoPath: RECORDER_PROTO },
+      }),
+    ],
+    providers: [ChangingWorkflows, BytesWorkflows],
   })
   class ReplayModule {}
   app = await NestFactory.create(ReplayModule, { logger: ['error'], forceCloseConnections: true });
@@ -96,4 +121,27 @@ describe('a workflow resumed by changed code', () => {
       expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.branch_id} ${c.query.op}`)).toEqual(['/C 03 action', '/BConfirm 02 commit']);
     },
   );
+});
+
+describe('a step value holding bytes', () => {
+  it("a gRPC reply's bytes field and a local step's Buffer and Uint8Array are Buffers on the first run and on a replay, as DTM's Go SDK gives the reply (its proto bytes) back; the reply's bytes pass on to the next gRPC step (before: { type: 'Buffer', data: [...] } objects, which that step's payload check refused, leaving the workflow pending)", async () => {
+    const gid = await client.generateGid();
+    seen.length = 0;
+    // recorder.Blob { data: 01 02 7f, note: "gave" }, as the recorder answers it (its text's UTF-8)
+    recorder.answer('/Blob', { status: 200, body: '\x0a\x03\x01\x02\x7f\x12\x04gave' });
+    recorder.answer('/Keep', { status: 200, body: '' }); // an empty recorder.Blob
+    recorder.answer('/C', 425, 200); // step c ONGOING once: pending, with steps blob, digest and keep recorded
+    const input = { blob: recorder.grpcTargetFor('/Blob'), keep: recorder.grpcTargetFor('/Keep'), c: recorder.urlFor('/C') };
+    const pending = await client.executeWorkflow('bytes.v1', gid, input).catch((e: unknown) => e);
+    expect(pending).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(String((pending as Error).cause)).toMatch(/recorder answered 425/);
+    expect((await queryTrans(gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed']);
+    // the replay: steps blob, digest and keep give back what they recorded, c is called again
+    await expect(client.executeWorkflow('bytes.v1', gid, input)).resolves.toEqual({ status: 'succeed', result: 'kept' });
+    const values = { reply: { buffer: [1, 2, 127] }, note: 'gave', digest: { buffer: [0, 1, 254, 255] }, raw: { buffer: [9, 8] } };
+    expect(seen).toEqual([values, values]);
+    // Blob { data: 01 02 7f, note: "keep" }, once: the replay did not call it again
+    expect(recorder.callsTo('/Keep', gid).map((c) => [...Buffer.from(c.body, 'utf8')])).toEqual([[0x0a, 0x03, 0x01, 0x02, 0x7f, 0x12, 0x04, ...Buffer.from('keep')]]);
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.branch_id}`)).toEqual(['/Blob 01', '/Keep 03', '/C 04', '/C 04']);
+  });
 });

@@ -20,6 +20,9 @@ export const TESTS_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'tests.p
 /** The stock service of services-by-name.spec.ts (test/e2e/protos/stock.proto, package `stock`). */
 export const STOCK_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'stock.proto');
 
+/** Messages of the recorder's gRPC side (test/e2e/protos/recorder.proto, package `recorder`): a reply with a bytes field. */
+export const RECORDER_PROTO = join(projectRoot(), 'test', 'e2e', 'protos', 'recorder.proto');
+
 /** The chaos bank's services (test/support/chaos/chaos.proto, package `chaos`). */
 export const CHAOS_PROTO = join(projectRoot(), 'test', 'support', 'chaos', 'chaos.proto');
 
