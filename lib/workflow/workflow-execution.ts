@@ -119,6 +119,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   private readonly outcomes: { step: string; branchId: string; outcome: StepOutcome<unknown> }[] = [];
   /** How many steps this execution made (the last branch id it gave). */
   private steps = 0;
+  /** The error of the first record of a step's outcome that failed (DTM refused it, or did not answer), if one did. */
+  private unrecorded?: { error: unknown };
 
   constructor(
     private readonly tx: WorkflowTransaction,
@@ -189,7 +191,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
       if (err instanceof DtmFailureError && !(err instanceof DtmGidInUseError)) {
         // recorded as DTM keeps the rollback reason it becomes: a longer one (a 409's large body) could never be recorded
         const reason = cutToStore(err.reason);
-        await this.tx.record(branchId, 'action', 'failed', JSON.stringify({ k: step, e: reason }));
+        await this.recordOutcome(branchId, 'action', 'failed', JSON.stringify({ k: step, e: reason }));
         throw this.refused(branchId, reason, err);
       }
       throw err;
@@ -199,7 +201,7 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     const text = storedJson(recordOf(step, value), `the value of step "${step}" of workflow "${this.name}"`, this.gid, bytesAsBuffers);
     const bytes = Buffer.byteLength(text);
     if (bytes > MAX_STEP_DATA_BYTES) throw new DtmUsageError(MESSAGES.workflowStepValueTooLarge(this.name, step, branchId, bytes, MAX_STEP_DATA_BYTES), { gid: this.gid, branchId });
-    await this.tx.record(branchId, 'action', 'succeed', text);
+    await this.recordOutcome(branchId, 'action', 'succeed', text);
     return valueOf(parsedRecord(text)) as T;
   }
 
@@ -228,7 +230,17 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
 
   /** @internal Records that a step's business ran inside its XA transaction (`business`), as DTM's Go SDK does before XA PREPARE. */
   recordBusiness(step: string, branchId: string): Promise<void> {
-    return this.tx.record(branchId, 'business', 'succeed', JSON.stringify({ k: step }));
+    return this.recordOutcome(branchId, 'business', 'succeed', JSON.stringify({ k: step }));
+  }
+
+  /**
+   * @internal When the workflow function ended: the error of a step's record that failed (DTM
+   * refused it, the workflow no longer prepared: another execution or a forceStop ended it; or DTM
+   * did not answer), also when the workflow's code caught it and went on. What DTM holds is then not
+   * what this execution saw: neither its commit nor its rollback callbacks may run.
+   */
+  assertAllRecorded(): void {
+    if (this.unrecorded) throw this.unrecorded.error;
   }
 
   /** @internal Whether step `branchId`'s `op` was recorded (checked to be `step`). */
@@ -305,6 +317,16 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   /** @internal The lock bound of a step's XA transaction: the workflow's branch timeout. */
   get bounds(): LocalTransactionBounds {
     return { timeoutSeconds: this.tx.options.branchTimeout };
+  }
+
+  /** Records a step's outcome (`action`, an XA step's `business`), noting a record that failed for {@link assertAllRecorded}. */
+  private async recordOutcome(branchId: string, op: string, status: 'succeed' | 'failed', data: string): Promise<void> {
+    try {
+      await this.tx.record(branchId, op, status, data);
+    } catch (err) {
+      this.unrecorded ??= { error: err };
+      throw err;
+    }
   }
 
   private replay(step: string, branchId: string, op: string): { status: string; record: StepRecord } | undefined {

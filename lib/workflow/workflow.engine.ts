@@ -204,6 +204,7 @@ export class WorkflowEngine {
     } catch (err) {
       // a DtmGidInUseError (a transaction the workflow's code runs found its gid taken, by its own first run on a resume) says nothing failed: pending, never a rollback
       if (!(err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw new DtmWorkflowPendingError(definition.name, gid, err);
+      assertRecorded(definition, gid, execution);
       assertAwaited(definition, gid, execution);
       assertReplayed(definition, gid, execution);
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
@@ -212,6 +213,7 @@ export class WorkflowEngine {
       await this.settle(definition, gid, () => tx.finish('failed', reason, undefined));
       throw new DtmFailureError(reason, { gid, cause: err });
     }
+    assertRecorded(definition, gid, execution);
     assertAwaited(definition, gid, execution);
     assertReplayed(definition, gid, execution);
     let result: string;
@@ -258,6 +260,15 @@ function unansweredPrepare(name: string, gid: string, err: unknown): unknown {
 function unreadPrepared(name: string, gid: string, err: unknown): unknown {
   if (!(err instanceof DtmUnavailableError)) return err;
   return new DtmUnavailableError(MESSAGES.workflowPreparedUnread(name, gid, err.message), { ...restatedContext(err), gid });
+}
+
+/** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause the record's error) when a step's record failed in `execution`, whatever its code did with the error. */
+function assertRecorded(definition: WorkflowDefinition, gid: string, execution: WorkflowExecution<unknown>): void {
+  try {
+    execution.assertAllRecorded();
+  } catch (err) {
+    throw new DtmWorkflowPendingError(definition.name, gid, err);
+  }
 }
 
 /** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause a `DtmUsageError`) when `execution`'s code ended without awaiting a step. */

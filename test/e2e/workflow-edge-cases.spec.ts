@@ -230,6 +230,23 @@ class ReviewWorkflows {
     return 'r'.repeat(wf.input.n);
   }
 
+  /** Step a has callbacks (noted per key); step b's error is swallowed, as for a best-effort step; then it returns, or (`refuse`) throws a DtmFailureError. */
+  @DtmWorkflow('review.swallow.v1')
+  async swallow(wf: WorkflowContext<Urls & { key: string; refuse?: boolean }>) {
+    await wf
+      .step('a')
+      .onCommit(() => void bump(done, `${wf.input.key}-commit`))
+      .onRollback(() => void bump(done, `${wf.input.key}-rollback`))
+      .run(() => 1);
+    try {
+      await wf.step('b').http(wf.input.b, { n: 1 });
+    } catch {
+      // best effort
+    }
+    if (wf.input.refuse) throw new DtmFailureError('refused after b');
+    return 'ok';
+  }
+
   @DtmWorkflow('überweisung')
   async transfer(wf: WorkflowContext<{ key: string }>) {
     return wf.step('a').run(() => `sent ${wf.input.key}`);
@@ -590,6 +607,26 @@ describe('workflow mode at its edges', () => {
       `workflow "review.two.v1" (gid ${gid}) is failed in DTM without a rollback reason: it was stopped (forceStop), and none of its rollback callbacks ran; undo its steps' effects yourself if needed`,
     );
     expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
+  });
+
+  it.each([
+    ['returns', false],
+    ['throws a DtmFailureError', true],
+  ] as const)("a step whose record DTM refuses (the workflow ended meanwhile: stopped here), its error swallowed by the workflow's code, which then %s: pending with that refusal, no callback runs (before: step a's onCommit / onRollback ran on a workflow DTM holds failed)", async (_ends, refuse) => {
+    const gid = await A.client.generateGid();
+    const key = `swallow-${gid}`;
+    // step b's branch: DTM's record ends (forceStop, as another execution's submit would) before it answers 200
+    recorder.handle('/B', async (call) => {
+      await A.client.forceStop(call.query.gid);
+      return 200;
+    });
+    const error = await A.client.executeWorkflow('review.swallow.v1', gid, { ...urls(), key, refuse }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    expect(String((error as Error).cause)).toMatch(/^Error: DTM refused to record step 02's action \(.*\): the workflow is no longer prepared/);
+    expect([done.get(`${key}-commit`), done.get(`${key}-rollback`)]).toEqual([undefined, undefined]);
+    const { transaction, branches } = await queryTrans(gid);
+    expect(transaction?.status).toBe('failed');
+    expect(branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action succeed']);
   });
 
   it('a workflow rolled back by a DtmFailureError without a reason: DTM records "FAILURE" as its rollback reason, not the empty one of a forceStop', async () => {
