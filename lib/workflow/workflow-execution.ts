@@ -18,7 +18,8 @@ import { messageOf } from '../errors/text-of.js';
 
 /**
  * What a recorded step holds (the `bin_data` of its branch row, JSON): the step's name `k`, and its
- * value `d` (or bytes, base64, in `b`), or the FAILURE's reason `e`. Only this module reads it.
+ * value `d` (a Buffer inside it as a Buffer's JSON; a value that is bytes as base64, in `b`), or
+ * the FAILURE's reason `e`. Only this module reads it.
  */
 interface StepRecord {
   k: string;
