@@ -748,8 +748,12 @@ export const MESSAGES = {
   unknownXaDb: (where: string, name: string, known: string[]) =>
     `${where} uses XA database "${name}", which the module does not have (known: ${known.length ? known.join(', ') : 'none'}); register it in DtmModule.forRoot({ xaConnections: { ${name}: ... } })`,
   // workflows
-  workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string) =>
-    `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds step "${recorded}", ${current === '' ? 'the code now ends before it' : `the code now has "${current}" there`}; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
+  workflowDiverged: (workflow: string, gid: string, branchId: string, op: string, recorded: string, current: string, endsIn?: 'commit' | 'rollback') =>
+    `workflow "${workflow}" (gid ${gid}) diverged from what it recorded: position ${branchId} (${op}) holds ${
+      endsIn
+        ? `the ${op} callback of step "${recorded}", recorded by an execution that ${op === 'commit' ? 'committed' : 'rolled back'}; the code now ${endsIn === 'commit' ? 'commits' : 'rolls back'}`
+        : `step "${recorded}", ${current === '' ? 'the code now ends before it' : `the code now has "${current}" there`}`
+    }; nothing was applied. A running workflow's steps must not change: deploy changed code under a new workflow name (e.g. "${workflow}.v2") and keep this one until its gids are final`,
   workflowPending: (workflow: string, gid: string, why: string) =>
     `workflow ${quotedCallerValue(workflow)} (gid ${gid}) is not finished (${truncate(why)}); DTM will call the app back to resume it: await it again with executeWorkflow(), or query the gid later`,
   workflowStepName: (workflow: string) => `workflow "${workflow}": a step needs a non-empty name (it is recorded, and checked on replay)`,

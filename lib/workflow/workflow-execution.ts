@@ -263,6 +263,20 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
     if (first) throw new DtmWorkflowDivergedError(this.name, this.gid, first.branchId, first.op, first.step, '');
   }
 
+  /**
+   * @internal Before phase 2 `op`: throws `DtmWorkflowDivergedError` when an earlier execution
+   * recorded a callback of the other phase 2 (it began to commit, and this one would roll back, or
+   * the reverse): the code now ends otherwise, and running `op` would leave the workflow half
+   * committed and half rolled back.
+   */
+  assertSameEnding(op: 'commit' | 'rollback'): void {
+    const other = op === 'commit' ? 'rollback' : 'commit';
+    for (const [key, { record }] of this.recorded) {
+      const [branchId, recordedOp] = key.split('-');
+      if (recordedOp === other) throw new DtmWorkflowDivergedError(this.name, this.gid, branchId, other, record.k, '', op);
+    }
+  }
+
   /** @internal Runs the phase-2 callbacks of `op` in reverse order of registration, each recorded once. */
   async runPhase2(op: 'commit' | 'rollback'): Promise<void> {
     for (const item of [...this.phase2].reverse()) {

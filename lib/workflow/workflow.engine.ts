@@ -206,7 +206,7 @@ export class WorkflowEngine {
       if (!(err instanceof DtmFailureError) || err instanceof DtmGidInUseError) throw new DtmWorkflowPendingError(definition.name, gid, err);
       assertRecorded(definition, gid, execution);
       assertAwaited(definition, gid, execution);
-      assertReplayed(definition, gid, execution);
+      assertReplayed(definition, gid, execution, 'rollback');
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
       // never an empty reason: DTM holds a forceStop's failure without one; cut as DTM keeps it, so every later call throws the same
       const reason = cutToStore(err.reason || 'FAILURE');
@@ -215,7 +215,7 @@ export class WorkflowEngine {
     }
     assertRecorded(definition, gid, execution);
     assertAwaited(definition, gid, execution);
-    assertReplayed(definition, gid, execution);
+    assertReplayed(definition, gid, execution, 'commit');
     let result: string;
     let encoded: string;
     try {
@@ -280,10 +280,11 @@ function assertAwaited(definition: WorkflowDefinition, gid: string, execution: W
   }
 }
 
-/** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause the divergence) when `execution` ended before a step an earlier one recorded. */
-function assertReplayed(definition: WorkflowDefinition, gid: string, execution: WorkflowExecution<unknown>): void {
+/** Leaves the workflow pending (`DtmWorkflowPendingError`, its cause the divergence) when `execution` ended before a step an earlier one recorded, or now ends in `ending` where an earlier one recorded a callback of the other phase 2. */
+function assertReplayed(definition: WorkflowDefinition, gid: string, execution: WorkflowExecution<unknown>, ending: 'commit' | 'rollback'): void {
   try {
     execution.assertNothingLeftBehind();
+    execution.assertSameEnding(ending);
   } catch (err) {
     throw new DtmWorkflowPendingError(definition.name, gid, err);
   }

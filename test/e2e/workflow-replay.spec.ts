@@ -37,6 +37,21 @@ class ChangingWorkflows {
   }
 }
 
+/** The code of ends.v1 now: 'v1' (steps a and b, each with an onCommit and an onRollback, then it returns), or 'v2-refuse' (the same steps, then a new rule refuses). */
+let endsVersion: 'v1' | 'v2-refuse' = 'v1';
+
+@Injectable()
+class EndingWorkflows {
+  @DtmWorkflow('ends.v1')
+  async ends(wf: WorkflowContext<Urls>) {
+    const u = wf.input;
+    await wf.step('a').onRollback((s) => s.http(u.aRevert, { n: 1 })).onCommit((s) => s.http(u.c, { n: 1 })).http(u.a, { n: 1 });
+    await wf.step('b').onRollback((s) => s.http(u.bRevert, { n: 2 })).onCommit((s) => s.http(u.bConfirm, { n: 2 })).http(u.b, { n: 2 });
+    if (endsVersion === 'v2-refuse') throw new DtmFailureError('refused by the new rule');
+    return 'done';
+  }
+}
+
 /** What bytes.v1's code got from its steps, per execution: the reply's bytes field and the local step's digest (byte values when they are Buffers). */
 const seen: unknown[] = [];
 const bytesOf = (value: unknown) => (Buffer.isBuffer(value) ? { buffer: [...value] } : value);
@@ -69,7 +84,7 @@ beforeAll(async () => {
         grpcProtos: { protoPath: RECORDER_PROTO },
       }),
     ],
-    providers: [ChangingWorkflows, BytesWorkflows],
+    providers: [ChangingWorkflows, BytesWorkflows, EndingWorkflows],
   })
   class ReplayModule {}
   app = await NestFactory.create(ReplayModule, { logger: ['error'], forceCloseConnections: true });
@@ -83,6 +98,7 @@ afterAll(async () => {
 beforeEach(() => {
   recorder.reset();
   version = 'v1';
+  endsVersion = 'v1';
 });
 
 const urls = (): Urls => ({
@@ -121,6 +137,30 @@ describe('a workflow resumed by changed code', () => {
       expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.branch_id} ${c.query.op}`)).toEqual(['/C 03 action', '/BConfirm 02 commit']);
     },
   );
+});
+
+describe('a workflow resumed in its commit by code that now rolls it back', () => {
+  it("stops with the divergence, naming the commit callback recorded, and runs no rollback callback (before: it rolled back step a after step b's commit, DTM recording failed)", async () => {
+    const gid = await client.generateGid();
+    // commit callbacks run in reverse: b's (recorded), then a's, which answers 500: pending in its commit
+    recorder.answer('/C', 500);
+    await expect(client.executeWorkflow('ends.v1', gid, urls())).rejects.toBeInstanceOf(DtmWorkflowPendingError);
+    expect((await queryTrans(gid)).branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 action succeed', '02 action succeed', '02 commit succeed']);
+    endsVersion = 'v2-refuse'; // a deploy: the resumed execution runs the new code
+    recorder.reset();
+    const error = await client.executeWorkflow('ends.v1', gid, urls()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DtmWorkflowPendingError);
+    const cause = (error as Error).cause;
+    expect(cause).toBeInstanceOf(DtmWorkflowDivergedError);
+    expect(cause).toMatchObject({ recordedStep: 'b', currentStep: '', branchId: '02' });
+    expect((cause as Error).message).toMatch(/^workflow "ends\.v1" \(gid \S+\) diverged from what it recorded: position 02 \(commit\) holds the commit callback of step "b", recorded by an execution that committed; the code now rolls back; nothing was applied/);
+    expect(recorder.callsFor(gid)).toEqual([]); // no rollback callback
+    expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
+    // the old code, deployed back, finishes the commit
+    endsVersion = 'v1';
+    await expect(client.executeWorkflow('ends.v1', gid, urls())).resolves.toEqual({ status: 'succeed', result: 'done' });
+    expect(recorder.callsFor(gid).map((c) => `${c.path} ${c.query.branch_id} ${c.query.op}`)).toEqual(['/C 01 commit']);
+  });
 });
 
 describe('a step value holding bytes', () => {
