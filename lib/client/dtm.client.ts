@@ -32,7 +32,7 @@ import { xaLocalTransaction } from '../xa/xa-local-transaction.js';
 import type { XaDatabase } from '../xa/xa.types.js';
 import type { BranchInfo, BranchResolver, FinalResult, ListFilter, ListPage, PingResult, TransactionOptions, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
-import { isTransientDtmError } from '../transport/dtm-transient.js';
+import { isTransientDtmError, mayHaveReachedDtm } from '../transport/dtm-transient.js';
 import { GrpcCodecs } from '../transport/grpc/grpc-codecs.js';
 import { GrpcTransport } from '../transport/grpc/grpc.transport.js';
 import { HttpTransport, isAnswerTooLarge } from '../transport/http/http.transport.js';
@@ -199,7 +199,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * resolves `succeed` (with `result`, what `body` returned) or `failed` (a branch's FAILURE thrown
    * out of `body` is a rollback, a result; so is a rollback DTM made while `body` ran, its
    * timeoutToFail passed; any other error of `body` is thrown after the abort).
-   * A submit DTM did not store (the transaction still prepared 3 s after it) is sent again.
+   * A submit DTM did not store (the transaction still prepared 3 s after it, at once after a submit never sent) is sent again.
    * Throws `DtmOutcomeUnknownError` if DTM has the transaction but its outcome is not known in time.
    */
   async tccGlobalTransactionAndWait<T>(gid: string, body: (tcc: Tcc) => Promise<T>, options?: TransactionOptions, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
@@ -319,7 +319,9 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     let lastStatus = 'unknown';
     let lastRecord: TransactionRecord | undefined;
     let lastError: Error | undefined;
-    let unstoredSince: number | undefined;
+    // the first submit never sent (connection refused) and none sent since: none of it can still show up at DTM, so a record showing it unstored is submitted again at once
+    let neverSent = submitted?.lost !== undefined && !mayHaveReachedDtm(submitted.lost);
+    let unstoredSince: number | undefined = neverSent ? -Infinity : undefined;
     const look = async (): Promise<FinalResult | undefined> => {
       let record: TransactionRecord | null | undefined;
       try {
@@ -346,17 +348,20 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
           unstoredSince ??= Date.now();
           if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < wait.deadline) {
             unstoredSince = undefined;
-            lastError = await this.submitAgain(gid, lastStatus, submitted);
+            lastError = await this.submitAgain(gid, lastStatus, submitted, neverSent);
+            neverSent = false;
           }
         } else unstoredSince = undefined;
       }
       return undefined;
     };
     const expired = async (): Promise<Error> => {
+      // DTM answered no query and no submit of it was sent: it holds it as this app's prepare left it
+      const status = neverSent && lastStatus === 'unknown' ? 'prepared' : lastStatus;
       // no submit got stored: DTM calls none of its branches, there is nothing to diagnose
-      if (submitted && isUnstored(lastStatus)) {
+      if (submitted && isUnstored(status)) {
         const cause = lastError ?? submitted.lost;
-        return new DtmOutcomeUnknownError(MESSAGES.notStoredAfterSubmit(gid, lastStatus, timeout, cause?.message), gid, lastStatus, { cause });
+        return new DtmOutcomeUnknownError(MESSAGES.notStoredAfterSubmit(gid, status, timeout, cause?.message, submitted.transType, status !== lastStatus), gid, status, { cause });
       }
       // only now, after the wait: what DTM still calls, and why (see diagnostics/unfinished.ts)
       const unfinished = lastRecord && !lastError ? await this.diagnose(lastRecord, targets) : [];
@@ -453,12 +458,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
 
   /**
    * Submits `gid` again after DTM's record showed for {@link UNSTORED_CONFIRM_MS} that the submit is
-   * not stored (warns: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
+   * not stored (at once when `neverSent`: the first submit never left, no other was sent) (warns: it
+   * is DTM's store failing, or a submit lost on the way). Returns the error of a submit
    * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
    * transaction itself is refused (another transaction under the gid, a usage error).
    */
-  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere): Promise<Error | undefined> {
-    this.logger.warn(MESSAGES.submitAgain(gid, status, submitted.lost?.message));
+  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere, neverSent: boolean): Promise<Error | undefined> {
+    this.logger.warn(MESSAGES.submitAgain(gid, status, submitted.lost?.message, neverSent, submitted.transType));
     try {
       await submitted.again();
       return undefined;

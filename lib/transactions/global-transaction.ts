@@ -113,7 +113,7 @@ export abstract class GlobalTransaction extends Transaction {
    * aborts it and is thrown. A transaction DTM rolled back before the submit (its timeoutToFail
    * passed while `body` ran: DTM refuses the submit) is a result too (`failed`, DTM's reason, and `result`). A submit that may not have reached DTM is waited out too (as is DTM's
    * FAILURE or ONGOING answer to a submit with `waitResult` whose first round did not finish: a
-   * Confirm answering ONGOING or a retryable error), and one DTM did not store (the transaction still prepared 3 s after it) is sent again.
+   * Confirm answering ONGOING or a retryable error), and one DTM did not store (the transaction still prepared 3 s after it, at once after a submit never sent) is sent again.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
     this.assertBody(body);
@@ -143,7 +143,7 @@ export abstract class GlobalTransaction extends Transaction {
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
-        const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false }), wait).catch((err: unknown) => {
+        const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false, transType: this.transType }), wait).catch((err: unknown) => {
           throw stillPreparedError(this.gid, err);
         });
         outcome = { ...final, result };

@@ -163,9 +163,13 @@ export class Msg extends StepTransaction {
   }
 
   /**
-   * {@link StepTransaction.submitAndWait}; after this object's {@link prepare}, an answer to the
-   * submit that is not DTM's decision (a gateway's 4xx, say: see {@link submit}) is
-   * `DtmOutcomeUnknownError` with `lastStatus` `prepared`, not an error that reads as "not sent".
+   * {@link StepTransaction.submitAndWait}; after this object's {@link prepare}, a submit that did not
+   * get through, also one never sent (DTM refusing connections for a moment), is waited out as a
+   * TCC's: the wait sends it again while DTM holds the message prepared (at once after one never
+   * sent), until `wait.timeout`, then `DtmOutcomeUnknownError` with what DTM holds (`prepared`, also
+   * when DTM answered no query and no submit reached it). An answer to the submit that is not DTM's
+   * decision (a gateway's 4xx, say: see {@link submit}) is `DtmOutcomeUnknownError` `prepared` at
+   * once, not an error that reads as "not sent".
    */
   override async submitAndWait(wait?: WaitOptions): Promise<FinalResult> {
     if (this.heldByAnother) throw this.heldByAnother;
@@ -230,8 +234,8 @@ export class Msg extends StepTransaction {
   /**
    * `err` of a submit as the caller gets it (and `transaction.end` carries it): after {@link doAndSubmit}'s
    * local transaction committed, {@link committedSubmitError}; after this object's {@link prepare},
-   * {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`: {@link submitAndWait}'s, which
-   * does not ask DTM); else `err`. Restating an error that says DTM took the submit and goes on keeps
+   * {@link stillPreparedError}'s `DtmOutcomeUnknownError` (`prepared`: {@link submitAndWait}'s for an
+   * answer not DTM's, a gateway's 4xx, which it does not wait out); else `err`. Restating an error that says DTM took the submit and goes on keeps
    * it reported `submitted`.
    */
   protected override submitError(err: unknown): unknown {

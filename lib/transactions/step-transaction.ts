@@ -116,7 +116,8 @@ export abstract class StepTransaction extends Transaction {
   /**
    * Submits and waits for the final status: resolves with `succeed` or `failed` (a rollback is a
    * result, with its reason). Throws `DtmUnavailableError` only when the submit was never sent (DTM
-   * could not be reached): safe to run again, under a new gid too. When DTM answers that it holds
+   * could not be reached): safe to run again, under a new gid too; not after a message's `prepare()`
+   * (DTM holds it prepared: the wait sends the submit again, as below). When DTM answers that it holds
    * no such gid after a submit (acknowledged, or one that may have reached it), or still holds a
    * message prepared first as prepared, the same transaction is submitted again under the same gid:
    * DTM v1.19 can have run its branches without storing the submit. Throws `DtmOutcomeUnknownError` when the outcome is not known within `wait.timeout`
@@ -140,11 +141,12 @@ export abstract class StepTransaction extends Transaction {
       try {
         await again();
       } catch (err) {
-        if (!mayHaveReachedDtm(err)) throw err;
+        // a submit never sent (DTM refusing connections for a moment) of a message this object prepared: DTM holds it prepared, and the wait sends it again, as a TCC's
+        if (!(this.preparedInDtm ? isTransientDtmError(err) : mayHaveReachedDtm(err))) throw err;
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
-      final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true }, this.steps), wait);
+      final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true, transType: this.transType }, this.steps), wait);
       // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
       if (final.transaction.gid !== this.gid) {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenOtherCase(this.gid, final.transaction.gid, this.transType, final.status), this.gid, 'unknown');

@@ -1,5 +1,5 @@
 import type { DtmConfig } from '../config/dtm-config.types.js';
-import type { BranchKind, FinalResult, TransactionRecord, WaitOptions } from '../transport/dtm.types.js';
+import type { BranchKind, FinalResult, TransactionRecord, TransactionType, WaitOptions } from '../transport/dtm.types.js';
 import type { DtmTransport } from '../transport/dtm-transport.js';
 import type { DtmProtocol } from '../errors/dtm-error.js';
 import type { RemoteBranch, RemoteBranchKind } from '../contracts/branch-contract.js';
@@ -45,6 +45,8 @@ export interface SubmittedHere {
   readonly lost?: Error;
   /** Whether DTM may hold no record of it (a saga or message submitted whole); false for TCC / XA, which DTM holds since their prepare. */
   readonly mayBeAbsent: boolean;
+  /** The transaction's type: what DTM does with one it holds prepared (rolls a TCC / XA back at its timeout_to_fail, back-checks a message). */
+  readonly transType: TransactionType;
   /** Sends the same submit again, under the same gid. */
   again(): Promise<void>;
 }

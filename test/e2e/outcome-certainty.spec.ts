@@ -12,6 +12,7 @@ import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownEr
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { startDtmAgain, startDtm, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
 import { sqlStoreDtm } from '../support/sql-store-dtm.js';
 import { freePort, runDirFrom, sleep } from '../support/services/process.js';
@@ -117,6 +118,26 @@ describe('waiting for the outcome through a DTM restart', () => {
     expect(recorder.callsTo('/Confirm', gid)).toHaveLength(1);
     expect(recorder.callsTo('/Cancel', gid)).toHaveLength(0);
     expect(await stored(gid)).toMatchObject({ status: 'succeed' });
+  }, 60_000);
+
+  it('msg prepare() then submitAndWait() with DTM down at the submit (connection refused): the wait rides the outage out and, DTM back holding it prepared, sends the submit again at once (as a TCC\'s), long before the back-check; delivered once', async () => {
+    const gid = await app.client.generateGid();
+    const msg = app.client.newMsg(gid, { timeoutToFail: 30 }).add(recorder.urlFor('/Deposit'), { amount: 2 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    const logger = new RecordingLogger();
+    app.module.useLogger(logger);
+    await stopDtm(dtm, true);
+    await sleep(300); // not an assertion: the close of the kept-alive connection reaches this app, so the submit gets a connection refused, not a reset
+    const waiting = msg.submitAndWait({ timeout: 20 }); // its submit refused at once, long before DTM listens again
+    dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
+    const final = await waiting;
+
+    expect(final).toMatchObject({ gid, status: 'succeed' });
+    // the wait sent it again after the first submit was refused a connection (before the fix: DtmOutcomeUnknownError 'prepared' at once)
+    expect(logger.lines.filter((w) => w.includes(gid))).toEqual([expect.stringMatching(/^warn DTM still holds \S+ as prepared, and its submit did not reach DTM \(.*ECONNREFUSED.*\): submitting it again under the same gid$/)]);
+    expect(await stored(gid)).toMatchObject({ status: 'succeed' });
+    expect(recorder.callsTo('/Deposit', gid)).toHaveLength(1);
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   }, 60_000);
 
   it('tccGlobalTransactionAndWait: a branch FAILURE is a result (failed, the reason), after DTM cancelled', async () => {

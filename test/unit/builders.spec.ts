@@ -336,6 +336,13 @@ describe('Saga', () => {
   });
 });
 
+/** The wait of a real DtmClient (`DtmClient.waitForFinal` with a submit of this app's own), its status queries answered by `query` instead of DTM. */
+function clientWait(query: (gid: string) => Promise<TransactionRecord | null>): TransactionRuntime['waitForFinal'] {
+  const client = new DtmClient(config);
+  (client as unknown as { http: { query: typeof query } }).http = { query };
+  return (client as unknown as { runtime: TransactionRuntime }).runtime.waitForFinal;
+}
+
 describe('Msg', () => {
   it('sends topics as topic:// actions, the delay in custom data, concurrency over HTTP', async () => {
     const { runtime, sent } = recordingRuntime();
@@ -446,6 +453,53 @@ describe('Msg', () => {
       expect(err).toBeInstanceOf(DtmFailureError);
       expect(err).toMatchObject({ gid: 'gid-u', reason: 'FAILURE' });
       expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+    });
+
+    describe('submitAndWait() after prepare(), its submit never sent (DTM refusing connections for a moment): the wait (DtmClient\'s own) sends it again, as a TCC\'s', () => {
+      /** A prepared Msg whose first submit is refused a connection, waited for by a real DtmClient's wait whose status queries get `answers` (one per query, the last repeated; `refused`: no connection). */
+      const neverSent = (answers: ('refused' | 'prepared' | 'succeed')[]) => {
+        const { runtime } = recordingRuntime();
+        const state = { submits: 0, queries: 0, queriesAtSubmit: [] as number[] };
+        const waiting: TransactionRuntime = {
+          ...runtime,
+          query: async () => null, // the check after the prepare
+          waitForFinal: clientWait(async (gid) => {
+            const answer = answers[Math.min(state.queries++, answers.length - 1)];
+            if (answer === 'refused') throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/query (connect ECONNREFUSED)', { cause: { code: 'ECONNREFUSED' } });
+            const branches = answer === 'succeed' ? [{ branchId: '01', op: 'action', url: 'http://a/x', data: Buffer.from('{}'), status: 'succeed' }] : [];
+            return { gid, status: answer, transType: 'msg', branches } as unknown as TransactionRecord;
+          }),
+          transport: (protocol) =>
+            Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+              submit: async () => {
+                state.queriesAtSubmit.push(state.queries);
+                if (state.submits++ === 0) throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)', { cause: { code: 'ECONNREFUSED' } });
+              },
+            }),
+        };
+        return { msg: new Msg(waiting, 'gid-w', { timeoutToFail: 40 }).add('http://a/x', {}), state };
+      };
+
+      it('DTM back, holding it prepared: submitted again at the first look that shows it (no submit of it can still arrive), resolves with the outcome', async () => {
+        const { msg, state } = neverSent(['refused', 'refused', 'prepared', 'succeed']);
+        await msg.prepare('http://a/check');
+        const final = await msg.submitAndWait({ timeout: 5, pollInterval: 0.001 });
+        expect(final).toMatchObject({ gid: 'gid-w', status: 'succeed' });
+        expect(state.queriesAtSubmit).toEqual([0, 3]); // the second submit right after the third query, the first to show it prepared
+      });
+
+      it("DTM answering no query until the wait ends: DtmOutcomeUnknownError 'prepared' (no submit reached DTM), saying what DTM does with a prepared message and to call submitAndWait() again", async () => {
+        const { msg, state } = neverSent(['refused']);
+        await msg.prepare('http://a/check');
+        const err = await msg.submitAndWait({ timeout: 0.2, pollInterval: 0.01 }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect(err).toMatchObject({ gid: 'gid-w', lastStatus: 'prepared' });
+        expect((err as Error).message).toBe(
+          'the outcome of gid-w is not known after 0.2 s: DTM answered no status query, and no submit of it reached DTM, which holds it prepared (the last: could not reach http://dtm:36789/api/dtmsvr/query (connect ECONNREFUSED)). DTM calls none of its branches meanwhile, and once its timeout_to_fail passed back-checks its query-prepared target and delivers it if the local transaction committed, unless a submit gets through first: call submitAndWait() again on the same Msg (DTM takes the submit of a message it holds prepared), or wait with waitForFinal("gid-w") or query it later, never start it again under a new gid',
+        );
+        expect(state.submits).toBe(1);
+        expect(state.queries).toBeGreaterThan(1); // the wait asked until its end
+      });
     });
 
     it('a message submitted whole (no prepare) is not asked: the submit\'s own error, no query', async () => {
