@@ -335,7 +335,11 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
         if (!isTransientDtmError(err)) throw err;
         lastError = err as Error;
       }
-      if (record === null && !submitted?.mayBeAbsent) throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+      if (record === null && !submitted?.mayBeAbsent) {
+        // a TCC / XA this app prepared, DTM now holding no record of it: lost, or the query went to another DTM; not the caller's mistake
+        if (submitted) throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(gid, submitted.transType, submitted.lost?.message, false), gid, 'absent', { cause: submitted.lost });
+        throw new DtmUsageError(MESSAGES.unknownTransaction(gid), { gid });
+      }
       if (record !== undefined) {
         if (record?.status === 'succeed' || record?.status === 'failed') {
           return finalResult((await this.settledBranches(gid, record, wait.deadline)) as TransactionRecord & { status: 'succeed' | 'failed' });

@@ -96,6 +96,8 @@ export abstract class GlobalTransaction extends Transaction {
         if (!isUndecidedSubmit(undecided)) throw undecided;
         const status = await this.tookUnanswered(err);
         if (status === 'aborting') throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
+        // DTM took the prepare and now holds no record of it: lost, or the query went to another DTM; not "prepared"
+        if (status === 'absent') throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(this.gid, this.transType, (err as Error).message, false), this.gid, status, { cause: err });
         if (status !== 'succeed' && status !== 'submitted') throw undecided;
       }
     } catch (err) {
@@ -114,6 +116,7 @@ export abstract class GlobalTransaction extends Transaction {
    * passed while `body` ran: DTM refuses the submit) is a result too (`failed`, DTM's reason, and `result`). A submit that may not have reached DTM is waited out too (as is DTM's
    * FAILURE or ONGOING answer to a submit with `waitResult` whose first round did not finish: a
    * Confirm answering ONGOING or a retryable error), and one DTM did not store (the transaction still prepared 3 s after it, at once after a submit never sent) is sent again.
+   * DTM holding no record of it (lost, or the query reached another DTM) is `DtmOutcomeUnknownError` `absent`.
    */
   async runAndWait<T>(body: (self: this) => Promise<T>, wait?: WaitOptions): Promise<GlobalTransactionOutcome<T>> {
     this.assertBody(body);
@@ -219,8 +222,9 @@ export abstract class GlobalTransaction extends Transaction {
    * commits outlasted `lynx.dtm.timeout`, say); no answer after a submit that may have reached DTM,
    * `DtmOutcomeUnknownError` `unknown`; `failed` (DTM rolled it back, its timeoutToFail passed
    * before the submit took), `DtmFailureError` with DTM's rollback reason;
-   * `aborting`, `DtmOutcomeUnknownError` `aborting`; anything else (still prepared, a submit never
-   * sent): DTM holds it prepared.
+   * `aborting`, `DtmOutcomeUnknownError` `aborting`; `absent` (no record although DTM took the
+   * prepare: lost, or the query reached another DTM), `DtmOutcomeUnknownError` `absent` saying so;
+   * anything else (still prepared, a submit never sent): DTM holds it prepared.
    */
   private tookUnanswered(err: unknown): Promise<string | undefined> {
     return this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));

@@ -151,7 +151,7 @@ export class Msg extends StepTransaction {
    * and XA (one query, on that error path only): `submitted` or `succeed`, the submit took and this
    * resolves (with `waitResult`, `submitted` is `DtmOutcomeUnknownError` `submitted`); `prepared`,
    * `DtmOutcomeUnknownError` `prepared` (DTM's back-check delivers it after `timeoutToFail`, or submit
-   * again); DTM answering no query, `unknown`. With `waitResult`, a branch's error DTM passes on from
+   * again); no record (DTM lost it, or the query reached another DTM), `absent`; DTM answering no query, `unknown`. With `waitResult`, a branch's error DTM passes on from
    * its first round is `lastStatus` `submitted` (DTM took it and retries the branch). Wait with
    * `waitForFinal(gid)`; never run the local transaction again, nor send the message again under a new gid.
    */
@@ -212,7 +212,8 @@ export class Msg extends StepTransaction {
    * `submitted`: DTM's first round is not known to have ended); `prepared` (or a submit that never
    * reached DTM, which then answers no query): `DtmOutcomeUnknownError` `prepared`, saying what comes
    * next; `failed` (its back-check found the local transaction rolled back): `DtmFailureError` with
-   * DTM's reason; no answer after a submit that may have reached DTM: `unknown`. Any other error as
+   * DTM's reason; no record although DTM took the prepare (lost, or the query reached another DTM):
+   * `absent`, saying so; no answer after a submit that may have reached DTM: `unknown`. Any other error as
    * {@link submitError} restates it.
    */
   protected override async submitFailed(err: unknown): Promise<void> {
@@ -224,6 +225,8 @@ export class Msg extends StepTransaction {
     const local = committed !== undefined;
     const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
     if (status === 'submitted' || status === 'succeed') return;
+    // DTM took this object's prepare and now holds no record of it: lost, or the query went to another DTM
+    if (status === 'absent') throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(this.gid, 'msg', cause, local), this.gid, status, { cause: err });
     if (status === undefined || status === 'prepared') {
       const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
       throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });

@@ -376,6 +376,7 @@ describe('Msg', () => {
           if (state.submits === 0) return null; // the check after the prepare
           state.queriesAfter++;
           if (after === 'query failed') throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/query (connect ECONNREFUSED)');
+          if (after === 'absent') return null;
           return { gid, status: after, transType: 'msg' } as unknown as TransactionRecord;
         },
         transport: (protocol) =>
@@ -453,6 +454,21 @@ describe('Msg', () => {
       expect(err).toBeInstanceOf(DtmFailureError);
       expect(err).toMatchObject({ gid: 'gid-u', reason: 'FAILURE' });
       expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+    });
+
+    it("absent (DTM took the prepare and now holds no record of it): DtmOutcomeUnknownError 'absent' saying so (lost, or the query went to another DTM) and to submit it again, never that DTM holds it prepared", async () => {
+      for (const doAndSubmit of [false, true]) {
+        const { msg, state } = undecided('absent', 'maybe');
+        const err = await (doAndSubmit ? msg.doAndSubmit('http://a/check', async () => 'saved') : msg.prepare('http://a/check').then(() => msg.submit())).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect(err).toMatchObject({ gid: 'gid-u', lastStatus: 'absent' });
+        const message = (err as Error).message;
+        expect(message).toMatch(/may not have reached DTM \(could not reach .*socket hang up\)\), and DTM, asked after it, holds no record of gid-u, though it took its prepare: DTM lost it .* or the query reached another DTM than the prepare/);
+        expect(message).toContain('submit() on the same Msg (DTM stores a submit of a gid it holds nothing of, and delivers it)');
+        expect(message).not.toMatch(/holds (the message|it) prepared/);
+        expect(message.startsWith('the local transaction of msg gid-u committed')).toBe(doAndSubmit);
+        expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+      }
     });
 
     describe('submitAndWait() after prepare(), its submit never sent (DTM refusing connections for a moment): the wait (DtmClient\'s own) sends it again, as a TCC\'s', () => {
@@ -541,6 +557,7 @@ describe("TCC / XA: a submit left undecided (no answer, a broken connection) is 
       query: async (gid) => {
         if (state.submits === 0) return null; // the check after the prepare
         state.queriesAfter++;
+        if (after === 'absent') return null;
         return { gid, status: after, transType: kind, ...(after === 'failed' ? { rollbackReason: 'Timeout after 30 seconds' } : {}) } as unknown as TransactionRecord;
       },
       transport: (protocol) =>
@@ -581,6 +598,47 @@ describe("TCC / XA: a submit left undecided (no answer, a broken connection) is 
       const aborting = await undecided(kind, 'aborting').run().catch((e: unknown) => e);
       expect(aborting).toMatchObject({ name: 'DtmOutcomeUnknownError', gid: 'gid-d', lastStatus: 'aborting' });
       expect((aborting as Error).message).toMatch(/^the submit of gid-d may not have reached DTM \(.*socket hang up\)\), and DTM holds the transaction \("aborting"\)/);
+    }
+  });
+
+  it("absent (DTM took the prepare and the branches, and now holds no record): DtmOutcomeUnknownError 'absent' saying so, that DTM ends no branch of it and not to submit it again; never that DTM holds it prepared", async () => {
+    for (const kind of ['tcc', 'xa'] as const) {
+      const { run, state } = undecided(kind, 'absent');
+      const err = await run().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+      expect(err).toMatchObject({ gid: 'gid-d', lastStatus: 'absent' });
+      const message = (err as Error).message;
+      expect(message).toMatch(/^the submit of gid-d may not have reached DTM \(.*socket hang up\)\), and DTM, asked after it, holds no record of gid-d, though it took its prepare: DTM lost it /);
+      expect(message).toContain(kind === 'tcc' ? "DTM neither confirms nor cancels any branch of a transaction it holds no record of: what the branches' Trys reserved stays" : "DTM neither commits nor rolls back any branch of a transaction it holds no record of: the branches' prepared XA transactions stay");
+      expect(message).toContain('a submit again would not reach them');
+      expect(message).not.toMatch(/holds (the transaction|it) prepared/);
+      expect(state).toEqual({ submits: 1, queriesAfter: 1 });
+    }
+  });
+
+  it("tccGlobalTransactionAndWait / xaGlobalTransactionAndWait, DTM's record gone in the wait (its submit answered, or refused a connection): DtmOutcomeUnknownError 'absent' saying DTM lost it, not DtmUsageError", async () => {
+    for (const kind of ['tcc', 'xa'] as const) {
+      for (const refused of [false, true]) {
+        const { runtime } = recordingRuntime();
+        const lostRecord: TransactionRuntime = {
+          ...runtime,
+          query: async () => null, // the check after the prepare: the query failing leaves the prepare as DTM answered it
+          waitForFinal: clientWait(async () => null),
+          transport: (protocol) =>
+            Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+              submit: async () => {
+                if (refused) throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)', { cause: { code: 'ECONNREFUSED' } });
+              },
+            }),
+        };
+        const body = async () => 'body';
+        const err = await (kind === 'tcc' ? new Tcc(lostRecord, 'gid-l').runAndWait(body, { timeout: 1 }) : new Xa(lostRecord, 'gid-l').runAndWait(body, { timeout: 1 })).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DtmOutcomeUnknownError);
+        expect(err).toMatchObject({ gid: 'gid-l', lastStatus: 'absent' });
+        expect((err as Error).message).toMatch(
+          new RegExp(`^the submit of gid-l ${refused ? 'may not have reached DTM \\(.*ECONNREFUSED\\)\\)' : 'was answered by DTM'}, and DTM, asked after it, holds no record of gid-l, though it took its prepare: DTM lost it `),
+        );
+      }
     }
   });
 });
