@@ -140,6 +140,25 @@ describe('waiting for the outcome through a DTM restart', () => {
     expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   }, 60_000);
 
+  it('DTM v1.19 takes the submit of a message it holds submitted, as it takes one it holds prepared (dtmsvr/api.go svcSubmit: no refusal; it runs the branches again): what makes the wait\'s submit again of a prepared message safe should another submit get through first', async () => {
+    const gid = await app.client.generateGid();
+    recorder.answer('/Held', 425); // ONGOING: DTM holds the message submitted
+    const msg = app.client.newMsg(gid, { timeoutToFail: 30, retryInterval: 1 }).add(recorder.urlFor('/Held'), { n: 3 });
+    await msg.prepare(recorder.urlFor('/QueryPrepared'));
+    await msg.submit();
+    await recorder.waitForCalls('/Held', 1, { gid });
+    expect(await stored(gid)).toMatchObject({ status: 'submitted' });
+    // straight to DTM (the module reads a refusal of its own transaction as taken): the same submit again
+    const body = { gid, trans_type: 'msg', steps: [{ action: recorder.urlFor('/Held') }], payloads: ['{"n":3}'], query_prepared: recorder.urlFor('/QueryPrepared') };
+    const again = await fetch(`${dtm.info.serverUrl}/submit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect({ status: again.status, body: await again.text() }).toEqual({ status: 200, body: expect.stringContaining('SUCCESS') });
+    await recorder.waitForCalls('/Held', 2, { gid }); // DTM ran the branch again for it
+    recorder.answer('/Held', 200);
+    await triggerCron(dtm.info.serverUrl);
+    expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
+    expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+  });
+
   it('tccGlobalTransactionAndWait: a branch FAILURE is a result (failed, the reason), after DTM cancelled', async () => {
     const gid = await app.client.generateGid();
     recorder.answer('/TryNo', 409);
