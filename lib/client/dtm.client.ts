@@ -319,8 +319,10 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     let lastStatus = 'unknown';
     let lastRecord: TransactionRecord | undefined;
     let lastError: Error | undefined;
+    // the error of the last submit sent (undefined: DTM answered it)
+    let lastSubmit = submitted?.lost;
     // the first submit never sent (connection refused) and none sent since: none of it can still show up at DTM, so a record showing it unstored is submitted again at once
-    let neverSent = submitted?.lost !== undefined && !mayHaveReachedDtm(submitted.lost);
+    let neverSent = lastSubmit !== undefined && !mayHaveReachedDtm(lastSubmit);
     let unstoredSince: number | undefined = neverSent ? -Infinity : undefined;
     const look = async (): Promise<FinalResult | undefined> => {
       let record: TransactionRecord | null | undefined;
@@ -352,7 +354,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
           unstoredSince ??= Date.now();
           if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < wait.deadline) {
             unstoredSince = undefined;
-            lastError = await this.submitAgain(gid, lastStatus, submitted, neverSent);
+            lastError = lastSubmit = await this.submitAgain(gid, lastStatus, submitted, lastSubmit);
             neverSent = false;
           }
         } else unstoredSince = undefined;
@@ -462,13 +464,13 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
 
   /**
    * Submits `gid` again after DTM's record showed for {@link UNSTORED_CONFIRM_MS} that the submit is
-   * not stored (at once when `neverSent`: the first submit never left, no other was sent) (warns: it
-   * is DTM's store failing, or a submit lost on the way). Returns the error of a submit
+   * not stored (at once after a first submit never sent) (warns, naming `lost`, the error of the
+   * last submit: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
    * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
    * transaction itself is refused (another transaction under the gid, a usage error).
    */
-  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere, neverSent: boolean): Promise<Error | undefined> {
-    this.logger.warn(MESSAGES.submitAgain(gid, status, submitted.lost?.message, neverSent, submitted.transType));
+  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere, lost: Error | undefined): Promise<Error | undefined> {
+    this.logger.warn(MESSAGES.submitAgain(gid, status, lost?.message, lost !== undefined && !mayHaveReachedDtm(lost), submitted.transType));
     try {
       await submitted.again();
       return undefined;

@@ -336,10 +336,10 @@ describe('Saga', () => {
   });
 });
 
-/** The wait of a real DtmClient (`DtmClient.waitForFinal` with a submit of this app's own), its status queries answered by `query` instead of DTM. */
-function clientWait(query: (gid: string) => Promise<TransactionRecord | null>): TransactionRuntime['waitForFinal'] {
+/** The wait of a real DtmClient (`DtmClient.waitForFinal` with a submit of this app's own), its status queries answered by `query` instead of DTM, its warnings kept in `warnings`. */
+function clientWait(warnings: string[], query: (gid: string) => Promise<TransactionRecord | null>): TransactionRuntime['waitForFinal'] {
   const client = new DtmClient(config);
-  (client as unknown as { http: { query: typeof query } }).http = { query };
+  Object.assign(client as unknown as object, { http: { query }, logger: { warn: (message: string) => warnings.push(message) } });
   return (client as unknown as { runtime: TransactionRuntime }).runtime.waitForFinal;
 }
 
@@ -476,10 +476,11 @@ describe('Msg', () => {
       const neverSent = (answers: ('refused' | 'prepared' | 'succeed')[]) => {
         const { runtime } = recordingRuntime();
         const state = { submits: 0, queries: 0, queriesAtSubmit: [] as number[] };
+        const warnings: string[] = [];
         const waiting: TransactionRuntime = {
           ...runtime,
           query: async () => null, // the check after the prepare
-          waitForFinal: clientWait(async (gid) => {
+          waitForFinal: clientWait(warnings, async (gid) => {
             const answer = answers[Math.min(state.queries++, answers.length - 1)];
             if (answer === 'refused') throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/query (connect ECONNREFUSED)', { cause: { code: 'ECONNREFUSED' } });
             const branches = answer === 'succeed' ? [{ branchId: '01', op: 'action', url: 'http://a/x', data: Buffer.from('{}'), status: 'succeed' }] : [];
@@ -493,15 +494,16 @@ describe('Msg', () => {
               },
             }),
         };
-        return { msg: new Msg(waiting, 'gid-w', { timeoutToFail: 40 }).add('http://a/x', {}), state };
+        return { msg: new Msg(waiting, 'gid-w', { timeoutToFail: 40 }).add('http://a/x', {}), state, warnings };
       };
 
       it('DTM back, holding it prepared: submitted again at the first look that shows it (no submit of it can still arrive), resolves with the outcome', async () => {
-        const { msg, state } = neverSent(['refused', 'refused', 'prepared', 'succeed']);
+        const { msg, state, warnings } = neverSent(['refused', 'refused', 'prepared', 'succeed']);
         await msg.prepare('http://a/check');
         const final = await msg.submitAndWait({ timeout: 5, pollInterval: 0.001 });
         expect(final).toMatchObject({ gid: 'gid-w', status: 'succeed' });
         expect(state.queriesAtSubmit).toEqual([0, 3]); // the second submit right after the third query, the first to show it prepared
+        expect(warnings).toEqual(['DTM still holds gid-w as prepared, and its submit did not reach DTM (could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)): submitting it again under the same gid']);
       });
 
       it("DTM answering no query until the wait ends: DtmOutcomeUnknownError 'prepared' (no submit reached DTM), saying what DTM does with a prepared message and to call submitAndWait() again", async () => {
@@ -623,7 +625,7 @@ describe("TCC / XA: a submit left undecided (no answer, a broken connection) is 
         const lostRecord: TransactionRuntime = {
           ...runtime,
           query: async () => null, // the check after the prepare: the query failing leaves the prepare as DTM answered it
-          waitForFinal: clientWait(async () => null),
+          waitForFinal: clientWait([], async () => null),
           transport: (protocol) =>
             Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
               submit: async () => {
