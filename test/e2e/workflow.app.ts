@@ -32,11 +32,14 @@ export interface TransferInput {
   reserveRevert: string;
   account: number;
   amount: number;
-  /** Step 2 sleeps this long (ms): a resume can arrive meanwhile. */
-  slow?: number;
+  /** After step 2 the execution waits until the test opens the gate of this name in {@link GATES} (an app in the test's own process): a resume can arrive meanwhile. */
+  hold?: string;
   /** After the steps, the workflow's code sends a message (gid `<gid>-n`) to this URL, passing on the request's headers. */
   notify?: string;
 }
+
+/** Gates a transfer.v1 execution waits at after step 2 (`TransferInput.hold`), opened by the test. */
+export const GATES = new Map<string, Promise<void>>();
 
 /** How often the workflow function started, per gid (an execution each). */
 @Injectable()
@@ -67,7 +70,7 @@ export class Transfers {
       .step(process.env.DIVERGE ? 'reserve-v2' : 'reserve')
       .onRollback((b) => b.grpc(wf.input.reserveRevert, Buffer.from(JSON.stringify({ amount }))))
       .grpc(wf.input.reserve, Buffer.from(JSON.stringify({ amount })));
-    if (wf.input.slow) await new Promise((r) => setTimeout(r, wf.input.slow));
+    if (wf.input.hold) await GATES.get(wf.input.hold);
     if (process.env.PAUSE_AFTER === 'reserve') await new Promise(() => undefined); // "crashes" here: the test kills the process
     const credited = await wf.step('credit').run(
       async (tx: pg.PoolClient) => {

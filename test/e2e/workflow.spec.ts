@@ -9,13 +9,13 @@ import pg from 'pg';
 import { status } from '@grpc/grpc-js';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUnavailableError, DtmUsageError, DtmWorkflowPendingError, ensureBarrierSchema, pgBarrierDatabase, type DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { PROTOCOLS, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
+import { latch, PROTOCOLS, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { logEnd, logLines } from '../support/log-lines.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { AdvisedGuard, startWorkflowApp, type TransferInput } from './workflow.app.js';
+import { AdvisedGuard, GATES, startWorkflowApp, type TransferInput } from './workflow.app.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 let dbs: FileDatabases;
@@ -394,14 +394,20 @@ describe('DTM resumes workflows', () => {
     const from = logEnd(logFile);
     const resumes = () => logLines(logFile, from, gid).filter((l) => l.includes('cron job return a trans')).length;
     let finished = false;
-    const running = client.executeWorkflow('transfer.v1', gid, input({ slow: 6000 }), { retryInterval: 1 }).finally(() => (finished = true));
-    // DTM takes it to resume it while it runs: made due now (the cron's own timing under load is no part of the test)
-    const deadline = Date.now() + 5000;
+    const gate = latch();
+    GATES.set(gid, gate.wait());
+    const running = client.executeWorkflow('transfer.v1', gid, input({ hold: gid }), { retryInterval: 1 }).finally(() => (finished = true));
+    // DTM takes it to resume it while it runs (held after step 2): made due now (the cron's own timing under load is no part of the
+    // test; DTM's cron takes one transaction at a time, and another file's slow branch can hold it for seconds)
+    const deadline = Date.now() + 20_000;
     while (resumes() === 0 && !finished && Date.now() < deadline) {
       await sleep(300);
       await triggerCron();
     }
     const resumedWhileRunning = resumes() >= 1 && !finished;
+    if (resumedWhileRunning) await sleep(500); // DTM logs that line as it takes the gid, then calls the app: its call lands while held
+    gate.open();
+    GATES.delete(gid);
     const done = await running;
     expect(done.status).toBe('succeed');
     expect(resumedWhileRunning).toBe(true);
