@@ -272,8 +272,8 @@ export class WorkflowExecution<I> implements WorkflowContext<I> {
   assertSameEnding(op: 'commit' | 'rollback'): void {
     const other = op === 'commit' ? 'rollback' : 'commit';
     for (const [key, { record }] of this.recorded) {
-      const [branchId, recordedOp] = key.split('-');
-      if (recordedOp === other) throw new DtmWorkflowDivergedError(this.name, this.gid, branchId, other, record.k, '', op);
+      const cut = key.lastIndexOf('-'); // `${branchId}-${op}`: the op holds no dash, a branch id may
+      if (key.slice(cut + 1) === other) throw new DtmWorkflowDivergedError(this.name, this.gid, key.slice(0, cut), other, record.k, '', op);
     }
   }
 
