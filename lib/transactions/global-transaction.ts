@@ -9,7 +9,6 @@ import { DtmUsageError } from '../errors/dtm-usage.error.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmGidInUseError } from '../errors/dtm-gid-in-use.error.js';
 import { DtmServerError } from '../errors/dtm-server.error.js';
-import { DtmOutcomeUnknownError } from '../errors/dtm-outcome-unknown.error.js';
 import { recordedBranchFailure } from '../diagnostics/branch-failures.js';
 import { assertWaitOptions } from './wait-options.js';
 import { NESTED_FAILURE, Transaction, type NestedFailure, type ParentBranch } from './transaction.js';
@@ -95,9 +94,6 @@ export abstract class GlobalTransaction extends Transaction {
         const undecided = stillPreparedError(this.gid, err);
         if (!isUndecidedSubmit(undecided)) throw undecided;
         const status = await this.tookUnanswered(err);
-        if (status === 'aborting') throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
-        // DTM took the prepare and now holds no record of it: lost, or the query went to another DTM; not "prepared"
-        if (status === 'absent') throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(this.gid, this.transType, (err as Error).message, false), this.gid, status, { cause: err });
         if (status !== 'succeed' && status !== 'submitted') throw undecided;
       }
     } catch (err) {
@@ -226,7 +222,7 @@ export abstract class GlobalTransaction extends Transaction {
    * prepare: lost, or the query reached another DTM), `DtmOutcomeUnknownError` `absent` saying so;
    * anything else (still prepared, a submit never sent): DTM holds it prepared.
    */
-  private tookUnanswered(err: unknown): Promise<string | undefined> {
+  private tookUnanswered(err: unknown): Promise<'succeed' | 'submitted' | 'prepared' | undefined> {
     return this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.submitStatusUnknown(this.gid, this.transType, (err as Error).message, queryError));
   }
 

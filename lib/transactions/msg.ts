@@ -223,15 +223,10 @@ export class Msg extends StepTransaction {
     if (!asks || !leftPrepared(err)) throw this.submitError(err);
     const cause = (err as Error).message;
     const local = committed !== undefined;
-    const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local));
+    const status = await this.statusAfterUndecidedSubmit(err, !this.options.waitResult, (queryError) => MESSAGES.msgSubmitStatusUnknown(this.gid, cause, queryError, local), local);
     if (status === 'submitted' || status === 'succeed') return;
-    // DTM took this object's prepare and now holds no record of it: lost, or the query went to another DTM
-    if (status === 'absent') throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(this.gid, 'msg', cause, local), this.gid, status, { cause: err });
-    if (status === undefined || status === 'prepared') {
-      const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
-      throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });
-    }
-    throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, cause), this.gid, status, { cause: err });
+    const timeoutToFail = this.options.timeoutToFail || DTM_DEFAULT_TIMEOUT_TO_FAIL;
+    throw new DtmOutcomeUnknownError(MESSAGES.msgSubmitNotTaken(this.gid, cause, status === 'prepared', timeoutToFail, local), this.gid, 'prepared', { cause: err });
   }
 
   /**

@@ -245,17 +245,20 @@ export abstract class Transaction {
   /**
    * After a submit of a transaction DTM holds prepared (a TCC / XA whose body ran, a message this
    * object prepared) was left undecided (`err`: no answer in time, a broken connection, an answer not
-   * DTM's), the status DTM's record then shows (one query, on that error path only; `absent` for no
-   * record), or `undefined` when the query failed after a submit that never reached DTM (DTM holds it
-   * prepared). Throws `DtmFailureError` with DTM's rollback reason when DTM holds it `failed`
-   * (reported failed: DTM rolled it back, a TCC's / XA's timeoutToFail passed, a message's back-check
-   * found its local transaction rolled back), and `DtmOutcomeUnknownError`: `unknown` (`unknownText`
-   * of the query's error) when DTM answers no query after a submit that may have reached it (DTM
-   * killed or restarting as it took the submit); `submitted` (reported submitted) when DTM holds it
-   * so and `submittedTook` is false (with waitResult, DTM answers only once its first round ended,
-   * which can outlast `lynx.dtm.timeout`).
+   * DTM's), the status DTM's record then shows (one query, on that error path only) when it says the
+   * submit took (`succeed`, `submitted` when `submittedTook`) or did not (`prepared`), or `undefined`
+   * when the query failed after a submit that never reached DTM (DTM holds it prepared). Anything
+   * else is thrown: `DtmFailureError` with DTM's rollback reason for `failed` (reported failed: DTM
+   * rolled it back, a TCC's / XA's timeoutToFail passed, a message's back-check found its local
+   * transaction rolled back); `DtmOutcomeUnknownError` `unknown` (`unknownText` of the query's error)
+   * when DTM answers no query after a submit that may have reached it (DTM killed or restarting as it
+   * took the submit); `submitted` (reported submitted) when `submittedTook` is false (with
+   * waitResult, DTM answers only once its first round ended, which can outlast `lynx.dtm.timeout`);
+   * `absent` when DTM holds no record although it took the prepare (lost, or the query reached
+   * another DTM: `localCommitted` for a message whose local transaction committed); `aborting` (or
+   * any other) as DTM holds it.
    */
-  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string): Promise<string | undefined> {
+  protected async statusAfterUndecidedSubmit(err: unknown, submittedTook: boolean, unknownText: (queryError: string) => string, localCommitted = false): Promise<'succeed' | 'submitted' | 'prepared' | undefined> {
     let record: TransactionRecord | null;
     try {
       record = await this.withinObservation((gid) => this.runtime.query(gid), this.gid);
@@ -264,14 +267,19 @@ export abstract class Transaction {
       throw new DtmOutcomeUnknownError(unknownText((queryError as Error).message), this.gid, 'unknown', { cause: err });
     }
     const status = record?.status ?? 'absent';
+    const cause = (err as Error).message;
+    if (status === 'succeed' || status === 'prepared' || (status === 'submitted' && submittedTook)) return status;
     if (status === 'failed') {
       const raw = record?.rollbackReason || 'FAILURE';
       throw (this.rolledBack = new DtmFailureError(readFailureReason(raw).message, { raw, gid: this.gid, protocol: this.protocol, cause: err }));
     }
-    if (status !== 'submitted' || submittedTook) return status;
-    const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, status, (err as Error).message), this.gid, status, { cause: err });
-    this.goneOn = taken;
-    throw taken;
+    if (status === 'submitted') {
+      const taken = new DtmOutcomeUnknownError(MESSAGES.submitTakenUnanswered(this.gid, status, cause), this.gid, status, { cause: err });
+      this.goneOn = taken;
+      throw taken;
+    }
+    if (status === 'absent') throw new DtmOutcomeUnknownError(MESSAGES.preparedRecordLost(this.gid, this.transType, cause, localCommitted), this.gid, status, { cause: err });
+    throw new DtmOutcomeUnknownError(MESSAGES.submitOutcomeUnknown(this.gid, status, cause), this.gid, status, { cause: err });
   }
 
   /** `fn(arg)` (the app's body) with the transaction's span active (nothing made when it is not observed). */
