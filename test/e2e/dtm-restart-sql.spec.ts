@@ -31,20 +31,20 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { harness, queryTrans, triggerCron, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
 import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
-import { restartWorkflows, RestartXaBank, type RestartTransfer } from './restart-bank.js';
+import { branchLines, killKit, payloadOf, restartWorkflows, RestartXaBank, settle, type KillCell, type RestartTransfer } from './restart-bank.js';
 
-/** Resolves once DTM was killed (set before the cells start). */
-let killed!: Promise<void>;
 let t: BarrierApp;
-
-/** Set once DTM is up again: the gates let their calls through. */
-let restarted = false;
+let dtm: RunningDtm;
+let recorder: Recorder;
+/** The cells, the gates and DTM's record of this file's own DTM. */
+const kit = killKit(() => dtm, () => recorder, () => t);
+const { cells, cell, untilDtmRecords, holdUntilKilled, untilHeld, gateTarget, balancesOf } = kit;
 /** By gid, the transactions holding DTM's rows of the 'saga aborting' cells' branches locked until the kill. */
 const branchRowsLocks = new Map<string, pg.Client>();
 /** The gids whose lock a DTM write waits on. */
@@ -66,9 +66,9 @@ function holdingCommits<H>(db: XaDatabase<H>): XaDatabase<H> {
         async execute(sql: string, params?: unknown[]) {
           const xid = /^(?:XA COMMIT|COMMIT PREPARED|XA ROLLBACK|ROLLBACK PREPARED) '(.+)'$/.exec(sql)?.[1];
           if (xid === undefined) return conn.execute(sql, params);
-          if (!restarted && holdCommitOf.has(xid) && /COMMIT/.test(sql)) {
+          if (!kit.restarted && holdCommitOf.has(xid) && /COMMIT/.test(sql)) {
             phase2Runs.push(`held ${sql}`);
-            await killed;
+            await kit.killed;
           }
           return conn.execute(sql, params).then(
             (r) => (phase2Runs.push(`${sql} ran`), r),
@@ -84,53 +84,10 @@ function holdingCommits<H>(db: XaDatabase<H>): XaDatabase<H> {
 }
 
 let dtmOptions: StartDtmOptions;
-let dtm: RunningDtm;
 let dbs: FileDatabases;
-let recorder: Recorder;
 const bank = bankHelpers(() => t);
 
-/** What this file's DTM holds for `gid` (its HTTP API, not through the module). */
-const stored = (gid: string) => queryTrans(gid, dtm.info.serverUrl);
-const branchLines = (answer: DtmQueryAnswer) => answer.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort();
-
-/** Waits until this file's DTM records `gid` with `status` and every branch line `done` says (its asynchronous branch writes flushed), having its cron take pending transactions every second. */
-async function untilDtmRecords(gid: string, status: TransStatus, done: (lines: string[]) => boolean = () => true): Promise<DtmQueryAnswer> {
-  let last: DtmQueryAnswer | undefined;
-  await waitUntil(`DTM recording ${gid} ${status}`, async () => {
-    last = await stored(gid);
-    if (last.transaction?.status === status && done(branchLines(last))) return true;
-    await triggerCron(dtm.info.serverUrl);
-    return false;
-  }, { timeoutMs: 30_000, intervalMs: 500 });
-  return last!;
-}
-
-/** One transaction in flight at the kill: `inFlight` resolves when it reached the moment the kill must catch; `outcome` is what its caller's await gave (value or error). */
-interface Cell {
-  gid: string;
-  account: number;
-  inFlight: Promise<unknown>;
-  outcome: Promise<{ value?: unknown; error?: unknown }>;
-}
-const settle = (p: Promise<unknown>) => p.then((value) => ({ value }), (error: unknown) => ({ error }));
-const payloadOf = (protocol: DtmProtocol) => (protocol === 'grpc' ? new Uint8Array() : {});
-const gateTarget = (protocol: DtmProtocol, path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
-
-/** The cells, by name and protocol. */
-const cells = new Map<string, Cell>();
-const cell = (name: string, protocol: DtmProtocol) => cells.get(`${name} ${protocol}`)!;
 const AMOUNT = 10;
-/** `<path> <gid>` of the gate calls held until the kill. */
-const reached = new Set<string>();
-/** The recorder's `path` holds each call until DTM was killed (answering 200 then, and at once after the restart). */
-const holdUntilKilled = (path: string) =>
-  recorder.handle(path, async (call) => {
-    if (!restarted) {
-      reached.add(`${path} ${call.query.gid}`);
-      await killed;
-    }
-    return 200;
-  });
 /** Resolves once `held()` says so. */
 const until = (what: string, held: () => boolean) => waitUntil(what, async () => held(), { timeoutMs: 20_000, intervalMs: 50 });
 
@@ -151,8 +108,6 @@ beforeAll(async () => {
   await bank.seed('pg', accounts);
   await bank.seed('mysql', accounts);
 
-  let kill!: () => void;
-  killed = new Promise<void>((resolve) => (kill = resolve));
   const client = t.client;
   let account = 0;
   const add = async (name: string, start: (gid: string, m: { account: number; amount: number }) => { inFlight: Promise<unknown>; outcome: Promise<unknown> }, protocol: DtmProtocol) => {
@@ -184,7 +139,7 @@ beforeAll(async () => {
       const path = `/SagaGate${protocol}`;
       holdUntilKilled(path);
       return {
-        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        inFlight: untilHeld(path, gid),
         outcome: client.newSaga(gid, { protocol, retryInterval: 1 }).add('pg.transOut', m).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.transIn', m).submitAndWait({ timeout: 45 }),
       };
     }, protocol);
@@ -193,7 +148,7 @@ beforeAll(async () => {
       const path = `/WorkflowGate${protocol}`;
       holdUntilKilled(path);
       return {
-        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        inFlight: untilHeld(path, gid),
         outcome: client.executeWorkflow('sqlrestart.transfer', gid, { protocol, ...m, gate: gateTarget(protocol, path) } satisfies RestartTransfer, { protocol, retryInterval: 1 }),
       };
     }, protocol);
@@ -203,7 +158,7 @@ beforeAll(async () => {
       holdUntilKilled(path);
       const msg = client.newMsg(gid, { protocol, timeoutToFail: 60, retryInterval: 1 }).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.deliver', m);
       return {
-        inFlight: until(`a call of ${gid} held at ${path}`, () => reached.has(`${path} ${gid}`)),
+        inFlight: untilHeld(path, gid),
         outcome: msg.prepare(bank.target('pg', protocol, 'query-prepared')).then(() => msg.submit()),
       };
     }, protocol);
@@ -215,7 +170,7 @@ beforeAll(async () => {
     add(name, (gid, m) => {
       const path = (p: string) => `/${name.replace(/\W/g, '')}${p}`;
       recorder.handle(path('Gate'), async () => {
-        if (!restarted && !branchRowsLocks.has(gid)) {
+        if (!kit.restarted && !branchRowsLocks.has(gid)) {
           const client = new pg.Client({ connectionString: dbs.postgres.url });
           await client.connect();
           await client.query('BEGIN');
@@ -230,7 +185,7 @@ beforeAll(async () => {
         // asynchronous writes: DTM went on to the compensations; synchronous: its write of the first result waits on the lock
         inFlight: options.timeoutToFail
           ? until(`DTM's write of ${gid} waiting on the lock`, () => waitingOnLock.has(gid))
-          : until(`a call of ${gid} held at ${path('FailRevert')}`, () => reached.has(`${path('FailRevert')} ${gid}`)),
+          : untilHeld(path('FailRevert'), gid),
         outcome: client
           .newSaga(gid, { protocol: 'http', retryInterval: 1, ...options })
           .add(recorder.urlFor(path('Gate')), recorder.urlFor(path('GateRevert')), {})
@@ -248,7 +203,7 @@ beforeAll(async () => {
   }, 100);
   await Promise.all([...cells.values()].map((c) => c.inFlight));
   await stopDtm(dtm, true);
-  kill();
+  kit.kill();
   clearInterval(watching);
   for (const lock of branchRowsLocks.values()) {
     // the killed DTM's write waits on the lock in a backend of its own, which would run it once the lock
@@ -259,7 +214,7 @@ beforeAll(async () => {
   }
   await sleep(500);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
-  restarted = true;
+  kit.restarted = true;
 }, 60_000);
 
 afterAll(async () => {
@@ -268,10 +223,8 @@ afterAll(async () => {
   await dtm?.process.stop();
 });
 
-/** The balances of the cell's account in both banks. */
-const balancesOf = async (c: Cell) => ({ pg: (await bank.balances('pg', [c.account]))[c.account], mysql: (await bank.balances('mysql', [c.account]))[c.account] });
 /** The barrier rows of the cell's gid in both banks: one per branch that ran, whatever DTM repeated. */
-const barrierOf = async (c: Cell) => ({ pg: await bank.barrierRows('pg', c.gid), mysql: await bank.barrierRows('mysql', c.gid) });
+const barrierOf = async (c: KillCell) => ({ pg: await bank.barrierRows('pg', c.gid), mysql: await bank.barrierRows('mysql', c.gid) });
 const allDone = (lines: string[]) => lines.every((l) => !/ (action|commit) prepared$/.test(l));
 
 describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store, over %s', (protocol) => {

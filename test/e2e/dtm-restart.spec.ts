@@ -22,20 +22,17 @@ import {
   DtmWorkflowPendingError,
   mysqlXaDatabase,
   type DtmClient,
-  type DtmProtocol,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { harness, queryTrans, triggerCron, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
-import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
+import { runDirFrom, sleep } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
-import { restartWorkflows, RestartXaBank, type RestartTransfer } from './restart-bank.js';
+import { branchLines, killKit, payloadOf, restartWorkflows, RestartXaBank, settle, type RestartTransfer } from './restart-bank.js';
 
-/** Resolves once DTM was killed (set before the cells start). */
-let killed!: Promise<void>;
 let t: BarrierApp;
 
 const STORE_PREFIX = `{dtm-restart-${process.pid}-${Date.now()}}`;
@@ -44,29 +41,9 @@ let dtm: RunningDtm;
 let dbs: FileDatabases;
 let recorder: Recorder;
 const bank = bankHelpers(() => t);
-
-/** What this file's DTM holds for `gid` (its HTTP API, not through the module). */
-const stored = (gid: string) => queryTrans(gid, dtm.info.serverUrl);
-
-/** Waits until this file's DTM records `gid` with `status`, having its cron take pending transactions every second. */
-async function untilDtmRecords(gid: string, status: TransStatus): Promise<DtmQueryAnswer> {
-  let last: DtmQueryAnswer | undefined;
-  await waitUntil(`DTM recording ${gid} ${status}`, async () => {
-    last = await stored(gid);
-    if (last.transaction?.status === status) return true;
-    await triggerCron(dtm.info.serverUrl);
-    return false;
-  }, { timeoutMs: 40_000, intervalMs: 1000 });
-  return last!;
-}
-
-/** One transaction in flight at the kill: `inFlight` resolves when it reached the moment the kill must catch; `outcome` is what its caller's await gave (value or error). */
-interface Cell {
-  gid: string;
-  account: number;
-  inFlight: Promise<unknown>;
-  outcome: Promise<unknown>;
-}
+/** The cells, the gates and DTM's record of this file's own DTM. */
+const kit = killKit(() => dtm, () => recorder, () => t);
+const { cells, cell, untilDtmRecords, holdUntilKilled, untilHeld, gateTarget, balancesOf } = kit;
 
 /** A promise (`reached`) and the function that resolves it (`set`). */
 function flag(): { set: () => void; reached: Promise<void> } {
@@ -74,29 +51,7 @@ function flag(): { set: () => void; reached: Promise<void> } {
   const reached = new Promise<void>((resolve) => (set = resolve));
   return { set, reached };
 }
-const settle = (p: Promise<unknown>) => p.then((value) => ({ value }), (error: unknown) => ({ error }));
-const payloadOf = (protocol: DtmProtocol) => (protocol === 'grpc' ? new Uint8Array() : {});
-const gateTarget = (protocol: DtmProtocol, path: string) => (protocol === 'grpc' ? recorder.grpcTargetFor(path) : recorder.urlFor(path));
-
-/** The cells, by name and protocol. */
-const cells = new Map<string, Cell>();
-const cell = (name: string, protocol: DtmProtocol) => cells.get(`${name} ${protocol}`)!;
 const AMOUNT = 10;
-/** Set once DTM is up again: the gates let their calls through. */
-let restarted = false;
-/** `<path> <gid>` of the gate calls held until the kill. */
-const reached = new Set<string>();
-/** The recorder's `path` holds each call until DTM was killed (answering 200 then, and at once after the restart). */
-const holdUntilKilled = (path: string) =>
-  recorder.handle(path, async (call) => {
-    if (!restarted) {
-      reached.add(`${path} ${call.query.gid}`);
-      await killed;
-    }
-    return 200;
-  });
-/** Resolves once a call of `gid` is held at `path`. */
-const untilHeld = (path: string, gid: string) => waitUntil(`a call of ${gid} held at ${path}`, async () => reached.has(`${path} ${gid}`), { timeoutMs: 20_000, intervalMs: 50 });
 
 beforeAll(async () => {
   dtmOptions = { name: 'dtm-restart', store: 'redis', redis: harness().redis!, redisPrefix: STORE_PREFIX };
@@ -115,8 +70,6 @@ beforeAll(async () => {
   await bank.seed('pg', accounts);
   await bank.seed('mysql', accounts);
 
-  let kill!: () => void;
-  killed = new Promise<void>((resolve) => (kill = resolve));
   const client: DtmClient = t.client;
   let account = 0;
   for (const protocol of PROTOCOLS) {
@@ -131,7 +84,7 @@ beforeAll(async () => {
     // a saga whose gate answers ONGOING until DTM is back: submitted, DTM's rounds under way at the kill
     await add('saga running', (gid, m) => {
       const path = `/SagaGate${protocol}`;
-      recorder.handle(path, () => (restarted ? 200 : 425));
+      recorder.handle(path, () => (kit.restarted ? 200 : 425));
       return {
         inFlight: recorder.waitForCalls(path, 1, { gid, timeoutMs: 20_000 }),
         outcome: client.newSaga(gid, { protocol, retryInterval: 1 }).add('pg.transOut', m).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.transIn', m).submitAndWait({ timeout: 60 }),
@@ -192,7 +145,7 @@ beforeAll(async () => {
           async (tcc) => {
             await tcc.callBranch(m, 'pg.tccOut');
             tried();
-            await killed;
+            await kit.killed;
             return 'tried';
           },
           { protocol, timeoutToFail: 60, retryInterval: 1 },
@@ -210,7 +163,7 @@ beforeAll(async () => {
           async (tcc) => {
             await tcc.callBranch(m, 'pg.tccOut');
             tried();
-            await killed;
+            await kit.killed;
             await tcc.callBranch(m, 'mysql.tccOut');
             return 'tried both';
           },
@@ -230,7 +183,7 @@ beforeAll(async () => {
             await xa.callBranch({ account: m.account, amount: -m.amount }, 'xa.pg');
             await xa.callBranch(m, 'xa.mysql');
             prepared();
-            await killed;
+            await kit.killed;
             return 'prepared';
           },
           { protocol, timeoutToFail: 60, retryInterval: 1 },
@@ -249,7 +202,7 @@ beforeAll(async () => {
           .doAndSubmitDb('pg.outbox', t.databases.pg, async (tx: unknown) => {
             await (tx as { query(s: string, p: unknown[]): Promise<unknown> }).query('UPDATE account SET balance = balance - $1 WHERE id = $2', [m.amount, m.account]);
             saving();
-            await killed;
+            await kit.killed;
             return 'saved';
           }),
       };
@@ -266,10 +219,10 @@ beforeAll(async () => {
   }
   await Promise.all([...cells.values()].map((c) => c.inFlight));
   await stopDtm(dtm, true);
-  kill();
+  kit.kill();
   await sleep(1000);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
-  restarted = true;
+  kit.restarted = true;
 }, 60_000);
 
 afterAll(async () => {
@@ -278,9 +231,6 @@ afterAll(async () => {
   await dtm?.process.stop();
 });
 
-/** The balances of the cell's account in both banks. */
-const balancesOf = async (c: Cell) => ({ pg: (await bank.balances('pg', [c.account]))[c.account], mysql: (await bank.balances('mysql', [c.account]))[c.account] });
-const branchLines = (answer: DtmQueryAnswer) => answer.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort();
 
 describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over %s', (protocol) => {
   it('a saga whose branches run (one answering ONGOING): submitAndWait rides the restart out and resolves succeed; the money moved once, PostgreSQL to MariaDB', async () => {
