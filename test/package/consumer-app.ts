@@ -69,3 +69,54 @@ export function installConsumerApp(name: string, sourcesFrom?: string, from = jo
     },
   };
 }
+
+/**
+ * The TypeScript compilers of this repository's devDependencies (`typescript`, and TypeScript 7
+ * as `typescript-7`, installed by `npm ci`) that check the package's declarations in the apps, on
+ * top of the TypeScript each app installs: the major.minor each must be, and its `tsc`.
+ */
+export const repositoryCompilers = [
+  { version: '6.0', tsc: join(root, 'node_modules', 'typescript', 'bin', 'tsc') },
+  { version: '7.0', tsc: join(root, 'node_modules', 'typescript-7', 'bin', 'tsc') },
+] as const;
+
+/** The version of the TypeScript whose `tsc` is `tsc` (its package.json, one directory up). */
+export function compilerVersion(tsc: string): string {
+  return (JSON.parse(readFileSync(join(tsc, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** What a type check of a file importing both entries of the package said: its errors, and the package's files it read. */
+export interface PackageTypesCheck {
+  errors: string[];
+  packageFiles: string[];
+}
+
+/**
+ * Type-checks, in `app`, with `tsc` and `compilerOptions` (a consumer's tsconfig), a file
+ * `types-check/entries.<ext>` for each of `extensions` that imports everything of 'nestjs-dtm' and
+ * 'nestjs-dtm/testing', with `skipLibCheck: false`: the package's own declarations (every one the
+ * entries reach) are checked too, with @types/node's and those of the Nest the app installed;
+ * not TypeScript's own lib files (skipDefaultLibCheck: a quarter of TypeScript 6's time). The
+ * tsconfig it writes is `tsconfig.types-check-<name>.json`.
+ */
+export function checkPackageTypes(app: ConsumerApp, tsc: string, name: string, compilerOptions: Record<string, unknown>, extensions: string[]): PackageTypesCheck {
+  const files = extensions.map((ext) => `types-check/entries.${ext}`);
+  mkdirSync(join(app.dir, 'types-check'), { recursive: true });
+  for (const file of files) {
+    writeFileSync(
+      join(app.dir, file),
+      "import * as dtm from 'nestjs-dtm';\nimport * as testing from 'nestjs-dtm/testing';\n" +
+        'export const entries: [typeof dtm.DtmModule, typeof testing.startDtmServer] = [dtm.DtmModule, testing.startDtmServer];\n',
+    );
+  }
+  const config = `tsconfig.types-check-${name}.json`;
+  writeFileSync(join(app.dir, config), JSON.stringify({ compilerOptions: { ...compilerOptions, skipLibCheck: false, skipDefaultLibCheck: true, noEmit: true, incremental: false, types: ['node'] }, files }, null, 2));
+  const out = app.run('node', [tsc, '-p', config, '--pretty', 'false', '--listFiles']);
+  const lines = out.output.split('\n').filter((line) => line.trim());
+  const packageDir = join(app.dir, 'node_modules', 'nestjs-dtm');
+  // --listFiles prints the program's files as absolute paths; everything else is what tsc said
+  return {
+    errors: [...lines.filter((line) => !line.startsWith('/')), ...(out.status === 0 ? [] : [`exit code ${out.status}`])],
+    packageFiles: lines.filter((line) => line.startsWith(`${packageDir}/`)).map((line) => line.slice(packageDir.length + 1)),
+  };
+}

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
+import { checkPackageTypes, compilerVersion, installConsumerApp, repositoryCompilers, type ConsumerApp } from './consumer-app.js';
 
 let app: ConsumerApp;
 beforeAll(() => {
@@ -23,6 +23,14 @@ describe('a Nest 12 ES module app with Vitest (nest new, CLI 12)', () => {
   it('type-checks (module nodenext, ES module)', () => {
     const tsc = app.run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.json']);
     expect([tsc.status, tsc.output.trim()]).toEqual([0, '']);
+  }, 120_000);
+
+  it.each(repositoryCompilers)("the package's own declarations check (skipLibCheck false) with TypeScript $version, in the app's tsconfig (module nodenext, ES module: the import entries)", ({ version, tsc }) => {
+    expect(compilerVersion(tsc).split('.').slice(0, 2).join('.')).toBe(version);
+    const { compilerOptions } = JSON.parse(readFileSync(join(app.dir, 'tsconfig.json'), 'utf8')) as { compilerOptions: Record<string, unknown> };
+    const esm = checkPackageTypes(app, tsc, version, compilerOptions, ['ts']);
+    expect(esm.errors).toEqual([]);
+    expect(esm.packageFiles).toEqual(expect.arrayContaining(['dist/esm/index.d.mts', 'dist/esm/testing.d.mts', 'dist/cjs/index.d.ts', 'dist/cjs/testing/index.d.ts']));
   }, 120_000);
 
   it('`npm test`: the unit test passes in Vitest', () => {
