@@ -3,14 +3,14 @@
 // built with its own tsc, started with `node dist/main.js` against the harness's DTM server and a
 // PostgreSQL database of its own. A transfer through its POST /transfers route: what DTM recorded,
 // the barrier rows and the balances; then a transfer DTM rolls back.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import { fileDatabases } from '../support/databases.js';
 import { harness, queryTrans } from '../support/harness.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { installConsumerApp, type ConsumerApp } from './consumer-app.js';
+import { compilerVersion, installConsumerApp, repositoryCompilers, type ConsumerApp } from './consumer-app.js';
 
 const example = resolve(import.meta.dirname, '..', '..', 'examples', 'quick-start');
 let app: ConsumerApp;
@@ -86,6 +86,19 @@ describe('the Quick start (examples/quick-start) against the real DTM server', (
     expect(record.branches.map((b) => `${b.branch_id}:${b.op}:${b.status}`)).toEqual(['01:compensate:succeed', '01:action:succeed', '02:compensate:succeed', '02:action:failed']);
     expect(await balances()).toEqual({ alice: 70, bob: 30 });
   });
+});
+
+describe('the Quick start built by TypeScript 7', () => {
+  it("TypeScript 7.0 (what the README's `npm install -D typescript` installs) builds it to the same JavaScript as the app's TypeScript 6, which the tests above ran (decorator metadata included)", () => {
+    const { tsc } = repositoryCompilers.find((c) => c.version === '7.0')!;
+    expect([compilerVersion(join(app.dir, 'node_modules', 'typescript', 'bin', 'tsc')), compilerVersion(tsc)]).toEqual([expect.stringMatching(/^6\./), expect.stringMatching(/^7\.0\./)]);
+    const build = app.run('node', [tsc, '--outDir', 'dist-ts7']);
+    expect([build.status, build.output.trim()]).toEqual([0, '']);
+    const files = readdirSync(join(app.dir, 'dist')).sort();
+    expect(files).toEqual(expect.arrayContaining(['app.module.js', 'main.js']));
+    expect(readdirSync(join(app.dir, 'dist-ts7')).sort()).toEqual(files);
+    for (const file of files) expect([file, readFileSync(join(app.dir, 'dist-ts7', file), 'utf8')]).toEqual([file, readFileSync(join(app.dir, 'dist', file), 'utf8')]);
+  }, 60_000);
 });
 
 describe("the Quick start's tsconfig with tests beside src/", () => {
