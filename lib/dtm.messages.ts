@@ -375,6 +375,7 @@ export const MESSAGES = {
     `the ${what} is ${length} characters, over the limit of ${max} (DTM's SQL stores and the barrier table keep it in varchar(${max}))`,
   keyCharacter: (what: string, character: string, position: number) =>
     `the ${what} has ${character} at position ${position} (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')`,
+  transTypeUnknown: (types: readonly string[]) => `the trans_type is none DTM sends (${types.join(', ')}, in lower case)`,
   branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>

@@ -30,7 +30,7 @@ export interface BranchCallState {
   runtime?: DtmBranchRuntime;
   /**
    * Why the handler must not run although the call succeeds: an undo op (compensate, cancel,
-   * rollback) whose gid or branch id breaks the rule; its action was refused, so nothing is to undo.
+   * rollback) whose gid or branch id breaks the rule, or whose trans_type is none DTM sends; its action was refused, so nothing is to undo.
    */
   skip?: string;
   /** Set once the wrapped handler was called (not skipped): an error answered after that (an interceptor's) is not a pipe's refusal of the payload, and the handler ran. */

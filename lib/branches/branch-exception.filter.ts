@@ -127,7 +127,7 @@ export class DtmBranchExceptionFilter implements ExceptionFilter {
 /**
  * Keeps the failure of `call` for the diagnosis: among handler failures when the call was checked,
  * else among refusals (which push out only each other): a call whose gid or branch id breaks the
- * key rule (an undo op's, answered without its handler and, with `branch_auth_keys`, without a
+ * key rule, or whose trans_type DTM never sends (an undo op's, answered without its handler and, with `branch_auth_keys`, without a
  * token check; never one of a transaction this module started), and with `branch_auth_keys` one
  * whose token was not verified (the guard failed before it could say). Anyone who reaches the app
  * can send those by the thousand, with made-up gids.

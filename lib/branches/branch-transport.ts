@@ -16,7 +16,7 @@ export interface BranchTransport {
   carrier(context: ArgumentsHost): BranchCarrier;
   /** The call's op when it carries every key of a DTM branch call; checked on every call, so it allocates nothing. */
   completeOp(carrier: BranchCarrier): string | undefined;
-  /** The call's `trans_type` (read only when its op is not one the handler serves outside workflows). */
+  /** The call's `trans_type` (read once `completeOp` found every key; checked on every call, so it allocates nothing). */
   transType(carrier: BranchCarrier): string;
   /** The call's gid (read once `completeOp` found every key). */
   gid(carrier: BranchCarrier): string;

@@ -4,7 +4,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { withoutTrailingSlashes } from '../redact.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { branchKeysProblem, UNDO_OPS } from '../transport/branch-keys.js';
+import { branchKeysProblem, transTypeProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, refusal, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
@@ -21,7 +21,8 @@ import { textOf } from '../errors/text-of.js';
  * gRPC `dtm-*` metadata), or with an op this kind of branch does not serve (in a workflow's call
  * also the workflow ops that mean the same, see `WORKFLOW_BRANCH_OPS`), is refused (HTTP 400,
  * gRPC INVALID_ARGUMENT), naming what is wrong, and the handler does not run. A call whose gid or
- * branch id breaks the rule of `transport/branch-keys.ts` answers FAILURE (HTTP 409, gRPC ABORTED)
+ * branch id breaks the rule of `transport/branch-keys.ts`, or whose trans_type is none DTM sends,
+ * answers FAILURE (HTTP 409, gRPC ABORTED)
  * before anything runs or is written; for an undo op (compensate, cancel, rollback) it answers
  * success without running the handler, as its action was refused. A call it refuses is reported as
  * one (hooks, span, metrics: outcome `refused`) by the filter. A guard, not an
@@ -52,9 +53,10 @@ export class DtmBranchGuard implements CanActivate {
     if (!ops.includes(op) && !(transport.transType(carrier) === 'workflow' && workflowOpsOf(handler).includes(op))) {
       throw this.refused(context, carrier, new BadRequestException(MESSAGES.branchWrongOp(handlerName(context), op, ops)));
     }
-    // keys that break the rule (see transport/branch-keys.ts): FAILURE, so DTM rolls back instead of
-    // retrying; an undo op of such a call skips the handler and succeeds (its action never ran)
-    const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier));
+    // keys that break the rule, or a trans_type DTM never sends (see transport/branch-keys.ts): FAILURE,
+    // so DTM rolls back instead of retrying; an undo op of such a call skips the handler and succeeds
+    // (its action, which carried the same keys, never ran)
+    const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier)) ?? transTypeProblem(transport.transType(carrier));
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;

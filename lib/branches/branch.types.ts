@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { BranchKind } from '../transport/dtm.types.js';
 import type { StandardSchemaV1 } from '../contracts/branch-contract.js';
+import { DTM_TRANS_TYPES } from '../transport/branch-keys.js';
 
 /** `Controller.method` of the handler of `context`, for messages. */
 export function handlerName(context: ExecutionContext): string {
@@ -121,14 +122,11 @@ export const VALIDATED_OPS: ReadonlySet<string> = new Set(['action', 'try']);
 /** The query parameters every DTM branch call carries. */
 export const REQUIRED_BRANCH_QUERY = ['gid', 'trans_type', 'branch_id', 'op'] as const;
 
-/** The transaction types DTM sends in a branch call's `trans_type`. */
-const TRANS_TYPES: ReadonlySet<string> = new Set(['saga', 'msg', 'tcc', 'xa', 'workflow']);
-
 /**
  * A branch call's `trans_type` as spans, metrics, hook events and log lines show it: one of DTM's
  * transaction types, else `other` (a caller chooses it: a made-up value must neither create a span
  * name per value nor forge a log line).
  */
 export function shownTransType(transType: string): string {
-  return TRANS_TYPES.has(transType) ? transType : 'other';
+  return DTM_TRANS_TYPES.has(transType) ? transType : 'other';
 }

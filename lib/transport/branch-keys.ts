@@ -12,6 +12,7 @@
 // Everything DTM and its SDKs generate passes (newGid's 22 letters and digits, branch ids `01`,
 // `0101`, `01-01`), and so do the usual business ids (`order-7`, `Order_7:2026`, UUIDs, ULIDs,
 // `tenant/order#7`, base64 and base64url).
+// A call's trans_type must be one DTM sends (`DTM_TRANS_TYPES`): the barrier row keeps it too.
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
 
@@ -20,6 +21,13 @@ export const MAX_BRANCH_KEY_LENGTH = 128;
 
 /** Printable ASCII but space, `"`, `'`, `;`, `\` and `` ` ``. */
 const KEY = /^[\x21\x23-\x26\x28-\x3a\x3c-\x5b\x5d-\x5f\x61-\x7e]*$/;
+
+/**
+ * The `trans_type` values DTM v1.19 puts in a branch call (HTTP query, gRPC `dtm-trans_type`): the
+ * types it has a processor for (dtmsvr/trans_type_*.go), spelled so. A call carrying any other is
+ * not DTM's: its trans_type would go into the barrier row (`varchar(45)`) as it came.
+ */
+export const DTM_TRANS_TYPES: ReadonlySet<string> = new Set(['saga', 'msg', 'tcc', 'xa', 'workflow']);
 
 /** Ops that undo an action: a branch call refused for its keys never ran, so these have nothing to undo. */
 export const UNDO_OPS: ReadonlySet<string> = new Set(['compensate', 'cancel', 'rollback']);
@@ -32,6 +40,16 @@ export const UNDO_OPS: ReadonlySet<string> = new Set(['compensate', 'cancel', 'r
 export function branchKeysProblem(gid: string, branchId: string): string | undefined {
   if (gid.length > 0 && gid.length <= MAX_BRANCH_KEY_LENGTH && KEY.test(gid) && branchId.length <= MAX_BRANCH_KEY_LENGTH && KEY.test(branchId)) return undefined;
   return keyProblem('gid', gid) ?? keyProblem('branch id', branchId);
+}
+
+/**
+ * What is wrong with a branch call's `trans_type`, or undefined when it is one of {@link DTM_TRANS_TYPES}
+ * (one Set lookup: the guard asks on every call). Every call of a transaction carries the same
+ * trans_type, so a refused one refuses all of them, and an undo op refused so has nothing to undo.
+ * The answer never repeats the value.
+ */
+export function transTypeProblem(transType: string): string | undefined {
+  return DTM_TRANS_TYPES.has(transType) ? undefined : MESSAGES.transTypeUnknown([...DTM_TRANS_TYPES]);
 }
 
 /** Throws `DtmUsageError` (naming the limit) unless `gid` follows the rule of gids; called before anything is sent to DTM. */

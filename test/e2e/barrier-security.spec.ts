@@ -4,6 +4,8 @@
 //   multipleStatements pool: an UPDATE smuggled in, a barrier row planted for another gid;
 // - barrier keys that collided: case, accents, trailing spaces and 128-character prefixes on
 //   MariaDB, over-long gids and branch ids on PostgreSQL (a 500 forever);
+// - a trans_type DTM never sends (over-long, in upper case, with control characters), which went
+//   into the barrier row as it came (PostgreSQL: a 500 forever past 45 characters);
 // - XA phase 2 of an xid the database does not know, which counted as done; on PostgreSQL, a
 //   rollback arriving while the branch's action still runs, which waited without bound.
 // The file runs its own DTM server (boltdb: it stores any gid, as an attacker needs, and what the
@@ -382,6 +384,37 @@ describe('exact barrier keys', () => {
     expect([t.runs.of('pg.tccOutTry'), t.runs.of('pg.tccOutCancel')]).toEqual([0, 0]);
     expect(await balance('pg', 1)).toBe(100);
     expect(await barrierRows('pg', gid)).toEqual([]);
+  });
+});
+
+describe("a trans_type DTM never sends (v1.19 sends saga, msg, tcc, xa or workflow)", () => {
+  // without branch_auth_keys the call's trans_type went into the barrier row as it came: over 45
+  // characters PostgreSQL refused the insert (a 500, which DTM retries for ever), MariaDB in strict
+  // mode too; a made-up value (case, control characters) was stored. gRPC metadata carries printable
+  // ASCII only, so the control characters are HTTP cells.
+  const odd: [string, string][] = [
+    ['46 characters', 'x'.repeat(46)],
+    ['SAGA (DTM spells it in lower case)', 'SAGA'],
+    ['a line feed', 'saga\n'],
+    ['a NUL', 'sa\u0000ga'],
+  ];
+  const cells = (['pg', 'mysql'] as const).flatMap((store) =>
+    (['http', 'grpc'] as const).flatMap((protocol) =>
+      odd.filter(([, value]) => protocol === 'http' || /^[\x20-\x7e]*$/.test(value)).map(([what, value]) => [store, protocol, what, value] as const),
+    ),
+  );
+  it.each(cells)('%s over %s, a trans_type of %s: the action is refused as FAILURE before anything runs or is written; its compensation does nothing', async (store, protocol, _what, transType) => {
+    const gid = `tt-${store}-${protocol}-${unique()}`;
+    const move = { account: 1, amount: 5 };
+    const action = await callBranch(store, protocol, 'trans-in', { gid, trans_type: transType, branch_id: '01', op: 'action' }, move);
+    const compensate = await callBranch(store, protocol, 'trans-in-compensate', { gid, trans_type: transType, branch_id: '01', op: 'compensate' }, move);
+    expect({ action, compensate: compensate.status, runs: [t.runs.of(`${store}.transIn`), t.runs.of(`${store}.transInCompensate`)], balance: await balance(store, 1), rows: await barrierRows(store, gid) }).toEqual({
+      action: { status: 409, code: protocol === 'grpc' ? 10 : undefined, text: expect.stringContaining('branch call refused: the trans_type is none DTM sends') },
+      compensate: 200,
+      runs: [0, 0],
+      balance: 100,
+      rows: [],
+    });
   });
 });
 

@@ -1164,25 +1164,24 @@ describe('a branch call the module refuses before its handler runs, and an undo 
     expect(t.logger.lines.filter((l) => l.includes(gid))).toEqual([]);
   });
 
-  it.each(PROTOCOLS)('over %s: a made-up trans_type (one per call, CR / LF and ANSI escapes over HTTP) names no span, hook event or log line: shown as `other`, on a refused call and on one whose handler throws', async (protocol) => {
+  it.each(PROTOCOLS)('over %s: a made-up trans_type (one per call, CR / LF and ANSI escapes over HTTP) names no span, hook event or log line: shown as `other`, on a call refused for its op and on one refused for its trans_type (FAILURE: none reaches a handler)', async (protocol) => {
     const from = events.length;
     const linesFrom = t.logger.lines.length;
     const marker = `mk${randomBytes(6).toString('hex')}`;
     // over HTTP the query may carry any character; gRPC metadata only printable ASCII
     const forged = protocol === 'http' ? `saga\r\n[Nest] 1 - ERROR [DtmBranch] \u001b[32m${marker} forged` : `saga-${marker}`;
-    const [refusedGid, thrownGid] = [await t.client.generateGid(), await t.client.generateGid()];
+    const [opGid, typeGid] = [await t.client.generateGid(), await t.client.generateGid()];
     const answers = [
-      await callBank(protocol, ['trans-out', 'TransOut'], { gid: refusedGid, trans_type: forged, branch_id: '01', op: 'bogus' }),
-      await callBank(protocol, ['trans-in', 'TransIn'], { gid: thrownGid, trans_type: forged, branch_id: '01', op: 'action' }, { account: 2, amount: 0, fail: 'crash' }),
+      await callBank(protocol, ['trans-out', 'TransOut'], { gid: opGid, trans_type: forged, branch_id: '01', op: 'bogus' }),
+      await callBank(protocol, ['trans-in', 'TransIn'], { gid: typeGid, trans_type: forged, branch_id: '01', op: 'action' }, { account: 2, amount: 0, fail: 'crash' }), // its handler would throw: it never runs
     ];
-    expect(answers).toEqual(protocol === 'http' ? [400, 500] : [3, 13]);
-    const calls = branchCalls(from).filter((e) => e.gid === refusedGid || e.gid === thrownGid);
-    expect(calls.map((e) => `${e.handler} ${e.transType} ${e.outcome}`)).toEqual(['Bank.transOut other refused', 'Bank.transIn other error']);
-    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === refusedGid || s.attributes['dtm.gid'] === thrownGid);
+    expect(answers).toEqual(protocol === 'http' ? [400, 409] : [3, 10]);
+    const calls = branchCalls(from).filter((e) => e.gid === opGid || e.gid === typeGid);
+    expect(calls.map((e) => `${e.handler} ${e.transType} ${e.outcome}`)).toEqual(['Bank.transOut other refused', 'Bank.transIn other refused']);
+    expect((calls[1].error as Error).message).toBe('branch call refused: the trans_type is none DTM sends (saga, msg, tcc, xa, workflow, in lower case); the handler did not run and nothing was written');
+    const spans = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === opGid || s.attributes['dtm.gid'] === typeGid);
     expect(spans.map((s) => `${s.name} | ${s.attributes['dtm.trans_type']}`)).toEqual(['DTM other  transOut | other', 'DTM other action transIn | other']);
-    const lines = t.logger.lines.slice(linesFrom);
-    expect(lines.some((l) => l.includes(`Bank.transIn failed (${protocol}, other gid ${thrownGid}, branch 01, op action)`))).toBe(true);
-    expect(lines.filter((l) => l.includes(marker))).toEqual([]);
+    expect(t.logger.lines.slice(linesFrom).filter((l) => l.includes(marker))).toEqual([]);
   });
 
   it('a saga whose compensation URL points at its action\'s handler: DTM\'s compensate call is refused (400, reported with its reason), DTM retries it', async () => {

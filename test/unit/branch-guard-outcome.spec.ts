@@ -75,6 +75,26 @@ describe('DtmBranchGuard', () => {
     expect(guard.canActivate(context)).toBe(true);
     expect((request[BRANCH_CALL] as { skip?: string }).skip).toEqual(expect.any(String));
   });
+
+  it('a trans_type DTM never sends: FAILURE for an action over HTTP and gRPC, success without the handler for its undo; every type DTM sends passes (a workflow calls saga branches)', () => {
+    for (const transType of ['SAGA', 'x'.repeat(46), 'saga\n']) {
+      const refused = () => guard.canActivate(httpCall('pay', { ...KEYS, trans_type: transType }).context);
+      expect(refused).toThrow(DtmFailureError);
+      expect(refused).toThrow('branch call refused: the trans_type is none DTM sends (saga, msg, tcc, xa, workflow, in lower case); the handler did not run and nothing was written');
+      const { request, context } = httpCall('refund', { ...KEYS, trans_type: transType, op: 'compensate' });
+      expect(guard.canActivate(context)).toBe(true);
+      expect((request[BRANCH_CALL] as { skip?: string }).skip).toBe('the trans_type is none DTM sends (saga, msg, tcc, xa, workflow, in lower case)');
+    }
+    expect(() => guard.canActivate(grpcCall('pay', { ...KEYS, trans_type: 'Saga' }).context)).toThrow(DtmFailureError);
+    const grpc = grpcCall('refund', { ...KEYS, trans_type: 'Saga', op: 'compensate' });
+    expect(guard.canActivate(grpc.context)).toBe(true);
+    expect((grpc.call[BRANCH_CALL] as { skip?: string }).skip).toEqual(expect.any(String));
+    for (const transType of ['saga', 'msg', 'tcc', 'xa', 'workflow']) {
+      const { request, context } = httpCall('pay', { ...KEYS, trans_type: transType });
+      expect(guard.canActivate(context)).toBe(true);
+      expect(request[BRANCH_CALL]).toEqual(expect.objectContaining({ skip: undefined }));
+    }
+  });
 });
 
 describe('DtmBranchGuard with branch_auth_keys: gRPC metadata an attacker shapes', () => {

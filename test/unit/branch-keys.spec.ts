@@ -3,6 +3,7 @@
 // side (the branch guard) is in test/e2e/barrier-security.spec.ts, against the real DTM server.
 import { describe, expect, it } from '@jest/globals';
 import { branchKeysProblem, DtmClient, DtmUsageError, MAX_BRANCH_KEY_LENGTH, resolveDtmConfig } from 'nestjs-dtm';
+import { DTM_TRANS_TYPES, transTypeProblem } from '../../lib/transport/branch-keys.js';
 import type { DtmTransport } from '../../lib/transport/dtm-transport.js';
 import { HttpTransport } from '../../lib/transport/http/http.transport.js';
 import { Saga } from '../../lib/transactions/saga.js';
@@ -47,6 +48,23 @@ describe('branchKeysProblem', () => {
     const problem = branchKeysProblem(`ONGOING-${'x'.repeat(200)}`, '01')!;
     expect(problem).toBe("the gid is 208 characters, over the limit of 128 (DTM's SQL stores and the barrier table keep it in varchar(128))");
     expect(branchKeysProblem("ONGOING'", '01')).not.toContain('ONGOING');
+  });
+});
+
+describe('transTypeProblem', () => {
+  const problem = 'the trans_type is none DTM sends (saga, msg, tcc, xa, workflow, in lower case)';
+
+  it.each(['saga', 'msg', 'tcc', 'xa', 'workflow'])('accepts %j, a type DTM v1.19 sends', (transType) => {
+    expect(transTypeProblem(transType)).toBeUndefined();
+  });
+
+  it.each(['SAGA', 'Tcc', 'saga ', ' saga', 'saga\n', 'sa\u0000ga', 'sagas', 'other', 'x'.repeat(46), 'ONGOING', 'FAILURE-saga'])('refuses %j, without repeating it', (transType) => {
+    expect(transTypeProblem(transType)).toBe(problem);
+  });
+
+  it('the types are the ones DTM v1.19 registers a processor for (dtmsvr/trans_type_*.go), each short enough for the barrier\'s varchar(45)', () => {
+    expect([...DTM_TRANS_TYPES].sort()).toEqual(['msg', 'saga', 'tcc', 'workflow', 'xa']);
+    expect(Math.max(...[...DTM_TRANS_TYPES].map((type) => type.length))).toBeLessThanOrEqual(45);
   });
 });
 
