@@ -27,8 +27,9 @@
 // participant's CPU time (user + system, /proc/<pid>/stat) is metered over each run, per completed
 // saga (its two branch calls) or request. The branch alone over gRPC: unary calls framed by hand
 // on node:http2 (--grpc-client grpc-js: through @grpc/grpc-js; see bench/measure.ts).
+// --warmup S: each variant's warm-up, per store and measure, lasts S seconds (0: none).
 //
-//   npm run bench:barrier -- [--transport http|grpc] [--adapter express|fastify] [--connections 16] [--seconds 5] [--rounds 3] [--fast]
+//   npm run bench:barrier -- [--transport http|grpc] [--adapter express|fastify] [--connections 16] [--seconds 5] [--rounds 3] [--warmup 2] [--fast]
 //                            [--dtm-store mysql|redis|boltdb] [--go] [--grpc-client http2|grpc-js]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
@@ -41,7 +42,7 @@ import { goPeerBinaryPath } from '../test/support/services/binaries.js';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
-import { startStack } from '../test/support/services/stack.js';
+import { benchStack, harnessDatabase, stackLabel } from './bench-stack.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
 import {
   branchMetadata,
@@ -62,6 +63,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '2' },
     fast: { type: 'boolean', default: false },
     'dtm-store': { type: 'string', default: 'mysql' },
     go: { type: 'boolean', default: false },
@@ -71,6 +73,8 @@ const { values } = parseArgs({
 const connections = Number(values.connections);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const warmup = Number(values.warmup);
+if (!(warmup >= 0)) throw new Error(`--warmup must be a number of seconds >= 0, not ${values.warmup}`);
 const transport = values.transport as 'http' | 'grpc';
 if (transport !== 'http' && transport !== 'grpc') throw new Error(`--transport: http or grpc, not ${values.transport}`);
 if (values.adapter !== 'express' && values.adapter !== 'fastify') throw new Error(`--adapter: express or fastify, not ${values.adapter}`);
@@ -203,7 +207,7 @@ async function compare(label: string, store: Store, unit: 'saga' | 'req', partic
   const variants = new Map<Key, { p: Participant; barrier: Barrier }>();
   for (const p of participants) for (const barrier of ['with', 'without'] as const) if (p.target(store, barrier)) variants.set(`${p.who}:${barrier}`, { p, barrier });
   const keys = [...variants.keys()];
-  for (const key of keys) await measure(variants.get(key)!.p, variants.get(key)!.barrier, 2); // warm-up
+  if (warmup > 0) for (const key of keys) await measure(variants.get(key)!.p, variants.get(key)!.barrier, warmup); // warm-up
   const results = await interleaved(keys, rounds, (key) => {
     const { p, barrier } = variants.get(key)!;
     return metered(p.pid, () => measure(p, barrier, seconds));
@@ -241,20 +245,24 @@ async function compare(label: string, store: Store, unit: 'saga' | 'req', partic
 
 async function main(): Promise<void> {
   const dtmStore = values['dtm-store'] as 'mysql' | 'redis' | 'boltdb';
-  const stack = await startStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
+  const stack = await benchStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
   const participants: Participant[] = [];
   try {
-    const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
-    const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
-    await myAdmin.query('CREATE DATABASE bench');
-    await myAdmin.end();
-    const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
+    // the harness's servers: the (empty) database it gives on both; else PostgreSQL's own, and a new one on MariaDB
+    const database = harnessDatabase(stack);
+    const pgUrl = postgresUrl(stack.info.postgres!, database ?? 'postgres');
+    if (!database) {
+      const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
+      await myAdmin.query('CREATE DATABASE bench');
+      await myAdmin.end();
+    }
+    const myUrl = mariadbUrl(stack.info.mariadb!, database ?? 'bench');
     await prepare(pgUrl, myUrl);
     const env = { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl };
     participants.push(await startParticipant('nest', env));
     if (values.go) participants.push(await startParticipant('go', env));
     console.log(
-      `barrier-overhead over ${transport === 'grpc' ? 'gRPC' : 'HTTP'}: PostgreSQL and MariaDB (harness instances, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
+      `barrier-overhead over ${transport === 'grpc' ? 'gRPC' : 'HTTP'}: PostgreSQL and MariaDB (${stackLabel(stack)}, ${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
         `${connections} connections/callers, ${rounds} rounds of ${seconds} s, interleaved with a rotating start, medians, NODE_ENV=production`,
     );
     console.log(
@@ -264,7 +272,7 @@ async function main(): Promise<void> {
     const client = new DtmClient(
       resolveDtmConfig({ config: { serverUrl: stack.info.dtm!.serverUrl, ...(transport === 'grpc' ? { protocol: 'grpc', grpcServer: stack.info.dtm!.grpcAddress } : {}) } }, {}),
     );
-    console.log(`1. completed two-step sagas per second through DTM (${dtmStore} store, submitted over ${transport === 'grpc' ? 'gRPC' : 'HTTP'}; target with/without >= 0.92)`);
+    console.log(`1. completed two-step sagas per second through DTM (${stack.info.dtm!.store} store, submitted over ${transport === 'grpc' ? 'gRPC' : 'HTTP'}; target with/without >= 0.92)`);
     for (const store of ['pg', 'mysql'] as const) await compare('sagas ', store, 'saga', participants, (p, barrier, s) => sagas(client, p.target(store, barrier)!, s));
     console.log('2. requests per second of the branch alone');
     for (const store of ['pg', 'mysql'] as const) await compare('branch', store, 'req', participants, (p, barrier, s) => p.alone(store, barrier, s));

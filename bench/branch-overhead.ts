@@ -50,9 +50,10 @@
 // itself costs for it, by hand / on what the module's seam adds beyond that.
 // With --otel-only, only those pairs run (not the decorated / plain pair): every app beside the two
 // measured costs them CPU per request (caches, the SDK apps' export timers), as the figures show.
+// --warmup S: each app's warm-up (at the start, and before each --fresh round) lasts S seconds (0: none).
 //
 //   npm run bench:branch -- [--transport all|http,fastify,grpc] [--connections 32] [--channels 1] [--grpc-client http2|grpc-js]
-//                           [--seconds 5] [--rounds 10] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only] [--aa] [--hand]] [--fresh]
+//                           [--seconds 5] [--rounds 10] [--warmup 3] [--env production] [--trace] [--auth] [--otel none,sdk,instrumented|all [--otel-only] [--aa] [--hand]] [--fresh]
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,7 +63,7 @@ import { randomBytes } from 'node:crypto';
 import { AUTH_ISSUED_HEADER, BranchAuth } from '../lib/auth/branch-auth.js';
 import { freePort } from '../test/support/services/process.js';
 import { BENCH_LOADER, BENCH_PROTO } from './bench-app.js';
-import { closedLoopRun, postJson, startAppProcess } from './load.js';
+import { closedLoopRun, postJson, startAppProcess, startTogether } from './load.js';
 import { OTEL_PRELOAD } from './otel-sdk.js';
 import {
   branchMetadata,
@@ -86,6 +87,7 @@ const { values } = parseArgs({
     'grpc-client': { type: 'string', default: 'http2' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '3' },
     env: { type: 'string', default: 'production' },
     trace: { type: 'boolean', default: false },
     auth: { type: 'boolean', default: false },
@@ -100,6 +102,8 @@ const connections = Number(values.connections);
 const channelCount = Number(values.channels);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const warmup = Number(values.warmup);
+if (!(warmup >= 0)) throw new Error(`--warmup must be a number of seconds >= 0, not ${values.warmup}`);
 const grpcClient = values['grpc-client'] as GrpcClientKind;
 if (grpcClient !== 'http2' && grpcClient !== 'grpc-js') throw new Error(`--grpc-client: http2 or grpc-js, not ${grpcClient}`);
 const ALL: Transport[] = ['http', 'fastify', 'grpc'];
@@ -204,11 +208,11 @@ async function main(): Promise<void> {
   const keys = transports.flatMap((t) => modes.map((m) => `${t}:${m}` as const));
   const apps = {} as Record<(typeof keys)[number], App>;
   try {
-    for (const key of keys) {
-      const [t, m] = key.split(':') as [Transport, Mode];
-      apps[key] = await startApp(t, m);
-    }
-    for (const key of keys) await apps[key].load(3); // warm-up: JIT, connections
+    await startTogether(
+      keys.map((key) => () => startApp(...(key.split(':') as [Transport, Mode]))),
+      (app, i) => (apps[keys[i]] = app),
+    );
+    if (warmup > 0) for (const key of keys) await apps[key].load(warmup); // warm-up: JIT, connections
     // each round: the transports in turn, and per transport its decorated and plain app back to back
     // (a pair measured seconds apart); which transport and which app go first rotate over the rounds
     const schedule = (round: number) => {
@@ -224,13 +228,13 @@ async function main(): Promise<void> {
         const [t, m] = key.split(':') as [Transport, Mode];
         apps[key].close();
         apps[key] = await startApp(t, m);
-        await apps[key].load(3);
+        if (warmup > 0) await apps[key].load(warmup);
       }
       return metered(apps[key].pid, () => apps[key].load(seconds));
     };
     const results = await interleaved(keys, rounds, measure, schedule);
     // per-round lines, then the summary side by side
-    console.log('per round: requests/s decorated vs plain, the app\'s CPU per request decorated vs plain (plain / decorated)');
+    if (plainPair) console.log('per round: requests/s decorated vs plain, the app\'s CPU per request decorated vs plain (plain / decorated)');
     for (let i = 0; i < rounds && plainPair; i++) {
       const cells = transports.map((t) => {
         const [d, p] = [results[`${t}:dtm`][i], results[`${t}:plain`][i]];

@@ -33,7 +33,7 @@ import pg from 'pg';
 import { runChaos } from '../test/support/chaos/chaos.js';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
-import { startStack } from '../test/support/services/stack.js';
+import { benchStack, harnessDatabase } from './bench-stack.js';
 
 const { values } = parseArgs({
   options: {
@@ -111,25 +111,29 @@ if (!(replayRate >= 0 && replayRate <= 0.25)) {
   process.exit(2);
 }
 
-const stack = await startStack({ dtm: false, redis: options.dtmStoreStalls > 0, durable: values.durable });
+const stack = await benchStack({ dtm: false, redis: options.dtmStoreStalls > 0, durable: values.durable });
 let failed: boolean;
 try {
   const pgInfo = stack.info.postgres!;
   const myInfo = stack.info.mariadb!;
-  const admin = new pg.Client({ connectionString: pgInfo.adminUrl });
-  await admin.connect();
-  await admin.query('CREATE DATABASE chaos');
-  await admin.end();
-  const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
-  await my.query('CREATE DATABASE chaos');
-  await my.end();
+  // the harness's servers: the (empty) database it gives; else a new one on each
+  const database = harnessDatabase(stack) ?? 'chaos';
+  if (!stack.shared) {
+    const admin = new pg.Client({ connectionString: pgInfo.adminUrl });
+    await admin.connect();
+    await admin.query('CREATE DATABASE chaos');
+    await admin.end();
+    const my = await mysql.createConnection(mariadbUrl(myInfo, ''));
+    await my.query('CREATE DATABASE chaos');
+    await my.end();
+  }
   console.log(`chaos: ${protocol}${options.workflows ? ' with workflows' : ''}${options.branchAuthKey ? `, branch_auth_keys${options.branchAuthCheckActions ? ' and branch_auth_check_actions' : ''}` : ''}, seed ${options.seed}, ${options.transfers} transfers, ${options.concurrency} at once, branch_timeout ${options.branchTimeout} s`);
   const report = await runChaos({
     ...options,
     protocol,
     runDir: stack.runDir,
-    pgUrl: postgresUrl(pgInfo, 'chaos'),
-    mysqlUrl: mariadbUrl(myInfo, 'chaos'),
+    pgUrl: postgresUrl(pgInfo, database),
+    mysqlUrl: mariadbUrl(myInfo, database),
     dtmRedis: stack.info.redis,
     faults: { error500: rate, delay: rate, duplicate: rate, lostAnswer: rate, replay: replayRate },
     log: (line) => console.log(`  ${line}`),

@@ -9,14 +9,15 @@
 // Per round each app runs once, in an order that alternates; figures are the medians of the paired
 // per-round ratios: sagas/s on / off, and the branch app's CPU per saga (both its calls, with the
 // checks' queries) off / on. DTM's CPU per saga is printed too: each check is a query DTM answers.
+// --warmup S: each app's warm-up lasts S seconds (0: none).
 //
-//   npm run bench:check-actions -- [--callers 16] [--seconds 5] [--rounds 6]
+//   npm run bench:check-actions -- [--callers 16] [--seconds 5] [--rounds 6] [--warmup 2]
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DtmClient, resolveDtmConfig } from 'nestjs-dtm';
-import { startStack } from '../test/support/services/stack.js';
+import { benchStack, stackLabel } from './bench-stack.js';
 import { closedLoopRun, processCpuMicros, startAppProcess } from './load.js';
 import { formatSpread, interleaved, metered, pairedRatios, spread, type Measured } from './measure.js';
 
@@ -25,19 +26,23 @@ const { values } = parseArgs({
     callers: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '6' },
+    warmup: { type: 'string', default: '2' },
   },
 });
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
-for (const [name, n] of [['callers', callers], ['seconds', seconds], ['rounds', rounds]] as const) {
+const warmup = Number(values.warmup);
+for (const [name, n] of [['callers', callers], ['rounds', rounds]] as const) {
   if (!(Number.isInteger(n) && n >= 1)) throw new Error(`--${name} must be a whole number >= 1, got ${values[name]}`);
 }
+if (!(seconds > 0)) throw new Error(`--seconds must be a number > 0, got ${values.seconds}`);
+if (!(warmup >= 0)) throw new Error(`--warmup must be a number of seconds >= 0, got ${values.warmup}`);
 const here = dirname(fileURLToPath(import.meta.url));
 type Variant = 'off' | 'on';
 
 async function main(): Promise<void> {
-  const stack = await startStack({ postgres: false, mariadb: false, redis: true, dtmStore: 'redis' });
+  const stack = await benchStack({ postgres: false, mariadb: false, redis: true, dtmStore: 'redis' });
   const apps: { child: import('node:child_process').ChildProcess; port: number }[] = [];
   try {
     const dtm = stack.info.dtm!;
@@ -53,8 +58,8 @@ async function main(): Promise<void> {
         const saga = client.newSaga(await client.generateGid(), { waitResult: true }).add(target, '', { n: 1 }).add(target, '', { n: 1 });
         await saga.submit();
       });
-    console.log(`check-actions: two-step sagas with wait_result through DTM (Redis store), ${callers} callers, ${rounds} rounds of ${seconds} s, alternating, NODE_ENV=production`);
-    for (const variant of ['off', 'on'] as const) await sagas(variant, 2); // warm-up
+    console.log(`check-actions: two-step sagas with wait_result through DTM (${dtm.store} store, ${stackLabel(stack)}), ${callers} callers, ${rounds} rounds of ${seconds} s, alternating, NODE_ENV=production`);
+    if (warmup > 0) for (const variant of ['off', 'on'] as const) await sagas(variant, warmup); // warm-up
     const dtmCpu: Record<Variant, number[]> = { off: [], on: [] };
     const results = await interleaved<Variant>(['off', 'on'], rounds, async (variant) => {
       const before = dtmPid ? processCpuMicros(dtmPid) : undefined;

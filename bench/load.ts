@@ -86,6 +86,18 @@ export function startAppProcess(argv: string[], env: Record<string, string>): Pr
   });
 }
 
+/**
+ * Runs every start of `starts` at once (processes that load side by side start sooner than one
+ * after the other), passes each one that started to `keep` in the order of `starts` (so that the
+ * caller stops it), then throws the first failure, if any.
+ */
+export async function startTogether<T>(starts: (() => Promise<T>)[], keep: (started: T, index: number) => void): Promise<void> {
+  const settled = await Promise.allSettled(starts.map((start) => start()));
+  settled.forEach((result, index) => result.status === 'fulfilled' && keep(result.value, index));
+  const failed = settled.find((result) => result.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 /** CPU time (user + system) process `pid` has used so far, in microseconds; undefined where /proc is missing (not Linux). */
 export function processCpuMicros(pid: number): number | undefined {
   try {

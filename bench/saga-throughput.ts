@@ -39,18 +39,19 @@
 //   written by hand with @opentelemetry/api (bench/saga-drivers.ts): off / by hand is what
 //   OpenTelemetry itself costs for it, by hand / on what the module's seam adds beyond that.
 //
-// With --fresh, every driver gets a new caller process (warmed up for 4 s) before each round after the
+// With --fresh, every driver gets a new caller process (warmed up for --warmup s) before each round after the
 // first: two processes running the same code differ by a few per cent for their whole life (heap
 // layout, the JIT's choices), which a run with one process per driver carries into every round.
+// --warmup S: each of the two warm-up passes (and a fresh process's warm-up) lasts S seconds (0: none).
 //
-//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--auth] [--otel none,sdk,instrumented|all [--hand]] [--fresh]
+//   npm run bench:saga -- [--protocol http|grpc|both] [--callers 16] [--seconds 8] [--rounds 10] [--warmup 4] [--auth] [--otel none,sdk,instrumented|all [--hand]] [--fresh]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startStack } from '../test/support/services/stack.js';
-import { processCpuMicros, quantile, startAppProcess } from './load.js';
+import { benchStack, stackLabel } from './bench-stack.js';
+import { processCpuMicros, quantile, startAppProcess, startTogether } from './load.js';
 import { OTEL_PRELOAD } from './otel-sdk.js';
 import { AUTH_DRIVERS, DRIVERS, OTEL_DRIVERS, PRELOADED_ROLES, type Protocol, type SagaDriver, type SagaEndpoints } from './saga-drivers.js';
 
@@ -60,6 +61,7 @@ const { values } = parseArgs({
     callers: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '4' },
     auth: { type: 'boolean', default: false },
     otel: { type: 'string' },
     hand: { type: 'boolean', default: false },
@@ -74,6 +76,8 @@ if (otel.some((o) => !(OTEL_SETS as readonly string[]).includes(o))) throw new E
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const warmup = Number(values.warmup);
+if (!(warmup >= 0)) throw new Error(`--warmup must be a number of seconds >= 0, not ${values.warmup}`);
 const here = dirname(fileURLToPath(import.meta.url));
 const TARGET = 0.95;
 
@@ -89,8 +93,8 @@ interface Sample {
   serverCpu: number;
 }
 
-/** CPU time of processes `pids` so far (µs), NaN where it cannot be read. */
-const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0);
+/** CPU time of processes `pids` so far (µs), NaN where it cannot be read (or no process is given: the harness's shared servers). */
+const cpuOf = (pids: number[]) => (pids.length === 0 ? Number.NaN : pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0));
 
 /** A driver of {@link DRIVERS} in its caller process. */
 interface Caller {
@@ -157,26 +161,30 @@ const spread = (xs: number[]) =>
 const label = (p: Protocol) => (p === 'http' ? 'HTTP' : 'gRPC');
 
 async function main(): Promise<void> {
-  const stack = await startStack({ dtmStore: 'redis', postgres: false, mariadb: false });
+  const stack = await benchStack({ dtmStore: 'redis', postgres: false, mariadb: false });
   let branches: Awaited<ReturnType<typeof startAppProcess>> | undefined;
   const drivers: Caller[] = [];
   try {
     branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
     const dtm = stack.info.dtm!;
     const endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, branchUrl: `http://127.0.0.1:${branches.port}` };
-    for (const driver of [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...OTEL_DRIVERS.filter((d) => otel.includes(d.otel) && (values.hand || !d.role.endsWith('-hand')))].filter((d) => protocols.includes(d.protocol))) drivers.push(await startCaller(driver, endpoints));
+    const chosen = [...DRIVERS, ...(values.auth ? AUTH_DRIVERS : []), ...OTEL_DRIVERS.filter((d) => otel.includes(d.otel) && (values.hand || !d.role.endsWith('-hand')))].filter((d) => protocols.includes(d.protocol));
+    await startTogether(
+      chosen.map((driver) => () => startCaller(driver, endpoints)),
+      (caller) => drivers.push(caller),
+    );
     const branchPid = branches.child.pid!;
     const serverPids = stack.processes.map((p) => p.pid);
     const samples = new Map<Caller, Sample[]>(drivers.map((d) => [d, []]));
     const name = (d: Caller) => `${label(d.protocol)} ${d.name}`;
 
     console.log(
-      `saga-throughput: DTM ${dtm.version} (redis store), ${protocols.map(label).join(' and ')}, ${callers} callers, ` +
+      `saga-throughput: DTM ${dtm.version} (${dtm.store} store, ${stackLabel(stack)}), ${protocols.map(label).join(' and ')}, ${callers} callers, ` +
         `${rounds} rounds of ${seconds} s per driver, drivers in turn, each round starting with the next; ` +
         'each driver in a caller process of its own; branches: node:http in a child process',
     );
     // warm-up, twice over: connections, JIT, heap sizes, DTM's Redis scripts
-    for (let pass = 0; pass < 2; pass++) for (const d of drivers) await measure(d, 4, branchPid, serverPids);
+    for (let pass = 0; pass < 2 && warmup > 0; pass++) for (const d of drivers) await measure(d, warmup, branchPid, serverPids);
     for (let i = 0; i < rounds; i++) {
       for (let k = 0; k < drivers.length; k++) {
         const d = drivers[(i + k) % drivers.length];
@@ -184,7 +192,7 @@ async function main(): Promise<void> {
           // --fresh: a new caller process, warmed up, for every round after the first (no process's own bias in every round)
           await stopCaller(d.child);
           d.child = (await startCaller(d, endpoints)).child;
-          await measure(d, 4, branchPid, serverPids);
+          if (warmup > 0) await measure(d, warmup, branchPid, serverPids);
         }
         samples.get(d)!.push(await measure(d, seconds, branchPid, serverPids));
       }

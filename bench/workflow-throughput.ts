@@ -10,9 +10,9 @@
 // never called here: every workflow finishes in its first execution), rounds interleaved with a
 // rotating start. Prints completed operations per second, this process's CPU time and DTM's (+
 // Redis's) per operation, and the DTM calls each needs. No target yet: the ratio says what a
-// workflow costs over a saga.
+// workflow costs over a saga. --warmup S: each driver's warm-up lasts S seconds (0: none).
 //
-//   npm run bench:workflow -- [--callers 16] [--seconds 8] [--rounds 6]
+//   npm run bench:workflow -- [--callers 16] [--seconds 8] [--rounds 6] [--warmup 2]
 import 'reflect-metadata';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,16 +20,23 @@ import { parseArgs } from 'node:util';
 import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmModule, DtmWorkflow, type WorkflowContext } from 'nestjs-dtm';
-import { startStack } from '../test/support/services/stack.js';
 import { freePort } from '../test/support/services/process.js';
+import { benchStack, stackLabel } from './bench-stack.js';
 import { closedLoopRun, processCpuMicros, quantile, startAppProcess } from './load.js';
 
 const { values } = parseArgs({
-  options: { callers: { type: 'string', default: '16' }, seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '6' } },
+  options: {
+    callers: { type: 'string', default: '16' },
+    seconds: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '6' },
+    warmup: { type: 'string', default: '2' },
+  },
 });
 const callers = Number(values.callers);
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
+const warmup = Number(values.warmup);
+if (!(warmup >= 0)) throw new Error(`--warmup must be a number of seconds >= 0, not ${values.warmup}`);
 const here = dirname(fileURLToPath(import.meta.url));
 const payload = { amount: 30 };
 
@@ -46,12 +53,13 @@ class BenchWorkflows {
   }
 }
 
-const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0);
+/** CPU time of processes `pids` so far (µs), NaN where it cannot be read (or no process is given: the harness's shared servers). */
+const cpuOf = (pids: number[]) => (pids.length === 0 ? Number.NaN : pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0));
 const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
 const range = (xs: number[], digits = 0) => `${fmt(quantile(xs, 0.5), digits)} [${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)}]`;
 
 async function main(): Promise<void> {
-  const stack = await startStack({ dtmStore: 'redis', postgres: false, mariadb: false });
+  const stack = await benchStack({ dtmStore: 'redis', postgres: false, mariadb: false });
   const branches = await startAppProcess([process.execPath, join(here, 'saga-branches.js')], {});
   branchUrl = `http://127.0.0.1:${branches.port}`;
   const port = await freePort();
@@ -88,8 +96,8 @@ async function main(): Promise<void> {
     },
   ];
   try {
-    console.log(`workflow-throughput: DTM ${stack.info.dtm!.version} (redis store), ${callers} callers, ${rounds} rounds of ${seconds} s, drivers interleaved`);
-    for (const d of drivers) await closedLoopRun(callers, 2, d.run); // warm-up
+    console.log(`workflow-throughput: DTM ${stack.info.dtm!.version} (${stack.info.dtm!.store} store, ${stackLabel(stack)}), ${callers} callers, ${rounds} rounds of ${seconds} s, drivers interleaved`);
+    if (warmup > 0) for (const d of drivers) await closedLoopRun(callers, warmup, d.run); // warm-up
     for (let round = 0; round < rounds; round++) {
       for (let k = 0; k < drivers.length; k++) {
         const d = drivers[(round + k) % drivers.length];

@@ -45,8 +45,8 @@ import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
-import { startStack } from '../test/support/services/stack.js';
-import { processCpuMicros, quantile, startAppProcess } from './load.js';
+import { benchStack, harnessDatabase, stackLabel } from './bench-stack.js';
+import { processCpuMicros, quantile, startAppProcess, startTogether } from './load.js';
 import { formatSpread, pairedRatios, spread } from './measure.js';
 
 const { values } = parseArgs({
@@ -104,8 +104,8 @@ interface Endpoints {
   appGrpc: string;
 }
 
-/** CPU time of processes `pids` so far (µs), NaN where it cannot be read. */
-const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0);
+/** CPU time of processes `pids` so far (µs), NaN where it cannot be read (or no process is given: the harness's shared servers). */
+const cpuOf = (pids: number[]) => (pids.length === 0 ? Number.NaN : pids.reduce((sum, pid) => sum + (processCpuMicros(pid) ?? Number.NaN), 0));
 
 /**
  * CPU time (µs) of process `pid` and its descendants so far, ended ones included: its own and its
@@ -156,8 +156,9 @@ async function stopCaller(child: ChildProcess): Promise<void> {
 const started: string[] = [];
 
 /** Has `d` run its transaction for `durationSeconds`, metering the participant, DTM + Redis and MariaDB meanwhile. */
-async function measure(d: Driver, durationSeconds: number, pids: { participant: number; dtm: number[]; mariadb: number; postgres: number }): Promise<Sample> {
-  const servers = () => ({ dtm: pids.dtm.reduce((sum, pid) => sum + treeCpuMicros(pid), 0), mariadb: treeCpuMicros(pids.mariadb), postgres: treeCpuMicros(pids.postgres) });
+async function measure(d: Driver, durationSeconds: number, pids: { participant: number; dtm: number[]; mariadb?: number; postgres?: number }): Promise<Sample> {
+  const tree = (pid: number | undefined) => (pid === undefined ? Number.NaN : treeCpuMicros(pid));
+  const servers = () => ({ dtm: pids.dtm.length === 0 ? Number.NaN : pids.dtm.reduce((sum, pid) => sum + treeCpuMicros(pid), 0), mariadb: tree(pids.mariadb), postgres: tree(pids.postgres) });
   const before = { participant: cpuOf([pids.participant]), ...servers() };
   type Answer = { completed: number; elapsedSeconds: number; cpuMicros: number; gids: string[]; error?: string };
   const answer = await new Promise<Answer>((resolve, reject) => {
@@ -200,7 +201,9 @@ async function prepare(pgPool: pg.Pool, myPool: mysql.Pool): Promise<void> {
 
 /**
  * The outcome every transaction must have left: DTM recorded each gid succeed, the balances moved
- * by AMOUNT per transaction (PostgreSQL down, MariaDB up), nothing prepared left. The problems found.
+ * by AMOUNT per transaction (PostgreSQL down, MariaDB up), none of its XA branches left prepared
+ * (their xid is `<gid>-<branch id>`: on the harness's shared servers, the tests' own may be prepared
+ * meanwhile). The problems found.
  */
 async function checkOutcome(client: DtmClient, pgPool: pg.Pool, myPool: mysql.Pool): Promise<string[]> {
   const problems: string[] = [];
@@ -216,15 +219,17 @@ async function checkOutcome(client: DtmClient, pgPool: pg.Pool, myPool: mysql.Po
   const mySum = Number((myRows as { s: number | string }[])[0].s);
   const expected = AMOUNT * started.length;
   if (pgSum !== -expected || mySum !== expected) problems.push(`balances: PostgreSQL ${pgSum}, MariaDB ${mySum}; expected ${-expected} and ${expected} (${started.length} transactions of ${AMOUNT})`);
-  const prepared = (await pgPool.query('SELECT gid FROM pg_prepared_xacts')).rows.map((r: { gid: string }) => `pg ${r.gid}`);
+  const ours = new Set(started);
+  const isOurs = (xid: string) => ours.has(xid.slice(0, xid.lastIndexOf('-')));
+  const prepared = (await pgPool.query('SELECT gid FROM pg_prepared_xacts')).rows.filter((r: { gid: string }) => isOurs(r.gid)).map((r: { gid: string }) => `pg ${r.gid}`);
   const [recovered] = await myPool.query('XA RECOVER');
-  prepared.push(...(recovered as { data: string }[]).map((r) => `mariadb ${r.data}`));
+  prepared.push(...(recovered as { data: string }[]).filter((r) => isOurs(r.data)).map((r) => `mariadb ${r.data}`));
   if (prepared.length > 0) problems.push(`${prepared.length} XA branches left prepared (first: ${prepared.slice(0, 5).join(', ')})`);
   return problems;
 }
 
 async function main(): Promise<void> {
-  const stack = await startStack({ dtmStore: 'redis', durable: !values.fast });
+  const stack = await benchStack({ dtmStore: 'redis', durable: !values.fast });
   let app: Awaited<ReturnType<typeof startAppProcess>> | undefined;
   const drivers: Driver[] = [];
   let pgPool: pg.Pool | undefined;
@@ -232,11 +237,15 @@ async function main(): Promise<void> {
   let client: DtmClient | undefined;
   let problems: string[] | undefined;
   try {
-    const pgUrl = postgresUrl(stack.info.postgres!, 'postgres');
-    const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
-    await myAdmin.query('CREATE DATABASE bench');
-    await myAdmin.end();
-    const myUrl = mariadbUrl(stack.info.mariadb!, 'bench');
+    // the harness's servers: the (empty) database it gives on both; else PostgreSQL's own, and a new one on MariaDB
+    const database = harnessDatabase(stack);
+    const pgUrl = postgresUrl(stack.info.postgres!, database ?? 'postgres');
+    if (!database) {
+      const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
+      await myAdmin.query('CREATE DATABASE bench');
+      await myAdmin.end();
+    }
+    const myUrl = mariadbUrl(stack.info.mariadb!, database ?? 'bench');
     pgPool = new pg.Pool({ connectionString: pgUrl, max: 2 });
     myPool = mysql.createPool({ uri: myUrl, connectionLimit: 2 });
     await prepare(pgPool, myPool);
@@ -252,18 +261,17 @@ async function main(): Promise<void> {
       ...(values['pg-pool'] ? { PG_XA_POOL: '1' } : {}),
     });
     const at: Endpoints = { serverUrl: dtm.serverUrl, grpcAddress: dtm.grpcAddress, appUrl: `http://127.0.0.1:${app.port}`, appGrpc: `127.0.0.1:${app.grpcPort}` };
-    for (const protocol of protocols) {
-      for (const kind of ['xa-module', 'xa-hand', 'saga'] as const) {
-        if (protocol === 'grpc' && kind === 'xa-hand') continue;
-        drivers.push({ protocol, kind, child: await startCaller(protocol, kind, at), samples: [] });
-      }
-    }
+    const kinds = protocols.flatMap((protocol) => (['xa-module', 'xa-hand', 'saga'] as const).filter((kind) => protocol === 'http' || kind !== 'xa-hand').map((kind) => ({ protocol, kind })));
+    await startTogether(
+      kinds.map(({ protocol, kind }) => () => startCaller(protocol, kind, at)),
+      (child, i) => drivers.push({ ...kinds[i], child, samples: [] }),
+    );
     const byName = (name: string) => stack.processes.filter((p) => p.name === name).map((p) => p.pid);
     const pids = { participant: app.child.pid!, dtm: [...byName('dtm'), ...byName('redis')], mariadb: byName('mariadb')[0], postgres: byName('postgres')[0] };
     const name = (d: Driver) => `${label(d.protocol)} ${KIND_NAME[d.kind]}`;
 
     console.log(
-      `xa-throughput: DTM ${dtm.version} (redis store), PostgreSQL and MariaDB (${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
+      `xa-throughput: DTM ${dtm.version} (${dtm.store} store, ${stackLabel(stack)}), PostgreSQL and MariaDB (${values.fast ? 'no fsync (test settings)' : 'durable: fsync at every commit'}), ` +
         `PostgreSQL's XA branches on ${values['pg-pool'] ? "a pool's clients (--pg-pool)" : 'a new client per call'}, ${protocols.map(label).join(' and ')}, ${callers} callers, ${rounds} rounds of ${seconds} s per driver, drivers in turn, each round starting with the next; ` +
         `each driver in a caller process of its own${values.fresh ? ' (a new one each round)' : ''}; the participant a Nest app in a child process, NODE_ENV=production`,
     );
