@@ -72,8 +72,10 @@ function controller(store: 'pg' | 'mysql'): Type {
 class BenchModule {}
 
 const fastify = process.env.BENCH_ADAPTER === 'fastify' ? await import('@nestjs/platform-fastify') : undefined;
+// forceCloseConnections: DTM keeps its connections to a branch app alive and may be calling on one at the
+// SIGTERM; without it app.close() waits until DTM lets it go (its idle timeout, 90 s), and the benchmark with it
 const app = fastify
-  ? await NestFactory.create(BenchModule, new fastify.FastifyAdapter(), { logger: ['error'] })
-  : await NestFactory.create(BenchModule, { logger: ['error'] });
+  ? await NestFactory.create(BenchModule, new fastify.FastifyAdapter(), { logger: ['error'], forceCloseConnections: true })
+  : await NestFactory.create(BenchModule, { logger: ['error'], forceCloseConnections: true });
 await listenBenchApp(app, microservices, grpcPort);
 process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end()])).then(() => process.exit(0)));

@@ -27,6 +27,8 @@ class Bench {
 })
 class BenchModule {}
 
-const app = await NestFactory.create(BenchModule, { logger: ['error'] });
+// forceCloseConnections: DTM keeps its connections to a branch app alive and may be calling on one at the
+// SIGTERM; without it app.close() waits until DTM lets it go (its idle timeout, 90 s), and the benchmark with it
+const app = await NestFactory.create(BenchModule, { logger: ['error'], forceCloseConnections: true });
 await listenBenchApp(app, undefined, 0);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));

@@ -208,6 +208,8 @@ class HandXa {
 })
 class XaBenchModule {}
 
-const app = await NestFactory.create(XaBenchModule, { logger: ['error', 'warn'] });
+// forceCloseConnections: DTM keeps its connections to a branch app alive and may be calling on one at the
+// SIGTERM; without it app.close() waits until DTM lets it go (its idle timeout, 90 s), and the benchmark with it
+const app = await NestFactory.create(XaBenchModule, { logger: ['error', 'warn'], forceCloseConnections: true });
 await listenBenchApp(app, microservices, grpcPort);
 process.on('SIGTERM', () => void app.close().then(() => Promise.all([pgPool.end(), myPool.end(), pgXaPool?.end()])).then(() => process.exit(0)));
