@@ -4,7 +4,8 @@
 # the real DTM server and databases; then the same again on a second Node.js (scripts/second-node.sh:
 # Node.js 24 unless TEST_SECOND_NODE says otherwise; TEST_SECOND_NODE=none skips it). The last line of
 # output is "N passed, N failed" over both runs; the exit code is non-zero on any failure.
-# Arguments go to jest (in both runs), e.g. `npm test -- test/e2e/harness`.
+# Arguments go to jest (in both runs), e.g. `npm test -- test/e2e/harness`. The benchmarks' smoke runs
+# (test/e2e/bench-smoke.spec.ts) are in the first run only (NESTJS_DTM_SECOND_NODE_RUN: jest.config.js).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
@@ -21,7 +22,7 @@ run() {
   summaries+=("$label: $(tail -n 1 "$logs/run.log")")
 }
 run "Node.js $(node -v)" "$(command -v node)" "$@"
-[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v) ==="; run "Node.js $("$second" -v)" "$second" "$@"; }
+[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v), but the benchmarks' smoke runs ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" "$@"; }
 
 passed=0 failed=0
 echo

@@ -11,6 +11,7 @@ export const SLOW_FIRST = [
   'test/e2e/chaos.spec.ts',
   'test/e2e/outcome-certainty.spec.ts',
   'test/e2e/dtm-store-stall.spec.ts',
+  'test/e2e/bench-smoke.spec.ts',
   'test/e2e/client-tcc-xa.spec.ts',
   'test/e2e/client-msg.spec.ts',
   'test/e2e/client-msg-grpc.spec.ts',
