@@ -354,7 +354,7 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
           unstoredSince ??= Date.now();
           if (Date.now() - unstoredSince >= UNSTORED_CONFIRM_MS && Date.now() < wait.deadline) {
             unstoredSince = undefined;
-            lastError = lastSubmit = await this.submitAgain(gid, lastStatus, submitted, lastSubmit);
+            lastError = lastSubmit = await this.submitAgain(gid, lastStatus, submitted, lastSubmit, wait.deadline);
             neverSent = false;
           }
         } else unstoredSince = undefined;
@@ -465,13 +465,16 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
   /**
    * Submits `gid` again after DTM's record showed for {@link UNSTORED_CONFIRM_MS} that the submit is
    * not stored (at once after a first submit never sent) (warns, naming `lost`, the error of the
-   * last submit: it is DTM's store failing, or a submit lost on the way). Returns the error of a submit
+   * last submit: it is DTM's store failing, or a submit lost on the way). Over gRPC, first lets a
+   * channel to DTM backing off its reconnect connect (by the wait's `deadline`). Returns the error of a submit
    * that did not get through (the wait goes on, DTM's answers decide); throws one that says the
    * transaction itself is refused (another transaction under the gid, a usage error).
    */
-  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere, lost: Error | undefined): Promise<Error | undefined> {
+  private async submitAgain(gid: string, status: 'absent' | 'prepared', submitted: SubmittedHere, lost: Error | undefined, deadline: number): Promise<Error | undefined> {
     this.logger.warn(MESSAGES.submitAgain(gid, status, lost?.message, lost !== undefined && !mayHaveReachedDtm(lost), submitted.transType));
     try {
+      // DTM answered the look over HTTP: its gRPC channel may still back off the reconnect, and would fail the submit at once
+      if (submitted.protocol === 'grpc') await this.transport('grpc').connected?.(Math.max(0, deadline - Date.now()));
       await submitted.again();
       return undefined;
     } catch (err) {

@@ -91,6 +91,10 @@ export class InstrumentedTransport implements DtmTransport {
   ping(): Promise<PingResult> {
     return this.observe('ping', undefined, () => this.inner.ping());
   }
+  /** The inner transport's {@link DtmTransport.connected} (not a call to DTM: not reported); at once when it has none. */
+  connected(withinMs: number): Promise<void> {
+    return this.inner.connected?.(withinMs) ?? Promise.resolve();
+  }
   close(): void {
     this.inner.close();
   }

@@ -142,7 +142,7 @@ export abstract class GlobalTransaction extends Transaction {
           lost = err as Error;
         }
         // still prepared after the submit: DTM did not store it (see SubmittedHere), so it is sent again
-        const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false, transType: this.transType }), wait).catch((err: unknown) => {
+        const final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: false, transType: this.transType, protocol: this.protocol }), wait).catch((err: unknown) => {
           throw stillPreparedError(this.gid, err);
         });
         outcome = { ...final, result };

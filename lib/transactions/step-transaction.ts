@@ -146,7 +146,7 @@ export abstract class StepTransaction extends Transaction {
         lost = err as Error; // the submit may have reached DTM before the connection broke: what DTM holds decides
       }
       // the status queries of the wait (and a submit sent again) with the transaction's span active, as the submit
-      final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true, transType: this.transType }, this.steps), wait);
+      final = await this.withinObservation((w) => this.runtime.waitForFinal(this.gid, w, { lost, again, mayBeAbsent: true, transType: this.transType, protocol: this.protocol }, this.steps), wait);
       // another transaction under the gid (submitted at the same time, after the check of the gid): its outcome is not this one's
       if (final.transaction.gid !== this.gid) {
         throw new DtmOutcomeUnknownError(MESSAGES.gidTakenOtherCase(this.gid, final.transaction.gid, this.transType, final.status), this.gid, 'unknown');

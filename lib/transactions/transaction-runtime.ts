@@ -47,6 +47,8 @@ export interface SubmittedHere {
   readonly mayBeAbsent: boolean;
   /** The transaction's type: what DTM does with one it holds prepared (rolls a TCC / XA back at its timeout_to_fail, back-checks a message). */
   readonly transType: TransactionType;
+  /** The protocol of its submit: a submit again over gRPC first waits for a channel to DTM backing off its reconnect (see `DtmTransport.connected`). */
+  readonly protocol: DtmProtocol;
   /** Sends the same submit again, under the same gid. */
   again(): Promise<void>;
 }

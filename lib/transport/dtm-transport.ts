@@ -124,6 +124,12 @@ export interface DtmTransport {
   list(filter: ListFilter, timeoutSeconds?: number): Promise<ListPage>;
   forceStop(gid: string): Promise<void>;
   ping(): Promise<PingResult>;
+  /**
+   * Resolves once the connection to DTM a call would wait for is ready, within `withinMs`; at once
+   * when no call would fail for the lack of one (gRPC: unless its channel backs off a reconnect).
+   * Absent: no such state (HTTP).
+   */
+  connected?(withinMs: number): Promise<void>;
   /** Closes connections. */
   close(): void;
 }

@@ -140,6 +140,36 @@ describe('waiting for the outcome through a DTM restart', () => {
     expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
   }, 60_000);
 
+  it('gRPC: msg prepare() then submitAndWait() with DTM down at the submit: once DTM is back, the submit again waits out the channel\'s reconnect (grpc-js fails a call at once while it backs off) instead of failing and waiting 3 s more; delivered once', async () => {
+    const grpcApp = await startDtmApp({ config: { serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress, protocol: 'grpc', timeout: 2 } });
+    try {
+      const gid = await grpcApp.client.generateGid();
+      const msg = grpcApp.client.newMsg(gid, { timeoutToFail: 30 }).add(recorder.grpcTargetFor('/Deposit'), new Uint8Array());
+      await msg.prepare(recorder.grpcTargetFor('/QueryPrepared'));
+      const logger = new RecordingLogger();
+      grpcApp.module.useLogger(logger);
+      await stopDtm(dtm, true);
+      await sleep(300); // not an assertion: the channel sees its connection closed, so the submit is refused a connection
+      const waiting = msg.submitAndWait({ timeout: 20 });
+      await sleep(1500); // not an assertion: DTM stays down across the channel's reconnect attempts (it backs off between them)
+      dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
+      const back = Date.now();
+      const final = await waiting;
+
+      expect(final).toMatchObject({ gid, status: 'succeed' });
+      const [deposit] = await recorder.waitForCalls('/Deposit', 1, { gid });
+      // the submit again reached DTM within about the channel's reconnect backoff (1 s, 1.2 s with jitter) and a look at DTM's record (1 s apart):
+      // before the fix a submit again made during the backoff failed at once and the next came 3 s after the following look (4 s and more)
+      expect(deposit.at - back).toBeLessThan(3000);
+      expect(logger.lines.filter((w) => w.includes(gid))).toEqual([expect.stringMatching(/^warn DTM still holds \S+ as prepared, and its submit did not reach DTM \(.*ECONNREFUSED.*\): submitting it again under the same gid$/)]);
+      expect(await stored(gid)).toMatchObject({ status: 'succeed' });
+      expect(recorder.callsTo('/Deposit', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/QueryPrepared', gid)).toHaveLength(0);
+    } finally {
+      await grpcApp.close();
+    }
+  }, 60_000);
+
   it('DTM v1.19 takes the submit of a message it holds submitted, as it takes one it holds prepared (dtmsvr/api.go svcSubmit: no refusal; it runs the branches again): what makes the wait\'s submit again of a prepared message safe should another submit get through first', async () => {
     const gid = await app.client.generateGid();
     recorder.answer('/Held', 425); // ONGOING: DTM holds the message submitted

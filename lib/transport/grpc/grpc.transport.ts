@@ -57,6 +57,12 @@ const PING_ANSWER = /^unknown method NestjsDtmPing for service dtmgimp\.Dtm$/;
  */
 const MAX_RECONNECT_BACKOFF_MS = 1000;
 /**
+ * Longest {@link GrpcTransport.connected} waits for the channel to DTM to leave its reconnect
+ * backoff: the longest backoff with grpc-js's jitter (+20 %) and the connection of the attempt
+ * that ends it.
+ */
+const RECONNECT_WAIT_MS = 2 * MAX_RECONNECT_BACKOFF_MS;
+/**
  * How often the channels to branch servers are swept: one with no call under way and none since
  * the last sweep (idle for 5 to 10 minutes) is closed, and made again by the next call to its
  * server. Branch servers named by other services' targets change with their deploys (pod IPs):
@@ -300,6 +306,20 @@ export class GrpcTransport implements DtmTransport {
     const started = Date.now();
     const [latencyMs, version] = await answersAndStore(Promise.all([this.unimplemented().then(() => Date.now() - started), this.http.version()]), this.http.readStore());
     return { version, protocol: 'grpc', latencyMs };
+  }
+
+  /**
+   * Resolves once the channel to DTM is connected (within `withinMs`, {@link RECONNECT_WAIT_MS} at
+   * most), at once unless it is in TRANSIENT_FAILURE: grpc-js then fails every call at once, without
+   * sending it, until an attempt of its reconnect (one every {@link MAX_RECONNECT_BACKOFF_MS} or so)
+   * connects. What a wait's submit again runs first: DTM back (its HTTP API answering) while this
+   * channel still backs off, the submit would fail and the next be sent seconds later.
+   */
+  connected(withinMs: number): Promise<void> {
+    const client = this.dtmClient?.client;
+    if (!client || client.getChannel().getConnectivityState(false) !== this.grpc.connectivityState.TRANSIENT_FAILURE) return Promise.resolve();
+    // grpc-js's error (the deadline passed, the channel closed) is not one: the call sent next says what it meets
+    return new Promise((resolve) => client.waitForReady(Date.now() + Math.min(withinMs, RECONNECT_WAIT_MS), () => resolve()));
   }
 
   /**
