@@ -474,7 +474,11 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
     this.logger.warn(MESSAGES.submitAgain(gid, status, lost?.message, lost !== undefined && !mayHaveReachedDtm(lost), submitted.transType));
     try {
       // DTM answered the look over HTTP: its gRPC channel may still back off the reconnect, and would fail the submit at once
-      if (submitted.protocol === 'grpc') await this.transport('grpc').connected?.(Math.max(0, deadline - Date.now()));
+      if (submitted.protocol === 'grpc') {
+        await this.transport('grpc').connected?.(Math.max(0, deadline - Date.now()));
+        // the app closed meanwhile: nothing more is sent, the wait ends as closed
+        if (this.closed) return lost;
+      }
       await submitted.again();
       return undefined;
     } catch (err) {

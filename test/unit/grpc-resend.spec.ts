@@ -4,7 +4,7 @@
 // that starts listening only after the channel's connection was refused.
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
-import { DtmClient, DtmUnavailableError, resolveDtmConfig } from 'nestjs-dtm';
+import { DtmClient, DtmOutcomeUnknownError, DtmUnavailableError, resolveDtmConfig } from 'nestjs-dtm';
 import { freeLocalPort } from 'nestjs-dtm/testing';
 import type { TransactionRecord } from '../../lib/transport/dtm.types.js';
 import type { DtmTransport, TransactionRequest } from '../../lib/transport/dtm-transport.js';
@@ -65,6 +65,33 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
     // grpc-js's next attempt comes within its backoff (1 s, 20 % jitter), counted from the refused one
     expect(server.submits[0] - back).toBeLessThan(1500);
     expect(warnings).toEqual([expect.stringMatching(/^DTM still holds gid-g as prepared, and its submit did not reach DTM \(could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/Submit .*ECONNREFUSED.*\): submitting it again under the same gid$/)]);
+  });
+
+  it('the app closing while the submit again waits for the channel: nothing is sent (the wait ends as closed)', async () => {
+    const port = await freeLocalPort();
+    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
+    closing.push(() => client.onModuleDestroy());
+    const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    const request = { gid: 'gid-j', transType: 'tcc', options: { timeoutToFail: 30, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest;
+    const lost = (await grpc.submit(request).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    )) as Error;
+    const server = await dtmGrpcServer(port);
+    closing.push(() => server.close());
+    Object.assign(client as unknown as object, {
+      http: { query: async (gid: string) => ({ gid, status: 'prepared', transType: 'tcc', branches: [] }) as unknown as TransactionRecord, close: () => undefined },
+      // the app closes right as the wait warns that it submits again
+      logger: { warn: () => void client.onModuleDestroy() },
+    });
+    const submitted: SubmittedHere = { lost, again: () => grpc.submit(request), mayBeAbsent: false, transType: 'tcc', protocol: 'grpc' };
+    const waitForFinal = (client as unknown as { runtime: TransactionRuntime }).runtime.waitForFinal;
+
+    const error = await waitForFinal('gid-j', { timeout: 5, pollInterval: 0.05 }, submitted).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
+    expect((error as Error).message).toMatch(/^the app closed while waiting for the outcome of gid-j \(last known status "prepared"\)/);
+    expect(server.submits).toEqual([]);
   });
 
   it('a channel not backing off is not waited for (connected() at once): connected, or never used', async () => {
