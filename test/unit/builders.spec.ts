@@ -1,7 +1,7 @@
 // The transaction builders, with no network: a transport that records what the core asks it to
 // send (in neutral terms), with the real HTTP / gRPC payload encoding. The wire mapping of each
 // transport is tested in wire-mapping.spec.ts.
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import { DtmClient, DtmDisabledError, DtmFailureError, DtmGidInUseError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, resolveDtmConfig, type DtmConfig, type DtmProtocol } from 'nestjs-dtm';
 import type { BranchInfo, BranchKind, TransactionRecord } from '../../lib/transport/dtm.types.js';
 import type { XaDatabase } from '../../lib/xa/xa.types.js';
@@ -504,6 +504,61 @@ describe('Msg', () => {
         expect(final).toMatchObject({ gid: 'gid-w', status: 'succeed' });
         expect(state.queriesAtSubmit).toEqual([0, 3]); // the second submit right after the third query, the first to show it prepared
         expect(warnings).toEqual(['DTM still holds gid-w as prepared, and its submit did not reach DTM (could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)): submitting it again under the same gid']);
+      });
+
+      it.each([
+        [
+          'failed again, maybe after reaching DTM (a reset)',
+          new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/submit (socket hang up)', { cause: { code: 'ECONNRESET' } }),
+          "DTM still holds gid-w as prepared after a submit that may have reached it (could not reach http://dtm:36789/api/dtmsvr/submit (socket hang up)): submitting it again under the same gid (DTM v1.19 goes on when storing a submit failed, e.g. its store did not answer in time: it would back-check the message at its timeout)",
+        ],
+        [
+          'answered by DTM (not stored)',
+          undefined,
+          "DTM still holds gid-w as prepared although it accepted its submit: submitting it again under the same gid (DTM v1.19 goes on when storing a submit failed, e.g. its store did not answer in time: it would back-check the message at its timeout)",
+        ],
+      ])('its first submit again %s, DTM still holding it prepared: the second, 3 s on, warns naming that last submit\'s error, not the first submit\'s (fake timers)', async (_what, againError, secondWarning) => {
+        jest.useFakeTimers({ now: 1_000_000 });
+        try {
+          const { runtime } = recordingRuntime();
+          const submitsAt: number[] = [];
+          const warnings: string[] = [];
+          const waiting: TransactionRuntime = {
+            ...runtime,
+            query: async () => null, // the check after the prepare
+            // DTM's record: prepared until the third submit (the second sent again) got through
+            waitForFinal: clientWait(warnings, async (gid) => {
+              const done = submitsAt.length >= 3;
+              const branches = done ? [{ branchId: '01', op: 'action', url: 'http://a/x', data: Buffer.from('{}'), status: 'succeed' }] : [];
+              return { gid, status: done ? 'succeed' : 'prepared', transType: 'msg', branches } as unknown as TransactionRecord;
+            }),
+            transport: (protocol) =>
+              Object.assign(Object.create(runtime.transport(protocol)) as DtmTransport, {
+                submit: async () => {
+                  submitsAt.push(Date.now());
+                  if (submitsAt.length === 1) throw new DtmUnavailableError('could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)', { cause: { code: 'ECONNREFUSED' } });
+                  if (submitsAt.length === 2 && againError) throw againError;
+                },
+              }),
+          };
+          const msg = new Msg(waiting, 'gid-w', { timeoutToFail: 40 }).add('http://a/x', {});
+          await msg.prepare('http://a/check');
+          let settled = false;
+          const outcome = msg.submitAndWait({ timeout: 10, pollInterval: 0.01 }).finally(() => (settled = true));
+          outcome.catch(() => undefined);
+          while (!settled) await jest.advanceTimersByTimeAsync(100);
+
+          expect(await outcome).toMatchObject({ gid: 'gid-w', status: 'succeed' });
+          expect(submitsAt).toHaveLength(3);
+          expect(submitsAt[1]).toBe(submitsAt[0]); // sent again at the first look: the first submit never reached DTM
+          expect(submitsAt[2] - submitsAt[1]).toBeGreaterThanOrEqual(3000); // the second again once DTM's record showed it unstored for 3 s
+          expect(warnings).toEqual([
+            'DTM still holds gid-w as prepared, and its submit did not reach DTM (could not reach http://dtm:36789/api/dtmsvr/submit (connect ECONNREFUSED)): submitting it again under the same gid',
+            secondWarning,
+          ]);
+        } finally {
+          jest.useRealTimers();
+        }
       });
 
       it("DTM answering no query until the wait ends: DtmOutcomeUnknownError 'prepared' (no submit reached DTM), saying what DTM does with a prepared message and to call submitAndWait() again", async () => {
