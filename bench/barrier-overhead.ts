@@ -39,10 +39,8 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, resolveDtmConfig } from 'nestjs-dtm';
 import { goPeerBinaryPath } from '../test/support/services/binaries.js';
-import { mariadbUrl } from '../test/support/services/mariadb.js';
-import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
-import { benchStack, harnessDatabase, stackLabel } from './bench-stack.js';
+import { benchDatabaseUrls, benchStack, stackLabel } from './bench-stack.js';
 import { closedLoopRun, postJson, startAppProcess } from './load.js';
 import {
   branchMetadata,
@@ -248,15 +246,7 @@ async function main(): Promise<void> {
   const stack = await benchStack({ redis: dtmStore === 'redis', dtmStore, durable: !values.fast });
   const participants: Participant[] = [];
   try {
-    // the harness's servers: the (empty) database it gives on both; else PostgreSQL's own, and a new one on MariaDB
-    const database = harnessDatabase(stack);
-    const pgUrl = postgresUrl(stack.info.postgres!, database ?? 'postgres');
-    if (!database) {
-      const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
-      await myAdmin.query('CREATE DATABASE bench');
-      await myAdmin.end();
-    }
-    const myUrl = mariadbUrl(stack.info.mariadb!, database ?? 'bench');
+    const { pgUrl, myUrl } = await benchDatabaseUrls(stack);
     await prepare(pgUrl, myUrl);
     const env = { NODE_ENV: 'production', PG_URL: pgUrl, MYSQL_URL: myUrl };
     participants.push(await startParticipant('nest', env));

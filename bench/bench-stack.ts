@@ -7,6 +7,9 @@
 // running at the same time, and keep the harness's settings (its DTM store, no fsync): their figures
 // say that the benchmark runs, not how fast; the servers' own CPU time is not read there.
 import { readFileSync } from 'node:fs';
+import mysql from 'mysql2/promise';
+import { mariadbUrl } from '../test/support/services/mariadb.js';
+import { postgresUrl } from '../test/support/services/postgres.js';
 import { runDirFrom, type RunDir } from '../test/support/services/process.js';
 import { startStack, type StackInfo, type StackOptions } from '../test/support/services/stack.js';
 
@@ -56,4 +59,19 @@ export function harnessDatabase(stack: BenchStack): string | undefined {
 /** How the benchmark's header names where its servers are. */
 export function stackLabel(stack: BenchStack): string {
   return stack.shared ? "the test harness's servers (shared: a smoke run, not a measurement)" : 'servers of its own';
+}
+
+/**
+ * The PostgreSQL and MariaDB URLs of the database a benchmark fills: on the harness's servers the
+ * (empty) one BENCH_DATABASE names on both; on its own, PostgreSQL's `postgres` and a new `bench`
+ * on MariaDB (created here).
+ */
+export async function benchDatabaseUrls(stack: BenchStack): Promise<{ pgUrl: string; myUrl: string }> {
+  const database = harnessDatabase(stack);
+  if (!database) {
+    const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
+    await myAdmin.query('CREATE DATABASE bench');
+    await myAdmin.end();
+  }
+  return { pgUrl: postgresUrl(stack.info.postgres!, database ?? 'postgres'), myUrl: mariadbUrl(stack.info.mariadb!, database ?? 'bench') };
 }

@@ -42,10 +42,8 @@ import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { DtmClient, ensureBarrierSchema, mysqlBarrierDatabase, pgBarrierDatabase, resolveDtmConfig } from 'nestjs-dtm';
-import { mariadbUrl } from '../test/support/services/mariadb.js';
-import { postgresUrl } from '../test/support/services/postgres.js';
 import { freePort } from '../test/support/services/process.js';
-import { benchStack, harnessDatabase, stackLabel } from './bench-stack.js';
+import { benchDatabaseUrls, benchStack, stackLabel } from './bench-stack.js';
 import { processCpuMicros, quantile, startAppProcess, startTogether } from './load.js';
 import { formatSpread, pairedRatios, spread } from './measure.js';
 
@@ -237,15 +235,7 @@ async function main(): Promise<void> {
   let client: DtmClient | undefined;
   let problems: string[] | undefined;
   try {
-    // the harness's servers: the (empty) database it gives on both; else PostgreSQL's own, and a new one on MariaDB
-    const database = harnessDatabase(stack);
-    const pgUrl = postgresUrl(stack.info.postgres!, database ?? 'postgres');
-    if (!database) {
-      const myAdmin = await mysql.createConnection({ uri: stack.info.mariadb!.adminUrl });
-      await myAdmin.query('CREATE DATABASE bench');
-      await myAdmin.end();
-    }
-    const myUrl = mariadbUrl(stack.info.mariadb!, database ?? 'bench');
+    const { pgUrl, myUrl } = await benchDatabaseUrls(stack);
     pgPool = new pg.Pool({ connectionString: pgUrl, max: 2 });
     myPool = mysql.createPool({ uri: myUrl, connectionLimit: 2 });
     await prepare(pgPool, myPool);
