@@ -159,8 +159,9 @@ describe('waiting for the outcome through a DTM restart', () => {
       expect(final).toMatchObject({ gid, status: 'succeed' });
       const [deposit] = await recorder.waitForCalls('/Deposit', 1, { gid });
       // the submit again reached DTM within about the channel's reconnect backoff (1 s, 1.2 s with jitter) and a look at DTM's record (1 s apart):
-      // before the fix a submit again made during the backoff failed at once and the next came 3 s after the following look (4 s and more)
-      expect(deposit.at - back).toBeLessThan(3000);
+      // before the fix a submit again made during the backoff failed at once and the next came 3 s after the following look (4 s and more);
+      // the bound leaves slack for a loaded machine below that
+      expect(deposit.at - back).toBeLessThan(3500);
       expect(logger.lines.filter((w) => w.includes(gid))).toEqual([expect.stringMatching(/^warn DTM still holds \S+ as prepared, and its submit did not reach DTM \(.*ECONNREFUSED.*\): submitting it again under the same gid$/)]);
       expect(await stored(gid)).toMatchObject({ status: 'succeed' });
       expect(recorder.callsTo('/Deposit', gid)).toHaveLength(1);
