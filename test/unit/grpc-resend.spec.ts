@@ -62,8 +62,9 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
 
     expect(final).toMatchObject({ gid: 'gid-g', status: 'succeed' });
     expect(server.submits).toHaveLength(1);
-    // grpc-js's next attempt comes within its backoff (1 s, 20 % jitter), counted from the refused one
-    expect(server.submits[0] - back).toBeLessThan(1500);
+    // grpc-js's next attempt comes within its backoff (1 s, 20 % jitter), counted from the refused one (slack for a loaded
+    // machine: before, the submit again failed at once and the next came 3 s later, past the wait's 2.8 s)
+    expect(server.submits[0] - back).toBeLessThan(2500);
     expect(warnings).toEqual([expect.stringMatching(/^DTM still holds gid-g as prepared, and its submit did not reach DTM \(could not reach 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/Submit .*ECONNREFUSED.*\): submitting it again under the same gid$/)]);
   });
 
@@ -99,15 +100,16 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
     const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
     closing.push(() => client.onModuleDestroy());
     const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    // at once: far below the 5 s it is allowed (slack for a loaded machine)
     let started = performance.now();
     await grpc.connected!(5000);
-    expect(performance.now() - started).toBeLessThan(50);
+    expect(performance.now() - started).toBeLessThan(500);
     const server = await dtmGrpcServer(port);
     closing.push(() => server.close());
     await grpc.submit({ gid: 'gid-h', transType: 'tcc', options: { timeoutToFail: 30, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest);
     started = performance.now();
     await grpc.connected!(5000);
-    expect(performance.now() - started).toBeLessThan(50);
+    expect(performance.now() - started).toBeLessThan(500);
   });
 
   it('bounded: a channel that cannot connect is waited for `withinMs` at most', async () => {
@@ -119,6 +121,7 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
     const started = performance.now();
     await grpc.connected!(200);
     expect(performance.now() - started).toBeGreaterThanOrEqual(150);
-    expect(performance.now() - started).toBeLessThan(1000);
+    // below the 2 s it waits at most otherwise (slack for a loaded machine)
+    expect(performance.now() - started).toBeLessThan(1500);
   });
 });
