@@ -24,11 +24,16 @@ let recorder: Recorder;
 const stored = (gid: string) => queryTrans(gid, dtm.info.serverUrl);
 
 /**
- * Stalls DTM's store until DTM gave up storing `gid` (its log says so: its Redis client waits 3 s
- * an attempt, and tries again a few times), then lets it answer again.
+ * Stalls DTM's store from DTM's save of the submit of `gid` (its MaySaveNewTrans script for that gid;
+ * what comes before, e.g. submitAndWait's check of the gid, is answered) until DTM gave up storing it
+ * (its log says so), then lets it answer again. DTM v1.19's Redis client keeps go-redis's defaults
+ * (dtmsvr/storage/redis/redis.go redisGet: no timeout in DTM's config): 3 s a read, a timed-out read
+ * tried again up to 3 times on another pooled connection. The store's other connections are cut as
+ * the save is held, so its try again takes a new connection, whose set-up the stall also holds 3 s
+ * and which is not tried again: about 6 s, not 3 s more per idle pooled connection (up to 12 s).
  */
 async function stallStoreUntilSaveFails(gid: string): Promise<void> {
-  store.stall();
+  store.stallWhenSent(['-- MaySaveNewTrans', `"status":"submitted"`, gid], { cutOthers: true });
   try {
     const failed = (line: string) => line.includes('MaySaveNewTrans result: i/o timeout') && line.includes(gid);
     await waitUntil(`DTM giving up storing ${gid}`, async () => readFileSync(dtm.info.logFile, 'utf8').split('\n').some(failed), { timeoutMs: 30_000, intervalMs: 50 });

@@ -18,6 +18,13 @@ export interface StallProxy {
   readonly heldConnections: number;
   /** Stops moving bytes until {@link resume}. */
   stall(): void;
+  /**
+   * Stalls (as {@link stall}) as soon as a client sends bytes holding every one of `markers` (one
+   * command, e.g. a Redis script's text and a gid), those bytes held; until then bytes move. With
+   * `cutOthers`, every other connection is cut then (as {@link cut}): a client's next try takes a new
+   * connection, which the stall holds, not another idle one. Armed once: {@link resume} disarms it.
+   */
+  stallWhenSent(markers: string[], options?: { cutOthers?: boolean }): void;
   /** Delivers what it held and moves bytes again. */
   resume(): void;
   /** Cuts every open connection now (a reset on both sides: what is in flight is lost); returns how many. New connections are taken as before. */
@@ -33,13 +40,20 @@ interface Pair {
   toServer: Buffer[];
   /** Bytes from the server not yet written to the client (held while stalled). */
   toClient: Buffer[];
+  /** The end of what the client sent, while {@link StallProxy.stallWhenSent} is armed (a marker split across chunks). */
+  sentTail: string;
 }
+
+/** How many of the last bytes a client sent are kept to find a marker split across chunks. */
+const SENT_TAIL = 4096;
 
 /** Starts a stall proxy on 127.0.0.1 for the database at `url` (its host and port). */
 export async function startStallProxy(url: string): Promise<StallProxy> {
   const target = new URL(url);
   const pairs = new Set<Pair>();
   let stalled = false;
+  let stallMarkers: string[] | undefined;
+  let cutOthers = false;
   let heldBytes = 0;
   const held = new WeakSet<Pair>();
   let heldConnections = 0;
@@ -76,10 +90,29 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     server.on('error', end);
     server.on('close', end);
   };
+  /** Cuts the open connections `which` picks (a reset on both sides); returns how many. */
+  const cutPairs = (which: (pair: Pair) => boolean): number => {
+    const open = [...pairs].filter(which);
+    for (const pair of open) {
+      pairs.delete(pair);
+      pair.client.resetAndDestroy();
+      if (pair.server && !pair.server.destroyed) pair.server.resetAndDestroy();
+    }
+    return open.length;
+  };
   const proxy = net.createServer((client) => {
-    const pair: Pair = { client, toServer: [], toClient: [] };
+    const pair: Pair = { client, toServer: [], toClient: [], sentTail: '' };
     pairs.add(pair);
     client.on('data', (chunk: Buffer) => {
+      if (stallMarkers && !stalled) {
+        const sent = pair.sentTail + chunk.toString('latin1');
+        if (stallMarkers.every((marker) => sent.includes(marker))) {
+          stallMarkers = undefined;
+          stalled = true;
+          if (cutOthers) cutPairs((other) => other !== pair);
+        }
+        pair.sentTail = sent.slice(-SENT_TAIL);
+      }
       hold(pair, pair.toServer, chunk);
       flush(pair);
     });
@@ -111,22 +144,20 @@ export async function startStallProxy(url: string): Promise<StallProxy> {
     stall: () => {
       stalled = true;
     },
+    stallWhenSent: (markers: string[], options: { cutOthers?: boolean } = {}) => {
+      for (const pair of pairs) pair.sentTail = '';
+      stallMarkers = markers;
+      cutOthers = options.cutOthers ?? false;
+    },
     resume: () => {
       stalled = false;
+      stallMarkers = undefined;
       for (const pair of pairs) {
         if (!pair.server) connect(pair);
         else flush(pair);
       }
     },
-    cut: () => {
-      const open = [...pairs];
-      for (const pair of open) {
-        pairs.delete(pair);
-        pair.client.resetAndDestroy();
-        if (pair.server && !pair.server.destroyed) pair.server.resetAndDestroy();
-      }
-      return open.length;
-    },
+    cut: () => cutPairs(() => true),
     close: async () => {
       for (const pair of pairs) {
         pair.client.destroy();
