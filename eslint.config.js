@@ -18,4 +18,13 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none', ignoreRestSiblings: true }],
     },
   },
+  {
+    // a test's Redis client comes from testRedis() (test/support/redis-client.ts), which gives it a command
+    // timeout: without one, ioredis waits for ever on a Redis that accepts and never answers
+    files: ['test/**/*.ts'],
+    ignores: ['test/support/redis-client.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', { selector: "NewExpression[callee.name=/^(Redis|IORedis|Cluster)$/], NewExpression[callee.property.name=/^(Redis|Cluster)$/]", message: 'Create a test\'s Redis client with testRedis() from test/support/redis-client.ts (it sets commandTimeout).' }],
+    },
+  },
 );

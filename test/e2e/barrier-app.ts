@@ -9,7 +9,7 @@ import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { defer, type Observable } from 'rxjs';
 import {
   BarrierTx,
@@ -38,6 +38,7 @@ import {
 import type { FileDatabases } from '../support/databases.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { testRedis } from '../support/redis-client.js';
 import { freePort } from '../support/services/process.js';
 
 /** The SQL stores under test. */
@@ -343,7 +344,7 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
   const session = options.mysqlSession;
   // queued on the new connection before the pool hands it out
   if (session) myPool.on('connection', (connection) => void connection.query(session));
-  const redis = new Redis(dbs.redis.url);
+  const redis = testRedis(dbs.redis.url);
   const databases = { pg: pgBarrierDatabase(pgPool), mysql: mysqlBarrierDatabase(myPool) };
   const sql: Record<SqlStore, SqlClient> = {
     pg: {

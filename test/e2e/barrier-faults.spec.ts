@@ -8,13 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import * as net from 'node:net';
 import pg from 'pg';
-import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import { BranchBarrier, DtmConfigError, DtmFailureError, DtmUsageError, ensureBarrierSchema, resolveDtmConfig, mysqlBarrierDatabase, pgBarrierDatabase, typeormBarrierDatabase, type BarrierDatabase, type BarrierDialect } from 'nestjs-dtm';
 import { pgXaDatabase } from 'nestjs-dtm';
 import { prepareXa } from '../../lib/xa/xa-local-transaction.js';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep } from '../support/fixtures.js';
+import { testRedis } from '../support/redis-client.js';
 
 let dbs: FileDatabases;
 let pgPool: pg.Pool;
@@ -361,7 +361,7 @@ describe('an XA branch on PostgreSQL (pgXaDatabase, a new pg.Client each call as
 
 describe('redis: 50 sagas, each action delivered twice at once and its compensation racing them', () => {
   it('each amount moved at most once and given back exactly when it moved', async () => {
-    const redis = new Redis(dbs.redis.url);
+    const redis = testRedis(dbs.redis.url);
     try {
       const run = `${dbs.redis.keyPrefix}race-${Date.now()}`;
       const ids = Array.from({ length: 50 }, (_, i) => `${run}-${i}`);
@@ -425,9 +425,9 @@ async function cuttingRedisProxy(upstream: string, marker: string): Promise<{ ur
 describe('redis: the connection cut after Redis ran the script, before its answer arrived (ioredis sends the command again on reconnect)', () => {
   it.each(['msg', 'action'])('%s: the call resolves as applied (it was, once), not as a duplicate of itself', async (op) => {
     const gid = `${dbs.redis.keyPrefix}cut-${op}-${Date.now()}`;
-    const direct = new Redis(dbs.redis.url);
+    const direct = testRedis(dbs.redis.url);
     const proxy = await cuttingRedisProxy(dbs.redis.url, gid);
-    const redis = new Redis(proxy.url, { retryStrategy: () => 50 });
+    const redis = testRedis(proxy.url, { retryStrategy: () => 50 });
     try {
       await direct.set(`${gid}:balance`, '100');
       const decisions: string[] = [];

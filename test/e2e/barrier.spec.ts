@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Controller, Post } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import {
   BranchBarrier,
   DtmBranchRegistryError,
@@ -34,6 +34,7 @@ import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { testRedis } from '../support/redis-client.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
 import { startRedis } from '../support/services/redis.js';
 import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
@@ -564,7 +565,7 @@ describe('Redis barrier on Redis Cluster (one node holding every slot)', () => {
   let redis: Redis;
   beforeAll(async () => {
     cluster = await startRedis(runDirFrom(harness().runDir), { name: 'redis-cluster', cluster: true });
-    redis = new Redis(cluster.info.url);
+    redis = testRedis(cluster.info.url);
   });
   afterAll(async () => {
     redis?.disconnect();

@@ -5,12 +5,12 @@
 // never found, and a message to it is refused "topic not found" for ever. Pinned on a Redis of its
 // own (what it holds decides), with the module's DtmServerError saying so and what to do instead.
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
-import { Redis } from 'ioredis';
 import { DtmServerError } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { sleep } from '../support/fixtures.js';
 import { dtmGet, harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
+import { testRedis } from '../support/redis-client.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 import { startRedis } from '../support/services/redis.js';
@@ -49,7 +49,7 @@ it('pins DTM v1.19 on Redis: a topic is found while Redis holds a few keys, not 
 
   // 20 000 other keys (DTM's transactions, a barrier's, a cache's in a shared Redis): DTM's one SCAN
   // now meets the topic's key with a chance of about 1 in 2 000
-  const client = new Redis(redis!.url);
+  const client = testRedis(redis!.url);
   let lostTopic = '';
   try {
     const fill = client.pipeline();

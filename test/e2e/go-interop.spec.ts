@@ -10,7 +10,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { Body, Controller, Get, HttpException, Injectable, Post, type INestApplication } from '@nestjs/common';
 import { GrpcMethod, RpcException, Transport } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
@@ -48,6 +48,7 @@ import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type Managed
 import { branchLines, branchTargets, dtmKeepsSteps, latch } from '../support/fixtures.js';
 import { closeEach, postJsonWithin, within } from '../support/deadline.js';
 import { pgXaAt } from '../support/pg-xa.js';
+import { testRedis } from '../support/redis-client.js';
 
 interface Move {
   account: number;
@@ -306,9 +307,9 @@ beforeAll(async () => {
   const dbs = await fileDatabases();
   pgPool = new pg.Pool({ connectionString: dbs.postgres.url, max: 10 });
   myPool = mysql.createPool({ ...dbs.mariadb.config, connectionLimit: 10 });
-  // the test's reads and the app's Redis barrier: a Redis that stops answering fails the command ("Command timed out")
-  // instead of holding the test to jest's 60 s timeout
-  redis = new Redis(dbs.redis.url, { commandTimeout: 10_000 });
+  // the test's reads and the app's Redis barrier: testRedis's command timeout fails a command a Redis that stopped
+  // answering holds ("Command timed out") instead of holding the test to jest's 60 s timeout
+  redis = testRedis(dbs.redis.url);
   redisAmountKey = `${dbs.redis.keyPrefix}amount`;
   for (const run of [(s: string) => pgPool.query(s), (s: string) => myPool.query(s)]) {
     await run('CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)');

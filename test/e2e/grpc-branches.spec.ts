@@ -17,7 +17,7 @@ import { GrpcMethod, GrpcStreamCall, GrpcStreamMethod, Payload, RpcException, ty
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { Test } from '@nestjs/testing';
 import { BranchBarrier, BranchContext, DtmBranchRegistry, DtmBranchRegistryError, DtmClient, DtmConfigError, DtmFailureError, DtmInstrumentation, DtmModule, DtmOngoingError, DtmOutcomeUnknownError, DtmServerError, DtmUnavailableError, DtmUsageError, ensureBarrierSchema, MsgBranch, MsgQueryPrepared, pgBarrierDatabase, redisBarrierConnection, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmConfigInput, type DtmModuleOptions } from 'nestjs-dtm';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { fileDatabases } from '../support/databases.js';
@@ -28,6 +28,7 @@ import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '.
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
+import { testRedis } from '../support/redis-client.js';
 import { SessionGuard, startShopApp, type ShopApp } from './grpc-app.js';
 
 let t: ShopApp;
@@ -1424,7 +1425,7 @@ describe('the Redis barrier (redisCheckAdjustAmount) on @GrpcMethod branches', (
   beforeAll(async () => {
     const dbs = await fileDatabases();
     postgresUrl = dbs.postgres.url;
-    redis = new Redis(dbs.redis.url);
+    redis = testRedis(dbs.redis.url);
     prefix = `${dbs.redis.keyPrefix}grpc-`;
     ({ app } = await startGrpcBranchApp(RedisShop, undefined, {}, { barrierConnections: { redis: redisBarrierConnection(redis) }, grpcProtos: TESTS_GRPC_PROTOS }));
     client = app.get(DtmClient);

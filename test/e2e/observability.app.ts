@@ -9,7 +9,7 @@ import 'reflect-metadata';
 import { BadRequestException, Body, Controller, Get, Injectable, Post, RequestTimeoutException, UnprocessableEntityException, UseInterceptors, type CallHandler, type INestApplication, type NestInterceptor, type PipeTransform } from '@nestjs/common';
 import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { map, throwError, timeout, timer, type Observable } from 'rxjs';
 import pg from 'pg';
 import {
@@ -44,6 +44,7 @@ import { harness } from '../support/harness.js';
 import { LineLogger } from '../support/line-logger.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
+import { testRedis } from '../support/redis-client.js';
 
 /** A transfer step's body; `fail` set: FAILURE after the write (which rolls back); `crash`: a plain Error instead; `old-protocol`: returns `{ dtm_result: 'FAILURE' }` instead; `bad-request`: throws a BadRequestException (FAILURE); `unprocessable`: an UnprocessableEntityException (422, FAILURE); `compensate`: the compensation throws FAILURE; `confirm`: a TCC confirm throws a plain Error; `undo-once`: transOut's compensation throws a plain Error at its first call of a gid. */
 export interface Move {
@@ -421,7 +422,7 @@ export async function startObservedApp(dbs: FileDatabases, instrumentation: DtmI
   await pool.query('INSERT INTO account VALUES (1, 100), (2, 100), (3, 100)');
   await ensureBarrierSchema(db, { table: 'dtm_barrier' });
   // the controllers use the last app's client; each app closes its own (none without dbs.redis: the instrumented child's)
-  const redisClient = dbs.redis && (redis = new Redis(dbs.redis.url));
+  const redisClient = dbs.redis && (redis = testRedis(dbs.redis.url));
   redisPrefix = dbs.redis?.keyPrefix ?? '';
   const grpcAddress = `127.0.0.1:${await freePort()}`;
   const httpPort = await freePort();

@@ -24,13 +24,13 @@ import {
   redisBarrierConnection,
   type WorkflowContext,
 } from 'nestjs-dtm';
-import { Redis } from 'ioredis';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
+import { testRedis } from '../support/redis-client.js';
 import { answerSwallowingProxy } from '../support/swallow-proxy.js';
 
 interface Urls {
@@ -270,7 +270,7 @@ async function failedStepBody(wf: WorkflowContext<{ key: string }>): Promise<voi
 async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string, dtm: { serverUrl?: string; timeout?: number } = {}): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
   const port = await freePort();
   const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
-  const redis = new Redis(redisUrl);
+  const redis = testRedis(redisUrl);
   @Module({
     imports: [
       DtmModule.forRoot({

@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { expect } from '@jest/globals';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { Redis } from 'ioredis';
+import { testRedis } from './redis-client.js';
 import { harness } from './harness.js';
 import { mariadbUrl } from './services/mariadb.js';
 import { postgresUrl } from './services/postgres.js';
@@ -41,7 +41,7 @@ export async function fileDatabases(name = nameFromTestPath()): Promise<FileData
     await my.end();
   }
   const keyPrefix = `${name}:`;
-  const redis = new Redis(h.redis.url);
+  const redis = testRedis(h.redis.url);
   try {
     const keys = await redis.keys(`${keyPrefix}*`);
     if (keys.length) await redis.del(...keys);

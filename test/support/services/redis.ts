@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { testRedis } from '../redis-client.js';
 import { findBinary } from './binaries.js';
 import { freePort, startProcess, waitUntil, type ManagedProcess, type RunDir } from './process.js';
 
@@ -34,7 +34,7 @@ export async function startRedis(runDir: RunDir, options: { name?: string; clust
   const info: RedisInfo = { host: '127.0.0.1', port, url: `redis://127.0.0.1:${port}` };
   await waitUntil(name, () => ping(info), { timeoutMs: 15_000, process: proc });
   if (options.cluster) {
-    const client = new Redis(info.url);
+    const client = testRedis(info.url);
     try {
       await client.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
       await waitUntil(`${name} cluster`, async () => String(await client.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), { timeoutMs: 15_000, process: proc });
@@ -46,7 +46,7 @@ export async function startRedis(runDir: RunDir, options: { name?: string; clust
 }
 
 async function ping(info: RedisInfo): Promise<boolean> {
-  const client = new Redis({ host: info.host, port: info.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = testRedis(info.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   client.on('error', () => undefined); // refused while the server starts: the caller retries
   try {
     await client.connect();
