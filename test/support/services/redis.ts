@@ -23,7 +23,9 @@ export async function startRedis(runDir: RunDir, options: { name?: string; clust
   const dir = join(runDir.path, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const cluster = options.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf')] : [];
+  // the cluster bus port, by default port + 10000, which can fall in Linux's ephemeral range and be taken
+  // by an outgoing connection ('bind: Address already in use', Redis aborts): a free port of its own (Redis 7+)
+  const cluster = options.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(await freePort())] : [];
   const proc = startProcess({
     name,
     command: server,
