@@ -32,18 +32,28 @@ afterEach(async () => {
   for (const close of closing.splice(0)) await Promise.resolve().then(close).catch(() => undefined);
 });
 
+/** A DtmClient over gRPC to DTM's gRPC API at `127.0.0.1:port` (closed after the test), and its gRPC transport. */
+function grpcClient(port: number): { client: DtmClient; grpc: DtmTransport } {
+  const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
+  closing.push(() => client.onModuleDestroy());
+  return { client, grpc: (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc') };
+}
+
+/** `request` submitted over `grpc` with nothing listening: the error of its refused connection (the channel then backs off its reconnect). */
+async function refusedSubmit(grpc: DtmTransport, request: TransactionRequest): Promise<Error> {
+  return (await grpc.submit(request).then(
+    () => undefined,
+    (e: unknown) => e as Error,
+  )) as Error;
+}
+
 describe("a wait's submit again over gRPC while the channel to DTM backs off its reconnect", () => {
   it('waits for the channel to connect and sends it then, within about the backoff (1 s); before, it failed at once and the next went 3 s later', async () => {
     const port = await freeLocalPort();
-    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
-    closing.push(() => client.onModuleDestroy());
-    const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    const { client, grpc } = grpcClient(port);
     const request = { gid: 'gid-g', transType: 'tcc', options: { timeoutToFail: 30, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest;
     // the first submit: nothing listens, connection refused; the channel now backs off before its next attempt
-    const lost = (await grpc.submit(request).then(
-      () => undefined,
-      (e: unknown) => e as Error,
-    )) as Error;
+    const lost = await refusedSubmit(grpc, request);
     expect(lost).toBeInstanceOf(DtmUnavailableError);
     expect(lost.message).toContain('ECONNREFUSED');
     const server = await dtmGrpcServer(port);
@@ -70,14 +80,9 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
 
   it('the app closing while the submit again waits for the channel: nothing is sent (the wait ends as closed)', async () => {
     const port = await freeLocalPort();
-    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
-    closing.push(() => client.onModuleDestroy());
-    const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    const { client, grpc } = grpcClient(port);
     const request = { gid: 'gid-j', transType: 'tcc', options: { timeoutToFail: 30, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest;
-    const lost = (await grpc.submit(request).then(
-      () => undefined,
-      (e: unknown) => e as Error,
-    )) as Error;
+    const lost = await refusedSubmit(grpc, request);
     const server = await dtmGrpcServer(port);
     closing.push(() => server.close());
     Object.assign(client as unknown as object, {
@@ -97,9 +102,7 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
 
   it('a channel not backing off is not waited for (connected() at once): connected, or never used', async () => {
     const port = await freeLocalPort();
-    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
-    closing.push(() => client.onModuleDestroy());
-    const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    const { grpc } = grpcClient(port);
     // at once: far below the 5 s it is allowed (slack for a loaded machine)
     let started = performance.now();
     await grpc.connected!(5000);
@@ -114,9 +117,7 @@ describe("a wait's submit again over gRPC while the channel to DTM backs off its
 
   it('bounded: a channel that cannot connect is waited for `withinMs` at most', async () => {
     const port = await freeLocalPort();
-    const client = new DtmClient(resolveDtmConfig({ config: { serverUrl: 'http://dtm:36789/api/dtmsvr', grpcServer: `127.0.0.1:${port}`, protocol: 'grpc', timeout: 2 } }, {}));
-    closing.push(() => client.onModuleDestroy());
-    const grpc = (client as unknown as { transport(protocol: 'grpc'): DtmTransport }).transport('grpc');
+    const { grpc } = grpcClient(port);
     await expect(grpc.submit({ gid: 'gid-i', transType: 'tcc', options: { timeoutToFail: 30, branchTimeout: 3, branchHeaders: {} } } as TransactionRequest)).rejects.toBeInstanceOf(DtmUnavailableError);
     const started = performance.now();
     await grpc.connected!(200);
