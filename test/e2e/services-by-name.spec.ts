@@ -398,14 +398,17 @@ describe('a participant whose manifest refetch fails, after a call to one of its
       await expect(caller.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ n: 1 }, { service: 'shop', branch: 'hold' }))).rejects.toThrow(`127.0.0.1:${dead}/hold-try`);
       // the refetch fails; three sagas by name go on with the kept manifest
       participant.answer('/dtm/branches', answer);
+      const sagas: string[] = [];
       for (let i = 0; i < 3; i++) {
         const saga = await caller.client.generateGid();
+        sagas.push(saga);
         const final = await caller.client.newSaga(saga).add({ service: 'shop', branch: 'pay' }, { n: i }).submitAndWait({ timeout: 20 });
         expect(final.status).toBe('succeed');
       }
       // fetched at first use, then once again after the failed Try: not at each of the three sagas
       expect(participant.callsTo('/dtm/branches').map((c) => c.status)).toEqual([200, typeof answer === 'number' ? answer : answer.status]);
-      expect(participant.callsTo('/pay')).toHaveLength(3);
+      // each saga's action reached the kept manifest's target (at least once: another file's /resetCronTime may make DTM call it again)
+      expect([...new Set(participant.callsTo('/pay').map((c) => c.query.gid))].sort()).toEqual([...sagas].sort());
     } finally {
       await caller.close();
       await participant.close();
