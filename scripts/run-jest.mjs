@@ -8,7 +8,7 @@
 // JEST_RUN_TIMEOUT_MINUTES (default 15, fractions allowed): the whole-run guard (scripts/jest-guard.mjs).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runGuarded } from './jest-guard.mjs';
 
@@ -67,6 +67,7 @@ const timedOut = jest.timedOut;
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+let failures = [];
 try {
   const results = JSON.parse(readFileSync(resultFile, 'utf8'));
   passed = results.numPassedTests;
@@ -74,6 +75,7 @@ try {
   // A file that failed to run (syntax error, failing beforeAll/import) has no test results: count it.
   const brokenFiles = results.testResults.filter((r) => r.status === 'failed' && r.assertionResults.every((a) => a.status !== 'failed')).length;
   failed = results.numFailedTests + brokenFiles;
+  failures = listFailures(results);
 } catch {
   // no results: jest did not get to run the tests (bad config, global setup failed)
 }
@@ -86,5 +88,24 @@ if (jest.status !== 0 && !timedOut && failed === lintFailed) {
   console.log(`jest exited with ${jest.status ?? jest.signal} without a failing test (see above)`);
   failed = 1;
 }
+// Named again just above the summary, one line each, so that a log's last lines say what failed
+// (scripts/test.sh repeats them at the end of both runs).
+for (const line of failures) console.log(line);
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed > 0 ? 1 : 0);
+
+/** "failed: <file> › <test>: <its error's first lines>" for each failed test, "failed to run: <file>: ..." for a broken file. */
+function listFailures(results) {
+  const plain = (text) => String(text ?? '').replace(/\u001b\[[0-9;]*m/g, '');
+  // the error's first three lines (for expect: the matcher, Expected, Received), without stack lines
+  const firstLine = (text) =>
+    plain(text).split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('●') && !l.startsWith('at ')).slice(0, 3).join(' | ').slice(0, 400);
+  const lines = [];
+  for (const file of results.testResults) {
+    const name = relative(root, file.name);
+    const failedTests = file.assertionResults.filter((a) => a.status === 'failed');
+    for (const test of failedTests) lines.push(`failed: ${name} › ${test.fullName}: ${firstLine(test.failureMessages?.[0])}`);
+    if (file.status === 'failed' && failedTests.length === 0) lines.push(`failed to run: ${name}: ${firstLine(file.message)}`);
+  }
+  return lines;
+}

@@ -15,17 +15,20 @@ second="$(bash scripts/second-node.sh)" || fail "installing the second Node.js f
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 summaries=()
+failures=() # each run's failed tests, named again at the end (scripts/run-jest.mjs prints them)
 # run <label> <node> [jest args]: the suite on <node> (first on PATH, so that the npm and node the tests start are it too)
 run() {
   local label="$1" node="$2"; shift 2
   PATH="$(dirname "$node"):$PATH" "$node" scripts/run-jest.mjs "$@" 2>&1 | tee "$logs/run.log"
   summaries+=("$label: $(tail -n 1 "$logs/run.log")")
+  while IFS= read -r line; do failures+=("$label: $line"); done < <(grep -a -E '^(failed: |failed to run: )' "$logs/run.log")
 }
 run "Node.js $(node -v)" "$(command -v node)" "$@"
 [ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v), but the benchmarks' smoke runs ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" "$@"; }
 
 passed=0 failed=0
 echo
+for line in "${failures[@]}"; do echo "$line"; done
 for line in "${summaries[@]}"; do
   echo "$line"
   if [[ "$line" =~ :\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
