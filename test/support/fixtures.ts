@@ -4,6 +4,8 @@ import { DtmWorkflowPendingError, type BranchAnswer, type BranchRecord, type Dtm
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
 import { harness } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
+import { startDtm, type DtmInfo } from './services/dtm.js';
+import { runDirFrom, type ManagedProcess } from './services/process.js';
 
 /** The protocols the application-side scenarios run on: the same tests, DtmClient talking HTTP or gRPC to DTM. */
 export const PROTOCOLS: readonly DtmProtocol[] = ['http', 'grpc'];
@@ -23,25 +25,32 @@ export interface DtmAppWithRecorder {
   answerBody(answer: BranchAnswer): unknown;
   /** The `dtm` a branch the module calls itself receives: DTM's HTTP URL, or its gRPC address. */
   readonly dtm: string;
+  /** The server_url of the DTM server the app talks to: the harness's, or the one of `{ ownDtm }` (for `triggerCron`, `queryTrans`). */
+  readonly serverUrl: string;
   /** How a branch call arrives at the recorder: the HTTP method, or `GRPC`. */
   method(http: 'GET' | 'POST'): string;
 }
 
 /**
  * Registers the spec's hooks: a recorder app and a DtmModule test app (talking `protocol` to DTM)
- * started once for the file (closed after it), the recorder reset before each test.
+ * started once for the file (closed after it), the recorder reset before each test. With `ownDtm`
+ * (a name for its run directory), on a DTM server of its own, started with them: for a test that
+ * counts what DTM retries, which the shared server's cron, moved by any file's /resetCronTime, alters.
  */
-export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http'): DtmAppWithRecorder {
+export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http', options: { ownDtm?: string } = {}): DtmAppWithRecorder {
   let app: DtmTestApp | undefined;
   let recorder: Recorder | undefined;
+  let own: { info: DtmInfo; process: ManagedProcess } | undefined;
   const grpc = protocol === 'grpc';
   beforeAll(async () => {
+    if (options.ownDtm) own = await startDtm(runDirFrom(harness().runDir), { name: options.ownDtm });
     recorder = await startRecorder();
-    app = await startDtmApp({ config: { protocol } });
+    app = await startDtmApp({ config: own ? { protocol, serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress } : { protocol } });
   });
   afterAll(async () => {
     await app?.close();
     await recorder?.close();
+    await own?.process.stop();
   });
   beforeEach(() => recorder?.reset());
   const started = <T>(value: T | undefined): T => {
@@ -57,7 +66,11 @@ export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http'): DtmAppWit
     target: (path) => (grpc ? started(recorder).grpcTargetFor(path) : started(recorder).urlFor(path)),
     payload: (value) => (grpc ? Buffer.from(typeof value === 'string' ? value : JSON.stringify(value), 'utf8') : (value as Payload)),
     answerBody: (answer) => (grpc ? JSON.parse(answer.raw.toString('utf8')) : answer.body),
-    get dtm() { return grpc ? harness().dtm.grpcAddress : harness().dtm.serverUrl; },
+    get dtm() {
+      const dtm = own?.info ?? harness().dtm;
+      return grpc ? dtm.grpcAddress : dtm.serverUrl;
+    },
+    get serverUrl() { return (own?.info ?? harness().dtm).serverUrl; },
     method: (http) => (grpc ? 'GRPC' : http),
   };
 }
@@ -88,6 +101,22 @@ export async function raceOnFreshGid(fx: DtmAppWithRecorder, build: (gid: string
   const recorded = (await fx.client.waitForFinal(gid)).branches.find((b) => b.op === 'action')!.url;
   const winner = outcomes.find((o) => fx.target(o.path) === recorded)!;
   return { gid, winner, loser: outcomes.find((o) => o !== winner)! };
+}
+
+/**
+ * `calls` (what a branch received, mapped to what a test compares) each once, in the order DTM first made them.
+ * DTM calls a branch at least once: a cron pass that takes a transaction while its submit's pass still runs
+ * (another test file's /resetCronTime on the shared DTM made it due) calls the branches it finds prepared
+ * again, in the same order; a call missing, out of order, of another kind or answered otherwise still shows.
+ */
+export function firstCalls<T>(calls: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return calls.filter((call) => {
+    const key = JSON.stringify(call);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** A transaction's branches as DTM recorded them, one `branchId op status` line each, in storage order. */
