@@ -356,7 +356,7 @@ describe.each(['express', 'fastify'] as const)('a real app around the branches, 
     const error = await dtm.tccGlobalTransaction(refused, async (tcc) => void (await tcc.callBranch({ amount: 1000 }, 'mixReserve'))).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DtmFailureError);
     expect((error as Error).message).toContain('cannot hold 1000');
-    await waitForTransStatus(refused, 'failed', 10_000);
+    await waitForTransStatus(refused, 'failed');
     expect((await moves(refused)).map((m) => m.what)).toEqual(['cancel']);
   });
 });

@@ -51,6 +51,7 @@ import { testsGrpcOptions } from '../support/grpc.js';
 import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { freePort, waitUntil } from '../support/services/process.js';
+import { firstCalls } from '../support/fixtures.js';
 
 /** The action's DTO. */
 class Move {
@@ -401,8 +402,12 @@ it("calls with made-up gids failing the same way (600, more than the 500 failure
   recordBranchFailure(real, '01', 'action', { handler: 'Wallet.debit', status: 500, message: 'ledger offline' });
   TenantDb.down = true;
   try {
-    const forged = (i: number) =>
-      fetch(`${base}/refusals-scoped/act?${new URLSearchParams({ gid: `${real}-forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.status);
+    const forged = (i: number) => {
+      const send = () =>
+        fetch(`${base}/refusals-scoped/act?${new URLSearchParams({ gid: `${real}-forged-${i}`, trans_type: 'saga', branch_id: '01', op: 'action' })}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.status);
+      // a pooled keep-alive connection the app closed as fetch reused it (a loaded machine: "read ECONNRESET"): sent again, once
+      return send().catch((e: unknown) => ((e as { cause?: { code?: string } }).cause?.code === 'ECONNRESET' ? send() : Promise.reject(e)));
+    };
     const statuses: number[] = [];
     for (let i = 0; i < 600; i += 50) statuses.push(...(await Promise.all(Array.from({ length: 50 }, (_, j) => forged(i + j)))));
     expect([...new Set(statuses)]).toEqual([500]);
@@ -482,7 +487,7 @@ describe('an interceptor of the app that fails after a handler behind the barrie
     expect(final.rollbackReason).toBe(
       "AuditedPlain.debit ran and was answered 400 (the answer failed its check): the handler's own refusal, or an interceptor of the app refusing its answer after it ran; answered FAILURE, so DTM rolls the transaction back",
     );
-    expect(AuditedPlain.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
+    expect(firstCalls(AuditedPlain.calls.filter((c) => c.endsWith(gid)))).toEqual([`debit ${gid}`, `credit ${gid}`]); // no barrier: DTM's calls, each at least once
   }, 60_000);
 });
 

@@ -19,6 +19,7 @@ import { freePort, waitUntil } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startDtmApp } from '../support/dtm-app.js';
 import { startRecorder } from '../support/recorder.js';
+import { firstCalls } from '../support/fixtures.js';
 import { startBranchApp } from './branch-app.js';
 
 const KEY = randomBytes(33).toString('base64');
@@ -256,7 +257,7 @@ describe('key rotation with transactions under way (branch_auth_keys)', () => {
     try {
       await triggerCron();
       expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
-      expect(rotated.runs.calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+      expect(firstCalls(rotated.runs.calls.map((c) => c.handler))).toEqual(['hold', 'pay']);
     } finally {
       await rotated.app.close();
     }
@@ -328,7 +329,7 @@ describe('app_url with a path, behind a proxy that strips it (branch_auth_keys)'
       const final = await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 5 }).submitAndWait({ timeout: 8 }).catch((err: unknown) => err as Error);
       expect(proxied).toContain('/api/v1/sec/hold');
       expect(final).toMatchObject({ status: 'succeed' });
-      expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+      expect(firstCalls(app.get(Runs).calls.map((c) => c.handler))).toEqual(['hold', 'pay']);
     } finally {
       await app.close();
       await proxy.close();
@@ -363,7 +364,7 @@ describe('app_url with a path, the Nest app mounted under it (branch_auth_keys)'
       const gid = await client.generateGid();
       const final = await client.newSaga(gid, { retryInterval: 1 }).add('hold', { gid }).add('pay', { gid, amount: 5 }).submitAndWait({ timeout: 8 }).catch((err: unknown) => err as Error);
       expect(final).toMatchObject({ status: 'succeed' });
-      expect(app.get(Runs).calls.map((c) => c.handler)).toEqual(['hold', 'pay']);
+      expect(firstCalls(app.get(Runs).calls.map((c) => c.handler))).toEqual(['hold', 'pay']);
     } finally {
       await app.close();
       listening.closeAllConnections();

@@ -11,7 +11,7 @@ import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmFailureError, DtmInstrumentation, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type DtmBranchCallEvent, type WorkflowContext } from 'nestjs-dtm';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
-import { PROTOCOLS, sleep } from '../support/fixtures.js';
+import { firstCalls, PROTOCOLS, sleep } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
 import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
@@ -73,7 +73,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const gid2 = await t.client.generateGid();
     const failed = await t.client.newSaga(gid2).add('transOut', { amount: 30 }).add('transIn', { amount: 30 }).submitAndWait();
     expect(failed.status).toBe('failed');
-    expect(t.ledger.callsOf(gid2).map((c) => c.handler)).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
+    expect(firstCalls(t.ledger.callsOf(gid2).map((c) => c.handler))).toEqual(['transOut', 'transIn', 'transInCompensate', 'transOutCompensate']);
     expect(failed.rollbackReason).toContain('transIn refused: account frozen');
   });
 
@@ -215,11 +215,13 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const target = (op: string) => `${t.url}/api/inventory/${op}?warehouse=north%20hall&lot=7+b&share=50%`;
     await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, target('try'), target('confirm'), target('cancel')));
     const done = await waitForTransStatus(gid, 'succeed');
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+    // DTM's confirm at least once (the shared DTM's cron may send it again while the first runs); then nothing more runs
+    const ran = t.ledger.callsOf(gid).map((c) => c.handler);
+    expect(firstCalls(ran)).toEqual(['inventoryTry', 'inventoryConfirm']);
     const q = { gid, trans_type: 'tcc', branch_id: done.branches[0].branch_id, op: 'confirm' };
     const replay = await call(t, '/api/inventory/confirm', { warehouse: 'south', lot: '7 b', ...q }, { body: { sku: 'x' } });
     expect(replay.status).toBe(401);
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(ran);
   });
 
   it('TCC: confirm and cancel run with the token in the branch id, in their phase only; nested TCC signs its own sub-branches', async () => {
@@ -228,7 +230,8 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const done = await waitForTransStatus(gid, 'succeed');
     const branchId = done.branches[0].branch_id;
     expect(branchId).toMatch(/^01-[\w-]{22}$/);
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+    const ran = t.ledger.callsOf(gid).map((c) => c.handler); // DTM's confirm at least once; the replays below run nothing more
+    expect(firstCalls(ran)).toEqual(['inventoryTry', 'inventoryConfirm']);
 
     const q = { gid, trans_type: 'tcc', branch_id: branchId, op: 'cancel' };
     const lateCancel = await call(t, '/api/inventory/cancel', q, { body: { sku: 'x' }, headers: storedAuth(done) });
@@ -254,7 +257,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     }
     // a valid token replayed out of its phase still says why (the caller holds the token)
     expect(lateCancel.text).not.toContain(branchId.slice(3));
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm']);
+    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(ran);
 
     // nested: the order Try registers two inventory sub-branches of its own branch id
     const nested = await t.client.generateGid();
@@ -289,7 +292,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     const gid = await t.client.generateGid();
     // x-other is not in this app's pass_through_headers; DTM sends it with every confirm, so the sub-branches' calls carry it too
     await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ items: ['a', 'b'] }, 'bundle'), { branchHeaders: { 'x-request-id': 'r1', 'x-other': 'o' } });
-    const done = await waitForTransStatus(gid, ['succeed', 'failed'], 15_000);
+    const done = await waitForTransStatus(gid, ['succeed', 'failed']);
     expect(done.transaction?.status).toBe('succeed');
     expect(done.transaction?.branch_headers?.['dtm-auth-headers']).toBe('x-other,x-request-id');
     const seen = t.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.headers['x-request-id']} ${c.headers['x-other']}`);
@@ -378,7 +381,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(attack?.text).toContain("DTM's record does not show this XA branch due for its rollback");
     expect(t.logger.warnings.filter((w) => w.includes(gid)).join('\n')).toContain('DTM records the xa transaction as prepared');
     await waitForTransStatus(gid, 'succeed');
-    expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
+    expect(firstCalls(t.ledger.callsOf(gid).map((c) => c.handler))).toEqual(['xa-action', 'xa-commit']);
   });
 
   it("XA: a commit or rollback sent by anyone (no token: none is signed) answers the same for a made-up gid, another type's gid, an XA in another phase: DTM's record is only in the app's log", async () => {
@@ -403,7 +406,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     expect(warned(saga)).toContain('DTM records the saga transaction as succeed');
     expect(warned(xaGid)).toContain('DTM records the xa transaction as prepared');
     await waitForTransStatus(xaGid, 'succeed');
-    expect(t.ledger.callsOf(xaGid).map((c) => c.handler)).toEqual(['xa-action', 'xa-commit']);
+    expect(firstCalls(t.ledger.callsOf(xaGid).map((c) => c.handler))).toEqual(['xa-action', 'xa-commit']);
   });
 
   it("XA: the app's own action call, taken off the wire and replayed with another phase2_url (where DTM would send its commit), is refused and prepares nothing", async () => {
@@ -463,9 +466,9 @@ const HELD = Array.from({ length: 100 }, () => 'ongoing' as const);
 
 /** `calls`: the held step `held` answered ONGOING at least once, then succeeded, and only then did DTM run `next`. */
 function expectHeldThenRun(calls: string[], held: string, next: string): void {
-  expect(calls.length).toBeGreaterThanOrEqual(3);
-  expect(calls.at(-1)).toBe(next);
-  expect(calls.slice(0, -1).every((c) => c === held)).toBe(true);
+  // DTM calls each at least once (a cron pass another file's /resetCronTime starts can call a step again): the calls DTM first made
+  expect(firstCalls(calls)).toEqual([held, next]);
+  expect(calls.indexOf(next)).toBeGreaterThanOrEqual(2);
 }
 
 /** bank-in.v1: one step calling the bank's transIn of the app at `base` (its rollback: transInCompensate), then FAILURE when `fail`. */
@@ -577,7 +580,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
     expect((await waitForTransStatus(gid, ['succeed', 'failed'])).transaction?.status).toBe('succeed');
     const calls = strict.ledger.callsOf(gid).map((c) => `${c.handler} ${c.branch.branchId}`);
     expectHeldThenRun(calls.filter((c) => c !== 'transIn 03'), 'transOut 01', 'transIn 02');
-    expect(calls.filter((c) => c === 'transIn 03')).toHaveLength(2); // DTM's call and the replay (this app has no barrier)
+    expect(calls.filter((c) => c === 'transIn 03').length).toBeGreaterThanOrEqual(2); // DTM's call (at least once) and the replay (this app has no barrier; its 200 above)
   });
 
   it.each(['succeed', 'failed'] as const)("a TCC Try (the app's own call) taken off the wire and replayed once the TCC %s is refused before it runs; without the check it runs again, reserving what nothing will confirm or cancel", async (end) => {
@@ -732,7 +735,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
 
     await strict.client.newMsg(gid).add('notify', { order: 7 }).submit();
     await waitForTransStatus(gid, 'succeed');
-    expect(strict.ledger.callsOf(gid).map((c) => [c.handler, c.body])).toEqual([['notify', { order: 7 }]]);
+    expect(firstCalls(strict.ledger.callsOf(gid).map((c) => [c.handler, c.body]))).toEqual([['notify', { order: 7 }]]);
   });
 });
 

@@ -36,6 +36,7 @@ import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { freePort, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
+import { firstCalls } from '../support/fixtures.js';
 
 /** The DTO of every handler below (what a ValidationPipe would validate). */
 class Move {
@@ -416,7 +417,7 @@ describe.each(VARIANTS)('a compensation whose payload the pipe refuses as it ref
     const trans = await queryTrans(gid);
     expect(trans.transaction?.status).toBe('aborting');
     expect(trans.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`).sort()).toEqual(['01 action succeed', '01 compensate prepared', '02 action failed', '02 compensate prepared']);
-    expect(PipedReserve.calls.filter((c) => c.endsWith(gid))).toEqual([`reserve ${gid}`]);
+    expect(firstCalls(PipedReserve.calls.filter((c) => c.endsWith(gid)))).toEqual([`reserve ${gid}`]); // DTM's call, at least once; never its compensation's
     const lines = logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
     expect(lines).toEqual([
       expect.stringContaining(`error PipedUndo.refund (saga-compensate, saga gid ${gid}, branch 02, op compensate): a pipe refused its payload (account must be a positive number), so this compensation did not run`),
