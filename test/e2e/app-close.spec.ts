@@ -63,5 +63,5 @@ it('the harness\'s apps (forceCloseConnections): close() ends at once although t
   const started = Date.now();
   await recorder.close();
   caller.stop();
-  expect(Date.now() - started).toBeLessThan(2000);
+  expect(Date.now() - started).toBeLessThan(5000); // without forceCloseConnections it never ends (the first test)
 });

@@ -178,10 +178,10 @@ describe('timeout is a deadline for the whole call, body included', () => {
         /^no complete answer from http:\/\/127\.0\.0\.1:\d+\/api\/dtmsvr\/newGid within the timeout \(1 s\), on a connection it accepted: .*the request may or may not have reached DTM\. If DTM is only slow, raise lynx\.dtm\.timeout$/,
       );
       expect(ms).toBeGreaterThanOrEqual(900);
-      expect(ms).toBeLessThan(2000);
+      expect(ms).toBeLessThan(4000); // the drip's 8 s, read to its end, would pass it
       // the module hung up: the server's answer was cut, not read to its end
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(closedAfter).toBeLessThan(2000);
+      expect(closedAfter).toBeLessThan(4000);
     } finally {
       await dripped.close();
       await server.close();
@@ -206,7 +206,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       );
       // the Try's 1 s and the TCC's own calls to DTM (prepare, registerBranch, abort) on a loaded
       // machine; a Try not cut at its timeout would be dripped to for ever
-      expect(ms).toBeLessThan(3000);
+      expect(ms).toBeLessThan(6000);
       const final = await waitForTransStatus(gid, 'failed');
       expect(final.branches.map((b) => [b.op, b.status])).toEqual([
         ['cancel', 'succeed'],
@@ -250,7 +250,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       expect((error as Error).message).toMatch(NO_CONNECTION[protocol].newGid);
       expect((error as { cause?: { connected?: boolean } }).cause?.connected).toBe(false);
       expect(ms).toBeGreaterThanOrEqual(900);
-      expect(ms).toBeLessThan(2000);
+      expect(ms).toBeLessThan(4000); // the system's own connect timeout is minutes
     } finally {
       await unreachable.close();
     }
@@ -268,7 +268,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       const neverGot = await measure(() => saga(unreachable.app.client));
       expect(neverGot.error).toBeInstanceOf(DtmUnavailableError);
       expect((neverGot.error as Error).message).toMatch(NO_CONNECTION[protocol].submit);
-      expect(neverGot.ms).toBeLessThan(2000); // not waited out: nothing was sent, and the submit is not tried after a check of the gid that got no connection
+      expect(neverGot.ms).toBeLessThan(3000); // below the wait's 4 s (mayHave's): not waited out: nothing was sent, and the submit is not tried after a check of the gid that got no connection
       const mayHave = await measure(() => saga(unanswered.client));
       expect(mayHave.error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(mayHave.ms).toBeGreaterThanOrEqual(3900);
@@ -294,7 +294,7 @@ describe('timeout is a deadline for the whole call, body included', () => {
       expect(error).toMatchObject({ protocol: 'grpc', status: grpc.status.DEADLINE_EXCEEDED });
       expect((error as Error).message).toMatch(/^no complete answer from 127\.0\.0\.1:\d+\/dtmgimp\.Dtm\/NewGid within the timeout \(1 s\), on a connection it accepted \(Deadline exceeded .*remote_addr=127\.0\.0\.1:\d+\)/);
       expect(ms).toBeGreaterThanOrEqual(900);
-      expect(ms).toBeLessThan(2000);
+      expect(ms).toBeLessThan(4000); // the drip never ends
     } finally {
       await dripped.close();
       await server.close();
@@ -465,7 +465,7 @@ describe('a wait whose status query DTM answers over max_answer_bytes (the recor
       await small.close();
       open = false;
       const error = await waiting;
-      expect(Date.now() - closing).toBeLessThan(5000); // not the 30 s of the wait
+      expect(Date.now() - closing).toBeLessThan(10_000); // not the 30 s of the wait
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(error).toMatchObject({ gid, lastStatus: 'submitted' });
       expect((error as Error).message).toBe(
@@ -491,7 +491,7 @@ describe('a wait whose status query DTM answers over max_answer_bytes (the recor
       expect(error).toBeInstanceOf(DtmOutcomeUnknownError);
       expect(error).toMatchObject({ gid, lastStatus: 'unknown' });
       expect((error as Error).message).toContain(`the outcome of ${gid} is not known after 2 s`);
-      expect(Date.now() - started).toBeLessThan(9000); // unbounded, the first read alone took the 15 s of lynx.dtm.timeout
+      expect(Date.now() - started).toBeLessThan(12_000); // unbounded, the first read alone took the 15 s of lynx.dtm.timeout
       await dtmPost('/forceStop', { gid });
     } finally {
       await small.close();
