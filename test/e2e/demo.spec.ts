@@ -8,6 +8,8 @@ import { describe, expect, it } from '@jest/globals';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const DEMO = join(root, '.build', 'sample-app', 'demo.js');
+/** A test's own limit, past the demo's 120 s (its run, its wait for --keep's line): jest's 60 s would cut a demo slowed by a loaded machine first, naming no step. */
+const DEMO_TEST_MS = 150_000;
 
 /** Per transaction: `mode | what | status | rollback reason | branches | data`, from the demo's table. */
 function summary(stdout: string): string[] {
@@ -46,7 +48,7 @@ describe('npm run demo', () => {
     ]);
     expect(stdout).toContain('(v1.19.0, started for the demo)');
     expect(stdout.split('\n').filter((line) => line.length > 120)).toEqual([]);
-  });
+  }, DEMO_TEST_MS);
 
   it('--keep leaves DTM running: the printed command finds the printed gid; Ctrl-C stops it and the demo exits 0', async () => {
     const child = spawn(process.execPath, [DEMO, '--keep'], { cwd: root, env: withoutDemoSettings(process.env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -68,7 +70,7 @@ describe('npm run demo', () => {
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
-  });
+  }, DEMO_TEST_MS);
 
   it('documents its options in --help', async () => {
     const { stdout } = await promisify(execFile)(process.execPath, [DEMO, '--help'], { cwd: root });
