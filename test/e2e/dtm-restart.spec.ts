@@ -312,12 +312,13 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its Redis store, over
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
 
-  it('a message whose local transaction committed while DTM is down: DtmOutcomeUnknownError (prepared: the submit never reached DTM, which answered no query either); DTM back-checks it after the restart and delivers once', async () => {
+  it('a message whose local transaction committed while DTM is down: DtmOutcomeUnknownError (prepared: the submit never reached DTM, which answered no query either, or held it prepared when asked after its restart); DTM back-checks it after the restart and delivers once', async () => {
     const c = cell('msg', protocol);
     const outcome = (await c.outcome) as { error?: Error };
     expect(outcome.error).toBeInstanceOf(DtmOutcomeUnknownError);
     expect(outcome.error).toMatchObject({ gid: c.gid, lastStatus: 'prepared' });
-    expect(outcome.error?.message).toMatch(/^the local transaction of msg \S+ committed, but its submit did not get through \(.*\): it did not reach DTM, which answered no query either: DTM holds the message prepared\. DTM back-checks its query-prepared target once its timeout_to_fail \(8 s\) passed .*Do not run the local transaction again/);
+    // DTM is started again 1 s after the kill: a loaded machine can get to the query after the failed submit once it is back
+    expect(outcome.error?.message).toMatch(/^the local transaction of msg \S+ committed, but its submit did not get through \(.*\): (it did not reach DTM, which answered no query either: DTM holds the message prepared\.|DTM, asked after it, holds the message prepared \(a submit still on its way to DTM may yet take it\)\.) DTM back-checks its query-prepared target once its timeout_to_fail \(8 s\) passed .*Do not run the local transaction again/);
     await untilDtmRecords(c.gid, 'succeed');
     expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
   });
