@@ -223,7 +223,8 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       expect(res.status).toBe(503);
       expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol, message: expect.any(String) } } });
       expect(elapsed).toBeGreaterThanOrEqual(900);
-      expect(elapsed).toBeLessThan(2000);
+      // the 1 s timeout, not the default 10 s (nor none): slack for a loaded CI machine
+      expect(elapsed).toBeLessThan(3000);
     } finally {
       await app.close();
       for (const s of sockets) s.destroy();
@@ -242,7 +243,7 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       const ping = await app.get(DtmClient).ping();
       const elapsed = Date.now() - started;
       expect(ping).toMatchObject({ version: 'v1.19.0', protocol });
-      expect(elapsed).toBeLessThan(2000);
+      expect(elapsed).toBeLessThan(2600); // at once: one after the other, 2.8 s at least
       const res = await fetch(url);
       expect(await res.json()).toMatchObject({ status: 'ok', details: { dtm: { status: 'up', version: 'v1.19.0', protocol } } });
     } finally {
@@ -253,7 +254,7 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
   });
 
   it('DtmClient.ping() over grpc (the call of each start-up ping) fails within lynx.dtm.timeout (2 s) when server_url accepts and never answers while DTM\'s gRPC API answers after 1.4 s', async () => {
-    // the two calls run at once: one after the other they would take 3.4 s; the bound leaves 600 ms
+    // the two calls run at once: one after the other they would take 3.4 s; the bound leaves 1.1 s (a loaded CI machine)
     const silent = await startTrap({ hold: true });
     const grpc = await slowGrpcOnce(1400);
     const { app } = await healthApp({ serverUrl: silent.url, grpcServer: grpc.grpcServer, protocol: 'grpc', timeout: 2 });
@@ -264,7 +265,7 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       const elapsed = Date.now() - started;
       expect(error).toBeInstanceOf(DtmUnavailableError);
       expect(elapsed).toBeGreaterThanOrEqual(1900);
-      expect(elapsed).toBeLessThan(2600);
+      expect(elapsed).toBeLessThan(3100);
     } finally {
       await app.close();
       await grpc.close();
@@ -392,7 +393,7 @@ describe('DtmHealthIndicator in a terminus HealthCheckService', () => {
       const res = await fetch(url);
       expect(res.status).toBe(503);
       expect(await res.json()).toMatchObject({ status: 'error', error: { dtm: { status: 'down', protocol } } });
-      expect(Date.now() - started).toBeLessThan(2500);
+      expect(Date.now() - started).toBeLessThan(3500); // the 2 s timeout at most, with slack for a loaded CI machine
     } finally {
       await app.close();
       await stopDtm(own, true).catch(() => undefined);

@@ -104,7 +104,7 @@ describe('startDtmServer', () => {
       const elapsed = Date.now() - started;
       expect(error).toBeInstanceOf(DtmUsageError);
       expect((error as Error).message).toMatch(new RegExp(`^the DTM server at ${httpUrl.replace(/\./g, '\\.')} did not answer within 500 ms \\(.*timeout`));
-      expect(elapsed).toBeLessThan(1500);
+      expect(elapsed).toBeLessThan(3000); // the 500 ms bound, not settledWithin's 5 s: slack for a loaded CI machine
       expect(trap.connections).toBeGreaterThan(0); // it did connect: the request's own deadline ended it
     } finally {
       await trap.close();
@@ -118,7 +118,7 @@ describe('startDtmServer', () => {
       const error = await settledWithin(waitForDtmServer(httpUrl, 500, () => undefined), 5000);
       expect(error).toBeInstanceOf(DtmUsageError);
       expect((error as Error).message).toMatch(/answered \/api\/ping, but \/api\/dtmsvr\/version gave no version within 500 ms in all \(.*timeout/);
-      expect(Date.now() - started).toBeLessThan(1500);
+      expect(Date.now() - started).toBeLessThan(3000);
     } finally {
       server.closeAllConnections();
       await new Promise((done) => server.close(done));
