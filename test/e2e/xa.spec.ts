@@ -881,7 +881,7 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
     if (app === 'strict') {
       // refused at once, before XA START (BEGIN): no wait on the prepared branch's locks
       expect(replayed).toMatchObject({ status: 401 });
-      expect(replayed!.ms).toBeLessThan(1500);
+      expect(replayed!.ms).toBeLessThan(3000); // not the 5 s lock_timeout: slack for a loaded CI machine
       expect(ranHere).toHaveLength(1);
       expect(actionsReported('strict', gid)).toEqual(['success -', expect.stringMatching(/^refused 401 .*was called before/)]);
     } else {
@@ -889,7 +889,7 @@ describe('with authenticated branch calls, an XA action call taken off the wire 
       // for the prepared branch's own a second at most, not until lock_timeout (branch_timeout, 5 s here): FAILURE saying why
       expect(replayed!.status).toBe(409);
       expect(replayed!.text).toContain('is held by an earlier call of it');
-      expect(replayed!.ms).toBeLessThan(store === 'mysql' ? 1500 : 3000);
+      expect(replayed!.ms).toBeLessThan(store === 'mysql' ? 3000 : 4000); // not the 5 s lock_timeout: slack for a loaded CI machine
       expect(ranHere).toHaveLength(1);
       // the FAILURE of a branch held by an earlier call is the module's answer after the guard: a failure, as DTM reads it
       expect(actionsReported('loose', gid)).toEqual(['success -', 'failure -']);
