@@ -285,7 +285,8 @@ async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, red
     providers: [ReviewWorkflows],
   })
   class ReviewModule {}
-  const app = await NestFactory.create(ReviewModule, { logger: ['error'] });
+  // forceCloseConnections: DTM resumes workflows left pending on a kept-alive connection, which would hold close() (test/support/README.md)
+  const app = await NestFactory.create(ReviewModule, { logger: ['error'], forceCloseConnections: true });
   await app.listen(port, '127.0.0.1');
   return { app, client: app.get(DtmClient), close: async () => void (await app.close(), await pool.end(), redis.disconnect()) };
 }
@@ -834,7 +835,7 @@ describe('a step whose own transaction finds its gid taken on a resume', () => {
     const port = await freePort();
     @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 } })], providers: [InnerTccWorkflows] })
     class InnerTccModule {}
-    app = await NestFactory.create(InnerTccModule, { logger: false });
+    app = await NestFactory.create(InnerTccModule, { logger: false, forceCloseConnections: true });
     await app.listen(port, '127.0.0.1');
     client = app.get(DtmClient);
   });
