@@ -701,7 +701,8 @@ describe('a @GrpcMethod naming its rpc in lower camel case, or its service relat
       ]) {
         const gid = await client.generateGid();
         const final = await client.newSaga(gid, { retryInterval: 1 }).add(name, new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
-        expect([registry.target('saga-action', name, 'grpc'), (final as { status?: string }).status, called.filter((c) => c.endsWith(gid))]).toEqual([
+        // first calls: another test file's /resetCronTime on the shared DTM can have its cron call the branch again
+        expect([registry.target('saga-action', name, 'grpc'), (final as { status?: string }).status, firstCalls(called.filter((c) => c.endsWith(gid)))]).toEqual([
           `${grpcAddress}/${path}`,
           'succeed',
           [`${handler} ${gid}`],
@@ -812,7 +813,8 @@ describe('two gRPC microservices in one app (two ports, two proto packages) with
       ]);
       const gid = await client.generateGid();
       const final = await client.newSaga(gid, { retryInterval: 1 }).add('two-servers-shop', new Uint8Array()).add('two-servers-ledger', new Uint8Array()).submitAndWait({ timeout: 5 }).catch((e: unknown) => e);
-      expect([(final as { status?: string }).status, called.filter((c) => c.endsWith(gid))]).toEqual(['succeed', [`reserve ${gid}`, `post ${gid}`]]);
+      // first calls, in order: another test file's /resetCronTime on the shared DTM can have its cron call a branch again
+      expect([(final as { status?: string }).status, firstCalls(called.filter((c) => c.endsWith(gid)))]).toEqual(['succeed', [`reserve ${gid}`, `post ${gid}`]]);
     } finally {
       await app.close();
       rmSync(dir, { recursive: true, force: true });
@@ -1317,7 +1319,8 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('succeed');
     // the recorder reads a binary value as UTF-8 text
     expect(recorder.callsTo('/BinTry', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
-    expect(recorder.callsTo('/BinConfirm', gid).map((c) => c.headers['x-ctx-bin'])).toEqual(['abc']);
+    // DTM confirms at least once (another test file's /resetCronTime on the shared DTM can have its cron confirm again), each time with it
+    expect(new Set(recorder.callsTo('/BinConfirm', gid).map((c) => c.headers['x-ctx-bin']))).toEqual(new Set(['abc']));
   });
 
   it("a Try target at an HTTP/1 port (the app's HTTP port where its gRPC port belongs): the DtmUnavailableError says something there does not speak gRPC and which setting to check; the body's error aborts the TCC, DTM cancels it, the Try never reached", async () => {
@@ -1332,7 +1335,8 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
       `something listens at ${httpAddress} but does not speak gRPC (HTTP/2): an HTTP/1 server, such as an app's HTTP port given where its gRPC port belongs; a gRPC target must be the address of the service's gRPC server (the url of its gRPC microservice; for this app's own @GrpcMethod branches, lynx.dtm.grpc_app_address)`,
     );
     expect((await app.client.waitForFinal(gid, { timeout: 20 })).status).toBe('failed');
-    expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/HCancel']);
+    // only the Cancel, at least once (another test file's /resetCronTime on the shared DTM can have its cron cancel again)
+    expect(new Set(recorder.callsFor(gid).map((c) => c.path))).toEqual(new Set(['/HCancel']));
   });
 
   it("a saga step whose gRPC target is an HTTP/1 port, unfinished when submitAndWait gives up: the diagnosis says that what listens there does not speak gRPC, and which setting to check", async () => {
@@ -1373,7 +1377,7 @@ describe('gRPC branches the module calls itself (a TCC Try)', () => {
       expect(recorder.callsTo('/UndecodableTry', gid)).toHaveLength(1);
       const final = await app.client.waitForFinal(gid, { timeout: 20 });
       expect(final.status).toBe('failed');
-      expect(recorder.callsTo('/UndecodableCancel', gid)).toHaveLength(1);
+      expect(recorder.callsTo('/UndecodableCancel', gid).length).toBeGreaterThanOrEqual(1); // at least once: the shared DTM's cron can cancel again
       expect(recorder.callsTo('/UndecodableConfirm', gid)).toHaveLength(0);
     } finally {
       process.off('uncaughtException', record);

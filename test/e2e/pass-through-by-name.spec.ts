@@ -79,7 +79,8 @@ describe.each(['http', 'grpc'] as const)('branches by name over %s', (protocol) 
     const stored = await waitForTransStatus(gid, 'succeed');
     expect(stored.transaction?.branch_headers).toEqual({ 'x-tenant': 'acme' });
     const calls = recorder.callsFor(gid);
-    expect(calls.map((c) => c.path).sort()).toEqual(kind === 'saga' ? ['/Pay'] : ['/HoldConfirm', '/HoldTry']);
+    // the paths called, each at least once: another test file's /resetCronTime on the shared DTM can have its cron call a branch again
+    expect([...new Set(calls.map((c) => c.path))].sort()).toEqual(kind === 'saga' ? ['/Pay'] : ['/HoldConfirm', '/HoldTry']);
     for (const call of calls) {
       expect([call.path, call.method, call.headers['x-tenant']]).toEqual([call.path, protocol === 'grpc' ? 'GRPC' : 'POST', 'acme']);
       const leaked = Object.keys(call.headers).filter((h) => ['authorization', 'cookie', 'x-other', 'x-forwarded-for'].includes(h));

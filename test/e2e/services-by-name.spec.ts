@@ -238,8 +238,9 @@ describe('branches by name across services', () => {
     const record = await queryTrans(outcome.gid);
     expect(record.transaction?.rollback_reason).toBe(`url:http://127.0.0.1:${bankPort}/bank/withdraw return failed: ${JSON.stringify({ dtm_result: 'FAILURE', message: reason })} FAILURE`);
     expect(record.branches.map((b) => `${b.op} ${b.status}`)).toEqual(['compensate succeed', 'action failed']);
-    // the handler never ran for the action; the compensation ran (DTM's rule) and found nothing to undo
-    expect((await bankState()).calls.slice(calls)).toEqual(['withdraw-revert  -5']);
+    // the handler never ran for the action; the compensation ran (DTM's rule) and found nothing to undo (at least once: another
+    // test file's /resetCronTime on the shared DTM can have its cron compensate again)
+    expect([...new Set((await bankState()).calls.slice(calls))]).toEqual(['withdraw-revert  -5']);
   });
 
   it('a caller using the contract checks an HTTP branch\'s payload against its schema first: saga, TCC and msg refused with every problem, the bank never called', async () => {

@@ -854,7 +854,9 @@ describe('a step whose own transaction finds its gid taken on a resume', () => {
     expect((await waitForTransStatus(`in${gid}`, 'succeed')).transaction?.status).toBe('succeed');
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     expect(rec.callsTo('/PayRevert')).toHaveLength(0);
-    expect(rec.calls.map((c) => c.path)).toEqual(['/Pay', '/ITry', '/IConfirm']);
+    // DTM confirms the inner TCC at least once (another test file's /resetCronTime on the shared DTM can have its cron confirm
+    // again): the Confirm's repeats left out, the rest exactly, in order
+    expect(rec.calls.map((c) => c.path).filter((p, i, all) => p !== '/IConfirm' || all.indexOf(p) === i)).toEqual(['/Pay', '/ITry', '/IConfirm']);
     await client.forceStop(gid); // tidy: DTM would resume it every RetryInterval
   });
 });
