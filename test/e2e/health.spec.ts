@@ -422,7 +422,7 @@ describe("DTM whose store does not answer (its Redis down)", () => {
       const body = (await res.json()) as { error?: { dtm?: { message?: string } } };
       expect({ status: res.status, body }).toMatchObject({ status: 503, body: { status: 'error', error: { dtm: { status: 'down', protocol } } } });
       expect(body.error!.dtm!.message).toContain('answers its ping, but could not read its store');
-      expect(Date.now() - started).toBeLessThan(2600);
+      expect(Date.now() - started).toBeLessThan(3500); // the 2 s timeout at most, with slack for a loaded CI machine
       await expect(app.get(DtmClient).ping()).rejects.toThrow(/answers its ping, but could not read its store \(a query of a transaction failed: .+\)/);
     } finally {
       await app.close();
