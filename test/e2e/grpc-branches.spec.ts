@@ -21,7 +21,7 @@ import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { fileDatabases } from '../support/databases.js';
-import { branchLines, branchTargets, dtmKeepsSteps, settledWithin } from '../support/fixtures.js';
+import { branchLines, branchTargets, dtmKeepsSteps, firstCalls, settledWithin } from '../support/fixtures.js';
 import { callGrpc, requestBytes, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
@@ -44,16 +44,6 @@ beforeEach(() => {
 });
 
 const item = (sku: string, script = '') => ({ sku, quantity: 2, script });
-
-/**
- * The calls DTM made, each once, in the order it first made them. DTM calls a branch at least once: a cron pass
- * that takes a saga while its submit's pass runs (another file's /resetCronTime makes it due) calls the branches
- * it finds prepared again, in the same order; a call missing, out of order or of another kind still shows.
- */
-function firstCalls<T>(calls: T[]): T[] {
-  const seen = new Set<string>();
-  return calls.filter((call) => !seen.has(JSON.stringify(call)) && Boolean(seen.add(JSON.stringify(call))));
-}
 
 describe('saga branches served by @GrpcMethod handlers', () => {
   it('commit: DTM calls each action over gRPC with its payload and dtm-* metadata; handlers that return nothing answer an empty message', async () => {

@@ -8,9 +8,9 @@ import { fileDatabases, onceDetached, type FileDatabases } from '../support/data
 import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
-import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
+import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startStallProxy } from '../support/chaos/stall-proxy.js';
-import { settledWithin } from '../support/fixtures.js';
+import { firstCalls, settledWithin } from '../support/fixtures.js';
 
 let recorder: Recorder;
 let dbs: FileDatabases;
@@ -23,11 +23,6 @@ afterAll(async () => {
   await recorder?.close();
 });
 beforeEach(() => recorder.reset());
-
-/** The first call of each `key` (a branch and op) in the order they came: DTM's repeats of a call left out. */
-function firstCalls(calls: RecordedCall[], key: (c: RecordedCall) => string): RecordedCall[] {
-  return calls.filter((c, i) => calls.findIndex((other) => key(other) === key(c)) === i);
-}
 
 /** A two-step transfer saga body, as DTM's Go SDK would submit it. */
 function transferSaga(gid: string, extra: Record<string, unknown> = {}) {

@@ -108,11 +108,12 @@ export async function raceOnFreshGid(fx: DtmAppWithRecorder, build: (gid: string
  * DTM calls a branch at least once: a cron pass that takes a transaction while its submit's pass still runs
  * (another test file's /resetCronTime on the shared DTM made it due) calls the branches it finds prepared
  * again, in the same order; a call missing, out of order, of another kind or answered otherwise still shows.
+ * `keyOf` says which calls are the same (by default, equal as JSON).
  */
-export function firstCalls<T>(calls: readonly T[]): T[] {
+export function firstCalls<T>(calls: readonly T[], keyOf: (call: T) => string = (call) => JSON.stringify(call)): T[] {
   const seen = new Set<string>();
   return calls.filter((call) => {
-    const key = JSON.stringify(call);
+    const key = keyOf(call);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
