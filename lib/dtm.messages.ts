@@ -376,6 +376,7 @@ export const MESSAGES = {
   keyCharacter: (what: string, character: string, position: number) =>
     `the ${what} has ${character} at position ${position} (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')`,
   transTypeUnknown: (types: readonly string[]) => `the trans_type is none DTM sends (${types.join(', ')}, in lower case)`,
+  opUnknown: (ops: readonly string[]) => `the op is none DTM sends (${ops.join(', ')}; a workflow's resume, trans_type workflow and branch 00, its name)`,
   branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>

@@ -8,6 +8,7 @@ import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 import { shownBranchId } from '../auth/branch-auth.js';
+import { UNDO_OPS } from '../transport/branch-keys.js';
 
 /**
  * The op whose row a compensating op inserts first (null compensation, anti-hanging), on every
@@ -41,6 +42,14 @@ export interface BranchBarrierOptions {
    * for until the lock timeout). The Redis methods are unaffected.
    */
   behindBarrier?: boolean;
+  /**
+   * Why the branch call is refused (the rule its gid, branch id, trans_type or op breaks; set by
+   * `DtmClient.barrier()` for an undo call that `@BranchContext()` found so on a route without a
+   * branch decorator): every method then writes nothing and runs no business. An undo op
+   * (compensate, cancel, rollback) resolves as a null compensation (its action, which carried the
+   * same values, was refused), any other op (and a back-check) throws `DtmFailureError`.
+   */
+  refusal?: string;
 }
 
 /**
@@ -58,6 +67,7 @@ export class BranchBarrier {
   private readonly bounds?: LocalTransactionBounds;
   private readonly onDecision?: (decision: DtmBarrierDecision) => void;
   private readonly behindBarrier: boolean;
+  private readonly refusal?: string;
 
   constructor(
     readonly transType: string,
@@ -74,6 +84,7 @@ export class BranchBarrier {
     if (options.timeoutSeconds !== undefined) this.bounds = { timeoutSeconds: options.timeoutSeconds };
     this.onDecision = options.onDecision;
     this.behindBarrier = options.behindBarrier === true;
+    this.refusal = options.refusal;
   }
 
   /**
@@ -95,6 +106,7 @@ export class BranchBarrier {
    * (the rows record that the call was handled).
    */
   async call<T>(tx: BarrierTransaction, business: () => Promise<T>): Promise<BarrierOutcome<T>> {
+    if (this.refusal !== undefined) return this.refused();
     if (this.behindBarrier) throw this.alreadyBehindBarrier('call');
     const inserts = this.inserts(tx.dialect, this.nextBarrierId());
     const results: BarrierExecResult[] = [];
@@ -133,6 +145,7 @@ export class BranchBarrier {
   }
 
   private async withDb<H, T>(db: BarrierDatabase<H>, business: (handle: H) => Promise<T>, confirmRow: boolean): Promise<BarrierOutcome<T>> {
+    if (this.refusal !== undefined) return this.refused();
     if (this.behindBarrier) throw this.alreadyBehindBarrier('callWithDb');
     const barrierId = this.nextBarrierId();
     const inserts = this.inserts(db.dialect, barrierId);
@@ -230,6 +243,7 @@ export class BranchBarrier {
    * do not hold pooled connections while a local transaction hangs; without it, outside any transaction.
    */
   async queryPrepared(db: BarrierDatabase): Promise<void> {
+    if (this.refusal !== undefined) throw this.refusalFailure();
     const insert = { sql: insertBarrierSql(db.dialect, this.table), params: ['msg', this.gid, '00', 'msg', '01', 'rollback'] };
     const select = selectReasonSql(db.dialect, this.table);
     const keys = [this.gid, '00', 'msg', '01'];
@@ -275,6 +289,7 @@ export class BranchBarrier {
    * CROSSSLOT), nothing written.
    */
   async redisCheckAdjustAmount(redis: RedisLike, key: string, amount: number, expireSeconds = 86_400 * 7): Promise<BarrierOutcome<void>> {
+    if (this.refusal !== undefined) return this.refused();
     if (!Number.isSafeInteger(amount)) throw new DtmUsageError(MESSAGES.redisAmountNotInteger(key, amount), { gid: this.gid, branchId: this.branchId });
     this.assertRedisExpiry('redisCheckAdjustAmount', expireSeconds);
     const barrierId = this.nextBarrierId();
@@ -310,6 +325,7 @@ export class BranchBarrier {
 
   /** The Redis message back-check: like {@link queryPrepared}, on the key `<gid>-00-msg-01`. */
   async redisQueryPrepared(redis: RedisLike, expireSeconds = 86_400 * 7): Promise<void> {
+    if (this.refusal !== undefined) throw this.refusalFailure();
     this.assertRedisExpiry('redisQueryPrepared', expireSeconds);
     const reason = await redis.eval(REDIS_QUERY_PREPARED_SCRIPT, 1, `${this.gid}-00-msg-01`, expireSeconds);
     if (reason === 'rollback') throw new DtmFailureError(MESSAGES.msgRolledBack(this.gid), { gid: this.gid });
@@ -341,6 +357,17 @@ export class BranchBarrier {
    */
   private refusedByDatabase(err: unknown, dialect: BarrierDialect): unknown {
     return barrierStatementError(err, this.table, dialect, { gid: this.gid, branchId: this.branchId });
+  }
+
+  /** The outcome of a refused call (see {@link BranchBarrierOptions.refusal}): an undo op's null compensation, nothing written; `DtmFailureError` for any other op. */
+  private async refused(): Promise<Skipped> {
+    if (UNDO_OPS.has(this.op)) return { executed: false, reason: 'null-compensation' };
+    throw this.refusalFailure();
+  }
+
+  /** The FAILURE of a refused call (see {@link BranchBarrierOptions.refusal}), saying why. */
+  private refusalFailure(): DtmFailureError {
+    return new DtmFailureError(MESSAGES.branchKeysRefused(this.refusal!), { gid: this.gid, branchId: this.branchId });
   }
 
   /** The error of a SQL barrier call in a handler the module already runs behind one (see {@link BranchBarrierOptions.behindBarrier}). */

@@ -79,17 +79,36 @@ export function linkBranchInfo(info: BranchInfo, call: BranchCallState | undefin
   if (call?.verified !== undefined) verifiedOfInfo.set(info, call.verified);
 }
 
-/** The `BranchInfo`s `@BranchContext()` gave handlers that already run behind a SQL barrier (`@UseBarrier`, `{ barrier }`). */
-const behindBarrierInfos = new WeakSet<BranchInfo>();
+/** What `DtmClient.barrier(info)` must heed of the call a `BranchInfo` of `@BranchContext()` describes. */
+export interface BarrierMark {
+  /** The handler already runs behind a SQL barrier (`@UseBarrier`, `{ barrier }`): its `DtmClient.barrier(info)` must not guard SQL again. */
+  behindBarrier?: true;
+  /**
+   * An undo call (compensate, cancel, rollback) on a route without a branch decorator whose gid,
+   * branch id or trans_type breaks the rules: why its barrier writes nothing and skips the business.
+   */
+  refusal?: string;
+}
+
+/** The mark of every `BranchInfo` given to a handler behind a SQL barrier (one object: nothing allocated per call). */
+const BEHIND_BARRIER: BarrierMark = Object.freeze({ behindBarrier: true });
+
+/** The marks of the `BranchInfo`s `@BranchContext()` gave out (one lookup per `DtmClient.barrier()`). */
+const barrierMarks = new WeakMap<BranchInfo, BarrierMark>();
 
 /** Remembers that `info` was given to a handler the module already runs behind a SQL barrier. */
 export function markBehindBarrier(info: BranchInfo): void {
-  behindBarrierInfos.add(info);
+  barrierMarks.set(info, BEHIND_BARRIER);
 }
 
-/** Whether `info` was given to a handler the module already runs behind a SQL barrier (its `DtmClient.barrier(info)` must not guard SQL again). */
-export function behindBarrier(info: BranchInfo): boolean {
-  return behindBarrierInfos.has(info);
+/** Remembers that `info`, an undo call on a route without a branch decorator, breaks the rules (`refusal` says how): its barrier must skip it. */
+export function markRefusedUndo(info: BranchInfo, refusal: string): void {
+  barrierMarks.set(info, { refusal });
+}
+
+/** What `DtmClient.barrier(info)` must heed of `info` (see {@link BarrierMark}); undefined for most calls. */
+export function barrierMarkOf(info: BranchInfo): BarrierMark | undefined {
+  return barrierMarks.get(info);
 }
 
 /** What the token of the verified call `info` describes signed of its transaction; undefined when no token was checked. */

@@ -36,6 +36,13 @@ export interface BranchTransport {
   payload(context: ArgumentsHost, carrier: BranchCarrier): unknown;
   /** The text DTM receives as this transport's FAILURE answer with `reason` (what DTM quotes in a saga's rollback reason): HTTP the 409's body, gRPC the ABORTED's message. */
   failureText(reason: string): string;
+  /**
+   * The exception Nest's own exception handling answers as this transport's FAILURE with `reason`,
+   * as the module's filter answers a `DtmFailureError` (HTTP 409 with the same body, gRPC ABORTED;
+   * its cause that error): how `@BranchContext()` refuses a call on a route without a branch
+   * decorator, which the module's filter does not serve.
+   */
+  failureException(reason: string): Error;
   /** The text DTM receives of this transport's answer to `exception` (HTTP the body, gRPC the status message), as {@link answer} sends it. */
   answeredText(exception: unknown): string;
   /** Answers `exception` as DTM reads this transport: HTTP 409 / 425 / ...; gRPC ABORTED / FAILED_PRECONDITION / ... */

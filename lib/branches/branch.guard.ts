@@ -4,7 +4,7 @@ import { MESSAGES } from '../dtm.messages.js';
 import { withoutTrailingSlashes } from '../redact.js';
 import { DtmFailureError } from '../errors/dtm-failure.error.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import { branchKeysProblem, transTypeProblem, UNDO_OPS } from '../transport/branch-keys.js';
+import { branchCallProblem, UNDO_OPS } from '../transport/branch-keys.js';
 import { BRANCH_CALL, refusal, type BranchCallState, type DtmBranchRuntime } from './branch-call.js';
 import type { BranchCarrier } from './branch-transport.js';
 import { branchMetadataOf, branchSpecOf, workflowOpsOf } from './branch-metadata.accessor.js';
@@ -56,7 +56,7 @@ export class DtmBranchGuard implements CanActivate {
     // keys that break the rule, or a trans_type DTM never sends (see transport/branch-keys.ts): FAILURE,
     // so DTM rolls back instead of retrying; an undo op of such a call skips the handler and succeeds
     // (its action, which carried the same keys, never ran)
-    const keysProblem = branchKeysProblem(transport.gid(carrier), transport.branchId(carrier)) ?? transTypeProblem(transport.transType(carrier));
+    const keysProblem = branchCallProblem(transport.gid(carrier), transport.branchId(carrier), transport.transType(carrier));
     if (keysProblem !== undefined && !UNDO_OPS.has(op)) throw this.refused(context, carrier, new DtmFailureError(MESSAGES.branchKeysRefused(keysProblem)));
     (carrier as { [BRANCH_CALL]?: BranchCallState })[BRANCH_CALL] = { context, runtime: this.runtime, skip: keysProblem };
     const auth = this.runtime?.config.branchAuthKeys;

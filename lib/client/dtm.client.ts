@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnApplicationBootstrap, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { BranchBarrier } from '../barrier/branch-barrier.js';
-import { barrierDecisionsOf, behindBarrier, verifiedCallOf } from '../branches/branch-call.js';
+import { barrierDecisionsOf, barrierMarkOf, verifiedCallOf } from '../branches/branch-call.js';
 import { currentPassThroughHeaders } from '../context/dtm-context.js';
 import { defaultDtmConfig, isCredentialHeader, isLoopbackHost } from '../config/dtm-config.keys.js';
 import type { DtmConfig } from '../config/dtm-config.types.js';
@@ -213,7 +213,8 @@ export class DtmClient implements OnModuleInit, OnApplicationBootstrap, OnModule
    * is the call's barrier decision for the instrumentation (hooks, span, metrics).
    */
   barrier(branch: BranchInfo): BranchBarrier {
-    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout, onDecision: barrierDecisionsOf(branch), behindBarrier: behindBarrier(branch) });
+    const mark = barrierMarkOf(branch);
+    return BranchBarrier.from(branch, { table: this.config.barrierTable, timeoutSeconds: this.config.branchTimeout, onDecision: barrierDecisionsOf(branch), behindBarrier: mark?.behindBarrier, refusal: mark?.refusal });
   }
 
   /**

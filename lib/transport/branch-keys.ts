@@ -29,6 +29,14 @@ const KEY = /^[\x21\x23-\x26\x28-\x3a\x3c-\x5b\x5d-\x5f\x61-\x7e]*$/;
  */
 export const DTM_TRANS_TYPES: ReadonlySet<string> = new Set(['saga', 'msg', 'tcc', 'xa', 'workflow']);
 
+/**
+ * The ops DTM v1.19 puts in a branch call (`dtmcli/dtmimp/consts.go`; a workflow's resume, branch
+ * `00`, carries the workflow's name instead). A decorated handler's ops are some of these (the guard
+ * checks the call's against them); `@BranchContext()` checks a call on a route without a branch
+ * decorator against all of them (see {@link opProblem}).
+ */
+export const DTM_OPS: ReadonlySet<string> = new Set(['action', 'compensate', 'try', 'confirm', 'cancel', 'commit', 'rollback', 'msg']);
+
 /** Ops that undo an action: a branch call refused for its keys never ran, so these have nothing to undo. */
 export const UNDO_OPS: ReadonlySet<string> = new Set(['compensate', 'cancel', 'rollback']);
 
@@ -50,6 +58,25 @@ export function branchKeysProblem(gid: string, branchId: string): string | undef
  */
 export function transTypeProblem(transType: string): string | undefined {
   return DTM_TRANS_TYPES.has(transType) ? undefined : MESSAGES.transTypeUnknown([...DTM_TRANS_TYPES]);
+}
+
+/**
+ * What is wrong with a branch call's gid, branch id ({@link branchKeysProblem}) or trans_type
+ * ({@link transTypeProblem}), or undefined when all follow the rules: what the branch guard checks
+ * before a decorated handler, and `@BranchContext()` on a route without a branch decorator (where
+ * no guard ran). Allocates nothing when all are fine.
+ */
+export function branchCallProblem(gid: string, branchId: string, transType: string): string | undefined {
+  return branchKeysProblem(gid, branchId) ?? transTypeProblem(transType);
+}
+
+/**
+ * What is wrong with the op of a call to a route without a branch decorator (which declares no ops),
+ * or undefined when DTM sends it: one of {@link DTM_OPS}, or in a workflow's resume
+ * (`trans_type=workflow`, branch `00`) any (the workflow's name). One Set lookup.
+ */
+export function opProblem(op: string, transType: string, branchId: string): string | undefined {
+  return DTM_OPS.has(op) || (transType === 'workflow' && branchId === '00') ? undefined : MESSAGES.opUnknown([...DTM_OPS]);
 }
 
 /** Throws `DtmUsageError` (naming the limit) unless `gid` follows the rule of gids; called before anything is sent to DTM. */

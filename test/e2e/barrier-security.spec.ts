@@ -14,7 +14,8 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, HttpCode, Inject, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { GrpcMethod } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -23,6 +24,7 @@ import {
   barrierBinaryKeysSql,
   BarrierTx,
   BranchBarrier,
+  BranchContext,
   DtmClient,
   DtmFailureError,
   DtmModule,
@@ -35,6 +37,8 @@ import {
   typeormBarrierTransaction,
   UseBarrier,
   XaBranch,
+  type BarrierDatabase,
+  type BranchInfo,
   type DtmProtocol,
 } from 'nestjs-dtm';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
@@ -43,7 +47,7 @@ import { callGrpc, requestBytes } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
-import { grpcServiceOf, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
+import { grpcServiceOf, Runs, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
 import { pgXaAt } from '../support/pg-xa.js';
 
 const NO_BACKSLASH_ESCAPES = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')";
@@ -59,6 +63,64 @@ const plantAttack = (tag: string, victim: string) =>
   `${tag}', 1, 1, 1, 1), (1, 0x${Buffer.from(victim).toString('hex')}, 0x3031, 0x616374696f6e, 0x3031, 0x616374696f6e) #`;
 const row = (gid: string) => ['saga', gid, '01', 'action', '01', 'action'];
 
+/**
+ * Routes without a branch decorator that read the call with @BranchContext() and guard their work
+ * with DtmClient.barrier() by hand (docs/barrier.md): no guard checks their calls. PostgreSQL over
+ * HTTP and gRPC (PgBank's ManualOut*, which the barrier app does not serve otherwise), MariaDB over
+ * HTTP. Each counts its business (`hand.<store>.out`, `hand.<store>.outCompensate`), run inside the barrier.
+ */
+@Controller('hand')
+class HandBank {
+  constructor(
+    private readonly runs: Runs,
+    @Inject(DtmClient) private readonly dtm: DtmClient,
+    @Inject('pg-db') private readonly pgDb: BarrierDatabase,
+    @Inject('mysql-db') private readonly mysqlDb: BarrierDatabase,
+  ) {}
+
+  private async move(store: SqlStore, b: BranchInfo, m: Move, sign: 1 | -1, key: string): Promise<{ message: string }> {
+    const update = 'UPDATE account SET balance = balance + ? WHERE id = ?';
+    const params = [sign * Number(m.amount), Number(m.account)];
+    const outcome =
+      store === 'pg'
+        ? await this.dtm.barrier(b).callWithDb(this.pgDb as BarrierDatabase<pg.PoolClient>, async (tx) => {
+            this.runs.add(key);
+            await tx.query('UPDATE account SET balance = balance + $1 WHERE id = $2', params);
+          })
+        : await this.dtm.barrier(b).callWithDb(this.mysqlDb as BarrierDatabase<mysql.PoolConnection>, async (tx) => {
+            this.runs.add(key);
+            await tx.query(update, params);
+          });
+    return { message: outcome.executed ? 'executed' : outcome.reason };
+  }
+
+  @Post('pg/out')
+  @HttpCode(200)
+  @GrpcMethod('PgBank', 'ManualOut')
+  pgOut(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    return this.move('pg', b, m, -1, 'hand.pg.out');
+  }
+
+  @Post('pg/out-compensate')
+  @HttpCode(200)
+  @GrpcMethod('PgBank', 'ManualOutCompensate')
+  pgOutCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    return this.move('pg', b, m, 1, 'hand.pg.outCompensate');
+  }
+
+  @Post('mysql/out')
+  @HttpCode(200)
+  mysqlOut(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    return this.move('mysql', b, m, -1, 'hand.mysql.out');
+  }
+
+  @Post('mysql/out-compensate')
+  @HttpCode(200)
+  mysqlOutCompensate(@Body() m: Move, @BranchContext() b: BranchInfo) {
+    return this.move('mysql', b, m, 1, 'hand.mysql.outCompensate');
+  }
+}
+
 let dtm: { info: DtmInfo; process: ManagedProcess };
 let dbs: FileDatabases;
 let t: BarrierApp;
@@ -70,7 +132,7 @@ let nbe: mysql.Pool;
 beforeAll(async () => {
   dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-barrier-security' });
   dbs = await fileDatabases();
-  t = await startBarrierApp(dbs, { dtm: dtm.info, mysqlPool: { multipleStatements: true }, mysqlSession: NO_BACKSLASH_ESCAPES });
+  t = await startBarrierApp(dbs, { dtm: dtm.info, mysqlPool: { multipleStatements: true }, mysqlSession: NO_BACKSLASH_ESCAPES, controllers: [HandBank] });
   my = mysql.createPool(dbs.mariadb.config);
   nbe = mysql.createPool({ ...dbs.mariadb.config, multipleStatements: true });
   nbe.on('connection', (connection) => void connection.query(NO_BACKSLASH_ESCAPES));
@@ -415,6 +477,92 @@ describe("a trans_type DTM never sends (v1.19 sends saga, msg, tcc, xa or workfl
       balance: 100,
       rows: [],
     });
+  });
+});
+
+describe('a route without a branch decorator: @BranchContext() and DtmClient.barrier() by hand get the guard\'s checks', () => {
+  /** The target of the hand bank's `path` (`out`, `out-compensate`) of `store` on `protocol`. */
+  const handTarget = (store: SqlStore, protocol: DtmProtocol, path: 'out' | 'out-compensate') =>
+    protocol === 'http' ? `${t.url}/hand/${store}/${path}` : `${t.grpcAddress}/tests.PgBank/${path === 'out' ? 'ManualOut' : 'ManualOutCompensate'}`;
+  const callHand = async (store: SqlStore, protocol: DtmProtocol, path: 'out' | 'out-compensate', query: Record<string, string>, body: Move) => {
+    if (protocol === 'grpc') return callGrpc(handTarget(store, protocol, path), body, query);
+    const res = await fetch(`${handTarget(store, protocol, path)}?${new URLSearchParams(query)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, text: await res.text() };
+  };
+  /** What the route answers for a call refused for `problem`: the guard's FAILURE, word for word. */
+  const refused = (protocol: DtmProtocol, problem: string) => {
+    const message = `branch call refused: ${problem}; the handler did not run and nothing was written`;
+    return protocol === 'grpc' ? { status: 409, code: 10, text: message } : { status: 409, text: JSON.stringify({ dtm_result: 'FAILURE', message }) };
+  };
+  const transTypeProblem = 'the trans_type is none DTM sends (saga, msg, tcc, xa, workflow, in lower case)';
+  const stores = [
+    ['pg', 'http'],
+    ['pg', 'grpc'],
+    ['mysql', 'http'],
+  ] as const;
+  const u = () => unique();
+  const bad: [string, (store: string, protocol: string) => Record<string, string>, string][] = [
+    ['a trans_type of 46 characters', (s, p) => ({ gid: `hand-${s}-${p}-${u()}`, trans_type: 'x'.repeat(46) }), transTypeProblem],
+    ['a trans_type SAGA', (s, p) => ({ gid: `hand-${s}-${p}-${u()}`, trans_type: 'SAGA' }), transTypeProblem],
+    ['a trans_type with a line feed', (s, p) => ({ gid: `hand-${s}-${p}-${u()}`, trans_type: 'saga\n' }), transTypeProblem],
+    ['a gid with a space', (s, p) => ({ gid: `hand-${s}-${p} ${u()}`, trans_type: 'saga' }), "the gid has a space at position 16 (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')"],
+    ['a gid of 129 characters', (s, p) => ({ gid: `hand-${s}-${p}-${u()}-`.padEnd(129, 'g'), trans_type: 'saga' }), "the gid is 129 characters, over the limit of 128 (DTM's SQL stores and the barrier table keep it in varchar(128))"],
+    ['a branch id with a quote', (s, p) => ({ gid: `hand-${s}-${p}-${u()}`, trans_type: 'saga', branch_id: "0'1" }), "the branch id has a quote at position 2 (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')"],
+  ];
+  // gRPC metadata carries printable ASCII only: the line feed is an HTTP cell
+  const cells = stores.flatMap(([store, protocol]) => bad.filter(([what]) => protocol === 'http' || !what.includes('line feed')).map(([what, make, problem]) => [store, protocol, what, make, problem] as const));
+
+  it.each(cells)('%s over %s, %s: the action is refused as the guard refuses it (FAILURE), no business runs, no row; its compensation succeeds without its business', async (store, protocol, _what, make, problem) => {
+    // store and protocol padded: the gid's space is at the same position in every cell
+    const keys: Record<string, string> = { branch_id: '01', ...make(store.padEnd(5, '-'), protocol.padEnd(4, '-')) };
+    const move = { account: 1, amount: 5 };
+    const action = await callHand(store, protocol, 'out', { ...keys, op: 'action' }, move);
+    const compensate = await callHand(store, protocol, 'out-compensate', { ...keys, op: 'compensate' }, move);
+    expect({ action, compensate: compensate.status, skipped: compensate.text.includes('null-compensation'), runs: [t.runs.of(`hand.${store}.out`), t.runs.of(`hand.${store}.outCompensate`)], balance: await balance(store, 1), rows: await barrierRows(store, keys.gid) }).toEqual({
+      action: refused(protocol, problem),
+      compensate: 200,
+      skipped: true,
+      runs: [0, 0],
+      balance: 100,
+      rows: [],
+    });
+  });
+
+  it.each(stores)('%s over %s, an op DTM never sends: refused as FAILURE, nothing written; a call DTM sends runs its business behind the barrier', async (store, protocol) => {
+    const gid = `hand-op-${store}-${protocol}-${unique()}`;
+    const move = { account: 1, amount: 5 };
+    const made = await callHand(store, protocol, 'out', { gid, trans_type: 'saga', branch_id: '01', op: 'ACTION' }, move);
+    expect(made).toEqual(refused(protocol, "the op is none DTM sends (action, compensate, try, confirm, cancel, commit, rollback, msg; a workflow's resume, trans_type workflow and branch 00, its name)"));
+    expect([t.runs.of(`hand.${store}.out`), await barrierRows(store, gid)]).toEqual([0, []]);
+    // the same route serves DTM's calls: the business runs once, its row written
+    const action = await callHand(store, protocol, 'out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, move);
+    expect({ status: action.status, executed: action.text.includes('executed'), runs: t.runs.of(`hand.${store}.out`), balance: await balance(store, 1), rows: await barrierRows(store, gid) }).toEqual({
+      status: 200,
+      executed: true,
+      runs: 1,
+      balance: 95,
+      rows: ['01/action/01=action'],
+    });
+  });
+
+  it.each(['http', 'grpc'] as const)('PostgreSQL over %s through DTM: a gid over 128 characters ends as a rolled-back saga, not an endless 500; no business ran, no row', async (protocol) => {
+    const gid = `hand-dtm-${protocol}-${unique()}-${'h'.repeat(130)}`;
+    const move = { account: 1, amount: 7 };
+    const payload = protocol === 'grpc' ? requestBytes('tests.PgBank', 'ManualOut', move).toString('latin1') : JSON.stringify(move);
+    const submitted = await dtmPost('submit', {
+      gid,
+      trans_type: 'saga',
+      protocol,
+      steps: [{ action: handTarget('pg', protocol, 'out'), compensate: handTarget('pg', protocol, 'out-compensate') }],
+      payloads: [payload],
+    });
+    expect(submitted.status).toBe(200);
+    const final = await waitForStatus(gid, 'failed');
+    expect(final.transaction?.rollback_reason).toContain(`branch call refused: the gid is ${gid.length} characters, over the limit of 128`);
+    expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
+    expect([t.runs.of('hand.pg.out'), t.runs.of('hand.pg.outCompensate')]).toEqual([0, 0]);
+    expect(await balance('pg', 1)).toBe(100);
+    expect((await t.sql.pg.run('SELECT count(*)::int AS n FROM dtm_barrier WHERE gid LIKE ?', [`hand-dtm-${protocol}-%`])).rows[0].n).toBe(0);
   });
 });
 

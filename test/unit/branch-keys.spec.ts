@@ -1,9 +1,11 @@
 // The rule of gids and branch ids (lib/transport/branch-keys.ts), on its own and as the AP applies
 // it: a transaction whose gid breaks it is refused before anything is sent to DTM. The participant
-// side (the branch guard) is in test/e2e/barrier-security.spec.ts, against the real DTM server.
+// side (the branch guard, and @BranchContext() on a route without a branch decorator) is in
+// test/e2e/barrier-security.spec.ts, against the real DTM server; here the op rule of such routes and
+// the barrier's refusal of an undo call they found breaking the rules.
 import { describe, expect, it } from '@jest/globals';
-import { branchKeysProblem, DtmClient, DtmUsageError, MAX_BRANCH_KEY_LENGTH, resolveDtmConfig } from 'nestjs-dtm';
-import { DTM_TRANS_TYPES, transTypeProblem } from '../../lib/transport/branch-keys.js';
+import { BranchBarrier, branchKeysProblem, DtmClient, DtmFailureError, DtmUsageError, MAX_BRANCH_KEY_LENGTH, resolveDtmConfig } from 'nestjs-dtm';
+import { DTM_OPS, DTM_TRANS_TYPES, opProblem, transTypeProblem } from '../../lib/transport/branch-keys.js';
 import type { DtmTransport } from '../../lib/transport/dtm-transport.js';
 import { HttpTransport } from '../../lib/transport/http/http.transport.js';
 import { Saga } from '../../lib/transactions/saga.js';
@@ -65,6 +67,58 @@ describe('transTypeProblem', () => {
   it('the types are the ones DTM v1.19 registers a processor for (dtmsvr/trans_type_*.go), each short enough for the barrier\'s varchar(45)', () => {
     expect([...DTM_TRANS_TYPES].sort()).toEqual(['msg', 'saga', 'tcc', 'workflow', 'xa']);
     expect(Math.max(...[...DTM_TRANS_TYPES].map((type) => type.length))).toBeLessThanOrEqual(45);
+  });
+});
+
+describe('opProblem (a call to a route without a branch decorator, which declares no ops)', () => {
+  const problem = "the op is none DTM sends (action, compensate, try, confirm, cancel, commit, rollback, msg; a workflow's resume, trans_type workflow and branch 00, its name)";
+
+  it('the ops are the ones DTM v1.19 sends (client/dtmcli/dtmimp/consts.go), each short enough for the barrier\'s varchar(45)', () => {
+    expect([...DTM_OPS].sort()).toEqual(['action', 'cancel', 'commit', 'compensate', 'confirm', 'msg', 'rollback', 'try']);
+    for (const op of DTM_OPS) expect(opProblem(op, 'saga', '01')).toBeUndefined();
+  });
+
+  it.each([['ACTION'], ['action '], ['o'.repeat(46)], ['prepare'], ['ONGOING']])('refuses %j, without repeating it', (op) => {
+    expect(opProblem(op, 'saga', '01')).toBe(problem);
+    expect(opProblem(op, 'workflow', '01')).toBe(problem);
+  });
+
+  it("accepts any op in a workflow's resume (trans_type workflow, branch 00): DTM sends the workflow's name there", () => {
+    expect(opProblem('transfer-v2', 'workflow', '00')).toBeUndefined();
+  });
+});
+
+describe('BranchBarrier with a refusal (DtmClient.barrier() of an undo call @BranchContext() found breaking the rules)', () => {
+  const refusal = 'the gid has a space at position 3';
+  /** A database and a Redis client that fail the test if the barrier touches them. */
+  const untouched = {
+    db: { dialect: 'postgres', transaction: () => Promise.reject(new Error('touched the database')), execute: () => Promise.reject(new Error('touched the database')) },
+    tx: { dialect: 'postgres', execute: () => Promise.reject(new Error('touched the transaction')) },
+    redis: { eval: () => Promise.reject(new Error('touched Redis')) },
+  } as const;
+  const business = () => Promise.reject(new Error('ran the business'));
+
+  it.each(['compensate', 'cancel', 'rollback'])('op %s: every method resolves as a null compensation, writing nothing, running nothing', async (op) => {
+    const barrier = new BranchBarrier('saga', 'g- x', '01', op, { refusal });
+    const skipped = { executed: false, reason: 'null-compensation' };
+    expect(await barrier.callWithDb(untouched.db as never, business)).toEqual(skipped);
+    expect(await barrier.call(untouched.tx as never, business)).toEqual(skipped);
+    expect(await barrier.redisCheckAdjustAmount(untouched.redis as never, 'k', 5)).toEqual(skipped);
+  });
+
+  it.each(['action', 'try', 'msg'])('op %s: every method throws DtmFailureError saying why, writing nothing, running nothing', async (op) => {
+    const barrier = new BranchBarrier('saga', 'g- x', '01', op, { refusal });
+    const failure = `branch call refused: ${refusal}; the handler did not run and nothing was written`;
+    for (const attempt of [
+      () => barrier.callWithDb(untouched.db as never, business),
+      () => barrier.call(untouched.tx as never, business),
+      () => barrier.redisCheckAdjustAmount(untouched.redis as never, 'k', 5),
+      () => barrier.queryPrepared(untouched.db as never),
+      () => barrier.redisQueryPrepared(untouched.redis as never),
+    ]) {
+      const error = await attempt().then(() => undefined, (e: unknown) => e);
+      expect([error instanceof DtmFailureError, (error as Error).message]).toEqual([true, failure]);
+    }
   });
 });
 

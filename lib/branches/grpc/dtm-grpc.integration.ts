@@ -9,7 +9,7 @@ import type { GrpcCodecs } from '../../transport/grpc/grpc-codecs.js';
 import { MESSAGES } from '../../dtm.messages.js';
 import { DtmUsageError } from '../../errors/dtm-usage.error.js';
 import type { GrpcMethodMetadata } from '../branch-metadata.accessor.js';
-import { RAW_REQUEST, type MetadataLike } from './grpc-branch.transport.js';
+import { loadRpcException, RAW_REQUEST, type MetadataLike } from './grpc-branch.transport.js';
 import { messageOf } from '../../errors/text-of.js';
 
 /** `@nestjs/microservices`' `Transport.GRPC`. */
@@ -234,6 +234,8 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
   }
 
   private install(server: GrpcServerLike): void {
+    // what @BranchContext() refuses a call on a gRPC method without a branch decorator with (see grpcBranchTransport.failureException)
+    loadRpcException().catch(() => undefined);
     const previous = server.onProcessingStartHook.bind(server);
     const allowList = this.allowList;
     server.setOnProcessingStartHook((transportId, context, done) => {

@@ -154,6 +154,11 @@ export const grpcBranchTransport: BranchTransport = {
     return abortedMessage(reason);
   },
 
+  failureException(reason: string): Error {
+    // Nest's BaseRpcExceptionFilter answers an RpcException whose error is an object with that object, which grpc-js sends as the status
+    return rpcException({ code: GRPC_CODE.ABORTED, message: abortedMessage(reason) }, new DtmFailureError(reason));
+  },
+
   answeredText(exception: unknown): string {
     const { details, message } = errorOf(exception) as { details?: unknown; message?: unknown };
     return typeof details === 'string' ? details : typeof message === 'string' ? message : '';
@@ -241,6 +246,32 @@ export function rpcExceptionDetails(exception: unknown): string | undefined {
   if (rpcExceptionCode(exception) === undefined) return undefined;
   const { details, message } = (exception as { getError(): { details?: unknown; message?: unknown } }).getError();
   return typeof details === 'string' ? details : typeof message === 'string' ? message : undefined;
+}
+
+/** `@nestjs/microservices`' RpcException, once loaded (see {@link loadRpcException}). */
+let RpcExceptionClass: (new (error: object) => Error) | undefined;
+
+/**
+ * Loads `@nestjs/microservices`' RpcException (once) as the library's other imports load Nest, so
+ * that it is the class of the app's own instance (Nest's filter checks `instanceof`; under Jest the
+ * test's module registry's): called as soon as the app has a gRPC server (the package is an
+ * optional peer, which such an app has).
+ */
+export async function loadRpcException(): Promise<void> {
+  RpcExceptionClass ??= (await import('@nestjs/microservices')).RpcException;
+}
+
+/**
+ * An RpcException of `error`, its cause `cause` (Nest's RPC exception filter answers an error of that
+ * class only as it is); `cause` itself while the class is not loaded yet (a call served before
+ * {@link loadRpcException} ended: answered as an error, which DTM retries).
+ */
+function rpcException(error: object, cause: Error): Error {
+  if (!RpcExceptionClass) return cause;
+  const exception = new RpcExceptionClass(error);
+  // RpcException's constructor takes no cause
+  Object.defineProperty(exception, 'cause', { value: cause, writable: true, configurable: true });
+  return exception;
 }
 
 /** `@nestjs/microservices`' RpcException or a subclass (not imported: an optional peer). */

@@ -156,6 +156,11 @@ export const httpBranchTransport: BranchTransport = {
     return escapedText(body, ONGOING) ?? JSON.stringify(body);
   },
 
+  failureException(reason: string): Error {
+    // Nest's BaseExceptionFilter answers an HttpException with an object response: that status, the object as JSON
+    return new HttpException(failureBody(reason), 409, { cause: new DtmFailureError(reason) });
+  },
+
   answeredText(exception: unknown): string {
     const [status, body] = answerOf(exception);
     return escapedAnswer(status, body) ?? (typeof body === 'string' ? body : (JSON.stringify(body) ?? ''));
