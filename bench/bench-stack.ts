@@ -6,7 +6,8 @@
 // smoke-runs every benchmark without starting servers. Those servers are shared with the tests
 // running at the same time, and keep the harness's settings (its DTM store, no fsync): their figures
 // say that the benchmark runs, not how fast; the servers' own CPU time is not read there.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import { mariadbUrl } from '../test/support/services/mariadb.js';
 import { postgresUrl } from '../test/support/services/postgres.js';
@@ -21,9 +22,14 @@ export const BENCH_DATABASE_ENV = 'BENCH_DATABASE';
 /** The servers a benchmark runs against. */
 export interface BenchStack {
   info: StackInfo;
-  runDir: RunDir;
   /** The servers' processes, whose CPU time benchmarks read; none on the harness's (shared: their CPU time is not the benchmark's). */
   processes: { name: string; pid: number }[];
+  /**
+   * Where the benchmark's own processes keep their files (logs, a DTM's directory): on the harness's servers a new
+   * directory inside the harness's run directory, whose reaper still ends them, so that no name (chaos's `dtm-chaos`,
+   * `chaos-bank.log`) is shared with a test file starting processes of the same name at the same time.
+   */
+  runDir: RunDir;
   /** Whether the servers are the test harness's (BENCH_HARNESS), not the benchmark's own. */
   shared: boolean;
   /** Stops the benchmark's own servers; leaves the harness's running. */
@@ -42,7 +48,9 @@ export async function benchStack(options: StackOptions = {}): Promise<BenchStack
   for (const service of ['dtm', 'postgres', 'mariadb', 'redis'] as const) {
     if (options[service] !== false && !info[service]) throw new Error(`${BENCH_HARNESS_ENV}: the harness described in ${file} runs no ${service}`);
   }
-  return { info, runDir: runDirFrom(info.runDir), processes: [], shared: true, stop: async () => undefined };
+  const harnessDir = runDirFrom(info.runDir);
+  const runDir = { path: mkdtempSync(join(harnessDir.path, 'bench-')), pgidFile: harnessDir.pgidFile };
+  return { info, runDir, processes: [], shared: true, stop: async () => undefined };
 }
 
 /**
