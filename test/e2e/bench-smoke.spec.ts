@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from '@jest/globals';
+import { describe, it } from '@jest/globals';
 import { fileDatabases } from '../support/databases.js';
 import { HARNESS_ENV, harness } from '../support/harness.js';
 import { runDirFrom } from '../support/services/process.js';
@@ -18,16 +18,36 @@ const root = resolve(import.meta.dirname, '..', '..');
 
 /** What a benchmark's run left: its exit code and what it printed. */
 interface BenchRun {
+  /** The benchmark and its arguments, as a failure names them. */
+  command: string[];
   code: number | string | null;
+  /** How long it ran, s. */
+  seconds: number;
+  /** How long it ran after its last output, s. */
+  exitSeconds: number;
+  /** Whether it was killed at {@link RUN_TIMEOUT_MS}. */
+  timedOut: boolean;
   stdout: string;
   stderr: string;
 }
 
 /**
- * How long a benchmark's run may take before its process group is killed (a run takes 2 to 15 s alone): less than
- * the 90 s for which DTM keeps an idle connection, so that an app whose close waits for DTM to let it go fails here.
+ * How long a benchmark's run may take before its process group is killed: a run takes 2 to 15 s alone, and took up to
+ * 64 s at a load of 35 on 2 cores (saga-throughput, whose 14 processes start at once); only a run that hangs comes near it.
  */
-const RUN_TIMEOUT_MS = 75_000;
+const RUN_TIMEOUT_MS = 170_000;
+
+/**
+ * How long a run may go on after its last output (its figures) before it exits, its apps and callers closing: less
+ * than the 90 s for which DTM keeps an idle connection, so that an app whose close waits for DTM to let it go fails
+ * here, whatever the load (a run's length is no measure of that: under load its measurements take longer too).
+ */
+const EXIT_AFTER_OUTPUT_MS = 60_000;
+
+/** jest's timeout for a test of one run (its database created first). */
+const ONE_RUN_MS = RUN_TIMEOUT_MS + 20_000;
+/** jest's timeout for a test of two runs. */
+const TWO_RUNS_MS = 2 * RUN_TIMEOUT_MS + 30_000;
 
 /**
  * Runs `.build/bench/<name>.js` (compiled by scripts/run-jest.mjs before jest starts) with `args` on
@@ -42,8 +62,18 @@ async function runBench(name: string, args: string[], options: { database?: stri
   appendFileSync(runDirFrom(harness().runDir).pgidFile, `${child.pid}\n`);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let lastOutput = performance.now();
+  // as text decoded across chunks: a slow reader gets a chunk that ends inside a character (µ, –), which toString() of each chunk garbles
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    stdout += chunk;
+    lastOutput = performance.now();
+  });
+  child.stderr.on('data', (chunk: string) => {
+    stderr += chunk;
+    lastOutput = performance.now();
+  });
   const killGroup = () => {
     try {
       process.kill(-child.pid!, 'SIGKILL');
@@ -52,12 +82,20 @@ async function runBench(name: string, args: string[], options: { database?: stri
     }
   };
   const closed = new Promise((done) => child.once('close', done));
-  const timer = setTimeout(killGroup, RUN_TIMEOUT_MS);
+  const started = performance.now();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup();
+  }, RUN_TIMEOUT_MS);
   try {
     const code = await new Promise<number | string | null>((done) => child.once('exit', (exitCode, signal) => done(exitCode ?? signal)));
+    const exited = performance.now();
+    const seconds = (exited - started) / 1000;
+    const exitSeconds = (exited - lastOutput) / 1000;
     killGroup(); // an app it left closing holds its output open
     await closed;
-    return { code, stdout, stderr };
+    return { command: [name, ...args], code, seconds, exitSeconds, timedOut, stdout, stderr };
   } finally {
     clearTimeout(timer);
   }
@@ -67,14 +105,36 @@ async function runBench(name: string, args: string[], options: { database?: stri
 const N = String.raw`(\d+(?:\.\d+)?)`;
 
 /**
+ * Fails the test when `problems` are found in `run`. The error's first lines (what a CI report's line per failed test
+ * shows) name the benchmark, its exit code, how long it ran, the first problem and the last line of its stderr; then
+ * come every problem, its command line, the last lines of its stderr and its whole stdout.
+ */
+function failOn(run: BenchRun, problems: string[]): void {
+  if (problems.length === 0) return;
+  const stderrLines = run.stderr.trimEnd().split('\n');
+  const killed = run.timedOut ? ` (killed at ${RUN_TIMEOUT_MS / 1000} s)` : '';
+  throw new Error(
+    `${run.command[0]}: exit ${run.code} after ${run.seconds.toFixed(1)} s${killed}; ${problems.length} problem(s), the first: ${problems[0].slice(0, 160)}\n` +
+      `its stderr's last line: ${stderrLines.at(-1)?.slice(0, 160) || '(none)'}\n` +
+      `--- problems ---\n${problems.join('\n')}\n--- command ---\n${run.command.join(' ')}\n` +
+      `--- its stderr, last lines ---\n${stderrLines.slice(-40).join('\n')}\n--- its stdout ---\n${run.stdout}`,
+  );
+}
+
+/**
  * Asserts that `run` exited 0 and printed, for each regular expression (source) of `lines`, exactly
  * one line matching it whole, and nowhere NaN, Infinity or undefined. Shows the whole output on a failure.
  */
 function expectFigures(run: BenchRun, lines: string[]): void {
   const printed = run.stdout.split('\n');
-  const missing = lines.filter((source) => printed.filter((line) => new RegExp(`^${source}$`).test(line)).length !== 1);
-  expect({ code: run.code, missing, stdout: run.stdout, stderr: run.stderr }).toEqual({ code: 0, missing: [], stdout: run.stdout, stderr: run.stderr });
-  expect(run.stdout).not.toMatch(/NaN|Infinity|undefined/);
+  const problems: string[] = [];
+  for (const source of lines) {
+    const count = printed.filter((line) => new RegExp(`^${source}$`).test(line)).length;
+    if (count !== 1) problems.push(`${count} lines (not 1) match /^${source}$/`);
+  }
+  problems.push(...printed.filter((line) => /NaN|Infinity|undefined/.test(line)).map((line) => `a line prints NaN, Infinity or undefined: ${line.trim()}`));
+  if (run.exitSeconds * 1000 > EXIT_AFTER_OUTPUT_MS) problems.unshift(`it exited ${run.exitSeconds.toFixed(1)} s after its last output (an app's close waiting for a connection DTM keeps: 90 s)`);
+  failOn(run, run.code === 0 ? problems : ['exit code not 0', ...problems]);
 }
 
 /** `text` as a regular expression source matching it literally. */
@@ -118,7 +178,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       ]),
       String.raw`  \(reference, no target\) HTTP bare node:http / DtmClient: CPU ${N}, throughput DtmClient / node:http ${N} \(axios's own cost included\)`,
     ]);
-  }, 90_000);
+  }, ONE_RUN_MS);
 
   it('branch-overhead: Express, Fastify and gRPC, decorated, plain and authenticated apps; OpenTelemetry (SDK with instrumentations, off, on, by hand) on gRPC', async () => {
     const load = ['--connections', '4', '--seconds', '0.3', '--rounds', '1', '--warmup', '0'];
@@ -154,7 +214,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       String.raw`  grpc ${lit(set)}: off / by hand app CPU per request \(OpenTelemetry's own cost\) += ${spreadOf}`,
       String.raw`  grpc ${lit(set)}: by hand / on app CPU per request \(the module's seam beyond it\) = ${spreadOf}`,
     ]);
-  }, 170_000);
+  }, TWO_RUNS_MS);
 
   it('barrier-overhead: over HTTP (Fastify) and over gRPC (grpc-js load), PostgreSQL and MariaDB, nestjs-dtm and the Go SDK, sagas and the branch alone', async () => {
     for (const transport of [
@@ -185,7 +245,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
         ...alone('branch', 'req/s', 'req'),
       ]);
     }
-  }, 170_000);
+  }, TWO_RUNS_MS);
 
   it('check-actions: sagas on the app without and with branch_auth_check_actions', async () => {
     const run = await runBench('check-actions', ['--callers', '4', '--seconds', '0.4', '--rounds', '1', '--warmup', '0']);
@@ -194,7 +254,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       String.raw`  sagas/s: off ${N}, on ${N}; on / off = ${spreadOf}`,
       String.raw`  branch app CPU per saga \(2 calls\): off ${N} µs, on ${N} µs; off / on = ${spreadOf}`,
     ]);
-  }, 90_000);
+  }, ONE_RUN_MS);
 
   it('workflow-throughput: workflows and sagas', async () => {
     const run = await runBench('workflow-throughput', ['--callers', '2', '--seconds', '0.3', '--rounds', '1', '--warmup', '0']);
@@ -205,7 +265,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       String.raw`workflow +${range} completed/s; this process ${range} µs CPU each; DTM \+ Redis – \[–––\] µs each \(newGid, prepareWorkflow, 2 x \(the app calls the branch, registerBranch\), submit\)`,
       String.raw`workflows/s ÷ sagas/s, per round: median ${N} \[${N}–${N}\] \(no target yet\)`,
     ]);
-  }, 90_000);
+  }, ONE_RUN_MS);
 
   it('request-context: both places of the request context', async () => {
     const run = await runBench('request-context', ['--calls', '2000', '--rounds', '1']);
@@ -215,7 +275,7 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       String.raw`  in the SDK's context \(the default\): +CPU per call ${spreadOf} µs`,
       String.raw`  paired per-round ratio own / SDK's context = ${spreadOf}`,
     ]);
-  }, 90_000);
+  }, ONE_RUN_MS);
 
   it('xa-throughput: HTTP and gRPC, the module\'s XA, XA by hand and sagas, and its own check of the outcome', async () => {
     const dbs = await fileDatabases();
@@ -236,21 +296,32 @@ describe("every benchmark of bench/ runs (a smoke run of each on the harness's s
       ]),
       String.raw`outcome: all ${N} transactions recorded succeed by DTM, balances moved by 30 each on both databases, nothing left prepared`,
     ]);
-  }, 90_000);
+  }, ONE_RUN_MS);
 
   it('chaos (npm run chaos): a run without faults of every mode, workflows and authenticated, checked calls included, every invariant holding', async () => {
     const dbs = await fileDatabases();
     const faults = ['--bank-kills', '0', '--dtm-restarts', '0', '--dtm-pauses', '0', '--db-stalls', '0', '--fault-rate', '0'];
-    const run = await runBench('chaos', ['--seed', '1', '--transfers', '10', ...faults, '--workflows', '--branch-auth', '--check-actions', '--drain-seconds', '30'], { database: dbs.name });
+    const run = await runBench('chaos', ['--seed', '1', '--transfers', '10', ...faults, '--workflows', '--branch-auth', '--check-actions', '--branch-timeout', '10', '--drain-seconds', '30'], { database: dbs.name });
     expectFigures(run, [
-      String.raw`chaos: http with workflows, branch_auth_keys and branch_auth_check_actions, seed 1, 10 transfers, 8 at once, branch_timeout 2 s`,
+      String.raw`chaos: http with workflows, branch_auth_keys and branch_auth_check_actions, seed 1, 10 transfers, 8 at once, branch_timeout 10 s`,
       String.raw`OK: every invariant holds`,
     ]);
     // the figures, as JSON between the lines `{` and `}`
-    const figures = JSON.parse(run.stdout.slice(run.stdout.indexOf('\n{\n') + 1, run.stdout.indexOf('\n}\n') + 2)) as Record<string, unknown>;
-    expect(figures).toMatchObject({ seed: 1, protocol: 'http', transfers: 10, stuck: 0, problems: [], dtmOutcomes: { succeed: 10 } });
-    expect(Object.keys(figures.byMode as object).sort()).toEqual(['msg', 'saga', 'tcc', 'workflow', 'xa']);
-    expect(figures.signedByDtm).toBeGreaterThan(0);
-    for (const key of ['transferSeconds', 'throughput', 'drainSeconds']) expect(Number.isFinite(figures[key])).toBe(true);
-  }, 90_000);
+    let figures: Record<string, unknown> = {};
+    try {
+      figures = JSON.parse(run.stdout.slice(run.stdout.indexOf('\n{\n') + 1, run.stdout.indexOf('\n}\n') + 2)) as Record<string, unknown>;
+    } catch (err) {
+      failOn(run, [`its figures are not JSON between the lines { and }: ${(err as Error).message}`]);
+    }
+    const problems = Object.entries({ seed: 1, protocol: 'http', transfers: 10, stuck: 0 })
+      .filter(([key, value]) => figures[key] !== value)
+      .map(([key, value]) => `${key} ${JSON.stringify(figures[key])}, not ${JSON.stringify(value)}`);
+    if (JSON.stringify(figures.problems) !== '[]') problems.push(`problems ${JSON.stringify(figures.problems)}`);
+    if (JSON.stringify(figures.dtmOutcomes) !== JSON.stringify({ succeed: 10 })) problems.push(`DTM's outcomes ${JSON.stringify(figures.dtmOutcomes)}, not 10 succeed`);
+    const modes = Object.keys((figures.byMode as object | undefined) ?? {}).sort();
+    if (modes.join() !== 'msg,saga,tcc,workflow,xa') problems.push(`modes ${modes.join()}, not msg, saga, tcc, workflow and xa`);
+    if (!((figures.signedByDtm as number) > 0)) problems.push(`no transaction signed by DTM (signedByDtm ${JSON.stringify(figures.signedByDtm)})`);
+    for (const key of ['transferSeconds', 'throughput', 'drainSeconds']) if (!Number.isFinite(figures[key])) problems.push(`${key} ${JSON.stringify(figures[key])}, not a number`);
+    failOn(run, problems);
+  }, ONE_RUN_MS);
 });
