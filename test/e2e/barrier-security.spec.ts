@@ -209,6 +209,25 @@ async function waitForStatus(gid: string, status: string, timeoutMs = 20_000): P
 
 const lines = (r: Recorded) => r.branches.map((b) => `${b.op} ${b.status}`);
 
+/**
+ * Submits to this file's DTM a one-step saga on PostgreSQL whose gid (`prefix`, then over 128 characters) breaks the
+ * key rule, its action and compensation `branch` (targets, the gRPC method of PgBank, the keys of their runs), and
+ * asserts it ends failed, the action refused for the gid, the compensation done, no business run, no barrier row.
+ */
+async function expectLongGidRolledBack(protocol: DtmProtocol, prefix: string, branch: { method: string; action: string; compensate: string; runs: [string, string] }): Promise<void> {
+  const gid = `${prefix}-${unique()}-${'p'.repeat(130)}`;
+  const move = { account: 1, amount: 7 };
+  const payload = protocol === 'grpc' ? requestBytes('tests.PgBank', branch.method, move).toString('latin1') : JSON.stringify(move);
+  const submitted = await dtmPost('submit', { gid, trans_type: 'saga', protocol, steps: [{ action: branch.action, compensate: branch.compensate }], payloads: [payload] });
+  expect(submitted.status).toBe(200);
+  const final = await waitForStatus(gid, 'failed');
+  expect(final.transaction?.rollback_reason).toContain(`branch call refused: the gid is ${gid.length} characters, over the limit of 128`);
+  expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
+  expect(branch.runs.map((key) => t.runs.of(key))).toEqual([0, 0]);
+  expect(await balance('pg', 1)).toBe(100);
+  expect((await t.sql.pg.run('SELECT count(*)::int AS n FROM dtm_barrier WHERE gid LIKE ?', [`${prefix}-%`])).rows[0].n).toBe(0);
+}
+
 describe('SQL injection through a gid, on MariaDB with NO_BACKSLASH_ESCAPES and a multipleStatements pool', () => {
   it('the attack is real: the sessions run NO_BACKSLASH_ESCAPES, and values quoted on the client let a gid run an UPDATE and plant a row', async () => {
     const [mode] = (await t.sql.mysql.run('SELECT @@SESSION.sql_mode AS mode')).rows;
@@ -402,25 +421,14 @@ describe('exact barrier keys', () => {
     expect(rows).toEqual([]);
   });
 
-  it.each(['http', 'grpc'] as const)('PostgreSQL over %s: a gid over 128 characters ends as a rolled-back saga, not an endless 500', async (protocol) => {
-    const gid = `pg-${protocol}-${unique()}-${'p'.repeat(130)}`;
-    const move = { account: 1, amount: 7 };
-    const payload = protocol === 'grpc' ? requestBytes('tests.PgBank', 'TransOut', move).toString('latin1') : JSON.stringify(move);
-    const submitted = await dtmPost('submit', {
-      gid,
-      trans_type: 'saga',
-      protocol,
-      steps: [{ action: target('pg', protocol, 'trans-out'), compensate: target('pg', protocol, 'trans-out-compensate') }],
-      payloads: [payload],
-    });
-    expect(submitted.status).toBe(200);
-    const final = await waitForStatus(gid, 'failed');
-    expect(final.transaction?.rollback_reason).toContain(`branch call refused: the gid is ${gid.length} characters, over the limit of 128`);
-    expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
-    expect([t.runs.of('pg.transOut'), t.runs.of('pg.transOutCompensate')]).toEqual([0, 0]);
-    expect(await balance('pg', 1)).toBe(100);
-    expect((await t.sql.pg.run('SELECT count(*)::int AS n FROM dtm_barrier WHERE gid LIKE ?', [`pg-${protocol}-%`])).rows[0].n).toBe(0);
-  });
+  it.each(['http', 'grpc'] as const)('PostgreSQL over %s: a gid over 128 characters ends as a rolled-back saga, not an endless 500', (protocol) =>
+    expectLongGidRolledBack(protocol, `pg-${protocol}`, {
+      method: 'TransOut',
+      action: target('pg', protocol, 'trans-out'),
+      compensate: target('pg', protocol, 'trans-out-compensate'),
+      runs: ['pg.transOut', 'pg.transOutCompensate'],
+    }),
+  );
 
   it('PostgreSQL: a TCC branch id over 128 characters: its Try is refused, DTM cancels, the cancel does nothing, the transaction fails', async () => {
     const gid = `tcc-${unique()}`;
@@ -545,25 +553,14 @@ describe('a route without a branch decorator: @BranchContext() and DtmClient.bar
     });
   });
 
-  it.each(['http', 'grpc'] as const)('PostgreSQL over %s through DTM: a gid over 128 characters ends as a rolled-back saga, not an endless 500; no business ran, no row', async (protocol) => {
-    const gid = `hand-dtm-${protocol}-${unique()}-${'h'.repeat(130)}`;
-    const move = { account: 1, amount: 7 };
-    const payload = protocol === 'grpc' ? requestBytes('tests.PgBank', 'ManualOut', move).toString('latin1') : JSON.stringify(move);
-    const submitted = await dtmPost('submit', {
-      gid,
-      trans_type: 'saga',
-      protocol,
-      steps: [{ action: handTarget('pg', protocol, 'out'), compensate: handTarget('pg', protocol, 'out-compensate') }],
-      payloads: [payload],
-    });
-    expect(submitted.status).toBe(200);
-    const final = await waitForStatus(gid, 'failed');
-    expect(final.transaction?.rollback_reason).toContain(`branch call refused: the gid is ${gid.length} characters, over the limit of 128`);
-    expect(lines(final)).toEqual(['compensate succeed', 'action failed']);
-    expect([t.runs.of('hand.pg.out'), t.runs.of('hand.pg.outCompensate')]).toEqual([0, 0]);
-    expect(await balance('pg', 1)).toBe(100);
-    expect((await t.sql.pg.run('SELECT count(*)::int AS n FROM dtm_barrier WHERE gid LIKE ?', [`hand-dtm-${protocol}-%`])).rows[0].n).toBe(0);
-  });
+  it.each(['http', 'grpc'] as const)('PostgreSQL over %s through DTM: a gid over 128 characters ends as a rolled-back saga, not an endless 500; no business ran, no row', (protocol) =>
+    expectLongGidRolledBack(protocol, `hand-dtm-${protocol}`, {
+      method: 'ManualOut',
+      action: handTarget('pg', protocol, 'out'),
+      compensate: handTarget('pg', protocol, 'out-compensate'),
+      runs: ['hand.pg.out', 'hand.pg.outCompensate'],
+    }),
+  );
 });
 
 /** Error lines the XA app logged. */
