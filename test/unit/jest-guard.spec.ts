@@ -1,6 +1,7 @@
 // scripts/run-jest.mjs's whole-run guard (scripts/jest-guard.mjs): when it kills a jest that hangs,
 // its output says which file and which test were running, their failures so far, and the last lines
-// of the servers' logs of the harness's run dir, read from their ends; the summary stays last.
+// of the servers' logs of the harness's run dir, read from their ends; the summary stays last. And
+// its list of the failed tests just above the summary (what a CI report's tail shows).
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,38 +53,18 @@ describe("run-jest.mjs's guard", () => {
   });
 
   it('kills a run whose test blocks for good: the output names the file and the test, the last log lines, and ends with "0 passed, 1 failed"', async () => {
-    // a copy of the runner in a throwaway project: its build step a no-op, one spec that blocks the event loop
-    const project = join(temp, 'project');
-    for (const file of ['scripts/run-jest.mjs', 'scripts/jest-guard.mjs', 'jest.config.js', 'jest.unit.config.js', 'tsconfig.json', 'test/support/progress-reporter.js', 'test/support/slow-first-sequencer.js']) {
-      mkdirSync(dirname(join(project, file)), { recursive: true });
-      copyFileSync(join(root, file), join(project, file));
-    }
-    symlinkSync(join(root, 'node_modules'), join(project, 'node_modules'));
-    writeFileSync(join(project, 'scripts/build.mjs'), '// the real build is not what this test is about\n');
-    writeFileSync(join(project, 'package.json'), JSON.stringify({ type: 'module' }));
-    mkdirSync(join(project, 'test/unit'), { recursive: true });
-    writeFileSync(
-      join(project, 'test/unit/hang.spec.ts'),
-      "import { describe, it } from '@jest/globals';\n" +
+    const project = throwawayProject('project', {
+      'hang.spec.ts':
+        "import { describe, it } from '@jest/globals';\n" +
         "describe('a peer', () => {\n" +
         "  it('waits for an answer that never comes', () => {\n" +
         '    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 120_000); // jest\'s own timeout cannot fire\n' +
         '  });\n' +
         '});\n',
-    );
+    });
     const harness = fakeRunDir('run-b', 3);
     const started = Date.now();
-    const output = await new Promise<string>((resolve) => {
-      const child = spawn(process.execPath, [join(project, 'scripts/run-jest.mjs'), '--unit'], {
-        cwd: project,
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, JEST_RUN_TIMEOUT_MINUTES: '0.5', NESTJS_DTM_HARNESS: harness },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let text = '';
-      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (text += d.toString()));
-      child.on('exit', () => resolve(text));
-    });
+    const output = await runJest(project, { JEST_RUN_TIMEOUT_MINUTES: '0.5', NESTJS_DTM_HARNESS: harness });
     expect(Date.now() - started).toBeLessThan(60_000);
     expect(output).toMatch(/still running: test\/unit\/hang\.spec\.ts \(for \d+ s; 0 tests finished, 0 failed\)\n {2}at the test "a peer waits for an answer that never comes" for \d+ s/);
     expect(output).toContain('--- last 4 lines of dtm.log');
@@ -92,4 +73,43 @@ describe("run-jest.mjs's guard", () => {
     expect(output).toContain('jest did not exit within 0.5 minutes');
     expect(output.trimEnd().split('\n').at(-1)).toBe('0 passed, 1 failed');
   }, 90_000);
+
+  it('names each failed test again just above the summary: file, test, the error\'s first lines; a file that failed to run too', async () => {
+    const project = throwawayProject('project-fails', {
+      'sums.spec.ts':
+        "import { expect, it } from '@jest/globals';\n" +
+        "it('adds', () => expect(1 + 1).toBe(2));\n" +
+        "it('adds wrongly', () => expect(2 + 2).toBe(5));\n",
+      'broken.spec.ts': "throw new Error('cannot load');\n",
+    });
+    const lines = (await runJest(project)).trimEnd().split('\n');
+    expect(lines.at(-3)).toMatch(/^failed to run: test\/unit\/broken\.spec\.ts: cannot load \| /);
+    expect(lines.slice(-2)).toEqual(['failed: test/unit/sums.spec.ts › adds wrongly: Error: expect(received).toBe(expected) // Object.is equality | Expected: 5 | Received: 4', '1 passed, 2 failed']);
+  }, 90_000);
 });
+
+/** A copy of the runner in a throwaway project `name` under the test's temp dir: its build step a no-op, `specs` (file name → source) in test/unit. */
+function throwawayProject(name: string, specs: Record<string, string>): string {
+  const project = join(temp, name);
+  for (const file of ['scripts/run-jest.mjs', 'scripts/jest-guard.mjs', 'jest.config.js', 'jest.unit.config.js', 'tsconfig.json', 'test/support/progress-reporter.js', 'test/support/slow-first-sequencer.js']) {
+    mkdirSync(dirname(join(project, file)), { recursive: true });
+    copyFileSync(join(root, file), join(project, file));
+  }
+  symlinkSync(join(root, 'node_modules'), join(project, 'node_modules'));
+  writeFileSync(join(project, 'scripts/build.mjs'), '// the real build is not what this test is about\n');
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ type: 'module' }));
+  mkdirSync(join(project, 'test/unit'), { recursive: true });
+  for (const [file, source] of Object.entries(specs)) writeFileSync(join(project, 'test/unit', file), source);
+  return project;
+}
+
+/** What `scripts/run-jest.mjs --unit` prints in `project` (stdout and stderr), with `env` beside PATH and HOME. */
+function runJest(project: string, env: Record<string, string> = {}): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const child = spawn(process.execPath, [join(project, 'scripts/run-jest.mjs'), '--unit'], { cwd: project, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (text += d.toString()));
+    child.on('exit', () => resolve(text));
+  });
+}
