@@ -377,6 +377,8 @@ export const MESSAGES = {
     `the ${what} has ${character} at position ${position} (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';')`,
   transTypeUnknown: (types: readonly string[]) => `the trans_type is none DTM sends (${types.join(', ')}, in lower case)`,
   opUnknown: (ops: readonly string[]) => `the op is none DTM sends (${ops.join(', ')}; a workflow's resume, trans_type workflow and branch 00, its name)`,
+  rpcExceptionUnavailable: (error: string) =>
+    `@nestjs/microservices' RpcException could not be loaded (${error}): a call to a gRPC method without a branch decorator that @BranchContext() refuses is answered UNKNOWN, which DTM retries, instead of ABORTED; check that @nestjs/microservices is installed once, beside @nestjs/core`,
   branchKeysRefused: (problem: string) => `branch call refused: ${problem}; the handler did not run and nothing was written`,
   branchIdOverflow: (parent: string) => `no more sub-branch ids under "${parent}": DTM's ids go up to 99 per level and 20 characters in all`,
   branchQueryMissing: (where: string, missing: readonly string[]) =>

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnModuleDestroy } from '@nestjs/common';
 import { ModulesContainer } from '@nestjs/core';
 import type { Subscription } from 'rxjs';
 import { loadGrpc } from '../../transport/grpc/grpc-runtime.js';
@@ -235,7 +235,7 @@ export class DtmGrpcIntegration implements OnModuleDestroy {
 
   private install(server: GrpcServerLike): void {
     // what @BranchContext() refuses a call on a gRPC method without a branch decorator with (see grpcBranchTransport.failureException)
-    loadRpcException().catch(() => undefined);
+    loadRpcException().catch((err: unknown) => new Logger('DtmBranch').error(MESSAGES.rpcExceptionUnavailable(messageOf(err))));
     const previous = server.onProcessingStartHook.bind(server);
     const allowList = this.allowList;
     server.setOnProcessingStartHook((transportId, context, done) => {
