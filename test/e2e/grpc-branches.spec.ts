@@ -22,7 +22,7 @@ import pg from 'pg';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { fileDatabases } from '../support/databases.js';
 import { branchLines, branchTargets, dtmKeepsSteps, firstCalls, settledWithin } from '../support/fixtures.js';
-import { callGrpc, requestBytes, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
+import { bindGrpcServer, callGrpc, requestBytes, TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO, testsGrpcOptions } from '../support/grpc.js';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -1149,7 +1149,7 @@ describe("a gRPC TCC Try of another service (a grpc-js server) answering ABORTED
       identity,
       'unary',
     );
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const port = await bindGrpcServer(server);
     return { server, address: `127.0.0.1:${port}`, cancels };
   }
   const words = (count: number) => `no stock: ${Array.from({ length: count }, (_, i) => `sku${i}`).join(' ')}`;

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, Post, Req, type INestApplication, type NestApplicationOptions, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { Client, credentials, Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { Client, credentials, Metadata, Server, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import {
@@ -42,7 +42,7 @@ import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support
 import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
-import { callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
+import { bindGrpcServer, callGrpc, TESTS_GRPC_PROTOS } from '../support/grpc.js';
 import { startTrap } from '../support/trap.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { pgXaAt } from '../support/pg-xa.js';
@@ -619,7 +619,7 @@ describe('with authenticated branch calls', () => {
         answer(null, Buffer.alloc(0));
       },
     });
-    const wirePort = await new Promise<number>((done, fail) => wire.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) => (error ? fail(error) : done(bound))));
+    const wirePort = await bindGrpcServer(wire);
     const gid = await signedAp.client.generateGid();
     ours.add(gid);
     const before = await balances();
@@ -931,7 +931,7 @@ describe('over grpc, with branch_auth_check_actions: an XA action call taken off
         void send(call.request, call.metadata.clone()).then((r) => (r.code === status.OK ? answer(null, r.answer) : answer({ code: r.code, details: 'refused by the participant' })));
       },
     });
-    const wirePort = await new Promise<number>((done, fail) => wire.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, bound) => (error ? fail(error) : done(bound))));
+    const wirePort = await bindGrpcServer(wire);
     const gid = await signedAp.client.generateGid();
     ours.add(gid);
     const before = await balances();

@@ -2,16 +2,34 @@
 // client that calls a gRPC branch directly, as DTM would (dtm-* metadata).
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { credentials, Metadata, Client, status, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, Client, ServerCredentials, status, type Server, type ServiceError } from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import { Transport, type GrpcOptions } from '@nestjs/microservices';
 import { DTM_WORKFLOW_PROTO } from 'nestjs-dtm';
+import { freePort } from './services/process.js';
 
 /** The project's root: the nearest directory with a package.json (this file also runs compiled, from .build/). */
 function projectRoot(): string {
   let dir = import.meta.dirname;
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
+}
+
+/**
+ * Binds a grpc-js `server` (insecure) on 127.0.0.1 at a {@link freePort} port, one this run has not
+ * used before, and gives the port: never port 0, whose port the kernel may hand out again to a later
+ * file's server, which the shared DTM then reaches only after its reconnect backoff. A port taken
+ * meanwhile by a process outside the claims is replaced by another (5 tries).
+ */
+export async function bindGrpcServer(server: Server): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await new Promise<number>((resolve, reject) => server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))));
+    } catch (err) {
+      if (attempt >= 5) throw err;
+    }
+  }
 }
 
 /** The services of the test apps (test/e2e/protos/tests.proto, package `tests`). */

@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { DtmInfo } from './services/dtm.js';
 import type { StackInfo } from './services/stack.js';
-import { sleep } from './services/process.js';
+import { HARNESS_ENV, sleep } from './services/process.js';
 
 /** The stack of a test run: the global setup always starts a DTM server. */
 export interface HarnessInfo extends StackInfo {
   dtm: DtmInfo;
 }
 
-/** Environment variable naming the JSON file in which the global setup describes the running stack. */
-export const HARNESS_ENV = 'NESTJS_DTM_HARNESS';
+/** Environment variable naming the harness's JSON file (defined beside the run directory it lives in). */
+export { HARNESS_ENV };
 
 let cached: HarnessInfo | undefined;
 

@@ -1,8 +1,9 @@
 import 'reflect-metadata';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Metadata, Server, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { Metadata, Server, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { All, Controller, Inject, Module, Req, Res, type DynamicModule, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { bindGrpcServer } from './grpc.js';
 import { sleep } from './services/process.js';
 
 /** One request a recorder endpoint received, over HTTP or gRPC. */
@@ -151,7 +152,7 @@ async function startGrpcSide(state: RecorderState): Promise<{ address: string; e
     };
     server.register(`/${GRPC_SERVICE}${path}`, handler, identity, identity, 'unary');
   };
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const port = await bindGrpcServer(server);
   return {
     address: `127.0.0.1:${port}`,
     ensure,

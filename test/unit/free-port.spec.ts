@@ -1,10 +1,13 @@
 // freeLocalPort (nestjs-dtm/testing): ports a test can listen on, taken where outgoing connections
 // never take theirs (below Linux's ephemeral range), so that nothing grabs one between the check and
-// the bind.
-import { readFileSync } from 'node:fs';
+// the bind. The tests' freePort: none of them twice in a run.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { describe, expect, it } from '@jest/globals';
 import { freeLocalPort } from 'nestjs-dtm/testing';
+import { freePort, HARNESS_ENV } from '../support/services/process.js';
 
 const listen = (port: number) =>
   new Promise<() => Promise<void>>((resolve, reject) => {
@@ -30,5 +33,30 @@ describe('freeLocalPort', () => {
     const ports: number[] = [];
     for (let i = 0; i < 600; i++) ports.push(await freeLocalPort());
     expect(new Set(ports).size).toBe(ports.length);
+  });
+});
+
+describe('freePort (the tests\' harness)', () => {
+  it('never gives a port another test file of the run claimed, in any jest worker: a gRPC server at a reused port was reached by the shared DTM only after its reconnect backoff (shutdown.spec, CI)', async () => {
+    const run = mkdtempSync(join(tmpdir(), 'free-port-'));
+    const before = process.env[HARNESS_ENV];
+    process.env[HARNESS_ENV] = join(run, 'harness.json');
+    try {
+      // another worker's claims: nine in ten of the ports freeLocalPort draws from on Linux (or of a spread elsewhere)
+      const claims = join(run, 'ports');
+      mkdirSync(claims);
+      const taken = new Set<number>();
+      for (let port = 10_000; port < 33_000; port++) if (port % 10 !== 0) taken.add(port);
+      for (const port of taken) writeFileSync(join(claims, String(port)), '');
+      const given: number[] = [];
+      for (let i = 0; i < 30; i++) given.push(await freePort());
+      expect(given.filter((port) => taken.has(port))).toEqual([]);
+      expect(new Set(given).size).toBe(given.length);
+      for (const port of given) expect(existsSync(join(claims, String(port)))).toBe(true);
+    } finally {
+      if (before === undefined) delete process.env[HARNESS_ENV];
+      else process.env[HARNESS_ENV] = before;
+      rmSync(run, { recursive: true, force: true });
+    }
   });
 });

@@ -12,8 +12,9 @@
 // late HTTP request does. While the bank is down, a call is answered UNAVAILABLE at once.
 // `watch` sees each call's dtm-* keys: `hold` may take a call (forwarded without a fault, its answer held
 // until the run lets it go), `answered` hears of every call the bank answered.
-import { Client, Metadata, Server, ServerCredentials, credentials, status, type ServerUnaryCall, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
+import { Client, Metadata, Server, credentials, status, type ServerUnaryCall, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
 import type { CallKeys, Fault } from './chaos.js';
+import { bindGrpcServer } from '../grpc.js';
 
 /** A running gRPC fault proxy. */
 export interface GrpcFaultProxy {
@@ -98,7 +99,7 @@ export async function startGrpcFaultProxy(
     ]),
   );
   server.addService(service, Object.fromEntries(paths.map((path) => [path, handler(path)])));
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const port = await bindGrpcServer(server);
   return {
     address: `127.0.0.1:${port}`,
     close: async () => {

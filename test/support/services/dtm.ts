@@ -3,9 +3,9 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
-import { dtmTestServerConfig, freeLocalPort, waitForDtmServer } from 'nestjs-dtm/testing';
+import { dtmTestServerConfig, waitForDtmServer } from 'nestjs-dtm/testing';
 import { DTM_VERSION, dtmBinaryPath, isExecutable } from './binaries.js';
-import { logTail, startProcess, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
+import { freePort, logTail, startProcess, minimalEnv, type ManagedProcess, type RunDir } from './process.js';
 import type { MariadbInfo } from './mariadb.js';
 import type { PostgresInfo } from './postgres.js';
 import type { RedisInfo } from './redis.js';
@@ -69,8 +69,8 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   const dir = join(runDir.path, name);
   mkdirSync(dir, { recursive: true });
   // the ports of extraConfig (a restart on the ports of an earlier run), else free ones
-  const httpPort = (options.extraConfig?.HttpPort as number | undefined) ?? (await freeLocalPort());
-  const grpcPort = (options.extraConfig?.GrpcPort as number | undefined) ?? (await freeLocalPort());
+  const httpPort = (options.extraConfig?.HttpPort as number | undefined) ?? (await freePort());
+  const grpcPort = (options.extraConfig?.GrpcPort as number | undefined) ?? (await freePort());
   if (store === 'mysql') {
     // DTM's -r connects to its database before creating the tables in it
     const conn = await mysql.createConnection({ host: options.mariadb!.host, port: options.mariadb!.port, user: options.mariadb!.user, password: options.mariadb!.password });

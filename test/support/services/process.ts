@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdtempSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, openSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { freeLocalPort } from 'nestjs-dtm/testing';
 import { within } from '../deadline.js';
 import { logEndText } from '../log-lines.js';
 
@@ -67,8 +68,33 @@ export function runDirFrom(path: string): RunDir {
   return { path, pgidFile: join(path, 'pgids') };
 }
 
-/** A free TCP port on 127.0.0.1 (asked from the kernel, then released): nestjs-dtm/testing's. */
-export { freeLocalPort as freePort } from 'nestjs-dtm/testing';
+/** Environment variable naming the JSON file in which the global setup describes the running stack (in the run's directory). */
+export const HARNESS_ENV = 'NESTJS_DTM_HARNESS';
+
+/**
+ * A free TCP port on 127.0.0.1 (nestjs-dtm/testing's `freeLocalPort`) that no other test file of this
+ * run was given, whichever jest worker it ran in: each port is claimed by creating
+ * "<run dir>/ports/<port>" exclusively. The shared DTM keeps one gRPC connection per address; once a
+ * server at an address closed, that connection backs off its reconnects (up to 120 s), so a later
+ * file's server given the same port was reached only after its test had given up. Outside a test
+ * run (no harness: benchmarks, the demo) only `freeLocalPort`'s own once-per-process rule holds.
+ */
+export async function freePort(): Promise<number> {
+  const harnessFile = process.env[HARNESS_ENV];
+  if (!harnessFile) return freeLocalPort();
+  const claims = join(dirname(harnessFile), 'ports');
+  mkdirSync(claims, { recursive: true });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = await freeLocalPort();
+    try {
+      closeSync(openSync(join(claims, String(port)), 'wx'));
+      return port;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  throw new Error(`no port left that this run has not used: 200 free ports in a row were claimed in ${claims}`);
+}
 
 /** Options for {@link startProcess}. */
 export interface StartProcessOptions {
