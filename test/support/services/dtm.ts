@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -44,6 +44,12 @@ export interface StartDtmOptions {
   redisPrefix?: string;
   /** Required when `store` is `mysql`. */
   mariadb?: MariadbInfo;
+  /**
+   * The MariaDB database of a `mysql` store (default `dtm`, the one DTM's schema script names, which
+   * DTM's `-r` drops and creates): another (a file's own, from `fileDatabases()`: no lock needed) gets
+   * DTM's tables from that script by the harness, its `dtm.` read as this name.
+   */
+  mariadbDb?: string;
   /** Required when `store` is `postgres`, with `postgresDb`. */
   postgres?: PostgresInfo;
   /** The existing PostgreSQL database of a `postgres` store (DTM's tables go to its schema `dtm`). */
@@ -74,8 +80,18 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   if (store === 'mysql') {
     // DTM's -r connects to its database before creating the tables in it
     const conn = await mysql.createConnection({ host: options.mariadb!.host, port: options.mariadb!.port, user: options.mariadb!.user, password: options.mariadb!.password });
-    await conn.query('CREATE DATABASE IF NOT EXISTS dtm');
-    await conn.end();
+    try {
+      await conn.query(`CREATE DATABASE IF NOT EXISTS ${mariadbDbOf(options)}`);
+      if (ownMariadbDb(options) && options.resetSqlStore !== false) {
+        // DTM's -r would create the tables in `dtm`: its script's statements run here, in the database given
+        const script = readFileSync(join(dtmModuleDir(), 'sqls', 'dtmsvr.storage.mysql.sql'), 'utf8');
+        for (const statement of script.split(';').map((s) => s.trim())) {
+          if (statement && !/^CREATE DATABASE/i.test(statement)) await conn.query(statement.replace(/\bdtm\./g, `${mariadbDbOf(options)}.`));
+        }
+      }
+    } finally {
+      await conn.end();
+    }
   }
   if (store === 'postgres') {
     // -r creates DTM's tables in the schema of its connection's search_path, which must exist
@@ -95,7 +111,7 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   const proc = startProcess({
     name,
     command: binary,
-    args: sqlStore && options.resetSqlStore !== false ? ['-c', configFile, '-r'] : ['-c', configFile],
+    args: sqlStore && options.resetSqlStore !== false && !ownMariadbDb(options) ? ['-c', configFile, '-r'] : ['-c', configFile],
     cwd: sqlStore ? dtmModuleDir() : dir,
     env: minimalEnv(),
     runDir,
@@ -116,12 +132,17 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
   };
 }
 
+/** The MariaDB database of a `mysql` store. */
+const mariadbDbOf = (options: StartDtmOptions): string => options.mariadbDb ?? 'dtm';
+/** Whether a `mysql` store's tables are in a database other than DTM's own `dtm` (the harness creates them). */
+const ownMariadbDb = (options: StartDtmOptions): boolean => (options.store ?? 'boltdb') === 'mysql' && mariadbDbOf(options) !== 'dtm';
+
 function storeConfig(store: DtmStore, options: StartDtmOptions): Record<string, unknown> {
   if (store === 'boltdb') return { Driver: 'boltdb' };
   if (store === 'mysql') {
     const db = options.mariadb;
     if (!db) throw new Error('the mysql DTM store needs a running MariaDB (pass options.mariadb)');
-    return { Driver: 'mysql', Host: db.host, Port: db.port, User: db.user, Password: db.password, Db: 'dtm' };
+    return { Driver: 'mysql', Host: db.host, Port: db.port, User: db.user, Password: db.password, Db: mariadbDbOf(options) };
   }
   if (store === 'postgres') {
     const db = options.postgres;
