@@ -828,3 +828,38 @@ describe('server_url with credentials (DTM behind a proxy with basic auth)', () 
     }
   });
 });
+
+describe('pins DTM v1.19: a TCC submit sent again once DTM holds the transaction submitted', () => {
+  let recorder: Recorder;
+  beforeAll(async () => {
+    recorder = await startRecorder();
+  });
+  afterAll(async () => {
+    await recorder?.close();
+  });
+
+  // dtmsvr/api.go svcSubmit: a submit of a gid DTM holds submitted processes the branches the submit
+  // itself carries, none for TCC (or XA), so DTM records the transaction succeed and never retries the
+  // Confirm that failed. This is why the module submits a TCC / XA transaction again only while DTM's
+  // record shows it prepared (lib/client/dtm.client.ts, awaitFinal), never once it shows it submitted.
+  it('is recorded succeed at once, the failing Confirm left prepared and never called again', async () => {
+    recorder.answer('/ResubmitConfirm', 500);
+    const gid = await newGid();
+    expect((await dtmPost('/prepare', { gid, trans_type: 'tcc' })).status).toBe(200);
+    const branch = { gid, trans_type: 'tcc', branch_id: '01', status: 'prepared', data: '{}', confirm: recorder.urlFor('/ResubmitConfirm'), cancel: recorder.urlFor('/ResubmitCancel') };
+    expect((await dtmPost('/registerBranch', branch)).status).toBe(200);
+    expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
+    await recorder.waitForCalls('/ResubmitConfirm', 1, { gid, timeoutMs: 20_000 });
+    expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
+    // the same submit again, as a caller unsure whether its first got through might send it
+    expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
+    const record = await queryTrans(gid);
+    expect([record.transaction?.status, record.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['succeed', ['01 cancel prepared', '01 confirm prepared']]);
+    // a cron pass now finds nothing to do: the Confirm is not called again
+    const confirms = recorder.callsTo('/ResubmitConfirm', gid).length;
+    await triggerCron();
+    await sleep(2000);
+    expect(recorder.callsTo('/ResubmitConfirm', gid)).toHaveLength(confirms);
+    expect(recorder.callsTo('/ResubmitCancel', gid)).toHaveLength(0);
+  });
+});
