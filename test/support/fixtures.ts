@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import { DtmWorkflowPendingError, type BranchAnswer, type BranchRecord, type DtmClient, type DtmProtocol, type FinalResult, type Payload, type TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
-import { harness } from './harness.js';
+import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus, type DtmHttpAnswer, type DtmQueryAnswer, type TransStatus } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
 import { startDtm, type DtmInfo } from './services/dtm.js';
 import { runDirFrom, type ManagedProcess } from './services/process.js';
@@ -72,6 +72,50 @@ export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http', options: {
     },
     get serverUrl() { return (own?.info ?? harness().dtm).serverUrl; },
     method: (http) => (grpc ? 'GRPC' : http),
+  };
+}
+
+/** What `useOwnDtm` gives a spec: a DTM server of its own and the harness's helpers aimed at it; read its fields inside tests and hooks. */
+export interface OwnDtm {
+  readonly info: DtmInfo;
+  /** The module configuration that points an app at this server (HTTP and gRPC). */
+  config(): { serverUrl: string; grpcServer: string };
+  /** `queryTrans` on this server. */
+  queryTrans(gid: string): Promise<DtmQueryAnswer>;
+  /** `triggerCron` on this server: moves this server's transactions only. */
+  triggerCron(): Promise<void>;
+  /** `waitForTransStatus` on this server. */
+  waitForTransStatus(gid: string, status: TransStatus | TransStatus[], timeoutMs?: number): Promise<DtmQueryAnswer>;
+  /** `dtmPost` to this server. */
+  dtmPost<T = unknown>(path: string, body: unknown): Promise<DtmHttpAnswer<T>>;
+}
+
+/**
+ * Registers hooks that start a DTM server of the calling block's own (`name`: its run directory and
+ * log, unique in the test run) before its tests and stop it after them (it starts in about 0.15 s).
+ * For tests that count what DTM calls (a handler run once, the money a branch without a barrier
+ * moved, the spans of the calls): on the shared server another file's /resetCronTime can have DTM's
+ * cron call a branch of an unfinished transaction again meanwhile (DTM calls at least once).
+ */
+export function useOwnDtm(name: string): OwnDtm {
+  let own: { info: DtmInfo; process: ManagedProcess } | undefined;
+  beforeAll(async () => {
+    own = await startDtm(runDirFrom(harness().runDir), { name });
+  });
+  afterAll(async () => {
+    await own?.process.stop();
+  });
+  const info = (): DtmInfo => {
+    if (!own) throw new Error(`useOwnDtm(${name}): read inside a test or hook, after beforeAll`);
+    return own.info;
+  };
+  return {
+    get info() { return info(); },
+    config: () => ({ serverUrl: info().serverUrl, grpcServer: info().grpcAddress }),
+    queryTrans: (gid) => queryTrans(gid, info().serverUrl),
+    triggerCron: () => triggerCron(info().serverUrl),
+    waitForTransStatus: (gid, status, timeoutMs) => waitForTransStatus(gid, status, timeoutMs, info().serverUrl),
+    dtmPost: (path, body) => dtmPost(path, body, info().serverUrl),
   };
 }
 

@@ -92,9 +92,9 @@ export async function dtmGet<T = unknown>(path: string, serverUrl = harness().dt
   return toAnswer<T>(res);
 }
 
-/** POST a JSON body to `<server_url><path>` on the harness's DTM server (plain HTTP, no library code). */
-export async function dtmPost<T = unknown>(path: string, body: unknown): Promise<DtmHttpAnswer<T>> {
-  const res = await fetch(`${harness().dtm.serverUrl}${path}`, {
+/** POST a JSON body to `<server_url><path>` on the harness's DTM server (or the one at `serverUrl`; plain HTTP, no library code). */
+export async function dtmPost<T = unknown>(path: string, body: unknown, serverUrl = harness().dtm.serverUrl): Promise<DtmHttpAnswer<T>> {
+  const res = await fetch(`${serverUrl}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -172,20 +172,21 @@ export async function branchStatuses(gid: string): Promise<BranchStatus[]> {
 }
 
 /**
- * Polls `/query` until the global status of `gid` is `status` (or one of them) and returns that
- * answer; fails with the last answer when `timeoutMs` runs out.
+ * Polls `/query` (of the harness's DTM server, or the one at `serverUrl`) until the global status of
+ * `gid` is `status` (or one of them) and returns that answer; fails with the last answer when `timeoutMs` runs out.
  */
 export async function waitForTransStatus(
   gid: string,
   status: TransStatus | TransStatus[],
   timeoutMs = 20_000,
+  serverUrl?: string,
 ): Promise<DtmQueryAnswer> {
   const wanted = Array.isArray(status) ? status : [status];
   const deadline = Date.now() + timeoutMs;
   let last: DtmQueryAnswer | undefined;
   for (;;) {
-    last = await queryTrans(gid);
-    if (last.transaction && wanted.includes(last.transaction.status)) return settledBranches(gid, last);
+    last = await queryTrans(gid, serverUrl);
+    if (last.transaction && wanted.includes(last.transaction.status)) return settledBranches(gid, last, serverUrl);
     if (Date.now() >= deadline) break;
     await sleep(100);
   }
@@ -201,12 +202,12 @@ export async function waitForTransStatus(
  * an id) writes them in 200 ms batches and may record a finished transaction before them, so a
  * finished answer with `prepared` branches is read again 300 ms later while that changes them.
  */
-async function settledBranches(gid: string, answer: DtmQueryAnswer): Promise<DtmQueryAnswer> {
+async function settledBranches(gid: string, answer: DtmQueryAnswer, serverUrl?: string): Promise<DtmQueryAnswer> {
   const finished = (a: DtmQueryAnswer) => a.transaction?.status === 'succeed' || a.transaction?.status === 'failed';
   const statuses = (a: DtmQueryAnswer) => a.branches.map((b) => b.status).join();
   for (let reads = 0; reads < 4 && finished(answer) && (answer.transaction?.id ?? 0) > 0 && answer.branches.some((b) => b.status === 'prepared'); reads++) {
     await sleep(300);
-    const again = await queryTrans(gid);
+    const again = await queryTrans(gid, serverUrl);
     const changed = statuses(again) !== statuses(answer);
     answer = again;
     if (!changed) break;
