@@ -7,7 +7,7 @@ import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmFailureError, DtmModule, DtmWorkflow, DtmWorkflowDivergedError, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
 import { RECORDER_PROTO } from '../support/grpc.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { useOwnDtm } from '../support/fixtures.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort } from '../support/services/process.js';
 
@@ -70,6 +70,13 @@ class BytesWorkflows {
   }
 }
 
+/**
+ * This file's own DTM server: its tests list every call a workflow's steps made, and on the shared one another file's
+ * /resetCronTime can have DTM resume a pending workflow (this app's resume route) meanwhile, a replay the test did not make.
+ */
+const dtm = useOwnDtm('dtm-workflow-replay');
+const queryTrans = (gid: string) => dtm.queryTrans(gid);
+
 let recorder: Recorder;
 let app: INestApplication;
 let client: DtmClient;
@@ -80,7 +87,7 @@ beforeAll(async () => {
   @Module({
     imports: [
       DtmModule.forRoot({
-        config: { serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress, appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 },
+        config: { ...dtm.config(), appUrl: `http://127.0.0.1:${port}`, retryInterval: 60 },
         grpcProtos: { protoPath: RECORDER_PROTO },
       }),
     ],
