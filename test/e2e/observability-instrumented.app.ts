@@ -2,7 +2,8 @@
 // `node --import .build/test/e2e/observability-instrumented.preload.js` (OpenTelemetry's HTTP and
 // gRPC instrumentations must patch `http` and `@grpc/grpc-js` before they load, which they cannot
 // inside Jest): the observability app (AP and participant in one, every branch behind the
-// PostgreSQL barrier) on the PostgreSQL database at URL `process.argv[2]` (the test's). Over IPC:
+// PostgreSQL barrier) on the PostgreSQL database at URL `process.argv[2]` (the test's), talking to the DTM server
+// whose server_url is `process.argv[3]` and gRPC address `process.argv[4]` (the test file's own). Over IPC:
 //   { saga: 'http' | 'grpc' } -> runs a saga that rolls back (transOut 30 from account 1, transIn to
 //                               account 2 refuses); answers { gid, status, balances, spans }, the spans
 //                               of the gid's trace once its four branch calls have ended
@@ -49,7 +50,8 @@ const report = (s: ReadableSpan): ReportedSpan => ({
 });
 
 // the app uses the PostgreSQL database only
-const t = await startObservedApp({ postgres: { url: process.argv[2] } } as FileDatabases, {}, process.env.PASS_TRACE_CONTEXT === 'false' ? { passTraceContext: false } : {});
+const [postgresUrl, serverUrl, grpcServer] = process.argv.slice(2);
+const t = await startObservedApp({ postgres: { url: postgresUrl } } as FileDatabases, {}, { serverUrl, grpcServer, ...(process.env.PASS_TRACE_CONTEXT === 'false' ? { passTraceContext: false } : {}) });
 
 async function rolledBackSaga(protocol: DtmProtocol) {
   await t.sql('UPDATE account SET balance = 100');

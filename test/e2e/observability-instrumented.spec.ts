@@ -13,8 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { DtmProtocol } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
-import { PROTOCOLS } from '../support/fixtures.js';
-import { queryTrans } from '../support/harness.js';
+import { PROTOCOLS, useOwnDtm } from '../support/fixtures.js';
 import type { ReportedSpan } from './observability-instrumented.app.js';
 
 const built = join(resolve(import.meta.dirname, '..', '..'), '.build', 'test', 'e2e');
@@ -40,9 +39,18 @@ function ask<T>(message: object): Promise<T> {
 /** This file's databases, made once: a second fileDatabases() drops them (WITH FORCE), ending the first app's connections. */
 let dbs: FileDatabases;
 
+/**
+ * This file's own DTM server: its tests count the spans of DTM's calls (one per call), and on the shared one another
+ * file's /resetCronTime can have DTM's cron call a branch or a back-check again meanwhile (DTM calls at least once).
+ */
+const dtm = useOwnDtm('dtm-observability-instrumented');
+const queryTrans = (gid: string) => dtm.queryTrans(gid);
+/** The child's arguments: this file's PostgreSQL database, and the DTM server it talks to. */
+const childArgs = () => [dbs.postgres.url, dtm.info.serverUrl, dtm.info.grpcAddress];
+
 beforeAll(async () => {
   dbs = await fileDatabases();
-  child = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
+  child = fork(join(built, 'observability-instrumented.app.js'), childArgs(), {
     execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -157,7 +165,7 @@ describe.each(PROTOCOLS)('with OpenTelemetry HTTP and gRPC instrumentations, ove
 describe('with pass_trace_context: false, under the same instrumentations', () => {
   let untraced: ChildProcess;
   beforeAll(async () => {
-    untraced = fork(join(built, 'observability-instrumented.app.js'), [dbs.postgres.url], {
+    untraced = fork(join(built, 'observability-instrumented.app.js'), childArgs(), {
       execArgv: ['--import', pathToFileURL(join(built, 'observability-instrumented.preload.js')).href],
       env: { ...process.env, PASS_TRACE_CONTEXT: 'false' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
