@@ -5,18 +5,30 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Body, Controller, Injectable, Module, Post } from '@nestjs/common';
+import { Body, Controller, Injectable, Module, Post, type Provider } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { DtmBranchRegistryError, DtmFailureError, DtmInstrumentation, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type DtmBranchCallEvent, type WorkflowContext } from 'nestjs-dtm';
+import { DtmBranchRegistryError, DtmFailureError, DtmInstrumentation, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type DtmBranchCallEvent, type DtmConfigInput, type WorkflowContext } from 'nestjs-dtm';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
-import { harness, queryTrans, storedAuth, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
-import { firstCalls, PROTOCOLS, sleep } from '../support/fixtures.js';
+import { storedAuth, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { firstCalls, PROTOCOLS, sleep, useOwnDtm } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
-import { ADAPTERS, startBranchApp, type BranchApp } from './branch-app.js';
+import { ADAPTERS, startBranchApp as startBranchAppWith, type AdapterName, type BranchApp } from './branch-app.js';
 import { startShopApp } from './grpc-app.js';
 import { callGrpc, requestBytes } from '../support/grpc.js';
+
+/**
+ * This file's own DTM server: its tests count the calls of handlers without a barrier (whose every repeat moves the
+ * ledger's money again) and DTM's retries, and on the shared one another file's /resetCronTime can have DTM's cron call
+ * a branch of an unfinished transaction again meanwhile (DTM calls at least once). The harness's helpers, aimed at it.
+ */
+const dtm = useOwnDtm('dtm-branch-auth');
+const queryTrans = (gid: string) => dtm.queryTrans(gid);
+const triggerCron = () => dtm.triggerCron();
+const waitForTransStatus = (gid: string, status: TransStatus | TransStatus[], timeoutMs?: number) => dtm.waitForTransStatus(gid, status, timeoutMs);
+/** The branch app, on this file's DTM server. */
+const startBranchApp = (adapter: AdapterName, config: DtmConfigInput = {}, providers: Provider[] = []) => startBranchAppWith(adapter, { serverUrl: dtm.info.serverUrl, ...config }, providers);
 
 const KEY = randomBytes(33).toString('base64');
 const OLD_KEY = randomBytes(33).toString('base64');
@@ -498,7 +510,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
   let strict: BranchApp;
   let loose: BranchApp;
   beforeAll(async () => {
-    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: harness().dtm.grpcAddress }, [BankWorkflows]);
+    strict = await startBranchApp('express', { branchAuthKeys: [KEY], branchAuthCheckActions: true, grpcServer: dtm.info.grpcAddress }, [BankWorkflows]);
     loose = await startBranchApp('express', { branchAuthKeys: [KEY] });
     reported = recordBranchCalls(strict);
   });
@@ -670,7 +682,7 @@ describe('branch_auth_check_actions: a token read back from DTM runs no step DTM
   });
 
   it("over gRPC: a workflow step's call (the app's own) replayed once the workflow succeed is refused UNAUTHENTICATED before it runs; without the check it runs again", async () => {
-    const [shop, looseShop] = await Promise.all([startShopApp('microservice', { branchAuthKeys: [KEY], branchAuthCheckActions: true }), startShopApp('microservice', { branchAuthKeys: [KEY] })]);
+    const [shop, looseShop] = await Promise.all([startShopApp('microservice', { ...dtm.config(), branchAuthKeys: [KEY], branchAuthCheckActions: true }), startShopApp('microservice', { ...dtm.config(), branchAuthKeys: [KEY] })]);
     try {
       const gid = await strict.client.generateGid();
       const item = requestBytes('tests.Shop', 'Reserve', { sku: 'wf-grpc', quantity: 1, script: '' });
@@ -755,7 +767,7 @@ describe('branch_auth_keys and a controller in a feature module', () => {
   /** The app with DtmModule (branch_auth_keys set) in the root module, not global, and FeatureBank in a module that does not import it. */
   const boot = async (isGlobal: boolean) => {
     const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, branchAuthKeys: [KEY] }, isGlobal }), FeatureModule],
+      imports: [DtmModule.forRoot({ config: { serverUrl: dtm.info.serverUrl, branchAuthKeys: [KEY] }, isGlobal }), FeatureModule],
     }).compile();
     const app = moduleRef.createNestApplication({ logger: false });
     const error = await app.listen(0, '127.0.0.1').then(() => undefined, (e: unknown) => e);
@@ -805,7 +817,7 @@ class ResumeLogWorkflows {
 
 describe.each(ADAPTERS)('the workflow resume route on %s, called by anyone', (adapter) => {
   it.each([['without keys'], ['with keys']])("logs the name and gid a caller sends quoted, on the warning's one line: no forged log line (%s)", async (keys) => {
-    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl, ...(keys === 'with keys' ? { branchAuthKeys: [KEY] } : {}) } })], providers: [ResumeLogWorkflows] })
+    @Module({ imports: [DtmModule.forRoot({ config: { serverUrl: dtm.info.serverUrl, ...(keys === 'with keys' ? { branchAuthKeys: [KEY] } : {}) } })], providers: [ResumeLogWorkflows] })
     class ResumeLogModule {}
     const moduleRef = await Test.createTestingModule({ imports: [ResumeLogModule] }).compile();
     const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });

@@ -2,15 +2,28 @@
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
 import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import type { TransStatus } from '../support/harness.js';
 import { Controller, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailureError, DtmModule, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo } from 'nestjs-dtm';
-import { ADAPTERS, CapturingLogger, startBranchApp, type BranchApp, type Outcome } from './branch-app.js';
-import { branchLines, firstCalls } from '../support/fixtures.js';
+import { BranchContext, DtmBranchRegistry, DtmClient, DtmConfigError, DtmFailureError, DtmModule, DtmUsageError, SagaAction, SagaCompensate, TccCancel, TccConfirm, TccTry, type BranchInfo, type DtmConfigInput } from 'nestjs-dtm';
+import { ADAPTERS, CapturingLogger, startBranchApp as startBranchAppWith, type AdapterName, type BranchApp, type Outcome } from './branch-app.js';
+import { branchLines, firstCalls, useOwnDtm } from '../support/fixtures.js';
 import { startTrap } from '../support/trap.js';
 import { recordedBranchFailure } from '../../lib/diagnostics/branch-failures.js';
+
+/**
+ * This file's own DTM server: its tests count the calls of handlers without a barrier (whose every repeat moves the
+ * ledger's money again), and on the shared one another file's /resetCronTime can have DTM's cron call a branch of an
+ * unfinished transaction again meanwhile (DTM calls at least once). The harness's helpers, aimed at it.
+ */
+const dtm = useOwnDtm('dtm-branches');
+const queryTrans = (gid: string) => dtm.queryTrans(gid);
+const triggerCron = () => dtm.triggerCron();
+const waitForTransStatus = (gid: string, status: TransStatus | TransStatus[], timeoutMs?: number) => dtm.waitForTransStatus(gid, status, timeoutMs);
+const dtmPost = (path: string, body: unknown) => dtm.dtmPost(path, body);
+/** The branch app, on this file's DTM server unless `config` names another. */
+const startBranchApp = (adapter: AdapterName, config: DtmConfigInput = {}) => startBranchAppWith(adapter, { serverUrl: dtm.info.serverUrl, ...config });
 
 /** The largest body the module reads of a branch call (MAX_BRANCH_BODY_BYTES). */
 const MAX_BRANCH_BODY = 1024 * 1024;
@@ -465,7 +478,7 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
       expect([trap.connections, trap.received]).toEqual([0, '']);
       expect(branchLines((await t.client.query(gid))!)).toEqual(['0101 cancel prepared', '0101 confirm prepared']);
       const [subTry] = t.ledger.callsOf(gid).filter((c) => c.handler === 'inventoryTry');
-      expect(subTry.branch).toMatchObject({ branchId: '0101', op: 'try', dtm: harness().dtm.serverUrl });
+      expect(subTry.branch).toMatchObject({ branchId: '0101', op: 'try', dtm: dtm.info.serverUrl });
       expect(t.logger.warnings).toContainEqual(expect.stringContaining(`a branch call named "${trap.url}" as its DTM server`));
 
       expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
@@ -980,7 +993,7 @@ describe('in production (NODE_ENV=production: no development checks of success b
   it.each(ADAPTERS)('%s: a Confirm answering a FAILURE body is logged as a FAILURE DTM can only retry (as a thrown DtmFailureError is), then DTM\'s retry confirms', async (adapter) => {
     const confirmed: string[] = [];
     const moduleRef = await Test.createTestingModule({
-      imports: [DtmModule.forRoot({ config: { serverUrl: harness().dtm.serverUrl } })],
+      imports: [DtmModule.forRoot({ config: { serverUrl: dtm.info.serverUrl } })],
       controllers: [productionController(confirmed)],
     }).compile();
     const app = adapter === 'fastify' ? moduleRef.createNestApplication(new FastifyAdapter(), { forceCloseConnections: true }) : moduleRef.createNestApplication({ forceCloseConnections: true });
