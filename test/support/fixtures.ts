@@ -40,17 +40,15 @@ export interface DtmAppWithRecorder {
 export function useDtmAppWithRecorder(protocol: DtmProtocol = 'http', options: { ownDtm?: string } = {}): DtmAppWithRecorder {
   let app: DtmTestApp | undefined;
   let recorder: Recorder | undefined;
-  let own: { info: DtmInfo; process: ManagedProcess } | undefined;
+  const own = options.ownDtm ? useOwnDtm(options.ownDtm) : undefined;
   const grpc = protocol === 'grpc';
   beforeAll(async () => {
-    if (options.ownDtm) own = await startDtm(runDirFrom(harness().runDir), { name: options.ownDtm });
     recorder = await startRecorder();
-    app = await startDtmApp({ config: own ? { protocol, serverUrl: own.info.serverUrl, grpcServer: own.info.grpcAddress } : { protocol } });
+    app = await startDtmApp({ config: { protocol, ...own?.config() } });
   });
   afterAll(async () => {
     await app?.close();
     await recorder?.close();
-    await own?.process.stop();
   });
   beforeEach(() => recorder?.reset());
   const started = <T>(value: T | undefined): T => {
