@@ -28,7 +28,7 @@ import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions
 import { runDirFrom, sleep } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
-import { branchLines, forwardDone, killKit, payloadOf, RESTART_AMOUNT, restartCells, restartWorkflows, RestartXaBank } from './restart-bank.js';
+import { branchLines, flag, forwardDone, killKit, payloadOf, RESTART_AMOUNT, restartCells, restartWorkflows, RestartXaBank } from './restart-bank.js';
 
 let t: BarrierApp;
 let dtm: RunningDtm;
@@ -71,15 +71,31 @@ beforeAll(async () => {
   const accounts = Object.fromEntries(Array.from({ length: 2 * (Object.keys(cells).length + 1) }, (_, i) => [i + 1, 100]));
   await bank.seed('pg', accounts);
   await bank.seed('mysql', accounts);
+  for (const protocol of PROTOCOLS) for (const [name, c] of Object.entries(cells)) await kit.add(name, protocol, c.start(protocol));
+  // every other cell in flight first: DTM's held write of the first step's result keeps locks in its
+  // branch table (an INSERT ... ON DUPLICATE KEY UPDATE of the batch, next-key locks of its unique key)
+  // that another transaction's insert there (a submit's branches, a TCC registration) can wait for, up
+  // to MariaDB's 50 s: that cell would not reach its moment before the kill (a clean-clone CI hung so)
+  await kit.untilInFlight();
+  // a saga whose first step (another service) answers once DTM's row of it is locked, after both such
+  // sagas were submitted (their rows inserted): DTM's write of that result waits until the kill; its
+  // third step holds DTM's call until the kill
+  const arrived = new Set<string>();
+  const bothArrived = flag();
+  const locking = new Map<string, Promise<void>>();
   for (const protocol of PROTOCOLS) {
-    for (const [name, c] of Object.entries(cells)) await kit.add(name, protocol, c.start(protocol));
-    // a saga whose first step (another service) answers once DTM's row of it is locked: DTM's write of
-    // that result waits until the kill; its third step holds DTM's call until the kill
     await kit.add('saga unwritten', protocol, (gid, m) => {
       const first = `/UnwrittenFirst${protocol}`;
       const hold = `/UnwrittenHold${protocol}`;
       recorder.handle(first, async (call) => {
-        if (!kit.restarted && !rowLocks.has(String(call.query.gid))) await lockFirstStepRow(String(call.query.gid));
+        const of = String(call.query.gid);
+        if (!kit.restarted) {
+          arrived.add(of);
+          if (arrived.size === PROTOCOLS.length) bothArrived.set();
+          await bothArrived.reached;
+          if (!locking.has(of)) locking.set(of, lockFirstStepRow(of));
+          await locking.get(of);
+        }
         return 200;
       });
       kit.holdUntilKilled(hold);
@@ -95,7 +111,7 @@ beforeAll(async () => {
       };
     });
   }
-  await Promise.all([...kit.cells.values()].map((c) => c.inFlight));
+  await kit.untilInFlight();
   await stopDtm(dtm, true);
   kit.kill();
   for (const lock of rowLocks.values()) {
@@ -118,7 +134,7 @@ beforeAll(async () => {
   await sleep(1000);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
   kit.restarted = true;
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   for (const lock of rowLocks.values()) await lock.end().catch(() => undefined);

@@ -58,7 +58,7 @@ beforeAll(async () => {
   await bank.seed('mysql', accounts);
 
   for (const protocol of PROTOCOLS) for (const [name, c] of Object.entries(cells)) await kit.add(name, protocol, c.start(protocol));
-  await Promise.all([...kit.cells.values()].map((c) => c.inFlight));
+  await kit.untilInFlight();
   await stopDtm(dtm, true);
   kit.kill();
   await sleep(1000);

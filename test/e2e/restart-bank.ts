@@ -12,7 +12,7 @@ import { BarrierTx, DtmOutcomeUnknownError, DtmUnavailableError, DtmWorkflow, Dt
 import { queryTrans, triggerCron, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
 import type { Recorder } from '../support/recorder.js';
 import type { RunningDtm } from '../support/services/dtm.js';
-import { waitUntil } from '../support/services/process.js';
+import { logTail, waitUntil } from '../support/services/process.js';
 import { bankHelpers, type BarrierApp } from './barrier-app.js';
 
 /** What a workflow transfer is given: the gate is a step of another service (the test's recorder). */
@@ -127,6 +127,24 @@ export function killKit(dtm: () => RunningDtm, recorder: () => Recorder, app: ()
       const m = { account: ++account, amount: RESTART_AMOUNT };
       const { inFlight, outcome } = start(gid, m);
       cells.set(`${name} ${protocol}`, { gid, account: m.account, inFlight, outcome: settle(outcome) });
+    },
+    /**
+     * Resolves once every cell added so far reached the moment the kill must catch. After `timeoutMs`,
+     * fails naming the cells that did not, with the end of DTM's log (a cell waiting for something that
+     * never comes has no timeout of its own: the file's hook would time out saying nothing).
+     */
+    async untilInFlight(timeoutMs = 40_000): Promise<void> {
+      const pending = new Set(cells.keys());
+      const all = Promise.all([...cells].map(([key, c]) => c.inFlight.then(() => pending.delete(key))));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not in flight after ${timeoutMs / 1000} s: ${[...pending].join(', ')}\n${logTail(dtm().info.logFile, 40)}`)), timeoutMs);
+      });
+      try {
+        await Promise.race([all, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
     /** What the file's DTM holds for `gid` (its HTTP API, not through the module). */
     stored: (gid: string): Promise<DtmQueryAnswer> => queryTrans(gid, dtm().info.serverUrl),
