@@ -851,9 +851,10 @@ describe('pins DTM v1.19: a TCC submit sent again once DTM holds the transaction
     expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
     await recorder.waitForCalls('/ResubmitConfirm', 1, { gid, timeoutMs: 20_000 });
     expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
-    // the same submit again, as a caller unsure whether its first got through might send it
+    // the same submit again, as a caller unsure whether its first got through might send it: DTM
+    // answers it at once and processes it after (no waitResult), so its record is read until it changed
     expect((await dtmPost('/submit', { gid, trans_type: 'tcc' })).status).toBe(200);
-    const record = await queryTrans(gid);
+    const record = await waitForTransStatus(gid, 'succeed', 10_000);
     expect([record.transaction?.status, record.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)]).toEqual(['succeed', ['01 cancel prepared', '01 confirm prepared']]);
     // a cron pass now finds nothing to do: the Confirm is not called again
     const confirms = recorder.callsTo('/ResubmitConfirm', gid).length;
