@@ -26,7 +26,6 @@ import pg from 'pg';
 import {
   DtmWorkflowPendingError,
   mysqlXaDatabase,
-  type DtmProtocol,
   type XaDatabase,
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
@@ -37,14 +36,14 @@ import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions
 import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
-import { branchLines, killKit, payloadOf, restartWorkflows, RestartXaBank, settle, type KillCell, type RestartTransfer } from './restart-bank.js';
+import { branchLines, killKit, payloadOf, RESTART_AMOUNT, restartWorkflows, RestartXaBank, type KillCell, type RestartTransfer } from './restart-bank.js';
 
 let t: BarrierApp;
 let dtm: RunningDtm;
 let recorder: Recorder;
 /** The cells, the gates and DTM's record of this file's own DTM. */
 const kit = killKit(() => dtm, () => recorder, () => t);
-const { cells, cell, untilDtmRecords, holdUntilKilled, untilHeld, gateTarget, balancesOf } = kit;
+const { cell, untilDtmRecords, holdUntilKilled, untilHeld, gateTarget, balancesOf } = kit;
 /** By gid, the transactions holding DTM's rows of the 'saga aborting' cells' branches locked until the kill. */
 const branchRowsLocks = new Map<string, pg.Client>();
 /** The gids whose lock a DTM write waits on. */
@@ -87,7 +86,6 @@ let dtmOptions: StartDtmOptions;
 let dbs: FileDatabases;
 const bank = bankHelpers(() => t);
 
-const AMOUNT = 10;
 /** Resolves once `held()` says so. */
 const until = (what: string, held: () => boolean) => waitUntil(what, async () => held(), { timeoutMs: 20_000, intervalMs: 50 });
 
@@ -109,16 +107,9 @@ beforeAll(async () => {
   await bank.seed('mysql', accounts);
 
   const client = t.client;
-  let account = 0;
-  const add = async (name: string, start: (gid: string, m: { account: number; amount: number }) => { inFlight: Promise<unknown>; outcome: Promise<unknown> }, protocol: DtmProtocol) => {
-    const gid = await client.generateGid();
-    const m = { account: ++account, amount: AMOUNT };
-    const { inFlight, outcome } = start(gid, m);
-    cells.set(`${name} ${protocol}`, { gid, account: m.account, inFlight, outcome: settle(outcome) });
-  };
   for (const protocol of PROTOCOLS) {
     // XA: both branches prepared, the submit taken; DTM's commit of branch 01 held at the branch until the kill
-    await add('xa', (gid, m) => {
+    await kit.add('xa', protocol, (gid, m) => {
       holdCommitOf.add(`${gid}-01`);
       return {
         inFlight: until(`phase 2 of ${gid}-01 held`, () => phase2Runs.some((r) => r.startsWith('held') && r.includes(`'${gid}-01'`))),
@@ -133,27 +124,27 @@ beforeAll(async () => {
           { timeout: 45 },
         ),
       };
-    }, protocol);
+    });
     // a saga whose second step holds DTM's call until the kill
-    await add('saga', (gid, m) => {
+    await kit.add('saga', protocol, (gid, m) => {
       const path = `/SagaGate${protocol}`;
       holdUntilKilled(path);
       return {
         inFlight: untilHeld(path, gid),
         outcome: client.newSaga(gid, { protocol, retryInterval: 1 }).add('pg.transOut', m).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.transIn', m).submitAndWait({ timeout: 45 }),
       };
-    }, protocol);
+    });
     // a workflow whose gate step (another service) answers only once DTM is down
-    await add('workflow', (gid, m) => {
+    await kit.add('workflow', protocol, (gid, m) => {
       const path = `/WorkflowGate${protocol}`;
       holdUntilKilled(path);
       return {
         inFlight: untilHeld(path, gid),
         outcome: client.executeWorkflow('sqlrestart.transfer', gid, { protocol, ...m, gate: gateTarget(protocol, path) } satisfies RestartTransfer, { protocol, retryInterval: 1 }),
       };
-    }, protocol);
+    });
     // a message prepared, then submitted (no waitResult); DTM's call of its first branch held until the kill
-    await add('msg', (gid, m) => {
+    await kit.add('msg', protocol, (gid, m) => {
       const path = `/MsgGate${protocol}`;
       holdUntilKilled(path);
       const msg = client.newMsg(gid, { protocol, timeoutToFail: 60, retryInterval: 1 }).add(gateTarget(protocol, path), payloadOf(protocol)).add('mysql.deliver', m);
@@ -161,13 +152,13 @@ beforeAll(async () => {
         inFlight: untilHeld(path, gid),
         outcome: msg.prepare(bank.target('pg', protocol, 'query-prepared')).then(() => msg.submit()),
       };
-    }, protocol);
+    });
   }
   // a saga whose third step fails, DTM's writes of the actions' results not yet made at the kill (they
   // wait up to 200 ms in DTM; here a lock on DTM's rows of the saga holds them), its compensations under
   // way; and the same saga with a timeoutToFail, whose branch results DTM writes before it goes on
   const lostSaga = (name: string, options: { timeoutToFail?: number }) =>
-    add(name, (gid, m) => {
+    kit.add(name, 'http', (gid, m) => {
       const path = (p: string) => `/${name.replace(/\W/g, '')}${p}`;
       recorder.handle(path('Gate'), async () => {
         if (!kit.restarted && !branchRowsLocks.has(gid)) {
@@ -193,7 +184,7 @@ beforeAll(async () => {
           .add(recorder.urlFor(path('Fail')), recorder.urlFor(path('FailRevert')), {})
           .submitAndWait({ timeout: 45 }),
       };
-    }, 'http');
+    });
   await lostSaga('saga aborting', {});
   await lostSaga('saga aborting sync', { timeoutToFail: 60 });
   const watching = setInterval(() => {
@@ -201,7 +192,7 @@ beforeAll(async () => {
       void lock.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))').then(({ rows }) => rows[0].n > 0 && waitingOnLock.add(gid), () => undefined);
     }
   }, 100);
-  await Promise.all([...cells.values()].map((c) => c.inFlight));
+  await kit.untilInFlight();
   await stopDtm(dtm, true);
   kit.kill();
   clearInterval(watching);
@@ -240,7 +231,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     expect(runs.filter((r) => /failed: prepared transaction with identifier .* does not exist/.test(r)).length).toBeGreaterThanOrEqual(1);
     expect(phase2Runs.filter((r) => r === `XA COMMIT '${c.gid}-02' ran`)).toHaveLength(1);
     expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['02/action/01=action'] });
-    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+    expect(await balancesOf(c)).toEqual({ pg: 100 - RESTART_AMOUNT, mysql: 100 + RESTART_AMOUNT });
     expect((await t.sql.pg.run('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE ?', [`${c.gid}%`])).rows).toEqual([]);
     expect((await t.sql.mysql.run('XA RECOVER')).rows.filter((r) => String(r.data).startsWith(c.gid))).toEqual([]);
   });
@@ -252,7 +243,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate prepared', '02 action succeed', '02 compensate prepared', '03 action succeed', '03 compensate prepared']);
     expect(recorder.callsTo(`/SagaGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
     expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['03/action/01=action'] });
-    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+    expect(await balancesOf(c)).toEqual({ pg: 100 - RESTART_AMOUNT, mysql: 100 + RESTART_AMOUNT });
   });
 
   it('a workflow whose step answers while DTM is down: DtmWorkflowPendingError; DTM resumes it after the restart, it succeeds, each bank step moved once', async () => {
@@ -263,7 +254,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     const record = await untilDtmRecords(c.gid, 'succeed', allDone);
     expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed']);
     expect(await barrierOf(c)).toEqual({ pg: ['01/action/01=action'], mysql: ['03/action/01=action'] });
-    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 + AMOUNT });
+    expect(await balancesOf(c)).toEqual({ pg: 100 - RESTART_AMOUNT, mysql: 100 + RESTART_AMOUNT });
   });
 
   it('a message prepared and submitted, DTM delivering it: submit() resolved; DTM, back, delivers every branch, MariaDB credited once', async () => {
@@ -273,7 +264,7 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
     expect(branchLines(record)).toEqual(['01 action succeed', '02 action succeed']);
     expect(recorder.callsTo(`/MsgGate${protocol}`, c.gid).length).toBeGreaterThanOrEqual(2);
     expect(await barrierOf(c)).toEqual({ pg: [], mysql: ['02/action/01=action'] });
-    expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + AMOUNT });
+    expect(await balancesOf(c)).toEqual({ pg: 100, mysql: 100 + RESTART_AMOUNT });
   });
 });
 
@@ -290,7 +281,7 @@ describe('DTM killed (-9) and restarted on its PostgreSQL store, a saga rolling 
     expect(callLines(c.gid)).toEqual(['Gate 200', 'Fail 409', 'FailRevert 200', 'GateRevert 200']);
     // step 02 ran (its barrier row), its compensation was never called: PostgreSQL keeps the withdrawal, MariaDB got nothing
     expect(await bank.barrierRows('pg', c.gid)).toEqual(['02/action/01=action']);
-    expect(await balancesOf(c)).toEqual({ pg: 100 - AMOUNT, mysql: 100 });
+    expect(await balancesOf(c)).toEqual({ pg: 100 - RESTART_AMOUNT, mysql: 100 });
   });
 
   it('with a timeoutToFail (DTM then writes the saga\'s branch results before going on), the kill while its first write waits: DTM, back, runs the saga again from its first step and compensates every step; the money is back', async () => {
@@ -325,7 +316,7 @@ describe('DTM on its PostgreSQL store, not killed: a saga rolling back while DTM
       const outcome = await t.client
         .newSaga(gid, { protocol: 'http', retryInterval: 1 })
         .add(recorder.urlFor('/StallGate'), recorder.urlFor('/StallGateRevert'), {})
-        .add('pg.transOut', { account, amount: AMOUNT })
+        .add('pg.transOut', { account, amount: RESTART_AMOUNT })
         .add(recorder.urlFor('/StallFail'), recorder.urlFor('/StallFailRevert'), {})
         .submitAndWait({ timeout: 30 });
       expect(outcome).toMatchObject({ gid, status: 'failed' });
@@ -338,6 +329,6 @@ describe('DTM on its PostgreSQL store, not killed: a saga rolling back while DTM
     expect(branchLines(record)).toEqual(['01 action succeed', '01 compensate succeed', '02 action succeed', '02 compensate prepared', '03 action failed', '03 compensate prepared']);
     expect([...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((x) => `${x.path} ${x.status}`)).toEqual(['/StallGate 200', '/StallFail 409', '/StallFailRevert 500', '/StallGateRevert 200']);
     expect(await bank.barrierRows('pg', gid)).toEqual(['02/action/01=action']);
-    expect({ pg: (await bank.balances('pg', [account]))[account], mysql: (await bank.balances('mysql', [account]))[account] }).toEqual({ pg: 100 - AMOUNT, mysql: 100 });
+    expect({ pg: (await bank.balances('pg', [account]))[account], mysql: (await bank.balances('mysql', [account]))[account] }).toEqual({ pg: 100 - RESTART_AMOUNT, mysql: 100 });
   }, 40_000);
 });

@@ -90,7 +90,7 @@ export function flag(): { set: () => void; reached: Promise<void> } {
 }
 
 /** `p`'s value or error, as a value. */
-export const settle = (p: Promise<unknown>): Promise<{ value?: unknown; error?: unknown }> => p.then((value) => ({ value }), (error: unknown) => ({ error }));
+const settle = (p: Promise<unknown>): Promise<{ value?: unknown; error?: unknown }> => p.then((value) => ({ value }), (error: unknown) => ({ error }));
 /** An empty payload of a gate step (the recorder's gRPC side takes bytes). */
 export const payloadOf = (protocol: DtmProtocol): object | Uint8Array => (protocol === 'grpc' ? new Uint8Array() : {});
 /** DTM's branches of a transaction as `<branch id> <op> <status>` lines, sorted. */
