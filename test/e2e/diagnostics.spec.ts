@@ -858,9 +858,10 @@ describe('server_url left at its default beside grpc_server', () => {
     const gid = await client.generateGid();
     await client.newSaga(gid).add(`${harness().dtm.serverUrl}/no-such-branch`, `${harness().dtm.serverUrl}/no-such-branch`, { a: 1 }).submit();
     expect((await queryTrans(gid)).transaction?.protocol).toBe('grpc');
+    // asked at localhost:36789: nothing there (DtmUnavailableError), or, as once in a clean-clone CI, a test's
+    // own server given that port by listen(0) (36789 is in Linux's ephemeral range), which is not DTM (DtmServerError)
     const error = await client.query(gid).catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(DtmUnavailableError);
-    expect((error as Error).message).toContain('localhost:36789');
+    expect([error instanceof DtmUnavailableError || error instanceof DtmServerError, (error as Error).message]).toEqual([true, expect.stringContaining('localhost:36789')]);
     await dtmPost('/forceStop', { gid });
     // before: no word at start-up
     const warned = warnings.filter((w) => w.includes('lynx.dtm.server_url'));
