@@ -280,7 +280,9 @@ const XA_ATTACHED_WAIT_MS = 1000;
  * of it). On MySQL / MariaDB, an id the statement calls unknown (XAER_NOTA) whose barrier row is
  * locked is still attached to the connection that runs or prepared the branch: the statement is
  * repeated for up to {@link XA_ATTACHED_WAIT_MS}, then fails with {@link DtmXaPhase2Error} (DTM
- * retries). An id the database does not know as prepared is judged by the barrier row the branch
+ * retries). A MySQL / MariaDB phase 2 the database acknowledged while the barrier row stays locked
+ * was not applied ({@link stillLocked}): {@link DtmXaPhase2Error}, never reported as done. An id
+ * the database does not know as prepared is judged by the barrier row the branch
  * wrote inside its XA transaction (so it exists only if the branch committed) and phase 2 writes:
  * - commit: a row with reason `action` means an earlier commit (a repeated phase 2): done;
  *   otherwise the branch's work was rolled back or lost outside DTM, and committing cannot happen:
@@ -307,6 +309,10 @@ export async function finishXa(db: XaDatabase, xid: string, commit: boolean, row
   const finish = async (): Promise<void> => {
     for (let waited = 0, pause = 5; ; waited += pause, pause = Math.min(pause * 2, 100)) {
       const unknown = await runPhase2(conn, sql, held, (ms, cause) => new DtmXaPhase2Error(MESSAGES.xaPhase2Attached(op, row.gid, row.branchId, xid, ms), op, { ...context, cause }));
+      if (!unknown && held && (await stillLocked(held))) {
+        // MariaDB: acknowledged, yet the branch's XA transaction is still there (see stillLocked)
+        throw new DtmXaPhase2Error(MESSAGES.xaPhase2Unapplied(op, row.gid, row.branchId, xid), op, context);
+      }
       if (unknown) {
         const { rows } = await conn.execute(selectReasonSql(db.dialect, row.table), key);
         const reason = rows[0]?.reason as string | undefined;
@@ -386,6 +392,23 @@ async function runPhase2(
       }
     }
     await delay(pause);
+  }
+}
+
+/**
+ * Whether the branch's barrier row stays locked after its phase 2 was acknowledged (asked up to
+ * four times, 25 ms apart: an overlapping phase 2 of the same branch locks it for a moment only).
+ * MariaDB (seen on 10.11) acknowledges an XA COMMIT | ROLLBACK that arrives while it is still
+ * detaching the prepared transaction from the connection that prepared it and has just closed (the
+ * id is already free for other connections, the storage engine's transaction not yet), and applies
+ * nothing: the id is gone from XA RECOVER, the transaction stays prepared with its row locks, and
+ * only a server restart brings the id back. The row is unlocked after a phase 2 that applied.
+ */
+async function stillLocked(held: () => Promise<boolean>): Promise<boolean> {
+  for (let probe = 1; ; probe++) {
+    if (!(await held())) return false;
+    if (probe === 4) return true;
+    await delay(25);
   }
 }
 

@@ -23,11 +23,15 @@ const TEST_PASSWORD = 'dtm-test-password';
  * and creates the test account. Durability is relaxed (flush once a second) for speed unless
  * `durable`; XA PREPARE still survives a client disconnect, which is what XA tests need.
  */
-export async function startMariadb(runDir: RunDir, options: { durable?: boolean } = {}): Promise<{ info: MariadbInfo; process: ManagedProcess }> {
+export async function startMariadb(
+  runDir: RunDir,
+  options: { durable?: boolean; name?: string } = {},
+): Promise<{ info: MariadbInfo; process: ManagedProcess; restart(): Promise<ManagedProcess> }> {
   const hint = 'install MariaDB server binaries (Debian: apt-get install mariadb-server)';
   const server = findBinary(['mariadbd', 'mysqld'], hint);
   const installDb = findBinary(['mariadb-install-db', 'mysql_install_db'], hint);
-  const dir = join(runDir.path, 'mariadb');
+  const name = options.name ?? 'mariadb';
+  const dir = join(runDir.path, name);
   const data = join(dir, 'data');
   const socket = join(dir, 'mariadb.sock');
   mkdirSync(dir, { recursive: true });
@@ -39,8 +43,8 @@ export async function startMariadb(runDir: RunDir, options: { durable?: boolean 
     { env: minimalEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const port = await freePort();
-  const proc = startProcess({
-    name: 'mariadb',
+  const launch = () => startProcess({
+    name,
     command: server,
     args: [
       '--no-defaults',
@@ -59,9 +63,10 @@ export async function startMariadb(runDir: RunDir, options: { durable?: boolean 
       '--collation-server=utf8mb4_general_ci',
     ],
     runDir,
-    logFile: join(runDir.path, 'mariadb.log'),
+    logFile: join(runDir.path, `${name}.log`),
   });
-  await waitUntil('mariadb', () => createTestUser(socket), { timeoutMs: 60_000, process: proc, intervalMs: 200 });
+  let proc = launch();
+  await waitUntil(name, () => createTestUser(socket), { timeoutMs: 60_000, process: proc, intervalMs: 200 });
   const info: MariadbInfo = {
     host: '127.0.0.1',
     port,
@@ -69,7 +74,14 @@ export async function startMariadb(runDir: RunDir, options: { durable?: boolean 
     password: TEST_PASSWORD,
     adminUrl: `mysql://${TEST_USER}:${encodeURIComponent(TEST_PASSWORD)}@127.0.0.1:${port}`,
   };
-  return { info, process: proc };
+  /** Stops the server (a clean shutdown) and starts it again on the same data and port. */
+  const restart = async () => {
+    await proc.stop(30_000);
+    proc = launch();
+    await waitUntil(name, () => createTestUser(socket), { timeoutMs: 60_000, process: proc, intervalMs: 200 });
+    return proc;
+  };
+  return { info, process: proc, restart };
 }
 
 /** Connection string for database `db` on the server described by `info`. */

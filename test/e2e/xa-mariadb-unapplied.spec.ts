@@ -1,0 +1,154 @@
+// MariaDB (seen on 10.11) acknowledges an XA COMMIT | ROLLBACK that reaches it while it is still
+// detaching the prepared XA transaction from the connection that prepared it and has just closed,
+// and applies nothing: the id is free for other connections a moment before the storage engine
+// lets go of the transaction. The id is then gone from XA RECOVER while the transaction stays
+// prepared with its row locks, until the server restarts. The module answered such a phase 2 as
+// done: a commit DTM recorded that never happened. Here the branch's session holds many user
+// variables, which the server frees inside that window, so a phase 2 sent as soon as the branch
+// answered lands in it. The file runs its own MariaDB (it is restarted) and its own DTM.
+import 'reflect-metadata';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Body, Controller, HttpCode, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import mysql from 'mysql2/promise';
+import { BarrierTx, DtmClient, DtmModule, mysqlXaDatabase, XaBranch } from 'nestjs-dtm';
+import { useOwnDtm } from '../support/fixtures.js';
+import { harness } from '../support/harness.js';
+import { startMariadb } from '../support/services/mariadb.js';
+import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
+
+/** User variables the branch sets on its connection: freeing them keeps the server inside the window for tens of ms. */
+const USER_VARIABLES = 1_000_000;
+
+const dtm = useOwnDtm('dtm-xa-unapplied');
+let mariadb: Awaited<ReturnType<typeof startMariadb>>;
+let mariadbProcess: ManagedProcess;
+let config: mysql.ConnectionOptions;
+let app: INestApplication;
+let url: string;
+let client: DtmClient;
+
+/** Error lines the app logged. */
+const logged: string[] = [];
+const captureLogger: LoggerService = {
+  log: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  verbose: () => undefined,
+  error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
+};
+
+@Controller('xa')
+class SlowDetachBank {
+  @Post('move')
+  @HttpCode(200)
+  @XaBranch('unappliedXa', { db: 'mysql' })
+  async move(@Body() m: { account: number; amount: number }, @BarrierTx() conn: mysql.Connection) {
+    for (let i = 0; i < USER_VARIABLES; i += 10_000) {
+      await conn.query(`SET ${Array.from({ length: 10_000 }, (_, j) => `@v${i + j} = ${i + j}`).join(', ')}`);
+    }
+    await conn.execute('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
+  }
+}
+
+beforeAll(async () => {
+  mariadb = await startMariadb(runDirFrom(harness().runDir), { name: 'mariadb-xa-unapplied' });
+  mariadbProcess = mariadb.process;
+  const { host, port, user, password } = mariadb.info;
+  const admin = await mysql.createConnection({ host, port, user, password });
+  await admin.query('CREATE DATABASE bank');
+  await admin.end();
+  config = { host, port, user, password, database: 'bank' };
+  await sql('CREATE TABLE account (id INT PRIMARY KEY, balance INT NOT NULL)');
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      DtmModule.forRoot({
+        config: { ...dtm.config(), barrierTable: 'dtm_barrier', createBarrierTable: true },
+        xaConnections: { mysql: mysqlXaDatabase(() => mysql.createConnection(config)) },
+      }),
+    ],
+    controllers: [SlowDetachBank],
+  }).compile();
+  app = moduleRef.createNestApplication({ logger: captureLogger, forceCloseConnections: true });
+  await app.listen(0, '127.0.0.1');
+  url = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa/move`;
+  client = app.get(DtmClient);
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+  await mariadbProcess?.stop();
+});
+
+/** Runs `statement` on a new connection to the file's MariaDB (`bank`). */
+async function sql(statement: string, params: unknown[] = []): Promise<mysql.RowDataPacket[]> {
+  const conn = await mysql.createConnection(config);
+  try {
+    return (await conn.query<mysql.RowDataPacket[]>(statement, params))[0];
+  } finally {
+    await conn.end();
+  }
+}
+
+const balance = async () => Number((await sql('SELECT balance FROM account WHERE id = 1'))[0].balance);
+const barrierRows = async (gid: string) => (await sql('SELECT op, barrier_id, reason FROM dtm_barrier WHERE gid = ?', [gid])).map((r) => `${r.op}/${r.barrier_id}=${r.reason}`);
+const xaRecover = async () => (await sql('XA RECOVER')).map((r) => String(r.data));
+/** Whether another transaction holds the lock of `gid`'s barrier row (asked without waiting). */
+async function barrierRowLocked(gid: string): Promise<boolean> {
+  try {
+    await sql("SELECT reason FROM dtm_barrier WHERE gid = ? AND branch_id = '01' AND op = 'action' AND barrier_id = '01' FOR UPDATE NOWAIT", [gid]);
+    return false;
+  } catch (err) {
+    if ((err as { errno?: number }).errno === 1205) return true;
+    throw err;
+  }
+}
+
+/** Phase 2 as DTM sends it: POST, empty body, the keys in the query. */
+async function phase2(gid: string, op: 'commit' | 'rollback'): Promise<number> {
+  return (await fetch(`${url}?${new URLSearchParams({ gid, trans_type: 'xa', branch_id: '01', op })}`, { method: 'POST' })).status;
+}
+
+describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
+  it.each([
+    ['commit', 130, 'action/01=action', 'succeed', ['rollback prepared', 'commit succeed']],
+    ['rollback', 100, 'action/01=rollback', 'failed', ['rollback succeed', 'commit prepared']],
+  ] as const)(
+    '%s: answered with an error and logged, never as done; the branch stays prepared with its locks; after a restart of MariaDB, DTM finishes it',
+    async (op, balanceAfter, rowAfter, status, lines) => {
+      await sql('DELETE FROM account');
+      await sql('INSERT INTO account (id, balance) VALUES (1, 100)');
+      const gid = await client.generateGid();
+      const xid = `${gid}-01`;
+      const body = client.xaGlobalTransaction(gid, async (xa) => {
+        await xa.callBranch({ account: 1, amount: 30 }, url);
+        // the branch prepared and closed its connection; the phase 2 reaches MariaDB while it detaches the branch
+        expect(await phase2(gid, op)).toBe(500);
+        expect(logged.filter((l) => l.includes(`gid ${gid}, branch 01, op ${op}`))).toEqual([
+          expect.stringContaining(`XA ${op} of gid ${gid}, branch 01: the database acknowledged XA ${op.toUpperCase()} '${xid}' but did not apply it`),
+        ]);
+        // what MariaDB left: the id gone from XA RECOVER, the branch's transaction prepared with its locks
+        expect(await xaRecover()).not.toContain(xid);
+        expect(await barrierRowLocked(gid)).toBe(true);
+        expect(await balance()).toBe(100);
+        // DTM's retry before the restart: the id unknown while the row stays locked, "still held"
+        expect(await phase2(gid, op)).toBe(500);
+        expect(logged.filter((l) => l.includes(`gid ${gid}, branch 01, op ${op}`))[1]).toContain(`the XA transaction ${xid} is still held`);
+        mariadbProcess = await mariadb.restart();
+        expect(await xaRecover()).toContain(xid);
+        if (op === 'rollback') throw new Error('the transaction rolls back');
+      });
+      if (op === 'commit') await body;
+      else await expect(body).rejects.toThrow('the transaction rolls back');
+      // DTM's phase 2 after the restart finishes the branch
+      await dtm.waitForTransStatus(gid, status, 30_000);
+      const record = await dtm.queryTrans(gid);
+      expect(record.branches.map((b) => `${b.op} ${b.status}`)).toEqual(lines);
+      expect(await xaRecover()).not.toContain(xid);
+      expect(await barrierRowLocked(gid)).toBe(false);
+      expect(await balance()).toBe(balanceAfter);
+      expect(await barrierRows(gid)).toEqual([rowAfter]);
+    },
+    90_000,
+  );
+});
