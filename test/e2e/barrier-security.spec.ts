@@ -573,11 +573,15 @@ const captureLogger: LoggerService = {
   error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
 };
 
+/** The MariaDB session (thread id) each gid's XA branch ran on. */
+const xaSessions = new Map<string, number>();
+
 @Controller('xa')
 class XaBank {
   @Post('mysql')
   @XaBranch('securityXaMysql', { db: 'mysql' })
-  async mysql(@Body() m: Move, @BarrierTx() conn: mysql.Connection) {
+  async mysql(@Body() m: Move, @BarrierTx() conn: mysql.Connection, @BranchContext() b: BranchInfo) {
+    xaSessions.set(b.gid, conn.threadId);
     await conn.execute('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
   }
 
@@ -629,7 +633,8 @@ describe('XA phase 2 of an xid the database does not know', () => {
     await client.xaGlobalTransaction(gid, async (xa) => {
       await xa.callBranch({ account: 1, amount: 30 }, `${xaUrl}/${store}`);
       // behind DTM's back: the prepared branch is rolled back in the database
-      await onceDetached(() => t.sql[store].run(store === 'mysql' ? `XA ROLLBACK '${gid}-01'` : `ROLLBACK PREPARED '${gid}-01'`));
+      if (store === 'mysql') await onceDetached(dbs.mariadb.config, xaSessions.get(gid)!, () => t.sql.mysql.run(`XA ROLLBACK '${gid}-01'`));
+      else await t.sql.pg.run(`ROLLBACK PREPARED '${gid}-01'`);
     });
     // DTM commits as soon as the transaction is submitted
     await waitUntil('the commit answered with an error and logged', async () => logged.some((l) => l.includes(`gid ${gid}, branch 01, op commit`)), { timeoutMs: 15_000 });

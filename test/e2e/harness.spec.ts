@@ -193,6 +193,7 @@ describe('two-phase commit in the private databases', () => {
       await a.query('UPDATE account SET balance = balance - 30 WHERE id = 1');
       await a.query(`XA END '${xid}'`);
       await a.query(`XA PREPARE '${xid}'`);
+      const session = a.threadId;
       await a.end(); // a prepared XA branch survives its connection
 
       const [recovered] = await b.query<mysql.RowDataPacket[]>('XA RECOVER');
@@ -200,7 +201,7 @@ describe('two-phase commit in the private databases', () => {
       const [before] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
       expect(before[0].balance).toBe(100);
 
-      await onceDetached(() => b.query(`XA COMMIT '${xid}'`)); // XAER_NOTA until the server has detached it from `a`
+      await onceDetached(dbs.mariadb.config, session, () => b.query(`XA COMMIT '${xid}'`)); // not before the server has detached it from `a`
       const [after] = await b.query<mysql.RowDataPacket[]>('SELECT balance FROM account WHERE id = 1');
       expect(after[0].balance).toBe(70);
       const [left] = await b.query<mysql.RowDataPacket[]>('XA RECOVER');

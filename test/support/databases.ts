@@ -73,19 +73,39 @@ function nameFromTestPath(): string {
 }
 
 /**
- * Runs `finish` (an XA COMMIT | ROLLBACK from another connection than the one that prepared the
- * XA transaction) until MariaDB stops answering XAER_NOTA: the server detaches a prepared XA
- * transaction from its connection a moment after that connection closed, and until then other
- * connections cannot finish it. Gives up after `timeoutMs`.
+ * Runs `finish` (an XA COMMIT | ROLLBACK from another connection than the one that prepared the XA
+ * transaction) once MariaDB has detached that transaction from the closed session `threadId` (its
+ * connection's `threadId`). Until then other connections' XA COMMIT | ROLLBACK answer XAER_NOTA;
+ * and one that arrives while the server is still detaching it is acknowledged without being
+ * applied (MariaDB 10.11: the id is free a moment before InnoDB lets go of the transaction, which
+ * then stays prepared with its locks, out of XA RECOVER, until the server restarts). So this waits
+ * until the session has left the process list and then INFORMATION_SCHEMA.INNODB_TRX shows no
+ * transaction of it (read with `config`'s account, which needs PROCESS, as the harness's has; that
+ * table is a snapshot taken when it was last read over 0.1 s before, hence the pauses), then runs
+ * `finish`, repeated while it answers XAER_NOTA. Gives up after `timeoutMs`.
  */
-export async function onceDetached<T>(finish: () => Promise<T>, timeoutMs = 5000): Promise<T> {
+export async function onceDetached<T>(config: mysql.ConnectionOptions, threadId: number, finish: () => Promise<T>, timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const watcher = await mysql.createConnection(config);
+  try {
+    const count = async (sql: string) => Number((await watcher.query<mysql.RowDataPacket[]>(sql, [threadId]))[0][0].n);
+    const stillThere = async () =>
+      (await count('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?')) > 0 ||
+      (await pause(150), await count('SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ?')) > 0;
+    while (await stillThere()) {
+      if (Date.now() > deadline) throw new Error(`onceDetached: session ${threadId} or its transaction still attached after ${timeoutMs} ms`);
+      await pause(10);
+    }
+  } finally {
+    await watcher.end();
+  }
   for (;;) {
     try {
       return await finish();
     } catch (err) {
       if (!/XAER_NOTA/.test(String((err as Error)?.message)) || Date.now() > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await pause(5);
     }
   }
 }
