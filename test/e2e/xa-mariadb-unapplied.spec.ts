@@ -1,11 +1,14 @@
 // MariaDB (seen on 10.11) acknowledges an XA COMMIT | ROLLBACK that reaches it while it is still
 // detaching the prepared XA transaction from the connection that prepared it and has just closed,
-// and applies nothing: the id is free for other connections a moment before the storage engine
-// lets go of the transaction. The id is then gone from XA RECOVER while the transaction stays
-// prepared with its row locks, until the server restarts. The module answered such a phase 2 as
-// done: a commit DTM recorded that never happened. Here the branch's session holds many user
-// variables, which the server frees inside that window, so a phase 2 sent as soon as the branch
-// answered lands in it. The file runs its own MariaDB (it is restarted) and its own DTM.
+// and applies nothing: the id is free for other connections a moment before InnoDB lets go of the
+// transaction. The id is then gone from XA RECOVER while the transaction stays prepared with its
+// row locks, until the server restarts. The module answered such a phase 2 as done: a commit DTM
+// recorded that never happened. Here the branch is prepared on a connection of the test's (as the
+// module's @XaBranch leaves it, registered with DTM), whose session holds 50 000 prepared
+// statements, which the server frees inside that window (about 0.1 s); its phase 2 is sent as soon
+// as the connection closed (one that comes before the detach waits for it: XAER_NOTA, its row
+// locked), so it lands in the window. The file runs its own MariaDB (it is restarted) and its own
+// DTM.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, HttpCode, Post, type INestApplication, type LoggerService } from '@nestjs/common';
@@ -17,8 +20,8 @@ import { harness } from '../support/harness.js';
 import { startMariadb } from '../support/services/mariadb.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 
-/** User variables the branch sets on its connection: freeing them keeps the server inside the window for tens of ms. */
-const USER_VARIABLES = 1_000_000;
+/** Prepared statements of the branch's session: the server frees them inside the window, keeping it open for about 0.1 s. */
+const PREPARED_STATEMENTS = 50_000;
 
 const dtm = useOwnDtm('dtm-xa-unapplied');
 let mariadb: Awaited<ReturnType<typeof startMariadb>>;
@@ -39,14 +42,12 @@ const captureLogger: LoggerService = {
 };
 
 @Controller('xa')
-class SlowDetachBank {
+class Bank {
+  /** The module's XA branch; its action is not called here (the test prepares the branch itself), only its phase 2. */
   @Post('move')
   @HttpCode(200)
   @XaBranch('unappliedXa', { db: 'mysql' })
   async move(@Body() m: { account: number; amount: number }, @BarrierTx() conn: mysql.Connection) {
-    for (let i = 0; i < USER_VARIABLES; i += 10_000) {
-      await conn.query(`SET ${Array.from({ length: 10_000 }, (_, j) => `@v${i + j} = ${i + j}`).join(', ')}`);
-    }
     await conn.execute('UPDATE account SET balance = balance + ? WHERE id = ?', [m.amount, m.account]);
   }
 }
@@ -67,7 +68,7 @@ beforeAll(async () => {
         xaConnections: { mysql: mysqlXaDatabase(() => mysql.createConnection(config)) },
       }),
     ],
-    controllers: [SlowDetachBank],
+    controllers: [Bank],
   }).compile();
   app = moduleRef.createNestApplication({ logger: captureLogger, forceCloseConnections: true });
   await app.listen(0, '127.0.0.1');
@@ -109,6 +110,25 @@ async function phase2(gid: string, op: 'commit' | 'rollback'): Promise<number> {
   return (await fetch(`${url}?${new URLSearchParams({ gid, trans_type: 'xa', branch_id: '01', op })}`, { method: 'POST' })).status;
 }
 
+/**
+ * Prepares XA branch 01 of `gid` as the module's @XaBranch does (its barrier row and +30 on account 1)
+ * on a new connection whose session holds {@link PREPARED_STATEMENTS} prepared statements, and leaves
+ * that connection open.
+ */
+async function preparedSlowToDetach(gid: string): Promise<mysql.Connection> {
+  const held = await mysql.createConnection({ ...config, multipleStatements: true });
+  await held.query(`SET GLOBAL max_prepared_stmt_count = ${2 * PREPARED_STATEMENTS}`); // (a restart resets it)
+  for (let i = 0; i < PREPARED_STATEMENTS; i += 2000) {
+    await held.query(Array.from({ length: 2000 }, (_, j) => `PREPARE s${i + j} FROM 'SELECT balance FROM account WHERE id = ? AND balance > ${i + j}'`).join('; '));
+  }
+  await held.query(`XA START '${gid}-01'`);
+  await held.execute('INSERT INTO dtm_barrier (trans_type, gid, branch_id, op, barrier_id, reason) VALUES (?, ?, ?, ?, ?, ?)', ['xa', gid, '01', 'action', '01', 'action']);
+  await held.execute('UPDATE account SET balance = balance + 30 WHERE id = 1');
+  await held.query(`XA END '${gid}-01'`);
+  await held.query(`XA PREPARE '${gid}-01'`);
+  return held;
+}
+
 describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
   it.each([
     ['commit', 130, 'action/01=action', 'succeed', ['rollback prepared', 'commit succeed']],
@@ -120,9 +140,12 @@ describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
       await sql('INSERT INTO account (id, balance) VALUES (1, 100)');
       const gid = await client.generateGid();
       const xid = `${gid}-01`;
-      const body = client.xaGlobalTransaction(gid, async (xa) => {
-        await xa.callBranch({ account: 1, amount: 30 }, url);
-        // the branch prepared and closed its connection; the phase 2 reaches MariaDB while it detaches the branch
+      const body = client.xaGlobalTransaction(gid, async () => {
+        // the branch's action, as the module's @XaBranch runs it: registered with DTM, then prepared
+        expect((await dtm.dtmPost('/registerBranch', { gid, trans_type: 'xa', branch_id: '01', url })).status).toBe(200);
+        const held = await preparedSlowToDetach(gid);
+        // the branch's connection closes, and the phase 2 arrives at once
+        await held.end();
         expect(await phase2(gid, op)).toBe(500);
         expect(logged.filter((l) => l.includes(`gid ${gid}, branch 01, op ${op}`))).toEqual([
           expect.stringContaining(`XA ${op} of gid ${gid}, branch 01: the database acknowledged XA ${op.toUpperCase()} '${xid}' but did not apply it`),
