@@ -2,7 +2,7 @@
 // detaching the prepared XA transaction from the connection that prepared it and has just closed,
 // and applies nothing: the id is free for other connections a moment before InnoDB lets go of the
 // transaction. The id is then gone from XA RECOVER while the transaction stays prepared with its
-// row locks, until the server restarts. The module answered such a phase 2 as done: a commit DTM
+// row locks, until the server restarts. The module used to answer such a phase 2 as done: a commit DTM
 // recorded that never happened. Here the branch is prepared on a connection of the test's (as the
 // module's @XaBranch leaves it, registered with DTM), whose session holds 50 000 prepared
 // statements, which the server frees inside that window (about 0.1 s); its phase 2 is sent as soon
