@@ -11,12 +11,13 @@
 // DTM.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Body, Controller, HttpCode, Post, type INestApplication, type LoggerService } from '@nestjs/common';
+import { Body, Controller, HttpCode, Post, type INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import mysql from 'mysql2/promise';
 import { BarrierTx, DtmClient, DtmModule, mysqlXaDatabase, XaBranch } from 'nestjs-dtm';
 import { useOwnDtm } from '../support/fixtures.js';
 import { harness } from '../support/harness.js';
+import { LineLogger } from '../support/line-logger.js';
 import { startMariadb } from '../support/services/mariadb.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 
@@ -31,15 +32,9 @@ let app: INestApplication;
 let url: string;
 let client: DtmClient;
 
-/** Error lines the app logged. */
-const logged: string[] = [];
-const captureLogger: LoggerService = {
-  log: () => undefined,
-  warn: () => undefined,
-  debug: () => undefined,
-  verbose: () => undefined,
-  error: (message: unknown, ...rest: unknown[]) => void logged.push([message, ...rest].map(String).join(' ')),
-};
+const logger = new LineLogger();
+/** The error lines the app logged about `gid`'s branch 01 and `op`. */
+const errorsOf = (gid: string, op: string) => logger.lines.filter((l) => l.startsWith('error ') && l.includes(`gid ${gid}, branch 01, op ${op}`));
 
 @Controller('xa')
 class Bank {
@@ -70,7 +65,7 @@ beforeAll(async () => {
     ],
     controllers: [Bank],
   }).compile();
-  app = moduleRef.createNestApplication({ logger: captureLogger, forceCloseConnections: true });
+  app = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
   await app.listen(0, '127.0.0.1');
   url = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}/xa/move`;
   client = app.get(DtmClient);
@@ -147,7 +142,7 @@ describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
         // the branch's connection closes, and the phase 2 arrives at once
         await held.end();
         expect(await phase2(gid, op)).toBe(500);
-        expect(logged.filter((l) => l.includes(`gid ${gid}, branch 01, op ${op}`))).toEqual([
+        expect(errorsOf(gid, op)).toEqual([
           expect.stringContaining(`XA ${op} of gid ${gid}, branch 01: the database acknowledged XA ${op.toUpperCase()} '${xid}' but did not apply it`),
         ]);
         // what MariaDB left: the id gone from XA RECOVER, the branch's transaction prepared with its locks
@@ -156,7 +151,7 @@ describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
         expect(await balance()).toBe(100);
         // DTM's retry before the restart: the id unknown while the row stays locked, "still held"
         expect(await phase2(gid, op)).toBe(500);
-        expect(logged.filter((l) => l.includes(`gid ${gid}, branch 01, op ${op}`))[1]).toContain(`the XA transaction ${xid} is still held`);
+        expect(errorsOf(gid, op)[1]).toContain(`the XA transaction ${xid} is still held`);
         mariadbProcess = await mariadb.restart();
         expect(await xaRecover()).toContain(xid);
         if (op === 'rollback') throw new Error('the transaction rolls back');
