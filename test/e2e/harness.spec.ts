@@ -1,7 +1,9 @@
 // Proof that the harness is real: sagas submitted with plain HTTP (no library code) to the real DTM
 // server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit; the
-// chaos suite's stall proxy holds and delivers a database's traffic.
+// chaos suite's stall proxy holds and delivers a database's traffic, and its gRPC fault proxy
+// closes cleanly under a call it still holds.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Client, Metadata, Server, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
@@ -10,6 +12,8 @@ import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startStallProxy } from '../support/chaos/stall-proxy.js';
+import { startGrpcFaultProxy } from '../support/chaos/grpc-fault-proxy.js';
+import { bindGrpcServer } from '../support/grpc.js';
 import { firstCalls, settledWithin } from '../support/fixtures.js';
 
 let recorder: Recorder;
@@ -254,6 +258,38 @@ describe("the chaos suite's stall proxy", () => {
       await my?.end().catch(() => undefined);
       await pgProxy.close();
       await myProxy.close();
+    }
+  });
+});
+
+describe("the chaos suite's gRPC fault proxy", () => {
+  it('closed while a delayed call waits (the end of a run): that call ends, and the proxy answers it without throwing', async () => {
+    const path = '/chaos.Test/Echo';
+    const same = (b: Buffer) => b;
+    const method = { path, requestStream: false, responseStream: false, requestSerialize: same, requestDeserialize: same, responseSerialize: same, responseDeserialize: same };
+    const bank = new Server();
+    bank.addService({ [path]: method }, { [path]: (call: { request: Buffer }, callback: (err: null, reply: Buffer) => void) => callback(null, call.request) });
+    const bankPort = await bindGrpcServer(bank);
+    const answered: boolean[] = [];
+    // every call delayed past a branch timeout of 0.2 s: forwarded 0.7 s after it came
+    const proxy = await startGrpcFaultProxy(`127.0.0.1:${bankPort}`, [path], 0.2, () => 'delay', () => undefined, {
+      hold: () => undefined,
+      answered: (_keys, ok) => void answered.push(ok),
+    });
+    const client = new Client(proxy.address, credentials.createInsecure());
+    try {
+      const ended = new Promise<ServiceError | null>((resolve) => {
+        client.makeUnaryRequest(path, same, same, Buffer.from('x'), new Metadata(), { deadline: Date.now() + 10_000 }, (err: ServiceError | null) => resolve(err));
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the call waits in the proxy's delay
+      await proxy.close();
+      expect([status.UNAVAILABLE, status.CANCELLED]).toContain((await ended)?.code);
+      // past the delay the proxy forwards the call on its closed channel: answered UNAVAILABLE (it threw, unhandled)
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(answered).toEqual([false]);
+    } finally {
+      client.close();
+      bank.forceShutdown();
     }
   });
 });

@@ -61,9 +61,14 @@ export async function startGrpcFaultProxy(
       for (const value of values) metadata.add(key, value);
     }
     return new Promise((resolve) => {
-      bank.makeUnaryRequest(path, same, same, bytes, metadata, { deadline: Date.now() + 30_000 }, (err: ServiceError | null, reply?: Buffer) => {
-        resolve(err ? { error: { code: err.code, details: err.details, metadata: err.metadata } } : { reply: reply ?? Buffer.alloc(0) });
-      });
+      try {
+        bank.makeUnaryRequest(path, same, same, bytes, metadata, { deadline: Date.now() + 30_000 }, (err: ServiceError | null, reply?: Buffer) => {
+          resolve(err ? { error: { code: err.code, details: err.details, metadata: err.metadata } } : { reply: reply ?? Buffer.alloc(0) });
+        });
+      } catch (err) {
+        // the proxy was closed (its channel shut down) while this call waited: a delayed or replayed call at the end of a run
+        resolve({ error: { code: status.UNAVAILABLE, details: `proxy closed: ${(err as Error).message}` } });
+      }
     });
   };
   const handler = (path: string) => async (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
