@@ -10,7 +10,7 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmBranchRegistryError, DtmFailureError, DtmInstrumentation, DtmModule, DtmWorkflow, DtmWorkflowPendingError, SagaAction, type DtmBranchCallEvent, type DtmConfigInput, type WorkflowContext } from 'nestjs-dtm';
 import { BranchAuth, targetPath } from '../../lib/auth/branch-auth.js';
-import { storedAuth, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { storedAuth, type DtmQueryAnswer } from '../support/harness.js';
 import { firstCalls, PROTOCOLS, sleep, useOwnDtm } from '../support/fixtures.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { waitUntil } from '../support/services/process.js';
@@ -24,9 +24,7 @@ import { callGrpc, requestBytes } from '../support/grpc.js';
  * a branch of an unfinished transaction again meanwhile (DTM calls at least once). The harness's helpers, aimed at it.
  */
 const dtm = useOwnDtm('dtm-branch-auth');
-const queryTrans = (gid: string) => dtm.queryTrans(gid);
-const triggerCron = () => dtm.triggerCron();
-const waitForTransStatus = (gid: string, status: TransStatus | TransStatus[], timeoutMs?: number) => dtm.waitForTransStatus(gid, status, timeoutMs);
+const { queryTrans, triggerCron, waitForTransStatus } = dtm;
 /** The branch app, on this file's DTM server. */
 const startBranchApp = (adapter: AdapterName, config: DtmConfigInput = {}, providers: Provider[] = []) => startBranchAppWith(adapter, { serverUrl: dtm.info.serverUrl, ...config }, providers);
 

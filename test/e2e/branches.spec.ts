@@ -2,7 +2,6 @@
 // Express and on Fastify. The app runs with global prefix "api" and URI versioning (bank is v1).
 import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import type { TransStatus } from '../support/harness.js';
 import { Controller, Post } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
@@ -18,10 +17,7 @@ import { recordedBranchFailure } from '../../lib/diagnostics/branch-failures.js'
  * unfinished transaction again meanwhile (DTM calls at least once). The harness's helpers, aimed at it.
  */
 const dtm = useOwnDtm('dtm-branches');
-const queryTrans = (gid: string) => dtm.queryTrans(gid);
-const triggerCron = () => dtm.triggerCron();
-const waitForTransStatus = (gid: string, status: TransStatus | TransStatus[], timeoutMs?: number) => dtm.waitForTransStatus(gid, status, timeoutMs);
-const dtmPost = (path: string, body: unknown) => dtm.dtmPost(path, body);
+const { queryTrans, triggerCron, waitForTransStatus, dtmPost } = dtm;
 /** The branch app, on this file's DTM server unless `config` names another. */
 const startBranchApp = (adapter: AdapterName, config: DtmConfigInput = {}) => startBranchAppWith(adapter, { serverUrl: dtm.info.serverUrl, ...config });
 

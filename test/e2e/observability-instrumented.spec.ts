@@ -44,7 +44,7 @@ let dbs: FileDatabases;
  * file's /resetCronTime can have DTM's cron call a branch or a back-check again meanwhile (DTM calls at least once).
  */
 const dtm = useOwnDtm('dtm-observability-instrumented');
-const queryTrans = (gid: string) => dtm.queryTrans(gid);
+const { queryTrans } = dtm;
 /** The child's arguments: this file's PostgreSQL database, and the DTM server it talks to. */
 const childArgs = () => [dbs.postgres.url, dtm.info.serverUrl, dtm.info.grpcAddress];
 

@@ -10,6 +10,7 @@ import type mysql from 'mysql2/promise';
 import type pg from 'pg';
 import { BarrierTx, DtmOutcomeUnknownError, DtmUnavailableError, DtmWorkflow, DtmWorkflowPendingError, XaBranch, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { queryTrans, triggerCron, type DtmQueryAnswer, type TransStatus } from '../support/harness.js';
+import { settledWithin } from '../support/fixtures.js';
 import type { Recorder } from '../support/recorder.js';
 import type { RunningDtm } from '../support/services/dtm.js';
 import { logTail, waitUntil } from '../support/services/process.js';
@@ -136,15 +137,10 @@ export function killKit(dtm: () => RunningDtm, recorder: () => Recorder, app: ()
     async untilInFlight(timeoutMs = 40_000): Promise<void> {
       const pending = new Set(cells.keys());
       const all = Promise.all([...cells].map(([key, c]) => c.inFlight.then(() => pending.delete(key))));
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`not in flight after ${timeoutMs / 1000} s: ${[...pending].join(', ')}\n${logTail(dtm().info.logFile, 40)}`)), timeoutMs);
-      });
-      try {
-        await Promise.race([all, late]);
-      } finally {
-        clearTimeout(timer);
-      }
+      const settled = await settledWithin(all, timeoutMs, 'in flight');
+      if (settled === 'in flight') return;
+      if (settled !== 'still waiting') throw settled;
+      throw new Error(`not in flight after ${timeoutMs / 1000} s: ${[...pending].join(', ')}\n${logTail(dtm().info.logFile, 40)}`);
     },
     /** What the file's DTM holds for `gid` (its HTTP API, not through the module). */
     stored: (gid: string): Promise<DtmQueryAnswer> => queryTrans(gid, dtm().info.serverUrl),

@@ -75,7 +75,7 @@ class BytesWorkflows {
  * /resetCronTime can have DTM resume a pending workflow (this app's resume route) meanwhile, a replay the test did not make.
  */
 const dtm = useOwnDtm('dtm-workflow-replay');
-const queryTrans = (gid: string) => dtm.queryTrans(gid);
+const { queryTrans } = dtm;
 
 let recorder: Recorder;
 let app: INestApplication;
