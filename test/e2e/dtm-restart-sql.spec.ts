@@ -196,13 +196,20 @@ beforeAll(async () => {
   await stopDtm(dtm, true);
   kit.kill();
   clearInterval(watching);
-  for (const lock of branchRowsLocks.values()) {
-    // the killed DTM's write waits on the lock in a backend of its own, which would run it once the lock
-    // is gone (PostgreSQL does not see the client gone while it waits): ended first, as the write never left DTM
-    await lock.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))');
-    await lock.query('ROLLBACK');
-    await lock.end();
-  }
+  // the killed DTM's write waits on the lock in a backend of its own, which would run it once the lock
+  // is gone (PostgreSQL does not see the client gone while it waits): ended first, as the write never left
+  // DTM. A write DTM sent just before the kill can reach PostgreSQL a moment after it (a clean-clone CI
+  // found the asynchronous cell's results written after the restart, one write of the two ended here):
+  // whatever waits on the locks is ended for a second
+  await Promise.all(
+    [...branchRowsLocks.values()].map(async (lock) => {
+      for (const until = Date.now() + 1000; Date.now() < until; await sleep(50)) {
+        await lock.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))');
+      }
+      await lock.query('ROLLBACK');
+      await lock.end();
+    }),
+  );
   await sleep(500);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
   kit.restarted = true;
