@@ -45,7 +45,11 @@ let recorder: Recorder;
 const kit = killKit(() => dtm, () => recorder, () => t);
 const { cell, untilDtmRecords, holdUntilKilled, untilHeld, gateTarget, balancesOf } = kit;
 /** By gid, the transactions holding DTM's rows of the 'saga aborting' cells' branches locked until the kill. */
-const branchRowsLocks = new Map<string, pg.Client>();
+const branchRowsLocks = new Map<string, { client: pg.Client; pid: number }>();
+/** By gid, the 'saga aborting' cells' branch lines in DTM's store once the killed DTM's sessions were ended: what the restarted DTM reads. */
+const atKill = new Map<string, string[]>();
+/** The application name of the file's DTM's PostgreSQL sessions (its PGAPPNAME). */
+const DTM_SESSIONS = 'dtm-restart-sql';
 /** The gids whose lock a DTM write waits on. */
 const waitingOnLock = new Set<string>();
 /** The XA ids whose phase-2 commit the branch holds until the kill. */
@@ -91,7 +95,7 @@ const until = (what: string, held: () => boolean) => waitUntil(what, async () =>
 
 beforeAll(async () => {
   dbs = await fileDatabases();
-  dtmOptions = { name: 'dtm-restart-sql', store: 'postgres', postgres: harness().postgres!, postgresDb: dbs.postgres.database };
+  dtmOptions = { name: 'dtm-restart-sql', store: 'postgres', postgres: harness().postgres!, postgresDb: dbs.postgres.database, env: { PGAPPNAME: DTM_SESSIONS } };
   dtm = await startDtm(runDirFrom(harness().runDir), dtmOptions);
   recorder = await startRecorder();
   t = await startBarrierApp(dbs, {
@@ -157,6 +161,11 @@ beforeAll(async () => {
   // a saga whose third step fails, DTM's writes of the actions' results not yet made at the kill (they
   // wait up to 200 ms in DTM; here a lock on DTM's rows of the saga holds them), its compensations under
   // way; and the same saga with a timeoutToFail, whose branch results DTM writes before it goes on
+  // the sessions DTM's writes wait behind are watched and ended from a session of its own, outside the
+  // locks' transactions: pg_stat_activity read in a transaction stays what it was at its first read
+  // there, without the sessions opened since (DTM opens more as its writes wait)
+  const admin = new pg.Client({ connectionString: dbs.postgres.url });
+  await admin.connect();
   const lostSaga = (name: string, options: { timeoutToFail?: number }) =>
     kit.add(name, 'http', (gid, m) => {
       const path = (p: string) => `/${name.replace(/\W/g, '')}${p}`;
@@ -166,7 +175,7 @@ beforeAll(async () => {
           await client.connect();
           await client.query('BEGIN');
           await client.query('SELECT id FROM dtm.trans_branch_op WHERE gid = $1 FOR UPDATE', [gid]);
-          branchRowsLocks.set(gid, client);
+          branchRowsLocks.set(gid, { client, pid: (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid });
         }
         return 200;
       });
@@ -189,27 +198,28 @@ beforeAll(async () => {
   await lostSaga('saga aborting sync', { timeoutToFail: 60 });
   const watching = setInterval(() => {
     for (const [gid, lock] of branchRowsLocks) {
-      void lock.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))').then(({ rows }) => rows[0].n > 0 && waitingOnLock.add(gid), () => undefined);
+      void admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [lock.pid]).then(({ rows }) => rows[0].n > 0 && waitingOnLock.add(gid), () => undefined);
     }
   }, 100);
   await kit.untilInFlight();
+  const dtmSessions = async () => (await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [DTM_SESSIONS])).rows.length;
+  if ((await dtmSessions()) === 0) throw new Error(`DTM has no PostgreSQL session named ${DTM_SESSIONS}: did it not read PGAPPNAME?`);
   await stopDtm(dtm, true);
   kit.kill();
   clearInterval(watching);
-  // the killed DTM's write waits on the lock in a backend of its own, which would run it once the lock
-  // is gone (PostgreSQL does not see the client gone while it waits): ended first, as the write never left
-  // DTM. A write DTM sent just before the kill can reach PostgreSQL a moment after it (a clean-clone CI
-  // found the asynchronous cell's results written after the restart, one write of the two ended here):
-  // whatever waits on the locks is ended for a second
-  await Promise.all(
-    [...branchRowsLocks.values()].map(async (lock) => {
-      for (const until = Date.now() + 1000; Date.now() < until; await sleep(50)) {
-        await lock.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))');
-      }
-      await lock.query('ROLLBACK');
-      await lock.end();
-    }),
-  );
+  // every session of the killed DTM (its application name) is ended before the locks go: no write it
+  // sent before the kill, waiting on a lock or read and not yet begun (PostgreSQL does not see the
+  // client gone meanwhile), runs after them
+  await waitUntil('the killed DTM\'s PostgreSQL sessions ended', async () => {
+    await admin.query('SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1', [DTM_SESSIONS]);
+    return (await dtmSessions()) === 0;
+  }, { timeoutMs: 20_000, intervalMs: 50 });
+  for (const [gid, { client: lock }] of branchRowsLocks) {
+    atKill.set(gid, (await lock.query("SELECT branch_id || ' ' || op || ' ' || status AS line FROM dtm.trans_branch_op WHERE gid = $1 ORDER BY 1", [gid])).rows.map((r: { line: string }) => r.line));
+    await lock.query('ROLLBACK');
+    await lock.end();
+  }
+  await admin.end();
   await sleep(500);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
   kit.restarted = true;
@@ -275,11 +285,15 @@ describe.each(PROTOCOLS)('DTM killed (-9) and restarted on its PostgreSQL store,
   });
 });
 
+/** A saga of three steps whose branch results DTM's store does not have. */
+const ALL_PREPARED = ['01 action prepared', '01 compensate prepared', '02 action prepared', '02 compensate prepared', '03 action prepared', '03 compensate prepared'];
 describe('DTM killed (-9) and restarted on its PostgreSQL store, a saga rolling back (its third step FAILURE) before DTM wrote its actions\' results', () => {
   const callLines = (gid: string) => [...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((x) => `${x.path.replace(/^\/sagaaborting(sync)?/, '')} ${x.status}`);
 
   it('DTM\'s default (results written asynchronously, up to 200 ms later), the kill during the compensations: DTM, back, compensates the first step only, records the saga failed, and the second step\'s withdrawal stays (money lost: DTM v1.19, documented)', async () => {
     const c = cell('saga aborting', 'http');
+    // what the restarted DTM read: none of the results the killed DTM had
+    expect(atKill.get(c.gid)).toEqual(ALL_PREPARED);
     expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'failed' }) });
     const record = await untilDtmRecords(c.gid, 'failed', (lines) => lines.includes('01 compensate succeed'));
     expect(record.transaction?.rollback_reason).toMatch(/sagaabortingFail return failed: .*FAILURE/);
@@ -293,6 +307,7 @@ describe('DTM killed (-9) and restarted on its PostgreSQL store, a saga rolling 
 
   it('with a timeoutToFail (DTM then writes the saga\'s branch results before going on), the kill while its first write waits: DTM, back, runs the saga again from its first step and compensates every step; the money is back', async () => {
     const c = cell('saga aborting sync', 'http');
+    expect(atKill.get(c.gid)).toEqual(ALL_PREPARED);
     expect(await c.outcome).toEqual({ value: expect.objectContaining({ gid: c.gid, status: 'failed' }) });
     const record = await untilDtmRecords(c.gid, 'failed', (lines) => lines.includes('01 compensate succeed'));
     expect(record.transaction?.rollback_reason).toMatch(/sagaabortingsyncFail return failed: .*FAILURE/);

@@ -62,6 +62,8 @@ export interface StartDtmOptions {
   extraConfig?: Record<string, unknown>;
   /** Sub-directory of the run dir (lets one run start several servers). */
   name?: string;
+  /** More environment variables of DTM's process (e.g. `PGAPPNAME`: the application name of its PostgreSQL sessions). */
+  env?: Record<string, string>;
 }
 
 /** Starts the real DTM server v1.19.0 with a generated config on free ports; ready when `/api/ping` answers. */
@@ -113,7 +115,7 @@ export async function startDtm(runDir: RunDir, options: StartDtmOptions = {}): P
     command: binary,
     args: sqlStore && options.resetSqlStore !== false && !ownMariadbDb(options) ? ['-c', configFile, '-r'] : ['-c', configFile],
     cwd: sqlStore ? dtmModuleDir() : dir,
-    env: minimalEnv(),
+    env: minimalEnv(options.env),
     runDir,
     logFile,
     stopSignal: 'SIGINT',
