@@ -4,11 +4,12 @@
 // transaction. The id is then gone from XA RECOVER while the transaction stays prepared with its
 // row locks, until the server restarts. The module used to answer such a phase 2 as done: a commit DTM
 // recorded that never happened. Here the branch is prepared on a connection of the test's (as the
-// module's @XaBranch leaves it, registered with DTM), whose session holds 50 000 prepared
-// statements, which the server frees inside that window (about 0.1 s); its phase 2 is sent as soon
-// as the connection closed (one that comes before the detach waits for it: XAER_NOTA, its row
-// locked), so it lands in the window. The file runs its own MariaDB (it is restarted) and its own
-// DTM.
+// module's @XaBranch leaves it, registered with DTM), whose session holds 100 000 prepared
+// statements, which the server frees inside that window (about 0.25 s); its phase 2 is sent once
+// the server has begun closing that session (the process list shows it 'Killed'), so it lands in
+// the window (one sent before the detach gets XAER_NOTA, its row locked, and the module's retry
+// 0.1 s later could come after the window). The file runs its own MariaDB (it is restarted) and its
+// own DTM.
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Body, Controller, HttpCode, Post, type INestApplication } from '@nestjs/common';
@@ -19,10 +20,13 @@ import { useOwnDtm } from '../support/fixtures.js';
 import { harness } from '../support/harness.js';
 import { LineLogger } from '../support/line-logger.js';
 import { startMariadb } from '../support/services/mariadb.js';
-import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
+import { runDirFrom, waitUntil, type ManagedProcess } from '../support/services/process.js';
 
-/** Prepared statements of the branch's session: the server frees them inside the window, keeping it open for about 0.1 s. */
-const PREPARED_STATEMENTS = 50_000;
+/**
+ * Prepared statements of the branch's session, each in the smallest memory blocks (1.7 GB in all):
+ * the server frees them inside the window, keeping it open for about 0.25 s.
+ */
+const PREPARED_STATEMENTS = 100_000;
 
 const dtm = useOwnDtm('dtm-xa-unapplied');
 let mariadb: Awaited<ReturnType<typeof startMariadb>>;
@@ -113,6 +117,7 @@ async function phase2(gid: string, op: 'commit' | 'rollback'): Promise<number> {
 async function preparedSlowToDetach(gid: string): Promise<mysql.Connection> {
   const held = await mysql.createConnection({ ...config, multipleStatements: true });
   await held.query(`SET GLOBAL max_prepared_stmt_count = ${2 * PREPARED_STATEMENTS}`); // (a restart resets it)
+  await held.query('SET SESSION query_prealloc_size = 1024, query_alloc_block_size = 1024');
   for (let i = 0; i < PREPARED_STATEMENTS; i += 2000) {
     await held.query(Array.from({ length: 2000 }, (_, j) => `PREPARE s${i + j} FROM 'SELECT balance FROM account WHERE id = ? AND balance > ${i + j}'`).join('; '));
   }
@@ -122,6 +127,20 @@ async function preparedSlowToDetach(gid: string): Promise<mysql.Connection> {
   await held.query(`XA END '${gid}-01'`);
   await held.query(`XA PREPARE '${gid}-01'`);
   return held;
+}
+
+/** Closes `conn`, and resolves once the server has begun closing its session (its process list row 'Killed', or gone). */
+async function closedOnServer(conn: mysql.Connection): Promise<void> {
+  const monitor = await mysql.createConnection(config);
+  try {
+    await conn.end(); // resolves once the quit is sent
+    await waitUntil(`session ${conn.threadId} closing`, async () => {
+      const [rows] = await monitor.query<mysql.RowDataPacket[]>('SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = ?', [conn.threadId]);
+      return rows.length === 0 || rows[0].COMMAND !== 'Sleep';
+    }, { timeoutMs: 10_000, intervalMs: 2 });
+  } finally {
+    await monitor.end();
+  }
 }
 
 describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
@@ -139,8 +158,8 @@ describe('an XA phase 2 MariaDB acknowledges without applying it', () => {
         // the branch's action, as the module's @XaBranch runs it: registered with DTM, then prepared
         expect((await dtm.dtmPost('/registerBranch', { gid, trans_type: 'xa', branch_id: '01', url })).status).toBe(200);
         const held = await preparedSlowToDetach(gid);
-        // the branch's connection closes, and the phase 2 arrives at once
-        await held.end();
+        // the branch's connection closes, and the phase 2 arrives as soon as the server began closing the session
+        await closedOnServer(held);
         expect(await phase2(gid, op)).toBe(500);
         expect(errorsOf(gid, op)).toEqual([
           expect.stringContaining(`XA ${op} of gid ${gid}, branch 01: the database acknowledged XA ${op.toUpperCase()} '${xid}' but did not apply it`),
