@@ -1,20 +1,27 @@
 // Proof that the harness is real: sagas submitted with plain HTTP (no library code) to the real DTM
 // server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit; the
-// chaos suite's stall proxy holds and delivers a database's traffic, and its gRPC fault proxy
-// closes cleanly under a call it still holds.
+// chaos suite's stall proxy holds and delivers a database's traffic (at once, or once a client sent
+// given markers), its gRPC fault proxy closes cleanly under a call it still holds, and the restart
+// files' kill kit says which cells never got in flight.
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Client, Metadata, Server, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
 import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
-import { startDtm, type DtmInfo } from '../support/services/dtm.js';
-import { runDirFrom, type ManagedProcess } from '../support/services/process.js';
+import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
+import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startStallProxy } from '../support/chaos/stall-proxy.js';
 import { startGrpcFaultProxy } from '../support/chaos/grpc-fault-proxy.js';
 import { bindGrpcServer } from '../support/grpc.js';
 import { firstCalls, settledWithin } from '../support/fixtures.js';
+import type { BarrierApp } from './barrier-app.js';
+import { killKit } from './restart-bank.js';
 
 let recorder: Recorder;
 let dbs: FileDatabases;
@@ -259,6 +266,79 @@ describe("the chaos suite's stall proxy", () => {
       await pgProxy.close();
       await myProxy.close();
     }
+  });
+});
+
+describe("the chaos suite's stall proxy armed with stallWhenSent", () => {
+  /** A socket to `port` with everything it received so far as text, and a promise of its close. */
+  const socketTo = async (port: number) => {
+    const socket = net.connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    // (not once(): it rejects on the 'error' a cut connection emits first)
+    const got = { text: '', closed: new Promise<string>((resolve) => socket.on('close', () => resolve('closed'))) };
+    socket.on('data', (chunk: Buffer) => (got.text += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    return { socket, got };
+  };
+  /** Resolves once `got` has received `text`, or says what it has after `ms`. */
+  const received = (got: { text: string }, text: string, ms = 2000) => waitUntil(`'${text}' echoed`, async () => got.text.endsWith(text), { timeoutMs: ms, intervalMs: 10 });
+
+  it('passes bytes until a client sent every marker (one split across two writes), then holds them; with cutOthers the other connections are cut; resume() delivers them in order and disarms it', async () => {
+    const echo = net.createServer((s) => s.on('error', () => undefined).pipe(s)); // (a cut resets it)
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    const proxy = await startStallProxy(`tcp://127.0.0.1:${(echo.address() as net.AddressInfo).port}`);
+    const port = Number(new URL(proxy.url).port);
+    try {
+      const a = await socketTo(port);
+      const other = await socketTo(port);
+      proxy.stallWhenSent(['STALL-HERE', 'gid-7'], { cutOthers: true });
+      a.socket.write('gid-7 alone;');
+      await received(a.got, 'gid-7 alone;');
+      a.socket.write('then STALL-');
+      await received(a.got, 'then STALL-');
+      expect(proxy.stalled).toBe(false);
+      a.socket.write('HERE;');
+      expect(await settledWithin(other.got.closed, 2000)).toBe('closed');
+      expect(await settledWithin(received(a.got, 'HERE;', 300), 500)).toBeInstanceOf(Error);
+      expect([proxy.stalled, proxy.heldBytes, proxy.heldConnections]).toEqual([true, 5, 1]);
+      const late = await socketTo(port);
+      late.socket.write('late;');
+      expect(await settledWithin(received(late.got, 'late;', 300), 500)).toBeInstanceOf(Error);
+      expect(proxy.heldConnections).toBe(2);
+      proxy.resume();
+      await received(a.got, 'HERE;');
+      await received(late.got, 'late;');
+      expect(a.got.text).toBe('gid-7 alone;then STALL-HERE;');
+      // disarmed: the markers again pass
+      a.socket.write('STALL-HERE gid-7;');
+      await received(a.got, 'STALL-HERE gid-7;');
+      expect(proxy.stalled).toBe(false);
+      a.socket.destroy();
+      late.socket.destroy();
+    } finally {
+      await proxy.close();
+      await new Promise((resolve) => echo.close(resolve));
+    }
+  });
+});
+
+describe("the restart files' killKit", () => {
+  /** A kit whose DTM log is `log`, its gids numbered (no DTM, no app: only its cells are used). */
+  const kitLogging = (log: string) => {
+    let n = 0;
+    return killKit(() => ({ info: { logFile: log } }) as RunningDtm, () => recorder, () => ({ client: { generateGid: async () => `killkit-${++n}` } }) as unknown as BarrierApp);
+  };
+
+  it('untilInFlight() fails after its time naming the cells not in flight, with the end of DTM\'s log; a cell whose inFlight fails fails it with that error', async () => {
+    const log = join(runDirFrom(harness().runDir).path, 'killkit-dtm.log');
+    writeFileSync(log, 'an earlier line\nthe last line of the log\n');
+    const kit = kitLogging(log);
+    await kit.add('reached', 'http', () => ({ inFlight: Promise.resolve(), outcome: Promise.resolve() }));
+    await kit.add('never', 'grpc', () => ({ inFlight: new Promise(() => undefined), outcome: Promise.resolve() }));
+    await expect(kit.untilInFlight(200)).rejects.toThrow(/^not in flight after 0\.2 s: never grpc\n[\s\S]*the last line of the log/);
+    const broken = kitLogging(log);
+    await broken.add('broken', 'http', () => ({ inFlight: sleep(10).then(() => Promise.reject(new Error('its gate was never reached'))), outcome: Promise.resolve() }));
+    await expect(broken.untilInFlight(5000)).rejects.toThrow('its gate was never reached');
   });
 });
 
