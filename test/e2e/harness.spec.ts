@@ -280,7 +280,7 @@ describe("the chaos suite's stall proxy armed with stallWhenSent", () => {
     socket.on('error', () => undefined);
     return { socket, got };
   };
-  /** Resolves once `got` has received `text`, or says what it has after `ms`. */
+  /** Resolves once what `got` received ends with `text`; rejects after `ms`. */
   const received = (got: { text: string }, text: string, ms = 2000) => waitUntil(`'${text}' echoed`, async () => got.text.endsWith(text), { timeoutMs: ms, intervalMs: 10 });
 
   it('passes bytes until a client sent every marker (one split across two writes), then holds them; with cutOthers the other connections are cut; resume() delivers them in order and disarms it', async () => {
