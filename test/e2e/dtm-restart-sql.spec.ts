@@ -158,14 +158,14 @@ beforeAll(async () => {
       };
     });
   }
-  // a saga whose third step fails, DTM's writes of the actions' results not yet made at the kill (they
-  // wait up to 200 ms in DTM; here a lock on DTM's rows of the saga holds them), its compensations under
-  // way; and the same saga with a timeoutToFail, whose branch results DTM writes before it goes on
   // the sessions DTM's writes wait behind are watched and ended from a session of its own, outside the
   // locks' transactions: pg_stat_activity read in a transaction stays what it was at its first read
   // there, without the sessions opened since (DTM opens more as its writes wait)
   const admin = new pg.Client({ connectionString: dbs.postgres.url });
   await admin.connect();
+  // a saga whose third step fails, DTM's writes of the actions' results not yet made at the kill (they
+  // wait up to 200 ms in DTM; here a lock on DTM's rows of the saga holds them), its compensations under
+  // way; and the same saga with a timeoutToFail, whose branch results DTM writes before it goes on
   const lostSaga = (name: string, options: { timeoutToFail?: number }) =>
     kit.add(name, 'http', (gid, m) => {
       const path = (p: string) => `/${name.replace(/\W/g, '')}${p}`;
