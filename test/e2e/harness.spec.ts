@@ -21,7 +21,7 @@ import { startGrpcFaultProxy } from '../support/chaos/grpc-fault-proxy.js';
 import { bindGrpcServer } from '../support/grpc.js';
 import { firstCalls, settledWithin } from '../support/fixtures.js';
 import type { BarrierApp } from './barrier-app.js';
-import { killKit } from './restart-bank.js';
+import { flag, killKit } from './restart-bank.js';
 
 let recorder: Recorder;
 let dbs: FileDatabases;
@@ -351,11 +351,10 @@ describe("the chaos suite's gRPC fault proxy", () => {
     bank.addService({ [path]: method }, { [path]: (call: { request: Buffer }, callback: (err: null, reply: Buffer) => void) => callback(null, call.request) });
     const bankPort = await bindGrpcServer(bank);
     const answered: boolean[] = [];
-    let arrived!: () => void;
-    const inProxy = new Promise<void>((resolve) => (arrived = resolve));
+    const arrived = flag();
     // every call delayed past a branch timeout of 0.2 s: forwarded 0.7 s after it came
     const proxy = await startGrpcFaultProxy(`127.0.0.1:${bankPort}`, [path], 0.2, () => 'delay', () => undefined, {
-      hold: () => void arrived(), // (told of each call before its fault; takes none)
+      hold: () => void arrived.set(), // (told of each call before its fault; takes none)
       answered: (_keys, ok) => void answered.push(ok),
     });
     const client = new Client(proxy.address, credentials.createInsecure());
@@ -363,7 +362,7 @@ describe("the chaos suite's gRPC fault proxy", () => {
       const ended = new Promise<ServiceError | null>((resolve) => {
         client.makeUnaryRequest(path, same, same, Buffer.from('x'), new Metadata(), { deadline: Date.now() + 10_000 }, (err: ServiceError | null) => resolve(err));
       });
-      await inProxy; // the call waits in the proxy's delay
+      await arrived.reached; // the call waits in the proxy's delay
       await proxy.close();
       expect([status.UNAVAILABLE, status.CANCELLED]).toContain((await ended)?.code);
       // past the delay the proxy forwards the call on its closed channel: answered UNAVAILABLE (it threw, unhandled)
