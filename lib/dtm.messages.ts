@@ -349,6 +349,8 @@ export const MESSAGES = {
     `doAndSubmitDb(queryPrepared, db, business): db must be a barrier database (pgBarrierDatabase(pool), mysqlBarrierDatabase(pool), typeormBarrierDatabase(dataSource)), got ${got === null ? 'null' : typeof got === 'object' ? 'an object without transaction() and dialect postgres / mysql (a pool not wrapped?)' : typeof got}; nothing was sent. For a Redis outbox use doAndSubmit(queryPrepared, business) with BranchBarrier.from(local).redisCheckAdjustAmount(redis, key, amount) as the local work`,
   barrierWithoutCall: (got: string) =>
     `a barrier belongs to one branch call: pass its @BranchContext() (transType, gid, branchId and op as DTM sent them), got ${got}`,
+  barrierKeysRefused: (problem: string) =>
+    `a barrier's transType, gid, branchId and op are its branch call's, as DTM sent them (pass its @BranchContext()): ${problem}; nothing was written`,
   optionNotBoolean: (option: string, got: unknown) => `${option} must be true or false, got ${JSON.stringify(got) ?? typeof got}`,
   notAnObject: (what: string, got: unknown) => `${what} must be an object, got ${got === null ? 'null' : typeof got}`,
   badProtocol: (got: unknown) => `protocol must be 'http' or 'grpc', got ${JSON.stringify(got) ?? typeof got}`,

@@ -8,7 +8,7 @@ import type { BarrierDatabase, BarrierDialect, BarrierExecResult, BarrierOutcome
 import { REDIS_ADJUST_SCRIPT, REDIS_QUERY_PREPARED_SCRIPT, type RedisLike } from './redis-barrier.store.js';
 import type { DtmBarrierDecision } from '../observability/dtm-events.js';
 import { shownBranchId } from '../auth/branch-auth.js';
-import { UNDO_OPS } from '../transport/branch-keys.js';
+import { branchCallProblem, opProblem, UNDO_OPS } from '../transport/branch-keys.js';
 
 /**
  * The op whose row a compensating op inserts first (null compensation, anti-hanging), on every
@@ -58,7 +58,9 @@ export interface BranchBarrierOptions {
  * never ran does nothing (null compensation), and an action arriving after its compensation does
  * nothing (anti-hanging). The barrier rows are written in the same local transaction as the
  * business, so both commit or neither does. Each `call` on one barrier takes the next barrier id
- * (`01`, `02`, ...), so one handler can run several local transactions.
+ * (`01`, `02`, ...), so one handler can run several local transactions. Its transType, gid, branchId
+ * and op must follow the rules the branch guard checks (a `BranchInfo` built by hand is checked here):
+ * `DtmUsageError` otherwise, before anything is written.
  */
 export class BranchBarrier {
   private barrierCount = 0;
@@ -78,6 +80,12 @@ export class BranchBarrier {
   ) {
     for (const key of ['transType', 'gid', 'branchId', 'op'] as const) {
       if (typeof this[key] !== 'string' || this[key] === '') throw new DtmUsageError(MESSAGES.barrierWithoutCall(`no ${key}`));
+    }
+    // The branch guard's rules, again here for a BranchInfo built by hand: these values become the
+    // barrier row's keys. A refused call's barrier (`refusal`) writes nothing, so needs none.
+    if (options.refusal === undefined) {
+      const problem = branchCallProblem(gid, branchId, transType) ?? opProblem(op, transType, branchId);
+      if (problem !== undefined) throw new DtmUsageError(MESSAGES.barrierKeysRefused(problem));
     }
     this.table = options.table ?? DEFAULT_BARRIER_TABLE;
     assertBarrierTable(this.table);

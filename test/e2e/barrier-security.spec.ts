@@ -26,7 +26,6 @@ import {
   BranchBarrier,
   BranchContext,
   DtmClient,
-  DtmFailureError,
   DtmModule,
   DtmUsageError,
   ensureBarrierSchema,
@@ -51,7 +50,10 @@ import { grpcServiceOf, Runs, startBarrierApp, type BarrierApp, type Move, type 
 import { pgXaAt } from '../support/pg-xa.js';
 
 const NO_BACKSLASH_ESCAPES = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_BACKSLASH_ESCAPES')";
-/** What the barrier sent before: its insert, with mysql2 quoting the values into it on the client. */
+/**
+ * The barrier's insert on MySQL / MariaDB. Given to mysql2's `query(sql, values)` (what the barrier did before),
+ * the values are quoted into it on the client; the barrier's adapters bind them on the server.
+ */
 const INSERT = 'INSERT IGNORE INTO dtm_barrier (trans_type, gid, branch_id, op, barrier_id, reason) VALUES (?, ?, ?, ?, ?, ?)';
 /** A gid that, quoted with backslash escapes under NO_BACKSLASH_ESCAPES, ends the insert and runs an UPDATE. */
 const updateAttack = (tag: string) => `${tag}', 1, 2, 3, 4); UPDATE account SET balance = 999999 WHERE id = 1; #`;
@@ -240,19 +242,28 @@ describe('SQL injection through a gid, on MariaDB with NO_BACKSLASH_ESCAPES and 
     expect(await barrierRows('mysql', victim)).toEqual(['01/action/01=action']);
   });
 
-  it('the barrier binds its values on the server: the gid is stored as it is, no UPDATE runs, no row is planted (barrier database, your own transaction, TypeORM, back-check)', async () => {
+  it("a barrier built by hand with the attack gid is refused before anything is written; the barrier's adapters bind that gid on the server: stored as it is, no UPDATE runs, no row is planted (barrier database, its back-check's statement, your own transaction, TypeORM)", async () => {
     const victim = `v-${unique()}`;
     const attacks = { db: updateAttack(`db-${unique()}`), own: updateAttack(`own-${unique()}`), typeorm: plantAttack(`orm-${unique()}`, victim), check: updateAttack(`chk-${unique()}`) };
+    const quote = (gid: string) => `the gid has a quote at position ${gid.indexOf("'") + 1}`;
 
-    const viaDb = await new BranchBarrier('saga', attacks.db, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => 'ran');
-    expect(viaDb).toEqual({ executed: true, result: 'ran' });
+    // a BranchInfo built by hand, through each way to a barrier: refused, DtmUsageError naming the quote
+    const info = (gid: string) => ({ transType: 'saga', gid, branchId: '01', op: 'action', headers: {} }) as BranchInfo;
+    expect(() => new BranchBarrier('saga', attacks.db, '01', 'action', { table: 'dtm_barrier' })).toThrow(quote(attacks.db));
+    expect(() => BranchBarrier.from(info(attacks.typeorm))).toThrow(quote(attacks.typeorm));
+    expect(() => t.client.barrier(info(attacks.own))).toThrow(DtmUsageError);
+    expect(() => new BranchBarrier('msg', attacks.check, '00', 'msg', { table: 'dtm_barrier' })).toThrow(quote(attacks.check));
+
+    // below the barrier, each adapter given the gid as its insert's parameter
+    const db = mysqlBarrierDatabase(nbe);
+    expect((await db.transaction(async (_conn, tx) => tx.execute(INSERT, row(attacks.db)))).affected).toBe(1);
+    expect((await db.execute(INSERT, row(attacks.check))).affected).toBe(1); // the back-check's insert, outside any transaction
 
     const conn = await nbe.getConnection();
     try {
       await conn.beginTransaction();
-      const viaOwn = await new BranchBarrier('saga', attacks.own, '01', 'action', { table: 'dtm_barrier' }).call(mysqlBarrierTransaction(conn), async () => 'ran');
+      expect((await mysqlBarrierTransaction(conn).execute(INSERT, row(attacks.own))).affected).toBe(1);
       await conn.commit();
-      expect(viaOwn).toEqual({ executed: true, result: 'ran' });
     } finally {
       conn.release();
     }
@@ -260,30 +271,24 @@ describe('SQL injection through a gid, on MariaDB with NO_BACKSLASH_ESCAPES and 
     const { host, port, user, password, database } = dbs.mariadb.config;
     const source = await new DataSource({ type: 'mariadb', host, port, username: user, password, database, multipleStatements: true }).initialize();
     try {
-      const viaTypeorm = await source.transaction(async (manager) => {
+      await source.transaction(async (manager) => {
         await manager.query(NO_BACKSLASH_ESCAPES);
-        return new BranchBarrier('saga', attacks.typeorm, '01', 'action', { table: 'dtm_barrier' }).call(typeormBarrierTransaction(manager, 'mysql'), async () => 'ran');
+        expect((await typeormBarrierTransaction(manager, 'mysql').execute(INSERT, row(attacks.typeorm))).affected).toBe(1);
       });
-      expect(viaTypeorm).toEqual({ executed: true, result: 'ran' });
     } finally {
       await source.destroy();
     }
 
-    // the message back-check writes its row outside any transaction
-    await expect(new BranchBarrier('msg', attacks.check, '00', 'msg', { table: 'dtm_barrier' }).queryPrepared(mysqlBarrierDatabase(nbe))).rejects.toBeInstanceOf(DtmFailureError);
-
     expect(await balance('mysql', 1)).toBe(100);
     expect(await barrierRows('mysql', victim)).toEqual([]);
-    expect(await barrierRows('mysql', attacks.db)).toEqual(['01/action/01=action']);
-    expect(await barrierRows('mysql', attacks.own)).toEqual(['01/action/01=action']);
-    expect(await barrierRows('mysql', attacks.typeorm)).toEqual(['01/action/01=action']);
-    expect(await barrierRows('mysql', attacks.check)).toEqual(['00/msg/01=rollback']);
+    for (const gid of Object.values(attacks)) expect([gid, await barrierRows('mysql', gid)]).toEqual([gid, ['01/action/01=action']]);
   });
 
-  it("a row planted for another gid cannot skip that gid's action: the victim's saga through DTM runs its handler", async () => {
+  it("a row planted for another gid cannot skip that gid's action: refused by the barrier, bound by the database adapter; the victim's saga through DTM runs its handler", async () => {
     const victim = `v-${unique()}`;
     const planted = plantAttack(`plant-${unique()}`, victim);
-    await new BranchBarrier('saga', planted, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => undefined);
+    expect(() => new BranchBarrier('saga', planted, '01', 'action', { table: 'dtm_barrier' })).toThrow(DtmUsageError);
+    await mysqlBarrierDatabase(nbe).execute(INSERT, row(planted));
     const final = await t.client.newSaga(victim).add('mysql.transIn', { account: 2, amount: 5 }).submitAndWait();
     expect(final.status).toBe('succeed');
     expect(t.runs.of('mysql.transIn')).toBe(1);
@@ -305,15 +310,22 @@ describe('SQL injection through a gid, on MariaDB with NO_BACKSLASH_ESCAPES and 
 });
 
 describe('exact barrier keys', () => {
-  it('MariaDB: ids that differ only in case, accents or trailing spaces are distinct barrier rows, and each branch runs', async () => {
+  it("MariaDB: ids that differ only in case are distinct barrier rows, and each branch runs; ids with accents or trailing spaces, which a barrier refuses, are distinct rows too (as a Go service sharing the table may write them)", async () => {
     const u = unique();
-    for (const pair of [[`Order-7-${u}`, `order-7-${u}`], [`x-${u}`, `x-${u} `], [`é-${u}`, `e-${u}`]]) {
-      for (const gid of pair) {
-        const outcome = await new BranchBarrier('saga', gid, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => 'ran');
-        expect([gid, outcome]).toEqual([gid, { executed: true, result: 'ran' }]);
-      }
-      const [rows] = await my.execute('SELECT gid FROM dtm_barrier WHERE gid IN (?, ?)', pair);
-      expect((rows as { gid: Buffer }[]).map((r) => r.gid.toString('utf8')).sort()).toEqual([...pair].sort());
+    const pair = [`Order-7-${u}`, `order-7-${u}`];
+    for (const gid of pair) {
+      const outcome = await new BranchBarrier('saga', gid, '01', 'action', { table: 'dtm_barrier' }).callWithDb(t.databases.mysql, async () => 'ran');
+      expect([gid, outcome]).toEqual([gid, { executed: true, result: 'ran' }]);
+    }
+    const gidsIn = async (gids: string[]) => {
+      const [rows] = await my.execute('SELECT gid FROM dtm_barrier WHERE gid IN (?, ?)', gids);
+      return (rows as { gid: Buffer }[]).map((r) => r.gid.toString('utf8')).sort();
+    };
+    expect(await gidsIn(pair)).toEqual([...pair].sort());
+    for (const [refused, other, problem] of [[`x-${u} `, `x-${u}`, 'a space'], [`\u00e9-${u}`, `e-${u}`, 'a non-ASCII character (U+00E9)']]) {
+      expect(() => new BranchBarrier('saga', refused, '01', 'action', { table: 'dtm_barrier' })).toThrow(`the gid has ${problem} at position`);
+      for (const gid of [refused, other]) expect((await my.execute(INSERT, row(gid)))[0]).toMatchObject({ affectedRows: 1 });
+      expect(await gidsIn([refused, other])).toEqual([refused, other].sort());
     }
   });
 

@@ -123,6 +123,31 @@ describe('a barrier without a branch call', () => {
     expect(() => new BranchBarrier('saga', '', '01', 'action')).toThrow(DtmUsageError);
     expect(() => new BranchBarrier('saga', 'g', '01', 'action')).not.toThrow();
   });
+
+  it('built by hand, is refused with DtmUsageError when a value breaks the branch guard\'s rules, saying which and not repeating it; a refused call\'s barrier is not', () => {
+    const refusal = (build: () => BranchBarrier) => {
+      try {
+        build();
+      } catch (err) {
+        expect(err).toBeInstanceOf(DtmUsageError);
+        return (err as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    expect(refusal(() => BranchBarrier.from({ transType: 'saga', gid: 'order 7', branchId: '01', op: 'action' }))).toBe(
+      "a barrier's transType, gid, branchId and op are its branch call's, as DTM sent them (pass its @BranchContext()): the gid has a space at position 6 (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';'); nothing was written",
+    );
+    expect(refusal(() => new BranchBarrier('saga', 'g', `01'; DROP TABLE x`, 'action'))).toContain('the branch id has a quote at position 3');
+    expect(refusal(() => new BranchBarrier('saga', 'g'.repeat(129), '01', 'action'))).toContain('the gid is 129 characters, over the limit of 128');
+    expect(refusal(() => new BranchBarrier('SAGA', 'g', '01', 'action'))).toContain('the trans_type is none DTM sends');
+    expect(refusal(() => new BranchBarrier('saga', 'g', '01', 'compensate '))).toContain('the op is none DTM sends');
+    expect(refusal(() => new BranchBarrier('msg', 'g\u00e9', '00', 'msg'))).not.toContain('g\u00e9');
+    // What DTM and the module send passes: a workflow's resume carries the workflow's name as its op.
+    expect(() => new BranchBarrier('workflow', 'Tg7kq2', '00', 'transfer-flow')).not.toThrow();
+    expect(() => new BranchBarrier('tcc', 'order-7', '01-01', 'cancel')).not.toThrow();
+    // A call @BranchContext() refused already (an undo: its barrier resolves null-compensation, writing nothing).
+    expect(() => new BranchBarrier('saga', 'order 7', '01', 'compensate', { refusal: 'the gid has a space' })).not.toThrow();
+  });
 });
 
 describe('the Redis barrier (redisCheckAdjustAmount), without Redis', () => {
