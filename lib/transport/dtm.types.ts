@@ -51,7 +51,10 @@ export interface BranchRecord {
   op: string;
   status: BranchStatus;
   url?: string;
-  /** The stored request body: JSON text for HTTP branches, protobuf bytes for gRPC ones. */
+  /**
+   * The stored request body: JSON text for HTTP branches, protobuf bytes for gRPC ones. In JSON (a
+   * controller returning a `FinalResult`) that text, or base64 with `dataEncoding: 'base64'` (gRPC, or not UTF-8).
+   */
   data: Buffer;
   finishTime?: Date;
 }

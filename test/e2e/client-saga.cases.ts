@@ -3,10 +3,12 @@
 // protocol runs them (client-saga.spec.ts: HTTP, client-saga-grpc.spec.ts: gRPC): jest runs the two
 // side by side, and most of their time is spent waiting on DTM's timers.
 import { describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type DtmProtocol, type FinalResult, type Saga } from 'nestjs-dtm';
+import { Controller, Inject, Param, Post } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { DtmClient, DtmModule, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type DtmProtocol, type FinalResult, type Saga } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
 import { branchLines, branchTargets, dtmKeepsSteps, firstCalls, raceOnFreshGid, settledWithin, sleep, useDtmAppWithRecorder, type DtmAppWithRecorder } from '../support/fixtures.js';
-import { queryTrans, triggerCron } from '../support/harness.js';
+import { harness, queryTrans, triggerCron } from '../support/harness.js';
 import { freePort } from '../support/services/process.js';
 
 /** Defines the saga scenarios of client-saga*.spec.ts, DtmClient talking `protocol` to DTM. */
@@ -39,6 +41,37 @@ export function describeClientSagas(protocol: DtmProtocol): void {
           ['/TransOut', '{"amount":30}'],
           ['/TransIn', '{"amount":30}'],
         ]);
+      });
+
+      it("a FinalResult a controller returns: in the JSON answer each branch's data is its stored body, as text (HTTP) or base64 with dataEncoding (gRPC), not Buffer's byte array", async () => {
+        @Controller('orders')
+        class Orders {
+          constructor(@Inject(DtmClient) private readonly dtm: DtmClient) {}
+
+          @Post(':gid')
+          transfer(@Param('gid') gid: string) {
+            return transfer(this.dtm.newSaga(gid), 7).submitAndWait();
+          }
+        }
+        const module = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { protocol, serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress } })], controllers: [Orders] }).compile();
+        const app = module.createNestApplication({ logger: false });
+        await app.listen(0, '127.0.0.1');
+        try {
+          const gid = await fx.client.generateGid();
+          const response = await fetch(`${await app.getUrl()}/orders/${gid}`, { method: 'POST' });
+          expect(response.status).toBe(201);
+          const body = (await response.json()) as { gid: string; status: string; branches: Record<string, unknown>[] };
+          expect(body).toMatchObject({ gid, status: 'succeed' });
+          const stored = protocol === 'http' ? { data: '{"amount":7}' } : { data: Buffer.from('{"amount":7}').toString('base64'), dataEncoding: 'base64' };
+          expect(body.branches).toEqual([
+            { branchId: '01', op: 'compensate', status: 'prepared', url: fx.target('/TransOutRevert'), ...stored },
+            { branchId: '01', op: 'action', status: 'succeed', url: fx.target('/TransOut'), ...stored, finishTime: expect.any(String) },
+            { branchId: '02', op: 'compensate', status: 'prepared', url: fx.target('/TransInRevert'), ...stored },
+            { branchId: '02', op: 'action', status: 'succeed', url: fx.target('/TransIn'), ...stored, finishTime: expect.any(String) },
+          ]);
+        } finally {
+          await app.close();
+        }
       });
 
       it('rolls back as a result, not an exception: compensations in reverse order including the failed step', async () => {

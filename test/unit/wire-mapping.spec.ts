@@ -100,6 +100,25 @@ describe('HTTP query answers', () => {
     const record = fromWireTransaction({ ...base, options: text, retry_interval: 9 }, []);
     expect(record.options).toEqual({ timeoutToFail: undefined, retryInterval: 9, branchTimeout: undefined, retryLimit: undefined, waitResult: undefined, branchHeaders: text.startsWith('{') ? { y: 'ok' } : {}, concurrent: false });
   });
+
+  it("a branch's data is a Buffer; in JSON, text on an HTTP transaction (base64 with dataEncoding when not UTF-8), base64 with dataEncoding on a gRPC one", () => {
+    const branch = (data: Buffer, url?: string) => ({ gid: 'g', branch_id: '01', op: 'action', status: 'succeed' as const, url, bin_data: data.toString('base64'), finish_time: '2026-12-07T11:00:00Z' });
+    const json = (protocol: string, ...branches: ReturnType<typeof branch>[]) => JSON.parse(JSON.stringify(fromWireTransaction({ ...base, protocol }, branches))).branches;
+    const text = Buffer.from('{"amount":30,"note":"caf\u00e9"}');
+    const bytes = Buffer.from([0x0a, 0x02, 0xff, 0xfe]);
+    const record = fromWireTransaction({ ...base, protocol: 'http' }, [branch(text, 'http://bank/in')]);
+    expect(Buffer.isBuffer(record.branches[0].data)).toBe(true);
+    expect(record.branches[0].data.equals(text)).toBe(true);
+    expect(json('http', branch(text, 'http://bank/in'), branch(bytes), branch(Buffer.alloc(0)))).toEqual([
+      { branchId: '01', op: 'action', status: 'succeed', url: 'http://bank/in', data: '{"amount":30,"note":"caf\u00e9"}', finishTime: '2026-12-07T11:00:00.000Z' },
+      { branchId: '01', op: 'action', status: 'succeed', data: bytes.toString('base64'), dataEncoding: 'base64', finishTime: '2026-12-07T11:00:00.000Z' },
+      { branchId: '01', op: 'action', status: 'succeed', data: '', finishTime: '2026-12-07T11:00:00.000Z' },
+    ]);
+    // protobuf bytes are often valid UTF-8 too (0x0a, 0x01, 'x'): on gRPC they are base64 whatever they hold
+    expect(json('grpc', branch(Buffer.from([0x0a, 0x01, 0x78]), 'bank:50051/bank.Bank/In'))).toEqual([
+      { branchId: '01', op: 'action', status: 'succeed', url: 'bank:50051/bank.Bank/In', data: 'CgF4', dataEncoding: 'base64', finishTime: '2026-12-07T11:00:00.000Z' },
+    ]);
+  });
 });
 
 /** DTM v1.19.0's own dtmgimp.proto, parsed as it is. */

@@ -1,6 +1,7 @@
 // The one place where the neutral transaction terms (camelCase, seconds, Buffers) and DTM's HTTP
 // API (snake_case, JSON strings, base64 bodies) are converted into each other.
-import type { BranchRecord, ListFilter, StoredTransactionOptions, TransactionRecord } from '../dtm.types.js';
+import { isUtf8 } from 'node:buffer';
+import type { BranchRecord, BranchStatus, ListFilter, StoredTransactionOptions, TransactionRecord } from '../dtm.types.js';
 import type { BranchRegistration, TransactionRequest, WorkflowProgress } from '../dtm-transport.js';
 import type { WireRegisterBranch, WireTransBranch, WireTransGlobal, WireTransOptions, WireTransRequest, WireWorkflowAnswer } from './http-wire.types.js';
 
@@ -89,7 +90,7 @@ function toRecord(global: WireTransGlobal, branches: WireTransBranch[]): Transac
     finishTime: toDate(global.finish_time),
     nextCronTime: toDate(global.next_cron_time),
     result: global.result || undefined,
-    branches: branches.map(fromWireBranch),
+    branches: branches.map((branch) => fromWireBranch(branch, global.protocol === 'grpc')),
   };
 }
 
@@ -152,15 +153,47 @@ export function fromWireProgress(answer: WireWorkflowAnswer): WorkflowProgress {
   };
 }
 
-function fromWireBranch(branch: WireTransBranch): BranchRecord {
-  return {
-    branchId: branch.branch_id,
-    op: branch.op,
-    status: branch.status,
-    url: branch.url || undefined,
-    data: branch.bin_data ? Buffer.from(branch.bin_data, 'base64') : Buffer.alloc(0),
-    finishTime: toDate(branch.finish_time),
-  };
+/**
+ * A branch of a transaction DTM calls over HTTP, as `/query` answered it. In JSON (a controller
+ * returning a `FinalResult`, a log line) its `data`, the stored request body, is that JSON text
+ * instead of Buffer's `{"type":"Buffer","data":[...]}`; bytes that are not UTF-8 are base64, with
+ * `dataEncoding: 'base64'`.
+ */
+class HttpBranchRecord implements BranchRecord {
+  constructor(
+    public branchId: string,
+    public op: string,
+    public status: BranchStatus,
+    public url: string | undefined,
+    public data: Buffer,
+    public finishTime: Date | undefined,
+  ) {}
+
+  /** The record as JSON shows it: `data` as text, or as base64 when it is not UTF-8. */
+  toJSON(): Record<string, unknown> {
+    return isUtf8(this.data) ? this.json(this.data.toString('utf8')) : this.json(this.data.toString('base64'), 'base64');
+  }
+
+  protected json(data: string, dataEncoding?: 'base64'): Record<string, unknown> {
+    const json: Record<string, unknown> = { branchId: this.branchId, op: this.op, status: this.status, url: this.url, data };
+    if (dataEncoding !== undefined) json.dataEncoding = dataEncoding;
+    json.finishTime = this.finishTime;
+    return json;
+  }
+}
+
+/** A branch of a transaction DTM calls over gRPC: in JSON its `data` (protobuf bytes) is base64, with `dataEncoding: 'base64'`. */
+class GrpcBranchRecord extends HttpBranchRecord {
+  /** The record as JSON shows it: `data` as base64. */
+  override toJSON(): Record<string, unknown> {
+    return this.json(this.data.toString('base64'), 'base64');
+  }
+}
+
+function fromWireBranch(branch: WireTransBranch, grpc: boolean): BranchRecord {
+  const Kind = grpc ? GrpcBranchRecord : HttpBranchRecord;
+  const data = branch.bin_data ? Buffer.from(branch.bin_data, 'base64') : Buffer.alloc(0);
+  return new Kind(branch.branch_id, branch.op, branch.status, branch.url || undefined, data, toDate(branch.finish_time));
 }
 
 function toDate(value: string | undefined): Date | undefined {
