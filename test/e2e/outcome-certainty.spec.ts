@@ -38,13 +38,15 @@ function gidOf(body: Buffer): string {
   }
 }
 
-/** Stops the private DTM now, and starts it again (same ports, same boltdb file) after `downMs`. */
-function bounceDtm(downMs: number): Promise<void> {
-  return (async () => {
-    await stopDtm(dtm, true);
-    await sleep(downMs);
-    dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
-  })();
+/** Stops the private DTM now; once it is stopped, resolves with `back`: its start again (same ports, same boltdb file) after `downMs`. */
+async function bounceDtm(downMs: number): Promise<{ back: Promise<void> }> {
+  await stopDtm(dtm, true);
+  return {
+    back: (async () => {
+      await sleep(downMs);
+      dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
+    })(),
+  };
 }
 
 beforeAll(async () => {
@@ -68,7 +70,7 @@ describe('waiting for the outcome through a DTM restart', () => {
       .add(recorder.urlFor('/Slow'), recorder.urlFor('/SlowRevert'), { n: 1 })
       .submitAndWait({ timeout: 60 });
     await recorder.waitForCalls('/Slow', 1, { gid });
-    await bounceDtm(1000);
+    await (await bounceDtm(1000)).back;
     recorder.answer('/Slow', 200);
     const final = await waiting;
 
@@ -105,8 +107,7 @@ describe('waiting for the outcome through a DTM restart', () => {
       gid,
       async (tcc) => {
         await tcc.callBranch({ amount: 5 }, recorder.urlFor('/Try'), recorder.urlFor('/Confirm'), recorder.urlFor('/Cancel'));
-        down = bounceDtm(1000); // stops DTM before the submit
-        await sleep(300);
+        ({ back: down } = await bounceDtm(1000)); // DTM stopped before the submit
         return 'tried';
       },
       { timeoutToFail: 30, retryInterval: 1 },
