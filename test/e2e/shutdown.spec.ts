@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { startDtmApp } from '../support/dtm-app.js';
 import { DtmOutcomeUnknownError, type FinalResult } from 'nestjs-dtm';
-import { connectionsTo, latch, PROTOCOLS, settledWithin, sleep } from '../support/fixtures.js';
+import { connectionsListTo, connectionsTo, latch, PROTOCOLS, settledWithin, sleep } from '../support/fixtures.js';
 import { dtmPost, harness, newGid, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
@@ -161,7 +161,8 @@ describe('a long-lived app over grpc', () => {
       await expect(run).resolves.toBe('tried');
       expect((await waitForTransStatus(gid, ['succeed', 'failed'], 15_000)).transaction?.status).toBe('succeed');
       expect(recorder.callsTo('/IdleTry', gid)).toHaveLength(1);
-      expect(connectionsTo(branchPort)).toBe(1);
+      // listed, so that a failure shows the sockets (one CI run on 2026-12-07 saw 2 here, cause not found)
+      expect(connectionsListTo(branchPort)).toHaveLength(1);
       // then 10 minutes with no call to that server: the channel is closed
       jest.advanceTimersByTime(10 * 60_000);
       await untilClosed(() => connectionsTo(branchPort) === 0);

@@ -214,6 +214,14 @@ export function latch(): { open: () => void; reached: Promise<void>; wait: () =>
  * gRPC's HTTP/2 sessions included, which Node's list of active handles leaves out).
  */
 export function connectionsTo(port: number): number {
+  return connectionsListTo(port).length;
+}
+
+/**
+ * The connections {@link connectionsTo} counts, each as `local -> remote (inode)` with /proc's hex
+ * addresses: for an assertion whose failure should show which sockets they were.
+ */
+export function connectionsListTo(port: number): string[] {
   const inodes = new Set<string>();
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
@@ -224,15 +232,15 @@ export function connectionsTo(port: number): number {
     }
   }
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  let count = 0;
+  const found: string[] = [];
   for (const table of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
     for (const line of readFileSync(table, 'utf8').trim().split('\n').slice(1)) {
       const fields = line.trim().split(/\s+/);
       // sl local_address rem_address st ... inode: 01 is ESTABLISHED
-      if (fields[2]?.endsWith(`:${hexPort}`) && fields[3] === '01' && inodes.has(fields[9]!)) count++;
+      if (fields[2]?.endsWith(`:${hexPort}`) && fields[3] === '01' && inodes.has(fields[9]!)) found.push(`${fields[1]} -> ${fields[2]} (${fields[9]})`);
     }
   }
-  return count;
+  return found;
 }
 
 /**
