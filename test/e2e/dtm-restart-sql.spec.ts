@@ -33,7 +33,7 @@ import { PROTOCOLS } from '../support/fixtures.js';
 import { harness } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, startDtmAgain, stopDtm, type RunningDtm, type StartDtmOptions } from '../support/services/dtm.js';
-import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
+import { runDirFrom, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
 import { branchLines, killKit, payloadOf, RESTART_AMOUNT, restartWorkflows, RestartXaBank, type KillCell, type RestartTransfer } from './restart-bank.js';
@@ -220,7 +220,6 @@ beforeAll(async () => {
     await lock.end();
   }
   await admin.end();
-  await sleep(500);
   dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, dtmOptions);
   kit.restarted = true;
 }, 60_000);
