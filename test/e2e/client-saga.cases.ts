@@ -4,6 +4,7 @@
 // side by side, and most of their time is spent waiting on DTM's timers.
 import { describe, expect, it } from '@jest/globals';
 import { Controller, Inject, Param, Post } from '@nestjs/common';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { DtmClient, DtmModule, DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type DtmProtocol, type FinalResult, type Saga } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
@@ -43,7 +44,7 @@ export function describeClientSagas(protocol: DtmProtocol): void {
         ]);
       });
 
-      it("a FinalResult a controller returns: in the JSON answer each branch's data is its stored body, as text (HTTP) or base64 with dataEncoding (gRPC), not Buffer's byte array", async () => {
+      it.each(['express', 'fastify'] as const)("a FinalResult a controller returns (%s): in the JSON answer each branch's data is its stored body, as text (HTTP) or base64 with dataEncoding (gRPC), not Buffer's byte array", async (adapter) => {
         @Controller('orders')
         class Orders {
           constructor(@Inject(DtmClient) private readonly dtm: DtmClient) {}
@@ -54,7 +55,7 @@ export function describeClientSagas(protocol: DtmProtocol): void {
           }
         }
         const module = await Test.createTestingModule({ imports: [DtmModule.forRoot({ config: { protocol, serverUrl: harness().dtm.serverUrl, grpcServer: harness().dtm.grpcAddress } })], controllers: [Orders] }).compile();
-        const app = module.createNestApplication({ logger: false });
+        const app = adapter === 'fastify' ? module.createNestApplication(new FastifyAdapter(), { logger: false }) : module.createNestApplication({ logger: false });
         await app.listen(0, '127.0.0.1');
         try {
           const gid = await fx.client.generateGid();
