@@ -35,6 +35,7 @@ import { latch, PROTOCOLS, settledWithin } from '../support/fixtures.js';
 import { requestBytes } from '../support/grpc.js';
 import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { testRedis } from '../support/redis-client.js';
+import { startDtm, type RunningDtm } from '../support/services/dtm.js';
 import { runDirFrom, sleep } from '../support/services/process.js';
 import { startRedis } from '../support/services/redis.js';
 import { bankHelpers, grpcServiceOf, SQL_STORES, startBarrierApp, type BarrierApp, type BankStore as Store, type Move, type SqlStore } from './barrier-app.js';
@@ -59,8 +60,12 @@ beforeEach(() => {
 
 const { seed, balances, barrierRows, target, callBranch } = bankHelpers(() => t);
 
-const transfer = (store: Store, protocol: DtmProtocol, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
-  t.client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });
+/** A transfer saga of `app()`'s client: `store`'s transOut, then its transIn. */
+const transferOf =
+  (app: () => BarrierApp) =>
+  (store: Store, protocol: DtmProtocol, gid: string, from: number, to: number, amount: number, fail?: Move['fail']) =>
+    app().client.newSaga(gid, { protocol }).add(`${store}.transOut`, { account: from, amount }).add(`${store}.transIn`, { account: to, amount, fail });
+const transfer = transferOf(() => t);
 
 describe.each(CASES)('barrier on %s over %s', (store, protocol) => {
   it('normal saga: each step applied once, barrier rows recorded', async () => {
@@ -160,10 +165,28 @@ describe.each(CASES)('barrier on %s over %s', (store, protocol) => {
     expect(final.rollbackReason).toContain(store === 'redis' ? 'would make it negative' : 'insufficient balance');
     expect(await balances(store, [1, 2])).toEqual({ 1: 100, 2: 0 });
   });
+});
 
-  it('many parallel transfers, some refused, some delivered twice: the sum is unchanged and no balance is negative', async () => {
+// On a DTM server of its own: on the shared one another file's /resetCronTime can have DTM v1.19 run a
+// saga in two rounds at once, and then run a step it neither records nor compensates (money made once
+// in a run under load; dtm-saga-two-passes.spec.ts pins it), which this test would take for the barrier's.
+describe('many transfers at once, on a DTM server of its own', () => {
+  let dtm: RunningDtm;
+  let o: BarrierApp;
+  beforeAll(async () => {
+    dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-barrier-parallel' });
+    o = await startBarrierApp(await fileDatabases(`${dbs.name}_own`), { dtm: dtm.info });
+  });
+  afterAll(async () => {
+    await o?.close();
+    await dtm?.process.stop();
+  });
+  const own = bankHelpers(() => o);
+  const ownTransfer = transferOf(() => o);
+
+  it.each(CASES)('%s over %s: many parallel transfers, some refused, some delivered twice: the sum is unchanged and no balance is negative', async (store, protocol) => {
     const ids = [1, 2, 3, 4, 5];
-    await seed(store, Object.fromEntries(ids.map((id) => [id, 100])));
+    await own.seed(store, Object.fromEntries(ids.map((id) => [id, 100])));
     let seed32 = 7;
     const random = (n: number) => (seed32 = (seed32 * 1103515245 + 12345) % 2 ** 31) % n;
     const gids: string[] = [];
@@ -172,17 +195,17 @@ describe.each(CASES)('barrier on %s over %s', (store, protocol) => {
         const from = ids[random(ids.length)];
         const to = ids[(ids.indexOf(from) + 1 + random(ids.length - 1)) % ids.length];
         const amount = 10 + random(80);
-        const gid = await t.client.generateGid();
+        const gid = await o.client.generateGid();
         gids.push(gid);
-        await transfer(store, protocol, gid, from, to, amount).submit();
+        await ownTransfer(store, protocol, gid, from, to, amount).submit();
         if (i % 3 === 0) {
           // a duplicate delivery of the first step, racing DTM's own
-          await callBranch(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: from, amount });
+          await own.callBranch(store, protocol, 'trans-out', { gid, trans_type: 'saga', branch_id: '01', op: 'action' }, { account: from, amount });
         }
       }),
     );
-    const finals = await Promise.all(gids.map((gid) => t.client.waitForFinal(gid, { timeout: 30 })));
-    const after = await balances(store, ids);
+    const finals = await Promise.all(gids.map((gid) => o.client.waitForFinal(gid, { timeout: 30 })));
+    const after = await own.balances(store, ids);
     expect(Object.values(after).reduce((a, b) => a + b, 0)).toBe(500);
     expect(Math.min(...Object.values(after))).toBeGreaterThanOrEqual(0);
     expect(finals.some((f) => f.status === 'succeed')).toBe(true);
