@@ -3,6 +3,7 @@
 // and what BranchBarrier then runs or skips, as DTM's SDKs do.
 import { describe, expect, it } from '@jest/globals';
 import { BranchBarrier, DtmDuplicatedError, DtmUsageError, type BarrierDatabase, type BarrierExecResult, type BarrierTransaction } from 'nestjs-dtm';
+import { refusal } from '../support/refusal.js';
 
 /** A barrier table in memory: INSERT IGNORE semantics on the unique key (one or several rows per statement). */
 class Table {
@@ -125,23 +126,14 @@ describe('a barrier without a branch call', () => {
   });
 
   it('built by hand, is refused with DtmUsageError when a value breaks the branch guard\'s rules, saying which and not repeating it; a refused call\'s barrier is not', () => {
-    const refusal = (build: () => BranchBarrier) => {
-      try {
-        build();
-      } catch (err) {
-        expect(err).toBeInstanceOf(DtmUsageError);
-        return (err as Error).message;
-      }
-      throw new Error('not refused');
-    };
-    expect(refusal(() => BranchBarrier.from({ transType: 'saga', gid: 'order 7', branchId: '01', op: 'action' }))).toBe(
+    expect(refusal(() => BranchBarrier.from({ transType: 'saga', gid: 'order 7', branchId: '01', op: 'action' }), DtmUsageError)).toBe(
       "a barrier's transType, gid, branchId and op are its branch call's, as DTM sent them (pass its @BranchContext()): the gid has a space at position 6 (gids and branch ids are printable ASCII without spaces, quotes, backslashes or ';'); nothing was written",
     );
-    expect(refusal(() => new BranchBarrier('saga', 'g', `01'; DROP TABLE x`, 'action'))).toContain('the branch id has a quote at position 3');
-    expect(refusal(() => new BranchBarrier('saga', 'g'.repeat(129), '01', 'action'))).toContain('the gid is 129 characters, over the limit of 128');
-    expect(refusal(() => new BranchBarrier('SAGA', 'g', '01', 'action'))).toContain('the trans_type is none DTM sends');
-    expect(refusal(() => new BranchBarrier('saga', 'g', '01', 'compensate '))).toContain('the op is none DTM sends');
-    expect(refusal(() => new BranchBarrier('msg', 'g\u00e9', '00', 'msg'))).not.toContain('g\u00e9');
+    expect(refusal(() => new BranchBarrier('saga', 'g', `01'; DROP TABLE x`, 'action'), DtmUsageError)).toContain('the branch id has a quote at position 3');
+    expect(refusal(() => new BranchBarrier('saga', 'g'.repeat(129), '01', 'action'), DtmUsageError)).toContain('the gid is 129 characters, over the limit of 128');
+    expect(refusal(() => new BranchBarrier('SAGA', 'g', '01', 'action'), DtmUsageError)).toContain('the trans_type is none DTM sends');
+    expect(refusal(() => new BranchBarrier('saga', 'g', '01', 'compensate '), DtmUsageError)).toContain('the op is none DTM sends');
+    expect(refusal(() => new BranchBarrier('msg', 'g\u00e9', '00', 'msg'), DtmUsageError)).not.toContain('g\u00e9');
     // What DTM and the module send passes: a workflow's resume carries the workflow's name as its op.
     expect(() => new BranchBarrier('workflow', 'Tg7kq2', '00', 'transfer-flow')).not.toThrow();
     expect(() => new BranchBarrier('tcc', 'order-7', '01-01', 'cancel')).not.toThrow();

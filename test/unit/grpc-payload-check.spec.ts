@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from '@jest/globals';
 import protoLoader from '@grpc/proto-loader';
 import { GrpcCodecs } from '../../lib/transport/grpc/grpc-codecs.js';
+import { refusal } from '../support/refusal.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'grpc-payload-check-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -145,14 +146,6 @@ service S { rpc Put(other.sub.Ext) returns (other.sub.Ext); rpc Mix(Mix) returns
   });
 
   it("an unknown key names keepCase (and the field to spell) only when it is a field's name spelt otherwise, ignoring case and underscores", () => {
-    const refusal = (send: () => unknown) => {
-      try {
-        send();
-      } catch (err) {
-        return (err as Error).message;
-      }
-      throw new Error('not refused');
-    };
     const keepCase = '(keepCase: false, the default, camelCases the .proto\'s names; true keeps them)';
     // the loader's default camelCases the .proto's names: snake_case keys are the mix-up
     expect(refusal(() => codecs.get('/mix.S/Mix')!.serializeRequest({ part: { part_amount: 1 } }))).toBe(
