@@ -64,12 +64,12 @@ describe('npm run demo', () => {
       // a demo that stopped or never printed the command: its output says why (one CI run on 2026-12-07 saw it exit early)
       if (!command) throw new Error(`the demo printed no curl command (exit code ${child.exitCode}); its stdout:\n${stdout.slice(-4000)}\nits stderr:\n${stderr.slice(-4000)}`);
       const firstGid = /^ {10}gid +(\S+)$/m.exec(stdout)![1];
-      expect(command![2]).toBe(firstGid);
-      const answer = (await (await fetch(command![1])).json()) as { transaction: { gid: string; status: string } };
+      expect(command[2]).toBe(firstGid);
+      const answer = (await (await fetch(command[1])).json()) as { transaction: { gid: string; status: string } };
       expect(answer.transaction).toMatchObject({ gid: firstGid, status: 'succeed' });
       child.kill('SIGINT');
       expect(await exited).toBe(0);
-      await expect(fetch(command![1])).rejects.toThrow();
+      await expect(fetch(command[1])).rejects.toThrow();
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
