@@ -9,6 +9,7 @@ import { branchLines, firstCalls, latch, PROTOCOLS, sleep, useDtmAppWithRecorder
 import { dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmTransRecord } from '../support/harness.js';
 import { expectFirstLookAtTimeout, FIRST_LOOK_BOUND_MS } from '../support/first-look.js';
 import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
+import { xaResourceManager } from '../support/xa-resource-manager.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 import { startTrap } from '../support/trap.js';
@@ -442,21 +443,6 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
   });
 
-  /** An XA resource manager as DTM's Go SDK runs one: registers its branch before answering the action. */
-  function xaResourceManager(outcome: 'prepare' | 'fail') {
-    return async (call: Omit<RecordedCall, 'status' | 'answeredAt'>) => {
-      if (call.query.op !== 'action') return 200; // commit / rollback
-      if (outcome === 'fail') return { status: 409, body: { message: 'insufficient balance' } };
-      const registered = await dtmPost('/registerBranch', {
-        gid: call.query.gid,
-        trans_type: 'xa',
-        branch_id: call.query.branch_id,
-        url: call.query.phase2_url,
-      });
-      return registered.status === 200 ? 200 : 500;
-    };
-  }
-
   describe('TCC timeouts', () => {
     it('timeoutToFail (3 s) below DTM\'s retry interval, none set: a TCC whose app died after the Try is cancelled after its timeout, not after 10 s', async () => {
       const gid = await fx.client.generateGid();
@@ -566,8 +552,8 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
 
   describe('XA (application side)', () => {
     it('commits every branch after the actions succeeded', async () => {
-      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
-      fx.recorder.handle('/BankB', xaResourceManager('prepare'));
+      fx.recorder.handle('/BankA', xaResourceManager());
+      fx.recorder.handle('/BankB', xaResourceManager());
       const gid = await fx.client.generateGid();
       await fx.client.xaGlobalTransaction(gid, async (xa) => {
         await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/BankA'));
@@ -591,8 +577,8 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('rolls back the prepared branch when the second branch fails, with the reason', async () => {
-      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
-      fx.recorder.handle('/BankB', xaResourceManager('fail'));
+      fx.recorder.handle('/BankA', xaResourceManager());
+      fx.recorder.handle('/BankB', xaResourceManager({ fail: true }));
       const gid = await fx.client.generateGid();
       const run = fx.client.xaGlobalTransaction(gid, async (xa) => {
         await xa.callBranch(fx.payload({ amount: -30 }), fx.target('/BankA'));
@@ -607,8 +593,8 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('a body that catches a failed action and returns is aborted, not submitted: DtmUsageError naming the swallowed failure; DTM rolls the prepared branch back, commits nothing', async () => {
-      fx.recorder.handle('/CaughtBankA', xaResourceManager('prepare'));
-      fx.recorder.handle('/CaughtBankB', xaResourceManager('fail'));
+      fx.recorder.handle('/CaughtBankA', xaResourceManager());
+      fx.recorder.handle('/CaughtBankB', xaResourceManager({ fail: true }));
       const gid = await fx.client.generateGid();
       let swallowed: unknown;
       const error = await fx.client
@@ -629,7 +615,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('a body that returns while an xa.callBranch() it started is still under way (not awaited): not submitted (DTM would commit before the action prepared), DtmUsageError; aborted once the action answered, DTM rolls it back, commits nothing; xa.callBranch() after the body ended is refused, the action not called', async () => {
-      const prepare = xaResourceManager('prepare');
+      const prepare = xaResourceManager();
       const started = latch();
       const returned = latch();
       fx.recorder.handle('/LooseBank', async (call) => {
@@ -663,9 +649,9 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('two xaGlobalTransaction() racing on one gid (DTM v1.19 takes a prepare of a gid it holds prepared): the second is DtmGidInUseError before its body runs, sending nothing more; the first commits both its branches', async () => {
-      fx.recorder.handle('/RaceBankA', xaResourceManager('prepare'));
-      fx.recorder.handle('/RaceBankB', xaResourceManager('prepare'));
-      fx.recorder.handle('/RaceBankC', xaResourceManager('prepare'));
+      fx.recorder.handle('/RaceBankA', xaResourceManager());
+      fx.recorder.handle('/RaceBankB', xaResourceManager());
+      fx.recorder.handle('/RaceBankC', xaResourceManager());
       const gid = await fx.client.generateGid();
       let secondRan = false;
       let firstError: unknown;
@@ -697,7 +683,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('xaGlobalTransactionAndWait (waitResult), a body that outlasts timeoutToFail: DTM rolled the XA back ("failed") before the submit, which it refuses; resolves failed with DTM\'s reason, not DtmFailureError', async () => {
-      fx.recorder.handle('/LateBank', xaResourceManager('prepare'));
+      fx.recorder.handle('/LateBank', xaResourceManager());
       const gid = await fx.client.generateGid();
       const outcome = await fx.client
         .xaGlobalTransactionAndWait(gid, async (xa) => {
@@ -714,7 +700,7 @@ describe.each(PROTOCOLS)('over %s', (protocol) => {
     });
 
     it('TransactionHelper.executeXa commits, waiting for the final status', async () => {
-      fx.recorder.handle('/BankA', xaResourceManager('prepare'));
+      fx.recorder.handle('/BankA', xaResourceManager());
       const gid = await fx.helper.mustGenGid();
       const result = await fx.helper.executeXa(gid, [{ action: fx.target('/BankA'), data: fx.payload({ amount: 1 }) }], { waitForFinal: { timeout: 10 } });
       expect(result.final?.status).toBe('succeed');
