@@ -169,7 +169,7 @@ describe.each(CASES)('barrier on %s over %s', (store, protocol) => {
 
 // On a DTM server of its own: on the shared one another file's /resetCronTime can have DTM v1.19 run a
 // saga in two rounds at once, and then run a step it neither records nor compensates (money made once
-// in a run under load; dtm-saga-two-passes.spec.ts pins it), which this test would take for the barrier's.
+// in a run under load; dtm-two-rounds.spec.ts pins it), which this test would take for the barrier's.
 describe('many transfers at once, on a DTM server of its own', () => {
   let dtm: RunningDtm;
   let o: BarrierApp;
