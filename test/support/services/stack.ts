@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { startDtm, type DtmInfo, type DtmStore } from './dtm.js';
 import { startMariadb, type MariadbInfo } from './mariadb.js';
@@ -37,7 +37,8 @@ export interface Stack {
   processes: ManagedProcess[];
   /**
    * Stops every service (DTM first, so it does not log errors about its store going away), copies
-   * the server logs to `keepLogsIn` if given, and has the reaper remove the run directory.
+   * the server logs to `keepLogsIn` if given (replacing what it held; the logs of the processes test
+   * files started in the run directory go to its `files/`), and has the reaper remove the run directory.
    */
   stop(options?: { keepLogsIn?: string }): Promise<void>;
 }
@@ -61,7 +62,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const stop = async (stopOptions: { keepLogsIn?: string } = {}) => {
     try {
       for (const proc of [...processes].reverse()) await proc.stop();
-      if (stopOptions.keepLogsIn) copyLogs(processes, stopOptions.keepLogsIn);
+      if (stopOptions.keepLogsIn) copyLogs(processes, runDir.path, stopOptions.keepLogsIn);
     } finally {
       finishRunDir(runDir);
     }
@@ -93,9 +94,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
 }
 
-function copyLogs(processes: ManagedProcess[], target: string): void {
+/** Copies the logs of the stack's `processes` to `target`, emptied first, and the other `*.log` files of `runDir` to `target/files/`. */
+function copyLogs(processes: ManagedProcess[], runDir: string, target: string): void {
+  rmSync(target, { recursive: true, force: true }); // no log of an earlier run left beside this run's
   mkdirSync(target, { recursive: true });
-  for (const proc of processes) {
-    if (existsSync(proc.logFile)) copyFileSync(proc.logFile, join(target, basename(proc.logFile)));
+  const ours = new Set(processes.map((p) => p.logFile));
+  for (const file of ours) {
+    if (existsSync(file)) copyFileSync(file, join(target, basename(file)));
   }
+  // the servers and processes test files started in the run directory (DTM servers of their own, participants)
+  const others = readdirSync(runDir).filter((name) => name.endsWith('.log') && !ours.has(join(runDir, name)));
+  if (others.length > 0) mkdirSync(join(target, 'files'));
+  for (const name of others) copyFileSync(join(runDir, name), join(target, 'files', name));
 }
