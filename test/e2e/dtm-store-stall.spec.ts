@@ -48,8 +48,8 @@ async function stallStoreUntilSaveFails(gid: string): Promise<void> {
  * DTM's cron never takes the transaction while it runs. DTM's first take comes a retry interval after
  * the prepare (10 s by default), which the stalled submit (about 6 to 12 s) and the module's submit
  * again can reach, and DTM v1.19 then calls a branch's phase 2 a second time while the submit's own
- * round still runs it (seen under load: an XA commit twice; DTM's cron, like its /resetCronTime, takes
- * a transaction whatever round of it runs).
+ * round still runs it (seen under load: an XA commit twice; DTM's cron takes a transaction whatever
+ * round of it runs: dtm-two-rounds.spec.ts).
  */
 const CRON_KEPT_OUT = { timeoutToFail: 60, retryInterval: 120 };
 

@@ -15,10 +15,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import type { FinalResult } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, latch } from '../support/fixtures.js';
-import { harness, type DtmQueryAnswer } from '../support/harness.js';
+import { harness, queryTrans } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, type RunningDtm } from '../support/services/dtm.js';
-import { runDirFrom, sleep, waitUntil } from '../support/services/process.js';
+import { runDirFrom, waitUntil } from '../support/services/process.js';
 import { xaResourceManager } from '../support/xa-resource-manager.js';
 
 let dtm: RunningDtm;
@@ -39,10 +39,7 @@ afterAll(async () => {
 beforeEach(() => recorder.reset());
 
 /** DTM's global status of `gid`, as its /query answers it. */
-async function statusOf(gid: string): Promise<string | undefined> {
-  const answer = (await (await fetch(`${dtm.info.serverUrl}/query?gid=${gid}`)).json()) as DtmQueryAnswer;
-  return answer.transaction?.status;
-}
+const statusOf = async (gid: string) => (await queryTrans(gid, dtm.info.serverUrl)).transaction?.status;
 
 describe('DTM v1.19 running one saga in two rounds at once', () => {
   it("a round that rolls back and a round whose call of the same step succeeded: the second goes on to step 2, which runs, is not recorded, and is never compensated; the saga ends failed", async () => {
@@ -89,7 +86,9 @@ describe("DTM v1.19 calling a TCC's or an XA's phase 2 again while its first cal
       if (++calls === 1) {
         // the first call (the submit's round): answered once a second call came (or after 20 s, which fails the
         // test), whose round comes 1 s after the prepare, or (the cron having looked while still prepared) 10 s later
-        overlapped = await Promise.race([second.wait().then(() => true), sleep(20_000).then(() => false)]);
+        let timer: NodeJS.Timeout | undefined;
+        overlapped = await Promise.race([second.wait().then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, 20_000, false)))]);
+        clearTimeout(timer);
         return 200;
       }
       second.open();
