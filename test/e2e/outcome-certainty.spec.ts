@@ -110,7 +110,9 @@ describe('waiting for the outcome through a DTM restart', () => {
         ({ back: down } = await bounceDtm(1000)); // DTM stopped before the submit
         return 'tried';
       },
-      { timeoutToFail: 30, retryInterval: 1 },
+      // a retry interval longer than the test: DTM's cron would take the TCC whatever round of it runs,
+      // and a take during the submit's round calls the Confirm a second time (dtm-two-rounds.spec.ts)
+      { timeoutToFail: 30, retryInterval: 120 },
       { timeout: 40 },
     );
     await down;
