@@ -48,9 +48,9 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases } from '../support/databases.js';
 import { testsGrpcOptions } from '../support/grpc.js';
-import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { cronUntilStatus, harness, queryTrans, triggerCron } from '../support/harness.js';
 import { RecordingLogger } from '../support/recording-logger.js';
-import { freePort, waitUntil } from '../support/services/process.js';
+import { freePort } from '../support/services/process.js';
 import { firstCalls } from '../support/fixtures.js';
 
 /** The action's DTO. */
@@ -292,13 +292,6 @@ const balance = async () => Number((await pool.query('SELECT balance FROM accoun
 const barrierRows = async (gid: string) => (await pool.query('SELECT branch_id, op, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id, op', [gid])).rows as unknown[];
 const linesOf = (gid: string) => logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
 
-/** Polls DTM (each time making every pending transaction due) until `gid` is `status`. */
-async function untilStatus(gid: string, status: string): Promise<void> {
-  await waitUntil(`${gid} ${status}`, async () => {
-    await triggerCron();
-    return (await queryTrans(gid)).transaction?.status === status;
-  }, { timeoutMs: 30_000, intervalMs: 500 });
-}
 
 it('a compensation behind the barrier whose payload the app\'s pipe refuses: the saga stays aborting, one error line, the wait\'s diagnosis says why; no barrier row of the compensation, so the fixed app\'s compensation runs and gives the money back', async () => {
   ValidateRefund.fixed = false;
@@ -322,7 +315,7 @@ it('a compensation behind the barrier whose payload the app\'s pipe refuses: the
   expect(linesOf(gid)).toEqual([expect.stringContaining(`error Wallet.refund (saga-compensate, saga gid ${gid}, branch 01, op compensate): a pipe refused its payload (reason must be a string)`)]);
   // a fixed deploy: DTM's next retry runs the compensation, once
   ValidateRefund.fixed = true;
-  await untilStatus(gid, 'failed');
+  await cronUntilStatus(gid, 'failed');
   expect(await balance()).toBe(before);
   expect(Wallet.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `refund ${gid}`]);
   expect(await barrierRows(gid)).toEqual([
@@ -350,7 +343,7 @@ describe('a workflow with compensateFailedStep whose failed step\'s compensation
     expect(errors[0]).not.toContain('the payload of its action');
     expect(errors[0]).not.toContain('aborting');
     ValidateRefund.fixed = true;
-    await untilStatus(gid, 'failed');
+    await cronUntilStatus(gid, 'failed');
     // the action's debit rolled back with its FAILURE; its compensation, behind the barrier, a null one
     expect(await balance()).toBe(before);
     expect(await barrierRows(gid)).toEqual([
@@ -369,7 +362,7 @@ describe('a workflow with compensateFailedStep whose failed step\'s compensation
     expect((error as Error).message).toContain(`${base}/refusals-guarded/refund answered HTTP 403`);
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     DenyUntilFixed.fixed = true;
-    await untilStatus(gid, 'failed');
+    await cronUntilStatus(gid, 'failed');
     expect(await balance()).toBe(before);
     expect(await barrierRows(gid)).toEqual([
       { branch_id: '01', op: 'action', reason: 'rollback' },
@@ -392,7 +385,7 @@ it('a request-scoped provider Nest cannot make for a branch call: an error DTM r
   expect(lines[0]).toContain(`failed (http, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: tenant database unreachable`);
   expect(Scoped.calls).not.toContain(gid);
   TenantDb.down = false;
-  await untilStatus(gid, 'succeed');
+  await cronUntilStatus(gid, 'succeed');
   expect(Scoped.calls.filter((c) => c === gid).length).toBeGreaterThanOrEqual(1);
 }, 60_000);
 
@@ -443,7 +436,7 @@ describe('an interceptor of the app that fails after a handler behind the barrie
     const gid = await dtm.generateGid();
     FailAfter.modes.set(gid, 'error-once');
     await dtm.newSaga(gid, { retryInterval: 1 }).add('refusals.audited', { account: 1, amount: 5 }).submit();
-    await untilStatus(gid, 'succeed');
+    await cronUntilStatus(gid, 'succeed');
     expect(await balance()).toBe(before - 5);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`]);
     expect(await barrierRows(gid)).toEqual([{ branch_id: '01', op: 'action', reason: 'action' }]);
@@ -512,7 +505,7 @@ describe('an interceptor of the app that refuses, with a 400, the answer of a co
     ]);
     expect(errors[0]).not.toContain('did not run');
     FailAfter.modes.delete(gid);
-    await untilStatus(gid, 'failed');
+    await cronUntilStatus(gid, 'failed');
     expect(await balance()).toBe(before);
     expect(Audited.calls.filter((c) => c.endsWith(gid))).toEqual([`debit ${gid}`, `credit ${gid}`]);
   }, 60_000);
@@ -534,7 +527,7 @@ describe('a compensation behind the barrier whose handler refuses its call with 
       `error Audited.credit (saga-compensate, saga gid ${gid}, branch 01, op compensate): its handler answered 400 itself (the refund is not allowed), which rolled its local transaction back, so this compensation did not apply: the module answers that FAILURE, which a compensation cannot roll back, so DTM retries the call until it answers success and the saga stays aborting (the compensations of the steps before it wait behind this one), for as long as the handler refuses it. Fix the handler: a compensation must not refuse its call (DTM sends it the payload of its action, the same at every retry): answer success when there is nothing to undo, or throw an error DTM retries while it cannot undo yet. Logged once per transaction and branch (later refusals at debug level)`,
     ]);
     Audited.refuseUndo.delete(gid);
-    await untilStatus(gid, 'failed');
+    await cronUntilStatus(gid, 'failed');
     expect(await balance()).toBe(before);
   }, 60_000);
 });
@@ -577,7 +570,7 @@ describe('over gRPC', () => {
       expect((await queryTrans(gid)).transaction?.status).toBe('submitted');
       expect(linesOf(gid)[0]).toContain(`failed (grpc, saga gid ${gid}, branch 01, op action); DTM will retry the call: Error: tenant database unreachable`);
       TenantDb.down = false;
-      await untilStatus(gid, 'succeed');
+      await cronUntilStatus(gid, 'succeed');
       expect(ScopedGrpc.calls).toContain(gid);
     } finally {
       TenantDb.down = false;

@@ -24,7 +24,7 @@ import { callGrpc, requestBytes } from '../support/grpc.js';
  * a branch of an unfinished transaction again meanwhile (DTM calls at least once). The harness's helpers, aimed at it.
  */
 const dtm = useOwnDtm('dtm-branch-auth');
-const { queryTrans, triggerCron, waitForTransStatus } = dtm;
+const { cronUntilStatus, queryTrans, triggerCron, waitForTransStatus } = dtm;
 /** The branch app, on this file's DTM server. */
 const startBranchApp = (adapter: AdapterName, config: DtmConfigInput = {}, providers: Provider[] = []) => startBranchAppWith(adapter, { serverUrl: dtm.info.serverUrl, ...config }, providers);
 
@@ -326,10 +326,7 @@ describe.each(ADAPTERS)('authenticated branch calls on %s', (adapter) => {
     t.ledger.script('inventoryConfirm', 'error', 'failure');
     const gid = await t.client.generateGid();
     await t.client.tccGlobalTransaction(gid, (tcc) => tcc.callBranch({ sku: 'x' }, 'inventory'), { retryInterval: 1 });
-    await waitUntil('DTM confirming the branch after its two failed confirms', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 500 });
+    await cronUntilStatus(gid, 'succeed'); // DTM confirming the branch after its two failed confirms
     const token = (await queryTrans(gid)).branches[0].branch_id.slice(3);
     expect(t.ledger.callsOf(gid).map((c) => c.handler)).toEqual(['inventoryTry', 'inventoryConfirm', 'inventoryConfirm', 'inventoryConfirm']);
     const lines = [...t.logger.errors, ...t.logger.warnings].filter((l) => l.includes(gid));

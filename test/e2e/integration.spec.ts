@@ -45,9 +45,9 @@ import {
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch } from '../support/fixtures.js';
 import { TESTS_GRPC_PROTOS, TESTS_LOADER, TESTS_PROTO } from '../support/grpc.js';
-import { harness, queryTrans, triggerCron } from '../support/harness.js';
+import { cronUntilStatus, harness, queryTrans, triggerCron, type TransStatus } from '../support/harness.js';
 import { pgXaAt } from '../support/pg-xa.js';
-import { freePort, waitUntil } from '../support/services/process.js';
+import { freePort } from '../support/services/process.js';
 
 /** A movement: `account` (a bank account or a stock item), `amount`; `fail`: 'failure' refuses, 'error' fails once per gid. */
 interface Move {
@@ -455,11 +455,7 @@ function expectHeaders(gid: string, requestId: string): void {
 }
 
 /** Has DTM's cron take `gid` until it records `status`. */
-const untilDtmRecords = (gid: string, status: string) =>
-  waitUntil(`DTM to record ${gid} ${status}`, async () => {
-    await triggerCron();
-    return (await queryTrans(gid)).transaction?.status === status;
-  }, { timeoutMs: 25_000, intervalMs: 700 });
+const untilDtmRecords = (gid: string, status: TransStatus) => cronUntilStatus(gid, status, { timeoutMs: 25_000, intervalMs: 700 });
 
 describe('a saga over gRPC: by contract (gRPC), by { service, branch } (HTTP only) and by URL', () => {
   it('succeeds: each step once, over its own transport, with the forwarded headers only', async () => {

@@ -17,7 +17,7 @@ import { defineBranches, DtmFailureError, DtmGidInUseError, DtmUsageError, DtmOn
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
-import { harness, queryTrans as queryTransOn, triggerCron as triggerCronOn } from '../support/harness.js';
+import { cronUntilStatus as cronUntilStatusOn, harness, queryTrans as queryTransOn, type TransStatus } from '../support/harness.js';
 import { startDtm, stopDtm, type RunningDtm } from '../support/services/dtm.js';
 import { freePort, runDirFrom, waitUntil } from '../support/services/process.js';
 import { startObservedApp, type Move, type ObservedApp } from './observability.app.js';
@@ -70,7 +70,7 @@ let dtm: RunningDtm;
 /** The configuration that points an app at {@link dtm}. */
 const onOwnDtm = () => ({ serverUrl: dtm.info.serverUrl, grpcServer: dtm.info.grpcAddress });
 const queryTrans = (gid: string) => queryTransOn(gid, dtm.info.serverUrl);
-const triggerCron = () => triggerCronOn(dtm.info.serverUrl);
+const cronUntilStatus = (gid: string, status: TransStatus) => cronUntilStatusOn(gid, status, { serverUrl: dtm.info.serverUrl });
 
 let t: ObservedApp;
 let dbs: FileDatabases;
@@ -347,10 +347,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     expect(ends()).toEqual(['prepared']);
     expect(growth(txBefore, await counter(METRIC_NAMES.transactions, ['dtm.trans_type', 'dtm.outcome', 'dtm.protocol']))).toEqual({ [`msg prepared ${protocol}`]: 1 });
     // DTM asks a prepared message's back-check once its timeout_to_fail passed, at its next cron pass
-    await waitUntil('DTM asking the back-check', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'failed';
-    }, { timeoutMs: 30_000, intervalMs: 500 });
+    await cronUntilStatus(gid, 'failed'); // DTM asking the back-check
     expect(await t.balances([3])).toEqual({ 3: 100 });
     // the barrier answered FAILURE: the local transaction never committed
     expect(branchCalls(from, gid).map((e) => `${e.kind} ${e.branchId} ${e.op} ${e.barrier ?? '-'} ${e.outcome}`)).toContain('msg-query-prepared 00 msg - failure');
@@ -381,10 +378,7 @@ describe.each(PROTOCOLS)('OpenTelemetry over %s', (protocol) => {
     await waitUntil('the first compensation of transOut to crash', async () => undo().length > 0, { timeoutMs: 20_000, intervalMs: 100 });
     // DTM holds it aborting until its next retry, 60 s away: /resetCronTime makes it now
     expect((await queryTrans(gid)).transaction?.status).toBe('aborting');
-    await waitUntil('DTM calling the compensation again', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'failed';
-    }, { timeoutMs: 30_000, intervalMs: 500 });
+    await cronUntilStatus(gid, 'failed'); // DTM calling the compensation again
     expect(await t.balances([1, 2])).toEqual({ 1: 100, 2: 100 });
     expect(undo().map((e) => e.outcome)).toEqual(['error', 'success']);
     const { ap, branches } = expectOneTrace(gid);
@@ -448,10 +442,7 @@ describe('OpenTelemetry for a workflow', () => {
     const gid = await t.client.generateGid();
     const first = await t.client.executeWorkflow('observed.transfer', gid, { base: t.url, fail: '', pauseOnce: true }, { protocol, retryInterval: 1 }).catch((e: unknown) => e);
     expect(first).toBeInstanceOf(DtmWorkflowPendingError);
-    await waitUntil('DTM resuming the workflow', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 500 });
+    await cronUntilStatus(gid, 'succeed'); // DTM resuming the workflow
     expect(await t.balances([1, 2])).toEqual({ 1: 80, 2: 120 });
     // the spans of gid in the order they ended: the first execution's step and span, then the resumed one's
     const all = exporter.getFinishedSpans().filter((s) => s.attributes['dtm.gid'] === gid);

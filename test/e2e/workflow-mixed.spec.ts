@@ -11,10 +11,9 @@ import type pg from 'pg';
 import { DtmFailureError, DtmWorkflow, DtmWorkflowPendingError, type BarrierDatabase, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { PROTOCOLS } from '../support/fixtures.js';
-import { queryTrans, triggerCron } from '../support/harness.js';
+import { cronUntilStatus, queryTrans, type TransStatus } from '../support/harness.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
-import { waitUntil } from '../support/services/process.js';
 import { bankHelpers, startBarrierApp, type BarrierApp } from './barrier-app.js';
 
 interface MixedInput {
@@ -96,11 +95,7 @@ function input(protocol: DtmProtocol, extra: Partial<MixedInput> = {}): MixedInp
 }
 
 /** Has DTM's cron take the pending workflow `gid` until DTM records `status`. */
-const untilDtmRecords = (gid: string, status: string) =>
-  waitUntil(`DTM resuming the workflow to ${status}`, async () => {
-    await triggerCron();
-    return (await queryTrans(gid)).transaction?.status === status;
-  }, { timeoutMs: 40_000, intervalMs: 1000 });
+const untilDtmRecords = (gid: string, status: TransStatus) => cronUntilStatus(gid, status, { timeoutMs: 40_000, intervalMs: 1000 });
 
 const runsOf = (...keys: string[]) => Object.fromEntries(keys.map((k) => [k, t.runs.of(k)]));
 

@@ -7,8 +7,8 @@ import { afterAll, describe, expect, it } from '@jest/globals';
 import { Inject, Injectable, Module, Scope, type INestApplication, type Type } from '@nestjs/common';
 import { LazyModuleLoader, NestFactory, REQUEST } from '@nestjs/core';
 import { DtmBranchRegistryError, DtmClient, DtmModule, DtmUsageError, DtmWorkflow, DtmWorkflowPendingError, type WorkflowContext } from 'nestjs-dtm';
-import { harness, queryTrans, triggerCron } from '../support/harness.js';
-import { freePort, waitUntil } from '../support/services/process.js';
+import { cronUntilStatus, harness, queryTrans } from '../support/harness.js';
+import { freePort } from '../support/services/process.js';
 
 @Injectable()
 class Rates {
@@ -191,10 +191,7 @@ describe('workflow registration', () => {
     const { client } = await startApp([OddlyNamed], keys ? [...keys] : undefined);
     const gid = await client.generateGid();
     await expect(client.executeWorkflow(ODD_NAME, gid, { n: 21 })).rejects.toBeInstanceOf(DtmWorkflowPendingError);
-    await waitUntil('DTM resuming the workflow', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    await cronUntilStatus(gid, 'succeed', { intervalMs: 1000 }); // DTM resuming the workflow
     expect(runs.get(gid)).toBe(2);
     await expect(client.executeWorkflow(ODD_NAME, gid, { n: 0 })).resolves.toEqual({ status: 'succeed', result: 42 });
   });

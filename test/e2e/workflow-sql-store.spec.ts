@@ -19,7 +19,7 @@ import { NestFactory } from '@nestjs/core';
 import { DtmClient, DtmFailureError, DtmGidInUseError, DtmModule, DtmWorkflow, DtmWorkflowPendingError, type DtmProtocol, type WorkflowContext } from 'nestjs-dtm';
 import { PROTOCOLS } from '../support/fixtures.js';
 import { testsGrpcOptions } from '../support/grpc.js';
-import { queryTrans, rawQueryTrans, triggerCron } from '../support/harness.js';
+import { cronUntilStatus, queryTrans, rawQueryTrans } from '../support/harness.js';
 import { startRecorder, type RecordedCall, type Recorder } from '../support/recorder.js';
 import type { DtmInfo } from '../support/services/dtm.js';
 import { freePort, waitUntil } from '../support/services/process.js';
@@ -154,11 +154,7 @@ const callLines = (gid: string, withTenant = false) =>
   [...recorder.callsFor(gid)].sort((a, b) => a.at - b.at).map((c) => `${c.path} ${c.query.op} ${c.status}${withTenant ? ` ${c.headers['x-tenant']}` : ''}`);
 
 /** Has DTM's cron take the pending workflow `gid` (so that DTM calls the app's resume endpoint) until DTM records it `status`. */
-const untilDtmResumes = (gid: string, status: 'succeed' | 'failed' = 'succeed') =>
-  waitUntil(`DTM resuming workflow ${gid} until it is ${status}`, async () => {
-    await triggerCron(dtm.serverUrl); // the harness's DTM is another server
-    return (await record(gid)).transaction?.status === status;
-  }, { timeoutMs: 25_000, intervalMs: 500 });
+const untilDtmResumes = (gid: string, status: 'succeed' | 'failed' = 'succeed') => cronUntilStatus(gid, status, { timeoutMs: 25_000, serverUrl: dtm.serverUrl });
 
 const resumeTargetOf = (a: WorkflowApp, protocol: DtmProtocol) => (protocol === 'grpc' ? `127.0.0.1:${a.grpcPort}/workflow.Workflow/Execute` : `http://127.0.0.1:${a.port}/dtm/workflow/resume`);
 

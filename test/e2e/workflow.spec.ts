@@ -11,7 +11,7 @@ import { DtmClient, DtmFailureError, DtmGidInUseError, DtmUnavailableError, DtmU
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, PROTOCOLS, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
 import { callGrpc } from '../support/grpc.js';
-import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { cronUntilStatus, dtmPost, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { logEnd, logLines } from '../support/log-lines.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
@@ -61,11 +61,7 @@ function input(extra: Partial<TransferInput> = {}): TransferInput {
 }
 
 /** Has DTM's cron take the pending workflow `gid` until DTM records it succeeded. */
-const untilDtmResumes = (gid: string) =>
-  waitUntil('DTM resuming the workflow', async () => {
-    await triggerCron();
-    return (await queryTrans(gid)).transaction?.status === 'succeed';
-  }, { timeoutMs: 30_000, intervalMs: 1000 });
+const untilDtmResumes = (gid: string) => cronUntilStatus(gid, 'succeed', { intervalMs: 1000 });
 
 /**
  * `call` (a resume the test sends), again after 200 ms while it answers pending (at most 5 times): a
@@ -508,10 +504,7 @@ describe('a workflow process killed mid-workflow', () => {
     expect(await balance()).toBe(100);
 
     child = await startChild();
-    await waitUntil('DTM resuming the workflow in the new process', async () => {
-      await triggerCron();
-      return (await queryTrans(gid)).transaction?.status === 'succeed';
-    }, { timeoutMs: 40_000, intervalMs: 1000 });
+    await cronUntilStatus(gid, 'succeed', { timeoutMs: 40_000, intervalMs: 1000 }); // DTM resuming it in the new process
     expect(recorder.callsFor(gid).map((c) => c.path)).toEqual(['/Debit', '/Reserve']); // one call each
     expect(await balance()).toBe(130);
     expect(await branchLines(gid)).toEqual(['01 action succeed', '02 action succeed', '03 action succeed', '04 action succeed']);

@@ -38,7 +38,7 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { cronUntilStatus, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
 import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
@@ -294,10 +294,7 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
 
     // settled by hand as the error says: the work undone and the branch's barrier row deleted in one transaction
     await pgPool.query(`BEGIN; UPDATE account SET balance = balance - 30 WHERE id = 1; DELETE FROM dtm_barrier WHERE gid = '${gid}' AND branch_id = '02'; COMMIT`);
-    await waitUntil('DTM finishing the rollback', async () => {
-      await triggerCron();
-      return (await client.query(gid))?.status === 'failed';
-    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    await cronUntilStatus(gid, 'failed', { intervalMs: 1000 }); // DTM finishing the rollback
     expect(await balances()).toEqual(before);
     expect(await barrierRows(gid)).toEqual(['mysql 01=rollback', 'pg 02=rollback']);
   });
@@ -320,10 +317,7 @@ describe.each(PROTOCOLS)('local XA branches on MariaDB and PostgreSQL, over %s',
     participant = await startParticipant();
     // DTM retries at once when asked; over gRPC its first retries may still fail fast while
     // grpc-go's channel to the restarted participant waits out its reconnect backoff: ask again
-    await waitUntil('DTM committing the prepared branch', async () => {
-      await triggerCron();
-      return (await client.query(gid))?.status === 'succeed';
-    }, { timeoutMs: 30_000, intervalMs: 1000 });
+    await cronUntilStatus(gid, 'succeed', { intervalMs: 1000 });
     expect(await pendingXa()).toEqual([]);
     expect((await balances()).mysql).toBe(before.mysql + 7);
   });

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import { DtmWorkflowPendingError, type BranchAnswer, type BranchRecord, type DtmClient, type DtmProtocol, type FinalResult, type Payload, type TransactionHelper } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from './dtm-app.js';
-import { dtmPost, harness, queryTrans, triggerCron, waitForTransStatus, type DtmHttpAnswer, type DtmQueryAnswer, type TransStatus } from './harness.js';
+import { cronUntilStatus, dtmPost, harness, queryTrans, triggerCron, waitForTransStatus, type DtmHttpAnswer, type DtmQueryAnswer, type TransStatus } from './harness.js';
 import { startRecorder, type Recorder } from './recorder.js';
 import { startDtm, type DtmInfo } from './services/dtm.js';
 import { runDirFrom, type ManagedProcess } from './services/process.js';
@@ -84,6 +84,8 @@ export interface OwnDtm {
   triggerCron(): Promise<void>;
   /** `waitForTransStatus` on this server. */
   waitForTransStatus(gid: string, status: TransStatus | TransStatus[], timeoutMs?: number): Promise<DtmQueryAnswer>;
+  /** `cronUntilStatus` on this server. */
+  cronUntilStatus(gid: string, status: TransStatus | TransStatus[], options?: { timeoutMs?: number; intervalMs?: number }): Promise<DtmQueryAnswer>;
   /** `dtmPost` to this server. */
   dtmPost<T = unknown>(path: string, body: unknown): Promise<DtmHttpAnswer<T>>;
 }
@@ -113,6 +115,7 @@ export function useOwnDtm(name: string): OwnDtm {
     queryTrans: (gid) => queryTrans(gid, info().serverUrl),
     triggerCron: () => triggerCron(info().serverUrl),
     waitForTransStatus: (gid, status, timeoutMs) => waitForTransStatus(gid, status, timeoutMs, info().serverUrl),
+    cronUntilStatus: (gid, status, options) => cronUntilStatus(gid, status, { ...options, serverUrl: info().serverUrl }),
     dtmPost: (path, body) => dtmPost(path, body, info().serverUrl),
   };
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { DtmInfo } from './services/dtm.js';
 import type { StackInfo } from './services/stack.js';
-import { HARNESS_ENV, sleep } from './services/process.js';
+import { HARNESS_ENV, sleep, waitUntil } from './services/process.js';
 
 /** The stack of a test run: the global setup always starts a DTM server. */
 export interface HarnessInfo extends StackInfo {
@@ -190,11 +190,41 @@ export async function waitForTransStatus(
     if (Date.now() >= deadline) break;
     await sleep(100);
   }
-  const seen = last.transaction
-    ? `status "${last.transaction.status}", branches [${last.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`).join(', ')}]` +
-      (last.transaction.rollback_reason ? `, rollback_reason "${last.transaction.rollback_reason}"` : '')
-    : 'no such transaction';
-  throw new Error(`transaction ${gid} did not reach ${wanted.join(' or ')} within ${timeoutMs} ms: ${seen}`);
+  throw new Error(`transaction ${gid} did not reach ${wanted.join(' or ')} within ${timeoutMs} ms: ${seenIn(last)}`);
+}
+
+/** What a `/query` answer holds, for an error message: status, branches, rollback reason. */
+function seenIn(answer: DtmQueryAnswer | undefined): string {
+  if (!answer) return 'no answer from DTM';
+  if (!answer.transaction) return 'no such transaction';
+  const branches = answer.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`).join(', ');
+  const reason = answer.transaction.rollback_reason ? `, rollback_reason "${answer.transaction.rollback_reason}"` : '';
+  return `status "${answer.transaction.status}", branches [${branches}]${reason}`;
+}
+
+/**
+ * Makes DTM's cron take every pending transaction (`triggerCron`, every `intervalMs`) until the
+ * global status of `gid` is `status` (or one of them), as DTM's own retries would in time, and
+ * returns that answer; fails with what DTM held last when `timeoutMs` runs out.
+ */
+export async function cronUntilStatus(
+  gid: string,
+  status: TransStatus | TransStatus[],
+  options: { timeoutMs?: number; intervalMs?: number; serverUrl?: string } = {},
+): Promise<DtmQueryAnswer> {
+  const wanted = Array.isArray(status) ? status : [status];
+  const { timeoutMs = 30_000, intervalMs = 500, serverUrl } = options;
+  let last: DtmQueryAnswer | undefined;
+  try {
+    await waitUntil(`DTM's cron bringing ${gid} to ${wanted.join(' or ')}`, async () => {
+      await triggerCron(serverUrl);
+      last = await queryTrans(gid, serverUrl);
+      return last.transaction !== null && wanted.includes(last.transaction.status);
+    }, { timeoutMs, intervalMs });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; DTM held last: ${seenIn(last)}`, { cause: err });
+  }
+  return settledBranches(gid, last!, serverUrl);
 }
 
 /**
