@@ -38,7 +38,7 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
-import { cronUntilStatus, harness, queryTrans, triggerCron, waitForTransStatus } from '../support/harness.js';
+import { cronUntilStatus, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startPostgres, postgresUrl, type PostgresInfo } from '../support/services/postgres.js';
 import { freePort, minimalEnv, runDirFrom, startProcess, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { branchLines, PROTOCOLS } from '../support/fixtures.js';
@@ -1313,13 +1313,7 @@ describe('an XA branch whose connection to the database is cut right after its p
       expect(held).toContain('cut');
       expect(held).toContain('wait_timeout');
       expect(held).toContain('docs/xa.md');
-      let answer = await queryTrans(gid);
-      while (answer.transaction?.status !== 'succeed' && Date.now() - started < 60_000) {
-        await triggerCron();
-        await new Promise((r) => setTimeout(r, 1_000));
-        answer = await queryTrans(gid);
-      }
-      expect(answer.transaction?.status).toBe('succeed');
+      await cronUntilStatus(gid, 'succeed', { timeoutMs: Math.max(1, 60_000 - (Date.now() - started)), intervalMs: 1000 });
       expect(Date.now() - started).toBeGreaterThanOrEqual(7_000); // not before the server dropped the session
       expect(await balances()).toEqual({ ...before, mysql: before.mysql + 7 });
       expect((await pendingXa()).filter((xid) => xid.includes(gid))).toEqual([]);
