@@ -51,6 +51,17 @@ describe('deadlines of the test support', () => {
     expect(ms).toBeLessThan(5_000);
   }, 10_000);
 
+  it("waitUntil whose last probe is cut by the deadline names an earlier probe's error, which says more than that cut", async () => {
+    let probes = 0;
+    const hangsAfterAnError = async (signal: AbortSignal) => {
+      probes += 1;
+      if (probes === 1) throw new Error('connect ECONNREFUSED 127.0.0.1:1');
+      return (await fetch(`${url}/`, { signal })).status === 404;
+    };
+    const { outcome } = await timed(waitUntil('dtm', hangsAfterAnError, { timeoutMs: 600, intervalMs: 10 }));
+    expect([outcome, probes]).toEqual(['dtm: not ready after 600 ms (last error: connect ECONNREFUSED 127.0.0.1:1)', 2]);
+  }, 10_000);
+
   it('within: a latch never opened fails with a DeadlineError naming it; an error of its own passes through', async () => {
     const never = new Promise<void>(() => undefined);
     const error = await within('the Go workflow g-1 reaching our step', 300, () => never).catch((e: unknown) => e);

@@ -3,7 +3,7 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, openSync, closeSync,
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { freeLocalPort } from 'nestjs-dtm/testing';
-import { within } from '../deadline.js';
+import { DeadlineError, within } from '../deadline.js';
 import { logEndText } from '../log-lines.js';
 
 /** Where a run keeps its temp data: one directory per run, removed by its reaper. */
@@ -228,7 +228,8 @@ export async function waitUntil(
     try {
       if (await within('the probe', Math.max(1, deadline - Date.now()), probe)) return;
     } catch (err) {
-      lastError = err;
+      // the last probe, cut short by the deadline, says less than an earlier probe's error
+      if (!(err instanceof DeadlineError && lastError !== undefined)) lastError = err;
     }
     await sleep(options.intervalMs ?? 100);
   }
