@@ -292,7 +292,6 @@ const balance = async () => Number((await pool.query('SELECT balance FROM accoun
 const barrierRows = async (gid: string) => (await pool.query('SELECT branch_id, op, reason FROM dtm_barrier WHERE gid = $1 ORDER BY branch_id, op', [gid])).rows as unknown[];
 const linesOf = (gid: string) => logger.lines.filter((l) => l.includes(gid) && !l.startsWith('log '));
 
-
 it('a compensation behind the barrier whose payload the app\'s pipe refuses: the saga stays aborting, one error line, the wait\'s diagnosis says why; no barrier row of the compensation, so the fixed app\'s compensation runs and gives the money back', async () => {
   ValidateRefund.fixed = false;
   const before = await balance();
