@@ -718,7 +718,9 @@ async function checkInvariants(plan: ChaosTransfer[], sql: Record<Store, Sql>, s
   }
   if (total !== 2 * ACCOUNTS.length * INITIAL_BALANCE) problems.push(`money not conserved: ${total} instead of ${2 * ACCOUNTS.length * INITIAL_BALANCE}`);
   const pgPrepared = await sql.pg.run("SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'chaos-%'");
-  const xaRecovered = (await sql.mysql.run('XA RECOVER')).filter((r) => String(r.data).startsWith('chaos-'));
+  // XA RECOVER lists the prepared XA transactions of the whole MariaDB server: another run's (another seed, in another
+  // test file at the same time) are not this run's
+  const xaRecovered = (await sql.mysql.run('XA RECOVER')).filter((r) => plan.some((t) => String(r.data).startsWith(`${t.gid}-`)));
   for (const row of [...pgPrepared.map((r) => `pg ${r.gid}`), ...xaRecovered.map((r) => `mysql ${r.data}`)]) problems.push(`left prepared: ${row}`);
   // the caller's view against DTM's record
   for (const t of plan) {
