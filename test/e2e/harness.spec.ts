@@ -12,7 +12,7 @@ import { Client, Metadata, Server, credentials, status, type ServiceError } from
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
-import { branchStatuses, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
+import { branchStatuses, cronUntilStatus, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
 import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -159,6 +159,17 @@ describe('retrying a transaction now', () => {
 
     expect((await fetch(`${server}/resetCronTime?timeout=0`)).status).toBe(200);
     await recorder.waitForCalls('/TransOut', 2, { gid, timeoutMs: 5000 });
+  });
+
+  it("the harness's waits for a status fail at their deadline saying what DTM held last: a message left prepared, a gid DTM does not know", async () => {
+    const server = own.info.serverUrl;
+    const gid = await newGid(server);
+    const msg = { gid, trans_type: 'msg', steps: [{ action: recorder.urlFor('/TransIn') }], payloads: ['{}'], query_prepared: recorder.urlFor('/QueryPrepared'), timeout_to_fail: 60 };
+    expect((await dtmPost('/prepare', msg, server)).status).toBe(200);
+    const prepared = await waitForTransStatus(gid, 'succeed', 800, server).catch((e: unknown) => e);
+    expect((prepared as Error).message).toBe(`transaction ${gid} reaching succeed: not ready after 800 ms; DTM held last: status "prepared", branches [01/action=prepared]`);
+    const unknown = await cronUntilStatus('no-such-gid-anywhere', ['succeed', 'failed'], { timeoutMs: 800, serverUrl: server }).catch((e: unknown) => e);
+    expect((unknown as Error).message).toBe("transaction no-such-gid-anywhere reaching succeed or failed (DTM's cron made to take it): not ready after 800 ms; DTM held last: no such transaction");
   });
 });
 

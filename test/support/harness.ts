@@ -175,22 +175,43 @@ export async function branchStatuses(gid: string): Promise<BranchStatus[]> {
  * Polls `/query` (of the harness's DTM server, or the one at `serverUrl`) until the global status of
  * `gid` is `status` (or one of them) and returns that answer; fails with the last answer when `timeoutMs` runs out.
  */
-export async function waitForTransStatus(
+export function waitForTransStatus(gid: string, status: TransStatus | TransStatus[], timeoutMs = 20_000, serverUrl?: string): Promise<DtmQueryAnswer> {
+  return untilStatus(gid, status, { timeoutMs, intervalMs: 100, serverUrl });
+}
+
+/**
+ * Makes DTM's cron take every pending transaction (`triggerCron`, every `intervalMs`) until the
+ * global status of `gid` is `status` (or one of them), as DTM's own retries would in time, and
+ * returns that answer; fails with what DTM held last when `timeoutMs` runs out.
+ */
+export function cronUntilStatus(
   gid: string,
   status: TransStatus | TransStatus[],
-  timeoutMs = 20_000,
-  serverUrl?: string,
+  options: { timeoutMs?: number; intervalMs?: number; serverUrl?: string } = {},
+): Promise<DtmQueryAnswer> {
+  const { timeoutMs = 30_000, intervalMs = 500, serverUrl } = options;
+  return untilStatus(gid, status, { timeoutMs, intervalMs, serverUrl, cron: true });
+}
+
+/** The wait of {@link waitForTransStatus} and {@link cronUntilStatus}: `/query` every `intervalMs` (after a `triggerCron` with `cron`). */
+async function untilStatus(
+  gid: string,
+  status: TransStatus | TransStatus[],
+  options: { timeoutMs: number; intervalMs: number; serverUrl?: string; cron?: boolean },
 ): Promise<DtmQueryAnswer> {
   const wanted = Array.isArray(status) ? status : [status];
-  const deadline = Date.now() + timeoutMs;
+  const { timeoutMs, intervalMs, serverUrl, cron } = options;
   let last: DtmQueryAnswer | undefined;
-  for (;;) {
-    last = await queryTrans(gid, serverUrl);
-    if (last.transaction && wanted.includes(last.transaction.status)) return settledBranches(gid, last, serverUrl);
-    if (Date.now() >= deadline) break;
-    await sleep(100);
+  try {
+    await waitUntil(`transaction ${gid} reaching ${wanted.join(' or ')}${cron ? " (DTM's cron made to take it)" : ''}`, async () => {
+      if (cron) await triggerCron(serverUrl);
+      last = await queryTrans(gid, serverUrl);
+      return last.transaction !== null && wanted.includes(last.transaction.status);
+    }, { timeoutMs, intervalMs });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; DTM held last: ${seenIn(last)}`, { cause: err });
   }
-  throw new Error(`transaction ${gid} did not reach ${wanted.join(' or ')} within ${timeoutMs} ms: ${seenIn(last)}`);
+  return settledBranches(gid, last!, serverUrl);
 }
 
 /** What a `/query` answer holds, for an error message: status, branches, rollback reason. */
@@ -200,31 +221,6 @@ function seenIn(answer: DtmQueryAnswer | undefined): string {
   const branches = answer.branches.map((b) => `${b.branch_id}/${b.op}=${b.status}`).join(', ');
   const reason = answer.transaction.rollback_reason ? `, rollback_reason "${answer.transaction.rollback_reason}"` : '';
   return `status "${answer.transaction.status}", branches [${branches}]${reason}`;
-}
-
-/**
- * Makes DTM's cron take every pending transaction (`triggerCron`, every `intervalMs`) until the
- * global status of `gid` is `status` (or one of them), as DTM's own retries would in time, and
- * returns that answer; fails with what DTM held last when `timeoutMs` runs out.
- */
-export async function cronUntilStatus(
-  gid: string,
-  status: TransStatus | TransStatus[],
-  options: { timeoutMs?: number; intervalMs?: number; serverUrl?: string } = {},
-): Promise<DtmQueryAnswer> {
-  const wanted = Array.isArray(status) ? status : [status];
-  const { timeoutMs = 30_000, intervalMs = 500, serverUrl } = options;
-  let last: DtmQueryAnswer | undefined;
-  try {
-    await waitUntil(`DTM's cron bringing ${gid} to ${wanted.join(' or ')}`, async () => {
-      await triggerCron(serverUrl);
-      last = await queryTrans(gid, serverUrl);
-      return last.transaction !== null && wanted.includes(last.transaction.status);
-    }, { timeoutMs, intervalMs });
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; DTM held last: ${seenIn(last)}`, { cause: err });
-  }
-  return settledBranches(gid, last!, serverUrl);
 }
 
 /**
