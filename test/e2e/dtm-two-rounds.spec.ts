@@ -15,7 +15,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import type { FinalResult } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { branchLines, latch } from '../support/fixtures.js';
-import { harness, queryTrans } from '../support/harness.js';
+import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startDtm, type RunningDtm } from '../support/services/dtm.js';
 import { runDirFrom, waitUntil } from '../support/services/process.js';
@@ -102,7 +102,7 @@ describe("DTM v1.19 calling a TCC's or an XA's phase 2 again while its first cal
       recorder.handle('/Xa', xaResourceManager({ serverUrl: dtm.info.serverUrl, phase2 }));
       await app.client.xaGlobalTransaction(gid, (xa) => xa.callBranch({}, recorder.urlFor('/Xa')), { retryInterval: 1 });
     }
-    await waitUntil(`DTM recording ${gid} succeed`, async () => (await statusOf(gid)) === 'succeed', { timeoutMs: 30_000, intervalMs: 50 });
+    await waitForTransStatus(gid, 'succeed', 30_000, dtm.info.serverUrl);
 
     expect(overlapped).toBe(true);
     const phase2Calls = type === 'tcc' ? recorder.callsTo('/Confirm', gid) : recorder.callsTo('/Xa', gid).filter((c) => c.query.op === 'commit');
