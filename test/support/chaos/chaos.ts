@@ -230,6 +230,18 @@ interface Sql {
   run(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
 }
 
+/**
+ * `pool`, with an error of an idle client (its connection ended by the server) dropped instead of thrown: pg-pool
+ * re-emits it on the pool, and with no listener it is an uncaught error, which failed a seed in CI: "terminating
+ * connection due to administrator command" on a closing client of this pool. What ended that connection is not
+ * established (not reproduced; a candidate: the next seed's DROP DATABASE ... WITH (FORCE) meeting a connection
+ * still closing after its pool's end() had resolved). pg-pool drops the errored client; a query under way fails by itself.
+ */
+function withIdleErrorsDropped(pool: pg.Pool): pg.Pool {
+  pool.on('error', () => undefined);
+  return pool;
+}
+
 /** Runs a chaos run with `options`; resolves with its report (the run's problems in `problems`). */
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => undefined);
@@ -241,7 +253,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const random = generator(options.seed);
   const branchTimeout = options.branchTimeout ?? 2;
   const rates: Record<Fault, number> = { error500: 0.06, delay: 0.06, duplicate: 0.06, lostAnswer: 0.06, replay: 0, ...options.faults };
-  const pgPool = new pg.Pool({ connectionString: options.pgUrl, max: 10 });
+  const pgPool = withIdleErrorsDropped(new pg.Pool({ connectionString: options.pgUrl, max: 10 }));
   const myPool = mysql.createPool({ uri: options.mysqlUrl, connectionLimit: 10 });
   const sql: Record<Store, Sql> = {
     pg: { run: async (s, p = []) => (await pgPool.query(numbered(s), p)).rows },
@@ -264,7 +276,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   try {
     stallProxies.pg = await startStallProxy(options.pgUrl);
     stallProxies.mysql = await startStallProxy(options.mysqlUrl);
-    outboxPools = { pg: new pg.Pool({ connectionString: stallProxies.pg.url, max: 10 }), mysql: mysql.createPool({ uri: stallProxies.mysql.url, connectionLimit: 10 }) };
+    outboxPools = { pg: withIdleErrorsDropped(new pg.Pool({ connectionString: stallProxies.pg.url, max: 10 })), mysql: mysql.createPool({ uri: stallProxies.mysql.url, connectionLimit: 10 }) };
     const outbox: Record<Store, BarrierDatabase> = { pg: pgBarrierDatabase(outboxPools.pg), mysql: mysqlBarrierDatabase(outboxPools.mysql) };
     // the banks' tables, fresh
     for (const store of ['pg', 'mysql'] as const) {
