@@ -1,7 +1,7 @@
 import { mysqlExecute, type MysqlConnectionLike } from '../barrier/mysql-barrier.store.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import type { XaDatabase } from './xa.types.js';
+import { heardError, type XaDatabase } from './xa.types.js';
 
 /**
  * The part of a `mysql2/promise` connection an XA branch uses: `execute` for the barrier row (a
@@ -10,6 +10,8 @@ import type { XaDatabase } from './xa.types.js';
  */
 export interface MysqlXaConnectionLike extends MysqlConnectionLike {
   end(): Promise<void>;
+  /** mysql2 emits `'error'` on a connection whose link broke while no statement was running on it. */
+  on?(event: 'error', listener: (err: Error) => void): unknown;
 }
 
 /**
@@ -27,6 +29,11 @@ export function mysqlXaDatabase<C extends MysqlXaConnectionLike>(connect: () => 
         connection.release(); // nothing ran on it
         throw new DtmUsageError(MESSAGES.mysqlXaPooledConnection());
       }
+      // the server may end the session while the business awaits something else (KILL, wait_timeout, a
+      // failover): mysql2 then emits 'error' on the connection, which unheard would end the process
+      // (mysql2/promise's createConnection happens to leave a listener of its own there; a connection of
+      // the callback API made promise-based, createConnection(options).promise(), has none)
+      connection.on?.('error', heardError);
       return {
         handle: connection,
         execute: (sql, params = []) => mysqlExecute(connection, sql, params),

@@ -1,7 +1,7 @@
 import { pgExecute } from '../barrier/pg-barrier.store.js';
 import { MESSAGES } from '../dtm.messages.js';
 import { DtmUsageError } from '../errors/dtm-usage.error.js';
-import type { XaDatabase } from './xa.types.js';
+import { heardError, type XaDatabase } from './xa.types.js';
 
 /** The part of a connected `pg` `Client` an XA branch uses. */
 export interface PgXaClientLike {
@@ -23,9 +23,6 @@ export interface PgXaPooledClientLike extends Omit<PgXaClientLike, 'end' | 'on'>
   on(event: 'error', listener: (err: Error) => void): unknown;
   removeListener(event: 'error', listener: (err: Error) => void): unknown;
 }
-
-/** The 'error' listener of an XA branch's client: the broken connection fails the branch's next statement, or its end, instead. */
-const heardError = (): void => undefined;
 
 /**
  * PostgreSQL for XA branches (two-phase commit: PREPARE TRANSACTION; the server needs

@@ -15,3 +15,11 @@ export interface XaDatabase<Handle = unknown> {
   readonly dialect: BarrierDialect;
   connect(): Promise<XaConnection<Handle>>;
 }
+
+/**
+ * The 'error' listener the module puts on a dedicated XA connection while a branch call holds it: a
+ * connection the server ended while no statement ran on it (a kill, a timeout, a failover) makes the
+ * driver emit 'error', which unheard would end the process; the broken connection then fails the
+ * business's next statement, or the module's rollback, instead.
+ */
+export const heardError = (): void => undefined;
