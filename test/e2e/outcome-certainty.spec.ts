@@ -8,7 +8,7 @@ import { createServer as createHttp2Server, type ServerHttp2Session } from 'node
 import net, { type AddressInfo } from 'node:net';
 import { Client, credentials, Metadata, Server as GrpcServer, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DtmFailureError, DtmGidInUseError, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type Tcc } from 'nestjs-dtm';
+import { DtmFailureError, DtmGidInUseError, DtmInstrumentation, DtmOngoingError, DtmOutcomeUnknownError, DtmUnavailableError, DtmUsageError, type Tcc } from 'nestjs-dtm';
 import { startDtmApp, type DtmTestApp } from '../support/dtm-app.js';
 import { harness, triggerCron } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
@@ -82,9 +82,15 @@ describe('waiting for the outcome through a DTM restart', () => {
   it('the wait ends before DTM is back: DtmOutcomeUnknownError with the gid and last status; waiting again with the same gid gives the outcome', async () => {
     const gid = await app.client.generateGid();
     recorder.answer('/Held', 425);
+    // the wait's first look at DTM's record answered: under load it can come after DTM called the step
+    const looked = new Promise<void>((done) => {
+      const off = app.module.get(DtmInstrumentation).on('dtm.call', (e) => {
+        if (e.operation === 'query' && e.gid === gid && e.outcome === 'ok') done(off());
+      });
+    });
     const saga = app.client.newSaga(gid, { retryInterval: 1 }).add(recorder.urlFor('/Held'), recorder.urlFor('/HeldRevert'), {});
     const waiting = saga.submitAndWait({ timeout: 2.5 }).catch((e: unknown) => e);
-    await recorder.waitForCalls('/Held', 1, { gid });
+    await Promise.all([recorder.waitForCalls('/Held', 1, { gid }), looked]);
     await stopDtm(dtm, true);
     const error = await waiting;
     dtm = await startDtmAgain(runDirFrom(harness().runDir), dtm, DTM_OPTIONS);
