@@ -4,7 +4,7 @@
 // given markers), its gRPC fault proxy closes cleanly under a call it still holds, and the restart
 // files' kill kit says which cells never got in flight.
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
@@ -14,6 +14,7 @@ import pg from 'pg';
 import { fileDatabases, onceDetached, type FileDatabases } from '../support/databases.js';
 import { branchStatuses, cronUntilStatus, dtmPost, harness, newGid, queryTrans, triggerCron, waitForTransStatus, type DtmQueryAnswer } from '../support/harness.js';
 import { startDtm, type DtmInfo, type RunningDtm } from '../support/services/dtm.js';
+import { startMariadb } from '../support/services/mariadb.js';
 import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 import { startStallProxy } from '../support/chaos/stall-proxy.js';
@@ -170,6 +171,26 @@ describe('retrying a transaction now', () => {
     expect((prepared as Error).message).toBe(`transaction ${gid} reaching succeed: not ready after 800 ms; DTM held last: status "prepared", branches [01/action=prepared]`);
     const unknown = await cronUntilStatus('no-such-gid-anywhere', ['succeed', 'failed'], { timeoutMs: 800, serverUrl: server }).catch((e: unknown) => e);
     expect((unknown as Error).message).toBe("transaction no-such-gid-anywhere reaching succeed or failed (DTM's cron made to take it): not ready after 800 ms; DTM held last: no such transaction");
+  });
+});
+
+describe("the harness's MariaDB servers", () => {
+  it("keep their temporary files in a directory of their own: a server's start, which deletes every '#sql*' file in its tmpdir, leaves the shared server's alone", async () => {
+    const conn = await mysql.createConnection(dbs.mariadb.config);
+    let other: Awaited<ReturnType<typeof startMariadb>> | undefined;
+    try {
+      const [rows] = await conn.query('SELECT @@tmpdir AS dir');
+      const dir = String((rows as { dir: string }[])[0].dir);
+      expect(dir.startsWith(harness().runDir)).toBe(true); // not /tmp, which every server of the run would share
+      const marker = join(dir, `#sql-marker-${process.pid}.MAI`);
+      writeFileSync(marker, '');
+      other = await startMariadb(runDirFrom(harness().runDir), { name: 'mariadb-harness-tmpdir' });
+      expect(existsSync(marker)).toBe(true);
+      rmSync(marker);
+    } finally {
+      await other?.process.stop();
+      await conn.end();
+    }
   });
 });
 

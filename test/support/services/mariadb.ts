@@ -34,12 +34,17 @@ export async function startMariadb(
   const dir = join(runDir.path, name);
   const data = join(dir, 'data');
   const socket = join(dir, 'mariadb.sock');
-  mkdirSync(dir, { recursive: true });
+  // a tmpdir of its own: a MariaDB server deletes every '#sql*' file in its tmpdir when it starts (left by a
+  // crashed server, it assumes), so with the default (/tmp) a file's own server starting (xa-mariadb-unapplied)
+  // deleted the shared server's on-disk temporary tables under a running query ("Error on delete of
+  // '/tmp/#sql-temptable-...MAI' (Errcode: 2 ...)")
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { recursive: true });
   const runAs = process.getuid?.() === 0 ? 'root' : (process.env.USER ?? 'nobody');
 
   execFileSync(
     installDb,
-    ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', `--user=${runAs}`],
+    ['--no-defaults', `--datadir=${data}`, `--tmpdir=${tmp}`, '--auth-root-authentication-method=normal', '--skip-test-db', `--user=${runAs}`],
     { env: minimalEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const port = await freePort();
@@ -49,6 +54,7 @@ export async function startMariadb(
     args: [
       '--no-defaults',
       `--datadir=${data}`,
+      `--tmpdir=${tmp}`,
       `--port=${port}`,
       '--bind-address=127.0.0.1',
       `--socket=${socket}`,
