@@ -1,8 +1,9 @@
 // Proof that the harness is real: sagas submitted with plain HTTP (no library code) to the real DTM
 // server drive the recorder app, and the private PostgreSQL and MariaDB do two-phase commit; the
 // chaos suite's stall proxy holds and delivers a database's traffic (at once, or once a client sent
-// given markers), its gRPC fault proxy closes cleanly under a call it still holds, and the restart
-// files' kill kit says which cells never got in flight.
+// given markers), its gRPC fault proxy closes cleanly under a call it still holds, the restart
+// files' kill kit says which cells never got in flight, and each MariaDB server of a run keeps its
+// temporary files apart from the others'.
 import { once } from 'node:events';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';

@@ -85,7 +85,9 @@ describe('waiting for the outcome through a DTM restart', () => {
     // the wait's first look at DTM's record answered: under load it can come after DTM called the step
     const looked = new Promise<void>((done) => {
       const off = app.module.get(DtmInstrumentation).on('dtm.call', (e) => {
-        if (e.operation === 'query' && e.gid === gid && e.outcome === 'ok') done(off());
+        if (e.operation !== 'query' || e.gid !== gid || e.outcome !== 'ok') return;
+        off();
+        done();
       });
     });
     const saga = app.client.newSaga(gid, { retryInterval: 1 }).add(recorder.urlFor('/Held'), recorder.urlFor('/HeldRevert'), {});
