@@ -149,7 +149,9 @@ describe('load: nested TCC behind the barrier on a pool of 2', () => {
 
   it('a Try whose nested sub-Try is behind the barrier on the same pool: with as many TCCs at once as the pool has connections, every one waits for a connection no Try gives back, and all fail at branch_timeout (rolled back, nothing taken)', async () => {
     const { errors, statuses } = await burst(8, 'outer');
-    expect(errors.every((e) => e instanceof DtmUnavailableError)).toBe(true);
+    expect(errors).toHaveLength(8);
+    // each a timeout (DtmUnavailableError); any other error is shown whole
+    expect(errors.filter((e) => !(e instanceof DtmUnavailableError)).map(String)).toEqual([]);
     expect(statuses).toEqual(Array(8).fill('failed'));
     expect((await pool.query('SELECT balance FROM account ORDER BY id')).rows).toEqual([{ balance: 1000 }, { balance: 1000 }]);
   }, 60_000);
