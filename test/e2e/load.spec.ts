@@ -20,6 +20,10 @@ class Own {
   url = '';
   tries = 0;
   subTries = 0;
+  /** The `outer` Trys running now, each holding one of the pool's connections. */
+  holding = 0;
+  /** Whether two `outer` Trys held both of the pool's connections at once yet. */
+  deadlocked = false;
 }
 
 @Controller('load')
@@ -34,9 +38,19 @@ class LoadController {
   @TccTry('outer', { barrier: 'pg' })
   async try(@Body() _b: unknown, @BarrierTx() tx: pg.PoolClient, @BranchContext() branch: BranchInfo) {
     this.own.tries++;
-    await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 1');
-    await this.dtm.tccFromBranch(branch).callBranch({ n: 1 }, `${this.own.url}/load/sub-try`, `${this.own.url}/load/sub-confirm`, `${this.own.url}/load/sub-cancel`);
-    return {};
+    this.own.holding++;
+    try {
+      await tx.query('UPDATE account SET balance = balance - 1 WHERE id = 1');
+      // the first Trys' sub-Trys ask for a connection once both of the pool's are held by Trys, as when the TCCs arrive at once:
+      // under load the first Try, alone for a moment, took the other connection for its sub-Try, and its TCC succeeded (seen once
+      // on Node 24 with busy loops: DTM recorded that TCC submitted 140 ms after it began)
+      if (!this.own.deadlocked) await waitUntil("the pool's two connections held by Trys", async () => this.own.holding >= 2, { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
+      if (this.own.holding >= 2) this.own.deadlocked = true;
+      await this.dtm.tccFromBranch(branch).callBranch({ n: 1 }, `${this.own.url}/load/sub-try`, `${this.own.url}/load/sub-confirm`, `${this.own.url}/load/sub-cancel`);
+      return {};
+    } finally {
+      this.own.holding--;
+    }
   }
 
   @Post('confirm')
