@@ -115,6 +115,8 @@ export const MESSAGES = {
   authXaNotDue: (op: string) =>
     `DTM's record does not show this XA branch due for its ${op} at this target (an XA ${op} carries no token: only a call DTM makes in the transaction's phase runs; the app's log says what the record holds)`,
   workflowResumeRefusedFor: (name: string, gid: string, reason: string) => `resume of workflow ${quotedCallerValue(name)} (gid ${quotedCallerValue(gid)}) refused: ${reason}`,
+  workflowResumeAnswerLost: (name: string, gid: string, status: number, why: string) =>
+    `workflow ${shownCallerValue(name)} gid=${shownCallerValue(gid)}: the resume ended, but its answer (${status}) could not be sent (${truncate(why)}): something else answered or ended the call first, such as a request-timeout middleware. DTM reads that answer instead and, unless it says success, calls the resume again later; nothing is lost. Exempt the route /dtm/workflow/resume from such a timeout: DTM bounds its call itself (lynx.dtm.branch_timeout)`,
   workflowResumeUnsigned: (name: string, gid: string) =>
     `resume of workflow ${quotedCallerValue(name)} (gid ${quotedCallerValue(gid)}) refused: the call carries no token stored by the app that started it (lynx.dtm.branch_auth_keys must be the same on every instance)`,
   authActionNotDue: (transType: string, pending: readonly string[]) =>

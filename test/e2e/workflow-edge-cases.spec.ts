@@ -4,7 +4,8 @@
 // against the real DTM server (found by a review of the workflow mode).
 import 'reflect-metadata';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { Injectable, Module, type INestApplication } from '@nestjs/common';
+import { Injectable, Logger, Module, type INestApplication, type LoggerService } from '@nestjs/common';
+import { ExpressAdapter } from '@nestjs/platform-express';
 import { NestFactory } from '@nestjs/core';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -26,9 +27,10 @@ import {
 } from 'nestjs-dtm';
 import { fileDatabases, type FileDatabases } from '../support/databases.js';
 import { latch, settledWithin, sleep, untilNotPending } from '../support/fixtures.js';
+import { RecordingLogger } from '../support/recording-logger.js';
 import { harness, queryTrans, waitForTransStatus } from '../support/harness.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
-import { freePort } from '../support/services/process.js';
+import { freePort, waitUntil } from '../support/services/process.js';
 import { pgXaAt } from '../support/pg-xa.js';
 import { testRedis } from '../support/redis-client.js';
 import { answerSwallowingProxy } from '../support/swallow-proxy.js';
@@ -267,7 +269,13 @@ async function failedStepBody(wf: WorkflowContext<{ key: string }>): Promise<voi
     });
 }
 
-async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string, dtm: { serverUrl?: string; timeout?: number } = {}): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
+/** What an app of {@link startApp} is built with beyond its DTM config: an HTTP adapter of the test's, a logger. */
+interface AppParts {
+  adapter?: ExpressAdapter;
+  logger?: LoggerService;
+}
+
+async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, redisUrl: string, dtm: { serverUrl?: string; timeout?: number } = {}, parts: AppParts = {}): Promise<{ app: INestApplication; client: DtmClient; close(): Promise<void> }> {
   const port = await freePort();
   const pool = new pg.Pool({ connectionString: pgUrl, max: 3 });
   const redis = testRedis(redisUrl);
@@ -286,7 +294,8 @@ async function startApp(pgUrl: string, mysqlConfig: mysql.ConnectionOptions, red
   })
   class ReviewModule {}
   // forceCloseConnections: DTM resumes workflows left pending on a kept-alive connection, which would hold close() (test/support/README.md)
-  const app = await NestFactory.create(ReviewModule, { logger: ['error'], forceCloseConnections: true });
+  const options = { logger: parts.logger ?? ['error' as const], forceCloseConnections: true };
+  const app = parts.adapter ? await NestFactory.create(ReviewModule, parts.adapter, options) : await NestFactory.create(ReviewModule, options);
   await app.listen(port, '127.0.0.1');
   return { app, client: app.get(DtmClient), close: async () => void (await app.close(), await pool.end(), redis.disconnect()) };
 }
@@ -527,6 +536,40 @@ describe('workflow mode at its edges', () => {
     expect((await queryTrans(gid)).transaction?.status).toBe('prepared');
     hold.open();
     await expect(execution).resolves.toEqual({ status: 'succeed', result: 'released' });
+  });
+
+  it("a resume the app answered itself before the workflow ended (a request-timeout middleware on the Express instance the app is built on): the module's late answer is dropped with a warning, never left an unhandled rejection (before: ERR_HTTP_HEADERS_SENT, unhandled, which ends a Node process); the workflow ends as it would have", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const adapter = new ExpressAdapter();
+    // as connect-timeout does: the middleware answers a request still running after 100 ms, and lets it run on
+    adapter.getInstance().use('/dtm/workflow/resume', (_req: unknown, res: { headersSent: boolean; status(n: number): { send(b: string): void } }, next: () => void) => {
+      setTimeout(() => res.headersSent || res.status(503).send('request timed out'), 100).unref();
+      next();
+    });
+    const logger = new RecordingLogger();
+    const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, {}, { adapter, logger });
+    try {
+      const gid = await B.client.generateGid();
+      const hold = latch();
+      holds.set(gid, hold);
+      const execution = B.client.executeWorkflow('review.hang.v1', gid, { key: gid });
+      await hold.reached; // B's execution waits, step 'a' recorded
+      // C's resume runs the function too, which waits on the same hold: the middleware answers it meanwhile
+      const resume = await fetch(`${await C.app.getUrl()}/dtm/workflow/resume?gid=${gid}&op=review.hang.v1&trans_type=workflow&branch_id=00`.replace('[::1]', '127.0.0.1'), { method: 'POST' });
+      expect([resume.status, await resume.text()]).toEqual([503, 'request timed out']);
+      hold.open();
+      await expect(execution).resolves.toEqual({ status: 'succeed', result: 'released' });
+      const warning = `warn workflow review.hang.v1 gid=${gid}: the resume ended, but its answer`;
+      await waitUntil('the warning logged', async () => logger.lines.some((l) => l.startsWith(warning)), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
+      expect([logger.lines.filter((l) => l.startsWith(warning)), unhandled.map(String)]).toEqual([[expect.stringContaining('Cannot set headers after they are sent to the client')], []]);
+      expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await C.close();
+      Logger.overrideLogger(['error']); // the apps of this file log errors only, as before C
+    }
   });
 
   it('a value JSON cannot hold (a BigInt): as the input, refused (DtmUsageError) before DTM holds anything; as the result or a step\'s value, the workflow is left pending (DtmWorkflowPendingError, its cause a DtmUsageError saying so), nothing submitted', async () => {

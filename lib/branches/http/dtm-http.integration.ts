@@ -9,6 +9,7 @@ import { dtmContext, passThroughAllowList, pickHeaders } from '../../context/dtm
 import { DTM_CONFIG } from '../../dtm.constants.js';
 import { DtmClient } from '../../client/dtm.client.js';
 import { MESSAGES } from '../../dtm.messages.js';
+import { messageOf } from '../../errors/text-of.js';
 import { DtmBranchRegistry } from '../branch.registry.js';
 import { parseAnswer } from '../../transport/payload.js';
 import { AUTH_HEADER } from '../../auth/branch-auth.js';
@@ -109,7 +110,15 @@ export class DtmHttpIntegration {
       const client = this.client;
       const resume = (req: { query?: Record<string, unknown>; headers?: Record<string, unknown> }, res: unknown) => {
         const auth = req.headers?.[AUTH_HEADER];
-        void answerResume(client, String(req.query?.op ?? ''), String(req.query?.gid ?? ''), typeof auth === 'string' ? auth : undefined).then(({ status, body }) => adapter.reply(res, body, status));
+        const [name, gid] = [String(req.query?.op ?? ''), String(req.query?.gid ?? '')];
+        void answerResume(client, name, gid, typeof auth === 'string' ? auth : undefined).then(({ status, body }) => {
+          try {
+            adapter.reply(res, body, status);
+          } catch (err) {
+            // Express throws when the response was sent already (a timeout middleware of the app's answered it): uncaught, it would end the process
+            resumeLogger.warn(MESSAGES.workflowResumeAnswerLost(name, gid, status, messageOf(err)));
+          }
+        });
       };
       adapter.get(WORKFLOW_RESUME_PATH, resume);
       adapter.post(WORKFLOW_RESUME_PATH, resume);
@@ -213,6 +222,9 @@ function discardRest(body: NodeJS.ReadableStream, socket: Socket | undefined, re
   socket.once('close', settled);
   return true;
 }
+
+/** The logger of the workflow resume route's warnings. */
+const resumeLogger = new Logger('DtmWorkflow');
 
 /** The logger of the warnings of branch calls refused before Nest routed them (their body over the limit). */
 const branchLogger = new Logger('DtmBranch');
