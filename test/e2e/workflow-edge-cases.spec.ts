@@ -556,11 +556,16 @@ describe('workflow mode at its edges', () => {
       holds.set(gid, hold);
       const execution = B.client.executeWorkflow('review.hang.v1', gid, { key: gid });
       await hold.reached; // B's execution waits, step 'a' recorded
-      // C's resume runs the function too, which waits on the same hold: the middleware answers it meanwhile
+      // C's resume runs the function too, which waits on a hold of its own: the middleware answers it meanwhile
+      const resumed = latch();
+      holds.set(gid, resumed);
       const resume = await fetch(`${await C.app.getUrl()}/dtm/workflow/resume?gid=${gid}&op=review.hang.v1&trans_type=workflow&branch_id=00`.replace('[::1]', '127.0.0.1'), { method: 'POST' });
       expect([resume.status, await resume.text()]).toEqual([503, 'request timed out']);
+      await resumed.reached;
+      // B's execution ends the workflow first (released together, the two submits race: the loser is left pending), then C's resume ends
       hold.open();
       await expect(execution).resolves.toEqual({ status: 'succeed', result: 'released' });
+      resumed.open();
       const warning = `warn workflow review.hang.v1 gid=${gid}: the resume ended, but its answer`;
       await waitUntil('the warning logged', async () => logger.lines.some((l) => l.startsWith(warning)), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
       expect([logger.lines.filter((l) => l.startsWith(warning)), unhandled.map(String)]).toEqual([[expect.stringContaining('Cannot set headers after they are sent to the client')], []]);
