@@ -210,8 +210,8 @@ export class WorkflowEngine {
       await this.settle(definition, gid, () => execution.runPhase2('rollback'));
       // never an empty reason: DTM holds a forceStop's failure without one; cut as DTM keeps it, so every later call throws the same
       const reason = cutToStore(err.reason || 'FAILURE');
-      await this.settle(definition, gid, () => tx.finish('failed', reason, undefined));
-      throw new DtmFailureError(reason, { gid, cause: err });
+      const ended = await this.finish(definition, gid, tx, 'failed', reason, undefined);
+      throw new DtmFailureError(ended?.rollbackReason || reason, { gid, cause: err });
     }
     assertRecorded(definition, gid, execution);
     assertAwaited(definition, gid, execution);
@@ -226,11 +226,28 @@ export class WorkflowEngine {
       throw new DtmWorkflowPendingError(definition.name, gid, err);
     }
     await this.settle(definition, gid, () => execution.runPhase2('commit'));
-    await this.settle(definition, gid, () => tx.finish('succeed', undefined, encoded));
-    return { status: 'succeed', result: (JSON.parse(result) as StoredInput).v };
+    const ended = await this.finish(definition, gid, tx, 'succeed', undefined, encoded);
+    return { status: 'succeed', result: ended ? resultOf(ended.result) : (JSON.parse(result) as StoredInput).v };
   }
 
-  /** Phase 2 and submit: an error leaves the workflow to DTM (pending); it is never read as a business FAILURE. */
+  /**
+   * Submits the workflow's end. When the submit fails, DTM's record is read: one holding the
+   * workflow ended as this execution ends it is the outcome (another execution of it submitted
+   * first, and DTM refused this one's: "storage: NotFound"; or DTM took the submit and its answer
+   * was lost). Otherwise the workflow is pending, the submit's error its cause.
+   */
+  private async finish(definition: WorkflowDefinition, gid: string, tx: WorkflowTransaction, status: 'succeed' | 'failed', reason: string | undefined, result: string | undefined): Promise<TransactionRecord | undefined> {
+    try {
+      await tx.finish(status, reason, result);
+      return undefined;
+    } catch (err) {
+      const record = await this.runtime.query(gid).catch(() => null);
+      if (record?.status === status) return record;
+      throw new DtmWorkflowPendingError(definition.name, gid, err);
+    }
+  }
+
+  /** Phase 2: an error leaves the workflow to DTM (pending); it is never read as a business FAILURE. */
   private async settle(definition: WorkflowDefinition, gid: string, step: () => Promise<void>): Promise<void> {
     try {
       await step();

@@ -369,6 +369,43 @@ describe('workflow mode at its edges', () => {
     expect(recorder.callsTo('/ARevert', gid)).toEqual([]);
   });
 
+  it("two executions reaching the workflow's end: DTM refuses the later one's submit (HTTP 500 'storage: NotFound'), and that execution ends with the outcome DTM recorded (before: DtmWorkflowPendingError, its cause DTM's 500, for a workflow DTM holds succeeded)", async () => {
+    const gid = await A.client.generateGid();
+    const first = latch();
+    holds.set(gid, first);
+    const later = A.client.executeWorkflow('review.hang.v1', gid, { key: gid });
+    await first.reached; // A's execution waits outside any step, step 'a' recorded
+    // another replica's execution (or DTM's resume) runs it from DTM's record meanwhile, and ends first
+    const second = latch();
+    holds.set(gid, second);
+    const sooner = B.client.executeWorkflow('review.hang.v1', gid, { key: gid });
+    await second.reached;
+    second.open();
+    await expect(sooner).resolves.toEqual({ status: 'succeed', result: 'released' });
+    first.open();
+    await expect(later.catch(failure)).resolves.toEqual({ status: 'succeed', result: 'released' });
+    expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
+  });
+
+  it('a submit DTM took whose answer never came: executeWorkflow reads DTM\'s record and ends with the outcome it holds, a success or a rollback (before: DtmWorkflowPendingError, its cause the timeout, for a workflow DTM holds ended)', async () => {
+    // a TCP proxy in front of DTM that passes a submit on and never its answer
+    const proxy = await answerSwallowingProxy(harness().dtm.serverUrl, (request) => request.startsWith('POST /api/dtmsvr/submit'));
+    const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, { serverUrl: proxy.url, timeout: 2 });
+    try {
+      const [won, lost] = [await A.client.generateGid(), await A.client.generateGid()];
+      recorder.answer('/A', { status: 200, body: { paid: 7 } });
+      const [succeeded, rolledBack] = await Promise.all([
+        settledWithin(C.client.executeWorkflow('review.one.v1', won, urls()), 20_000),
+        settledWithin(C.client.executeWorkflow('review.reason-text.v1', lost, { r: 'no stock', times: 1, direct: true }), 20_000),
+      ]);
+      expect([succeeded, failure(rolledBack)]).toEqual([{ status: 'succeed', result: { paid: 7 } }, 'DtmFailureError: no stock']);
+      expect([(await queryTrans(won)).transaction?.status, (await queryTrans(lost)).transaction]).toEqual(['succeed', expect.objectContaining({ status: 'failed', rollback_reason: 'no stock' })]);
+    } finally {
+      await C.close();
+      await proxy.close();
+    }
+  });
+
   it('a gid running another workflow in this process: refused with DtmGidInUseError at once (not answered that workflow\'s outcome), and the running one ends as it would have', async () => {
     const gid = await A.client.generateGid();
     const slowB = latch();
@@ -562,11 +599,11 @@ describe('workflow mode at its edges', () => {
       const resume = await fetch(`${await C.app.getUrl()}/dtm/workflow/resume?gid=${gid}&op=review.hang.v1&trans_type=workflow&branch_id=00`.replace('[::1]', '127.0.0.1'), { method: 'POST' });
       expect([resume.status, await resume.text()]).toEqual([503, 'request timed out']);
       await resumed.reached;
-      // B's execution ends the workflow first (released together, the two submits race: the loser is left pending), then C's resume ends
+      // B's execution ends the workflow first, then C's resume ends (its submit refused, with the success DTM recorded: answered 200)
       hold.open();
       await expect(execution).resolves.toEqual({ status: 'succeed', result: 'released' });
       resumed.open();
-      const warning = `warn workflow review.hang.v1 gid=${gid}: the resume ended, but its answer`;
+      const warning = `warn workflow review.hang.v1 gid=${gid}: the resume ended, but its answer (200) could not be sent`;
       await waitUntil('the warning logged', async () => logger.lines.some((l) => l.startsWith(warning)), { timeoutMs: 5_000, intervalMs: 20 }).catch(() => undefined);
       expect([logger.lines.filter((l) => l.startsWith(warning)), unhandled.map(String)]).toEqual([[expect.stringContaining('Cannot set headers after they are sent to the client')], []]);
       expect((await queryTrans(gid)).transaction?.status).toBe('succeed');
