@@ -45,6 +45,13 @@ interface Urls {
 /** What a `review.hang.v1` execution waits on, per gid. */
 const holds = new Map<string, ReturnType<typeof latch>>();
 
+/** A new hold for gid `gid`: the `review.hang.v1` executions of it that start from now on wait on it. */
+function holdNext(gid: string): ReturnType<typeof latch> {
+  const hold = latch();
+  holds.set(gid, hold);
+  return hold;
+}
+
 /** Completed runs of callbacks, per name. */
 const done = new Map<string, number>();
 const attempts = new Map<string, number>();
@@ -371,13 +378,11 @@ describe('workflow mode at its edges', () => {
 
   it("two executions reaching the workflow's end: DTM refuses the later one's submit (HTTP 500 'storage: NotFound'), and that execution ends with the outcome DTM recorded (before: DtmWorkflowPendingError, its cause DTM's 500, for a workflow DTM holds succeeded)", async () => {
     const gid = await A.client.generateGid();
-    const first = latch();
-    holds.set(gid, first);
+    const first = holdNext(gid);
     const later = A.client.executeWorkflow('review.hang.v1', gid, { key: gid });
     await first.reached; // A's execution waits outside any step, step 'a' recorded
     // another replica's execution (or DTM's resume) runs it from DTM's record meanwhile, and ends first
-    const second = latch();
-    holds.set(gid, second);
+    const second = holdNext(gid);
     const sooner = B.client.executeWorkflow('review.hang.v1', gid, { key: gid });
     await second.reached;
     second.open();
@@ -560,8 +565,7 @@ describe('workflow mode at its edges', () => {
 
   it('a workflow function that never settles (awaits, outside any step, a promise that does not resolve): nothing bounds it, executeWorkflow does not resolve, DTM holds it prepared and a resume meanwhile is answered pending (425); it ends when the promise does', async () => {
     const gid = await A.client.generateGid();
-    const hold = latch();
-    holds.set(gid, hold);
+    const hold = holdNext(gid);
     const execution = A.client.executeWorkflow('review.hang.v1', gid, { key: gid });
     let settled = false;
     void execution.finally(() => (settled = true)).catch(() => undefined);
@@ -589,13 +593,11 @@ describe('workflow mode at its edges', () => {
     const C = await startApp(dbs.postgres.url, dbs.mariadb.config, dbs.redis.url, {}, { adapter, logger });
     try {
       const gid = await B.client.generateGid();
-      const hold = latch();
-      holds.set(gid, hold);
+      const hold = holdNext(gid);
       const execution = B.client.executeWorkflow('review.hang.v1', gid, { key: gid });
       await hold.reached; // B's execution waits, step 'a' recorded
       // C's resume runs the function too, which waits on a hold of its own: the middleware answers it meanwhile
-      const resumed = latch();
-      holds.set(gid, resumed);
+      const resumed = holdNext(gid);
       const resume = await fetch(`${await C.app.getUrl()}/dtm/workflow/resume?gid=${gid}&op=review.hang.v1&trans_type=workflow&branch_id=00`.replace('[::1]', '127.0.0.1'), { method: 'POST' });
       expect([resume.status, await resume.text()]).toEqual([503, 'request timed out']);
       await resumed.reached;
