@@ -1,4 +1,5 @@
-// Workflow mode where an execution meets another one, a refused record, an HTTP body holding DTM's
+// Workflow mode where an execution meets another one, a refused record, a refused or unanswered
+// submit, a resume the app's own middleware answered first, an HTTP body holding DTM's
 // words, an XA step that cannot be resumed, an XA step that caught an SQL error, two callbacks on
 // one step, a second input, the failed step's own rollback (compensateFailedStep), and a name gRPC metadata cannot carry: each as DTM v1.19.0's Go workflow SDK and docs/workflow.md have it,
 // against the real DTM server (found by a review of the workflow mode).
