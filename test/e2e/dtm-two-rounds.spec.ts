@@ -65,6 +65,8 @@ describe('DTM v1.19 running one saga in two rounds at once', () => {
       .submitAndWait({ timeout: 30 })) as FinalResult;
 
     expect(final.status).toBe('failed');
+    // the cron round's call answers once its handler has seen the rollback begin: the rollback can be over before then
+    await recorder.waitForCalls('/Step1', 2, { gid, timeoutMs: 5000 });
     expect(recorder.callsTo('/Step1', gid).map((c) => c.status)).toEqual([409, 200]); // in the order answered
     // step 2 ran (the recorder answered it 200) after the rollback began ...
     await recorder.waitForCalls('/Step2', 1, { gid, timeoutMs: 5000 });
