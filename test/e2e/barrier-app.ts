@@ -38,6 +38,7 @@ import {
 import type { FileDatabases } from '../support/databases.js';
 import { callGrpc, TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { keepConnectionsForDtm } from '../support/dtm-keep-alive.js';
 import { testRedis } from '../support/redis-client.js';
 import { freePort } from '../support/services/process.js';
 
@@ -387,6 +388,7 @@ export async function startBarrierApp(dbs: FileDatabases, options: BarrierAppOpt
   const app = moduleRef.createNestApplication({ logger: ['error'], forceCloseConnections: true });
   app.connectMicroservice(testsGrpcOptions(grpcAddress, { workflowResume: options.workflowResume }), { inheritAppConfig: true });
   await app.startAllMicroservices();
+  keepConnectionsForDtm(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as { port: number };
   return {

@@ -44,6 +44,7 @@ import { fileDatabases, onceDetached, type FileDatabases } from '../support/data
 import { settledWithin } from '../support/fixtures.js';
 import { callGrpc, requestBytes } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { keepConnectionsForDtm } from '../support/dtm-keep-alive.js';
 import { startDtm, type DtmInfo } from '../support/services/dtm.js';
 import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { grpcServiceOf, Runs, startBarrierApp, type BarrierApp, type Move, type SqlStore } from './barrier-app.js';
@@ -628,6 +629,7 @@ describe('XA phase 2 of an xid the database does not know', () => {
       controllers: [XaBank],
     }).compile();
     xaApp = moduleRef.createNestApplication({ logger: captureLogger, forceCloseConnections: true });
+    keepConnectionsForDtm(xaApp);
     await xaApp.listen(0, '127.0.0.1');
     xaUrl = `http://127.0.0.1:${(xaApp.getHttpServer().address() as { port: number }).port}/xa`;
     client = xaApp.get(DtmClient);

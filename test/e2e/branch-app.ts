@@ -24,6 +24,7 @@ import {
   type DtmConfigInput,
 } from 'nestjs-dtm';
 import { harness } from '../support/harness.js';
+import { keepConnectionsForDtm } from '../support/dtm-keep-alive.js';
 
 /** What the next call of a handler does. */
 export type Outcome = 'ok' | 'failure' | 'ongoing' | 'error' | 'failure-ongoing' | 'unavailable-saying-failure' | 'failure-long' | 'throw-no-prototype' | 'throw-bad-tostring' | 'failure-quotes' | 'conflict-long';
@@ -342,6 +343,7 @@ export async function startBranchApp(adapter: AdapterName, config: DtmConfigInpu
   app.useLogger(logger);
   app.setGlobalPrefix('api');
   app.enableVersioning({ type: VersioningType.URI });
+  keepConnectionsForDtm(app);
   await app.listen(0, '127.0.0.1');
   const ledger = app.get(Ledger);
   ledger.reset();

@@ -25,6 +25,7 @@ import {
 } from 'nestjs-dtm';
 import { TESTS_GRPC_PROTOS, testsGrpcOptions } from '../support/grpc.js';
 import { harness } from '../support/harness.js';
+import { keepConnectionsForDtm } from '../support/dtm-keep-alive.js';
 import { freePort } from '../support/services/process.js';
 import { RecordingLogger } from '../support/recording-logger.js';
 
@@ -196,6 +197,7 @@ export async function startShopApp(
     const http = moduleRef.createNestApplication({ logger, forceCloseConnections: true });
     http.connectMicroservice(testsGrpcOptions(grpcAddress), { inheritAppConfig: true });
     await http.startAllMicroservices();
+    keepConnectionsForDtm(http);
     await http.listen(0, '127.0.0.1');
     app = http;
   } else {

@@ -5,6 +5,7 @@ import { All, Controller, Inject, Module, Req, Res, type DynamicModule, type INe
 import { NestFactory } from '@nestjs/core';
 import { bindGrpcServer } from './grpc.js';
 import { sleep } from './services/process.js';
+import { keepConnectionsForDtm } from './dtm-keep-alive.js';
 
 /** One request a recorder endpoint received, over HTTP or gRPC. */
 export interface RecordedCall {
@@ -186,6 +187,7 @@ function readBody(req: IncomingMessage): Promise<string> {
 export async function startRecorder(): Promise<Recorder> {
   const state: RecorderState = { calls: [], scripts: new Map() };
   const app: INestApplication = await NestFactory.create(RecorderModule.withState(state), { bodyParser: false, logger: false, forceCloseConnections: true });
+  keepConnectionsForDtm(app);
   await app.listen(0, '127.0.0.1');
   const grpc = await startGrpcSide(state);
   const address = app.getHttpServer().address() as { port: number };

@@ -11,4 +11,6 @@ await pool.query("INSERT INTO account VALUES ('alice', 100), ('bob', 0) ON CONFL
 
 const app = await NestFactory.create(AppModule, { forceCloseConnections: true });
 app.enableShutdownHooks();
+// DTM keeps an idle connection to the app for 90 s: Node must not close it first (5 s by default)
+app.getHttpServer().keepAliveTimeout = 95_000;
 await app.listen(Number(process.env.PORT ?? 3000));
