@@ -78,6 +78,7 @@ async function main(): Promise<void> {
   const port = await freePort();
   Object.assign(process.env, { DTM_SERVER_URL: dtmUrl, PG_URL: pgUrl, MYSQL_URL: mysqlUrl, APP_URL: `http://127.0.0.1:${port}` });
   const app = await NestFactory.create(AppModule, { logger: new DemoLogger() });
+  app.getHttpServer().keepAliveTimeout = 95_000; // as sample-app/src/main.ts: longer than DTM keeps an idle connection
   let keep = false;
   try {
     await app.listen(port, '127.0.0.1');
