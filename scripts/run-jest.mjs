@@ -5,6 +5,8 @@
 // line (from jest's JSON results, after jest and its global teardown have finished) and exits
 // non-zero on any failure. Arguments are passed to jest (e.g. a path pattern).
 // With --unit (`npm run test:unit`): only test/unit, no type check, lint, declarations nor servers (jest.unit.config.js).
+// With --no-checks (scripts/test.sh's run on its second Node.js): no type check, build nor lint, whose results do not
+// depend on the Node.js that runs them: it runs on the .build/ and dist/ the first run made.
 // JEST_RUN_TIMEOUT_MINUTES (default 15, fractions allowed): the whole-run guard (scripts/jest-guard.mjs).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -21,14 +23,15 @@ rmSync(resultFile, { force: true });
 rmSync(progressFile, { force: true });
 
 const unit = process.argv.includes('--unit');
-const jestArgs = process.argv.slice(2).filter((a) => a !== '--unit');
+const noChecks = process.argv.includes('--no-checks');
+const jestArgs = process.argv.slice(2).filter((a) => a !== '--unit' && a !== '--no-checks');
 const steps = [
   { what: 'the type check (tsc -p tsconfig.json)', args: [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')] },
   { what: 'the package build (scripts/build.mjs)', args: [join(root, 'scripts', 'build.mjs')] },
 ];
 // the unit tests need the JavaScript of dist/ only where they run the library in a child process
 const unitSteps = [{ what: 'the package build (scripts/build.mjs --js-only)', args: [join(root, 'scripts', 'build.mjs'), '--js-only'] }];
-for (const step of unit ? unitSteps : steps) {
+for (const step of unit ? unitSteps : noChecks ? [] : steps) {
   const run = spawnSync(process.execPath, step.args, { cwd: root, stdio: 'inherit' });
   if (run.status !== 0) {
     console.log(`${step.what} failed: see above`);
@@ -37,7 +40,7 @@ for (const step of unit ? unitSteps : steps) {
   }
 }
 let lintFailed = 0;
-if (!unit) {
+if (!unit && !noChecks) {
   const lint = spawnSync(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js')], { cwd: root, stdio: 'inherit' });
   if (lint.status !== 0) {
     console.log('ESLint found problems (above): counted as 1 failed test');

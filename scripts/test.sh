@@ -5,7 +5,9 @@
 # Node.js 24 unless TEST_SECOND_NODE says otherwise; TEST_SECOND_NODE=none skips it). The last line of
 # output is "N passed, N failed" over both runs; the exit code is non-zero on any failure.
 # Arguments go to jest (in both runs), e.g. `npm test -- test/e2e/harness`. The benchmarks' smoke runs
-# (test/e2e/bench-smoke.spec.ts) are in the first run only (NESTJS_DTM_SECOND_NODE_RUN: jest.config.js).
+# (test/e2e/bench-smoke.spec.ts) and the docs' type check (test/package/docs-typecheck.spec.ts) are in the first
+# run only (NESTJS_DTM_SECOND_NODE_RUN: jest.config.js), and so are the type check, the build and ESLint
+# (run-jest.mjs --no-checks): none of them depends on the Node.js that runs it.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
@@ -24,7 +26,7 @@ run() {
   while IFS= read -r line; do failures+=("$label: $line"); done < <(grep -a -E '^(failed: |failed to run: )' "$logs/run.log")
 }
 run "Node.js $(node -v)" "$(command -v node)" "$@"
-[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v), but the benchmarks' smoke runs ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" "$@"; }
+[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v), but the benchmarks' smoke runs, the docs' type check, tsc and ESLint ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" --no-checks "$@"; }
 
 passed=0 failed=0
 echo

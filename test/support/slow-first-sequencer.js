@@ -6,15 +6,23 @@
 import { relative, sep } from 'node:path';
 import JestSequencer from '@jest/test-sequencer';
 
-/** Spec files of about 40 s and more when run alone, slowest first. */
+/**
+ * Spec files of about 40 s and more when run alone, slowest first; among them the package tests,
+ * which mostly compute (npm install, tsc, an app's own Jest or Vitest: 40 to 50 s of CPU each), between
+ * files that mostly wait, so that they start early without all computing at once.
+ */
 export const SLOW_FIRST = [
   'test/e2e/chaos.spec.ts',
   'test/e2e/outcome-certainty.spec.ts',
   'test/e2e/dtm-store-stall.spec.ts',
   'test/e2e/bench-smoke.spec.ts',
+  'test/package/nest11-jest-app.spec.ts',
   'test/e2e/client-tcc-xa.spec.ts',
+  'test/package/tarball.spec.ts',
   'test/e2e/client-msg.spec.ts',
+  'test/package/nest12-vitest-app.spec.ts',
   'test/e2e/client-msg-grpc.spec.ts',
+  'test/package/nest12-jest-app.spec.ts',
   'test/e2e/branches.spec.ts',
   'test/e2e/branch-auth-recreated.spec.ts',
   'test/e2e/go-interop.spec.ts',

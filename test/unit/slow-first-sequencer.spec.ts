@@ -11,10 +11,10 @@ const root = process.cwd();
 const cacheDirectory = mkdtempSync(join(tmpdir(), 'slow-first-sequencer-'));
 afterAll(() => rmSync(cacheDirectory, { recursive: true, force: true }));
 
-/** Every spec file of test/e2e and test/unit, as jest hands them to the sequencer (`id`: whose timing record). */
+/** Every spec file of test/e2e, test/package and test/unit, as jest hands them to the sequencer (`id`: whose timing record). */
 function specs(id: string): SequencedTest[] {
   const context = { config: { rootDir: root, cache: true, cacheDirectory, id, haste: {} }, hasteFS: { getSize: (path: string) => statSync(path).size } };
-  return ['test/e2e', 'test/unit']
+  return ['test/e2e', 'test/package', 'test/unit']
     .flatMap((dir) => readdirSync(join(root, dir)).filter((f) => f.endsWith('.spec.ts')).map((f) => `${dir}/${f}`))
     .map((file) => ({ path: join(root, file), context }));
 }
