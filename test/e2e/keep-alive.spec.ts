@@ -3,12 +3,17 @@
 // call on it (its keep-alive timeout passes at that moment): the call fails with ECONNRESET before
 // any answer, although the peer never read it. Such a call is sent once more on a new connection;
 // a reset on a new connection, or after an answer began, is an error as before.
+// DTM's own HTTP client keeps its connections to an app's branches too, idle longer than Node's
+// server does by default (5 s), and does not send a call reset that way again before its retry: the
+// last describe pins both (why the Quick start sets keepAliveTimeout).
 import http from 'node:http';
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { DtmUnavailableError } from 'nestjs-dtm';
 import { startDtmApp } from '../support/dtm-app.js';
-import { queryTrans } from '../support/harness.js';
+import { cronUntilStatus, harness, queryTrans, waitForTransStatus } from '../support/harness.js';
+import { startDtm, type DtmInfo } from '../support/services/dtm.js';
+import { runDirFrom, sleep, waitUntil, type ManagedProcess } from '../support/services/process.js';
 import { mayHaveReachedDtm } from '../../lib/transport/dtm-transient.js';
 import { startRecorder, type Recorder } from '../support/recorder.js';
 
@@ -222,5 +227,50 @@ describe('resets that are no keep-alive race are not sent again', () => {
       expect((error as Error).message).toMatch(/\(ECONNRESET: the connection was reset, by the DTM server .*the request may or may not have reached the DTM server\)/);
     }
     expect(run.seen).toEqual(seen);
+  });
+});
+
+describe("DTM's own calls of an app's branches (docs/errors-and-troubleshooting.md: keep idle connections longer than DTM)", () => {
+  let dtm: { info: DtmInfo; process: ManagedProcess } | undefined;
+  beforeAll(async () => {
+    // a DTM of this test's own: the shared one's cron is moved by other files, and this test reads when DTM calls again
+    dtm = await startDtm(runDirFrom(harness().runDir), { name: 'dtm-keep-alive' });
+  });
+  afterAll(async () => {
+    await dtm?.process.stop();
+  });
+
+  it("DTM sends its next call, 6 s later, on the same connection (it keeps one idle longer than Node's 5 s); a call reset on it as the app closes it is made again only at DTM's retry", async () => {
+    // the app keeps connections 60 s (closingPeer); the first connection's second request is reset, as Node
+    // resets a request that arrives on a connection its keepAliveTimeout has just closed
+    const branch = await closingPeer(({ connection, nth }, req, res) => (connection === 1 && nth === 2 ? reset(req) : answer(res, {})));
+    const app = await startDtmApp({ config: { serverUrl: dtm!.info.serverUrl, grpcServer: dtm!.info.grpcAddress } });
+    try {
+      const first = await app.client.generateGid();
+      await app.client.newMsg(first).add(`${branch.url}/In`, { n: 1 }).submit();
+      expect((await waitForTransStatus(first, 'succeed', 10_000, dtm!.info.serverUrl)).transaction?.status).toBe('succeed');
+      await sleep(6000);
+      const second = await app.client.generateGid();
+      await app.client.newMsg(second).add(`${branch.url}/In`, { n: 2 }).submit();
+      await waitUntil('the second call reset', async () => branch.seen.length === 2, { timeoutMs: 10_000 });
+      // DTM does not send the POST again at once: 2 s later it holds the message submitted, its branch not called again
+      await sleep(2000);
+      const held = await queryTrans(second, dtm!.info.serverUrl);
+      expect([held.transaction?.status, held.branches.map((b) => `${b.op}:${b.status}`)]).toEqual(['submitted', ['action:prepared']]);
+      expect(branch.seen.map((s) => [s.connection, s.nth, s.outcome])).toEqual([
+        [1, 1, 'answered'],
+        [1, 2, 'closed'],
+      ]);
+      // its retry (made due now, instead of after its retry interval) calls on a new connection
+      expect((await cronUntilStatus(second, 'succeed', { serverUrl: dtm!.info.serverUrl, timeoutMs: 15_000 })).transaction?.status).toBe('succeed');
+      expect(branch.seen.map((s) => [s.connection, s.nth, s.outcome, s.path.includes(`gid=${second}`)])).toEqual([
+        [1, 1, 'answered', false],
+        [1, 2, 'closed', true],
+        [2, 1, 'answered', true],
+      ]);
+    } finally {
+      await app.close();
+      await branch.close();
+    }
   });
 });
