@@ -5,9 +5,9 @@
 # Node.js 24 unless TEST_SECOND_NODE says otherwise; TEST_SECOND_NODE=none skips it). The last line of
 # output is "N passed, N failed" over both runs; the exit code is non-zero on any failure.
 # Arguments go to jest (in both runs), e.g. `npm test -- test/e2e/harness`. The benchmarks' smoke runs
-# (test/e2e/bench-smoke.spec.ts) and the docs' type check (test/package/docs-typecheck.spec.ts) are in the first
-# run only (NESTJS_DTM_SECOND_NODE_RUN: jest.config.js), and so are the type check, the build and ESLint
-# (run-jest.mjs --no-checks): none of them depends on the Node.js that runs it.
+# (test/e2e/bench-smoke.spec.ts), the docs' type check, the files on DTM's and the databases' own behaviour and the
+# soaks are in the first run only (FIRST_RUN_ONLY in jest.config.js, which says why), and so are the type check,
+# the build and ESLint (run-jest.mjs --no-checks): neither depends on the Node.js that runs it.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
@@ -26,7 +26,7 @@ run() {
   while IFS= read -r line; do failures+=("$label: $line"); done < <(grep -a -E '^(failed: |failed to run: )' "$logs/run.log")
 }
 run "Node.js $(node -v)" "$(command -v node)" "$@"
-[ -n "$second" ] && { echo; echo "=== the same tests on Node.js $("$second" -v), but the benchmarks' smoke runs, the docs' type check, tsc and ESLint ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" --no-checks "$@"; }
+[ -n "$second" ] && { echo; echo "=== the tests again on Node.js $("$second" -v), but those of FIRST_RUN_ONLY (jest.config.js), tsc and ESLint ==="; NESTJS_DTM_SECOND_NODE_RUN=1 run "Node.js $("$second" -v)" "$second" --no-checks "$@"; }
 
 passed=0 failed=0
 echo
