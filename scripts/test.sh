@@ -23,6 +23,8 @@ run() {
   local label="$1" node="$2"; shift 2
   PATH="$(dirname "$node"):$PATH" "$node" scripts/run-jest.mjs "$@" 2>&1 | tee "$logs/run.log"
   summaries+=("$label: $(tail -n 1 "$logs/run.log")")
+  # each run's jest results kept apart (the next run starts by removing .test-results/jest.json): per-file times
+  cp .test-results/jest.json ".test-results/jest-node$("$node" -p 'process.versions.node.split(".")[0]').json" 2> /dev/null || true
   while IFS= read -r line; do failures+=("$label: $line"); done < <(grep -a -E '^(failed: |failed to run: )' "$logs/run.log")
 }
 run "Node.js $(node -v)" "$(command -v node)" "$@"
