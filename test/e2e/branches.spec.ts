@@ -557,19 +557,23 @@ describe.each(ADAPTERS)('decorated branches on %s', (adapter) => {
     server.on('request', onRequest);
     try {
       // no retryInterval: DTM's default, 10 s, then 20 s ...; a lost answer is called again only then. Read
-      // with the harness's /query: DTM's answer holds the payload of each op, more than the client reads
+      // with the harness's /query: DTM's answer holds the payload of each op, more than the client reads (each
+      // read of several MiB, slow on a busy machine: the wait is generous, DTM's own clock says when it ended)
       await t.client.newSaga(gid).add('transOut', { amount: 5, pad: 'x'.repeat(4 * MAX_BRANCH_BODY) }).submit();
-      const final = await waitForTransStatus(gid, ['failed', 'succeed'], 8000);
+      const final = await waitForTransStatus(gid, ['failed', 'succeed'], 25_000);
       expect([final.transaction?.status, final.transaction?.rollback_reason]).toEqual(['failed', expect.stringContaining(`a DTM branch call's body may be at most ${MAX_BRANCH_BODY} bytes`)]);
       expect(final.branches.map((b) => `${b.branch_id} ${b.op} ${b.status}`)).toEqual(['01 compensate succeed', '01 action failed']);
-      // the action, then its compensation; more only if another test file's /resetCronTime had DTM's cron run the saga
-      // again meanwhile (at least once): the 8 s above, under DTM's 10 s retry interval, is what shows the answers reached DTM
+      // DTM ended the saga less than its 10 s retry interval after taking it: each op's answer reached DTM at its first
+      // call. Its calls: the action, then its compensation; more only if another test file's /resetCronTime had DTM's
+      // cron run the saga again meanwhile (at least once)
+      const { create_time: created, rollback_time: rolledBack } = final.transaction!;
+      expect(Date.parse(rolledBack!) - Date.parse(created)).toBeLessThan(10_000);
       expect(seen.join(', ')).toMatch(/^(action, )+compensate(, compensate)*$/);
     } finally {
       server.off('request', onRequest);
     }
     expect(t.ledger.calls).toEqual([]);
-  }, 30_000);
+  }, 40_000);
 
   it('a chunked branch call body (a proxy re-chunked it) is cut once it passes the limit and answered as above (an action FAILURE, a compensation success, another op 413); the handler does not run', async () => {
     const size = MAX_BRANCH_BODY + 4096;
