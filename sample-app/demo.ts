@@ -77,8 +77,9 @@ async function main(): Promise<void> {
   // read by sample-app/config.yaml and the app's database module
   const port = await freePort();
   Object.assign(process.env, { DTM_SERVER_URL: dtmUrl, PG_URL: pgUrl, MYSQL_URL: mysqlUrl, APP_URL: `http://127.0.0.1:${port}` });
-  const app = await NestFactory.create(AppModule, { logger: new DemoLogger() });
-  app.getHttpServer().keepAliveTimeout = 95_000; // as sample-app/src/main.ts: longer than DTM keeps an idle connection
+  // as sample-app/src/main.ts: connections kept longer than DTM keeps an idle one, and ended by app.close()
+  const app = await NestFactory.create(AppModule, { logger: new DemoLogger(), forceCloseConnections: true });
+  app.getHttpServer().keepAliveTimeout = 95_000;
   let keep = false;
   try {
     await app.listen(port, '127.0.0.1');
